@@ -1,0 +1,124 @@
+//! The one error type of the edge API. Every failure a client can see is an
+//! [`ApiError`]: an HTTP status, a stable machine code, a human message, and the
+//! offending field when there is one. Codes never change meaning once shipped.
+
+use serde_json::json;
+
+macro_rules! error_codes {
+    ($($variant:ident => ($code:literal, $status:literal, $doc:literal)),+ $(,)?) => {
+        /// Stable machine codes, rendered as `error.code`.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub enum ErrorCode { $($variant),+ }
+
+        impl ErrorCode {
+            pub const ALL: &'static [ErrorCode] = &[$(ErrorCode::$variant),+];
+            pub fn as_str(self) -> &'static str { match self { $(ErrorCode::$variant => $code),+ } }
+            pub fn http_status(self) -> u16 { match self { $(ErrorCode::$variant => $status),+ } }
+            /// One line for docs and the OpenAPI description.
+            pub fn describe(self) -> &'static str { match self { $(ErrorCode::$variant => $doc),+ } }
+        }
+    };
+}
+
+error_codes! {
+    InvalidJson => ("invalid_json", 400, "The body is not valid JSON (or is empty)."),
+    UnknownField => ("unknown_field", 400, "The body has a field this endpoint does not know; `field` names it."),
+    InvalidParameter => ("invalid_parameter", 400, "A query parameter is malformed or out of range; `field` names it."),
+    InvalidCursor => ("invalid_cursor", 400, "The pagination cursor was not issued by this API for this query."),
+    MissingCredentials => ("missing_credentials", 401, "No `Authorization: Bearer ...` header."),
+    InvalidCredentials => ("invalid_credentials", 401, "The API key or admin token is unknown or revoked."),
+    TenantDisabled => ("tenant_disabled", 403, "The tenant owning this key is disabled."),
+    NotFound => ("not_found", 404, "No such route."),
+    CallNotFound => ("call_not_found", 404, "No call with this id for this tenant."),
+    TenantNotFound => ("tenant_not_found", 404, "No tenant with this id."),
+    AgentNotFound => ("agent_not_found", 404, "No agent with this id for this tenant."),
+    ApiKeyNotFound => ("api_key_not_found", 404, "No API key with this id for this tenant."),
+    MethodNotAllowed => ("method_not_allowed", 405, "The route exists but not for this HTTP method."),
+    AgentDisabled => ("agent_disabled", 409, "The agent exists but is disabled; enable it or pick another."),
+    PayloadTooLarge => ("payload_too_large", 413, "The request body is larger than the endpoint accepts."),
+    UnsupportedMediaType => ("unsupported_media_type", 415, "The body must be sent as `Content-Type: application/json`."),
+    MissingField => ("missing_field", 422, "A required field is absent or null; `field` names it."),
+    InvalidType => ("invalid_type", 422, "A field has the wrong JSON type; `field` names it."),
+    InvalidValue => ("invalid_value", 422, "A field's value is not one of those allowed; `field` names it."),
+    ValueTooLong => ("value_too_long", 422, "A string field is longer than allowed; `field` names it."),
+    OutOfRange => ("out_of_range", 422, "A number or date is outside its allowed range; `field` names it."),
+    InvalidPhoneNumber => ("invalid_phone_number", 422, "The number is not E.164 (`+` then 7 to 15 digits, no spaces)."),
+    InvalidEmail => ("invalid_email", 422, "The email address is malformed."),
+    InvalidLanguage => ("invalid_language", 422, "The language is not a well-formed BCP-47 tag (e.g. `en-US`)."),
+    InvalidTimestamp => ("invalid_timestamp", 422, "The timestamp is not RFC 3339 in UTC (e.g. `2026-01-02T15:04:05Z`)."),
+    ScheduleInPast => ("schedule_in_past", 422, "`schedule_at` must be in the future."),
+    MetadataTooLarge => ("metadata_too_large", 422, "`metadata` is larger than allowed once serialized."),
+    UnknownAgent => ("unknown_agent", 422, "`agent_id` names no agent of this tenant."),
+    AgentRequired => ("agent_required", 422, "No `agent_id` given and the tenant has no default agent."),
+    InvalidUrl => ("invalid_url", 422, "The URL is malformed or not allowed (https only; plain http only for loopback in local dev)."),
+    RateLimited => ("rate_limited", 429, "Too many requests; retry after `Retry-After` seconds."),
+    InternalError => ("internal_error", 500, "An unexpected error on our side; it has been logged."),
+    StorageUnavailable => ("storage_unavailable", 503, "Storage did not answer; retry with backoff."),
+}
+
+/// A client-visible failure.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    pub code: ErrorCode,
+    pub message: String,
+    pub field: Option<String>,
+}
+
+impl ApiError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        ApiError { code, message: message.into(), field: None }
+    }
+
+    pub fn field(code: ErrorCode, field: &str, message: impl Into<String>) -> Self {
+        ApiError { code, message: message.into(), field: Some(field.to_string()) }
+    }
+
+    pub fn status(&self) -> u16 {
+        self.code.http_status()
+    }
+
+    /// `{"error":{"code":..,"message":..,"field":..}}` — the one error shape.
+    pub fn to_json(&self) -> serde_json::Value {
+        json!({"error": {"code": self.code.as_str(), "message": self.message, "field": self.field}})
+    }
+}
+
+impl From<crate::store::StoreError> for ApiError {
+    fn from(e: crate::store::StoreError) -> Self {
+        match e {
+            crate::store::StoreError::Unavailable(_) => {
+                ApiError::new(ErrorCode::StorageUnavailable, "storage did not answer; retry with backoff")
+            }
+            crate::store::StoreError::Corrupt(_) => {
+                ApiError::new(ErrorCode::InternalError, "a stored record could not be read")
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+
+    #[test]
+    fn codes_are_unique_snake_case_and_statuses_are_errors() {
+        let mut seen = HashSet::new();
+        for c in ErrorCode::ALL {
+            assert!(seen.insert(c.as_str()), "duplicate code {}", c.as_str());
+            assert!(c.as_str().chars().all(|ch| ch.is_ascii_lowercase() || ch == '_'));
+            assert!((400..600).contains(&c.http_status()));
+            assert!(!c.describe().is_empty());
+        }
+    }
+
+    #[test]
+    fn error_shape_has_code_message_and_field() {
+        let e = ApiError::field(ErrorCode::OutOfRange, "max_seconds", "too big");
+        assert_eq!(
+            e.to_json(),
+            json!({"error":{"code":"out_of_range","message":"too big","field":"max_seconds"}})
+        );
+        assert_eq!(ApiError::new(ErrorCode::NotFound, "x").to_json()["error"]["field"], serde_json::Value::Null);
+    }
+}

@@ -1,0 +1,198 @@
+//! Strict reading of JSON request bodies: exact content type, size cap, an
+//! object at the top, no unknown fields, and typed getters that name the field
+//! in every error. `null` counts as absent for optional fields.
+
+use crate::error::{ApiError, ErrorCode};
+use serde_json::{Map, Value};
+
+/// Parses a request body the way every JSON endpoint of the API does.
+pub fn parse_object(
+    content_type: Option<&str>,
+    body: &[u8],
+    max_bytes: usize,
+    allowed: &[&str],
+) -> Result<Fields, ApiError> {
+    if body.len() > max_bytes {
+        return Err(ApiError::new(
+            ErrorCode::PayloadTooLarge,
+            format!("request body is {} bytes; the limit is {max_bytes}", body.len()),
+        ));
+    }
+    if !is_json_content_type(content_type) {
+        return Err(ApiError::new(
+            ErrorCode::UnsupportedMediaType,
+            format!(
+                "expected Content-Type: application/json, got {}",
+                content_type.map_or("none".to_string(), |c| format!("'{}'", truncate(c, 80)))
+            ),
+        ));
+    }
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err(ApiError::new(ErrorCode::InvalidJson, "request body is empty; send a JSON object"));
+    }
+    let value: Value = serde_json::from_slice(body)
+        .map_err(|e| ApiError::new(ErrorCode::InvalidJson, format!("body is not valid JSON: {e}")))?;
+    let Value::Object(map) = value else {
+        return Err(ApiError::new(ErrorCode::InvalidType, "body must be a JSON object"));
+    };
+    if let Some(unknown) = map.keys().find(|k| !allowed.contains(&k.as_str())) {
+        return Err(ApiError::field(
+            ErrorCode::UnknownField,
+            unknown,
+            format!("unknown field '{}'; allowed: {}", truncate(unknown, 64), allowed.join(", ")),
+        ));
+    }
+    Ok(Fields { map })
+}
+
+/// `application/json`, optionally with parameters such as `; charset=utf-8`.
+pub fn is_json_content_type(content_type: Option<&str>) -> bool {
+    content_type
+        .and_then(|c| c.split(';').next())
+        .is_some_and(|media| media.trim().eq_ignore_ascii_case("application/json"))
+}
+
+fn truncate(s: &str, max_chars: usize) -> String {
+    if s.chars().count() <= max_chars {
+        s.to_string()
+    } else {
+        let cut: String = s.chars().take(max_chars).collect();
+        format!("{cut}...")
+    }
+}
+
+pub struct Fields {
+    map: Map<String, Value>,
+}
+
+impl Fields {
+    fn present(&self, name: &str) -> Option<&Value> {
+        self.map.get(name).filter(|v| !v.is_null())
+    }
+
+    pub fn has(&self, name: &str) -> bool {
+        self.present(name).is_some()
+    }
+
+    pub fn str_opt(&self, name: &str, max_chars: usize) -> Result<Option<String>, ApiError> {
+        let Some(v) = self.present(name) else { return Ok(None) };
+        let Value::String(s) = v else {
+            return Err(ApiError::field(ErrorCode::InvalidType, name, format!("'{name}' must be a string")));
+        };
+        let n = s.chars().count();
+        if n > max_chars {
+            return Err(ApiError::field(
+                ErrorCode::ValueTooLong,
+                name,
+                format!("'{name}' is {n} characters; the limit is {max_chars}"),
+            ));
+        }
+        Ok(Some(s.clone()))
+    }
+
+    /// A non-blank string, required.
+    pub fn str_req(&self, name: &str, max_chars: usize) -> Result<String, ApiError> {
+        match self.str_opt(name, max_chars)? {
+            Some(s) if !s.trim().is_empty() => Ok(s),
+            Some(_) => Err(ApiError::field(ErrorCode::InvalidValue, name, format!("'{name}' must not be blank"))),
+            None => Err(ApiError::field(ErrorCode::MissingField, name, format!("'{name}' is required"))),
+        }
+    }
+
+    pub fn int_opt(&self, name: &str, min: i64, max: i64) -> Result<Option<i64>, ApiError> {
+        let Some(v) = self.present(name) else { return Ok(None) };
+        let n = match v {
+            Value::Number(n) => n.as_i64().or_else(|| {
+                // 300.0 is an integer in JSON's eyes; 300.5 is not.
+                n.as_f64().filter(|f| f.fract() == 0.0 && f.abs() < 9.0e15).map(|f| f as i64)
+            }),
+            _ => None,
+        };
+        let Some(n) = n else {
+            return Err(ApiError::field(ErrorCode::InvalidType, name, format!("'{name}' must be an integer")));
+        };
+        if n < min || n > max {
+            return Err(ApiError::field(
+                ErrorCode::OutOfRange,
+                name,
+                format!("'{name}' must be between {min} and {max}, got {n}"),
+            ));
+        }
+        Ok(Some(n))
+    }
+
+    pub fn bool_opt(&self, name: &str) -> Result<Option<bool>, ApiError> {
+        match self.present(name) {
+            None => Ok(None),
+            Some(Value::Bool(b)) => Ok(Some(*b)),
+            Some(_) => Err(ApiError::field(ErrorCode::InvalidType, name, format!("'{name}' must be true or false"))),
+        }
+    }
+
+    pub fn object_opt(&self, name: &str) -> Result<Option<Map<String, Value>>, ApiError> {
+        match self.present(name) {
+            None => Ok(None),
+            Some(Value::Object(m)) => Ok(Some(m.clone())),
+            Some(_) => Err(ApiError::field(ErrorCode::InvalidType, name, format!("'{name}' must be a JSON object"))),
+        }
+    }
+
+    pub fn str_list_opt(&self, name: &str, max_items: usize, max_chars: usize) -> Result<Option<Vec<String>>, ApiError> {
+        let Some(v) = self.present(name) else { return Ok(None) };
+        let Value::Array(items) = v else {
+            return Err(ApiError::field(ErrorCode::InvalidType, name, format!("'{name}' must be an array of strings")));
+        };
+        if items.len() > max_items {
+            return Err(ApiError::field(ErrorCode::OutOfRange, name, format!("'{name}' has more than {max_items} items")));
+        }
+        items
+            .iter()
+            .map(|item| match item {
+                Value::String(s) if s.chars().count() <= max_chars => Ok(s.clone()),
+                Value::String(_) => Err(ApiError::field(ErrorCode::ValueTooLong, name, format!("an item of '{name}' is too long"))),
+                _ => Err(ApiError::field(ErrorCode::InvalidType, name, format!("'{name}' must be an array of strings"))),
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map(Some)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(ct: Option<&str>, body: &str) -> Result<Fields, ApiError> {
+        parse_object(ct, body.as_bytes(), 1024, &["a", "n", "b"])
+    }
+
+    #[test]
+    fn rejects_each_kind_of_bad_body_with_its_own_code() {
+        let j = Some("application/json");
+        assert_eq!(parse(None, "{}").err().unwrap().code, ErrorCode::UnsupportedMediaType);
+        assert_eq!(parse(Some("text/plain"), "{}").err().unwrap().code, ErrorCode::UnsupportedMediaType);
+        assert_eq!(parse(Some("application/jsonx"), "{}").err().unwrap().code, ErrorCode::UnsupportedMediaType);
+        assert_eq!(parse(j, "").err().unwrap().code, ErrorCode::InvalidJson);
+        assert_eq!(parse(j, "{\"a\":").err().unwrap().code, ErrorCode::InvalidJson);
+        assert_eq!(parse(j, "[1]").err().unwrap().code, ErrorCode::InvalidType);
+        let e = parse(j, "{\"zz\":1}").err().unwrap();
+        assert_eq!((e.code, e.field.as_deref()), (ErrorCode::UnknownField, Some("zz")));
+        let big = format!("{{\"a\":\"{}\"}}", "x".repeat(2000));
+        assert_eq!(parse(j, &big).err().unwrap().code, ErrorCode::PayloadTooLarge);
+        assert!(parse(Some("Application/JSON; charset=utf-8"), "{}").is_ok());
+    }
+
+    #[test]
+    fn typed_getters_name_the_field() {
+        let f = parse(Some("application/json"), r#"{"a":"xyz","n":5.0,"b":null}"#).unwrap();
+        assert_eq!(f.str_opt("a", 3).unwrap().as_deref(), Some("xyz"));
+        assert_eq!(f.str_opt("a", 2).unwrap_err().code, ErrorCode::ValueTooLong);
+        assert_eq!(f.int_opt("n", 0, 10).unwrap(), Some(5));
+        assert_eq!(f.int_opt("n", 6, 10).unwrap_err().field.as_deref(), Some("n"));
+        assert_eq!(f.int_opt("a", 0, 1).unwrap_err().code, ErrorCode::InvalidType);
+        assert_eq!(f.bool_opt("b").unwrap(), None, "null is absent");
+        assert_eq!(f.str_req("b", 5).unwrap_err().code, ErrorCode::MissingField);
+        let f = parse(Some("application/json"), r#"{"n":5.5,"a":"  "}"#).unwrap();
+        assert_eq!(f.int_opt("n", 0, 10).unwrap_err().code, ErrorCode::InvalidType);
+        assert_eq!(f.str_req("a", 5).unwrap_err().code, ErrorCode::InvalidValue);
+    }
+}

@@ -1,0 +1,94 @@
+//! wasm32-only adapter between workers-rs and [`crate::service`]. It parses the
+//! HTTP request into plain values, supplies KV / clock / secrets, and writes
+//! one access-log line per request (never headers, never bodies).
+
+use crate::http::ApiRequest;
+use crate::service::{self, Env as ServiceEnv};
+use crate::store::{Kv, KvEntry, KvPage, StoreError};
+use crate::validate::MAX_BODY_BYTES;
+use serde_json::Value;
+use worker::{event, kv::KvStore, Context, Env, Headers, Request, Response, Result};
+
+const KV_BINDING: &str = "VOXLINE_KV";
+
+struct WorkersKv(KvStore);
+
+fn unavailable(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Unavailable(e.to_string())
+}
+
+impl Kv for WorkersKv {
+    async fn get(&self, key: &str) -> std::result::Result<Option<String>, StoreError> {
+        self.0.get(key).text().await.map_err(unavailable)
+    }
+
+    async fn put(&self, key: &str, value: &str, metadata: Option<&Value>) -> std::result::Result<(), StoreError> {
+        let mut put = self.0.put(key, value).map_err(unavailable)?;
+        if let Some(m) = metadata {
+            put = put.metadata(m).map_err(unavailable)?;
+        }
+        put.execute().await.map_err(unavailable)
+    }
+
+    async fn delete(&self, key: &str) -> std::result::Result<(), StoreError> {
+        self.0.delete(key).await.map_err(unavailable)
+    }
+
+    async fn list(&self, prefix: &str, limit: u32, cursor: Option<&str>) -> std::result::Result<KvPage, StoreError> {
+        let mut list = self.0.list().prefix(prefix.to_string()).limit(u64::from(limit));
+        if let Some(c) = cursor {
+            list = list.cursor(c.to_string());
+        }
+        let page = list.execute().await.map_err(unavailable)?;
+        Ok(KvPage {
+            keys: page.keys.into_iter().map(|k| KvEntry { name: k.name, metadata: k.metadata }).collect(),
+            cursor: if page.list_complete { None } else { page.cursor.filter(|c| !c.is_empty()) },
+        })
+    }
+}
+
+fn secret_or_var(env: &Env, name: &str) -> Option<String> {
+    env.secret(name).map(|s| s.to_string()).or_else(|_| env.var(name).map(|v| v.to_string())).ok()
+}
+
+#[event(fetch)]
+async fn fetch(mut req: Request, env: Env, _ctx: Context) -> Result<Response> {
+    let started = worker::Date::now().as_millis();
+    let url = req.url()?;
+    let headers = req.headers().clone();
+    let declared_len: Option<usize> = headers.get("content-length")?.and_then(|v| v.trim().parse().ok());
+    // Refuse oversized bodies before buffering them; the service re-checks
+    // the real length (chunked uploads carry no Content-Length).
+    let body = match declared_len {
+        Some(n) if n > MAX_BODY_BYTES => vec![0; MAX_BODY_BYTES + 1],
+        _ => req.bytes().await.unwrap_or_default(),
+    };
+    let api_req = ApiRequest {
+        method: req.method().to_string(),
+        path: url.path().to_string(),
+        query: url.query().unwrap_or("").to_string(),
+        content_type: headers.get("content-type")?,
+        authorization: headers.get("authorization")?,
+        body,
+    };
+    let admin_token = secret_or_var(&env, "ADMIN_TOKEN");
+    let dev_mode = secret_or_var(&env, "VOXLINE_ENV").is_some_and(|v| v == "development");
+    let kv = WorkersKv(env.kv(KV_BINDING)?);
+    let senv = ServiceEnv { kv: &kv, now_ms: started, admin_token: admin_token.as_deref(), dev_mode };
+    let resp = service::handle(&senv, &api_req).await;
+    worker::console_log!(
+        "{} {} {} {} {}ms",
+        api_req.method,
+        api_req.path,
+        resp.status,
+        resp.error_code.unwrap_or("-"),
+        worker::Date::now().as_millis().saturating_sub(started)
+    );
+    let out_headers = Headers::new();
+    out_headers.set("content-type", "application/json")?;
+    out_headers.set("cache-control", "no-store")?;
+    for (name, value) in &resp.headers {
+        out_headers.set(name, value)?;
+    }
+    Ok(Response::ok(resp.body)?.with_status(resp.status).with_headers(out_headers))
+}

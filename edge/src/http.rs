@@ -1,0 +1,43 @@
+//! Plain request/response values between the Worker glue and the service.
+
+use crate::error::ApiError;
+use serde_json::Value;
+
+#[derive(Debug, Clone, Default)]
+pub struct ApiRequest {
+    pub method: String,
+    pub path: String,
+    /// Raw query string without the `?`.
+    pub query: String,
+    pub content_type: Option<String>,
+    pub authorization: Option<String>,
+    pub body: Vec<u8>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApiResponse {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+    /// The error code, for the access log.
+    pub error_code: Option<&'static str>,
+}
+
+impl ApiResponse {
+    pub fn json(status: u16, body: &Value) -> ApiResponse {
+        ApiResponse { status, headers: Vec::new(), body: body.to_string(), error_code: None }
+    }
+
+    pub fn error(e: &ApiError) -> ApiResponse {
+        ApiResponse { status: e.status(), headers: Vec::new(), body: e.to_json().to_string(), error_code: Some(e.code.as_str()) }
+    }
+
+    pub fn with_header(mut self, name: &str, value: impl Into<String>) -> ApiResponse {
+        self.headers.push((name.to_string(), value.into()));
+        self
+    }
+
+    pub fn body_json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap_or(Value::Null)
+    }
+}

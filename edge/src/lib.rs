@@ -1,0 +1,19 @@
+//! voxline edge: the public call API as a Cloudflare Worker.
+//!
+//! Everything but `glue` is plain Rust that compiles and tests natively:
+//! `service` handles a request against the `store::Kv` port; `glue` (wasm32
+//! only) adapts workers-rs requests, KV, clock and secrets to it.
+
+pub mod error;
+pub mod fields;
+pub mod http;
+pub mod ids;
+pub mod model;
+pub mod openapi;
+pub mod router;
+pub mod service;
+pub mod store;
+pub mod validate;
+
+#[cfg(target_arch = "wasm32")]
+mod glue;

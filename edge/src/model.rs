@@ -1,0 +1,222 @@
+//! Records the edge keeps in KV, their key layout, and their public JSON form.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Map, Value};
+use voxline_shared::{CallStatus, EndedReason};
+
+/// KV key layout. Tenant-scoped records carry the tenant in the key, so a
+/// lookup with another tenant's id simply finds nothing (404, never 403).
+pub mod keys {
+    pub fn tenant(tid: &str) -> String {
+        format!("tenant/{tid}")
+    }
+    pub fn agent(tid: &str, aid: &str) -> String {
+        format!("agent/{tid}/{aid}")
+    }
+    pub fn agents_prefix(tid: &str) -> String {
+        format!("agent/{tid}/")
+    }
+    /// API key lookup by hash of the clear key (the only auth path).
+    pub fn api_key_by_hash(hash: &str) -> String {
+        format!("apikey/{hash}")
+    }
+    /// API key by id, for listing and revoking; holds the hash, not the key.
+    pub fn api_key(tid: &str, kid: &str) -> String {
+        format!("apikeyid/{tid}/{kid}")
+    }
+    pub fn api_keys_prefix(tid: &str) -> String {
+        format!("apikeyid/{tid}/")
+    }
+    pub fn webhook(tid: &str, wid: &str) -> String {
+        format!("webhook/{tid}/{wid}")
+    }
+    pub fn webhooks_prefix(tid: &str) -> String {
+        format!("webhook/{tid}/")
+    }
+    pub fn call(tid: &str, cid: &str) -> String {
+        format!("call/{tid}/{cid}")
+    }
+    pub fn calls_prefix(tid: &str) -> String {
+        format!("call/{tid}/")
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Tenant {
+    pub id: String,
+    pub name: String,
+    pub default_agent_id: Option<String>,
+    pub disabled: bool,
+    pub created_at: String,
+}
+
+/// Which speech engine runs the conversation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Engine {
+    /// Offline: VAD + pocketsphinx + scripted dialog + flite.
+    Local,
+    OpenaiRealtime,
+    GeminiLive,
+}
+
+impl Engine {
+    pub const NAMES: [&'static str; 3] = ["local", "openai_realtime", "gemini_live"];
+    pub fn parse(s: &str) -> Option<Engine> {
+        match s {
+            "local" => Some(Engine::Local),
+            "openai_realtime" => Some(Engine::OpenaiRealtime),
+            "gemini_live" => Some(Engine::GeminiLive),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Agent {
+    pub id: String,
+    pub name: String,
+    pub system_prompt: Option<String>,
+    pub voice: Option<String>,
+    pub language: String,
+    pub default_engine: Engine,
+    pub model: Option<String>,
+    pub enabled: bool,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+/// Stored under `apikeyid/{tenant}/{key}`; the hash links to the auth record.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ApiKeyInfo {
+    pub id: String,
+    pub name: Option<String>,
+    pub prefix: String,
+    pub hash: String,
+    pub created_at: String,
+    pub revoked_at: Option<String>,
+}
+
+impl ApiKeyInfo {
+    /// The public form never includes the hash.
+    pub fn to_public(&self) -> Value {
+        json!({"id": self.id, "object": "api_key", "name": self.name, "prefix": self.prefix,
+               "created_at": self.created_at, "revoked_at": self.revoked_at})
+    }
+}
+
+/// Stored under `apikey/{hash}`: what an authenticated request learns.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ApiKeyAuth {
+    pub key_id: String,
+    pub tenant_id: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WebhookEndpoint {
+    pub id: String,
+    pub url: String,
+    /// Empty means every event.
+    pub events: Vec<String>,
+    pub enabled: bool,
+    /// Needed in usable form to sign deliveries (Standard Webhooks is symmetric).
+    pub secret: String,
+    pub created_at: String,
+}
+
+impl WebhookEndpoint {
+    pub fn to_public(&self) -> Value {
+        json!({"id": self.id, "object": "webhook_endpoint", "url": self.url, "events": self.events,
+               "enabled": self.enabled, "created_at": self.created_at})
+    }
+}
+
+/// A call as stored and as returned by `GET /v1/calls/{id}`. Settings are
+/// resolved against the agent when the call is created, so later agent edits
+/// do not change calls already accepted.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CallRecord {
+    pub id: String,
+    pub status: CallStatus,
+    pub phone: String,
+    pub name: Option<String>,
+    pub email: Option<String>,
+    pub metadata: Option<Map<String, Value>>,
+    pub agent_id: String,
+    pub system_prompt: Option<String>,
+    pub voice: Option<String>,
+    pub language: String,
+    pub engine: Engine,
+    pub model: Option<String>,
+    pub max_seconds: u32,
+    pub retries: u32,
+    pub retry_delay_minutes: u32,
+    pub schedule_at: Option<String>,
+    pub attempts: u32,
+    pub created_at: String,
+    pub updated_at: String,
+    pub hangup_requested_at: Option<String>,
+    pub ended_at: Option<String>,
+    pub ended_reason: Option<EndedReason>,
+}
+
+impl CallRecord {
+    pub fn to_public(&self) -> Value {
+        let mut v = serde_json::to_value(self).unwrap_or(Value::Null);
+        if let Value::Object(m) = &mut v {
+            m.insert("object".into(), json!("call"));
+        }
+        v
+    }
+
+    /// KV metadata (max 1 KiB): what a listing shows without reading records.
+    pub fn list_metadata(&self) -> Value {
+        json!({"s": self.status, "p": self.phone, "a": self.agent_id, "c": self.created_at,
+               "u": self.updated_at, "r": self.ended_reason})
+    }
+}
+
+/// A listing row rebuilt from KV metadata alone.
+pub fn call_summary_from_metadata(id: &str, meta: &Value) -> Value {
+    json!({"id": id, "object": "call", "status": meta["s"], "phone": meta["p"], "agent_id": meta["a"],
+           "created_at": meta["c"], "updated_at": meta["u"], "ended_reason": meta["r"]})
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listing_metadata_stays_under_the_kv_limit_and_rebuilds_a_summary() {
+        let rec = CallRecord {
+            id: "call_x".into(),
+            status: CallStatus::Queued,
+            phone: "+123456789012345".into(),
+            name: None,
+            email: None,
+            metadata: None,
+            agent_id: format!("agt_{}", "f".repeat(20)),
+            system_prompt: Some("p".repeat(20_000)),
+            voice: None,
+            language: "en-US".into(),
+            engine: Engine::Local,
+            model: None,
+            max_seconds: 300,
+            retries: 0,
+            retry_delay_minutes: 5,
+            schedule_at: None,
+            attempts: 0,
+            created_at: "2026-11-25T14:50:00.123Z".into(),
+            updated_at: "2026-11-25T14:50:00.123Z".into(),
+            hangup_requested_at: None,
+            ended_at: None,
+            ended_reason: Some(EndedReason::HangupRequested),
+        };
+        let meta = rec.list_metadata();
+        assert!(serde_json::to_string(&meta).unwrap().len() < 1024);
+        let s = call_summary_from_metadata(&rec.id, &meta);
+        assert_eq!(s["status"], "queued");
+        assert_eq!(s["ended_reason"], "hangup_requested");
+        assert_eq!(rec.to_public()["object"], "call");
+    }
+}

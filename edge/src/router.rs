@@ -1,0 +1,118 @@
+//! The route table: the one list of what the API serves. The OpenAPI test
+//! checks the spec against it, so a route cannot exist undocumented.
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RouteId {
+    Health,
+    OpenApi,
+    CreateCall,
+    ListCalls,
+    GetCall,
+    HangupCall,
+    CreateTenant,
+    GetTenant,
+    UpdateTenant,
+    CreateAgent,
+    ListAgents,
+    GetAgent,
+    UpdateAgent,
+    CreateApiKey,
+    ListApiKeys,
+    RevokeApiKey,
+    CreateWebhook,
+    ListWebhooks,
+}
+
+/// (method, path pattern, route). `{name}` matches one non-empty segment.
+pub const ROUTES: &[(&str, &str, RouteId)] = &[
+    ("GET", "/healthz", RouteId::Health),
+    ("GET", "/v1/openapi.json", RouteId::OpenApi),
+    ("POST", "/v1/calls", RouteId::CreateCall),
+    ("GET", "/v1/calls", RouteId::ListCalls),
+    ("GET", "/v1/calls/{call_id}", RouteId::GetCall),
+    ("POST", "/v1/calls/{call_id}/hangup", RouteId::HangupCall),
+    ("POST", "/admin/tenants", RouteId::CreateTenant),
+    ("GET", "/admin/tenants/{tenant_id}", RouteId::GetTenant),
+    ("PATCH", "/admin/tenants/{tenant_id}", RouteId::UpdateTenant),
+    ("POST", "/admin/tenants/{tenant_id}/agents", RouteId::CreateAgent),
+    ("GET", "/admin/tenants/{tenant_id}/agents", RouteId::ListAgents),
+    ("GET", "/admin/tenants/{tenant_id}/agents/{agent_id}", RouteId::GetAgent),
+    ("PATCH", "/admin/tenants/{tenant_id}/agents/{agent_id}", RouteId::UpdateAgent),
+    ("POST", "/admin/tenants/{tenant_id}/api-keys", RouteId::CreateApiKey),
+    ("GET", "/admin/tenants/{tenant_id}/api-keys", RouteId::ListApiKeys),
+    ("DELETE", "/admin/tenants/{tenant_id}/api-keys/{key_id}", RouteId::RevokeApiKey),
+    ("POST", "/admin/tenants/{tenant_id}/webhooks", RouteId::CreateWebhook),
+    ("GET", "/admin/tenants/{tenant_id}/webhooks", RouteId::ListWebhooks),
+];
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum Match<'p> {
+    Found(RouteId, Vec<&'p str>),
+    /// The path exists for these other methods.
+    WrongMethod(Vec<&'static str>),
+    NotFound,
+}
+
+fn match_pattern<'p>(pattern: &str, path: &'p str) -> Option<Vec<&'p str>> {
+    let mut params = Vec::new();
+    let mut pat = pattern.split('/');
+    let mut got = path.split('/');
+    loop {
+        match (pat.next(), got.next()) {
+            (None, None) => return Some(params),
+            (Some(p), Some(g)) if p.starts_with('{') => {
+                if g.is_empty() {
+                    return None;
+                }
+                params.push(g);
+            }
+            (Some(p), Some(g)) if p == g => {}
+            _ => return None,
+        }
+    }
+}
+
+pub fn route<'p>(method: &str, path: &'p str) -> Match<'p> {
+    let mut allowed = Vec::new();
+    for (m, pattern, id) in ROUTES {
+        if let Some(params) = match_pattern(pattern, path) {
+            if m.eq_ignore_ascii_case(method) {
+                return Match::Found(*id, params);
+            }
+            allowed.push(*m);
+        }
+    }
+    if allowed.is_empty() {
+        Match::NotFound
+    } else {
+        Match::WrongMethod(allowed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_match_params_methods_and_nothing_else() {
+        assert_eq!(route("POST", "/v1/calls"), Match::Found(RouteId::CreateCall, vec![]));
+        assert_eq!(route("GET", "/v1/calls/call_1/x"), Match::NotFound);
+        assert_eq!(route("POST", "/v1/calls/call_1/hangup"), Match::Found(RouteId::HangupCall, vec!["call_1"]));
+        assert_eq!(route("DELETE", "/v1/calls"), Match::WrongMethod(vec!["POST", "GET"]));
+        assert_eq!(route("GET", "/v1/calls/"), Match::NotFound);
+        assert_eq!(route("GET", "/v1/callsx"), Match::NotFound);
+        assert_eq!(
+            route("DELETE", "/admin/tenants/t/api-keys/k"),
+            Match::Found(RouteId::RevokeApiKey, vec!["t", "k"])
+        );
+    }
+
+    #[test]
+    fn every_route_is_unique() {
+        for (i, a) in ROUTES.iter().enumerate() {
+            for b in &ROUTES[i + 1..] {
+                assert!(!(a.0 == b.0 && a.1 == b.1), "duplicate route {} {}", a.0, a.1);
+            }
+        }
+    }
+}

@@ -1,0 +1,591 @@
+//! Request handling as pure async Rust over the [`Kv`] port: routing, auth,
+//! validation, records. The Worker glue only converts HTTP values and supplies
+//! KV, the clock and secrets, so everything here is unit-tested natively.
+
+use crate::error::{ApiError, ErrorCode};
+use crate::fields::parse_object;
+use crate::http::{ApiRequest, ApiResponse};
+use crate::ids::{self, rfc3339_ms};
+use crate::model::{self, keys, Agent, ApiKeyAuth, ApiKeyInfo, CallRecord, Engine, Tenant, WebhookEndpoint};
+use crate::router::{route, Match, RouteId};
+use crate::store::{get_json, put_json, Kv};
+use crate::validate::{self, MAX_BODY_BYTES};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use serde_json::{json, Value};
+use voxline_shared::{CallStatus, EndedReason};
+
+/// What a request runs against.
+pub struct Env<'a, K: Kv> {
+    pub kv: &'a K,
+    pub now_ms: u64,
+    /// `ADMIN_TOKEN` secret; the admin API is closed without it.
+    pub admin_token: Option<&'a str>,
+    /// Local development (`VOXLINE_ENV=development`): allows plain-http loopback webhooks.
+    pub dev_mode: bool,
+}
+
+type Result<T> = std::result::Result<T, ApiError>;
+
+pub const WEBHOOK_EVENTS: &[&str] = &[
+    "call.queued", "call.ringing", "call.answered", "call.completed", "call.failed", "transcript.saved",
+    "recording.saved",
+];
+
+const LIST_LIMIT_DEFAULT: u32 = 20;
+const LIST_LIMIT_MAX: u32 = 100;
+/// KV list calls one listing request may spend when a status filter skips keys.
+const LIST_MAX_SCANS: usize = 10;
+
+pub async fn handle<K: Kv>(env: &Env<'_, K>, req: &ApiRequest) -> ApiResponse {
+    match dispatch(env, req).await {
+        Ok(resp) => resp,
+        Err(e) => {
+            let resp = ApiResponse::error(&e);
+            if e.code == ErrorCode::MethodNotAllowed {
+                let allowed = match route(&req.method, &req.path) {
+                    Match::WrongMethod(m) => m.join(", "),
+                    _ => String::new(),
+                };
+                return resp.with_header("Allow", allowed);
+            }
+            resp
+        }
+    }
+}
+
+async fn dispatch<K: Kv>(env: &Env<'_, K>, req: &ApiRequest) -> Result<ApiResponse> {
+    let (id, params) = match route(&req.method, &req.path) {
+        Match::Found(id, params) => (id, params),
+        Match::WrongMethod(allowed) => {
+            return Err(ApiError::new(
+                ErrorCode::MethodNotAllowed,
+                format!("{} is not allowed on {}; allowed: {}", req.method, req.path, allowed.join(", ")),
+            ))
+        }
+        Match::NotFound => return Err(ApiError::new(ErrorCode::NotFound, format!("no route {} {}", req.method, req.path))),
+    };
+    let p = |i: usize| params.get(i).copied().unwrap_or("");
+    match id {
+        RouteId::Health => Ok(ApiResponse::json(200, &json!({"ok": true}))),
+        RouteId::OpenApi => Ok(ApiResponse::json(200, &crate::openapi::spec())),
+        RouteId::CreateCall => create_call(env, req).await,
+        RouteId::ListCalls => list_calls(env, req).await,
+        RouteId::GetCall => get_call(env, req, p(0)).await,
+        RouteId::HangupCall => hangup_call(env, req, p(0)).await,
+        admin => {
+            authenticate_admin(env, req)?;
+            admin_route(env, req, admin, p(0), p(1)).await
+        }
+    }
+}
+
+// ---- authentication ----
+
+fn bearer(req: &ApiRequest) -> Result<&str> {
+    let header = req.authorization.as_deref().map(str::trim).filter(|h| !h.is_empty());
+    let Some(header) = header else {
+        return Err(ApiError::new(ErrorCode::MissingCredentials, "send Authorization: Bearer <key>"));
+    };
+    match header.split_once(' ') {
+        Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() => Ok(token.trim()),
+        _ => Err(ApiError::new(ErrorCode::MissingCredentials, "the Authorization header must be 'Bearer <key>'")),
+    }
+}
+
+fn invalid_key() -> ApiError {
+    ApiError::new(ErrorCode::InvalidCredentials, "the API key is unknown or revoked")
+}
+
+/// Resolves the API key to its tenant. Only the key's SHA-256 touches storage.
+async fn authenticate_tenant<K: Kv>(env: &Env<'_, K>, req: &ApiRequest) -> Result<Tenant> {
+    let token = bearer(req)?;
+    if !token.starts_with("ak_") || token.len() > 128 {
+        return Err(invalid_key());
+    }
+    let auth: ApiKeyAuth = get_json(env.kv, &keys::api_key_by_hash(&ids::hash_api_key(token)))
+        .await?
+        .ok_or_else(invalid_key)?;
+    let tenant: Tenant = get_json(env.kv, &keys::tenant(&auth.tenant_id)).await?.ok_or_else(invalid_key)?;
+    if tenant.disabled {
+        return Err(ApiError::new(ErrorCode::TenantDisabled, "this tenant is disabled"));
+    }
+    Ok(tenant)
+}
+
+fn authenticate_admin<K: Kv>(env: &Env<'_, K>, req: &ApiRequest) -> Result<()> {
+    let token = bearer(req)?;
+    match env.admin_token {
+        Some(expected) if !expected.is_empty() && ids::constant_time_eq(token, expected) => Ok(()),
+        Some(expected) if !expected.is_empty() => {
+            Err(ApiError::new(ErrorCode::InvalidCredentials, "the admin token is wrong"))
+        }
+        _ => Err(ApiError::new(ErrorCode::InvalidCredentials, "the admin API is closed: no ADMIN_TOKEN secret is set")),
+    }
+}
+
+// ---- calls ----
+
+async fn create_call<K: Kv>(env: &Env<'_, K>, req: &ApiRequest) -> Result<ApiResponse> {
+    let tenant = authenticate_tenant(env, req).await?;
+    let input = validate::create_call(req.content_type.as_deref(), &req.body, env.now_ms)?;
+    let agent = match &input.agent_id {
+        Some(aid) => get_json::<Agent>(env.kv, &keys::agent(&tenant.id, aid))
+            .await?
+            .ok_or_else(|| ApiError::field(ErrorCode::UnknownAgent, "agent_id", format!("no agent '{aid}'")))?,
+        None => {
+            let no_default = || {
+                ApiError::field(ErrorCode::AgentRequired, "agent_id", "give agent_id: this tenant has no default agent")
+            };
+            let aid = tenant.default_agent_id.as_deref().ok_or_else(no_default)?;
+            get_json::<Agent>(env.kv, &keys::agent(&tenant.id, aid)).await?.ok_or_else(no_default)?
+        }
+    };
+    if !agent.enabled {
+        return Err(ApiError::field(ErrorCode::AgentDisabled, "agent_id", format!("agent '{}' is disabled", agent.id)));
+    }
+    let now = rfc3339_ms(env.now_ms);
+    let record = CallRecord {
+        id: ids::call_id(env.now_ms),
+        status: if input.schedule_at.is_some() { CallStatus::Scheduled } else { CallStatus::Queued },
+        phone: input.phone,
+        name: input.name,
+        email: input.email,
+        metadata: input.metadata,
+        agent_id: agent.id.clone(),
+        system_prompt: input.system_prompt.or(agent.system_prompt),
+        voice: input.voice.or(agent.voice),
+        language: input.language.unwrap_or(agent.language),
+        engine: agent.default_engine,
+        model: input.model.or(agent.model),
+        max_seconds: input.max_seconds,
+        retries: input.retries,
+        retry_delay_minutes: input.retry_delay_minutes,
+        schedule_at: input.schedule_at,
+        attempts: 0,
+        created_at: now.clone(),
+        updated_at: now,
+        hangup_requested_at: None,
+        ended_at: None,
+        ended_reason: None,
+    };
+    save_call(env, &tenant.id, &record).await?;
+    Ok(ApiResponse::json(201, &record.to_public()).with_header("Location", format!("/v1/calls/{}", record.id)))
+}
+
+async fn save_call<K: Kv>(env: &Env<'_, K>, tid: &str, record: &CallRecord) -> Result<()> {
+    put_json(env.kv, &keys::call(tid, &record.id), record, Some(&record.list_metadata())).await?;
+    Ok(())
+}
+
+async fn load_call<K: Kv>(env: &Env<'_, K>, tid: &str, cid: &str) -> Result<CallRecord> {
+    let not_found = || ApiError::new(ErrorCode::CallNotFound, format!("no call '{cid}'"));
+    if !ids::is_id(cid, "call") {
+        return Err(not_found());
+    }
+    get_json(env.kv, &keys::call(tid, cid)).await?.ok_or_else(not_found)
+}
+
+async fn get_call<K: Kv>(env: &Env<'_, K>, req: &ApiRequest, cid: &str) -> Result<ApiResponse> {
+    let tenant = authenticate_tenant(env, req).await?;
+    let record = load_call(env, &tenant.id, cid).await?;
+    Ok(ApiResponse::json(200, &record.to_public()))
+}
+
+/// Idempotent. A call not yet handed to a sidecar is cancelled at once (200);
+/// an ended call is returned unchanged (200); a live call is marked for hangup
+/// and the holding sidecar is told (202).
+async fn hangup_call<K: Kv>(env: &Env<'_, K>, req: &ApiRequest, cid: &str) -> Result<ApiResponse> {
+    let tenant = authenticate_tenant(env, req).await?;
+    if !req.body.iter().all(u8::is_ascii_whitespace) {
+        parse_object(req.content_type.as_deref(), &req.body, MAX_BODY_BYTES, &[])?;
+    }
+    let mut record = load_call(env, &tenant.id, cid).await?;
+    let now = rfc3339_ms(env.now_ms);
+    if record.status.is_terminal() {
+        return Ok(ApiResponse::json(200, &record.to_public()));
+    }
+    if record.status.is_waiting() {
+        record.status = CallStatus::Cancelled;
+        record.ended_reason = Some(EndedReason::HangupRequested);
+        record.ended_at = Some(now.clone());
+        record.hangup_requested_at.get_or_insert(now.clone());
+        record.updated_at = now;
+        save_call(env, &tenant.id, &record).await?;
+        return Ok(ApiResponse::json(200, &record.to_public()));
+    }
+    if record.hangup_requested_at.is_none() {
+        record.hangup_requested_at = Some(now.clone());
+        record.updated_at = now;
+        save_call(env, &tenant.id, &record).await?;
+    }
+    Ok(ApiResponse::json(202, &record.to_public()))
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct ListCursor {
+    /// KV's own cursor.
+    k: String,
+    /// The status filter it was issued for.
+    f: String,
+}
+
+struct ListQuery {
+    statuses: Vec<CallStatus>,
+    filter_text: String,
+    limit: u32,
+    kv_cursor: Option<String>,
+}
+
+fn parse_list_query(query: &str) -> Result<ListQuery> {
+    let mut status = None;
+    let mut limit = None;
+    let mut cursor = None;
+    for (k, v) in form_urlencoded::parse(query.as_bytes()) {
+        let slot = match k.as_ref() {
+            "status" => &mut status,
+            "limit" => &mut limit,
+            "cursor" => &mut cursor,
+            other => {
+                return Err(ApiError::field(
+                    ErrorCode::InvalidParameter,
+                    other,
+                    format!("unknown query parameter '{}'; allowed: status, limit, cursor", other.chars().take(64).collect::<String>()),
+                ))
+            }
+        };
+        if slot.replace(v.into_owned()).is_some() {
+            return Err(ApiError::field(ErrorCode::InvalidParameter, &k, format!("'{k}' is given twice")));
+        }
+    }
+    let filter_text = status.unwrap_or_default();
+    let statuses = if filter_text.is_empty() {
+        Vec::new()
+    } else {
+        filter_text
+            .split(',')
+            .map(|s| {
+                CallStatus::parse(s.trim()).ok_or_else(|| {
+                    let names: Vec<_> = CallStatus::ALL.iter().map(|s| s.as_str()).collect();
+                    ApiError::field(ErrorCode::InvalidParameter, "status", format!("status must be one or more of {} (comma-separated)", names.join(", ")))
+                })
+            })
+            .collect::<Result<Vec<_>>>()?
+    };
+    let limit = match limit {
+        None => LIST_LIMIT_DEFAULT,
+        Some(l) => l.parse::<u32>().ok().filter(|n| (1..=LIST_LIMIT_MAX).contains(n)).ok_or_else(|| {
+            ApiError::field(ErrorCode::InvalidParameter, "limit", format!("limit must be an integer from 1 to {LIST_LIMIT_MAX}"))
+        })?,
+    };
+    let kv_cursor = match cursor {
+        None => None,
+        Some(c) => {
+            let bad = || ApiError::field(ErrorCode::InvalidCursor, "cursor", "cursor was not issued by this API for this query");
+            let raw = URL_SAFE_NO_PAD.decode(c.as_bytes()).map_err(|_| bad())?;
+            let cur: ListCursor = serde_json::from_slice(&raw).map_err(|_| bad())?;
+            if cur.f != filter_text || cur.k.is_empty() {
+                return Err(bad());
+            }
+            Some(cur.k)
+        }
+    };
+    Ok(ListQuery { statuses, filter_text, limit, kv_cursor })
+}
+
+/// Lists from KV key metadata only (no record reads), newest first. KV lists
+/// can't filter, so a status filter may skip keys; each KV page asks only for
+/// as many keys as are still missing, so a page never overshoots `limit`.
+async fn list_calls<K: Kv>(env: &Env<'_, K>, req: &ApiRequest) -> Result<ApiResponse> {
+    let tenant = authenticate_tenant(env, req).await?;
+    let q = parse_list_query(&req.query)?;
+    let prefix = keys::calls_prefix(&tenant.id);
+    let mut data = Vec::new();
+    let mut cursor = q.kv_cursor;
+    for _ in 0..LIST_MAX_SCANS {
+        let want = q.limit - data.len() as u32;
+        let page = env.kv.list(&prefix, want, cursor.as_deref()).await?;
+        for entry in page.keys {
+            let Some(meta) = entry.metadata else { continue };
+            let id = entry.name.strip_prefix(&prefix).unwrap_or(&entry.name);
+            let status = meta.get("s").and_then(Value::as_str).and_then(CallStatus::parse);
+            if q.statuses.is_empty() || status.is_some_and(|s| q.statuses.contains(&s)) {
+                data.push(model::call_summary_from_metadata(id, &meta));
+            }
+        }
+        cursor = page.cursor;
+        if cursor.is_none() || data.len() as u32 >= q.limit {
+            break;
+        }
+    }
+    let next_cursor = cursor.map(|k| {
+        URL_SAFE_NO_PAD.encode(serde_json::to_vec(&ListCursor { k, f: q.filter_text.clone() }).unwrap_or_default())
+    });
+    Ok(ApiResponse::json(
+        200,
+        &json!({"object": "list", "data": data, "has_more": next_cursor.is_some(), "next_cursor": next_cursor}),
+    ))
+}
+
+// ---- admin ----
+
+async fn admin_route<K: Kv>(env: &Env<'_, K>, req: &ApiRequest, id: RouteId, tid: &str, sub: &str) -> Result<ApiResponse> {
+    if id == RouteId::CreateTenant {
+        return create_tenant(env, req).await;
+    }
+    let mut tenant = load_tenant(env, tid).await?;
+    match id {
+        RouteId::GetTenant => Ok(ApiResponse::json(200, &tenant_public(&tenant))),
+        RouteId::UpdateTenant => update_tenant(env, req, tenant).await,
+        RouteId::CreateAgent => create_agent(env, req, &mut tenant).await,
+        RouteId::ListAgents => {
+            let agents = list_values(env, &keys::agents_prefix(&tenant.id)).await?;
+            Ok(list_response(agents.into_iter().map(|a: Agent| agent_public(&a, &tenant)).collect()))
+        }
+        RouteId::GetAgent => {
+            let agent = load_agent(env, &tenant.id, sub).await?;
+            Ok(ApiResponse::json(200, &agent_public(&agent, &tenant)))
+        }
+        RouteId::UpdateAgent => update_agent(env, req, &mut tenant, sub).await,
+        RouteId::CreateApiKey => create_api_key(env, req, &tenant).await,
+        RouteId::ListApiKeys => {
+            let list = list_values(env, &keys::api_keys_prefix(&tenant.id)).await?;
+            Ok(list_response(list.iter().map(ApiKeyInfo::to_public).collect()))
+        }
+        RouteId::RevokeApiKey => revoke_api_key(env, &tenant, sub).await,
+        RouteId::CreateWebhook => create_webhook(env, req, &tenant).await,
+        RouteId::ListWebhooks => {
+            let list = list_values(env, &keys::webhooks_prefix(&tenant.id)).await?;
+            Ok(list_response(list.iter().map(WebhookEndpoint::to_public).collect()))
+        }
+        _ => Err(ApiError::new(ErrorCode::InternalError, "route without handler")),
+    }
+}
+
+fn list_response(data: Vec<Value>) -> ApiResponse {
+    ApiResponse::json(200, &json!({"object": "list", "data": data, "has_more": false, "next_cursor": null}))
+}
+
+/// Reads every record under a small admin prefix (agents, keys, webhooks: a
+/// handful per tenant). Call records never go through here.
+async fn list_values<K: Kv, T: serde::de::DeserializeOwned>(env: &Env<'_, K>, prefix: &str) -> Result<Vec<T>> {
+    let mut out = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let page = env.kv.list(prefix, 1000, cursor.as_deref()).await?;
+        for entry in page.keys {
+            if let Some(v) = get_json(env.kv, &entry.name).await? {
+                out.push(v);
+            }
+        }
+        match page.cursor {
+            Some(c) => cursor = Some(c),
+            None => return Ok(out),
+        }
+    }
+}
+
+fn tenant_public(t: &Tenant) -> Value {
+    let mut v = serde_json::to_value(t).unwrap_or(Value::Null);
+    v["object"] = json!("tenant");
+    v
+}
+
+fn agent_public(a: &Agent, tenant: &Tenant) -> Value {
+    let mut v = serde_json::to_value(a).unwrap_or(Value::Null);
+    v["object"] = json!("agent");
+    v["default"] = json!(tenant.default_agent_id.as_deref() == Some(a.id.as_str()));
+    v
+}
+
+async fn load_tenant<K: Kv>(env: &Env<'_, K>, tid: &str) -> Result<Tenant> {
+    let not_found = || ApiError::new(ErrorCode::TenantNotFound, format!("no tenant '{tid}'"));
+    if !ids::is_id(tid, "ten") {
+        return Err(not_found());
+    }
+    get_json(env.kv, &keys::tenant(tid)).await?.ok_or_else(not_found)
+}
+
+async fn load_agent<K: Kv>(env: &Env<'_, K>, tid: &str, aid: &str) -> Result<Agent> {
+    let not_found = || ApiError::new(ErrorCode::AgentNotFound, format!("no agent '{aid}'"));
+    if !ids::is_id(aid, "agt") {
+        return Err(not_found());
+    }
+    get_json(env.kv, &keys::agent(tid, aid)).await?.ok_or_else(not_found)
+}
+
+async fn create_tenant<K: Kv>(env: &Env<'_, K>, req: &ApiRequest) -> Result<ApiResponse> {
+    let f = parse_object(req.content_type.as_deref(), &req.body, MAX_BODY_BYTES, &["name", "disabled"])?;
+    let tenant = Tenant {
+        id: ids::random_id("ten"),
+        name: f.str_req("name", 200)?,
+        default_agent_id: None,
+        disabled: f.bool_opt("disabled")?.unwrap_or(false),
+        created_at: rfc3339_ms(env.now_ms),
+    };
+    put_json(env.kv, &keys::tenant(&tenant.id), &tenant, None).await?;
+    Ok(ApiResponse::json(201, &tenant_public(&tenant)))
+}
+
+async fn update_tenant<K: Kv>(env: &Env<'_, K>, req: &ApiRequest, mut tenant: Tenant) -> Result<ApiResponse> {
+    let f = parse_object(req.content_type.as_deref(), &req.body, MAX_BODY_BYTES, &["name", "disabled", "default_agent_id"])?;
+    if let Some(name) = f.str_opt("name", 200)? {
+        tenant.name = name;
+    }
+    if let Some(d) = f.bool_opt("disabled")? {
+        tenant.disabled = d;
+    }
+    if let Some(aid) = f.str_opt("default_agent_id", 64)? {
+        let exists = ids::is_id(&aid, "agt") && env.kv.get(&keys::agent(&tenant.id, &aid)).await?.is_some();
+        if !exists {
+            return Err(ApiError::field(ErrorCode::UnknownAgent, "default_agent_id", format!("no agent '{aid}'")));
+        }
+        tenant.default_agent_id = Some(aid);
+    }
+    put_json(env.kv, &keys::tenant(&tenant.id), &tenant, None).await?;
+    Ok(ApiResponse::json(200, &tenant_public(&tenant)))
+}
+
+async fn create_agent<K: Kv>(env: &Env<'_, K>, req: &ApiRequest, tenant: &mut Tenant) -> Result<ApiResponse> {
+    let input = validate::agent(req.content_type.as_deref(), &req.body, true)?;
+    let now = rfc3339_ms(env.now_ms);
+    let agent = Agent {
+        id: ids::random_id("agt"),
+        name: input.name.unwrap_or_default(),
+        system_prompt: input.system_prompt,
+        voice: input.voice,
+        language: input.language.unwrap_or_else(|| "en-US".to_string()),
+        default_engine: input.default_engine.unwrap_or(Engine::Local),
+        model: input.model,
+        enabled: input.enabled.unwrap_or(true),
+        created_at: now.clone(),
+        updated_at: now,
+    };
+    put_json(env.kv, &keys::agent(&tenant.id, &agent.id), &agent, None).await?;
+    // The first agent becomes the default unless the caller says otherwise.
+    let make_default = input.make_default.unwrap_or(tenant.default_agent_id.is_none());
+    if make_default {
+        tenant.default_agent_id = Some(agent.id.clone());
+        put_json(env.kv, &keys::tenant(&tenant.id), tenant, None).await?;
+    }
+    Ok(ApiResponse::json(201, &agent_public(&agent, tenant)))
+}
+
+async fn update_agent<K: Kv>(env: &Env<'_, K>, req: &ApiRequest, tenant: &mut Tenant, aid: &str) -> Result<ApiResponse> {
+    let mut agent = load_agent(env, &tenant.id, aid).await?;
+    let input = validate::agent(req.content_type.as_deref(), &req.body, false)?;
+    agent.name = input.name.unwrap_or(agent.name);
+    agent.system_prompt = input.system_prompt.or(agent.system_prompt);
+    agent.voice = input.voice.or(agent.voice);
+    agent.language = input.language.unwrap_or(agent.language);
+    agent.default_engine = input.default_engine.unwrap_or(agent.default_engine);
+    agent.model = input.model.or(agent.model);
+    agent.enabled = input.enabled.unwrap_or(agent.enabled);
+    agent.updated_at = rfc3339_ms(env.now_ms);
+    put_json(env.kv, &keys::agent(&tenant.id, &agent.id), &agent, None).await?;
+    let is_default = tenant.default_agent_id.as_deref() == Some(agent.id.as_str());
+    match input.make_default {
+        Some(true) if !is_default => {
+            tenant.default_agent_id = Some(agent.id.clone());
+            put_json(env.kv, &keys::tenant(&tenant.id), tenant, None).await?;
+        }
+        Some(false) if is_default => {
+            tenant.default_agent_id = None;
+            put_json(env.kv, &keys::tenant(&tenant.id), tenant, None).await?;
+        }
+        _ => {}
+    }
+    Ok(ApiResponse::json(200, &agent_public(&agent, tenant)))
+}
+
+async fn create_api_key<K: Kv>(env: &Env<'_, K>, req: &ApiRequest, tenant: &Tenant) -> Result<ApiResponse> {
+    let name = if req.body.iter().all(u8::is_ascii_whitespace) {
+        None
+    } else {
+        parse_object(req.content_type.as_deref(), &req.body, MAX_BODY_BYTES, &["name"])?.str_opt("name", 100)?
+    };
+    let minted = ids::mint_api_key();
+    let info = ApiKeyInfo {
+        id: ids::random_id("key"),
+        name,
+        prefix: minted.prefix,
+        hash: minted.hash,
+        created_at: rfc3339_ms(env.now_ms),
+        revoked_at: None,
+    };
+    let auth = ApiKeyAuth { key_id: info.id.clone(), tenant_id: tenant.id.clone() };
+    put_json(env.kv, &keys::api_key(&tenant.id, &info.id), &info, None).await?;
+    put_json(env.kv, &keys::api_key_by_hash(&info.hash), &auth, None).await?;
+    let mut body = info.to_public();
+    // The only time the clear key leaves the edge.
+    body["key"] = json!(minted.clear);
+    Ok(ApiResponse::json(201, &body))
+}
+
+async fn revoke_api_key<K: Kv>(env: &Env<'_, K>, tenant: &Tenant, kid: &str) -> Result<ApiResponse> {
+    let not_found = || ApiError::new(ErrorCode::ApiKeyNotFound, format!("no API key '{kid}'"));
+    if !ids::is_id(kid, "key") {
+        return Err(not_found());
+    }
+    let mut info: ApiKeyInfo = get_json(env.kv, &keys::api_key(&tenant.id, kid)).await?.ok_or_else(not_found)?;
+    if info.revoked_at.is_none() {
+        env.kv.delete(&keys::api_key_by_hash(&info.hash)).await?;
+        info.revoked_at = Some(rfc3339_ms(env.now_ms));
+        put_json(env.kv, &keys::api_key(&tenant.id, kid), &info, None).await?;
+    }
+    Ok(ApiResponse::json(200, &info.to_public()))
+}
+
+/// https anywhere; plain http only to loopback, and only in local dev mode.
+/// (The full SSRF guard against private/metadata addresses lives with delivery.)
+pub fn check_webhook_url(url: &str, dev_mode: bool) -> std::result::Result<(), String> {
+    if url.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err("the URL contains whitespace".into());
+    }
+    let (scheme, rest) = url.split_once("://").ok_or("the URL needs a scheme")?;
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let host = if let Some(v6) = host_port.strip_prefix('[') {
+        v6.split(']').next().unwrap_or("")
+    } else {
+        host_port.split(':').next().unwrap_or("")
+    };
+    if host.is_empty() {
+        return Err("the URL has no host".into());
+    }
+    match scheme.to_ascii_lowercase().as_str() {
+        "https" => Ok(()),
+        "http" if dev_mode && matches!(host, "127.0.0.1" | "localhost" | "::1") => Ok(()),
+        "http" => Err("plain http is only allowed for loopback addresses in local dev mode; use https".into()),
+        _ => Err("the URL must be https".into()),
+    }
+}
+
+async fn create_webhook<K: Kv>(env: &Env<'_, K>, req: &ApiRequest, tenant: &Tenant) -> Result<ApiResponse> {
+    let f = parse_object(req.content_type.as_deref(), &req.body, MAX_BODY_BYTES, &["url", "events", "enabled"])?;
+    let url = f.str_req("url", 2048)?;
+    check_webhook_url(&url, env.dev_mode).map_err(|why| ApiError::field(ErrorCode::InvalidUrl, "url", why))?;
+    let events = f.str_list_opt("events", WEBHOOK_EVENTS.len(), 64)?.unwrap_or_default();
+    if let Some(bad) = events.iter().find(|e| !WEBHOOK_EVENTS.contains(&e.as_str())) {
+        return Err(ApiError::field(
+            ErrorCode::InvalidValue,
+            "events",
+            format!("unknown event '{bad}'; known: {}", WEBHOOK_EVENTS.join(", ")),
+        ));
+    }
+    let endpoint = WebhookEndpoint {
+        id: ids::random_id("wh"),
+        url,
+        events,
+        enabled: f.bool_opt("enabled")?.unwrap_or(true),
+        secret: ids::mint_webhook_secret(),
+        created_at: rfc3339_ms(env.now_ms),
+    };
+    put_json(env.kv, &keys::webhook(&tenant.id, &endpoint.id), &endpoint, None).await?;
+    let mut body = endpoint.to_public();
+    body["secret"] = json!(endpoint.secret);
+    Ok(ApiResponse::json(201, &body))
+}
+
+#[cfg(test)]
+mod tests;

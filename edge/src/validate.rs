@@ -1,0 +1,294 @@
+//! Validation of request bodies into typed inputs. Pure: time comes in as
+//! `now_ms`, nothing touches storage.
+
+use crate::error::{ApiError, ErrorCode};
+use crate::fields::{parse_object, Fields};
+use crate::ids::{parse_rfc3339_utc_ms, rfc3339_ms};
+use crate::model::Engine;
+use serde_json::{Map, Value};
+
+/// Largest body any JSON endpoint accepts.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+/// Largest `metadata` object, serialized.
+pub const MAX_METADATA_BYTES: usize = 16 * 1024;
+pub const MAX_PROMPT_CHARS: usize = 20_000;
+pub const MAX_SCHEDULE_AHEAD_DAYS: u64 = 90;
+
+pub const CREATE_CALL_FIELDS: &[&str] = &[
+    "phone", "name", "email", "metadata", "agent_id", "system_prompt", "voice", "language", "model",
+    "max_seconds", "retries", "retry_delay_minutes", "schedule_at",
+];
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct CreateCallInput {
+    pub phone: String,
+    pub name: Option<String>,
+    pub email: Option<String>,
+    pub metadata: Option<Map<String, Value>>,
+    pub agent_id: Option<String>,
+    pub system_prompt: Option<String>,
+    pub voice: Option<String>,
+    pub language: Option<String>,
+    pub model: Option<String>,
+    pub max_seconds: u32,
+    pub retries: u32,
+    pub retry_delay_minutes: u32,
+    /// Normalised RFC 3339 (ms, `Z`) when given.
+    pub schedule_at: Option<String>,
+}
+
+pub fn create_call(content_type: Option<&str>, body: &[u8], now_ms: u64) -> Result<CreateCallInput, ApiError> {
+    let f = parse_object(content_type, body, MAX_BODY_BYTES, CREATE_CALL_FIELDS)?;
+    let phone = f.str_req("phone", 32)?;
+    check_e164("phone", &phone)?;
+    let email = f.str_opt("email", 254)?;
+    if let Some(e) = &email {
+        check_email(e)?;
+    }
+    let metadata = f.object_opt("metadata")?;
+    if let Some(m) = &metadata {
+        let size = serde_json::to_string(m).map(|s| s.len()).unwrap_or(usize::MAX);
+        if size > MAX_METADATA_BYTES {
+            return Err(ApiError::field(
+                ErrorCode::MetadataTooLarge,
+                "metadata",
+                format!("metadata is {size} bytes serialized; the limit is {MAX_METADATA_BYTES}"),
+            ));
+        }
+    }
+    let agent_id = f.str_opt("agent_id", 64)?;
+    if let Some(a) = &agent_id {
+        if !crate::ids::is_id(a, "agt") {
+            return Err(ApiError::field(ErrorCode::UnknownAgent, "agent_id", format!("no agent '{a}'")));
+        }
+    }
+    let schedule_at = match f.str_opt("schedule_at", 64)? {
+        None => None,
+        Some(s) => {
+            let at = parse_rfc3339_utc_ms(&s).ok_or_else(|| {
+                ApiError::field(
+                    ErrorCode::InvalidTimestamp,
+                    "schedule_at",
+                    "schedule_at must be RFC 3339 in UTC, e.g. 2026-01-02T15:04:05Z",
+                )
+            })?;
+            if at <= now_ms {
+                return Err(ApiError::field(
+                    ErrorCode::ScheduleInPast,
+                    "schedule_at",
+                    format!("schedule_at {s} is not in the future (now is {})", rfc3339_ms(now_ms)),
+                ));
+            }
+            if at - now_ms > MAX_SCHEDULE_AHEAD_DAYS * 86_400_000 {
+                return Err(ApiError::field(
+                    ErrorCode::OutOfRange,
+                    "schedule_at",
+                    format!("schedule_at may be at most {MAX_SCHEDULE_AHEAD_DAYS} days ahead"),
+                ));
+            }
+            Some(rfc3339_ms(at))
+        }
+    };
+    Ok(CreateCallInput {
+        phone,
+        name: f.str_opt("name", 200)?,
+        email,
+        metadata,
+        agent_id,
+        system_prompt: f.str_opt("system_prompt", MAX_PROMPT_CHARS)?,
+        voice: voice(&f)?,
+        language: language(&f)?,
+        model: f.str_opt("model", 128)?,
+        max_seconds: f.int_opt("max_seconds", 10, 3600)?.unwrap_or(300) as u32,
+        retries: f.int_opt("retries", 0, 10)?.unwrap_or(0) as u32,
+        retry_delay_minutes: f.int_opt("retry_delay_minutes", 1, 1440)?.unwrap_or(5) as u32,
+        schedule_at,
+    })
+}
+
+/// E.164: `+`, a non-zero country code digit, 7 to 15 digits in all.
+pub fn check_e164(field: &str, s: &str) -> Result<(), ApiError> {
+    let digits = s.strip_prefix('+').unwrap_or("");
+    let ok = (7..=15).contains(&digits.len())
+        && digits.bytes().all(|b| b.is_ascii_digit())
+        && !digits.starts_with('0');
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::field(
+            ErrorCode::InvalidPhoneNumber,
+            field,
+            format!("'{field}' must be E.164: '+' then 7 to 15 digits, no spaces or punctuation (e.g. +14155550100)"),
+        ))
+    }
+}
+
+fn check_email(s: &str) -> Result<(), ApiError> {
+    let ok = match s.split_once('@') {
+        Some((local, domain)) => {
+            !local.is_empty()
+                && !domain.contains('@')
+                && domain.contains('.')
+                && !domain.starts_with('.')
+                && !domain.ends_with('.')
+                && !s.chars().any(|c| c.is_whitespace() || c.is_control())
+        }
+        None => false,
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::field(ErrorCode::InvalidEmail, "email", "email must look like name@example.com"))
+    }
+}
+
+fn voice(f: &Fields) -> Result<Option<String>, ApiError> {
+    let v = f.str_opt("voice", 64)?;
+    if let Some(v) = &v {
+        if v.is_empty() || !v.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)) {
+            return Err(ApiError::field(
+                ErrorCode::InvalidValue,
+                "voice",
+                "voice must be a voice name: letters, digits, '-', '_' or '.'",
+            ));
+        }
+    }
+    Ok(v)
+}
+
+fn language(f: &Fields) -> Result<Option<String>, ApiError> {
+    let lang = f.str_opt("language", 35)?;
+    if let Some(l) = &lang {
+        // Well-formed per RFC 5646 and with a primary language subtag
+        // (private-use-only tags like "x-foo" say nothing to an engine).
+        let ok = language_tags::LanguageTag::parse(l).is_ok_and(|t| !t.primary_language().is_empty() && t.primary_language() != "x");
+        if !ok {
+            return Err(ApiError::field(
+                ErrorCode::InvalidLanguage,
+                "language",
+                format!("'{l}' is not a BCP-47 language tag such as en, en-US or pt-BR"),
+            ));
+        }
+    }
+    Ok(lang)
+}
+
+pub const AGENT_FIELDS: &[&str] =
+    &["name", "system_prompt", "voice", "language", "default_engine", "model", "enabled", "default"];
+
+/// Agent fields as given; `None` means "not in the body" (PATCH keeps the old value).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct AgentInput {
+    pub name: Option<String>,
+    pub system_prompt: Option<String>,
+    pub voice: Option<String>,
+    pub language: Option<String>,
+    pub default_engine: Option<Engine>,
+    pub model: Option<String>,
+    pub enabled: Option<bool>,
+    /// Make this the tenant's default agent.
+    pub make_default: Option<bool>,
+}
+
+pub fn agent(content_type: Option<&str>, body: &[u8], creating: bool) -> Result<AgentInput, ApiError> {
+    let f = parse_object(content_type, body, MAX_BODY_BYTES, AGENT_FIELDS)?;
+    let name = if creating { Some(f.str_req("name", 100)?) } else { f.str_opt("name", 100)? };
+    let default_engine = match f.str_opt("default_engine", 32)? {
+        None => None,
+        Some(e) => Some(Engine::parse(&e).ok_or_else(|| {
+            ApiError::field(
+                ErrorCode::InvalidValue,
+                "default_engine",
+                format!("default_engine must be one of {}", Engine::NAMES.join(", ")),
+            )
+        })?),
+    };
+    Ok(AgentInput {
+        name,
+        system_prompt: f.str_opt("system_prompt", MAX_PROMPT_CHARS)?,
+        voice: voice(&f)?,
+        language: language(&f)?,
+        default_engine,
+        model: f.str_opt("model", 128)?,
+        enabled: f.bool_opt("enabled")?,
+        make_default: f.bool_opt("default")?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOW: u64 = 1_764_082_200_000; // 2025-11-25T14:50:00Z
+    const JSON: Option<&str> = Some("application/json");
+
+    fn call(body: &str) -> Result<CreateCallInput, ApiError> {
+        create_call(JSON, body.as_bytes(), NOW)
+    }
+
+    fn err(body: &str) -> (ErrorCode, Option<String>) {
+        let e = call(body).unwrap_err();
+        (e.code, e.field)
+    }
+
+    #[test]
+    fn minimal_call_gets_defaults() {
+        let c = call(r#"{"phone":"+14155550100"}"#).unwrap();
+        assert_eq!((c.max_seconds, c.retries, c.retry_delay_minutes), (300, 0, 5));
+        assert_eq!(c.schedule_at, None);
+    }
+
+    #[test]
+    fn full_call_is_accepted_and_schedule_normalised() {
+        let c = call(
+            r#"{"phone":"+442071838750","name":"Ada","email":"ada@example.org","metadata":{"crm":7},
+                "agent_id":"agt_00112233445566778899","system_prompt":"hi","voice":"alloy","language":"en-GB",
+                "model":"gpt-realtime","max_seconds":3600,"retries":10,"retry_delay_minutes":1440,
+                "schedule_at":"2025-11-26T09:00:00+00:00"}"#,
+        )
+        .unwrap();
+        assert_eq!(c.schedule_at.as_deref(), Some("2025-11-26T09:00:00.000Z"));
+        assert_eq!(c.metadata.unwrap()["crm"], 7);
+    }
+
+    #[test]
+    fn each_bad_field_gets_its_own_code_and_field() {
+        let f = |s: &str| Some(s.to_string());
+        assert_eq!(err(r#"{}"#), (ErrorCode::MissingField, f("phone")));
+        assert_eq!(err(r#"{"phone":null}"#), (ErrorCode::MissingField, f("phone")));
+        assert_eq!(err(r#"{"phone":14155550100}"#), (ErrorCode::InvalidType, f("phone")));
+        for bad in ["14155550100", "+1 415 555 0100", "+0123456789", "+123456", "+1234567890123456", "+1415555o100"] {
+            assert_eq!(err(&format!(r#"{{"phone":"{bad}"}}"#)), (ErrorCode::InvalidPhoneNumber, f("phone")), "{bad}");
+        }
+        let p = r#""phone":"+14155550100""#;
+        assert_eq!(err(&format!(r#"{{{p},"max_seconds":9}}"#)), (ErrorCode::OutOfRange, f("max_seconds")));
+        assert_eq!(err(&format!(r#"{{{p},"max_seconds":3601}}"#)), (ErrorCode::OutOfRange, f("max_seconds")));
+        assert_eq!(err(&format!(r#"{{{p},"max_seconds":"60"}}"#)), (ErrorCode::InvalidType, f("max_seconds")));
+        assert_eq!(err(&format!(r#"{{{p},"retries":11}}"#)), (ErrorCode::OutOfRange, f("retries")));
+        assert_eq!(err(&format!(r#"{{{p},"retries":-1}}"#)), (ErrorCode::OutOfRange, f("retries")));
+        assert_eq!(err(&format!(r#"{{{p},"retry_delay_minutes":0}}"#)), (ErrorCode::OutOfRange, f("retry_delay_minutes")));
+        assert_eq!(err(&format!(r#"{{{p},"email":"nope"}}"#)), (ErrorCode::InvalidEmail, f("email")));
+        assert_eq!(err(&format!(r#"{{{p},"language":"english please"}}"#)), (ErrorCode::InvalidLanguage, f("language")));
+        assert_eq!(err(&format!(r#"{{{p},"voice":"a b"}}"#)), (ErrorCode::InvalidValue, f("voice")));
+        assert_eq!(err(&format!(r#"{{{p},"metadata":[1]}}"#)), (ErrorCode::InvalidType, f("metadata")));
+        assert_eq!(err(&format!(r#"{{{p},"agent_id":"bogus"}}"#)), (ErrorCode::UnknownAgent, f("agent_id")));
+        assert_eq!(err(&format!(r#"{{{p},"schedule_at":"tomorrow"}}"#)), (ErrorCode::InvalidTimestamp, f("schedule_at")));
+        assert_eq!(err(&format!(r#"{{{p},"schedule_at":"2025-11-26T09:00:00+02:00"}}"#)), (ErrorCode::InvalidTimestamp, f("schedule_at")));
+        assert_eq!(err(&format!(r#"{{{p},"schedule_at":"2025-11-25T14:49:59Z"}}"#)), (ErrorCode::ScheduleInPast, f("schedule_at")));
+        assert_eq!(err(&format!(r#"{{{p},"schedule_at":"2026-11-25T14:49:59Z"}}"#)), (ErrorCode::OutOfRange, f("schedule_at")));
+        assert_eq!(err(&format!(r#"{{{p},"name":"{}"}}"#, "n".repeat(201))), (ErrorCode::ValueTooLong, f("name")));
+        assert_eq!(err(&format!(r#"{{{p},"extra":1}}"#)), (ErrorCode::UnknownField, f("extra")));
+        let big_meta = format!(r#"{{{p},"metadata":{{"k":"{}"}}}}"#, "m".repeat(MAX_METADATA_BYTES));
+        assert_eq!(err(&big_meta), (ErrorCode::MetadataTooLarge, f("metadata")));
+    }
+
+    #[test]
+    fn agent_create_requires_name_and_checks_engine() {
+        assert_eq!(agent(JSON, br#"{}"#, true).unwrap_err().code, ErrorCode::MissingField);
+        assert!(agent(JSON, br#"{}"#, false).unwrap().name.is_none());
+        let e = agent(JSON, br#"{"name":"a","default_engine":"gpt"}"#, true).unwrap_err();
+        assert_eq!((e.code, e.field.as_deref()), (ErrorCode::InvalidValue, Some("default_engine")));
+        let a = agent(JSON, br#"{"name":"a","default_engine":"gemini_live","enabled":false,"default":true}"#, true).unwrap();
+        assert_eq!((a.default_engine, a.enabled, a.make_default), (Some(Engine::GeminiLive), Some(false), Some(true)));
+    }
+}
