@@ -1,1 +1,306 @@
+//! Harness for the end-to-end suites and `cargo xtask demo`: starts the real
+//! edge under `wrangler dev` (workerd, local KV persisted to a directory) on a
+//! free loopback port, talks HTTP to it, and stops its whole process group.
 
+use std::io::Read;
+use std::net::TcpListener;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitCode, Stdio};
+use std::time::{Duration, Instant};
+
+pub use serde_json::{json, Value};
+
+/// The repository root (where wrangler.toml lives).
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ has a parent").to_path_buf()
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("bind 127.0.0.1:0")
+}
+
+pub struct EdgeOptions {
+    pub admin_token: String,
+    /// Where local KV/DO/R2/Queues persist.
+    pub state_dir: PathBuf,
+    pub log_path: PathBuf,
+    /// Extra `--var NAME:VALUE` bindings.
+    pub vars: Vec<(String, String)>,
+}
+
+impl EdgeOptions {
+    /// Fresh state under `target/e2e/<name>` so runs never see each other's data.
+    pub fn fresh(name: &str) -> EdgeOptions {
+        let dir = repo_root().join("target").join("e2e").join(name);
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("create e2e state dir");
+        EdgeOptions {
+            admin_token: format!("adm_{}", std::process::id()),
+            state_dir: dir.join("state"),
+            log_path: dir.join("wrangler.log"),
+            vars: Vec::new(),
+        }
+    }
+}
+
+/// A running `wrangler dev`. Dropping it stops the process group.
+pub struct Edge {
+    pub base: String,
+    pub admin_token: String,
+    pub state_dir: PathBuf,
+    pub log_path: PathBuf,
+    child: Option<Child>,
+}
+
+impl Edge {
+    pub fn start(opts: EdgeOptions) -> Result<Edge, String> {
+        let root = repo_root();
+        let shim = root.join("edge/build/worker/shim.mjs");
+        if !shim.exists() {
+            return Err(format!("{} is missing: build the edge first (`cargo xtask build-edge`)", shim.display()));
+        }
+        let wrangler = root.join("node_modules/.bin/wrangler");
+        if !wrangler.exists() {
+            return Err("node_modules/.bin/wrangler is missing: run `cargo xtask bootstrap`".into());
+        }
+        let port = free_port();
+        let inspector = free_port();
+        let log = std::fs::File::create(&opts.log_path).map_err(|e| format!("create log: {e}"))?;
+        let mut cmd = Command::new(&wrangler);
+        cmd.current_dir(&root)
+            .args(["dev", "--config", "wrangler.toml", "--ip", "127.0.0.1"])
+            .args(["--port", &port.to_string(), "--inspector-port", &inspector.to_string()])
+            .arg("--persist-to")
+            .arg(&opts.state_dir)
+            .args(["--show-interactive-dev-session=false", "--log-level", "info", "--test-scheduled"])
+            .args(["--var", &format!("ADMIN_TOKEN:{}", opts.admin_token)])
+            .args(["--var", "VOXLINE_ENV:development"]);
+        for (k, v) in &opts.vars {
+            cmd.args(["--var", &format!("{k}:{v}")]);
+        }
+        cmd.env("WRANGLER_SEND_METRICS", "false")
+            .env("CI", "true")
+            .env("CLOUDFLARE_CF_FETCH_ENABLED", "false")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().map_err(|e| e.to_string())?)
+            .stderr(log);
+        std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+        let child = cmd.spawn().map_err(|e| format!("spawn wrangler: {e}"))?;
+        let mut edge = Edge {
+            base: format!("http://127.0.0.1:{port}"),
+            admin_token: opts.admin_token,
+            state_dir: opts.state_dir,
+            log_path: opts.log_path,
+            child: Some(child),
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(r) = edge.request("GET", "/healthz", &[], None) {
+                if r.status == 200 {
+                    return Ok(edge);
+                }
+            }
+            if let Some(Ok(Some(status))) = edge.child.as_mut().map(Child::try_wait) {
+                return Err(format!("wrangler dev exited early ({status}); log:\n{}", edge.log_tail(40)));
+            }
+            if Instant::now() > deadline {
+                let tail = edge.log_tail(40);
+                edge.stop();
+                return Err(format!("wrangler dev not ready within 60 s; log:\n{tail}"));
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// SIGTERM to the process group, SIGKILL after 5 s.
+    pub fn stop(&mut self) {
+        let Some(mut child) = self.child.take() else { return };
+        let pgid = child.id() as i32;
+        unsafe { libc::kill(-pgid, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = child.try_wait() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        // Children (workerd) may outlive the node parent: clear the group.
+        unsafe { libc::kill(-pgid, libc::SIGKILL) };
+        let _ = child.wait();
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    pub fn log_tail(&self, lines: usize) -> String {
+        let log = self.log();
+        let all: Vec<&str> = log.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
+
+    /// One HTTP request. `body` is sent as given (tests control Content-Type).
+    pub fn request(&self, method: &str, path: &str, headers: &[(&str, &str)], body: Option<&[u8]>) -> Result<Resp, String> {
+        let agent = ureq::AgentBuilder::new().timeout(Duration::from_secs(30)).build();
+        let mut req = agent.request(method, &format!("{}{}", self.base, path));
+        for (k, v) in headers {
+            req = req.set(k, v);
+        }
+        let result = match body {
+            Some(b) => req.send_bytes(b),
+            None => req.call(),
+        };
+        let resp = match result {
+            Ok(r) => r,
+            Err(ureq::Error::Status(_, r)) => r,
+            Err(e) => return Err(e.to_string()),
+        };
+        let status = resp.status();
+        let headers: Vec<(String, String)> = resp
+            .headers_names()
+            .into_iter()
+            .filter_map(|n| resp.header(&n).map(|v| (n.to_ascii_lowercase(), v.to_string())))
+            .collect();
+        let mut text = String::new();
+        resp.into_reader().take(10 << 20).read_to_string(&mut text).map_err(|e| e.to_string())?;
+        let json = serde_json::from_str(&text).unwrap_or(Value::Null);
+        Ok(Resp { status, headers, text, json })
+    }
+
+    /// JSON request with a bearer token; panics on transport errors (tests).
+    pub fn call(&self, method: &str, path: &str, token: &str, body: Option<&Value>) -> Resp {
+        let auth = format!("Bearer {token}");
+        let body = body.map(|b| b.to_string());
+        let mut headers = vec![("authorization", auth.as_str())];
+        if body.is_some() {
+            headers.push(("content-type", "application/json"));
+        }
+        self.request(method, path, &headers, body.as_deref().map(str::as_bytes))
+            .unwrap_or_else(|e| panic!("{method} {path}: {e}"))
+    }
+
+    pub fn admin(&self, method: &str, path: &str, body: Option<&Value>) -> Resp {
+        self.call(method, path, &self.admin_token, body)
+    }
+
+    /// Tenant + default agent + API key, through the admin API.
+    pub fn provision_tenant(&self, name: &str) -> TestTenant {
+        let t = self.admin("POST", "/admin/tenants", Some(&json!({"name": name}))).expect(201);
+        let tid = t.json["id"].as_str().expect("tenant id").to_string();
+        let a = self
+            .admin("POST", &format!("/admin/tenants/{tid}/agents"), Some(&json!({"name": format!("{name} agent")})))
+            .expect(201);
+        let k = self.admin("POST", &format!("/admin/tenants/{tid}/api-keys"), Some(&json!({"name": "e2e"}))).expect(201);
+        TestTenant {
+            id: tid,
+            agent_id: a.json["id"].as_str().expect("agent id").to_string(),
+            key: k.json["key"].as_str().expect("clear key").to_string(),
+            key_id: k.json["id"].as_str().expect("key id").to_string(),
+        }
+    }
+}
+
+impl Drop for Edge {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+pub struct TestTenant {
+    pub id: String,
+    pub agent_id: String,
+    pub key: String,
+    pub key_id: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct Resp {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub text: String,
+    pub json: Value,
+}
+
+impl Resp {
+    /// Asserts the status, showing the body when it differs.
+    #[track_caller]
+    pub fn expect(self, status: u16) -> Resp {
+        assert_eq!(self.status, status, "unexpected status; body: {}", self.text);
+        self
+    }
+
+    /// Asserts the one error shape with this status and code; returns `field`.
+    #[track_caller]
+    pub fn expect_error(self, status: u16, code: &str) -> Option<String> {
+        assert_eq!(self.status, status, "unexpected status; body: {}", self.text);
+        let err = &self.json["error"];
+        assert_eq!(err["code"], code, "unexpected code; body: {}", self.text);
+        assert!(err["message"].as_str().is_some_and(|m| !m.is_empty()), "no message: {}", self.text);
+        assert!(err.get("field").is_some(), "error without field key: {}", self.text);
+        assert_eq!(self.json.as_object().map(|o| o.len()), Some(1), "extra top-level keys: {}", self.text);
+        err["field"].as_str().map(String::from)
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+}
+
+/// A suite's main: run each case in order, report, and exit non-zero on failure.
+/// Non-flag command-line arguments filter cases by substring.
+pub fn run_suite<C>(suite: &str, setup: impl FnOnce() -> Result<C, String>, cases: &[(&str, fn(&C))]) -> ExitCode
+where
+    C: SuiteContext,
+{
+    let filters: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
+    let selected: Vec<_> =
+        cases.iter().filter(|(name, _)| filters.is_empty() || filters.iter().any(|f| name.contains(f.as_str()))).collect();
+    println!("\nrunning {} {suite} cases", selected.len());
+    if selected.is_empty() {
+        return ExitCode::SUCCESS;
+    }
+    let started = Instant::now();
+    let ctx = match setup() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{suite}: setup failed: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut failed = Vec::new();
+    for (name, case) in selected {
+        let t = Instant::now();
+        let outcome = catch_unwind(AssertUnwindSafe(|| case(&ctx)));
+        match outcome {
+            Ok(()) => println!("case {name} ... ok ({} ms)", t.elapsed().as_millis()),
+            Err(_) => {
+                println!("case {name} ... FAILED ({} ms)", t.elapsed().as_millis());
+                failed.push(*name);
+            }
+        }
+    }
+    if !failed.is_empty() {
+        eprintln!("\n--- last lines of the edge log ---\n{}", ctx.diagnostics());
+    }
+    drop(ctx);
+    println!(
+        "\n{suite}: {} failed of {} in {:.1} s{}",
+        failed.len(),
+        cases.len(),
+        started.elapsed().as_secs_f64(),
+        if failed.is_empty() { String::new() } else { format!(": {}", failed.join(", ")) }
+    );
+    if failed.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+}
+
+/// What a suite shows when a case fails.
+pub trait SuiteContext {
+    fn diagnostics(&self) -> String;
+}
+
+impl SuiteContext for Edge {
+    fn diagnostics(&self) -> String {
+        self.log_tail(40)
+    }
+}
