@@ -27,6 +27,8 @@ pub struct EdgeOptions {
     pub log_path: PathBuf,
     /// Extra `--var NAME:VALUE` bindings.
     pub vars: Vec<(String, String)>,
+    /// HTTP port; a free one when `None`.
+    pub port: Option<u16>,
 }
 
 impl EdgeOptions {
@@ -40,6 +42,7 @@ impl EdgeOptions {
             state_dir: dir.join("state"),
             log_path: dir.join("wrangler.log"),
             vars: Vec::new(),
+            port: None,
         }
     }
 }
@@ -64,7 +67,7 @@ impl Edge {
         if !wrangler.exists() {
             return Err("node_modules/.bin/wrangler is missing: run `cargo xtask bootstrap`".into());
         }
-        let port = free_port();
+        let port = opts.port.unwrap_or_else(free_port);
         let inspector = free_port();
         let log = std::fs::File::create(&opts.log_path).map_err(|e| format!("create log: {e}"))?;
         let mut cmd = Command::new(&wrangler);

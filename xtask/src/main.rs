@@ -1,1 +1,83 @@
-fn main() {}
+//! `cargo xtask <command>`: the project's entry points.
+//!
+//! - `bootstrap`  install what is missing (idempotent, fast when present)
+//! - `build-edge` build the Worker to wasm (edge/build/worker)
+//! - `test`       bootstrap, host unit tests, wasm build, end-to-end suites
+//! - `demo`       run the stack locally and place a call (`--once` to exit after)
+
+mod bootstrap;
+mod demo;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+use std::time::Instant;
+
+pub fn root() -> PathBuf {
+    voxline_e2e::repo_root()
+}
+
+/// Runs a command in the repo root, echoing it; Err on spawn failure or non-zero exit.
+pub fn run(cmd: &mut Command) -> Result<(), String> {
+    let shown = format!("{:?}", cmd).replace('"', "");
+    println!("  $ {shown}");
+    let status = cmd.current_dir(cmd.get_current_dir().map(Path::to_path_buf).unwrap_or_else(root)).status();
+    match status {
+        Ok(s) if s.success() => Ok(()),
+        Ok(s) => Err(format!("`{shown}` failed ({s})")),
+        Err(e) => Err(format!("`{shown}` could not start: {e}")),
+    }
+}
+
+pub fn step<T>(name: &str, f: impl FnOnce() -> Result<T, String>) -> Result<T, String> {
+    println!("==> {name}");
+    let t = Instant::now();
+    let out = f();
+    match &out {
+        Ok(_) => println!("<== {name}: ok ({:.1} s)", t.elapsed().as_secs_f64()),
+        Err(e) => println!("<== {name}: FAILED ({:.1} s): {e}", t.elapsed().as_secs_f64()),
+    }
+    out
+}
+
+pub fn build_edge() -> Result<(), String> {
+    let tools = bootstrap::tools_bin();
+    run(Command::new(tools.join("worker-build"))
+        .arg("--release")
+        .current_dir(root().join("edge"))
+        .env("WASM_BINDGEN_BIN", tools.join("wasm-bindgen"))
+        .env("WASM_OPT_BIN", root().join("node_modules/.bin/wasm-opt")))
+}
+
+fn test() -> Result<(), String> {
+    let started = Instant::now();
+    step("bootstrap", bootstrap::ensure_all)?;
+    step("host unit tests", || {
+        run(Command::new("cargo").args(["test", "--workspace", "--exclude", "voxline-e2e", "--exclude", "xtask"]))
+    })?;
+    step("edge wasm build", build_edge)?;
+    step("end-to-end suites (wrangler dev)", || run(Command::new("cargo").args(["test", "-p", "voxline-e2e"])))?;
+    println!("\nall tests passed in {:.0} s", started.elapsed().as_secs_f64());
+    Ok(())
+}
+
+fn usage() -> Result<(), String> {
+    Err("usage: cargo xtask <bootstrap|build-edge|test|demo [--once]>".into())
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("bootstrap") => step("bootstrap", bootstrap::ensure_all),
+        Some("build-edge") => step("bootstrap", bootstrap::ensure_all).and_then(|_| step("edge wasm build", build_edge)),
+        Some("test") => test(),
+        Some("demo") => demo::run_demo(args.iter().any(|a| a == "--once")),
+        _ => usage(),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

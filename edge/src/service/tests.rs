@@ -1,1 +1,230 @@
+//! Native tests of the request handling over the in-memory KV. The same
+//! paths run for real against `wrangler dev` in tests/edge_api.rs.
 
+use super::*;
+use crate::store::memory::MemoryKv;
+use futures::executor::block_on;
+
+const NOW: u64 = 1_764_082_200_000;
+const ADMIN: &str = "admin-secret";
+
+struct World {
+    kv: MemoryKv,
+    now: std::cell::Cell<u64>,
+}
+
+impl World {
+    fn new() -> World {
+        World { kv: MemoryKv::default(), now: std::cell::Cell::new(NOW) }
+    }
+
+    fn send(&self, method: &str, path: &str, token: Option<&str>, body: Option<Value>) -> ApiResponse {
+        let (path, query) = path.split_once('?').unwrap_or((path, ""));
+        let req = ApiRequest {
+            method: method.into(),
+            path: path.into(),
+            query: query.into(),
+            content_type: body.as_ref().map(|_| "application/json".to_string()),
+            authorization: token.map(|t| format!("Bearer {t}")),
+            body: body.map(|b| b.to_string().into_bytes()).unwrap_or_default(),
+        };
+        // Each request gets a later clock, like real traffic.
+        self.now.set(self.now.get() + 1);
+        let env = Env { kv: &self.kv, now_ms: self.now.get(), admin_token: Some(ADMIN), dev_mode: false };
+        block_on(handle(&env, &req))
+    }
+
+    fn admin(&self, method: &str, path: &str, body: Option<Value>) -> Value {
+        let r = self.send(method, path, Some(ADMIN), body);
+        assert!(r.status < 300, "{method} {path}: {} {}", r.status, r.body);
+        r.body_json()
+    }
+
+    /// Returns (tenant id, API key).
+    fn tenant(&self, with_agent: bool) -> (String, String) {
+        let t = self.admin("POST", "/admin/tenants", Some(json!({"name": "t"})));
+        let tid = t["id"].as_str().unwrap().to_string();
+        if with_agent {
+            self.admin("POST", &format!("/admin/tenants/{tid}/agents"), Some(json!({"name": "a", "voice": "alloy"})));
+        }
+        let k = self.admin("POST", &format!("/admin/tenants/{tid}/api-keys"), None);
+        (tid, k["key"].as_str().unwrap().to_string())
+    }
+
+    fn code(r: &ApiResponse) -> String {
+        r.body_json()["error"]["code"].as_str().unwrap_or("").to_string()
+    }
+}
+
+#[test]
+fn call_is_created_with_agent_defaults_and_read_back() {
+    let w = World::new();
+    let (_, key) = w.tenant(true);
+    let r = w.send("POST", "/v1/calls", Some(&key), Some(json!({"phone": "+14155550100", "language": "de-DE"})));
+    assert_eq!(r.status, 201, "{}", r.body);
+    let call = r.body_json();
+    assert_eq!(call["status"], "queued");
+    assert_eq!(call["voice"], "alloy", "agent default");
+    assert_eq!(call["language"], "de-DE", "call override");
+    let id = call["id"].as_str().unwrap();
+    assert!(r.headers.contains(&("Location".into(), format!("/v1/calls/{id}"))));
+    let got = w.send("GET", &format!("/v1/calls/{id}"), Some(&key), None);
+    assert_eq!((got.status, got.body_json()), (200, call));
+}
+
+#[test]
+fn scheduled_call_and_hangup_are_idempotent() {
+    let w = World::new();
+    let (_, key) = w.tenant(true);
+    let r = w.send("POST", "/v1/calls", Some(&key), Some(json!({"phone": "+14155550100", "schedule_at": "2025-11-26T00:00:00Z"})));
+    assert_eq!(r.body_json()["status"], "scheduled");
+    let id = r.body_json()["id"].as_str().unwrap().to_string();
+    let h1 = w.send("POST", &format!("/v1/calls/{id}/hangup"), Some(&key), None);
+    assert_eq!(h1.status, 200);
+    assert_eq!(h1.body_json()["status"], "cancelled");
+    assert_eq!(h1.body_json()["ended_reason"], "hangup_requested");
+    let h2 = w.send("POST", &format!("/v1/calls/{id}/hangup"), Some(&key), None);
+    assert_eq!((h2.status, h2.body_json()), (200, h1.body_json()));
+}
+
+#[test]
+fn live_call_hangup_is_marked_once_and_accepted() {
+    let w = World::new();
+    let (tid, key) = w.tenant(true);
+    let id = w.send("POST", "/v1/calls", Some(&key), Some(json!({"phone": "+14155550100"}))).body_json()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // Simulate the dispatch link having moved the call on.
+    let mut rec: CallRecord = block_on(get_json(&w.kv, &keys::call(&tid, &id))).unwrap().unwrap();
+    rec.status = CallStatus::InProgress;
+    block_on(put_json(&w.kv, &keys::call(&tid, &id), &rec, Some(&rec.list_metadata()))).unwrap();
+    let h1 = w.send("POST", &format!("/v1/calls/{id}/hangup"), Some(&key), None);
+    assert_eq!(h1.status, 202);
+    let h2 = w.send("POST", &format!("/v1/calls/{id}/hangup"), Some(&key), None);
+    assert_eq!(h2.body_json()["hangup_requested_at"], h1.body_json()["hangup_requested_at"]);
+}
+
+#[test]
+fn tenants_cannot_see_each_others_calls() {
+    let w = World::new();
+    let (_, key_a) = w.tenant(true);
+    let (_, key_b) = w.tenant(true);
+    let id = w.send("POST", "/v1/calls", Some(&key_a), Some(json!({"phone": "+14155550100"}))).body_json()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    for (m, p) in [("GET", format!("/v1/calls/{id}")), ("POST", format!("/v1/calls/{id}/hangup"))] {
+        let r = w.send(m, &p, Some(&key_b), None);
+        assert_eq!((r.status, World::code(&r)), (404, "call_not_found".to_string()));
+    }
+    let list = w.send("GET", "/v1/calls", Some(&key_b), None).body_json();
+    assert_eq!(list["data"], json!([]));
+}
+
+#[test]
+fn listing_pages_newest_first_with_exact_status_filter() {
+    let w = World::new();
+    let (_, key) = w.tenant(true);
+    let mut ids = Vec::new();
+    for _ in 0..7 {
+        let r = w.send("POST", "/v1/calls", Some(&key), Some(json!({"phone": "+14155550100"})));
+        ids.push(r.body_json()["id"].as_str().unwrap().to_string());
+    }
+    for id in [&ids[1], &ids[4], &ids[5]] {
+        w.send("POST", &format!("/v1/calls/{id}/hangup"), Some(&key), None);
+    }
+    let walk = |filter: &str| {
+        let mut seen = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let mut q = format!("/v1/calls?limit=2{filter}");
+            if let Some(c) = &cursor {
+                q.push_str(&format!("&cursor={c}"));
+            }
+            let page = w.send("GET", &q, Some(&key), None).body_json();
+            let data = page["data"].as_array().unwrap();
+            assert!(data.len() <= 2, "page overshoots limit");
+            seen.extend(data.iter().map(|c| c["id"].as_str().unwrap().to_string()));
+            match page["next_cursor"].as_str() {
+                Some(c) => cursor = Some(c.to_string()),
+                None => return seen,
+            }
+        }
+    };
+    let newest_first: Vec<String> = ids.iter().rev().cloned().collect();
+    assert_eq!(walk(""), newest_first);
+    assert_eq!(walk("&status=cancelled"), vec![ids[5].clone(), ids[4].clone(), ids[1].clone()]);
+    let queued: Vec<String> = newest_first.iter().filter(|i| ![&ids[1], &ids[4], &ids[5]].contains(i)).cloned().collect();
+    assert_eq!(walk("&status=queued,scheduled"), queued);
+    // A cursor is bound to its filter.
+    let page = w.send("GET", "/v1/calls?limit=1", Some(&key), None).body_json();
+    let c = page["next_cursor"].as_str().unwrap();
+    let r = w.send("GET", &format!("/v1/calls?status=queued&cursor={c}"), Some(&key), None);
+    assert_eq!((r.status, World::code(&r)), (400, "invalid_cursor".to_string()));
+}
+
+#[test]
+fn keys_are_stored_hashed_and_revocation_bites() {
+    let w = World::new();
+    let (tid, key) = w.tenant(true);
+    let dump: String = w.kv.map.borrow().iter().map(|(k, (v, _))| format!("{k}={v}\n")).collect();
+    assert!(!dump.contains(&key), "clear key stored");
+    assert!(dump.contains(&crate::ids::hash_api_key(&key)));
+    let keys = w.admin("GET", &format!("/admin/tenants/{tid}/api-keys"), None);
+    let kid = keys["data"][0]["id"].as_str().unwrap().to_string();
+    assert!(keys["data"][0].get("hash").is_none() && keys["data"][0].get("key").is_none());
+    w.admin("DELETE", &format!("/admin/tenants/{tid}/api-keys/{kid}"), None);
+    let r = w.send("GET", "/v1/calls", Some(&key), None);
+    assert_eq!((r.status, World::code(&r)), (401, "invalid_credentials".to_string()));
+    let again = w.send("DELETE", &format!("/admin/tenants/{tid}/api-keys/{kid}"), Some(ADMIN), None);
+    assert_eq!(again.status, 200, "revocation is idempotent");
+}
+
+#[test]
+fn auth_failures_have_their_codes() {
+    let w = World::new();
+    let (tid, key) = w.tenant(true);
+    let cases = [
+        (w.send("GET", "/v1/calls", None, None), 401, "missing_credentials"),
+        (w.send("GET", "/v1/calls", Some("ak_nope"), None), 401, "invalid_credentials"),
+        (w.send("GET", "/v1/calls", Some(ADMIN), None), 401, "invalid_credentials"),
+        (w.send("POST", "/admin/tenants", Some(&key), Some(json!({"name": "x"}))), 401, "invalid_credentials"),
+        (w.send("GET", "/nope", None, None), 404, "not_found"),
+        (w.send("PUT", "/v1/calls", Some(&key), None), 405, "method_not_allowed"),
+    ];
+    for (r, status, code) in cases {
+        assert_eq!((r.status, World::code(&r)), (status, code.to_string()), "{}", r.body);
+    }
+    w.admin("PATCH", &format!("/admin/tenants/{tid}"), Some(json!({"disabled": true})));
+    let r = w.send("GET", "/v1/calls", Some(&key), None);
+    assert_eq!((r.status, World::code(&r)), (403, "tenant_disabled".to_string()));
+}
+
+#[test]
+fn agent_resolution_errors() {
+    let w = World::new();
+    let (tid, key) = w.tenant(false);
+    let r = w.send("POST", "/v1/calls", Some(&key), Some(json!({"phone": "+14155550100"})));
+    assert_eq!((r.status, World::code(&r)), (422, "agent_required".to_string()));
+    let a = w.admin("POST", &format!("/admin/tenants/{tid}/agents"), Some(json!({"name": "a", "enabled": false})));
+    assert_eq!(a["default"], true, "first agent becomes the default");
+    let r = w.send("POST", "/v1/calls", Some(&key), Some(json!({"phone": "+14155550100"})));
+    assert_eq!((r.status, World::code(&r)), (409, "agent_disabled".to_string()));
+    let (_, other_key) = w.tenant(true);
+    let aid = a["id"].as_str().unwrap();
+    let r = w.send("POST", "/v1/calls", Some(&other_key), Some(json!({"phone": "+14155550100", "agent_id": aid})));
+    assert_eq!((r.status, World::code(&r)), (422, "unknown_agent".to_string()));
+}
+
+#[test]
+fn webhook_urls_are_checked() {
+    assert!(check_webhook_url("https://hooks.example.com/x", false).is_ok());
+    assert!(check_webhook_url("http://127.0.0.1:9000/hook", true).is_ok());
+    assert!(check_webhook_url("http://[::1]:9000/hook", true).is_ok());
+    assert!(check_webhook_url("http://127.0.0.1:9000/hook", false).is_err());
+    assert!(check_webhook_url("http://example.com/hook", true).is_err());
+    assert!(check_webhook_url("ftp://example.com", true).is_err());
+    assert!(check_webhook_url("https://", true).is_err());
+    assert!(check_webhook_url("https://a b", true).is_err());
+}

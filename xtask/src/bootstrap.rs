@@ -1,0 +1,107 @@
+//! Installs what a fresh Debian 12 machine lacks, idempotently: the wasm32
+//! target, pinned worker-build and wasm-bindgen-cli in `.tools/`, the npm
+//! packages of package-lock.json (wrangler, binaryen), and apt packages.
+//! Each check is cheap, so a warm run takes about a second.
+
+use crate::{root, run};
+use std::path::PathBuf;
+use std::process::Command;
+
+/// Pinned together: wasm-bindgen CLI must equal the library in Cargo.lock.
+const WORKER_BUILD_VERSION: &str = "0.8.7";
+const WASM_BINDGEN_VERSION: &str = "0.2.130";
+
+/// Debian packages the test suites need (SIP peers, HTTP/3 front, ...).
+pub const APT_PACKAGES: &[&str] = &[];
+
+pub fn tools_dir() -> PathBuf {
+    root().join(".tools")
+}
+
+pub fn tools_bin() -> PathBuf {
+    tools_dir().join("bin")
+}
+
+pub fn ensure_all() -> Result<(), String> {
+    ensure_wasm_target()?;
+    ensure_cargo_tool("worker-build", "worker-build", WORKER_BUILD_VERSION, true)?;
+    // Without --locked: its lockfile pins a webpki-roots the registry no longer serves.
+    ensure_cargo_tool("wasm-bindgen-cli", "wasm-bindgen", WASM_BINDGEN_VERSION, false)?;
+    ensure_npm()?;
+    ensure_apt(APT_PACKAGES)
+}
+
+fn output(cmd: &mut Command) -> Option<String> {
+    cmd.output().ok().filter(|o| o.status.success()).map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+}
+
+fn ensure_wasm_target() -> Result<(), String> {
+    let installed = output(Command::new("rustup").args(["target", "list", "--installed"])).unwrap_or_default();
+    if installed.lines().any(|l| l.trim() == "wasm32-unknown-unknown") {
+        println!("  wasm32-unknown-unknown target: present");
+        return Ok(());
+    }
+    run(Command::new("rustup").args(["target", "add", "wasm32-unknown-unknown"]))
+}
+
+fn ensure_cargo_tool(krate: &str, bin: &str, version: &str, locked: bool) -> Result<(), String> {
+    let path = tools_bin().join(bin);
+    let current = output(Command::new(&path).arg("--version")).unwrap_or_default();
+    if current.split_whitespace().any(|w| w.trim_start_matches('v') == version) {
+        println!("  {bin} {version}: present");
+        return Ok(());
+    }
+    println!("  {bin} {version}: installing into .tools (several minutes on a cold machine)");
+    let mut cmd = Command::new("cargo");
+    cmd.args(["install", krate, "--version", version, "--root"]).arg(tools_dir());
+    if locked {
+        cmd.arg("--locked");
+    }
+    // A separate target dir keeps the workspace's build cache out of it.
+    cmd.env("CARGO_TARGET_DIR", tools_dir().join("target"));
+    run(&mut cmd)
+}
+
+/// `npm ci` when node_modules does not match package-lock.json.
+fn ensure_npm() -> Result<(), String> {
+    let lock = root().join("package-lock.json");
+    let stamp = root().join("node_modules/.voxline-package-lock.json");
+    let want = std::fs::read(&lock).map_err(|e| format!("read package-lock.json: {e}"))?;
+    let have_bins = root().join("node_modules/.bin/wrangler").exists() && root().join("node_modules/.bin/wasm-opt").exists();
+    if have_bins && std::fs::read(&stamp).ok().as_deref() == Some(want.as_slice()) {
+        println!("  npm packages (wrangler, binaryen): present");
+        return Ok(());
+    }
+    run(Command::new("npm").args(["ci", "--no-audit", "--no-fund"]))?;
+    std::fs::write(&stamp, want).map_err(|e| format!("write npm stamp: {e}"))
+}
+
+fn ensure_apt(packages: &[&str]) -> Result<(), String> {
+    let missing: Vec<&str> = packages
+        .iter()
+        .copied()
+        .filter(|p| {
+            output(Command::new("dpkg-query").args(["-W", "-f", "${Status}", p]))
+                .is_none_or(|s| !s.contains("install ok installed"))
+        })
+        .collect();
+    if missing.is_empty() {
+        if !packages.is_empty() {
+            println!("  apt packages ({}): present", packages.join(", "));
+        }
+        return Ok(());
+    }
+    let sudo = output(Command::new("id").arg("-u")).is_some_and(|u| u.trim() != "0");
+    let apt = |args: &[&str]| {
+        let mut cmd = if sudo { Command::new("sudo") } else { Command::new("apt-get") };
+        if sudo {
+            cmd.arg("apt-get");
+        }
+        cmd.args(args).env("DEBIAN_FRONTEND", "noninteractive");
+        run(&mut cmd)
+    };
+    apt(&["update", "-q"])?;
+    let mut args = vec!["install", "-y", "-q", "--no-install-recommends"];
+    args.extend(&missing);
+    apt(&args)
+}
