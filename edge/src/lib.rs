@@ -4,6 +4,7 @@
 //! `service` handles a request against the `store::Kv` port; `glue` (wasm32
 //! only) adapts workers-rs requests, KV, clock and secrets to it.
 
+pub mod dispatch;
 pub mod error;
 pub mod fields;
 pub mod http;

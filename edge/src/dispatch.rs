@@ -1,0 +1,500 @@
+//! The per-region dispatch queue, sans-IO. The `DispatchQueue` Durable Object
+//! (glue) owns one [`RegionQueue`], feeds it requests and the clock, persists
+//! it, and carries out the [`CallUpdate`]s it returns. Exactness comes from the
+//! object being the single writer for its region: every operation here is a
+//! synchronous mutation with no I/O in the middle.
+//!
+//! Life of a call in the queue: `waiting` (ready at a time: now, schedule_at,
+//! or a retry) -> `leased` to a polling sidecar until its ack deadline -> `held`
+//! once acked, until the sidecar reports it ended or is presumed dead.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::collections::BTreeMap;
+use voxline_shared::{CallStatus, EndedReason};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DispatchTimings {
+    /// How long a sidecar has to ack an offer before it is re-leased.
+    pub ack_deadline_ms: u64,
+    /// Silence after which a sidecar is presumed dead.
+    pub dead_after_ms: u64,
+    /// Longest long-poll the edge holds open.
+    pub max_wait_ms: u64,
+}
+
+impl Default for DispatchTimings {
+    fn default() -> Self {
+        DispatchTimings { ack_deadline_ms: 10_000, dead_after_ms: 30_000, max_wait_ms: 25_000 }
+    }
+}
+
+/// A call as the queue knows it: routing and retry policy plus the offer
+/// body (built from the call record when it was enqueued).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct QueuedCall {
+    pub call_id: String,
+    pub tenant_id: String,
+    /// Not leased before this time (schedule_at, retry delay).
+    pub ready_at_ms: u64,
+    /// 1 for the first dial.
+    pub attempt: u32,
+    pub retries: u32,
+    pub retry_delay_ms: u64,
+    /// Offer fields: phone, agent and engine settings, max_seconds, metadata ...
+    pub offer: Value,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Lease {
+    pub lease_id: String,
+    pub sidecar_id: String,
+    pub deadline_ms: u64,
+    pub call: QueuedCall,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Held {
+    pub sidecar_id: String,
+    pub since_ms: u64,
+    /// Highest event sequence applied (duplicates are ignored).
+    pub last_seq: Option<u32>,
+    pub call: QueuedCall,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SidecarSeen {
+    pub last_seen_ms: u64,
+    pub capacity: u32,
+}
+
+/// A command for a sidecar, delivered through its next or open poll.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Command {
+    Hangup { call_id: String },
+}
+
+/// An offer as sent to a sidecar: the queued call's offer fields plus lease data.
+pub fn offer_json(lease: &Lease) -> Value {
+    let mut offer = lease.call.offer.clone();
+    if let Value::Object(m) = &mut offer {
+        m.insert("lease_id".into(), lease.lease_id.clone().into());
+        m.insert("call_id".into(), lease.call.call_id.clone().into());
+        m.insert("attempt".into(), lease.call.attempt.into());
+        m.insert("ack_deadline_ms".into(), lease.deadline_ms.into());
+    }
+    offer
+}
+
+/// A change the glue must mirror onto the call record in KV.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CallUpdate {
+    pub call_id: String,
+    pub tenant_id: String,
+    pub at_ms: u64,
+    pub change: CallChange,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum CallChange {
+    /// A scheduled call became due.
+    Released,
+    /// Leased and acked: a sidecar is dialing.
+    Dialing { sidecar_id: String, attempt: u32 },
+    Ringing,
+    Answered,
+    /// The attempt ended and another will follow at `retry_at_ms`.
+    RetryScheduled { status: CallStatus, reason: EndedReason, sip_code: Option<u16>, retry_at_ms: u64 },
+    /// Final.
+    Ended { status: CallStatus, reason: EndedReason, sip_code: Option<u16> },
+}
+
+/// What a sidecar reports about a call it holds.
+#[derive(Debug, Clone, PartialEq)]
+pub enum HeldEvent {
+    Ringing,
+    Answered,
+    Ended { status: CallStatus, reason: EndedReason, sip_code: Option<u16> },
+    /// Transcript turns and the like: no state change.
+    Other,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AckOutcome {
+    /// The call is the sidecar's now.
+    Held,
+    /// Rejected by the sidecar: back to the front of the queue.
+    Requeued,
+    /// Unknown or expired lease (already re-leased): the sidecar must drop it.
+    Stale,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CancelOutcome {
+    /// Was waiting: removed; the call is cancelled.
+    Cancelled,
+    /// Leased or held: a hangup command waits for the sidecar.
+    Signalled { sidecar_id: String },
+    /// The queue does not know it (ended, or another region).
+    Unknown,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EventOutcome {
+    Applied,
+    Duplicate,
+    /// Not held by this sidecar (stale, or never leased to it).
+    NotHeld,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RegionQueue {
+    pub next_lease: u64,
+    pub waiting: Vec<QueuedCall>,
+    pub leased: Vec<Lease>,
+    pub held: BTreeMap<String, Held>,
+    pub sidecars: BTreeMap<String, SidecarSeen>,
+    pub commands: BTreeMap<String, Vec<Command>>,
+}
+
+impl RegionQueue {
+    pub fn enqueue(&mut self, call: QueuedCall) {
+        if self.knows(&call.call_id) {
+            return; // idempotent: a retried enqueue must not dial twice
+        }
+        self.waiting.push(call);
+    }
+
+    pub fn knows(&self, call_id: &str) -> bool {
+        self.waiting.iter().any(|c| c.call_id == call_id)
+            || self.leased.iter().any(|l| l.call.call_id == call_id)
+            || self.held.contains_key(call_id)
+    }
+
+    pub fn register(&mut self, sidecar_id: &str, capacity: u32, now: u64) {
+        let seen = self.sidecars.entry(sidecar_id.to_string()).or_insert(SidecarSeen { last_seen_ms: now, capacity });
+        seen.last_seen_ms = now;
+        seen.capacity = capacity;
+    }
+
+    /// One poll: marks the sidecar alive, hands it up to `free_slots` due
+    /// calls (oldest due first) and its pending commands.
+    pub fn lease(&mut self, sidecar_id: &str, free_slots: u32, now: u64, t: &DispatchTimings) -> (Vec<Lease>, Vec<Command>) {
+        let seen = self.sidecars.entry(sidecar_id.to_string()).or_insert(SidecarSeen { last_seen_ms: now, capacity: free_slots });
+        seen.last_seen_ms = now;
+        let commands = self.commands.remove(sidecar_id).unwrap_or_default();
+        let mut offers = Vec::new();
+        while (offers.len() as u32) < free_slots {
+            let due = self
+                .waiting
+                .iter()
+                .enumerate()
+                .filter(|(_, c)| c.ready_at_ms <= now)
+                .min_by_key(|(i, c)| (c.ready_at_ms, *i))
+                .map(|(i, _)| i);
+            let Some(i) = due else { break };
+            let call = self.waiting.remove(i);
+            self.next_lease += 1;
+            let lease = Lease {
+                lease_id: format!("lease_{:x}", self.next_lease),
+                sidecar_id: sidecar_id.to_string(),
+                deadline_ms: now + t.ack_deadline_ms,
+                call,
+            };
+            self.leased.push(lease.clone());
+            offers.push(lease);
+        }
+        (offers, commands)
+    }
+
+    pub fn ack(&mut self, sidecar_id: &str, lease_id: &str, accepted: bool, now: u64) -> (AckOutcome, Option<CallUpdate>) {
+        let Some(i) = self.leased.iter().position(|l| l.lease_id == lease_id && l.sidecar_id == sidecar_id) else {
+            return (AckOutcome::Stale, None);
+        };
+        let lease = self.leased.remove(i);
+        if !accepted {
+            // Front of the line: it was due before anything queued since.
+            self.waiting.insert(0, lease.call);
+            return (AckOutcome::Requeued, None);
+        }
+        let update = CallUpdate {
+            call_id: lease.call.call_id.clone(),
+            tenant_id: lease.call.tenant_id.clone(),
+            at_ms: now,
+            change: CallChange::Dialing { sidecar_id: sidecar_id.to_string(), attempt: lease.call.attempt },
+        };
+        self.held.insert(
+            lease.call.call_id.clone(),
+            Held { sidecar_id: sidecar_id.to_string(), since_ms: now, last_seq: None, call: lease.call },
+        );
+        (AckOutcome::Held, Some(update))
+    }
+
+    pub fn cancel(&mut self, call_id: &str) -> CancelOutcome {
+        if let Some(i) = self.waiting.iter().position(|c| c.call_id == call_id) {
+            self.waiting.remove(i);
+            return CancelOutcome::Cancelled;
+        }
+        let holder = self
+            .leased
+            .iter()
+            .find(|l| l.call.call_id == call_id)
+            .map(|l| l.sidecar_id.clone())
+            .or_else(|| self.held.get(call_id).map(|h| h.sidecar_id.clone()));
+        match holder {
+            Some(sidecar_id) => {
+                let cmds = self.commands.entry(sidecar_id.clone()).or_default();
+                let cmd = Command::Hangup { call_id: call_id.to_string() };
+                if !cmds.contains(&cmd) {
+                    cmds.push(cmd);
+                }
+                CancelOutcome::Signalled { sidecar_id }
+            }
+            None => CancelOutcome::Unknown,
+        }
+    }
+
+    /// Applies one event of a held call. `seq` orders a call's events; a seq
+    /// at or below the last applied one is a duplicate (at-least-once delivery).
+    pub fn event(&mut self, sidecar_id: &str, call_id: &str, seq: u32, ev: HeldEvent, now: u64) -> (EventOutcome, Option<CallUpdate>) {
+        let Some(held) = self.held.get_mut(call_id).filter(|h| h.sidecar_id == sidecar_id) else {
+            return (EventOutcome::NotHeld, None);
+        };
+        if held.last_seq.is_some_and(|last| seq <= last) {
+            return (EventOutcome::Duplicate, None);
+        }
+        held.last_seq = Some(seq);
+        let update = |call: &QueuedCall, change| CallUpdate { call_id: call.call_id.clone(), tenant_id: call.tenant_id.clone(), at_ms: now, change };
+        let change = match ev {
+            HeldEvent::Ringing => CallChange::Ringing,
+            HeldEvent::Answered => CallChange::Answered,
+            HeldEvent::Other => return (EventOutcome::Applied, None),
+            HeldEvent::Ended { status, reason, sip_code } => {
+                let held = self.held.remove(call_id).expect("checked above");
+                return (EventOutcome::Applied, Some(self.end_attempt(held.call, status, reason, sip_code, now)));
+            }
+        };
+        (EventOutcome::Applied, Some(update(&held.call, change)))
+    }
+
+    /// Ends one attempt; retries per the call's policy when the outcome
+    /// allows (no answer, busy, failure, lost media), else final.
+    fn end_attempt(&mut self, mut call: QueuedCall, status: CallStatus, reason: EndedReason, sip_code: Option<u16>, now: u64) -> CallUpdate {
+        let retryable = matches!(status, CallStatus::NoAnswer | CallStatus::Busy | CallStatus::Failed)
+            && reason != EndedReason::HangupRequested;
+        let (call_id, tenant_id) = (call.call_id.clone(), call.tenant_id.clone());
+        let change = if retryable && call.attempt <= call.retries {
+            let retry_at_ms = now + call.retry_delay_ms;
+            call.attempt += 1;
+            call.ready_at_ms = retry_at_ms;
+            self.waiting.push(call);
+            CallChange::RetryScheduled { status, reason, sip_code, retry_at_ms }
+        } else {
+            CallChange::Ended { status, reason, sip_code }
+        };
+        CallUpdate { call_id, tenant_id, at_ms: now, change }
+    }
+
+    /// Time passes: expired leases return to the queue, silent sidecars are
+    /// presumed dead (their calls end as `media_lost`, retried per policy),
+    /// and scheduled calls that became due are reported released.
+    pub fn tick(&mut self, now: u64, last_tick: u64, t: &DispatchTimings) -> Vec<CallUpdate> {
+        let mut updates = Vec::new();
+        let (expired, live): (Vec<Lease>, Vec<Lease>) = std::mem::take(&mut self.leased).into_iter().partition(|l| l.deadline_ms <= now);
+        self.leased = live;
+        for lease in expired.into_iter().rev() {
+            self.waiting.insert(0, lease.call);
+        }
+        let dead: Vec<String> = self
+            .sidecars
+            .iter()
+            .filter(|(_, s)| s.last_seen_ms + t.dead_after_ms <= now)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for sidecar_id in dead {
+            self.sidecars.remove(&sidecar_id);
+            self.commands.remove(&sidecar_id);
+            let lost: Vec<String> = self.held.iter().filter(|(_, h)| h.sidecar_id == sidecar_id).map(|(id, _)| id.clone()).collect();
+            for call_id in lost {
+                let held = self.held.remove(&call_id).expect("listed above");
+                // Lost media is retryable like any failure, with its own reason.
+                updates.push(self.end_attempt(held.call, CallStatus::Failed, EndedReason::MediaLost, None, now));
+            }
+        }
+        for call in &self.waiting {
+            // First attempts becoming due in (last_tick, now] were scheduled.
+            if call.attempt == 1 && call.ready_at_ms > last_tick && call.ready_at_ms <= now {
+                updates.push(CallUpdate { call_id: call.call_id.clone(), tenant_id: call.tenant_id.clone(), at_ms: now, change: CallChange::Released });
+            }
+        }
+        updates
+    }
+
+    /// The next time `tick` has something to do, for the object's alarm.
+    pub fn next_deadline(&self, now: u64, t: &DispatchTimings) -> Option<u64> {
+        let leases = self.leased.iter().map(|l| l.deadline_ms);
+        let sidecars = self.sidecars.values().map(|s| s.last_seen_ms + t.dead_after_ms);
+        let future_ready = self.waiting.iter().map(|c| c.ready_at_ms).filter(|&r| r > now);
+        leases.chain(sidecars).chain(future_ready).min()
+    }
+
+    /// True when a poll of this sidecar would get something now.
+    pub fn has_work_for(&self, sidecar_id: &str, now: u64) -> bool {
+        self.commands.get(sidecar_id).is_some_and(|c| !c.is_empty()) || self.waiting.iter().any(|c| c.ready_at_ms <= now)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    const T: DispatchTimings = DispatchTimings { ack_deadline_ms: 1_000, dead_after_ms: 5_000, max_wait_ms: 2_000 };
+
+    fn call(id: &str, ready: u64, retries: u32) -> QueuedCall {
+        QueuedCall {
+            call_id: id.into(),
+            tenant_id: "ten_1".into(),
+            ready_at_ms: ready,
+            attempt: 1,
+            retries,
+            retry_delay_ms: 60_000,
+            offer: json!({"phone": "+14155550100"}),
+        }
+    }
+
+    #[test]
+    fn offers_respect_free_slots_readiness_and_order() {
+        let mut q = RegionQueue::default();
+        q.enqueue(call("c1", 0, 0));
+        q.enqueue(call("c2", 500, 0));
+        q.enqueue(call("c3", 0, 0));
+        q.enqueue(call("c1", 0, 0)); // duplicate enqueue ignored
+        let (offers, _) = q.lease("s1", 5, 100, &T);
+        assert_eq!(offers.iter().map(|l| l.call.call_id.as_str()).collect::<Vec<_>>(), ["c1", "c3"]);
+        assert!(offers.iter().all(|l| l.deadline_ms == 1_100));
+        let (none, _) = q.lease("s1", 0, 600, &T);
+        assert!(none.is_empty(), "no free slots, no offers");
+        let (later, _) = q.lease("s1", 1, 600, &T);
+        assert_eq!(later[0].call.call_id, "c2");
+        let o = offer_json(&later[0]);
+        assert_eq!((o["call_id"].as_str(), o["attempt"].as_u64(), o["phone"].as_str()), (Some("c2"), Some(1), Some("+14155550100")));
+    }
+
+    #[test]
+    fn unacked_lease_is_released_to_another_sidecar() {
+        let mut q = RegionQueue::default();
+        q.enqueue(call("c1", 0, 0));
+        let (offers, _) = q.lease("s1", 1, 0, &T);
+        assert!(q.lease("s2", 1, 500, &T).0.is_empty(), "leased calls are not offered twice");
+        assert!(q.tick(1_000, 500, &T).is_empty());
+        let (again, _) = q.lease("s2", 1, 1_001, &T);
+        assert_eq!(again[0].call.call_id, "c1");
+        assert_ne!(again[0].lease_id, offers[0].lease_id);
+        // The late ack of the first lease is stale: s1 must drop the call.
+        assert_eq!(q.ack("s1", &offers[0].lease_id, true, 1_002).0, AckOutcome::Stale);
+        let (out, update) = q.ack("s2", &again[0].lease_id, true, 1_003);
+        assert_eq!(out, AckOutcome::Held);
+        assert_eq!(update.unwrap().change, CallChange::Dialing { sidecar_id: "s2".into(), attempt: 1 });
+    }
+
+    #[test]
+    fn rejected_offer_goes_back_to_the_front() {
+        let mut q = RegionQueue::default();
+        q.enqueue(call("c1", 0, 0));
+        q.enqueue(call("c2", 0, 0));
+        let (offers, _) = q.lease("s1", 1, 0, &T);
+        assert_eq!(q.ack("s1", &offers[0].lease_id, false, 1).0, AckOutcome::Requeued);
+        assert_eq!(q.lease("s2", 1, 2, &T).0[0].call.call_id, "c1");
+    }
+
+    #[test]
+    fn dead_sidecar_calls_end_media_lost_and_retry_elsewhere() {
+        let mut q = RegionQueue::default();
+        q.enqueue(call("c1", 0, 1));
+        q.enqueue(call("c2", 0, 0));
+        let (offers, _) = q.lease("s1", 2, 0, &T);
+        for o in &offers {
+            q.ack("s1", &o.lease_id, true, 10);
+        }
+        q.lease("s2", 0, 4_000, &T); // s2 keeps polling
+        assert!(q.tick(4_999, 4_000, &T).is_empty());
+        let updates = q.tick(5_000, 4_999, &T);
+        assert_eq!(updates.len(), 2);
+        let c1 = updates.iter().find(|u| u.call_id == "c1").unwrap();
+        assert_eq!(
+            c1.change,
+            CallChange::RetryScheduled { status: CallStatus::Failed, reason: EndedReason::MediaLost, sip_code: None, retry_at_ms: 65_000 }
+        );
+        let c2 = updates.iter().find(|u| u.call_id == "c2").unwrap();
+        assert_eq!(c2.change, CallChange::Ended { status: CallStatus::Failed, reason: EndedReason::MediaLost, sip_code: None });
+        assert!(!q.sidecars.contains_key("s1"));
+        assert!(q.lease("s2", 1, 64_999, &T).0.is_empty(), "retry waits its delay");
+        let (retry, _) = q.lease("s2", 1, 65_000, &T);
+        assert_eq!((retry[0].call.call_id.as_str(), retry[0].call.attempt), ("c1", 2));
+    }
+
+    #[test]
+    fn events_are_ordered_deduplicated_and_scoped_to_the_holder() {
+        let mut q = RegionQueue::default();
+        q.enqueue(call("c1", 0, 0));
+        let (offers, _) = q.lease("s1", 1, 0, &T);
+        q.ack("s1", &offers[0].lease_id, true, 1);
+        assert_eq!(q.event("s2", "c1", 1, HeldEvent::Ringing, 2).0, EventOutcome::NotHeld);
+        assert_eq!(q.event("s1", "c1", 1, HeldEvent::Ringing, 2).1.unwrap().change, CallChange::Ringing);
+        assert_eq!(q.event("s1", "c1", 1, HeldEvent::Ringing, 3), (EventOutcome::Duplicate, None));
+        assert_eq!(q.event("s1", "c1", 2, HeldEvent::Answered, 4).1.unwrap().change, CallChange::Answered);
+        let ended = HeldEvent::Ended { status: CallStatus::Completed, reason: EndedReason::CalleeHangup, sip_code: None };
+        let (_, u) = q.event("s1", "c1", 3, ended.clone(), 5);
+        assert_eq!(u.unwrap().change, CallChange::Ended { status: CallStatus::Completed, reason: EndedReason::CalleeHangup, sip_code: None });
+        assert_eq!(q.event("s1", "c1", 3, ended, 6).0, EventOutcome::NotHeld, "ended calls are gone");
+        assert!(!q.knows("c1"));
+    }
+
+    #[test]
+    fn busy_is_retried_per_policy_then_final() {
+        let mut q = RegionQueue::default();
+        q.enqueue(call("c1", 0, 1));
+        let busy = || HeldEvent::Ended { status: CallStatus::Busy, reason: EndedReason::Busy, sip_code: Some(486) };
+        let (o, _) = q.lease("s1", 1, 0, &T);
+        q.ack("s1", &o[0].lease_id, true, 0);
+        let (_, u) = q.event("s1", "c1", 1, busy(), 10);
+        assert!(matches!(u.unwrap().change, CallChange::RetryScheduled { status: CallStatus::Busy, sip_code: Some(486), .. }));
+        let (o, _) = q.lease("s1", 1, 60_010, &T);
+        assert_eq!(o[0].call.attempt, 2);
+        q.ack("s1", &o[0].lease_id, true, 60_010);
+        let (_, u) = q.event("s1", "c1", 1, busy(), 60_020);
+        assert_eq!(u.unwrap().change, CallChange::Ended { status: CallStatus::Busy, reason: EndedReason::Busy, sip_code: Some(486) });
+    }
+
+    #[test]
+    fn cancel_removes_waiting_and_signals_holders_once() {
+        let mut q = RegionQueue::default();
+        q.enqueue(call("c1", 0, 0));
+        q.enqueue(call("c2", 0, 0));
+        assert_eq!(q.cancel("c2"), CancelOutcome::Cancelled);
+        let (o, _) = q.lease("s1", 1, 0, &T);
+        q.ack("s1", &o[0].lease_id, true, 1);
+        assert_eq!(q.cancel("c1"), CancelOutcome::Signalled { sidecar_id: "s1".into() });
+        assert_eq!(q.cancel("c1"), CancelOutcome::Signalled { sidecar_id: "s1".into() });
+        assert!(q.has_work_for("s1", 2));
+        let (_, cmds) = q.lease("s1", 0, 2, &T);
+        assert_eq!(cmds, vec![Command::Hangup { call_id: "c1".into() }]);
+        assert_eq!(q.cancel("nope"), CancelOutcome::Unknown);
+    }
+
+    #[test]
+    fn scheduled_release_and_alarm_deadline() {
+        let mut q = RegionQueue::default();
+        q.enqueue(call("c1", 10_000, 0));
+        assert_eq!(q.next_deadline(0, &T), Some(10_000));
+        assert!(q.tick(9_999, 0, &T).is_empty());
+        let u = q.tick(10_000, 9_999, &T);
+        assert_eq!(u[0].change, CallChange::Released);
+        assert!(q.tick(10_001, 10_000, &T).is_empty(), "released once");
+        q.register("s1", 4, 10_001);
+        assert_eq!(q.next_deadline(10_001, &T), Some(15_001));
+    }
+}
