@@ -157,6 +157,12 @@ pub struct RegionQueue {
     pub held: BTreeMap<String, Held>,
     pub sidecars: BTreeMap<String, SidecarSeen>,
     pub commands: BTreeMap<String, Vec<Command>>,
+    /// The time `tick` last ran (scheduled releases are reported once).
+    #[serde(default)]
+    pub last_tick_ms: u64,
+    /// Signature nonces seen within the replay window: nonce -> forget-after ms.
+    #[serde(default)]
+    pub nonces: BTreeMap<String, u64>,
 }
 
 impl RegionQueue {
@@ -258,8 +264,9 @@ impl RegionQueue {
 
     /// Applies one event of a held call. `seq` orders a call's events; a seq
     /// at or below the last applied one is a duplicate (at-least-once delivery).
-    pub fn event(&mut self, sidecar_id: &str, call_id: &str, seq: u32, ev: HeldEvent, now: u64) -> (EventOutcome, Option<CallUpdate>) {
-        let Some(held) = self.held.get_mut(call_id).filter(|h| h.sidecar_id == sidecar_id) else {
+    /// Events of an earlier attempt (late deliveries) do not touch the current one.
+    pub fn event(&mut self, sidecar_id: &str, call_id: &str, attempt: u32, seq: u32, ev: HeldEvent, now: u64) -> (EventOutcome, Option<CallUpdate>) {
+        let Some(held) = self.held.get_mut(call_id).filter(|h| h.sidecar_id == sidecar_id && h.call.attempt == attempt) else {
             return (EventOutcome::NotHeld, None);
         };
         if held.last_seq.is_some_and(|last| seq <= last) {
@@ -300,7 +307,9 @@ impl RegionQueue {
     /// Time passes: expired leases return to the queue, silent sidecars are
     /// presumed dead (their calls end as `media_lost`, retried per policy),
     /// and scheduled calls that became due are reported released.
-    pub fn tick(&mut self, now: u64, last_tick: u64, t: &DispatchTimings) -> Vec<CallUpdate> {
+    pub fn tick(&mut self, now: u64, t: &DispatchTimings) -> Vec<CallUpdate> {
+        let last_tick = std::mem::replace(&mut self.last_tick_ms, now);
+        self.nonces.retain(|_, forget_after| *forget_after > now);
         let mut updates = Vec::new();
         let (expired, live): (Vec<Lease>, Vec<Lease>) = std::mem::take(&mut self.leased).into_iter().partition(|l| l.deadline_ms <= now);
         self.leased = live;
@@ -330,6 +339,35 @@ impl RegionQueue {
             }
         }
         updates
+    }
+
+    /// Records a request nonce; false when it was already seen (a replay).
+    pub fn remember_nonce(&mut self, nonce: &str, now: u64, window_ms: u64) -> bool {
+        self.nonces.retain(|_, forget_after| *forget_after > now);
+        if self.nonces.contains_key(nonce) {
+            return false;
+        }
+        // Kept for twice the window: the timestamp may be up to a window ahead.
+        self.nonces.insert(nonce.to_string(), now + 2 * window_ms);
+        true
+    }
+
+    /// A poll lists the calls the sidecar holds. A call we believe it has held
+    /// for longer than `grace_ms` but that it does not list was lost (e.g. the
+    /// sidecar restarted): end the attempt as `media_lost`, retried per policy.
+    pub fn reconcile(&mut self, sidecar_id: &str, held_calls: &[String], now: u64, grace_ms: u64) -> Vec<CallUpdate> {
+        let lost: Vec<String> = self
+            .held
+            .iter()
+            .filter(|(id, h)| h.sidecar_id == sidecar_id && h.since_ms + grace_ms < now && !held_calls.contains(id))
+            .map(|(id, _)| id.clone())
+            .collect();
+        lost.into_iter()
+            .map(|id| {
+                let held = self.held.remove(&id).expect("listed above");
+                self.end_attempt(held.call, CallStatus::Failed, EndedReason::MediaLost, None, now)
+            })
+            .collect()
     }
 
     /// The next time `tick` has something to do, for the object's alarm.
@@ -389,7 +427,7 @@ mod tests {
         q.enqueue(call("c1", 0, 0));
         let (offers, _) = q.lease("s1", 1, 0, &T);
         assert!(q.lease("s2", 1, 500, &T).0.is_empty(), "leased calls are not offered twice");
-        assert!(q.tick(1_000, 500, &T).is_empty());
+        assert!(q.tick(1_000, &T).is_empty());
         let (again, _) = q.lease("s2", 1, 1_001, &T);
         assert_eq!(again[0].call.call_id, "c1");
         assert_ne!(again[0].lease_id, offers[0].lease_id);
@@ -420,8 +458,8 @@ mod tests {
             q.ack("s1", &o.lease_id, true, 10);
         }
         q.lease("s2", 0, 4_000, &T); // s2 keeps polling
-        assert!(q.tick(4_999, 4_000, &T).is_empty());
-        let updates = q.tick(5_000, 4_999, &T);
+        assert!(q.tick(4_999, &T).is_empty());
+        let updates = q.tick(5_000, &T);
         assert_eq!(updates.len(), 2);
         let c1 = updates.iter().find(|u| u.call_id == "c1").unwrap();
         assert_eq!(
@@ -442,15 +480,49 @@ mod tests {
         q.enqueue(call("c1", 0, 0));
         let (offers, _) = q.lease("s1", 1, 0, &T);
         q.ack("s1", &offers[0].lease_id, true, 1);
-        assert_eq!(q.event("s2", "c1", 1, HeldEvent::Ringing, 2).0, EventOutcome::NotHeld);
-        assert_eq!(q.event("s1", "c1", 1, HeldEvent::Ringing, 2).1.unwrap().change, CallChange::Ringing);
-        assert_eq!(q.event("s1", "c1", 1, HeldEvent::Ringing, 3), (EventOutcome::Duplicate, None));
-        assert_eq!(q.event("s1", "c1", 2, HeldEvent::Answered, 4).1.unwrap().change, CallChange::Answered);
+        assert_eq!(q.event("s2", "c1", 1, 1, HeldEvent::Ringing, 2).0, EventOutcome::NotHeld);
+        assert_eq!(q.event("s1", "c1", 1, 1, HeldEvent::Ringing, 2).1.unwrap().change, CallChange::Ringing);
+        assert_eq!(q.event("s1", "c1", 1, 1, HeldEvent::Ringing, 3), (EventOutcome::Duplicate, None));
+        assert_eq!(q.event("s1", "c1", 1, 2, HeldEvent::Answered, 4).1.unwrap().change, CallChange::Answered);
         let ended = HeldEvent::Ended { status: CallStatus::Completed, reason: EndedReason::CalleeHangup, sip_code: None };
-        let (_, u) = q.event("s1", "c1", 3, ended.clone(), 5);
+        let (_, u) = q.event("s1", "c1", 1, 3, ended.clone(), 5);
         assert_eq!(u.unwrap().change, CallChange::Ended { status: CallStatus::Completed, reason: EndedReason::CalleeHangup, sip_code: None });
-        assert_eq!(q.event("s1", "c1", 3, ended, 6).0, EventOutcome::NotHeld, "ended calls are gone");
+        assert_eq!(q.event("s1", "c1", 1, 3, ended, 6).0, EventOutcome::NotHeld, "ended calls are gone");
         assert!(!q.knows("c1"));
+    }
+
+    #[test]
+    fn late_events_of_an_earlier_attempt_are_ignored() {
+        let mut q = RegionQueue::default();
+        q.enqueue(call("c1", 0, 1));
+        let (o, _) = q.lease("s1", 1, 0, &T);
+        q.ack("s1", &o[0].lease_id, true, 0);
+        let busy = HeldEvent::Ended { status: CallStatus::Busy, reason: EndedReason::Busy, sip_code: Some(486) };
+        q.event("s1", "c1", 1, 1, busy, 1);
+        let (o, _) = q.lease("s1", 1, 60_001, &T);
+        q.ack("s1", &o[0].lease_id, true, 60_001);
+        assert_eq!(q.event("s1", "c1", 1, 2, HeldEvent::Answered, 60_002).0, EventOutcome::NotHeld);
+        assert_eq!(q.event("s1", "c1", 2, 1, HeldEvent::Answered, 60_002).0, EventOutcome::Applied);
+    }
+
+    #[test]
+    fn nonces_are_single_use_within_the_window() {
+        let mut q = RegionQueue::default();
+        assert!(q.remember_nonce("n1", 0, 300_000));
+        assert!(!q.remember_nonce("n1", 1_000, 300_000));
+        assert!(q.remember_nonce("n1", 600_001, 300_000), "forgotten after twice the window");
+    }
+
+    #[test]
+    fn calls_missing_from_a_poll_are_lost_after_the_grace() {
+        let mut q = RegionQueue::default();
+        q.enqueue(call("c1", 0, 0));
+        let (o, _) = q.lease("s1", 1, 0, &T);
+        q.ack("s1", &o[0].lease_id, true, 0);
+        assert!(q.reconcile("s1", &[], 4_000, 5_000).is_empty(), "within grace");
+        assert!(q.reconcile("s1", &["c1".to_string()], 9_000, 5_000).is_empty(), "listed");
+        let lost = q.reconcile("s1", &[], 9_000, 5_000);
+        assert_eq!(lost[0].change, CallChange::Ended { status: CallStatus::Failed, reason: EndedReason::MediaLost, sip_code: None });
     }
 
     #[test]
@@ -460,12 +532,12 @@ mod tests {
         let busy = || HeldEvent::Ended { status: CallStatus::Busy, reason: EndedReason::Busy, sip_code: Some(486) };
         let (o, _) = q.lease("s1", 1, 0, &T);
         q.ack("s1", &o[0].lease_id, true, 0);
-        let (_, u) = q.event("s1", "c1", 1, busy(), 10);
+        let (_, u) = q.event("s1", "c1", 1, 1, busy(), 10);
         assert!(matches!(u.unwrap().change, CallChange::RetryScheduled { status: CallStatus::Busy, sip_code: Some(486), .. }));
         let (o, _) = q.lease("s1", 1, 60_010, &T);
         assert_eq!(o[0].call.attempt, 2);
         q.ack("s1", &o[0].lease_id, true, 60_010);
-        let (_, u) = q.event("s1", "c1", 1, busy(), 60_020);
+        let (_, u) = q.event("s1", "c1", 2, 1, busy(), 60_020);
         assert_eq!(u.unwrap().change, CallChange::Ended { status: CallStatus::Busy, reason: EndedReason::Busy, sip_code: Some(486) });
     }
 
@@ -490,10 +562,10 @@ mod tests {
         let mut q = RegionQueue::default();
         q.enqueue(call("c1", 10_000, 0));
         assert_eq!(q.next_deadline(0, &T), Some(10_000));
-        assert!(q.tick(9_999, 0, &T).is_empty());
-        let u = q.tick(10_000, 9_999, &T);
+        assert!(q.tick(9_999, &T).is_empty());
+        let u = q.tick(10_000, &T);
         assert_eq!(u[0].change, CallChange::Released);
-        assert!(q.tick(10_001, 10_000, &T).is_empty(), "released once");
+        assert!(q.tick(10_001, &T).is_empty(), "released once");
         q.register("s1", 4, 10_001);
         assert_eq!(q.next_deadline(10_001, &T), Some(15_001));
     }

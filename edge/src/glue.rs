@@ -73,8 +73,9 @@ async fn fetch(mut req: Request, env: Env, _ctx: Context) -> Result<Response> {
     };
     let admin_token = secret_or_var(&env, "ADMIN_TOKEN");
     let dev_mode = secret_or_var(&env, "VOXLINE_ENV").is_some_and(|v| v == "development");
+    let default_region = secret_or_var(&env, "DEFAULT_REGION").unwrap_or_else(|| "local".to_string());
     let kv = WorkersKv(env.kv(KV_BINDING)?);
-    let senv = ServiceEnv { kv: &kv, now_ms: started, admin_token: admin_token.as_deref(), dev_mode };
+    let senv = ServiceEnv { kv: &kv, now_ms: started, admin_token: admin_token.as_deref(), dev_mode, default_region: &default_region };
     let resp = service::handle(&senv, &api_req).await;
     worker::console_log!(
         "{} {} {} {} {}ms",

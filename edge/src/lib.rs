@@ -4,6 +4,7 @@
 //! `service` handles a request against the `store::Kv` port; `glue` (wasm32
 //! only) adapts workers-rs requests, KV, clock and secrets to it.
 
+pub mod call_state;
 pub mod dispatch;
 pub mod error;
 pub mod fields;
@@ -13,6 +14,7 @@ pub mod model;
 pub mod openapi;
 pub mod router;
 pub mod service;
+pub mod sidecar_link;
 pub mod store;
 pub mod validate;
 

@@ -152,7 +152,23 @@ pub struct CallRecord {
     pub retries: u32,
     pub retry_delay_minutes: u32,
     pub schedule_at: Option<String>,
+    /// The dispatch region whose sidecars dial this call.
+    pub region: String,
+    /// Attempts started so far (1 once first dialled).
     pub attempts: u32,
+    /// When the current/last attempt was handed to a sidecar.
+    #[serde(default)]
+    pub dispatched_at: Option<String>,
+    #[serde(default)]
+    pub ringing_at: Option<String>,
+    #[serde(default)]
+    pub answered_at: Option<String>,
+    /// Set while waiting to redial after an unsuccessful attempt.
+    #[serde(default)]
+    pub next_attempt_at: Option<String>,
+    /// The SIP final response code of the last attempt, when it failed with one.
+    #[serde(default)]
+    pub sip_code: Option<u16>,
     pub created_at: String,
     pub updated_at: String,
     pub hangup_requested_at: Option<String>,
@@ -205,7 +221,13 @@ mod tests {
             retries: 0,
             retry_delay_minutes: 5,
             schedule_at: None,
+            region: "local".into(),
             attempts: 0,
+            dispatched_at: None,
+            ringing_at: None,
+            answered_at: None,
+            next_attempt_at: None,
+            sip_code: None,
             created_at: "2026-11-25T14:50:00.123Z".into(),
             updated_at: "2026-11-25T14:50:00.123Z".into(),
             hangup_requested_at: None,

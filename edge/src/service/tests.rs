@@ -30,7 +30,7 @@ impl World {
         };
         // Each request gets a later clock, like real traffic.
         self.now.set(self.now.get() + 1);
-        let env = Env { kv: &self.kv, now_ms: self.now.get(), admin_token: Some(ADMIN), dev_mode: false };
+        let env = Env { kv: &self.kv, now_ms: self.now.get(), admin_token: Some(ADMIN), dev_mode: false, default_region: "local" };
         block_on(handle(&env, &req))
     }
 
