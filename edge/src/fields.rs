@@ -30,7 +30,8 @@ pub fn parse_object(
     if body.iter().all(u8::is_ascii_whitespace) {
         return Err(ApiError::new(ErrorCode::InvalidJson, "request body is empty; send a JSON object"));
     }
-    let value: Value = serde_json::from_slice(body)
+    let value: Value = serde_json::from_slice::<StrictValue>(body)
+        .map(|v| v.0)
         .map_err(|e| ApiError::new(ErrorCode::InvalidJson, format!("body is not valid JSON: {e}")))?;
     let Value::Object(map) = value else {
         return Err(ApiError::new(ErrorCode::InvalidType, "body must be a JSON object"));
@@ -43,6 +44,69 @@ pub fn parse_object(
         ));
     }
     Ok(Fields { map })
+}
+
+/// A JSON value that refuses duplicate object keys at any depth. Parsers
+/// disagree on which duplicate wins (first, last, error), so a strict API
+/// rejects them instead of guessing.
+struct StrictValue(Value);
+
+impl<'de> serde::Deserialize<'de> for StrictValue {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(StrictVisitor).map(StrictValue)
+    }
+}
+
+struct StrictVisitor;
+
+impl<'de> serde::de::Visitor<'de> for StrictVisitor {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+        Ok(serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::String(v.to_string()))
+    }
+    fn visit_string<E>(self, v: String) -> Result<Value, E> {
+        Ok(Value::String(v))
+    }
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_none<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut items = Vec::new();
+        while let Some(StrictValue(v)) = seq.next_element()? {
+            items.push(v);
+        }
+        Ok(Value::Array(items))
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut access: A) -> Result<Value, A::Error> {
+        let mut map = Map::new();
+        while let Some(key) = access.next_key::<String>()? {
+            if map.contains_key(&key) {
+                return Err(serde::de::Error::custom(format_args!("duplicate key '{}'", truncate(&key, 64))));
+            }
+            let StrictValue(v) = access.next_value()?;
+            map.insert(key, v);
+        }
+        Ok(Value::Object(map))
+    }
 }
 
 /// `application/json`, optionally with parameters such as `; charset=utf-8`.
@@ -101,11 +165,21 @@ impl Fields {
 
     pub fn int_opt(&self, name: &str, min: i64, max: i64) -> Result<Option<i64>, ApiError> {
         let Some(v) = self.present(name) else { return Ok(None) };
+        let out_of_range = || {
+            ApiError::field(ErrorCode::OutOfRange, name, format!("'{name}' must be between {min} and {max}"))
+        };
         let n = match v {
-            Value::Number(n) => n.as_i64().or_else(|| {
+            Value::Number(n) => match n.as_i64() {
+                Some(i) => Some(i),
+                // Past i64 (e.g. 18446744073709551616): still an integer, just far out of range.
+                None if n.is_u64() => return Err(out_of_range()),
                 // 300.0 is an integer in JSON's eyes; 300.5 is not.
-                n.as_f64().filter(|f| f.fract() == 0.0 && f.abs() < 9.0e15).map(|f| f as i64)
-            }),
+                None => match n.as_f64().filter(|f| f.is_finite() && f.fract() == 0.0) {
+                    Some(f) if f.abs() < 9.0e15 => Some(f as i64),
+                    Some(_) => return Err(out_of_range()),
+                    None => None,
+                },
+            },
             _ => None,
         };
         let Some(n) = n else {
@@ -179,6 +253,9 @@ mod tests {
         let big = format!("{{\"a\":\"{}\"}}", "x".repeat(2000));
         assert_eq!(parse(j, &big).err().unwrap().code, ErrorCode::PayloadTooLarge);
         assert!(parse(Some("Application/JSON; charset=utf-8"), "{}").is_ok());
+        assert_eq!(parse(j, r#"{"a":1,"a":1}"#).err().unwrap().code, ErrorCode::InvalidJson);
+        assert_eq!(parse(j, r#"{"a":{"x":[{"y":1,"y":2}]}}"#).err().unwrap().code, ErrorCode::InvalidJson);
+        assert_eq!(parse(j, &format!("{{\"a\":{}{}}}", "[".repeat(500), "]".repeat(500))).err().unwrap().code, ErrorCode::InvalidJson);
     }
 
     #[test]
@@ -194,5 +271,11 @@ mod tests {
         let f = parse(Some("application/json"), r#"{"n":5.5,"a":"  "}"#).unwrap();
         assert_eq!(f.int_opt("n", 0, 10).unwrap_err().code, ErrorCode::InvalidType);
         assert_eq!(f.str_req("a", 5).unwrap_err().code, ErrorCode::InvalidValue);
+        let f = parse(Some("application/json"), r#"{"a":18446744073709551616,"n":-1e300,"b":1e300}"#).unwrap();
+        assert_eq!(f.int_opt("a", 0, 10).unwrap_err().code, ErrorCode::OutOfRange);
+        assert_eq!(f.int_opt("n", 0, 10).unwrap_err().code, ErrorCode::OutOfRange);
+        assert_eq!(f.int_opt("b", 0, 10).unwrap_err().code, ErrorCode::OutOfRange);
+        let f = parse(Some("application/json"), r#"{"a":18446744073709551615}"#).unwrap();
+        assert_eq!(f.int_opt("a", 0, 10).unwrap_err().code, ErrorCode::OutOfRange);
     }
 }

@@ -9,9 +9,9 @@ use crate::validate::MAX_BODY_BYTES;
 use serde_json::Value;
 use worker::{event, kv::KvStore, Context, Env, Headers, Request, Response, Result};
 
-const KV_BINDING: &str = "VOXLINE_KV";
+pub(crate) const KV_BINDING: &str = "VOXLINE_KV";
 
-struct WorkersKv(KvStore);
+pub(crate) struct WorkersKv(pub KvStore);
 
 fn unavailable(e: impl std::fmt::Display) -> StoreError {
     StoreError::Unavailable(e.to_string())
@@ -47,6 +47,10 @@ impl Kv for WorkersKv {
     }
 }
 
+pub(crate) fn var_u64(env: &Env, name: &str) -> Option<u64> {
+    secret_or_var(env, name).and_then(|v| v.trim().parse().ok())
+}
+
 fn secret_or_var(env: &Env, name: &str) -> Option<String> {
     env.secret(name).map(|s| s.to_string()).or_else(|_| env.var(name).map(|v| v.to_string())).ok()
 }
@@ -70,12 +74,17 @@ async fn fetch(mut req: Request, env: Env, _ctx: Context) -> Result<Response> {
         content_type: headers.get("content-type")?,
         authorization: headers.get("authorization")?,
         body,
+        headers: headers
+            .entries()
+            .filter(|(name, _)| name.starts_with("x-voxline-"))
+            .collect(),
     };
     let admin_token = secret_or_var(&env, "ADMIN_TOKEN");
     let dev_mode = secret_or_var(&env, "VOXLINE_ENV").is_some_and(|v| v == "development");
     let default_region = secret_or_var(&env, "DEFAULT_REGION").unwrap_or_else(|| "local".to_string());
     let kv = WorkersKv(env.kv(KV_BINDING)?);
-    let senv = ServiceEnv { kv: &kv, now_ms: started, admin_token: admin_token.as_deref(), dev_mode, default_region: &default_region };
+    let dispatch = crate::glue_dispatch::WorkersDispatcher(&env);
+    let senv = ServiceEnv { kv: &kv, dispatch: &dispatch, now_ms: started, admin_token: admin_token.as_deref(), dev_mode, default_region: &default_region };
     let resp = service::handle(&senv, &api_req).await;
     worker::console_log!(
         "{} {} {} {} {}ms",

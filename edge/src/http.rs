@@ -12,6 +12,14 @@ pub struct ApiRequest {
     pub content_type: Option<String>,
     pub authorization: Option<String>,
     pub body: Vec<u8>,
+    /// Other headers the service reads (the sidecar link's `x-voxline-*`), lowercase names.
+    pub headers: Vec<(String, String)>,
+}
+
+impl ApiRequest {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -6,6 +6,7 @@
 
 pub mod call_state;
 pub mod dispatch;
+pub mod dispatcher;
 pub mod error;
 pub mod fields;
 pub mod http;
@@ -20,3 +21,5 @@ pub mod validate;
 
 #[cfg(target_arch = "wasm32")]
 mod glue;
+#[cfg(target_arch = "wasm32")]
+mod glue_dispatch;

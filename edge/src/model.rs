@@ -39,6 +39,10 @@ pub mod keys {
     pub fn calls_prefix(tid: &str) -> String {
         format!("call/{tid}/")
     }
+    pub fn sidecar(sid: &str) -> String {
+        format!("sidecar/{sid}")
+    }
+    pub const SIDECARS_PREFIX: &str = "sidecar/";
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -128,6 +132,24 @@ impl WebhookEndpoint {
     pub fn to_public(&self) -> Value {
         json!({"id": self.id, "object": "webhook_endpoint", "url": self.url, "events": self.events,
                "enabled": self.enabled, "created_at": self.created_at})
+    }
+}
+
+/// A media sidecar's credentials. The HMAC secret must be stored usable to
+/// verify its signatures (symmetric); it is shown once, at creation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SidecarRecord {
+    pub id: String,
+    pub region: String,
+    pub secret: String,
+    pub created_at: String,
+    pub revoked_at: Option<String>,
+}
+
+impl SidecarRecord {
+    pub fn to_public(&self) -> Value {
+        json!({"id": self.id, "object": "sidecar", "region": self.region, "created_at": self.created_at,
+               "revoked_at": self.revoked_at})
     }
 }
 

@@ -1,6 +1,1544 @@
 //! The OpenAPI 3.1 description served at `GET /v1/openapi.json`.
-use serde_json::{json, Value};
+//!
+//! What the code already knows is generated from it, so the document cannot
+//! drift: the operations come from [`router::ROUTES`] (an exhaustive match on
+//! [`RouteId`] means a new route does not compile until it is documented), the
+//! error codes and their statuses from [`ErrorCode::ALL`], call statuses from
+//! [`CallStatus::ALL`], engines from [`Engine::NAMES`], webhook events from
+//! [`service::WEBHOOK_EVENTS`] and the limits from the constants in `validate`
+//! and `service`. The rest (field lengths written as literals in the
+//! validators, descriptions) is written here and pinned by the tests below,
+//! which probe every documented limit against the real validators and check
+//! every response of every route against its schema.
+//!
+//! [`router::ROUTES`]: crate::router::ROUTES
+//! [`service::WEBHOOK_EVENTS`]: crate::service::WEBHOOK_EVENTS
 
+use crate::error::ErrorCode;
+use crate::model::Engine;
+use crate::router::{RouteId, ROUTES};
+use crate::service::{LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX, WEBHOOK_EVENTS};
+use crate::validate::{MAX_BODY_BYTES, MAX_METADATA_BYTES, MAX_PROMPT_CHARS, MAX_SCHEDULE_AHEAD_DAYS};
+use serde_json::{json, Map, Value};
+use voxline_shared::{CallStatus, EndedReason};
+
+// String lengths the validators check as literals (characters, not bytes).
+const CALL_NAME_MAX: usize = 200;
+const EMAIL_MAX: usize = 254;
+const ID_FIELD_MAX: usize = 64;
+const SCHEDULE_AT_MAX: usize = 64;
+const VOICE_MAX: usize = 64;
+const LANGUAGE_MAX: usize = 35;
+const MODEL_MAX: usize = 128;
+const TENANT_NAME_MAX: usize = 200;
+const AGENT_NAME_MAX: usize = 100;
+const API_KEY_NAME_MAX: usize = 100;
+const WEBHOOK_URL_MAX: usize = 2048;
+const WEBHOOK_EVENT_MAX: usize = 64;
+// Integer ranges of POST /v1/calls: (min, max, default).
+const MAX_SECONDS: (i64, i64, i64) = (10, 3600, 300);
+const RETRIES: (i64, i64, i64) = (0, 10, 0);
+const RETRY_DELAY_MINUTES: (i64, i64, i64) = (1, 1440, 5);
+
+/// E.164 as `validate::check_e164` reads it.
+pub const E164_PATTERN: &str = r"^\+[1-9][0-9]{6,14}$";
+/// `validate::check_email`: one `@`, a dotted domain that neither starts nor ends with a dot.
+pub const EMAIL_PATTERN: &str = r"^[^@\s]+@[^@\s.][^@\s]*\.[^@\s]*[^@\s.]$";
+/// A voice name (`validate::voice`).
+pub const VOICE_PATTERN: &str = r"^[A-Za-z0-9._-]+$";
+/// `Fields::str_req`: not empty or only whitespace.
+const NOT_BLANK_PATTERN: &str = r"\S";
+
+/// Every [`EndedReason`], in declaration order. `ended_reason_index` below
+/// matches exhaustively, so a new variant does not compile until listed here.
+const ENDED_REASONS: [EndedReason; 11] = [
+    EndedReason::HangupRequested,
+    EndedReason::CalleeHangup,
+    EndedReason::AgentHangup,
+    EndedReason::MaxDurationReached,
+    EndedReason::NoAnswer,
+    EndedReason::Busy,
+    EndedReason::Rejected,
+    EndedReason::TrunkError,
+    EndedReason::MediaLost,
+    EndedReason::EngineError,
+    EndedReason::DispatchUnavailable,
+];
+
+#[allow(dead_code)] // exists for its exhaustiveness; the tests call it
+fn ended_reason_index(r: EndedReason) -> usize {
+    match r {
+        EndedReason::HangupRequested => 0,
+        EndedReason::CalleeHangup => 1,
+        EndedReason::AgentHangup => 2,
+        EndedReason::MaxDurationReached => 3,
+        EndedReason::NoAnswer => 4,
+        EndedReason::Busy => 5,
+        EndedReason::Rejected => 6,
+        EndedReason::TrunkError => 7,
+        EndedReason::MediaLost => 8,
+        EndedReason::EngineError => 9,
+        EndedReason::DispatchUnavailable => 10,
+    }
+}
+
+/// The whole document. Cheap enough to build per request (a few hundred nodes).
 pub fn spec() -> Value {
-    json!({"openapi": "3.1.0"})
+    let mut paths = Map::new();
+    for (method, pattern, id) in ROUTES {
+        let item = paths.entry(pattern.to_string()).or_insert_with(|| path_item(pattern));
+        item[method.to_ascii_lowercase().as_str()] = operation(*id);
+    }
+    json!({
+        "openapi": "3.1.0",
+        "jsonSchemaDialect": "https://spec.openapis.org/oas/3.1/dialect/base",
+        "info": {
+            "title": "voxline API",
+            "version": env!("CARGO_PKG_VERSION"),
+            "summary": "Outbound AI phone calls: place a call to a phone number and an AI agent talks.",
+            "description": info_description(),
+            "license": {"name": "Apache-2.0", "identifier": "Apache-2.0"}
+        },
+        "tags": [
+            {"name": "calls", "description": "Place, inspect and hang up calls. Authenticated with a tenant API key."},
+            {"name": "admin", "description": "Operator API: tenants, agents, API keys and webhook endpoints. Authenticated with the admin token."},
+            {"name": "meta", "description": "Health and this document. No authentication."}
+        ],
+        "paths": paths,
+        "components": {
+            "securitySchemes": {
+                "bearerAuth": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "bearerFormat": "ak_...",
+                    "description": "A tenant API key (`ak_` then 32 characters) minted by `POST /admin/tenants/{tenant_id}/api-keys`, sent as `Authorization: Bearer ak_...`."
+                },
+                "adminBearerAuth": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "The operator's admin token (the `ADMIN_TOKEN` secret of the Worker), sent as `Authorization: Bearer <token>`. Without that secret the admin API refuses every request."
+                }
+            },
+            "schemas": schemas()
+        }
+    })
+}
+
+fn info_description() -> String {
+    format!(
+        "All request and response bodies are JSON. Request bodies must be sent with \
+`Content-Type: application/json`, be at most {MAX_BODY_BYTES} bytes and be a JSON object without \
+unknown fields; in them `null` means the same as leaving an optional field out.\n\n\
+Every failure has one shape, `{{\"error\": {{\"code\", \"message\", \"field\"}}}}` (see the `Error` schema): \
+`code` is stable and machine-readable, `field` names the offending field or query parameter or is null. \
+Any path that is not listed here answers 404 `not_found`; a listed path called with another method \
+answers 405 `method_not_allowed` with an `Allow` header.\n\n\
+Tenant-scoped objects are only visible to their own tenant: another tenant's id answers 404, never 403."
+    )
+}
+
+// ---- schema helpers ----
+
+fn schema_ref(name: &str) -> Value {
+    json!({"$ref": format!("#/components/schemas/{name}")})
+}
+
+/// Lets a schema also be `null`: `"type": "x"` becomes `["x", "null"]` and an `enum` gains `null`.
+fn nullable(mut s: Value) -> Value {
+    match s.get("type").cloned() {
+        Some(Value::String(t)) => s["type"] = json!([t, "null"]),
+        Some(Value::Array(mut ts)) => {
+            ts.push(json!("null"));
+            s["type"] = Value::Array(ts);
+        }
+        _ => {}
+    }
+    if let Some(Value::Array(e)) = s.get_mut("enum") {
+        e.push(Value::Null);
+    }
+    s
+}
+
+fn with_description(mut s: Value, d: &str) -> Value {
+    s["description"] = json!(d);
+    s
+}
+
+fn string_max(max: usize) -> Value {
+    json!({"type": "string", "maxLength": max})
+}
+
+fn id_schema(prefix: &str) -> Value {
+    json!({"type": "string", "pattern": format!("^{prefix}_[0-9a-f]{{10,40}}$")})
+}
+
+fn timestamp() -> Value {
+    json!({"type": "string", "format": "date-time", "description": "RFC 3339 in UTC with milliseconds, e.g. `2026-01-02T15:04:05.000Z`."})
+}
+
+fn object_const(name: &str) -> Value {
+    json!({"type": "string", "const": name})
+}
+
+fn int_range((min, max, default): (i64, i64, i64)) -> Value {
+    json!({"type": "integer", "minimum": min, "maximum": max, "default": default})
+}
+
+fn props(fields: Vec<(&str, Value)>) -> Map<String, Value> {
+    fields.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
+}
+
+/// A response record: every property is always present (optional ones as `null`).
+fn record(description: &str, fields: Vec<(&str, Value)>) -> Value {
+    let properties = props(fields);
+    let required: Vec<&String> = properties.keys().collect();
+    json!({"type": "object", "description": description, "required": required, "properties": properties})
+}
+
+/// A request body: closed (`additionalProperties: false`), with these required.
+fn input(description: &str, fields: Vec<(&str, Value)>, required: &[&str]) -> Value {
+    json!({"type": "object", "description": description, "additionalProperties": false,
+           "required": required, "properties": props(fields)})
+}
+
+fn list_of(description: &str, item: &str) -> Value {
+    record(
+        description,
+        vec![
+            ("object", object_const("list")),
+            ("data", json!({"type": "array", "items": schema_ref(item)})),
+            ("has_more", json!({"type": "boolean", "description": "True when `next_cursor` leads to more items."})),
+            ("next_cursor", nullable(json!({"type": "string", "description": "Pass as `cursor` to get the next page; null on the last page."}))),
+        ],
+    )
+}
+
+fn status_names() -> Vec<&'static str> {
+    CallStatus::ALL.iter().map(|s| s.as_str()).collect()
+}
+
+fn ended_reason_names() -> Vec<Value> {
+    ENDED_REASONS.iter().map(|r| serde_json::to_value(r).unwrap_or(Value::Null)).collect()
+}
+
+fn error_code_description() -> String {
+    let mut d = String::from("Stable machine code. Codes never change meaning once shipped:\n");
+    for c in ErrorCode::ALL {
+        d.push_str(&format!("- `{}` ({}): {}\n", c.as_str(), c.http_status(), c.describe()));
+    }
+    d
+}
+
+// ---- components ----
+
+fn schemas() -> Value {
+    let engine = json!({"type": "string", "enum": Engine::NAMES,
+        "description": "Speech engine: `local` (offline VAD, recognition, scripted dialog and synthesis), `openai_realtime` or `gemini_live`."});
+    let language = with_description(
+        string_max(LANGUAGE_MAX),
+        "A well-formed BCP-47 (RFC 5646) language tag with a primary language subtag, e.g. `en`, `en-US`, `pt-BR`.",
+    );
+    let voice = json!({"type": "string", "maxLength": VOICE_MAX, "pattern": VOICE_PATTERN,
+        "description": "Engine voice name: letters, digits, `-`, `_` or `.`."});
+    let prompt = with_description(string_max(MAX_PROMPT_CHARS), "Instructions for the AI agent.");
+    let model = with_description(string_max(MODEL_MAX), "Engine model name, passed through to the engine.");
+    let phone = json!({"type": "string", "pattern": E164_PATTERN,
+        "description": "E.164: `+`, then 7 to 15 digits without spaces or punctuation, the first not 0.", "examples": ["+14155550100"]});
+    let events = json!({"type": "array", "maxItems": WEBHOOK_EVENTS.len(),
+        "items": {"type": "string", "maxLength": WEBHOOK_EVENT_MAX, "enum": WEBHOOK_EVENTS}});
+
+    let mut s = Map::new();
+    let mut add = |name: &str, v: Value| {
+        s.insert(name.to_string(), v);
+    };
+
+    add("CallStatus", json!({"type": "string", "enum": status_names(), "description":
+        "`queued`: waiting for a media sidecar. `scheduled`: waiting for `schedule_at`. `dialing`, `ringing`, \
+`in_progress`: live. `completed`, `failed`, `no_answer`, `busy`, `cancelled`: ended, never change again."}));
+    add("Engine", engine.clone());
+    add("EndedReason", json!({"type": "string", "enum": ended_reason_names(), "description": "Why a call ended."}));
+    add("WebhookEvent", json!({"type": "string", "enum": WEBHOOK_EVENTS}));
+
+    add("Error", record(
+        "The one error shape of the API.",
+        vec![("error", record("The failure.", vec![
+            ("code", json!({"type": "string", "enum": ErrorCode::ALL.iter().map(|c| c.as_str()).collect::<Vec<_>>(),
+                            "description": error_code_description()})),
+            ("message", json!({"type": "string", "minLength": 1, "description": "For humans; wording may change."})),
+            ("field", nullable(json!({"type": "string", "description": "The body field or query parameter at fault, if any."}))),
+        ]))],
+    ));
+    add("OpenApiDocument", json!({"type": "object", "required": ["openapi", "info", "paths", "components"],
+        "properties": {"openapi": {"type": "string", "pattern": "^3\\.1\\."}}, "additionalProperties": true,
+        "description": "An OpenAPI 3.1 document: this one."}));
+    add("Health", record("Liveness.", vec![("ok", json!({"type": "boolean", "const": true}))]));
+
+    let call_fields = |full: bool| {
+        let mut f = vec![
+            ("id", id_schema("call")),
+            ("object", object_const("call")),
+            ("status", schema_ref("CallStatus")),
+            ("phone", phone.clone()),
+            ("agent_id", id_schema("agt")),
+            ("created_at", timestamp()),
+            ("updated_at", timestamp()),
+            ("ended_reason", nullable(json!({"type": "string", "enum": ended_reason_names(),
+                "description": "Why the call ended; also set while a retry is pending (status `scheduled` with `next_attempt_at`)."}))),
+        ];
+        if full {
+            f.extend([
+                ("name", nullable(json!({"type": "string"}))),
+                ("email", nullable(json!({"type": "string"}))),
+                ("metadata", nullable(json!({"type": "object", "description": "Your own data, returned as given."}))),
+                ("system_prompt", nullable(prompt.clone())),
+                ("voice", nullable(json!({"type": "string"}))),
+                ("language", json!({"type": "string"})),
+                ("engine", schema_ref("Engine")),
+                ("model", nullable(json!({"type": "string"}))),
+                ("max_seconds", json!({"type": "integer", "minimum": MAX_SECONDS.0, "maximum": MAX_SECONDS.1})),
+                ("retries", json!({"type": "integer", "minimum": RETRIES.0, "maximum": RETRIES.1})),
+                ("retry_delay_minutes", json!({"type": "integer", "minimum": RETRY_DELAY_MINUTES.0, "maximum": RETRY_DELAY_MINUTES.1})),
+                ("schedule_at", nullable(timestamp())),
+                ("region", json!({"type": "string", "description": "The dispatch region whose media sidecars dial this call."})),
+                ("attempts", json!({"type": "integer", "minimum": 0, "description": "Dial attempts started so far (1 once first dialled)."})),
+                ("dispatched_at", nullable(with_description(timestamp(), "When the current or last attempt was handed to a sidecar."))),
+                ("ringing_at", nullable(with_description(timestamp(), "When the callee's phone started ringing on the current or last attempt."))),
+                ("answered_at", nullable(with_description(timestamp(), "When the current or last attempt was answered."))),
+                ("next_attempt_at", nullable(with_description(timestamp(), "Set while waiting to redial after an unsuccessful attempt."))),
+                ("sip_code", nullable(json!({"type": "integer", "minimum": 100, "maximum": 699,
+                    "description": "The SIP final response code of the last attempt, when it failed with one (e.g. 486 busy)."}))),
+                ("hangup_requested_at", nullable(timestamp())),
+                ("ended_at", nullable(timestamp())),
+            ]);
+        }
+        f
+    };
+    add("Call", record(
+        "A call. Agent settings (prompt, voice, language, engine, model) are resolved when the call is created, so later agent edits do not change it.",
+        call_fields(true),
+    ));
+    add("CallSummary", record("A call as listed (a subset of `Call`).", call_fields(false)));
+    add("CallList", list_of("A page of calls, newest first.", "CallSummary"));
+
+    add("Tenant", record("A customer account.", vec![
+        ("id", id_schema("ten")),
+        ("object", object_const("tenant")),
+        ("name", json!({"type": "string"})),
+        ("default_agent_id", nullable(with_description(id_schema("agt"), "The agent used when a call names none."))),
+        ("disabled", json!({"type": "boolean", "description": "A disabled tenant's API keys are refused with 403 `tenant_disabled`."})),
+        ("created_at", timestamp()),
+    ]));
+
+    let agent_fields = vec![
+        ("id", id_schema("agt")),
+        ("object", object_const("agent")),
+        ("name", json!({"type": "string"})),
+        ("system_prompt", nullable(prompt.clone())),
+        ("voice", nullable(json!({"type": "string"}))),
+        ("language", json!({"type": "string"})),
+        ("default_engine", schema_ref("Engine")),
+        ("model", nullable(json!({"type": "string"}))),
+        ("enabled", json!({"type": "boolean"})),
+        ("default", json!({"type": "boolean", "description": "Whether this is the tenant's default agent."})),
+        ("created_at", timestamp()),
+        ("updated_at", timestamp()),
+    ];
+    add("Agent", record("An AI agent: the defaults a call starts from.", agent_fields));
+    add("AgentList", list_of("All agents of a tenant (one page).", "Agent"));
+
+    let key_fields = || {
+        vec![
+            ("id", id_schema("key")),
+            ("object", object_const("api_key")),
+            ("name", nullable(json!({"type": "string"}))),
+            ("prefix", json!({"type": "string", "pattern": "^ak_", "description": "The first characters of the key, to recognise it."})),
+            ("created_at", timestamp()),
+            ("revoked_at", nullable(timestamp())),
+        ]
+    };
+    add("ApiKey", record("An API key. The key itself is only ever shown once, when it is created.", key_fields()));
+    let mut created = key_fields();
+    created.push(("key", json!({"type": "string", "pattern": "^ak_[A-Za-z0-9_-]{32}$",
+        "description": "The clear key. Shown only in this response; store it now."})));
+    add("ApiKeyCreated", record("A new API key, with the clear key.", created));
+    add("ApiKeyList", list_of("All API keys of a tenant, revoked ones included.", "ApiKey"));
+
+    let webhook_fields = || {
+        vec![
+            ("id", id_schema("wh")),
+            ("object", object_const("webhook_endpoint")),
+            ("url", json!({"type": "string"})),
+            ("events", json!({"type": "array", "items": schema_ref("WebhookEvent"), "description": "Empty means every event."})),
+            ("enabled", json!({"type": "boolean"})),
+            ("created_at", timestamp()),
+        ]
+    };
+    add("WebhookEndpoint", record("Where call events are delivered (Standard Webhooks signatures).", webhook_fields()));
+    let mut created = webhook_fields();
+    created.push(("secret", json!({"type": "string", "pattern": "^whsec_",
+        "description": "The signing secret (Standard Webhooks `whsec_...`). Shown only in this response."})));
+    add("WebhookEndpointCreated", record("A new webhook endpoint, with its signing secret.", created));
+    add("WebhookEndpointList", list_of("All webhook endpoints of a tenant.", "WebhookEndpoint"));
+
+    let sidecar_fields = || {
+        vec![
+            ("id", json!({"type": "string", "pattern": SIDECAR_ID_PATTERN})),
+            ("object", object_const("sidecar")),
+            ("region", json!({"type": "string", "pattern": SIDECAR_ID_PATTERN})),
+            ("created_at", timestamp()),
+            ("revoked_at", nullable(timestamp())),
+        ]
+    };
+    add("Sidecar", record("A media sidecar's credentials (it signs its requests to /v1/sidecar/* with the secret).", sidecar_fields()));
+    let mut created = sidecar_fields();
+    created.push(("secret", json!({"type": "string", "pattern": "^scs_",
+        "description": "The HMAC secret the sidecar signs with. Shown only in this response."})));
+    add("SidecarCreated", record("A sidecar's new credentials, with its secret.", created));
+    add("SidecarList", list_of("All sidecars, revoked ones included.", "Sidecar"));
+
+    // ---- request bodies ----
+    let not_blank = |max: usize, d: &str| json!({"type": "string", "minLength": 1, "maxLength": max, "pattern": NOT_BLANK_PATTERN, "description": d});
+    add("CreateCallRequest", input(
+        "A call to place. Only `phone` is required; unset settings come from the agent.",
+        vec![
+            ("phone", with_description(phone.clone(), "The number to call, E.164 (`+` then 7 to 15 digits, no spaces).")),
+            ("name", nullable(with_description(string_max(CALL_NAME_MAX), "The callee's name, for the agent and for you."))),
+            ("email", nullable(json!({"type": "string", "maxLength": EMAIL_MAX, "pattern": EMAIL_PATTERN, "description": "The callee's email address."}))),
+            ("metadata", nullable(json!({"type": "object", "description": format!("Your own data, returned with the call and in webhooks; at most {MAX_METADATA_BYTES} bytes once serialized (422 `metadata_too_large`).")}))),
+            ("agent_id", nullable(json!({"type": "string", "maxLength": ID_FIELD_MAX, "pattern": "^agt_[0-9a-f]{10,40}$",
+                "description": "The agent to use; the tenant's default agent when absent (422 `agent_required` if there is none). It must exist (422 `unknown_agent`) and be enabled (409 `agent_disabled`)."}))),
+            ("system_prompt", nullable(with_description(string_max(MAX_PROMPT_CHARS), "Overrides the agent's prompt."))),
+            ("voice", nullable(with_description(voice.clone(), "Overrides the agent's voice: letters, digits, `-`, `_` or `.`."))),
+            ("language", nullable(with_description(language.clone(), "Overrides the agent's language: a BCP-47 tag such as `en-US`."))),
+            ("model", nullable(with_description(string_max(MODEL_MAX), "Overrides the agent's model."))),
+            ("max_seconds", nullable(with_description(int_range(MAX_SECONDS), "Longest the call may last once answered, in seconds."))),
+            ("retries", nullable(with_description(int_range(RETRIES), "Further attempts when nobody answers or the line is busy."))),
+            ("retry_delay_minutes", nullable(with_description(int_range(RETRY_DELAY_MINUTES), "Wait between attempts."))),
+            ("schedule_at", nullable(json!({"type": "string", "format": "date-time", "maxLength": SCHEDULE_AT_MAX,
+                "description": format!("Place the call at this time instead of now: RFC 3339 in UTC (`Z` or `+00:00`), in the future (422 `schedule_in_past`) and at most {MAX_SCHEDULE_AHEAD_DAYS} days ahead (422 `out_of_range`). The call is `scheduled` until then.")}))),
+        ],
+        &["phone"],
+    ));
+    add("HangupRequest", json!({"type": "object", "maxProperties": 0, "additionalProperties": false, "properties": {},
+        "description": "Optional; if a body is sent it must be the empty object `{}`."}));
+    add("CreateTenantRequest", input("A new tenant.", vec![
+        ("name", not_blank(TENANT_NAME_MAX, "Display name.")),
+        ("disabled", nullable(json!({"type": "boolean", "default": false}))),
+    ], &["name"]));
+    add("UpdateTenantRequest", input("Fields to change; absent or null fields keep their value.", vec![
+        ("name", nullable(string_max(TENANT_NAME_MAX))),
+        ("disabled", nullable(json!({"type": "boolean"}))),
+        ("default_agent_id", nullable(json!({"type": "string", "maxLength": ID_FIELD_MAX, "pattern": "^agt_[0-9a-f]{10,40}$",
+            "description": "Make this agent of the tenant the default (422 `unknown_agent` if it does not exist). To unset the default, PATCH that agent with `\"default\": false`."}))),
+    ], &[]));
+    let agent_input = |creating: bool| {
+        let name = if creating {
+            not_blank(AGENT_NAME_MAX, "Display name.")
+        } else {
+            nullable(string_max(AGENT_NAME_MAX))
+        };
+        let opt = |v: Value| nullable(v);
+        vec![
+            ("name", name),
+            ("system_prompt", opt(prompt.clone())),
+            ("voice", opt(voice.clone())),
+            ("language", opt(if creating { json!({"type": "string", "maxLength": LANGUAGE_MAX, "default": "en-US", "description": language["description"]}) } else { language.clone() })),
+            ("default_engine", opt(if creating { json!({"type": "string", "enum": Engine::NAMES, "default": "local", "description": engine["description"]}) } else { engine.clone() })),
+            ("model", opt(model.clone())),
+            ("enabled", opt(if creating { json!({"type": "boolean", "default": true}) } else { json!({"type": "boolean"}) })),
+            ("default", opt(json!({"type": "boolean", "description": if creating {
+                "Make it the tenant's default agent. Defaults to true for a tenant's first agent (when it has no default), else false."
+            } else {
+                "true makes it the tenant's default agent; false unsets the default if it is this agent."
+            }}))),
+        ]
+    };
+    add("CreateAgentRequest", input("A new agent. Only `name` is required.", agent_input(true), &["name"]));
+    add("UpdateAgentRequest", input("Fields to change; absent or null fields keep their value.", agent_input(false), &[]));
+    add("CreateApiKeyRequest", input("Optional body.", vec![
+        ("name", nullable(with_description(string_max(API_KEY_NAME_MAX), "A label to recognise the key by."))),
+    ], &[]));
+    add("CreateWebhookRequest", input("A new webhook endpoint.", vec![
+        ("url", json!({"type": "string", "minLength": 1, "maxLength": WEBHOOK_URL_MAX, "pattern": r"^[Hh][Tt][Tt][Pp][Ss]?://\S+$",
+            "description": "Where to POST events: https, or plain http to a loopback address in local development only (422 `invalid_url`)."})),
+        ("events", nullable(with_description(events, "Events to deliver; empty or absent means every event."))),
+        ("enabled", nullable(json!({"type": "boolean", "default": true}))),
+    ], &["url"]));
+    add("CreateSidecarRequest", input("Credentials for a media sidecar of a region. Creating an existing id rotates its secret.", vec![
+        ("sidecar_id", json!({"type": "string", "maxLength": 64, "pattern": SIDECAR_ID_PATTERN})),
+        ("region", json!({"type": "string", "maxLength": 64, "pattern": SIDECAR_ID_PATTERN,
+            "description": "The dispatch region whose calls this sidecar dials."})),
+    ], &["sidecar_id", "region"]));
+    Value::Object(s)
+}
+
+// ---- operations ----
+
+#[derive(Clone, Copy, PartialEq)]
+enum Auth {
+    None,
+    ApiKey,
+    Admin,
+}
+
+struct Op {
+    value: Value,
+    auth: Auth,
+    success: Vec<(u16, Value)>,
+    errors: Vec<ErrorCode>,
+}
+
+fn op(operation_id: &str, tag: &str, auth: Auth, summary: &str, description: &str) -> Op {
+    Op {
+        value: json!({"operationId": operation_id, "tags": [tag], "summary": summary, "description": description}),
+        auth,
+        success: Vec::new(),
+        errors: Vec::new(),
+    }
+}
+
+impl Op {
+    fn ok(mut self, status: u16, description: &str, schema: &str) -> Op {
+        self.success.push((status, json!({"description": description, "content": {"application/json": {"schema": schema_ref(schema)}}})));
+        self
+    }
+
+    fn ok_with_headers(mut self, status: u16, description: &str, schema: &str, headers: Value) -> Op {
+        self.success.push((status, json!({"description": description, "headers": headers,
+            "content": {"application/json": {"schema": schema_ref(schema)}}})));
+        self
+    }
+
+    /// A JSON body; `parse_object`'s failures come with it.
+    fn body(mut self, schema: &str, required: bool) -> Op {
+        self.value["requestBody"] = json!({"required": required, "content": {"application/json": {"schema": schema_ref(schema)}}});
+        self.errors(&[
+            ErrorCode::PayloadTooLarge,
+            ErrorCode::UnsupportedMediaType,
+            ErrorCode::InvalidJson,
+            ErrorCode::UnknownField,
+            ErrorCode::InvalidType,
+        ])
+    }
+
+    fn errors(mut self, codes: &[ErrorCode]) -> Op {
+        self.errors.extend_from_slice(codes);
+        self
+    }
+
+    fn query(mut self, params: Value) -> Op {
+        self.value["parameters"] = params;
+        self
+    }
+
+    fn build(mut self) -> Value {
+        match self.auth {
+            Auth::None => self.value["security"] = json!([]),
+            Auth::ApiKey => {
+                self.value["security"] = json!([{"bearerAuth": []}]);
+                self.errors.extend([ErrorCode::MissingCredentials, ErrorCode::InvalidCredentials, ErrorCode::TenantDisabled]);
+            }
+            Auth::Admin => {
+                self.value["security"] = json!([{"adminBearerAuth": []}]);
+                self.errors.extend([ErrorCode::MissingCredentials, ErrorCode::InvalidCredentials]);
+            }
+        }
+        if self.auth != Auth::None {
+            // Every authenticated route reads storage.
+            self.errors.extend([ErrorCode::InternalError, ErrorCode::StorageUnavailable]);
+        }
+        let mut responses = Map::new();
+        for (status, r) in self.success {
+            responses.insert(status.to_string(), r);
+        }
+        let mut statuses: Vec<u16> = self.errors.iter().map(|c| c.http_status()).collect();
+        statuses.sort_unstable();
+        statuses.dedup();
+        for status in statuses {
+            // In ErrorCode::ALL order, each once.
+            let codes: Vec<ErrorCode> =
+                ErrorCode::ALL.iter().copied().filter(|c| c.http_status() == status && self.errors.contains(c)).collect();
+            responses.insert(status.to_string(), error_response(status, &codes));
+        }
+        self.value["responses"] = Value::Object(responses);
+        self.value
+    }
+}
+
+fn reason_phrase(status: u16) -> &'static str {
+    match status {
+        400 => "Bad request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        404 => "Not found",
+        405 => "Method not allowed",
+        409 => "Conflict",
+        413 => "Payload too large",
+        415 => "Unsupported media type",
+        422 => "Unprocessable content",
+        429 => "Too many requests",
+        500 => "Internal server error",
+        503 => "Service unavailable",
+        _ => "Error",
+    }
+}
+
+/// The shared `Error` schema with `code` narrowed to what this operation can return with this status.
+fn error_response(status: u16, codes: &[ErrorCode]) -> Value {
+    let mut d = format!("{}. `error.code` is one of:", reason_phrase(status));
+    for c in codes {
+        d.push_str(&format!("\n- `{}`: {}", c.as_str(), c.describe()));
+    }
+    let names: Vec<&str> = codes.iter().map(|c| c.as_str()).collect();
+    json!({
+        "description": d,
+        "content": {"application/json": {"schema": {"allOf": [
+            schema_ref("Error"),
+            {"properties": {"error": {"properties": {"code": {"enum": names}}}}}
+        ]}}}
+    })
+}
+
+fn path_item(pattern: &str) -> Value {
+    let params: Vec<Value> = pattern
+        .split('/')
+        .filter_map(|seg| seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
+        .map(|name| {
+            let (prefix, what) = match name {
+                "call_id" => ("call", "The call's id."),
+                "tenant_id" => ("ten", "The tenant's id."),
+                "agent_id" => ("agt", "The agent's id."),
+                "key_id" => ("key", "The API key's id."),
+                _ => ("", "An id."),
+            };
+            let schema = if prefix.is_empty() { json!({"type": "string", "minLength": 1}) } else { id_schema(prefix) };
+            json!({"name": name, "in": "path", "required": true, "description": format!("{what} An id of another shape answers 404."), "schema": schema})
+        })
+        .collect();
+    if params.is_empty() {
+        json!({})
+    } else {
+        json!({"parameters": params})
+    }
+}
+
+const SIDECAR_ID_PATTERN: &str = "^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$";
+
+fn operation(id: RouteId) -> Value {
+    use ErrorCode as E;
+    match id {
+        RouteId::Health => op("healthCheck", "meta", Auth::None, "Liveness check", "Answers 200 while the edge is up.")
+            .ok(200, "The edge is up.", "Health")
+            .build(),
+        RouteId::OpenApi => op("getOpenApi", "meta", Auth::None, "This OpenAPI document", "The OpenAPI 3.1 description of the API.")
+            .ok(200, "The document.", "OpenApiDocument")
+            .build(),
+        RouteId::CreateCall => op(
+            "createCall",
+            "calls",
+            Auth::ApiKey,
+            "Place a call",
+            "Accepts a call and queues it for a media sidecar (status `queued`), or holds it until `schedule_at` (status `scheduled`). Settings not given are taken from the agent.",
+        )
+        .body("CreateCallRequest", true)
+        .ok_with_headers(201, "The call was accepted.", "Call", json!({"Location": {"description": "The call's URL, `/v1/calls/{call_id}`.", "schema": {"type": "string"}}}))
+        .errors(&[
+            E::AgentDisabled,
+            E::MissingField,
+            E::InvalidValue,
+            E::ValueTooLong,
+            E::OutOfRange,
+            E::InvalidPhoneNumber,
+            E::InvalidEmail,
+            E::InvalidLanguage,
+            E::InvalidTimestamp,
+            E::ScheduleInPast,
+            E::MetadataTooLarge,
+            E::UnknownAgent,
+            E::AgentRequired,
+        ])
+        .build(),
+        RouteId::ListCalls => {
+            let statuses = status_names();
+            op(
+                "listCalls",
+                "calls",
+                Auth::ApiKey,
+                "List calls",
+                "The tenant's calls, newest first, as summaries. Unknown or repeated query parameters are refused with 400 `invalid_parameter`.",
+            )
+            .query(json!([
+                {"name": "status", "in": "query", "required": false, "style": "form", "explode": false,
+                 "description": format!("Only calls in one of these statuses, comma-separated (e.g. `queued,dialing`). One of: {}.", statuses.join(", ")),
+                 "schema": {"type": "array", "items": schema_ref("CallStatus")}},
+                {"name": "limit", "in": "query", "required": false, "description": "Page size.",
+                 "schema": {"type": "integer", "minimum": 1, "maximum": LIST_LIMIT_MAX, "default": LIST_LIMIT_DEFAULT}},
+                {"name": "cursor", "in": "query", "required": false,
+                 "description": "`next_cursor` of the previous page; only valid with the same `status` filter (else 400 `invalid_cursor`).",
+                 "schema": {"type": "string"}}
+            ]))
+            .ok(200, "A page of calls.", "CallList")
+            .errors(&[E::InvalidParameter, E::InvalidCursor])
+            .build()
+        }
+        RouteId::GetCall => op("getCall", "calls", Auth::ApiKey, "Get a call", "The call with all its settings and its current status.")
+            .ok(200, "The call.", "Call")
+            .errors(&[E::CallNotFound])
+            .build(),
+        RouteId::HangupCall => op(
+            "hangupCall",
+            "calls",
+            Auth::ApiKey,
+            "Hang up a call",
+            "Idempotent. A call not yet handed to a sidecar (`queued`, `scheduled`) is cancelled at once (200, status `cancelled`); an ended call is returned unchanged (200); a live call is marked for hangup and the sidecar holding it is told (202, `hangup_requested_at` set).",
+        )
+        .body("HangupRequest", false)
+        .ok(200, "The call was cancelled, or had already ended.", "Call")
+        .ok(202, "The call is live; the hangup was requested.", "Call")
+        .errors(&[E::CallNotFound])
+        .build(),
+        RouteId::CreateTenant => op("createTenant", "admin", Auth::Admin, "Create a tenant", "A new customer account, with no agents or keys yet.")
+            .body("CreateTenantRequest", true)
+            .ok(201, "The tenant.", "Tenant")
+            .errors(&[E::MissingField, E::InvalidValue, E::ValueTooLong])
+            .build(),
+        RouteId::GetTenant => op("getTenant", "admin", Auth::Admin, "Get a tenant", "The tenant.")
+            .ok(200, "The tenant.", "Tenant")
+            .errors(&[E::TenantNotFound])
+            .build(),
+        RouteId::UpdateTenant => op("updateTenant", "admin", Auth::Admin, "Update a tenant", "Rename, disable or enable a tenant, or set its default agent.")
+            .body("UpdateTenantRequest", true)
+            .ok(200, "The updated tenant.", "Tenant")
+            .errors(&[E::TenantNotFound, E::ValueTooLong, E::UnknownAgent])
+            .build(),
+        RouteId::CreateAgent => op(
+            "createAgent",
+            "admin",
+            Auth::Admin,
+            "Create an agent",
+            "A new agent for the tenant. The tenant's first agent becomes its default unless `default` is false.",
+        )
+        .body("CreateAgentRequest", true)
+        .ok(201, "The agent.", "Agent")
+        .errors(&[E::TenantNotFound, E::MissingField, E::InvalidValue, E::ValueTooLong, E::InvalidLanguage])
+        .build(),
+        RouteId::ListAgents => op("listAgents", "admin", Auth::Admin, "List agents", "All agents of the tenant, in one page.")
+            .ok(200, "The agents.", "AgentList")
+            .errors(&[E::TenantNotFound])
+            .build(),
+        RouteId::GetAgent => op("getAgent", "admin", Auth::Admin, "Get an agent", "The agent.")
+            .ok(200, "The agent.", "Agent")
+            .errors(&[E::TenantNotFound, E::AgentNotFound])
+            .build(),
+        RouteId::UpdateAgent => op(
+            "updateAgent",
+            "admin",
+            Auth::Admin,
+            "Update an agent",
+            "Changes the given fields. Calls already accepted keep the settings they were created with.",
+        )
+        .body("UpdateAgentRequest", true)
+        .ok(200, "The updated agent.", "Agent")
+        .errors(&[E::TenantNotFound, E::AgentNotFound, E::InvalidValue, E::ValueTooLong, E::InvalidLanguage])
+        .build(),
+        RouteId::CreateApiKey => op(
+            "createApiKey",
+            "admin",
+            Auth::Admin,
+            "Create an API key",
+            "Mints a key for the tenant. The clear key is in this response only; the edge keeps just its SHA-256.",
+        )
+        .body("CreateApiKeyRequest", false)
+        .ok(201, "The key, with the clear key.", "ApiKeyCreated")
+        .errors(&[E::TenantNotFound, E::ValueTooLong])
+        .build(),
+        RouteId::ListApiKeys => op("listApiKeys", "admin", Auth::Admin, "List API keys", "All API keys of the tenant, revoked ones included, without the keys themselves.")
+            .ok(200, "The keys.", "ApiKeyList")
+            .errors(&[E::TenantNotFound])
+            .build(),
+        RouteId::RevokeApiKey => op(
+            "revokeApiKey",
+            "admin",
+            Auth::Admin,
+            "Revoke an API key",
+            "The key stops working at once. Idempotent: revoking a revoked key returns it unchanged.",
+        )
+        .ok(200, "The revoked key.", "ApiKey")
+        .errors(&[E::TenantNotFound, E::ApiKeyNotFound])
+        .build(),
+        RouteId::CreateWebhook => op(
+            "createWebhook",
+            "admin",
+            Auth::Admin,
+            "Create a webhook endpoint",
+            "Call events for the tenant will be POSTed to this URL, signed per Standard Webhooks with the returned secret.",
+        )
+        .body("CreateWebhookRequest", true)
+        .ok(201, "The endpoint, with its signing secret.", "WebhookEndpointCreated")
+        .errors(&[E::TenantNotFound, E::MissingField, E::InvalidValue, E::ValueTooLong, E::OutOfRange, E::InvalidUrl])
+        .build(),
+        RouteId::ListWebhooks => op("listWebhooks", "admin", Auth::Admin, "List webhook endpoints", "All webhook endpoints of the tenant, without their secrets.")
+            .ok(200, "The endpoints.", "WebhookEndpointList")
+            .errors(&[E::TenantNotFound])
+            .build(),
+        RouteId::CreateSidecar => op(
+            "createSidecar",
+            "admin",
+            Auth::Admin,
+            "Create sidecar credentials",
+            "Mints the HMAC secret a media sidecar signs its dispatch-link requests with (see `voxline_shared::protocol`). Creating an existing id rotates the secret.",
+        )
+        .body("CreateSidecarRequest", true)
+        .ok(201, "The sidecar, with its secret.", "SidecarCreated")
+        .errors(&[E::MissingField, E::InvalidValue, E::ValueTooLong])
+        .build(),
+        RouteId::ListSidecars => op("listSidecars", "admin", Auth::Admin, "List sidecars", "All sidecars, without their secrets.")
+            .ok(200, "The sidecars.", "SidecarList")
+            .build(),
+        RouteId::RevokeSidecar => op("revokeSidecar", "admin", Auth::Admin, "Revoke a sidecar", "Its signatures stop being accepted. Idempotent.")
+            .ok(200, "The revoked sidecar.", "Sidecar")
+            .errors(&[E::SidecarNotFound])
+            .build(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::http::{ApiRequest, ApiResponse};
+    use crate::router::{route, Match};
+    use crate::service::{check_webhook_url, handle, Env};
+    use crate::store::memory::MemoryKv;
+    use crate::store::{Kv, KvPage, StoreError};
+    use crate::validate::{self, AGENT_FIELDS, CREATE_CALL_FIELDS};
+    use futures::executor::block_on;
+    use std::cell::RefCell;
+    use std::collections::{BTreeSet, HashMap};
+
+    const NOW: u64 = 1_764_082_200_000; // 2025-11-25T14:50:00Z
+    const ADMIN: &str = "adm_openapi_test";
+    const JSON_CT: &str = "application/json";
+    const HTTP_METHODS: [&str; 8] = ["get", "put", "post", "delete", "options", "head", "patch", "trace"];
+
+    // ---- validation against the spec ----
+
+    /// The spec's components with every object schema that lists its
+    /// properties closed, so a response field the spec does not know fails.
+    /// (The served spec leaves responses open so clients tolerate additions.)
+    fn closed_components(spec: &Value) -> Value {
+        fn close(v: &mut Value) {
+            match v {
+                Value::Object(m) => {
+                    if m.contains_key("properties") && !m.contains_key("additionalProperties") {
+                        m.insert("additionalProperties".into(), json!(false));
+                    }
+                    m.values_mut().for_each(close);
+                }
+                Value::Array(a) => a.iter_mut().for_each(close),
+                _ => {}
+            }
+        }
+        let mut c = spec["components"].clone();
+        close(&mut c["schemas"]);
+        c
+    }
+
+    struct Checker {
+        components: Value,
+        cache: RefCell<HashMap<String, jsonschema::Validator>>,
+    }
+
+    impl Checker {
+        fn new(spec: &Value) -> Checker {
+            Checker { components: closed_components(spec), cache: RefCell::default() }
+        }
+
+        /// Validates `instance` against `schema`, whose `$ref`s point into the spec's components.
+        fn check(&self, schema: &Value, instance: &Value) -> Result<(), String> {
+            let mut cache = self.cache.borrow_mut();
+            let v = cache.entry(schema.to_string()).or_insert_with(|| {
+                let root = json!({"$schema": "https://json-schema.org/draft/2020-12/schema",
+                                  "components": self.components, "allOf": [schema]});
+                jsonschema::draft202012::options()
+                    .should_validate_formats(true)
+                    .build(&root)
+                    .unwrap_or_else(|e| panic!("schema {schema} does not compile: {e}"))
+            });
+            let errors: Vec<String> = v.iter_errors(instance).map(|e| format!("{e} (at '{}')", e.instance_path())).collect();
+            if errors.is_empty() {
+                Ok(())
+            } else {
+                Err(errors.join("; "))
+            }
+        }
+    }
+
+    fn matches_pattern(pattern: &str, s: &str) -> bool {
+        jsonschema::draft202012::new(&json!({"type": "string", "pattern": pattern})).unwrap().is_valid(&json!(s))
+    }
+
+    /// A KV that never answers.
+    struct DownKv;
+
+    impl Kv for DownKv {
+        async fn get(&self, _: &str) -> Result<Option<String>, StoreError> {
+            Err(StoreError::Unavailable("down".into()))
+        }
+        async fn put(&self, _: &str, _: &str, _: Option<&Value>) -> Result<(), StoreError> {
+            Err(StoreError::Unavailable("down".into()))
+        }
+        async fn delete(&self, _: &str) -> Result<(), StoreError> {
+            Err(StoreError::Unavailable("down".into()))
+        }
+        async fn list(&self, _: &str, _: u32, _: Option<&str>) -> Result<KvPage, StoreError> {
+            Err(StoreError::Unavailable("down".into()))
+        }
+    }
+
+    /// The service over an in-memory KV; every response is checked against the spec.
+    struct Api {
+        kv: MemoryKv,
+        spec: Value,
+        checker: Checker,
+        /// (METHOD, path pattern, status) answered so far.
+        seen: RefCell<BTreeSet<(String, String, String)>>,
+    }
+
+    impl Api {
+        fn new() -> Api {
+            let spec = spec();
+            Api { kv: MemoryKv::default(), checker: Checker::new(&spec), spec, seen: RefCell::default() }
+        }
+
+        fn send_to<K: Kv>(&self, kv: &K, method: &str, target: &str, token: Option<&str>, ct: Option<&str>, body: &[u8]) -> ApiResponse {
+            let (path, query) = target.split_once('?').unwrap_or((target, ""));
+            let req = ApiRequest {
+                method: method.into(),
+                path: path.into(),
+                query: query.into(),
+                content_type: ct.map(Into::into),
+                authorization: token.map(|t| format!("Bearer {t}")),
+                body: body.to_vec(),
+                headers: Vec::new(),
+            };
+            let dispatch = crate::dispatcher::memory::MemoryDispatcher::default();
+            let env = Env { kv, dispatch: &dispatch, now_ms: NOW, admin_token: Some(ADMIN), dev_mode: true, default_region: "local" };
+            let resp = block_on(handle(&env, &req));
+            self.conform(method, path, &resp);
+            resp
+        }
+
+        fn raw(&self, method: &str, target: &str, token: Option<&str>, ct: Option<&str>, body: &[u8]) -> ApiResponse {
+            self.send_to(&self.kv, method, target, token, ct, body)
+        }
+
+        fn send(&self, method: &str, target: &str, token: Option<&str>, body: Option<&Value>) -> ApiResponse {
+            let text = body.map(Value::to_string).unwrap_or_default();
+            self.raw(method, target, token, body.map(|_| JSON_CT), text.as_bytes())
+        }
+
+        fn admin(&self, method: &str, target: &str, body: Option<Value>) -> ApiResponse {
+            self.send(method, target, Some(ADMIN), body.as_ref())
+        }
+
+        /// The response must be documented for its operation and status, and its body must match.
+        fn conform(&self, method: &str, path: &str, resp: &ApiResponse) {
+            let body = resp.body_json();
+            let what = format!("{method} {path} -> {} {}", resp.status, resp.body);
+            let pattern = match route(method, path) {
+                Match::Found(id, _) => ROUTES.iter().find(|r| r.2 == id).map(|r| r.1).unwrap(),
+                _ => {
+                    // No operation: the generic error shape.
+                    assert!(matches!(resp.status, 404 | 405), "{what}");
+                    self.checker.check(&schema_ref("Error"), &body).unwrap_or_else(|e| panic!("{what}: {e}"));
+                    return;
+                }
+            };
+            let op = &self.spec["paths"][pattern][method.to_ascii_lowercase()];
+            let status = resp.status.to_string();
+            let Some(r) = op["responses"].get(&status) else {
+                panic!("{what}: status {status} is not documented for {method} {pattern}")
+            };
+            let schema = &r["content"]["application/json"]["schema"];
+            self.checker.check(schema, &body).unwrap_or_else(|e| panic!("{what}\ndoes not match the spec: {e}"));
+            if let Some(headers) = r.get("headers").and_then(Value::as_object) {
+                for name in headers.keys() {
+                    assert!(resp.headers.iter().any(|(h, _)| h.eq_ignore_ascii_case(name)), "{what}: header {name} missing");
+                }
+            }
+            self.seen.borrow_mut().insert((method.to_string(), pattern.to_string(), status));
+        }
+    }
+
+    #[track_caller]
+    fn expect(resp: ApiResponse, status: u16) -> Value {
+        assert_eq!(resp.status, status, "body: {}", resp.body);
+        resp.body_json()
+    }
+
+    #[track_caller]
+    fn expect_error(resp: ApiResponse, status: u16, code: &str) -> Value {
+        let body = expect(resp, status);
+        assert_eq!(body["error"]["code"], code, "body: {body}");
+        body
+    }
+
+    fn id_of(v: &Value) -> String {
+        v["id"].as_str().expect("an id").to_string()
+    }
+
+    /// A tenant with a default agent, an API key, and one queued call.
+    struct World {
+        tid: String,
+        aid: String,
+        key: String,
+        kid: String,
+        cid: String,
+    }
+
+    fn provision(api: &Api, name: &str) -> World {
+        let tid = id_of(&expect(api.admin("POST", "/admin/tenants", Some(json!({"name": name}))), 201));
+        let aid = id_of(&expect(api.admin("POST", &format!("/admin/tenants/{tid}/agents"), Some(json!({"name": "agent"}))), 201));
+        let k = expect(api.admin("POST", &format!("/admin/tenants/{tid}/api-keys"), Some(json!({"name": "k"}))), 201);
+        let key = k["key"].as_str().unwrap().to_string();
+        let call = expect(api.send("POST", "/v1/calls", Some(&key), Some(&json!({"phone": "+14155550100"}))), 201);
+        World { tid, aid, key, kid: id_of(&k), cid: id_of(&call) }
+    }
+
+    /// `pattern` with its `{params}` replaced.
+    fn fill(pattern: &str, value: impl Fn(&str) -> String) -> String {
+        pattern
+            .split('/')
+            .map(|seg| match seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
+                Some(name) => value(name),
+                None => seg.to_string(),
+            })
+            .collect::<Vec<_>>()
+            .join("/")
+    }
+
+    fn world_param(w: &World) -> impl Fn(&str) -> String + '_ {
+        move |name| match name {
+            "tenant_id" => w.tid.clone(),
+            "agent_id" => w.aid.clone(),
+            "key_id" => w.kid.clone(),
+            "call_id" => w.cid.clone(),
+            other => panic!("unknown path parameter {other}"),
+        }
+    }
+
+    fn missing_id(name: &str) -> String {
+        let prefix = match name {
+            "tenant_id" => "ten",
+            "agent_id" => "agt",
+            "key_id" => "key",
+            "call_id" => "call",
+            other => panic!("unknown path parameter {other}"),
+        };
+        format!("{prefix}_00000000000000000000")
+    }
+
+    fn operation_of<'s>(spec: &'s Value, method: &str, pattern: &str) -> &'s Value {
+        &spec["paths"][pattern][method.to_ascii_lowercase()]
+    }
+
+    fn security_of(spec: &Value, method: &str, pattern: &str) -> Option<String> {
+        operation_of(spec, method, pattern)["security"]
+            .as_array()
+            .and_then(|s| s.first())
+            .and_then(Value::as_object)
+            .and_then(|o| o.keys().next().cloned())
+    }
+
+    // ---- the document against the code ----
+
+    #[test]
+    fn every_route_is_documented_and_nothing_else() {
+        let spec = spec();
+        let mut documented = BTreeSet::new();
+        let mut op_ids = BTreeSet::new();
+        for (path, item) in spec["paths"].as_object().unwrap() {
+            for (key, op) in item.as_object().unwrap() {
+                if HTTP_METHODS.contains(&key.as_str()) {
+                    documented.insert((key.to_ascii_uppercase(), path.clone()));
+                    let op_id = op["operationId"].as_str().expect("operationId");
+                    assert!(op_ids.insert(op_id.to_string()), "duplicate operationId {op_id}");
+                    for field in ["summary", "description"] {
+                        assert!(op[field].as_str().is_some_and(|s| !s.is_empty()), "{key} {path}: no {field}");
+                    }
+                    assert!(op["responses"].as_object().is_some_and(|r| r.keys().any(|s| s.starts_with('2'))), "{key} {path}");
+                } else {
+                    assert_eq!(key, "parameters", "{path}: unexpected path item key");
+                }
+            }
+            // Path parameters: exactly the template's, declared once, required.
+            let template: Vec<&str> = path.split('/').filter_map(|s| s.strip_prefix('{')?.strip_suffix('}')).collect();
+            let declared: Vec<&str> = item["parameters"]
+                .as_array()
+                .map(|ps| ps.iter().map(|p| {
+                    assert_eq!((p["in"].as_str(), p["required"].as_bool()), (Some("path"), Some(true)));
+                    p["name"].as_str().unwrap()
+                }).collect())
+                .unwrap_or_default();
+            assert_eq!(template, declared, "{path}: path parameters");
+        }
+        let routes: BTreeSet<(String, String)> = ROUTES.iter().map(|(m, p, _)| (m.to_string(), p.to_string())).collect();
+        assert_eq!(documented, routes);
+        for (method, path, _) in ROUTES {
+            let sec = security_of(&spec, method, path);
+            let expected = if *path == "/healthz" || *path == "/v1/openapi.json" {
+                None
+            } else if path.starts_with("/v1/") {
+                Some("bearerAuth")
+            } else {
+                assert!(path.starts_with("/admin/"), "{path}: which credentials?");
+                Some("adminBearerAuth")
+            };
+            assert_eq!(sec.as_deref(), expected, "{method} {path}: security");
+            if let Some(s) = expected {
+                assert!(spec["components"]["securitySchemes"][s]["scheme"] == "bearer");
+            }
+        }
+    }
+
+    #[test]
+    fn error_code_enum_is_error_code_all() {
+        let spec = spec();
+        let code = &spec["components"]["schemas"]["Error"]["properties"]["error"]["properties"]["code"];
+        let all: Vec<&str> = ErrorCode::ALL.iter().map(|c| c.as_str()).collect();
+        assert_eq!(code["enum"], json!(all));
+        let description = code["description"].as_str().unwrap();
+        for c in ErrorCode::ALL {
+            let line = format!("- `{}` ({}): {}", c.as_str(), c.http_status(), c.describe());
+            assert!(description.contains(&line), "missing {line}");
+        }
+    }
+
+    fn property_names(spec: &Value, schema: &str) -> BTreeSet<String> {
+        spec["components"]["schemas"][schema]["properties"].as_object().unwrap().keys().cloned().collect()
+    }
+
+    #[test]
+    fn request_bodies_list_exactly_the_validated_fields() {
+        let spec = spec();
+        let set = |fields: &[&str]| fields.iter().map(|f| f.to_string()).collect::<BTreeSet<_>>();
+        assert_eq!(property_names(&spec, "CreateCallRequest"), set(CREATE_CALL_FIELDS));
+        assert_eq!(spec["components"]["schemas"]["CreateCallRequest"]["required"], json!(["phone"]));
+        assert_eq!(property_names(&spec, "CreateAgentRequest"), set(AGENT_FIELDS));
+        assert_eq!(property_names(&spec, "UpdateAgentRequest"), set(AGENT_FIELDS));
+        // Every request body is closed, like `parse_object`.
+        for (method, path, _) in ROUTES {
+            let body = &operation_of(&spec, method, path)["requestBody"];
+            if body.is_null() {
+                continue;
+            }
+            let r = body["content"]["application/json"]["schema"]["$ref"].as_str().unwrap();
+            let schema = &spec["components"]["schemas"][r.rsplit('/').next().unwrap()];
+            assert_eq!(schema["additionalProperties"], json!(false), "{method} {path}");
+        }
+    }
+
+    #[test]
+    fn documented_error_statuses_match_their_codes() {
+        let spec = spec();
+        for (method, path, _) in ROUTES {
+            let responses = operation_of(&spec, method, path)["responses"].as_object().unwrap();
+            for (status, r) in responses {
+                let status: u16 = status.parse().unwrap();
+                let schema = &r["content"]["application/json"]["schema"];
+                if status < 400 {
+                    assert!(schema["$ref"].is_string(), "{method} {path} {status}");
+                    continue;
+                }
+                assert_eq!(schema["allOf"][0], schema_ref("Error"), "{method} {path} {status}");
+                let codes = schema["allOf"][1]["properties"]["error"]["properties"]["code"]["enum"].as_array().unwrap();
+                assert!(!codes.is_empty());
+                for code in codes {
+                    let c = ErrorCode::ALL.iter().find(|c| c.as_str() == code).unwrap_or_else(|| panic!("unknown code {code}"));
+                    assert_eq!(c.http_status(), status, "{method} {path}: {code} documented under {status}");
+                    assert!(r["description"].as_str().unwrap().contains(&format!("`{}`", c.as_str())));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn every_ref_resolves_and_every_schema_compiles() {
+        let spec = spec();
+        fn refs(v: &Value, out: &mut Vec<String>) {
+            match v {
+                Value::Object(m) => {
+                    if let Some(Value::String(r)) = m.get("$ref") {
+                        out.push(r.clone());
+                    }
+                    m.values().for_each(|v| refs(v, out));
+                }
+                Value::Array(a) => a.iter().for_each(|v| refs(v, out)),
+                _ => {}
+            }
+        }
+        let mut all = Vec::new();
+        refs(&spec, &mut all);
+        assert!(!all.is_empty());
+        for r in all {
+            let pointer = r.strip_prefix('#').unwrap_or_else(|| panic!("non-local $ref {r}"));
+            assert!(spec.pointer(pointer).is_some(), "dangling $ref {r}");
+        }
+        let checker = Checker::new(&spec);
+        for name in spec["components"]["schemas"].as_object().unwrap().keys() {
+            // Compiles (panics otherwise) and rejects a non-object where it wants an object.
+            let _ = checker.check(&schema_ref(name), &json!(null));
+        }
+    }
+
+    #[test]
+    fn generated_vocabularies_follow_the_code() {
+        let spec = spec();
+        let s = &spec["components"]["schemas"];
+        let statuses: Vec<&str> = CallStatus::ALL.iter().map(|c| c.as_str()).collect();
+        assert_eq!(s["CallStatus"]["enum"], json!(statuses));
+        assert_eq!(s["Engine"]["enum"], json!(Engine::NAMES));
+        assert_eq!(s["WebhookEvent"]["enum"], json!(WEBHOOK_EVENTS));
+        for (i, r) in ENDED_REASONS.iter().enumerate() {
+            assert_eq!(ended_reason_index(*r), i, "ENDED_REASONS is out of order");
+            let name = &s["EndedReason"]["enum"][i];
+            assert_eq!(serde_json::from_value::<EndedReason>(name.clone()).unwrap(), *r);
+        }
+        let limit = &operation_of(&spec, "GET", "/v1/calls")["parameters"][1];
+        assert_eq!(limit["name"], "limit");
+        assert_eq!(limit["schema"], json!({"type": "integer", "minimum": 1, "maximum": LIST_LIMIT_MAX, "default": LIST_LIMIT_DEFAULT}));
+        assert!(spec["info"]["description"].as_str().unwrap().contains(&MAX_BODY_BYTES.to_string()));
+        assert_eq!(s["CreateCallRequest"]["properties"]["system_prompt"]["maxLength"], json!(MAX_PROMPT_CHARS));
+        // The clear key really has the documented shape.
+        let key = crate::ids::mint_api_key();
+        assert!(matches_pattern(s["ApiKeyCreated"]["properties"]["key"]["pattern"].as_str().unwrap(), &key.clear));
+    }
+
+    #[test]
+    fn documented_patterns_agree_with_the_validators() {
+        let j = Some(JSON_CT);
+        for s in [
+            "+14155550100", "+1234567", "+123456", "+123456789012345", "+1234567890123456", "+0123456789", "14155550100",
+            "+1 415 555 0100", "+1415555o100", "", "+", "+٣٤٥٦٧٨٩٠", "+14155550100\n", "++14155550100",
+        ] {
+            let server = validate::check_e164("phone", s).is_ok();
+            assert_eq!(matches_pattern(E164_PATTERN, s), server, "phone {s:?}");
+        }
+        let call_ok = |extra: Value| {
+            let mut body = json!({"phone": "+14155550100"});
+            body.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+            validate::create_call(j, body.to_string().as_bytes(), NOW).is_ok()
+        };
+        for s in [
+            "a@b.c", "ada@example.org", "x.y+z@sub.example.co.uk", "nope", "@b.c", "a@.b", "a@b.", "a@b", "a@@b.c",
+            "a b@c.d", "a@b..c", "a@b.c@d", "a@b.c\t", "a@.", "a@..", "é@ü.de",
+        ] {
+            assert_eq!(matches_pattern(EMAIL_PATTERN, s), call_ok(json!({"email": s})), "email {s:?}");
+        }
+        for s in ["alloy", "a.b_c-d", "A1", "", "a b", "é", "a/b", "a\n"] {
+            assert_eq!(matches_pattern(VOICE_PATTERN, s), call_ok(json!({"voice": s})), "voice {s:?}");
+        }
+        let agent_pattern = spec()["components"]["schemas"]["CreateCallRequest"]["properties"]["agent_id"]["pattern"].clone();
+        for s in ["agt_0011223344", "agt_00112233445566778899", "agt_001122334", "agt_ABCDEF0123", "agt_", "ten_0011223344", "agt_0011223344/x"] {
+            assert_eq!(matches_pattern(agent_pattern.as_str().unwrap(), s), crate::ids::is_id(s, "agt"), "agent id {s:?}");
+        }
+        // The URL pattern is a necessary condition: what the server accepts, it matches.
+        let url_pattern = spec()["components"]["schemas"]["CreateWebhookRequest"]["properties"]["url"]["pattern"].clone();
+        for s in [
+            "https://example.com/h", "HTTPS://example.com", "http://127.0.0.1:9/h", "http://localhost/x", "http://[::1]:80/",
+            "ftp://x", "https//x", "https://", " https://x", "http://example.com/", "https://a b",
+        ] {
+            if check_webhook_url(s, true).is_ok() {
+                assert!(matches_pattern(url_pattern.as_str().unwrap(), s), "url {s:?}");
+            }
+        }
+    }
+
+    // ---- the documented constraints against the validators ----
+
+    /// Sends bodies that sit on and just past every documented constraint of
+    /// `schema` and checks the server agrees, field by field.
+    fn probe_request_schema(api: &Api, method: &str, path: &str, token: &str, schema_name: &str, base: Value) {
+        let schema = api.spec["components"]["schemas"][schema_name].clone();
+        let send = |b: &Value| api.send(method, path, Some(token), Some(b));
+        let with = |k: &str, v: Value| {
+            let mut b = base.clone();
+            b[k] = v;
+            b
+        };
+        let fails_with = |b: Value, code: &str, field: &str| {
+            let r = send(&b);
+            let e = r.body_json()["error"].clone();
+            assert!(e["code"] == code && e["field"] == field, "{method} {path} {b}: want {code} on '{field}', got {} {}", r.status, r.body);
+        };
+        let accepted_field = |b: Value, field: &str| {
+            let r = send(&b);
+            assert!(r.status < 300 || r.body_json()["error"]["field"] != field, "{method} {path} {b}: '{field}' refused: {}", r.body);
+        };
+        let not_with = |b: Value, code: &str, field: &str| {
+            let r = send(&b);
+            let e = r.body_json()["error"].clone();
+            assert!(!(e["code"] == code && e["field"] == field), "{method} {path} {b}: got {code} on '{field}'");
+        };
+
+        // The base body is valid, and documented defaults are what the server applies.
+        let r = send(&base);
+        assert!(r.status < 300, "{method} {path} {base}: {}", r.body);
+        let created = r.body_json();
+        let properties = schema["properties"].as_object().unwrap();
+        for (name, p) in properties {
+            if let (Some(default), Some(actual)) = (p.get("default"), created.get(name.as_str())) {
+                if base.get(name.as_str()).is_none() {
+                    assert_eq!(actual, default, "{schema_name}.{name}: documented default");
+                }
+            }
+        }
+
+        let required: Vec<&str> = schema["required"].as_array().map(|r| r.iter().filter_map(Value::as_str).collect()).unwrap_or_default();
+        for (name, p) in properties {
+            let name = name.as_str();
+            let types: Vec<&str> = match &p["type"] {
+                Value::String(t) => vec![t.as_str()],
+                Value::Array(ts) => ts.iter().filter_map(Value::as_str).collect(),
+                other => panic!("{schema_name}.{name}: no type ({other})"),
+            };
+            let primary = *types.iter().find(|t| **t != "null").unwrap();
+            let wrong = match primary {
+                "string" => json!(5),
+                "integer" => json!("5"),
+                "boolean" => json!("yes"),
+                "object" => json!([1]),
+                "array" => json!("x"),
+                other => panic!("{schema_name}.{name}: type {other}"),
+            };
+            fails_with(with(name, wrong), "invalid_type", name);
+            if types.contains(&"null") {
+                assert!(!required.contains(&name), "{schema_name}.{name}: required and nullable");
+                accepted_field(with(name, Value::Null), name);
+            } else if required.contains(&name) {
+                fails_with(with(name, Value::Null), "missing_field", name);
+                let mut b = base.clone();
+                b.as_object_mut().unwrap().remove(name);
+                fails_with(b, "missing_field", name);
+            } else {
+                panic!("{schema_name}.{name}: optional fields take null too");
+            }
+            if let Some(max) = p["maxLength"].as_u64() {
+                let max = max as usize;
+                not_with(with(name, json!("a".repeat(max))), "value_too_long", name);
+                fails_with(with(name, json!("a".repeat(max + 1))), "value_too_long", name);
+            }
+            if p["pattern"] == NOT_BLANK_PATTERN {
+                fails_with(with(name, json!(" \t ")), "invalid_value", name);
+            }
+            if primary == "integer" {
+                let (min, max) = (p["minimum"].as_i64().unwrap(), p["maximum"].as_i64().unwrap());
+                accepted_field(with(name, json!(min)), name);
+                accepted_field(with(name, json!(max)), name);
+                accepted_field(with(name, json!(min as f64)), name);
+                fails_with(with(name, json!(min - 1)), "out_of_range", name);
+                fails_with(with(name, json!(max + 1)), "out_of_range", name);
+                fails_with(with(name, json!(min as f64 + 0.5)), "invalid_type", name);
+            }
+            if let Some(values) = p["enum"].as_array() {
+                for v in values.iter().filter(|v| !v.is_null()) {
+                    accepted_field(with(name, v.clone()), name);
+                }
+                fails_with(with(name, json!("zz_bogus")), "invalid_value", name);
+            }
+            if primary == "array" {
+                let items = &p["items"];
+                let values = items["enum"].as_array().expect("array items are an enum");
+                for v in values {
+                    accepted_field(with(name, json!([v])), name);
+                }
+                accepted_field(with(name, json!([])), name);
+                fails_with(with(name, json!(["zz_bogus"])), "invalid_value", name);
+                fails_with(with(name, json!([1])), "invalid_type", name);
+                let max_items = p["maxItems"].as_u64().unwrap() as usize;
+                accepted_field(with(name, json!(vec![values[0].clone(); max_items])), name);
+                fails_with(with(name, json!(vec![values[0].clone(); max_items + 1])), "out_of_range", name);
+                let item_max = items["maxLength"].as_u64().unwrap() as usize;
+                fails_with(with(name, json!(["a".repeat(item_max + 1)])), "value_too_long", name);
+            }
+        }
+        fails_with(with("zz_extra", json!(1)), "unknown_field", "zz_extra");
+    }
+
+    #[test]
+    fn documented_request_constraints_match_the_validators() {
+        let api = Api::new();
+        let w = provision(&api, "probe");
+        let t = &w.tid;
+        probe_request_schema(&api, "POST", "/v1/calls", &w.key, "CreateCallRequest", json!({"phone": "+14155550100"}));
+        probe_request_schema(&api, "POST", &format!("/v1/calls/{}/hangup", w.cid), &w.key, "HangupRequest", json!({}));
+        probe_request_schema(&api, "POST", "/admin/tenants", ADMIN, "CreateTenantRequest", json!({"name": "t"}));
+        probe_request_schema(&api, "PATCH", &format!("/admin/tenants/{t}"), ADMIN, "UpdateTenantRequest", json!({}));
+        probe_request_schema(&api, "POST", &format!("/admin/tenants/{t}/agents"), ADMIN, "CreateAgentRequest", json!({"name": "a"}));
+        probe_request_schema(&api, "PATCH", &format!("/admin/tenants/{t}/agents/{}", w.aid), ADMIN, "UpdateAgentRequest", json!({}));
+        probe_request_schema(&api, "POST", &format!("/admin/tenants/{t}/api-keys"), ADMIN, "CreateApiKeyRequest", json!({}));
+        probe_request_schema(&api, "POST", &format!("/admin/tenants/{t}/webhooks"), ADMIN, "CreateWebhookRequest", json!({"url": "https://example.com/h"}));
+
+        // The query parameters of GET /v1/calls.
+        let list = |q: &str| api.send("GET", &format!("/v1/calls?{q}"), Some(&w.key), None);
+        for _ in 0..LIST_LIMIT_DEFAULT {
+            expect(api.send("POST", "/v1/calls", Some(&w.key), Some(&json!({"phone": "+14155550100"}))), 201);
+        }
+        assert_eq!(expect(list(""), 200)["data"].as_array().unwrap().len(), LIST_LIMIT_DEFAULT as usize);
+        expect(list("limit=1"), 200);
+        expect(list(&format!("limit={LIST_LIMIT_MAX}")), 200);
+        for bad in ["limit=0".to_string(), format!("limit={}", LIST_LIMIT_MAX + 1), "limit=x".into(), "status=nope".into(), "zz=1".into(), "limit=1&limit=2".into()] {
+            expect_error(list(&bad), 400, "invalid_parameter");
+        }
+        for s in CallStatus::ALL {
+            expect(list(&format!("status={}", s.as_str())), 200);
+        }
+        let names: Vec<&str> = CallStatus::ALL.iter().map(|s| s.as_str()).collect();
+        expect(list(&format!("status={}", names.join(","))), 200);
+    }
+
+    // ---- every route, its successes and its errors, against the spec ----
+
+    #[test]
+    fn every_route_answers_as_documented() {
+        let api = Api::new();
+        let spec = api.spec.clone();
+
+        expect(api.send("GET", "/healthz", None, None), 200);
+        assert_eq!(expect(api.send("GET", "/v1/openapi.json", None, None), 200), spec);
+        expect_error(api.send("GET", "/v1/nope", None, None), 404, "not_found");
+        expect_error(api.send("DELETE", "/v1/calls", None, None), 405, "method_not_allowed");
+
+        // Admin, the happy paths.
+        let w = provision(&api, "main");
+        let t = w.tid.clone();
+        let tp = format!("/admin/tenants/{t}");
+        expect(api.admin("GET", &tp, None), 200);
+        expect(api.admin("PATCH", &tp, Some(json!({"name": "Main Co", "disabled": false}))), 200);
+        let a2 = expect(api.admin("POST", &format!("{tp}/agents"), Some(json!({
+            "name": "second", "system_prompt": "Be brief.", "voice": "alloy", "language": "pt-BR",
+            "default_engine": "gemini_live", "model": "m", "enabled": true, "default": false}))), 201);
+        assert_eq!(a2["default"], false);
+        let a2 = id_of(&a2);
+        assert_eq!(expect(api.admin("GET", &format!("{tp}/agents"), None), 200)["data"].as_array().unwrap().len(), 2);
+        expect(api.admin("GET", &format!("{tp}/agents/{a2}"), None), 200);
+        expect(api.admin("PATCH", &format!("{tp}/agents/{a2}"), Some(json!({"default": true}))), 200);
+        expect(api.admin("PATCH", &tp, Some(json!({"default_agent_id": w.aid}))), 200);
+        expect_error(api.admin("PATCH", &tp, Some(json!({"default_agent_id": "agt_00000000000000000000"}))), 422, "unknown_agent");
+        let k2 = expect(api.raw("POST", &format!("{tp}/api-keys"), Some(ADMIN), None, b""), 201);
+        let k2 = id_of(&k2);
+        expect(api.admin("GET", &format!("{tp}/api-keys"), None), 200);
+        let revoked = expect(api.admin("DELETE", &format!("{tp}/api-keys/{k2}"), None), 200);
+        assert!(revoked["revoked_at"].is_string());
+        assert_eq!(expect(api.admin("DELETE", &format!("{tp}/api-keys/{k2}"), None), 200), revoked);
+        expect(api.admin("POST", &format!("{tp}/webhooks"), Some(json!({"url": "http://127.0.0.1:9/h", "events": ["call.completed"]}))), 201);
+        expect_error(api.admin("POST", &format!("{tp}/webhooks"), Some(json!({"url": "http://example.com/h"}))), 422, "invalid_url");
+        expect(api.admin("GET", &format!("{tp}/webhooks"), None), 200);
+
+        // Calls.
+        let key = Some(w.key.as_str());
+        let created = api.send("POST", "/v1/calls", key, Some(&json!({
+            "phone": "+442071838750", "name": "Ada", "email": "ada@example.org", "metadata": {"crm": 7},
+            "agent_id": a2, "system_prompt": "hi", "voice": "alloy", "language": "en-GB", "model": "gpt-realtime",
+            "max_seconds": 3600, "retries": 10, "retry_delay_minutes": 1440, "schedule_at": "2025-11-26T09:00:00Z"})));
+        let location = created.headers.iter().find(|(h, _)| h == "Location").map(|(_, v)| v.clone()).unwrap();
+        let scheduled = expect(created, 201);
+        assert_eq!((scheduled["status"].as_str(), location), (Some("scheduled"), format!("/v1/calls/{}", id_of(&scheduled))));
+        let page = expect(api.send("GET", "/v1/calls?status=queued,scheduled&limit=1", key, None), 200);
+        assert_eq!(page["has_more"], true);
+        let cursor = page["next_cursor"].as_str().unwrap().to_string();
+        expect(api.send("GET", &format!("/v1/calls?status=queued,scheduled&limit=1&cursor={cursor}"), key, None), 200);
+        expect_error(api.send("GET", &format!("/v1/calls?status=queued&cursor={cursor}"), key, None), 400, "invalid_cursor");
+        expect_error(api.send("GET", "/v1/calls?cursor=!!", key, None), 400, "invalid_cursor");
+        expect_error(api.send("GET", "/v1/calls?limit=0", key, None), 400, "invalid_parameter");
+        expect(api.send("GET", &format!("/v1/calls/{}", w.cid), key, None), 200);
+        // Hangup: waiting -> cancelled (200), ended -> unchanged (200), live -> requested (202).
+        let cancelled = expect(api.send("POST", &format!("/v1/calls/{}/hangup", w.cid), key, Some(&json!({}))), 200);
+        assert_eq!(cancelled["status"], "cancelled");
+        expect(api.raw("POST", &format!("/v1/calls/{}/hangup", w.cid), key, None, b""), 200);
+        let live = id_of(&expect(api.send("POST", "/v1/calls", key, Some(&json!({"phone": "+14155550101"}))), 201));
+        let storage_key = crate::model::keys::call(&t, &live);
+        let mut record: Value = serde_json::from_str(&block_on(api.kv.get(&storage_key)).unwrap().unwrap()).unwrap();
+        record["status"] = json!("in_progress");
+        block_on(api.kv.put(&storage_key, &record.to_string(), None)).unwrap();
+        let hung = expect(api.raw("POST", &format!("/v1/calls/{live}/hangup"), key, None, b""), 202);
+        assert!(hung["hangup_requested_at"].is_string());
+        expect(api.raw("POST", &format!("/v1/calls/{live}/hangup"), key, None, b""), 202);
+        // Agent rules.
+        expect(api.admin("PATCH", &format!("{tp}/agents/{a2}"), Some(json!({"enabled": false}))), 200);
+        expect_error(api.send("POST", "/v1/calls", key, Some(&json!({"phone": "+14155550100", "agent_id": a2}))), 409, "agent_disabled");
+        expect_error(api.send("POST", "/v1/calls", key, Some(&json!({"phone": "+14155550100", "agent_id": "agt_00000000000000000000"}))), 422, "unknown_agent");
+        let bare = id_of(&expect(api.admin("POST", "/admin/tenants", Some(json!({"name": "bare"}))), 201));
+        let bare_key = expect(api.admin("POST", &format!("/admin/tenants/{bare}/api-keys"), Some(json!({}))), 201)["key"].as_str().unwrap().to_string();
+        expect_error(api.send("POST", "/v1/calls", Some(&bare_key), Some(&json!({"phone": "+14155550100"}))), 422, "agent_required");
+        expect_error(api.send("POST", "/v1/calls", key, Some(&json!({"phone": "+14155550100", "schedule_at": "2025-11-25T14:00:00Z"}))), 422, "schedule_in_past");
+        expect_error(api.send("POST", "/v1/calls", key, Some(&json!({"phone": "+14155550100", "metadata": {"k": "m".repeat(MAX_METADATA_BYTES)}}))), 422, "metadata_too_large");
+
+        // Each operation's generic failures: credentials, body, missing objects.
+        let disabled = provision(&api, "disabled");
+        expect(api.admin("PATCH", &format!("/admin/tenants/{}", disabled.tid), Some(json!({"disabled": true}))), 200);
+        let too_big = format!("{{{}}}", " ".repeat(MAX_BODY_BYTES));
+        for (method, pattern, _) in ROUTES {
+            let Some(scheme) = security_of(&spec, method, pattern) else { continue };
+            let token = if scheme == "bearerAuth" { w.key.as_str() } else { ADMIN };
+            let path = fill(pattern, world_param(&w));
+            expect_error(api.raw(method, &path, None, None, b""), 401, "missing_credentials");
+            expect_error(api.raw(method, &path, Some("ak_wrong"), None, b""), 401, "invalid_credentials");
+            if scheme == "bearerAuth" {
+                let path = fill(pattern, world_param(&disabled));
+                expect_error(api.raw(method, &path, Some(&disabled.key), None, b""), 403, "tenant_disabled");
+            }
+            if !operation_of(&spec, method, pattern)["requestBody"].is_null() {
+                let j = Some(JSON_CT);
+                expect_error(api.raw(method, &path, Some(token), j, too_big.as_bytes()), 413, "payload_too_large");
+                expect_error(api.raw(method, &path, Some(token), Some("text/plain"), b"{}"), 415, "unsupported_media_type");
+                expect_error(api.raw(method, &path, Some(token), j, b"{\"a\":"), 400, "invalid_json");
+                expect_error(api.raw(method, &path, Some(token), j, b"{\"zz\":1}"), 400, "unknown_field");
+                expect_error(api.raw(method, &path, Some(token), j, b"[1]"), 422, "invalid_type");
+            }
+            // Each path parameter in turn names nothing.
+            let params: Vec<&str> = pattern.split('/').filter_map(|s| s.strip_prefix('{')?.strip_suffix('}')).collect();
+            for missing in &params {
+                let path = fill(pattern, |name| if name == *missing { missing_id(name) } else { world_param(&w)(name) });
+                let body = (*method != "GET" && *method != "DELETE").then(|| json!({}));
+                let code = format!("{}_not_found", missing.trim_end_matches("_id").replace("key", "api_key"));
+                expect_error(api.send(method, &path, Some(token), body.as_ref()), 404, &code);
+            }
+            // Storage down.
+            let body = match (*method, *pattern) {
+                ("POST", "/admin/tenants") => br#"{"name":"x"}"#.as_slice(),
+                ("POST", "/admin/sidecars") => br#"{"sidecar_id":"sc-1","region":"local"}"#.as_slice(),
+                _ => b"".as_slice(),
+            };
+            let ct = (!body.is_empty()).then_some(JSON_CT);
+            expect_error(api.send_to(&DownKv, method, &path, Some(token), ct, body), 503, "storage_unavailable");
+        }
+        // A record that cannot be read is a 500 wherever the tenant is read.
+        let wp = world_param(&w);
+        block_on(api.kv.put(&crate::model::keys::tenant(&t), "{not json", None)).unwrap();
+        for (method, pattern, _) in ROUTES {
+            let Some(scheme) = security_of(&spec, method, pattern) else { continue };
+            // These routes never read a tenant.
+            if *pattern == "/admin/tenants" || pattern.starts_with("/admin/sidecars") {
+                continue;
+            }
+            let token = if scheme == "bearerAuth" { w.key.as_str() } else { ADMIN };
+            expect_error(api.raw(method, &fill(pattern, &wp), Some(token), None, b""), 500, "internal_error");
+        }
+
+        // Every documented response was seen, except what cannot happen here.
+        let unreachable: BTreeSet<(String, String, String)> =
+            // Creating a tenant reads nothing, and writes cannot be corrupt.
+            [("POST", "/admin/tenants", "500")].iter().map(|(a, b, c)| (a.to_string(), b.to_string(), c.to_string())).collect();
+        let mut documented = BTreeSet::new();
+        for (method, pattern, _) in ROUTES {
+            for status in operation_of(&spec, method, pattern)["responses"].as_object().unwrap().keys() {
+                documented.insert((method.to_string(), pattern.to_string(), status.clone()));
+            }
+        }
+        assert!(unreachable.is_subset(&documented));
+        let seen = api.seen.borrow();
+        let missing: Vec<_> = documented.difference(&seen).filter(|d| !unreachable.contains(*d)).collect();
+        assert!(missing.is_empty(), "documented but never produced: {missing:?}");
+    }
 }

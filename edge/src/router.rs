@@ -21,6 +21,9 @@ pub enum RouteId {
     RevokeApiKey,
     CreateWebhook,
     ListWebhooks,
+    CreateSidecar,
+    ListSidecars,
+    RevokeSidecar,
 }
 
 /// (method, path pattern, route). `{name}` matches one non-empty segment.
@@ -43,7 +46,12 @@ pub const ROUTES: &[(&str, &str, RouteId)] = &[
     ("DELETE", "/admin/tenants/{tenant_id}/api-keys/{key_id}", RouteId::RevokeApiKey),
     ("POST", "/admin/tenants/{tenant_id}/webhooks", RouteId::CreateWebhook),
     ("GET", "/admin/tenants/{tenant_id}/webhooks", RouteId::ListWebhooks),
+    ("POST", "/admin/sidecars", RouteId::CreateSidecar),
+    ("GET", "/admin/sidecars", RouteId::ListSidecars),
+    ("DELETE", "/admin/sidecars/{sidecar_id}", RouteId::RevokeSidecar),
 ];
+// The sidecar link (`/v1/sidecar/*`, HMAC-signed, see `sidecar_link`) is
+// routed before this table: it is the sidecars' protocol, not the public API.
 
 #[derive(Debug, PartialEq, Eq)]
 pub enum Match<'p> {

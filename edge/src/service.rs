@@ -6,9 +6,13 @@ use crate::error::{ApiError, ErrorCode};
 use crate::fields::parse_object;
 use crate::http::{ApiRequest, ApiResponse};
 use crate::ids::{self, rfc3339_ms};
-use crate::model::{self, keys, Agent, ApiKeyAuth, ApiKeyInfo, CallRecord, Engine, Tenant, WebhookEndpoint};
+use crate::model::{self, keys, Agent, ApiKeyAuth, ApiKeyInfo, CallRecord, Engine, SidecarRecord, Tenant, WebhookEndpoint};
 use crate::router::{route, Match, RouteId};
 use crate::store::{get_json, put_json, Kv};
+use crate::dispatcher::{self, Dispatcher};
+use crate::dispatch::CancelOutcome;
+use crate::sidecar_link::{self, SidecarEnvelope, SidecarOp};
+use voxline_shared::signing::{self, SignedHeaders};
 use crate::validate::{self, MAX_BODY_BYTES};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
@@ -16,13 +20,17 @@ use serde_json::{json, Value};
 use voxline_shared::{CallStatus, EndedReason};
 
 /// What a request runs against.
-pub struct Env<'a, K: Kv> {
+pub struct Env<'a, K: Kv, D: Dispatcher> {
     pub kv: &'a K,
+    /// The region dispatch queues (Durable Objects in the Worker).
+    pub dispatch: &'a D,
     pub now_ms: u64,
     /// `ADMIN_TOKEN` secret; the admin API is closed without it.
     pub admin_token: Option<&'a str>,
     /// Local development (`VOXLINE_ENV=development`): allows plain-http loopback webhooks.
     pub dev_mode: bool,
+    /// Region whose sidecars dial new calls (`DEFAULT_REGION`, "local" when unset).
+    pub default_region: &'a str,
 }
 
 type Result<T> = std::result::Result<T, ApiError>;
@@ -32,12 +40,12 @@ pub const WEBHOOK_EVENTS: &[&str] = &[
     "recording.saved",
 ];
 
-const LIST_LIMIT_DEFAULT: u32 = 20;
-const LIST_LIMIT_MAX: u32 = 100;
+pub(crate) const LIST_LIMIT_DEFAULT: u32 = 20;
+pub(crate) const LIST_LIMIT_MAX: u32 = 100;
 /// KV list calls one listing request may spend when a status filter skips keys.
 const LIST_MAX_SCANS: usize = 10;
 
-pub async fn handle<K: Kv>(env: &Env<'_, K>, req: &ApiRequest) -> ApiResponse {
+pub async fn handle<K: Kv, D: Dispatcher>(env: &Env<'_, K, D>, req: &ApiRequest) -> ApiResponse {
     match dispatch(env, req).await {
         Ok(resp) => resp,
         Err(e) => {
@@ -54,7 +62,13 @@ pub async fn handle<K: Kv>(env: &Env<'_, K>, req: &ApiRequest) -> ApiResponse {
     }
 }
 
-async fn dispatch<K: Kv>(env: &Env<'_, K>, req: &ApiRequest) -> Result<ApiResponse> {
+async fn dispatch<K: Kv, D: Dispatcher>(env: &Env<'_, K, D>, req: &ApiRequest) -> Result<ApiResponse> {
+    if let Some(op) = SidecarOp::from_path(&req.path) {
+        if !req.method.eq_ignore_ascii_case("POST") {
+            return Err(ApiError::new(ErrorCode::MethodNotAllowed, format!("{} takes POST only", req.path)));
+        }
+        return sidecar_request(env, req, op).await;
+    }
     let (id, params) = match route(&req.method, &req.path) {
         Match::Found(id, params) => (id, params),
         Match::WrongMethod(allowed) => {
@@ -98,7 +112,7 @@ fn invalid_key() -> ApiError {
 }
 
 /// Resolves the API key to its tenant. Only the key's SHA-256 touches storage.
-async fn authenticate_tenant<K: Kv>(env: &Env<'_, K>, req: &ApiRequest) -> Result<Tenant> {
+async fn authenticate_tenant<K: Kv, D: Dispatcher>(env: &Env<'_, K, D>, req: &ApiRequest) -> Result<Tenant> {
     let token = bearer(req)?;
     if !token.starts_with("ak_") || token.len() > 128 {
         return Err(invalid_key());
@@ -113,7 +127,7 @@ async fn authenticate_tenant<K: Kv>(env: &Env<'_, K>, req: &ApiRequest) -> Resul
     Ok(tenant)
 }
 
-fn authenticate_admin<K: Kv>(env: &Env<'_, K>, req: &ApiRequest) -> Result<()> {
+fn authenticate_admin<K: Kv, D: Dispatcher>(env: &Env<'_, K, D>, req: &ApiRequest) -> Result<()> {
     let token = bearer(req)?;
     match env.admin_token {
         Some(expected) if !expected.is_empty() && ids::constant_time_eq(token, expected) => Ok(()),
@@ -126,7 +140,7 @@ fn authenticate_admin<K: Kv>(env: &Env<'_, K>, req: &ApiRequest) -> Result<()> {
 
 // ---- calls ----
 
-async fn create_call<K: Kv>(env: &Env<'_, K>, req: &ApiRequest) -> Result<ApiResponse> {
+async fn create_call<K: Kv, D: Dispatcher>(env: &Env<'_, K, D>, req: &ApiRequest) -> Result<ApiResponse> {
     let tenant = authenticate_tenant(env, req).await?;
     let input = validate::create_call(req.content_type.as_deref(), &req.body, env.now_ms)?;
     let agent = match &input.agent_id {
@@ -162,7 +176,13 @@ async fn create_call<K: Kv>(env: &Env<'_, K>, req: &ApiRequest) -> Result<ApiRes
         retries: input.retries,
         retry_delay_minutes: input.retry_delay_minutes,
         schedule_at: input.schedule_at,
+        region: env.default_region.to_string(),
         attempts: 0,
+        dispatched_at: None,
+        ringing_at: None,
+        answered_at: None,
+        next_attempt_at: None,
+        sip_code: None,
         created_at: now.clone(),
         updated_at: now,
         hangup_requested_at: None,
@@ -170,15 +190,27 @@ async fn create_call<K: Kv>(env: &Env<'_, K>, req: &ApiRequest) -> Result<ApiRes
         ended_reason: None,
     };
     save_call(env, &tenant.id, &record).await?;
+    // The record exists before the queue can hand the call out, so every
+    // dispatch update finds it. If the queue is unreachable the call cannot
+    // ever be dialled: end it visibly rather than leave it queued forever.
+    let queued = dispatcher::queued_call(&tenant.id, &record, env.now_ms);
+    if env.dispatch.enqueue(&record.region, &queued).await.is_err() {
+        let mut failed = record;
+        failed.status = CallStatus::Failed;
+        failed.ended_reason = Some(EndedReason::DispatchUnavailable);
+        failed.ended_at = Some(failed.updated_at.clone());
+        save_call(env, &tenant.id, &failed).await?;
+        return Err(ApiError::new(ErrorCode::StorageUnavailable, "the dispatch queue did not answer; the call was not placed"));
+    }
     Ok(ApiResponse::json(201, &record.to_public()).with_header("Location", format!("/v1/calls/{}", record.id)))
 }
 
-async fn save_call<K: Kv>(env: &Env<'_, K>, tid: &str, record: &CallRecord) -> Result<()> {
+async fn save_call<K: Kv, D: Dispatcher>(env: &Env<'_, K, D>, tid: &str, record: &CallRecord) -> Result<()> {
     put_json(env.kv, &keys::call(tid, &record.id), record, Some(&record.list_metadata())).await?;
     Ok(())
 }
 
-async fn load_call<K: Kv>(env: &Env<'_, K>, tid: &str, cid: &str) -> Result<CallRecord> {
+async fn load_call<K: Kv, D: Dispatcher>(env: &Env<'_, K, D>, tid: &str, cid: &str) -> Result<CallRecord> {
     let not_found = || ApiError::new(ErrorCode::CallNotFound, format!("no call '{cid}'"));
     if !ids::is_id(cid, "call") {
         return Err(not_found());
@@ -186,7 +218,7 @@ async fn load_call<K: Kv>(env: &Env<'_, K>, tid: &str, cid: &str) -> Result<Call
     get_json(env.kv, &keys::call(tid, cid)).await?.ok_or_else(not_found)
 }
 
-async fn get_call<K: Kv>(env: &Env<'_, K>, req: &ApiRequest, cid: &str) -> Result<ApiResponse> {
+async fn get_call<K: Kv, D: Dispatcher>(env: &Env<'_, K, D>, req: &ApiRequest, cid: &str) -> Result<ApiResponse> {
     let tenant = authenticate_tenant(env, req).await?;
     let record = load_call(env, &tenant.id, cid).await?;
     Ok(ApiResponse::json(200, &record.to_public()))
@@ -195,7 +227,7 @@ async fn get_call<K: Kv>(env: &Env<'_, K>, req: &ApiRequest, cid: &str) -> Resul
 /// Idempotent. A call not yet handed to a sidecar is cancelled at once (200);
 /// an ended call is returned unchanged (200); a live call is marked for hangup
 /// and the holding sidecar is told (202).
-async fn hangup_call<K: Kv>(env: &Env<'_, K>, req: &ApiRequest, cid: &str) -> Result<ApiResponse> {
+async fn hangup_call<K: Kv, D: Dispatcher>(env: &Env<'_, K, D>, req: &ApiRequest, cid: &str) -> Result<ApiResponse> {
     let tenant = authenticate_tenant(env, req).await?;
     if !req.body.iter().all(u8::is_ascii_whitespace) {
         parse_object(req.content_type.as_deref(), &req.body, MAX_BODY_BYTES, &[])?;
@@ -205,7 +237,10 @@ async fn hangup_call<K: Kv>(env: &Env<'_, K>, req: &ApiRequest, cid: &str) -> Re
     if record.status.is_terminal() {
         return Ok(ApiResponse::json(200, &record.to_public()));
     }
-    if record.status.is_waiting() {
+    // The region's queue decides: a call it has not handed out is cancelled
+    // there and then; one a sidecar holds gets a hangup command.
+    let outcome = env.dispatch.cancel(&record.region, &record.id).await?;
+    if record.status.is_waiting() && !matches!(outcome, CancelOutcome::Signalled { .. }) {
         record.status = CallStatus::Cancelled;
         record.ended_reason = Some(EndedReason::HangupRequested);
         record.ended_at = Some(now.clone());
@@ -296,7 +331,7 @@ fn parse_list_query(query: &str) -> Result<ListQuery> {
 /// Lists from KV key metadata only (no record reads), newest first. KV lists
 /// can't filter, so a status filter may skip keys; each KV page asks only for
 /// as many keys as are still missing, so a page never overshoots `limit`.
-async fn list_calls<K: Kv>(env: &Env<'_, K>, req: &ApiRequest) -> Result<ApiResponse> {
+async fn list_calls<K: Kv, D: Dispatcher>(env: &Env<'_, K, D>, req: &ApiRequest) -> Result<ApiResponse> {
     let tenant = authenticate_tenant(env, req).await?;
     let q = parse_list_query(&req.query)?;
     let prefix = keys::calls_prefix(&tenant.id);
@@ -327,11 +362,84 @@ async fn list_calls<K: Kv>(env: &Env<'_, K>, req: &ApiRequest) -> Result<ApiResp
     ))
 }
 
+// ---- sidecar link ----
+
+/// A media sidecar's request: authenticated by its HMAC signature (no bearer
+/// token), checked, and forwarded to its region's dispatch queue, which also
+/// refuses replayed nonces.
+async fn sidecar_request<K: Kv, D: Dispatcher>(env: &Env<'_, K, D>, req: &ApiRequest, op: SidecarOp) -> Result<ApiResponse> {
+    let headers = SignedHeaders::from_lookup(|name| req.header(name));
+    let unknown = || ApiError::new(ErrorCode::InvalidCredentials, "unknown or revoked sidecar");
+    let sid = headers.sidecar.filter(|s| voxline_shared::protocol::is_valid_id(s)).ok_or_else(|| {
+        ApiError::new(ErrorCode::InvalidSignature, format!("missing or malformed {}", signing::HEADER_SIDECAR))
+    })?;
+    let sidecar: SidecarRecord = get_json(env.kv, &keys::sidecar(sid)).await?.filter(|s: &SidecarRecord| s.revoked_at.is_none()).ok_or_else(unknown)?;
+    signing::verify(sidecar.secret.as_bytes(), &headers, &req.body, env.now_ms / 1000, signing::DEFAULT_WINDOW_SECS)
+        .map_err(|e| ApiError::new(ErrorCode::InvalidSignature, format!("signature refused: {e}")))?;
+    let body = sidecar_link::parse_message(op, &req.body, sid)?;
+    if let Some(region) = body.get("region").and_then(Value::as_str) {
+        if region != sidecar.region {
+            return Err(ApiError::new(
+                ErrorCode::RegionMismatch,
+                format!("sidecar {sid} belongs to region '{}', not '{region}'", sidecar.region),
+            ));
+        }
+    }
+    let envelope = SidecarEnvelope { op, sidecar_id: sid.to_string(), nonce: headers.nonce.unwrap_or_default().to_string(), body };
+    let (status, reply) = env.dispatch.sidecar(&sidecar.region, &envelope).await?;
+    let mut resp = ApiResponse::json(status, &reply);
+    resp.error_code = reply["error"]["code"].as_str().and_then(|c| ErrorCode::ALL.iter().find(|k| k.as_str() == c)).map(|k| k.as_str());
+    Ok(resp)
+}
+
+async fn create_sidecar<K: Kv, D: Dispatcher>(env: &Env<'_, K, D>, req: &ApiRequest) -> Result<ApiResponse> {
+    let f = parse_object(req.content_type.as_deref(), &req.body, MAX_BODY_BYTES, &["sidecar_id", "region"])?;
+    let id = f.str_req("sidecar_id", voxline_shared::protocol::MAX_ID_LEN)?;
+    let region = f.str_req("region", voxline_shared::protocol::MAX_ID_LEN)?;
+    for (name, v) in [("sidecar_id", &id), ("region", &region)] {
+        if !voxline_shared::protocol::is_valid_id(v) {
+            return Err(ApiError::field(ErrorCode::InvalidValue, name, format!("'{name}' must be 1-64 of A-Z a-z 0-9 . _ - starting with a letter or digit")));
+        }
+    }
+    let sidecar = SidecarRecord {
+        id,
+        region,
+        secret: format!("scs_{}", URL_SAFE_NO_PAD.encode(ids::random_bytes::<32>())),
+        created_at: rfc3339_ms(env.now_ms),
+        revoked_at: None,
+    };
+    // Creating again rotates the secret (the old one stops working).
+    put_json(env.kv, &keys::sidecar(&sidecar.id), &sidecar, None).await?;
+    let mut body = sidecar.to_public();
+    body["secret"] = json!(sidecar.secret);
+    Ok(ApiResponse::json(201, &body))
+}
+
+async fn revoke_sidecar<K: Kv, D: Dispatcher>(env: &Env<'_, K, D>, sid: &str) -> Result<ApiResponse> {
+    let not_found = || ApiError::new(ErrorCode::SidecarNotFound, format!("no sidecar '{sid}'"));
+    if !voxline_shared::protocol::is_valid_id(sid) {
+        return Err(not_found());
+    }
+    let mut sidecar: SidecarRecord = get_json(env.kv, &keys::sidecar(sid)).await?.ok_or_else(not_found)?;
+    if sidecar.revoked_at.is_none() {
+        sidecar.revoked_at = Some(rfc3339_ms(env.now_ms));
+        put_json(env.kv, &keys::sidecar(sid), &sidecar, None).await?;
+    }
+    Ok(ApiResponse::json(200, &sidecar.to_public()))
+}
+
 // ---- admin ----
 
-async fn admin_route<K: Kv>(env: &Env<'_, K>, req: &ApiRequest, id: RouteId, tid: &str, sub: &str) -> Result<ApiResponse> {
-    if id == RouteId::CreateTenant {
-        return create_tenant(env, req).await;
+async fn admin_route<K: Kv, D: Dispatcher>(env: &Env<'_, K, D>, req: &ApiRequest, id: RouteId, tid: &str, sub: &str) -> Result<ApiResponse> {
+    match id {
+        RouteId::CreateTenant => return create_tenant(env, req).await,
+        RouteId::CreateSidecar => return create_sidecar(env, req).await,
+        RouteId::ListSidecars => {
+            let list: Vec<SidecarRecord> = list_values(env, keys::SIDECARS_PREFIX).await?;
+            return Ok(list_response(list.iter().map(SidecarRecord::to_public).collect()));
+        }
+        RouteId::RevokeSidecar => return revoke_sidecar(env, tid).await,
+        _ => {}
     }
     let mut tenant = load_tenant(env, tid).await?;
     match id {
@@ -368,7 +476,7 @@ fn list_response(data: Vec<Value>) -> ApiResponse {
 
 /// Reads every record under a small admin prefix (agents, keys, webhooks: a
 /// handful per tenant). Call records never go through here.
-async fn list_values<K: Kv, T: serde::de::DeserializeOwned>(env: &Env<'_, K>, prefix: &str) -> Result<Vec<T>> {
+async fn list_values<K: Kv, D: Dispatcher, T: serde::de::DeserializeOwned>(env: &Env<'_, K, D>, prefix: &str) -> Result<Vec<T>> {
     let mut out = Vec::new();
     let mut cursor: Option<String> = None;
     loop {
@@ -398,7 +506,7 @@ fn agent_public(a: &Agent, tenant: &Tenant) -> Value {
     v
 }
 
-async fn load_tenant<K: Kv>(env: &Env<'_, K>, tid: &str) -> Result<Tenant> {
+async fn load_tenant<K: Kv, D: Dispatcher>(env: &Env<'_, K, D>, tid: &str) -> Result<Tenant> {
     let not_found = || ApiError::new(ErrorCode::TenantNotFound, format!("no tenant '{tid}'"));
     if !ids::is_id(tid, "ten") {
         return Err(not_found());
@@ -406,7 +514,7 @@ async fn load_tenant<K: Kv>(env: &Env<'_, K>, tid: &str) -> Result<Tenant> {
     get_json(env.kv, &keys::tenant(tid)).await?.ok_or_else(not_found)
 }
 
-async fn load_agent<K: Kv>(env: &Env<'_, K>, tid: &str, aid: &str) -> Result<Agent> {
+async fn load_agent<K: Kv, D: Dispatcher>(env: &Env<'_, K, D>, tid: &str, aid: &str) -> Result<Agent> {
     let not_found = || ApiError::new(ErrorCode::AgentNotFound, format!("no agent '{aid}'"));
     if !ids::is_id(aid, "agt") {
         return Err(not_found());
@@ -414,7 +522,7 @@ async fn load_agent<K: Kv>(env: &Env<'_, K>, tid: &str, aid: &str) -> Result<Age
     get_json(env.kv, &keys::agent(tid, aid)).await?.ok_or_else(not_found)
 }
 
-async fn create_tenant<K: Kv>(env: &Env<'_, K>, req: &ApiRequest) -> Result<ApiResponse> {
+async fn create_tenant<K: Kv, D: Dispatcher>(env: &Env<'_, K, D>, req: &ApiRequest) -> Result<ApiResponse> {
     let f = parse_object(req.content_type.as_deref(), &req.body, MAX_BODY_BYTES, &["name", "disabled"])?;
     let tenant = Tenant {
         id: ids::random_id("ten"),
@@ -427,10 +535,10 @@ async fn create_tenant<K: Kv>(env: &Env<'_, K>, req: &ApiRequest) -> Result<ApiR
     Ok(ApiResponse::json(201, &tenant_public(&tenant)))
 }
 
-async fn update_tenant<K: Kv>(env: &Env<'_, K>, req: &ApiRequest, mut tenant: Tenant) -> Result<ApiResponse> {
+async fn update_tenant<K: Kv, D: Dispatcher>(env: &Env<'_, K, D>, req: &ApiRequest, mut tenant: Tenant) -> Result<ApiResponse> {
     let f = parse_object(req.content_type.as_deref(), &req.body, MAX_BODY_BYTES, &["name", "disabled", "default_agent_id"])?;
-    if let Some(name) = f.str_opt("name", 200)? {
-        tenant.name = name;
+    if f.has("name") {
+        tenant.name = f.str_req("name", 200)?;
     }
     if let Some(d) = f.bool_opt("disabled")? {
         tenant.disabled = d;
@@ -446,7 +554,7 @@ async fn update_tenant<K: Kv>(env: &Env<'_, K>, req: &ApiRequest, mut tenant: Te
     Ok(ApiResponse::json(200, &tenant_public(&tenant)))
 }
 
-async fn create_agent<K: Kv>(env: &Env<'_, K>, req: &ApiRequest, tenant: &mut Tenant) -> Result<ApiResponse> {
+async fn create_agent<K: Kv, D: Dispatcher>(env: &Env<'_, K, D>, req: &ApiRequest, tenant: &mut Tenant) -> Result<ApiResponse> {
     let input = validate::agent(req.content_type.as_deref(), &req.body, true)?;
     let now = rfc3339_ms(env.now_ms);
     let agent = Agent {
@@ -471,7 +579,7 @@ async fn create_agent<K: Kv>(env: &Env<'_, K>, req: &ApiRequest, tenant: &mut Te
     Ok(ApiResponse::json(201, &agent_public(&agent, tenant)))
 }
 
-async fn update_agent<K: Kv>(env: &Env<'_, K>, req: &ApiRequest, tenant: &mut Tenant, aid: &str) -> Result<ApiResponse> {
+async fn update_agent<K: Kv, D: Dispatcher>(env: &Env<'_, K, D>, req: &ApiRequest, tenant: &mut Tenant, aid: &str) -> Result<ApiResponse> {
     let mut agent = load_agent(env, &tenant.id, aid).await?;
     let input = validate::agent(req.content_type.as_deref(), &req.body, false)?;
     agent.name = input.name.unwrap_or(agent.name);
@@ -498,7 +606,7 @@ async fn update_agent<K: Kv>(env: &Env<'_, K>, req: &ApiRequest, tenant: &mut Te
     Ok(ApiResponse::json(200, &agent_public(&agent, tenant)))
 }
 
-async fn create_api_key<K: Kv>(env: &Env<'_, K>, req: &ApiRequest, tenant: &Tenant) -> Result<ApiResponse> {
+async fn create_api_key<K: Kv, D: Dispatcher>(env: &Env<'_, K, D>, req: &ApiRequest, tenant: &Tenant) -> Result<ApiResponse> {
     let name = if req.body.iter().all(u8::is_ascii_whitespace) {
         None
     } else {
@@ -522,7 +630,7 @@ async fn create_api_key<K: Kv>(env: &Env<'_, K>, req: &ApiRequest, tenant: &Tena
     Ok(ApiResponse::json(201, &body))
 }
 
-async fn revoke_api_key<K: Kv>(env: &Env<'_, K>, tenant: &Tenant, kid: &str) -> Result<ApiResponse> {
+async fn revoke_api_key<K: Kv, D: Dispatcher>(env: &Env<'_, K, D>, tenant: &Tenant, kid: &str) -> Result<ApiResponse> {
     let not_found = || ApiError::new(ErrorCode::ApiKeyNotFound, format!("no API key '{kid}'"));
     if !ids::is_id(kid, "key") {
         return Err(not_found());
@@ -543,7 +651,9 @@ pub fn check_webhook_url(url: &str, dev_mode: bool) -> std::result::Result<(), S
         return Err("the URL contains whitespace".into());
     }
     let (scheme, rest) = url.split_once("://").ok_or("the URL needs a scheme")?;
-    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    // WHATWG URL parsing (what `fetch` uses) reads '\' as '/' in http(s)
+    // URLs, so it ends the authority too: `http://evil\@127.0.0.1` goes to evil.
+    let authority = rest.split(['/', '?', '#', '\\']).next().unwrap_or("");
     let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
     let host = if let Some(v6) = host_port.strip_prefix('[') {
         v6.split(']').next().unwrap_or("")
@@ -561,7 +671,7 @@ pub fn check_webhook_url(url: &str, dev_mode: bool) -> std::result::Result<(), S
     }
 }
 
-async fn create_webhook<K: Kv>(env: &Env<'_, K>, req: &ApiRequest, tenant: &Tenant) -> Result<ApiResponse> {
+async fn create_webhook<K: Kv, D: Dispatcher>(env: &Env<'_, K, D>, req: &ApiRequest, tenant: &Tenant) -> Result<ApiResponse> {
     let f = parse_object(req.content_type.as_deref(), &req.body, MAX_BODY_BYTES, &["url", "events", "enabled"])?;
     let url = f.str_req("url", 2048)?;
     check_webhook_url(&url, env.dev_mode).map_err(|why| ApiError::field(ErrorCode::InvalidUrl, "url", why))?;

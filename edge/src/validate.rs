@@ -161,7 +161,12 @@ fn language(f: &Fields) -> Result<Option<String>, ApiError> {
     if let Some(l) = &lang {
         // Well-formed per RFC 5646 and with a primary language subtag
         // (private-use-only tags like "x-foo" say nothing to an engine).
-        let ok = language_tags::LanguageTag::parse(l).is_ok_and(|t| !t.primary_language().is_empty() && t.primary_language() != "x");
+        // (language-tags reports a whole private-use tag, lowercased, as its
+        // "primary language": "x-foo" -> "x-foo".)
+        let ok = language_tags::LanguageTag::parse(l).is_ok_and(|t| {
+            let primary = t.primary_language();
+            !primary.is_empty() && primary != "x" && !primary.starts_with("x-")
+        });
         if !ok {
             return Err(ApiError::field(
                 ErrorCode::InvalidLanguage,
@@ -192,7 +197,8 @@ pub struct AgentInput {
 
 pub fn agent(content_type: Option<&str>, body: &[u8], creating: bool) -> Result<AgentInput, ApiError> {
     let f = parse_object(content_type, body, MAX_BODY_BYTES, AGENT_FIELDS)?;
-    let name = if creating { Some(f.str_req("name", 100)?) } else { f.str_opt("name", 100)? };
+    // Never blank: required on create, and a PATCH may not blank it either.
+    let name = if creating || f.has("name") { Some(f.str_req("name", 100)?) } else { None };
     let default_engine = match f.str_opt("default_engine", 32)? {
         None => None,
         Some(e) => Some(Engine::parse(&e).ok_or_else(|| {
@@ -269,6 +275,9 @@ mod tests {
         assert_eq!(err(&format!(r#"{{{p},"retry_delay_minutes":0}}"#)), (ErrorCode::OutOfRange, f("retry_delay_minutes")));
         assert_eq!(err(&format!(r#"{{{p},"email":"nope"}}"#)), (ErrorCode::InvalidEmail, f("email")));
         assert_eq!(err(&format!(r#"{{{p},"language":"english please"}}"#)), (ErrorCode::InvalidLanguage, f("language")));
+        assert_eq!(err(&format!(r#"{{{p},"language":"x-foo"}}"#)), (ErrorCode::InvalidLanguage, f("language")));
+        assert_eq!(err(&format!(r#"{{{p},"language":"X-Foo"}}"#)), (ErrorCode::InvalidLanguage, f("language")));
+        assert_eq!(call(&format!(r#"{{{p},"language":"en-x-foo"}}"#)).unwrap().language.as_deref(), Some("en-x-foo"));
         assert_eq!(err(&format!(r#"{{{p},"voice":"a b"}}"#)), (ErrorCode::InvalidValue, f("voice")));
         assert_eq!(err(&format!(r#"{{{p},"metadata":[1]}}"#)), (ErrorCode::InvalidType, f("metadata")));
         assert_eq!(err(&format!(r#"{{{p},"agent_id":"bogus"}}"#)), (ErrorCode::UnknownAgent, f("agent_id")));
@@ -286,6 +295,7 @@ mod tests {
     fn agent_create_requires_name_and_checks_engine() {
         assert_eq!(agent(JSON, br#"{}"#, true).unwrap_err().code, ErrorCode::MissingField);
         assert!(agent(JSON, br#"{}"#, false).unwrap().name.is_none());
+        assert_eq!(agent(JSON, br#"{"name":" "}"#, false).unwrap_err().code, ErrorCode::InvalidValue);
         let e = agent(JSON, br#"{"name":"a","default_engine":"gpt"}"#, true).unwrap_err();
         assert_eq!((e.code, e.field.as_deref()), (ErrorCode::InvalidValue, Some("default_engine")));
         let a = agent(JSON, br#"{"name":"a","default_engine":"gemini_live","enabled":false,"default":true}"#, true).unwrap();

@@ -95,6 +95,8 @@ pub enum EndedReason {
     TrunkError,
     MediaLost,
     EngineError,
+    /// The edge could not queue the call for dialing.
+    DispatchUnavailable,
 }
 
 #[cfg(test)]

@@ -1,7 +1,11 @@
 //! Types both halves of voxline compile: the edge (wasm32) and the media sidecar (native).
 //!
-//! Everything here is plain data with serde; no I/O, no clocks, no randomness.
+//! Everything here is plain data with serde, plus pure HMAC signing; no I/O, no
+//! clocks, no randomness (time and nonces come in as arguments).
 
 pub mod call;
+pub mod protocol;
+pub mod signing;
 
 pub use call::{CallStatus, EndedReason};
+pub use protocol::PROTOCOL_VERSION;

@@ -2,6 +2,7 @@
 //! paths run for real against `wrangler dev` in tests/edge_api.rs.
 
 use super::*;
+use crate::dispatcher::memory::MemoryDispatcher;
 use crate::store::memory::MemoryKv;
 use futures::executor::block_on;
 
@@ -10,12 +11,13 @@ const ADMIN: &str = "admin-secret";
 
 struct World {
     kv: MemoryKv,
+    dispatch: MemoryDispatcher,
     now: std::cell::Cell<u64>,
 }
 
 impl World {
     fn new() -> World {
-        World { kv: MemoryKv::default(), now: std::cell::Cell::new(NOW) }
+        World { kv: MemoryKv::default(), dispatch: MemoryDispatcher::default(), now: std::cell::Cell::new(NOW) }
     }
 
     fn send(&self, method: &str, path: &str, token: Option<&str>, body: Option<Value>) -> ApiResponse {
@@ -27,10 +29,11 @@ impl World {
             content_type: body.as_ref().map(|_| "application/json".to_string()),
             authorization: token.map(|t| format!("Bearer {t}")),
             body: body.map(|b| b.to_string().into_bytes()).unwrap_or_default(),
+            headers: Vec::new(),
         };
         // Each request gets a later clock, like real traffic.
         self.now.set(self.now.get() + 1);
-        let env = Env { kv: &self.kv, now_ms: self.now.get(), admin_token: Some(ADMIN), dev_mode: false, default_region: "local" };
+        let env = Env { kv: &self.kv, dispatch: &self.dispatch, now_ms: self.now.get(), admin_token: Some(ADMIN), dev_mode: false, default_region: "local" };
         block_on(handle(&env, &req))
     }
 

@@ -1,0 +1,453 @@
+//! Sidecar configuration: a TOML file, then environment overrides.
+//!
+//! ```toml
+//! edge_url   = "https://edge.example.com"   # http://, https:// or https+h3://
+//! sidecar_id = "sc-eu-1"                    # [A-Za-z0-9._-], 1..=64
+//! region     = "eu"
+//! secret     = "..."                        # shared with the edge; better via env
+//! capacity   = 8                            # concurrent calls, 1..=10000
+//! transport  = "h3"                         # "h3" | "http1"; optional, see below
+//! ca_cert    = "/etc/voxline/edge-ca.pem"   # optional: trust only this CA (PEM)
+//! lease_wait_ms = 25000                     # optional: long-poll wait until the edge says otherwise
+//! ```
+//!
+//! Every key can be overridden by an environment variable (an empty value counts
+//! as unset): `VOXLINE_EDGE_URL`, `VOXLINE_SIDECAR_ID`, `VOXLINE_REGION`,
+//! `VOXLINE_SIDECAR_SECRET`, `VOXLINE_CAPACITY`, `VOXLINE_TRANSPORT`,
+//! `VOXLINE_CA_CERT`, `VOXLINE_LEASE_WAIT_MS`. The file is optional when the
+//! environment supplies everything required.
+//!
+//! ## Choosing the carrier
+//! - `transport = "h3"`: HTTP/3 over QUIC. Needs TLS: the URL must be `https://`
+//!   (or `https+h3://`).
+//! - `transport = "http1"`: HTTP/1.1 keep-alive over TCP, `http://` or `https://`.
+//! - no `transport`: the URL scheme decides: `https+h3://` means h3; `http://`
+//!   and `https://` mean http1 (the safe default: every edge, `wrangler dev`
+//!   included, speaks HTTP/1.1; HTTP/3 is opted into).
+//!
+//! Unknown keys are an error (a typo must not silently fall back to a default).
+//! TLS roots: `ca_cert` when set (only that CA is trusted), else the system store.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use voxline_shared::protocol::{is_valid_id, MAX_LEASE_WAIT_MS};
+
+pub const MAX_CAPACITY: u32 = 10_000;
+
+/// The wire carrier to the edge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    Http1,
+    H3,
+}
+
+impl Transport {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Transport::Http1 => "http1",
+            Transport::H3 => "h3",
+        }
+    }
+}
+
+/// A parsed edge base URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EdgeUrl {
+    /// `true` for `https://` and `https+h3://`.
+    pub tls: bool,
+    /// Host name or IP literal (IPv6 without brackets).
+    pub host: String,
+    pub port: u16,
+    /// Path prefix without a trailing slash (`""` for none).
+    pub base_path: String,
+    /// `true` when the scheme was `https+h3://`.
+    pub h3_scheme: bool,
+}
+
+impl EdgeUrl {
+    pub fn parse(s: &str) -> Result<EdgeUrl, String> {
+        let (rest, tls, h3_scheme) = if let Some(r) = s.strip_prefix("https+h3://") {
+            (r, true, true)
+        } else if let Some(r) = s.strip_prefix("https://") {
+            (r, true, false)
+        } else if let Some(r) = s.strip_prefix("http://") {
+            (r, false, false)
+        } else {
+            return Err(format!("`{s}`: the scheme must be http://, https:// or https+h3://"));
+        };
+        let uri: http::Uri = format!("{}://{rest}", if tls { "https" } else { "http" })
+            .parse()
+            .map_err(|e| format!("`{s}` is not a valid URL: {e}"))?;
+        if uri.query().is_some() {
+            return Err(format!("`{s}`: no query string allowed"));
+        }
+        let authority = uri.authority().ok_or_else(|| format!("`{s}` has no host"))?;
+        if authority.as_str().contains('@') {
+            return Err(format!("`{s}`: no user info allowed"));
+        }
+        let host = authority.host().trim_start_matches('[').trim_end_matches(']').to_string();
+        if host.is_empty() {
+            return Err(format!("`{s}` has no host"));
+        }
+        let port = authority.port_u16().unwrap_or(if tls { 443 } else { 80 });
+        let base_path = uri.path().trim_end_matches('/').to_string();
+        Ok(EdgeUrl { tls, host, port, base_path, h3_scheme })
+    }
+
+    /// `host:port`, bracketing IPv6 literals, for the `Host`/`:authority`.
+    pub fn authority(&self) -> String {
+        if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+
+    /// The absolute URL of an API path (scheme `http` or `https`).
+    pub fn url(&self, path: &str) -> String {
+        format!("{}://{}{}{}", if self.tls { "https" } else { "http" }, self.authority(), self.base_path, path)
+    }
+}
+
+/// The secret shared with the edge; never printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Secret {
+        Secret(s.into())
+    }
+    pub fn expose(&self) -> &[u8] {
+        self.0.as_bytes()
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    pub edge: EdgeUrl,
+    pub sidecar_id: String,
+    pub region: String,
+    pub secret: Secret,
+    pub capacity: u32,
+    pub transport: Transport,
+    pub ca_cert: Option<PathBuf>,
+    pub lease_wait_ms: Option<u32>,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {msg}")]
+    Read { path: PathBuf, msg: String },
+    #[error("config file {path}: {msg}")]
+    Parse { path: PathBuf, msg: String },
+    #[error("`{key}` is required: set it in the config file or in ${env}")]
+    Missing { key: &'static str, env: &'static str },
+    #[error("`{key}` (from {source_}) is invalid: {msg}")]
+    Invalid { key: &'static str, source_: String, msg: String },
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    edge_url: Option<String>,
+    sidecar_id: Option<String>,
+    region: Option<String>,
+    secret: Option<String>,
+    capacity: Option<u32>,
+    transport: Option<String>,
+    ca_cert: Option<PathBuf>,
+    lease_wait_ms: Option<u32>,
+}
+
+/// A value and where it came from, for error messages.
+struct Sourced<T> {
+    value: T,
+    from: String,
+}
+
+impl Config {
+    /// Reads `path` (if any), then applies the process environment.
+    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        Config::load_with(path, |k| std::env::var(k).ok())
+    }
+
+    /// Like [`load`](Self::load) with an injectable environment (for tests).
+    pub fn load_with(path: Option<&Path>, env: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+        let (file, file_name) = match path {
+            Some(p) => {
+                let text = std::fs::read_to_string(p)
+                    .map_err(|e| ConfigError::Read { path: p.to_path_buf(), msg: e.to_string() })?;
+                let f: FileConfig = toml::from_str(&text)
+                    .map_err(|e| ConfigError::Parse { path: p.to_path_buf(), msg: e.to_string().trim().to_string() })?;
+                (f, p.display().to_string())
+            }
+            None => (FileConfig::default(), String::new()),
+        };
+        let env = |k: &str| env(k).filter(|v| !v.trim().is_empty());
+        let pick = |key: &'static str, var: &'static str, file_val: Option<String>| -> Option<Sourced<String>> {
+            if let Some(v) = env(var) {
+                return Some(Sourced { value: v, from: format!("${var}") });
+            }
+            file_val.map(|v| Sourced { value: v, from: format!("{file_name}: {key}") })
+        };
+        let required = |key: &'static str, var: &'static str, v: Option<Sourced<String>>| {
+            v.ok_or(ConfigError::Missing { key, env: var })
+        };
+        let invalid = |key: &'static str, s: &Sourced<String>, msg: String| ConfigError::Invalid {
+            key,
+            source_: s.from.clone(),
+            msg,
+        };
+
+        let url = required("edge_url", "VOXLINE_EDGE_URL", pick("edge_url", "VOXLINE_EDGE_URL", file.edge_url))?;
+        let edge = EdgeUrl::parse(url.value.trim()).map_err(|m| invalid("edge_url", &url, m))?;
+
+        let id = required("sidecar_id", "VOXLINE_SIDECAR_ID", pick("sidecar_id", "VOXLINE_SIDECAR_ID", file.sidecar_id))?;
+        if !is_valid_id(&id.value) {
+            return Err(invalid("sidecar_id", &id, "use 1 to 64 of [A-Za-z0-9._-], starting with a letter or digit".into()));
+        }
+        let region = required("region", "VOXLINE_REGION", pick("region", "VOXLINE_REGION", file.region))?;
+        if !is_valid_id(&region.value) {
+            return Err(invalid("region", &region, "use 1 to 64 of [A-Za-z0-9._-], starting with a letter or digit".into()));
+        }
+        let secret = required("secret", "VOXLINE_SIDECAR_SECRET", pick("secret", "VOXLINE_SIDECAR_SECRET", file.secret))?;
+        if secret.value.trim() != secret.value {
+            return Err(invalid("secret", &secret, "has leading or trailing whitespace".into()));
+        }
+
+        let capacity = match env("VOXLINE_CAPACITY") {
+            Some(v) => {
+                let s = Sourced { value: v, from: "$VOXLINE_CAPACITY".into() };
+                s.value.trim().parse::<u32>().map_err(|_| invalid("capacity", &s, format!("`{}` is not a whole number", s.value)))?
+            }
+            None => file.capacity.ok_or(ConfigError::Missing { key: "capacity", env: "VOXLINE_CAPACITY" })?,
+        };
+        if capacity == 0 || capacity > MAX_CAPACITY {
+            let s = Sourced { value: capacity.to_string(), from: "capacity".into() };
+            return Err(invalid("capacity", &s, format!("{capacity} is not in 1..={MAX_CAPACITY}")));
+        }
+
+        let lease_wait_ms = match env("VOXLINE_LEASE_WAIT_MS") {
+            Some(v) => {
+                let s = Sourced { value: v, from: "$VOXLINE_LEASE_WAIT_MS".into() };
+                Some(s.value.trim().parse::<u32>().map_err(|_| invalid("lease_wait_ms", &s, "not a whole number".into()))?)
+            }
+            None => file.lease_wait_ms,
+        };
+        if let Some(w) = lease_wait_ms {
+            if w == 0 || w > MAX_LEASE_WAIT_MS {
+                let s = Sourced { value: w.to_string(), from: "lease_wait_ms".into() };
+                return Err(invalid("lease_wait_ms", &s, format!("{w} is not in 1..={MAX_LEASE_WAIT_MS}")));
+            }
+        }
+
+        let transport = match pick("transport", "VOXLINE_TRANSPORT", file.transport) {
+            Some(t) => {
+                let tr = match t.value.trim() {
+                    "h3" => Transport::H3,
+                    "http1" => Transport::Http1,
+                    other => return Err(invalid("transport", &t, format!("`{other}`: use \"h3\" or \"http1\""))),
+                };
+                if tr == Transport::H3 && !edge.tls {
+                    return Err(invalid("transport", &t, "h3 needs TLS: the edge_url must be https:// (or https+h3://)".into()));
+                }
+                if tr == Transport::Http1 && edge.h3_scheme {
+                    return Err(invalid("transport", &t, "conflicts with the https+h3:// edge_url".into()));
+                }
+                tr
+            }
+            None if edge.h3_scheme => Transport::H3,
+            None => Transport::Http1,
+        };
+
+        let ca_cert = match env("VOXLINE_CA_CERT") {
+            Some(v) => Some(Sourced { value: PathBuf::from(v), from: "$VOXLINE_CA_CERT".into() }),
+            None => file.ca_cert.map(|p| Sourced { value: p, from: format!("{file_name}: ca_cert") }),
+        };
+        if let Some(c) = &ca_cert {
+            if !c.value.is_file() {
+                return Err(ConfigError::Invalid {
+                    key: "ca_cert",
+                    source_: c.from.clone(),
+                    msg: format!("{} is not a readable file", c.value.display()),
+                });
+            }
+        }
+
+        Ok(Config {
+            edge,
+            sidecar_id: id.value,
+            region: region.value,
+            secret: Secret(secret.value),
+            capacity,
+            transport,
+            ca_cert: ca_cert.map(|c| c.value),
+            lease_wait_ms,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn write(name: &str, text: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("voxline-config-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let m: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        move |k| m.get(k).cloned()
+    }
+
+    const FULL: &str = r#"
+edge_url = "https://edge.example.com/base/"
+sidecar_id = "sc-eu-1"
+region = "eu"
+secret = "0123456789abcdef0123456789abcdef"
+capacity = 8
+"#;
+
+    #[test]
+    fn file_only() {
+        let p = write("full.toml", FULL);
+        let c = Config::load_with(Some(&p), env(&[])).unwrap();
+        assert_eq!(c.edge.host, "edge.example.com");
+        assert_eq!(c.edge.port, 443);
+        assert_eq!(c.edge.base_path, "/base");
+        assert_eq!(c.edge.url("/v1/sidecar/lease"), "https://edge.example.com:443/base/v1/sidecar/lease");
+        assert_eq!((c.sidecar_id.as_str(), c.region.as_str(), c.capacity), ("sc-eu-1", "eu", 8));
+        assert_eq!(c.transport, Transport::Http1, "https:// without transport = http1");
+        assert_eq!(c.ca_cert, None);
+        assert_eq!(format!("{:?}", c.secret), "Secret(<redacted>)");
+        assert!(!format!("{c:?}").contains("0123456789abcdef"));
+    }
+
+    #[test]
+    fn env_overrides_file_and_empty_env_is_unset() {
+        let p = write("full2.toml", FULL);
+        let c = Config::load_with(
+            Some(&p),
+            env(&[
+                ("VOXLINE_EDGE_URL", "https+h3://127.0.0.1:8443"),
+                ("VOXLINE_CAPACITY", "2"),
+                ("VOXLINE_SIDECAR_SECRET", "from-env"),
+                ("VOXLINE_REGION", ""),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.transport, Transport::H3);
+        assert_eq!(c.edge.authority(), "127.0.0.1:8443");
+        assert_eq!(c.capacity, 2);
+        assert_eq!(c.secret, Secret::new("from-env"));
+        assert_eq!(c.region, "eu");
+    }
+
+    #[test]
+    fn env_only() {
+        let c = Config::load_with(
+            None,
+            env(&[
+                ("VOXLINE_EDGE_URL", "http://127.0.0.1:8787"),
+                ("VOXLINE_SIDECAR_ID", "sc-1"),
+                ("VOXLINE_REGION", "local"),
+                ("VOXLINE_SIDECAR_SECRET", "s"),
+                ("VOXLINE_CAPACITY", "4"),
+                ("VOXLINE_TRANSPORT", "http1"),
+                ("VOXLINE_LEASE_WAIT_MS", "1000"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.edge.url("/x"), "http://127.0.0.1:8787/x");
+        assert_eq!(c.lease_wait_ms, Some(1000));
+    }
+
+    #[test]
+    fn transport_rules() {
+        let base = [
+            ("VOXLINE_SIDECAR_ID", "sc-1"),
+            ("VOXLINE_REGION", "local"),
+            ("VOXLINE_SIDECAR_SECRET", "s"),
+            ("VOXLINE_CAPACITY", "4"),
+        ];
+        let load = |url: &str, tr: Option<&str>| {
+            let mut e: Vec<(&str, &str)> = base.to_vec();
+            e.push(("VOXLINE_EDGE_URL", url));
+            if let Some(t) = tr {
+                e.push(("VOXLINE_TRANSPORT", t));
+            }
+            Config::load_with(None, env(&e))
+        };
+        assert_eq!(load("https://e.x", Some("h3")).unwrap().transport, Transport::H3);
+        assert_eq!(load("https://e.x", None).unwrap().transport, Transport::Http1);
+        assert_eq!(load("https+h3://e.x", None).unwrap().transport, Transport::H3);
+        assert_eq!(load("http://e.x", None).unwrap().transport, Transport::Http1);
+        let e = load("http://e.x", Some("h3")).unwrap_err().to_string();
+        assert!(e.contains("h3 needs TLS"), "{e}");
+        let e = load("https+h3://e.x", Some("http1")).unwrap_err().to_string();
+        assert!(e.contains("conflicts"), "{e}");
+        let e = load("https://e.x", Some("quic")).unwrap_err().to_string();
+        assert!(e.contains("`transport` (from $VOXLINE_TRANSPORT) is invalid: `quic`"), "{e}");
+        let e = load("ftp://e.x", None).unwrap_err().to_string();
+        assert!(e.contains("scheme must be"), "{e}");
+        let e = load("https://user@e.x", None).unwrap_err().to_string();
+        assert!(e.contains("user info"), "{e}");
+        let e = load("https://e.x/?a=1", None).unwrap_err().to_string();
+        assert!(e.contains("query"), "{e}");
+        let v6 = load("https+h3://[::1]:9443", None).unwrap();
+        assert_eq!((v6.edge.host.as_str(), v6.edge.authority()), ("::1", "[::1]:9443".to_string()));
+    }
+
+    #[test]
+    fn clear_errors() {
+        let e = Config::load_with(Some(Path::new("/nonexistent/voxline.toml")), env(&[])).unwrap_err();
+        assert!(matches!(e, ConfigError::Read { .. }));
+        assert!(e.to_string().starts_with("cannot read config file /nonexistent/voxline.toml"));
+
+        let p = write("typo.toml", &format!("{FULL}\ncapacty = 3\n"));
+        let e = Config::load_with(Some(&p), env(&[])).unwrap_err().to_string();
+        assert!(e.contains("unknown field `capacty`"), "{e}");
+
+        let p = write("badtype.toml", &FULL.replace("capacity = 8", "capacity = \"eight\""));
+        let e = Config::load_with(Some(&p), env(&[])).unwrap_err().to_string();
+        assert!(e.contains("capacity"), "{e}");
+
+        let p = write("nosecret.toml", &FULL.replace("secret = \"0123456789abcdef0123456789abcdef\"", ""));
+        let e = Config::load_with(Some(&p), env(&[])).unwrap_err();
+        assert_eq!(e, ConfigError::Missing { key: "secret", env: "VOXLINE_SIDECAR_SECRET" });
+        assert_eq!(e.to_string(), "`secret` is required: set it in the config file or in $VOXLINE_SIDECAR_SECRET");
+
+        let p = write("zero.toml", &FULL.replace("capacity = 8", "capacity = 0"));
+        let e = Config::load_with(Some(&p), env(&[])).unwrap_err().to_string();
+        assert!(e.contains("0 is not in 1..=10000"), "{e}");
+
+        let p = write("full3.toml", FULL);
+        let e = Config::load_with(Some(&p), env(&[("VOXLINE_CAPACITY", "many")])).unwrap_err().to_string();
+        assert!(e.contains("`capacity` (from $VOXLINE_CAPACITY) is invalid: `many` is not a whole number"), "{e}");
+        let e = Config::load_with(Some(&p), env(&[("VOXLINE_SIDECAR_ID", "sc 1")])).unwrap_err().to_string();
+        assert!(e.contains("`sidecar_id` (from $VOXLINE_SIDECAR_ID) is invalid"), "{e}");
+        let e = Config::load_with(Some(&p), env(&[("VOXLINE_CA_CERT", "/nonexistent/ca.pem")])).unwrap_err().to_string();
+        assert!(e.contains("/nonexistent/ca.pem is not a readable file"), "{e}");
+        let e = Config::load_with(Some(&p), env(&[("VOXLINE_LEASE_WAIT_MS", "999999")])).unwrap_err().to_string();
+        assert!(e.contains("lease_wait_ms"), "{e}");
+        let e = Config::load_with(Some(&p), env(&[("VOXLINE_SIDECAR_SECRET", " padded ")])).unwrap_err().to_string();
+        assert!(e.contains("whitespace"), "{e}");
+
+        let p = write("broken.toml", "edge_url = ");
+        let e = Config::load_with(Some(&p), env(&[])).unwrap_err();
+        assert!(matches!(e, ConfigError::Parse { .. }), "{e}");
+    }
+}

@@ -1,0 +1,884 @@
+//! The lease client: a sans-IO state machine for the sidecar's side of the
+//! dispatch link (see `voxline_shared::protocol`).
+//!
+//! It owns no socket, no clock and no task. The driver feeds it the time
+//! (`now_ms`, unix milliseconds), the replies to the requests it asked for, and
+//! the events of the calls it runs; it answers with requests to send
+//! ([`LeaseClient::poll_transmit`]), things to do ([`LeaseClient::poll_action`])
+//! and when to wake it next ([`LeaseClient::next_wakeup_ms`]).
+//!
+//! ```text
+//!            +-------------+  2xx RegistrationAck   +------------+
+//!  start --> | Unregistered| ---------------------> | Registered |----+
+//!            +-------------+ <--------------------- +------------+    | lease long-poll loop,
+//!                 ^   | failure: backoff   401/410 on any request     | acks, event batches
+//!                 +---+                                               |
+//!                                                                     v
+//!  offer --(slot free?)--> accept: reserve slot, ack(accepted) --2xx--> StartCall (dial)
+//!        \                                  \--409 / deadline passed--> release slot, never dial
+//!         \--(full / draining / dup)--> ack(rejected, reason)
+//!
+//!  call: Acking --ack 2xx--> Active --emit(ended)--> Ending --events 2xx--> released
+//! ```
+//!
+//! Rules it keeps:
+//! - `free_slots + held_calls.len() == capacity` (0 free while draining); a
+//!   lease poll with no free slot asks only for commands, never for work.
+//! - Every offer gets an ack, sent at once and retried (100 ms doubling, at most
+//!   1 s apart) until its deadline: accepted if a slot is free, else rejected
+//!   with `at_capacity` (or `draining`, `already_held`). A call is dialled only
+//!   after the edge confirms the accepting ack (2xx), so a lost ack can never
+//!   cause a double dial: the edge re-leases, we never start.
+//! - Register and lease failures back off exponentially without jitter
+//!   (`backoff_initial_ms` doubling up to `backoff_max_ms`), reset on success.
+//!   `401`/`410` on any request re-registers at once.
+//! - Events are numbered per call and attempt (`seq` from 1) and kept until a
+//!   2xx acknowledges the batch holding them: at least once, in order. A call
+//!   stays held (and listed in `held_calls`) until its `ended` event is acked.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use voxline_shared::protocol::{
+    check_version, paths, reject_reasons, Ack, CallEvent, Command, EventBatch, EventKind, EventsAck, LeaseRequest,
+    LeaseResponse, Offer, Registration, RegistrationAck, Timings, MAX_LEASE_WAIT_MS, PROTOCOL_VERSION,
+};
+use voxline_shared::{CallStatus, EndedReason};
+
+/// Identifies one request handed out by [`LeaseClient::poll_transmit`].
+pub type RequestId = u64;
+
+/// Tunables of the lease client. [`LeaseSettings::new`] gives the defaults.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaseSettings {
+    pub sidecar_id: String,
+    pub region: String,
+    pub capacity: u32,
+    /// This build, sent in the registration.
+    pub version: String,
+    /// Long-poll wait used until the edge's [`RegistrationAck::lease_wait_ms`] says otherwise.
+    pub lease_wait_ms: u32,
+    /// First delay after a failed register/lease/events request; doubles per failure.
+    pub backoff_initial_ms: u64,
+    pub backoff_max_ms: u64,
+    /// First delay before re-sending a failed ack; doubles, capped at [`ACK_RETRY_MAX_MS`].
+    pub ack_retry_initial_ms: u64,
+    /// After an empty lease answer, the next poll starts no sooner than this
+    /// after the previous one started (guards against an edge that answers at once).
+    pub min_empty_poll_interval_ms: u64,
+    /// Most events in one batch.
+    pub max_batch_events: usize,
+    /// Ack window assumed until the edge's [`RegistrationAck::ack_deadline_ms`] is known.
+    pub default_ack_window_ms: u64,
+}
+
+/// Acks are retried at most this far apart.
+pub const ACK_RETRY_MAX_MS: u64 = 1_000;
+
+impl LeaseSettings {
+    pub fn new(sidecar_id: impl Into<String>, region: impl Into<String>, capacity: u32) -> Self {
+        LeaseSettings {
+            sidecar_id: sidecar_id.into(),
+            region: region.into(),
+            capacity,
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            lease_wait_ms: 25_000,
+            backoff_initial_ms: 500,
+            backoff_max_ms: 30_000,
+            ack_retry_initial_ms: 100,
+            min_empty_poll_interval_ms: 250,
+            max_batch_events: 100,
+            default_ack_window_ms: 5_000,
+        }
+    }
+}
+
+/// A request the driver must sign and POST.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Request {
+    Register(Registration),
+    Lease(LeaseRequest),
+    Ack(Ack),
+    Events(EventBatch),
+}
+
+impl Request {
+    pub fn path(&self) -> &'static str {
+        match self {
+            Request::Register(_) => paths::REGISTER,
+            Request::Lease(_) => paths::LEASE,
+            Request::Ack(_) => paths::ACK,
+            Request::Events(_) => paths::EVENTS,
+        }
+    }
+
+    /// The JSON body, exactly as it must be signed and sent.
+    pub fn body(&self) -> Vec<u8> {
+        let r = match self {
+            Request::Register(m) => serde_json::to_vec(m),
+            Request::Lease(m) => serde_json::to_vec(m),
+            Request::Ack(m) => serde_json::to_vec(m),
+            Request::Events(m) => serde_json::to_vec(m),
+        };
+        r.expect("protocol types always serialize")
+    }
+
+    /// How long the driver should let this request run before reporting a timeout.
+    pub fn timeout_ms(&self) -> u64 {
+        match self {
+            Request::Lease(l) => u64::from(l.wait_ms) + 15_000,
+            _ => 15_000,
+        }
+    }
+}
+
+/// One request to send, with the id its [`Reply`] must carry back.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Transmit {
+    pub id: RequestId,
+    pub request: Request,
+}
+
+/// What became of a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reply {
+    /// The edge answered (any status).
+    Http { status: u16, body: Vec<u8> },
+    /// No answer: connect/TLS/IO failure or timeout (the driver enforces [`Request::timeout_ms`]).
+    Failed(String),
+}
+
+/// Something the driver must do.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    /// The edge confirmed our accepting ack: run this call (emit `dialing` first).
+    StartCall(Offer),
+    /// End this running call; its `ended` event must carry reason `hangup_requested`.
+    Hangup { call_id: String },
+    /// Worth a log line; no action needed.
+    Notice(Notice),
+}
+
+/// Things that happened, for logs and tests.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Notice {
+    Registered(RegistrationAck),
+    /// Register failed; the next try is at `retry_at_ms`.
+    RegisterFailed { status: Option<u16>, detail: String, retry_at_ms: u64 },
+    /// A `401`/`410` on `path`: registering again.
+    Reregistering { path: &'static str, status: u16 },
+    LeaseFailed { status: Option<u16>, detail: String, retry_at_ms: u64 },
+    /// An answer had a protocol version this build does not speak.
+    ProtocolMismatch { path: &'static str, got: u32 },
+    OfferAccepted { call_id: String, lease_id: String },
+    OfferRejected { call_id: String, lease_id: String, reason: &'static str },
+    /// An accepted offer will not be run: the edge said `409` or the ack deadline passed.
+    OfferLost { call_id: String, lease_id: String, why: String },
+    /// An offer's absolute ack deadline was already past on our clock when it arrived.
+    ClockSkew { call_id: String, ack_deadline_ms: u64, now_ms: u64 },
+    AckFailed { call_id: String, status: Option<u16>, detail: String, retry_at_ms: u64 },
+    EventsFailed { status: Option<u16>, detail: String, retry_at_ms: u64 },
+    /// A batch the edge refused as invalid (`400`/`413`/`422`); retrying cannot help.
+    EventsDropped { count: usize, status: u16, detail: String },
+    /// The edge recorded fewer new events than sent (duplicates of a retried batch).
+    EventsDuplicates { sent: usize, accepted: u32 },
+    HangupForUnknownCall { call_id: String },
+    UnknownCommand,
+    /// A call's `ended` event was acknowledged: its slot is free.
+    CallReleased { call_id: String },
+}
+
+/// Why [`LeaseClient::emit`] refused an event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EmitError {
+    /// Not a call this sidecar runs (never started, or already released).
+    UnknownCall,
+    /// The call is not started yet (its ack is not confirmed).
+    NotStarted,
+    /// The call already emitted its `ended` event.
+    AlreadyEnded,
+}
+
+/// Exponential backoff without jitter, on the caller's clock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Backoff {
+    initial_ms: u64,
+    max_ms: u64,
+    failures: u32,
+}
+
+impl Backoff {
+    pub fn new(initial_ms: u64, max_ms: u64) -> Self {
+        Backoff { initial_ms: initial_ms.max(1), max_ms: max_ms.max(1), failures: 0 }
+    }
+
+    /// Records a failure and returns the delay before the next try:
+    /// initial, 2x, 4x, ... capped at max.
+    pub fn fail(&mut self) -> u64 {
+        let shift = self.failures.min(32);
+        self.failures = self.failures.saturating_add(1);
+        self.initial_ms.saturating_mul(1u64 << shift).min(self.max_ms)
+    }
+
+    pub fn reset(&mut self) {
+        self.failures = 0;
+    }
+
+    pub fn failures(&self) -> u32 {
+        self.failures
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Register at or after `at_ms`.
+    Unregistered { at_ms: u64 },
+    Registering { id: RequestId },
+    Registered,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum CallState {
+    /// Slot reserved, accepting ack not yet confirmed. Keeps the offer to start it.
+    Acking { offer: Box<Offer>, hangup_requested: bool },
+    Active { hangup_sent: bool },
+    /// `ended` emitted with this seq; released once it is acknowledged.
+    Ending { ended_seq: u32 },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+struct HeldCall {
+    lease_id: String,
+    attempt: u32,
+    last_seq: u32,
+    state: CallState,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+struct PendingAck {
+    ack: Ack,
+    next_try_ms: u64,
+    give_up_ms: u64,
+    retry: Backoff,
+    in_flight: Option<RequestId>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum InFlight {
+    Register,
+    Lease { sent_ms: u64 },
+    /// Keyed by lease id in `acks`.
+    Ack,
+    Events { count: usize },
+}
+
+/// How a status code is handled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Class {
+    Ok,
+    Reauth,
+    Conflict,
+    Invalid,
+    Retry,
+}
+
+fn classify(status: u16) -> Class {
+    match status {
+        200..=299 => Class::Ok,
+        401 | 410 => Class::Reauth,
+        409 => Class::Conflict,
+        400 | 413 | 422 => Class::Invalid,
+        _ => Class::Retry,
+    }
+}
+
+fn snippet(body: &[u8]) -> String {
+    let s = String::from_utf8_lossy(body);
+    let s = s.trim();
+    if s.chars().count() > 200 {
+        let cut: String = s.chars().take(200).collect();
+        format!("{cut}...")
+    } else {
+        s.to_string()
+    }
+}
+
+fn describe(reply: &Reply) -> (Option<u16>, String) {
+    match reply {
+        Reply::Http { status, body } => (Some(*status), snippet(body)),
+        Reply::Failed(e) => (None, e.clone()),
+    }
+}
+
+/// The sans-IO lease client. See the module docs.
+#[derive(Debug)]
+pub struct LeaseClient {
+    s: LeaseSettings,
+    phase: Phase,
+    timing: Option<RegistrationAck>,
+    link_backoff: Backoff,
+    events_backoff: Backoff,
+    next_id: RequestId,
+    in_flight: BTreeMap<RequestId, InFlight>,
+    lease_in_flight: bool,
+    next_lease_at_ms: u64,
+    calls: BTreeMap<String, HeldCall>,
+    /// By lease id.
+    acks: BTreeMap<String, PendingAck>,
+    events: VecDeque<CallEvent>,
+    events_in_flight: bool,
+    events_retry_at_ms: u64,
+    actions: VecDeque<Action>,
+    draining: bool,
+}
+
+impl LeaseClient {
+    pub fn new(settings: LeaseSettings) -> Self {
+        let link_backoff = Backoff::new(settings.backoff_initial_ms, settings.backoff_max_ms);
+        LeaseClient {
+            events_backoff: link_backoff,
+            link_backoff,
+            s: settings,
+            phase: Phase::Unregistered { at_ms: 0 },
+            timing: None,
+            next_id: 1,
+            in_flight: BTreeMap::new(),
+            lease_in_flight: false,
+            next_lease_at_ms: 0,
+            calls: BTreeMap::new(),
+            acks: BTreeMap::new(),
+            events: VecDeque::new(),
+            events_in_flight: false,
+            events_retry_at_ms: 0,
+            actions: VecDeque::new(),
+            draining: false,
+        }
+    }
+
+    pub fn settings(&self) -> &LeaseSettings {
+        &self.s
+    }
+
+    pub fn is_registered(&self) -> bool {
+        self.phase == Phase::Registered
+    }
+
+    /// The timing contract from the last registration.
+    pub fn timing(&self) -> Option<RegistrationAck> {
+        self.timing
+    }
+
+    /// Calls holding a slot (acking, running, or ended but not yet acknowledged).
+    pub fn held_calls(&self) -> Vec<String> {
+        self.calls.keys().cloned().collect()
+    }
+
+    pub fn holds(&self, call_id: &str) -> bool {
+        self.calls.contains_key(call_id)
+    }
+
+    /// Slots we can offer the edge now (`0` while draining).
+    pub fn free_slots(&self) -> u32 {
+        if self.draining {
+            0
+        } else {
+            self.s.capacity.saturating_sub(self.calls.len() as u32)
+        }
+    }
+
+    /// Events waiting for the edge's acknowledgement (including an in-flight batch).
+    pub fn pending_events(&self) -> usize {
+        self.events.len()
+    }
+
+    /// Stop taking work: later lease polls ask for no offers; offers are rejected
+    /// with `draining`. Polling continues (hangup commands still arrive).
+    pub fn begin_drain(&mut self) {
+        self.draining = true;
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining
+    }
+
+    /// Nothing held, nothing left to tell the edge.
+    pub fn is_idle(&self) -> bool {
+        self.calls.is_empty() && self.events.is_empty() && self.acks.is_empty()
+    }
+
+    fn wait_ms(&self) -> u32 {
+        let mut wait = match self.timing {
+            Some(t) if t.lease_wait_ms > 0 => t.lease_wait_ms,
+            _ => self.s.lease_wait_ms,
+        };
+        wait = wait.min(MAX_LEASE_WAIT_MS);
+        if let Some(t) = self.timing {
+            if t.dead_after_ms > 0 {
+                // Poll again well before the edge presumes us dead.
+                wait = wait.min(u32::try_from(t.dead_after_ms / 2).unwrap_or(u32::MAX));
+            }
+        }
+        wait
+    }
+
+    fn ack_window_ms(&self) -> u64 {
+        match self.timing {
+            Some(t) if t.ack_deadline_ms > 0 => t.ack_deadline_ms,
+            _ => self.s.default_ack_window_ms,
+        }
+    }
+
+    fn new_id(&mut self, what: InFlight) -> RequestId {
+        let id = self.next_id;
+        self.next_id += 1;
+        self.in_flight.insert(id, what);
+        id
+    }
+
+    fn notice(&mut self, n: Notice) {
+        self.actions.push_back(Action::Notice(n));
+    }
+
+    /// The next thing to do (start a call, hang one up, or a notice to log).
+    pub fn poll_action(&mut self) -> Option<Action> {
+        self.actions.pop_front()
+    }
+
+    /// The next request to send now, if any. Call until `None` after every input.
+    pub fn poll_transmit(&mut self, now_ms: u64) -> Option<Transmit> {
+        self.expire_acks(now_ms);
+        match self.phase {
+            Phase::Unregistered { at_ms } if now_ms >= at_ms => {
+                let id = self.new_id(InFlight::Register);
+                self.phase = Phase::Registering { id };
+                return Some(Transmit {
+                    id,
+                    request: Request::Register(Registration {
+                        protocol_version: PROTOCOL_VERSION,
+                        sidecar_id: self.s.sidecar_id.clone(),
+                        region: self.s.region.clone(),
+                        capacity: self.s.capacity,
+                        version: self.s.version.clone(),
+                    }),
+                });
+            }
+            _ => {}
+        }
+
+        // Acks first: they race a deadline, so they go out even while
+        // re-registering (a 401/410 just schedules another try).
+        let due = self
+            .acks
+            .iter()
+            .find(|(_, a)| a.in_flight.is_none() && now_ms >= a.next_try_ms)
+            .map(|(k, _)| k.clone());
+        if let Some(lease_id) = due {
+            let id = self.new_id(InFlight::Ack);
+            let pending = self.acks.get_mut(&lease_id).expect("found above");
+            pending.in_flight = Some(id);
+            return Some(Transmit { id, request: Request::Ack(pending.ack.clone()) });
+        }
+        if self.phase != Phase::Registered {
+            return None;
+        }
+
+        if !self.events_in_flight && !self.events.is_empty() && now_ms >= self.events_retry_at_ms {
+            let count = self.events.len().min(self.s.max_batch_events.max(1));
+            let events: Vec<CallEvent> = self.events.iter().take(count).cloned().collect();
+            self.events_in_flight = true;
+            let id = self.new_id(InFlight::Events { count });
+            return Some(Transmit {
+                id,
+                request: Request::Events(EventBatch {
+                    protocol_version: PROTOCOL_VERSION,
+                    sidecar_id: self.s.sidecar_id.clone(),
+                    events,
+                }),
+            });
+        }
+
+        if !self.lease_in_flight && now_ms >= self.next_lease_at_ms {
+            self.lease_in_flight = true;
+            let id = self.new_id(InFlight::Lease { sent_ms: now_ms });
+            return Some(Transmit {
+                id,
+                request: Request::Lease(LeaseRequest {
+                    protocol_version: PROTOCOL_VERSION,
+                    sidecar_id: self.s.sidecar_id.clone(),
+                    region: self.s.region.clone(),
+                    free_slots: self.free_slots(),
+                    held_calls: self.held_calls(),
+                    wait_ms: self.wait_ms(),
+                }),
+            });
+        }
+        None
+    }
+
+    /// When to call [`poll_transmit`](Self::poll_transmit) again if no input
+    /// arrives before (`None`: only an input can make progress).
+    pub fn next_wakeup_ms(&self) -> Option<u64> {
+        let mut t: Option<u64> = None;
+        let mut at = |x: u64| t = Some(t.map_or(x, |t| t.min(x)));
+        match self.phase {
+            Phase::Unregistered { at_ms } => at(at_ms),
+            Phase::Registering { .. } => {}
+            Phase::Registered => {
+                if !self.lease_in_flight {
+                    at(self.next_lease_at_ms);
+                }
+                if !self.events_in_flight && !self.events.is_empty() {
+                    at(self.events_retry_at_ms);
+                }
+            }
+        }
+        for a in self.acks.values().filter(|a| a.in_flight.is_none()) {
+            at(a.next_try_ms.min(a.give_up_ms));
+        }
+        t
+    }
+
+    /// Gives up acks whose deadline passed without a confirmation in flight.
+    fn expire_acks(&mut self, now_ms: u64) {
+        let expired: Vec<String> = self
+            .acks
+            .iter()
+            .filter(|(_, a)| a.in_flight.is_none() && now_ms >= a.give_up_ms)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for lease_id in expired {
+            self.ack_lost(&lease_id, "ack deadline passed without a confirmation".into());
+        }
+    }
+
+    fn ack_lost(&mut self, lease_id: &str, why: String) {
+        let Some(pending) = self.acks.remove(lease_id) else { return };
+        let call_id = pending.ack.call_id.clone();
+        if pending.ack.accepted {
+            let was_acking = self
+                .calls
+                .get(&call_id)
+                .is_some_and(|c| c.lease_id == lease_id && matches!(c.state, CallState::Acking { .. }));
+            if was_acking {
+                self.calls.remove(&call_id);
+                self.notice(Notice::OfferLost { call_id, lease_id: lease_id.to_string(), why });
+            }
+        }
+    }
+
+    fn reregister(&mut self, now_ms: u64, path: &'static str, status: u16) {
+        if self.phase == Phase::Registered {
+            self.phase = Phase::Unregistered { at_ms: now_ms };
+            self.notice(Notice::Reregistering { path, status });
+        }
+    }
+
+    /// Feeds the reply to request `id`. Unknown ids are ignored.
+    pub fn handle_reply(&mut self, now_ms: u64, id: RequestId, reply: Reply) {
+        let Some(what) = self.in_flight.remove(&id) else { return };
+        match what {
+            InFlight::Register => self.on_register(now_ms, id, reply),
+            InFlight::Lease { sent_ms } => self.on_lease(now_ms, sent_ms, reply),
+            InFlight::Ack => self.on_ack(now_ms, id, reply),
+            InFlight::Events { count } => self.on_events(now_ms, count, reply),
+        }
+    }
+
+    fn on_register(&mut self, now_ms: u64, id: RequestId, reply: Reply) {
+        if self.phase != (Phase::Registering { id }) {
+            return;
+        }
+        if let Reply::Http { status, body } = &reply {
+            if classify(*status) == Class::Ok {
+                match serde_json::from_slice::<RegistrationAck>(body) {
+                    Ok(ack) if check_version(ack.protocol_version).is_ok() => {
+                        self.phase = Phase::Registered;
+                        self.timing = Some(ack);
+                        self.link_backoff.reset();
+                        self.next_lease_at_ms = now_ms;
+                        self.notice(Notice::Registered(ack));
+                        return;
+                    }
+                    Ok(ack) => {
+                        self.notice(Notice::ProtocolMismatch { path: paths::REGISTER, got: ack.protocol_version })
+                    }
+                    Err(e) => {
+                        let delay = self.link_backoff.fail();
+                        self.phase = Phase::Unregistered { at_ms: now_ms + delay };
+                        self.notice(Notice::RegisterFailed {
+                            status: Some(*status),
+                            detail: format!("unreadable registration ack: {e}"),
+                            retry_at_ms: now_ms + delay,
+                        });
+                        return;
+                    }
+                }
+            }
+        }
+        let delay = self.link_backoff.fail();
+        let (status, detail) = describe(&reply);
+        self.phase = Phase::Unregistered { at_ms: now_ms + delay };
+        self.notice(Notice::RegisterFailed { status, detail, retry_at_ms: now_ms + delay });
+    }
+
+    fn lease_failed(&mut self, now_ms: u64, status: Option<u16>, detail: String) {
+        let delay = self.link_backoff.fail();
+        self.next_lease_at_ms = now_ms + delay;
+        self.notice(Notice::LeaseFailed { status, detail, retry_at_ms: now_ms + delay });
+    }
+
+    fn on_lease(&mut self, now_ms: u64, sent_ms: u64, reply: Reply) {
+        self.lease_in_flight = false;
+        let (status, body) = match reply {
+            Reply::Failed(e) => return self.lease_failed(now_ms, None, e),
+            Reply::Http { status, body } => (status, body),
+        };
+        match classify(status) {
+            Class::Ok => {}
+            Class::Reauth => {
+                self.next_lease_at_ms = now_ms;
+                return self.reregister(now_ms, paths::LEASE, status);
+            }
+            _ => return self.lease_failed(now_ms, Some(status), snippet(&body)),
+        }
+        let resp: LeaseResponse = match serde_json::from_slice(&body) {
+            Ok(r) => r,
+            Err(e) => return self.lease_failed(now_ms, Some(status), format!("unreadable lease response: {e}")),
+        };
+        if check_version(resp.protocol_version).is_err() {
+            self.notice(Notice::ProtocolMismatch { path: paths::LEASE, got: resp.protocol_version });
+            return self.lease_failed(now_ms, Some(status), "protocol version mismatch".into());
+        }
+        self.link_backoff.reset();
+        let empty = resp.offers.is_empty() && resp.commands.is_empty();
+        self.next_lease_at_ms = if empty { sent_ms + self.s.min_empty_poll_interval_ms } else { now_ms };
+        for cmd in resp.commands {
+            self.on_command(cmd);
+        }
+        for offer in resp.offers {
+            self.on_offer(now_ms, offer);
+        }
+    }
+
+    fn on_command(&mut self, cmd: Command) {
+        let call_id = match cmd {
+            Command::Hangup { call_id } => call_id,
+            Command::Unknown => return self.notice(Notice::UnknownCommand),
+        };
+        let Some(call) = self.calls.get_mut(&call_id) else {
+            return self.notice(Notice::HangupForUnknownCall { call_id });
+        };
+        match &mut call.state {
+            CallState::Acking { hangup_requested, .. } => *hangup_requested = true,
+            CallState::Active { hangup_sent } => {
+                if !*hangup_sent {
+                    *hangup_sent = true;
+                    self.actions.push_back(Action::Hangup { call_id });
+                }
+            }
+            CallState::Ending { .. } => {}
+        }
+    }
+
+    fn on_offer(&mut self, now_ms: u64, offer: Offer) {
+        if self.acks.contains_key(&offer.lease_id) {
+            return; // Re-delivered while our ack is pending: that ack answers it.
+        }
+        let window = self.ack_window_ms();
+        let give_up_ms = if offer.ack_deadline_ms > now_ms {
+            offer.ack_deadline_ms.min(now_ms + window)
+        } else {
+            // Already past on our clock: clocks disagree (or the offer was slow).
+            // Try within the edge's announced window; a 409 will tell.
+            self.notice(Notice::ClockSkew {
+                call_id: offer.call_id.clone(),
+                ack_deadline_ms: offer.ack_deadline_ms,
+                now_ms,
+            });
+            now_ms + window
+        };
+
+        let reject = |reason: &'static str| (false, Some(reason));
+        let (accepted, reason) = match self.calls.get(&offer.call_id) {
+            Some(held) if held.lease_id == offer.lease_id => (true, None), // repeat of a confirmed lease
+            Some(_) => reject(reject_reasons::ALREADY_HELD),
+            None if self.draining => reject(reject_reasons::DRAINING),
+            None if self.free_slots() == 0 => reject(reject_reasons::AT_CAPACITY),
+            None => (true, None),
+        };
+        if accepted && !self.calls.contains_key(&offer.call_id) {
+            self.calls.insert(
+                offer.call_id.clone(),
+                HeldCall {
+                    lease_id: offer.lease_id.clone(),
+                    attempt: offer.attempt,
+                    last_seq: 0,
+                    state: CallState::Acking { offer: Box::new(offer.clone()), hangup_requested: false },
+                },
+            );
+            self.notice(Notice::OfferAccepted { call_id: offer.call_id.clone(), lease_id: offer.lease_id.clone() });
+        } else if let Some(reason) = reason {
+            self.notice(Notice::OfferRejected {
+                call_id: offer.call_id.clone(),
+                lease_id: offer.lease_id.clone(),
+                reason,
+            });
+        }
+        self.acks.insert(
+            offer.lease_id.clone(),
+            PendingAck {
+                ack: Ack {
+                    protocol_version: PROTOCOL_VERSION,
+                    sidecar_id: self.s.sidecar_id.clone(),
+                    lease_id: offer.lease_id,
+                    call_id: offer.call_id,
+                    accepted,
+                    reason: reason.map(str::to_string),
+                },
+                next_try_ms: now_ms,
+                give_up_ms,
+                retry: Backoff::new(self.s.ack_retry_initial_ms, ACK_RETRY_MAX_MS),
+                in_flight: None,
+            },
+        );
+    }
+
+    fn on_ack(&mut self, now_ms: u64, id: RequestId, reply: Reply) {
+        let Some(lease_id) = self.acks.iter().find(|(_, a)| a.in_flight == Some(id)).map(|(k, _)| k.clone()) else {
+            return;
+        };
+        let class = match &reply {
+            Reply::Http { status, .. } => classify(*status),
+            Reply::Failed(_) => Class::Retry,
+        };
+        match class {
+            Class::Ok => {
+                let pending = self.acks.remove(&lease_id).expect("found above");
+                if pending.ack.accepted {
+                    self.confirm_call(now_ms, &pending.ack.call_id, &lease_id);
+                }
+            }
+            Class::Conflict => {
+                let (status, detail) = describe(&reply);
+                let why = format!("edge answered {}: {detail}", status.unwrap_or(409));
+                self.ack_lost(&lease_id, why);
+                self.acks.remove(&lease_id);
+            }
+            Class::Reauth | Class::Invalid | Class::Retry => {
+                if let (Class::Reauth, Reply::Http { status, .. }) = (class, &reply) {
+                    self.reregister(now_ms, paths::ACK, *status);
+                }
+                let (status, detail) = describe(&reply);
+                let pending = self.acks.get_mut(&lease_id).expect("found above");
+                pending.in_flight = None;
+                let retry_at_ms = now_ms + pending.retry.fail();
+                let call_id = pending.ack.call_id.clone();
+                if retry_at_ms >= pending.give_up_ms {
+                    self.ack_lost(&lease_id, format!("ack failed ({detail}) and its deadline passes before a retry"));
+                    self.acks.remove(&lease_id);
+                } else {
+                    pending.next_try_ms = retry_at_ms;
+                    self.notice(Notice::AckFailed { call_id, status, detail, retry_at_ms });
+                }
+            }
+        }
+    }
+
+    fn confirm_call(&mut self, now_ms: u64, call_id: &str, lease_id: &str) {
+        let Some(call) = self.calls.get_mut(call_id) else { return };
+        if call.lease_id != lease_id {
+            return;
+        }
+        let CallState::Acking { .. } = call.state else { return }; // a repeat: already running
+        let CallState::Acking { offer, hangup_requested } =
+            std::mem::replace(&mut call.state, CallState::Active { hangup_sent: false })
+        else {
+            unreachable!()
+        };
+        if hangup_requested {
+            // Hung up before it started: never dial, tell the edge it is cancelled.
+            let kind = EventKind::Ended {
+                status: CallStatus::Cancelled,
+                reason: EndedReason::HangupRequested,
+                sip_code: None,
+                timings: Timings { dispatched_ms: now_ms, ringing_ms: None, answered_ms: None, ended_ms: now_ms },
+            };
+            let _ = self.emit(now_ms, call_id, kind);
+        } else {
+            self.actions.push_back(Action::StartCall(*offer));
+        }
+    }
+
+    /// Queues an event of a running call; returns its `seq`. An `ended` event is
+    /// the call's last: the slot frees once the edge acknowledges it.
+    pub fn emit(&mut self, now_ms: u64, call_id: &str, kind: EventKind) -> Result<u32, EmitError> {
+        let call = self.calls.get_mut(call_id).ok_or(EmitError::UnknownCall)?;
+        match call.state {
+            CallState::Acking { .. } => return Err(EmitError::NotStarted),
+            CallState::Ending { .. } => return Err(EmitError::AlreadyEnded),
+            CallState::Active { .. } => {}
+        }
+        call.last_seq += 1;
+        let seq = call.last_seq;
+        if kind.is_ended() {
+            call.state = CallState::Ending { ended_seq: seq };
+        }
+        self.events.push_back(CallEvent {
+            call_id: call_id.to_string(),
+            attempt: call.attempt,
+            seq,
+            at_ms: now_ms,
+            kind,
+        });
+        Ok(seq)
+    }
+
+    fn on_events(&mut self, now_ms: u64, count: usize, reply: Reply) {
+        self.events_in_flight = false;
+        let class = match &reply {
+            Reply::Http { status, .. } => classify(*status),
+            Reply::Failed(_) => Class::Retry,
+        };
+        match class {
+            Class::Ok | Class::Invalid => {
+                let delivered: Vec<CallEvent> = self.events.drain(..count.min(self.events.len())).collect();
+                self.events_backoff.reset();
+                self.events_retry_at_ms = now_ms;
+                if let Reply::Http { status, body } = &reply {
+                    if class == Class::Invalid {
+                        self.notice(Notice::EventsDropped { count: delivered.len(), status: *status, detail: snippet(body) });
+                    } else if let Ok(ack) = serde_json::from_slice::<EventsAck>(body) {
+                        if (ack.accepted as usize) < delivered.len() {
+                            self.notice(Notice::EventsDuplicates { sent: delivered.len(), accepted: ack.accepted });
+                        }
+                    }
+                }
+                // Whether acknowledged or dropped as invalid, an ended call is done here.
+                for ev in delivered.iter().filter(|e| e.kind.is_ended()) {
+                    let done = self
+                        .calls
+                        .get(&ev.call_id)
+                        .is_some_and(|c| c.state == CallState::Ending { ended_seq: ev.seq } && c.attempt == ev.attempt);
+                    if done {
+                        self.calls.remove(&ev.call_id);
+                        self.notice(Notice::CallReleased { call_id: ev.call_id.clone() });
+                    }
+                }
+            }
+            Class::Reauth => {
+                if let Reply::Http { status, .. } = &reply {
+                    self.reregister(now_ms, paths::EVENTS, *status);
+                }
+                self.events_retry_at_ms = now_ms;
+            }
+            Class::Conflict | Class::Retry => {
+                let delay = self.events_backoff.fail();
+                let (status, detail) = describe(&reply);
+                self.events_retry_at_ms = now_ms + delay;
+                self.notice(Notice::EventsFailed { status, detail, retry_at_ms: now_ms + delay });
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,927 @@
+use super::*;
+use serde::Serialize;
+use voxline_shared::protocol::Role;
+
+const T0: u64 = 1_700_000_000_000;
+
+fn reg_ack() -> RegistrationAck {
+    RegistrationAck { protocol_version: 1, lease_wait_ms: 20_000, ack_deadline_ms: 5_000, dead_after_ms: 60_000 }
+}
+
+fn ok(v: impl Serialize) -> Reply {
+    Reply::Http { status: 200, body: serde_json::to_vec(&v).unwrap() }
+}
+
+fn status(code: u16) -> Reply {
+    Reply::Http { status: code, body: format!("{{\"error\":{{\"code\":\"x{code}\"}}}}").into_bytes() }
+}
+
+fn offer(n: u32, deadline_ms: u64) -> Offer {
+    Offer {
+        lease_id: format!("l_{n}"),
+        call_id: format!("c_{n}"),
+        attempt: 1,
+        phone: "+14155550100".into(),
+        agent_id: "ag_1".into(),
+        system_prompt: None,
+        voice: None,
+        language: "en-US".into(),
+        engine: "local".into(),
+        model: None,
+        max_seconds: 600,
+        record: false,
+        metadata: None,
+        ack_deadline_ms: deadline_ms,
+    }
+}
+
+fn lease_resp(offers: Vec<Offer>, commands: Vec<Command>) -> Reply {
+    ok(LeaseResponse { protocol_version: 1, offers, commands })
+}
+
+fn hangup(call: &str) -> Command {
+    Command::Hangup { call_id: call.into() }
+}
+
+struct H {
+    c: LeaseClient,
+    now: u64,
+}
+
+impl H {
+    fn new(capacity: u32) -> H {
+        H { c: LeaseClient::new(LeaseSettings::new("sc-1", "eu", capacity)), now: T0 }
+    }
+
+    /// Registered, with nothing in flight and all notices drained.
+    fn registered(capacity: u32) -> H {
+        let mut h = H::new(capacity);
+        let t = h.tx().expect("registers first");
+        assert!(matches!(t.request, Request::Register(_)));
+        h.reply(t.id, ok(reg_ack()));
+        assert!(h.c.is_registered());
+        h.actions();
+        h
+    }
+
+    fn tx(&mut self) -> Option<Transmit> {
+        self.c.poll_transmit(self.now)
+    }
+
+    fn all_tx(&mut self) -> Vec<Transmit> {
+        std::iter::from_fn(|| self.c.poll_transmit(self.now)).collect()
+    }
+
+    fn reply(&mut self, id: RequestId, r: Reply) {
+        self.c.handle_reply(self.now, id, r)
+    }
+
+    fn actions(&mut self) -> Vec<Action> {
+        std::iter::from_fn(|| self.c.poll_action()).collect()
+    }
+
+    fn starts(&mut self) -> Vec<Offer> {
+        self.actions()
+            .into_iter()
+            .filter_map(|a| match a {
+                Action::StartCall(o) => Some(o),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn lease(&mut self) -> (RequestId, LeaseRequest) {
+        let txs = self.all_tx();
+        let mut leases: Vec<_> = txs
+            .into_iter()
+            .filter_map(|t| match t.request {
+                Request::Lease(l) => Some((t.id, l)),
+                other => panic!("expected only a lease, got {other:?}"),
+            })
+            .collect();
+        assert_eq!(leases.len(), 1, "exactly one lease poll");
+        leases.pop().unwrap()
+    }
+
+    /// Leases one response, returns the transmits that follow (acks first).
+    fn lease_with(&mut self, offers: Vec<Offer>, commands: Vec<Command>) -> Vec<Transmit> {
+        let (id, _) = self.lease();
+        self.reply(id, lease_resp(offers, commands));
+        self.all_tx()
+    }
+
+    /// Accept-and-confirm `n` in one go; returns the started offer.
+    fn start_call(&mut self, n: u32) -> Offer {
+        let txs = self.lease_with(vec![offer(n, self.now + 5_000)], vec![]);
+        let ack = txs.iter().find(|t| matches!(t.request, Request::Ack(_))).expect("an ack").id;
+        self.reply(ack, ok(serde_json::json!({"protocol_version":1,"lease_id":format!("l_{n}")})));
+        let mut started = self.starts();
+        assert_eq!(started.len(), 1);
+        // Settle the lease poll that went out with the ack so the next `lease()` is clean.
+        for t in txs.into_iter().filter(|t| matches!(t.request, Request::Lease(_))) {
+            self.reply(t.id, lease_resp(vec![], vec![]));
+        }
+        self.now += 1_000;
+        started.pop().unwrap()
+    }
+}
+
+fn ack_of(t: &Transmit) -> &Ack {
+    match &t.request {
+        Request::Ack(a) => a,
+        other => panic!("expected an ack, got {other:?}"),
+    }
+}
+
+fn notices(actions: &[Action]) -> Vec<&Notice> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Notice(n) => Some(n),
+            _ => None,
+        })
+        .collect()
+}
+
+// ---------------------------------------------------------------- registration
+
+#[test]
+fn registers_first_then_long_polls_with_the_edges_wait() {
+    let mut h = H::new(4);
+    let t = h.tx().unwrap();
+    assert_eq!(t.request.path(), "/v1/sidecar/register");
+    let Request::Register(r) = &t.request else { panic!() };
+    assert_eq!((r.protocol_version, r.sidecar_id.as_str(), r.region.as_str(), r.capacity), (1, "sc-1", "eu", 4));
+    assert!(h.tx().is_none(), "nothing else before registration");
+    assert_eq!(h.c.next_wakeup_ms(), None, "waits for the reply");
+
+    h.reply(t.id, ok(reg_ack()));
+    assert!(matches!(h.actions()[..], [Action::Notice(Notice::Registered(_))]));
+    let (_, l) = h.lease();
+    assert_eq!(l.free_slots, 4);
+    assert!(l.held_calls.is_empty());
+    assert_eq!(l.wait_ms, 20_000, "the edge's lease_wait_ms");
+    assert!(h.tx().is_none(), "one lease poll at a time");
+}
+
+#[test]
+fn wait_is_clamped_to_protocol_max_and_half_the_dead_time() {
+    let mut h = H::new(1);
+    let t = h.tx().unwrap();
+    h.reply(t.id, ok(RegistrationAck { lease_wait_ms: 120_000, dead_after_ms: 30_000, ..reg_ack() }));
+    assert_eq!(h.lease().1.wait_ms, 15_000);
+
+    let mut h = H::new(1);
+    let t = h.tx().unwrap();
+    h.reply(t.id, ok(RegistrationAck { lease_wait_ms: 0, dead_after_ms: 0, ..reg_ack() }));
+    assert_eq!(h.lease().1.wait_ms, 25_000, "0 = use our default");
+
+    let mut h = H::new(1);
+    let t = h.tx().unwrap();
+    h.reply(t.id, ok(RegistrationAck { lease_wait_ms: 90_000, dead_after_ms: 0, ..reg_ack() }));
+    assert_eq!(h.lease().1.wait_ms, MAX_LEASE_WAIT_MS);
+}
+
+#[test]
+fn register_failures_back_off_exponentially_without_jitter() {
+    let mut h = H::new(2);
+    let mut expected = vec![];
+    let mut seen = vec![];
+    for (i, failure) in [status(500), Reply::Failed("connect refused".into()), status(401), status(503), status(502),
+        status(500), status(500), status(500), status(500)]
+    .into_iter()
+    .enumerate()
+    {
+        let t = h.tx().unwrap_or_else(|| panic!("try {i}"));
+        assert!(matches!(t.request, Request::Register(_)));
+        h.reply(t.id, failure);
+        let wake = h.c.next_wakeup_ms().unwrap();
+        seen.push(wake - h.now);
+        expected.push((500u64 << i).min(30_000));
+        assert!(h.tx().is_none(), "not before the backoff");
+        h.now = wake - 1;
+        assert!(h.tx().is_none());
+        h.now = wake;
+    }
+    assert_eq!(seen, expected);
+    assert_eq!(seen, vec![500, 1_000, 2_000, 4_000, 8_000, 16_000, 30_000, 30_000, 30_000]);
+    let failed = h.actions();
+    assert!(notices(&failed).iter().all(|n| matches!(n, Notice::RegisterFailed { .. })));
+
+    // Success resets the backoff: the next failure waits the initial delay again.
+    let t = h.tx().unwrap();
+    h.reply(t.id, ok(reg_ack()));
+    let (id, _) = h.lease();
+    h.reply(id, status(500));
+    assert_eq!(h.c.next_wakeup_ms().unwrap() - h.now, 500);
+}
+
+#[test]
+fn register_ack_with_another_protocol_version_is_a_failure() {
+    let mut h = H::new(1);
+    let t = h.tx().unwrap();
+    h.reply(t.id, ok(RegistrationAck { protocol_version: 2, ..reg_ack() }));
+    assert!(!h.c.is_registered());
+    let a = h.actions();
+    assert!(notices(&a).iter().any(|n| matches!(n, Notice::ProtocolMismatch { got: 2, .. })));
+    assert_eq!(h.c.next_wakeup_ms().unwrap() - h.now, 500);
+
+    h.now += 500;
+    let t = h.tx().unwrap();
+    h.reply(t.id, Reply::Http { status: 200, body: b"not json".to_vec() });
+    assert!(!h.c.is_registered());
+    assert_eq!(h.c.next_wakeup_ms().unwrap() - h.now, 1_000);
+}
+
+#[test]
+fn reregisters_on_401_or_410_from_any_request() {
+    for code in [401, 410] {
+        // From the lease poll.
+        let mut h = H::registered(2);
+        let (id, _) = h.lease();
+        h.reply(id, status(code));
+        assert!(!h.c.is_registered());
+        assert!(h
+            .actions()
+            .iter()
+            .any(|a| matches!(a, Action::Notice(Notice::Reregistering { path: "/v1/sidecar/lease", status }) if *status == code)));
+        let t = h.tx().expect("re-registers at once");
+        assert!(matches!(t.request, Request::Register(_)));
+        assert!(h.tx().is_none());
+        h.reply(t.id, ok(reg_ack()));
+        h.lease();
+
+        // From an event batch: the batch is retried after re-registering.
+        let mut h = H::registered(2);
+        let o = h.start_call(1);
+        h.c.emit(h.now, &o.call_id, EventKind::Dialing).unwrap();
+        let txs = h.all_tx();
+        let ev = txs.iter().find(|t| matches!(t.request, Request::Events(_))).unwrap();
+        h.reply(ev.id, status(code));
+        let t = h.tx().unwrap();
+        assert!(matches!(t.request, Request::Register(_)));
+        h.reply(t.id, ok(reg_ack()));
+        let again = h.all_tx();
+        let Some(Request::Events(b)) = again.iter().map(|t| &t.request).find(|r| matches!(r, Request::Events(_))) else {
+            panic!("events resent: {again:?}")
+        };
+        assert_eq!(b.events[0].seq, 1);
+    }
+}
+
+// ---------------------------------------------------------------- offers & acks
+
+#[test]
+fn accepts_an_offer_and_starts_it_only_after_the_edge_confirms() {
+    let mut h = H::registered(2);
+    let txs = h.lease_with(vec![offer(1, T0 + 5_000)], vec![]);
+    assert_eq!(txs.len(), 2, "an ack and the next poll: {txs:?}");
+    let ack = ack_of(&txs[0]);
+    assert_eq!((ack.accepted, ack.reason.as_deref(), ack.lease_id.as_str(), ack.call_id.as_str()), (true, None, "l_1", "c_1"));
+    assert_eq!(txs[0].request.path(), "/v1/sidecar/ack");
+    let Request::Lease(l) = &txs[1].request else { panic!() };
+    assert_eq!(l.free_slots, 1, "the slot is reserved while acking");
+    assert_eq!(l.held_calls, vec!["c_1".to_string()]);
+    assert!(h.starts().is_empty(), "never dial before the ack is confirmed");
+
+    h.reply(txs[0].id, ok(serde_json::json!({"protocol_version":1,"lease_id":"l_1"})));
+    let started = h.starts();
+    assert_eq!(started.len(), 1);
+    assert_eq!(started[0].call_id, "c_1");
+    assert_eq!(h.c.free_slots(), 1);
+    assert_eq!(h.c.held_calls(), vec!["c_1"]);
+}
+
+#[test]
+fn at_capacity_rejects_the_excess_and_stops_asking_for_work() {
+    let mut h = H::registered(1);
+    let txs = h.lease_with(vec![offer(1, T0 + 5_000), offer(2, T0 + 5_000)], vec![]);
+    let acks: Vec<&Ack> = txs.iter().filter(|t| matches!(t.request, Request::Ack(_))).map(ack_of).collect();
+    assert_eq!(acks.len(), 2, "every offer is acked");
+    let a1 = acks.iter().find(|a| a.call_id == "c_1").unwrap();
+    let a2 = acks.iter().find(|a| a.call_id == "c_2").unwrap();
+    assert!(a1.accepted);
+    assert!(!a2.accepted);
+    assert_eq!(a2.reason.as_deref(), Some("at_capacity"));
+    let Some(Request::Lease(l)) = txs.iter().map(|t| &t.request).find(|r| matches!(r, Request::Lease(_))) else {
+        panic!()
+    };
+    assert_eq!(l.free_slots, 0, "full: polls for commands only");
+    assert_eq!(l.held_calls, vec!["c_1"]);
+    for t in &txs {
+        if let Request::Ack(_) = t.request {
+            h.reply(t.id, status(200));
+        }
+    }
+    assert_eq!(h.starts().iter().map(|o| o.call_id.as_str()).collect::<Vec<_>>(), vec!["c_1"]);
+
+    // An edge that offers anyway while we are full gets a rejection.
+    let lease_id = txs.iter().find(|t| matches!(t.request, Request::Lease(_))).unwrap().id;
+    h.reply(lease_id, lease_resp(vec![offer(3, T0 + 5_000)], vec![]));
+    let txs = h.all_tx();
+    let a3 = ack_of(txs.iter().find(|t| matches!(t.request, Request::Ack(_))).unwrap());
+    assert_eq!((a3.accepted, a3.reason.as_deref()), (false, Some("at_capacity")));
+}
+
+#[test]
+fn failed_acks_are_retried_until_the_deadline_then_the_call_is_dropped() {
+    let mut h = H::registered(1);
+    let txs = h.lease_with(vec![offer(1, T0 + 1_000)], vec![]);
+    let mut ack_id = txs.iter().find(|t| matches!(t.request, Request::Ack(_))).unwrap().id;
+    let lease_id = txs.iter().find(|t| matches!(t.request, Request::Lease(_))).unwrap().id;
+    h.reply(lease_id, lease_resp(vec![], vec![])); // settle the poll; the next one is later
+    h.actions();
+
+    let mut retry_delays = vec![];
+    loop {
+        h.reply(ack_id, if retry_delays.len() % 2 == 0 { status(503) } else { Reply::Failed("timeout".into()) });
+        if !h.c.holds("c_1") {
+            break;
+        }
+        let acks: Vec<_> = notices(&h.actions())
+            .into_iter()
+            .filter_map(|n| match n {
+                Notice::AckFailed { retry_at_ms, .. } => Some(*retry_at_ms),
+                _ => None,
+            })
+            .collect();
+        let at = acks[0];
+        retry_delays.push(at - h.now);
+        h.now = at;
+        let txs = h.all_tx();
+        ack_id = txs.iter().find(|t| matches!(t.request, Request::Ack(_))).expect("resent").id;
+        assert!(ack_of(txs.iter().find(|t| t.id == ack_id).unwrap()).accepted);
+        for t in txs.iter().filter(|t| matches!(t.request, Request::Lease(_))) {
+            h.reply(t.id, lease_resp(vec![], vec![]));
+        }
+    }
+    assert_eq!(retry_delays, vec![100, 200, 400], "100 ms doubling, next would pass the 1 s deadline");
+    let a = h.actions();
+    assert!(notices(&a).iter().any(|n| matches!(n, Notice::OfferLost { call_id, .. } if call_id == "c_1")));
+    assert!(h.starts().is_empty());
+    assert_eq!(h.c.free_slots(), 1, "slot released");
+    assert!(h.c.is_idle());
+}
+
+#[test]
+fn an_ack_confirmed_after_a_slow_round_trip_still_starts_the_call() {
+    let mut h = H::registered(1);
+    let txs = h.lease_with(vec![offer(1, T0 + 1_000)], vec![]);
+    let ack_id = txs[0].id;
+    h.now += 5_000; // past the deadline, but the request was in flight
+    assert!(h.c.next_wakeup_ms().is_none_or(|w| w > T0 + 1_000 || w <= h.now));
+    let _ = h.all_tx();
+    assert!(h.c.holds("c_1"), "in-flight ack is not given up");
+    h.reply(ack_id, status(204));
+    assert_eq!(h.starts().len(), 1);
+}
+
+#[test]
+fn ack_conflict_means_the_lease_is_gone_never_dial() {
+    let mut h = H::registered(2);
+    let txs = h.lease_with(vec![offer(1, T0 + 5_000)], vec![]);
+    h.reply(txs[0].id, status(409));
+    let a = h.actions();
+    assert!(notices(&a).iter().any(|n| matches!(n, Notice::OfferLost { why, .. } if why.contains("409"))));
+    assert!(!a.iter().any(|a| matches!(a, Action::StartCall(_))));
+    assert_eq!(h.c.free_slots(), 2);
+    assert!(h.c.held_calls().is_empty());
+}
+
+#[test]
+fn unconfirmed_ack_past_deadline_is_given_up_not_resent() {
+    let mut h = H::registered(1);
+    let txs = h.lease_with(vec![offer(1, T0 + 300)], vec![]);
+    h.reply(txs[0].id, status(500)); // retry at +100
+    h.actions();
+    assert_eq!(h.c.next_wakeup_ms(), Some(T0 + 100));
+    // The driver oversleeps past the deadline: the ack is dropped, not resent.
+    h.now = T0 + 300;
+    assert!(h.all_tx().iter().all(|t| !matches!(t.request, Request::Ack(_))));
+    assert!(!h.c.holds("c_1"));
+    let a = h.actions();
+    assert!(notices(&a).iter().any(|n| matches!(n, Notice::OfferLost { .. })));
+}
+
+#[test]
+fn acks_go_out_even_while_reregistering() {
+    let mut h = H::registered(1);
+    let txs = h.lease_with(vec![offer(1, T0 + 5_000)], vec![]);
+    h.reply(txs[0].id, status(401)); // the ack: re-register, and retry the ack
+    assert!(!h.c.is_registered());
+    h.now += 100;
+    let txs2 = h.all_tx();
+    let kinds: Vec<&str> = txs2.iter().map(|t| t.request.path()).collect();
+    assert_eq!(kinds, vec!["/v1/sidecar/register", "/v1/sidecar/ack"]);
+    h.reply(txs2[1].id, status(200));
+    assert_eq!(h.starts().len(), 1);
+}
+
+#[test]
+fn duplicate_offers_take_no_second_slot_and_start_no_second_call() {
+    let mut h = H::registered(3);
+    let o = h.start_call(1);
+    // The edge re-delivers the same lease (it missed our confirmation): re-ack, no new start.
+    let txs = h.lease_with(vec![o.clone()], vec![]);
+    let ack = txs.iter().find(|t| matches!(t.request, Request::Ack(_))).unwrap();
+    assert!(ack_of(ack).accepted);
+    h.reply(ack.id, status(200));
+    assert!(h.starts().is_empty());
+    assert_eq!(h.c.free_slots(), 2);
+
+    // Same call under another lease while we hold it: rejected.
+    let other = Offer { lease_id: "l_other".into(), ..o.clone() };
+    let lease_id = txs.iter().find(|t| matches!(t.request, Request::Lease(_))).unwrap().id;
+    h.reply(lease_id, lease_resp(vec![other.clone(), other], vec![]));
+    let txs = h.all_tx();
+    let acks: Vec<_> = txs.iter().filter(|t| matches!(t.request, Request::Ack(_))).collect();
+    assert_eq!(acks.len(), 1, "the repeat inside one response rides on the pending ack");
+    assert_eq!(ack_of(acks[0]).reason.as_deref(), Some("already_held"));
+    assert_eq!(h.c.free_slots(), 2);
+}
+
+#[test]
+fn an_offer_already_past_its_deadline_is_acked_within_the_announced_window() {
+    let mut h = H::registered(1);
+    let txs = h.lease_with(vec![offer(1, T0 - 60_000)], vec![]);
+    assert!(ack_of(&txs[0]).accepted);
+    let a = h.actions();
+    assert!(notices(&a).iter().any(|n| matches!(n, Notice::ClockSkew { .. })));
+    h.reply(txs[0].id, status(500));
+    // Retried (window is 5 s from now), not given up at once.
+    assert!(h.c.holds("c_1"));
+    h.now += 100;
+    assert!(h.all_tx().iter().any(|t| matches!(t.request, Request::Ack(_))));
+}
+
+#[test]
+fn draining_rejects_offers_and_polls_with_no_free_slot() {
+    let mut h = H::registered(3);
+    let o = h.start_call(1);
+    h.c.begin_drain();
+    let (id, l) = h.lease();
+    assert_eq!(l.free_slots, 0);
+    assert_eq!(l.held_calls, vec![o.call_id.clone()]);
+    h.reply(id, lease_resp(vec![offer(2, h.now + 5_000)], vec![]));
+    let txs = h.all_tx();
+    let a = ack_of(txs.iter().find(|t| matches!(t.request, Request::Ack(_))).unwrap());
+    assert_eq!((a.accepted, a.reason.as_deref()), (false, Some("draining")));
+    assert!(!h.c.is_idle());
+}
+
+// ---------------------------------------------------------------- lease loop
+
+#[test]
+fn lease_failures_back_off_and_success_resets() {
+    let mut h = H::registered(1);
+    let mut delays = vec![];
+    for _ in 0..4 {
+        let (id, _) = h.lease();
+        h.reply(id, Reply::Failed("connection reset".into()));
+        let w = h.c.next_wakeup_ms().unwrap();
+        delays.push(w - h.now);
+        h.now = w;
+    }
+    assert_eq!(delays, vec![500, 1_000, 2_000, 4_000]);
+    let (id, _) = h.lease();
+    h.reply(id, lease_resp(vec![], vec![hangup("c_zzz")]));
+    // Non-empty answer: poll again at once.
+    assert_eq!(h.c.next_wakeup_ms(), Some(h.now));
+    let (id, _) = h.lease();
+    h.reply(id, status(502));
+    assert_eq!(h.c.next_wakeup_ms().unwrap() - h.now, 500);
+    // A 2xx with a body that is not a lease response is a failure too.
+    h.now += 500;
+    let (id, _) = h.lease();
+    h.reply(id, Reply::Http { status: 200, body: b"<html>".to_vec() });
+    assert_eq!(h.c.next_wakeup_ms().unwrap() - h.now, 1_000);
+}
+
+#[test]
+fn an_empty_answer_that_comes_back_at_once_does_not_spin() {
+    let mut h = H::registered(1);
+    let (id, _) = h.lease();
+    h.now += 10;
+    h.reply(id, lease_resp(vec![], vec![]));
+    assert!(h.tx().is_none());
+    assert_eq!(h.c.next_wakeup_ms(), Some(T0 + 250));
+    h.now = T0 + 250;
+    h.lease();
+
+    // A real long-poll that waited its time is followed by the next at once.
+    let mut h = H::registered(1);
+    let (id, _) = h.lease();
+    h.now += 20_000;
+    h.reply(id, lease_resp(vec![], vec![]));
+    assert!(matches!(h.tx().unwrap().request, Request::Lease(_)));
+}
+
+#[test]
+fn lease_response_with_another_protocol_version_is_refused() {
+    let mut h = H::registered(1);
+    let (id, _) = h.lease();
+    h.reply(id, ok(LeaseResponse { protocol_version: 7, offers: vec![offer(1, T0 + 5_000)], commands: vec![] }));
+    let a = h.actions();
+    assert!(notices(&a).iter().any(|n| matches!(n, Notice::ProtocolMismatch { got: 7, .. })));
+    assert!(h.tx().is_none(), "backs off");
+    assert!(!h.c.holds("c_1"), "offers of a foreign version are not taken");
+}
+
+// ---------------------------------------------------------------- commands
+
+#[test]
+fn hangup_of_a_running_call_is_reported_once() {
+    let mut h = H::registered(2);
+    h.start_call(1);
+    let (id, _) = h.lease();
+    h.reply(id, lease_resp(vec![], vec![hangup("c_1"), hangup("c_1")]));
+    let (id, _) = h.lease();
+    h.reply(id, lease_resp(vec![], vec![hangup("c_1")]));
+    let hangups: Vec<_> = h.actions().into_iter().filter(|a| matches!(a, Action::Hangup { .. })).collect();
+    assert_eq!(hangups, vec![Action::Hangup { call_id: "c_1".into() }]);
+}
+
+#[test]
+fn hangup_for_an_unknown_call_or_unknown_command_is_only_noted() {
+    let mut h = H::registered(2);
+    let (id, _) = h.lease();
+    h.reply(id, lease_resp(vec![], vec![hangup("c_404"), Command::Unknown]));
+    let a = h.actions();
+    let n = notices(&a);
+    assert!(n.iter().any(|n| matches!(n, Notice::HangupForUnknownCall { call_id } if call_id == "c_404")));
+    assert!(n.iter().any(|n| matches!(n, Notice::UnknownCommand)));
+    assert!(!a.iter().any(|a| matches!(a, Action::Hangup { .. })));
+}
+
+#[test]
+fn hangup_while_acking_cancels_without_dialing() {
+    let mut h = H::registered(2);
+    let txs = h.lease_with(vec![offer(1, T0 + 5_000)], vec![]);
+    let lease_id = txs.iter().find(|t| matches!(t.request, Request::Lease(_))).unwrap().id;
+    h.reply(lease_id, lease_resp(vec![], vec![hangup("c_1")]));
+    h.reply(txs[0].id, status(200));
+    let a = h.actions();
+    assert!(!a.iter().any(|a| matches!(a, Action::StartCall(_) | Action::Hangup { .. })), "{a:?}");
+    let txs = h.all_tx();
+    let Some(Request::Events(b)) = txs.iter().map(|t| &t.request).find(|r| matches!(r, Request::Events(_))) else {
+        panic!("{txs:?}")
+    };
+    assert_eq!(b.events.len(), 1);
+    let EventKind::Ended { status, reason, .. } = &b.events[0].kind else { panic!() };
+    assert_eq!((*status, *reason), (CallStatus::Cancelled, EndedReason::HangupRequested));
+    assert_eq!(b.events[0].seq, 1);
+}
+
+// ---------------------------------------------------------------- events
+
+fn ended(now: u64) -> EventKind {
+    EventKind::Ended {
+        status: CallStatus::Completed,
+        reason: EndedReason::AgentHangup,
+        sip_code: None,
+        timings: Timings { dispatched_ms: now - 10, ringing_ms: None, answered_ms: None, ended_ms: now },
+    }
+}
+
+fn batches(txs: &[Transmit]) -> Vec<(RequestId, &EventBatch)> {
+    txs.iter()
+        .filter_map(|t| match &t.request {
+            Request::Events(b) => Some((t.id, b)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn events_are_numbered_per_call_and_kept_until_acked() {
+    let mut h = H::registered(2);
+    let a = h.start_call(1);
+    let b = h.start_call(2);
+    assert_eq!(h.c.emit(h.now, &a.call_id, EventKind::Dialing), Ok(1));
+    assert_eq!(h.c.emit(h.now, &b.call_id, EventKind::Dialing), Ok(1));
+    assert_eq!(h.c.emit(h.now, &a.call_id, EventKind::Ringing), Ok(2));
+
+    let txs = h.all_tx();
+    let bs = batches(&txs);
+    assert_eq!(bs.len(), 1, "one batch in flight at a time");
+    let (id1, b1) = bs[0];
+    assert_eq!(b1.sidecar_id, "sc-1");
+    assert_eq!(b1.events.iter().map(|e| (e.call_id.as_str(), e.seq)).collect::<Vec<_>>(), vec![("c_1", 1), ("c_2", 1), ("c_1", 2)]);
+    assert!(b1.events.iter().all(|e| e.attempt == 1 && e.at_ms == h.now));
+
+    // More events while the batch is in flight wait their turn.
+    assert_eq!(h.c.emit(h.now, &a.call_id, EventKind::Answered), Ok(3));
+    assert!(batches(&h.all_tx()).is_empty());
+
+    // Failure: the same events go again (after backoff), now followed by the new one.
+    h.reply(id1, status(503));
+    assert!(batches(&h.all_tx()).is_empty(), "backing off");
+    h.now += 500;
+    let txs = h.all_tx();
+    let bs = batches(&txs);
+    assert_eq!(bs[0].1.events.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![1, 1, 2, 3]);
+    assert_eq!(&bs[0].1.events[..3], &b1.events[..], "resent unchanged: the edge dedupes on (call, attempt, seq)");
+    h.reply(bs[0].0, ok(EventsAck { protocol_version: 1, accepted: 1 }));
+    let a = h.actions();
+    assert!(notices(&a).iter().any(|n| matches!(n, Notice::EventsDuplicates { sent: 4, accepted: 1 })));
+    assert_eq!(h.c.pending_events(), 0);
+    assert!(batches(&h.all_tx()).is_empty());
+}
+
+#[test]
+fn transport_failures_of_events_back_off_exponentially() {
+    let mut h = H::registered(1);
+    let a = h.start_call(1);
+    h.c.emit(h.now, &a.call_id, EventKind::Dialing).unwrap();
+    let mut delays = vec![];
+    for _ in 0..3 {
+        let txs = h.all_tx();
+        let (id, _) = batches(&txs)[0];
+        h.reply(id, Reply::Failed("h3 stream reset".into()));
+        let n = h.actions();
+        let at = notices(&n)
+            .into_iter()
+            .find_map(|n| match n {
+                Notice::EventsFailed { retry_at_ms, .. } => Some(*retry_at_ms),
+                _ => None,
+            })
+            .unwrap();
+        delays.push(at - h.now);
+        h.now = at;
+    }
+    assert_eq!(delays, vec![500, 1_000, 2_000]);
+}
+
+#[test]
+fn large_queues_go_in_bounded_batches_in_order() {
+    let mut h = H::registered(1);
+    let a = h.start_call(1);
+    for _ in 0..250 {
+        h.c.emit(h.now, &a.call_id, EventKind::TranscriptTurn { role: Role::User, text: "hi".into(), start_ms: 0, end_ms: 1 })
+            .unwrap();
+    }
+    let mut seqs = vec![];
+    for expect in [100, 100, 50] {
+        let txs = h.all_tx();
+        let bs = batches(&txs);
+        assert_eq!(bs[0].1.events.len(), expect);
+        seqs.extend(bs[0].1.events.iter().map(|e| e.seq));
+        h.reply(bs[0].0, ok(EventsAck { protocol_version: 1, accepted: expect as u32 }));
+    }
+    assert_eq!(seqs, (1..=250).collect::<Vec<u32>>());
+}
+
+#[test]
+fn the_slot_frees_when_the_ended_event_is_acked() {
+    let mut h = H::registered(1);
+    let a = h.start_call(1);
+    h.c.emit(h.now, &a.call_id, EventKind::Dialing).unwrap();
+    h.c.emit(h.now, &a.call_id, ended(h.now)).unwrap();
+    assert_eq!(h.c.emit(h.now, &a.call_id, EventKind::Ringing), Err(EmitError::AlreadyEnded));
+    assert_eq!(h.c.free_slots(), 0, "still held until the edge knows it ended");
+
+    let txs = h.all_tx();
+    let (id, _) = batches(&txs)[0];
+    let lease = txs.iter().find(|t| matches!(t.request, Request::Lease(_))).expect("a poll is due");
+    let Request::Lease(l) = &lease.request else { panic!() };
+    assert_eq!((l.free_slots, l.held_calls.clone()), (0, vec!["c_1".to_string()]));
+    h.reply(id, ok(EventsAck { protocol_version: 1, accepted: 2 }));
+    let n = h.actions();
+    assert!(notices(&n).iter().any(|n| matches!(n, Notice::CallReleased { call_id } if call_id == "c_1")));
+    assert_eq!(h.c.free_slots(), 1);
+    assert!(h.c.is_idle());
+    assert_eq!(h.c.emit(h.now, "c_1", EventKind::Ringing), Err(EmitError::UnknownCall));
+}
+
+#[test]
+fn an_invalid_batch_is_dropped_not_retried_forever() {
+    let mut h = H::registered(1);
+    let a = h.start_call(1);
+    h.c.emit(h.now, &a.call_id, ended(h.now)).unwrap();
+    let txs = h.all_tx();
+    h.reply(batches(&txs)[0].0, status(422));
+    let n = h.actions();
+    assert!(notices(&n).iter().any(|n| matches!(n, Notice::EventsDropped { count: 1, status: 422, .. })));
+    assert_eq!(h.c.pending_events(), 0);
+    assert_eq!(h.c.free_slots(), 1, "an ended call does not leak its slot");
+}
+
+#[test]
+fn emit_is_refused_before_confirmation() {
+    let mut h = H::registered(1);
+    h.lease_with(vec![offer(1, T0 + 5_000)], vec![]);
+    assert_eq!(h.c.emit(h.now, "c_1", EventKind::Dialing), Err(EmitError::NotStarted));
+    assert_eq!(h.c.emit(h.now, "nope", EventKind::Dialing), Err(EmitError::UnknownCall));
+}
+
+#[test]
+fn every_request_body_is_versioned_json_for_its_path() {
+    let mut h = H::registered(1);
+    let o = h.start_call(1);
+    h.c.emit(h.now, &o.call_id, EventKind::Dialing).unwrap();
+    let mut reqs = vec![Request::Register(Registration {
+        protocol_version: 1,
+        sidecar_id: "sc-1".into(),
+        region: "eu".into(),
+        capacity: 1,
+        version: "x".into(),
+    })];
+    reqs.extend(h.all_tx().into_iter().map(|t| t.request));
+    reqs.push(Request::Ack(Ack {
+        protocol_version: 1,
+        sidecar_id: "sc-1".into(),
+        lease_id: "l".into(),
+        call_id: "c".into(),
+        accepted: true,
+        reason: None,
+    }));
+    let mut paths: Vec<&str> = vec![];
+    for r in &reqs {
+        let v: serde_json::Value = serde_json::from_slice(&r.body()).unwrap();
+        assert_eq!(v["protocol_version"], 1, "{}", r.path());
+        assert_eq!(v["sidecar_id"], "sc-1");
+        paths.push(r.path());
+        assert!(r.timeout_ms() >= 15_000);
+    }
+    paths.sort();
+    paths.dedup();
+    assert_eq!(paths, vec!["/v1/sidecar/ack", "/v1/sidecar/events", "/v1/sidecar/lease", "/v1/sidecar/register"]);
+}
+
+// ---------------------------------------------------------------- a long random run
+
+/// A tiny deterministic PRNG (xorshift), so the run is reproducible.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+/// Random replies, offers, hangups, failures and call endings; after every step
+/// the invariants hold: never more calls than capacity, free + held = capacity,
+/// one lease poll at most, every offer acked, every started call was accepted
+/// and confirmed exactly once, and every ended event is delivered.
+#[test]
+fn random_runs_keep_the_invariants() {
+    let (mut total_started, mut total_offered, mut total_hangups) = (0, 0, 0);
+    for seed in 1..=40u64 {
+        let capacity = 1 + (seed % 4) as u32;
+        let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
+        let mut h = H::new(capacity);
+        let mut in_flight: Vec<Transmit> = vec![];
+        let mut offered = std::collections::BTreeSet::new();
+        let mut acked = std::collections::BTreeSet::new();
+        let mut started = std::collections::BTreeSet::new();
+        let mut running: Vec<String> = vec![];
+        let mut delivered_ended = std::collections::BTreeSet::new();
+        let mut next_offer = 0u32;
+
+        for _step in 0..3_000 {
+            while let Some(t) = h.tx() {
+                if let Request::Ack(a) = &t.request {
+                    acked.insert(a.lease_id.clone());
+                }
+                in_flight.push(t);
+            }
+            let polls = in_flight.iter().filter(|t| matches!(t.request, Request::Lease(_))).count();
+            assert!(polls <= 1);
+            for t in &in_flight {
+                if let Request::Lease(l) = &t.request {
+                    assert!(l.held_calls.len() as u32 <= capacity);
+                    assert_eq!(l.free_slots + l.held_calls.len() as u32, capacity);
+                }
+            }
+            for a in h.actions() {
+                match a {
+                    Action::StartCall(o) => {
+                        assert!(started.insert(o.call_id.clone()), "started twice: {}", o.call_id);
+                        h.c.emit(h.now, &o.call_id, EventKind::Dialing).unwrap();
+                        running.push(o.call_id);
+                    }
+                    Action::Hangup { call_id } => {
+                        assert!(running.contains(&call_id));
+                        total_hangups += 1;
+                    }
+                    Action::Notice(_) => {}
+                }
+            }
+            assert!(h.c.held_calls().len() as u32 <= capacity);
+
+            match rng.below(10) {
+                // Answer a request.
+                0..=5 if !in_flight.is_empty() => {
+                    let t = in_flight.remove(rng.below(in_flight.len() as u64) as usize);
+                    let roll = rng.below(10);
+                    let reply = if roll == 0 {
+                        Reply::Failed("boom".into())
+                    } else if roll == 1 {
+                        status([401, 410, 500, 503][rng.below(4) as usize])
+                    } else {
+                        match &t.request {
+                            Request::Register(_) => ok(reg_ack()),
+                            Request::Lease(l) => {
+                                let n = rng.below(u64::from(l.free_slots) + 2) as usize;
+                                let offers = (0..n)
+                                    .map(|_| {
+                                        next_offer += 1;
+                                        offered.insert(format!("l_{next_offer}"));
+                                        offer(next_offer, h.now + 1 + rng.below(3_000))
+                                    })
+                                    .collect();
+                                let commands = if rng.below(4) == 0 && !l.held_calls.is_empty() {
+                                    vec![hangup(&l.held_calls[rng.below(l.held_calls.len() as u64) as usize])]
+                                } else {
+                                    vec![]
+                                };
+                                lease_resp(offers, commands)
+                            }
+                            Request::Ack(_) => {
+                                if rng.below(6) == 0 {
+                                    status(409)
+                                } else {
+                                    status(200)
+                                }
+                            }
+                            Request::Events(b) => {
+                                for e in &b.events {
+                                    if e.kind.is_ended() {
+                                        delivered_ended.insert(e.call_id.clone());
+                                    }
+                                }
+                                ok(EventsAck { protocol_version: 1, accepted: b.events.len() as u32 })
+                            }
+                        }
+                    };
+                    h.reply(t.id, reply);
+                }
+                // End a running call.
+                6 if !running.is_empty() => {
+                    let c = running.remove(rng.below(running.len() as u64) as usize);
+                    h.c.emit(h.now, &c, ended(h.now)).unwrap();
+                }
+                // Let time pass.
+                _ => {
+                    let step = match h.c.next_wakeup_ms() {
+                        Some(w) if w > h.now && rng.below(2) == 0 => w - h.now,
+                        _ => 1 + rng.below(400),
+                    };
+                    h.now += step;
+                }
+            }
+        }
+        // Drain: end everything, answer everything successfully.
+        for c in running.drain(..) {
+            h.c.emit(h.now, &c, ended(h.now)).unwrap();
+        }
+        for _ in 0..2_000 {
+            while let Some(t) = h.tx() {
+                if let Request::Ack(a) = &t.request {
+                    acked.insert(a.lease_id.clone());
+                }
+                in_flight.push(t);
+            }
+            for a in h.actions() {
+                if let Action::StartCall(o) = a {
+                    started.insert(o.call_id.clone());
+                    h.c.emit(h.now, &o.call_id, ended(h.now)).unwrap();
+                }
+            }
+            let Some(t) = in_flight.pop() else {
+                h.now += 1_000;
+                continue;
+            };
+            let reply = match &t.request {
+                Request::Register(_) => ok(reg_ack()),
+                Request::Lease(_) => lease_resp(vec![], vec![]),
+                Request::Ack(_) => status(200),
+                Request::Events(b) => {
+                    for e in b.events.iter().filter(|e| e.kind.is_ended()) {
+                        delivered_ended.insert(e.call_id.clone());
+                    }
+                    ok(EventsAck { protocol_version: 1, accepted: 0 })
+                }
+            };
+            h.reply(t.id, reply);
+        }
+        // Every offer got at least one ack attempt.
+        for l in &offered {
+            assert!(acked.contains(l), "seed {seed}: offer {l} never acked");
+        }
+        assert!(h.c.held_calls().is_empty(), "seed {seed}: {:?}", h.c.held_calls());
+        assert_eq!(h.c.pending_events(), 0);
+        for c in &started {
+            assert!(delivered_ended.contains(c), "seed {seed}: {c} ended but never delivered");
+        }
+        total_started += started.len();
+        total_offered += offered.len();
+    }
+    // The run exercised something.
+    assert!(total_offered > 1_000 && total_started > 200 && total_hangups > 20, "{total_offered} {total_started} {total_hangups}");
+}

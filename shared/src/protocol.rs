@@ -1,0 +1,499 @@
+//! The edge <-> media sidecar dispatch protocol, version 1.
+//!
+//! The sidecar dials OUT to the edge (Workers cannot open UDP/QUIC) and speaks
+//! plain JSON over HTTP POSTs, carried by HTTP/3 (QUIC) where the edge offers it
+//! or by HTTP/1.1 keep-alive otherwise. Every request is signed (see
+//! [`crate::signing`]). The endpoints:
+//!
+//! | path                     | request body        | 2xx response body  |
+//! |--------------------------|---------------------|--------------------|
+//! | `POST /v1/sidecar/register` | [`Registration`] | [`RegistrationAck`] |
+//! | `POST /v1/sidecar/lease`    | [`LeaseRequest`] | [`LeaseResponse`] (long-poll) |
+//! | `POST /v1/sidecar/ack`      | [`Ack`]          | [`AckReceipt`]      |
+//! | `POST /v1/sidecar/events`   | [`EventBatch`]   | [`EventsAck`]       |
+//!
+//! ## Status codes the sidecar acts on
+//! - `2xx`: done.
+//! - `401` (signature or sidecar unknown) and `410` (registration expired, e.g.
+//!   the edge declared the sidecar dead): the sidecar re-registers, then retries.
+//! - `409` on `/ack`: the lease is no longer this sidecar's (ack deadline passed,
+//!   re-leased): the sidecar must NOT dial that call.
+//! - `400`, `413`, `422` on `/events`: the batch can never succeed; it is dropped
+//!   (and logged) rather than wedging the queue.
+//! - anything else (`429`, `5xx`, transport errors, timeouts): retry with backoff.
+//!
+//! ## Versioning
+//! [`PROTOCOL_VERSION`] is carried in every top-level message (requests and
+//! responses). Within one version, changes are additive only: new optional
+//! fields (receivers ignore fields they do not know; serde's default) and new
+//! [`Command`] kinds (old sidecars parse them as [`Command::Unknown`] and ignore
+//! them). Anything else bumps the version; a receiver that gets a version it does
+//! not speak answers `400` with error code `unsupported_protocol_version`.
+//!
+//! ## Time
+//! All `*_ms` instants are unix epoch milliseconds; durations are named as such
+//! in their docs. Nothing here reads a clock: callers pass time in.
+
+use serde::{Deserialize, Serialize};
+
+use crate::call::{CallStatus, EndedReason};
+
+/// The protocol version this build speaks.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// Request paths (all `POST`, JSON bodies, `Content-Type: application/json`).
+pub mod paths {
+    pub const REGISTER: &str = "/v1/sidecar/register";
+    pub const LEASE: &str = "/v1/sidecar/lease";
+    pub const ACK: &str = "/v1/sidecar/ack";
+    pub const EVENTS: &str = "/v1/sidecar/events";
+}
+
+/// Error code the edge uses (in its usual error body) for a version it does not speak.
+pub const UNSUPPORTED_VERSION_CODE: &str = "unsupported_protocol_version";
+
+/// Reasons a sidecar gives when it rejects an offer (`Ack.reason`).
+pub mod reject_reasons {
+    /// Every slot is taken.
+    pub const AT_CAPACITY: &str = "at_capacity";
+    /// The sidecar is shutting down and takes no new work.
+    pub const DRAINING: &str = "draining";
+    /// The sidecar already holds this call under another lease.
+    pub const ALREADY_HELD: &str = "already_held";
+    /// The offer names an engine this sidecar does not run.
+    pub const UNSUPPORTED_ENGINE: &str = "unsupported_engine";
+}
+
+/// The longest long-poll the sidecar asks for; the edge clamps `wait_ms` to it.
+pub const MAX_LEASE_WAIT_MS: u32 = 60_000;
+
+/// Longest sidecar id / region accepted.
+pub const MAX_ID_LEN: usize = 64;
+
+/// Sidecar ids and regions: 1..=64 chars of `[A-Za-z0-9._-]`, starting with a
+/// letter or digit. Both sides use this one rule.
+pub fn is_valid_id(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= MAX_ID_LEN
+        && s.as_bytes()[0].is_ascii_alphanumeric()
+        && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+/// A message arrived with a version this build does not speak.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VersionMismatch {
+    pub got: u32,
+    pub expected: u32,
+}
+
+impl core::fmt::Display for VersionMismatch {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "protocol version {} (this build speaks {})", self.got, self.expected)
+    }
+}
+
+impl std::error::Error for VersionMismatch {}
+
+/// `Ok` when `v` is [`PROTOCOL_VERSION`].
+pub fn check_version(v: u32) -> Result<(), VersionMismatch> {
+    if v == PROTOCOL_VERSION {
+        Ok(())
+    } else {
+        Err(VersionMismatch { got: v, expected: PROTOCOL_VERSION })
+    }
+}
+
+fn default_version() -> u32 {
+    PROTOCOL_VERSION
+}
+
+/// `POST /v1/sidecar/register`: a sidecar announces itself (at start, and again
+/// after any `401`/`410`). Registering again is idempotent on the edge.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Registration {
+    pub protocol_version: u32,
+    pub sidecar_id: String,
+    pub region: String,
+    /// Concurrent calls this sidecar can hold.
+    pub capacity: u32,
+    /// The sidecar build (`CARGO_PKG_VERSION`), for logs and the dashboard.
+    pub version: String,
+}
+
+/// The edge's answer to [`Registration`]: the link's timing contract.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegistrationAck {
+    pub protocol_version: u32,
+    /// Duration: how long a lease long-poll should wait (the sidecar uses it as `wait_ms`).
+    pub lease_wait_ms: u32,
+    /// Duration: how long after leasing an offer the edge waits for its [`Ack`]
+    /// before re-leasing it. The absolute per-offer deadline is [`Offer::ack_deadline_ms`].
+    pub ack_deadline_ms: u64,
+    /// Duration: a sidecar that has not polled `/lease` for this long is presumed
+    /// dead; its calls are failed and retried per policy, and its next request gets `410`.
+    pub dead_after_ms: u64,
+}
+
+/// `POST /v1/sidecar/lease`: long-poll for offers and commands. The edge answers
+/// as soon as it has offers (never more than `free_slots`) or commands, or after
+/// `wait_ms` with empty lists. Each poll is also the sidecar's heartbeat.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaseRequest {
+    pub protocol_version: u32,
+    pub sidecar_id: String,
+    pub region: String,
+    /// How many offers the sidecar can take now. `0` = send only commands.
+    pub free_slots: u32,
+    /// Every call this sidecar holds: from its accepting ack until the edge has
+    /// acknowledged the call's `ended` event. A call the edge believes is held
+    /// here but which is missing from this list has been lost (e.g. a restart).
+    pub held_calls: Vec<String>,
+    /// Duration to wait for work before answering empty; clamped by the edge to
+    /// [`MAX_LEASE_WAIT_MS`].
+    pub wait_ms: u32,
+}
+
+/// The answer to a [`LeaseRequest`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LeaseResponse {
+    #[serde(default = "default_version")]
+    pub protocol_version: u32,
+    #[serde(default)]
+    pub offers: Vec<Offer>,
+    #[serde(default)]
+    pub commands: Vec<Command>,
+}
+
+impl LeaseResponse {
+    pub fn empty() -> Self {
+        LeaseResponse { protocol_version: PROTOCOL_VERSION, offers: vec![], commands: vec![] }
+    }
+}
+
+/// One call offered to a sidecar under a lease. The sidecar must [`Ack`] it
+/// (accept or reject) before `ack_deadline_ms`, and dials only once the edge
+/// has confirmed an accepting ack.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Offer {
+    /// Unique per leasing of a call; a re-lease gets a new one.
+    pub lease_id: String,
+    pub call_id: String,
+    /// 1 for the first try, +1 per retry of the same call.
+    pub attempt: u32,
+    /// E.164.
+    pub phone: String,
+    pub agent_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub system_prompt: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub voice: Option<String>,
+    /// BCP-47.
+    pub language: String,
+    /// `local`, `openai_realtime`, `gemini_live`, ...
+    pub engine: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    /// Hard cap on the call's duration once answered.
+    pub max_seconds: u32,
+    pub record: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<serde_json::Value>,
+    /// Absolute (unix ms, edge clock): the ack must reach the edge before this.
+    pub ack_deadline_ms: u64,
+}
+
+/// A command for a call the sidecar holds, delivered through its lease.
+/// Commands are idempotent: the edge may repeat one until it sees its effect.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Command {
+    /// End the call (`POST /v1/calls/{id}/hangup`). The sidecar answers with an
+    /// `ended` event whose reason is `hangup_requested`.
+    Hangup { call_id: String },
+    /// A command kind added after this build; ignored.
+    #[serde(other)]
+    Unknown,
+}
+
+/// `POST /v1/sidecar/ack`: accept or reject one offer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ack {
+    pub protocol_version: u32,
+    pub sidecar_id: String,
+    pub lease_id: String,
+    pub call_id: String,
+    pub accepted: bool,
+    /// Why it was rejected (see [`reject_reasons`]); `None` when accepted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// The edge's 2xx answer to an [`Ack`]. A `409` instead means the lease is
+/// gone (too late, or re-leased): the sidecar must not dial.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AckReceipt {
+    #[serde(default = "default_version")]
+    pub protocol_version: u32,
+    pub lease_id: String,
+}
+
+/// Who spoke in a transcript turn.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    Ai,
+    User,
+}
+
+/// When the steps of a call happened (unix ms, sidecar clock).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Timings {
+    /// The sidecar started the call (after its accepting ack was confirmed).
+    pub dispatched_ms: u64,
+    #[serde(default)]
+    pub ringing_ms: Option<u64>,
+    #[serde(default)]
+    pub answered_ms: Option<u64>,
+    pub ended_ms: u64,
+}
+
+/// What happened in a call. JSON: an object tagged by `"type"`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum EventKind {
+    Dialing,
+    Ringing,
+    Answered,
+    TranscriptTurn {
+        role: Role,
+        text: String,
+        /// Offsets from the answer, in ms.
+        start_ms: u64,
+        end_ms: u64,
+    },
+    /// Always the last event of a call (for one attempt).
+    Ended {
+        /// Terminal: completed | failed | no_answer | busy | cancelled.
+        status: CallStatus,
+        reason: EndedReason,
+        #[serde(default)]
+        sip_code: Option<u16>,
+        timings: Timings,
+    },
+}
+
+impl EventKind {
+    pub fn is_ended(&self) -> bool {
+        matches!(self, EventKind::Ended { .. })
+    }
+
+    /// The `type` tag.
+    pub fn name(&self) -> &'static str {
+        match self {
+            EventKind::Dialing => "dialing",
+            EventKind::Ringing => "ringing",
+            EventKind::Answered => "answered",
+            EventKind::TranscriptTurn { .. } => "transcript_turn",
+            EventKind::Ended { .. } => "ended",
+        }
+    }
+}
+
+/// One event of one call. Delivery is at least once: the edge dedupes on
+/// `(call_id, attempt, seq)`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CallEvent {
+    pub call_id: String,
+    /// The offer's `attempt` (seq restarts at 1 for every attempt).
+    #[serde(default = "one")]
+    pub attempt: u32,
+    /// 1, 2, 3... per (call, attempt), in the order the events happened.
+    pub seq: u32,
+    /// When it happened (unix ms, sidecar clock).
+    pub at_ms: u64,
+    pub kind: EventKind,
+}
+
+fn one() -> u32 {
+    1
+}
+
+/// `POST /v1/sidecar/events`: events, in order, oldest first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventBatch {
+    pub protocol_version: u32,
+    pub sidecar_id: String,
+    pub events: Vec<CallEvent>,
+}
+
+/// The edge's 2xx answer to an [`EventBatch`]: the whole batch is durably
+/// recorded (duplicates included), so the sidecar forgets it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventsAck {
+    #[serde(default = "default_version")]
+    pub protocol_version: u32,
+    /// How many of the batch's events were new (not duplicates).
+    pub accepted: u32,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn ids_follow_one_rule() {
+        for ok in ["sc-1", "eu-west.2", "A_b", "9"] {
+            assert!(is_valid_id(ok), "{ok}");
+        }
+        let long = "a".repeat(65);
+        for bad in ["", "-x", ".x", "a b", "a/b", "é", long.as_str()] {
+            assert!(!is_valid_id(bad), "{bad}");
+        }
+        assert!(is_valid_id(&"a".repeat(64)));
+    }
+
+    #[test]
+    fn version_check() {
+        assert!(check_version(1).is_ok());
+        let e = check_version(2).unwrap_err();
+        assert_eq!(e, VersionMismatch { got: 2, expected: 1 });
+        assert!(e.to_string().contains("protocol version 2"));
+    }
+
+    #[test]
+    fn registration_round_trip() {
+        let r = Registration {
+            protocol_version: PROTOCOL_VERSION,
+            sidecar_id: "sc-1".into(),
+            region: "eu".into(),
+            capacity: 8,
+            version: "0.1.0".into(),
+        };
+        let v = serde_json::to_value(&r).unwrap();
+        assert_eq!(
+            v,
+            json!({"protocol_version":1,"sidecar_id":"sc-1","region":"eu","capacity":8,"version":"0.1.0"})
+        );
+        assert_eq!(serde_json::from_value::<Registration>(v).unwrap(), r);
+
+        let ack: RegistrationAck = serde_json::from_value(json!({
+            "protocol_version":1,"lease_wait_ms":25000,"ack_deadline_ms":5000,"dead_after_ms":60000
+        }))
+        .unwrap();
+        assert_eq!(ack.lease_wait_ms, 25_000);
+    }
+
+    #[test]
+    fn offer_optional_fields_may_be_absent_or_null() {
+        let o: Offer = serde_json::from_value(json!({
+            "lease_id":"l_1","call_id":"c_1","attempt":1,"phone":"+14155550100","agent_id":"ag_1",
+            "system_prompt":null,"language":"en-US","engine":"local","max_seconds":600,"record":false,
+            "ack_deadline_ms":1700000005000u64
+        }))
+        .unwrap();
+        assert_eq!(o.system_prompt, None);
+        assert_eq!(o.metadata, None);
+        let back = serde_json::to_value(&o).unwrap();
+        assert!(back.get("voice").is_none(), "None is omitted: {back}");
+        let o2: Offer = serde_json::from_value(back).unwrap();
+        assert_eq!(o, o2);
+    }
+
+    #[test]
+    fn lease_response_with_offers_and_commands() {
+        let v = json!({
+            "protocol_version":1,
+            "offers":[{"lease_id":"l_1","call_id":"c_1","attempt":2,"phone":"+14155550100",
+                "agent_id":"ag_1","system_prompt":"Be brief.","voice":"alloy","language":"en-US",
+                "engine":"openai_realtime","model":"gpt-realtime","max_seconds":300,"record":true,
+                "metadata":{"crm":"42"},"ack_deadline_ms":1700000005000u64}],
+            "commands":[{"kind":"hangup","call_id":"c_0"},{"kind":"transfer","call_id":"c_9","to":"+1"}]
+        });
+        let r: LeaseResponse = serde_json::from_value(v).unwrap();
+        assert_eq!(r.offers.len(), 1);
+        assert_eq!(r.offers[0].metadata, Some(json!({"crm":"42"})));
+        assert_eq!(r.commands[0], Command::Hangup { call_id: "c_0".into() });
+        assert_eq!(r.commands[1], Command::Unknown, "future command kinds are tolerated");
+        let empty: LeaseResponse = serde_json::from_str("{\"offers\":[],\"commands\":[]}").unwrap();
+        assert_eq!(empty, LeaseResponse::empty());
+        assert_eq!(
+            serde_json::to_value(Command::Hangup { call_id: "c_1".into() }).unwrap(),
+            json!({"kind":"hangup","call_id":"c_1"})
+        );
+    }
+
+    #[test]
+    fn ack_wire_form() {
+        let a = Ack {
+            protocol_version: 1,
+            sidecar_id: "sc-1".into(),
+            lease_id: "l_1".into(),
+            call_id: "c_1".into(),
+            accepted: false,
+            reason: Some(reject_reasons::AT_CAPACITY.into()),
+        };
+        assert_eq!(
+            serde_json::to_value(&a).unwrap(),
+            json!({"protocol_version":1,"sidecar_id":"sc-1","lease_id":"l_1","call_id":"c_1",
+                   "accepted":false,"reason":"at_capacity"})
+        );
+        let ok = Ack { accepted: true, reason: None, ..a };
+        assert!(serde_json::to_value(&ok).unwrap().get("reason").is_none());
+    }
+
+    #[test]
+    fn events_wire_form() {
+        let ended = CallEvent {
+            call_id: "c_1".into(),
+            attempt: 1,
+            seq: 4,
+            at_ms: 1_700_000_010_000,
+            kind: EventKind::Ended {
+                status: CallStatus::Completed,
+                reason: EndedReason::AgentHangup,
+                sip_code: None,
+                timings: Timings {
+                    dispatched_ms: 1_700_000_000_000,
+                    ringing_ms: Some(1_700_000_000_100),
+                    answered_ms: Some(1_700_000_000_300),
+                    ended_ms: 1_700_000_010_000,
+                },
+            },
+        };
+        let v = serde_json::to_value(&ended).unwrap();
+        assert_eq!(
+            v,
+            json!({"call_id":"c_1","attempt":1,"seq":4,"at_ms":1700000010000u64,"kind":{
+                "type":"ended","status":"completed","reason":"agent_hangup","sip_code":null,
+                "timings":{"dispatched_ms":1700000000000u64,"ringing_ms":1700000000100u64,
+                           "answered_ms":1700000000300u64,"ended_ms":1700000010000u64}}})
+        );
+        assert_eq!(serde_json::from_value::<CallEvent>(v).unwrap(), ended);
+
+        let turn: CallEvent = serde_json::from_value(json!({"call_id":"c_1","seq":3,"at_ms":5,
+            "kind":{"type":"transcript_turn","role":"ai","text":"Hello","start_ms":0,"end_ms":900}}))
+        .unwrap();
+        assert_eq!(turn.attempt, 1, "attempt defaults to 1");
+        assert_eq!(turn.kind.name(), "transcript_turn");
+        assert!(matches!(turn.kind, EventKind::TranscriptTurn { role: Role::Ai, .. }));
+
+        for (kind, name) in [(EventKind::Dialing, "dialing"), (EventKind::Ringing, "ringing"), (EventKind::Answered, "answered")] {
+            assert_eq!(serde_json::to_value(&kind).unwrap(), json!({ "type": name }));
+            assert!(!kind.is_ended());
+        }
+        assert!(ended.kind.is_ended());
+
+        // A status outside the terminal set is representable but must be rejected
+        // by the edge; an unknown status never parses.
+        let bad = serde_json::from_value::<EventKind>(json!({"type":"ended","status":"exploded",
+            "reason":"agent_hangup","timings":{"dispatched_ms":1,"ended_ms":2}}));
+        assert!(bad.is_err());
+
+        let batch = EventBatch { protocol_version: 1, sidecar_id: "sc-1".into(), events: vec![ended] };
+        let back: EventBatch = serde_json::from_str(&serde_json::to_string(&batch).unwrap()).unwrap();
+        assert_eq!(back, batch);
+        let ea: EventsAck = serde_json::from_str("{\"accepted\":1}").unwrap();
+        assert_eq!(ea, EventsAck { protocol_version: 1, accepted: 1 });
+    }
+}

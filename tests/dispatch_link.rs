@@ -1,0 +1,371 @@
+//! End-to-end: the edge's half of the sidecar dispatch link against real
+//! `wrangler dev` (Durable Object queue, alarms, KV records), driven by a
+//! protocol client that signs exactly as a sidecar does. The real sidecar
+//! process over HTTP/1.1 and HTTP/3 is exercised in `sidecar_process.rs`.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use voxline_e2e::*;
+use voxline_shared::protocol::paths;
+use voxline_shared::signing;
+
+const ACK_DEADLINE_MS: u64 = 1_500;
+const DEAD_AFTER_MS: u64 = 3_000;
+const RETRY_UNIT_MS: u64 = 1_000;
+
+struct World {
+    edge: Edge,
+    tenant: TestTenant,
+}
+
+impl SuiteContext for World {
+    fn diagnostics(&self) -> String {
+        self.edge.diagnostics()
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as u64
+}
+
+static NONCE: AtomicU64 = AtomicU64::new(0);
+
+fn nonce() -> String {
+    format!("{:016x}{:016x}", now_ms(), NONCE.fetch_add(1, Ordering::SeqCst))
+}
+
+/// A sidecar identity with its secret, speaking the protocol by hand.
+struct Sc {
+    id: String,
+    secret: String,
+}
+
+impl Sc {
+    fn create(edge: &Edge, id: &str) -> Sc {
+        let r = edge.admin("POST", "/admin/sidecars", Some(&json!({"sidecar_id": id, "region": "local"}))).expect(201);
+        assert!(r.json.get("secret").is_some());
+        let listed = edge.admin("GET", "/admin/sidecars", None).expect(200);
+        assert!(!listed.text.contains(r.json["secret"].as_str().unwrap()), "secret listed");
+        Sc { id: id.to_string(), secret: r.json["secret"].as_str().unwrap().to_string() }
+    }
+
+    fn send_raw(&self, edge: &Edge, path: &str, body: &Value, ts: u64, nonce: &str, secret: &str) -> Resp {
+        let raw = body.to_string();
+        let headers = signing::signed_headers(&self.id, secret.as_bytes(), ts, nonce, raw.as_bytes());
+        let mut h: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        h.push(("content-type", "application/json"));
+        edge.request("POST", path, &h, Some(raw.as_bytes())).unwrap()
+    }
+
+    fn send(&self, edge: &Edge, path: &str, body: Value) -> Resp {
+        self.send_raw(edge, path, &body, now_ms() / 1000, &nonce(), &self.secret)
+    }
+
+    fn register(&self, edge: &Edge, capacity: u32) -> Resp {
+        self.send(edge, paths::REGISTER, json!({"protocol_version": 1, "sidecar_id": self.id, "region": "local", "capacity": capacity, "version": "test"}))
+    }
+
+    fn poll(&self, edge: &Edge, free_slots: u32, held: &[&str], wait_ms: u32) -> Resp {
+        self.send(edge, paths::LEASE, json!({"protocol_version": 1, "sidecar_id": self.id, "region": "local",
+            "free_slots": free_slots, "held_calls": held, "wait_ms": wait_ms}))
+    }
+
+    fn ack(&self, edge: &Edge, offer: &Value, accepted: bool) -> Resp {
+        self.send(edge, paths::ACK, json!({"protocol_version": 1, "sidecar_id": self.id, "lease_id": offer["lease_id"],
+            "call_id": offer["call_id"], "accepted": accepted}))
+    }
+
+    fn events(&self, edge: &Edge, events: Value) -> Resp {
+        self.send(edge, paths::EVENTS, json!({"protocol_version": 1, "sidecar_id": self.id, "events": events}))
+    }
+
+    /// Polls until an offer for `call_id` arrives (other offers are acked away).
+    fn poll_for(&self, edge: &Edge, call_id: &str, held: &[&str], within: Duration) -> Value {
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            let r = self.poll(edge, 4, held, 500).expect(200);
+            if let Some(o) = r.json["offers"].as_array().and_then(|o| o.iter().find(|o| o["call_id"] == call_id)) {
+                return o.clone();
+            }
+        }
+        panic!("no offer for {call_id} within {within:?}");
+    }
+}
+
+fn ev(call_id: &str, attempt: u32, seq: u32, kind: Value) -> Value {
+    json!({"call_id": call_id, "attempt": attempt, "seq": seq, "at_ms": now_ms(), "kind": kind})
+}
+
+fn ended(status: &str, reason: &str) -> Value {
+    let t = now_ms();
+    json!({"type": "ended", "status": status, "reason": reason, "timings": {"dispatched_ms": t, "ended_ms": t}})
+}
+
+fn place(w: &World, body: Value) -> String {
+    let r = w.edge.call("POST", "/v1/calls", &w.tenant.key, Some(&body)).expect(201);
+    r.json["id"].as_str().unwrap().to_string()
+}
+
+fn status(w: &World, id: &str) -> Value {
+    w.edge.call("GET", &format!("/v1/calls/{id}"), &w.tenant.key, None).expect(200).json
+}
+
+/// The Durable Object mirrors into KV right after replying: give it a moment.
+fn wait_status(w: &World, id: &str, want: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let call = status(w, id);
+        if call["status"] == want {
+            return call;
+        }
+        assert!(Instant::now() < deadline, "call {id} never became {want}: {call}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn signatures_and_registration_are_enforced(w: &World) {
+    let e = &w.edge;
+    let sc = Sc::create(e, "sig-1");
+    let lease = json!({"protocol_version": 1, "sidecar_id": "sig-1", "region": "local", "free_slots": 1, "held_calls": [], "wait_ms": 0});
+    // Not yet registered: 410 tells the sidecar to register.
+    let code = |r: Resp| (r.status, r.json["error"]["code"].as_str().unwrap_or("").to_string());
+    assert_eq!(code(sc.poll(e, 1, &[], 0)), (410, "sidecar_not_registered".into()));
+    let ack = sc.register(e, 2).expect(200);
+    assert_eq!(ack.json["ack_deadline_ms"], ACK_DEADLINE_MS);
+    let now = now_ms() / 1000;
+    assert_eq!(code(sc.send_raw(e, paths::LEASE, &lease, now, &nonce(), "wrong-secret")), (401, "invalid_signature".into()));
+    assert_eq!(code(sc.send_raw(e, paths::LEASE, &lease, now - 301, &nonce(), &sc.secret)), (401, "invalid_signature".into()));
+    let n = nonce();
+    sc.send_raw(e, paths::LEASE, &lease, now, &n, &sc.secret).expect(200);
+    assert_eq!(code(sc.send_raw(e, paths::LEASE, &lease, now, &n, &sc.secret)), (401, "replayed_request".into()));
+    let v2 = json!({"protocol_version": 2, "sidecar_id": "sig-1", "region": "local", "free_slots": 1, "held_calls": [], "wait_ms": 0});
+    assert_eq!(code(sc.send(e, paths::LEASE, v2)), (400, "unsupported_protocol_version".into()));
+    let other_region = json!({"protocol_version": 1, "sidecar_id": "sig-1", "region": "eu", "free_slots": 1, "held_calls": [], "wait_ms": 0});
+    assert_eq!(code(sc.send(e, paths::LEASE, other_region)), (403, "region_mismatch".into()));
+    let stranger = Sc { id: "nobody".into(), secret: "x".into() };
+    assert_eq!(code(stranger.poll(e, 1, &[], 0)), (401, "invalid_credentials".into()));
+    let unsigned = e.request("POST", paths::LEASE, &[("content-type", "application/json")], Some(lease.to_string().as_bytes())).unwrap();
+    assert_eq!(code(unsigned), (401, "invalid_signature".into()));
+    e.admin("DELETE", "/admin/sidecars/sig-1", None).expect(200);
+    assert_eq!(code(sc.poll(e, 1, &[], 0)), (401, "invalid_credentials".into()));
+}
+
+fn long_poll_wakes_on_a_new_call_and_events_drive_the_state(w: &World) {
+    let e = &w.edge;
+    let sc = Sc::create(e, "main-1");
+    sc.register(e, 2).expect(200);
+    // An empty poll is held open for its wait.
+    let t = Instant::now();
+    let r = sc.poll(e, 2, &[], 400).expect(200);
+    assert_eq!((r.json["offers"].as_array().map(Vec::len), r.json["commands"].as_array().map(Vec::len)), (Some(0), Some(0)));
+    assert!(t.elapsed() >= Duration::from_millis(350), "empty poll answered early: {:?}", t.elapsed());
+    // A poll open when the call arrives wakes up with the offer.
+    let id = std::thread::scope(|s| {
+        let poller = s.spawn(|| sc.poll(e, 2, &[], 1_800).expect(200));
+        std::thread::sleep(Duration::from_millis(300));
+        let id = place(w, json!({"phone": "+14155550101", "metadata": {"k": "v"}}));
+        let r = poller.join().unwrap();
+        let offer = &r.json["offers"][0];
+        assert_eq!(offer["call_id"], id.as_str());
+        assert_eq!((offer["phone"].as_str(), offer["attempt"].as_u64(), offer["metadata"]["k"].as_str()), (Some("+14155550101"), Some(1), Some("v")));
+        assert!(offer["ack_deadline_ms"].as_u64().unwrap() > now_ms());
+        sc.ack(e, offer, true).expect(200);
+        id
+    });
+    let call = wait_status(w, &id, "dialing");
+    assert_eq!(call["attempts"], 1);
+    assert!(call["dispatched_at"].is_string());
+    sc.events(e, json!([ev(&id, 1, 1, json!({"type": "dialing"})), ev(&id, 1, 2, json!({"type": "ringing"}))])).expect(200);
+    wait_status(w, &id, "ringing");
+    // Duplicates are acknowledged and change nothing.
+    let r = sc.events(e, json!([ev(&id, 1, 2, json!({"type": "ringing"})), ev(&id, 1, 3, json!({"type": "answered"}))])).expect(200);
+    assert_eq!(r.json["accepted"], 2);
+    let call = wait_status(w, &id, "in_progress");
+    assert!(call["answered_at"].is_string() && call["ringing_at"].is_string());
+    sc.events(e, json!([ev(&id, 1, 4, ended("completed", "callee_hangup"))])).expect(200);
+    let call = wait_status(w, &id, "completed");
+    assert_eq!(call["ended_reason"], "callee_hangup");
+    // An event after the end is acknowledged but cannot reopen the call.
+    sc.events(e, json!([ev(&id, 1, 5, json!({"type": "answered"}))])).expect(200);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(status(w, &id)["status"], "completed");
+    let listed = e.call("GET", "/v1/calls?status=completed", &w.tenant.key, None).expect(200);
+    assert!(listed.json["data"].as_array().unwrap().iter().any(|c| c["id"] == id.as_str()), "listing metadata follows");
+}
+
+fn an_unacked_lease_is_re_leased_and_the_late_ack_refused(w: &World) {
+    let e = &w.edge;
+    let (a, b) = (Sc::create(e, "slow-1"), Sc::create(e, "fast-1"));
+    a.register(e, 1).expect(200);
+    b.register(e, 1).expect(200);
+    let id = place(w, json!({"phone": "+14155550102"}));
+    let first = a.poll_for(e, &id, &[], Duration::from_secs(5));
+    // b sees nothing while a's lease runs.
+    let r = b.poll(e, 1, &[], 0).expect(200);
+    assert!(!r.text.contains(&id), "offered twice while leased: {}", r.text);
+    std::thread::sleep(Duration::from_millis(ACK_DEADLINE_MS + 300));
+    let second = b.poll_for(e, &id, &[], Duration::from_secs(5));
+    assert_ne!(first["lease_id"], second["lease_id"]);
+    let late = a.ack(e, &first, true);
+    assert_eq!((late.status, late.json["error"]["code"].as_str()), (409, Some("lease_not_held")));
+    b.ack(e, &second, true).expect(200);
+    wait_status(w, &id, "dialing");
+    b.events(e, json!([ev(&id, 1, 1, ended("completed", "agent_hangup"))])).expect(200);
+    wait_status(w, &id, "completed");
+}
+
+fn a_silent_sidecar_is_presumed_dead_and_its_call_retried_elsewhere(w: &World) {
+    let e = &w.edge;
+    let (dead, alive) = (Sc::create(e, "dies-1"), Sc::create(e, "lives-1"));
+    dead.register(e, 1).expect(200);
+    let id = place(w, json!({"phone": "+14155550103", "retries": 1, "retry_delay_minutes": 1}));
+    let offer = dead.poll_for(e, &id, &[], Duration::from_secs(5));
+    dead.ack(e, &offer, true).expect(200);
+    dead.events(e, json!([ev(&id, 1, 1, json!({"type": "answered"}))])).expect(200);
+    wait_status(w, &id, "in_progress");
+    alive.register(e, 1).expect(200);
+    // `dead` stops polling (alive keeps polling, with no free slot); the
+    // alarm declares `dead` dead and schedules the retry.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let call = loop {
+        alive.poll(e, 0, &[], 300).expect(200);
+        let call = status(w, &id);
+        if call["status"] == "scheduled" {
+            break call;
+        }
+        assert!(Instant::now() < deadline, "never declared dead: {call}");
+    };
+    assert_eq!(call["ended_reason"], "media_lost");
+    assert!(call["next_attempt_at"].is_string());
+    let retry = alive.poll_for(e, &id, &[], Duration::from_secs(10));
+    assert_eq!(retry["attempt"], 2);
+    alive.ack(e, &retry, true).expect(200);
+    let call = wait_status(w, &id, "dialing");
+    assert_eq!(call["attempts"], 2);
+    // The dead sidecar must register again before it gets work.
+    let r = dead.poll(e, 1, &[], 0);
+    assert_eq!(r.status, 410, "{}", r.text);
+    alive.events(e, json!([ev(&id, 2, 1, ended("completed", "callee_hangup"))])).expect(200);
+    wait_status(w, &id, "completed");
+}
+
+fn a_call_dropped_from_held_calls_is_lost(w: &World) {
+    let e = &w.edge;
+    let sc = Sc::create(e, "restart-1");
+    sc.register(e, 1).expect(200);
+    let id = place(w, json!({"phone": "+14155550104"}));
+    let offer = sc.poll_for(e, &id, &[], Duration::from_secs(5));
+    sc.ack(e, &offer, true).expect(200);
+    // Past the held-call grace, listing the call, polling to stay alive.
+    let grace_end = Instant::now() + Duration::from_millis(5_200);
+    while Instant::now() < grace_end {
+        sc.poll(e, 0, &[&id], 500).expect(200);
+    }
+    assert_eq!(status(w, &id)["status"], "dialing");
+    sc.poll(e, 1, &[], 0).expect(200); // restarted: it holds nothing
+    let call = wait_status(w, &id, "failed");
+    assert_eq!(call["ended_reason"], "media_lost");
+}
+
+fn hangup_through_the_api_reaches_the_holding_sidecar(w: &World) {
+    let e = &w.edge;
+    let sc = Sc::create(e, "hang-1");
+    sc.register(e, 1).expect(200);
+    let id = place(w, json!({"phone": "+14155550105"}));
+    let offer = sc.poll_for(e, &id, &[], Duration::from_secs(5));
+    sc.ack(e, &offer, true).expect(200);
+    sc.events(e, json!([ev(&id, 1, 1, json!({"type": "ringing"}))])).expect(200);
+    wait_status(w, &id, "ringing");
+    std::thread::scope(|s| {
+        let poller = s.spawn(|| sc.poll(e, 0, &[&id], 2_000).expect(200));
+        std::thread::sleep(Duration::from_millis(300));
+        let h = e.call("POST", &format!("/v1/calls/{id}/hangup"), &w.tenant.key, None).expect(202);
+        assert!(h.json["hangup_requested_at"].is_string());
+        let r = poller.join().unwrap();
+        assert_eq!(r.json["commands"], json!([{"kind": "hangup", "call_id": id}]), "open poll woke with the command");
+    });
+    sc.events(e, json!([ev(&id, 1, 2, ended("cancelled", "hangup_requested"))])).expect(200);
+    let call = wait_status(w, &id, "cancelled");
+    assert_eq!(call["ended_reason"], "hangup_requested");
+    // A queued call is cancelled by the queue itself and never offered.
+    let queued = place(w, json!({"phone": "+14155550106"}));
+    e.call("POST", &format!("/v1/calls/{queued}/hangup"), &w.tenant.key, None).expect(200);
+    let r = sc.poll(e, 1, &[], 300).expect(200);
+    assert!(!r.text.contains(&queued), "cancelled call offered: {}", r.text);
+}
+
+fn schedule_at_is_released_no_earlier_than_asked(w: &World) {
+    let e = &w.edge;
+    let sc = Sc::create(e, "sched-1");
+    sc.register(e, 1).expect(200);
+    let at_ms = now_ms() + 2_500;
+    let at = time::OffsetDateTime::from_unix_timestamp_nanos(at_ms as i128 * 1_000_000).unwrap();
+    let at_text = at.format(&time::format_description::well_known::Rfc3339).unwrap();
+    let id = place(w, json!({"phone": "+14155550107", "schedule_at": at_text}));
+    assert_eq!(status(w, &id)["status"], "scheduled");
+    let offer = sc.poll_for(e, &id, &[], Duration::from_secs(8));
+    let got_at = now_ms();
+    assert!(got_at >= at_ms, "offered {} ms before schedule_at", at_ms - got_at);
+    sc.ack(e, &offer, true).expect(200);
+    wait_status(w, &id, "dialing");
+    // A scheduled call nobody polls for is still released (status queued) by the alarm.
+    let later = now_ms() + 1_500;
+    let later_text = time::OffsetDateTime::from_unix_timestamp_nanos(later as i128 * 1_000_000)
+        .unwrap()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap();
+    let id2 = place(w, json!({"phone": "+14155550108", "schedule_at": later_text}));
+    wait_status(w, &id2, "queued");
+    assert!(now_ms() >= later);
+    sc.events(e, json!([ev(&id, 1, 1, ended("completed", "agent_hangup"))])).expect(200);
+}
+
+fn busy_is_retried_per_policy_and_ends_busy(w: &World) {
+    let e = &w.edge;
+    let sc = Sc::create(e, "busy-1");
+    sc.register(e, 1).expect(200);
+    let id = place(w, json!({"phone": "+14155550109", "retries": 1, "retry_delay_minutes": 1}));
+    let busy = || {
+        let t = now_ms();
+        json!({"type": "ended", "status": "busy", "reason": "busy", "sip_code": 486, "timings": {"dispatched_ms": t, "ended_ms": t}})
+    };
+    let o = sc.poll_for(e, &id, &[], Duration::from_secs(5));
+    sc.ack(e, &o, true).expect(200);
+    sc.events(e, json!([ev(&id, 1, 1, busy())])).expect(200);
+    let call = wait_status(w, &id, "scheduled");
+    assert_eq!((call["sip_code"].as_u64(), call["ended_reason"].as_str()), (Some(486), Some("busy")));
+    let o = sc.poll_for(e, &id, &[], Duration::from_secs(10));
+    assert_eq!(o["attempt"], 2);
+    sc.ack(e, &o, true).expect(200);
+    sc.events(e, json!([ev(&id, 2, 1, busy())])).expect(200);
+    let call = wait_status(w, &id, "busy");
+    assert_eq!(call["attempts"], 2);
+}
+
+fn main() -> std::process::ExitCode {
+    run_suite(
+        "dispatch_link",
+        || {
+            let mut opts = EdgeOptions::fresh("dispatch_link");
+            opts.vars = vec![
+                ("DISPATCH_ACK_DEADLINE_MS".into(), ACK_DEADLINE_MS.to_string()),
+                ("DISPATCH_DEAD_AFTER_MS".into(), DEAD_AFTER_MS.to_string()),
+                ("DISPATCH_MAX_WAIT_MS".into(), "2000".into()),
+                ("RETRY_DELAY_UNIT_MS".into(), RETRY_UNIT_MS.to_string()),
+            ];
+            let edge = Edge::start(opts)?;
+            let tenant = edge.provision_tenant("dispatch");
+            Ok(World { edge, tenant })
+        },
+        &[
+            ("signatures_and_registration_are_enforced", signatures_and_registration_are_enforced),
+            ("long_poll_wakes_on_a_new_call_and_events_drive_the_state", long_poll_wakes_on_a_new_call_and_events_drive_the_state),
+            ("an_unacked_lease_is_re_leased_and_the_late_ack_refused", an_unacked_lease_is_re_leased_and_the_late_ack_refused),
+            ("a_silent_sidecar_is_presumed_dead_and_its_call_retried_elsewhere", a_silent_sidecar_is_presumed_dead_and_its_call_retried_elsewhere),
+            ("a_call_dropped_from_held_calls_is_lost", a_call_dropped_from_held_calls_is_lost),
+            ("hangup_through_the_api_reaches_the_holding_sidecar", hangup_through_the_api_reaches_the_holding_sidecar),
+            ("schedule_at_is_released_no_earlier_than_asked", schedule_at_is_released_no_earlier_than_asked),
+            ("busy_is_retried_per_policy_and_ends_busy", busy_is_retried_per_policy_and_ends_busy),
+        ],
+    )
+}
