@@ -65,13 +65,18 @@ pub fn create_call(content_type: Option<&str>, body: &[u8], now_ms: u64) -> Resu
     let schedule_at = match f.str_opt("schedule_at", 64)? {
         None => None,
         Some(s) => {
-            let at = parse_rfc3339_utc_ms(&s).ok_or_else(|| {
-                ApiError::field(
-                    ErrorCode::InvalidTimestamp,
-                    "schedule_at",
-                    "schedule_at must be RFC 3339 in UTC, e.g. 2026-01-02T15:04:05Z",
-                )
-            })?;
+            let at = match parse_rfc3339_utc_ms(&s) {
+                Some(at) => at,
+                // Well-formed UTC but before 1970 (no unix ms): simply in the past.
+                None if is_pre_epoch_utc(&s) => 0,
+                None => {
+                    return Err(ApiError::field(
+                        ErrorCode::InvalidTimestamp,
+                        "schedule_at",
+                        "schedule_at must be RFC 3339 in UTC, e.g. 2026-01-02T15:04:05Z",
+                    ))
+                }
+            };
             if at <= now_ms {
                 return Err(ApiError::field(
                     ErrorCode::ScheduleInPast,
@@ -104,6 +109,11 @@ pub fn create_call(content_type: Option<&str>, body: &[u8], now_ms: u64) -> Resu
         retry_delay_minutes: f.int_opt("retry_delay_minutes", 1, 1440)?.unwrap_or(5) as u32,
         schedule_at,
     })
+}
+
+fn is_pre_epoch_utc(s: &str) -> bool {
+    time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
+        .is_ok_and(|t| t.offset().is_utc() && t.unix_timestamp() < 0)
 }
 
 /// E.164: `+`, a non-zero country code digit, 7 to 15 digits in all.
@@ -284,6 +294,8 @@ mod tests {
         assert_eq!(err(&format!(r#"{{{p},"schedule_at":"tomorrow"}}"#)), (ErrorCode::InvalidTimestamp, f("schedule_at")));
         assert_eq!(err(&format!(r#"{{{p},"schedule_at":"2025-11-26T09:00:00+02:00"}}"#)), (ErrorCode::InvalidTimestamp, f("schedule_at")));
         assert_eq!(err(&format!(r#"{{{p},"schedule_at":"2025-11-25T14:49:59Z"}}"#)), (ErrorCode::ScheduleInPast, f("schedule_at")));
+        assert_eq!(err(&format!(r#"{{{p},"schedule_at":"1969-12-31T23:59:59Z"}}"#)), (ErrorCode::ScheduleInPast, f("schedule_at")));
+        assert_eq!(err(&format!(r#"{{{p},"schedule_at":"1969-12-31T23:59:59+01:00"}}"#)), (ErrorCode::InvalidTimestamp, f("schedule_at")));
         assert_eq!(err(&format!(r#"{{{p},"schedule_at":"2026-11-25T14:49:59Z"}}"#)), (ErrorCode::OutOfRange, f("schedule_at")));
         assert_eq!(err(&format!(r#"{{{p},"name":"{}"}}"#, "n".repeat(201))), (ErrorCode::ValueTooLong, f("name")));
         assert_eq!(err(&format!(r#"{{{p},"extra":1}}"#)), (ErrorCode::UnknownField, f("extra")));
