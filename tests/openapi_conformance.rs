@@ -176,7 +176,9 @@ impl Ctx {
         let k = self.admin("POST", &format!("/admin/tenants/{tid}/api-keys"), Some(json!({"name": "e2e"}))).expect(201);
         let key = k.json["key"].as_str().expect("clear key").to_string();
         let cid = id_of(&self.call("POST", "/v1/calls", &key, Some(&json!({"phone": PHONE}))).expect(201));
-        World { tid, aid, key, kid: id_of(&k), cid }
+        let sid = format!("sc-{name}");
+        self.admin("POST", "/admin/sidecars", Some(json!({"sidecar_id": sid, "region": "local"}))).expect(201);
+        World { tid, aid, key, kid: id_of(&k), cid, sid }
     }
 }
 
@@ -186,6 +188,7 @@ struct World {
     key: String,
     kid: String,
     cid: String,
+    sid: String,
 }
 
 impl World {
@@ -195,6 +198,7 @@ impl World {
             "agent_id" => self.aid.clone(),
             "key_id" => self.kid.clone(),
             "call_id" => self.cid.clone(),
+            "sidecar_id" => self.sid.clone(),
             other => panic!("unknown path parameter {other}"),
         }
     }
@@ -225,6 +229,7 @@ fn missing_id(name: &str) -> String {
         "agent_id" => "agt",
         "key_id" => "key",
         "call_id" => "call",
+        "sidecar_id" => return "sc-missing".to_string(),
         other => panic!("unknown path parameter {other}"),
     };
     format!("{prefix}_00000000000000000000")
@@ -333,6 +338,19 @@ fn admin_webhooks(c: &Ctx) {
     code(c.admin("POST", &wp, Some(json!({"url": "https://example.com/h", "events": ["call.nope"]}))), 422, "invalid_value");
     code(c.admin("POST", &wp, Some(json!({"url": "https://example.com/h", "events": vec!["call.queued"; 8]}))), 422, "out_of_range");
     code(c.admin("POST", &wp, Some(json!({"events": []}))), 422, "missing_field");
+}
+
+fn admin_sidecars(c: &Ctx) {
+    let created = c.admin("POST", "/admin/sidecars", Some(json!({"sidecar_id": "sc-extra", "region": "eu-1"}))).expect(201);
+    let rotated = c.admin("POST", "/admin/sidecars", Some(json!({"sidecar_id": "sc-extra", "region": "eu-1"}))).expect(201);
+    assert_ne!(created.json["secret"], rotated.json["secret"], "creating again rotates the secret");
+    assert!(c.admin("GET", "/admin/sidecars", None).expect(200).json["data"].as_array().is_some_and(|d| !d.is_empty()));
+    let revoked = c.admin("DELETE", "/admin/sidecars/sc-extra", None).expect(200);
+    assert!(revoked.json["revoked_at"].is_string());
+    assert_eq!(c.admin("DELETE", "/admin/sidecars/sc-extra", None).expect(200).json, revoked.json);
+    code(c.admin("POST", "/admin/sidecars", Some(json!({"sidecar_id": "-bad", "region": "eu-1"}))), 422, "invalid_value");
+    code(c.admin("POST", "/admin/sidecars", Some(json!({"sidecar_id": "sc-x"}))), 422, "missing_field");
+    code(c.admin("POST", "/admin/sidecars", Some(json!({"sidecar_id": "s".repeat(65), "region": "eu-1"}))), 422, "value_too_long");
 }
 
 fn calls_create(c: &Ctx) {
@@ -467,6 +485,7 @@ fn main() -> std::process::ExitCode {
             ("admin_agents", admin_agents),
             ("admin_api_keys", admin_api_keys),
             ("admin_webhooks", admin_webhooks),
+            ("admin_sidecars", admin_sidecars),
             ("calls_create", calls_create),
             ("calls_list", calls_list),
             ("calls_get_and_hangup", calls_get_and_hangup),

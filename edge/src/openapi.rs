@@ -133,7 +133,9 @@ Every failure has one shape, `{{\"error\": {{\"code\", \"message\", \"field\"}}}
 `code` is stable and machine-readable, `field` names the offending field or query parameter or is null. \
 Any path that is not listed here answers 404 `not_found`; a listed path called with another method \
 answers 405 `method_not_allowed` with an `Allow` header.\n\n\
-Tenant-scoped objects are only visible to their own tenant: another tenant's id answers 404, never 403."
+Tenant-scoped objects are only visible to their own tenant: another tenant's id answers 404, never 403.\n\n\
+`/v1/sidecar/*` is the media sidecars' HMAC-signed dispatch link (see `voxline_shared::protocol`), not part of this API; \
+its error codes appear in the `Error` schema's `code` enum."
     )
 }
 
@@ -426,7 +428,7 @@ fn schemas() -> Value {
         ("disabled", nullable(json!({"type": "boolean", "default": false}))),
     ], &["name"]));
     add("UpdateTenantRequest", input("Fields to change; absent or null fields keep their value.", vec![
-        ("name", nullable(string_max(TENANT_NAME_MAX))),
+        ("name", nullable(not_blank(TENANT_NAME_MAX, "Display name."))),
         ("disabled", nullable(json!({"type": "boolean"}))),
         ("default_agent_id", nullable(json!({"type": "string", "maxLength": ID_FIELD_MAX, "pattern": "^agt_[0-9a-f]{10,40}$",
             "description": "Make this agent of the tenant the default (422 `unknown_agent` if it does not exist). To unset the default, PATCH that agent with `\"default\": false`."}))),
@@ -435,7 +437,7 @@ fn schemas() -> Value {
         let name = if creating {
             not_blank(AGENT_NAME_MAX, "Display name.")
         } else {
-            nullable(string_max(AGENT_NAME_MAX))
+            nullable(not_blank(AGENT_NAME_MAX, "Display name."))
         };
         let opt = |v: Value| nullable(v);
         vec![
@@ -609,9 +611,14 @@ fn path_item(pattern: &str) -> Value {
                 "tenant_id" => ("ten", "The tenant's id."),
                 "agent_id" => ("agt", "The agent's id."),
                 "key_id" => ("key", "The API key's id."),
+                "sidecar_id" => ("", "The sidecar's id."),
                 _ => ("", "An id."),
             };
-            let schema = if prefix.is_empty() { json!({"type": "string", "minLength": 1}) } else { id_schema(prefix) };
+            let schema = match (name, prefix) {
+                ("sidecar_id", _) => json!({"type": "string", "pattern": SIDECAR_ID_PATTERN}),
+                (_, "") => json!({"type": "string", "minLength": 1}),
+                _ => id_schema(prefix),
+            };
             json!({"name": name, "in": "path", "required": true, "description": format!("{what} An id of another shape answers 404."), "schema": schema})
         })
         .collect();
@@ -709,7 +716,7 @@ fn operation(id: RouteId) -> Value {
         RouteId::UpdateTenant => op("updateTenant", "admin", Auth::Admin, "Update a tenant", "Rename, disable or enable a tenant, or set its default agent.")
             .body("UpdateTenantRequest", true)
             .ok(200, "The updated tenant.", "Tenant")
-            .errors(&[E::TenantNotFound, E::ValueTooLong, E::UnknownAgent])
+            .errors(&[E::TenantNotFound, E::InvalidValue, E::ValueTooLong, E::UnknownAgent])
             .build(),
         RouteId::CreateAgent => op(
             "createAgent",
@@ -808,6 +815,7 @@ mod tests {
     use crate::http::{ApiRequest, ApiResponse};
     use crate::router::{route, Match};
     use crate::service::{check_webhook_url, handle, Env};
+    use crate::dispatcher::memory::MemoryDispatcher;
     use crate::store::memory::MemoryKv;
     use crate::store::{Kv, KvPage, StoreError};
     use crate::validate::{self, AGENT_FIELDS, CREATE_CALL_FIELDS};
@@ -898,6 +906,7 @@ mod tests {
     /// The service over an in-memory KV; every response is checked against the spec.
     struct Api {
         kv: MemoryKv,
+        dispatch: MemoryDispatcher,
         spec: Value,
         checker: Checker,
         /// (METHOD, path pattern, status) answered so far.
@@ -907,7 +916,7 @@ mod tests {
     impl Api {
         fn new() -> Api {
             let spec = spec();
-            Api { kv: MemoryKv::default(), checker: Checker::new(&spec), spec, seen: RefCell::default() }
+            Api { kv: MemoryKv::default(), dispatch: MemoryDispatcher::default(), checker: Checker::new(&spec), spec, seen: RefCell::default() }
         }
 
         fn send_to<K: Kv>(&self, kv: &K, method: &str, target: &str, token: Option<&str>, ct: Option<&str>, body: &[u8]) -> ApiResponse {
@@ -921,8 +930,7 @@ mod tests {
                 body: body.to_vec(),
                 headers: Vec::new(),
             };
-            let dispatch = crate::dispatcher::memory::MemoryDispatcher::default();
-            let env = Env { kv, dispatch: &dispatch, now_ms: NOW, admin_token: Some(ADMIN), dev_mode: true, default_region: "local" };
+            let env = Env { kv, dispatch: &self.dispatch, now_ms: NOW, admin_token: Some(ADMIN), dev_mode: true, default_region: "local" };
             let resp = block_on(handle(&env, &req));
             self.conform(method, path, &resp);
             resp
@@ -987,13 +995,14 @@ mod tests {
         v["id"].as_str().expect("an id").to_string()
     }
 
-    /// A tenant with a default agent, an API key, and one queued call.
+    /// A tenant with a default agent, an API key, and one queued call; and a sidecar.
     struct World {
         tid: String,
         aid: String,
         key: String,
         kid: String,
         cid: String,
+        sid: String,
     }
 
     fn provision(api: &Api, name: &str) -> World {
@@ -1002,7 +1011,9 @@ mod tests {
         let k = expect(api.admin("POST", &format!("/admin/tenants/{tid}/api-keys"), Some(json!({"name": "k"}))), 201);
         let key = k["key"].as_str().unwrap().to_string();
         let call = expect(api.send("POST", "/v1/calls", Some(&key), Some(&json!({"phone": "+14155550100"}))), 201);
-        World { tid, aid, key, kid: id_of(&k), cid: id_of(&call) }
+        let sid = format!("sc-{name}");
+        expect(api.admin("POST", "/admin/sidecars", Some(json!({"sidecar_id": sid, "region": "local"}))), 201);
+        World { tid, aid, key, kid: id_of(&k), cid: id_of(&call), sid }
     }
 
     /// `pattern` with its `{params}` replaced.
@@ -1023,6 +1034,7 @@ mod tests {
             "agent_id" => w.aid.clone(),
             "key_id" => w.kid.clone(),
             "call_id" => w.cid.clone(),
+            "sidecar_id" => w.sid.clone(),
             other => panic!("unknown path parameter {other}"),
         }
     }
@@ -1033,6 +1045,7 @@ mod tests {
             "agent_id" => "agt",
             "key_id" => "key",
             "call_id" => "call",
+            "sidecar_id" => return "sc-missing".to_string(),
             other => panic!("unknown path parameter {other}"),
         };
         format!("{prefix}_00000000000000000000")
@@ -1242,6 +1255,11 @@ mod tests {
         for s in ["agt_0011223344", "agt_00112233445566778899", "agt_001122334", "agt_ABCDEF0123", "agt_", "ten_0011223344", "agt_0011223344/x"] {
             assert_eq!(matches_pattern(agent_pattern.as_str().unwrap(), s), crate::ids::is_id(s, "agt"), "agent id {s:?}");
         }
+        let long = "a".repeat(64);
+        let too_long = "a".repeat(65);
+        for s in ["sc-1", "a", "A.b_c-9", long.as_str(), too_long.as_str(), "", "-x", ".x", "a b", "a/b", "é"] {
+            assert_eq!(matches_pattern(SIDECAR_ID_PATTERN, s), voxline_shared::protocol::is_valid_id(s), "sidecar id {s:?}");
+        }
         // The URL pattern is a necessary condition: what the server accepts, it matches.
         let url_pattern = spec()["components"]["schemas"]["CreateWebhookRequest"]["properties"]["url"]["pattern"].clone();
         for s in [
@@ -1328,8 +1346,13 @@ mod tests {
                 not_with(with(name, json!("a".repeat(max))), "value_too_long", name);
                 fails_with(with(name, json!("a".repeat(max + 1))), "value_too_long", name);
             }
-            if p["pattern"] == NOT_BLANK_PATTERN {
-                fails_with(with(name, json!(" \t ")), "invalid_value", name);
+            // Blank strings: refused exactly where the schema says "not blank"
+            // (fields with another pattern are covered by their pattern).
+            if primary == "string" && p["enum"].is_null() && (p["pattern"].is_null() || p["pattern"] == NOT_BLANK_PATTERN) {
+                let r = send(&with(name, json!(" \t ")));
+                let e = r.body_json()["error"].clone();
+                let refused = e["code"] == "invalid_value" && e["field"] == name;
+                assert_eq!(refused, p["pattern"] == NOT_BLANK_PATTERN, "{method} {path}: blank '{name}': {}", r.body);
             }
             if primary == "integer" {
                 let (min, max) = (p["minimum"].as_i64().unwrap(), p["maximum"].as_i64().unwrap());
@@ -1378,6 +1401,7 @@ mod tests {
         probe_request_schema(&api, "PATCH", &format!("/admin/tenants/{t}/agents/{}", w.aid), ADMIN, "UpdateAgentRequest", json!({}));
         probe_request_schema(&api, "POST", &format!("/admin/tenants/{t}/api-keys"), ADMIN, "CreateApiKeyRequest", json!({}));
         probe_request_schema(&api, "POST", &format!("/admin/tenants/{t}/webhooks"), ADMIN, "CreateWebhookRequest", json!({"url": "https://example.com/h"}));
+        probe_request_schema(&api, "POST", "/admin/sidecars", ADMIN, "CreateSidecarRequest", json!({"sidecar_id": "sc-probe", "region": "local"}));
 
         // The query parameters of GET /v1/calls.
         let list = |q: &str| api.send("GET", &format!("/v1/calls?{q}"), Some(&w.key), None);
@@ -1434,6 +1458,15 @@ mod tests {
         expect(api.admin("POST", &format!("{tp}/webhooks"), Some(json!({"url": "http://127.0.0.1:9/h", "events": ["call.completed"]}))), 201);
         expect_error(api.admin("POST", &format!("{tp}/webhooks"), Some(json!({"url": "http://example.com/h"}))), 422, "invalid_url");
         expect(api.admin("GET", &format!("{tp}/webhooks"), None), 200);
+        // Sidecars: create (again = rotate), list, revoke (idempotent).
+        let sc = expect(api.admin("POST", "/admin/sidecars", Some(json!({"sidecar_id": "sc-extra", "region": "eu-1"}))), 201);
+        let rotated = expect(api.admin("POST", "/admin/sidecars", Some(json!({"sidecar_id": "sc-extra", "region": "eu-1"}))), 201);
+        assert_ne!(sc["secret"], rotated["secret"]);
+        assert!(expect(api.admin("GET", "/admin/sidecars", None), 200)["data"].as_array().unwrap().len() >= 2);
+        let gone = expect(api.admin("DELETE", "/admin/sidecars/sc-extra", None), 200);
+        assert!(gone["revoked_at"].is_string());
+        assert_eq!(expect(api.admin("DELETE", "/admin/sidecars/sc-extra", None), 200), gone);
+        expect_error(api.admin("POST", "/admin/sidecars", Some(json!({"sidecar_id": "-bad", "region": "eu-1"}))), 422, "invalid_value");
 
         // Calls.
         let key = Some(w.key.as_str());
@@ -1513,13 +1546,15 @@ mod tests {
             let ct = (!body.is_empty()).then_some(JSON_CT);
             expect_error(api.send_to(&DownKv, method, &path, Some(token), ct, body), 503, "storage_unavailable");
         }
-        // A record that cannot be read is a 500 wherever the tenant is read.
+        // A record that cannot be read is a 500 wherever it is read: the
+        // tenant (every tenant route) and the sidecar (the sidecar routes).
         let wp = world_param(&w);
         block_on(api.kv.put(&crate::model::keys::tenant(&t), "{not json", None)).unwrap();
+        block_on(api.kv.put(&crate::model::keys::sidecar(&w.sid), "{not json", None)).unwrap();
         for (method, pattern, _) in ROUTES {
             let Some(scheme) = security_of(&spec, method, pattern) else { continue };
-            // These routes never read a tenant.
-            if *pattern == "/admin/tenants" || pattern.starts_with("/admin/sidecars") {
+            // These only write.
+            if matches!((*method, *pattern), ("POST", "/admin/tenants") | ("POST", "/admin/sidecars")) {
                 continue;
             }
             let token = if scheme == "bearerAuth" { w.key.as_str() } else { ADMIN };
@@ -1528,8 +1563,8 @@ mod tests {
 
         // Every documented response was seen, except what cannot happen here.
         let unreachable: BTreeSet<(String, String, String)> =
-            // Creating a tenant reads nothing, and writes cannot be corrupt.
-            [("POST", "/admin/tenants", "500")].iter().map(|(a, b, c)| (a.to_string(), b.to_string(), c.to_string())).collect();
+            // Creating a tenant or a sidecar reads nothing, and writes cannot be corrupt.
+            [("POST", "/admin/tenants", "500"), ("POST", "/admin/sidecars", "500")].iter().map(|(a, b, c)| (a.to_string(), b.to_string(), c.to_string())).collect();
         let mut documented = BTreeSet::new();
         for (method, pattern, _) in ROUTES {
             for status in operation_of(&spec, method, pattern)["responses"].as_object().unwrap().keys() {
