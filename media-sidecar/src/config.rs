@@ -210,15 +210,25 @@ impl Config {
         let url = required("edge_url", "VOXLINE_EDGE_URL", pick("edge_url", "VOXLINE_EDGE_URL", file.edge_url))?;
         let edge = EdgeUrl::parse(url.value.trim()).map_err(|m| invalid("edge_url", &url, m))?;
 
-        let id = required("sidecar_id", "VOXLINE_SIDECAR_ID", pick("sidecar_id", "VOXLINE_SIDECAR_ID", file.sidecar_id))?;
+        let id =
+            required("sidecar_id", "VOXLINE_SIDECAR_ID", pick("sidecar_id", "VOXLINE_SIDECAR_ID", file.sidecar_id))?;
         if !is_valid_id(&id.value) {
-            return Err(invalid("sidecar_id", &id, "use 1 to 64 of [A-Za-z0-9._-], starting with a letter or digit".into()));
+            return Err(invalid(
+                "sidecar_id",
+                &id,
+                "use 1 to 64 of [A-Za-z0-9._-], starting with a letter or digit".into(),
+            ));
         }
         let region = required("region", "VOXLINE_REGION", pick("region", "VOXLINE_REGION", file.region))?;
         if !is_valid_id(&region.value) {
-            return Err(invalid("region", &region, "use 1 to 64 of [A-Za-z0-9._-], starting with a letter or digit".into()));
+            return Err(invalid(
+                "region",
+                &region,
+                "use 1 to 64 of [A-Za-z0-9._-], starting with a letter or digit".into(),
+            ));
         }
-        let secret = required("secret", "VOXLINE_SIDECAR_SECRET", pick("secret", "VOXLINE_SIDECAR_SECRET", file.secret))?;
+        let secret =
+            required("secret", "VOXLINE_SIDECAR_SECRET", pick("secret", "VOXLINE_SIDECAR_SECRET", file.secret))?;
         if secret.value.trim() != secret.value {
             return Err(invalid("secret", &secret, "has leading or trailing whitespace".into()));
         }
@@ -226,7 +236,10 @@ impl Config {
         let capacity = match env("VOXLINE_CAPACITY") {
             Some(v) => {
                 let s = Sourced { value: v, from: "$VOXLINE_CAPACITY".into() };
-                s.value.trim().parse::<u32>().map_err(|_| invalid("capacity", &s, format!("`{}` is not a whole number", s.value)))?
+                s.value
+                    .trim()
+                    .parse::<u32>()
+                    .map_err(|_| invalid("capacity", &s, format!("`{}` is not a whole number", s.value)))?
             }
             None => file.capacity.ok_or(ConfigError::Missing { key: "capacity", env: "VOXLINE_CAPACITY" })?,
         };
@@ -238,7 +251,12 @@ impl Config {
         let lease_wait_ms = match env("VOXLINE_LEASE_WAIT_MS") {
             Some(v) => {
                 let s = Sourced { value: v, from: "$VOXLINE_LEASE_WAIT_MS".into() };
-                Some(s.value.trim().parse::<u32>().map_err(|_| invalid("lease_wait_ms", &s, "not a whole number".into()))?)
+                Some(
+                    s.value
+                        .trim()
+                        .parse::<u32>()
+                        .map_err(|_| invalid("lease_wait_ms", &s, "not a whole number".into()))?,
+                )
             }
             None => file.lease_wait_ms,
         };
@@ -257,7 +275,11 @@ impl Config {
                     other => return Err(invalid("transport", &t, format!("`{other}`: use \"h3\" or \"http1\""))),
                 };
                 if tr == Transport::H3 && !edge.tls {
-                    return Err(invalid("transport", &t, "h3 needs TLS: the edge_url must be https:// (or https+h3://)".into()));
+                    return Err(invalid(
+                        "transport",
+                        &t,
+                        "h3 needs TLS: the edge_url must be https:// (or https+h3://)".into(),
+                    ));
                 }
                 if tr == Transport::Http1 && edge.h3_scheme {
                     return Err(invalid("transport", &t, "conflicts with the https+h3:// edge_url".into()));
@@ -300,12 +322,26 @@ mod tests {
     use super::*;
     use std::collections::HashMap;
 
-    fn write(name: &str, text: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("voxline-config-test-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let p = dir.join(name);
+    /// A temp file removed on drop.
+    struct TempFile(PathBuf);
+
+    impl std::ops::Deref for TempFile {
+        type Target = Path;
+        fn deref(&self) -> &Path {
+            &self.0
+        }
+    }
+
+    impl Drop for TempFile {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+
+    fn write(name: &str, text: &str) -> TempFile {
+        let p = std::env::temp_dir().join(format!("voxline-config-test-{}-{name}", std::process::id()));
         std::fs::write(&p, text).unwrap();
-        p
+        TempFile(p)
     }
 
     fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
@@ -439,7 +475,8 @@ capacity = 8
         assert!(e.contains("`capacity` (from $VOXLINE_CAPACITY) is invalid: `many` is not a whole number"), "{e}");
         let e = Config::load_with(Some(&p), env(&[("VOXLINE_SIDECAR_ID", "sc 1")])).unwrap_err().to_string();
         assert!(e.contains("`sidecar_id` (from $VOXLINE_SIDECAR_ID) is invalid"), "{e}");
-        let e = Config::load_with(Some(&p), env(&[("VOXLINE_CA_CERT", "/nonexistent/ca.pem")])).unwrap_err().to_string();
+        let e =
+            Config::load_with(Some(&p), env(&[("VOXLINE_CA_CERT", "/nonexistent/ca.pem")])).unwrap_err().to_string();
         assert!(e.contains("/nonexistent/ca.pem is not a readable file"), "{e}");
         let e = Config::load_with(Some(&p), env(&[("VOXLINE_LEASE_WAIT_MS", "999999")])).unwrap_err().to_string();
         assert!(e.contains("lease_wait_ms"), "{e}");

@@ -163,28 +163,77 @@ pub enum Action {
 pub enum Notice {
     Registered(RegistrationAck),
     /// Register failed; the next try is at `retry_at_ms`.
-    RegisterFailed { status: Option<u16>, detail: String, retry_at_ms: u64 },
+    RegisterFailed {
+        status: Option<u16>,
+        detail: String,
+        retry_at_ms: u64,
+    },
     /// A `401`/`410` on `path`: registering again.
-    Reregistering { path: &'static str, status: u16 },
-    LeaseFailed { status: Option<u16>, detail: String, retry_at_ms: u64 },
+    Reregistering {
+        path: &'static str,
+        status: u16,
+    },
+    LeaseFailed {
+        status: Option<u16>,
+        detail: String,
+        retry_at_ms: u64,
+    },
     /// An answer had a protocol version this build does not speak.
-    ProtocolMismatch { path: &'static str, got: u32 },
-    OfferAccepted { call_id: String, lease_id: String },
-    OfferRejected { call_id: String, lease_id: String, reason: &'static str },
+    ProtocolMismatch {
+        path: &'static str,
+        got: u32,
+    },
+    OfferAccepted {
+        call_id: String,
+        lease_id: String,
+    },
+    OfferRejected {
+        call_id: String,
+        lease_id: String,
+        reason: &'static str,
+    },
     /// An accepted offer will not be run: the edge said `409` or the ack deadline passed.
-    OfferLost { call_id: String, lease_id: String, why: String },
+    OfferLost {
+        call_id: String,
+        lease_id: String,
+        why: String,
+    },
     /// An offer's absolute ack deadline was already past on our clock when it arrived.
-    ClockSkew { call_id: String, ack_deadline_ms: u64, now_ms: u64 },
-    AckFailed { call_id: String, status: Option<u16>, detail: String, retry_at_ms: u64 },
-    EventsFailed { status: Option<u16>, detail: String, retry_at_ms: u64 },
+    ClockSkew {
+        call_id: String,
+        ack_deadline_ms: u64,
+        now_ms: u64,
+    },
+    AckFailed {
+        call_id: String,
+        status: Option<u16>,
+        detail: String,
+        retry_at_ms: u64,
+    },
+    EventsFailed {
+        status: Option<u16>,
+        detail: String,
+        retry_at_ms: u64,
+    },
     /// A batch the edge refused as invalid (`400`/`413`/`422`); retrying cannot help.
-    EventsDropped { count: usize, status: u16, detail: String },
+    EventsDropped {
+        count: usize,
+        status: u16,
+        detail: String,
+    },
     /// The edge recorded fewer new events than sent (duplicates of a retried batch).
-    EventsDuplicates { sent: usize, accepted: u32 },
-    HangupForUnknownCall { call_id: String },
+    EventsDuplicates {
+        sent: usize,
+        accepted: u32,
+    },
+    HangupForUnknownCall {
+        call_id: String,
+    },
     UnknownCommand,
     /// A call's `ended` event was acknowledged: its slot is free.
-    CallReleased { call_id: String },
+    CallReleased {
+        call_id: String,
+    },
 }
 
 /// Why [`LeaseClient::emit`] refused an event.
@@ -231,18 +280,29 @@ impl Backoff {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
     /// Register at or after `at_ms`.
-    Unregistered { at_ms: u64 },
-    Registering { id: RequestId },
+    Unregistered {
+        at_ms: u64,
+    },
+    Registering {
+        id: RequestId,
+    },
     Registered,
 }
 
 #[derive(Debug, Clone, PartialEq)]
 enum CallState {
     /// Slot reserved, accepting ack not yet confirmed. Keeps the offer to start it.
-    Acking { offer: Box<Offer>, hangup_requested: bool },
-    Active { hangup_sent: bool },
+    Acking {
+        offer: Box<Offer>,
+        hangup_requested: bool,
+    },
+    Active {
+        hangup_sent: bool,
+    },
     /// `ended` emitted with this seq; released once it is acknowledged.
-    Ending { ended_seq: u32 },
+    Ending {
+        ended_seq: u32,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -265,10 +325,14 @@ struct PendingAck {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum InFlight {
     Register,
-    Lease { sent_ms: u64 },
+    Lease {
+        sent_ms: u64,
+    },
     /// Keyed by lease id in `acks`.
     Ack,
-    Events { count: usize },
+    Events {
+        count: usize,
+    },
 }
 
 /// How a status code is handled.
@@ -466,11 +530,8 @@ impl LeaseClient {
 
         // Acks first: they race a deadline, so they go out even while
         // re-registering (a 401/410 just schedules another try).
-        let due = self
-            .acks
-            .iter()
-            .find(|(_, a)| a.in_flight.is_none() && now_ms >= a.next_try_ms)
-            .map(|(k, _)| k.clone());
+        let due =
+            self.acks.iter().find(|(_, a)| a.in_flight.is_none() && now_ms >= a.next_try_ms).map(|(k, _)| k.clone());
         if let Some(lease_id) = due {
             let id = self.new_id(InFlight::Ack);
             let pending = self.acks.get_mut(&lease_id).expect("found above");
@@ -757,13 +818,14 @@ impl LeaseClient {
                     self.confirm_call(now_ms, &pending.ack.call_id, &lease_id);
                 }
             }
-            Class::Conflict => {
+            // 409: the lease is gone. 400/413/422: this ack can never succeed. Never dial.
+            Class::Conflict | Class::Invalid => {
                 let (status, detail) = describe(&reply);
                 let why = format!("edge answered {}: {detail}", status.unwrap_or(409));
                 self.ack_lost(&lease_id, why);
                 self.acks.remove(&lease_id);
             }
-            Class::Reauth | Class::Invalid | Class::Retry => {
+            Class::Reauth | Class::Retry => {
                 if let (Class::Reauth, Reply::Http { status, .. }) = (class, &reply) {
                     self.reregister(now_ms, paths::ACK, *status);
                 }
@@ -845,7 +907,11 @@ impl LeaseClient {
                 self.events_retry_at_ms = now_ms;
                 if let Reply::Http { status, body } = &reply {
                     if class == Class::Invalid {
-                        self.notice(Notice::EventsDropped { count: delivered.len(), status: *status, detail: snippet(body) });
+                        self.notice(Notice::EventsDropped {
+                            count: delivered.len(),
+                            status: *status,
+                            detail: snippet(body),
+                        });
                     } else if let Ok(ack) = serde_json::from_slice::<EventsAck>(body) {
                         if (ack.accepted as usize) < delivered.len() {
                             self.notice(Notice::EventsDuplicates { sent: delivered.len(), accepted: ack.accepted });

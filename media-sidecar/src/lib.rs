@@ -1,4 +1,24 @@
 //! The voxline media sidecar: leases calls from the edge over a signed,
 //! long-polling link (HTTP/3 or HTTP/1.1), and (from issue 4 on) dials them.
+//!
+//! - [`lease`]: the sans-IO lease client (the protocol's state machine).
+//! - [`carrier`]: the two wires (HTTP/1.1 keep-alive, HTTP/3 over QUIC).
+//! - [`runtime`]: the tokio driver; [`calls`]: one task per call.
+//! - [`config`]: TOML file + environment.
 
+pub mod calls;
+pub mod carrier;
+pub mod config;
 pub mod lease;
+pub mod runtime;
+
+use lease::LeaseSettings;
+
+/// The lease settings a config implies.
+pub fn lease_settings(cfg: &config::Config) -> LeaseSettings {
+    let mut s = LeaseSettings::new(cfg.sidecar_id.clone(), cfg.region.clone(), cfg.capacity);
+    if let Some(w) = cfg.lease_wait_ms {
+        s.lease_wait_ms = w;
+    }
+    s
+}

@@ -371,10 +371,7 @@ mod tests {
             version: "0.1.0".into(),
         };
         let v = serde_json::to_value(&r).unwrap();
-        assert_eq!(
-            v,
-            json!({"protocol_version":1,"sidecar_id":"sc-1","region":"eu","capacity":8,"version":"0.1.0"})
-        );
+        assert_eq!(v, json!({"protocol_version":1,"sidecar_id":"sc-1","region":"eu","capacity":8,"version":"0.1.0"}));
         assert_eq!(serde_json::from_value::<Registration>(v).unwrap(), r);
 
         let ack: RegistrationAck = serde_json::from_value(json!({
@@ -478,7 +475,9 @@ mod tests {
         assert_eq!(turn.kind.name(), "transcript_turn");
         assert!(matches!(turn.kind, EventKind::TranscriptTurn { role: Role::Ai, .. }));
 
-        for (kind, name) in [(EventKind::Dialing, "dialing"), (EventKind::Ringing, "ringing"), (EventKind::Answered, "answered")] {
+        for (kind, name) in
+            [(EventKind::Dialing, "dialing"), (EventKind::Ringing, "ringing"), (EventKind::Answered, "answered")]
+        {
             assert_eq!(serde_json::to_value(&kind).unwrap(), json!({ "type": name }));
             assert!(!kind.is_ended());
         }

@@ -11,8 +11,9 @@ use std::process::Command;
 const WORKER_BUILD_VERSION: &str = "0.8.7";
 const WASM_BINDGEN_VERSION: &str = "0.2.130";
 
-/// Debian packages the test suites need (SIP peers, HTTP/3 front, ...).
-pub const APT_PACKAGES: &[&str] = &[];
+/// Debian packages the test suites need: caddy terminates QUIC/HTTP/3 in
+/// front of `wrangler dev`, as Cloudflare does in production.
+pub const APT_PACKAGES: &[&str] = &["caddy"];
 
 pub fn tools_dir() -> PathBuf {
     root().join(".tools")

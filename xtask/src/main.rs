@@ -55,6 +55,7 @@ fn test() -> Result<(), String> {
         run(Command::new("cargo").args(["test", "--workspace", "--exclude", "voxline-e2e", "--exclude", "xtask"]))
     })?;
     step("edge wasm build", build_edge)?;
+    step("media sidecar build", || run(Command::new("cargo").args(["build", "-p", "voxline-media-sidecar"])))?;
     step("end-to-end suites (wrangler dev)", || run(Command::new("cargo").args(["test", "-p", "voxline-e2e"])))?;
     println!("\nall tests passed in {:.0} s", started.elapsed().as_secs_f64());
     Ok(())

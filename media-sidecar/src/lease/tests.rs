@@ -94,8 +94,8 @@ impl H {
         let txs = self.all_tx();
         let mut leases: Vec<_> = txs
             .into_iter()
-            .filter_map(|t| match t.request {
-                Request::Lease(l) => Some((t.id, l)),
+            .map(|t| match t.request {
+                Request::Lease(l) => (t.id, l),
                 other => panic!("expected only a lease, got {other:?}"),
             })
             .collect();
@@ -187,8 +187,17 @@ fn register_failures_back_off_exponentially_without_jitter() {
     let mut h = H::new(2);
     let mut expected = vec![];
     let mut seen = vec![];
-    for (i, failure) in [status(500), Reply::Failed("connect refused".into()), status(401), status(503), status(502),
-        status(500), status(500), status(500), status(500)]
+    for (i, failure) in [
+        status(500),
+        Reply::Failed("connect refused".into()),
+        status(401),
+        status(503),
+        status(502),
+        status(500),
+        status(500),
+        status(500),
+        status(500),
+    ]
     .into_iter()
     .enumerate()
     {
@@ -262,7 +271,8 @@ fn reregisters_on_401_or_410_from_any_request() {
         assert!(matches!(t.request, Request::Register(_)));
         h.reply(t.id, ok(reg_ack()));
         let again = h.all_tx();
-        let Some(Request::Events(b)) = again.iter().map(|t| &t.request).find(|r| matches!(r, Request::Events(_))) else {
+        let Some(Request::Events(b)) = again.iter().map(|t| &t.request).find(|r| matches!(r, Request::Events(_)))
+        else {
             panic!("events resent: {again:?}")
         };
         assert_eq!(b.events[0].seq, 1);
@@ -277,7 +287,10 @@ fn accepts_an_offer_and_starts_it_only_after_the_edge_confirms() {
     let txs = h.lease_with(vec![offer(1, T0 + 5_000)], vec![]);
     assert_eq!(txs.len(), 2, "an ack and the next poll: {txs:?}");
     let ack = ack_of(&txs[0]);
-    assert_eq!((ack.accepted, ack.reason.as_deref(), ack.lease_id.as_str(), ack.call_id.as_str()), (true, None, "l_1", "c_1"));
+    assert_eq!(
+        (ack.accepted, ack.reason.as_deref(), ack.lease_id.as_str(), ack.call_id.as_str()),
+        (true, None, "l_1", "c_1")
+    );
     assert_eq!(txs[0].request.path(), "/v1/sidecar/ack");
     let Request::Lease(l) = &txs[1].request else { panic!() };
     assert_eq!(l.free_slots, 1, "the slot is reserved while acking");
@@ -386,6 +399,14 @@ fn ack_conflict_means_the_lease_is_gone_never_dial() {
     assert!(!a.iter().any(|a| matches!(a, Action::StartCall(_))));
     assert_eq!(h.c.free_slots(), 2);
     assert!(h.c.held_calls().is_empty());
+
+    // A 4xx that can never succeed is not retried either.
+    h.reply(txs[1].id, lease_resp(vec![offer(2, T0 + 5_000)], vec![]));
+    let txs = h.all_tx();
+    h.reply(txs[0].id, status(422));
+    assert!(!h.c.holds("c_2"));
+    assert!(h.all_tx().iter().all(|t| !matches!(t.request, Request::Ack(_))));
+    assert!(h.starts().is_empty());
 }
 
 #[test]
@@ -606,7 +627,10 @@ fn events_are_numbered_per_call_and_kept_until_acked() {
     assert_eq!(bs.len(), 1, "one batch in flight at a time");
     let (id1, b1) = bs[0];
     assert_eq!(b1.sidecar_id, "sc-1");
-    assert_eq!(b1.events.iter().map(|e| (e.call_id.as_str(), e.seq)).collect::<Vec<_>>(), vec![("c_1", 1), ("c_2", 1), ("c_1", 2)]);
+    assert_eq!(
+        b1.events.iter().map(|e| (e.call_id.as_str(), e.seq)).collect::<Vec<_>>(),
+        vec![("c_1", 1), ("c_2", 1), ("c_1", 2)]
+    );
     assert!(b1.events.iter().all(|e| e.attempt == 1 && e.at_ms == h.now));
 
     // More events while the batch is in flight wait their turn.
@@ -657,8 +681,12 @@ fn large_queues_go_in_bounded_batches_in_order() {
     let mut h = H::registered(1);
     let a = h.start_call(1);
     for _ in 0..250 {
-        h.c.emit(h.now, &a.call_id, EventKind::TranscriptTurn { role: Role::User, text: "hi".into(), start_ms: 0, end_ms: 1 })
-            .unwrap();
+        h.c.emit(
+            h.now,
+            &a.call_id,
+            EventKind::TranscriptTurn { role: Role::User, text: "hi".into(), start_ms: 0, end_ms: 1 },
+        )
+        .unwrap();
     }
     let mut seqs = vec![];
     for expect in [100, 100, 50] {
@@ -923,5 +951,8 @@ fn random_runs_keep_the_invariants() {
         total_offered += offered.len();
     }
     // The run exercised something.
-    assert!(total_offered > 1_000 && total_started > 200 && total_hangups > 20, "{total_offered} {total_started} {total_hangups}");
+    assert!(
+        total_offered > 1_000 && total_started > 200 && total_hangups > 20,
+        "{total_offered} {total_started} {total_hangups}"
+    );
 }

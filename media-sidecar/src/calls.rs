@@ -1,0 +1,103 @@
+//! One task per call. Until SIP lands (issue 4) a call only says `dialing` and
+//! then holds its slot until the edge hangs it up.
+//!
+//! `--simulate-answer` (dev/test aid ONLY, for exercising the dispatch link end
+//! to end before SIP exists): the call goes dialing -> ringing (+100 ms) ->
+//! answered (+300 ms) -> ended(completed, agent_hangup) after the given talk
+//! time (capped by the offer's `max_seconds`, then `max_duration_reached`).
+//! No phone is called. Remove once SIP is built.
+
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+use voxline_shared::protocol::{EventKind, Offer, Timings};
+use voxline_shared::{CallStatus, EndedReason};
+
+use crate::runtime::{now_ms, Msg};
+
+/// How a call task behaves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CallMode {
+    /// Dial for real (not built yet: emits `dialing`, then waits for a hangup).
+    #[default]
+    Placeholder,
+    /// Dev/test aid: pretend the callee answered and talked for this long.
+    SimulateAnswer(Duration),
+}
+
+pub const SIM_RING_AFTER: Duration = Duration::from_millis(100);
+pub const SIM_ANSWER_AFTER: Duration = Duration::from_millis(300);
+
+struct Emitter {
+    call_id: String,
+    tx: mpsc::Sender<Msg>,
+}
+
+impl Emitter {
+    async fn emit(&self, kind: EventKind) -> u64 {
+        self.emit_at(kind, now_ms()).await
+    }
+
+    async fn emit_at(&self, kind: EventKind, at: u64) -> u64 {
+        tracing::info!(call_id = %self.call_id, event = kind.name(), "call event");
+        let _ = self.tx.send(Msg::Event { call_id: self.call_id.clone(), at_ms: at, kind }).await;
+        at
+    }
+}
+
+fn ended(status: CallStatus, reason: EndedReason, timings: Timings) -> EventKind {
+    EventKind::Ended { status, reason, sip_code: None, timings }
+}
+
+/// Runs one call to its end. `hangup` fires when the edge asks to hang up;
+/// if it is dropped instead (the sidecar is stopping), the task just returns.
+pub async fn run_call(offer: Offer, mode: CallMode, tx: mpsc::Sender<Msg>, mut hangup: oneshot::Receiver<()>) {
+    let e = Emitter { call_id: offer.call_id.clone(), tx: tx.clone() };
+    let dispatched_ms = e.emit(EventKind::Dialing).await;
+    let mut t = Timings { dispatched_ms, ringing_ms: None, answered_ms: None, ended_ms: 0 };
+
+    // `Some(true)`: hangup requested; `Some(false)`: the sidecar is stopping.
+    async fn wait(hangup: &mut oneshot::Receiver<()>, d: Option<Duration>) -> Option<bool> {
+        match d {
+            Some(d) => tokio::select! {
+                r = hangup => Some(r.is_ok()),
+                _ = tokio::time::sleep(d) => None,
+            },
+            None => Some(hangup.await.is_ok()),
+        }
+    }
+
+    let end = match mode {
+        CallMode::Placeholder => match wait(&mut hangup, None).await {
+            Some(true) => Some((CallStatus::Cancelled, EndedReason::HangupRequested)),
+            _ => None,
+        },
+        CallMode::SimulateAnswer(talk) => 'sim: {
+            match wait(&mut hangup, Some(SIM_RING_AFTER)).await {
+                Some(true) => break 'sim Some((CallStatus::Cancelled, EndedReason::HangupRequested)),
+                Some(false) => break 'sim None,
+                None => {}
+            }
+            t.ringing_ms = Some(e.emit(EventKind::Ringing).await);
+            match wait(&mut hangup, Some(SIM_ANSWER_AFTER - SIM_RING_AFTER)).await {
+                Some(true) => break 'sim Some((CallStatus::Cancelled, EndedReason::HangupRequested)),
+                Some(false) => break 'sim None,
+                None => {}
+            }
+            t.answered_ms = Some(e.emit(EventKind::Answered).await);
+            let cap = Duration::from_secs(u64::from(offer.max_seconds));
+            let (d, reason) =
+                if talk > cap { (cap, EndedReason::MaxDurationReached) } else { (talk, EndedReason::AgentHangup) };
+            match wait(&mut hangup, Some(d)).await {
+                Some(true) => Some((CallStatus::Completed, EndedReason::HangupRequested)),
+                Some(false) => None,
+                None => Some((CallStatus::Completed, reason)),
+            }
+        }
+    };
+    if let Some((status, reason)) = end {
+        t.ended_ms = now_ms();
+        e.emit_at(ended(status, reason, t), t.ended_ms).await;
+    }
+    let _ = tx.send(Msg::CallDone { call_id: offer.call_id }).await;
+}

@@ -1,0 +1,277 @@
+//! The thin tokio driver around [`LeaseClient`]: it signs and sends what the
+//! core asks for (each request its own task, bounded by the request's timeout),
+//! feeds replies and call events back, runs one task per call, and sleeps until
+//! the core's next deadline.
+//!
+//! Stopping: [`Stop::Drain`] (first SIGINT/SIGTERM) stops taking work and waits
+//! up to `drain_timeout` for held calls to end and their events to be delivered;
+//! [`Stop::Now`] (second signal) exits at once. Calls still held at exit are
+//! failed by the edge once it stops hearing from this sidecar.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinSet;
+use voxline_shared::protocol::EventKind;
+use voxline_shared::signing::signed_headers;
+
+use crate::calls::{run_call, CallMode};
+use crate::carrier::Carrier;
+use crate::config::Secret;
+use crate::lease::{Action, LeaseClient, LeaseSettings, Notice, Reply, RequestId, Transmit};
+
+/// Wall-clock unix milliseconds (the core's `now`).
+pub fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+/// Messages into the driver loop.
+#[derive(Debug)]
+pub enum Msg {
+    Reply { id: RequestId, reply: Reply },
+    Event { call_id: String, at_ms: u64, kind: EventKind },
+    CallDone { call_id: String },
+}
+
+/// What the owner of the sidecar asks of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stop {
+    Run,
+    Drain,
+    Now,
+}
+
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    pub mode: CallMode,
+    pub drain_timeout: Duration,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        RunOptions { mode: CallMode::Placeholder, drain_timeout: Duration::from_secs(30) }
+    }
+}
+
+/// What a run did, for the exit log and tests.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RunSummary {
+    pub calls_started: u64,
+    /// Nothing was left held or undelivered at exit.
+    pub clean_exit: bool,
+}
+
+fn random_nonce() -> String {
+    let mut b = [0u8; 16];
+    getrandom::fill(&mut b).expect("the OS random source works");
+    voxline_shared::signing::nonce_from_bytes(&b)
+}
+
+fn log_notice(n: Notice) {
+    use tracing::{error, info, warn};
+    match n {
+        Notice::Registered(a) => info!(
+            lease_wait_ms = a.lease_wait_ms,
+            ack_deadline_ms = a.ack_deadline_ms,
+            dead_after_ms = a.dead_after_ms,
+            "registered with the edge"
+        ),
+        Notice::RegisterFailed { status, detail, retry_at_ms } => {
+            warn!(?status, %detail, retry_in_ms = retry_at_ms.saturating_sub(now_ms()), "registration failed")
+        }
+        Notice::Reregistering { path, status } => warn!(path, status, "edge no longer knows us; registering again"),
+        Notice::LeaseFailed { status, detail, retry_at_ms } => {
+            warn!(?status, %detail, retry_in_ms = retry_at_ms.saturating_sub(now_ms()), "lease poll failed")
+        }
+        Notice::ProtocolMismatch { path, got } => error!(path, got, "edge speaks another protocol version"),
+        Notice::OfferAccepted { call_id, lease_id } => info!(%call_id, %lease_id, "offer accepted; acking"),
+        Notice::OfferRejected { call_id, lease_id, reason } => info!(%call_id, %lease_id, reason, "offer rejected"),
+        Notice::OfferLost { call_id, lease_id, why } => warn!(%call_id, %lease_id, %why, "offer lost; not dialling"),
+        Notice::ClockSkew { call_id, ack_deadline_ms, now_ms } => {
+            warn!(%call_id, ack_deadline_ms, now_ms, "offer's ack deadline already past on our clock: check clock sync")
+        }
+        Notice::AckFailed { call_id, status, detail, retry_at_ms } => {
+            warn!(%call_id, ?status, %detail, retry_in_ms = retry_at_ms.saturating_sub(now_ms()), "ack failed")
+        }
+        Notice::EventsFailed { status, detail, retry_at_ms } => {
+            warn!(?status, %detail, retry_in_ms = retry_at_ms.saturating_sub(now_ms()), "event batch failed")
+        }
+        Notice::EventsDropped { count, status, detail } => {
+            error!(count, status, %detail, "edge refused an event batch as invalid; dropped")
+        }
+        Notice::EventsDuplicates { sent, accepted } => tracing::debug!(sent, accepted, "edge already had some events"),
+        Notice::HangupForUnknownCall { call_id } => info!(%call_id, "hangup for a call we do not hold"),
+        Notice::UnknownCommand => warn!("edge sent a command kind this build does not know"),
+        Notice::CallReleased { call_id } => info!(%call_id, "call released; slot free"),
+    }
+}
+
+struct Driver<C: Carrier> {
+    carrier: Arc<C>,
+    secret: Secret,
+    sidecar_id: String,
+    tx: mpsc::Sender<Msg>,
+    requests: JoinSet<()>,
+    call_tasks: JoinSet<()>,
+    calls: HashMap<String, oneshot::Sender<()>>,
+    mode: CallMode,
+    started: u64,
+}
+
+impl<C: Carrier> Driver<C> {
+    fn send(&mut self, t: Transmit) {
+        let carrier = self.carrier.clone();
+        let secret = self.secret.clone();
+        let sidecar_id = self.sidecar_id.clone();
+        let tx = self.tx.clone();
+        self.requests.spawn(async move {
+            let path = t.request.path();
+            let body = t.request.body();
+            let headers = signed_headers(&sidecar_id, secret.expose(), now_ms() / 1000, &random_nonce(), &body);
+            let limit = Duration::from_millis(t.request.timeout_ms());
+            tracing::debug!(id = t.id, path, bytes = body.len(), "request");
+            let reply = match tokio::time::timeout(limit, carrier.post(path, headers.to_vec(), body)).await {
+                Ok(Ok(r)) => {
+                    tracing::debug!(id = t.id, path, status = r.status, version = ?r.version, "response");
+                    Reply::Http { status: r.status, body: r.body }
+                }
+                Ok(Err(e)) => Reply::Failed(e.to_string()),
+                Err(_) => Reply::Failed(format!("no answer within {} ms", limit.as_millis())),
+            };
+            let _ = tx.send(Msg::Reply { id: t.id, reply }).await;
+        });
+    }
+
+    fn act(&mut self, a: Action) {
+        match a {
+            Action::StartCall(offer) => {
+                tracing::info!(
+                    call_id = %offer.call_id, attempt = offer.attempt, phone = %offer.phone,
+                    engine = %offer.engine, max_seconds = offer.max_seconds, "starting call"
+                );
+                if self.calls.contains_key(&offer.call_id) {
+                    return;
+                }
+                let (hang_tx, hang_rx) = oneshot::channel();
+                self.calls.insert(offer.call_id.clone(), hang_tx);
+                self.started += 1;
+                self.call_tasks.spawn(run_call(offer, self.mode, self.tx.clone(), hang_rx));
+            }
+            Action::Hangup { call_id } => match self.calls.remove(&call_id) {
+                Some(h) => {
+                    tracing::info!(%call_id, "hangup requested");
+                    let _ = h.send(());
+                }
+                None => tracing::debug!(%call_id, "hangup for a call that already finished"),
+            },
+            Action::Notice(n) => log_notice(n),
+        }
+    }
+}
+
+/// Runs the sidecar until `stop` says so (or its sender is dropped: `Now`).
+pub async fn run<C: Carrier>(
+    carrier: Arc<C>,
+    settings: LeaseSettings,
+    secret: Secret,
+    opts: RunOptions,
+    mut stop: watch::Receiver<Stop>,
+) -> RunSummary {
+    tracing::info!(
+        sidecar_id = %settings.sidecar_id, region = %settings.region, capacity = settings.capacity,
+        carrier = carrier.name(), mode = ?opts.mode, "sidecar starting"
+    );
+    let (tx, mut rx) = mpsc::channel::<Msg>(1024);
+    let mut d = Driver {
+        carrier,
+        secret,
+        sidecar_id: settings.sidecar_id.clone(),
+        tx,
+        requests: JoinSet::new(),
+        call_tasks: JoinSet::new(),
+        calls: HashMap::new(),
+        mode: opts.mode,
+        started: 0,
+    };
+    let mut core = LeaseClient::new(settings);
+    let mut drain_until: Option<tokio::time::Instant> = None;
+    let far = Duration::from_secs(3600);
+
+    let begin_drain = |core: &mut LeaseClient, drain_until: &mut Option<tokio::time::Instant>| {
+        if drain_until.is_none() {
+            tracing::info!(timeout = ?opts.drain_timeout, "draining: taking no new calls");
+            core.begin_drain();
+            *drain_until = Some(tokio::time::Instant::now() + opts.drain_timeout);
+        }
+    };
+    match *stop.borrow_and_update() {
+        Stop::Run => {}
+        Stop::Drain => begin_drain(&mut core, &mut drain_until),
+        Stop::Now => return RunSummary { calls_started: 0, clean_exit: true },
+    }
+
+    loop {
+        loop {
+            let now = now_ms();
+            let mut progressed = false;
+            while let Some(t) = core.poll_transmit(now) {
+                progressed = true;
+                d.send(t);
+            }
+            while let Some(a) = core.poll_action() {
+                progressed = true;
+                d.act(a);
+            }
+            if !progressed {
+                break;
+            }
+        }
+        if drain_until.is_some() && core.is_idle() {
+            tracing::info!("drained");
+            break;
+        }
+        // Reap finished request tasks so the set does not grow.
+        while d.requests.try_join_next().is_some() {}
+        while d.call_tasks.try_join_next().is_some() {}
+
+        let sleep = core.next_wakeup_ms().map_or(far, |w| Duration::from_millis(w.saturating_sub(now_ms())));
+        let drain_at = drain_until.unwrap_or_else(|| tokio::time::Instant::now() + far);
+        tokio::select! {
+            Some(msg) = rx.recv() => match msg {
+                Msg::Reply { id, reply } => core.handle_reply(now_ms(), id, reply),
+                Msg::Event { call_id, at_ms, kind } => {
+                    if let Err(e) = core.emit(at_ms, &call_id, kind) {
+                        tracing::warn!(%call_id, ?e, "event not recorded");
+                    }
+                }
+                Msg::CallDone { call_id } => {
+                    d.calls.remove(&call_id);
+                }
+            },
+            _ = tokio::time::sleep(sleep) => {}
+            changed = stop.changed() => {
+                let s = if changed.is_ok() { *stop.borrow_and_update() } else { Stop::Now };
+                match s {
+                    Stop::Run => {}
+                    Stop::Drain => begin_drain(&mut core, &mut drain_until),
+                    Stop::Now => {
+                        tracing::info!("stopping now");
+                        break;
+                    }
+                }
+            }
+            _ = tokio::time::sleep_until(drain_at), if drain_until.is_some() => {
+                tracing::warn!(held = ?core.held_calls(), pending_events = core.pending_events(), "drain timed out");
+                break;
+            }
+        }
+    }
+    let clean_exit = core.is_idle();
+    d.requests.abort_all();
+    d.calls.clear();
+    d.call_tasks.abort_all();
+    tracing::info!(calls_started = d.started, clean_exit, "sidecar stopped");
+    RunSummary { calls_started: d.started, clean_exit }
+}

@@ -1,0 +1,496 @@
+//! Test rigs, all on loopback: a tiny hyper HTTP/1.1 server, a fake edge that
+//! speaks the sidecar protocol (verifying signatures with the shared code), a
+//! throwaway CA from rcgen, and a real `caddy` terminating QUIC/HTTP/3 in front
+//! of an upstream.
+#![allow(dead_code)]
+
+use std::collections::{BTreeSet, HashSet, VecDeque};
+use std::future::Future;
+use std::net::{SocketAddr, TcpListener as StdTcpListener, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+use voxline_shared::protocol::*;
+use voxline_shared::signing::{self, SignedHeaders};
+
+/// Every network test is bounded by this.
+pub const TEST_TIMEOUT: Duration = Duration::from_secs(60);
+
+pub fn now_ms() -> u64 {
+    voxline_media_sidecar::runtime::now_ms()
+}
+
+/// A request as the test server saw it.
+#[derive(Debug, Clone)]
+pub struct SeenRequest {
+    pub method: String,
+    pub path: String,
+    pub version: http::Version,
+    pub headers: http::HeaderMap,
+    pub body: Vec<u8>,
+    /// Which accepted TCP connection (1-based) carried it.
+    pub conn: usize,
+}
+
+impl SeenRequest {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+pub type Handler = Arc<dyn Fn(SeenRequest) -> Pin<Box<dyn Future<Output = (u16, Vec<u8>)> + Send>> + Send + Sync>;
+
+/// A plain HTTP/1.1 keep-alive server on 127.0.0.1.
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub connections: Arc<AtomicUsize>,
+    pub seen: Arc<Mutex<Vec<SeenRequest>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl TestServer {
+    pub async fn start(handler: Handler) -> TestServer {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let connections = Arc::new(AtomicUsize::new(0));
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let (c2, s2) = (connections.clone(), seen.clone());
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else { return };
+                let conn = c2.fetch_add(1, Ordering::SeqCst) + 1;
+                let handler = handler.clone();
+                let seen = s2.clone();
+                tokio::spawn(async move {
+                    let svc = service_fn(move |req: hyper::Request<Incoming>| {
+                        let handler = handler.clone();
+                        let seen = seen.clone();
+                        async move {
+                            let (parts, body) = req.into_parts();
+                            let body = body.collect().await.map(|b| b.to_bytes().to_vec()).unwrap_or_default();
+                            let r = SeenRequest {
+                                method: parts.method.to_string(),
+                                path: parts.uri.path().to_string(),
+                                version: parts.version,
+                                headers: parts.headers,
+                                body,
+                                conn,
+                            };
+                            seen.lock().unwrap().push(r.clone());
+                            let (status, body) = handler(r).await;
+                            Ok::<_, std::convert::Infallible>(
+                                hyper::Response::builder()
+                                    .status(status)
+                                    .header("content-type", "application/json")
+                                    .body(Full::new(Bytes::from(body)))
+                                    .unwrap(),
+                            )
+                        }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .keep_alive(true)
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .await;
+                });
+            }
+        });
+        TestServer { addr, connections, seen, task }
+    }
+
+    pub fn seen(&self) -> Vec<SeenRequest> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+// ------------------------------------------------------------------ fake edge
+
+/// What the fake edge recorded and what it will hand out.
+#[derive(Default)]
+pub struct EdgeState {
+    pub secret: Vec<u8>,
+    pub reg_ack: Option<RegistrationAck>,
+    nonces: HashSet<String>,
+    pub signature_failures: Vec<String>,
+    pub registrations: Vec<Registration>,
+    pub leases: Vec<LeaseRequest>,
+    pub acks: Vec<Ack>,
+    pub events: Vec<CallEvent>,
+    seen_events: BTreeSet<(String, u32, u32)>,
+    pub offers: VecDeque<Offer>,
+    pub commands: VecDeque<Command>,
+    /// The `x-client-proto` header caddy adds (`{http.request.proto}`), per request.
+    pub client_protos: Vec<String>,
+    /// Answer the next N requests to this path with this status (before verifying).
+    pub fail_next: Vec<(String, u16)>,
+}
+
+pub struct FakeEdge {
+    pub server: TestServer,
+    pub state: Arc<Mutex<EdgeState>>,
+    pub wake: Arc<Notify>,
+}
+
+fn json<T: serde::Serialize>(status: u16, v: &T) -> (u16, Vec<u8>) {
+    (status, serde_json::to_vec(v).unwrap())
+}
+
+fn err(status: u16, code: &str) -> (u16, Vec<u8>) {
+    (status, serde_json::to_vec(&serde_json::json!({"error":{"code":code,"message":code}})).unwrap())
+}
+
+impl FakeEdge {
+    pub async fn start(secret: &str, reg_ack: RegistrationAck) -> FakeEdge {
+        let state = Arc::new(Mutex::new(EdgeState {
+            secret: secret.as_bytes().to_vec(),
+            reg_ack: Some(reg_ack),
+            ..Default::default()
+        }));
+        let wake = Arc::new(Notify::new());
+        let (st, wk) = (state.clone(), wake.clone());
+        let handler: Handler = Arc::new(move |req: SeenRequest| {
+            let st = st.clone();
+            let wk = wk.clone();
+            Box::pin(async move { FakeEdge::handle(st, wk, req).await })
+        });
+        FakeEdge { server: TestServer::start(handler).await, state, wake }
+    }
+
+    async fn handle(st: Arc<Mutex<EdgeState>>, wake: Arc<Notify>, req: SeenRequest) -> (u16, Vec<u8>) {
+        {
+            let mut s = st.lock().unwrap();
+            if let Some(p) = req.header("x-client-proto") {
+                s.client_protos.push(p.to_string());
+            }
+            if let Some(i) = s.fail_next.iter().position(|(p, _)| *p == req.path) {
+                let (_, code) = s.fail_next.remove(i);
+                return err(code, "injected");
+            }
+            let h = SignedHeaders::from_lookup(|n| req.header(n));
+            let now = now_ms() / 1000;
+            if let Err(e) = signing::verify(&s.secret, &h, &req.body, now, signing::DEFAULT_WINDOW_SECS) {
+                s.signature_failures.push(e.to_string());
+                return err(401, e.code());
+            }
+            let nonce = h.nonce.unwrap().to_string();
+            if !s.nonces.insert(nonce) {
+                s.signature_failures.push("replayed nonce".into());
+                return err(401, "replayed_nonce");
+            }
+        }
+        match req.path.as_str() {
+            paths::REGISTER => {
+                let r: Registration = serde_json::from_slice(&req.body).unwrap();
+                let mut s = st.lock().unwrap();
+                assert_eq!(Some(r.sidecar_id.as_str()), req.header("x-voxline-sidecar"));
+                s.registrations.push(r);
+                json(200, &s.reg_ack.unwrap())
+            }
+            paths::LEASE => {
+                let l: LeaseRequest = serde_json::from_slice(&req.body).unwrap();
+                st.lock().unwrap().leases.push(l.clone());
+                let deadline = tokio::time::Instant::now() + Duration::from_millis(u64::from(l.wait_ms));
+                loop {
+                    let notified = wake.notified();
+                    {
+                        let mut s = st.lock().unwrap();
+                        let n = (l.free_slots as usize).min(s.offers.len());
+                        let offers: Vec<Offer> = s.offers.drain(..n).collect();
+                        let commands: Vec<Command> = s.commands.drain(..).collect();
+                        if !offers.is_empty() || !commands.is_empty() {
+                            return json(200, &LeaseResponse { protocol_version: 1, offers, commands });
+                        }
+                    }
+                    tokio::select! {
+                        _ = notified => {}
+                        _ = tokio::time::sleep_until(deadline) => return json(200, &LeaseResponse::empty()),
+                    }
+                }
+            }
+            paths::ACK => {
+                let a: Ack = serde_json::from_slice(&req.body).unwrap();
+                let lease_id = a.lease_id.clone();
+                st.lock().unwrap().acks.push(a);
+                json(200, &AckReceipt { protocol_version: 1, lease_id })
+            }
+            paths::EVENTS => {
+                let b: EventBatch = serde_json::from_slice(&req.body).unwrap();
+                let mut s = st.lock().unwrap();
+                let mut accepted = 0;
+                for e in b.events {
+                    if s.seen_events.insert((e.call_id.clone(), e.attempt, e.seq)) {
+                        accepted += 1;
+                        s.events.push(e);
+                    }
+                }
+                json(200, &EventsAck { protocol_version: 1, accepted })
+            }
+            _ => err(404, "not_found"),
+        }
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.server.addr
+    }
+
+    pub fn offer(&self, o: Offer) {
+        self.state.lock().unwrap().offers.push_back(o);
+        self.wake.notify_waiters();
+    }
+
+    pub fn command(&self, c: Command) {
+        self.state.lock().unwrap().commands.push_back(c);
+        self.wake.notify_waiters();
+    }
+
+    /// Polls `f` on the state every 20 ms until it returns `Some`, or panics after `within`.
+    pub async fn wait_for<T>(&self, what: &str, within: Duration, mut f: impl FnMut(&EdgeState) -> Option<T>) -> T {
+        let until = Instant::now() + within;
+        loop {
+            if let Some(v) = f(&self.state.lock().unwrap()) {
+                return v;
+            }
+            if Instant::now() > until {
+                let s = self.state.lock().unwrap();
+                panic!(
+                    "timed out waiting for {what}; registrations={} leases={} acks={:?} events={:?} sigfail={:?}",
+                    s.registrations.len(),
+                    s.leases.len(),
+                    s.acks,
+                    s.events.iter().map(|e| (&e.call_id, e.seq, e.kind.name())).collect::<Vec<_>>(),
+                    s.signature_failures
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// The event kinds recorded for a call, in seq order.
+    pub fn kinds_of(&self, call_id: &str) -> Vec<&'static str> {
+        let s = self.state.lock().unwrap();
+        let mut evs: Vec<&CallEvent> = s.events.iter().filter(|e| e.call_id == call_id).collect();
+        evs.sort_by_key(|e| e.seq);
+        evs.iter().map(|e| e.kind.name()).collect()
+    }
+}
+
+pub fn offer(call: &str, max_seconds: u32) -> Offer {
+    Offer {
+        lease_id: format!("lease-{call}"),
+        call_id: call.to_string(),
+        attempt: 1,
+        phone: "+14155550100".into(),
+        agent_id: "ag_1".into(),
+        system_prompt: Some("Be brief.".into()),
+        voice: None,
+        language: "en-US".into(),
+        engine: "local".into(),
+        model: None,
+        max_seconds,
+        record: false,
+        metadata: None,
+        ack_deadline_ms: now_ms() + 5_000,
+    }
+}
+
+// ------------------------------------------------------------------ PKI
+
+pub fn temp_dir(tag: &str) -> PathBuf {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let d = std::env::temp_dir().join(format!(
+        "voxline-sidecar-{tag}-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::SeqCst)
+    ));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// A throwaway CA and a server certificate for `localhost` and `127.0.0.1`.
+pub struct Pki {
+    pub ca_pem: PathBuf,
+    pub cert_pem: PathBuf,
+    pub key_pem: PathBuf,
+}
+
+pub fn make_pki(dir: &Path) -> Pki {
+    use rcgen::{
+        BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose,
+    };
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.distinguished_name.push(DnType::CommonName, "voxline test CA");
+    ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+    let ca_cert = ca.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca, ca_key);
+
+    let leaf_key = KeyPair::generate().unwrap();
+    let mut leaf = CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
+    leaf.distinguished_name.push(DnType::CommonName, "localhost");
+    leaf.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    let leaf_cert = leaf.signed_by(&leaf_key, &issuer).unwrap();
+
+    let pki = Pki { ca_pem: dir.join("ca.pem"), cert_pem: dir.join("cert.pem"), key_pem: dir.join("key.pem") };
+    std::fs::write(&pki.ca_pem, ca_cert.pem()).unwrap();
+    std::fs::write(&pki.cert_pem, leaf_cert.pem()).unwrap();
+    std::fs::write(&pki.key_pem, leaf_key.serialize_pem()).unwrap();
+    pki
+}
+
+// ------------------------------------------------------------------ caddy
+
+/// A port free for both TCP and UDP on 127.0.0.1 (caddy serves h1/h2 on TCP and h3 on UDP).
+pub fn free_port() -> u16 {
+    for _ in 0..50 {
+        let t = StdTcpListener::bind("127.0.0.1:0").unwrap();
+        let port = t.local_addr().unwrap().port();
+        if UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free TCP+UDP port");
+}
+
+pub fn caddy_path() -> PathBuf {
+    for p in ["/usr/bin/caddy", "/usr/local/bin/caddy"] {
+        if Path::new(p).exists() {
+            return PathBuf::from(p);
+        }
+    }
+    panic!("caddy is not installed: `apt-get install -y caddy` (Debian package; the h3 tests need it)");
+}
+
+/// A real caddy: TLS with the test PKI on 127.0.0.1:`port` (TCP for HTTP/1.1
+/// and HTTP/2, UDP for HTTP/3), reverse-proxying to `upstream` over HTTP/1.1,
+/// adding `x-client-proto: {http.request.proto}`, logging access as JSON.
+pub struct Caddy {
+    child: tokio::process::Child,
+    pub port: u16,
+    pub access_log: PathBuf,
+    pub dir: PathBuf,
+}
+
+impl Caddy {
+    pub async fn start(upstream: SocketAddr, pki: &Pki, dir: &Path) -> Caddy {
+        Caddy::start_on(upstream, pki, dir, free_port()).await
+    }
+
+    /// Kills it hard (SIGKILL): no CONNECTION_CLOSE reaches the clients.
+    pub async fn kill(mut self) {
+        let _ = self.child.kill().await;
+    }
+
+    pub async fn start_on(upstream: SocketAddr, pki: &Pki, dir: &Path, port: u16) -> Caddy {
+        let caddy = caddy_path();
+        let access_log = dir.join("access.log");
+        let caddyfile = dir.join("Caddyfile");
+        std::fs::write(
+            &caddyfile,
+            format!(
+                r#"{{
+	admin off
+	auto_https disable_redirects
+	skip_install_trust
+	storage file_system {storage}
+	servers {{
+		protocols h1 h2 h3
+	}}
+}}
+
+https://127.0.0.1:{port} {{
+	bind 127.0.0.1
+	tls {cert} {key}
+	log {{
+		output file {log}
+		format json
+	}}
+	reverse_proxy {upstream} {{
+		header_up X-Client-Proto {{http.request.proto}}
+	}}
+}}
+"#,
+                storage = dir.join("storage").display(),
+                cert = pki.cert_pem.display(),
+                key = pki.key_pem.display(),
+                log = access_log.display(),
+            ),
+        )
+        .unwrap();
+        let stderr = std::fs::File::create(dir.join("caddy.stderr")).unwrap();
+        let child = tokio::process::Command::new(caddy)
+            .args(["run", "--adapter", "caddyfile", "--config"])
+            .arg(&caddyfile)
+            .env("HOME", dir)
+            .env("XDG_DATA_HOME", dir.join("data"))
+            .env("XDG_CONFIG_HOME", dir.join("config"))
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(stderr)
+            .kill_on_drop(true)
+            .spawn()
+            .expect("caddy starts");
+        let mut c = Caddy { child, port, access_log, dir: dir.to_path_buf() };
+        // Ready when it serves TLS on TCP (the UDP listener starts with it).
+        let until = Instant::now() + Duration::from_secs(15);
+        loop {
+            if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+                break;
+            }
+            let exited = c.child.try_wait().ok().flatten();
+            if exited.is_some() || Instant::now() > until {
+                panic!("caddy did not start ({exited:?}): {}", c.stderr());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        c
+    }
+
+    /// Parsed access-log entries so far.
+    pub fn access_entries(&self) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(&self.access_log)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+
+    /// Waits until the access log has at least `n` entries.
+    pub async fn wait_entries(&self, n: usize) -> Vec<serde_json::Value> {
+        let until = Instant::now() + Duration::from_secs(5);
+        loop {
+            let e = self.access_entries();
+            if e.len() >= n || Instant::now() > until {
+                return e;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(self.dir.join("caddy.stderr")).unwrap_or_default()
+    }
+}
+
+impl Drop for Caddy {
+    fn drop(&mut self) {
+        let _ = self.child.start_kill();
+    }
+}
