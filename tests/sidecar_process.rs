@@ -4,8 +4,7 @@
 //! by the sidecar's `--simulate-answer` test aid until SIP lands (issue 4);
 //! everything between the API and the sidecar is the production path.
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 use voxline_e2e::*;
 
@@ -27,69 +26,6 @@ impl SuiteContext for World {
             }
         }
         out
-    }
-}
-
-fn sidecar_bin() -> PathBuf {
-    repo_root().join("target/debug/voxline-media-sidecar")
-}
-
-/// A running sidecar process; dropped = SIGTERM then SIGKILL.
-struct Sidecar {
-    child: Option<Child>,
-    log: PathBuf,
-}
-
-impl Sidecar {
-    fn start(w: &World, id: &str, edge_url: &str, extra_env: &[(&str, String)], simulate_secs: f64) -> Sidecar {
-        let cred = w.edge.admin("POST", "/admin/sidecars", Some(&json!({"sidecar_id": id, "region": "local"}))).expect(201);
-        let log = w.dir.join(format!("sidecar-{id}.log"));
-        let file = std::fs::File::create(&log).unwrap();
-        let mut cmd = Command::new(sidecar_bin());
-        cmd.arg(format!("--simulate-answer={simulate_secs}"))
-            .env("VOXLINE_EDGE_URL", edge_url)
-            .env("VOXLINE_SIDECAR_ID", id)
-            .env("VOXLINE_REGION", "local")
-            .env("VOXLINE_SIDECAR_SECRET", cred.json["secret"].as_str().unwrap())
-            .env("VOXLINE_CAPACITY", "2")
-            .env("VOXLINE_LEASE_WAIT_MS", "1000")
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(file.try_clone().unwrap())
-            .stderr(file);
-        for (k, v) in extra_env {
-            cmd.env(k, v);
-        }
-        let child = cmd.spawn().expect("start the sidecar (built by `cargo build -p voxline-media-sidecar`)");
-        Sidecar { child: Some(child), log }
-    }
-
-    fn sigkill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            unsafe { libc::kill(c.id() as i32, libc::SIGKILL) };
-            let _ = c.wait();
-        }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for Sidecar {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
-            let until = Instant::now() + Duration::from_secs(3);
-            while Instant::now() < until {
-                if let Ok(Some(_)) = c.try_wait() {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            let _ = c.kill();
-            let _ = c.wait();
-        }
     }
 }
 
@@ -117,7 +53,7 @@ fn wait_status(w: &World, id: &str, want: &str, within: Duration) -> (Value, Vec
 }
 
 fn a_call_is_leased_dialled_and_completed_over_http1(w: &World) {
-    let _sc = Sidecar::start(w, "proc-h1", &w.edge.base, &[], 1.0);
+    let _sc = Sidecar::start(&w.edge, &w.dir, "proc-h1", &w.edge.base, &[], 1.0);
     let id = place(w, json!({"phone": "+14155550201"}));
     let (call, seen) = wait_status(w, &id, "completed", Duration::from_secs(20));
     assert!(seen.contains(&"in_progress".to_string()), "statuses seen: {seen:?}");
@@ -128,20 +64,20 @@ fn a_call_is_leased_dialled_and_completed_over_http1(w: &World) {
 }
 
 fn sigkill_mid_call_ends_media_lost_and_a_second_sidecar_takes_the_retry(w: &World) {
-    let mut first = Sidecar::start(w, "proc-kill-a", &w.edge.base, &[], 60.0);
+    let mut first = Sidecar::start(&w.edge, &w.dir, "proc-kill-a", &w.edge.base, &[], 60.0);
     let id = place(w, json!({"phone": "+14155550202", "retries": 1, "retry_delay_minutes": 1}));
     wait_status(w, &id, "in_progress", Duration::from_secs(20));
     first.sigkill();
     let (call, _) = wait_status(w, &id, "scheduled", Duration::from_secs(20));
     assert_eq!(call["ended_reason"], "media_lost", "{call}");
-    let _second = Sidecar::start(w, "proc-kill-b", &w.edge.base, &[], 1.0);
+    let _second = Sidecar::start(&w.edge, &w.dir, "proc-kill-b", &w.edge.base, &[], 1.0);
     let (call, seen) = wait_status(w, &id, "completed", Duration::from_secs(30));
     assert_eq!(call["attempts"], 2, "{call}; saw {seen:?}");
     assert!(!first.log().is_empty());
 }
 
 fn hangup_through_the_api_reaches_the_sidecar(w: &World) {
-    let sc = Sidecar::start(w, "proc-hang", &w.edge.base, &[], 60.0);
+    let sc = Sidecar::start(&w.edge, &w.dir, "proc-hang", &w.edge.base, &[], 60.0);
     let id = place(w, json!({"phone": "+14155550203"}));
     wait_status(w, &id, "in_progress", Duration::from_secs(20));
     w.edge.call("POST", &format!("/v1/calls/{id}/hangup"), &w.tenant.key, None).expect(202);
@@ -157,101 +93,11 @@ fn hangup_through_the_api_reaches_the_sidecar(w: &World) {
     assert_eq!(call["ended_reason"], "hangup_requested", "{call}");
 }
 
-// ---- HTTP/3 through caddy ----
-
-struct Pki {
-    ca: PathBuf,
-    cert: PathBuf,
-    key: PathBuf,
-}
-
-fn make_pki(dir: &Path) -> Pki {
-    use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose};
-    let ca_key = KeyPair::generate().unwrap();
-    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca.distinguished_name.push(DnType::CommonName, "voxline e2e CA");
-    ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
-    let ca_cert = ca.self_signed(&ca_key).unwrap();
-    let issuer = Issuer::new(ca, ca_key);
-    let leaf_key = KeyPair::generate().unwrap();
-    let mut leaf = CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
-    leaf.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-    let leaf_cert = leaf.signed_by(&leaf_key, &issuer).unwrap();
-    let pki = Pki { ca: dir.join("ca.pem"), cert: dir.join("cert.pem"), key: dir.join("key.pem") };
-    std::fs::write(&pki.ca, ca_cert.pem()).unwrap();
-    std::fs::write(&pki.cert, leaf_cert.pem()).unwrap();
-    std::fs::write(&pki.key, leaf_key.serialize_pem()).unwrap();
-    pki
-}
-
-/// A port free on both TCP and UDP (caddy serves TLS on TCP and QUIC on UDP).
-fn free_tcp_udp_port() -> u16 {
-    for _ in 0..50 {
-        let port = free_port();
-        if std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-    panic!("no port free on TCP and UDP");
-}
-
-struct Caddy {
-    child: Child,
-    port: u16,
-    access_log: PathBuf,
-}
-
-impl Drop for Caddy {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_caddy(dir: &Path, upstream: &str, pki: &Pki) -> Caddy {
-    let port = free_tcp_udp_port();
-    let access_log = dir.join("caddy-access.json");
-    let caddyfile = dir.join("Caddyfile");
-    let upstream = upstream.trim_start_matches("http://");
-    std::fs::write(
-        &caddyfile,
-        format!(
-            "{{\n\tadmin off\n\tauto_https disable_redirects\n\tskip_install_trust\n\tstorage file_system {storage}\n\tservers {{\n\t\tprotocols h1 h2 h3\n\t}}\n}}\n\n\
-             https://127.0.0.1:{port} {{\n\tbind 127.0.0.1\n\ttls {cert} {key}\n\tlog {{\n\t\toutput file {log}\n\t\tformat json\n\t}}\n\treverse_proxy {upstream}\n}}\n",
-            storage = dir.join("caddy-storage").display(),
-            cert = pki.cert.display(),
-            key = pki.key.display(),
-            log = access_log.display(),
-        ),
-    )
-    .unwrap();
-    let stderr = std::fs::File::create(dir.join("caddy.log")).unwrap();
-    let child = Command::new("caddy")
-        .args(["run", "--adapter", "caddyfile", "--config"])
-        .arg(&caddyfile)
-        .env("HOME", dir)
-        .env("XDG_DATA_HOME", dir.join("caddy-data"))
-        .env("XDG_CONFIG_HOME", dir.join("caddy-config"))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(stderr)
-        .spawn()
-        .expect("caddy (Debian package `caddy`, installed by `cargo xtask bootstrap`)");
-    let until = Instant::now() + Duration::from_secs(15);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < until, "caddy did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    std::thread::sleep(Duration::from_millis(200));
-    Caddy { child, port, access_log }
-}
-
 fn the_whole_lease_ack_event_path_works_over_http3_through_caddy(w: &World) {
     let pki = make_pki(&w.dir);
     let caddy = start_caddy(&w.dir, &w.edge.base, &pki);
     let url = format!("https+h3://127.0.0.1:{}", caddy.port);
-    let _sc = Sidecar::start(w, "proc-h3", &url, &[("VOXLINE_CA_CERT", pki.ca.display().to_string())], 1.0);
+    let _sc = Sidecar::start(&w.edge, &w.dir, "proc-h3", &url, &[("VOXLINE_CA_CERT", pki.ca.display().to_string())], 1.0);
     let id = place(w, json!({"phone": "+14155550204"}));
     let (call, seen) = wait_status(w, &id, "completed", Duration::from_secs(30));
     assert!(seen.contains(&"in_progress".to_string()), "{seen:?}");

@@ -16,8 +16,9 @@ use worker::{durable_object, console_log, Date, Delay, Env, Method, Request, Req
 
 pub const DO_BINDING: &str = "DISPATCH";
 const STORAGE_KEY: &str = "queue";
-/// How often a held-open poll looks for new work.
-const POLL_STEP_MS: u64 = 50;
+/// A held-open poll is woken by [`DispatchQueue::wake_polls`] when work may
+/// have arrived, and re-checks at least this often anyway.
+const POLL_RECHECK_MS: u64 = 1_000;
 
 pub fn timings(env: &Env) -> DispatchTimings {
     let d = DispatchTimings::default();
@@ -36,6 +37,8 @@ pub struct DispatchQueue {
     /// persisted before the reply (the object's output gate holds the reply
     /// until the write is durable).
     queue: RefCell<Option<RegionQueue>>,
+    /// Held-open polls waiting for work (same isolate, so a oneshot wakes them).
+    waiters: RefCell<Vec<futures_channel::oneshot::Sender<()>>>,
 }
 
 impl DispatchQueue {
@@ -49,6 +52,13 @@ impl DispatchQueue {
             *slot = Some(stored.unwrap_or_default());
         }
         Ok(())
+    }
+
+    /// Tells every held-open poll to look again (new call, command, requeue).
+    fn wake_polls(&self) {
+        for waiter in self.waiters.borrow_mut().drain(..) {
+            let _ = waiter.send(());
+        }
     }
 
     fn with<R>(&self, f: impl FnOnce(&mut RegionQueue) -> R) -> R {
@@ -89,7 +99,7 @@ impl DispatchQueue {
 
 impl worker::DurableObject for DispatchQueue {
     fn new(state: State, env: Env) -> Self {
-        DispatchQueue { state, env, queue: RefCell::new(None) }
+        DispatchQueue { state, env, queue: RefCell::new(None), waiters: RefCell::new(Vec::new()) }
     }
 
     async fn fetch(&self, mut req: Request) -> Result<Response> {
@@ -134,7 +144,10 @@ impl worker::DurableObject for DispatchQueue {
                             let free_slots = envelope.body["free_slots"].as_u64().unwrap_or(0) as u32;
                             let sid = envelope.sidecar_id.as_str();
                             loop {
-                                Delay::from(Duration::from_millis(POLL_STEP_MS)).await;
+                                let (tx, rx) = futures_channel::oneshot::channel();
+                                self.waiters.borrow_mut().push(tx);
+                                let left = until.saturating_sub(Date::now().as_millis()).clamp(1, POLL_RECHECK_MS);
+                                futures_util::future::select(rx, Delay::from(Duration::from_millis(left))).await;
                                 let now = Date::now().as_millis();
                                 if self.with(|q| q.has_work_for(sid, now)) || now >= until {
                                     let r = self.with(|q| sidecar_link::lease_reply(q, sid, free_slots, now, &t));
@@ -150,6 +163,7 @@ impl worker::DurableObject for DispatchQueue {
             other => (404, json!({"error": format!("no dispatch op {other}")})),
         };
         self.persist(Date::now().as_millis(), &t).await?;
+        self.wake_polls();
         self.mirror(&updates).await;
         Ok(Response::from_json(&reply)?.with_status(status))
     }
@@ -160,6 +174,7 @@ impl worker::DurableObject for DispatchQueue {
         let now = Date::now().as_millis();
         let updates = self.tick(now, &t).await;
         self.persist(now, &t).await?;
+        self.wake_polls();
         self.mirror(&updates).await;
         Response::ok("")
     }

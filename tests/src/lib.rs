@@ -7,6 +7,7 @@ use std::net::TcpListener;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, Stdio};
+
 use std::time::{Duration, Instant};
 
 pub use serde_json::{json, Value};
@@ -307,3 +308,164 @@ impl SuiteContext for Edge {
         self.log_tail(40)
     }
 }
+
+// ---- media sidecar processes ----
+
+/// The sidecar binary: `$VOXLINE_SIDECAR_BIN`, else the debug build.
+pub fn sidecar_bin() -> PathBuf {
+    std::env::var_os("VOXLINE_SIDECAR_BIN").map(PathBuf::from).unwrap_or_else(|| repo_root().join("target/debug/voxline-media-sidecar"))
+}
+
+/// A running sidecar process; dropped = SIGTERM then SIGKILL.
+pub struct Sidecar {
+    child: Option<Child>,
+    pub log: PathBuf,
+}
+
+impl Sidecar {
+    /// Mints credentials for `id` through the admin API and starts the process.
+    pub fn start(edge: &Edge, dir: &Path, id: &str, edge_url: &str, extra_env: &[(&str, String)], simulate_secs: f64) -> Sidecar {
+        let cred = edge.admin("POST", "/admin/sidecars", Some(&json!({"sidecar_id": id, "region": "local"}))).expect(201);
+        let log = dir.join(format!("sidecar-{id}.log"));
+        let file = std::fs::File::create(&log).unwrap();
+        let mut cmd = Command::new(sidecar_bin());
+        cmd.arg(format!("--simulate-answer={simulate_secs}"))
+            .env("VOXLINE_EDGE_URL", edge_url)
+            .env("VOXLINE_SIDECAR_ID", id)
+            .env("VOXLINE_REGION", "local")
+            .env("VOXLINE_SIDECAR_SECRET", cred.json["secret"].as_str().unwrap())
+            .env("VOXLINE_CAPACITY", "2")
+            .env("VOXLINE_LEASE_WAIT_MS", "1000")
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(file.try_clone().unwrap())
+            .stderr(file);
+        for (k, v) in extra_env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().expect("start the sidecar (built by `cargo build -p voxline-media-sidecar`)");
+        Sidecar { child: Some(child), log }
+    }
+
+    pub fn sigkill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            unsafe { libc::kill(c.id() as i32, libc::SIGKILL) };
+            let _ = c.wait();
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Sidecar {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+            let until = Instant::now() + Duration::from_secs(3);
+            while Instant::now() < until {
+                if let Ok(Some(_)) = c.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+// ---- HTTP/3 through caddy ----
+
+/// A throwaway CA and a server certificate for 127.0.0.1 / localhost.
+
+pub struct Pki {
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+pub fn make_pki(dir: &Path) -> Pki {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.distinguished_name.push(DnType::CommonName, "voxline e2e CA");
+    ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+    let ca_cert = ca.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca, ca_key);
+    let leaf_key = KeyPair::generate().unwrap();
+    let mut leaf = CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
+    leaf.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    let leaf_cert = leaf.signed_by(&leaf_key, &issuer).unwrap();
+    let pki = Pki { ca: dir.join("ca.pem"), cert: dir.join("cert.pem"), key: dir.join("key.pem") };
+    std::fs::write(&pki.ca, ca_cert.pem()).unwrap();
+    std::fs::write(&pki.cert, leaf_cert.pem()).unwrap();
+    std::fs::write(&pki.key, leaf_key.serialize_pem()).unwrap();
+    pki
+}
+
+/// A port free on both TCP and UDP (caddy serves TLS on TCP and QUIC on UDP).
+pub fn free_tcp_udp_port() -> u16 {
+    for _ in 0..50 {
+        let port = free_port();
+        if std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no port free on TCP and UDP");
+}
+
+/// A real caddy terminating TLS (TCP) and QUIC/HTTP/3 (UDP), proxying to the edge.
+pub struct Caddy {
+    child: Child,
+    pub port: u16,
+    pub access_log: PathBuf,
+}
+
+impl Drop for Caddy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn start_caddy(dir: &Path, upstream: &str, pki: &Pki) -> Caddy {
+    let port = free_tcp_udp_port();
+    let access_log = dir.join("caddy-access.json");
+    let caddyfile = dir.join("Caddyfile");
+    let upstream = upstream.trim_start_matches("http://");
+    std::fs::write(
+        &caddyfile,
+        format!(
+            "{{\n\tadmin off\n\tauto_https disable_redirects\n\tskip_install_trust\n\tstorage file_system {storage}\n\tservers {{\n\t\tprotocols h1 h2 h3\n\t}}\n}}\n\n\
+             https://127.0.0.1:{port} {{\n\tbind 127.0.0.1\n\ttls {cert} {key}\n\tlog {{\n\t\toutput file {log}\n\t\tformat json\n\t}}\n\treverse_proxy {upstream}\n}}\n",
+            storage = dir.join("caddy-storage").display(),
+            cert = pki.cert.display(),
+            key = pki.key.display(),
+            log = access_log.display(),
+        ),
+    )
+    .unwrap();
+    let stderr = std::fs::File::create(dir.join("caddy.log")).unwrap();
+    let child = Command::new("caddy")
+        .args(["run", "--adapter", "caddyfile", "--config"])
+        .arg(&caddyfile)
+        .env("HOME", dir)
+        .env("XDG_DATA_HOME", dir.join("caddy-data"))
+        .env("XDG_CONFIG_HOME", dir.join("caddy-config"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(stderr)
+        .spawn()
+        .expect("caddy (Debian package `caddy`, installed by `cargo xtask bootstrap`)");
+    let until = Instant::now() + Duration::from_secs(15);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < until, "caddy did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    Caddy { child, port, access_log }
+}
+

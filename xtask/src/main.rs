@@ -4,7 +4,9 @@
 //! - `build-edge` build the Worker to wasm (edge/build/worker)
 //! - `test`       bootstrap, host unit tests, wasm build, end-to-end suites
 //! - `demo`       run the stack locally and place a call (`--once` to exit after)
+//! - `bench`      measured figures into docs/bench.md
 
+mod bench;
 mod bootstrap;
 mod demo;
 
@@ -62,7 +64,7 @@ fn test() -> Result<(), String> {
 }
 
 fn usage() -> Result<(), String> {
-    Err("usage: cargo xtask <bootstrap|build-edge|test|demo [--once]>".into())
+    Err("usage: cargo xtask <bootstrap|build-edge|test|demo [--once]|bench>".into())
 }
 
 fn main() -> ExitCode {
@@ -71,6 +73,7 @@ fn main() -> ExitCode {
         Some("bootstrap") => step("bootstrap", bootstrap::ensure_all),
         Some("build-edge") => step("bootstrap", bootstrap::ensure_all).and_then(|_| step("edge wasm build", build_edge)),
         Some("test") => test(),
+        Some("bench") => bench::run_bench(),
         Some("demo") => demo::run_demo(args.iter().any(|a| a == "--once")),
         _ => usage(),
     };
