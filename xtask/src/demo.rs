@@ -66,7 +66,7 @@ pub fn run_demo(once: bool) -> Result<(), String> {
          curl -s '{base}/v1/calls?status=queued&limit=10' -H 'Authorization: Bearer {key}'\n\
          curl -s -X POST {base}/v1/calls/{call_id}/hangup -H 'Authorization: Bearer {key}'\n\
          curl -s {base}/v1/openapi.json\n\n\
-         Not yet in the demo: dialing. Calls stay queued until a media sidecar leases them (issue 3/4).",
+         Not yet in the demo: dialing. The demo runs no media sidecar until SIP lands (issue 4), so the call stays queued.",
         dir.join("state").display(),
         edge.log_path.display(),
         serde_json::to_string_pretty(&fetched.json).unwrap_or_default(),
