@@ -43,6 +43,9 @@ pub struct QueuedCall {
     pub retry_delay_ms: u64,
     /// Offer fields: phone, agent and engine settings, max_seconds, metadata ...
     pub offer: Value,
+    /// Created with `schedule_at`: its record is `scheduled` until released.
+    #[serde(default)]
+    pub scheduled: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -333,8 +336,8 @@ impl RegionQueue {
             }
         }
         for call in &self.waiting {
-            // First attempts becoming due in (last_tick, now] were scheduled.
-            if call.attempt == 1 && call.ready_at_ms > last_tick && call.ready_at_ms <= now {
+            // Scheduled first attempts that became due in (last_tick, now].
+            if call.scheduled && call.attempt == 1 && call.ready_at_ms > last_tick && call.ready_at_ms <= now {
                 updates.push(CallUpdate { call_id: call.call_id.clone(), tenant_id: call.tenant_id.clone(), at_ms: now, change: CallChange::Released });
             }
         }
@@ -400,6 +403,7 @@ mod tests {
             retries,
             retry_delay_ms: 60_000,
             offer: json!({"phone": "+14155550100"}),
+            scheduled: ready > 0,
         }
     }
 

@@ -29,6 +29,7 @@ pub fn queued_call(tenant_id: &str, record: &CallRecord, now_ms: u64) -> QueuedC
         attempt: 1,
         retries: record.retries,
         retry_delay_ms: u64::from(record.retry_delay_minutes) * 60_000,
+        scheduled: record.schedule_at.is_some(),
         offer: json!({
             "phone": record.phone,
             "agent_id": record.agent_id,

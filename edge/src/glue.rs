@@ -65,7 +65,14 @@ async fn fetch(mut req: Request, env: Env, _ctx: Context) -> Result<Response> {
     // the real length (chunked uploads carry no Content-Length).
     let body = match declared_len {
         Some(n) if n > MAX_BODY_BYTES => vec![0; MAX_BODY_BYTES + 1],
-        _ => req.bytes().await.unwrap_or_default(),
+        _ => match req.bytes().await {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                // A body we could not read is never treated as empty.
+                let err = crate::error::ApiError::new(crate::error::ErrorCode::InvalidJson, format!("the request body could not be read: {e}"));
+                return Ok(Response::ok(err.to_json().to_string())?.with_status(err.status()));
+            }
+        },
     };
     let api_req = ApiRequest {
         method: req.method().to_string(),

@@ -204,6 +204,7 @@ mod tests {
             retry_delay_ms: 60_000,
             offer: json!({"phone": "+14155550100", "agent_id": "agt_1", "language": "en-US", "engine": "local",
                           "max_seconds": 300, "record": false}),
+            scheduled: false,
         }
     }
 
