@@ -110,8 +110,9 @@ impl EdgeUrl {
     }
 }
 
-/// The secret shared with the edge; never printed.
-#[derive(Clone, PartialEq, Eq)]
+/// A secret (the edge link's, a trunk password); never printed.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
 pub struct Secret(String);
 
 impl Secret {
@@ -140,6 +141,138 @@ pub struct Config {
     pub transport: Transport,
     pub ca_cert: Option<PathBuf>,
     pub lease_wait_ms: Option<u32>,
+    /// SIP trunks and media settings; empty trunks = no real dialing.
+    pub telephony: Telephony,
+}
+
+/// SIP transport to a trunk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SipTransport {
+    Udp,
+}
+
+/// One SIP trunk of this sidecar's region, tried in `priority` order (lowest first).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Trunk {
+    pub name: String,
+    pub host: String,
+    #[serde(default = "default_sip_port")]
+    pub port: u16,
+    #[serde(default = "default_sip_transport")]
+    pub transport: SipTransport,
+    /// Digest credentials, when the trunk challenges (401/407).
+    #[serde(default)]
+    pub username: Option<String>,
+    /// Better set as `$VOXLINE_TRUNK_<NAME>_PASSWORD` (name upper-cased, `-`/`.` as `_`).
+    #[serde(default)]
+    pub password: Option<Secret>,
+    /// Caller ID presented in From (E.164).
+    pub from_number: String,
+    #[serde(default)]
+    pub priority: u32,
+}
+
+fn default_sip_port() -> u16 {
+    5060
+}
+
+fn default_sip_transport() -> SipTransport {
+    SipTransport::Udp
+}
+
+/// `[telephony]` in the config file.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Telephony {
+    /// Address SIP and RTP sockets bind to and advertise (Via, Contact, SDP).
+    #[serde(default = "default_bind_ip")]
+    pub bind_ip: std::net::IpAddr,
+    /// Local SIP port; 0 picks a free one.
+    #[serde(default)]
+    pub sip_port: u16,
+    /// RTP ports are allocated from this inclusive range (even ports, RTCP on +1).
+    #[serde(default = "default_rtp_min")]
+    pub rtp_port_min: u16,
+    #[serde(default = "default_rtp_max")]
+    pub rtp_port_max: u16,
+    /// Unanswered this long after the INVITE: CANCEL, `no_answer`.
+    #[serde(default = "default_ring_timeout")]
+    pub ring_timeout_secs: u32,
+    /// A trunk that has not answered the INVITE at all within this is skipped.
+    #[serde(default = "default_failover_ms")]
+    pub failover_timeout_ms: u32,
+    /// Where per-call stereo WAV recordings go when an offer asks for one.
+    #[serde(default)]
+    pub recordings_dir: Option<PathBuf>,
+    #[serde(default)]
+    pub trunks: Vec<Trunk>,
+}
+
+impl Default for Telephony {
+    fn default() -> Self {
+        Telephony {
+            bind_ip: default_bind_ip(),
+            sip_port: 0,
+            rtp_port_min: default_rtp_min(),
+            rtp_port_max: default_rtp_max(),
+            ring_timeout_secs: default_ring_timeout(),
+            failover_timeout_ms: default_failover_ms(),
+            recordings_dir: None,
+            trunks: Vec::new(),
+        }
+    }
+}
+
+fn default_bind_ip() -> std::net::IpAddr {
+    std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)
+}
+fn default_rtp_min() -> u16 {
+    20_000
+}
+fn default_rtp_max() -> u16 {
+    20_999
+}
+fn default_ring_timeout() -> u32 {
+    30
+}
+fn default_failover_ms() -> u32 {
+    2_000
+}
+
+impl Telephony {
+    /// Checks ranges and trunks; fills trunk passwords from the environment.
+    fn finish(mut self, env: &dyn Fn(&str) -> Option<String>) -> Result<Telephony, String> {
+        if self.rtp_port_min == 0 || self.rtp_port_min > self.rtp_port_max {
+            return Err(format!("rtp ports {}..={} are not a range", self.rtp_port_min, self.rtp_port_max));
+        }
+        if self.ring_timeout_secs == 0 || self.ring_timeout_secs > 300 {
+            return Err(format!("ring_timeout_secs {} is not in 1..=300", self.ring_timeout_secs));
+        }
+        let mut names = std::collections::HashSet::new();
+        for t in &mut self.trunks {
+            if !is_valid_id(&t.name) || !names.insert(t.name.clone()) {
+                return Err(format!("trunk name `{}` is invalid or repeated", t.name));
+            }
+            if t.host.trim().is_empty() {
+                return Err(format!("trunk `{}` has no host", t.name));
+            }
+            let digits = t.from_number.strip_prefix('+').unwrap_or("");
+            if !(7..=15).contains(&digits.len()) || !digits.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(format!("trunk `{}`: from_number `{}` is not E.164", t.name, t.from_number));
+            }
+            let var = format!("VOXLINE_TRUNK_{}_PASSWORD", t.name.to_ascii_uppercase().replace(['-', '.'], "_"));
+            if let Some(p) = env(&var) {
+                t.password = Some(Secret(p));
+            }
+            if t.password.is_some() && t.username.is_none() {
+                return Err(format!("trunk `{}` has a password but no username", t.name));
+            }
+        }
+        self.trunks.sort_by_key(|t| t.priority);
+        Ok(self)
+    }
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -165,6 +298,7 @@ struct FileConfig {
     transport: Option<String>,
     ca_cert: Option<PathBuf>,
     lease_wait_ms: Option<u32>,
+    telephony: Option<Telephony>,
 }
 
 /// A value and where it came from, for error messages.
@@ -304,7 +438,14 @@ impl Config {
             }
         }
 
+        let telephony = file.telephony.unwrap_or_default().finish(&env).map_err(|msg| ConfigError::Invalid {
+            key: "telephony",
+            source_: if file_name.is_empty() { "defaults".into() } else { format!("{file_name}: [telephony]") },
+            msg,
+        })?;
+
         Ok(Config {
+            telephony,
             edge,
             sidecar_id: id.value,
             region: region.value,
@@ -347,6 +488,27 @@ mod tests {
     fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
         let m: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         move |k| m.get(k).cloned()
+    }
+
+    #[test]
+    fn trunks_are_sorted_checked_and_take_passwords_from_the_environment() {
+        let text = format!(
+            "{FULL}\n[telephony]\nring_timeout_secs = 5\n\n[[telephony.trunks]]\nname = \"backup\"\nhost = \"127.0.0.1\"\nport = 5071\nfrom_number = \"+15550001111\"\npriority = 2\n\n[[telephony.trunks]]\nname = \"main-1\"\nhost = \"127.0.0.1\"\nusername = \"u\"\nfrom_number = \"+15550001111\"\npriority = 1\n"
+        );
+        let f = write("trunks.toml", &text);
+        let c = Config::load_with(Some(&f), env(&[("VOXLINE_TRUNK_MAIN_1_PASSWORD", "pw")])).unwrap();
+        let t = &c.telephony;
+        assert_eq!(t.ring_timeout_secs, 5);
+        assert_eq!(t.trunks.iter().map(|t| t.name.as_str()).collect::<Vec<_>>(), ["main-1", "backup"]);
+        assert_eq!((t.trunks[0].port, t.trunks[0].password.as_ref().map(|p| p.expose().to_vec())), (5060, Some(b"pw".to_vec())));
+        assert!(format!("{t:?}").contains("main-1") && !format!("{t:?}").contains("\"pw\""), "password printed");
+
+        let bad = write("trunks-bad.toml", &format!("{FULL}\n[[telephony.trunks]]\nname = \"x\"\nhost = \"h\"\nfrom_number = \"555\"\n"));
+        let e = Config::load_with(Some(&bad), env(&[])).unwrap_err();
+        assert!(matches!(&e, ConfigError::Invalid { key: "telephony", msg, .. } if msg.contains("E.164")), "{e}");
+        let c = Config::load_with(None, env(&[("VOXLINE_EDGE_URL", "http://127.0.0.1:1"), ("VOXLINE_SIDECAR_ID", "a"),
+            ("VOXLINE_REGION", "r"), ("VOXLINE_SIDECAR_SECRET", "s"), ("VOXLINE_CAPACITY", "1")])).unwrap();
+        assert!(c.telephony.trunks.is_empty(), "no file: no trunks");
     }
 
     const FULL: &str = r#"
