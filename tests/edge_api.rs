@@ -64,9 +64,16 @@ fn str_of(v: &Value) -> String {
     v.as_str().unwrap_or_else(|| panic!("expected a string, got {v}")).to_string()
 }
 
-/// `{"phone": PHONE}` merged with `extra` (an object).
+/// A number no earlier call of the run used: one call at a time per agent
+/// and number (409 `call_in_progress`), and calls here stay queued.
+fn unique_phone() -> String {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    format!("+1415556{:04}", NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst))
+}
+
+/// `{"phone": <unique number>}` merged with `extra` (an object).
 fn call_body(extra: Value) -> Value {
-    let mut b = json!({"phone": PHONE});
+    let mut b = json!({"phone": unique_phone()});
     for (k, v) in extra.as_object().expect("object") {
         b[k] = v.clone();
     }
@@ -579,10 +586,10 @@ fn create_call_defaults(edge: &Edge) {
     let c3 = new_call(edge, &key, json!({"max_seconds": 10, "retries": 0, "retry_delay_minutes": 1, "name": null, "metadata": null, "voice": null}));
     assert_eq!((c3["max_seconds"].clone(), c3["retry_delay_minutes"].clone(), c3["voice"].clone()), (json!(10), json!(1), json!("alloy")));
     // 300.0 is an integer in JSON's eyes.
-    assert_eq!(post_call(edge, &key, json!({"phone": PHONE, "max_seconds": 120.0})).expect(201).json["max_seconds"], 120);
+    assert_eq!(post_call(edge, &key, json!({"phone": unique_phone(), "max_seconds": 120.0})).expect(201).json["max_seconds"], 120);
     // Content-Type parameters and case are accepted.
     for ct in ["application/json; charset=utf-8", "Application/JSON"] {
-        post_raw(edge, "/v1/calls", &key, Some(ct), br#"{"phone":"+14155550100"}"#).expect(201);
+        post_raw(edge, "/v1/calls", &key, Some(ct), json!({"phone": unique_phone()}).to_string().as_bytes()).expect(201);
     }
     // Accepted calls keep their settings when the agent changes later.
     edge.admin("PATCH", &format!("/admin/tenants/{tid}/agents/{aid}"), Some(&json!({"voice": "echo", "system_prompt": "New."}))).expect(200);
@@ -742,7 +749,7 @@ fn errors_payload_too_large(edge: &Edge) {
     const MAX: usize = 64 * 1024;
     // A valid body padded with JSON whitespace to exactly `len` bytes.
     let padded = |len: usize| {
-        let mut b = br#"{"phone":"+14155550100"}"#.to_vec();
+        let mut b = json!({"phone": unique_phone()}).to_string().into_bytes();
         b.resize(len, b' ');
         b
     };

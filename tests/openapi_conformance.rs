@@ -175,10 +175,29 @@ impl Ctx {
         let aid = id_of(&self.admin("POST", &format!("/admin/tenants/{tid}/agents"), Some(json!({"name": "agent"}))).expect(201));
         let k = self.admin("POST", &format!("/admin/tenants/{tid}/api-keys"), Some(json!({"name": "e2e"}))).expect(201);
         let key = k.json["key"].as_str().expect("clear key").to_string();
-        let cid = id_of(&self.call("POST", "/v1/calls", &key, Some(&json!({"phone": PHONE}))).expect(201));
+        // An endpoint nothing listens on, without retries: the call's
+        // `call.queued` delivery fails once and is logged.
+        let wh = self.admin("POST", &format!("/admin/tenants/{tid}/webhooks"),
+            Some(json!({"url": "http://127.0.0.1:9/hook", "events": ["call.queued"], "retry_schedule": []}))).expect(201);
+        // Not PHONE: one call at a time per agent and number (409 `call_in_progress`).
+        let cid = id_of(&self.call("POST", "/v1/calls", &key, Some(&json!({"phone": "+14155550199"}))).expect(201));
         let sid = format!("sc-{name}");
         self.admin("POST", "/admin/sidecars", Some(json!({"sidecar_id": sid, "region": "local"}))).expect(201);
-        World { tid, aid, key, kid: id_of(&k), cid, sid }
+        let did = self.wait_delivery(&key, "failed");
+        World { tid, aid, key, kid: id_of(&k), cid, sid, wid: id_of(&wh), did }
+    }
+
+    /// The id of the tenant's newest delivery once it has this status (the queue consumer runs it).
+    fn wait_delivery(&self, key: &str, status: &str) -> String {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+        loop {
+            let r = self.call("GET", &format!("/v1/webhooks/deliveries?status={status}&limit=1"), key, None).expect(200);
+            if let Some(id) = r.json["data"][0]["id"].as_str() {
+                return id.to_string();
+            }
+            assert!(std::time::Instant::now() < deadline, "no {status} webhook delivery");
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
     }
 }
 
@@ -189,6 +208,8 @@ struct World {
     kid: String,
     cid: String,
     sid: String,
+    wid: String,
+    did: String,
 }
 
 impl World {
@@ -199,6 +220,8 @@ impl World {
             "key_id" => self.kid.clone(),
             "call_id" => self.cid.clone(),
             "sidecar_id" => self.sid.clone(),
+            "webhook_id" => self.wid.clone(),
+            "delivery_id" => self.did.clone(),
             other => panic!("unknown path parameter {other}"),
         }
     }
@@ -229,6 +252,8 @@ fn missing_id(name: &str) -> String {
         "agent_id" => "agt",
         "key_id" => "key",
         "call_id" => "call",
+        "webhook_id" => "wh",
+        "delivery_id" => "dlv",
         "sidecar_id" => return "sc-missing".to_string(),
         other => panic!("unknown path parameter {other}"),
     };
@@ -333,11 +358,38 @@ fn admin_webhooks(c: &Ctx) {
     let wp = format!("/admin/tenants/{}/webhooks", w.tid);
     c.admin("POST", &wp, Some(json!({"url": "http://127.0.0.1:9/hook", "events": ["call.completed", "call.failed"]}))).expect(201);
     c.admin("POST", &wp, Some(json!({"url": "https://example.com/hook", "enabled": false}))).expect(201);
-    assert_eq!(c.admin("GET", &wp, None).expect(200).json["data"].as_array().map(Vec::len), Some(2));
+    // The world's endpoint and these two.
+    assert_eq!(c.admin("GET", &wp, None).expect(200).json["data"].as_array().map(Vec::len), Some(3));
     code(c.admin("POST", &wp, Some(json!({"url": "http://example.com/h"}))), 422, "invalid_url");
     code(c.admin("POST", &wp, Some(json!({"url": "https://example.com/h", "events": ["call.nope"]}))), 422, "invalid_value");
     code(c.admin("POST", &wp, Some(json!({"url": "https://example.com/h", "events": vec!["call.queued"; 8]}))), 422, "out_of_range");
     code(c.admin("POST", &wp, Some(json!({"events": []}))), 422, "missing_field");
+    code(c.admin("POST", &wp, Some(json!({"url": "https://10.0.0.1/h"}))), 422, "invalid_url");
+    // One endpoint: read, change, rotate, delete.
+    let e = c.admin("POST", &wp, Some(json!({"url": "https://hooks.example.com/x", "retry_schedule": [1, 30]}))).expect(201);
+    let ep = format!("{wp}/{}", id_of(&e));
+    assert_eq!(c.admin("GET", &ep, None).expect(200).json["retry_schedule"], json!([1, 30]));
+    c.admin("PATCH", &ep, Some(json!({"enabled": false, "events": ["call.failed"]}))).expect(200);
+    code(c.admin("PATCH", &ep, Some(json!({"retry_schedule": [0]}))), 422, "out_of_range");
+    let rotated = c.admin("POST", &format!("{ep}/rotate"), Some(json!({"overlap_seconds": 60}))).expect(200);
+    assert!(rotated.json["previous_secret_expires_at"].is_string() && rotated.json["secret"] != e.json["secret"]);
+    code(c.admin("POST", &format!("{ep}/rotate"), Some(json!({"overlap_seconds": -1}))), 422, "out_of_range");
+    c.admin("DELETE", &ep, None).expect(200);
+    code(c.admin("GET", &ep, None), 404, "webhook_not_found");
+}
+
+fn webhook_deliveries(c: &Ctx) {
+    let w = c.world("deliveries");
+    let dp = "/v1/webhooks/deliveries";
+    let page = c.call("GET", &format!("{dp}?event=call.queued&status=failed,delivered,pending&limit=1"), &w.key, None).expect(200);
+    assert_eq!(page.json["data"][0]["id"], w.did.as_str());
+    code(c.call("GET", &format!("{dp}?status=lost"), &w.key, None), 400, "invalid_parameter");
+    code(c.call("GET", &format!("{dp}?cursor=zz"), &w.key, None), 400, "invalid_cursor");
+    let d = c.call("GET", &format!("{dp}/{}", w.did), &w.key, None).expect(200);
+    assert_eq!((d.json["status"].as_str(), d.json["attempts"][0]["status_code"].clone()), (Some("failed"), Value::Null));
+    c.call("POST", &format!("{dp}/{}/redeliver", w.did), &w.key, None).expect(202);
+    c.admin("PATCH", &format!("/admin/tenants/{}/webhooks/{}", w.tid, w.wid), Some(json!({"enabled": false}))).expect(200);
+    code(c.call("POST", &format!("{dp}/{}/redeliver", w.did), &w.key, None), 409, "webhook_disabled");
 }
 
 fn admin_sidecars(c: &Ctx) {
@@ -364,6 +416,20 @@ fn calls_create(c: &Ctx) {
     assert_eq!(r.header("location"), Some(format!("/v1/calls/{}", id_of(&r)).as_str()));
     let scheduled = c.call("POST", "/v1/calls", &w.key, Some(&json!({"phone": PHONE, "schedule_at": in_a_day}))).expect(201);
     assert_eq!(scheduled.json["status"], "scheduled");
+    // A scheduled call is in progress: the same agent may not call the number again meanwhile.
+    code(c.call("POST", "/v1/calls", &w.key, Some(&json!({"phone": PHONE}))), 409, "call_in_progress");
+    // An Idempotency-Key replays the first answer.
+    let auth = format!("Bearer {}", w.key);
+    let idem = |phone: &str| {
+        let r = c.edge.request("POST", "/v1/calls", &[("authorization", auth.as_str()), ("content-type", JSON_CT), ("idempotency-key", "conf-1")],
+            Some(json!({"phone": phone}).to_string().as_bytes())).unwrap();
+        c.conform("POST", "/v1/calls", &r);
+        r
+    };
+    let first = idem("+14155550150").expect(201);
+    let replay = idem("+14155550150").expect(201);
+    assert_eq!((replay.header("idempotent-replayed"), replay.text.as_str()), (Some("true"), first.text.as_str()));
+    code(idem("+14155550151"), 422, "idempotency_key_reused");
     // Far-future schedules are out of range, past ones refused; other checks per field.
     code(c.call("POST", "/v1/calls", &w.key, Some(&json!({"phone": PHONE, "schedule_at": rfc3339_utc(unix_now() + 91 * 86_400)}))), 422, "out_of_range");
     code(c.call("POST", "/v1/calls", &w.key, Some(&json!({"phone": PHONE, "schedule_at": "2020-01-01T00:00:00Z"}))), 422, "schedule_in_past");
@@ -387,8 +453,8 @@ fn calls_create(c: &Ctx) {
 
 fn calls_list(c: &Ctx) {
     let w = c.world("list");
-    for _ in 0..3 {
-        c.call("POST", "/v1/calls", &w.key, Some(&json!({"phone": PHONE}))).expect(201);
+    for i in 0..3 {
+        c.call("POST", "/v1/calls", &w.key, Some(&json!({"phone": format!("+1415555012{i}")}))).expect(201);
     }
     let all = c.call("GET", "/v1/calls", &w.key, None).expect(200);
     assert_eq!(all.json["data"].as_array().map(Vec::len), Some(4));
@@ -453,6 +519,23 @@ fn every_operation_fails_as_documented(c: &Ctx) {
     }
 }
 
+/// Over its key's rate limit, every /v1 operation answers 429 with Retry-After.
+fn rate_limited_everywhere(c: &Ctx) {
+    let w = c.world("limited");
+    c.admin("PATCH", &format!("/admin/tenants/{}", w.tid), Some(json!({"rate_limits": {"per_key": {"limit": 1, "window_seconds": 3600}}}))).expect(200);
+    // The world's call spent the one request (unless the hour turned since: then this does).
+    let _ = c.call("GET", "/v1/calls", &w.key, None);
+    for (method, template) in c.operations() {
+        if c.security(&method, &template).as_deref() != Some("bearerAuth") || !(template.starts_with("/v1/calls") || template.starts_with("/v1/webhooks")) {
+            continue;
+        }
+        let path = fill(&template, |n| w.param(n));
+        let body = (method == "POST").then(|| if template.ends_with("/hangup") { json!({}) } else { json!({"phone": "+14155550160"}) });
+        let r = code(c.call(&method, &path, &w.key, body.as_ref()), 429, "rate_limited");
+        assert!(r.header("retry-after").is_some(), "{method} {template}: no Retry-After");
+    }
+}
+
 /// Every operation was exercised, and every documented status produced, except
 /// those a healthy local edge cannot produce.
 fn z_every_documented_response_was_seen(c: &Ctx) {
@@ -485,11 +568,13 @@ fn main() -> std::process::ExitCode {
             ("admin_agents", admin_agents),
             ("admin_api_keys", admin_api_keys),
             ("admin_webhooks", admin_webhooks),
+            ("webhook_deliveries", webhook_deliveries),
             ("admin_sidecars", admin_sidecars),
             ("calls_create", calls_create),
             ("calls_list", calls_list),
             ("calls_get_and_hangup", calls_get_and_hangup),
             ("every_operation_fails_as_documented", every_operation_fails_as_documented),
+            ("rate_limited_everywhere", rate_limited_everywhere),
             ("z_every_documented_response_was_seen", z_every_documented_response_was_seen),
         ],
     )

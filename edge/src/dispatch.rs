@@ -46,6 +46,24 @@ pub struct QueuedCall {
     /// Created with `schedule_at`: its record is `scheduled` until released.
     #[serde(default)]
     pub scheduled: bool,
+    /// With `phone`, what makes two calls the same conversation: one at a
+    /// time per (tenant, agent, number). Empty for calls queued before this existed.
+    #[serde(default)]
+    pub agent_id: String,
+    #[serde(default)]
+    pub phone: String,
+}
+
+/// What the queue did with a new call.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum EnqueueOutcome {
+    Accepted,
+    /// This call id is already queued (a retried enqueue): nothing changed.
+    AlreadyKnown,
+    /// Another call of the same tenant and agent to the same number is
+    /// waiting, leased or held: refused.
+    Duplicate { call_id: String },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -169,11 +187,30 @@ pub struct RegionQueue {
 }
 
 impl RegionQueue {
-    pub fn enqueue(&mut self, call: QueuedCall) {
+    pub fn enqueue(&mut self, call: QueuedCall) -> EnqueueOutcome {
         if self.knows(&call.call_id) {
-            return; // idempotent: a retried enqueue must not dial twice
+            return EnqueueOutcome::AlreadyKnown; // idempotent: a retried enqueue must not dial twice
+        }
+        if let Some(other) = self.in_progress_to(&call) {
+            return EnqueueOutcome::Duplicate { call_id: other.to_string() };
         }
         self.waiting.push(call);
+        EnqueueOutcome::Accepted
+    }
+
+    /// Every call this queue has not finished with counts as in progress:
+    /// waiting (queued, scheduled, between retries), leased, held (live).
+    fn in_progress_to(&self, call: &QueuedCall) -> Option<&str> {
+        if call.phone.is_empty() {
+            return None;
+        }
+        let same = |c: &QueuedCall| c.tenant_id == call.tenant_id && c.agent_id == call.agent_id && c.phone == call.phone;
+        self.waiting
+            .iter()
+            .chain(self.leased.iter().map(|l| &l.call))
+            .chain(self.held.values().map(|h| &h.call))
+            .find(|c| same(c))
+            .map(|c| c.call_id.as_str())
     }
 
     pub fn knows(&self, call_id: &str) -> bool {
@@ -404,7 +441,35 @@ mod tests {
             retry_delay_ms: 60_000,
             offer: json!({"phone": "+14155550100"}),
             scheduled: ready > 0,
+            agent_id: "agt_1".into(),
+            // One number per call id, so only the duplicate test collides.
+            phone: format!("+1415555{id}"),
         }
+    }
+
+    #[test]
+    fn a_second_call_to_the_same_number_by_the_same_agent_is_refused_until_the_first_ends() {
+        let mut q = RegionQueue::default();
+        let same = |id: &str| QueuedCall { phone: "+14155550100".into(), ..call(id, 0, 0) };
+        assert_eq!(q.enqueue(same("c1")), EnqueueOutcome::Accepted);
+        assert_eq!(q.enqueue(same("c1")), EnqueueOutcome::AlreadyKnown);
+        assert_eq!(q.enqueue(same("c2")), EnqueueOutcome::Duplicate { call_id: "c1".into() });
+        // Another agent, or another tenant, may call the number.
+        assert_eq!(q.enqueue(QueuedCall { agent_id: "agt_2".into(), ..same("c3") }), EnqueueOutcome::Accepted);
+        assert_eq!(q.enqueue(QueuedCall { tenant_id: "ten_2".into(), ..same("c4") }), EnqueueOutcome::Accepted);
+        // Leased and held count too.
+        let (o, _) = q.lease("s1", 1, 0, &T);
+        assert_eq!(o[0].call.call_id, "c1");
+        assert_eq!(q.enqueue(same("c5")), EnqueueOutcome::Duplicate { call_id: "c1".into() });
+        q.ack("s1", &o[0].lease_id, true, 1);
+        assert_eq!(q.enqueue(same("c5")), EnqueueOutcome::Duplicate { call_id: "c1".into() });
+        // Ended: the number is free again.
+        let done = HeldEvent::Ended { status: CallStatus::Completed, reason: EndedReason::CalleeHangup, sip_code: None };
+        q.event("s1", "c1", 1, 1, done, 2);
+        assert_eq!(q.enqueue(same("c5")), EnqueueOutcome::Accepted);
+        // A cancelled waiting call frees it as well.
+        assert_eq!(q.cancel("c5"), CancelOutcome::Cancelled);
+        assert_eq!(q.enqueue(same("c6")), EnqueueOutcome::Accepted);
     }
 
     #[test]

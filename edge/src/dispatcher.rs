@@ -4,16 +4,17 @@
 //! updates onto call records in KV.
 
 use crate::call_state;
-use crate::dispatch::{CallUpdate, CancelOutcome, QueuedCall};
+use crate::dispatch::{CallUpdate, CancelOutcome, EnqueueOutcome, QueuedCall};
 use crate::ids::parse_rfc3339_utc_ms;
 use crate::model::{keys, CallRecord};
 use crate::sidecar_link::SidecarEnvelope;
 use crate::store::{get_json, put_json, Kv, StoreError};
 use serde_json::{json, Value};
+use voxline_shared::CallStatus;
 
 #[allow(async_fn_in_trait)]
 pub trait Dispatcher {
-    async fn enqueue(&self, region: &str, call: &QueuedCall) -> Result<(), StoreError>;
+    async fn enqueue(&self, region: &str, call: &QueuedCall) -> Result<EnqueueOutcome, StoreError>;
     async fn cancel(&self, region: &str, call_id: &str) -> Result<CancelOutcome, StoreError>;
     /// Forwards a verified sidecar request; returns the HTTP status and body.
     async fn sidecar(&self, region: &str, envelope: &SidecarEnvelope) -> Result<(u16, Value), StoreError>;
@@ -30,6 +31,8 @@ pub fn queued_call(tenant_id: &str, record: &CallRecord, now_ms: u64) -> QueuedC
         retries: record.retries,
         retry_delay_ms: u64::from(record.retry_delay_minutes) * 60_000,
         scheduled: record.schedule_at.is_some(),
+        agent_id: record.agent_id.clone(),
+        phone: record.phone.clone(),
         offer: json!({
             "phone": record.phone,
             "agent_id": record.agent_id,
@@ -45,17 +48,37 @@ pub fn queued_call(tenant_id: &str, record: &CallRecord, now_ms: u64) -> QueuedC
     }
 }
 
-/// Applies queue updates to the call records in KV. Illegal transitions are
-/// refused by the state machine, logged through `log`, and skipped.
-pub async fn mirror_updates(kv: &impl Kv, updates: &[CallUpdate], log: &mut dyn FnMut(String)) -> Result<(), StoreError> {
+/// A change the state machine accepted: the status before, the record after.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Applied {
+    pub tenant_id: String,
+    pub before: CallStatus,
+    pub record: CallRecord,
+}
+
+/// Applies queue updates to the call records in KV and returns the applied
+/// ones (webhook events are emitted from them). Illegal transitions are
+/// refused by the state machine, logged through `log`, and skipped. On a
+/// storage error the changes applied so far are still returned with it.
+pub async fn mirror_updates(kv: &impl Kv, updates: &[CallUpdate], log: &mut dyn FnMut(String)) -> (Vec<Applied>, Result<(), StoreError>) {
+    let mut applied = Vec::new();
+    let result = mirror_into(kv, updates, log, &mut applied).await;
+    (applied, result)
+}
+
+async fn mirror_into(kv: &impl Kv, updates: &[CallUpdate], log: &mut dyn FnMut(String), applied: &mut Vec<Applied>) -> Result<(), StoreError> {
     for update in updates {
         let key = keys::call(&update.tenant_id, &update.call_id);
         let Some(mut record) = get_json::<CallRecord>(kv, &key).await? else {
             log(format!("call {} not found for update {:?}", update.call_id, update.change));
             continue;
         };
+        let before = record.status;
         match call_state::apply(&mut record, update) {
-            Ok(()) => put_json(kv, &key, &record, Some(&record.list_metadata())).await?,
+            Ok(()) => {
+                put_json(kv, &key, &record, Some(&record.list_metadata())).await?;
+                applied.push(Applied { tenant_id: update.tenant_id.clone(), before, record });
+            }
             Err(e) => log(format!("call {}: {e}; update dropped", update.call_id)),
         }
     }
@@ -81,9 +104,8 @@ pub mod memory {
     }
 
     impl Dispatcher for MemoryDispatcher {
-        async fn enqueue(&self, region: &str, call: &QueuedCall) -> Result<(), StoreError> {
-            self.queues.borrow_mut().entry(region.to_string()).or_default().enqueue(call.clone());
-            Ok(())
+        async fn enqueue(&self, region: &str, call: &QueuedCall) -> Result<EnqueueOutcome, StoreError> {
+            Ok(self.queues.borrow_mut().entry(region.to_string()).or_default().enqueue(call.clone()))
         }
         async fn cancel(&self, region: &str, call_id: &str) -> Result<CancelOutcome, StoreError> {
             Ok(self.queues.borrow_mut().entry(region.to_string()).or_default().cancel(call_id))

@@ -10,6 +10,8 @@ use serde_json::Value;
 use worker::{event, kv::KvStore, Context, Env, Headers, Request, Response, Result};
 
 pub(crate) const KV_BINDING: &str = "VOXLINE_KV";
+/// Request headers the service reads besides `x-voxline-*` (traffic control).
+const PASSED_HEADERS: &[&str] = &["cf-connecting-ip", "idempotency-key", "x-signature"];
 
 pub(crate) struct WorkersKv(pub KvStore);
 
@@ -83,7 +85,7 @@ async fn fetch(mut req: Request, env: Env, _ctx: Context) -> Result<Response> {
         body,
         headers: headers
             .entries()
-            .filter(|(name, _)| name.starts_with("x-voxline-"))
+            .filter(|(name, _)| name.starts_with("x-voxline-") || PASSED_HEADERS.contains(&name.as_str()))
             .collect(),
     };
     let admin_token = secret_or_var(&env, "ADMIN_TOKEN");
@@ -91,8 +93,13 @@ async fn fetch(mut req: Request, env: Env, _ctx: Context) -> Result<Response> {
     let default_region = secret_or_var(&env, "DEFAULT_REGION").unwrap_or_else(|| "local".to_string());
     let kv = WorkersKv(env.kv(KV_BINDING)?);
     let dispatch = crate::glue_dispatch::WorkersDispatcher(&env);
-    let senv = ServiceEnv { kv: &kv, dispatch: &dispatch, now_ms: started, admin_token: admin_token.as_deref(), dev_mode, default_region: &default_region };
+    let traffic = crate::glue_traffic::WorkersTraffic(&env);
+    let outbox = crate::webhooks::Outbox::default();
+    let senv = ServiceEnv { kv: &kv, dispatch: &dispatch, now_ms: started, admin_token: admin_token.as_deref(), dev_mode, default_region: &default_region, traffic: &traffic, outbox: &outbox };
     let resp = service::handle(&senv, &api_req).await;
+    // Webhook jobs go to the queue before the answer, so an accepted change's
+    // events are queued by the time the client hears of it.
+    crate::glue_webhooks::send_jobs(&env, outbox.take()).await;
     worker::console_log!(
         "{} {} {} {} {}ms",
         api_req.method,

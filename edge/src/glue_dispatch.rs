@@ -4,7 +4,7 @@
 //! queue, keeps its alarm on the next deadline, holds empty lease polls open,
 //! and mirrors call updates into KV.
 
-use crate::dispatch::{CallUpdate, CancelOutcome, DispatchTimings, QueuedCall, RegionQueue};
+use crate::dispatch::{CallUpdate, CancelOutcome, DispatchTimings, EnqueueOutcome, QueuedCall, RegionQueue};
 use crate::dispatcher::{mirror_updates, Dispatcher};
 use crate::glue::{var_u64, WorkersKv, KV_BINDING};
 use crate::sidecar_link::{self, SidecarEnvelope};
@@ -85,9 +85,21 @@ impl DispatchQueue {
             Err(e) => return console_log!("dispatch: KV unavailable, {} updates not mirrored: {e}", updates.len()),
         };
         let mut log = |m: String| console_log!("dispatch: {m}");
-        if let Err(e) = mirror_updates(&kv, updates, &mut log).await {
+        let (applied, result) = mirror_updates(&kv, updates, &mut log).await;
+        if let Err(e) = result {
             console_log!("dispatch: mirroring updates failed: {e:?}");
         }
+        // Webhook events for the changes that were stored.
+        let now = Date::now().as_millis();
+        let mut jobs = Vec::new();
+        for a in &applied {
+            let Some(event) = crate::webhooks::event_for_change(a.before, &a.record) else { continue };
+            match crate::webhooks::emit(&kv, &a.tenant_id, event, &a.record, now).await {
+                Ok(j) => jobs.extend(j),
+                Err(e) => console_log!("dispatch: {event} for {} not emitted: {e:?}", a.record.id),
+            }
+        }
+        crate::glue_webhooks::send_jobs(&self.env, jobs).await;
     }
 
     /// Expired leases and dead sidecars are handled on every request too, so
@@ -117,8 +129,8 @@ impl worker::DurableObject for DispatchQueue {
                     if let (true, Some(unit)) = (dev, var_u64(&self.env, "RETRY_DELAY_UNIT_MS")) {
                         call.retry_delay_ms = call.retry_delay_ms / 60_000 * unit;
                     }
-                    self.with(|q| q.enqueue(call));
-                    (200, json!({"ok": true}))
+                    let outcome = self.with(|q| q.enqueue(call));
+                    (200, serde_json::to_value(&outcome).unwrap_or(Value::Null))
                 }
                 Err(e) => (400, json!({"error": format!("bad queued call: {e}")})),
             },
@@ -198,10 +210,10 @@ impl WorkersDispatcher<'_> {
 }
 
 impl Dispatcher for WorkersDispatcher<'_> {
-    async fn enqueue(&self, region: &str, call: &QueuedCall) -> std::result::Result<(), StoreError> {
+    async fn enqueue(&self, region: &str, call: &QueuedCall) -> std::result::Result<EnqueueOutcome, StoreError> {
         let body = serde_json::to_value(call).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         match self.call(region, "/enqueue", &body).await? {
-            (200, _) => Ok(()),
+            (200, v) => serde_json::from_value(v).map_err(|e| StoreError::Corrupt(format!("enqueue answer: {e}"))),
             (s, v) => Err(StoreError::Unavailable(format!("enqueue answered {s}: {v}"))),
         }
     }

@@ -58,6 +58,17 @@ pub fn hash_api_key(clear: &str) -> String {
     hex::encode(Sha256::digest(clear.as_bytes()))
 }
 
+/// What an `Idempotency-Key` is bound to: SHA-256 over method, path and raw
+/// body (length-prefixed so no two requests share an encoding).
+pub fn fingerprint(method: &str, path: &str, body: &[u8]) -> String {
+    let mut h = Sha256::new();
+    for part in [method.to_ascii_uppercase().as_bytes(), path.as_bytes(), body] {
+        h.update((part.len() as u64).to_be_bytes());
+        h.update(part);
+    }
+    hex::encode(h.finalize())
+}
+
 /// Standard Webhooks secret: `whsec_` + base64 of 32 random bytes.
 pub fn mint_webhook_secret() -> String {
     format!("whsec_{}", STANDARD.encode(random_bytes::<32>()))

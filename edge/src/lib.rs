@@ -17,9 +17,18 @@ pub mod router;
 pub mod service;
 pub mod sidecar_link;
 pub mod store;
+pub mod traffic;
+pub mod url_guard;
 pub mod validate;
+pub mod webhook_api;
+pub mod webhook_signing;
+pub mod webhooks;
 
 #[cfg(target_arch = "wasm32")]
 mod glue;
 #[cfg(target_arch = "wasm32")]
 mod glue_dispatch;
+#[cfg(target_arch = "wasm32")]
+mod glue_traffic;
+#[cfg(target_arch = "wasm32")]
+mod glue_webhooks;

@@ -33,6 +33,13 @@ pub mod keys {
     pub fn webhooks_prefix(tid: &str) -> String {
         format!("webhook/{tid}/")
     }
+    /// The webhook delivery log; ids sort newest first.
+    pub fn webhook_delivery(tid: &str, did: &str) -> String {
+        format!("whdlv/{tid}/{did}")
+    }
+    pub fn webhook_deliveries_prefix(tid: &str) -> String {
+        format!("whdlv/{tid}/")
+    }
     pub fn call(tid: &str, cid: &str) -> String {
         format!("call/{tid}/{cid}")
     }
@@ -52,6 +59,9 @@ pub struct Tenant {
     pub default_agent_id: Option<String>,
     pub disabled: bool,
     pub created_at: String,
+    /// Enforced by the tenant's `RateLimiter` Durable Object.
+    #[serde(default)]
+    pub rate_limits: crate::traffic::RateLimits,
 }
 
 /// Which speech engine runs the conversation.
@@ -88,6 +98,9 @@ pub struct Agent {
     pub enabled: bool,
     pub created_at: String,
     pub updated_at: String,
+    /// Overrides the tenant's `per_number` rate limit for this agent's calls.
+    #[serde(default)]
+    pub per_number_limit: Option<crate::traffic::RateLimit>,
 }
 
 /// Stored under `apikeyid/{tenant}/{key}`; the hash links to the auth record.
@@ -126,12 +139,28 @@ pub struct WebhookEndpoint {
     /// Needed in usable form to sign deliveries (Standard Webhooks is symmetric).
     pub secret: String,
     pub created_at: String,
+    /// Seconds to wait after each failed attempt; one retry per entry.
+    #[serde(default = "crate::webhooks::default_retry_schedule")]
+    pub retry_schedule: Vec<u32>,
+    /// Why the edge disabled it (410 Gone), if it did.
+    #[serde(default)]
+    pub disabled_reason: Option<String>,
+    /// After a rotation, the old secret keeps signing until this time.
+    #[serde(default)]
+    pub previous_secret: Option<String>,
+    #[serde(default)]
+    pub previous_secret_expires_ms: Option<u64>,
+    #[serde(default)]
+    pub updated_at: Option<String>,
 }
 
 impl WebhookEndpoint {
     pub fn to_public(&self) -> Value {
+        let overlap_until = self.previous_secret.as_ref().and(self.previous_secret_expires_ms).map(crate::ids::rfc3339_ms);
         json!({"id": self.id, "object": "webhook_endpoint", "url": self.url, "events": self.events,
-               "enabled": self.enabled, "created_at": self.created_at})
+               "enabled": self.enabled, "disabled_reason": self.disabled_reason, "retry_schedule": self.retry_schedule,
+               "previous_secret_expires_at": overlap_until, "created_at": self.created_at,
+               "updated_at": self.updated_at.as_ref().unwrap_or(&self.created_at)})
     }
 }
 

@@ -17,7 +17,9 @@
 use crate::error::ErrorCode;
 use crate::model::Engine;
 use crate::router::{RouteId, ROUTES};
+use crate::traffic;
 use crate::service::{LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX, WEBHOOK_EVENTS};
+use crate::webhooks::{self, DeliveryStatus};
 use crate::validate::{MAX_BODY_BYTES, MAX_METADATA_BYTES, MAX_PROMPT_CHARS, MAX_SCHEDULE_AHEAD_DAYS};
 use serde_json::{json, Map, Value};
 use voxline_shared::{CallStatus, EndedReason};
@@ -102,9 +104,11 @@ pub fn spec() -> Value {
         "tags": [
             {"name": "calls", "description": "Place, inspect and hang up calls. Authenticated with a tenant API key."},
             {"name": "admin", "description": "Operator API: tenants, agents, API keys and webhook endpoints. Authenticated with the admin token."},
+            {"name": "webhooks", "description": "The tenant's webhook delivery log and redelivery. Authenticated with a tenant API key."},
             {"name": "meta", "description": "Health and this document. No authentication."}
         ],
         "paths": paths,
+        "webhooks": webhook_operations(),
         "components": {
             "securitySchemes": {
                 "bearerAuth": {
@@ -122,6 +126,25 @@ pub fn spec() -> Value {
             "schemas": schemas()
         }
     })
+}
+
+/// What the edge POSTs to webhook endpoints (OpenAPI 3.1 `webhooks`).
+fn webhook_operations() -> Value {
+    let mut out = Map::new();
+    for event in WEBHOOK_EVENTS.iter().filter(|e| e.starts_with("call.")) {
+        out.insert(event.to_string(), json!({"post": {
+            "operationId": format!("webhook_{}", event.replace('.', "_")),
+            "summary": format!("`{event}` event"),
+            "description": "Signed per Standard Webhooks v1: `webhook-id` (the event id), `webhook-timestamp` (unix seconds of the attempt), \
+`webhook-signature` (`v1,<base64 HMAC-SHA256>` of `{id}.{timestamp}.{body}` with the base64-decoded part of the `whsec_` secret; during a \
+rotation's overlap two signatures, space-separated). Delivered at least once through a queue: any 2xx ends it; anything else (or no answer \
+within 15 s) is retried per the endpoint's `retry_schedule`, honouring a longer `Retry-After`; 410 Gone disables the endpoint. \
+Redirects are not followed. `transcript.saved` and `recording.saved` are reserved and not sent yet.",
+            "requestBody": {"required": true, "content": {"application/json": {"schema": schema_ref("WebhookCallEvent")}}},
+            "responses": {"2XX": {"description": "Received; no further attempts."}, "410": {"description": "Gone: the endpoint is disabled."}}
+        }}));
+    }
+    Value::Object(out)
 }
 
 fn info_description() -> String {
@@ -329,7 +352,23 @@ fn schemas() -> Value {
         ("default_agent_id", nullable(with_description(id_schema("agt"), "The agent used when a call names none."))),
         ("disabled", json!({"type": "boolean", "description": "A disabled tenant's API keys are refused with 403 `tenant_disabled`."})),
         ("created_at", timestamp()),
+        ("rate_limits", schema_ref("RateLimits")),
     ]));
+    add("RateLimit", json!({"type": "object", "additionalProperties": false, "required": ["limit", "window_seconds"],
+        "description": "At most `limit` requests per fixed window of `window_seconds` (windows are aligned on multiples of `window_seconds` since the unix epoch).",
+        "properties": {
+            "limit": {"type": "integer", "minimum": 1, "maximum": traffic::LIMIT_MAX},
+            "window_seconds": {"type": "integer", "minimum": 1, "maximum": traffic::WINDOW_SECONDS_MAX}
+        }}));
+    let d = traffic::RateLimits::default();
+    let limit_doc = |what: &str, l: traffic::RateLimit| with_description(schema_ref("RateLimit"), &format!("{what} Default: {} per {} s.", l.limit, l.window_seconds));
+    add("RateLimits", json!({"type": "object", "required": ["per_key", "per_ip", "per_number"],
+        "description": "The tenant's rate limits, enforced exactly (a Durable Object per tenant). Every `/v1` request counts against its API key and client IP; `POST /v1/calls` with a valid body also against its destination number. Over a limit: 429 `rate_limited` with `Retry-After`; a refused request consumes nothing.",
+        "properties": {
+            "per_key": limit_doc("Requests per API key.", d.per_key),
+            "per_ip": limit_doc("Requests per client IP (`CF-Connecting-IP`).", d.per_ip),
+            "per_number": limit_doc("Call requests per destination number; an agent's `per_number_limit` overrides it for that agent's calls.", d.per_number)
+        }}));
 
     let agent_fields = vec![
         ("id", id_schema("agt")),
@@ -344,6 +383,8 @@ fn schemas() -> Value {
         ("default", json!({"type": "boolean", "description": "Whether this is the tenant's default agent."})),
         ("created_at", timestamp()),
         ("updated_at", timestamp()),
+        ("per_number_limit", json!({"anyOf": [schema_ref("RateLimit"), {"type": "null"}],
+            "description": "Overrides the tenant's `per_number` rate limit for this agent's calls; null: the tenant's applies."})),
     ];
     add("Agent", record("An AI agent: the defaults a call starts from.", agent_fields));
     add("AgentList", list_of("All agents of a tenant (one page).", "Agent"));
@@ -372,15 +413,94 @@ fn schemas() -> Value {
             ("url", json!({"type": "string"})),
             ("events", json!({"type": "array", "items": schema_ref("WebhookEvent"), "description": "Empty means every event."})),
             ("enabled", json!({"type": "boolean"})),
+            ("disabled_reason", nullable(json!({"type": "string", "description": "Set when the edge disabled the endpoint itself (it answered 410 Gone); cleared by enabling it."}))),
+            ("retry_schedule", json!({"type": "array", "items": {"type": "integer", "minimum": 1},
+                "description": "Seconds to wait after each failed attempt; one retry per entry."})),
+            ("previous_secret_expires_at", nullable(with_description(timestamp(),
+                "After a rotation: until this time deliveries are signed with the previous secret too (two signatures)."))),
             ("created_at", timestamp()),
+            ("updated_at", timestamp()),
         ]
     };
     add("WebhookEndpoint", record("Where call events are delivered (Standard Webhooks signatures).", webhook_fields()));
     let mut created = webhook_fields();
-    created.push(("secret", json!({"type": "string", "pattern": "^whsec_",
-        "description": "The signing secret (Standard Webhooks `whsec_...`). Shown only in this response."})));
-    add("WebhookEndpointCreated", record("A new webhook endpoint, with its signing secret.", created));
+    created.push(("secret", json!({"type": "string", "pattern": "^whsec_[A-Za-z0-9+/]+={0,2}$",
+        "description": "The signing secret (Standard Webhooks `whsec_` + base64 of the HMAC key). Shown only in this response."})));
+    add("WebhookEndpointCreated", record("A webhook endpoint with its (new) signing secret.", created));
     add("WebhookEndpointList", list_of("All webhook endpoints of a tenant.", "WebhookEndpoint"));
+
+    let delivery_status = json!({"type": "string", "enum": DeliveryStatus::NAMES,
+        "description": "`pending`: queued or waiting for a retry. `delivered`: a 2xx answer. `failed`: gave up (retry schedule exhausted, 410 Gone, endpoint disabled, deleted or its URL refused)."});
+    add("WebhookDeliveryStatus", delivery_status);
+    let delivery_fields = |full: bool| {
+        let mut f = vec![
+            ("id", id_schema("dlv")),
+            ("object", object_const("webhook_delivery")),
+            ("endpoint_id", id_schema("wh")),
+            ("event_type", schema_ref("WebhookEvent")),
+            ("call_id", nullable(id_schema("call"))),
+            ("status", schema_ref("WebhookDeliveryStatus")),
+            ("attempt_count", json!({"type": "integer", "minimum": 0})),
+            ("last_status_code", nullable(json!({"type": "integer", "description": "The HTTP status of the last attempt; null if it got no answer."}))),
+            ("created_at", timestamp()),
+            ("updated_at", timestamp()),
+        ];
+        if full {
+            f.extend([
+                ("event_id", json!({"type": "string", "pattern": "^evt_", "description": "The `webhook-id` header: the same on every attempt and redelivery."})),
+                ("next_attempt_at", nullable(timestamp())),
+                ("last_error", nullable(json!({"type": "string"}))),
+                ("payload", schema_ref("WebhookCallEvent")),
+                ("attempts", json!({"type": "array", "items": schema_ref("WebhookAttempt"), "description": "Every attempt, oldest first."})),
+            ]);
+        }
+        f
+    };
+    add("WebhookAttempt", record("One delivery attempt.", vec![
+        ("attempt", json!({"type": "integer", "minimum": 1})),
+        ("at", timestamp()),
+        ("url", json!({"type": "string"})),
+        ("status_code", nullable(json!({"type": "integer", "description": "The receiver's HTTP status; null when none came (refused, timed out after 15 s)."}))),
+        ("error", nullable(json!({"type": "string"}))),
+        ("duration_ms", json!({"type": "integer", "minimum": 0})),
+        ("manual", json!({"type": "boolean", "description": "Made by a manual redelivery."})),
+    ]));
+    add("WebhookDelivery", record("One event's delivery to one endpoint, with every attempt.", delivery_fields(true)));
+    add("WebhookDeliverySummary", record("A delivery as listed (a subset of `WebhookDelivery`).", delivery_fields(false)));
+    add("WebhookDeliveryList", list_of("A page of deliveries, newest first.", "WebhookDeliverySummary"));
+    let maybe_seconds = |d: &str| nullable(json!({"type": "number", "minimum": 0, "description": d}));
+    add("WebhookCallEvent", record(
+        "The body POSTed to webhook endpoints for call events, signed per Standard Webhooks (`webhook-id`, `webhook-timestamp`, `webhook-signature`).",
+        vec![
+            ("id", json!({"type": "string", "pattern": "^evt_", "description": "Equals the `webhook-id` header; use it to drop duplicates (delivery is at least once)."})),
+            ("type", schema_ref("WebhookEvent")),
+            ("timestamp", with_description(timestamp(), "When the event happened.")),
+            ("data", record("The call at the time of the event.", vec![
+                ("object", object_const("call")),
+                ("id", id_schema("call")),
+                ("status", schema_ref("CallStatus")),
+                ("outcome", nullable(json!({"type": "string", "enum": status_names(), "description": "The final status; null until the call ends."}))),
+                ("ended_reason", nullable(json!({"type": "string", "enum": ended_reason_names()}))),
+                ("sip_code", nullable(json!({"type": "integer"}))),
+                ("attempts", json!({"type": "integer", "minimum": 0})),
+                ("phone", phone.clone()),
+                ("name", nullable(json!({"type": "string"}))),
+                ("agent_id", id_schema("agt")),
+                ("metadata", nullable(json!({"type": "object", "description": "Your metadata, as given when placing the call."}))),
+                ("schedule_at", nullable(timestamp())),
+                ("created_at", timestamp()),
+                ("dispatched_at", nullable(timestamp())),
+                ("ringing_at", nullable(timestamp())),
+                ("answered_at", nullable(timestamp())),
+                ("ended_at", nullable(timestamp())),
+                ("ring_seconds", maybe_seconds("From dialing (or ringing) to answer or end.")),
+                ("talk_seconds", maybe_seconds("From answer to end; null until the call ends or if it was never answered.")),
+                ("transcript_summary", nullable(json!({"type": "string", "description": "Not yet produced: always null for now."}))),
+                ("transcript_url", nullable(json!({"type": "string", "description": "Not yet produced: always null for now."}))),
+                ("recording_url", nullable(json!({"type": "string", "description": "Not yet produced: always null for now."}))),
+            ])),
+        ],
+    ));
 
     let sidecar_fields = || {
         vec![
@@ -432,6 +552,8 @@ fn schemas() -> Value {
         ("disabled", nullable(json!({"type": "boolean"}))),
         ("default_agent_id", nullable(json!({"type": "string", "maxLength": ID_FIELD_MAX, "pattern": "^agt_[0-9a-f]{10,40}$",
             "description": "Make this agent of the tenant the default (422 `unknown_agent` if it does not exist). To unset the default, PATCH that agent with `\"default\": false`."}))),
+        ("rate_limits", nullable(json!({"type": "object", "description": "Any of `per_key`, `per_ip`, `per_number`, each a `RateLimit` (`{limit, window_seconds}`); those not given keep their value. Out of range or unknown names: 422 `invalid_value` naming the field (e.g. `rate_limits.per_key.limit`).",
+            "properties": {"per_key": schema_ref("RateLimit"), "per_ip": schema_ref("RateLimit"), "per_number": schema_ref("RateLimit")}, "additionalProperties": false}))),
     ], &[]));
     let agent_input = |creating: bool| {
         let name = if creating {
@@ -448,6 +570,8 @@ fn schemas() -> Value {
             ("default_engine", opt(if creating { json!({"type": "string", "enum": Engine::NAMES, "default": "local", "description": engine["description"]}) } else { engine.clone() })),
             ("model", opt(model.clone())),
             ("enabled", opt(if creating { json!({"type": "boolean", "default": true}) } else { json!({"type": "boolean"}) })),
+            ("per_number_limit", opt(json!({"type": "object", "description": "A `RateLimit` (`{limit, window_seconds}`) overriding the tenant's `per_number` limit for this agent's calls (422 `invalid_value` when out of range).",
+                "properties": {"limit": {"type": "integer"}, "window_seconds": {"type": "integer"}}, "additionalProperties": false}))),
             ("default", opt(json!({"type": "boolean", "description": if creating {
                 "Make it the tenant's default agent. Defaults to true for a tenant's first agent (when it has no default), else false."
             } else {
@@ -460,12 +584,37 @@ fn schemas() -> Value {
     add("CreateApiKeyRequest", input("Optional body.", vec![
         ("name", nullable(with_description(string_max(API_KEY_NAME_MAX), "A label to recognise the key by."))),
     ], &[]));
+    let url_doc = "Where to POST events: https to a public host (private, loopback, link-local, CGNAT and metadata addresses, \
+internal names and numeric IPv4 forms are refused, 422 `invalid_url`; checked again before every delivery); in local development also \
+http or https to loopback. Names that resolve to private addresses cannot be detected from a Worker.";
+    let url = json!({"type": "string", "minLength": 1, "maxLength": WEBHOOK_URL_MAX, "pattern": r"^[Hh][Tt][Tt][Pp][Ss]?://\S+$", "description": url_doc});
+    let schedule = |with_default: bool| {
+        let mut s = json!({"type": "array", "maxItems": webhooks::MAX_RETRY_STEPS,
+            "items": {"type": "integer", "minimum": webhooks::MIN_RETRY_STEP_DEV, "maximum": webhooks::MAX_RETRY_STEP},
+            "description": format!("Seconds to wait after each failed attempt, one retry per entry (empty: no retries). Each step at least {} s in production ({} s in local development), at most {} s; a receiver's longer `Retry-After` wins.",
+                webhooks::MIN_RETRY_STEP_PROD, webhooks::MIN_RETRY_STEP_DEV, webhooks::MAX_RETRY_STEP)});
+        if with_default {
+            s["default"] = json!(webhooks::DEFAULT_RETRY_SCHEDULE);
+        }
+        nullable(s)
+    };
     add("CreateWebhookRequest", input("A new webhook endpoint.", vec![
-        ("url", json!({"type": "string", "minLength": 1, "maxLength": WEBHOOK_URL_MAX, "pattern": r"^[Hh][Tt][Tt][Pp][Ss]?://\S+$",
-            "description": "Where to POST events: https, or plain http to a loopback address in local development only (422 `invalid_url`)."})),
-        ("events", nullable(with_description(events, "Events to deliver; empty or absent means every event."))),
+        ("url", url.clone()),
+        ("events", nullable(with_description(events.clone(), "Events to deliver; empty or absent means every event."))),
         ("enabled", nullable(json!({"type": "boolean", "default": true}))),
+        ("retry_schedule", schedule(true)),
     ], &["url"]));
+    add("UpdateWebhookRequest", input("Fields to change; absent or null fields keep their value. Enabling clears `disabled_reason`.", vec![
+        ("url", nullable(url)),
+        ("events", nullable(with_description(events, "Events to deliver; empty means every event."))),
+        ("enabled", nullable(json!({"type": "boolean"}))),
+        ("retry_schedule", schedule(false)),
+    ], &[]));
+    add("RotateWebhookSecretRequest", input("Optional body.", vec![
+        ("overlap_seconds", nullable(with_description(
+            int_range((0, webhooks::MAX_ROTATION_OVERLAP_S as i64, webhooks::DEFAULT_ROTATION_OVERLAP_S as i64)),
+            "How long deliveries are also signed with the previous secret (both signatures, space-separated in `webhook-signature`). 0 retires it at once."))),
+    ], &[]));
     add("CreateSidecarRequest", input("Credentials for a media sidecar of a region. Creating an existing id rotates its secret.", vec![
         ("sidecar_id", json!({"type": "string", "maxLength": 64, "pattern": SIDECAR_ID_PATTERN})),
         ("region", json!({"type": "string", "maxLength": 64, "pattern": SIDECAR_ID_PATTERN,
@@ -538,7 +687,14 @@ impl Op {
             Auth::None => self.value["security"] = json!([]),
             Auth::ApiKey => {
                 self.value["security"] = json!([{"bearerAuth": []}]);
-                self.errors.extend([ErrorCode::MissingCredentials, ErrorCode::InvalidCredentials, ErrorCode::TenantDisabled]);
+                self.errors.extend([ErrorCode::MissingCredentials, ErrorCode::InvalidCredentials, ErrorCode::TenantDisabled, ErrorCode::RateLimited]);
+                // Every authenticated /v1 answer carries the tightest limit's state.
+                for (_, r) in &mut self.success {
+                    let headers = r.as_object_mut().and_then(|o| o.entry("headers").or_insert(json!({})).as_object_mut());
+                    if let Some(h) = headers {
+                        h.extend(rate_limit_headers(false).as_object().cloned().unwrap_or_default());
+                    }
+                }
             }
             Auth::Admin => {
                 self.value["security"] = json!([{"adminBearerAuth": []}]);
@@ -560,7 +716,11 @@ impl Op {
             // In ErrorCode::ALL order, each once.
             let codes: Vec<ErrorCode> =
                 ErrorCode::ALL.iter().copied().filter(|c| c.http_status() == status && self.errors.contains(c)).collect();
-            responses.insert(status.to_string(), error_response(status, &codes));
+            let mut r = error_response(status, &codes);
+            if status == 429 {
+                r["headers"] = rate_limit_headers(true);
+            }
+            responses.insert(status.to_string(), r);
         }
         self.value["responses"] = Value::Object(responses);
         self.value
@@ -583,6 +743,20 @@ fn reason_phrase(status: u16) -> &'static str {
         503 => "Service unavailable",
         _ => "Error",
     }
+}
+
+/// `X-RateLimit-*` (and, on 429, `Retry-After`) as response headers.
+fn rate_limit_headers(refused: bool) -> Value {
+    let int = |d: &str| json!({"description": d, "schema": {"type": "integer", "minimum": 0}});
+    let mut h = json!({
+        "X-RateLimit-Limit": int("The limit of the tightest applicable rate limit (per API key, client IP or, for a new call, destination number)."),
+        "X-RateLimit-Remaining": int("Requests left in that limit's current window."),
+        "X-RateLimit-Reset": int("Seconds until that window resets."),
+    });
+    if refused {
+        h["Retry-After"] = int("Seconds to wait before retrying (the refusing limit's reset).");
+    }
+    h
 }
 
 /// The shared `Error` schema with `code` narrowed to what this operation can return with this status.
@@ -612,6 +786,8 @@ fn path_item(pattern: &str) -> Value {
                 "agent_id" => ("agt", "The agent's id."),
                 "key_id" => ("key", "The API key's id."),
                 "sidecar_id" => ("", "The sidecar's id."),
+                "webhook_id" => ("wh", "The webhook endpoint's id."),
+                "delivery_id" => ("dlv", "The webhook delivery's id."),
                 _ => ("", "An id."),
             };
             let schema = match (name, prefix) {
@@ -645,11 +821,20 @@ fn operation(id: RouteId) -> Value {
             "calls",
             Auth::ApiKey,
             "Place a call",
-            "Accepts a call and queues it for a media sidecar (status `queued`), or holds it until `schedule_at` (status `scheduled`). Settings not given are taken from the agent.",
+            "Accepts a call and queues it for a media sidecar (status `queued`), or holds it until `schedule_at` (status `scheduled`). Settings not given are taken from the agent. One call at a time per agent and number: while another call of the same agent to the same number is queued, scheduled (including between retries) or live, the request is refused with 409 `call_in_progress` and nothing is created.",
         )
         .body("CreateCallRequest", true)
-        .ok_with_headers(201, "The call was accepted.", "Call", json!({"Location": {"description": "The call's URL, `/v1/calls/{call_id}`.", "schema": {"type": "string"}}}))
+        .query(json!([
+            {"name": "Idempotency-Key", "in": "header", "required": false,
+             "description": format!("Makes retries safe: 1-{} visible ASCII characters, remembered for 24 h per tenant. The same key with the same request (method, path, raw body) returns the original status and body with `Idempotent-Replayed: true` and places no second call; with a different request 422 `idempotency_key_reused`; while the first is still running 409 `idempotency_key_in_flight`. Malformed: 400 `invalid_parameter`.", traffic::IDEMPOTENCY_KEY_MAX),
+             "schema": {"type": "string", "minLength": 1, "maxLength": traffic::IDEMPOTENCY_KEY_MAX}}
+        ]))
+        .ok_with_headers(201, "The call was accepted (or, with `Idempotent-Replayed: true`, a replay of the first answer to this `Idempotency-Key`).", "Call", json!({"Location": {"description": "The call's URL, `/v1/calls/{call_id}`.", "schema": {"type": "string"}}}))
         .errors(&[
+            E::InvalidParameter,
+            E::CallInProgress,
+            E::IdempotencyKeyInFlight,
+            E::IdempotencyKeyReused,
             E::AgentDisabled,
             E::MissingField,
             E::InvalidValue,
@@ -788,6 +973,70 @@ fn operation(id: RouteId) -> Value {
             .ok(200, "The endpoints.", "WebhookEndpointList")
             .errors(&[E::TenantNotFound])
             .build(),
+        RouteId::GetWebhook => op("getWebhook", "admin", Auth::Admin, "Get a webhook endpoint", "The endpoint, without its secret.")
+            .ok(200, "The endpoint.", "WebhookEndpoint")
+            .errors(&[E::TenantNotFound, E::WebhookNotFound])
+            .build(),
+        RouteId::UpdateWebhook => op(
+            "updateWebhook",
+            "admin",
+            Auth::Admin,
+            "Update a webhook endpoint",
+            "Change its URL, events, retry schedule, or enable/disable it. Deliveries already queued for a disabled endpoint end as `failed`.",
+        )
+        .body("UpdateWebhookRequest", true)
+        .ok(200, "The updated endpoint.", "WebhookEndpoint")
+        .errors(&[E::TenantNotFound, E::WebhookNotFound, E::InvalidValue, E::ValueTooLong, E::OutOfRange, E::InvalidUrl])
+        .build(),
+        RouteId::DeleteWebhook => op("deleteWebhook", "admin", Auth::Admin, "Delete a webhook endpoint", "Stops deliveries to it; ones already queued end as `failed`. The delivery log stays.")
+            .ok(200, "The deleted endpoint.", "WebhookEndpoint")
+            .errors(&[E::TenantNotFound, E::WebhookNotFound])
+            .build(),
+        RouteId::RotateWebhookSecret => op(
+            "rotateWebhookSecret",
+            "admin",
+            Auth::Admin,
+            "Rotate a webhook endpoint's secret",
+            "Mints a new signing secret, returned in this response only. For `overlap_seconds` (default a day) deliveries carry two signatures, one with each secret, so the receiver can switch over without failing any.",
+        )
+        .body("RotateWebhookSecretRequest", false)
+        .ok(200, "The endpoint with its new secret.", "WebhookEndpointCreated")
+        .errors(&[E::TenantNotFound, E::WebhookNotFound, E::OutOfRange])
+        .build(),
+        RouteId::ListDeliveries => op(
+            "listWebhookDeliveries",
+            "webhooks",
+            Auth::ApiKey,
+            "List webhook deliveries",
+            "The tenant's webhook delivery log, newest first, as summaries. Filters may leave a page short while `has_more` is true: follow `next_cursor` until null.",
+        )
+        .query(json!([
+            {"name": "event", "in": "query", "required": false, "style": "form", "explode": false,
+             "description": "Only these event types, comma-separated.", "schema": {"type": "array", "items": schema_ref("WebhookEvent")}},
+            {"name": "status", "in": "query", "required": false, "style": "form", "explode": false,
+             "description": "Only deliveries in these statuses, comma-separated.", "schema": {"type": "array", "items": schema_ref("WebhookDeliveryStatus")}},
+            {"name": "limit", "in": "query", "required": false, "description": "Page size.",
+             "schema": {"type": "integer", "minimum": 1, "maximum": LIST_LIMIT_MAX, "default": LIST_LIMIT_DEFAULT}},
+            {"name": "cursor", "in": "query", "required": false,
+             "description": "`next_cursor` of the previous page; only valid with the same filters (else 400 `invalid_cursor`).", "schema": {"type": "string"}}
+        ]))
+        .ok(200, "A page of deliveries.", "WebhookDeliveryList")
+        .errors(&[E::InvalidParameter, E::InvalidCursor])
+        .build(),
+        RouteId::GetDelivery => op("getWebhookDelivery", "webhooks", Auth::ApiKey, "Get a webhook delivery", "The delivery with its payload and every attempt.")
+            .ok(200, "The delivery.", "WebhookDelivery")
+            .errors(&[E::DeliveryNotFound])
+            .build(),
+        RouteId::RedeliverDelivery => op(
+            "redeliverWebhookDelivery",
+            "webhooks",
+            Auth::ApiKey,
+            "Redeliver a webhook",
+            "Queues the same event (same body and `webhook-id`) to the same endpoint again, with a fresh retry schedule; the new attempts appear in the log marked `manual`. Any request body is ignored.",
+        )
+        .ok(202, "Queued; the delivery as it stands.", "WebhookDelivery")
+        .errors(&[E::DeliveryNotFound, E::WebhookDisabled])
+        .build(),
         RouteId::CreateSidecar => op(
             "createSidecar",
             "admin",
@@ -817,6 +1066,7 @@ mod tests {
     use crate::service::{check_webhook_url, handle, Env};
     use crate::dispatcher::memory::MemoryDispatcher;
     use crate::store::memory::MemoryKv;
+    use crate::traffic::memory::MemoryTraffic;
     use crate::store::{Kv, KvPage, StoreError};
     use crate::validate::{self, AGENT_FIELDS, CREATE_CALL_FIELDS};
     use futures::executor::block_on;
@@ -907,6 +1157,9 @@ mod tests {
     struct Api {
         kv: MemoryKv,
         dispatch: MemoryDispatcher,
+        traffic: MemoryTraffic,
+        /// Webhook jobs the requests queued.
+        outbox: crate::webhooks::Outbox,
         spec: Value,
         checker: Checker,
         /// (METHOD, path pattern, status) answered so far.
@@ -916,7 +1169,7 @@ mod tests {
     impl Api {
         fn new() -> Api {
             let spec = spec();
-            Api { kv: MemoryKv::default(), dispatch: MemoryDispatcher::default(), checker: Checker::new(&spec), spec, seen: RefCell::default() }
+            Api { kv: MemoryKv::default(), dispatch: MemoryDispatcher::default(), traffic: MemoryTraffic::default(), outbox: Default::default(), checker: Checker::new(&spec), spec, seen: RefCell::default() }
         }
 
         fn send_to<K: Kv>(&self, kv: &K, method: &str, target: &str, token: Option<&str>, ct: Option<&str>, body: &[u8]) -> ApiResponse {
@@ -930,7 +1183,8 @@ mod tests {
                 body: body.to_vec(),
                 headers: Vec::new(),
             };
-            let env = Env { kv, dispatch: &self.dispatch, now_ms: NOW, admin_token: Some(ADMIN), dev_mode: true, default_region: "local" };
+            self.traffic.now_ms.set(NOW);
+            let env = Env { kv, dispatch: &self.dispatch, now_ms: NOW, admin_token: Some(ADMIN), dev_mode: true, default_region: "local", traffic: &self.traffic, outbox: &self.outbox };
             let resp = block_on(handle(&env, &req));
             self.conform(method, path, &resp);
             resp
@@ -1003,6 +1257,27 @@ mod tests {
         kid: String,
         cid: String,
         sid: String,
+        /// A webhook endpoint and the delivery of the call's `call.queued` to it.
+        wid: String,
+        did: String,
+    }
+
+    /// A receiver that answers every delivery with one status.
+    struct Answer(u16);
+
+    impl crate::webhooks::WebhookHttp for Answer {
+        async fn post(&self, _: &str, _: &[(String, String)], _: &str) -> Result<crate::webhooks::HttpReply, String> {
+            Ok(crate::webhooks::HttpReply { status: self.0, retry_after: None })
+        }
+    }
+
+    /// Runs the queued webhook jobs as the queue consumer would; returns their delivery ids.
+    fn deliver_all(api: &Api) -> Vec<String> {
+        let jobs = api.outbox.take();
+        for job in &jobs {
+            block_on(crate::webhooks::process(&api.kv, &Answer(200), job.clone(), &|| NOW, true)).unwrap();
+        }
+        jobs.into_iter().map(|j| j.delivery_id).collect()
     }
 
     fn provision(api: &Api, name: &str) -> World {
@@ -1010,10 +1285,14 @@ mod tests {
         let aid = id_of(&expect(api.admin("POST", &format!("/admin/tenants/{tid}/agents"), Some(json!({"name": "agent"}))), 201));
         let k = expect(api.admin("POST", &format!("/admin/tenants/{tid}/api-keys"), Some(json!({"name": "k"}))), 201);
         let key = k["key"].as_str().unwrap().to_string();
-        let call = expect(api.send("POST", "/v1/calls", Some(&key), Some(&json!({"phone": "+14155550100"}))), 201);
+        let wh = expect(api.admin("POST", &format!("/admin/tenants/{tid}/webhooks"), Some(json!({"url": "https://hooks.example.com/h"}))), 201);
+        deliver_all(api);
+        // Not the probes' number: one call at a time per agent and number.
+        let call = expect(api.send("POST", "/v1/calls", Some(&key), Some(&json!({"phone": "+14155550199"}))), 201);
+        let did = deliver_all(api).pop().expect("call.queued was queued for the endpoint");
         let sid = format!("sc-{name}");
         expect(api.admin("POST", "/admin/sidecars", Some(json!({"sidecar_id": sid, "region": "local"}))), 201);
-        World { tid, aid, key, kid: id_of(&k), cid: id_of(&call), sid }
+        World { tid, aid, key, kid: id_of(&k), cid: id_of(&call), sid, wid: id_of(&wh), did }
     }
 
     /// `pattern` with its `{params}` replaced.
@@ -1035,6 +1314,8 @@ mod tests {
             "key_id" => w.kid.clone(),
             "call_id" => w.cid.clone(),
             "sidecar_id" => w.sid.clone(),
+            "webhook_id" => w.wid.clone(),
+            "delivery_id" => w.did.clone(),
             other => panic!("unknown path parameter {other}"),
         }
     }
@@ -1045,6 +1326,8 @@ mod tests {
             "agent_id" => "agt",
             "key_id" => "key",
             "call_id" => "call",
+            "webhook_id" => "wh",
+            "delivery_id" => "dlv",
             "sidecar_id" => return "sc-missing".to_string(),
             other => panic!("unknown path parameter {other}"),
         };
@@ -1369,9 +1652,21 @@ mod tests {
                 }
                 fails_with(with(name, json!("zz_bogus")), "invalid_value", name);
             }
-            if primary == "array" {
+            if primary == "array" && p["items"]["type"] == "integer" {
                 let items = &p["items"];
-                let values = items["enum"].as_array().expect("array items are an enum");
+                let (min, max) = (items["minimum"].as_i64().unwrap(), items["maximum"].as_i64().unwrap());
+                let max_items = p["maxItems"].as_u64().unwrap() as usize;
+                for ok in [json!([]), json!([min, max]), json!([min as f64]), json!(vec![min; max_items])] {
+                    accepted_field(with(name, ok), name);
+                }
+                fails_with(with(name, json!([min - 1])), "out_of_range", name);
+                fails_with(with(name, json!([max + 1])), "out_of_range", name);
+                fails_with(with(name, json!(vec![min; max_items + 1])), "out_of_range", name);
+                fails_with(with(name, json!([min as f64 + 0.5])), "invalid_type", name);
+                fails_with(with(name, json!(["1"])), "invalid_type", name);
+            } else if primary == "array" {
+                let items = &p["items"];
+                let values = items["enum"].as_array().expect("array items are an enum or integers");
                 for v in values {
                     accepted_field(with(name, json!([v])), name);
                 }
@@ -1401,12 +1696,14 @@ mod tests {
         probe_request_schema(&api, "PATCH", &format!("/admin/tenants/{t}/agents/{}", w.aid), ADMIN, "UpdateAgentRequest", json!({}));
         probe_request_schema(&api, "POST", &format!("/admin/tenants/{t}/api-keys"), ADMIN, "CreateApiKeyRequest", json!({}));
         probe_request_schema(&api, "POST", &format!("/admin/tenants/{t}/webhooks"), ADMIN, "CreateWebhookRequest", json!({"url": "https://example.com/h"}));
+        probe_request_schema(&api, "PATCH", &format!("/admin/tenants/{t}/webhooks/{}", w.wid), ADMIN, "UpdateWebhookRequest", json!({}));
+        probe_request_schema(&api, "POST", &format!("/admin/tenants/{t}/webhooks/{}/rotate", w.wid), ADMIN, "RotateWebhookSecretRequest", json!({}));
         probe_request_schema(&api, "POST", "/admin/sidecars", ADMIN, "CreateSidecarRequest", json!({"sidecar_id": "sc-probe", "region": "local"}));
 
         // The query parameters of GET /v1/calls.
         let list = |q: &str| api.send("GET", &format!("/v1/calls?{q}"), Some(&w.key), None);
-        for _ in 0..LIST_LIMIT_DEFAULT {
-            expect(api.send("POST", "/v1/calls", Some(&w.key), Some(&json!({"phone": "+14155550100"}))), 201);
+        for i in 0..LIST_LIMIT_DEFAULT {
+            expect(api.send("POST", "/v1/calls", Some(&w.key), Some(&json!({"phone": format!("+1415555{:04}", 2000 + i)}))), 201);
         }
         assert_eq!(expect(list(""), 200)["data"].as_array().unwrap().len(), LIST_LIMIT_DEFAULT as usize);
         expect(list("limit=1"), 200);
@@ -1506,6 +1803,51 @@ mod tests {
         expect_error(api.send("POST", "/v1/calls", Some(&bare_key), Some(&json!({"phone": "+14155550100"}))), 422, "agent_required");
         expect_error(api.send("POST", "/v1/calls", key, Some(&json!({"phone": "+14155550100", "schedule_at": "2025-11-25T14:00:00Z"}))), 422, "schedule_in_past");
         expect_error(api.send("POST", "/v1/calls", key, Some(&json!({"phone": "+14155550100", "metadata": {"k": "m".repeat(MAX_METADATA_BYTES)}}))), 422, "metadata_too_large");
+
+        // One call at a time per agent and number.
+        expect(api.send("POST", "/v1/calls", key, Some(&json!({"phone": "+14155550102"}))), 201);
+        expect_error(api.send("POST", "/v1/calls", key, Some(&json!({"phone": "+14155550102"}))), 409, "call_in_progress");
+        // Rate limits: a tenant whose key allows one request answers 429 on every /v1 route after it.
+        let limited = provision(&api, "limited");
+        expect(api.admin("PATCH", &format!("/admin/tenants/{}", limited.tid), Some(json!({"rate_limits": {"per_key": {"limit": 1, "window_seconds": 60}}}))), 200);
+        for (method, pattern, _) in ROUTES.iter().filter(|r| r.1.starts_with("/v1/calls") || r.1.starts_with("/v1/webhooks")) {
+            let body = (*method == "POST").then(|| json!({"phone": "+14155550123"}));
+            let body = if pattern.ends_with("/hangup") { Some(json!({})) } else { body };
+            expect_error(api.send(method, &fill(pattern, world_param(&limited)), Some(&limited.key), body.as_ref()), 429, "rate_limited");
+        }
+
+        // Webhook endpoints: read, change, rotate (overlap or not), delete.
+        let wh = expect(api.admin("POST", &format!("{tp}/webhooks"), Some(json!({"url": "https://hooks.example.com/2", "retry_schedule": [1, 2]}))), 201);
+        let whp = format!("{tp}/webhooks/{}", id_of(&wh));
+        assert_eq!(expect(api.admin("GET", &whp, None), 200)["retry_schedule"], json!([1, 2]));
+        let changed = expect(api.admin("PATCH", &whp, Some(json!({"events": ["call.completed"], "enabled": false}))), 200);
+        assert_eq!((changed["events"].clone(), changed["enabled"].clone()), (json!(["call.completed"]), json!(false)));
+        let rotated = expect(api.admin("POST", &format!("{whp}/rotate"), Some(json!({"overlap_seconds": 60}))), 200);
+        assert!(rotated["previous_secret_expires_at"].is_string() && rotated["secret"] != wh["secret"], "{rotated}");
+        let at_once = expect(api.admin("POST", &format!("{whp}/rotate"), Some(json!({"overlap_seconds": 0}))), 200);
+        assert!(at_once["previous_secret_expires_at"].is_null());
+        expect(api.raw("POST", &format!("{whp}/rotate"), Some(ADMIN), None, b""), 200);
+        expect_error(api.admin("PATCH", &whp, Some(json!({"url": "https://169.254.169.254/x"}))), 422, "invalid_url");
+        expect(api.admin("DELETE", &whp, None), 200);
+        expect_error(api.admin("GET", &whp, None), 404, "webhook_not_found");
+        // The delivery log: list (filters, cursor), read, redeliver.
+        deliver_all(&api);
+        let dp = "/v1/webhooks/deliveries";
+        let page = expect(api.send("GET", &format!("{dp}?event=call.queued&status=delivered&limit=1"), key, None), 200);
+        assert_eq!(page["has_more"], true, "{page}");
+        let cursor = page["next_cursor"].as_str().unwrap().to_string();
+        expect(api.send("GET", &format!("{dp}?event=call.queued&status=delivered&limit=1&cursor={cursor}"), key, None), 200);
+        expect_error(api.send("GET", &format!("{dp}?status=delivered&cursor={cursor}"), key, None), 400, "invalid_cursor");
+        expect_error(api.send("GET", &format!("{dp}?status=nope"), key, None), 400, "invalid_parameter");
+        expect_error(api.send("GET", &format!("{dp}?event=call.nope"), key, None), 400, "invalid_parameter");
+        let one = expect(api.send("GET", &format!("{dp}/{}", w.did), key, None), 200);
+        assert_eq!((one["status"].as_str(), one["attempts"][0]["status_code"].as_u64()), (Some("delivered"), Some(200)));
+        expect(api.send("POST", &format!("{dp}/{}/redeliver", w.did), key, None), 202);
+        assert_eq!(api.outbox.take().len(), 1, "redelivery queues one job");
+        let wep = format!("{tp}/webhooks/{}", w.wid);
+        expect(api.admin("PATCH", &wep, Some(json!({"enabled": false}))), 200);
+        expect_error(api.send("POST", &format!("{dp}/{}/redeliver", w.did), key, None), 409, "webhook_disabled");
+        expect(api.admin("PATCH", &wep, Some(json!({"enabled": true}))), 200);
 
         // Each operation's generic failures: credentials, body, missing objects.
         let disabled = provision(&api, "disabled");

@@ -6,11 +6,12 @@ use crate::error::{ApiError, ErrorCode};
 use crate::fields::parse_object;
 use crate::http::{ApiRequest, ApiResponse};
 use crate::ids::{self, rfc3339_ms};
-use crate::model::{self, keys, Agent, ApiKeyAuth, ApiKeyInfo, CallRecord, Engine, SidecarRecord, Tenant, WebhookEndpoint};
+use crate::model::{self, keys, Agent, ApiKeyAuth, ApiKeyInfo, CallRecord, Engine, SidecarRecord, Tenant};
 use crate::router::{route, Match, RouteId};
 use crate::store::{get_json, put_json, Kv};
 use crate::dispatcher::{self, Dispatcher};
-use crate::dispatch::CancelOutcome;
+use crate::dispatch::{CancelOutcome, EnqueueOutcome};
+use crate::traffic::{self, Admission, Check, IdemOutcome, IdemRequest, StoredResponse, Traffic};
 use crate::sidecar_link::{self, SidecarEnvelope, SidecarOp};
 use voxline_shared::signing::{self, SignedHeaders};
 use crate::validate::{self, MAX_BODY_BYTES};
@@ -31,6 +32,10 @@ pub struct Env<'a, K: Kv, D: Dispatcher> {
     pub dev_mode: bool,
     /// Region whose sidecars dial new calls (`DEFAULT_REGION`, "local" when unset).
     pub default_region: &'a str,
+    /// Per-tenant rate limits and idempotency keys (a Durable Object per tenant in the Worker).
+    pub traffic: &'a dyn Traffic,
+    /// Webhook deliveries this request produced; the glue queues them.
+    pub outbox: &'a crate::webhooks::Outbox,
 }
 
 type Result<T> = std::result::Result<T, ApiError>;
@@ -83,10 +88,8 @@ async fn dispatch<K: Kv, D: Dispatcher>(env: &Env<'_, K, D>, req: &ApiRequest) -
     match id {
         RouteId::Health => Ok(ApiResponse::json(200, &json!({"ok": true}))),
         RouteId::OpenApi => Ok(ApiResponse::json(200, &crate::openapi::spec())),
-        RouteId::CreateCall => create_call(env, req).await,
-        RouteId::ListCalls => list_calls(env, req).await,
-        RouteId::GetCall => get_call(env, req, p(0)).await,
-        RouteId::HangupCall => hangup_call(env, req, p(0)).await,
+        RouteId::CreateCall | RouteId::ListCalls | RouteId::GetCall | RouteId::HangupCall => v1_route(env, req, id, p(0)).await,
+        RouteId::ListDeliveries | RouteId::GetDelivery | RouteId::RedeliverDelivery => v1_route(env, req, id, p(0)).await,
         admin => {
             authenticate_admin(env, req)?;
             admin_route(env, req, admin, p(0), p(1)).await
@@ -112,7 +115,7 @@ fn invalid_key() -> ApiError {
 }
 
 /// Resolves the API key to its tenant. Only the key's SHA-256 touches storage.
-async fn authenticate_tenant<K: Kv, D: Dispatcher>(env: &Env<'_, K, D>, req: &ApiRequest) -> Result<Tenant> {
+async fn authenticate_tenant<K: Kv, D: Dispatcher>(env: &Env<'_, K, D>, req: &ApiRequest) -> Result<(Tenant, ApiKeyAuth)> {
     let token = bearer(req)?;
     if !token.starts_with("ak_") || token.len() > 128 {
         return Err(invalid_key());
@@ -124,7 +127,7 @@ async fn authenticate_tenant<K: Kv, D: Dispatcher>(env: &Env<'_, K, D>, req: &Ap
     if tenant.disabled {
         return Err(ApiError::new(ErrorCode::TenantDisabled, "this tenant is disabled"));
     }
-    Ok(tenant)
+    Ok((tenant, auth))
 }
 
 fn authenticate_admin<K: Kv, D: Dispatcher>(env: &Env<'_, K, D>, req: &ApiRequest) -> Result<()> {
@@ -140,8 +143,107 @@ fn authenticate_admin<K: Kv, D: Dispatcher>(env: &Env<'_, K, D>, req: &ApiReques
 
 // ---- calls ----
 
-async fn create_call<K: Kv, D: Dispatcher>(env: &Env<'_, K, D>, req: &ApiRequest) -> Result<ApiResponse> {
-    let tenant = authenticate_tenant(env, req).await?;
+// ---- traffic control: rate limits and idempotency around every /v1 call route ----
+
+/// Client IP for the per-IP limit: Cloudflare's `CF-Connecting-IP`; a fixed
+/// loopback address when absent (local `wrangler dev`).
+fn client_ip(req: &ApiRequest) -> &str {
+    req.header("cf-connecting-ip").map(str::trim).filter(|ip| !ip.is_empty() && ip.len() <= 64).unwrap_or("127.0.0.1")
+}
+
+/// Authenticates once, then admits the request in the tenant's `RateLimiter`
+/// object in one round trip (API key, client IP and, for a new call, the
+/// destination number, plus the `Idempotency-Key`), runs the route, and
+/// stamps the `X-RateLimit-*` headers of the tightest limit on the answer.
+async fn v1_route<K: Kv, D: Dispatcher>(env: &Env<'_, K, D>, req: &ApiRequest, id: RouteId, cid: &str) -> Result<ApiResponse> {
+    let (tenant, auth) = authenticate_tenant(env, req).await?;
+    let limits = tenant.rate_limits;
+    let mut checks = vec![
+        Check { scope: format!("key:{}", auth.key_id), limit: limits.per_key, new_work_only: false },
+        Check { scope: format!("ip:{}", client_ip(req)), limit: limits.per_ip, new_work_only: false },
+    ];
+    let mut idempotency = None;
+    // A new call is validated (pure) and its agent resolved before admission,
+    // so its number joins the same round trip; an invalid one still counts.
+    let prepared = if id == RouteId::CreateCall {
+        let prepared = prepare_call(env, req, &tenant).await;
+        if let Ok((input, agent)) = &prepared {
+            let limit = agent.per_number_limit.unwrap_or(limits.per_number);
+            checks.push(Check { scope: format!("number:{}", input.phone), limit, new_work_only: true });
+        }
+        if let Some(key) = req.header("idempotency-key") {
+            if !traffic::valid_idempotency_key(key) {
+                return Err(ApiError::field(ErrorCode::InvalidParameter, "Idempotency-Key", "Idempotency-Key must be 1-255 visible ASCII characters"));
+            }
+            idempotency = Some(IdemRequest { key: key.to_string(), fingerprint: ids::fingerprint(&req.method, &req.path, &req.body) });
+        }
+        Some(prepared)
+    } else {
+        None
+    };
+    let admission = Admission { checks, idempotency };
+    let admitted = env.traffic.admit(&tenant.id, &admission).await?;
+    let rate_headers = admitted.rate.headers();
+    let stamp = |mut resp: ApiResponse| {
+        resp.headers.extend(rate_headers.iter().cloned());
+        resp
+    };
+    if !admitted.rate.allowed {
+        let e = ApiError::new(
+            ErrorCode::RateLimited,
+            format!("rate limit of {} requests exceeded ({}); retry after {} s", admitted.rate.limit, admitted.rate.scope.split(':').next().unwrap_or(""), admitted.rate.reset_secs),
+        );
+        return Ok(stamp(ApiResponse::error(&e)));
+    }
+    let idem_key = admission.idempotency.as_ref().map(|r| r.key.as_str());
+    match admitted.idempotency {
+        IdemOutcome::Replay { response } => {
+            let mut resp = ApiResponse { status: response.status, headers: response.headers, body: response.body, error_code: None };
+            resp.headers.push(("Idempotent-Replayed".into(), "true".into()));
+            return Ok(stamp(resp));
+        }
+        IdemOutcome::Mismatch => {
+            let e = ApiError::field(ErrorCode::IdempotencyKeyReused, "Idempotency-Key", "this Idempotency-Key was used with a different request");
+            return Ok(stamp(ApiResponse::error(&e)));
+        }
+        IdemOutcome::InFlight => {
+            let e = ApiError::field(ErrorCode::IdempotencyKeyInFlight, "Idempotency-Key", "a request with this Idempotency-Key is still in progress; retry shortly");
+            return Ok(stamp(ApiResponse::error(&e)));
+        }
+        IdemOutcome::None | IdemOutcome::Proceed => {}
+    }
+    let result = match (id, prepared) {
+        (RouteId::CreateCall, Some(prepared)) => match prepared {
+            Ok((input, agent)) => create_call(env, &tenant, input, agent).await,
+            Err(e) => Err(e),
+        },
+        (RouteId::ListCalls, _) => list_calls(env, req, &tenant).await,
+        (RouteId::GetCall, _) => get_call(env, &tenant, cid).await,
+        (RouteId::HangupCall, _) => hangup_call(env, req, &tenant, cid).await,
+        (RouteId::ListDeliveries | RouteId::GetDelivery | RouteId::RedeliverDelivery, _) => {
+            crate::webhook_api::tenant_route(env, req, id, &tenant, cid).await
+        }
+        _ => Err(ApiError::new(ErrorCode::InternalError, "route without handler")),
+    };
+    let resp = result.unwrap_or_else(|e| ApiResponse::error(&e));
+    if let Some(key) = idem_key {
+        // 5xx is our failure, not an answer: let a retry run again.
+        let done = if resp.status >= 500 {
+            env.traffic.release(&tenant.id, key).await
+        } else {
+            let headers = resp.headers.iter().filter(|(h, _)| h == "Location").cloned().collect();
+            env.traffic.complete(&tenant.id, key, &StoredResponse { status: resp.status, body: resp.body.clone(), headers }).await
+        };
+        // The call exists either way; a lost record only costs a replay (it expires as abandoned).
+        if let Err(e) = done {
+            let _ = e;
+        }
+    }
+    Ok(stamp(resp))
+}
+
+/// Validates a new call and resolves its agent (no writes).
+async fn prepare_call<K: Kv, D: Dispatcher>(env: &Env<'_, K, D>, req: &ApiRequest, tenant: &Tenant) -> Result<(validate::CreateCallInput, Agent)> {
     let input = validate::create_call(req.content_type.as_deref(), &req.body, env.now_ms)?;
     let agent = match &input.agent_id {
         Some(aid) => get_json::<Agent>(env.kv, &keys::agent(&tenant.id, aid))
@@ -158,6 +260,10 @@ async fn create_call<K: Kv, D: Dispatcher>(env: &Env<'_, K, D>, req: &ApiRequest
     if !agent.enabled {
         return Err(ApiError::field(ErrorCode::AgentDisabled, "agent_id", format!("agent '{}' is disabled", agent.id)));
     }
+    Ok((input, agent))
+}
+
+async fn create_call<K: Kv, D: Dispatcher>(env: &Env<'_, K, D>, tenant: &Tenant, input: validate::CreateCallInput, agent: Agent) -> Result<ApiResponse> {
     let now = rfc3339_ms(env.now_ms);
     let record = CallRecord {
         id: ids::call_id(env.now_ms),
@@ -194,14 +300,28 @@ async fn create_call<K: Kv, D: Dispatcher>(env: &Env<'_, K, D>, req: &ApiRequest
     // dispatch update finds it. If the queue is unreachable the call cannot
     // ever be dialled: end it visibly rather than leave it queued forever.
     let queued = dispatcher::queued_call(&tenant.id, &record, env.now_ms);
-    if env.dispatch.enqueue(&record.region, &queued).await.is_err() {
+    let outcome = env.dispatch.enqueue(&record.region, &queued).await;
+    if let Ok(EnqueueOutcome::Duplicate { call_id }) = &outcome {
+        // The queue (the one exact view of live calls) refused it: this call
+        // never existed for the client, so its record goes rather than
+        // lingering as queued (or as a failure the client never caused).
+        env.kv.delete(&keys::call(&tenant.id, &record.id)).await?;
+        return Err(ApiError::field(
+            ErrorCode::CallInProgress,
+            "phone",
+            format!("call {call_id} from agent {} to {} is already in progress", record.agent_id, record.phone),
+        ));
+    }
+    if outcome.is_err() {
         let mut failed = record;
         failed.status = CallStatus::Failed;
         failed.ended_reason = Some(EndedReason::DispatchUnavailable);
         failed.ended_at = Some(failed.updated_at.clone());
         save_call(env, &tenant.id, &failed).await?;
+        emit_call_event(env, &tenant.id, "call.failed", &failed).await;
         return Err(ApiError::new(ErrorCode::StorageUnavailable, "the dispatch queue did not answer; the call was not placed"));
     }
+    emit_call_event(env, &tenant.id, "call.queued", &record).await;
     Ok(ApiResponse::json(201, &record.to_public()).with_header("Location", format!("/v1/calls/{}", record.id)))
 }
 
@@ -218,8 +338,7 @@ async fn load_call<K: Kv, D: Dispatcher>(env: &Env<'_, K, D>, tid: &str, cid: &s
     get_json(env.kv, &keys::call(tid, cid)).await?.ok_or_else(not_found)
 }
 
-async fn get_call<K: Kv, D: Dispatcher>(env: &Env<'_, K, D>, req: &ApiRequest, cid: &str) -> Result<ApiResponse> {
-    let tenant = authenticate_tenant(env, req).await?;
+async fn get_call<K: Kv, D: Dispatcher>(env: &Env<'_, K, D>, tenant: &Tenant, cid: &str) -> Result<ApiResponse> {
     let record = load_call(env, &tenant.id, cid).await?;
     Ok(ApiResponse::json(200, &record.to_public()))
 }
@@ -227,8 +346,7 @@ async fn get_call<K: Kv, D: Dispatcher>(env: &Env<'_, K, D>, req: &ApiRequest, c
 /// Idempotent. A call not yet handed to a sidecar is cancelled at once (200);
 /// an ended call is returned unchanged (200); a live call is marked for hangup
 /// and the holding sidecar is told (202).
-async fn hangup_call<K: Kv, D: Dispatcher>(env: &Env<'_, K, D>, req: &ApiRequest, cid: &str) -> Result<ApiResponse> {
-    let tenant = authenticate_tenant(env, req).await?;
+async fn hangup_call<K: Kv, D: Dispatcher>(env: &Env<'_, K, D>, req: &ApiRequest, tenant: &Tenant, cid: &str) -> Result<ApiResponse> {
     if !req.body.iter().all(u8::is_ascii_whitespace) {
         parse_object(req.content_type.as_deref(), &req.body, MAX_BODY_BYTES, &[])?;
     }
@@ -247,6 +365,7 @@ async fn hangup_call<K: Kv, D: Dispatcher>(env: &Env<'_, K, D>, req: &ApiRequest
         record.hangup_requested_at.get_or_insert(now.clone());
         record.updated_at = now;
         save_call(env, &tenant.id, &record).await?;
+        emit_call_event(env, &tenant.id, "call.completed", &record).await;
         return Ok(ApiResponse::json(200, &record.to_public()));
     }
     if record.hangup_requested_at.is_none() {
@@ -331,8 +450,7 @@ fn parse_list_query(query: &str) -> Result<ListQuery> {
 /// Lists from KV key metadata only (no record reads), newest first. KV lists
 /// can't filter, so a status filter may skip keys; each KV page asks only for
 /// as many keys as are still missing, so a page never overshoots `limit`.
-async fn list_calls<K: Kv, D: Dispatcher>(env: &Env<'_, K, D>, req: &ApiRequest) -> Result<ApiResponse> {
-    let tenant = authenticate_tenant(env, req).await?;
+async fn list_calls<K: Kv, D: Dispatcher>(env: &Env<'_, K, D>, req: &ApiRequest, tenant: &Tenant) -> Result<ApiResponse> {
     let q = parse_list_query(&req.query)?;
     let prefix = keys::calls_prefix(&tenant.id);
     let mut data = Vec::new();
@@ -461,22 +579,23 @@ async fn admin_route<K: Kv, D: Dispatcher>(env: &Env<'_, K, D>, req: &ApiRequest
             Ok(list_response(list.iter().map(ApiKeyInfo::to_public).collect()))
         }
         RouteId::RevokeApiKey => revoke_api_key(env, &tenant, sub).await,
-        RouteId::CreateWebhook => create_webhook(env, req, &tenant).await,
-        RouteId::ListWebhooks => {
-            let list = list_values(env, &keys::webhooks_prefix(&tenant.id)).await?;
-            Ok(list_response(list.iter().map(WebhookEndpoint::to_public).collect()))
-        }
+        RouteId::CreateWebhook
+        | RouteId::ListWebhooks
+        | RouteId::GetWebhook
+        | RouteId::UpdateWebhook
+        | RouteId::DeleteWebhook
+        | RouteId::RotateWebhookSecret => crate::webhook_api::admin_route(env, req, id, &tenant, sub).await,
         _ => Err(ApiError::new(ErrorCode::InternalError, "route without handler")),
     }
 }
 
-fn list_response(data: Vec<Value>) -> ApiResponse {
+pub(crate) fn list_response(data: Vec<Value>) -> ApiResponse {
     ApiResponse::json(200, &json!({"object": "list", "data": data, "has_more": false, "next_cursor": null}))
 }
 
 /// Reads every record under a small admin prefix (agents, keys, webhooks: a
 /// handful per tenant). Call records never go through here.
-async fn list_values<K: Kv, D: Dispatcher, T: serde::de::DeserializeOwned>(env: &Env<'_, K, D>, prefix: &str) -> Result<Vec<T>> {
+pub(crate) async fn list_values<K: Kv, D: Dispatcher, T: serde::de::DeserializeOwned>(env: &Env<'_, K, D>, prefix: &str) -> Result<Vec<T>> {
     let mut out = Vec::new();
     let mut cursor: Option<String> = None;
     loop {
@@ -530,13 +649,18 @@ async fn create_tenant<K: Kv, D: Dispatcher>(env: &Env<'_, K, D>, req: &ApiReque
         default_agent_id: None,
         disabled: f.bool_opt("disabled")?.unwrap_or(false),
         created_at: rfc3339_ms(env.now_ms),
+        rate_limits: traffic::RateLimits::default(),
     };
     put_json(env.kv, &keys::tenant(&tenant.id), &tenant, None).await?;
     Ok(ApiResponse::json(201, &tenant_public(&tenant)))
 }
 
 async fn update_tenant<K: Kv, D: Dispatcher>(env: &Env<'_, K, D>, req: &ApiRequest, mut tenant: Tenant) -> Result<ApiResponse> {
-    let f = parse_object(req.content_type.as_deref(), &req.body, MAX_BODY_BYTES, &["name", "disabled", "default_agent_id"])?;
+    let f = parse_object(req.content_type.as_deref(), &req.body, MAX_BODY_BYTES, &["name", "disabled", "default_agent_id", "rate_limits"])?;
+    if let Some(v) = f.object_opt("rate_limits")? {
+        tenant.rate_limits = traffic::parse_rate_limits(&Value::Object(v), tenant.rate_limits)
+            .map_err(|(field, why)| ApiError::field(ErrorCode::InvalidValue, &field, why))?;
+    }
     if f.has("name") {
         tenant.name = f.str_req("name", 200)?;
     }
@@ -568,6 +692,7 @@ async fn create_agent<K: Kv, D: Dispatcher>(env: &Env<'_, K, D>, req: &ApiReques
         enabled: input.enabled.unwrap_or(true),
         created_at: now.clone(),
         updated_at: now,
+        per_number_limit: input.per_number_limit,
     };
     put_json(env.kv, &keys::agent(&tenant.id, &agent.id), &agent, None).await?;
     // The first agent becomes the default unless the caller says otherwise.
@@ -589,6 +714,7 @@ async fn update_agent<K: Kv, D: Dispatcher>(env: &Env<'_, K, D>, req: &ApiReques
     agent.default_engine = input.default_engine.unwrap_or(agent.default_engine);
     agent.model = input.model.or(agent.model);
     agent.enabled = input.enabled.unwrap_or(agent.enabled);
+    agent.per_number_limit = input.per_number_limit.or(agent.per_number_limit);
     agent.updated_at = rfc3339_ms(env.now_ms);
     put_json(env.kv, &keys::agent(&tenant.id, &agent.id), &agent, None).await?;
     let is_default = tenant.default_agent_id.as_deref() == Some(agent.id.as_str());
@@ -644,57 +770,17 @@ async fn revoke_api_key<K: Kv, D: Dispatcher>(env: &Env<'_, K, D>, tenant: &Tena
     Ok(ApiResponse::json(200, &info.to_public()))
 }
 
-/// https anywhere; plain http only to loopback, and only in local dev mode.
-/// (The full SSRF guard against private/metadata addresses lives with delivery.)
+/// The SSRF guard on webhook URLs (see `url_guard`), also run at delivery.
 pub fn check_webhook_url(url: &str, dev_mode: bool) -> std::result::Result<(), String> {
-    if url.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Err("the URL contains whitespace".into());
-    }
-    let (scheme, rest) = url.split_once("://").ok_or("the URL needs a scheme")?;
-    // WHATWG URL parsing (what `fetch` uses) reads '\' as '/' in http(s)
-    // URLs, so it ends the authority too: `http://evil\@127.0.0.1` goes to evil.
-    let authority = rest.split(['/', '?', '#', '\\']).next().unwrap_or("");
-    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
-    let host = if let Some(v6) = host_port.strip_prefix('[') {
-        v6.split(']').next().unwrap_or("")
-    } else {
-        host_port.split(':').next().unwrap_or("")
-    };
-    if host.is_empty() {
-        return Err("the URL has no host".into());
-    }
-    match scheme.to_ascii_lowercase().as_str() {
-        "https" => Ok(()),
-        "http" if dev_mode && matches!(host, "127.0.0.1" | "localhost" | "::1") => Ok(()),
-        "http" => Err("plain http is only allowed for loopback addresses in local dev mode; use https".into()),
-        _ => Err("the URL must be https".into()),
-    }
+    crate::url_guard::check(url, dev_mode)
 }
 
-async fn create_webhook<K: Kv, D: Dispatcher>(env: &Env<'_, K, D>, req: &ApiRequest, tenant: &Tenant) -> Result<ApiResponse> {
-    let f = parse_object(req.content_type.as_deref(), &req.body, MAX_BODY_BYTES, &["url", "events", "enabled"])?;
-    let url = f.str_req("url", 2048)?;
-    check_webhook_url(&url, env.dev_mode).map_err(|why| ApiError::field(ErrorCode::InvalidUrl, "url", why))?;
-    let events = f.str_list_opt("events", WEBHOOK_EVENTS.len(), 64)?.unwrap_or_default();
-    if let Some(bad) = events.iter().find(|e| !WEBHOOK_EVENTS.contains(&e.as_str())) {
-        return Err(ApiError::field(
-            ErrorCode::InvalidValue,
-            "events",
-            format!("unknown event '{bad}'; known: {}", WEBHOOK_EVENTS.join(", ")),
-        ));
+/// Queues `event` for the tenant's endpoints. A failure to read them must
+/// not undo the call change already stored, so it only costs the event.
+async fn emit_call_event<K: Kv, D: Dispatcher>(env: &Env<'_, K, D>, tid: &str, event: &str, record: &CallRecord) {
+    if let Ok(jobs) = crate::webhooks::emit(env.kv, tid, event, record, env.now_ms).await {
+        env.outbox.push(jobs);
     }
-    let endpoint = WebhookEndpoint {
-        id: ids::random_id("wh"),
-        url,
-        events,
-        enabled: f.bool_opt("enabled")?.unwrap_or(true),
-        secret: ids::mint_webhook_secret(),
-        created_at: rfc3339_ms(env.now_ms),
-    };
-    put_json(env.kv, &keys::webhook(&tenant.id, &endpoint.id), &endpoint, None).await?;
-    let mut body = endpoint.to_public();
-    body["secret"] = json!(endpoint.secret);
-    Ok(ApiResponse::json(201, &body))
 }
 
 #[cfg(test)]

@@ -205,6 +205,8 @@ mod tests {
             offer: json!({"phone": "+14155550100", "agent_id": "agt_1", "language": "en-US", "engine": "local",
                           "max_seconds": 300, "record": false}),
             scheduled: false,
+            agent_id: "agt_1".into(),
+            phone: "+14155550100".into(),
         }
     }
 

@@ -189,7 +189,7 @@ fn language(f: &Fields) -> Result<Option<String>, ApiError> {
 }
 
 pub const AGENT_FIELDS: &[&str] =
-    &["name", "system_prompt", "voice", "language", "default_engine", "model", "enabled", "default"];
+    &["name", "system_prompt", "voice", "language", "default_engine", "model", "enabled", "default", "per_number_limit"];
 
 /// Agent fields as given; `None` means "not in the body" (PATCH keeps the old value).
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -203,6 +203,8 @@ pub struct AgentInput {
     pub enabled: Option<bool>,
     /// Make this the tenant's default agent.
     pub make_default: Option<bool>,
+    /// Overrides the tenant's per-number rate limit for this agent's calls.
+    pub per_number_limit: Option<crate::traffic::RateLimit>,
 }
 
 pub fn agent(content_type: Option<&str>, body: &[u8], creating: bool) -> Result<AgentInput, ApiError> {
@@ -228,6 +230,13 @@ pub fn agent(content_type: Option<&str>, body: &[u8], creating: bool) -> Result<
         model: f.str_opt("model", 128)?,
         enabled: f.bool_opt("enabled")?,
         make_default: f.bool_opt("default")?,
+        per_number_limit: match f.object_opt("per_number_limit")? {
+            None => None,
+            Some(m) => Some(
+                crate::traffic::parse_rate_limit(&Value::Object(m), "per_number_limit")
+                    .map_err(|(field, why)| ApiError::field(ErrorCode::InvalidValue, &field, why))?,
+            ),
+        },
     })
 }
 

@@ -4,6 +4,7 @@
 use super::*;
 use crate::dispatcher::memory::MemoryDispatcher;
 use crate::store::memory::MemoryKv;
+use crate::traffic::memory::MemoryTraffic;
 use futures::executor::block_on;
 
 const NOW: u64 = 1_764_082_200_000;
@@ -12,12 +13,15 @@ const ADMIN: &str = "admin-secret";
 struct World {
     kv: MemoryKv,
     dispatch: MemoryDispatcher,
+    traffic: MemoryTraffic,
+    /// Webhook jobs requests queued (the Worker sends them to Cloudflare Queues).
+    outbox: crate::webhooks::Outbox,
     now: std::cell::Cell<u64>,
 }
 
 impl World {
     fn new() -> World {
-        World { kv: MemoryKv::default(), dispatch: MemoryDispatcher::default(), now: std::cell::Cell::new(NOW) }
+        World { kv: MemoryKv::default(), dispatch: MemoryDispatcher::default(), traffic: MemoryTraffic::default(), outbox: Default::default(), now: std::cell::Cell::new(NOW) }
     }
 
     fn send(&self, method: &str, path: &str, token: Option<&str>, body: Option<Value>) -> ApiResponse {
@@ -31,10 +35,15 @@ impl World {
             body: body.map(|b| b.to_string().into_bytes()).unwrap_or_default(),
             headers: Vec::new(),
         };
+        self.send_req(&req)
+    }
+
+    fn send_req(&self, req: &ApiRequest) -> ApiResponse {
         // Each request gets a later clock, like real traffic.
         self.now.set(self.now.get() + 1);
-        let env = Env { kv: &self.kv, dispatch: &self.dispatch, now_ms: self.now.get(), admin_token: Some(ADMIN), dev_mode: false, default_region: "local" };
-        block_on(handle(&env, &req))
+        self.traffic.now_ms.set(self.now.get());
+        let env = Env { kv: &self.kv, dispatch: &self.dispatch, now_ms: self.now.get(), admin_token: Some(ADMIN), dev_mode: false, default_region: "local", traffic: &self.traffic, outbox: &self.outbox };
+        block_on(handle(&env, req))
     }
 
     fn admin(&self, method: &str, path: &str, body: Option<Value>) -> Value {
@@ -130,8 +139,9 @@ fn listing_pages_newest_first_with_exact_status_filter() {
     let w = World::new();
     let (_, key) = w.tenant(true);
     let mut ids = Vec::new();
-    for _ in 0..7 {
-        let r = w.send("POST", "/v1/calls", Some(&key), Some(json!({"phone": "+14155550100"})));
+    for i in 0..7 {
+        // Distinct numbers: one call at a time per agent and number.
+        let r = w.send("POST", "/v1/calls", Some(&key), Some(json!({"phone": format!("+1415555010{i}")})));
         ids.push(r.body_json()["id"].as_str().unwrap().to_string());
     }
     for id in [&ids[1], &ids[4], &ids[5]] {
@@ -230,4 +240,101 @@ fn webhook_urls_are_checked() {
     assert!(check_webhook_url("ftp://example.com", true).is_err());
     assert!(check_webhook_url("https://", true).is_err());
     assert!(check_webhook_url("https://a b", true).is_err());
+}
+
+fn with_header(w: &World, method: &str, path: &str, key: &str, body: Value, headers: &[(&str, &str)]) -> ApiResponse {
+    let req = ApiRequest {
+        method: method.into(),
+        path: path.into(),
+        query: String::new(),
+        content_type: Some("application/json".into()),
+        authorization: Some(format!("Bearer {key}")),
+        body: body.to_string().into_bytes(),
+        headers: headers.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+    };
+    w.send_req(&req)
+}
+
+fn header<'r>(r: &'r ApiResponse, name: &str) -> Option<&'r str> {
+    r.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+}
+
+#[test]
+fn rate_limits_count_per_key_ip_and_number_and_answer_429() {
+    let w = World::new();
+    let (tid, key) = w.tenant(true);
+    w.admin("PATCH", &format!("/admin/tenants/{tid}"), Some(json!({"rate_limits": {"per_key": {"limit": 5, "window_seconds": 60}, "per_number": {"limit": 2, "window_seconds": 3600}}})));
+    // Every /v1 answer carries the tightest limit.
+    let r = w.send("GET", "/v1/calls", Some(&key), None);
+    assert_eq!((header(&r, "X-RateLimit-Limit"), header(&r, "X-RateLimit-Remaining")), (Some("5"), Some("4")));
+    // A new call also counts against its number (limit 2: tightest now).
+    let c1 = w.send("POST", "/v1/calls", Some(&key), Some(json!({"phone": "+14155550100"})));
+    assert_eq!((c1.status, header(&c1, "X-RateLimit-Limit"), header(&c1, "X-RateLimit-Remaining")), (201, Some("2"), Some("1")));
+    let id = c1.body_json()["id"].as_str().unwrap().to_string();
+    w.send("POST", &format!("/v1/calls/{id}/hangup"), Some(&key), None);
+    let c2 = w.send("POST", "/v1/calls", Some(&key), Some(json!({"phone": "+14155550100"})));
+    assert_eq!(c2.status, 201, "{}", c2.body);
+    let c3 = w.send("POST", "/v1/calls", Some(&key), Some(json!({"phone": "+14155550100"})));
+    assert_eq!((c3.status, World::code(&c3)), (429, "rate_limited".to_string()));
+    assert_eq!(header(&c3, "Retry-After"), header(&c3, "X-RateLimit-Reset"));
+    // The key limit: 5 counted so far (the refused one did not count).
+    let r = w.send("GET", "/v1/calls", Some(&key), None);
+    assert_eq!((r.status, header(&r, "X-RateLimit-Remaining")), (200, Some("0")));
+    let r = w.send("GET", "/v1/calls", Some(&key), None);
+    assert_eq!((r.status, header(&r, "X-RateLimit-Limit")), (429, Some("5")));
+    // A minute later the key window has reset.
+    w.now.set(w.now.get() + 60_000);
+    assert_eq!(w.send("GET", "/v1/calls", Some(&key), None).status, 200);
+    // Settings are validated.
+    let bad = w.send("PATCH", &format!("/admin/tenants/{tid}"), Some(ADMIN), Some(json!({"rate_limits": {"per_ip": {"limit": 0, "window_seconds": 1}}})));
+    assert_eq!((bad.status, bad.body_json()["error"]["field"].as_str()), (422, Some("rate_limits.per_ip.limit")));
+}
+
+#[test]
+fn per_ip_limit_uses_cf_connecting_ip() {
+    let w = World::new();
+    let (tid, key) = w.tenant(true);
+    w.admin("PATCH", &format!("/admin/tenants/{tid}"), Some(json!({"rate_limits": {"per_ip": {"limit": 1, "window_seconds": 60}}})));
+    let get = |ip: &str| with_header(&w, "GET", "/v1/calls", &key, json!({}), &[("cf-connecting-ip", ip)]).status;
+    assert_eq!((get("203.0.113.1"), get("203.0.113.1"), get("203.0.113.2")), (200, 429, 200));
+}
+
+#[test]
+fn idempotency_keys_replay_refuse_mismatch_and_create_once() {
+    let w = World::new();
+    let (_, key) = w.tenant(true);
+    let body = json!({"phone": "+14155550100"});
+    let h = [("idempotency-key", "order-1")];
+    let first = with_header(&w, "POST", "/v1/calls", &key, body.clone(), &h);
+    assert_eq!(first.status, 201);
+    let again = with_header(&w, "POST", "/v1/calls", &key, body.clone(), &h);
+    assert_eq!((again.status, again.body_json()), (201, first.body_json()));
+    assert_eq!(header(&again, "Idempotent-Replayed"), Some("true"));
+    assert_eq!(header(&again, "Location"), header(&first, "Location"));
+    let other = with_header(&w, "POST", "/v1/calls", &key, json!({"phone": "+14155550101"}), &h);
+    assert_eq!((other.status, World::code(&other)), (422, "idempotency_key_reused".to_string()));
+    let list = w.send("GET", "/v1/calls", Some(&key), None).body_json();
+    assert_eq!(list["data"].as_array().unwrap().len(), 1, "one call only");
+    // Validation failures are answers too, and replay as such.
+    let bad = with_header(&w, "POST", "/v1/calls", &key, json!({"phone": "nope"}), &[("idempotency-key", "k2")]);
+    let bad2 = with_header(&w, "POST", "/v1/calls", &key, json!({"phone": "nope"}), &[("idempotency-key", "k2")]);
+    assert_eq!((bad.status, bad2.status, header(&bad2, "Idempotent-Replayed")), (422, 422, Some("true")));
+    let malformed = with_header(&w, "POST", "/v1/calls", &key, body, &[("idempotency-key", "a b")]);
+    assert_eq!((malformed.status, World::code(&malformed)), (400, "invalid_parameter".to_string()));
+}
+
+#[test]
+fn a_second_call_in_progress_is_refused_and_leaves_no_record() {
+    let w = World::new();
+    let (_, key) = w.tenant(true);
+    let first = w.send("POST", "/v1/calls", Some(&key), Some(json!({"phone": "+14155550100"})));
+    let id = first.body_json()["id"].as_str().unwrap().to_string();
+    let dup = w.send("POST", "/v1/calls", Some(&key), Some(json!({"phone": "+14155550100"})));
+    assert_eq!((dup.status, World::code(&dup)), (409, "call_in_progress".to_string()));
+    assert!(dup.body_json()["error"]["message"].as_str().unwrap().contains(&id));
+    let list = w.send("GET", "/v1/calls", Some(&key), None).body_json();
+    assert_eq!(list["data"].as_array().unwrap().len(), 1, "the refused call left no record: {list}");
+    // Once the first is cancelled the number is free again.
+    w.send("POST", &format!("/v1/calls/{id}/hangup"), Some(&key), None);
+    assert_eq!(w.send("POST", "/v1/calls", Some(&key), Some(json!({"phone": "+14155550100"}))).status, 201);
 }

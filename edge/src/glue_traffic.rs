@@ -1,0 +1,230 @@
+//! wasm32-only: the `RateLimiter` Durable Object (one per tenant) and the
+//! Worker-side [`Traffic`] port that talks to it. Decisions are the pure
+//! `traffic` code; this file caches and persists its state.
+//!
+//! Exactness: every decision is a synchronous step on in-memory state after
+//! the awaited loads, so concurrent requests to the object serialise on it
+//! (a load that raced another request re-checks the cache before use).
+
+use crate::store::StoreError;
+use crate::traffic::{
+    self, complete_entry, idem_expiry_key, idem_storage_key, parse_idem_expiry_key, window_storage_key, Admission, Admitted, IdemEntry,
+    Limiter, LocalFuture, StoredResponse, Traffic, Window, IDEMPOTENCY_TTL_MS,
+};
+use serde_json::{json, Value};
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use worker::{durable_object, js_sys, Date, Env, ListOptions, Method, Request, RequestInit, Response, Result, State};
+
+pub const DO_BINDING: &str = "RATE_LIMITER";
+/// Expired idempotency records removed per alarm run.
+const SWEEP_BATCH: usize = 128;
+
+#[durable_object]
+pub struct RateLimiter {
+    state: State,
+    #[allow(dead_code)]
+    env: Env,
+    /// Windows of the scopes seen since the object started (loaded lazily).
+    limiter: RefCell<Limiter>,
+    /// Idempotency records being decided or in flight; done ones live in storage only.
+    idem: RefCell<BTreeMap<String, IdemEntry>>,
+}
+
+impl RateLimiter {
+    async fn load_scopes(&self, a: &Admission) -> Result<()> {
+        let storage = self.state.storage();
+        for c in &a.checks {
+            if self.limiter.borrow().knows(&c.scope) {
+                continue;
+            }
+            if let Some(w) = storage.get::<Window>(&window_storage_key(&c.scope)).await? {
+                self.limiter.borrow_mut().restore(&c.scope, w);
+            }
+        }
+        Ok(())
+    }
+
+    /// The record of `key`: the cache first, else storage (cached when found).
+    async fn load_idem(&self, key: &str) -> Result<Option<IdemEntry>> {
+        if let Some(e) = self.idem.borrow().get(key) {
+            return Ok(Some(e.clone()));
+        }
+        let stored: Option<IdemEntry> = self.state.storage().get(&idem_storage_key(key)).await?;
+        // Another request may have decided this key while we awaited.
+        let mut cache = self.idem.borrow_mut();
+        if let Some(e) = cache.get(key) {
+            return Ok(Some(e.clone()));
+        }
+        if let Some(e) = &stored {
+            cache.insert(key.to_string(), e.clone());
+        }
+        Ok(stored)
+    }
+
+    async fn admit(&self, a: Admission) -> Result<Admitted> {
+        self.load_scopes(&a).await?;
+        if let Some(r) = &a.idempotency {
+            self.load_idem(&r.key).await?;
+        }
+        // --- synchronous decision ---
+        let now = Date::now().as_millis();
+        let current = a.idempotency.as_ref().and_then(|r| self.idem.borrow().get(&r.key).cloned());
+        let (admitted, entry) = traffic::admit(&mut self.limiter.borrow_mut(), current.as_ref(), &a, now);
+        if let (Some(r), Some(e)) = (&a.idempotency, &entry) {
+            self.idem.borrow_mut().insert(r.key.clone(), e.clone());
+        }
+        let windows: Vec<(String, Window)> = if admitted.rate.allowed {
+            a.checks.iter().filter_map(|c| Some((window_storage_key(&c.scope), self.limiter.borrow().window(&c.scope)?))).collect()
+        } else {
+            Vec::new()
+        };
+        // --- persist (the output gate holds the reply until it is durable) ---
+        let storage = self.state.storage();
+        for (k, w) in windows {
+            storage.put(&k, w).await?;
+        }
+        if let (Some(r), Some(e)) = (&a.idempotency, entry) {
+            storage.put(&idem_storage_key(&r.key), &e).await?;
+            storage.put(&idem_expiry_key(now + IDEMPOTENCY_TTL_MS, &r.key), true).await?;
+            if storage.get_alarm().await?.is_none() {
+                storage.set_alarm(IDEMPOTENCY_TTL_MS as i64).await?;
+            }
+        }
+        Ok(admitted)
+    }
+
+    async fn complete(&self, key: &str, response: &StoredResponse) -> Result<()> {
+        let current = self.load_idem(key).await?;
+        let now = Date::now().as_millis();
+        if let Some(done) = complete_entry(current.as_ref(), response, now) {
+            self.idem.borrow_mut().insert(key.to_string(), done.clone());
+            self.state.storage().put(&idem_storage_key(key), &done).await?;
+        }
+        // Durable now: replays read it from storage.
+        self.idem.borrow_mut().remove(key);
+        Ok(())
+    }
+
+    async fn release(&self, key: &str) -> Result<()> {
+        self.idem.borrow_mut().remove(key);
+        self.state.storage().delete(&idem_storage_key(key)).await?;
+        Ok(())
+    }
+
+    /// Deletes idempotency records past their 24 h, oldest first, through the expiry index.
+    async fn sweep(&self) -> Result<()> {
+        let storage = self.state.storage();
+        let now = Date::now().as_millis();
+        let listed = storage.list_with_options(ListOptions::new().prefix("idemx:").limit(SWEEP_BATCH)).await?;
+        let index: Vec<String> = js_sys::Array::from(&listed.keys().into()).iter().filter_map(|k| k.as_string()).collect();
+        let mut next = None;
+        for ik in &index {
+            let Some((at, key)) = parse_idem_expiry_key(ik) else {
+                storage.delete(ik).await?;
+                continue;
+            };
+            if at > now {
+                next = Some(at);
+                break;
+            }
+            // The key may have been used again after expiring: keep a live record.
+            let entry: Option<IdemEntry> = storage.get(&idem_storage_key(key)).await?;
+            if entry.is_some_and(|e| e.expired(now)) && !self.idem.borrow().contains_key(key) {
+                storage.delete(&idem_storage_key(key)).await?;
+            }
+            storage.delete(ik).await?;
+        }
+        let next = match next {
+            Some(at) => Some(at.saturating_sub(now).max(1)),
+            None if index.len() == SWEEP_BATCH => Some(1_000),
+            None => None,
+        };
+        if let Some(delay) = next {
+            storage.set_alarm(delay as i64).await?;
+        }
+        Ok(())
+    }
+}
+
+impl worker::DurableObject for RateLimiter {
+    fn new(state: State, env: Env) -> Self {
+        RateLimiter { state, env, limiter: RefCell::new(Limiter::default()), idem: RefCell::new(BTreeMap::new()) }
+    }
+
+    async fn fetch(&self, mut req: Request) -> Result<Response> {
+        let body: Value = req.json().await.unwrap_or(Value::Null);
+        let (status, reply) = match req.path().as_str() {
+            "/admit" => match serde_json::from_value::<Admission>(body) {
+                Ok(a) if !a.checks.is_empty() => (200, serde_json::to_value(self.admit(a).await?).unwrap_or(Value::Null)),
+                Ok(_) => (400, json!({"error": "no checks"})),
+                Err(e) => (400, json!({"error": format!("bad admission: {e}")})),
+            },
+            "/complete" => {
+                let key = body["key"].as_str().unwrap_or_default().to_string();
+                match serde_json::from_value::<StoredResponse>(body["response"].clone()) {
+                    Ok(r) => {
+                        self.complete(&key, &r).await?;
+                        (200, json!({"ok": true}))
+                    }
+                    Err(e) => (400, json!({"error": format!("bad response: {e}")})),
+                }
+            }
+            "/release" => {
+                self.release(body["key"].as_str().unwrap_or_default()).await?;
+                (200, json!({"ok": true}))
+            }
+            other => (404, json!({"error": format!("no traffic op {other}")})),
+        };
+        Ok(Response::from_json(&reply)?.with_status(status))
+    }
+
+    async fn alarm(&self) -> Result<Response> {
+        self.sweep().await?;
+        Response::ok("")
+    }
+}
+
+/// The Worker's handle on the tenants' `RateLimiter` objects.
+pub struct WorkersTraffic<'a>(pub &'a Env);
+
+impl WorkersTraffic<'_> {
+    async fn call(&self, tenant_id: &str, op: &str, body: &Value) -> std::result::Result<Value, StoreError> {
+        let unavailable = |e: worker::Error| StoreError::Unavailable(format!("rate limiter {op}: {e}"));
+        let stub = self.0.durable_object(DO_BINDING).and_then(|ns| ns.id_from_name(tenant_id)?.get_stub()).map_err(unavailable)?;
+        let mut init = RequestInit::new();
+        init.with_method(Method::Post).with_body(Some(body.to_string().into()));
+        let req = Request::new_with_init(&format!("https://traffic{op}"), &init).map_err(unavailable)?;
+        let mut resp = stub.fetch_with_request(req).await.map_err(unavailable)?;
+        let status = resp.status_code();
+        let value = resp.json::<Value>().await.map_err(unavailable)?;
+        if status != 200 {
+            return Err(StoreError::Unavailable(format!("rate limiter {op} answered {status}: {value}")));
+        }
+        Ok(value)
+    }
+}
+
+impl Traffic for WorkersTraffic<'_> {
+    fn admit<'a>(&'a self, tenant_id: &'a str, a: &'a Admission) -> LocalFuture<'a, std::result::Result<Admitted, StoreError>> {
+        Box::pin(async move {
+            let body = serde_json::to_value(a).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            let v = self.call(tenant_id, "/admit", &body).await?;
+            serde_json::from_value(v).map_err(|e| StoreError::Corrupt(format!("admit answer: {e}")))
+        })
+    }
+
+    fn complete<'a>(&'a self, tenant_id: &'a str, key: &'a str, response: &'a StoredResponse) -> LocalFuture<'a, std::result::Result<(), StoreError>> {
+        Box::pin(async move {
+            self.call(tenant_id, "/complete", &json!({"key": key, "response": response})).await?;
+            Ok(())
+        })
+    }
+
+    fn release<'a>(&'a self, tenant_id: &'a str, key: &'a str) -> LocalFuture<'a, std::result::Result<(), StoreError>> {
+        Box::pin(async move {
+            self.call(tenant_id, "/release", &json!({"key": key})).await?;
+            Ok(())
+        })
+    }
+}

@@ -1,0 +1,490 @@
+//! Traffic control, sans-IO: per-tenant rate limits and idempotency keys.
+//!
+//! Exactness comes from one `RateLimiter` Durable Object per tenant (glue in
+//! `glue_traffic.rs`) being the single writer of that tenant's counters and
+//! idempotency records: [`admit`] is a synchronous decision with no I/O in
+//! the middle, so one round trip checks every scope of a request at once
+//! (API key, client IP, destination number) and begins its idempotency key.
+//!
+//! Rate limits are FIXED windows aligned on multiples of `window_seconds`
+//! since the unix epoch: a counter per (scope, window). Chosen over a
+//! sliding window because it is exact, O(1) in memory per scope and its
+//! `Reset` is a fact rather than an estimate; the cost is that a client may
+//! spend up to 2x the limit across one window boundary. A rejected request
+//! consumes nothing in any scope.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
+
+use crate::store::StoreError;
+
+/// How long an idempotency key is remembered.
+pub const IDEMPOTENCY_TTL_MS: u64 = 24 * 3600 * 1000;
+/// An in-flight key older than this is presumed abandoned (its request died)
+/// and may be taken over by a retry.
+pub const IDEMPOTENCY_STALE_MS: u64 = 60_000;
+pub const IDEMPOTENCY_KEY_MAX: usize = 255;
+pub const LIMIT_MAX: u32 = 1_000_000;
+pub const WINDOW_SECONDS_MAX: u32 = 86_400;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RateLimit {
+    pub limit: u32,
+    pub window_seconds: u32,
+}
+
+/// A tenant's limits. Defaults are generous for the API (per key and per
+/// IP: 1,000 requests a minute) and protective for callees (per number: 20
+/// call requests an hour).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RateLimits {
+    pub per_key: RateLimit,
+    pub per_ip: RateLimit,
+    pub per_number: RateLimit,
+}
+
+impl Default for RateLimits {
+    fn default() -> Self {
+        RateLimits {
+            per_key: RateLimit { limit: 1_000, window_seconds: 60 },
+            per_ip: RateLimit { limit: 1_000, window_seconds: 60 },
+            per_number: RateLimit { limit: 20, window_seconds: 3_600 },
+        }
+    }
+}
+
+/// One scope to count a request against, e.g. `key:key_ab12` with its limit.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Check {
+    pub scope: String,
+    pub limit: RateLimit,
+    /// Counts only requests that do new work: not idempotent replays (the
+    /// destination-number limit counts calls placed, not answers repeated).
+    #[serde(default)]
+    pub new_work_only: bool,
+}
+
+/// One scope's counter in its current window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Window {
+    pub start_ms: u64,
+    pub end_ms: u64,
+    pub count: u32,
+}
+
+/// The rate-limit outcome, reported for the tightest applicable limit.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RateVerdict {
+    pub allowed: bool,
+    /// The scope reported (the one that refused, or the tightest one).
+    pub scope: String,
+    pub limit: u32,
+    pub remaining: u32,
+    /// Seconds until that scope's window resets (rounded up, at least 1).
+    pub reset_secs: u64,
+}
+
+impl RateVerdict {
+    /// `X-RateLimit-*` headers (and `Retry-After` when refused).
+    pub fn headers(&self) -> Vec<(String, String)> {
+        let mut h = vec![
+            ("X-RateLimit-Limit".to_string(), self.limit.to_string()),
+            ("X-RateLimit-Remaining".to_string(), self.remaining.to_string()),
+            ("X-RateLimit-Reset".to_string(), self.reset_secs.to_string()),
+        ];
+        if !self.allowed {
+            h.push(("Retry-After".to_string(), self.reset_secs.to_string()));
+        }
+        h
+    }
+}
+
+/// Fixed-window counters of one tenant, by scope.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Limiter {
+    windows: BTreeMap<String, Window>,
+}
+
+impl Limiter {
+    pub fn knows(&self, scope: &str) -> bool {
+        self.windows.contains_key(scope)
+    }
+
+    /// Puts back a window read from storage (the object loads scopes lazily).
+    pub fn restore(&mut self, scope: &str, w: Window) {
+        self.windows.entry(scope.to_string()).or_insert(w);
+    }
+
+    pub fn window(&self, scope: &str) -> Option<Window> {
+        self.windows.get(scope).copied()
+    }
+
+    /// Counts the request against every check, or against none if any is
+    /// exhausted. `checks` must not be empty.
+    pub fn admit(&mut self, checks: &[Check], now_ms: u64) -> RateVerdict {
+        self.windows.retain(|_, w| w.end_ms > now_ms);
+        let state: Vec<(u64, u32, u64)> = checks
+            .iter()
+            .map(|c| {
+                let len = u64::from(c.limit.window_seconds.max(1)) * 1000;
+                let start = now_ms / len * len;
+                let used = self.windows.get(&c.scope).filter(|w| w.start_ms == start).map_or(0, |w| w.count);
+                (start, used, start + len)
+            })
+            .collect();
+        let reset = |end: u64| end.saturating_sub(now_ms).div_ceil(1000).max(1);
+        // Refused by the exhausted scope that frees up last (Retry-After must suffice).
+        let refused = checks.iter().zip(&state).filter(|(c, (_, used, _))| *used >= c.limit.limit).max_by_key(|(_, (_, _, end))| *end);
+        if let Some((c, (_, _, end))) = refused {
+            return RateVerdict { allowed: false, scope: c.scope.clone(), limit: c.limit.limit, remaining: 0, reset_secs: reset(*end) };
+        }
+        for (c, (start, used, end)) in checks.iter().zip(&state) {
+            self.windows.insert(c.scope.clone(), Window { start_ms: *start, end_ms: *end, count: used + 1 });
+        }
+        // Tightest: fewest remaining, then the one resetting last.
+        let (c, (_, used, end)) = checks
+            .iter()
+            .zip(&state)
+            .min_by_key(|(c, (_, used, end))| (c.limit.limit - used - 1, std::cmp::Reverse(*end)))
+            .expect("at least one check");
+        RateVerdict { allowed: true, scope: c.scope.clone(), limit: c.limit.limit, remaining: c.limit.limit - used - 1, reset_secs: reset(*end) }
+    }
+}
+
+// ---- idempotency ----
+
+/// A response kept for replay.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredResponse {
+    pub status: u16,
+    pub body: String,
+    /// Headers worth replaying (e.g. `Location`).
+    pub headers: Vec<(String, String)>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum IdemEntry {
+    InFlight { fingerprint: String, started_ms: u64 },
+    Done { fingerprint: String, created_ms: u64, response: StoredResponse },
+}
+
+impl IdemEntry {
+    pub fn expired(&self, now_ms: u64) -> bool {
+        match self {
+            IdemEntry::InFlight { started_ms, .. } => started_ms + IDEMPOTENCY_TTL_MS <= now_ms,
+            IdemEntry::Done { created_ms, .. } => created_ms + IDEMPOTENCY_TTL_MS <= now_ms,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdemRequest {
+    pub key: String,
+    /// SHA-256 of method, path and raw body.
+    pub fingerprint: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum IdemOutcome {
+    /// No key was given.
+    None,
+    /// First use (or an expired/abandoned one): run the request, then complete or release.
+    Proceed,
+    Replay { response: StoredResponse },
+    /// Same key, different request.
+    Mismatch,
+    /// Same key, same request, still running.
+    InFlight,
+}
+
+/// Decides an idempotency key against its current entry; returns the entry to store, if it changes.
+pub fn idem_begin(entry: Option<&IdemEntry>, fingerprint: &str, now_ms: u64) -> (IdemOutcome, Option<IdemEntry>) {
+    let fresh = || (IdemOutcome::Proceed, Some(IdemEntry::InFlight { fingerprint: fingerprint.to_string(), started_ms: now_ms }));
+    match entry {
+        None => fresh(),
+        Some(e) if e.expired(now_ms) => fresh(),
+        Some(IdemEntry::InFlight { fingerprint: f, .. } | IdemEntry::Done { fingerprint: f, .. }) if f != fingerprint => {
+            (IdemOutcome::Mismatch, None)
+        }
+        Some(IdemEntry::Done { response, .. }) => (IdemOutcome::Replay { response: response.clone() }, None),
+        Some(IdemEntry::InFlight { started_ms, .. }) if started_ms + IDEMPOTENCY_STALE_MS <= now_ms => fresh(),
+        Some(IdemEntry::InFlight { .. }) => (IdemOutcome::InFlight, None),
+    }
+}
+
+/// One request's admission: the rate-limit checks and, optionally, its idempotency key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Admission {
+    pub checks: Vec<Check>,
+    pub idempotency: Option<IdemRequest>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Admitted {
+    pub rate: RateVerdict,
+    pub idempotency: IdemOutcome,
+}
+
+/// The whole decision for one request. A refused request neither counts nor
+/// touches its idempotency key. Returns the idempotency entry to persist.
+pub fn admit(limiter: &mut Limiter, idem_entry: Option<&IdemEntry>, a: &Admission, now_ms: u64) -> (Admitted, Option<IdemEntry>) {
+    let (idempotency, entry) = match &a.idempotency {
+        None => (IdemOutcome::None, None),
+        Some(r) => idem_begin(idem_entry, &r.fingerprint, now_ms),
+    };
+    let new_work = matches!(idempotency, IdemOutcome::None | IdemOutcome::Proceed);
+    let checks: Vec<Check> = a.checks.iter().filter(|c| new_work || !c.new_work_only).cloned().collect();
+    let rate = limiter.admit(&checks, now_ms);
+    if !rate.allowed {
+        return (Admitted { rate, idempotency: IdemOutcome::None }, None);
+    }
+    (Admitted { rate, idempotency }, entry)
+}
+
+/// Storage key of an idempotency record in the tenant's object.
+pub fn idem_storage_key(key: &str) -> String {
+    format!("idem:{key}")
+}
+
+/// Expiry index entry: sorts by expiry so a sweep lists only what is due.
+pub fn idem_expiry_key(expires_ms: u64, key: &str) -> String {
+    format!("idemx:{expires_ms:015}:{key}")
+}
+
+/// Parses an expiry index key back into (expires_ms, idempotency key).
+pub fn parse_idem_expiry_key(k: &str) -> Option<(u64, &str)> {
+    let rest = k.strip_prefix("idemx:")?;
+    let (at, key) = rest.split_once(':')?;
+    Some((at.parse().ok()?, key))
+}
+
+/// Storage key of a rate-limit window.
+pub fn window_storage_key(scope: &str) -> String {
+    format!("rl:{scope}")
+}
+
+/// Idempotency keys: 1-255 visible ASCII characters.
+pub fn valid_idempotency_key(k: &str) -> bool {
+    !k.is_empty() && k.len() <= IDEMPOTENCY_KEY_MAX && k.bytes().all(|b| b.is_ascii_graphic())
+}
+
+/// Reads `rate_limits` from an admin body: any of `per_key`, `per_ip`,
+/// `per_number`, each `{limit, window_seconds}`; unnamed ones keep `current`.
+pub fn parse_rate_limits(v: &Value, current: RateLimits) -> Result<RateLimits, (String, String)> {
+    let obj = v.as_object().ok_or_else(|| ("rate_limits".to_string(), "rate_limits must be an object".to_string()))?;
+    let mut out = current;
+    for (name, lv) in obj {
+        let slot = match name.as_str() {
+            "per_key" => &mut out.per_key,
+            "per_ip" => &mut out.per_ip,
+            "per_number" => &mut out.per_number,
+            _ => return Err((format!("rate_limits.{name}"), "unknown rate limit; known: per_key, per_ip, per_number".into())),
+        };
+        *slot = parse_rate_limit(lv, &format!("rate_limits.{name}"))?;
+    }
+    Ok(out)
+}
+
+/// `{limit: 1..=1_000_000, window_seconds: 1..=86_400}`.
+pub fn parse_rate_limit(v: &Value, field: &str) -> Result<RateLimit, (String, String)> {
+    let obj = v.as_object().ok_or_else(|| (field.to_string(), format!("{field} must be an object {{limit, window_seconds}}")))?;
+    if let Some(k) = obj.keys().find(|k| *k != "limit" && *k != "window_seconds") {
+        return Err((format!("{field}.{k}"), "unknown field; known: limit, window_seconds".into()));
+    }
+    let int = |k: &str, max: u32| -> Result<u32, (String, String)> {
+        obj.get(k)
+            .and_then(Value::as_u64)
+            .filter(|n| (1..=u64::from(max)).contains(n))
+            .map(|n| n as u32)
+            .ok_or_else(|| (format!("{field}.{k}"), format!("{k} must be an integer from 1 to {max}")))
+    };
+    Ok(RateLimit { limit: int("limit", LIMIT_MAX)?, window_seconds: int("window_seconds", WINDOW_SECONDS_MAX)? })
+}
+
+// ---- the port ----
+
+pub type LocalFuture<'a, T> = Pin<Box<dyn Future<Output = T> + 'a>>;
+
+/// The tenant's traffic-control object (the `RateLimiter` Durable Object in
+/// the Worker). Object-safe so `service::Env` needs no extra type parameter.
+pub trait Traffic {
+    fn admit<'a>(&'a self, tenant_id: &'a str, a: &'a Admission) -> LocalFuture<'a, Result<Admitted, StoreError>>;
+    /// Stores the response of a request that began `key` (for replays).
+    fn complete<'a>(&'a self, tenant_id: &'a str, key: &'a str, response: &'a StoredResponse) -> LocalFuture<'a, Result<(), StoreError>>;
+    /// Forgets an in-flight key whose request failed on our side (5xx), so a retry runs again.
+    fn release<'a>(&'a self, tenant_id: &'a str, key: &'a str) -> LocalFuture<'a, Result<(), StoreError>>;
+}
+
+/// The entry after `complete`: only an in-flight key becomes done.
+pub fn complete_entry(entry: Option<&IdemEntry>, response: &StoredResponse, now_ms: u64) -> Option<IdemEntry> {
+    match entry {
+        Some(IdemEntry::InFlight { fingerprint, .. }) => {
+            Some(IdemEntry::Done { fingerprint: fingerprint.clone(), created_ms: now_ms, response: response.clone() })
+        }
+        _ => None,
+    }
+}
+
+/// In-process [`Traffic`] over the same pure logic, for native tests.
+#[cfg(test)]
+pub mod memory {
+    use super::*;
+    use std::cell::{Cell, RefCell};
+
+    #[derive(Default)]
+    pub struct MemoryTraffic {
+        pub limiters: RefCell<BTreeMap<String, Limiter>>,
+        pub idem: RefCell<BTreeMap<(String, String), IdemEntry>>,
+        pub now_ms: Cell<u64>,
+    }
+
+    impl Traffic for MemoryTraffic {
+        fn admit<'a>(&'a self, tenant_id: &'a str, a: &'a Admission) -> LocalFuture<'a, Result<Admitted, StoreError>> {
+            Box::pin(async move {
+                let now = self.now_ms.get();
+                let mut limiters = self.limiters.borrow_mut();
+                let limiter = limiters.entry(tenant_id.to_string()).or_default();
+                let key = a.idempotency.as_ref().map(|r| (tenant_id.to_string(), r.key.clone()));
+                let current = key.as_ref().and_then(|k| self.idem.borrow().get(k).cloned());
+                let (admitted, entry) = admit(limiter, current.as_ref(), a, now);
+                if let (Some(k), Some(e)) = (key, entry) {
+                    self.idem.borrow_mut().insert(k, e);
+                }
+                Ok(admitted)
+            })
+        }
+        fn complete<'a>(&'a self, tenant_id: &'a str, key: &'a str, response: &'a StoredResponse) -> LocalFuture<'a, Result<(), StoreError>> {
+            Box::pin(async move {
+                let k = (tenant_id.to_string(), key.to_string());
+                let mut idem = self.idem.borrow_mut();
+                if let Some(done) = complete_entry(idem.get(&k), response, self.now_ms.get()) {
+                    idem.insert(k, done);
+                }
+                Ok(())
+            })
+        }
+        fn release<'a>(&'a self, tenant_id: &'a str, key: &'a str) -> LocalFuture<'a, Result<(), StoreError>> {
+            Box::pin(async move {
+                self.idem.borrow_mut().remove(&(tenant_id.to_string(), key.to_string()));
+                Ok(())
+            })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn check(scope: &str, limit: u32, window_seconds: u32) -> Check {
+        Check { scope: scope.into(), limit: RateLimit { limit, window_seconds }, new_work_only: false }
+    }
+
+    #[test]
+    fn fixed_window_is_exact_and_resets_on_the_boundary() {
+        let mut l = Limiter::default();
+        let c = [check("key:a", 3, 60)];
+        let t0 = 120_000; // a window start
+        let got: Vec<(bool, u32)> = (0..5).map(|i| l.admit(&c, t0 + i)).map(|v| (v.allowed, v.remaining)).collect();
+        assert_eq!(got, [(true, 2), (true, 1), (true, 0), (false, 0), (false, 0)]);
+        let refused = l.admit(&c, t0 + 59_001);
+        assert_eq!((refused.allowed, refused.reset_secs), (false, 1));
+        assert_eq!(l.admit(&c, t0 + 30_000).reset_secs, 30);
+        let next = l.admit(&c, t0 + 60_000);
+        assert_eq!((next.allowed, next.remaining, next.reset_secs), (true, 2, 60));
+    }
+
+    #[test]
+    fn scopes_are_checked_together_and_refusals_consume_nothing() {
+        let mut l = Limiter::default();
+        let key_ip = [check("key:a", 10, 60), check("ip:1", 2, 60)];
+        assert!(l.admit(&key_ip, 0).allowed);
+        let v = l.admit(&key_ip, 1);
+        // The IP scope is the tightest.
+        assert_eq!((v.allowed, v.scope.as_str(), v.limit, v.remaining), (true, "ip:1", 2, 0));
+        let refused = l.admit(&key_ip, 2);
+        assert_eq!((refused.allowed, refused.scope.as_str()), (false, "ip:1"));
+        // The key scope did not count the refused request: 10 - 2 used.
+        let other_ip = [check("key:a", 10, 60), check("ip:2", 100, 60)];
+        let v = l.admit(&other_ip, 3);
+        assert_eq!((v.scope.as_str(), v.remaining), ("key:a", 7));
+        // Among exhausted scopes, Retry-After is the later reset.
+        let mut l = Limiter::default();
+        let both = [check("a", 1, 10), check("b", 1, 3600)];
+        assert!(l.admit(&both, 0).allowed);
+        let r = l.admit(&both, 1);
+        assert_eq!((r.scope.as_str(), r.reset_secs), ("b", 3600));
+        let h = r.headers();
+        assert!(h.contains(&("Retry-After".to_string(), "3600".to_string())));
+    }
+
+    #[test]
+    fn idempotency_replays_refuses_mismatch_and_in_flight() {
+        let (out, e) = idem_begin(None, "f1", 0);
+        assert_eq!(out, IdemOutcome::Proceed);
+        let e = e.unwrap();
+        assert_eq!(idem_begin(Some(&e), "f1", 10).0, IdemOutcome::InFlight);
+        assert_eq!(idem_begin(Some(&e), "f2", 10).0, IdemOutcome::Mismatch);
+        // Abandoned in-flight keys can be taken over.
+        assert_eq!(idem_begin(Some(&e), "f1", IDEMPOTENCY_STALE_MS).0, IdemOutcome::Proceed);
+        let resp = StoredResponse { status: 201, body: "{}".into(), headers: vec![] };
+        let done = complete_entry(Some(&e), &resp, 20).unwrap();
+        assert_eq!(idem_begin(Some(&done), "f1", 30).0, IdemOutcome::Replay { response: resp.clone() });
+        assert_eq!(idem_begin(Some(&done), "f2", 30).0, IdemOutcome::Mismatch);
+        // Expired after 24 h: a new request.
+        assert_eq!(idem_begin(Some(&done), "f2", 20 + IDEMPOTENCY_TTL_MS).0, IdemOutcome::Proceed);
+        // Completing a key that is not in flight changes nothing.
+        assert_eq!(complete_entry(Some(&done), &resp, 40), None);
+        assert!(valid_idempotency_key("order-42_a.b"));
+        assert!(!valid_idempotency_key("") && !valid_idempotency_key("a b") && !valid_idempotency_key(&"a".repeat(256)));
+    }
+
+    #[test]
+    fn rate_limited_requests_do_not_begin_their_key() {
+        let mut l = Limiter::default();
+        let a = Admission { checks: vec![check("key:a", 1, 60)], idempotency: Some(IdemRequest { key: "k".into(), fingerprint: "f".into() }) };
+        let (first, entry) = admit(&mut l, None, &a, 0);
+        assert_eq!(first.idempotency, IdemOutcome::Proceed);
+        assert!(entry.is_some());
+        let (second, entry) = admit(&mut l, None, &a, 1);
+        assert!(!second.rate.allowed);
+        assert_eq!((second.idempotency, entry), (IdemOutcome::None, None));
+    }
+
+    #[test]
+    fn replays_do_not_count_against_new_work_limits() {
+        let mut l = Limiter::default();
+        let number = Check { new_work_only: true, ..check("number:+1", 1, 3600) };
+        let a = Admission { checks: vec![check("key:a", 10, 60), number], idempotency: Some(IdemRequest { key: "k".into(), fingerprint: "f".into() }) };
+        let (first, entry) = admit(&mut l, None, &a, 0);
+        assert_eq!((first.rate.allowed, first.idempotency), (true, IdemOutcome::Proceed));
+        let entry = entry.unwrap();
+        // In flight, then done: both answered without spending the number's budget.
+        let (second, _) = admit(&mut l, Some(&entry), &a, 1);
+        assert_eq!((second.rate.allowed, second.idempotency, second.rate.scope.as_str()), (true, IdemOutcome::InFlight, "key:a"));
+        let done = complete_entry(Some(&entry), &StoredResponse { status: 201, body: "{}".into(), headers: vec![] }, 2).unwrap();
+        assert!(matches!(admit(&mut l, Some(&done), &a, 3).0.idempotency, IdemOutcome::Replay { .. }));
+        // A new key is new work: the number is spent.
+        let b = Admission { idempotency: Some(IdemRequest { key: "k2".into(), fingerprint: "g".into() }), ..a.clone() };
+        assert!(!admit(&mut l, None, &b, 4).0.rate.allowed);
+    }
+
+    #[test]
+    fn rate_limit_settings_parse_and_validate() {
+        let d = RateLimits::default();
+        let got = parse_rate_limits(&json!({"per_key": {"limit": 5, "window_seconds": 10}}), d).unwrap();
+        assert_eq!((got.per_key, got.per_ip), (RateLimit { limit: 5, window_seconds: 10 }, d.per_ip));
+        assert_eq!(parse_rate_limits(&json!({"per_x": {}}), d).unwrap_err().0, "rate_limits.per_x");
+        assert_eq!(parse_rate_limits(&json!({"per_ip": {"limit": 0, "window_seconds": 1}}), d).unwrap_err().0, "rate_limits.per_ip.limit");
+        assert_eq!(parse_rate_limits(&json!({"per_ip": {"limit": 1, "window_seconds": 86_401}}), d).unwrap_err().0, "rate_limits.per_ip.window_seconds");
+        assert_eq!(parse_rate_limits(&json!({"per_ip": {"limit": 1}}), d).unwrap_err().0, "rate_limits.per_ip.window_seconds");
+        assert_eq!(parse_rate_limits(&json!({"per_ip": {"limit": 1, "window_seconds": 1, "x": 1}}), d).unwrap_err().0, "rate_limits.per_ip.x");
+        assert!(parse_rate_limits(&json!([]), d).is_err());
+    }
+}
