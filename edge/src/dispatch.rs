@@ -31,7 +31,7 @@ impl Default for DispatchTimings {
 
 /// A call as the queue knows it: routing and retry policy plus the offer
 /// body (built from the call record when it was enqueued).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct QueuedCall {
     pub call_id: String,
     pub tenant_id: String,
@@ -52,6 +52,15 @@ pub struct QueuedCall {
     pub agent_id: String,
     #[serde(default)]
     pub phone: String,
+    /// The tenant's `max_concurrent_calls` (None: unlimited). While the
+    /// tenant has that many calls leased or held, its waiting calls are
+    /// skipped by `lease`.
+    #[serde(default)]
+    pub max_concurrent: Option<u32>,
+    /// Enqueue only (`on_concurrency_limit: reject`): refuse the call rather
+    /// than let it wait when the tenant is at its cap.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub reject_over_cap: bool,
 }
 
 /// What the queue did with a new call.
@@ -64,6 +73,9 @@ pub enum EnqueueOutcome {
     /// Another call of the same tenant and agent to the same number is
     /// waiting, leased or held: refused.
     Duplicate { call_id: String },
+    /// `reject_over_cap` and the tenant's calls in flight plus those already
+    /// due and waiting reach its `max_concurrent_calls`: refused.
+    ConcurrencyLimit { limit: u32, active: u32 },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -194,8 +206,51 @@ impl RegionQueue {
         if let Some(other) = self.in_progress_to(&call) {
             return EnqueueOutcome::Duplicate { call_id: other.to_string() };
         }
+        // The newest setting governs the tenant's waiting calls too, so a
+        // changed cap takes effect with the next call placed.
+        for c in self.waiting.iter_mut().filter(|c| c.tenant_id == call.tenant_id) {
+            c.max_concurrent = call.max_concurrent;
+        }
+        if let (true, Some(limit)) = (call.reject_over_cap, call.max_concurrent) {
+            // Calls already due would take the free slots first, so they count.
+            let due = self.waiting.iter().filter(|c| c.tenant_id == call.tenant_id && c.ready_at_ms <= call.ready_at_ms).count() as u32;
+            let active = self.in_flight(&call.tenant_id) + due;
+            if active >= limit {
+                return EnqueueOutcome::ConcurrencyLimit { limit, active };
+            }
+        }
+        let mut call = call;
+        call.reject_over_cap = false;
         self.waiting.push(call);
         EnqueueOutcome::Accepted
+    }
+
+    /// The tenant's calls leased or held: what its concurrency cap counts.
+    pub fn in_flight(&self, tenant_id: &str) -> u32 {
+        let leased = self.leased.iter().filter(|l| l.call.tenant_id == tenant_id).count();
+        let held = self.held.values().filter(|h| h.call.tenant_id == tenant_id).count();
+        (leased + held) as u32
+    }
+
+    /// Calls leased or held, per tenant.
+    fn in_flight_by_tenant(&self) -> BTreeMap<String, u32> {
+        let mut n = BTreeMap::new();
+        for c in self.leased.iter().map(|l| &l.call).chain(self.held.values().map(|h| &h.call)) {
+            *n.entry(c.tenant_id.clone()).or_insert(0) += 1;
+        }
+        n
+    }
+
+    /// The waiting call `lease` would hand out next: due, its tenant under
+    /// its cap, oldest due first (ties: queue order).
+    fn next_offerable(&self, now: u64, in_flight: &BTreeMap<String, u32>) -> Option<usize> {
+        let under_cap = |c: &QueuedCall| c.max_concurrent.is_none_or(|cap| in_flight.get(&c.tenant_id).copied().unwrap_or(0) < cap);
+        self.waiting
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| c.ready_at_ms <= now && under_cap(c))
+            .min_by_key(|(i, c)| (c.ready_at_ms, *i))
+            .map(|(i, _)| i)
     }
 
     /// Every call this queue has not finished with counts as in progress:
@@ -232,16 +287,11 @@ impl RegionQueue {
         seen.last_seen_ms = now;
         let commands = self.commands.remove(sidecar_id).unwrap_or_default();
         let mut offers = Vec::new();
+        let mut in_flight = self.in_flight_by_tenant();
         while (offers.len() as u32) < free_slots {
-            let due = self
-                .waiting
-                .iter()
-                .enumerate()
-                .filter(|(_, c)| c.ready_at_ms <= now)
-                .min_by_key(|(i, c)| (c.ready_at_ms, *i))
-                .map(|(i, _)| i);
-            let Some(i) = due else { break };
+            let Some(i) = self.next_offerable(now, &in_flight) else { break };
             let call = self.waiting.remove(i);
+            *in_flight.entry(call.tenant_id.clone()).or_insert(0) += 1;
             self.next_lease += 1;
             let lease = Lease {
                 lease_id: format!("lease_{:x}", self.next_lease),
@@ -420,7 +470,9 @@ impl RegionQueue {
 
     /// True when a poll of this sidecar would get something now.
     pub fn has_work_for(&self, sidecar_id: &str, now: u64) -> bool {
-        self.commands.get(sidecar_id).is_some_and(|c| !c.is_empty()) || self.waiting.iter().any(|c| c.ready_at_ms <= now)
+        // Same rule as `lease`: a capped tenant's calls must not wake a poll
+        // that would then come back empty (and poll again at once).
+        self.commands.get(sidecar_id).is_some_and(|c| !c.is_empty()) || self.next_offerable(now, &self.in_flight_by_tenant()).is_some()
     }
 }
 
@@ -444,7 +496,83 @@ mod tests {
             agent_id: "agt_1".into(),
             // One number per call id, so only the duplicate test collides.
             phone: format!("+1415555{id}"),
+            ..QueuedCall::default()
         }
+    }
+
+    fn capped(id: &str, tenant: &str, cap: u32) -> QueuedCall {
+        QueuedCall { tenant_id: tenant.into(), max_concurrent: Some(cap), ..call(id, 0, 0) }
+    }
+
+    fn ids(offers: &[Lease]) -> Vec<&str> {
+        offers.iter().map(|l| l.call.call_id.as_str()).collect()
+    }
+
+    #[test]
+    fn a_tenant_at_its_cap_waits_while_others_are_served() {
+        let mut q = RegionQueue::default();
+        for id in ["a1", "a2", "a3", "a4", "a5"] {
+            assert_eq!(q.enqueue(capped(id, "ten_a", 2)), EnqueueOutcome::Accepted);
+        }
+        q.enqueue(QueuedCall { tenant_id: "ten_b".into(), ..call("b1", 0, 0) });
+        // Ten free slots: two of ten_a's (oldest first), and ten_b's, which is not capped.
+        let (o, _) = q.lease("s1", 10, 1, &T);
+        assert_eq!(ids(&o), ["a1", "a2", "b1"]);
+        assert!(!q.has_work_for("s1", 2), "capped calls do not wake polls");
+        assert!(q.lease("s2", 10, 2, &T).0.is_empty());
+        // Held calls count too; one ending frees exactly one slot.
+        q.ack("s1", &o[0].lease_id, true, 3);
+        q.ack("s1", &o[1].lease_id, true, 3);
+        q.ack("s1", &o[2].lease_id, true, 3);
+        assert!(q.lease("s1", 10, 4, &T).0.is_empty());
+        let done = HeldEvent::Ended { status: CallStatus::Completed, reason: EndedReason::CalleeHangup, sip_code: None };
+        q.event("s1", "a1", 1, 1, done, 5);
+        assert!(q.has_work_for("s1", 6));
+        let (o, _) = q.lease("s1", 10, 6, &T);
+        assert_eq!(ids(&o), ["a3"]);
+        // A rejected or expired offer gives its slot back.
+        q.ack("s1", &o[0].lease_id, false, 7);
+        assert_eq!(ids(&q.lease("s1", 10, 8, &T).0), ["a3"]);
+        q.tick(8 + T.ack_deadline_ms, &T);
+        assert_eq!(ids(&q.lease("s1", 10, 9 + T.ack_deadline_ms, &T).0), ["a3"]);
+    }
+
+    #[test]
+    fn reject_mode_refuses_at_the_cap_counting_due_waiting_calls() {
+        let mut q = RegionQueue::default();
+        let reject = |id: &str| QueuedCall { reject_over_cap: true, ..capped(id, "ten_a", 2) };
+        assert_eq!(q.enqueue(reject("a1")), EnqueueOutcome::Accepted);
+        assert_eq!(q.enqueue(reject("a2")), EnqueueOutcome::Accepted);
+        // Nothing is live yet, but two due calls would take both slots.
+        assert_eq!(q.enqueue(reject("a3")), EnqueueOutcome::ConcurrencyLimit { limit: 2, active: 2 });
+        let (o, _) = q.lease("s1", 10, 1, &T);
+        assert_eq!(ids(&o), ["a1", "a2"]);
+        assert_eq!(q.enqueue(reject("a3")), EnqueueOutcome::ConcurrencyLimit { limit: 2, active: 2 });
+        // Queue mode still accepts and waits; another tenant is unaffected.
+        assert_eq!(q.enqueue(capped("a4", "ten_a", 2)), EnqueueOutcome::Accepted);
+        assert_eq!(q.enqueue(QueuedCall { reject_over_cap: true, ..capped("b1", "ten_b", 2) }), EnqueueOutcome::Accepted);
+        assert!(q.waiting.iter().all(|c| !c.reject_over_cap), "the flag is not kept");
+        // One ends: a reject-mode call fits again only once a4 has had its turn.
+        let done = HeldEvent::Ended { status: CallStatus::Completed, reason: EndedReason::CalleeHangup, sip_code: None };
+        q.ack("s1", &o[0].lease_id, true, 2);
+        q.event("s1", "a1", 1, 1, done, 3);
+        assert!(matches!(q.enqueue(reject("a5")), EnqueueOutcome::ConcurrencyLimit { .. }));
+        assert_eq!(ids(&q.lease("s1", 10, 4, &T).0), ["a4", "b1"]);
+    }
+
+    #[test]
+    fn a_new_cap_applies_to_the_tenants_waiting_calls() {
+        let mut q = RegionQueue::default();
+        for id in ["a1", "a2", "a3"] {
+            q.enqueue(capped(id, "ten_a", 1));
+        }
+        assert_eq!(q.lease("s1", 10, 1, &T).0.len(), 1);
+        // Raised to 3 (the admin changed it; the next call carries it).
+        q.enqueue(capped("a4", "ten_a", 3));
+        assert_eq!(ids(&q.lease("s1", 10, 2, &T).0), ["a2", "a3"]);
+        // Removed: unlimited.
+        q.enqueue(QueuedCall { tenant_id: "ten_a".into(), ..call("a5", 0, 0) });
+        assert_eq!(ids(&q.lease("s1", 10, 3, &T).0), ["a4", "a5"]);
     }
 
     #[test]

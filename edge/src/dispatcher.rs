@@ -33,6 +33,9 @@ pub fn queued_call(tenant_id: &str, record: &CallRecord, now_ms: u64) -> QueuedC
         scheduled: record.schedule_at.is_some(),
         agent_id: record.agent_id.clone(),
         phone: record.phone.clone(),
+        // Set by the caller from the tenant and the request.
+        max_concurrent: None,
+        reject_over_cap: false,
         offer: json!({
             "phone": record.phone,
             "agent_id": record.agent_id,

@@ -138,6 +138,11 @@ impl Fields {
         self.present(name).is_some()
     }
 
+    /// Given as an explicit `null` (for the few PATCH fields where null removes a setting).
+    pub fn is_null(&self, name: &str) -> bool {
+        matches!(self.map.get(name), Some(Value::Null))
+    }
+
     pub fn str_opt(&self, name: &str, max_chars: usize) -> Result<Option<String>, ApiError> {
         let Some(v) = self.present(name) else { return Ok(None) };
         let Value::String(s) = v else {
@@ -209,6 +214,37 @@ impl Fields {
             Some(Value::Object(m)) => Ok(Some(m.clone())),
             Some(_) => Err(ApiError::field(ErrorCode::InvalidType, name, format!("'{name}' must be a JSON object"))),
         }
+    }
+
+    /// An array of integers, each within `min..=max`.
+    pub fn int_list_opt(&self, name: &str, max_items: usize, min: i64, max: i64) -> Result<Option<Vec<i64>>, ApiError> {
+        let Some(v) = self.present(name) else { return Ok(None) };
+        let Value::Array(items) = v else {
+            return Err(ApiError::field(ErrorCode::InvalidType, name, format!("'{name}' must be an array of integers")));
+        };
+        if items.len() > max_items {
+            return Err(ApiError::field(ErrorCode::OutOfRange, name, format!("'{name}' has more than {max_items} items")));
+        }
+        let range = || ApiError::field(ErrorCode::OutOfRange, name, format!("each item of '{name}' must be between {min} and {max}"));
+        let wrong = || ApiError::field(ErrorCode::InvalidType, name, format!("'{name}' must be an array of integers"));
+        items
+            .iter()
+            .map(|item| {
+                let Value::Number(num) = item else { return Err(wrong()) };
+                let n = match num.as_i64() {
+                    Some(n) => n,
+                    None if num.is_u64() => return Err(range()),
+                    // 30.0 is an integer in JSON's eyes; 30.5 is not.
+                    None => match num.as_f64().filter(|f| f.is_finite() && f.fract() == 0.0) {
+                        Some(f) if f.abs() < 9.0e15 => f as i64,
+                        Some(_) => return Err(range()),
+                        None => return Err(wrong()),
+                    },
+                };
+                if (min..=max).contains(&n) { Ok(n) } else { Err(range()) }
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map(Some)
     }
 
     pub fn str_list_opt(&self, name: &str, max_items: usize, max_chars: usize) -> Result<Option<Vec<String>>, ApiError> {

@@ -62,6 +62,9 @@ pub struct Tenant {
     /// Enforced by the tenant's `RateLimiter` Durable Object.
     #[serde(default)]
     pub rate_limits: crate::traffic::RateLimits,
+    /// Calls leased or live at once (None: unlimited); enforced by the region's queue.
+    #[serde(default)]
+    pub max_concurrent_calls: Option<u32>,
 }
 
 /// Which speech engine runs the conversation.

@@ -18,7 +18,8 @@ use crate::error::ErrorCode;
 use crate::model::Engine;
 use crate::router::{RouteId, ROUTES};
 use crate::traffic;
-use crate::service::{LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX, WEBHOOK_EVENTS};
+use crate::service::{CONCURRENCY_RETRY_AFTER_SECS, LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX, MAX_CONCURRENT_CALLS_MAX, WEBHOOK_EVENTS};
+use crate::validate;
 use crate::webhooks::{self, DeliveryStatus};
 use crate::validate::{MAX_BODY_BYTES, MAX_METADATA_BYTES, MAX_PROMPT_CHARS, MAX_SCHEDULE_AHEAD_DAYS};
 use serde_json::{json, Map, Value};
@@ -353,6 +354,8 @@ fn schemas() -> Value {
         ("disabled", json!({"type": "boolean", "description": "A disabled tenant's API keys are refused with 403 `tenant_disabled`."})),
         ("created_at", timestamp()),
         ("rate_limits", schema_ref("RateLimits")),
+        ("max_concurrent_calls", nullable(json!({"type": "integer", "minimum": 1, "maximum": MAX_CONCURRENT_CALLS_MAX,
+            "description": "Most calls of this tenant leased to a sidecar or live at once; null: unlimited. Calls over it wait `queued` (the region's queue skips them until one ends), or are refused with 429 `concurrency_limit_reached` when placed with `on_concurrency_limit: reject`."}))),
     ]));
     add("RateLimit", json!({"type": "object", "additionalProperties": false, "required": ["limit", "window_seconds"],
         "description": "At most `limit` requests per fixed window of `window_seconds` (windows are aligned on multiples of `window_seconds` since the unix epoch).",
@@ -538,14 +541,20 @@ fn schemas() -> Value {
             ("retry_delay_minutes", nullable(with_description(int_range(RETRY_DELAY_MINUTES), "Wait between attempts."))),
             ("schedule_at", nullable(json!({"type": "string", "format": "date-time", "maxLength": SCHEDULE_AT_MAX,
                 "description": format!("Place the call at this time instead of now: RFC 3339 in UTC (`Z` or `+00:00`), in the future (422 `schedule_in_past`) and at most {MAX_SCHEDULE_AHEAD_DAYS} days ahead (422 `out_of_range`). The call is `scheduled` until then.")}))),
+            ("on_concurrency_limit", nullable(json!({"type": "string", "enum": validate::ON_CONCURRENCY_LIMIT, "default": "queue",
+                "description": "When the tenant's `max_concurrent_calls` are taken: `queue` (the call waits `queued` until a slot frees) or `reject` (429 `concurrency_limit_reached`, nothing is created). Counted are the tenant's calls leased or live plus those already due and waiting; a call with a future `schedule_at` is never refused for it."}))),
+            ("outside_window", nullable(json!({"type": "string", "enum": validate::OUTSIDE_WINDOW, "default": "schedule",
+                "description": "When the agent has a `calling_window` and the call (now, or its `schedule_at`) would start outside it: `schedule` moves it to the next window start (status `scheduled`, `schedule_at` set, `scheduled_reason: calling_window`) or `reject` refuses it with 422 `outside_calling_window`."}))),
         ],
         &["phone"],
     ));
     add("HangupRequest", json!({"type": "object", "maxProperties": 0, "additionalProperties": false, "properties": {},
         "description": "Optional; if a body is sent it must be the empty object `{}`."}));
+    let max_concurrent = |d: &str| nullable(json!({"type": "integer", "minimum": 1, "maximum": MAX_CONCURRENT_CALLS_MAX, "description": d}));
     add("CreateTenantRequest", input("A new tenant.", vec![
         ("name", not_blank(TENANT_NAME_MAX, "Display name.")),
         ("disabled", nullable(json!({"type": "boolean", "default": false}))),
+        ("max_concurrent_calls", max_concurrent("Most calls leased or live at once; absent or null: unlimited.")),
     ], &["name"]));
     add("UpdateTenantRequest", input("Fields to change; absent or null fields keep their value.", vec![
         ("name", nullable(not_blank(TENANT_NAME_MAX, "Display name."))),
@@ -554,6 +563,7 @@ fn schemas() -> Value {
             "description": "Make this agent of the tenant the default (422 `unknown_agent` if it does not exist). To unset the default, PATCH that agent with `\"default\": false`."}))),
         ("rate_limits", nullable(json!({"type": "object", "description": "Any of `per_key`, `per_ip`, `per_number`, each a `RateLimit` (`{limit, window_seconds}`); those not given keep their value. Out of range or unknown names: 422 `invalid_value` naming the field (e.g. `rate_limits.per_key.limit`).",
             "properties": {"per_key": schema_ref("RateLimit"), "per_ip": schema_ref("RateLimit"), "per_number": schema_ref("RateLimit")}, "additionalProperties": false}))),
+        ("max_concurrent_calls", max_concurrent("Most calls leased or live at once. Unlike other fields, an explicit null removes the cap (unlimited); absent keeps it. A change applies to waiting calls once the next call is placed.")),
     ], &[]));
     let agent_input = |creating: bool| {
         let name = if creating {
@@ -754,7 +764,7 @@ fn rate_limit_headers(refused: bool) -> Value {
         "X-RateLimit-Reset": int("Seconds until that window resets."),
     });
     if refused {
-        h["Retry-After"] = int("Seconds to wait before retrying (the refusing limit's reset).");
+        h["Retry-After"] = int(&format!("Seconds to wait before retrying: for `rate_limited` the refusing limit's reset; for `concurrency_limit_reached` a fixed {CONCURRENCY_RETRY_AFTER_SECS} s polling hint (a slot frees when a call ends)."));
     }
     h
 }
@@ -833,6 +843,7 @@ fn operation(id: RouteId) -> Value {
         .errors(&[
             E::InvalidParameter,
             E::CallInProgress,
+            E::ConcurrencyLimitReached,
             E::IdempotencyKeyInFlight,
             E::IdempotencyKeyReused,
             E::AgentDisabled,
@@ -892,16 +903,16 @@ fn operation(id: RouteId) -> Value {
         RouteId::CreateTenant => op("createTenant", "admin", Auth::Admin, "Create a tenant", "A new customer account, with no agents or keys yet.")
             .body("CreateTenantRequest", true)
             .ok(201, "The tenant.", "Tenant")
-            .errors(&[E::MissingField, E::InvalidValue, E::ValueTooLong])
+            .errors(&[E::MissingField, E::InvalidValue, E::ValueTooLong, E::OutOfRange])
             .build(),
         RouteId::GetTenant => op("getTenant", "admin", Auth::Admin, "Get a tenant", "The tenant.")
             .ok(200, "The tenant.", "Tenant")
             .errors(&[E::TenantNotFound])
             .build(),
-        RouteId::UpdateTenant => op("updateTenant", "admin", Auth::Admin, "Update a tenant", "Rename, disable or enable a tenant, or set its default agent.")
+        RouteId::UpdateTenant => op("updateTenant", "admin", Auth::Admin, "Update a tenant", "Rename, disable or enable a tenant, set its default agent, rate limits or concurrent-call cap.")
             .body("UpdateTenantRequest", true)
             .ok(200, "The updated tenant.", "Tenant")
-            .errors(&[E::TenantNotFound, E::InvalidValue, E::ValueTooLong, E::UnknownAgent])
+            .errors(&[E::TenantNotFound, E::InvalidValue, E::ValueTooLong, E::OutOfRange, E::UnknownAgent])
             .build(),
         RouteId::CreateAgent => op(
             "createAgent",

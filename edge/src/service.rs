@@ -227,8 +227,9 @@ async fn v1_route<K: Kv, D: Dispatcher>(env: &Env<'_, K, D>, req: &ApiRequest, i
     };
     let resp = result.unwrap_or_else(|e| ApiResponse::error(&e));
     if let Some(key) = idem_key {
-        // 5xx is our failure, not an answer: let a retry run again.
-        let done = if resp.status >= 500 {
+        // 5xx is our failure, and 429 (a full concurrency cap) a "not now",
+        // not an answer: let a retry run again.
+        let done = if resp.status >= 500 || resp.status == 429 {
             env.traffic.release(&tenant.id, key).await
         } else {
             let headers = resp.headers.iter().filter(|(h, _)| h == "Location").cloned().collect();
@@ -263,8 +264,12 @@ async fn prepare_call<K: Kv, D: Dispatcher>(env: &Env<'_, K, D>, req: &ApiReques
     Ok((input, agent))
 }
 
+/// `Retry-After` on `concurrency_limit_reached`.
+pub const CONCURRENCY_RETRY_AFTER_SECS: u64 = 15;
+
 async fn create_call<K: Kv, D: Dispatcher>(env: &Env<'_, K, D>, tenant: &Tenant, input: validate::CreateCallInput, agent: Agent) -> Result<ApiResponse> {
     let now = rfc3339_ms(env.now_ms);
+    let reject_over_cap = input.reject_over_cap;
     let record = CallRecord {
         id: ids::call_id(env.now_ms),
         status: if input.schedule_at.is_some() { CallStatus::Scheduled } else { CallStatus::Queued },
@@ -299,8 +304,21 @@ async fn create_call<K: Kv, D: Dispatcher>(env: &Env<'_, K, D>, tenant: &Tenant,
     // The record exists before the queue can hand the call out, so every
     // dispatch update finds it. If the queue is unreachable the call cannot
     // ever be dialled: end it visibly rather than leave it queued forever.
-    let queued = dispatcher::queued_call(&tenant.id, &record, env.now_ms);
+    let mut queued = dispatcher::queued_call(&tenant.id, &record, env.now_ms);
+    queued.max_concurrent = tenant.max_concurrent_calls;
+    queued.reject_over_cap = reject_over_cap;
     let outcome = env.dispatch.enqueue(&record.region, &queued).await;
+    if let Ok(EnqueueOutcome::ConcurrencyLimit { limit, active }) = &outcome {
+        // Refused like a duplicate: the call never existed for the client.
+        env.kv.delete(&keys::call(&tenant.id, &record.id)).await?;
+        let e = ApiError::field(
+            ErrorCode::ConcurrencyLimitReached,
+            "on_concurrency_limit",
+            format!("{active} calls are in flight or due against this tenant's max_concurrent_calls of {limit}; retry later or omit on_concurrency_limit to queue"),
+        );
+        // A slot frees when a call ends, which no clock can tell: a polling hint.
+        return Ok(ApiResponse::error(&e).with_header("Retry-After", CONCURRENCY_RETRY_AFTER_SECS.to_string()));
+    }
     if let Ok(EnqueueOutcome::Duplicate { call_id }) = &outcome {
         // The queue (the one exact view of live calls) refused it: this call
         // never existed for the client, so its record goes rather than
@@ -612,6 +630,13 @@ pub(crate) async fn list_values<K: Kv, D: Dispatcher, T: serde::de::DeserializeO
     }
 }
 
+/// Largest `max_concurrent_calls` a tenant may set.
+pub const MAX_CONCURRENT_CALLS_MAX: i64 = 10_000;
+
+fn max_concurrent_calls(f: &crate::fields::Fields) -> Result<Option<u32>> {
+    Ok(f.int_opt("max_concurrent_calls", 1, MAX_CONCURRENT_CALLS_MAX)?.map(|n| n as u32))
+}
+
 fn tenant_public(t: &Tenant) -> Value {
     let mut v = serde_json::to_value(t).unwrap_or(Value::Null);
     v["object"] = json!("tenant");
@@ -642,7 +667,7 @@ async fn load_agent<K: Kv, D: Dispatcher>(env: &Env<'_, K, D>, tid: &str, aid: &
 }
 
 async fn create_tenant<K: Kv, D: Dispatcher>(env: &Env<'_, K, D>, req: &ApiRequest) -> Result<ApiResponse> {
-    let f = parse_object(req.content_type.as_deref(), &req.body, MAX_BODY_BYTES, &["name", "disabled"])?;
+    let f = parse_object(req.content_type.as_deref(), &req.body, MAX_BODY_BYTES, &["name", "disabled", "max_concurrent_calls"])?;
     let tenant = Tenant {
         id: ids::random_id("ten"),
         name: f.str_req("name", 200)?,
@@ -650,13 +675,20 @@ async fn create_tenant<K: Kv, D: Dispatcher>(env: &Env<'_, K, D>, req: &ApiReque
         disabled: f.bool_opt("disabled")?.unwrap_or(false),
         created_at: rfc3339_ms(env.now_ms),
         rate_limits: traffic::RateLimits::default(),
+        max_concurrent_calls: max_concurrent_calls(&f)?,
     };
     put_json(env.kv, &keys::tenant(&tenant.id), &tenant, None).await?;
     Ok(ApiResponse::json(201, &tenant_public(&tenant)))
 }
 
 async fn update_tenant<K: Kv, D: Dispatcher>(env: &Env<'_, K, D>, req: &ApiRequest, mut tenant: Tenant) -> Result<ApiResponse> {
-    let f = parse_object(req.content_type.as_deref(), &req.body, MAX_BODY_BYTES, &["name", "disabled", "default_agent_id", "rate_limits"])?;
+    let f = parse_object(req.content_type.as_deref(), &req.body, MAX_BODY_BYTES, &["name", "disabled", "default_agent_id", "rate_limits", "max_concurrent_calls"])?;
+    // Unlike the other fields, an explicit null removes the cap.
+    if f.is_null("max_concurrent_calls") {
+        tenant.max_concurrent_calls = None;
+    } else if let Some(n) = max_concurrent_calls(&f)? {
+        tenant.max_concurrent_calls = Some(n);
+    }
     if let Some(v) = f.object_opt("rate_limits")? {
         tenant.rate_limits = traffic::parse_rate_limits(&Value::Object(v), tenant.rate_limits)
             .map_err(|(field, why)| ApiError::field(ErrorCode::InvalidValue, &field, why))?;

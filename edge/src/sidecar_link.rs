@@ -207,6 +207,7 @@ mod tests {
             scheduled: false,
             agent_id: "agt_1".into(),
             phone: "+14155550100".into(),
+            ..QueuedCall::default()
         }
     }
 

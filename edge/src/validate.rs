@@ -16,8 +16,12 @@ pub const MAX_SCHEDULE_AHEAD_DAYS: u64 = 90;
 
 pub const CREATE_CALL_FIELDS: &[&str] = &[
     "phone", "name", "email", "metadata", "agent_id", "system_prompt", "voice", "language", "model",
-    "max_seconds", "retries", "retry_delay_minutes", "schedule_at",
+    "max_seconds", "retries", "retry_delay_minutes", "schedule_at", "on_concurrency_limit", "outside_window",
 ];
+/// `on_concurrency_limit`: wait in the queue (default) or be refused with 429.
+pub const ON_CONCURRENCY_LIMIT: [&str; 2] = ["queue", "reject"];
+/// `outside_window`: move to the next window start (default) or be refused with 422.
+pub const OUTSIDE_WINDOW: [&str; 2] = ["schedule", "reject"];
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct CreateCallInput {
@@ -35,6 +39,20 @@ pub struct CreateCallInput {
     pub retry_delay_minutes: u32,
     /// Normalised RFC 3339 (ms, `Z`) when given.
     pub schedule_at: Option<String>,
+    /// `on_concurrency_limit: reject`.
+    pub reject_over_cap: bool,
+    /// `outside_window: reject`.
+    pub reject_outside_window: bool,
+}
+
+/// An optional string field with a fixed vocabulary; `Some(true)` when it is `choices[1]`.
+fn second_choice(f: &Fields, name: &str, choices: [&str; 2]) -> Result<bool, ApiError> {
+    match f.str_opt(name, 32)?.as_deref() {
+        None => Ok(false),
+        Some(v) if v == choices[0] => Ok(false),
+        Some(v) if v == choices[1] => Ok(true),
+        Some(_) => Err(ApiError::field(ErrorCode::InvalidValue, name, format!("'{name}' must be '{}' or '{}'", choices[0], choices[1]))),
+    }
 }
 
 pub fn create_call(content_type: Option<&str>, body: &[u8], now_ms: u64) -> Result<CreateCallInput, ApiError> {
@@ -108,6 +126,8 @@ pub fn create_call(content_type: Option<&str>, body: &[u8], now_ms: u64) -> Resu
         retries: f.int_opt("retries", 0, 10)?.unwrap_or(0) as u32,
         retry_delay_minutes: f.int_opt("retry_delay_minutes", 1, 1440)?.unwrap_or(5) as u32,
         schedule_at,
+        reject_over_cap: second_choice(&f, "on_concurrency_limit", ON_CONCURRENCY_LIMIT)?,
+        reject_outside_window: second_choice(&f, "outside_window", OUTSIDE_WINDOW)?,
     })
 }
 

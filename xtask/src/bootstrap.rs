@@ -12,8 +12,12 @@ const WORKER_BUILD_VERSION: &str = "0.8.7";
 const WASM_BINDGEN_VERSION: &str = "0.2.130";
 
 /// Debian packages the test suites need: caddy terminates QUIC/HTTP/3 in
-/// front of `wrangler dev`, as Cloudflare does in production.
-pub const APT_PACKAGES: &[&str] = &["caddy"];
+/// front of `wrangler dev`, as Cloudflare does in production; python3-venv
+/// for the webhook suite's receiver (below).
+pub const APT_PACKAGES: &[&str] = &["caddy", "python3-venv"];
+/// The reference Standard Webhooks library the webhook e2e receiver
+/// (tests/webhooks/receiver.py) verifies deliveries with, unmodified.
+const STANDARDWEBHOOKS_VERSION: &str = "1.1.0";
 
 pub fn tools_dir() -> PathBuf {
     root().join(".tools")
@@ -29,7 +33,26 @@ pub fn ensure_all() -> Result<(), String> {
     // Without --locked: its lockfile pins a webpki-roots the registry no longer serves.
     ensure_cargo_tool("wasm-bindgen-cli", "wasm-bindgen", WASM_BINDGEN_VERSION, false)?;
     ensure_npm()?;
-    ensure_apt(APT_PACKAGES)
+    ensure_apt(APT_PACKAGES)?;
+    ensure_venv()
+}
+
+/// `.tools/venv` with the pinned `standardwebhooks` from PyPI.
+fn ensure_venv() -> Result<(), String> {
+    let venv = tools_dir().join("venv");
+    let python = venv.join("bin/python");
+    let probe = "import importlib.metadata as m; print(m.version('standardwebhooks'))";
+    let have = output(Command::new(&python).args(["-c", probe])).unwrap_or_default();
+    if have.trim() == STANDARDWEBHOOKS_VERSION {
+        println!("  python venv (standardwebhooks {STANDARDWEBHOOKS_VERSION}): present");
+        return Ok(());
+    }
+    if !python.exists() {
+        run(Command::new("python3").args(["-m", "venv"]).arg(&venv))?;
+    }
+    run(Command::new(&python)
+        .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check"])
+        .arg(format!("standardwebhooks=={STANDARDWEBHOOKS_VERSION}")))
 }
 
 fn output(cmd: &mut Command) -> Option<String> {

@@ -338,3 +338,33 @@ fn a_second_call_in_progress_is_refused_and_leaves_no_record() {
     w.send("POST", &format!("/v1/calls/{id}/hangup"), Some(&key), None);
     assert_eq!(w.send("POST", "/v1/calls", Some(&key), Some(json!({"phone": "+14155550100"}))).status, 201);
 }
+
+#[test]
+fn a_tenant_cap_queues_or_refuses_calls_over_it() {
+    let w = World::new();
+    let (tid, key) = w.tenant(true);
+    assert!(w.admin("GET", &format!("/admin/tenants/{tid}"), None)["max_concurrent_calls"].is_null(), "unlimited by default");
+    let t = w.admin("PATCH", &format!("/admin/tenants/{tid}"), Some(json!({"max_concurrent_calls": 2})));
+    assert_eq!(t["max_concurrent_calls"], 2);
+    for i in 0..3 {
+        let r = w.send("POST", "/v1/calls", Some(&key), Some(json!({"phone": format!("+1415555010{i}")})));
+        assert_eq!(r.status, 201, "queue mode waits: {}", r.body);
+    }
+    let (offers, _) = w.dispatch.queues.borrow_mut().get_mut("local").unwrap().lease("s1", 10, w.now.get(), &Default::default());
+    assert_eq!(offers.len(), 2, "the cap holds the third back");
+    let refused = w.send("POST", "/v1/calls", Some(&key), Some(json!({"phone": "+14155550109", "on_concurrency_limit": "reject"})));
+    assert_eq!((refused.status, World::code(&refused)), (429, "concurrency_limit_reached".to_string()));
+    assert_eq!(header(&refused, "Retry-After"), Some(CONCURRENCY_RETRY_AFTER_SECS.to_string().as_str()));
+    assert!(header(&refused, "X-RateLimit-Limit").is_some());
+    let list = w.send("GET", "/v1/calls", Some(&key), None).body_json();
+    assert_eq!(list["data"].as_array().unwrap().len(), 3, "the refused call left no record");
+    // Out of range is refused; an explicit null removes the cap; absent keeps it.
+    let bad = w.send("PATCH", &format!("/admin/tenants/{tid}"), Some(ADMIN), Some(json!({"max_concurrent_calls": 0})));
+    assert_eq!((bad.status, World::code(&bad)), (422, "out_of_range".to_string()));
+    assert_eq!(w.admin("PATCH", &format!("/admin/tenants/{tid}"), Some(json!({"name": "x"})))["max_concurrent_calls"], 2);
+    assert!(w.admin("PATCH", &format!("/admin/tenants/{tid}"), Some(json!({"max_concurrent_calls": null})))["max_concurrent_calls"].is_null());
+    let ok = w.send("POST", "/v1/calls", Some(&key), Some(json!({"phone": "+14155550109", "on_concurrency_limit": "reject"})));
+    assert_eq!(ok.status, 201, "{}", ok.body);
+    let bad = w.send("POST", "/v1/calls", Some(&key), Some(json!({"phone": "+14155550108", "on_concurrency_limit": "drop"})));
+    assert_eq!((bad.status, World::code(&bad)), (422, "invalid_value".to_string()));
+}

@@ -1,0 +1,312 @@
+//! SSRF guard for webhook endpoint URLs, checked when an endpoint is created
+//! or changed AND again before every delivery attempt (a rule change or a
+//! stored record from an older version must not slip through).
+//!
+//! Production: `https` only, to a public host. Refused: private (RFC 1918,
+//! ULA fc00::/7), loopback, link-local (169.254/16, fe80::/10), CGNAT
+//! 100.64/10, 0.0.0.0/8 and other special ranges, cloud metadata hostnames,
+//! single-label and internal-only names, and IPv4 literals in any of the
+//! forms a WHATWG URL parser (what `fetch` uses) accepts: decimal
+//! `2130706433`, octal `0177.0.0.1`, hex `0x7f.1`, shortened `127.1`.
+//! Development (`VOXLINE_ENV=development`): additionally loopback, over http
+//! or https, so tests can run a local receiver.
+//!
+//! Limitation: a Worker cannot resolve DNS itself, so a public name whose
+//! A/AAAA records point at a private address cannot be refused here. Workers'
+//! `fetch` leaves from Cloudflare's network, where such addresses do not
+//! route to the operator's internal network; redirects are not followed
+//! (delivery uses `redirect: manual`), so a 3xx cannot bounce a delivery
+//! to a refused address either.
+
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+/// Names that reach cloud metadata services or only make sense internally.
+const BLOCKED_NAMES: &[&str] = &[
+    "localhost",
+    "metadata",
+    "metadata.google.internal",
+    "metadata.goog",
+    "instance-data",
+    "instance-data.ec2.internal",
+    "metadata.azure.com",
+    "metadata.tencentyun.com",
+    "kubernetes.default",
+];
+/// Suffixes of names that never resolve to a public host.
+const BLOCKED_SUFFIXES: &[&str] = &[".localhost", ".internal", ".local", ".localdomain", ".home.arpa", ".intranet", ".lan", ".corp"];
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Host {
+    Name(String),
+    V4(Ipv4Addr),
+    V6(Ipv6Addr),
+}
+
+/// Checks `url`; the error says why it is refused.
+pub fn check(url: &str, dev_mode: bool) -> Result<(), String> {
+    if url.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err("the URL contains whitespace".into());
+    }
+    let (scheme, rest) = url.split_once("://").ok_or("the URL needs a scheme")?;
+    let scheme = scheme.to_ascii_lowercase();
+    if scheme != "https" && scheme != "http" {
+        return Err("the URL must be https".into());
+    }
+    let host = parse_host(rest)?;
+    let loopback = is_loopback(&host);
+    if dev_mode && loopback {
+        return Ok(());
+    }
+    if scheme == "http" {
+        return Err("plain http is only allowed for loopback addresses in local development; use https".into());
+    }
+    if loopback {
+        return Err("loopback addresses are not allowed".into());
+    }
+    match &host {
+        Host::V4(ip) => check_v4(*ip),
+        Host::V6(ip) => check_v6(*ip),
+        Host::Name(name) => check_name(name),
+    }
+}
+
+/// The host of `scheme://` + `rest`, as a WHATWG URL parser reads it.
+pub fn parse_host(rest: &str) -> Result<Host, String> {
+    // WHATWG URL parsing reads '\' as '/' in http(s) URLs, so it ends the
+    // authority too: `http://evil\@127.0.0.1` goes to evil.
+    let authority = rest.split(['/', '?', '#', '\\']).next().unwrap_or("");
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    if let Some(v6) = host_port.strip_prefix('[') {
+        let (inner, after) = v6.split_once(']').ok_or("unterminated IPv6 literal")?;
+        if !(after.is_empty() || after.starts_with(':')) {
+            return Err("malformed host".into());
+        }
+        // Zone ids (`%25eth0`) are refused with everything else unparseable.
+        return inner.parse::<Ipv6Addr>().map(Host::V6).map_err(|_| "malformed IPv6 literal".to_string());
+    }
+    let host = host_port.split(':').next().unwrap_or("");
+    if host.is_empty() {
+        return Err("the URL has no host".into());
+    }
+    // Percent-escapes and non-ASCII are decoded / IDNA-mapped by the parser
+    // (`%31%32%37.0.0.1`, full-width digits): refuse rather than re-implement.
+    if host.contains('%') || !host.is_ascii() {
+        return Err("the host must be plain ASCII (use the punycode form of international names)".into());
+    }
+    let host = host.to_ascii_lowercase();
+    let host = host.strip_suffix('.').unwrap_or(&host).to_string();
+    if host.is_empty() || host.split('.').any(str::is_empty) {
+        return Err("malformed host".into());
+    }
+    if !host.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_') {
+        return Err("malformed host".into());
+    }
+    // WHATWG: a host whose last label is a number is an IPv4 address (or invalid).
+    let last = host.rsplit('.').next().unwrap_or("");
+    if parse_v4_part(last).is_some() || last.bytes().all(|b| b.is_ascii_digit()) {
+        return parse_v4(&host).map(Host::V4).ok_or_else(|| "malformed IPv4 address".to_string());
+    }
+    Ok(Host::Name(host))
+}
+
+/// One WHATWG IPv4 part: decimal, `0x` hex or `0`-prefixed octal.
+fn parse_v4_part(p: &str) -> Option<u64> {
+    if p.is_empty() {
+        return None;
+    }
+    let (digits, radix) = if let Some(h) = p.strip_prefix("0x").or_else(|| p.strip_prefix("0X")) {
+        (h, 16)
+    } else if p.len() > 1 && p.starts_with('0') {
+        (&p[1..], 8)
+    } else {
+        (p, 10)
+    };
+    if digits.is_empty() {
+        return Some(0); // "0x" alone is 0
+    }
+    if digits.len() > 12 {
+        return None;
+    }
+    u64::from_str_radix(digits, radix).ok()
+}
+
+/// `a.b.c.d`, `a.b.c`, `a.b`, `a` in any radix, the last part filling the rest.
+pub fn parse_v4(host: &str) -> Option<Ipv4Addr> {
+    let parts: Vec<u64> = host.split('.').map(parse_v4_part).collect::<Option<_>>()?;
+    if parts.is_empty() || parts.len() > 4 {
+        return None;
+    }
+    let (last, head) = parts.split_last()?;
+    if head.iter().any(|p| *p > 255) {
+        return None;
+    }
+    let last_bits = 8 * (5 - parts.len() as u32);
+    if *last >= 1u64 << last_bits {
+        return None;
+    }
+    let mut n: u64 = *last;
+    for (i, p) in head.iter().enumerate() {
+        n |= p << (24 - 8 * i as u32);
+    }
+    Some(Ipv4Addr::from(n as u32))
+}
+
+fn is_loopback(host: &Host) -> bool {
+    match host {
+        Host::V4(ip) => ip.is_loopback(),
+        Host::V6(ip) => ip.is_loopback() || ip.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback()),
+        Host::Name(n) => n == "localhost" || n.ends_with(".localhost"),
+    }
+}
+
+fn check_v4(ip: Ipv4Addr) -> Result<(), String> {
+    let [a, b, c, _] = ip.octets();
+    let refused = match (a, b) {
+        (0, _) => Some("0.0.0.0/8"),
+        (10, _) => Some("private (10/8)"),
+        (100, 64..=127) => Some("carrier-grade NAT (100.64/10)"),
+        (127, _) => Some("loopback"),
+        (169, 254) => Some("link-local (169.254/16)"),
+        (172, 16..=31) => Some("private (172.16/12)"),
+        (192, 168) => Some("private (192.168/16)"),
+        (192, 0) if c == 0 || c == 2 => Some("reserved (192.0.0/24, 192.0.2/24)"),
+        (198, 18..=19) => Some("benchmarking (198.18/15)"),
+        (198, 51) if c == 100 => Some("documentation"),
+        (203, 0) if c == 113 => Some("documentation"),
+        (224..=255, _) => Some("multicast or reserved (224/3)"),
+        _ => None,
+    };
+    match refused {
+        Some(why) => Err(format!("{ip} is not a public address: {why}")),
+        None => Ok(()),
+    }
+}
+
+fn check_v6(ip: Ipv6Addr) -> Result<(), String> {
+    // IPv4-mapped, -compatible and NAT64 addresses reach the embedded IPv4 address.
+    if let Some(v4) = ip.to_ipv4_mapped() {
+        return check_v4(v4);
+    }
+    let s = ip.segments();
+    if s[0] == 0x64 && s[1] == 0xff9b && s[2..6] == [0, 0, 0, 0] {
+        return check_v4(Ipv4Addr::new((s[6] >> 8) as u8, s[6] as u8, (s[7] >> 8) as u8, s[7] as u8));
+    }
+    let refused = if ip.is_unspecified() {
+        Some("unspecified")
+    } else if ip.is_loopback() {
+        Some("loopback")
+    } else if s[0..6] == [0, 0, 0, 0, 0, 0] {
+        Some("IPv4-compatible (deprecated)")
+    } else if s[0] & 0xfe00 == 0xfc00 {
+        Some("unique local (fc00::/7)")
+    } else if s[0] & 0xffc0 == 0xfe80 {
+        Some("link-local (fe80::/10)")
+    } else if s[0] & 0xffc0 == 0xfec0 {
+        Some("site-local (fec0::/10)")
+    } else if s[0] & 0xff00 == 0xff00 {
+        Some("multicast (ff00::/8)")
+    } else if s[0] == 0x2001 && s[1] == 0x0db8 {
+        Some("documentation (2001:db8::/32)")
+    } else {
+        None
+    };
+    match refused {
+        Some(why) => Err(format!("{ip} is not a public address: {why}")),
+        None => Ok(()),
+    }
+}
+
+fn check_name(name: &str) -> Result<(), String> {
+    if BLOCKED_NAMES.contains(&name) || BLOCKED_SUFFIXES.iter().any(|s| name.ends_with(s)) {
+        return Err(format!("'{name}' is an internal or metadata host name"));
+    }
+    if !name.contains('.') {
+        return Err(format!("'{name}' is a single-label (intranet) host name; use a public name"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn public_https_is_allowed() {
+        for url in ["https://hooks.example.com/x", "HTTPS://Example.COM:8443/a?b#c", "https://93.184.216.34/h", "https://[2606:4700::1111]/h", "https://user:pw@example.com/h"] {
+            assert_eq!(check(url, false), Ok(()), "{url}");
+        }
+    }
+
+    #[test]
+    fn http_only_to_loopback_in_development() {
+        for url in ["http://127.0.0.1:9000/hook", "http://localhost/x", "http://[::1]:9/", "https://127.0.0.1/", "http://127.1/", "http://a.localhost/"] {
+            assert_eq!(check(url, true), Ok(()), "{url}");
+            assert!(check(url, false).is_err(), "{url} allowed in production");
+        }
+        for url in ["http://example.com/hook", "http://10.0.0.1/", "ftp://example.com", "https://", "https://a b", "example.com"] {
+            assert!(check(url, true).is_err(), "{url}");
+        }
+    }
+
+    #[test]
+    fn private_and_special_addresses_are_refused_everywhere() {
+        for host in [
+            "10.0.0.1", "10.255.255.255", "172.16.0.1", "172.31.255.255", "192.168.1.1", "169.254.169.254", "100.64.0.1",
+            "100.127.255.255", "0.0.0.0", "0.1.2.3", "224.0.0.1", "255.255.255.255", "198.18.0.1",
+            "[fc00::1]", "[fd12:3456::1]", "[fe80::1]", "[::]", "[::ffff:10.0.0.1]", "[::ffff:169.254.169.254]",
+            "[64:ff9b::a9fe:a9fe]", "[ff02::1]",
+        ] {
+            for dev in [false, true] {
+                assert!(check(&format!("https://{host}/h"), dev).is_err(), "{host} (dev {dev})");
+            }
+        }
+        for ok in ["172.15.255.255", "172.32.0.1", "100.63.255.255", "100.128.0.1", "11.0.0.1", "169.253.1.1"] {
+            assert_eq!(check(&format!("https://{ok}/h"), false), Ok(()), "{ok}");
+        }
+    }
+
+    #[test]
+    fn ipv4_literals_in_every_whatwg_form_are_decoded() {
+        assert_eq!(parse_v4("2130706433"), Some(Ipv4Addr::new(127, 0, 0, 1)));
+        assert_eq!(parse_v4("0x7f000001"), Some(Ipv4Addr::new(127, 0, 0, 1)));
+        assert_eq!(parse_v4("0177.0.0.1"), Some(Ipv4Addr::new(127, 0, 0, 1)));
+        assert_eq!(parse_v4("0x7f.1"), Some(Ipv4Addr::new(127, 0, 0, 1)));
+        assert_eq!(parse_v4("127.1"), Some(Ipv4Addr::new(127, 0, 0, 1)));
+        assert_eq!(parse_v4("169.254.43518"), Some(Ipv4Addr::new(169, 254, 169, 254)));
+        assert_eq!(parse_v4("0xa9.0xfe.0xa9.0xfe"), Some(Ipv4Addr::new(169, 254, 169, 254)));
+        assert_eq!(parse_v4("012.0.0.1"), Some(Ipv4Addr::new(10, 0, 0, 1)));
+        assert_eq!(parse_v4("256.0.0.1"), None);
+        assert_eq!(parse_v4("1.2.3.4.5"), None);
+        assert_eq!(parse_v4("4294967296"), None);
+        for host in ["2130706433", "0x7f000001", "0177.0.0.1", "0x7f.1", "3232235777", "0xA9FEA9FE", "017700000001", "10.1", "127.0.0.1."] {
+            assert!(check(&format!("https://{host}/"), false).is_err(), "{host}");
+        }
+        // A numeric last label that is not a valid address is refused, not treated as a name.
+        assert!(check("https://1.2.3.999/", false).is_err());
+        assert!(check("https://example.09/", false).is_err());
+    }
+
+    #[test]
+    fn metadata_and_internal_names_are_refused() {
+        for host in [
+            "metadata", "metadata.google.internal", "METADATA.GOOGLE.INTERNAL.", "instance-data", "instance-data.ec2.internal",
+            "foo.internal", "printer.local", "intranet", "localhost", "x.localhost", "metadata.azure.com",
+        ] {
+            assert!(check(&format!("https://{host}/h"), false).is_err(), "{host}");
+        }
+    }
+
+    #[test]
+    fn parser_confusions_are_refused() {
+        for url in [
+            "https://%31%32%37.0.0.1/", "https://１２７.０.０.１/",
+            "https://[::1/", "https://[fe80::1%25eth0]/", "https://a..b/", "https://exa mple.com/",
+        ] {
+            assert!(check(url, false).is_err(), "{url}");
+        }
+        // The part after the last @ is the host.
+        assert!(check("https://example.com@10.0.0.1/", false).is_err());
+        assert_eq!(check("https://10.0.0.1@example.com/", false), Ok(()));
+        assert_eq!(parse_host("evil.com\\@127.0.0.1/"), Ok(Host::Name("evil.com".into())));
+    }
+}
