@@ -13,8 +13,9 @@ const WASM_BINDGEN_VERSION: &str = "0.2.130";
 
 /// Debian packages the test suites need: caddy terminates QUIC/HTTP/3 in
 /// front of `wrangler dev`, as Cloudflare does in production; python3-venv
-/// for the webhook suite's receiver (below).
-pub const APT_PACKAGES: &[&str] = &["caddy", "python3-venv"];
+/// for the webhook suite's receiver (below); sip-tester (sipp) as SIP trunk/callee;
+/// libopus-dev + pkg-config for audiopus (Opus).
+pub const APT_PACKAGES: &[&str] = &["caddy", "python3-venv", "sip-tester", "libopus-dev", "pkg-config"];
 /// The reference Standard Webhooks library the webhook e2e receiver
 /// (tests/webhooks/receiver.py) verifies deliveries with, unmodified.
 const STANDARDWEBHOOKS_VERSION: &str = "1.1.0";

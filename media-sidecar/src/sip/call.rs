@@ -1,0 +1,1276 @@
+//! The UAC call: one outbound INVITE dialog as a sans-IO state machine.
+//!
+//! ```text
+//!  new() --INVITE--> Calling --1xx--> Early --2xx/ACK--> Confirmed --BYE (either side)--> Ended
+//!                      |  \             |                    \--max duration / hangup(): BYE
+//!                      |   401/407: re-INVITE with credentials (CSeq+1, new branch)
+//!                      |  hangup() / ring timeout: CANCEL (after a 1xx, RFC 3261 9.1) -> 487 -> Ended
+//!                      \--non-2xx final / Timer B--> Ended (status mapped; maybe "try next trunk")
+//! ```
+//!
+//! Inputs: [`Call::handle_datagram`] (with the sender's address),
+//! [`Call::handle_timeout`], [`Call::hangup`]; all take `now` in ms on any
+//! monotonic clock. Outputs: [`Call::poll_transmit`], [`Call::poll_event`],
+//! [`Call::next_timeout`]. [`CallEvent::Ended`] is always the last event;
+//! the call then lingers (absorbing retransmissions) until [`Call::is_done`].
+
+use std::collections::VecDeque;
+use std::net::{IpAddr, SocketAddr};
+
+use voxline_shared::{CallStatus, EndedReason};
+
+use super::auth::{Challenge, Credentials, DigestClient};
+use super::msg::{self, response_to, Message, ParseError};
+use super::sdp::{self, Direction, Negotiated, OfferConfig};
+use super::transaction::{IctState, InviteClient, NonInviteClient, Timers, TxEvent};
+
+/// What we allow in-dialog.
+pub const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, UPDATE, INFO";
+
+/// Everything one call attempt to one trunk needs.
+#[derive(Debug, Clone)]
+pub struct CallConfig {
+    /// Next hop (the trunk / outbound proxy), where the INVITE goes.
+    pub trunk: SocketAddr,
+    /// Request-URI, e.g. `sip:+14155550100@trunk.example.com`.
+    pub request_uri: String,
+    /// To URI; usually the Request-URI.
+    pub to_uri: String,
+    /// From URI, e.g. `sip:+14155550199@voxline.example.com` (the caller ID).
+    pub from_uri: String,
+    pub from_display: Option<String>,
+    /// Our SIP address (Via sent-by and Contact host:port).
+    pub local: SocketAddr,
+    pub credentials: Option<Credentials>,
+    pub media: OfferConfig,
+    /// From INVITE sent to answer; then CANCEL (no_answer).
+    pub ring_timeout_ms: u64,
+    /// From answer; then BYE (max_duration_reached).
+    pub max_duration_ms: Option<u64>,
+    pub timers: Timers,
+    pub user_agent: String,
+}
+
+impl CallConfig {
+    /// Defaults: ring 60 s, no max duration, RFC timers.
+    pub fn new(trunk: SocketAddr, local: SocketAddr, to_user: &str, from_user: &str, media: OfferConfig) -> Self {
+        let uri = format!("sip:{to_user}@{}", host_port(trunk));
+        CallConfig {
+            trunk,
+            request_uri: uri.clone(),
+            to_uri: uri,
+            from_uri: format!("sip:{from_user}@{}", host_port(local)),
+            from_display: None,
+            local,
+            credentials: None,
+            media,
+            ring_timeout_ms: 60_000,
+            max_duration_ms: None,
+            timers: Timers::default(),
+            user_agent: concat!("voxline/", env!("CARGO_PKG_VERSION")).to_string(),
+        }
+    }
+}
+
+fn host_port(a: SocketAddr) -> String {
+    match a.ip() {
+        IpAddr::V6(ip) => format!("[{ip}]:{}", a.port()),
+        IpAddr::V4(ip) => format!("{ip}:{}", a.port()),
+    }
+}
+
+/// A datagram to send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transmit {
+    pub dest: SocketAddr,
+    pub bytes: Vec<u8>,
+}
+
+/// How a call ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    pub status: CallStatus,
+    pub reason: EndedReason,
+    /// The final SIP response code that decided it, if any.
+    pub sip_code: Option<u16>,
+    /// The trunk did not take the call (Timer B, 408, 480, 503, 504): the
+    /// driver should try its next trunk, if it has one.
+    pub try_next_trunk: bool,
+    /// Short machine-readable detail (e.g. `timer_b`, `sdp_no_common_codec`).
+    pub detail: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CallEvent {
+    /// First 180/183. `early_media`: the 1xx carried an SDP answer.
+    Ringing { code: u16, early_media: Option<Negotiated> },
+    /// A later provisional response brought (new) early-media SDP.
+    EarlyMedia(Negotiated),
+    /// 2xx received and ACKed: send/receive RTP per `Negotiated`.
+    Answered(Negotiated),
+    /// The callee changed the session (re-INVITE / UPDATE with SDP).
+    MediaUpdated(Negotiated),
+    /// Always last.
+    Ended(Outcome),
+}
+
+/// The final-response mapping (RFC code -> call status, reason, failover).
+pub fn classify_final(code: u16) -> (CallStatus, EndedReason, bool) {
+    match code {
+        486 | 600 | 603 => (CallStatus::Busy, EndedReason::Busy, false),
+        408 | 480 => (CallStatus::NoAnswer, EndedReason::NoAnswer, true),
+        503 | 504 => (CallStatus::Failed, EndedReason::TrunkError, true),
+        401 | 407 | 500..=599 => (CallStatus::Failed, EndedReason::TrunkError, false),
+        _ => (CallStatus::Failed, EndedReason::Rejected, false),
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    Calling,
+    Early,
+    Confirmed,
+    /// Our BYE is out.
+    Terminating,
+    Ended,
+}
+
+/// Random lowercase hex of `bytes` bytes (IDs, tags, branches, cnonce).
+pub fn random_hex(bytes: usize) -> String {
+    let mut b = vec![0u8; bytes];
+    if getrandom::fill(&mut b).is_err() {
+        // Never expected; fall back to time-derived bytes rather than panic.
+        let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+        for (i, x) in b.iter_mut().enumerate() {
+            *x = (t >> ((i % 16) * 8)) as u8 ^ i as u8;
+        }
+    }
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+pub fn new_branch() -> String {
+    format!("z9hG4bK{}", random_hex(10))
+}
+
+/// A URI parameter (`sip:h;lr`), case-insensitive, with or without a value.
+pub fn uri_has_param(uri: &str, name: &str) -> bool {
+    let no_headers = uri.split('?').next().unwrap_or(uri);
+    no_headers.split(';').skip(1).any(|p| p.split('=').next().unwrap_or("").trim().eq_ignore_ascii_case(name))
+}
+
+/// `host[:port]` of a SIP URI as a socket address, if the host is an IP literal.
+pub fn uri_socket_addr(uri: &str) -> Option<SocketAddr> {
+    let rest = uri.strip_prefix("sip:").or_else(|| uri.strip_prefix("sips:"))?;
+    let rest = rest.rsplit_once('@').map_or(rest, |(_, h)| h);
+    let hp = rest.split([';', '?', '>']).next()?;
+    if let Some(v6) = hp.strip_prefix('[') {
+        let (ip, after) = v6.split_once(']')?;
+        let port = after.strip_prefix(':').map_or(Some(5060), |p| p.parse().ok())?;
+        return Some(SocketAddr::new(ip.parse().ok()?, port));
+    }
+    let (h, port) = match hp.split_once(':') {
+        Some((h, p)) => (h, p.parse().ok()?),
+        None => (hp, 5060),
+    };
+    Some(SocketAddr::new(h.parse().ok()?, port))
+}
+
+#[derive(Debug)]
+struct Cached {
+    branch: String,
+    method: String,
+    bytes: Vec<u8>,
+    dest: SocketAddr,
+    expires: u64,
+}
+
+#[derive(Debug)]
+struct Retrans2xx {
+    cseq: u32,
+    bytes: Vec<u8>,
+    dest: SocketAddr,
+    next_at: u64,
+    interval: u64,
+    until: u64,
+}
+
+pub struct Call {
+    cfg: CallConfig,
+    call_id: String,
+    local_tag: String,
+    from_header: String,
+    cseq: u32,
+    phase: Phase,
+    invite: InviteClient,
+    auth_headers: Vec<(String, String)>,
+    digest: DigestClient,
+    auth_rounds: u32,
+    got_provisional: bool,
+    /// What to report once a CANCEL/BYE we sent completes.
+    plan: Option<(CallStatus, EndedReason)>,
+    cancel_pending: bool,
+    cancel: Option<NonInviteClient>,
+    cancel_deadline: Option<u64>,
+    bye: Option<NonInviteClient>,
+    bye_auth_tried: bool,
+    remote_to: String,
+    remote_tag: Option<String>,
+    remote_target: String,
+    route_set: Vec<String>,
+    ack_2xx: Option<Transmit>,
+    ringing_sent: bool,
+    early: Option<Negotiated>,
+    media: Option<Negotiated>,
+    local_dir: Direction,
+    sdp_version: u64,
+    ring_deadline: Option<u64>,
+    max_deadline: Option<u64>,
+    remote_cseq: Option<u32>,
+    cache: Vec<Cached>,
+    reinvite_2xx: Option<Retrans2xx>,
+    out: VecDeque<Transmit>,
+    events: VecDeque<CallEvent>,
+    ended: bool,
+    detail_override: Option<&'static str>,
+}
+
+impl std::fmt::Debug for Call {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Call").field("call_id", &self.call_id).field("phase", &self.phase).finish()
+    }
+}
+
+impl Call {
+    /// Starts the call: the INVITE is queued at once.
+    pub fn new(mut cfg: CallConfig, now: u64) -> Call {
+        if cfg.media.session_id == 0 {
+            cfg.media.session_id = u64::from_str_radix(&random_hex(6), 16).unwrap_or(1);
+        }
+        let call_id = format!("{}@voxline", random_hex(12));
+        let local_tag = random_hex(6);
+        let from_header = match &cfg.from_display {
+            Some(d) => {
+                format!("\"{}\" <{}>;tag={local_tag}", d.replace('\\', "\\\\").replace('"', "\\\""), cfg.from_uri)
+            }
+            None => format!("<{}>;tag={local_tag}", cfg.from_uri),
+        };
+        let branch = new_branch();
+        let ring_deadline = Some(now + cfg.ring_timeout_ms);
+        let mut c = Call {
+            remote_target: cfg.request_uri.clone(),
+            call_id,
+            local_tag,
+            from_header,
+            cseq: 1,
+            phase: Phase::Calling,
+            // Placeholder, replaced right below (needs the fields above).
+            invite: InviteClient::new(Message::request("INVITE", "sip:x"), String::new(), now, cfg.timers),
+            auth_headers: Vec::new(),
+            digest: DigestClient::default(),
+            auth_rounds: 0,
+            got_provisional: false,
+            plan: None,
+            cancel_pending: false,
+            cancel: None,
+            cancel_deadline: None,
+            bye: None,
+            bye_auth_tried: false,
+            remote_to: String::new(),
+            remote_tag: None,
+            route_set: Vec::new(),
+            ack_2xx: None,
+            ringing_sent: false,
+            early: None,
+            media: None,
+            local_dir: Direction::SendRecv,
+            sdp_version: 1,
+            ring_deadline,
+            max_deadline: None,
+            remote_cseq: None,
+            cache: Vec::new(),
+            reinvite_2xx: None,
+            out: VecDeque::new(),
+            events: VecDeque::new(),
+            ended: false,
+            detail_override: None,
+            cfg,
+        };
+        let inv = c.build_invite(&branch);
+        c.invite = InviteClient::new(inv, branch, now, c.cfg.timers);
+        c.pump(now);
+        c
+    }
+
+    pub fn call_id(&self) -> &str {
+        &self.call_id
+    }
+
+    pub fn local_tag(&self) -> &str {
+        &self.local_tag
+    }
+
+    pub fn phase(&self) -> Phase {
+        self.phase
+    }
+
+    pub fn config(&self) -> &CallConfig {
+        &self.cfg
+    }
+
+    /// The negotiated media once answered.
+    pub fn media(&self) -> Option<&Negotiated> {
+        self.media.as_ref()
+    }
+
+    fn local_sdp(&self) -> Vec<u8> {
+        sdp::build(&self.cfg.media, self.sdp_version, self.local_dir).into_bytes()
+    }
+
+    fn contact(&self) -> String {
+        let user = self
+            .cfg
+            .from_uri
+            .strip_prefix("sip:")
+            .and_then(|r| r.split_once('@'))
+            .map(|(u, _)| format!("{u}@"))
+            .unwrap_or_default();
+        format!("<sip:{user}{}>", host_port(self.cfg.local))
+    }
+
+    fn via(&self, branch: &str) -> String {
+        format!("SIP/2.0/UDP {};rport;branch={branch}", host_port(self.cfg.local))
+    }
+
+    fn build_invite(&self, branch: &str) -> Message {
+        let mut m = Message::request("INVITE", &self.cfg.request_uri);
+        m.push("Via", self.via(branch));
+        m.push("Max-Forwards", "70");
+        m.push("From", self.from_header.clone());
+        m.push("To", format!("<{}>", self.cfg.to_uri));
+        m.push("Call-ID", self.call_id.clone());
+        m.push("CSeq", format!("{} INVITE", self.cseq));
+        m.push("Contact", self.contact());
+        for (n, v) in &self.auth_headers {
+            m.push(n, v.clone());
+        }
+        m.push("Allow", ALLOW);
+        m.push("User-Agent", self.cfg.user_agent.clone());
+        m.push("Content-Type", "application/sdp");
+        m.body = self.local_sdp();
+        m
+    }
+
+    /// An in-dialog request (ACK for 2xx, BYE) and where to send it.
+    fn dialog_request(&self, method: &str, cseq: u32) -> Transmit {
+        // RFC 3261 12.2.1.1: a first route without `;lr` is a strict router.
+        let strict =
+            self.route_set.first().and_then(|r| msg::parse_name_addr(r).ok()).filter(|a| !uri_has_param(&a.uri, "lr"));
+        let (uri, routes): (String, Vec<String>) = match strict {
+            Some(first) => {
+                let mut rs: Vec<String> = self.route_set[1..].to_vec();
+                rs.push(format!("<{}>", self.remote_target));
+                (first.uri, rs)
+            }
+            None => (self.remote_target.clone(), self.route_set.clone()),
+        };
+        let mut m = Message::request(method, &uri);
+        m.push("Via", self.via(&new_branch()));
+        for r in &routes {
+            m.push("Route", r.clone());
+        }
+        m.push("Max-Forwards", "70");
+        m.push("From", self.from_header.clone());
+        m.push("To", self.remote_to.clone());
+        m.push("Call-ID", self.call_id.clone());
+        m.push("CSeq", format!("{cseq} {method}"));
+        if method == "ACK" {
+            for (n, v) in &self.auth_headers {
+                m.push(n, v.clone());
+            }
+        }
+        m.push("User-Agent", self.cfg.user_agent.clone());
+        Transmit { dest: self.next_hop(), bytes: m.to_bytes() }
+    }
+
+    /// Where in-dialog requests go: the first Route, else the remote target,
+    /// when it is an IP literal; else the trunk (no DNS here).
+    fn next_hop(&self) -> SocketAddr {
+        let hop = match self.route_set.first() {
+            Some(r) => msg::parse_name_addr(r).ok().and_then(|a| uri_socket_addr(&a.uri)),
+            None => uri_socket_addr(&self.remote_target),
+        };
+        hop.unwrap_or(self.cfg.trunk)
+    }
+
+    /// Parses and handles one datagram from `from`. A datagram that does not
+    /// parse is dropped (RFC 3261 18.3); the error is returned for logging.
+    pub fn handle_datagram(&mut self, now: u64, from: SocketAddr, data: &[u8]) -> Result<(), ParseError> {
+        let m = msg::parse(data)?;
+        self.handle_message(now, from, &m);
+        Ok(())
+    }
+
+    pub fn handle_message(&mut self, now: u64, from: SocketAddr, m: &Message) {
+        if m.is_request() {
+            self.handle_request(now, from, m);
+        } else {
+            self.handle_response(now, m);
+        }
+        self.pump(now);
+    }
+
+    fn handle_response(&mut self, now: u64, r: &Message) {
+        if r.call_id() != self.call_id {
+            return;
+        }
+        let branch = r.top_branch().unwrap_or_default();
+        let (_, method) = r.cseq();
+        match method {
+            "INVITE" if branch == self.invite.branch => {
+                let code = r.code().unwrap_or(0);
+                if self.invite.state() == IctState::Terminated && (200..300).contains(&code) {
+                    // A retransmitted 2xx: ACK it again (the TU's job, RFC 3261 13.2.2.4).
+                    if let Some(a) = &self.ack_2xx {
+                        self.out.push_back(a.clone());
+                    }
+                } else {
+                    self.invite.on_response(r, now);
+                }
+            }
+            "CANCEL" => {
+                if let Some(c) = self.cancel.as_mut().filter(|c| c.branch == branch) {
+                    c.on_response(r, now);
+                }
+            }
+            "BYE" => {
+                if let Some(b) = self.bye.as_mut().filter(|b| b.branch == branch) {
+                    b.on_response(r, now);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Drains the transactions' datagrams and events until nothing moves.
+    fn pump(&mut self, now: u64) {
+        loop {
+            let mut moved = false;
+            while let Some(b) = self.invite.poll_transmit() {
+                self.out.push_back(Transmit { dest: self.cfg.trunk, bytes: b });
+            }
+            while let Some(ev) = self.invite.poll_event() {
+                moved = true;
+                self.on_invite_event(ev, now);
+            }
+            if let Some(c) = self.cancel.as_mut() {
+                while let Some(b) = c.poll_transmit() {
+                    self.out.push_back(Transmit { dest: self.cfg.trunk, bytes: b });
+                }
+                while c.poll_event().is_some() {
+                    // 200 to CANCEL means nothing for the call; the INVITE's 487 does.
+                }
+            }
+            let bye_dest = self.next_hop();
+            let mut bye_events = Vec::new();
+            if let Some(b) = self.bye.as_mut() {
+                while let Some(bytes) = b.poll_transmit() {
+                    self.out.push_back(Transmit { dest: bye_dest, bytes });
+                }
+                while let Some(ev) = b.poll_event() {
+                    bye_events.push(ev);
+                }
+            }
+            for ev in bye_events {
+                moved = true;
+                self.on_bye_event(ev, now);
+            }
+            if !moved {
+                break;
+            }
+        }
+    }
+
+    fn on_invite_event(&mut self, ev: TxEvent, now: u64) {
+        match ev {
+            TxEvent::Provisional(r) => {
+                self.got_provisional = true;
+                if self.cancel_pending {
+                    self.cancel_pending = false;
+                    self.send_cancel(now);
+                }
+                let code = r.code().unwrap_or(100);
+                if code == 100 || self.phase != Phase::Calling && self.phase != Phase::Early {
+                    return;
+                }
+                self.phase = Phase::Early;
+                let early = if r.has_sdp() { sdp::negotiate(&self.cfg.media, &r.body).ok() } else { None };
+                if !self.ringing_sent {
+                    self.ringing_sent = true;
+                    self.early = early.clone();
+                    self.events.push_back(CallEvent::Ringing { code, early_media: early });
+                } else if let Some(e) = early {
+                    if self.early.as_ref() != Some(&e) {
+                        self.early = Some(e.clone());
+                        self.events.push_back(CallEvent::EarlyMedia(e));
+                    }
+                }
+            }
+            TxEvent::Final(r) => {
+                let code = r.code().unwrap_or(500);
+                if (200..300).contains(&code) {
+                    self.on_2xx(&r, now);
+                } else if (code == 401 || code == 407) && self.try_auth(&r, now) {
+                    // Re-sent with credentials.
+                } else if let Some((status, reason)) =
+                    self.plan.filter(|_| self.cancel.is_some() || self.cancel_pending)
+                {
+                    self.end(status, reason, Some(code), false, "cancelled");
+                } else {
+                    let (status, reason, failover) = classify_final(code);
+                    self.end(status, reason, Some(code), failover, "final_response");
+                }
+            }
+            TxEvent::Timeout => match self.plan {
+                Some((status, reason)) => self.end(status, reason, None, false, "timer_b_after_cancel"),
+                None => self.end(CallStatus::Failed, EndedReason::TrunkError, None, true, "timer_b"),
+            },
+        }
+    }
+
+    fn on_2xx(&mut self, r: &Message, now: u64) {
+        self.remote_to = r.header("To").unwrap_or("").to_string();
+        self.remote_tag = r.to_tag();
+        self.remote_target = r.contact_uri().unwrap_or_else(|| self.cfg.request_uri.clone());
+        self.route_set = r.record_route().into_iter().rev().collect();
+        let ack = self.dialog_request("ACK", self.invite.cseq);
+        self.out.push_back(ack.clone());
+        self.ack_2xx = Some(ack);
+        self.ring_deadline = None;
+        self.cancel_deadline = None;
+        if let Some((status, reason)) = self.plan {
+            // Answered while we were cancelling: hang up at once.
+            self.send_bye(now, status, reason);
+            return;
+        }
+        let neg = if r.has_sdp() {
+            sdp::negotiate(&self.cfg.media, &r.body).map_err(|e| e.code())
+        } else {
+            self.early.clone().ok_or("sdp_missing_in_answer")
+        };
+        match neg {
+            Ok(n) => {
+                self.phase = Phase::Confirmed;
+                self.media = Some(n.clone());
+                self.max_deadline = self.cfg.max_duration_ms.map(|d| now + d);
+                self.events.push_back(CallEvent::Answered(n));
+            }
+            Err(code) => {
+                self.phase = Phase::Confirmed;
+                self.detail_override = Some(code);
+                self.send_bye(now, CallStatus::Failed, EndedReason::TrunkError);
+            }
+        }
+    }
+
+    fn try_auth(&mut self, r: &Message, now: u64) -> bool {
+        let Some(cred) = self.cfg.credentials.clone() else { return false };
+        if self.plan.is_some() || self.auth_rounds >= 2 {
+            return false;
+        }
+        let code = r.code().unwrap_or(0);
+        let (ch_name, auth_name) = if code == 407 {
+            ("Proxy-Authenticate", "Proxy-Authorization")
+        } else {
+            ("WWW-Authenticate", "Authorization")
+        };
+        let challenges: Vec<Challenge> =
+            r.header_lines(ch_name).into_iter().filter_map(|v| Challenge::parse(v).ok()).collect();
+        if challenges.is_empty() {
+            return false;
+        }
+        // A second challenge for the same nonce without stale=true means our credentials are wrong.
+        let repeated = self.auth_rounds > 0
+            && challenges.iter().all(|c| {
+                !c.stale && self.auth_headers.iter().any(|(_, v)| v.contains(&format!("nonce=\"{}\"", c.nonce)))
+            });
+        if repeated {
+            return false;
+        }
+        self.auth_rounds += 1;
+        self.auth_headers.retain(|(n, _)| n != auth_name);
+        let body = self.local_sdp(); // qop=auth-int hashes the INVITE body
+        for ch in &challenges {
+            let v = self.digest.authorize(ch, &cred, "INVITE", &self.cfg.request_uri, &random_hex(8), &body);
+            self.auth_headers.push((auth_name.to_string(), v));
+        }
+        self.cseq += 1;
+        let branch = new_branch();
+        let inv = self.build_invite(&branch);
+        self.invite = InviteClient::new(inv, branch, now, self.cfg.timers);
+        self.got_provisional = false;
+        true
+    }
+
+    fn send_cancel(&mut self, now: u64) {
+        let inv = self.invite.request();
+        let mut c = Message::request("CANCEL", inv.uri().unwrap_or(""));
+        if let Some(v) = inv.header_list("Via").first() {
+            c.push("Via", *v);
+        }
+        for r in inv.header_lines("Route") {
+            c.push("Route", r);
+        }
+        c.push("Max-Forwards", "70");
+        c.push("From", inv.header("From").unwrap_or(""));
+        c.push("To", inv.header("To").unwrap_or(""));
+        c.push("Call-ID", self.call_id.clone());
+        c.push("CSeq", format!("{} CANCEL", self.invite.cseq));
+        c.push("User-Agent", self.cfg.user_agent.clone());
+        self.cancel = Some(NonInviteClient::new(&c, self.invite.branch.clone(), now, self.cfg.timers));
+    }
+
+    fn start_cancel(&mut self, now: u64, status: CallStatus, reason: EndedReason) {
+        self.plan = Some((status, reason));
+        self.ring_deadline = None;
+        // RFC 3261 9.1: if no final response comes within 64*T1 of the CANCEL, give up.
+        self.cancel_deadline = Some(now + self.cfg.timers.t64());
+        if self.got_provisional {
+            self.send_cancel(now);
+        } else {
+            self.cancel_pending = true;
+        }
+    }
+
+    fn send_bye(&mut self, now: u64, status: CallStatus, reason: EndedReason) {
+        self.plan = Some((status, reason));
+        self.phase = Phase::Terminating;
+        self.max_deadline = None;
+        self.cseq += 1;
+        let t = self.dialog_request("BYE", self.cseq);
+        let m = msg::parse(&t.bytes).expect("our own BYE parses");
+        let branch = m.top_branch().unwrap_or_default();
+        self.bye = Some(NonInviteClient::new(&m, branch, now, self.cfg.timers));
+    }
+
+    fn on_bye_event(&mut self, ev: TxEvent, now: u64) {
+        let (status, reason) = self.plan.unwrap_or((CallStatus::Completed, EndedReason::AgentHangup));
+        match ev {
+            TxEvent::Provisional(_) => {}
+            TxEvent::Final(r) if matches!(r.code(), Some(401 | 407)) && !self.bye_auth_tried => {
+                self.bye_auth_tried = true;
+                let Some(cred) = self.cfg.credentials.clone() else {
+                    return self.end_after_bye(status, reason, "bye_challenged");
+                };
+                let proxy = r.code() == Some(407);
+                let (chn, an) = if proxy {
+                    ("Proxy-Authenticate", "Proxy-Authorization")
+                } else {
+                    ("WWW-Authenticate", "Authorization")
+                };
+                let Some(ch) = r.header_lines(chn).into_iter().find_map(|v| Challenge::parse(v).ok()) else {
+                    return self.end_after_bye(status, reason, "bye_challenged");
+                };
+                self.cseq += 1;
+                let t = self.dialog_request("BYE", self.cseq);
+                let Ok(mut m) = msg::parse(&t.bytes) else { return };
+                let uri = m.uri().unwrap_or("").to_string();
+                m.push(an, self.digest.authorize(&ch, &cred, "BYE", &uri, &random_hex(8), b""));
+                let branch = m.top_branch().unwrap_or_default();
+                self.bye = Some(NonInviteClient::new(&m, branch, now, self.cfg.timers));
+            }
+            TxEvent::Final(_) => self.end_after_bye(status, reason, "bye_answered"),
+            TxEvent::Timeout => self.end_after_bye(status, reason, "bye_timeout"),
+        }
+    }
+
+    fn end_after_bye(&mut self, status: CallStatus, reason: EndedReason, detail: &str) {
+        let d = self.detail_override.take().unwrap_or(detail);
+        self.end(status, reason, None, false, d);
+    }
+
+    fn end(&mut self, status: CallStatus, reason: EndedReason, sip_code: Option<u16>, failover: bool, detail: &str) {
+        if self.ended {
+            return;
+        }
+        self.ended = true;
+        self.phase = Phase::Ended;
+        self.ring_deadline = None;
+        self.max_deadline = None;
+        self.cancel_deadline = None;
+        self.cancel_pending = false;
+        self.events.push_back(CallEvent::Ended(Outcome {
+            status,
+            reason,
+            sip_code,
+            try_next_trunk: failover,
+            detail: detail.to_string(),
+        }));
+    }
+
+    /// Hang up: BYE if answered, CANCEL if not yet (sent once a provisional
+    /// response allows it). `reason` is reported in the outcome
+    /// (`hangup_requested`, `agent_hangup`, `engine_error`, ...).
+    pub fn hangup(&mut self, now: u64, reason: EndedReason) {
+        match self.phase {
+            Phase::Calling | Phase::Early if self.plan.is_none() => {
+                let status = if reason == EndedReason::NoAnswer { CallStatus::NoAnswer } else { CallStatus::Cancelled };
+                self.start_cancel(now, status, reason);
+            }
+            Phase::Confirmed if self.bye.is_none() => {
+                let status = match reason {
+                    EndedReason::MediaLost | EndedReason::EngineError => CallStatus::Failed,
+                    _ => CallStatus::Completed,
+                };
+                self.send_bye(now, status, reason);
+            }
+            _ => {}
+        }
+        self.pump(now);
+    }
+
+    pub fn handle_timeout(&mut self, now: u64) {
+        self.invite.on_timer(now);
+        if let Some(c) = self.cancel.as_mut() {
+            c.on_timer(now);
+        }
+        if let Some(b) = self.bye.as_mut() {
+            b.on_timer(now);
+        }
+        self.pump(now);
+        if self.ring_deadline.is_some_and(|d| now >= d) {
+            self.ring_deadline = None;
+            if matches!(self.phase, Phase::Calling | Phase::Early) && self.plan.is_none() {
+                self.start_cancel(now, CallStatus::NoAnswer, EndedReason::NoAnswer);
+            }
+        }
+        if self.max_deadline.is_some_and(|d| now >= d) {
+            self.max_deadline = None;
+            if self.phase == Phase::Confirmed {
+                self.send_bye(now, CallStatus::Completed, EndedReason::MaxDurationReached);
+            }
+        }
+        if self.cancel_deadline.is_some_and(|d| now >= d) {
+            self.cancel_deadline = None;
+            let (status, reason) = self.plan.unwrap_or((CallStatus::Cancelled, EndedReason::HangupRequested));
+            self.end(status, reason, None, false, "no_final_after_cancel");
+        }
+        if let Some(rt) = self.reinvite_2xx.as_mut() {
+            if now >= rt.until {
+                self.reinvite_2xx = None;
+            } else if now >= rt.next_at {
+                self.out.push_back(Transmit { dest: rt.dest, bytes: rt.bytes.clone() });
+                rt.interval = (rt.interval * 2).min(self.cfg.timers.t2);
+                rt.next_at = now + rt.interval;
+            }
+        }
+        self.cache.retain(|c| c.expires > now);
+        self.pump(now);
+    }
+
+    pub fn next_timeout(&self) -> Option<u64> {
+        let mut t = [
+            self.invite.next_timer(),
+            self.cancel.as_ref().and_then(|c| c.next_timer()),
+            self.bye.as_ref().and_then(|b| b.next_timer()),
+            self.ring_deadline,
+            self.max_deadline,
+            self.cancel_deadline,
+            self.reinvite_2xx.as_ref().map(|r| r.next_at.min(r.until)),
+            self.cache.iter().map(|c| c.expires).min(),
+        ]
+        .into_iter()
+        .flatten()
+        .min();
+        if !self.out.is_empty() {
+            t = Some(0);
+        }
+        t
+    }
+
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.out.pop_front()
+    }
+
+    pub fn poll_event(&mut self) -> Option<CallEvent> {
+        self.events.pop_front()
+    }
+
+    pub fn is_ended(&self) -> bool {
+        self.ended
+    }
+
+    /// Ended and nothing left to retransmit or absorb: the driver may drop it.
+    pub fn is_done(&self) -> bool {
+        self.ended
+            && self.invite.next_timer().is_none()
+            && self.cancel.as_ref().is_none_or(|c| c.next_timer().is_none())
+            && self.bye.as_ref().is_none_or(|b| b.next_timer().is_none())
+            && self.cache.is_empty()
+            && self.reinvite_2xx.is_none()
+            && self.out.is_empty()
+    }
+
+    // ---- server side: requests from the callee -------------------------
+
+    fn respond(&mut self, now: u64, to: SocketAddr, req: &Message, mut resp: Message) {
+        let bytes = resp_bytes(&mut resp, &self.cfg.user_agent);
+        self.out.push_back(Transmit { dest: to, bytes: bytes.clone() });
+        let method = req.method().unwrap_or("").to_string();
+        if let Some(branch) = req.top_branch() {
+            self.cache.push(Cached { branch, method, bytes, dest: to, expires: now + self.cfg.timers.t64() });
+        }
+    }
+
+    fn handle_request(&mut self, now: u64, from: SocketAddr, req: &Message) {
+        let method = req.method().unwrap_or("");
+        let branch = req.top_branch().unwrap_or_default();
+        if method == "ACK" {
+            if let Some(rt) = &self.reinvite_2xx {
+                if req.cseq().0 == rt.cseq {
+                    self.reinvite_2xx = None;
+                    if req.has_sdp() {
+                        if let Ok(n) = sdp::negotiate(&self.cfg.media, &req.body) {
+                            self.media = Some(n.clone());
+                            self.events.push_back(CallEvent::MediaUpdated(n));
+                        }
+                    }
+                }
+            }
+            return;
+        }
+        // Retransmission of a request we already answered.
+        if let Some(c) = self.cache.iter().find(|c| c.branch == branch && c.method == method) {
+            self.out.push_back(Transmit { dest: c.dest, bytes: c.bytes.clone() });
+            return;
+        }
+        let in_dialog = req.call_id() == self.call_id
+            && req.to_tag().as_deref() == Some(self.local_tag.as_str())
+            && matches!(self.phase, Phase::Confirmed | Phase::Terminating | Phase::Ended)
+            && req.from_tag().is_some()
+            && req.from_tag() == self.remote_tag;
+        if !in_dialog {
+            let resp = if method == "OPTIONS" {
+                let mut r = response_to(req, 200, Some(&self.local_tag));
+                r.push("Allow", ALLOW);
+                r.push("Accept", "application/sdp");
+                r
+            } else {
+                response_to(req, 481, Some(&self.local_tag))
+            };
+            self.respond(now, from, req, resp);
+            return;
+        }
+        let cseq = req.cseq().0;
+        if self.remote_cseq.is_some_and(|c| cseq <= c) && method != "CANCEL" {
+            let resp = response_to(req, 500, None);
+            self.respond(now, from, req, resp);
+            return;
+        }
+        if method != "CANCEL" {
+            self.remote_cseq = Some(cseq);
+        }
+        match method {
+            "BYE" => {
+                let resp = response_to(req, 200, None);
+                self.respond(now, from, req, resp);
+                match self.phase {
+                    Phase::Confirmed => {
+                        self.end(CallStatus::Completed, EndedReason::CalleeHangup, None, false, "callee_bye")
+                    }
+                    Phase::Terminating => {
+                        // BYE glare: both sides hung up; ours decides the reason.
+                        let (s, r) = self.plan.unwrap_or((CallStatus::Completed, EndedReason::CalleeHangup));
+                        self.end(s, r, None, false, "bye_glare");
+                    }
+                    _ => {}
+                }
+            }
+            "INVITE" | "UPDATE" if self.phase == Phase::Confirmed => {
+                let mut resp = response_to(req, 200, None);
+                if req.has_sdp() {
+                    match sdp::negotiate(&self.cfg.media, &req.body) {
+                        Ok(n) => {
+                            let dir = n.direction.reversed();
+                            if dir != self.local_dir {
+                                self.local_dir = dir;
+                                self.sdp_version += 1;
+                            }
+                            self.media = Some(n.clone());
+                            self.events.push_back(CallEvent::MediaUpdated(n));
+                        }
+                        Err(_) => {
+                            let resp = response_to(req, 488, None);
+                            self.respond(now, from, req, resp);
+                            return;
+                        }
+                    }
+                }
+                resp.push("Contact", self.contact());
+                resp.push("Allow", ALLOW);
+                if method == "INVITE" || req.has_sdp() {
+                    resp.push("Content-Type", "application/sdp");
+                    resp.body = self.local_sdp();
+                }
+                let bytes = resp_bytes(&mut resp, &self.cfg.user_agent);
+                self.out.push_back(Transmit { dest: from, bytes: bytes.clone() });
+                self.cache.push(Cached {
+                    branch,
+                    method: method.to_string(),
+                    bytes: bytes.clone(),
+                    dest: from,
+                    expires: now + self.cfg.timers.t64(),
+                });
+                if method == "INVITE" {
+                    self.reinvite_2xx = Some(Retrans2xx {
+                        cseq,
+                        bytes,
+                        dest: from,
+                        next_at: now + self.cfg.timers.t1,
+                        interval: self.cfg.timers.t1,
+                        until: now + self.cfg.timers.t64(),
+                    });
+                }
+            }
+            "OPTIONS" | "INFO" => {
+                let mut resp = response_to(req, 200, None);
+                resp.push("Allow", ALLOW);
+                resp.push("Accept", "application/sdp");
+                self.respond(now, from, req, resp);
+            }
+            "CANCEL" | "INVITE" | "UPDATE" => {
+                let resp = response_to(req, 481, None);
+                self.respond(now, from, req, resp);
+            }
+            _ => {
+                let mut resp = response_to(req, 501, None);
+                resp.push("Allow", ALLOW);
+                self.respond(now, from, req, resp);
+            }
+        }
+    }
+}
+
+fn resp_bytes(resp: &mut Message, ua: &str) -> Vec<u8> {
+    resp.push("Server", ua);
+    resp.to_bytes()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sip::auth::Credentials;
+
+    const TRUNK: &str = "127.0.0.1:5070";
+    const ANSWER_SDP: &str = "v=0\r\no=- 1 1 IN IP4 10.0.0.9\r\ns=-\r\nc=IN IP4 10.0.0.9\r\nt=0 0\r\nm=audio 7078 RTP/AVP 0 101\r\na=rtpmap:101 telephone-event/8000\r\n";
+
+    fn cfg() -> CallConfig {
+        let media = OfferConfig::new("127.0.0.1:40000".parse().unwrap());
+        CallConfig::new(TRUNK.parse().unwrap(), "127.0.0.1:5060".parse().unwrap(), "bob", "alice", media)
+    }
+
+    fn sent(c: &mut Call) -> Vec<(SocketAddr, Message)> {
+        let mut v = vec![];
+        while let Some(t) = c.poll_transmit() {
+            v.push((t.dest, msg::parse(&t.bytes).unwrap()));
+        }
+        v
+    }
+
+    fn events(c: &mut Call) -> Vec<CallEvent> {
+        std::iter::from_fn(|| c.poll_event()).collect()
+    }
+
+    fn reply(req: &Message, code: u16, extra: &[(&str, &str)], sdp: Option<&str>) -> Vec<u8> {
+        let mut r = response_to(req, code, Some("remote1"));
+        for (n, v) in extra {
+            r.push(n, *v);
+        }
+        if let Some(s) = sdp {
+            r.push("Content-Type", "application/sdp");
+            r.body = s.as_bytes().to_vec();
+        }
+        r.to_bytes()
+    }
+
+    fn from() -> SocketAddr {
+        TRUNK.parse().unwrap()
+    }
+
+    /// INVITE -> 180 -> 200 (with Record-Route) -> ACK.
+    fn answered(c: &mut Call) -> Message {
+        let inv = sent(c).remove(0).1;
+        c.handle_datagram(10, from(), &reply(&inv, 180, &[], None)).unwrap();
+        let rr = [("Record-Route", "<sip:10.0.0.2:5062;lr>"), ("Record-Route", "<sip:10.0.0.1:5061;lr>")];
+        let mut extra = rr.to_vec();
+        extra.push(("Contact", "<sip:bob@10.0.0.9:5080;transport=udp>"));
+        c.handle_datagram(20, from(), &reply(&inv, 200, &extra, Some(ANSWER_SDP))).unwrap();
+        inv
+    }
+
+    #[test]
+    fn invite_ids_and_offer() {
+        let mut c = Call::new(cfg(), 0);
+        let (dest, inv) = sent(&mut c).remove(0);
+        assert_eq!(dest, from());
+        assert_eq!(inv.uri(), Some("sip:bob@127.0.0.1:5070"));
+        assert!(inv.top_branch().unwrap().starts_with("z9hG4bK") && inv.top_branch().unwrap().len() > 20);
+        assert_eq!(inv.from_tag().as_deref(), Some(c.local_tag()));
+        assert_eq!(inv.cseq(), (1, "INVITE"));
+        assert!(inv.has_sdp());
+        assert!(String::from_utf8_lossy(&inv.body).contains("m=audio 40000 RTP/AVP 0 8 111 101"));
+        assert_eq!(inv.header("Contact"), Some("<sip:alice@127.0.0.1:5060>"));
+    }
+
+    #[test]
+    fn answer_ack_goes_to_contact_with_reversed_route_set_then_we_bye() {
+        let mut c = Call::new(cfg(), 0);
+        let inv = answered(&mut c);
+        let ev = events(&mut c);
+        assert!(matches!(&ev[0], CallEvent::Ringing { code: 180, early_media: None }));
+        let CallEvent::Answered(n) = &ev[1] else { panic!("{ev:?}") };
+        assert_eq!((n.codec, n.remote_rtp), (sdp::Codec::Pcmu, "10.0.0.9:7078".parse().unwrap()));
+        let out = sent(&mut c);
+        let (dest, ack) = &out[0];
+        assert_eq!(ack.method(), Some("ACK"));
+        assert_eq!(ack.uri(), Some("sip:bob@10.0.0.9:5080;transport=udp"));
+        assert_eq!(ack.header_list("Route"), vec!["<sip:10.0.0.1:5061;lr>", "<sip:10.0.0.2:5062;lr>"]);
+        assert_eq!(*dest, "10.0.0.1:5061".parse().unwrap(), "loose route: first Route is the next hop");
+        assert_eq!(ack.cseq(), (1, "ACK"));
+        assert_ne!(ack.top_branch(), inv.top_branch(), "2xx ACK is its own transaction");
+        assert_eq!(ack.to_tag().as_deref(), Some("remote1"));
+        // A retransmitted 200 is ACKed again.
+        c.handle_datagram(600, from(), &reply(&inv, 200, &[("Contact", "<sip:bob@10.0.0.9:5080>")], Some(ANSWER_SDP)))
+            .unwrap();
+        assert_eq!(sent(&mut c)[0].1.method(), Some("ACK"));
+        assert!(events(&mut c).is_empty());
+        // Hang up: BYE with CSeq 2 on the same route; 200 ends the call.
+        c.hangup(1_000, EndedReason::HangupRequested);
+        let (_, bye) = sent(&mut c).remove(0);
+        assert_eq!((bye.method(), bye.cseq()), (Some("BYE"), (2, "BYE")));
+        assert_eq!(bye.header_list("Route").len(), 2);
+        c.handle_datagram(1_010, from(), &reply(&bye, 200, &[], None)).unwrap();
+        let ev = events(&mut c);
+        assert!(
+            matches!(&ev[..], [CallEvent::Ended(o)] if o.status == CallStatus::Completed && o.reason == EndedReason::HangupRequested)
+        );
+    }
+
+    #[test]
+    fn callee_bye_reinvite_and_options_in_dialog() {
+        let mut c = Call::new(cfg(), 0);
+        answered(&mut c);
+        events(&mut c);
+        sent(&mut c);
+        let dialog = |method: &str, cseq: u32, sdp: Option<&str>| {
+            let mut m = Message::request(method, "sip:alice@127.0.0.1:5060");
+            m.push("Via", format!("SIP/2.0/UDP 10.0.0.9:5080;branch=z9hG4bK{method}{cseq}"));
+            m.push("From", "<sip:bob@127.0.0.1>;tag=remote1");
+            m.push("To", "<sip:alice@127.0.0.1>;tag=X".replace('X', "LOCAL"));
+            m.push("Call-ID", "CID");
+            m.push("CSeq", format!("{cseq} {method}"));
+            if let Some(s) = sdp {
+                m.push("Content-Type", "application/sdp");
+                m.body = s.as_bytes().to_vec();
+            }
+            m
+        };
+        let fix = |m: Message, c: &Call| {
+            let b =
+                String::from_utf8(m.to_bytes()).unwrap().replace("LOCAL", c.local_tag()).replace("CID", c.call_id());
+            msg::parse(b.as_bytes()).unwrap()
+        };
+        // OPTIONS -> 200 with Allow.
+        let opt = fix(dialog("OPTIONS", 5, None), &c);
+        c.handle_message(2_000, from(), &opt);
+        let (_, r) = sent(&mut c).remove(0);
+        assert_eq!((r.code(), r.header("Allow")), (Some(200), Some(ALLOW)));
+        // re-INVITE putting us on hold: 200 with our SDP, direction recvonly, media update event.
+        let hold = ANSWER_SDP.to_string() + "a=sendonly\r\n";
+        let re = fix(dialog("INVITE", 6, Some(&hold)), &c);
+        c.handle_message(2_100, from(), &re);
+        let (dest, r) = sent(&mut c).remove(0);
+        assert_eq!((dest, r.code()), (from(), Some(200)));
+        let body = String::from_utf8(r.body.clone()).unwrap();
+        assert!(body.contains("m=audio 40000") && body.contains("a=recvonly") && body.contains("o=voxline"), "{body}");
+        assert!(matches!(&events(&mut c)[..], [CallEvent::MediaUpdated(n)] if n.direction == sdp::Direction::SendOnly));
+        // No ACK yet: the 200 is retransmitted after T1.
+        c.handle_timeout(2_100 + 500);
+        assert_eq!(sent(&mut c)[0].1.code(), Some(200));
+        let mut ack = dialog("ACK", 6, None);
+        ack.headers[0].1 = "SIP/2.0/UDP 10.0.0.9:5080;branch=z9hG4bKack6".into();
+        c.handle_message(2_700, from(), &fix(ack, &c));
+        c.handle_timeout(5_000);
+        assert!(sent(&mut c).iter().all(|(_, m)| m.code() != Some(200)), "ACK stops 2xx retransmission");
+        // A stale CSeq is refused.
+        let old = fix(dialog("UPDATE", 3, None), &c);
+        c.handle_message(5_100, from(), &old);
+        assert_eq!(sent(&mut c)[0].1.code(), Some(500));
+        // Callee BYE: 200, call completed; a retransmitted BYE gets the same 200.
+        let bye = fix(dialog("BYE", 7, None), &c);
+        c.handle_message(6_000, from(), &bye);
+        assert_eq!(sent(&mut c)[0].1.code(), Some(200));
+        assert!(
+            matches!(&events(&mut c)[..], [CallEvent::Ended(o)] if o.reason == EndedReason::CalleeHangup && o.status == CallStatus::Completed)
+        );
+        c.handle_message(6_500, from(), &bye);
+        assert_eq!(sent(&mut c)[0].1.code(), Some(200));
+        assert!(!c.is_done());
+        c.handle_timeout(6_000 + 32_000);
+        assert!(c.is_done());
+    }
+
+    #[test]
+    fn digest_retry_increments_cseq_and_keeps_call_id() {
+        let mut cfg = cfg();
+        cfg.credentials = Some(Credentials { username: "u".into(), password: "p".into() });
+        let mut c = Call::new(cfg, 0);
+        let inv = sent(&mut c).remove(0).1;
+        let ch = [("Proxy-Authenticate", "Digest realm=\"r\", nonce=\"n1\", qop=\"auth,auth-int\"")];
+        c.handle_datagram(10, from(), &reply(&inv, 407, &ch, None)).unwrap();
+        let out = sent(&mut c);
+        assert_eq!(out[0].1.method(), Some("ACK"));
+        let inv2 = &out[1].1;
+        assert_eq!(inv2.cseq(), (2, "INVITE"));
+        assert_eq!(inv2.call_id(), inv.call_id());
+        assert_eq!(inv2.from_tag(), inv.from_tag());
+        assert_ne!(inv2.top_branch(), inv.top_branch());
+        let pa = inv2.header("Proxy-Authorization").unwrap();
+        assert!(pa.contains("qop=auth, nc=00000001") && pa.contains("uri=\"sip:bob@127.0.0.1:5070\""), "{pa}");
+        // The same nonce again (not stale): the credentials are wrong; give up.
+        c.handle_datagram(20, from(), &reply(inv2, 407, &ch, None)).unwrap();
+        let ev = events(&mut c);
+        assert!(
+            matches!(&ev[..], [CallEvent::Ended(o)] if o.sip_code == Some(407) && o.status == CallStatus::Failed),
+            "{ev:?}"
+        );
+    }
+
+    #[test]
+    fn final_response_mapping() {
+        for (code, status, failover) in [
+            (486, CallStatus::Busy, false),
+            (600, CallStatus::Busy, false),
+            (603, CallStatus::Busy, false),
+            (480, CallStatus::NoAnswer, true),
+            (408, CallStatus::NoAnswer, true),
+            (503, CallStatus::Failed, true),
+            (504, CallStatus::Failed, true),
+            (404, CallStatus::Failed, false),
+            (500, CallStatus::Failed, false),
+        ] {
+            let mut c = Call::new(cfg(), 0);
+            let inv = sent(&mut c).remove(0).1;
+            c.handle_datagram(5, from(), &reply(&inv, code, &[], None)).unwrap();
+            let ev = events(&mut c);
+            let [CallEvent::Ended(o)] = &ev[..] else { panic!("{code}: {ev:?}") };
+            assert_eq!((o.status, o.sip_code, o.try_next_trunk), (status, Some(code), failover), "{code}");
+        }
+    }
+
+    #[test]
+    fn timer_b_signals_failover() {
+        let mut c = Call::new(cfg(), 0);
+        let mut sends = 0;
+        while let Some(t) = c.next_timeout() {
+            if c.is_ended() {
+                break;
+            }
+            c.handle_timeout(t);
+            sends += sent(&mut c).len();
+        }
+        assert_eq!(sends, 1 + 6);
+        let ev = events(&mut c);
+        assert!(
+            matches!(&ev[..], [CallEvent::Ended(o)] if o.try_next_trunk && o.detail == "timer_b" && o.sip_code.is_none())
+        );
+    }
+
+    #[test]
+    fn cancel_waits_for_a_provisional_response() {
+        let mut c = Call::new(cfg(), 0);
+        let inv = sent(&mut c).remove(0).1;
+        c.hangup(100, EndedReason::HangupRequested);
+        assert!(sent(&mut c).is_empty(), "no CANCEL before any 1xx (RFC 3261 9.1)");
+        c.handle_datagram(200, from(), &reply(&inv, 100, &[], None)).unwrap();
+        let (_, cancel) = sent(&mut c).remove(0);
+        assert_eq!((cancel.method(), cancel.cseq()), (Some("CANCEL"), (1, "CANCEL")));
+        assert_eq!(cancel.top_branch(), inv.top_branch());
+        c.handle_datagram(210, from(), &reply(&cancel, 200, &[], None)).unwrap();
+        c.handle_datagram(220, from(), &reply(&inv, 487, &[], None)).unwrap();
+        assert_eq!(sent(&mut c)[0].1.method(), Some("ACK"));
+        let ev = events(&mut c);
+        assert!(
+            matches!(&ev[..], [CallEvent::Ended(o)] if o.status == CallStatus::Cancelled && o.sip_code == Some(487))
+        );
+    }
+
+    #[test]
+    fn answered_during_cancel_is_acked_and_byed() {
+        let mut c = Call::new(cfg(), 0);
+        let inv = sent(&mut c).remove(0).1;
+        c.handle_datagram(10, from(), &reply(&inv, 180, &[], None)).unwrap();
+        c.hangup(20, EndedReason::HangupRequested);
+        sent(&mut c);
+        c.handle_datagram(30, from(), &reply(&inv, 200, &[("Contact", "<sip:bob@127.0.0.1:5070>")], Some(ANSWER_SDP)))
+            .unwrap();
+        let out = sent(&mut c);
+        assert_eq!(out.iter().map(|(_, m)| m.method().unwrap()).collect::<Vec<_>>(), ["ACK", "BYE"]);
+        c.handle_datagram(40, from(), &reply(&out[1].1, 200, &[], None)).unwrap();
+        let ev = events(&mut c);
+        assert!(matches!(ev.last(), Some(CallEvent::Ended(o)) if o.status == CallStatus::Cancelled));
+        assert!(!ev.iter().any(|e| matches!(e, CallEvent::Answered(_))));
+    }
+
+    #[test]
+    fn max_duration_sends_bye() {
+        let mut cfg = cfg();
+        cfg.max_duration_ms = Some(5_000);
+        let mut c = Call::new(cfg, 0);
+        answered(&mut c);
+        sent(&mut c);
+        events(&mut c);
+        c.handle_timeout(5_019);
+        assert!(sent(&mut c).is_empty());
+        c.handle_timeout(5_020);
+        let (_, bye) = sent(&mut c).remove(0);
+        assert_eq!(bye.method(), Some("BYE"));
+        c.handle_datagram(5_030, from(), &reply(&bye, 200, &[], None)).unwrap();
+        assert!(matches!(&events(&mut c)[..], [CallEvent::Ended(o)] if o.reason == EndedReason::MaxDurationReached));
+    }
+
+    #[test]
+    fn early_media_sdp_in_183_is_reported() {
+        let mut c = Call::new(cfg(), 0);
+        let inv = sent(&mut c).remove(0).1;
+        c.handle_datagram(10, from(), &reply(&inv, 183, &[], Some(ANSWER_SDP))).unwrap();
+        let ev = events(&mut c);
+        assert!(
+            matches!(&ev[..], [CallEvent::Ringing { code: 183, early_media: Some(n) }] if n.remote_rtp.port() == 7078)
+        );
+        // 200 without SDP: the early answer stands.
+        c.handle_datagram(20, from(), &reply(&inv, 200, &[("Contact", "<sip:bob@127.0.0.1:5070>")], None)).unwrap();
+        assert!(matches!(&events(&mut c)[..], [CallEvent::Answered(n)] if n.remote_rtp.port() == 7078));
+    }
+
+    #[test]
+    fn unknown_dialog_requests_get_481() {
+        let mut c = Call::new(cfg(), 0);
+        sent(&mut c);
+        let bye = b"BYE sip:alice@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 1.2.3.4;branch=z9hG4bKzz\r\nFrom: <sip:x@y>;tag=9\r\n\
+                    To: <sip:alice@127.0.0.1>;tag=nope\r\nCall-ID: other\r\nCSeq: 1 BYE\r\nContent-Length: 0\r\n\r\n";
+        c.handle_datagram(1, "1.2.3.4:5060".parse().unwrap(), bye).unwrap();
+        let (dest, r) = sent(&mut c).remove(0);
+        assert_eq!((dest, r.code()), ("1.2.3.4:5060".parse().unwrap(), Some(481)));
+    }
+
+    #[test]
+    fn uri_addresses() {
+        assert_eq!(uri_socket_addr("sip:bob@10.0.0.1:5080;transport=udp"), Some("10.0.0.1:5080".parse().unwrap()));
+        assert_eq!(uri_socket_addr("sip:10.0.0.1"), Some("10.0.0.1:5060".parse().unwrap()));
+        assert_eq!(uri_socket_addr("sip:[::1]:5062;lr"), Some("[::1]:5062".parse().unwrap()));
+        assert_eq!(uri_socket_addr("sip:bob@example.com"), None);
+        assert_eq!(uri_socket_addr("tel:+1555"), None);
+        assert!(uri_has_param("sip:10.0.0.1;LR", "lr") && uri_has_param("sip:p;x=1;lr=on", "lr"));
+        assert!(!uri_has_param("sip:lr@10.0.0.1;maddr=lr", "lr"));
+    }
+}

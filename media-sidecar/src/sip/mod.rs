@@ -1,0 +1,20 @@
+//! SIP signalling for outbound calls (issue 4), sans-IO with a thin tokio driver.
+//!
+//! - [`msg`]: parse/serialise (framing, Content-Length, compact names, line
+//!   folding, strict start lines; stable error codes; rsip 0.4 typed view).
+//! - [`auth`]: Digest (MD5/SHA-256, qop=auth, hex nonce count).
+//! - [`sdp`]: offer PCMU/PCMA/opus/telephone-event; parse the answer.
+//! - [`transaction`]: RFC 3261 INVITE / non-INVITE client transactions.
+//! - [`call`]: the UAC dialog: INVITE -> 1xx -> 2xx/ACK -> BYE, CANCEL,
+//!   auth retry, final-response mapping, trunk failover signal, and the
+//!   server side for in-dialog BYE / re-INVITE / UPDATE / OPTIONS.
+//! - [`udp`]: one UDP socket, many calls, an async API for the call task.
+
+pub mod auth;
+pub mod call;
+pub mod msg;
+pub mod sdp;
+pub mod transaction;
+pub mod udp;
+
+pub use call::{Call, CallConfig, CallEvent, Outcome};
