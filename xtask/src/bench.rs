@@ -65,6 +65,43 @@ fn lease_run(edge: &Edge, key: &str, sidecar: &Sidecar) -> Result<Vec<f64>, Stri
     Ok(out)
 }
 
+const THROUGHPUT_THREADS: usize = 8;
+const THROUGHPUT_REQUESTS: usize = 100;
+
+/// POST /v1/calls from `THROUGHPUT_THREADS` keep-alive clients at once, each
+/// to distinct numbers (no duplicate-call or per-number limits interfere).
+/// Returns (requests/s, sorted per-request latencies in ms).
+fn throughput_run(edge: &Edge, key: &str, run: usize) -> Result<(f64, Vec<f64>), String> {
+    let started = Instant::now();
+    let results: Vec<Result<Vec<f64>, String>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..THROUGHPUT_THREADS)
+            .map(|t| {
+                s.spawn(move || {
+                    let mut lat = Vec::new();
+                    for i in 0..THROUGHPUT_REQUESTS {
+                        let phone = format!("+1555{run:01}{t:02}{i:04}");
+                        let t0 = Instant::now();
+                        let r = edge.call("POST", "/v1/calls", key, Some(&json!({"phone": phone})));
+                        if r.status != 201 {
+                            return Err(format!("POST /v1/calls: {} {}", r.status, r.text));
+                        }
+                        lat.push(t0.elapsed().as_secs_f64() * 1000.0);
+                    }
+                    Ok(lat)
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap_or_else(|_| Err("thread panicked".into()))).collect()
+    });
+    let elapsed = started.elapsed().as_secs_f64();
+    let mut all = Vec::new();
+    for r in results {
+        all.extend(r?);
+    }
+    all.sort_by(|a, b| a.total_cmp(b));
+    Ok((all.len() as f64 / elapsed, all))
+}
+
 pub fn run_bench() -> Result<(), String> {
     step("bootstrap", bootstrap::ensure_all)?;
     step("edge wasm build", build_edge)?;
@@ -100,8 +137,22 @@ pub fn run_bench() -> Result<(), String> {
         std::thread::sleep(Duration::from_millis(2_500));
     }
     drop(caddy);
+    // Throughput: a tenant whose limits do not get in the way.
+    let busy = edge.provision_tenant("throughput");
+    let limits = json!({"rate_limits": {"per_key": {"limit": 1_000_000, "window_seconds": 60},
+                                        "per_ip": {"limit": 1_000_000, "window_seconds": 60}}});
+    let r = edge.admin("PATCH", &format!("/admin/tenants/{}", busy.id), Some(&limits));
+    if r.status != 200 {
+        return Err(format!("raising the bench tenant's limits: {} {}", r.status, r.text));
+    }
+    let mut throughput = Vec::new();
+    for run in 0..RUNS {
+        let (rps, lat) = step(&format!("edge throughput, run {}", run + 1), || throughput_run(&edge, &busy.key, run))?;
+        println!("  {rps:.0} req/s, p50 {:.1} ms, p99 {:.1} ms", percentile(&lat, 0.5), percentile(&lat, 0.99));
+        throughput.push((rps, percentile(&lat, 0.5), percentile(&lat, 0.99)));
+    }
     drop(edge);
-    write_report(&results)
+    write_report(&results, &throughput)
 }
 
 fn machine() -> String {
@@ -113,7 +164,19 @@ fn machine() -> String {
     format!("{cpu}, {cores} cores, {}", std::env::consts::OS)
 }
 
-fn write_report(results: &BTreeMap<&str, Vec<(f64, f64)>>) -> Result<(), String> {
+fn write_report(results: &BTreeMap<&str, Vec<(f64, f64)>>, throughput: &[(f64, f64, f64)]) -> Result<(), String> {
+    let per_run = |f: fn(&(f64, f64, f64)) -> f64, digits: usize| {
+        throughput.iter().map(|r| format!("{:.*}", digits, f(r))).collect::<Vec<_>>().join(" / ")
+    };
+    let throughput_table = format!(
+        "| {:.0} | {:.1} | {:.1} | {} | {} | {} |\n",
+        median(throughput.iter().map(|r| r.0).collect()),
+        median(throughput.iter().map(|r| r.1).collect()),
+        median(throughput.iter().map(|r| r.2).collect()),
+        per_run(|r| r.0, 0),
+        per_run(|r| r.1, 1),
+        per_run(|r| r.2, 1),
+    );
     let mut rows = String::new();
     for (carrier, runs) in results {
         let p50s: Vec<String> = runs.iter().map(|r| format!("{:.1}", r.0)).collect();
@@ -141,12 +204,21 @@ fn write_report(results: &BTreeMap<&str, Vec<(f64, f64)>>) -> Result<(), String>
          `http1` is HTTP/1.1 keep-alive straight to `wrangler dev`; `h3` is HTTP/3 over QUIC to\n\
          caddy, which proxies to `wrangler dev` over HTTP/1.1 (as Cloudflare's edge terminates\n\
          QUIC in production), so it includes one extra local hop.\n\n\
-         Not yet measured (their subjects do not exist yet): SIP/RTP CPU and memory per call,\n\
-         media latency, answer-to-first-AI-audio, edge req/s (issues 4-7).\n",
+         ## Edge throughput: POST /v1/calls\n\n\
+         {threads} client threads (HTTP/1.1 keep-alive) each POST {reqs} calls to distinct numbers\n\
+         as fast as answers come back, against one `wrangler dev` (one workerd process) on the same\n\
+         2-core machine as the clients. Each request authenticates (KV), validates, checks the rate\n\
+         limits (Durable Object), stores the record (KV), queues the call (Durable Object) and queues\n\
+         a `call.queued` webhook event. {runs} runs; medians, then per-run values.\n\n\
+         | req/s | p50 ms | p99 ms | req/s per run | p50 per run | p99 per run |\n|---|---|---|---|---|---|\n{throughput_table}\n\
+         Not yet measured: SIP/RTP CPU and memory per call, media latency, answer-to-first-AI-audio,\n\
+         and the wasm CPU cost per request (workerd exposes no per-request CPU time locally).\n",
         date = time::OffsetDateTime::now_utc().date(),
         machine = machine(),
         runs = RUNS,
         calls = CALLS_PER_RUN,
+        threads = THROUGHPUT_THREADS,
+        reqs = THROUGHPUT_REQUESTS,
     );
     let path = root().join("docs/bench.md");
     std::fs::write(&path, report).map_err(|e| format!("write {}: {e}", path.display()))?;
