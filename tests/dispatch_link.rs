@@ -3,11 +3,9 @@
 //! protocol client that signs exactly as a sidecar does. The real sidecar
 //! process over HTTP/1.1 and HTTP/3 is exercised in `sidecar_process.rs`.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 use voxline_e2e::*;
 use voxline_shared::protocol::paths;
-use voxline_shared::signing;
 
 const ACK_DEADLINE_MS: u64 = 1_500;
 const DEAD_AFTER_MS: u64 = 3_000;
@@ -24,81 +22,15 @@ impl SuiteContext for World {
     }
 }
 
-fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as u64
-}
-
-static NONCE: AtomicU64 = AtomicU64::new(0);
-
-fn nonce() -> String {
-    format!("{:016x}{:016x}", now_ms(), NONCE.fetch_add(1, Ordering::SeqCst))
-}
-
-/// A sidecar identity with its secret, speaking the protocol by hand.
-struct Sc {
-    id: String,
-    secret: String,
-}
-
-impl Sc {
-    fn create(edge: &Edge, id: &str) -> Sc {
-        let r = edge.admin("POST", "/admin/sidecars", Some(&json!({"sidecar_id": id, "region": "local"}))).expect(201);
-        assert!(r.json.get("secret").is_some());
-        let listed = edge.admin("GET", "/admin/sidecars", None).expect(200);
-        assert!(!listed.text.contains(r.json["secret"].as_str().unwrap()), "secret listed");
-        Sc { id: id.to_string(), secret: r.json["secret"].as_str().unwrap().to_string() }
-    }
-
-    fn send_raw(&self, edge: &Edge, path: &str, body: &Value, ts: u64, nonce: &str, secret: &str) -> Resp {
-        let raw = body.to_string();
-        let headers = signing::signed_headers(&self.id, secret.as_bytes(), ts, nonce, raw.as_bytes());
-        let mut h: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        h.push(("content-type", "application/json"));
-        edge.request("POST", path, &h, Some(raw.as_bytes())).unwrap()
-    }
-
-    fn send(&self, edge: &Edge, path: &str, body: Value) -> Resp {
-        self.send_raw(edge, path, &body, now_ms() / 1000, &nonce(), &self.secret)
-    }
-
-    fn register(&self, edge: &Edge, capacity: u32) -> Resp {
-        self.send(edge, paths::REGISTER, json!({"protocol_version": 1, "sidecar_id": self.id, "region": "local", "capacity": capacity, "version": "test"}))
-    }
-
-    fn poll(&self, edge: &Edge, free_slots: u32, held: &[&str], wait_ms: u32) -> Resp {
-        self.send(edge, paths::LEASE, json!({"protocol_version": 1, "sidecar_id": self.id, "region": "local",
-            "free_slots": free_slots, "held_calls": held, "wait_ms": wait_ms}))
-    }
-
-    fn ack(&self, edge: &Edge, offer: &Value, accepted: bool) -> Resp {
-        self.send(edge, paths::ACK, json!({"protocol_version": 1, "sidecar_id": self.id, "lease_id": offer["lease_id"],
-            "call_id": offer["call_id"], "accepted": accepted}))
-    }
-
-    fn events(&self, edge: &Edge, events: Value) -> Resp {
-        self.send(edge, paths::EVENTS, json!({"protocol_version": 1, "sidecar_id": self.id, "events": events}))
-    }
-
-    /// Polls until an offer for `call_id` arrives (other offers are acked away).
-    fn poll_for(&self, edge: &Edge, call_id: &str, held: &[&str], within: Duration) -> Value {
-        let deadline = Instant::now() + within;
-        while Instant::now() < deadline {
-            let r = self.poll(edge, 4, held, 500).expect(200);
-            if let Some(o) = r.json["offers"].as_array().and_then(|o| o.iter().find(|o| o["call_id"] == call_id)) {
-                return o.clone();
-            }
-        }
-        panic!("no offer for {call_id} within {within:?}");
-    }
-}
+/// The protocol client lives in the harness (`ProtocolSidecar`), shared with the traffic suite.
+type Sc = ProtocolSidecar;
 
 fn ev(call_id: &str, attempt: u32, seq: u32, kind: Value) -> Value {
-    json!({"call_id": call_id, "attempt": attempt, "seq": seq, "at_ms": now_ms(), "kind": kind})
+    call_event(call_id, attempt, seq, kind)
 }
 
 fn ended(status: &str, reason: &str) -> Value {
-    let t = now_ms();
-    json!({"type": "ended", "status": status, "reason": reason, "timings": {"dispatched_ms": t, "ended_ms": t}})
+    ended_event(status, reason)
 }
 
 fn place(w: &World, body: Value) -> String {
@@ -126,6 +58,8 @@ fn wait_status(w: &World, id: &str, want: &str) -> Value {
 fn signatures_and_registration_are_enforced(w: &World) {
     let e = &w.edge;
     let sc = Sc::create(e, "sig-1");
+    let listed = e.admin("GET", "/admin/sidecars", None).expect(200);
+    assert!(!listed.text.contains(&sc.secret), "secret listed");
     let lease = json!({"protocol_version": 1, "sidecar_id": "sig-1", "region": "local", "free_slots": 1, "held_calls": [], "wait_ms": 0});
     // Not yet registered: 410 tells the sidecar to register.
     let code = |r: Resp| (r.status, r.json["error"]["code"].as_str().unwrap_or("").to_string());

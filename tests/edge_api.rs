@@ -443,7 +443,7 @@ fn admin_api_keys(edge: &Edge) {
     assert_eq!(set(&ids(&list.json)), set(&[t.key_id.clone(), str_of(&k1["id"]), str_of(&k2["id"])]));
     for row in list.json["data"].as_array().unwrap() {
         let keys: BTreeSet<&str> = row.as_object().unwrap().keys().map(String::as_str).collect();
-        assert_eq!(keys, BTreeSet::from(["id", "object", "name", "prefix", "created_at", "revoked_at"]), "{row}");
+        assert_eq!(keys, BTreeSet::from(["id", "object", "name", "prefix", "require_signature", "created_at", "revoked_at"]), "{row}");
     }
     for clear in [&t.key, &str_of(&k1["key"]), &str_of(&k2["key"])] {
         assert!(!list.text.contains(clear.as_str()), "clear key in listing");

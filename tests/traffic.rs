@@ -172,16 +172,193 @@ fn a_call_in_progress_is_refused_exactly_once_under_concurrency(edge: &Edge) {
     edge.call("POST", "/v1/calls", &t.key, Some(&json!({"phone": "+14155550199"}))).expect(201);
 }
 
+/// Call ids in a lease answer.
+fn offered(r: &Resp) -> Vec<String> {
+    r.json["offers"].as_array().map(|o| o.iter().filter_map(|o| o["call_id"].as_str().map(String::from)).collect()).unwrap_or_default()
+}
+
+/// Leases everything due for `mine` (acking it) until a poll brings nothing
+/// new; calls of other cases' tenants are acked and ended at once so they
+/// cannot hide a wrong count. Returns the new offers of `mine`.
+fn lease_all(edge: &Edge, sc: &ProtocolSidecar, mine: &[String], held: &mut Vec<String>) -> Vec<Value> {
+    let mut got = Vec::new();
+    loop {
+        let held_refs: Vec<&str> = held.iter().map(String::as_str).collect();
+        let r = sc.poll(edge, 10 - held.len() as u32, &held_refs, 300).expect(200);
+        let offers = r.json["offers"].as_array().cloned().unwrap_or_default();
+        if offers.is_empty() {
+            return got;
+        }
+        for o in offers {
+            sc.ack(edge, &o, true).expect(200);
+            let id = o["call_id"].as_str().unwrap().to_string();
+            if mine.contains(&id) {
+                held.push(id);
+                got.push(o);
+            } else {
+                sc.complete(edge, &id, o["attempt"].as_u64().unwrap()).expect(200);
+            }
+        }
+    }
+}
+
+fn wait_status(edge: &Edge, key: &str, id: &str, want: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let call = edge.call("GET", &format!("/v1/calls/{id}"), key, None).expect(200).json;
+        if call["status"] == want {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "call {id} never became {want}: {call}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn a_concurrency_cap_holds_calls_back_until_one_ends(edge: &Edge) {
+    let t = edge.provision_tenant("cap");
+    let tp = format!("/admin/tenants/{}", t.id);
+    assert_eq!(edge.admin("PATCH", &tp, Some(&json!({"max_concurrent_calls": 2}))).expect(200).json["max_concurrent_calls"], 2);
+    let sc = ProtocolSidecar::create(edge, "cap-1");
+    sc.register(edge, 10).expect(200);
+    let mine: Vec<String> = (0..5)
+        .map(|i| edge.call("POST", "/v1/calls", &t.key, Some(&json!({"phone": format!("+1415555030{i}")}))).expect(201).json["id"].as_str().unwrap().to_string())
+        .collect();
+    // Ten free slots, five due calls: exactly two are offered.
+    let mut held = Vec::new();
+    let first = lease_all(edge, &sc, &mine, &mut held);
+    assert_eq!(first.len(), 2, "offers: {first:?}");
+    assert_eq!(held, mine[..2], "oldest first");
+    for id in &mine[2..] {
+        wait_status(edge, &t.key, id, "queued");
+    }
+    // Reject mode refuses a call over the cap and leaves nothing behind.
+    let over = json!({"phone": "+14155550399", "on_concurrency_limit": "reject"});
+    let r = edge.call("POST", "/v1/calls", &t.key, Some(&over));
+    assert_eq!(r.header("retry-after"), Some("15"));
+    r.expect_error(429, "concurrency_limit_reached");
+    assert_eq!(calls_of(edge, &t.key).len(), 5);
+    // One ends: the next one (and only it) is offered, to an open poll.
+    let held_refs: Vec<&str> = held.iter().map(String::as_str).collect();
+    let next = std::thread::scope(|s| {
+        let poller = s.spawn(|| sc.poll(edge, 8, &held_refs, 5_000).expect(200));
+        std::thread::sleep(Duration::from_millis(300));
+        sc.complete(edge, &mine[0], 1).expect(200);
+        poller.join().unwrap()
+    });
+    assert_eq!(offered(&next), [mine[2].clone()]);
+    sc.ack(edge, &next.json["offers"][0], true).expect(200);
+    held.retain(|id| id != &mine[0]);
+    held.push(mine[2].clone());
+    wait_status(edge, &t.key, &mine[0], "completed");
+    assert!(lease_all(edge, &sc, &mine, &mut held).is_empty(), "still at the cap");
+    // Without the cap the rest is offered at once.
+    edge.admin("PATCH", &tp, Some(&json!({"max_concurrent_calls": null}))).expect(200);
+    let r = edge.call("POST", "/v1/calls", &t.key, Some(&json!({"phone": "+14155550398", "on_concurrency_limit": "reject"}))).expect(201);
+    let mut all = mine.clone();
+    all.push(r.json["id"].as_str().unwrap().to_string());
+    assert_eq!(lease_all(edge, &sc, &all, &mut held).len(), 3);
+    for id in &held {
+        sc.complete(edge, id, 1).expect(200);
+    }
+}
+
+/// `X-Signature` as a client computes it.
+fn x_signature(secret: &str, t: u64, body: &[u8]) -> String {
+    use hmac::{Hmac, Mac};
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(format!("{t}.").as_bytes());
+    mac.update(body);
+    format!("t={t},v1={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+fn signed_requests_are_accepted_once_and_everything_else_refused(edge: &Edge) {
+    let t = edge.provision_tenant("signed");
+    let k = edge.admin("POST", &format!("/admin/tenants/{}/api-keys", t.id), Some(&json!({"require_signature": true}))).expect(201).json;
+    let (key, secret) = (k["key"].as_str().unwrap(), k["signing_secret"].as_str().unwrap());
+    let auth = format!("Bearer {key}");
+    let send = |method: &str, path: &str, body: &str, sig: Option<&str>| {
+        let mut h = vec![("authorization", auth.as_str()), ("content-type", "application/json")];
+        if let Some(sig) = sig {
+            h.push(("x-signature", sig));
+        }
+        edge.request(method, path, &h, (!body.is_empty()).then_some(body.as_bytes())).unwrap()
+    };
+    let now = || now_secs();
+    let body = json!({"phone": "+14155550401", "metadata": {"n": 1}}).to_string();
+    let sig = x_signature(secret, now(), body.as_bytes());
+    let created = send("POST", "/v1/calls", &body, Some(&sig)).expect(201);
+    // The exact request again, as captured: refused, and it placed nothing.
+    send("POST", "/v1/calls", &body, Some(&sig)).expect_error(401, "replayed_request");
+    send("POST", "/v1/calls", &body, None).expect_error(401, "invalid_request_signature");
+    let tampered = json!({"phone": "+14155550402", "metadata": {"n": 1}}).to_string();
+    send("POST", "/v1/calls", &tampered, Some(&sig)).expect_error(401, "invalid_request_signature");
+    send("POST", "/v1/calls", &tampered, Some(&x_signature("sks_wrong", now(), tampered.as_bytes()))).expect_error(401, "invalid_request_signature");
+    send("POST", "/v1/calls", &tampered, Some(&x_signature(secret, now() - 301, tampered.as_bytes()))).expect_error(401, "invalid_request_signature");
+    send("POST", "/v1/calls", &tampered, Some(&x_signature(secret, now() + 301, tampered.as_bytes()))).expect_error(401, "invalid_request_signature");
+    send("POST", "/v1/calls", &tampered, Some("t=1,v1=zz")).expect_error(401, "invalid_request_signature");
+    // Reads are signed too (empty body); each signature works once.
+    let id = created.json["id"].as_str().unwrap();
+    let get_sig = x_signature(secret, now(), b"");
+    let read = send("GET", &format!("/v1/calls/{id}"), "", Some(&get_sig)).expect(200);
+    assert_eq!(read.json["id"], id);
+    send("GET", &format!("/v1/calls/{id}"), "", Some(&get_sig)).expect_error(401, "replayed_request");
+    // Replayed in parallel: exactly one gets through (the tenant's object decides).
+    let body = json!({"phone": "+14155550403"}).to_string();
+    let sig = x_signature(secret, now(), body.as_bytes());
+    let counts = tally(&parallel(24, |_| send("POST", "/v1/calls", &body, Some(&sig))));
+    assert_eq!(counts.get(&(201, String::new())), Some(&1), "{counts:?}");
+    assert_eq!(counts.get(&(401, "replayed_request".into())), Some(&23), "{counts:?}");
+    // Exactly the two accepted calls exist; the tenant's other key needs no signature.
+    assert_eq!(calls_of(edge, &t.key).len(), 2);
+    let keys = edge.admin("GET", &format!("/admin/tenants/{}/api-keys", t.id), None).expect(200);
+    assert!(!keys.text.contains(secret), "the signing secret is shown once");
+}
+
+fn a_call_outside_the_agents_calling_window_is_moved_or_refused(edge: &Edge) {
+    let t = edge.provision_tenant("window");
+    // A daily window opening two hours from now in Asia/Kolkata (UTC+05:30,
+    // no DST): the bundled tzdb at work inside the Worker.
+    let start_utc = (now_secs() + 2 * 3600) / 60 * 60;
+    let local = (start_utc + 5 * 3600 + 1800) % 86_400;
+    let hhmm = |secs: u64| format!("{:02}:{:02}", secs / 3600 % 24, secs / 60 % 60);
+    let window = json!({"days": ["mon", "tue", "wed", "thu", "fri", "sat", "sun"], "start": hhmm(local), "end": hhmm(local + 3600), "time_zone": "Asia/Kolkata"});
+    let agent = edge.admin("POST", &format!("/admin/tenants/{}/agents", t.id), Some(&json!({"name": "windowed", "calling_window": window}))).expect(201).json;
+    assert_eq!(agent["calling_window"], window);
+    let aid = agent["id"].as_str().unwrap();
+    let call = edge.call("POST", "/v1/calls", &t.key, Some(&json!({"phone": "+14155550501", "agent_id": aid}))).expect(201).json;
+    let want = time::OffsetDateTime::from_unix_timestamp(start_utc as i64).unwrap();
+    let got = time::OffsetDateTime::parse(call["schedule_at"].as_str().unwrap(), &time::format_description::well_known::Rfc3339).unwrap();
+    assert_eq!((call["status"].as_str(), got, call["scheduled_reason"].as_str()), (Some("scheduled"), want, Some("calling_window")), "{call}");
+    let read = edge.call("GET", &format!("/v1/calls/{}", call["id"].as_str().unwrap()), &t.key, None).expect(200).json;
+    assert_eq!(read["status"], "scheduled");
+    edge.call("POST", "/v1/calls", &t.key, Some(&json!({"phone": "+14155550502", "agent_id": aid, "outside_window": "reject"})))
+        .expect_error(422, "outside_calling_window");
+    let bad = json!({"calling_window": {"days": ["mon"], "start": "09:00", "end": "18:00", "time_zone": "Europe/Atlantis"}});
+    let field = edge.admin("PATCH", &format!("/admin/tenants/{}/agents/{aid}", t.id), Some(&bad)).expect_error(422, "invalid_value");
+    assert_eq!(field.as_deref(), Some("calling_window.time_zone"));
+    // Without a window the same request is queued at once.
+    edge.admin("PATCH", &format!("/admin/tenants/{}/agents/{aid}", t.id), Some(&json!({"calling_window": null}))).expect(200);
+    let now = edge.call("POST", "/v1/calls", &t.key, Some(&json!({"phone": "+14155550502", "agent_id": aid, "outside_window": "reject"}))).expect(201).json;
+    assert_eq!((now["status"].as_str(), now["scheduled_reason"].as_str()), (Some("queued"), None));
+    // Cancel both so no later case's sidecar gets them.
+    for id in [call["id"].as_str().unwrap(), now["id"].as_str().unwrap()] {
+        edge.call("POST", &format!("/v1/calls/{id}/hangup"), &t.key, None).expect(200);
+    }
+}
+
 fn main() -> std::process::ExitCode {
     run_suite(
         "traffic",
         || Edge::start(EdgeOptions::fresh("traffic")),
         &[
+            ("a_concurrency_cap_holds_calls_back_until_one_ends", a_concurrency_cap_holds_calls_back_until_one_ends),
             ("key_limit_is_exact_under_parallel_load", key_limit_is_exact_under_parallel_load),
             ("number_limit_is_exact_under_parallel_load", number_limit_is_exact_under_parallel_load),
             ("ip_limit_follows_cf_connecting_ip", ip_limit_follows_cf_connecting_ip),
             ("idempotency_key_creates_exactly_one_call_under_concurrency", idempotency_key_creates_exactly_one_call_under_concurrency),
             ("a_call_in_progress_is_refused_exactly_once_under_concurrency", a_call_in_progress_is_refused_exactly_once_under_concurrency),
+            ("signed_requests_are_accepted_once_and_everything_else_refused", signed_requests_are_accepted_once_and_everything_else_refused),
+            ("a_call_outside_the_agents_calling_window_is_moved_or_refused", a_call_outside_the_agents_calling_window_is_moved_or_refused),
         ],
     )
 }

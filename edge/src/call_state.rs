@@ -129,6 +129,7 @@ mod tests {
             hangup_requested_at: None,
             ended_at: None,
             ended_reason: None,
+            scheduled_reason: None,
         }
     }
 

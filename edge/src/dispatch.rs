@@ -61,6 +61,10 @@ pub struct QueuedCall {
     /// than let it wait when the tenant is at its cap.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub reject_over_cap: bool,
+    /// The agent's calling window when the call was placed: a retry that
+    /// would fall outside it waits for the window's next start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub calling_window: Option<crate::calling_window::CallingWindow>,
 }
 
 /// What the queue did with a new call.
@@ -383,7 +387,8 @@ impl RegionQueue {
             && reason != EndedReason::HangupRequested;
         let (call_id, tenant_id) = (call.call_id.clone(), call.tenant_id.clone());
         let change = if retryable && call.attempt <= call.retries {
-            let retry_at_ms = now + call.retry_delay_ms;
+            let after_delay = now + call.retry_delay_ms;
+            let retry_at_ms = call.calling_window.as_ref().and_then(|w| w.earliest_start(after_delay)).unwrap_or(after_delay);
             call.attempt += 1;
             call.ready_at_ms = retry_at_ms;
             self.waiting.push(call);
@@ -720,6 +725,23 @@ mod tests {
         assert!(q.reconcile("s1", &["c1".to_string()], 9_000, 5_000).is_empty(), "listed");
         let lost = q.reconcile("s1", &[], 9_000, 5_000);
         assert_eq!(lost[0].change, CallChange::Ended { status: CallStatus::Failed, reason: EndedReason::MediaLost, sip_code: None });
+    }
+
+    #[test]
+    fn a_retry_outside_the_calling_window_waits_for_its_next_start() {
+        let window = crate::calling_window::parse(&json!({"days": ["mon", "tue", "wed", "thu", "fri"], "start": "09:00", "end": "18:00", "time_zone": "UTC"})).unwrap();
+        let wed_1759 = 1_768_413_540_000; // 2026-01-14T17:59:00Z, a Wednesday
+        let thu_0900 = 1_768_467_600_000;
+        let mut q = RegionQueue::default();
+        q.enqueue(QueuedCall { calling_window: Some(window), ready_at_ms: wed_1759, ..call("c1", 0, 2) });
+        let (o, _) = q.lease("s1", 1, wed_1759, &T);
+        q.ack("s1", &o[0].lease_id, true, wed_1759);
+        let busy = HeldEvent::Ended { status: CallStatus::Busy, reason: EndedReason::Busy, sip_code: Some(486) };
+        let (_, u) = q.event("s1", "c1", 1, 1, busy, wed_1759 + 10);
+        // 18:00:10 + 1 minute is outside: the retry waits until Thursday 09:00.
+        assert!(matches!(u.unwrap().change, CallChange::RetryScheduled { retry_at_ms, .. } if retry_at_ms == thu_0900));
+        assert!(q.lease("s1", 1, thu_0900 - 1, &T).0.is_empty());
+        assert_eq!(q.lease("s1", 1, thu_0900, &T).0[0].call.attempt, 2);
     }
 
     #[test]

@@ -36,6 +36,7 @@ pub fn queued_call(tenant_id: &str, record: &CallRecord, now_ms: u64) -> QueuedC
         // Set by the caller from the tenant and the request.
         max_concurrent: None,
         reject_over_cap: false,
+        calling_window: None,
         offer: json!({
             "phone": record.phone,
             "agent_id": record.agent_id,

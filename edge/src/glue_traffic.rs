@@ -8,8 +8,8 @@
 
 use crate::store::StoreError;
 use crate::traffic::{
-    self, complete_entry, idem_expiry_key, idem_storage_key, parse_idem_expiry_key, window_storage_key, Admission, Admitted, IdemEntry,
-    Limiter, LocalFuture, StoredResponse, Traffic, Window, IDEMPOTENCY_TTL_MS,
+    self, complete_entry, idem_expiry_key, idem_storage_key, parse_idem_expiry_key, parse_signature_storage_key, window_storage_key,
+    Admission, Admitted, IdemEntry, Limiter, LocalFuture, StoredResponse, Traffic, Window, IDEMPOTENCY_TTL_MS,
 };
 use serde_json::{json, Value};
 use std::cell::RefCell;
@@ -29,7 +29,14 @@ pub struct RateLimiter {
     limiter: RefCell<Limiter>,
     /// Idempotency records being decided or in flight; done ones live in storage only.
     idem: RefCell<BTreeMap<String, IdemEntry>>,
+    /// Signatures accepted by this instance (storage key -> forget after),
+    /// so two racing copies of one request cannot both pass the load.
+    signatures: RefCell<BTreeMap<String, u64>>,
 }
+
+/// An alarm set for a signature sweep may run this much after the earliest
+/// expiry, so a busy key does not move the alarm on every request.
+const SIGNATURE_SWEEP_SLACK_MS: u64 = 60_000;
 
 impl RateLimiter {
     async fn load_scopes(&self, a: &Admission) -> Result<()> {
@@ -62,17 +69,37 @@ impl RateLimiter {
         Ok(stored)
     }
 
+    /// Whether this signature was accepted before (cache, else storage).
+    async fn load_signature(&self, key: &str) -> Result<()> {
+        if self.signatures.borrow().contains_key(key) {
+            return Ok(());
+        }
+        if let Some(until) = self.state.storage().get::<u64>(key).await? {
+            self.signatures.borrow_mut().entry(key.to_string()).or_insert(until);
+        }
+        Ok(())
+    }
+
     async fn admit(&self, a: Admission) -> Result<Admitted> {
         self.load_scopes(&a).await?;
         if let Some(r) = &a.idempotency {
             self.load_idem(&r.key).await?;
         }
+        if let Some(sig) = &a.signature {
+            self.load_signature(&sig.key).await?;
+        }
         // --- synchronous decision ---
         let now = Date::now().as_millis();
         let current = a.idempotency.as_ref().and_then(|r| self.idem.borrow().get(&r.key).cloned());
-        let (admitted, entry) = traffic::admit(&mut self.limiter.borrow_mut(), current.as_ref(), &a, now);
+        self.signatures.borrow_mut().retain(|_, until| *until > now);
+        let seen = a.signature.as_ref().is_some_and(|sig| self.signatures.borrow().contains_key(&sig.key));
+        let (admitted, entry) = traffic::admit(&mut self.limiter.borrow_mut(), current.as_ref(), seen, &a, now);
         if let (Some(r), Some(e)) = (&a.idempotency, &entry) {
             self.idem.borrow_mut().insert(r.key.clone(), e.clone());
+        }
+        let spent = a.signature.as_ref().filter(|_| admitted.rate.allowed && !admitted.replayed);
+        if let Some(sig) = spent {
+            self.signatures.borrow_mut().insert(sig.key.clone(), sig.until_ms);
         }
         let windows: Vec<(String, Window)> = if admitted.rate.allowed {
             a.checks.iter().filter_map(|c| Some((window_storage_key(&c.scope), self.limiter.borrow().window(&c.scope)?))).collect()
@@ -89,6 +116,15 @@ impl RateLimiter {
             storage.put(&idem_expiry_key(now + IDEMPOTENCY_TTL_MS, &r.key), true).await?;
             if storage.get_alarm().await?.is_none() {
                 storage.set_alarm(IDEMPOTENCY_TTL_MS as i64).await?;
+            }
+        }
+        if let Some(sig) = spent {
+            storage.put(&sig.key, sig.until_ms).await?;
+            // Swept a few minutes on, not a day: signed keys may be busy.
+            let wanted = sig.until_ms + SIGNATURE_SWEEP_SLACK_MS;
+            match storage.get_alarm().await? {
+                Some(at) if (at as u64) <= wanted => {}
+                _ => storage.set_alarm(wanted.saturating_sub(now).max(1) as i64).await?,
             }
         }
         Ok(admitted)
@@ -112,10 +148,39 @@ impl RateLimiter {
         Ok(())
     }
 
-    /// Deletes idempotency records past their 24 h, oldest first, through the expiry index.
+    /// Deletes accepted signatures that could no longer be replayed (their
+    /// keys sort by that time); returns when the next one falls due.
+    async fn sweep_signatures(&self, now: u64) -> Result<Option<u64>> {
+        let storage = self.state.storage();
+        let listed = storage.list_with_options(ListOptions::new().prefix("sig:").limit(SWEEP_BATCH)).await?;
+        let keys: Vec<String> = js_sys::Array::from(&listed.keys().into()).iter().filter_map(|k| k.as_string()).collect();
+        let mut due = Vec::new();
+        let mut next = None;
+        for k in &keys {
+            match parse_signature_storage_key(k) {
+                Some(until) if until > now => {
+                    next = Some(until);
+                    break;
+                }
+                _ => due.push(k.clone()),
+            }
+        }
+        if !due.is_empty() {
+            storage.delete_multiple(due.clone()).await?;
+        }
+        Ok(match next {
+            Some(at) => Some(at),
+            None if keys.len() == SWEEP_BATCH => Some(now + 1_000),
+            None => None,
+        })
+    }
+
+    /// Deletes idempotency records past their 24 h, oldest first, through the
+    /// expiry index, and spent signatures; re-arms the alarm for what remains.
     async fn sweep(&self) -> Result<()> {
         let storage = self.state.storage();
         let now = Date::now().as_millis();
+        let next_signature = self.sweep_signatures(now).await?;
         let listed = storage.list_with_options(ListOptions::new().prefix("idemx:").limit(SWEEP_BATCH)).await?;
         let index: Vec<String> = js_sys::Array::from(&listed.keys().into()).iter().filter_map(|k| k.as_string()).collect();
         let mut next = None;
@@ -135,13 +200,13 @@ impl RateLimiter {
             }
             storage.delete(ik).await?;
         }
-        let next = match next {
-            Some(at) => Some(at.saturating_sub(now).max(1)),
-            None if index.len() == SWEEP_BATCH => Some(1_000),
+        let next_idem = match next {
+            Some(at) => Some(at),
+            None if index.len() == SWEEP_BATCH => Some(now + 1_000),
             None => None,
         };
-        if let Some(delay) = next {
-            storage.set_alarm(delay as i64).await?;
+        if let Some(at) = next_idem.into_iter().chain(next_signature).min() {
+            storage.set_alarm(at.saturating_sub(now).max(1) as i64).await?;
         }
         Ok(())
     }
@@ -149,7 +214,7 @@ impl RateLimiter {
 
 impl worker::DurableObject for RateLimiter {
     fn new(state: State, env: Env) -> Self {
-        RateLimiter { state, env, limiter: RefCell::new(Limiter::default()), idem: RefCell::new(BTreeMap::new()) }
+        RateLimiter { state, env, limiter: RefCell::new(Limiter::default()), idem: RefCell::new(BTreeMap::new()), signatures: RefCell::new(BTreeMap::new()) }
     }
 
     async fn fetch(&self, mut req: Request) -> Result<Response> {

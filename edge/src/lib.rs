@@ -5,6 +5,7 @@
 //! only) adapts workers-rs requests, KV, clock and secrets to it.
 
 pub mod call_state;
+pub mod calling_window;
 pub mod dispatch;
 pub mod dispatcher;
 pub mod error;
@@ -13,6 +14,7 @@ pub mod http;
 pub mod ids;
 pub mod model;
 pub mod openapi;
+pub mod request_signing;
 pub mod router;
 pub mod service;
 pub mod sidecar_link;

@@ -104,6 +104,9 @@ pub struct Agent {
     /// Overrides the tenant's `per_number` rate limit for this agent's calls.
     #[serde(default)]
     pub per_number_limit: Option<crate::traffic::RateLimit>,
+    /// When this agent's calls may start (None: any time).
+    #[serde(default)]
+    pub calling_window: Option<crate::calling_window::CallingWindow>,
 }
 
 /// Stored under `apikeyid/{tenant}/{key}`; the hash links to the auth record.
@@ -115,13 +118,16 @@ pub struct ApiKeyInfo {
     pub hash: String,
     pub created_at: String,
     pub revoked_at: Option<String>,
+    /// Requests with this key must carry `X-Signature` (see `request_signing`).
+    #[serde(default)]
+    pub require_signature: bool,
 }
 
 impl ApiKeyInfo {
     /// The public form never includes the hash.
     pub fn to_public(&self) -> Value {
         json!({"id": self.id, "object": "api_key", "name": self.name, "prefix": self.prefix,
-               "created_at": self.created_at, "revoked_at": self.revoked_at})
+               "require_signature": self.require_signature, "created_at": self.created_at, "revoked_at": self.revoked_at})
     }
 }
 
@@ -130,6 +136,10 @@ impl ApiKeyInfo {
 pub struct ApiKeyAuth {
     pub key_id: String,
     pub tenant_id: String,
+    /// Set when the key requires signed requests. Kept usable (HMAC is
+    /// symmetric); shown to the client once, at creation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signing_secret: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -228,6 +238,16 @@ pub struct CallRecord {
     pub hangup_requested_at: Option<String>,
     pub ended_at: Option<String>,
     pub ended_reason: Option<EndedReason>,
+    /// Why `schedule_at` is not what the client asked for, if it was moved.
+    #[serde(default)]
+    pub scheduled_reason: Option<ScheduledReason>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ScheduledReason {
+    /// Placed (or scheduled) outside the agent's calling window: moved to its next start.
+    CallingWindow,
 }
 
 impl CallRecord {
@@ -287,6 +307,7 @@ mod tests {
             hangup_requested_at: None,
             ended_at: None,
             ended_reason: Some(EndedReason::HangupRequested),
+            scheduled_reason: None,
         };
         let meta = rec.list_metadata();
         assert!(serde_json::to_string(&meta).unwrap().len() < 1024);

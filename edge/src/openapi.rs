@@ -20,6 +20,7 @@ use crate::router::{RouteId, ROUTES};
 use crate::traffic;
 use crate::service::{CONCURRENCY_RETRY_AFTER_SECS, LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX, MAX_CONCURRENT_CALLS_MAX, WEBHOOK_EVENTS};
 use crate::validate;
+use crate::calling_window;
 use crate::webhooks::{self, DeliveryStatus};
 use crate::validate::{MAX_BODY_BYTES, MAX_METADATA_BYTES, MAX_PROMPT_CHARS, MAX_SCHEDULE_AHEAD_DAYS};
 use serde_json::{json, Map, Value};
@@ -116,7 +117,7 @@ pub fn spec() -> Value {
                     "type": "http",
                     "scheme": "bearer",
                     "bearerFormat": "ak_...",
-                    "description": "A tenant API key (`ak_` then 32 characters) minted by `POST /admin/tenants/{tenant_id}/api-keys`, sent as `Authorization: Bearer ak_...`."
+                    "description": "A tenant API key (`ak_` then 32 characters) minted by `POST /admin/tenants/{tenant_id}/api-keys`, sent as `Authorization: Bearer ak_...`.\n\nA key minted with `require_signature: true` must also sign every request: `X-Signature: t=<unix seconds>,v1=<lowercase hex HMAC-SHA256(signing_secret, \"{t}.{raw body}\")>` (the key is the UTF-8 bytes of the `signing_secret` string; the body is the exact bytes sent, empty for GET). Missing, malformed, wrong, or `t` more than 300 s from now: 401 `invalid_request_signature`. Each signature is accepted once: the same `X-Signature` again within the window is 401 `replayed_request` (method and path are not signed, so two identical bodies signed in the same second also count as one). Unknown `k=v` entries are ignored and several `v1` may be given."
                 },
                 "adminBearerAuth": {
                     "type": "http",
@@ -335,6 +336,8 @@ fn schemas() -> Value {
                     "description": "The SIP final response code of the last attempt, when it failed with one (e.g. 486 busy)."}))),
                 ("hangup_requested_at", nullable(timestamp())),
                 ("ended_at", nullable(timestamp())),
+                ("scheduled_reason", nullable(json!({"type": "string", "enum": ["calling_window"],
+                    "description": "Why `schedule_at` differs from what was asked: `calling_window`, the call would have started outside its agent's calling window and was moved to the window's next start."}))),
             ]);
         }
         f
@@ -388,8 +391,25 @@ fn schemas() -> Value {
         ("updated_at", timestamp()),
         ("per_number_limit", json!({"anyOf": [schema_ref("RateLimit"), {"type": "null"}],
             "description": "Overrides the tenant's `per_number` rate limit for this agent's calls; null: the tenant's applies."})),
+        ("calling_window", json!({"anyOf": [schema_ref("CallingWindow"), {"type": "null"}],
+            "description": "When this agent's calls may start; null: any time."})),
     ];
     add("Agent", record("An AI agent: the defaults a call starts from.", agent_fields));
+    let calling_window_doc = "Weekdays and a wall-clock span in an IANA time zone during which the agent's calls may start. \
+A call placed (or with a `schedule_at`) outside it is moved to the next window start (`scheduled`, `scheduled_reason: calling_window`) \
+or, with `outside_window: reject`, refused (422 `outside_calling_window`); a retry that would fall outside waits for the next start too. \
+`end` before `start` crosses midnight (the window belongs to the day it starts); `end` may be `24:00`; `start` and `end` must differ. \
+Times are wall-clock times of that day: one inside a DST gap moves forward by the gap, one that occurs twice means the first. \
+A call already queued inside the window is not stopped when the window closes.";
+    add("CallingWindow", json!({"type": "object", "additionalProperties": false, "required": ["days", "start", "end", "time_zone"],
+        "description": calling_window_doc,
+        "properties": {
+            "days": {"type": "array", "minItems": 1, "maxItems": 7, "uniqueItems": true, "items": {"type": "string", "enum": calling_window::DAY_NAMES},
+                     "description": "Days the window opens on (returned in week order)."},
+            "start": {"type": "string", "pattern": calling_window::TIME_PATTERN, "description": "Opening time, `HH:MM` (24 h)."},
+            "end": {"type": "string", "pattern": calling_window::END_PATTERN, "description": "Closing time, `HH:MM` or `24:00`; before `start`: the next day."},
+            "time_zone": {"type": "string", "maxLength": calling_window::TIME_ZONE_MAX, "description": "IANA time zone name, e.g. `Europe/Berlin` (returned in its canonical spelling)."}
+        }}));
     add("AgentList", list_of("All agents of a tenant (one page).", "Agent"));
 
     let key_fields = || {
@@ -398,6 +418,7 @@ fn schemas() -> Value {
             ("object", object_const("api_key")),
             ("name", nullable(json!({"type": "string"}))),
             ("prefix", json!({"type": "string", "pattern": "^ak_", "description": "The first characters of the key, to recognise it."})),
+            ("require_signature", json!({"type": "boolean", "description": "Requests with this key must carry `X-Signature` (see the `bearerAuth` scheme)."})),
             ("created_at", timestamp()),
             ("revoked_at", nullable(timestamp())),
         ]
@@ -406,6 +427,8 @@ fn schemas() -> Value {
     let mut created = key_fields();
     created.push(("key", json!({"type": "string", "pattern": "^ak_[A-Za-z0-9_-]{32}$",
         "description": "The clear key. Shown only in this response; store it now."})));
+    created.push(("signing_secret", nullable(json!({"type": "string", "pattern": "^sks_[A-Za-z0-9_-]{43}$",
+        "description": "With `require_signature`: the HMAC key (its UTF-8 bytes, as is) that signs this key's requests. Shown only in this response; null otherwise."}))));
     add("ApiKeyCreated", record("A new API key, with the clear key.", created));
     add("ApiKeyList", list_of("All API keys of a tenant, revoked ones included.", "ApiKey"));
 
@@ -582,6 +605,12 @@ fn schemas() -> Value {
             ("enabled", opt(if creating { json!({"type": "boolean", "default": true}) } else { json!({"type": "boolean"}) })),
             ("per_number_limit", opt(json!({"type": "object", "description": "A `RateLimit` (`{limit, window_seconds}`) overriding the tenant's `per_number` limit for this agent's calls (422 `invalid_value` when out of range).",
                 "properties": {"limit": {"type": "integer"}, "window_seconds": {"type": "integer"}}, "additionalProperties": false}))),
+            ("calling_window", opt(json!({"type": "object", "description": if creating {
+                "A `CallingWindow` (`{days, start, end, time_zone}`); absent or null: calls may start any time. Invalid parts: 422 `invalid_value` naming them (e.g. `calling_window.time_zone`)."
+            } else {
+                "A `CallingWindow` (`{days, start, end, time_zone}`) replacing the current one. Unlike other fields, an explicit null removes the window; absent keeps it. Invalid parts: 422 `invalid_value` naming them."
+            },
+                "properties": {"days": {"type": "array"}, "start": {"type": "string"}, "end": {"type": "string"}, "time_zone": {"type": "string"}}, "additionalProperties": false}))),
             ("default", opt(json!({"type": "boolean", "description": if creating {
                 "Make it the tenant's default agent. Defaults to true for a tenant's first agent (when it has no default), else false."
             } else {
@@ -593,6 +622,8 @@ fn schemas() -> Value {
     add("UpdateAgentRequest", input("Fields to change; absent or null fields keep their value.", agent_input(false), &[]));
     add("CreateApiKeyRequest", input("Optional body.", vec![
         ("name", nullable(with_description(string_max(API_KEY_NAME_MAX), "A label to recognise the key by."))),
+        ("require_signature", nullable(json!({"type": "boolean", "default": false,
+            "description": "Every request with this key must then be signed (`X-Signature`, see the `bearerAuth` scheme); the response carries the `signing_secret`, once."}))),
     ], &[]));
     let url_doc = "Where to POST events: https to a public host (private, loopback, link-local, CGNAT and metadata addresses, \
 internal names and numeric IPv4 forms are refused, 422 `invalid_url`; checked again before every delivery); in local development also \
@@ -697,7 +728,22 @@ impl Op {
             Auth::None => self.value["security"] = json!([]),
             Auth::ApiKey => {
                 self.value["security"] = json!([{"bearerAuth": []}]);
-                self.errors.extend([ErrorCode::MissingCredentials, ErrorCode::InvalidCredentials, ErrorCode::TenantDisabled, ErrorCode::RateLimited]);
+                self.errors.extend([
+                    ErrorCode::MissingCredentials,
+                    ErrorCode::InvalidCredentials,
+                    ErrorCode::InvalidRequestSignature,
+                    ErrorCode::ReplayedRequest,
+                    ErrorCode::TenantDisabled,
+                    ErrorCode::RateLimited,
+                ]);
+                // Keys with `require_signature` sign every request.
+                let signature = json!({"name": "X-Signature", "in": "header", "required": false,
+                    "description": "Required for API keys minted with `require_signature`: `t=<unix seconds>,v1=<hex HMAC-SHA256(signing_secret, \"{t}.{raw body}\")>` (see `bearerAuth`).",
+                    "schema": {"type": "string", "maxLength": 512}});
+                match self.value.get_mut("parameters").and_then(Value::as_array_mut) {
+                    Some(params) => params.push(signature),
+                    None => self.value["parameters"] = json!([signature]),
+                }
                 // Every authenticated /v1 answer carries the tightest limit's state.
                 for (_, r) in &mut self.success {
                     let headers = r.as_object_mut().and_then(|o| o.entry("headers").or_insert(json!({})).as_object_mut());
@@ -844,6 +890,7 @@ fn operation(id: RouteId) -> Value {
             E::InvalidParameter,
             E::CallInProgress,
             E::ConcurrencyLimitReached,
+            E::OutsideCallingWindow,
             E::IdempotencyKeyInFlight,
             E::IdempotencyKeyReused,
             E::AgentDisabled,
@@ -1554,6 +1601,14 @@ mod tests {
         for s in ["sc-1", "a", "A.b_c-9", long.as_str(), too_long.as_str(), "", "-x", ".x", "a b", "a/b", "é"] {
             assert_eq!(matches_pattern(SIDECAR_ID_PATTERN, s), voxline_shared::protocol::is_valid_id(s), "sidecar id {s:?}");
         }
+        // Calling window times.
+        let window = |start: &str, end: &str| {
+            crate::calling_window::parse(&json!({"days": ["mon"], "start": start, "end": end, "time_zone": "UTC"})).map_err(|e| e.0)
+        };
+        for t in ["00:00", "09:30", "23:59", "24:00", "24:01", "9:00", "12:60", "ab:cd", "", "09:00:00"] {
+            assert_eq!(matches_pattern(crate::calling_window::TIME_PATTERN, t), window(t, "00:01").is_ok() || t == "00:01", "start {t:?}");
+            assert_eq!(matches_pattern(crate::calling_window::END_PATTERN, t), window("00:01", t).is_ok() || t == "00:01", "end {t:?}");
+        }
         // The URL pattern is a necessary condition: what the server accepts, it matches.
         let url_pattern = spec()["components"]["schemas"]["CreateWebhookRequest"]["properties"]["url"]["pattern"].clone();
         for s in [
@@ -1818,6 +1873,22 @@ mod tests {
         // One call at a time per agent and number.
         expect(api.send("POST", "/v1/calls", key, Some(&json!({"phone": "+14155550102"}))), 201);
         expect_error(api.send("POST", "/v1/calls", key, Some(&json!({"phone": "+14155550102"}))), 409, "call_in_progress");
+        // A full concurrency cap refuses a call that asks to be refused (provision queued one call).
+        let capped = provision(&api, "capped");
+        expect(api.admin("PATCH", &format!("/admin/tenants/{}", capped.tid), Some(json!({"max_concurrent_calls": 1}))), 200);
+        let over = json!({"phone": "+14155550103", "on_concurrency_limit": "reject"});
+        expect_error(api.send("POST", "/v1/calls", Some(&capped.key), Some(&over)), 429, "concurrency_limit_reached");
+        // A key that requires signatures refuses unsigned requests.
+        let signed = expect(api.admin("POST", &format!("{tp}/api-keys"), Some(json!({"name": "signed", "require_signature": true}))), 201);
+        assert!(signed["signing_secret"].is_string());
+        expect_error(api.send("GET", "/v1/calls", signed["key"].as_str(), None), 401, "invalid_request_signature");
+        // A calling window (NOW is a Tuesday): moved, or refused on request.
+        let windowed = expect(api.admin("POST", &format!("{tp}/agents"), Some(json!({"name": "weekend",
+            "calling_window": {"days": ["sat", "sun"], "start": "09:00", "end": "24:00", "time_zone": "Europe/Berlin"}}))), 201);
+        let moved = expect(api.send("POST", "/v1/calls", key, Some(&json!({"phone": "+14155550104", "agent_id": id_of(&windowed)}))), 201);
+        assert_eq!(moved["scheduled_reason"], "calling_window");
+        let refused = json!({"phone": "+14155550105", "agent_id": id_of(&windowed), "outside_window": "reject"});
+        expect_error(api.send("POST", "/v1/calls", key, Some(&refused)), 422, "outside_calling_window");
         // Rate limits: a tenant whose key allows one request answers 429 on every /v1 route after it.
         let limited = provision(&api, "limited");
         expect(api.admin("PATCH", &format!("/admin/tenants/{}", limited.tid), Some(json!({"rate_limits": {"per_key": {"limit": 1, "window_seconds": 60}}}))), 200);

@@ -6,12 +6,13 @@ use crate::error::{ApiError, ErrorCode};
 use crate::fields::parse_object;
 use crate::http::{ApiRequest, ApiResponse};
 use crate::ids::{self, rfc3339_ms};
-use crate::model::{self, keys, Agent, ApiKeyAuth, ApiKeyInfo, CallRecord, Engine, SidecarRecord, Tenant};
+use crate::model::{self, keys, Agent, ApiKeyAuth, ApiKeyInfo, CallRecord, Engine, ScheduledReason, SidecarRecord, Tenant};
 use crate::router::{route, Match, RouteId};
 use crate::store::{get_json, put_json, Kv};
 use crate::dispatcher::{self, Dispatcher};
 use crate::dispatch::{CancelOutcome, EnqueueOutcome};
-use crate::traffic::{self, Admission, Check, IdemOutcome, IdemRequest, StoredResponse, Traffic};
+use crate::traffic::{self, Admission, Check, IdemOutcome, IdemRequest, SignatureUse, StoredResponse, Traffic};
+use crate::request_signing;
 use crate::sidecar_link::{self, SidecarEnvelope, SidecarOp};
 use voxline_shared::signing::{self, SignedHeaders};
 use crate::validate::{self, MAX_BODY_BYTES};
@@ -157,6 +158,17 @@ fn client_ip(req: &ApiRequest) -> &str {
 /// stamps the `X-RateLimit-*` headers of the tightest limit on the answer.
 async fn v1_route<K: Kv, D: Dispatcher>(env: &Env<'_, K, D>, req: &ApiRequest, id: RouteId, cid: &str) -> Result<ApiResponse> {
     let (tenant, auth) = authenticate_tenant(env, req).await?;
+    // A key minted with require_signature: checked here (pure), spent once in
+    // the tenant's object below (same round trip as the rate limits).
+    let signature = match &auth.signing_secret {
+        None => None,
+        Some(secret) => {
+            let ok = request_signing::verify(req.header(request_signing::HEADER), secret.as_bytes(), &req.body, env.now_ms / 1000)
+                .map_err(|e| ApiError::new(ErrorCode::InvalidRequestSignature, e.message()))?;
+            let until_ms = ok.replayable_until_ms();
+            Some(SignatureUse { key: traffic::signature_storage_key(until_ms, &ok.v1), until_ms })
+        }
+    };
     let limits = tenant.rate_limits;
     let mut checks = vec![
         Check { scope: format!("key:{}", auth.key_id), limit: limits.per_key, new_work_only: false },
@@ -181,8 +193,11 @@ async fn v1_route<K: Kv, D: Dispatcher>(env: &Env<'_, K, D>, req: &ApiRequest, i
     } else {
         None
     };
-    let admission = Admission { checks, idempotency };
+    let admission = Admission { checks, idempotency, signature };
     let admitted = env.traffic.admit(&tenant.id, &admission).await?;
+    if admitted.replayed {
+        return Err(ApiError::new(ErrorCode::ReplayedRequest, "this X-Signature was already used; sign each request anew"));
+    }
     let rate_headers = admitted.rate.headers();
     let stamp = |mut resp: ApiResponse| {
         resp.headers.extend(rate_headers.iter().cloned());
@@ -267,9 +282,33 @@ async fn prepare_call<K: Kv, D: Dispatcher>(env: &Env<'_, K, D>, req: &ApiReques
 /// `Retry-After` on `concurrency_limit_reached`.
 pub const CONCURRENCY_RETRY_AFTER_SECS: u64 = 15;
 
-async fn create_call<K: Kv, D: Dispatcher>(env: &Env<'_, K, D>, tenant: &Tenant, input: validate::CreateCallInput, agent: Agent) -> Result<ApiResponse> {
+/// Applies the agent's calling window to when the call would start (now, or
+/// `schedule_at`): inside, unchanged; outside, moved to the next window start
+/// or, with `outside_window: reject`, refused.
+fn apply_calling_window(agent: &Agent, input: &mut validate::CreateCallInput, now_ms: u64) -> Result<Option<ScheduledReason>> {
+    let Some(window) = &agent.calling_window else { return Ok(None) };
+    let wanted = input.schedule_at.as_deref().and_then(ids::parse_rfc3339_utc_ms).unwrap_or(now_ms);
+    let start = window.earliest_start(wanted).ok_or_else(|| ApiError::new(ErrorCode::InternalError, "the agent's calling window could not be evaluated"))?;
+    if start == wanted {
+        return Ok(None);
+    }
+    if input.reject_outside_window {
+        let field = if input.schedule_at.is_some() { "schedule_at" } else { "outside_window" };
+        return Err(ApiError::field(
+            ErrorCode::OutsideCallingWindow,
+            field,
+            format!("agent {} calls only {} {}-{} {}; the next window starts at {}", agent.id, window.days.join(","), window.start, window.end, window.time_zone, rfc3339_ms(start)),
+        ));
+    }
+    input.schedule_at = Some(rfc3339_ms(start));
+    Ok(Some(ScheduledReason::CallingWindow))
+}
+
+async fn create_call<K: Kv, D: Dispatcher>(env: &Env<'_, K, D>, tenant: &Tenant, mut input: validate::CreateCallInput, agent: Agent) -> Result<ApiResponse> {
     let now = rfc3339_ms(env.now_ms);
     let reject_over_cap = input.reject_over_cap;
+    let scheduled_reason = apply_calling_window(&agent, &mut input, env.now_ms)?;
+    let calling_window = agent.calling_window.clone();
     let record = CallRecord {
         id: ids::call_id(env.now_ms),
         status: if input.schedule_at.is_some() { CallStatus::Scheduled } else { CallStatus::Queued },
@@ -299,6 +338,7 @@ async fn create_call<K: Kv, D: Dispatcher>(env: &Env<'_, K, D>, tenant: &Tenant,
         hangup_requested_at: None,
         ended_at: None,
         ended_reason: None,
+        scheduled_reason,
     };
     save_call(env, &tenant.id, &record).await?;
     // The record exists before the queue can hand the call out, so every
@@ -306,6 +346,8 @@ async fn create_call<K: Kv, D: Dispatcher>(env: &Env<'_, K, D>, tenant: &Tenant,
     // ever be dialled: end it visibly rather than leave it queued forever.
     let mut queued = dispatcher::queued_call(&tenant.id, &record, env.now_ms);
     queued.max_concurrent = tenant.max_concurrent_calls;
+    // Retries that would land outside the window wait for its next start.
+    queued.calling_window = calling_window;
     queued.reject_over_cap = reject_over_cap;
     let outcome = env.dispatch.enqueue(&record.region, &queued).await;
     if let Ok(EnqueueOutcome::ConcurrencyLimit { limit, active }) = &outcome {
@@ -725,6 +767,7 @@ async fn create_agent<K: Kv, D: Dispatcher>(env: &Env<'_, K, D>, req: &ApiReques
         created_at: now.clone(),
         updated_at: now,
         per_number_limit: input.per_number_limit,
+        calling_window: input.calling_window.flatten(),
     };
     put_json(env.kv, &keys::agent(&tenant.id, &agent.id), &agent, None).await?;
     // The first agent becomes the default unless the caller says otherwise.
@@ -747,6 +790,10 @@ async fn update_agent<K: Kv, D: Dispatcher>(env: &Env<'_, K, D>, req: &ApiReques
     agent.model = input.model.or(agent.model);
     agent.enabled = input.enabled.unwrap_or(agent.enabled);
     agent.per_number_limit = input.per_number_limit.or(agent.per_number_limit);
+    // Unlike the other fields, an explicit null removes the window.
+    if let Some(window) = input.calling_window {
+        agent.calling_window = window;
+    }
     agent.updated_at = rfc3339_ms(env.now_ms);
     put_json(env.kv, &keys::agent(&tenant.id, &agent.id), &agent, None).await?;
     let is_default = tenant.default_agent_id.as_deref() == Some(agent.id.as_str());
@@ -765,11 +812,13 @@ async fn update_agent<K: Kv, D: Dispatcher>(env: &Env<'_, K, D>, req: &ApiReques
 }
 
 async fn create_api_key<K: Kv, D: Dispatcher>(env: &Env<'_, K, D>, req: &ApiRequest, tenant: &Tenant) -> Result<ApiResponse> {
-    let name = if req.body.iter().all(u8::is_ascii_whitespace) {
-        None
+    let (name, require_signature) = if req.body.iter().all(u8::is_ascii_whitespace) {
+        (None, false)
     } else {
-        parse_object(req.content_type.as_deref(), &req.body, MAX_BODY_BYTES, &["name"])?.str_opt("name", 100)?
+        let f = parse_object(req.content_type.as_deref(), &req.body, MAX_BODY_BYTES, &["name", "require_signature"])?;
+        (f.str_opt("name", 100)?, f.bool_opt("require_signature")?.unwrap_or(false))
     };
+    let signing_secret = require_signature.then(|| format!("sks_{}", URL_SAFE_NO_PAD.encode(ids::random_bytes::<32>())));
     let minted = ids::mint_api_key();
     let info = ApiKeyInfo {
         id: ids::random_id("key"),
@@ -778,13 +827,15 @@ async fn create_api_key<K: Kv, D: Dispatcher>(env: &Env<'_, K, D>, req: &ApiRequ
         hash: minted.hash,
         created_at: rfc3339_ms(env.now_ms),
         revoked_at: None,
+        require_signature,
     };
-    let auth = ApiKeyAuth { key_id: info.id.clone(), tenant_id: tenant.id.clone() };
+    let auth = ApiKeyAuth { key_id: info.id.clone(), tenant_id: tenant.id.clone(), signing_secret: signing_secret.clone() };
     put_json(env.kv, &keys::api_key(&tenant.id, &info.id), &info, None).await?;
     put_json(env.kv, &keys::api_key_by_hash(&info.hash), &auth, None).await?;
     let mut body = info.to_public();
-    // The only time the clear key leaves the edge.
+    // The only time the clear key (and the signing secret) leave the edge.
     body["key"] = json!(minted.clear);
+    body["signing_secret"] = json!(signing_secret);
     Ok(ApiResponse::json(201, &body))
 }
 

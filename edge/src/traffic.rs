@@ -217,22 +217,45 @@ pub fn idem_begin(entry: Option<&IdemEntry>, fingerprint: &str, now_ms: u64) -> 
     }
 }
 
-/// One request's admission: the rate-limit checks and, optionally, its idempotency key.
+/// A verified request signature (`X-Signature`, keys with `require_signature`):
+/// accepted once, then refused as a replay while its timestamp is still valid.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignatureUse {
+    /// Storage key in the tenant's object ([`signature_storage_key`]).
+    pub key: String,
+    /// Forgotten after this (a replay would be stale by then).
+    pub until_ms: u64,
+}
+
+/// One request's admission: the rate-limit checks and, optionally, its idempotency key
+/// and its signature.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Admission {
     pub checks: Vec<Check>,
     pub idempotency: Option<IdemRequest>,
+    #[serde(default)]
+    pub signature: Option<SignatureUse>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Admitted {
     pub rate: RateVerdict,
     pub idempotency: IdemOutcome,
+    /// The signature was accepted before: refuse the request (it counted nowhere).
+    #[serde(default)]
+    pub replayed: bool,
 }
 
-/// The whole decision for one request. A refused request neither counts nor
-/// touches its idempotency key. Returns the idempotency entry to persist.
-pub fn admit(limiter: &mut Limiter, idem_entry: Option<&IdemEntry>, a: &Admission, now_ms: u64) -> (Admitted, Option<IdemEntry>) {
+/// The whole decision for one request. A replayed signature is refused first
+/// and counts nowhere; a rate-limited request neither counts, nor begins its
+/// idempotency key, nor spends its signature. Returns the idempotency entry
+/// to persist; the signature is to be remembered when `rate.allowed && !replayed`.
+pub fn admit(limiter: &mut Limiter, idem_entry: Option<&IdemEntry>, signature_seen: bool, a: &Admission, now_ms: u64) -> (Admitted, Option<IdemEntry>) {
+    if a.signature.is_some() && signature_seen {
+        // The limits' state as it stands, without counting this request.
+        let rate = limiter.clone().admit(&a.checks, now_ms);
+        return (Admitted { rate, idempotency: IdemOutcome::None, replayed: true }, None);
+    }
     let (idempotency, entry) = match &a.idempotency {
         None => (IdemOutcome::None, None),
         Some(r) => idem_begin(idem_entry, &r.fingerprint, now_ms),
@@ -241,9 +264,21 @@ pub fn admit(limiter: &mut Limiter, idem_entry: Option<&IdemEntry>, a: &Admissio
     let checks: Vec<Check> = a.checks.iter().filter(|c| new_work || !c.new_work_only).cloned().collect();
     let rate = limiter.admit(&checks, now_ms);
     if !rate.allowed {
-        return (Admitted { rate, idempotency: IdemOutcome::None }, None);
+        return (Admitted { rate, idempotency: IdemOutcome::None, replayed: false }, None);
     }
-    (Admitted { rate, idempotency }, entry)
+    (Admitted { rate, idempotency, replayed: false }, entry)
+}
+
+/// Storage key of an accepted signature: sorted by when it may be forgotten,
+/// so a sweep lists only what is due, and derived from the signature alone,
+/// so a replay finds it.
+pub fn signature_storage_key(until_ms: u64, v1: &str) -> String {
+    format!("sig:{until_ms:015}:{v1}")
+}
+
+/// The forget-after time in a signature storage key.
+pub fn parse_signature_storage_key(k: &str) -> Option<u64> {
+    k.strip_prefix("sig:")?.split_once(':')?.0.parse().ok()
 }
 
 /// Storage key of an idempotency record in the tenant's object.
@@ -340,6 +375,8 @@ pub mod memory {
     pub struct MemoryTraffic {
         pub limiters: RefCell<BTreeMap<String, Limiter>>,
         pub idem: RefCell<BTreeMap<(String, String), IdemEntry>>,
+        /// Accepted signatures: (tenant, storage key).
+        pub signatures: RefCell<std::collections::BTreeSet<(String, String)>>,
         pub now_ms: Cell<u64>,
     }
 
@@ -351,9 +388,14 @@ pub mod memory {
                 let limiter = limiters.entry(tenant_id.to_string()).or_default();
                 let key = a.idempotency.as_ref().map(|r| (tenant_id.to_string(), r.key.clone()));
                 let current = key.as_ref().and_then(|k| self.idem.borrow().get(k).cloned());
-                let (admitted, entry) = admit(limiter, current.as_ref(), a, now);
+                let sig = a.signature.as_ref().map(|s| (tenant_id.to_string(), s.key.clone()));
+                let seen = sig.as_ref().is_some_and(|k| self.signatures.borrow().contains(k));
+                let (admitted, entry) = admit(limiter, current.as_ref(), seen, a, now);
                 if let (Some(k), Some(e)) = (key, entry) {
                     self.idem.borrow_mut().insert(k, e);
+                }
+                if let (Some(k), true, false) = (sig, admitted.rate.allowed, admitted.replayed) {
+                    self.signatures.borrow_mut().insert(k);
                 }
                 Ok(admitted)
             })
@@ -448,11 +490,11 @@ mod tests {
     #[test]
     fn rate_limited_requests_do_not_begin_their_key() {
         let mut l = Limiter::default();
-        let a = Admission { checks: vec![check("key:a", 1, 60)], idempotency: Some(IdemRequest { key: "k".into(), fingerprint: "f".into() }) };
-        let (first, entry) = admit(&mut l, None, &a, 0);
+        let a = Admission { checks: vec![check("key:a", 1, 60)], idempotency: Some(IdemRequest { key: "k".into(), fingerprint: "f".into() }), signature: None };
+        let (first, entry) = admit(&mut l, None, false, &a, 0);
         assert_eq!(first.idempotency, IdemOutcome::Proceed);
         assert!(entry.is_some());
-        let (second, entry) = admit(&mut l, None, &a, 1);
+        let (second, entry) = admit(&mut l, None, false, &a, 1);
         assert!(!second.rate.allowed);
         assert_eq!((second.idempotency, entry), (IdemOutcome::None, None));
     }
@@ -461,18 +503,33 @@ mod tests {
     fn replays_do_not_count_against_new_work_limits() {
         let mut l = Limiter::default();
         let number = Check { new_work_only: true, ..check("number:+1", 1, 3600) };
-        let a = Admission { checks: vec![check("key:a", 10, 60), number], idempotency: Some(IdemRequest { key: "k".into(), fingerprint: "f".into() }) };
-        let (first, entry) = admit(&mut l, None, &a, 0);
+        let a = Admission { checks: vec![check("key:a", 10, 60), number], idempotency: Some(IdemRequest { key: "k".into(), fingerprint: "f".into() }), signature: None };
+        let (first, entry) = admit(&mut l, None, false, &a, 0);
         assert_eq!((first.rate.allowed, first.idempotency), (true, IdemOutcome::Proceed));
         let entry = entry.unwrap();
         // In flight, then done: both answered without spending the number's budget.
-        let (second, _) = admit(&mut l, Some(&entry), &a, 1);
+        let (second, _) = admit(&mut l, Some(&entry), false, &a, 1);
         assert_eq!((second.rate.allowed, second.idempotency, second.rate.scope.as_str()), (true, IdemOutcome::InFlight, "key:a"));
         let done = complete_entry(Some(&entry), &StoredResponse { status: 201, body: "{}".into(), headers: vec![] }, 2).unwrap();
-        assert!(matches!(admit(&mut l, Some(&done), &a, 3).0.idempotency, IdemOutcome::Replay { .. }));
+        assert!(matches!(admit(&mut l, Some(&done), false, &a, 3).0.idempotency, IdemOutcome::Replay { .. }));
         // A new key is new work: the number is spent.
         let b = Admission { idempotency: Some(IdemRequest { key: "k2".into(), fingerprint: "g".into() }), ..a.clone() };
-        assert!(!admit(&mut l, None, &b, 4).0.rate.allowed);
+        assert!(!admit(&mut l, None, false, &b, 4).0.rate.allowed);
+    }
+
+    #[test]
+    fn a_replayed_signature_is_refused_before_counting() {
+        let mut l = Limiter::default();
+        let sig = SignatureUse { key: signature_storage_key(301_000, "ab"), until_ms: 301_000 };
+        let a = Admission { checks: vec![check("key:a", 2, 60)], idempotency: None, signature: Some(sig) };
+        let (first, _) = admit(&mut l, None, false, &a, 0);
+        assert!(first.rate.allowed && !first.replayed);
+        let (again, entry) = admit(&mut l, None, true, &a, 1);
+        assert!(again.replayed && entry.is_none());
+        assert_eq!(again.rate.remaining, 0, "the state as it stands: one left, this one not counted");
+        assert!(admit(&mut l, None, false, &a, 2).0.rate.allowed, "the replay spent nothing");
+        assert_eq!(parse_signature_storage_key(&a.signature.as_ref().unwrap().key), Some(301_000));
+        assert!(signature_storage_key(9_000, "x") < signature_storage_key(10_000, "a"), "sorted by expiry");
     }
 
     #[test]

@@ -209,7 +209,7 @@ fn language(f: &Fields) -> Result<Option<String>, ApiError> {
 }
 
 pub const AGENT_FIELDS: &[&str] =
-    &["name", "system_prompt", "voice", "language", "default_engine", "model", "enabled", "default", "per_number_limit"];
+    &["name", "system_prompt", "voice", "language", "default_engine", "model", "enabled", "default", "per_number_limit", "calling_window"];
 
 /// Agent fields as given; `None` means "not in the body" (PATCH keeps the old value).
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -225,6 +225,8 @@ pub struct AgentInput {
     pub make_default: Option<bool>,
     /// Overrides the tenant's per-number rate limit for this agent's calls.
     pub per_number_limit: Option<crate::traffic::RateLimit>,
+    /// `None`: not in the body; `Some(None)`: an explicit null (remove it).
+    pub calling_window: Option<Option<crate::calling_window::CallingWindow>>,
 }
 
 pub fn agent(content_type: Option<&str>, body: &[u8], creating: bool) -> Result<AgentInput, ApiError> {
@@ -256,6 +258,13 @@ pub fn agent(content_type: Option<&str>, body: &[u8], creating: bool) -> Result<
                 crate::traffic::parse_rate_limit(&Value::Object(m), "per_number_limit")
                     .map_err(|(field, why)| ApiError::field(ErrorCode::InvalidValue, &field, why))?,
             ),
+        },
+        calling_window: match f.object_opt("calling_window")? {
+            None if f.is_null("calling_window") => Some(None),
+            None => None,
+            Some(m) => Some(Some(
+                crate::calling_window::parse(&Value::Object(m)).map_err(|(field, why)| ApiError::field(ErrorCode::InvalidValue, &field, why))?,
+            )),
         },
     })
 }

@@ -525,6 +525,7 @@ mod tests {
             hangup_requested_at: None,
             ended_at: Some(rfc3339_ms(NOW + 14_500)),
             ended_reason: Some(EndedReason::CalleeHangup),
+            scheduled_reason: None,
         }
     }
 

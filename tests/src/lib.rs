@@ -469,3 +469,93 @@ pub fn start_caddy(dir: &Path, upstream: &str, pki: &Pki) -> Caddy {
     Caddy { child, port, access_log }
 }
 
+
+// ---- the sidecar protocol, spoken by hand ----
+
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock after 1970").as_millis() as u64
+}
+
+static NONCE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// A fresh signature nonce (16-64 hex).
+pub fn nonce() -> String {
+    format!("{:016x}{:016x}", now_ms(), NONCE.fetch_add(1, std::sync::atomic::Ordering::SeqCst))
+}
+
+/// A sidecar identity with its secret that signs and speaks the dispatch
+/// protocol exactly as a sidecar does, step by step, so suites can lease,
+/// ack and report events at the moments they choose.
+pub struct ProtocolSidecar {
+    pub id: String,
+    pub secret: String,
+}
+
+impl ProtocolSidecar {
+    /// Mints credentials for `id` in region `local` through the admin API.
+    pub fn create(edge: &Edge, id: &str) -> ProtocolSidecar {
+        let r = edge.admin("POST", "/admin/sidecars", Some(&json!({"sidecar_id": id, "region": "local"}))).expect(201);
+        let secret = r.json["secret"].as_str().expect("the secret, shown once").to_string();
+        ProtocolSidecar { id: id.to_string(), secret }
+    }
+
+    pub fn send_raw(&self, edge: &Edge, path: &str, body: &Value, ts: u64, nonce: &str, secret: &str) -> Resp {
+        let raw = body.to_string();
+        let headers = voxline_shared::signing::signed_headers(&self.id, secret.as_bytes(), ts, nonce, raw.as_bytes());
+        let mut h: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        h.push(("content-type", "application/json"));
+        edge.request("POST", path, &h, Some(raw.as_bytes())).unwrap_or_else(|e| panic!("POST {path}: {e}"))
+    }
+
+    pub fn send(&self, edge: &Edge, path: &str, body: Value) -> Resp {
+        self.send_raw(edge, path, &body, now_ms() / 1000, &nonce(), &self.secret)
+    }
+
+    pub fn register(&self, edge: &Edge, capacity: u32) -> Resp {
+        self.send(edge, voxline_shared::protocol::paths::REGISTER, json!({"protocol_version": 1, "sidecar_id": self.id, "region": "local", "capacity": capacity, "version": "test"}))
+    }
+
+    /// One lease poll; `held` lists the calls it holds (others it was
+    /// acked for are presumed lost after a grace).
+    pub fn poll(&self, edge: &Edge, free_slots: u32, held: &[&str], wait_ms: u32) -> Resp {
+        self.send(edge, voxline_shared::protocol::paths::LEASE, json!({"protocol_version": 1, "sidecar_id": self.id, "region": "local",
+            "free_slots": free_slots, "held_calls": held, "wait_ms": wait_ms}))
+    }
+
+    pub fn ack(&self, edge: &Edge, offer: &Value, accepted: bool) -> Resp {
+        self.send(edge, voxline_shared::protocol::paths::ACK, json!({"protocol_version": 1, "sidecar_id": self.id, "lease_id": offer["lease_id"],
+            "call_id": offer["call_id"], "accepted": accepted}))
+    }
+
+    pub fn events(&self, edge: &Edge, events: Value) -> Resp {
+        self.send(edge, voxline_shared::protocol::paths::EVENTS, json!({"protocol_version": 1, "sidecar_id": self.id, "events": events}))
+    }
+
+    /// Reports a held call's attempt ended `completed`, as that attempt's only event (seq 1).
+    pub fn complete(&self, edge: &Edge, call_id: &str, attempt: u64) -> Resp {
+        self.events(edge, json!([call_event(call_id, attempt as u32, 1, ended_event("completed", "callee_hangup"))]))
+    }
+
+    /// Polls until an offer for `call_id` arrives (other offers are left to expire).
+    pub fn poll_for(&self, edge: &Edge, call_id: &str, held: &[&str], within: Duration) -> Value {
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            let r = self.poll(edge, 4, held, 500).expect(200);
+            if let Some(o) = r.json["offers"].as_array().and_then(|o| o.iter().find(|o| o["call_id"] == call_id)) {
+                return o.clone();
+            }
+        }
+        panic!("no offer for {call_id} within {within:?}");
+    }
+}
+
+/// A `CallEvent` as a sidecar sends it.
+pub fn call_event(call_id: &str, attempt: u32, seq: u32, kind: Value) -> Value {
+    json!({"call_id": call_id, "attempt": attempt, "seq": seq, "at_ms": now_ms(), "kind": kind})
+}
+
+/// An `ended` event kind.
+pub fn ended_event(status: &str, reason: &str) -> Value {
+    let t = now_ms();
+    json!({"type": "ended", "status": status, "reason": reason, "timings": {"dispatched_ms": t, "ended_ms": t}})
+}

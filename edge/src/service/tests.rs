@@ -368,3 +368,72 @@ fn a_tenant_cap_queues_or_refuses_calls_over_it() {
     let bad = w.send("POST", "/v1/calls", Some(&key), Some(json!({"phone": "+14155550108", "on_concurrency_limit": "drop"})));
     assert_eq!((bad.status, World::code(&bad)), (422, "invalid_value".to_string()));
 }
+
+#[test]
+fn a_key_requiring_signatures_refuses_unsigned_tampered_stale_and_replayed_requests() {
+    let w = World::new();
+    let (tid, plain_key) = w.tenant(true);
+    let k = w.admin("POST", &format!("/admin/tenants/{tid}/api-keys"), Some(json!({"require_signature": true})));
+    let (key, secret) = (k["key"].as_str().unwrap().to_string(), k["signing_secret"].as_str().unwrap().to_string());
+    assert_eq!(k["require_signature"], true);
+    assert!(secret.starts_with("sks_"));
+    let listed = w.send("GET", &format!("/admin/tenants/{tid}/api-keys"), Some(ADMIN), None);
+    assert!(!listed.body.contains(&secret), "the secret is shown once");
+    assert!(w.admin("POST", &format!("/admin/tenants/{tid}/api-keys"), None)["signing_secret"].is_null());
+    let body = json!({"phone": "+14155550100"});
+    let raw = body.to_string();
+    let sign = |t: u64, b: &str| crate::request_signing::header_value(secret.as_bytes(), t, b.as_bytes());
+    let now_s = || (w.now.get() + 1) / 1000;
+    let code = |r: &ApiResponse| (r.status, World::code(r));
+    let h = sign(now_s(), &raw);
+    let ok = with_header(&w, "POST", "/v1/calls", &key, body.clone(), &[("x-signature", &h)]);
+    assert_eq!(ok.status, 201, "{}", ok.body);
+    let replay = with_header(&w, "POST", "/v1/calls", &key, body.clone(), &[("x-signature", &h)]);
+    assert_eq!(code(&replay), (401, "replayed_request".into()));
+    assert_eq!(code(&w.send("POST", "/v1/calls", Some(&key), Some(body.clone()))), (401, "invalid_request_signature".into()));
+    let tampered = with_header(&w, "POST", "/v1/calls", &key, json!({"phone": "+14155550101"}), &[("x-signature", &sign(now_s(), &raw))]);
+    assert_eq!(code(&tampered), (401, "invalid_request_signature".into()));
+    let other = json!({"phone": "+14155550102"});
+    let stale = with_header(&w, "POST", "/v1/calls", &key, other.clone(), &[("x-signature", &sign(now_s() - 301, &other.to_string()))]);
+    assert_eq!(code(&stale), (401, "invalid_request_signature".into()));
+    // A fresh signature of the same request is a new request; other keys need none.
+    let again = with_header(&w, "POST", "/v1/calls", &key, other.clone(), &[("x-signature", &sign(now_s() - 1, &other.to_string()))]);
+    assert_eq!(again.status, 201, "{}", again.body);
+    assert_eq!(w.send("GET", "/v1/calls", Some(&plain_key), None).status, 200);
+}
+
+#[test]
+fn calls_outside_the_agents_calling_window_are_moved_or_refused() {
+    let w = World::new();
+    let (tid, key) = w.tenant(false);
+    // NOW is Tuesday 2025-11-25 14:50 UTC (15:50 in Berlin).
+    let window = json!({"days": ["sat"], "start": "09:00", "end": "10:00", "time_zone": "Europe/Berlin"});
+    let agent = w.admin("POST", &format!("/admin/tenants/{tid}/agents"), Some(json!({"name": "a", "calling_window": window})));
+    assert_eq!(agent["calling_window"]["time_zone"], "Europe/Berlin");
+    let aid = agent["id"].as_str().unwrap().to_string();
+    let moved = w.send("POST", "/v1/calls", Some(&key), Some(json!({"phone": "+14155550100"})));
+    assert_eq!(moved.status, 201, "{}", moved.body);
+    let call = moved.body_json();
+    assert_eq!((call["status"].as_str(), call["schedule_at"].as_str(), call["scheduled_reason"].as_str()),
+               (Some("scheduled"), Some("2025-11-29T08:00:00.000Z"), Some("calling_window")));
+    // The queue holds it until then.
+    let queued_at = w.dispatch.queues.borrow()["local"].waiting[0].ready_at_ms;
+    assert_eq!(crate::ids::rfc3339_ms(queued_at), "2025-11-29T08:00:00.000Z");
+    // An explicit schedule_at outside is moved too; one inside is kept as is.
+    let later = w.send("POST", "/v1/calls", Some(&key), Some(json!({"phone": "+14155550101", "schedule_at": "2025-11-29T10:30:00Z"}))).body_json();
+    assert_eq!((later["schedule_at"].as_str(), later["scheduled_reason"].as_str()), (Some("2025-12-06T08:00:00.000Z"), Some("calling_window")));
+    let inside = w.send("POST", "/v1/calls", Some(&key), Some(json!({"phone": "+14155550102", "schedule_at": "2025-11-29T08:30:00Z"}))).body_json();
+    assert_eq!((inside["schedule_at"].as_str(), inside["scheduled_reason"].as_str()), (Some("2025-11-29T08:30:00.000Z"), None));
+    // Reject mode names the next start and creates nothing.
+    let refused = w.send("POST", "/v1/calls", Some(&key), Some(json!({"phone": "+14155550103", "outside_window": "reject"})));
+    assert_eq!((refused.status, World::code(&refused)), (422, "outside_calling_window".to_string()));
+    assert!(refused.body.contains("2025-11-29T08:00:00.000Z"), "{}", refused.body);
+    assert_eq!(w.send("GET", "/v1/calls", Some(&key), None).body_json()["data"].as_array().unwrap().len(), 3);
+    // Bad windows are refused field by field; null removes the window.
+    let bad = w.send("PATCH", &format!("/admin/tenants/{tid}/agents/{aid}"), Some(ADMIN), Some(json!({"calling_window": {"days": ["sat"], "start": "09:00", "end": "10:00", "time_zone": "Mars/Base"}})));
+    assert_eq!(bad.body_json()["error"]["field"], "calling_window.time_zone");
+    assert!(w.admin("PATCH", &format!("/admin/tenants/{tid}/agents/{aid}"), Some(json!({"name": "b"})))["calling_window"].is_object(), "absent keeps it");
+    assert!(w.admin("PATCH", &format!("/admin/tenants/{tid}/agents/{aid}"), Some(json!({"calling_window": null})))["calling_window"].is_null());
+    let now = w.send("POST", "/v1/calls", Some(&key), Some(json!({"phone": "+14155550103", "outside_window": "reject"})));
+    assert_eq!((now.status, now.body_json()["status"].as_str()), (201, Some("queued")));
+}
