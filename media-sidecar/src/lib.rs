@@ -9,8 +9,11 @@
 pub mod calls;
 pub mod carrier;
 pub mod config;
+pub mod engine;
 pub mod lease;
+pub mod media;
 pub mod runtime;
+pub mod sip;
 
 use lease::LeaseSettings;
 

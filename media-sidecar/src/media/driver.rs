@@ -1,0 +1,546 @@
+//! The thin tokio driver: one task per call running an [`RtpSession`].
+//!
+//! ```text
+//! let ports = PortAllocator::new("0.0.0.0".parse()?, 20_000..=20_999);
+//! // Before the SDP offer: reserve the ports, put bound.local_rtp().port() in the SDP.
+//! let bound = MediaSession::bind(&ports)?;
+//! // After the answer:
+//! let mut media = bound.start(MediaConfig::new(Codec::Pcmu, PayloadMap::default_for(Codec::Pcmu), remote))?;
+//! media.send(frame_160_samples).await?;        // paced: waits when ~1 s is queued
+//! while let Some(frame) = media.recv().await {} // one 160-sample frame per 20 ms
+//! media.send_dtmf("123#", 100).await?;
+//! let stats = media.stop().await;
+//! ```
+//!
+//! (`MediaSession::start(&ports, cfg)` does both steps when the remote is
+//! already known.) The task ticks every 20 ms on tokio's clock
+//! (`MissedTickBehavior::Burst`: a stalled task catches up, so the RTP
+//! timestamps keep following real time), reads both sockets, and publishes
+//! stats on a watch channel. Received frames go to a bounded channel; if the
+//! call side stops reading, the newest frames are dropped (counted) rather
+//! than stalling the media. Recording runs on its own thread.
+
+use std::collections::HashSet;
+use std::net::{IpAddr, SocketAddr, UdpSocket as StdUdpSocket};
+use std::ops::RangeInclusive;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::net::UdpSocket;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+
+use super::codec::{CodecError, OpusSettings, FRAME_8K};
+use super::dtmf::DtmfError;
+use super::jitter::JitterConfig;
+use super::record::StereoRecorder;
+use super::session::{Channel, PayloadMap, RtpSession, SessionConfig, SessionEvent, SessionStats};
+use super::Codec;
+
+pub type MediaEvent = SessionEvent;
+pub type MediaStats = SessionStats;
+
+#[derive(Debug, thiserror::Error)]
+pub enum MediaError {
+    #[error("no free RTP port pair in {lo}..={hi}")]
+    NoPorts { lo: u16, hi: u16 },
+    #[error("io: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("codec: {0}")]
+    Codec(#[from] CodecError),
+    #[error("dtmf: {0}")]
+    Dtmf(#[from] DtmfError),
+    #[error("recording: {0}")]
+    Recording(#[from] hound::Error),
+    #[error("media session has stopped")]
+    Closed,
+}
+
+/// Hands out RTP/RTCP port pairs (even RTP port, RTCP = RTP + 1) from a range.
+/// Ports in use by us are skipped; ports another process holds fail to bind
+/// and are skipped too. Round-robin, so a just-freed port is not reused at
+/// once (late packets of the previous call would land in the next one).
+pub struct PortAllocator {
+    ip: IpAddr,
+    lo: u16,
+    hi: u16,
+    state: Mutex<(u16, HashSet<u16>)>,
+}
+
+impl PortAllocator {
+    pub fn new(ip: IpAddr, range: RangeInclusive<u16>) -> Arc<Self> {
+        let lo = (*range.start()).max(2) & !1; // even
+        let hi = *range.end();
+        Arc::new(PortAllocator {
+            ip,
+            lo,
+            hi,
+            state: Mutex::new((lo, HashSet::new())),
+        })
+    }
+
+    pub fn ip(&self) -> IpAddr {
+        self.ip
+    }
+
+    pub fn in_use(&self) -> usize {
+        self.state.lock().expect("poisoned").1.len()
+    }
+
+    fn allocate(self: &Arc<Self>) -> Result<(PortLease, StdUdpSocket, StdUdpSocket), MediaError> {
+        let pairs = ((self.hi.saturating_sub(self.lo)) / 2 + 1) as usize;
+        for _ in 0..pairs {
+            let port = {
+                let mut st = self.state.lock().expect("poisoned");
+                let p = st.0;
+                st.0 = if p as u32 + 3 > self.hi as u32 {
+                    self.lo
+                } else {
+                    p + 2
+                };
+                if p as u32 + 1 > self.hi as u32 || st.1.contains(&p) {
+                    continue;
+                }
+                st.1.insert(p);
+                p
+            };
+            let lease = PortLease {
+                alloc: self.clone(),
+                port,
+            };
+            let Ok(rtp) = StdUdpSocket::bind(SocketAddr::new(self.ip, port)) else {
+                continue;
+            };
+            let Ok(rtcp) = StdUdpSocket::bind(SocketAddr::new(self.ip, port + 1)) else {
+                continue;
+            };
+            return Ok((lease, rtp, rtcp));
+        }
+        Err(MediaError::NoPorts {
+            lo: self.lo,
+            hi: self.hi,
+        })
+    }
+}
+
+/// Holds a port pair until dropped.
+pub struct PortLease {
+    alloc: Arc<PortAllocator>,
+    port: u16,
+}
+
+impl Drop for PortLease {
+    fn drop(&mut self) {
+        if let Ok(mut st) = self.alloc.state.lock() {
+            st.1.remove(&self.port);
+        }
+    }
+}
+
+/// What a call's media needs besides its ports.
+#[derive(Debug, Clone)]
+pub struct MediaConfig {
+    pub codec: Codec,
+    pub payload: PayloadMap,
+    /// Remote RTP address from the SDP answer (`c=` + `m=` port).
+    pub remote_rtp: SocketAddr,
+    /// `a=rtcp:` if present.
+    pub remote_rtcp: Option<SocketAddr>,
+    /// Both sides agreed on `a=rtcp-mux`.
+    pub rtcp_mux: bool,
+    /// Symmetric RTP latching (default on).
+    pub symmetric: bool,
+    /// Write a stereo WAV here (left = we/caller, right = remote/callee).
+    pub record_path: Option<PathBuf>,
+    pub jitter: Option<JitterConfig>,
+    pub opus: OpusSettings,
+    /// Outgoing audio the handle buffers before `send` waits (frames of 20 ms).
+    pub send_queue_frames: usize,
+    /// Received frames buffered for `recv` before new ones are dropped.
+    pub recv_queue_frames: usize,
+    pub rtcp_interval_ms: u32,
+    pub cname: Option<String>,
+}
+
+impl MediaConfig {
+    pub fn new(codec: Codec, payload: PayloadMap, remote_rtp: SocketAddr) -> Self {
+        MediaConfig {
+            codec,
+            payload,
+            remote_rtp,
+            remote_rtcp: None,
+            rtcp_mux: false,
+            symmetric: true,
+            record_path: None,
+            jitter: None,
+            opus: OpusSettings::default(),
+            send_queue_frames: 50,
+            recv_queue_frames: 50,
+            rtcp_interval_ms: 5_000,
+            cname: None,
+        }
+    }
+}
+
+/// The media namespace: see the module docs.
+pub struct MediaSession;
+
+impl MediaSession {
+    /// Reserves and binds an RTP/RTCP port pair (do this before the SDP offer).
+    pub fn bind(ports: &Arc<PortAllocator>) -> Result<BoundMedia, MediaError> {
+        let (lease, rtp, rtcp) = ports.allocate()?;
+        Ok(BoundMedia { lease, rtp, rtcp })
+    }
+
+    /// `bind` + `start` when the remote address is already known.
+    pub fn start(ports: &Arc<PortAllocator>, cfg: MediaConfig) -> Result<MediaHandle, MediaError> {
+        Self::bind(ports)?.start(cfg)
+    }
+}
+
+/// Bound sockets waiting for the remote address.
+pub struct BoundMedia {
+    lease: PortLease,
+    rtp: StdUdpSocket,
+    rtcp: StdUdpSocket,
+}
+
+impl BoundMedia {
+    pub fn local_rtp(&self) -> SocketAddr {
+        self.rtp.local_addr().expect("bound")
+    }
+
+    pub fn local_rtcp(&self) -> SocketAddr {
+        self.rtcp.local_addr().expect("bound")
+    }
+
+    /// Starts the call's media task (must run inside a tokio runtime).
+    pub fn start(self, cfg: MediaConfig) -> Result<MediaHandle, MediaError> {
+        self.rtp.set_nonblocking(true)?;
+        self.rtcp.set_nonblocking(true)?;
+        let local_rtp = self.local_rtp();
+        let rtp = UdpSocket::from_std(self.rtp)?;
+        let rtcp = UdpSocket::from_std(self.rtcp)?;
+        let mut scfg = SessionConfig::new(cfg.codec, cfg.payload, cfg.remote_rtp);
+        scfg.remote_rtcp = cfg.remote_rtcp;
+        scfg.rtcp_mux = cfg.rtcp_mux;
+        scfg.symmetric = cfg.symmetric;
+        scfg.opus = cfg.opus;
+        scfg.rtcp_interval_ms = cfg.rtcp_interval_ms;
+        if let Some(j) = cfg.jitter.clone() {
+            scfg.jitter = j;
+        }
+        if let Some(c) = cfg.cname.clone() {
+            scfg.cname = c;
+        }
+        let session = RtpSession::new(scfg)?;
+        let recorder = match &cfg.record_path {
+            Some(p) => Some(RecorderThread::start(StereoRecorder::create(p)?)),
+            None => None,
+        };
+        let (audio_tx, audio_rx) = mpsc::channel(cfg.send_queue_frames.max(1));
+        let (frames_tx, frames_rx) = mpsc::channel(cfg.recv_queue_frames.max(1));
+        let (events_tx, events_rx) = mpsc::channel(64);
+        let (cmd_tx, cmd_rx) = mpsc::channel(16);
+        let (stats_tx, stats_rx) = watch::channel(SessionStats::default());
+        let generation = Arc::new(AtomicU64::new(0));
+        let task = Task {
+            session,
+            rtp,
+            rtcp,
+            rtcp_mux: cfg.rtcp_mux,
+            audio_rx,
+            frames_tx,
+            events_tx,
+            cmd_rx,
+            stats_tx,
+            generation: generation.clone(),
+            recorder,
+            _lease: self.lease,
+        };
+        let join = tokio::spawn(task.run());
+        Ok(MediaHandle {
+            local_rtp,
+            sender: MediaSender {
+                audio_tx,
+                generation,
+            },
+            cmd_tx,
+            frames_rx,
+            events_rx,
+            stats_rx,
+            join: Some(join),
+        })
+    }
+}
+
+/// Cloneable outgoing-audio side of a call (hand it to the engine task).
+#[derive(Clone)]
+pub struct MediaSender {
+    audio_tx: mpsc::Sender<(u64, Vec<i16>)>,
+    generation: Arc<AtomicU64>,
+}
+
+impl MediaSender {
+    /// Queues 8 kHz mono PCM (ideally 160-sample frames). Waits while about
+    /// `send_queue_frames` are already queued, which paces a producer that is
+    /// faster than real time.
+    pub async fn send(&self, pcm: Vec<i16>) -> Result<(), MediaError> {
+        let g = self.generation.load(Ordering::Acquire);
+        self.audio_tx
+            .send((g, pcm))
+            .await
+            .map_err(|_| MediaError::Closed)
+    }
+
+    /// Discards everything queued so far (barge-in). Takes effect within a tick.
+    pub fn flush(&self) {
+        self.generation.fetch_add(1, Ordering::AcqRel);
+    }
+}
+
+enum Cmd {
+    Dtmf {
+        digits: String,
+        duration_ms: u32,
+        reply: oneshot::Sender<Result<(), DtmfError>>,
+    },
+    SetRemote {
+        rtp: SocketAddr,
+        rtcp: Option<SocketAddr>,
+    },
+    Stop,
+}
+
+/// The call side's handle on its media task.
+pub struct MediaHandle {
+    local_rtp: SocketAddr,
+    sender: MediaSender,
+    cmd_tx: mpsc::Sender<Cmd>,
+    frames_rx: mpsc::Receiver<Vec<i16>>,
+    events_rx: mpsc::Receiver<MediaEvent>,
+    stats_rx: watch::Receiver<MediaStats>,
+    join: Option<JoinHandle<MediaStats>>,
+}
+
+impl MediaHandle {
+    pub fn local_rtp(&self) -> SocketAddr {
+        self.local_rtp
+    }
+
+    pub fn sender(&self) -> MediaSender {
+        self.sender.clone()
+    }
+
+    /// See [`MediaSender::send`].
+    pub async fn send(&self, pcm: Vec<i16>) -> Result<(), MediaError> {
+        self.sender.send(pcm).await
+    }
+
+    /// See [`MediaSender::flush`].
+    pub fn flush(&self) {
+        self.sender.flush()
+    }
+
+    /// The next 20 ms of received audio (160 samples); None once stopped.
+    pub async fn recv(&mut self) -> Option<Vec<i16>> {
+        self.frames_rx.recv().await
+    }
+
+    pub fn try_recv(&mut self) -> Option<Vec<i16>> {
+        self.frames_rx.try_recv().ok()
+    }
+
+    pub async fn next_event(&mut self) -> Option<MediaEvent> {
+        self.events_rx.recv().await
+    }
+
+    pub fn try_event(&mut self) -> Option<MediaEvent> {
+        self.events_rx.try_recv().ok()
+    }
+
+    /// Queues RFC 4733 digits (0-9 * # A-D), each `duration_ms` long.
+    pub async fn send_dtmf(&self, digits: &str, duration_ms: u32) -> Result<(), MediaError> {
+        let (reply, rx) = oneshot::channel();
+        self.cmd_tx
+            .send(Cmd::Dtmf {
+                digits: digits.to_string(),
+                duration_ms,
+                reply,
+            })
+            .await
+            .map_err(|_| MediaError::Closed)?;
+        Ok(rx.await.map_err(|_| MediaError::Closed)??)
+    }
+
+    /// The remote moved (re-INVITE): send there, latch afresh.
+    pub async fn set_remote(
+        &self,
+        rtp: SocketAddr,
+        rtcp: Option<SocketAddr>,
+    ) -> Result<(), MediaError> {
+        self.cmd_tx
+            .send(Cmd::SetRemote { rtp, rtcp })
+            .await
+            .map_err(|_| MediaError::Closed)
+    }
+
+    /// Latest stats (updated every tick).
+    pub fn stats(&self) -> MediaStats {
+        *self.stats_rx.borrow()
+    }
+
+    /// Stops the task (sends RTCP BYE, closes the recording) and returns the final stats.
+    pub async fn stop(mut self) -> MediaStats {
+        let _ = self.cmd_tx.send(Cmd::Stop).await;
+        match self.join.take() {
+            Some(j) => j.await.unwrap_or_else(|_| *self.stats_rx.borrow()),
+            None => *self.stats_rx.borrow(),
+        }
+    }
+}
+
+impl Drop for MediaHandle {
+    fn drop(&mut self) {
+        // Dropping the handle without stop(): the task ends when it sees the closed command channel.
+        let _ = self.cmd_tx.try_send(Cmd::Stop);
+    }
+}
+
+struct RecorderThread {
+    tx: std::sync::mpsc::SyncSender<(Vec<i16>, Vec<i16>)>,
+    join: std::thread::JoinHandle<Result<(), hound::Error>>,
+}
+
+impl RecorderThread {
+    fn start(mut rec: StereoRecorder<std::io::BufWriter<std::fs::File>>) -> Self {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<(Vec<i16>, Vec<i16>)>(500);
+        let join = std::thread::Builder::new()
+            .name("media-recorder".into())
+            .spawn(move || {
+                while let Ok((l, r)) = rx.recv() {
+                    rec.push(&l, &r)?;
+                }
+                rec.finish()
+            })
+            .expect("spawn recorder thread");
+        RecorderThread { tx, join }
+    }
+}
+
+struct Task {
+    session: RtpSession,
+    rtp: UdpSocket,
+    rtcp: UdpSocket,
+    rtcp_mux: bool,
+    audio_rx: mpsc::Receiver<(u64, Vec<i16>)>,
+    frames_tx: mpsc::Sender<Vec<i16>>,
+    events_tx: mpsc::Sender<MediaEvent>,
+    cmd_rx: mpsc::Receiver<Cmd>,
+    stats_tx: watch::Sender<MediaStats>,
+    generation: Arc<AtomicU64>,
+    recorder: Option<RecorderThread>,
+    _lease: PortLease,
+}
+
+pub const TICK: Duration = Duration::from_millis(20);
+
+impl Task {
+    async fn flush_io(&mut self) {
+        while let Some(t) = self.session.poll_transmit() {
+            let sock = if t.channel == Channel::Rtcp && !self.rtcp_mux {
+                &self.rtcp
+            } else {
+                &self.rtp
+            };
+            if let Err(e) = sock.send_to(&t.data, t.dest).await {
+                tracing::debug!(error = %e, dest = %t.dest, "media send failed");
+            }
+        }
+        while let Some(e) = self.session.poll_event() {
+            tracing::debug!(event = ?e, "media event");
+            let _ = self.events_tx.try_send(e);
+        }
+    }
+
+    async fn run(mut self) -> MediaStats {
+        let start = Instant::now();
+        let now_us = move || start.elapsed().as_micros() as u64;
+        let mut interval = tokio::time::interval(TICK);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+        let mut gen = self.generation.load(Ordering::Acquire);
+        let mut rtp_buf = vec![0u8; 2048];
+        let mut rtcp_buf = vec![0u8; 2048];
+        let mut recv_dropped = 0u64;
+        loop {
+            tokio::select! {
+                biased;
+                cmd = self.cmd_rx.recv() => match cmd {
+                    None | Some(Cmd::Stop) => break,
+                    Some(Cmd::Dtmf { digits, duration_ms, reply }) => {
+                        let _ = reply.send(self.session.send_dtmf(&digits, duration_ms));
+                    }
+                    Some(Cmd::SetRemote { rtp, rtcp }) => self.session.set_remote(rtp, rtcp),
+                },
+                r = self.rtp.recv_from(&mut rtp_buf) => {
+                    // Errors (e.g. ICMP port unreachable surfacing as ECONNREFUSED) are not fatal.
+                    if let Ok((n, from)) = r {
+                        self.session.handle_rtp(now_us(), from, &rtp_buf[..n]);
+                    }
+                }
+                r = self.rtcp.recv_from(&mut rtcp_buf) => {
+                    if let Ok((n, from)) = r {
+                        self.session.handle_rtcp(now_us(), from, &rtcp_buf[..n]);
+                    }
+                }
+                _ = interval.tick() => {
+                    let g = self.generation.load(Ordering::Acquire);
+                    if g != gen {
+                        self.session.clear_audio();
+                        gen = g;
+                    }
+                    while self.session.queued_samples() < 2 * FRAME_8K {
+                        match self.audio_rx.try_recv() {
+                            Ok((fg, pcm)) if fg == gen => self.session.push_audio(&pcm),
+                            Ok(_) => {} // flushed
+                            Err(_) => break,
+                        }
+                    }
+                    let frame = self.session.tick(now_us());
+                    if let Some(r) = &self.recorder {
+                        let _ = r.tx.try_send((frame.sent, frame.received.clone()));
+                    }
+                    if self.frames_tx.try_send(frame.received).is_err() {
+                        recv_dropped += 1;
+                    }
+                    self.stats_tx.send_replace(self.session.stats());
+                }
+            }
+            self.flush_io().await;
+        }
+        let bye = self.session.close(now_us());
+        let sock = if self.rtcp_mux { &self.rtp } else { &self.rtcp };
+        let _ = sock.send_to(&bye.data, bye.dest).await;
+        if let Some(r) = self.recorder.take() {
+            drop(r.tx);
+            let j = r.join;
+            match tokio::task::spawn_blocking(move || j.join()).await {
+                Ok(Ok(Ok(()))) => {}
+                other => {
+                    tracing::warn!(result = ?other.map(|r| r.map(|x| x.err().map(|e| e.to_string()))), "recording did not finish cleanly")
+                }
+            }
+        }
+        if recv_dropped > 0 {
+            tracing::debug!(
+                recv_dropped,
+                "received frames dropped (call side not reading)"
+            );
+        }
+        let stats = self.session.stats();
+        self.stats_tx.send_replace(stats);
+        stats
+    }
+}

@@ -1,0 +1,950 @@
+//! One call's RTP/RTCP session, sans-IO.
+//!
+//! The driver:
+//! - feeds every datagram of the RTP socket to [`RtpSession::handle_rtp`] and
+//!   of the RTCP socket to [`RtpSession::handle_rtcp`] (with `rtcp_mux` both
+//!   arrive on the RTP socket and are told apart by the packet type);
+//! - calls [`RtpSession::tick`] every 20 ms of its clock: the session sends one
+//!   packet (app audio, else comfort silence, or a DTMF event packet) and
+//!   returns the 20 ms frame to play (after the jitter buffer) and the frame it
+//!   sent (for the recorder);
+//! - sends what [`RtpSession::poll_transmit`] yields and reads
+//!   [`RtpSession::poll_event`].
+//!
+//! Rules:
+//! - Outgoing: our SSRC, sequence and timestamp start random; the timestamp
+//!   advances one frame per tick whatever is sent (audio, silence, DTMF), so it
+//!   tracks the wall clock. The marker bit is set on the first packet and on
+//!   the first audio packet of each talkspurt (after comfort silence or a
+//!   DTMF event), never otherwise.
+//! - Comfort silence: when the app has nothing queued we still send encoded
+//!   digital silence every 20 ms (keeps NAT bindings and the remote's latching
+//!   alive, and every trunk accepts it). We do not send CN (RFC 3389): some
+//!   trunks/SBCs mishandle silence suppression and the bandwidth saved on a
+//!   single call is irrelevant. Received CN packets are accepted and rendered
+//!   as silence (the jitter buffer's concealment fades out).
+//! - Symmetric RTP: until the first valid packet (RTP v2, negotiated payload
+//!   type) arrives we send to the SDP address; then we latch onto its source
+//!   address and send there; packets from any other source are dropped
+//!   (counted). A packet from the SDP address latches at once; another source
+//!   (the peer's NAT) must first send [`LATCH_PROBATION`] packets in sequence
+//!   (same SSRC, consecutive sequence numbers), so one stray packet cannot
+//!   hijack the call. RTCP latches separately on its first valid packet. A re-INVITE
+//!   moving the media calls [`RtpSession::set_remote`], which unlatches.
+//! - Remote SSRC: the first one is taken; a different SSRC from the latched
+//!   source must send two sequential packets (RFC 3550 A.1 probation) before
+//!   we switch to it (fresh statistics, jitter buffer and decoder; event
+//!   [`SessionEvent::RemoteSsrcChanged`]); stray packets of another SSRC are dropped.
+//! - RTCP: a compound SR (we always send) + report block about the remote
+//!   source + SDES CNAME every `rtcp_interval_ms` (randomised 0.5x-1.5x, RFC
+//!   3550 6.2), BYE at [`RtpSession::close`].
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+
+use super::codec::{AudioDecoder, AudioEncoder, CodecError, OpusSettings, FRAME_8K};
+use super::dtmf::{DtmfDigit, DtmfError, DtmfReceiver, DtmfSender};
+use super::jitter::{JitterBuffer, JitterConfig, JitterStats, Playout};
+use super::rtcp::{self, RecvStats, RtcpPacket, SenderInfo};
+use super::rtp::{self, RtpHeader, TsUnwrapper};
+use super::Codec;
+
+/// Packets in sequence a source other than the SDP address must send before
+/// we latch onto it.
+pub const LATCH_PROBATION: u32 = 3;
+
+/// Payload types negotiated in SDP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PayloadMap {
+    /// The audio codec's payload type (0 PCMU, 8 PCMA, dynamic for Opus).
+    pub audio: u8,
+    /// `telephone-event` at the codec's clock rate, if negotiated.
+    pub telephone_event: Option<u8>,
+    /// `CN/8000` (RFC 3389), if negotiated (receive only).
+    pub comfort_noise: Option<u8>,
+}
+
+impl PayloadMap {
+    /// The usual mapping: PCMU 0 / PCMA 8 / Opus 111, telephone-event 101, no CN.
+    pub fn default_for(codec: Codec) -> Self {
+        PayloadMap {
+            audio: codec.static_payload_type().unwrap_or(111),
+            telephone_event: Some(101),
+            comfort_noise: None,
+        }
+    }
+
+    fn knows(&self, pt: u8) -> bool {
+        pt == self.audio || Some(pt) == self.telephone_event || Some(pt) == self.comfort_noise
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct SessionConfig {
+    pub codec: Codec,
+    pub payload: PayloadMap,
+    /// The remote RTP address from SDP.
+    pub remote_rtp: SocketAddr,
+    /// The remote RTCP address (SDP `a=rtcp`), else RTP port + 1 (or the RTP address with mux).
+    pub remote_rtcp: Option<SocketAddr>,
+    /// RTCP on the RTP port (RFC 5761, `a=rtcp-mux`).
+    pub rtcp_mux: bool,
+    /// Latch onto the source of the first valid packet (symmetric RTP).
+    pub symmetric: bool,
+    pub ssrc: u32,
+    pub initial_seq: u16,
+    pub initial_ts: u32,
+    pub cname: String,
+    pub jitter: JitterConfig,
+    pub opus: OpusSettings,
+    pub rtcp_interval_ms: u32,
+    /// Unix time in µs at which the driver's `now_us` was 0 (for RTCP NTP timestamps).
+    pub wall_clock_at_zero_us: u64,
+}
+
+fn random_u32() -> u32 {
+    let mut b = [0u8; 4];
+    getrandom::fill(&mut b).expect("OS random source");
+    u32::from_be_bytes(b)
+}
+
+impl SessionConfig {
+    /// Defaults with random SSRC/sequence/timestamp.
+    pub fn new(codec: Codec, payload: PayloadMap, remote_rtp: SocketAddr) -> Self {
+        let wall = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_micros() as u64)
+            .unwrap_or(0);
+        SessionConfig {
+            codec,
+            payload,
+            remote_rtp,
+            remote_rtcp: None,
+            rtcp_mux: false,
+            symmetric: true,
+            ssrc: random_u32(),
+            initial_seq: random_u32() as u16,
+            initial_ts: random_u32(),
+            cname: format!("voxline-{:08x}", random_u32()),
+            jitter: JitterConfig::new(codec.clock_rate()),
+            opus: OpusSettings::default(),
+            rtcp_interval_ms: 5_000,
+            wall_clock_at_zero_us: wall,
+        }
+    }
+
+    fn rtcp_dest(&self, rtp: SocketAddr) -> SocketAddr {
+        if self.rtcp_mux {
+            rtp
+        } else {
+            SocketAddr::new(rtp.ip(), rtp.port().wrapping_add(1))
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Channel {
+    Rtp,
+    Rtcp,
+}
+
+/// A datagram to send on the RTP or RTCP socket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transmit {
+    pub channel: Channel,
+    pub dest: SocketAddr,
+    pub data: Vec<u8>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SessionEvent {
+    /// RTP now goes to this address (the source of the first valid packet).
+    Latched {
+        rtp: SocketAddr,
+    },
+    RtcpLatched {
+        rtcp: SocketAddr,
+    },
+    /// First packet of the remote stream.
+    RemoteSsrc {
+        ssrc: u32,
+    },
+    RemoteSsrcChanged {
+        old: u32,
+        new: u32,
+    },
+    Dtmf(DtmfDigit),
+    /// The remote sent RTCP BYE.
+    Bye,
+}
+
+/// What one tick produced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TickFrame {
+    /// The 20 ms (160 samples, 8 kHz) we sent (silence when idle or during DTMF).
+    pub sent: Vec<i16>,
+    /// The 20 ms we play out (after the jitter buffer and concealment).
+    pub received: Vec<i16>,
+}
+
+/// Counters and estimates of a session.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct SessionStats {
+    pub packets_sent: u64,
+    pub octets_sent: u64,
+    /// Audio frames sent that came from the app (the rest were comfort silence or DTMF).
+    pub voice_frames_sent: u64,
+    pub dtmf_packets_sent: u64,
+    pub packets_received: u64,
+    /// RFC 3550 cumulative lost of the current remote source.
+    pub cumulative_lost: i64,
+    /// Expected packets of the current remote source.
+    pub expected: u64,
+    /// Fraction lost in our last report (0..1).
+    pub fraction_lost: f64,
+    /// RFC 3550 interarrival jitter of the remote stream, ms.
+    pub jitter_ms: f64,
+    pub jitter_buffer: JitterStats,
+    /// From the remote's reports about us.
+    pub remote_fraction_lost: Option<f64>,
+    pub remote_cumulative_lost: Option<i32>,
+    pub remote_jitter_ms: Option<f64>,
+    pub rtt_ms: Option<f64>,
+    pub rtcp_sent: u64,
+    pub rtcp_received: u64,
+    pub dropped_foreign_source: u64,
+    pub dropped_invalid: u64,
+    pub dropped_unknown_pt: u64,
+    pub dropped_other_ssrc: u64,
+    pub ssrc_changes: u64,
+    pub dtmf_received: u64,
+    pub comfort_noise_received: u64,
+    pub codec_errors: u64,
+}
+
+struct Remote {
+    ssrc: u32,
+    stats: RecvStats,
+    ts: TsUnwrapper,
+}
+
+pub struct RtpSession {
+    cfg: SessionConfig,
+    enc: AudioEncoder,
+    dec: AudioDecoder,
+    jb: JitterBuffer,
+    dtmf_tx: DtmfSender,
+    dtmf_rx: DtmfReceiver,
+    // sending
+    seq: u16,
+    ts: u32,
+    first_packet: bool,
+    talkspurt_next: bool,
+    send_buf: VecDeque<i16>,
+    last_tick: Option<(u64, u32)>,
+    // addressing
+    dest_rtp: SocketAddr,
+    dest_rtcp: SocketAddr,
+    latched: bool,
+    /// (source, ssrc, last seq, packets in sequence) of a source not yet latched onto.
+    latch_candidate: Option<(SocketAddr, u32, u16, u32)>,
+    rtcp_latched: bool,
+    // receiving
+    remote: Option<Remote>,
+    candidate: Option<(u32, u16)>,
+    pcm_fifo: Vec<i16>,
+    // rtcp
+    next_rtcp_us: Option<u64>,
+    rng: u32,
+    // io
+    out: VecDeque<Transmit>,
+    events: VecDeque<SessionEvent>,
+    stats: SessionStats,
+    scratch: Vec<u8>,
+}
+
+impl RtpSession {
+    pub fn new(cfg: SessionConfig) -> Result<Self, CodecError> {
+        let clock = cfg.codec.clock_rate();
+        let dest_rtcp = cfg
+            .remote_rtcp
+            .unwrap_or_else(|| cfg.rtcp_dest(cfg.remote_rtp));
+        Ok(RtpSession {
+            enc: AudioEncoder::new(cfg.codec, cfg.opus)?,
+            dec: AudioDecoder::new(cfg.codec)?,
+            jb: JitterBuffer::new(cfg.jitter.clone()),
+            dtmf_tx: DtmfSender::new(clock),
+            dtmf_rx: DtmfReceiver::new(clock),
+            seq: cfg.initial_seq,
+            ts: cfg.initial_ts,
+            first_packet: true,
+            talkspurt_next: true,
+            send_buf: VecDeque::new(),
+            last_tick: None,
+            dest_rtp: cfg.remote_rtp,
+            dest_rtcp,
+            latched: false,
+            latch_candidate: None,
+            rtcp_latched: false,
+            remote: None,
+            candidate: None,
+            pcm_fifo: Vec::with_capacity(4 * FRAME_8K),
+            next_rtcp_us: None,
+            rng: cfg.ssrc | 1,
+            out: VecDeque::new(),
+            events: VecDeque::new(),
+            stats: SessionStats::default(),
+            scratch: Vec::with_capacity(1500),
+            cfg,
+        })
+    }
+
+    pub fn config(&self) -> &SessionConfig {
+        &self.cfg
+    }
+
+    pub fn ssrc(&self) -> u32 {
+        self.cfg.ssrc
+    }
+
+    /// Where RTP goes now.
+    pub fn remote_rtp(&self) -> SocketAddr {
+        self.dest_rtp
+    }
+
+    pub fn remote_rtcp(&self) -> SocketAddr {
+        self.dest_rtcp
+    }
+
+    /// New remote addresses (re-INVITE): unlatches.
+    pub fn set_remote(&mut self, rtp: SocketAddr, rtcp: Option<SocketAddr>) {
+        self.cfg.remote_rtp = rtp;
+        self.cfg.remote_rtcp = rtcp;
+        self.dest_rtp = rtp;
+        self.dest_rtcp = rtcp.unwrap_or_else(|| self.cfg.rtcp_dest(rtp));
+        self.latched = false;
+        self.latch_candidate = None;
+        self.rtcp_latched = false;
+    }
+
+    /// Queues PCM (8 kHz mono) to send; any length, sent 160 samples per tick.
+    pub fn push_audio(&mut self, pcm: &[i16]) {
+        self.send_buf.extend(pcm.iter().copied());
+    }
+
+    /// Samples queued and not yet sent.
+    pub fn queued_samples(&self) -> usize {
+        self.send_buf.len()
+    }
+
+    /// Drops queued outgoing audio (barge-in).
+    pub fn clear_audio(&mut self) {
+        self.send_buf.clear();
+    }
+
+    /// Queues DTMF digits (RFC 4733).
+    pub fn send_dtmf(&mut self, digits: &str, duration_ms: u32) -> Result<(), DtmfError> {
+        if self.cfg.payload.telephone_event.is_none() {
+            return Err(DtmfError::NotNegotiated);
+        }
+        self.dtmf_tx.push(digits, duration_ms)
+    }
+
+    pub fn dtmf_idle(&self) -> bool {
+        self.dtmf_tx.idle()
+    }
+
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.out.pop_front()
+    }
+
+    pub fn poll_event(&mut self) -> Option<SessionEvent> {
+        self.events.pop_front()
+    }
+
+    fn clock(&self) -> u64 {
+        self.cfg.codec.clock_rate() as u64
+    }
+
+    fn ntp_now(&self, now_us: u64) -> u64 {
+        rtcp::ntp_from_unix_us(self.cfg.wall_clock_at_zero_us + now_us)
+    }
+
+    /// A datagram arrived on the RTP socket.
+    pub fn handle_rtp(&mut self, now_us: u64, from: SocketAddr, data: &[u8]) {
+        if self.cfg.rtcp_mux && rtp::is_rtcp(data) {
+            self.handle_rtcp(now_us, from, data);
+            return;
+        }
+        let Ok(p) = rtp::parse(data) else {
+            self.stats.dropped_invalid += 1;
+            return;
+        };
+        let h = p.header;
+        if !self.cfg.payload.knows(h.payload_type) {
+            self.stats.dropped_unknown_pt += 1;
+            return;
+        }
+        if self.cfg.symmetric {
+            if !self.latched {
+                // The SDP address is trusted at once; any other source (a NAT's
+                // public side) must first send LATCH_PROBATION packets in sequence,
+                // so a stray or spoofed packet cannot steal the stream.
+                let trusted = from == self.cfg.remote_rtp;
+                let proven = match &mut self.latch_candidate {
+                    Some(c)
+                        if c.0 == from && c.1 == h.ssrc && h.sequence == c.2.wrapping_add(1) =>
+                    {
+                        c.2 = h.sequence;
+                        c.3 += 1;
+                        c.3 >= LATCH_PROBATION
+                    }
+                    _ => {
+                        self.latch_candidate = Some((from, h.ssrc, h.sequence, 1));
+                        LATCH_PROBATION <= 1
+                    }
+                };
+                if !(trusted || proven) {
+                    self.stats.dropped_foreign_source += 1;
+                    return;
+                }
+                self.latched = true;
+                self.latch_candidate = None;
+                if from != self.dest_rtp {
+                    self.dest_rtp = from;
+                    if self.cfg.rtcp_mux {
+                        self.dest_rtcp = from;
+                    } else if !self.rtcp_latched && from.ip() != self.cfg.remote_rtp.ip() {
+                        // Behind a NAT: the SDP's RTCP address is private too; guess port + 1
+                        // until RTCP from the peer latches it.
+                        self.dest_rtcp = self.cfg.rtcp_dest(from);
+                    }
+                }
+                self.events.push_back(SessionEvent::Latched { rtp: from });
+            } else if from != self.dest_rtp {
+                self.stats.dropped_foreign_source += 1;
+                return;
+            }
+        }
+        // Source (SSRC) handling.
+        match &self.remote {
+            None => {
+                self.remote = Some(Remote {
+                    ssrc: h.ssrc,
+                    stats: RecvStats::new(h.sequence),
+                    ts: TsUnwrapper::default(),
+                });
+                self.events
+                    .push_back(SessionEvent::RemoteSsrc { ssrc: h.ssrc });
+            }
+            Some(r) if r.ssrc != h.ssrc => match self.candidate {
+                Some((s, last)) if s == h.ssrc && h.sequence == last.wrapping_add(1) => {
+                    let old = r.ssrc;
+                    self.remote = Some(Remote {
+                        ssrc: h.ssrc,
+                        stats: RecvStats::new(h.sequence),
+                        ts: TsUnwrapper::default(),
+                    });
+                    self.candidate = None;
+                    self.jb.reset();
+                    self.dtmf_rx = DtmfReceiver::new(self.cfg.codec.clock_rate());
+                    match AudioDecoder::new(self.cfg.codec) {
+                        Ok(d) => self.dec = d,
+                        Err(_) => self.stats.codec_errors += 1,
+                    }
+                    self.pcm_fifo.clear();
+                    self.stats.ssrc_changes += 1;
+                    self.events
+                        .push_back(SessionEvent::RemoteSsrcChanged { old, new: h.ssrc });
+                }
+                _ => {
+                    self.candidate = Some((h.ssrc, h.sequence));
+                    self.stats.dropped_other_ssrc += 1;
+                    return;
+                }
+            },
+            Some(_) => {}
+        }
+        let clock = self.clock();
+        let r = self.remote.as_mut().expect("set above");
+        if !r.stats.update_seq(h.sequence) {
+            self.stats.dropped_invalid += 1;
+            return;
+        }
+        self.stats.packets_received += 1;
+        let pt = h.payload_type;
+        if Some(pt) == self.cfg.payload.telephone_event {
+            for d in self.dtmf_rx.on_packet(now_us, h.timestamp, p.payload) {
+                self.stats.dtmf_received += 1;
+                self.events.push_back(SessionEvent::Dtmf(d));
+            }
+            return;
+        }
+        if Some(pt) == self.cfg.payload.comfort_noise {
+            self.stats.comfort_noise_received += 1;
+            return;
+        }
+        let ts = r.ts.unwrap(h.timestamp);
+        // Jitter over audio packets only: DTMF packets repeat their start timestamp.
+        let arrival_ts = (now_us as u128 * clock as u128 / 1_000_000) as i64;
+        r.stats.update_jitter(arrival_ts, ts);
+        let dur = self
+            .dec
+            .duration(p.payload)
+            .unwrap_or(self.cfg.codec.frame_ts());
+        if dur == 0 {
+            self.stats.codec_errors += 1;
+            return;
+        }
+        self.jb.insert(now_us, ts, dur, p.payload.to_vec());
+    }
+
+    /// A datagram arrived on the RTCP socket.
+    pub fn handle_rtcp(&mut self, now_us: u64, from: SocketAddr, data: &[u8]) {
+        let Some(pkts) = rtcp::parse_compound(data) else {
+            self.stats.dropped_invalid += 1;
+            return;
+        };
+        if self.cfg.symmetric && !self.cfg.rtcp_mux {
+            if !self.rtcp_latched {
+                self.rtcp_latched = true;
+                self.dest_rtcp = from;
+                self.events
+                    .push_back(SessionEvent::RtcpLatched { rtcp: from });
+            } else if from != self.dest_rtcp {
+                self.stats.dropped_foreign_source += 1;
+                return;
+            }
+        } else if self.cfg.symmetric && self.latched && from != self.dest_rtp {
+            self.stats.dropped_foreign_source += 1;
+            return;
+        }
+        self.stats.rtcp_received += 1;
+        let ntp_now = self.ntp_now(now_us);
+        let remote_ssrc = self.remote.as_ref().map(|r| r.ssrc);
+        for p in pkts {
+            let blocks = match p {
+                RtcpPacket::SenderReport {
+                    ssrc,
+                    info,
+                    reports,
+                } => {
+                    if Some(ssrc) == remote_ssrc {
+                        if let Some(r) = self.remote.as_mut() {
+                            r.stats.last_sr = Some((rtcp::ntp_middle(info.ntp), now_us));
+                        }
+                    }
+                    reports
+                }
+                RtcpPacket::ReceiverReport { reports, .. } => reports,
+                RtcpPacket::Bye { ssrcs } => {
+                    if remote_ssrc.is_some_and(|s| ssrcs.contains(&s)) {
+                        self.events.push_back(SessionEvent::Bye);
+                    }
+                    continue;
+                }
+                _ => continue,
+            };
+            for b in blocks.iter().filter(|b| b.ssrc == self.cfg.ssrc) {
+                self.stats.remote_fraction_lost = Some(b.fraction_lost as f64 / 256.0);
+                self.stats.remote_cumulative_lost = Some(b.cumulative_lost);
+                self.stats.remote_jitter_ms = Some(b.jitter as f64 * 1000.0 / self.clock() as f64);
+                if let Some(rtt) = rtcp::rtt_us(b, ntp_now) {
+                    self.stats.rtt_ms = Some(rtt as f64 / 1000.0);
+                }
+            }
+        }
+    }
+
+    fn next_rand(&mut self) -> u32 {
+        // xorshift32: only for RTCP interval randomisation.
+        let mut x = self.rng;
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        self.rng = x;
+        x
+    }
+
+    fn schedule_rtcp(&mut self, now_us: u64, first: bool) {
+        let base = self.cfg.rtcp_interval_ms as u64 * 1000;
+        let base = if first { base / 2 } else { base };
+        let factor = 500 + (self.next_rand() % 1001) as u64; // 0.5 .. 1.5
+        self.next_rtcp_us = Some(now_us + base * factor / 1000);
+    }
+
+    fn build_rtcp(&mut self, now_us: u64, bye: bool) -> Vec<u8> {
+        let mut buf = Vec::with_capacity(128);
+        let block = self
+            .remote
+            .as_mut()
+            .map(|r| r.stats.report_block(r.ssrc, now_us));
+        if let Some(b) = &block {
+            self.stats.fraction_lost = b.fraction_lost as f64 / 256.0;
+        }
+        let blocks: Vec<_> = block.into_iter().collect();
+        let info = if self.stats.packets_sent > 0 {
+            let rtp_timestamp = match self.last_tick {
+                Some((at, ts)) => {
+                    ts.wrapping_add(((now_us.saturating_sub(at)) * self.clock() / 1_000_000) as u32)
+                }
+                None => self.ts,
+            };
+            Some(SenderInfo {
+                ntp: self.ntp_now(now_us),
+                rtp_timestamp,
+                packet_count: self.stats.packets_sent as u32,
+                octet_count: self.stats.octets_sent as u32,
+            })
+        } else {
+            None
+        };
+        rtcp::write_report(&mut buf, self.cfg.ssrc, info.as_ref(), &blocks);
+        rtcp::write_sdes_cname(&mut buf, self.cfg.ssrc, &self.cfg.cname);
+        if bye {
+            rtcp::write_bye(&mut buf, self.cfg.ssrc);
+        }
+        self.stats.rtcp_sent += 1;
+        buf
+    }
+
+    fn send_rtp(&mut self, marker: bool, pt: u8, ts: u32, payload: &[u8]) {
+        let h = RtpHeader {
+            marker,
+            payload_type: pt,
+            sequence: self.seq,
+            timestamp: ts,
+            ssrc: self.cfg.ssrc,
+        };
+        self.seq = self.seq.wrapping_add(1);
+        let mut data = Vec::with_capacity(rtp::HEADER_LEN + payload.len());
+        rtp::write(&h, payload, &mut data);
+        self.stats.packets_sent += 1;
+        self.stats.octets_sent += payload.len() as u64;
+        self.first_packet = false;
+        self.out.push_back(Transmit {
+            channel: Channel::Rtp,
+            dest: self.dest_rtp,
+            data,
+        });
+    }
+
+    /// One 20 ms step: sends one packet, renders one frame, maybe RTCP.
+    pub fn tick(&mut self, now_us: u64) -> TickFrame {
+        let ts = self.ts;
+        self.ts = self.ts.wrapping_add(self.cfg.codec.frame_ts());
+        self.last_tick = Some((now_us, ts));
+
+        // --- send
+        let mut sent = vec![0i16; FRAME_8K];
+        let dtmf = if self.cfg.payload.telephone_event.is_some() {
+            self.dtmf_tx.tick(ts)
+        } else {
+            None
+        };
+        if let Some(ev) = dtmf {
+            let pt = self.cfg.payload.telephone_event.expect("checked");
+            let bytes = ev.payload.to_bytes();
+            self.send_rtp(ev.marker, pt, ev.timestamp, &bytes);
+            self.stats.dtmf_packets_sent += 1;
+            self.talkspurt_next = true;
+        } else {
+            let voice = !self.send_buf.is_empty();
+            if voice {
+                let n = self.send_buf.len().min(FRAME_8K);
+                for (i, s) in self.send_buf.drain(..n).enumerate() {
+                    sent[i] = s;
+                }
+                self.stats.voice_frames_sent += 1;
+            }
+            let marker = self.first_packet || (voice && self.talkspurt_next);
+            self.talkspurt_next = !voice;
+            let mut payload = std::mem::take(&mut self.scratch);
+            payload.clear();
+            if self.enc.encode(&sent, &mut payload).is_ok() {
+                self.send_rtp(marker, self.cfg.payload.audio, ts, &payload);
+            } else {
+                self.stats.codec_errors += 1;
+            }
+            self.scratch = payload;
+        }
+
+        // --- receive
+        let mut guard = 0;
+        while self.pcm_fifo.len() < FRAME_8K && guard < 16 {
+            guard += 1;
+            let r = match self.jb.pop(now_us) {
+                Playout::Packet { payload, dur, .. } => {
+                    match self.dec.decode(&payload, &mut self.pcm_fifo) {
+                        Ok(()) => Ok(()),
+                        Err(_) => {
+                            self.stats.codec_errors += 1;
+                            self.dec.conceal(dur, None, &mut self.pcm_fifo)
+                        }
+                    }
+                }
+                Playout::Lost { dur, next, .. } => {
+                    self.dec.conceal(dur, next.as_deref(), &mut self.pcm_fifo)
+                }
+                Playout::Wait { dur } => self.dec.wait(dur, &mut self.pcm_fifo),
+            };
+            if r.is_err() {
+                self.stats.codec_errors += 1;
+            }
+        }
+        if self.pcm_fifo.len() < FRAME_8K {
+            self.pcm_fifo.resize(FRAME_8K, 0);
+        }
+        let received: Vec<i16> = self.pcm_fifo.drain(..FRAME_8K).collect();
+        if let Some(d) = self.dtmf_rx.poll(now_us) {
+            self.stats.dtmf_received += 1;
+            self.events.push_back(SessionEvent::Dtmf(d));
+        }
+
+        // --- rtcp
+        match self.next_rtcp_us {
+            None => self.schedule_rtcp(now_us, true),
+            Some(t) if now_us >= t => {
+                let data = self.build_rtcp(now_us, false);
+                self.out.push_back(Transmit {
+                    channel: Channel::Rtcp,
+                    dest: self.dest_rtcp,
+                    data,
+                });
+                self.schedule_rtcp(now_us, false);
+            }
+            Some(_) => {}
+        }
+        TickFrame { sent, received }
+    }
+
+    /// Final RTCP (report + SDES + BYE). Send it, then drop the session.
+    pub fn close(&mut self, now_us: u64) -> Transmit {
+        let data = self.build_rtcp(now_us, true);
+        Transmit {
+            channel: Channel::Rtcp,
+            dest: self.dest_rtcp,
+            data,
+        }
+    }
+
+    pub fn stats(&mut self) -> SessionStats {
+        let mut s = self.stats;
+        if let Some(r) = &self.remote {
+            s.cumulative_lost = r.stats.cumulative_lost();
+            s.expected = r.stats.expected();
+            s.jitter_ms = r.stats.jitter_ts() * 1000.0 / self.clock() as f64;
+        }
+        s.jitter_buffer = self.jb.stats();
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addr(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    fn session(remote: &str) -> RtpSession {
+        let mut c = SessionConfig::new(
+            Codec::Pcmu,
+            PayloadMap::default_for(Codec::Pcmu),
+            addr(remote),
+        );
+        c.ssrc = 0x1111;
+        c.initial_seq = 65_530;
+        c.initial_ts = 1000;
+        RtpSession::new(c).unwrap()
+    }
+
+    fn rtp_out(s: &mut RtpSession) -> Vec<(RtpHeader, Vec<u8>, SocketAddr)> {
+        let mut v = vec![];
+        while let Some(t) = s.poll_transmit() {
+            if t.channel == Channel::Rtp {
+                let p = rtp::parse(&t.data).unwrap();
+                v.push((p.header, p.payload.to_vec(), t.dest));
+            }
+        }
+        v
+    }
+
+    fn pkt(ssrc: u32, seq: u16, ts: u32) -> Vec<u8> {
+        let mut d = vec![];
+        rtp::write(
+            &RtpHeader {
+                marker: false,
+                payload_type: 0,
+                sequence: seq,
+                timestamp: ts,
+                ssrc,
+            },
+            &[0xFF; 160],
+            &mut d,
+        );
+        d
+    }
+
+    #[test]
+    fn marker_only_on_talkspurt_starts_and_timestamps_follow_ticks() {
+        let mut s = session("10.0.0.1:4000");
+        let voice = vec![1000i16; 160];
+        let mut sent = vec![];
+        // tick 0: silence (first packet: marker), 1-2: voice (marker on 1), 3: silence, 4: voice (marker), 5: voice
+        for (k, v) in [false, true, true, false, true, true]
+            .into_iter()
+            .enumerate()
+        {
+            if v {
+                s.push_audio(&voice);
+            }
+            s.tick(k as u64 * 20_000);
+            sent.extend(rtp_out(&mut s));
+        }
+        let markers: Vec<bool> = sent.iter().map(|p| p.0.marker).collect();
+        assert_eq!(markers, [true, true, false, false, true, false]);
+        let seqs: Vec<u16> = sent.iter().map(|p| p.0.sequence).collect();
+        assert_eq!(seqs, [65_530, 65_531, 65_532, 65_533, 65_534, 65_535]);
+        let ts: Vec<u32> = sent.iter().map(|p| p.0.timestamp).collect();
+        assert_eq!(ts, [1000, 1160, 1320, 1480, 1640, 1800]);
+        assert!(sent[0].1.iter().all(|&b| b == 0xFF)); // comfort silence is mu-law zero
+        assert!(sent.iter().all(|p| p.2 == addr("10.0.0.1:4000")));
+    }
+
+    #[test]
+    fn latching_trusts_sdp_address_and_proves_others() {
+        // The peer is behind a NAT: SDP says 10.0.0.1, packets come from 203.0.113.5.
+        let mut s = session("10.0.0.1:4000");
+        let nat = addr("203.0.113.5:40000");
+        s.handle_rtp(0, nat, &pkt(7, 100, 0));
+        s.handle_rtp(20_000, nat, &pkt(7, 101, 160));
+        assert_eq!(s.remote_rtp(), addr("10.0.0.1:4000"), "not yet proven");
+        s.handle_rtp(40_000, nat, &pkt(7, 102, 320));
+        assert_eq!(s.remote_rtp(), nat);
+        assert_eq!(s.remote_rtcp(), addr("203.0.113.5:40001"));
+        // Someone else is ignored from now on.
+        s.handle_rtp(50_000, addr("198.51.100.9:5000"), &pkt(7, 103, 480));
+        s.tick(60_000);
+        assert!(rtp_out(&mut s).iter().all(|p| p.2 == nat));
+        let st = s.stats();
+        assert_eq!(st.dropped_foreign_source, 3); // 2 during probation + the stranger
+        assert_eq!(st.packets_received, 1);
+        // A packet straight from the SDP address latches at once.
+        let mut s = session("10.0.0.1:4000");
+        s.handle_rtp(0, addr("10.0.0.1:4000"), &pkt(7, 1, 0));
+        assert_eq!(
+            s.poll_event(),
+            Some(SessionEvent::Latched {
+                rtp: addr("10.0.0.1:4000")
+            })
+        );
+    }
+
+    #[test]
+    fn ssrc_change_needs_two_sequential_packets() {
+        let mut s = session("10.0.0.1:4000");
+        let from = addr("10.0.0.1:4000");
+        for i in 0..5u16 {
+            s.handle_rtp(i as u64 * 20_000, from, &pkt(7, 10 + i, 160 * i as u32));
+        }
+        // A stray packet of another SSRC is dropped...
+        s.handle_rtp(100_000, from, &pkt(8, 500, 9999));
+        s.handle_rtp(110_000, from, &pkt(7, 15, 800));
+        assert_eq!(s.stats().ssrc_changes, 0);
+        // ...a new stream that keeps going takes over with fresh statistics.
+        s.handle_rtp(120_000, from, &pkt(9, 40_000, 77_000));
+        s.handle_rtp(140_000, from, &pkt(9, 40_001, 77_160));
+        s.handle_rtp(160_000, from, &pkt(9, 40_002, 77_320));
+        let st = s.stats();
+        assert_eq!(st.ssrc_changes, 1);
+        assert_eq!(st.dropped_other_ssrc, 2);
+        assert_eq!(st.expected, 2);
+        assert_eq!(st.cumulative_lost, 0);
+        let evs: Vec<_> = std::iter::from_fn(|| s.poll_event()).collect();
+        assert!(evs.contains(&SessionEvent::RemoteSsrcChanged { old: 7, new: 9 }));
+    }
+
+    #[test]
+    fn rtcp_reports_loss_and_lsr_dlsr() {
+        let mut a = session("10.0.0.2:5000");
+        let from = addr("10.0.0.2:5000");
+        // 10 packets, seq 3 and 6 lost.
+        for i in (0..10u16).filter(|i| ![3, 6].contains(i)) {
+            a.handle_rtp(i as u64 * 20_000, from, &pkt(7, i, 160 * i as u32));
+        }
+        // An SR from the peer at t = 0.2 s.
+        let mut sr = vec![];
+        let info = SenderInfo {
+            ntp: 0xAAAA_BBBB_CCCC_DDDD,
+            rtp_timestamp: 0,
+            packet_count: 10,
+            octet_count: 1600,
+        };
+        rtcp::write_report(&mut sr, 7, Some(&info), &[]);
+        a.handle_rtcp(200_000, addr("10.0.0.2:5001"), &sr);
+        // Nothing sent yet: a receiver report. After one tick: a sender report.
+        let rr = rtcp::parse_compound(&a.build_rtcp(650_000, false)).unwrap();
+        assert!(
+            matches!(rr[0], RtcpPacket::ReceiverReport { ssrc: 0x1111, .. }),
+            "{rr:?}"
+        );
+        a.tick(690_000);
+        // Our report 0.5 s after the SR.
+        let t = a.close(700_000);
+        assert_eq!(t.dest, addr("10.0.0.2:5001"));
+        let pkts = rtcp::parse_compound(&t.data).unwrap();
+        let RtcpPacket::ReceiverReport { reports: first, .. } = &rr[0] else {
+            unreachable!()
+        };
+        assert_eq!(first[0].fraction_lost, (2 * 256 / 10) as u8);
+        let RtcpPacket::SenderReport { ssrc, reports, .. } = &pkts[0] else {
+            panic!("{pkts:?}")
+        };
+        assert_eq!(*ssrc, 0x1111);
+        let b = reports[0];
+        assert_eq!(b.ssrc, 7);
+        assert_eq!(b.cumulative_lost, 2);
+        assert_eq!(b.fraction_lost, 0); // the interval since the RR above saw no new loss
+        assert_eq!(b.extended_highest_seq & 0xFFFF, 9);
+        assert_eq!(b.last_sr, 0xBBBB_CCCC);
+        assert_eq!(b.delay_since_last_sr, 32_768);
+        assert!(matches!(pkts[1], RtcpPacket::Sdes { .. }));
+        assert_eq!(
+            pkts[2],
+            RtcpPacket::Bye {
+                ssrcs: vec![0x1111]
+            }
+        );
+    }
+
+    #[test]
+    fn dtmf_replaces_audio_then_marks_the_next_talkspurt() {
+        let mut s = session("10.0.0.1:4000");
+        s.send_dtmf("1", 40).unwrap();
+        let mut out = vec![];
+        for k in 0..6u64 {
+            s.push_audio(&[500; 160]);
+            s.tick(k * 20_000);
+            out.extend(rtp_out(&mut s));
+        }
+        let pts: Vec<(u8, bool)> = out.iter().map(|p| (p.0.payload_type, p.0.marker)).collect();
+        // 2 updates + 2 more end packets, then audio with a marker.
+        assert_eq!(
+            pts,
+            [
+                (101, true),
+                (101, false),
+                (101, false),
+                (101, false),
+                (0, true),
+                (0, false)
+            ]
+        );
+        assert!(out[..4].iter().all(|p| p.0.timestamp == 1000));
+        let mut no_te = session("10.0.0.1:4000");
+        no_te.cfg.payload.telephone_event = None;
+        assert_eq!(no_te.send_dtmf("1", 40), Err(DtmfError::NotNegotiated));
+    }
+}
