@@ -1,0 +1,1 @@
+//! Gemini Live adapter (in progress).

@@ -1,0 +1,164 @@
+//! Speech AI engines behind one trait (issue 5).
+//!
+//! A call task feeds the callee's audio in 20 ms frames of 8 kHz mono PCM16
+//! ([`FRAME_SAMPLES`] samples) with [`Engine::send_audio`] and pulls
+//! [`EngineEvent`]s with [`Engine::next_event`]. Engine audio comes back at
+//! 8 kHz, any length. [`Engine::played`] tells the engine how much of its
+//! audio the callee has actually heard, so a barge-in truncates the engine's
+//! view of the conversation at the right point.
+//!
+//! Engines: [`openai`] (OpenAI Realtime), [`gemini`] (Gemini Live), and the
+//! offline `local` engine (default).
+//!
+//! Send-ness: the trait methods are declared as `fn .. -> impl Future + Send`
+//! (not bare `async fn`) so that a generic `E: Engine` can be driven from
+//! inside `tokio::spawn`. Implementations still write plain `async fn` in
+//! their `impl Engine for ..` block; the compiler checks their futures are
+//! `Send`. For runtime selection (`Box<dyn ..>`), see [`DynEngine`] /
+//! [`BoxedEngine`].
+
+use std::future::Future;
+use std::pin::Pin;
+
+pub mod gemini;
+pub mod openai;
+
+/// 20 ms of 8 kHz mono 16-bit PCM (160 samples) in; engine audio out in any length at 8 kHz.
+pub const FRAME_SAMPLES: usize = 160;
+
+/// Sample rate of the audio crossing the trait, both ways.
+pub const SAMPLE_RATE: u32 = 8_000;
+
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    pub call_id: String,
+    pub system_prompt: Option<String>,
+    pub voice: Option<String>,
+    pub language: String,
+    pub model: Option<String>,
+    /// Per call, never logged (the `Debug` output of this struct must not be logged either).
+    pub api_key: Option<String>,
+    pub base_url: Option<String>,
+    pub metadata: Option<serde_json::Value>,
+}
+
+impl EngineConfig {
+    /// A config with only the call id and language set.
+    pub fn new(call_id: impl Into<String>, language: impl Into<String>) -> Self {
+        EngineConfig {
+            call_id: call_id.into(),
+            system_prompt: None,
+            voice: None,
+            language: language.into(),
+            model: None,
+            api_key: None,
+            base_url: None,
+            metadata: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum EngineEvent {
+    /// PCM 8 kHz mono to play to the callee, in order.
+    Audio(Vec<i16>),
+    /// The callee started talking over us: drop any audio not yet played, now.
+    Interrupt,
+    /// One finished turn (offsets in ms from the moment the call was answered).
+    Transcript { role: voxline_shared::protocol::Role, text: String, start_ms: u64, end_ms: u64 },
+    /// The engine (or its script) wants the call to end after pending audio is played.
+    EndCall { reason: String },
+    /// A tool/function call surfaced by the engine.
+    FunctionCall { name: String, call_id: String, arguments: String },
+    /// Outcome/summary fields for the transcript JSON, when the engine gives them.
+    Summary { summary: Option<String>, outcome: Option<String> },
+}
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum EngineError {
+    #[error("auth: {0}")]
+    Auth(String),
+    #[error("disconnected: {0}")]
+    Disconnected(String),
+    #[error("timeout: {0}")]
+    Timeout(String),
+    #[error("protocol: {0}")]
+    Protocol(String),
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+}
+
+impl EngineError {
+    /// Stable short code: "auth" | "disconnected" | "timeout" | "protocol" | "unavailable".
+    pub fn code(&self) -> &'static str {
+        match self {
+            EngineError::Auth(_) => "auth",
+            EngineError::Disconnected(_) => "disconnected",
+            EngineError::Timeout(_) => "timeout",
+            EngineError::Protocol(_) => "protocol",
+            EngineError::Unavailable(_) => "unavailable",
+        }
+    }
+}
+
+/// One conversation. `played_ms` reports how much of our audio the callee has actually heard (for barge-in truncation).
+///
+/// Implementations may write `async fn send_audio(..)` etc. in their impl
+/// block; the futures must be `Send`.
+pub trait Engine: Send {
+    fn send_audio(&mut self, frame: &[i16]) -> impl Future<Output = Result<(), EngineError>> + Send;
+    fn next_event(&mut self) -> impl Future<Output = Result<EngineEvent, EngineError>> + Send;
+    fn played(&mut self, played_ms: u64);
+    fn close(&mut self) -> impl Future<Output = ()> + Send;
+}
+
+/// A boxed future, as returned by [`DynEngine`].
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Object-safe twin of [`Engine`], implemented for every `Engine`, so a call
+/// task can hold whichever engine the call asked for as a [`BoxedEngine`].
+pub trait DynEngine: Send {
+    fn send_audio_dyn<'a>(&'a mut self, frame: &'a [i16]) -> BoxFuture<'a, Result<(), EngineError>>;
+    fn next_event_dyn(&mut self) -> BoxFuture<'_, Result<EngineEvent, EngineError>>;
+    fn played_dyn(&mut self, played_ms: u64);
+    fn close_dyn(&mut self) -> BoxFuture<'_, ()>;
+}
+
+impl<E: Engine> DynEngine for E {
+    fn send_audio_dyn<'a>(&'a mut self, frame: &'a [i16]) -> BoxFuture<'a, Result<(), EngineError>> {
+        Box::pin(self.send_audio(frame))
+    }
+    fn next_event_dyn(&mut self) -> BoxFuture<'_, Result<EngineEvent, EngineError>> {
+        Box::pin(self.next_event())
+    }
+    fn played_dyn(&mut self, played_ms: u64) {
+        self.played(played_ms)
+    }
+    fn close_dyn(&mut self) -> BoxFuture<'_, ()> {
+        Box::pin(self.close())
+    }
+}
+
+/// Any engine, chosen at run time. It is itself an [`Engine`].
+pub struct BoxedEngine(pub Box<dyn DynEngine>);
+
+impl BoxedEngine {
+    pub fn new<E: Engine + 'static>(e: E) -> Self {
+        BoxedEngine(Box::new(e))
+    }
+}
+
+impl Engine for BoxedEngine {
+    async fn send_audio(&mut self, frame: &[i16]) -> Result<(), EngineError> {
+        self.0.send_audio_dyn(frame).await
+    }
+    async fn next_event(&mut self) -> Result<EngineEvent, EngineError> {
+        self.0.next_event_dyn().await
+    }
+    fn played(&mut self, played_ms: u64) {
+        self.0.played_dyn(played_ms)
+    }
+    async fn close(&mut self) {
+        self.0.close_dyn().await
+    }
+}
