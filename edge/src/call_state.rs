@@ -117,6 +117,7 @@ mod tests {
             retries: 1,
             retry_delay_minutes: 1,
             schedule_at: None,
+            record: false,
             region: "local".into(),
             attempts: 0,
             dispatched_at: None,

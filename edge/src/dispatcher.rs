@@ -46,7 +46,7 @@ pub fn queued_call(tenant_id: &str, record: &CallRecord, now_ms: u64) -> QueuedC
             "engine": record.engine,
             "model": record.model,
             "max_seconds": record.max_seconds,
-            "record": false,
+            "record": record.record,
             "metadata": record.metadata,
         }),
     }
@@ -91,7 +91,7 @@ async fn mirror_into(kv: &impl Kv, updates: &[CallUpdate], log: &mut dyn FnMut(S
 
 /// In-process [`Dispatcher`] over the same pure queue, for native tests of
 /// the request handling. The real one is the Durable Object (tests/ e2e).
-#[cfg(test)]
+#[cfg(any(test, feature = "bench-support"))]
 pub mod memory {
     use super::*;
     use crate::dispatch::{DispatchTimings, RegionQueue};

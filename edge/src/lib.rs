@@ -1,8 +1,8 @@
 //! voxline edge: the public call API as a Cloudflare Worker.
 //!
 //! Everything but `glue` is plain Rust that compiles and tests natively:
-//! `service` handles a request against the `store::Kv` port; `glue` (wasm32
-//! only) adapts workers-rs requests, KV, clock and secrets to it.
+//! `service` handles a request against the `store::Kv` port; `glue` (wasm32-unknown-unknown
+//! only: the Worker) adapts workers-rs requests, KV, clock and secrets to it.
 
 pub mod call_state;
 pub mod calling_window;
@@ -26,11 +26,11 @@ pub mod webhook_api;
 pub mod webhook_signing;
 pub mod webhooks;
 
-#[cfg(target_arch = "wasm32")]
+#[cfg(all(target_arch = "wasm32", target_os = "unknown"))]
 mod glue;
-#[cfg(target_arch = "wasm32")]
+#[cfg(all(target_arch = "wasm32", target_os = "unknown"))]
 mod glue_dispatch;
-#[cfg(target_arch = "wasm32")]
+#[cfg(all(target_arch = "wasm32", target_os = "unknown"))]
 mod glue_traffic;
-#[cfg(target_arch = "wasm32")]
+#[cfg(all(target_arch = "wasm32", target_os = "unknown"))]
 mod glue_webhooks;

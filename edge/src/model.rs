@@ -75,15 +75,18 @@ pub enum Engine {
     Local,
     OpenaiRealtime,
     GeminiLive,
+    /// Diagnostic: plays back what the callee says (a line test; no AI).
+    Echo,
 }
 
 impl Engine {
-    pub const NAMES: [&'static str; 3] = ["local", "openai_realtime", "gemini_live"];
+    pub const NAMES: [&'static str; 4] = ["local", "openai_realtime", "gemini_live", "echo"];
     pub fn parse(s: &str) -> Option<Engine> {
         match s {
             "local" => Some(Engine::Local),
             "openai_realtime" => Some(Engine::OpenaiRealtime),
             "gemini_live" => Some(Engine::GeminiLive),
+            "echo" => Some(Engine::Echo),
             _ => None,
         }
     }
@@ -216,6 +219,9 @@ pub struct CallRecord {
     pub retries: u32,
     pub retry_delay_minutes: u32,
     pub schedule_at: Option<String>,
+    /// A stereo WAV recording was requested.
+    #[serde(default)]
+    pub record: bool,
     /// The dispatch region whose sidecars dial this call.
     pub region: String,
     /// Attempts started so far (1 once first dialled).
@@ -295,6 +301,7 @@ mod tests {
             retries: 0,
             retry_delay_minutes: 5,
             schedule_at: None,
+            record: false,
             region: "local".into(),
             attempts: 0,
             dispatched_at: None,

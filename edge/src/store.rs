@@ -59,7 +59,7 @@ pub async fn put_json<T: serde::Serialize>(
 
 /// In-memory [`Kv`] for native unit tests of the service logic. The real
 /// store is exercised end to end against `wrangler dev` in `tests/`.
-#[cfg(test)]
+#[cfg(any(test, feature = "bench-support"))]
 pub mod memory {
     use super::*;
     use std::cell::RefCell;

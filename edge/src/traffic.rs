@@ -366,7 +366,7 @@ pub fn complete_entry(entry: Option<&IdemEntry>, response: &StoredResponse, now_
 }
 
 /// In-process [`Traffic`] over the same pure logic, for native tests.
-#[cfg(test)]
+#[cfg(any(test, feature = "bench-support"))]
 pub mod memory {
     use super::*;
     use std::cell::{Cell, RefCell};

@@ -16,7 +16,7 @@ pub const MAX_SCHEDULE_AHEAD_DAYS: u64 = 90;
 
 pub const CREATE_CALL_FIELDS: &[&str] = &[
     "phone", "name", "email", "metadata", "agent_id", "system_prompt", "voice", "language", "model",
-    "max_seconds", "retries", "retry_delay_minutes", "schedule_at", "on_concurrency_limit", "outside_window",
+    "max_seconds", "retries", "retry_delay_minutes", "schedule_at", "record", "on_concurrency_limit", "outside_window",
 ];
 /// `on_concurrency_limit`: wait in the queue (default) or be refused with 429.
 pub const ON_CONCURRENCY_LIMIT: [&str; 2] = ["queue", "reject"];
@@ -39,6 +39,8 @@ pub struct CreateCallInput {
     pub retry_delay_minutes: u32,
     /// Normalised RFC 3339 (ms, `Z`) when given.
     pub schedule_at: Option<String>,
+    /// Keep a stereo WAV recording of the call.
+    pub record: bool,
     /// `on_concurrency_limit: reject`.
     pub reject_over_cap: bool,
     /// `outside_window: reject`.
@@ -126,6 +128,7 @@ pub fn create_call(content_type: Option<&str>, body: &[u8], now_ms: u64) -> Resu
         retries: f.int_opt("retries", 0, 10)?.unwrap_or(0) as u32,
         retry_delay_minutes: f.int_opt("retry_delay_minutes", 1, 1440)?.unwrap_or(5) as u32,
         schedule_at,
+        record: f.bool_opt("record")?.unwrap_or(false),
         reject_over_cap: second_choice(&f, "on_concurrency_limit", ON_CONCURRENCY_LIMIT)?,
         reject_outside_window: second_choice(&f, "outside_window", OUTSIDE_WINDOW)?,
     })

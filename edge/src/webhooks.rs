@@ -513,6 +513,7 @@ mod tests {
             retries: 0,
             retry_delay_minutes: 5,
             schedule_at: None,
+            record: false,
             region: "local".into(),
             attempts: 1,
             dispatched_at: Some(rfc3339_ms(NOW)),

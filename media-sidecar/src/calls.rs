@@ -16,11 +16,13 @@ use voxline_shared::{CallStatus, EndedReason};
 use crate::runtime::{now_ms, Msg};
 
 /// How a call task behaves.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Default)]
 pub enum CallMode {
-    /// Dial for real (not built yet: emits `dialing`, then waits for a hangup).
+    /// No trunk configured: emits `dialing`, then waits for a hangup.
     #[default]
     Placeholder,
+    /// Dial for real through the configured trunks (see [`crate::telephony`]).
+    Sip(std::sync::Arc<crate::telephony::Telephony>),
     /// Dev/test aid: pretend the callee answered and talked for this long.
     SimulateAnswer(Duration),
 }
@@ -28,17 +30,22 @@ pub enum CallMode {
 pub const SIM_RING_AFTER: Duration = Duration::from_millis(100);
 pub const SIM_ANSWER_AFTER: Duration = Duration::from_millis(300);
 
-struct Emitter {
+/// Reports a call's events to the runtime (which batches them to the edge).
+pub(crate) struct Emitter {
     call_id: String,
     tx: mpsc::Sender<Msg>,
 }
 
 impl Emitter {
-    async fn emit(&self, kind: EventKind) -> u64 {
+    pub(crate) fn new(call_id: &str, tx: mpsc::Sender<Msg>) -> Emitter {
+        Emitter { call_id: call_id.to_string(), tx }
+    }
+
+    pub(crate) async fn emit(&self, kind: EventKind) -> u64 {
         self.emit_at(kind, now_ms()).await
     }
 
-    async fn emit_at(&self, kind: EventKind, at: u64) -> u64 {
+    pub(crate) async fn emit_at(&self, kind: EventKind, at: u64) -> u64 {
         tracing::info!(call_id = %self.call_id, event = kind.name(), "call event");
         let _ = self.tx.send(Msg::Event { call_id: self.call_id.clone(), at_ms: at, kind }).await;
         at
@@ -51,7 +58,16 @@ fn ended(status: CallStatus, reason: EndedReason, timings: Timings) -> EventKind
 
 /// Runs one call to its end. `hangup` fires when the edge asks to hang up;
 /// if it is dropped instead (the sidecar is stopping), the task just returns.
-pub async fn run_call(offer: Offer, mode: CallMode, tx: mpsc::Sender<Msg>, mut hangup: oneshot::Receiver<()>) {
+pub async fn run_call(offer: Offer, mode: CallMode, tx: mpsc::Sender<Msg>, hangup: oneshot::Receiver<()>) {
+    match mode {
+        CallMode::Sip(tel) => crate::telephony::run_sip_call(offer, tel, tx, hangup).await,
+        CallMode::Placeholder => run_stand_in(offer, None, tx, hangup).await,
+        CallMode::SimulateAnswer(talk) => run_stand_in(offer, Some(talk), tx, hangup).await,
+    }
+}
+
+/// No trunk (`talk` = None) or the `--simulate-answer` test aid.
+async fn run_stand_in(offer: Offer, talk: Option<Duration>, tx: mpsc::Sender<Msg>, mut hangup: oneshot::Receiver<()>) {
     let e = Emitter { call_id: offer.call_id.clone(), tx: tx.clone() };
     let dispatched_ms = e.emit(EventKind::Dialing).await;
     let mut t = Timings { dispatched_ms, ringing_ms: None, answered_ms: None, ended_ms: 0 };
@@ -67,12 +83,12 @@ pub async fn run_call(offer: Offer, mode: CallMode, tx: mpsc::Sender<Msg>, mut h
         }
     }
 
-    let end = match mode {
-        CallMode::Placeholder => match wait(&mut hangup, None).await {
+    let end = match talk {
+        None => match wait(&mut hangup, None).await {
             Some(true) => Some((CallStatus::Cancelled, EndedReason::HangupRequested)),
             _ => None,
         },
-        CallMode::SimulateAnswer(talk) => 'sim: {
+        Some(talk) => 'sim: {
             match wait(&mut hangup, Some(SIM_RING_AFTER)).await {
                 Some(true) => break 'sim Some((CallStatus::Cancelled, EndedReason::HangupRequested)),
                 Some(false) => break 'sim None,

@@ -14,6 +14,7 @@ pub mod lease;
 pub mod media;
 pub mod runtime;
 pub mod sip;
+pub mod telephony;
 
 use lease::LeaseSettings;
 

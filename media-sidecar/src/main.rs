@@ -185,8 +185,22 @@ fn main() -> ExitCode {
                 let _ = stop_tx.send(if n == 1 { Stop::Drain } else { Stop::Now });
             }
         });
+        let mode = match args.simulate {
+            Some(talk) => CallMode::SimulateAnswer(talk),
+            None if cfg.telephony.trunks.is_empty() => {
+                tracing::warn!("no [[telephony.trunks]] configured: calls are accepted but not dialled");
+                CallMode::Placeholder
+            }
+            None => match voxline_media_sidecar::telephony::Telephony::start(&cfg.telephony).await {
+                Ok(tel) => CallMode::Sip(Arc::new(tel)),
+                Err(e) => {
+                    eprintln!("voxline-media-sidecar: telephony: {e}");
+                    return ExitCode::from(2);
+                }
+            },
+        };
         let opts = RunOptions {
-            mode: args.simulate.map_or(CallMode::Placeholder, CallMode::SimulateAnswer),
+            mode,
             drain_timeout: args.drain_timeout,
         };
         let summary =

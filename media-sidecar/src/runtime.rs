@@ -157,7 +157,7 @@ impl<C: Carrier> Driver<C> {
                 let (hang_tx, hang_rx) = oneshot::channel();
                 self.calls.insert(offer.call_id.clone(), hang_tx);
                 self.started += 1;
-                self.call_tasks.spawn(run_call(offer, self.mode, self.tx.clone(), hang_rx));
+                self.call_tasks.spawn(run_call(offer, self.mode.clone(), self.tx.clone(), hang_rx));
             }
             Action::Hangup { call_id } => match self.calls.remove(&call_id) {
                 Some(h) => {
@@ -192,7 +192,7 @@ pub async fn run<C: Carrier>(
         requests: JoinSet::new(),
         call_tasks: JoinSet::new(),
         calls: HashMap::new(),
-        mode: opts.mode,
+        mode: opts.mode.clone(),
         started: 0,
     };
     let mut core = LeaseClient::new(settings);

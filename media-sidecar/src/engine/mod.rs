@@ -20,8 +20,12 @@
 use std::future::Future;
 use std::pin::Pin;
 
+pub mod echo;
 pub mod gemini;
+pub mod local;
 pub mod openai;
+pub mod resample;
+pub mod ws;
 
 /// 20 ms of 8 kHz mono 16-bit PCM (160 samples) in; engine audio out in any length at 8 kHz.
 pub const FRAME_SAMPLES: usize = 160;
@@ -110,6 +114,17 @@ pub trait Engine: Send {
     fn next_event(&mut self) -> impl Future<Output = Result<EngineEvent, EngineError>> + Send;
     fn played(&mut self, played_ms: u64);
     fn close(&mut self) -> impl Future<Output = ()> + Send;
+
+    /// Answers a [`EngineEvent::FunctionCall`] (`output` is usually JSON).
+    /// Engines without tools ignore it.
+    fn function_result(
+        &mut self,
+        call_id: &str,
+        output: &str,
+    ) -> impl Future<Output = Result<(), EngineError>> + Send {
+        let _ = (call_id, output);
+        async { Ok(()) }
+    }
 }
 
 /// A boxed future, as returned by [`DynEngine`].
@@ -122,6 +137,7 @@ pub trait DynEngine: Send {
     fn next_event_dyn(&mut self) -> BoxFuture<'_, Result<EngineEvent, EngineError>>;
     fn played_dyn(&mut self, played_ms: u64);
     fn close_dyn(&mut self) -> BoxFuture<'_, ()>;
+    fn function_result_dyn<'a>(&'a mut self, call_id: &'a str, output: &'a str) -> BoxFuture<'a, Result<(), EngineError>>;
 }
 
 impl<E: Engine> DynEngine for E {
@@ -136,6 +152,9 @@ impl<E: Engine> DynEngine for E {
     }
     fn close_dyn(&mut self) -> BoxFuture<'_, ()> {
         Box::pin(self.close())
+    }
+    fn function_result_dyn<'a>(&'a mut self, call_id: &'a str, output: &'a str) -> BoxFuture<'a, Result<(), EngineError>> {
+        Box::pin(self.function_result(call_id, output))
     }
 }
 
@@ -160,5 +179,8 @@ impl Engine for BoxedEngine {
     }
     async fn close(&mut self) {
         self.0.close_dyn().await
+    }
+    async fn function_result(&mut self, call_id: &str, output: &str) -> Result<(), EngineError> {
+        self.0.function_result_dyn(call_id, output).await
     }
 }

@@ -1,0 +1,316 @@
+//! Real calls: SIP through the region's trunks, RTP media, and the speech
+//! engine bridged between them. One task per call ([`run_sip_call`]); the SIP
+//! socket and the RTP port pool are shared by all calls of the sidecar.
+//!
+//! The task is a single `select!` loop over: SIP events, the edge's hangup
+//! command, audio heard from the callee (fed to the engine), engine events
+//! (audio played to the callee, barge-in, transcript turns, end of call),
+//! and the deferred hangup after the engine's last words have been played.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+use voxline_shared::protocol::{EventKind, Offer, Timings};
+use voxline_shared::{CallStatus, EndedReason};
+
+use crate::calls::Emitter;
+use crate::config;
+use crate::engine::{BoxedEngine, Engine, EngineConfig, EngineError, EngineEvent};
+use crate::media::{self, MediaConfig, MediaHandle, MediaSession, PayloadMap, PortAllocator};
+use crate::runtime::{now_ms, Msg};
+use crate::sip::auth::Credentials;
+use crate::sip::sdp::{Codec as SdpCodec, Negotiated, OfferConfig};
+use crate::sip::udp::{CallSpec, Event, SipUdp, Trunk};
+use crate::sip::CallEvent;
+
+/// What every call of this sidecar shares.
+pub struct Telephony {
+    sip: SipUdp,
+    ports: Arc<PortAllocator>,
+    trunks: Vec<Trunk>,
+    from_number: String,
+    cfg: config::Telephony,
+}
+
+impl std::fmt::Debug for Telephony {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Telephony(sip {}, {} trunks)", self.sip.local_addr(), self.trunks.len())
+    }
+}
+
+impl Telephony {
+    /// Binds the SIP socket and resolves the trunks (in priority order).
+    pub async fn start(cfg: &config::Telephony) -> Result<Telephony, String> {
+        let first = cfg.trunks.first().ok_or("no [[telephony.trunks]] configured")?;
+        let mut trunks = Vec::new();
+        for t in &cfg.trunks {
+            let addr = tokio::net::lookup_host((t.host.as_str(), t.port))
+                .await
+                .map_err(|e| format!("trunk `{}`: cannot resolve {}: {e}", t.name, t.host))?
+                .next()
+                .ok_or_else(|| format!("trunk `{}`: {} has no address", t.name, t.host))?;
+            let credentials = match (&t.username, &t.password) {
+                (Some(u), Some(p)) => Some(Credentials {
+                    username: u.clone(),
+                    password: String::from_utf8_lossy(p.expose()).into_owned(),
+                }),
+                _ => None,
+            };
+            trunks.push(Trunk { addr, domain: Some(t.host.clone()), credentials });
+        }
+        let sip = SipUdp::bind(SocketAddr::new(cfg.bind_ip, cfg.sip_port))
+            .await
+            .map_err(|e| format!("cannot bind SIP on {}:{}: {e}", cfg.bind_ip, cfg.sip_port))?;
+        let ports = PortAllocator::new(cfg.bind_ip, cfg.rtp_port_min..=cfg.rtp_port_max);
+        tracing::info!(sip = %sip.local_addr(), trunks = trunks.len(), "telephony ready");
+        Ok(Telephony { sip, ports, trunks, from_number: first.from_number.clone(), cfg: cfg.clone() })
+    }
+
+    pub fn sip_addr(&self) -> SocketAddr {
+        self.sip.local_addr()
+    }
+}
+
+fn media_codec(c: SdpCodec) -> media::Codec {
+    match c {
+        SdpCodec::Pcmu => media::Codec::Pcmu,
+        SdpCodec::Pcma => media::Codec::Pcma,
+        SdpCodec::Opus => media::Codec::Opus,
+    }
+}
+
+/// The engine the offer asks for. Keys and base URLs of the cloud engines
+/// come from the sidecar's environment for now (never logged).
+async fn make_engine(offer: &Offer) -> Result<BoxedEngine, EngineError> {
+    let mut cfg = EngineConfig::new(offer.call_id.clone(), offer.language.clone());
+    cfg.system_prompt = offer.system_prompt.clone();
+    cfg.voice = offer.voice.clone();
+    cfg.model = offer.model.clone();
+    cfg.metadata = offer.metadata.clone();
+    let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    // Wired as each engine lands (issue 5): local, openai_realtime, gemini_live.
+    let _ = env;
+    match offer.engine.as_str() {
+        "echo" => Ok(BoxedEngine::new(crate::engine::echo::EchoEngine::new())),
+        other => Err(EngineError::Unavailable(format!("engine `{other}` is not supported by this sidecar"))),
+    }
+}
+
+/// Receives one frame heard from the callee, or waits forever without media.
+async fn heard(media: &mut Option<MediaHandle>) -> Option<Vec<i16>> {
+    match media {
+        Some(m) => m.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn engine_event(engine: &mut Option<BoxedEngine>) -> Result<EngineEvent, EngineError> {
+    match engine {
+        Some(e) => e.next_event().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Runs one real call to its end and reports every step to the edge.
+pub async fn run_sip_call(offer: Offer, tel: Arc<Telephony>, tx: mpsc::Sender<Msg>, mut hangup: oneshot::Receiver<()>) {
+    let e = Emitter::new(&offer.call_id, tx.clone());
+    let dispatched_ms = e.emit(EventKind::Dialing).await;
+    let mut t = Timings { dispatched_ms, ringing_ms: None, answered_ms: None, ended_ms: 0 };
+    let (status, reason, sip_code) = match place(&offer, &tel, &e, &mut t, &mut hangup).await {
+        Some(end) => end,
+        None => {
+            // The sidecar is stopping: the call was hung up, the edge re-leases nothing.
+            let _ = tx.send(Msg::CallDone { call_id: offer.call_id }).await;
+            return;
+        }
+    };
+    t.ended_ms = now_ms();
+    e.emit_at(EventKind::Ended { status, reason, sip_code, timings: t }, t.ended_ms).await;
+    let _ = tx.send(Msg::CallDone { call_id: offer.call_id }).await;
+}
+
+type End = (CallStatus, EndedReason, Option<u16>);
+
+async fn place(
+    offer: &Offer,
+    tel: &Telephony,
+    e: &Emitter,
+    t: &mut Timings,
+    hangup: &mut oneshot::Receiver<()>,
+) -> Option<End> {
+    let bound = match MediaSession::bind(&tel.ports) {
+        Ok(b) => b,
+        Err(err) => {
+            tracing::warn!(call_id = %offer.call_id, error = %err, "no RTP ports: call not placed");
+            return Some((CallStatus::Failed, EndedReason::MediaLost, None));
+        }
+    };
+    let mut spec = CallSpec::new(tel.trunks.clone(), &offer.phone, &tel.from_number, OfferConfig::new(bound.local_rtp()));
+    spec.ring_timeout = Duration::from_secs(u64::from(tel.cfg.ring_timeout_secs));
+    spec.max_duration = Some(Duration::from_secs(u64::from(offer.max_seconds)));
+    let mut call = match tel.sip.start_call(spec).await {
+        Ok(c) => c,
+        Err(err) => {
+            tracing::warn!(call_id = %offer.call_id, error = %err, "SIP driver refused the call");
+            return Some((CallStatus::Failed, EndedReason::TrunkError, None));
+        }
+    };
+    let mut bound = Some(bound);
+    let mut media: Option<MediaHandle> = None;
+    let mut engine: Option<BoxedEngine> = None;
+    let mut answered_at: Option<Instant> = None;
+    // When the audio queued so far will have been played out.
+    let mut playout_until = Instant::now();
+    let mut hangup_at: Option<Instant> = None;
+    let mut hangup_sent: Option<EndedReason> = None;
+    let mut stopping = false;
+
+    let end = loop {
+        tokio::select! {
+            ev = call.next_event() => match ev {
+                None => break (CallStatus::Failed, EndedReason::TrunkError, None),
+                Some(Event::Failover { trunk, outcome }) => {
+                    tracing::info!(call_id = %offer.call_id, trunk, detail = %outcome.detail, code = ?outcome.sip_code, "trunk failed over");
+                }
+                Some(Event::Call(CallEvent::Ringing { .. })) => {
+                    if t.ringing_ms.is_none() {
+                        t.ringing_ms = Some(e.emit(EventKind::Ringing).await);
+                    }
+                }
+                Some(Event::Call(CallEvent::EarlyMedia(_))) => {}
+                Some(Event::Call(CallEvent::Answered(neg))) => {
+                    t.answered_ms = Some(e.emit(EventKind::Answered).await);
+                    answered_at = Some(Instant::now());
+                    match start_media(offer, tel, bound.take(), &neg) {
+                        Ok(m) => media = Some(m),
+                        Err(why) => {
+                            tracing::warn!(call_id = %offer.call_id, %why, "media did not start; hanging up");
+                            call.hangup(EndedReason::MediaLost).await;
+                            hangup_sent = Some(EndedReason::MediaLost);
+                            continue;
+                        }
+                    }
+                    match make_engine(offer).await {
+                        Ok(en) => engine = Some(en),
+                        Err(err) => {
+                            // Never leave the callee in dead air: end at once.
+                            tracing::warn!(call_id = %offer.call_id, code = err.code(), error = %err, "engine failed to start; hanging up");
+                            call.hangup(EndedReason::EngineError).await;
+                            hangup_sent = Some(EndedReason::EngineError);
+                        }
+                    }
+                }
+                Some(Event::Call(CallEvent::MediaUpdated(neg))) => {
+                    if let Some(m) = &media {
+                        let _ = m.set_remote(neg.remote_rtp, None).await;
+                    }
+                }
+                Some(Event::Call(CallEvent::Ended(outcome))) => {
+                    // A hangup we asked for keeps our reason; otherwise the SIP outcome's.
+                    let reason = match (hangup_sent, outcome.status) {
+                        (Some(r), _) => r,
+                        (None, _) => outcome.reason,
+                    };
+                    let status = match (hangup_sent, outcome.status) {
+                        (Some(EndedReason::EngineError | EndedReason::MediaLost), CallStatus::Completed) => CallStatus::Failed,
+                        (_, s) => s,
+                    };
+                    break (status, reason, outcome.sip_code);
+                }
+            },
+            r = &mut *hangup, if hangup_sent.is_none() && !stopping => {
+                stopping = r.is_err();
+                call.hangup(EndedReason::HangupRequested).await;
+                hangup_sent = Some(EndedReason::HangupRequested);
+            }
+            frame = heard(&mut media) => match frame {
+                Some(pcm) => {
+                    if let Some(en) = engine.as_mut() {
+                        if let Err(err) = en.send_audio(&pcm).await {
+                            tracing::warn!(call_id = %offer.call_id, code = err.code(), error = %err, "engine failed; hanging up");
+                            engine = None;
+                            if hangup_sent.is_none() {
+                                call.hangup(EndedReason::EngineError).await;
+                                hangup_sent = Some(EndedReason::EngineError);
+                            }
+                        }
+                    }
+                }
+                None => media = None,
+            },
+            ev = engine_event(&mut engine) => match ev {
+                Ok(EngineEvent::Audio(pcm)) => {
+                    let now = Instant::now();
+                    playout_until = playout_until.max(now) + Duration::from_millis(pcm.len() as u64 / 8);
+                    if let (Some(m), Some(en), Some(at)) = (&media, engine.as_mut(), answered_at) {
+                        // What the callee has heard so far, for barge-in truncation.
+                        en.played(now.saturating_duration_since(at).as_millis() as u64);
+                        let _ = m.send(pcm).await;
+                    }
+                }
+                Ok(EngineEvent::Interrupt) => {
+                    if let Some(m) = &media {
+                        m.flush();
+                    }
+                    playout_until = Instant::now();
+                }
+                Ok(EngineEvent::Transcript { role, text, start_ms, end_ms }) => {
+                    e.emit(EventKind::TranscriptTurn { role, text, start_ms, end_ms }).await;
+                }
+                Ok(EngineEvent::EndCall { reason }) => {
+                    tracing::info!(call_id = %offer.call_id, %reason, "engine ends the call");
+                    hangup_at = Some(playout_until.max(Instant::now()) + Duration::from_millis(300));
+                }
+                Ok(EngineEvent::FunctionCall { name, .. }) => {
+                    tracing::info!(call_id = %offer.call_id, %name, "engine function call (not handled)");
+                }
+                Ok(EngineEvent::Summary { .. }) => {}
+                Err(err) => {
+                    tracing::warn!(call_id = %offer.call_id, code = err.code(), error = %err, "engine failed; hanging up");
+                    engine = None;
+                    if hangup_sent.is_none() {
+                        call.hangup(EndedReason::EngineError).await;
+                        hangup_sent = Some(EndedReason::EngineError);
+                    }
+                }
+            },
+            _ = until(hangup_at), if hangup_sent.is_none() => {
+                call.hangup(EndedReason::AgentHangup).await;
+                hangup_sent = Some(EndedReason::AgentHangup);
+            }
+        }
+    };
+    if let Some(mut en) = engine.take() {
+        en.close().await;
+    }
+    if let Some(m) = media.take() {
+        let stats = m.stop().await;
+        tracing::info!(call_id = %offer.call_id, ?stats, "media stopped");
+    }
+    if stopping {
+        return None;
+    }
+    Some(end)
+}
+
+fn start_media(offer: &Offer, tel: &Telephony, bound: Option<media::driver::BoundMedia>, neg: &Negotiated) -> Result<MediaHandle, String> {
+    let bound = bound.ok_or("media already started")?;
+    let payload = PayloadMap { audio: neg.pt, telephone_event: neg.dtmf_pt, comfort_noise: None };
+    let mut cfg = MediaConfig::new(media_codec(neg.codec), payload, neg.remote_rtp);
+    if offer.record {
+        if let Some(dir) = &tel.cfg.recordings_dir {
+            cfg.record_path = Some(dir.join(format!("{}-{}.wav", offer.call_id, offer.attempt)));
+        }
+    }
+    bound.start(cfg).map_err(|e| e.to_string())
+}
