@@ -91,11 +91,60 @@ async fn make_engine(offer: &Offer) -> Result<BoxedEngine, EngineError> {
     cfg.model = offer.model.clone();
     cfg.metadata = offer.metadata.clone();
     let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
-    // Wired as each engine lands (issue 5): local, openai_realtime, gemini_live.
-    let _ = env;
     match offer.engine.as_str() {
         "echo" => Ok(BoxedEngine::new(crate::engine::echo::EchoEngine::new())),
+        "openai_realtime" => {
+            cfg.api_key = env("VOXLINE_OPENAI_API_KEY");
+            cfg.base_url = env("VOXLINE_OPENAI_BASE_URL");
+            Ok(BoxedEngine::new(crate::engine::openai::connect(cfg).await?))
+        }
+        "gemini_live" => {
+            cfg.api_key = env("VOXLINE_GEMINI_API_KEY");
+            cfg.base_url = env("VOXLINE_GEMINI_BASE_URL");
+            Ok(BoxedEngine::new(crate::engine::gemini::connect(cfg).await?))
+        }
         other => Err(EngineError::Unavailable(format!("engine `{other}` is not supported by this sidecar"))),
+    }
+}
+
+/// How much engine audio the callee has heard: audio is played in order at
+/// real time from when it is queued, and a barge-in drops what was not heard.
+#[derive(Debug, Clone, Copy)]
+struct PlayoutClock {
+    /// Audio fully played before the current backlog.
+    heard_ms: u64,
+    backlog_start: Instant,
+    backlog_ms: u64,
+}
+
+impl PlayoutClock {
+    fn new(now: Instant) -> Self {
+        PlayoutClock { heard_ms: 0, backlog_start: now, backlog_ms: 0 }
+    }
+
+    fn heard(&self, now: Instant) -> u64 {
+        let into = now.saturating_duration_since(self.backlog_start).as_millis() as u64;
+        self.heard_ms + into.min(self.backlog_ms)
+    }
+
+    fn enqueue(&mut self, now: Instant, ms: u64) {
+        if now >= self.done_at() {
+            self.heard_ms += self.backlog_ms;
+            self.backlog_start = now;
+            self.backlog_ms = 0;
+        }
+        self.backlog_ms += ms;
+    }
+
+    /// Barge-in: what was not heard is dropped.
+    fn interrupt(&mut self, now: Instant) {
+        self.heard_ms = self.heard(now);
+        self.backlog_start = now;
+        self.backlog_ms = 0;
+    }
+
+    fn done_at(&self) -> Instant {
+        self.backlog_start + Duration::from_millis(self.backlog_ms)
     }
 }
 
@@ -168,9 +217,7 @@ async fn place(
     let mut bound = Some(bound);
     let mut media: Option<MediaHandle> = None;
     let mut engine: Option<BoxedEngine> = None;
-    let mut answered_at: Option<Instant> = None;
-    // When the audio queued so far will have been played out.
-    let mut playout_until = Instant::now();
+    let mut playout = PlayoutClock::new(Instant::now());
     let mut hangup_at: Option<Instant> = None;
     let mut hangup_sent: Option<EndedReason> = None;
     let mut stopping = false;
@@ -190,7 +237,6 @@ async fn place(
                 Some(Event::Call(CallEvent::EarlyMedia(_))) => {}
                 Some(Event::Call(CallEvent::Answered(neg))) => {
                     t.answered_ms = Some(e.emit(EventKind::Answered).await);
-                    answered_at = Some(Instant::now());
                     match start_media(offer, tel, bound.take(), &neg) {
                         Ok(m) => media = Some(m),
                         Err(why) => {
@@ -250,26 +296,28 @@ async fn place(
             },
             ev = engine_event(&mut engine) => match ev {
                 Ok(EngineEvent::Audio(pcm)) => {
-                    let now = Instant::now();
-                    playout_until = playout_until.max(now) + Duration::from_millis(pcm.len() as u64 / 8);
-                    if let (Some(m), Some(en), Some(at)) = (&media, engine.as_mut(), answered_at) {
-                        // What the callee has heard so far, for barge-in truncation.
-                        en.played(now.saturating_duration_since(at).as_millis() as u64);
+                    playout.enqueue(Instant::now(), pcm.len() as u64 / 8);
+                    if let Some(m) = &media {
                         let _ = m.send(pcm).await;
                     }
                 }
                 Ok(EngineEvent::Interrupt) => {
+                    let now = Instant::now();
+                    // Tell the engine what was really heard (it truncates its turn there).
+                    if let Some(en) = engine.as_mut() {
+                        en.played(playout.heard(now));
+                    }
+                    playout.interrupt(now);
                     if let Some(m) = &media {
                         m.flush();
                     }
-                    playout_until = Instant::now();
                 }
                 Ok(EngineEvent::Transcript { role, text, start_ms, end_ms }) => {
                     e.emit(EventKind::TranscriptTurn { role, text, start_ms, end_ms }).await;
                 }
                 Ok(EngineEvent::EndCall { reason }) => {
                     tracing::info!(call_id = %offer.call_id, %reason, "engine ends the call");
-                    hangup_at = Some(playout_until.max(Instant::now()) + Duration::from_millis(300));
+                    hangup_at = Some(playout.done_at().max(Instant::now()) + Duration::from_millis(300));
                 }
                 Ok(EngineEvent::FunctionCall { name, .. }) => {
                     tracing::info!(call_id = %offer.call_id, %name, "engine function call (not handled)");
@@ -313,4 +361,27 @@ fn start_media(offer: &Offer, tel: &Telephony, bound: Option<media::driver::Boun
         }
     }
     bound.start(cfg).map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn playout_clock_counts_only_audio_heard() {
+        let t0 = Instant::now();
+        let ms = |n| Duration::from_millis(n);
+        let mut c = PlayoutClock::new(t0);
+        c.enqueue(t0, 1_000);
+        c.enqueue(t0 + ms(100), 500); // queued behind the first second
+        assert_eq!(c.heard(t0 + ms(400)), 400);
+        assert_eq!(c.done_at(), t0 + ms(1_500));
+        c.interrupt(t0 + ms(600)); // barge-in: 900 ms never heard
+        assert_eq!(c.heard(t0 + ms(5_000)), 600);
+        c.enqueue(t0 + ms(5_000), 200); // silence in between does not count
+        assert_eq!(c.heard(t0 + ms(5_100)), 700);
+        assert_eq!(c.heard(t0 + ms(9_000)), 800);
+        c.enqueue(t0 + ms(9_000), 100);
+        assert_eq!(c.heard(t0 + ms(9_050)), 850);
+    }
 }

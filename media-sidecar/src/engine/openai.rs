@@ -1,1 +1,693 @@
-//! OpenAI Realtime adapter (in progress).
+//! OpenAI Realtime over WebSocket.
+//!
+//! - Connects `{base_url or wss://api.openai.com}/v1/realtime?model=..` with
+//!   `Authorization: Bearer <key>`, waits for `session.created`, sends one
+//!   `session.update` (instructions, voice, `audio/pcmu` in and out, server
+//!   VAD that creates and interrupts responses, input transcription), then
+//!   `response.create` so the agent greets the callee as soon as the call is
+//!   answered. Mu-law both ways: the trunk's 8 kHz audio is sent as is and
+//!   the engine's audio is expanded with `media::g711`, no resampling.
+//! - Receives both the GA event names (`response.output_audio.delta`, ..)
+//!   and the beta ones (`response.audio.delta`, ..); [`Flavor`] only picks
+//!   what we *send* (GA session shape, or beta shape + `OpenAI-Beta` header).
+//! - Barge-in: `input_audio_buffer.speech_started` yields
+//!   [`EngineEvent::Interrupt`] at once; the next time the engine runs (the
+//!   call task calls `next_event` again right away), it sends
+//!   `conversation.item.truncate` for the assistant item being played, with
+//!   `audio_end_ms` = how much of that item the callee heard, derived from
+//!   [`Engine::played`]. Late deltas of that item are dropped.
+//! - `played_ms` semantics: the total duration of engine audio the callee
+//!   has heard on this call (monotonic; silence and audio dropped on an
+//!   Interrupt are not counted). Each assistant item is placed on that
+//!   timeline where its first sample will be heard.
+//! - Errors: HTTP 401/403 at the handshake and `error` events about the key
+//!   -> `Auth`; a closed socket or `session_expired` -> `Disconnected`; no
+//!   frame from the server (events or pongs to our pings) for
+//!   `idle_timeout` -> `Timeout`. After an error the engine stays failed.
+//! - Tools: `metadata.tools` (array of `{type:"function",name,description,parameters}`)
+//!   is passed to the session; a call of a function named `end_call` also
+//!   yields [`EngineEvent::EndCall`] (reason from its `reason` argument).
+//!
+//! The API key is sent in a header only and redacted from every error text.
+//! Nothing here logs the config.
+
+use std::collections::{HashMap, VecDeque};
+use std::time::Duration;
+
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine as _;
+use serde_json::{json, Value};
+use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::http::{header, HeaderName, HeaderValue};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::{self, Message};
+use voxline_shared::protocol::Role;
+
+use super::ws::{self, redact, Outbox, WsStream};
+use super::{Engine, EngineConfig, EngineError, EngineEvent};
+use crate::media::g711::Law;
+
+pub const DEFAULT_BASE_URL: &str = "wss://api.openai.com";
+pub const DEFAULT_MODEL: &str = "gpt-realtime";
+
+/// 8 kHz: samples per millisecond.
+const SPMS: u64 = 8;
+
+/// Which session shape we send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Flavor {
+    /// The GA interface (`session.type = "realtime"`, `audio.input.format = {type: "audio/pcmu"}`).
+    #[default]
+    Ga,
+    /// The beta interface (`OpenAI-Beta: realtime=v1`, `input_audio_format = "g711_ulaw"`).
+    Beta,
+}
+
+#[derive(Debug, Clone)]
+pub struct OpenAiOptions {
+    pub flavor: Flavor,
+    /// Handshake plus `session.created`.
+    pub connect_timeout: Duration,
+    /// No frame at all from the server (events, or pongs to our pings) for this long -> `Timeout`.
+    pub idle_timeout: Duration,
+    /// We ping when the server has been quiet this long, so a quiet but
+    /// healthy conversation is never mistaken for a dead socket.
+    pub ping_interval: Duration,
+    /// Ask for a first response (the greeting) right after setup.
+    pub greet: bool,
+    pub transcription_model: String,
+}
+
+impl Default for OpenAiOptions {
+    fn default() -> Self {
+        OpenAiOptions {
+            flavor: Flavor::Ga,
+            connect_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(20),
+            ping_interval: Duration::from_secs(5),
+            greet: true,
+            transcription_model: "gpt-4o-mini-transcribe".into(),
+        }
+    }
+}
+
+/// One assistant audio item, placed on the played timeline.
+#[derive(Debug, Clone)]
+struct AsstItem {
+    id: String,
+    /// Played-timeline position (8 kHz samples) of its first sample.
+    start: u64,
+    /// Samples delivered so far.
+    samples: u64,
+    /// Ms since the call was answered when its first audio arrived.
+    first_ms: u64,
+    /// Its audio is complete (`*.audio.done` / `response.done`).
+    done: bool,
+    /// Heard samples when it was truncated.
+    truncated_at: Option<u64>,
+}
+
+pub struct OpenAiEngine {
+    call_id: String,
+    ws: WsStream,
+    outbox: Outbox,
+    pending: VecDeque<EngineEvent>,
+    dead: Option<EngineError>,
+    opts: OpenAiOptions,
+    secret: String,
+    started: Instant,
+    last_rx: Instant,
+    last_ping: Instant,
+    /// What the callee heard, in samples (from `played`).
+    played: u64,
+    /// Played-timeline position where the next delivered audio will start.
+    queued_end: u64,
+    current: Option<AsstItem>,
+    /// Finished or truncated items, by id, for transcript timing (bounded).
+    past: VecDeque<AsstItem>,
+    /// Set by speech_started; the truncate is computed and sent once the Interrupt was handed out.
+    truncate_due: bool,
+    /// Item ids whose further audio must be dropped.
+    dropped_items: Vec<String>,
+    /// User items: (audio_start_ms, audio_end_ms) from the VAD events.
+    user_spans: HashMap<String, (u64, Option<u64>)>,
+    /// Function call id -> name (from `response.output_item.added`).
+    fn_names: HashMap<String, String>,
+}
+
+/// Connects with the default options (GA flavor).
+pub async fn connect(cfg: EngineConfig) -> Result<OpenAiEngine, EngineError> {
+    connect_with(cfg, OpenAiOptions::default()).await
+}
+
+pub async fn connect_with(cfg: EngineConfig, opts: OpenAiOptions) -> Result<OpenAiEngine, EngineError> {
+    let key = cfg
+        .api_key
+        .clone()
+        .filter(|k| !k.is_empty())
+        .ok_or_else(|| EngineError::Auth("no OpenAI API key configured".into()))?;
+    let base = cfg.base_url.clone().unwrap_or_else(|| DEFAULT_BASE_URL.into());
+    let model = cfg.model.clone().unwrap_or_else(|| DEFAULT_MODEL.into());
+    let url = format!("{}/v1/realtime?model={}", base.trim_end_matches('/'), urlencode(&model));
+    let mut auth = HeaderValue::from_str(&format!("Bearer {key}"))
+        .map_err(|_| EngineError::Auth("API key is not a valid header value".into()))?;
+    auth.set_sensitive(true);
+    let mut headers = vec![(header::AUTHORIZATION, auth)];
+    if opts.flavor == Flavor::Beta {
+        headers.push((HeaderName::from_static("openai-beta"), HeaderValue::from_static("realtime=v1")));
+    }
+    let deadline = Instant::now() + opts.connect_timeout;
+    let mut socket = ws::connect(&url, headers, opts.connect_timeout, &[&key]).await?;
+
+    // session.created first.
+    loop {
+        let frame = match tokio::time::timeout_at(deadline, ws::next_frame(&mut socket)).await {
+            Err(_) => {
+                return Err(EngineError::Timeout(format!(
+                    "no session.created within {} ms",
+                    opts.connect_timeout.as_millis()
+                )))
+            }
+            Ok(f) => f,
+        };
+        match frame {
+            Some(Ok(Message::Text(t))) => {
+                let v: Value = serde_json::from_str(t.as_str())
+                    .map_err(|e| EngineError::Protocol(format!("bad server event: {e}")))?;
+                match v["type"].as_str().unwrap_or("") {
+                    "session.created" => break,
+                    "error" => {
+                        let (err, _fatal) = classify_error(&v["error"], &key);
+                        return Err(err);
+                    }
+                    _ => {}
+                }
+            }
+            Some(Ok(Message::Close(c))) => return Err(close_error(c.as_ref(), &key)),
+            Some(Ok(_)) => {}
+            Some(Err(e)) => return Err(EngineError::Disconnected(redact(&e.to_string(), &[&key]))),
+            None => return Err(EngineError::Disconnected("closed before session.created".into())),
+        }
+    }
+
+    let now = Instant::now();
+    let mut eng = OpenAiEngine {
+        call_id: cfg.call_id.clone(),
+        ws: socket,
+        outbox: Outbox::default(),
+        pending: VecDeque::new(),
+        dead: None,
+        opts,
+        secret: key,
+        started: now,
+        last_rx: now,
+        last_ping: now,
+        played: 0,
+        queued_end: 0,
+        current: None,
+        past: VecDeque::new(),
+        truncate_due: false,
+        dropped_items: Vec::new(),
+        user_spans: HashMap::new(),
+        fn_names: HashMap::new(),
+    };
+    eng.push_json(session_update(&cfg, &model, &eng.opts));
+    if eng.opts.greet {
+        eng.push_json(json!({"type": "response.create"}));
+    }
+    if let Err(e) = eng.outbox.flush(&mut eng.ws).await {
+        return Err(EngineError::Disconnected(redact(&e.to_string(), &[&eng.secret])));
+    }
+    tracing::info!(call_id = %eng.call_id, flavor = ?eng.opts.flavor, "openai realtime session started");
+    Ok(eng)
+}
+
+fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// ISO 639-1 part of a BCP 47 tag ("en-US" -> "en").
+pub(crate) fn primary_language(tag: &str) -> Option<String> {
+    let p = tag.split(['-', '_']).next().unwrap_or("").to_ascii_lowercase();
+    (p.len() == 2 || p.len() == 3).then_some(p)
+}
+
+fn tools(cfg: &EngineConfig) -> Option<Value> {
+    cfg.metadata.as_ref().and_then(|m| m.get("tools")).filter(|t| t.is_array()).cloned()
+}
+
+/// The `session.update` we send (public for the tests' expectations).
+pub fn session_update(cfg: &EngineConfig, model: &str, opts: &OpenAiOptions) -> Value {
+    let vad = json!({"type": "server_vad", "create_response": true, "interrupt_response": true});
+    let mut transcription = json!({"model": opts.transcription_model});
+    if let Some(l) = primary_language(&cfg.language) {
+        transcription["language"] = json!(l);
+    }
+    let mut s = match opts.flavor {
+        Flavor::Ga => {
+            let mut output = json!({"format": {"type": "audio/pcmu"}});
+            if let Some(v) = &cfg.voice {
+                output["voice"] = json!(v);
+            }
+            json!({
+                "type": "realtime",
+                "model": model,
+                "output_modalities": ["audio"],
+                "audio": {
+                    "input": {"format": {"type": "audio/pcmu"}, "transcription": transcription, "turn_detection": vad},
+                    "output": output,
+                },
+            })
+        }
+        Flavor::Beta => {
+            let mut s = json!({
+                "modalities": ["audio", "text"],
+                "input_audio_format": "g711_ulaw",
+                "output_audio_format": "g711_ulaw",
+                "input_audio_transcription": transcription,
+                "turn_detection": vad,
+            });
+            if let Some(v) = &cfg.voice {
+                s["voice"] = json!(v);
+            }
+            s
+        }
+    };
+    if let Some(p) = &cfg.system_prompt {
+        s["instructions"] = json!(p);
+    }
+    if let Some(t) = tools(cfg) {
+        s["tools"] = t;
+        s["tool_choice"] = json!("auto");
+    }
+    json!({"type": "session.update", "session": s})
+}
+
+/// Maps an `error` event's `error` object. Returns the error and whether it ends the session.
+fn classify_error(err: &Value, key: &str) -> (EngineError, bool) {
+    let typ = err["type"].as_str().unwrap_or("");
+    let code = err["code"].as_str().unwrap_or("");
+    let msg = redact(err["message"].as_str().unwrap_or("(no message)"), &[key]);
+    let text = format!("{typ}/{code}: {msg}");
+    let lower = msg.to_ascii_lowercase();
+    if code == "invalid_api_key"
+        || typ == "authentication_error"
+        || typ == "permission_error"
+        || lower.contains("api key")
+        || lower.contains("unauthorized")
+    {
+        (EngineError::Auth(text), true)
+    } else if code == "session_expired" {
+        (EngineError::Disconnected(text), true)
+    } else if code == "rate_limit_exceeded" || code == "insufficient_quota" || typ == "rate_limit_error" {
+        (EngineError::Unavailable(text), true)
+    } else if typ == "invalid_request_error" {
+        // e.g. a truncate past the end of an item, a cancel with no response: the session lives on.
+        (EngineError::Protocol(text), false)
+    } else {
+        (EngineError::Protocol(text), true)
+    }
+}
+
+fn close_error(c: Option<&tungstenite::protocol::CloseFrame>, key: &str) -> EngineError {
+    match c {
+        None => EngineError::Disconnected("server closed the socket".into()),
+        Some(c) => {
+            let reason = redact(c.reason.as_str(), &[key]);
+            let lower = reason.to_ascii_lowercase();
+            let text = format!("server closed the socket ({}): {reason}", u16::from(c.code));
+            if lower.contains("api key") || lower.contains("api_key") || lower.contains("unauthorized") {
+                EngineError::Auth(text)
+            } else if c.code == CloseCode::Again || c.code == CloseCode::Restart {
+                EngineError::Unavailable(text)
+            } else {
+                EngineError::Disconnected(text)
+            }
+        }
+    }
+}
+
+impl OpenAiEngine {
+    fn push_json(&mut self, v: Value) {
+        self.outbox.push(Message::text(v.to_string()));
+    }
+
+    fn since_start_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+
+    fn fail(&mut self, e: EngineError) -> EngineError {
+        if self.dead.is_none() {
+            tracing::warn!(call_id = %self.call_id, code = e.code(), error = %e, "openai realtime engine failed");
+            self.dead = Some(e.clone());
+        }
+        self.dead.clone().unwrap_or(e)
+    }
+
+    fn ws_error(&mut self, e: tungstenite::Error) -> EngineError {
+        let text = redact(&e.to_string(), &[&self.secret]);
+        self.fail(EngineError::Disconnected(text))
+    }
+
+    /// After the Interrupt was handed out: truncate the item being played at what was heard.
+    fn prepare_truncate(&mut self) {
+        if !self.truncate_due || self.pending.contains(&EngineEvent::Interrupt) {
+            return;
+        }
+        self.truncate_due = false;
+        let played = self.played;
+        if let Some(mut item) = self.current.take() {
+            let heard = played.saturating_sub(item.start).min(item.samples);
+            // `played` has 1 ms resolution: within a millisecond of the end counts as heard.
+            let fully_played = item.done && item.samples - heard < SPMS;
+            if !fully_played {
+                let audio_end_ms = heard / SPMS;
+                tracing::debug!(call_id = %self.call_id, item = %item.id, audio_end_ms, "truncating interrupted item");
+                self.push_json(json!({
+                    "type": "conversation.item.truncate",
+                    "item_id": item.id,
+                    "content_index": 0,
+                    "audio_end_ms": audio_end_ms,
+                }));
+                item.truncated_at = Some(heard);
+                self.dropped_items.push(item.id.clone());
+                if self.dropped_items.len() > 16 {
+                    self.dropped_items.remove(0);
+                }
+            }
+            self.remember(item);
+        }
+        // Unplayed audio was dropped by the caller: the next item starts where playback stopped.
+        self.queued_end = played;
+    }
+
+    fn remember(&mut self, item: AsstItem) {
+        self.past.retain(|p| p.id != item.id);
+        self.past.push_back(item);
+        if self.past.len() > 16 {
+            self.past.pop_front();
+        }
+    }
+
+    fn find_item(&self, id: &str) -> Option<&AsstItem> {
+        self.current.iter().chain(self.past.iter()).find(|i| i.id == id)
+    }
+
+    fn on_audio_delta(&mut self, v: &Value) -> Result<(), EngineError> {
+        let item_id = v["item_id"].as_str().unwrap_or("").to_string();
+        if self.dropped_items.contains(&item_id) {
+            return Ok(());
+        }
+        let bytes = B64
+            .decode(v["delta"].as_str().unwrap_or(""))
+            .map_err(|e| EngineError::Protocol(format!("audio delta is not base64: {e}")))?;
+        if bytes.is_empty() {
+            return Ok(());
+        }
+        let n = bytes.len() as u64;
+        let new_item = self.current.as_ref().map(|c| c.id != item_id).unwrap_or(true);
+        if new_item {
+            if let Some(prev) = self.current.take() {
+                self.remember(prev);
+            }
+            let start = self.queued_end.max(self.played);
+            self.current = Some(AsstItem {
+                id: item_id,
+                start,
+                samples: 0,
+                first_ms: self.since_start_ms(),
+                done: false,
+                truncated_at: None,
+            });
+            self.queued_end = start;
+        }
+        if let Some(c) = self.current.as_mut() {
+            c.samples += n;
+        }
+        self.queued_end += n;
+        let mut pcm = Vec::with_capacity(bytes.len());
+        Law::Mu.decode(&bytes, &mut pcm);
+        self.pending.push_back(EngineEvent::Audio(pcm));
+        Ok(())
+    }
+
+    fn mark_done(&mut self, item_id: Option<&str>) {
+        if let Some(c) = self.current.as_mut() {
+            if item_id.map(|i| i == c.id).unwrap_or(true) {
+                c.done = true;
+            }
+        }
+    }
+
+    /// Handles one server event. `Err` ends the session.
+    fn on_event(&mut self, v: Value) -> Result<(), EngineError> {
+        let typ = v["type"].as_str().unwrap_or("").to_string();
+        match typ.as_str() {
+            "response.output_audio.delta" | "response.audio.delta" => self.on_audio_delta(&v)?,
+            "response.output_audio.done" | "response.audio.done" => self.mark_done(v["item_id"].as_str()),
+            "response.done" => {
+                self.mark_done(None);
+                let r = &v["response"];
+                if r["status"].as_str() == Some("failed") {
+                    let err = &r["status_details"]["error"];
+                    let (e, _) = classify_error(err, &self.secret);
+                    tracing::warn!(call_id = %self.call_id, error = %e, "openai response failed");
+                    if let EngineError::Auth(_) = e {
+                        return Err(e);
+                    }
+                }
+            }
+            "response.output_audio_transcript.done" | "response.audio_transcript.done" => {
+                let id = v["item_id"].as_str().unwrap_or("");
+                let text = v["transcript"].as_str().unwrap_or("").trim().to_string();
+                if !text.is_empty() {
+                    let now = self.since_start_ms();
+                    let (start_ms, end_ms) = match self.find_item(id) {
+                        Some(i) => {
+                            let heard = i.truncated_at.unwrap_or(i.samples);
+                            (i.first_ms, i.first_ms + heard / SPMS)
+                        }
+                        None => (now, now),
+                    };
+                    self.pending.push_back(EngineEvent::Transcript { role: Role::Ai, text, start_ms, end_ms });
+                }
+            }
+            "input_audio_buffer.speech_started" => {
+                if let Some(id) = v["item_id"].as_str() {
+                    let at = v["audio_start_ms"].as_u64().unwrap_or_else(|| self.since_start_ms());
+                    self.user_spans.insert(id.to_string(), (at, None));
+                }
+                self.pending.push_back(EngineEvent::Interrupt);
+                self.truncate_due = true;
+            }
+            "input_audio_buffer.speech_stopped" => {
+                if let Some(id) = v["item_id"].as_str() {
+                    let at = v["audio_end_ms"].as_u64().unwrap_or_else(|| self.since_start_ms());
+                    self.user_spans.entry(id.to_string()).or_insert((at, None)).1 = Some(at);
+                }
+            }
+            "conversation.item.input_audio_transcription.completed" => {
+                let id = v["item_id"].as_str().unwrap_or("");
+                let text = v["transcript"].as_str().unwrap_or("").trim().to_string();
+                let now = self.since_start_ms();
+                let (start_ms, end_ms) = match self.user_spans.remove(id) {
+                    Some((s, e)) => (s, e.unwrap_or(now).max(s)),
+                    None => (now, now),
+                };
+                if !text.is_empty() {
+                    self.pending.push_back(EngineEvent::Transcript { role: Role::User, text, start_ms, end_ms });
+                }
+            }
+            "conversation.item.input_audio_transcription.failed" => {
+                tracing::warn!(call_id = %self.call_id, "openai input transcription failed for one turn");
+            }
+            "response.output_item.added"
+            | "response.output_item.done"
+            | "conversation.item.created"
+            | "conversation.item.added"
+            | "conversation.item.done" => {
+                let item = &v["item"];
+                if item["type"].as_str() == Some("function_call") {
+                    if let (Some(c), Some(n)) = (item["call_id"].as_str(), item["name"].as_str()) {
+                        self.fn_names.insert(c.to_string(), n.to_string());
+                    }
+                }
+            }
+            "response.function_call_arguments.done" => {
+                let call_id = v["call_id"].as_str().unwrap_or("").to_string();
+                let name = v["name"]
+                    .as_str()
+                    .map(str::to_string)
+                    .or_else(|| self.fn_names.get(&call_id).cloned())
+                    .unwrap_or_default();
+                let arguments = v["arguments"].as_str().unwrap_or("{}").to_string();
+                if name == "end_call" {
+                    let reason = serde_json::from_str::<Value>(&arguments)
+                        .ok()
+                        .and_then(|a| a["reason"].as_str().map(str::to_string))
+                        .unwrap_or_else(|| "agent_hangup".into());
+                    self.pending.push_back(EngineEvent::FunctionCall {
+                        name: name.clone(),
+                        call_id: call_id.clone(),
+                        arguments,
+                    });
+                    self.pending.push_back(EngineEvent::EndCall { reason });
+                } else {
+                    self.pending.push_back(EngineEvent::FunctionCall { name, call_id, arguments });
+                }
+            }
+            "error" => {
+                let (e, fatal) = classify_error(&v["error"], &self.secret);
+                if fatal {
+                    return Err(e);
+                }
+                tracing::warn!(call_id = %self.call_id, error = %e, "openai realtime error event (session continues)");
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn on_frame(&mut self, frame: Option<Result<Message, tungstenite::Error>>) -> Result<(), EngineError> {
+        match frame {
+            None => Err(EngineError::Disconnected("connection closed".into())),
+            Some(Err(e)) => Err(EngineError::Disconnected(redact(&e.to_string(), &[&self.secret]))),
+            Some(Ok(Message::Close(c))) => Err(close_error(c.as_ref(), &self.secret)),
+            Some(Ok(Message::Text(t))) => match serde_json::from_str::<Value>(t.as_str()) {
+                Ok(v) => self.on_event(v),
+                Err(e) => {
+                    tracing::warn!(call_id = %self.call_id, "unparsable openai event: {e}");
+                    Ok(())
+                }
+            },
+            Some(Ok(_)) => Ok(()), // ping/pong/binary
+        }
+    }
+
+    /// Time since the session started (the call was answered).
+    pub fn elapsed_since_answer(&self) -> Duration {
+        self.started.elapsed()
+    }
+}
+
+impl Engine for OpenAiEngine {
+    async fn send_audio(&mut self, frame: &[i16]) -> Result<(), EngineError> {
+        if let Some(e) = &self.dead {
+            return Err(e.clone());
+        }
+        let mut mu = Vec::with_capacity(frame.len());
+        Law::Mu.encode(frame, &mut mu);
+        self.push_json(json!({"type": "input_audio_buffer.append", "audio": B64.encode(&mu)}));
+        self.prepare_truncate();
+        if let Err(e) = self.outbox.flush(&mut self.ws).await {
+            return Err(self.ws_error(e));
+        }
+        Ok(())
+    }
+
+    async fn next_event(&mut self) -> Result<EngineEvent, EngineError> {
+        loop {
+            if let Some(ev) = self.pending.pop_front() {
+                return Ok(ev);
+            }
+            if let Some(e) = &self.dead {
+                return Err(e.clone());
+            }
+            self.prepare_truncate();
+            if !self.outbox.is_empty() {
+                if let Err(e) = self.outbox.flush(&mut self.ws).await {
+                    return Err(self.ws_error(e));
+                }
+            }
+            let deadline = self.last_rx + self.opts.idle_timeout;
+            let ping_at = self.last_rx.max(self.last_ping) + self.opts.ping_interval;
+            tokio::select! {
+                biased;
+                f = ws::next_frame(&mut self.ws) => {
+                    self.last_rx = Instant::now();
+                    if let Err(e) = self.on_frame(f) {
+                        let e = self.fail(e);
+                        // Events decoded before the failure are still handed out first.
+                        if let Some(ev) = self.pending.pop_front() {
+                            return Ok(ev);
+                        }
+                        return Err(e);
+                    }
+                }
+                _ = tokio::time::sleep_until(deadline.min(ping_at)) => {
+                    let now = Instant::now();
+                    if now >= deadline {
+                        let e = EngineError::Timeout(format!(
+                            "no frame from the server for {} ms",
+                            self.opts.idle_timeout.as_millis()
+                        ));
+                        return Err(self.fail(e));
+                    }
+                    self.last_ping = now;
+                    self.outbox.push(Message::Ping(Vec::new().into()));
+                }
+            }
+        }
+    }
+
+    fn played(&mut self, played_ms: u64) {
+        self.played = self.played.max(played_ms * SPMS);
+    }
+
+    async fn close(&mut self) {
+        if self.dead.is_none() {
+            self.dead = Some(EngineError::Disconnected("closed by us".into()));
+            self.outbox.push(Message::Close(None));
+            let _ = tokio::time::timeout(Duration::from_secs(1), self.outbox.flush(&mut self.ws)).await;
+        }
+        tracing::info!(call_id = %self.call_id, "openai realtime session closed");
+    }
+
+    async fn function_result(&mut self, call_id: &str, output: &str) -> Result<(), EngineError> {
+        if let Some(e) = &self.dead {
+            return Err(e.clone());
+        }
+        self.push_json(json!({
+            "type": "conversation.item.create",
+            "item": {"type": "function_call_output", "call_id": call_id, "output": output},
+        }));
+        self.push_json(json!({"type": "response.create"}));
+        if let Err(e) = self.outbox.flush(&mut self.ws).await {
+            return Err(self.ws_error(e));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn auth_errors_are_recognised_and_redacted() {
+        let key = "sk-test-SECRET-123456";
+        let (e, fatal) = classify_error(
+            &json!({"type": "invalid_request_error", "code": "invalid_api_key",
+                    "message": format!("Incorrect API key provided: {key}")}),
+            key,
+        );
+        assert!(fatal);
+        assert_eq!(e.code(), "auth");
+        assert!(!e.to_string().contains(key), "{e}");
+        let (e, fatal) = classify_error(&json!({"type": "invalid_request_error", "code": "x", "message": "m"}), key);
+        assert!(!fatal);
+        assert_eq!(e.code(), "protocol");
+    }
+
+    #[test]
+    fn languages() {
+        assert_eq!(primary_language("en-US").as_deref(), Some("en"));
+        assert_eq!(primary_language("de").as_deref(), Some("de"));
+        assert_eq!(primary_language(""), None);
+    }
+}
