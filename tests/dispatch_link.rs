@@ -116,11 +116,23 @@ fn long_poll_wakes_on_a_new_call_and_events_drive_the_state(w: &World) {
     assert_eq!(r.json["accepted"], 2);
     let call = wait_status(w, &id, "in_progress");
     assert!(call["answered_at"].is_string() && call["ringing_at"].is_string());
-    sc.events(e, json!([ev(&id, 1, 4, ended("completed", "callee_hangup"))])).expect(200);
+    let turn = |seq, role: &str, text: &str, start_ms: u64| {
+        ev(&id, 1, seq, json!({"type": "transcript_turn", "role": role, "text": text, "start_ms": start_ms, "end_ms": start_ms + 1500}))
+    };
+    sc.events(e, json!([turn(4, "ai", "Hi, this is Demo Dental. Can you make it tomorrow at ten?", 200),
+                         turn(4, "ai", "duplicate of seq 4", 200),
+                         turn(5, "user", "yes I can", 4100)])).expect(200);
+    sc.events(e, json!([ev(&id, 1, 6, ended("completed", "callee_hangup"))])).expect(200);
     let call = wait_status(w, &id, "completed");
     assert_eq!(call["ended_reason"], "callee_hangup");
+    let txt = e.request("GET", &format!("/v1/calls/{id}/transcript"), &[("authorization", &format!("Bearer {}", w.tenant.key)), ("accept", "text/plain")], None).unwrap();
+    assert_eq!(txt.status, 200);
+    assert_eq!(txt.text, "[00:00:00] AI: Hi, this is Demo Dental. Can you make it tomorrow at ten?\n[00:00:04] USER: yes I can\n");
+    let json_t = e.call("GET", &format!("/v1/calls/{id}/transcript?format=json"), &w.tenant.key, None).expect(200).json;
+    assert_eq!(json_t["turns"].as_array().map(Vec::len), Some(2), "{json_t}");
+    assert_eq!((json_t["turns"][1]["role"].as_str(), json_t["turns"][1]["start_ms"].as_u64()), (Some("user"), Some(4100)));
     // An event after the end is acknowledged but cannot reopen the call.
-    sc.events(e, json!([ev(&id, 1, 5, json!({"type": "answered"}))])).expect(200);
+    sc.events(e, json!([ev(&id, 1, 7, json!({"type": "answered"}))])).expect(200);
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(status(w, &id)["status"], "completed");
     let listed = e.call("GET", "/v1/calls?status=completed", &w.tenant.key, None).expect(200);

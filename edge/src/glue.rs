@@ -11,7 +11,7 @@ use worker::{event, kv::KvStore, Context, Env, Headers, Request, Response, Resul
 
 pub(crate) const KV_BINDING: &str = "VOXLINE_KV";
 /// Request headers the service reads besides `x-voxline-*` (traffic control).
-const PASSED_HEADERS: &[&str] = &["cf-connecting-ip", "idempotency-key", "x-signature"];
+const PASSED_HEADERS: &[&str] = &["accept", "cf-connecting-ip", "idempotency-key", "x-signature"];
 
 pub(crate) struct WorkersKv(pub KvStore);
 

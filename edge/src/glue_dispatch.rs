@@ -102,6 +102,20 @@ impl DispatchQueue {
         crate::glue_webhooks::send_jobs(&self.env, jobs).await;
     }
 
+    async fn append_turns(&self, turns: &[crate::transcript::TurnUpdate]) {
+        if turns.is_empty() {
+            return;
+        }
+        match self.env.kv(KV_BINDING) {
+            Ok(kv) => {
+                if let Err(e) = crate::transcript::append(&WorkersKv(kv), turns).await {
+                    console_log!("dispatch: {} transcript turns not stored: {e:?}", turns.len());
+                }
+            }
+            Err(e) => console_log!("dispatch: KV unavailable, {} transcript turns not stored: {e}", turns.len()),
+        }
+    }
+
     /// Expired leases and dead sidecars are handled on every request too, so
     /// a late alarm never delays them.
     async fn tick(&self, now: u64, t: &DispatchTimings) -> Vec<CallUpdate> {
@@ -120,6 +134,7 @@ impl worker::DurableObject for DispatchQueue {
         let body: Value = req.json().await.unwrap_or(Value::Null);
         let now = Date::now().as_millis();
         let mut updates = self.tick(now, &t).await;
+        let mut turns = Vec::new();
         let (status, reply) = match req.path().as_str() {
             "/enqueue" => match serde_json::from_value::<QueuedCall>(body) {
                 Ok(mut call) => {
@@ -147,6 +162,7 @@ impl worker::DurableObject for DispatchQueue {
                 Ok(envelope) => {
                     let reply = self.with(|q| sidecar_link::handle(q, &envelope, now, &t));
                     updates.extend(reply.updates);
+                    turns = reply.turns;
                     match reply.hold_open_until {
                         None => (reply.status, reply.body),
                         Some(until) => {
@@ -176,6 +192,8 @@ impl worker::DurableObject for DispatchQueue {
         };
         self.persist(Date::now().as_millis(), &t).await?;
         self.wake_polls();
+        // Turns first: a call.completed webhook may point at the transcript.
+        self.append_turns(&turns).await;
         self.mirror(&updates).await;
         Ok(Response::from_json(&reply)?.with_status(status))
     }

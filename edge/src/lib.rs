@@ -20,6 +20,7 @@ pub mod service;
 pub mod sidecar_link;
 pub mod store;
 pub mod traffic;
+pub mod transcript;
 pub mod url_guard;
 pub mod validate;
 pub mod webhook_api;

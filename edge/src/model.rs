@@ -46,6 +46,9 @@ pub mod keys {
     pub fn calls_prefix(tid: &str) -> String {
         format!("call/{tid}/")
     }
+    pub fn transcript(tid: &str, cid: &str) -> String {
+        format!("transcript/{tid}/{cid}")
+    }
     pub fn sidecar(sid: &str) -> String {
         format!("sidecar/{sid}")
     }

@@ -343,6 +343,18 @@ fn schemas() -> Value {
         }
         f
     };
+    add("TranscriptTurn", record("One turn of the conversation.", vec![
+        ("role", json!({"type": "string", "enum": ["ai", "user"]})),
+        ("text", json!({"type": "string"})),
+        ("start_ms", json!({"type": "integer", "minimum": 0, "description": "Offset from the moment the call was answered."})),
+        ("end_ms", json!({"type": "integer", "minimum": 0})),
+    ]));
+    add("Transcript", record("A call's transcript.", vec![
+        ("object", object_const("transcript")),
+        ("call_id", id_schema("call")),
+        ("turns", json!({"type": "array", "items": schema_ref("TranscriptTurn")})),
+        ("text", json!({"type": "string", "description": "The same turns as plain text lines."})),
+    ]));
     add("Call", record(
         "A call. Agent settings (prompt, voice, language, engine, model) are resolved when the call is created, so later agent edits do not change it.",
         call_fields(true),
@@ -697,6 +709,14 @@ impl Op {
         self
     }
 
+    /// 200 as JSON (`schema`) or as plain text (`text_description`).
+    fn ok_json_or_text(mut self, description: &str, schema: &str, text_description: &str) -> Op {
+        self.success.push((200, json!({"description": description, "content": {
+            "application/json": {"schema": schema_ref(schema)},
+            "text/plain": {"schema": {"type": "string", "description": text_description}}}})));
+        self
+    }
+
     fn ok_with_headers(mut self, status: u16, description: &str, schema: &str, headers: Value) -> Op {
         self.success.push((status, json!({"description": description, "headers": headers,
             "content": {"application/json": {"schema": schema_ref(schema)}}})));
@@ -933,6 +953,20 @@ fn operation(id: RouteId) -> Value {
             .errors(&[E::InvalidParameter, E::InvalidCursor])
             .build()
         }
+        RouteId::GetTranscript => op(
+            "getTranscript",
+            "calls",
+            Auth::ApiKey,
+            "Get a call's transcript",
+            "The turns reported so far (complete once the call has ended), as JSON, or as plain text with `?format=txt` or `Accept: text/plain`.",
+        )
+        .query(json!([
+            {"name": "format", "in": "query", "required": false, "description": "`txt` for plain text, `json` (default) for JSON.",
+             "schema": {"type": "string", "enum": ["json", "txt"]}}
+        ]))
+        .ok_json_or_text("The transcript.", "Transcript", "One line per turn: `[hh:mm:ss] AI: ...` / `[hh:mm:ss] USER: ...` (offsets from the answer).")
+        .errors(&[E::CallNotFound, E::InvalidParameter])
+        .build(),
         RouteId::GetCall => op("getCall", "calls", Auth::ApiKey, "Get a call", "The call with all its settings and its current status.")
             .ok(200, "The call.", "Call")
             .errors(&[E::CallNotFound])
@@ -1281,8 +1315,13 @@ mod tests {
             let Some(r) = op["responses"].get(&status) else {
                 panic!("{what}: status {status} is not documented for {method} {pattern}")
             };
-            let schema = &r["content"]["application/json"]["schema"];
-            self.checker.check(schema, &body).unwrap_or_else(|e| panic!("{what}\ndoes not match the spec: {e}"));
+            let is_text = resp.headers.iter().any(|(h, v)| h.eq_ignore_ascii_case("content-type") && v.starts_with("text/plain"));
+            if is_text {
+                assert!(r["content"].get("text/plain").is_some(), "{what}: text/plain is not documented");
+            } else {
+                let schema = &r["content"]["application/json"]["schema"];
+                self.checker.check(schema, &body).unwrap_or_else(|e| panic!("{what}\ndoes not match the spec: {e}"));
+            }
             if let Some(headers) = r.get("headers").and_then(Value::as_object) {
                 for name in headers.keys() {
                     assert!(resp.headers.iter().any(|(h, _)| h.eq_ignore_ascii_case(name)), "{what}: header {name} missing");
@@ -1850,6 +1889,11 @@ mod tests {
         expect_error(api.send("GET", "/v1/calls?cursor=!!", key, None), 400, "invalid_cursor");
         expect_error(api.send("GET", "/v1/calls?limit=0", key, None), 400, "invalid_parameter");
         expect(api.send("GET", &format!("/v1/calls/{}", w.cid), key, None), 200);
+        let tr = expect(api.send("GET", &format!("/v1/calls/{}/transcript", w.cid), key, None), 200);
+        assert_eq!((tr["object"].as_str(), tr["turns"].as_array().map(Vec::len)), (Some("transcript"), Some(0)));
+        let txt = api.send("GET", &format!("/v1/calls/{}/transcript?format=txt", w.cid), key, None);
+        assert_eq!((txt.status, txt.body.as_str()), (200, ""));
+        expect_error(api.send("GET", &format!("/v1/calls/{}/transcript?format=pdf", w.cid), key, None), 400, "invalid_parameter");
         // Hangup: waiting -> cancelled (200), ended -> unchanged (200), live -> requested (202).
         let cancelled = expect(api.send("POST", &format!("/v1/calls/{}/hangup", w.cid), key, Some(&json!({}))), 200);
         assert_eq!(cancelled["status"], "cancelled");

@@ -89,7 +89,7 @@ async fn dispatch<K: Kv, D: Dispatcher>(env: &Env<'_, K, D>, req: &ApiRequest) -
     match id {
         RouteId::Health => Ok(ApiResponse::json(200, &json!({"ok": true}))),
         RouteId::OpenApi => Ok(ApiResponse::json(200, &crate::openapi::spec())),
-        RouteId::CreateCall | RouteId::ListCalls | RouteId::GetCall | RouteId::HangupCall => v1_route(env, req, id, p(0)).await,
+        RouteId::CreateCall | RouteId::ListCalls | RouteId::GetCall | RouteId::GetTranscript | RouteId::HangupCall => v1_route(env, req, id, p(0)).await,
         RouteId::ListDeliveries | RouteId::GetDelivery | RouteId::RedeliverDelivery => v1_route(env, req, id, p(0)).await,
         admin => {
             authenticate_admin(env, req)?;
@@ -234,6 +234,7 @@ async fn v1_route<K: Kv, D: Dispatcher>(env: &Env<'_, K, D>, req: &ApiRequest, i
         },
         (RouteId::ListCalls, _) => list_calls(env, req, &tenant).await,
         (RouteId::GetCall, _) => get_call(env, &tenant, cid).await,
+        (RouteId::GetTranscript, _) => get_transcript(env, req, &tenant, cid).await,
         (RouteId::HangupCall, _) => hangup_call(env, req, &tenant, cid).await,
         (RouteId::ListDeliveries | RouteId::GetDelivery | RouteId::RedeliverDelivery, _) => {
             crate::webhook_api::tenant_route(env, req, id, &tenant, cid).await
@@ -402,6 +403,33 @@ async fn load_call<K: Kv, D: Dispatcher>(env: &Env<'_, K, D>, tid: &str, cid: &s
 async fn get_call<K: Kv, D: Dispatcher>(env: &Env<'_, K, D>, tenant: &Tenant, cid: &str) -> Result<ApiResponse> {
     let record = load_call(env, &tenant.id, cid).await?;
     Ok(ApiResponse::json(200, &record.to_public()))
+}
+
+/// The call's transcript so far: JSON (turns + text), or plain text lines with
+/// `?format=txt` or `Accept: text/plain`.
+async fn get_transcript<K: Kv, D: Dispatcher>(env: &Env<'_, K, D>, req: &ApiRequest, tenant: &Tenant, cid: &str) -> Result<ApiResponse> {
+    let mut format = None;
+    for (k, v) in form_urlencoded::parse(req.query.as_bytes()) {
+        match (k.as_ref(), v.as_ref()) {
+            ("format", "txt" | "json") if format.is_none() => format = Some(v.into_owned()),
+            ("format", _) => return Err(ApiError::field(ErrorCode::InvalidParameter, "format", "format must be txt or json, given once")),
+            (other, _) => {
+                return Err(ApiError::field(ErrorCode::InvalidParameter, other, format!("unknown query parameter '{}'; allowed: format", other.chars().take(64).collect::<String>())))
+            }
+        }
+    }
+    let record = load_call(env, &tenant.id, cid).await?;
+    let turns = crate::transcript::load(env.kv, &tenant.id, &record.id).await?;
+    let wants_text = match format.as_deref() {
+        Some(f) => f == "txt",
+        None => req.header("accept").is_some_and(|a| a.contains("text/plain") && !a.contains("application/json")),
+    };
+    if wants_text {
+        let mut resp = ApiResponse::json(200, &Value::Null);
+        resp.body = crate::transcript::render_text(&turns);
+        return Ok(resp.with_header("Content-Type", "text/plain; charset=utf-8"));
+    }
+    Ok(ApiResponse::json(200, &crate::transcript::to_json(&record.id, &turns)))
 }
 
 /// Idempotent. A call not yet handed to a sidecar is cancelled at once (200);

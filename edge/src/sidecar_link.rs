@@ -4,7 +4,7 @@
 //! [`RegionQueue`] and returns the reply, the call updates to mirror into KV,
 //! and, for an empty lease poll, how long to hold the poll open.
 
-use crate::dispatch::{offer_json, AckOutcome, CallUpdate, DispatchTimings, HeldEvent, RegionQueue};
+use crate::dispatch::{offer_json, AckOutcome, CallUpdate, DispatchTimings, EventOutcome, HeldEvent, RegionQueue};
 use crate::error::{ApiError, ErrorCode};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -54,16 +54,18 @@ pub struct Reply {
     pub status: u16,
     pub body: Value,
     pub updates: Vec<CallUpdate>,
+    /// Transcript turns to append (held calls only, duplicates dropped).
+    pub turns: Vec<crate::transcript::TurnUpdate>,
     /// An empty lease poll: hold it open until this time or until work arrives.
     pub hold_open_until: Option<u64>,
 }
 
 impl Reply {
     fn ok(body: Value) -> Reply {
-        Reply { status: 200, body, updates: Vec::new(), hold_open_until: None }
+        Reply { status: 200, body, updates: Vec::new(), turns: Vec::new(), hold_open_until: None }
     }
     fn error(e: ApiError) -> Reply {
-        Reply { status: e.status(), body: e.to_json(), updates: Vec::new(), hold_open_until: None }
+        Reply { status: e.status(), body: e.to_json(), updates: Vec::new(), turns: Vec::new(), hold_open_until: None }
     }
 }
 
@@ -152,6 +154,7 @@ fn handle_op(q: &mut RegionQueue, env: &SidecarEnvelope, now: u64, t: &DispatchT
                 return Err(not_registered());
             }
             let mut updates = Vec::new();
+            let mut turns = Vec::new();
             for ev in &batch.events {
                 let held_event = match &ev.kind {
                     EventKind::Ringing => HeldEvent::Ringing,
@@ -161,13 +164,25 @@ fn handle_op(q: &mut RegionQueue, env: &SidecarEnvelope, now: u64, t: &DispatchT
                     }
                     EventKind::Dialing | EventKind::TranscriptTurn { .. } => HeldEvent::Other,
                 };
+                let tenant_id = q.held.get(&ev.call_id).map(|h| h.call.tenant_id.clone());
                 // Duplicates and events of calls no longer held are acknowledged
                 // too: resending them could never succeed.
-                let (_, update) = q.event(sid, &ev.call_id, ev.attempt, ev.seq, held_event, now);
+                let (outcome, update) = q.event(sid, &ev.call_id, ev.attempt, ev.seq, held_event, now);
                 updates.extend(update);
+                if let (EventKind::TranscriptTurn { role, text, start_ms, end_ms }, EventOutcome::Applied, Some(tenant_id)) =
+                    (&ev.kind, outcome, tenant_id)
+                {
+                    let role = match role {
+                        voxline_shared::protocol::Role::Ai => "ai",
+                        voxline_shared::protocol::Role::User => "user",
+                    };
+                    let turn = crate::transcript::Turn { role: role.into(), text: text.clone(), start_ms: *start_ms, end_ms: *end_ms };
+                    turns.push(crate::transcript::TurnUpdate { tenant_id, call_id: ev.call_id.clone(), turn });
+                }
             }
             let mut reply = Reply::ok(json!({"protocol_version": PROTOCOL_VERSION, "accepted": batch.events.len()}));
             reply.updates = updates;
+            reply.turns = turns;
             Ok(reply)
         }
     }

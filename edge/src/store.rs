@@ -57,7 +57,8 @@ pub async fn put_json<T: serde::Serialize>(
     kv.put(key, &text, metadata).await
 }
 
-/// In-memory [`Kv`] for native unit tests of the service logic. The real
+/// In-memory [`Kv`] for native unit tests of the service logic and, with the
+/// `bench-support` feature, the CPU bench (edge/bench-wasm). The real
 /// store is exercised end to end against `wrangler dev` in `tests/`.
 #[cfg(any(test, feature = "bench-support"))]
 pub mod memory {

@@ -365,7 +365,8 @@ pub fn complete_entry(entry: Option<&IdemEntry>, response: &StoredResponse, now_
     }
 }
 
-/// In-process [`Traffic`] over the same pure logic, for native tests.
+/// In-process [`Traffic`] over the same pure logic, for native tests and
+/// (`bench-support`) the CPU bench.
 #[cfg(any(test, feature = "bench-support"))]
 pub mod memory {
     use super::*;
