@@ -152,6 +152,19 @@ pub enum SipTransport {
     Udp,
 }
 
+/// An audio codec the sidecar offers (`[telephony] codecs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CodecName {
+    Pcmu,
+    Pcma,
+    Opus,
+}
+
+fn default_codecs() -> Vec<CodecName> {
+    vec![CodecName::Pcmu, CodecName::Pcma, CodecName::Opus]
+}
+
 /// One SIP trunk of this sidecar's region, tried in `priority` order (lowest first).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -206,6 +219,11 @@ pub struct Telephony {
     /// Where per-call stereo WAV recordings go when an offer asks for one.
     #[serde(default)]
     pub recordings_dir: Option<PathBuf>,
+    /// The codecs offered, most preferred first (`"pcmu"`, `"pcma"`, `"opus"`).
+    /// Most callees (baresip among them) keep the offer's order, so the first
+    /// one they support is used. Default: `["pcmu", "pcma", "opus"]`.
+    #[serde(default = "default_codecs")]
+    pub codecs: Vec<CodecName>,
     #[serde(default)]
     pub trunks: Vec<Trunk>,
 }
@@ -220,6 +238,7 @@ impl Default for Telephony {
             ring_timeout_secs: default_ring_timeout(),
             failover_timeout_ms: default_failover_ms(),
             recordings_dir: None,
+            codecs: default_codecs(),
             trunks: Vec::new(),
         }
     }
@@ -249,6 +268,10 @@ impl Telephony {
         }
         if self.ring_timeout_secs == 0 || self.ring_timeout_secs > 300 {
             return Err(format!("ring_timeout_secs {} is not in 1..=300", self.ring_timeout_secs));
+        }
+        let mut seen = std::collections::HashSet::new();
+        if self.codecs.is_empty() || !self.codecs.iter().all(|c| seen.insert(*c)) {
+            return Err(format!("codecs {:?} must list pcmu, pcma or opus, each at most once", self.codecs));
         }
         let mut names = std::collections::HashSet::new();
         for t in &mut self.trunks {
@@ -499,6 +522,7 @@ mod tests {
         let c = Config::load_with(Some(&f), env(&[("VOXLINE_TRUNK_MAIN_1_PASSWORD", "pw")])).unwrap();
         let t = &c.telephony;
         assert_eq!(t.ring_timeout_secs, 5);
+        assert_eq!(t.codecs, [CodecName::Pcmu, CodecName::Pcma, CodecName::Opus], "default offer order");
         assert_eq!(t.trunks.iter().map(|t| t.name.as_str()).collect::<Vec<_>>(), ["main-1", "backup"]);
         assert_eq!((t.trunks[0].port, t.trunks[0].password.as_ref().map(|p| p.expose().to_vec())), (5060, Some(b"pw".to_vec())));
         assert!(format!("{t:?}").contains("main-1") && !format!("{t:?}").contains("\"pw\""), "password printed");
@@ -509,6 +533,17 @@ mod tests {
         let c = Config::load_with(None, env(&[("VOXLINE_EDGE_URL", "http://127.0.0.1:1"), ("VOXLINE_SIDECAR_ID", "a"),
             ("VOXLINE_REGION", "r"), ("VOXLINE_SIDECAR_SECRET", "s"), ("VOXLINE_CAPACITY", "1")])).unwrap();
         assert!(c.telephony.trunks.is_empty(), "no file: no trunks");
+    }
+
+    #[test]
+    fn codec_preference_is_configurable_and_checked() {
+        let f = write("codecs.toml", &format!("{FULL}\n[telephony]\ncodecs = [\"opus\", \"pcmu\"]\n"));
+        let c = Config::load_with(Some(&f), env(&[])).unwrap();
+        assert_eq!(c.telephony.codecs, [CodecName::Opus, CodecName::Pcmu]);
+        for bad in ["[]", "[\"pcmu\", \"pcmu\"]", "[\"g729\"]"] {
+            let f = write("codecs-bad.toml", &format!("{FULL}\n[telephony]\ncodecs = {bad}\n"));
+            assert!(Config::load_with(Some(&f), env(&[])).is_err(), "codecs = {bad} accepted");
+        }
     }
 
     const FULL: &str = r#"

@@ -74,6 +74,14 @@ impl Telephony {
     }
 }
 
+fn sdp_codec(c: config::CodecName) -> SdpCodec {
+    match c {
+        config::CodecName::Pcmu => SdpCodec::Pcmu,
+        config::CodecName::Pcma => SdpCodec::Pcma,
+        config::CodecName::Opus => SdpCodec::Opus,
+    }
+}
+
 fn media_codec(c: SdpCodec) -> media::Codec {
     match c {
         SdpCodec::Pcmu => media::Codec::Pcmu,
@@ -93,6 +101,7 @@ async fn make_engine(offer: &Offer) -> Result<BoxedEngine, EngineError> {
     let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
     match offer.engine.as_str() {
         "echo" => Ok(BoxedEngine::new(crate::engine::echo::EchoEngine::new())),
+        "local" => Ok(BoxedEngine::new(crate::engine::local::LocalEngine::connect(cfg).await?)),
         "openai_realtime" => {
             cfg.api_key = env("VOXLINE_OPENAI_API_KEY");
             cfg.base_url = env("VOXLINE_OPENAI_BASE_URL");
@@ -204,7 +213,9 @@ async fn place(
             return Some((CallStatus::Failed, EndedReason::MediaLost, None));
         }
     };
-    let mut spec = CallSpec::new(tel.trunks.clone(), &offer.phone, &tel.from_number, OfferConfig::new(bound.local_rtp()));
+    let mut sdp = OfferConfig::new(bound.local_rtp());
+    sdp.codecs = tel.cfg.codecs.iter().map(|&c| sdp_codec(c)).collect();
+    let mut spec = CallSpec::new(tel.trunks.clone(), &offer.phone, &tel.from_number, sdp);
     spec.ring_timeout = Duration::from_secs(u64::from(tel.cfg.ring_timeout_secs));
     spec.max_duration = Some(Duration::from_secs(u64::from(offer.max_seconds)));
     let mut call = match tel.sip.start_call(spec).await {
@@ -237,6 +248,7 @@ async fn place(
                 Some(Event::Call(CallEvent::EarlyMedia(_))) => {}
                 Some(Event::Call(CallEvent::Answered(neg))) => {
                     t.answered_ms = Some(e.emit(EventKind::Answered).await);
+                    tracing::info!(call_id = %offer.call_id, codec = neg.codec.encoding_name(), pt = neg.pt, remote = %neg.remote_rtp, "answered; media negotiated");
                     match start_media(offer, tel, bound.take(), &neg) {
                         Ok(m) => media = Some(m),
                         Err(why) => {
@@ -282,6 +294,7 @@ async fn place(
             frame = heard(&mut media) => match frame {
                 Some(pcm) => {
                     if let Some(en) = engine.as_mut() {
+                        en.played(playout.heard(Instant::now()));
                         if let Err(err) = en.send_audio(&pcm).await {
                             tracing::warn!(call_id = %offer.call_id, code = err.code(), error = %err, "engine failed; hanging up");
                             engine = None;

@@ -1,5 +1,5 @@
 //! Installs what a fresh Debian 12 machine lacks, idempotently: the wasm32
-//! target, pinned worker-build and wasm-bindgen-cli in `.tools/`, the npm
+//! targets (the Worker's, and wasip1 for the CPU bench), pinned worker-build and wasm-bindgen-cli in `.tools/`, the npm
 //! packages of package-lock.json (wrangler, binaryen), and apt packages.
 //! Each check is cheap, so a warm run takes about a second.
 
@@ -14,11 +14,30 @@ const WASM_BINDGEN_VERSION: &str = "0.2.130";
 /// Debian packages the test suites need: caddy terminates QUIC/HTTP/3 in
 /// front of `wrangler dev`, as Cloudflare does in production; python3-venv
 /// for the webhook suite's receiver (below); sip-tester (sipp) as SIP trunk/callee;
-/// libopus-dev + pkg-config for audiopus (Opus).
-pub const APT_PACKAGES: &[&str] = &["caddy", "python3-venv", "sip-tester", "libopus-dev", "pkg-config"];
+/// libopus-dev + pkg-config for audiopus (Opus); baresip-core (a real SIP
+/// phone) and flite (its synthetic speech) as the telephony suite's callee.
+pub const APT_PACKAGES: &[&str] = &[
+    "caddy",
+    "python3-venv",
+    "sip-tester",
+    "libopus-dev",
+    "pkg-config",
+    "baresip-core",
+    "flite",
+    // The local engine links pocketsphinx (STT, with its en-us model) and flite (TTS).
+    "libpocketsphinx-dev",
+    "pocketsphinx-en-us",
+    "flite1-dev",
+];
 /// The reference Standard Webhooks library the webhook e2e receiver
 /// (tests/webhooks/receiver.py) verifies deliveries with, unmodified.
 const STANDARDWEBHOOKS_VERSION: &str = "1.1.0";
+/// The wasm engine `cargo xtask bench` runs the edge's CPU bench in
+/// (edge/bench-wasm/run_wasmtime.py): wasmtime's Python embedding, whose
+/// wheel ships the runtime, so no cargo install of wasmtime-cli.
+pub const WASMTIME_PY_VERSION: &str = "50.0.1";
+/// Rust targets: the Worker's, and WASI for the CPU bench (edge/bench-wasm).
+const RUST_TARGETS: &[&str] = &["wasm32-unknown-unknown", "wasm32-wasip1"];
 
 pub fn tools_dir() -> PathBuf {
     root().join(".tools")
@@ -29,7 +48,7 @@ pub fn tools_bin() -> PathBuf {
 }
 
 pub fn ensure_all() -> Result<(), String> {
-    ensure_wasm_target()?;
+    ensure_wasm_targets()?;
     ensure_cargo_tool("worker-build", "worker-build", WORKER_BUILD_VERSION, true)?;
     // Without --locked: its lockfile pins a webpki-roots the registry no longer serves.
     ensure_cargo_tool("wasm-bindgen-cli", "wasm-bindgen", WASM_BINDGEN_VERSION, false)?;
@@ -38,14 +57,22 @@ pub fn ensure_all() -> Result<(), String> {
     ensure_venv()
 }
 
-/// `.tools/venv` with the pinned `standardwebhooks` from PyPI.
+pub fn venv_python() -> PathBuf {
+    tools_dir().join("venv/bin/python")
+}
+
+/// `.tools/venv` with the pinned `standardwebhooks` and `wasmtime` from PyPI.
 fn ensure_venv() -> Result<(), String> {
     let venv = tools_dir().join("venv");
-    let python = venv.join("bin/python");
-    let probe = "import importlib.metadata as m; print(m.version('standardwebhooks'))";
-    let have = output(Command::new(&python).args(["-c", probe])).unwrap_or_default();
-    if have.trim() == STANDARDWEBHOOKS_VERSION {
-        println!("  python venv (standardwebhooks {STANDARDWEBHOOKS_VERSION}): present");
+    let python = venv_python();
+    let pins = [("standardwebhooks", STANDARDWEBHOOKS_VERSION), ("wasmtime", WASMTIME_PY_VERSION)];
+    let probe = "import importlib.metadata as m, sys\nfor p in sys.argv[1:]:\n    try: print(m.version(p))\n    except Exception: print('-')";
+    let have = output(Command::new(&python).args(["-c", probe]).args(pins.iter().map(|p| p.0))).unwrap_or_default();
+    let have: Vec<&str> = have.lines().map(str::trim).collect();
+    let wanted: Vec<&str> = pins.iter().map(|p| p.1).collect();
+    let shown = pins.iter().map(|(n, v)| format!("{n} {v}")).collect::<Vec<_>>().join(", ");
+    if have == wanted {
+        println!("  python venv ({shown}): present");
         return Ok(());
     }
     if !python.exists() {
@@ -53,20 +80,21 @@ fn ensure_venv() -> Result<(), String> {
     }
     run(Command::new(&python)
         .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check"])
-        .arg(format!("standardwebhooks=={STANDARDWEBHOOKS_VERSION}")))
+        .args(pins.iter().map(|(n, v)| format!("{n}=={v}"))))
 }
 
 fn output(cmd: &mut Command) -> Option<String> {
     cmd.output().ok().filter(|o| o.status.success()).map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
 }
 
-fn ensure_wasm_target() -> Result<(), String> {
+fn ensure_wasm_targets() -> Result<(), String> {
     let installed = output(Command::new("rustup").args(["target", "list", "--installed"])).unwrap_or_default();
-    if installed.lines().any(|l| l.trim() == "wasm32-unknown-unknown") {
-        println!("  wasm32-unknown-unknown target: present");
+    let missing: Vec<&str> = RUST_TARGETS.iter().copied().filter(|t| !installed.lines().any(|l| l.trim() == *t)).collect();
+    if missing.is_empty() {
+        println!("  rust targets ({}): present", RUST_TARGETS.join(", "));
         return Ok(());
     }
-    run(Command::new("rustup").args(["target", "add", "wasm32-unknown-unknown"]))
+    run(Command::new("rustup").args(["target", "add"]).args(&missing))
 }
 
 fn ensure_cargo_tool(krate: &str, bin: &str, version: &str, locked: bool) -> Result<(), String> {

@@ -84,7 +84,9 @@ impl Default for Interp2x {
 
 impl Interp2x {
     pub fn new() -> Self {
-        Interp2x { hist: vec![0.0; TAPS] }
+        Interp2x {
+            hist: vec![0.0; TAPS],
+        }
     }
 
     /// Appends `input.len() * 2` samples.
@@ -95,7 +97,11 @@ impl Interp2x {
             for v in [x as f32 * 2.0, 0.0] {
                 self.hist.copy_within(1.., 0);
                 self.hist[TAPS - 1] = v;
-                let acc: f32 = h.iter().zip(self.hist.iter().rev()).map(|(c, s)| c * s).sum();
+                let acc: f32 = h
+                    .iter()
+                    .zip(self.hist.iter().rev())
+                    .map(|(c, s)| c * s)
+                    .sum();
                 out.push(sat(acc));
             }
         }
@@ -116,7 +122,10 @@ impl Default for Decimate2x {
 
 impl Decimate2x {
     pub fn new() -> Self {
-        Decimate2x { hist: vec![0.0; TAPS], odd: false }
+        Decimate2x {
+            hist: vec![0.0; TAPS],
+            odd: false,
+        }
     }
 
     /// Appends one sample per two inputs (phase kept across calls).
@@ -128,7 +137,11 @@ impl Decimate2x {
             self.hist[TAPS - 1] = x as f32;
             self.odd = !self.odd;
             if self.odd {
-                let acc: f32 = h.iter().zip(self.hist.iter().rev()).map(|(c, s)| c * s).sum();
+                let acc: f32 = h
+                    .iter()
+                    .zip(self.hist.iter().rev())
+                    .map(|(c, s)| c * s)
+                    .sum();
                 out.push(sat(acc));
             }
         }
@@ -169,7 +182,9 @@ mod tests {
     use super::*;
 
     fn tone(f: f64, rate: f64, n: usize) -> Vec<i16> {
-        (0..n).map(|i| (8000.0 * (2.0 * std::f64::consts::PI * f * i as f64 / rate).sin()) as i16).collect()
+        (0..n)
+            .map(|i| (8000.0 * (2.0 * std::f64::consts::PI * f * i as f64 / rate).sin()) as i16)
+            .collect()
     }
     fn rms(x: &[i16]) -> f64 {
         (x.iter().map(|&v| (v as f64).powi(2)).sum::<f64>() / x.len().max(1) as f64).sqrt()
@@ -189,7 +204,11 @@ mod tests {
         let stop = to_8k(&tone(6000.0, 16000.0, 16000), 16000);
         let r_in = rms(&tone(1000.0, 16000.0, 16000));
         assert!((rms(&pass[100..7900]) / r_in - 1.0).abs() < 0.05);
-        assert!(rms(&stop[100..7900]) / r_in < 0.01, "{}", rms(&stop[100..7900]));
+        assert!(
+            rms(&stop[100..7900]) / r_in < 0.01,
+            "{}",
+            rms(&stop[100..7900])
+        );
         assert_eq!(pass.len(), 8000 + TAPS / 2 + 1);
     }
 

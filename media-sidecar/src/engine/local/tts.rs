@@ -90,7 +90,9 @@ fn flite() -> &'static Mutex<Flite> {
     F.get_or_init(|| {
         // SAFETY: called once, before any other flite call.
         unsafe { flite_init() };
-        Mutex::new(Flite { voices: HashMap::new() })
+        Mutex::new(Flite {
+            voices: HashMap::new(),
+        })
     })
 }
 
@@ -115,6 +117,12 @@ pub fn synthesize(text: &str, voice: Voice) -> Result<Arc<[i16]>, String> {
 }
 
 fn synthesize_uncached(text: &str, voice: Voice) -> Result<Vec<i16>, String> {
+    let (rate, raw) = synthesize_native(text, voice)?;
+    Ok(super::dsp::to_8k(&raw, rate))
+}
+
+/// flite's own output: (sample rate, mono PCM16). Blocking.
+pub fn synthesize_native(text: &str, voice: Voice) -> Result<(u32, Vec<i16>), String> {
     let ctext = CString::new(text.replace('\0', " ")).map_err(|e| e.to_string())?;
     let (rate, raw) = {
         let mut f = flite().lock().unwrap_or_else(|e| e.into_inner());
@@ -146,7 +154,10 @@ fn synthesize_uncached(text: &str, voice: Voice) -> Result<Vec<i16>, String> {
             } else {
                 let s = std::slice::from_raw_parts(wr.samples, n);
                 if wr.num_channels > 1 {
-                    s.iter().step_by(wr.num_channels as usize).copied().collect()
+                    s.iter()
+                        .step_by(wr.num_channels as usize)
+                        .copied()
+                        .collect()
                 } else {
                     s.to_vec()
                 }
@@ -156,7 +167,7 @@ fn synthesize_uncached(text: &str, voice: Voice) -> Result<Vec<i16>, String> {
             (rate, samples)
         }
     };
-    Ok(super::dsp::to_8k(&raw, rate))
+    Ok((rate, raw))
 }
 
 #[cfg(test)]

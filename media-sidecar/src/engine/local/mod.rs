@@ -1,0 +1,517 @@
+//! The `local` engine: a fully offline, scripted voice agent.
+//!
+//! Pipeline per call:
+//! - callee audio (8 kHz, 20 ms frames) -> [`vad`] (earshot, hangover) ->
+//!   utterances -> [`stt`] (pocketsphinx on its own thread, per-call grammar,
+//!   sample-repeat 8->16 kHz) -> recognised words;
+//! - words -> [`script::Dialog`] (keyword rules parsed from the system prompt's
+//!   `[script]` block; see [`script`] for the format) -> the next line;
+//! - line -> [`tts`] (flite, pre-synthesised when the call starts and cached
+//!   per sidecar) -> 8 kHz audio events.
+//!
+//! It is keyword-level dialog, not a language model: it says only the script's
+//! lines and understands only the answers the script lists (plus a bounded
+//! "didn't catch that" reprompt and silence handling). English only.
+//!
+//! Timing: the engine's clock is `max(audio clock, wall clock)` since it was
+//! created (= when the call was answered), where the audio clock is 20 ms per
+//! frame passed to `send_audio`. Fed in real time both agree; fed faster
+//! (tests) the audio clock leads, so silence timeouts and playback are
+//! simulated consistently. A line counts as played when `played()` reports its
+//! end (cumulative ms of our audio heard since the call started) or when the
+//! clock passes its estimated end, whichever comes first.
+//!
+//! Events: `Audio` for each line (200 ms chunks); `Transcript{Ai}` when a line
+//! has been played (or truncated to the words heard, on barge-in);
+//! `Transcript{User}` per recognised utterance with its VAD start/end;
+//! `Interrupt` when the callee talks over a line for `barge_in_ms` (the line is
+//! cut; closing lines with `[end]` are not interruptible); `Summary` +
+//! `EndCall` once a closing line has been played.
+
+pub mod dsp;
+pub mod script;
+pub mod stt;
+pub mod tts;
+pub mod vad;
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+use voxline_shared::protocol::Role;
+
+use super::{Engine, EngineConfig, EngineError, EngineEvent};
+use script::{Cause, Dialog, Say, Script};
+use stt::{SttCmd, SttResult, SttWorker, Vocabulary};
+use tts::Voice;
+use vad::{Vad, VadConfig, VadEvent};
+
+const FRAME_MS: u64 = 20;
+const AUDIO_CHUNK: usize = 1600; // 200 ms
+
+/// Tunables (defaults suit telephone calls).
+#[derive(Debug, Clone)]
+pub struct LocalConfig {
+    pub vad: VadConfig,
+    /// Talk-over needed to interrupt our playback.
+    pub barge_in_ms: u64,
+    /// Audio kept from before the VAD onset and given to the recognizer.
+    pub preroll_ms: u64,
+    /// An utterance longer than this is cut and recognised.
+    pub max_utterance_ms: u64,
+    /// Voice when the call's `voice` is not a flite voice name.
+    pub default_voice: Voice,
+}
+
+impl Default for LocalConfig {
+    fn default() -> Self {
+        LocalConfig {
+            vad: VadConfig::default(),
+            barge_in_ms: 300,
+            preroll_ms: 300,
+            max_utterance_ms: 15_000,
+            default_voice: Voice::Kal16,
+        }
+    }
+}
+
+struct Playing {
+    text: String,
+    cause: Cause,
+    end_call: bool,
+    /// Engine clock span (estimated).
+    start_ms: u64,
+    end_ms: u64,
+    /// Span on the output timeline (cumulative audio we emitted), for `played()`.
+    out_start: u64,
+    out_end: u64,
+}
+
+struct UttMeta {
+    /// Began while we were speaking and did not barge in: a backchannel or
+    /// echo, transcribed but not acted on.
+    overlap_only: bool,
+}
+
+/// Counters for tests and metrics.
+#[derive(Debug, Clone, Default)]
+pub struct LocalStats {
+    pub utterances: u64,
+    pub stt_decode_ms: u64,
+    pub barge_ins: u64,
+    pub lines_said: u64,
+}
+
+pub struct LocalEngine {
+    call_id: String,
+    cfg: LocalConfig,
+    dialog: Dialog,
+    voice: Voice,
+    lines: HashMap<String, Arc<[i16]>>,
+    vad: Vad,
+    stt: Option<SttWorker>,
+    stt_rx: mpsc::UnboundedReceiver<SttResult>,
+    preroll: VecDeque<i16>,
+    events: VecDeque<EngineEvent>,
+    created: Instant,
+    audio_ms: u64,
+    playing: Option<Playing>,
+    emitted_ms: u64,
+    played_ms: u64,
+    /// Current utterance: (start_ms, overlapped our playback, barged in).
+    utt: Option<(u64, bool, bool)>,
+    pending: VecDeque<UttMeta>,
+    /// Silence is measured from here (end of our last line / the callee's last speech).
+    last_activity_ms: u64,
+    end_sent: bool,
+    closed: bool,
+    last_user_text: Option<String>,
+    stats: LocalStats,
+}
+
+impl LocalEngine {
+    /// Builds the engine for an answered call: parses the script, synthesises
+    /// its lines and loads the recognizer (both off the executor, in parallel),
+    /// then queues the greeting.
+    pub async fn connect(cfg: EngineConfig) -> Result<LocalEngine, EngineError> {
+        Self::connect_with(cfg, LocalConfig::default()).await
+    }
+
+    pub async fn connect_with(
+        cfg: EngineConfig,
+        local: LocalConfig,
+    ) -> Result<LocalEngine, EngineError> {
+        let lang = cfg.language.to_ascii_lowercase();
+        if !(lang.is_empty() || lang == "auto" || lang.starts_with("en")) {
+            return Err(EngineError::Unavailable(format!(
+                "the local engine speaks English only (language {:?})",
+                cfg.language
+            )));
+        }
+        let script = Script::from_prompt(cfg.system_prompt.as_deref());
+        for w in &script.warnings {
+            tracing::warn!(call_id = %cfg.call_id, warning = %w, "local engine script");
+        }
+        let voice = cfg
+            .voice
+            .as_deref()
+            .and_then(Voice::parse)
+            .unwrap_or(local.default_voice);
+
+        let texts = script.all_lines();
+        let tts_job =
+            tokio::task::spawn_blocking(move || -> Result<HashMap<String, Arc<[i16]>>, String> {
+                let mut m = HashMap::new();
+                for t in texts {
+                    let pcm = tts::synthesize(&t, voice)?;
+                    m.insert(t, pcm);
+                }
+                Ok(m)
+            });
+        let corpus = script.corpus();
+        let (res_tx, stt_rx) = mpsc::unbounded_channel();
+        let stt_job =
+            tokio::task::spawn_blocking(move || -> Result<(SttWorker, Vec<String>), String> {
+                let vocab = Vocabulary::build(corpus)?;
+                let unknown = vocab.unknown.clone();
+                Ok((SttWorker::spawn(vocab, res_tx)?, unknown))
+            });
+        let lines = tts_job
+            .await
+            .map_err(|e| EngineError::Unavailable(format!("tts task: {e}")))?
+            .map_err(|e| EngineError::Unavailable(format!("tts (flite): {e}")))?;
+        let (worker, unknown) = stt_job
+            .await
+            .map_err(|e| EngineError::Unavailable(format!("stt task: {e}")))?
+            .map_err(|e| EngineError::Unavailable(format!("stt (pocketsphinx): {e}")))?;
+        if !unknown.is_empty() {
+            tracing::warn!(call_id = %cfg.call_id, words = ?unknown, "script answer words not in the recognizer's dictionary (dropped)");
+        }
+
+        let mut e = LocalEngine {
+            call_id: cfg.call_id,
+            vad: Vad::new(local.vad),
+            cfg: local,
+            dialog: Dialog::new(script),
+            voice,
+            lines,
+            stt: Some(worker),
+            stt_rx,
+            preroll: VecDeque::new(),
+            events: VecDeque::new(),
+            created: Instant::now(),
+            audio_ms: 0,
+            playing: None,
+            emitted_ms: 0,
+            played_ms: 0,
+            utt: None,
+            pending: VecDeque::new(),
+            last_activity_ms: 0,
+            end_sent: false,
+            closed: false,
+            last_user_text: None,
+            stats: LocalStats::default(),
+        };
+        if let Some(g) = e.dialog.start() {
+            e.say(g);
+        }
+        Ok(e)
+    }
+
+    /// The parsed script (for logs and tests).
+    pub fn script(&self) -> &Script {
+        &self.dialog.script
+    }
+
+    pub fn stats(&self) -> &LocalStats {
+        &self.stats
+    }
+
+    /// Engine clock: ms since the call was answered.
+    pub fn now_ms(&self) -> u64 {
+        self.audio_ms.max(self.created.elapsed().as_millis() as u64)
+    }
+
+    /// Utterances handed to the recognizer whose result has not come back yet.
+    pub fn stt_pending(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Whether a line is (estimated to be) playing.
+    pub fn speaking(&self) -> bool {
+        self.playing.is_some()
+    }
+
+    /// Non-blocking `next_event`: results already decoded and due timers only.
+    pub fn try_event(&mut self) -> Option<EngineEvent> {
+        while let Ok(r) = self.stt_rx.try_recv() {
+            self.on_stt(r);
+        }
+        self.tick();
+        self.events.pop_front()
+    }
+
+    fn say(&mut self, s: Say) {
+        let pcm = match self.lines.get(&s.text) {
+            Some(p) => p.clone(),
+            None => match tts::synthesize(&s.text, self.voice) {
+                Ok(p) => {
+                    self.lines.insert(s.text.clone(), p.clone());
+                    p
+                }
+                Err(err) => {
+                    tracing::error!(call_id = %self.call_id, error = %err, "tts failed");
+                    Arc::from(Vec::new())
+                }
+            },
+        };
+        let dur = pcm.len() as u64 / 8;
+        let now = self.now_ms();
+        let start = self.playing.as_ref().map_or(now, |p| p.end_ms.max(now));
+        // A line still "playing" (overlap without barge-in) is finished first.
+        if self.playing.is_some() {
+            self.finish_line(false);
+        }
+        self.playing = Some(Playing {
+            text: s.text,
+            cause: s.cause,
+            end_call: s.end,
+            start_ms: start,
+            end_ms: start + dur,
+            out_start: self.emitted_ms,
+            out_end: self.emitted_ms + dur,
+        });
+        self.emitted_ms += dur;
+        self.stats.lines_said += 1;
+        for c in pcm.chunks(AUDIO_CHUNK) {
+            self.events.push_back(EngineEvent::Audio(c.to_vec()));
+        }
+    }
+
+    /// The playing line is over (played, or cut after `heard_ms`).
+    fn finish_line(&mut self, cut: bool) {
+        let Some(p) = self.playing.take() else { return };
+        let now = self.now_ms();
+        let (text, end_ms) = if cut {
+            let by_clock = now.saturating_sub(p.start_ms);
+            let by_report = self.played_ms.saturating_sub(p.out_start);
+            let heard = by_clock.max(by_report).min(p.end_ms - p.start_ms);
+            let total = (p.end_ms - p.start_ms).max(1);
+            let words: Vec<&str> = p.text.split_whitespace().collect();
+            let n = ((words.len() as u64 * heard).div_ceil(total) as usize).min(words.len());
+            // Our output timeline continues from what was actually heard.
+            self.emitted_ms = p.out_start + heard;
+            (format!("{}...", words[..n].join(" ")), p.start_ms + heard)
+        } else {
+            (p.text.clone(), p.end_ms.min(now.max(p.start_ms)))
+        };
+        self.last_activity_ms = self.last_activity_ms.max(end_ms);
+        self.events.push_back(EngineEvent::Transcript {
+            role: Role::Ai,
+            text,
+            start_ms: p.start_ms,
+            end_ms,
+        });
+        if p.end_call && !self.end_sent {
+            self.end_sent = true;
+            let (outcome, reason) = match p.cause {
+                Cause::Rule(i) => (
+                    self.dialog.script.rules[i]
+                        .phrases
+                        .first()
+                        .map(|ph| ph.join(" ")),
+                    "script_end",
+                ),
+                Cause::NoMatch => (Some("no_match".to_string()), "script_end"),
+                Cause::Goodbye => (Some("no_answer".to_string()), "retries_exhausted"),
+                Cause::Greeting | Cause::Silence => (None, "script_end"),
+            };
+            let summary = match &self.last_user_text {
+                Some(t) => format!("Callee said \"{t}\"; the script ended ({reason})."),
+                None => format!("The callee did not answer the script ({reason})."),
+            };
+            self.events.push_back(EngineEvent::Summary {
+                summary: Some(summary),
+                outcome,
+            });
+            self.events.push_back(EngineEvent::EndCall {
+                reason: reason.into(),
+            });
+        }
+    }
+
+    /// Timers: end of playback, silence.
+    fn tick(&mut self) {
+        let now = self.now_ms();
+        if let Some(p) = &self.playing {
+            if now >= p.end_ms || self.played_ms >= p.out_end {
+                self.finish_line(false);
+            }
+        }
+        if self.playing.is_none()
+            && !self.dialog.ended()
+            && self.utt.is_none()
+            && self.pending.is_empty()
+            && now.saturating_sub(self.last_activity_ms)
+                >= self.dialog.script.silence_after.as_millis() as u64
+        {
+            if let Some(s) = self.dialog.on_silence() {
+                self.say(s);
+            }
+        }
+    }
+
+    /// When (engine clock) the next timer is due.
+    fn next_deadline_ms(&self) -> Option<u64> {
+        if let Some(p) = &self.playing {
+            return Some(p.end_ms);
+        }
+        if self.dialog.ended() || self.utt.is_some() || !self.pending.is_empty() {
+            return None;
+        }
+        Some(self.last_activity_ms + self.dialog.script.silence_after.as_millis() as u64)
+    }
+
+    fn on_stt(&mut self, r: SttResult) {
+        let meta = self.pending.pop_front().unwrap_or(UttMeta {
+            overlap_only: false,
+        });
+        self.stats.stt_decode_ms += r.decode_ms;
+        self.last_activity_ms = self.last_activity_ms.max(r.end_ms).max(self.now_ms());
+        let text = r.text.trim().to_string();
+        tracing::debug!(call_id = %self.call_id, text = %text, decode_ms = r.decode_ms, "recognised");
+        if text.is_empty() {
+            return;
+        }
+        self.events.push_back(EngineEvent::Transcript {
+            role: Role::User,
+            text: text.clone(),
+            start_ms: r.start_ms,
+            end_ms: r.end_ms,
+        });
+        self.last_user_text = Some(text.clone());
+        if meta.overlap_only {
+            return;
+        }
+        if let Some(s) = self.dialog.on_user(&text) {
+            self.say(s);
+        }
+    }
+
+    fn send_stt(&self, cmd: SttCmd) {
+        if let Some(w) = &self.stt {
+            w.send(cmd);
+        }
+    }
+
+    fn end_utterance(&mut self, start_ms: u64, end_ms: u64) {
+        let Some((_, overlapped, barged)) = self.utt.take() else {
+            return;
+        };
+        self.stats.utterances += 1;
+        self.send_stt(SttCmd::End { start_ms, end_ms });
+        self.pending.push_back(UttMeta {
+            overlap_only: overlapped && !barged,
+        });
+    }
+
+    fn on_frame(&mut self, frame: &[i16]) {
+        let ev = self.vad.push(frame);
+        self.audio_ms += FRAME_MS;
+        // Playback may have ended by now; updates `playing` before barge-in checks.
+        self.tick();
+        match ev {
+            Some(VadEvent::SpeechStart { start_ms }) => {
+                let interruptible = self.playing.as_ref().is_some_and(|p| !p.end_call);
+                let overlapped = self.playing.is_some();
+                if overlapped && !interruptible {
+                    // Talking over a closing line: ignored entirely.
+                } else {
+                    self.utt = Some((start_ms, overlapped, false));
+                    self.send_stt(SttCmd::Start);
+                    let pre: Vec<i16> = self.preroll.iter().copied().collect();
+                    self.send_stt(SttCmd::Audio(pre));
+                }
+            }
+            Some(VadEvent::SpeechEnd { start_ms, end_ms }) if self.utt.is_some() => {
+                self.send_stt(SttCmd::Audio(frame.to_vec()));
+                self.end_utterance(start_ms, end_ms);
+            }
+            _ => {}
+        }
+        if let Some((start_ms, overlapped, barged)) = self.utt {
+            if !matches!(ev, Some(VadEvent::SpeechEnd { .. })) {
+                self.send_stt(SttCmd::Audio(frame.to_vec()));
+            }
+            // Barge-in: sustained talk over an interruptible line.
+            let voiced_for = self
+                .vad
+                .last_voiced_ms()
+                .unwrap_or(start_ms)
+                .saturating_sub(start_ms);
+            if !barged
+                && self.playing.as_ref().is_some_and(|p| !p.end_call)
+                && voiced_for >= self.cfg.barge_in_ms
+            {
+                self.stats.barge_ins += 1;
+                self.events.push_back(EngineEvent::Interrupt);
+                self.finish_line(true);
+                self.utt = Some((start_ms, overlapped, true));
+            }
+            if self.audio_ms.saturating_sub(start_ms) >= self.cfg.max_utterance_ms {
+                if let Some(VadEvent::SpeechEnd { start_ms, end_ms }) = self.vad.force_end() {
+                    self.end_utterance(start_ms, end_ms);
+                }
+            }
+        }
+        self.preroll.extend(frame.iter().copied());
+        let keep = (self.cfg.preroll_ms * 8) as usize;
+        while self.preroll.len() > keep {
+            self.preroll.pop_front();
+        }
+    }
+}
+
+impl Engine for LocalEngine {
+    async fn send_audio(&mut self, frame: &[i16]) -> Result<(), EngineError> {
+        if self.closed {
+            return Err(EngineError::Disconnected("engine closed".into()));
+        }
+        self.on_frame(frame);
+        Ok(())
+    }
+
+    /// Cancel-safe: it only awaits the recognizer's channel and a timer.
+    async fn next_event(&mut self) -> Result<EngineEvent, EngineError> {
+        loop {
+            if let Some(e) = self.try_event() {
+                return Ok(e);
+            }
+            if self.closed {
+                return Err(EngineError::Disconnected("engine closed".into()));
+            }
+            let wait = match self.next_deadline_ms() {
+                Some(ms) => Duration::from_millis(ms.saturating_sub(self.now_ms()).max(1)),
+                None => Duration::from_secs(3600),
+            };
+            tokio::select! {
+                r = self.stt_rx.recv() => match r {
+                    Some(r) => self.on_stt(r),
+                    None => return Err(EngineError::Unavailable("recognizer thread ended".into())),
+                },
+                _ = tokio::time::sleep(wait) => {}
+            }
+        }
+    }
+
+    fn played(&mut self, played_ms: u64) {
+        self.played_ms = self.played_ms.max(played_ms);
+    }
+
+    async fn close(&mut self) {
+        self.closed = true;
+        self.stt = None; // closes the command channel: the decoder thread exits
+        self.events.clear();
+    }
+}

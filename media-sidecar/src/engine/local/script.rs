@@ -1,0 +1,615 @@
+//! The local engine's dialog: a small script format carried in the agent's
+//! system prompt, parsed into a keyword-matching state machine (sans-IO).
+//!
+//! This is keyword spotting over recognised words, not a language model: the
+//! engine only understands the answers the script lists, and says only the
+//! lines the script contains.
+//!
+//! # Format
+//!
+//! ```text
+//! [script]
+//! greeting: Hi, this is Demo Dental calling to confirm your appointment tomorrow at 10. Can you make it?
+//! yes|yeah|sure|i can -> Great, see you tomorrow. Goodbye! [end]
+//! no|can't|cannot -> No problem, we will call you to reschedule. Goodbye! [end]
+//! * -> Sorry, I didn't catch that. Can you make it tomorrow at 10?
+//! silence 8s -> Are you still there?
+//! goodbye: Thank you, goodbye.
+//! retries: 2
+//! [/script]
+//! ```
+//!
+//! - The block starts at a line `[script]` and ends at `[/script]` or the end
+//!   of the prompt; text outside it is ignored by this engine. Blank lines and
+//!   lines starting with `#` are skipped; keys are case-insensitive.
+//! - `greeting:` is said as soon as the call is answered.
+//! - `answers -> reply` : `answers` is `|`-separated phrases; a phrase matches
+//!   when its words occur consecutively in what the callee said (lower-cased,
+//!   punctuation dropped, digits spelled out: `10` matches "ten"). If several
+//!   rules match, the longest phrase wins, then the earlier rule. Words must be
+//!   in the recognizer's dictionary (CMUdict); others are dropped with a warning.
+//! - A reply ending with `[end]` ends the call once it has been played; one
+//!   without continues listening with the same rules.
+//! - `* -> text`: said when nothing matched (default: "Sorry, I didn't catch
+//!   that. Could you say that again?").
+//! - `silence Ns -> text`: said when the callee stays silent N seconds after
+//!   our last line (default: 8 s, "Are you still there?"). `Nms` also works.
+//! - `retries: N` (default 2): after N no-match reprompts, the next no-match
+//!   says the goodbye and ends; likewise after N silence prompts.
+//! - `goodbye:` (default "Thank you for your time. Goodbye.") closes a call
+//!   that ran out of retries; it always ends the call.
+//!
+//! A prompt without a `[script]` block gets a default script: the greeting is
+//! the prompt's first sentence, and whatever the callee answers is followed
+//! by the goodbye (silence prompts as above).
+
+use std::time::Duration;
+
+pub const DEFAULT_REPROMPT: &str = "Sorry, I didn't catch that. Could you say that again?";
+pub const DEFAULT_SILENCE_TEXT: &str = "Are you still there?";
+pub const DEFAULT_GOODBYE: &str = "Thank you for your time. Goodbye.";
+pub const DEFAULT_GREETING: &str = "Hello, this is an automated call.";
+pub const DEFAULT_SILENCE: Duration = Duration::from_secs(8);
+pub const DEFAULT_RETRIES: u32 = 2;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Line {
+    pub text: String,
+    pub end: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rule {
+    /// Each phrase as normalised words.
+    pub phrases: Vec<Vec<String>>,
+    pub reply: Line,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Script {
+    pub greeting: String,
+    pub rules: Vec<Rule>,
+    /// Said on no match.
+    pub fallback: Line,
+    pub silence_after: Duration,
+    pub silence_text: String,
+    pub goodbye: String,
+    pub retries: u32,
+    /// Whether the prompt had a `[script]` block.
+    pub explicit: bool,
+    /// Lines that did not parse, and similar notes for the operator.
+    pub warnings: Vec<String>,
+}
+
+fn spell_number(n: u64) -> Option<String> {
+    const ONES: [&str; 20] = [
+        "zero",
+        "one",
+        "two",
+        "three",
+        "four",
+        "five",
+        "six",
+        "seven",
+        "eight",
+        "nine",
+        "ten",
+        "eleven",
+        "twelve",
+        "thirteen",
+        "fourteen",
+        "fifteen",
+        "sixteen",
+        "seventeen",
+        "eighteen",
+        "nineteen",
+    ];
+    const TENS: [&str; 10] = [
+        "", "", "twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety",
+    ];
+    match n {
+        0..=19 => Some(ONES[n as usize].to_string()),
+        20..=99 => Some(if n.is_multiple_of(10) {
+            TENS[(n / 10) as usize].to_string()
+        } else {
+            format!("{} {}", TENS[(n / 10) as usize], ONES[(n % 10) as usize])
+        }),
+        100..=999 => {
+            let rest = if n.is_multiple_of(100) {
+                String::new()
+            } else {
+                format!(" {}", spell_number(n % 100)?)
+            };
+            Some(format!("{} hundred{rest}", ONES[(n / 100) as usize]))
+        }
+        _ => None,
+    }
+}
+
+/// Lower case, `’` -> `'`, anything but letters/digits/apostrophes -> space,
+/// numbers below 1000 spelled out.
+pub fn normalize(s: &str) -> Vec<String> {
+    let cleaned: String = s
+        .chars()
+        .map(|c| match c {
+            '\u{2019}' | '\u{2018}' => '\'',
+            c if c.is_alphanumeric() || c == '\'' => c.to_ascii_lowercase(),
+            _ => ' ',
+        })
+        .collect();
+    let mut out = Vec::new();
+    for w in cleaned.split_whitespace() {
+        let w = w.trim_matches('\'');
+        if w.is_empty() {
+            continue;
+        }
+        if w.chars().all(|c| c.is_ascii_digit()) {
+            match w.parse::<u64>().ok().and_then(spell_number) {
+                Some(sp) => out.extend(sp.split(' ').map(String::from)),
+                None => out.push(w.to_string()),
+            }
+        } else {
+            out.push(w.to_string());
+        }
+    }
+    out
+}
+
+fn parse_line_text(s: &str) -> Line {
+    let mut text = s.trim().to_string();
+    let mut end = false;
+    if let Some(i) = text.to_ascii_lowercase().find("[end]") {
+        text.replace_range(i..i + 5, "");
+        end = true;
+    }
+    Line {
+        text: text.split_whitespace().collect::<Vec<_>>().join(" "),
+        end,
+    }
+}
+
+fn parse_duration(s: &str) -> Option<Duration> {
+    let s = s.trim().to_ascii_lowercase();
+    if let Some(ms) = s.strip_suffix("ms") {
+        return ms.trim().parse::<u64>().ok().map(Duration::from_millis);
+    }
+    let secs = s.strip_suffix('s').unwrap_or(&s).trim();
+    secs.parse::<f64>()
+        .ok()
+        .filter(|v| *v > 0.0 && *v < 3600.0)
+        .map(Duration::from_secs_f64)
+}
+
+/// The first sentence of free text (for the default greeting).
+fn first_sentence(text: &str) -> Option<String> {
+    let t = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    if t.is_empty() {
+        return None;
+    }
+    let mut end = t.len();
+    let b = t.as_bytes();
+    for (i, &c) in b.iter().enumerate() {
+        if matches!(c, b'.' | b'!' | b'?') && (i + 1 == b.len() || b[i + 1] == b' ') {
+            end = i + 1;
+            break;
+        }
+    }
+    let s = &t[..end];
+    // Keep TTS turns short: cut at ~200 characters on a word boundary.
+    if s.len() > 200 {
+        let cut = s[..200].rfind(' ').unwrap_or(200);
+        Some(format!("{}.", &s[..cut]))
+    } else {
+        Some(s.to_string())
+    }
+}
+
+impl Script {
+    /// Parses the `[script]` block of a system prompt, or builds the default script.
+    pub fn from_prompt(prompt: Option<&str>) -> Script {
+        let prompt = prompt.unwrap_or("");
+        let lines: Vec<&str> = prompt.lines().collect();
+        let start = lines
+            .iter()
+            .position(|l| l.trim().eq_ignore_ascii_case("[script]"));
+        let Some(start) = start else {
+            return Script::default_for(prompt);
+        };
+        let mut s = Script {
+            greeting: String::new(),
+            rules: Vec::new(),
+            fallback: Line {
+                text: DEFAULT_REPROMPT.into(),
+                end: false,
+            },
+            silence_after: DEFAULT_SILENCE,
+            silence_text: DEFAULT_SILENCE_TEXT.into(),
+            goodbye: DEFAULT_GOODBYE.into(),
+            retries: DEFAULT_RETRIES,
+            explicit: true,
+            warnings: Vec::new(),
+        };
+        for raw in &lines[start + 1..] {
+            let line = raw.trim();
+            if line.eq_ignore_ascii_case("[/script]") {
+                break;
+            }
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            if let Some((lhs, rhs)) = line.split_once("->") {
+                let lhs = lhs.trim();
+                let reply = parse_line_text(rhs);
+                if reply.text.is_empty() {
+                    s.warnings.push(format!("empty reply: {line:?}"));
+                    continue;
+                }
+                let lower = lhs.to_ascii_lowercase();
+                if lhs == "*" {
+                    s.fallback = reply;
+                } else if let Some(rest) = lower.strip_prefix("silence") {
+                    match if rest.trim().is_empty() {
+                        Some(DEFAULT_SILENCE)
+                    } else {
+                        parse_duration(rest)
+                    } {
+                        Some(d) => {
+                            s.silence_after = d;
+                            s.silence_text = reply.text;
+                        }
+                        None => s.warnings.push(format!("bad silence duration: {line:?}")),
+                    }
+                } else {
+                    let phrases: Vec<Vec<String>> = lhs
+                        .split('|')
+                        .map(normalize)
+                        .filter(|p| !p.is_empty())
+                        .collect();
+                    if phrases.is_empty() {
+                        s.warnings.push(format!("rule without answers: {line:?}"));
+                    } else {
+                        s.rules.push(Rule { phrases, reply });
+                    }
+                }
+                continue;
+            }
+            if let Some((k, v)) = line.split_once(':') {
+                let v = v.trim();
+                match k.trim().to_ascii_lowercase().as_str() {
+                    "greeting" => s.greeting = parse_line_text(v).text,
+                    "goodbye" => s.goodbye = parse_line_text(v).text,
+                    "retries" => match v.parse() {
+                        Ok(n) if n <= 10 => s.retries = n,
+                        _ => s.warnings.push(format!("bad retries: {line:?}")),
+                    },
+                    _ => s.warnings.push(format!("unknown key: {line:?}")),
+                }
+                continue;
+            }
+            s.warnings.push(format!("unparsed line: {line:?}"));
+        }
+        if s.greeting.is_empty() {
+            let outside: String = lines[..start].join(" ");
+            s.greeting = first_sentence(&outside).unwrap_or_else(|| DEFAULT_GREETING.into());
+            s.warnings
+                .push("no greeting: using the prompt's first sentence".into());
+        }
+        s
+    }
+
+    fn default_for(prompt: &str) -> Script {
+        Script {
+            greeting: first_sentence(prompt).unwrap_or_else(|| DEFAULT_GREETING.into()),
+            rules: Vec::new(),
+            fallback: Line {
+                text: DEFAULT_GOODBYE.into(),
+                end: true,
+            },
+            silence_after: DEFAULT_SILENCE,
+            silence_text: DEFAULT_SILENCE_TEXT.into(),
+            goodbye: DEFAULT_GOODBYE.into(),
+            retries: DEFAULT_RETRIES,
+            explicit: false,
+            warnings: Vec::new(),
+        }
+    }
+
+    /// Every word the script's answers use (for the recognizer's vocabulary).
+    pub fn answer_words(&self) -> Vec<String> {
+        let mut v: Vec<String> = self
+            .rules
+            .iter()
+            .flat_map(|r| r.phrases.iter().flatten().cloned())
+            .collect();
+        v.sort();
+        v.dedup();
+        v
+    }
+
+    /// Sentences the callee may say, for the recognizer's language model:
+    /// every answer phrase, and every sentence of our own lines (callees echo
+    /// them: "yes, tomorrow at ten works").
+    pub fn corpus(&self) -> Vec<Vec<String>> {
+        let mut v: Vec<Vec<String>> = self
+            .rules
+            .iter()
+            .flat_map(|r| r.phrases.iter().cloned())
+            .collect();
+        for line in self.all_lines() {
+            for sentence in line.split(['.', '?', '!', ';']) {
+                let w = normalize(sentence);
+                if !w.is_empty() && !v.contains(&w) {
+                    v.push(w);
+                }
+            }
+        }
+        v
+    }
+
+    /// Every line the engine may say (for pre-synthesis).
+    pub fn all_lines(&self) -> Vec<String> {
+        let mut v = vec![self.greeting.clone()];
+        v.extend(self.rules.iter().map(|r| r.reply.text.clone()));
+        v.push(self.fallback.text.clone());
+        v.push(self.silence_text.clone());
+        v.push(self.goodbye.clone());
+        v.dedup();
+        v
+    }
+
+    /// The rule `words` select: longest matching phrase, then earliest rule.
+    pub fn match_rule(&self, words: &[String]) -> Option<usize> {
+        let mut best: Option<(usize, usize)> = None; // (phrase len, rule index)
+        for (i, r) in self.rules.iter().enumerate() {
+            for p in &r.phrases {
+                let found =
+                    p.len() <= words.len() && words.windows(p.len()).any(|w| w == p.as_slice());
+                if found && best.is_none_or(|(len, _)| p.len() > len) {
+                    best = Some((p.len(), i));
+                }
+            }
+        }
+        best.map(|(_, i)| i)
+    }
+}
+
+/// Why the dialog said a line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cause {
+    Greeting,
+    Rule(usize),
+    NoMatch,
+    Silence,
+    Goodbye,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Say {
+    pub text: String,
+    pub end: bool,
+    pub cause: Cause,
+}
+
+/// The dialog state machine. Timing (when silence has lasted long enough,
+/// when a line has been played) is the engine's job; this only decides what
+/// to say next.
+#[derive(Debug, Clone)]
+pub struct Dialog {
+    pub script: Script,
+    no_match: u32,
+    silences: u32,
+    ended: bool,
+}
+
+impl Dialog {
+    pub fn new(script: Script) -> Dialog {
+        Dialog {
+            script,
+            no_match: 0,
+            silences: 0,
+            ended: false,
+        }
+    }
+
+    pub fn ended(&self) -> bool {
+        self.ended
+    }
+
+    fn say(&mut self, text: String, end: bool, cause: Cause) -> Option<Say> {
+        if self.ended {
+            return None;
+        }
+        self.ended = end;
+        Some(Say { text, end, cause })
+    }
+
+    fn goodbye(&mut self) -> Option<Say> {
+        let g = self.script.goodbye.clone();
+        self.say(g, true, Cause::Goodbye)
+    }
+
+    /// The call was answered.
+    pub fn start(&mut self) -> Option<Say> {
+        let g = self.script.greeting.clone();
+        self.say(g, false, Cause::Greeting)
+    }
+
+    /// The callee said `text` (recognised). Empty text (noise) is ignored.
+    pub fn on_user(&mut self, text: &str) -> Option<Say> {
+        let words = normalize(text);
+        if words.is_empty() || self.ended {
+            return None;
+        }
+        self.silences = 0;
+        match self.script.match_rule(&words) {
+            Some(i) => {
+                self.no_match = 0;
+                let r = self.script.rules[i].reply.clone();
+                self.say(r.text, r.end, Cause::Rule(i))
+            }
+            None if self.script.fallback.end => {
+                let f = self.script.fallback.clone();
+                self.say(f.text, true, Cause::NoMatch)
+            }
+            None if self.no_match >= self.script.retries => self.goodbye(),
+            None => {
+                self.no_match += 1;
+                let f = self.script.fallback.clone();
+                self.say(f.text, false, Cause::NoMatch)
+            }
+        }
+    }
+
+    /// The callee has been silent for `script.silence_after` since our last line.
+    pub fn on_silence(&mut self) -> Option<Say> {
+        if self.silences >= self.script.retries {
+            return self.goodbye();
+        }
+        self.silences += 1;
+        let t = self.script.silence_text.clone();
+        self.say(t, false, Cause::Silence)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub const DEMO: &str = "You are a friendly receptionist.\n[script]\n\
+        greeting: Hi, this is Demo Dental calling to confirm your appointment tomorrow at 10. Can you make it?\n\
+        yes|yeah|sure|i can -> Great, see you tomorrow. Goodbye!  [end]\n\
+        no|can't|cannot -> No problem, we will call you to reschedule. Goodbye! [end]\n\
+        * -> Sorry, I didn't catch that. Can you make it tomorrow at 10?\n\
+        silence 8s -> Are you still there? \n\
+        goodbye: Thank you, goodbye.\n[/script]\nIgnored trailing text.";
+
+    #[test]
+    fn parses_the_demo_script() {
+        let s = Script::from_prompt(Some(DEMO));
+        assert!(s.explicit);
+        assert!(s.warnings.is_empty(), "{:?}", s.warnings);
+        assert!(s.greeting.starts_with("Hi, this is Demo Dental"));
+        assert_eq!(s.rules.len(), 2);
+        assert_eq!(s.rules[0].phrases[3], vec!["i", "can"]);
+        assert_eq!(
+            s.rules[0].reply,
+            Line {
+                text: "Great, see you tomorrow. Goodbye!".into(),
+                end: true
+            }
+        );
+        assert_eq!(s.rules[1].phrases[1], vec!["can't"]);
+        assert!(!s.fallback.end);
+        assert_eq!(s.silence_after, Duration::from_secs(8));
+        assert_eq!(s.silence_text, "Are you still there?");
+        assert_eq!(s.goodbye, "Thank you, goodbye.");
+        assert_eq!(s.retries, 2);
+        assert_eq!(
+            s.answer_words(),
+            vec!["can", "can't", "cannot", "i", "no", "sure", "yeah", "yes"]
+        );
+    }
+
+    #[test]
+    fn matching_is_by_keywords_longest_first() {
+        let s = Script::from_prompt(Some(DEMO));
+        let m = |t: &str| s.match_rule(&normalize(t));
+        assert_eq!(m("Yes, I can make it."), Some(0));
+        assert_eq!(m("yeah sure"), Some(0));
+        assert_eq!(m("No, sorry."), Some(1));
+        assert_eq!(m("I can't"), Some(1)); // "can't" is not "can"
+        assert_eq!(m("I CANNOT do that"), Some(1));
+        assert_eq!(m("what is this about"), None);
+        assert_eq!(m(""), None);
+        // Longest phrase wins: "not sure" beats "sure" when a rule lists it.
+        let s2 = Script::from_prompt(Some(
+            "[script]\ngreeting: Hi\nsure -> A\nnot sure|maybe -> B\n",
+        ));
+        assert_eq!(s2.match_rule(&normalize("I'm not sure")), Some(1));
+        assert_eq!(s2.match_rule(&normalize("sure")), Some(0));
+    }
+
+    #[test]
+    fn numbers_and_punctuation_normalise() {
+        assert_eq!(normalize("At 10, OK?"), vec!["at", "ten", "ok"]);
+        assert_eq!(normalize("I can\u{2019}t"), vec!["i", "can't"]);
+        assert_eq!(
+            normalize("21 145"),
+            vec!["twenty", "one", "one", "hundred", "forty", "five"]
+        );
+    }
+
+    #[test]
+    fn dialog_flow_reprompts_are_bounded() {
+        let mut d = Dialog::new(Script::from_prompt(Some(DEMO)));
+        assert_eq!(d.start().unwrap().cause, Cause::Greeting);
+        let r = d.on_user("what").unwrap();
+        assert_eq!((r.cause, r.end), (Cause::NoMatch, false));
+        assert_eq!(d.on_user("hmm what").unwrap().cause, Cause::NoMatch);
+        let g = d.on_user("who is this").unwrap();
+        assert_eq!(
+            (g.cause, g.end, g.text.as_str()),
+            (Cause::Goodbye, true, "Thank you, goodbye.")
+        );
+        assert!(d.ended());
+        assert_eq!(d.on_user("yes"), None);
+    }
+
+    #[test]
+    fn dialog_flow_match_ends() {
+        let mut d = Dialog::new(Script::from_prompt(Some(DEMO)));
+        d.start();
+        assert_eq!(d.on_user(""), None, "noise is ignored");
+        let r = d.on_user("yeah i can").unwrap();
+        assert_eq!((r.cause, r.end), (Cause::Rule(0), true));
+        assert!(d.ended());
+    }
+
+    #[test]
+    fn silence_prompts_then_goodbye() {
+        let mut d = Dialog::new(Script::from_prompt(Some(DEMO)));
+        d.start();
+        assert_eq!(d.on_silence().unwrap().cause, Cause::Silence);
+        assert_eq!(d.on_silence().unwrap().cause, Cause::Silence);
+        let g = d.on_silence().unwrap();
+        assert!(g.end && g.cause == Cause::Goodbye);
+        // A reply in between resets the silence count.
+        let mut d = Dialog::new(Script::from_prompt(Some(DEMO)));
+        d.start();
+        d.on_silence();
+        d.on_silence();
+        d.on_user("pardon");
+        assert_eq!(d.on_silence().unwrap().cause, Cause::Silence);
+    }
+
+    #[test]
+    fn prompt_without_script_gets_default() {
+        let s = Script::from_prompt(Some(
+            "You are calling from Acme Corp about your order. Be polite and brief.",
+        ));
+        assert!(!s.explicit);
+        assert_eq!(
+            s.greeting,
+            "You are calling from Acme Corp about your order."
+        );
+        let mut d = Dialog::new(s);
+        d.start();
+        let r = d.on_user("okay thanks").unwrap();
+        assert!(r.end && r.text == DEFAULT_GOODBYE);
+        let s = Script::from_prompt(None);
+        assert_eq!(s.greeting, DEFAULT_GREETING);
+    }
+
+    #[test]
+    fn options_and_warnings() {
+        let s = Script::from_prompt(Some(
+            "Intro sentence here. More.\n[script]\n# comment\nretries: 1\nsilence 2500ms -> Hello?\nbogus line\nfoo: bar\nyes -> Ok [END]\n",
+        ));
+        assert_eq!(s.greeting, "Intro sentence here.");
+        assert_eq!(s.retries, 1);
+        assert_eq!(s.silence_after, Duration::from_millis(2500));
+        assert_eq!(s.silence_text, "Hello?");
+        assert!(s.rules[0].reply.end && s.rules[0].reply.text == "Ok");
+        assert_eq!(s.warnings.len(), 3, "{:?}", s.warnings); // bogus, foo, no greeting
+    }
+}
