@@ -18,7 +18,7 @@ struct World {
 impl SuiteContext for World {
     fn diagnostics(&self) -> String {
         let mut out = self.edge.diagnostics();
-        for name in ["sidecar-tel.log", "sipp.log", "sipp-errors.log"] {
+        for name in ["sidecar-tel-1.log", "sipp.log", "sipp-errors.log", "sidecar-bs-pcmu.log", "baresip-pcmu.log", "sidecar-bs-opus.log", "baresip-opus.log"] {
             let text = std::fs::read_to_string(self.dir.join(name)).unwrap_or_default();
             let tail: Vec<&str> = text.lines().rev().take(25).collect();
             out.push_str(&format!("\n--- {name} ---\n{}", tail.into_iter().rev().collect::<Vec<_>>().join("\n")));
@@ -96,21 +96,26 @@ fn start_sipp(dir: &Path, port: u16, stream: &Path, stream_ms: u64) -> Proc {
 }
 
 fn start_sidecar(w: &World, sipp_port: u16) -> Proc {
-    let cred = w.edge.admin("POST", "/admin/sidecars", Some(&json!({"sidecar_id": "tel-1", "region": "local"}))).expect(201);
+    start_sidecar_with(w, "tel-1", sipp_port, "")
+}
+
+/// A sidecar whose one trunk is the callee at `trunk_port`; `extra` is added to `[telephony]`.
+fn start_sidecar_with(w: &World, id: &str, trunk_port: u16, extra: &str) -> Proc {
+    let cred = w.edge.admin("POST", "/admin/sidecars", Some(&json!({"sidecar_id": id, "region": "local"}))).expect(201);
     let rtp = free_tcp_udp_port();
     let config = format!(
-        "edge_url = \"{}\"\nsidecar_id = \"tel-1\"\nregion = \"local\"\ncapacity = 2\nlease_wait_ms = 1000\n\n\
-         [telephony]\nbind_ip = \"127.0.0.1\"\nrtp_port_min = {}\nrtp_port_max = {}\nring_timeout_secs = 20\nrecordings_dir = \"{}\"\n\n\
-         [[telephony.trunks]]\nname = \"sipp\"\nhost = \"127.0.0.1\"\nport = {sipp_port}\nfrom_number = \"+15550001111\"\n",
+        "edge_url = \"{}\"\nsidecar_id = \"{id}\"\nregion = \"local\"\ncapacity = 2\nlease_wait_ms = 1000\n\n\
+         [telephony]\nbind_ip = \"127.0.0.1\"\nrtp_port_min = {}\nrtp_port_max = {}\nring_timeout_secs = 20\nrecordings_dir = \"{}\"\n{extra}\n\
+         [[telephony.trunks]]\nname = \"callee\"\nhost = \"127.0.0.1\"\nport = {trunk_port}\nfrom_number = \"+15550001111\"\n",
         w.edge.base,
         rtp & !1,
         (rtp & !1) + 9,
         w.dir.join("recordings").display(),
     );
     std::fs::create_dir_all(w.dir.join("recordings")).unwrap();
-    let path = w.dir.join("sidecar.toml");
+    let path = w.dir.join(format!("sidecar-{id}.toml"));
     std::fs::write(&path, config).unwrap();
-    let log = std::fs::File::create(w.dir.join("sidecar-tel.log")).unwrap();
+    let log = std::fs::File::create(w.dir.join(format!("sidecar-{id}.log"))).unwrap();
     let child = Command::new(sidecar_bin())
         .args(["--config", path.to_str().unwrap()])
         .env("VOXLINE_SIDECAR_SECRET", cred.json["secret"].as_str().unwrap())
@@ -178,6 +183,227 @@ fn a_real_call_carries_audio_both_ways_through_sip_and_rtp(w: &World) {
     println!("  echo path delay {} ms, {identical}/{} samples identical", (echo_lag - lag) / 8, echoed.len());
 }
 
+// ---- a real SIP phone as the callee: baresip ----
+
+/// What baresip plays: flite's synthetic speech when flite is installed, else
+/// the chirp, at 8 kHz (16-bit mono), with 1.5 s of silence at the end so
+/// the echo of the last words is heard before baresip hangs up (it hangs up
+/// when the file ends).
+fn callee_speech(dir: &Path) -> Vec<i16> {
+    let raw = dir.join("flite.wav");
+    let spoken = Command::new("flite")
+        .args(["-voice", "slt", "-t", "Hello, this is a test call from voxline. The quick brown fox jumps over the lazy dog. One, two, three."])
+        .arg("-o")
+        .arg(&raw)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    let mut pcm = if spoken {
+        let mut r = hound::WavReader::open(&raw).unwrap();
+        let rate = r.spec().sample_rate;
+        let x: Vec<f64> = r.samples::<i16>().map(|s| s.unwrap() as f64).collect();
+        resample_to_8k(&x, rate).into_iter().map(|v| v.clamp(-32768.0, 32767.0) as i16).collect()
+    } else {
+        println!("  (flite not installed: baresip plays the chirp)");
+        test_signal(4.0)
+    };
+    pcm.extend(std::iter::repeat(0).take(12_000));
+    pcm
+}
+
+fn write_wav(path: &Path, rate: u32, pcm: &[i16]) {
+    let spec = hound::WavSpec { channels: 1, sample_rate: rate, bits_per_sample: 16, sample_format: hound::SampleFormat::Int };
+    let mut w = hound::WavWriter::create(path, spec).unwrap();
+    for &s in pcm {
+        w.write_sample(s).unwrap();
+    }
+    w.finalize().unwrap();
+}
+
+/// A WAV file's first channel as f64 at 8 kHz.
+fn read_wav_8k(path: &Path) -> Vec<f64> {
+    let mut r = hound::WavReader::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let spec = r.spec();
+    let all: Vec<f64> = r.samples::<i16>().map(|s| s.unwrap() as f64).collect();
+    let mono: Vec<f64> = all.iter().step_by(spec.channels as usize).copied().collect();
+    resample_to_8k(&mono, spec.sample_rate)
+}
+
+/// Integer-factor decimation to 8 kHz behind a windowed-sinc low-pass at 3.6 kHz.
+fn resample_to_8k(x: &[f64], rate: u32) -> Vec<f64> {
+    assert!(rate % 8000 == 0, "sample rate {rate} is not a multiple of 8 kHz");
+    let m = (rate / 8000) as usize;
+    if m == 1 {
+        return x.to_vec();
+    }
+    let half = 16 * m as isize;
+    let fc = 3600.0 / rate as f64;
+    let taps: Vec<f64> = (-half..=half)
+        .map(|k| {
+            let k = k as f64;
+            let sinc = if k == 0.0 { 2.0 * fc } else { (2.0 * std::f64::consts::PI * fc * k).sin() / (std::f64::consts::PI * k) };
+            let w = 0.54 + 0.46 * (std::f64::consts::PI * k / half as f64).cos();
+            sinc * w
+        })
+        .collect();
+    (0..x.len() / m)
+        .map(|i| {
+            let c = (i * m) as isize;
+            taps.iter().enumerate().map(|(j, t)| t * x.get((c + j as isize - half) as usize).copied().unwrap_or(0.0)).sum()
+        })
+        .collect()
+}
+
+/// How well `heard` holds `sent`, delayed by at most `max_lag_ms`: `sent` is
+/// cut into 0.5 s segments, each with speech is aligned on its own best lag
+/// (jitter buffers on either side may insert or drop a 20 ms frame, which
+/// shifts everything after it), and the correlation is taken over all of
+/// them together: sum of products / sqrt(product of the energies).
+/// Returns (correlation, smallest and largest lag in ms).
+fn echo_correlation(sent: &[f64], heard: &[f64], max_lag_ms: usize) -> (f64, usize, usize) {
+    const SEG: usize = 4000;
+    let loud = sent.iter().map(|v| v * v).sum::<f64>() / sent.len().max(1) as f64 * 0.05;
+    let (mut dot, mut ea, mut eb) = (0.0, 0.0, 0.0);
+    let (mut lo, mut hi) = (usize::MAX, 0);
+    for start in (0..sent.len().saturating_sub(SEG)).step_by(SEG) {
+        let seg = &sent[start..start + SEG];
+        let e: f64 = seg.iter().map(|v| v * v).sum();
+        if e / (SEG as f64) < loud {
+            continue; // a pause: nothing to align on
+        }
+        let mut best = (0, -2.0, 0.0, 0.0);
+        for lag in 0..max_lag_ms * 8 {
+            let Some(h) = heard.get(start + lag..start + lag + SEG) else { break };
+            let d: f64 = seg.iter().zip(h).map(|(x, y)| x * y).sum();
+            let eh: f64 = h.iter().map(|y| y * y).sum();
+            let c = d / (e.sqrt() * eh.sqrt()).max(1.0);
+            if c > best.1 {
+                best = (lag, c, d, eh);
+            }
+        }
+        dot += best.2;
+        ea += e;
+        eb += best.3;
+        lo = lo.min(best.0 / 8);
+        hi = hi.max(best.0 / 8);
+    }
+    (dot / (ea.sqrt() * eb.sqrt()).max(1.0), lo, hi)
+}
+
+/// baresip headless: auto-answers calls to `user` (it refuses other users:
+/// "UA not found") on 127.0.0.1:`port`, plays `wav`, records
+/// what it sends and receives (sndfile: dump-*-enc.wav / dump-*-dec.wav).
+fn start_baresip(dir: &Path, name: &str, user: &str, port: u16, wav: &Path, codecs: &str, secs: u32) -> Proc {
+    let conf = dir.join(format!("baresip-{name}"));
+    let _ = std::fs::remove_dir_all(&conf);
+    std::fs::create_dir_all(conf.join("dumps")).unwrap();
+    let opus = if codecs.contains("opus") { "module\t\t\topus.so\n" } else { "" };
+    std::fs::write(
+        conf.join("config"),
+        format!(
+            "poll_method\t\tepoll\nsip_listen\t\t127.0.0.1:{port}\nnet_interface\t\t127.0.0.1\n\
+             audio_player\t\talsa,null\naudio_source\t\taufile,{wav}\naudio_alert\t\talsa,null\n\
+             ausrc_srate\t\t8000\nauplay_srate\t\t8000\nausrc_channels\t\t1\nauplay_channels\t\t1\n\
+             rtp_ports\t\t{rtp}-{rtp_max}\nsnd_path\t\t{dumps}\n\
+             module_path\t\t/usr/lib/baresip/modules\n\
+             module\t\t\tg711.so\n{opus}module\t\t\taufile.so\nmodule\t\t\talsa.so\nmodule\t\t\tsndfile.so\n\
+             module_app\t\taccount.so\n",
+            wav = wav.display(),
+            rtp = 40_000 + (port % 1000) * 10,
+            rtp_max = 40_000 + (port % 1000) * 10 + 9,
+            dumps = conf.join("dumps").display(),
+        ),
+    )
+    .unwrap();
+    std::fs::write(conf.join("accounts"), format!("<sip:{user}@127.0.0.1>;regint=0;answermode=auto;audio_codecs={codecs}\n")).unwrap();
+    let log = std::fs::File::create(dir.join(format!("baresip-{name}.log"))).unwrap();
+    let child = Command::new("baresip")
+        .args(["-f", conf.to_str().unwrap(), "-t", &secs.to_string()])
+        .current_dir(&conf)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .expect("baresip (Debian package baresip-core, installed by `cargo xtask bootstrap`)");
+    let until = Instant::now() + Duration::from_secs(5);
+    while std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+        assert!(Instant::now() < until, "baresip did not bind 127.0.0.1:{port}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Proc(child)
+}
+
+fn find_dump(dir: &Path, suffix: &str) -> PathBuf {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("dump-") && n.ends_with(suffix)))
+        .unwrap_or_else(|| panic!("no dump-*{suffix} in {}", dir.display()))
+}
+
+/// One call to baresip with the echo engine: what baresip plays must come
+/// back to it, and the sidecar's recording must hold it on both channels.
+fn baresip_echo_call(w: &World, name: &str, phone: &str, baresip_codecs: &str, sidecar_extra: &str, want_codec: &str, min_corr: f64) {
+    let speech = callee_speech(&w.dir);
+    let wav = w.dir.join(format!("callee-{name}.wav"));
+    write_wav(&wav, 8000, &speech);
+    let secs = speech.len() as u32 / 8000 + 15;
+    let port = free_tcp_udp_port();
+    let mut baresip = start_baresip(&w.dir, name, phone, port, &wav, baresip_codecs, secs);
+    let _sidecar = start_sidecar_with(w, &format!("bs-{name}"), port, sidecar_extra);
+    let r = w.edge.call("POST", "/v1/calls", &w.tenant.key, Some(&json!({"phone": phone, "record": true}))).expect(201);
+    let id = r.json["id"].as_str().unwrap().to_string();
+    let call = wait_status(w, &id, &["completed", "failed", "busy", "no_answer", "cancelled"], Duration::from_secs(secs as u64 + 20));
+    assert_eq!((call["status"].as_str(), call["ended_reason"].as_str()), (Some("completed"), Some("callee_hangup")), "{call}");
+    // baresip writes its dumps when the call ends; stop it before reading them.
+    std::thread::sleep(Duration::from_millis(500));
+    unsafe { libc::kill(baresip.0.id() as i32, libc::SIGTERM) };
+    let until = Instant::now() + Duration::from_secs(5);
+    while baresip.0.try_wait().ok().flatten().is_none() && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let blog = std::fs::read_to_string(w.dir.join(format!("baresip-{name}.log"))).unwrap_or_default();
+    let slog = std::fs::read_to_string(w.dir.join(format!("sidecar-bs-{name}.log"))).unwrap_or_default();
+    let negotiated = slog.lines().find(|l| l.contains("media negotiated")).unwrap_or("").to_string();
+    assert!(negotiated.contains(&format!("codec=\"{want_codec}\"")), "the sidecar did not negotiate {want_codec}: {negotiated}");
+    for side in ["encoder", "decoder"] {
+        assert!(blog.contains(&format!("Set audio {side}: {want_codec} ")), "baresip's {side} is not {want_codec}; its log:\n{blog}");
+    }
+
+    // baresip: what it played vs what it received back.
+    let dumps = w.dir.join(format!("baresip-{name}/dumps"));
+    let played: Vec<f64> = speech.iter().map(|&s| s as f64).collect();
+    let received = read_wav_8k(&find_dump(&dumps, "-dec.wav"));
+    let (corr, lo, hi) = echo_correlation(&played, &received, 1_000);
+    println!("  {name}: baresip played -> received back: correlation {corr:.3}, round trip {lo}-{hi} ms");
+    assert!(corr > min_corr, "{name}: baresip's played audio did not come back (correlation {corr:.3})");
+
+    // The sidecar's recording: right = heard from baresip, left = echoed to it.
+    let rec = w.dir.join("recordings").join(format!("{id}-1.wav"));
+    let mut reader = hound::WavReader::open(&rec).unwrap_or_else(|e| panic!("{}: {e}", rec.display()));
+    let samples: Vec<f64> = reader.samples::<i16>().map(|s| s.unwrap() as f64).collect();
+    let left: Vec<f64> = samples.iter().step_by(2).copied().collect();
+    let right: Vec<f64> = samples.iter().skip(1).step_by(2).copied().collect();
+    let (rcorr, lo, hi) = echo_correlation(&played, &right, 1_000);
+    println!("  {name}: sidecar heard baresip: correlation {rcorr:.3} at {lo}-{hi} ms");
+    assert!(rcorr > min_corr, "{name}: the sidecar's right channel does not hold baresip's audio ({rcorr:.3})");
+    // What the sidecar sent is what it heard (the same PCM: ~1.0 on a quiet
+    // machine; CPU stalls make the echo slip by whole frames inside a segment).
+    let (ecorr, lo, hi) = echo_correlation(&right, &left, 1_000);
+    println!("  {name}: sidecar heard -> sent: correlation {ecorr:.3}, engine delay {lo}-{hi} ms");
+    assert!(ecorr > min_corr, "{name}: the sidecar's left channel is not the echo of the right ({ecorr:.3})");
+}
+
+fn a_real_phone_baresip_gets_its_audio_back_over_pcmu(w: &World) {
+    baresip_echo_call(w, "pcmu", "+14155550301", "PCMU", "", "PCMU", 0.9);
+}
+
+fn a_real_phone_baresip_gets_its_audio_back_over_opus(w: &World) {
+    // baresip answers with the offer's order, so the sidecar must prefer Opus.
+    baresip_echo_call(w, "opus", "+14155550302", "opus/48000/2,PCMU", "codecs = [\"opus\", \"pcmu\"]", "opus", 0.8);
+}
+
 fn decode_mulaw(u: u8) -> i16 {
     let u = !u;
     let sign = u & 0x80;
@@ -222,6 +448,10 @@ fn main() -> std::process::ExitCode {
                 .expect(200);
             Ok(World { edge, tenant, dir })
         },
-        &[("a_real_call_carries_audio_both_ways_through_sip_and_rtp", a_real_call_carries_audio_both_ways_through_sip_and_rtp)],
+        &[
+            ("a_real_call_carries_audio_both_ways_through_sip_and_rtp", a_real_call_carries_audio_both_ways_through_sip_and_rtp),
+            ("a_real_phone_baresip_gets_its_audio_back_over_pcmu", a_real_phone_baresip_gets_its_audio_back_over_pcmu),
+            ("a_real_phone_baresip_gets_its_audio_back_over_opus", a_real_phone_baresip_gets_its_audio_back_over_opus),
+        ],
     )
 }

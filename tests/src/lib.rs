@@ -559,3 +559,123 @@ pub fn ended_event(status: &str, reason: &str) -> Value {
     let t = now_ms();
     json!({"type": "ended", "status": status, "reason": reason, "timings": {"dispatched_ms": t, "ended_ms": t}})
 }
+
+// ---- a real SIP phone as the callee: baresip ----
+
+/// A child process killed (TERM, then KILL) when dropped.
+pub struct ChildGuard(pub Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
+        let until = Instant::now() + Duration::from_secs(2);
+        while Instant::now() < until {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+pub fn write_wav(path: &Path, rate: u32, pcm: &[i16]) -> Result<(), String> {
+    let spec = hound::WavSpec { channels: 1, sample_rate: rate, bits_per_sample: 16, sample_format: hound::SampleFormat::Int };
+    let mut w = hound::WavWriter::create(path, spec).map_err(|e| format!("{}: {e}", path.display()))?;
+    for &s in pcm {
+        w.write_sample(s).map_err(|e| e.to_string())?;
+    }
+    w.finalize().map_err(|e| e.to_string())
+}
+
+/// Integer-factor decimation to 8 kHz behind a windowed-sinc low-pass at 3.6 kHz.
+pub fn resample_to_8k(x: &[f64], rate: u32) -> Vec<f64> {
+    assert!(rate % 8000 == 0, "sample rate {rate} is not a multiple of 8 kHz");
+    let m = (rate / 8000) as usize;
+    if m == 1 {
+        return x.to_vec();
+    }
+    let half = 16 * m as isize;
+    let fc = 3600.0 / rate as f64;
+    let taps: Vec<f64> = (-half..=half)
+        .map(|k| {
+            let k = k as f64;
+            let sinc = if k == 0.0 { 2.0 * fc } else { (2.0 * std::f64::consts::PI * fc * k).sin() / (std::f64::consts::PI * k) };
+            sinc * (0.54 + 0.46 * (std::f64::consts::PI * k / half as f64).cos())
+        })
+        .collect();
+    (0..x.len() / m)
+        .map(|i| {
+            let c = (i * m) as isize;
+            taps.iter().enumerate().map(|(j, t)| t * x.get((c + j as isize - half) as usize).copied().unwrap_or(0.0)).sum()
+        })
+        .collect()
+}
+
+/// `text` spoken by flite (`voice`), as 8 kHz 16-bit PCM.
+pub fn flite_8k(dir: &Path, voice: &str, text: &str) -> Result<Vec<i16>, String> {
+    let raw = dir.join(format!("flite-{}.wav", std::process::id()));
+    let ok = Command::new("flite")
+        .args(["-voice", voice, "-t", text, "-o"])
+        .arg(&raw)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map_err(|e| format!("flite (Debian package flite): {e}"))?;
+    if !ok.success() {
+        return Err(format!("flite failed ({ok})"));
+    }
+    let mut r = hound::WavReader::open(&raw).map_err(|e| e.to_string())?;
+    let rate = r.spec().sample_rate;
+    let x: Vec<f64> = r.samples::<i16>().map(|s| s.map(f64::from).unwrap_or(0.0)).collect();
+    let _ = std::fs::remove_file(&raw);
+    Ok(resample_to_8k(&x, rate).into_iter().map(|v| v.clamp(-32768.0, 32767.0) as i16).collect())
+}
+
+/// baresip headless: auto-answers calls to `user` on 127.0.0.1:`port`, plays
+/// `wav` (8 kHz mono), hangs up when it ends (or after `secs`), and records
+/// what it sends and receives (sndfile: `dumps/dump-*-enc.wav` / `-dec.wav`).
+pub fn start_baresip(dir: &Path, name: &str, user: &str, port: u16, wav: &Path, codecs: &str, secs: u32) -> Result<ChildGuard, String> {
+    let conf = dir.join(format!("baresip-{name}"));
+    let _ = std::fs::remove_dir_all(&conf);
+    std::fs::create_dir_all(conf.join("dumps")).map_err(|e| e.to_string())?;
+    let opus = if codecs.contains("opus") { "module\t\t\topus.so\n" } else { "" };
+    let rtp = 40_000 + (port % 1000) * 10;
+    std::fs::write(
+        conf.join("config"),
+        format!(
+            "poll_method\t\tepoll\nsip_listen\t\t127.0.0.1:{port}\nnet_interface\t\t127.0.0.1\n\
+             audio_player\t\talsa,null\naudio_source\t\taufile,{wav}\naudio_alert\t\talsa,null\n\
+             ausrc_srate\t\t8000\nauplay_srate\t\t8000\nausrc_channels\t\t1\nauplay_channels\t\t1\n\
+             rtp_ports\t\t{rtp}-{rtp_max}\nsnd_path\t\t{dumps}\n\
+             module_path\t\t/usr/lib/baresip/modules\n\
+             module\t\t\tg711.so\n{opus}module\t\t\taufile.so\nmodule\t\t\talsa.so\nmodule\t\t\tsndfile.so\n\
+             module_app\t\taccount.so\n",
+            wav = wav.display(),
+            rtp_max = rtp + 9,
+            dumps = conf.join("dumps").display(),
+        ),
+    )
+    .map_err(|e| e.to_string())?;
+    std::fs::write(conf.join("accounts"), format!("<sip:{user}@127.0.0.1>;regint=0;answermode=auto;audio_codecs={codecs}\n"))
+        .map_err(|e| e.to_string())?;
+    let log = std::fs::File::create(dir.join(format!("baresip-{name}.log"))).map_err(|e| e.to_string())?;
+    let child = Command::new("baresip")
+        .args(["-f", conf.to_str().unwrap_or_default(), "-t", &secs.to_string()])
+        .current_dir(&conf)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().map_err(|e| e.to_string())?)
+        .stderr(log)
+        .spawn()
+        .map_err(|e| format!("baresip (Debian package baresip-core): {e}"))?;
+    let guard = ChildGuard(child);
+    let until = Instant::now() + Duration::from_secs(5);
+    while std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+        if Instant::now() > until {
+            return Err(format!("baresip did not bind 127.0.0.1:{port}"));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(guard)
+}

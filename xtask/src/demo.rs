@@ -1,30 +1,79 @@
-//! `cargo xtask demo`: builds the edge, runs it under `wrangler dev` with local
-//! state in `.voxline/demo/`, provisions a demo tenant, agent and API key
-//! through the admin API, places a call through the public API, and prints
-//! how to use it. Stays up until Ctrl-C (or exits at once with `--once`),
-//! and always stops the processes it started.
+//! `cargo xtask demo`: one real call, end to end, on this machine.
+//!
+//! Starts `wrangler dev` (local KV/DO/Queues persisted in `.voxline/demo/`),
+//! a media sidecar of region `local` whose SIP trunk is a baresip phone on
+//! 127.0.0.1 (the "callee", playing a synthesized person who answers), and a
+//! webhook receiver that verifies every delivery with the `standardwebhooks`
+//! package. Provisions a tenant, an appointment-reminder agent (local offline
+//! engine) and an API key through the admin API, places the call through the
+//! public API, shows its progress live, then prints the transcript, the
+//! verified webhooks and where the recording is. Everything it started is
+//! stopped at the end, or on Ctrl-C.
 
-use crate::{bootstrap, build_edge, root, step};
+use crate::{bootstrap, build_edge, root, run, step};
 use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
-use voxline_e2e::{Edge, EdgeOptions};
+use std::time::{Duration, Instant};
+use voxline_e2e::{flite_8k, free_port, free_tcp_udp_port, start_baresip, write_wav, ChildGuard, Edge, EdgeOptions, Resp};
 
-const DEMO_PHONE: &str = "+15555550123";
+const CALLEE: &str = "+15555550123";
+
+const PROMPT: &str = "You call patients of Demo Dental to confirm tomorrow's appointment.
+[script]
+greeting: Hello, this is Demo Dental calling about your appointment tomorrow at ten. Can you make it?
+yes|yeah|sure|i can -> Great, we will see you tomorrow at ten. Goodbye! [end]
+no|can't|cannot -> No problem, we will call you to find a new time. Goodbye! [end]
+* -> Sorry, I didn't catch that. Can you make it tomorrow at ten?
+silence 8s -> Are you still there?
+goodbye: Thank you, goodbye.
+[/script]";
+
+fn check(r: &Resp, status: u16) -> Result<(), String> {
+    if r.status == status {
+        Ok(())
+    } else {
+        Err(format!("expected HTTP {status}, got {}: {}", r.status, r.text))
+    }
+}
+
+fn stopped(stop: &AtomicBool) -> Result<(), String> {
+    if stop.load(Ordering::SeqCst) {
+        Err("interrupted (Ctrl-C): stopping everything".into())
+    } else {
+        Ok(())
+    }
+}
+
+/// The person who answers: waits through the greeting, says yes, stays on the line.
+fn callee_wav(dir: &Path) -> Result<PathBuf, String> {
+    let mut pcm = vec![0i16; 8000 * 7];
+    pcm.extend(flite_8k(dir, "slt", "Yes, I can make it.")?);
+    pcm.extend(vec![0i16; 8000 * 9]);
+    let path = dir.join("callee.wav");
+    write_wav(&path, 8000, &pcm)?;
+    Ok(path)
+}
+
+fn python() -> PathBuf {
+    root().join(".tools/venv/bin/python")
+}
 
 pub fn run_demo(once: bool) -> Result<(), String> {
     step("bootstrap", bootstrap::ensure_all)?;
     step("edge wasm build", build_edge)?;
+    step("media sidecar build", || run(Command::new("cargo").args(["build", "-p", "voxline-media-sidecar"])))?;
     let dir = root().join(".voxline/demo");
-    std::fs::create_dir_all(&dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
+    std::fs::create_dir_all(dir.join("recordings")).map_err(|e| format!("create {}: {e}", dir.display()))?;
     let stop = Arc::new(AtomicBool::new(false));
     {
         let stop = stop.clone();
         ctrlc::set_handler(move || stop.store(true, Ordering::SeqCst)).map_err(|e| format!("Ctrl-C handler: {e}"))?;
     }
     let admin_token = load_or_create_admin_token(&dir)?;
-    let edge = step("start edge (wrangler dev)", || {
+    let edge = step("start the edge (wrangler dev)", || {
         Edge::start(EdgeOptions {
             admin_token,
             state_dir: dir.join("state"),
@@ -34,66 +83,164 @@ pub fn run_demo(once: bool) -> Result<(), String> {
             port: std::net::TcpListener::bind("127.0.0.1:8787").ok().map(|_| 8787),
         })
     })?;
+    stopped(&stop)?;
     let (tenant_id, agent_id) = step("demo tenant and agent", || provision(&edge, &dir))?;
+    println!("  tenant {tenant_id}, agent {agent_id} (local engine, appointment-reminder script)");
     let key = step("demo API key", || {
         let r = edge.admin("POST", &format!("/admin/tenants/{tenant_id}/api-keys"), Some(&json!({"name": "demo"})));
         check(&r, 201)?;
         r.json["key"].as_str().map(String::from).ok_or_else(|| "no key in response".to_string())
     })?;
-    let call = step("place a call", || {
-        let r = edge.call(
+
+    // The webhook receiver, told the endpoint's secret.
+    let hook_port = free_port();
+    let hook_log = dir.join("webhooks.jsonl");
+    let _ = std::fs::remove_file(&hook_log);
+    let webhook = step("webhook endpoint", || {
+        let r = edge.admin(
             "POST",
-            "/v1/calls",
-            &key,
-            Some(&json!({"phone": DEMO_PHONE, "name": "Demo Callee", "metadata": {"source": "xtask demo"}})),
+            &format!("/admin/tenants/{tenant_id}/webhooks"),
+            Some(&json!({"url": format!("http://127.0.0.1:{hook_port}/hook/demo")})),
         );
         check(&r, 201)?;
         Ok(r.json)
     })?;
-    let call_id = call["id"].as_str().unwrap_or_default().to_string();
-    let fetched = edge.call("GET", &format!("/v1/calls/{call_id}"), &key, None);
-    check(&fetched, 200)?;
+    let hook_config = dir.join("webhooks-config.json");
+    std::fs::write(&hook_config, json!({"demo": {"secrets": [webhook["secret"]]}}).to_string()).map_err(|e| e.to_string())?;
+    let _receiver = step("webhook receiver (standardwebhooks)", || {
+        let child = Command::new(python())
+            .arg(root().join("tests/webhooks/receiver.py"))
+            .args(["--port", &hook_port.to_string(), "--config"])
+            .arg(&hook_config)
+            .arg("--log")
+            .arg(&hook_log)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("receiver: {e}"))?;
+        Ok(ChildGuard(child))
+    })?;
 
-    let base = &edge.base;
-    println!(
-        "\nvoxline edge is running at {base}  (state: {}, log: {})\n\
-         tenant {tenant_id}, default agent {agent_id}\n\
-         API key (shown once; only its hash is stored): {key}\n\n\
-         The call was accepted:\n{}\n\n\
-         Try it:\n\
-         curl -s {base}/v1/calls -H 'Authorization: Bearer {key}' -H 'Content-Type: application/json' -d '{{\"phone\":\"+14155550100\",\"name\":\"Ada\"}}'\n\
-         curl -s {base}/v1/calls/{call_id} -H 'Authorization: Bearer {key}'\n\
-         curl -s '{base}/v1/calls?status=queued&limit=10' -H 'Authorization: Bearer {key}'\n\
-         curl -s -X POST {base}/v1/calls/{call_id}/hangup -H 'Authorization: Bearer {key}'\n\
-         curl -s {base}/v1/openapi.json\n\n\
-         Not yet in the demo: dialing. The demo runs no media sidecar until SIP lands (issue 4), so the call stays queued.",
-        dir.join("state").display(),
-        edge.log_path.display(),
-        serde_json::to_string_pretty(&fetched.json).unwrap_or_default(),
-    );
-    if once {
-        println!("\n--once: stopping the edge.");
-        return Ok(());
-    }
-    println!("\nPress Ctrl-C to stop everything this demo started.");
-    while !stop.load(Ordering::SeqCst) {
+    // The callee: a baresip phone that auto-answers.
+    let callee_port = free_tcp_udp_port();
+    let wav = step("callee voice (flite)", || callee_wav(&dir))?;
+    let _callee = step("callee phone (baresip on 127.0.0.1)", || start_baresip(&dir, "callee", CALLEE, callee_port, &wav, "PCMU", 60))?;
+
+    // The media sidecar of region `local`, whose trunk is that phone.
+    let _sidecar = step("media sidecar (region local)", || start_sidecar(&edge, &dir, callee_port))?;
+    stopped(&stop)?;
+
+    let call = step("place the call (POST /v1/calls)", || {
+        let r = edge.call("POST", "/v1/calls", &key, Some(&json!({"phone": CALLEE, "name": "Ada", "record": true,
+            "metadata": {"source": "cargo xtask demo"}})));
+        check(&r, 201)?;
+        Ok(r.json)
+    })?;
+    let call_id = call["id"].as_str().unwrap_or_default().to_string();
+    println!("\ncall {call_id}:");
+    let started = Instant::now();
+    let mut last = String::new();
+    let final_call = loop {
+        stopped(&stop)?;
+        let c = edge.call("GET", &format!("/v1/calls/{call_id}"), &key, None);
+        check(&c, 200)?;
+        let status = c.json["status"].as_str().unwrap_or("?").to_string();
+        if status != last {
+            println!("  {:>5.1} s  {status}", started.elapsed().as_secs_f64());
+            last = status.clone();
+        }
+        if ["completed", "failed", "busy", "no_answer", "cancelled"].contains(&status.as_str()) {
+            break c.json;
+        }
+        if started.elapsed() > Duration::from_secs(90) {
+            return Err(format!("the call did not end within 90 s (status {status}); see {}", dir.display()));
+        }
         std::thread::sleep(Duration::from_millis(200));
+    };
+    println!("  ended: {} ({})", final_call["status"], final_call["ended_reason"]);
+
+    let transcript = edge.request(
+        "GET",
+        &format!("/v1/calls/{call_id}/transcript"),
+        &[("authorization", &format!("Bearer {key}")), ("accept", "text/plain")],
+        None,
+    )?;
+    println!("\ntranscript (GET /v1/calls/{call_id}/transcript):\n{}", transcript.text);
+
+    // Webhooks arrive through the queue within a few seconds.
+    let until = Instant::now() + Duration::from_secs(15);
+    let mut events: Vec<Value> = Vec::new();
+    while Instant::now() < until {
+        events = std::fs::read_to_string(&hook_log)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .map(|mut e| {
+                // The event itself is the delivered body.
+                let body: Value = serde_json::from_str(e["body"].as_str().unwrap_or("null")).unwrap_or(Value::Null);
+                e["type"] = body["type"].clone();
+                e
+            })
+            .collect();
+        if events.iter().any(|e| e["type"].as_str().is_some_and(|t| t == "call.completed" || t == "call.failed")) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(250));
     }
-    println!("\nstopping the edge ...");
-    drop(edge);
+    println!("webhooks received and verified with standardwebhooks:");
+    for e in &events {
+        println!("  {} {} verified={}", e["webhook_id"].as_str().unwrap_or("-"), e["type"].as_str().unwrap_or("?"), e["verified"]);
+    }
+    let recording = dir.join("recordings").join(format!("{call_id}-1.wav"));
+    println!(
+        "\nrecording (stereo: left agent, right callee): {}\nedge: {}   log: {}\n",
+        recording.display(),
+        edge.base,
+        edge.log_path.display()
+    );
+    if !once {
+        println!("The edge keeps running for you to try the API (key above is valid). Press Ctrl-C to stop everything.");
+        println!("  curl -s {}/v1/calls -H 'Authorization: Bearer {key}'", edge.base);
+        while !stop.load(Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+    println!("stopping everything the demo started ...");
+    if final_call["status"] != "completed" {
+        return Err(format!("the call ended {} ({})", final_call["status"], final_call["ended_reason"]));
+    }
     Ok(())
 }
 
-fn check(r: &voxline_e2e::Resp, status: u16) -> Result<(), String> {
-    if r.status == status {
-        Ok(())
-    } else {
-        Err(format!("expected HTTP {status}, got {}: {}", r.status, r.text))
-    }
+fn start_sidecar(edge: &Edge, dir: &Path, callee_port: u16) -> Result<voxline_e2e::ChildGuard, String> {
+    let cred = edge.admin("POST", "/admin/sidecars", Some(&json!({"sidecar_id": "demo-local-1", "region": "local"})));
+    check(&cred, 201)?;
+    let rtp = free_tcp_udp_port() & !1;
+    let config = format!(
+        "edge_url = \"{}\"\nsidecar_id = \"demo-local-1\"\nregion = \"local\"\ncapacity = 4\nlease_wait_ms = 5000\n\n\
+         [telephony]\nbind_ip = \"127.0.0.1\"\nrtp_port_min = {rtp}\nrtp_port_max = {}\nring_timeout_secs = 30\nrecordings_dir = \"{}\"\n\n\
+         [[telephony.trunks]]\nname = \"demo-phone\"\nhost = \"127.0.0.1\"\nport = {callee_port}\nfrom_number = \"+15550001111\"\n",
+        edge.base,
+        rtp + 19,
+        dir.join("recordings").display(),
+    );
+    let path = dir.join("sidecar.toml");
+    std::fs::write(&path, config).map_err(|e| e.to_string())?;
+    let log = std::fs::File::create(dir.join("sidecar.log")).map_err(|e| e.to_string())?;
+    let child = Command::new(root().join("target/debug/voxline-media-sidecar"))
+        .args(["--config", path.to_str().unwrap_or_default()])
+        .env("VOXLINE_SIDECAR_SECRET", cred.json["secret"].as_str().unwrap_or_default())
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().map_err(|e| e.to_string())?)
+        .stderr(log)
+        .spawn()
+        .map_err(|e| format!("start the sidecar: {e}"))?;
+    Ok(ChildGuard(child))
 }
 
 /// The local admin token lives in `.voxline/demo/admin-token` (gitignored).
-fn load_or_create_admin_token(dir: &std::path::Path) -> Result<String, String> {
+fn load_or_create_admin_token(dir: &Path) -> Result<String, String> {
     let path = dir.join("admin-token");
     if let Ok(t) = std::fs::read_to_string(&path) {
         if !t.trim().is_empty() {
@@ -109,28 +256,22 @@ fn load_or_create_admin_token(dir: &std::path::Path) -> Result<String, String> {
     Ok(token)
 }
 
-/// Reuses the demo tenant across runs (its ids are kept in `demo.json`).
-fn provision(edge: &Edge, dir: &std::path::Path) -> Result<(String, String), String> {
+/// Reuses the demo tenant across runs (ids in `demo.json`); the agent's
+/// script is refreshed each run.
+fn provision(edge: &Edge, dir: &Path) -> Result<(String, String), String> {
     let path = dir.join("demo.json");
+    let agent = json!({"name": "Appointment reminder", "system_prompt": PROMPT, "language": "en-US", "default_engine": "local"});
     if let Some(saved) = std::fs::read_to_string(&path).ok().and_then(|s| serde_json::from_str::<Value>(&s).ok()) {
         let (tid, aid) = (saved["tenant_id"].as_str().unwrap_or(""), saved["agent_id"].as_str().unwrap_or(""));
-        if edge.admin("GET", &format!("/admin/tenants/{tid}/agents/{aid}"), None).status == 200 {
+        let r = edge.admin("PATCH", &format!("/admin/tenants/{tid}/agents/{aid}"), Some(&agent));
+        if r.status == 200 {
             return Ok((tid.to_string(), aid.to_string()));
         }
     }
     let t = edge.admin("POST", "/admin/tenants", Some(&json!({"name": "Demo Dental"})));
     check(&t, 201)?;
     let tid = t.json["id"].as_str().unwrap_or_default().to_string();
-    let a = edge.admin(
-        "POST",
-        &format!("/admin/tenants/{tid}/agents"),
-        Some(&json!({
-            "name": "Appointment reminder",
-            "system_prompt": "You call patients of Demo Dental to confirm tomorrow's appointment.",
-            "language": "en-US",
-            "default_engine": "local",
-        })),
-    );
+    let a = edge.admin("POST", &format!("/admin/tenants/{tid}/agents"), Some(&agent));
     check(&a, 201)?;
     let aid = a.json["id"].as_str().unwrap_or_default().to_string();
     std::fs::write(&path, json!({"tenant_id": tid, "agent_id": aid}).to_string()).map_err(|e| e.to_string())?;

@@ -5,8 +5,11 @@
 //! - `test`       bootstrap, host unit tests, wasm build, end-to-end suites
 //! - `demo`       run the stack locally and place a call (`--once` to exit after)
 //! - `bench`      measured figures into docs/bench.md
+//! - `bench-cpu`  only the edge CPU per request (native vs wasm), printed
+//! - `bench-media` only the sidecar's CPU/memory per call and media latency, printed
 
 mod bench;
+mod bench_media;
 mod bootstrap;
 mod demo;
 
@@ -64,7 +67,7 @@ fn test() -> Result<(), String> {
 }
 
 fn usage() -> Result<(), String> {
-    Err("usage: cargo xtask <bootstrap|build-edge|test|demo [--once]|bench>".into())
+    Err("usage: cargo xtask <bootstrap|build-edge|test|demo [--once]|bench|bench-cpu|bench-media>".into())
 }
 
 fn main() -> ExitCode {
@@ -74,6 +77,8 @@ fn main() -> ExitCode {
         Some("build-edge") => step("bootstrap", bootstrap::ensure_all).and_then(|_| step("edge wasm build", build_edge)),
         Some("test") => test(),
         Some("bench") => bench::run_bench(),
+        Some("bench-cpu") => bench::run_cpu_only(),
+        Some("bench-media") => bench_media::run_media_only(),
         Some("demo") => demo::run_demo(args.iter().any(|a| a == "--once")),
         _ => usage(),
     };
