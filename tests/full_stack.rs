@@ -1,0 +1,224 @@
+//! End-to-end, the whole product: API -> edge (wrangler dev) -> real sidecar
+//! -> SIP/RTP -> a real phone (baresip) or trunk (sipp) on 127.0.0.1, with the
+//! offline `local` engine holding a scripted conversation. Asserts each step,
+//! plus: two concurrent calls, a busy trunk retried per policy, a hangup
+//! through the API mid-call, and a sidecar SIGKILLed mid-call.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+use voxline_e2e::*;
+
+const SCRIPT: &str = "You call patients of Demo Dental to confirm tomorrow's appointment.
+[script]
+greeting: Hello, this is Demo Dental calling about your appointment tomorrow at ten. Can you make it?
+yes|yeah|sure|i can -> Great, we will see you tomorrow at ten. Goodbye! [end]
+no|can't|cannot -> No problem, we will call you to find a new time. Goodbye! [end]
+* -> Sorry, I didn't catch that. Can you make it tomorrow at ten?
+goodbye: Thank you, goodbye.
+[/script]";
+
+struct World {
+    edge: Edge,
+    tenant: TestTenant,
+    dir: PathBuf,
+}
+
+impl SuiteContext for World {
+    fn diagnostics(&self) -> String {
+        let mut out = self.edge.diagnostics();
+        for entry in std::fs::read_dir(&self.dir).into_iter().flatten().flatten() {
+            let name = entry.file_name().to_string_lossy().to_string();
+            if name.ends_with(".log") {
+                let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
+                let tail: Vec<&str> = text.lines().rev().take(12).collect();
+                out.push_str(&format!("\n--- {name} ---\n{}", tail.into_iter().rev().collect::<Vec<_>>().join("\n")));
+            }
+        }
+        out
+    }
+}
+
+/// A sidecar whose only trunk is 127.0.0.1:`trunk_port`.
+fn sidecar(w: &World, id: &str, trunk_port: u16) -> ChildGuard {
+    let cred = w.edge.admin("POST", "/admin/sidecars", Some(&json!({"sidecar_id": id, "region": "local"}))).expect(201);
+    let rtp = free_tcp_udp_port() & !1;
+    let config = format!(
+        "edge_url = \"{}\"\nsidecar_id = \"{id}\"\nregion = \"local\"\ncapacity = 4\nlease_wait_ms = 1000\n\n\
+         [telephony]\nbind_ip = \"127.0.0.1\"\nrtp_port_min = {rtp}\nrtp_port_max = {}\nring_timeout_secs = 15\n\n\
+         [[telephony.trunks]]\nname = \"t\"\nhost = \"127.0.0.1\"\nport = {trunk_port}\nfrom_number = \"+15550001111\"\n",
+        w.edge.base,
+        rtp + 19,
+    );
+    let path = w.dir.join(format!("{id}.toml"));
+    std::fs::write(&path, config).unwrap();
+    let log = std::fs::File::create(w.dir.join(format!("sidecar-{id}.log"))).unwrap();
+    let child = Command::new(sidecar_bin())
+        .args(["--config", path.to_str().unwrap()])
+        .env("VOXLINE_SIDECAR_SECRET", cred.json["secret"].as_str().unwrap())
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .expect("start the sidecar");
+    ChildGuard(child)
+}
+
+fn sipp(w: &World, name: &str, scenario: &str, port: u16, calls: u32, subst: &[(&str, &str)]) -> ChildGuard {
+    let mut text = std::fs::read_to_string(scenario).unwrap();
+    for (k, v) in subst {
+        text = text.replace(k, v);
+    }
+    let sf = w.dir.join(format!("{name}.xml"));
+    std::fs::write(&sf, text).unwrap();
+    let log = std::fs::File::create(w.dir.join(format!("sipp-{name}.log"))).unwrap();
+    let child = Command::new("sipp")
+        .args(["-sf", sf.to_str().unwrap(), "-i", "127.0.0.1", "-p", &port.to_string(), "-mi", "127.0.0.1"])
+        .args(["-mp", &free_tcp_udp_port().to_string(), "-rtp_echo"])
+        .args(["-m", &calls.to_string(), "-nostdin", "-timeout", "60s"])
+        .current_dir(&w.dir)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .expect("sipp");
+    ChildGuard(child)
+}
+
+fn place(w: &World, body: Value) -> String {
+    w.edge.call("POST", "/v1/calls", &w.tenant.key, Some(&body)).expect(201).json["id"].as_str().unwrap().to_string()
+}
+
+fn wait_status(w: &World, id: &str, want: &[&str], within: Duration) -> Value {
+    let deadline = Instant::now() + within;
+    loop {
+        let call = w.edge.call("GET", &format!("/v1/calls/{id}"), &w.tenant.key, None).expect(200).json;
+        if want.iter().any(|s| call["status"] == *s) {
+            return call;
+        }
+        assert!(Instant::now() < deadline, "call {id} never reached {want:?}: {call}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn set_engine(w: &World, engine: &str) {
+    let body = json!({"default_engine": engine, "system_prompt": SCRIPT});
+    w.edge.admin("PATCH", &format!("/admin/tenants/{}/agents/{}", w.tenant.id, w.tenant.agent_id), Some(&body)).expect(200);
+}
+
+fn callee_wav(dir: &Path, words: &str) -> PathBuf {
+    let mut pcm = vec![0i16; 8000 * 7];
+    pcm.extend(flite_8k(dir, "slt", words).unwrap());
+    pcm.extend(vec![0i16; 8000 * 9]);
+    let path = dir.join("callee.wav");
+    write_wav(&path, 8000, &pcm).unwrap();
+    path
+}
+
+fn a_scripted_conversation_with_a_real_phone(w: &World) {
+    set_engine(w, "local");
+    let port = free_tcp_udp_port();
+    let wav = callee_wav(&w.dir, "Yes, I can make it.");
+    let _phone = start_baresip(&w.dir, "yes", "+15555550101", port, &wav, "PCMU", 60).unwrap();
+    let _sc = sidecar(w, "fs-1", port);
+    let id = place(w, json!({"phone": "+15555550101"}));
+    let call = wait_status(w, &id, &["completed", "failed", "busy", "no_answer", "cancelled"], Duration::from_secs(60));
+    assert_eq!((call["status"].as_str(), call["ended_reason"].as_str()), (Some("completed"), Some("agent_hangup")), "{call}");
+    let t = w.edge.call("GET", &format!("/v1/calls/{id}/transcript"), &w.tenant.key, None).expect(200).json;
+    let turns = t["turns"].as_array().unwrap();
+    let roles: Vec<&str> = turns.iter().map(|t| t["role"].as_str().unwrap()).collect();
+    assert_eq!(roles, ["ai", "user", "ai"], "{}", t["text"]);
+    assert!(turns[0]["text"].as_str().unwrap().starts_with("Hello, this is Demo Dental"), "{}", t["text"]);
+    assert!(turns[1]["text"].as_str().unwrap().contains("can"), "the caller's words: {}", t["text"]);
+    assert!(turns[2]["text"].as_str().unwrap().starts_with("Great, we will see you"), "{}", t["text"]);
+    println!("{}", t["text"].as_str().unwrap());
+}
+
+fn a_busy_trunk_is_retried_per_policy_and_ends_busy(w: &World) {
+    set_engine(w, "echo");
+    let port = free_tcp_udp_port();
+    let busy = repo_root().join("media-sidecar/tests/sipp/uas_busy.xml");
+    let _trunk = sipp(w, "busy", busy.to_str().unwrap(), port, 2, &[]);
+    let _sc = sidecar(w, "fs-busy", port);
+    let id = place(w, json!({"phone": "+15555550102", "retries": 1, "retry_delay_minutes": 1}));
+    let call = wait_status(w, &id, &["busy", "failed", "completed"], Duration::from_secs(30));
+    assert_eq!((call["status"].as_str(), call["sip_code"].as_u64(), call["attempts"].as_u64()), (Some("busy"), Some(486), Some(2)), "{call}");
+}
+
+fn hold_scenario(w: &World, hold_ms: u64) -> (u16, ChildGuard) {
+    let port = free_tcp_udp_port();
+    let hold = repo_root().join("tests/sipp/uas_hold_bye.xml");
+    let ms = hold_ms.to_string();
+    let guard = sipp(w, &format!("hold-{port}"), hold.to_str().unwrap(), port, 2, &[("HOLD_MS", &ms), ("MEDIA_PORT", "[media_port]")]);
+    (port, guard)
+}
+
+fn two_concurrent_calls_both_complete(w: &World) {
+    set_engine(w, "echo");
+    let (port, _trunk) = hold_scenario(w, 8_000);
+    let _sc = sidecar(w, "fs-two", port);
+    let a = place(w, json!({"phone": "+15555550103"}));
+    let b = place(w, json!({"phone": "+15555550104"}));
+    wait_status(w, &a, &["in_progress"], Duration::from_secs(20));
+    let b_live = wait_status(w, &b, &["in_progress", "completed"], Duration::from_secs(20));
+    assert_eq!(b_live["status"], "in_progress", "both calls are up at once");
+    for id in [&a, &b] {
+        let call = wait_status(w, id, &["completed", "failed"], Duration::from_secs(20));
+        assert_eq!((call["status"].as_str(), call["ended_reason"].as_str()), (Some("completed"), Some("callee_hangup")), "{call}");
+    }
+}
+
+fn hangup_through_the_api_mid_call(w: &World) {
+    set_engine(w, "echo");
+    let (port, _trunk) = hold_scenario(w, 30_000);
+    let _sc = sidecar(w, "fs-hang", port);
+    let id = place(w, json!({"phone": "+15555550105"}));
+    wait_status(w, &id, &["in_progress"], Duration::from_secs(20));
+    w.edge.call("POST", &format!("/v1/calls/{id}/hangup"), &w.tenant.key, None).expect(202);
+    let call = wait_status(w, &id, &["completed", "failed", "cancelled"], Duration::from_secs(15));
+    assert_eq!((call["status"].as_str(), call["ended_reason"].as_str()), (Some("completed"), Some("hangup_requested")), "{call}");
+}
+
+fn a_sidecar_killed_mid_call_ends_it_media_lost(w: &World) {
+    set_engine(w, "echo");
+    let (port, _trunk) = hold_scenario(w, 30_000);
+    let mut sc = sidecar(w, "fs-kill", port);
+    let id = place(w, json!({"phone": "+15555550106"}));
+    wait_status(w, &id, &["in_progress"], Duration::from_secs(20));
+    unsafe { libc::kill(sc.0.id() as i32, libc::SIGKILL) };
+    let _ = sc.0.wait();
+    let call = wait_status(w, &id, &["failed", "scheduled"], Duration::from_secs(20));
+    assert_eq!((call["status"].as_str(), call["ended_reason"].as_str()), (Some("failed"), Some("media_lost")), "{call}");
+}
+
+fn main() -> std::process::ExitCode {
+    run_suite(
+        "full_stack",
+        || {
+            if !sidecar_bin().exists() {
+                return Err(format!("{} is missing: `cargo build -p voxline-media-sidecar`", sidecar_bin().display()));
+            }
+            let mut opts = EdgeOptions::fresh("full_stack");
+            let dir = opts.state_dir.parent().unwrap().to_path_buf();
+            opts.vars = vec![
+                // A stopped sidecar's last open poll may still take an offer: a short
+                // ack deadline hands it on quickly.
+                ("DISPATCH_ACK_DEADLINE_MS".into(), "2000".into()),
+                ("DISPATCH_DEAD_AFTER_MS".into(), "3000".into()),
+                ("DISPATCH_MAX_WAIT_MS".into(), "1000".into()),
+                ("RETRY_DELAY_UNIT_MS".into(), "1000".into()),
+            ];
+            let edge = Edge::start(opts)?;
+            let tenant = edge.provision_tenant("full-stack");
+            Ok(World { edge, tenant, dir })
+        },
+        &[
+            ("a_scripted_conversation_with_a_real_phone", a_scripted_conversation_with_a_real_phone),
+            ("a_busy_trunk_is_retried_per_policy_and_ends_busy", a_busy_trunk_is_retried_per_policy_and_ends_busy),
+            ("two_concurrent_calls_both_complete", two_concurrent_calls_both_complete),
+            ("hangup_through_the_api_mid_call", hangup_through_the_api_mid_call),
+            ("a_sidecar_killed_mid_call_ends_it_media_lost", a_sidecar_killed_mid_call_ends_it_media_lost),
+        ],
+    )
+}
