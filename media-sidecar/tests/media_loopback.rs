@@ -357,6 +357,7 @@ fn check_alignment(label: &str, signal: &[i16], heard: &[i16], min_corr: f64) ->
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn g711_through_loss_jitter_and_reorder_is_time_aligned() {
+    let _serial = serial();
     let dir = tempdir("g711");
     let signal = wav_roundtrip(&speechlike(4.0), &dir);
     let imp = Impairment {
@@ -418,12 +419,15 @@ async fn g711_through_loss_jitter_and_reorder_is_time_aligned() {
     let left: Vec<i16> = s.iter().step_by(2).copied().collect();
     let right: Vec<i16> = s.iter().skip(1).step_by(2).copied().collect();
     assert!(left.iter().all(|&x| x == 0));
-    let (_, corr) = best_lag(&signal, &right, 24_000); // the recording includes the 1.5 s warm-up
-    assert!(corr > 0.9, "recording correlation {corr}");
+    // The recording includes the 1.5 s warm-up; the jitter buffer may change
+    // its delay mid-way, so check it per segment like what B heard.
+    let (lag, _) = best_lag(&signal, &right, 24_000);
+    check_alignment("g711-recording", &signal, &right[lag.saturating_sub(1_000)..], 0.9);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn opus_through_loss_and_jitter_with_rtcp_mux() {
+    let _serial = serial();
     let dir = tempdir("opus");
     let signal = wav_roundtrip(&speechlike(4.0), &dir);
     let imp = Impairment {
@@ -457,6 +461,7 @@ async fn opus_through_loss_and_jitter_with_rtcp_mux() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn g711_clean_path_is_near_perfect() {
+    let _serial = serial();
     let dir = tempdir("clean");
     let signal = wav_roundtrip(&speechlike(2.0), &dir);
     let mut p = pair(Codec::Pcma, Impairment::default(), false, None, false).await;
@@ -477,6 +482,7 @@ async fn g711_clean_path_is_near_perfect() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dtmf_both_ways_and_foreign_packets_dropped() {
+    let _serial = serial();
     for codec in [Codec::Pcmu, Codec::Opus] {
         let imp = Impairment {
             loss_every: 0,
@@ -553,6 +559,13 @@ fn opus_reference(signal: &[i16]) -> Vec<i16> {
         d.decode(&p, &mut out).unwrap();
     }
     out
+}
+
+/// The tests run real-time audio; on a small machine they must not compete
+/// with each other for the CPU.
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 fn tempdir(name: &str) -> std::path::PathBuf {
