@@ -96,42 +96,10 @@ pub fn apply(record: &mut CallRecord, update: &CallUpdate) -> Result<(), Illegal
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::Engine;
     use voxline_shared::EndedReason;
 
     fn record(status: CallStatus) -> CallRecord {
-        CallRecord {
-            id: "call_1".into(),
-            status,
-            phone: "+14155550100".into(),
-            name: None,
-            email: None,
-            metadata: None,
-            agent_id: "agt_1".into(),
-            system_prompt: None,
-            voice: None,
-            language: "en-US".into(),
-            engine: Engine::Local,
-            model: None,
-            max_seconds: 300,
-            retries: 1,
-            retry_delay_minutes: 1,
-            schedule_at: None,
-            record: false,
-            region: "local".into(),
-            attempts: 0,
-            dispatched_at: None,
-            ringing_at: None,
-            answered_at: None,
-            next_attempt_at: None,
-            sip_code: None,
-            created_at: "x".into(),
-            updated_at: "x".into(),
-            hangup_requested_at: None,
-            ended_at: None,
-            ended_reason: None,
-            scheduled_reason: None,
-        }
+        CallRecord { retries: 1, retry_delay_minutes: 1, ..crate::model::test_call(status) }
     }
 
     fn up(change: CallChange) -> CallUpdate {

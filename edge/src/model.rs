@@ -281,6 +281,43 @@ pub fn call_summary_from_metadata(id: &str, meta: &Value) -> Value {
            "created_at": meta["c"], "updated_at": meta["u"], "ended_reason": meta["r"]})
 }
 
+/// A plain queued call for unit tests; tests change the fields they care about.
+#[cfg(test)]
+pub fn test_call(status: CallStatus) -> CallRecord {
+    CallRecord {
+        id: "call_1".into(),
+        status,
+        phone: "+14155550100".into(),
+        name: None,
+        email: None,
+        metadata: None,
+        agent_id: "agt_1".into(),
+        system_prompt: None,
+        voice: None,
+        language: "en-US".into(),
+        engine: Engine::Local,
+        model: None,
+        max_seconds: 300,
+        retries: 0,
+        retry_delay_minutes: 5,
+        schedule_at: None,
+        record: false,
+        region: "local".into(),
+        attempts: 0,
+        dispatched_at: None,
+        ringing_at: None,
+        answered_at: None,
+        next_attempt_at: None,
+        sip_code: None,
+        created_at: "2026-11-25T14:50:00.123Z".into(),
+        updated_at: "2026-11-25T14:50:00.123Z".into(),
+        hangup_requested_at: None,
+        ended_at: None,
+        ended_reason: None,
+        scheduled_reason: None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -288,36 +325,11 @@ mod tests {
     #[test]
     fn listing_metadata_stays_under_the_kv_limit_and_rebuilds_a_summary() {
         let rec = CallRecord {
-            id: "call_x".into(),
-            status: CallStatus::Queued,
             phone: "+123456789012345".into(),
-            name: None,
-            email: None,
-            metadata: None,
             agent_id: format!("agt_{}", "f".repeat(20)),
             system_prompt: Some("p".repeat(20_000)),
-            voice: None,
-            language: "en-US".into(),
-            engine: Engine::Local,
-            model: None,
-            max_seconds: 300,
-            retries: 0,
-            retry_delay_minutes: 5,
-            schedule_at: None,
-            record: false,
-            region: "local".into(),
-            attempts: 0,
-            dispatched_at: None,
-            ringing_at: None,
-            answered_at: None,
-            next_attempt_at: None,
-            sip_code: None,
-            created_at: "2026-11-25T14:50:00.123Z".into(),
-            updated_at: "2026-11-25T14:50:00.123Z".into(),
-            hangup_requested_at: None,
-            ended_at: None,
             ended_reason: Some(EndedReason::HangupRequested),
-            scheduled_reason: None,
+            ..test_call(CallStatus::Queued)
         };
         let meta = rec.list_metadata();
         assert!(serde_json::to_string(&meta).unwrap().len() < 1024);

@@ -461,7 +461,6 @@ pub async fn process(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::Engine;
     use crate::store::memory::MemoryKv;
     use futures::executor::block_on;
     use std::cell::{Cell, RefCell};
@@ -497,36 +496,16 @@ mod tests {
 
     fn call(status: CallStatus) -> CallRecord {
         CallRecord {
-            id: "call_1".into(),
-            status,
-            phone: "+14155550100".into(),
-            name: None,
-            email: None,
             metadata: serde_json::from_value(json!({"crm": 7})).unwrap(),
-            agent_id: "agt_1".into(),
-            system_prompt: None,
-            voice: None,
-            language: "en-US".into(),
-            engine: Engine::Local,
-            model: None,
-            max_seconds: 300,
-            retries: 0,
-            retry_delay_minutes: 5,
-            schedule_at: None,
-            record: false,
-            region: "local".into(),
             attempts: 1,
             dispatched_at: Some(rfc3339_ms(NOW)),
             ringing_at: Some(rfc3339_ms(NOW + 1_000)),
             answered_at: Some(rfc3339_ms(NOW + 4_000)),
-            next_attempt_at: None,
-            sip_code: None,
             created_at: rfc3339_ms(NOW),
             updated_at: rfc3339_ms(NOW),
-            hangup_requested_at: None,
             ended_at: Some(rfc3339_ms(NOW + 14_500)),
             ended_reason: Some(EndedReason::CalleeHangup),
-            scheduled_reason: None,
+            ..crate::model::test_call(status)
         }
     }
 
