@@ -30,9 +30,11 @@ use voxline_e2e::{free_tcp_udp_port, json, repo_root, Edge, TestTenant};
 const HOLD_MS: u64 = 12_000;
 /// CPU sampling window, inside the hold, once all calls are answered.
 const WINDOW_MS: u64 = 6_000;
-pub const LOAD_NS: &[usize] = &[1, 10, 25, 50];
+/// Idle CPU sampling window, before the calls.
+const IDLE_MS: u64 = 3_000;
+pub const LOAD_NS: &[usize] = &[1, 10, 25, 50, 100];
 pub const LOAD_RUNS: usize = 3;
-pub const LATENCY_RUNS: usize = 3;
+pub const LATENCY_RUNS: usize = 5;
 /// Packets whose round trip is timed per latency run (after a 1 s warm-up).
 const LATENCY_PACKETS: usize = 500;
 
@@ -41,13 +43,15 @@ pub struct LoadRun {
     pub calls: usize,
     /// Whole-process CPU, percent of one core.
     pub cpu_pct: f64,
+    /// The same sidecar before the calls (its lease long-poll only).
+    pub idle_cpu_pct: f64,
     pub idle_rss_kib: f64,
     pub rss_kib: f64,
 }
 
 impl LoadRun {
     pub fn cpu_per_call(&self) -> f64 {
-        self.cpu_pct / self.calls as f64
+        (self.cpu_pct - self.idle_cpu_pct).max(0.0) / self.calls as f64
     }
     pub fn kib_per_call(&self) -> f64 {
         (self.rss_kib - self.idle_rss_kib) / self.calls as f64
@@ -245,6 +249,10 @@ pub fn load_run(edge: &Edge, tenant: &TestTenant, bin: &Path, dir: &Path, n: usi
     let pid = sidecar.pid();
     std::thread::sleep(Duration::from_millis(1_000));
     let idle = rss_kib(pid)?;
+    let hz = clock_ticks_per_sec();
+    let (c0, t0) = (cpu_ticks(pid)?, Instant::now());
+    std::thread::sleep(Duration::from_millis(IDLE_MS));
+    let idle_cpu_pct = (cpu_ticks(pid)? - c0) as f64 / hz / t0.elapsed().as_secs_f64() * 100.0;
     let phones: Vec<String> = (0..n).map(|i| format!("+1556{run:02}{n:03}{i:04}")).collect();
     place_calls(edge, &tenant.key, &phones)?;
     let until = Instant::now() + Duration::from_secs(30);
@@ -262,7 +270,6 @@ pub fn load_run(edge: &Edge, tenant: &TestTenant, bin: &Path, dir: &Path, n: usi
         return Err(format!("a call ended before all {n} were up: placing them took too long for HOLD_MS"));
     }
     std::thread::sleep(Duration::from_millis(500));
-    let hz = clock_ticks_per_sec();
     let (c0, t0) = (cpu_ticks(pid)?, Instant::now());
     std::thread::sleep(Duration::from_millis(WINDOW_MS / 2));
     let rss = rss_kib(pid)?;
@@ -286,7 +293,7 @@ pub fn load_run(edge: &Edge, tenant: &TestTenant, bin: &Path, dir: &Path, n: usi
     // A stopped sidecar's last long-poll stays open in the queue for up to
     // the edge's max wait (2 s in the bench): let it lapse.
     std::thread::sleep(Duration::from_millis(2_500));
-    Ok(LoadRun { calls: n, cpu_pct, idle_rss_kib: idle, rss_kib: rss })
+    Ok(LoadRun { calls: n, cpu_pct, idle_cpu_pct, idle_rss_kib: idle, rss_kib: rss })
 }
 
 fn tail(log: &str, n: usize) -> String {
@@ -413,8 +420,9 @@ pub fn media_bench(edge: &Edge, bin: &Path, dir: &Path) -> Result<MediaBench, St
         for run in 0..LOAD_RUNS {
             let r = crate::step(&format!("sidecar load, {n} concurrent calls, run {}", run + 1), || load_run(edge, &tenant, bin, dir, n, run))?;
             println!(
-                "  {n} calls: {:.1}% CPU ({:.2}% per call), RSS {:.0} KiB idle -> {:.0} KiB ({:.0} KiB per call)",
+                "  {n} calls: {:.1}% CPU (idle {:.1}%; {:.2}% per call), RSS {:.0} KiB idle -> {:.0} KiB ({:.0} KiB per call)",
                 r.cpu_pct,
+                r.idle_cpu_pct,
                 r.cpu_per_call(),
                 r.idle_rss_kib,
                 r.rss_kib,
@@ -446,8 +454,9 @@ pub fn report(m: &MediaBench) -> String {
         let med = |f: fn(&LoadRun) -> f64| median(runs.iter().map(|r| f(r)).collect());
         let per_run = |f: fn(&LoadRun) -> f64, d: usize| runs.iter().map(|r| format!("{:.*}", d, f(r))).collect::<Vec<_>>().join(" / ");
         load.push_str(&format!(
-            "| {n} | {:.1} | {:.2} | {:.0} | {:.0} | {:.0} | {} | {} |\n",
+            "| {n} | {:.1} | {:.1} | {:.2} | {:.0} | {:.0} | {:.0} | {} | {} |\n",
             med(|r| r.cpu_pct),
+            med(|r| r.idle_cpu_pct),
             med(|r| r.cpu_per_call()),
             med(|r| r.idle_rss_kib),
             med(|r| r.rss_kib),
@@ -479,14 +488,15 @@ pub fn report(m: &MediaBench) -> String {
          all (PCMU, 20 ms), echoes every RTP packet (`-rtp_echo`) and sends BYE after {hold} s. The\n\
          agent's engine is `echo`, so every call carries 50 packets/s each way through the whole media\n\
          path: RTP receive, jitter buffer, mu-law decode, the call task and engine, re-encode, send, RTCP.\n\
-         A fresh sidecar per run; idle RSS is read 1 s after it registers. Once all N calls are answered\n\
+         A fresh sidecar per run; idle RSS is read 1 s after it registers, idle CPU over the next {idle} s\n\
+         (its lease long-poll and nothing else). Once all N calls are answered\n\
          (its log), CPU time (`/proc/<pid>/stat` utime+stime, {hz} ticks/s) is sampled over {window} s\n\
          and RSS (`VmRSS`) in the middle of that window; no call ends inside it (checked). CPU is percent\n\
-         of one core for the whole process (SIP, edge link and logging included); KiB per call is\n\
-         (RSS with N calls - idle RSS) / N. {runs} runs per N; medians, then per-run values. sipp and\n\
+         of one core for the whole process (SIP, edge link and info logging included); CPU per call is\n\
+         (CPU with N calls - idle CPU) / N and KiB per call (RSS with N calls - idle RSS) / N. {runs} runs per N; medians, then per-run values. sipp and\n\
          `wrangler dev` run on the same 2 cores.\n\n\
-         | calls | CPU % (process) | CPU % per call | idle RSS KiB | RSS KiB | KiB per call | CPU % per call, per run | KiB per call, per run |\n\
-         |---|---|---|---|---|---|---|---|\n{load}\n\
+         | calls | CPU % (process) | idle CPU % | CPU % per call | idle RSS KiB | RSS KiB | KiB per call | CPU % per call, per run | KiB per call, per run |\n\
+         |---|---|---|---|---|---|---|---|---|\n{load}\n\
          ## Media latency added by the sidecar (RTP in -> echo engine -> RTP out)\n\n\
          One real call (API, edge, sidecar, SIP to sipp), but sipp only does the SIP: its answer's SDP\n\
          points at a small RTP peer inside the bench, which sends a PCMU packet every 20 ms whose payload\n\
@@ -497,14 +507,16 @@ pub fn report(m: &MediaBench) -> String {
          the engine hop. With 1% loss the peer drops 1% of the packets it sends (after a 1 s warm-up, never\n\
          sent), which the sidecar's jitter buffer conceals. {lpk} packets timed per run (after 50 warm-up\n\
          packets), {lruns} runs per loss rate; medians of the per-run p50/p99, then per-run values.\n\
-         Loopback adds ~0.1 ms; the rest is the sidecar. Expect up to two 20 ms ticks by construction:\n\
-         a packet waits in the jitter buffer for the next tick that plays it out, and the echoed frame\n\
-         waits for the next tick that sends it.\n\n\
+         Loopback adds ~0.1 ms; the rest is the sidecar, and it comes in whole 20 ms media ticks: a\n\
+         packet waits in the jitter buffer (target depth 20 ms) for the tick that plays it out, and the\n\
+         echoed frame for the next tick that sends it, so a run sits at 40 or 60 ms depending on the\n\
+         phase between the peer's clock and the sidecar's tick; the spread inside a run is under 1 ms.\n\n\
          | loss | p50 ms (median) | p99 ms (median) | p50 per run | p99 per run | timed/dropped per run |\n\
          |---|---|---|---|---|---|\n{lat}\n",
         hold = HOLD_MS / 1000,
         hz = clock_ticks_per_sec(),
         window = WINDOW_MS / 1000,
+        idle = IDLE_MS / 1000,
         runs = LOAD_RUNS,
         lpk = LATENCY_PACKETS,
         lruns = LATENCY_RUNS,
