@@ -218,6 +218,7 @@ async fn place(
     let mut spec = CallSpec::new(tel.trunks.clone(), &offer.phone, &tel.from_number, sdp);
     spec.ring_timeout = Duration::from_secs(u64::from(tel.cfg.ring_timeout_secs));
     spec.max_duration = Some(Duration::from_secs(u64::from(offer.max_seconds)));
+    spec.failover_timeout = Some(Duration::from_millis(u64::from(tel.cfg.failover_timeout_ms)));
     let mut call = match tel.sip.start_call(spec).await {
         Ok(c) => c,
         Err(err) => {

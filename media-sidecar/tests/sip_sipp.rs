@@ -187,6 +187,30 @@ async fn failover_503_to_second_trunk_within_2s() {
 }
 
 #[tokio::test]
+async fn a_silent_trunk_is_skipped_within_the_failover_timeout() {
+    // Trunk 1 swallows every datagram and never answers.
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let up = Sipp::start("uas_answer").await;
+    let sip = endpoint().await;
+    let mut s = spec(vec![Trunk::new(silent.local_addr().unwrap()), Trunk::new(up.addr)]);
+    s.failover_timeout = Some(Duration::from_millis(1_000));
+    let t0 = Instant::now();
+    let mut h = sip.start_call(s).await.unwrap();
+    match next(&mut h).await {
+        Event::Failover { trunk: 0, outcome } => {
+            assert_eq!((outcome.status, outcome.try_next_trunk, outcome.detail.as_str()), (CallStatus::Failed, true, "no_response"));
+        }
+        e => panic!("expected failover, got {e:?}"),
+    }
+    until_answered(&mut h).await;
+    let took = t0.elapsed();
+    assert!(took >= Duration::from_millis(1_000) && took < Duration::from_secs(2), "answered on trunk 2 after {took:?}");
+    h.hangup(EndedReason::AgentHangup).await;
+    ended(&mut h).await;
+    up.success().await;
+}
+
+#[tokio::test]
 async fn ring_timeout_cancels_and_487_means_no_answer() {
     let sipp = Sipp::start("uas_ring_cancel").await;
     let sip = endpoint().await;

@@ -47,6 +47,10 @@ pub struct CallConfig {
     pub ring_timeout_ms: u64,
     /// From answer; then BYE (max_duration_reached).
     pub max_duration_ms: Option<u64>,
+    /// No response at all (not even 100) this long after the INVITE: give up
+    /// on this trunk (`try_next_trunk`). Set only when another trunk exists;
+    /// otherwise Timer B (64*T1) decides.
+    pub no_response_timeout_ms: Option<u64>,
     pub timers: Timers,
     pub user_agent: String,
 }
@@ -66,6 +70,7 @@ impl CallConfig {
             media,
             ring_timeout_ms: 60_000,
             max_duration_ms: None,
+            no_response_timeout_ms: None,
             timers: Timers::default(),
             user_agent: concat!("voxline/", env!("CARGO_PKG_VERSION")).to_string(),
         }
@@ -224,6 +229,7 @@ pub struct Call {
     local_dir: Direction,
     sdp_version: u64,
     ring_deadline: Option<u64>,
+    no_response_deadline: Option<u64>,
     max_deadline: Option<u64>,
     remote_cseq: Option<u32>,
     cache: Vec<Cached>,
@@ -285,6 +291,7 @@ impl Call {
             local_dir: Direction::SendRecv,
             sdp_version: 1,
             ring_deadline,
+            no_response_deadline: cfg.no_response_timeout_ms.map(|ms| now + ms),
             max_deadline: None,
             remote_cseq: None,
             cache: Vec::new(),
@@ -743,6 +750,14 @@ impl Call {
                 self.start_cancel(now, CallStatus::NoAnswer, EndedReason::NoAnswer);
             }
         }
+        if self.no_response_deadline.is_some_and(|d| now >= d) {
+            self.no_response_deadline = None;
+            // Nothing at all came back: the trunk is down or unreachable. No
+            // CANCEL is possible before a provisional response (RFC 3261 9.1).
+            if !self.got_provisional && self.phase == Phase::Calling && self.plan.is_none() && !self.ended {
+                self.end(CallStatus::Failed, EndedReason::TrunkError, None, true, "no_response");
+            }
+        }
         if self.max_deadline.is_some_and(|d| now >= d) {
             self.max_deadline = None;
             if self.phase == Phase::Confirmed {
@@ -773,6 +788,7 @@ impl Call {
             self.cancel.as_ref().and_then(|c| c.next_timer()),
             self.bye.as_ref().and_then(|b| b.next_timer()),
             self.ring_deadline,
+            self.no_response_deadline.filter(|_| !self.got_provisional && !self.ended),
             self.max_deadline,
             self.cancel_deadline,
             self.reinvite_2xx.as_ref().map(|r| r.next_at.min(r.until)),

@@ -59,6 +59,8 @@ pub struct CallSpec {
     pub media: OfferConfig,
     pub ring_timeout: Duration,
     pub max_duration: Option<Duration>,
+    /// A trunk that sends nothing back within this is skipped (when another remains).
+    pub failover_timeout: Option<Duration>,
     pub timers: Timers,
 }
 
@@ -72,6 +74,7 @@ impl CallSpec {
             media,
             ring_timeout: Duration::from_secs(60),
             max_duration: None,
+            failover_timeout: Some(Duration::from_secs(2)),
             timers: Timers::default(),
         }
     }
@@ -198,6 +201,10 @@ fn call_config(spec: &CallSpec, trunk: usize, local: SocketAddr) -> CallConfig {
     c.credentials = t.credentials.clone();
     c.ring_timeout_ms = spec.ring_timeout.as_millis() as u64;
     c.max_duration_ms = spec.max_duration.map(|d| d.as_millis() as u64);
+    // Fail over quickly only when there is somewhere to fail over to.
+    if trunk + 1 < spec.trunks.len() {
+        c.no_response_timeout_ms = spec.failover_timeout.map(|d| d.as_millis() as u64);
+    }
     c.timers = spec.timers;
     c
 }
