@@ -6,7 +6,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use voxline_e2e::*;
 
 const SCRIPT: &str = "You call patients of Demo Dental to confirm tomorrow's appointment.
@@ -39,31 +39,6 @@ impl SuiteContext for World {
     }
 }
 
-/// A sidecar whose only trunk is 127.0.0.1:`trunk_port`.
-fn sidecar(w: &World, id: &str, trunk_port: u16) -> ChildGuard {
-    let cred = w.edge.admin("POST", "/admin/sidecars", Some(&json!({"sidecar_id": id, "region": "local"}))).expect(201);
-    let rtp = free_tcp_udp_port() & !1;
-    let config = format!(
-        "edge_url = \"{}\"\nsidecar_id = \"{id}\"\nregion = \"local\"\ncapacity = 4\nlease_wait_ms = 1000\n\n\
-         [telephony]\nbind_ip = \"127.0.0.1\"\nrtp_port_min = {rtp}\nrtp_port_max = {}\nring_timeout_secs = 15\n\n\
-         [[telephony.trunks]]\nname = \"t\"\nhost = \"127.0.0.1\"\nport = {trunk_port}\nfrom_number = \"+15550001111\"\n",
-        w.edge.base,
-        rtp + 19,
-    );
-    let path = w.dir.join(format!("{id}.toml"));
-    std::fs::write(&path, config).unwrap();
-    let log = std::fs::File::create(w.dir.join(format!("sidecar-{id}.log"))).unwrap();
-    let child = Command::new(sidecar_bin())
-        .args(["--config", path.to_str().unwrap()])
-        .env("VOXLINE_SIDECAR_SECRET", cred.json["secret"].as_str().unwrap())
-        .env("RUST_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .spawn()
-        .expect("start the sidecar");
-    ChildGuard(child)
-}
 
 fn sipp(w: &World, name: &str, scenario: &str, port: u16, calls: u32, subst: &[(&str, &str)]) -> ChildGuard {
     let mut text = std::fs::read_to_string(scenario).unwrap();
@@ -86,21 +61,18 @@ fn sipp(w: &World, name: &str, scenario: &str, port: u16, calls: u32, subst: &[(
     ChildGuard(child)
 }
 
+fn sidecar(w: &World, id: &str, trunk_port: u16) -> ChildGuard {
+    start_sip_sidecar(&w.edge, &w.dir, id, trunk_port, "").unwrap()
+}
+
+fn wait_status(w: &World, id: &str, want: &[&str], within: Duration) -> Value {
+    w.edge.wait_call_status(&w.tenant.key, id, want, within)
+}
+
 fn place(w: &World, body: Value) -> String {
     w.edge.call("POST", "/v1/calls", &w.tenant.key, Some(&body)).expect(201).json["id"].as_str().unwrap().to_string()
 }
 
-fn wait_status(w: &World, id: &str, want: &[&str], within: Duration) -> Value {
-    let deadline = Instant::now() + within;
-    loop {
-        let call = w.edge.call("GET", &format!("/v1/calls/{id}"), &w.tenant.key, None).expect(200).json;
-        if want.iter().any(|s| call["status"] == *s) {
-            return call;
-        }
-        assert!(Instant::now() < deadline, "call {id} never reached {want:?}: {call}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
 
 fn set_engine(w: &World, engine: &str) {
     let body = json!({"default_engine": engine, "system_prompt": SCRIPT});

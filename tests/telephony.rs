@@ -95,50 +95,19 @@ fn start_sipp(dir: &Path, port: u16, stream: &Path, stream_ms: u64) -> Proc {
     Proc(child)
 }
 
-fn start_sidecar(w: &World, sipp_port: u16) -> Proc {
+fn start_sidecar(w: &World, sipp_port: u16) -> ChildGuard {
     start_sidecar_with(w, "tel-1", sipp_port, "")
 }
 
-/// A sidecar whose one trunk is the callee at `trunk_port`; `extra` is added to `[telephony]`.
-fn start_sidecar_with(w: &World, id: &str, trunk_port: u16, extra: &str) -> Proc {
-    let cred = w.edge.admin("POST", "/admin/sidecars", Some(&json!({"sidecar_id": id, "region": "local"}))).expect(201);
-    let rtp = free_tcp_udp_port();
-    let config = format!(
-        "edge_url = \"{}\"\nsidecar_id = \"{id}\"\nregion = \"local\"\ncapacity = 2\nlease_wait_ms = 1000\n\n\
-         [telephony]\nbind_ip = \"127.0.0.1\"\nrtp_port_min = {}\nrtp_port_max = {}\nring_timeout_secs = 20\nrecordings_dir = \"{}\"\n{extra}\n\
-         [[telephony.trunks]]\nname = \"callee\"\nhost = \"127.0.0.1\"\nport = {trunk_port}\nfrom_number = \"+15550001111\"\n",
-        w.edge.base,
-        rtp & !1,
-        (rtp & !1) + 9,
-        w.dir.join("recordings").display(),
-    );
-    std::fs::create_dir_all(w.dir.join("recordings")).unwrap();
-    let path = w.dir.join(format!("sidecar-{id}.toml"));
-    std::fs::write(&path, config).unwrap();
-    let log = std::fs::File::create(w.dir.join(format!("sidecar-{id}.log"))).unwrap();
-    let child = Command::new(sidecar_bin())
-        .args(["--config", path.to_str().unwrap()])
-        .env("VOXLINE_SIDECAR_SECRET", cred.json["secret"].as_str().unwrap())
-        .env("RUST_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .spawn()
-        .expect("start the sidecar");
-    Proc(child)
+fn start_sidecar_with(w: &World, id: &str, trunk_port: u16, extra: &str) -> ChildGuard {
+    start_sip_sidecar(&w.edge, &w.dir, id, trunk_port, extra).unwrap()
 }
 
 fn wait_status(w: &World, id: &str, want: &[&str], within: Duration) -> Value {
-    let deadline = Instant::now() + within;
-    loop {
-        let call = w.edge.call("GET", &format!("/v1/calls/{id}"), &w.tenant.key, None).expect(200).json;
-        if want.iter().any(|s| call["status"] == *s) {
-            return call;
-        }
-        assert!(Instant::now() < deadline, "call {id} never reached {want:?}: {call}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    w.edge.wait_call_status(&w.tenant.key, id, want, within)
 }
+
+
 
 fn a_real_call_carries_audio_both_ways_through_sip_and_rtp(w: &World) {
     // sipp plays 3 s of the test signal as PCMU, then hangs up.

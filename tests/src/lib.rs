@@ -679,3 +679,55 @@ pub fn start_baresip(dir: &Path, name: &str, user: &str, port: u16, wav: &Path, 
     }
     Ok(guard)
 }
+
+/// A media sidecar of region `local` whose one SIP trunk is 127.0.0.1:`trunk_port`,
+/// with its credentials minted through the admin API. Config and log go to
+/// `dir` (`sidecar-<id>.toml` / `.log`), recordings to `dir/recordings`;
+/// `telephony_extra` is added to its `[telephony]` section (e.g. `codecs = [..]`).
+pub fn start_sip_sidecar(edge: &Edge, dir: &Path, id: &str, trunk_port: u16, telephony_extra: &str) -> Result<ChildGuard, String> {
+    let cred = edge.admin("POST", "/admin/sidecars", Some(&json!({"sidecar_id": id, "region": "local"})));
+    if cred.status != 201 {
+        return Err(format!("sidecar credentials: {} {}", cred.status, cred.text));
+    }
+    let recordings = dir.join("recordings");
+    std::fs::create_dir_all(&recordings).map_err(|e| e.to_string())?;
+    let rtp = free_tcp_udp_port() & !1;
+    let config = format!(
+        "edge_url = \"{}\"\nsidecar_id = \"{id}\"\nregion = \"local\"\ncapacity = 4\nlease_wait_ms = 1000\n\n\
+         [telephony]\nbind_ip = \"127.0.0.1\"\nrtp_port_min = {rtp}\nrtp_port_max = {}\nring_timeout_secs = 20\nrecordings_dir = \"{}\"\n{telephony_extra}\n\n\
+         [[telephony.trunks]]\nname = \"callee\"\nhost = \"127.0.0.1\"\nport = {trunk_port}\nfrom_number = \"+15550001111\"\n",
+        edge.base,
+        rtp + 19,
+        recordings.display(),
+    );
+    let path = dir.join(format!("sidecar-{id}.toml"));
+    std::fs::write(&path, config).map_err(|e| e.to_string())?;
+    let log = std::fs::File::create(dir.join(format!("sidecar-{id}.log"))).map_err(|e| e.to_string())?;
+    let child = Command::new(sidecar_bin())
+        .arg("--config")
+        .arg(&path)
+        .env("VOXLINE_SIDECAR_SECRET", cred.json["secret"].as_str().unwrap_or_default())
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().map_err(|e| e.to_string())?)
+        .stderr(log)
+        .spawn()
+        .map_err(|e| format!("start the sidecar {}: {e}", sidecar_bin().display()))?;
+    Ok(ChildGuard(child))
+}
+
+impl Edge {
+    /// Polls a call until its status is one of `want`; panics after `within`.
+    #[track_caller]
+    pub fn wait_call_status(&self, key: &str, id: &str, want: &[&str], within: Duration) -> Value {
+        let deadline = Instant::now() + within;
+        loop {
+            let call = self.call("GET", &format!("/v1/calls/{id}"), key, None).expect(200).json;
+            if want.iter().any(|s| call["status"] == *s) {
+                return call;
+            }
+            assert!(Instant::now() < deadline, "call {id} never reached {want:?}: {call}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}

@@ -17,7 +17,7 @@ use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use voxline_e2e::{flite_8k, free_port, free_tcp_udp_port, start_baresip, write_wav, ChildGuard, Edge, EdgeOptions, Resp};
+use voxline_e2e::{flite_8k, free_port, free_tcp_udp_port, start_baresip, start_sip_sidecar, write_wav, ChildGuard, Edge, EdgeOptions, Resp};
 
 const CALLEE: &str = "+15555550123";
 
@@ -127,7 +127,7 @@ pub fn run_demo(once: bool) -> Result<(), String> {
     let _callee = step("callee phone (baresip on 127.0.0.1)", || start_baresip(&dir, "callee", CALLEE, callee_port, &wav, "PCMU", 60))?;
 
     // The media sidecar of region `local`, whose trunk is that phone.
-    let _sidecar = step("media sidecar (region local)", || start_sidecar(&edge, &dir, callee_port))?;
+    let _sidecar = step("media sidecar (region local)", || start_sip_sidecar(&edge, &dir, "demo-local-1", callee_port, ""))?;
     stopped(&stop)?;
 
     let call = step("place the call (POST /v1/calls)", || {
@@ -212,32 +212,6 @@ pub fn run_demo(once: bool) -> Result<(), String> {
     Ok(())
 }
 
-fn start_sidecar(edge: &Edge, dir: &Path, callee_port: u16) -> Result<voxline_e2e::ChildGuard, String> {
-    let cred = edge.admin("POST", "/admin/sidecars", Some(&json!({"sidecar_id": "demo-local-1", "region": "local"})));
-    check(&cred, 201)?;
-    let rtp = free_tcp_udp_port() & !1;
-    let config = format!(
-        "edge_url = \"{}\"\nsidecar_id = \"demo-local-1\"\nregion = \"local\"\ncapacity = 4\nlease_wait_ms = 5000\n\n\
-         [telephony]\nbind_ip = \"127.0.0.1\"\nrtp_port_min = {rtp}\nrtp_port_max = {}\nring_timeout_secs = 30\nrecordings_dir = \"{}\"\n\n\
-         [[telephony.trunks]]\nname = \"demo-phone\"\nhost = \"127.0.0.1\"\nport = {callee_port}\nfrom_number = \"+15550001111\"\n",
-        edge.base,
-        rtp + 19,
-        dir.join("recordings").display(),
-    );
-    let path = dir.join("sidecar.toml");
-    std::fs::write(&path, config).map_err(|e| e.to_string())?;
-    let log = std::fs::File::create(dir.join("sidecar.log")).map_err(|e| e.to_string())?;
-    let child = Command::new(root().join("target/debug/voxline-media-sidecar"))
-        .args(["--config", path.to_str().unwrap_or_default()])
-        .env("VOXLINE_SIDECAR_SECRET", cred.json["secret"].as_str().unwrap_or_default())
-        .env("RUST_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(log.try_clone().map_err(|e| e.to_string())?)
-        .stderr(log)
-        .spawn()
-        .map_err(|e| format!("start the sidecar: {e}"))?;
-    Ok(ChildGuard(child))
-}
 
 /// The local admin token lives in `.voxline/demo/admin-token` (gitignored).
 fn load_or_create_admin_token(dir: &Path) -> Result<String, String> {
