@@ -473,6 +473,33 @@ struct ListCursor {
     f: String,
 }
 
+/// `limit` of a listing: 1..=LIST_LIMIT_MAX, LIST_LIMIT_DEFAULT when absent.
+pub(crate) fn parse_list_limit(limit: Option<String>) -> Result<u32> {
+    match limit {
+        None => Ok(LIST_LIMIT_DEFAULT),
+        Some(l) => l.parse::<u32>().ok().filter(|n| (1..=LIST_LIMIT_MAX).contains(n)).ok_or_else(|| {
+            ApiError::field(ErrorCode::InvalidParameter, "limit", format!("limit must be an integer from 1 to {LIST_LIMIT_MAX}"))
+        }),
+    }
+}
+
+/// A listing cursor wraps KV's cursor with the filters it was issued for.
+pub(crate) fn encode_list_cursor(kv_cursor: String, filter_text: &str) -> String {
+    URL_SAFE_NO_PAD.encode(serde_json::to_vec(&ListCursor { k: kv_cursor, f: filter_text.to_string() }).unwrap_or_default())
+}
+
+/// KV's cursor back, if `cursor` was issued by us for these same filters.
+pub(crate) fn decode_list_cursor(cursor: Option<String>, filter_text: &str) -> Result<Option<String>> {
+    let Some(c) = cursor else { return Ok(None) };
+    let bad = || ApiError::field(ErrorCode::InvalidCursor, "cursor", "cursor was not issued by this API for this query");
+    let raw = URL_SAFE_NO_PAD.decode(c.as_bytes()).map_err(|_| bad())?;
+    let cur: ListCursor = serde_json::from_slice(&raw).map_err(|_| bad())?;
+    if cur.f != filter_text || cur.k.is_empty() {
+        return Err(bad());
+    }
+    Ok(Some(cur.k))
+}
+
 struct ListQuery {
     statuses: Vec<CallStatus>,
     filter_text: String,
@@ -515,24 +542,8 @@ fn parse_list_query(query: &str) -> Result<ListQuery> {
             })
             .collect::<Result<Vec<_>>>()?
     };
-    let limit = match limit {
-        None => LIST_LIMIT_DEFAULT,
-        Some(l) => l.parse::<u32>().ok().filter(|n| (1..=LIST_LIMIT_MAX).contains(n)).ok_or_else(|| {
-            ApiError::field(ErrorCode::InvalidParameter, "limit", format!("limit must be an integer from 1 to {LIST_LIMIT_MAX}"))
-        })?,
-    };
-    let kv_cursor = match cursor {
-        None => None,
-        Some(c) => {
-            let bad = || ApiError::field(ErrorCode::InvalidCursor, "cursor", "cursor was not issued by this API for this query");
-            let raw = URL_SAFE_NO_PAD.decode(c.as_bytes()).map_err(|_| bad())?;
-            let cur: ListCursor = serde_json::from_slice(&raw).map_err(|_| bad())?;
-            if cur.f != filter_text || cur.k.is_empty() {
-                return Err(bad());
-            }
-            Some(cur.k)
-        }
-    };
+    let limit = parse_list_limit(limit)?;
+    let kv_cursor = decode_list_cursor(cursor, &filter_text)?;
     Ok(ListQuery { statuses, filter_text, limit, kv_cursor })
 }
 
@@ -561,7 +572,7 @@ async fn list_calls<K: Kv, D: Dispatcher>(env: &Env<'_, K, D>, req: &ApiRequest,
         }
     }
     let next_cursor = cursor.map(|k| {
-        URL_SAFE_NO_PAD.encode(serde_json::to_vec(&ListCursor { k, f: q.filter_text.clone() }).unwrap_or_default())
+        encode_list_cursor(k, &q.filter_text)
     });
     Ok(ApiResponse::json(
         200,

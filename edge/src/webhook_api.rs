@@ -8,14 +8,12 @@ use crate::http::{ApiRequest, ApiResponse};
 use crate::ids::{self, rfc3339_ms};
 use crate::model::{keys, Tenant, WebhookEndpoint};
 use crate::router::RouteId;
-use crate::service::{list_response, list_values, Env, LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX, WEBHOOK_EVENTS};
+use crate::service::{decode_list_cursor, encode_list_cursor, list_response, list_values, parse_list_limit, Env, WEBHOOK_EVENTS};
 use crate::store::{get_json, put_json, Kv};
 use crate::dispatcher::Dispatcher;
 use crate::validate::MAX_BODY_BYTES;
 use crate::webhooks::{self, DeliveryRecord, DeliveryStatus};
 use crate::url_guard;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine as _;
 use serde_json::{json, Value};
 
 type Result<T> = std::result::Result<T, ApiError>;
@@ -178,12 +176,6 @@ async fn redeliver<K: Kv, D: Dispatcher>(env: &Env<'_, K, D>, tenant: &Tenant, d
     Ok(ApiResponse::json(202, &record.to_public()))
 }
 
-#[derive(serde::Serialize, serde::Deserialize)]
-struct Cursor {
-    k: String,
-    /// The filters it was issued for.
-    f: String,
-}
 
 struct Query {
     events: Vec<String>,
@@ -229,24 +221,8 @@ fn parse_query(query: &str) -> Result<Query> {
     let events = list("event", &event, WEBHOOK_EVENTS)?;
     let statuses = list("status", &status, &DeliveryStatus::NAMES)?;
     let filter_text = format!("{}|{}", event.unwrap_or_default(), status.unwrap_or_default());
-    let limit = match limit {
-        None => LIST_LIMIT_DEFAULT,
-        Some(l) => l.parse::<u32>().ok().filter(|n| (1..=LIST_LIMIT_MAX).contains(n)).ok_or_else(|| {
-            ApiError::field(ErrorCode::InvalidParameter, "limit", format!("limit must be an integer from 1 to {LIST_LIMIT_MAX}"))
-        })?,
-    };
-    let kv_cursor = match cursor {
-        None => None,
-        Some(c) => {
-            let bad = || ApiError::field(ErrorCode::InvalidCursor, "cursor", "cursor was not issued by this API for this query");
-            let raw = URL_SAFE_NO_PAD.decode(c.as_bytes()).map_err(|_| bad())?;
-            let cur: Cursor = serde_json::from_slice(&raw).map_err(|_| bad())?;
-            if cur.f != filter_text || cur.k.is_empty() {
-                return Err(bad());
-            }
-            Some(cur.k)
-        }
-    };
+    let limit = parse_list_limit(limit)?;
+    let kv_cursor = decode_list_cursor(cursor, &filter_text)?;
     Ok(Query { events, statuses, filter_text, limit, kv_cursor })
 }
 
@@ -272,6 +248,6 @@ async fn list_deliveries<K: Kv, D: Dispatcher>(env: &Env<'_, K, D>, req: &ApiReq
             break;
         }
     }
-    let next_cursor = cursor.map(|k| URL_SAFE_NO_PAD.encode(serde_json::to_vec(&Cursor { k, f: q.filter_text.clone() }).unwrap_or_default()));
+    let next_cursor = cursor.map(|k| encode_list_cursor(k, &q.filter_text));
     Ok(ApiResponse::json(200, &json!({"object": "list", "data": data, "has_more": next_cursor.is_some(), "next_cursor": next_cursor})))
 }
