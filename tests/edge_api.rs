@@ -5,7 +5,6 @@
 //! another (except `z_error_code_coverage` and `z_secrets_never_stored_in_clear`,
 //! which look back over everything the earlier cases did).
 use std::collections::{BTreeSet, HashSet};
-use std::io::Read;
 use std::path::Path;
 use std::sync::Mutex;
 use std::time::Duration;
@@ -111,16 +110,7 @@ fn post_chunked(edge: &Edge, path: &str, key: &str, body: Vec<u8>) -> Resp {
         Ok(r) | Err(ureq::Error::Status(_, r)) => r,
         Err(e) => panic!("chunked POST {path}: {e}"),
     };
-    let status = resp.status();
-    let headers: Vec<(String, String)> = resp
-        .headers_names()
-        .into_iter()
-        .filter_map(|n| resp.header(&n).map(|v| (n.to_ascii_lowercase(), v.to_string())))
-        .collect();
-    let mut text = String::new();
-    resp.into_reader().take(10 << 20).read_to_string(&mut text).expect("read body");
-    let json = serde_json::from_str(&text).unwrap_or(Value::Null);
-    Resp { status, headers, text, json }
+    Resp::read(resp).expect("read body")
 }
 
 /// RFC 3339 UTC, whole seconds, `secs` from now (negative: in the past).

@@ -22,6 +22,8 @@ struct World {
     edge: Edge,
     tenant: TestTenant,
     dir: PathBuf,
+    /// Verifies `transcript.saved` / `recording.saved` with `standardwebhooks`.
+    hooks: WebhookReceiver,
 }
 
 impl SuiteContext for World {
@@ -94,10 +96,13 @@ fn a_scripted_conversation_with_a_real_phone(w: &World) {
     let wav = callee_wav(&w.dir, "Yes, I can make it.");
     let _phone = start_baresip(&w.dir, "yes", "+15555550101", port, &wav, "PCMU", 60).unwrap();
     let _sc = sidecar(w, "fs-1", port);
-    let id = place(w, json!({"phone": "+15555550101"}));
+    let id = place(w, json!({"phone": "+15555550101", "record": true}));
     let call = wait_status(w, &id, &["completed", "failed", "busy", "no_answer", "cancelled"], Duration::from_secs(60));
     assert_eq!((call["status"].as_str(), call["ended_reason"].as_str()), (Some("completed"), Some("agent_hangup")), "{call}");
     let t = w.edge.call("GET", &format!("/v1/calls/{id}/transcript"), &w.tenant.key, None).expect(200).json;
+    // The script's outcome: the caller's answer matched the "yes" rule.
+    assert_eq!(t["outcome"], "yes", "{t}");
+    assert!(t["summary"].as_str().is_some_and(|s| s.contains("script_end")), "{t}");
     let turns = t["turns"].as_array().unwrap();
     let roles: Vec<&str> = turns.iter().map(|t| t["role"].as_str().unwrap()).collect();
     assert_eq!(roles, ["ai", "user", "ai"], "{}", t["text"]);
@@ -105,6 +110,55 @@ fn a_scripted_conversation_with_a_real_phone(w: &World) {
     assert!(turns[1]["text"].as_str().unwrap().contains("can"), "the caller's words: {}", t["text"]);
     assert!(turns[2]["text"].as_str().unwrap().starts_with("Great, we will see you"), "{}", t["text"]);
     println!("{}", t["text"].as_str().unwrap());
+    check_artifacts(w, &id, &t);
+}
+
+/// The transcript and the recording reached the edge, R2 and the webhooks.
+fn check_artifacts(w: &World, id: &str, transcript: &Value) {
+    let of_call = |got: &[Value], kind: &str| -> Option<Value> {
+        got.iter().map(WebhookReceiver::event).find(|e| e["type"] == kind && e["data"]["call_id"] == id)
+    };
+    let got = w
+        .hooks
+        .wait_for("artifacts", Duration::from_secs(30), "transcript.saved and recording.saved", |got| {
+            of_call(got, "transcript.saved").is_some() && of_call(got, "recording.saved").is_some()
+        })
+        .unwrap();
+    assert!(got.iter().all(|r| r["verified"] == true), "standardwebhooks refused one: {got:?}");
+    let saved = of_call(&got, "transcript.saved").unwrap();
+    assert_eq!((&saved["data"]["turns"], &saved["data"]["outcome"]), (&transcript["turns"], &transcript["outcome"]));
+    assert_eq!(saved["data"]["call_status"], "completed");
+    let rec = of_call(&got, "recording.saved").unwrap()["data"].clone();
+    assert_eq!((rec["attempt"].as_u64(), rec["content_type"].as_str()), (Some(1), Some("audio/wav")), "{rec}");
+
+    // The WAV from R2, through the API: what the sidecar measured and hashed.
+    let wav = w.edge.request("GET", &format!("/v1/calls/{id}/recording"), &[("authorization", &format!("Bearer {}", w.tenant.key))], None).unwrap();
+    assert_eq!(wav.status, 200, "{}", wav.text);
+    assert_eq!(wav.header("content-type"), Some("audio/wav"));
+    assert_eq!(wav.bytes.len() as u64, rec["bytes"].as_u64().unwrap());
+    use sha2::Digest;
+    assert_eq!(hex::encode(sha2::Sha256::digest(&wav.bytes)), rec["sha256"].as_str().unwrap());
+    let mut reader = hound::WavReader::new(std::io::Cursor::new(&wav.bytes)).expect("a WAV file");
+    let spec = reader.spec();
+    assert_eq!((spec.channels, spec.sample_rate, spec.bits_per_sample), (2, 8000, 16));
+    let samples: Vec<i16> = reader.samples::<i16>().map(|s| s.unwrap()).collect();
+    let seconds = samples.len() as f64 / 2.0 / 8000.0;
+    assert!((seconds * 1000.0 - rec["duration_ms"].as_f64().unwrap()).abs() < 50.0, "{seconds} s vs {rec}");
+    // Left: the AI's greeting (flite) in the first seconds; right: the
+    // callee, who is silent for 7 s and then says yes.
+    let rms = |ch: usize, from_s: f64, to_s: f64| {
+        let (a, b) = ((from_s * 8000.0) as usize, ((to_s * 8000.0) as usize).min(samples.len() / 2));
+        let sum: f64 = (a..b).map(|i| f64::from(samples[2 * i + ch]).powi(2)).sum();
+        (sum / (b - a).max(1) as f64).sqrt()
+    };
+    println!("recording: {seconds:.1} s; rms left 0-4 s {:.0}, right 0-4 s {:.0}, right 7-10 s {:.0}", rms(0, 0.0, 4.0), rms(1, 0.0, 4.0), rms(1, 7.0, 10.0));
+    assert!(rms(0, 0.0, 4.0) > 300.0, "the AI's greeting is on the left channel");
+    assert!(rms(1, 0.0, 4.0) < 100.0, "the callee is silent while greeted");
+    assert!(rms(1, 7.0, 10.0) > 300.0, "the callee's answer is on the right channel");
+    // Uploaded means gone from the sidecar's spool.
+    let spool = w.dir.join("recordings");
+    let left: Vec<_> = std::fs::read_dir(&spool).unwrap().flatten().map(|e| e.file_name()).filter(|n| n.to_string_lossy().contains(id)).collect();
+    assert!(left.is_empty(), "still in the spool after upload: {left:?}");
 }
 
 fn a_busy_trunk_is_retried_per_policy_and_ends_busy(w: &World) {
@@ -183,7 +237,12 @@ fn main() -> std::process::ExitCode {
             ];
             let edge = Edge::start(opts)?;
             let tenant = edge.provision_tenant("full-stack");
-            Ok(World { edge, tenant, dir })
+            let mut hooks = WebhookReceiver::new(&dir);
+            hooks.start();
+            let endpoint = json!({"url": hooks.url("artifacts"), "events": ["transcript.saved", "recording.saved"]});
+            let created = edge.admin("POST", &format!("/admin/tenants/{}/webhooks", tenant.id), Some(&endpoint)).expect(201);
+            hooks.expect_secrets("artifacts", &[created.json["secret"].as_str().unwrap_or_default()]);
+            Ok(World { edge, tenant, dir, hooks })
         },
         &[
             ("a_scripted_conversation_with_a_real_phone", a_scripted_conversation_with_a_real_phone),

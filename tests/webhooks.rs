@@ -5,8 +5,7 @@
 //! into `.tools/venv` by `cargo xtask bootstrap`). Calls are driven through
 //! the dispatch link by a protocol client signing as a sidecar does.
 
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -16,7 +15,7 @@ use voxline_shared::signing;
 
 struct World {
     edge: Edge,
-    receiver: Mutex<Receiver>,
+    receiver: Mutex<WebhookReceiver>,
 }
 
 impl SuiteContext for World {
@@ -27,88 +26,9 @@ impl SuiteContext for World {
     }
 }
 
-// ---- the receiver process ----
+// ---- the receiver process: voxline_e2e::WebhookReceiver ----
 
-struct Receiver {
-    port: u16,
-    config: PathBuf,
-    log: PathBuf,
-    child: Option<Child>,
-}
-
-fn python() -> PathBuf {
-    repo_root().join(".tools/venv/bin/python")
-}
-
-impl Receiver {
-    fn new(dir: &std::path::Path) -> Receiver {
-        let r = Receiver { port: free_port(), config: dir.join("receiver-config.json"), log: dir.join("received.jsonl"), child: None };
-        std::fs::write(&r.config, "{}").unwrap();
-        let _ = std::fs::remove_file(&r.log);
-        r
-    }
-
-    fn start(&mut self) {
-        assert!(self.child.is_none());
-        let script = repo_root().join("tests/webhooks/receiver.py");
-        let child = Command::new(python())
-            .arg(&script)
-            .args(["--port", &self.port.to_string()])
-            .arg("--config")
-            .arg(&self.config)
-            .arg("--log")
-            .arg(&self.log)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("the receiver needs .tools/venv (run `cargo xtask bootstrap`)");
-        self.child = Some(child);
-        let until = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(Instant::now() < until, "the receiver did not start");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-
-    fn url(&self, name: &str) -> String {
-        format!("http://127.0.0.1:{}/hook/{name}", self.port)
-    }
-
-    /// Sets how the receiver treats one hook name (read on every request).
-    fn configure(&self, name: &str, cfg: Value) {
-        let mut all: Value = serde_json::from_str(&std::fs::read_to_string(&self.config).unwrap()).unwrap();
-        all[name] = cfg;
-        let tmp = self.config.with_extension("tmp");
-        std::fs::write(&tmp, all.to_string()).unwrap();
-        std::fs::rename(tmp, &self.config).unwrap();
-    }
-
-    /// What this hook name received, oldest first.
-    fn received(&self, name: &str) -> Vec<Value> {
-        std::fs::read_to_string(&self.log)
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-            .filter(|r| r["name"] == name)
-            .collect()
-    }
-}
-
-impl Drop for Receiver {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-fn receiver(w: &World) -> std::sync::MutexGuard<'_, Receiver> {
+fn receiver(w: &World) -> std::sync::MutexGuard<'_, WebhookReceiver> {
     w.receiver.lock().unwrap_or_else(|e| e.into_inner())
 }
 
@@ -491,7 +411,7 @@ fn main() -> std::process::ExitCode {
             let dir = opts.state_dir.parent().unwrap().to_path_buf();
             opts.vars = vec![("DISPATCH_MAX_WAIT_MS".into(), "1000".into())];
             let edge = Edge::start(opts)?;
-            let mut r = Receiver::new(&dir);
+            let mut r = WebhookReceiver::new(&dir);
             r.start();
             Ok(World { edge, receiver: Mutex::new(r) })
         },

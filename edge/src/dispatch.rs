@@ -118,6 +118,7 @@ pub fn offer_json(lease: &Lease) -> Value {
     if let Value::Object(m) = &mut offer {
         m.insert("lease_id".into(), lease.lease_id.clone().into());
         m.insert("call_id".into(), lease.call.call_id.clone().into());
+        m.insert("tenant_id".into(), lease.call.tenant_id.clone().into());
         m.insert("attempt".into(), lease.call.attempt.into());
         m.insert("ack_deadline_ms".into(), lease.deadline_ms.into());
     }

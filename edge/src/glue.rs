@@ -61,6 +61,10 @@ fn secret_or_var(env: &Env, name: &str) -> Option<String> {
 async fn fetch(mut req: Request, env: Env, _ctx: Context) -> Result<Response> {
     let started = worker::Date::now().as_millis();
     let url = req.url()?;
+    // The one body that is not JSON and is streamed, never buffered.
+    if req.method() == worker::Method::Post && url.path() == voxline_shared::protocol::paths::RECORDING {
+        return crate::glue_recordings::upload(req, &env, started).await;
+    }
     let headers = req.headers().clone();
     let declared_len: Option<usize> = headers.get("content-length")?.and_then(|v| v.trim().parse().ok());
     // Refuse oversized bodies before buffering them; the service re-checks
@@ -113,6 +117,9 @@ async fn fetch(mut req: Request, env: Env, _ctx: Context) -> Result<Response> {
     out_headers.set("cache-control", "no-store")?;
     for (name, value) in &resp.headers {
         out_headers.set(name, value)?;
+    }
+    if let Some(key) = &resp.stored_object {
+        return crate::glue_recordings::serve_stored(&env, &resp, key, out_headers).await;
     }
     Ok(Response::ok(resp.body)?.with_status(resp.status).with_headers(out_headers))
 }

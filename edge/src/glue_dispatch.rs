@@ -98,17 +98,21 @@ impl DispatchQueue {
                 Ok(j) => jobs.extend(j),
                 Err(e) => console_log!("dispatch: {event} for {} not emitted: {e:?}", a.record.id),
             }
+            match crate::transcript::emit_saved(&kv, &a.tenant_id, a.before, &a.record, now).await {
+                Ok(j) => jobs.extend(j),
+                Err(e) => console_log!("dispatch: transcript.saved for {} not emitted: {e:?}", a.record.id),
+            }
         }
         crate::glue_webhooks::send_jobs(&self.env, jobs).await;
     }
 
-    async fn append_turns(&self, turns: &[crate::transcript::TurnUpdate]) {
+    async fn append_turns(&self, turns: &[crate::transcript::TranscriptUpdate]) {
         if turns.is_empty() {
             return;
         }
         match self.env.kv(KV_BINDING) {
             Ok(kv) => {
-                if let Err(e) = crate::transcript::append(&WorkersKv(kv), turns).await {
+                if let Err(e) = crate::transcript::apply(&WorkersKv(kv), turns).await {
                     console_log!("dispatch: {} transcript turns not stored: {e:?}", turns.len());
                 }
             }

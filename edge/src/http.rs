@@ -29,15 +29,17 @@ pub struct ApiResponse {
     pub body: String,
     /// The error code, for the access log.
     pub error_code: Option<&'static str>,
+    /// Serve this object-store (R2) object as the body instead of `body`.
+    pub stored_object: Option<String>,
 }
 
 impl ApiResponse {
     pub fn json(status: u16, body: &Value) -> ApiResponse {
-        ApiResponse { status, headers: Vec::new(), body: body.to_string(), error_code: None }
+        ApiResponse { status, headers: Vec::new(), body: body.to_string(), error_code: None, stored_object: None }
     }
 
     pub fn error(e: &ApiError) -> ApiResponse {
-        ApiResponse { status: e.status(), headers: Vec::new(), body: e.to_json().to_string(), error_code: Some(e.code.as_str()) }
+        ApiResponse { status: e.status(), headers: Vec::new(), body: e.to_json().to_string(), error_code: Some(e.code.as_str()), stored_object: None }
     }
 
     pub fn with_header(mut self, name: &str, value: impl Into<String>) -> ApiResponse {

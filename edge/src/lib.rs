@@ -14,6 +14,7 @@ pub mod http;
 pub mod ids;
 pub mod model;
 pub mod openapi;
+pub mod recordings;
 pub mod request_signing;
 pub mod router;
 pub mod service;
@@ -31,6 +32,8 @@ pub mod webhooks;
 mod glue;
 #[cfg(all(target_arch = "wasm32", target_os = "unknown"))]
 mod glue_dispatch;
+#[cfg(all(target_arch = "wasm32", target_os = "unknown"))]
+mod glue_recordings;
 #[cfg(all(target_arch = "wasm32", target_os = "unknown"))]
 mod glue_traffic;
 #[cfg(all(target_arch = "wasm32", target_os = "unknown"))]

@@ -49,6 +49,10 @@ pub mod keys {
     pub fn transcript(tid: &str, cid: &str) -> String {
         format!("transcript/{tid}/{cid}")
     }
+    /// The newest stored recording's metadata (the bytes are in R2).
+    pub fn recording(tid: &str, cid: &str) -> String {
+        format!("recording/{tid}/{cid}")
+    }
     pub fn sidecar(sid: &str) -> String {
         format!("sidecar/{sid}")
     }

@@ -133,16 +133,21 @@ pub fn spec() -> Value {
 /// What the edge POSTs to webhook endpoints (OpenAPI 3.1 `webhooks`).
 fn webhook_operations() -> Value {
     let mut out = Map::new();
-    for event in WEBHOOK_EVENTS.iter().filter(|e| e.starts_with("call.")) {
+    for event in WEBHOOK_EVENTS {
+        let (schema, what) = match *event {
+            "transcript.saved" => ("WebhookTranscriptEvent", "Sent once when an answered call has ended, with the whole transcript."),
+            "recording.saved" => ("WebhookRecordingEvent", "Sent when a call's recording (`record: true`) has been uploaded and can be downloaded."),
+            _ => ("WebhookCallEvent", "A change of the call's status."),
+        };
         out.insert(event.to_string(), json!({"post": {
             "operationId": format!("webhook_{}", event.replace('.', "_")),
             "summary": format!("`{event}` event"),
-            "description": "Signed per Standard Webhooks v1: `webhook-id` (the event id), `webhook-timestamp` (unix seconds of the attempt), \
-`webhook-signature` (`v1,<base64 HMAC-SHA256>` of `{id}.{timestamp}.{body}` with the base64-decoded part of the `whsec_` secret; during a \
+            "description": format!("{what} Signed per Standard Webhooks v1: `webhook-id` (the event id), `webhook-timestamp` (unix seconds of the attempt), \
+`webhook-signature` (`v1,<base64 HMAC-SHA256>` of `{{id}}.{{timestamp}}.{{body}}` with the base64-decoded part of the `whsec_` secret; during a \
 rotation's overlap two signatures, space-separated). Delivered at least once through a queue: any 2xx ends it; anything else (or no answer \
 within 15 s) is retried per the endpoint's `retry_schedule`, honouring a longer `Retry-After`; 410 Gone disables the endpoint. \
-Redirects are not followed. `transcript.saved` and `recording.saved` are reserved and not sent yet.",
-            "requestBody": {"required": true, "content": {"application/json": {"schema": schema_ref("WebhookCallEvent")}}},
+Redirects are not followed."),
+            "requestBody": {"required": true, "content": {"application/json": {"schema": schema_ref(schema)}}},
             "responses": {"2XX": {"description": "Received; no further attempts."}, "410": {"description": "Gone: the endpoint is disabled."}}
         }}));
     }
@@ -349,11 +354,27 @@ fn schemas() -> Value {
         ("start_ms", json!({"type": "integer", "minimum": 0, "description": "Offset from the moment the call was answered."})),
         ("end_ms", json!({"type": "integer", "minimum": 0})),
     ]));
-    add("Transcript", record("A call's transcript.", vec![
+    let transcript_fields = || vec![
         ("object", object_const("transcript")),
         ("call_id", id_schema("call")),
         ("turns", json!({"type": "array", "items": schema_ref("TranscriptTurn")})),
+        ("summary", nullable(json!({"type": "string", "description": "What the engine concluded, when it gives one (the local engine: the caller's last answer and the script's outcome)."}))),
+        ("outcome", nullable(json!({"type": "string", "description": "A short outcome when the engine gives one (the local engine: the first expected phrase of the script rule the answer matched, e.g. `yes`; `no_match`; or `no_answer` when the callee never answered the script)."}))),
         ("text", json!({"type": "string", "description": "The same turns as plain text lines."})),
+    ];
+    add("Transcript", record("A call's transcript.", transcript_fields()));
+    add("Recording", record("A call's stored recording (the newest answered attempt's).", vec![
+        ("object", object_const("recording")),
+        ("call_id", id_schema("call")),
+        ("attempt", json!({"type": "integer", "minimum": 1})),
+        ("content_type", json!({"const": "audio/wav"})),
+        ("bytes", json!({"type": "integer", "minimum": 44})),
+        ("sha256", json!({"type": "string", "pattern": "^[0-9a-f]{64}$", "description": "SHA-256 of the WAV, checked by storage when it was uploaded."})),
+        ("duration_ms", json!({"type": "integer", "minimum": 0})),
+        ("channels", json!({"type": "object", "description": "Stereo: the AI (what the sidecar sent) on the left channel, the callee on the right.",
+            "properties": {"left": {"const": "ai"}, "right": {"const": "callee"}}, "required": ["left", "right"], "additionalProperties": false})),
+        ("saved_at", timestamp()),
+        ("url", json!({"type": "string", "description": "`GET` it with your API key for the WAV."})),
     ]));
     add("Call", record(
         "A call. Agent settings (prompt, voice, language, engine, model) are resolved when the call is created, so later agent edits do not change it.",
@@ -489,7 +510,8 @@ A call already queued inside the window is not stopped when the window closes.";
                 ("event_id", json!({"type": "string", "pattern": "^evt_", "description": "The `webhook-id` header: the same on every attempt and redelivery."})),
                 ("next_attempt_at", nullable(timestamp())),
                 ("last_error", nullable(json!({"type": "string"}))),
-                ("payload", schema_ref("WebhookCallEvent")),
+                ("payload", json!({"description": "The exact body sent.", "anyOf": [
+                    schema_ref("WebhookCallEvent"), schema_ref("WebhookTranscriptEvent"), schema_ref("WebhookRecordingEvent")]})),
                 ("attempts", json!({"type": "array", "items": schema_ref("WebhookAttempt"), "description": "Every attempt, oldest first."})),
             ]);
         }
@@ -534,12 +556,26 @@ A call already queued inside the window is not stopped when the window closes.";
                 ("ended_at", nullable(timestamp())),
                 ("ring_seconds", maybe_seconds("From dialing (or ringing) to answer or end.")),
                 ("talk_seconds", maybe_seconds("From answer to end; null until the call ends or if it was never answered.")),
-                ("transcript_summary", nullable(json!({"type": "string", "description": "Not yet produced: always null for now."}))),
-                ("transcript_url", nullable(json!({"type": "string", "description": "Not yet produced: always null for now."}))),
-                ("recording_url", nullable(json!({"type": "string", "description": "Not yet produced: always null for now."}))),
+                ("transcript_url", json!({"type": "string", "description": "The call's transcript (`GET`, with your API key); complete once `transcript.saved` was sent."})),
+                ("recording_url", json!({"type": "null", "description": "Always null here: a recording is uploaded after the call ends, and `recording.saved` carries its URL."})),
             ])),
         ],
     ));
+
+    let envelope = |event: &str, data: Value| {
+        record(&format!("The body POSTed for `{event}`, signed like every event."), vec![
+            ("id", json!({"type": "string", "pattern": "^evt_", "description": "Equals the `webhook-id` header."})),
+            ("type", json!({"const": event})),
+            ("timestamp", timestamp()),
+            ("data", data),
+        ])
+    };
+    let mut transcript_data = transcript_fields();
+    transcript_data.push(("call_status", json!({"type": "string", "enum": status_names(), "description": "How the call ended."})));
+    transcript_data.push(("url", json!({"type": "string", "description": "Where the transcript can be fetched again."})));
+    let transcript_data = record("The call's whole transcript.", transcript_data);
+    add("WebhookTranscriptEvent", envelope("transcript.saved", transcript_data));
+    add("WebhookRecordingEvent", envelope("recording.saved", schema_ref("Recording")));
 
     let sidecar_fields = || {
         vec![
@@ -717,6 +753,13 @@ impl Op {
         self
     }
 
+    /// A non-JSON body (`content_type`), with response headers.
+    fn ok_binary(mut self, description: &str, content_type: &str, headers: Value) -> Op {
+        self.success.push((200, json!({"description": description, "headers": headers,
+            "content": {content_type: {"schema": {"type": "string", "contentMediaType": content_type}}}})));
+        self
+    }
+
     fn ok_with_headers(mut self, status: u16, description: &str, schema: &str, headers: Value) -> Op {
         self.success.push((status, json!({"description": description, "headers": headers,
             "content": {"application/json": {"schema": schema_ref(schema)}}})));
@@ -866,14 +909,17 @@ fn path_item(pattern: &str) -> Value {
                 "sidecar_id" => ("", "The sidecar's id."),
                 "webhook_id" => ("wh", "The webhook endpoint's id."),
                 "delivery_id" => ("dlv", "The webhook delivery's id."),
+                "format" => ("", "The file's format."),
                 _ => ("", "An id."),
             };
             let schema = match (name, prefix) {
                 ("sidecar_id", _) => json!({"type": "string", "pattern": SIDECAR_ID_PATTERN}),
+                ("format", _) => json!({"type": "string", "enum": ["txt", "json"]}),
                 (_, "") => json!({"type": "string", "minLength": 1}),
                 _ => id_schema(prefix),
             };
-            json!({"name": name, "in": "path", "required": true, "description": format!("{what} An id of another shape answers 404."), "schema": schema})
+            let description = if name == "format" { what.to_string() } else { format!("{what} An id of another shape answers 404.") };
+            json!({"name": name, "in": "path", "required": true, "description": description, "schema": schema})
         })
         .collect();
     if params.is_empty() {
@@ -966,6 +1012,31 @@ fn operation(id: RouteId) -> Value {
         ]))
         .ok_json_or_text("The transcript.", "Transcript", "One line per turn: `[hh:mm:ss] AI: ...` / `[hh:mm:ss] USER: ...` (offsets from the answer).")
         .errors(&[E::CallNotFound, E::InvalidParameter])
+        .build(),
+        RouteId::GetTranscriptAs => op(
+            "getTranscriptAs",
+            "calls",
+            Auth::ApiKey,
+            "Get a call's transcript as a file",
+            "`transcript.txt` or `transcript.json`: the same as `GET /v1/calls/{call_id}/transcript` in that format. Any other extension answers 400 `invalid_parameter`.",
+        )
+        .ok_json_or_text("The transcript.", "Transcript", "One line per turn: `[hh:mm:ss] AI: ...` / `[hh:mm:ss] USER: ...` (offsets from the answer).")
+        .errors(&[E::CallNotFound, E::InvalidParameter])
+        .build(),
+        RouteId::GetRecording => op(
+            "getRecording",
+            "calls",
+            Auth::ApiKey,
+            "Download a call's recording",
+            "The stereo 16-bit PCM WAV of the call's newest answered attempt (left: the AI, right: the callee), for calls placed with `record: true`. The sidecar uploads it after the call ends; `recording.saved` tells when it is here. Until then, and for calls without `record: true` or never answered, 404 `recording_not_found` with a message saying which.",
+        )
+        .ok_binary("The recording.", "audio/wav", json!({
+            "Content-Length": {"schema": {"type": "integer"}},
+            "X-Recording-Attempt": {"description": "The attempt the recording is of.", "schema": {"type": "integer"}},
+            "X-Recording-Duration-Ms": {"schema": {"type": "integer"}},
+            "X-Recording-Sha256": {"description": "Lowercase hex SHA-256 of the body.", "schema": {"type": "string"}}
+        }))
+        .errors(&[E::CallNotFound, E::RecordingNotFound])
         .build(),
         RouteId::GetCall => op("getCall", "calls", Auth::ApiKey, "Get a call", "The call with all its settings and its current status.")
             .ok(200, "The call.", "Call")
@@ -1315,9 +1386,13 @@ mod tests {
             let Some(r) = op["responses"].get(&status) else {
                 panic!("{what}: status {status} is not documented for {method} {pattern}")
             };
-            let is_text = resp.headers.iter().any(|(h, v)| h.eq_ignore_ascii_case("content-type") && v.starts_with("text/plain"));
-            if is_text {
-                assert!(r["content"].get("text/plain").is_some(), "{what}: text/plain is not documented");
+            let content_type = resp.headers.iter().find(|(h, _)| h.eq_ignore_ascii_case("content-type")).map(|(_, v)| v.as_str());
+            let media = content_type.map(|v| v.split(';').next().unwrap_or("").trim());
+            if let Some(m) = media.filter(|m| *m != "application/json") {
+                assert!(r["content"].get(m).is_some(), "{what}: {m} is not documented");
+                if m != "text/plain" {
+                    assert!(resp.stored_object.is_some(), "{what}: a binary body comes from storage");
+                }
             } else {
                 let schema = &r["content"]["application/json"]["schema"];
                 self.checker.check(schema, &body).unwrap_or_else(|e| panic!("{what}\ndoes not match the spec: {e}"));
@@ -1542,7 +1617,8 @@ mod tests {
                 let status: u16 = status.parse().unwrap();
                 let schema = &r["content"]["application/json"]["schema"];
                 if status < 400 {
-                    assert!(schema["$ref"].is_string(), "{method} {path} {status}");
+                    let binary = r["content"].as_object().is_some_and(|c| c.keys().all(|k| k != "application/json"));
+                    assert!(schema["$ref"].is_string() || binary, "{method} {path} {status}");
                     continue;
                 }
                 assert_eq!(schema["allOf"][0], schema_ref("Error"), "{method} {path} {status}");
@@ -1584,6 +1660,36 @@ mod tests {
             // Compiles (panics otherwise) and rejects a non-object where it wants an object.
             let _ = checker.check(&schema_ref(name), &json!(null));
         }
+    }
+
+    #[test]
+    fn transcript_and_recording_events_match_their_schemas() {
+        use crate::transcript::{apply, emit_saved, Change, TranscriptUpdate, Turn};
+        let spec = spec();
+        let checker = Checker::new(&spec);
+        let kv = MemoryKv::default();
+        crate::webhooks::tests_support::endpoint(&kv, "ten_1", &[]);
+        let turn = Turn { role: "ai".into(), text: "Hello".into(), start_ms: 0, end_ms: 900 };
+        let cid = "call_0123456789abcdef";
+        let up = |change| TranscriptUpdate { tenant_id: "ten_1".into(), call_id: cid.into(), change };
+        block_on(apply(&kv, &[up(Change::Turn(turn)), up(Change::Summary { summary: Some("s".into()), outcome: None })])).unwrap();
+        let mut done = crate::model::test_call(CallStatus::Completed);
+        done.id = cid.into();
+        done.answered_at = Some("2026-11-25T14:50:01.000Z".into());
+        let jobs = block_on(emit_saved(&kv, "ten_1", CallStatus::InProgress, &done, 1_780_000_000_000)).unwrap();
+        let payload: Value = serde_json::from_str(&jobs[0].payload).unwrap();
+        checker.check(&schema_ref("WebhookTranscriptEvent"), &payload).unwrap_or_else(|e| panic!("{payload}: {e}"));
+        let info = crate::recordings::RecordingInfo {
+            attempt: 1,
+            object_key: "k".into(),
+            content_type: "audio/wav".into(),
+            bytes: 44,
+            sha256: "a".repeat(64),
+            duration_ms: 0,
+            saved_at: "2026-11-25T15:00:00.000Z".into(),
+        };
+        let rec = json!({"id": "evt_1", "type": "recording.saved", "timestamp": "2026-11-25T15:00:00.000Z", "data": info.to_public("call_0123456789abcdef")});
+        checker.check(&schema_ref("WebhookRecordingEvent"), &rec).unwrap_or_else(|e| panic!("{rec}: {e}"));
     }
 
     #[test]
@@ -1894,6 +2000,25 @@ mod tests {
         let txt = api.send("GET", &format!("/v1/calls/{}/transcript?format=txt", w.cid), key, None);
         assert_eq!((txt.status, txt.body.as_str()), (200, ""));
         expect_error(api.send("GET", &format!("/v1/calls/{}/transcript?format=pdf", w.cid), key, None), 400, "invalid_parameter");
+        let txt = api.send("GET", &format!("/v1/calls/{}/transcript.txt", w.cid), key, None);
+        assert_eq!((txt.status, txt.body.as_str()), (200, ""));
+        assert_eq!(expect(api.send("GET", &format!("/v1/calls/{}/transcript.json?format=txt", w.cid), key, None), 200)["object"], "transcript");
+        expect_error(api.send("GET", &format!("/v1/calls/{}/transcript.pdf", w.cid), key, None), 400, "invalid_parameter");
+        // Recordings: none yet (404), then one stored by an upload.
+        let none = expect_error(api.send("GET", &format!("/v1/calls/{}/recording", w.cid), key, None), 404, "recording_not_found");
+        assert!(none["error"]["message"].as_str().unwrap().contains("without record: true"), "{none}");
+        let info = crate::recordings::RecordingInfo {
+            attempt: 1,
+            object_key: crate::recordings::object_key(&t, &w.cid, 1),
+            content_type: "audio/wav".into(),
+            bytes: 32_044,
+            sha256: "0".repeat(64),
+            duration_ms: 1_000,
+            saved_at: "2026-11-25T15:00:00.000Z".into(),
+        };
+        block_on(crate::store::put_json(&api.kv, &crate::model::keys::recording(&t, &w.cid), &info, None)).unwrap();
+        let wav = api.send("GET", &format!("/v1/calls/{}/recording", w.cid), key, None);
+        assert_eq!((wav.status, wav.stored_object.as_deref()), (200, Some(info.object_key.as_str())));
         // Hangup: waiting -> cancelled (200), ended -> unchanged (200), live -> requested (202).
         let cancelled = expect(api.send("POST", &format!("/v1/calls/{}/hangup", w.cid), key, Some(&json!({}))), 200);
         assert_eq!(cancelled["status"], "cancelled");

@@ -9,6 +9,9 @@ pub enum RouteId {
     ListCalls,
     GetCall,
     GetTranscript,
+    /// The transcript as a file: `transcript.txt` or `transcript.json`.
+    GetTranscriptAs,
+    GetRecording,
     HangupCall,
     CreateTenant,
     GetTenant,
@@ -34,7 +37,8 @@ pub enum RouteId {
     RevokeSidecar,
 }
 
-/// (method, path pattern, route). `{name}` matches one non-empty segment.
+/// (method, path pattern, route). `{name}` matches one non-empty segment;
+/// `literal.{name}` a segment that starts with `literal.` and goes on.
 pub const ROUTES: &[(&str, &str, RouteId)] = &[
     ("GET", "/healthz", RouteId::Health),
     ("GET", "/v1/openapi.json", RouteId::OpenApi),
@@ -42,6 +46,8 @@ pub const ROUTES: &[(&str, &str, RouteId)] = &[
     ("GET", "/v1/calls", RouteId::ListCalls),
     ("GET", "/v1/calls/{call_id}", RouteId::GetCall),
     ("GET", "/v1/calls/{call_id}/transcript", RouteId::GetTranscript),
+    ("GET", "/v1/calls/{call_id}/transcript.{format}", RouteId::GetTranscriptAs),
+    ("GET", "/v1/calls/{call_id}/recording", RouteId::GetRecording),
     ("POST", "/v1/calls/{call_id}/hangup", RouteId::HangupCall),
     ("POST", "/admin/tenants", RouteId::CreateTenant),
     ("GET", "/admin/tenants/{tenant_id}", RouteId::GetTenant),
@@ -90,6 +96,13 @@ fn match_pattern<'p>(pattern: &str, path: &'p str) -> Option<Vec<&'p str>> {
                 }
                 params.push(g);
             }
+            (Some(p), Some(g)) if p.contains('{') => {
+                let literal = &p[..p.find('{').unwrap_or(0)];
+                match g.strip_prefix(literal) {
+                    Some(rest) if !rest.is_empty() => params.push(rest),
+                    _ => return None,
+                }
+            }
             (Some(p), Some(g)) if p == g => {}
             _ => return None,
         }
@@ -122,6 +135,10 @@ mod tests {
         assert_eq!(route("POST", "/v1/calls"), Match::Found(RouteId::CreateCall, vec![]));
         assert_eq!(route("GET", "/v1/calls/call_1/x"), Match::NotFound);
         assert_eq!(route("POST", "/v1/calls/call_1/hangup"), Match::Found(RouteId::HangupCall, vec!["call_1"]));
+        assert_eq!(route("GET", "/v1/calls/call_1/transcript.txt"), Match::Found(RouteId::GetTranscriptAs, vec!["call_1", "txt"]));
+        assert_eq!(route("GET", "/v1/calls/call_1/transcript"), Match::Found(RouteId::GetTranscript, vec!["call_1"]));
+        assert_eq!(route("GET", "/v1/calls/call_1/transcript."), Match::NotFound);
+        assert_eq!(route("GET", "/v1/calls/call_1/transcripts.txt"), Match::NotFound);
         assert_eq!(route("DELETE", "/v1/calls"), Match::WrongMethod(vec!["POST", "GET"]));
         assert_eq!(route("GET", "/v1/calls/"), Match::NotFound);
         assert_eq!(route("GET", "/v1/callsx"), Match::NotFound);

@@ -89,7 +89,9 @@ async fn dispatch<K: Kv, D: Dispatcher>(env: &Env<'_, K, D>, req: &ApiRequest) -
     match id {
         RouteId::Health => Ok(ApiResponse::json(200, &json!({"ok": true}))),
         RouteId::OpenApi => Ok(ApiResponse::json(200, &crate::openapi::spec())),
-        RouteId::CreateCall | RouteId::ListCalls | RouteId::GetCall | RouteId::GetTranscript | RouteId::HangupCall => v1_route(env, req, id, p(0)).await,
+        RouteId::CreateCall | RouteId::ListCalls | RouteId::GetCall | RouteId::GetTranscript | RouteId::GetTranscriptAs | RouteId::GetRecording | RouteId::HangupCall => {
+            v1_route(env, req, id, p(0)).await
+        }
         RouteId::ListDeliveries | RouteId::GetDelivery | RouteId::RedeliverDelivery => v1_route(env, req, id, p(0)).await,
         admin => {
             authenticate_admin(env, req)?;
@@ -213,7 +215,7 @@ async fn v1_route<K: Kv, D: Dispatcher>(env: &Env<'_, K, D>, req: &ApiRequest, i
     let idem_key = admission.idempotency.as_ref().map(|r| r.key.as_str());
     match admitted.idempotency {
         IdemOutcome::Replay { response } => {
-            let mut resp = ApiResponse { status: response.status, headers: response.headers, body: response.body, error_code: None };
+            let mut resp = ApiResponse { status: response.status, headers: response.headers, body: response.body, error_code: None, stored_object: None };
             resp.headers.push(("Idempotent-Replayed".into(), "true".into()));
             return Ok(stamp(resp));
         }
@@ -234,7 +236,8 @@ async fn v1_route<K: Kv, D: Dispatcher>(env: &Env<'_, K, D>, req: &ApiRequest, i
         },
         (RouteId::ListCalls, _) => list_calls(env, req, &tenant).await,
         (RouteId::GetCall, _) => get_call(env, &tenant, cid).await,
-        (RouteId::GetTranscript, _) => get_transcript(env, req, &tenant, cid).await,
+        (RouteId::GetTranscript | RouteId::GetTranscriptAs, _) => get_transcript(env, req, &tenant, cid).await,
+        (RouteId::GetRecording, _) => crate::recordings::get_recording(env, &tenant, cid).await,
         (RouteId::HangupCall, _) => hangup_call(env, req, &tenant, cid).await,
         (RouteId::ListDeliveries | RouteId::GetDelivery | RouteId::RedeliverDelivery, _) => {
             crate::webhook_api::tenant_route(env, req, id, &tenant, cid).await
@@ -392,7 +395,7 @@ async fn save_call<K: Kv, D: Dispatcher>(env: &Env<'_, K, D>, tid: &str, record:
     Ok(())
 }
 
-async fn load_call<K: Kv, D: Dispatcher>(env: &Env<'_, K, D>, tid: &str, cid: &str) -> Result<CallRecord> {
+pub(crate) async fn load_call<K: Kv, D: Dispatcher>(env: &Env<'_, K, D>, tid: &str, cid: &str) -> Result<CallRecord> {
     let not_found = || ApiError::new(ErrorCode::CallNotFound, format!("no call '{cid}'"));
     if !ids::is_id(cid, "call") {
         return Err(not_found());
@@ -419,17 +422,26 @@ async fn get_transcript<K: Kv, D: Dispatcher>(env: &Env<'_, K, D>, req: &ApiRequ
         }
     }
     let record = load_call(env, &tenant.id, cid).await?;
-    let turns = crate::transcript::load(env.kv, &tenant.id, &record.id).await?;
-    let wants_text = match format.as_deref() {
+    let transcript = crate::transcript::load(env.kv, &tenant.id, &record.id).await?;
+    // An extension on the path wins over `format`, which wins over Accept.
+    let by_extension = match req.path.rsplit_once("/transcript.") {
+        Some((_, ext @ ("txt" | "json"))) => Some(ext),
+        Some((_, other)) => {
+            let shown: String = other.chars().take(16).collect();
+            return Err(ApiError::field(ErrorCode::InvalidParameter, "format", format!("'.{shown}': the transcript is served as .txt or .json")));
+        }
+        None => None,
+    };
+    let wants_text = match by_extension.or(format.as_deref()) {
         Some(f) => f == "txt",
         None => req.header("accept").is_some_and(|a| a.contains("text/plain") && !a.contains("application/json")),
     };
     if wants_text {
         let mut resp = ApiResponse::json(200, &Value::Null);
-        resp.body = crate::transcript::render_text(&turns);
+        resp.body = crate::transcript::render_text(&transcript.turns);
         return Ok(resp.with_header("Content-Type", "text/plain; charset=utf-8"));
     }
-    Ok(ApiResponse::json(200, &crate::transcript::to_json(&record.id, &turns)))
+    Ok(ApiResponse::json(200, &crate::transcript::to_json(&record.id, &transcript)))
 }
 
 /// Idempotent. A call not yet handed to a sidecar is cancelled at once (200);
@@ -582,18 +594,26 @@ async fn list_calls<K: Kv, D: Dispatcher>(env: &Env<'_, K, D>, req: &ApiRequest,
 
 // ---- sidecar link ----
 
+/// The signing sidecar, if it exists, is not revoked, and signed `signed`
+/// (the body, or a recording upload's manifest) within the window.
+pub(crate) async fn authenticate_sidecar(kv: &impl Kv, headers: &SignedHeaders<'_>, signed: &[u8], now_ms: u64) -> Result<SidecarRecord> {
+    let unknown = || ApiError::new(ErrorCode::InvalidCredentials, "unknown or revoked sidecar");
+    let sid = headers.sidecar.filter(|s| voxline_shared::protocol::is_valid_id(s)).ok_or_else(|| {
+        ApiError::new(ErrorCode::InvalidSignature, format!("missing or malformed {}", signing::HEADER_SIDECAR))
+    })?;
+    let sidecar: SidecarRecord = get_json(kv, &keys::sidecar(sid)).await?.filter(|s: &SidecarRecord| s.revoked_at.is_none()).ok_or_else(unknown)?;
+    signing::verify(sidecar.secret.as_bytes(), headers, signed, now_ms / 1000, signing::DEFAULT_WINDOW_SECS)
+        .map_err(|e| ApiError::new(ErrorCode::InvalidSignature, format!("signature refused: {e}")))?;
+    Ok(sidecar)
+}
+
 /// A media sidecar's request: authenticated by its HMAC signature (no bearer
 /// token), checked, and forwarded to its region's dispatch queue, which also
 /// refuses replayed nonces.
 async fn sidecar_request<K: Kv, D: Dispatcher>(env: &Env<'_, K, D>, req: &ApiRequest, op: SidecarOp) -> Result<ApiResponse> {
     let headers = SignedHeaders::from_lookup(|name| req.header(name));
-    let unknown = || ApiError::new(ErrorCode::InvalidCredentials, "unknown or revoked sidecar");
-    let sid = headers.sidecar.filter(|s| voxline_shared::protocol::is_valid_id(s)).ok_or_else(|| {
-        ApiError::new(ErrorCode::InvalidSignature, format!("missing or malformed {}", signing::HEADER_SIDECAR))
-    })?;
-    let sidecar: SidecarRecord = get_json(env.kv, &keys::sidecar(sid)).await?.filter(|s: &SidecarRecord| s.revoked_at.is_none()).ok_or_else(unknown)?;
-    signing::verify(sidecar.secret.as_bytes(), &headers, &req.body, env.now_ms / 1000, signing::DEFAULT_WINDOW_SECS)
-        .map_err(|e| ApiError::new(ErrorCode::InvalidSignature, format!("signature refused: {e}")))?;
+    let sidecar = authenticate_sidecar(env.kv, &headers, &req.body, env.now_ms).await?;
+    let sid = sidecar.id.as_str();
     let body = sidecar_link::parse_message(op, &req.body, sid)?;
     if let Some(region) = body.get("region").and_then(Value::as_str) {
         if region != sidecar.region {

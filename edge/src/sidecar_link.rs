@@ -55,7 +55,7 @@ pub struct Reply {
     pub body: Value,
     pub updates: Vec<CallUpdate>,
     /// Transcript turns to append (held calls only, duplicates dropped).
-    pub turns: Vec<crate::transcript::TurnUpdate>,
+    pub turns: Vec<crate::transcript::TranscriptUpdate>,
     /// An empty lease poll: hold it open until this time or until work arrives.
     pub hold_open_until: Option<u64>,
 }
@@ -162,23 +162,27 @@ fn handle_op(q: &mut RegionQueue, env: &SidecarEnvelope, now: u64, t: &DispatchT
                     EventKind::Ended { status, reason, sip_code, .. } => {
                         HeldEvent::Ended { status: *status, reason: *reason, sip_code: *sip_code }
                     }
-                    EventKind::Dialing | EventKind::TranscriptTurn { .. } => HeldEvent::Other,
+                    EventKind::Dialing | EventKind::TranscriptTurn { .. } | EventKind::Summary { .. } => HeldEvent::Other,
                 };
                 let tenant_id = q.held.get(&ev.call_id).map(|h| h.call.tenant_id.clone());
                 // Duplicates and events of calls no longer held are acknowledged
                 // too: resending them could never succeed.
                 let (outcome, update) = q.event(sid, &ev.call_id, ev.attempt, ev.seq, held_event, now);
                 updates.extend(update);
-                if let (EventKind::TranscriptTurn { role, text, start_ms, end_ms }, EventOutcome::Applied, Some(tenant_id)) =
-                    (&ev.kind, outcome, tenant_id)
-                {
-                    let role = match role {
-                        voxline_shared::protocol::Role::Ai => "ai",
-                        voxline_shared::protocol::Role::User => "user",
-                    };
-                    let turn = crate::transcript::Turn { role: role.into(), text: text.clone(), start_ms: *start_ms, end_ms: *end_ms };
-                    turns.push(crate::transcript::TurnUpdate { tenant_id, call_id: ev.call_id.clone(), turn });
-                }
+                let (EventOutcome::Applied, Some(tenant_id)) = (outcome, tenant_id) else { continue };
+                use crate::transcript::{Change, TranscriptUpdate, Turn};
+                let change = match &ev.kind {
+                    EventKind::TranscriptTurn { role, text, start_ms, end_ms } => {
+                        let role = match role {
+                            voxline_shared::protocol::Role::Ai => "ai",
+                            voxline_shared::protocol::Role::User => "user",
+                        };
+                        Change::Turn(Turn { role: role.into(), text: text.clone(), start_ms: *start_ms, end_ms: *end_ms })
+                    }
+                    EventKind::Summary { summary, outcome } => Change::Summary { summary: summary.clone(), outcome: outcome.clone() },
+                    _ => continue,
+                };
+                turns.push(TranscriptUpdate { tenant_id, call_id: ev.call_id.clone(), change });
             }
             let mut reply = Reply::ok(json!({"protocol_version": PROTOCOL_VERSION, "accepted": batch.events.len()}));
             reply.updates = updates;

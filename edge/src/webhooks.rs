@@ -258,11 +258,12 @@ pub fn call_event_payload(event_type: &str, event_id: &str, record: &CallRecord,
         "ended_at": record.ended_at,
         "ring_seconds": ring_seconds,
         "talk_seconds": talk_seconds,
-        "transcript_summary": null,
-        "transcript_url": null,
+        // Complete once the call has ended (`transcript.saved` says so).
+        "transcript_url": format!("/v1/calls/{}/transcript", record.id),
+        // The recording is uploaded after the call ends: `recording.saved` carries it.
         "recording_url": null,
     });
-    json!({"id": event_id, "type": event_type, "timestamp": rfc3339_ms(now_ms), "data": data}).to_string()
+    event_payload(event_type, event_id, now_ms, data)
 }
 
 impl WebhookEndpoint {
@@ -284,11 +285,28 @@ impl WebhookEndpoint {
 
 /// One job per endpoint of the tenant that is enabled and wants the event.
 pub async fn emit(kv: &impl Kv, tenant_id: &str, event_type: &str, record: &CallRecord, now_ms: u64) -> Result<Vec<DeliveryJob>, StoreError> {
+    emit_event(kv, tenant_id, event_type, &record.id, now_ms, |event_id| call_event_payload(event_type, event_id, record, now_ms)).await
+}
+
+/// The envelope every event shares: `{id, type, timestamp, data}`.
+pub fn event_payload(event_type: &str, event_id: &str, now_ms: u64, data: Value) -> String {
+    json!({"id": event_id, "type": event_type, "timestamp": rfc3339_ms(now_ms), "data": data}).to_string()
+}
+
+/// [`emit`] for any event about a call: `payload` gets the new event id.
+pub async fn emit_event(
+    kv: &impl Kv,
+    tenant_id: &str,
+    event_type: &str,
+    call_id: &str,
+    now_ms: u64,
+    payload: impl FnOnce(&str) -> String,
+) -> Result<Vec<DeliveryJob>, StoreError> {
     let mut jobs = Vec::new();
     let prefix = keys::webhooks_prefix(tenant_id);
     let mut cursor: Option<String> = None;
     let event_id = ids::random_id("evt");
-    let payload = call_event_payload(event_type, &event_id, record, now_ms);
+    let payload = payload(&event_id);
     loop {
         let page = kv.list(&prefix, 1000, cursor.as_deref()).await?;
         for entry in page.keys {
@@ -303,7 +321,7 @@ pub async fn emit(kv: &impl Kv, tenant_id: &str, event_type: &str, record: &Call
                 event_id: event_id.clone(),
                 event_type: event_type.to_string(),
                 payload: payload.clone(),
-                call_id: Some(record.id.clone()),
+                call_id: Some(call_id.to_string()),
                 created_at_ms: now_ms,
                 attempt: 1,
                 step: 0,
@@ -459,6 +477,36 @@ pub async fn process(
 }
 
 #[cfg(test)]
+pub(crate) mod tests_support {
+    use super::*;
+    use crate::store::memory::MemoryKv;
+    use futures::executor::block_on;
+
+    pub fn endpoint_with(kv: &MemoryKv, tenant: &str, events: &[&str], schedule: Vec<u32>) -> WebhookEndpoint {
+        let e = WebhookEndpoint {
+            id: ids::random_id("wh"),
+            url: "https://hooks.example.com/x".into(),
+            events: events.iter().map(|s| s.to_string()).collect(),
+            enabled: true,
+            secret: ids::mint_webhook_secret(),
+            created_at: rfc3339_ms(1_780_000_000_000),
+            retry_schedule: schedule,
+            disabled_reason: None,
+            previous_secret: None,
+            previous_secret_expires_ms: None,
+            updated_at: None,
+        };
+        block_on(put_json(kv, &keys::webhook(tenant, &e.id), &e, None)).unwrap();
+        e
+    }
+
+    /// An enabled endpoint of `tenant` for `events`; its id.
+    pub fn endpoint(kv: &MemoryKv, tenant: &str, events: &[&str]) -> String {
+        endpoint_with(kv, tenant, events, default_retry_schedule()).id
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use crate::store::memory::MemoryKv;
@@ -510,21 +558,7 @@ mod tests {
     }
 
     fn endpoint(kv: &MemoryKv, events: &[&str], schedule: Vec<u32>) -> WebhookEndpoint {
-        let e = WebhookEndpoint {
-            id: ids::random_id("wh"),
-            url: "https://hooks.example.com/x".into(),
-            events: events.iter().map(|s| s.to_string()).collect(),
-            enabled: true,
-            secret: ids::mint_webhook_secret(),
-            created_at: rfc3339_ms(NOW),
-            retry_schedule: schedule,
-            disabled_reason: None,
-            previous_secret: None,
-            previous_secret_expires_ms: None,
-            updated_at: None,
-        };
-        block_on(put_json(kv, &keys::webhook("ten_1", &e.id), &e, None)).unwrap();
-        e
+        super::tests_support::endpoint_with(kv, "ten_1", events, schedule)
     }
 
     fn record(kv: &MemoryKv, job: &DeliveryJob) -> DeliveryRecord {
@@ -561,7 +595,8 @@ mod tests {
         assert_eq!((d["outcome"].as_str(), d["ended_reason"].as_str(), d["attempts"].as_u64()), (Some("completed"), Some("callee_hangup"), Some(1)));
         assert_eq!((d["ring_seconds"].as_f64(), d["talk_seconds"].as_f64()), (Some(3.0), Some(10.5)));
         assert_eq!(d["metadata"], json!({"crm": 7}));
-        for k in ["transcript_summary", "transcript_url", "recording_url", "sip_code"] {
+        assert_eq!(d["transcript_url"].as_str(), Some("/v1/calls/call_1/transcript"));
+        for k in ["recording_url", "sip_code"] {
             assert!(d[k].is_null() && d.get(k).is_some(), "{k}");
         }
         let queued: Value = serde_json::from_str(&call_event_payload("call.queued", "evt_2", &call(CallStatus::Queued), NOW)).unwrap();

@@ -35,12 +35,17 @@
 //! - Events are numbered per call and attempt (`seq` from 1) and kept until a
 //!   2xx acknowledges the batch holding them: at least once, in order. A call
 //!   stays held (and listed in `held_calls`) until its `ended` event is acked.
+//! - Recordings are uploaded one at a time after the events ahead of them,
+//!   retried with backoff until a 2xx; one the edge refuses for good (`400`,
+//!   `404`, `409`, `413`, `422`) or that cannot be read is given up, and its
+//!   file left on disk for the operator. Draining waits for them too.
 
 use std::collections::{BTreeMap, VecDeque};
+use std::path::PathBuf;
 
 use voxline_shared::protocol::{
     check_version, paths, reject_reasons, Ack, CallEvent, Command, EventBatch, EventKind, EventsAck, LeaseRequest,
-    LeaseResponse, Offer, Registration, RegistrationAck, Timings, MAX_LEASE_WAIT_MS, PROTOCOL_VERSION,
+    LeaseResponse, Offer, RecordingManifest, Registration, RegistrationAck, Timings, MAX_LEASE_WAIT_MS, PROTOCOL_VERSION,
 };
 use voxline_shared::{CallStatus, EndedReason};
 
@@ -99,6 +104,16 @@ pub enum Request {
     Lease(LeaseRequest),
     Ack(Ack),
     Events(EventBatch),
+    /// A recording upload: the body is the file at `path`; the manifest is
+    /// what is signed (see [`Request::body`]) and goes in a header.
+    Recording(Upload),
+}
+
+/// One recording to upload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Upload {
+    pub manifest: RecordingManifest,
+    pub path: PathBuf,
 }
 
 impl Request {
@@ -108,12 +123,15 @@ impl Request {
             Request::Lease(_) => paths::LEASE,
             Request::Ack(_) => paths::ACK,
             Request::Events(_) => paths::EVENTS,
+            Request::Recording(_) => paths::RECORDING,
         }
     }
 
-    /// The JSON body, exactly as it must be signed and sent.
+    /// The JSON body, exactly as it must be signed and sent (for a recording:
+    /// the manifest, signed and sent as a header; the file is the body).
     pub fn body(&self) -> Vec<u8> {
         let r = match self {
+            Request::Recording(u) => serde_json::to_vec(&u.manifest),
             Request::Register(m) => serde_json::to_vec(m),
             Request::Lease(m) => serde_json::to_vec(m),
             Request::Ack(m) => serde_json::to_vec(m),
@@ -126,6 +144,8 @@ impl Request {
     pub fn timeout_ms(&self) -> u64 {
         match self {
             Request::Lease(l) => u64::from(l.wait_ms) + 15_000,
+            // At least 64 KB/s: an hour of stereo G.711-rate audio in 30 minutes.
+            Request::Recording(u) => 30_000 + u.manifest.bytes / 64,
             _ => 15_000,
         }
     }
@@ -145,6 +165,9 @@ pub enum Reply {
     Http { status: u16, body: Vec<u8> },
     /// No answer: connect/TLS/IO failure or timeout (the driver enforces [`Request::timeout_ms`]).
     Failed(String),
+    /// Not sent: the driver could not build it (a recording file cannot be
+    /// read). Sending it again cannot help.
+    Unsendable(String),
 }
 
 /// Something the driver must do.
@@ -154,6 +177,8 @@ pub enum Action {
     StartCall(Offer),
     /// End this running call; its `ended` event must carry reason `hangup_requested`.
     Hangup { call_id: String },
+    /// The edge stored this recording: its local files can go.
+    UploadDone(Upload),
     /// Worth a log line; no action needed.
     Notice(Notice),
 }
@@ -233,6 +258,19 @@ pub enum Notice {
     /// A call's `ended` event was acknowledged: its slot is free.
     CallReleased {
         call_id: String,
+    },
+    UploadFailed {
+        call_id: String,
+        status: Option<u16>,
+        detail: String,
+        retry_at_ms: u64,
+    },
+    /// Given up: the edge refused it for good, or it could not be read. The file stays.
+    UploadRefused {
+        call_id: String,
+        status: Option<u16>,
+        detail: String,
+        path: PathBuf,
     },
 }
 
@@ -333,6 +371,7 @@ enum InFlight {
     Events {
         count: usize,
     },
+    Upload,
 }
 
 /// How a status code is handled.
@@ -369,7 +408,7 @@ fn snippet(body: &[u8]) -> String {
 fn describe(reply: &Reply) -> (Option<u16>, String) {
     match reply {
         Reply::Http { status, body } => (Some(*status), snippet(body)),
-        Reply::Failed(e) => (None, e.clone()),
+        Reply::Failed(e) | Reply::Unsendable(e) => (None, e.clone()),
     }
 }
 
@@ -391,6 +430,10 @@ pub struct LeaseClient {
     events: VecDeque<CallEvent>,
     events_in_flight: bool,
     events_retry_at_ms: u64,
+    uploads: VecDeque<Upload>,
+    upload_in_flight: bool,
+    uploads_retry_at_ms: u64,
+    uploads_backoff: Backoff,
     actions: VecDeque<Action>,
     draining: bool,
 }
@@ -413,6 +456,10 @@ impl LeaseClient {
             events: VecDeque::new(),
             events_in_flight: false,
             events_retry_at_ms: 0,
+            uploads: VecDeque::new(),
+            upload_in_flight: false,
+            uploads_retry_at_ms: 0,
+            uploads_backoff: link_backoff,
             actions: VecDeque::new(),
             draining: false,
         }
@@ -464,9 +511,19 @@ impl LeaseClient {
         self.draining
     }
 
+    /// Recordings waiting to be uploaded (including one in flight).
+    pub fn pending_uploads(&self) -> usize {
+        self.uploads.len()
+    }
+
+    /// Queues a recording for upload (after the events already queued).
+    pub fn queue_upload(&mut self, upload: Upload) {
+        self.uploads.push_back(upload);
+    }
+
     /// Nothing held, nothing left to tell the edge.
     pub fn is_idle(&self) -> bool {
-        self.calls.is_empty() && self.events.is_empty() && self.acks.is_empty()
+        self.calls.is_empty() && self.events.is_empty() && self.acks.is_empty() && self.uploads.is_empty()
     }
 
     fn wait_ms(&self) -> u32 {
@@ -557,6 +614,18 @@ impl LeaseClient {
             });
         }
 
+        // Behind the events: a recording never delays a call's status.
+        if !self.upload_in_flight && self.events.is_empty() && now_ms >= self.uploads_retry_at_ms {
+            if let Some(front) = self.uploads.front() {
+                let mut upload = front.clone();
+                upload.manifest.sidecar_id = self.s.sidecar_id.clone();
+                upload.manifest.protocol_version = PROTOCOL_VERSION;
+                self.upload_in_flight = true;
+                let id = self.new_id(InFlight::Upload);
+                return Some(Transmit { id, request: Request::Recording(upload) });
+            }
+        }
+
         if !self.lease_in_flight && now_ms >= self.next_lease_at_ms {
             self.lease_in_flight = true;
             let id = self.new_id(InFlight::Lease { sent_ms: now_ms });
@@ -589,6 +658,9 @@ impl LeaseClient {
                 }
                 if !self.events_in_flight && !self.events.is_empty() {
                     at(self.events_retry_at_ms);
+                }
+                if !self.upload_in_flight && self.events.is_empty() && !self.uploads.is_empty() {
+                    at(self.uploads_retry_at_ms);
                 }
             }
         }
@@ -641,6 +713,7 @@ impl LeaseClient {
             InFlight::Lease { sent_ms } => self.on_lease(now_ms, sent_ms, reply),
             InFlight::Ack => self.on_ack(now_ms, id, reply),
             InFlight::Events { count } => self.on_events(now_ms, count, reply),
+            InFlight::Upload => self.on_upload(now_ms, reply),
         }
     }
 
@@ -690,7 +763,7 @@ impl LeaseClient {
     fn on_lease(&mut self, now_ms: u64, sent_ms: u64, reply: Reply) {
         self.lease_in_flight = false;
         let (status, body) = match reply {
-            Reply::Failed(e) => return self.lease_failed(now_ms, None, e),
+            Reply::Failed(e) | Reply::Unsendable(e) => return self.lease_failed(now_ms, None, e),
             Reply::Http { status, body } => (status, body),
         };
         match classify(status) {
@@ -809,7 +882,7 @@ impl LeaseClient {
         };
         let class = match &reply {
             Reply::Http { status, .. } => classify(*status),
-            Reply::Failed(_) => Class::Retry,
+            Reply::Failed(_) | Reply::Unsendable(_) => Class::Retry,
         };
         match class {
             Class::Ok => {
@@ -894,11 +967,49 @@ impl LeaseClient {
         Ok(seq)
     }
 
+    fn on_upload(&mut self, now_ms: u64, reply: Reply) {
+        self.upload_in_flight = false;
+        let Some(front) = self.uploads.front() else { return };
+        let call_id = front.manifest.call_id.clone();
+        let (status, detail) = describe(&reply);
+        let class = match &reply {
+            Reply::Http { status: 404, .. } => Class::Invalid,
+            Reply::Http { status, .. } => classify(*status),
+            Reply::Failed(_) => Class::Retry,
+            Reply::Unsendable(_) => Class::Invalid,
+        };
+        match class {
+            Class::Ok => {
+                self.uploads_backoff.reset();
+                if let Some(done) = self.uploads.pop_front() {
+                    self.actions.push_back(Action::UploadDone(done));
+                }
+            }
+            Class::Invalid | Class::Conflict => {
+                self.uploads_backoff.reset();
+                if let Some(given_up) = self.uploads.pop_front() {
+                    self.notice(Notice::UploadRefused { call_id, status, detail, path: given_up.path });
+                }
+            }
+            Class::Reauth => {
+                if let Some(code) = status {
+                    self.reregister(now_ms, paths::RECORDING, code);
+                }
+                self.uploads_retry_at_ms = now_ms;
+            }
+            Class::Retry => {
+                let delay = self.uploads_backoff.fail();
+                self.uploads_retry_at_ms = now_ms + delay;
+                self.notice(Notice::UploadFailed { call_id, status, detail, retry_at_ms: now_ms + delay });
+            }
+        }
+    }
+
     fn on_events(&mut self, now_ms: u64, count: usize, reply: Reply) {
         self.events_in_flight = false;
         let class = match &reply {
             Reply::Http { status, .. } => classify(*status),
-            Reply::Failed(_) => Class::Retry,
+            Reply::Failed(_) | Reply::Unsendable(_) => Class::Retry,
         };
         match class {
             Class::Ok | Class::Invalid => {

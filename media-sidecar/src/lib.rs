@@ -12,6 +12,7 @@ pub mod config;
 pub mod engine;
 pub mod lease;
 pub mod media;
+pub mod recordings;
 pub mod runtime;
 pub mod sip;
 pub mod telephony;

@@ -133,13 +133,20 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let cfg = match Config::load(args.config.as_deref()) {
+    let mut cfg = match Config::load(args.config.as_deref()) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("voxline-media-sidecar: bad configuration: {e}");
             return ExitCode::from(2);
         }
     };
+    // Recordings always have a spool (uploads resume from it after a restart).
+    let spool = voxline_media_sidecar::recordings::spool_dir(cfg.telephony.recordings_dir.as_deref(), &cfg.sidecar_id);
+    if let Err(e) = std::fs::create_dir_all(&spool) {
+        eprintln!("voxline-media-sidecar: cannot create the recordings directory {}: {e}", spool.display());
+        return ExitCode::from(2);
+    }
+    cfg.telephony.recordings_dir = Some(spool);
     if args.check {
         println!("{cfg:#?}");
         return ExitCode::SUCCESS;
@@ -199,10 +206,7 @@ fn main() -> ExitCode {
                 }
             },
         };
-        let opts = RunOptions {
-            mode,
-            drain_timeout: args.drain_timeout,
-        };
+        let opts = RunOptions { mode, drain_timeout: args.drain_timeout, recordings_dir: cfg.telephony.recordings_dir.clone() };
         let summary =
             run(carrier, voxline_media_sidecar::lease_settings(&cfg), cfg.secret.clone(), opts, stop_rx).await;
         if summary.clean_exit {

@@ -20,7 +20,8 @@ use voxline_shared::signing::signed_headers;
 use crate::calls::{run_call, CallMode};
 use crate::carrier::Carrier;
 use crate::config::Secret;
-use crate::lease::{Action, LeaseClient, LeaseSettings, Notice, Reply, RequestId, Transmit};
+use crate::lease::{Action, LeaseClient, LeaseSettings, Notice, Reply, Request, RequestId, Transmit};
+use voxline_shared::protocol::HEADER_RECORDING_MANIFEST;
 
 /// Wall-clock unix milliseconds (the core's `now`).
 pub fn now_ms() -> u64 {
@@ -33,6 +34,8 @@ pub enum Msg {
     Reply { id: RequestId, reply: Reply },
     Event { call_id: String, at_ms: u64, kind: EventKind },
     CallDone { call_id: String },
+    /// A call's finished recording, to upload.
+    Upload(crate::lease::Upload),
 }
 
 /// What the owner of the sidecar asks of it.
@@ -47,11 +50,13 @@ pub enum Stop {
 pub struct RunOptions {
     pub mode: CallMode,
     pub drain_timeout: Duration,
+    /// The recording spool: uploads a previous run left there are resumed.
+    pub recordings_dir: Option<std::path::PathBuf>,
 }
 
 impl Default for RunOptions {
     fn default() -> Self {
-        RunOptions { mode: CallMode::Placeholder, drain_timeout: Duration::from_secs(30) }
+        RunOptions { mode: CallMode::Placeholder, drain_timeout: Duration::from_secs(30), recordings_dir: None }
     }
 }
 
@@ -105,6 +110,12 @@ fn log_notice(n: Notice) {
         Notice::HangupForUnknownCall { call_id } => info!(%call_id, "hangup for a call we do not hold"),
         Notice::UnknownCommand => warn!("edge sent a command kind this build does not know"),
         Notice::CallReleased { call_id } => info!(%call_id, "call released; slot free"),
+        Notice::UploadFailed { call_id, status, detail, retry_at_ms } => {
+            warn!(%call_id, ?status, %detail, retry_in_ms = retry_at_ms.saturating_sub(now_ms()), "recording upload failed")
+        }
+        Notice::UploadRefused { call_id, status, detail, path } => {
+            error!(%call_id, ?status, %detail, path = %path.display(), "recording upload given up; the file stays on disk")
+        }
     }
 }
 
@@ -128,11 +139,26 @@ impl<C: Carrier> Driver<C> {
         let tx = self.tx.clone();
         self.requests.spawn(async move {
             let path = t.request.path();
-            let body = t.request.body();
-            let headers = signed_headers(&sidecar_id, secret.expose(), now_ms() / 1000, &random_nonce(), &body);
+            let signed = t.request.body();
+            let mut headers = signed_headers(&sidecar_id, secret.expose(), now_ms() / 1000, &random_nonce(), &signed).to_vec();
+            // A recording: the signed manifest rides in a header, the file is the body.
+            let body = match &t.request {
+                Request::Recording(upload) => match crate::recordings::read(upload).await {
+                    Ok(wav) => {
+                        headers.push((HEADER_RECORDING_MANIFEST, String::from_utf8_lossy(&signed).into_owned()));
+                        headers.push(("content-type", "audio/wav".to_string()));
+                        wav
+                    }
+                    Err(why) => {
+                        let _ = tx.send(Msg::Reply { id: t.id, reply: Reply::Unsendable(why) }).await;
+                        return;
+                    }
+                },
+                _ => signed,
+            };
             let limit = Duration::from_millis(t.request.timeout_ms());
             tracing::debug!(id = t.id, path, bytes = body.len(), "request");
-            let reply = match tokio::time::timeout(limit, carrier.post(path, headers.to_vec(), body)).await {
+            let reply = match tokio::time::timeout(limit, carrier.post(path, headers, body)).await {
                 Ok(Ok(r)) => {
                     tracing::debug!(id = t.id, path, status = r.status, version = ?r.version, "response");
                     Reply::Http { status: r.status, body: r.body }
@@ -166,6 +192,10 @@ impl<C: Carrier> Driver<C> {
                 }
                 None => tracing::debug!(%call_id, "hangup for a call that already finished"),
             },
+            Action::UploadDone(upload) => {
+                tracing::info!(call_id = %upload.manifest.call_id, attempt = upload.manifest.attempt, bytes = upload.manifest.bytes, "recording uploaded");
+                crate::recordings::remove(&upload);
+            }
             Action::Notice(n) => log_notice(n),
         }
     }
@@ -196,6 +226,12 @@ pub async fn run<C: Carrier>(
         started: 0,
     };
     let mut core = LeaseClient::new(settings);
+    if let Some(dir) = &opts.recordings_dir {
+        for upload in crate::recordings::leftovers(dir) {
+            tracing::info!(call_id = %upload.manifest.call_id, path = %upload.path.display(), "resuming a recording upload left by an earlier run");
+            core.queue_upload(upload);
+        }
+    }
     let mut drain_until: Option<tokio::time::Instant> = None;
     let far = Duration::from_secs(3600);
 
@@ -249,6 +285,7 @@ pub async fn run<C: Carrier>(
                 Msg::CallDone { call_id } => {
                     d.calls.remove(&call_id);
                 }
+                Msg::Upload(upload) => core.queue_upload(upload),
             },
             _ = tokio::time::sleep(sleep) => {}
             changed = stop.changed() => {
@@ -263,7 +300,7 @@ pub async fn run<C: Carrier>(
                 }
             }
             _ = tokio::time::sleep_until(drain_at), if drain_until.is_some() => {
-                tracing::warn!(held = ?core.held_calls(), pending_events = core.pending_events(), "drain timed out");
+                tracing::warn!(held = ?core.held_calls(), pending_events = core.pending_events(), pending_uploads = core.pending_uploads(), "drain timed out");
                 break;
             }
         }

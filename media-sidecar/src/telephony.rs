@@ -194,6 +194,19 @@ pub async fn run_sip_call(offer: Offer, tel: Arc<Telephony>, tx: mpsc::Sender<Ms
     };
     t.ended_ms = now_ms();
     e.emit_at(EventKind::Ended { status, reason, sip_code, timings: t }, t.ended_ms).await;
+    if let Some(wav) = recording_path(&offer, &tel).filter(|p| p.is_file()) {
+        // After `ended`: the call's outcome never waits for the upload.
+        let (tenant, call, attempt) = (offer.tenant_id.clone(), offer.call_id.clone(), offer.attempt);
+        let prepared = tokio::task::spawn_blocking(move || crate::recordings::prepare(&wav, &tenant, &call, attempt)).await;
+        match prepared {
+            Ok(Ok(upload)) => {
+                tracing::info!(call_id = %offer.call_id, bytes = upload.manifest.bytes, duration_ms = upload.manifest.duration_ms, "recording ready for upload");
+                let _ = tx.send(Msg::Upload(upload)).await;
+            }
+            Ok(Err(err)) => tracing::warn!(call_id = %offer.call_id, error = %err, "recording not uploaded: cannot read it"),
+            Err(err) => tracing::warn!(call_id = %offer.call_id, error = %err, "recording not uploaded"),
+        }
+    }
     let _ = tx.send(Msg::CallDone { call_id: offer.call_id }).await;
 }
 
@@ -336,7 +349,9 @@ async fn place(
                 Ok(EngineEvent::FunctionCall { name, .. }) => {
                     tracing::info!(call_id = %offer.call_id, %name, "engine function call (not handled)");
                 }
-                Ok(EngineEvent::Summary { .. }) => {}
+                Ok(EngineEvent::Summary { summary, outcome }) => {
+                    e.emit(EventKind::Summary { summary, outcome }).await;
+                }
                 Err(err) => {
                     tracing::warn!(call_id = %offer.call_id, code = err.code(), error = %err, "engine failed; hanging up");
                     engine = None;
@@ -365,15 +380,19 @@ async fn place(
     Some(end)
 }
 
+/// Where this attempt's recording goes, when the offer asks for one.
+fn recording_path(offer: &Offer, tel: &Telephony) -> Option<std::path::PathBuf> {
+    match (&tel.cfg.recordings_dir, offer.record) {
+        (Some(dir), true) => Some(crate::recordings::wav_path(dir, &offer.call_id, offer.attempt)),
+        _ => None,
+    }
+}
+
 fn start_media(offer: &Offer, tel: &Telephony, bound: Option<media::driver::BoundMedia>, neg: &Negotiated) -> Result<MediaHandle, String> {
     let bound = bound.ok_or("media already started")?;
     let payload = PayloadMap { audio: neg.pt, telephone_event: neg.dtmf_pt, comfort_noise: None };
     let mut cfg = MediaConfig::new(media_codec(neg.codec), payload, neg.remote_rtp);
-    if offer.record {
-        if let Some(dir) = &tel.cfg.recordings_dir {
-            cfg.record_path = Some(dir.join(format!("{}-{}.wav", offer.call_id, offer.attempt)));
-        }
-    }
+    cfg.record_path = recording_path(offer, tel);
     bound.start(cfg).map_err(|e| e.to_string())
 }
 

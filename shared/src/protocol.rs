@@ -11,6 +11,13 @@
 //! | `POST /v1/sidecar/lease`    | [`LeaseRequest`] | [`LeaseResponse`] (long-poll) |
 //! | `POST /v1/sidecar/ack`      | [`Ack`]          | [`AckReceipt`]      |
 //! | `POST /v1/sidecar/events`   | [`EventBatch`]   | [`EventsAck`]       |
+//! | `POST /v1/sidecar/recording` | the WAV bytes (`audio/wav`); [`RecordingManifest`] in the `x-voxline-recording` header | [`RecordingReceipt`] |
+//!
+//! The recording upload is the one request whose body is not JSON: what is
+//! signed is the manifest (compact JSON, exactly as sent in the header), and
+//! the manifest carries the body's length and SHA-256, which the edge has its
+//! object store verify while it streams the body in (so the edge never holds a
+//! whole recording in memory).
 //!
 //! ## Status codes the sidecar acts on
 //! - `2xx`: done.
@@ -47,6 +54,44 @@ pub mod paths {
     pub const LEASE: &str = "/v1/sidecar/lease";
     pub const ACK: &str = "/v1/sidecar/ack";
     pub const EVENTS: &str = "/v1/sidecar/events";
+    pub const RECORDING: &str = "/v1/sidecar/recording";
+}
+
+/// The header carrying a recording upload's [`RecordingManifest`].
+pub const HEADER_RECORDING_MANIFEST: &str = "x-voxline-recording";
+
+/// Largest recording the edge takes in one upload: an hour of 8 kHz stereo
+/// 16-bit WAV is 115 MB. (Cloudflare's own request limit depends on the plan:
+/// 100 MB on Free/Pro, 500 MB on Enterprise.)
+pub const MAX_RECORDING_BYTES: u64 = 128 * 1024 * 1024;
+
+/// What a recording upload carries besides its bytes. Signed in place of the body.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecordingManifest {
+    pub protocol_version: u32,
+    pub sidecar_id: String,
+    /// From the [`Offer`]; with `call_id` it names the call record.
+    pub tenant_id: String,
+    pub call_id: String,
+    pub attempt: u32,
+    /// `audio/wav` (stereo: left = the AI, what the sidecar sent; right = the callee).
+    pub content_type: String,
+    /// Exact body length.
+    pub bytes: u64,
+    /// Lowercase hex SHA-256 of the body.
+    pub sha256: String,
+    pub duration_ms: u64,
+}
+
+/// The edge's 2xx answer to a recording upload: it is stored (idempotent: the
+/// same upload again answers the same).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecordingReceipt {
+    #[serde(default = "default_version")]
+    pub protocol_version: u32,
+    pub call_id: String,
+    pub attempt: u32,
+    pub bytes: u64,
 }
 
 /// Error code the edge uses (in its usual error body) for a version it does not speak.
@@ -178,6 +223,10 @@ pub struct Offer {
     /// Unique per leasing of a call; a re-lease gets a new one.
     pub lease_id: String,
     pub call_id: String,
+    /// The call's tenant (names the call in a recording upload). Empty from
+    /// edges that predate it.
+    #[serde(default)]
+    pub tenant_id: String,
     /// 1 for the first try, +1 per retry of the same call.
     pub attempt: u32,
     /// E.164.
@@ -271,6 +320,14 @@ pub enum EventKind {
         start_ms: u64,
         end_ms: u64,
     },
+    /// What the engine concluded (the local engine's script outcome, a cloud
+    /// engine's summary); either may be absent. The last one given wins.
+    Summary {
+        #[serde(default)]
+        summary: Option<String>,
+        #[serde(default)]
+        outcome: Option<String>,
+    },
     /// Always the last event of a call (for one attempt).
     Ended {
         /// Terminal: completed | failed | no_answer | busy | cancelled.
@@ -294,6 +351,7 @@ impl EventKind {
             EventKind::Ringing => "ringing",
             EventKind::Answered => "answered",
             EventKind::TranscriptTurn { .. } => "transcript_turn",
+            EventKind::Summary { .. } => "summary",
             EventKind::Ended { .. } => "ended",
         }
     }

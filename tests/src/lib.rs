@@ -160,16 +160,7 @@ impl Edge {
             Err(ureq::Error::Status(_, r)) => r,
             Err(e) => return Err(e.to_string()),
         };
-        let status = resp.status();
-        let headers: Vec<(String, String)> = resp
-            .headers_names()
-            .into_iter()
-            .filter_map(|n| resp.header(&n).map(|v| (n.to_ascii_lowercase(), v.to_string())))
-            .collect();
-        let mut text = String::new();
-        resp.into_reader().take(10 << 20).read_to_string(&mut text).map_err(|e| e.to_string())?;
-        let json = serde_json::from_str(&text).unwrap_or(Value::Null);
-        Ok(Resp { status, headers, text, json })
+        Resp::read(resp)
     }
 
     /// JSON request with a bearer token; panics on transport errors (tests).
@@ -224,9 +215,26 @@ pub struct Resp {
     pub headers: Vec<(String, String)>,
     pub text: String,
     pub json: Value,
+    /// The body as received (`text` is its lossy UTF-8 reading).
+    pub bytes: Vec<u8>,
 }
 
 impl Resp {
+    /// Reads a whole ureq answer (bodies up to 256 MiB).
+    pub fn read(resp: ureq::Response) -> Result<Resp, String> {
+        let status = resp.status();
+        let headers: Vec<(String, String)> = resp
+            .headers_names()
+            .into_iter()
+            .filter_map(|n| resp.header(&n).map(|v| (n.to_ascii_lowercase(), v.to_string())))
+            .collect();
+        let mut bytes = Vec::new();
+        resp.into_reader().take(256 << 20).read_to_end(&mut bytes).map_err(|e| e.to_string())?;
+        let text = String::from_utf8_lossy(&bytes).into_owned();
+        let json = serde_json::from_str(&text).unwrap_or(Value::Null);
+        Ok(Resp { status, headers, text, json, bytes })
+    }
+
     /// Asserts the status, showing the body when it differs.
     #[track_caller]
     pub fn expect(self, status: u16) -> Resp {
@@ -731,3 +739,112 @@ impl Edge {
         }
     }
 }
+/// `tests/webhooks/receiver.py`: a real Standard Webhooks receiver (the
+/// unmodified Python `standardwebhooks` package verifies every delivery),
+/// on 127.0.0.1, answering per hook name as configured; every request is
+/// logged as one JSON line.
+pub struct WebhookReceiver {
+    pub port: u16,
+    config: PathBuf,
+    pub log: PathBuf,
+    child: Option<Child>,
+}
+
+/// The project's venv Python (`cargo xtask bootstrap` makes it).
+pub fn python() -> PathBuf {
+    repo_root().join(".tools/venv/bin/python")
+}
+
+impl WebhookReceiver {
+    pub fn new(dir: &std::path::Path) -> WebhookReceiver {
+        let r = WebhookReceiver { port: free_port(), config: dir.join("receiver-config.json"), log: dir.join("received.jsonl"), child: None };
+        std::fs::write(&r.config, "{}").unwrap();
+        let _ = std::fs::remove_file(&r.log);
+        r
+    }
+
+    pub fn start(&mut self) {
+        assert!(self.child.is_none());
+        let script = repo_root().join("tests/webhooks/receiver.py");
+        let child = Command::new(python())
+            .arg(&script)
+            .args(["--port", &self.port.to_string()])
+            .arg("--config")
+            .arg(&self.config)
+            .arg("--log")
+            .arg(&self.log)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("the receiver needs .tools/venv (run `cargo xtask bootstrap`)");
+        self.child = Some(child);
+        let until = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(Instant::now() < until, "the receiver did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn url(&self, name: &str) -> String {
+        format!("http://127.0.0.1:{}/hook/{name}", self.port)
+    }
+
+    /// Sets how the receiver treats one hook name (read on every request).
+    pub fn configure(&self, name: &str, cfg: Value) {
+        let mut all: Value = serde_json::from_str(&std::fs::read_to_string(&self.config).unwrap()).unwrap();
+        all[name] = cfg;
+        let tmp = self.config.with_extension("tmp");
+        std::fs::write(&tmp, all.to_string()).unwrap();
+        std::fs::rename(tmp, &self.config).unwrap();
+    }
+
+    /// Tells the receiver the secrets hook `name` is signed with.
+    pub fn expect_secrets(&self, name: &str, secrets: &[&str]) {
+        self.configure(name, json!({"secrets": secrets}));
+    }
+
+    /// Waits until `pred` holds for what `name` received; returns it.
+    pub fn wait_for(&self, name: &str, within: Duration, what: &str, pred: impl Fn(&[Value]) -> bool) -> Result<Vec<Value>, String> {
+        let deadline = Instant::now() + within;
+        loop {
+            let got = self.received(name);
+            if pred(&got) {
+                return Ok(got);
+            }
+            if Instant::now() >= deadline {
+                return Err(format!("{name}: never got {what}; got {} deliveries", got.len()));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// The delivered event of one logged request (its body, parsed).
+    pub fn event(r: &Value) -> Value {
+        serde_json::from_str(r["body"].as_str().unwrap_or("")).unwrap_or(Value::Null)
+    }
+
+    /// What this hook name received, oldest first.
+    pub fn received(&self, name: &str) -> Vec<Value> {
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|r| r["name"] == name)
+            .collect()
+    }
+}
+
+impl Drop for WebhookReceiver {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+

@@ -145,9 +145,10 @@ impl H3Carrier {
         headers: Vec<(&'static str, String)>,
         body: Vec<u8>,
     ) -> Result<Result<CarrierResponse, CarrierError>, h3::error::StreamError> {
-        let mut req = http::Request::post(self.edge.url(path))
-            .header(http::header::CONTENT_TYPE, "application/json")
-            .header(http::header::CONTENT_LENGTH, body.len());
+        let mut req = http::Request::post(self.edge.url(path)).header(http::header::CONTENT_LENGTH, body.len());
+        if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("content-type")) {
+            req = req.header(http::header::CONTENT_TYPE, "application/json");
+        }
         for (k, v) in headers {
             req = req.header(k, v);
         }

@@ -49,8 +49,9 @@ pub struct CarrierResponse {
 }
 
 /// POSTs to the edge. `path` is the API path (`/v1/sidecar/lease`); the carrier
-/// adds the configured base URL, `content-type: application/json`,
-/// `content-length`, and the given (signature) headers.
+/// adds the configured base URL, `content-length`, `content-type:
+/// application/json` unless the given headers name another, and the given
+/// (signature) headers.
 pub trait Carrier: Send + Sync + 'static {
     /// `"http1"` or `"h3"`, for logs.
     fn name(&self) -> &'static str;

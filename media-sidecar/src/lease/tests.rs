@@ -18,6 +18,7 @@ fn status(code: u16) -> Reply {
 
 fn offer(n: u32, deadline_ms: u64) -> Offer {
     Offer {
+        tenant_id: "ten_1".into(),
         lease_id: format!("l_{n}"),
         call_id: format!("c_{n}"),
         attempt: 1,
@@ -837,7 +838,7 @@ fn random_runs_keep_the_invariants() {
                         assert!(running.contains(&call_id));
                         total_hangups += 1;
                     }
-                    Action::Notice(_) => {}
+                    Action::Notice(_) | Action::UploadDone(_) => {}
                 }
             }
             assert!(h.c.held_calls().len() as u32 <= capacity);
@@ -885,6 +886,7 @@ fn random_runs_keep_the_invariants() {
                                 }
                                 ok(EventsAck { protocol_version: 1, accepted: b.events.len() as u32 })
                             }
+                            Request::Recording(_) => status(200),
                         }
                     };
                     h.reply(t.id, reply);
@@ -935,6 +937,7 @@ fn random_runs_keep_the_invariants() {
                     }
                     ok(EventsAck { protocol_version: 1, accepted: 0 })
                 }
+                Request::Recording(_) => status(200),
             };
             h.reply(t.id, reply);
         }
@@ -955,4 +958,91 @@ fn random_runs_keep_the_invariants() {
         total_offered > 1_000 && total_started > 200 && total_hangups > 20,
         "{total_offered} {total_started} {total_hangups}"
     );
+}
+
+fn upload(call: &str) -> Upload {
+    Upload {
+        manifest: RecordingManifest {
+            protocol_version: 1,
+            sidecar_id: String::new(),
+            tenant_id: "ten_1".into(),
+            call_id: call.into(),
+            attempt: 1,
+            content_type: "audio/wav".into(),
+            bytes: 32_044,
+            sha256: "0".repeat(64),
+            duration_ms: 1_000,
+        },
+        path: std::path::PathBuf::from(format!("/spool/{call}-1.wav")),
+    }
+}
+
+fn uploads_in(txs: &[Transmit]) -> Vec<(RequestId, Upload)> {
+    txs.iter()
+        .filter_map(|t| match &t.request {
+            Request::Recording(u) => Some((t.id, u.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn recordings_upload_after_the_events_and_retry_until_stored() {
+    let mut h = H::registered(2);
+    let o = h.start_call(1);
+    h.c.emit(h.now, &o.call_id, EventKind::Dialing).unwrap();
+    h.c.queue_upload(upload("c_1"));
+    assert!(!h.c.is_idle());
+    // The event batch goes first; the upload waits for it.
+    let txs = h.all_tx();
+    assert!(uploads_in(&txs).is_empty());
+    let batch = txs.iter().find(|t| matches!(t.request, Request::Events(_))).expect("events").id;
+    h.reply(batch, ok(serde_json::json!({"protocol_version": 1, "accepted": 1})));
+    let txs = h.all_tx();
+    let ups = uploads_in(&txs);
+    assert_eq!(ups.len(), 1);
+    let (id, sent) = &ups[0];
+    // Stamped with who sends it; the signed body is the manifest.
+    assert_eq!(sent.manifest.sidecar_id, "sc-1");
+    let req = Request::Recording(sent.clone());
+    assert_eq!(req.path(), paths::RECORDING);
+    assert_eq!(serde_json::from_slice::<RecordingManifest>(&req.body()).unwrap(), sent.manifest);
+    // One at a time: nothing more while it is in flight.
+    h.c.queue_upload(upload("c_2"));
+    assert!(uploads_in(&h.all_tx()).is_empty());
+    // A 503: retried after the backoff, not before.
+    h.reply(*id, status(503));
+    assert!(notices(&h.actions()).iter().any(|n| matches!(n, Notice::UploadFailed { status: Some(503), .. })));
+    assert!(uploads_in(&h.all_tx()).is_empty());
+    h.now = h.c.next_wakeup_ms().expect("a retry is scheduled");
+    let ups = uploads_in(&h.all_tx());
+    assert_eq!(ups[0].1.manifest.call_id, "c_1");
+    h.reply(ups[0].0, ok(serde_json::json!({"protocol_version": 1, "call_id": "c_1", "attempt": 1, "bytes": 32_044})));
+    let done: Vec<Action> = h.actions();
+    assert!(done.iter().any(|a| matches!(a, Action::UploadDone(u) if u.manifest.call_id == "c_1")));
+    // The next one goes at once; a 409 (never requested) gives it up, file kept.
+    let ups = uploads_in(&h.all_tx());
+    assert_eq!(ups[0].1.manifest.call_id, "c_2");
+    h.reply(ups[0].0, status(409));
+    let acts = h.actions();
+    assert!(notices(&acts).iter().any(|n| matches!(n, Notice::UploadRefused { status: Some(409), .. })));
+    assert!(!acts.iter().any(|a| matches!(a, Action::UploadDone(_))));
+    assert_eq!(h.c.pending_uploads(), 0);
+}
+
+#[test]
+fn an_unreadable_recording_is_given_up_and_a_401_reregisters_first() {
+    let mut h = H::registered(1);
+    h.c.queue_upload(upload("c_9"));
+    let ups = uploads_in(&h.all_tx());
+    h.reply(ups[0].0, status(401));
+    assert!(!h.c.is_registered());
+    assert_eq!(h.c.pending_uploads(), 1, "kept across re-registration");
+    let reg = h.tx().expect("registers again");
+    h.reply(reg.id, ok(reg_ack()));
+    let ups = uploads_in(&h.all_tx());
+    assert_eq!(ups.len(), 1);
+    h.reply(ups[0].0, Reply::Unsendable("gone".into()));
+    assert!(notices(&h.actions()).iter().any(|n| matches!(n, Notice::UploadRefused { status: None, .. })));
+    assert!(h.c.is_idle());
 }

@@ -291,6 +291,7 @@ impl FakeEdge {
 
 pub fn offer(call: &str, max_seconds: u32) -> Offer {
     Offer {
+        tenant_id: "ten_1".into(),
         lease_id: format!("lease-{call}"),
         call_id: call.to_string(),
         attempt: 1,

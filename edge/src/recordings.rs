@@ -1,0 +1,299 @@
+//! Call recordings. A sidecar uploads each answered attempt's stereo WAV
+//! (`POST /v1/sidecar/recording`: the body streams into R2, which checks it
+//! against the signed manifest's SHA-256), the API serves the newest attempt's
+//! (`GET /v1/calls/{id}/recording`), and `recording.saved` tells webhooks.
+//!
+//! Split like the rest of the edge: this module decides (authentication,
+//! manifest checks, the stored metadata, the event); `glue_recordings` only
+//! moves the bytes between the request, R2 and the response.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use voxline_shared::protocol::{self, RecordingManifest, RecordingReceipt, PROTOCOL_VERSION};
+use voxline_shared::signing::SignedHeaders;
+
+use crate::dispatcher::Dispatcher;
+use crate::error::{ApiError, ErrorCode};
+use crate::http::ApiResponse;
+use crate::ids::rfc3339_ms;
+use crate::model::{keys, CallRecord, Tenant};
+use crate::service::{authenticate_sidecar, load_call, Env};
+use crate::store::{get_json, put_json, Kv};
+use crate::webhooks::Outbox;
+
+/// The R2 binding recordings live in.
+pub const BUCKET_BINDING: &str = "RECORDINGS";
+pub const CONTENT_TYPE: &str = "audio/wav";
+/// A WAV header alone is 44 bytes.
+const MIN_BYTES: u64 = 44;
+
+/// Where one attempt's recording is in R2.
+pub fn object_key(tenant_id: &str, call_id: &str, attempt: u32) -> String {
+    format!("recordings/{tenant_id}/{call_id}/{attempt}.wav")
+}
+
+/// What KV keeps of a call's stored recording (`recording/{tenant}/{call}`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecordingInfo {
+    pub attempt: u32,
+    pub object_key: String,
+    pub content_type: String,
+    pub bytes: u64,
+    pub sha256: String,
+    pub duration_ms: u64,
+    pub saved_at: String,
+}
+
+impl RecordingInfo {
+    pub fn to_public(&self, call_id: &str) -> Value {
+        json!({"object": "recording", "call_id": call_id, "attempt": self.attempt, "content_type": self.content_type,
+               "bytes": self.bytes, "sha256": self.sha256, "duration_ms": self.duration_ms,
+               "channels": {"left": "ai", "right": "callee"}, "saved_at": self.saved_at,
+               "url": format!("/v1/calls/{call_id}/recording")})
+    }
+}
+
+/// An upload that may go ahead: where to put the bytes and how to check them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdmittedUpload {
+    pub manifest: RecordingManifest,
+    pub object_key: String,
+    /// The manifest's digest, decoded, for the object store's integrity check.
+    pub sha256: Vec<u8>,
+}
+
+fn invalid(message: impl Into<String>) -> ApiError {
+    ApiError::new(ErrorCode::InvalidRecordingManifest, message)
+}
+
+/// Checks an upload before any of its body is read: the sidecar's signature
+/// over the manifest (header `x-voxline-recording`), the manifest itself, and
+/// that the call exists, wanted a recording and was dialled in this
+/// sidecar's region. `content_length`, when the request declared one, must
+/// equal the manifest's `bytes`.
+pub async fn admit_upload(
+    kv: &impl Kv,
+    headers: &SignedHeaders<'_>,
+    manifest_raw: Option<&str>,
+    content_length: Option<u64>,
+    now_ms: u64,
+) -> Result<AdmittedUpload, ApiError> {
+    let raw = manifest_raw.ok_or_else(|| invalid(format!("missing the {} header", protocol::HEADER_RECORDING_MANIFEST)))?;
+    let sidecar = authenticate_sidecar(kv, headers, raw.as_bytes(), now_ms).await?;
+    let m: RecordingManifest = serde_json::from_str(raw).map_err(|e| invalid(format!("the manifest is not valid: {e}")))?;
+    protocol::check_version(m.protocol_version)
+        .map_err(|v| ApiError::new(ErrorCode::UnsupportedProtocolVersion, v.to_string()))?;
+    if m.sidecar_id != sidecar.id {
+        return Err(invalid("the manifest's sidecar_id is not the signer's"));
+    }
+    if m.content_type != CONTENT_TYPE {
+        return Err(invalid(format!("content_type must be {CONTENT_TYPE}")));
+    }
+    if m.bytes < MIN_BYTES {
+        return Err(invalid(format!("{} bytes cannot be a WAV recording", m.bytes)));
+    }
+    if m.bytes > protocol::MAX_RECORDING_BYTES {
+        return Err(ApiError::new(
+            ErrorCode::PayloadTooLarge,
+            format!("{} bytes: recordings are taken up to {} bytes", m.bytes, protocol::MAX_RECORDING_BYTES),
+        ));
+    }
+    if content_length.is_some_and(|n| n != m.bytes) {
+        return Err(invalid("Content-Length differs from the manifest's bytes"));
+    }
+    let sha256 = match hex::decode(&m.sha256) {
+        Ok(d) if d.len() == 32 && m.sha256.bytes().all(|b| !b.is_ascii_uppercase()) => d,
+        _ => return Err(invalid("sha256 must be 64 lowercase hex digits")),
+    };
+    if m.attempt == 0 || !crate::ids::is_id(&m.call_id, "call") || !crate::ids::is_id(&m.tenant_id, "ten") {
+        return Err(invalid("tenant_id, call_id or attempt is malformed"));
+    }
+    let not_found = || ApiError::new(ErrorCode::CallNotFound, format!("no call '{}' for tenant '{}'", m.call_id, m.tenant_id));
+    let record: CallRecord = get_json(kv, &keys::call(&m.tenant_id, &m.call_id)).await?.ok_or_else(not_found)?;
+    // Another region's sidecar never held this call.
+    if record.region != sidecar.region {
+        return Err(not_found());
+    }
+    if !record.record {
+        return Err(ApiError::new(ErrorCode::RecordingNotRequested, format!("call '{}' was placed without record: true", m.call_id)));
+    }
+    if m.attempt > record.attempts.max(1) {
+        return Err(invalid(format!("attempt {} of a call dialled {} times", m.attempt, record.attempts)));
+    }
+    let object_key = object_key(&m.tenant_id, &m.call_id, m.attempt);
+    Ok(AdmittedUpload { manifest: m, object_key, sha256 })
+}
+
+/// Records a stored upload and queues `recording.saved`. Idempotent: the same
+/// upload again changes nothing and sends no second event; an older attempt's
+/// upload never replaces a newer one's.
+pub async fn record_saved(kv: &impl Kv, outbox: &Outbox, up: &AdmittedUpload, now_ms: u64) -> Result<ApiResponse, ApiError> {
+    let m = &up.manifest;
+    let key = keys::recording(&m.tenant_id, &m.call_id);
+    let before: Option<RecordingInfo> = get_json(kv, &key).await?;
+    let receipt = RecordingReceipt { protocol_version: PROTOCOL_VERSION, call_id: m.call_id.clone(), attempt: m.attempt, bytes: m.bytes };
+    let ok = ApiResponse::json(200, &serde_json::to_value(&receipt).unwrap_or(Value::Null));
+    match &before {
+        Some(b) if b.attempt > m.attempt || (b.attempt == m.attempt && b.sha256 == m.sha256) => return Ok(ok),
+        _ => {}
+    }
+    let info = RecordingInfo {
+        attempt: m.attempt,
+        object_key: up.object_key.clone(),
+        content_type: m.content_type.clone(),
+        bytes: m.bytes,
+        sha256: m.sha256.clone(),
+        duration_ms: m.duration_ms,
+        saved_at: rfc3339_ms(now_ms),
+    };
+    put_json(kv, &key, &info, None).await?;
+    let data = info.to_public(&m.call_id);
+    let jobs = crate::webhooks::emit_event(kv, &m.tenant_id, "recording.saved", &m.call_id, now_ms, |event_id| {
+        crate::webhooks::event_payload("recording.saved", event_id, now_ms, data)
+    })
+    .await?;
+    outbox.push(jobs);
+    Ok(ok)
+}
+
+/// `GET /v1/calls/{id}/recording`: the newest attempt's WAV. The answer names
+/// the R2 object; the glue streams it as the body.
+pub async fn get_recording<K: Kv, D: Dispatcher>(env: &Env<'_, K, D>, tenant: &Tenant, cid: &str) -> Result<ApiResponse, ApiError> {
+    let record = load_call(env, &tenant.id, cid).await?;
+    let info: Option<RecordingInfo> = get_json(env.kv, &keys::recording(&tenant.id, &record.id)).await?;
+    let Some(info) = info else {
+        let why = if !record.record {
+            "this call was placed without record: true".to_string()
+        } else if record.status.is_terminal() {
+            "not uploaded yet: the sidecar uploads it once the call has ended (recording.saved tells when), or the call was never answered".to_string()
+        } else {
+            "the call has not ended; its recording is uploaded after it ends (recording.saved tells when)".to_string()
+        };
+        return Err(ApiError::new(ErrorCode::RecordingNotFound, format!("no recording for call '{}': {why}", record.id)));
+    };
+    let mut resp = ApiResponse::json(200, &Value::Null)
+        .with_header("Content-Type", info.content_type.clone())
+        .with_header("Content-Length", info.bytes.to_string())
+        .with_header("Content-Disposition", format!("attachment; filename=\"{}.wav\"", record.id))
+        .with_header("X-Recording-Attempt", info.attempt.to_string())
+        .with_header("X-Recording-Duration-Ms", info.duration_ms.to_string())
+        .with_header("X-Recording-Sha256", info.sha256.clone());
+    resp.body = String::new();
+    resp.stored_object = Some(info.object_key);
+    Ok(resp)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{test_call, SidecarRecord};
+    use crate::store::memory::MemoryKv;
+    use futures::executor::block_on;
+    use voxline_shared::signing;
+
+    const NOW: u64 = 1_780_000_000_000;
+    const TENANT: &str = "ten_0123456789abcdef";
+    const CALL: &str = "call_0123456789abcdef";
+    const SHA: &str = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08";
+
+    fn store() -> (MemoryKv, CallRecord) {
+        let kv = MemoryKv::default();
+        let sidecar = SidecarRecord { id: "sc-1".into(), region: "local".into(), secret: "scs_secret".into(), created_at: rfc3339_ms(NOW), revoked_at: None };
+        block_on(put_json(&kv, &keys::sidecar("sc-1"), &sidecar, None)).unwrap();
+        let mut call = test_call(voxline_shared::CallStatus::Completed);
+        call.id = CALL.into();
+        call.record = true;
+        call.attempts = 1;
+        block_on(put_json(&kv, &keys::call(TENANT, &call.id), &call, None)).unwrap();
+        (kv, call)
+    }
+
+    fn manifest(call: &CallRecord) -> RecordingManifest {
+        RecordingManifest {
+            protocol_version: PROTOCOL_VERSION,
+            sidecar_id: "sc-1".into(),
+            tenant_id: TENANT.into(),
+            call_id: call.id.clone(),
+            attempt: 1,
+            content_type: CONTENT_TYPE.into(),
+            bytes: 32_044,
+            sha256: SHA.into(),
+            duration_ms: 1_000,
+        }
+    }
+
+    fn admit(kv: &MemoryKv, m: &RecordingManifest, secret: &str) -> Result<AdmittedUpload, ApiError> {
+        let raw = serde_json::to_string(m).unwrap();
+        let h = signing::signed_headers("sc-1", secret.as_bytes(), NOW / 1000, "00112233445566778899aabbccddeeff", raw.as_bytes());
+        let headers = SignedHeaders::from_lookup(|name| h.iter().find(|(k, _)| *k == name).map(|(_, v)| v.as_str()));
+        block_on(admit_upload(kv, &headers, Some(&raw), Some(m.bytes), NOW))
+    }
+
+    #[test]
+    fn a_signed_manifest_for_a_recorded_call_is_admitted_and_saved_once() {
+        let (kv, call) = store();
+        let m = manifest(&call);
+        let up = admit(&kv, &m, "scs_secret").expect("admitted");
+        assert_eq!(up.object_key, format!("recordings/{}/{}/1.wav", m.tenant_id, call.id));
+        assert_eq!(up.sha256.len(), 32);
+        let outbox = Outbox::default();
+        crate::webhooks::tests_support::endpoint(&kv, TENANT, &["recording.saved"]);
+        let r = block_on(record_saved(&kv, &outbox, &up, NOW)).unwrap();
+        let jobs = outbox.take();
+        assert_eq!(jobs.len(), 1);
+        let p: Value = serde_json::from_str(&jobs[0].payload).unwrap();
+        assert_eq!((p["type"].as_str(), p["data"]["sha256"].as_str(), p["data"]["attempt"].as_u64()), (Some("recording.saved"), Some(SHA), Some(1)));
+        assert_eq!((r.status, r.body_json()["bytes"].as_u64()), (200, Some(32_044)));
+        let info: RecordingInfo = block_on(get_json(&kv, &keys::recording(&m.tenant_id, &call.id))).unwrap().unwrap();
+        assert_eq!((info.attempt, info.bytes, info.sha256.as_str()), (1, 32_044, SHA));
+        // The same upload again: the same answer, nothing new stored.
+        assert_eq!(block_on(record_saved(&kv, &outbox, &up, NOW + 5)).unwrap().status, 200);
+        let again: RecordingInfo = block_on(get_json(&kv, &keys::recording(&m.tenant_id, &call.id))).unwrap().unwrap();
+        assert_eq!(again.saved_at, info.saved_at);
+        assert!(outbox.take().is_empty(), "no second recording.saved");
+    }
+
+    #[test]
+    fn bad_uploads_are_refused_with_their_codes() {
+        let (kv, call) = store();
+        let code = |m: &RecordingManifest, secret: &str| admit(&kv, m, secret).map(|_| ()).unwrap_err().code;
+        let m = manifest(&call);
+        assert_eq!(code(&m, "scs_wrong"), ErrorCode::InvalidSignature);
+        assert_eq!(code(&RecordingManifest { bytes: 10, ..m.clone() }, "scs_secret"), ErrorCode::InvalidRecordingManifest);
+        assert_eq!(code(&RecordingManifest { bytes: protocol::MAX_RECORDING_BYTES + 1, ..m.clone() }, "scs_secret"), ErrorCode::PayloadTooLarge);
+        assert_eq!(code(&RecordingManifest { sha256: SHA.to_uppercase(), ..m.clone() }, "scs_secret"), ErrorCode::InvalidRecordingManifest);
+        assert_eq!(code(&RecordingManifest { content_type: "audio/mpeg".into(), ..m.clone() }, "scs_secret"), ErrorCode::InvalidRecordingManifest);
+        assert_eq!(code(&RecordingManifest { sidecar_id: "sc-2".into(), ..m.clone() }, "scs_secret"), ErrorCode::InvalidRecordingManifest);
+        assert_eq!(code(&RecordingManifest { attempt: 2, ..m.clone() }, "scs_secret"), ErrorCode::InvalidRecordingManifest);
+        let other = format!("call_{}", "e".repeat(20));
+        assert_eq!(code(&RecordingManifest { call_id: other, ..m.clone() }, "scs_secret"), ErrorCode::CallNotFound);
+        // A call placed without record: true.
+        let mut plain = call.clone();
+        plain.record = false;
+        block_on(put_json(&kv, &keys::call(&m.tenant_id, &call.id), &plain, None)).unwrap();
+        assert_eq!(code(&m, "scs_secret"), ErrorCode::RecordingNotRequested);
+        // Another region's call.
+        let mut elsewhere = call.clone();
+        elsewhere.region = "eu".into();
+        block_on(put_json(&kv, &keys::call(&m.tenant_id, &call.id), &elsewhere, None)).unwrap();
+        assert_eq!(code(&m, "scs_secret"), ErrorCode::CallNotFound);
+        // No manifest at all.
+        let headers = SignedHeaders::from_lookup(|_| None);
+        assert_eq!(block_on(admit_upload(&kv, &headers, None, None, NOW)).unwrap_err().code, ErrorCode::InvalidRecordingManifest);
+    }
+
+    #[test]
+    fn an_older_attempt_never_replaces_a_newer_recording() {
+        let (kv, mut call) = store();
+        call.attempts = 2;
+        let tid = manifest(&call).tenant_id;
+        block_on(put_json(&kv, &keys::call(&tid, &call.id), &call, None)).unwrap();
+        let outbox = Outbox::default();
+        let second = admit(&kv, &RecordingManifest { attempt: 2, ..manifest(&call) }, "scs_secret").unwrap();
+        let first = admit(&kv, &manifest(&call), "scs_secret").unwrap();
+        block_on(record_saved(&kv, &outbox, &second, NOW)).unwrap();
+        block_on(record_saved(&kv, &outbox, &first, NOW + 1)).unwrap();
+        let info: RecordingInfo = block_on(get_json(&kv, &keys::recording(&tid, &call.id))).unwrap().unwrap();
+        assert_eq!(info.attempt, 2);
+    }
+}

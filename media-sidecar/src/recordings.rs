@@ -1,0 +1,168 @@
+//! The recording spool: a call's stereo WAV is written to the recordings
+//! directory, and once the call has ended a manifest (`<wav>.upload.json`:
+//! call, attempt, length, SHA-256, duration) is written beside it. The lease
+//! client uploads it; on success both files go. A sidecar that stops or
+//! crashes before that finds the manifests at its next start and uploads
+//! them then, so a recording is never lost with the process.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+use voxline_shared::protocol::{RecordingManifest, PROTOCOL_VERSION};
+
+use crate::lease::Upload;
+
+const MANIFEST_SUFFIX: &str = ".upload.json";
+
+/// Where recordings are written: the configured directory, else one per
+/// sidecar under the system temp directory (a spool: files leave once uploaded).
+pub fn spool_dir(configured: Option<&Path>, sidecar_id: &str) -> PathBuf {
+    match configured {
+        Some(d) => d.to_path_buf(),
+        None => std::env::temp_dir().join(format!("voxline-recordings-{sidecar_id}")),
+    }
+}
+
+/// The WAV path of one attempt of one call.
+pub fn wav_path(dir: &Path, call_id: &str, attempt: u32) -> PathBuf {
+    dir.join(format!("{call_id}-{attempt}.wav"))
+}
+
+fn manifest_path(wav: &Path) -> PathBuf {
+    let mut name = wav.as_os_str().to_owned();
+    name.push(MANIFEST_SUFFIX);
+    PathBuf::from(name)
+}
+
+/// Hashes and measures a finished recording and writes its manifest beside
+/// it. The sidecar id is filled in when it is sent.
+pub fn prepare(wav: &Path, tenant_id: &str, call_id: &str, attempt: u32) -> std::io::Result<Upload> {
+    let mut file = std::fs::File::open(wav)?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut bytes = 0u64;
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        bytes += n as u64;
+    }
+    let reader = hound::WavReader::open(wav).map_err(std::io::Error::other)?;
+    let spec = reader.spec();
+    let duration_ms = u64::from(reader.duration()) * 1000 / u64::from(spec.sample_rate.max(1));
+    let manifest = RecordingManifest {
+        protocol_version: PROTOCOL_VERSION,
+        sidecar_id: String::new(),
+        tenant_id: tenant_id.to_string(),
+        call_id: call_id.to_string(),
+        attempt,
+        content_type: "audio/wav".into(),
+        bytes,
+        sha256: hex(&hasher.finalize()),
+        duration_ms,
+    };
+    let json = serde_json::to_vec(&manifest).map_err(std::io::Error::other)?;
+    // Written whole then renamed: a crash never leaves half a manifest.
+    let target = manifest_path(wav);
+    let tmp = target.with_extension("tmp");
+    std::fs::write(&tmp, json)?;
+    std::fs::rename(&tmp, &target)?;
+    Ok(Upload { manifest, path: wav.to_path_buf() })
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Uploads a previous run left behind (manifest and WAV both present), oldest first.
+pub fn leftovers(dir: &Path) -> Vec<Upload> {
+    let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
+    let mut found: Vec<(std::time::SystemTime, Upload)> = Vec::new();
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let Some(name) = path.file_name().and_then(|n| n.to_str()) else { continue };
+        let Some(wav_name) = name.strip_suffix(MANIFEST_SUFFIX) else { continue };
+        let wav = path.with_file_name(wav_name);
+        let manifest = std::fs::read(&path).ok().and_then(|b| serde_json::from_slice::<RecordingManifest>(&b).ok());
+        match manifest {
+            Some(manifest) if wav.is_file() => {
+                let at = entry.metadata().and_then(|m| m.modified()).unwrap_or(std::time::UNIX_EPOCH);
+                found.push((at, Upload { manifest, path: wav }));
+            }
+            _ => tracing::warn!(manifest = %path.display(), "recording manifest without a readable WAV or unreadable; left alone"),
+        }
+    }
+    found.sort_by_key(|(at, _)| *at);
+    found.into_iter().map(|(_, u)| u).collect()
+}
+
+/// Deletes an uploaded recording and its manifest.
+pub fn remove(upload: &Upload) {
+    for p in [upload.path.clone(), manifest_path(&upload.path)] {
+        if let Err(e) = std::fs::remove_file(&p) {
+            tracing::warn!(path = %p.display(), error = %e, "could not delete an uploaded recording file");
+        }
+    }
+}
+
+/// The whole file, for the upload body (an hour is ~115 MB).
+pub async fn read(upload: &Upload) -> Result<Vec<u8>, String> {
+    let bytes = tokio::task::spawn_blocking({
+        let path = upload.path.clone();
+        move || std::fs::read(path)
+    })
+    .await
+    .map_err(|e| e.to_string())?
+    .map_err(|e| format!("{}: {e}", upload.path.display()))?;
+    if bytes.len() as u64 != upload.manifest.bytes {
+        return Err(format!("{}: {} bytes on disk, {} in the manifest", upload.path.display(), bytes.len(), upload.manifest.bytes));
+    }
+    Ok(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn temp_dir(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("voxline-rec-test-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    fn write_wav(path: &Path, frames: u32) {
+        let mut w = hound::WavWriter::create(path, crate::media::record::spec()).unwrap();
+        for i in 0..frames {
+            w.write_sample((i % 100) as i16).unwrap();
+            w.write_sample(-((i % 50) as i16)).unwrap();
+        }
+        w.finalize().unwrap();
+    }
+
+    #[test]
+    fn a_prepared_recording_is_measured_found_again_and_removed() {
+        let dir = temp_dir("spool");
+        let wav = wav_path(&dir, "call_0123456789abcdef", 2);
+        write_wav(&wav, 8_000 * 3 / 2);
+        let up = prepare(&wav, "ten_0123456789abcdef", "call_0123456789abcdef", 2).unwrap();
+        let on_disk = std::fs::read(&wav).unwrap();
+        assert_eq!(up.manifest.bytes, on_disk.len() as u64);
+        assert_eq!(up.manifest.sha256, hex(&Sha256::digest(&on_disk)));
+        assert_eq!((up.manifest.duration_ms, up.manifest.attempt), (1_500, 2));
+        // A restart finds it, with the same manifest; a stray manifest is skipped.
+        std::fs::write(dir.join("x.wav.upload.json"), b"{}").unwrap();
+        let found = leftovers(&dir);
+        assert_eq!(found, vec![up.clone()]);
+        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        assert_eq!(rt.block_on(read(&up)).unwrap(), on_disk);
+        remove(&up);
+        assert!(!wav.exists() && !manifest_path(&wav).exists());
+        assert!(leftovers(&dir).is_empty());
+        assert!(rt.block_on(read(&up)).is_err(), "a vanished file cannot be sent");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
