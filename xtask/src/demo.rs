@@ -13,11 +13,11 @@
 use crate::{bootstrap, build_edge, root, run, step};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use voxline_e2e::{flite_8k, free_port, free_tcp_udp_port, start_baresip, start_sip_sidecar, write_wav, ChildGuard, Edge, EdgeOptions, Resp};
+use voxline_e2e::{flite_8k, free_tcp_udp_port, start_baresip, start_sip_sidecar, write_wav, Edge, EdgeOptions, Resp, WebhookReceiver};
 
 const CALLEE: &str = "+15555550123";
 
@@ -57,10 +57,6 @@ fn callee_wav(dir: &Path) -> Result<PathBuf, String> {
     Ok(path)
 }
 
-fn python() -> PathBuf {
-    root().join(".tools/venv/bin/python")
-}
-
 pub fn run_demo(once: bool) -> Result<(), String> {
     step("bootstrap", bootstrap::ensure_all)?;
     step("edge wasm build", build_edge)?;
@@ -92,34 +88,18 @@ pub fn run_demo(once: bool) -> Result<(), String> {
         r.json["key"].as_str().map(String::from).ok_or_else(|| "no key in response".to_string())
     })?;
 
-    // The webhook receiver, told the endpoint's secret.
-    let hook_port = free_port();
-    let hook_log = dir.join("webhooks.jsonl");
-    let _ = std::fs::remove_file(&hook_log);
+    // The webhook receiver (the Python `standardwebhooks` package), told the endpoint's secret.
+    let mut hooks = WebhookReceiver::new(&dir);
+    step("webhook receiver (standardwebhooks)", || {
+        hooks.start();
+        Ok(())
+    })?;
     let webhook = step("webhook endpoint", || {
-        let r = edge.admin(
-            "POST",
-            &format!("/admin/tenants/{tenant_id}/webhooks"),
-            Some(&json!({"url": format!("http://127.0.0.1:{hook_port}/hook/demo")})),
-        );
+        let r = edge.admin("POST", &format!("/admin/tenants/{tenant_id}/webhooks"), Some(&json!({"url": hooks.url("demo")})));
         check(&r, 201)?;
         Ok(r.json)
     })?;
-    let hook_config = dir.join("webhooks-config.json");
-    std::fs::write(&hook_config, json!({"demo": {"secrets": [webhook["secret"]]}}).to_string()).map_err(|e| e.to_string())?;
-    let _receiver = step("webhook receiver (standardwebhooks)", || {
-        let child = Command::new(python())
-            .arg(root().join("tests/webhooks/receiver.py"))
-            .args(["--port", &hook_port.to_string(), "--config"])
-            .arg(&hook_config)
-            .arg("--log")
-            .arg(&hook_log)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .spawn()
-            .map_err(|e| format!("receiver: {e}"))?;
-        Ok(ChildGuard(child))
-    })?;
+    hooks.expect_secrets("demo", &[webhook["secret"].as_str().unwrap_or_default()]);
 
     // The callee: a baresip phone that auto-answers.
     let callee_port = free_tcp_udp_port();
@@ -166,38 +146,42 @@ pub fn run_demo(once: bool) -> Result<(), String> {
         None,
     )?;
     println!("\ntranscript (GET /v1/calls/{call_id}/transcript):\n{}", transcript.text);
+    let summary = edge.call("GET", &format!("/v1/calls/{call_id}/transcript.json"), &key, None);
+    println!("summary: {}\noutcome: {}", summary.json["summary"], summary.json["outcome"]);
 
-    // Webhooks arrive through the queue within a few seconds.
-    let until = Instant::now() + Duration::from_secs(15);
-    let mut events: Vec<Value> = Vec::new();
-    while Instant::now() < until {
-        events = std::fs::read_to_string(&hook_log)
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-            .map(|mut e| {
-                // The event itself is the delivered body.
-                let body: Value = serde_json::from_str(e["body"].as_str().unwrap_or("null")).unwrap_or(Value::Null);
-                e["type"] = body["type"].clone();
-                e
-            })
-            .collect();
-        if events.iter().any(|e| e["type"].as_str().is_some_and(|t| t == "call.completed" || t == "call.failed")) {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(250));
+    // Webhooks arrive through the queue within a few seconds; the recording
+    // is uploaded after the call ends (recording.saved).
+    let types = |got: &[Value]| -> Vec<String> {
+        got.iter().filter_map(|r| WebhookReceiver::event(r)["type"].as_str().map(String::from)).collect()
+    };
+    let wanted = ["call.completed", "transcript.saved", "recording.saved"];
+    let events = hooks
+        .wait_for("demo", Duration::from_secs(30), "the call's webhooks", |got| {
+            let t = types(got);
+            wanted.iter().all(|w| t.iter().any(|x| x == w)) || t.iter().any(|x| x == "call.failed")
+        })
+        .unwrap_or_else(|e| {
+            println!("  ({e})");
+            hooks.received("demo")
+        });
+    println!("\nwebhooks received and verified with standardwebhooks:");
+    for r in &events {
+        let e = WebhookReceiver::event(r);
+        println!("  {} {} verified={}", e["id"].as_str().unwrap_or("-"), e["type"].as_str().unwrap_or("?"), r["verified"]);
     }
-    println!("webhooks received and verified with standardwebhooks:");
-    for e in &events {
-        println!("  {} {} verified={}", e["webhook_id"].as_str().unwrap_or("-"), e["type"].as_str().unwrap_or("?"), e["verified"]);
+    let recording = dir.join(format!("recording-{call_id}.wav"));
+    let wav = edge.request("GET", &format!("/v1/calls/{call_id}/recording"), &[("authorization", &format!("Bearer {key}"))], None)?;
+    if wav.status == 200 {
+        std::fs::write(&recording, &wav.bytes).map_err(|e| format!("write {}: {e}", recording.display()))?;
+        println!(
+            "\nrecording (GET /v1/calls/{call_id}/recording, from R2; stereo: left agent, right callee, {} bytes): {}",
+            wav.bytes.len(),
+            recording.display()
+        );
+    } else {
+        println!("\nrecording: not available ({} {})", wav.status, wav.text);
     }
-    let recording = dir.join("recordings").join(format!("{call_id}-1.wav"));
-    println!(
-        "\nrecording (stereo: left agent, right callee): {}\nedge: {}   log: {}\n",
-        recording.display(),
-        edge.base,
-        edge.log_path.display()
-    );
+    println!("edge: {}   log: {}\n", edge.base, edge.log_path.display());
     if !once {
         println!("The edge keeps running for you to try the API (key above is valid). Press Ctrl-C to stop everything.");
         println!("  curl -s {}/v1/calls -H 'Authorization: Bearer {key}'", edge.base);
