@@ -132,13 +132,10 @@ fn check_artifacts(w: &World, id: &str, transcript: &Value) {
     assert_eq!((rec["attempt"].as_u64(), rec["content_type"].as_str()), (Some(1), Some("audio/wav")), "{rec}");
 
     // The WAV from R2, through the API: what the sidecar measured and hashed.
-    let wav = w.edge.request("GET", &format!("/v1/calls/{id}/recording"), &[("authorization", &format!("Bearer {}", w.tenant.key))], None).unwrap();
-    assert_eq!(wav.status, 200, "{}", wav.text);
-    assert_eq!(wav.header("content-type"), Some("audio/wav"));
-    assert_eq!(wav.bytes.len() as u64, rec["bytes"].as_u64().unwrap());
-    use sha2::Digest;
-    assert_eq!(hex::encode(sha2::Sha256::digest(&wav.bytes)), rec["sha256"].as_str().unwrap());
-    let mut reader = hound::WavReader::new(std::io::Cursor::new(&wav.bytes)).expect("a WAV file");
+    let wav = w.edge.wait_recording(&w.tenant.key, id, Duration::from_secs(10));
+    assert_eq!(wav.len() as u64, rec["bytes"].as_u64().unwrap());
+    assert_eq!(voxline_shared::signing::sha256_hex(&wav), rec["sha256"].as_str().unwrap());
+    let mut reader = hound::WavReader::new(std::io::Cursor::new(&wav)).expect("a WAV file");
     let spec = reader.spec();
     assert_eq!((spec.channels, spec.sample_rate, spec.bits_per_sample), (2, 8000, 16));
     let samples: Vec<i16> = reader.samples::<i16>().map(|s| s.unwrap()).collect();

@@ -125,9 +125,10 @@ fn a_real_call_carries_audio_both_ways_through_sip_and_rtp(w: &World) {
     let status = sipp.0.wait().expect("sipp exits");
     assert!(status.success(), "sipp failed ({status}); see sipp logs");
 
-    // The recording: right = what the sidecar heard, left = what it sent back.
-    let wav = w.dir.join("recordings").join(format!("{id}-1.wav"));
-    let mut reader = hound::WavReader::open(&wav).unwrap_or_else(|e| panic!("{}: {e}", wav.display()));
+    // The recording, as uploaded to R2 and served by the API: right = what
+    // the sidecar heard, left = what it sent back.
+    let wav = w.edge.wait_recording(&w.tenant.key, &id, Duration::from_secs(20));
+    let mut reader = hound::WavReader::new(std::io::Cursor::new(wav)).expect("a WAV recording");
     assert_eq!((reader.spec().channels, reader.spec().sample_rate), (2, 8000));
     let samples: Vec<i16> = reader.samples::<i16>().map(Result::unwrap).collect();
     let left: Vec<i16> = samples.iter().step_by(2).copied().collect();
@@ -272,8 +273,8 @@ fn baresip_echo_call(w: &World, name: &str, phone: &str, baresip_codecs: &str, s
     assert!(corr > min_corr, "{name}: baresip's played audio did not come back (correlation {corr:.3})");
 
     // The sidecar's recording: right = heard from baresip, left = echoed to it.
-    let rec = w.dir.join("recordings").join(format!("{id}-1.wav"));
-    let mut reader = hound::WavReader::open(&rec).unwrap_or_else(|e| panic!("{}: {e}", rec.display()));
+    let rec = w.edge.wait_recording(&w.tenant.key, &id, Duration::from_secs(20));
+    let mut reader = hound::WavReader::new(std::io::Cursor::new(rec)).expect("a WAV recording");
     let samples: Vec<f64> = reader.samples::<i16>().map(|s| s.unwrap() as f64).collect();
     let left: Vec<f64> = samples.iter().step_by(2).copied().collect();
     let right: Vec<f64> = samples.iter().skip(1).step_by(2).copied().collect();
@@ -294,6 +295,96 @@ fn a_real_phone_baresip_gets_its_audio_back_over_pcmu(w: &World) {
 fn a_real_phone_baresip_gets_its_audio_back_over_opus(w: &World) {
     // baresip answers with the offer's order, so the sidecar must prefer Opus.
     baresip_echo_call(w, "opus", "+14155550302", "opus/48000/2,PCMU", "codecs = [\"opus\", \"pcmu\"]", "opus", 0.8);
+}
+
+/// An agent on the OpenAI Realtime engine without a key of its own: the
+/// call brings the key and the endpoint (the fake server on 127.0.0.1).
+fn realtime_agent(w: &World) -> String {
+    let body = json!({"name": "cloud", "default_engine": "openai_realtime", "model": "gpt-realtime-test", "system_prompt": "Greet the caller."});
+    let a = w.edge.admin("POST", &format!("/admin/tenants/{}/agents", w.tenant.id), Some(&body)).expect(201).json;
+    assert_eq!(a["engine_api_key_set"], false);
+    a["id"].as_str().unwrap().to_string()
+}
+
+fn ms_of(ts: &Value) -> i64 {
+    let t = time::OffsetDateTime::parse(ts.as_str().unwrap(), &time::format_description::well_known::Rfc3339).unwrap();
+    (t.unix_timestamp_nanos() / 1_000_000) as i64
+}
+
+/// Every file under `dir` (KV and Durable Object storage, logs), read whole.
+fn files_containing(dir: &Path, needle: &[u8]) -> Vec<PathBuf> {
+    let mut hits = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if std::fs::read(&p).is_ok_and(|b| b.windows(needle.len()).any(|w| w == needle)) {
+                hits.push(p);
+            }
+        }
+    }
+    hits
+}
+
+fn a_call_brings_its_own_engine_key_and_endpoint(w: &World) {
+    const KEY: &str = "sk-e2e-CALL-KEY-0042";
+    let fake = fake_realtime::FakeRealtime::start(KEY);
+    let agent = realtime_agent(w);
+    let stream = w.dir.join("signal-2s.ulaw");
+    std::fs::write(&stream, test_signal(2.0).iter().map(|&s| mulaw(s)).collect::<Vec<u8>>()).unwrap();
+    let port = free_tcp_udp_port();
+    let _sipp = start_sipp(&w.dir, port, &stream, 5_000);
+    let _sidecar = start_sidecar_with(w, "tel-ai", port, "");
+    let body = json!({"phone": "+14155550310", "agent_id": agent, "engine_api_key": KEY, "engine_base_url": fake.url, "record": true});
+    let created = w.edge.call("POST", "/v1/calls", &w.tenant.key, Some(&body)).expect(201);
+    assert!(!created.text.contains(KEY), "the key came back: {}", created.text);
+    assert_eq!((created.json["engine_api_key_set"].as_bool(), created.json["engine_base_url"].as_str()), (Some(true), Some(fake.url.as_str())));
+    let id = created.json["id"].as_str().unwrap().to_string();
+    let call = wait_status(w, &id, &["completed", "failed", "busy", "no_answer", "cancelled"], Duration::from_secs(40));
+    assert_eq!((call["status"].as_str(), call["ended_reason"].as_str()), (Some("completed"), Some("callee_hangup")), "{call}");
+
+    // The sidecar reached the call's endpoint with the call's key and held a session.
+    let conns = fake.connections();
+    assert_eq!(conns.len(), 1, "{conns:?}");
+    let c = &conns[0];
+    assert_eq!((c.refused, c.authorization.as_deref()), (false, Some(format!("Bearer {KEY}").as_str())));
+    assert!(c.uri.starts_with("/v1/realtime?model=gpt-realtime-test"), "{}", c.uri);
+    for kind in ["session.update", "response.create", "input_audio_buffer.append"] {
+        assert!(c.received.iter().any(|k| k == kind), "the engine never sent {kind}: {:?}", c.received.iter().take(5).collect::<Vec<_>>());
+    }
+    let t = w.edge.call("GET", &format!("/v1/calls/{id}/transcript"), &w.tenant.key, None).expect(200).json;
+    assert_eq!((t["turns"][0]["role"].as_str(), t["turns"][0]["text"].as_str()), (Some("ai"), Some(fake_realtime::FAKE_AI_LINE)), "{t}");
+    // Its tone reached the callee: the recording's left channel (what was sent).
+    let wav = w.edge.wait_recording(&w.tenant.key, &id, Duration::from_secs(20));
+    let samples: Vec<i16> = hound::WavReader::new(std::io::Cursor::new(wav)).unwrap().samples::<i16>().map(Result::unwrap).collect();
+    let loud = samples.iter().step_by(2).filter(|s| s.unsigned_abs() > 4_000).count();
+    assert!(loud > 4_000, "the engine's audio is not on the left channel ({loud} loud samples)");
+
+    // The key is nowhere at rest: not in KV or Durable Object storage, not in a log.
+    drop(_sidecar);
+    let hits = files_containing(&w.dir, KEY.as_bytes());
+    assert!(hits.is_empty(), "the engine key was written to {hits:?}");
+}
+
+fn a_wrong_engine_key_ends_the_call_at_once(w: &World) {
+    let fake = fake_realtime::FakeRealtime::start("sk-e2e-RIGHT-KEY");
+    let agent = realtime_agent(w);
+    let stream = w.dir.join("signal-8s.ulaw");
+    std::fs::write(&stream, test_signal(8.0).iter().map(|&s| mulaw(s)).collect::<Vec<u8>>()).unwrap();
+    let port = free_tcp_udp_port();
+    let _sipp = start_sipp(&w.dir, port, &stream, 9_000);
+    let _sidecar = start_sidecar_with(w, "tel-badkey", port, "");
+    let body = json!({"phone": "+14155550311", "agent_id": agent, "engine_api_key": "sk-e2e-WRONG-KEY", "engine_base_url": fake.url});
+    let id = w.edge.call("POST", "/v1/calls", &w.tenant.key, Some(&body)).expect(201).json["id"].as_str().unwrap().to_string();
+    let call = wait_status(w, &id, &["completed", "failed", "busy", "no_answer", "cancelled"], Duration::from_secs(30));
+    assert_eq!((call["status"].as_str(), call["ended_reason"].as_str()), (Some("failed"), Some("engine_error")), "{call}");
+    assert!(fake.connections().iter().all(|c| c.refused), "{:?}", fake.connections());
+    // The callee is not left in dead air: hung up within seconds of answering.
+    let dead_air = ms_of(&call["ended_at"]) - ms_of(&call["answered_at"]);
+    println!("  answered -> hung up after the engine refused the key: {dead_air} ms");
+    assert!(dead_air < 5_000, "{dead_air} ms of dead air");
 }
 
 fn decode_mulaw(u: u8) -> i16 {
@@ -344,6 +435,8 @@ fn main() -> std::process::ExitCode {
             ("a_real_call_carries_audio_both_ways_through_sip_and_rtp", a_real_call_carries_audio_both_ways_through_sip_and_rtp),
             ("a_real_phone_baresip_gets_its_audio_back_over_pcmu", a_real_phone_baresip_gets_its_audio_back_over_pcmu),
             ("a_real_phone_baresip_gets_its_audio_back_over_opus", a_real_phone_baresip_gets_its_audio_back_over_opus),
+            ("a_call_brings_its_own_engine_key_and_endpoint", a_call_brings_its_own_engine_key_and_endpoint),
+            ("a_wrong_engine_key_ends_the_call_at_once", a_wrong_engine_key_ends_the_call_at_once),
         ],
     )
 }

@@ -48,6 +48,7 @@ pub fn queued_call(tenant_id: &str, record: &CallRecord, now_ms: u64) -> QueuedC
             "max_seconds": record.max_seconds,
             "record": record.record,
             "metadata": record.metadata,
+            "engine_base_url": record.engine_base_url,
         }),
     }
 }

@@ -57,6 +57,13 @@ fn secret_or_var(env: &Env, name: &str) -> Option<String> {
     env.secret(name).map(|s| s.to_string()).or_else(|_| env.var(name).map(|v| v.to_string())).ok()
 }
 
+/// `VOXLINE_SEALING_KEY`, when set and well-formed (a bad one is logged and
+/// treated as absent: engine keys are refused rather than sealed wrongly).
+pub(crate) fn sealing_key(env: &Env) -> Option<crate::engine_keys::SealingKey> {
+    let text = secret_or_var(env, "VOXLINE_SEALING_KEY")?;
+    crate::engine_keys::SealingKey::from_secret(&text).map_err(|e| worker::console_log!("VOXLINE_SEALING_KEY ignored: {e}")).ok()
+}
+
 #[event(fetch)]
 async fn fetch(mut req: Request, env: Env, _ctx: Context) -> Result<Response> {
     let started = worker::Date::now().as_millis();
@@ -99,7 +106,18 @@ async fn fetch(mut req: Request, env: Env, _ctx: Context) -> Result<Response> {
     let dispatch = crate::glue_dispatch::WorkersDispatcher(&env);
     let traffic = crate::glue_traffic::WorkersTraffic(&env);
     let outbox = crate::webhooks::Outbox::default();
-    let senv = ServiceEnv { kv: &kv, dispatch: &dispatch, now_ms: started, admin_token: admin_token.as_deref(), dev_mode, default_region: &default_region, traffic: &traffic, outbox: &outbox };
+    let sealing_key = sealing_key(&env);
+    let senv = ServiceEnv {
+        kv: &kv,
+        dispatch: &dispatch,
+        now_ms: started,
+        admin_token: admin_token.as_deref(),
+        dev_mode,
+        default_region: &default_region,
+        traffic: &traffic,
+        outbox: &outbox,
+        sealing_key: sealing_key.as_ref(),
+    };
     let resp = service::handle(&senv, &api_req).await;
     // Webhook jobs go to the queue before the answer, so an accepted change's
     // events are queued by the time the client hears of it.

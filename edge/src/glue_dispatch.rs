@@ -164,7 +164,8 @@ impl worker::DurableObject for DispatchQueue {
             }
             "/sidecar" => match serde_json::from_value::<SidecarEnvelope>(body) {
                 Ok(envelope) => {
-                    let reply = self.with(|q| sidecar_link::handle(q, &envelope, now, &t));
+                    let mut reply = self.with(|q| sidecar_link::handle(q, &envelope, now, &t));
+                    crate::engine_keys::open_offers(&mut reply.body, crate::glue::sealing_key(&self.env).as_ref());
                     updates.extend(reply.updates);
                     turns = reply.turns;
                     match reply.hold_open_until {
@@ -182,7 +183,8 @@ impl worker::DurableObject for DispatchQueue {
                                 futures_util::future::select(rx, Delay::from(Duration::from_millis(left))).await;
                                 let now = Date::now().as_millis();
                                 if self.with(|q| q.has_work_for(sid, now)) || now >= until {
-                                    let r = self.with(|q| sidecar_link::lease_reply(q, sid, free_slots, now, &t));
+                                    let mut r = self.with(|q| sidecar_link::lease_reply(q, sid, free_slots, now, &t));
+                                    crate::engine_keys::open_offers(&mut r.body, crate::glue::sealing_key(&self.env).as_ref());
                                     self.persist(now, &t).await?;
                                     break (r.status, r.body);
                                 }

@@ -8,6 +8,7 @@ pub mod call_state;
 pub mod calling_window;
 pub mod dispatch;
 pub mod dispatcher;
+pub mod engine_keys;
 pub mod error;
 pub mod fields;
 pub mod http;

@@ -117,6 +117,11 @@ pub struct Agent {
     /// When this agent's calls may start (None: any time).
     #[serde(default)]
     pub calling_window: Option<crate::calling_window::CallingWindow>,
+    /// The engine API key for this agent's calls, sealed (see `engine_keys`); never shown.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub engine_api_key_sealed: Option<String>,
+    #[serde(default)]
+    pub engine_base_url: Option<String>,
 }
 
 /// Stored under `apikeyid/{tenant}/{key}`; the hash links to the auth record.
@@ -254,6 +259,13 @@ pub struct CallRecord {
     /// Why `schedule_at` is not what the client asked for, if it was moved.
     #[serde(default)]
     pub scheduled_reason: Option<ScheduledReason>,
+    /// Where the engine connects (the call's or its agent's), when not the default.
+    #[serde(default)]
+    pub engine_base_url: Option<String>,
+    /// An engine API key came with the call or its agent. The key itself is
+    /// only in the queued offer, sealed.
+    #[serde(default)]
+    pub engine_api_key_set: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -319,6 +331,8 @@ pub fn test_call(status: CallStatus) -> CallRecord {
         ended_at: None,
         ended_reason: None,
         scheduled_reason: None,
+        engine_base_url: None,
+        engine_api_key_set: false,
     }
 }
 

@@ -171,6 +171,16 @@ its error codes appear in the `Error` schema's `code` enum."
 
 // ---- schema helpers ----
 
+fn engine_key_doc(what: &str) -> Value {
+    json!({"type": "string", "minLength": 1, "maxLength": crate::engine_keys::MAX_KEY_CHARS, "pattern": "^[!-~]+$", "writeOnly": true,
+        "description": format!("{what} Printable ASCII without spaces (422 `invalid_value`). Sealed (AES-256-GCM) before it is stored, handed only to the sidecar that runs the call, never returned or logged; a deployment without the `VOXLINE_SEALING_KEY` secret refuses it (503 `engine_keys_unavailable`).")})
+}
+
+fn engine_url_doc(what: &str) -> Value {
+    json!({"type": "string", "maxLength": crate::engine_keys::MAX_BASE_URL_CHARS,
+        "description": format!("{what} `wss://` to a public host (`ws://` loopback in local development only); anything else is 422 `invalid_url`. The engine's path (`/v1/realtime`, Gemini's BidiGenerateContent) is appended.")})
+}
+
 fn schema_ref(name: &str) -> Value {
     json!({"$ref": format!("#/components/schemas/{name}")})
 }
@@ -344,6 +354,8 @@ fn schemas() -> Value {
                 ("ended_at", nullable(timestamp())),
                 ("scheduled_reason", nullable(json!({"type": "string", "enum": ["calling_window"],
                     "description": "Why `schedule_at` differs from what was asked: `calling_window`, the call would have started outside its agent's calling window and was moved to the window's next start."}))),
+                ("engine_base_url", nullable(json!({"type": "string", "description": "Where the engine connects (the call's or its agent's); null: the engine's default."}))),
+                ("engine_api_key_set", json!({"type": "boolean", "description": "An engine API key came with the call or its agent. The key is never returned."})),
             ]);
         }
         f
@@ -427,6 +439,8 @@ fn schemas() -> Value {
             "description": "Overrides the tenant's `per_number` rate limit for this agent's calls; null: the tenant's applies."})),
         ("calling_window", json!({"anyOf": [schema_ref("CallingWindow"), {"type": "null"}],
             "description": "When this agent's calls may start; null: any time."})),
+        ("engine_base_url", nullable(json!({"type": "string", "description": "Where this agent's engine connects; null: the engine's default."}))),
+        ("engine_api_key_set", json!({"type": "boolean", "description": "The agent has an engine API key. The key is never returned."})),
     ];
     add("Agent", record("An AI agent: the defaults a call starts from.", agent_fields));
     let calling_window_doc = "Weekdays and a wall-clock span in an IANA time zone during which the agent's calls may start. \
@@ -611,7 +625,9 @@ A call already queued inside the window is not stopped when the window closes.";
             ("max_seconds", nullable(with_description(int_range(MAX_SECONDS), "Longest the call may last once answered, in seconds."))),
             ("retries", nullable(with_description(int_range(RETRIES), "Further attempts when nobody answers or the line is busy."))),
             ("retry_delay_minutes", nullable(with_description(int_range(RETRY_DELAY_MINUTES), "Wait between attempts."))),
-            ("record", nullable(json!({"type": "boolean", "default": false, "description": "Keep a stereo WAV recording of the call (left: agent, right: callee)."}))),
+            ("record", nullable(json!({"type": "boolean", "default": false, "description": "Keep a stereo WAV recording of the call (left: agent, right: callee); `GET /v1/calls/{call_id}/recording` once `recording.saved` was sent."}))),
+            ("engine_api_key", nullable(engine_key_doc("This call's engine API key (OpenAI or Gemini), instead of its agent's or the sidecar's."))),
+            ("engine_base_url", nullable(engine_url_doc("This call's engine endpoint, instead of its agent's or the engine's default."))),
             ("schedule_at", nullable(json!({"type": "string", "format": "date-time", "maxLength": SCHEDULE_AT_MAX,
                 "description": format!("Place the call at this time instead of now: RFC 3339 in UTC (`Z` or `+00:00`), in the future (422 `schedule_in_past`) and at most {MAX_SCHEDULE_AHEAD_DAYS} days ahead (422 `out_of_range`). The call is `scheduled` until then.")}))),
             ("on_concurrency_limit", nullable(json!({"type": "string", "enum": validate::ON_CONCURRENCY_LIMIT, "default": "queue",
@@ -661,6 +677,16 @@ A call already queued inside the window is not stopped when the window closes.";
                 "A `CallingWindow` (`{days, start, end, time_zone}`) replacing the current one. Unlike other fields, an explicit null removes the window; absent keeps it. Invalid parts: 422 `invalid_value` naming them."
             },
                 "properties": {"days": {"type": "array"}, "start": {"type": "string"}, "end": {"type": "string"}, "time_zone": {"type": "string"}}, "additionalProperties": false}))),
+            ("engine_api_key", opt(engine_key_doc(if creating {
+                "The engine API key (OpenAI or Gemini) for this agent's calls, unless a call brings its own; absent: the sidecar's own key."
+            } else {
+                "Replaces the agent's engine API key. Unlike other fields, an explicit null removes it; absent keeps it."
+            }))),
+            ("engine_base_url", opt(engine_url_doc(if creating {
+                "The engine endpoint for this agent's calls, unless a call brings its own."
+            } else {
+                "Replaces the agent's engine endpoint. Unlike other fields, an explicit null removes it; absent keeps it."
+            }))),
             ("default", opt(json!({"type": "boolean", "description": if creating {
                 "Make it the tenant's default agent. Defaults to true for a tenant's first agent (when it has no default), else false."
             } else {
@@ -974,6 +1000,8 @@ fn operation(id: RouteId) -> Value {
             E::MetadataTooLarge,
             E::UnknownAgent,
             E::AgentRequired,
+            E::InvalidUrl,
+            E::EngineKeysUnavailable,
         ])
         .build(),
         RouteId::ListCalls => {
@@ -1077,7 +1105,7 @@ fn operation(id: RouteId) -> Value {
         )
         .body("CreateAgentRequest", true)
         .ok(201, "The agent.", "Agent")
-        .errors(&[E::TenantNotFound, E::MissingField, E::InvalidValue, E::ValueTooLong, E::InvalidLanguage])
+        .errors(&[E::TenantNotFound, E::MissingField, E::InvalidValue, E::ValueTooLong, E::InvalidLanguage, E::InvalidUrl, E::EngineKeysUnavailable])
         .build(),
         RouteId::ListAgents => op("listAgents", "admin", Auth::Admin, "List agents", "All agents of the tenant, in one page.")
             .ok(200, "The agents.", "AgentList")
@@ -1096,7 +1124,7 @@ fn operation(id: RouteId) -> Value {
         )
         .body("UpdateAgentRequest", true)
         .ok(200, "The updated agent.", "Agent")
-        .errors(&[E::TenantNotFound, E::AgentNotFound, E::InvalidValue, E::ValueTooLong, E::InvalidLanguage])
+        .errors(&[E::TenantNotFound, E::AgentNotFound, E::InvalidValue, E::ValueTooLong, E::InvalidLanguage, E::InvalidUrl, E::EngineKeysUnavailable])
         .build(),
         RouteId::CreateApiKey => op(
             "createApiKey",
@@ -1329,12 +1357,13 @@ mod tests {
         checker: Checker,
         /// (METHOD, path pattern, status) answered so far.
         seen: RefCell<BTreeSet<(String, String, String)>>,
+        sealing: crate::engine_keys::SealingKey,
     }
 
     impl Api {
         fn new() -> Api {
             let spec = spec();
-            Api { kv: MemoryKv::default(), dispatch: MemoryDispatcher::default(), traffic: MemoryTraffic::default(), outbox: Default::default(), checker: Checker::new(&spec), spec, seen: RefCell::default() }
+            Api { kv: MemoryKv::default(), dispatch: MemoryDispatcher::default(), traffic: MemoryTraffic::default(), outbox: Default::default(), checker: Checker::new(&spec), spec, seen: RefCell::default(), sealing: crate::engine_keys::SealingKey::from_secret(&"ab".repeat(32)).unwrap() }
         }
 
         fn send_to<K: Kv>(&self, kv: &K, method: &str, target: &str, token: Option<&str>, ct: Option<&str>, body: &[u8]) -> ApiResponse {
@@ -1349,7 +1378,7 @@ mod tests {
                 headers: Vec::new(),
             };
             self.traffic.now_ms.set(NOW);
-            let env = Env { kv, dispatch: &self.dispatch, now_ms: NOW, admin_token: Some(ADMIN), dev_mode: true, default_region: "local", traffic: &self.traffic, outbox: &self.outbox };
+            let env = Env { kv, dispatch: &self.dispatch, now_ms: NOW, admin_token: Some(ADMIN), dev_mode: true, default_region: "local", traffic: &self.traffic, outbox: &self.outbox, sealing_key: Some(&self.sealing) };
             let resp = block_on(handle(&env, &req));
             self.conform(method, path, &resp);
             resp

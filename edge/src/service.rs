@@ -37,6 +37,8 @@ pub struct Env<'a, K: Kv, D: Dispatcher> {
     pub traffic: &'a dyn Traffic,
     /// Webhook deliveries this request produced; the glue queues them.
     pub outbox: &'a crate::webhooks::Outbox,
+    /// `VOXLINE_SEALING_KEY`: seals engine API keys (none: they are refused).
+    pub sealing_key: Option<&'a crate::engine_keys::SealingKey>,
 }
 
 type Result<T> = std::result::Result<T, ApiError>;
@@ -280,7 +282,26 @@ async fn prepare_call<K: Kv, D: Dispatcher>(env: &Env<'_, K, D>, req: &ApiReques
     if !agent.enabled {
         return Err(ApiError::field(ErrorCode::AgentDisabled, "agent_id", format!("agent '{}' is disabled", agent.id)));
     }
+    check_engine_credentials(env, input.engine_api_key.is_some(), input.engine_base_url.as_deref())?;
     Ok((input, agent))
+}
+
+/// A key needs the sealing secret; a base URL must pass the SSRF rules.
+fn check_engine_credentials<K: Kv, D: Dispatcher>(env: &Env<'_, K, D>, has_key: bool, base_url: Option<&str>) -> Result<()> {
+    if has_key && env.sealing_key.is_none() {
+        return Err(ApiError::field(ErrorCode::EngineKeysUnavailable, "engine_api_key", "this deployment cannot keep engine API keys (no VOXLINE_SEALING_KEY secret)"));
+    }
+    if let Some(url) = base_url {
+        crate::engine_keys::check_base_url(url, env.dev_mode)
+            .map_err(|why| ApiError::field(ErrorCode::InvalidUrl, "engine_base_url", format!("engine_base_url {why}")))?;
+    }
+    Ok(())
+}
+
+/// Seals a clear engine key for the tenant (checked available beforehand).
+fn seal_engine_key<K: Kv, D: Dispatcher>(env: &Env<'_, K, D>, tenant_id: &str, key: &str) -> Result<String> {
+    let sealing = env.sealing_key.ok_or_else(|| ApiError::field(ErrorCode::EngineKeysUnavailable, "engine_api_key", "no VOXLINE_SEALING_KEY secret"))?;
+    Ok(sealing.seal(tenant_id, key))
 }
 
 /// `Retry-After` on `concurrency_limit_reached`.
@@ -313,6 +334,11 @@ async fn create_call<K: Kv, D: Dispatcher>(env: &Env<'_, K, D>, tenant: &Tenant,
     let reject_over_cap = input.reject_over_cap;
     let scheduled_reason = apply_calling_window(&agent, &mut input, env.now_ms)?;
     let calling_window = agent.calling_window.clone();
+    // The call's own key, else its agent's; sealed, and only ever in the queued offer.
+    let sealed_key = match &input.engine_api_key {
+        Some(k) => Some(seal_engine_key(env, &tenant.id, k)?),
+        None => agent.engine_api_key_sealed.clone(),
+    };
     let record = CallRecord {
         id: ids::call_id(env.now_ms),
         status: if input.schedule_at.is_some() { CallStatus::Scheduled } else { CallStatus::Queued },
@@ -344,6 +370,8 @@ async fn create_call<K: Kv, D: Dispatcher>(env: &Env<'_, K, D>, tenant: &Tenant,
         ended_at: None,
         ended_reason: None,
         scheduled_reason,
+        engine_base_url: input.engine_base_url.or(agent.engine_base_url),
+        engine_api_key_set: sealed_key.is_some(),
     };
     save_call(env, &tenant.id, &record).await?;
     // The record exists before the queue can hand the call out, so every
@@ -354,6 +382,9 @@ async fn create_call<K: Kv, D: Dispatcher>(env: &Env<'_, K, D>, tenant: &Tenant,
     // Retries that would land outside the window wait for its next start.
     queued.calling_window = calling_window;
     queued.reject_over_cap = reject_over_cap;
+    if let (Some(sealed), Value::Object(offer)) = (sealed_key, &mut queued.offer) {
+        offer.insert(crate::engine_keys::SEALED_FIELD.into(), Value::String(sealed));
+    }
     let outcome = env.dispatch.enqueue(&record.region, &queued).await;
     if let Ok(EnqueueOutcome::ConcurrencyLimit { limit, active }) = &outcome {
         // Refused like a duplicate: the call never existed for the client.
@@ -748,6 +779,12 @@ fn tenant_public(t: &Tenant) -> Value {
 fn agent_public(a: &Agent, tenant: &Tenant) -> Value {
     let mut v = serde_json::to_value(a).unwrap_or(Value::Null);
     v["object"] = json!("agent");
+    // The key never leaves, sealed or not: only whether there is one.
+    if let Value::Object(m) = &mut v {
+        m.remove("engine_api_key_sealed");
+    }
+    v["engine_api_key_set"] = json!(a.engine_api_key_sealed.is_some());
+    v["engine_base_url"] = json!(a.engine_base_url);
     v["default"] = json!(tenant.default_agent_id.as_deref() == Some(a.id.as_str()));
     v
 }
@@ -814,6 +851,11 @@ async fn update_tenant<K: Kv, D: Dispatcher>(env: &Env<'_, K, D>, req: &ApiReque
 
 async fn create_agent<K: Kv, D: Dispatcher>(env: &Env<'_, K, D>, req: &ApiRequest, tenant: &mut Tenant) -> Result<ApiResponse> {
     let input = validate::agent(req.content_type.as_deref(), &req.body, true)?;
+    check_engine_credentials(env, matches!(input.engine_api_key, Some(Some(_))), input.engine_base_url.clone().flatten().as_deref())?;
+    let engine_api_key_sealed = match input.engine_api_key.clone().flatten() {
+        Some(k) => Some(seal_engine_key(env, &tenant.id, &k)?),
+        None => None,
+    };
     let now = rfc3339_ms(env.now_ms);
     let agent = Agent {
         id: ids::random_id("agt"),
@@ -828,6 +870,8 @@ async fn create_agent<K: Kv, D: Dispatcher>(env: &Env<'_, K, D>, req: &ApiReques
         updated_at: now,
         per_number_limit: input.per_number_limit,
         calling_window: input.calling_window.flatten(),
+        engine_api_key_sealed,
+        engine_base_url: input.engine_base_url.flatten(),
     };
     put_json(env.kv, &keys::agent(&tenant.id, &agent.id), &agent, None).await?;
     // The first agent becomes the default unless the caller says otherwise.
@@ -842,6 +886,16 @@ async fn create_agent<K: Kv, D: Dispatcher>(env: &Env<'_, K, D>, req: &ApiReques
 async fn update_agent<K: Kv, D: Dispatcher>(env: &Env<'_, K, D>, req: &ApiRequest, tenant: &mut Tenant, aid: &str) -> Result<ApiResponse> {
     let mut agent = load_agent(env, &tenant.id, aid).await?;
     let input = validate::agent(req.content_type.as_deref(), &req.body, false)?;
+    check_engine_credentials(env, matches!(input.engine_api_key, Some(Some(_))), input.engine_base_url.clone().flatten().as_deref())?;
+    // Like the calling window: an explicit null removes them.
+    match &input.engine_api_key {
+        Some(Some(k)) => agent.engine_api_key_sealed = Some(seal_engine_key(env, &tenant.id, k)?),
+        Some(None) => agent.engine_api_key_sealed = None,
+        None => {}
+    }
+    if let Some(url) = input.engine_base_url.clone() {
+        agent.engine_base_url = url;
+    }
     agent.name = input.name.unwrap_or(agent.name);
     agent.system_prompt = input.system_prompt.or(agent.system_prompt);
     agent.voice = input.voice.or(agent.voice);

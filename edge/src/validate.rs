@@ -17,6 +17,7 @@ pub const MAX_SCHEDULE_AHEAD_DAYS: u64 = 90;
 pub const CREATE_CALL_FIELDS: &[&str] = &[
     "phone", "name", "email", "metadata", "agent_id", "system_prompt", "voice", "language", "model",
     "max_seconds", "retries", "retry_delay_minutes", "schedule_at", "record", "on_concurrency_limit", "outside_window",
+    "engine_api_key", "engine_base_url",
 ];
 /// `on_concurrency_limit`: wait in the queue (default) or be refused with 429.
 pub const ON_CONCURRENCY_LIMIT: [&str; 2] = ["queue", "reject"];
@@ -45,6 +46,19 @@ pub struct CreateCallInput {
     pub reject_over_cap: bool,
     /// `outside_window: reject`.
     pub reject_outside_window: bool,
+    /// This call's engine API key (clear; sealed before it is stored).
+    pub engine_api_key: Option<String>,
+    /// Not yet checked against the SSRF rules (the service knows the mode).
+    pub engine_base_url: Option<String>,
+}
+
+/// `engine_api_key`: printable ASCII, at most 512 characters.
+fn engine_key(f: &Fields) -> Result<Option<String>, ApiError> {
+    let key = f.str_opt("engine_api_key", crate::engine_keys::MAX_KEY_CHARS)?;
+    if let Some(k) = &key {
+        crate::engine_keys::check_key(k).map_err(|why| ApiError::field(ErrorCode::InvalidValue, "engine_api_key", format!("engine_api_key {why}")))?;
+    }
+    Ok(key)
 }
 
 /// An optional string field with a fixed vocabulary; `Some(true)` when it is `choices[1]`.
@@ -131,6 +145,8 @@ pub fn create_call(content_type: Option<&str>, body: &[u8], now_ms: u64) -> Resu
         record: f.bool_opt("record")?.unwrap_or(false),
         reject_over_cap: second_choice(&f, "on_concurrency_limit", ON_CONCURRENCY_LIMIT)?,
         reject_outside_window: second_choice(&f, "outside_window", OUTSIDE_WINDOW)?,
+        engine_api_key: engine_key(&f)?,
+        engine_base_url: f.str_opt("engine_base_url", crate::engine_keys::MAX_BASE_URL_CHARS)?,
     })
 }
 
@@ -211,8 +227,10 @@ fn language(f: &Fields) -> Result<Option<String>, ApiError> {
     Ok(lang)
 }
 
-pub const AGENT_FIELDS: &[&str] =
-    &["name", "system_prompt", "voice", "language", "default_engine", "model", "enabled", "default", "per_number_limit", "calling_window"];
+pub const AGENT_FIELDS: &[&str] = &[
+    "name", "system_prompt", "voice", "language", "default_engine", "model", "enabled", "default", "per_number_limit", "calling_window",
+    "engine_api_key", "engine_base_url",
+];
 
 /// Agent fields as given; `None` means "not in the body" (PATCH keeps the old value).
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -230,6 +248,9 @@ pub struct AgentInput {
     pub per_number_limit: Option<crate::traffic::RateLimit>,
     /// `None`: not in the body; `Some(None)`: an explicit null (remove it).
     pub calling_window: Option<Option<crate::calling_window::CallingWindow>>,
+    /// Like `calling_window`: an explicit null removes it.
+    pub engine_api_key: Option<Option<String>>,
+    pub engine_base_url: Option<Option<String>>,
 }
 
 pub fn agent(content_type: Option<&str>, body: &[u8], creating: bool) -> Result<AgentInput, ApiError> {
@@ -268,6 +289,14 @@ pub fn agent(content_type: Option<&str>, body: &[u8], creating: bool) -> Result<
             Some(m) => Some(Some(
                 crate::calling_window::parse(&Value::Object(m)).map_err(|(field, why)| ApiError::field(ErrorCode::InvalidValue, &field, why))?,
             )),
+        },
+        engine_api_key: match engine_key(&f)? {
+            None if f.is_null("engine_api_key") => Some(None),
+            k => k.map(Some),
+        },
+        engine_base_url: match f.str_opt("engine_base_url", crate::engine_keys::MAX_BASE_URL_CHARS)? {
+            None if f.is_null("engine_base_url") => Some(None),
+            u => u.map(Some),
         },
     })
 }

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
-use voxline_shared::protocol::{EventKind, Offer, Timings};
+use voxline_shared::protocol::{EventKind, Offer, SecretText, Timings};
 use voxline_shared::{CallStatus, EndedReason};
 
 use crate::calls::Emitter;
@@ -98,18 +98,26 @@ async fn make_engine(offer: &Offer) -> Result<BoxedEngine, EngineError> {
     cfg.voice = offer.voice.clone();
     cfg.model = offer.model.clone();
     cfg.metadata = offer.metadata.clone();
-    let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    // The call's key and endpoint (its own or its agent's) win over the
+    // sidecar's environment; a key the edge could not open is an auth failure.
+    let credentials = |cfg: &mut EngineConfig, key_var: &str, url_var: &str| -> Result<(), EngineError> {
+        let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+        if offer.engine_key_unavailable {
+            return Err(EngineError::Auth("the call's engine API key could not be unsealed at the edge".into()));
+        }
+        cfg.api_key = offer.engine_api_key.clone().or_else(|| env(key_var).map(SecretText::new));
+        cfg.base_url = offer.engine_base_url.clone().or_else(|| env(url_var));
+        Ok(())
+    };
     match offer.engine.as_str() {
         "echo" => Ok(BoxedEngine::new(crate::engine::echo::EchoEngine::new())),
         "local" => Ok(BoxedEngine::new(crate::engine::local::LocalEngine::connect(cfg).await?)),
         "openai_realtime" => {
-            cfg.api_key = env("VOXLINE_OPENAI_API_KEY");
-            cfg.base_url = env("VOXLINE_OPENAI_BASE_URL");
+            credentials(&mut cfg, "VOXLINE_OPENAI_API_KEY", "VOXLINE_OPENAI_BASE_URL")?;
             Ok(BoxedEngine::new(crate::engine::openai::connect(cfg).await?))
         }
         "gemini_live" => {
-            cfg.api_key = env("VOXLINE_GEMINI_API_KEY");
-            cfg.base_url = env("VOXLINE_GEMINI_BASE_URL");
+            credentials(&mut cfg, "VOXLINE_GEMINI_API_KEY", "VOXLINE_GEMINI_BASE_URL")?;
             Ok(BoxedEngine::new(crate::engine::gemini::connect(cfg).await?))
         }
         other => Err(EngineError::Unavailable(format!("engine `{other}` is not supported by this sidecar"))),

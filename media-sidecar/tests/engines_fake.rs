@@ -230,7 +230,7 @@ fn cfg(base: &str) -> EngineConfig {
     c.system_prompt = Some("You are Ava from Acme Dental. Confirm the appointment.".into());
     c.voice = Some("marin".into());
     c.model = Some("gpt-realtime-test".into());
-    c.api_key = Some(KEY.into());
+    c.api_key = Some(voxline_shared::protocol::SecretText::new(KEY));
     c.base_url = Some(base.into());
     c
 }
@@ -697,7 +697,7 @@ fn gcfg(base: &str) -> EngineConfig {
     c.system_prompt = Some("You are Ava from Acme Dental.".into());
     c.voice = Some("Puck".into());
     c.model = Some("gemini-live-test".into());
-    c.api_key = Some(GKEY.into());
+    c.api_key = Some(voxline_shared::protocol::SecretText::new(GKEY));
     c.base_url = Some(base.into());
     c.metadata = Some(json!({"tools": [{"type": "function", "name": "book_slot", "description": "Book",
         "parameters": {"type": "object", "properties": {"day": {"type": "string"}}}}]}));

@@ -36,7 +36,7 @@ fn start<C: Carrier>(carrier: C, capacity: u32, secret: &str, mode: CallMode) ->
     let mut settings = LeaseSettings::new("sc-test", "local", capacity);
     settings.backoff_initial_ms = 100;
     settings.backoff_max_ms = 400;
-    let opts = RunOptions { mode, drain_timeout: Duration::from_secs(10) };
+    let opts = RunOptions { mode, drain_timeout: Duration::from_secs(10), recordings_dir: None };
     let task = tokio::spawn(run(Arc::new(carrier), settings, Secret::new(secret), opts, rx));
     Running { stop, task }
 }

@@ -247,8 +247,40 @@ pub struct Offer {
     pub record: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metadata: Option<serde_json::Value>,
+    /// The engine API key of this call (its own or its agent's): use it for
+    /// this call only, never store or log it. `None`: the sidecar's own key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub engine_api_key: Option<SecretText>,
+    /// The engine endpoint of this call (its own or its agent's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub engine_base_url: Option<String>,
+    /// The call has a key the edge could not open (its sealing secret
+    /// changed): fail the engine rather than fall back to the sidecar's key.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub engine_key_unavailable: bool,
     /// Absolute (unix ms, edge clock): the ack must reach the edge before this.
     pub ack_deadline_ms: u64,
+}
+
+/// A secret inside a message: a plain JSON string on the wire, never shown by
+/// `Debug` (offers are logged; their keys must not be).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct SecretText(String);
+
+impl SecretText {
+    pub fn new(s: impl Into<String>) -> Self {
+        SecretText(s.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl core::fmt::Debug for SecretText {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str("SecretText(***)")
+    }
 }
 
 /// A command for a call the sidecar holds, delivered through its lease.

@@ -136,6 +136,12 @@ pub fn signed_headers(
 }
 
 /// Hex-encodes caller-supplied random bytes into a nonce (16 bytes -> 32 chars).
+/// Lowercase hex SHA-256 of `bytes` (a recording manifest's `sha256`).
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(Sha256::digest(bytes))
+}
+
 pub fn nonce_from_bytes(random: &[u8; 16]) -> String {
     hex::encode(random)
 }

@@ -12,9 +12,18 @@ use std::time::{Duration, Instant};
 
 pub use serde_json::{json, Value};
 
+pub mod fake_realtime;
+
 /// The repository root (where wrangler.toml lives).
 pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ has a parent").to_path_buf()
+}
+
+/// `n` random bytes from the OS, as hex.
+pub fn random_hex(n: usize) -> String {
+    let mut buf = vec![0u8; n];
+    std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut buf)).expect("/dev/urandom");
+    buf.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 pub fn free_port() -> u16 {
@@ -80,6 +89,11 @@ impl Edge {
             .args(["--show-interactive-dev-session=false", "--log-level", "info", "--test-scheduled"])
             .args(["--var", &format!("ADMIN_TOKEN:{}", opts.admin_token)])
             .args(["--var", "VOXLINE_ENV:development"]);
+        // Engine API keys are sealed with this secret; a fresh one per run
+        // unless the caller brings its own (state kept across runs).
+        if !opts.vars.iter().any(|(k, _)| k == "VOXLINE_SEALING_KEY") {
+            cmd.args(["--var", &format!("VOXLINE_SEALING_KEY:{}", random_hex(32))]);
+        }
         for (k, v) in &opts.vars {
             cmd.args(["--var", &format!("{k}:{v}")]);
         }
@@ -738,7 +752,27 @@ impl Edge {
             std::thread::sleep(Duration::from_millis(100));
         }
     }
+
+    /// `GET /v1/calls/{id}/recording` once the sidecar has uploaded it (R2),
+    /// checked against its `X-Recording-Sha256`; the WAV's bytes.
+    pub fn wait_recording(&self, key: &str, id: &str, within: Duration) -> Vec<u8> {
+        let deadline = Instant::now() + within;
+        let auth = format!("Bearer {key}");
+        loop {
+            let r = self.request("GET", &format!("/v1/calls/{id}/recording"), &[("authorization", &auth)], None).expect("GET recording");
+            if r.status == 200 {
+                assert_eq!(r.header("content-type"), Some("audio/wav"));
+                let sha = voxline_shared::signing::sha256_hex(&r.bytes);
+                assert_eq!(r.header("x-recording-sha256"), Some(sha.as_str()), "the recording's bytes differ from what the sidecar hashed");
+                return r.bytes;
+            }
+            assert_eq!(r.json["error"]["code"], "recording_not_found", "{}", r.text);
+            assert!(Instant::now() < deadline, "call {id}: no recording within {within:?}: {}", r.text);
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
 }
+
 /// `tests/webhooks/receiver.py`: a real Standard Webhooks receiver (the
 /// unmodified Python `standardwebhooks` package verifies every delivery),
 /// on 127.0.0.1, answering per hook name as configured; every request is

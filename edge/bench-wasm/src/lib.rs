@@ -117,6 +117,7 @@ impl World {
             default_region: "local",
             traffic: &self.traffic,
             outbox: &self.outbox,
+            sealing_key: None,
         };
         block_on(handle(&env, req))
     }

@@ -17,11 +17,12 @@ struct World {
     /// Webhook jobs requests queued (the Worker sends them to Cloudflare Queues).
     outbox: crate::webhooks::Outbox,
     now: std::cell::Cell<u64>,
+    sealing: Option<crate::engine_keys::SealingKey>,
 }
 
 impl World {
     fn new() -> World {
-        World { kv: MemoryKv::default(), dispatch: MemoryDispatcher::default(), traffic: MemoryTraffic::default(), outbox: Default::default(), now: std::cell::Cell::new(NOW) }
+        World { kv: MemoryKv::default(), dispatch: MemoryDispatcher::default(), traffic: MemoryTraffic::default(), outbox: Default::default(), now: std::cell::Cell::new(NOW), sealing: None }
     }
 
     fn send(&self, method: &str, path: &str, token: Option<&str>, body: Option<Value>) -> ApiResponse {
@@ -42,7 +43,7 @@ impl World {
         // Each request gets a later clock, like real traffic.
         self.now.set(self.now.get() + 1);
         self.traffic.now_ms.set(self.now.get());
-        let env = Env { kv: &self.kv, dispatch: &self.dispatch, now_ms: self.now.get(), admin_token: Some(ADMIN), dev_mode: false, default_region: "local", traffic: &self.traffic, outbox: &self.outbox };
+        let env = Env { kv: &self.kv, dispatch: &self.dispatch, now_ms: self.now.get(), admin_token: Some(ADMIN), dev_mode: false, default_region: "local", traffic: &self.traffic, outbox: &self.outbox, sealing_key: self.sealing.as_ref() };
         block_on(handle(&env, req))
     }
 
@@ -436,4 +437,56 @@ fn calls_outside_the_agents_calling_window_are_moved_or_refused() {
     assert!(w.admin("PATCH", &format!("/admin/tenants/{tid}/agents/{aid}"), Some(json!({"calling_window": null})))["calling_window"].is_null());
     let now = w.send("POST", "/v1/calls", Some(&key), Some(json!({"phone": "+14155550103", "outside_window": "reject"})));
     assert_eq!((now.status, now.body_json()["status"].as_str()), (201, Some("queued")));
+}
+
+#[test]
+fn engine_keys_are_sealed_everywhere_and_opened_only_for_the_sidecar() {
+    use crate::engine_keys::{open_offers, SealingKey, SEALED_FIELD};
+    let mut w = World::new();
+    // Without the sealing secret a key is refused, and nothing is created.
+    let (tid, key) = w.tenant(true);
+    let refused = w.send("POST", "/v1/calls", Some(&key), Some(json!({"phone": "+14155550100", "engine_api_key": "sk-call-1"})));
+    assert_eq!((refused.status, World::code(&refused).as_str()), (503, "engine_keys_unavailable"));
+    let sealing = SealingKey::from_secret(&"cd".repeat(32)).unwrap();
+    w.sealing = Some(sealing.clone());
+    let bad_url = w.send("POST", "/v1/calls", Some(&key), Some(json!({"phone": "+14155550100", "engine_base_url": "wss://169.254.169.254/x"})));
+    assert_eq!((bad_url.status, World::code(&bad_url).as_str()), (422, "invalid_url"));
+    // An agent with a key and a base URL: shown as set, never shown.
+    let agent = w.admin("POST", &format!("/admin/tenants/{tid}/agents"), Some(json!({"name": "cloud", "default_engine": "openai_realtime",
+        "engine_api_key": "sk-agent-SECRET", "engine_base_url": "wss://realtime.example.com"})));
+    assert_eq!((agent["engine_api_key_set"].as_bool(), agent["engine_base_url"].as_str()), (Some(true), Some("wss://realtime.example.com")));
+    let aid = agent["id"].as_str().unwrap().to_string();
+    // Two calls: one with the agent's key, one with its own.
+    let by_agent = w.send("POST", "/v1/calls", Some(&key), Some(json!({"phone": "+14155550101", "agent_id": aid})));
+    assert_eq!(by_agent.status, 201, "{}", by_agent.body);
+    assert_eq!(by_agent.body_json()["engine_api_key_set"], true);
+    let own = w.send("POST", "/v1/calls", Some(&key), Some(json!({"phone": "+14155550102", "agent_id": aid, "engine_api_key": "sk-call-SECRET",
+        "engine_base_url": "wss://other.example.com"})));
+    assert_eq!(own.status, 201, "{}", own.body);
+    assert_eq!(own.body_json()["engine_base_url"], "wss://other.example.com");
+    let plain = w.send("POST", "/v1/calls", Some(&key), Some(json!({"phone": "+14155550103"})));
+    assert_eq!((plain.status, plain.body_json()["engine_api_key_set"].as_bool()), (201, Some(false)));
+    // No clear key anywhere in storage or in the queue's state.
+    let stored: String = w.kv.map.borrow().values().map(|(v, _)| v.clone()).collect();
+    let queued = serde_json::to_string(&*w.dispatch.queues.borrow()).unwrap();
+    for clear in ["sk-agent-SECRET", "sk-call-SECRET"] {
+        assert!(!stored.contains(clear) && !queued.contains(clear), "{clear} stored in clear");
+        assert!(!by_agent.body.contains(clear) && !own.body.contains(clear));
+    }
+    assert!(queued.contains(SEALED_FIELD));
+    // The lease reply to a sidecar carries each call's clear key.
+    let mut queues = w.dispatch.queues.borrow_mut();
+    let q = queues.get_mut("local").unwrap();
+    q.register("sc-1", 10, NOW);
+    let (leases, _) = q.lease("sc-1", 10, w.now.get(), &crate::dispatch::DispatchTimings::default());
+    let mut reply = json!({"offers": leases.iter().map(crate::dispatch::offer_json).collect::<Vec<_>>()});
+    open_offers(&mut reply, Some(&sealing));
+    let key_for = |phone: &str| reply["offers"].as_array().unwrap().iter().find(|o| o["phone"] == phone).map(|o| o["engine_api_key"].clone());
+    assert_eq!(key_for("+14155550101"), Some(json!("sk-agent-SECRET")));
+    assert_eq!(key_for("+14155550102"), Some(json!("sk-call-SECRET")));
+    assert_eq!(key_for("+14155550103"), Some(Value::Null), "no key given, none sent");
+    drop(queues);
+    // PATCH null removes the agent's key.
+    let patched = w.admin("PATCH", &format!("/admin/tenants/{tid}/agents/{aid}"), Some(json!({"engine_api_key": null})));
+    assert_eq!(patched["engine_api_key_set"], false);
 }

@@ -40,8 +40,8 @@ pub struct EngineConfig {
     pub voice: Option<String>,
     pub language: String,
     pub model: Option<String>,
-    /// Per call, never logged (the `Debug` output of this struct must not be logged either).
-    pub api_key: Option<String>,
+    /// Per call, never logged (`Debug` shows `***`).
+    pub api_key: Option<voxline_shared::protocol::SecretText>,
     pub base_url: Option<String>,
     pub metadata: Option<serde_json::Value>,
 }

@@ -143,7 +143,8 @@ pub async fn connect(cfg: EngineConfig) -> Result<OpenAiEngine, EngineError> {
 pub async fn connect_with(cfg: EngineConfig, opts: OpenAiOptions) -> Result<OpenAiEngine, EngineError> {
     let key = cfg
         .api_key
-        .clone()
+        .as_ref()
+        .map(|k| k.expose().to_string())
         .filter(|k| !k.is_empty())
         .ok_or_else(|| EngineError::Auth("no OpenAI API key configured".into()))?;
     let base = cfg.base_url.clone().unwrap_or_else(|| DEFAULT_BASE_URL.into());

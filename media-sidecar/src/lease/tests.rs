@@ -32,6 +32,9 @@ fn offer(n: u32, deadline_ms: u64) -> Offer {
         max_seconds: 600,
         record: false,
         metadata: None,
+        engine_api_key: None,
+        engine_base_url: None,
+        engine_key_unavailable: false,
         ack_deadline_ms: deadline_ms,
     }
 }

@@ -305,6 +305,9 @@ pub fn offer(call: &str, max_seconds: u32) -> Offer {
         max_seconds,
         record: false,
         metadata: None,
+        engine_api_key: None,
+        engine_base_url: None,
+        engine_key_unavailable: false,
         ack_deadline_ms: now_ms() + 5_000,
     }
 }

@@ -1,0 +1,193 @@
+//! Engine credentials given with a call or an agent: an API key for the
+//! speech engine (OpenAI, Gemini) and its base URL.
+//!
+//! The key is a tenant's secret. It is never written in clear: the edge seals
+//! it (AES-256-GCM under the Worker secret `VOXLINE_SEALING_KEY`, bound to the
+//! tenant as associated data) before it is stored anywhere (the agent record,
+//! the region queue's offer), opens it only when an offer is handed to a
+//! sidecar (over the signed, TLS-protected link), and never returns it through
+//! the API or writes it to a log. The sidecar holds it in memory for the one
+//! call. A call's own key lives only in its queued offer, which the queue
+//! drops when the call ends.
+//!
+//! The base URL is not secret (shown on the call and agent), but it makes the
+//! sidecar connect somewhere: `wss://` to a public host only (`ws://`
+//! loopback in local development), checked like webhook URLs.
+
+use aes_gcm::aead::{Aead, KeyInit, Payload};
+use aes_gcm::{Aes256Gcm, Nonce};
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use base64::Engine as _;
+use serde_json::Value;
+
+/// Longest engine API key accepted.
+pub const MAX_KEY_CHARS: usize = 512;
+pub const MAX_BASE_URL_CHARS: usize = 2048;
+const PREFIX: &str = "v1.";
+
+/// The Worker secret's 32 bytes.
+#[derive(Clone)]
+pub struct SealingKey(Aes256Gcm);
+
+impl std::fmt::Debug for SealingKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SealingKey(***)")
+    }
+}
+
+impl SealingKey {
+    /// From the secret's text: 32 bytes as base64 (standard or URL-safe) or hex.
+    pub fn from_secret(text: &str) -> Result<SealingKey, String> {
+        let t = text.trim();
+        let bytes = hex::decode(t)
+            .ok()
+            .or_else(|| STANDARD.decode(t).ok())
+            .or_else(|| URL_SAFE_NO_PAD.decode(t.trim_end_matches('=')).ok())
+            .ok_or("VOXLINE_SEALING_KEY is neither hex nor base64")?;
+        if bytes.len() != 32 {
+            return Err(format!("VOXLINE_SEALING_KEY must be 32 bytes, not {}", bytes.len()));
+        }
+        Aes256Gcm::new_from_slice(&bytes).map(SealingKey).map_err(|e| e.to_string())
+    }
+
+    /// `v1.` + base64url(nonce || ciphertext+tag); the tenant is the associated data.
+    pub fn seal(&self, tenant_id: &str, plaintext: &str) -> String {
+        let nonce = crate::ids::random_bytes::<12>();
+        let sealed = self
+            .0
+            .encrypt(Nonce::from_slice(&nonce), Payload { msg: plaintext.as_bytes(), aad: tenant_id.as_bytes() })
+            .expect("AES-GCM encryption of a short message cannot fail");
+        let mut out = nonce.to_vec();
+        out.extend(sealed);
+        format!("{PREFIX}{}", URL_SAFE_NO_PAD.encode(out))
+    }
+
+    /// The clear key, if `sealed` was sealed by this key for this tenant.
+    pub fn open(&self, tenant_id: &str, sealed: &str) -> Result<String, String> {
+        let raw = sealed.strip_prefix(PREFIX).ok_or("unknown sealing version")?;
+        let bytes = URL_SAFE_NO_PAD.decode(raw).map_err(|_| "not base64url")?;
+        if bytes.len() < 12 + 16 {
+            return Err("too short".into());
+        }
+        let (nonce, body) = bytes.split_at(12);
+        let clear = self
+            .0
+            .decrypt(Nonce::from_slice(nonce), Payload { msg: body, aad: tenant_id.as_bytes() })
+            .map_err(|_| "sealed under another key or for another tenant".to_string())?;
+        String::from_utf8(clear).map_err(|_| "not UTF-8".into())
+    }
+}
+
+/// An engine API key as given: printable ASCII without spaces.
+pub fn check_key(key: &str) -> Result<(), String> {
+    if key.is_empty() || key.chars().count() > MAX_KEY_CHARS {
+        return Err(format!("must be 1 to {MAX_KEY_CHARS} characters"));
+    }
+    if !key.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err("must be printable ASCII without spaces".into());
+    }
+    Ok(())
+}
+
+/// An engine base URL: `wss://` to a public host; `ws://` loopback in development.
+pub fn check_base_url(url: &str, dev_mode: bool) -> Result<(), String> {
+    if url.chars().count() > MAX_BASE_URL_CHARS {
+        return Err(format!("must be at most {MAX_BASE_URL_CHARS} characters"));
+    }
+    let (scheme, rest) = url.split_once("://").ok_or("needs a scheme (wss://)")?;
+    // The webhook guard knows which hosts are public; map the WebSocket schemes onto its two.
+    let as_http = match scheme.to_ascii_lowercase().as_str() {
+        "wss" => format!("https://{rest}"),
+        "ws" => format!("http://{rest}"),
+        _ => return Err("must be a wss:// URL".into()),
+    };
+    crate::url_guard::check(&as_http, dev_mode).map_err(|e| e.replace("https", "wss").replace("http", "ws"))
+}
+
+/// Offer field holding the sealed key while the call waits in the queue.
+pub const SEALED_FIELD: &str = "engine_api_key_sealed";
+
+/// Replaces each offer's sealed key by the clear one, just before the offers
+/// go to a sidecar. An offer whose key cannot be opened (the sealing secret
+/// was changed) gets `engine_key_unavailable: true` instead: the sidecar then
+/// fails the engine rather than fall back to its own key.
+pub fn open_offers(reply: &mut Value, key: Option<&SealingKey>) {
+    let Some(offers) = reply.get_mut("offers").and_then(Value::as_array_mut) else { return };
+    for offer in offers {
+        let Some(map) = offer.as_object_mut() else { continue };
+        let Some(sealed) = map.remove(SEALED_FIELD) else { continue };
+        let Some(sealed) = sealed.as_str() else { continue };
+        let tenant = map.get("tenant_id").and_then(Value::as_str).map(String::from);
+        match (key, tenant) {
+            (Some(k), Some(t)) => match k.open(&t, sealed) {
+                Ok(clear) => {
+                    map.insert("engine_api_key".into(), Value::String(clear));
+                }
+                Err(_) => {
+                    map.insert("engine_key_unavailable".into(), Value::Bool(true));
+                }
+            },
+            _ => {
+                map.insert("engine_key_unavailable".into(), Value::Bool(true));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn key() -> SealingKey {
+        SealingKey::from_secret(&hex::encode([7u8; 32])).unwrap()
+    }
+
+    #[test]
+    fn sealed_keys_open_only_for_their_tenant_and_key() {
+        let k = key();
+        let sealed = k.seal("ten_a", "sk-live-123");
+        assert!(sealed.starts_with("v1.") && !sealed.contains("sk-live"));
+        assert_ne!(sealed, k.seal("ten_a", "sk-live-123"), "a fresh nonce each time");
+        assert_eq!(k.open("ten_a", &sealed).unwrap(), "sk-live-123");
+        assert!(k.open("ten_b", &sealed).is_err(), "bound to the tenant");
+        let other = SealingKey::from_secret(&STANDARD.encode([9u8; 32])).unwrap();
+        assert!(other.open("ten_a", &sealed).is_err());
+        assert!(k.open("ten_a", "v1.AAAA").is_err());
+        assert!(k.open("ten_a", "v2.x").is_err());
+        assert!(SealingKey::from_secret("short").is_err());
+        assert!(SealingKey::from_secret(&hex::encode([1u8; 16])).is_err());
+        assert_eq!(format!("{k:?}"), "SealingKey(***)");
+    }
+
+    #[test]
+    fn offers_leave_with_the_clear_key_or_a_refusal() {
+        let k = key();
+        let mut reply = json!({"offers": [
+            {"call_id": "c1", "tenant_id": "ten_a", SEALED_FIELD: k.seal("ten_a", "sk-1")},
+            {"call_id": "c2", "tenant_id": "ten_a", SEALED_FIELD: SealingKey::from_secret(&hex::encode([8u8; 32])).unwrap().seal("ten_a", "x")},
+            {"call_id": "c3", "tenant_id": "ten_a"}
+        ]});
+        open_offers(&mut reply, Some(&k));
+        let o = &reply["offers"];
+        assert_eq!((o[0]["engine_api_key"].as_str(), o[0].get(SEALED_FIELD)), (Some("sk-1"), None));
+        assert_eq!((o[1]["engine_key_unavailable"].as_bool(), o[1].get("engine_api_key")), (Some(true), None));
+        assert!(o[2].get("engine_api_key").is_none() && o[2].get("engine_key_unavailable").is_none());
+        let mut no_key = json!({"offers": [{"call_id": "c1", "tenant_id": "ten_a", SEALED_FIELD: k.seal("ten_a", "sk-1")}]});
+        open_offers(&mut no_key, None);
+        assert_eq!(no_key["offers"][0]["engine_key_unavailable"], true);
+    }
+
+    #[test]
+    fn keys_and_base_urls_are_checked() {
+        assert!(check_key("sk-proj-abc_123").is_ok());
+        assert!(check_key("").is_err() && check_key("a b").is_err() && check_key(&"k".repeat(513)).is_err());
+        assert!(check_base_url("wss://api.openai.com", false).is_ok());
+        assert!(check_base_url("https://api.openai.com", false).is_err());
+        assert!(check_base_url("ws://api.openai.com", false).is_err());
+        assert!(check_base_url("wss://10.0.0.5", false).is_err());
+        assert!(check_base_url("wss://metadata.google.internal", false).is_err());
+        assert!(check_base_url("ws://127.0.0.1:9000", false).is_err());
+        assert!(check_base_url("ws://127.0.0.1:9000", true).is_ok());
+    }
+}

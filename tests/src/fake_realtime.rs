@@ -1,0 +1,167 @@
+//! A protocol-faithful stand-in for the OpenAI Realtime API (GA event names)
+//! on 127.0.0.1, for end-to-end calls that must not reach a paid service.
+//! It checks the bearer key at the WebSocket handshake (401 otherwise, as the
+//! real service does), sends `session.created`, acknowledges
+//! `session.update`, and answers each `response.create` with a spoken turn:
+//! one second of a 440 Hz tone as `audio/pcmu` deltas and its transcript.
+//! What each connection sent is kept for the test.
+
+use std::net::{TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine as _;
+use serde_json::{json, Value};
+use tungstenite::handshake::server::{ErrorResponse, Request, Response};
+use tungstenite::Message;
+
+/// What the fake says each time it is asked for a response.
+pub const FAKE_AI_LINE: &str = "Hello, this is the fake realtime server.";
+
+/// One WebSocket connection, as seen by the fake.
+#[derive(Debug, Clone, Default)]
+pub struct Connection {
+    /// Path and query of the upgrade request.
+    pub uri: String,
+    pub authorization: Option<String>,
+    /// Refused at the handshake (wrong key).
+    pub refused: bool,
+    /// The `type` of every JSON message the client sent, in order.
+    pub received: Vec<String>,
+}
+
+pub struct FakeRealtime {
+    /// `ws://127.0.0.1:<port>`: the engine base URL to give a call.
+    pub url: String,
+    connections: Arc<Mutex<Vec<Connection>>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl FakeRealtime {
+    /// Serves until dropped; only `Bearer {key}` is let in.
+    pub fn start(key: &str) -> FakeRealtime {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind the fake realtime server");
+        listener.set_nonblocking(true).expect("nonblocking listener");
+        let url = format!("ws://{}", listener.local_addr().expect("local addr"));
+        let connections = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (conns, halt, key) = (connections.clone(), stop.clone(), format!("Bearer {key}"));
+        std::thread::spawn(move || {
+            while !halt.load(Ordering::SeqCst) {
+                match listener.accept() {
+                    Ok((stream, _)) => {
+                        let (conns, halt, key) = (conns.clone(), halt.clone(), key.clone());
+                        std::thread::spawn(move || serve(stream, &key, &conns, &halt));
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(20)),
+                }
+            }
+        });
+        FakeRealtime { url, connections, stop }
+    }
+
+    pub fn connections(&self) -> Vec<Connection> {
+        self.connections.lock().map(|c| c.clone()).unwrap_or_default()
+    }
+}
+
+impl Drop for FakeRealtime {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+}
+
+fn serve(stream: TcpStream, key: &str, conns: &Mutex<Vec<Connection>>, halt: &AtomicBool) {
+    let _ = stream.set_nonblocking(false);
+    let _ = stream.set_read_timeout(Some(Duration::from_millis(200)));
+    let seen = std::cell::RefCell::new(Connection::default());
+    let accepted = tungstenite::accept_hdr(stream, |req: &Request, resp: Response| -> Result<Response, ErrorResponse> {
+        let mut seen = seen.borrow_mut();
+        seen.uri = req.uri().to_string();
+        seen.authorization = req.headers().get("authorization").and_then(|v| v.to_str().ok()).map(String::from);
+        if seen.authorization.as_deref() != Some(key) {
+            seen.refused = true;
+            let body = r#"{"error":{"type":"invalid_request_error","code":"invalid_api_key","message":"Incorrect API key provided."}}"#;
+            let mut refusal = ErrorResponse::new(Some(body.to_string()));
+            *refusal.status_mut() = tungstenite::http::StatusCode::UNAUTHORIZED;
+            return Err(refusal);
+        }
+        Ok(resp)
+    });
+    let index = {
+        let mut all = conns.lock().unwrap_or_else(|e| e.into_inner());
+        all.push(seen.borrow().clone());
+        all.len() - 1
+    };
+    let Ok(mut ws) = accepted else { return };
+    let send = |ws: &mut tungstenite::WebSocket<TcpStream>, v: Value| ws.send(Message::text(v.to_string())).is_ok();
+    if !send(&mut ws, json!({"type": "session.created", "event_id": "ev_0", "session": {"id": "sess_fake", "type": "realtime"}})) {
+        return;
+    }
+    let mut responses = 0;
+    while !halt.load(Ordering::SeqCst) {
+        let msg = match ws.read() {
+            Ok(m) => m,
+            Err(tungstenite::Error::Io(e)) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => continue,
+            Err(_) => return,
+        };
+        let Message::Text(text) = msg else { continue };
+        let Ok(v) = serde_json::from_str::<Value>(text.as_str()) else { continue };
+        let kind = v["type"].as_str().unwrap_or("").to_string();
+        if let Ok(mut all) = conns.lock() {
+            all[index].received.push(kind.clone());
+        }
+        match kind.as_str() {
+            "session.update" => {
+                send(&mut ws, json!({"type": "session.updated", "event_id": "ev_1", "session": v["session"]}));
+            }
+            "response.create" => {
+                responses += 1;
+                for event in spoken_turn(responses) {
+                    if !send(&mut ws, event) {
+                        return;
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// One response: created, the item, 1 s of audio in 200 ms deltas, done.
+fn spoken_turn(n: u32) -> Vec<Value> {
+    let (resp, item) = (format!("resp_{n}"), format!("item_ai_{n}"));
+    let mut out = vec![
+        json!({"type": "response.created", "response": {"id": resp, "status": "in_progress"}}),
+        json!({"type": "response.output_item.added", "response_id": resp, "output_index": 0,
+               "item": {"id": item, "type": "message", "role": "assistant", "content": []}}),
+    ];
+    let tone: Vec<u8> = (0..8000).map(|i| mulaw((8000.0 * (2.0 * std::f64::consts::PI * 440.0 * i as f64 / 8000.0).sin()) as i16)).collect();
+    for chunk in tone.chunks(1600) {
+        out.push(json!({"type": "response.output_audio.delta", "response_id": resp, "item_id": item, "output_index": 0,
+                        "content_index": 0, "delta": B64.encode(chunk)}));
+    }
+    out.push(json!({"type": "response.output_audio.done", "response_id": resp, "item_id": item, "output_index": 0, "content_index": 0}));
+    out.push(json!({"type": "response.output_audio_transcript.done", "response_id": resp, "item_id": item, "output_index": 0,
+                    "content_index": 0, "transcript": FAKE_AI_LINE}));
+    out.push(json!({"type": "response.done", "response": {"id": resp, "status": "completed", "output": []}}));
+    out
+}
+
+/// G.711 mu-law (ITU-T reference).
+fn mulaw(sample: i16) -> u8 {
+    const BIAS: i32 = 0x84;
+    let mut s = i32::from(sample);
+    let sign = if s < 0 { 0x80 } else { 0 };
+    s = s.abs().min(32_635) + BIAS;
+    let mut exponent = 7;
+    let mut mask = 0x4000;
+    while exponent > 0 && s & mask == 0 {
+        exponent -= 1;
+        mask >>= 1;
+    }
+    let mantissa = (s >> (exponent + 3)) & 0x0f;
+    !(sign | (exponent << 4) | mantissa) as u8
+}
