@@ -7,6 +7,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+use voxline_e2e::fake_realtime::mulaw;
 use voxline_e2e::*;
 
 struct World {
@@ -27,24 +28,6 @@ impl SuiteContext for World {
     }
 }
 
-/// G.711 mu-law encoding (ITU-T reference), for the stream sipp plays.
-fn mulaw(sample: i16) -> u8 {
-    const BIAS: i32 = 0x84;
-    let mut s = sample as i32;
-    let sign = if s < 0 { 0x80 } else { 0 };
-    if s < 0 {
-        s = -s;
-    }
-    s = (s + BIAS).min(32_635 + BIAS);
-    let mut exponent = 7;
-    let mut mask = 0x4000;
-    while exponent > 0 && s & mask == 0 {
-        exponent -= 1;
-        mask >>= 1;
-    }
-    let mantissa = (s >> (exponent + 3)) & 0x0F;
-    !(sign | (exponent << 4) | mantissa) as u8
-}
 
 /// A speech-band test signal: a slow chirp with an amplitude envelope, so any
 /// misalignment or corruption shows.

@@ -150,8 +150,8 @@ fn spoken_turn(n: u32) -> Vec<Value> {
     out
 }
 
-/// G.711 mu-law (ITU-T reference).
-fn mulaw(sample: i16) -> u8 {
+/// G.711 mu-law encoding (ITU-T reference).
+pub fn mulaw(sample: i16) -> u8 {
     const BIAS: i32 = 0x84;
     let mut s = i32::from(sample);
     let sign = if s < 0 { 0x80 } else { 0 };
