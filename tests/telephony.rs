@@ -370,6 +370,25 @@ fn a_wrong_engine_key_ends_the_call_at_once(w: &World) {
     assert!(dead_air < 5_000, "{dead_air} ms of dead air");
 }
 
+fn a_silent_call_ends_after_its_silence_timeout(w: &World) {
+    // The callee answers and says nothing (mu-law silence); the echo engine
+    // has nothing to say back.
+    let stream = w.dir.join("silence-20s.ulaw");
+    std::fs::write(&stream, vec![0xFFu8; 8000 * 20]).unwrap();
+    let port = free_tcp_udp_port();
+    let _sipp = start_sipp(&w.dir, port, &stream, 25_000);
+    let _sidecar = start_sidecar_with(w, "tel-quiet", port, "");
+    let body = json!({"phone": "+14155550312", "silence_timeout_seconds": 10});
+    let created = w.edge.call("POST", "/v1/calls", &w.tenant.key, Some(&body)).expect(201).json;
+    assert_eq!(created["silence_timeout_seconds"], 10);
+    let id = created["id"].as_str().unwrap().to_string();
+    let call = wait_status(w, &id, &["completed", "failed", "busy", "no_answer", "cancelled"], Duration::from_secs(40));
+    assert_eq!((call["status"].as_str(), call["ended_reason"].as_str()), (Some("completed"), Some("silence_timeout")), "{call}");
+    let quiet = ms_of(&call["ended_at"]) - ms_of(&call["answered_at"]);
+    println!("  answered -> hung up for silence after {quiet} ms");
+    assert!((9_500..20_000).contains(&quiet), "hung up after {quiet} ms, not at the 10 s timeout");
+}
+
 fn decode_mulaw(u: u8) -> i16 {
     let u = !u;
     let sign = u & 0x80;
@@ -420,6 +439,7 @@ fn main() -> std::process::ExitCode {
             ("a_real_phone_baresip_gets_its_audio_back_over_opus", a_real_phone_baresip_gets_its_audio_back_over_opus),
             ("a_call_brings_its_own_engine_key_and_endpoint", a_call_brings_its_own_engine_key_and_endpoint),
             ("a_wrong_engine_key_ends_the_call_at_once", a_wrong_engine_key_ends_the_call_at_once),
+            ("a_silent_call_ends_after_its_silence_timeout", a_silent_call_ends_after_its_silence_timeout),
         ],
     )
 }

@@ -49,6 +49,7 @@ pub fn queued_call(tenant_id: &str, record: &CallRecord, now_ms: u64) -> QueuedC
             "record": record.record,
             "metadata": record.metadata,
             "engine_base_url": record.engine_base_url,
+            "silence_timeout_secs": record.silence_timeout_seconds,
         }),
     }
 }

@@ -122,6 +122,9 @@ pub struct Agent {
     pub engine_api_key_sealed: Option<String>,
     #[serde(default)]
     pub engine_base_url: Option<String>,
+    /// For this agent's calls, unless a call sets its own (None: 30 s).
+    #[serde(default)]
+    pub silence_timeout_seconds: Option<u32>,
 }
 
 /// Stored under `apikeyid/{tenant}/{key}`; the hash links to the auth record.
@@ -266,6 +269,16 @@ pub struct CallRecord {
     /// only in the queued offer, sealed.
     #[serde(default)]
     pub engine_api_key_set: bool,
+    /// Hang up after this long with neither side speaking (the call's, else its agent's, else 30).
+    #[serde(default = "default_silence_timeout")]
+    pub silence_timeout_seconds: u32,
+}
+
+/// Vapi's and Retell's default too.
+pub const DEFAULT_SILENCE_TIMEOUT_SECONDS: u32 = 30;
+
+fn default_silence_timeout() -> u32 {
+    DEFAULT_SILENCE_TIMEOUT_SECONDS
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -333,6 +346,7 @@ pub fn test_call(status: CallStatus) -> CallRecord {
         scheduled_reason: None,
         engine_base_url: None,
         engine_api_key_set: false,
+        silence_timeout_seconds: DEFAULT_SILENCE_TIMEOUT_SECONDS,
     }
 }
 

@@ -43,6 +43,8 @@ const WEBHOOK_EVENT_MAX: usize = 64;
 const MAX_SECONDS: (i64, i64, i64) = (10, 3600, 300);
 const RETRIES: (i64, i64, i64) = (0, 10, 0);
 const RETRY_DELAY_MINUTES: (i64, i64, i64) = (1, 1440, 5);
+const SILENCE_TIMEOUT: (i64, i64, i64) =
+    (validate::SILENCE_TIMEOUT_SECONDS.0, validate::SILENCE_TIMEOUT_SECONDS.1, crate::model::DEFAULT_SILENCE_TIMEOUT_SECONDS as i64);
 
 /// E.164 as `validate::check_e164` reads it.
 pub const E164_PATTERN: &str = r"^\+[1-9][0-9]{6,14}$";
@@ -55,7 +57,7 @@ const NOT_BLANK_PATTERN: &str = r"\S";
 
 /// Every [`EndedReason`], in declaration order. `ended_reason_index` below
 /// matches exhaustively, so a new variant does not compile until listed here.
-const ENDED_REASONS: [EndedReason; 11] = [
+const ENDED_REASONS: [EndedReason; 12] = [
     EndedReason::HangupRequested,
     EndedReason::CalleeHangup,
     EndedReason::AgentHangup,
@@ -67,6 +69,7 @@ const ENDED_REASONS: [EndedReason; 11] = [
     EndedReason::MediaLost,
     EndedReason::EngineError,
     EndedReason::DispatchUnavailable,
+    EndedReason::SilenceTimeout,
 ];
 
 #[allow(dead_code)] // exists for its exhaustiveness; the tests call it
@@ -83,6 +86,7 @@ fn ended_reason_index(r: EndedReason) -> usize {
         EndedReason::MediaLost => 8,
         EndedReason::EngineError => 9,
         EndedReason::DispatchUnavailable => 10,
+        EndedReason::SilenceTimeout => 11,
     }
 }
 
@@ -338,6 +342,8 @@ fn schemas() -> Value {
                 ("engine", schema_ref("Engine")),
                 ("model", nullable(json!({"type": "string"}))),
                 ("max_seconds", json!({"type": "integer", "minimum": MAX_SECONDS.0, "maximum": MAX_SECONDS.1})),
+                ("silence_timeout_seconds", json!({"type": "integer", "minimum": SILENCE_TIMEOUT.0, "maximum": SILENCE_TIMEOUT.1,
+                    "description": "Hang up (`ended_reason` `silence_timeout`) after this long with neither side speaking."})),
                 ("retries", json!({"type": "integer", "minimum": RETRIES.0, "maximum": RETRIES.1})),
                 ("retry_delay_minutes", json!({"type": "integer", "minimum": RETRY_DELAY_MINUTES.0, "maximum": RETRY_DELAY_MINUTES.1})),
                 ("schedule_at", nullable(timestamp())),
@@ -441,6 +447,8 @@ fn schemas() -> Value {
             "description": "When this agent's calls may start; null: any time."})),
         ("engine_base_url", nullable(json!({"type": "string", "description": "Where this agent's engine connects; null: the engine's default."}))),
         ("engine_api_key_set", json!({"type": "boolean", "description": "The agent has an engine API key. The key is never returned."})),
+        ("silence_timeout_seconds", nullable(json!({"type": "integer", "minimum": SILENCE_TIMEOUT.0, "maximum": SILENCE_TIMEOUT.1,
+            "description": "For this agent's calls unless a call sets its own; null: 30."}))),
     ];
     add("Agent", record("An AI agent: the defaults a call starts from.", agent_fields));
     let calling_window_doc = "Weekdays and a wall-clock span in an IANA time zone during which the agent's calls may start. \
@@ -623,6 +631,7 @@ A call already queued inside the window is not stopped when the window closes.";
             ("language", nullable(with_description(language.clone(), "Overrides the agent's language: a BCP-47 tag such as `en-US`."))),
             ("model", nullable(with_description(string_max(MODEL_MAX), "Overrides the agent's model."))),
             ("max_seconds", nullable(with_description(int_range(MAX_SECONDS), "Longest the call may last once answered, in seconds."))),
+            ("silence_timeout_seconds", nullable(with_description(int_range(SILENCE_TIMEOUT), "Hang up (`ended_reason` `silence_timeout`) after this long with neither side speaking; default: the agent's, else 30."))),
             ("retries", nullable(with_description(int_range(RETRIES), "Further attempts when nobody answers or the line is busy."))),
             ("retry_delay_minutes", nullable(with_description(int_range(RETRY_DELAY_MINUTES), "Wait between attempts."))),
             ("record", nullable(json!({"type": "boolean", "default": false, "description": "Keep a stereo WAV recording of the call (left: agent, right: callee); `GET /v1/calls/{call_id}/recording` once `recording.saved` was sent."}))),
@@ -677,6 +686,8 @@ A call already queued inside the window is not stopped when the window closes.";
                 "A `CallingWindow` (`{days, start, end, time_zone}`) replacing the current one. Unlike other fields, an explicit null removes the window; absent keeps it. Invalid parts: 422 `invalid_value` naming them."
             },
                 "properties": {"days": {"type": "array"}, "start": {"type": "string"}, "end": {"type": "string"}, "time_zone": {"type": "string"}}, "additionalProperties": false}))),
+            ("silence_timeout_seconds", opt(json!({"type": "integer", "minimum": SILENCE_TIMEOUT.0, "maximum": SILENCE_TIMEOUT.1,
+                "description": "Hang up this agent's calls after this long with neither side speaking, unless a call sets its own (default 30)."}))),
             ("engine_api_key", opt(engine_key_doc(if creating {
                 "The engine API key (OpenAI or Gemini) for this agent's calls, unless a call brings its own; absent: the sidecar's own key."
             } else {
@@ -1105,7 +1116,7 @@ fn operation(id: RouteId) -> Value {
         )
         .body("CreateAgentRequest", true)
         .ok(201, "The agent.", "Agent")
-        .errors(&[E::TenantNotFound, E::MissingField, E::InvalidValue, E::ValueTooLong, E::InvalidLanguage, E::InvalidUrl, E::EngineKeysUnavailable])
+        .errors(&[E::TenantNotFound, E::MissingField, E::InvalidValue, E::ValueTooLong, E::OutOfRange, E::InvalidLanguage, E::InvalidUrl, E::EngineKeysUnavailable])
         .build(),
         RouteId::ListAgents => op("listAgents", "admin", Auth::Admin, "List agents", "All agents of the tenant, in one page.")
             .ok(200, "The agents.", "AgentList")
@@ -1124,7 +1135,7 @@ fn operation(id: RouteId) -> Value {
         )
         .body("UpdateAgentRequest", true)
         .ok(200, "The updated agent.", "Agent")
-        .errors(&[E::TenantNotFound, E::AgentNotFound, E::InvalidValue, E::ValueTooLong, E::InvalidLanguage, E::InvalidUrl, E::EngineKeysUnavailable])
+        .errors(&[E::TenantNotFound, E::AgentNotFound, E::InvalidValue, E::ValueTooLong, E::OutOfRange, E::InvalidLanguage, E::InvalidUrl, E::EngineKeysUnavailable])
         .build(),
         RouteId::CreateApiKey => op(
             "createApiKey",

@@ -372,6 +372,10 @@ async fn create_call<K: Kv, D: Dispatcher>(env: &Env<'_, K, D>, tenant: &Tenant,
         scheduled_reason,
         engine_base_url: input.engine_base_url.or(agent.engine_base_url),
         engine_api_key_set: sealed_key.is_some(),
+        silence_timeout_seconds: input
+            .silence_timeout_seconds
+            .or(agent.silence_timeout_seconds)
+            .unwrap_or(model::DEFAULT_SILENCE_TIMEOUT_SECONDS),
     };
     save_call(env, &tenant.id, &record).await?;
     // The record exists before the queue can hand the call out, so every
@@ -872,6 +876,7 @@ async fn create_agent<K: Kv, D: Dispatcher>(env: &Env<'_, K, D>, req: &ApiReques
         calling_window: input.calling_window.flatten(),
         engine_api_key_sealed,
         engine_base_url: input.engine_base_url.flatten(),
+        silence_timeout_seconds: input.silence_timeout_seconds,
     };
     put_json(env.kv, &keys::agent(&tenant.id, &agent.id), &agent, None).await?;
     // The first agent becomes the default unless the caller says otherwise.
@@ -904,6 +909,7 @@ async fn update_agent<K: Kv, D: Dispatcher>(env: &Env<'_, K, D>, req: &ApiReques
     agent.model = input.model.or(agent.model);
     agent.enabled = input.enabled.unwrap_or(agent.enabled);
     agent.per_number_limit = input.per_number_limit.or(agent.per_number_limit);
+    agent.silence_timeout_seconds = input.silence_timeout_seconds.or(agent.silence_timeout_seconds);
     // Unlike the other fields, an explicit null removes the window.
     if let Some(window) = input.calling_window {
         agent.calling_window = window;

@@ -17,8 +17,10 @@ pub const MAX_SCHEDULE_AHEAD_DAYS: u64 = 90;
 pub const CREATE_CALL_FIELDS: &[&str] = &[
     "phone", "name", "email", "metadata", "agent_id", "system_prompt", "voice", "language", "model",
     "max_seconds", "retries", "retry_delay_minutes", "schedule_at", "record", "on_concurrency_limit", "outside_window",
-    "engine_api_key", "engine_base_url",
+    "engine_api_key", "engine_base_url", "silence_timeout_seconds",
 ];
+/// `silence_timeout_seconds`: the range calls and agents accept.
+pub const SILENCE_TIMEOUT_SECONDS: (i64, i64) = (10, 3600);
 /// `on_concurrency_limit`: wait in the queue (default) or be refused with 429.
 pub const ON_CONCURRENCY_LIMIT: [&str; 2] = ["queue", "reject"];
 /// `outside_window`: move to the next window start (default) or be refused with 422.
@@ -50,6 +52,7 @@ pub struct CreateCallInput {
     pub engine_api_key: Option<String>,
     /// Not yet checked against the SSRF rules (the service knows the mode).
     pub engine_base_url: Option<String>,
+    pub silence_timeout_seconds: Option<u32>,
 }
 
 /// `engine_api_key`: printable ASCII, at most 512 characters.
@@ -147,7 +150,13 @@ pub fn create_call(content_type: Option<&str>, body: &[u8], now_ms: u64) -> Resu
         reject_outside_window: second_choice(&f, "outside_window", OUTSIDE_WINDOW)?,
         engine_api_key: engine_key(&f)?,
         engine_base_url: f.str_opt("engine_base_url", crate::engine_keys::MAX_BASE_URL_CHARS)?,
+        silence_timeout_seconds: silence_timeout(&f)?,
     })
+}
+
+fn silence_timeout(f: &Fields) -> Result<Option<u32>, ApiError> {
+    let (lo, hi) = SILENCE_TIMEOUT_SECONDS;
+    Ok(f.int_opt("silence_timeout_seconds", lo, hi)?.map(|s| s as u32))
 }
 
 fn is_pre_epoch_utc(s: &str) -> bool {
@@ -229,7 +238,7 @@ fn language(f: &Fields) -> Result<Option<String>, ApiError> {
 
 pub const AGENT_FIELDS: &[&str] = &[
     "name", "system_prompt", "voice", "language", "default_engine", "model", "enabled", "default", "per_number_limit", "calling_window",
-    "engine_api_key", "engine_base_url",
+    "engine_api_key", "engine_base_url", "silence_timeout_seconds",
 ];
 
 /// Agent fields as given; `None` means "not in the body" (PATCH keeps the old value).
@@ -251,6 +260,7 @@ pub struct AgentInput {
     /// Like `calling_window`: an explicit null removes it.
     pub engine_api_key: Option<Option<String>>,
     pub engine_base_url: Option<Option<String>>,
+    pub silence_timeout_seconds: Option<u32>,
 }
 
 pub fn agent(content_type: Option<&str>, body: &[u8], creating: bool) -> Result<AgentInput, ApiError> {
@@ -298,6 +308,7 @@ pub fn agent(content_type: Option<&str>, body: &[u8], creating: bool) -> Result<
             None if f.is_null("engine_base_url") => Some(None),
             u => u.map(Some),
         },
+        silence_timeout_seconds: silence_timeout(&f)?,
     })
 }
 

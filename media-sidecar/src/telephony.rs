@@ -165,6 +165,56 @@ impl PlayoutClock {
     }
 }
 
+/// Hangs up a call nobody speaks in (`silence_timeout`). Speech is audio
+/// above a speech level, the callee's as heard and the engine's until it has
+/// played out (silent frames, e.g. the echo engine's, do not count), and any
+/// transcript or barge-in from the engine.
+#[derive(Debug, Clone, Copy)]
+struct SilenceWatch {
+    timeout: Duration,
+    last_activity: Instant,
+}
+
+/// RMS of a 20 ms frame above which the callee counts as speaking (about
+/// -38 dBFS: above line noise and comfort noise, below quiet speech).
+const SPEECH_RMS: f64 = 400.0;
+
+/// The default when the offer names none (the edge always does).
+const DEFAULT_SILENCE_TIMEOUT: Duration = Duration::from_secs(30);
+
+impl SilenceWatch {
+    fn new(now: Instant, timeout: Duration) -> Self {
+        SilenceWatch { timeout, last_activity: now }
+    }
+
+    fn is_speech(pcm: &[i16]) -> bool {
+        let energy: f64 = pcm.iter().map(|&s| f64::from(s) * f64::from(s)).sum::<f64>() / pcm.len().max(1) as f64;
+        energy.sqrt() > SPEECH_RMS
+    }
+
+    /// A frame heard from the callee now.
+    fn heard(&mut self, now: Instant, pcm: &[i16]) {
+        if Self::is_speech(pcm) {
+            self.activity(now);
+        }
+    }
+
+    /// Engine audio queued now that finishes playing at `plays_until`.
+    fn engine_audio(&mut self, pcm: &[i16], plays_until: Instant) {
+        if Self::is_speech(pcm) {
+            self.activity(plays_until);
+        }
+    }
+
+    fn activity(&mut self, at: Instant) {
+        self.last_activity = self.last_activity.max(at);
+    }
+
+    fn deadline(&self) -> Instant {
+        self.last_activity + self.timeout
+    }
+}
+
 /// Receives one frame heard from the callee, or waits forever without media.
 async fn heard(media: &mut Option<MediaHandle>) -> Option<Vec<i16>> {
     match media {
@@ -253,9 +303,13 @@ async fn place(
     let mut playout = PlayoutClock::new(Instant::now());
     let mut hangup_at: Option<Instant> = None;
     let mut hangup_sent: Option<EndedReason> = None;
+    // Armed at the answer.
+    let mut silence: Option<SilenceWatch> = None;
+    let silence_timeout = offer.silence_timeout_secs.map_or(DEFAULT_SILENCE_TIMEOUT, |s| Duration::from_secs(u64::from(s)));
     let mut stopping = false;
 
     let end = loop {
+        let silence_deadline = silence.map(|w| w.deadline());
         tokio::select! {
             ev = call.next_event() => match ev {
                 None => break (CallStatus::Failed, EndedReason::TrunkError, None),
@@ -270,6 +324,7 @@ async fn place(
                 Some(Event::Call(CallEvent::EarlyMedia(_))) => {}
                 Some(Event::Call(CallEvent::Answered(neg))) => {
                     t.answered_ms = Some(e.emit(EventKind::Answered).await);
+                    silence = Some(SilenceWatch::new(Instant::now(), silence_timeout));
                     tracing::info!(call_id = %offer.call_id, codec = neg.codec.encoding_name(), pt = neg.pt, remote = %neg.remote_rtp, "answered; media negotiated");
                     match start_media(offer, tel, bound.take(), &neg) {
                         Ok(m) => media = Some(m),
@@ -315,6 +370,9 @@ async fn place(
             }
             frame = heard(&mut media) => match frame {
                 Some(pcm) => {
+                    if let Some(w) = silence.as_mut() {
+                        w.heard(Instant::now(), &pcm);
+                    }
                     if let Some(en) = engine.as_mut() {
                         en.played(playout.heard(Instant::now()));
                         if let Err(err) = en.send_audio(&pcm).await {
@@ -332,12 +390,18 @@ async fn place(
             ev = engine_event(&mut engine) => match ev {
                 Ok(EngineEvent::Audio(pcm)) => {
                     playout.enqueue(Instant::now(), pcm.len() as u64 / 8);
+                    if let Some(w) = silence.as_mut() {
+                        w.engine_audio(&pcm, playout.done_at());
+                    }
                     if let Some(m) = &media {
                         let _ = m.send(pcm).await;
                     }
                 }
                 Ok(EngineEvent::Interrupt) => {
                     let now = Instant::now();
+                    if let Some(w) = silence.as_mut() {
+                        w.activity(now);
+                    }
                     // Tell the engine what was really heard (it truncates its turn there).
                     if let Some(en) = engine.as_mut() {
                         en.played(playout.heard(now));
@@ -348,6 +412,9 @@ async fn place(
                     }
                 }
                 Ok(EngineEvent::Transcript { role, text, start_ms, end_ms }) => {
+                    if let Some(w) = silence.as_mut() {
+                        w.activity(Instant::now());
+                    }
                     e.emit(EventKind::TranscriptTurn { role, text, start_ms, end_ms }).await;
                 }
                 Ok(EngineEvent::EndCall { reason }) => {
@@ -372,6 +439,11 @@ async fn place(
             _ = until(hangup_at), if hangup_sent.is_none() => {
                 call.hangup(EndedReason::AgentHangup).await;
                 hangup_sent = Some(EndedReason::AgentHangup);
+            }
+            _ = until(silence_deadline), if hangup_sent.is_none() => {
+                tracing::info!(call_id = %offer.call_id, timeout_s = silence_timeout.as_secs(), "nobody spoke; hanging up");
+                call.hangup(EndedReason::SilenceTimeout).await;
+                hangup_sent = Some(EndedReason::SilenceTimeout);
             }
         }
     };
@@ -407,6 +479,30 @@ fn start_media(offer: &Offer, tel: &Telephony, bound: Option<media::driver::Boun
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn silence_is_counted_from_the_last_speech_or_the_end_of_playback() {
+        let t0 = Instant::now();
+        let ms = |n| Duration::from_millis(n);
+        let speech = [3_000i16, -3_000].repeat(80);
+        let mut w = SilenceWatch::new(t0, Duration::from_secs(10));
+        assert_eq!(w.deadline(), t0 + ms(10_000));
+        // Line noise does not count; a spoken frame does.
+        w.heard(t0 + ms(2_000), &[100i16; 160]);
+        assert_eq!(w.deadline(), t0 + ms(10_000));
+        w.heard(t0 + ms(3_000), &speech);
+        assert_eq!(w.deadline(), t0 + ms(13_000));
+        // The engine's speech counts until it has played; its silence never.
+        w.engine_audio(&[0i16; 160], t0 + ms(9_000));
+        assert_eq!(w.deadline(), t0 + ms(13_000));
+        w.engine_audio(&speech, t0 + ms(8_000));
+        assert_eq!(w.deadline(), t0 + ms(18_000));
+        // Never backwards.
+        w.heard(t0 + ms(5_000), &speech);
+        assert_eq!(w.deadline(), t0 + ms(18_000));
+        w.activity(t0 + ms(20_000));
+        assert_eq!(w.deadline(), t0 + ms(30_000));
+    }
 
     #[test]
     fn playout_clock_counts_only_audio_heard() {

@@ -97,6 +97,8 @@ pub enum EndedReason {
     EngineError,
     /// The edge could not queue the call for dialing.
     DispatchUnavailable,
+    /// Neither side said anything for the call's `silence_timeout_seconds`.
+    SilenceTimeout,
 }
 
 #[cfg(test)]

@@ -244,6 +244,9 @@ pub struct Offer {
     pub model: Option<String>,
     /// Hard cap on the call's duration once answered.
     pub max_seconds: u32,
+    /// Hang up after this long with neither side speaking (`None`: the sidecar's default, 30 s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub silence_timeout_secs: Option<u32>,
     pub record: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metadata: Option<serde_json::Value>,

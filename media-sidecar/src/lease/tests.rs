@@ -35,6 +35,7 @@ fn offer(n: u32, deadline_ms: u64) -> Offer {
         engine_api_key: None,
         engine_base_url: None,
         engine_key_unavailable: false,
+        silence_timeout_secs: None,
         ack_deadline_ms: deadline_ms,
     }
 }

@@ -308,6 +308,7 @@ pub fn offer(call: &str, max_seconds: u32) -> Offer {
         engine_api_key: None,
         engine_base_url: None,
         engine_key_unavailable: false,
+        silence_timeout_secs: None,
         ack_deadline_ms: now_ms() + 5_000,
     }
 }
