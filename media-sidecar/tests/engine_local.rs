@@ -518,3 +518,39 @@ async fn measure_cpu_for_a_30s_call() {
     );
     assert!(total < o.ms as f64, "slower than real time");
 }
+
+/// Calls start and end at once on a loaded sidecar: decoders must be created,
+/// used and freed on many threads together (a shared log file in the C
+/// library once corrupted the heap this way). Each thread recognises a
+/// spoken answer, so decoding overlaps creation and teardown elsewhere.
+#[test]
+fn recognizers_start_decode_and_stop_on_many_threads_at_once() {
+    use voxline_media_sidecar::engine::local::stt::{Recognizer, Vocabulary};
+    let answer = synthesize("yes I can make it", Voice::Slt).unwrap();
+    let sentences = ["yes i can make it", "no i cannot"].map(normalize);
+    let vocab = Vocabulary::build(sentences).unwrap();
+    // A thread per decoder, as each call's STT worker has, ending with it.
+    for _round in 0..4 {
+        let threads: Vec<_> = (0..6)
+            .map(|i| {
+                let (vocab, answer) = (vocab.clone(), answer.clone());
+                std::thread::spawn(move || {
+                    if i % 2 == 0 {
+                        // Calls starting elsewhere synthesise their lines meanwhile.
+                        let _ = synthesize(&format!("line {i} of a script"), Voice::Kal16);
+                    }
+                    let mut rec = Recognizer::new(&vocab).expect("a decoder");
+                    rec.start();
+                    for f in answer.chunks(FRAME_SAMPLES) {
+                        rec.process_8k(f);
+                    }
+                    rec.finish()
+                })
+            })
+            .collect();
+        for t in threads {
+            let text = t.join().expect("a decoding thread survived");
+            assert!(text.contains("can"), "recognised {text:?}");
+        }
+    }
+}

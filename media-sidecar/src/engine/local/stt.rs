@@ -65,6 +65,21 @@ extern "C" {
     ) -> c_int;
     fn ps_end_utt(ps: *mut c_void) -> c_int;
     fn ps_get_hyp(ps: *mut c_void, out_best_score: *mut i32) -> *const c_char;
+    fn err_set_logfile(path: *const c_char) -> c_int;
+}
+
+/// Points sphinxbase's one process-wide log at /dev/null (or stderr with
+/// `VOXLINE_PS_LOG`), once. Never per decoder: `-logfn` makes every
+/// `ps_init` fclose and reopen that shared FILE, which corrupted the heap
+/// when calls started and ended on several threads at once.
+fn quiet_logs_once() {
+    static DONE: OnceLock<()> = OnceLock::new();
+    DONE.get_or_init(|| {
+        let path = if std::env::var_os("VOXLINE_PS_LOG").is_some() { "/dev/stderr" } else { "/dev/null" };
+        let c = CString::new(path).expect("no NUL");
+        // SAFETY: a valid C string; called once, before any decoder exists.
+        unsafe { err_set_logfile(c.as_ptr()) };
+    });
 }
 
 /// Generic replies every call's language model also learns, so common
@@ -351,18 +366,12 @@ impl Recognizer {
                 }
             }
         };
-        let logfn = if std::env::var_os("VOXLINE_PS_LOG").is_some() {
-            "/dev/stderr"
-        } else {
-            "/dev/null"
-        };
+        quiet_logs_once();
         let mut args: Vec<String> = vec![
             "-hmm".into(),
             hmm.to_string_lossy().into(),
             "-dict".into(),
             dict.to_string_lossy().into(),
-            "-logfn".into(),
-            logfn.into(),
             "-samprate".into(),
             "16000".into(),
         ];
