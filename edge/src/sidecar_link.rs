@@ -162,7 +162,7 @@ fn handle_op(q: &mut RegionQueue, env: &SidecarEnvelope, now: u64, t: &DispatchT
                     EventKind::Ended { status, reason, sip_code, .. } => {
                         HeldEvent::Ended { status: *status, reason: *reason, sip_code: *sip_code }
                     }
-                    EventKind::Dialing | EventKind::TranscriptTurn { .. } | EventKind::Summary { .. } => HeldEvent::Other,
+                    EventKind::Dialing | EventKind::TranscriptTurn { .. } | EventKind::Summary { .. } | EventKind::Unknown => HeldEvent::Other,
                 };
                 let tenant_id = q.held.get(&ev.call_id).map(|h| h.call.tenant_id.clone());
                 // Duplicates and events of calls no longer held are acknowledged

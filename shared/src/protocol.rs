@@ -32,9 +32,11 @@
 //! ## Versioning
 //! [`PROTOCOL_VERSION`] is carried in every top-level message (requests and
 //! responses). Within one version, changes are additive only: new optional
-//! fields (receivers ignore fields they do not know; serde's default) and new
+//! fields (receivers ignore fields they do not know; serde's default), new
 //! [`Command`] kinds (old sidecars parse them as [`Command::Unknown`] and ignore
-//! them). Anything else bumps the version; a receiver that gets a version it does
+//! them) and new [`EventKind`]s (edges parse them as [`EventKind::Unknown`] and
+//! ignore them; `summary` came before that rule, so an edge must be deployed
+//! before sidecars that send it). Anything else bumps the version; a receiver that gets a version it does
 //! not speak answers `400` with error code `unsupported_protocol_version`.
 //!
 //! ## Time
@@ -372,6 +374,10 @@ pub enum EventKind {
         sip_code: Option<u16>,
         timings: Timings,
     },
+    /// An event kind added after this build: acknowledged and ignored, so a
+    /// sidecar newer than its edge never has a batch refused for it.
+    #[serde(other)]
+    Unknown,
 }
 
 impl EventKind {
@@ -387,6 +393,7 @@ impl EventKind {
             EventKind::Answered => "answered",
             EventKind::TranscriptTurn { .. } => "transcript_turn",
             EventKind::Summary { .. } => "summary",
+            EventKind::Unknown => "unknown",
             EventKind::Ended { .. } => "ended",
         }
     }
@@ -505,6 +512,14 @@ mod tests {
         assert_eq!(r.offers[0].metadata, Some(json!({"crm":"42"})));
         assert_eq!(r.commands[0], Command::Hangup { call_id: "c_0".into() });
         assert_eq!(r.commands[1], Command::Unknown, "future command kinds are tolerated");
+        let engine_key: Offer = serde_json::from_value(json!({"lease_id":"l","call_id":"c","attempt":1,"phone":"+1","agent_id":"a",
+            "language":"en","engine":"openai_realtime","max_seconds":60,"record":false,"ack_deadline_ms":1,"engine_api_key":"sk-1"})).unwrap();
+        assert_eq!(engine_key.engine_api_key.as_ref().map(SecretText::expose), Some("sk-1"));
+        assert!(!format!("{engine_key:?}").contains("sk-1"), "offers are logged; keys must not be");
+        // A future event kind is acknowledged and ignored, not a refused batch.
+        let batch: EventBatch = serde_json::from_value(json!({"protocol_version":1,"sidecar_id":"s","events":[
+            {"call_id":"c","seq":1,"at_ms":1,"kind":{"type":"dtmf_received","digit":"5"}}]})).unwrap();
+        assert_eq!(batch.events[0].kind, EventKind::Unknown);
         let empty: LeaseResponse = serde_json::from_str("{\"offers\":[],\"commands\":[]}").unwrap();
         assert_eq!(empty, LeaseResponse::empty());
         assert_eq!(
