@@ -17,8 +17,13 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use time::format_description::well_known::Rfc3339;
 use voxline_e2e::{json, make_pki, start_caddy, Edge, EdgeOptions, Sidecar};
 
-const RUNS: usize = 3;
-const CALLS_PER_RUN: usize = 40;
+/// Runs of the lease and throughput figures; calls per lease run.
+fn runs() -> usize {
+    crate::bench_media::count(3, 1)
+}
+fn calls_per_run() -> usize {
+    crate::bench_media::count(40, 10)
+}
 
 fn now_ms_f() -> f64 {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs_f64() * 1000.0
@@ -48,10 +53,10 @@ fn median(mut v: Vec<f64>) -> f64 {
 /// refuses as a duplicate (409 call_in_progress).
 static LEASE_NUMBER: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
 
-/// One run: `CALLS_PER_RUN` calls placed one after another; returns latencies in ms.
+/// One run: `calls_per_run()` calls placed one after another; returns latencies in ms.
 fn lease_run(edge: &Edge, key: &str, sidecar: &Sidecar) -> Result<Vec<f64>, String> {
     let mut out = Vec::new();
-    for i in 0..CALLS_PER_RUN + 3 {
+    for i in 0..calls_per_run() + 3 {
         let phone = format!("+1415556{:04}", LEASE_NUMBER.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
         let t0 = now_ms_f();
         let r = edge.call("POST", "/v1/calls", key, Some(&json!({"phone": phone})));
@@ -114,7 +119,9 @@ fn throughput_run(edge: &Edge, key: &str, run: usize) -> Result<(f64, Vec<f64>),
 }
 
 /// Processes per engine; each reports the median of its rounds' means.
-const CPU_RUNS: usize = 5;
+fn cpu_runs() -> usize {
+    crate::bench_media::count(5, 1)
+}
 const CPU_ITERATIONS: usize = 2_000;
 const CPU_ROUNDS: usize = 5;
 const CPU_WARMUP: usize = 500;
@@ -176,7 +183,7 @@ pub fn cpu_bench() -> Result<CpuBench, String> {
     let wasm = dir.join("wasm32-wasip1/release/voxline-edge-bench.wasm");
     let runner = root().join("edge/bench-wasm/run_wasmtime.py");
     let mut bench = CpuBench::default();
-    for r in 0..CPU_RUNS {
+    for r in 0..cpu_runs() {
         let (n, w) = step(&format!("edge CPU per request, run {}", r + 1), || {
             let n = cpu_run(&mut Command::new(&native_bin))?;
             let w = cpu_run(Command::new(bootstrap::venv_python()).arg(&runner).arg(&wasm))?;
@@ -239,31 +246,36 @@ pub fn run_bench() -> Result<(), String> {
     let pki = make_pki(&dir);
     let caddy = start_caddy(&dir, &edge.base, &pki);
     let release_bin = cargo_target_dir().join("release/voxline-media-sidecar");
-    let carriers = [
-        ("http1", edge.base.clone(), Vec::new()),
-        ("h3", format!("https+h3://127.0.0.1:{}", caddy.port), vec![("VOXLINE_CA_CERT", pki.ca.display().to_string())]),
-    ];
+    let carriers = crate::bench_calls::invite_carriers(&edge, caddy.port, &pki);
     std::env::set_var("VOXLINE_SIDECAR_BIN", &release_bin);
-    let mut results: BTreeMap<&str, Vec<(f64, f64)>> = BTreeMap::new();
+    // Per carrier, each run's sorted samples (ms).
+    let mut results: BTreeMap<&str, Vec<Vec<f64>>> = BTreeMap::new();
+    let mut calls = crate::bench_calls::CallsBench::default();
+    let invite_tenant = crate::bench_media::bench_tenant(&edge, "invite-bench", "echo", None)?;
     for (name, url, env) in &carriers {
-        let mut env: Vec<(&str, String)> = env.clone();
-        env.push(("VOXLINE_LEASE_WAIT_MS", "20000".into()));
-        env.push(("VOXLINE_CAPACITY", "64".into()));
-        let sidecar = Sidecar::start(&edge, &dir, &format!("bench-{name}"), url, &env, 0.05);
-        for r in 0..RUNS {
+        let mut lease_env: Vec<(&str, String)> = env.clone();
+        lease_env.push(("VOXLINE_LEASE_WAIT_MS", "20000".into()));
+        lease_env.push(("VOXLINE_CAPACITY", "64".into()));
+        let sidecar = Sidecar::start(&edge, &dir, &format!("bench-{name}"), url, &lease_env, 0.05);
+        for r in 0..runs() {
             let mut lat = step(&format!("lease latency over {name}, run {}", r + 1), || lease_run(&edge, &tenant.key, &sidecar))?;
             lat.sort_by(|a, b| a.total_cmp(b));
             println!("  {name}: p50 {:.1} ms, p99 {:.1} ms", percentile(&lat, 0.5), percentile(&lat, 0.99));
-            results.entry(name).or_default().push((percentile(&lat, 0.5), percentile(&lat, 0.99)));
+            results.entry(name).or_default().push(lat);
         }
         drop(sidecar);
         std::thread::sleep(Duration::from_millis(2_500));
+        // The same carrier, now with a real SIP trunk (this process) behind the sidecar.
+        let invite = crate::bench_calls::api_invite(&edge, &invite_tenant, &release_bin, &dir, name, url, env)?;
+        calls.invite.push((name.to_string(), invite));
     }
     drop(caddy);
     // The media sidecar placing real calls (SIP to sipp, RTP, echo engine).
     // Before the throughput runs: those leave thousands of calls queued in
     // the region, which these sidecars would lease first.
     let media = crate::bench_media::media_bench(&edge, &release_bin, &dir)?;
+    // The local engine: answer -> first AI audio, CPU per call.
+    crate::bench_calls::local_parts(&edge, &release_bin, &dir, &mut calls);
     // Throughput: a tenant whose limits do not get in the way.
     let busy = edge.provision_tenant("throughput");
     let limits = json!({"rate_limits": {"per_key": {"limit": 1_000_000, "window_seconds": 60},
@@ -273,13 +285,13 @@ pub fn run_bench() -> Result<(), String> {
         return Err(format!("raising the bench tenant's limits: {} {}", r.status, r.text));
     }
     let mut throughput = Vec::new();
-    for run in 0..RUNS {
+    for run in 0..runs() {
         let (rps, lat) = step(&format!("edge throughput, run {}", run + 1), || throughput_run(&edge, &busy.key, run))?;
         println!("  {rps:.0} req/s, p50 {:.1} ms, p99 {:.1} ms", percentile(&lat, 0.5), percentile(&lat, 0.99));
         throughput.push((rps, percentile(&lat, 0.5), percentile(&lat, 0.99)));
     }
     drop(edge);
-    write_report(&results, &throughput, &cpu, &media)
+    write_report(&results, &throughput, &cpu, &media, &calls)
 }
 
 fn machine() -> String {
@@ -291,12 +303,56 @@ fn machine() -> String {
     format!("{cpu}, {cores} cores, {}", std::env::consts::OS)
 }
 
+/// docs/bench.md and its plots in docs/bench/.
 fn write_report(
-    results: &BTreeMap<&str, Vec<(f64, f64)>>,
+    results: &BTreeMap<&str, Vec<Vec<f64>>>,
     throughput: &[(f64, f64, f64)],
     cpu: &CpuBench,
     media: &crate::bench_media::MediaBench,
+    calls: &crate::bench_calls::CallsBench,
 ) -> Result<(), String> {
+    let plots = root().join("docs/bench");
+    std::fs::create_dir_all(&plots).map_err(|e| format!("{}: {e}", plots.display()))?;
+    write_plots(&plots, results, media, calls)?;
+    let path = root().join("docs/bench.md");
+    std::fs::write(&path, report_text(results, throughput, cpu, media, calls)).map_err(|e| format!("write {}: {e}", path.display()))?;
+    println!("wrote {} and {}", path.display(), plots.display());
+    Ok(())
+}
+
+fn write_plots(
+    dir: &std::path::Path,
+    results: &BTreeMap<&str, Vec<Vec<f64>>>,
+    media: &crate::bench_media::MediaBench,
+    calls: &crate::bench_calls::CallsBench,
+) -> Result<(), String> {
+    use crate::bench_plot::{cdf, Samples};
+    let lease: Vec<Samples> =
+        results.iter().map(|(carrier, runs)| Samples { label: format!("{carrier}, {} runs", runs.len()), values: runs.concat() }).collect();
+    if !lease.is_empty() {
+        cdf(&dir.join("lease_latency.png"), "Lease latency: API POST -> sidecar has the offer", "latency (ms)", &lease)?;
+    }
+    let mut lat = Vec::new();
+    for loss in [0.0, 1.0] {
+        let runs: Vec<&crate::bench_media::LatencyRun> = media.latency.iter().filter(|r| r.loss_pct == loss).collect();
+        if !runs.is_empty() {
+            let values = runs.iter().flat_map(|r| r.samples.iter().copied()).collect();
+            lat.push(Samples { label: format!("{loss:.0}% loss, {} runs", runs.len()), values });
+        }
+    }
+    if !lat.is_empty() {
+        cdf(&dir.join("media_latency.png"), "Media latency: RTP in -> echo engine -> RTP out", "round trip through the sidecar (ms)", &lat)?;
+    }
+    crate::bench_calls::plots(calls, &media.load, dir)
+}
+
+fn report_text(
+    results: &BTreeMap<&str, Vec<Vec<f64>>>,
+    throughput: &[(f64, f64, f64)],
+    cpu: &CpuBench,
+    media: &crate::bench_media::MediaBench,
+    calls: &crate::bench_calls::CallsBench,
+) -> String {
     let per_run = |f: fn(&(f64, f64, f64)) -> f64, digits: usize| {
         throughput.iter().map(|r| format!("{:.*}", digits, f(r))).collect::<Vec<_>>().join(" / ")
     };
@@ -311,6 +367,7 @@ fn write_report(
     );
     let mut rows = String::new();
     for (carrier, runs) in results {
+        let runs: Vec<(f64, f64)> = runs.iter().map(|r| (percentile(r, 0.5), percentile(r, 0.99))).collect();
         let p50s: Vec<String> = runs.iter().map(|r| format!("{:.1}", r.0)).collect();
         let p99s: Vec<String> = runs.iter().map(|r| format!("{:.1}", r.1)).collect();
         rows.push_str(&format!(
@@ -321,7 +378,7 @@ fn write_report(
             p99s.join(" / "),
         ));
     }
-    let report = format!(
+    format!(
         "# Benchmarks\n\nGenerated by `cargo xtask bench` on {date}. Machine: {machine}.\n\
          Everything runs on loopback on this one machine: `wrangler dev` (workerd, local Durable\n\
          Objects and KV), the release-built media sidecar, and caddy for HTTP/3.\n\n\
@@ -336,6 +393,8 @@ fn write_report(
          `http1` is HTTP/1.1 keep-alive straight to `wrangler dev`; `h3` is HTTP/3 over QUIC to\n\
          caddy, which proxies to `wrangler dev` over HTTP/1.1 (as Cloudflare's edge terminates\n\
          QUIC in production), so it includes one extra local hop.\n\n\
+         ![Lease latency, CDF per carrier, all runs' samples](bench/lease_latency.png)\n\n\
+         {invite}\
          ## Edge throughput: POST /v1/calls\n\n\
          {threads} client threads (HTTP/1.1 keep-alive) each POST {reqs} calls to distinct numbers\n\
          as fast as answers come back, against one `wrangler dev` (one workerd process) on the same\n\
@@ -369,23 +428,75 @@ fn write_report(
          Durable Objects) is. The wasm build has no SIMD or SHA instructions; native SHA-256 may use\n\
          the CPU's SHA extensions, which widens the signing ratio.\n\n\
          {media}\
-         Not yet measured: answer-to-first-AI-audio.\n",
+         {local}",
         date = time::OffsetDateTime::now_utc().date(),
         machine = machine(),
-        runs = RUNS,
-        calls = CALLS_PER_RUN,
+        runs = results.values().next().map(Vec::len).unwrap_or(0),
+        calls = results.values().next().and_then(|r| r.first()).map(Vec::len).unwrap_or(0),
         threads = THROUGHPUT_THREADS,
         reqs = THROUGHPUT_REQUESTS,
         wasmtime = bootstrap::WASMTIME_PY_VERSION,
         cpu_warmup = CPU_WARMUP,
         cpu_rounds = CPU_ROUNDS,
         cpu_iters = CPU_ITERATIONS,
-        cpu_runs = CPU_RUNS,
+        cpu_runs = cpu.native.len(),
         cpu_table = cpu_table(cpu),
         media = crate::bench_media::report(media),
-    );
-    let path = root().join("docs/bench.md");
-    std::fs::write(&path, report).map_err(|e| format!("write {}: {e}", path.display()))?;
-    println!("wrote {}", path.display());
-    Ok(())
+        invite = crate::bench_calls::report_invite(calls),
+        local = crate::bench_calls::report_local(calls, &media.load),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bench_calls::{CallsBench, FirstAudio, FirstAudioCall, LocalLoad};
+    use crate::bench_media::{LatencyRun, LoadRun, MediaBench};
+
+    fn load(calls: usize, cpu: f64) -> LoadRun {
+        LoadRun { calls, cpu_pct: cpu * calls as f64, idle_cpu_pct: 0.0, idle_rss_kib: 12_000.0, rss_kib: 12_000.0 + 100.0 * calls as f64, died: false }
+    }
+
+    /// Every section and plot from made-up figures: the report's shape, not its numbers.
+    #[test]
+    fn report_and_plots_from_synthetic_figures() {
+        let samples = |base: f64| (0..30).map(|i| base + (i % 7) as f64).collect::<Vec<f64>>();
+        let mut results = BTreeMap::new();
+        results.insert("http1", vec![samples(30.0), samples(31.0), samples(32.0)]);
+        results.insert("h3", vec![samples(33.0), samples(34.0), samples(35.0)]);
+        let run = CpuRun { p50: 30_000.0, p50_handle: 27_000.0, p50_sign: 3_000.0, mean: 40_000.0 };
+        let cpu = CpuBench { native: vec![run; 3], wasm: vec![run; 3] };
+        let lat = |loss: f64| LatencyRun { loss_pct: loss, p50_ms: 40.0, p99_ms: 60.0, measured: 3, dropped: 0, samples: vec![40.0, 40.5, 60.0] };
+        let media = MediaBench { load: vec![load(1, 0.8), load(10, 0.3)], latency: vec![lat(0.0), lat(1.0)] };
+        let fa = FirstAudioCall { audio_ms: 260.0, nonzero_ms: 20.0, ok_to_rtp_ms: Some(1.0) };
+        let calls = CallsBench {
+            invite: vec![("http1".into(), vec![samples(40.0)]), ("h3".into(), vec![samples(42.0)])],
+            first_audio: FirstAudio { cold: Some(fa), calls: vec![fa; 3], greeting_lead_ms: Some(257.0) },
+            local: LocalLoad { runs: vec![load(1, 5.0), load(10, 4.0)], line_s: 3.1, user_turns: vec![3, 3], failed: vec![] },
+            local_error: None,
+        };
+        let text = report_text(&results, &[(50.0, 160.0, 250.0)], &cpu, &media, &calls);
+        for needle in [
+            "## Lease latency",
+            "## API -> INVITE at the trunk",
+            "## Answer -> first AI audio (local engine)",
+            "## Local engine: CPU and memory per concurrent call",
+            "](bench/lease_latency.png)",
+            "](bench/api_invite.png)",
+            "](bench/media_latency.png)",
+            "](bench/first_audio.png)",
+            "](bench/cpu_per_call.png)",
+        ] {
+            assert!(text.contains(needle), "missing {needle:?}");
+        }
+        assert!(!text.contains("Not yet measured"));
+        let dir = std::env::temp_dir().join(format!("xtask-bench-plots-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        write_plots(&dir, &results, &media, &calls).unwrap();
+        for f in ["lease_latency", "api_invite", "media_latency", "first_audio", "cpu_per_call"] {
+            let bytes = std::fs::read(dir.join(format!("{f}.png"))).unwrap();
+            assert_eq!(&bytes[1..4], b"PNG", "{f}");
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

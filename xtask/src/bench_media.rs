@@ -32,11 +32,33 @@ const HOLD_MS: u64 = 12_000;
 const WINDOW_MS: u64 = 6_000;
 /// Idle CPU sampling window, before the calls.
 const IDLE_MS: u64 = 3_000;
-pub const LOAD_NS: &[usize] = &[1, 10, 25, 50, 100];
-pub const LOAD_RUNS: usize = 3;
-pub const LATENCY_RUNS: usize = 5;
+const LOAD_NS_FULL: &[usize] = &[1, 10, 25, 50, 100];
+const LOAD_NS_QUICK: &[usize] = &[1, 10];
 /// Packets whose round trip is timed per latency run (after a 1 s warm-up).
 const LATENCY_PACKETS: usize = 500;
+
+/// `VOXLINE_BENCH_QUICK=1`: fewer runs and calls everywhere, for iterating
+/// on the bench itself (figures then are not for docs/bench.md).
+pub fn quick() -> bool {
+    std::env::var("VOXLINE_BENCH_QUICK").is_ok_and(|v| v == "1")
+}
+
+/// `full`, or `quick` under `VOXLINE_BENCH_QUICK=1`.
+pub fn count(full: usize, quick_n: usize) -> usize {
+    if quick() { quick_n } else { full }
+}
+
+pub fn load_ns() -> &'static [usize] {
+    if quick() { LOAD_NS_QUICK } else { LOAD_NS_FULL }
+}
+
+pub fn load_runs() -> usize {
+    count(3, 1)
+}
+
+pub fn latency_runs() -> usize {
+    count(5, 1)
+}
 
 #[derive(Debug, Clone, Copy)]
 pub struct LoadRun {
@@ -47,6 +69,9 @@ pub struct LoadRun {
     pub idle_cpu_pct: f64,
     pub idle_rss_kib: f64,
     pub rss_kib: f64,
+    /// The sidecar process died after the sampling window (as the calls
+    /// ended); its figures are kept, the run is reported as such.
+    pub died: bool,
 }
 
 impl LoadRun {
@@ -58,29 +83,31 @@ impl LoadRun {
     }
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct LatencyRun {
     pub loss_pct: f64,
     pub p50_ms: f64,
     pub p99_ms: f64,
     pub measured: usize,
     pub dropped: usize,
+    /// Every timed round trip (ms), for the plots.
+    pub samples: Vec<f64>,
 }
 
-struct Proc {
+pub(crate) struct Proc {
     child: Child,
-    log: PathBuf,
+    pub(crate) log: PathBuf,
 }
 
 impl Proc {
-    fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
-    fn pid(&self) -> u32 {
+    pub(crate) fn pid(&self) -> u32 {
         self.child.id()
     }
     /// SIGTERM, then SIGKILL after 5 s.
-    fn stop(mut self) {
+    pub(crate) fn stop(mut self) {
         let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
         let until = Instant::now() + Duration::from_secs(5);
         while Instant::now() < until {
@@ -92,7 +119,7 @@ impl Proc {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-    fn wait_exit(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+    pub(crate) fn wait_exit(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
         let until = Instant::now() + within;
         while Instant::now() < until {
             if let Ok(Some(s)) = self.child.try_wait() {
@@ -113,7 +140,13 @@ impl Drop for Proc {
 
 /// A tenant whose limits never get in the way, with the `echo` engine.
 pub fn echo_tenant(edge: &Edge) -> Result<TestTenant, String> {
-    let t = edge.provision_tenant("media-bench");
+    bench_tenant(edge, "media-bench", "echo", None)
+}
+
+/// A tenant whose limits never get in the way; its default agent uses
+/// `engine` (and `prompt` as its system prompt, when given).
+pub fn bench_tenant(edge: &Edge, name: &str, engine: &str, prompt: Option<&str>) -> Result<TestTenant, String> {
+    let t = edge.provision_tenant(name);
     let limits = json!({"rate_limits": {"per_key": {"limit": 1_000_000, "window_seconds": 60},
                                         "per_ip": {"limit": 1_000_000, "window_seconds": 60},
                                         "per_number": {"limit": 1_000_000, "window_seconds": 60}}});
@@ -121,24 +154,44 @@ pub fn echo_tenant(edge: &Edge) -> Result<TestTenant, String> {
     if r.status != 200 {
         return Err(format!("raising the media bench tenant's limits: {} {}", r.status, r.text));
     }
-    let r = edge.admin("PATCH", &format!("/admin/tenants/{}/agents/{}", t.id, t.agent_id), Some(&json!({"default_engine": "echo"})));
+    let mut agent = json!({"default_engine": engine});
+    if let Some(p) = prompt {
+        agent["system_prompt"] = json!(p);
+    }
+    let r = edge.admin("PATCH", &format!("/admin/tenants/{}/agents/{}", t.id, t.agent_id), Some(&agent));
     if r.status != 200 {
-        return Err(format!("setting the echo engine: {} {}", r.status, r.text));
+        return Err(format!("setting the {engine} engine: {} {}", r.status, r.text));
     }
     Ok(t)
 }
 
 /// The release sidecar with one trunk (sipp on `trunk_port`), `capacity` calls.
-fn start_sidecar(edge: &Edge, bin: &Path, dir: &Path, id: &str, trunk_port: u16, capacity: usize) -> Result<Proc, String> {
+pub(crate) fn start_sidecar(edge: &Edge, bin: &Path, dir: &Path, id: &str, trunk_port: u16, capacity: usize) -> Result<Proc, String> {
+    start_sidecar_with(edge, bin, dir, id, &edge.base, &[], trunk_port, capacity, 1000)
+}
+
+/// As [`start_sidecar`], leasing from `edge_url` (e.g. `https+h3://` via
+/// caddy) with `env` added and the given lease long-poll wait.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn start_sidecar_with(
+    edge: &Edge,
+    bin: &Path,
+    dir: &Path,
+    id: &str,
+    edge_url: &str,
+    env: &[(&str, String)],
+    trunk_port: u16,
+    capacity: usize,
+    lease_wait_ms: u32,
+) -> Result<Proc, String> {
     let cred = edge.admin("POST", "/admin/sidecars", Some(&json!({"sidecar_id": id, "region": "local"})));
     if cred.status != 201 {
         return Err(format!("sidecar credentials: {} {}", cred.status, cred.text));
     }
     let config = format!(
-        "edge_url = \"{}\"\nsidecar_id = \"{id}\"\nregion = \"local\"\ncapacity = {capacity}\nlease_wait_ms = 1000\n\n\
+        "edge_url = \"{edge_url}\"\nsidecar_id = \"{id}\"\nregion = \"local\"\ncapacity = {capacity}\nlease_wait_ms = {lease_wait_ms}\n\n\
          [telephony]\nbind_ip = \"127.0.0.1\"\nrtp_port_min = 30000\nrtp_port_max = 30999\nring_timeout_secs = 20\n\n\
-         [[telephony.trunks]]\nname = \"sipp\"\nhost = \"127.0.0.1\"\nport = {trunk_port}\nfrom_number = \"+15550001111\"\n",
-        edge.base
+         [[telephony.trunks]]\nname = \"sipp\"\nhost = \"127.0.0.1\"\nport = {trunk_port}\nfrom_number = \"+15550001111\"\n"
     );
     let path = dir.join(format!("{id}.toml"));
     std::fs::write(&path, config).map_err(|e| e.to_string())?;
@@ -149,6 +202,7 @@ fn start_sidecar(edge: &Edge, bin: &Path, dir: &Path, id: &str, trunk_port: u16,
         .arg(&path)
         .env("VOXLINE_SIDECAR_SECRET", cred.json["secret"].as_str().unwrap_or_default())
         .env("RUST_LOG", "info")
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
         .stdout(file.try_clone().map_err(|e| e.to_string())?)
         .stderr(file)
@@ -165,19 +219,44 @@ fn start_sidecar(edge: &Edge, bin: &Path, dir: &Path, id: &str, trunk_port: u16,
     Ok(p)
 }
 
-/// sipp answering `calls` calls with the hold-then-BYE scenario.
-fn start_sipp(dir: &Path, name: &str, port: u16, calls: usize, hold_ms: u64, media_port: &str, rtp_echo: Option<u16>) -> Result<Proc, String> {
-    let template = std::fs::read_to_string(repo_root().join("tests/sipp/uas_hold_bye.xml")).map_err(|e| e.to_string())?;
+/// Where sipp's answer points the sidecar's RTP, and what sipp sends.
+#[derive(Clone, Copy)]
+pub(crate) enum SippMedia<'a> {
+    /// A peer elsewhere (in this process) on that port; sipp sends no RTP.
+    Peer(u16),
+    /// sipp's own media port, echoing every packet back (`-rtp_echo`).
+    Echo(u16),
+    /// sipp's own media port, playing this pcap (RTP) once the call is answered.
+    Pcap(u16, &'a Path),
+}
+
+/// sipp answering `calls` calls with the hold-then-BYE scenario
+/// (`tests/sipp/bench-uas-pcap.xml` when it plays a pcap).
+pub(crate) fn start_sipp(dir: &Path, name: &str, port: u16, calls: usize, hold_ms: u64, media: SippMedia, extra: &[&str]) -> Result<Proc, String> {
+    let file = if matches!(media, SippMedia::Pcap(..)) { "tests/sipp/bench-uas-pcap.xml" } else { "tests/sipp/uas_hold_bye.xml" };
+    let template = std::fs::read_to_string(repo_root().join(file)).map_err(|e| format!("{file}: {e}"))?;
+    let (media_port, pcap) = match media {
+        SippMedia::Peer(p) => (p.to_string(), String::new()),
+        SippMedia::Echo(_) => ("[media_port]".to_string(), String::new()),
+        SippMedia::Pcap(_, f) => ("[media_port]".to_string(), f.display().to_string()),
+    };
     let scenario = dir.join(format!("{name}.xml"));
-    std::fs::write(&scenario, template.replace("MEDIA_PORT", media_port).replace("HOLD_MS", &hold_ms.to_string()))
+    std::fs::write(&scenario, template.replace("MEDIA_PORT", &media_port).replace("HOLD_MS", &hold_ms.to_string()).replace("PCAP_FILE", &pcap))
         .map_err(|e| e.to_string())?;
     let log = dir.join(format!("{name}.log"));
     let file = std::fs::File::create(&log).map_err(|e| e.to_string())?;
     let mut cmd = Command::new("sipp");
     cmd.arg("-sf").arg(&scenario).args(["-i", "127.0.0.1", "-p", &port.to_string()]);
-    if let Some(mp) = rtp_echo {
-        cmd.args(["-mi", "127.0.0.1", "-mp", &mp.to_string(), "-rtp_echo"]);
+    match media {
+        SippMedia::Peer(_) => {}
+        SippMedia::Echo(mp) => {
+            cmd.args(["-mi", "127.0.0.1", "-mp", &mp.to_string(), "-rtp_echo"]);
+        }
+        SippMedia::Pcap(mp, _) => {
+            cmd.args(["-mi", "127.0.0.1", "-mp", &mp.to_string()]);
+        }
     }
+    cmd.args(extra);
     cmd.args(["-m", &calls.to_string(), "-nostdin", "-timeout", "90s", "-timeout_error"])
         .arg("-trace_err")
         .arg("-error_file")
@@ -191,7 +270,7 @@ fn start_sipp(dir: &Path, name: &str, port: u16, calls: usize, hold_ms: u64, med
     Ok(Proc { child, log })
 }
 
-fn cpu_ticks(pid: u32) -> Result<u64, String> {
+pub(crate) fn cpu_ticks(pid: u32) -> Result<u64, String> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).map_err(|e| e.to_string())?;
     // Fields after the parenthesised command: state is field 3, utime 14, stime 15.
     let rest = stat.rsplit_once(')').map(|(_, r)| r).ok_or("bad /proc stat")?;
@@ -200,7 +279,7 @@ fn cpu_ticks(pid: u32) -> Result<u64, String> {
     Ok(num(14)? + num(15)?)
 }
 
-fn rss_kib(pid: u32) -> Result<f64, String> {
+pub(crate) fn rss_kib(pid: u32) -> Result<f64, String> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).map_err(|e| e.to_string())?;
     status
         .lines()
@@ -210,7 +289,7 @@ fn rss_kib(pid: u32) -> Result<f64, String> {
         .ok_or_else(|| "no VmRSS".into())
 }
 
-fn clock_ticks_per_sec() -> f64 {
+pub(crate) fn clock_ticks_per_sec() -> f64 {
     Command::new("getconf")
         .arg("CLK_TCK")
         .output()
@@ -219,14 +298,18 @@ fn clock_ticks_per_sec() -> f64 {
         .unwrap_or(100.0)
 }
 
-fn place_calls(edge: &Edge, key: &str, phones: &[String]) -> Result<(), String> {
-    let results: Vec<Result<(), String>> = std::thread::scope(|s| {
+/// Places one call per phone, all at once; returns their ids in order.
+pub(crate) fn place_calls(edge: &Edge, key: &str, phones: &[String]) -> Result<Vec<String>, String> {
+    let results: Vec<Result<String, String>> = std::thread::scope(|s| {
         let handles: Vec<_> = phones
             .iter()
             .map(|phone| {
                 s.spawn(move || {
                     let r = edge.call("POST", "/v1/calls", key, Some(&json!({"phone": phone})));
-                    if r.status == 201 { Ok(()) } else { Err(format!("POST /v1/calls: {} {}", r.status, r.text)) }
+                    match r.json["id"].as_str() {
+                        Some(id) if r.status == 201 => Ok(id.to_string()),
+                        _ => Err(format!("POST /v1/calls: {} {}", r.status, r.text)),
+                    }
                 })
             })
             .collect();
@@ -235,16 +318,53 @@ fn place_calls(edge: &Edge, key: &str, phones: &[String]) -> Result<(), String> 
     results.into_iter().collect()
 }
 
-fn count(log: &str, needle: &str) -> usize {
+pub(crate) fn count_lines(log: &str, needle: &str) -> usize {
     log.lines().filter(|l| l.contains(needle)).count()
 }
 
+/// What a load run's callee does and how long it is timed.
+#[derive(Clone, Copy)]
+pub(crate) struct LoadSpec<'a> {
+    /// Names the run's files and sidecar; also keeps phone numbers apart.
+    pub name: &'a str,
+    /// Digits after `+1` for the numbers called (distinct per spec).
+    pub prefix: &'a str,
+    /// `None`: sipp echoes; `Some(pcap)`: sipp plays that pcap.
+    pub pcap: Option<&'a Path>,
+    pub hold_ms: u64,
+    /// Wait after all calls are answered before sampling (engines starting).
+    pub settle_ms: u64,
+    pub window_ms: u64,
+}
+
+/// The echo-engine load of the media section.
+const ECHO_LOAD: LoadSpec<'static> =
+    LoadSpec { name: "load", prefix: "556", pcap: None, hold_ms: HOLD_MS, settle_ms: 500, window_ms: WINDOW_MS };
+
 /// One load run: a fresh sidecar, `n` calls at once, CPU and RSS while all are up.
 pub fn load_run(edge: &Edge, tenant: &TestTenant, bin: &Path, dir: &Path, n: usize, run: usize) -> Result<LoadRun, String> {
+    load_run_with(edge, tenant, bin, dir, n, run, &ECHO_LOAD).map(|r| r.0)
+}
+
+/// A load run as `spec` says; also returns the calls' ids.
+pub(crate) fn load_run_with(
+    edge: &Edge,
+    tenant: &TestTenant,
+    bin: &Path,
+    dir: &Path,
+    n: usize,
+    run: usize,
+    spec: &LoadSpec,
+) -> Result<(LoadRun, Vec<String>), String> {
+    let (name, hold_ms, window_ms) = (spec.name, spec.hold_ms, spec.window_ms);
     let sipp_port = free_tcp_udp_port();
-    let echo_port = free_tcp_udp_port() & !1;
-    let mut sipp = start_sipp(dir, &format!("load-sipp-{n}-{run}"), sipp_port, n, HOLD_MS, "[media_port]", Some(echo_port))?;
-    let id = format!("load-{n}-{run}");
+    let media_port = free_tcp_udp_port() & !1;
+    let media = match spec.pcap {
+        Some(p) => SippMedia::Pcap(media_port, p),
+        None => SippMedia::Echo(media_port),
+    };
+    let mut sipp = start_sipp(dir, &format!("{name}-sipp-{n}-{run}"), sipp_port, n, hold_ms, media, &[])?;
+    let id = format!("{name}-{n}-{run}");
     let sidecar = start_sidecar(edge, bin, dir, &id, sipp_port, n.max(2))?;
     let pid = sidecar.pid();
     std::thread::sleep(Duration::from_millis(1_000));
@@ -253,47 +373,63 @@ pub fn load_run(edge: &Edge, tenant: &TestTenant, bin: &Path, dir: &Path, n: usi
     let (c0, t0) = (cpu_ticks(pid)?, Instant::now());
     std::thread::sleep(Duration::from_millis(IDLE_MS));
     let idle_cpu_pct = (cpu_ticks(pid)? - c0) as f64 / hz / t0.elapsed().as_secs_f64() * 100.0;
-    let phones: Vec<String> = (0..n).map(|i| format!("+1556{run:02}{n:03}{i:04}")).collect();
-    place_calls(edge, &tenant.key, &phones)?;
+    let phones: Vec<String> = (0..n).map(|i| format!("+1{}{run:02}{n:03}{i:04}", spec.prefix)).collect();
+    let ids = place_calls(edge, &tenant.key, &phones)?;
     let until = Instant::now() + Duration::from_secs(30);
     let first = loop {
         let log = sidecar.log();
-        if count(&log, "media negotiated") >= n {
+        if count_lines(&log, "media negotiated") >= n {
             break log;
         }
         if Instant::now() > until {
-            return Err(format!("only {} of {n} calls answered; sidecar log tail:\n{}", count(&log, "media negotiated"), tail(&log, 20)));
+            return Err(format!("only {} of {n} calls answered; sidecar log tail:\n{}", count_lines(&log, "media negotiated"), tail(&log, 20)));
         }
         std::thread::sleep(Duration::from_millis(20));
     };
-    if count(&first, "media stopped") > 0 {
-        return Err(format!("a call ended before all {n} were up: placing them took too long for HOLD_MS"));
+    if count_lines(&first, "media stopped") > 0 {
+        return Err(format!("a call ended before all {n} were up: placing them took too long for a {hold_ms} ms hold"));
     }
-    std::thread::sleep(Duration::from_millis(500));
+    std::thread::sleep(Duration::from_millis(spec.settle_ms));
     let (c0, t0) = (cpu_ticks(pid)?, Instant::now());
-    std::thread::sleep(Duration::from_millis(WINDOW_MS / 2));
+    std::thread::sleep(Duration::from_millis(window_ms / 2));
     let rss = rss_kib(pid)?;
-    std::thread::sleep(Duration::from_millis(WINDOW_MS / 2));
+    std::thread::sleep(Duration::from_millis(window_ms / 2));
     let (c1, t1) = (cpu_ticks(pid)?, Instant::now());
     let log = sidecar.log();
-    if count(&log, "media stopped") > 0 {
-        return Err(format!("calls ended inside the sampling window (HOLD_MS {HOLD_MS} too short for {n} calls)"));
+    if count_lines(&log, "media stopped") > 0 {
+        return Err(format!("calls ended inside the sampling window (a {hold_ms} ms hold is too short for {n} calls); see {}", sidecar.log.display()));
     }
     let cpu_pct = (c1 - c0) as f64 / hz / (t1 - t0).as_secs_f64() * 100.0;
-    match sipp.wait_exit(Duration::from_secs(HOLD_MS / 1000 + 30)) {
-        Some(s) if s.success() => {}
-        other => return Err(format!("sipp ({n} calls) did not finish cleanly: {other:?}; see {}", sipp.log.display())),
+    let sipp_end = sipp.wait_exit(Duration::from_secs(hold_ms / 1000 + 30));
+    let mut sidecar = sidecar;
+    // A sidecar that crashed as the calls ended fails sipp's BYEs; the
+    // window's figures stand, and the run says it died.
+    let died = sidecar.child.try_wait().ok().flatten();
+    if let Some(status) = died {
+        println!("  the sidecar died ({status}) after the sampling window; log tail:\n{}", tail(&sidecar.log(), 3));
+    } else {
+        match sipp_end {
+            Some(s) if s.success() => {}
+            other => return Err(format!("sipp ({n} calls) did not finish cleanly: {other:?}; see {}", sipp.log.display())),
+        }
     }
     let until = Instant::now() + Duration::from_secs(10);
-    while count(&sidecar.log(), "call released") < n && Instant::now() < until {
+    while count_lines(&sidecar.log(), "call released") < n && Instant::now() < until {
         std::thread::sleep(Duration::from_millis(50));
     }
+    let released = count_lines(&sidecar.log(), "call released");
+    let log_path = sidecar.log.display().to_string();
     sidecar.stop();
     drop(sipp);
     // A stopped sidecar's last long-poll stays open in the queue for up to
     // the edge's max wait (2 s in the bench): let it lapse.
     std::thread::sleep(Duration::from_millis(2_500));
-    Ok(LoadRun { calls: n, cpu_pct, idle_cpu_pct, idle_rss_kib: idle, rss_kib: rss })
+    // Calls whose task never ended after sipp's BYE were stuck (not working)
+    // during the window: the figures would be of idle calls.
+    if died.is_none() && released < n {
+        return Err(format!("only {released} of {n} calls were released after sipp hung up: call tasks stuck; see {log_path}"));
+    }
+    Ok((LoadRun { calls: n, cpu_pct, idle_cpu_pct, idle_rss_kib: idle, rss_kib: rss, died: died.is_some() }, ids))
 }
 
 fn tail(log: &str, n: usize) -> String {
@@ -319,7 +455,7 @@ pub fn latency_run(edge: &Edge, tenant: &TestTenant, bin: &Path, dir: &Path, los
     let rtp_port = sock.local_addr().map_err(|e| e.to_string())?.port();
     let sipp_port = free_tcp_udp_port();
     let name = format!("lat-{}-{run}", (loss * 100.0) as u32);
-    let mut sipp = start_sipp(dir, &format!("{name}-sipp"), sipp_port, 1, 20 * (LATENCY_PACKETS as u64 + 50) + 3_000, &rtp_port.to_string(), None)?;
+    let mut sipp = start_sipp(dir, &format!("{name}-sipp"), sipp_port, 1, 20 * (LATENCY_PACKETS as u64 + 50) + 3_000, SippMedia::Peer(rtp_port), &[])?;
     let sidecar = start_sidecar(edge, bin, dir, &name, sipp_port, 2)?;
     let phone = format!("+1557{run:02}{:03}0001", (loss * 100.0) as u32);
     place_calls(edge, &tenant.key, &[phone])?;
@@ -336,7 +472,7 @@ pub fn latency_run(edge: &Edge, tenant: &TestTenant, bin: &Path, dir: &Path, los
         let sender = s.spawn(|| -> Result<usize, String> {
             let mut rng: u64 = 0x9E37_79B9_7F4A_7C15 ^ (run as u64 + 1);
             let mut dropped = 0;
-            for i in 0..total {
+            for (i, sent) in sent_at.iter().enumerate() {
                 let at = start + Duration::from_millis(20 * i as u64);
                 let now = Instant::now();
                 if at > now {
@@ -358,7 +494,7 @@ pub fn latency_run(edge: &Edge, tenant: &TestTenant, bin: &Path, dir: &Path, los
                 let mut payload = [0xFFu8; 160];
                 payload[..5].copy_from_slice(&tag(seq));
                 pkt.extend_from_slice(&payload);
-                let _ = sent_at[i].set(Instant::now());
+                let _ = sent.set(Instant::now());
                 sock.send_to(&pkt, remote).map_err(|e| e.to_string())?;
             }
             Ok(dropped)
@@ -393,15 +529,15 @@ pub fn latency_run(edge: &Edge, tenant: &TestTenant, bin: &Path, dir: &Path, los
     if lat.len() < LATENCY_PACKETS / 2 {
         return Err(format!("only {} of {LATENCY_PACKETS} tagged packets came back", lat.len()));
     }
-    Ok(LatencyRun { loss_pct: loss * 100.0, p50_ms: percentile(&lat, 0.5), p99_ms: percentile(&lat, 0.99), measured: lat.len(), dropped })
+    Ok(LatencyRun { loss_pct: loss * 100.0, p50_ms: percentile(&lat, 0.5), p99_ms: percentile(&lat, 0.99), measured: lat.len(), dropped, samples: lat })
 }
 
-fn percentile(sorted: &[f64], p: f64) -> f64 {
+pub(crate) fn percentile(sorted: &[f64], p: f64) -> f64 {
     let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted[idx.min(sorted.len() - 1)]
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
+pub(crate) fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     v[v.len() / 2]
 }
@@ -416,8 +552,8 @@ pub struct MediaBench {
 pub fn media_bench(edge: &Edge, bin: &Path, dir: &Path) -> Result<MediaBench, String> {
     let tenant = echo_tenant(edge)?;
     let mut out = MediaBench::default();
-    for &n in LOAD_NS {
-        for run in 0..LOAD_RUNS {
+    for &n in load_ns() {
+        for run in 0..load_runs() {
             let r = crate::step(&format!("sidecar load, {n} concurrent calls, run {}", run + 1), || load_run(edge, &tenant, bin, dir, n, run))?;
             println!(
                 "  {n} calls: {:.1}% CPU (idle {:.1}%; {:.2}% per call), RSS {:.0} KiB idle -> {:.0} KiB ({:.0} KiB per call)",
@@ -432,7 +568,7 @@ pub fn media_bench(edge: &Edge, bin: &Path, dir: &Path) -> Result<MediaBench, St
         }
     }
     for loss in [0.0, 0.01] {
-        for run in 0..LATENCY_RUNS {
+        for run in 0..latency_runs() {
             let r = crate::step(&format!("sidecar media latency, {:.0}% loss, run {}", loss * 100.0, run + 1), || {
                 latency_run(edge, &tenant, bin, dir, loss, run)
             })?;
@@ -443,28 +579,36 @@ pub fn media_bench(edge: &Edge, bin: &Path, dir: &Path) -> Result<MediaBench, St
     Ok(out)
 }
 
-/// The report's media sections (markdown).
-pub fn report(m: &MediaBench) -> String {
-    let mut load = String::new();
-    for &n in LOAD_NS {
-        let runs: Vec<&LoadRun> = m.load.iter().filter(|r| r.calls == n).collect();
+/// Table rows for load runs: per N, the medians over runs, then each run's
+/// CPU and memory per call (`cpu_digits` decimals for CPU per call).
+pub fn load_rows(all: &[LoadRun], ns: &[usize], cpu_digits: usize) -> String {
+    let mut rows = String::new();
+    for &n in ns {
+        let runs: Vec<&LoadRun> = all.iter().filter(|r| r.calls == n).collect();
         if runs.is_empty() {
             continue;
         }
         let med = |f: fn(&LoadRun) -> f64| median(runs.iter().map(|r| f(r)).collect());
         let per_run = |f: fn(&LoadRun) -> f64, d: usize| runs.iter().map(|r| format!("{:.*}", d, f(r))).collect::<Vec<_>>().join(" / ");
-        load.push_str(&format!(
-            "| {n} | {:.1} | {:.1} | {:.2} | {:.0} | {:.0} | {:.0} | {} | {} |\n",
+        rows.push_str(&format!(
+            "| {n} | {:.1} | {:.1} | {:.*} | {:.0} | {:.0} | {:.0} | {} | {} |\n",
             med(|r| r.cpu_pct),
             med(|r| r.idle_cpu_pct),
+            cpu_digits,
             med(|r| r.cpu_per_call()),
             med(|r| r.idle_rss_kib),
             med(|r| r.rss_kib),
             med(|r| r.kib_per_call()),
-            per_run(|r| r.cpu_per_call(), 2),
+            per_run(|r| r.cpu_per_call(), cpu_digits),
             per_run(|r| r.kib_per_call(), 0),
         ));
     }
+    rows
+}
+
+/// The report's media sections (markdown).
+pub fn report(m: &MediaBench) -> String {
+    let load = load_rows(&m.load, load_ns(), 2);
     let mut lat = String::new();
     for loss in [0.0, 1.0] {
         let runs: Vec<&LatencyRun> = m.latency.iter().filter(|r| r.loss_pct == loss).collect();
@@ -512,37 +656,49 @@ pub fn report(m: &MediaBench) -> String {
          echoed frame for the next tick that sends it, so a run sits at 40 or 60 ms depending on the\n\
          phase between the peer's clock and the sidecar's tick; the spread inside a run is under 1 ms.\n\n\
          | loss | p50 ms (median) | p99 ms (median) | p50 per run | p99 per run | timed/dropped per run |\n\
-         |---|---|---|---|---|---|\n{lat}\n",
+         |---|---|---|---|---|---|\n{lat}\n\
+         ![Media latency, CDF, 0% and 1% loss, all runs' packets](bench/media_latency.png)\n\n{died}",
+        died = if m.load.iter().any(|r| r.died) {
+            format!("**The sidecar process died as the calls ended in {} of {} echo load runs** (after the sampling window).\n\n", m.load.iter().filter(|r| r.died).count(), m.load.len())
+        } else {
+            String::new()
+        },
         hold = HOLD_MS / 1000,
         hz = clock_ticks_per_sec(),
         window = WINDOW_MS / 1000,
         idle = IDLE_MS / 1000,
-        runs = LOAD_RUNS,
+        runs = load_runs(),
         lpk = LATENCY_PACKETS,
-        lruns = LATENCY_RUNS,
+        lruns = latency_runs(),
     )
 }
 
-/// `cargo xtask bench-media`: only the media figures, printed, no report.
-pub fn run_media_only() -> Result<(), String> {
+/// For the partial bench commands: the release sidecar built, the edge built
+/// if missing, and a fresh `wrangler dev` for `name`. (edge, state dir, sidecar binary).
+pub fn bench_edge(name: &str) -> Result<(Edge, PathBuf, PathBuf), String> {
     crate::step("media sidecar build (release)", || {
         crate::run(Command::new("cargo").args(["build", "--release", "-p", "voxline-media-sidecar"]))
     })?;
     if !crate::root().join("edge/build/worker/shim.mjs").exists() {
         crate::step("edge wasm build", crate::build_edge)?;
     }
-    let mut opts = voxline_e2e::EdgeOptions::fresh("bench-media");
-    let dir = opts.state_dir.parent().map(|p| p.to_path_buf()).unwrap_or_else(|| repo_root().join("target/e2e/bench-media"));
+    let mut opts = voxline_e2e::EdgeOptions::fresh(name);
+    let dir = opts.state_dir.parent().map(|p| p.to_path_buf()).unwrap_or_else(|| repo_root().join("target/e2e").join(name));
     opts.vars = vec![("DISPATCH_MAX_WAIT_MS".into(), "2000".into())];
     let edge = crate::step("start edge", || Edge::start(opts))?;
-    let bin = cargo_target_dir().join("release/voxline-media-sidecar");
+    Ok((edge, dir, cargo_target_dir().join("release/voxline-media-sidecar")))
+}
+
+/// `cargo xtask bench-media`: only the media figures, printed, no report.
+pub fn run_media_only() -> Result<(), String> {
+    let (edge, dir, bin) = bench_edge("bench-media")?;
     let m = media_bench(&edge, &bin, &dir)?;
     drop(edge);
     print!("{}", report(&m));
     Ok(())
 }
 
-fn cargo_target_dir() -> PathBuf {
+pub(crate) fn cargo_target_dir() -> PathBuf {
     match std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from) {
         Some(dir) if dir.is_absolute() => dir,
         Some(dir) => crate::root().join(dir),

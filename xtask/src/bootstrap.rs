@@ -28,6 +28,8 @@ pub const APT_PACKAGES: &[&str] = &[
     "libpocketsphinx-dev",
     "pocketsphinx-en-us",
     "flite1-dev",
+    // `cargo xtask bench` draws its plots' text with DejaVu Sans (no fontconfig needed).
+    "fonts-dejavu-core",
 ];
 /// The reference Standard Webhooks library the webhook e2e receiver
 /// (tests/webhooks/receiver.py) verifies deliveries with, unmodified.

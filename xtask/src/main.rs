@@ -7,9 +7,13 @@
 //! - `bench`      measured figures into docs/bench.md
 //! - `bench-cpu`  only the edge CPU per request (native vs wasm), printed
 //! - `bench-media` only the sidecar's CPU/memory per call and media latency, printed
+//! - `bench-calls` only API->INVITE, answer->first AI audio and local-engine CPU, printed
+//!   (PNGs into docs/bench/; `VOXLINE_BENCH_ONLY=invite|local` for one part)
 
 mod bench;
+mod bench_calls;
 mod bench_media;
+mod bench_plot;
 mod bootstrap;
 mod demo;
 
@@ -67,7 +71,7 @@ fn test() -> Result<(), String> {
 }
 
 fn usage() -> Result<(), String> {
-    Err("usage: cargo xtask <bootstrap|build-edge|test|demo [--once]|bench|bench-cpu|bench-media>".into())
+    Err("usage: cargo xtask <bootstrap|build-edge|test|demo [--once]|bench|bench-cpu|bench-media|bench-calls>".into())
 }
 
 fn main() -> ExitCode {
@@ -79,6 +83,7 @@ fn main() -> ExitCode {
         Some("bench") => bench::run_bench(),
         Some("bench-cpu") => bench::run_cpu_only(),
         Some("bench-media") => bench_media::run_media_only(),
+        Some("bench-calls") => bench_calls::run_calls_only(),
         Some("demo") => demo::run_demo(args.iter().any(|a| a == "--once")),
         _ => usage(),
     };
