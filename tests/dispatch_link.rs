@@ -288,34 +288,8 @@ fn busy_is_retried_per_policy_and_ends_busy(w: &World) {
     assert_eq!(call["attempts"], 2);
 }
 
-/// A 1 s stereo 8 kHz WAV, as a sidecar records one.
-fn small_wav(seed: i16) -> Vec<u8> {
-    let spec = hound::WavSpec { channels: 2, sample_rate: 8000, bits_per_sample: 16, sample_format: hound::SampleFormat::Int };
-    let mut out = std::io::Cursor::new(Vec::new());
-    let mut w = hound::WavWriter::new(&mut out, spec).unwrap();
-    for i in 0..8000i16 {
-        w.write_sample(i.wrapping_mul(seed)).unwrap();
-        w.write_sample(i.wrapping_mul(seed).wrapping_neg()).unwrap();
-    }
-    w.finalize().unwrap();
-    out.into_inner()
-}
-
-/// `POST /v1/sidecar/recording` signed as `sc` (or with `secret`), the body
-/// sent with a Content-Length or chunked.
-fn upload(w: &World, sc: &Sc, secret: &str, manifest: &Value, body: &[u8], chunked: bool) -> Resp {
-    let raw = manifest.to_string();
-    let signed = voxline_shared::signing::signed_headers(&sc.id, secret.as_bytes(), now_ms() / 1000, &nonce(), raw.as_bytes());
-    let mut req = ureq::AgentBuilder::new().timeout(Duration::from_secs(30)).build().post(&format!("{}{}", w.edge.base, paths::RECORDING));
-    for (k, v) in signed.iter() {
-        req = req.set(k, v);
-    }
-    req = req.set(voxline_shared::protocol::HEADER_RECORDING_MANIFEST, &raw).set("content-type", "audio/wav");
-    let result = if chunked { req.send(std::io::Cursor::new(body.to_vec())) } else { req.send_bytes(body) };
-    match result {
-        Ok(r) | Err(ureq::Error::Status(_, r)) => Resp::read(r).unwrap(),
-        Err(e) => panic!("upload: {e}"),
-    }
+fn upload(w: &World, sc: &Sc, secret: &str, call: &str, wav: &[u8], described: &[u8], chunked: bool) -> Resp {
+    sc.upload_recording(&w.edge, &w.tenant.id, call, wav, described, secret, chunked)
 }
 
 fn recording_uploads_stream_into_r2_and_bad_ones_are_refused(w: &World) {
@@ -328,32 +302,29 @@ fn recording_uploads_stream_into_r2_and_bad_ones_are_refused(w: &World) {
     sc.ack(e, &offer, true).expect(200);
     sc.complete(e, &id, 1).expect(200);
     let wav = small_wav(7);
-    let manifest = |bytes: &[u8], call: &str| {
-        json!({"protocol_version": 1, "sidecar_id": sc.id, "tenant_id": w.tenant.id, "call_id": call, "attempt": 1,
-               "content_type": "audio/wav", "bytes": bytes.len(), "sha256": voxline_shared::signing::sha256_hex(bytes), "duration_ms": 1000})
-    };
     let code = |r: &Resp| (r.status, r.json["error"]["code"].as_str().unwrap_or("").to_string());
 
     // With a Content-Length: stored; the API serves the same bytes.
-    let ok = upload(w, &sc, &sc.secret, &manifest(&wav, &id), &wav, false).expect(200);
+    let ok = upload(w, &sc, &sc.secret, &id, &wav, &wav, false).expect(200);
     assert_eq!((ok.json["call_id"].as_str(), ok.json["bytes"].as_u64()), (Some(id.as_str()), Some(wav.len() as u64)));
     assert_eq!(e.wait_recording(&w.tenant.key, &id, Duration::from_secs(5)), wav);
     // Chunked (no Content-Length), the same upload again: idempotent.
-    upload(w, &sc, &sc.secret, &manifest(&wav, &id), &wav, true).expect(200);
+    upload(w, &sc, &sc.secret, &id, &wav, &wav, true).expect(200);
 
     // Bytes that are not the manifest's: refused by the storage's own check, chunked or not.
     let other = small_wav(3);
-    let lying = manifest(&wav, &id);
-    assert_eq!(code(&upload(w, &sc, &sc.secret, &lying, &other, true)), (400, "recording_checksum_mismatch".into()));
-    assert_eq!(code(&upload(w, &sc, &sc.secret, &lying, &other, false)), (400, "recording_checksum_mismatch".into()));
-    assert_eq!(code(&upload(w, &sc, &sc.secret, &lying, &wav[..wav.len() - 100], true)), (400, "recording_checksum_mismatch".into()));
-    assert_eq!(code(&upload(w, &sc, &sc.secret, &lying, &wav[..wav.len() - 100], false)), (400, "invalid_recording_manifest".into()));
+    let short = &wav[..wav.len() - 100];
+    let mismatch = (400, "recording_checksum_mismatch".to_string());
+    assert_eq!(code(&upload(w, &sc, &sc.secret, &id, &other, &wav, true)), mismatch);
+    assert_eq!(code(&upload(w, &sc, &sc.secret, &id, &other, &wav, false)), mismatch);
+    assert_eq!(code(&upload(w, &sc, &sc.secret, &id, short, &wav, true)), mismatch);
+    assert_eq!(code(&upload(w, &sc, &sc.secret, &id, short, &wav, false)), (400, "invalid_recording_manifest".into()));
     // Not signed by this sidecar; a call placed without record: true; an unknown call.
-    assert_eq!(code(&upload(w, &sc, "scs_wrong", &manifest(&wav, &id), &wav, false)), (401, "invalid_signature".into()));
+    assert_eq!(code(&upload(w, &sc, "scs_wrong", &id, &wav, &wav, false)), (401, "invalid_signature".into()));
     let plain = place(w, json!({"phone": "+14155550181"}));
-    assert_eq!(code(&upload(w, &sc, &sc.secret, &manifest(&wav, &plain), &wav, false)), (409, "recording_not_requested".into()));
+    assert_eq!(code(&upload(w, &sc, &sc.secret, &plain, &wav, &wav, false)), (409, "recording_not_requested".into()));
     let unknown = format!("call_{}", "0".repeat(20));
-    assert_eq!(code(&upload(w, &sc, &sc.secret, &manifest(&wav, &unknown), &wav, false)), (404, "call_not_found".into()));
+    assert_eq!(code(&upload(w, &sc, &sc.secret, &unknown, &wav, &wav, false)), (404, "call_not_found".into()));
     // None of that replaced what was stored.
     assert_eq!(e.wait_recording(&w.tenant.key, &id, Duration::from_secs(5)), wav);
 }

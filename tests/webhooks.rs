@@ -54,8 +54,9 @@ fn body_of(r: &Value) -> Value {
     serde_json::from_str(r["body"].as_str().unwrap()).unwrap()
 }
 
+/// Events about the call: call events name it `data.id`, transcript and recording events `data.call_id`.
 fn events_for<'a>(got: &'a [Value], call_id: &str) -> Vec<&'a Value> {
-    got.iter().filter(|r| body_of(r)["data"]["id"] == call_id).collect()
+    got.iter().filter(|r| { let d = &body_of(r)["data"]; d["id"] == call_id || d["call_id"] == call_id }).collect()
 }
 
 fn types_for(got: &[Value], call_id: &str) -> Vec<String> {
@@ -204,9 +205,14 @@ fn call_events_are_delivered_signed_and_filtered(w: &World) {
     assert_eq!(d["metadata"], json!({"crm_id": 42, "tags": ["a"]}));
     let (ring, talk) = (d["ring_seconds"].as_f64().unwrap(), d["talk_seconds"].as_f64().unwrap());
     assert!((0.9..10.0).contains(&ring) && (0.9..10.0).contains(&talk), "ring {ring} talk {talk}");
-    for k in ["transcript_summary", "transcript_url", "recording_url", "sip_code"] {
+    assert_eq!(d["transcript_url"], format!("/v1/calls/{id}/transcript"));
+    for k in ["recording_url", "sip_code"] {
         assert!(d.get(k).is_some_and(Value::is_null), "{k}: {d}");
     }
+    // The answered call's transcript follows, signed like every event.
+    let saved = wait_received(w, "all", Duration::from_secs(10), "transcript.saved", |g| types_for(g, &id).contains(&"transcript.saved".to_string()));
+    let tr = events_for(&saved, &id).into_iter().map(body_of).find(|b| b["type"] == "transcript.saved").unwrap();
+    assert_eq!((tr["data"]["call_id"].as_str(), tr["data"]["call_status"].as_str()), (Some(id.as_str()), Some("completed")), "{tr}");
     // The filtered endpoint only gets the end.
     let ends = wait_received(w, "ends", Duration::from_secs(10), "call.completed", |g| types_for(g, &id).contains(&"call.completed".to_string()));
     assert_eq!(types_for(&ends, &id), vec!["call.completed"]);

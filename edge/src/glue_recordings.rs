@@ -8,7 +8,7 @@ use crate::http::ApiResponse;
 use crate::recordings::{self, BUCKET_BINDING};
 use voxline_shared::protocol::HEADER_RECORDING_MANIFEST;
 use voxline_shared::signing::SignedHeaders;
-use worker::{console_log, Date, Env, FixedLengthStream, Headers, HttpMetadata, Request, Response, Result};
+use worker::{console_log, Date, Env, FixedLengthStream, Headers, HttpMetadata, Request, Response, ResponseBody, Result};
 
 fn json_response(resp: &ApiResponse) -> Result<Response> {
     let headers = Headers::new();
@@ -90,8 +90,9 @@ pub async fn serve_stored(env: &Env, resp: &ApiResponse, key: &str, headers: Hea
     let Some(body) = object.body() else {
         return json_response(&ApiResponse::error(&ApiError::new(ErrorCode::InternalError, "the recording has no body")));
     };
-    let size = object.size();
-    // A known length: clients see Content-Length, not a chunked body.
-    let stream = FixedLengthStream::wrap(body.stream()?, size);
-    Ok(Response::from_stream(stream)?.with_status(resp.status).with_headers(headers))
+    // Through a JS FixedLengthStream: a body of known length, so clients get
+    // Content-Length rather than a chunked body (a Rust stream loses it).
+    let fixed: worker::worker_sys::FixedLengthStream = FixedLengthStream::wrap(body.stream()?, object.size()).into();
+    let readable = fixed.readable();
+    Ok(Response::from_body(ResponseBody::Stream(readable))?.with_status(resp.status).with_headers(headers))
 }

@@ -19,6 +19,19 @@ pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ has a parent").to_path_buf()
 }
 
+/// A 1 s stereo 8 kHz 16-bit WAV, shaped by `seed`, as a sidecar records one.
+pub fn small_wav(seed: i16) -> Vec<u8> {
+    let spec = hound::WavSpec { channels: 2, sample_rate: 8000, bits_per_sample: 16, sample_format: hound::SampleFormat::Int };
+    let mut out = std::io::Cursor::new(Vec::new());
+    let mut w = hound::WavWriter::new(&mut out, spec).expect("a WAV writer");
+    for i in 0..8000i16 {
+        w.write_sample(i.wrapping_mul(seed)).expect("write");
+        w.write_sample(i.wrapping_mul(seed).wrapping_neg()).expect("write");
+    }
+    w.finalize().expect("finalize");
+    out.into_inner()
+}
+
 /// `n` random bytes from the OS, as hex.
 pub fn random_hex(n: usize) -> String {
     let mut buf = vec![0u8; n];
@@ -551,6 +564,28 @@ impl ProtocolSidecar {
 
     pub fn events(&self, edge: &Edge, events: Value) -> Resp {
         self.send(edge, voxline_shared::protocol::paths::EVENTS, json!({"protocol_version": 1, "sidecar_id": self.id, "events": events}))
+    }
+
+    /// `POST /v1/sidecar/recording`: `wav` for attempt 1 of the call, with a
+    /// manifest describing `described` (normally `wav` itself: a different
+    /// one makes a lying manifest), signed with `secret` (normally the
+    /// sidecar's), the body sent with a Content-Length or chunked.
+    pub fn upload_recording(&self, edge: &Edge, tenant_id: &str, call_id: &str, wav: &[u8], described: &[u8], secret: &str, chunked: bool) -> Resp {
+        let manifest = json!({"protocol_version": 1, "sidecar_id": self.id, "tenant_id": tenant_id, "call_id": call_id, "attempt": 1,
+            "content_type": "audio/wav", "bytes": described.len(), "sha256": voxline_shared::signing::sha256_hex(described), "duration_ms": 1000});
+        let raw = manifest.to_string();
+        let signed = voxline_shared::signing::signed_headers(&self.id, secret.as_bytes(), now_ms() / 1000, &nonce(), raw.as_bytes());
+        let url = format!("{}{}", edge.base, voxline_shared::protocol::paths::RECORDING);
+        let mut req = ureq::AgentBuilder::new().timeout(Duration::from_secs(30)).build().post(&url);
+        for (k, v) in signed.iter() {
+            req = req.set(k, v);
+        }
+        req = req.set(voxline_shared::protocol::HEADER_RECORDING_MANIFEST, &raw).set("content-type", "audio/wav");
+        let result = if chunked { req.send(std::io::Cursor::new(wav.to_vec())) } else { req.send_bytes(wav) };
+        match result {
+            Ok(r) | Err(ureq::Error::Status(_, r)) => Resp::read(r).unwrap_or_else(|e| panic!("upload answer: {e}")),
+            Err(e) => panic!("upload: {e}"),
+        }
     }
 
     /// Reports a held call's attempt ended `completed`, as that attempt's only event (seq 1).
