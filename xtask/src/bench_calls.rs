@@ -562,15 +562,7 @@ pub fn local_load(edge: &Edge, tenant: &TestTenant, bin: &Path, dir: &Path) -> R
                 out.failed.push((n, format!("the call checked ({}) has no AI turn in its transcript", ids.first().cloned().unwrap_or_default())));
                 continue;
             }
-            println!(
-                "  {n} calls: {:.1}% CPU (idle {:.1}%; {:.2}% per call), RSS {:.0} -> {:.0} KiB ({:.0} KiB per call); callee turns transcribed in one call: {heard}",
-                r.cpu_pct,
-                r.idle_cpu_pct,
-                r.cpu_per_call(),
-                r.idle_rss_kib,
-                r.rss_kib,
-                r.kib_per_call()
-            );
+            println!("  {}; callee turns transcribed in one call: {heard}", r.summary());
             out.runs.push(r);
             out.user_turns.push(heard);
         }

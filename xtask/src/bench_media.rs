@@ -78,6 +78,20 @@ impl LoadRun {
     pub fn cpu_per_call(&self) -> f64 {
         (self.cpu_pct - self.idle_cpu_pct).max(0.0) / self.calls as f64
     }
+    /// One progress line: process CPU and RSS, idle and per call.
+    pub fn summary(&self) -> String {
+        format!(
+            "{} calls: {:.1}% CPU (idle {:.1}%; {:.2}% per call), RSS {:.0} KiB idle -> {:.0} KiB ({:.0} KiB per call)",
+            self.calls,
+            self.cpu_pct,
+            self.idle_cpu_pct,
+            self.cpu_per_call(),
+            self.idle_rss_kib,
+            self.rss_kib,
+            self.kib_per_call()
+        )
+    }
+
     pub fn kib_per_call(&self) -> f64 {
         (self.rss_kib - self.idle_rss_kib) / self.calls as f64
     }
@@ -555,15 +569,7 @@ pub fn media_bench(edge: &Edge, bin: &Path, dir: &Path) -> Result<MediaBench, St
     for &n in load_ns() {
         for run in 0..load_runs() {
             let r = crate::step(&format!("sidecar load, {n} concurrent calls, run {}", run + 1), || load_run(edge, &tenant, bin, dir, n, run))?;
-            println!(
-                "  {n} calls: {:.1}% CPU (idle {:.1}%; {:.2}% per call), RSS {:.0} KiB idle -> {:.0} KiB ({:.0} KiB per call)",
-                r.cpu_pct,
-                r.idle_cpu_pct,
-                r.cpu_per_call(),
-                r.idle_rss_kib,
-                r.rss_kib,
-                r.kib_per_call()
-            );
+            println!("  {}", r.summary());
             out.load.push(r);
         }
     }
