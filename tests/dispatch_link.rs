@@ -288,6 +288,44 @@ fn busy_is_retried_per_policy_and_ends_busy(w: &World) {
     assert_eq!(call["attempts"], 2);
 }
 
+fn a_departing_sidecar_gets_nothing_more_and_its_call_ends_at_once(w: &World) {
+    let e = &w.edge;
+    let a = Sc::create(e, "bye-a");
+    a.register(e, 2).expect(200);
+    // A holds a call.
+    let held = place(w, json!({"phone": "+14155550190"}));
+    let offer = a.poll_for(e, &held, &[], Duration::from_secs(10));
+    a.ack(e, &offer, true).expect(200);
+    wait_status(w, &held, "dialing");
+    // A long-poll of A's is open at the edge when A says goodbye.
+    let (r, took) = std::thread::scope(|scope| {
+        let poll = scope.spawn(|| {
+            let started = Instant::now();
+            // No free slot (calls other cases left queued would answer it at
+            // once): held open for commands, as a busy sidecar's poll is.
+            let r = a.poll(e, 0, &[held.as_str()], 5_000);
+            (r, started.elapsed())
+        });
+        std::thread::sleep(Duration::from_millis(500));
+        a.send(e, paths::DEREGISTER, json!({"protocol_version": 1, "sidecar_id": a.id, "region": "local"})).expect(200);
+        poll.join().unwrap()
+    });
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert!(r.json["offers"].as_array().is_some_and(Vec::is_empty) && r.json["commands"].as_array().is_some_and(Vec::is_empty), "{}", r.text);
+    assert!(took < Duration::from_millis(4_500), "the open poll was not answered when A left ({took:?})");
+    // Its call ended at once (media_lost, no retries left), not after dead_after_ms.
+    let ended = wait_status(w, &held, "failed");
+    assert_eq!(ended["ended_reason"], "media_lost");
+    // New work goes to whoever is still there; A must register again to get any.
+    let b = Sc::create(e, "bye-b");
+    b.register(e, 2).expect(200);
+    let next = place(w, json!({"phone": "+14155550191"}));
+    let o = b.poll_for(e, &next, &[], Duration::from_secs(10));
+    b.ack(e, &o, true).expect(200);
+    b.complete(e, &next, 1).expect(200);
+    assert_eq!(a.poll(e, 2, &[], 0).status, 410, "A is unknown until it registers again");
+}
+
 fn upload(w: &World, sc: &Sc, secret: &str, call: &str, wav: &[u8], described: &[u8], chunked: bool) -> Resp {
     sc.upload_recording(&w.edge, &w.tenant.id, call, wav, described, secret, chunked)
 }
@@ -354,6 +392,7 @@ fn main() -> std::process::ExitCode {
             ("schedule_at_is_released_no_earlier_than_asked", schedule_at_is_released_no_earlier_than_asked),
             ("busy_is_retried_per_policy_and_ends_busy", busy_is_retried_per_policy_and_ends_busy),
             ("recording_uploads_stream_into_r2_and_bad_ones_are_refused", recording_uploads_stream_into_r2_and_bad_ones_are_refused),
+            ("a_departing_sidecar_gets_nothing_more_and_its_call_ends_at_once", a_departing_sidecar_gets_nothing_more_and_its_call_ends_at_once),
         ],
     )
 }

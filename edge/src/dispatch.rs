@@ -201,6 +201,10 @@ pub struct RegionQueue {
     /// Signature nonces seen within the replay window: nonce -> forget-after ms.
     #[serde(default)]
     pub nonces: BTreeMap<String, u64>,
+    /// Sidecars that said they are leaving -> when. A long-poll still open on
+    /// their behalf gets nothing; kept for `dead_after_ms`.
+    #[serde(default)]
+    pub departed: BTreeMap<String, u64>,
 }
 
 impl RegionQueue {
@@ -279,7 +283,28 @@ impl RegionQueue {
             || self.held.contains_key(call_id)
     }
 
+    /// The sidecar is leaving: nothing more for it. Its unacked offers go back
+    /// to the front of the queue, the calls it still holds end `media_lost`.
+    pub fn deregister(&mut self, sidecar_id: &str, now: u64) -> Vec<CallUpdate> {
+        self.sidecars.remove(sidecar_id);
+        self.commands.remove(sidecar_id);
+        self.departed.insert(sidecar_id.to_string(), now);
+        let (mine, others): (Vec<Lease>, Vec<Lease>) = std::mem::take(&mut self.leased).into_iter().partition(|l| l.sidecar_id == sidecar_id);
+        self.leased = others;
+        for lease in mine.into_iter().rev() {
+            self.waiting.insert(0, lease.call);
+        }
+        let lost: Vec<String> = self.held.iter().filter(|(_, h)| h.sidecar_id == sidecar_id).map(|(id, _)| id.clone()).collect();
+        lost.into_iter()
+            .map(|call_id| {
+                let held = self.held.remove(&call_id).expect("listed above");
+                self.end_attempt(held.call, CallStatus::Failed, EndedReason::MediaLost, None, now)
+            })
+            .collect()
+    }
+
     pub fn register(&mut self, sidecar_id: &str, capacity: u32, now: u64) {
+        self.departed.remove(sidecar_id);
         let seen = self.sidecars.entry(sidecar_id.to_string()).or_insert(SidecarSeen { last_seen_ms: now, capacity });
         seen.last_seen_ms = now;
         seen.capacity = capacity;
@@ -288,6 +313,10 @@ impl RegionQueue {
     /// One poll: marks the sidecar alive, hands it up to `free_slots` due
     /// calls (oldest due first) and its pending commands.
     pub fn lease(&mut self, sidecar_id: &str, free_slots: u32, now: u64, t: &DispatchTimings) -> (Vec<Lease>, Vec<Command>) {
+        if self.departed.contains_key(sidecar_id) {
+            // A poll left open by a sidecar that has gone: nobody would ack.
+            return (Vec::new(), Vec::new());
+        }
         let seen = self.sidecars.entry(sidecar_id.to_string()).or_insert(SidecarSeen { last_seen_ms: now, capacity: free_slots });
         seen.last_seen_ms = now;
         let commands = self.commands.remove(sidecar_id).unwrap_or_default();
@@ -406,6 +435,7 @@ impl RegionQueue {
     pub fn tick(&mut self, now: u64, t: &DispatchTimings) -> Vec<CallUpdate> {
         let last_tick = std::mem::replace(&mut self.last_tick_ms, now);
         self.nonces.retain(|_, forget_after| *forget_after > now);
+        self.departed.retain(|_, at| *at + t.dead_after_ms > now);
         let mut updates = Vec::new();
         let (expired, live): (Vec<Lease>, Vec<Lease>) = std::mem::take(&mut self.leased).into_iter().partition(|l| l.deadline_ms <= now);
         self.leased = live;
@@ -477,8 +507,11 @@ impl RegionQueue {
     /// True when a poll of this sidecar would get something now.
     pub fn has_work_for(&self, sidecar_id: &str, now: u64) -> bool {
         // Same rule as `lease`: a capped tenant's calls must not wake a poll
-        // that would then come back empty (and poll again at once).
-        self.commands.get(sidecar_id).is_some_and(|c| !c.is_empty()) || self.next_offerable(now, &self.in_flight_by_tenant()).is_some()
+        // that would then come back empty (and poll again at once). A departed
+        // sidecar's open poll is answered (empty) at once.
+        self.departed.contains_key(sidecar_id)
+            || self.commands.get(sidecar_id).is_some_and(|c| !c.is_empty())
+            || self.next_offerable(now, &self.in_flight_by_tenant()).is_some()
     }
 }
 
@@ -639,6 +672,38 @@ mod tests {
         let (out, update) = q.ack("s2", &again[0].lease_id, true, 1_003);
         assert_eq!(out, AckOutcome::Held);
         assert_eq!(update.unwrap().change, CallChange::Dialing { sidecar_id: "s2".into(), attempt: 1 });
+    }
+
+    #[test]
+    fn a_departed_sidecar_gets_nothing_and_gives_back_what_it_had() {
+        let mut q = RegionQueue::default();
+        q.register("s1", 3, 0);
+        q.enqueue(call("held", 0, 1));
+        q.enqueue(call("offered", 0, 0));
+        let (held, _) = q.lease("s1", 1, 0, &T);
+        q.ack("s1", &held[0].lease_id, true, 5);
+        let (offered, _) = q.lease("s1", 1, 10, &T);
+        assert_eq!(offered[0].call.call_id, "offered");
+        // s1 leaves with one call held and one offer not yet acked.
+        let updates = q.deregister("s1", 20);
+        assert_eq!(updates.len(), 1);
+        assert_eq!(updates[0].call_id, "held");
+        assert!(matches!(updates[0].change, CallChange::RetryScheduled { reason: EndedReason::MediaLost, .. }), "{:?}", updates[0].change);
+        assert!(!q.sidecars.contains_key("s1"));
+        // A poll still open on its behalf wakes at once and gets nothing.
+        q.enqueue(call("new", 0, 0));
+        assert!(q.has_work_for("s1", 30));
+        assert_eq!(q.lease("s1", 3, 30, &T), (Vec::new(), Vec::new()));
+        assert!(!q.sidecars.contains_key("s1"), "an open poll does not bring it back");
+        // Another sidecar gets the returned offer first, then the new call.
+        let (next, _) = q.lease("s2", 2, 40, &T);
+        assert_eq!(next.iter().map(|l| l.call.call_id.as_str()).collect::<Vec<_>>(), ["offered", "new"]);
+        // Registering again undoes it; the mark is forgotten after dead_after_ms anyway.
+        q.register("s1", 1, 50);
+        assert!(!q.departed.contains_key("s1"));
+        q.deregister("s3", 60);
+        q.tick(60 + T.dead_after_ms, &T);
+        assert!(q.departed.is_empty());
     }
 
     #[test]

@@ -9,7 +9,7 @@ use crate::error::{ApiError, ErrorCode};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use voxline_shared::protocol::{
-    check_version, Ack, AckReceipt, EventBatch, EventKind, LeaseRequest, Registration, RegistrationAck, PROTOCOL_VERSION,
+    check_version, Ack, AckReceipt, Deregistration, EventBatch, EventKind, LeaseRequest, Registration, RegistrationAck, PROTOCOL_VERSION,
 };
 
 /// How long an accepted call may be missing from the sidecar's `held_calls`
@@ -24,6 +24,7 @@ pub enum SidecarOp {
     Lease,
     Ack,
     Events,
+    Deregister,
 }
 
 impl SidecarOp {
@@ -34,6 +35,7 @@ impl SidecarOp {
             paths::LEASE => Some(SidecarOp::Lease),
             paths::ACK => Some(SidecarOp::Ack),
             paths::EVENTS => Some(SidecarOp::Events),
+            paths::DEREGISTER => Some(SidecarOp::Deregister),
             _ => None,
         }
     }
@@ -83,6 +85,7 @@ pub fn parse_message(op: SidecarOp, raw: &[u8], signer: &str) -> Result<Value, A
         SidecarOp::Lease => parse::<LeaseRequest>(&value).map(|m| (m.protocol_version, m.sidecar_id))?,
         SidecarOp::Ack => parse::<Ack>(&value).map(|m| (m.protocol_version, m.sidecar_id))?,
         SidecarOp::Events => parse::<EventBatch>(&value).map(|m| (m.protocol_version, m.sidecar_id))?,
+        SidecarOp::Deregister => parse::<Deregistration>(&value).map(|m| (m.protocol_version, m.sidecar_id))?,
     };
     check_version(version).map_err(|e| ApiError::new(ErrorCode::UnsupportedProtocolVersion, e.to_string()))?;
     if sidecar_id != signer {
@@ -118,6 +121,12 @@ fn handle_op(q: &mut RegionQueue, env: &SidecarEnvelope, now: u64, t: &DispatchT
                 dead_after_ms: t.dead_after_ms,
             };
             Ok(Reply::ok(serde_json::to_value(ack).unwrap_or(Value::Null)))
+        }
+        SidecarOp::Deregister => {
+            let _: Deregistration = parse(&env.body)?;
+            let mut reply = Reply::ok(json!({"protocol_version": PROTOCOL_VERSION}));
+            reply.updates = q.deregister(sid, now);
+            Ok(reply)
         }
         SidecarOp::Lease => {
             let req: LeaseRequest = parse(&env.body)?;

@@ -45,7 +45,7 @@ use std::path::PathBuf;
 
 use voxline_shared::protocol::{
     check_version, paths, reject_reasons, Ack, CallEvent, Command, EventBatch, EventKind, EventsAck, LeaseRequest,
-    LeaseResponse, Offer, RecordingManifest, Registration, RegistrationAck, Timings, MAX_LEASE_WAIT_MS, PROTOCOL_VERSION,
+    LeaseResponse, Offer, RecordingManifest, Deregistration, Registration, RegistrationAck, Timings, MAX_LEASE_WAIT_MS, PROTOCOL_VERSION,
 };
 use voxline_shared::{CallStatus, EndedReason};
 
@@ -107,6 +107,8 @@ pub enum Request {
     /// A recording upload: the body is the file at `path`; the manifest is
     /// what is signed (see [`Request::body`]) and goes in a header.
     Recording(Upload),
+    /// The last request, as the sidecar exits (see [`LeaseClient::farewell`]).
+    Deregister(Deregistration),
 }
 
 /// One recording to upload.
@@ -124,6 +126,7 @@ impl Request {
             Request::Ack(_) => paths::ACK,
             Request::Events(_) => paths::EVENTS,
             Request::Recording(_) => paths::RECORDING,
+            Request::Deregister(_) => paths::DEREGISTER,
         }
     }
 
@@ -132,6 +135,7 @@ impl Request {
     pub fn body(&self) -> Vec<u8> {
         let r = match self {
             Request::Recording(u) => serde_json::to_vec(&u.manifest),
+            Request::Deregister(m) => serde_json::to_vec(m),
             Request::Register(m) => serde_json::to_vec(m),
             Request::Lease(m) => serde_json::to_vec(m),
             Request::Ack(m) => serde_json::to_vec(m),
@@ -146,6 +150,8 @@ impl Request {
             Request::Lease(l) => u64::from(l.wait_ms) + 15_000,
             // At least 64 KB/s: an hour of stereo G.711-rate audio in 30 minutes.
             Request::Recording(u) => 30_000 + u.manifest.bytes / 64,
+            // Sent while exiting: an edge that does not answer fast is not waited for.
+            Request::Deregister(_) => 2_000,
             _ => 15_000,
         }
     }
@@ -509,6 +515,19 @@ impl LeaseClient {
 
     pub fn is_draining(&self) -> bool {
         self.draining
+    }
+
+    /// The message to send as the process exits, so the edge stops handing
+    /// this sidecar work (a long-poll of ours may still be open there) and
+    /// fails what it still holds at once. `None` if never registered.
+    pub fn farewell(&self) -> Option<Request> {
+        (self.timing.is_some()).then(|| {
+            Request::Deregister(Deregistration {
+                protocol_version: PROTOCOL_VERSION,
+                sidecar_id: self.s.sidecar_id.clone(),
+                region: self.s.region.clone(),
+            })
+        })
     }
 
     /// Recordings waiting to be uploaded (including one in flight).

@@ -307,6 +307,19 @@ pub async fn run<C: Carrier>(
     }
     let clean_exit = core.is_idle();
     d.requests.abort_all();
+    // Say goodbye, briefly: otherwise a long-poll of ours still open at the
+    // edge could take an offer nobody will ack (it waits out the ack deadline).
+    if let Some(bye) = core.farewell() {
+        let body = bye.body();
+        let headers = signed_headers(&d.sidecar_id, d.secret.expose(), now_ms() / 1000, &random_nonce(), &body);
+        let limit = Duration::from_millis(bye.timeout_ms());
+        match tokio::time::timeout(limit, d.carrier.post(bye.path(), headers.to_vec(), body)).await {
+            Ok(Ok(r)) if (200..300).contains(&r.status) => tracing::info!("deregistered from the edge"),
+            Ok(Ok(r)) => tracing::info!(status = r.status, "the edge did not take the deregistration (an older edge?)"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "deregistration not sent"),
+            Err(_) => tracing::warn!("deregistration unanswered"),
+        }
+    }
     d.calls.clear();
     d.call_tasks.abort_all();
     tracing::info!(calls_started = d.started, clean_exit, "sidecar stopped");

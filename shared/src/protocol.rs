@@ -11,6 +11,7 @@
 //! | `POST /v1/sidecar/lease`    | [`LeaseRequest`] | [`LeaseResponse`] (long-poll) |
 //! | `POST /v1/sidecar/ack`      | [`Ack`]          | [`AckReceipt`]      |
 //! | `POST /v1/sidecar/events`   | [`EventBatch`]   | [`EventsAck`]       |
+//! | `POST /v1/sidecar/deregister` | [`Deregistration`] | `{"protocol_version"}` |
 //! | `POST /v1/sidecar/recording` | the WAV bytes (`audio/wav`); [`RecordingManifest`] in the `x-voxline-recording` header | [`RecordingReceipt`] |
 //!
 //! The recording upload is the one request whose body is not JSON: what is
@@ -57,6 +58,7 @@ pub mod paths {
     pub const ACK: &str = "/v1/sidecar/ack";
     pub const EVENTS: &str = "/v1/sidecar/events";
     pub const RECORDING: &str = "/v1/sidecar/recording";
+    pub const DEREGISTER: &str = "/v1/sidecar/deregister";
 }
 
 /// The header carrying a recording upload's [`RecordingManifest`].
@@ -165,6 +167,18 @@ pub struct Registration {
     pub capacity: u32,
     /// The sidecar build (`CARGO_PKG_VERSION`), for logs and the dashboard.
     pub version: String,
+}
+
+/// `POST /v1/sidecar/deregister`: the sidecar is leaving (its last request).
+/// The edge hands it nothing more, not even through a long-poll still open
+/// on its behalf, returns its unacked offers to the queue and ends any call
+/// it still holds as `media_lost` (retried per policy) at once, rather than
+/// after the ack deadline or `dead_after_ms`. Registering again undoes it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Deregistration {
+    pub protocol_version: u32,
+    pub sidecar_id: String,
+    pub region: String,
 }
 
 /// The edge's answer to [`Registration`]: the link's timing contract.

@@ -890,7 +890,7 @@ fn random_runs_keep_the_invariants() {
                                 }
                                 ok(EventsAck { protocol_version: 1, accepted: b.events.len() as u32 })
                             }
-                            Request::Recording(_) => status(200),
+                            Request::Recording(_) | Request::Deregister(_) => status(200),
                         }
                     };
                     h.reply(t.id, reply);
@@ -941,7 +941,7 @@ fn random_runs_keep_the_invariants() {
                     }
                     ok(EventsAck { protocol_version: 1, accepted: 0 })
                 }
-                Request::Recording(_) => status(200),
+                Request::Recording(_) | Request::Deregister(_) => status(200),
             };
             h.reply(t.id, reply);
         }
