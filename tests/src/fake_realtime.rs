@@ -73,6 +73,7 @@ impl Drop for FakeRealtime {
     }
 }
 
+#[allow(clippy::result_large_err)] // the handshake callback's type is tungstenite's
 fn serve(stream: TcpStream, key: &str, conns: &Mutex<Vec<Connection>>, halt: &AtomicBool) {
     let _ = stream.set_nonblocking(false);
     let _ = stream.set_read_timeout(Some(Duration::from_millis(200)));

@@ -570,6 +570,7 @@ impl ProtocolSidecar {
     /// manifest describing `described` (normally `wav` itself: a different
     /// one makes a lying manifest), signed with `secret` (normally the
     /// sidecar's), the body sent with a Content-Length or chunked.
+    #[allow(clippy::too_many_arguments)] // each one is a way a test makes the upload wrong
     pub fn upload_recording(&self, edge: &Edge, tenant_id: &str, call_id: &str, wav: &[u8], described: &[u8], secret: &str, chunked: bool) -> Resp {
         let manifest = json!({"protocol_version": 1, "sidecar_id": self.id, "tenant_id": tenant_id, "call_id": call_id, "attempt": 1,
             "content_type": "audio/wav", "bytes": described.len(), "sha256": voxline_shared::signing::sha256_hex(described), "duration_ms": 1000});
