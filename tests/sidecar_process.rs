@@ -16,16 +16,7 @@ struct World {
 
 impl SuiteContext for World {
     fn diagnostics(&self) -> String {
-        let mut out = self.edge.diagnostics();
-        for entry in std::fs::read_dir(&self.dir).into_iter().flatten().flatten() {
-            let name = entry.file_name().to_string_lossy().to_string();
-            if name.ends_with(".log") {
-                let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
-                let tail: Vec<&str> = text.lines().rev().take(15).collect();
-                out.push_str(&format!("\n--- {name} ---\n{}", tail.into_iter().rev().collect::<Vec<_>>().join("\n")));
-            }
-        }
-        out
+        self.edge.diagnostics() + &log_tails(&self.dir, 15)
     }
 }
 
@@ -124,14 +115,8 @@ fn main() -> std::process::ExitCode {
             if !sidecar_bin().exists() {
                 return Err(format!("{} is missing: `cargo build -p voxline-media-sidecar`", sidecar_bin().display()));
             }
-            let mut opts = EdgeOptions::fresh("sidecar_process");
+            let opts = EdgeOptions::fresh("sidecar_process").fast_dispatch();
             let dir = opts.state_dir.parent().unwrap().to_path_buf();
-            opts.vars = vec![
-                ("DISPATCH_ACK_DEADLINE_MS".into(), "2000".into()),
-                ("DISPATCH_DEAD_AFTER_MS".into(), "3000".into()),
-                ("DISPATCH_MAX_WAIT_MS".into(), "1000".into()),
-                ("RETRY_DELAY_UNIT_MS".into(), "1000".into()),
-            ];
             let edge = Edge::start(opts)?;
             let tenant = edge.provision_tenant("sidecars");
             Ok(World { edge, tenant, dir })

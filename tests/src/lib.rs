@@ -32,6 +32,21 @@ pub fn small_wav(seed: i16) -> Vec<u8> {
     out.into_inner()
 }
 
+/// The last `lines` lines of every `*.log` in `dir` (sidecars, sipp,
+/// baresip), for a failed case's diagnostics.
+pub fn log_tails(dir: &Path, lines: usize) -> String {
+    let mut out = String::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let name = entry.file_name().to_string_lossy().to_string();
+        if name.ends_with(".log") {
+            let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
+            let tail: Vec<&str> = text.lines().rev().take(lines).collect();
+            out.push_str(&format!("\n--- {name} ---\n{}", tail.into_iter().rev().collect::<Vec<_>>().join("\n")));
+        }
+    }
+    out
+}
+
 /// `n` random bytes from the OS, as hex.
 pub fn random_hex(n: usize) -> String {
     let mut buf = vec![0u8; n];
@@ -55,6 +70,19 @@ pub struct EdgeOptions {
 }
 
 impl EdgeOptions {
+    /// Dispatch timings for suites with real sidecars: ack deadline 2 s,
+    /// dead after 3 s, polls held 1 s, a retry "minute" of 1 s, so lost
+    /// sidecars, retries and re-leases happen within a test's time.
+    pub fn fast_dispatch(mut self) -> EdgeOptions {
+        self.vars.extend([
+            ("DISPATCH_ACK_DEADLINE_MS".to_string(), "2000".to_string()),
+            ("DISPATCH_DEAD_AFTER_MS".to_string(), "3000".to_string()),
+            ("DISPATCH_MAX_WAIT_MS".to_string(), "1000".to_string()),
+            ("RETRY_DELAY_UNIT_MS".to_string(), "1000".to_string()),
+        ]);
+        self
+    }
+
     /// Fresh state under `target/e2e/<name>` so runs never see each other's data.
     pub fn fresh(name: &str) -> EdgeOptions {
         let dir = repo_root().join("target").join("e2e").join(name);
