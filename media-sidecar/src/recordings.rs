@@ -61,7 +61,7 @@ pub fn prepare(wav: &Path, tenant_id: &str, call_id: &str, attempt: u32) -> std:
         attempt,
         content_type: "audio/wav".into(),
         bytes,
-        sha256: hex(&hasher.finalize()),
+        sha256: hex::encode(hasher.finalize()),
         duration_ms,
     };
     let json = serde_json::to_vec(&manifest).map_err(std::io::Error::other)?;
@@ -71,10 +71,6 @@ pub fn prepare(wav: &Path, tenant_id: &str, call_id: &str, attempt: u32) -> std:
     std::fs::write(&tmp, json)?;
     std::fs::rename(&tmp, &target)?;
     Ok(Upload { manifest, path: wav.to_path_buf() })
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Uploads a previous run left behind (manifest and WAV both present), oldest first.
@@ -151,7 +147,7 @@ mod tests {
         let up = prepare(&wav, "ten_0123456789abcdef", "call_0123456789abcdef", 2).unwrap();
         let on_disk = std::fs::read(&wav).unwrap();
         assert_eq!(up.manifest.bytes, on_disk.len() as u64);
-        assert_eq!(up.manifest.sha256, hex(&Sha256::digest(&on_disk)));
+        assert_eq!(up.manifest.sha256, voxline_shared::signing::sha256_hex(&on_disk));
         assert_eq!((up.manifest.duration_ms, up.manifest.attempt), (1_500, 2));
         // A restart finds it, with the same manifest; a stray manifest is skipped.
         std::fs::write(dir.join("x.wav.upload.json"), b"{}").unwrap();

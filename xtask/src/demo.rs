@@ -205,11 +205,7 @@ fn load_or_create_admin_token(dir: &Path) -> Result<String, String> {
             return Ok(t.trim().to_string());
         }
     }
-    let mut buf = [0u8; 16];
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut buf))
-        .map_err(|e| format!("read /dev/urandom: {e}"))?;
-    let token: String = buf.iter().map(|b| format!("{b:02x}")).collect();
+    let token = voxline_e2e::random_hex(16);
     std::fs::write(&path, &token).map_err(|e| format!("write {}: {e}", path.display()))?;
     Ok(token)
 }
