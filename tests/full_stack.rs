@@ -83,7 +83,7 @@ fn callee_wav(dir: &Path, words: &str) -> PathBuf {
 
 fn a_scripted_conversation_with_a_real_phone(w: &World) {
     set_engine(w, "local");
-    let port = free_tcp_udp_port();
+    let port = free_sip_port();
     let wav = callee_wav(&w.dir, "Yes, I can make it.");
     let _phone = start_baresip(&w.dir, "yes", "+15555550101", port, &wav, "PCMU", 60).unwrap();
     let _sc = sidecar(w, "fs-1", port);

@@ -224,7 +224,7 @@ fn baresip_echo_call(w: &World, name: &str, phone: &str, baresip_codecs: &str, s
     let wav = w.dir.join(format!("callee-{name}.wav"));
     write_wav(&wav, 8000, &speech).unwrap();
     let secs = speech.len() as u32 / 8000 + 15;
-    let port = free_tcp_udp_port();
+    let port = free_sip_port();
     // baresip refuses calls to other users ("UA not found"): its account is the dialled number.
     let mut baresip = start_baresip(&w.dir, name, phone, port, &wav, baresip_codecs, secs).unwrap();
     let _sidecar = start_sidecar_with(w, &format!("bs-{name}"), port, sidecar_extra);

@@ -480,6 +480,20 @@ pub fn free_tcp_udp_port() -> u16 {
     panic!("no port free on TCP and UDP");
 }
 
+/// A port for a baresip phone: baresip listens on it (UDP and TCP) and
+/// for SIP/TLS on the next one, so both must be free (a taken `port + 1`
+/// made it exit with "Address already in use").
+pub fn free_sip_port() -> u16 {
+    for _ in 0..50 {
+        let port = free_tcp_udp_port();
+        let next = port.saturating_add(1);
+        if std::net::TcpListener::bind(("127.0.0.1", next)).is_ok() && std::net::UdpSocket::bind(("127.0.0.1", next)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no port pair free on TCP and UDP");
+}
+
 /// A real caddy terminating TLS (TCP) and QUIC/HTTP/3 (UDP), proxying to the edge.
 pub struct Caddy {
     child: Child,

@@ -17,7 +17,7 @@ use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use voxline_e2e::{flite_8k, free_tcp_udp_port, start_baresip, start_sip_sidecar, write_wav, Edge, EdgeOptions, Resp, WebhookReceiver};
+use voxline_e2e::{flite_8k, free_sip_port, start_baresip, start_sip_sidecar, write_wav, Edge, EdgeOptions, Resp, WebhookReceiver};
 
 const CALLEE: &str = "+15555550123";
 
@@ -102,7 +102,7 @@ pub fn run_demo(once: bool) -> Result<(), String> {
     hooks.expect_secrets("demo", &[webhook["secret"].as_str().unwrap_or_default()]);
 
     // The callee: a baresip phone that auto-answers.
-    let callee_port = free_tcp_udp_port();
+    let callee_port = free_sip_port();
     let wav = step("callee voice (flite)", || callee_wav(&dir))?;
     let _callee = step("callee phone (baresip on 127.0.0.1)", || start_baresip(&dir, "callee", CALLEE, callee_port, &wav, "PCMU", 60))?;
 
