@@ -155,9 +155,19 @@ fn an_unacked_lease_is_re_leased_and_the_late_ack_refused(w: &World) {
     let late = a.ack(e, &first, true);
     assert_eq!((late.status, late.json["error"]["code"].as_str()), (409, Some("lease_not_held")));
     b.ack(e, &second, true).expect(200);
+    // The same ack again (as after a lost answer): accepted, not refused.
+    b.ack(e, &second, true).expect(200);
     wait_status(w, &id, "dialing");
     b.events(e, json!([ev(&id, 1, 1, ended("completed", "agent_hangup"))])).expect(200);
     wait_status(w, &id, "completed");
+    // Hangup while offered but not yet acked cancels the call outright: the
+    // ack is then refused, so the sidecar never dials it.
+    let id = place(w, json!({"phone": "+14155550112"}));
+    let offer = a.poll_for(e, &id, &[], Duration::from_secs(5));
+    let r = e.call("POST", &format!("/v1/calls/{id}/hangup"), &w.tenant.key, None).expect(200);
+    assert_eq!(r.json["status"], "cancelled", "{}", r.text);
+    let late = a.ack(e, &offer, true);
+    assert_eq!((late.status, late.json["error"]["code"].as_str()), (409, Some("lease_not_held")));
 }
 
 fn a_silent_sidecar_is_presumed_dead_and_its_call_retried_elsewhere(w: &World) {

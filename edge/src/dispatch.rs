@@ -93,6 +93,10 @@ pub struct Lease {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Held {
     pub sidecar_id: String,
+    /// The lease it was acked under: a repeated ack of it (the first answer
+    /// was lost) is answered the same, never refused.
+    #[serde(default)]
+    pub lease_id: String,
     pub since_ms: u64,
     /// Highest event sequence applied (duplicates are ignored).
     pub last_seq: Option<u32>,
@@ -341,7 +345,9 @@ impl RegionQueue {
 
     pub fn ack(&mut self, sidecar_id: &str, lease_id: &str, accepted: bool, now: u64) -> (AckOutcome, Option<CallUpdate>) {
         let Some(i) = self.leased.iter().position(|l| l.lease_id == lease_id && l.sidecar_id == sidecar_id) else {
-            return (AckOutcome::Stale, None);
+            // The same ack again after its answer was lost: still this sidecar's call.
+            let again = accepted && self.held.values().any(|h| h.lease_id == lease_id && h.sidecar_id == sidecar_id);
+            return (if again { AckOutcome::Held } else { AckOutcome::Stale }, None);
         };
         let lease = self.leased.remove(i);
         if !accepted {
@@ -357,7 +363,7 @@ impl RegionQueue {
         };
         self.held.insert(
             lease.call.call_id.clone(),
-            Held { sidecar_id: sidecar_id.to_string(), since_ms: now, last_seq: None, call: lease.call },
+            Held { sidecar_id: sidecar_id.to_string(), lease_id: lease.lease_id, since_ms: now, last_seq: None, call: lease.call },
         );
         (AckOutcome::Held, Some(update))
     }
@@ -367,12 +373,13 @@ impl RegionQueue {
             self.waiting.remove(i);
             return CancelOutcome::Cancelled;
         }
-        let holder = self
-            .leased
-            .iter()
-            .find(|l| l.call.call_id == call_id)
-            .map(|l| l.sidecar_id.clone())
-            .or_else(|| self.held.get(call_id).map(|h| h.sidecar_id.clone()));
+        // Offered but not acked: the lease goes, so the sidecar's ack is
+        // refused (409) and it never dials; nothing waits on a lease expiry.
+        if let Some(i) = self.leased.iter().position(|l| l.call.call_id == call_id) {
+            self.leased.remove(i);
+            return CancelOutcome::Cancelled;
+        }
+        let holder = self.held.get(call_id).map(|h| h.sidecar_id.clone());
         match holder {
             Some(sidecar_id) => {
                 let cmds = self.commands.entry(sidecar_id.clone()).or_default();
@@ -704,6 +711,33 @@ mod tests {
         q.deregister("s3", 60);
         q.tick(60 + T.dead_after_ms, &T);
         assert!(q.departed.is_empty());
+    }
+
+    #[test]
+    fn a_repeated_ack_after_a_lost_answer_is_answered_the_same() {
+        let mut q = RegionQueue::default();
+        q.enqueue(call("c1", 0, 0));
+        let (o, _) = q.lease("s1", 1, 0, &T);
+        let (first, update) = q.ack("s1", &o[0].lease_id, true, 1);
+        assert_eq!((first, update.is_some()), (AckOutcome::Held, true));
+        // The answer was lost; the sidecar acks again: still its call, no second update.
+        assert_eq!(q.ack("s1", &o[0].lease_id, true, 2), (AckOutcome::Held, None));
+        // Another sidecar, or another lease id, is still refused.
+        assert_eq!(q.ack("s2", &o[0].lease_id, true, 3).0, AckOutcome::Stale);
+        assert_eq!(q.ack("s1", "lease_ff", true, 3).0, AckOutcome::Stale);
+    }
+
+    #[test]
+    fn hangup_of_an_offered_but_unacked_call_cancels_it_outright() {
+        let mut q = RegionQueue::default();
+        q.enqueue(call("c1", 0, 3));
+        let (o, _) = q.lease("s1", 1, 0, &T);
+        assert_eq!(q.cancel("c1"), CancelOutcome::Cancelled, "not a hangup command waiting for the lease to expire");
+        assert!(!q.knows("c1"));
+        // The sidecar's ack now fails, so it never dials; nothing is re-offered.
+        assert_eq!(q.ack("s1", &o[0].lease_id, true, 1).0, AckOutcome::Stale);
+        assert!(q.tick(T.ack_deadline_ms + 1, &T).is_empty());
+        assert!(q.lease("s2", 1, T.ack_deadline_ms + 2, &T).0.is_empty());
     }
 
     #[test]

@@ -1,16 +1,14 @@
-//! The port through which request handling reaches a region's dispatch queue
-//! (the `DispatchQueue` Durable Object in the Worker), plus what both sides
-//! share: building a queued call from its record, and mirroring queue
-//! updates onto call records in KV.
+//! The port through which the edge reaches a region's dispatch queue (the
+//! `DispatchQueue` Durable Object in the Worker), and building a queued call
+//! from its record. What the queue changes reaches each call's record as
+//! numbered reports to the tenant's `CallStore` (see `call_store`).
 
-use crate::call_state;
-use crate::dispatch::{CallUpdate, CancelOutcome, EnqueueOutcome, QueuedCall};
+use crate::dispatch::{CancelOutcome, EnqueueOutcome, QueuedCall};
 use crate::ids::parse_rfc3339_utc_ms;
-use crate::model::{keys, CallRecord};
+use crate::model::CallRecord;
 use crate::sidecar_link::SidecarEnvelope;
-use crate::store::{get_json, put_json, Kv, StoreError};
+use crate::store::StoreError;
 use serde_json::{json, Value};
-use voxline_shared::CallStatus;
 
 #[allow(async_fn_in_trait)]
 pub trait Dispatcher {
@@ -54,49 +52,13 @@ pub fn queued_call(tenant_id: &str, record: &CallRecord, now_ms: u64) -> QueuedC
     }
 }
 
-/// A change the state machine accepted: the status before, the record after.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Applied {
-    pub tenant_id: String,
-    pub before: CallStatus,
-    pub record: CallRecord,
-}
-
-/// Applies queue updates to the call records in KV and returns the applied
-/// ones (webhook events are emitted from them). Illegal transitions are
-/// refused by the state machine, logged through `log`, and skipped. On a
-/// storage error the changes applied so far are still returned with it.
-pub async fn mirror_updates(kv: &impl Kv, updates: &[CallUpdate], log: &mut dyn FnMut(String)) -> (Vec<Applied>, Result<(), StoreError>) {
-    let mut applied = Vec::new();
-    let result = mirror_into(kv, updates, log, &mut applied).await;
-    (applied, result)
-}
-
-async fn mirror_into(kv: &impl Kv, updates: &[CallUpdate], log: &mut dyn FnMut(String), applied: &mut Vec<Applied>) -> Result<(), StoreError> {
-    for update in updates {
-        let key = keys::call(&update.tenant_id, &update.call_id);
-        let Some(mut record) = get_json::<CallRecord>(kv, &key).await? else {
-            log(format!("call {} not found for update {:?}", update.call_id, update.change));
-            continue;
-        };
-        let before = record.status;
-        match call_state::apply(&mut record, update) {
-            Ok(()) => {
-                put_json(kv, &key, &record, Some(&record.list_metadata())).await?;
-                applied.push(Applied { tenant_id: update.tenant_id.clone(), before, record });
-            }
-            Err(e) => log(format!("call {}: {e}; update dropped", update.call_id)),
-        }
-    }
-    Ok(())
-}
-
 /// In-process [`Dispatcher`] over the same pure queue, for native tests of
 /// the request handling. The real one is the Durable Object (tests/ e2e).
 #[cfg(any(test, feature = "bench-support"))]
 pub mod memory {
     use super::*;
-    use crate::dispatch::{DispatchTimings, RegionQueue};
+    use crate::dispatch::{CallUpdate, DispatchTimings, RegionQueue};
+    use crate::transcript::TranscriptUpdate;
     use crate::sidecar_link;
     use std::cell::RefCell;
     use std::collections::BTreeMap;
@@ -105,8 +67,19 @@ pub mod memory {
     pub struct MemoryDispatcher {
         pub queues: RefCell<BTreeMap<String, RegionQueue>>,
         pub now_ms: std::cell::Cell<u64>,
-        /// Updates the Durable Object would mirror into KV.
+        /// Call updates and transcript turns the Durable Object would report
+        /// to the tenants' call stores.
         pub updates: RefCell<Vec<CallUpdate>>,
+        pub turns: RefCell<Vec<TranscriptUpdate>>,
+        /// The last report number handed out.
+        pub report_seq: std::cell::Cell<u64>,
+    }
+
+    impl MemoryDispatcher {
+        /// What happened since the last call: (call updates, transcript turns).
+        pub fn take_reports(&self) -> (Vec<CallUpdate>, Vec<TranscriptUpdate>) {
+            (std::mem::take(&mut *self.updates.borrow_mut()), std::mem::take(&mut *self.turns.borrow_mut()))
+        }
     }
 
     impl Dispatcher for MemoryDispatcher {
@@ -121,6 +94,7 @@ pub mod memory {
             let q = queues.entry(region.to_string()).or_default();
             let reply = sidecar_link::handle(q, envelope, self.now_ms.get(), &DispatchTimings::default());
             self.updates.borrow_mut().extend(reply.updates);
+            self.turns.borrow_mut().extend(reply.turns);
             Ok((reply.status, reply.body))
         }
     }

@@ -105,6 +105,7 @@ async fn fetch(mut req: Request, env: Env, _ctx: Context) -> Result<Response> {
     let kv = WorkersKv(env.kv(KV_BINDING)?);
     let dispatch = crate::glue_dispatch::WorkersDispatcher(&env);
     let traffic = crate::glue_traffic::WorkersTraffic(&env);
+    let calls = crate::glue_calls::WorkersCalls(&env);
     let outbox = crate::webhooks::Outbox::default();
     let sealing_key = sealing_key(&env);
     let senv = ServiceEnv {
@@ -115,6 +116,7 @@ async fn fetch(mut req: Request, env: Env, _ctx: Context) -> Result<Response> {
         dev_mode,
         default_region: &default_region,
         traffic: &traffic,
+        calls: &calls,
         outbox: &outbox,
         sealing_key: sealing_key.as_ref(),
     };

@@ -2,23 +2,38 @@
 //! Worker-side [`Dispatcher`] that talks to it. All decisions are made by the
 //! pure `dispatch` / `sidecar_link` code; this file loads and persists the
 //! queue, keeps its alarm on the next deadline, holds empty lease polls open,
-//! and mirrors call updates into KV.
+//! and reports what changed to the tenants' call stores: each change is a
+//! numbered row, written with the queue's own change, sent to its tenant's
+//! `CallStore` and deleted once that store has applied it (retried by alarm).
 
+use crate::call_store::{CallStoreAnswer, CallStoreRequest, CallStoreTransport, Report, ReportItem};
 use crate::dispatch::{CallUpdate, CancelOutcome, DispatchTimings, EnqueueOutcome, QueuedCall, RegionQueue};
-use crate::dispatcher::{mirror_updates, Dispatcher};
-use crate::glue::{var_u64, WorkersKv, KV_BINDING};
+use crate::dispatcher::Dispatcher;
+use crate::glue::var_u64;
+use crate::glue_calls::DoSql;
+use crate::sql::{int_at, text_at, Sql};
+use crate::transcript::TranscriptUpdate;
 use crate::sidecar_link::{self, SidecarEnvelope};
 use crate::store::StoreError;
 use serde_json::{json, Value};
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
+use std::collections::BTreeMap;
 use std::time::Duration;
 use worker::{durable_object, console_log, Date, Delay, Env, Method, Request, RequestInit, Response, Result, State};
 
 pub const DO_BINDING: &str = "DISPATCH";
+/// The region a request is for (an object cannot read its own name), kept
+/// in storage for the alarm.
+const REGION_HEADER: &str = "x-voxline-region";
+const REGION_KEY: &str = "region";
 const STORAGE_KEY: &str = "queue";
 /// A held-open poll is woken by [`DispatchQueue::wake_polls`] when work may
 /// have arrived, and re-checks at least this often anyway.
 const POLL_RECHECK_MS: u64 = 1_000;
+/// Reports sent per round; a tenant's store that did not answer is retried this much later.
+const REPORT_BATCH: i64 = 500;
+const REPORT_RETRY_MS: u64 = 2_000;
+const REPORTS_SCHEMA: &str = "CREATE TABLE IF NOT EXISTS reports (seq INTEGER PRIMARY KEY AUTOINCREMENT, tenant_id TEXT NOT NULL, item TEXT NOT NULL)";
 
 pub fn timings(env: &Env) -> DispatchTimings {
     let d = DispatchTimings::default();
@@ -39,6 +54,15 @@ pub struct DispatchQueue {
     queue: RefCell<Option<RegionQueue>>,
     /// Held-open polls waiting for work (same isolate, so a oneshot wakes them).
     waiters: RefCell<Vec<futures_channel::oneshot::Sender<()>>>,
+    sql: DoSql,
+    schema_ready: Cell<bool>,
+    /// Reports are being sent; a second sender only asks for another round.
+    reporting: Cell<bool>,
+    report_again: Cell<bool>,
+    /// Reports could not all be delivered: the alarm comes back for them.
+    reports_stuck: Cell<bool>,
+    /// The region name as last stored under [`REGION_KEY`].
+    region_stored: RefCell<Option<String>>,
 }
 
 impl DispatchQueue {
@@ -76,48 +100,104 @@ impl DispatchQueue {
         Ok(())
     }
 
-    async fn mirror(&self, updates: &[CallUpdate]) {
-        if updates.is_empty() {
+    /// Writes what changed as numbered report rows, in order (turns before
+    /// the updates of the same batch: a `transcript.saved` sent when the call
+    /// ends must hold every turn). Synchronous: one transaction with the change.
+    fn record_reports(&self, turns: Vec<TranscriptUpdate>, updates: Vec<CallUpdate>) {
+        if turns.is_empty() && updates.is_empty() {
             return;
         }
-        let kv = match self.env.kv(KV_BINDING) {
-            Ok(kv) => WorkersKv(kv),
-            Err(e) => return console_log!("dispatch: KV unavailable, {} updates not mirrored: {e}", updates.len()),
-        };
-        let mut log = |m: String| console_log!("dispatch: {m}");
-        let (applied, result) = mirror_updates(&kv, updates, &mut log).await;
-        if let Err(e) = result {
-            console_log!("dispatch: mirroring updates failed: {e:?}");
-        }
-        // Webhook events for the changes that were stored.
-        let now = Date::now().as_millis();
-        let mut jobs = Vec::new();
-        for a in &applied {
-            let Some(event) = crate::webhooks::event_for_change(a.before, &a.record) else { continue };
-            match crate::webhooks::emit(&kv, &a.tenant_id, event, &a.record, now).await {
-                Ok(j) => jobs.extend(j),
-                Err(e) => console_log!("dispatch: {event} for {} not emitted: {e:?}", a.record.id),
+        if !self.schema_ready.get() {
+            if let Err(e) = self.sql.exec(REPORTS_SCHEMA, vec![]) {
+                return console_log!("dispatch: reports table: {e:?}");
             }
-            match crate::transcript::emit_saved(&kv, &a.tenant_id, a.before, &a.record, now).await {
-                Ok(j) => jobs.extend(j),
-                Err(e) => console_log!("dispatch: transcript.saved for {} not emitted: {e:?}", a.record.id),
+            self.schema_ready.set(true);
+        }
+        let items = turns.into_iter().map(|update| ReportItem::Transcript { update }).chain(updates.into_iter().map(|update| ReportItem::Call { update }));
+        for item in items {
+            let text = match serde_json::to_string(&item) {
+                Ok(t) => t,
+                Err(e) => {
+                    console_log!("dispatch: report not encoded: {e}");
+                    continue;
+                }
+            };
+            if let Err(e) = self.sql.exec("INSERT INTO reports (tenant_id, item) VALUES (?, ?)", vec![item.tenant_id().into(), text.into()]) {
+                console_log!("dispatch: report not stored: {e:?}");
             }
         }
-        crate::glue_webhooks::send_jobs(&self.env, jobs).await;
     }
 
-    async fn append_turns(&self, turns: &[crate::transcript::TranscriptUpdate]) {
-        if turns.is_empty() {
+    /// Sends pending reports to their tenants' call stores, oldest first, and
+    /// deletes those each store confirmed. A store that does not answer keeps
+    /// its reports (and their order) for the alarm's next round.
+    async fn deliver_reports(&self, region: &str) {
+        if self.reporting.replace(true) {
+            self.report_again.set(true);
             return;
         }
-        match self.env.kv(KV_BINDING) {
-            Ok(kv) => {
-                if let Err(e) = crate::transcript::apply(&WorkersKv(kv), turns).await {
-                    console_log!("dispatch: {} transcript turns not stored: {e:?}", turns.len());
+        loop {
+            self.report_again.set(false);
+            match self.deliver_once(region).await {
+                Ok(more) if more || self.report_again.get() => continue,
+                Ok(_) => {}
+                Err(e) => console_log!("dispatch: reports: {e:?}"),
+            }
+            break;
+        }
+        self.reporting.set(false);
+    }
+
+    async fn deliver_once(&self, region: &str) -> std::result::Result<bool, StoreError> {
+        if !self.schema_ready.get() {
+            self.sql.exec(REPORTS_SCHEMA, vec![])?;
+            self.schema_ready.set(true);
+        }
+        let rows = self.sql.exec("SELECT seq, tenant_id, item FROM reports ORDER BY seq LIMIT ?", vec![REPORT_BATCH.into()])?;
+        let full = rows.len() as i64 == REPORT_BATCH;
+        let mut by_tenant: BTreeMap<String, Vec<Report>> = BTreeMap::new();
+        for row in &rows {
+            let seq = int_at(row, 0, "report seq")?;
+            let tenant = text_at(row, 1, "report tenant")?;
+            match serde_json::from_str::<ReportItem>(&text_at(row, 2, "report")?) {
+                Ok(item) => by_tenant.entry(tenant).or_default().push(Report { seq: seq as u64, item }),
+                Err(e) => {
+                    console_log!("dispatch: unreadable report {seq} dropped: {e}");
+                    self.sql.exec("DELETE FROM reports WHERE seq = ?", vec![seq.into()])?;
                 }
             }
-            Err(e) => console_log!("dispatch: KV unavailable, {} transcript turns not stored: {e}", turns.len()),
         }
+        let stores = crate::glue_calls::WorkersCalls(&self.env);
+        let mut stuck = false;
+        for (tenant, reports) in by_tenant {
+            let last = reports.last().map_or(0, |r| r.seq);
+            match stores.send(&tenant, CallStoreRequest::Reports { region: region.to_string(), reports }).await {
+                Ok(CallStoreAnswer::Applied { .. }) => {
+                    self.sql.exec("DELETE FROM reports WHERE tenant_id = ? AND seq <= ?", vec![tenant.as_str().into(), (last as i64).into()])?;
+                }
+                Ok(other) => {
+                    console_log!("dispatch: call store {tenant} answered {other:?}");
+                    stuck = true;
+                }
+                Err(e) => {
+                    console_log!("dispatch: call store {tenant} unreachable: {e:?}; retried");
+                    stuck = true;
+                }
+            }
+        }
+        self.reports_stuck.set(stuck);
+        if stuck {
+            let at = Date::now().as_millis() + REPORT_RETRY_MS;
+            let storage = self.state.storage();
+            match storage.get_alarm().await {
+                Ok(Some(current)) if (current as u64) <= at => {}
+                _ => {
+                    storage.set_alarm(REPORT_RETRY_MS as i64).await.map_err(|e| StoreError::Unavailable(e.to_string()))?;
+                }
+            }
+            return Ok(false);
+        }
+        Ok(full)
     }
 
     /// Expired leases and dead sidecars are handled on every request too, so
@@ -129,7 +209,19 @@ impl DispatchQueue {
 
 impl worker::DurableObject for DispatchQueue {
     fn new(state: State, env: Env) -> Self {
-        DispatchQueue { state, env, queue: RefCell::new(None), waiters: RefCell::new(Vec::new()) }
+        let sql = DoSql(state.storage().sql());
+        DispatchQueue {
+            state,
+            env,
+            queue: RefCell::new(None),
+            waiters: RefCell::new(Vec::new()),
+            sql,
+            schema_ready: Cell::new(false),
+            reporting: Cell::new(false),
+            report_again: Cell::new(false),
+            reports_stuck: Cell::new(false),
+            region_stored: RefCell::new(None),
+        }
     }
 
     async fn fetch(&self, mut req: Request) -> Result<Response> {
@@ -137,6 +229,11 @@ impl worker::DurableObject for DispatchQueue {
         self.ensure_loaded().await?;
         let body: Value = req.json().await.unwrap_or(Value::Null);
         let now = Date::now().as_millis();
+        let region = req.headers().get(REGION_HEADER).ok().flatten().unwrap_or_default();
+        if !region.is_empty() && self.region_stored.borrow().as_deref() != Some(region.as_str()) {
+            self.state.storage().put(REGION_KEY, &region).await?;
+            *self.region_stored.borrow_mut() = Some(region.clone());
+        }
         let mut updates = self.tick(now, &t).await;
         let mut turns = Vec::new();
         let (status, reply) = match req.path().as_str() {
@@ -172,8 +269,9 @@ impl worker::DurableObject for DispatchQueue {
                         None => (reply.status, reply.body),
                         Some(until) => {
                             // Persist what the poll changed before waiting.
+                            self.record_reports(std::mem::take(&mut turns), std::mem::take(&mut updates));
                             self.persist(now, &t).await?;
-                            self.mirror(&std::mem::take(&mut updates)).await;
+                            self.deliver_reports(&region).await;
                             let free_slots = envelope.body["free_slots"].as_u64().unwrap_or(0) as u32;
                             let sid = envelope.sidecar_id.as_str();
                             loop {
@@ -196,11 +294,10 @@ impl worker::DurableObject for DispatchQueue {
             },
             other => (404, json!({"error": format!("no dispatch op {other}")})),
         };
+        self.record_reports(turns, updates);
         self.persist(Date::now().as_millis(), &t).await?;
         self.wake_polls();
-        // Turns first: a call.completed webhook may point at the transcript.
-        self.append_turns(&turns).await;
-        self.mirror(&updates).await;
+        self.deliver_reports(&region).await;
         Ok(Response::from_json(&reply)?.with_status(status))
     }
 
@@ -209,9 +306,16 @@ impl worker::DurableObject for DispatchQueue {
         self.ensure_loaded().await?;
         let now = Date::now().as_millis();
         let updates = self.tick(now, &t).await;
+        self.record_reports(Vec::new(), updates);
         self.persist(now, &t).await?;
         self.wake_polls();
-        self.mirror(&updates).await;
+        if let Some(region) = self.state.storage().get::<String>(REGION_KEY).await.ok().flatten() {
+            self.deliver_reports(&region).await;
+        }
+        if self.reports_stuck.get() {
+            // persist() may have moved the alarm past the report retry.
+            self.state.storage().set_alarm(REPORT_RETRY_MS as i64).await?;
+        }
         Response::ok("")
     }
 }
@@ -224,7 +328,9 @@ impl WorkersDispatcher<'_> {
         let unavailable = |e: worker::Error| StoreError::Unavailable(format!("dispatch {region}{op}: {e}"));
         let stub = self.0.durable_object(DO_BINDING).and_then(|ns| ns.id_from_name(region)?.get_stub()).map_err(unavailable)?;
         let mut init = RequestInit::new();
-        init.with_method(Method::Post).with_body(Some(body.to_string().into()));
+        let headers = worker::Headers::new();
+        headers.set(REGION_HEADER, region).map_err(unavailable)?;
+        init.with_method(Method::Post).with_headers(headers).with_body(Some(body.to_string().into()));
         let req = Request::new_with_init(&format!("https://dispatch{op}"), &init).map_err(unavailable)?;
         let mut resp = stub.fetch_with_request(req).await.map_err(unavailable)?;
         let status = resp.status_code();

@@ -44,7 +44,8 @@ async fn store_upload(req: &mut Request, env: &Env, now_ms: u64) -> std::result:
     let manifest = owned.iter().find(|(k, _)| k == HEADER_RECORDING_MANIFEST).map(|(_, v)| v.as_str());
     let declared: Option<u64> = headers.get("content-length").ok().flatten().and_then(|v| v.trim().parse().ok());
     let kv = WorkersKv(env.kv(KV_BINDING).map_err(|e| internal("KV", e))?);
-    let admitted = recordings::admit_upload(&kv, &signed, manifest, declared, now_ms).await?;
+    let calls = crate::glue_calls::WorkersCalls(env);
+    let admitted = recordings::admit_upload(&kv, &calls, &signed, manifest, declared, now_ms).await?;
     let bucket = env.bucket(BUCKET_BINDING).map_err(|e| internal("the recordings bucket", e))?;
     let bytes = admitted.manifest.bytes;
     // A body of known length streams straight through; a chunked one (no
@@ -65,10 +66,7 @@ async fn store_upload(req: &mut Request, env: &Env, now_ms: u64) -> std::result:
         }
         return Err(ApiError::new(ErrorCode::StorageUnavailable, "storing the recording failed; retry with backoff"));
     }
-    let outbox = crate::webhooks::Outbox::default();
-    let resp = recordings::record_saved(&kv, &outbox, &admitted, now_ms).await?;
-    crate::glue_webhooks::send_jobs(env, outbox.take()).await;
-    Ok(resp)
+    recordings::record_saved(&calls, &admitted, now_ms).await
 }
 
 /// Serves an answer whose body is an R2 object (`ApiResponse::stored_object`).
@@ -76,8 +74,8 @@ pub async fn serve_stored(env: &Env, resp: &ApiResponse, key: &str, headers: Hea
     let object = match env.bucket(BUCKET_BINDING)?.get(key).execute().await {
         Ok(Some(o)) => o,
         Ok(None) => {
-            // KV says stored, R2 has nothing: never a silent empty body.
-            console_log!("recording {key}: listed in KV but missing from R2");
+            // The call store says stored, R2 has nothing: never a silent empty body.
+            console_log!("recording {key}: listed by its call store but missing from R2");
             let e = ApiError::new(ErrorCode::InternalError, "the recording is listed but its bytes are missing; it has been logged");
             return json_response(&ApiResponse::error(&e));
         }

@@ -35,6 +35,26 @@ pub async fn send_jobs(env: &Env, jobs: Vec<DeliveryJob>) {
     }
 }
 
+/// Sends jobs to the delivery queue; false if any could not be queued (the
+/// caller keeps the event and tries again: a delivery may then go out twice,
+/// with the same `webhook-id`, which receivers deduplicate on).
+pub async fn send_all(env: &Env, jobs: Vec<DeliveryJob>) -> bool {
+    let queue = match env.queue(QUEUE_BINDING) {
+        Ok(q) => q,
+        Err(e) => {
+            console_log!("webhooks: no queue binding {QUEUE_BINDING}: {e}");
+            return false;
+        }
+    };
+    for job in &jobs {
+        if let Err(e) = send_one(&queue, job, 0).await {
+            console_log!("webhooks: queueing {} ({}) failed: {e}", job.delivery_id, job.event_type);
+            return false;
+        }
+    }
+    true
+}
+
 async fn send_one(queue: &worker::Queue, job: &DeliveryJob, delay_s: u32) -> Result<()> {
     let text = serde_json::to_string(job).map_err(|e| worker::Error::RustError(e.to_string()))?;
     let mut msg = MessageBuilder::new(text);

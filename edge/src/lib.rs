@@ -5,6 +5,7 @@
 //! only: the Worker) adapts workers-rs requests, KV, clock and secrets to it.
 
 pub mod call_state;
+pub mod call_store;
 pub mod calling_window;
 pub mod dispatch;
 pub mod dispatcher;
@@ -20,6 +21,7 @@ pub mod request_signing;
 pub mod router;
 pub mod service;
 pub mod sidecar_link;
+pub mod sql;
 pub mod store;
 pub mod traffic;
 pub mod transcript;
@@ -31,6 +33,8 @@ pub mod webhooks;
 
 #[cfg(all(target_arch = "wasm32", target_os = "unknown"))]
 mod glue;
+#[cfg(all(target_arch = "wasm32", target_os = "unknown"))]
+mod glue_calls;
 #[cfg(all(target_arch = "wasm32", target_os = "unknown"))]
 mod glue_dispatch;
 #[cfg(all(target_arch = "wasm32", target_os = "unknown"))]

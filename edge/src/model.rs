@@ -1,4 +1,5 @@
-//! Records the edge keeps in KV, their key layout, and their public JSON form.
+//! The edge's records and their public JSON form; the KV key layout of the
+//! configuration (calls live in each tenant's `CallStore`, see `call_store`).
 
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
@@ -39,19 +40,6 @@ pub mod keys {
     }
     pub fn webhook_deliveries_prefix(tid: &str) -> String {
         format!("whdlv/{tid}/")
-    }
-    pub fn call(tid: &str, cid: &str) -> String {
-        format!("call/{tid}/{cid}")
-    }
-    pub fn calls_prefix(tid: &str) -> String {
-        format!("call/{tid}/")
-    }
-    pub fn transcript(tid: &str, cid: &str) -> String {
-        format!("transcript/{tid}/{cid}")
-    }
-    /// The newest stored recording's metadata (the bytes are in R2).
-    pub fn recording(tid: &str, cid: &str) -> String {
-        format!("recording/{tid}/{cid}")
     }
     pub fn sidecar(sid: &str) -> String {
         format!("sidecar/{sid}")
@@ -297,17 +285,11 @@ impl CallRecord {
         v
     }
 
-    /// KV metadata (max 1 KiB): what a listing shows without reading records.
-    pub fn list_metadata(&self) -> Value {
-        json!({"s": self.status, "p": self.phone, "a": self.agent_id, "c": self.created_at,
-               "u": self.updated_at, "r": self.ended_reason})
+    /// A listing row: what `GET /v1/calls` shows of each call.
+    pub fn summary(&self) -> Value {
+        json!({"id": self.id, "object": "call", "status": self.status, "phone": self.phone, "agent_id": self.agent_id,
+               "created_at": self.created_at, "updated_at": self.updated_at, "ended_reason": self.ended_reason})
     }
-}
-
-/// A listing row rebuilt from KV metadata alone.
-pub fn call_summary_from_metadata(id: &str, meta: &Value) -> Value {
-    json!({"id": id, "object": "call", "status": meta["s"], "phone": meta["p"], "agent_id": meta["a"],
-           "created_at": meta["c"], "updated_at": meta["u"], "ended_reason": meta["r"]})
 }
 
 /// A plain queued call for unit tests; tests change the fields they care about.
@@ -355,19 +337,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn listing_metadata_stays_under_the_kv_limit_and_rebuilds_a_summary() {
-        let rec = CallRecord {
-            phone: "+123456789012345".into(),
-            agent_id: format!("agt_{}", "f".repeat(20)),
-            system_prompt: Some("p".repeat(20_000)),
-            ended_reason: Some(EndedReason::HangupRequested),
-            ..test_call(CallStatus::Queued)
-        };
-        let meta = rec.list_metadata();
-        assert!(serde_json::to_string(&meta).unwrap().len() < 1024);
-        let s = call_summary_from_metadata(&rec.id, &meta);
-        assert_eq!(s["status"], "queued");
-        assert_eq!(s["ended_reason"], "hangup_requested");
+    fn a_listing_row_is_a_small_summary_of_the_call() {
+        let rec = CallRecord { system_prompt: Some("p".repeat(20_000)), ended_reason: Some(EndedReason::HangupRequested), ..test_call(CallStatus::Queued) };
+        let s = rec.summary();
+        assert!(s.to_string().len() < 1024);
+        assert_eq!((s["status"].as_str(), s["ended_reason"].as_str(), s["object"].as_str()), (Some("queued"), Some("hangup_requested"), Some("call")));
         assert_eq!(rec.to_public()["object"], "call");
     }
 }

@@ -1268,7 +1268,6 @@ mod tests {
     use crate::http::{ApiRequest, ApiResponse};
     use crate::router::{route, Match};
     use crate::service::{check_webhook_url, handle, Env};
-    use crate::dispatcher::memory::MemoryDispatcher;
     use crate::store::memory::MemoryKv;
     use crate::traffic::memory::MemoryTraffic;
     use crate::store::{Kv, KvPage, StoreError};
@@ -1360,7 +1359,7 @@ mod tests {
     /// The service over an in-memory KV; every response is checked against the spec.
     struct Api {
         kv: MemoryKv,
-        dispatch: MemoryDispatcher,
+        calls: crate::call_store::memory::MemoryCalls<crate::call_store::SqlCallRows<crate::sql::sqlite::LimitedSqlite>>,
         traffic: MemoryTraffic,
         /// Webhook jobs the requests queued.
         outbox: crate::webhooks::Outbox,
@@ -1374,7 +1373,7 @@ mod tests {
     impl Api {
         fn new() -> Api {
             let spec = spec();
-            Api { kv: MemoryKv::default(), dispatch: MemoryDispatcher::default(), traffic: MemoryTraffic::default(), outbox: Default::default(), checker: Checker::new(&spec), spec, seen: RefCell::default(), sealing: crate::engine_keys::SealingKey::from_secret(&"ab".repeat(32)).unwrap() }
+            Api { kv: MemoryKv::default(), calls: crate::call_store::memory::test_calls(), traffic: MemoryTraffic::default(), outbox: Default::default(), checker: Checker::new(&spec), spec, seen: RefCell::default(), sealing: crate::engine_keys::SealingKey::from_secret(&"ab".repeat(32)).unwrap() }
         }
 
         fn send_to<K: Kv>(&self, kv: &K, method: &str, target: &str, token: Option<&str>, ct: Option<&str>, body: &[u8]) -> ApiResponse {
@@ -1389,8 +1388,10 @@ mod tests {
                 headers: Vec::new(),
             };
             self.traffic.now_ms.set(NOW);
-            let env = Env { kv, dispatch: &self.dispatch, now_ms: NOW, admin_token: Some(ADMIN), dev_mode: true, default_region: "local", traffic: &self.traffic, outbox: &self.outbox, sealing_key: Some(&self.sealing) };
+            self.calls.now_ms.set(NOW);
+            let env = Env { kv, dispatch: &self.calls.dispatch, now_ms: NOW, admin_token: Some(ADMIN), dev_mode: true, default_region: "local", traffic: &self.traffic, calls: &self.calls, outbox: &self.outbox, sealing_key: Some(&self.sealing) };
             let resp = block_on(handle(&env, &req));
+            block_on(self.calls.drain(kv, &self.outbox)).unwrap();
             self.conform(method, path, &resp);
             resp
         }
@@ -1704,19 +1705,33 @@ mod tests {
 
     #[test]
     fn transcript_and_recording_events_match_their_schemas() {
-        use crate::transcript::{apply, emit_saved, Change, TranscriptUpdate, Turn};
+        use crate::call_store::{apply_reports, memory::test_calls, CallRows, Report, ReportItem};
+        use crate::dispatch::{CallChange, CallUpdate};
+        use crate::transcript::{Change, TranscriptUpdate, Turn};
         let spec = spec();
         let checker = Checker::new(&spec);
         let kv = MemoryKv::default();
-        crate::webhooks::tests_support::endpoint(&kv, "ten_1", &[]);
+        crate::webhooks::tests_support::endpoint(&kv, "ten_1", &["transcript.saved"]);
         let turn = Turn { role: "ai".into(), text: "Hello".into(), start_ms: 0, end_ms: 900 };
         let cid = "call_0123456789abcdef";
-        let up = |change| TranscriptUpdate { tenant_id: "ten_1".into(), call_id: cid.into(), change };
-        block_on(apply(&kv, &[up(Change::Turn(turn)), up(Change::Summary { summary: Some("s".into()), outcome: None })])).unwrap();
-        let mut done = crate::model::test_call(CallStatus::Completed);
-        done.id = cid.into();
-        done.answered_at = Some("2026-11-25T14:50:01.000Z".into());
-        let jobs = block_on(emit_saved(&kv, "ten_1", CallStatus::InProgress, &done, 1_780_000_000_000)).unwrap();
+        let calls = test_calls();
+        let rows = calls.rows("ten_1");
+        let mut live = crate::model::test_call(CallStatus::InProgress);
+        live.id = cid.into();
+        live.answered_at = Some("2026-11-25T14:50:01.000Z".into());
+        rows.put_call(&live).unwrap();
+        let up = |change| ReportItem::Transcript { update: TranscriptUpdate { tenant_id: "ten_1".into(), call_id: cid.into(), change } };
+        let ended = CallChange::Ended { status: CallStatus::Completed, reason: voxline_shared::EndedReason::CalleeHangup, sip_code: None };
+        let items = [
+            up(Change::Turn(turn)),
+            up(Change::Summary { summary: Some("s".into()), outcome: None }),
+            ReportItem::Call { update: CallUpdate { call_id: cid.into(), tenant_id: "ten_1".into(), at_ms: 1_780_000_000_000, change: ended } },
+        ];
+        let reports: Vec<Report> = items.into_iter().enumerate().map(|(i, item)| Report { seq: i as u64 + 1, item }).collect();
+        apply_reports(&*rows, "local", &reports, 1_780_000_000_000, &mut |_| {}).unwrap();
+        let outbox = crate::webhooks::Outbox::default();
+        block_on(calls.drain(&kv, &outbox)).unwrap();
+        let jobs = outbox.take();
         let payload: Value = serde_json::from_str(&jobs[0].payload).unwrap();
         checker.check(&schema_ref("WebhookTranscriptEvent"), &payload).unwrap_or_else(|e| panic!("{payload}: {e}"));
         let info = crate::recordings::RecordingInfo {
@@ -2056,7 +2071,7 @@ mod tests {
             duration_ms: 1_000,
             saved_at: "2026-11-25T15:00:00.000Z".into(),
         };
-        block_on(crate::store::put_json(&api.kv, &crate::model::keys::recording(&t, &w.cid), &info, None)).unwrap();
+        crate::call_store::recording_saved(&*api.calls.rows(&t), &w.cid, &info, NOW).unwrap();
         let wav = api.send("GET", &format!("/v1/calls/{}/recording", w.cid), key, None);
         assert_eq!((wav.status, wav.stored_object.as_deref()), (200, Some(info.object_key.as_str())));
         // Hangup: waiting -> cancelled (200), ended -> unchanged (200), live -> requested (202).
@@ -2064,10 +2079,15 @@ mod tests {
         assert_eq!(cancelled["status"], "cancelled");
         expect(api.raw("POST", &format!("/v1/calls/{}/hangup", w.cid), key, None, b""), 200);
         let live = id_of(&expect(api.send("POST", "/v1/calls", key, Some(&json!({"phone": "+14155550101"}))), 201));
-        let storage_key = crate::model::keys::call(&t, &live);
-        let mut record: Value = serde_json::from_str(&block_on(api.kv.get(&storage_key)).unwrap().unwrap()).unwrap();
-        record["status"] = json!("in_progress");
-        block_on(api.kv.put(&storage_key, &record.to_string(), None)).unwrap();
+        {
+            // A sidecar leased and acked it: live in the queue, dialing in its store.
+            let mut queues = api.calls.dispatch.queues.borrow_mut();
+            let q = queues.get_mut("local").unwrap();
+            let (offers, _) = q.lease("s1", 10, NOW, &Default::default());
+            for o in offers {
+                q.ack("s1", &o.lease_id, true, NOW);
+            }
+        }
         let hung = expect(api.raw("POST", &format!("/v1/calls/{live}/hangup"), key, None, b""), 202);
         assert!(hung["hangup_requested_at"].is_string());
         expect(api.raw("POST", &format!("/v1/calls/{live}/hangup"), key, None, b""), 202);

@@ -12,14 +12,14 @@ use serde_json::{json, Value};
 use voxline_shared::protocol::{self, RecordingManifest, RecordingReceipt, PROTOCOL_VERSION};
 use voxline_shared::signing::SignedHeaders;
 
+use crate::call_store::Calls;
 use crate::dispatcher::Dispatcher;
 use crate::error::{ApiError, ErrorCode};
 use crate::http::ApiResponse;
 use crate::ids::rfc3339_ms;
-use crate::model::{keys, CallRecord, Tenant};
-use crate::service::{authenticate_sidecar, load_call, Env};
-use crate::store::{get_json, put_json, Kv};
-use crate::webhooks::Outbox;
+use crate::model::Tenant;
+use crate::service::{authenticate_sidecar, Env};
+use crate::store::Kv;
 
 /// The R2 binding recordings live in.
 pub const BUCKET_BINDING: &str = "RECORDINGS";
@@ -32,7 +32,7 @@ pub fn object_key(tenant_id: &str, call_id: &str, attempt: u32) -> String {
     format!("recordings/{tenant_id}/{call_id}/{attempt}.wav")
 }
 
-/// What KV keeps of a call's stored recording (`recording/{tenant}/{call}`).
+/// What the tenant's call store keeps of a call's stored recording.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RecordingInfo {
     pub attempt: u32,
@@ -73,6 +73,7 @@ fn invalid(message: impl Into<String>) -> ApiError {
 /// equal the manifest's `bytes`.
 pub async fn admit_upload(
     kv: &impl Kv,
+    calls: &dyn Calls,
     headers: &SignedHeaders<'_>,
     manifest_raw: Option<&str>,
     content_length: Option<u64>,
@@ -109,7 +110,7 @@ pub async fn admit_upload(
         return Err(invalid("tenant_id, call_id or attempt is malformed"));
     }
     let not_found = || ApiError::new(ErrorCode::CallNotFound, format!("no call '{}' for tenant '{}'", m.call_id, m.tenant_id));
-    let record: CallRecord = get_json(kv, &keys::call(&m.tenant_id, &m.call_id)).await?.ok_or_else(not_found)?;
+    let record = calls.get(&m.tenant_id, &m.call_id).await?.ok_or_else(not_found)?;
     // Another region's sidecar never held this call.
     if record.region != sidecar.region {
         return Err(not_found());
@@ -124,19 +125,11 @@ pub async fn admit_upload(
     Ok(AdmittedUpload { manifest: m, object_key, sha256 })
 }
 
-/// Records a stored upload and queues `recording.saved`. Idempotent: the same
-/// upload again changes nothing and sends no second event; an older attempt's
-/// upload never replaces a newer one's.
-pub async fn record_saved(kv: &impl Kv, outbox: &Outbox, up: &AdmittedUpload, now_ms: u64) -> Result<ApiResponse, ApiError> {
+/// Records a stored upload; the call's store queues `recording.saved`.
+/// Idempotent: the same upload again changes nothing and sends no second
+/// event; an older attempt's upload never replaces a newer one's.
+pub async fn record_saved(calls: &dyn Calls, up: &AdmittedUpload, now_ms: u64) -> Result<ApiResponse, ApiError> {
     let m = &up.manifest;
-    let key = keys::recording(&m.tenant_id, &m.call_id);
-    let before: Option<RecordingInfo> = get_json(kv, &key).await?;
-    let receipt = RecordingReceipt { protocol_version: PROTOCOL_VERSION, call_id: m.call_id.clone(), attempt: m.attempt, bytes: m.bytes };
-    let ok = ApiResponse::json(200, &serde_json::to_value(&receipt).unwrap_or(Value::Null));
-    match &before {
-        Some(b) if b.attempt > m.attempt || (b.attempt == m.attempt && b.sha256 == m.sha256) => return Ok(ok),
-        _ => {}
-    }
     let info = RecordingInfo {
         attempt: m.attempt,
         object_key: up.object_key.clone(),
@@ -146,21 +139,19 @@ pub async fn record_saved(kv: &impl Kv, outbox: &Outbox, up: &AdmittedUpload, no
         duration_ms: m.duration_ms,
         saved_at: rfc3339_ms(now_ms),
     };
-    put_json(kv, &key, &info, None).await?;
-    let data = info.to_public(&m.call_id);
-    let jobs = crate::webhooks::emit_event(kv, &m.tenant_id, "recording.saved", &m.call_id, now_ms, |event_id| {
-        crate::webhooks::event_payload("recording.saved", event_id, now_ms, data)
-    })
-    .await?;
-    outbox.push(jobs);
-    Ok(ok)
+    calls.recording_saved(&m.tenant_id, &m.call_id, &info).await?;
+    let receipt = RecordingReceipt { protocol_version: PROTOCOL_VERSION, call_id: m.call_id.clone(), attempt: m.attempt, bytes: m.bytes };
+    Ok(ApiResponse::json(200, &serde_json::to_value(&receipt).unwrap_or(Value::Null)))
 }
 
 /// `GET /v1/calls/{id}/recording`: the newest attempt's WAV. The answer names
 /// the R2 object; the glue streams it as the body.
 pub async fn get_recording<K: Kv, D: Dispatcher>(env: &Env<'_, K, D>, tenant: &Tenant, cid: &str) -> Result<ApiResponse, ApiError> {
-    let record = load_call(env, &tenant.id, cid).await?;
-    let info: Option<RecordingInfo> = get_json(env.kv, &keys::recording(&tenant.id, &record.id)).await?;
+    let not_found = || ApiError::new(ErrorCode::CallNotFound, format!("no call '{cid}'"));
+    if !crate::ids::is_id(cid, "call") {
+        return Err(not_found());
+    }
+    let (record, info) = env.calls.recording(&tenant.id, cid).await?.ok_or_else(not_found)?;
     let Some(info) = info else {
         let why = if !record.record {
             "this call was placed without record: true".to_string()
@@ -186,8 +177,12 @@ pub async fn get_recording<K: Kv, D: Dispatcher>(env: &Env<'_, K, D>, tenant: &T
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{test_call, SidecarRecord};
+    use crate::call_store::{memory::MemoryCalls, CallRows, SqlCallRows};
+    use crate::model::{keys, test_call, CallRecord, SidecarRecord};
+    use crate::sql::sqlite::LimitedSqlite;
     use crate::store::memory::MemoryKv;
+    use crate::store::put_json;
+    use crate::webhooks::Outbox;
     use futures::executor::block_on;
     use voxline_shared::signing;
 
@@ -196,7 +191,10 @@ mod tests {
     const CALL: &str = "call_0123456789abcdef";
     const SHA: &str = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08";
 
-    fn store() -> (MemoryKv, CallRecord) {
+    type TestCalls = MemoryCalls<SqlCallRows<LimitedSqlite>>;
+
+    fn store() -> (MemoryKv, TestCalls, CallRecord) {
+        let calls = TestCalls::new(|| SqlCallRows::open(LimitedSqlite::new()).unwrap());
         let kv = MemoryKv::default();
         let sidecar = SidecarRecord { id: "sc-1".into(), region: "local".into(), secret: "scs_secret".into(), created_at: rfc3339_ms(NOW), revoked_at: None };
         block_on(put_json(&kv, &keys::sidecar("sc-1"), &sidecar, None)).unwrap();
@@ -204,8 +202,8 @@ mod tests {
         call.id = CALL.into();
         call.record = true;
         call.attempts = 1;
-        block_on(put_json(&kv, &keys::call(TENANT, &call.id), &call, None)).unwrap();
-        (kv, call)
+        calls.rows(TENANT).put_call(&call).unwrap();
+        (kv, calls, call)
     }
 
     fn manifest(call: &CallRecord) -> RecordingManifest {
@@ -222,41 +220,47 @@ mod tests {
         }
     }
 
-    fn admit(kv: &MemoryKv, m: &RecordingManifest, secret: &str) -> Result<AdmittedUpload, ApiError> {
+    fn admit(kv: &MemoryKv, calls: &TestCalls, m: &RecordingManifest, secret: &str) -> Result<AdmittedUpload, ApiError> {
         let raw = serde_json::to_string(m).unwrap();
         let h = signing::signed_headers("sc-1", secret.as_bytes(), NOW / 1000, "00112233445566778899aabbccddeeff", raw.as_bytes());
         let headers = SignedHeaders::from_lookup(|name| h.iter().find(|(k, _)| *k == name).map(|(_, v)| v.as_str()));
-        block_on(admit_upload(kv, &headers, Some(&raw), Some(m.bytes), NOW))
+        block_on(admit_upload(kv, calls, &headers, Some(&raw), Some(m.bytes), NOW))
+    }
+
+    fn saved(calls: &TestCalls, call_id: &str) -> RecordingInfo {
+        crate::call_store::recording(&*calls.rows(TENANT), call_id).unwrap().unwrap()
     }
 
     #[test]
     fn a_signed_manifest_for_a_recorded_call_is_admitted_and_saved_once() {
-        let (kv, call) = store();
+        let (kv, calls, call) = store();
         let m = manifest(&call);
-        let up = admit(&kv, &m, "scs_secret").expect("admitted");
+        let up = admit(&kv, &calls, &m, "scs_secret").expect("admitted");
         assert_eq!(up.object_key, format!("recordings/{}/{}/1.wav", m.tenant_id, call.id));
         assert_eq!(up.sha256.len(), 32);
         let outbox = Outbox::default();
         crate::webhooks::tests_support::endpoint(&kv, TENANT, &["recording.saved"]);
-        let r = block_on(record_saved(&kv, &outbox, &up, NOW)).unwrap();
+        let r = block_on(record_saved(&calls, &up, NOW)).unwrap();
+        block_on(calls.drain(&kv, &outbox)).unwrap();
         let jobs = outbox.take();
         assert_eq!(jobs.len(), 1);
         let p: Value = serde_json::from_str(&jobs[0].payload).unwrap();
         assert_eq!((p["type"].as_str(), p["data"]["sha256"].as_str(), p["data"]["attempt"].as_u64()), (Some("recording.saved"), Some(SHA), Some(1)));
         assert_eq!((r.status, r.body_json()["bytes"].as_u64()), (200, Some(32_044)));
-        let info: RecordingInfo = block_on(get_json(&kv, &keys::recording(&m.tenant_id, &call.id))).unwrap().unwrap();
+        let info = saved(&calls, &call.id);
         assert_eq!((info.attempt, info.bytes, info.sha256.as_str()), (1, 32_044, SHA));
         // The same upload again: the same answer, nothing new stored.
-        assert_eq!(block_on(record_saved(&kv, &outbox, &up, NOW + 5)).unwrap().status, 200);
-        let again: RecordingInfo = block_on(get_json(&kv, &keys::recording(&m.tenant_id, &call.id))).unwrap().unwrap();
-        assert_eq!(again.saved_at, info.saved_at);
+        calls.now_ms.set(NOW + 5);
+        assert_eq!(block_on(record_saved(&calls, &up, NOW + 5)).unwrap().status, 200);
+        assert_eq!(saved(&calls, &call.id).saved_at, info.saved_at);
+        block_on(calls.drain(&kv, &outbox)).unwrap();
         assert!(outbox.take().is_empty(), "no second recording.saved");
     }
 
     #[test]
     fn bad_uploads_are_refused_with_their_codes() {
-        let (kv, call) = store();
-        let code = |m: &RecordingManifest, secret: &str| admit(&kv, m, secret).map(|_| ()).unwrap_err().code;
+        let (kv, calls, call) = store();
+        let code = |m: &RecordingManifest, secret: &str| admit(&kv, &calls, m, secret).map(|_| ()).unwrap_err().code;
         let m = manifest(&call);
         assert_eq!(code(&m, "scs_wrong"), ErrorCode::InvalidSignature);
         assert_eq!(code(&RecordingManifest { bytes: 10, ..m.clone() }, "scs_secret"), ErrorCode::InvalidRecordingManifest);
@@ -268,32 +272,25 @@ mod tests {
         let other = format!("call_{}", "e".repeat(20));
         assert_eq!(code(&RecordingManifest { call_id: other, ..m.clone() }, "scs_secret"), ErrorCode::CallNotFound);
         // A call placed without record: true.
-        let mut plain = call.clone();
-        plain.record = false;
-        block_on(put_json(&kv, &keys::call(&m.tenant_id, &call.id), &plain, None)).unwrap();
+        calls.rows(TENANT).put_call(&CallRecord { record: false, ..call.clone() }).unwrap();
         assert_eq!(code(&m, "scs_secret"), ErrorCode::RecordingNotRequested);
         // Another region's call.
-        let mut elsewhere = call.clone();
-        elsewhere.region = "eu".into();
-        block_on(put_json(&kv, &keys::call(&m.tenant_id, &call.id), &elsewhere, None)).unwrap();
+        calls.rows(TENANT).put_call(&CallRecord { region: "eu".into(), ..call.clone() }).unwrap();
         assert_eq!(code(&m, "scs_secret"), ErrorCode::CallNotFound);
         // No manifest at all.
         let headers = SignedHeaders::from_lookup(|_| None);
-        assert_eq!(block_on(admit_upload(&kv, &headers, None, None, NOW)).unwrap_err().code, ErrorCode::InvalidRecordingManifest);
+        assert_eq!(block_on(admit_upload(&kv, &calls, &headers, None, None, NOW)).unwrap_err().code, ErrorCode::InvalidRecordingManifest);
     }
 
     #[test]
     fn an_older_attempt_never_replaces_a_newer_recording() {
-        let (kv, mut call) = store();
+        let (kv, calls, mut call) = store();
         call.attempts = 2;
-        let tid = manifest(&call).tenant_id;
-        block_on(put_json(&kv, &keys::call(&tid, &call.id), &call, None)).unwrap();
-        let outbox = Outbox::default();
-        let second = admit(&kv, &RecordingManifest { attempt: 2, ..manifest(&call) }, "scs_secret").unwrap();
-        let first = admit(&kv, &manifest(&call), "scs_secret").unwrap();
-        block_on(record_saved(&kv, &outbox, &second, NOW)).unwrap();
-        block_on(record_saved(&kv, &outbox, &first, NOW + 1)).unwrap();
-        let info: RecordingInfo = block_on(get_json(&kv, &keys::recording(&tid, &call.id))).unwrap().unwrap();
-        assert_eq!(info.attempt, 2);
+        calls.rows(TENANT).put_call(&call).unwrap();
+        let second = admit(&kv, &calls, &RecordingManifest { attempt: 2, ..manifest(&call) }, "scs_secret").unwrap();
+        let first = admit(&kv, &calls, &manifest(&call), "scs_secret").unwrap();
+        block_on(record_saved(&calls, &second, NOW)).unwrap();
+        block_on(record_saved(&calls, &first, NOW + 1)).unwrap();
+        assert_eq!(saved(&calls, &call.id).attempt, 2);
     }
 }

@@ -10,7 +10,7 @@ use crate::model::{self, keys, Agent, ApiKeyAuth, ApiKeyInfo, CallRecord, Engine
 use crate::router::{route, Match, RouteId};
 use crate::store::{get_json, put_json, Kv};
 use crate::dispatcher::{self, Dispatcher};
-use crate::dispatch::{CancelOutcome, EnqueueOutcome};
+use crate::call_store::{Calls, Created, ListFilter, NewCall};
 use crate::traffic::{self, Admission, Check, IdemOutcome, IdemRequest, SignatureUse, StoredResponse, Traffic};
 use crate::request_signing;
 use crate::sidecar_link::{self, SidecarEnvelope, SidecarOp};
@@ -19,7 +19,7 @@ use crate::validate::{self, MAX_BODY_BYTES};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use serde_json::{json, Value};
-use voxline_shared::{CallStatus, EndedReason};
+use voxline_shared::CallStatus;
 
 /// What a request runs against.
 pub struct Env<'a, K: Kv, D: Dispatcher> {
@@ -35,6 +35,8 @@ pub struct Env<'a, K: Kv, D: Dispatcher> {
     pub default_region: &'a str,
     /// Per-tenant rate limits and idempotency keys (a Durable Object per tenant in the Worker).
     pub traffic: &'a dyn Traffic,
+    /// Each tenant's calls: the `CallStore` Durable Objects in the Worker.
+    pub calls: &'a dyn Calls,
     /// Webhook deliveries this request produced; the glue queues them.
     pub outbox: &'a crate::webhooks::Outbox,
     /// `VOXLINE_SEALING_KEY`: seals engine API keys (none: they are refused).
@@ -50,8 +52,6 @@ pub const WEBHOOK_EVENTS: &[&str] = &[
 
 pub(crate) const LIST_LIMIT_DEFAULT: u32 = 20;
 pub(crate) const LIST_LIMIT_MAX: u32 = 100;
-/// KV list calls one listing request may spend when a status filter skips keys.
-const LIST_MAX_SCANS: usize = 10;
 
 pub async fn handle<K: Kv, D: Dispatcher>(env: &Env<'_, K, D>, req: &ApiRequest) -> ApiResponse {
     match dispatch(env, req).await {
@@ -233,7 +233,7 @@ async fn v1_route<K: Kv, D: Dispatcher>(env: &Env<'_, K, D>, req: &ApiRequest, i
     }
     let result = match (id, prepared) {
         (RouteId::CreateCall, Some(prepared)) => match prepared {
-            Ok((input, agent)) => create_call(env, &tenant, input, agent).await,
+            Ok((input, agent)) => create_call(env, &tenant, input, agent, admission.idempotency.clone()).await,
             Err(e) => Err(e),
         },
         (RouteId::ListCalls, _) => list_calls(env, req, &tenant).await,
@@ -329,7 +329,13 @@ fn apply_calling_window(agent: &Agent, input: &mut validate::CreateCallInput, no
     Ok(Some(ScheduledReason::CallingWindow))
 }
 
-async fn create_call<K: Kv, D: Dispatcher>(env: &Env<'_, K, D>, tenant: &Tenant, mut input: validate::CreateCallInput, agent: Agent) -> Result<ApiResponse> {
+async fn create_call<K: Kv, D: Dispatcher>(
+    env: &Env<'_, K, D>,
+    tenant: &Tenant,
+    mut input: validate::CreateCallInput,
+    agent: Agent,
+    idempotency: Option<IdemRequest>,
+) -> Result<ApiResponse> {
     let now = rfc3339_ms(env.now_ms);
     let reject_over_cap = input.reject_over_cap;
     let scheduled_reason = apply_calling_window(&agent, &mut input, env.now_ms)?;
@@ -377,10 +383,6 @@ async fn create_call<K: Kv, D: Dispatcher>(env: &Env<'_, K, D>, tenant: &Tenant,
             .or(agent.silence_timeout_seconds)
             .unwrap_or(model::DEFAULT_SILENCE_TIMEOUT_SECONDS),
     };
-    save_call(env, &tenant.id, &record).await?;
-    // The record exists before the queue can hand the call out, so every
-    // dispatch update finds it. If the queue is unreachable the call cannot
-    // ever be dialled: end it visibly rather than leave it queued forever.
     let mut queued = dispatcher::queued_call(&tenant.id, &record, env.now_ms);
     queued.max_concurrent = tenant.max_concurrent_calls;
     // Retries that would land outside the window wait for its next start.
@@ -389,53 +391,43 @@ async fn create_call<K: Kv, D: Dispatcher>(env: &Env<'_, K, D>, tenant: &Tenant,
     if let (Some(sealed), Value::Object(offer)) = (sealed_key, &mut queued.offer) {
         offer.insert(crate::engine_keys::SEALED_FIELD.into(), Value::String(sealed));
     }
-    let outcome = env.dispatch.enqueue(&record.region, &queued).await;
-    if let Ok(EnqueueOutcome::ConcurrencyLimit { limit, active }) = &outcome {
-        // Refused like a duplicate: the call never existed for the client.
-        env.kv.delete(&keys::call(&tenant.id, &record.id)).await?;
-        let e = ApiError::field(
-            ErrorCode::ConcurrencyLimitReached,
-            "on_concurrency_limit",
-            format!("{active} calls are in flight or due against this tenant's max_concurrent_calls of {limit}; retry later or omit on_concurrency_limit to queue"),
-        );
-        // A slot frees when a call ends, which no clock can tell: a polling hint.
-        return Ok(ApiResponse::error(&e).with_header("Retry-After", CONCURRENCY_RETRY_AFTER_SECS.to_string()));
-    }
-    if let Ok(EnqueueOutcome::Duplicate { call_id }) = &outcome {
-        // The queue (the one exact view of live calls) refused it: this call
-        // never existed for the client, so its record goes rather than
-        // lingering as queued (or as a failure the client never caused).
-        env.kv.delete(&keys::call(&tenant.id, &record.id)).await?;
-        return Err(ApiError::field(
+    // The tenant's call store writes the record, then queues it in its
+    // region; a call the queue refuses is deleted again (it never existed).
+    let (phone, agent_id) = (record.phone.clone(), record.agent_id.clone());
+    let created = env.calls.create(&tenant.id, &NewCall { record, queued, idempotency }).await?;
+    match created {
+        Created::Created { record } | Created::Existing { record } => {
+            Ok(ApiResponse::json(201, &record.to_public()).with_header("Location", format!("/v1/calls/{}", record.id)))
+        }
+        Created::KeyReused => Err(ApiError::field(ErrorCode::IdempotencyKeyReused, "Idempotency-Key", "this Idempotency-Key was used with a different request")),
+        Created::Duplicate { call_id } => Err(ApiError::field(
             ErrorCode::CallInProgress,
             "phone",
-            format!("call {call_id} from agent {} to {} is already in progress", record.agent_id, record.phone),
-        ));
+            format!("call {call_id} from agent {agent_id} to {phone} is already in progress"),
+        )),
+        Created::ConcurrencyLimit { limit, active } => {
+            let e = ApiError::field(
+                ErrorCode::ConcurrencyLimitReached,
+                "on_concurrency_limit",
+                format!("{active} calls are in flight or due against this tenant's max_concurrent_calls of {limit}; retry later or omit on_concurrency_limit to queue"),
+            );
+            // A slot frees when a call ends, which no clock can tell: a polling hint.
+            Ok(ApiResponse::error(&e).with_header("Retry-After", CONCURRENCY_RETRY_AFTER_SECS.to_string()))
+        }
+        Created::DispatchUnavailable { .. } => Err(ApiError::new(ErrorCode::StorageUnavailable, "the dispatch queue did not answer; the call was not placed")),
     }
-    if outcome.is_err() {
-        let mut failed = record;
-        failed.status = CallStatus::Failed;
-        failed.ended_reason = Some(EndedReason::DispatchUnavailable);
-        failed.ended_at = Some(failed.updated_at.clone());
-        save_call(env, &tenant.id, &failed).await?;
-        emit_call_event(env, &tenant.id, "call.failed", &failed).await;
-        return Err(ApiError::new(ErrorCode::StorageUnavailable, "the dispatch queue did not answer; the call was not placed"));
-    }
-    emit_call_event(env, &tenant.id, "call.queued", &record).await;
-    Ok(ApiResponse::json(201, &record.to_public()).with_header("Location", format!("/v1/calls/{}", record.id)))
 }
 
-async fn save_call<K: Kv, D: Dispatcher>(env: &Env<'_, K, D>, tid: &str, record: &CallRecord) -> Result<()> {
-    put_json(env.kv, &keys::call(tid, &record.id), record, Some(&record.list_metadata())).await?;
-    Ok(())
+fn call_not_found(cid: &str) -> ApiError {
+    ApiError::new(ErrorCode::CallNotFound, format!("no call '{cid}'"))
 }
 
+/// The call, exactly as its store has it (another tenant's id: not found).
 pub(crate) async fn load_call<K: Kv, D: Dispatcher>(env: &Env<'_, K, D>, tid: &str, cid: &str) -> Result<CallRecord> {
-    let not_found = || ApiError::new(ErrorCode::CallNotFound, format!("no call '{cid}'"));
     if !ids::is_id(cid, "call") {
-        return Err(not_found());
+        return Err(call_not_found(cid));
     }
-    get_json(env.kv, &keys::call(tid, cid)).await?.ok_or_else(not_found)
+    env.calls.get(tid, cid).await?.ok_or_else(|| call_not_found(cid))
 }
 
 async fn get_call<K: Kv, D: Dispatcher>(env: &Env<'_, K, D>, tenant: &Tenant, cid: &str) -> Result<ApiResponse> {
@@ -456,8 +448,10 @@ async fn get_transcript<K: Kv, D: Dispatcher>(env: &Env<'_, K, D>, req: &ApiRequ
             }
         }
     }
-    let record = load_call(env, &tenant.id, cid).await?;
-    let transcript = crate::transcript::load(env.kv, &tenant.id, &record.id).await?;
+    if !ids::is_id(cid, "call") {
+        return Err(call_not_found(cid));
+    }
+    let (record, transcript) = env.calls.transcript(&tenant.id, cid).await?.ok_or_else(|| call_not_found(cid))?;
     // An extension on the path wins over `format`, which wins over Accept.
     let by_extension = match req.path.rsplit_once("/transcript.") {
         Some((_, ext @ ("txt" | "json"))) => Some(ext),
@@ -486,35 +480,16 @@ async fn hangup_call<K: Kv, D: Dispatcher>(env: &Env<'_, K, D>, req: &ApiRequest
     if !req.body.iter().all(u8::is_ascii_whitespace) {
         parse_object(req.content_type.as_deref(), &req.body, MAX_BODY_BYTES, &[])?;
     }
-    let mut record = load_call(env, &tenant.id, cid).await?;
-    let now = rfc3339_ms(env.now_ms);
-    if record.status.is_terminal() {
-        return Ok(ApiResponse::json(200, &record.to_public()));
+    if !ids::is_id(cid, "call") {
+        return Err(call_not_found(cid));
     }
-    // The region's queue decides: a call it has not handed out is cancelled
-    // there and then; one a sidecar holds gets a hangup command.
-    let outcome = env.dispatch.cancel(&record.region, &record.id).await?;
-    if record.status.is_waiting() && !matches!(outcome, CancelOutcome::Signalled { .. }) {
-        record.status = CallStatus::Cancelled;
-        record.ended_reason = Some(EndedReason::HangupRequested);
-        record.ended_at = Some(now.clone());
-        record.hangup_requested_at.get_or_insert(now.clone());
-        record.updated_at = now;
-        save_call(env, &tenant.id, &record).await?;
-        emit_call_event(env, &tenant.id, "call.completed", &record).await;
-        return Ok(ApiResponse::json(200, &record.to_public()));
-    }
-    if record.hangup_requested_at.is_none() {
-        record.hangup_requested_at = Some(now.clone());
-        record.updated_at = now;
-        save_call(env, &tenant.id, &record).await?;
-    }
-    Ok(ApiResponse::json(202, &record.to_public()))
+    let (status, record) = env.calls.hangup(&tenant.id, cid).await?.ok_or_else(|| call_not_found(cid))?;
+    Ok(ApiResponse::json(status, &record.to_public()))
 }
 
 #[derive(serde::Serialize, serde::Deserialize)]
 struct ListCursor {
-    /// KV's own cursor.
+    /// The last id of the page before.
     k: String,
     /// The status filter it was issued for.
     f: String,
@@ -530,12 +505,12 @@ pub(crate) fn parse_list_limit(limit: Option<String>) -> Result<u32> {
     }
 }
 
-/// A listing cursor wraps KV's cursor with the filters it was issued for.
+/// A listing cursor: where the page before ended, with the filters it was issued for.
 pub(crate) fn encode_list_cursor(kv_cursor: String, filter_text: &str) -> String {
     URL_SAFE_NO_PAD.encode(serde_json::to_vec(&ListCursor { k: kv_cursor, f: filter_text.to_string() }).unwrap_or_default())
 }
 
-/// KV's cursor back, if `cursor` was issued by us for these same filters.
+/// Where the page before ended, if `cursor` was issued by us for these same filters.
 pub(crate) fn decode_list_cursor(cursor: Option<String>, filter_text: &str) -> Result<Option<String>> {
     let Some(c) = cursor else { return Ok(None) };
     let bad = || ApiError::field(ErrorCode::InvalidCursor, "cursor", "cursor was not issued by this API for this query");
@@ -594,37 +569,16 @@ fn parse_list_query(query: &str) -> Result<ListQuery> {
     Ok(ListQuery { statuses, filter_text, limit, kv_cursor })
 }
 
-/// Lists from KV key metadata only (no record reads), newest first. KV lists
-/// can't filter, so a status filter may skip keys; each KV page asks only for
-/// as many keys as are still missing, so a page never overshoots `limit`.
+/// Lists from the tenant's call store, newest first, a page at a time.
 async fn list_calls<K: Kv, D: Dispatcher>(env: &Env<'_, K, D>, req: &ApiRequest, tenant: &Tenant) -> Result<ApiResponse> {
     let q = parse_list_query(&req.query)?;
-    let prefix = keys::calls_prefix(&tenant.id);
-    let mut data = Vec::new();
-    let mut cursor = q.kv_cursor;
-    for _ in 0..LIST_MAX_SCANS {
-        let want = q.limit - data.len() as u32;
-        let page = env.kv.list(&prefix, want, cursor.as_deref()).await?;
-        for entry in page.keys {
-            let Some(meta) = entry.metadata else { continue };
-            let id = entry.name.strip_prefix(&prefix).unwrap_or(&entry.name);
-            let status = meta.get("s").and_then(Value::as_str).and_then(CallStatus::parse);
-            if q.statuses.is_empty() || status.is_some_and(|s| q.statuses.contains(&s)) {
-                data.push(model::call_summary_from_metadata(id, &meta));
-            }
-        }
-        cursor = page.cursor;
-        if cursor.is_none() || data.len() as u32 >= q.limit {
-            break;
-        }
-    }
-    let next_cursor = cursor.map(|k| {
-        encode_list_cursor(k, &q.filter_text)
-    });
-    Ok(ApiResponse::json(
-        200,
-        &json!({"object": "list", "data": data, "has_more": next_cursor.is_some(), "next_cursor": next_cursor}),
-    ))
+    // One row more than asked tells whether another page follows.
+    let filter = ListFilter { statuses: q.statuses, after_id: q.kv_cursor, offset: 0, limit: q.limit + 1 };
+    let mut data = env.calls.list(&tenant.id, &filter).await?;
+    let has_more = data.len() > q.limit as usize;
+    data.truncate(q.limit as usize);
+    let next_cursor = if has_more { data.last().and_then(|r| r["id"].as_str()).map(|id| encode_list_cursor(id.to_string(), &q.filter_text)) } else { None };
+    Ok(ApiResponse::json(200, &json!({"object": "list", "data": data, "has_more": has_more, "next_cursor": next_cursor})))
 }
 
 // ---- sidecar link ----
@@ -976,14 +930,6 @@ async fn revoke_api_key<K: Kv, D: Dispatcher>(env: &Env<'_, K, D>, tenant: &Tena
 /// The SSRF guard on webhook URLs (see `url_guard`), also run at delivery.
 pub fn check_webhook_url(url: &str, dev_mode: bool) -> std::result::Result<(), String> {
     crate::url_guard::check(url, dev_mode)
-}
-
-/// Queues `event` for the tenant's endpoints. A failure to read them must
-/// not undo the call change already stored, so it only costs the event.
-async fn emit_call_event<K: Kv, D: Dispatcher>(env: &Env<'_, K, D>, tid: &str, event: &str, record: &CallRecord) {
-    if let Ok(jobs) = crate::webhooks::emit(env.kv, tid, event, record, env.now_ms).await {
-        env.outbox.push(jobs);
-    }
 }
 
 #[cfg(test)]

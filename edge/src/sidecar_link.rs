@@ -262,7 +262,11 @@ mod tests {
         let r = handle(&mut q, &env(SidecarOp::Ack, "n3", ack.clone()), 30, &T);
         assert_eq!(r.status, 200);
         assert!(matches!(r.updates[0].change, CallChange::Dialing { .. }));
+        // The same ack again (its answer was lost): accepted again, nothing applied twice.
         let r = handle(&mut q, &env(SidecarOp::Ack, "n4", ack), 31, &T);
+        assert_eq!((r.status, r.updates.len()), (200, 0));
+        let stale = json!({"protocol_version": 1, "sidecar_id": "sc-1", "lease_id": "lease_ff", "call_id": "call_1", "accepted": true});
+        let r = handle(&mut q, &env(SidecarOp::Ack, "n4b", stale), 32, &T);
         assert_eq!((r.status, r.body["error"]["code"].as_str()), (409, Some("lease_not_held")));
 
         let events = json!({"protocol_version": 1, "sidecar_id": "sc-1", "events": [

@@ -66,16 +66,55 @@ pub mod memory {
     use std::cell::RefCell;
     use std::collections::BTreeMap;
 
+    /// Workers KV's documented limits, off unless a test turns them on.
+    #[derive(Debug, Clone, Copy, Default)]
+    pub struct KvLimits {
+        /// One write per key per second; a second one answers 429.
+        pub one_write_per_second: bool,
+        /// A read sees a write only this long after it (other locations lag up to 60 s).
+        pub propagation_ms: u64,
+    }
+
+    /// Keys up to 512 bytes, values up to 25 MiB, metadata up to 1024 bytes of JSON.
+    pub const MAX_KEY_BYTES: usize = 512;
+    pub const MAX_VALUE_BYTES: usize = 25 * 1024 * 1024;
+    pub const MAX_METADATA_BYTES: usize = 1024;
+
     #[derive(Default)]
     pub struct MemoryKv {
         pub map: RefCell<BTreeMap<String, (String, Option<Value>)>>,
+        pub limits: std::cell::Cell<KvLimits>,
+        /// The clock the limits are judged by (tests set it with each request).
+        pub now_ms: std::cell::Cell<u64>,
+        /// Per key: when it was last written, and what a lagging reader still sees.
+        writes: RefCell<BTreeMap<String, (u64, Option<String>)>>,
+        /// Writes refused with 429.
+        pub refused: std::cell::Cell<u32>,
     }
 
     impl Kv for MemoryKv {
         async fn get(&self, key: &str) -> Result<Option<String>, StoreError> {
-            Ok(self.map.borrow().get(key).map(|(v, _)| v.clone()))
+            let current = self.map.borrow().get(key).map(|(v, _)| v.clone());
+            let lag = self.limits.get().propagation_ms;
+            match self.writes.borrow().get(key) {
+                // A reader elsewhere still sees the value before the last write.
+                Some((at, before)) if lag > 0 && self.now_ms.get() < at + lag => Ok(before.clone()),
+                _ => Ok(current),
+            }
         }
         async fn put(&self, key: &str, value: &str, metadata: Option<&Value>) -> Result<(), StoreError> {
+            let meta_len = metadata.map_or(0, |m| m.to_string().len());
+            if key.len() > MAX_KEY_BYTES || value.len() > MAX_VALUE_BYTES || meta_len > MAX_METADATA_BYTES {
+                return Err(StoreError::Unavailable(format!("KV refuses {key}: key, value or metadata over its limit")));
+            }
+            let now = self.now_ms.get();
+            let last = self.writes.borrow().get(key).map(|(at, _)| *at);
+            if self.limits.get().one_write_per_second && last.is_some_and(|at| now < at + 1_000) {
+                self.refused.set(self.refused.get() + 1);
+                return Err(StoreError::Unavailable(format!("KV 429: {key} written less than a second ago")));
+            }
+            let before = self.map.borrow().get(key).map(|(v, _)| v.clone());
+            self.writes.borrow_mut().insert(key.to_string(), (now, before));
             self.map.borrow_mut().insert(key.to_string(), (value.to_string(), metadata.cloned()));
             Ok(())
         }

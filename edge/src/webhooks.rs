@@ -283,9 +283,14 @@ impl WebhookEndpoint {
     }
 }
 
-/// One job per endpoint of the tenant that is enabled and wants the event.
+/// One job per endpoint of the tenant that is enabled and wants the event
+/// (a test helper: calls' events go through their store's outbox).
+#[cfg(test)]
 pub async fn emit(kv: &impl Kv, tenant_id: &str, event_type: &str, record: &CallRecord, now_ms: u64) -> Result<Vec<DeliveryJob>, StoreError> {
-    emit_event(kv, tenant_id, event_type, &record.id, now_ms, |event_id| call_event_payload(event_type, event_id, record, now_ms)).await
+    let event_id = ids::random_id("evt");
+    let payload = call_event_payload(event_type, &event_id, record, now_ms);
+    let event = crate::call_store::PendingEvent { event_id, event_type: event_type.to_string(), call_id: record.id.clone(), payload, created_ms: now_ms };
+    jobs_for_event(kv, tenant_id, &event, now_ms).await
 }
 
 /// The envelope every event shares: `{id, type, timestamp, data}`.
@@ -293,36 +298,28 @@ pub fn event_payload(event_type: &str, event_id: &str, now_ms: u64, data: Value)
     json!({"id": event_id, "type": event_type, "timestamp": rfc3339_ms(now_ms), "data": data}).to_string()
 }
 
-/// [`emit`] for any event about a call: `payload` gets the new event id.
-pub async fn emit_event(
-    kv: &impl Kv,
-    tenant_id: &str,
-    event_type: &str,
-    call_id: &str,
-    now_ms: u64,
-    payload: impl FnOnce(&str) -> String,
-) -> Result<Vec<DeliveryJob>, StoreError> {
+/// The deliveries of one event: a job per endpoint of the tenant that is
+/// enabled and wants it (endpoints are configuration, read from KV).
+pub async fn jobs_for_event(kv: &impl Kv, tenant_id: &str, event: &crate::call_store::PendingEvent, now_ms: u64) -> Result<Vec<DeliveryJob>, StoreError> {
     let mut jobs = Vec::new();
     let prefix = keys::webhooks_prefix(tenant_id);
     let mut cursor: Option<String> = None;
-    let event_id = ids::random_id("evt");
-    let payload = payload(&event_id);
     loop {
         let page = kv.list(&prefix, 1000, cursor.as_deref()).await?;
         for entry in page.keys {
             let Some(endpoint) = get_json::<WebhookEndpoint>(kv, &entry.name).await? else { continue };
-            if !endpoint.wants(event_type) {
+            if !endpoint.wants(&event.event_type) {
                 continue;
             }
             jobs.push(DeliveryJob {
                 tenant_id: tenant_id.to_string(),
                 delivery_id: delivery_id(now_ms),
                 endpoint_id: endpoint.id.clone(),
-                event_id: event_id.clone(),
-                event_type: event_type.to_string(),
-                payload: payload.clone(),
-                call_id: Some(call_id.to_string()),
-                created_at_ms: now_ms,
+                event_id: event.event_id.clone(),
+                event_type: event.event_type.clone(),
+                payload: event.payload.clone(),
+                call_id: Some(event.call_id.clone()),
+                created_at_ms: event.created_ms,
                 attempt: 1,
                 step: 0,
                 due_at_ms: now_ms,

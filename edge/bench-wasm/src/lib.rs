@@ -7,7 +7,7 @@
 //! uses wasmtime). One iteration is one `POST /v1/calls` with a valid API
 //! key (SHA-256 of the key, KV lookups of key, tenant and agent, the body's
 //! full validation, the rate-limit/traffic admission, the call record, the
-//! queue entry and the `call.queued` event) followed by the Standard
+//! queue entry and the `call.queued` event through the call store's outbox) followed by the Standard
 //! Webhooks signature of that event's payload, as the delivery consumer
 //! computes it. Only `std::time::Instant` is used (WASI has it).
 //!
@@ -21,7 +21,8 @@ use std::future::Future;
 use std::hint::black_box;
 use std::task::{Context, Poll, Waker};
 use std::time::Instant;
-use voxline_edge::dispatcher::memory::MemoryDispatcher;
+use voxline_edge::call_store::memory::MemoryCalls;
+use voxline_edge::call_store::memory_rows::MemoryCallRows;
 use voxline_edge::http::{ApiRequest, ApiResponse};
 use voxline_edge::service::{handle, Env};
 use voxline_edge::store::memory::MemoryKv;
@@ -59,7 +60,8 @@ fn request(method: &str, path: &str, token: &str, body: Option<&Value>) -> ApiRe
 /// A tenant with an agent, an API key and one webhook endpoint, in memory.
 pub struct World {
     kv: MemoryKv,
-    dispatch: MemoryDispatcher,
+    /// The tenant's call store (with its region queue, `calls.dispatch`).
+    calls: MemoryCalls<MemoryCallRows>,
     traffic: MemoryTraffic,
     outbox: Outbox,
     now_ms: u64,
@@ -72,7 +74,7 @@ impl World {
     pub fn new() -> World {
         let mut w = World {
             kv: MemoryKv::default(),
-            dispatch: MemoryDispatcher::default(),
+            calls: MemoryCalls::new(MemoryCallRows::default),
             traffic: MemoryTraffic::default(),
             outbox: Outbox::default(),
             now_ms: START_MS,
@@ -108,18 +110,23 @@ impl World {
 
     fn send(&self, req: &ApiRequest) -> ApiResponse {
         self.traffic.now_ms.set(self.now_ms);
+        self.calls.now_ms.set(self.now_ms);
         let env = Env {
             kv: &self.kv,
-            dispatch: &self.dispatch,
+            dispatch: &self.calls.dispatch,
             now_ms: self.now_ms,
             admin_token: Some(ADMIN),
             dev_mode: false,
             default_region: "local",
             traffic: &self.traffic,
+            calls: &self.calls,
             outbox: &self.outbox,
             sealing_key: None,
         };
-        block_on(handle(&env, req))
+        let resp = block_on(handle(&env, req));
+        // The call store's outbox drain (the Durable Object does it before answering).
+        block_on(self.calls.drain(&self.kv, &self.outbox)).expect("drain");
+        resp
     }
 
     fn admin(&mut self, method: &str, path: &str, body: Value) -> Value {
@@ -151,7 +158,8 @@ impl World {
     /// Drops what an iteration added, so every iteration sees the same store.
     fn reset(&self, baseline: &std::collections::BTreeMap<String, (String, Option<Value>)>) {
         *self.kv.map.borrow_mut() = baseline.clone();
-        self.dispatch.queues.borrow_mut().clear();
+        self.calls.dispatch.queues.borrow_mut().clear();
+        self.calls.tenants.borrow_mut().clear();
         self.traffic.limiters.borrow_mut().clear();
         self.traffic.idem.borrow_mut().clear();
     }

@@ -2,7 +2,9 @@
 //! paths run for real against `wrangler dev` in tests/edge_api.rs.
 
 use super::*;
-use crate::dispatcher::memory::MemoryDispatcher;
+use crate::call_store::memory::{test_calls, MemoryCalls};
+use crate::call_store::{CallRows, SqlCallRows};
+use crate::sql::sqlite::LimitedSqlite;
 use crate::store::memory::MemoryKv;
 use crate::traffic::memory::MemoryTraffic;
 use futures::executor::block_on;
@@ -12,7 +14,8 @@ const ADMIN: &str = "admin-secret";
 
 struct World {
     kv: MemoryKv,
-    dispatch: MemoryDispatcher,
+    /// The tenants' call stores, with the region queue they talk to (`calls.dispatch`).
+    calls: MemoryCalls<SqlCallRows<LimitedSqlite>>,
     traffic: MemoryTraffic,
     /// Webhook jobs requests queued (the Worker sends them to Cloudflare Queues).
     outbox: crate::webhooks::Outbox,
@@ -22,7 +25,7 @@ struct World {
 
 impl World {
     fn new() -> World {
-        World { kv: MemoryKv::default(), dispatch: MemoryDispatcher::default(), traffic: MemoryTraffic::default(), outbox: Default::default(), now: std::cell::Cell::new(NOW), sealing: None }
+        World { kv: MemoryKv::default(), calls: test_calls(), traffic: MemoryTraffic::default(), outbox: Default::default(), now: std::cell::Cell::new(NOW), sealing: None }
     }
 
     fn send(&self, method: &str, path: &str, token: Option<&str>, body: Option<Value>) -> ApiResponse {
@@ -43,8 +46,16 @@ impl World {
         // Each request gets a later clock, like real traffic.
         self.now.set(self.now.get() + 1);
         self.traffic.now_ms.set(self.now.get());
-        let env = Env { kv: &self.kv, dispatch: &self.dispatch, now_ms: self.now.get(), admin_token: Some(ADMIN), dev_mode: false, default_region: "local", traffic: &self.traffic, outbox: &self.outbox, sealing_key: self.sealing.as_ref() };
-        block_on(handle(&env, req))
+        self.calls.now_ms.set(self.now.get());
+        self.calls.dispatch.now_ms.set(self.now.get());
+        self.kv.now_ms.set(self.now.get());
+        let env = Env { kv: &self.kv, dispatch: &self.calls.dispatch, now_ms: self.now.get(), admin_token: Some(ADMIN), dev_mode: false, default_region: "local", traffic: &self.traffic, calls: &self.calls, outbox: &self.outbox, sealing_key: self.sealing.as_ref() };
+        let resp = block_on(handle(&env, req));
+        // What the Durable Objects do after answering: the queue reports to
+        // the call stores, which hand their events to the delivery queue.
+        self.calls.apply_queue_reports().unwrap();
+        block_on(self.calls.drain(&self.kv, &self.outbox)).unwrap();
+        resp
     }
 
     fn admin(&self, method: &str, path: &str, body: Option<Value>) -> Value {
@@ -108,10 +119,12 @@ fn live_call_hangup_is_marked_once_and_accepted() {
         .as_str()
         .unwrap()
         .to_string();
-    // Simulate the dispatch link having moved the call on.
-    let mut rec: CallRecord = block_on(get_json(&w.kv, &keys::call(&tid, &id))).unwrap().unwrap();
-    rec.status = CallStatus::InProgress;
-    block_on(put_json(&w.kv, &keys::call(&tid, &id), &rec, Some(&rec.list_metadata()))).unwrap();
+    // A sidecar took it: leased and acked, so the queue holds it live.
+    let (offers, _) = w.calls.dispatch.queues.borrow_mut().get_mut("local").unwrap().lease("s1", 1, w.now.get(), &Default::default());
+    let (_, dialing) = w.calls.dispatch.queues.borrow_mut().get_mut("local").unwrap().ack("s1", &offers[0].lease_id, true, w.now.get());
+    w.calls.dispatch.updates.borrow_mut().extend(dialing);
+    w.calls.apply_queue_reports().unwrap();
+    assert_eq!(w.calls.rows(&tid).call(&id).unwrap().unwrap().status, CallStatus::Dialing);
     let h1 = w.send("POST", &format!("/v1/calls/{id}/hangup"), Some(&key), None);
     assert_eq!(h1.status, 202);
     let h2 = w.send("POST", &format!("/v1/calls/{id}/hangup"), Some(&key), None);
@@ -351,7 +364,7 @@ fn a_tenant_cap_queues_or_refuses_calls_over_it() {
         let r = w.send("POST", "/v1/calls", Some(&key), Some(json!({"phone": format!("+1415555010{i}")})));
         assert_eq!(r.status, 201, "queue mode waits: {}", r.body);
     }
-    let (offers, _) = w.dispatch.queues.borrow_mut().get_mut("local").unwrap().lease("s1", 10, w.now.get(), &Default::default());
+    let (offers, _) = w.calls.dispatch.queues.borrow_mut().get_mut("local").unwrap().lease("s1", 10, w.now.get(), &Default::default());
     assert_eq!(offers.len(), 2, "the cap holds the third back");
     let refused = w.send("POST", "/v1/calls", Some(&key), Some(json!({"phone": "+14155550109", "on_concurrency_limit": "reject"})));
     assert_eq!((refused.status, World::code(&refused)), (429, "concurrency_limit_reached".to_string()));
@@ -418,7 +431,7 @@ fn calls_outside_the_agents_calling_window_are_moved_or_refused() {
     assert_eq!((call["status"].as_str(), call["schedule_at"].as_str(), call["scheduled_reason"].as_str()),
                (Some("scheduled"), Some("2025-11-29T08:00:00.000Z"), Some("calling_window")));
     // The queue holds it until then.
-    let queued_at = w.dispatch.queues.borrow()["local"].waiting[0].ready_at_ms;
+    let queued_at = w.calls.dispatch.queues.borrow()["local"].waiting[0].ready_at_ms;
     assert_eq!(crate::ids::rfc3339_ms(queued_at), "2025-11-29T08:00:00.000Z");
     // An explicit schedule_at outside is moved too; one inside is kept as is.
     let later = w.send("POST", "/v1/calls", Some(&key), Some(json!({"phone": "+14155550101", "schedule_at": "2025-11-29T10:30:00Z"}))).body_json();
@@ -468,14 +481,14 @@ fn engine_keys_are_sealed_everywhere_and_opened_only_for_the_sidecar() {
     assert_eq!((plain.status, plain.body_json()["engine_api_key_set"].as_bool()), (201, Some(false)));
     // No clear key anywhere in storage or in the queue's state.
     let stored: String = w.kv.map.borrow().values().map(|(v, _)| v.clone()).collect();
-    let queued = serde_json::to_string(&*w.dispatch.queues.borrow()).unwrap();
+    let queued = serde_json::to_string(&*w.calls.dispatch.queues.borrow()).unwrap();
     for clear in ["sk-agent-SECRET", "sk-call-SECRET"] {
         assert!(!stored.contains(clear) && !queued.contains(clear), "{clear} stored in clear");
         assert!(!by_agent.body.contains(clear) && !own.body.contains(clear));
     }
     assert!(queued.contains(SEALED_FIELD));
     // The lease reply to a sidecar carries each call's clear key.
-    let mut queues = w.dispatch.queues.borrow_mut();
+    let mut queues = w.calls.dispatch.queues.borrow_mut();
     let q = queues.get_mut("local").unwrap();
     q.register("sc-1", 10, NOW);
     let (leases, _) = q.lease("sc-1", 10, w.now.get(), &crate::dispatch::DispatchTimings::default());
@@ -489,4 +502,134 @@ fn engine_keys_are_sealed_everywhere_and_opened_only_for_the_sidecar() {
     // PATCH null removes the agent's key.
     let patched = w.admin("PATCH", &format!("/admin/tenants/{tid}/agents/{aid}"), Some(json!({"engine_api_key": null})));
     assert_eq!(patched["engine_api_key_set"], false);
+}
+
+// ---- exact call state at Cloudflare's real limits (KV: 1 write/s per key, stale reads) ----
+
+/// A sidecar speaking the signed protocol to the service, as a real one does.
+struct TestSidecar {
+    id: String,
+    secret: String,
+    nonce: std::cell::Cell<u64>,
+}
+
+impl TestSidecar {
+    fn create(w: &World, id: &str) -> TestSidecar {
+        let s = w.admin("POST", "/admin/sidecars", Some(json!({"sidecar_id": id, "region": "local"})));
+        TestSidecar { id: id.into(), secret: s["secret"].as_str().unwrap().into(), nonce: std::cell::Cell::new(0) }
+    }
+
+    fn send(&self, w: &World, path: &str, mut body: Value) -> Value {
+        body["protocol_version"] = json!(1);
+        body["sidecar_id"] = json!(self.id);
+        let raw = body.to_string().into_bytes();
+        self.nonce.set(self.nonce.get() + 1);
+        let nonce = format!("{:032x}", self.nonce.get());
+        let headers = voxline_shared::signing::signed_headers(&self.id, self.secret.as_bytes(), (w.now.get() + 1) / 1000, &nonce, &raw);
+        let req = ApiRequest {
+            method: "POST".into(),
+            path: path.into(),
+            content_type: Some("application/json".into()),
+            body: raw,
+            headers: headers.into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
+            ..ApiRequest::default()
+        };
+        let r = w.send_req(&req);
+        assert_eq!(r.status, 200, "{path}: {}", r.body);
+        r.body_json()
+    }
+
+    fn events(&self, w: &World, call_id: &str, kinds: &[Value]) {
+        let events: Vec<Value> = kinds.iter().enumerate().map(|(i, k)| json!({"call_id": call_id, "attempt": 1, "seq": i + 1, "at_ms": 0, "kind": k})).collect();
+        self.send(w, voxline_shared::protocol::paths::EVENTS, json!({"events": events}));
+    }
+}
+
+fn jobs_of(w: &World, event_type: &str) -> usize {
+    w.outbox.take().iter().filter(|j| j.event_type == event_type).count()
+}
+
+#[test]
+fn a_call_that_ends_within_a_second_is_exact_while_kv_refuses_writes_and_lags() {
+    let w = World::new();
+    let (tid, key) = w.tenant(true);
+    w.admin("POST", &format!("/admin/tenants/{tid}/webhooks"), Some(json!({"url": "https://hooks.example.com/v"})));
+    let sc = TestSidecar::create(&w, "sc-1");
+    // From here on, KV behaves as Cloudflare's: one write per key per second
+    // (429 beyond) and readers that lag a minute behind writers. (The
+    // configuration above is a minute old, as it would be in production.)
+    w.now.set(w.now.get() + 61_000);
+    w.kv.limits.set(crate::store::memory::KvLimits { one_write_per_second: true, propagation_ms: 60_000 });
+    w.kv.now_ms.set(w.now.get());
+    sc.send(&w, voxline_shared::protocol::paths::REGISTER, json!({"region": "local", "capacity": 2, "version": "t"}));
+    let id = w.send("POST", "/v1/calls", Some(&key), Some(json!({"phone": "+14155550100"}))).body_json()["id"].as_str().unwrap().to_string();
+    let lease = sc.send(&w, voxline_shared::protocol::paths::LEASE, json!({"region": "local", "free_slots": 2, "held_calls": [], "wait_ms": 0}));
+    let offer = &lease["offers"][0];
+    sc.send(&w, voxline_shared::protocol::paths::ACK, json!({"lease_id": offer["lease_id"], "call_id": id, "accepted": true}));
+    // Dialing, ringing, answered, two turns and the end: all within a few milliseconds.
+    sc.events(&w, &id, &[
+        json!({"type": "ringing"}),
+        json!({"type": "answered"}),
+        json!({"type": "transcript_turn", "role": "ai", "text": "Hello", "start_ms": 0, "end_ms": 500}),
+        json!({"type": "transcript_turn", "role": "user", "text": "yes", "start_ms": 600, "end_ms": 900}),
+        json!({"type": "ended", "status": "completed", "reason": "callee_hangup", "timings": {"dispatched_ms": 0, "ringing_ms": 1, "answered_ms": 2, "ended_ms": 3}}),
+    ]);
+    let call = w.send("GET", &format!("/v1/calls/{id}"), Some(&key), None).body_json();
+    assert_eq!((call["status"].as_str(), call["attempts"].as_u64()), (Some("completed"), Some(1)), "{call}");
+    assert!(call["ringing_at"].is_string() && call["answered_at"].is_string() && call["ended_at"].is_string(), "{call}");
+    let t = w.send("GET", &format!("/v1/calls/{id}/transcript"), Some(&key), None).body_json();
+    assert_eq!(t["turns"].as_array().map(Vec::len), Some(2));
+    // A hangup after the end changes nothing and sends nothing (no stale read decides it).
+    let h = w.send("POST", &format!("/v1/calls/{id}/hangup"), Some(&key), None);
+    assert_eq!((h.status, h.body_json()["status"].as_str()), (200, Some("completed")));
+    let jobs = w.outbox.take();
+    let count = |t: &str| jobs.iter().filter(|j| j.event_type == t).count();
+    for event in ["call.queued", "call.ringing", "call.answered", "call.completed", "transcript.saved"] {
+        assert_eq!(count(event), 1, "{event} exactly once: {:?}", jobs.iter().map(|j| &j.event_type).collect::<Vec<_>>());
+    }
+    let saved: Value = jobs.iter().find(|j| j.event_type == "transcript.saved").map(|j| serde_json::from_str(&j.payload).unwrap()).unwrap();
+    assert_eq!(saved["data"]["turns"].as_array().map(Vec::len), Some(2), "transcript.saved holds every turn");
+    assert_eq!(w.kv.refused.get(), 0, "nothing on the call's path writes KV");
+}
+
+#[test]
+fn reports_sent_again_after_a_lost_answer_are_applied_once() {
+    use crate::call_store::{apply_reports, Report, ReportItem};
+    use crate::dispatch::{CallChange, CallUpdate};
+    let w = World::new();
+    let (tid, key) = w.tenant(true);
+    w.admin("POST", &format!("/admin/tenants/{tid}/webhooks"), Some(json!({"url": "https://hooks.example.com/v"})));
+    let id = w.send("POST", "/v1/calls", Some(&key), Some(json!({"phone": "+14155550100"}))).body_json()["id"].as_str().unwrap().to_string();
+    jobs_of(&w, "call.queued");
+    let up = |seq: u64, change: CallChange| Report { seq, item: ReportItem::Call { update: CallUpdate { call_id: id.clone(), tenant_id: tid.clone(), at_ms: w.now.get(), change } } };
+    let batch = [up(7, CallChange::Dialing { sidecar_id: "s".into(), attempt: 1 }), up(8, CallChange::Ringing)];
+    let rows = w.calls.rows(&tid);
+    assert_eq!(apply_reports(&*rows, "local", &batch, w.now.get(), &mut |_| {}).unwrap(), 8);
+    // The queue never heard back and sends the same batch, plus what came since.
+    let again = [batch[0].clone(), batch[1].clone(), up(9, CallChange::Answered)];
+    assert_eq!(apply_reports(&*rows, "local", &again, w.now.get(), &mut |_| {}).unwrap(), 9);
+    block_on(w.calls.drain(&w.kv, &w.outbox)).unwrap();
+    let jobs = w.outbox.take();
+    let types: Vec<&str> = jobs.iter().map(|j| j.event_type.as_str()).collect();
+    assert_eq!(types, ["call.ringing", "call.answered"], "each change once");
+    assert_eq!(w.calls.rows(&tid).call(&id).unwrap().unwrap().status, CallStatus::InProgress);
+}
+
+#[test]
+fn an_idempotency_key_whose_first_request_was_abandoned_still_creates_one_call() {
+    let w = World::new();
+    let (tid, key) = w.tenant(true);
+    let body = json!({"phone": "+14155550100"});
+    let first = with_header(&w, "POST", "/v1/calls", &key, body.clone(), &[("Idempotency-Key", "order-1")]);
+    assert_eq!(first.status, 201);
+    // The Worker died before the answer was recorded: the rate limiter's
+    // in-flight record expires as abandoned and lets the retry through.
+    w.traffic.idem.borrow_mut().clear();
+    let retry = with_header(&w, "POST", "/v1/calls", &key, body.clone(), &[("Idempotency-Key", "order-1")]);
+    assert_eq!((retry.status, retry.body_json()["id"].clone()), (201, first.body_json()["id"].clone()), "the call the key created, not a second one");
+    w.traffic.idem.borrow_mut().clear();
+    let other = with_header(&w, "POST", "/v1/calls", &key, json!({"phone": "+14155550199"}), &[("Idempotency-Key", "order-1")]);
+    assert_eq!(World::code(&other), "idempotency_key_reused");
+    let listed = w.calls.rows(&tid).list_calls(&crate::call_store::ListFilter { limit: 10, ..Default::default() }).unwrap();
+    assert_eq!(listed.len(), 1);
 }

@@ -1,0 +1,206 @@
+//! wasm32-only: the `CallStore` Durable Object (one per tenant, SQLite
+//! storage) and the Worker's handle on it. Every decision is the pure
+//! `call_store` code; this file adapts `ctx.storage.sql` to the [`Sql`]
+//! port, drains the outbox of webhook events into the delivery queue, and
+//! retries that drain by alarm until the queue has taken every event.
+
+use crate::call_store::{self, CallStoreAnswer, CallStoreRequest, CallStoreTransport, SqlCallRows};
+use crate::glue::{WorkersKv, KV_BINDING};
+use crate::sql::{Row, Sql, SqlValue};
+use crate::store::StoreError;
+use crate::traffic::LocalFuture;
+use serde::{Deserialize, Serialize};
+use std::cell::Cell;
+use worker::{console_log, durable_object, Date, Env, Method, Request, RequestInit, Response, Result, SqlStorage, SqlStorageValue, State};
+
+pub const DO_BINDING: &str = "CALL_STORE";
+/// A drain that could not hand every event to the queue runs again this much later.
+const DRAIN_RETRY_MS: i64 = 2_000;
+/// Expired idempotency claims are swept at most this often.
+const SWEEP_EVERY_MS: i64 = 3_600_000;
+
+/// `ctx.storage.sql` as the [`Sql`] port.
+pub(crate) struct DoSql(pub SqlStorage);
+
+fn to_do(v: SqlValue) -> SqlStorageValue {
+    match v {
+        SqlValue::Null => SqlStorageValue::Null,
+        SqlValue::Integer(n) => SqlStorageValue::Integer(n),
+        SqlValue::Real(f) => SqlStorageValue::Float(f),
+        SqlValue::Text(s) => SqlStorageValue::String(s),
+        SqlValue::Blob(b) => SqlStorageValue::Blob(b),
+    }
+}
+
+fn from_do(v: SqlStorageValue) -> SqlValue {
+    match v {
+        SqlStorageValue::Null => SqlValue::Null,
+        SqlStorageValue::Boolean(b) => SqlValue::Integer(i64::from(b)),
+        SqlStorageValue::Integer(n) => SqlValue::Integer(n),
+        SqlStorageValue::Float(f) => SqlValue::Real(f),
+        SqlStorageValue::String(s) => SqlValue::Text(s),
+        SqlStorageValue::Blob(b) => SqlValue::Blob(b),
+    }
+}
+
+impl Sql for DoSql {
+    fn exec(&self, query: &str, args: Vec<SqlValue>) -> std::result::Result<Vec<Row>, StoreError> {
+        let failed = |e: worker::Error| StoreError::Unavailable(format!("sql: {e}"));
+        let cursor = self.0.exec(query, args.into_iter().map(to_do).collect::<Vec<_>>()).map_err(failed)?;
+        cursor.raw().map(|row| row.map(|values| values.into_iter().map(from_do).collect()).map_err(failed)).collect()
+    }
+}
+
+/// What the Worker (or a region's queue) sends to a tenant's object.
+#[derive(Serialize, Deserialize)]
+struct Envelope {
+    tenant_id: String,
+    request: CallStoreRequest,
+}
+
+#[durable_object]
+pub struct CallStore {
+    state: State,
+    env: Env,
+    rows: SqlCallRows<DoSql>,
+    schema_ready: Cell<bool>,
+    /// A drain is running; another request's events wait for its next round.
+    draining: Cell<bool>,
+    drain_again: Cell<bool>,
+}
+
+const TENANT_KEY: &str = "tenant";
+
+impl CallStore {
+    fn ready(&self) -> std::result::Result<(), StoreError> {
+        if !self.schema_ready.get() {
+            SqlCallRows::open(DoSql(self.state.storage().sql()))?;
+            self.schema_ready.set(true);
+        }
+        Ok(())
+    }
+
+    /// Hands pending events to the delivery queue; an alarm retries what is left.
+    async fn drain(&self, tenant_id: &str) {
+        if self.draining.replace(true) {
+            self.drain_again.set(true);
+            return;
+        }
+        let mut more = true;
+        while more {
+            self.drain_again.set(false);
+            more = match self.drain_once(tenant_id).await {
+                Ok(left) => left || self.drain_again.get(),
+                Err(e) => {
+                    console_log!("call store {tenant_id}: outbox drain failed: {e:?}");
+                    self.retry_later().await;
+                    false
+                }
+            };
+        }
+        self.draining.set(false);
+    }
+
+    async fn drain_once(&self, tenant_id: &str) -> std::result::Result<bool, StoreError> {
+        let kv = WorkersKv(self.env.kv(KV_BINDING).map_err(|e| StoreError::Unavailable(e.to_string()))?);
+        let now = Date::now().as_millis();
+        let env = &self.env;
+        call_store::drain_outbox(&self.rows, &kv, tenant_id, now, |jobs| crate::glue_webhooks::send_all(env, jobs)).await
+    }
+
+    async fn retry_later(&self) {
+        let storage = self.state.storage();
+        match storage.get_alarm().await {
+            Ok(Some(_)) => {}
+            _ => {
+                if let Err(e) = storage.set_alarm(DRAIN_RETRY_MS).await {
+                    console_log!("call store: setting the drain alarm failed: {e}");
+                }
+            }
+        }
+    }
+
+    fn tenant(&self) -> Option<String> {
+        use call_store::CallRows;
+        self.rows.value(TENANT_KEY).ok().flatten()
+    }
+}
+
+impl worker::DurableObject for CallStore {
+    fn new(state: State, env: Env) -> Self {
+        let rows = SqlCallRows(DoSql(state.storage().sql()));
+        CallStore { state, env, rows, schema_ready: Cell::new(false), draining: Cell::new(false), drain_again: Cell::new(false) }
+    }
+
+    async fn fetch(&self, mut req: Request) -> Result<Response> {
+        let envelope: Envelope = match req.json().await {
+            Ok(e) => e,
+            Err(e) => return Response::error(format!("bad call store request: {e}"), 400),
+        };
+        let tenant_id = envelope.tenant_id;
+        let answer = async {
+            self.ready()?;
+            if self.tenant().as_deref() != Some(tenant_id.as_str()) {
+                use call_store::CallRows;
+                self.rows.put_value(TENANT_KEY, &tenant_id)?;
+                // The first request also arms the periodic sweep.
+                self.retry_later().await;
+            }
+            let dispatch = crate::glue_dispatch::WorkersDispatcher(&self.env);
+            let mut log = |m: String| console_log!("call store {tenant_id}: {m}");
+            call_store::handle(&self.rows, &dispatch, envelope.request, Date::now().as_millis(), &mut log).await
+        }
+        .await;
+        match answer {
+            Ok(answer) => {
+                // Events leave before the answer: by the time a client hears
+                // of a change, its webhooks are queued (or retried by alarm).
+                self.drain(&tenant_id).await;
+                Response::from_json(&answer)
+            }
+            Err(e) => {
+                console_log!("call store {tenant_id}: {e:?}");
+                Response::error(format!("call store: {e:?}"), 503)
+            }
+        }
+    }
+
+    async fn alarm(&self) -> Result<Response> {
+        use call_store::CallRows;
+        if self.ready().is_err() {
+            return Response::ok("");
+        }
+        let Some(tenant_id) = self.tenant() else { return Response::ok("") };
+        let now = Date::now().as_millis();
+        if let Err(e) = self.rows.sweep_idem(now) {
+            console_log!("call store {tenant_id}: idempotency sweep failed: {e:?}");
+        }
+        self.drain(&tenant_id).await;
+        let pending = self.rows.events(1).map(|e| !e.is_empty()).unwrap_or(true);
+        let next = if pending { DRAIN_RETRY_MS } else { SWEEP_EVERY_MS };
+        self.state.storage().set_alarm(next).await?;
+        Response::ok("")
+    }
+}
+
+/// The Worker's (and the region queues') handle on the tenants' call stores.
+pub struct WorkersCalls<'a>(pub &'a Env);
+
+impl CallStoreTransport for WorkersCalls<'_> {
+    fn send<'a>(&'a self, tenant_id: &'a str, request: CallStoreRequest) -> LocalFuture<'a, std::result::Result<CallStoreAnswer, StoreError>> {
+        Box::pin(async move {
+            let unavailable = |e: worker::Error| StoreError::Unavailable(format!("call store {tenant_id}: {e}"));
+            let stub = self.0.durable_object(DO_BINDING).and_then(|ns| ns.id_from_name(tenant_id)?.get_stub()).map_err(unavailable)?;
+            let body = serde_json::to_string(&Envelope { tenant_id: tenant_id.to_string(), request }).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            let mut init = RequestInit::new();
+            init.with_method(Method::Post).with_body(Some(body.into()));
+            let req = Request::new_with_init("https://calls/", &init).map_err(unavailable)?;
+            let mut resp = stub.fetch_with_request(req).await.map_err(unavailable)?;
+            if resp.status_code() != 200 {
+                let text = resp.text().await.unwrap_or_default();
+                return Err(StoreError::Unavailable(format!("call store {tenant_id} answered {}: {text}", resp.status_code())));
+            }
+            resp.json::<CallStoreAnswer>().await.map_err(|e| StoreError::Corrupt(format!("call store answer: {e}")))
+        })
+    }
+}
