@@ -174,7 +174,8 @@ fn a_silent_sidecar_is_presumed_dead_and_its_call_retried_elsewhere(w: &World) {
     let e = &w.edge;
     let (dead, alive) = (Sc::create(e, "dies-1"), Sc::create(e, "lives-1"));
     dead.register(e, 1).expect(200);
-    let id = place(w, json!({"phone": "+14155550103", "retries": 1, "retry_delay_minutes": 1}));
+    // Not retried before it would surely have ended: max_seconds + margin.
+    let id = place(w, json!({"phone": "+14155550103", "retries": 1, "retry_delay_minutes": 1, "max_seconds": 10}));
     let offer = dead.poll_for(e, &id, &[], Duration::from_secs(5));
     dead.ack(e, &offer, true).expect(200);
     dead.events(e, json!([ev(&id, 1, 1, json!({"type": "answered"}))])).expect(200);
@@ -182,7 +183,7 @@ fn a_silent_sidecar_is_presumed_dead_and_its_call_retried_elsewhere(w: &World) {
     alive.register(e, 1).expect(200);
     // `dead` stops polling (alive keeps polling, with no free slot); the
     // alarm declares `dead` dead and schedules the retry.
-    let deadline = Instant::now() + Duration::from_secs(15);
+    let deadline = Instant::now() + Duration::from_secs(25);
     let call = loop {
         alive.poll(e, 0, &[], 300).expect(200);
         let call = status(w, &id);
@@ -203,6 +204,39 @@ fn a_silent_sidecar_is_presumed_dead_and_its_call_retried_elsewhere(w: &World) {
     assert_eq!(r.status, 410, "{}", r.text);
     alive.events(e, json!([ev(&id, 2, 1, ended("completed", "callee_hangup"))])).expect(200);
     wait_status(w, &id, "completed");
+}
+
+/// Cut off past the dead-sidecar timeout while talking, then back: its call
+/// was never offered to anyone else and goes on as if nothing happened.
+fn a_partitioned_sidecar_comes_back_to_its_call(w: &World) {
+    let e = &w.edge;
+    let (cut, other) = (Sc::create(e, "cut-1"), Sc::create(e, "other-1"));
+    cut.register(e, 1).expect(200);
+    let id = place(w, json!({"phone": "+14155550113", "retries": 2, "retry_delay_minutes": 1, "max_seconds": 600}));
+    let offer = cut.poll_for(e, &id, &[], Duration::from_secs(5));
+    cut.ack(e, &offer, true).expect(200);
+    cut.events(e, json!([ev(&id, 1, 1, json!({"type": "answered"}))])).expect(200);
+    wait_status(w, &id, "in_progress");
+    other.register(e, 1).expect(200);
+    // `cut` is silent for twice the dead-sidecar timeout; `other` polls for work all along.
+    let until = Instant::now() + Duration::from_millis(2 * DEAD_AFTER_MS);
+    while Instant::now() < until {
+        let r = other.poll(e, 1, &[], 300).expect(200);
+        assert!(!r.text.contains(&id), "offered to another sidecar while its own may still be talking: {}", r.text);
+    }
+    assert_eq!(cut.poll(e, 1, &[&id], 0).status, 410, "presumed dead");
+    let call = status(w, &id);
+    assert_eq!((call["status"].as_str(), call["attempts"].as_u64()), (Some("in_progress"), Some(1)), "{call}");
+    // Back: registers again and lists the call it still runs.
+    cut.register(e, 1).expect(200);
+    let r = cut.poll(e, 0, &[&id], 0).expect(200);
+    assert_eq!(r.json["commands"], json!([]), "its own call: nothing to stop");
+    cut.events(e, json!([ev(&id, 1, 2, ended("completed", "callee_hangup"))])).expect(200);
+    let call = wait_status(w, &id, "completed");
+    assert_eq!((call["ended_reason"].as_str(), call["attempts"].as_u64()), (Some("callee_hangup"), Some(1)), "{call}");
+    // A call the edge no longer gives it is answered with a hangup command.
+    let r = cut.poll(e, 0, &[&id], 0).expect(200);
+    assert_eq!(r.json["commands"], json!([{"kind": "hangup", "call_id": id}]), "{}", r.text);
 }
 
 fn a_call_dropped_from_held_calls_is_lost(w: &World) {
@@ -387,6 +421,7 @@ fn main() -> std::process::ExitCode {
                 ("DISPATCH_DEAD_AFTER_MS".into(), DEAD_AFTER_MS.to_string()),
                 ("DISPATCH_MAX_WAIT_MS".into(), "2000".into()),
                 ("RETRY_DELAY_UNIT_MS".into(), RETRY_UNIT_MS.to_string()),
+                ("DISPATCH_LOST_MARGIN_MS".into(), "1000".into()),
             ];
             let edge = Edge::start(opts)?;
             let tenant = edge.provision_tenant("dispatch");
@@ -397,6 +432,7 @@ fn main() -> std::process::ExitCode {
             ("long_poll_wakes_on_a_new_call_and_events_drive_the_state", long_poll_wakes_on_a_new_call_and_events_drive_the_state),
             ("an_unacked_lease_is_re_leased_and_the_late_ack_refused", an_unacked_lease_is_re_leased_and_the_late_ack_refused),
             ("a_silent_sidecar_is_presumed_dead_and_its_call_retried_elsewhere", a_silent_sidecar_is_presumed_dead_and_its_call_retried_elsewhere),
+            ("a_partitioned_sidecar_comes_back_to_its_call", a_partitioned_sidecar_comes_back_to_its_call),
             ("a_call_dropped_from_held_calls_is_lost", a_call_dropped_from_held_calls_is_lost),
             ("hangup_through_the_api_reaches_the_holding_sidecar", hangup_through_the_api_reaches_the_holding_sidecar),
             ("schedule_at_is_released_no_earlier_than_asked", schedule_at_is_released_no_earlier_than_asked),

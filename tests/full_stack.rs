@@ -44,7 +44,7 @@ fn sipp(w: &World, name: &str, scenario: &str, port: u16, calls: u32, subst: &[(
     let child = Command::new("sipp")
         .args(["-sf", sf.to_str().unwrap(), "-i", "127.0.0.1", "-p", &port.to_string(), "-mi", "127.0.0.1"])
         .args(["-mp", &free_tcp_udp_port().to_string(), "-rtp_echo"])
-        .args(["-m", &calls.to_string(), "-nostdin", "-timeout", "60s"])
+        .args(["-m", &calls.to_string(), "-nostdin", "-timeout", "60s", "-trace_msg"])
         .current_dir(&w.dir)
         .stdin(Stdio::null())
         .stdout(log.try_clone().unwrap())
@@ -198,12 +198,80 @@ fn a_sidecar_killed_mid_call_ends_it_media_lost(w: &World) {
     set_engine(w, "echo");
     let (port, _trunk) = hold_scenario(w, 30_000);
     let mut sc = sidecar(w, "fs-kill", port);
-    let id = place(w, json!({"phone": "+15555550106"}));
+    // max_seconds bounds how long the killed sidecar could still be talking:
+    // only after it (plus a margin) is the attempt presumed over.
+    let id = place(w, json!({"phone": "+15555550106", "max_seconds": 10}));
     wait_status(w, &id, &["in_progress"], Duration::from_secs(20));
     unsafe { libc::kill(sc.0.id() as i32, libc::SIGKILL) };
     let _ = sc.0.wait();
-    let call = wait_status(w, &id, &["failed", "scheduled"], Duration::from_secs(20));
+    let call = wait_status(w, &id, &["failed", "scheduled"], Duration::from_secs(25));
     assert_eq!((call["status"].as_str(), call["ended_reason"].as_str()), (Some("failed"), Some("media_lost")), "{call}");
+}
+
+/// A sidecar paused (SIGSTOP) past the dead-sidecar timeout while a thousand
+/// scheduled calls with 20 KB prompts wait in the region, then resumed
+/// (SIGCONT): its call goes on, no other sidecar dials it, the callee is rung
+/// once, and the call ends with exactly one terminal webhook.
+fn a_partitioned_sidecar_never_rings_the_callee_twice(w: &World) {
+    set_engine(w, "echo");
+    store_scheduled_calls(w, 1_000, 20_000);
+    let endpoint = json!({"url": w.hooks.url("terminal"), "events": ["call.completed", "call.failed"]});
+    let created = w.edge.admin("POST", &format!("/admin/tenants/{}/webhooks", w.tenant.id), Some(&endpoint)).expect(201);
+    w.hooks.expect_secrets("terminal", &[created.json["secret"].as_str().unwrap_or_default()]);
+    let port = free_tcp_udp_port();
+    let hold = repo_root().join("tests/sipp/uas_hold_bye.xml");
+    // One call only; -trace_msg logs every message the trunk received.
+    let _trunk = sipp(w, "partition", hold.to_str().unwrap(), port, 1, &[("HOLD_MS", "15000"), ("MEDIA_PORT", "[media_port]")]);
+    let mut a = sidecar(w, "fs-part-a", port);
+    let id = place(w, json!({"phone": "+15555550107", "max_seconds": 60, "retries": 2, "retry_delay_minutes": 1}));
+    wait_status(w, &id, &["in_progress"], Duration::from_secs(20));
+    // Another sidecar is up the whole time: it would take any retry at once.
+    let _b = sidecar(w, "fs-part-b", port);
+    unsafe { libc::kill(a.0.id() as i32, libc::SIGSTOP) };
+    std::thread::sleep(Duration::from_millis(6_000)); // twice DISPATCH_DEAD_AFTER_MS
+    let during = w.edge.call("GET", &format!("/v1/calls/{id}"), &w.tenant.key, None).expect(200).json;
+    unsafe { libc::kill(a.0.id() as i32, libc::SIGCONT) };
+    assert_eq!((during["status"].as_str(), during["attempts"].as_u64()), (Some("in_progress"), Some(1)), "not re-dialled while its sidecar is silent: {during}");
+    let call = wait_status(w, &id, &["completed", "failed", "scheduled", "busy", "no_answer"], Duration::from_secs(30));
+    assert_eq!((call["status"].as_str(), call["ended_reason"].as_str(), call["attempts"].as_u64()), (Some("completed"), Some("callee_hangup"), Some(1)), "{call}");
+    let invites: usize = std::fs::read_dir(&w.dir)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("partition_") && e.file_name().to_string_lossy().ends_with("_messages.log"))
+        .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default().lines().filter(|l| l.starts_with("INVITE ")).count())
+        .sum();
+    assert_eq!(invites, 1, "the callee was rung {invites} times");
+    let of_call = |got: &[Value]| got.iter().map(WebhookReceiver::event).filter(|e| e["data"]["id"] == id.as_str()).collect::<Vec<_>>();
+    w.hooks.wait_for("terminal", Duration::from_secs(15), "the terminal event", |got| !of_call(got).is_empty()).unwrap();
+    std::thread::sleep(Duration::from_secs(3)); // a second one would come now
+    let terminal = of_call(&w.hooks.received("terminal"));
+    assert_eq!(terminal.len(), 1, "exactly one terminal webhook: {terminal:?}");
+    assert_eq!(terminal[0]["type"], "call.completed");
+    let _ = a.0.kill();
+}
+
+/// `count` calls scheduled a day ahead in the region, each with a
+/// `prompt_bytes` system prompt (another tenant's, so caps do not interact).
+fn store_scheduled_calls(w: &World, count: usize, prompt_bytes: usize) {
+    let bulk = w.edge.provision_tenant("bulk");
+    let limits = json!({"rate_limits": {"per_key": {"limit": 100_000, "window_seconds": 60}, "per_ip": {"limit": 100_000, "window_seconds": 60}}});
+    w.edge.admin("PATCH", &format!("/admin/tenants/{}", bulk.id), Some(&limits)).expect(200);
+    let at = time::OffsetDateTime::now_utc() + time::Duration::days(1);
+    let at = at.format(&time::format_description::well_known::Rfc3339).unwrap();
+    let prompt = "p".repeat(prompt_bytes);
+    let started = std::time::Instant::now();
+    std::thread::scope(|s| {
+        for worker in 0..4 {
+            let (bulk, at, prompt) = (&bulk, &at, &prompt);
+            s.spawn(move || {
+                for i in (worker..count).step_by(4) {
+                    let body = json!({"phone": format!("+1555600{i:04}"), "schedule_at": at, "system_prompt": prompt});
+                    w.edge.call("POST", "/v1/calls", &bulk.key, Some(&body)).expect(201);
+                }
+            });
+        }
+    });
+    println!("  {count} scheduled calls with {prompt_bytes}-byte prompts stored in {:.1} s", started.elapsed().as_secs_f64());
 }
 
 fn main() -> std::process::ExitCode {
@@ -230,6 +298,7 @@ fn main() -> std::process::ExitCode {
             ("two_concurrent_calls_both_complete", two_concurrent_calls_both_complete),
             ("hangup_through_the_api_mid_call", hangup_through_the_api_mid_call),
             ("a_sidecar_killed_mid_call_ends_it_media_lost", a_sidecar_killed_mid_call_ends_it_media_lost),
+            ("a_partitioned_sidecar_never_rings_the_callee_twice", a_partitioned_sidecar_never_rings_the_callee_twice),
         ],
     )
 }

@@ -56,10 +56,12 @@ fn a_call_is_leased_dialled_and_completed_over_http1(w: &World) {
 
 fn sigkill_mid_call_ends_media_lost_and_a_second_sidecar_takes_the_retry(w: &World) {
     let mut first = Sidecar::start(&w.edge, &w.dir, "proc-kill-a", &w.edge.base, &[], 60.0);
-    let id = place(w, json!({"phone": "+14155550202", "retries": 1, "retry_delay_minutes": 1}));
+    // max_seconds bounds how long the killed sidecar could still be talking:
+    // the retry waits for that (plus DISPATCH_LOST_MARGIN_MS), never less.
+    let id = place(w, json!({"phone": "+14155550202", "retries": 1, "retry_delay_minutes": 1, "max_seconds": 10}));
     wait_status(w, &id, "in_progress", Duration::from_secs(20));
     first.sigkill();
-    let (call, _) = wait_status(w, &id, "scheduled", Duration::from_secs(20));
+    let (call, _) = wait_status(w, &id, "scheduled", Duration::from_secs(25));
     assert_eq!(call["ended_reason"], "media_lost", "{call}");
     let _second = Sidecar::start(&w.edge, &w.dir, "proc-kill-b", &w.edge.base, &[], 1.0);
     let (call, seen) = wait_status(w, &id, "completed", Duration::from_secs(30));

@@ -21,11 +21,15 @@ pub struct DispatchTimings {
     pub dead_after_ms: u64,
     /// Longest long-poll the edge holds open.
     pub max_wait_ms: u64,
+    /// Added to a call's `max_seconds` for how long an attempt can still be
+    /// running on a sidecar that stopped answering (ringing, setup): only
+    /// then is it presumed over and retried, unless the sidecar says sooner.
+    pub lost_margin_ms: u64,
 }
 
 impl Default for DispatchTimings {
     fn default() -> Self {
-        DispatchTimings { ack_deadline_ms: 10_000, dead_after_ms: 30_000, max_wait_ms: 25_000 }
+        DispatchTimings { ack_deadline_ms: 10_000, dead_after_ms: 30_000, max_wait_ms: 25_000, lost_margin_ms: 60_000 }
     }
 }
 
@@ -65,6 +69,15 @@ pub struct QueuedCall {
     /// would fall outside it waits for the window's next start.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub calling_window: Option<crate::calling_window::CallingWindow>,
+    /// The call's `max_seconds`: the sidecar ends an attempt after this long
+    /// whatever happens, which bounds how long a stranded one can still run.
+    #[serde(default = "default_max_seconds")]
+    pub max_seconds: u32,
+}
+
+/// For entries queued before `max_seconds` was carried: the API's maximum.
+fn default_max_seconds() -> u32 {
+    3_600
 }
 
 /// What the queue did with a new call.
@@ -103,6 +116,16 @@ pub struct Held {
     pub call: QueuedCall,
 }
 
+/// A held call whose sidecar stopped answering. It may still be talking to
+/// the callee (a partition, not a crash), so it is not dialled again until
+/// that sidecar confirms it has ended (it reports the end, or polls without
+/// listing it) or `release_at_ms` passes, when it surely has.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Stranded {
+    pub held: Held,
+    pub release_at_ms: u64,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SidecarSeen {
     pub last_seen_ms: u64,
@@ -116,9 +139,14 @@ pub enum Command {
     Hangup { call_id: String },
 }
 
-/// An offer as sent to a sidecar: the queued call's offer fields plus lease data.
+/// An offer as sent to a sidecar: the queued call's offer fields plus lease
+/// data. A call whose body is kept apart (see [`take_offer_body`]) gets the
+/// lease data only; [`fill_offer_bodies`] adds the rest.
 pub fn offer_json(lease: &Lease) -> Value {
-    let mut offer = lease.call.offer.clone();
+    let mut offer = match &lease.call.offer {
+        Value::Object(_) => lease.call.offer.clone(),
+        _ => Value::Object(serde_json::Map::new()),
+    };
     if let Value::Object(m) = &mut offer {
         m.insert("lease_id".into(), lease.lease_id.clone().into());
         m.insert("call_id".into(), lease.call.call_id.clone().into());
@@ -129,7 +157,28 @@ pub fn offer_json(lease: &Lease) -> Value {
     offer
 }
 
-/// A change the glue must mirror onto the call record in KV.
+/// Takes the offer body (prompt, metadata, engine settings: up to tens of
+/// kilobytes) out of a call, so the queue's own state stays small whatever
+/// the calls carry; the Durable Object keeps it in a row of its own, read
+/// only when the call is offered.
+pub fn take_offer_body(call: &mut QueuedCall) -> Value {
+    std::mem::take(&mut call.offer)
+}
+
+/// Completes each offer of a lease reply from its stored body; fields the
+/// reply already has (lease data) win.
+pub fn fill_offer_bodies(reply: &mut Value, mut stored: impl FnMut(&str) -> Option<Value>) {
+    let Some(offers) = reply.get_mut("offers").and_then(Value::as_array_mut) else { return };
+    for offer in offers {
+        let Some(call_id) = offer.get("call_id").and_then(Value::as_str).map(str::to_string) else { continue };
+        let (Some(Value::Object(body)), Value::Object(o)) = (stored(&call_id), offer) else { continue };
+        for (k, v) in body {
+            o.entry(k).or_insert(v);
+        }
+    }
+}
+
+/// A change the tenant's call store must apply to the call record.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CallUpdate {
     pub call_id: String,
@@ -209,9 +258,123 @@ pub struct RegionQueue {
     /// their behalf gets nothing; kept for `dead_after_ms`.
     #[serde(default)]
     pub departed: BTreeMap<String, u64>,
+    /// Held calls of sidecars presumed dead, by call id (see [`Stranded`]).
+    #[serde(default)]
+    pub stranded: BTreeMap<String, Stranded>,
+    /// Calls changed since the last [`RegionQueue::take_changes`]: the
+    /// Durable Object rewrites only their rows.
+    #[serde(skip)]
+    pub changed_calls: std::collections::BTreeSet<String>,
+    /// Nonces remembered since then (nonce, forget after).
+    #[serde(skip)]
+    pub new_nonces: Vec<(String, u64)>,
 }
 
+/// The small part of a region queue that is not one row per call: sidecars,
+/// their pending commands, the lease counter, the clock of the last tick.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct QueueMeta {
+    pub next_lease: u64,
+    pub sidecars: BTreeMap<String, SidecarSeen>,
+    pub commands: BTreeMap<String, Vec<Command>>,
+    pub last_tick_ms: u64,
+    pub departed: BTreeMap<String, u64>,
+}
+
+/// Where a call is in the queue, as stored in its row.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum CallRow {
+    Waiting { call: QueuedCall },
+    Leased { lease: Lease },
+    Held { held: Held },
+    Stranded { stranded: Stranded },
+}
+
+/// At most this many of a poll's `held_calls` are checked (a sidecar's capacity is far lower).
+const MAX_RECONCILED: usize = 1_024;
+
 impl RegionQueue {
+    fn touch(&mut self, call_id: &str) {
+        self.changed_calls.insert(call_id.to_string());
+    }
+
+    /// The call's row as it is now (None: the queue is done with it).
+    pub fn row_of(&self, call_id: &str) -> Option<CallRow> {
+        if let Some(c) = self.waiting.iter().find(|c| c.call_id == call_id) {
+            return Some(CallRow::Waiting { call: c.clone() });
+        }
+        if let Some(l) = self.leased.iter().find(|l| l.call.call_id == call_id) {
+            return Some(CallRow::Leased { lease: l.clone() });
+        }
+        if let Some(h) = self.held.get(call_id) {
+            return Some(CallRow::Held { held: h.clone() });
+        }
+        self.stranded.get(call_id).map(|s| CallRow::Stranded { stranded: s.clone() })
+    }
+
+    /// What changed since the last call: the calls whose rows to rewrite (or
+    /// delete) and the nonces to store. The meta part is small and rewritten whole.
+    pub fn take_changes(&mut self) -> (Vec<(String, Option<CallRow>)>, Vec<(String, u64)>) {
+        let ids = std::mem::take(&mut self.changed_calls);
+        let rows = ids.into_iter().map(|id| {
+            let row = self.row_of(&id);
+            (id, row)
+        });
+        (rows.collect(), std::mem::take(&mut self.new_nonces))
+    }
+
+    pub fn meta(&self) -> QueueMeta {
+        QueueMeta {
+            next_lease: self.next_lease,
+            sidecars: self.sidecars.clone(),
+            commands: self.commands.clone(),
+            last_tick_ms: self.last_tick_ms,
+            departed: self.departed.clone(),
+        }
+    }
+
+    /// A queue back from its rows: waiting calls in the order given (the
+    /// order their rows were last written), nonces still in their window.
+    pub fn from_rows(meta: QueueMeta, rows: Vec<CallRow>, nonces: Vec<(String, u64)>) -> RegionQueue {
+        let mut q = RegionQueue {
+            next_lease: meta.next_lease,
+            sidecars: meta.sidecars,
+            commands: meta.commands,
+            last_tick_ms: meta.last_tick_ms,
+            departed: meta.departed,
+            nonces: nonces.into_iter().collect(),
+            ..RegionQueue::default()
+        };
+        for row in rows {
+            match row {
+                CallRow::Waiting { call } => q.waiting.push(call),
+                CallRow::Leased { lease } => q.leased.push(lease),
+                CallRow::Held { held } => {
+                    q.held.insert(held.call.call_id.clone(), held);
+                }
+                CallRow::Stranded { stranded } => {
+                    q.stranded.insert(stranded.held.call.call_id.clone(), stranded);
+                }
+            }
+        }
+        q
+    }
+
+    /// Every call it holds, as rows (a queue stored as one value before rows existed).
+    pub fn all_rows(&mut self) {
+        let ids: Vec<String> = self
+            .waiting
+            .iter()
+            .map(|c| c.call_id.clone())
+            .chain(self.leased.iter().map(|l| l.call.call_id.clone()))
+            .chain(self.held.keys().cloned())
+            .chain(self.stranded.keys().cloned())
+            .collect();
+        self.changed_calls.extend(ids);
+        self.new_nonces.extend(self.nonces.iter().map(|(n, at)| (n.clone(), *at)));
+    }
+
     pub fn enqueue(&mut self, call: QueuedCall) -> EnqueueOutcome {
         if self.knows(&call.call_id) {
             return EnqueueOutcome::AlreadyKnown; // idempotent: a retried enqueue must not dial twice
@@ -221,9 +384,12 @@ impl RegionQueue {
         }
         // The newest setting governs the tenant's waiting calls too, so a
         // changed cap takes effect with the next call placed.
-        for c in self.waiting.iter_mut().filter(|c| c.tenant_id == call.tenant_id) {
+        let mut recapped = Vec::new();
+        for c in self.waiting.iter_mut().filter(|c| c.tenant_id == call.tenant_id && c.max_concurrent != call.max_concurrent) {
             c.max_concurrent = call.max_concurrent;
+            recapped.push(c.call_id.clone());
         }
+        self.changed_calls.extend(recapped);
         if let (true, Some(limit)) = (call.reject_over_cap, call.max_concurrent) {
             // Calls already due would take the free slots first, so they count.
             let due = self.waiting.iter().filter(|c| c.tenant_id == call.tenant_id && c.ready_at_ms <= call.ready_at_ms).count() as u32;
@@ -234,21 +400,25 @@ impl RegionQueue {
         }
         let mut call = call;
         call.reject_over_cap = false;
+        self.touch(&call.call_id);
         self.waiting.push(call);
         EnqueueOutcome::Accepted
     }
 
     /// The tenant's calls leased or held: what its concurrency cap counts.
     pub fn in_flight(&self, tenant_id: &str) -> u32 {
-        let leased = self.leased.iter().filter(|l| l.call.tenant_id == tenant_id).count();
-        let held = self.held.values().filter(|h| h.call.tenant_id == tenant_id).count();
-        (leased + held) as u32
+        self.live_calls().filter(|c| c.tenant_id == tenant_id).count() as u32
+    }
+
+    /// Calls a sidecar has or may still have: leased, held, stranded.
+    fn live_calls(&self) -> impl Iterator<Item = &QueuedCall> {
+        self.leased.iter().map(|l| &l.call).chain(self.held.values().map(|h| &h.call)).chain(self.stranded.values().map(|s| &s.held.call))
     }
 
     /// Calls leased or held, per tenant.
     fn in_flight_by_tenant(&self) -> BTreeMap<String, u32> {
         let mut n = BTreeMap::new();
-        for c in self.leased.iter().map(|l| &l.call).chain(self.held.values().map(|h| &h.call)) {
+        for c in self.live_calls() {
             *n.entry(c.tenant_id.clone()).or_insert(0) += 1;
         }
         n
@@ -273,18 +443,14 @@ impl RegionQueue {
             return None;
         }
         let same = |c: &QueuedCall| c.tenant_id == call.tenant_id && c.agent_id == call.agent_id && c.phone == call.phone;
-        self.waiting
-            .iter()
-            .chain(self.leased.iter().map(|l| &l.call))
-            .chain(self.held.values().map(|h| &h.call))
-            .find(|c| same(c))
-            .map(|c| c.call_id.as_str())
+        self.waiting.iter().chain(self.live_calls()).find(|c| same(c)).map(|c| c.call_id.as_str())
     }
 
     pub fn knows(&self, call_id: &str) -> bool {
         self.waiting.iter().any(|c| c.call_id == call_id)
             || self.leased.iter().any(|l| l.call.call_id == call_id)
             || self.held.contains_key(call_id)
+            || self.stranded.contains_key(call_id)
     }
 
     /// The sidecar is leaving: nothing more for it. Its unacked offers go back
@@ -296,15 +462,24 @@ impl RegionQueue {
         let (mine, others): (Vec<Lease>, Vec<Lease>) = std::mem::take(&mut self.leased).into_iter().partition(|l| l.sidecar_id == sidecar_id);
         self.leased = others;
         for lease in mine.into_iter().rev() {
+            self.touch(&lease.call.call_id);
             self.waiting.insert(0, lease.call);
         }
         let lost: Vec<String> = self.held.iter().filter(|(_, h)| h.sidecar_id == sidecar_id).map(|(id, _)| id.clone()).collect();
-        lost.into_iter()
-            .map(|call_id| {
-                let held = self.held.remove(&call_id).expect("listed above");
-                self.end_attempt(held.call, CallStatus::Failed, EndedReason::MediaLost, None, now)
-            })
-            .collect()
+        let mut updates = Vec::new();
+        for call_id in lost {
+            if let Some(held) = self.held.remove(&call_id) {
+                updates.push(self.end_attempt(held.call, CallStatus::Failed, EndedReason::MediaLost, None, now));
+            }
+        }
+        // It hung up its calls before leaving: stranded ones are over too.
+        let gone: Vec<String> = self.stranded.iter().filter(|(_, s)| s.held.sidecar_id == sidecar_id).map(|(id, _)| id.clone()).collect();
+        for call_id in gone {
+            if let Some(s) = self.stranded.remove(&call_id) {
+                updates.push(self.end_attempt(s.held.call, CallStatus::Failed, EndedReason::MediaLost, None, now));
+            }
+        }
+        updates
     }
 
     pub fn register(&mut self, sidecar_id: &str, capacity: u32, now: u64) {
@@ -329,6 +504,7 @@ impl RegionQueue {
         while (offers.len() as u32) < free_slots {
             let Some(i) = self.next_offerable(now, &in_flight) else { break };
             let call = self.waiting.remove(i);
+            self.touch(&call.call_id);
             *in_flight.entry(call.tenant_id.clone()).or_insert(0) += 1;
             self.next_lease += 1;
             let lease = Lease {
@@ -350,6 +526,7 @@ impl RegionQueue {
             return (if again { AckOutcome::Held } else { AckOutcome::Stale }, None);
         };
         let lease = self.leased.remove(i);
+        self.touch(&lease.call.call_id);
         if !accepted {
             // Front of the line: it was due before anything queued since.
             self.waiting.insert(0, lease.call);
@@ -371,15 +548,18 @@ impl RegionQueue {
     pub fn cancel(&mut self, call_id: &str) -> CancelOutcome {
         if let Some(i) = self.waiting.iter().position(|c| c.call_id == call_id) {
             self.waiting.remove(i);
+            self.touch(call_id);
             return CancelOutcome::Cancelled;
         }
         // Offered but not acked: the lease goes, so the sidecar's ack is
         // refused (409) and it never dials; nothing waits on a lease expiry.
         if let Some(i) = self.leased.iter().position(|l| l.call.call_id == call_id) {
             self.leased.remove(i);
+            self.touch(call_id);
             return CancelOutcome::Cancelled;
         }
-        let holder = self.held.get(call_id).map(|h| h.sidecar_id.clone());
+        // Held, or stranded: the command waits for that sidecar to come back.
+        let holder = self.held.get(call_id).or_else(|| self.stranded.get(call_id).map(|s| &s.held)).map(|h| h.sidecar_id.clone());
         match holder {
             Some(sidecar_id) => {
                 let cmds = self.commands.entry(sidecar_id.clone()).or_default();
@@ -397,6 +577,13 @@ impl RegionQueue {
     /// at or below the last applied one is a duplicate (at-least-once delivery).
     /// Events of an earlier attempt (late deliveries) do not touch the current one.
     pub fn event(&mut self, sidecar_id: &str, call_id: &str, attempt: u32, seq: u32, ev: HeldEvent, now: u64) -> (EventOutcome, Option<CallUpdate>) {
+        // A stranded call's sidecar is back and reporting on it: held again.
+        if self.stranded.get(call_id).is_some_and(|s| s.held.sidecar_id == sidecar_id && s.held.call.attempt == attempt) {
+            self.touch(call_id);
+            if let Some(s) = self.stranded.remove(call_id) {
+                self.held.insert(call_id.to_string(), s.held);
+            }
+        }
         let Some(held) = self.held.get_mut(call_id).filter(|h| h.sidecar_id == sidecar_id && h.call.attempt == attempt) else {
             return (EventOutcome::NotHeld, None);
         };
@@ -404,6 +591,8 @@ impl RegionQueue {
             return (EventOutcome::Duplicate, None);
         }
         held.last_seq = Some(seq);
+        self.changed_calls.insert(call_id.to_string());
+        let Some(held) = self.held.get(call_id) else { return (EventOutcome::NotHeld, None) };
         let update = |call: &QueuedCall, change| CallUpdate { call_id: call.call_id.clone(), tenant_id: call.tenant_id.clone(), at_ms: now, change };
         let change = match ev {
             HeldEvent::Ringing => CallChange::Ringing,
@@ -423,6 +612,7 @@ impl RegionQueue {
         let retryable = matches!(status, CallStatus::NoAnswer | CallStatus::Busy | CallStatus::Failed)
             && reason != EndedReason::HangupRequested;
         let (call_id, tenant_id) = (call.call_id.clone(), call.tenant_id.clone());
+        self.touch(&call_id);
         let change = if retryable && call.attempt <= call.retries {
             let after_delay = now + call.retry_delay_ms;
             let retry_at_ms = call.calling_window.as_ref().and_then(|w| w.earliest_start(after_delay)).unwrap_or(after_delay);
@@ -447,6 +637,7 @@ impl RegionQueue {
         let (expired, live): (Vec<Lease>, Vec<Lease>) = std::mem::take(&mut self.leased).into_iter().partition(|l| l.deadline_ms <= now);
         self.leased = live;
         for lease in expired.into_iter().rev() {
+            self.touch(&lease.call.call_id);
             self.waiting.insert(0, lease.call);
         }
         let dead: Vec<String> = self
@@ -457,14 +648,27 @@ impl RegionQueue {
             .collect();
         for sidecar_id in dead {
             self.sidecars.remove(&sidecar_id);
-            self.commands.remove(&sidecar_id);
+            // Commands stay: a stranded call's hangup reaches it when it is back.
             let lost: Vec<String> = self.held.iter().filter(|(_, h)| h.sidecar_id == sidecar_id).map(|(id, _)| id.clone()).collect();
             for call_id in lost {
-                let held = self.held.remove(&call_id).expect("listed above");
-                // Lost media is retryable like any failure, with its own reason.
-                updates.push(self.end_attempt(held.call, CallStatus::Failed, EndedReason::MediaLost, None, now));
+                self.touch(&call_id);
+                if let Some(held) = self.held.remove(&call_id) {
+                    let surely_over = held.since_ms + u64::from(held.call.max_seconds) * 1_000 + t.lost_margin_ms;
+                    self.stranded.insert(call_id, Stranded { release_at_ms: surely_over.max(now), held });
+                }
             }
         }
+        let over: Vec<String> = self.stranded.iter().filter(|(_, s)| s.release_at_ms <= now).map(|(id, _)| id.clone()).collect();
+        for call_id in over {
+            if let Some(s) = self.stranded.remove(&call_id) {
+                // Lost media is retryable like any failure, with its own reason.
+                updates.push(self.end_attempt(s.held.call, CallStatus::Failed, EndedReason::MediaLost, None, now));
+            }
+        }
+        // Pending commands of sidecars that are neither known nor holding anything go.
+        let holders: std::collections::BTreeSet<&str> = self.stranded.values().map(|s| s.held.sidecar_id.as_str()).collect();
+        let sidecars = &self.sidecars;
+        self.commands.retain(|sid, _| sidecars.contains_key(sid) || holders.contains(sid.as_str()));
         for call in &self.waiting {
             // Scheduled first attempts that became due in (last_tick, now].
             if call.scheduled && call.attempt == 1 && call.ready_at_ms > last_tick && call.ready_at_ms <= now {
@@ -482,6 +686,7 @@ impl RegionQueue {
         }
         // Kept for twice the window: the timestamp may be up to a window ahead.
         self.nonces.insert(nonce.to_string(), now + 2 * window_ms);
+        self.new_nonces.push((nonce.to_string(), now + 2 * window_ms));
         true
     }
 
@@ -489,18 +694,47 @@ impl RegionQueue {
     /// for longer than `grace_ms` but that it does not list was lost (e.g. the
     /// sidecar restarted): end the attempt as `media_lost`, retried per policy.
     pub fn reconcile(&mut self, sidecar_id: &str, held_calls: &[String], now: u64, grace_ms: u64) -> Vec<CallUpdate> {
+        let held_calls = &held_calls[..held_calls.len().min(MAX_RECONCILED)];
         let lost: Vec<String> = self
             .held
             .iter()
             .filter(|(id, h)| h.sidecar_id == sidecar_id && h.since_ms + grace_ms < now && !held_calls.contains(id))
             .map(|(id, _)| id.clone())
             .collect();
-        lost.into_iter()
-            .map(|id| {
-                let held = self.held.remove(&id).expect("listed above");
-                self.end_attempt(held.call, CallStatus::Failed, EndedReason::MediaLost, None, now)
-            })
-            .collect()
+        let mut updates = Vec::new();
+        for call_id in lost {
+            if let Some(held) = self.held.remove(&call_id) {
+                updates.push(self.end_attempt(held.call, CallStatus::Failed, EndedReason::MediaLost, None, now));
+            }
+        }
+        // Its stranded calls: still running (the partition healed: held
+        // again) or not (confirmed over: the attempt ends and may be retried).
+        let mine: Vec<String> = self.stranded.iter().filter(|(_, s)| s.held.sidecar_id == sidecar_id).map(|(id, _)| id.clone()).collect();
+        for call_id in mine {
+            let Some(s) = self.stranded.remove(&call_id) else { continue };
+            self.touch(&call_id);
+            if held_calls.contains(&call_id) {
+                self.held.insert(call_id, s.held);
+            } else {
+                updates.push(self.end_attempt(s.held.call, CallStatus::Failed, EndedReason::MediaLost, None, now));
+            }
+        }
+        // Calls it runs that are not its own (any more): it must stop them.
+        // (A call it accepted but whose ack is still on the way is leased to it.)
+        let leased_here = |id: &String| self.leased.iter().any(|l| &l.call.call_id == id && l.sidecar_id == sidecar_id);
+        let foreign: Vec<String> = held_calls
+            .iter()
+            .filter(|id| !self.held.get(*id).is_some_and(|h| h.sidecar_id == sidecar_id) && !leased_here(id))
+            .cloned()
+            .collect();
+        for call_id in foreign {
+            let cmds = self.commands.entry(sidecar_id.to_string()).or_default();
+            let cmd = Command::Hangup { call_id };
+            if !cmds.contains(&cmd) {
+                cmds.push(cmd);
+            }
+        }
+        updates
     }
 
     /// The next time `tick` has something to do, for the object's alarm.
@@ -508,7 +742,8 @@ impl RegionQueue {
         let leases = self.leased.iter().map(|l| l.deadline_ms);
         let sidecars = self.sidecars.values().map(|s| s.last_seen_ms + t.dead_after_ms);
         let future_ready = self.waiting.iter().map(|c| c.ready_at_ms).filter(|&r| r > now);
-        leases.chain(sidecars).chain(future_ready).min()
+        let stranded = self.stranded.values().map(|s| s.release_at_ms);
+        leases.chain(sidecars).chain(future_ready).chain(stranded).min()
     }
 
     /// True when a poll of this sidecar would get something now.
@@ -527,7 +762,7 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    const T: DispatchTimings = DispatchTimings { ack_deadline_ms: 1_000, dead_after_ms: 5_000, max_wait_ms: 2_000 };
+    const T: DispatchTimings = DispatchTimings { ack_deadline_ms: 1_000, dead_after_ms: 5_000, max_wait_ms: 2_000, lost_margin_ms: 1_000 };
 
     fn call(id: &str, ready: u64, retries: u32) -> QueuedCall {
         QueuedCall {
@@ -711,6 +946,171 @@ mod tests {
         q.deregister("s3", 60);
         q.tick(60 + T.dead_after_ms, &T);
         assert!(q.departed.is_empty());
+    }
+
+    #[test]
+    fn a_thousand_scheduled_calls_with_large_prompts_keep_the_queue_state_small() {
+        let prompt = "p".repeat(20_000);
+        let mut inline = RegionQueue::default();
+        let mut apart = RegionQueue::default();
+        let mut bodies = BTreeMap::new();
+        for i in 0..1_000 {
+            let mut c = QueuedCall { scheduled: true, phone: format!("+1415555{i:04}"), ..call(&format!("call_{i:04}"), 86_400_000, 0) };
+            c.offer = json!({"phone": c.phone, "system_prompt": prompt, "metadata": {"crm": i}});
+            inline.enqueue(c.clone());
+            bodies.insert(c.call_id.clone(), take_offer_body(&mut c));
+            apart.enqueue(c);
+        }
+        let size = |q: &RegionQueue| serde_json::to_string(q).unwrap().len();
+        // One value holding the bodies is far over what a Durable Object stores per value.
+        assert!(size(&inline) > crate::sql::MAX_VALUE_BYTES, "{}", size(&inline));
+        assert!(size(&apart) < crate::sql::MAX_VALUE_BYTES / 4, "{}", size(&apart));
+        // The offer still reaches the sidecar whole.
+        let (o, _) = apart.lease("s1", 1, 86_400_000, &T);
+        let mut reply = json!({"offers": [offer_json(&o[0])]});
+        fill_offer_bodies(&mut reply, |id| bodies.get(id).cloned());
+        let offer = &reply["offers"][0];
+        assert_eq!((offer["system_prompt"].as_str().map(str::len), offer["call_id"].as_str()), (Some(20_000), Some("call_0000")));
+        assert_eq!(offer["lease_id"], json!(o[0].lease_id));
+    }
+
+    /// The object's rows, kept as it keeps them: a write moves a row to the end.
+    #[derive(Default)]
+    struct Rows {
+        calls: Vec<(String, CallRow)>,
+        nonces: BTreeMap<String, u64>,
+        meta: QueueMeta,
+        writes: usize,
+    }
+
+    impl Rows {
+        fn flush(&mut self, q: &mut RegionQueue) {
+            let (rows, nonces) = q.take_changes();
+            for (id, row) in rows {
+                self.writes += 1;
+                self.calls.retain(|(k, _)| *k != id);
+                if let Some(row) = row {
+                    self.calls.push((id, row));
+                }
+            }
+            self.nonces.extend(nonces);
+            self.meta = q.meta();
+        }
+
+        fn load(&self) -> RegionQueue {
+            RegionQueue::from_rows(self.meta.clone(), self.calls.iter().map(|(_, r)| r.clone()).collect(), self.nonces.clone().into_iter().collect())
+        }
+    }
+
+    /// What must survive a reload (waiting order may differ between equally ready calls).
+    fn essence(q: &RegionQueue) -> String {
+        let mut waiting: Vec<String> = q.waiting.iter().map(|c| serde_json::to_string(c).unwrap()).collect();
+        waiting.sort();
+        format!("{waiting:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{}", q.leased, q.held, q.stranded, q.meta(), q.nonces, q.next_lease)
+    }
+
+    #[test]
+    fn the_rows_written_after_each_step_load_back_as_the_same_queue_and_only_changes_are_written() {
+        let mut q = RegionQueue::default();
+        let mut rows = Rows::default();
+        let mut step = |q: &mut RegionQueue, rows: &mut Rows| {
+            rows.flush(q);
+            assert_eq!(essence(&rows.load()), essence(q));
+        };
+        for i in 0..50 {
+            q.enqueue(QueuedCall { max_seconds: 60, ..call(&format!("c{i:02}"), if i % 2 == 0 { 0 } else { 100_000 }, 1) });
+        }
+        step(&mut q, &mut rows);
+        assert_eq!(rows.writes, 50);
+        q.register("s1", 4, 0);
+        q.remember_nonce("n1", 0, 300_000);
+        let (o, _) = q.lease("s1", 4, 1, &T);
+        step(&mut q, &mut rows);
+        assert_eq!(rows.writes, 54, "a poll that leased four calls rewrote four rows");
+        q.ack("s1", &o[0].lease_id, true, 2);
+        q.ack("s1", &o[1].lease_id, false, 2);
+        q.event("s1", &o[0].call.call_id, 1, 1, HeldEvent::Answered, 3);
+        step(&mut q, &mut rows);
+        assert_eq!(rows.writes, 56);
+        let busy = HeldEvent::Ended { status: CallStatus::Busy, reason: EndedReason::Busy, sip_code: Some(486) };
+        q.event("s1", &o[0].call.call_id, 1, 2, busy, 4); // retried: waiting again
+        q.cancel(&o[2].call.call_id);
+        step(&mut q, &mut rows);
+        q.ack("s1", &o[3].lease_id, true, 5);
+        q.tick(10_000, &T); // s1 silent: its call is stranded
+        step(&mut q, &mut rows);
+        assert_eq!(rows.load().stranded.len(), 1);
+        q.tick(200_000, &T); // surely over; scheduled calls released
+        step(&mut q, &mut rows);
+        assert!(rows.load().stranded.is_empty());
+    }
+
+    /// c1 (max 60 s) held by s1 since t=10.
+    fn held_by_s1() -> RegionQueue {
+        let mut q = RegionQueue::default();
+        q.enqueue(QueuedCall { max_seconds: 60, phone: "+14155550100".into(), ..call("c1", 0, 2) });
+        let (o, _) = q.lease("s1", 1, 0, &T);
+        q.ack("s1", &o[0].lease_id, true, 10);
+        q
+    }
+
+    const SURELY_OVER: u64 = 10 + 60_000 + 1_000; // since + max_seconds + margin
+
+    #[test]
+    fn a_partitioned_sidecar_keeps_its_call_and_nobody_dials_it_again() {
+        let mut q = held_by_s1();
+        q.lease("s2", 0, 4_000, &T); // s2 keeps polling, s1 falls silent
+        assert!(q.tick(5_010, &T).is_empty(), "presumed dead, but the call may still be talking");
+        assert!(q.stranded.contains_key("c1") && !q.sidecars.contains_key("s1"));
+        // Not offered again, and the number stays busy for the agent.
+        assert!(q.lease("s2", 1, 6_000, &T).0.is_empty());
+        let again = QueuedCall { max_seconds: 60, phone: "+14155550100".into(), ..call("c2", 0, 0) };
+        assert_eq!(q.enqueue(again), EnqueueOutcome::Duplicate { call_id: "c1".into() });
+        // The partition heals: s1 registers again and still lists c1.
+        q.register("s1", 1, 40_000);
+        assert!(q.reconcile("s1", &["c1".to_string()], 40_000, 5_000).is_empty());
+        assert!(q.held.contains_key("c1") && q.stranded.is_empty());
+        let done = HeldEvent::Ended { status: CallStatus::Completed, reason: EndedReason::CalleeHangup, sip_code: None };
+        let (_, u) = q.event("s1", "c1", 1, 1, done, 41_000);
+        assert_eq!(u.unwrap().change, CallChange::Ended { status: CallStatus::Completed, reason: EndedReason::CalleeHangup, sip_code: None }, "one real end, no retry");
+    }
+
+    #[test]
+    fn a_stranded_call_is_retried_once_its_sidecar_confirms_or_surely_over() {
+        // Confirmed: s1 is back and no longer runs it.
+        let mut q = held_by_s1();
+        q.tick(5_010, &T);
+        q.register("s1", 1, 20_000);
+        let u = q.reconcile("s1", &[], 20_000, 5_000);
+        assert!(matches!(u[0].change, CallChange::RetryScheduled { reason: EndedReason::MediaLost, .. }), "{u:?}");
+        // Never heard of again: only once it would surely have ended.
+        let mut q = held_by_s1();
+        q.tick(5_010, &T);
+        assert!(q.tick(SURELY_OVER - 1, &T).is_empty());
+        assert_eq!(q.next_deadline(SURELY_OVER - 1, &T), Some(SURELY_OVER));
+        let u = q.tick(SURELY_OVER, &T);
+        assert!(matches!(u[0].change, CallChange::RetryScheduled { reason: EndedReason::MediaLost, .. }), "{u:?}");
+        // Its late report is then ignored (the retry is another attempt).
+        let done = HeldEvent::Ended { status: CallStatus::Completed, reason: EndedReason::CalleeHangup, sip_code: None };
+        q.register("s1", 1, SURELY_OVER + 1);
+        assert_eq!(q.event("s1", "c1", 1, 1, done, SURELY_OVER + 1).0, EventOutcome::NotHeld);
+    }
+
+    #[test]
+    fn a_sidecar_is_told_to_stop_calls_that_are_not_its_own() {
+        let mut q = held_by_s1();
+        // A hangup while stranded waits for s1 to come back.
+        q.tick(5_010, &T);
+        assert_eq!(q.cancel("c1"), CancelOutcome::Signalled { sidecar_id: "s1".into() });
+        q.register("s1", 1, 6_000);
+        q.reconcile("s1", &["c1".to_string(), "c9".to_string()], 6_000, 5_000);
+        let (_, cmds) = q.lease("s1", 0, 6_000, &T);
+        assert_eq!(cmds, vec![Command::Hangup { call_id: "c1".into() }, Command::Hangup { call_id: "c9".into() }], "its own hangup, and the call it should not run");
+        // A call it accepted whose ack is still on the way is its own.
+        q.enqueue(call("c3", 0, 0));
+        let (o, _) = q.lease("s1", 1, 7_000, &T);
+        q.reconcile("s1", &["c1".to_string(), o[0].call.call_id.clone()], 7_000, 5_000);
+        assert!(q.lease("s1", 0, 7_000, &T).1.is_empty());
     }
 
     #[test]

@@ -35,6 +35,7 @@ pub fn queued_call(tenant_id: &str, record: &CallRecord, now_ms: u64) -> QueuedC
         max_concurrent: None,
         reject_over_cap: false,
         calling_window: None,
+        max_seconds: record.max_seconds,
         offer: json!({
             "phone": record.phone,
             "agent_id": record.agent_id,

@@ -7,7 +7,7 @@
 //! `CallStore` and deleted once that store has applied it (retried by alarm).
 
 use crate::call_store::{CallStoreAnswer, CallStoreRequest, CallStoreTransport, Report, ReportItem};
-use crate::dispatch::{CallUpdate, CancelOutcome, DispatchTimings, EnqueueOutcome, QueuedCall, RegionQueue};
+use crate::dispatch::{CallRow, CallUpdate, CancelOutcome, DispatchTimings, EnqueueOutcome, QueueMeta, QueuedCall, RegionQueue};
 use crate::dispatcher::Dispatcher;
 use crate::glue::var_u64;
 use crate::glue_calls::DoSql;
@@ -26,14 +26,30 @@ pub const DO_BINDING: &str = "DISPATCH";
 /// in storage for the alarm.
 const REGION_HEADER: &str = "x-voxline-region";
 const REGION_KEY: &str = "region";
+/// The queue as one value, before rows (read once, to move it into rows).
 const STORAGE_KEY: &str = "queue";
 /// A held-open poll is woken by [`DispatchQueue::wake_polls`] when work may
 /// have arrived, and re-checks at least this often anyway.
 const POLL_RECHECK_MS: u64 = 1_000;
 /// Reports sent per round; a tenant's store that did not answer is retried this much later.
 const REPORT_BATCH: i64 = 500;
+
+fn encode<T: serde::Serialize>(v: &T) -> std::result::Result<String, StoreError> {
+    serde_json::to_string(v).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
 const REPORT_RETRY_MS: u64 = 2_000;
-const REPORTS_SCHEMA: &str = "CREATE TABLE IF NOT EXISTS reports (seq INTEGER PRIMARY KEY AUTOINCREMENT, tenant_id TEXT NOT NULL, item TEXT NOT NULL)";
+const SCHEMA: &[&str] = &[
+    "CREATE TABLE IF NOT EXISTS reports (seq INTEGER PRIMARY KEY AUTOINCREMENT, tenant_id TEXT NOT NULL, item TEXT NOT NULL)",
+    // Offer bodies, one row per queued call, read only when it is offered.
+    "CREATE TABLE IF NOT EXISTS offers (call_id TEXT PRIMARY KEY, body TEXT NOT NULL) WITHOUT ROWID",
+    // One row per call the queue has (waiting, leased, held, stranded); a
+    // rowid table so waiting calls load back in the order they were written.
+    "CREATE TABLE IF NOT EXISTS q_calls (call_id TEXT PRIMARY KEY, body TEXT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS q_nonces (nonce TEXT PRIMARY KEY, forget_after INTEGER NOT NULL) WITHOUT ROWID",
+    "CREATE INDEX IF NOT EXISTS q_nonces_by_expiry ON q_nonces (forget_after)",
+    // Sidecars, their commands, counters: small, one value.
+    "CREATE TABLE IF NOT EXISTS q_meta (k TEXT PRIMARY KEY, v TEXT NOT NULL) WITHOUT ROWID",
+];
 
 pub fn timings(env: &Env) -> DispatchTimings {
     let d = DispatchTimings::default();
@@ -41,6 +57,7 @@ pub fn timings(env: &Env) -> DispatchTimings {
         ack_deadline_ms: var_u64(env, "DISPATCH_ACK_DEADLINE_MS").unwrap_or(d.ack_deadline_ms),
         dead_after_ms: var_u64(env, "DISPATCH_DEAD_AFTER_MS").unwrap_or(d.dead_after_ms),
         max_wait_ms: var_u64(env, "DISPATCH_MAX_WAIT_MS").unwrap_or(d.max_wait_ms),
+        lost_margin_ms: var_u64(env, "DISPATCH_LOST_MARGIN_MS").unwrap_or(d.lost_margin_ms),
     }
 }
 
@@ -63,6 +80,8 @@ pub struct DispatchQueue {
     reports_stuck: Cell<bool>,
     /// The region name as last stored under [`REGION_KEY`].
     region_stored: RefCell<Option<String>>,
+    /// Loaded from the one-value format: its key goes once the rows are written.
+    legacy: Cell<bool>,
 }
 
 impl DispatchQueue {
@@ -70,11 +89,66 @@ impl DispatchQueue {
         if self.queue.borrow().is_some() {
             return Ok(());
         }
-        let stored: Option<RegionQueue> = self.state.storage().get(STORAGE_KEY).await?;
-        let mut slot = self.queue.borrow_mut();
-        if slot.is_none() {
-            *slot = Some(stored.unwrap_or_default());
+        // Before rows, the whole queue was one value: moved into rows by the next persist.
+        let legacy: Option<RegionQueue> = self.state.storage().get(STORAGE_KEY).await?;
+        if self.queue.borrow().is_some() {
+            return Ok(());
         }
+        let q = match legacy {
+            Some(mut q) => {
+                q.all_rows();
+                self.legacy.set(true);
+                q
+            }
+            None => self.load_rows().map_err(|e| worker::Error::RustError(format!("loading the queue: {e:?}")))?,
+        };
+        *self.queue.borrow_mut() = Some(q);
+        Ok(())
+    }
+
+    fn load_rows(&self) -> std::result::Result<RegionQueue, StoreError> {
+        self.ensure_schema()?;
+        let corrupt = |what: &str, e: serde_json::Error| StoreError::Corrupt(format!("{what}: {e}"));
+        let meta = match self.sql.exec("SELECT v FROM q_meta WHERE k = 'meta'", vec![])?.first() {
+            Some(row) => serde_json::from_str(&text_at(row, 0, "meta")?).map_err(|e| corrupt("queue meta", e))?,
+            None => QueueMeta::default(),
+        };
+        let mut calls = Vec::new();
+        for row in self.sql.exec("SELECT call_id, body FROM q_calls ORDER BY rowid", vec![])? {
+            match serde_json::from_str::<CallRow>(&text_at(&row, 1, "queue row")?) {
+                Ok(call) => calls.push(call),
+                Err(e) => console_log!("dispatch: unreadable queue row {:?} skipped: {e}", row.first()),
+            }
+        }
+        let now = Date::now().as_millis();
+        let nonces = self
+            .sql
+            .exec("SELECT nonce, forget_after FROM q_nonces WHERE forget_after > ?", vec![now.into()])?
+            .iter()
+            .map(|r| Ok((text_at(r, 0, "nonce")?, int_at(r, 1, "forget_after")?.max(0) as u64)))
+            .collect::<std::result::Result<Vec<_>, StoreError>>()?;
+        Ok(RegionQueue::from_rows(meta, calls, nonces))
+    }
+
+    /// Writes the rows of the calls that changed, new nonces, and the meta value.
+    fn write_rows(&self, rows: Vec<(String, Option<CallRow>)>, nonces: Vec<(String, u64)>, meta: &QueueMeta, now: u64) -> std::result::Result<(), StoreError> {
+        self.ensure_schema()?;
+        for (call_id, row) in rows {
+            match row {
+                Some(row) => {
+                    let body = encode(&row)?;
+                    self.sql.exec("INSERT OR REPLACE INTO q_calls (call_id, body) VALUES (?, ?)", vec![call_id.into(), body.into()])?;
+                }
+                None => {
+                    self.sql.exec("DELETE FROM q_calls WHERE call_id = ?", vec![call_id.into()])?;
+                }
+            }
+        }
+        for (nonce, forget_after) in nonces {
+            self.sql.exec("INSERT OR REPLACE INTO q_nonces (nonce, forget_after) VALUES (?, ?)", vec![nonce.into(), forget_after.into()])?;
+        }
+        self.sql.exec("DELETE FROM q_nonces WHERE forget_after <= ?", vec![now.into()])?;
+        self.sql.exec("INSERT OR REPLACE INTO q_meta (k, v) VALUES ('meta', ?)", vec![encode(meta)?.into()])?;
         Ok(())
     }
 
@@ -90,14 +164,60 @@ impl DispatchQueue {
         f(slot.get_or_insert_with(RegionQueue::default))
     }
 
+    /// Writes only what changed. If that fails, the copy in memory is
+    /// dropped (reloaded from storage by the next request), so memory is never
+    /// ahead of what is stored.
     async fn persist(&self, now: u64, t: &DispatchTimings) -> Result<()> {
-        let (snapshot, next) = self.with(|q| (q.clone(), q.next_deadline(now, t)));
+        let (rows, nonces, meta, next) = self.with(|q| {
+            let (rows, nonces) = q.take_changes();
+            (rows, nonces, q.meta(), q.next_deadline(now, t))
+        });
+        if let Err(e) = self.write_rows(rows, nonces, &meta, now) {
+            *self.queue.borrow_mut() = None;
+            return Err(worker::Error::RustError(format!("storing the queue: {e:?}")));
+        }
         let storage = self.state.storage();
-        storage.put(STORAGE_KEY, &snapshot).await?;
+        if self.legacy.replace(false) {
+            storage.delete(STORAGE_KEY).await?;
+        }
         if let Some(at) = next {
             storage.set_alarm(at.saturating_sub(now).max(1) as i64).await?;
         }
         Ok(())
+    }
+
+    fn ensure_schema(&self) -> std::result::Result<(), StoreError> {
+        if !self.schema_ready.get() {
+            for stmt in SCHEMA {
+                self.sql.exec(stmt, vec![])?;
+            }
+            self.schema_ready.set(true);
+        }
+        Ok(())
+    }
+
+    /// Keeps a new call's offer body in its own row (not in the queue's state).
+    fn store_offer_body(&self, call: &mut QueuedCall) -> std::result::Result<(), StoreError> {
+        self.ensure_schema()?;
+        let body = crate::dispatch::take_offer_body(call);
+        self.sql.exec("INSERT OR REPLACE INTO offers (call_id, body) VALUES (?, ?)", vec![call.call_id.as_str().into(), body.to_string().into()])?;
+        Ok(())
+    }
+
+    fn forget_offer_body(&self, call_id: &str) {
+        if let Err(e) = self.ensure_schema().and_then(|_| self.sql.exec("DELETE FROM offers WHERE call_id = ?", vec![call_id.into()])) {
+            console_log!("dispatch: offer body of {call_id} not deleted: {e:?}");
+        }
+    }
+
+    /// Completes a lease reply's offers from their rows, then opens their sealed keys.
+    fn finish_offers(&self, body: &mut Value) {
+        let _ = self.ensure_schema();
+        crate::dispatch::fill_offer_bodies(body, |call_id| {
+            let rows = self.sql.exec("SELECT body FROM offers WHERE call_id = ?", vec![call_id.into()]).ok()?;
+            serde_json::from_str(&text_at(rows.first()?, 0, "offer").ok()?).ok()
+        });
+        crate::engine_keys::open_offers(body, crate::glue::sealing_key(&self.env).as_ref());
     }
 
     /// Writes what changed as numbered report rows, in order (turns before
@@ -107,11 +227,14 @@ impl DispatchQueue {
         if turns.is_empty() && updates.is_empty() {
             return;
         }
-        if !self.schema_ready.get() {
-            if let Err(e) = self.sql.exec(REPORTS_SCHEMA, vec![]) {
-                return console_log!("dispatch: reports table: {e:?}");
+        if let Err(e) = self.ensure_schema() {
+            return console_log!("dispatch: reports table: {e:?}");
+        }
+        // A call that ended for good needs its offer body no more.
+        for u in &updates {
+            if matches!(u.change, crate::dispatch::CallChange::Ended { .. }) {
+                self.forget_offer_body(&u.call_id);
             }
-            self.schema_ready.set(true);
         }
         let items = turns.into_iter().map(|update| ReportItem::Transcript { update }).chain(updates.into_iter().map(|update| ReportItem::Call { update }));
         for item in items {
@@ -149,10 +272,7 @@ impl DispatchQueue {
     }
 
     async fn deliver_once(&self, region: &str) -> std::result::Result<bool, StoreError> {
-        if !self.schema_ready.get() {
-            self.sql.exec(REPORTS_SCHEMA, vec![])?;
-            self.schema_ready.set(true);
-        }
+        self.ensure_schema()?;
         let rows = self.sql.exec("SELECT seq, tenant_id, item FROM reports ORDER BY seq LIMIT ?", vec![REPORT_BATCH.into()])?;
         let full = rows.len() as i64 == REPORT_BATCH;
         let mut by_tenant: BTreeMap<String, Vec<Report>> = BTreeMap::new();
@@ -221,6 +341,7 @@ impl worker::DurableObject for DispatchQueue {
             report_again: Cell::new(false),
             reports_stuck: Cell::new(false),
             region_stored: RefCell::new(None),
+            legacy: Cell::new(false),
         }
     }
 
@@ -245,7 +366,15 @@ impl worker::DurableObject for DispatchQueue {
                     if let (true, Some(unit)) = (dev, var_u64(&self.env, "RETRY_DELAY_UNIT_MS")) {
                         call.retry_delay_ms = call.retry_delay_ms / 60_000 * unit;
                     }
+                    let call_id = call.call_id.clone();
+                    let known = self.with(|q| q.knows(&call_id));
+                    if !known {
+                        self.store_offer_body(&mut call).map_err(|e| worker::Error::RustError(format!("{e:?}")))?;
+                    }
                     let outcome = self.with(|q| q.enqueue(call));
+                    if !known && outcome != EnqueueOutcome::Accepted {
+                        self.forget_offer_body(&call_id);
+                    }
                     (200, serde_json::to_value(&outcome).unwrap_or(Value::Null))
                 }
                 Err(e) => (400, json!({"error": format!("bad queued call: {e}")})),
@@ -253,7 +382,10 @@ impl worker::DurableObject for DispatchQueue {
             "/cancel" => {
                 let call_id = body["call_id"].as_str().unwrap_or_default();
                 let outcome = match self.with(|q| q.cancel(call_id)) {
-                    CancelOutcome::Cancelled => json!({"outcome": "cancelled"}),
+                    CancelOutcome::Cancelled => {
+                        self.forget_offer_body(call_id);
+                        json!({"outcome": "cancelled"})
+                    }
                     CancelOutcome::Signalled { sidecar_id } => json!({"outcome": "signalled", "sidecar_id": sidecar_id}),
                     CancelOutcome::Unknown => json!({"outcome": "unknown"}),
                 };
@@ -262,7 +394,7 @@ impl worker::DurableObject for DispatchQueue {
             "/sidecar" => match serde_json::from_value::<SidecarEnvelope>(body) {
                 Ok(envelope) => {
                     let mut reply = self.with(|q| sidecar_link::handle(q, &envelope, now, &t));
-                    crate::engine_keys::open_offers(&mut reply.body, crate::glue::sealing_key(&self.env).as_ref());
+                    self.finish_offers(&mut reply.body);
                     updates.extend(reply.updates);
                     turns = reply.turns;
                     match reply.hold_open_until {
@@ -282,7 +414,7 @@ impl worker::DurableObject for DispatchQueue {
                                 let now = Date::now().as_millis();
                                 if self.with(|q| q.has_work_for(sid, now)) || now >= until {
                                     let mut r = self.with(|q| sidecar_link::lease_reply(q, sid, free_slots, now, &t));
-                                    crate::engine_keys::open_offers(&mut r.body, crate::glue::sealing_key(&self.env).as_ref());
+                                    self.finish_offers(&mut r.body);
                                     self.persist(now, &t).await?;
                                     break (r.status, r.body);
                                 }

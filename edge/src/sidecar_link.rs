@@ -1,7 +1,7 @@
 //! The edge's half of the sidecar dispatch protocol (`voxline_shared::protocol`),
 //! run inside the region's `DispatchQueue` object after the Worker verified the
 //! request's signature. Pure: fed an envelope and the clock, it mutates the
-//! [`RegionQueue`] and returns the reply, the call updates to mirror into KV,
+//! [`RegionQueue`] and returns the reply, the call updates to report to the call stores,
 //! and, for an empty lease poll, how long to hold the poll open.
 
 use crate::dispatch::{offer_json, AckOutcome, CallUpdate, DispatchTimings, EventOutcome, HeldEvent, RegionQueue};
@@ -216,7 +216,7 @@ mod tests {
     use voxline_shared::protocol::{LeaseResponse, Offer};
     use voxline_shared::{CallStatus, EndedReason};
 
-    const T: DispatchTimings = DispatchTimings { ack_deadline_ms: 1_000, dead_after_ms: 5_000, max_wait_ms: 2_000 };
+    const T: DispatchTimings = DispatchTimings { ack_deadline_ms: 1_000, dead_after_ms: 5_000, max_wait_ms: 2_000, lost_margin_ms: 1_000 };
 
     fn env(op: SidecarOp, nonce: &str, body: Value) -> SidecarEnvelope {
         SidecarEnvelope { op, sidecar_id: "sc-1".into(), nonce: nonce.into(), body }

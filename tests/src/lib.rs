@@ -79,6 +79,9 @@ impl EdgeOptions {
             ("DISPATCH_DEAD_AFTER_MS".to_string(), "3000".to_string()),
             ("DISPATCH_MAX_WAIT_MS".to_string(), "1000".to_string()),
             ("RETRY_DELAY_UNIT_MS".to_string(), "1000".to_string()),
+            // A stranded call (its sidecar presumed dead) is retried at most
+            // max_seconds + this after it started, unless the sidecar says sooner.
+            ("DISPATCH_LOST_MARGIN_MS".to_string(), "1000".to_string()),
         ]);
         self
     }

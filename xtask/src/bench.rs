@@ -118,6 +118,138 @@ fn throughput_run(edge: &Edge, key: &str, run: usize) -> Result<(f64, Vec<f64>),
     Ok((all.len() as f64 / elapsed, all))
 }
 
+/// Edge throughput on an empty edge and with `STORED_CALLS` calls stored,
+/// side by side: each run's (req/s, p50 ms, p99 ms).
+#[derive(Debug, Clone, Default)]
+pub struct EdgeThroughput {
+    pub empty: Vec<(f64, f64, f64)>,
+    pub stored: Vec<(f64, f64, f64)>,
+    pub stored_calls: usize,
+    pub seed_secs: f64,
+}
+
+/// Calls stored before the second set of runs: scheduled a day ahead, so
+/// they stay in the tenant's store and the region's queue.
+fn stored_calls() -> usize {
+    std::env::var("VOXLINE_BENCH_STORED_CALLS").ok().and_then(|v| v.parse().ok()).unwrap_or(if crate::bench_media::quick() { 1_000 } else { 10_000 })
+}
+
+/// The throughput runs against a fresh tenant, then again once
+/// [`stored_calls`] calls are stored (same tenant, same region).
+pub fn edge_throughput(edge: &Edge) -> Result<EdgeThroughput, String> {
+    // A tenant whose limits do not get in the way.
+    let busy = edge.provision_tenant("throughput");
+    let limits = json!({"rate_limits": {"per_key": {"limit": 1_000_000, "window_seconds": 60},
+                                        "per_ip": {"limit": 1_000_000, "window_seconds": 60}}});
+    let r = edge.admin("PATCH", &format!("/admin/tenants/{}", busy.id), Some(&limits));
+    if r.status != 200 {
+        return Err(format!("raising the bench tenant's limits: {} {}", r.status, r.text));
+    }
+    let mut out = EdgeThroughput { stored_calls: stored_calls(), ..EdgeThroughput::default() };
+    let measure = |label: &str, runs_out: &mut Vec<(f64, f64, f64)>, offset: usize| -> Result<(), String> {
+        for run in 0..runs() {
+            let (rps, lat) = step(&format!("edge throughput, {label}, run {}", run + 1), || throughput_run(edge, &busy.key, offset + run))?;
+            println!("  {rps:.0} req/s, p50 {:.1} ms, p99 {:.1} ms", percentile(&lat, 0.5), percentile(&lat, 0.99));
+            runs_out.push((rps, percentile(&lat, 0.5), percentile(&lat, 0.99)));
+        }
+        Ok(())
+    };
+    measure("empty", &mut out.empty, 0)?;
+    let t = Instant::now();
+    step(&format!("store {} calls", out.stored_calls), || seed_calls(edge, &busy.key, out.stored_calls))?;
+    out.seed_secs = t.elapsed().as_secs_f64();
+    measure(&format!("{} calls stored", out.stored_calls), &mut out.stored, 5)?;
+    Ok(out)
+}
+
+/// `count` calls scheduled a day ahead, to distinct numbers, 8 clients at once.
+fn seed_calls(edge: &Edge, key: &str, count: usize) -> Result<(), String> {
+    let at = (time::OffsetDateTime::now_utc() + time::Duration::days(1)).format(&Rfc3339).map_err(|e| e.to_string())?;
+    let results: Vec<Result<(), String>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..THROUGHPUT_THREADS)
+            .map(|t| {
+                let at = &at;
+                s.spawn(move || {
+                    for i in (t..count).step_by(THROUGHPUT_THREADS) {
+                        let r = edge.call("POST", "/v1/calls", key, Some(&json!({"phone": format!("+1666{i:07}"), "schedule_at": at})));
+                        if r.status != 201 {
+                            return Err(format!("seeding call {i}: {} {}", r.status, r.text));
+                        }
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap_or_else(|_| Err("thread panicked".into()))).collect()
+    });
+    results.into_iter().collect()
+}
+
+/// The docs/bench.md section of [`EdgeThroughput`].
+fn throughput_text(t: &EdgeThroughput) -> String {
+    let row = |label: &str, runs: &[(f64, f64, f64)]| {
+        let per_run = |f: fn(&(f64, f64, f64)) -> f64, digits: usize| runs.iter().map(|r| format!("{:.*}", digits, f(r))).collect::<Vec<_>>().join(" / ");
+        format!(
+            "| {label} | {:.0} | {:.1} | {:.1} | {} | {} | {} |\n",
+            median(runs.iter().map(|r| r.0).collect()),
+            median(runs.iter().map(|r| r.1).collect()),
+            median(runs.iter().map(|r| r.2).collect()),
+            per_run(|r| r.0, 0),
+            per_run(|r| r.1, 1),
+            per_run(|r| r.2, 1),
+        )
+    };
+    let empty_rps = median(t.empty.iter().map(|r| r.0).collect());
+    let stored_rps = median(t.stored.iter().map(|r| r.0).collect());
+    let ratio = if empty_rps > 0.0 { stored_rps / empty_rps } else { 0.0 };
+    format!(
+        "## Edge throughput: POST /v1/calls, empty and with {n} calls stored\n\n\
+         {threads} client threads (HTTP/1.1 keep-alive) each POST {reqs} calls to distinct numbers as fast as\n\
+         answers come back, against one `wrangler dev` (one workerd process) on the same 2-core machine\n\
+         as the clients: {runs} runs on a fresh tenant, then {n} calls are stored for that tenant (scheduled\n\
+         a day ahead, so each stays in the tenant's call store and in the region's queue; stored in\n\
+         {seed:.0} s) and {runs} runs again, in the same process. Medians, then per-run values. The calls\n\
+         the runs place stay queued too (no sidecar), so later runs see more stored.\n\n\
+         | edge | req/s | p50 ms | p99 ms | req/s per run | p50 per run | p99 per run |\n|---|---|---|---|---|---|---|\n{empty}{stored}\n\
+         Throughput with {n} calls stored is **{ratio:.2}x** the empty edge's.\n\n\
+         Storage round trips of one `POST /v1/calls`, in order (KV reads of configuration are cached at\n\
+         Cloudflare's edge after the first): before (to issue 11), KV reads of key, tenant and agent;\n\
+         the tenant's `RateLimiter`; a KV write of the record; the region's `DispatchQueue` (which\n\
+         rewrote the whole queue as one value, so each request cost grew with the queue); the\n\
+         `RateLimiter` again (idempotency answer); a KV list and reads of webhook endpoints; a Queue\n\
+         send. Now: the same KV reads; the `RateLimiter`; the tenant's `CallStore`, which writes the\n\
+         record (one row) and calls the region's `DispatchQueue` (one row for the call, one for its\n\
+         offer body, nonces and a small meta value) and hands `call.queued` to the delivery queue;\n\
+         the `RateLimiter` again. No KV write, and no step whose cost grows with the calls stored.\n\n",
+        n = t.stored_calls,
+        threads = THROUGHPUT_THREADS,
+        reqs = THROUGHPUT_REQUESTS,
+        runs = t.empty.len(),
+        seed = t.seed_secs,
+        empty = row("empty", &t.empty),
+        stored = row(&format!("{} stored", t.stored_calls), &t.stored),
+    )
+}
+
+/// `cargo xtask bench-edge`: only the throughput comparison, printed and
+/// written into its section of docs/bench.md.
+pub fn run_edge_only() -> Result<(), String> {
+    step("bootstrap", bootstrap::ensure_all)?;
+    step("edge wasm build", build_edge)?;
+    let edge = step("start edge", || Edge::start(EdgeOptions::fresh("bench-edge")))?;
+    let t = edge_throughput(&edge)?;
+    drop(edge);
+    let text = throughput_text(&t);
+    println!("{text}");
+    let path = root().join("docs/bench.md");
+    let md = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let start = md.find("## Edge throughput: POST /v1/calls").ok_or("docs/bench.md has no edge throughput section")?;
+    let end = md[start + 3..].find("\n## ").map(|i| start + 3 + i + 1).unwrap_or(md.len());
+    std::fs::write(&path, format!("{}{}{}", &md[..start], text, &md[end..])).map_err(|e| format!("{}: {e}", path.display()))?;
+    println!("updated {}", path.display());
+    Ok(())
+}
+
 /// Processes per engine; each reports the median of its rounds' means.
 fn cpu_runs() -> usize {
     crate::bench_media::count(5, 1)
@@ -276,20 +408,7 @@ pub fn run_bench() -> Result<(), String> {
     let media = crate::bench_media::media_bench(&edge, &release_bin, &dir)?;
     // The local engine: answer -> first AI audio, CPU per call.
     crate::bench_calls::local_parts(&edge, &release_bin, &dir, &mut calls);
-    // Throughput: a tenant whose limits do not get in the way.
-    let busy = edge.provision_tenant("throughput");
-    let limits = json!({"rate_limits": {"per_key": {"limit": 1_000_000, "window_seconds": 60},
-                                        "per_ip": {"limit": 1_000_000, "window_seconds": 60}}});
-    let r = edge.admin("PATCH", &format!("/admin/tenants/{}", busy.id), Some(&limits));
-    if r.status != 200 {
-        return Err(format!("raising the bench tenant's limits: {} {}", r.status, r.text));
-    }
-    let mut throughput = Vec::new();
-    for run in 0..runs() {
-        let (rps, lat) = step(&format!("edge throughput, run {}", run + 1), || throughput_run(&edge, &busy.key, run))?;
-        println!("  {rps:.0} req/s, p50 {:.1} ms, p99 {:.1} ms", percentile(&lat, 0.5), percentile(&lat, 0.99));
-        throughput.push((rps, percentile(&lat, 0.5), percentile(&lat, 0.99)));
-    }
+    let throughput = edge_throughput(&edge)?;
     drop(edge);
     write_report(&results, &throughput, &cpu, &media, &calls)
 }
@@ -306,7 +425,7 @@ fn machine() -> String {
 /// docs/bench.md and its plots in docs/bench/.
 fn write_report(
     results: &BTreeMap<&str, Vec<Vec<f64>>>,
-    throughput: &[(f64, f64, f64)],
+    throughput: &EdgeThroughput,
     cpu: &CpuBench,
     media: &crate::bench_media::MediaBench,
     calls: &crate::bench_calls::CallsBench,
@@ -348,23 +467,12 @@ fn write_plots(
 
 fn report_text(
     results: &BTreeMap<&str, Vec<Vec<f64>>>,
-    throughput: &[(f64, f64, f64)],
+    throughput: &EdgeThroughput,
     cpu: &CpuBench,
     media: &crate::bench_media::MediaBench,
     calls: &crate::bench_calls::CallsBench,
 ) -> String {
-    let per_run = |f: fn(&(f64, f64, f64)) -> f64, digits: usize| {
-        throughput.iter().map(|r| format!("{:.*}", digits, f(r))).collect::<Vec<_>>().join(" / ")
-    };
-    let throughput_table = format!(
-        "| {:.0} | {:.1} | {:.1} | {} | {} | {} |\n",
-        median(throughput.iter().map(|r| r.0).collect()),
-        median(throughput.iter().map(|r| r.1).collect()),
-        median(throughput.iter().map(|r| r.2).collect()),
-        per_run(|r| r.0, 0),
-        per_run(|r| r.1, 1),
-        per_run(|r| r.2, 1),
-    );
+    let throughput_section = throughput_text(throughput);
     let mut rows = String::new();
     for (carrier, runs) in results {
         let runs: Vec<(f64, f64)> = runs.iter().map(|r| (percentile(r, 0.5), percentile(r, 0.99))).collect();
@@ -395,13 +503,7 @@ fn report_text(
          QUIC in production), so it includes one extra local hop.\n\n\
          ![Lease latency, CDF per carrier, all runs' samples](bench/lease_latency.png)\n\n\
          {invite}\
-         ## Edge throughput: POST /v1/calls\n\n\
-         {threads} client threads (HTTP/1.1 keep-alive) each POST {reqs} calls to distinct numbers\n\
-         as fast as answers come back, against one `wrangler dev` (one workerd process) on the same\n\
-         2-core machine as the clients. Each request authenticates (KV), validates, checks the rate\n\
-         limits (Durable Object), stores the record (KV), queues the call (Durable Object) and queues\n\
-         a `call.queued` webhook event. {runs} runs; medians, then per-run values.\n\n\
-         | req/s | p50 ms | p99 ms | req/s per run | p50 per run | p99 per run |\n|---|---|---|---|---|---|\n{throughput_table}\n\
+         {throughput_section}\
          ## Edge CPU per request: auth + validation + signing, wasm vs native\n\
          \n\
          workerd reports no per-request CPU time locally, so `edge/bench-wasm` runs the Worker's own\n\
@@ -433,8 +535,6 @@ fn report_text(
         machine = machine(),
         runs = results.values().next().map(Vec::len).unwrap_or(0),
         calls = results.values().next().and_then(|r| r.first()).map(Vec::len).unwrap_or(0),
-        threads = THROUGHPUT_THREADS,
-        reqs = THROUGHPUT_REQUESTS,
         wasmtime = bootstrap::WASMTIME_PY_VERSION,
         cpu_warmup = CPU_WARMUP,
         cpu_rounds = CPU_ROUNDS,
@@ -475,7 +575,9 @@ mod tests {
             local: LocalLoad { runs: vec![load(1, 5.0), load(10, 4.0)], line_s: 3.1, user_turns: vec![3, 3], failed: vec![] },
             local_error: None,
         };
-        let text = report_text(&results, &[(50.0, 160.0, 250.0)], &cpu, &media, &calls);
+        let throughput = EdgeThroughput { empty: vec![(50.0, 160.0, 250.0)], stored: vec![(48.0, 165.0, 260.0)], stored_calls: 10_000, seed_secs: 200.0 };
+        let text = report_text(&results, &throughput, &cpu, &media, &calls);
+        assert!(text.contains("**0.96x**"), "the ratio is stated");
         for needle in [
             "## Lease latency",
             "## API -> INVITE at the trunk",

@@ -6,6 +6,7 @@
 //! - `demo`       run the stack locally and place a call (`--once` to exit after)
 //! - `bench`      measured figures into docs/bench.md
 //! - `bench-cpu`  only the edge CPU per request (native vs wasm), printed
+//! - `bench-edge` only the edge throughput, empty vs 10,000 calls stored (into docs/bench.md)
 //! - `bench-media` only the sidecar's CPU/memory per call and media latency, printed
 //! - `bench-calls` only API->INVITE, answer->first AI audio and local-engine CPU, printed
 //!   (PNGs into docs/bench/; `VOXLINE_BENCH_ONLY=invite|local` for one part)
@@ -71,7 +72,7 @@ fn test() -> Result<(), String> {
 }
 
 fn usage() -> Result<(), String> {
-    Err("usage: cargo xtask <bootstrap|build-edge|test|demo [--once]|bench|bench-cpu|bench-media|bench-calls>".into())
+    Err("usage: cargo xtask <bootstrap|build-edge|test|demo [--once]|bench|bench-cpu|bench-edge|bench-media|bench-calls>".into())
 }
 
 fn main() -> ExitCode {
@@ -82,6 +83,7 @@ fn main() -> ExitCode {
         Some("test") => test(),
         Some("bench") => bench::run_bench(),
         Some("bench-cpu") => bench::run_cpu_only(),
+        Some("bench-edge") => bench::run_edge_only(),
         Some("bench-media") => bench_media::run_media_only(),
         Some("bench-calls") => bench_calls::run_calls_only(),
         Some("demo") => demo::run_demo(args.iter().any(|a| a == "--once")),
