@@ -12,7 +12,7 @@
 //!  start --> | Unregistered| ---------------------> | Registered |----+
 //!            +-------------+ <--------------------- +------------+    | lease long-poll loop,
 //!                 ^   | failure: backoff   401/410 on any request     | acks, event batches
-//!                 +---+                                               |
+//!                 +---+ (401/403: hang up every call)                 |
 //!                                                                     v
 //!  offer --(slot free?)--> accept: reserve slot, ack(accepted) --2xx--> StartCall (dial)
 //!        \                                  \--409 / deadline passed--> release slot, never dial
@@ -35,6 +35,20 @@
 //! - Events are numbered per call and attempt (`seq` from 1) and kept until a
 //!   2xx acknowledges the batch holding them: at least once, in order. A call
 //!   stays held (and listed in `held_calls`) until its `ended` event is acked.
+//! - Unacknowledged events also survive the process: each change to a call
+//!   attempt's unacknowledged events is handed to the [`EventStore`] (the
+//!   driver's is [`crate::event_spool`]) before any batch can carry them, and
+//!   the empty set once they are acked. At start the driver gives a previous
+//!   run's leftovers to [`LeaseClient::restore_events`]: their calls are held
+//!   again (listed in `held_calls` from the first poll, so the edge does not
+//!   presume them lost and dial them again) and their events go first, with
+//!   their seq numbers; a call without an `ended` event died with the process
+//!   and ends `failed`/`media_lost`, as the edge would have concluded.
+//! - A registration refused for good (`401`/`403`: the credentials are revoked
+//!   or unknown) hangs up every call held here (the edge may give them to
+//!   another sidecar; a callee must not be rung twice), then registering goes
+//!   on with backoff. A `hangup` command for a call held here is always
+//!   obeyed, whether or not the edge still counts the call as ours.
 //! - Recordings are uploaded one at a time after the events ahead of them,
 //!   retried with backoff until a 2xx; one the edge refuses for good (`400`,
 //!   `404`, `409`, `413`, `422`) or that cannot be read is given up, and its
@@ -51,6 +65,18 @@ use voxline_shared::{CallStatus, EndedReason};
 
 /// Identifies one request handed out by [`LeaseClient::poll_transmit`].
 pub type RequestId = u64;
+
+/// Keeps unacknowledged events where a restart finds them (the driver's is
+/// [`crate::event_spool::EventSpool`]). A trait the client calls rather than an
+/// action it queues: an event must be stored before any batch can carry it,
+/// and an action would only be done after [`LeaseClient::poll_transmit`] could
+/// already have handed out that batch.
+pub trait EventStore: Send + std::fmt::Debug {
+    /// The unacknowledged events of `call_id`'s `attempt` are now exactly
+    /// `unacked` (oldest first); empty: forget the attempt. An error is
+    /// reported as [`Notice::EventsNotSaved`]; the events are still sent.
+    fn save(&mut self, call_id: &str, attempt: u32, unacked: &[CallEvent]) -> Result<(), String>;
+}
 
 /// Tunables of the lease client. [`LeaseSettings::new`] gives the defaults.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -199,6 +225,12 @@ pub enum Notice {
         detail: String,
         retry_at_ms: u64,
     },
+    /// The edge refused our credentials for good (`401`/`403` on register):
+    /// these calls are being hung up (or cancelled before they are dialled).
+    CredentialsRefused {
+        status: u16,
+        hanging_up: Vec<String>,
+    },
     /// A `401`/`410` on `path`: registering again.
     Reregistering {
         path: &'static str,
@@ -259,6 +291,25 @@ pub enum Notice {
     },
     HangupForUnknownCall {
         call_id: String,
+    },
+    /// The [`EventStore`] failed: these events will not survive a restart.
+    EventsNotSaved {
+        call_id: String,
+        attempt: u32,
+        detail: String,
+    },
+    /// A call a previous run held, taken back with its unacknowledged events;
+    /// `lost`: it had not ended, so it ends here as `failed`/`media_lost`.
+    CallRestored {
+        call_id: String,
+        attempt: u32,
+        events: usize,
+        lost: bool,
+    },
+    /// Restored events of a call already held here: not taken.
+    RestoreSkipped {
+        call_id: String,
+        events: usize,
     },
     UnknownCommand,
     /// A call's `ended` event was acknowledged: its slot is free.
@@ -442,6 +493,7 @@ pub struct LeaseClient {
     uploads_backoff: Backoff,
     actions: VecDeque<Action>,
     draining: bool,
+    store: Option<Box<dyn EventStore>>,
 }
 
 impl LeaseClient {
@@ -468,7 +520,104 @@ impl LeaseClient {
             uploads_backoff: link_backoff,
             actions: VecDeque::new(),
             draining: false,
+            store: None,
         }
+    }
+
+    /// Keeps every unacknowledged event in `store` from now on (see [`EventStore`]).
+    pub fn set_event_store(&mut self, store: Box<dyn EventStore>) {
+        self.store = Some(store);
+    }
+
+    /// Hands the store the current unacknowledged events of one call attempt.
+    fn persist(&mut self, call_id: &str, attempt: u32) {
+        let Some(store) = self.store.as_mut() else { return };
+        let unacked: Vec<CallEvent> =
+            self.events.iter().filter(|e| e.call_id == call_id && e.attempt == attempt).cloned().collect();
+        if let Err(detail) = store.save(call_id, attempt, &unacked) {
+            self.notice(Notice::EventsNotSaved { call_id: call_id.to_string(), attempt, detail });
+        }
+    }
+
+    /// Takes back the unacknowledged events a previous run left (see the
+    /// module docs). Meant for start-up, before the first registration: the
+    /// events go ahead of any queued since. Each call is held again, as its
+    /// highest attempt; one whose events have no `ended` gets one now
+    /// (`failed`/`media_lost`, the timings it reached). Events of a call
+    /// already held here are skipped. Returns how many calls are held again.
+    pub fn restore_events(&mut self, now_ms: u64, events: Vec<CallEvent>) -> usize {
+        // By call, then attempt, then seq: duplicates collapse, order is restored.
+        let mut by_call: BTreeMap<String, BTreeMap<u32, BTreeMap<u32, CallEvent>>> = BTreeMap::new();
+        for ev in events {
+            by_call.entry(ev.call_id.clone()).or_default().entry(ev.attempt).or_default().insert(ev.seq, ev);
+        }
+        let mut groups: Vec<Vec<CallEvent>> = Vec::new();
+        let mut restored = 0;
+        for (call_id, attempts) in by_call {
+            if self.calls.contains_key(&call_id) {
+                let events = attempts.values().map(BTreeMap::len).sum();
+                self.notice(Notice::RestoreSkipped { call_id, events });
+                continue;
+            }
+            let Some((&attempt, _)) = attempts.last_key_value() else { continue };
+            for (a, by_seq) in attempts {
+                let mut evs: Vec<CallEvent> = by_seq.into_values().collect();
+                if a != attempt {
+                    groups.push(evs); // an earlier attempt's leftovers: delivered, not held
+                    continue;
+                }
+                let last_seq = evs.last().map_or(0, |e| e.seq);
+                let ended_seq = evs.iter().rev().find(|e| e.kind.is_ended()).map(|e| e.seq);
+                let lost = ended_seq.is_none();
+                let ended_seq = ended_seq.unwrap_or_else(|| {
+                    // Died with the previous process: say so, with what it reached.
+                    let at = |k: &str| evs.iter().find(|e| e.kind.name() == k).map(|e| e.at_ms);
+                    let dispatched_ms = evs.first().map_or(now_ms, |e| e.at_ms);
+                    let timings =
+                        Timings { dispatched_ms, ringing_ms: at("ringing"), answered_ms: at("answered"), ended_ms: now_ms };
+                    let kind = EventKind::Ended {
+                        status: CallStatus::Failed,
+                        reason: EndedReason::MediaLost,
+                        sip_code: None,
+                        timings,
+                    };
+                    evs.push(CallEvent { call_id: call_id.clone(), attempt, seq: last_seq + 1, at_ms: now_ms, kind });
+                    last_seq + 1
+                });
+                self.notice(Notice::CallRestored { call_id: call_id.clone(), attempt, events: evs.len(), lost });
+                self.calls.insert(
+                    call_id.clone(),
+                    HeldCall {
+                        // Not kept on disk and not needed: the lease is confirmed, and
+                        // an offer can never match this (an empty lease id).
+                        lease_id: String::new(),
+                        attempt,
+                        last_seq: last_seq.max(ended_seq),
+                        state: CallState::Ending { ended_seq },
+                    },
+                );
+                restored += 1;
+                groups.push(evs);
+            }
+        }
+        // Oldest first across calls; each call's events stay in seq order.
+        groups.sort_by_key(|g| g.first().map_or(0, |e| e.at_ms));
+        let restored_events: Vec<CallEvent> = groups.into_iter().flatten().collect();
+        let touched: std::collections::BTreeSet<(String, u32)> =
+            restored_events.iter().map(|e| (e.call_id.clone(), e.attempt)).collect();
+        if self.events_in_flight {
+            // The in-flight batch is the queue's front: keep it there.
+            self.events.extend(restored_events);
+        } else {
+            for ev in restored_events.into_iter().rev() {
+                self.events.push_front(ev);
+            }
+        }
+        // Rewritten as held now (adds the `ended` of a lost call; drops duplicates).
+        for (call_id, attempt) in touched {
+            self.persist(&call_id, attempt);
+        }
+        restored
     }
 
     pub fn settings(&self) -> &LeaseSettings {
@@ -767,10 +916,42 @@ impl LeaseClient {
                 }
             }
         }
+        if let Reply::Http { status: status @ (401 | 403), .. } = &reply {
+            self.credentials_refused(*status);
+        }
         let delay = self.link_backoff.fail();
         let (status, detail) = describe(&reply);
         self.phase = Phase::Unregistered { at_ms: now_ms + delay };
         self.notice(Notice::RegisterFailed { status, detail, retry_at_ms: now_ms + delay });
+    }
+
+    /// The edge refused our credentials for good: it may hand our calls to
+    /// another sidecar, so none of them may go on here. Running calls are hung
+    /// up, accepted ones not yet confirmed are cancelled before dialling; the
+    /// ones already ended just wait for their events to be delivered.
+    fn credentials_refused(&mut self, status: u16) {
+        let mut hanging_up = Vec::new();
+        let mut running = Vec::new();
+        for (call_id, call) in self.calls.iter_mut() {
+            match &mut call.state {
+                CallState::Acking { hangup_requested, .. } if !*hangup_requested => {
+                    *hangup_requested = true;
+                    hanging_up.push(call_id.clone());
+                }
+                CallState::Active { hangup_sent } if !*hangup_sent => {
+                    *hangup_sent = true;
+                    hanging_up.push(call_id.clone());
+                    running.push(call_id.clone());
+                }
+                _ => {}
+            }
+        }
+        if !hanging_up.is_empty() {
+            self.notice(Notice::CredentialsRefused { status, hanging_up });
+        }
+        for call_id in running {
+            self.actions.push_back(Action::Hangup { call_id });
+        }
     }
 
     fn lease_failed(&mut self, now_ms: u64, status: Option<u16>, detail: String) {
@@ -976,13 +1157,10 @@ impl LeaseClient {
         if kind.is_ended() {
             call.state = CallState::Ending { ended_seq: seq };
         }
-        self.events.push_back(CallEvent {
-            call_id: call_id.to_string(),
-            attempt: call.attempt,
-            seq,
-            at_ms: now_ms,
-            kind,
-        });
+        let attempt = call.attempt;
+        self.events.push_back(CallEvent { call_id: call_id.to_string(), attempt, seq, at_ms: now_ms, kind });
+        // On disk before any batch can carry it.
+        self.persist(call_id, attempt);
         Ok(seq)
     }
 
@@ -1047,6 +1225,12 @@ impl LeaseClient {
                             self.notice(Notice::EventsDuplicates { sent: delivered.len(), accepted: ack.accepted });
                         }
                     }
+                }
+                // Acknowledged or never deliverable: either way not needed after a restart.
+                let touched: std::collections::BTreeSet<(&str, u32)> =
+                    delivered.iter().map(|e| (e.call_id.as_str(), e.attempt)).collect();
+                for (call_id, attempt) in touched {
+                    self.persist(call_id, attempt);
                 }
                 // Whether acknowledged or dropped as invalid, an ended call is done here.
                 for ev in delivered.iter().filter(|e| e.kind.is_ended()) {

@@ -5,11 +5,13 @@
 //! - [`carrier`]: the two wires (HTTP/1.1 keep-alive, HTTP/3 over QUIC).
 //! - [`runtime`]: the tokio driver; [`calls`]: one task per call.
 //! - [`config`]: TOML file + environment.
+//! - [`recordings`], [`event_spool`]: what survives a restart (uploads, unacknowledged events).
 
 pub mod calls;
 pub mod carrier;
 pub mod config;
 pub mod engine;
+pub mod event_spool;
 pub mod lease;
 pub mod media;
 pub mod recordings;

@@ -146,6 +146,12 @@ fn main() -> ExitCode {
         eprintln!("voxline-media-sidecar: cannot create the recordings directory {}: {e}", spool.display());
         return ExitCode::from(2);
     }
+    // Unacknowledged events beside it (0700), so a crash cannot lose a call's end.
+    let events_dir = voxline_media_sidecar::event_spool::spool_dir(&spool);
+    if let Err(e) = voxline_media_sidecar::event_spool::EventSpool::open(&events_dir) {
+        eprintln!("voxline-media-sidecar: cannot use the event spool {}: {e}", events_dir.display());
+        return ExitCode::from(2);
+    }
     cfg.telephony.recordings_dir = Some(spool);
     if args.check {
         println!("{cfg:#?}");
@@ -206,7 +212,12 @@ fn main() -> ExitCode {
                 }
             },
         };
-        let opts = RunOptions { mode, drain_timeout: args.drain_timeout, recordings_dir: cfg.telephony.recordings_dir.clone() };
+        let opts = RunOptions {
+            mode,
+            drain_timeout: args.drain_timeout,
+            recordings_dir: cfg.telephony.recordings_dir.clone(),
+            events_dir: Some(events_dir),
+        };
         let summary =
             run(carrier, voxline_media_sidecar::lease_settings(&cfg), cfg.secret.clone(), opts, stop_rx).await;
         if summary.clean_exit {

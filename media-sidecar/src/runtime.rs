@@ -7,6 +7,10 @@
 //! up to `drain_timeout` for held calls to end and their events to be delivered;
 //! [`Stop::Now`] (second signal) exits at once. Calls still held at exit are
 //! failed by the edge once it stops hearing from this sidecar.
+//!
+//! Restarts: uploads left in the recording spool are resumed, and events left
+//! unacknowledged in the event spool ([`crate::event_spool`]) are loaded into
+//! the core before it first registers (their calls are held again).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -52,11 +56,15 @@ pub struct RunOptions {
     pub drain_timeout: Duration,
     /// The recording spool: uploads a previous run left there are resumed.
     pub recordings_dir: Option<std::path::PathBuf>,
+    /// The event spool (see [`crate::event_spool`]): every unacknowledged
+    /// event is kept there, and a previous run's are sent first. `None`:
+    /// events live in memory only.
+    pub events_dir: Option<std::path::PathBuf>,
 }
 
 impl Default for RunOptions {
     fn default() -> Self {
-        RunOptions { mode: CallMode::Placeholder, drain_timeout: Duration::from_secs(30), recordings_dir: None }
+        RunOptions { mode: CallMode::Placeholder, drain_timeout: Duration::from_secs(30), recordings_dir: None, events_dir: None }
     }
 }
 
@@ -86,6 +94,9 @@ fn log_notice(n: Notice) {
         Notice::RegisterFailed { status, detail, retry_at_ms } => {
             warn!(?status, %detail, retry_in_ms = retry_at_ms.saturating_sub(now_ms()), "registration failed")
         }
+        Notice::CredentialsRefused { status, hanging_up } => {
+            error!(status, ?hanging_up, "the edge refused our credentials (revoked?); hanging up every call held here")
+        }
         Notice::Reregistering { path, status } => warn!(path, status, "edge no longer knows us; registering again"),
         Notice::LeaseFailed { status, detail, retry_at_ms } => {
             warn!(?status, %detail, retry_in_ms = retry_at_ms.saturating_sub(now_ms()), "lease poll failed")
@@ -108,6 +119,13 @@ fn log_notice(n: Notice) {
         }
         Notice::EventsDuplicates { sent, accepted } => tracing::debug!(sent, accepted, "edge already had some events"),
         Notice::HangupForUnknownCall { call_id } => info!(%call_id, "hangup for a call we do not hold"),
+        Notice::EventsNotSaved { call_id, attempt, detail } => {
+            error!(%call_id, attempt, %detail, "event spool write failed; these events would not survive a restart")
+        }
+        Notice::CallRestored { call_id, attempt, events, lost } => {
+            info!(%call_id, attempt, events, lost, "holding a call an earlier run left unacknowledged; resending its events")
+        }
+        Notice::RestoreSkipped { call_id, events } => warn!(%call_id, events, "spooled events of a call already held; skipped"),
         Notice::UnknownCommand => warn!("edge sent a command kind this build does not know"),
         Notice::CallReleased { call_id } => info!(%call_id, "call released; slot free"),
         Notice::UploadFailed { call_id, status, detail, retry_at_ms } => {
@@ -230,6 +248,22 @@ pub async fn run<C: Carrier>(
         for upload in crate::recordings::leftovers(dir) {
             tracing::info!(call_id = %upload.manifest.call_id, path = %upload.path.display(), "resuming a recording upload left by an earlier run");
             core.queue_upload(upload);
+        }
+    }
+    // Before the first registration: the calls found there are in `held_calls`
+    // from the first poll on, so the edge keeps them rather than re-dialling them.
+    if let Some(dir) = &opts.events_dir {
+        match crate::event_spool::EventSpool::open(dir) {
+            Ok(spool) => {
+                let leftovers = spool.load();
+                core.set_event_store(Box::new(spool));
+                if !leftovers.is_empty() {
+                    let n = leftovers.len();
+                    let calls = core.restore_events(now_ms(), leftovers);
+                    tracing::info!(events = n, calls, "resending events an earlier run left unacknowledged");
+                }
+            }
+            Err(e) => tracing::error!(dir = %dir.display(), error = %e, "no event spool: events will not survive a restart"),
         }
     }
     let mut drain_until: Option<tokio::time::Instant> = None;

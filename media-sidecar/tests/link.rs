@@ -32,11 +32,14 @@ struct Running {
 }
 
 fn start<C: Carrier>(carrier: C, capacity: u32, secret: &str, mode: CallMode) -> Running {
+    start_with(carrier, capacity, secret, RunOptions { mode, drain_timeout: Duration::from_secs(10), ..RunOptions::default() })
+}
+
+fn start_with<C: Carrier>(carrier: C, capacity: u32, secret: &str, opts: RunOptions) -> Running {
     let (stop, rx) = watch::channel(Stop::Run);
     let mut settings = LeaseSettings::new("sc-test", "local", capacity);
     settings.backoff_initial_ms = 100;
     settings.backoff_max_ms = 400;
-    let opts = RunOptions { mode, drain_timeout: Duration::from_secs(10), recordings_dir: None };
     let task = tokio::spawn(run(Arc::new(carrier), settings, Secret::new(secret), opts, rx));
     Running { stop, task }
 }
@@ -231,6 +234,92 @@ async fn recovers_from_edge_errors_and_reregisters_on_410() {
         edge.wait_for("r_1 ended", t, |s| ended_in(s, "r_1")).await;
         assert_eq!(edge.kinds_of("r_1"), vec!["dialing", "ringing", "answered", "ended"], "no event lost to the 500");
         assert!(edge.state.lock().unwrap().fail_next.is_empty());
+        assert_eq!(sc.drain().await, RunSummary { calls_started: 1, clean_exit: true });
+    })
+    .await
+    .expect("bounded")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_resends_spooled_events_and_holds_their_calls_until_acked() {
+    use voxline_media_sidecar::event_spool::{spool_dir, EventSpool};
+    use voxline_media_sidecar::lease::EventStore;
+    use voxline_shared::protocol::{CallEvent, Timings};
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let edge = FakeEdge::start(SECRET, reg_ack()).await;
+        // What a run that crashed left: s_1 ended, the edge never acknowledged it.
+        let events_dir = spool_dir(&temp_dir("evspool"));
+        let at = now_ms() - 2_000;
+        let left = vec![
+            CallEvent { call_id: "s_1".into(), attempt: 1, seq: 1, at_ms: at, kind: EventKind::Dialing },
+            CallEvent {
+                call_id: "s_1".into(),
+                attempt: 1,
+                seq: 2,
+                at_ms: at + 1_000,
+                kind: EventKind::Ended {
+                    status: CallStatus::Completed,
+                    reason: EndedReason::AgentHangup,
+                    sip_code: None,
+                    timings: Timings { dispatched_ms: at, ringing_ms: None, answered_ms: None, ended_ms: at + 1_000 },
+                },
+            },
+        ];
+        EventSpool::open(&events_dir).unwrap().save("s_1", 1, &left).unwrap();
+        let file = events_dir.join("s_1-1.events.json");
+        assert!(file.exists());
+
+        let carrier = Http1Carrier::new(EdgeUrl::parse(&format!("http://{}", edge.addr())).unwrap(), None);
+        let opts = RunOptions {
+            mode: CallMode::Placeholder,
+            drain_timeout: Duration::from_secs(10),
+            events_dir: Some(events_dir.clone()),
+            ..RunOptions::default()
+        };
+        let sc = start_with(carrier, 1, SECRET, opts);
+        let t = Duration::from_secs(15);
+        edge.wait_for("s_1 ended", t, |s| ended_in(s, "s_1")).await;
+        assert_eq!(edge.kinds_of("s_1"), vec!["dialing", "ended"]);
+        assert_eq!(ended_of(&edge, "s_1"), Some((CallStatus::Completed, EndedReason::AgentHangup)));
+        {
+            let s = edge.state.lock().unwrap();
+            let first = &s.leases[0];
+            assert_eq!((first.held_calls.clone(), first.free_slots), (vec!["s_1".to_string()], 0), "held from the first poll");
+        }
+        // Released once acknowledged: the next polls hold nothing, and the file is gone.
+        edge.wait_for("s_1 released", t, |s| s.leases.iter().any(|l| l.held_calls.is_empty() && l.free_slots == 1).then_some(()))
+            .await;
+        assert!(!file.exists(), "forgotten once acknowledged");
+        // A new call's events pass through the spool too, and leave it when acked.
+        edge.offer(offer("s_2", 600));
+        edge.wait_for("s_2 dialing", t, |s| (kinds_in(s, "s_2") == vec!["dialing"]).then_some(())).await;
+        edge.command(Command::Hangup { call_id: "s_2".into() });
+        edge.wait_for("s_2 ended", t, |s| ended_in(s, "s_2")).await;
+        assert_eq!(sc.drain().await, RunSummary { calls_started: 1, clean_exit: true });
+        assert_eq!(std::fs::read_dir(&events_dir).unwrap().count(), 0, "nothing left in the spool");
+    })
+    .await
+    .expect("bounded")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoked_credentials_hang_up_the_calls_held() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let edge = FakeEdge::start(SECRET, reg_ack()).await;
+        let carrier = Http1Carrier::new(EdgeUrl::parse(&format!("http://{}", edge.addr())).unwrap(), None);
+        let sc = start(carrier, 1, SECRET, CallMode::Placeholder);
+        let t = Duration::from_secs(15);
+        edge.offer(offer("v_1", 600));
+        edge.wait_for("dialing", t, |s| (kinds_in(s, "v_1") == vec!["dialing"]).then_some(())).await;
+        // Revoked: every request is refused, the registration too.
+        edge.state.lock().unwrap().secret = b"revoked".to_vec();
+        edge.wait_for("a refused lease and registration", t, |s| (s.signature_failures.len() >= 2).then_some(())).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(ended_of(&edge, "v_1"), None, "nothing gets through while revoked");
+        // Taken back: the call had been hung up meanwhile; its end is delivered now.
+        edge.state.lock().unwrap().secret = SECRET.as_bytes().to_vec();
+        edge.wait_for("v_1 ended", t, |s| ended_in(s, "v_1")).await;
+        assert_eq!(ended_of(&edge, "v_1"), Some((CallStatus::Cancelled, EndedReason::HangupRequested)));
         assert_eq!(sc.drain().await, RunSummary { calls_started: 1, clean_exit: true });
     })
     .await

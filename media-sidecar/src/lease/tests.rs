@@ -808,6 +808,8 @@ fn random_runs_keep_the_invariants() {
         let capacity = 1 + (seed % 4) as u32;
         let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
         let mut h = H::new(capacity);
+        let store = MemStore::default();
+        h.c.set_event_store(Box::new(store.clone()));
         let mut in_flight: Vec<Transmit> = vec![];
         let mut offered = std::collections::BTreeSet::new();
         let mut acked = std::collections::BTreeSet::new();
@@ -846,6 +848,7 @@ fn random_runs_keep_the_invariants() {
                 }
             }
             assert!(h.c.held_calls().len() as u32 <= capacity);
+            assert_eq!(store.all().len(), h.c.pending_events(), "seed {seed}: the store holds exactly the unacked events");
 
             match rng.below(10) {
                 // Answer a request.
@@ -951,6 +954,7 @@ fn random_runs_keep_the_invariants() {
         }
         assert!(h.c.held_calls().is_empty(), "seed {seed}: {:?}", h.c.held_calls());
         assert_eq!(h.c.pending_events(), 0);
+        assert!(store.all().is_empty(), "seed {seed}: everything acked, nothing left on disk");
         for c in &started {
             assert!(delivered_ended.contains(c), "seed {seed}: {c} ended but never delivered");
         }
@@ -1049,4 +1053,290 @@ fn an_unreadable_recording_is_given_up_and_a_401_reregisters_first() {
     h.reply(ups[0].0, Reply::Unsendable("gone".into()));
     assert!(notices(&h.actions()).iter().any(|n| matches!(n, Notice::UploadRefused { status: None, .. })));
     assert!(h.c.is_idle());
+}
+
+// ---------------------------------------------------------------- events across a restart
+
+/// An in-memory [`EventStore`], shared with the test (a stand-in for the spool on disk).
+#[derive(Debug, Clone, Default)]
+struct MemStore(std::sync::Arc<std::sync::Mutex<BTreeMap<(String, u32), Vec<CallEvent>>>>);
+
+impl EventStore for MemStore {
+    fn save(&mut self, call_id: &str, attempt: u32, unacked: &[CallEvent]) -> Result<(), String> {
+        let mut m = self.0.lock().unwrap();
+        if unacked.is_empty() {
+            m.remove(&(call_id.to_string(), attempt));
+        } else {
+            m.insert((call_id.to_string(), attempt), unacked.to_vec());
+        }
+        Ok(())
+    }
+}
+
+impl MemStore {
+    fn all(&self) -> Vec<CallEvent> {
+        self.0.lock().unwrap().values().flatten().cloned().collect()
+    }
+    fn seqs(&self, call: &str) -> Vec<u32> {
+        self.all().iter().filter(|e| e.call_id == call).map(|e| e.seq).collect()
+    }
+}
+
+/// All transmits due now; lease polls among them are answered empty at once.
+fn settled(h: &mut H) -> Vec<Transmit> {
+    let txs = h.all_tx();
+    for t in txs.iter().filter(|t| matches!(t.request, Request::Lease(_))) {
+        h.reply(t.id, lease_resp(vec![], vec![]));
+    }
+    txs
+}
+
+#[test]
+fn every_unacked_event_is_stored_before_it_can_be_sent_and_forgotten_once_acked() {
+    let mut h = H::registered(2);
+    let store = MemStore::default();
+    h.c.set_event_store(Box::new(store.clone()));
+    let a = h.start_call(1);
+    h.c.emit(h.now, &a.call_id, EventKind::Dialing).unwrap();
+    assert_eq!(store.seqs("c_1"), vec![1], "stored by emit itself, before poll_transmit");
+    let txs = settled(&mut h);
+    let (id, b) = batches(&txs)[0];
+    assert_eq!(b.events.len(), 1);
+    h.c.emit(h.now, &a.call_id, ended(h.now)).unwrap();
+    assert_eq!(store.seqs("c_1"), vec![1, 2], "in flight or not, kept until acked");
+
+    // A failed batch forgets nothing.
+    h.reply(id, status(503));
+    assert_eq!(store.seqs("c_1"), vec![1, 2]);
+    h.now += 500;
+    let txs = settled(&mut h);
+    let (id, b) = batches(&txs)[0];
+    assert_eq!(b.events.len(), 2);
+    h.reply(id, ok(EventsAck { protocol_version: 1, accepted: 2 }));
+    assert!(store.all().is_empty(), "acked: forgotten");
+    assert!(h.c.is_idle());
+
+    // A batch refused as invalid can never be delivered: forgotten too.
+    h.now += 1_000;
+    let b = h.start_call(2);
+    h.c.emit(h.now, &b.call_id, ended(h.now)).unwrap();
+    let txs = h.all_tx();
+    h.reply(batches(&txs)[0].0, status(422));
+    assert!(store.all().is_empty());
+}
+
+#[test]
+fn a_restart_holds_the_calls_of_unacked_events_and_sends_them_first() {
+    // First run: c_1 ends, c_2 is answered; the edge hears of none of it before the crash.
+    let store = MemStore::default();
+    let mut h = H::registered(3);
+    h.c.set_event_store(Box::new(store.clone()));
+    let a = h.start_call(1);
+    let b = h.start_call(2);
+    h.c.emit(h.now, &a.call_id, EventKind::Dialing).unwrap();
+    h.c.emit(h.now, &b.call_id, EventKind::Dialing).unwrap();
+    h.c.emit(h.now + 1, &a.call_id, EventKind::Ringing).unwrap();
+    h.c.emit(h.now + 2, &b.call_id, EventKind::Answered).unwrap();
+    h.c.emit(h.now + 3, &a.call_id, ended(h.now + 3)).unwrap();
+    let _in_flight_when_it_crashed = h.all_tx();
+    let left = store.all();
+    assert_eq!(left.len(), 5);
+
+    // Second run, with what the first left on disk.
+    let mut h = H::new(3);
+    h.now += 60_000;
+    let store2 = MemStore::default();
+    h.c.set_event_store(Box::new(store2.clone()));
+    assert_eq!(h.c.restore_events(h.now, left), 2);
+    assert_eq!(h.c.held_calls(), vec!["c_1".to_string(), "c_2".to_string()]);
+    assert_eq!(h.c.free_slots(), 1);
+    let n = h.actions();
+    assert!(notices(&n).iter().any(|n| matches!(n, Notice::CallRestored { call_id, events: 3, lost: false, .. } if call_id == "c_1")));
+    assert!(notices(&n).iter().any(|n| matches!(n, Notice::CallRestored { call_id, events: 3, lost: true, .. } if call_id == "c_2")));
+    // c_2 died with the first run: it ends as the edge would have ended it, and that is stored too.
+    assert_eq!(store2.seqs("c_2"), vec![1, 2, 3]);
+
+    let t = h.tx().expect("registers first");
+    assert!(matches!(t.request, Request::Register(_)));
+    assert!(h.tx().is_none(), "nothing before registration");
+    h.reply(t.id, ok(reg_ack()));
+    let txs = h.all_tx();
+    assert!(matches!(txs[0].request, Request::Events(_)), "the old events go first: {txs:?}");
+    let (id, batch) = batches(&txs)[0];
+    let sent: Vec<(&str, u32, &str)> = batch.events.iter().map(|e| (e.call_id.as_str(), e.seq, e.kind.name())).collect();
+    assert_eq!(
+        sent,
+        vec![
+            ("c_1", 1, "dialing"),
+            ("c_1", 2, "ringing"),
+            ("c_1", 3, "ended"),
+            ("c_2", 1, "dialing"),
+            ("c_2", 2, "answered"),
+            ("c_2", 3, "ended")
+        ],
+        "original seq numbers, each call in order"
+    );
+    let EventKind::Ended { status, reason, timings, .. } = &batch.events[5].kind else { panic!() };
+    assert_eq!((*status, *reason), (CallStatus::Failed, EndedReason::MediaLost));
+    assert_eq!((timings.answered_ms, timings.ended_ms), (Some(T0 + 2_002), h.now));
+    let Some(Request::Lease(l)) = txs.iter().map(|t| &t.request).find(|r| matches!(r, Request::Lease(_))) else {
+        panic!("{txs:?}")
+    };
+    assert_eq!((l.held_calls.clone(), l.free_slots), (vec!["c_1".to_string(), "c_2".to_string()], 1));
+
+    // Restored calls take no new events and no offer for the same call.
+    assert_eq!(h.c.emit(h.now, "c_1", EventKind::Ringing), Err(EmitError::AlreadyEnded));
+
+    // Acked: released as usual, and forgotten.
+    h.reply(id, ok(EventsAck { protocol_version: 1, accepted: 6 }));
+    let n = h.actions();
+    let released: Vec<_> = notices(&n)
+        .into_iter()
+        .filter_map(|n| match n {
+            Notice::CallReleased { call_id } => Some(call_id.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(released, vec!["c_1", "c_2"]);
+    assert!(store2.all().is_empty());
+    assert!(h.c.held_calls().is_empty());
+    assert_eq!(h.c.free_slots(), 3);
+}
+
+#[test]
+fn restored_events_are_deduplicated_and_never_displace_a_held_call() {
+    let mut h = H::registered(2);
+    let a = h.start_call(1);
+    h.c.emit(h.now, &a.call_id, EventKind::Dialing).unwrap();
+    let ev = |call: &str, attempt: u32, seq: u32, kind: EventKind| CallEvent {
+        call_id: call.into(),
+        attempt,
+        seq,
+        at_ms: T0 + u64::from(seq),
+        kind,
+    };
+    let restored = h.c.restore_events(
+        h.now,
+        vec![
+            ev("c_1", 1, 1, EventKind::Answered), // held here already: skipped
+            ev("c_9", 2, 2, ended(T0 + 2)),
+            ev("c_9", 2, 1, EventKind::Dialing),
+            ev("c_9", 2, 1, EventKind::Dialing), // a duplicate
+            ev("c_9", 1, 4, ended(T0 + 4)),      // an earlier attempt: delivered, not held
+        ],
+    );
+    assert_eq!(restored, 1);
+    let n = h.actions();
+    assert!(notices(&n).iter().any(|n| matches!(n, Notice::RestoreSkipped { call_id, events: 1 } if call_id == "c_1")));
+    let txs = h.all_tx();
+    let (id, b) = batches(&txs)[0];
+    let sent: Vec<(&str, u32, u32)> = b.events.iter().map(|e| (e.call_id.as_str(), e.attempt, e.seq)).collect();
+    assert_eq!(sent, vec![("c_9", 2, 1), ("c_9", 2, 2), ("c_9", 1, 4), ("c_1", 1, 1)]);
+    h.reply(id, ok(EventsAck { protocol_version: 1, accepted: 4 }));
+    assert_eq!(h.c.held_calls(), vec!["c_1".to_string()], "c_9 released by its attempt-2 `ended`");
+}
+
+// ---------------------------------------------------------------- refused credentials
+
+#[test]
+fn refused_credentials_hang_up_every_call_and_registering_goes_on() {
+    for code in [401, 403] {
+        let mut h = H::registered(4);
+        h.start_call(1); // running
+        let ended_one = h.start_call(2);
+        h.c.emit(h.now, &ended_one.call_id, ended(h.now)).unwrap(); // ended, not yet acked
+        let txs = h.all_tx();
+        let (batch, _) = batches(&txs)[0];
+        let lease = txs.iter().find(|t| matches!(t.request, Request::Lease(_))).unwrap().id;
+        h.reply(lease, lease_resp(vec![offer(3, h.now + 5_000)], vec![])); // accepted, ack in flight
+        let txs = h.all_tx();
+        let ack3 = txs.iter().find(|t| matches!(t.request, Request::Ack(_))).unwrap().id;
+        let lease = txs.iter().find(|t| matches!(t.request, Request::Lease(_))).unwrap().id;
+        h.reply(batch, status(503));
+        h.actions();
+
+        // The edge forgets us; registering again is refused.
+        h.reply(lease, status(401));
+        let t = h.all_tx().into_iter().find(|t| matches!(t.request, Request::Register(_))).expect("re-registers");
+        h.reply(t.id, status(code));
+        let a = h.actions();
+        let hangups: Vec<_> = a.iter().filter(|a| matches!(a, Action::Hangup { .. })).collect();
+        assert_eq!(hangups, vec![&Action::Hangup { call_id: "c_1".into() }], "{code}");
+        assert!(notices(&a).iter().any(|n| matches!(n,
+            Notice::CredentialsRefused { status, hanging_up } if *status == code && *hanging_up == vec!["c_1".to_string(), "c_3".to_string()])));
+
+        // c_3's ack is confirmed late: cancelled, never dialled.
+        h.reply(ack3, ok(serde_json::json!({"protocol_version":1,"lease_id":"l_3"})));
+        assert!(h.starts().is_empty(), "{code}");
+
+        // Registration goes on with backoff; another refusal hangs up nothing twice.
+        assert_eq!(h.c.next_wakeup_ms(), Some(h.now + 500));
+        h.now += 500;
+        let t = h.all_tx().into_iter().find(|t| matches!(t.request, Request::Register(_))).expect("retries");
+        h.reply(t.id, status(code));
+        assert!(!h.actions().iter().any(|a| matches!(a, Action::Hangup { .. })));
+        assert_eq!(h.c.next_wakeup_ms(), Some(h.now + 1_000));
+
+        // Once the edge takes us again, the ends (hangup_requested) are delivered.
+        h.c.emit(h.now, "c_1", EventKind::Ended {
+            status: CallStatus::Completed,
+            reason: EndedReason::HangupRequested,
+            sip_code: None,
+            timings: Timings { dispatched_ms: T0, ringing_ms: None, answered_ms: None, ended_ms: h.now },
+        })
+        .unwrap();
+        h.now += 1_000;
+        let t = h.tx().unwrap();
+        h.reply(t.id, ok(reg_ack()));
+        let txs = h.all_tx();
+        let (id, b) = batches(&txs)[0];
+        let reasons: Vec<(&str, EndedReason)> = b
+            .events
+            .iter()
+            .filter_map(|e| match &e.kind {
+                EventKind::Ended { reason, .. } => Some((e.call_id.as_str(), *reason)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            reasons,
+            vec![("c_2", EndedReason::AgentHangup), ("c_3", EndedReason::HangupRequested), ("c_1", EndedReason::HangupRequested)]
+        );
+        h.reply(id, ok(EventsAck { protocol_version: 1, accepted: 3 }));
+        assert!(h.c.held_calls().is_empty(), "{code}");
+    }
+}
+
+#[test]
+fn other_register_failures_and_410_hang_up_nothing() {
+    for failure in [status(410), status(500), status(429), Reply::Failed("timeout".into())] {
+        let mut h = H::registered(2);
+        h.start_call(1);
+        let (id, _) = h.lease();
+        h.reply(id, status(410));
+        let t = h.tx().expect("re-registers at once on 410");
+        assert!(matches!(t.request, Request::Register(_)));
+        h.reply(t.id, failure.clone());
+        let a = h.actions();
+        assert!(!a.iter().any(|a| matches!(a, Action::Hangup { .. })), "{failure:?}: {a:?}");
+        assert!(h.c.holds("c_1"));
+    }
+}
+
+#[test]
+fn a_hangup_for_a_held_call_is_obeyed_after_the_edge_took_us_back() {
+    // The edge forgot us (410), we registered again, and our next poll's
+    // held_calls is answered with a hangup for a call it no longer counts as ours.
+    let mut h = H::registered(2);
+    h.start_call(1);
+    let (id, _) = h.lease();
+    h.reply(id, status(410));
+    let t = h.tx().unwrap();
+    h.reply(t.id, ok(reg_ack()));
+    h.actions();
+    let (id, l) = h.lease();
+    assert_eq!(l.held_calls, vec!["c_1".to_string()]);
+    h.reply(id, lease_resp(vec![], vec![hangup("c_1")]));
+    assert!(h.actions().contains(&Action::Hangup { call_id: "c_1".into() }));
+    assert!(h.c.holds("c_1"), "held until its `ended` is acked");
 }
