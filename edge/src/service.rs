@@ -340,10 +340,17 @@ async fn create_call<K: Kv, D: Dispatcher>(
     let reject_over_cap = input.reject_over_cap;
     let scheduled_reason = apply_calling_window(&agent, &mut input, env.now_ms)?;
     let calling_window = agent.calling_window.clone();
-    // The call's own key, else its agent's; sealed, and only ever in the queued offer.
-    let sealed_key = match &input.engine_api_key {
-        Some(k) => Some(seal_engine_key(env, &tenant.id, k)?),
-        None => agent.engine_api_key_sealed.clone(),
+    // A key travels only with its own endpoint: the call's key and URL if it
+    // gives either, else its agent's pair (never the agent's key to a URL the
+    // call names). The key is sealed, and only ever in the queued offer.
+    let (sealed_key, engine_base_url) = if input.engine_api_key.is_some() || input.engine_base_url.is_some() {
+        let key = match &input.engine_api_key {
+            Some(k) => Some(seal_engine_key(env, &tenant.id, k)?),
+            None => None,
+        };
+        (key, input.engine_base_url.take())
+    } else {
+        (agent.engine_api_key_sealed.clone(), agent.engine_base_url.clone())
     };
     let record = CallRecord {
         id: ids::call_id(env.now_ms),
@@ -376,7 +383,7 @@ async fn create_call<K: Kv, D: Dispatcher>(
         ended_at: None,
         ended_reason: None,
         scheduled_reason,
-        engine_base_url: input.engine_base_url.or(agent.engine_base_url),
+        engine_base_url,
         engine_api_key_set: sealed_key.is_some(),
         silence_timeout_seconds: input
             .silence_timeout_seconds

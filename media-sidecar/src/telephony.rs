@@ -90,8 +90,26 @@ fn media_codec(c: SdpCodec) -> media::Codec {
     }
 }
 
-/// The engine the offer asks for. Keys and base URLs of the cloud engines
-/// come from the sidecar's environment for now (never logged).
+/// Which key goes to which endpoint. A key travels only with its own URL:
+/// the offer's pair (the call's or its agent's, as the edge chose) when it
+/// names either, else the operator's pair from the environment. A tenant's
+/// URL without a key gets no key at all: the operator's key is never sent to
+/// an endpoint the operator did not configure.
+fn engine_credentials(
+    offer_key: Option<SecretText>,
+    offer_url: Option<String>,
+    operator_key: Option<SecretText>,
+    operator_url: Option<String>,
+) -> (Option<SecretText>, Option<String>) {
+    if offer_key.is_some() || offer_url.is_some() {
+        (offer_key, offer_url)
+    } else {
+        (operator_key, operator_url)
+    }
+}
+
+/// The engine the offer asks for: keys and base URLs from the offer (the
+/// call's or agent's) or from the sidecar's environment (never logged).
 async fn make_engine(offer: &Offer) -> Result<BoxedEngine, EngineError> {
     let mut cfg = EngineConfig::new(offer.call_id.clone(), offer.language.clone());
     cfg.system_prompt = offer.system_prompt.clone();
@@ -105,8 +123,8 @@ async fn make_engine(offer: &Offer) -> Result<BoxedEngine, EngineError> {
         if offer.engine_key_unavailable {
             return Err(EngineError::Auth("the call's engine API key could not be unsealed at the edge".into()));
         }
-        cfg.api_key = offer.engine_api_key.clone().or_else(|| env(key_var).map(SecretText::new));
-        cfg.base_url = offer.engine_base_url.clone().or_else(|| env(url_var));
+        (cfg.api_key, cfg.base_url) =
+            engine_credentials(offer.engine_api_key.clone(), offer.engine_base_url.clone(), env(key_var).map(SecretText::new), env(url_var));
         Ok(())
     };
     match offer.engine.as_str() {
@@ -474,6 +492,30 @@ fn start_media(offer: &Offer, tel: &Telephony, bound: Option<media::driver::Boun
     let mut cfg = MediaConfig::new(media_codec(neg.codec), payload, neg.remote_rtp);
     cfg.record_path = recording_path(offer, tel);
     bound.start(cfg).map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod credential_tests {
+    use super::*;
+
+    #[test]
+    fn a_key_only_ever_travels_with_its_own_endpoint() {
+        let key = |k: &str| Some(SecretText::new(k.to_string()));
+        let shown = |(k, u): (Option<SecretText>, Option<String>)| (k.map(|k| k.expose().to_string()), u);
+        let op = || (key("sk-operator"), Some("wss://operator.example".to_string()));
+        // A tenant's URL alone: no key, least of all the operator's.
+        let (ok, ou) = op();
+        assert_eq!(shown(engine_credentials(None, Some("wss://attacker.example".into()), ok, ou)), (None, Some("wss://attacker.example".into())));
+        // A tenant's key alone: the vendor's own endpoint, not the operator's URL.
+        let (ok, ou) = op();
+        assert_eq!(shown(engine_credentials(key("sk-tenant"), None, ok, ou)), (Some("sk-tenant".into()), None));
+        // Neither: the operator's pair.
+        let (ok, ou) = op();
+        assert_eq!(shown(engine_credentials(None, None, ok, ou)), (Some("sk-operator".into()), Some("wss://operator.example".into())));
+        // Both: the tenant's pair.
+        let (ok, ou) = op();
+        assert_eq!(shown(engine_credentials(key("sk-t"), Some("wss://t.example".into()), ok, ou)), (Some("sk-t".into()), Some("wss://t.example".into())));
+    }
 }
 
 #[cfg(test)]

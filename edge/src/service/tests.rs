@@ -479,6 +479,13 @@ fn engine_keys_are_sealed_everywhere_and_opened_only_for_the_sidecar() {
     assert_eq!(own.body_json()["engine_base_url"], "wss://other.example.com");
     let plain = w.send("POST", "/v1/calls", Some(&key), Some(json!({"phone": "+14155550103"})));
     assert_eq!((plain.status, plain.body_json()["engine_api_key_set"].as_bool()), (201, Some(false)));
+    // A call naming its own endpoint but no key never carries the agent's key there.
+    let url_only = w.send("POST", "/v1/calls", Some(&key), Some(json!({"phone": "+14155550104", "agent_id": aid, "engine_base_url": "wss://attacker.example.net/x"})));
+    assert_eq!(url_only.status, 201, "{}", url_only.body);
+    assert_eq!((url_only.body_json()["engine_api_key_set"].as_bool(), url_only.body_json()["engine_base_url"].as_str()), (Some(false), Some("wss://attacker.example.net/x")));
+    // A call's own key without a URL goes to the engine's own endpoint, not the agent's.
+    let key_only = w.send("POST", "/v1/calls", Some(&key), Some(json!({"phone": "+14155550105", "agent_id": aid, "engine_api_key": "sk-call-2"})));
+    assert_eq!(key_only.body_json()["engine_base_url"], Value::Null, "{}", key_only.body);
     // No clear key anywhere in storage or in the queue's state.
     let stored: String = w.kv.map.borrow().values().map(|(v, _)| v.clone()).collect();
     let queued = serde_json::to_string(&*w.calls.dispatch.queues.borrow()).unwrap();
@@ -498,6 +505,10 @@ fn engine_keys_are_sealed_everywhere_and_opened_only_for_the_sidecar() {
     assert_eq!(key_for("+14155550101"), Some(json!("sk-agent-SECRET")));
     assert_eq!(key_for("+14155550102"), Some(json!("sk-call-SECRET")));
     assert_eq!(key_for("+14155550103"), Some(Value::Null), "no key given, none sent");
+    assert_eq!(key_for("+14155550104"), Some(Value::Null), "the agent's key never goes to the call's URL");
+    assert_eq!(key_for("+14155550105"), Some(json!("sk-call-2")));
+    let url_for = |phone: &str| reply["offers"].as_array().unwrap().iter().find(|o| o["phone"] == phone).map(|o| o["engine_base_url"].clone());
+    assert_eq!((url_for("+14155550101"), url_for("+14155550105")), (Some(json!("wss://realtime.example.com")), Some(Value::Null)), "each key with its own endpoint");
     drop(queues);
     // PATCH null removes the agent's key.
     let patched = w.admin("PATCH", &format!("/admin/tenants/{tid}/agents/{aid}"), Some(json!({"engine_api_key": null})));
