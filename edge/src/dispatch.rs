@@ -243,7 +243,7 @@ pub enum EventOutcome {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct RegionQueue {
     pub next_lease: u64,
-    pub waiting: Vec<QueuedCall>,
+    pub waiting: crate::waiting_line::WaitingLine,
     pub leased: Vec<Lease>,
     pub held: BTreeMap<String, Held>,
     pub sidecars: BTreeMap<String, SidecarSeen>,
@@ -301,7 +301,7 @@ impl RegionQueue {
 
     /// The call's row as it is now (None: the queue is done with it).
     pub fn row_of(&self, call_id: &str) -> Option<CallRow> {
-        if let Some(c) = self.waiting.iter().find(|c| c.call_id == call_id) {
+        if let Some(c) = self.waiting.get(call_id) {
             return Some(CallRow::Waiting { call: c.clone() });
         }
         if let Some(l) = self.leased.iter().find(|l| l.call.call_id == call_id) {
@@ -348,7 +348,7 @@ impl RegionQueue {
         };
         for row in rows {
             match row {
-                CallRow::Waiting { call } => q.waiting.push(call),
+                CallRow::Waiting { call } => q.waiting.push_back(call),
                 CallRow::Leased { lease } => q.leased.push(lease),
                 CallRow::Held { held } => {
                     q.held.insert(held.call.call_id.clone(), held);
@@ -384,15 +384,11 @@ impl RegionQueue {
         }
         // The newest setting governs the tenant's waiting calls too, so a
         // changed cap takes effect with the next call placed.
-        let mut recapped = Vec::new();
-        for c in self.waiting.iter_mut().filter(|c| c.tenant_id == call.tenant_id && c.max_concurrent != call.max_concurrent) {
-            c.max_concurrent = call.max_concurrent;
-            recapped.push(c.call_id.clone());
-        }
+        let recapped = self.waiting.set_tenant_cap(&call.tenant_id, call.max_concurrent);
         self.changed_calls.extend(recapped);
         if let (true, Some(limit)) = (call.reject_over_cap, call.max_concurrent) {
             // Calls already due would take the free slots first, so they count.
-            let due = self.waiting.iter().filter(|c| c.tenant_id == call.tenant_id && c.ready_at_ms <= call.ready_at_ms).count() as u32;
+            let due = self.waiting.of_tenant(&call.tenant_id).filter(|c| c.ready_at_ms <= call.ready_at_ms).count() as u32;
             let active = self.in_flight(&call.tenant_id) + due;
             if active >= limit {
                 return EnqueueOutcome::ConcurrencyLimit { limit, active };
@@ -401,7 +397,7 @@ impl RegionQueue {
         let mut call = call;
         call.reject_over_cap = false;
         self.touch(&call.call_id);
-        self.waiting.push(call);
+        self.waiting.push_back(call);
         EnqueueOutcome::Accepted
     }
 
@@ -426,14 +422,9 @@ impl RegionQueue {
 
     /// The waiting call `lease` would hand out next: due, its tenant under
     /// its cap, oldest due first (ties: queue order).
-    fn next_offerable(&self, now: u64, in_flight: &BTreeMap<String, u32>) -> Option<usize> {
+    fn next_offerable(&self, now: u64, in_flight: &BTreeMap<String, u32>) -> Option<String> {
         let under_cap = |c: &QueuedCall| c.max_concurrent.is_none_or(|cap| in_flight.get(&c.tenant_id).copied().unwrap_or(0) < cap);
-        self.waiting
-            .iter()
-            .enumerate()
-            .filter(|(_, c)| c.ready_at_ms <= now && under_cap(c))
-            .min_by_key(|(i, c)| (c.ready_at_ms, *i))
-            .map(|(i, _)| i)
+        self.waiting.due(now).find(|c| under_cap(c)).map(|c| c.call_id.clone())
     }
 
     /// Every call this queue has not finished with counts as in progress:
@@ -443,11 +434,14 @@ impl RegionQueue {
             return None;
         }
         let same = |c: &QueuedCall| c.tenant_id == call.tenant_id && c.agent_id == call.agent_id && c.phone == call.phone;
-        self.waiting.iter().chain(self.live_calls()).find(|c| same(c)).map(|c| c.call_id.as_str())
+        if let Some(id) = self.waiting.conversation(&call.tenant_id, &call.agent_id, &call.phone) {
+            return Some(id);
+        }
+        self.live_calls().find(|c| same(c)).map(|c| c.call_id.as_str())
     }
 
     pub fn knows(&self, call_id: &str) -> bool {
-        self.waiting.iter().any(|c| c.call_id == call_id)
+        self.waiting.contains(call_id)
             || self.leased.iter().any(|l| l.call.call_id == call_id)
             || self.held.contains_key(call_id)
             || self.stranded.contains_key(call_id)
@@ -463,7 +457,7 @@ impl RegionQueue {
         self.leased = others;
         for lease in mine.into_iter().rev() {
             self.touch(&lease.call.call_id);
-            self.waiting.insert(0, lease.call);
+            self.waiting.push_front(lease.call);
         }
         let lost: Vec<String> = self.held.iter().filter(|(_, h)| h.sidecar_id == sidecar_id).map(|(id, _)| id.clone()).collect();
         let mut updates = Vec::new();
@@ -502,8 +496,8 @@ impl RegionQueue {
         let mut offers = Vec::new();
         let mut in_flight = self.in_flight_by_tenant();
         while (offers.len() as u32) < free_slots {
-            let Some(i) = self.next_offerable(now, &in_flight) else { break };
-            let call = self.waiting.remove(i);
+            let Some(call_id) = self.next_offerable(now, &in_flight) else { break };
+            let Some(call) = self.waiting.remove(&call_id) else { break };
             self.touch(&call.call_id);
             *in_flight.entry(call.tenant_id.clone()).or_insert(0) += 1;
             self.next_lease += 1;
@@ -529,7 +523,7 @@ impl RegionQueue {
         self.touch(&lease.call.call_id);
         if !accepted {
             // Front of the line: it was due before anything queued since.
-            self.waiting.insert(0, lease.call);
+            self.waiting.push_front(lease.call);
             return (AckOutcome::Requeued, None);
         }
         let update = CallUpdate {
@@ -546,8 +540,7 @@ impl RegionQueue {
     }
 
     pub fn cancel(&mut self, call_id: &str) -> CancelOutcome {
-        if let Some(i) = self.waiting.iter().position(|c| c.call_id == call_id) {
-            self.waiting.remove(i);
+        if self.waiting.remove(call_id).is_some() {
             self.touch(call_id);
             return CancelOutcome::Cancelled;
         }
@@ -618,7 +611,7 @@ impl RegionQueue {
             let retry_at_ms = call.calling_window.as_ref().and_then(|w| w.earliest_start(after_delay)).unwrap_or(after_delay);
             call.attempt += 1;
             call.ready_at_ms = retry_at_ms;
-            self.waiting.push(call);
+            self.waiting.push_back(call);
             CallChange::RetryScheduled { status, reason, sip_code, retry_at_ms }
         } else {
             CallChange::Ended { status, reason, sip_code }
@@ -638,7 +631,7 @@ impl RegionQueue {
         self.leased = live;
         for lease in expired.into_iter().rev() {
             self.touch(&lease.call.call_id);
-            self.waiting.insert(0, lease.call);
+            self.waiting.push_front(lease.call);
         }
         let dead: Vec<String> = self
             .sidecars
@@ -669,9 +662,9 @@ impl RegionQueue {
         let holders: std::collections::BTreeSet<&str> = self.stranded.values().map(|s| s.held.sidecar_id.as_str()).collect();
         let sidecars = &self.sidecars;
         self.commands.retain(|sid, _| sidecars.contains_key(sid) || holders.contains(sid.as_str()));
-        for call in &self.waiting {
-            // Scheduled first attempts that became due in (last_tick, now].
-            if call.scheduled && call.attempt == 1 && call.ready_at_ms > last_tick && call.ready_at_ms <= now {
+        // Scheduled first attempts that became due in (last_tick, now].
+        for call in self.waiting.ready_between(last_tick, now) {
+            if call.scheduled && call.attempt == 1 {
                 updates.push(CallUpdate { call_id: call.call_id.clone(), tenant_id: call.tenant_id.clone(), at_ms: now, change: CallChange::Released });
             }
         }
@@ -741,7 +734,7 @@ impl RegionQueue {
     pub fn next_deadline(&self, now: u64, t: &DispatchTimings) -> Option<u64> {
         let leases = self.leased.iter().map(|l| l.deadline_ms);
         let sidecars = self.sidecars.values().map(|s| s.last_seen_ms + t.dead_after_ms);
-        let future_ready = self.waiting.iter().map(|c| c.ready_at_ms).filter(|&r| r > now);
+        let future_ready = self.waiting.next_ready_after(now);
         let stranded = self.stranded.values().map(|s| s.release_at_ms);
         leases.chain(sidecars).chain(future_ready).chain(stranded).min()
     }

@@ -27,6 +27,7 @@ pub mod traffic;
 pub mod transcript;
 pub mod url_guard;
 pub mod validate;
+pub mod waiting_line;
 pub mod webhook_api;
 pub mod webhook_signing;
 pub mod webhooks;

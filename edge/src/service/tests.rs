@@ -431,7 +431,7 @@ fn calls_outside_the_agents_calling_window_are_moved_or_refused() {
     assert_eq!((call["status"].as_str(), call["schedule_at"].as_str(), call["scheduled_reason"].as_str()),
                (Some("scheduled"), Some("2025-11-29T08:00:00.000Z"), Some("calling_window")));
     // The queue holds it until then.
-    let queued_at = w.calls.dispatch.queues.borrow()["local"].waiting[0].ready_at_ms;
+    let queued_at = w.calls.dispatch.queues.borrow()["local"].waiting.iter().next().unwrap().ready_at_ms;
     assert_eq!(crate::ids::rfc3339_ms(queued_at), "2025-11-29T08:00:00.000Z");
     // An explicit schedule_at outside is moved too; one inside is kept as is.
     let later = w.send("POST", "/v1/calls", Some(&key), Some(json!({"phone": "+14155550101", "schedule_at": "2025-11-29T10:30:00Z"}))).body_json();
