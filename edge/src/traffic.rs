@@ -102,10 +102,14 @@ impl RateVerdict {
     }
 }
 
-/// Fixed-window counters of one tenant, by scope.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+/// Fixed-window counters of one tenant, by scope, with an expiry index: a
+/// tenant that called 10,000 numbers this hour has 10,000 live windows, and
+/// a request must not walk them all to forget the expired ones.
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Limiter {
     windows: BTreeMap<String, Window>,
+    /// (end, scope) of every window, oldest end first.
+    by_end: std::collections::BTreeSet<(u64, String)>,
 }
 
 impl Limiter {
@@ -115,7 +119,40 @@ impl Limiter {
 
     /// Puts back a window read from storage (the object loads scopes lazily).
     pub fn restore(&mut self, scope: &str, w: Window) {
-        self.windows.entry(scope.to_string()).or_insert(w);
+        if !self.windows.contains_key(scope) {
+            self.set(scope, w);
+        }
+    }
+
+    fn set(&mut self, scope: &str, w: Window) {
+        if let Some(old) = self.windows.insert(scope.to_string(), w) {
+            if old.end_ms != w.end_ms {
+                self.by_end.remove(&(old.end_ms, scope.to_string()));
+            }
+        }
+        self.by_end.insert((w.end_ms, scope.to_string()));
+    }
+
+    /// Forgets windows that ended by `now_ms`: only those are visited.
+    fn expire(&mut self, now_ms: u64) {
+        while let Some((end, scope)) = self.by_end.first().cloned() {
+            if end > now_ms {
+                break;
+            }
+            self.by_end.pop_first();
+            if self.windows.get(&scope).is_some_and(|w| w.end_ms == end) {
+                self.windows.remove(&scope);
+            }
+        }
+    }
+
+    /// Live windows (for tests and diagnostics).
+    pub fn len(&self) -> usize {
+        self.windows.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.windows.is_empty()
     }
 
     pub fn window(&self, scope: &str) -> Option<Window> {
@@ -125,7 +162,7 @@ impl Limiter {
     /// Counts the request against every check, or against none if any is
     /// exhausted. `checks` must not be empty.
     pub fn admit(&mut self, checks: &[Check], now_ms: u64) -> RateVerdict {
-        self.windows.retain(|_, w| w.end_ms > now_ms);
+        self.expire(now_ms);
         let state: Vec<(u64, u32, u64)> = checks
             .iter()
             .map(|c| {
@@ -142,7 +179,7 @@ impl Limiter {
             return RateVerdict { allowed: false, scope: c.scope.clone(), limit: c.limit.limit, remaining: 0, reset_secs: reset(*end) };
         }
         for (c, (start, used, end)) in checks.iter().zip(&state) {
-            self.windows.insert(c.scope.clone(), Window { start_ms: *start, end_ms: *end, count: used + 1 });
+            self.set(&c.scope, Window { start_ms: *start, end_ms: *end, count: used + 1 });
         }
         // Tightest: fewest remaining, then the one resetting last.
         let (c, (_, used, end)) = checks
@@ -427,6 +464,29 @@ mod tests {
 
     fn check(scope: &str, limit: u32, window_seconds: u32) -> Check {
         Check { scope: scope.into(), limit: RateLimit { limit, window_seconds }, new_work_only: false }
+    }
+
+    #[test]
+    fn expired_windows_are_forgotten_without_walking_the_live_ones() {
+        let mut l = Limiter::default();
+        let hour = RateLimit { limit: 5, window_seconds: 3_600 };
+        let minute = RateLimit { limit: 5, window_seconds: 60 };
+        for i in 0..1_000 {
+            l.admit(&[Check { scope: format!("number:{i}"), limit: hour, new_work_only: true }], 1_000);
+        }
+        l.admit(&[Check { scope: "key:a".into(), limit: minute, new_work_only: false }], 1_000);
+        assert_eq!(l.len(), 1_001);
+        // The minute window ends; the hour windows stay, counts intact.
+        l.admit(&[Check { scope: "key:b".into(), limit: minute, new_work_only: false }], 61_000);
+        assert_eq!(l.len(), 1_001, "key:a forgotten, key:b new");
+        assert!(!l.knows("key:a") && l.knows("number:7"));
+        assert_eq!(l.window("number:7").map(|w| w.count), Some(1));
+        // A window used again in a later period moves in the index.
+        l.admit(&[Check { scope: "key:b".into(), limit: minute, new_work_only: false }], 130_000);
+        l.admit(&[Check { scope: "key:c".into(), limit: minute, new_work_only: false }], 185_000);
+        assert!(l.knows("key:c") && !l.knows("key:b"), "key:b's second window ended at 180 s");
+        l.admit(&[Check { scope: "key:c".into(), limit: minute, new_work_only: false }], 3_601_000);
+        assert_eq!(l.len(), 1, "every hour window ended");
     }
 
     #[test]
