@@ -134,31 +134,38 @@ fn stored_calls() -> usize {
     std::env::var("VOXLINE_BENCH_STORED_CALLS").ok().and_then(|v| v.parse().ok()).unwrap_or(if crate::bench_media::quick() { 1_000 } else { 10_000 })
 }
 
-/// The throughput runs against a fresh tenant, then again once
-/// [`stored_calls`] calls are stored (same tenant, same region).
-pub fn edge_throughput(edge: &Edge) -> Result<EdgeThroughput, String> {
-    // A tenant whose limits do not get in the way.
-    let busy = edge.provision_tenant("throughput");
+/// A tenant whose limits do not get in the way of a throughput run.
+fn unlimited_tenant(edge: &Edge) -> Result<String, String> {
+    let t = edge.provision_tenant("throughput");
     let limits = json!({"rate_limits": {"per_key": {"limit": 1_000_000, "window_seconds": 60},
                                         "per_ip": {"limit": 1_000_000, "window_seconds": 60}}});
-    let r = edge.admin("PATCH", &format!("/admin/tenants/{}", busy.id), Some(&limits));
+    let r = edge.admin("PATCH", &format!("/admin/tenants/{}", t.id), Some(&limits));
     if r.status != 200 {
         return Err(format!("raising the bench tenant's limits: {} {}", r.status, r.text));
     }
+    Ok(t.key)
+}
+
+/// Two edges side by side, each its own `wrangler dev` with fresh state:
+/// one empty, one with [`stored_calls`] calls stored for the tenant the runs
+/// use. Runs alternate between them (empty, stored, empty, ...) so that the
+/// machine's drift (disk, other load) falls on both alike; the edge not being
+/// measured is idle.
+pub fn edge_throughput() -> Result<EdgeThroughput, String> {
+    let empty = step("start edge (empty)", || Edge::start(EdgeOptions::fresh("bench-edge-empty")))?;
+    let stored = step("start edge (stored)", || Edge::start(EdgeOptions::fresh("bench-edge-stored")))?;
+    let (empty_key, stored_key) = (unlimited_tenant(&empty)?, unlimited_tenant(&stored)?);
     let mut out = EdgeThroughput { stored_calls: stored_calls(), ..EdgeThroughput::default() };
-    let measure = |label: &str, runs_out: &mut Vec<(f64, f64, f64)>, offset: usize| -> Result<(), String> {
-        for run in 0..runs() {
-            let (rps, lat) = step(&format!("edge throughput, {label}, run {}", run + 1), || throughput_run(edge, &busy.key, offset + run))?;
-            println!("  {rps:.0} req/s, p50 {:.1} ms, p99 {:.1} ms", percentile(&lat, 0.5), percentile(&lat, 0.99));
-            runs_out.push((rps, percentile(&lat, 0.5), percentile(&lat, 0.99)));
-        }
-        Ok(())
-    };
-    measure("empty", &mut out.empty, 0)?;
     let t = Instant::now();
-    step(&format!("store {} calls", out.stored_calls), || seed_calls(edge, &busy.key, out.stored_calls))?;
+    step(&format!("store {} calls", out.stored_calls), || seed_calls(&stored, &stored_key, out.stored_calls))?;
     out.seed_secs = t.elapsed().as_secs_f64();
-    measure(&format!("{} calls stored", out.stored_calls), &mut out.stored, 5)?;
+    for run in 0..runs() {
+        for (label, edge, key, into) in [("empty", &empty, &empty_key, &mut out.empty), ("stored", &stored, &stored_key, &mut out.stored)] {
+            let (rps, lat) = step(&format!("edge throughput, {label}, run {}", run + 1), || throughput_run(edge, key, run))?;
+            println!("  {rps:.0} req/s, p50 {:.1} ms, p99 {:.1} ms", percentile(&lat, 0.5), percentile(&lat, 0.99));
+            into.push((rps, percentile(&lat, 0.5), percentile(&lat, 0.99)));
+        }
+    }
     Ok(out)
 }
 
@@ -205,11 +212,12 @@ fn throughput_text(t: &EdgeThroughput) -> String {
     format!(
         "## Edge throughput: POST /v1/calls, empty and with {n} calls stored\n\n\
          {threads} client threads (HTTP/1.1 keep-alive) each POST {reqs} calls to distinct numbers as fast as\n\
-         answers come back, against one `wrangler dev` (one workerd process) on the same 2-core machine\n\
-         as the clients: {runs} runs on a fresh tenant, then {n} calls are stored for that tenant (scheduled\n\
-         a day ahead, so each stays in the tenant's call store and in the region's queue; stored in\n\
-         {seed:.0} s) and {runs} runs again, in the same process. Medians, then per-run values. The calls\n\
-         the runs place stay queued too (no sidecar), so later runs see more stored.\n\n\
+         answers come back, on the same 2-core machine as the clients. Two `wrangler dev` side by side,\n\
+         each with fresh state: one empty, one where {n} calls were first stored for the tenant the runs\n\
+         use (scheduled a day ahead, so each stays in the tenant's call store and in the region's queue;\n\
+         stored in {seed:.0} s). Runs alternate between them, {runs} each, so the machine's drift falls on\n\
+         both alike (local Durable Object storage is disk-bound here and varies run to run). Medians,\n\
+         then per-run values. The calls the runs place stay queued too (no sidecar).\n\n\
          | edge | req/s | p50 ms | p99 ms | req/s per run | p50 per run | p99 per run |\n|---|---|---|---|---|---|---|\n{empty}{stored}\n\
          Throughput with {n} calls stored is **{ratio:.2}x** the empty edge's.\n\n\
          Storage round trips of one `POST /v1/calls`, in order (KV reads of configuration are cached at\n\
@@ -236,9 +244,7 @@ fn throughput_text(t: &EdgeThroughput) -> String {
 pub fn run_edge_only() -> Result<(), String> {
     step("bootstrap", bootstrap::ensure_all)?;
     step("edge wasm build", build_edge)?;
-    let edge = step("start edge", || Edge::start(EdgeOptions::fresh("bench-edge")))?;
-    let t = edge_throughput(&edge)?;
-    drop(edge);
+    let t = edge_throughput()?;
     let text = throughput_text(&t);
     println!("{text}");
     let path = root().join("docs/bench.md");
@@ -408,8 +414,8 @@ pub fn run_bench() -> Result<(), String> {
     let media = crate::bench_media::media_bench(&edge, &release_bin, &dir)?;
     // The local engine: answer -> first AI audio, CPU per call.
     crate::bench_calls::local_parts(&edge, &release_bin, &dir, &mut calls);
-    let throughput = edge_throughput(&edge)?;
     drop(edge);
+    let throughput = edge_throughput()?;
     write_report(&results, &throughput, &cpu, &media, &calls)
 }
 
