@@ -460,19 +460,10 @@ impl RegionQueue {
             self.waiting.push_front(lease.call);
         }
         let lost: Vec<String> = self.held.iter().filter(|(_, h)| h.sidecar_id == sidecar_id).map(|(id, _)| id.clone()).collect();
-        let mut updates = Vec::new();
-        for call_id in lost {
-            if let Some(held) = self.held.remove(&call_id) {
-                updates.push(self.end_attempt(held.call, CallStatus::Failed, EndedReason::MediaLost, None, now));
-            }
-        }
+        let mut updates = self.lose(lost, now);
         // It hung up its calls before leaving: stranded ones are over too.
         let gone: Vec<String> = self.stranded.iter().filter(|(_, s)| s.held.sidecar_id == sidecar_id).map(|(id, _)| id.clone()).collect();
-        for call_id in gone {
-            if let Some(s) = self.stranded.remove(&call_id) {
-                updates.push(self.end_attempt(s.held.call, CallStatus::Failed, EndedReason::MediaLost, None, now));
-            }
-        }
+        updates.extend(self.lose(gone, now));
         updates
     }
 
@@ -599,6 +590,19 @@ impl RegionQueue {
         (EventOutcome::Applied, Some(update(&held.call, change)))
     }
 
+    /// Ends these held or stranded calls' attempts as `media_lost`: lost
+    /// media is retryable like any failure, with its own reason.
+    fn lose(&mut self, call_ids: Vec<String>, now: u64) -> Vec<CallUpdate> {
+        let mut updates = Vec::new();
+        for call_id in call_ids {
+            let held = self.held.remove(&call_id).or_else(|| self.stranded.remove(&call_id).map(|s| s.held));
+            if let Some(held) = held {
+                updates.push(self.end_attempt(held.call, CallStatus::Failed, EndedReason::MediaLost, None, now));
+            }
+        }
+        updates
+    }
+
     /// Ends one attempt; retries per the call's policy when the outcome
     /// allows (no answer, busy, failure, lost media), else final.
     fn end_attempt(&mut self, mut call: QueuedCall, status: CallStatus, reason: EndedReason, sip_code: Option<u16>, now: u64) -> CallUpdate {
@@ -652,12 +656,7 @@ impl RegionQueue {
             }
         }
         let over: Vec<String> = self.stranded.iter().filter(|(_, s)| s.release_at_ms <= now).map(|(id, _)| id.clone()).collect();
-        for call_id in over {
-            if let Some(s) = self.stranded.remove(&call_id) {
-                // Lost media is retryable like any failure, with its own reason.
-                updates.push(self.end_attempt(s.held.call, CallStatus::Failed, EndedReason::MediaLost, None, now));
-            }
-        }
+        updates.extend(self.lose(over, now));
         // Pending commands of sidecars that are neither known nor holding anything go.
         let holders: std::collections::BTreeSet<&str> = self.stranded.values().map(|s| s.held.sidecar_id.as_str()).collect();
         let sidecars = &self.sidecars;
@@ -694,12 +693,7 @@ impl RegionQueue {
             .filter(|(id, h)| h.sidecar_id == sidecar_id && h.since_ms + grace_ms < now && !held_calls.contains(id))
             .map(|(id, _)| id.clone())
             .collect();
-        let mut updates = Vec::new();
-        for call_id in lost {
-            if let Some(held) = self.held.remove(&call_id) {
-                updates.push(self.end_attempt(held.call, CallStatus::Failed, EndedReason::MediaLost, None, now));
-            }
-        }
+        let mut updates = self.lose(lost, now);
         // Its stranded calls: still running (the partition healed: held
         // again) or not (confirmed over: the attempt ends and may be retried).
         let mine: Vec<String> = self.stranded.iter().filter(|(_, s)| s.held.sidecar_id == sidecar_id).map(|(id, _)| id.clone()).collect();
