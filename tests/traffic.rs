@@ -214,6 +214,29 @@ fn wait_status(edge: &Edge, key: &str, id: &str, want: &str) {
     }
 }
 
+/// Twenty calls at once in reject mode against a cap of three: exactly three
+/// are created, whatever order they reach the region's queue in.
+fn reject_mode_admits_exactly_the_cap_under_parallel_load(edge: &Edge) {
+    let t = edge.provision_tenant("cap-parallel");
+    edge.admin("PATCH", &format!("/admin/tenants/{}", t.id), Some(&json!({"max_concurrent_calls": 3}))).expect(200);
+    let statuses: Vec<u16> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..20)
+            .map(|i| {
+                let key = t.key.clone();
+                s.spawn(move || {
+                    let body = json!({"phone": format!("+1415555061{i:02}"), "on_concurrency_limit": "reject"});
+                    edge.call("POST", "/v1/calls", &key, Some(&body)).status
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let created = statuses.iter().filter(|s| **s == 201).count();
+    let refused = statuses.iter().filter(|s| **s == 429).count();
+    assert_eq!((created, refused), (3, 17), "{statuses:?}");
+    assert_eq!(calls_of(edge, &t.key).len(), 3, "refused calls leave nothing behind");
+}
+
 fn a_concurrency_cap_holds_calls_back_until_one_ends(edge: &Edge) {
     let t = edge.provision_tenant("cap");
     let tp = format!("/admin/tenants/{}", t.id);
@@ -352,6 +375,7 @@ fn main() -> std::process::ExitCode {
         || Edge::start(EdgeOptions::fresh("traffic")),
         &[
             ("a_concurrency_cap_holds_calls_back_until_one_ends", a_concurrency_cap_holds_calls_back_until_one_ends),
+            ("reject_mode_admits_exactly_the_cap_under_parallel_load", reject_mode_admits_exactly_the_cap_under_parallel_load),
             ("key_limit_is_exact_under_parallel_load", key_limit_is_exact_under_parallel_load),
             ("number_limit_is_exact_under_parallel_load", number_limit_is_exact_under_parallel_load),
             ("ip_limit_follows_cf_connecting_ip", ip_limit_follows_cf_connecting_ip),

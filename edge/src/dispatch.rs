@@ -291,6 +291,9 @@ pub enum CallRow {
     Stranded { stranded: Stranded },
 }
 
+/// A call due within this long counts as starting now for `on_concurrency_limit: reject`.
+pub const REJECT_HORIZON_MS: u64 = 60_000;
+
 /// At most this many of a poll's `held_calls` are checked (a sidecar's capacity is far lower).
 const MAX_RECONCILED: usize = 1_024;
 
@@ -386,9 +389,18 @@ impl RegionQueue {
         // changed cap takes effect with the next call placed.
         let recapped = self.waiting.set_tenant_cap(&call.tenant_id, call.max_concurrent);
         self.changed_calls.extend(recapped);
-        if let (true, Some(limit)) = (call.reject_over_cap, call.max_concurrent) {
-            // Calls already due would take the free slots first, so they count.
-            let due = self.waiting.of_tenant(&call.tenant_id).filter(|c| c.ready_at_ms <= call.ready_at_ms).count() as u32;
+        // Reject mode judges a call that would start now against the tenant's
+        // load now: calls in flight plus calls due (they take the free slots
+        // first). "Now" is the queue's clock (`tick` ran just before), not the
+        // creating Worker's, whose clocks differ by milliseconds between
+        // concurrent requests: judged by those, a later-stamped call missed an
+        // earlier-stamped one queued before it and the cap let 4-6 of 20
+        // through instead of 3. A call scheduled for later is not refused for
+        // today's load; it waits for a slot at its time like a queued call.
+        let now = self.last_tick_ms.max(1);
+        let starts_now = call.ready_at_ms <= now + REJECT_HORIZON_MS;
+        if let (true, true, Some(limit)) = (call.reject_over_cap, starts_now, call.max_concurrent) {
+            let due = self.waiting.of_tenant(&call.tenant_id).filter(|c| c.ready_at_ms <= now + REJECT_HORIZON_MS).count() as u32;
             let active = self.in_flight(&call.tenant_id) + due;
             if active >= limit {
                 return EnqueueOutcome::ConcurrencyLimit { limit, active };
@@ -826,6 +838,25 @@ mod tests {
         q.event("s1", "a1", 1, 1, done, 3);
         assert!(matches!(q.enqueue(reject("a5")), EnqueueOutcome::ConcurrencyLimit { .. }));
         assert_eq!(ids(&q.lease("s1", 10, 4, &T).0), ["a4", "b1"]);
+    }
+
+    #[test]
+    fn reject_mode_is_exact_whatever_order_concurrent_calls_arrive_in() {
+        let mut q = RegionQueue::default();
+        q.tick(1_000_000, &T);
+        // Twenty calls created within a few ms by different Worker
+        // invocations, reaching the queue in another order than stamped.
+        let mut accepted = 0;
+        for i in [7u64, 3, 19, 0, 12, 5, 1, 18, 9, 14, 2, 17, 4, 11, 6, 16, 8, 15, 10, 13] {
+            let c = QueuedCall { reject_over_cap: true, ready_at_ms: 1_000_000 - 20 + i, ..capped(&format!("c{i}"), "ten_a", 3) };
+            if q.enqueue(c) == EnqueueOutcome::Accepted {
+                accepted += 1;
+            }
+        }
+        assert_eq!(accepted, 3);
+        // A call for tomorrow is not refused by today's load.
+        let tomorrow = QueuedCall { reject_over_cap: true, ready_at_ms: 1_000_000 + 86_400_000, ..capped("later", "ten_a", 3) };
+        assert_eq!(q.enqueue(tomorrow), EnqueueOutcome::Accepted);
     }
 
     #[test]
