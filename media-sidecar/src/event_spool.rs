@@ -47,6 +47,39 @@ fn file_name(call_id: &str, attempt: u32) -> Option<String> {
 }
 
 /// The spool directory, created `0700`.
+/// Makes `dir` a directory only this user can enter (`0700`): created if
+/// missing, refused if it is a symlink or not a directory (a planted link
+/// would send call data elsewhere), tightened if its mode is looser. Its
+/// parent must exist. Used for the event and the recording spools.
+pub fn private_dir(dir: &Path) -> std::io::Result<()> {
+    match fs::DirBuilder::new().mode(0o700).create(dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(e),
+    }
+    let meta = fs::symlink_metadata(dir)?;
+    if !meta.file_type().is_dir() {
+        return Err(std::io::Error::other(format!("{} is not a directory (or is a symlink)", dir.display())));
+    }
+    if meta.mode() & 0o077 != 0 {
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o700))?;
+    }
+    Ok(())
+}
+
+/// Creates `path` afresh for writing, `0600`, never through a symlink: a
+/// leftover regular file is replaced, anything else there is refused.
+pub fn create_private_file(path: &Path) -> std::io::Result<fs::File> {
+    match fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_file() => fs::remove_file(path)?,
+        Ok(_) => return Err(std::io::Error::other(format!("{} exists and is not a regular file", path.display()))),
+        Err(e) if e.kind() == ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    // create_new is O_CREAT|O_EXCL: it never follows a link planted since.
+    fs::OpenOptions::new().read(true).write(true).create_new(true).mode(0o600).open(path)
+}
+
 #[derive(Debug, Clone)]
 pub struct EventSpool {
     dir: PathBuf,
@@ -56,18 +89,7 @@ impl EventSpool {
     /// Creates the directory (`0700`) if needed; refuses one that is a
     /// symlink or not a directory, and tightens a looser mode.
     pub fn open(dir: &Path) -> std::io::Result<EventSpool> {
-        match fs::DirBuilder::new().mode(0o700).create(dir) {
-            Ok(()) => {}
-            Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
-            Err(e) => return Err(e),
-        }
-        let meta = fs::symlink_metadata(dir)?;
-        if !meta.file_type().is_dir() {
-            return Err(std::io::Error::other(format!("{} is not a directory (or is a symlink)", dir.display())));
-        }
-        if meta.mode() & 0o077 != 0 {
-            fs::set_permissions(dir, fs::Permissions::from_mode(0o700))?;
-        }
+        private_dir(dir)?;
         Ok(EventSpool { dir: dir.to_path_buf() })
     }
 

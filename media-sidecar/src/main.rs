@@ -142,8 +142,10 @@ fn main() -> ExitCode {
     };
     // Recordings always have a spool (uploads resume from it after a restart).
     let spool = voxline_media_sidecar::recordings::spool_dir(cfg.telephony.recordings_dir.as_deref(), &cfg.sidecar_id);
-    if let Err(e) = std::fs::create_dir_all(&spool) {
-        eprintln!("voxline-media-sidecar: cannot create the recordings directory {}: {e}", spool.display());
+    // Private (0700, not a symlink): recordings are the callee's voice.
+    let made = spool.parent().map_or(Ok(()), std::fs::create_dir_all).and_then(|_| voxline_media_sidecar::event_spool::private_dir(&spool));
+    if let Err(e) = made {
+        eprintln!("voxline-media-sidecar: cannot use the recordings directory {}: {e}", spool.display());
         return ExitCode::from(2);
     }
     // Unacknowledged events beside it (0700), so a crash cannot lose a call's end.

@@ -68,7 +68,7 @@ pub fn prepare(wav: &Path, tenant_id: &str, call_id: &str, attempt: u32) -> std:
     // Written whole then renamed: a crash never leaves half a manifest.
     let target = manifest_path(wav);
     let tmp = target.with_extension("tmp");
-    std::fs::write(&tmp, json)?;
+    std::io::Write::write_all(&mut crate::event_spool::create_private_file(&tmp)?, &json)?;
     std::fs::rename(&tmp, &target)?;
     Ok(Upload { manifest, path: wav.to_path_buf() })
 }
@@ -160,5 +160,44 @@ mod tests {
         assert!(leftovers(&dir).is_empty());
         assert!(rt.block_on(read(&up)).is_err(), "a vanished file cannot be sent");
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn recordings_are_private_and_never_written_through_a_planted_link() {
+        use std::os::unix::fs::PermissionsExt;
+        let root = temp_dir("private");
+        // The spool: created 0700; a symlink in its place is refused; a loose one tightened.
+        let spool = root.join("spool");
+        crate::event_spool::private_dir(&spool).unwrap();
+        assert_eq!(std::fs::metadata(&spool).unwrap().permissions().mode() & 0o777, 0o700);
+        std::fs::set_permissions(&spool, std::fs::Permissions::from_mode(0o755)).unwrap();
+        crate::event_spool::private_dir(&spool).unwrap();
+        assert_eq!(std::fs::metadata(&spool).unwrap().permissions().mode() & 0o777, 0o700);
+        let linked = root.join("linked");
+        std::os::unix::fs::symlink(&spool, &linked).unwrap();
+        assert!(crate::event_spool::private_dir(&linked).is_err());
+        // A WAV path planted as a link to another file: not followed, not truncated.
+        let victim = root.join("victim.txt");
+        std::fs::write(&victim, b"keep me").unwrap();
+        let wav = wav_path(&spool, "call_0123456789abcdef", 1);
+        std::os::unix::fs::symlink(&victim, &wav).unwrap();
+        assert!(crate::media::record::StereoRecorder::create(&wav).is_err());
+        assert_eq!(std::fs::read(&victim).unwrap(), b"keep me");
+        // A leftover regular file is replaced by a fresh private one.
+        std::fs::remove_file(&wav).unwrap();
+        std::fs::write(&wav, b"stale").unwrap();
+        let mut rec = crate::media::record::StereoRecorder::create(&wav).unwrap();
+        rec.push(&[1, 2], &[3, 4]).unwrap();
+        rec.finish().unwrap();
+        assert_eq!(std::fs::metadata(&wav).unwrap().permissions().mode() & 0o777, 0o600);
+        // Its manifest is private too, and a planted link at the temp name is refused.
+        let tmp = manifest_path(&wav).with_extension("tmp");
+        std::os::unix::fs::symlink(&victim, &tmp).unwrap();
+        assert!(prepare(&wav, "ten_0123456789abcdef", "call_0123456789abcdef", 1).is_err());
+        assert_eq!(std::fs::read(&victim).unwrap(), b"keep me");
+        std::fs::remove_file(&tmp).unwrap();
+        prepare(&wav, "ten_0123456789abcdef", "call_0123456789abcdef", 1).unwrap();
+        assert_eq!(std::fs::metadata(manifest_path(&wav)).unwrap().permissions().mode() & 0o777, 0o600);
+        let _ = std::fs::remove_dir_all(&root);
     }
 }

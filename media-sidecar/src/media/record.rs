@@ -34,9 +34,11 @@ pub struct StereoRecorder<W: Write + Seek> {
 }
 
 impl StereoRecorder<BufWriter<File>> {
+    /// A new `0600` file at `path`, never written through a symlink.
     pub fn create(path: &Path) -> Result<Self, WavError> {
+        let file = crate::event_spool::create_private_file(path)?;
         Ok(StereoRecorder {
-            w: hound::WavWriter::create(path, spec())?,
+            w: hound::WavWriter::new(BufWriter::new(file), spec())?,
             frames: 0,
         })
     }
