@@ -1,7 +1,7 @@
 //! Sidecar configuration: a TOML file, then environment overrides.
 //!
 //! ```toml
-//! edge_url   = "https://edge.example.com"   # http://, https:// or https+h3://
+//! edge_url   = "https://edge.example.com"   # https://, https+h3://, or http:// to loopback
 //! sidecar_id = "sc-eu-1"                    # [A-Za-z0-9._-], 1..=64
 //! region     = "eu"
 //! secret     = "..."                        # shared with the edge; better via env
@@ -89,6 +89,12 @@ impl EdgeUrl {
         let host = authority.host().trim_start_matches('[').trim_end_matches(']').to_string();
         if host.is_empty() {
             return Err(format!("`{s}` has no host"));
+        }
+        // The link carries signed requests, offers with engine keys and
+        // recordings: in clear only to an edge on this machine (development).
+        let loopback = host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
+        if !tls && !loopback {
+            return Err(format!("`{s}`: plain http:// is only for an edge on this machine (loopback); use https:// or https+h3://"));
         }
         let port = authority.port_u16().unwrap_or(if tls { 443 } else { 80 });
         let base_path = uri.path().trim_end_matches('/').to_string();
@@ -627,9 +633,17 @@ capacity = 8
         assert_eq!(load("https://e.x", Some("h3")).unwrap().transport, Transport::H3);
         assert_eq!(load("https://e.x", None).unwrap().transport, Transport::Http1);
         assert_eq!(load("https+h3://e.x", None).unwrap().transport, Transport::H3);
-        assert_eq!(load("http://e.x", None).unwrap().transport, Transport::Http1);
-        let e = load("http://e.x", Some("h3")).unwrap_err().to_string();
+        assert_eq!(load("http://127.0.0.1:8787", None).unwrap().transport, Transport::Http1);
+        let e = load("http://127.0.0.1:8787", Some("h3")).unwrap_err().to_string();
         assert!(e.contains("h3 needs TLS"), "{e}");
+        // In clear only to an edge on this machine.
+        for local in ["http://localhost:8787", "http://[::1]:8787", "http://127.0.0.2"] {
+            assert!(load(local, None).is_ok(), "{local}");
+        }
+        for remote in ["http://e.x", "http://10.0.0.1:8787", "http://[2001:db8::1]/"] {
+            let e = load(remote, None).unwrap_err().to_string();
+            assert!(e.contains("only for an edge on this machine"), "{remote}: {e}");
+        }
         let e = load("https+h3://e.x", Some("http1")).unwrap_err().to_string();
         assert!(e.contains("conflicts"), "{e}");
         let e = load("https://e.x", Some("quic")).unwrap_err().to_string();
