@@ -84,15 +84,23 @@ pub mod memory {
     }
 
     impl Dispatcher for MemoryDispatcher {
+        // Like the Durable Object, every operation first lets time pass.
         async fn enqueue(&self, region: &str, call: &QueuedCall) -> Result<EnqueueOutcome, StoreError> {
-            Ok(self.queues.borrow_mut().entry(region.to_string()).or_default().enqueue(call.clone()))
+            let mut queues = self.queues.borrow_mut();
+            let q = queues.entry(region.to_string()).or_default();
+            self.updates.borrow_mut().extend(q.tick(self.now_ms.get(), &DispatchTimings::default()));
+            Ok(q.enqueue(call.clone()))
         }
         async fn cancel(&self, region: &str, call_id: &str) -> Result<CancelOutcome, StoreError> {
-            Ok(self.queues.borrow_mut().entry(region.to_string()).or_default().cancel(call_id))
+            let mut queues = self.queues.borrow_mut();
+            let q = queues.entry(region.to_string()).or_default();
+            self.updates.borrow_mut().extend(q.tick(self.now_ms.get(), &DispatchTimings::default()));
+            Ok(q.cancel(call_id))
         }
         async fn sidecar(&self, region: &str, envelope: &SidecarEnvelope) -> Result<(u16, Value), StoreError> {
             let mut queues = self.queues.borrow_mut();
             let q = queues.entry(region.to_string()).or_default();
+            self.updates.borrow_mut().extend(q.tick(self.now_ms.get(), &DispatchTimings::default()));
             let reply = sidecar_link::handle(q, envelope, self.now_ms.get(), &DispatchTimings::default());
             self.updates.borrow_mut().extend(reply.updates);
             self.turns.borrow_mut().extend(reply.turns);

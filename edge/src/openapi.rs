@@ -933,10 +933,22 @@ fn error_response(status: u16, codes: &[ErrorCode]) -> Value {
     })
 }
 
+/// The `{name}` parameters of a path template, in order, wherever they stand
+/// in a segment (`transcript.{format}` has one too).
+fn template_params(pattern: &str) -> Vec<&str> {
+    let mut out = Vec::new();
+    let mut rest = pattern;
+    while let Some(open) = rest.find('{') {
+        let Some(close) = rest[open..].find('}') else { break };
+        out.push(&rest[open + 1..open + close]);
+        rest = &rest[open + close + 1..];
+    }
+    out
+}
+
 fn path_item(pattern: &str) -> Value {
-    let params: Vec<Value> = pattern
-        .split('/')
-        .filter_map(|seg| seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
+    let params: Vec<Value> = template_params(pattern)
+        .into_iter()
         .map(|name| {
             let (prefix, what) = match name {
                 "call_id" => ("call", "The call's id."),
@@ -1389,6 +1401,7 @@ mod tests {
             };
             self.traffic.now_ms.set(NOW);
             self.calls.now_ms.set(NOW);
+            self.calls.dispatch.now_ms.set(NOW);
             let env = Env { kv, dispatch: &self.calls.dispatch, now_ms: NOW, admin_token: Some(ADMIN), dev_mode: true, default_region: "local", traffic: &self.traffic, calls: &self.calls, outbox: &self.outbox, sealing_key: Some(&self.sealing) };
             let resp = block_on(handle(&env, &req));
             block_on(self.calls.drain(kv, &self.outbox)).unwrap();
@@ -1583,7 +1596,7 @@ mod tests {
                 }
             }
             // Path parameters: exactly the template's, declared once, required.
-            let template: Vec<&str> = path.split('/').filter_map(|s| s.strip_prefix('{')?.strip_suffix('}')).collect();
+            let template = template_params(path);
             let declared: Vec<&str> = item["parameters"]
                 .as_array()
                 .map(|ps| ps.iter().map(|p| {
@@ -1701,6 +1714,16 @@ mod tests {
             // Compiles (panics otherwise) and rejects a non-object where it wants an object.
             let _ = checker.check(&schema_ref(name), &json!(null));
         }
+    }
+
+    #[test]
+    fn a_parameter_inside_a_segment_is_declared_too() {
+        assert_eq!(template_params("/v1/calls/{call_id}/transcript.{format}"), ["call_id", "format"]);
+        let spec = spec();
+        let params = &spec["paths"]["/v1/calls/{call_id}/transcript.{format}"]["parameters"];
+        let names: Vec<&str> = params.as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap()).collect();
+        assert_eq!(names, ["call_id", "format"]);
+        assert_eq!(params[1]["schema"]["enum"], json!(["txt", "json"]));
     }
 
     #[test]

@@ -111,6 +111,7 @@ impl World {
     fn send(&self, req: &ApiRequest) -> ApiResponse {
         self.traffic.now_ms.set(self.now_ms);
         self.calls.now_ms.set(self.now_ms);
+        self.calls.dispatch.now_ms.set(self.now_ms);
         let env = Env {
             kv: &self.kv,
             dispatch: &self.calls.dispatch,
