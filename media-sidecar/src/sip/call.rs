@@ -240,6 +240,9 @@ pub struct Call {
     route_set: Vec<String>,
     ack_2xx: Option<Transmit>,
     ringing_sent: bool,
+    /// A provisional response above 100 arrived: the callee was alerted on
+    /// this trunk, so a later 408/480/503 must not ring them again elsewhere.
+    alerted: bool,
     early: Option<Negotiated>,
     media: Option<Negotiated>,
     local_dir: Direction,
@@ -302,6 +305,7 @@ impl Call {
             route_set: Vec::new(),
             ack_2xx: None,
             ringing_sent: false,
+            alerted: false,
             early: None,
             media: None,
             local_dir: Direction::SendRecv,
@@ -530,6 +534,9 @@ impl Call {
                     self.send_cancel(now);
                 }
                 let code = r.code().unwrap_or(100);
+                if code > 100 {
+                    self.alerted = true;
+                }
                 if code == 100 || self.phase != Phase::Calling && self.phase != Phase::Early {
                     return;
                 }
@@ -558,12 +565,14 @@ impl Call {
                     self.end(status, reason, Some(code), false, "cancelled");
                 } else {
                     let (status, reason, failover) = classify_final(code);
+                    // Once the callee's phone rang here, another trunk would ring it again.
+                    let failover = failover && !self.alerted;
                     self.end(status, reason, Some(code), failover, "final_response");
                 }
             }
             TxEvent::Timeout => match self.plan {
                 Some((status, reason)) => self.end(status, reason, None, false, "timer_b_after_cancel"),
-                None => self.end(CallStatus::Failed, EndedReason::TrunkError, None, true, "timer_b"),
+                None => self.end(CallStatus::Failed, EndedReason::TrunkError, None, !self.alerted, "timer_b"),
             },
         }
     }
@@ -1351,6 +1360,25 @@ mod tests {
             assert_eq!((o.status, o.reason, o.detail.as_str()), (CallStatus::Failed, EndedReason::TrunkError, detail));
         }
         assert_eq!(check_dialog_target("sip:bob@10.0.0.9:5080;transport=udp", &["<sip:p;lr>".into()]), Ok(()));
+    }
+
+    /// 408/480/503 after the callee was alerted (180/183) must not ring them
+    /// again through the next trunk; after only 100 Trying it still may.
+    #[test]
+    fn no_failover_once_the_callee_was_alerted() {
+        for (provisional, code, failover) in
+            [(None, 480, true), (Some(100), 480, true), (Some(180), 480, false), (Some(183), 408, false), (Some(180), 503, false)]
+        {
+            let mut c = Call::new(cfg(), 0);
+            let inv = sent(&mut c).remove(0).1;
+            if let Some(p) = provisional {
+                c.handle_datagram(5, from(), &reply(&inv, p, &[], None)).unwrap();
+            }
+            c.handle_datagram(10, from(), &reply(&inv, code, &[], None)).unwrap();
+            let ev = events(&mut c);
+            let Some(CallEvent::Ended(o)) = ev.last() else { panic!("{ev:?}") };
+            assert_eq!((o.sip_code, o.try_next_trunk), (Some(code), failover), "{provisional:?} then {code}");
+        }
     }
 
     #[test]
