@@ -448,6 +448,15 @@ struct HeldCall {
     attempt: u32,
     last_seq: u32,
     state: CallState,
+    /// When its events said it got where (for an `ended` we must make up).
+    reached: Reached,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Reached {
+    first_ms: Option<u64>,
+    ringing_ms: Option<u64>,
+    answered_ms: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -636,6 +645,7 @@ impl LeaseClient {
                         attempt,
                         last_seq: last_seq.max(ended_seq),
                         state: CallState::Ending { ended_seq },
+                        reached: Reached::default(),
                     },
                 );
                 restored += 1;
@@ -1102,6 +1112,7 @@ impl LeaseClient {
                     attempt: offer.attempt,
                     last_seq: 0,
                     state: CallState::Acking { offer: Box::new(offer.clone()), hangup_requested: false },
+                    reached: Reached::default(),
                 },
             );
             self.notice(Notice::OfferAccepted { call_id: offer.call_id.clone(), lease_id: offer.lease_id.clone() });
@@ -1198,6 +1209,22 @@ impl LeaseClient {
         }
     }
 
+    /// Ends a running call whose task died without saying how it ended
+    /// (panicked or cancelled): `ended(failed, reason)` with the timings it
+    /// reached, so the edge learns of it and the slot frees once acked.
+    /// `AlreadyEnded` if the task got its `ended` out first.
+    pub fn fail_call(&mut self, now_ms: u64, call_id: &str, reason: EndedReason) -> Result<u32, EmitError> {
+        let r = self.calls.get(call_id).ok_or(EmitError::UnknownCall)?.reached;
+        let timings = Timings {
+            dispatched_ms: r.first_ms.unwrap_or(now_ms),
+            ringing_ms: r.ringing_ms,
+            answered_ms: r.answered_ms,
+            ended_ms: now_ms,
+        };
+        let kind = EventKind::Ended { status: CallStatus::Failed, reason, sip_code: None, timings };
+        self.emit(now_ms, call_id, kind)
+    }
+
     /// Queues an event of a running call; returns its `seq`. An `ended` event is
     /// the call's last: the slot frees once the edge acknowledges it.
     pub fn emit(&mut self, now_ms: u64, call_id: &str, mut kind: EventKind) -> Result<u32, EmitError> {
@@ -1210,6 +1237,13 @@ impl LeaseClient {
         call.last_seq += 1;
         let seq = call.last_seq;
         bound_event(&mut kind);
+        let r = &mut call.reached;
+        r.first_ms.get_or_insert(now_ms);
+        match kind {
+            EventKind::Ringing => r.ringing_ms = r.ringing_ms.or(Some(now_ms)),
+            EventKind::Answered => r.answered_ms = r.answered_ms.or(Some(now_ms)),
+            _ => {}
+        }
         if kind.is_ended() {
             call.state = CallState::Ending { ended_seq: seq };
         }

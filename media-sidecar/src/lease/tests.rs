@@ -1343,6 +1343,40 @@ fn a_hangup_for_a_held_call_is_obeyed_after_the_edge_took_us_back() {
 
 // ------------------------------------------------- dead tasks, event sizes
 
+#[test]
+fn a_call_whose_task_died_ends_failed_and_frees_its_slot() {
+    let mut h = H::registered(2);
+    let a = h.start_call(1);
+    let b = h.start_call(2);
+    let t0 = h.now;
+    h.c.emit(h.now, &a.call_id, EventKind::Dialing).unwrap();
+    h.now += 100;
+    h.c.emit(h.now, &a.call_id, EventKind::Ringing).unwrap();
+    h.now += 900;
+    // The runtime does this when the call's task panicked or was cancelled.
+    assert_eq!(h.c.fail_call(h.now, &a.call_id, EndedReason::EngineError), Ok(3));
+    assert_eq!(h.c.free_slots(), 0, "held until the edge has the ended event");
+    // A task that got its own `ended` out before dying adds nothing.
+    h.c.emit(h.now, &b.call_id, ended(h.now)).unwrap();
+    assert_eq!(h.c.fail_call(h.now, &b.call_id, EndedReason::EngineError), Err(EmitError::AlreadyEnded));
+    let txs = h.all_tx();
+    let (id, batch) = batches(&txs)[0];
+    let last = batch.events.iter().find(|e| e.call_id == "c_1" && e.seq == 3).unwrap();
+    assert_eq!(
+        last.kind,
+        EventKind::Ended {
+            status: CallStatus::Failed,
+            reason: EndedReason::EngineError,
+            sip_code: None,
+            timings: Timings { dispatched_ms: t0, ringing_ms: Some(t0 + 100), answered_ms: None, ended_ms: h.now },
+        }
+    );
+    h.reply(id, ok(EventsAck { protocol_version: 1, accepted: 4 }));
+    let n = h.actions();
+    assert!(notices(&n).iter().any(|n| matches!(n, Notice::CallReleased { call_id } if call_id == "c_1")));
+    assert_eq!(h.c.free_slots(), 2);
+}
+
 fn turn(text: String) -> EventKind {
     EventKind::TranscriptTurn { role: Role::User, text, start_ms: 0, end_ms: 1 }
 }
