@@ -98,8 +98,49 @@ pub struct LeaseSettings {
     pub min_empty_poll_interval_ms: u64,
     /// Most events in one batch.
     pub max_batch_events: usize,
+    /// Most bytes of serialised events in one batch (see [`MAX_BATCH_BYTES`]).
+    pub max_batch_bytes: usize,
     /// Ack window assumed until the edge's [`RegistrationAck::ack_deadline_ms`] is known.
     pub default_ack_window_ms: u64,
+}
+
+/// The edge refuses bodies over 64 KiB (edge `validate::MAX_BODY_BYTES`),
+/// and a refused batch never gets through: batches stay well under it.
+pub const MAX_BATCH_BYTES: usize = 48 * 1024;
+
+/// A transcript turn's or summary's text is cut to this many characters, so
+/// one event always fits a batch (JSON escaping is at most 6 bytes a char).
+pub const MAX_TEXT_CHARS: usize = 4_000;
+/// A summary's `outcome` is a short label.
+pub const MAX_OUTCOME_CHARS: usize = 200;
+/// Appended to cut text.
+pub const TRUNCATED_MARKER: &str = " [truncated]";
+
+/// Cuts `text` to at most `max` characters (marker included), on a char boundary.
+pub fn bound_text(text: &mut String, max: usize) {
+    if text.chars().count() <= max {
+        return;
+    }
+    let keep = max.saturating_sub(TRUNCATED_MARKER.chars().count());
+    let cut = text.char_indices().nth(keep).map_or(text.len(), |(i, _)| i);
+    text.truncate(cut);
+    text.push_str(TRUNCATED_MARKER);
+}
+
+/// Bounds the free text an event carries (see [`MAX_TEXT_CHARS`]).
+fn bound_event(kind: &mut EventKind) {
+    match kind {
+        EventKind::TranscriptTurn { text, .. } => bound_text(text, MAX_TEXT_CHARS),
+        EventKind::Summary { summary, outcome } => {
+            if let Some(t) = summary {
+                bound_text(t, MAX_TEXT_CHARS);
+            }
+            if let Some(t) = outcome {
+                bound_text(t, MAX_OUTCOME_CHARS);
+            }
+        }
+        _ => {}
+    }
 }
 
 /// Acks are retried at most this far apart.
@@ -118,6 +159,7 @@ impl LeaseSettings {
             ack_retry_initial_ms: 100,
             min_empty_poll_interval_ms: 250,
             max_batch_events: 100,
+            max_batch_bytes: MAX_BATCH_BYTES,
             default_ack_window_ms: 5_000,
         }
     }
@@ -406,6 +448,15 @@ struct HeldCall {
     attempt: u32,
     last_seq: u32,
     state: CallState,
+    /// When its events said it got where (for an `ended` we must make up).
+    reached: Reached,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Reached {
+    first_ms: Option<u64>,
+    ringing_ms: Option<u64>,
+    answered_ms: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -594,6 +645,7 @@ impl LeaseClient {
                         attempt,
                         last_seq: last_seq.max(ended_seq),
                         state: CallState::Ending { ended_seq },
+                        reached: Reached::default(),
                     },
                 );
                 restored += 1;
@@ -768,8 +820,21 @@ impl LeaseClient {
         }
 
         if !self.events_in_flight && !self.events.is_empty() && now_ms >= self.events_retry_at_ms {
-            let count = self.events.len().min(self.s.max_batch_events.max(1));
-            let events: Vec<CallEvent> = self.events.iter().take(count).cloned().collect();
+            let max_count = self.events.len().min(self.s.max_batch_events.max(1));
+            // Bounded by size too: the first event always goes (each is
+            // bounded by `bound_event`), the rest while the body stays small.
+            let envelope = 64 + self.s.sidecar_id.len();
+            let mut bytes = envelope;
+            let mut events: Vec<CallEvent> = Vec::with_capacity(max_count);
+            for e in self.events.iter().take(max_count) {
+                let size = serde_json::to_vec(e).map_or(0, |v| v.len()) + 1;
+                if !events.is_empty() && bytes + size > self.s.max_batch_bytes {
+                    break;
+                }
+                bytes += size;
+                events.push(e.clone());
+            }
+            let count = events.len();
             self.events_in_flight = true;
             let id = self.new_id(InFlight::Events { count });
             return Some(Transmit {
@@ -1047,6 +1112,7 @@ impl LeaseClient {
                     attempt: offer.attempt,
                     last_seq: 0,
                     state: CallState::Acking { offer: Box::new(offer.clone()), hangup_requested: false },
+                    reached: Reached::default(),
                 },
             );
             self.notice(Notice::OfferAccepted { call_id: offer.call_id.clone(), lease_id: offer.lease_id.clone() });
@@ -1143,9 +1209,25 @@ impl LeaseClient {
         }
     }
 
+    /// Ends a running call whose task died without saying how it ended
+    /// (panicked or cancelled): `ended(failed, reason)` with the timings it
+    /// reached, so the edge learns of it and the slot frees once acked.
+    /// `AlreadyEnded` if the task got its `ended` out first.
+    pub fn fail_call(&mut self, now_ms: u64, call_id: &str, reason: EndedReason) -> Result<u32, EmitError> {
+        let r = self.calls.get(call_id).ok_or(EmitError::UnknownCall)?.reached;
+        let timings = Timings {
+            dispatched_ms: r.first_ms.unwrap_or(now_ms),
+            ringing_ms: r.ringing_ms,
+            answered_ms: r.answered_ms,
+            ended_ms: now_ms,
+        };
+        let kind = EventKind::Ended { status: CallStatus::Failed, reason, sip_code: None, timings };
+        self.emit(now_ms, call_id, kind)
+    }
+
     /// Queues an event of a running call; returns its `seq`. An `ended` event is
     /// the call's last: the slot frees once the edge acknowledges it.
-    pub fn emit(&mut self, now_ms: u64, call_id: &str, kind: EventKind) -> Result<u32, EmitError> {
+    pub fn emit(&mut self, now_ms: u64, call_id: &str, mut kind: EventKind) -> Result<u32, EmitError> {
         let call = self.calls.get_mut(call_id).ok_or(EmitError::UnknownCall)?;
         match call.state {
             CallState::Acking { .. } => return Err(EmitError::NotStarted),
@@ -1154,6 +1236,14 @@ impl LeaseClient {
         }
         call.last_seq += 1;
         let seq = call.last_seq;
+        bound_event(&mut kind);
+        let r = &mut call.reached;
+        r.first_ms.get_or_insert(now_ms);
+        match kind {
+            EventKind::Ringing => r.ringing_ms = r.ringing_ms.or(Some(now_ms)),
+            EventKind::Answered => r.answered_ms = r.answered_ms.or(Some(now_ms)),
+            _ => {}
+        }
         if kind.is_ended() {
             call.state = CallState::Ending { ended_seq: seq };
         }

@@ -137,13 +137,104 @@ fn log_notice(n: Notice) {
     }
 }
 
+/// The call tasks, each known by its call: a task that dies (panic, abort)
+/// says nothing itself, so its call is ended for it.
+#[derive(Default)]
+pub(crate) struct CallTasks {
+    set: JoinSet<()>,
+    calls: HashMap<tokio::task::Id, String>,
+}
+
+/// A call task that ended without finishing its call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct DeadCall {
+    pub call_id: String,
+    pub panicked: bool,
+}
+
+impl CallTasks {
+    pub(crate) fn spawn<F>(&mut self, call_id: String, task: F)
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        let h = self.set.spawn(task);
+        self.calls.insert(h.id(), call_id);
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.set.is_empty()
+    }
+
+    /// Waits for the next task to die rather than return (a task that
+    /// returns reported its own end). `None`: no task is left.
+    /// Cancel-safe (`join_next_with_id` is; nothing is held across it).
+    pub(crate) async fn next_dead(&mut self) -> Option<DeadCall> {
+        loop {
+            let joined = self.set.join_next_with_id().await?;
+            if let Some(dead) = self.reap(joined) {
+                return Some(dead);
+            }
+        }
+    }
+
+    fn reap(&mut self, joined: Result<(tokio::task::Id, ()), tokio::task::JoinError>) -> Option<DeadCall> {
+        match joined {
+            Ok((id, ())) => {
+                self.calls.remove(&id);
+                None
+            }
+            Err(e) => {
+                let call_id = self.calls.remove(&e.id())?;
+                Some(DeadCall { call_id, panicked: e.is_panic() })
+            }
+        }
+    }
+
+    fn abort_all(&mut self) {
+        self.set.abort_all();
+        self.calls.clear();
+    }
+}
+
+/// The reason a dead call task's call ends with. No reason names an internal
+/// sidecar fault; `engine_error` is the nearest (the call's own machinery
+/// failed, not the trunk or the callee) and needs no protocol change.
+pub(crate) const DEAD_TASK_REASON: voxline_shared::EndedReason = voxline_shared::EndedReason::EngineError;
+
+fn bury(core: &mut LeaseClient, calls: &mut HashMap<String, oneshot::Sender<()>>, dead: DeadCall) {
+    calls.remove(&dead.call_id);
+    let how = if dead.panicked { "panicked" } else { "was cancelled" };
+    tracing::error!(call_id = %dead.call_id, "call task {how}; ending the call as failed");
+    match core.fail_call(now_ms(), &dead.call_id, DEAD_TASK_REASON) {
+        Ok(_) => {}
+        // It got its own `ended` out before it died: nothing to add.
+        Err(crate::lease::EmitError::AlreadyEnded) => {}
+        Err(e) => tracing::warn!(call_id = %dead.call_id, ?e, "could not end the dead call's task"),
+    }
+}
+
+fn handle_msg<C: Carrier>(core: &mut LeaseClient, d: &mut Driver<C>, msg: Msg) {
+    match msg {
+        Msg::Reply { id, reply } => core.handle_reply(now_ms(), id, reply),
+        Msg::Event { call_id, at_ms, kind } => {
+            if let Err(e) = core.emit(at_ms, &call_id, kind) {
+                tracing::warn!(%call_id, ?e, "event not recorded");
+            }
+        }
+        Msg::CallDone { call_id } => {
+            d.calls.remove(&call_id);
+        }
+        Msg::Upload(upload) => core.queue_upload(upload),
+    }
+}
+
 struct Driver<C: Carrier> {
     carrier: Arc<C>,
     secret: Secret,
     sidecar_id: String,
     tx: mpsc::Sender<Msg>,
     requests: JoinSet<()>,
-    call_tasks: JoinSet<()>,
+    call_tasks: CallTasks,
     calls: HashMap<String, oneshot::Sender<()>>,
     mode: CallMode,
     started: u64,
@@ -201,7 +292,8 @@ impl<C: Carrier> Driver<C> {
                 let (hang_tx, hang_rx) = oneshot::channel();
                 self.calls.insert(offer.call_id.clone(), hang_tx);
                 self.started += 1;
-                self.call_tasks.spawn(run_call(offer, self.mode.clone(), self.tx.clone(), hang_rx));
+                let call_id = offer.call_id.clone();
+                self.call_tasks.spawn(call_id, run_call(offer, self.mode.clone(), self.tx.clone(), hang_rx));
             }
             Action::Hangup { call_id } => match self.calls.remove(&call_id) {
                 Some(h) => {
@@ -238,7 +330,7 @@ pub async fn run<C: Carrier>(
         sidecar_id: settings.sidecar_id.clone(),
         tx,
         requests: JoinSet::new(),
-        call_tasks: JoinSet::new(),
+        call_tasks: CallTasks::default(),
         calls: HashMap::new(),
         mode: opts.mode.clone(),
         started: 0,
@@ -304,23 +396,19 @@ pub async fn run<C: Carrier>(
         }
         // Reap finished request tasks so the set does not grow.
         while d.requests.try_join_next().is_some() {}
-        while d.call_tasks.try_join_next().is_some() {}
 
         let sleep = core.next_wakeup_ms().map_or(far, |w| Duration::from_millis(w.saturating_sub(now_ms())));
         let drain_at = drain_until.unwrap_or_else(|| tokio::time::Instant::now() + far);
         tokio::select! {
-            Some(msg) = rx.recv() => match msg {
-                Msg::Reply { id, reply } => core.handle_reply(now_ms(), id, reply),
-                Msg::Event { call_id, at_ms, kind } => {
-                    if let Err(e) = core.emit(at_ms, &call_id, kind) {
-                        tracing::warn!(%call_id, ?e, "event not recorded");
-                    }
+            Some(msg) = rx.recv() => handle_msg(&mut core, &mut d, msg),
+            Some(dead) = d.call_tasks.next_dead(), if !d.call_tasks.is_empty() => {
+                // Whatever the task sent before it died comes first (its
+                // `ended`, if it got that far).
+                while let Ok(msg) = rx.try_recv() {
+                    handle_msg(&mut core, &mut d, msg);
                 }
-                Msg::CallDone { call_id } => {
-                    d.calls.remove(&call_id);
-                }
-                Msg::Upload(upload) => core.queue_upload(upload),
-            },
+                bury(&mut core, &mut d.calls, dead);
+            }
             _ = tokio::time::sleep(sleep) => {}
             changed = stop.changed() => {
                 let s = if changed.is_ok() { *stop.borrow_and_update() } else { Stop::Now };
@@ -358,4 +446,31 @@ pub async fn run<C: Carrier>(
     d.call_tasks.abort_all();
     tracing::info!(calls_started = d.started, clean_exit, "sidecar stopped");
     RunSummary { calls_started: d.started, clean_exit }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A call task that panics is reported with its call id (so the call is
+    /// ended for it); one that returns is not (it reported its own end).
+    #[tokio::test]
+    async fn a_dead_call_task_is_known_by_its_call() {
+        let mut t = CallTasks::default();
+        t.spawn("c_ok".into(), async {});
+        t.spawn("c_panics".into(), async { panic!("engine blew up") });
+        let mut dead = vec![];
+        while !t.is_empty() {
+            if let Some(d) = t.next_dead().await {
+                dead.push(d);
+            }
+        }
+        assert_eq!(dead, vec![DeadCall { call_id: "c_panics".into(), panicked: true }]);
+        assert!(t.calls.is_empty(), "every task's id is forgotten once reaped");
+
+        // Aborted (cancelled) counts as dead too.
+        t.spawn("c_stuck".into(), std::future::pending());
+        t.set.abort_all();
+        assert_eq!(t.next_dead().await, Some(DeadCall { call_id: "c_stuck".into(), panicked: false }));
+    }
 }

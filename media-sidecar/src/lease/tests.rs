@@ -1340,3 +1340,85 @@ fn a_hangup_for_a_held_call_is_obeyed_after_the_edge_took_us_back() {
     assert!(h.actions().contains(&Action::Hangup { call_id: "c_1".into() }));
     assert!(h.c.holds("c_1"), "held until its `ended` is acked");
 }
+
+// ------------------------------------------------- dead tasks, event sizes
+
+#[test]
+fn a_call_whose_task_died_ends_failed_and_frees_its_slot() {
+    let mut h = H::registered(2);
+    let a = h.start_call(1);
+    let b = h.start_call(2);
+    let t0 = h.now;
+    h.c.emit(h.now, &a.call_id, EventKind::Dialing).unwrap();
+    h.now += 100;
+    h.c.emit(h.now, &a.call_id, EventKind::Ringing).unwrap();
+    h.now += 900;
+    // The runtime does this when the call's task panicked or was cancelled.
+    assert_eq!(h.c.fail_call(h.now, &a.call_id, EndedReason::EngineError), Ok(3));
+    assert_eq!(h.c.free_slots(), 0, "held until the edge has the ended event");
+    // A task that got its own `ended` out before dying adds nothing.
+    h.c.emit(h.now, &b.call_id, ended(h.now)).unwrap();
+    assert_eq!(h.c.fail_call(h.now, &b.call_id, EndedReason::EngineError), Err(EmitError::AlreadyEnded));
+    let txs = h.all_tx();
+    let (id, batch) = batches(&txs)[0];
+    let last = batch.events.iter().find(|e| e.call_id == "c_1" && e.seq == 3).unwrap();
+    assert_eq!(
+        last.kind,
+        EventKind::Ended {
+            status: CallStatus::Failed,
+            reason: EndedReason::EngineError,
+            sip_code: None,
+            timings: Timings { dispatched_ms: t0, ringing_ms: Some(t0 + 100), answered_ms: None, ended_ms: h.now },
+        }
+    );
+    h.reply(id, ok(EventsAck { protocol_version: 1, accepted: 4 }));
+    let n = h.actions();
+    assert!(notices(&n).iter().any(|n| matches!(n, Notice::CallReleased { call_id } if call_id == "c_1")));
+    assert_eq!(h.c.free_slots(), 2);
+}
+
+fn turn(text: String) -> EventKind {
+    EventKind::TranscriptTurn { role: Role::User, text, start_ms: 0, end_ms: 1 }
+}
+
+#[test]
+fn a_long_transcript_turn_is_cut_on_a_char_boundary_with_a_marker() {
+    let mut h = H::registered(1);
+    let a = h.start_call(1);
+    // Multi-byte chars, so a byte-offset cut would split one.
+    h.c.emit(h.now, &a.call_id, turn("é".repeat(10_000))).unwrap();
+    h.c.emit(h.now, &a.call_id, turn("short".into())).unwrap();
+    let summary = EventKind::Summary { summary: Some("ü".repeat(9_000)), outcome: Some("x".repeat(1_000)) };
+    h.c.emit(h.now, &a.call_id, summary).unwrap();
+    let txs = h.all_tx();
+    let b = batches(&txs)[0].1;
+    let EventKind::TranscriptTurn { text, .. } = &b.events[0].kind else { panic!() };
+    assert_eq!(text.chars().count(), MAX_TEXT_CHARS);
+    assert!(text.ends_with(TRUNCATED_MARKER) && text.starts_with("éé"));
+    assert!(matches!(&b.events[1].kind, EventKind::TranscriptTurn { text, .. } if text == "short"));
+    let EventKind::Summary { summary: Some(s), outcome: Some(o) } = &b.events[2].kind else { panic!() };
+    assert_eq!((s.chars().count(), o.chars().count()), (MAX_TEXT_CHARS, MAX_OUTCOME_CHARS));
+}
+
+#[test]
+fn event_batches_are_bounded_by_their_serialised_size() {
+    let mut h = H::registered(1);
+    let a = h.start_call(1);
+    // 40 turns of ~4,000 chars that JSON escapes to 6 bytes each (~24 KB an
+    // event): far over 64 KiB together, though only 40 events.
+    for _ in 0..40 {
+        h.c.emit(h.now, &a.call_id, turn("\u{1}".repeat(5_000))).unwrap();
+    }
+    let mut sent = 0;
+    while sent < 40 {
+        let txs = h.all_tx();
+        let (id, b) = batches(&txs)[0];
+        let body = Request::Events(b.clone()).body();
+        assert!(body.len() <= MAX_BATCH_BYTES, "batch of {} bytes", body.len());
+        assert!(!b.events.is_empty());
+        sent += b.events.len();
+        h.reply(id, ok(EventsAck { protocol_version: 1, accepted: b.events.len() as u32 }));
+    }
+    assert_eq!(sent, 40);
+    assert_eq!(h.c.pending_events(), 0);
+}

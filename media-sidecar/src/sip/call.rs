@@ -180,6 +180,22 @@ pub fn uri_socket_addr(uri: &str) -> Option<SocketAddr> {
     Some(SocketAddr::new(h.parse().ok()?, port))
 }
 
+/// Whether a 2xx's remote target and route set can address in-dialog
+/// requests: the target and every route URI must be valid Request-URIs (a
+/// strict router's URI becomes one). `Err` is a stable detail code.
+pub fn check_dialog_target(target: &str, routes: &[String]) -> Result<(), &'static str> {
+    if msg::check_request_uri(target).is_err() {
+        return Err("bad_remote_target");
+    }
+    for r in routes {
+        match msg::parse_name_addr(r) {
+            Ok(a) if msg::check_request_uri(&a.uri).is_ok() => {}
+            _ => return Err("bad_route_set"),
+        }
+    }
+    Ok(())
+}
+
 #[derive(Debug)]
 struct Cached {
     branch: String,
@@ -224,6 +240,9 @@ pub struct Call {
     route_set: Vec<String>,
     ack_2xx: Option<Transmit>,
     ringing_sent: bool,
+    /// A provisional response above 100 arrived: the callee was alerted on
+    /// this trunk, so a later 408/480/503 must not ring them again elsewhere.
+    alerted: bool,
     early: Option<Negotiated>,
     media: Option<Negotiated>,
     local_dir: Direction,
@@ -286,6 +305,7 @@ impl Call {
             route_set: Vec::new(),
             ack_2xx: None,
             ringing_sent: false,
+            alerted: false,
             early: None,
             media: None,
             local_dir: Direction::SendRecv,
@@ -369,6 +389,13 @@ impl Call {
 
     /// An in-dialog request (ACK for 2xx, BYE) and where to send it.
     fn dialog_request(&self, method: &str, cseq: u32) -> Transmit {
+        let (m, _) = self.dialog_message(method, cseq);
+        Transmit { dest: self.next_hop(), bytes: m.to_bytes() }
+    }
+
+    /// The in-dialog request itself and its branch. Built, never re-parsed:
+    /// the target and route set were checked when the 2xx arrived.
+    fn dialog_message(&self, method: &str, cseq: u32) -> (Message, String) {
         // RFC 3261 12.2.1.1: a first route without `;lr` is a strict router.
         let strict =
             self.route_set.first().and_then(|r| msg::parse_name_addr(r).ok()).filter(|a| !uri_has_param(&a.uri, "lr"));
@@ -381,7 +408,8 @@ impl Call {
             None => (self.remote_target.clone(), self.route_set.clone()),
         };
         let mut m = Message::request(method, &uri);
-        m.push("Via", self.via(&new_branch()));
+        let branch = new_branch();
+        m.push("Via", self.via(&branch));
         for r in &routes {
             m.push("Route", r.clone());
         }
@@ -396,7 +424,7 @@ impl Call {
             }
         }
         m.push("User-Agent", self.cfg.user_agent.clone());
-        Transmit { dest: self.next_hop(), bytes: m.to_bytes() }
+        (m, branch)
     }
 
     /// Where in-dialog requests go: the first Route, else the remote target,
@@ -506,6 +534,9 @@ impl Call {
                     self.send_cancel(now);
                 }
                 let code = r.code().unwrap_or(100);
+                if code > 100 {
+                    self.alerted = true;
+                }
                 if code == 100 || self.phase != Phase::Calling && self.phase != Phase::Early {
                     return;
                 }
@@ -534,12 +565,14 @@ impl Call {
                     self.end(status, reason, Some(code), false, "cancelled");
                 } else {
                     let (status, reason, failover) = classify_final(code);
+                    // Once the callee's phone rang here, another trunk would ring it again.
+                    let failover = failover && !self.alerted;
                     self.end(status, reason, Some(code), failover, "final_response");
                 }
             }
             TxEvent::Timeout => match self.plan {
                 Some((status, reason)) => self.end(status, reason, None, false, "timer_b_after_cancel"),
-                None => self.end(CallStatus::Failed, EndedReason::TrunkError, None, true, "timer_b"),
+                None => self.end(CallStatus::Failed, EndedReason::TrunkError, None, !self.alerted, "timer_b"),
             },
         }
     }
@@ -547,8 +580,20 @@ impl Call {
     fn on_2xx(&mut self, r: &Message, now: u64) {
         self.remote_to = r.header("To").unwrap_or("").to_string();
         self.remote_tag = r.to_tag();
-        self.remote_target = r.contact_uri().unwrap_or_else(|| self.cfg.request_uri.clone());
-        self.route_set = r.record_route().into_iter().rev().collect();
+        let target = r.contact_uri().unwrap_or_else(|| self.cfg.request_uri.clone());
+        let routes: Vec<String> = r.record_route().into_iter().rev().collect();
+        // The parser accepts Contact/Record-Route URIs that cannot head a
+        // request line (`sip:x@`, `?headers`, control characters); every
+        // in-dialog request would then be malformed. Refuse the dialog: ACK
+        // and BYE go to the trunk, addressed like the INVITE.
+        let bad_target = check_dialog_target(&target, &routes).err();
+        if bad_target.is_some() {
+            self.remote_target = self.cfg.request_uri.clone();
+            self.route_set = Vec::new();
+        } else {
+            self.remote_target = target;
+            self.route_set = routes;
+        }
         let ack = self.dialog_request("ACK", self.invite.cseq);
         self.out.push_back(ack.clone());
         self.ack_2xx = Some(ack);
@@ -557,6 +602,12 @@ impl Call {
         if let Some((status, reason)) = self.plan {
             // Answered while we were cancelling: hang up at once.
             self.send_bye(now, status, reason);
+            return;
+        }
+        if let Some(code) = bad_target {
+            self.phase = Phase::Confirmed;
+            self.detail_override = Some(code);
+            self.send_bye(now, CallStatus::Failed, EndedReason::TrunkError);
             return;
         }
         let neg = if r.has_sdp() {
@@ -653,9 +704,7 @@ impl Call {
         self.phase = Phase::Terminating;
         self.max_deadline = None;
         self.cseq += 1;
-        let t = self.dialog_request("BYE", self.cseq);
-        let m = msg::parse(&t.bytes).expect("our own BYE parses");
-        let branch = m.top_branch().unwrap_or_default();
+        let (m, branch) = self.dialog_message("BYE", self.cseq);
         self.bye = Some(NonInviteClient::new(&m, branch, now, self.cfg.timers));
     }
 
@@ -678,11 +727,9 @@ impl Call {
                     return self.end_after_bye(status, reason, "bye_challenged");
                 };
                 self.cseq += 1;
-                let t = self.dialog_request("BYE", self.cseq);
-                let Ok(mut m) = msg::parse(&t.bytes) else { return };
+                let (mut m, branch) = self.dialog_message("BYE", self.cseq);
                 let uri = m.uri().unwrap_or("").to_string();
                 m.push(an, self.digest.authorize(&ch, &cred, "BYE", &uri, &random_hex(8), b""));
-                let branch = m.top_branch().unwrap_or_default();
                 self.bye = Some(NonInviteClient::new(&m, branch, now, self.cfg.timers));
             }
             TxEvent::Final(_) => self.end_after_bye(status, reason, "bye_answered"),
@@ -1277,6 +1324,61 @@ mod tests {
         c.handle_datagram(1, "1.2.3.4:5060".parse().unwrap(), bye).unwrap();
         let (dest, r) = sent(&mut c).remove(0);
         assert_eq!((dest, r.code()), ("1.2.3.4:5060".parse().unwrap(), Some(481)));
+    }
+
+    /// A 2xx whose Contact / Record-Route cannot address a request used to
+    /// panic on `expect("our own BYE parses")`. Now: ACK and BYE go to the
+    /// trunk as the INVITE did, and the call fails with a stable detail.
+    #[test]
+    fn unusable_contact_or_record_route_fails_the_call_cleanly() {
+        let cases: [(&[(&str, &str)], &str); 5] = [
+            (&[("Contact", "<sip:x@>")], "bad_remote_target"),
+            (&[("Contact", "<sip:bob@10.0.0.9:5080?Subject=hi>")], "bad_remote_target"),
+            (&[("Contact", "<sip:bob@10.0.0.9\u{1}:5080>")], "bad_remote_target"),
+            (&[("Contact", "<sip:bob@10.0.0.9>"), ("Record-Route", "<sip:10.0.0.1?X=y;lr>")], "bad_route_set"),
+            // Strict router: its URI would become the BYE's Request-URI.
+            (&[("Contact", "<sip:bob@10.0.0.9>"), ("Record-Route", "<sip:@>")], "bad_route_set"),
+        ];
+        for (extra, detail) in cases {
+            let mut c = Call::new(cfg(), 0);
+            let inv = sent(&mut c).remove(0).1;
+            c.handle_datagram(10, from(), &reply(&inv, 180, &[], None)).unwrap();
+            // The parser accepts the 2xx: the check has to happen in the call.
+            c.handle_datagram(20, from(), &reply(&inv, 200, extra, Some(ANSWER_SDP))).unwrap();
+            c.hangup(30, EndedReason::HangupRequested);
+            let out = sent(&mut c);
+            let methods: Vec<_> = out.iter().map(|(_, m)| m.method().unwrap_or("")).collect();
+            assert_eq!(methods, ["ACK", "BYE"], "{detail}: {extra:?}");
+            for (dest, m) in &out {
+                assert_eq!((*dest, m.uri()), (from(), Some("sip:bob@127.0.0.1:5070")), "{extra:?}");
+                assert!(m.header("Route").is_none());
+            }
+            c.handle_datagram(40, from(), &reply(&out[1].1, 200, &[], None)).unwrap();
+            let ev = events(&mut c);
+            assert!(!ev.iter().any(|e| matches!(e, CallEvent::Answered(_))), "{ev:?}");
+            let Some(CallEvent::Ended(o)) = ev.last() else { panic!("{ev:?}") };
+            assert_eq!((o.status, o.reason, o.detail.as_str()), (CallStatus::Failed, EndedReason::TrunkError, detail));
+        }
+        assert_eq!(check_dialog_target("sip:bob@10.0.0.9:5080;transport=udp", &["<sip:p;lr>".into()]), Ok(()));
+    }
+
+    /// 408/480/503 after the callee was alerted (180/183) must not ring them
+    /// again through the next trunk; after only 100 Trying it still may.
+    #[test]
+    fn no_failover_once_the_callee_was_alerted() {
+        for (provisional, code, failover) in
+            [(None, 480, true), (Some(100), 480, true), (Some(180), 480, false), (Some(183), 408, false), (Some(180), 503, false)]
+        {
+            let mut c = Call::new(cfg(), 0);
+            let inv = sent(&mut c).remove(0).1;
+            if let Some(p) = provisional {
+                c.handle_datagram(5, from(), &reply(&inv, p, &[], None)).unwrap();
+            }
+            c.handle_datagram(10, from(), &reply(&inv, code, &[], None)).unwrap();
+            let ev = events(&mut c);
+            let Some(CallEvent::Ended(o)) = ev.last() else { panic!("{ev:?}") };
+            assert_eq!((o.sip_code, o.try_next_trunk), (Some(code), failover), "{provisional:?} then {code}");
+        }
     }
 
     #[test]

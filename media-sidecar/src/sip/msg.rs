@@ -380,7 +380,7 @@ fn parse_start_line(line: &str) -> Result<StartLine, ParseError> {
     Ok(StartLine::Request { method: method.to_string(), uri: uri.to_string() })
 }
 
-fn check_request_uri(uri: &str) -> Result<(), ParseError> {
+pub fn check_request_uri(uri: &str) -> Result<(), ParseError> {
     if uri.chars().any(|c| c.is_whitespace() || c.is_control() || c == '<' || c == '>' || c == '"') {
         return Err(ParseError::BadStartLine("bad character in Request-URI"));
     }

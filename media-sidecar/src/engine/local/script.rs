@@ -158,6 +158,8 @@ pub fn normalize(s: &str) -> Vec<String> {
 fn parse_line_text(s: &str) -> Line {
     let mut text = s.trim().to_string();
     let mut end = false;
+    // ASCII lowercasing keeps every byte offset, and "[end]" is ASCII: `i..i + 5`
+    // lies on char boundaries of `text` too.
     if let Some(i) = text.to_ascii_lowercase().find("[end]") {
         text.replace_range(i..i + 5, "");
         end = true;
@@ -194,13 +196,16 @@ fn first_sentence(text: &str) -> Option<String> {
             break;
         }
     }
+    // `end` follows an ASCII byte (or is the length): a char boundary.
     let s = &t[..end];
-    // Keep TTS turns short: cut at ~200 characters on a word boundary.
-    if s.len() > 200 {
-        let cut = s[..200].rfind(' ').unwrap_or(200);
-        Some(format!("{}.", &s[..cut]))
-    } else {
-        Some(s.to_string())
+    // Keep TTS turns short: cut at ~200 characters on a word boundary. Counted
+    // in chars, cut at a char boundary: a byte offset can split a UTF-8 char.
+    match s.char_indices().nth(200) {
+        Some((limit, _)) => {
+            let cut = s[..limit].rfind(' ').unwrap_or(limit);
+            Some(format!("{}.", &s[..cut]))
+        }
+        None => Some(s.to_string()),
     }
 }
 
@@ -482,6 +487,22 @@ mod tests {
         * -> Sorry, I didn't catch that. Can you make it tomorrow at 10?\n\
         silence 8s -> Are you still there? \n\
         goodbye: Thank you, goodbye.\n[/script]\nIgnored trailing text.";
+
+    /// The default greeting used to be cut at byte 200, which panicked
+    /// inside a multi-byte character of a long non-ASCII prompt.
+    #[test]
+    fn long_non_ascii_prompt_is_cut_on_a_char_boundary() {
+        // Byte 200 falls inside an 'é' (1 + 2k bytes before it).
+        let one_word = format!("a{}", "é".repeat(300));
+        let g = Script::from_prompt(Some(&one_word)).greeting;
+        assert_eq!(g.chars().count(), 201, "200 chars and a period");
+        assert!(g.ends_with("é."));
+        let words = "日本語のテキスト ".repeat(40);
+        let g = Script::from_prompt(Some(&words)).greeting;
+        assert!(g.chars().count() <= 201 && g.ends_with("テキスト."), "{g}");
+        // A short sentence is left as it is.
+        assert_eq!(Script::from_prompt(Some("Ça va? Oui.")).greeting, "Ça va?");
+    }
 
     #[test]
     fn parses_the_demo_script() {
