@@ -11,7 +11,9 @@ use worker::{event, kv::KvStore, Context, Env, Headers, Request, Response, Resul
 
 pub(crate) const KV_BINDING: &str = "VOXLINE_KV";
 /// Request headers the service reads besides `x-voxline-*` (traffic control).
-const PASSED_HEADERS: &[&str] = &["accept", "cf-connecting-ip", "idempotency-key", "x-signature"];
+/// `content-length`: the sidecar link answers 413 for a declared oversize body
+/// (never buffered here) before checking its signature.
+const PASSED_HEADERS: &[&str] = &["accept", "cf-connecting-ip", "content-length", "idempotency-key", "x-signature"];
 
 pub(crate) struct WorkersKv(pub KvStore);
 

@@ -607,6 +607,14 @@ pub(crate) async fn authenticate_sidecar(kv: &impl Kv, headers: &SignedHeaders<'
 /// token), checked, and forwarded to its region's dispatch queue, which also
 /// refuses replayed nonces.
 async fn sidecar_request<K: Kv, D: Dispatcher>(env: &Env<'_, K, D>, req: &ApiRequest, op: SidecarOp) -> Result<ApiResponse> {
+    // Before the signature: the glue never buffers an oversized body, so its
+    // signature cannot match, and a 401 would make the sidecar re-register
+    // and resend the same batch forever. 413 says what is wrong.
+    let declared: Option<usize> = req.header("content-length").and_then(|v| v.trim().parse().ok());
+    let size = declared.unwrap_or(0).max(req.body.len());
+    if size > MAX_BODY_BYTES {
+        return Err(ApiError::new(ErrorCode::PayloadTooLarge, format!("request body is {size} bytes; the limit is {MAX_BODY_BYTES}")));
+    }
     let headers = SignedHeaders::from_lookup(|name| req.header(name));
     let sidecar = authenticate_sidecar(env.kv, &headers, &req.body, env.now_ms).await?;
     let sid = sidecar.id.as_str();

@@ -530,21 +530,25 @@ impl TestSidecar {
         TestSidecar { id: id.into(), secret: s["secret"].as_str().unwrap().into(), nonce: std::cell::Cell::new(0) }
     }
 
-    fn send(&self, w: &World, path: &str, mut body: Value) -> Value {
-        body["protocol_version"] = json!(1);
-        body["sidecar_id"] = json!(self.id);
-        let raw = body.to_string().into_bytes();
+    /// A request carrying `raw`, signed as this sidecar signs.
+    fn signed(&self, w: &World, path: &str, raw: Vec<u8>) -> ApiRequest {
         self.nonce.set(self.nonce.get() + 1);
         let nonce = format!("{:032x}", self.nonce.get());
         let headers = voxline_shared::signing::signed_headers(&self.id, self.secret.as_bytes(), (w.now.get() + 1) / 1000, &nonce, &raw);
-        let req = ApiRequest {
+        ApiRequest {
             method: "POST".into(),
             path: path.into(),
             content_type: Some("application/json".into()),
             body: raw,
             headers: headers.into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
             ..ApiRequest::default()
-        };
+        }
+    }
+
+    fn send(&self, w: &World, path: &str, mut body: Value) -> Value {
+        body["protocol_version"] = json!(1);
+        body["sidecar_id"] = json!(self.id);
+        let req = self.signed(w, path, body.to_string().into_bytes());
         let r = w.send_req(&req);
         assert_eq!(r.status, 200, "{path}: {}", r.body);
         r.body_json()
@@ -643,4 +647,37 @@ fn an_idempotency_key_whose_first_request_was_abandoned_still_creates_one_call()
     assert_eq!(World::code(&other), "idempotency_key_reused");
     let listed = w.calls.rows(&tid).list_calls(&crate::call_store::ListFilter { limit: 10, ..Default::default() }).unwrap();
     assert_eq!(listed.len(), 1);
+}
+
+#[test]
+fn an_oversized_sidecar_request_is_413_before_its_signature_is_checked() {
+    use voxline_shared::protocol::paths;
+    let w = World::new();
+    let sc = TestSidecar::create(&w, "sc-1");
+    sc.send(&w, paths::REGISTER, json!({"region": "local", "capacity": 1, "version": "t"}));
+    // An event batch over the body limit, correctly signed.
+    let turn = json!({"type": "transcript_turn", "role": "user", "text": "x".repeat(3_000), "start_ms": 0, "end_ms": 1});
+    let events: Vec<Value> = (0..30).map(|i| json!({"call_id": "call_1", "attempt": 1, "seq": i + 1, "at_ms": 0, "kind": turn})).collect();
+    let big = json!({"protocol_version": 1, "sidecar_id": "sc-1", "events": events}).to_string().into_bytes();
+    assert!(big.len() > MAX_BODY_BYTES);
+    let signed_big = sc.signed(&w, paths::EVENTS, big.clone());
+    // What the glue hands over for a declared oversize body: not the bytes
+    // signed (it never buffers them), so the signature cannot match.
+    let mut replaced = sc.signed(&w, paths::EVENTS, big.clone());
+    replaced.body = vec![0; MAX_BODY_BYTES + 1];
+    replaced.headers.push(("content-length".into(), big.len().to_string()));
+    // A declared length over the limit alone (a body not read at all).
+    let mut declared = sc.signed(&w, paths::EVENTS, Vec::new());
+    declared.headers.push(("content-length".into(), (MAX_BODY_BYTES + 1).to_string()));
+    for (what, req) in [("signed", signed_big), ("replaced", replaced), ("declared", declared)] {
+        let r = w.send_req(&req);
+        assert_eq!((r.status, World::code(&r).as_str()), (413, "payload_too_large"), "{what}: {}", r.body);
+    }
+    // Unsigned too (the size is checked first): still 413, not 401.
+    let unsigned = ApiRequest { method: "POST".into(), path: paths::LEASE.into(), body: big, ..ApiRequest::default() };
+    assert_eq!(w.send_req(&unsigned).status, 413);
+    // At the limit the request goes on to its signature as before.
+    let mut at_limit = sc.signed(&w, paths::LEASE, Vec::new());
+    at_limit.headers.push(("content-length".into(), MAX_BODY_BYTES.to_string()));
+    assert_eq!(World::code(&w.send_req(&at_limit)), "invalid_json");
 }
