@@ -70,8 +70,12 @@ pub(crate) fn sealing_key(env: &Env) -> Option<crate::engine_keys::SealingKey> {
 async fn fetch(mut req: Request, env: Env, _ctx: Context) -> Result<Response> {
     let started = worker::Date::now().as_millis();
     let url = req.url()?;
+    // The method as the client sent it: workers-rs maps methods it does not
+    // know (QUERY, PROPFIND, PURGE, ...) to GET, which would serve them as
+    // GETs; the service answers those 405 with Allow.
+    let method = req.inner().method();
     // The one body that is not JSON and is streamed, never buffered.
-    if req.method() == worker::Method::Post && url.path() == voxline_shared::protocol::paths::RECORDING {
+    if method == "POST" && url.path() == voxline_shared::protocol::paths::RECORDING {
         return crate::glue_recordings::upload(req, &env, started).await;
     }
     let headers = req.headers().clone();
@@ -90,7 +94,7 @@ async fn fetch(mut req: Request, env: Env, _ctx: Context) -> Result<Response> {
         },
     };
     let api_req = ApiRequest {
-        method: req.method().to_string(),
+        method,
         path: url.path().to_string(),
         query: url.query().unwrap_or("").to_string(),
         content_type: headers.get("content-type")?,

@@ -61,6 +61,8 @@ pub async fn handle<K: Kv, D: Dispatcher>(env: &Env<'_, K, D>, req: &ApiRequest)
             if e.code == ErrorCode::MethodNotAllowed {
                 let allowed = match route(&req.method, &req.path) {
                     Match::WrongMethod(m) => m.join(", "),
+                    // The sidecar link is routed outside the table: POST only.
+                    _ if SidecarOp::from_path(&req.path).is_some() => "POST".to_string(),
                     _ => String::new(),
                 };
                 return resp.with_header("Allow", allowed);

@@ -681,3 +681,18 @@ fn an_oversized_sidecar_request_is_413_before_its_signature_is_checked() {
     at_limit.headers.push(("content-length".into(), MAX_BODY_BYTES.to_string()));
     assert_eq!(World::code(&w.send_req(&at_limit)), "invalid_json");
 }
+
+#[test]
+fn unknown_methods_are_405_with_allow_never_served_as_get() {
+    let w = World::new();
+    let (_, key) = w.tenant(true);
+    let id = w.send("POST", "/v1/calls", Some(&key), Some(json!({"phone": "+14155550100"}))).body_json()["id"].as_str().unwrap().to_string();
+    let call_path = format!("/v1/calls/{id}");
+    for method in ["QUERY", "PROPFIND", "SEARCH", "PURGE", "LOCK", "query"] {
+        for (path, allow) in [(call_path.as_str(), "GET"), ("/v1/calls", "POST, GET"), ("/healthz", "GET"), (voxline_shared::protocol::paths::LEASE, "POST")] {
+            let r = w.send(method, path, Some(&key), None);
+            assert_eq!((r.status, World::code(&r).as_str()), (405, "method_not_allowed"), "{method} {path}: {}", r.body);
+            assert_eq!(header(&r, "Allow"), Some(allow), "{method} {path}");
+        }
+    }
+}
