@@ -946,7 +946,7 @@ async fn revoke_api_key<K: Kv, D: Dispatcher>(env: &Env<'_, K, D>, tenant: &Tena
 
 /// The SSRF guard on webhook URLs (see `url_guard`), also run at delivery.
 pub fn check_webhook_url(url: &str, dev_mode: bool) -> std::result::Result<(), String> {
-    crate::url_guard::check(url, dev_mode)
+    crate::url_guard::check_webhook(url, dev_mode)
 }
 
 #[cfg(test)]

@@ -64,7 +64,7 @@ async fn load<K: Kv, D: Dispatcher>(env: &Env<'_, K, D>, tid: &str, wid: &str) -
 
 fn url_field(f: &Fields, dev_mode: bool) -> Result<Option<String>> {
     let Some(url) = f.str_opt("url", WEBHOOK_URL_MAX)? else { return Ok(None) };
-    url_guard::check(&url, dev_mode).map_err(|why| ApiError::field(ErrorCode::InvalidUrl, "url", why))?;
+    url_guard::check_webhook(&url, dev_mode).map_err(|why| ApiError::field(ErrorCode::InvalidUrl, "url", why))?;
     Ok(Some(url))
 }
 

@@ -396,7 +396,7 @@ pub async fn process(
     let refusal = match &endpoint {
         None => Some("the endpoint was deleted".to_string()),
         Some(e) if !e.enabled => Some("the endpoint is disabled".to_string()),
-        Some(e) => url_guard::check(&e.url, dev_mode).err().map(|why| format!("the endpoint URL is not allowed: {why}")),
+        Some(e) => url_guard::check_webhook(&e.url, dev_mode).err().map(|why| format!("the endpoint URL is not allowed: {why}")),
     };
     let (Some(mut endpoint), None) = (endpoint, refusal.clone()) else {
         // Nothing is sent; the delivery ends here (a redelivery can revive it).
