@@ -406,7 +406,7 @@ async fn create_call<K: Kv, D: Dispatcher>(
     let created = env.calls.create(&tenant.id, &NewCall { record, queued, idempotency }).await?;
     match created {
         Created::Created { record } | Created::Existing { record } => {
-            Ok(ApiResponse::json(201, &record.to_public()).with_header("Location", format!("/v1/calls/{}", record.id)))
+            Ok(ApiResponse::json_text(201, record.to_public_json()).with_header("Location", format!("/v1/calls/{}", record.id)))
         }
         Created::KeyReused => Err(ApiError::field(ErrorCode::IdempotencyKeyReused, "Idempotency-Key", "this Idempotency-Key was used with a different request")),
         Created::Duplicate { call_id } => Err(ApiError::field(
@@ -441,7 +441,7 @@ pub(crate) async fn load_call<K: Kv, D: Dispatcher>(env: &Env<'_, K, D>, tid: &s
 
 async fn get_call<K: Kv, D: Dispatcher>(env: &Env<'_, K, D>, tenant: &Tenant, cid: &str) -> Result<ApiResponse> {
     let record = load_call(env, &tenant.id, cid).await?;
-    Ok(ApiResponse::json(200, &record.to_public()))
+    Ok(ApiResponse::json_text(200, record.to_public_json()))
 }
 
 /// The call's transcript so far: JSON (turns + text), or plain text lines with
@@ -493,7 +493,7 @@ async fn hangup_call<K: Kv, D: Dispatcher>(env: &Env<'_, K, D>, req: &ApiRequest
         return Err(call_not_found(cid));
     }
     let (status, record) = env.calls.hangup(&tenant.id, cid).await?.ok_or_else(|| call_not_found(cid))?;
-    Ok(ApiResponse::json(status, &record.to_public()))
+    Ok(ApiResponse::json_text(status, record.to_public_json()))
 }
 
 #[derive(serde::Serialize, serde::Deserialize)]

@@ -48,7 +48,7 @@ pub(crate) async fn admin_route<K: Kv, D: Dispatcher>(env: &Env<'_, K, D>, req: 
 pub(crate) async fn tenant_route<K: Kv, D: Dispatcher>(env: &Env<'_, K, D>, req: &ApiRequest, id: RouteId, tenant: &Tenant, did: &str) -> Result<ApiResponse> {
     match id {
         RouteId::ListDeliveries => list_deliveries(env, req, tenant).await,
-        RouteId::GetDelivery => Ok(ApiResponse::json(200, &load_delivery(env, &tenant.id, did).await?.to_public())),
+        RouteId::GetDelivery => Ok(ApiResponse::json_text(200, load_delivery(env, &tenant.id, did).await?.to_public_json())),
         RouteId::RedeliverDelivery => redeliver(env, tenant, did).await,
         _ => Err(ApiError::new(ErrorCode::InternalError, "route without handler")),
     }
@@ -173,7 +173,7 @@ async fn redeliver<K: Kv, D: Dispatcher>(env: &Env<'_, K, D>, tenant: &Tenant, d
         return Err(ApiError::new(ErrorCode::WebhookDisabled, format!("webhook endpoint '{}' is disabled or was deleted", record.endpoint_id)));
     }
     env.outbox.push(vec![record.redelivery_job(&tenant.id, env.now_ms)]);
-    Ok(ApiResponse::json(202, &record.to_public()))
+    Ok(ApiResponse::json_text(202, record.to_public_json()))
 }
 
 
