@@ -46,7 +46,7 @@ pub fn queued_call(tenant_id: &str, record: &CallRecord, now_ms: u64) -> QueuedC
             "model": record.model,
             "max_seconds": record.max_seconds,
             "record": record.record,
-            "metadata": record.metadata,
+            "metadata": record.metadata.as_ref().map(crate::model::Metadata::to_value),
             "engine_base_url": record.engine_base_url,
             "silence_timeout_secs": record.silence_timeout_seconds,
         }),

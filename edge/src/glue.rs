@@ -11,7 +11,9 @@ use worker::{event, kv::KvStore, Context, Env, Headers, Request, Response, Resul
 
 pub(crate) const KV_BINDING: &str = "VOXLINE_KV";
 /// Request headers the service reads besides `x-voxline-*` (traffic control).
-const PASSED_HEADERS: &[&str] = &["accept", "cf-connecting-ip", "idempotency-key", "x-signature"];
+/// `content-length`: the sidecar link answers 413 for a declared oversize body
+/// (never buffered here) before checking its signature.
+const PASSED_HEADERS: &[&str] = &["accept", "cf-connecting-ip", "content-length", "idempotency-key", "x-signature"];
 
 pub(crate) struct WorkersKv(pub KvStore);
 
@@ -68,8 +70,12 @@ pub(crate) fn sealing_key(env: &Env) -> Option<crate::engine_keys::SealingKey> {
 async fn fetch(mut req: Request, env: Env, _ctx: Context) -> Result<Response> {
     let started = worker::Date::now().as_millis();
     let url = req.url()?;
+    // The method as the client sent it: workers-rs maps methods it does not
+    // know (QUERY, PROPFIND, PURGE, ...) to GET, which would serve them as
+    // GETs; the service answers those 405 with Allow.
+    let method = req.inner().method();
     // The one body that is not JSON and is streamed, never buffered.
-    if req.method() == worker::Method::Post && url.path() == voxline_shared::protocol::paths::RECORDING {
+    if method == "POST" && url.path() == voxline_shared::protocol::paths::RECORDING {
         return crate::glue_recordings::upload(req, &env, started).await;
     }
     let headers = req.headers().clone();
@@ -88,7 +94,7 @@ async fn fetch(mut req: Request, env: Env, _ctx: Context) -> Result<Response> {
         },
     };
     let api_req = ApiRequest {
-        method: req.method().to_string(),
+        method,
         path: url.path().to_string(),
         query: url.query().unwrap_or("").to_string(),
         content_type: headers.get("content-type")?,

@@ -38,6 +38,11 @@ impl ApiResponse {
         ApiResponse { status, headers: Vec::new(), body: body.to_string(), error_code: None, stored_object: None }
     }
 
+    /// A JSON body already serialized (a call, whose metadata is kept as text).
+    pub fn json_text(status: u16, body: String) -> ApiResponse {
+        ApiResponse { status, headers: Vec::new(), body, error_code: None, stored_object: None }
+    }
+
     pub fn error(e: &ApiError) -> ApiResponse {
         ApiResponse { status: e.status(), headers: Vec::new(), body: e.to_json().to_string(), error_code: Some(e.code.as_str()), stored_object: None }
     }

@@ -2,6 +2,7 @@
 //! configuration (calls live in each tenant's `CallStore`, see `call_store`).
 
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use serde_json::{json, Map, Value};
 use voxline_shared::{CallStatus, EndedReason};
 
@@ -211,7 +212,7 @@ pub struct CallRecord {
     pub phone: String,
     pub name: Option<String>,
     pub email: Option<String>,
-    pub metadata: Option<Map<String, Value>>,
+    pub metadata: Option<Metadata>,
     pub agent_id: String,
     pub system_prompt: Option<String>,
     pub voice: Option<String>,
@@ -262,6 +263,118 @@ pub struct CallRecord {
     pub silence_timeout_seconds: u32,
 }
 
+/// A call's `metadata`: the caller's JSON object as text, exactly as given
+/// (insignificant whitespace aside), so key order, big integers, `-0` and
+/// `1.50` come back unchanged in the API and in webhooks.
+///
+/// Stored and passed between the Worker and its objects as a JSON string
+/// holding that text: a nested JSON value would be re-read as numbers and a
+/// sorted map on the way (the call store's answers are tagged enums, which
+/// serde buffers). Records written before hold a JSON object; it is read too.
+#[derive(Debug, Clone)]
+pub struct Metadata(Box<RawValue>);
+
+impl Metadata {
+    /// `text` if it is one JSON object, with the whitespace between tokens removed.
+    pub fn from_json_text(text: &str) -> Option<Metadata> {
+        if !text.trim_start().starts_with('{') {
+            return None;
+        }
+        let compact = compact_json(text);
+        // Checks it is JSON; the text kept is ours, not the parser's.
+        serde_json::from_str::<Map<String, Value>>(&compact).ok()?;
+        RawValue::from_string(compact).ok().map(Metadata)
+    }
+
+    pub fn as_str(&self) -> &str {
+        self.0.get()
+    }
+
+    pub fn raw(&self) -> &RawValue {
+        &self.0
+    }
+
+    /// As a `Value` (keys sorted, numbers as serde_json reads them), for
+    /// the sidecar's offer, whose protocol types it as a JSON value.
+    pub fn to_value(&self) -> Value {
+        serde_json::from_str(self.as_str()).unwrap_or(Value::Null)
+    }
+}
+
+impl PartialEq for Metadata {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl Serialize for Metadata {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for Metadata {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Metadata;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON object, or its text")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Metadata, E> {
+                Metadata::from_json_text(v).ok_or_else(|| E::custom("metadata text is not a JSON object"))
+            }
+            // A record written before metadata was kept as text.
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<Metadata, A::Error> {
+                let m = Map::<String, Value>::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
+                Metadata::from_json_text(&Value::Object(m).to_string()).ok_or_else(|| serde::de::Error::custom("metadata is not a JSON object"))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// `text` without the whitespace between JSON tokens (strings untouched).
+pub fn compact_json(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let (mut in_string, mut escaped) = (false, false);
+    for c in text.chars() {
+        if in_string {
+            out.push(c);
+            if escaped {
+                escaped = false;
+            } else if c == '\\' {
+                escaped = true;
+            } else if c == '"' {
+                in_string = false;
+            }
+        } else if !matches!(c, ' ' | '\t' | '\n' | '\r') {
+            in_string = c == '"';
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// The JSON text of `fields` plus `name` set to `raw` verbatim (null when
+/// None); a `name` already in `fields` is replaced.
+pub fn object_with_raw(fields: &Map<String, Value>, name: &str, raw: Option<&RawValue>) -> String {
+    struct With<'a>(&'a Map<String, Value>, &'a str, Option<&'a RawValue>);
+    impl Serialize for With<'_> {
+        fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            use serde::ser::SerializeMap;
+            let mut m = s.serialize_map(None)?;
+            for (k, v) in self.0.iter().filter(|(k, _)| k.as_str() != self.1) {
+                m.serialize_entry(k, v)?;
+            }
+            m.serialize_entry(self.1, &self.2)?;
+            m.end()
+        }
+    }
+    // Cannot fail: string keys, and values that are JSON already.
+    serde_json::to_string(&With(fields, name, raw)).unwrap_or_default()
+}
+
 /// Vapi's and Retell's default too.
 pub const DEFAULT_SILENCE_TIMEOUT_SECONDS: u32 = 30;
 
@@ -277,12 +390,15 @@ pub enum ScheduledReason {
 }
 
 impl CallRecord {
-    pub fn to_public(&self) -> Value {
-        let mut v = serde_json::to_value(self).unwrap_or(Value::Null);
-        if let Value::Object(m) = &mut v {
-            m.insert("object".into(), json!("call"));
-        }
-        v
+    /// The public JSON text of the call, `metadata` exactly as the caller
+    /// gave it (a `Value` would sort its keys and rewrite its numbers).
+    pub fn to_public_json(&self) -> String {
+        let mut fields = match serde_json::to_value(self) {
+            Ok(Value::Object(m)) => m,
+            _ => Map::new(),
+        };
+        fields.insert("object".into(), json!("call"));
+        object_with_raw(&fields, "metadata", self.metadata.as_ref().map(Metadata::raw))
     }
 
     /// A listing row: what `GET /v1/calls` shows of each call.
@@ -342,6 +458,36 @@ mod tests {
         let s = rec.summary();
         assert!(s.to_string().len() < 1024);
         assert_eq!((s["status"].as_str(), s["ended_reason"].as_str(), s["object"].as_str()), (Some("queued"), Some("hangup_requested"), Some("call")));
-        assert_eq!(rec.to_public()["object"], "call");
+        let public: Value = serde_json::from_str(&rec.to_public_json()).unwrap();
+        assert_eq!(public["object"], "call");
+    }
+
+    #[test]
+    fn metadata_is_kept_as_given_and_old_records_still_read() {
+        let given = r#"{"b":1,"a":12345678901234567890123,"z":-0,"n":1.50,"s":"x \" y"}"#;
+        let m = Metadata::from_json_text(given).unwrap();
+        assert_eq!(m.as_str(), given);
+        assert_eq!(Metadata::from_json_text("{ \"b\" : [1, 2],\n \"a\": \" sp ace \" }").unwrap().as_str(), r#"{"b":[1,2],"a":" sp ace "}"#);
+        for bad in ["[1]", "1", "{", r#"{"a":1}x"#, ""] {
+            assert!(Metadata::from_json_text(bad).is_none(), "{bad}");
+        }
+        let rec = CallRecord { metadata: Some(m), ..test_call(CallStatus::Queued) };
+        let public = rec.to_public_json();
+        assert!(public.contains(&format!(r#""metadata":{given}"#)), "{public}");
+        // Round trip through storage, and through a tagged enum (serde buffers it).
+        let stored = serde_json::to_string(&rec).unwrap();
+        assert_eq!(serde_json::from_str::<CallRecord>(&stored).unwrap(), rec);
+        #[derive(Serialize, Deserialize)]
+        #[serde(tag = "t")]
+        enum Tagged { R { record: CallRecord } }
+        let Tagged::R { record } = serde_json::from_str(&serde_json::to_string(&Tagged::R { record: rec.clone() }).unwrap()).unwrap();
+        assert_eq!(record.to_public_json(), public);
+        // A record written before: metadata as a JSON object.
+        let mut old: Value = serde_json::from_str(&stored).unwrap();
+        old["metadata"] = json!({"crm": 7, "a": [1]});
+        let from_text: CallRecord = serde_json::from_str(&old.to_string()).unwrap();
+        assert_eq!(from_text.metadata.unwrap().as_str(), r#"{"a":[1],"crm":7}"#);
+        let from_value: CallRecord = serde_json::from_value(old).unwrap();
+        assert_eq!(from_value.metadata.unwrap().as_str(), r#"{"a":[1],"crm":7}"#);
     }
 }

@@ -713,8 +713,8 @@ A call already queued inside the window is not stopped when the window closes.";
             "description": "Every request with this key must then be signed (`X-Signature`, see the `bearerAuth` scheme); the response carries the `signing_secret`, once."}))),
     ], &[]));
     let url_doc = "Where to POST events: https to a public host (private, loopback, link-local, CGNAT and metadata addresses, \
-internal names and numeric IPv4 forms are refused, 422 `invalid_url`; checked again before every delivery); in local development also \
-http or https to loopback. Names that resolve to private addresses cannot be detected from a Worker.";
+internal names, numeric IPv4 forms, IPv6 forms embedding an IPv4 address and `user:password@` credentials are refused, \
+422 `invalid_url`; checked again before every delivery); in local development also http or https to loopback. Names that resolve to private addresses cannot be detected from a Worker.";
     let url = json!({"type": "string", "minLength": 1, "maxLength": WEBHOOK_URL_MAX, "pattern": r"^[Hh][Tt][Tt][Pp][Ss]?://\S+$", "description": url_doc});
     let schedule = |with_default: bool| {
         let mut s = json!({"type": "array", "maxItems": webhooks::MAX_RETRY_STEPS,

@@ -61,6 +61,8 @@ pub async fn handle<K: Kv, D: Dispatcher>(env: &Env<'_, K, D>, req: &ApiRequest)
             if e.code == ErrorCode::MethodNotAllowed {
                 let allowed = match route(&req.method, &req.path) {
                     Match::WrongMethod(m) => m.join(", "),
+                    // The sidecar link is routed outside the table: POST only.
+                    _ if SidecarOp::from_path(&req.path).is_some() => "POST".to_string(),
                     _ => String::new(),
                 };
                 return resp.with_header("Allow", allowed);
@@ -404,7 +406,7 @@ async fn create_call<K: Kv, D: Dispatcher>(
     let created = env.calls.create(&tenant.id, &NewCall { record, queued, idempotency }).await?;
     match created {
         Created::Created { record } | Created::Existing { record } => {
-            Ok(ApiResponse::json(201, &record.to_public()).with_header("Location", format!("/v1/calls/{}", record.id)))
+            Ok(ApiResponse::json_text(201, record.to_public_json()).with_header("Location", format!("/v1/calls/{}", record.id)))
         }
         Created::KeyReused => Err(ApiError::field(ErrorCode::IdempotencyKeyReused, "Idempotency-Key", "this Idempotency-Key was used with a different request")),
         Created::Duplicate { call_id } => Err(ApiError::field(
@@ -439,7 +441,7 @@ pub(crate) async fn load_call<K: Kv, D: Dispatcher>(env: &Env<'_, K, D>, tid: &s
 
 async fn get_call<K: Kv, D: Dispatcher>(env: &Env<'_, K, D>, tenant: &Tenant, cid: &str) -> Result<ApiResponse> {
     let record = load_call(env, &tenant.id, cid).await?;
-    Ok(ApiResponse::json(200, &record.to_public()))
+    Ok(ApiResponse::json_text(200, record.to_public_json()))
 }
 
 /// The call's transcript so far: JSON (turns + text), or plain text lines with
@@ -491,7 +493,7 @@ async fn hangup_call<K: Kv, D: Dispatcher>(env: &Env<'_, K, D>, req: &ApiRequest
         return Err(call_not_found(cid));
     }
     let (status, record) = env.calls.hangup(&tenant.id, cid).await?.ok_or_else(|| call_not_found(cid))?;
-    Ok(ApiResponse::json(status, &record.to_public()))
+    Ok(ApiResponse::json_text(status, record.to_public_json()))
 }
 
 #[derive(serde::Serialize, serde::Deserialize)]
@@ -607,6 +609,14 @@ pub(crate) async fn authenticate_sidecar(kv: &impl Kv, headers: &SignedHeaders<'
 /// token), checked, and forwarded to its region's dispatch queue, which also
 /// refuses replayed nonces.
 async fn sidecar_request<K: Kv, D: Dispatcher>(env: &Env<'_, K, D>, req: &ApiRequest, op: SidecarOp) -> Result<ApiResponse> {
+    // Before the signature: the glue never buffers an oversized body, so its
+    // signature cannot match, and a 401 would make the sidecar re-register
+    // and resend the same batch forever. 413 says what is wrong.
+    let declared: Option<usize> = req.header("content-length").and_then(|v| v.trim().parse().ok());
+    let size = declared.unwrap_or(0).max(req.body.len());
+    if size > MAX_BODY_BYTES {
+        return Err(ApiError::new(ErrorCode::PayloadTooLarge, format!("request body is {size} bytes; the limit is {MAX_BODY_BYTES}")));
+    }
     let headers = SignedHeaders::from_lookup(|name| req.header(name));
     let sidecar = authenticate_sidecar(env.kv, &headers, &req.body, env.now_ms).await?;
     let sid = sidecar.id.as_str();
@@ -936,7 +946,7 @@ async fn revoke_api_key<K: Kv, D: Dispatcher>(env: &Env<'_, K, D>, tenant: &Tena
 
 /// The SSRF guard on webhook URLs (see `url_guard`), also run at delivery.
 pub fn check_webhook_url(url: &str, dev_mode: bool) -> std::result::Result<(), String> {
-    crate::url_guard::check(url, dev_mode)
+    crate::url_guard::check_webhook(url, dev_mode)
 }
 
 #[cfg(test)]

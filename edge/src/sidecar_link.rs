@@ -186,7 +186,7 @@ fn handle_op(q: &mut RegionQueue, env: &SidecarEnvelope, now: u64, t: &DispatchT
                             voxline_shared::protocol::Role::Ai => "ai",
                             voxline_shared::protocol::Role::User => "user",
                         };
-                        Change::Turn(Turn { role: role.into(), text: text.clone(), start_ms: *start_ms, end_ms: *end_ms })
+                        Change::Turn(Turn { role: role.into(), text: crate::transcript::bound_turn_text(text), start_ms: *start_ms, end_ms: *end_ms })
                     }
                     EventKind::Summary { summary, outcome } => Change::Summary { summary: summary.clone(), outcome: outcome.clone() },
                     _ => continue,
@@ -287,6 +287,32 @@ mod tests {
                 CallChange::Ended { status: CallStatus::Completed, reason: EndedReason::CalleeHangup, sip_code: None }
             ]
         );
+    }
+
+    #[test]
+    fn a_transcript_turn_longer_than_the_limit_is_cut_on_a_char_boundary() {
+        use crate::transcript::{Change, MAX_TURN_CHARS, TRUNCATED_MARKER};
+        let mut q = RegionQueue::default();
+        let reg = json!({"protocol_version": 1, "sidecar_id": "sc-1", "region": "local", "capacity": 1, "version": "0.1.0"});
+        handle(&mut q, &env(SidecarOp::Register, "n1", reg), 0, &T);
+        q.enqueue(queued());
+        let lease: LeaseResponse = serde_json::from_value(lease_reply(&mut q, "sc-1", 1, 10, &T).body).unwrap();
+        let ack = json!({"protocol_version": 1, "sidecar_id": "sc-1", "lease_id": lease.offers[0].lease_id, "call_id": "call_1", "accepted": true});
+        assert_eq!(handle(&mut q, &env(SidecarOp::Ack, "n2", ack), 20, &T).status, 200);
+        // Multi-byte characters: a byte cut would split one.
+        let long = "é".repeat(MAX_TURN_CHARS * 3);
+        let events = json!({"protocol_version": 1, "sidecar_id": "sc-1", "events": [
+            {"call_id": "call_1", "attempt": 1, "seq": 1, "at_ms": 30, "kind": {"type": "answered"}},
+            {"call_id": "call_1", "attempt": 1, "seq": 2, "at_ms": 40, "kind": {"type": "transcript_turn", "role": "user", "text": long, "start_ms": 0, "end_ms": 1}},
+            {"call_id": "call_1", "attempt": 1, "seq": 3, "at_ms": 50, "kind": {"type": "transcript_turn", "role": "ai", "text": "short", "start_ms": 2, "end_ms": 3}}
+        ]});
+        let r = handle(&mut q, &env(SidecarOp::Events, "n3", events), 60, &T);
+        assert_eq!(r.status, 200);
+        let texts: Vec<&str> = r.turns.iter().filter_map(|t| match &t.change { Change::Turn(turn) => Some(turn.text.as_str()), _ => None }).collect();
+        assert_eq!(texts.len(), 2);
+        assert_eq!(texts[0].chars().count(), MAX_TURN_CHARS);
+        assert!(texts[0].ends_with(TRUNCATED_MARKER) && texts[0].starts_with("éé"), "cut with a marker");
+        assert_eq!(texts[1], "short", "a turn within the limit is kept as sent");
     }
 
     #[test]

@@ -15,6 +15,23 @@ pub struct Turn {
     pub end_ms: u64,
 }
 
+/// Longest turn text the edge keeps (characters): a sidecar (or an engine
+/// behind it) cannot make one turn, and so a transcript, grow without bound.
+pub const MAX_TURN_CHARS: usize = 4_000;
+/// Ends a turn text cut at [`MAX_TURN_CHARS`], so a reader sees it was cut.
+pub const TRUNCATED_MARKER: &str = " [truncated]";
+
+/// `text` if it fits in [`MAX_TURN_CHARS`]; else its start, cut on a char
+/// boundary, plus [`TRUNCATED_MARKER`], at most [`MAX_TURN_CHARS`] in all.
+pub fn bound_turn_text(text: &str) -> String {
+    if text.chars().count() <= MAX_TURN_CHARS {
+        return text.to_string();
+    }
+    let keep = MAX_TURN_CHARS - TRUNCATED_MARKER.chars().count();
+    let cut = text.char_indices().nth(keep).map_or(text.len(), |(i, _)| i);
+    format!("{}{TRUNCATED_MARKER}", &text[..cut])
+}
+
 /// What a call's transcript holds: its turns in order, and what the engine
 /// concluded when it said so.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

@@ -5,9 +5,12 @@
 //! Production: `https` only, to a public host. Refused: private (RFC 1918,
 //! ULA fc00::/7), loopback, link-local (169.254/16, fe80::/10), CGNAT
 //! 100.64/10, 0.0.0.0/8 and other special ranges, cloud metadata hostnames,
-//! single-label and internal-only names, and IPv4 literals in any of the
-//! forms a WHATWG URL parser (what `fetch` uses) accepts: decimal
-//! `2130706433`, octal `0177.0.0.1`, hex `0x7f.1`, shortened `127.1`.
+//! single-label and internal-only names, IPv6 ranges that embed an IPv4
+//! address (mapped, SIIT, NAT64, 6to4), and webhook URLs with credentials.
+//! The URL is parsed by the `url` crate, a WHATWG URL parser like `fetch`'s,
+//! and the rules apply to the host it reads, so IPv4 literals in any form
+//! (`2130706433`, `0177.0.0.1`, `0x7f.1`, `127.1`, `127.0.0.0x00001`) and
+//! percent-encoded or full-width hosts are judged as the address they mean.
 //! Development (`VOXLINE_ENV=development`): additionally loopback, over http
 //! or https, so tests can run a local receiver.
 //!
@@ -44,15 +47,35 @@ pub enum Host {
 
 /// Checks `url`; the error says why it is refused.
 pub fn check(url: &str, dev_mode: bool) -> Result<(), String> {
+    check_parsed(&parse(url)?, dev_mode)
+}
+
+/// [`check`] for a webhook endpoint, which also may not carry credentials
+/// (`https://user:pass@host/`): endpoint URLs are shown in listings.
+pub fn check_webhook(url: &str, dev_mode: bool) -> Result<(), String> {
+    let parsed = parse(url)?;
+    if !parsed.username().is_empty() || parsed.password().is_some() {
+        return Err("the URL must not contain a user name or password".into());
+    }
+    check_parsed(&parsed, dev_mode)
+}
+
+/// Parsed as a WHATWG URL parser (what `fetch` uses) parses it, so the guard
+/// and the request read the same host.
+fn parse(url: &str) -> Result<url::Url, String> {
+    // The parser would silently strip or drop these; refuse them instead.
     if url.chars().any(|c| c.is_whitespace() || c.is_control()) {
         return Err("the URL contains whitespace".into());
     }
-    let (scheme, rest) = url.split_once("://").ok_or("the URL needs a scheme")?;
-    let scheme = scheme.to_ascii_lowercase();
+    url::Url::parse(url).map_err(|e| format!("the URL is malformed: {e}"))
+}
+
+fn check_parsed(url: &url::Url, dev_mode: bool) -> Result<(), String> {
+    let scheme = url.scheme();
     if scheme != "https" && scheme != "http" {
         return Err("the URL must be https".into());
     }
-    let host = parse_host(rest)?;
+    let host = host_of(url)?;
     let loopback = is_loopback(&host);
     if dev_mode && loopback {
         return Ok(());
@@ -70,85 +93,40 @@ pub fn check(url: &str, dev_mode: bool) -> Result<(), String> {
     }
 }
 
+/// The parsed host: IPv4 in every form WHATWG accepts already normalised,
+/// names percent-decoded, lowercased and IDNA-mapped (punycode).
+fn host_of(url: &url::Url) -> Result<Host, String> {
+    match url.host() {
+        None => Err("the URL has no host".into()),
+        Some(url::Host::Ipv4(ip)) => Ok(Host::V4(ip)),
+        Some(url::Host::Ipv6(ip)) => Ok(Host::V6(ip)),
+        Some(url::Host::Domain(name)) => {
+            let name = name.to_ascii_lowercase();
+            let name = name.strip_suffix('.').unwrap_or(&name);
+            // Stricter than WHATWG, which allows empty labels and most punctuation.
+            if name.is_empty() || name.split('.').any(str::is_empty) {
+                return Err("malformed host".into());
+            }
+            if !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_') {
+                return Err("malformed host".into());
+            }
+            Ok(Host::Name(name.to_string()))
+        }
+    }
+}
+
 /// The host of `scheme://` + `rest`, as a WHATWG URL parser reads it.
 pub fn parse_host(rest: &str) -> Result<Host, String> {
-    // WHATWG URL parsing reads '\' as '/' in http(s) URLs, so it ends the
-    // authority too: `http://evil\@127.0.0.1` goes to evil.
-    let authority = rest.split(['/', '?', '#', '\\']).next().unwrap_or("");
-    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
-    if let Some(v6) = host_port.strip_prefix('[') {
-        let (inner, after) = v6.split_once(']').ok_or("unterminated IPv6 literal")?;
-        if !(after.is_empty() || after.starts_with(':')) {
-            return Err("malformed host".into());
-        }
-        // Zone ids (`%25eth0`) are refused with everything else unparseable.
-        return inner.parse::<Ipv6Addr>().map(Host::V6).map_err(|_| "malformed IPv6 literal".to_string());
-    }
-    let host = host_port.split(':').next().unwrap_or("");
-    if host.is_empty() {
-        return Err("the URL has no host".into());
-    }
-    // Percent-escapes and non-ASCII are decoded / IDNA-mapped by the parser
-    // (`%31%32%37.0.0.1`, full-width digits): refuse rather than re-implement.
-    if host.contains('%') || !host.is_ascii() {
-        return Err("the host must be plain ASCII (use the punycode form of international names)".into());
-    }
-    let host = host.to_ascii_lowercase();
-    let host = host.strip_suffix('.').unwrap_or(&host).to_string();
-    if host.is_empty() || host.split('.').any(str::is_empty) {
-        return Err("malformed host".into());
-    }
-    if !host.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_') {
-        return Err("malformed host".into());
-    }
-    // WHATWG: a host whose last label is a number is an IPv4 address (or invalid).
-    let last = host.rsplit('.').next().unwrap_or("");
-    if parse_v4_part(last).is_some() || last.bytes().all(|b| b.is_ascii_digit()) {
-        return parse_v4(&host).map(Host::V4).ok_or_else(|| "malformed IPv4 address".to_string());
-    }
-    Ok(Host::Name(host))
+    host_of(&parse(&format!("https://{rest}"))?)
 }
 
-/// One WHATWG IPv4 part: decimal, `0x` hex or `0`-prefixed octal.
-fn parse_v4_part(p: &str) -> Option<u64> {
-    if p.is_empty() {
-        return None;
-    }
-    let (digits, radix) = if let Some(h) = p.strip_prefix("0x").or_else(|| p.strip_prefix("0X")) {
-        (h, 16)
-    } else if p.len() > 1 && p.starts_with('0') {
-        (&p[1..], 8)
-    } else {
-        (p, 10)
-    };
-    if digits.is_empty() {
-        return Some(0); // "0x" alone is 0
-    }
-    if digits.len() > 12 {
-        return None;
-    }
-    u64::from_str_radix(digits, radix).ok()
-}
-
-/// `a.b.c.d`, `a.b.c`, `a.b`, `a` in any radix, the last part filling the rest.
+/// An IPv4 literal in any WHATWG form (`a.b.c.d`, `a.b.c`, `a.b`, `a`, each
+/// part decimal, `0x` hex or `0`-prefixed octal); None if it is not one.
 pub fn parse_v4(host: &str) -> Option<Ipv4Addr> {
-    let parts: Vec<u64> = host.split('.').map(parse_v4_part).collect::<Option<_>>()?;
-    if parts.is_empty() || parts.len() > 4 {
-        return None;
+    match parse_host(host) {
+        Ok(Host::V4(ip)) if !host.contains(['/', '?', '#', '\\', '@', ':']) => Some(ip),
+        _ => None,
     }
-    let (last, head) = parts.split_last()?;
-    if head.iter().any(|p| *p > 255) {
-        return None;
-    }
-    let last_bits = 8 * (5 - parts.len() as u32);
-    if *last >= 1u64 << last_bits {
-        return None;
-    }
-    let mut n: u64 = *last;
-    for (i, p) in head.iter().enumerate() {
-        n |= p << (24 - 8 * i as u32);
-    }
-    Some(Ipv4Addr::from(n as u32))
 }
 
 fn is_loopback(host: &Host) -> bool {
@@ -170,6 +148,7 @@ fn check_v4(ip: Ipv4Addr) -> Result<(), String> {
         (172, 16..=31) => Some("private (172.16/12)"),
         (192, 168) => Some("private (192.168/16)"),
         (192, 0) if c == 0 || c == 2 => Some("reserved (192.0.0/24, 192.0.2/24)"),
+        (192, 88) if c == 99 => Some("6to4 relay anycast (192.88.99/24)"),
         (198, 18..=19) => Some("benchmarking (198.18/15)"),
         (198, 51) if c == 100 => Some("documentation"),
         (203, 0) if c == 113 => Some("documentation"),
@@ -183,13 +162,26 @@ fn check_v4(ip: Ipv4Addr) -> Result<(), String> {
 }
 
 fn check_v6(ip: Ipv6Addr) -> Result<(), String> {
-    // IPv4-mapped, -compatible and NAT64 addresses reach the embedded IPv4 address.
-    if let Some(v4) = ip.to_ipv4_mapped() {
-        return check_v4(v4);
-    }
     let s = ip.segments();
-    if s[0] == 0x64 && s[1] == 0xff9b && s[2..6] == [0, 0, 0, 0] {
-        return check_v4(Ipv4Addr::new((s[6] >> 8) as u8, s[6] as u8, (s[7] >> 8) as u8, s[7] as u8));
+    // Ranges that embed an IPv4 address (reaching it through a translator or
+    // relay) or go nowhere: refused whatever they embed.
+    let refused = if s[0..6] == [0, 0, 0, 0, 0, 0xffff] {
+        Some("IPv4-mapped (::ffff:0:0/96)")
+    } else if s[0..4] == [0, 0, 0, 0] && s[4] == 0xffff && s[5] == 0 {
+        Some("IPv4-translated, SIIT (::ffff:0:0:0/96)")
+    } else if s[0] == 0x64 && s[1] == 0xff9b && s[2..6] == [0, 0, 0, 0] {
+        Some("NAT64 (64:ff9b::/96)")
+    } else if s[0] == 0x64 && s[1] == 0xff9b && s[2] == 1 {
+        Some("local-use NAT64 (64:ff9b:1::/48)")
+    } else if s[0] == 0x2002 {
+        Some("6to4 (2002::/16)")
+    } else if s[0] == 0x100 && s[1..4] == [0, 0, 0] {
+        Some("discard-only (100::/64)")
+    } else {
+        None
+    };
+    if let Some(why) = refused {
+        return Err(format!("{ip} is not a public address: {why}"));
     }
     let refused = if ip.is_unspecified() {
         Some("unspecified")
@@ -308,5 +300,43 @@ mod tests {
         assert!(check("https://example.com@10.0.0.1/", false).is_err());
         assert_eq!(check("https://10.0.0.1@example.com/", false), Ok(()));
         assert_eq!(parse_host("evil.com\\@127.0.0.1/"), Ok(Host::Name("evil.com".into())));
+    }
+
+    #[test]
+    fn the_host_is_read_as_a_whatwg_parser_reads_it() {
+        // A hex last part with leading zeros: 127.0.0.1 to fetch.
+        for url in ["https://127.0.0.0x0000000000001/", "https://127.0.0.0x00001/", "https://0x7f.0.0.0x0000000000001/", "https://10.0.0.0x000000001/"] {
+            assert!(check(url, false).is_err(), "{url}");
+        }
+        assert_eq!(parse_host("127.0.0.0x0000000000001/"), Ok(Host::V4(Ipv4Addr::new(127, 0, 0, 1))));
+        assert_eq!(parse_host("Ex%41mple.COM./x"), Ok(Host::Name("example.com".into())));
+        assert_eq!(check("http://127.0.0.0x0000000000001/", true), Ok(()), "loopback in development");
+    }
+
+    #[test]
+    fn ipv6_ranges_embedding_ipv4_and_discard_are_refused() {
+        for host in [
+            "[2002:5db8:d822::1]", "[2002::]", "[64:ff9b::5db8:d822]", "[64:ff9b:1::5db8:d822]", "[64:ff9b:1:ffff::1]",
+            "[::ffff:93.184.216.34]", "[::ffff:0:5db8:d822]", "[::ffff:0:0a00:1]", "[100::1]", "[100::ffff:ffff:ffff:ffff]",
+        ] {
+            assert!(check(&format!("https://{host}/h"), false).is_err(), "{host}");
+        }
+        for ok in ["[2003::1]", "[64:ff9b:2::1]", "[100:0:0:1::1]", "[2606:4700::1111]"] {
+            assert_eq!(check(&format!("https://{ok}/h"), false), Ok(()), "{ok}");
+        }
+        assert!(check("https://192.88.99.1/", false).is_err());
+        assert!(check("https://192.88.99.255/", false).is_err());
+        assert_eq!(check("https://192.88.98.1/", false), Ok(()));
+        assert_eq!(check("https://192.88.100.1/", false), Ok(()));
+    }
+
+    #[test]
+    fn webhook_urls_may_not_carry_credentials() {
+        for url in ["https://user:pass@example.com/h", "https://user@example.com/h", "https://:pass@example.com/h", "https://u%40x:p@example.com/"] {
+            assert!(check_webhook(url, false).is_err(), "{url}");
+            assert_eq!(check(url, false), Ok(()), "{url}: the generic guard judges the host only");
+        }
+        assert_eq!(check_webhook("https://hooks.example.com/x?a=b@c", false), Ok(()));
+        assert!(check_webhook("https://10.0.0.1/", false).is_err(), "the host rules still apply");
     }
 }

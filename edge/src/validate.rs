@@ -4,8 +4,8 @@
 use crate::error::{ApiError, ErrorCode};
 use crate::fields::{parse_object, Fields};
 use crate::ids::{parse_rfc3339_utc_ms, rfc3339_ms};
-use crate::model::Engine;
-use serde_json::{Map, Value};
+use crate::model::{Engine, Metadata};
+use serde_json::Value;
 
 /// Largest body any JSON endpoint accepts.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -31,7 +31,8 @@ pub struct CreateCallInput {
     pub phone: String,
     pub name: Option<String>,
     pub email: Option<String>,
-    pub metadata: Option<Map<String, Value>>,
+    /// The caller's JSON text (see `model::Metadata`).
+    pub metadata: Option<Metadata>,
     pub agent_id: Option<String>,
     pub system_prompt: Option<String>,
     pub voice: Option<String>,
@@ -82,9 +83,12 @@ pub fn create_call(content_type: Option<&str>, body: &[u8], now_ms: u64) -> Resu
     if let Some(e) = &email {
         check_email(e)?;
     }
-    let metadata = f.object_opt("metadata")?;
+    let metadata = match f.object_opt("metadata")? {
+        None => None,
+        Some(_) => Some(raw_metadata(body)?),
+    };
     if let Some(m) = &metadata {
-        let size = serde_json::to_string(m).map(|s| s.len()).unwrap_or(usize::MAX);
+        let size = m.as_str().len();
         if size > MAX_METADATA_BYTES {
             return Err(ApiError::field(
                 ErrorCode::MetadataTooLarge,
@@ -152,6 +156,19 @@ pub fn create_call(content_type: Option<&str>, body: &[u8], now_ms: u64) -> Resu
         engine_base_url: f.str_opt("engine_base_url", crate::engine_keys::MAX_BASE_URL_CHARS)?,
         silence_timeout_seconds: silence_timeout(&f)?,
     })
+}
+
+/// `metadata` as the caller wrote it, from the body already checked by
+/// `parse_object` (strict JSON, no duplicate keys) and found to be an object.
+fn raw_metadata(body: &[u8]) -> Result<Metadata, ApiError> {
+    #[derive(serde::Deserialize)]
+    struct Body<'a> {
+        #[serde(borrow)]
+        metadata: Option<&'a serde_json::value::RawValue>,
+    }
+    let unreadable = || ApiError::field(ErrorCode::InvalidType, "metadata", "'metadata' must be an object");
+    let raw = serde_json::from_slice::<Body>(body).ok().and_then(|b| b.metadata).ok_or_else(unreadable)?;
+    Metadata::from_json_text(raw.get()).ok_or_else(unreadable)
 }
 
 fn silence_timeout(f: &Fields) -> Result<Option<u32>, ApiError> {
@@ -345,7 +362,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.schedule_at.as_deref(), Some("2025-11-26T09:00:00.000Z"));
-        assert_eq!(c.metadata.unwrap()["crm"], 7);
+        assert_eq!(c.metadata.unwrap().as_str(), r#"{"crm":7}"#);
     }
 
     #[test]

@@ -48,7 +48,7 @@ pub(crate) async fn admin_route<K: Kv, D: Dispatcher>(env: &Env<'_, K, D>, req: 
 pub(crate) async fn tenant_route<K: Kv, D: Dispatcher>(env: &Env<'_, K, D>, req: &ApiRequest, id: RouteId, tenant: &Tenant, did: &str) -> Result<ApiResponse> {
     match id {
         RouteId::ListDeliveries => list_deliveries(env, req, tenant).await,
-        RouteId::GetDelivery => Ok(ApiResponse::json(200, &load_delivery(env, &tenant.id, did).await?.to_public())),
+        RouteId::GetDelivery => Ok(ApiResponse::json_text(200, load_delivery(env, &tenant.id, did).await?.to_public_json())),
         RouteId::RedeliverDelivery => redeliver(env, tenant, did).await,
         _ => Err(ApiError::new(ErrorCode::InternalError, "route without handler")),
     }
@@ -64,7 +64,7 @@ async fn load<K: Kv, D: Dispatcher>(env: &Env<'_, K, D>, tid: &str, wid: &str) -
 
 fn url_field(f: &Fields, dev_mode: bool) -> Result<Option<String>> {
     let Some(url) = f.str_opt("url", WEBHOOK_URL_MAX)? else { return Ok(None) };
-    url_guard::check(&url, dev_mode).map_err(|why| ApiError::field(ErrorCode::InvalidUrl, "url", why))?;
+    url_guard::check_webhook(&url, dev_mode).map_err(|why| ApiError::field(ErrorCode::InvalidUrl, "url", why))?;
     Ok(Some(url))
 }
 
@@ -173,7 +173,7 @@ async fn redeliver<K: Kv, D: Dispatcher>(env: &Env<'_, K, D>, tenant: &Tenant, d
         return Err(ApiError::new(ErrorCode::WebhookDisabled, format!("webhook endpoint '{}' is disabled or was deleted", record.endpoint_id)));
     }
     env.outbox.push(vec![record.redelivery_job(&tenant.id, env.now_ms)]);
-    Ok(ApiResponse::json(202, &record.to_public()))
+    Ok(ApiResponse::json_text(202, record.to_public_json()))
 }
 
 

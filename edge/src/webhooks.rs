@@ -166,14 +166,17 @@ impl DeliveryRecord {
                "u": self.updated_at, "n": self.attempts.len(), "h": self.last_status_code(), "k": self.call_id})
     }
 
-    pub fn to_public(&self) -> Value {
-        let payload: Value = serde_json::from_str(&self.payload).unwrap_or(Value::Null);
-        json!({"id": self.id, "object": "webhook_delivery", "endpoint_id": self.endpoint_id, "event_id": self.event_id,
+    /// The public JSON text; `payload` is the body as sent, verbatim (a
+    /// `Value` would reorder a call's metadata and rewrite its numbers).
+    pub fn to_public_json(&self) -> String {
+        let fields = json!({"id": self.id, "object": "webhook_delivery", "endpoint_id": self.endpoint_id, "event_id": self.event_id,
                "event_type": self.event_type, "call_id": self.call_id, "status": self.status,
                "attempt_count": self.attempts.len(), "last_status_code": self.last_status_code(),
                "next_attempt_at": self.next_attempt_at, "last_error": self.last_error,
-               "created_at": self.created_at, "updated_at": self.updated_at,
-               "payload": payload, "attempts": self.attempts})
+               "created_at": self.created_at, "updated_at": self.updated_at, "attempts": self.attempts});
+        let Value::Object(fields) = fields else { return String::new() };
+        let payload = serde_json::from_str::<&serde_json::value::RawValue>(&self.payload).ok();
+        crate::model::object_with_raw(&fields, "payload", payload)
     }
 
     /// Rebuilds this record's job for a manual redelivery (a fresh schedule).
@@ -249,7 +252,6 @@ pub fn call_event_payload(event_type: &str, event_id: &str, record: &CallRecord,
         "phone": record.phone,
         "name": record.name,
         "agent_id": record.agent_id,
-        "metadata": record.metadata,
         "schedule_at": record.schedule_at,
         "created_at": record.created_at,
         "dispatched_at": record.dispatched_at,
@@ -263,7 +265,13 @@ pub fn call_event_payload(event_type: &str, event_id: &str, record: &CallRecord,
         // The recording is uploaded after the call ends: `recording.saved` carries it.
         "recording_url": null,
     });
-    event_payload(event_type, event_id, now_ms, data)
+    // The caller's metadata goes out as its own JSON text (see `model::Metadata`).
+    let Value::Object(fields) = data else { return event_payload(event_type, event_id, now_ms, data) };
+    let data = crate::model::object_with_raw(&fields, "metadata", record.metadata.as_ref().map(crate::model::Metadata::raw));
+    match serde_json::value::RawValue::from_string(data) {
+        Ok(raw) => envelope(event_type, event_id, now_ms, &raw),
+        Err(_) => event_payload(event_type, event_id, now_ms, Value::Object(fields)),
+    }
 }
 
 impl WebhookEndpoint {
@@ -296,6 +304,13 @@ pub async fn emit(kv: &impl Kv, tenant_id: &str, event_type: &str, record: &Call
 /// The envelope every event shares: `{id, type, timestamp, data}`.
 pub fn event_payload(event_type: &str, event_id: &str, now_ms: u64, data: Value) -> String {
     json!({"id": event_id, "type": event_type, "timestamp": rfc3339_ms(now_ms), "data": data}).to_string()
+}
+
+/// [`event_payload`] with `data` already JSON text, kept verbatim.
+fn envelope(event_type: &str, event_id: &str, now_ms: u64, data: &serde_json::value::RawValue) -> String {
+    let head = json!({"id": event_id, "type": event_type, "timestamp": rfc3339_ms(now_ms)});
+    let Value::Object(head) = head else { return String::new() };
+    crate::model::object_with_raw(&head, "data", Some(data))
 }
 
 /// The deliveries of one event: a job per endpoint of the tenant that is
@@ -396,7 +411,7 @@ pub async fn process(
     let refusal = match &endpoint {
         None => Some("the endpoint was deleted".to_string()),
         Some(e) if !e.enabled => Some("the endpoint is disabled".to_string()),
-        Some(e) => url_guard::check(&e.url, dev_mode).err().map(|why| format!("the endpoint URL is not allowed: {why}")),
+        Some(e) => url_guard::check_webhook(&e.url, dev_mode).err().map(|why| format!("the endpoint URL is not allowed: {why}")),
     };
     let (Some(mut endpoint), None) = (endpoint, refusal.clone()) else {
         // Nothing is sent; the delivery ends here (a redelivery can revive it).

@@ -530,21 +530,25 @@ impl TestSidecar {
         TestSidecar { id: id.into(), secret: s["secret"].as_str().unwrap().into(), nonce: std::cell::Cell::new(0) }
     }
 
-    fn send(&self, w: &World, path: &str, mut body: Value) -> Value {
-        body["protocol_version"] = json!(1);
-        body["sidecar_id"] = json!(self.id);
-        let raw = body.to_string().into_bytes();
+    /// A request carrying `raw`, signed as this sidecar signs.
+    fn signed(&self, w: &World, path: &str, raw: Vec<u8>) -> ApiRequest {
         self.nonce.set(self.nonce.get() + 1);
         let nonce = format!("{:032x}", self.nonce.get());
         let headers = voxline_shared::signing::signed_headers(&self.id, self.secret.as_bytes(), (w.now.get() + 1) / 1000, &nonce, &raw);
-        let req = ApiRequest {
+        ApiRequest {
             method: "POST".into(),
             path: path.into(),
             content_type: Some("application/json".into()),
             body: raw,
             headers: headers.into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
             ..ApiRequest::default()
-        };
+        }
+    }
+
+    fn send(&self, w: &World, path: &str, mut body: Value) -> Value {
+        body["protocol_version"] = json!(1);
+        body["sidecar_id"] = json!(self.id);
+        let req = self.signed(w, path, body.to_string().into_bytes());
         let r = w.send_req(&req);
         assert_eq!(r.status, 200, "{path}: {}", r.body);
         r.body_json()
@@ -643,4 +647,87 @@ fn an_idempotency_key_whose_first_request_was_abandoned_still_creates_one_call()
     assert_eq!(World::code(&other), "idempotency_key_reused");
     let listed = w.calls.rows(&tid).list_calls(&crate::call_store::ListFilter { limit: 10, ..Default::default() }).unwrap();
     assert_eq!(listed.len(), 1);
+}
+
+#[test]
+fn an_oversized_sidecar_request_is_413_before_its_signature_is_checked() {
+    use voxline_shared::protocol::paths;
+    let w = World::new();
+    let sc = TestSidecar::create(&w, "sc-1");
+    sc.send(&w, paths::REGISTER, json!({"region": "local", "capacity": 1, "version": "t"}));
+    // An event batch over the body limit, correctly signed.
+    let turn = json!({"type": "transcript_turn", "role": "user", "text": "x".repeat(3_000), "start_ms": 0, "end_ms": 1});
+    let events: Vec<Value> = (0..30).map(|i| json!({"call_id": "call_1", "attempt": 1, "seq": i + 1, "at_ms": 0, "kind": turn})).collect();
+    let big = json!({"protocol_version": 1, "sidecar_id": "sc-1", "events": events}).to_string().into_bytes();
+    assert!(big.len() > MAX_BODY_BYTES);
+    let signed_big = sc.signed(&w, paths::EVENTS, big.clone());
+    // What the glue hands over for a declared oversize body: not the bytes
+    // signed (it never buffers them), so the signature cannot match.
+    let mut replaced = sc.signed(&w, paths::EVENTS, big.clone());
+    replaced.body = vec![0; MAX_BODY_BYTES + 1];
+    replaced.headers.push(("content-length".into(), big.len().to_string()));
+    // A declared length over the limit alone (a body not read at all).
+    let mut declared = sc.signed(&w, paths::EVENTS, Vec::new());
+    declared.headers.push(("content-length".into(), (MAX_BODY_BYTES + 1).to_string()));
+    for (what, req) in [("signed", signed_big), ("replaced", replaced), ("declared", declared)] {
+        let r = w.send_req(&req);
+        assert_eq!((r.status, World::code(&r).as_str()), (413, "payload_too_large"), "{what}: {}", r.body);
+    }
+    // Unsigned too (the size is checked first): still 413, not 401.
+    let unsigned = ApiRequest { method: "POST".into(), path: paths::LEASE.into(), body: big, ..ApiRequest::default() };
+    assert_eq!(w.send_req(&unsigned).status, 413);
+    // At the limit the request goes on to its signature as before.
+    let mut at_limit = sc.signed(&w, paths::LEASE, Vec::new());
+    at_limit.headers.push(("content-length".into(), MAX_BODY_BYTES.to_string()));
+    assert_eq!(World::code(&w.send_req(&at_limit)), "invalid_json");
+}
+
+#[test]
+fn unknown_methods_are_405_with_allow_never_served_as_get() {
+    let w = World::new();
+    let (_, key) = w.tenant(true);
+    let id = w.send("POST", "/v1/calls", Some(&key), Some(json!({"phone": "+14155550100"}))).body_json()["id"].as_str().unwrap().to_string();
+    let call_path = format!("/v1/calls/{id}");
+    for method in ["QUERY", "PROPFIND", "SEARCH", "PURGE", "LOCK", "query"] {
+        for (path, allow) in [(call_path.as_str(), "GET"), ("/v1/calls", "POST, GET"), ("/healthz", "GET"), (voxline_shared::protocol::paths::LEASE, "POST")] {
+            let r = w.send(method, path, Some(&key), None);
+            assert_eq!((r.status, World::code(&r).as_str()), (405, "method_not_allowed"), "{method} {path}: {}", r.body);
+            assert_eq!(header(&r, "Allow"), Some(allow), "{method} {path}");
+        }
+    }
+}
+
+#[test]
+fn call_metadata_comes_back_byte_identical_in_the_api_and_the_queued_webhook() {
+    let w = World::new();
+    let (tid, key) = w.tenant(true);
+    w.admin("POST", &format!("/admin/tenants/{tid}/webhooks"), Some(json!({"url": "https://hooks.example.com/v"})));
+    w.outbox.take();
+    // Keys out of order, an integer past f64's precision, -0 and a trailing zero.
+    let metadata = r#"{"b":1,"a":12345678901234567890,"z":-0,"n":1.50}"#;
+    let req = ApiRequest {
+        method: "POST".into(),
+        path: "/v1/calls".into(),
+        content_type: Some("application/json".into()),
+        authorization: Some(format!("Bearer {key}")),
+        body: format!(r#"{{"phone":"+14155550100","metadata":{metadata}}}"#).into_bytes(),
+        ..ApiRequest::default()
+    };
+    let created = w.send_req(&req);
+    assert_eq!(created.status, 201, "{}", created.body);
+    let expected = format!(r#""metadata":{metadata}"#);
+    assert!(created.body.contains(&expected), "{}", created.body);
+    let id = created.body_json()["id"].as_str().unwrap().to_string();
+    let got = w.send("GET", &format!("/v1/calls/{id}"), Some(&key), None);
+    assert_eq!(got.status, 200);
+    assert!(got.body.contains(&expected), "{}", got.body);
+    let jobs = w.outbox.take();
+    let queued = jobs.iter().find(|j| j.event_type == "call.queued").expect("a call.queued delivery");
+    assert!(queued.payload.contains(&expected), "{}", queued.payload);
+    let payload: Value = serde_json::from_str(&queued.payload).unwrap();
+    assert_eq!((payload["type"].as_str(), payload["data"]["id"].as_str()), (Some("call.queued"), Some(id.as_str())));
+    // Too large is still refused, measured on the text kept.
+    let big = format!(r#"{{"phone":"+14155550100","metadata":{{"k":"{}"}}}}"#, "m".repeat(crate::validate::MAX_METADATA_BYTES));
+    let r = w.send_req(&ApiRequest { body: big.into_bytes(), ..req.clone() });
+    assert_eq!(World::code(&r), "metadata_too_large");
 }
