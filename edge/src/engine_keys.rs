@@ -101,7 +101,9 @@ pub fn check_base_url(url: &str, dev_mode: bool) -> Result<(), String> {
         "ws" => format!("http://{rest}"),
         _ => return Err("must be a wss:// URL".into()),
     };
-    crate::url_guard::check(&as_http, dev_mode).map_err(|e| e.replace("https", "wss").replace("http", "ws"))
+    // No user:pass@ either: the URL is shown on calls and agents, and a key
+    // travels in the key field, sealed, never inside a URL.
+    crate::url_guard::check_webhook(&as_http, dev_mode).map_err(|e| e.replace("https", "wss").replace("http", "ws"))
 }
 
 /// Offer field holding the sealed key while the call waits in the queue.
@@ -189,5 +191,6 @@ mod tests {
         assert!(check_base_url("wss://metadata.google.internal", false).is_err());
         assert!(check_base_url("ws://127.0.0.1:9000", false).is_err());
         assert!(check_base_url("ws://127.0.0.1:9000", true).is_ok());
+        assert!(check_base_url("wss://user:sk-secret@realtime.example.com/v1", false).is_err(), "no credentials in the URL");
     }
 }
