@@ -1031,7 +1031,7 @@ mod tests {
     fn the_rows_written_after_each_step_load_back_as_the_same_queue_and_only_changes_are_written() {
         let mut q = RegionQueue::default();
         let mut rows = Rows::default();
-        let mut step = |q: &mut RegionQueue, rows: &mut Rows| {
+        let step = |q: &mut RegionQueue, rows: &mut Rows| {
             rows.flush(q);
             assert_eq!(essence(&rows.load()), essence(q));
         };
