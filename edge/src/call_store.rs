@@ -368,11 +368,16 @@ fn push_event_with(rows: &impl CallRows, event_type: &str, call_id: &str, data: 
     rows.push_event(&PendingEvent { event_id, event_type: event_type.to_string(), call_id: call_id.to_string(), payload, created_ms: now_ms })
 }
 
+/// The call's (summary, outcome), as last reported.
+fn summary(rows: &impl CallRows, call_id: &str) -> Result<(Option<String>, Option<String>), StoreError> {
+    match rows.value(&summary_key(call_id))? {
+        Some(text) => from_text("summary", &text),
+        None => Ok((None, None)),
+    }
+}
+
 pub fn transcript(rows: &impl CallRows, call_id: &str) -> Result<Transcript, StoreError> {
-    let (summary, outcome) = match rows.value(&summary_key(call_id))? {
-        Some(text) => from_text::<(Option<String>, Option<String>)>("summary", &text)?,
-        None => (None, None),
-    };
+    let (summary, outcome) = summary(rows, call_id)?;
     Ok(Transcript { turns: rows.turns(call_id)?, summary, outcome })
 }
 
@@ -418,11 +423,11 @@ pub fn apply_reports(rows: &impl CallRows, region: &str, reports: &[Report], now
             },
             ReportItem::Transcript { update } => match &update.change {
                 Change::Turn(turn) => rows.push_turn(&update.call_id, turn)?,
-                Change::Summary { summary, outcome } => {
-                    let mut t = transcript(rows, &update.call_id)?;
-                    t.summary = summary.clone().or(t.summary);
-                    t.outcome = outcome.clone().or(t.outcome);
-                    rows.put_value(&summary_key(&update.call_id), &to_text(&(t.summary, t.outcome))?)?;
+                Change::Summary { summary: new_summary, outcome: new_outcome } => {
+                    // Only the summary row: a call's turns are not read for it.
+                    let (old_summary, old_outcome) = summary(rows, &update.call_id)?;
+                    let merged = (new_summary.clone().or(old_summary), new_outcome.clone().or(old_outcome));
+                    rows.put_value(&summary_key(&update.call_id), &to_text(&merged)?)?;
                 }
             },
         }

@@ -67,6 +67,7 @@ pub struct CallStore {
     /// A drain is running; another request's events wait for its next round.
     draining: Cell<bool>,
     drain_again: Cell<bool>,
+    tenant: std::cell::RefCell<Option<String>>,
 }
 
 const TENANT_KEY: &str = "tenant";
@@ -120,16 +121,22 @@ impl CallStore {
         }
     }
 
+    /// The tenant this object belongs to: cached after the first read.
     fn tenant(&self) -> Option<String> {
         use call_store::CallRows;
-        self.rows.value(TENANT_KEY).ok().flatten()
+        if let Some(t) = self.tenant.borrow().as_ref() {
+            return Some(t.clone());
+        }
+        let stored = self.rows.value(TENANT_KEY).ok().flatten();
+        self.tenant.borrow_mut().clone_from(&stored);
+        stored
     }
 }
 
 impl worker::DurableObject for CallStore {
     fn new(state: State, env: Env) -> Self {
         let rows = SqlCallRows(DoSql(state.storage().sql()));
-        CallStore { state, env, rows, schema_ready: Cell::new(false), draining: Cell::new(false), drain_again: Cell::new(false) }
+        CallStore { state, env, rows, schema_ready: Cell::new(false), draining: Cell::new(false), drain_again: Cell::new(false), tenant: Default::default() }
     }
 
     async fn fetch(&self, mut req: Request) -> Result<Response> {
@@ -143,6 +150,7 @@ impl worker::DurableObject for CallStore {
             if self.tenant().as_deref() != Some(tenant_id.as_str()) {
                 use call_store::CallRows;
                 self.rows.put_value(TENANT_KEY, &tenant_id)?;
+                *self.tenant.borrow_mut() = Some(tenant_id.clone());
                 // The first request also arms the periodic sweep.
                 self.retry_later().await;
             }
