@@ -34,12 +34,18 @@ fn ended(status: &str, reason: &str) -> Value {
 }
 
 fn place(w: &World, body: Value) -> String {
-    let r = w.edge.call("POST", "/v1/calls", &w.tenant.key, Some(&body)).expect(201);
+    let r = w
+        .edge
+        .call("POST", "/v1/calls", &w.tenant.key, Some(&body))
+        .expect(201);
     r.json["id"].as_str().unwrap().to_string()
 }
 
 fn status(w: &World, id: &str) -> Value {
-    w.edge.call("GET", &format!("/v1/calls/{id}"), &w.tenant.key, None).expect(200).json
+    w.edge
+        .call("GET", &format!("/v1/calls/{id}"), &w.tenant.key, None)
+        .expect(200)
+        .json
 }
 
 /// The Durable Object mirrors into KV right after replying: give it a moment.
@@ -50,7 +56,10 @@ fn wait_status(w: &World, id: &str, want: &str) -> Value {
         if call["status"] == want {
             return call;
         }
-        assert!(Instant::now() < deadline, "call {id} never became {want}: {call}");
+        assert!(
+            Instant::now() < deadline,
+            "call {id} never became {want}: {call}"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -62,26 +71,66 @@ fn signatures_and_registration_are_enforced(w: &World) {
     assert!(!listed.text.contains(&sc.secret), "secret listed");
     let lease = json!({"protocol_version": 1, "sidecar_id": "sig-1", "region": "local", "free_slots": 1, "held_calls": [], "wait_ms": 0});
     // Not yet registered: 410 tells the sidecar to register.
-    let code = |r: Resp| (r.status, r.json["error"]["code"].as_str().unwrap_or("").to_string());
-    assert_eq!(code(sc.poll(e, 1, &[], 0)), (410, "sidecar_not_registered".into()));
+    let code = |r: Resp| {
+        (
+            r.status,
+            r.json["error"]["code"].as_str().unwrap_or("").to_string(),
+        )
+    };
+    assert_eq!(
+        code(sc.poll(e, 1, &[], 0)),
+        (410, "sidecar_not_registered".into())
+    );
     let ack = sc.register(e, 2).expect(200);
     assert_eq!(ack.json["ack_deadline_ms"], ACK_DEADLINE_MS);
     let now = now_ms() / 1000;
-    assert_eq!(code(sc.send_raw(e, paths::LEASE, &lease, now, &nonce(), "wrong-secret")), (401, "invalid_signature".into()));
-    assert_eq!(code(sc.send_raw(e, paths::LEASE, &lease, now - 301, &nonce(), &sc.secret)), (401, "invalid_signature".into()));
+    assert_eq!(
+        code(sc.send_raw(e, paths::LEASE, &lease, now, &nonce(), "wrong-secret")),
+        (401, "invalid_signature".into())
+    );
+    assert_eq!(
+        code(sc.send_raw(e, paths::LEASE, &lease, now - 301, &nonce(), &sc.secret)),
+        (401, "invalid_signature".into())
+    );
     let n = nonce();
-    sc.send_raw(e, paths::LEASE, &lease, now, &n, &sc.secret).expect(200);
-    assert_eq!(code(sc.send_raw(e, paths::LEASE, &lease, now, &n, &sc.secret)), (401, "replayed_request".into()));
+    sc.send_raw(e, paths::LEASE, &lease, now, &n, &sc.secret)
+        .expect(200);
+    assert_eq!(
+        code(sc.send_raw(e, paths::LEASE, &lease, now, &n, &sc.secret)),
+        (401, "replayed_request".into())
+    );
     let v2 = json!({"protocol_version": 2, "sidecar_id": "sig-1", "region": "local", "free_slots": 1, "held_calls": [], "wait_ms": 0});
-    assert_eq!(code(sc.send(e, paths::LEASE, v2)), (400, "unsupported_protocol_version".into()));
+    assert_eq!(
+        code(sc.send(e, paths::LEASE, v2)),
+        (400, "unsupported_protocol_version".into())
+    );
     let other_region = json!({"protocol_version": 1, "sidecar_id": "sig-1", "region": "eu", "free_slots": 1, "held_calls": [], "wait_ms": 0});
-    assert_eq!(code(sc.send(e, paths::LEASE, other_region)), (403, "region_mismatch".into()));
-    let stranger = Sc { id: "nobody".into(), secret: "x".into() };
-    assert_eq!(code(stranger.poll(e, 1, &[], 0)), (401, "invalid_credentials".into()));
-    let unsigned = e.request("POST", paths::LEASE, &[("content-type", "application/json")], Some(lease.to_string().as_bytes())).unwrap();
+    assert_eq!(
+        code(sc.send(e, paths::LEASE, other_region)),
+        (403, "region_mismatch".into())
+    );
+    let stranger = Sc {
+        id: "nobody".into(),
+        secret: "x".into(),
+    };
+    assert_eq!(
+        code(stranger.poll(e, 1, &[], 0)),
+        (401, "invalid_credentials".into())
+    );
+    let unsigned = e
+        .request(
+            "POST",
+            paths::LEASE,
+            &[("content-type", "application/json")],
+            Some(lease.to_string().as_bytes()),
+        )
+        .unwrap();
     assert_eq!(code(unsigned), (401, "invalid_signature".into()));
     e.admin("DELETE", "/admin/sidecars/sig-1", None).expect(200);
-    assert_eq!(code(sc.poll(e, 1, &[], 0)), (401, "invalid_credentials".into()));
+    assert_eq!(
+        code(sc.poll(e, 1, &[], 0)),
+        (401, "invalid_credentials".into())
+    );
 }
 
 fn long_poll_wakes_on_a_new_call_and_events_drive_the_state(w: &World) {
@@ -91,8 +140,18 @@ fn long_poll_wakes_on_a_new_call_and_events_drive_the_state(w: &World) {
     // An empty poll is held open for its wait.
     let t = Instant::now();
     let r = sc.poll(e, 2, &[], 400).expect(200);
-    assert_eq!((r.json["offers"].as_array().map(Vec::len), r.json["commands"].as_array().map(Vec::len)), (Some(0), Some(0)));
-    assert!(t.elapsed() >= Duration::from_millis(350), "empty poll answered early: {:?}", t.elapsed());
+    assert_eq!(
+        (
+            r.json["offers"].as_array().map(Vec::len),
+            r.json["commands"].as_array().map(Vec::len)
+        ),
+        (Some(0), Some(0))
+    );
+    assert!(
+        t.elapsed() >= Duration::from_millis(350),
+        "empty poll answered early: {:?}",
+        t.elapsed()
+    );
     // A poll open when the call arrives wakes up with the offer.
     let id = std::thread::scope(|s| {
         let poller = s.spawn(|| sc.poll(e, 2, &[], 1_800).expect(200));
@@ -101,7 +160,14 @@ fn long_poll_wakes_on_a_new_call_and_events_drive_the_state(w: &World) {
         let r = poller.join().unwrap();
         let offer = &r.json["offers"][0];
         assert_eq!(offer["call_id"], id.as_str());
-        assert_eq!((offer["phone"].as_str(), offer["attempt"].as_u64(), offer["metadata"]["k"].as_str()), (Some("+14155550101"), Some(1), Some("v")));
+        assert_eq!(
+            (
+                offer["phone"].as_str(),
+                offer["attempt"].as_u64(),
+                offer["metadata"]["k"].as_str()
+            ),
+            (Some("+14155550101"), Some(1), Some("v"))
+        );
         assert!(offer["ack_deadline_ms"].as_u64().unwrap() > now_ms());
         sc.ack(e, offer, true).expect(200);
         id
@@ -109,34 +175,107 @@ fn long_poll_wakes_on_a_new_call_and_events_drive_the_state(w: &World) {
     let call = wait_status(w, &id, "dialing");
     assert_eq!(call["attempts"], 1);
     assert!(call["dispatched_at"].is_string());
-    sc.events(e, json!([ev(&id, 1, 1, json!({"type": "dialing"})), ev(&id, 1, 2, json!({"type": "ringing"}))])).expect(200);
+    sc.events(
+        e,
+        json!([
+            ev(&id, 1, 1, json!({"type": "dialing"})),
+            ev(&id, 1, 2, json!({"type": "ringing"}))
+        ]),
+    )
+    .expect(200);
     wait_status(w, &id, "ringing");
     // Duplicates are acknowledged and change nothing.
-    let r = sc.events(e, json!([ev(&id, 1, 2, json!({"type": "ringing"})), ev(&id, 1, 3, json!({"type": "answered"}))])).expect(200);
+    let r = sc
+        .events(
+            e,
+            json!([
+                ev(&id, 1, 2, json!({"type": "ringing"})),
+                ev(&id, 1, 3, json!({"type": "answered"}))
+            ]),
+        )
+        .expect(200);
     assert_eq!(r.json["accepted"], 2);
     let call = wait_status(w, &id, "in_progress");
     assert!(call["answered_at"].is_string() && call["ringing_at"].is_string());
     let turn = |seq, role: &str, text: &str, start_ms: u64| {
-        ev(&id, 1, seq, json!({"type": "transcript_turn", "role": role, "text": text, "start_ms": start_ms, "end_ms": start_ms + 1500}))
+        ev(
+            &id,
+            1,
+            seq,
+            json!({"type": "transcript_turn", "role": role, "text": text, "start_ms": start_ms, "end_ms": start_ms + 1500}),
+        )
     };
-    sc.events(e, json!([turn(4, "ai", "Hi, this is Demo Dental. Can you make it tomorrow at ten?", 200),
-                         turn(4, "ai", "duplicate of seq 4", 200),
-                         turn(5, "user", "yes I can", 4100)])).expect(200);
-    sc.events(e, json!([ev(&id, 1, 6, ended("completed", "callee_hangup"))])).expect(200);
+    sc.events(
+        e,
+        json!([
+            turn(
+                4,
+                "ai",
+                "Hi, this is Demo Dental. Can you make it tomorrow at ten?",
+                200
+            ),
+            turn(4, "ai", "duplicate of seq 4", 200),
+            turn(5, "user", "yes I can", 4100)
+        ]),
+    )
+    .expect(200);
+    sc.events(
+        e,
+        json!([ev(&id, 1, 6, ended("completed", "callee_hangup"))]),
+    )
+    .expect(200);
     let call = wait_status(w, &id, "completed");
     assert_eq!(call["ended_reason"], "callee_hangup");
-    let txt = e.request("GET", &format!("/v1/calls/{id}/transcript"), &[("authorization", &format!("Bearer {}", w.tenant.key)), ("accept", "text/plain")], None).unwrap();
+    let txt = e
+        .request(
+            "GET",
+            &format!("/v1/calls/{id}/transcript"),
+            &[
+                ("authorization", &format!("Bearer {}", w.tenant.key)),
+                ("accept", "text/plain"),
+            ],
+            None,
+        )
+        .unwrap();
     assert_eq!(txt.status, 200);
     assert_eq!(txt.text, "[00:00:00] AI: Hi, this is Demo Dental. Can you make it tomorrow at ten?\n[00:00:04] USER: yes I can\n");
-    let json_t = e.call("GET", &format!("/v1/calls/{id}/transcript?format=json"), &w.tenant.key, None).expect(200).json;
-    assert_eq!(json_t["turns"].as_array().map(Vec::len), Some(2), "{json_t}");
-    assert_eq!((json_t["turns"][1]["role"].as_str(), json_t["turns"][1]["start_ms"].as_u64()), (Some("user"), Some(4100)));
+    let json_t = e
+        .call(
+            "GET",
+            &format!("/v1/calls/{id}/transcript?format=json"),
+            &w.tenant.key,
+            None,
+        )
+        .expect(200)
+        .json;
+    assert_eq!(
+        json_t["turns"].as_array().map(Vec::len),
+        Some(2),
+        "{json_t}"
+    );
+    assert_eq!(
+        (
+            json_t["turns"][1]["role"].as_str(),
+            json_t["turns"][1]["start_ms"].as_u64()
+        ),
+        (Some("user"), Some(4100))
+    );
     // An event after the end is acknowledged but cannot reopen the call.
-    sc.events(e, json!([ev(&id, 1, 7, json!({"type": "answered"}))])).expect(200);
+    sc.events(e, json!([ev(&id, 1, 7, json!({"type": "answered"}))]))
+        .expect(200);
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(status(w, &id)["status"], "completed");
-    let listed = e.call("GET", "/v1/calls?status=completed", &w.tenant.key, None).expect(200);
-    assert!(listed.json["data"].as_array().unwrap().iter().any(|c| c["id"] == id.as_str()), "listing metadata follows");
+    let listed = e
+        .call("GET", "/v1/calls?status=completed", &w.tenant.key, None)
+        .expect(200);
+    assert!(
+        listed.json["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["id"] == id.as_str()),
+        "listing metadata follows"
+    );
 }
 
 fn an_unacked_lease_is_re_leased_and_the_late_ack_refused(w: &World) {
@@ -148,26 +287,47 @@ fn an_unacked_lease_is_re_leased_and_the_late_ack_refused(w: &World) {
     let first = a.poll_for(e, &id, &[], Duration::from_secs(5));
     // b sees nothing while a's lease runs.
     let r = b.poll(e, 1, &[], 0).expect(200);
-    assert!(!r.text.contains(&id), "offered twice while leased: {}", r.text);
+    assert!(
+        !r.text.contains(&id),
+        "offered twice while leased: {}",
+        r.text
+    );
     std::thread::sleep(Duration::from_millis(ACK_DEADLINE_MS + 300));
     let second = b.poll_for(e, &id, &[], Duration::from_secs(5));
     assert_ne!(first["lease_id"], second["lease_id"]);
     let late = a.ack(e, &first, true);
-    assert_eq!((late.status, late.json["error"]["code"].as_str()), (409, Some("lease_not_held")));
+    assert_eq!(
+        (late.status, late.json["error"]["code"].as_str()),
+        (409, Some("lease_not_held"))
+    );
     b.ack(e, &second, true).expect(200);
     // The same ack again (as after a lost answer): accepted, not refused.
     b.ack(e, &second, true).expect(200);
     wait_status(w, &id, "dialing");
-    b.events(e, json!([ev(&id, 1, 1, ended("completed", "agent_hangup"))])).expect(200);
+    b.events(
+        e,
+        json!([ev(&id, 1, 1, ended("completed", "agent_hangup"))]),
+    )
+    .expect(200);
     wait_status(w, &id, "completed");
     // Hangup while offered but not yet acked cancels the call outright: the
     // ack is then refused, so the sidecar never dials it.
     let id = place(w, json!({"phone": "+14155550112"}));
     let offer = a.poll_for(e, &id, &[], Duration::from_secs(5));
-    let r = e.call("POST", &format!("/v1/calls/{id}/hangup"), &w.tenant.key, None).expect(200);
+    let r = e
+        .call(
+            "POST",
+            &format!("/v1/calls/{id}/hangup"),
+            &w.tenant.key,
+            None,
+        )
+        .expect(200);
     assert_eq!(r.json["status"], "cancelled", "{}", r.text);
     let late = a.ack(e, &offer, true);
-    assert_eq!((late.status, late.json["error"]["code"].as_str()), (409, Some("lease_not_held")));
+    assert_eq!(
+        (late.status, late.json["error"]["code"].as_str()),
+        (409, Some("lease_not_held"))
+    );
 }
 
 fn a_silent_sidecar_is_presumed_dead_and_its_call_retried_elsewhere(w: &World) {
@@ -175,10 +335,14 @@ fn a_silent_sidecar_is_presumed_dead_and_its_call_retried_elsewhere(w: &World) {
     let (dead, alive) = (Sc::create(e, "dies-1"), Sc::create(e, "lives-1"));
     dead.register(e, 1).expect(200);
     // Not retried before it would surely have ended: max_seconds + margin.
-    let id = place(w, json!({"phone": "+14155550103", "retries": 1, "retry_delay_minutes": 1, "max_seconds": 10}));
+    let id = place(
+        w,
+        json!({"phone": "+14155550103", "retries": 1, "retry_delay_minutes": 1, "max_seconds": 10}),
+    );
     let offer = dead.poll_for(e, &id, &[], Duration::from_secs(5));
     dead.ack(e, &offer, true).expect(200);
-    dead.events(e, json!([ev(&id, 1, 1, json!({"type": "answered"}))])).expect(200);
+    dead.events(e, json!([ev(&id, 1, 1, json!({"type": "answered"}))]))
+        .expect(200);
     wait_status(w, &id, "in_progress");
     alive.register(e, 1).expect(200);
     // `dead` stops polling (alive keeps polling, with no free slot); the
@@ -202,7 +366,12 @@ fn a_silent_sidecar_is_presumed_dead_and_its_call_retried_elsewhere(w: &World) {
     // The dead sidecar must register again before it gets work.
     let r = dead.poll(e, 1, &[], 0);
     assert_eq!(r.status, 410, "{}", r.text);
-    alive.events(e, json!([ev(&id, 2, 1, ended("completed", "callee_hangup"))])).expect(200);
+    alive
+        .events(
+            e,
+            json!([ev(&id, 2, 1, ended("completed", "callee_hangup"))]),
+        )
+        .expect(200);
     wait_status(w, &id, "completed");
 }
 
@@ -212,31 +381,60 @@ fn a_partitioned_sidecar_comes_back_to_its_call(w: &World) {
     let e = &w.edge;
     let (cut, other) = (Sc::create(e, "cut-1"), Sc::create(e, "other-1"));
     cut.register(e, 1).expect(200);
-    let id = place(w, json!({"phone": "+14155550113", "retries": 2, "retry_delay_minutes": 1, "max_seconds": 600}));
+    let id = place(
+        w,
+        json!({"phone": "+14155550113", "retries": 2, "retry_delay_minutes": 1, "max_seconds": 600}),
+    );
     let offer = cut.poll_for(e, &id, &[], Duration::from_secs(5));
     cut.ack(e, &offer, true).expect(200);
-    cut.events(e, json!([ev(&id, 1, 1, json!({"type": "answered"}))])).expect(200);
+    cut.events(e, json!([ev(&id, 1, 1, json!({"type": "answered"}))]))
+        .expect(200);
     wait_status(w, &id, "in_progress");
     other.register(e, 1).expect(200);
     // `cut` is silent for twice the dead-sidecar timeout; `other` polls for work all along.
     let until = Instant::now() + Duration::from_millis(2 * DEAD_AFTER_MS);
     while Instant::now() < until {
         let r = other.poll(e, 1, &[], 300).expect(200);
-        assert!(!r.text.contains(&id), "offered to another sidecar while its own may still be talking: {}", r.text);
+        assert!(
+            !r.text.contains(&id),
+            "offered to another sidecar while its own may still be talking: {}",
+            r.text
+        );
     }
     assert_eq!(cut.poll(e, 1, &[&id], 0).status, 410, "presumed dead");
     let call = status(w, &id);
-    assert_eq!((call["status"].as_str(), call["attempts"].as_u64()), (Some("in_progress"), Some(1)), "{call}");
+    assert_eq!(
+        (call["status"].as_str(), call["attempts"].as_u64()),
+        (Some("in_progress"), Some(1)),
+        "{call}"
+    );
     // Back: registers again and lists the call it still runs.
     cut.register(e, 1).expect(200);
     let r = cut.poll(e, 0, &[&id], 0).expect(200);
-    assert_eq!(r.json["commands"], json!([]), "its own call: nothing to stop");
-    cut.events(e, json!([ev(&id, 1, 2, ended("completed", "callee_hangup"))])).expect(200);
+    assert_eq!(
+        r.json["commands"],
+        json!([]),
+        "its own call: nothing to stop"
+    );
+    cut.events(
+        e,
+        json!([ev(&id, 1, 2, ended("completed", "callee_hangup"))]),
+    )
+    .expect(200);
     let call = wait_status(w, &id, "completed");
-    assert_eq!((call["ended_reason"].as_str(), call["attempts"].as_u64()), (Some("callee_hangup"), Some(1)), "{call}");
+    assert_eq!(
+        (call["ended_reason"].as_str(), call["attempts"].as_u64()),
+        (Some("callee_hangup"), Some(1)),
+        "{call}"
+    );
     // A call the edge no longer gives it is answered with a hangup command.
     let r = cut.poll(e, 0, &[&id], 0).expect(200);
-    assert_eq!(r.json["commands"], json!([{"kind": "hangup", "call_id": id}]), "{}", r.text);
+    assert_eq!(
+        r.json["commands"],
+        json!([{"kind": "hangup", "call_id": id}]),
+        "{}",
+        r.text
+    );
 }
 
 fn a_call_dropped_from_held_calls_is_lost(w: &World) {
@@ -264,24 +462,50 @@ fn hangup_through_the_api_reaches_the_holding_sidecar(w: &World) {
     let id = place(w, json!({"phone": "+14155550105"}));
     let offer = sc.poll_for(e, &id, &[], Duration::from_secs(5));
     sc.ack(e, &offer, true).expect(200);
-    sc.events(e, json!([ev(&id, 1, 1, json!({"type": "ringing"}))])).expect(200);
+    sc.events(e, json!([ev(&id, 1, 1, json!({"type": "ringing"}))]))
+        .expect(200);
     wait_status(w, &id, "ringing");
     std::thread::scope(|s| {
         let poller = s.spawn(|| sc.poll(e, 0, &[&id], 2_000).expect(200));
         std::thread::sleep(Duration::from_millis(300));
-        let h = e.call("POST", &format!("/v1/calls/{id}/hangup"), &w.tenant.key, None).expect(202);
+        let h = e
+            .call(
+                "POST",
+                &format!("/v1/calls/{id}/hangup"),
+                &w.tenant.key,
+                None,
+            )
+            .expect(202);
         assert!(h.json["hangup_requested_at"].is_string());
         let r = poller.join().unwrap();
-        assert_eq!(r.json["commands"], json!([{"kind": "hangup", "call_id": id}]), "open poll woke with the command");
+        assert_eq!(
+            r.json["commands"],
+            json!([{"kind": "hangup", "call_id": id}]),
+            "open poll woke with the command"
+        );
     });
-    sc.events(e, json!([ev(&id, 1, 2, ended("cancelled", "hangup_requested"))])).expect(200);
+    sc.events(
+        e,
+        json!([ev(&id, 1, 2, ended("cancelled", "hangup_requested"))]),
+    )
+    .expect(200);
     let call = wait_status(w, &id, "cancelled");
     assert_eq!(call["ended_reason"], "hangup_requested");
     // A queued call is cancelled by the queue itself and never offered.
     let queued = place(w, json!({"phone": "+14155550106"}));
-    e.call("POST", &format!("/v1/calls/{queued}/hangup"), &w.tenant.key, None).expect(200);
+    e.call(
+        "POST",
+        &format!("/v1/calls/{queued}/hangup"),
+        &w.tenant.key,
+        None,
+    )
+    .expect(200);
     let r = sc.poll(e, 1, &[], 300).expect(200);
-    assert!(!r.text.contains(&queued), "cancelled call offered: {}", r.text);
+    assert!(
+        !r.text.contains(&queued),
+        "cancelled call offered: {}",
+        r.text
+    );
 }
 
 fn schedule_at_is_released_no_earlier_than_asked(w: &World) {
@@ -290,12 +514,18 @@ fn schedule_at_is_released_no_earlier_than_asked(w: &World) {
     sc.register(e, 1).expect(200);
     let at_ms = now_ms() + 2_500;
     let at = time::OffsetDateTime::from_unix_timestamp_nanos(at_ms as i128 * 1_000_000).unwrap();
-    let at_text = at.format(&time::format_description::well_known::Rfc3339).unwrap();
+    let at_text = at
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap();
     let id = place(w, json!({"phone": "+14155550107", "schedule_at": at_text}));
     assert_eq!(status(w, &id)["status"], "scheduled");
     let offer = sc.poll_for(e, &id, &[], Duration::from_secs(8));
     let got_at = now_ms();
-    assert!(got_at >= at_ms, "offered {} ms before schedule_at", at_ms - got_at);
+    assert!(
+        got_at >= at_ms,
+        "offered {} ms before schedule_at",
+        at_ms - got_at
+    );
     sc.ack(e, &offer, true).expect(200);
     wait_status(w, &id, "dialing");
     // A scheduled call nobody polls for is still released (status queued) by the alarm.
@@ -304,17 +534,27 @@ fn schedule_at_is_released_no_earlier_than_asked(w: &World) {
         .unwrap()
         .format(&time::format_description::well_known::Rfc3339)
         .unwrap();
-    let id2 = place(w, json!({"phone": "+14155550108", "schedule_at": later_text}));
+    let id2 = place(
+        w,
+        json!({"phone": "+14155550108", "schedule_at": later_text}),
+    );
     wait_status(w, &id2, "queued");
     assert!(now_ms() >= later);
-    sc.events(e, json!([ev(&id, 1, 1, ended("completed", "agent_hangup"))])).expect(200);
+    sc.events(
+        e,
+        json!([ev(&id, 1, 1, ended("completed", "agent_hangup"))]),
+    )
+    .expect(200);
 }
 
 fn busy_is_retried_per_policy_and_ends_busy(w: &World) {
     let e = &w.edge;
     let sc = Sc::create(e, "busy-1");
     sc.register(e, 1).expect(200);
-    let id = place(w, json!({"phone": "+14155550109", "retries": 1, "retry_delay_minutes": 1}));
+    let id = place(
+        w,
+        json!({"phone": "+14155550109", "retries": 1, "retry_delay_minutes": 1}),
+    );
     let busy = || {
         let t = now_ms();
         json!({"type": "ended", "status": "busy", "reason": "busy", "sip_code": 486, "timings": {"dispatched_ms": t, "ended_ms": t}})
@@ -323,7 +563,10 @@ fn busy_is_retried_per_policy_and_ends_busy(w: &World) {
     sc.ack(e, &o, true).expect(200);
     sc.events(e, json!([ev(&id, 1, 1, busy())])).expect(200);
     let call = wait_status(w, &id, "scheduled");
-    assert_eq!((call["sip_code"].as_u64(), call["ended_reason"].as_str()), (Some(486), Some("busy")));
+    assert_eq!(
+        (call["sip_code"].as_u64(), call["ended_reason"].as_str()),
+        (Some(486), Some("busy"))
+    );
     let o = sc.poll_for(e, &id, &[], Duration::from_secs(10));
     assert_eq!(o["attempt"], 2);
     sc.ack(e, &o, true).expect(200);
@@ -351,12 +594,25 @@ fn a_departing_sidecar_gets_nothing_more_and_its_call_ends_at_once(w: &World) {
             (r, started.elapsed())
         });
         std::thread::sleep(Duration::from_millis(500));
-        a.send(e, paths::DEREGISTER, json!({"protocol_version": 1, "sidecar_id": a.id, "region": "local"})).expect(200);
+        a.send(
+            e,
+            paths::DEREGISTER,
+            json!({"protocol_version": 1, "sidecar_id": a.id, "region": "local"}),
+        )
+        .expect(200);
         poll.join().unwrap()
     });
     assert_eq!(r.status, 200, "{}", r.text);
-    assert!(r.json["offers"].as_array().is_some_and(Vec::is_empty) && r.json["commands"].as_array().is_some_and(Vec::is_empty), "{}", r.text);
-    assert!(took < Duration::from_millis(4_500), "the open poll was not answered when A left ({took:?})");
+    assert!(
+        r.json["offers"].as_array().is_some_and(Vec::is_empty)
+            && r.json["commands"].as_array().is_some_and(Vec::is_empty),
+        "{}",
+        r.text
+    );
+    assert!(
+        took < Duration::from_millis(4_500),
+        "the open poll was not answered when A left ({took:?})"
+    );
     // Its call ended at once (media_lost, no retries left), not after dead_after_ms.
     let ended = wait_status(w, &held, "failed");
     assert_eq!(ended["ended_reason"], "media_lost");
@@ -367,10 +623,22 @@ fn a_departing_sidecar_gets_nothing_more_and_its_call_ends_at_once(w: &World) {
     let o = b.poll_for(e, &next, &[], Duration::from_secs(10));
     b.ack(e, &o, true).expect(200);
     b.complete(e, &next, 1).expect(200);
-    assert_eq!(a.poll(e, 2, &[], 0).status, 410, "A is unknown until it registers again");
+    assert_eq!(
+        a.poll(e, 2, &[], 0).status,
+        410,
+        "A is unknown until it registers again"
+    );
 }
 
-fn upload(w: &World, sc: &Sc, secret: &str, call: &str, wav: &[u8], described: &[u8], chunked: bool) -> Resp {
+fn upload(
+    w: &World,
+    sc: &Sc,
+    secret: &str,
+    call: &str,
+    wav: &[u8],
+    described: &[u8],
+    chunked: bool,
+) -> Resp {
     sc.upload_recording(&w.edge, &w.tenant.id, call, wav, described, secret, chunked)
 }
 
@@ -380,16 +648,31 @@ fn recording_uploads_stream_into_r2_and_bad_ones_are_refused(w: &World) {
     sc.register(e, 2).expect(200);
     let id = place(w, json!({"phone": "+14155550180", "record": true}));
     let offer = sc.poll_for(e, &id, &[], Duration::from_secs(10));
-    assert_eq!(offer["tenant_id"], w.tenant.id.as_str(), "offers name the call's tenant");
+    assert_eq!(
+        offer["tenant_id"],
+        w.tenant.id.as_str(),
+        "offers name the call's tenant"
+    );
     sc.ack(e, &offer, true).expect(200);
     sc.complete(e, &id, 1).expect(200);
     let wav = small_wav(7);
-    let code = |r: &Resp| (r.status, r.json["error"]["code"].as_str().unwrap_or("").to_string());
+    let code = |r: &Resp| {
+        (
+            r.status,
+            r.json["error"]["code"].as_str().unwrap_or("").to_string(),
+        )
+    };
 
     // With a Content-Length: stored; the API serves the same bytes.
     let ok = upload(w, &sc, &sc.secret, &id, &wav, &wav, false).expect(200);
-    assert_eq!((ok.json["call_id"].as_str(), ok.json["bytes"].as_u64()), (Some(id.as_str()), Some(wav.len() as u64)));
-    assert_eq!(e.wait_recording(&w.tenant.key, &id, Duration::from_secs(5)), wav);
+    assert_eq!(
+        (ok.json["call_id"].as_str(), ok.json["bytes"].as_u64()),
+        (Some(id.as_str()), Some(wav.len() as u64))
+    );
+    assert_eq!(
+        e.wait_recording(&w.tenant.key, &id, Duration::from_secs(5)),
+        wav
+    );
     // Chunked (no Content-Length), the same upload again: idempotent.
     upload(w, &sc, &sc.secret, &id, &wav, &wav, true).expect(200);
 
@@ -397,18 +680,42 @@ fn recording_uploads_stream_into_r2_and_bad_ones_are_refused(w: &World) {
     let other = small_wav(3);
     let short = &wav[..wav.len() - 100];
     let mismatch = (400, "recording_checksum_mismatch".to_string());
-    assert_eq!(code(&upload(w, &sc, &sc.secret, &id, &other, &wav, true)), mismatch);
-    assert_eq!(code(&upload(w, &sc, &sc.secret, &id, &other, &wav, false)), mismatch);
-    assert_eq!(code(&upload(w, &sc, &sc.secret, &id, short, &wav, true)), mismatch);
-    assert_eq!(code(&upload(w, &sc, &sc.secret, &id, short, &wav, false)), (400, "invalid_recording_manifest".into()));
+    assert_eq!(
+        code(&upload(w, &sc, &sc.secret, &id, &other, &wav, true)),
+        mismatch
+    );
+    assert_eq!(
+        code(&upload(w, &sc, &sc.secret, &id, &other, &wav, false)),
+        mismatch
+    );
+    assert_eq!(
+        code(&upload(w, &sc, &sc.secret, &id, short, &wav, true)),
+        mismatch
+    );
+    assert_eq!(
+        code(&upload(w, &sc, &sc.secret, &id, short, &wav, false)),
+        (400, "invalid_recording_manifest".into())
+    );
     // Not signed by this sidecar; a call placed without record: true; an unknown call.
-    assert_eq!(code(&upload(w, &sc, "scs_wrong", &id, &wav, &wav, false)), (401, "invalid_signature".into()));
+    assert_eq!(
+        code(&upload(w, &sc, "scs_wrong", &id, &wav, &wav, false)),
+        (401, "invalid_signature".into())
+    );
     let plain = place(w, json!({"phone": "+14155550181"}));
-    assert_eq!(code(&upload(w, &sc, &sc.secret, &plain, &wav, &wav, false)), (409, "recording_not_requested".into()));
+    assert_eq!(
+        code(&upload(w, &sc, &sc.secret, &plain, &wav, &wav, false)),
+        (409, "recording_not_requested".into())
+    );
     let unknown = format!("call_{}", "0".repeat(20));
-    assert_eq!(code(&upload(w, &sc, &sc.secret, &unknown, &wav, &wav, false)), (404, "call_not_found".into()));
+    assert_eq!(
+        code(&upload(w, &sc, &sc.secret, &unknown, &wav, &wav, false)),
+        (404, "call_not_found".into())
+    );
     // None of that replaced what was stored.
-    assert_eq!(e.wait_recording(&w.tenant.key, &id, Duration::from_secs(5)), wav);
+    assert_eq!(
+        e.wait_recording(&w.tenant.key, &id, Duration::from_secs(5)),
+        wav
+    );
 }
 
 fn main() -> std::process::ExitCode {
@@ -417,7 +724,10 @@ fn main() -> std::process::ExitCode {
         || {
             let mut opts = EdgeOptions::fresh("dispatch_link");
             opts.vars = vec![
-                ("DISPATCH_ACK_DEADLINE_MS".into(), ACK_DEADLINE_MS.to_string()),
+                (
+                    "DISPATCH_ACK_DEADLINE_MS".into(),
+                    ACK_DEADLINE_MS.to_string(),
+                ),
                 ("DISPATCH_DEAD_AFTER_MS".into(), DEAD_AFTER_MS.to_string()),
                 ("DISPATCH_MAX_WAIT_MS".into(), "2000".into()),
                 ("RETRY_DELAY_UNIT_MS".into(), RETRY_UNIT_MS.to_string()),
@@ -428,17 +738,50 @@ fn main() -> std::process::ExitCode {
             Ok(World { edge, tenant })
         },
         &[
-            ("signatures_and_registration_are_enforced", signatures_and_registration_are_enforced),
-            ("long_poll_wakes_on_a_new_call_and_events_drive_the_state", long_poll_wakes_on_a_new_call_and_events_drive_the_state),
-            ("an_unacked_lease_is_re_leased_and_the_late_ack_refused", an_unacked_lease_is_re_leased_and_the_late_ack_refused),
-            ("a_silent_sidecar_is_presumed_dead_and_its_call_retried_elsewhere", a_silent_sidecar_is_presumed_dead_and_its_call_retried_elsewhere),
-            ("a_partitioned_sidecar_comes_back_to_its_call", a_partitioned_sidecar_comes_back_to_its_call),
-            ("a_call_dropped_from_held_calls_is_lost", a_call_dropped_from_held_calls_is_lost),
-            ("hangup_through_the_api_reaches_the_holding_sidecar", hangup_through_the_api_reaches_the_holding_sidecar),
-            ("schedule_at_is_released_no_earlier_than_asked", schedule_at_is_released_no_earlier_than_asked),
-            ("busy_is_retried_per_policy_and_ends_busy", busy_is_retried_per_policy_and_ends_busy),
-            ("recording_uploads_stream_into_r2_and_bad_ones_are_refused", recording_uploads_stream_into_r2_and_bad_ones_are_refused),
-            ("a_departing_sidecar_gets_nothing_more_and_its_call_ends_at_once", a_departing_sidecar_gets_nothing_more_and_its_call_ends_at_once),
+            (
+                "signatures_and_registration_are_enforced",
+                signatures_and_registration_are_enforced,
+            ),
+            (
+                "long_poll_wakes_on_a_new_call_and_events_drive_the_state",
+                long_poll_wakes_on_a_new_call_and_events_drive_the_state,
+            ),
+            (
+                "an_unacked_lease_is_re_leased_and_the_late_ack_refused",
+                an_unacked_lease_is_re_leased_and_the_late_ack_refused,
+            ),
+            (
+                "a_silent_sidecar_is_presumed_dead_and_its_call_retried_elsewhere",
+                a_silent_sidecar_is_presumed_dead_and_its_call_retried_elsewhere,
+            ),
+            (
+                "a_partitioned_sidecar_comes_back_to_its_call",
+                a_partitioned_sidecar_comes_back_to_its_call,
+            ),
+            (
+                "a_call_dropped_from_held_calls_is_lost",
+                a_call_dropped_from_held_calls_is_lost,
+            ),
+            (
+                "hangup_through_the_api_reaches_the_holding_sidecar",
+                hangup_through_the_api_reaches_the_holding_sidecar,
+            ),
+            (
+                "schedule_at_is_released_no_earlier_than_asked",
+                schedule_at_is_released_no_earlier_than_asked,
+            ),
+            (
+                "busy_is_retried_per_policy_and_ends_busy",
+                busy_is_retried_per_policy_and_ends_busy,
+            ),
+            (
+                "recording_uploads_stream_into_r2_and_bad_ones_are_refused",
+                recording_uploads_stream_into_r2_and_bad_ones_are_refused,
+            ),
+            (
+                "a_departing_sidecar_gets_nothing_more_and_its_call_ends_at_once",
+                a_departing_sidecar_gets_nothing_more_and_its_call_ends_at_once,
+            ),
         ],
     )
 }

@@ -32,8 +32,14 @@ impl SuiteContext for World {
     }
 }
 
-
-fn sipp(w: &World, name: &str, scenario: &str, port: u16, calls: u32, subst: &[(&str, &str)]) -> ChildGuard {
+fn sipp(
+    w: &World,
+    name: &str,
+    scenario: &str,
+    port: u16,
+    calls: u32,
+    subst: &[(&str, &str)],
+) -> ChildGuard {
     let mut text = std::fs::read_to_string(scenario).unwrap();
     for (k, v) in subst {
         text = text.replace(k, v);
@@ -42,9 +48,25 @@ fn sipp(w: &World, name: &str, scenario: &str, port: u16, calls: u32, subst: &[(
     std::fs::write(&sf, text).unwrap();
     let log = std::fs::File::create(w.dir.join(format!("sipp-{name}.log"))).unwrap();
     let child = Command::new("sipp")
-        .args(["-sf", sf.to_str().unwrap(), "-i", "127.0.0.1", "-p", &port.to_string(), "-mi", "127.0.0.1"])
+        .args([
+            "-sf",
+            sf.to_str().unwrap(),
+            "-i",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "-mi",
+            "127.0.0.1",
+        ])
         .args(["-mp", &free_tcp_udp_port().to_string(), "-rtp_echo"])
-        .args(["-m", &calls.to_string(), "-nostdin", "-timeout", "60s", "-trace_msg"])
+        .args([
+            "-m",
+            &calls.to_string(),
+            "-nostdin",
+            "-timeout",
+            "60s",
+            "-trace_msg",
+        ])
         .current_dir(&w.dir)
         .stdin(Stdio::null())
         .stdout(log.try_clone().unwrap())
@@ -63,13 +85,27 @@ fn wait_status(w: &World, id: &str, want: &[&str], within: Duration) -> Value {
 }
 
 fn place(w: &World, body: Value) -> String {
-    w.edge.call("POST", "/v1/calls", &w.tenant.key, Some(&body)).expect(201).json["id"].as_str().unwrap().to_string()
+    w.edge
+        .call("POST", "/v1/calls", &w.tenant.key, Some(&body))
+        .expect(201)
+        .json["id"]
+        .as_str()
+        .unwrap()
+        .to_string()
 }
-
 
 fn set_engine(w: &World, engine: &str) {
     let body = json!({"default_engine": engine, "system_prompt": SCRIPT});
-    w.edge.admin("PATCH", &format!("/admin/tenants/{}/agents/{}", w.tenant.id, w.tenant.agent_id), Some(&body)).expect(200);
+    w.edge
+        .admin(
+            "PATCH",
+            &format!(
+                "/admin/tenants/{}/agents/{}",
+                w.tenant.id, w.tenant.agent_id
+            ),
+            Some(&body),
+        )
+        .expect(200);
 }
 
 fn callee_wav(dir: &Path, words: &str) -> PathBuf {
@@ -88,18 +124,59 @@ fn a_scripted_conversation_with_a_real_phone(w: &World) {
     let _phone = start_baresip(&w.dir, "yes", "+15555550101", port, &wav, "PCMU", 60).unwrap();
     let _sc = sidecar(w, "fs-1", port);
     let id = place(w, json!({"phone": "+15555550101", "record": true}));
-    let call = wait_status(w, &id, &["completed", "failed", "busy", "no_answer", "cancelled"], Duration::from_secs(60));
-    assert_eq!((call["status"].as_str(), call["ended_reason"].as_str()), (Some("completed"), Some("agent_hangup")), "{call}");
-    let t = w.edge.call("GET", &format!("/v1/calls/{id}/transcript"), &w.tenant.key, None).expect(200).json;
+    let call = wait_status(
+        w,
+        &id,
+        &["completed", "failed", "busy", "no_answer", "cancelled"],
+        Duration::from_secs(60),
+    );
+    assert_eq!(
+        (call["status"].as_str(), call["ended_reason"].as_str()),
+        (Some("completed"), Some("agent_hangup")),
+        "{call}"
+    );
+    let t = w
+        .edge
+        .call(
+            "GET",
+            &format!("/v1/calls/{id}/transcript"),
+            &w.tenant.key,
+            None,
+        )
+        .expect(200)
+        .json;
     // The script's outcome: the caller's answer matched the "yes" rule.
     assert_eq!(t["outcome"], "yes", "{t}");
-    assert!(t["summary"].as_str().is_some_and(|s| s.contains("script_end")), "{t}");
+    assert!(
+        t["summary"]
+            .as_str()
+            .is_some_and(|s| s.contains("script_end")),
+        "{t}"
+    );
     let turns = t["turns"].as_array().unwrap();
     let roles: Vec<&str> = turns.iter().map(|t| t["role"].as_str().unwrap()).collect();
     assert_eq!(roles, ["ai", "user", "ai"], "{}", t["text"]);
-    assert!(turns[0]["text"].as_str().unwrap().starts_with("Hello, this is Demo Dental"), "{}", t["text"]);
-    assert!(turns[1]["text"].as_str().unwrap().contains("can"), "the caller's words: {}", t["text"]);
-    assert!(turns[2]["text"].as_str().unwrap().starts_with("Great, we will see you"), "{}", t["text"]);
+    assert!(
+        turns[0]["text"]
+            .as_str()
+            .unwrap()
+            .starts_with("Hello, this is Demo Dental"),
+        "{}",
+        t["text"]
+    );
+    assert!(
+        turns[1]["text"].as_str().unwrap().contains("can"),
+        "the caller's words: {}",
+        t["text"]
+    );
+    assert!(
+        turns[2]["text"]
+            .as_str()
+            .unwrap()
+            .starts_with("Great, we will see you"),
+        "{}",
+        t["text"]
+    );
     println!("{}", t["text"].as_str().unwrap());
     check_artifacts(w, &id, &t);
 }
@@ -107,45 +184,96 @@ fn a_scripted_conversation_with_a_real_phone(w: &World) {
 /// The transcript and the recording reached the edge, R2 and the webhooks.
 fn check_artifacts(w: &World, id: &str, transcript: &Value) {
     let of_call = |got: &[Value], kind: &str| -> Option<Value> {
-        got.iter().map(WebhookReceiver::event).find(|e| e["type"] == kind && e["data"]["call_id"] == id)
+        got.iter()
+            .map(WebhookReceiver::event)
+            .find(|e| e["type"] == kind && e["data"]["call_id"] == id)
     };
     let got = w
         .hooks
-        .wait_for("artifacts", Duration::from_secs(30), "transcript.saved and recording.saved", |got| {
-            of_call(got, "transcript.saved").is_some() && of_call(got, "recording.saved").is_some()
-        })
+        .wait_for(
+            "artifacts",
+            Duration::from_secs(30),
+            "transcript.saved and recording.saved",
+            |got| {
+                of_call(got, "transcript.saved").is_some()
+                    && of_call(got, "recording.saved").is_some()
+            },
+        )
         .unwrap();
-    assert!(got.iter().all(|r| r["verified"] == true), "standardwebhooks refused one: {got:?}");
+    assert!(
+        got.iter().all(|r| r["verified"] == true),
+        "standardwebhooks refused one: {got:?}"
+    );
     let saved = of_call(&got, "transcript.saved").unwrap();
-    assert_eq!((&saved["data"]["turns"], &saved["data"]["outcome"]), (&transcript["turns"], &transcript["outcome"]));
+    assert_eq!(
+        (&saved["data"]["turns"], &saved["data"]["outcome"]),
+        (&transcript["turns"], &transcript["outcome"])
+    );
     assert_eq!(saved["data"]["call_status"], "completed");
     let rec = of_call(&got, "recording.saved").unwrap()["data"].clone();
-    assert_eq!((rec["attempt"].as_u64(), rec["content_type"].as_str()), (Some(1), Some("audio/wav")), "{rec}");
+    assert_eq!(
+        (rec["attempt"].as_u64(), rec["content_type"].as_str()),
+        (Some(1), Some("audio/wav")),
+        "{rec}"
+    );
 
     // The WAV from R2, through the API: what the sidecar measured and hashed.
-    let wav = w.edge.wait_recording(&w.tenant.key, id, Duration::from_secs(10));
+    let wav = w
+        .edge
+        .wait_recording(&w.tenant.key, id, Duration::from_secs(10));
     assert_eq!(wav.len() as u64, rec["bytes"].as_u64().unwrap());
-    assert_eq!(voxline_shared::signing::sha256_hex(&wav), rec["sha256"].as_str().unwrap());
+    assert_eq!(
+        voxline_shared::signing::sha256_hex(&wav),
+        rec["sha256"].as_str().unwrap()
+    );
     let mut reader = hound::WavReader::new(std::io::Cursor::new(&wav)).expect("a WAV file");
     let spec = reader.spec();
-    assert_eq!((spec.channels, spec.sample_rate, spec.bits_per_sample), (2, 8000, 16));
+    assert_eq!(
+        (spec.channels, spec.sample_rate, spec.bits_per_sample),
+        (2, 8000, 16)
+    );
     let samples: Vec<i16> = reader.samples::<i16>().map(|s| s.unwrap()).collect();
     let seconds = samples.len() as f64 / 2.0 / 8000.0;
-    assert!((seconds * 1000.0 - rec["duration_ms"].as_f64().unwrap()).abs() < 50.0, "{seconds} s vs {rec}");
+    assert!(
+        (seconds * 1000.0 - rec["duration_ms"].as_f64().unwrap()).abs() < 50.0,
+        "{seconds} s vs {rec}"
+    );
     // Left: the AI's greeting (flite) in the first seconds; right: the
     // callee, who is silent for 7 s and then says yes.
     let rms = |ch: usize, from_s: f64, to_s: f64| {
-        let (a, b) = ((from_s * 8000.0) as usize, ((to_s * 8000.0) as usize).min(samples.len() / 2));
+        let (a, b) = (
+            (from_s * 8000.0) as usize,
+            ((to_s * 8000.0) as usize).min(samples.len() / 2),
+        );
         let sum: f64 = (a..b).map(|i| f64::from(samples[2 * i + ch]).powi(2)).sum();
         (sum / (b - a).max(1) as f64).sqrt()
     };
-    println!("recording: {seconds:.1} s; rms left 0-4 s {:.0}, right 0-4 s {:.0}, right 7-10 s {:.0}", rms(0, 0.0, 4.0), rms(1, 0.0, 4.0), rms(1, 7.0, 10.0));
-    assert!(rms(0, 0.0, 4.0) > 300.0, "the AI's greeting is on the left channel");
-    assert!(rms(1, 0.0, 4.0) < 100.0, "the callee is silent while greeted");
-    assert!(rms(1, 7.0, 10.0) > 300.0, "the callee's answer is on the right channel");
+    println!(
+        "recording: {seconds:.1} s; rms left 0-4 s {:.0}, right 0-4 s {:.0}, right 7-10 s {:.0}",
+        rms(0, 0.0, 4.0),
+        rms(1, 0.0, 4.0),
+        rms(1, 7.0, 10.0)
+    );
+    assert!(
+        rms(0, 0.0, 4.0) > 300.0,
+        "the AI's greeting is on the left channel"
+    );
+    assert!(
+        rms(1, 0.0, 4.0) < 100.0,
+        "the callee is silent while greeted"
+    );
+    assert!(
+        rms(1, 7.0, 10.0) > 300.0,
+        "the callee's answer is on the right channel"
+    );
     // Uploaded means gone from the sidecar's spool.
     let spool = w.dir.join("recordings");
-    let left: Vec<_> = std::fs::read_dir(&spool).unwrap().flatten().map(|e| e.file_name()).filter(|n| n.to_string_lossy().contains(id)).collect();
+    let left: Vec<_> = std::fs::read_dir(&spool)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .filter(|n| n.to_string_lossy().contains(id))
+        .collect();
     assert!(left.is_empty(), "still in the spool after upload: {left:?}");
 }
 
@@ -155,16 +283,39 @@ fn a_busy_trunk_is_retried_per_policy_and_ends_busy(w: &World) {
     let busy = repo_root().join("media-sidecar/tests/sipp/uas_busy.xml");
     let _trunk = sipp(w, "busy", busy.to_str().unwrap(), port, 2, &[]);
     let _sc = sidecar(w, "fs-busy", port);
-    let id = place(w, json!({"phone": "+15555550102", "retries": 1, "retry_delay_minutes": 1}));
-    let call = wait_status(w, &id, &["busy", "failed", "completed"], Duration::from_secs(30));
-    assert_eq!((call["status"].as_str(), call["sip_code"].as_u64(), call["attempts"].as_u64()), (Some("busy"), Some(486), Some(2)), "{call}");
+    let id = place(
+        w,
+        json!({"phone": "+15555550102", "retries": 1, "retry_delay_minutes": 1}),
+    );
+    let call = wait_status(
+        w,
+        &id,
+        &["busy", "failed", "completed"],
+        Duration::from_secs(30),
+    );
+    assert_eq!(
+        (
+            call["status"].as_str(),
+            call["sip_code"].as_u64(),
+            call["attempts"].as_u64()
+        ),
+        (Some("busy"), Some(486), Some(2)),
+        "{call}"
+    );
 }
 
 fn hold_scenario(w: &World, hold_ms: u64) -> (u16, ChildGuard) {
     let port = free_tcp_udp_port();
     let hold = repo_root().join("tests/sipp/uas_hold_bye.xml");
     let ms = hold_ms.to_string();
-    let guard = sipp(w, &format!("hold-{port}"), hold.to_str().unwrap(), port, 2, &[("HOLD_MS", &ms), ("MEDIA_PORT", "[media_port]")]);
+    let guard = sipp(
+        w,
+        &format!("hold-{port}"),
+        hold.to_str().unwrap(),
+        port,
+        2,
+        &[("HOLD_MS", &ms), ("MEDIA_PORT", "[media_port]")],
+    );
     (port, guard)
 }
 
@@ -175,11 +326,20 @@ fn two_concurrent_calls_both_complete(w: &World) {
     let a = place(w, json!({"phone": "+15555550103"}));
     let b = place(w, json!({"phone": "+15555550104"}));
     wait_status(w, &a, &["in_progress"], Duration::from_secs(20));
-    let b_live = wait_status(w, &b, &["in_progress", "completed"], Duration::from_secs(20));
+    let b_live = wait_status(
+        w,
+        &b,
+        &["in_progress", "completed"],
+        Duration::from_secs(20),
+    );
     assert_eq!(b_live["status"], "in_progress", "both calls are up at once");
     for id in [&a, &b] {
         let call = wait_status(w, id, &["completed", "failed"], Duration::from_secs(20));
-        assert_eq!((call["status"].as_str(), call["ended_reason"].as_str()), (Some("completed"), Some("callee_hangup")), "{call}");
+        assert_eq!(
+            (call["status"].as_str(), call["ended_reason"].as_str()),
+            (Some("completed"), Some("callee_hangup")),
+            "{call}"
+        );
     }
 }
 
@@ -189,9 +349,25 @@ fn hangup_through_the_api_mid_call(w: &World) {
     let _sc = sidecar(w, "fs-hang", port);
     let id = place(w, json!({"phone": "+15555550105"}));
     wait_status(w, &id, &["in_progress"], Duration::from_secs(20));
-    w.edge.call("POST", &format!("/v1/calls/{id}/hangup"), &w.tenant.key, None).expect(202);
-    let call = wait_status(w, &id, &["completed", "failed", "cancelled"], Duration::from_secs(15));
-    assert_eq!((call["status"].as_str(), call["ended_reason"].as_str()), (Some("completed"), Some("hangup_requested")), "{call}");
+    w.edge
+        .call(
+            "POST",
+            &format!("/v1/calls/{id}/hangup"),
+            &w.tenant.key,
+            None,
+        )
+        .expect(202);
+    let call = wait_status(
+        w,
+        &id,
+        &["completed", "failed", "cancelled"],
+        Duration::from_secs(15),
+    );
+    assert_eq!(
+        (call["status"].as_str(), call["ended_reason"].as_str()),
+        (Some("completed"), Some("hangup_requested")),
+        "{call}"
+    );
 }
 
 fn a_sidecar_killed_mid_call_ends_it_media_lost(w: &World) {
@@ -205,7 +381,11 @@ fn a_sidecar_killed_mid_call_ends_it_media_lost(w: &World) {
     unsafe { libc::kill(sc.0.id() as i32, libc::SIGKILL) };
     let _ = sc.0.wait();
     let call = wait_status(w, &id, &["failed", "scheduled"], Duration::from_secs(25));
-    assert_eq!((call["status"].as_str(), call["ended_reason"].as_str()), (Some("failed"), Some("media_lost")), "{call}");
+    assert_eq!(
+        (call["status"].as_str(), call["ended_reason"].as_str()),
+        (Some("failed"), Some("media_lost")),
+        "{call}"
+    );
 }
 
 /// A sidecar paused (SIGSTOP) past the dead-sidecar timeout while a thousand
@@ -215,37 +395,104 @@ fn a_sidecar_killed_mid_call_ends_it_media_lost(w: &World) {
 fn a_partitioned_sidecar_never_rings_the_callee_twice(w: &World) {
     set_engine(w, "echo");
     store_scheduled_calls(w, 1_000, 20_000);
-    let endpoint = json!({"url": w.hooks.url("terminal"), "events": ["call.completed", "call.failed"]});
-    let created = w.edge.admin("POST", &format!("/admin/tenants/{}/webhooks", w.tenant.id), Some(&endpoint)).expect(201);
-    w.hooks.expect_secrets("terminal", &[created.json["secret"].as_str().unwrap_or_default()]);
+    let endpoint =
+        json!({"url": w.hooks.url("terminal"), "events": ["call.completed", "call.failed"]});
+    let created = w
+        .edge
+        .admin(
+            "POST",
+            &format!("/admin/tenants/{}/webhooks", w.tenant.id),
+            Some(&endpoint),
+        )
+        .expect(201);
+    w.hooks.expect_secrets(
+        "terminal",
+        &[created.json["secret"].as_str().unwrap_or_default()],
+    );
     let port = free_tcp_udp_port();
     let hold = repo_root().join("tests/sipp/uas_hold_bye.xml");
     // One call only; -trace_msg logs every message the trunk received.
-    let _trunk = sipp(w, "partition", hold.to_str().unwrap(), port, 1, &[("HOLD_MS", "15000"), ("MEDIA_PORT", "[media_port]")]);
+    let _trunk = sipp(
+        w,
+        "partition",
+        hold.to_str().unwrap(),
+        port,
+        1,
+        &[("HOLD_MS", "15000"), ("MEDIA_PORT", "[media_port]")],
+    );
     let mut a = sidecar(w, "fs-part-a", port);
-    let id = place(w, json!({"phone": "+15555550107", "max_seconds": 60, "retries": 2, "retry_delay_minutes": 1}));
+    let id = place(
+        w,
+        json!({"phone": "+15555550107", "max_seconds": 60, "retries": 2, "retry_delay_minutes": 1}),
+    );
     wait_status(w, &id, &["in_progress"], Duration::from_secs(20));
     // Another sidecar is up the whole time: it would take any retry at once.
     let _b = sidecar(w, "fs-part-b", port);
     unsafe { libc::kill(a.0.id() as i32, libc::SIGSTOP) };
     std::thread::sleep(Duration::from_millis(6_000)); // twice DISPATCH_DEAD_AFTER_MS
-    let during = w.edge.call("GET", &format!("/v1/calls/{id}"), &w.tenant.key, None).expect(200).json;
+    let during = w
+        .edge
+        .call("GET", &format!("/v1/calls/{id}"), &w.tenant.key, None)
+        .expect(200)
+        .json;
     unsafe { libc::kill(a.0.id() as i32, libc::SIGCONT) };
-    assert_eq!((during["status"].as_str(), during["attempts"].as_u64()), (Some("in_progress"), Some(1)), "not re-dialled while its sidecar is silent: {during}");
-    let call = wait_status(w, &id, &["completed", "failed", "scheduled", "busy", "no_answer"], Duration::from_secs(30));
-    assert_eq!((call["status"].as_str(), call["ended_reason"].as_str(), call["attempts"].as_u64()), (Some("completed"), Some("callee_hangup"), Some(1)), "{call}");
+    assert_eq!(
+        (during["status"].as_str(), during["attempts"].as_u64()),
+        (Some("in_progress"), Some(1)),
+        "not re-dialled while its sidecar is silent: {during}"
+    );
+    let call = wait_status(
+        w,
+        &id,
+        &["completed", "failed", "scheduled", "busy", "no_answer"],
+        Duration::from_secs(30),
+    );
+    assert_eq!(
+        (
+            call["status"].as_str(),
+            call["ended_reason"].as_str(),
+            call["attempts"].as_u64()
+        ),
+        (Some("completed"), Some("callee_hangup"), Some(1)),
+        "{call}"
+    );
     let invites: usize = std::fs::read_dir(&w.dir)
         .unwrap()
         .flatten()
-        .filter(|e| e.file_name().to_string_lossy().starts_with("partition_") && e.file_name().to_string_lossy().ends_with("_messages.log"))
-        .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default().lines().filter(|l| l.starts_with("INVITE ")).count())
+        .filter(|e| {
+            e.file_name().to_string_lossy().starts_with("partition_")
+                && e.file_name().to_string_lossy().ends_with("_messages.log")
+        })
+        .map(|e| {
+            std::fs::read_to_string(e.path())
+                .unwrap_or_default()
+                .lines()
+                .filter(|l| l.starts_with("INVITE "))
+                .count()
+        })
         .sum();
     assert_eq!(invites, 1, "the callee was rung {invites} times");
-    let of_call = |got: &[Value]| got.iter().map(WebhookReceiver::event).filter(|e| e["data"]["id"] == id.as_str()).collect::<Vec<_>>();
-    w.hooks.wait_for("terminal", Duration::from_secs(15), "the terminal event", |got| !of_call(got).is_empty()).unwrap();
+    let of_call = |got: &[Value]| {
+        got.iter()
+            .map(WebhookReceiver::event)
+            .filter(|e| e["data"]["id"] == id.as_str())
+            .collect::<Vec<_>>()
+    };
+    w.hooks
+        .wait_for(
+            "terminal",
+            Duration::from_secs(15),
+            "the terminal event",
+            |got| !of_call(got).is_empty(),
+        )
+        .unwrap();
     std::thread::sleep(Duration::from_secs(3)); // a second one would come now
     let terminal = of_call(&w.hooks.received("terminal"));
-    assert_eq!(terminal.len(), 1, "exactly one terminal webhook: {terminal:?}");
+    assert_eq!(
+        terminal.len(),
+        1,
+        "exactly one terminal webhook: {terminal:?}"
+    );
     assert_eq!(terminal[0]["type"], "call.completed");
     let _ = a.0.kill();
 }
@@ -255,9 +502,17 @@ fn a_partitioned_sidecar_never_rings_the_callee_twice(w: &World) {
 fn store_scheduled_calls(w: &World, count: usize, prompt_bytes: usize) {
     let bulk = w.edge.provision_tenant("bulk");
     let limits = json!({"rate_limits": {"per_key": {"limit": 100_000, "window_seconds": 60}, "per_ip": {"limit": 100_000, "window_seconds": 60}}});
-    w.edge.admin("PATCH", &format!("/admin/tenants/{}", bulk.id), Some(&limits)).expect(200);
+    w.edge
+        .admin(
+            "PATCH",
+            &format!("/admin/tenants/{}", bulk.id),
+            Some(&limits),
+        )
+        .expect(200);
     let at = time::OffsetDateTime::now_utc() + time::Duration::days(1);
-    let at = at.format(&time::format_description::well_known::Rfc3339).unwrap();
+    let at = at
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap();
     let prompt = "p".repeat(prompt_bytes);
     let started = std::time::Instant::now();
     std::thread::scope(|s| {
@@ -271,7 +526,10 @@ fn store_scheduled_calls(w: &World, count: usize, prompt_bytes: usize) {
             });
         }
     });
-    println!("  {count} scheduled calls with {prompt_bytes}-byte prompts stored in {:.1} s", started.elapsed().as_secs_f64());
+    println!(
+        "  {count} scheduled calls with {prompt_bytes}-byte prompts stored in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
 }
 
 fn main() -> std::process::ExitCode {
@@ -279,7 +537,10 @@ fn main() -> std::process::ExitCode {
         "full_stack",
         || {
             if !sidecar_bin().exists() {
-                return Err(format!("{} is missing: `cargo build -p voxline-media-sidecar`", sidecar_bin().display()));
+                return Err(format!(
+                    "{} is missing: `cargo build -p voxline-media-sidecar`",
+                    sidecar_bin().display()
+                ));
             }
             let opts = EdgeOptions::fresh("full_stack").fast_dispatch();
             let dir = opts.state_dir.parent().unwrap().to_path_buf();
@@ -288,17 +549,49 @@ fn main() -> std::process::ExitCode {
             let mut hooks = WebhookReceiver::new(&dir);
             hooks.start();
             let endpoint = json!({"url": hooks.url("artifacts"), "events": ["transcript.saved", "recording.saved"]});
-            let created = edge.admin("POST", &format!("/admin/tenants/{}/webhooks", tenant.id), Some(&endpoint)).expect(201);
-            hooks.expect_secrets("artifacts", &[created.json["secret"].as_str().unwrap_or_default()]);
-            Ok(World { edge, tenant, dir, hooks })
+            let created = edge
+                .admin(
+                    "POST",
+                    &format!("/admin/tenants/{}/webhooks", tenant.id),
+                    Some(&endpoint),
+                )
+                .expect(201);
+            hooks.expect_secrets(
+                "artifacts",
+                &[created.json["secret"].as_str().unwrap_or_default()],
+            );
+            Ok(World {
+                edge,
+                tenant,
+                dir,
+                hooks,
+            })
         },
         &[
-            ("a_scripted_conversation_with_a_real_phone", a_scripted_conversation_with_a_real_phone),
-            ("a_busy_trunk_is_retried_per_policy_and_ends_busy", a_busy_trunk_is_retried_per_policy_and_ends_busy),
-            ("two_concurrent_calls_both_complete", two_concurrent_calls_both_complete),
-            ("hangup_through_the_api_mid_call", hangup_through_the_api_mid_call),
-            ("a_sidecar_killed_mid_call_ends_it_media_lost", a_sidecar_killed_mid_call_ends_it_media_lost),
-            ("a_partitioned_sidecar_never_rings_the_callee_twice", a_partitioned_sidecar_never_rings_the_callee_twice),
+            (
+                "a_scripted_conversation_with_a_real_phone",
+                a_scripted_conversation_with_a_real_phone,
+            ),
+            (
+                "a_busy_trunk_is_retried_per_policy_and_ends_busy",
+                a_busy_trunk_is_retried_per_policy_and_ends_busy,
+            ),
+            (
+                "two_concurrent_calls_both_complete",
+                two_concurrent_calls_both_complete,
+            ),
+            (
+                "hangup_through_the_api_mid_call",
+                hangup_through_the_api_mid_call,
+            ),
+            (
+                "a_sidecar_killed_mid_call_ends_it_media_lost",
+                a_sidecar_killed_mid_call_ends_it_media_lost,
+            ),
+            (
+                "a_partitioned_sidecar_never_rings_the_callee_twice",
+                a_partitioned_sidecar_never_rings_the_callee_twice,
+            ),
         ],
     )
 }

@@ -16,7 +16,9 @@ use voxline_e2e::*;
 
 const JSON_CT: &str = "application/json";
 const PHONE: &str = "+14155550100";
-const HTTP_METHODS: [&str; 8] = ["get", "put", "post", "delete", "options", "head", "patch", "trace"];
+const HTTP_METHODS: [&str; 8] = [
+    "get", "put", "post", "delete", "options", "head", "patch", "trace",
+];
 /// Larger than any JSON endpoint accepts (64 KiB).
 const TOO_BIG: usize = 64 * 1024 + 1;
 
@@ -68,11 +70,21 @@ fn setup() -> Result<Ctx, String> {
     let edge = Edge::start(EdgeOptions::fresh("openapi_conformance"))?;
     let r = edge.request("GET", "/v1/openapi.json", &[], None)?;
     if r.status != 200 || r.json["openapi"] != "3.1.0" {
-        return Err(format!("GET /v1/openapi.json: {} {}", r.status, r.text.chars().take(300).collect::<String>()));
+        return Err(format!(
+            "GET /v1/openapi.json: {} {}",
+            r.status,
+            r.text.chars().take(300).collect::<String>()
+        ));
     }
     let spec = r.json;
     let components = closed(spec["components"].clone());
-    Ok(Ctx { edge, spec, components, validators: RefCell::default(), seen: RefCell::default() })
+    Ok(Ctx {
+        edge,
+        spec,
+        components,
+        validators: RefCell::default(),
+        seen: RefCell::default(),
+    })
 }
 
 impl Ctx {
@@ -94,7 +106,12 @@ impl Ctx {
 
     /// The name of the operation's security scheme, if it has one.
     fn security(&self, method: &str, template: &str) -> Option<String> {
-        self.operation(method, template)["security"].get(0)?.as_object()?.keys().next().cloned()
+        self.operation(method, template)["security"]
+            .get(0)?
+            .as_object()?
+            .keys()
+            .next()
+            .cloned()
     }
 
     fn validate(&self, schema: &Value, instance: &Value) -> Result<(), String> {
@@ -107,7 +124,10 @@ impl Ctx {
                 .build(&root)
                 .unwrap_or_else(|e| panic!("the spec's schema {schema} does not compile: {e}"))
         });
-        let errors: Vec<String> = v.iter_errors(instance).map(|e| format!("{e} (at '{}')", e.instance_path())).collect();
+        let errors: Vec<String> = v
+            .iter_errors(instance)
+            .map(|e| format!("{e} (at '{}')", e.instance_path()))
+            .collect();
         if errors.is_empty() {
             Ok(())
         } else {
@@ -119,47 +139,83 @@ impl Ctx {
     #[track_caller]
     fn conform(&self, method: &str, path: &str, r: &Resp) {
         let path = path.split('?').next().unwrap_or(path);
-        let what = format!("{method} {path} -> {} {}", r.status, r.text.chars().take(2000).collect::<String>());
-        let is_text = r.header("content-type").is_some_and(|c| c.starts_with("text/plain"));
+        let what = format!(
+            "{method} {path} -> {} {}",
+            r.status,
+            r.text.chars().take(2000).collect::<String>()
+        );
+        let is_text = r
+            .header("content-type")
+            .is_some_and(|c| c.starts_with("text/plain"));
         // A documented binary body (the recording's audio/wav) is checked by type only.
-        let binary = r.header("content-type").filter(|c| !c.starts_with("text/plain") && *c != JSON_CT).map(String::from);
-        let template = self
-            .spec["paths"]
+        let binary = r
+            .header("content-type")
+            .filter(|c| !c.starts_with("text/plain") && *c != JSON_CT)
+            .map(String::from);
+        let template = self.spec["paths"]
             .as_object()
             .unwrap()
             .iter()
-            .find(|(t, item)| template_matches(t, path) && item.get(method.to_ascii_lowercase()).is_some())
+            .find(|(t, item)| {
+                template_matches(t, path) && item.get(method.to_ascii_lowercase()).is_some()
+            })
             .map(|(t, _)| t.clone());
         let Some(template) = template else {
             assert!(binary.is_none(), "{what}: content-type");
             // Not an operation: the generic error shape, 404 or 405.
-            assert!(matches!(r.status, 404 | 405), "{what}: not an operation of the spec");
+            assert!(
+                matches!(r.status, 404 | 405),
+                "{what}: not an operation of the spec"
+            );
             let schema = json!({"$ref": "#/components/schemas/Error"});
-            self.validate(&schema, &r.json).unwrap_or_else(|e| panic!("{what}\ndoes not match Error: {e}"));
+            self.validate(&schema, &r.json)
+                .unwrap_or_else(|e| panic!("{what}\ndoes not match Error: {e}"));
             return;
         };
         let op = self.operation(method, &template);
         let Some(documented) = op["responses"].get(r.status.to_string()) else {
-            panic!("{what}\nstatus {} is not documented for {method} {template}", r.status)
+            panic!(
+                "{what}\nstatus {} is not documented for {method} {template}",
+                r.status
+            )
         };
         if let Some(ct) = &binary {
-            assert!(documented["content"].get(ct.as_str()).is_some(), "{what}: content-type {ct} is not documented");
+            assert!(
+                documented["content"].get(ct.as_str()).is_some(),
+                "{what}: content-type {ct} is not documented"
+            );
         } else if is_text {
-            assert!(documented["content"].get("text/plain").is_some(), "{what}: text/plain is not documented");
+            assert!(
+                documented["content"].get("text/plain").is_some(),
+                "{what}: text/plain is not documented"
+            );
         } else {
             let schema = &documented["content"][JSON_CT]["schema"];
-            self.validate(schema, &r.json).unwrap_or_else(|e| panic!("{what}\ndoes not match the spec: {e}"));
+            self.validate(schema, &r.json)
+                .unwrap_or_else(|e| panic!("{what}\ndoes not match the spec: {e}"));
         }
         if let Some(headers) = documented["headers"].as_object() {
             for name in headers.keys() {
-                assert!(r.header(name).is_some(), "{what}: documented header {name} missing");
+                assert!(
+                    r.header(name).is_some(),
+                    "{what}: documented header {name} missing"
+                );
             }
         }
-        self.seen.borrow_mut().insert((method.to_string(), template, r.status));
+        self.seen
+            .borrow_mut()
+            .insert((method.to_string(), template, r.status));
     }
 
     #[track_caller]
-    fn raw(&self, method: &str, path: &str, token: Option<&str>, ct: Option<&str>, body: Option<&[u8]>) -> Resp {
+    fn raw(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        ct: Option<&str>,
+        body: Option<&[u8]>,
+    ) -> Resp {
         let auth = token.map(|t| format!("Bearer {t}"));
         let mut headers = Vec::new();
         if let Some(a) = &auth {
@@ -168,7 +224,10 @@ impl Ctx {
         if let Some(ct) = ct {
             headers.push(("content-type", ct));
         }
-        let r = self.edge.request(method, path, &headers, body).unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+        let r = self
+            .edge
+            .request(method, path, &headers, body)
+            .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
         self.conform(method, path, &r);
         r
     }
@@ -176,7 +235,13 @@ impl Ctx {
     #[track_caller]
     fn call(&self, method: &str, path: &str, token: &str, body: Option<&Value>) -> Resp {
         let text = body.map(Value::to_string);
-        self.raw(method, path, Some(token), text.as_ref().map(|_| JSON_CT), text.as_deref().map(str::as_bytes))
+        self.raw(
+            method,
+            path,
+            Some(token),
+            text.as_ref().map(|_| JSON_CT),
+            text.as_deref().map(str::as_bytes),
+        )
     }
 
     #[track_caller]
@@ -186,31 +251,82 @@ impl Ctx {
 
     /// Tenant, default agent, API key and one queued call, all through checked requests.
     fn world(&self, name: &str) -> World {
-        let tid = id_of(&self.admin("POST", "/admin/tenants", Some(json!({"name": name}))).expect(201));
-        let aid = id_of(&self.admin("POST", &format!("/admin/tenants/{tid}/agents"), Some(json!({"name": "agent"}))).expect(201));
-        let k = self.admin("POST", &format!("/admin/tenants/{tid}/api-keys"), Some(json!({"name": "e2e"}))).expect(201);
+        let tid = id_of(
+            &self
+                .admin("POST", "/admin/tenants", Some(json!({"name": name})))
+                .expect(201),
+        );
+        let aid = id_of(
+            &self
+                .admin(
+                    "POST",
+                    &format!("/admin/tenants/{tid}/agents"),
+                    Some(json!({"name": "agent"})),
+                )
+                .expect(201),
+        );
+        let k = self
+            .admin(
+                "POST",
+                &format!("/admin/tenants/{tid}/api-keys"),
+                Some(json!({"name": "e2e"})),
+            )
+            .expect(201);
         let key = k.json["key"].as_str().expect("clear key").to_string();
         // An endpoint nothing listens on, without retries: the call's
         // `call.queued` delivery fails once and is logged.
         let wh = self.admin("POST", &format!("/admin/tenants/{tid}/webhooks"),
             Some(json!({"url": "http://127.0.0.1:9/hook", "events": ["call.queued"], "retry_schedule": []}))).expect(201);
         // Not PHONE: one call at a time per agent and number (409 `call_in_progress`).
-        let cid = id_of(&self.call("POST", "/v1/calls", &key, Some(&json!({"phone": "+14155550199"}))).expect(201));
+        let cid = id_of(
+            &self
+                .call(
+                    "POST",
+                    "/v1/calls",
+                    &key,
+                    Some(&json!({"phone": "+14155550199"})),
+                )
+                .expect(201),
+        );
         let sid = format!("sc-{name}");
-        self.admin("POST", "/admin/sidecars", Some(json!({"sidecar_id": sid, "region": "local"}))).expect(201);
+        self.admin(
+            "POST",
+            "/admin/sidecars",
+            Some(json!({"sidecar_id": sid, "region": "local"})),
+        )
+        .expect(201);
         let did = self.wait_delivery(&key, "failed");
-        World { tid, aid, key, kid: id_of(&k), cid, sid, wid: id_of(&wh), did }
+        World {
+            tid,
+            aid,
+            key,
+            kid: id_of(&k),
+            cid,
+            sid,
+            wid: id_of(&wh),
+            did,
+        }
     }
 
     /// The id of the tenant's newest delivery once it has this status (the queue consumer runs it).
     fn wait_delivery(&self, key: &str, status: &str) -> String {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
         loop {
-            let r = self.call("GET", &format!("/v1/webhooks/deliveries?status={status}&limit=1"), key, None).expect(200);
+            let r = self
+                .call(
+                    "GET",
+                    &format!("/v1/webhooks/deliveries?status={status}&limit=1"),
+                    key,
+                    None,
+                )
+                .expect(200);
             if let Some(id) = r.json["data"][0]["id"].as_str() {
                 return id.to_string();
             }
-            assert!(std::time::Instant::now() < deadline, "no {status} webhook delivery");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no {status} webhook delivery"
+            );
             std::thread::sleep(std::time::Duration::from_millis(200));
         }
     }
@@ -244,15 +360,23 @@ impl World {
 }
 
 fn id_of(r: &Resp) -> String {
-    r.json["id"].as_str().unwrap_or_else(|| panic!("no id in {}", r.text)).to_string()
+    r.json["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no id in {}", r.text))
+        .to_string()
 }
 
 fn fill(template: &str, value: impl Fn(&str) -> String) -> String {
     template
         .split('/')
-        .map(|seg| match seg.find('{').and_then(|i| Some((i, seg[i + 1..].strip_suffix('}')?))) {
-            Some((i, name)) => format!("{}{}", &seg[..i], value(name)),
-            None => seg.to_string(),
+        .map(|seg| {
+            match seg
+                .find('{')
+                .and_then(|i| Some((i, seg[i + 1..].strip_suffix('}')?)))
+            {
+                Some((i, name)) => format!("{}{}", &seg[..i], value(name)),
+                None => seg.to_string(),
+            }
         })
         .collect::<Vec<_>>()
         .join("/")
@@ -260,7 +384,11 @@ fn fill(template: &str, value: impl Fn(&str) -> String) -> String {
 
 /// The ids a path names (`format`, a file extension, is not one).
 fn params_of(template: &str) -> Vec<&str> {
-    template.split('/').filter_map(|s| s[s.find('{')? + 1..].strip_suffix('}')).filter(|n| *n != "format").collect()
+    template
+        .split('/')
+        .filter_map(|s| s[s.find('{')? + 1..].strip_suffix('}'))
+        .filter(|n| *n != "format")
+        .collect()
 }
 
 fn missing_id(name: &str) -> String {
@@ -280,7 +408,10 @@ fn missing_id(name: &str) -> String {
 }
 
 fn unix_now() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock after 1970").as_secs()
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_secs()
 }
 
 /// `YYYY-MM-DDTHH:MM:SSZ` (days-to-civil, proleptic Gregorian).
@@ -295,49 +426,116 @@ fn rfc3339_utc(secs: u64) -> String {
     let day = doy - (153 * mp + 2) / 5 + 1;
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + i64::from(month <= 2);
-    format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
 }
 
 #[track_caller]
 fn code(r: Resp, status: u16, code: &str) -> Resp {
-    assert_eq!((r.status, r.json["error"]["code"].as_str()), (status, Some(code)), "body: {}", r.text);
+    assert_eq!(
+        (r.status, r.json["error"]["code"].as_str()),
+        (status, Some(code)),
+        "body: {}",
+        r.text
+    );
     r
 }
 
 // ------------------------------------------------------------------ cases --
 
 fn document_is_served_and_complete(c: &Ctx) {
-    let r = c.raw("GET", "/v1/openapi.json", None, None, None).expect(200);
+    let r = c
+        .raw("GET", "/v1/openapi.json", None, None, None)
+        .expect(200);
     assert_eq!(r.json, c.spec, "the document is stable between requests");
     let ops = c.operations();
     assert!(ops.len() >= 18, "only {} operations", ops.len());
     for (method, template) in &ops {
         let op = c.operation(method, template);
-        assert!(op["operationId"].is_string() && op["summary"].is_string(), "{method} {template}");
+        assert!(
+            op["operationId"].is_string() && op["summary"].is_string(),
+            "{method} {template}"
+        );
         // Every operation is routed: with no credentials it is never a 404/405.
         let r = c.raw(method, &fill(template, missing_id), None, None, None);
-        assert!(!matches!(r.status, 404 | 405), "{method} {template} is documented but not routed: {}", r.status);
+        assert!(
+            !matches!(r.status, 404 | 405),
+            "{method} {template} is documented but not routed: {}",
+            r.status
+        );
     }
 }
 
 fn meta(c: &Ctx) {
-    assert_eq!(c.raw("GET", "/healthz", None, None, None).expect(200).json, json!({"ok": true}));
+    assert_eq!(
+        c.raw("GET", "/healthz", None, None, None).expect(200).json,
+        json!({"ok": true})
+    );
     code(c.raw("GET", "/v1/nope", None, None, None), 404, "not_found");
-    let r = code(c.raw("PUT", "/v1/calls", None, None, None), 405, "method_not_allowed");
-    assert!(r.header("allow").is_some_and(|a| a.contains("POST") && a.contains("GET")), "Allow: {:?}", r.header("allow"));
+    let r = code(
+        c.raw("PUT", "/v1/calls", None, None, None),
+        405,
+        "method_not_allowed",
+    );
+    assert!(
+        r.header("allow")
+            .is_some_and(|a| a.contains("POST") && a.contains("GET")),
+        "Allow: {:?}",
+        r.header("allow")
+    );
 }
 
 fn admin_tenants(c: &Ctx) {
-    let t = c.admin("POST", "/admin/tenants", Some(json!({"name": "Acme", "disabled": false}))).expect(201);
+    let t = c
+        .admin(
+            "POST",
+            "/admin/tenants",
+            Some(json!({"name": "Acme", "disabled": false})),
+        )
+        .expect(201);
     let tp = format!("/admin/tenants/{}", id_of(&t));
     c.admin("GET", &tp, None).expect(200);
-    let renamed = c.admin("PATCH", &tp, Some(json!({"name": "Acme Ltd"}))).expect(200);
+    let renamed = c
+        .admin("PATCH", &tp, Some(json!({"name": "Acme Ltd"})))
+        .expect(200);
     assert_eq!(renamed.json["name"], "Acme Ltd");
-    code(c.admin("POST", "/admin/tenants", Some(json!({}))), 422, "missing_field");
-    code(c.admin("POST", "/admin/tenants", Some(json!({"name": "  "}))), 422, "invalid_value");
-    code(c.admin("POST", "/admin/tenants", Some(json!({"name": "n".repeat(201)}))), 422, "value_too_long");
-    code(c.admin("PATCH", &tp, Some(json!({"default_agent_id": "agt_00000000000000000000"}))), 422, "unknown_agent");
-    code(c.admin("PATCH", &tp, Some(json!({"disabled": "yes"}))), 422, "invalid_type");
+    code(
+        c.admin("POST", "/admin/tenants", Some(json!({}))),
+        422,
+        "missing_field",
+    );
+    code(
+        c.admin("POST", "/admin/tenants", Some(json!({"name": "  "}))),
+        422,
+        "invalid_value",
+    );
+    code(
+        c.admin(
+            "POST",
+            "/admin/tenants",
+            Some(json!({"name": "n".repeat(201)})),
+        ),
+        422,
+        "value_too_long",
+    );
+    code(
+        c.admin(
+            "PATCH",
+            &tp,
+            Some(json!({"default_agent_id": "agt_00000000000000000000"})),
+        ),
+        422,
+        "unknown_agent",
+    );
+    code(
+        c.admin("PATCH", &tp, Some(json!({"disabled": "yes"}))),
+        422,
+        "invalid_type",
+    );
 }
 
 fn admin_agents(c: &Ctx) {
@@ -349,50 +547,182 @@ fn admin_agents(c: &Ctx) {
         .expect(201);
     assert_eq!(a.json["default"], false);
     let aid = id_of(&a);
-    assert_eq!(c.admin("GET", &ap, None).expect(200).json["data"].as_array().map(Vec::len), Some(2));
+    assert_eq!(
+        c.admin("GET", &ap, None).expect(200).json["data"]
+            .as_array()
+            .map(Vec::len),
+        Some(2)
+    );
     c.admin("GET", &format!("{ap}/{aid}"), None).expect(200);
-    let made_default = c.admin("PATCH", &format!("{ap}/{aid}"), Some(json!({"default": true, "voice": "nova"}))).expect(200);
+    let made_default = c
+        .admin(
+            "PATCH",
+            &format!("{ap}/{aid}"),
+            Some(json!({"default": true, "voice": "nova"})),
+        )
+        .expect(200);
     assert_eq!(made_default.json["default"], true);
-    code(c.admin("POST", &ap, Some(json!({"name": "x", "default_engine": "gpt"}))), 422, "invalid_value");
-    code(c.admin("POST", &ap, Some(json!({"name": "x", "language": "english please"}))), 422, "invalid_language");
-    code(c.admin("PATCH", &format!("{ap}/{aid}"), Some(json!({"voice": "a b"}))), 422, "invalid_value");
+    code(
+        c.admin(
+            "POST",
+            &ap,
+            Some(json!({"name": "x", "default_engine": "gpt"})),
+        ),
+        422,
+        "invalid_value",
+    );
+    code(
+        c.admin(
+            "POST",
+            &ap,
+            Some(json!({"name": "x", "language": "english please"})),
+        ),
+        422,
+        "invalid_language",
+    );
+    code(
+        c.admin(
+            "PATCH",
+            &format!("{ap}/{aid}"),
+            Some(json!({"voice": "a b"})),
+        ),
+        422,
+        "invalid_value",
+    );
 }
 
 fn admin_api_keys(c: &Ctx) {
     let w = c.world("keys");
     let kp = format!("/admin/tenants/{}/api-keys", w.tid);
-    let bare = c.raw("POST", &kp, Some(&c.edge.admin_token), None, None).expect(201);
+    let bare = c
+        .raw("POST", &kp, Some(&c.edge.admin_token), None, None)
+        .expect(201);
     assert!(bare.json["name"].is_null());
     c.admin("GET", &kp, None).expect(200);
-    let revoked = c.admin("DELETE", &format!("{kp}/{}", id_of(&bare)), None).expect(200);
+    let revoked = c
+        .admin("DELETE", &format!("{kp}/{}", id_of(&bare)), None)
+        .expect(200);
     assert!(revoked.json["revoked_at"].is_string());
-    assert_eq!(c.admin("DELETE", &format!("{kp}/{}", id_of(&bare)), None).expect(200).json, revoked.json);
+    assert_eq!(
+        c.admin("DELETE", &format!("{kp}/{}", id_of(&bare)), None)
+            .expect(200)
+            .json,
+        revoked.json
+    );
     let key = bare.json["key"].as_str().unwrap();
-    code(c.call("GET", "/v1/calls", key, None), 401, "invalid_credentials");
-    code(c.admin("POST", &kp, Some(json!({"name": "k".repeat(101)}))), 422, "value_too_long");
+    code(
+        c.call("GET", "/v1/calls", key, None),
+        401,
+        "invalid_credentials",
+    );
+    code(
+        c.admin("POST", &kp, Some(json!({"name": "k".repeat(101)}))),
+        422,
+        "value_too_long",
+    );
 }
 
 fn admin_webhooks(c: &Ctx) {
     let w = c.world("webhooks");
     let wp = format!("/admin/tenants/{}/webhooks", w.tid);
-    c.admin("POST", &wp, Some(json!({"url": "http://127.0.0.1:9/hook", "events": ["call.completed", "call.failed"]}))).expect(201);
-    c.admin("POST", &wp, Some(json!({"url": "https://example.com/hook", "enabled": false}))).expect(201);
+    c.admin(
+        "POST",
+        &wp,
+        Some(
+            json!({"url": "http://127.0.0.1:9/hook", "events": ["call.completed", "call.failed"]}),
+        ),
+    )
+    .expect(201);
+    c.admin(
+        "POST",
+        &wp,
+        Some(json!({"url": "https://example.com/hook", "enabled": false})),
+    )
+    .expect(201);
     // The world's endpoint and these two.
-    assert_eq!(c.admin("GET", &wp, None).expect(200).json["data"].as_array().map(Vec::len), Some(3));
-    code(c.admin("POST", &wp, Some(json!({"url": "http://example.com/h"}))), 422, "invalid_url");
-    code(c.admin("POST", &wp, Some(json!({"url": "https://example.com/h", "events": ["call.nope"]}))), 422, "invalid_value");
-    code(c.admin("POST", &wp, Some(json!({"url": "https://example.com/h", "events": vec!["call.queued"; 8]}))), 422, "out_of_range");
-    code(c.admin("POST", &wp, Some(json!({"events": []}))), 422, "missing_field");
-    code(c.admin("POST", &wp, Some(json!({"url": "https://10.0.0.1/h"}))), 422, "invalid_url");
+    assert_eq!(
+        c.admin("GET", &wp, None).expect(200).json["data"]
+            .as_array()
+            .map(Vec::len),
+        Some(3)
+    );
+    code(
+        c.admin("POST", &wp, Some(json!({"url": "http://example.com/h"}))),
+        422,
+        "invalid_url",
+    );
+    code(
+        c.admin(
+            "POST",
+            &wp,
+            Some(json!({"url": "https://example.com/h", "events": ["call.nope"]})),
+        ),
+        422,
+        "invalid_value",
+    );
+    code(
+        c.admin(
+            "POST",
+            &wp,
+            Some(json!({"url": "https://example.com/h", "events": vec!["call.queued"; 8]})),
+        ),
+        422,
+        "out_of_range",
+    );
+    code(
+        c.admin("POST", &wp, Some(json!({"events": []}))),
+        422,
+        "missing_field",
+    );
+    code(
+        c.admin("POST", &wp, Some(json!({"url": "https://10.0.0.1/h"}))),
+        422,
+        "invalid_url",
+    );
     // One endpoint: read, change, rotate, delete.
-    let e = c.admin("POST", &wp, Some(json!({"url": "https://hooks.example.com/x", "retry_schedule": [1, 30]}))).expect(201);
+    let e = c
+        .admin(
+            "POST",
+            &wp,
+            Some(json!({"url": "https://hooks.example.com/x", "retry_schedule": [1, 30]})),
+        )
+        .expect(201);
     let ep = format!("{wp}/{}", id_of(&e));
-    assert_eq!(c.admin("GET", &ep, None).expect(200).json["retry_schedule"], json!([1, 30]));
-    c.admin("PATCH", &ep, Some(json!({"enabled": false, "events": ["call.failed"]}))).expect(200);
-    code(c.admin("PATCH", &ep, Some(json!({"retry_schedule": [0]}))), 422, "out_of_range");
-    let rotated = c.admin("POST", &format!("{ep}/rotate"), Some(json!({"overlap_seconds": 60}))).expect(200);
-    assert!(rotated.json["previous_secret_expires_at"].is_string() && rotated.json["secret"] != e.json["secret"]);
-    code(c.admin("POST", &format!("{ep}/rotate"), Some(json!({"overlap_seconds": -1}))), 422, "out_of_range");
+    assert_eq!(
+        c.admin("GET", &ep, None).expect(200).json["retry_schedule"],
+        json!([1, 30])
+    );
+    c.admin(
+        "PATCH",
+        &ep,
+        Some(json!({"enabled": false, "events": ["call.failed"]})),
+    )
+    .expect(200);
+    code(
+        c.admin("PATCH", &ep, Some(json!({"retry_schedule": [0]}))),
+        422,
+        "out_of_range",
+    );
+    let rotated = c
+        .admin(
+            "POST",
+            &format!("{ep}/rotate"),
+            Some(json!({"overlap_seconds": 60})),
+        )
+        .expect(200);
+    assert!(
+        rotated.json["previous_secret_expires_at"].is_string()
+            && rotated.json["secret"] != e.json["secret"]
+    );
+    code(
+        c.admin(
+            "POST",
+            &format!("{ep}/rotate"),
+            Some(json!({"overlap_seconds": -1})),
+        ),
+        422,
+        "out_of_range",
+    );
     c.admin("DELETE", &ep, None).expect(200);
     code(c.admin("GET", &ep, None), 404, "webhook_not_found");
 }
@@ -400,28 +730,111 @@ fn admin_webhooks(c: &Ctx) {
 fn webhook_deliveries(c: &Ctx) {
     let w = c.world("deliveries");
     let dp = "/v1/webhooks/deliveries";
-    let page = c.call("GET", &format!("{dp}?event=call.queued&status=failed,delivered,pending&limit=1"), &w.key, None).expect(200);
+    let page = c
+        .call(
+            "GET",
+            &format!("{dp}?event=call.queued&status=failed,delivered,pending&limit=1"),
+            &w.key,
+            None,
+        )
+        .expect(200);
     assert_eq!(page.json["data"][0]["id"], w.did.as_str());
-    code(c.call("GET", &format!("{dp}?status=lost"), &w.key, None), 400, "invalid_parameter");
-    code(c.call("GET", &format!("{dp}?cursor=zz"), &w.key, None), 400, "invalid_cursor");
-    let d = c.call("GET", &format!("{dp}/{}", w.did), &w.key, None).expect(200);
-    assert_eq!((d.json["status"].as_str(), d.json["attempts"][0]["status_code"].clone()), (Some("failed"), Value::Null));
-    c.call("POST", &format!("{dp}/{}/redeliver", w.did), &w.key, None).expect(202);
-    c.admin("PATCH", &format!("/admin/tenants/{}/webhooks/{}", w.tid, w.wid), Some(json!({"enabled": false}))).expect(200);
-    code(c.call("POST", &format!("{dp}/{}/redeliver", w.did), &w.key, None), 409, "webhook_disabled");
+    code(
+        c.call("GET", &format!("{dp}?status=lost"), &w.key, None),
+        400,
+        "invalid_parameter",
+    );
+    code(
+        c.call("GET", &format!("{dp}?cursor=zz"), &w.key, None),
+        400,
+        "invalid_cursor",
+    );
+    let d = c
+        .call("GET", &format!("{dp}/{}", w.did), &w.key, None)
+        .expect(200);
+    assert_eq!(
+        (
+            d.json["status"].as_str(),
+            d.json["attempts"][0]["status_code"].clone()
+        ),
+        (Some("failed"), Value::Null)
+    );
+    c.call("POST", &format!("{dp}/{}/redeliver", w.did), &w.key, None)
+        .expect(202);
+    c.admin(
+        "PATCH",
+        &format!("/admin/tenants/{}/webhooks/{}", w.tid, w.wid),
+        Some(json!({"enabled": false})),
+    )
+    .expect(200);
+    code(
+        c.call("POST", &format!("{dp}/{}/redeliver", w.did), &w.key, None),
+        409,
+        "webhook_disabled",
+    );
 }
 
 fn admin_sidecars(c: &Ctx) {
-    let created = c.admin("POST", "/admin/sidecars", Some(json!({"sidecar_id": "sc-extra", "region": "eu-1"}))).expect(201);
-    let rotated = c.admin("POST", "/admin/sidecars", Some(json!({"sidecar_id": "sc-extra", "region": "eu-1"}))).expect(201);
-    assert_ne!(created.json["secret"], rotated.json["secret"], "creating again rotates the secret");
-    assert!(c.admin("GET", "/admin/sidecars", None).expect(200).json["data"].as_array().is_some_and(|d| !d.is_empty()));
-    let revoked = c.admin("DELETE", "/admin/sidecars/sc-extra", None).expect(200);
+    let created = c
+        .admin(
+            "POST",
+            "/admin/sidecars",
+            Some(json!({"sidecar_id": "sc-extra", "region": "eu-1"})),
+        )
+        .expect(201);
+    let rotated = c
+        .admin(
+            "POST",
+            "/admin/sidecars",
+            Some(json!({"sidecar_id": "sc-extra", "region": "eu-1"})),
+        )
+        .expect(201);
+    assert_ne!(
+        created.json["secret"], rotated.json["secret"],
+        "creating again rotates the secret"
+    );
+    assert!(
+        c.admin("GET", "/admin/sidecars", None).expect(200).json["data"]
+            .as_array()
+            .is_some_and(|d| !d.is_empty())
+    );
+    let revoked = c
+        .admin("DELETE", "/admin/sidecars/sc-extra", None)
+        .expect(200);
     assert!(revoked.json["revoked_at"].is_string());
-    assert_eq!(c.admin("DELETE", "/admin/sidecars/sc-extra", None).expect(200).json, revoked.json);
-    code(c.admin("POST", "/admin/sidecars", Some(json!({"sidecar_id": "-bad", "region": "eu-1"}))), 422, "invalid_value");
-    code(c.admin("POST", "/admin/sidecars", Some(json!({"sidecar_id": "sc-x"}))), 422, "missing_field");
-    code(c.admin("POST", "/admin/sidecars", Some(json!({"sidecar_id": "s".repeat(65), "region": "eu-1"}))), 422, "value_too_long");
+    assert_eq!(
+        c.admin("DELETE", "/admin/sidecars/sc-extra", None)
+            .expect(200)
+            .json,
+        revoked.json
+    );
+    code(
+        c.admin(
+            "POST",
+            "/admin/sidecars",
+            Some(json!({"sidecar_id": "-bad", "region": "eu-1"})),
+        ),
+        422,
+        "invalid_value",
+    );
+    code(
+        c.admin(
+            "POST",
+            "/admin/sidecars",
+            Some(json!({"sidecar_id": "sc-x"})),
+        ),
+        422,
+        "missing_field",
+    );
+    code(
+        c.admin(
+            "POST",
+            "/admin/sidecars",
+            Some(json!({"sidecar_id": "s".repeat(65), "region": "eu-1"})),
+        ),
+        422,
+        "value_too_long",
+    );
 }
 
 fn calls_create(c: &Ctx) {
@@ -432,126 +845,441 @@ fn calls_create(c: &Ctx) {
         "agent_id": w.aid, "system_prompt": "hi", "voice": "alloy", "language": "en-GB", "model": "gpt-realtime",
         "max_seconds": 3600, "retries": 10, "retry_delay_minutes": 1440})));
     let r = r.expect(201);
-    assert_eq!(r.header("location"), Some(format!("/v1/calls/{}", id_of(&r)).as_str()));
-    let scheduled = c.call("POST", "/v1/calls", &w.key, Some(&json!({"phone": PHONE, "schedule_at": in_a_day}))).expect(201);
+    assert_eq!(
+        r.header("location"),
+        Some(format!("/v1/calls/{}", id_of(&r)).as_str())
+    );
+    let scheduled = c
+        .call(
+            "POST",
+            "/v1/calls",
+            &w.key,
+            Some(&json!({"phone": PHONE, "schedule_at": in_a_day})),
+        )
+        .expect(201);
     assert_eq!(scheduled.json["status"], "scheduled");
     // A scheduled call is in progress: the same agent may not call the number again meanwhile.
-    code(c.call("POST", "/v1/calls", &w.key, Some(&json!({"phone": PHONE}))), 409, "call_in_progress");
+    code(
+        c.call("POST", "/v1/calls", &w.key, Some(&json!({"phone": PHONE}))),
+        409,
+        "call_in_progress",
+    );
     // An Idempotency-Key replays the first answer.
     let auth = format!("Bearer {}", w.key);
     let idem = |phone: &str| {
-        let r = c.edge.request("POST", "/v1/calls", &[("authorization", auth.as_str()), ("content-type", JSON_CT), ("idempotency-key", "conf-1")],
-            Some(json!({"phone": phone}).to_string().as_bytes())).unwrap();
+        let r = c
+            .edge
+            .request(
+                "POST",
+                "/v1/calls",
+                &[
+                    ("authorization", auth.as_str()),
+                    ("content-type", JSON_CT),
+                    ("idempotency-key", "conf-1"),
+                ],
+                Some(json!({"phone": phone}).to_string().as_bytes()),
+            )
+            .unwrap();
         c.conform("POST", "/v1/calls", &r);
         r
     };
     let first = idem("+14155550150").expect(201);
     let replay = idem("+14155550150").expect(201);
-    assert_eq!((replay.header("idempotent-replayed"), replay.text.as_str()), (Some("true"), first.text.as_str()));
+    assert_eq!(
+        (replay.header("idempotent-replayed"), replay.text.as_str()),
+        (Some("true"), first.text.as_str())
+    );
     code(idem("+14155550151"), 422, "idempotency_key_reused");
     // Far-future schedules are out of range, past ones refused; other checks per field.
-    code(c.call("POST", "/v1/calls", &w.key, Some(&json!({"phone": PHONE, "schedule_at": rfc3339_utc(unix_now() + 91 * 86_400)}))), 422, "out_of_range");
-    code(c.call("POST", "/v1/calls", &w.key, Some(&json!({"phone": PHONE, "schedule_at": "2020-01-01T00:00:00Z"}))), 422, "schedule_in_past");
-    code(c.call("POST", "/v1/calls", &w.key, Some(&json!({"phone": PHONE, "schedule_at": "tomorrow"}))), 422, "invalid_timestamp");
-    code(c.call("POST", "/v1/calls", &w.key, Some(&json!({"phone": "555-0100"}))), 422, "invalid_phone_number");
-    code(c.call("POST", "/v1/calls", &w.key, Some(&json!({"phone": PHONE, "email": "nope"}))), 422, "invalid_email");
-    code(c.call("POST", "/v1/calls", &w.key, Some(&json!({"phone": PHONE, "language": "!!"}))), 422, "invalid_language");
-    code(c.call("POST", "/v1/calls", &w.key, Some(&json!({"phone": PHONE, "max_seconds": 9}))), 422, "out_of_range");
-    code(c.call("POST", "/v1/calls", &w.key, Some(&json!({"phone": PHONE, "metadata": {"k": "m".repeat(16 * 1024)}}))), 422, "metadata_too_large");
-    code(c.call("POST", "/v1/calls", &w.key, Some(&json!({"phone": PHONE, "agent_id": "agt_00000000000000000000"}))), 422, "unknown_agent");
-    code(c.call("POST", "/v1/calls", &w.key, Some(&json!({}))), 422, "missing_field");
-    code(c.call("POST", "/v1/calls", &w.key, Some(&json!({"phone": PHONE, "name": "n".repeat(201)}))), 422, "value_too_long");
-    code(c.call("POST", "/v1/calls", &w.key, Some(&json!({"phone": PHONE, "voice": "a b"}))), 422, "invalid_value");
+    code(
+        c.call(
+            "POST",
+            "/v1/calls",
+            &w.key,
+            Some(&json!({"phone": PHONE, "schedule_at": rfc3339_utc(unix_now() + 91 * 86_400)})),
+        ),
+        422,
+        "out_of_range",
+    );
+    code(
+        c.call(
+            "POST",
+            "/v1/calls",
+            &w.key,
+            Some(&json!({"phone": PHONE, "schedule_at": "2020-01-01T00:00:00Z"})),
+        ),
+        422,
+        "schedule_in_past",
+    );
+    code(
+        c.call(
+            "POST",
+            "/v1/calls",
+            &w.key,
+            Some(&json!({"phone": PHONE, "schedule_at": "tomorrow"})),
+        ),
+        422,
+        "invalid_timestamp",
+    );
+    code(
+        c.call(
+            "POST",
+            "/v1/calls",
+            &w.key,
+            Some(&json!({"phone": "555-0100"})),
+        ),
+        422,
+        "invalid_phone_number",
+    );
+    code(
+        c.call(
+            "POST",
+            "/v1/calls",
+            &w.key,
+            Some(&json!({"phone": PHONE, "email": "nope"})),
+        ),
+        422,
+        "invalid_email",
+    );
+    code(
+        c.call(
+            "POST",
+            "/v1/calls",
+            &w.key,
+            Some(&json!({"phone": PHONE, "language": "!!"})),
+        ),
+        422,
+        "invalid_language",
+    );
+    code(
+        c.call(
+            "POST",
+            "/v1/calls",
+            &w.key,
+            Some(&json!({"phone": PHONE, "max_seconds": 9})),
+        ),
+        422,
+        "out_of_range",
+    );
+    code(
+        c.call(
+            "POST",
+            "/v1/calls",
+            &w.key,
+            Some(&json!({"phone": PHONE, "metadata": {"k": "m".repeat(16 * 1024)}})),
+        ),
+        422,
+        "metadata_too_large",
+    );
+    code(
+        c.call(
+            "POST",
+            "/v1/calls",
+            &w.key,
+            Some(&json!({"phone": PHONE, "agent_id": "agt_00000000000000000000"})),
+        ),
+        422,
+        "unknown_agent",
+    );
+    code(
+        c.call("POST", "/v1/calls", &w.key, Some(&json!({}))),
+        422,
+        "missing_field",
+    );
+    code(
+        c.call(
+            "POST",
+            "/v1/calls",
+            &w.key,
+            Some(&json!({"phone": PHONE, "name": "n".repeat(201)})),
+        ),
+        422,
+        "value_too_long",
+    );
+    code(
+        c.call(
+            "POST",
+            "/v1/calls",
+            &w.key,
+            Some(&json!({"phone": PHONE, "voice": "a b"})),
+        ),
+        422,
+        "invalid_value",
+    );
     // Agent rules: disabled agent 409; a tenant without agents must name one.
-    c.admin("PATCH", &format!("/admin/tenants/{}/agents/{}", w.tid, w.aid), Some(json!({"enabled": false}))).expect(200);
-    code(c.call("POST", "/v1/calls", &w.key, Some(&json!({"phone": PHONE}))), 409, "agent_disabled");
-    let bare = id_of(&c.admin("POST", "/admin/tenants", Some(json!({"name": "bare"}))).expect(201));
-    let k = c.admin("POST", &format!("/admin/tenants/{bare}/api-keys"), Some(json!({}))).expect(201);
-    code(c.call("POST", "/v1/calls", k.json["key"].as_str().unwrap(), Some(&json!({"phone": PHONE}))), 422, "agent_required");
+    c.admin(
+        "PATCH",
+        &format!("/admin/tenants/{}/agents/{}", w.tid, w.aid),
+        Some(json!({"enabled": false})),
+    )
+    .expect(200);
+    code(
+        c.call("POST", "/v1/calls", &w.key, Some(&json!({"phone": PHONE}))),
+        409,
+        "agent_disabled",
+    );
+    let bare = id_of(
+        &c.admin("POST", "/admin/tenants", Some(json!({"name": "bare"})))
+            .expect(201),
+    );
+    let k = c
+        .admin(
+            "POST",
+            &format!("/admin/tenants/{bare}/api-keys"),
+            Some(json!({})),
+        )
+        .expect(201);
+    code(
+        c.call(
+            "POST",
+            "/v1/calls",
+            k.json["key"].as_str().unwrap(),
+            Some(&json!({"phone": PHONE})),
+        ),
+        422,
+        "agent_required",
+    );
 }
 
 fn calls_list(c: &Ctx) {
     let w = c.world("list");
     for i in 0..3 {
-        c.call("POST", "/v1/calls", &w.key, Some(&json!({"phone": format!("+1415555012{i}")}))).expect(201);
+        c.call(
+            "POST",
+            "/v1/calls",
+            &w.key,
+            Some(&json!({"phone": format!("+1415555012{i}")})),
+        )
+        .expect(201);
     }
     let all = c.call("GET", "/v1/calls", &w.key, None).expect(200);
     assert_eq!(all.json["data"].as_array().map(Vec::len), Some(4));
-    let page = c.call("GET", "/v1/calls?status=queued,scheduled&limit=2", &w.key, None).expect(200);
+    let page = c
+        .call(
+            "GET",
+            "/v1/calls?status=queued,scheduled&limit=2",
+            &w.key,
+            None,
+        )
+        .expect(200);
     assert_eq!(page.json["has_more"], true);
-    let cursor = page.json["next_cursor"].as_str().expect("cursor").to_string();
-    let next = c.call("GET", &format!("/v1/calls?status=queued,scheduled&limit=2&cursor={cursor}"), &w.key, None).expect(200);
+    let cursor = page.json["next_cursor"]
+        .as_str()
+        .expect("cursor")
+        .to_string();
+    let next = c
+        .call(
+            "GET",
+            &format!("/v1/calls?status=queued,scheduled&limit=2&cursor={cursor}"),
+            &w.key,
+            None,
+        )
+        .expect(200);
     assert_eq!(next.json["data"].as_array().map(Vec::len), Some(2));
-    code(c.call("GET", &format!("/v1/calls?status=queued&cursor={cursor}"), &w.key, None), 400, "invalid_cursor");
-    code(c.call("GET", "/v1/calls?cursor=bogus", &w.key, None), 400, "invalid_cursor");
-    for bad in ["limit=0", "limit=101", "status=nope", "sort=asc", "limit=1&limit=2"] {
-        code(c.call("GET", &format!("/v1/calls?{bad}"), &w.key, None), 400, "invalid_parameter");
+    code(
+        c.call(
+            "GET",
+            &format!("/v1/calls?status=queued&cursor={cursor}"),
+            &w.key,
+            None,
+        ),
+        400,
+        "invalid_cursor",
+    );
+    code(
+        c.call("GET", "/v1/calls?cursor=bogus", &w.key, None),
+        400,
+        "invalid_cursor",
+    );
+    for bad in [
+        "limit=0",
+        "limit=101",
+        "status=nope",
+        "sort=asc",
+        "limit=1&limit=2",
+    ] {
+        code(
+            c.call("GET", &format!("/v1/calls?{bad}"), &w.key, None),
+            400,
+            "invalid_parameter",
+        );
     }
 }
 
 fn calls_get_and_hangup(c: &Ctx) {
     let w = c.world("hangup");
-    let call = c.call("GET", &format!("/v1/calls/{}", w.cid), &w.key, None).expect(200);
+    let call = c
+        .call("GET", &format!("/v1/calls/{}", w.cid), &w.key, None)
+        .expect(200);
     assert_eq!(call.json["status"], "queued");
     let hp = format!("/v1/calls/{}/hangup", w.cid);
     let cancelled = c.call("POST", &hp, &w.key, Some(&json!({}))).expect(200);
     assert_eq!(cancelled.json["status"], "cancelled");
     let again = c.raw("POST", &hp, Some(&w.key), None, None).expect(200);
     assert_eq!(again.json["status"], "cancelled");
-    code(c.call("POST", &hp, &w.key, Some(&json!({"reason": "x"}))), 400, "unknown_field");
+    code(
+        c.call("POST", &hp, &w.key, Some(&json!({"reason": "x"}))),
+        400,
+        "unknown_field",
+    );
     // Another tenant's call does not exist for this key.
     let other = c.world("other");
-    code(c.call("GET", &format!("/v1/calls/{}", other.cid), &w.key, None), 404, "call_not_found");
+    code(
+        c.call("GET", &format!("/v1/calls/{}", other.cid), &w.key, None),
+        404,
+        "call_not_found",
+    );
     // Its transcript (empty: never dialled), as JSON and as text.
     let tp = format!("/v1/calls/{}/transcript", w.cid);
     let t = c.call("GET", &tp, &w.key, None).expect(200);
-    assert_eq!((t.json["object"].as_str(), t.json["turns"].as_array().map(Vec::len)), (Some("transcript"), Some(0)));
-    let txt = c.call("GET", &format!("{tp}?format=txt"), &w.key, None).expect(200);
+    assert_eq!(
+        (
+            t.json["object"].as_str(),
+            t.json["turns"].as_array().map(Vec::len)
+        ),
+        (Some("transcript"), Some(0))
+    );
+    let txt = c
+        .call("GET", &format!("{tp}?format=txt"), &w.key, None)
+        .expect(200);
     assert_eq!(txt.text, "");
-    code(c.call("GET", &format!("{tp}?format=pdf"), &w.key, None), 400, "invalid_parameter");
-    assert_eq!(c.call("GET", &format!("{tp}.txt"), &w.key, None).expect(200).text, "");
-    code(c.call("GET", &format!("{tp}.pdf"), &w.key, None), 400, "invalid_parameter");
+    code(
+        c.call("GET", &format!("{tp}?format=pdf"), &w.key, None),
+        400,
+        "invalid_parameter",
+    );
+    assert_eq!(
+        c.call("GET", &format!("{tp}.txt"), &w.key, None)
+            .expect(200)
+            .text,
+        ""
+    );
+    code(
+        c.call("GET", &format!("{tp}.pdf"), &w.key, None),
+        400,
+        "invalid_parameter",
+    );
     // Its recording: none (placed without record: true), then one a sidecar uploads.
     let rp = format!("/v1/calls/{}/recording", w.cid);
     code(c.call("GET", &rp, &w.key, None), 404, "recording_not_found");
-    let recorded = id_of(&c.call("POST", "/v1/calls", &w.key, Some(&json!({"phone": "+14155550198", "record": true}))).expect(201));
+    let recorded = id_of(
+        &c.call(
+            "POST",
+            "/v1/calls",
+            &w.key,
+            Some(&json!({"phone": "+14155550198", "record": true})),
+        )
+        .expect(201),
+    );
     let sc = ProtocolSidecar::create(&c.edge, "sc-recorder");
     let wav = small_wav(5);
-    sc.upload_recording(&c.edge, &w.tid, &recorded, &wav, &wav, &sc.secret, false).expect(200);
-    let got = c.call("GET", &format!("/v1/calls/{recorded}/recording"), &w.key, None).expect(200);
-    assert_eq!((got.header("content-type"), got.bytes.as_slice()), (Some("audio/wav"), wav.as_slice()));
-    code(c.call("GET", &format!("/v1/calls/{}/transcript", other.cid), &w.key, None), 404, "call_not_found");
+    sc.upload_recording(&c.edge, &w.tid, &recorded, &wav, &wav, &sc.secret, false)
+        .expect(200);
+    let got = c
+        .call(
+            "GET",
+            &format!("/v1/calls/{recorded}/recording"),
+            &w.key,
+            None,
+        )
+        .expect(200);
+    assert_eq!(
+        (got.header("content-type"), got.bytes.as_slice()),
+        (Some("audio/wav"), wav.as_slice())
+    );
+    code(
+        c.call(
+            "GET",
+            &format!("/v1/calls/{}/transcript", other.cid),
+            &w.key,
+            None,
+        ),
+        404,
+        "call_not_found",
+    );
 }
 
 /// Per operation: credentials, body and missing-object failures.
 fn every_operation_fails_as_documented(c: &Ctx) {
     let w = c.world("failures");
     let disabled = c.world("disabled");
-    c.admin("PATCH", &format!("/admin/tenants/{}", disabled.tid), Some(json!({"disabled": true}))).expect(200);
+    c.admin(
+        "PATCH",
+        &format!("/admin/tenants/{}", disabled.tid),
+        Some(json!({"disabled": true})),
+    )
+    .expect(200);
     let too_big = format!("{{{}}}", " ".repeat(TOO_BIG));
     let admin = c.edge.admin_token.clone();
     for (method, template) in c.operations() {
-        let Some(scheme) = c.security(&method, &template) else { continue };
-        let token = if scheme == "bearerAuth" { w.key.as_str() } else { admin.as_str() };
+        let Some(scheme) = c.security(&method, &template) else {
+            continue;
+        };
+        let token = if scheme == "bearerAuth" {
+            w.key.as_str()
+        } else {
+            admin.as_str()
+        };
         let path = fill(&template, |n| w.param(n));
-        code(c.raw(&method, &path, None, None, None), 401, "missing_credentials");
-        code(c.raw(&method, &path, Some("ak_wrong"), None, None), 401, "invalid_credentials");
+        code(
+            c.raw(&method, &path, None, None, None),
+            401,
+            "missing_credentials",
+        );
+        code(
+            c.raw(&method, &path, Some("ak_wrong"), None, None),
+            401,
+            "invalid_credentials",
+        );
         if scheme == "bearerAuth" {
             let path = fill(&template, |n| disabled.param(n));
-            code(c.raw(&method, &path, Some(&disabled.key), None, None), 403, "tenant_disabled");
+            code(
+                c.raw(&method, &path, Some(&disabled.key), None, None),
+                403,
+                "tenant_disabled",
+            );
         }
         if !c.operation(&method, &template)["requestBody"].is_null() {
             let j = Some(JSON_CT);
-            code(c.raw(&method, &path, Some(token), j, Some(too_big.as_bytes())), 413, "payload_too_large");
-            code(c.raw(&method, &path, Some(token), Some("text/plain"), Some(b"{}")), 415, "unsupported_media_type");
-            code(c.raw(&method, &path, Some(token), j, Some(b"{\"a\":")), 400, "invalid_json");
-            code(c.raw(&method, &path, Some(token), j, Some(b"{\"zz\":1}")), 400, "unknown_field");
-            code(c.raw(&method, &path, Some(token), j, Some(b"[1]")), 422, "invalid_type");
+            code(
+                c.raw(&method, &path, Some(token), j, Some(too_big.as_bytes())),
+                413,
+                "payload_too_large",
+            );
+            code(
+                c.raw(&method, &path, Some(token), Some("text/plain"), Some(b"{}")),
+                415,
+                "unsupported_media_type",
+            );
+            code(
+                c.raw(&method, &path, Some(token), j, Some(b"{\"a\":")),
+                400,
+                "invalid_json",
+            );
+            code(
+                c.raw(&method, &path, Some(token), j, Some(b"{\"zz\":1}")),
+                400,
+                "unknown_field",
+            );
+            code(
+                c.raw(&method, &path, Some(token), j, Some(b"[1]")),
+                422,
+                "invalid_type",
+            );
         }
         for missing in params_of(&template) {
-            let path = fill(&template, |n| if n == missing { missing_id(n) } else { w.param(n) });
+            let path = fill(&template, |n| {
+                if n == missing {
+                    missing_id(n)
+                } else {
+                    w.param(n)
+                }
+            });
             let body = (method != "GET" && method != "DELETE").then(|| json!({}));
-            let expected = format!("{}_not_found", missing.trim_end_matches("_id").replace("key", "api_key"));
+            let expected = format!(
+                "{}_not_found",
+                missing.trim_end_matches("_id").replace("key", "api_key")
+            );
             code(c.call(&method, &path, token, body.as_ref()), 404, &expected);
         }
     }
@@ -560,17 +1288,37 @@ fn every_operation_fails_as_documented(c: &Ctx) {
 /// Over its key's rate limit, every /v1 operation answers 429 with Retry-After.
 fn rate_limited_everywhere(c: &Ctx) {
     let w = c.world("limited");
-    c.admin("PATCH", &format!("/admin/tenants/{}", w.tid), Some(json!({"rate_limits": {"per_key": {"limit": 1, "window_seconds": 3600}}}))).expect(200);
+    c.admin(
+        "PATCH",
+        &format!("/admin/tenants/{}", w.tid),
+        Some(json!({"rate_limits": {"per_key": {"limit": 1, "window_seconds": 3600}}})),
+    )
+    .expect(200);
     // The world's call spent the one request (unless the hour turned since: then this does).
     let _ = c.call("GET", "/v1/calls", &w.key, None);
     for (method, template) in c.operations() {
-        if c.security(&method, &template).as_deref() != Some("bearerAuth") || !(template.starts_with("/v1/calls") || template.starts_with("/v1/webhooks")) {
+        if c.security(&method, &template).as_deref() != Some("bearerAuth")
+            || !(template.starts_with("/v1/calls") || template.starts_with("/v1/webhooks"))
+        {
             continue;
         }
         let path = fill(&template, |n| w.param(n));
-        let body = (method == "POST").then(|| if template.ends_with("/hangup") { json!({}) } else { json!({"phone": "+14155550160"}) });
-        let r = code(c.call(&method, &path, &w.key, body.as_ref()), 429, "rate_limited");
-        assert!(r.header("retry-after").is_some(), "{method} {template}: no Retry-After");
+        let body = (method == "POST").then(|| {
+            if template.ends_with("/hangup") {
+                json!({})
+            } else {
+                json!({"phone": "+14155550160"})
+            }
+        });
+        let r = code(
+            c.call(&method, &path, &w.key, body.as_ref()),
+            429,
+            "rate_limited",
+        );
+        assert!(
+            r.header("retry-after").is_some(),
+            "{method} {template}: no Retry-After"
+        );
     }
 }
 
@@ -580,19 +1328,30 @@ fn z_every_documented_response_was_seen(c: &Ctx) {
     let seen = c.seen.borrow();
     let mut missing = Vec::new();
     for (method, template) in c.operations() {
-        let statuses: Vec<u16> =
-            c.operation(&method, &template)["responses"].as_object().unwrap().keys().map(|s| s.parse().unwrap()).collect();
+        let statuses: Vec<u16> = c.operation(&method, &template)["responses"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(|s| s.parse().unwrap())
+            .collect();
         for status in statuses {
             // 500/503: corrupt records and storage outages (covered natively in
             // edge/src/openapi.rs); 202: a call live on a media sidecar.
-            let unreachable = status == 500 || status == 503 || (status == 202 && template.ends_with("/hangup"));
+            let unreachable =
+                status == 500 || status == 503 || (status == 202 && template.ends_with("/hangup"));
             if !unreachable && !seen.contains(&(method.clone(), template.clone(), status)) {
                 missing.push(format!("{method} {template} {status}"));
             }
         }
     }
-    assert!(missing.is_empty(), "documented but never produced: {missing:#?}");
-    println!("  {} (operation, status) pairs checked against the spec", seen.len());
+    assert!(
+        missing.is_empty(),
+        "documented but never produced: {missing:#?}"
+    );
+    println!(
+        "  {} (operation, status) pairs checked against the spec",
+        seen.len()
+    );
 }
 
 fn main() -> std::process::ExitCode {
@@ -600,7 +1359,10 @@ fn main() -> std::process::ExitCode {
         "openapi_conformance",
         setup,
         &[
-            ("document_is_served_and_complete", document_is_served_and_complete),
+            (
+                "document_is_served_and_complete",
+                document_is_served_and_complete,
+            ),
             ("meta", meta),
             ("admin_tenants", admin_tenants),
             ("admin_agents", admin_agents),
@@ -611,9 +1373,15 @@ fn main() -> std::process::ExitCode {
             ("calls_create", calls_create),
             ("calls_list", calls_list),
             ("calls_get_and_hangup", calls_get_and_hangup),
-            ("every_operation_fails_as_documented", every_operation_fails_as_documented),
+            (
+                "every_operation_fails_as_documented",
+                every_operation_fails_as_documented,
+            ),
             ("rate_limited_everywhere", rate_limited_everywhere),
-            ("z_every_documented_response_was_seen", z_every_documented_response_was_seen),
+            (
+                "z_every_documented_response_was_seen",
+                z_every_documented_response_was_seen,
+            ),
         ],
     )
 }

@@ -21,7 +21,10 @@ impl SuiteContext for World {
 }
 
 fn place(w: &World, body: Value) -> String {
-    let r = w.edge.call("POST", "/v1/calls", &w.tenant.key, Some(&body)).expect(201);
+    let r = w
+        .edge
+        .call("POST", "/v1/calls", &w.tenant.key, Some(&body))
+        .expect(201);
     r.json["id"].as_str().unwrap().to_string()
 }
 
@@ -30,7 +33,11 @@ fn wait_status(w: &World, id: &str, want: &str, within: Duration) -> (Value, Vec
     let deadline = Instant::now() + within;
     let mut seen: Vec<String> = Vec::new();
     loop {
-        let call = w.edge.call("GET", &format!("/v1/calls/{id}"), &w.tenant.key, None).expect(200).json;
+        let call = w
+            .edge
+            .call("GET", &format!("/v1/calls/{id}"), &w.tenant.key, None)
+            .expect(200)
+            .json;
         let s = call["status"].as_str().unwrap_or("").to_string();
         if seen.last() != Some(&s) {
             seen.push(s.clone());
@@ -38,7 +45,10 @@ fn wait_status(w: &World, id: &str, want: &str, within: Duration) -> (Value, Vec
         if s == want {
             return (call, seen);
         }
-        assert!(Instant::now() < deadline, "call {id} never became {want}; saw {seen:?}: {call}");
+        assert!(
+            Instant::now() < deadline,
+            "call {id} never became {want}; saw {seen:?}: {call}"
+        );
         std::thread::sleep(Duration::from_millis(25));
     }
 }
@@ -47,8 +57,14 @@ fn a_call_is_leased_dialled_and_completed_over_http1(w: &World) {
     let _sc = Sidecar::start(&w.edge, &w.dir, "proc-h1", &w.edge.base, &[], 1.0);
     let id = place(w, json!({"phone": "+14155550201"}));
     let (call, seen) = wait_status(w, &id, "completed", Duration::from_secs(20));
-    assert!(seen.contains(&"in_progress".to_string()), "statuses seen: {seen:?}");
-    assert_eq!((call["ended_reason"].as_str(), call["attempts"].as_u64()), (Some("agent_hangup"), Some(1)));
+    assert!(
+        seen.contains(&"in_progress".to_string()),
+        "statuses seen: {seen:?}"
+    );
+    assert_eq!(
+        (call["ended_reason"].as_str(), call["attempts"].as_u64()),
+        (Some("agent_hangup"), Some(1))
+    );
     for field in ["dispatched_at", "answered_at", "ended_at"] {
         assert!(call[field].is_string(), "{field} missing: {call}");
     }
@@ -58,7 +74,10 @@ fn sigkill_mid_call_ends_media_lost_and_a_second_sidecar_takes_the_retry(w: &Wor
     let mut first = Sidecar::start(&w.edge, &w.dir, "proc-kill-a", &w.edge.base, &[], 60.0);
     // max_seconds bounds how long the killed sidecar could still be talking:
     // the retry waits for that (plus DISPATCH_LOST_MARGIN_MS), never less.
-    let id = place(w, json!({"phone": "+14155550202", "retries": 1, "retry_delay_minutes": 1, "max_seconds": 10}));
+    let id = place(
+        w,
+        json!({"phone": "+14155550202", "retries": 1, "retry_delay_minutes": 1, "max_seconds": 10}),
+    );
     wait_status(w, &id, "in_progress", Duration::from_secs(20));
     first.sigkill();
     let (call, _) = wait_status(w, &id, "scheduled", Duration::from_secs(25));
@@ -73,14 +92,32 @@ fn hangup_through_the_api_reaches_the_sidecar(w: &World) {
     let sc = Sidecar::start(&w.edge, &w.dir, "proc-hang", &w.edge.base, &[], 60.0);
     let id = place(w, json!({"phone": "+14155550203"}));
     wait_status(w, &id, "in_progress", Duration::from_secs(20));
-    w.edge.call("POST", &format!("/v1/calls/{id}/hangup"), &w.tenant.key, None).expect(202);
+    w.edge
+        .call(
+            "POST",
+            &format!("/v1/calls/{id}/hangup"),
+            &w.tenant.key,
+            None,
+        )
+        .expect(202);
     let t = Instant::now();
     let (call, _) = loop {
-        let call = w.edge.call("GET", &format!("/v1/calls/{id}"), &w.tenant.key, None).expect(200).json;
-        if call["status"].as_str().is_some_and(|s| ["completed", "cancelled"].contains(&s)) {
+        let call = w
+            .edge
+            .call("GET", &format!("/v1/calls/{id}"), &w.tenant.key, None)
+            .expect(200)
+            .json;
+        if call["status"]
+            .as_str()
+            .is_some_and(|s| ["completed", "cancelled"].contains(&s))
+        {
             break (call, ());
         }
-        assert!(t.elapsed() < Duration::from_secs(15), "hangup never took effect: {call}\n{}", sc.log());
+        assert!(
+            t.elapsed() < Duration::from_secs(15),
+            "hangup never took effect: {call}\n{}",
+            sc.log()
+        );
         std::thread::sleep(Duration::from_millis(50));
     };
     assert_eq!(call["ended_reason"], "hangup_requested", "{call}");
@@ -90,7 +127,14 @@ fn the_whole_lease_ack_event_path_works_over_http3_through_caddy(w: &World) {
     let pki = make_pki(&w.dir);
     let caddy = start_caddy(&w.dir, &w.edge.base, &pki);
     let url = format!("https+h3://127.0.0.1:{}", caddy.port);
-    let _sc = Sidecar::start(&w.edge, &w.dir, "proc-h3", &url, &[("VOXLINE_CA_CERT", pki.ca.display().to_string())], 1.0);
+    let _sc = Sidecar::start(
+        &w.edge,
+        &w.dir,
+        "proc-h3",
+        &url,
+        &[("VOXLINE_CA_CERT", pki.ca.display().to_string())],
+        1.0,
+    );
     let id = place(w, json!({"phone": "+14155550204"}));
     let (call, seen) = wait_status(w, &id, "completed", Duration::from_secs(30));
     assert!(seen.contains(&"in_progress".to_string()), "{seen:?}");
@@ -103,10 +147,22 @@ fn the_whole_lease_ack_event_path_works_over_http3_through_caddy(w: &World) {
         .collect();
     let uri = |e: &Value| e["request"]["uri"].as_str().unwrap_or("").to_string();
     let proto = |e: &Value| e["request"]["proto"].as_str().unwrap_or("").to_string();
-    for path in ["/v1/sidecar/register", "/v1/sidecar/lease", "/v1/sidecar/ack", "/v1/sidecar/events"] {
-        assert!(entries.iter().any(|e| uri(e) == path), "no {path} in caddy's log");
+    for path in [
+        "/v1/sidecar/register",
+        "/v1/sidecar/lease",
+        "/v1/sidecar/ack",
+        "/v1/sidecar/events",
+    ] {
+        assert!(
+            entries.iter().any(|e| uri(e) == path),
+            "no {path} in caddy's log"
+        );
     }
-    let not_h3: Vec<String> = entries.iter().filter(|e| proto(e) != "HTTP/3.0").map(|e| format!("{} {}", proto(e), uri(e))).collect();
+    let not_h3: Vec<String> = entries
+        .iter()
+        .filter(|e| proto(e) != "HTTP/3.0")
+        .map(|e| format!("{} {}", proto(e), uri(e)))
+        .collect();
     assert!(not_h3.is_empty(), "requests not over HTTP/3: {not_h3:?}");
 }
 
@@ -115,7 +171,10 @@ fn main() -> std::process::ExitCode {
         "sidecar_process",
         || {
             if !sidecar_bin().exists() {
-                return Err(format!("{} is missing: `cargo build -p voxline-media-sidecar`", sidecar_bin().display()));
+                return Err(format!(
+                    "{} is missing: `cargo build -p voxline-media-sidecar`",
+                    sidecar_bin().display()
+                ));
             }
             let opts = EdgeOptions::fresh("sidecar_process").fast_dispatch();
             let dir = opts.state_dir.parent().unwrap().to_path_buf();
@@ -124,10 +183,22 @@ fn main() -> std::process::ExitCode {
             Ok(World { edge, tenant, dir })
         },
         &[
-            ("a_call_is_leased_dialled_and_completed_over_http1", a_call_is_leased_dialled_and_completed_over_http1),
-            ("sigkill_mid_call_ends_media_lost_and_a_second_sidecar_takes_the_retry", sigkill_mid_call_ends_media_lost_and_a_second_sidecar_takes_the_retry),
-            ("hangup_through_the_api_reaches_the_sidecar", hangup_through_the_api_reaches_the_sidecar),
-            ("the_whole_lease_ack_event_path_works_over_http3_through_caddy", the_whole_lease_ack_event_path_works_over_http3_through_caddy),
+            (
+                "a_call_is_leased_dialled_and_completed_over_http1",
+                a_call_is_leased_dialled_and_completed_over_http1,
+            ),
+            (
+                "sigkill_mid_call_ends_media_lost_and_a_second_sidecar_takes_the_retry",
+                sigkill_mid_call_ends_media_lost_and_a_second_sidecar_takes_the_retry,
+            ),
+            (
+                "hangup_through_the_api_reaches_the_sidecar",
+                hangup_through_the_api_reaches_the_sidecar,
+            ),
+            (
+                "the_whole_lease_ack_event_path_works_over_http3_through_caddy",
+                the_whole_lease_ack_event_path_works_over_http3_through_caddy,
+            ),
         ],
     )
 }

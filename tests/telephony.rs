@@ -19,15 +19,25 @@ struct World {
 impl SuiteContext for World {
     fn diagnostics(&self) -> String {
         let mut out = self.edge.diagnostics();
-        for name in ["sidecar-tel-1.log", "sipp.log", "sipp-errors.log", "sidecar-bs-pcmu.log", "baresip-pcmu.log", "sidecar-bs-opus.log", "baresip-opus.log"] {
+        for name in [
+            "sidecar-tel-1.log",
+            "sipp.log",
+            "sipp-errors.log",
+            "sidecar-bs-pcmu.log",
+            "baresip-pcmu.log",
+            "sidecar-bs-opus.log",
+            "baresip-opus.log",
+        ] {
             let text = std::fs::read_to_string(self.dir.join(name)).unwrap_or_default();
             let tail: Vec<&str> = text.lines().rev().take(25).collect();
-            out.push_str(&format!("\n--- {name} ---\n{}", tail.into_iter().rev().collect::<Vec<_>>().join("\n")));
+            out.push_str(&format!(
+                "\n--- {name} ---\n{}",
+                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+            ));
         }
         out
     }
 }
-
 
 /// A speech-band test signal: a slow chirp with an amplitude envelope, so any
 /// misalignment or corruption shows.
@@ -55,20 +65,34 @@ impl Drop for Proc {
 }
 
 fn start_sipp(dir: &Path, port: u16, stream: &Path, stream_ms: u64) -> Proc {
-    let template = std::fs::read_to_string(repo_root().join("tests/sipp/uas_stream_bye.xml")).unwrap();
+    let template =
+        std::fs::read_to_string(repo_root().join("tests/sipp/uas_stream_bye.xml")).unwrap();
     let scenario = dir.join("uas_stream_bye.xml");
     std::fs::write(
         &scenario,
-        template.replace("STREAM_FILE", &stream.display().to_string()).replace("STREAM_MS", &stream_ms.to_string()),
+        template
+            .replace("STREAM_FILE", &stream.display().to_string())
+            .replace("STREAM_MS", &stream_ms.to_string()),
     )
     .unwrap();
     let log = std::fs::File::create(dir.join("sipp.log")).unwrap();
     let media_port = free_tcp_udp_port();
     let child = Command::new("sipp")
-        .args(["-sf", scenario.to_str().unwrap(), "-i", "127.0.0.1", "-p", &port.to_string()])
+        .args([
+            "-sf",
+            scenario.to_str().unwrap(),
+            "-i",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+        ])
         .args(["-mi", "127.0.0.1", "-mp", &media_port.to_string()])
         .args(["-m", "1", "-nostdin", "-timeout", "40s", "-timeout_error"])
-        .args(["-trace_err", "-error_file", dir.join("sipp-errors.log").to_str().unwrap()])
+        .args([
+            "-trace_err",
+            "-error_file",
+            dir.join("sipp-errors.log").to_str().unwrap(),
+        ])
         .current_dir(dir)
         .stdin(Stdio::null())
         .stdout(log.try_clone().unwrap())
@@ -90,29 +114,56 @@ fn wait_status(w: &World, id: &str, want: &[&str], within: Duration) -> Value {
     w.edge.wait_call_status(&w.tenant.key, id, want, within)
 }
 
-
-
 fn a_real_call_carries_audio_both_ways_through_sip_and_rtp(w: &World) {
     // sipp plays 3 s of the test signal as PCMU, then hangs up.
     let signal = test_signal(3.0);
     let stream = w.dir.join("signal.ulaw");
-    std::fs::write(&stream, signal.iter().map(|&s| mulaw(s)).collect::<Vec<u8>>()).unwrap();
+    std::fs::write(
+        &stream,
+        signal.iter().map(|&s| mulaw(s)).collect::<Vec<u8>>(),
+    )
+    .unwrap();
     let sipp_port = free_tcp_udp_port();
     let mut sipp = start_sipp(&w.dir, sipp_port, &stream, 3_500);
     let _sidecar = start_sidecar(w, sipp_port);
-    let r = w.edge.call("POST", "/v1/calls", &w.tenant.key, Some(&json!({"phone": "+14155550300", "record": true}))).expect(201);
+    let r = w
+        .edge
+        .call(
+            "POST",
+            "/v1/calls",
+            &w.tenant.key,
+            Some(&json!({"phone": "+14155550300", "record": true})),
+        )
+        .expect(201);
     let id = r.json["id"].as_str().unwrap().to_string();
-    let call = wait_status(w, &id, &["completed", "failed", "busy", "no_answer", "cancelled"], Duration::from_secs(40));
-    assert_eq!((call["status"].as_str(), call["ended_reason"].as_str()), (Some("completed"), Some("callee_hangup")), "{call}");
-    assert!(call["answered_at"].is_string() && call["ringing_at"].is_string(), "{call}");
+    let call = wait_status(
+        w,
+        &id,
+        &["completed", "failed", "busy", "no_answer", "cancelled"],
+        Duration::from_secs(40),
+    );
+    assert_eq!(
+        (call["status"].as_str(), call["ended_reason"].as_str()),
+        (Some("completed"), Some("callee_hangup")),
+        "{call}"
+    );
+    assert!(
+        call["answered_at"].is_string() && call["ringing_at"].is_string(),
+        "{call}"
+    );
     let status = sipp.0.wait().expect("sipp exits");
     assert!(status.success(), "sipp failed ({status}); see sipp logs");
 
     // The recording, as uploaded to R2 and served by the API: right = what
     // the sidecar heard, left = what it sent back.
-    let wav = w.edge.wait_recording(&w.tenant.key, &id, Duration::from_secs(20));
+    let wav = w
+        .edge
+        .wait_recording(&w.tenant.key, &id, Duration::from_secs(20));
     let mut reader = hound::WavReader::new(std::io::Cursor::new(wav)).expect("a WAV recording");
-    assert_eq!((reader.spec().channels, reader.spec().sample_rate), (2, 8000));
+    assert_eq!(
+        (reader.spec().channels, reader.spec().sample_rate),
+        (2, 8000)
+    );
     let samples: Vec<i16> = reader.samples::<i16>().map(Result::unwrap).collect();
     let left: Vec<i16> = samples.iter().step_by(2).copied().collect();
     let right: Vec<i16> = samples.iter().skip(1).step_by(2).copied().collect();
@@ -120,7 +171,10 @@ fn a_real_call_carries_audio_both_ways_through_sip_and_rtp(w: &World) {
     // What sipp sent, as the sidecar decodes it, must appear in `right`.
     let decoded: Vec<i16> = signal.iter().map(|&s| decode_mulaw(mulaw(s))).collect();
     let (lag, corr) = best_alignment(&right, &decoded[..2000]);
-    assert!(corr > 0.95, "the callee's audio is not in the recording (best correlation {corr:.3} at {lag})");
+    assert!(
+        corr > 0.95,
+        "the callee's audio is not in the recording (best correlation {corr:.3} at {lag})"
+    );
     // And the echo (left) is the same audio, frame for frame, a little later.
     let active = &right[lag..(lag + 16_000).min(right.len())];
     let (echo_lag, echo_corr) = best_alignment(&left, &active[..2000]);
@@ -133,7 +187,11 @@ fn a_real_call_carries_audio_both_ways_through_sip_and_rtp(w: &World) {
         echoed.len(),
         (echo_lag - lag) / 8
     );
-    println!("  echo path delay {} ms, {identical}/{} samples identical", (echo_lag - lag) / 8, echoed.len());
+    println!(
+        "  echo path delay {} ms, {identical}/{} samples identical",
+        (echo_lag - lag) / 8,
+        echoed.len()
+    );
 }
 
 // ---- a real SIP phone as the callee: baresip ----
@@ -157,7 +215,11 @@ fn read_wav_8k(path: &Path) -> Vec<f64> {
     let mut r = hound::WavReader::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let spec = r.spec();
     let all: Vec<f64> = r.samples::<i16>().map(|s| s.unwrap() as f64).collect();
-    let mono: Vec<f64> = all.iter().step_by(spec.channels as usize).copied().collect();
+    let mono: Vec<f64> = all
+        .iter()
+        .step_by(spec.channels as usize)
+        .copied()
+        .collect();
     resample_to_8k(&mono, spec.sample_rate)
 }
 
@@ -190,7 +252,9 @@ fn echo_correlation(sent: &[f64], heard: &[f64], max_lag_ms: usize) -> (f64, usi
         let probe = &seg[p0..p0 + PROBE];
         let mut best = (0, -2.0);
         for lag in 0..max_lag_ms * 8 {
-            let Some(h) = heard.get(start + p0 + lag..start + p0 + lag + PROBE) else { break };
+            let Some(h) = heard.get(start + p0 + lag..start + p0 + lag + PROBE) else {
+                break;
+            };
             let d: f64 = probe.iter().zip(h).map(|(x, y)| x * y).sum();
             let eh: f64 = h.iter().map(|y| y * y).sum();
             let c = d / eh.sqrt().max(1.0);
@@ -199,7 +263,9 @@ fn echo_correlation(sent: &[f64], heard: &[f64], max_lag_ms: usize) -> (f64, usi
             }
         }
         // ...then the whole segment at that lag.
-        let Some(h) = heard.get(start + best.0..start + best.0 + SEG) else { break };
+        let Some(h) = heard.get(start + best.0..start + best.0 + SEG) else {
+            break;
+        };
         dot += seg.iter().zip(h).map(|(x, y)| x * y).sum::<f64>();
         ea += e;
         eb += h.iter().map(|y| y * y).sum::<f64>();
@@ -213,13 +279,25 @@ fn find_dump(dir: &Path, suffix: &str) -> PathBuf {
     std::fs::read_dir(dir)
         .unwrap()
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .find(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("dump-") && n.ends_with(suffix)))
+        .find(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("dump-") && n.ends_with(suffix))
+        })
         .unwrap_or_else(|| panic!("no dump-*{suffix} in {}", dir.display()))
 }
 
 /// One call to baresip with the echo engine: what baresip plays must come
 /// back to it, and the sidecar's recording must hold it on both channels.
-fn baresip_echo_call(w: &World, name: &str, phone: &str, baresip_codecs: &str, sidecar_extra: &str, want_codec: &str, min_corr: f64) {
+fn baresip_echo_call(
+    w: &World,
+    name: &str,
+    phone: &str,
+    baresip_codecs: &str,
+    sidecar_extra: &str,
+    want_codec: &str,
+    min_corr: f64,
+) {
     let speech = callee_speech(&w.dir);
     let wav = w.dir.join(format!("callee-{name}.wav"));
     write_wav(&wav, 8000, &speech).unwrap();
@@ -228,10 +306,27 @@ fn baresip_echo_call(w: &World, name: &str, phone: &str, baresip_codecs: &str, s
     // baresip refuses calls to other users ("UA not found"): its account is the dialled number.
     let mut baresip = start_baresip(&w.dir, name, phone, port, &wav, baresip_codecs, secs).unwrap();
     let _sidecar = start_sidecar_with(w, &format!("bs-{name}"), port, sidecar_extra);
-    let r = w.edge.call("POST", "/v1/calls", &w.tenant.key, Some(&json!({"phone": phone, "record": true}))).expect(201);
+    let r = w
+        .edge
+        .call(
+            "POST",
+            "/v1/calls",
+            &w.tenant.key,
+            Some(&json!({"phone": phone, "record": true})),
+        )
+        .expect(201);
     let id = r.json["id"].as_str().unwrap().to_string();
-    let call = wait_status(w, &id, &["completed", "failed", "busy", "no_answer", "cancelled"], Duration::from_secs(secs as u64 + 20));
-    assert_eq!((call["status"].as_str(), call["ended_reason"].as_str()), (Some("completed"), Some("callee_hangup")), "{call}");
+    let call = wait_status(
+        w,
+        &id,
+        &["completed", "failed", "busy", "no_answer", "cancelled"],
+        Duration::from_secs(secs as u64 + 20),
+    );
+    assert_eq!(
+        (call["status"].as_str(), call["ended_reason"].as_str()),
+        (Some("completed"), Some("callee_hangup")),
+        "{call}"
+    );
     // baresip writes its dumps when the call ends; stop it before reading them.
     std::thread::sleep(Duration::from_millis(500));
     unsafe { libc::kill(baresip.0.id() as i32, libc::SIGTERM) };
@@ -239,12 +334,24 @@ fn baresip_echo_call(w: &World, name: &str, phone: &str, baresip_codecs: &str, s
     while baresip.0.try_wait().ok().flatten().is_none() && Instant::now() < until {
         std::thread::sleep(Duration::from_millis(100));
     }
-    let blog = std::fs::read_to_string(w.dir.join(format!("baresip-{name}.log"))).unwrap_or_default();
-    let slog = std::fs::read_to_string(w.dir.join(format!("sidecar-bs-{name}.log"))).unwrap_or_default();
-    let negotiated = slog.lines().find(|l| l.contains("media negotiated")).unwrap_or("").to_string();
-    assert!(negotiated.contains(&format!("codec=\"{want_codec}\"")), "the sidecar did not negotiate {want_codec}: {negotiated}");
+    let blog =
+        std::fs::read_to_string(w.dir.join(format!("baresip-{name}.log"))).unwrap_or_default();
+    let slog =
+        std::fs::read_to_string(w.dir.join(format!("sidecar-bs-{name}.log"))).unwrap_or_default();
+    let negotiated = slog
+        .lines()
+        .find(|l| l.contains("media negotiated"))
+        .unwrap_or("")
+        .to_string();
+    assert!(
+        negotiated.contains(&format!("codec=\"{want_codec}\"")),
+        "the sidecar did not negotiate {want_codec}: {negotiated}"
+    );
     for side in ["encoder", "decoder"] {
-        assert!(blog.contains(&format!("Set audio {side}: {want_codec} ")), "baresip's {side} is not {want_codec}; its log:\n{blog}");
+        assert!(
+            blog.contains(&format!("Set audio {side}: {want_codec} ")),
+            "baresip's {side} is not {want_codec}; its log:\n{blog}"
+        );
     }
 
     // baresip: what it played vs what it received back.
@@ -252,23 +359,36 @@ fn baresip_echo_call(w: &World, name: &str, phone: &str, baresip_codecs: &str, s
     let played: Vec<f64> = speech.iter().map(|&s| s as f64).collect();
     let received = read_wav_8k(&find_dump(&dumps, "-dec.wav"));
     let (corr, lo, hi) = echo_correlation(&played, &received, 1_000);
-    println!("  {name}: baresip played -> received back: correlation {corr:.3}, round trip {lo}-{hi} ms");
-    assert!(corr > min_corr, "{name}: baresip's played audio did not come back (correlation {corr:.3})");
+    println!(
+        "  {name}: baresip played -> received back: correlation {corr:.3}, round trip {lo}-{hi} ms"
+    );
+    assert!(
+        corr > min_corr,
+        "{name}: baresip's played audio did not come back (correlation {corr:.3})"
+    );
 
     // The sidecar's recording: right = heard from baresip, left = echoed to it.
-    let rec = w.edge.wait_recording(&w.tenant.key, &id, Duration::from_secs(20));
+    let rec = w
+        .edge
+        .wait_recording(&w.tenant.key, &id, Duration::from_secs(20));
     let mut reader = hound::WavReader::new(std::io::Cursor::new(rec)).expect("a WAV recording");
     let samples: Vec<f64> = reader.samples::<i16>().map(|s| s.unwrap() as f64).collect();
     let left: Vec<f64> = samples.iter().step_by(2).copied().collect();
     let right: Vec<f64> = samples.iter().skip(1).step_by(2).copied().collect();
     let (rcorr, lo, hi) = echo_correlation(&played, &right, 1_000);
     println!("  {name}: sidecar heard baresip: correlation {rcorr:.3} at {lo}-{hi} ms");
-    assert!(rcorr > min_corr, "{name}: the sidecar's right channel does not hold baresip's audio ({rcorr:.3})");
+    assert!(
+        rcorr > min_corr,
+        "{name}: the sidecar's right channel does not hold baresip's audio ({rcorr:.3})"
+    );
     // What the sidecar sent is what it heard (the same PCM: ~1.0 on a quiet
     // machine; CPU stalls make the echo slip by whole frames inside a segment).
     let (ecorr, lo, hi) = echo_correlation(&right, &left, 1_000);
     println!("  {name}: sidecar heard -> sent: correlation {ecorr:.3}, engine delay {lo}-{hi} ms");
-    assert!(ecorr > min_corr, "{name}: the sidecar's left channel is not the echo of the right ({ecorr:.3})");
+    assert!(
+        ecorr > min_corr,
+        "{name}: the sidecar's left channel is not the echo of the right ({ecorr:.3})"
+    );
 }
 
 fn a_real_phone_baresip_gets_its_audio_back_over_pcmu(w: &World) {
@@ -277,20 +397,40 @@ fn a_real_phone_baresip_gets_its_audio_back_over_pcmu(w: &World) {
 
 fn a_real_phone_baresip_gets_its_audio_back_over_opus(w: &World) {
     // baresip answers with the offer's order, so the sidecar must prefer Opus.
-    baresip_echo_call(w, "opus", "+14155550302", "opus/48000/2,PCMU", "codecs = [\"opus\", \"pcmu\"]", "opus", 0.8);
+    baresip_echo_call(
+        w,
+        "opus",
+        "+14155550302",
+        "opus/48000/2,PCMU",
+        "codecs = [\"opus\", \"pcmu\"]",
+        "opus",
+        0.8,
+    );
 }
 
 /// An agent on the OpenAI Realtime engine without a key of its own: the
 /// call brings the key and the endpoint (the fake server on 127.0.0.1).
 fn realtime_agent(w: &World) -> String {
     let body = json!({"name": "cloud", "default_engine": "openai_realtime", "model": "gpt-realtime-test", "system_prompt": "Greet the caller."});
-    let a = w.edge.admin("POST", &format!("/admin/tenants/{}/agents", w.tenant.id), Some(&body)).expect(201).json;
+    let a = w
+        .edge
+        .admin(
+            "POST",
+            &format!("/admin/tenants/{}/agents", w.tenant.id),
+            Some(&body),
+        )
+        .expect(201)
+        .json;
     assert_eq!(a["engine_api_key_set"], false);
     a["id"].as_str().unwrap().to_string()
 }
 
 fn ms_of(ts: &Value) -> i64 {
-    let t = time::OffsetDateTime::parse(ts.as_str().unwrap(), &time::format_description::well_known::Rfc3339).unwrap();
+    let t = time::OffsetDateTime::parse(
+        ts.as_str().unwrap(),
+        &time::format_description::well_known::Rfc3339,
+    )
+    .unwrap();
     (t.unix_timestamp_nanos() / 1_000_000) as i64
 }
 
@@ -303,7 +443,8 @@ fn files_containing(dir: &Path, needle: &[u8]) -> Vec<PathBuf> {
             let p = e.path();
             if p.is_dir() {
                 stack.push(p);
-            } else if std::fs::read(&p).is_ok_and(|b| b.windows(needle.len()).any(|w| w == needle)) {
+            } else if std::fs::read(&p).is_ok_and(|b| b.windows(needle.len()).any(|w| w == needle))
+            {
                 hits.push(p);
             }
         }
@@ -316,34 +457,107 @@ fn a_call_brings_its_own_engine_key_and_endpoint(w: &World) {
     let fake = fake_realtime::FakeRealtime::start(KEY);
     let agent = realtime_agent(w);
     let stream = w.dir.join("signal-2s.ulaw");
-    std::fs::write(&stream, test_signal(2.0).iter().map(|&s| mulaw(s)).collect::<Vec<u8>>()).unwrap();
+    std::fs::write(
+        &stream,
+        test_signal(2.0)
+            .iter()
+            .map(|&s| mulaw(s))
+            .collect::<Vec<u8>>(),
+    )
+    .unwrap();
     let port = free_tcp_udp_port();
     let _sipp = start_sipp(&w.dir, port, &stream, 5_000);
     let _sidecar = start_sidecar_with(w, "tel-ai", port, "");
     let body = json!({"phone": "+14155550310", "agent_id": agent, "engine_api_key": KEY, "engine_base_url": fake.url, "record": true});
-    let created = w.edge.call("POST", "/v1/calls", &w.tenant.key, Some(&body)).expect(201);
-    assert!(!created.text.contains(KEY), "the key came back: {}", created.text);
-    assert_eq!((created.json["engine_api_key_set"].as_bool(), created.json["engine_base_url"].as_str()), (Some(true), Some(fake.url.as_str())));
+    let created = w
+        .edge
+        .call("POST", "/v1/calls", &w.tenant.key, Some(&body))
+        .expect(201);
+    assert!(
+        !created.text.contains(KEY),
+        "the key came back: {}",
+        created.text
+    );
+    assert_eq!(
+        (
+            created.json["engine_api_key_set"].as_bool(),
+            created.json["engine_base_url"].as_str()
+        ),
+        (Some(true), Some(fake.url.as_str()))
+    );
     let id = created.json["id"].as_str().unwrap().to_string();
-    let call = wait_status(w, &id, &["completed", "failed", "busy", "no_answer", "cancelled"], Duration::from_secs(40));
-    assert_eq!((call["status"].as_str(), call["ended_reason"].as_str()), (Some("completed"), Some("callee_hangup")), "{call}");
+    let call = wait_status(
+        w,
+        &id,
+        &["completed", "failed", "busy", "no_answer", "cancelled"],
+        Duration::from_secs(40),
+    );
+    assert_eq!(
+        (call["status"].as_str(), call["ended_reason"].as_str()),
+        (Some("completed"), Some("callee_hangup")),
+        "{call}"
+    );
 
     // The sidecar reached the call's endpoint with the call's key and held a session.
     let conns = fake.connections();
     assert_eq!(conns.len(), 1, "{conns:?}");
     let c = &conns[0];
-    assert_eq!((c.refused, c.authorization.as_deref()), (false, Some(format!("Bearer {KEY}").as_str())));
-    assert!(c.uri.starts_with("/v1/realtime?model=gpt-realtime-test"), "{}", c.uri);
-    for kind in ["session.update", "response.create", "input_audio_buffer.append"] {
-        assert!(c.received.iter().any(|k| k == kind), "the engine never sent {kind}: {:?}", c.received.iter().take(5).collect::<Vec<_>>());
+    assert_eq!(
+        (c.refused, c.authorization.as_deref()),
+        (false, Some(format!("Bearer {KEY}").as_str()))
+    );
+    assert!(
+        c.uri.starts_with("/v1/realtime?model=gpt-realtime-test"),
+        "{}",
+        c.uri
+    );
+    for kind in [
+        "session.update",
+        "response.create",
+        "input_audio_buffer.append",
+    ] {
+        assert!(
+            c.received.iter().any(|k| k == kind),
+            "the engine never sent {kind}: {:?}",
+            c.received.iter().take(5).collect::<Vec<_>>()
+        );
     }
-    let t = w.edge.call("GET", &format!("/v1/calls/{id}/transcript"), &w.tenant.key, None).expect(200).json;
-    assert_eq!((t["turns"][0]["role"].as_str(), t["turns"][0]["text"].as_str()), (Some("ai"), Some(fake_realtime::FAKE_AI_LINE)), "{t}");
+    let t = w
+        .edge
+        .call(
+            "GET",
+            &format!("/v1/calls/{id}/transcript"),
+            &w.tenant.key,
+            None,
+        )
+        .expect(200)
+        .json;
+    assert_eq!(
+        (
+            t["turns"][0]["role"].as_str(),
+            t["turns"][0]["text"].as_str()
+        ),
+        (Some("ai"), Some(fake_realtime::FAKE_AI_LINE)),
+        "{t}"
+    );
     // Its tone reached the callee: the recording's left channel (what was sent).
-    let wav = w.edge.wait_recording(&w.tenant.key, &id, Duration::from_secs(20));
-    let samples: Vec<i16> = hound::WavReader::new(std::io::Cursor::new(wav)).unwrap().samples::<i16>().map(Result::unwrap).collect();
-    let loud = samples.iter().step_by(2).filter(|s| s.unsigned_abs() > 4_000).count();
-    assert!(loud > 4_000, "the engine's audio is not on the left channel ({loud} loud samples)");
+    let wav = w
+        .edge
+        .wait_recording(&w.tenant.key, &id, Duration::from_secs(20));
+    let samples: Vec<i16> = hound::WavReader::new(std::io::Cursor::new(wav))
+        .unwrap()
+        .samples::<i16>()
+        .map(Result::unwrap)
+        .collect();
+    let loud = samples
+        .iter()
+        .step_by(2)
+        .filter(|s| s.unsigned_abs() > 4_000)
+        .count();
+    assert!(
+        loud > 4_000,
+        "the engine's audio is not on the left channel ({loud} loud samples)"
+    );
 
     // The key is nowhere at rest: not in KV or Durable Object storage, not in a log.
     drop(_sidecar);
@@ -355,15 +569,42 @@ fn a_wrong_engine_key_ends_the_call_at_once(w: &World) {
     let fake = fake_realtime::FakeRealtime::start("sk-e2e-RIGHT-KEY");
     let agent = realtime_agent(w);
     let stream = w.dir.join("signal-8s.ulaw");
-    std::fs::write(&stream, test_signal(8.0).iter().map(|&s| mulaw(s)).collect::<Vec<u8>>()).unwrap();
+    std::fs::write(
+        &stream,
+        test_signal(8.0)
+            .iter()
+            .map(|&s| mulaw(s))
+            .collect::<Vec<u8>>(),
+    )
+    .unwrap();
     let port = free_tcp_udp_port();
     let _sipp = start_sipp(&w.dir, port, &stream, 9_000);
     let _sidecar = start_sidecar_with(w, "tel-badkey", port, "");
     let body = json!({"phone": "+14155550311", "agent_id": agent, "engine_api_key": "sk-e2e-WRONG-KEY", "engine_base_url": fake.url});
-    let id = w.edge.call("POST", "/v1/calls", &w.tenant.key, Some(&body)).expect(201).json["id"].as_str().unwrap().to_string();
-    let call = wait_status(w, &id, &["completed", "failed", "busy", "no_answer", "cancelled"], Duration::from_secs(30));
-    assert_eq!((call["status"].as_str(), call["ended_reason"].as_str()), (Some("failed"), Some("engine_error")), "{call}");
-    assert!(fake.connections().iter().all(|c| c.refused), "{:?}", fake.connections());
+    let id = w
+        .edge
+        .call("POST", "/v1/calls", &w.tenant.key, Some(&body))
+        .expect(201)
+        .json["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let call = wait_status(
+        w,
+        &id,
+        &["completed", "failed", "busy", "no_answer", "cancelled"],
+        Duration::from_secs(30),
+    );
+    assert_eq!(
+        (call["status"].as_str(), call["ended_reason"].as_str()),
+        (Some("failed"), Some("engine_error")),
+        "{call}"
+    );
+    assert!(
+        fake.connections().iter().all(|c| c.refused),
+        "{:?}",
+        fake.connections()
+    );
     // The callee is not left in dead air: hung up within seconds of answering.
     let dead_air = ms_of(&call["ended_at"]) - ms_of(&call["answered_at"]);
     println!("  answered -> hung up after the engine refused the key: {dead_air} ms");
@@ -379,14 +620,30 @@ fn a_silent_call_ends_after_its_silence_timeout(w: &World) {
     let _sipp = start_sipp(&w.dir, port, &stream, 25_000);
     let _sidecar = start_sidecar_with(w, "tel-quiet", port, "");
     let body = json!({"phone": "+14155550312", "silence_timeout_seconds": 10});
-    let created = w.edge.call("POST", "/v1/calls", &w.tenant.key, Some(&body)).expect(201).json;
+    let created = w
+        .edge
+        .call("POST", "/v1/calls", &w.tenant.key, Some(&body))
+        .expect(201)
+        .json;
     assert_eq!(created["silence_timeout_seconds"], 10);
     let id = created["id"].as_str().unwrap().to_string();
-    let call = wait_status(w, &id, &["completed", "failed", "busy", "no_answer", "cancelled"], Duration::from_secs(40));
-    assert_eq!((call["status"].as_str(), call["ended_reason"].as_str()), (Some("completed"), Some("silence_timeout")), "{call}");
+    let call = wait_status(
+        w,
+        &id,
+        &["completed", "failed", "busy", "no_answer", "cancelled"],
+        Duration::from_secs(40),
+    );
+    assert_eq!(
+        (call["status"].as_str(), call["ended_reason"].as_str()),
+        (Some("completed"), Some("silence_timeout")),
+        "{call}"
+    );
     let quiet = ms_of(&call["ended_at"]) - ms_of(&call["answered_at"]);
     println!("  answered -> hung up for silence after {quiet} ms");
-    assert!((9_500..20_000).contains(&quiet), "hung up after {quiet} ms, not at the 10 s timeout");
+    assert!(
+        (9_500..20_000).contains(&quiet),
+        "hung up after {quiet} ms, not at the 10 s timeout"
+    );
 }
 
 fn decode_mulaw(u: u8) -> i16 {
@@ -401,7 +658,12 @@ fn decode_mulaw(u: u8) -> i16 {
 
 /// The offset of `needle` in `hay` with the highest normalised correlation.
 fn best_alignment(hay: &[i16], needle: &[i16]) -> (usize, f64) {
-    let norm = |x: &[i16]| x.iter().map(|&v| (v as f64) * (v as f64)).sum::<f64>().sqrt();
+    let norm = |x: &[i16]| {
+        x.iter()
+            .map(|&v| (v as f64) * (v as f64))
+            .sum::<f64>()
+            .sqrt()
+    };
     let nn = norm(needle).max(1.0);
     let mut best = (0, -1.0);
     if hay.len() < needle.len() {
@@ -409,7 +671,11 @@ fn best_alignment(hay: &[i16], needle: &[i16]) -> (usize, f64) {
     }
     for off in (0..=hay.len() - needle.len()).step_by(1) {
         let w = &hay[off..off + needle.len()];
-        let dot: f64 = w.iter().zip(needle).map(|(&a, &b)| a as f64 * b as f64).sum();
+        let dot: f64 = w
+            .iter()
+            .zip(needle)
+            .map(|(&a, &b)| a as f64 * b as f64)
+            .sum();
         let c = dot / (norm(w).max(1.0) * nn);
         if c > best.1 {
             best = (off, c);
@@ -423,23 +689,48 @@ fn main() -> std::process::ExitCode {
         "telephony",
         || {
             if !sidecar_bin().exists() {
-                return Err(format!("{} is missing: `cargo build -p voxline-media-sidecar`", sidecar_bin().display()));
+                return Err(format!(
+                    "{} is missing: `cargo build -p voxline-media-sidecar`",
+                    sidecar_bin().display()
+                ));
             }
             let opts = EdgeOptions::fresh("telephony");
             let dir = opts.state_dir.parent().unwrap().to_path_buf();
             let edge = Edge::start(opts)?;
             let tenant = edge.provision_tenant("telephony");
-            edge.admin("PATCH", &format!("/admin/tenants/{}/agents/{}", tenant.id, tenant.agent_id), Some(&json!({"default_engine": "echo"})))
-                .expect(200);
+            edge.admin(
+                "PATCH",
+                &format!("/admin/tenants/{}/agents/{}", tenant.id, tenant.agent_id),
+                Some(&json!({"default_engine": "echo"})),
+            )
+            .expect(200);
             Ok(World { edge, tenant, dir })
         },
         &[
-            ("a_real_call_carries_audio_both_ways_through_sip_and_rtp", a_real_call_carries_audio_both_ways_through_sip_and_rtp),
-            ("a_real_phone_baresip_gets_its_audio_back_over_pcmu", a_real_phone_baresip_gets_its_audio_back_over_pcmu),
-            ("a_real_phone_baresip_gets_its_audio_back_over_opus", a_real_phone_baresip_gets_its_audio_back_over_opus),
-            ("a_call_brings_its_own_engine_key_and_endpoint", a_call_brings_its_own_engine_key_and_endpoint),
-            ("a_wrong_engine_key_ends_the_call_at_once", a_wrong_engine_key_ends_the_call_at_once),
-            ("a_silent_call_ends_after_its_silence_timeout", a_silent_call_ends_after_its_silence_timeout),
+            (
+                "a_real_call_carries_audio_both_ways_through_sip_and_rtp",
+                a_real_call_carries_audio_both_ways_through_sip_and_rtp,
+            ),
+            (
+                "a_real_phone_baresip_gets_its_audio_back_over_pcmu",
+                a_real_phone_baresip_gets_its_audio_back_over_pcmu,
+            ),
+            (
+                "a_real_phone_baresip_gets_its_audio_back_over_opus",
+                a_real_phone_baresip_gets_its_audio_back_over_opus,
+            ),
+            (
+                "a_call_brings_its_own_engine_key_and_endpoint",
+                a_call_brings_its_own_engine_key_and_endpoint,
+            ),
+            (
+                "a_wrong_engine_key_ends_the_call_at_once",
+                a_wrong_engine_key_ends_the_call_at_once,
+            ),
+            (
+                "a_silent_call_ends_after_its_silence_timeout",
+                a_silent_call_ends_after_its_silence_timeout,
+            ),
         ],
     )
 }

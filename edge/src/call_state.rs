@@ -19,7 +19,12 @@ pub struct IllegalTransition {
 
 impl std::fmt::Display for IllegalTransition {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "illegal transition: {} on a {} call", self.change, self.from.as_str())
+        write!(
+            f,
+            "illegal transition: {} on a {} call",
+            self.change,
+            self.from.as_str()
+        )
     }
 }
 
@@ -37,7 +42,10 @@ fn change_name(c: &CallChange) -> &'static str {
 pub fn apply(record: &mut CallRecord, update: &CallUpdate) -> Result<(), IllegalTransition> {
     use CallStatus::*;
     let from = record.status;
-    let illegal = || IllegalTransition { from, change: change_name(&update.change) };
+    let illegal = || IllegalTransition {
+        from,
+        change: change_name(&update.change),
+    };
     let at = rfc3339_ms(update.at_ms);
     match &update.change {
         CallChange::Released => match from {
@@ -69,7 +77,12 @@ pub fn apply(record: &mut CallRecord, update: &CallUpdate) -> Result<(), Illegal
             }
             _ => return Err(illegal()),
         },
-        CallChange::RetryScheduled { reason, sip_code, retry_at_ms, .. } => match from {
+        CallChange::RetryScheduled {
+            reason,
+            sip_code,
+            retry_at_ms,
+            ..
+        } => match from {
             Dialing | Ringing | InProgress => {
                 record.status = Scheduled;
                 record.ended_reason = Some(*reason);
@@ -78,7 +91,11 @@ pub fn apply(record: &mut CallRecord, update: &CallUpdate) -> Result<(), Illegal
             }
             _ => return Err(illegal()),
         },
-        CallChange::Ended { status, reason, sip_code } => {
+        CallChange::Ended {
+            status,
+            reason,
+            sip_code,
+        } => {
             if from.is_terminal() || !status.is_terminal() {
                 return Err(illegal());
             }
@@ -99,24 +116,56 @@ mod tests {
     use voxline_shared::EndedReason;
 
     fn record(status: CallStatus) -> CallRecord {
-        CallRecord { retries: 1, retry_delay_minutes: 1, ..crate::model::test_call(status) }
+        CallRecord {
+            retries: 1,
+            retry_delay_minutes: 1,
+            ..crate::model::test_call(status)
+        }
     }
 
     fn up(change: CallChange) -> CallUpdate {
-        CallUpdate { call_id: "call_1".into(), tenant_id: "ten_1".into(), at_ms: 1_000, change }
+        CallUpdate {
+            call_id: "call_1".into(),
+            tenant_id: "ten_1".into(),
+            at_ms: 1_000,
+            change,
+        }
     }
 
     #[test]
     fn a_call_walks_the_happy_path() {
         let mut r = record(CallStatus::Queued);
-        apply(&mut r, &up(CallChange::Dialing { sidecar_id: "s".into(), attempt: 1 })).unwrap();
+        apply(
+            &mut r,
+            &up(CallChange::Dialing {
+                sidecar_id: "s".into(),
+                attempt: 1,
+            }),
+        )
+        .unwrap();
         apply(&mut r, &up(CallChange::Ringing)).unwrap();
         apply(&mut r, &up(CallChange::Answered)).unwrap();
-        let end = CallChange::Ended { status: CallStatus::Completed, reason: EndedReason::CalleeHangup, sip_code: None };
+        let end = CallChange::Ended {
+            status: CallStatus::Completed,
+            reason: EndedReason::CalleeHangup,
+            sip_code: None,
+        };
         apply(&mut r, &up(end.clone())).unwrap();
-        assert_eq!((r.status, r.attempts, r.ended_reason), (CallStatus::Completed, 1, Some(EndedReason::CalleeHangup)));
-        assert!(r.dispatched_at.is_some() && r.ringing_at.is_some() && r.answered_at.is_some() && r.ended_at.is_some());
-        assert_eq!(apply(&mut r, &up(end)).unwrap_err().from, CallStatus::Completed, "terminal stays terminal");
+        assert_eq!(
+            (r.status, r.attempts, r.ended_reason),
+            (CallStatus::Completed, 1, Some(EndedReason::CalleeHangup))
+        );
+        assert!(
+            r.dispatched_at.is_some()
+                && r.ringing_at.is_some()
+                && r.answered_at.is_some()
+                && r.ended_at.is_some()
+        );
+        assert_eq!(
+            apply(&mut r, &up(end)).unwrap_err().from,
+            CallStatus::Completed,
+            "terminal stays terminal"
+        );
     }
 
     #[test]
@@ -125,7 +174,11 @@ mod tests {
         let before = r.clone();
         assert!(apply(&mut r, &up(CallChange::Answered)).is_err());
         assert!(apply(&mut r, &up(CallChange::Released)).is_err());
-        let not_terminal = CallChange::Ended { status: CallStatus::Ringing, reason: EndedReason::Busy, sip_code: None };
+        let not_terminal = CallChange::Ended {
+            status: CallStatus::Ringing,
+            reason: EndedReason::Busy,
+            sip_code: None,
+        };
         assert!(apply(&mut r, &up(not_terminal)).is_err());
         assert_eq!(r, before);
     }
@@ -133,11 +186,40 @@ mod tests {
     #[test]
     fn retry_goes_back_to_scheduled_then_dials_again() {
         let mut r = record(CallStatus::Queued);
-        apply(&mut r, &up(CallChange::Dialing { sidecar_id: "s".into(), attempt: 1 })).unwrap();
-        let retry = CallChange::RetryScheduled { status: CallStatus::Busy, reason: EndedReason::Busy, sip_code: Some(486), retry_at_ms: 61_000 };
+        apply(
+            &mut r,
+            &up(CallChange::Dialing {
+                sidecar_id: "s".into(),
+                attempt: 1,
+            }),
+        )
+        .unwrap();
+        let retry = CallChange::RetryScheduled {
+            status: CallStatus::Busy,
+            reason: EndedReason::Busy,
+            sip_code: Some(486),
+            retry_at_ms: 61_000,
+        };
         apply(&mut r, &up(retry)).unwrap();
-        assert_eq!((r.status, r.sip_code, r.next_attempt_at.as_deref()), (CallStatus::Scheduled, Some(486), Some("1970-01-01T00:01:01.000Z")));
-        apply(&mut r, &up(CallChange::Dialing { sidecar_id: "s".into(), attempt: 2 })).unwrap();
-        assert_eq!((r.status, r.attempts, r.next_attempt_at.clone()), (CallStatus::Dialing, 2, None));
+        assert_eq!(
+            (r.status, r.sip_code, r.next_attempt_at.as_deref()),
+            (
+                CallStatus::Scheduled,
+                Some(486),
+                Some("1970-01-01T00:01:01.000Z")
+            )
+        );
+        apply(
+            &mut r,
+            &up(CallChange::Dialing {
+                sidecar_id: "s".into(),
+                attempt: 2,
+            }),
+        )
+        .unwrap();
+        assert_eq!(
+            (r.status, r.attempts, r.next_attempt_at.clone()),
+            (CallStatus::Dialing, 2, None)
+        );
     }
 }

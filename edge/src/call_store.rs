@@ -125,21 +125,32 @@ const SCHEMA: &[&str] = &[
 
 impl<S: Sql> CallRows for SqlCallRows<S> {
     fn call(&self, id: &str) -> Result<Option<CallRecord>, StoreError> {
-        let rows = self.0.exec("SELECT body FROM calls WHERE id = ?", vec![id.into()])?;
-        rows.first().map(|r| from_text("call", &text_at(r, 0, "call")?)).transpose()
+        let rows = self
+            .0
+            .exec("SELECT body FROM calls WHERE id = ?", vec![id.into()])?;
+        rows.first()
+            .map(|r| from_text("call", &text_at(r, 0, "call")?))
+            .transpose()
     }
 
     fn put_call(&self, r: &CallRecord) -> Result<(), StoreError> {
         self.0.exec(
             "INSERT OR REPLACE INTO calls (id, status, summary, body) VALUES (?, ?, ?, ?)",
-            vec![r.id.as_str().into(), r.status.as_str().into(), to_text(&r.summary())?.into(), to_text(r)?.into()],
+            vec![
+                r.id.as_str().into(),
+                r.status.as_str().into(),
+                to_text(&r.summary())?.into(),
+                to_text(r)?.into(),
+            ],
         )?;
         Ok(())
     }
 
     fn delete_call(&self, id: &str) -> Result<(), StoreError> {
-        self.0.exec("DELETE FROM calls WHERE id = ?", vec![id.into()])?;
-        self.0.exec("DELETE FROM turns WHERE call_id = ?", vec![id.into()])?;
+        self.0
+            .exec("DELETE FROM calls WHERE id = ?", vec![id.into()])?;
+        self.0
+            .exec("DELETE FROM turns WHERE call_id = ?", vec![id.into()])?;
         Ok(())
     }
 
@@ -155,7 +166,11 @@ impl<S: Sql> CallRows for SqlCallRows<S> {
         query.push_str(" ORDER BY id LIMIT ? OFFSET ?");
         args.push(i64::from(f.limit).into());
         args.push(i64::from(f.offset).into());
-        self.0.exec(&query, args)?.iter().map(|r| from_text("call summary", &text_at(r, 0, "summary")?)).collect()
+        self.0
+            .exec(&query, args)?
+            .iter()
+            .map(|r| from_text("call summary", &text_at(r, 0, "summary")?))
+            .collect()
     }
 
     fn push_turn(&self, call_id: &str, turn: &Turn) -> Result<(), StoreError> {
@@ -167,22 +182,35 @@ impl<S: Sql> CallRows for SqlCallRows<S> {
     }
 
     fn turns(&self, call_id: &str) -> Result<Vec<Turn>, StoreError> {
-        let rows = self.0.exec("SELECT body FROM turns WHERE call_id = ? ORDER BY n", vec![call_id.into()])?;
-        rows.iter().map(|r| from_text("turn", &text_at(r, 0, "turn")?)).collect()
+        let rows = self.0.exec(
+            "SELECT body FROM turns WHERE call_id = ? ORDER BY n",
+            vec![call_id.into()],
+        )?;
+        rows.iter()
+            .map(|r| from_text("turn", &text_at(r, 0, "turn")?))
+            .collect()
     }
 
     fn value(&self, key: &str) -> Result<Option<String>, StoreError> {
-        let rows = self.0.exec("SELECT v FROM vals WHERE k = ?", vec![key.into()])?;
+        let rows = self
+            .0
+            .exec("SELECT v FROM vals WHERE k = ?", vec![key.into()])?;
         rows.first().map(|r| text_at(r, 0, key)).transpose()
     }
 
     fn put_value(&self, key: &str, value: &str) -> Result<(), StoreError> {
-        self.0.exec("INSERT OR REPLACE INTO vals (k, v) VALUES (?, ?)", vec![key.into(), value.into()])?;
+        self.0.exec(
+            "INSERT OR REPLACE INTO vals (k, v) VALUES (?, ?)",
+            vec![key.into(), value.into()],
+        )?;
         Ok(())
     }
 
     fn idem(&self, key: &str) -> Result<Option<IdemClaim>, StoreError> {
-        let rows = self.0.exec("SELECT fingerprint, call_id, expires_ms FROM idem WHERE k = ?", vec![key.into()])?;
+        let rows = self.0.exec(
+            "SELECT fingerprint, call_id, expires_ms FROM idem WHERE k = ?",
+            vec![key.into()],
+        )?;
         rows.first()
             .map(|r| {
                 Ok(IdemClaim {
@@ -197,33 +225,56 @@ impl<S: Sql> CallRows for SqlCallRows<S> {
     fn put_idem(&self, key: &str, c: &IdemClaim) -> Result<(), StoreError> {
         self.0.exec(
             "INSERT OR REPLACE INTO idem (k, fingerprint, call_id, expires_ms) VALUES (?, ?, ?, ?)",
-            vec![key.into(), c.fingerprint.as_str().into(), c.call_id.as_str().into(), c.expires_ms.into()],
+            vec![
+                key.into(),
+                c.fingerprint.as_str().into(),
+                c.call_id.as_str().into(),
+                c.expires_ms.into(),
+            ],
         )?;
         Ok(())
     }
 
     fn delete_idem(&self, key: &str) -> Result<(), StoreError> {
-        self.0.exec("DELETE FROM idem WHERE k = ?", vec![key.into()])?;
+        self.0
+            .exec("DELETE FROM idem WHERE k = ?", vec![key.into()])?;
         Ok(())
     }
 
     fn sweep_idem(&self, now_ms: u64) -> Result<(), StoreError> {
-        self.0.exec("DELETE FROM idem WHERE expires_ms <= ?", vec![now_ms.into()])?;
+        self.0.exec(
+            "DELETE FROM idem WHERE expires_ms <= ?",
+            vec![now_ms.into()],
+        )?;
         Ok(())
     }
 
     fn push_event(&self, event: &PendingEvent) -> Result<(), StoreError> {
-        self.0.exec("INSERT INTO outbox (event) VALUES (?)", vec![to_text(event)?.into()])?;
+        self.0.exec(
+            "INSERT INTO outbox (event) VALUES (?)",
+            vec![to_text(event)?.into()],
+        )?;
         Ok(())
     }
 
     fn events(&self, limit: u32) -> Result<Vec<(i64, PendingEvent)>, StoreError> {
-        let rows = self.0.exec("SELECT id, event FROM outbox ORDER BY id LIMIT ?", vec![i64::from(limit).into()])?;
-        rows.iter().map(|r| Ok((int_at(r, 0, "outbox id")?, from_text("event", &text_at(r, 1, "event")?)?))).collect()
+        let rows = self.0.exec(
+            "SELECT id, event FROM outbox ORDER BY id LIMIT ?",
+            vec![i64::from(limit).into()],
+        )?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    int_at(r, 0, "outbox id")?,
+                    from_text("event", &text_at(r, 1, "event")?)?,
+                ))
+            })
+            .collect()
     }
 
     fn delete_event(&self, id: i64) -> Result<(), StoreError> {
-        self.0.exec("DELETE FROM outbox WHERE id = ?", vec![id.into()])?;
+        self.0
+            .exec("DELETE FROM outbox WHERE id = ?", vec![id.into()])?;
         Ok(())
     }
 }
@@ -262,7 +313,10 @@ pub mod memory_rows {
             Ok(self
                 .calls
                 .borrow()
-                .range::<String, _>((std::ops::Bound::Excluded(&after), std::ops::Bound::Unbounded))
+                .range::<String, _>((
+                    std::ops::Bound::Excluded(&after),
+                    std::ops::Bound::Unbounded,
+                ))
                 .map(|(_, r)| r)
                 .filter(|r| f.statuses.is_empty() || f.statuses.contains(&r.status))
                 .skip(f.offset as usize)
@@ -271,24 +325,37 @@ pub mod memory_rows {
                 .collect())
         }
         fn push_turn(&self, call_id: &str, turn: &Turn) -> Result<(), StoreError> {
-            self.turns.borrow_mut().entry(call_id.to_string()).or_default().push(turn.clone());
+            self.turns
+                .borrow_mut()
+                .entry(call_id.to_string())
+                .or_default()
+                .push(turn.clone());
             Ok(())
         }
         fn turns(&self, call_id: &str) -> Result<Vec<Turn>, StoreError> {
-            Ok(self.turns.borrow().get(call_id).cloned().unwrap_or_default())
+            Ok(self
+                .turns
+                .borrow()
+                .get(call_id)
+                .cloned()
+                .unwrap_or_default())
         }
         fn value(&self, key: &str) -> Result<Option<String>, StoreError> {
             Ok(self.values.borrow().get(key).cloned())
         }
         fn put_value(&self, key: &str, value: &str) -> Result<(), StoreError> {
-            self.values.borrow_mut().insert(key.to_string(), value.to_string());
+            self.values
+                .borrow_mut()
+                .insert(key.to_string(), value.to_string());
             Ok(())
         }
         fn idem(&self, key: &str) -> Result<Option<IdemClaim>, StoreError> {
             Ok(self.idem.borrow().get(key).cloned())
         }
         fn put_idem(&self, key: &str, claim: &IdemClaim) -> Result<(), StoreError> {
-            self.idem.borrow_mut().insert(key.to_string(), claim.clone());
+            self.idem
+                .borrow_mut()
+                .insert(key.to_string(), claim.clone());
             Ok(())
         }
         fn delete_idem(&self, key: &str) -> Result<(), StoreError> {
@@ -306,7 +373,13 @@ pub mod memory_rows {
             Ok(())
         }
         fn events(&self, limit: u32) -> Result<Vec<(i64, PendingEvent)>, StoreError> {
-            Ok(self.events.borrow().iter().take(limit as usize).map(|(k, v)| (*k, v.clone())).collect())
+            Ok(self
+                .events
+                .borrow()
+                .iter()
+                .take(limit as usize)
+                .map(|(k, v)| (*k, v.clone()))
+                .collect())
         }
         fn delete_event(&self, id: i64) -> Result<(), StoreError> {
             self.events.borrow_mut().remove(&id);
@@ -356,20 +429,46 @@ fn recording_key(call_id: &str) -> String {
 // ---- the operations (pure: rows in, rows out) ----
 
 /// Queues `event_type` about `record` in the outbox (same step as the change).
-fn push_call_event(rows: &impl CallRows, event_type: &str, record: &CallRecord, now_ms: u64) -> Result<(), StoreError> {
+fn push_call_event(
+    rows: &impl CallRows,
+    event_type: &str,
+    record: &CallRecord,
+    now_ms: u64,
+) -> Result<(), StoreError> {
     let event_id = crate::ids::random_id("evt");
     let payload = crate::webhooks::call_event_payload(event_type, &event_id, record, now_ms);
-    rows.push_event(&PendingEvent { event_id, event_type: event_type.to_string(), call_id: record.id.clone(), payload, created_ms: now_ms })
+    rows.push_event(&PendingEvent {
+        event_id,
+        event_type: event_type.to_string(),
+        call_id: record.id.clone(),
+        payload,
+        created_ms: now_ms,
+    })
 }
 
-fn push_event_with(rows: &impl CallRows, event_type: &str, call_id: &str, data: Value, now_ms: u64) -> Result<(), StoreError> {
+fn push_event_with(
+    rows: &impl CallRows,
+    event_type: &str,
+    call_id: &str,
+    data: Value,
+    now_ms: u64,
+) -> Result<(), StoreError> {
     let event_id = crate::ids::random_id("evt");
     let payload = crate::webhooks::event_payload(event_type, &event_id, now_ms, data);
-    rows.push_event(&PendingEvent { event_id, event_type: event_type.to_string(), call_id: call_id.to_string(), payload, created_ms: now_ms })
+    rows.push_event(&PendingEvent {
+        event_id,
+        event_type: event_type.to_string(),
+        call_id: call_id.to_string(),
+        payload,
+        created_ms: now_ms,
+    })
 }
 
 /// The call's (summary, outcome), as last reported.
-fn summary(rows: &impl CallRows, call_id: &str) -> Result<(Option<String>, Option<String>), StoreError> {
+fn summary(
+    rows: &impl CallRows,
+    call_id: &str,
+) -> Result<(Option<String>, Option<String>), StoreError> {
     match rows.value(&summary_key(call_id))? {
         Some(text) => from_text("summary", &text),
         None => Ok((None, None)),
@@ -378,13 +477,22 @@ fn summary(rows: &impl CallRows, call_id: &str) -> Result<(Option<String>, Optio
 
 pub fn transcript(rows: &impl CallRows, call_id: &str) -> Result<Transcript, StoreError> {
     let (summary, outcome) = summary(rows, call_id)?;
-    Ok(Transcript { turns: rows.turns(call_id)?, summary, outcome })
+    Ok(Transcript {
+        turns: rows.turns(call_id)?,
+        summary,
+        outcome,
+    })
 }
 
 /// The events a stored change causes: the call event, and `transcript.saved`
 /// once an answered call has ended (its turns were applied before: the queue
 /// reports them first).
-fn events_for_change(rows: &impl CallRows, before: CallStatus, record: &CallRecord, now_ms: u64) -> Result<(), StoreError> {
+fn events_for_change(
+    rows: &impl CallRows,
+    before: CallStatus,
+    record: &CallRecord,
+    now_ms: u64,
+) -> Result<(), StoreError> {
     if let Some(event) = crate::webhooks::event_for_change(before, record) {
         push_call_event(rows, event, record, now_ms)?;
     }
@@ -400,7 +508,13 @@ fn events_for_change(rows: &impl CallRows, before: CallStatus, record: &CallReco
 /// Applies one region's numbered reports for this tenant, skipping those at
 /// or below the last number applied. Illegal transitions are logged and
 /// dropped (the record stays as it was); they still count as applied.
-pub fn apply_reports(rows: &impl CallRows, region: &str, reports: &[Report], now_ms: u64, log: &mut dyn FnMut(String)) -> Result<u64, StoreError> {
+pub fn apply_reports(
+    rows: &impl CallRows,
+    region: &str,
+    reports: &[Report],
+    now_ms: u64,
+    log: &mut dyn FnMut(String),
+) -> Result<u64, StoreError> {
     let key = region_seq_key(region);
     let mut last: u64 = rows.value(&key)?.and_then(|v| v.parse().ok()).unwrap_or(0);
     for report in reports {
@@ -409,7 +523,10 @@ pub fn apply_reports(rows: &impl CallRows, region: &str, reports: &[Report], now
         }
         match &report.item {
             ReportItem::Call { update } => match rows.call(&update.call_id)? {
-                None => log(format!("call {} not found for {:?}", update.call_id, update.change)),
+                None => log(format!(
+                    "call {} not found for {:?}",
+                    update.call_id, update.change
+                )),
                 Some(mut record) => {
                     let before = record.status;
                     match call_state::apply(&mut record, update) {
@@ -423,10 +540,16 @@ pub fn apply_reports(rows: &impl CallRows, region: &str, reports: &[Report], now
             },
             ReportItem::Transcript { update } => match &update.change {
                 Change::Turn(turn) => rows.push_turn(&update.call_id, turn)?,
-                Change::Summary { summary: new_summary, outcome: new_outcome } => {
+                Change::Summary {
+                    summary: new_summary,
+                    outcome: new_outcome,
+                } => {
                     // Only the summary row: a call's turns are not read for it.
                     let (old_summary, old_outcome) = summary(rows, &update.call_id)?;
-                    let merged = (new_summary.clone().or(old_summary), new_outcome.clone().or(old_outcome));
+                    let merged = (
+                        new_summary.clone().or(old_summary),
+                        new_outcome.clone().or(old_outcome),
+                    );
                     rows.put_value(&summary_key(&update.call_id), &to_text(&merged)?)?;
                 }
             },
@@ -450,23 +573,39 @@ pub struct NewCall {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "outcome", rename_all = "snake_case")]
 pub enum Created {
-    Created { record: CallRecord },
+    Created {
+        record: CallRecord,
+    },
     /// This `Idempotency-Key` created this call before (same request).
-    Existing { record: CallRecord },
+    Existing {
+        record: CallRecord,
+    },
     /// This `Idempotency-Key` created a call from a different request.
     KeyReused,
     /// Refused by the queue: another call of the agent to the number is live.
-    Duplicate { call_id: String },
+    Duplicate {
+        call_id: String,
+    },
     /// Refused by the queue: the tenant's cap is reached.
-    ConcurrencyLimit { limit: u32, active: u32 },
+    ConcurrencyLimit {
+        limit: u32,
+        active: u32,
+    },
     /// The queue did not answer: the call was stored as failed.
-    DispatchUnavailable { record: CallRecord },
+    DispatchUnavailable {
+        record: CallRecord,
+    },
 }
 
 /// Creates a call: its record first (so every report from the queue finds
 /// it) together with the idempotency claim, then its queue entry. A call the
 /// queue refuses never existed for the client and is deleted again.
-pub async fn create(rows: &impl CallRows, dispatch: &impl Dispatcher, new: NewCall, now_ms: u64) -> Result<Created, StoreError> {
+pub async fn create(
+    rows: &impl CallRows,
+    dispatch: &impl Dispatcher,
+    new: NewCall,
+    now_ms: u64,
+) -> Result<Created, StoreError> {
     if let Some(idem) = &new.idempotency {
         if let Some(claim) = rows.idem(&idem.key)?.filter(|c| c.expires_ms > now_ms) {
             if claim.fingerprint != idem.fingerprint {
@@ -480,7 +619,14 @@ pub async fn create(rows: &impl CallRows, dispatch: &impl Dispatcher, new: NewCa
     let record = new.record;
     rows.put_call(&record)?;
     if let Some(idem) = &new.idempotency {
-        rows.put_idem(&idem.key, &IdemClaim { fingerprint: idem.fingerprint.clone(), call_id: record.id.clone(), expires_ms: now_ms + IDEMPOTENCY_TTL_MS })?;
+        rows.put_idem(
+            &idem.key,
+            &IdemClaim {
+                fingerprint: idem.fingerprint.clone(),
+                call_id: record.id.clone(),
+                expires_ms: now_ms + IDEMPOTENCY_TTL_MS,
+            },
+        )?;
     }
     match dispatch.enqueue(&record.region, &new.queued).await {
         Ok(EnqueueOutcome::Accepted | EnqueueOutcome::AlreadyKnown) => {
@@ -510,7 +656,11 @@ pub async fn create(rows: &impl CallRows, dispatch: &impl Dispatcher, new: NewCa
 }
 
 /// A refused call never existed for the client: its record and claim go.
-fn forget(rows: &impl CallRows, call_id: &str, idem: Option<&IdemRequest>) -> Result<(), StoreError> {
+fn forget(
+    rows: &impl CallRows,
+    call_id: &str,
+    idem: Option<&IdemRequest>,
+) -> Result<(), StoreError> {
     rows.delete_call(call_id)?;
     match idem {
         Some(idem) => rows.delete_idem(&idem.key),
@@ -521,14 +671,23 @@ fn forget(rows: &impl CallRows, call_id: &str, idem: Option<&IdemRequest>) -> Re
 /// Hangup, idempotent: an ended call is returned unchanged (200); one the
 /// queue had not handed to a sidecar yet is cancelled (200); a live one is
 /// marked and its sidecar told (202).
-pub async fn hangup(rows: &impl CallRows, dispatch: &impl Dispatcher, call_id: &str, now_ms: u64) -> Result<Option<(u16, CallRecord)>, StoreError> {
-    let Some(record) = rows.call(call_id)? else { return Ok(None) };
+pub async fn hangup(
+    rows: &impl CallRows,
+    dispatch: &impl Dispatcher,
+    call_id: &str,
+    now_ms: u64,
+) -> Result<Option<(u16, CallRecord)>, StoreError> {
+    let Some(record) = rows.call(call_id)? else {
+        return Ok(None);
+    };
     if record.status.is_terminal() {
         return Ok(Some((200, record)));
     }
     let outcome = dispatch.cancel(&record.region, call_id).await?;
     // Reports may have changed it while the queue answered.
-    let Some(mut record) = rows.call(call_id)? else { return Ok(None) };
+    let Some(mut record) = rows.call(call_id)? else {
+        return Ok(None);
+    };
     if record.status.is_terminal() {
         return Ok(Some((200, record)));
     }
@@ -553,19 +712,34 @@ pub async fn hangup(rows: &impl CallRows, dispatch: &impl Dispatcher, call_id: &
 
 /// Stores an uploaded recording's metadata and queues `recording.saved`.
 /// Idempotent: the same upload again, or an older attempt's, changes nothing.
-pub fn recording_saved(rows: &impl CallRows, call_id: &str, info: &RecordingInfo, now_ms: u64) -> Result<bool, StoreError> {
+pub fn recording_saved(
+    rows: &impl CallRows,
+    call_id: &str,
+    info: &RecordingInfo,
+    now_ms: u64,
+) -> Result<bool, StoreError> {
     if let Some(before) = recording(rows, call_id)? {
-        if before.attempt > info.attempt || (before.attempt == info.attempt && before.sha256 == info.sha256) {
+        if before.attempt > info.attempt
+            || (before.attempt == info.attempt && before.sha256 == info.sha256)
+        {
             return Ok(false);
         }
     }
     rows.put_value(&recording_key(call_id), &to_text(info)?)?;
-    push_event_with(rows, "recording.saved", call_id, info.to_public(call_id), now_ms)?;
+    push_event_with(
+        rows,
+        "recording.saved",
+        call_id,
+        info.to_public(call_id),
+        now_ms,
+    )?;
     Ok(true)
 }
 
 pub fn recording(rows: &impl CallRows, call_id: &str) -> Result<Option<RecordingInfo>, StoreError> {
-    rows.value(&recording_key(call_id))?.map(|t| from_text("recording", &t)).transpose()
+    rows.value(&recording_key(call_id))?
+        .map(|t| from_text("recording", &t))
+        .transpose()
 }
 
 // ---- the port the API talks to ----
@@ -573,14 +747,43 @@ pub fn recording(rows: &impl CallRows, call_id: &str) -> Result<Option<Recording
 /// The tenant's call store as the request handling sees it (the `CallStore`
 /// Durable Object in the Worker). Object-safe, like [`crate::traffic::Traffic`].
 pub trait Calls {
-    fn create<'a>(&'a self, tenant_id: &'a str, new: &'a NewCall) -> LocalFuture<'a, Result<Created, StoreError>>;
-    fn get<'a>(&'a self, tenant_id: &'a str, call_id: &'a str) -> LocalFuture<'a, Result<Option<CallRecord>, StoreError>>;
+    fn create<'a>(
+        &'a self,
+        tenant_id: &'a str,
+        new: &'a NewCall,
+    ) -> LocalFuture<'a, Result<Created, StoreError>>;
+    fn get<'a>(
+        &'a self,
+        tenant_id: &'a str,
+        call_id: &'a str,
+    ) -> LocalFuture<'a, Result<Option<CallRecord>, StoreError>>;
     /// At most `f.limit` listing rows.
-    fn list<'a>(&'a self, tenant_id: &'a str, f: &'a ListFilter) -> LocalFuture<'a, Result<Vec<Value>, StoreError>>;
-    fn transcript<'a>(&'a self, tenant_id: &'a str, call_id: &'a str) -> LocalFuture<'a, Result<Option<(CallRecord, Transcript)>, StoreError>>;
-    fn hangup<'a>(&'a self, tenant_id: &'a str, call_id: &'a str) -> LocalFuture<'a, Result<Option<(u16, CallRecord)>, StoreError>>;
-    fn recording<'a>(&'a self, tenant_id: &'a str, call_id: &'a str) -> LocalFuture<'a, Result<Option<(CallRecord, Option<RecordingInfo>)>, StoreError>>;
-    fn recording_saved<'a>(&'a self, tenant_id: &'a str, call_id: &'a str, info: &'a RecordingInfo) -> LocalFuture<'a, Result<bool, StoreError>>;
+    fn list<'a>(
+        &'a self,
+        tenant_id: &'a str,
+        f: &'a ListFilter,
+    ) -> LocalFuture<'a, Result<Vec<Value>, StoreError>>;
+    fn transcript<'a>(
+        &'a self,
+        tenant_id: &'a str,
+        call_id: &'a str,
+    ) -> LocalFuture<'a, Result<Option<(CallRecord, Transcript)>, StoreError>>;
+    fn hangup<'a>(
+        &'a self,
+        tenant_id: &'a str,
+        call_id: &'a str,
+    ) -> LocalFuture<'a, Result<Option<(u16, CallRecord)>, StoreError>>;
+    fn recording<'a>(
+        &'a self,
+        tenant_id: &'a str,
+        call_id: &'a str,
+    ) -> LocalFuture<'a, Result<Option<(CallRecord, Option<RecordingInfo>)>, StoreError>>;
+    fn recording_saved<'a>(
+        &'a self,
+        tenant_id: &'a str,
+        call_id: &'a str,
+        info: &'a RecordingInfo,
+    ) -> LocalFuture<'a, Result<bool, StoreError>>;
 }
 
 /// One request to a tenant's `CallStore` object, and its answer: the wire
@@ -588,35 +791,73 @@ pub trait Calls {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum CallStoreRequest {
-    Create { new: Box<NewCall> },
-    Get { call_id: String },
-    List { filter: ListFilter },
-    Transcript { call_id: String },
-    Hangup { call_id: String },
-    Recording { call_id: String },
-    RecordingSaved { call_id: String, info: RecordingInfo },
+    Create {
+        new: Box<NewCall>,
+    },
+    Get {
+        call_id: String,
+    },
+    List {
+        filter: ListFilter,
+    },
+    Transcript {
+        call_id: String,
+    },
+    Hangup {
+        call_id: String,
+    },
+    Recording {
+        call_id: String,
+    },
+    RecordingSaved {
+        call_id: String,
+        info: RecordingInfo,
+    },
     /// From a region's queue: its numbered reports for this tenant.
-    Reports { region: String, reports: Vec<Report> },
+    Reports {
+        region: String,
+        reports: Vec<Report>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "answer", rename_all = "snake_case")]
 pub enum CallStoreAnswer {
-    Created { created: Created },
-    Call { record: Option<CallRecord> },
-    List { rows: Vec<Value> },
-    Transcript { found: Option<(CallRecord, Transcript)> },
-    Hangup { result: Option<(u16, CallRecord)> },
-    Recording { found: Option<(CallRecord, Option<RecordingInfo>)> },
-    Saved { changed: bool },
+    Created {
+        created: Created,
+    },
+    Call {
+        record: Option<CallRecord>,
+    },
+    List {
+        rows: Vec<Value>,
+    },
+    Transcript {
+        found: Option<(CallRecord, Transcript)>,
+    },
+    Hangup {
+        result: Option<(u16, CallRecord)>,
+    },
+    Recording {
+        found: Option<(CallRecord, Option<RecordingInfo>)>,
+    },
+    Saved {
+        changed: bool,
+    },
     /// Reports applied up to this number.
-    Applied { up_to: u64 },
+    Applied {
+        up_to: u64,
+    },
 }
 
 /// How a request reaches a tenant's store: a Durable Object stub in the
 /// Worker, a direct call in process. Every such transport is a [`Calls`].
 pub trait CallStoreTransport {
-    fn send<'a>(&'a self, tenant_id: &'a str, request: CallStoreRequest) -> LocalFuture<'a, Result<CallStoreAnswer, StoreError>>;
+    fn send<'a>(
+        &'a self,
+        tenant_id: &'a str,
+        request: CallStoreRequest,
+    ) -> LocalFuture<'a, Result<CallStoreAnswer, StoreError>>;
 }
 
 fn unexpected(a: CallStoreAnswer) -> StoreError {
@@ -624,57 +865,138 @@ fn unexpected(a: CallStoreAnswer) -> StoreError {
 }
 
 impl<T: CallStoreTransport> Calls for T {
-    fn create<'a>(&'a self, tenant_id: &'a str, new: &'a NewCall) -> LocalFuture<'a, Result<Created, StoreError>> {
+    fn create<'a>(
+        &'a self,
+        tenant_id: &'a str,
+        new: &'a NewCall,
+    ) -> LocalFuture<'a, Result<Created, StoreError>> {
         Box::pin(async move {
-            match self.send(tenant_id, CallStoreRequest::Create { new: Box::new(new.clone()) }).await? {
+            match self
+                .send(
+                    tenant_id,
+                    CallStoreRequest::Create {
+                        new: Box::new(new.clone()),
+                    },
+                )
+                .await?
+            {
                 CallStoreAnswer::Created { created } => Ok(created),
                 a => Err(unexpected(a)),
             }
         })
     }
-    fn get<'a>(&'a self, tenant_id: &'a str, call_id: &'a str) -> LocalFuture<'a, Result<Option<CallRecord>, StoreError>> {
+    fn get<'a>(
+        &'a self,
+        tenant_id: &'a str,
+        call_id: &'a str,
+    ) -> LocalFuture<'a, Result<Option<CallRecord>, StoreError>> {
         Box::pin(async move {
-            match self.send(tenant_id, CallStoreRequest::Get { call_id: call_id.into() }).await? {
+            match self
+                .send(
+                    tenant_id,
+                    CallStoreRequest::Get {
+                        call_id: call_id.into(),
+                    },
+                )
+                .await?
+            {
                 CallStoreAnswer::Call { record } => Ok(record),
                 a => Err(unexpected(a)),
             }
         })
     }
-    fn list<'a>(&'a self, tenant_id: &'a str, f: &'a ListFilter) -> LocalFuture<'a, Result<Vec<Value>, StoreError>> {
+    fn list<'a>(
+        &'a self,
+        tenant_id: &'a str,
+        f: &'a ListFilter,
+    ) -> LocalFuture<'a, Result<Vec<Value>, StoreError>> {
         Box::pin(async move {
-            match self.send(tenant_id, CallStoreRequest::List { filter: f.clone() }).await? {
+            match self
+                .send(tenant_id, CallStoreRequest::List { filter: f.clone() })
+                .await?
+            {
                 CallStoreAnswer::List { rows } => Ok(rows),
                 a => Err(unexpected(a)),
             }
         })
     }
-    fn transcript<'a>(&'a self, tenant_id: &'a str, call_id: &'a str) -> LocalFuture<'a, Result<Option<(CallRecord, Transcript)>, StoreError>> {
+    fn transcript<'a>(
+        &'a self,
+        tenant_id: &'a str,
+        call_id: &'a str,
+    ) -> LocalFuture<'a, Result<Option<(CallRecord, Transcript)>, StoreError>> {
         Box::pin(async move {
-            match self.send(tenant_id, CallStoreRequest::Transcript { call_id: call_id.into() }).await? {
+            match self
+                .send(
+                    tenant_id,
+                    CallStoreRequest::Transcript {
+                        call_id: call_id.into(),
+                    },
+                )
+                .await?
+            {
                 CallStoreAnswer::Transcript { found } => Ok(found),
                 a => Err(unexpected(a)),
             }
         })
     }
-    fn hangup<'a>(&'a self, tenant_id: &'a str, call_id: &'a str) -> LocalFuture<'a, Result<Option<(u16, CallRecord)>, StoreError>> {
+    fn hangup<'a>(
+        &'a self,
+        tenant_id: &'a str,
+        call_id: &'a str,
+    ) -> LocalFuture<'a, Result<Option<(u16, CallRecord)>, StoreError>> {
         Box::pin(async move {
-            match self.send(tenant_id, CallStoreRequest::Hangup { call_id: call_id.into() }).await? {
+            match self
+                .send(
+                    tenant_id,
+                    CallStoreRequest::Hangup {
+                        call_id: call_id.into(),
+                    },
+                )
+                .await?
+            {
                 CallStoreAnswer::Hangup { result } => Ok(result),
                 a => Err(unexpected(a)),
             }
         })
     }
-    fn recording<'a>(&'a self, tenant_id: &'a str, call_id: &'a str) -> LocalFuture<'a, Result<Option<(CallRecord, Option<RecordingInfo>)>, StoreError>> {
+    fn recording<'a>(
+        &'a self,
+        tenant_id: &'a str,
+        call_id: &'a str,
+    ) -> LocalFuture<'a, Result<Option<(CallRecord, Option<RecordingInfo>)>, StoreError>> {
         Box::pin(async move {
-            match self.send(tenant_id, CallStoreRequest::Recording { call_id: call_id.into() }).await? {
+            match self
+                .send(
+                    tenant_id,
+                    CallStoreRequest::Recording {
+                        call_id: call_id.into(),
+                    },
+                )
+                .await?
+            {
                 CallStoreAnswer::Recording { found } => Ok(found),
                 a => Err(unexpected(a)),
             }
         })
     }
-    fn recording_saved<'a>(&'a self, tenant_id: &'a str, call_id: &'a str, info: &'a RecordingInfo) -> LocalFuture<'a, Result<bool, StoreError>> {
+    fn recording_saved<'a>(
+        &'a self,
+        tenant_id: &'a str,
+        call_id: &'a str,
+        info: &'a RecordingInfo,
+    ) -> LocalFuture<'a, Result<bool, StoreError>> {
         Box::pin(async move {
-            match self.send(tenant_id, CallStoreRequest::RecordingSaved { call_id: call_id.into(), info: info.clone() }).await? {
+            match self
+                .send(
+                    tenant_id,
+                    CallStoreRequest::RecordingSaved {
+                        call_id: call_id.into(),
+                        info: info.clone(),
+                    },
+                )
+                .await?
+            {
                 CallStoreAnswer::Saved { changed } => Ok(changed),
                 a => Err(unexpected(a)),
             }
@@ -684,11 +1006,23 @@ impl<T: CallStoreTransport> Calls for T {
 
 /// Runs one request against a tenant's rows: the whole of the Durable
 /// Object's `fetch` but storage and the outbox drain.
-pub async fn handle(rows: &impl CallRows, dispatch: &impl Dispatcher, req: CallStoreRequest, now_ms: u64, log: &mut dyn FnMut(String)) -> Result<CallStoreAnswer, StoreError> {
+pub async fn handle(
+    rows: &impl CallRows,
+    dispatch: &impl Dispatcher,
+    req: CallStoreRequest,
+    now_ms: u64,
+    log: &mut dyn FnMut(String),
+) -> Result<CallStoreAnswer, StoreError> {
     Ok(match req {
-        CallStoreRequest::Create { new } => CallStoreAnswer::Created { created: create(rows, dispatch, *new, now_ms).await? },
-        CallStoreRequest::Get { call_id } => CallStoreAnswer::Call { record: rows.call(&call_id)? },
-        CallStoreRequest::List { filter } => CallStoreAnswer::List { rows: rows.list_calls(&filter)? },
+        CallStoreRequest::Create { new } => CallStoreAnswer::Created {
+            created: create(rows, dispatch, *new, now_ms).await?,
+        },
+        CallStoreRequest::Get { call_id } => CallStoreAnswer::Call {
+            record: rows.call(&call_id)?,
+        },
+        CallStoreRequest::List { filter } => CallStoreAnswer::List {
+            rows: rows.list_calls(&filter)?,
+        },
         CallStoreRequest::Transcript { call_id } => {
             let found = match rows.call(&call_id)? {
                 Some(record) => Some((record, transcript(rows, &call_id)?)),
@@ -696,7 +1030,9 @@ pub async fn handle(rows: &impl CallRows, dispatch: &impl Dispatcher, req: CallS
             };
             CallStoreAnswer::Transcript { found }
         }
-        CallStoreRequest::Hangup { call_id } => CallStoreAnswer::Hangup { result: hangup(rows, dispatch, &call_id, now_ms).await? },
+        CallStoreRequest::Hangup { call_id } => CallStoreAnswer::Hangup {
+            result: hangup(rows, dispatch, &call_id, now_ms).await?,
+        },
         CallStoreRequest::Recording { call_id } => {
             let found = match rows.call(&call_id)? {
                 Some(record) => Some((record, recording(rows, &call_id)?)),
@@ -704,8 +1040,12 @@ pub async fn handle(rows: &impl CallRows, dispatch: &impl Dispatcher, req: CallS
             };
             CallStoreAnswer::Recording { found }
         }
-        CallStoreRequest::RecordingSaved { call_id, info } => CallStoreAnswer::Saved { changed: recording_saved(rows, &call_id, &info, now_ms)? },
-        CallStoreRequest::Reports { region, reports } => CallStoreAnswer::Applied { up_to: apply_reports(rows, &region, &reports, now_ms, log)? },
+        CallStoreRequest::RecordingSaved { call_id, info } => CallStoreAnswer::Saved {
+            changed: recording_saved(rows, &call_id, &info, now_ms)?,
+        },
+        CallStoreRequest::Reports { region, reports } => CallStoreAnswer::Applied {
+            up_to: apply_reports(rows, &region, &reports, now_ms, log)?,
+        },
     })
 }
 
@@ -713,7 +1053,13 @@ pub async fn handle(rows: &impl CallRows, dispatch: &impl Dispatcher, req: CallS
 /// configuration) and hands them to `send`; an event leaves the outbox only
 /// once all its deliveries were accepted. True when events remain (a send
 /// failed, or more than one batch was pending).
-pub async fn drain_outbox<F, Fut>(rows: &impl CallRows, kv: &impl crate::store::Kv, tenant_id: &str, now_ms: u64, mut send: F) -> Result<bool, StoreError>
+pub async fn drain_outbox<F, Fut>(
+    rows: &impl CallRows,
+    kv: &impl crate::store::Kv,
+    tenant_id: &str,
+    now_ms: u64,
+    mut send: F,
+) -> Result<bool, StoreError>
 where
     F: FnMut(Vec<crate::webhooks::DeliveryJob>) -> Fut,
     Fut: std::future::Future<Output = bool>,
@@ -750,11 +1096,20 @@ pub mod memory {
 
     impl<R: CallRows> MemoryCalls<R> {
         pub fn new(make: fn() -> R) -> Self {
-            MemoryCalls { tenants: RefCell::new(BTreeMap::new()), dispatch: MemoryDispatcher::default(), now_ms: Cell::new(0), make }
+            MemoryCalls {
+                tenants: RefCell::new(BTreeMap::new()),
+                dispatch: MemoryDispatcher::default(),
+                now_ms: Cell::new(0),
+                make,
+            }
         }
 
         pub fn rows(&self, tenant_id: &str) -> Rc<R> {
-            self.tenants.borrow_mut().entry(tenant_id.to_string()).or_insert_with(|| Rc::new((self.make)())).clone()
+            self.tenants
+                .borrow_mut()
+                .entry(tenant_id.to_string())
+                .or_insert_with(|| Rc::new((self.make)()))
+                .clone()
         }
 
         /// What the region queues reported since the last call: applied to
@@ -763,20 +1118,40 @@ pub mod memory {
             let (updates, turns) = self.dispatch.take_reports();
             let mut seq = self.dispatch.report_seq.get();
             let mut by_tenant: BTreeMap<String, Vec<Report>> = BTreeMap::new();
-            let items = turns.into_iter().map(|update| ReportItem::Transcript { update }).chain(updates.into_iter().map(|update| ReportItem::Call { update }));
+            let items = turns
+                .into_iter()
+                .map(|update| ReportItem::Transcript { update })
+                .chain(
+                    updates
+                        .into_iter()
+                        .map(|update| ReportItem::Call { update }),
+                );
             for item in items {
                 seq += 1;
-                by_tenant.entry(item.tenant_id().to_string()).or_default().push(Report { seq, item });
+                by_tenant
+                    .entry(item.tenant_id().to_string())
+                    .or_default()
+                    .push(Report { seq, item });
             }
             self.dispatch.report_seq.set(seq);
             for (tenant, reports) in by_tenant {
-                apply_reports(&*self.rows(&tenant), "local", &reports, self.now_ms.get(), &mut |_| {})?;
+                apply_reports(
+                    &*self.rows(&tenant),
+                    "local",
+                    &reports,
+                    self.now_ms.get(),
+                    &mut |_| {},
+                )?;
             }
             Ok(())
         }
 
         /// Moves every tenant's pending events into `outbox` as deliveries.
-        pub async fn drain(&self, kv: &impl crate::store::Kv, outbox: &crate::webhooks::Outbox) -> Result<(), StoreError> {
+        pub async fn drain(
+            &self,
+            kv: &impl crate::store::Kv,
+            outbox: &crate::webhooks::Outbox,
+        ) -> Result<(), StoreError> {
             let tenants: Vec<String> = self.tenants.borrow().keys().cloned().collect();
             for tenant in tenants {
                 let rows = self.rows(&tenant);
@@ -794,14 +1169,27 @@ pub mod memory {
     /// Calls over real SQLite with the Durable Object limits, for native tests.
     #[cfg(test)]
     pub fn test_calls() -> MemoryCalls<SqlCallRows<crate::sql::sqlite::LimitedSqlite>> {
-        MemoryCalls::new(|| SqlCallRows::open(crate::sql::sqlite::LimitedSqlite::new()).expect("schema"))
+        MemoryCalls::new(|| {
+            SqlCallRows::open(crate::sql::sqlite::LimitedSqlite::new()).expect("schema")
+        })
     }
 
     impl<R: CallRows> CallStoreTransport for MemoryCalls<R> {
-        fn send<'a>(&'a self, tenant_id: &'a str, request: CallStoreRequest) -> LocalFuture<'a, Result<CallStoreAnswer, StoreError>> {
+        fn send<'a>(
+            &'a self,
+            tenant_id: &'a str,
+            request: CallStoreRequest,
+        ) -> LocalFuture<'a, Result<CallStoreAnswer, StoreError>> {
             Box::pin(async move {
                 let rows = self.rows(tenant_id);
-                handle(&*rows, &self.dispatch, request, self.now_ms.get(), &mut |_| {}).await
+                handle(
+                    &*rows,
+                    &self.dispatch,
+                    request,
+                    self.now_ms.get(),
+                    &mut |_| {},
+                )
+                .await
             })
         }
     }

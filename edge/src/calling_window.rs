@@ -54,33 +54,88 @@ fn minutes(s: &str, allow_24: bool) -> Option<u32> {
 /// Reads a window from an admin body; errors name the field (`calling_window.start`).
 pub fn parse(v: &Value) -> Result<CallingWindow, (String, String)> {
     let f = |k: &str| format!("calling_window.{k}");
-    let obj = v.as_object().ok_or_else(|| ("calling_window".to_string(), "calling_window must be an object {days, start, end, time_zone}".to_string()))?;
-    if let Some(k) = obj.keys().find(|k| !["days", "start", "end", "time_zone"].contains(&k.as_str())) {
-        return Err((f(k), "unknown field; known: days, start, end, time_zone".into()));
-    }
-    let days = obj.get("days").and_then(Value::as_array).filter(|d| !d.is_empty()).ok_or_else(|| {
-        (f("days"), format!("days must be a non-empty array of {}", DAY_NAMES.join(", ")))
+    let obj = v.as_object().ok_or_else(|| {
+        (
+            "calling_window".to_string(),
+            "calling_window must be an object {days, start, end, time_zone}".to_string(),
+        )
     })?;
+    if let Some(k) = obj
+        .keys()
+        .find(|k| !["days", "start", "end", "time_zone"].contains(&k.as_str()))
+    {
+        return Err((
+            f(k),
+            "unknown field; known: days, start, end, time_zone".into(),
+        ));
+    }
+    let days = obj
+        .get("days")
+        .and_then(Value::as_array)
+        .filter(|d| !d.is_empty())
+        .ok_or_else(|| {
+            (
+                f("days"),
+                format!("days must be a non-empty array of {}", DAY_NAMES.join(", ")),
+            )
+        })?;
     let mut picked = [false; 7];
     for d in days {
-        let i = d.as_str().and_then(|d| DAY_NAMES.iter().position(|n| *n == d)).ok_or_else(|| (f("days"), format!("each day must be one of {}", DAY_NAMES.join(", "))))?;
+        let i = d
+            .as_str()
+            .and_then(|d| DAY_NAMES.iter().position(|n| *n == d))
+            .ok_or_else(|| {
+                (
+                    f("days"),
+                    format!("each day must be one of {}", DAY_NAMES.join(", ")),
+                )
+            })?;
         if std::mem::replace(&mut picked[i], true) {
             return Err((f("days"), "a day is listed twice".into()));
         }
     }
     let time = |k: &str, allow_24: bool| -> Result<String, (String, String)> {
         let s = obj.get(k).and_then(Value::as_str).unwrap_or("");
-        minutes(s, allow_24).map(|_| s.to_string()).ok_or_else(|| (f(k), format!("{k} must be HH:MM, 00:00 to {}", if allow_24 { "24:00" } else { "23:59" })))
+        minutes(s, allow_24).map(|_| s.to_string()).ok_or_else(|| {
+            (
+                f(k),
+                format!(
+                    "{k} must be HH:MM, 00:00 to {}",
+                    if allow_24 { "24:00" } else { "23:59" }
+                ),
+            )
+        })
     };
     let (start, end) = (time("start", false)?, time("end", true)?);
     if start == end {
         return Err((f("end"), "end must differ from start (a window runs from start to end, crossing midnight when end < start)".into()));
     }
-    let zone = obj.get("time_zone").and_then(Value::as_str).filter(|z| !z.is_empty() && z.len() <= TIME_ZONE_MAX);
-    let tz = zone.and_then(|z| TimeZone::get(z).ok()).ok_or_else(|| (f("time_zone"), "time_zone must be an IANA time zone name such as Europe/Berlin".into()))?;
-    let time_zone = tz.iana_name().unwrap_or(zone.unwrap_or_default()).to_string();
-    let days = DAY_NAMES.iter().zip(picked).filter(|(_, p)| *p).map(|(n, _)| n.to_string()).collect();
-    Ok(CallingWindow { days, start, end, time_zone })
+    let zone = obj
+        .get("time_zone")
+        .and_then(Value::as_str)
+        .filter(|z| !z.is_empty() && z.len() <= TIME_ZONE_MAX);
+    let tz = zone.and_then(|z| TimeZone::get(z).ok()).ok_or_else(|| {
+        (
+            f("time_zone"),
+            "time_zone must be an IANA time zone name such as Europe/Berlin".into(),
+        )
+    })?;
+    let time_zone = tz
+        .iana_name()
+        .unwrap_or(zone.unwrap_or_default())
+        .to_string();
+    let days = DAY_NAMES
+        .iter()
+        .zip(picked)
+        .filter(|(_, p)| *p)
+        .map(|(n, _)| n.to_string())
+        .collect();
+    Ok(CallingWindow {
+        days,
+        start,
+        end,
+        time_zone,
+    })
 }
 
 fn weekday_name(w: Weekday) -> &'static str {
@@ -89,9 +144,18 @@ fn weekday_name(w: Weekday) -> &'static str {
 
 /// The instant a wall-clock time of `date` denotes in `tz` (see the module doc).
 fn resolve(tz: &TimeZone, date: Date, minute_of_day: u32) -> Option<i64> {
-    let (date, m) = if minute_of_day >= 1440 { (date.tomorrow().ok()?, minute_of_day - 1440) } else { (date, minute_of_day) };
+    let (date, m) = if minute_of_day >= 1440 {
+        (date.tomorrow().ok()?, minute_of_day - 1440)
+    } else {
+        (date, minute_of_day)
+    };
     let dt = date.at((m / 60) as i8, (m % 60) as i8, 0, 0);
-    Some(tz.to_ambiguous_timestamp(dt).compatible().ok()?.as_millisecond())
+    Some(
+        tz.to_ambiguous_timestamp(dt)
+            .compatible()
+            .ok()?
+            .as_millisecond(),
+    )
 }
 
 impl CallingWindow {
@@ -151,32 +215,70 @@ mod tests {
     fn inside_stays_outside_moves_to_the_next_start() {
         let office = w(&WEEKDAYS, "09:00", "18:00", "Europe/Berlin");
         // Wed 2026-01-14, CET (UTC+1): 10:00 local is inside.
-        assert_eq!(next(&office, "2026-01-14T09:00:00Z"), "2026-01-14T09:00:00Z");
-        assert_eq!(next(&office, "2026-01-14T08:00:00Z"), "2026-01-14T08:00:00Z", "09:00 local: the start is inside");
-        assert_eq!(next(&office, "2026-01-14T07:59:59Z"), "2026-01-14T08:00:00Z", "before the start: today's");
-        assert_eq!(next(&office, "2026-01-14T17:00:00Z"), "2026-01-15T08:00:00Z", "18:00 local: the end is outside");
+        assert_eq!(
+            next(&office, "2026-01-14T09:00:00Z"),
+            "2026-01-14T09:00:00Z"
+        );
+        assert_eq!(
+            next(&office, "2026-01-14T08:00:00Z"),
+            "2026-01-14T08:00:00Z",
+            "09:00 local: the start is inside"
+        );
+        assert_eq!(
+            next(&office, "2026-01-14T07:59:59Z"),
+            "2026-01-14T08:00:00Z",
+            "before the start: today's"
+        );
+        assert_eq!(
+            next(&office, "2026-01-14T17:00:00Z"),
+            "2026-01-15T08:00:00Z",
+            "18:00 local: the end is outside"
+        );
         // Friday evening and the weekend: Monday 09:00.
-        assert_eq!(next(&office, "2026-01-16T18:30:00Z"), "2026-01-19T08:00:00Z");
-        assert_eq!(next(&office, "2026-01-18T12:00:00Z"), "2026-01-19T08:00:00Z");
+        assert_eq!(
+            next(&office, "2026-01-16T18:30:00Z"),
+            "2026-01-19T08:00:00Z"
+        );
+        assert_eq!(
+            next(&office, "2026-01-18T12:00:00Z"),
+            "2026-01-19T08:00:00Z"
+        );
         // The local date decides, not UTC's: Tue 00:30 local is Mon 23:30 UTC.
         let late = w(&["tue"], "00:00", "01:00", "Europe/Berlin");
         assert_eq!(next(&late, "2026-01-12T23:30:00Z"), "2026-01-12T23:30:00Z");
         // One day a week comes round within seven days.
         let sunday = w(&["sun"], "10:00", "11:00", "America/New_York");
-        assert_eq!(next(&sunday, "2026-01-18T16:00:00Z"), "2026-01-25T15:00:00Z");
+        assert_eq!(
+            next(&sunday, "2026-01-18T16:00:00Z"),
+            "2026-01-25T15:00:00Z"
+        );
     }
 
     #[test]
     fn dst_transitions_keep_wall_clock_times() {
         let office = w(&WEEKDAYS, "09:00", "18:00", "Europe/Berlin");
         // Saturday before the spring change (CET) to Monday after it (CEST): 09:00 is 07:00Z.
-        assert_eq!(next(&office, "2026-03-28T20:00:00Z"), "2026-03-30T07:00:00Z");
+        assert_eq!(
+            next(&office, "2026-03-28T20:00:00Z"),
+            "2026-03-30T07:00:00Z"
+        );
         // And back in October: Monday after the change is CET again.
-        assert_eq!(next(&office, "2026-10-24T20:00:00Z"), "2026-10-26T08:00:00Z");
+        assert_eq!(
+            next(&office, "2026-10-24T20:00:00Z"),
+            "2026-10-26T08:00:00Z"
+        );
         // A start inside the spring gap (02:00 -> 03:00 on 2026-03-29) moves forward by the gap.
         let night = w(&DAY_NAMES, "02:30", "04:00", "Europe/Berlin");
-        assert_eq!(next(&night, "2026-03-29T00:00:00Z"), "2026-03-29T01:30:00Z", "03:30 CEST");
-        assert_eq!(next(&night, "2026-03-28T00:00:00Z"), "2026-03-28T01:30:00Z", "02:30 CET the day before");
+        assert_eq!(
+            next(&night, "2026-03-29T00:00:00Z"),
+            "2026-03-29T01:30:00Z",
+            "03:30 CEST"
+        );
+        assert_eq!(
+            next(&night, "2026-03-28T00:00:00Z"),
+            "2026-03-28T01:30:00Z",
+            "02:30 CET the day before"
+        );
         // A window entirely inside the gap is empty that day: the next day's.
         let gap = w(&DAY_NAMES, "02:00", "03:00", "Europe/Berlin");
         assert_eq!(next(&gap, "2026-03-28T23:30:00Z"), "2026-03-30T00:00:00Z");
@@ -184,12 +286,28 @@ mod tests {
         // the window 02:30-03:30 lasts two hours (00:30Z to 02:30Z).
         let fold = w(&["sun"], "02:30", "03:30", "Europe/Berlin");
         assert_eq!(next(&fold, "2026-10-25T00:00:00Z"), "2026-10-25T00:30:00Z");
-        assert_eq!(next(&fold, "2026-10-25T02:29:00Z"), "2026-10-25T02:29:00Z", "still inside");
-        assert_eq!(next(&fold, "2026-10-25T02:30:00Z"), "2026-11-01T01:30:00Z", "closed; next Sunday, CET");
+        assert_eq!(
+            next(&fold, "2026-10-25T02:29:00Z"),
+            "2026-10-25T02:29:00Z",
+            "still inside"
+        );
+        assert_eq!(
+            next(&fold, "2026-10-25T02:30:00Z"),
+            "2026-11-01T01:30:00Z",
+            "closed; next Sunday, CET"
+        );
         // New York changes on other dates (2026-03-08).
         let ny = w(&WEEKDAYS, "09:00", "17:00", "America/New_York");
-        assert_eq!(next(&ny, "2026-03-07T12:00:00Z"), "2026-03-09T13:00:00Z", "EDT: UTC-4");
-        assert_eq!(next(&ny, "2026-03-06T12:00:00Z"), "2026-03-06T14:00:00Z", "EST: UTC-5");
+        assert_eq!(
+            next(&ny, "2026-03-07T12:00:00Z"),
+            "2026-03-09T13:00:00Z",
+            "EDT: UTC-4"
+        );
+        assert_eq!(
+            next(&ny, "2026-03-06T12:00:00Z"),
+            "2026-03-06T14:00:00Z",
+            "EST: UTC-5"
+        );
     }
 
     #[test]
@@ -207,14 +325,23 @@ mod tests {
         assert_eq!(next(&sat, "2026-03-29T04:00:00Z"), "2026-04-04T20:00:00Z");
         // Until midnight.
         let evening = w(&["mon"], "20:00", "24:00", "UTC");
-        assert_eq!(next(&evening, "2026-01-12T23:59:59Z"), "2026-01-12T23:59:59Z");
-        assert_eq!(next(&evening, "2026-01-13T00:00:00Z"), "2026-01-19T20:00:00Z");
+        assert_eq!(
+            next(&evening, "2026-01-12T23:59:59Z"),
+            "2026-01-12T23:59:59Z"
+        );
+        assert_eq!(
+            next(&evening, "2026-01-13T00:00:00Z"),
+            "2026-01-19T20:00:00Z"
+        );
     }
 
     #[test]
     fn settings_are_validated_and_normalised() {
         let ok = parse(&json!({"days": ["sun", "mon"], "start": "08:00", "end": "24:00", "time_zone": "europe/berlin"})).unwrap();
-        assert_eq!((ok.days, ok.time_zone.as_str()), (vec!["mon".to_string(), "sun".to_string()], "Europe/Berlin"));
+        assert_eq!(
+            (ok.days, ok.time_zone.as_str()),
+            (vec!["mon".to_string(), "sun".to_string()], "Europe/Berlin")
+        );
         let field = |v: Value| parse(&v).unwrap_err().0;
         let base = json!({"days": ["mon"], "start": "09:00", "end": "18:00", "time_zone": "Europe/Berlin"});
         let with = |k: &str, v: Value| {
@@ -223,15 +350,35 @@ mod tests {
             b
         };
         assert_eq!(field(with("days", json!([]))), "calling_window.days");
-        assert_eq!(field(with("days", json!(["monday"]))), "calling_window.days");
-        assert_eq!(field(with("days", json!(["mon", "mon"]))), "calling_window.days");
+        assert_eq!(
+            field(with("days", json!(["monday"]))),
+            "calling_window.days"
+        );
+        assert_eq!(
+            field(with("days", json!(["mon", "mon"]))),
+            "calling_window.days"
+        );
         for bad in ["9:00", "24:00", "12:60", "ab:cd", "", "09:00:00"] {
-            assert_eq!(field(with("start", json!(bad))), "calling_window.start", "{bad}");
+            assert_eq!(
+                field(with("start", json!(bad))),
+                "calling_window.start",
+                "{bad}"
+            );
         }
         assert_eq!(field(with("end", json!("24:01"))), "calling_window.end");
-        assert_eq!(field(with("end", json!("09:00"))), "calling_window.end", "start == end");
-        assert_eq!(field(with("time_zone", json!("Mars/Olympus_Mons"))), "calling_window.time_zone");
-        assert_eq!(field(with("time_zone", json!(""))), "calling_window.time_zone");
+        assert_eq!(
+            field(with("end", json!("09:00"))),
+            "calling_window.end",
+            "start == end"
+        );
+        assert_eq!(
+            field(with("time_zone", json!("Mars/Olympus_Mons"))),
+            "calling_window.time_zone"
+        );
+        assert_eq!(
+            field(with("time_zone", json!(""))),
+            "calling_window.time_zone"
+        );
         assert_eq!(field(with("extra", json!(1))), "calling_window.extra");
         assert_eq!(field(json!([1])), "calling_window");
     }

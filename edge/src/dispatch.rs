@@ -29,7 +29,12 @@ pub struct DispatchTimings {
 
 impl Default for DispatchTimings {
     fn default() -> Self {
-        DispatchTimings { ack_deadline_ms: 10_000, dead_after_ms: 30_000, max_wait_ms: 25_000, lost_margin_ms: 60_000 }
+        DispatchTimings {
+            ack_deadline_ms: 10_000,
+            dead_after_ms: 30_000,
+            max_wait_ms: 25_000,
+            lost_margin_ms: 60_000,
+        }
     }
 }
 
@@ -89,10 +94,15 @@ pub enum EnqueueOutcome {
     AlreadyKnown,
     /// Another call of the same tenant and agent to the same number is
     /// waiting, leased or held: refused.
-    Duplicate { call_id: String },
+    Duplicate {
+        call_id: String,
+    },
     /// `reject_over_cap` and the tenant's calls in flight plus those already
     /// due and waiting reach its `max_concurrent_calls`: refused.
-    ConcurrencyLimit { limit: u32, active: u32 },
+    ConcurrencyLimit {
+        limit: u32,
+        active: u32,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -168,10 +178,20 @@ pub fn take_offer_body(call: &mut QueuedCall) -> Value {
 /// Completes each offer of a lease reply from its stored body; fields the
 /// reply already has (lease data) win.
 pub fn fill_offer_bodies(reply: &mut Value, mut stored: impl FnMut(&str) -> Option<Value>) {
-    let Some(offers) = reply.get_mut("offers").and_then(Value::as_array_mut) else { return };
+    let Some(offers) = reply.get_mut("offers").and_then(Value::as_array_mut) else {
+        return;
+    };
     for offer in offers {
-        let Some(call_id) = offer.get("call_id").and_then(Value::as_str).map(str::to_string) else { continue };
-        let (Some(Value::Object(body)), Value::Object(o)) = (stored(&call_id), offer) else { continue };
+        let Some(call_id) = offer
+            .get("call_id")
+            .and_then(Value::as_str)
+            .map(str::to_string)
+        else {
+            continue;
+        };
+        let (Some(Value::Object(body)), Value::Object(o)) = (stored(&call_id), offer) else {
+            continue;
+        };
         for (k, v) in body {
             o.entry(k).or_insert(v);
         }
@@ -193,13 +213,25 @@ pub enum CallChange {
     /// A scheduled call became due.
     Released,
     /// Leased and acked: a sidecar is dialing.
-    Dialing { sidecar_id: String, attempt: u32 },
+    Dialing {
+        sidecar_id: String,
+        attempt: u32,
+    },
     Ringing,
     Answered,
     /// The attempt ended and another will follow at `retry_at_ms`.
-    RetryScheduled { status: CallStatus, reason: EndedReason, sip_code: Option<u16>, retry_at_ms: u64 },
+    RetryScheduled {
+        status: CallStatus,
+        reason: EndedReason,
+        sip_code: Option<u16>,
+        retry_at_ms: u64,
+    },
     /// Final.
-    Ended { status: CallStatus, reason: EndedReason, sip_code: Option<u16> },
+    Ended {
+        status: CallStatus,
+        reason: EndedReason,
+        sip_code: Option<u16>,
+    },
 }
 
 /// What a sidecar reports about a call it holds.
@@ -207,7 +239,11 @@ pub enum CallChange {
 pub enum HeldEvent {
     Ringing,
     Answered,
-    Ended { status: CallStatus, reason: EndedReason, sip_code: Option<u16> },
+    Ended {
+        status: CallStatus,
+        reason: EndedReason,
+        sip_code: Option<u16>,
+    },
     /// Transcript turns and the like: no state change.
     Other,
 }
@@ -313,7 +349,9 @@ impl RegionQueue {
         if let Some(h) = self.held.get(call_id) {
             return Some(CallRow::Held { held: h.clone() });
         }
-        self.stranded.get(call_id).map(|s| CallRow::Stranded { stranded: s.clone() })
+        self.stranded.get(call_id).map(|s| CallRow::Stranded {
+            stranded: s.clone(),
+        })
     }
 
     /// What changed since the last call: the calls whose rows to rewrite (or
@@ -339,7 +377,11 @@ impl RegionQueue {
 
     /// A queue back from its rows: waiting calls in the order given (the
     /// order their rows were last written), nonces still in their window.
-    pub fn from_rows(meta: QueueMeta, rows: Vec<CallRow>, nonces: Vec<(String, u64)>) -> RegionQueue {
+    pub fn from_rows(
+        meta: QueueMeta,
+        rows: Vec<CallRow>,
+        nonces: Vec<(String, u64)>,
+    ) -> RegionQueue {
         let mut q = RegionQueue {
             next_lease: meta.next_lease,
             sidecars: meta.sidecars,
@@ -357,7 +399,8 @@ impl RegionQueue {
                     q.held.insert(held.call.call_id.clone(), held);
                 }
                 CallRow::Stranded { stranded } => {
-                    q.stranded.insert(stranded.held.call.call_id.clone(), stranded);
+                    q.stranded
+                        .insert(stranded.held.call.call_id.clone(), stranded);
                 }
             }
         }
@@ -375,7 +418,8 @@ impl RegionQueue {
             .chain(self.stranded.keys().cloned())
             .collect();
         self.changed_calls.extend(ids);
-        self.new_nonces.extend(self.nonces.iter().map(|(n, at)| (n.clone(), *at)));
+        self.new_nonces
+            .extend(self.nonces.iter().map(|(n, at)| (n.clone(), *at)));
     }
 
     pub fn enqueue(&mut self, call: QueuedCall) -> EnqueueOutcome {
@@ -383,11 +427,15 @@ impl RegionQueue {
             return EnqueueOutcome::AlreadyKnown; // idempotent: a retried enqueue must not dial twice
         }
         if let Some(other) = self.in_progress_to(&call) {
-            return EnqueueOutcome::Duplicate { call_id: other.to_string() };
+            return EnqueueOutcome::Duplicate {
+                call_id: other.to_string(),
+            };
         }
         // The newest setting governs the tenant's waiting calls too, so a
         // changed cap takes effect with the next call placed.
-        let recapped = self.waiting.set_tenant_cap(&call.tenant_id, call.max_concurrent);
+        let recapped = self
+            .waiting
+            .set_tenant_cap(&call.tenant_id, call.max_concurrent);
         self.changed_calls.extend(recapped);
         // Reject mode judges a call that would start now against the tenant's
         // load now: calls in flight plus calls due (they take the free slots
@@ -400,7 +448,11 @@ impl RegionQueue {
         let now = self.last_tick_ms.max(1);
         let starts_now = call.ready_at_ms <= now + REJECT_HORIZON_MS;
         if let (true, true, Some(limit)) = (call.reject_over_cap, starts_now, call.max_concurrent) {
-            let due = self.waiting.of_tenant(&call.tenant_id).filter(|c| c.ready_at_ms <= now + REJECT_HORIZON_MS).count() as u32;
+            let due = self
+                .waiting
+                .of_tenant(&call.tenant_id)
+                .filter(|c| c.ready_at_ms <= now + REJECT_HORIZON_MS)
+                .count() as u32;
             let active = self.in_flight(&call.tenant_id) + due;
             if active >= limit {
                 return EnqueueOutcome::ConcurrencyLimit { limit, active };
@@ -415,12 +467,18 @@ impl RegionQueue {
 
     /// The tenant's calls leased or held: what its concurrency cap counts.
     pub fn in_flight(&self, tenant_id: &str) -> u32 {
-        self.live_calls().filter(|c| c.tenant_id == tenant_id).count() as u32
+        self.live_calls()
+            .filter(|c| c.tenant_id == tenant_id)
+            .count() as u32
     }
 
     /// Calls a sidecar has or may still have: leased, held, stranded.
     fn live_calls(&self) -> impl Iterator<Item = &QueuedCall> {
-        self.leased.iter().map(|l| &l.call).chain(self.held.values().map(|h| &h.call)).chain(self.stranded.values().map(|s| &s.held.call))
+        self.leased
+            .iter()
+            .map(|l| &l.call)
+            .chain(self.held.values().map(|h| &h.call))
+            .chain(self.stranded.values().map(|s| &s.held.call))
     }
 
     /// Calls leased or held, per tenant.
@@ -435,8 +493,14 @@ impl RegionQueue {
     /// The waiting call `lease` would hand out next: due, its tenant under
     /// its cap, oldest due first (ties: queue order).
     fn next_offerable(&self, now: u64, in_flight: &BTreeMap<String, u32>) -> Option<String> {
-        let under_cap = |c: &QueuedCall| c.max_concurrent.is_none_or(|cap| in_flight.get(&c.tenant_id).copied().unwrap_or(0) < cap);
-        self.waiting.due(now).find(|c| under_cap(c)).map(|c| c.call_id.clone())
+        let under_cap = |c: &QueuedCall| {
+            c.max_concurrent
+                .is_none_or(|cap| in_flight.get(&c.tenant_id).copied().unwrap_or(0) < cap)
+        };
+        self.waiting
+            .due(now)
+            .find(|c| under_cap(c))
+            .map(|c| c.call_id.clone())
     }
 
     /// Every call this queue has not finished with counts as in progress:
@@ -445,11 +509,18 @@ impl RegionQueue {
         if call.phone.is_empty() {
             return None;
         }
-        let same = |c: &QueuedCall| c.tenant_id == call.tenant_id && c.agent_id == call.agent_id && c.phone == call.phone;
-        if let Some(id) = self.waiting.conversation(&call.tenant_id, &call.agent_id, &call.phone) {
+        let same = |c: &QueuedCall| {
+            c.tenant_id == call.tenant_id && c.agent_id == call.agent_id && c.phone == call.phone
+        };
+        if let Some(id) = self
+            .waiting
+            .conversation(&call.tenant_id, &call.agent_id, &call.phone)
+        {
             return Some(id);
         }
-        self.live_calls().find(|c| same(c)).map(|c| c.call_id.as_str())
+        self.live_calls()
+            .find(|c| same(c))
+            .map(|c| c.call_id.as_str())
     }
 
     pub fn knows(&self, call_id: &str) -> bool {
@@ -465,42 +536,76 @@ impl RegionQueue {
         self.sidecars.remove(sidecar_id);
         self.commands.remove(sidecar_id);
         self.departed.insert(sidecar_id.to_string(), now);
-        let (mine, others): (Vec<Lease>, Vec<Lease>) = std::mem::take(&mut self.leased).into_iter().partition(|l| l.sidecar_id == sidecar_id);
+        let (mine, others): (Vec<Lease>, Vec<Lease>) = std::mem::take(&mut self.leased)
+            .into_iter()
+            .partition(|l| l.sidecar_id == sidecar_id);
         self.leased = others;
         for lease in mine.into_iter().rev() {
             self.touch(&lease.call.call_id);
             self.waiting.push_front(lease.call);
         }
-        let lost: Vec<String> = self.held.iter().filter(|(_, h)| h.sidecar_id == sidecar_id).map(|(id, _)| id.clone()).collect();
+        let lost: Vec<String> = self
+            .held
+            .iter()
+            .filter(|(_, h)| h.sidecar_id == sidecar_id)
+            .map(|(id, _)| id.clone())
+            .collect();
         let mut updates = self.lose(lost, now);
         // It hung up its calls before leaving: stranded ones are over too.
-        let gone: Vec<String> = self.stranded.iter().filter(|(_, s)| s.held.sidecar_id == sidecar_id).map(|(id, _)| id.clone()).collect();
+        let gone: Vec<String> = self
+            .stranded
+            .iter()
+            .filter(|(_, s)| s.held.sidecar_id == sidecar_id)
+            .map(|(id, _)| id.clone())
+            .collect();
         updates.extend(self.lose(gone, now));
         updates
     }
 
     pub fn register(&mut self, sidecar_id: &str, capacity: u32, now: u64) {
         self.departed.remove(sidecar_id);
-        let seen = self.sidecars.entry(sidecar_id.to_string()).or_insert(SidecarSeen { last_seen_ms: now, capacity });
+        let seen = self
+            .sidecars
+            .entry(sidecar_id.to_string())
+            .or_insert(SidecarSeen {
+                last_seen_ms: now,
+                capacity,
+            });
         seen.last_seen_ms = now;
         seen.capacity = capacity;
     }
 
     /// One poll: marks the sidecar alive, hands it up to `free_slots` due
     /// calls (oldest due first) and its pending commands.
-    pub fn lease(&mut self, sidecar_id: &str, free_slots: u32, now: u64, t: &DispatchTimings) -> (Vec<Lease>, Vec<Command>) {
+    pub fn lease(
+        &mut self,
+        sidecar_id: &str,
+        free_slots: u32,
+        now: u64,
+        t: &DispatchTimings,
+    ) -> (Vec<Lease>, Vec<Command>) {
         if self.departed.contains_key(sidecar_id) {
             // A poll left open by a sidecar that has gone: nobody would ack.
             return (Vec::new(), Vec::new());
         }
-        let seen = self.sidecars.entry(sidecar_id.to_string()).or_insert(SidecarSeen { last_seen_ms: now, capacity: free_slots });
+        let seen = self
+            .sidecars
+            .entry(sidecar_id.to_string())
+            .or_insert(SidecarSeen {
+                last_seen_ms: now,
+                capacity: free_slots,
+            });
         seen.last_seen_ms = now;
         let commands = self.commands.remove(sidecar_id).unwrap_or_default();
         let mut offers = Vec::new();
         let mut in_flight = self.in_flight_by_tenant();
         while (offers.len() as u32) < free_slots {
-            let Some(call_id) = self.next_offerable(now, &in_flight) else { break };
-            let Some(call) = self.waiting.remove(&call_id) else { break };
+            let Some(call_id) = self.next_offerable(now, &in_flight) else {
+                break;
+            };
+            let Some(call) = self.waiting.remove(&call_id) else {
+                break;
+            };
             self.touch(&call.call_id);
             *in_flight.entry(call.tenant_id.clone()).or_insert(0) += 1;
             self.next_lease += 1;
@@ -516,11 +621,32 @@ impl RegionQueue {
         (offers, commands)
     }
 
-    pub fn ack(&mut self, sidecar_id: &str, lease_id: &str, accepted: bool, now: u64) -> (AckOutcome, Option<CallUpdate>) {
-        let Some(i) = self.leased.iter().position(|l| l.lease_id == lease_id && l.sidecar_id == sidecar_id) else {
+    pub fn ack(
+        &mut self,
+        sidecar_id: &str,
+        lease_id: &str,
+        accepted: bool,
+        now: u64,
+    ) -> (AckOutcome, Option<CallUpdate>) {
+        let Some(i) = self
+            .leased
+            .iter()
+            .position(|l| l.lease_id == lease_id && l.sidecar_id == sidecar_id)
+        else {
             // The same ack again after its answer was lost: still this sidecar's call.
-            let again = accepted && self.held.values().any(|h| h.lease_id == lease_id && h.sidecar_id == sidecar_id);
-            return (if again { AckOutcome::Held } else { AckOutcome::Stale }, None);
+            let again = accepted
+                && self
+                    .held
+                    .values()
+                    .any(|h| h.lease_id == lease_id && h.sidecar_id == sidecar_id);
+            return (
+                if again {
+                    AckOutcome::Held
+                } else {
+                    AckOutcome::Stale
+                },
+                None,
+            );
         };
         let lease = self.leased.remove(i);
         self.touch(&lease.call.call_id);
@@ -533,11 +659,20 @@ impl RegionQueue {
             call_id: lease.call.call_id.clone(),
             tenant_id: lease.call.tenant_id.clone(),
             at_ms: now,
-            change: CallChange::Dialing { sidecar_id: sidecar_id.to_string(), attempt: lease.call.attempt },
+            change: CallChange::Dialing {
+                sidecar_id: sidecar_id.to_string(),
+                attempt: lease.call.attempt,
+            },
         };
         self.held.insert(
             lease.call.call_id.clone(),
-            Held { sidecar_id: sidecar_id.to_string(), lease_id: lease.lease_id, since_ms: now, last_seq: None, call: lease.call },
+            Held {
+                sidecar_id: sidecar_id.to_string(),
+                lease_id: lease.lease_id,
+                since_ms: now,
+                last_seq: None,
+                call: lease.call,
+            },
         );
         (AckOutcome::Held, Some(update))
     }
@@ -555,11 +690,17 @@ impl RegionQueue {
             return CancelOutcome::Cancelled;
         }
         // Held, or stranded: the command waits for that sidecar to come back.
-        let holder = self.held.get(call_id).or_else(|| self.stranded.get(call_id).map(|s| &s.held)).map(|h| h.sidecar_id.clone());
+        let holder = self
+            .held
+            .get(call_id)
+            .or_else(|| self.stranded.get(call_id).map(|s| &s.held))
+            .map(|h| h.sidecar_id.clone());
         match holder {
             Some(sidecar_id) => {
                 let cmds = self.commands.entry(sidecar_id.clone()).or_default();
-                let cmd = Command::Hangup { call_id: call_id.to_string() };
+                let cmd = Command::Hangup {
+                    call_id: call_id.to_string(),
+                };
                 if !cmds.contains(&cmd) {
                     cmds.push(cmd);
                 }
@@ -572,15 +713,31 @@ impl RegionQueue {
     /// Applies one event of a held call. `seq` orders a call's events; a seq
     /// at or below the last applied one is a duplicate (at-least-once delivery).
     /// Events of an earlier attempt (late deliveries) do not touch the current one.
-    pub fn event(&mut self, sidecar_id: &str, call_id: &str, attempt: u32, seq: u32, ev: HeldEvent, now: u64) -> (EventOutcome, Option<CallUpdate>) {
+    pub fn event(
+        &mut self,
+        sidecar_id: &str,
+        call_id: &str,
+        attempt: u32,
+        seq: u32,
+        ev: HeldEvent,
+        now: u64,
+    ) -> (EventOutcome, Option<CallUpdate>) {
         // A stranded call's sidecar is back and reporting on it: held again.
-        if self.stranded.get(call_id).is_some_and(|s| s.held.sidecar_id == sidecar_id && s.held.call.attempt == attempt) {
+        if self
+            .stranded
+            .get(call_id)
+            .is_some_and(|s| s.held.sidecar_id == sidecar_id && s.held.call.attempt == attempt)
+        {
             self.touch(call_id);
             if let Some(s) = self.stranded.remove(call_id) {
                 self.held.insert(call_id.to_string(), s.held);
             }
         }
-        let Some(held) = self.held.get_mut(call_id).filter(|h| h.sidecar_id == sidecar_id && h.call.attempt == attempt) else {
+        let Some(held) = self
+            .held
+            .get_mut(call_id)
+            .filter(|h| h.sidecar_id == sidecar_id && h.call.attempt == attempt)
+        else {
             return (EventOutcome::NotHeld, None);
         };
         if held.last_seq.is_some_and(|last| seq <= last) {
@@ -588,15 +745,29 @@ impl RegionQueue {
         }
         held.last_seq = Some(seq);
         self.changed_calls.insert(call_id.to_string());
-        let Some(held) = self.held.get(call_id) else { return (EventOutcome::NotHeld, None) };
-        let update = |call: &QueuedCall, change| CallUpdate { call_id: call.call_id.clone(), tenant_id: call.tenant_id.clone(), at_ms: now, change };
+        let Some(held) = self.held.get(call_id) else {
+            return (EventOutcome::NotHeld, None);
+        };
+        let update = |call: &QueuedCall, change| CallUpdate {
+            call_id: call.call_id.clone(),
+            tenant_id: call.tenant_id.clone(),
+            at_ms: now,
+            change,
+        };
         let change = match ev {
             HeldEvent::Ringing => CallChange::Ringing,
             HeldEvent::Answered => CallChange::Answered,
             HeldEvent::Other => return (EventOutcome::Applied, None),
-            HeldEvent::Ended { status, reason, sip_code } => {
+            HeldEvent::Ended {
+                status,
+                reason,
+                sip_code,
+            } => {
                 let held = self.held.remove(call_id).expect("checked above");
-                return (EventOutcome::Applied, Some(self.end_attempt(held.call, status, reason, sip_code, now)));
+                return (
+                    EventOutcome::Applied,
+                    Some(self.end_attempt(held.call, status, reason, sip_code, now)),
+                );
             }
         };
         (EventOutcome::Applied, Some(update(&held.call, change)))
@@ -607,9 +778,18 @@ impl RegionQueue {
     fn lose(&mut self, call_ids: Vec<String>, now: u64) -> Vec<CallUpdate> {
         let mut updates = Vec::new();
         for call_id in call_ids {
-            let held = self.held.remove(&call_id).or_else(|| self.stranded.remove(&call_id).map(|s| s.held));
+            let held = self
+                .held
+                .remove(&call_id)
+                .or_else(|| self.stranded.remove(&call_id).map(|s| s.held));
             if let Some(held) = held {
-                updates.push(self.end_attempt(held.call, CallStatus::Failed, EndedReason::MediaLost, None, now));
+                updates.push(self.end_attempt(
+                    held.call,
+                    CallStatus::Failed,
+                    EndedReason::MediaLost,
+                    None,
+                    now,
+                ));
             }
         }
         updates
@@ -617,22 +797,49 @@ impl RegionQueue {
 
     /// Ends one attempt; retries per the call's policy when the outcome
     /// allows (no answer, busy, failure, lost media), else final.
-    fn end_attempt(&mut self, mut call: QueuedCall, status: CallStatus, reason: EndedReason, sip_code: Option<u16>, now: u64) -> CallUpdate {
-        let retryable = matches!(status, CallStatus::NoAnswer | CallStatus::Busy | CallStatus::Failed)
-            && reason != EndedReason::HangupRequested;
+    fn end_attempt(
+        &mut self,
+        mut call: QueuedCall,
+        status: CallStatus,
+        reason: EndedReason,
+        sip_code: Option<u16>,
+        now: u64,
+    ) -> CallUpdate {
+        let retryable = matches!(
+            status,
+            CallStatus::NoAnswer | CallStatus::Busy | CallStatus::Failed
+        ) && reason != EndedReason::HangupRequested;
         let (call_id, tenant_id) = (call.call_id.clone(), call.tenant_id.clone());
         self.touch(&call_id);
         let change = if retryable && call.attempt <= call.retries {
             let after_delay = now + call.retry_delay_ms;
-            let retry_at_ms = call.calling_window.as_ref().and_then(|w| w.earliest_start(after_delay)).unwrap_or(after_delay);
+            let retry_at_ms = call
+                .calling_window
+                .as_ref()
+                .and_then(|w| w.earliest_start(after_delay))
+                .unwrap_or(after_delay);
             call.attempt += 1;
             call.ready_at_ms = retry_at_ms;
             self.waiting.push_back(call);
-            CallChange::RetryScheduled { status, reason, sip_code, retry_at_ms }
+            CallChange::RetryScheduled {
+                status,
+                reason,
+                sip_code,
+                retry_at_ms,
+            }
         } else {
-            CallChange::Ended { status, reason, sip_code }
+            CallChange::Ended {
+                status,
+                reason,
+                sip_code,
+            }
         };
-        CallUpdate { call_id, tenant_id, at_ms: now, change }
+        CallUpdate {
+            call_id,
+            tenant_id,
+            at_ms: now,
+            change,
+        }
     }
 
     /// Time passes: expired leases return to the queue, silent sidecars are
@@ -643,7 +850,9 @@ impl RegionQueue {
         self.nonces.retain(|_, forget_after| *forget_after > now);
         self.departed.retain(|_, at| *at + t.dead_after_ms > now);
         let mut updates = Vec::new();
-        let (expired, live): (Vec<Lease>, Vec<Lease>) = std::mem::take(&mut self.leased).into_iter().partition(|l| l.deadline_ms <= now);
+        let (expired, live): (Vec<Lease>, Vec<Lease>) = std::mem::take(&mut self.leased)
+            .into_iter()
+            .partition(|l| l.deadline_ms <= now);
         self.leased = live;
         for lease in expired.into_iter().rev() {
             self.touch(&lease.call.call_id);
@@ -658,25 +867,52 @@ impl RegionQueue {
         for sidecar_id in dead {
             self.sidecars.remove(&sidecar_id);
             // Commands stay: a stranded call's hangup reaches it when it is back.
-            let lost: Vec<String> = self.held.iter().filter(|(_, h)| h.sidecar_id == sidecar_id).map(|(id, _)| id.clone()).collect();
+            let lost: Vec<String> = self
+                .held
+                .iter()
+                .filter(|(_, h)| h.sidecar_id == sidecar_id)
+                .map(|(id, _)| id.clone())
+                .collect();
             for call_id in lost {
                 self.touch(&call_id);
                 if let Some(held) = self.held.remove(&call_id) {
-                    let surely_over = held.since_ms + u64::from(held.call.max_seconds) * 1_000 + t.lost_margin_ms;
-                    self.stranded.insert(call_id, Stranded { release_at_ms: surely_over.max(now), held });
+                    let surely_over =
+                        held.since_ms + u64::from(held.call.max_seconds) * 1_000 + t.lost_margin_ms;
+                    self.stranded.insert(
+                        call_id,
+                        Stranded {
+                            release_at_ms: surely_over.max(now),
+                            held,
+                        },
+                    );
                 }
             }
         }
-        let over: Vec<String> = self.stranded.iter().filter(|(_, s)| s.release_at_ms <= now).map(|(id, _)| id.clone()).collect();
+        let over: Vec<String> = self
+            .stranded
+            .iter()
+            .filter(|(_, s)| s.release_at_ms <= now)
+            .map(|(id, _)| id.clone())
+            .collect();
         updates.extend(self.lose(over, now));
         // Pending commands of sidecars that are neither known nor holding anything go.
-        let holders: std::collections::BTreeSet<&str> = self.stranded.values().map(|s| s.held.sidecar_id.as_str()).collect();
+        let holders: std::collections::BTreeSet<&str> = self
+            .stranded
+            .values()
+            .map(|s| s.held.sidecar_id.as_str())
+            .collect();
         let sidecars = &self.sidecars;
-        self.commands.retain(|sid, _| sidecars.contains_key(sid) || holders.contains(sid.as_str()));
+        self.commands
+            .retain(|sid, _| sidecars.contains_key(sid) || holders.contains(sid.as_str()));
         // Scheduled first attempts that became due in (last_tick, now].
         for call in self.waiting.ready_between(last_tick, now) {
             if call.scheduled && call.attempt == 1 {
-                updates.push(CallUpdate { call_id: call.call_id.clone(), tenant_id: call.tenant_id.clone(), at_ms: now, change: CallChange::Released });
+                updates.push(CallUpdate {
+                    call_id: call.call_id.clone(),
+                    tenant_id: call.tenant_id.clone(),
+                    at_ms: now,
+                    change: CallChange::Released,
+                });
             }
         }
         updates
@@ -690,40 +926,74 @@ impl RegionQueue {
         }
         // Kept for twice the window: the timestamp may be up to a window ahead.
         self.nonces.insert(nonce.to_string(), now + 2 * window_ms);
-        self.new_nonces.push((nonce.to_string(), now + 2 * window_ms));
+        self.new_nonces
+            .push((nonce.to_string(), now + 2 * window_ms));
         true
     }
 
     /// A poll lists the calls the sidecar holds. A call we believe it has held
     /// for longer than `grace_ms` but that it does not list was lost (e.g. the
     /// sidecar restarted): end the attempt as `media_lost`, retried per policy.
-    pub fn reconcile(&mut self, sidecar_id: &str, held_calls: &[String], now: u64, grace_ms: u64) -> Vec<CallUpdate> {
+    pub fn reconcile(
+        &mut self,
+        sidecar_id: &str,
+        held_calls: &[String],
+        now: u64,
+        grace_ms: u64,
+    ) -> Vec<CallUpdate> {
         let held_calls = &held_calls[..held_calls.len().min(MAX_RECONCILED)];
         let lost: Vec<String> = self
             .held
             .iter()
-            .filter(|(id, h)| h.sidecar_id == sidecar_id && h.since_ms + grace_ms < now && !held_calls.contains(id))
+            .filter(|(id, h)| {
+                h.sidecar_id == sidecar_id
+                    && h.since_ms + grace_ms < now
+                    && !held_calls.contains(id)
+            })
             .map(|(id, _)| id.clone())
             .collect();
         let mut updates = self.lose(lost, now);
         // Its stranded calls: still running (the partition healed: held
         // again) or not (confirmed over: the attempt ends and may be retried).
-        let mine: Vec<String> = self.stranded.iter().filter(|(_, s)| s.held.sidecar_id == sidecar_id).map(|(id, _)| id.clone()).collect();
+        let mine: Vec<String> = self
+            .stranded
+            .iter()
+            .filter(|(_, s)| s.held.sidecar_id == sidecar_id)
+            .map(|(id, _)| id.clone())
+            .collect();
         for call_id in mine {
-            let Some(s) = self.stranded.remove(&call_id) else { continue };
+            let Some(s) = self.stranded.remove(&call_id) else {
+                continue;
+            };
             self.touch(&call_id);
             if held_calls.contains(&call_id) {
                 self.held.insert(call_id, s.held);
             } else {
-                updates.push(self.end_attempt(s.held.call, CallStatus::Failed, EndedReason::MediaLost, None, now));
+                updates.push(self.end_attempt(
+                    s.held.call,
+                    CallStatus::Failed,
+                    EndedReason::MediaLost,
+                    None,
+                    now,
+                ));
             }
         }
         // Calls it runs that are not its own (any more): it must stop them.
         // (A call it accepted but whose ack is still on the way is leased to it.)
-        let leased_here = |id: &String| self.leased.iter().any(|l| &l.call.call_id == id && l.sidecar_id == sidecar_id);
+        let leased_here = |id: &String| {
+            self.leased
+                .iter()
+                .any(|l| &l.call.call_id == id && l.sidecar_id == sidecar_id)
+        };
         let foreign: Vec<String> = held_calls
             .iter()
-            .filter(|id| !self.held.get(*id).is_some_and(|h| h.sidecar_id == sidecar_id) && !leased_here(id))
+            .filter(|id| {
+                !self
+                    .held
+                    .get(*id)
+                    .is_some_and(|h| h.sidecar_id == sidecar_id)
+                    && !leased_here(id)
+            })
             .cloned()
             .collect();
         for call_id in foreign {
@@ -739,10 +1009,17 @@ impl RegionQueue {
     /// The next time `tick` has something to do, for the object's alarm.
     pub fn next_deadline(&self, now: u64, t: &DispatchTimings) -> Option<u64> {
         let leases = self.leased.iter().map(|l| l.deadline_ms);
-        let sidecars = self.sidecars.values().map(|s| s.last_seen_ms + t.dead_after_ms);
+        let sidecars = self
+            .sidecars
+            .values()
+            .map(|s| s.last_seen_ms + t.dead_after_ms);
         let future_ready = self.waiting.next_ready_after(now);
         let stranded = self.stranded.values().map(|s| s.release_at_ms);
-        leases.chain(sidecars).chain(future_ready).chain(stranded).min()
+        leases
+            .chain(sidecars)
+            .chain(future_ready)
+            .chain(stranded)
+            .min()
     }
 
     /// True when a poll of this sidecar would get something now.
@@ -752,7 +1029,9 @@ impl RegionQueue {
         // sidecar's open poll is answered (empty) at once.
         self.departed.contains_key(sidecar_id)
             || self.commands.get(sidecar_id).is_some_and(|c| !c.is_empty())
-            || self.next_offerable(now, &self.in_flight_by_tenant()).is_some()
+            || self
+                .next_offerable(now, &self.in_flight_by_tenant())
+                .is_some()
     }
 }
 
@@ -761,7 +1040,12 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    const T: DispatchTimings = DispatchTimings { ack_deadline_ms: 1_000, dead_after_ms: 5_000, max_wait_ms: 2_000, lost_margin_ms: 1_000 };
+    const T: DispatchTimings = DispatchTimings {
+        ack_deadline_ms: 1_000,
+        dead_after_ms: 5_000,
+        max_wait_ms: 2_000,
+        lost_margin_ms: 1_000,
+    };
 
     fn call(id: &str, ready: u64, retries: u32) -> QueuedCall {
         QueuedCall {
@@ -781,7 +1065,11 @@ mod tests {
     }
 
     fn capped(id: &str, tenant: &str, cap: u32) -> QueuedCall {
-        QueuedCall { tenant_id: tenant.into(), max_concurrent: Some(cap), ..call(id, 0, 0) }
+        QueuedCall {
+            tenant_id: tenant.into(),
+            max_concurrent: Some(cap),
+            ..call(id, 0, 0)
+        }
     }
 
     fn ids(offers: &[Lease]) -> Vec<&str> {
@@ -794,7 +1082,10 @@ mod tests {
         for id in ["a1", "a2", "a3", "a4", "a5"] {
             assert_eq!(q.enqueue(capped(id, "ten_a", 2)), EnqueueOutcome::Accepted);
         }
-        q.enqueue(QueuedCall { tenant_id: "ten_b".into(), ..call("b1", 0, 0) });
+        q.enqueue(QueuedCall {
+            tenant_id: "ten_b".into(),
+            ..call("b1", 0, 0)
+        });
         // Ten free slots: two of ten_a's (oldest first), and ten_b's, which is not capped.
         let (o, _) = q.lease("s1", 10, 1, &T);
         assert_eq!(ids(&o), ["a1", "a2", "b1"]);
@@ -805,7 +1096,11 @@ mod tests {
         q.ack("s1", &o[1].lease_id, true, 3);
         q.ack("s1", &o[2].lease_id, true, 3);
         assert!(q.lease("s1", 10, 4, &T).0.is_empty());
-        let done = HeldEvent::Ended { status: CallStatus::Completed, reason: EndedReason::CalleeHangup, sip_code: None };
+        let done = HeldEvent::Ended {
+            status: CallStatus::Completed,
+            reason: EndedReason::CalleeHangup,
+            sip_code: None,
+        };
         q.event("s1", "a1", 1, 1, done, 5);
         assert!(q.has_work_for("s1", 6));
         let (o, _) = q.lease("s1", 10, 6, &T);
@@ -820,23 +1115,57 @@ mod tests {
     #[test]
     fn reject_mode_refuses_at_the_cap_counting_due_waiting_calls() {
         let mut q = RegionQueue::default();
-        let reject = |id: &str| QueuedCall { reject_over_cap: true, ..capped(id, "ten_a", 2) };
+        let reject = |id: &str| QueuedCall {
+            reject_over_cap: true,
+            ..capped(id, "ten_a", 2)
+        };
         assert_eq!(q.enqueue(reject("a1")), EnqueueOutcome::Accepted);
         assert_eq!(q.enqueue(reject("a2")), EnqueueOutcome::Accepted);
         // Nothing is live yet, but two due calls would take both slots.
-        assert_eq!(q.enqueue(reject("a3")), EnqueueOutcome::ConcurrencyLimit { limit: 2, active: 2 });
+        assert_eq!(
+            q.enqueue(reject("a3")),
+            EnqueueOutcome::ConcurrencyLimit {
+                limit: 2,
+                active: 2
+            }
+        );
         let (o, _) = q.lease("s1", 10, 1, &T);
         assert_eq!(ids(&o), ["a1", "a2"]);
-        assert_eq!(q.enqueue(reject("a3")), EnqueueOutcome::ConcurrencyLimit { limit: 2, active: 2 });
+        assert_eq!(
+            q.enqueue(reject("a3")),
+            EnqueueOutcome::ConcurrencyLimit {
+                limit: 2,
+                active: 2
+            }
+        );
         // Queue mode still accepts and waits; another tenant is unaffected.
-        assert_eq!(q.enqueue(capped("a4", "ten_a", 2)), EnqueueOutcome::Accepted);
-        assert_eq!(q.enqueue(QueuedCall { reject_over_cap: true, ..capped("b1", "ten_b", 2) }), EnqueueOutcome::Accepted);
-        assert!(q.waiting.iter().all(|c| !c.reject_over_cap), "the flag is not kept");
+        assert_eq!(
+            q.enqueue(capped("a4", "ten_a", 2)),
+            EnqueueOutcome::Accepted
+        );
+        assert_eq!(
+            q.enqueue(QueuedCall {
+                reject_over_cap: true,
+                ..capped("b1", "ten_b", 2)
+            }),
+            EnqueueOutcome::Accepted
+        );
+        assert!(
+            q.waiting.iter().all(|c| !c.reject_over_cap),
+            "the flag is not kept"
+        );
         // One ends: a reject-mode call fits again only once a4 has had its turn.
-        let done = HeldEvent::Ended { status: CallStatus::Completed, reason: EndedReason::CalleeHangup, sip_code: None };
+        let done = HeldEvent::Ended {
+            status: CallStatus::Completed,
+            reason: EndedReason::CalleeHangup,
+            sip_code: None,
+        };
         q.ack("s1", &o[0].lease_id, true, 2);
         q.event("s1", "a1", 1, 1, done, 3);
-        assert!(matches!(q.enqueue(reject("a5")), EnqueueOutcome::ConcurrencyLimit { .. }));
+        assert!(matches!(
+            q.enqueue(reject("a5")),
+            EnqueueOutcome::ConcurrencyLimit { .. }
+        ));
         assert_eq!(ids(&q.lease("s1", 10, 4, &T).0), ["a4", "b1"]);
     }
 
@@ -847,15 +1176,25 @@ mod tests {
         // Twenty calls created within a few ms by different Worker
         // invocations, reaching the queue in another order than stamped.
         let mut accepted = 0;
-        for i in [7u64, 3, 19, 0, 12, 5, 1, 18, 9, 14, 2, 17, 4, 11, 6, 16, 8, 15, 10, 13] {
-            let c = QueuedCall { reject_over_cap: true, ready_at_ms: 1_000_000 - 20 + i, ..capped(&format!("c{i}"), "ten_a", 3) };
+        for i in [
+            7u64, 3, 19, 0, 12, 5, 1, 18, 9, 14, 2, 17, 4, 11, 6, 16, 8, 15, 10, 13,
+        ] {
+            let c = QueuedCall {
+                reject_over_cap: true,
+                ready_at_ms: 1_000_000 - 20 + i,
+                ..capped(&format!("c{i}"), "ten_a", 3)
+            };
             if q.enqueue(c) == EnqueueOutcome::Accepted {
                 accepted += 1;
             }
         }
         assert_eq!(accepted, 3);
         // A call for tomorrow is not refused by today's load.
-        let tomorrow = QueuedCall { reject_over_cap: true, ready_at_ms: 1_000_000 + 86_400_000, ..capped("later", "ten_a", 3) };
+        let tomorrow = QueuedCall {
+            reject_over_cap: true,
+            ready_at_ms: 1_000_000 + 86_400_000,
+            ..capped("later", "ten_a", 3)
+        };
         assert_eq!(q.enqueue(tomorrow), EnqueueOutcome::Accepted);
     }
 
@@ -870,28 +1209,65 @@ mod tests {
         q.enqueue(capped("a4", "ten_a", 3));
         assert_eq!(ids(&q.lease("s1", 10, 2, &T).0), ["a2", "a3"]);
         // Removed: unlimited.
-        q.enqueue(QueuedCall { tenant_id: "ten_a".into(), ..call("a5", 0, 0) });
+        q.enqueue(QueuedCall {
+            tenant_id: "ten_a".into(),
+            ..call("a5", 0, 0)
+        });
         assert_eq!(ids(&q.lease("s1", 10, 3, &T).0), ["a4", "a5"]);
     }
 
     #[test]
     fn a_second_call_to_the_same_number_by_the_same_agent_is_refused_until_the_first_ends() {
         let mut q = RegionQueue::default();
-        let same = |id: &str| QueuedCall { phone: "+14155550100".into(), ..call(id, 0, 0) };
+        let same = |id: &str| QueuedCall {
+            phone: "+14155550100".into(),
+            ..call(id, 0, 0)
+        };
         assert_eq!(q.enqueue(same("c1")), EnqueueOutcome::Accepted);
         assert_eq!(q.enqueue(same("c1")), EnqueueOutcome::AlreadyKnown);
-        assert_eq!(q.enqueue(same("c2")), EnqueueOutcome::Duplicate { call_id: "c1".into() });
+        assert_eq!(
+            q.enqueue(same("c2")),
+            EnqueueOutcome::Duplicate {
+                call_id: "c1".into()
+            }
+        );
         // Another agent, or another tenant, may call the number.
-        assert_eq!(q.enqueue(QueuedCall { agent_id: "agt_2".into(), ..same("c3") }), EnqueueOutcome::Accepted);
-        assert_eq!(q.enqueue(QueuedCall { tenant_id: "ten_2".into(), ..same("c4") }), EnqueueOutcome::Accepted);
+        assert_eq!(
+            q.enqueue(QueuedCall {
+                agent_id: "agt_2".into(),
+                ..same("c3")
+            }),
+            EnqueueOutcome::Accepted
+        );
+        assert_eq!(
+            q.enqueue(QueuedCall {
+                tenant_id: "ten_2".into(),
+                ..same("c4")
+            }),
+            EnqueueOutcome::Accepted
+        );
         // Leased and held count too.
         let (o, _) = q.lease("s1", 1, 0, &T);
         assert_eq!(o[0].call.call_id, "c1");
-        assert_eq!(q.enqueue(same("c5")), EnqueueOutcome::Duplicate { call_id: "c1".into() });
+        assert_eq!(
+            q.enqueue(same("c5")),
+            EnqueueOutcome::Duplicate {
+                call_id: "c1".into()
+            }
+        );
         q.ack("s1", &o[0].lease_id, true, 1);
-        assert_eq!(q.enqueue(same("c5")), EnqueueOutcome::Duplicate { call_id: "c1".into() });
+        assert_eq!(
+            q.enqueue(same("c5")),
+            EnqueueOutcome::Duplicate {
+                call_id: "c1".into()
+            }
+        );
         // Ended: the number is free again.
-        let done = HeldEvent::Ended { status: CallStatus::Completed, reason: EndedReason::CalleeHangup, sip_code: None };
+        let done = HeldEvent::Ended {
+            status: CallStatus::Completed,
+            reason: EndedReason::CalleeHangup,
+            sip_code: None,
+        };
         q.event("s1", "c1", 1, 1, done, 2);
         assert_eq!(q.enqueue(same("c5")), EnqueueOutcome::Accepted);
         // A cancelled waiting call frees it as well.
@@ -907,14 +1283,27 @@ mod tests {
         q.enqueue(call("c3", 0, 0));
         q.enqueue(call("c1", 0, 0)); // duplicate enqueue ignored
         let (offers, _) = q.lease("s1", 5, 100, &T);
-        assert_eq!(offers.iter().map(|l| l.call.call_id.as_str()).collect::<Vec<_>>(), ["c1", "c3"]);
+        assert_eq!(
+            offers
+                .iter()
+                .map(|l| l.call.call_id.as_str())
+                .collect::<Vec<_>>(),
+            ["c1", "c3"]
+        );
         assert!(offers.iter().all(|l| l.deadline_ms == 1_100));
         let (none, _) = q.lease("s1", 0, 600, &T);
         assert!(none.is_empty(), "no free slots, no offers");
         let (later, _) = q.lease("s1", 1, 600, &T);
         assert_eq!(later[0].call.call_id, "c2");
         let o = offer_json(&later[0]);
-        assert_eq!((o["call_id"].as_str(), o["attempt"].as_u64(), o["phone"].as_str()), (Some("c2"), Some(1), Some("+14155550100")));
+        assert_eq!(
+            (
+                o["call_id"].as_str(),
+                o["attempt"].as_u64(),
+                o["phone"].as_str()
+            ),
+            (Some("c2"), Some(1), Some("+14155550100"))
+        );
     }
 
     #[test]
@@ -922,16 +1311,28 @@ mod tests {
         let mut q = RegionQueue::default();
         q.enqueue(call("c1", 0, 0));
         let (offers, _) = q.lease("s1", 1, 0, &T);
-        assert!(q.lease("s2", 1, 500, &T).0.is_empty(), "leased calls are not offered twice");
+        assert!(
+            q.lease("s2", 1, 500, &T).0.is_empty(),
+            "leased calls are not offered twice"
+        );
         assert!(q.tick(1_000, &T).is_empty());
         let (again, _) = q.lease("s2", 1, 1_001, &T);
         assert_eq!(again[0].call.call_id, "c1");
         assert_ne!(again[0].lease_id, offers[0].lease_id);
         // The late ack of the first lease is stale: s1 must drop the call.
-        assert_eq!(q.ack("s1", &offers[0].lease_id, true, 1_002).0, AckOutcome::Stale);
+        assert_eq!(
+            q.ack("s1", &offers[0].lease_id, true, 1_002).0,
+            AckOutcome::Stale
+        );
         let (out, update) = q.ack("s2", &again[0].lease_id, true, 1_003);
         assert_eq!(out, AckOutcome::Held);
-        assert_eq!(update.unwrap().change, CallChange::Dialing { sidecar_id: "s2".into(), attempt: 1 });
+        assert_eq!(
+            update.unwrap().change,
+            CallChange::Dialing {
+                sidecar_id: "s2".into(),
+                attempt: 1
+            }
+        );
     }
 
     #[test]
@@ -948,16 +1349,34 @@ mod tests {
         let updates = q.deregister("s1", 20);
         assert_eq!(updates.len(), 1);
         assert_eq!(updates[0].call_id, "held");
-        assert!(matches!(updates[0].change, CallChange::RetryScheduled { reason: EndedReason::MediaLost, .. }), "{:?}", updates[0].change);
+        assert!(
+            matches!(
+                updates[0].change,
+                CallChange::RetryScheduled {
+                    reason: EndedReason::MediaLost,
+                    ..
+                }
+            ),
+            "{:?}",
+            updates[0].change
+        );
         assert!(!q.sidecars.contains_key("s1"));
         // A poll still open on its behalf wakes at once and gets nothing.
         q.enqueue(call("new", 0, 0));
         assert!(q.has_work_for("s1", 30));
         assert_eq!(q.lease("s1", 3, 30, &T), (Vec::new(), Vec::new()));
-        assert!(!q.sidecars.contains_key("s1"), "an open poll does not bring it back");
+        assert!(
+            !q.sidecars.contains_key("s1"),
+            "an open poll does not bring it back"
+        );
         // Another sidecar gets the returned offer first, then the new call.
         let (next, _) = q.lease("s2", 2, 40, &T);
-        assert_eq!(next.iter().map(|l| l.call.call_id.as_str()).collect::<Vec<_>>(), ["offered", "new"]);
+        assert_eq!(
+            next.iter()
+                .map(|l| l.call.call_id.as_str())
+                .collect::<Vec<_>>(),
+            ["offered", "new"]
+        );
         // Registering again undoes it; the mark is forgotten after dead_after_ms anyway.
         q.register("s1", 1, 50);
         assert!(!q.departed.contains_key("s1"));
@@ -973,7 +1392,11 @@ mod tests {
         let mut apart = RegionQueue::default();
         let mut bodies = BTreeMap::new();
         for i in 0..1_000 {
-            let mut c = QueuedCall { scheduled: true, phone: format!("+1415555{i:04}"), ..call(&format!("call_{i:04}"), 86_400_000, 0) };
+            let mut c = QueuedCall {
+                scheduled: true,
+                phone: format!("+1415555{i:04}"),
+                ..call(&format!("call_{i:04}"), 86_400_000, 0)
+            };
             c.offer = json!({"phone": c.phone, "system_prompt": prompt, "metadata": {"crm": i}});
             inline.enqueue(c.clone());
             bodies.insert(c.call_id.clone(), take_offer_body(&mut c));
@@ -981,14 +1404,28 @@ mod tests {
         }
         let size = |q: &RegionQueue| serde_json::to_string(q).unwrap().len();
         // One value holding the bodies is far over what a Durable Object stores per value.
-        assert!(size(&inline) > crate::sql::MAX_VALUE_BYTES, "{}", size(&inline));
-        assert!(size(&apart) < crate::sql::MAX_VALUE_BYTES / 4, "{}", size(&apart));
+        assert!(
+            size(&inline) > crate::sql::MAX_VALUE_BYTES,
+            "{}",
+            size(&inline)
+        );
+        assert!(
+            size(&apart) < crate::sql::MAX_VALUE_BYTES / 4,
+            "{}",
+            size(&apart)
+        );
         // The offer still reaches the sidecar whole.
         let (o, _) = apart.lease("s1", 1, 86_400_000, &T);
         let mut reply = json!({"offers": [offer_json(&o[0])]});
         fill_offer_bodies(&mut reply, |id| bodies.get(id).cloned());
         let offer = &reply["offers"][0];
-        assert_eq!((offer["system_prompt"].as_str().map(str::len), offer["call_id"].as_str()), (Some(20_000), Some("call_0000")));
+        assert_eq!(
+            (
+                offer["system_prompt"].as_str().map(str::len),
+                offer["call_id"].as_str()
+            ),
+            (Some(20_000), Some("call_0000"))
+        );
         assert_eq!(offer["lease_id"], json!(o[0].lease_id));
     }
 
@@ -1016,15 +1453,31 @@ mod tests {
         }
 
         fn load(&self) -> RegionQueue {
-            RegionQueue::from_rows(self.meta.clone(), self.calls.iter().map(|(_, r)| r.clone()).collect(), self.nonces.clone().into_iter().collect())
+            RegionQueue::from_rows(
+                self.meta.clone(),
+                self.calls.iter().map(|(_, r)| r.clone()).collect(),
+                self.nonces.clone().into_iter().collect(),
+            )
         }
     }
 
     /// What must survive a reload (waiting order may differ between equally ready calls).
     fn essence(q: &RegionQueue) -> String {
-        let mut waiting: Vec<String> = q.waiting.iter().map(|c| serde_json::to_string(c).unwrap()).collect();
+        let mut waiting: Vec<String> = q
+            .waiting
+            .iter()
+            .map(|c| serde_json::to_string(c).unwrap())
+            .collect();
         waiting.sort();
-        format!("{waiting:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{}", q.leased, q.held, q.stranded, q.meta(), q.nonces, q.next_lease)
+        format!(
+            "{waiting:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{}",
+            q.leased,
+            q.held,
+            q.stranded,
+            q.meta(),
+            q.nonces,
+            q.next_lease
+        )
     }
 
     #[test]
@@ -1036,7 +1489,10 @@ mod tests {
             assert_eq!(essence(&rows.load()), essence(q));
         };
         for i in 0..50 {
-            q.enqueue(QueuedCall { max_seconds: 60, ..call(&format!("c{i:02}"), if i % 2 == 0 { 0 } else { 100_000 }, 1) });
+            q.enqueue(QueuedCall {
+                max_seconds: 60,
+                ..call(&format!("c{i:02}"), if i % 2 == 0 { 0 } else { 100_000 }, 1)
+            });
         }
         step(&mut q, &mut rows);
         assert_eq!(rows.writes, 50);
@@ -1044,13 +1500,20 @@ mod tests {
         q.remember_nonce("n1", 0, 300_000);
         let (o, _) = q.lease("s1", 4, 1, &T);
         step(&mut q, &mut rows);
-        assert_eq!(rows.writes, 54, "a poll that leased four calls rewrote four rows");
+        assert_eq!(
+            rows.writes, 54,
+            "a poll that leased four calls rewrote four rows"
+        );
         q.ack("s1", &o[0].lease_id, true, 2);
         q.ack("s1", &o[1].lease_id, false, 2);
         q.event("s1", &o[0].call.call_id, 1, 1, HeldEvent::Answered, 3);
         step(&mut q, &mut rows);
         assert_eq!(rows.writes, 56);
-        let busy = HeldEvent::Ended { status: CallStatus::Busy, reason: EndedReason::Busy, sip_code: Some(486) };
+        let busy = HeldEvent::Ended {
+            status: CallStatus::Busy,
+            reason: EndedReason::Busy,
+            sip_code: Some(486),
+        };
         q.event("s1", &o[0].call.call_id, 1, 2, busy, 4); // retried: waiting again
         q.cancel(&o[2].call.call_id);
         step(&mut q, &mut rows);
@@ -1066,7 +1529,11 @@ mod tests {
     /// c1 (max 60 s) held by s1 since t=10.
     fn held_by_s1() -> RegionQueue {
         let mut q = RegionQueue::default();
-        q.enqueue(QueuedCall { max_seconds: 60, phone: "+14155550100".into(), ..call("c1", 0, 2) });
+        q.enqueue(QueuedCall {
+            max_seconds: 60,
+            phone: "+14155550100".into(),
+            ..call("c1", 0, 2)
+        });
         let (o, _) = q.lease("s1", 1, 0, &T);
         q.ack("s1", &o[0].lease_id, true, 10);
         q
@@ -1078,19 +1545,45 @@ mod tests {
     fn a_partitioned_sidecar_keeps_its_call_and_nobody_dials_it_again() {
         let mut q = held_by_s1();
         q.lease("s2", 0, 4_000, &T); // s2 keeps polling, s1 falls silent
-        assert!(q.tick(5_010, &T).is_empty(), "presumed dead, but the call may still be talking");
+        assert!(
+            q.tick(5_010, &T).is_empty(),
+            "presumed dead, but the call may still be talking"
+        );
         assert!(q.stranded.contains_key("c1") && !q.sidecars.contains_key("s1"));
         // Not offered again, and the number stays busy for the agent.
         assert!(q.lease("s2", 1, 6_000, &T).0.is_empty());
-        let again = QueuedCall { max_seconds: 60, phone: "+14155550100".into(), ..call("c2", 0, 0) };
-        assert_eq!(q.enqueue(again), EnqueueOutcome::Duplicate { call_id: "c1".into() });
+        let again = QueuedCall {
+            max_seconds: 60,
+            phone: "+14155550100".into(),
+            ..call("c2", 0, 0)
+        };
+        assert_eq!(
+            q.enqueue(again),
+            EnqueueOutcome::Duplicate {
+                call_id: "c1".into()
+            }
+        );
         // The partition heals: s1 registers again and still lists c1.
         q.register("s1", 1, 40_000);
-        assert!(q.reconcile("s1", &["c1".to_string()], 40_000, 5_000).is_empty());
+        assert!(q
+            .reconcile("s1", &["c1".to_string()], 40_000, 5_000)
+            .is_empty());
         assert!(q.held.contains_key("c1") && q.stranded.is_empty());
-        let done = HeldEvent::Ended { status: CallStatus::Completed, reason: EndedReason::CalleeHangup, sip_code: None };
+        let done = HeldEvent::Ended {
+            status: CallStatus::Completed,
+            reason: EndedReason::CalleeHangup,
+            sip_code: None,
+        };
         let (_, u) = q.event("s1", "c1", 1, 1, done, 41_000);
-        assert_eq!(u.unwrap().change, CallChange::Ended { status: CallStatus::Completed, reason: EndedReason::CalleeHangup, sip_code: None }, "one real end, no retry");
+        assert_eq!(
+            u.unwrap().change,
+            CallChange::Ended {
+                status: CallStatus::Completed,
+                reason: EndedReason::CalleeHangup,
+                sip_code: None
+            },
+            "one real end, no retry"
+        );
     }
 
     #[test]
@@ -1100,18 +1593,43 @@ mod tests {
         q.tick(5_010, &T);
         q.register("s1", 1, 20_000);
         let u = q.reconcile("s1", &[], 20_000, 5_000);
-        assert!(matches!(u[0].change, CallChange::RetryScheduled { reason: EndedReason::MediaLost, .. }), "{u:?}");
+        assert!(
+            matches!(
+                u[0].change,
+                CallChange::RetryScheduled {
+                    reason: EndedReason::MediaLost,
+                    ..
+                }
+            ),
+            "{u:?}"
+        );
         // Never heard of again: only once it would surely have ended.
         let mut q = held_by_s1();
         q.tick(5_010, &T);
         assert!(q.tick(SURELY_OVER - 1, &T).is_empty());
         assert_eq!(q.next_deadline(SURELY_OVER - 1, &T), Some(SURELY_OVER));
         let u = q.tick(SURELY_OVER, &T);
-        assert!(matches!(u[0].change, CallChange::RetryScheduled { reason: EndedReason::MediaLost, .. }), "{u:?}");
+        assert!(
+            matches!(
+                u[0].change,
+                CallChange::RetryScheduled {
+                    reason: EndedReason::MediaLost,
+                    ..
+                }
+            ),
+            "{u:?}"
+        );
         // Its late report is then ignored (the retry is another attempt).
-        let done = HeldEvent::Ended { status: CallStatus::Completed, reason: EndedReason::CalleeHangup, sip_code: None };
+        let done = HeldEvent::Ended {
+            status: CallStatus::Completed,
+            reason: EndedReason::CalleeHangup,
+            sip_code: None,
+        };
         q.register("s1", 1, SURELY_OVER + 1);
-        assert_eq!(q.event("s1", "c1", 1, 1, done, SURELY_OVER + 1).0, EventOutcome::NotHeld);
+        assert_eq!(
+            q.event("s1", "c1", 1, 1, done, SURELY_OVER + 1).0,
+            EventOutcome::NotHeld
+        );
     }
 
     #[test]
@@ -1119,15 +1637,36 @@ mod tests {
         let mut q = held_by_s1();
         // A hangup while stranded waits for s1 to come back.
         q.tick(5_010, &T);
-        assert_eq!(q.cancel("c1"), CancelOutcome::Signalled { sidecar_id: "s1".into() });
+        assert_eq!(
+            q.cancel("c1"),
+            CancelOutcome::Signalled {
+                sidecar_id: "s1".into()
+            }
+        );
         q.register("s1", 1, 6_000);
         q.reconcile("s1", &["c1".to_string(), "c9".to_string()], 6_000, 5_000);
         let (_, cmds) = q.lease("s1", 0, 6_000, &T);
-        assert_eq!(cmds, vec![Command::Hangup { call_id: "c1".into() }, Command::Hangup { call_id: "c9".into() }], "its own hangup, and the call it should not run");
+        assert_eq!(
+            cmds,
+            vec![
+                Command::Hangup {
+                    call_id: "c1".into()
+                },
+                Command::Hangup {
+                    call_id: "c9".into()
+                }
+            ],
+            "its own hangup, and the call it should not run"
+        );
         // A call it accepted whose ack is still on the way is its own.
         q.enqueue(call("c3", 0, 0));
         let (o, _) = q.lease("s1", 1, 7_000, &T);
-        q.reconcile("s1", &["c1".to_string(), o[0].call.call_id.clone()], 7_000, 5_000);
+        q.reconcile(
+            "s1",
+            &["c1".to_string(), o[0].call.call_id.clone()],
+            7_000,
+            5_000,
+        );
         assert!(q.lease("s1", 0, 7_000, &T).1.is_empty());
     }
 
@@ -1139,7 +1678,10 @@ mod tests {
         let (first, update) = q.ack("s1", &o[0].lease_id, true, 1);
         assert_eq!((first, update.is_some()), (AckOutcome::Held, true));
         // The answer was lost; the sidecar acks again: still its call, no second update.
-        assert_eq!(q.ack("s1", &o[0].lease_id, true, 2), (AckOutcome::Held, None));
+        assert_eq!(
+            q.ack("s1", &o[0].lease_id, true, 2),
+            (AckOutcome::Held, None)
+        );
         // Another sidecar, or another lease id, is still refused.
         assert_eq!(q.ack("s2", &o[0].lease_id, true, 3).0, AckOutcome::Stale);
         assert_eq!(q.ack("s1", "lease_ff", true, 3).0, AckOutcome::Stale);
@@ -1150,7 +1692,11 @@ mod tests {
         let mut q = RegionQueue::default();
         q.enqueue(call("c1", 0, 3));
         let (o, _) = q.lease("s1", 1, 0, &T);
-        assert_eq!(q.cancel("c1"), CancelOutcome::Cancelled, "not a hangup command waiting for the lease to expire");
+        assert_eq!(
+            q.cancel("c1"),
+            CancelOutcome::Cancelled,
+            "not a hangup command waiting for the lease to expire"
+        );
         assert!(!q.knows("c1"));
         // The sidecar's ack now fails, so it never dials; nothing is re-offered.
         assert_eq!(q.ack("s1", &o[0].lease_id, true, 1).0, AckOutcome::Stale);
@@ -1164,7 +1710,10 @@ mod tests {
         q.enqueue(call("c1", 0, 0));
         q.enqueue(call("c2", 0, 0));
         let (offers, _) = q.lease("s1", 1, 0, &T);
-        assert_eq!(q.ack("s1", &offers[0].lease_id, false, 1).0, AckOutcome::Requeued);
+        assert_eq!(
+            q.ack("s1", &offers[0].lease_id, false, 1).0,
+            AckOutcome::Requeued
+        );
         assert_eq!(q.lease("s2", 1, 2, &T).0[0].call.call_id, "c1");
     }
 
@@ -1184,14 +1733,32 @@ mod tests {
         let c1 = updates.iter().find(|u| u.call_id == "c1").unwrap();
         assert_eq!(
             c1.change,
-            CallChange::RetryScheduled { status: CallStatus::Failed, reason: EndedReason::MediaLost, sip_code: None, retry_at_ms: 65_000 }
+            CallChange::RetryScheduled {
+                status: CallStatus::Failed,
+                reason: EndedReason::MediaLost,
+                sip_code: None,
+                retry_at_ms: 65_000
+            }
         );
         let c2 = updates.iter().find(|u| u.call_id == "c2").unwrap();
-        assert_eq!(c2.change, CallChange::Ended { status: CallStatus::Failed, reason: EndedReason::MediaLost, sip_code: None });
+        assert_eq!(
+            c2.change,
+            CallChange::Ended {
+                status: CallStatus::Failed,
+                reason: EndedReason::MediaLost,
+                sip_code: None
+            }
+        );
         assert!(!q.sidecars.contains_key("s1"));
-        assert!(q.lease("s2", 1, 64_999, &T).0.is_empty(), "retry waits its delay");
+        assert!(
+            q.lease("s2", 1, 64_999, &T).0.is_empty(),
+            "retry waits its delay"
+        );
         let (retry, _) = q.lease("s2", 1, 65_000, &T);
-        assert_eq!((retry[0].call.call_id.as_str(), retry[0].call.attempt), ("c1", 2));
+        assert_eq!(
+            (retry[0].call.call_id.as_str(), retry[0].call.attempt),
+            ("c1", 2)
+        );
     }
 
     #[test]
@@ -1200,14 +1767,47 @@ mod tests {
         q.enqueue(call("c1", 0, 0));
         let (offers, _) = q.lease("s1", 1, 0, &T);
         q.ack("s1", &offers[0].lease_id, true, 1);
-        assert_eq!(q.event("s2", "c1", 1, 1, HeldEvent::Ringing, 2).0, EventOutcome::NotHeld);
-        assert_eq!(q.event("s1", "c1", 1, 1, HeldEvent::Ringing, 2).1.unwrap().change, CallChange::Ringing);
-        assert_eq!(q.event("s1", "c1", 1, 1, HeldEvent::Ringing, 3), (EventOutcome::Duplicate, None));
-        assert_eq!(q.event("s1", "c1", 1, 2, HeldEvent::Answered, 4).1.unwrap().change, CallChange::Answered);
-        let ended = HeldEvent::Ended { status: CallStatus::Completed, reason: EndedReason::CalleeHangup, sip_code: None };
+        assert_eq!(
+            q.event("s2", "c1", 1, 1, HeldEvent::Ringing, 2).0,
+            EventOutcome::NotHeld
+        );
+        assert_eq!(
+            q.event("s1", "c1", 1, 1, HeldEvent::Ringing, 2)
+                .1
+                .unwrap()
+                .change,
+            CallChange::Ringing
+        );
+        assert_eq!(
+            q.event("s1", "c1", 1, 1, HeldEvent::Ringing, 3),
+            (EventOutcome::Duplicate, None)
+        );
+        assert_eq!(
+            q.event("s1", "c1", 1, 2, HeldEvent::Answered, 4)
+                .1
+                .unwrap()
+                .change,
+            CallChange::Answered
+        );
+        let ended = HeldEvent::Ended {
+            status: CallStatus::Completed,
+            reason: EndedReason::CalleeHangup,
+            sip_code: None,
+        };
         let (_, u) = q.event("s1", "c1", 1, 3, ended.clone(), 5);
-        assert_eq!(u.unwrap().change, CallChange::Ended { status: CallStatus::Completed, reason: EndedReason::CalleeHangup, sip_code: None });
-        assert_eq!(q.event("s1", "c1", 1, 3, ended, 6).0, EventOutcome::NotHeld, "ended calls are gone");
+        assert_eq!(
+            u.unwrap().change,
+            CallChange::Ended {
+                status: CallStatus::Completed,
+                reason: EndedReason::CalleeHangup,
+                sip_code: None
+            }
+        );
+        assert_eq!(
+            q.event("s1", "c1", 1, 3, ended, 6).0,
+            EventOutcome::NotHeld,
+            "ended calls are gone"
+        );
         assert!(!q.knows("c1"));
     }
 
@@ -1217,12 +1817,22 @@ mod tests {
         q.enqueue(call("c1", 0, 1));
         let (o, _) = q.lease("s1", 1, 0, &T);
         q.ack("s1", &o[0].lease_id, true, 0);
-        let busy = HeldEvent::Ended { status: CallStatus::Busy, reason: EndedReason::Busy, sip_code: Some(486) };
+        let busy = HeldEvent::Ended {
+            status: CallStatus::Busy,
+            reason: EndedReason::Busy,
+            sip_code: Some(486),
+        };
         q.event("s1", "c1", 1, 1, busy, 1);
         let (o, _) = q.lease("s1", 1, 60_001, &T);
         q.ack("s1", &o[0].lease_id, true, 60_001);
-        assert_eq!(q.event("s1", "c1", 1, 2, HeldEvent::Answered, 60_002).0, EventOutcome::NotHeld);
-        assert_eq!(q.event("s1", "c1", 2, 1, HeldEvent::Answered, 60_002).0, EventOutcome::Applied);
+        assert_eq!(
+            q.event("s1", "c1", 1, 2, HeldEvent::Answered, 60_002).0,
+            EventOutcome::NotHeld
+        );
+        assert_eq!(
+            q.event("s1", "c1", 2, 1, HeldEvent::Answered, 60_002).0,
+            EventOutcome::Applied
+        );
     }
 
     #[test]
@@ -1230,7 +1840,10 @@ mod tests {
         let mut q = RegionQueue::default();
         assert!(q.remember_nonce("n1", 0, 300_000));
         assert!(!q.remember_nonce("n1", 1_000, 300_000));
-        assert!(q.remember_nonce("n1", 600_001, 300_000), "forgotten after twice the window");
+        assert!(
+            q.remember_nonce("n1", 600_001, 300_000),
+            "forgotten after twice the window"
+        );
     }
 
     #[test]
@@ -1239,10 +1852,24 @@ mod tests {
         q.enqueue(call("c1", 0, 0));
         let (o, _) = q.lease("s1", 1, 0, &T);
         q.ack("s1", &o[0].lease_id, true, 0);
-        assert!(q.reconcile("s1", &[], 4_000, 5_000).is_empty(), "within grace");
-        assert!(q.reconcile("s1", &["c1".to_string()], 9_000, 5_000).is_empty(), "listed");
+        assert!(
+            q.reconcile("s1", &[], 4_000, 5_000).is_empty(),
+            "within grace"
+        );
+        assert!(
+            q.reconcile("s1", &["c1".to_string()], 9_000, 5_000)
+                .is_empty(),
+            "listed"
+        );
         let lost = q.reconcile("s1", &[], 9_000, 5_000);
-        assert_eq!(lost[0].change, CallChange::Ended { status: CallStatus::Failed, reason: EndedReason::MediaLost, sip_code: None });
+        assert_eq!(
+            lost[0].change,
+            CallChange::Ended {
+                status: CallStatus::Failed,
+                reason: EndedReason::MediaLost,
+                sip_code: None
+            }
+        );
     }
 
     #[test]
@@ -1251,13 +1878,23 @@ mod tests {
         let wed_1759 = 1_768_413_540_000; // 2026-01-14T17:59:00Z, a Wednesday
         let thu_0900 = 1_768_467_600_000;
         let mut q = RegionQueue::default();
-        q.enqueue(QueuedCall { calling_window: Some(window), ready_at_ms: wed_1759, ..call("c1", 0, 2) });
+        q.enqueue(QueuedCall {
+            calling_window: Some(window),
+            ready_at_ms: wed_1759,
+            ..call("c1", 0, 2)
+        });
         let (o, _) = q.lease("s1", 1, wed_1759, &T);
         q.ack("s1", &o[0].lease_id, true, wed_1759);
-        let busy = HeldEvent::Ended { status: CallStatus::Busy, reason: EndedReason::Busy, sip_code: Some(486) };
+        let busy = HeldEvent::Ended {
+            status: CallStatus::Busy,
+            reason: EndedReason::Busy,
+            sip_code: Some(486),
+        };
         let (_, u) = q.event("s1", "c1", 1, 1, busy, wed_1759 + 10);
         // 18:00:10 + 1 minute is outside: the retry waits until Thursday 09:00.
-        assert!(matches!(u.unwrap().change, CallChange::RetryScheduled { retry_at_ms, .. } if retry_at_ms == thu_0900));
+        assert!(
+            matches!(u.unwrap().change, CallChange::RetryScheduled { retry_at_ms, .. } if retry_at_ms == thu_0900)
+        );
         assert!(q.lease("s1", 1, thu_0900 - 1, &T).0.is_empty());
         assert_eq!(q.lease("s1", 1, thu_0900, &T).0[0].call.attempt, 2);
     }
@@ -1266,16 +1903,34 @@ mod tests {
     fn busy_is_retried_per_policy_then_final() {
         let mut q = RegionQueue::default();
         q.enqueue(call("c1", 0, 1));
-        let busy = || HeldEvent::Ended { status: CallStatus::Busy, reason: EndedReason::Busy, sip_code: Some(486) };
+        let busy = || HeldEvent::Ended {
+            status: CallStatus::Busy,
+            reason: EndedReason::Busy,
+            sip_code: Some(486),
+        };
         let (o, _) = q.lease("s1", 1, 0, &T);
         q.ack("s1", &o[0].lease_id, true, 0);
         let (_, u) = q.event("s1", "c1", 1, 1, busy(), 10);
-        assert!(matches!(u.unwrap().change, CallChange::RetryScheduled { status: CallStatus::Busy, sip_code: Some(486), .. }));
+        assert!(matches!(
+            u.unwrap().change,
+            CallChange::RetryScheduled {
+                status: CallStatus::Busy,
+                sip_code: Some(486),
+                ..
+            }
+        ));
         let (o, _) = q.lease("s1", 1, 60_010, &T);
         assert_eq!(o[0].call.attempt, 2);
         q.ack("s1", &o[0].lease_id, true, 60_010);
         let (_, u) = q.event("s1", "c1", 2, 1, busy(), 60_020);
-        assert_eq!(u.unwrap().change, CallChange::Ended { status: CallStatus::Busy, reason: EndedReason::Busy, sip_code: Some(486) });
+        assert_eq!(
+            u.unwrap().change,
+            CallChange::Ended {
+                status: CallStatus::Busy,
+                reason: EndedReason::Busy,
+                sip_code: Some(486)
+            }
+        );
     }
 
     #[test]
@@ -1286,11 +1941,26 @@ mod tests {
         assert_eq!(q.cancel("c2"), CancelOutcome::Cancelled);
         let (o, _) = q.lease("s1", 1, 0, &T);
         q.ack("s1", &o[0].lease_id, true, 1);
-        assert_eq!(q.cancel("c1"), CancelOutcome::Signalled { sidecar_id: "s1".into() });
-        assert_eq!(q.cancel("c1"), CancelOutcome::Signalled { sidecar_id: "s1".into() });
+        assert_eq!(
+            q.cancel("c1"),
+            CancelOutcome::Signalled {
+                sidecar_id: "s1".into()
+            }
+        );
+        assert_eq!(
+            q.cancel("c1"),
+            CancelOutcome::Signalled {
+                sidecar_id: "s1".into()
+            }
+        );
         assert!(q.has_work_for("s1", 2));
         let (_, cmds) = q.lease("s1", 0, 2, &T);
-        assert_eq!(cmds, vec![Command::Hangup { call_id: "c1".into() }]);
+        assert_eq!(
+            cmds,
+            vec![Command::Hangup {
+                call_id: "c1".into()
+            }]
+        );
         assert_eq!(q.cancel("nope"), CancelOutcome::Unknown);
     }
 

@@ -15,12 +15,20 @@ pub trait Dispatcher {
     async fn enqueue(&self, region: &str, call: &QueuedCall) -> Result<EnqueueOutcome, StoreError>;
     async fn cancel(&self, region: &str, call_id: &str) -> Result<CancelOutcome, StoreError>;
     /// Forwards a verified sidecar request; returns the HTTP status and body.
-    async fn sidecar(&self, region: &str, envelope: &SidecarEnvelope) -> Result<(u16, Value), StoreError>;
+    async fn sidecar(
+        &self,
+        region: &str,
+        envelope: &SidecarEnvelope,
+    ) -> Result<(u16, Value), StoreError>;
 }
 
 /// The queue's view of a new call: its routing, retry policy and offer fields.
 pub fn queued_call(tenant_id: &str, record: &CallRecord, now_ms: u64) -> QueuedCall {
-    let ready_at_ms = record.schedule_at.as_deref().and_then(parse_rfc3339_utc_ms).unwrap_or(now_ms);
+    let ready_at_ms = record
+        .schedule_at
+        .as_deref()
+        .and_then(parse_rfc3339_utc_ms)
+        .unwrap_or(now_ms);
     QueuedCall {
         call_id: record.id.clone(),
         tenant_id: tenant_id.to_string(),
@@ -59,8 +67,8 @@ pub fn queued_call(tenant_id: &str, record: &CallRecord, now_ms: u64) -> QueuedC
 pub mod memory {
     use super::*;
     use crate::dispatch::{CallUpdate, DispatchTimings, RegionQueue};
-    use crate::transcript::TranscriptUpdate;
     use crate::sidecar_link;
+    use crate::transcript::TranscriptUpdate;
     use std::cell::RefCell;
     use std::collections::BTreeMap;
 
@@ -79,29 +87,47 @@ pub mod memory {
     impl MemoryDispatcher {
         /// What happened since the last call: (call updates, transcript turns).
         pub fn take_reports(&self) -> (Vec<CallUpdate>, Vec<TranscriptUpdate>) {
-            (std::mem::take(&mut *self.updates.borrow_mut()), std::mem::take(&mut *self.turns.borrow_mut()))
+            (
+                std::mem::take(&mut *self.updates.borrow_mut()),
+                std::mem::take(&mut *self.turns.borrow_mut()),
+            )
         }
     }
 
     impl Dispatcher for MemoryDispatcher {
         // Like the Durable Object, every operation first lets time pass.
-        async fn enqueue(&self, region: &str, call: &QueuedCall) -> Result<EnqueueOutcome, StoreError> {
+        async fn enqueue(
+            &self,
+            region: &str,
+            call: &QueuedCall,
+        ) -> Result<EnqueueOutcome, StoreError> {
             let mut queues = self.queues.borrow_mut();
             let q = queues.entry(region.to_string()).or_default();
-            self.updates.borrow_mut().extend(q.tick(self.now_ms.get(), &DispatchTimings::default()));
+            self.updates
+                .borrow_mut()
+                .extend(q.tick(self.now_ms.get(), &DispatchTimings::default()));
             Ok(q.enqueue(call.clone()))
         }
         async fn cancel(&self, region: &str, call_id: &str) -> Result<CancelOutcome, StoreError> {
             let mut queues = self.queues.borrow_mut();
             let q = queues.entry(region.to_string()).or_default();
-            self.updates.borrow_mut().extend(q.tick(self.now_ms.get(), &DispatchTimings::default()));
+            self.updates
+                .borrow_mut()
+                .extend(q.tick(self.now_ms.get(), &DispatchTimings::default()));
             Ok(q.cancel(call_id))
         }
-        async fn sidecar(&self, region: &str, envelope: &SidecarEnvelope) -> Result<(u16, Value), StoreError> {
+        async fn sidecar(
+            &self,
+            region: &str,
+            envelope: &SidecarEnvelope,
+        ) -> Result<(u16, Value), StoreError> {
             let mut queues = self.queues.borrow_mut();
             let q = queues.entry(region.to_string()).or_default();
-            self.updates.borrow_mut().extend(q.tick(self.now_ms.get(), &DispatchTimings::default()));
-            let reply = sidecar_link::handle(q, envelope, self.now_ms.get(), &DispatchTimings::default());
+            self.updates
+                .borrow_mut()
+                .extend(q.tick(self.now_ms.get(), &DispatchTimings::default()));
+            let reply =
+                sidecar_link::handle(q, envelope, self.now_ms.get(), &DispatchTimings::default());
             self.updates.borrow_mut().extend(reply.updates);
             self.turns.borrow_mut().extend(reply.turns);
             Ok((reply.status, reply.body))

@@ -45,9 +45,14 @@ impl SealingKey {
             .or_else(|| URL_SAFE_NO_PAD.decode(t.trim_end_matches('=')).ok())
             .ok_or("VOXLINE_SEALING_KEY is neither hex nor base64")?;
         if bytes.len() != 32 {
-            return Err(format!("VOXLINE_SEALING_KEY must be 32 bytes, not {}", bytes.len()));
+            return Err(format!(
+                "VOXLINE_SEALING_KEY must be 32 bytes, not {}",
+                bytes.len()
+            ));
         }
-        Aes256Gcm::new_from_slice(&bytes).map(SealingKey).map_err(|e| e.to_string())
+        Aes256Gcm::new_from_slice(&bytes)
+            .map(SealingKey)
+            .map_err(|e| e.to_string())
     }
 
     /// `v1.` + base64url(nonce || ciphertext+tag); the tenant is the associated data.
@@ -55,7 +60,13 @@ impl SealingKey {
         let nonce = crate::ids::random_bytes::<12>();
         let sealed = self
             .0
-            .encrypt(Nonce::from_slice(&nonce), Payload { msg: plaintext.as_bytes(), aad: tenant_id.as_bytes() })
+            .encrypt(
+                Nonce::from_slice(&nonce),
+                Payload {
+                    msg: plaintext.as_bytes(),
+                    aad: tenant_id.as_bytes(),
+                },
+            )
             .expect("AES-GCM encryption of a short message cannot fail");
         let mut out = nonce.to_vec();
         out.extend(sealed);
@@ -64,7 +75,9 @@ impl SealingKey {
 
     /// The clear key, if `sealed` was sealed by this key for this tenant.
     pub fn open(&self, tenant_id: &str, sealed: &str) -> Result<String, String> {
-        let raw = sealed.strip_prefix(PREFIX).ok_or("unknown sealing version")?;
+        let raw = sealed
+            .strip_prefix(PREFIX)
+            .ok_or("unknown sealing version")?;
         let bytes = URL_SAFE_NO_PAD.decode(raw).map_err(|_| "not base64url")?;
         if bytes.len() < 12 + 16 {
             return Err("too short".into());
@@ -72,7 +85,13 @@ impl SealingKey {
         let (nonce, body) = bytes.split_at(12);
         let clear = self
             .0
-            .decrypt(Nonce::from_slice(nonce), Payload { msg: body, aad: tenant_id.as_bytes() })
+            .decrypt(
+                Nonce::from_slice(nonce),
+                Payload {
+                    msg: body,
+                    aad: tenant_id.as_bytes(),
+                },
+            )
             .map_err(|_| "sealed under another key or for another tenant".to_string())?;
         String::from_utf8(clear).map_err(|_| "not UTF-8".into())
     }
@@ -103,7 +122,8 @@ pub fn check_base_url(url: &str, dev_mode: bool) -> Result<(), String> {
     };
     // No user:pass@ either: the URL is shown on calls and agents, and a key
     // travels in the key field, sealed, never inside a URL.
-    crate::url_guard::check_webhook(&as_http, dev_mode).map_err(|e| e.replace("https", "wss").replace("http", "ws"))
+    crate::url_guard::check_webhook(&as_http, dev_mode)
+        .map_err(|e| e.replace("https", "wss").replace("http", "ws"))
 }
 
 /// Offer field holding the sealed key while the call waits in the queue.
@@ -114,12 +134,23 @@ pub const SEALED_FIELD: &str = "engine_api_key_sealed";
 /// was changed) gets `engine_key_unavailable: true` instead: the sidecar then
 /// fails the engine rather than fall back to its own key.
 pub fn open_offers(reply: &mut Value, key: Option<&SealingKey>) {
-    let Some(offers) = reply.get_mut("offers").and_then(Value::as_array_mut) else { return };
+    let Some(offers) = reply.get_mut("offers").and_then(Value::as_array_mut) else {
+        return;
+    };
     for offer in offers {
-        let Some(map) = offer.as_object_mut() else { continue };
-        let Some(sealed) = map.remove(SEALED_FIELD) else { continue };
-        let Some(sealed) = sealed.as_str() else { continue };
-        let tenant = map.get("tenant_id").and_then(Value::as_str).map(String::from);
+        let Some(map) = offer.as_object_mut() else {
+            continue;
+        };
+        let Some(sealed) = map.remove(SEALED_FIELD) else {
+            continue;
+        };
+        let Some(sealed) = sealed.as_str() else {
+            continue;
+        };
+        let tenant = map
+            .get("tenant_id")
+            .and_then(Value::as_str)
+            .map(String::from);
         match (key, tenant) {
             (Some(k), Some(t)) => match k.open(&t, sealed) {
                 Ok(clear) => {
@@ -150,7 +181,11 @@ mod tests {
         let k = key();
         let sealed = k.seal("ten_a", "sk-live-123");
         assert!(sealed.starts_with("v1.") && !sealed.contains("sk-live"));
-        assert_ne!(sealed, k.seal("ten_a", "sk-live-123"), "a fresh nonce each time");
+        assert_ne!(
+            sealed,
+            k.seal("ten_a", "sk-live-123"),
+            "a fresh nonce each time"
+        );
         assert_eq!(k.open("ten_a", &sealed).unwrap(), "sk-live-123");
         assert!(k.open("ten_b", &sealed).is_err(), "bound to the tenant");
         let other = SealingKey::from_secret(&STANDARD.encode([9u8; 32])).unwrap();
@@ -172,9 +207,20 @@ mod tests {
         ]});
         open_offers(&mut reply, Some(&k));
         let o = &reply["offers"];
-        assert_eq!((o[0]["engine_api_key"].as_str(), o[0].get(SEALED_FIELD)), (Some("sk-1"), None));
-        assert_eq!((o[1]["engine_key_unavailable"].as_bool(), o[1].get("engine_api_key")), (Some(true), None));
-        assert!(o[2].get("engine_api_key").is_none() && o[2].get("engine_key_unavailable").is_none());
+        assert_eq!(
+            (o[0]["engine_api_key"].as_str(), o[0].get(SEALED_FIELD)),
+            (Some("sk-1"), None)
+        );
+        assert_eq!(
+            (
+                o[1]["engine_key_unavailable"].as_bool(),
+                o[1].get("engine_api_key")
+            ),
+            (Some(true), None)
+        );
+        assert!(
+            o[2].get("engine_api_key").is_none() && o[2].get("engine_key_unavailable").is_none()
+        );
         let mut no_key = json!({"offers": [{"call_id": "c1", "tenant_id": "ten_a", SEALED_FIELD: k.seal("ten_a", "sk-1")}]});
         open_offers(&mut no_key, None);
         assert_eq!(no_key["offers"][0]["engine_key_unavailable"], true);
@@ -183,7 +229,11 @@ mod tests {
     #[test]
     fn keys_and_base_urls_are_checked() {
         assert!(check_key("sk-proj-abc_123").is_ok());
-        assert!(check_key("").is_err() && check_key("a b").is_err() && check_key(&"k".repeat(513)).is_err());
+        assert!(
+            check_key("").is_err()
+                && check_key("a b").is_err()
+                && check_key(&"k".repeat(513)).is_err()
+        );
         assert!(check_base_url("wss://api.openai.com", false).is_ok());
         assert!(check_base_url("https://api.openai.com", false).is_err());
         assert!(check_base_url("ws://api.openai.com", false).is_err());
@@ -191,6 +241,9 @@ mod tests {
         assert!(check_base_url("wss://metadata.google.internal", false).is_err());
         assert!(check_base_url("ws://127.0.0.1:9000", false).is_err());
         assert!(check_base_url("ws://127.0.0.1:9000", true).is_ok());
-        assert!(check_base_url("wss://user:sk-secret@realtime.example.com/v1", false).is_err(), "no credentials in the URL");
+        assert!(
+            check_base_url("wss://user:sk-secret@realtime.example.com/v1", false).is_err(),
+            "no credentials in the URL"
+        );
     }
 }

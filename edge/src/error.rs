@@ -87,11 +87,19 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        ApiError { code, message: message.into(), field: None }
+        ApiError {
+            code,
+            message: message.into(),
+            field: None,
+        }
     }
 
     pub fn field(code: ErrorCode, field: &str, message: impl Into<String>) -> Self {
-        ApiError { code, message: message.into(), field: Some(field.to_string()) }
+        ApiError {
+            code,
+            message: message.into(),
+            field: Some(field.to_string()),
+        }
     }
 
     pub fn status(&self) -> u16 {
@@ -107,12 +115,14 @@ impl ApiError {
 impl From<crate::store::StoreError> for ApiError {
     fn from(e: crate::store::StoreError) -> Self {
         match e {
-            crate::store::StoreError::Unavailable(_) => {
-                ApiError::new(ErrorCode::StorageUnavailable, "storage did not answer; retry with backoff")
-            }
-            crate::store::StoreError::Corrupt(_) => {
-                ApiError::new(ErrorCode::InternalError, "a stored record could not be read")
-            }
+            crate::store::StoreError::Unavailable(_) => ApiError::new(
+                ErrorCode::StorageUnavailable,
+                "storage did not answer; retry with backoff",
+            ),
+            crate::store::StoreError::Corrupt(_) => ApiError::new(
+                ErrorCode::InternalError,
+                "a stored record could not be read",
+            ),
         }
     }
 }
@@ -127,7 +137,10 @@ mod tests {
         let mut seen = HashSet::new();
         for c in ErrorCode::ALL {
             assert!(seen.insert(c.as_str()), "duplicate code {}", c.as_str());
-            assert!(c.as_str().chars().all(|ch| ch.is_ascii_lowercase() || ch == '_'));
+            assert!(c
+                .as_str()
+                .chars()
+                .all(|ch| ch.is_ascii_lowercase() || ch == '_'));
             assert!((400..600).contains(&c.http_status()));
             assert!(!c.describe().is_empty());
         }
@@ -140,6 +153,9 @@ mod tests {
             e.to_json(),
             json!({"error":{"code":"out_of_range","message":"too big","field":"max_seconds"}})
         );
-        assert_eq!(ApiError::new(ErrorCode::NotFound, "x").to_json()["error"]["field"], serde_json::Value::Null);
+        assert_eq!(
+            ApiError::new(ErrorCode::NotFound, "x").to_json()["error"]["field"],
+            serde_json::Value::Null
+        );
     }
 }

@@ -15,7 +15,10 @@ pub fn parse_object(
     if body.len() > max_bytes {
         return Err(ApiError::new(
             ErrorCode::PayloadTooLarge,
-            format!("request body is {} bytes; the limit is {max_bytes}", body.len()),
+            format!(
+                "request body is {} bytes; the limit is {max_bytes}",
+                body.len()
+            ),
         ));
     }
     if !is_json_content_type(content_type) {
@@ -28,19 +31,34 @@ pub fn parse_object(
         ));
     }
     if body.iter().all(u8::is_ascii_whitespace) {
-        return Err(ApiError::new(ErrorCode::InvalidJson, "request body is empty; send a JSON object"));
+        return Err(ApiError::new(
+            ErrorCode::InvalidJson,
+            "request body is empty; send a JSON object",
+        ));
     }
     let value: Value = serde_json::from_slice::<StrictValue>(body)
         .map(|v| v.0)
-        .map_err(|e| ApiError::new(ErrorCode::InvalidJson, format!("body is not valid JSON: {e}")))?;
+        .map_err(|e| {
+            ApiError::new(
+                ErrorCode::InvalidJson,
+                format!("body is not valid JSON: {e}"),
+            )
+        })?;
     let Value::Object(map) = value else {
-        return Err(ApiError::new(ErrorCode::InvalidType, "body must be a JSON object"));
+        return Err(ApiError::new(
+            ErrorCode::InvalidType,
+            "body must be a JSON object",
+        ));
     };
     if let Some(unknown) = map.keys().find(|k| !allowed.contains(&k.as_str())) {
         return Err(ApiError::field(
             ErrorCode::UnknownField,
             unknown,
-            format!("unknown field '{}'; allowed: {}", truncate(unknown, 64), allowed.join(", ")),
+            format!(
+                "unknown field '{}'; allowed: {}",
+                truncate(unknown, 64),
+                allowed.join(", ")
+            ),
         ));
     }
     Ok(Fields { map })
@@ -100,7 +118,10 @@ impl<'de> serde::de::Visitor<'de> for StrictVisitor {
         let mut map = Map::new();
         while let Some(key) = access.next_key::<String>()? {
             if map.contains_key(&key) {
-                return Err(serde::de::Error::custom(format_args!("duplicate key '{}'", truncate(&key, 64))));
+                return Err(serde::de::Error::custom(format_args!(
+                    "duplicate key '{}'",
+                    truncate(&key, 64)
+                )));
             }
             let StrictValue(v) = access.next_value()?;
             map.insert(key, v);
@@ -144,9 +165,15 @@ impl Fields {
     }
 
     pub fn str_opt(&self, name: &str, max_chars: usize) -> Result<Option<String>, ApiError> {
-        let Some(v) = self.present(name) else { return Ok(None) };
+        let Some(v) = self.present(name) else {
+            return Ok(None);
+        };
         let Value::String(s) = v else {
-            return Err(ApiError::field(ErrorCode::InvalidType, name, format!("'{name}' must be a string")));
+            return Err(ApiError::field(
+                ErrorCode::InvalidType,
+                name,
+                format!("'{name}' must be a string"),
+            ));
         };
         let n = s.chars().count();
         if n > max_chars {
@@ -163,15 +190,29 @@ impl Fields {
     pub fn str_req(&self, name: &str, max_chars: usize) -> Result<String, ApiError> {
         match self.str_opt(name, max_chars)? {
             Some(s) if !s.trim().is_empty() => Ok(s),
-            Some(_) => Err(ApiError::field(ErrorCode::InvalidValue, name, format!("'{name}' must not be blank"))),
-            None => Err(ApiError::field(ErrorCode::MissingField, name, format!("'{name}' is required"))),
+            Some(_) => Err(ApiError::field(
+                ErrorCode::InvalidValue,
+                name,
+                format!("'{name}' must not be blank"),
+            )),
+            None => Err(ApiError::field(
+                ErrorCode::MissingField,
+                name,
+                format!("'{name}' is required"),
+            )),
         }
     }
 
     pub fn int_opt(&self, name: &str, min: i64, max: i64) -> Result<Option<i64>, ApiError> {
-        let Some(v) = self.present(name) else { return Ok(None) };
+        let Some(v) = self.present(name) else {
+            return Ok(None);
+        };
         let out_of_range = || {
-            ApiError::field(ErrorCode::OutOfRange, name, format!("'{name}' must be between {min} and {max}"))
+            ApiError::field(
+                ErrorCode::OutOfRange,
+                name,
+                format!("'{name}' must be between {min} and {max}"),
+            )
         };
         let n = match v {
             Value::Number(n) => match n.as_i64() {
@@ -188,7 +229,11 @@ impl Fields {
             _ => None,
         };
         let Some(n) = n else {
-            return Err(ApiError::field(ErrorCode::InvalidType, name, format!("'{name}' must be an integer")));
+            return Err(ApiError::field(
+                ErrorCode::InvalidType,
+                name,
+                format!("'{name}' must be an integer"),
+            ));
         };
         if n < min || n > max {
             return Err(ApiError::field(
@@ -204,7 +249,11 @@ impl Fields {
         match self.present(name) {
             None => Ok(None),
             Some(Value::Bool(b)) => Ok(Some(*b)),
-            Some(_) => Err(ApiError::field(ErrorCode::InvalidType, name, format!("'{name}' must be true or false"))),
+            Some(_) => Err(ApiError::field(
+                ErrorCode::InvalidType,
+                name,
+                format!("'{name}' must be true or false"),
+            )),
         }
     }
 
@@ -212,25 +261,59 @@ impl Fields {
         match self.present(name) {
             None => Ok(None),
             Some(Value::Object(m)) => Ok(Some(m.clone())),
-            Some(_) => Err(ApiError::field(ErrorCode::InvalidType, name, format!("'{name}' must be a JSON object"))),
+            Some(_) => Err(ApiError::field(
+                ErrorCode::InvalidType,
+                name,
+                format!("'{name}' must be a JSON object"),
+            )),
         }
     }
 
     /// An array of integers, each within `min..=max`.
-    pub fn int_list_opt(&self, name: &str, max_items: usize, min: i64, max: i64) -> Result<Option<Vec<i64>>, ApiError> {
-        let Some(v) = self.present(name) else { return Ok(None) };
+    pub fn int_list_opt(
+        &self,
+        name: &str,
+        max_items: usize,
+        min: i64,
+        max: i64,
+    ) -> Result<Option<Vec<i64>>, ApiError> {
+        let Some(v) = self.present(name) else {
+            return Ok(None);
+        };
         let Value::Array(items) = v else {
-            return Err(ApiError::field(ErrorCode::InvalidType, name, format!("'{name}' must be an array of integers")));
+            return Err(ApiError::field(
+                ErrorCode::InvalidType,
+                name,
+                format!("'{name}' must be an array of integers"),
+            ));
         };
         if items.len() > max_items {
-            return Err(ApiError::field(ErrorCode::OutOfRange, name, format!("'{name}' has more than {max_items} items")));
+            return Err(ApiError::field(
+                ErrorCode::OutOfRange,
+                name,
+                format!("'{name}' has more than {max_items} items"),
+            ));
         }
-        let range = || ApiError::field(ErrorCode::OutOfRange, name, format!("each item of '{name}' must be between {min} and {max}"));
-        let wrong = || ApiError::field(ErrorCode::InvalidType, name, format!("'{name}' must be an array of integers"));
+        let range = || {
+            ApiError::field(
+                ErrorCode::OutOfRange,
+                name,
+                format!("each item of '{name}' must be between {min} and {max}"),
+            )
+        };
+        let wrong = || {
+            ApiError::field(
+                ErrorCode::InvalidType,
+                name,
+                format!("'{name}' must be an array of integers"),
+            )
+        };
         items
             .iter()
             .map(|item| {
-                let Value::Number(num) = item else { return Err(wrong()) };
+                let Value::Number(num) = item else {
+                    return Err(wrong());
+                };
                 let n = match num.as_i64() {
                     Some(n) => n,
                     None if num.is_u64() => return Err(range()),
@@ -241,26 +324,53 @@ impl Fields {
                         None => return Err(wrong()),
                     },
                 };
-                if (min..=max).contains(&n) { Ok(n) } else { Err(range()) }
+                if (min..=max).contains(&n) {
+                    Ok(n)
+                } else {
+                    Err(range())
+                }
             })
             .collect::<Result<Vec<_>, _>>()
             .map(Some)
     }
 
-    pub fn str_list_opt(&self, name: &str, max_items: usize, max_chars: usize) -> Result<Option<Vec<String>>, ApiError> {
-        let Some(v) = self.present(name) else { return Ok(None) };
+    pub fn str_list_opt(
+        &self,
+        name: &str,
+        max_items: usize,
+        max_chars: usize,
+    ) -> Result<Option<Vec<String>>, ApiError> {
+        let Some(v) = self.present(name) else {
+            return Ok(None);
+        };
         let Value::Array(items) = v else {
-            return Err(ApiError::field(ErrorCode::InvalidType, name, format!("'{name}' must be an array of strings")));
+            return Err(ApiError::field(
+                ErrorCode::InvalidType,
+                name,
+                format!("'{name}' must be an array of strings"),
+            ));
         };
         if items.len() > max_items {
-            return Err(ApiError::field(ErrorCode::OutOfRange, name, format!("'{name}' has more than {max_items} items")));
+            return Err(ApiError::field(
+                ErrorCode::OutOfRange,
+                name,
+                format!("'{name}' has more than {max_items} items"),
+            ));
         }
         items
             .iter()
             .map(|item| match item {
                 Value::String(s) if s.chars().count() <= max_chars => Ok(s.clone()),
-                Value::String(_) => Err(ApiError::field(ErrorCode::ValueTooLong, name, format!("an item of '{name}' is too long"))),
-                _ => Err(ApiError::field(ErrorCode::InvalidType, name, format!("'{name}' must be an array of strings"))),
+                Value::String(_) => Err(ApiError::field(
+                    ErrorCode::ValueTooLong,
+                    name,
+                    format!("an item of '{name}' is too long"),
+                )),
+                _ => Err(ApiError::field(
+                    ErrorCode::InvalidType,
+                    name,
+                    format!("'{name}' must be an array of strings"),
+                )),
             })
             .collect::<Result<Vec<_>, _>>()
             .map(Some)
@@ -278,20 +388,56 @@ mod tests {
     #[test]
     fn rejects_each_kind_of_bad_body_with_its_own_code() {
         let j = Some("application/json");
-        assert_eq!(parse(None, "{}").err().unwrap().code, ErrorCode::UnsupportedMediaType);
-        assert_eq!(parse(Some("text/plain"), "{}").err().unwrap().code, ErrorCode::UnsupportedMediaType);
-        assert_eq!(parse(Some("application/jsonx"), "{}").err().unwrap().code, ErrorCode::UnsupportedMediaType);
+        assert_eq!(
+            parse(None, "{}").err().unwrap().code,
+            ErrorCode::UnsupportedMediaType
+        );
+        assert_eq!(
+            parse(Some("text/plain"), "{}").err().unwrap().code,
+            ErrorCode::UnsupportedMediaType
+        );
+        assert_eq!(
+            parse(Some("application/jsonx"), "{}").err().unwrap().code,
+            ErrorCode::UnsupportedMediaType
+        );
         assert_eq!(parse(j, "").err().unwrap().code, ErrorCode::InvalidJson);
-        assert_eq!(parse(j, "{\"a\":").err().unwrap().code, ErrorCode::InvalidJson);
+        assert_eq!(
+            parse(j, "{\"a\":").err().unwrap().code,
+            ErrorCode::InvalidJson
+        );
         assert_eq!(parse(j, "[1]").err().unwrap().code, ErrorCode::InvalidType);
         let e = parse(j, "{\"zz\":1}").err().unwrap();
-        assert_eq!((e.code, e.field.as_deref()), (ErrorCode::UnknownField, Some("zz")));
+        assert_eq!(
+            (e.code, e.field.as_deref()),
+            (ErrorCode::UnknownField, Some("zz"))
+        );
         let big = format!("{{\"a\":\"{}\"}}", "x".repeat(2000));
-        assert_eq!(parse(j, &big).err().unwrap().code, ErrorCode::PayloadTooLarge);
+        assert_eq!(
+            parse(j, &big).err().unwrap().code,
+            ErrorCode::PayloadTooLarge
+        );
         assert!(parse(Some("Application/JSON; charset=utf-8"), "{}").is_ok());
-        assert_eq!(parse(j, r#"{"a":1,"a":1}"#).err().unwrap().code, ErrorCode::InvalidJson);
-        assert_eq!(parse(j, r#"{"a":{"x":[{"y":1,"y":2}]}}"#).err().unwrap().code, ErrorCode::InvalidJson);
-        assert_eq!(parse(j, &format!("{{\"a\":{}{}}}", "[".repeat(500), "]".repeat(500))).err().unwrap().code, ErrorCode::InvalidJson);
+        assert_eq!(
+            parse(j, r#"{"a":1,"a":1}"#).err().unwrap().code,
+            ErrorCode::InvalidJson
+        );
+        assert_eq!(
+            parse(j, r#"{"a":{"x":[{"y":1,"y":2}]}}"#)
+                .err()
+                .unwrap()
+                .code,
+            ErrorCode::InvalidJson
+        );
+        assert_eq!(
+            parse(
+                j,
+                &format!("{{\"a\":{}{}}}", "[".repeat(500), "]".repeat(500))
+            )
+            .err()
+            .unwrap()
+            .code,
+            ErrorCode::InvalidJson
+        );
     }
 
     #[test]
@@ -300,18 +446,43 @@ mod tests {
         assert_eq!(f.str_opt("a", 3).unwrap().as_deref(), Some("xyz"));
         assert_eq!(f.str_opt("a", 2).unwrap_err().code, ErrorCode::ValueTooLong);
         assert_eq!(f.int_opt("n", 0, 10).unwrap(), Some(5));
-        assert_eq!(f.int_opt("n", 6, 10).unwrap_err().field.as_deref(), Some("n"));
-        assert_eq!(f.int_opt("a", 0, 1).unwrap_err().code, ErrorCode::InvalidType);
+        assert_eq!(
+            f.int_opt("n", 6, 10).unwrap_err().field.as_deref(),
+            Some("n")
+        );
+        assert_eq!(
+            f.int_opt("a", 0, 1).unwrap_err().code,
+            ErrorCode::InvalidType
+        );
         assert_eq!(f.bool_opt("b").unwrap(), None, "null is absent");
         assert_eq!(f.str_req("b", 5).unwrap_err().code, ErrorCode::MissingField);
         let f = parse(Some("application/json"), r#"{"n":5.5,"a":"  "}"#).unwrap();
-        assert_eq!(f.int_opt("n", 0, 10).unwrap_err().code, ErrorCode::InvalidType);
+        assert_eq!(
+            f.int_opt("n", 0, 10).unwrap_err().code,
+            ErrorCode::InvalidType
+        );
         assert_eq!(f.str_req("a", 5).unwrap_err().code, ErrorCode::InvalidValue);
-        let f = parse(Some("application/json"), r#"{"a":18446744073709551616,"n":-1e300,"b":1e300}"#).unwrap();
-        assert_eq!(f.int_opt("a", 0, 10).unwrap_err().code, ErrorCode::OutOfRange);
-        assert_eq!(f.int_opt("n", 0, 10).unwrap_err().code, ErrorCode::OutOfRange);
-        assert_eq!(f.int_opt("b", 0, 10).unwrap_err().code, ErrorCode::OutOfRange);
+        let f = parse(
+            Some("application/json"),
+            r#"{"a":18446744073709551616,"n":-1e300,"b":1e300}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            f.int_opt("a", 0, 10).unwrap_err().code,
+            ErrorCode::OutOfRange
+        );
+        assert_eq!(
+            f.int_opt("n", 0, 10).unwrap_err().code,
+            ErrorCode::OutOfRange
+        );
+        assert_eq!(
+            f.int_opt("b", 0, 10).unwrap_err().code,
+            ErrorCode::OutOfRange
+        );
         let f = parse(Some("application/json"), r#"{"a":18446744073709551615}"#).unwrap();
-        assert_eq!(f.int_opt("a", 0, 10).unwrap_err().code, ErrorCode::OutOfRange);
+        assert_eq!(
+            f.int_opt("a", 0, 10).unwrap_err().code,
+            ErrorCode::OutOfRange
+        );
     }
 }

@@ -13,7 +13,13 @@ pub(crate) const KV_BINDING: &str = "VOXLINE_KV";
 /// Request headers the service reads besides `x-voxline-*` (traffic control).
 /// `content-length`: the sidecar link answers 413 for a declared oversize body
 /// (never buffered here) before checking its signature.
-const PASSED_HEADERS: &[&str] = &["accept", "cf-connecting-ip", "content-length", "idempotency-key", "x-signature"];
+const PASSED_HEADERS: &[&str] = &[
+    "accept",
+    "cf-connecting-ip",
+    "content-length",
+    "idempotency-key",
+    "x-signature",
+];
 
 pub(crate) struct WorkersKv(pub KvStore);
 
@@ -26,7 +32,12 @@ impl Kv for WorkersKv {
         self.0.get(key).text().await.map_err(unavailable)
     }
 
-    async fn put(&self, key: &str, value: &str, metadata: Option<&Value>) -> std::result::Result<(), StoreError> {
+    async fn put(
+        &self,
+        key: &str,
+        value: &str,
+        metadata: Option<&Value>,
+    ) -> std::result::Result<(), StoreError> {
         let mut put = self.0.put(key, value).map_err(unavailable)?;
         if let Some(m) = metadata {
             put = put.metadata(m).map_err(unavailable)?;
@@ -38,15 +49,35 @@ impl Kv for WorkersKv {
         self.0.delete(key).await.map_err(unavailable)
     }
 
-    async fn list(&self, prefix: &str, limit: u32, cursor: Option<&str>) -> std::result::Result<KvPage, StoreError> {
-        let mut list = self.0.list().prefix(prefix.to_string()).limit(u64::from(limit));
+    async fn list(
+        &self,
+        prefix: &str,
+        limit: u32,
+        cursor: Option<&str>,
+    ) -> std::result::Result<KvPage, StoreError> {
+        let mut list = self
+            .0
+            .list()
+            .prefix(prefix.to_string())
+            .limit(u64::from(limit));
         if let Some(c) = cursor {
             list = list.cursor(c.to_string());
         }
         let page = list.execute().await.map_err(unavailable)?;
         Ok(KvPage {
-            keys: page.keys.into_iter().map(|k| KvEntry { name: k.name, metadata: k.metadata }).collect(),
-            cursor: if page.list_complete { None } else { page.cursor.filter(|c| !c.is_empty()) },
+            keys: page
+                .keys
+                .into_iter()
+                .map(|k| KvEntry {
+                    name: k.name,
+                    metadata: k.metadata,
+                })
+                .collect(),
+            cursor: if page.list_complete {
+                None
+            } else {
+                page.cursor.filter(|c| !c.is_empty())
+            },
         })
     }
 }
@@ -56,14 +87,19 @@ pub(crate) fn var_u64(env: &Env, name: &str) -> Option<u64> {
 }
 
 fn secret_or_var(env: &Env, name: &str) -> Option<String> {
-    env.secret(name).map(|s| s.to_string()).or_else(|_| env.var(name).map(|v| v.to_string())).ok()
+    env.secret(name)
+        .map(|s| s.to_string())
+        .or_else(|_| env.var(name).map(|v| v.to_string()))
+        .ok()
 }
 
 /// `VOXLINE_SEALING_KEY`, when set and well-formed (a bad one is logged and
 /// treated as absent: engine keys are refused rather than sealed wrongly).
 pub(crate) fn sealing_key(env: &Env) -> Option<crate::engine_keys::SealingKey> {
     let text = secret_or_var(env, "VOXLINE_SEALING_KEY")?;
-    crate::engine_keys::SealingKey::from_secret(&text).map_err(|e| worker::console_log!("VOXLINE_SEALING_KEY ignored: {e}")).ok()
+    crate::engine_keys::SealingKey::from_secret(&text)
+        .map_err(|e| worker::console_log!("VOXLINE_SEALING_KEY ignored: {e}"))
+        .ok()
 }
 
 #[event(fetch)]
@@ -79,7 +115,9 @@ async fn fetch(mut req: Request, env: Env, _ctx: Context) -> Result<Response> {
         return crate::glue_recordings::upload(req, &env, started).await;
     }
     let headers = req.headers().clone();
-    let declared_len: Option<usize> = headers.get("content-length")?.and_then(|v| v.trim().parse().ok());
+    let declared_len: Option<usize> = headers
+        .get("content-length")?
+        .and_then(|v| v.trim().parse().ok());
     // Refuse oversized bodies before buffering them; the service re-checks
     // the real length (chunked uploads carry no Content-Length).
     let body = match declared_len {
@@ -88,7 +126,10 @@ async fn fetch(mut req: Request, env: Env, _ctx: Context) -> Result<Response> {
             Ok(bytes) => bytes,
             Err(e) => {
                 // A body we could not read is never treated as empty.
-                let err = crate::error::ApiError::new(crate::error::ErrorCode::InvalidJson, format!("the request body could not be read: {e}"));
+                let err = crate::error::ApiError::new(
+                    crate::error::ErrorCode::InvalidJson,
+                    format!("the request body could not be read: {e}"),
+                );
                 return Ok(Response::ok(err.to_json().to_string())?.with_status(err.status()));
             }
         },
@@ -102,12 +143,15 @@ async fn fetch(mut req: Request, env: Env, _ctx: Context) -> Result<Response> {
         body,
         headers: headers
             .entries()
-            .filter(|(name, _)| name.starts_with("x-voxline-") || PASSED_HEADERS.contains(&name.as_str()))
+            .filter(|(name, _)| {
+                name.starts_with("x-voxline-") || PASSED_HEADERS.contains(&name.as_str())
+            })
             .collect(),
     };
     let admin_token = secret_or_var(&env, "ADMIN_TOKEN");
     let dev_mode = secret_or_var(&env, "VOXLINE_ENV").is_some_and(|v| v == "development");
-    let default_region = secret_or_var(&env, "DEFAULT_REGION").unwrap_or_else(|| "local".to_string());
+    let default_region =
+        secret_or_var(&env, "DEFAULT_REGION").unwrap_or_else(|| "local".to_string());
     let kv = WorkersKv(env.kv(KV_BINDING)?);
     let dispatch = crate::glue_dispatch::WorkersDispatcher(&env);
     let traffic = crate::glue_traffic::WorkersTraffic(&env);
@@ -147,5 +191,7 @@ async fn fetch(mut req: Request, env: Env, _ctx: Context) -> Result<Response> {
     if let Some(key) = &resp.stored_object {
         return crate::glue_recordings::serve_stored(&env, &resp, key, out_headers).await;
     }
-    Ok(Response::ok(resp.body)?.with_status(resp.status).with_headers(out_headers))
+    Ok(Response::ok(resp.body)?
+        .with_status(resp.status)
+        .with_headers(out_headers))
 }

@@ -11,7 +11,10 @@ use crate::store::StoreError;
 use crate::traffic::LocalFuture;
 use serde::{Deserialize, Serialize};
 use std::cell::Cell;
-use worker::{console_log, durable_object, Date, Env, Method, Request, RequestInit, Response, Result, SqlStorage, SqlStorageValue, State};
+use worker::{
+    console_log, durable_object, Date, Env, Method, Request, RequestInit, Response, Result,
+    SqlStorage, SqlStorageValue, State,
+};
 
 pub const DO_BINDING: &str = "CALL_STORE";
 /// A drain that could not hand every event to the queue runs again this much later.
@@ -46,8 +49,17 @@ fn from_do(v: SqlStorageValue) -> SqlValue {
 impl Sql for DoSql {
     fn exec(&self, query: &str, args: Vec<SqlValue>) -> std::result::Result<Vec<Row>, StoreError> {
         let failed = |e: worker::Error| StoreError::Unavailable(format!("sql: {e}"));
-        let cursor = self.0.exec(query, args.into_iter().map(to_do).collect::<Vec<_>>()).map_err(failed)?;
-        cursor.raw().map(|row| row.map(|values| values.into_iter().map(from_do).collect()).map_err(failed)).collect()
+        let cursor = self
+            .0
+            .exec(query, args.into_iter().map(to_do).collect::<Vec<_>>())
+            .map_err(failed)?;
+        cursor
+            .raw()
+            .map(|row| {
+                row.map(|values| values.into_iter().map(from_do).collect())
+                    .map_err(failed)
+            })
+            .collect()
     }
 }
 
@@ -103,10 +115,17 @@ impl CallStore {
     }
 
     async fn drain_once(&self, tenant_id: &str) -> std::result::Result<bool, StoreError> {
-        let kv = WorkersKv(self.env.kv(KV_BINDING).map_err(|e| StoreError::Unavailable(e.to_string()))?);
+        let kv = WorkersKv(
+            self.env
+                .kv(KV_BINDING)
+                .map_err(|e| StoreError::Unavailable(e.to_string()))?,
+        );
         let now = Date::now().as_millis();
         let env = &self.env;
-        call_store::drain_outbox(&self.rows, &kv, tenant_id, now, |jobs| crate::glue_webhooks::send_all(env, jobs)).await
+        call_store::drain_outbox(&self.rows, &kv, tenant_id, now, |jobs| {
+            crate::glue_webhooks::send_all(env, jobs)
+        })
+        .await
     }
 
     async fn retry_later(&self) {
@@ -136,7 +155,15 @@ impl CallStore {
 impl worker::DurableObject for CallStore {
     fn new(state: State, env: Env) -> Self {
         let rows = SqlCallRows(DoSql(state.storage().sql()));
-        CallStore { state, env, rows, schema_ready: Cell::new(false), draining: Cell::new(false), drain_again: Cell::new(false), tenant: Default::default() }
+        CallStore {
+            state,
+            env,
+            rows,
+            schema_ready: Cell::new(false),
+            draining: Cell::new(false),
+            drain_again: Cell::new(false),
+            tenant: Default::default(),
+        }
     }
 
     async fn fetch(&self, mut req: Request) -> Result<Response> {
@@ -156,7 +183,14 @@ impl worker::DurableObject for CallStore {
             }
             let dispatch = crate::glue_dispatch::WorkersDispatcher(&self.env);
             let mut log = |m: String| console_log!("call store {tenant_id}: {m}");
-            call_store::handle(&self.rows, &dispatch, envelope.request, Date::now().as_millis(), &mut log).await
+            call_store::handle(
+                &self.rows,
+                &dispatch,
+                envelope.request,
+                Date::now().as_millis(),
+                &mut log,
+            )
+            .await
         }
         .await;
         match answer {
@@ -178,14 +212,20 @@ impl worker::DurableObject for CallStore {
         if self.ready().is_err() {
             return Response::ok("");
         }
-        let Some(tenant_id) = self.tenant() else { return Response::ok("") };
+        let Some(tenant_id) = self.tenant() else {
+            return Response::ok("");
+        };
         let now = Date::now().as_millis();
         if let Err(e) = self.rows.sweep_idem(now) {
             console_log!("call store {tenant_id}: idempotency sweep failed: {e:?}");
         }
         self.drain(&tenant_id).await;
         let pending = self.rows.events(1).map(|e| !e.is_empty()).unwrap_or(true);
-        let next = if pending { DRAIN_RETRY_MS } else { SWEEP_EVERY_MS };
+        let next = if pending {
+            DRAIN_RETRY_MS
+        } else {
+            SWEEP_EVERY_MS
+        };
         self.state.storage().set_alarm(next).await?;
         Response::ok("")
     }
@@ -195,20 +235,38 @@ impl worker::DurableObject for CallStore {
 pub struct WorkersCalls<'a>(pub &'a Env);
 
 impl CallStoreTransport for WorkersCalls<'_> {
-    fn send<'a>(&'a self, tenant_id: &'a str, request: CallStoreRequest) -> LocalFuture<'a, std::result::Result<CallStoreAnswer, StoreError>> {
+    fn send<'a>(
+        &'a self,
+        tenant_id: &'a str,
+        request: CallStoreRequest,
+    ) -> LocalFuture<'a, std::result::Result<CallStoreAnswer, StoreError>> {
         Box::pin(async move {
-            let unavailable = |e: worker::Error| StoreError::Unavailable(format!("call store {tenant_id}: {e}"));
-            let stub = self.0.durable_object(DO_BINDING).and_then(|ns| ns.id_from_name(tenant_id)?.get_stub()).map_err(unavailable)?;
-            let body = serde_json::to_string(&Envelope { tenant_id: tenant_id.to_string(), request }).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            let unavailable =
+                |e: worker::Error| StoreError::Unavailable(format!("call store {tenant_id}: {e}"));
+            let stub = self
+                .0
+                .durable_object(DO_BINDING)
+                .and_then(|ns| ns.id_from_name(tenant_id)?.get_stub())
+                .map_err(unavailable)?;
+            let body = serde_json::to_string(&Envelope {
+                tenant_id: tenant_id.to_string(),
+                request,
+            })
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
             let mut init = RequestInit::new();
             init.with_method(Method::Post).with_body(Some(body.into()));
             let req = Request::new_with_init("https://calls/", &init).map_err(unavailable)?;
             let mut resp = stub.fetch_with_request(req).await.map_err(unavailable)?;
             if resp.status_code() != 200 {
                 let text = resp.text().await.unwrap_or_default();
-                return Err(StoreError::Unavailable(format!("call store {tenant_id} answered {}: {text}", resp.status_code())));
+                return Err(StoreError::Unavailable(format!(
+                    "call store {tenant_id} answered {}: {text}",
+                    resp.status_code()
+                )));
             }
-            resp.json::<CallStoreAnswer>().await.map_err(|e| StoreError::Corrupt(format!("call store answer: {e}")))
+            resp.json::<CallStoreAnswer>()
+                .await
+                .map_err(|e| StoreError::Corrupt(format!("call store answer: {e}")))
         })
     }
 }

@@ -6,20 +6,28 @@
 //! numbered row, written with the queue's own change, sent to its tenant's
 //! `CallStore` and deleted once that store has applied it (retried by alarm).
 
-use crate::call_store::{CallStoreAnswer, CallStoreRequest, CallStoreTransport, Report, ReportItem};
-use crate::dispatch::{CallRow, CallUpdate, CancelOutcome, DispatchTimings, EnqueueOutcome, QueueMeta, QueuedCall, RegionQueue};
+use crate::call_store::{
+    CallStoreAnswer, CallStoreRequest, CallStoreTransport, Report, ReportItem,
+};
+use crate::dispatch::{
+    CallRow, CallUpdate, CancelOutcome, DispatchTimings, EnqueueOutcome, QueueMeta, QueuedCall,
+    RegionQueue,
+};
 use crate::dispatcher::Dispatcher;
 use crate::glue::var_u64;
 use crate::glue_calls::DoSql;
-use crate::sql::{int_at, text_at, Sql};
-use crate::transcript::TranscriptUpdate;
 use crate::sidecar_link::{self, SidecarEnvelope};
+use crate::sql::{int_at, text_at, Sql};
 use crate::store::StoreError;
+use crate::transcript::TranscriptUpdate;
 use serde_json::{json, Value};
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 use std::time::Duration;
-use worker::{durable_object, console_log, Date, Delay, Env, Method, Request, RequestInit, Response, Result, State};
+use worker::{
+    console_log, durable_object, Date, Delay, Env, Method, Request, RequestInit, Response, Result,
+    State,
+};
 
 pub const DO_BINDING: &str = "DISPATCH";
 /// The region a request is for (an object cannot read its own name), kept
@@ -100,7 +108,9 @@ impl DispatchQueue {
                 self.legacy.set(true);
                 q
             }
-            None => self.load_rows().map_err(|e| worker::Error::RustError(format!("loading the queue: {e:?}")))?,
+            None => self
+                .load_rows()
+                .map_err(|e| worker::Error::RustError(format!("loading the queue: {e:?}")))?,
         };
         *self.queue.borrow_mut() = Some(q);
         Ok(())
@@ -108,47 +118,88 @@ impl DispatchQueue {
 
     fn load_rows(&self) -> std::result::Result<RegionQueue, StoreError> {
         self.ensure_schema()?;
-        let corrupt = |what: &str, e: serde_json::Error| StoreError::Corrupt(format!("{what}: {e}"));
-        let meta = match self.sql.exec("SELECT v FROM q_meta WHERE k = 'meta'", vec![])?.first() {
-            Some(row) => serde_json::from_str(&text_at(row, 0, "meta")?).map_err(|e| corrupt("queue meta", e))?,
+        let corrupt =
+            |what: &str, e: serde_json::Error| StoreError::Corrupt(format!("{what}: {e}"));
+        let meta = match self
+            .sql
+            .exec("SELECT v FROM q_meta WHERE k = 'meta'", vec![])?
+            .first()
+        {
+            Some(row) => serde_json::from_str(&text_at(row, 0, "meta")?)
+                .map_err(|e| corrupt("queue meta", e))?,
             None => QueueMeta::default(),
         };
         let mut calls = Vec::new();
-        for row in self.sql.exec("SELECT call_id, body FROM q_calls ORDER BY rowid", vec![])? {
+        for row in self
+            .sql
+            .exec("SELECT call_id, body FROM q_calls ORDER BY rowid", vec![])?
+        {
             match serde_json::from_str::<CallRow>(&text_at(&row, 1, "queue row")?) {
                 Ok(call) => calls.push(call),
-                Err(e) => console_log!("dispatch: unreadable queue row {:?} skipped: {e}", row.first()),
+                Err(e) => console_log!(
+                    "dispatch: unreadable queue row {:?} skipped: {e}",
+                    row.first()
+                ),
             }
         }
         let now = Date::now().as_millis();
         let nonces = self
             .sql
-            .exec("SELECT nonce, forget_after FROM q_nonces WHERE forget_after > ?", vec![now.into()])?
+            .exec(
+                "SELECT nonce, forget_after FROM q_nonces WHERE forget_after > ?",
+                vec![now.into()],
+            )?
             .iter()
-            .map(|r| Ok((text_at(r, 0, "nonce")?, int_at(r, 1, "forget_after")?.max(0) as u64)))
+            .map(|r| {
+                Ok((
+                    text_at(r, 0, "nonce")?,
+                    int_at(r, 1, "forget_after")?.max(0) as u64,
+                ))
+            })
             .collect::<std::result::Result<Vec<_>, StoreError>>()?;
         Ok(RegionQueue::from_rows(meta, calls, nonces))
     }
 
     /// Writes the rows of the calls that changed, new nonces, and the meta value.
-    fn write_rows(&self, rows: Vec<(String, Option<CallRow>)>, nonces: Vec<(String, u64)>, meta: &QueueMeta, now: u64) -> std::result::Result<(), StoreError> {
+    fn write_rows(
+        &self,
+        rows: Vec<(String, Option<CallRow>)>,
+        nonces: Vec<(String, u64)>,
+        meta: &QueueMeta,
+        now: u64,
+    ) -> std::result::Result<(), StoreError> {
         self.ensure_schema()?;
         for (call_id, row) in rows {
             match row {
                 Some(row) => {
                     let body = encode(&row)?;
-                    self.sql.exec("INSERT OR REPLACE INTO q_calls (call_id, body) VALUES (?, ?)", vec![call_id.into(), body.into()])?;
+                    self.sql.exec(
+                        "INSERT OR REPLACE INTO q_calls (call_id, body) VALUES (?, ?)",
+                        vec![call_id.into(), body.into()],
+                    )?;
                 }
                 None => {
-                    self.sql.exec("DELETE FROM q_calls WHERE call_id = ?", vec![call_id.into()])?;
+                    self.sql.exec(
+                        "DELETE FROM q_calls WHERE call_id = ?",
+                        vec![call_id.into()],
+                    )?;
                 }
             }
         }
         for (nonce, forget_after) in nonces {
-            self.sql.exec("INSERT OR REPLACE INTO q_nonces (nonce, forget_after) VALUES (?, ?)", vec![nonce.into(), forget_after.into()])?;
+            self.sql.exec(
+                "INSERT OR REPLACE INTO q_nonces (nonce, forget_after) VALUES (?, ?)",
+                vec![nonce.into(), forget_after.into()],
+            )?;
         }
-        self.sql.exec("DELETE FROM q_nonces WHERE forget_after <= ?", vec![now.into()])?;
-        self.sql.exec("INSERT OR REPLACE INTO q_meta (k, v) VALUES ('meta', ?)", vec![encode(meta)?.into()])?;
+        self.sql.exec(
+            "DELETE FROM q_nonces WHERE forget_after <= ?",
+            vec![now.into()],
+        )?;
+        self.sql.exec(
+            "INSERT OR REPLACE INTO q_meta (k, v) VALUES ('meta', ?)",
+            vec![encode(meta)?.into()],
+        )?;
         Ok(())
     }
 
@@ -174,14 +225,18 @@ impl DispatchQueue {
         });
         if let Err(e) = self.write_rows(rows, nonces, &meta, now) {
             *self.queue.borrow_mut() = None;
-            return Err(worker::Error::RustError(format!("storing the queue: {e:?}")));
+            return Err(worker::Error::RustError(format!(
+                "storing the queue: {e:?}"
+            )));
         }
         let storage = self.state.storage();
         if self.legacy.replace(false) {
             storage.delete(STORAGE_KEY).await?;
         }
         if let Some(at) = next {
-            storage.set_alarm(at.saturating_sub(now).max(1) as i64).await?;
+            storage
+                .set_alarm(at.saturating_sub(now).max(1) as i64)
+                .await?;
         }
         Ok(())
     }
@@ -200,12 +255,18 @@ impl DispatchQueue {
     fn store_offer_body(&self, call: &mut QueuedCall) -> std::result::Result<(), StoreError> {
         self.ensure_schema()?;
         let body = crate::dispatch::take_offer_body(call);
-        self.sql.exec("INSERT OR REPLACE INTO offers (call_id, body) VALUES (?, ?)", vec![call.call_id.as_str().into(), body.to_string().into()])?;
+        self.sql.exec(
+            "INSERT OR REPLACE INTO offers (call_id, body) VALUES (?, ?)",
+            vec![call.call_id.as_str().into(), body.to_string().into()],
+        )?;
         Ok(())
     }
 
     fn forget_offer_body(&self, call_id: &str) {
-        if let Err(e) = self.ensure_schema().and_then(|_| self.sql.exec("DELETE FROM offers WHERE call_id = ?", vec![call_id.into()])) {
+        if let Err(e) = self.ensure_schema().and_then(|_| {
+            self.sql
+                .exec("DELETE FROM offers WHERE call_id = ?", vec![call_id.into()])
+        }) {
             console_log!("dispatch: offer body of {call_id} not deleted: {e:?}");
         }
     }
@@ -214,7 +275,13 @@ impl DispatchQueue {
     fn finish_offers(&self, body: &mut Value) {
         let _ = self.ensure_schema();
         crate::dispatch::fill_offer_bodies(body, |call_id| {
-            let rows = self.sql.exec("SELECT body FROM offers WHERE call_id = ?", vec![call_id.into()]).ok()?;
+            let rows = self
+                .sql
+                .exec(
+                    "SELECT body FROM offers WHERE call_id = ?",
+                    vec![call_id.into()],
+                )
+                .ok()?;
             serde_json::from_str(&text_at(rows.first()?, 0, "offer").ok()?).ok()
         });
         crate::engine_keys::open_offers(body, crate::glue::sealing_key(&self.env).as_ref());
@@ -236,7 +303,14 @@ impl DispatchQueue {
                 self.forget_offer_body(&u.call_id);
             }
         }
-        let items = turns.into_iter().map(|update| ReportItem::Transcript { update }).chain(updates.into_iter().map(|update| ReportItem::Call { update }));
+        let items = turns
+            .into_iter()
+            .map(|update| ReportItem::Transcript { update })
+            .chain(
+                updates
+                    .into_iter()
+                    .map(|update| ReportItem::Call { update }),
+            );
         for item in items {
             let text = match serde_json::to_string(&item) {
                 Ok(t) => t,
@@ -245,7 +319,10 @@ impl DispatchQueue {
                     continue;
                 }
             };
-            if let Err(e) = self.sql.exec("INSERT INTO reports (tenant_id, item) VALUES (?, ?)", vec![item.tenant_id().into(), text.into()]) {
+            if let Err(e) = self.sql.exec(
+                "INSERT INTO reports (tenant_id, item) VALUES (?, ?)",
+                vec![item.tenant_id().into(), text.into()],
+            ) {
                 console_log!("dispatch: report not stored: {e:?}");
             }
         }
@@ -273,17 +350,24 @@ impl DispatchQueue {
 
     async fn deliver_once(&self, region: &str) -> std::result::Result<bool, StoreError> {
         self.ensure_schema()?;
-        let rows = self.sql.exec("SELECT seq, tenant_id, item FROM reports ORDER BY seq LIMIT ?", vec![REPORT_BATCH.into()])?;
+        let rows = self.sql.exec(
+            "SELECT seq, tenant_id, item FROM reports ORDER BY seq LIMIT ?",
+            vec![REPORT_BATCH.into()],
+        )?;
         let full = rows.len() as i64 == REPORT_BATCH;
         let mut by_tenant: BTreeMap<String, Vec<Report>> = BTreeMap::new();
         for row in &rows {
             let seq = int_at(row, 0, "report seq")?;
             let tenant = text_at(row, 1, "report tenant")?;
             match serde_json::from_str::<ReportItem>(&text_at(row, 2, "report")?) {
-                Ok(item) => by_tenant.entry(tenant).or_default().push(Report { seq: seq as u64, item }),
+                Ok(item) => by_tenant.entry(tenant).or_default().push(Report {
+                    seq: seq as u64,
+                    item,
+                }),
                 Err(e) => {
                     console_log!("dispatch: unreadable report {seq} dropped: {e}");
-                    self.sql.exec("DELETE FROM reports WHERE seq = ?", vec![seq.into()])?;
+                    self.sql
+                        .exec("DELETE FROM reports WHERE seq = ?", vec![seq.into()])?;
                 }
             }
         }
@@ -291,9 +375,21 @@ impl DispatchQueue {
         let mut stuck = false;
         for (tenant, reports) in by_tenant {
             let last = reports.last().map_or(0, |r| r.seq);
-            match stores.send(&tenant, CallStoreRequest::Reports { region: region.to_string(), reports }).await {
+            match stores
+                .send(
+                    &tenant,
+                    CallStoreRequest::Reports {
+                        region: region.to_string(),
+                        reports,
+                    },
+                )
+                .await
+            {
                 Ok(CallStoreAnswer::Applied { .. }) => {
-                    self.sql.exec("DELETE FROM reports WHERE tenant_id = ? AND seq <= ?", vec![tenant.as_str().into(), (last as i64).into()])?;
+                    self.sql.exec(
+                        "DELETE FROM reports WHERE tenant_id = ? AND seq <= ?",
+                        vec![tenant.as_str().into(), (last as i64).into()],
+                    )?;
                 }
                 Ok(other) => {
                     console_log!("dispatch: call store {tenant} answered {other:?}");
@@ -312,7 +408,10 @@ impl DispatchQueue {
             match storage.get_alarm().await {
                 Ok(Some(current)) if (current as u64) <= at => {}
                 _ => {
-                    storage.set_alarm(REPORT_RETRY_MS as i64).await.map_err(|e| StoreError::Unavailable(e.to_string()))?;
+                    storage
+                        .set_alarm(REPORT_RETRY_MS as i64)
+                        .await
+                        .map_err(|e| StoreError::Unavailable(e.to_string()))?;
                 }
             }
             return Ok(false);
@@ -350,7 +449,12 @@ impl worker::DurableObject for DispatchQueue {
         self.ensure_loaded().await?;
         let body: Value = req.json().await.unwrap_or(Value::Null);
         let now = Date::now().as_millis();
-        let region = req.headers().get(REGION_HEADER).ok().flatten().unwrap_or_default();
+        let region = req
+            .headers()
+            .get(REGION_HEADER)
+            .ok()
+            .flatten()
+            .unwrap_or_default();
         if !region.is_empty() && self.region_stored.borrow().as_deref() != Some(region.as_str()) {
             self.state.storage().put(REGION_KEY, &region).await?;
             *self.region_stored.borrow_mut() = Some(region.clone());
@@ -362,14 +466,18 @@ impl worker::DurableObject for DispatchQueue {
                 Ok(mut call) => {
                     // Local development only: RETRY_DELAY_UNIT_MS shrinks a retry
                     // "minute" so retry paths can be tested in seconds.
-                    let dev = self.env.var("VOXLINE_ENV").is_ok_and(|v| v.to_string() == "development");
+                    let dev = self
+                        .env
+                        .var("VOXLINE_ENV")
+                        .is_ok_and(|v| v.to_string() == "development");
                     if let (true, Some(unit)) = (dev, var_u64(&self.env, "RETRY_DELAY_UNIT_MS")) {
                         call.retry_delay_ms = call.retry_delay_ms / 60_000 * unit;
                     }
                     let call_id = call.call_id.clone();
                     let known = self.with(|q| q.knows(&call_id));
                     if !known {
-                        self.store_offer_body(&mut call).map_err(|e| worker::Error::RustError(format!("{e:?}")))?;
+                        self.store_offer_body(&mut call)
+                            .map_err(|e| worker::Error::RustError(format!("{e:?}")))?;
                     }
                     let outcome = self.with(|q| q.enqueue(call));
                     if !known && outcome != EnqueueOutcome::Accepted {
@@ -386,7 +494,9 @@ impl worker::DurableObject for DispatchQueue {
                         self.forget_offer_body(call_id);
                         json!({"outcome": "cancelled"})
                     }
-                    CancelOutcome::Signalled { sidecar_id } => json!({"outcome": "signalled", "sidecar_id": sidecar_id}),
+                    CancelOutcome::Signalled { sidecar_id } => {
+                        json!({"outcome": "signalled", "sidecar_id": sidecar_id})
+                    }
                     CancelOutcome::Unknown => json!({"outcome": "unknown"}),
                 };
                 (200, outcome)
@@ -401,19 +511,31 @@ impl worker::DurableObject for DispatchQueue {
                         None => (reply.status, reply.body),
                         Some(until) => {
                             // Persist what the poll changed before waiting.
-                            self.record_reports(std::mem::take(&mut turns), std::mem::take(&mut updates));
+                            self.record_reports(
+                                std::mem::take(&mut turns),
+                                std::mem::take(&mut updates),
+                            );
                             self.persist(now, &t).await?;
                             self.deliver_reports(&region).await;
-                            let free_slots = envelope.body["free_slots"].as_u64().unwrap_or(0) as u32;
+                            let free_slots =
+                                envelope.body["free_slots"].as_u64().unwrap_or(0) as u32;
                             let sid = envelope.sidecar_id.as_str();
                             loop {
                                 let (tx, rx) = futures_channel::oneshot::channel();
                                 self.waiters.borrow_mut().push(tx);
-                                let left = until.saturating_sub(Date::now().as_millis()).clamp(1, POLL_RECHECK_MS);
-                                futures_util::future::select(rx, Delay::from(Duration::from_millis(left))).await;
+                                let left = until
+                                    .saturating_sub(Date::now().as_millis())
+                                    .clamp(1, POLL_RECHECK_MS);
+                                futures_util::future::select(
+                                    rx,
+                                    Delay::from(Duration::from_millis(left)),
+                                )
+                                .await;
                                 let now = Date::now().as_millis();
                                 if self.with(|q| q.has_work_for(sid, now)) || now >= until {
-                                    let mut r = self.with(|q| sidecar_link::lease_reply(q, sid, free_slots, now, &t));
+                                    let mut r = self.with(|q| {
+                                        sidecar_link::lease_reply(q, sid, free_slots, now, &t)
+                                    });
                                     self.finish_offers(&mut r.body);
                                     self.persist(now, &t).await?;
                                     break (r.status, r.body);
@@ -441,12 +563,22 @@ impl worker::DurableObject for DispatchQueue {
         self.record_reports(Vec::new(), updates);
         self.persist(now, &t).await?;
         self.wake_polls();
-        if let Some(region) = self.state.storage().get::<String>(REGION_KEY).await.ok().flatten() {
+        if let Some(region) = self
+            .state
+            .storage()
+            .get::<String>(REGION_KEY)
+            .await
+            .ok()
+            .flatten()
+        {
             self.deliver_reports(&region).await;
         }
         if self.reports_stuck.get() {
             // persist() may have moved the alarm past the report retry.
-            self.state.storage().set_alarm(REPORT_RETRY_MS as i64).await?;
+            self.state
+                .storage()
+                .set_alarm(REPORT_RETRY_MS as i64)
+                .await?;
         }
         Response::ok("")
     }
@@ -456,14 +588,27 @@ impl worker::DurableObject for DispatchQueue {
 pub struct WorkersDispatcher<'a>(pub &'a Env);
 
 impl WorkersDispatcher<'_> {
-    async fn call(&self, region: &str, op: &str, body: &Value) -> std::result::Result<(u16, Value), StoreError> {
-        let unavailable = |e: worker::Error| StoreError::Unavailable(format!("dispatch {region}{op}: {e}"));
-        let stub = self.0.durable_object(DO_BINDING).and_then(|ns| ns.id_from_name(region)?.get_stub()).map_err(unavailable)?;
+    async fn call(
+        &self,
+        region: &str,
+        op: &str,
+        body: &Value,
+    ) -> std::result::Result<(u16, Value), StoreError> {
+        let unavailable =
+            |e: worker::Error| StoreError::Unavailable(format!("dispatch {region}{op}: {e}"));
+        let stub = self
+            .0
+            .durable_object(DO_BINDING)
+            .and_then(|ns| ns.id_from_name(region)?.get_stub())
+            .map_err(unavailable)?;
         let mut init = RequestInit::new();
         let headers = worker::Headers::new();
         headers.set(REGION_HEADER, region).map_err(unavailable)?;
-        init.with_method(Method::Post).with_headers(headers).with_body(Some(body.to_string().into()));
-        let req = Request::new_with_init(&format!("https://dispatch{op}"), &init).map_err(unavailable)?;
+        init.with_method(Method::Post)
+            .with_headers(headers)
+            .with_body(Some(body.to_string().into()));
+        let req =
+            Request::new_with_init(&format!("https://dispatch{op}"), &init).map_err(unavailable)?;
         let mut resp = stub.fetch_with_request(req).await.map_err(unavailable)?;
         let status = resp.status_code();
         let value = resp.json::<Value>().await.map_err(unavailable)?;
@@ -472,25 +617,45 @@ impl WorkersDispatcher<'_> {
 }
 
 impl Dispatcher for WorkersDispatcher<'_> {
-    async fn enqueue(&self, region: &str, call: &QueuedCall) -> std::result::Result<EnqueueOutcome, StoreError> {
+    async fn enqueue(
+        &self,
+        region: &str,
+        call: &QueuedCall,
+    ) -> std::result::Result<EnqueueOutcome, StoreError> {
         let body = serde_json::to_value(call).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         match self.call(region, "/enqueue", &body).await? {
-            (200, v) => serde_json::from_value(v).map_err(|e| StoreError::Corrupt(format!("enqueue answer: {e}"))),
-            (s, v) => Err(StoreError::Unavailable(format!("enqueue answered {s}: {v}"))),
+            (200, v) => serde_json::from_value(v)
+                .map_err(|e| StoreError::Corrupt(format!("enqueue answer: {e}"))),
+            (s, v) => Err(StoreError::Unavailable(format!(
+                "enqueue answered {s}: {v}"
+            ))),
         }
     }
 
-    async fn cancel(&self, region: &str, call_id: &str) -> std::result::Result<CancelOutcome, StoreError> {
-        let (_, v) = self.call(region, "/cancel", &json!({"call_id": call_id})).await?;
+    async fn cancel(
+        &self,
+        region: &str,
+        call_id: &str,
+    ) -> std::result::Result<CancelOutcome, StoreError> {
+        let (_, v) = self
+            .call(region, "/cancel", &json!({"call_id": call_id}))
+            .await?;
         Ok(match v["outcome"].as_str() {
             Some("cancelled") => CancelOutcome::Cancelled,
-            Some("signalled") => CancelOutcome::Signalled { sidecar_id: v["sidecar_id"].as_str().unwrap_or_default().to_string() },
+            Some("signalled") => CancelOutcome::Signalled {
+                sidecar_id: v["sidecar_id"].as_str().unwrap_or_default().to_string(),
+            },
             _ => CancelOutcome::Unknown,
         })
     }
 
-    async fn sidecar(&self, region: &str, envelope: &SidecarEnvelope) -> std::result::Result<(u16, Value), StoreError> {
-        let body = serde_json::to_value(envelope).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    async fn sidecar(
+        &self,
+        region: &str,
+        envelope: &SidecarEnvelope,
+    ) -> std::result::Result<(u16, Value), StoreError> {
+        let body =
+            serde_json::to_value(envelope).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         self.call(region, "/sidecar", &body).await
     }
 }

@@ -8,13 +8,17 @@
 
 use crate::store::StoreError;
 use crate::traffic::{
-    self, complete_entry, idem_expiry_key, idem_storage_key, parse_idem_expiry_key, parse_signature_storage_key, window_storage_key,
-    Admission, Admitted, IdemEntry, Limiter, LocalFuture, StoredResponse, Traffic, Window, IDEMPOTENCY_TTL_MS,
+    self, complete_entry, idem_expiry_key, idem_storage_key, parse_idem_expiry_key,
+    parse_signature_storage_key, window_storage_key, Admission, Admitted, IdemEntry, Limiter,
+    LocalFuture, StoredResponse, Traffic, Window, IDEMPOTENCY_TTL_MS,
 };
 use serde_json::{json, Value};
 use std::cell::RefCell;
 use std::collections::BTreeMap;
-use worker::{durable_object, js_sys, Date, Env, ListOptions, Method, Request, RequestInit, Response, Result, State};
+use worker::{
+    durable_object, js_sys, Date, Env, ListOptions, Method, Request, RequestInit, Response, Result,
+    State,
+};
 
 pub const DO_BINDING: &str = "RATE_LIMITER";
 /// Expired idempotency records removed per alarm run.
@@ -75,7 +79,10 @@ impl RateLimiter {
             return Ok(());
         }
         if let Some(until) = self.state.storage().get::<u64>(key).await? {
-            self.signatures.borrow_mut().entry(key.to_string()).or_insert(until);
+            self.signatures
+                .borrow_mut()
+                .entry(key.to_string())
+                .or_insert(until);
         }
         Ok(())
     }
@@ -90,19 +97,44 @@ impl RateLimiter {
         }
         // --- synchronous decision ---
         let now = Date::now().as_millis();
-        let current = a.idempotency.as_ref().and_then(|r| self.idem.borrow().get(&r.key).cloned());
+        let current = a
+            .idempotency
+            .as_ref()
+            .and_then(|r| self.idem.borrow().get(&r.key).cloned());
         self.signatures.borrow_mut().retain(|_, until| *until > now);
-        let seen = a.signature.as_ref().is_some_and(|sig| self.signatures.borrow().contains_key(&sig.key));
-        let (admitted, entry) = traffic::admit(&mut self.limiter.borrow_mut(), current.as_ref(), seen, &a, now);
+        let seen = a
+            .signature
+            .as_ref()
+            .is_some_and(|sig| self.signatures.borrow().contains_key(&sig.key));
+        let (admitted, entry) = traffic::admit(
+            &mut self.limiter.borrow_mut(),
+            current.as_ref(),
+            seen,
+            &a,
+            now,
+        );
         if let (Some(r), Some(e)) = (&a.idempotency, &entry) {
             self.idem.borrow_mut().insert(r.key.clone(), e.clone());
         }
-        let spent = a.signature.as_ref().filter(|_| admitted.rate.allowed && !admitted.replayed);
+        let spent = a
+            .signature
+            .as_ref()
+            .filter(|_| admitted.rate.allowed && !admitted.replayed);
         if let Some(sig) = spent {
-            self.signatures.borrow_mut().insert(sig.key.clone(), sig.until_ms);
+            self.signatures
+                .borrow_mut()
+                .insert(sig.key.clone(), sig.until_ms);
         }
         let windows: Vec<(String, Window)> = if admitted.rate.allowed {
-            a.checks.iter().filter_map(|c| Some((window_storage_key(&c.scope), self.limiter.borrow().window(&c.scope)?))).collect()
+            a.checks
+                .iter()
+                .filter_map(|c| {
+                    Some((
+                        window_storage_key(&c.scope),
+                        self.limiter.borrow().window(&c.scope)?,
+                    ))
+                })
+                .collect()
         } else {
             Vec::new()
         };
@@ -113,7 +145,9 @@ impl RateLimiter {
         }
         if let (Some(r), Some(e)) = (&a.idempotency, entry) {
             storage.put(&idem_storage_key(&r.key), &e).await?;
-            storage.put(&idem_expiry_key(now + IDEMPOTENCY_TTL_MS, &r.key), true).await?;
+            storage
+                .put(&idem_expiry_key(now + IDEMPOTENCY_TTL_MS, &r.key), true)
+                .await?;
             if storage.get_alarm().await?.is_none() {
                 storage.set_alarm(IDEMPOTENCY_TTL_MS as i64).await?;
             }
@@ -124,7 +158,11 @@ impl RateLimiter {
             let wanted = sig.until_ms + SIGNATURE_SWEEP_SLACK_MS;
             match storage.get_alarm().await? {
                 Some(at) if (at as u64) <= wanted => {}
-                _ => storage.set_alarm(wanted.saturating_sub(now).max(1) as i64).await?,
+                _ => {
+                    storage
+                        .set_alarm(wanted.saturating_sub(now).max(1) as i64)
+                        .await?
+                }
             }
         }
         Ok(admitted)
@@ -135,7 +173,10 @@ impl RateLimiter {
         let now = Date::now().as_millis();
         if let Some(done) = complete_entry(current.as_ref(), response, now) {
             self.idem.borrow_mut().insert(key.to_string(), done.clone());
-            self.state.storage().put(&idem_storage_key(key), &done).await?;
+            self.state
+                .storage()
+                .put(&idem_storage_key(key), &done)
+                .await?;
         }
         // Durable now: replays read it from storage.
         self.idem.borrow_mut().remove(key);
@@ -152,8 +193,13 @@ impl RateLimiter {
     /// keys sort by that time); returns when the next one falls due.
     async fn sweep_signatures(&self, now: u64) -> Result<Option<u64>> {
         let storage = self.state.storage();
-        let listed = storage.list_with_options(ListOptions::new().prefix("sig:").limit(SWEEP_BATCH)).await?;
-        let keys: Vec<String> = js_sys::Array::from(&listed.keys().into()).iter().filter_map(|k| k.as_string()).collect();
+        let listed = storage
+            .list_with_options(ListOptions::new().prefix("sig:").limit(SWEEP_BATCH))
+            .await?;
+        let keys: Vec<String> = js_sys::Array::from(&listed.keys().into())
+            .iter()
+            .filter_map(|k| k.as_string())
+            .collect();
         let mut due = Vec::new();
         let mut next = None;
         for k in &keys {
@@ -181,8 +227,13 @@ impl RateLimiter {
         let storage = self.state.storage();
         let now = Date::now().as_millis();
         let next_signature = self.sweep_signatures(now).await?;
-        let listed = storage.list_with_options(ListOptions::new().prefix("idemx:").limit(SWEEP_BATCH)).await?;
-        let index: Vec<String> = js_sys::Array::from(&listed.keys().into()).iter().filter_map(|k| k.as_string()).collect();
+        let listed = storage
+            .list_with_options(ListOptions::new().prefix("idemx:").limit(SWEEP_BATCH))
+            .await?;
+        let index: Vec<String> = js_sys::Array::from(&listed.keys().into())
+            .iter()
+            .filter_map(|k| k.as_string())
+            .collect();
         let mut next = None;
         for ik in &index {
             let Some((at, key)) = parse_idem_expiry_key(ik) else {
@@ -206,7 +257,9 @@ impl RateLimiter {
             None => None,
         };
         if let Some(at) = next_idem.into_iter().chain(next_signature).min() {
-            storage.set_alarm(at.saturating_sub(now).max(1) as i64).await?;
+            storage
+                .set_alarm(at.saturating_sub(now).max(1) as i64)
+                .await?;
         }
         Ok(())
     }
@@ -214,14 +267,23 @@ impl RateLimiter {
 
 impl worker::DurableObject for RateLimiter {
     fn new(state: State, env: Env) -> Self {
-        RateLimiter { state, env, limiter: RefCell::new(Limiter::default()), idem: RefCell::new(BTreeMap::new()), signatures: RefCell::new(BTreeMap::new()) }
+        RateLimiter {
+            state,
+            env,
+            limiter: RefCell::new(Limiter::default()),
+            idem: RefCell::new(BTreeMap::new()),
+            signatures: RefCell::new(BTreeMap::new()),
+        }
     }
 
     async fn fetch(&self, mut req: Request) -> Result<Response> {
         let body: Value = req.json().await.unwrap_or(Value::Null);
         let (status, reply) = match req.path().as_str() {
             "/admit" => match serde_json::from_value::<Admission>(body) {
-                Ok(a) if !a.checks.is_empty() => (200, serde_json::to_value(self.admit(a).await?).unwrap_or(Value::Null)),
+                Ok(a) if !a.checks.is_empty() => (
+                    200,
+                    serde_json::to_value(self.admit(a).await?).unwrap_or(Value::Null),
+                ),
                 Ok(_) => (400, json!({"error": "no checks"})),
                 Err(e) => (400, json!({"error": format!("bad admission: {e}")})),
             },
@@ -236,7 +298,8 @@ impl worker::DurableObject for RateLimiter {
                 }
             }
             "/release" => {
-                self.release(body["key"].as_str().unwrap_or_default()).await?;
+                self.release(body["key"].as_str().unwrap_or_default())
+                    .await?;
                 (200, json!({"ok": true}))
             }
             other => (404, json!({"error": format!("no traffic op {other}")})),
@@ -254,24 +317,42 @@ impl worker::DurableObject for RateLimiter {
 pub struct WorkersTraffic<'a>(pub &'a Env);
 
 impl WorkersTraffic<'_> {
-    async fn call(&self, tenant_id: &str, op: &str, body: &Value) -> std::result::Result<Value, StoreError> {
-        let unavailable = |e: worker::Error| StoreError::Unavailable(format!("rate limiter {op}: {e}"));
-        let stub = self.0.durable_object(DO_BINDING).and_then(|ns| ns.id_from_name(tenant_id)?.get_stub()).map_err(unavailable)?;
+    async fn call(
+        &self,
+        tenant_id: &str,
+        op: &str,
+        body: &Value,
+    ) -> std::result::Result<Value, StoreError> {
+        let unavailable =
+            |e: worker::Error| StoreError::Unavailable(format!("rate limiter {op}: {e}"));
+        let stub = self
+            .0
+            .durable_object(DO_BINDING)
+            .and_then(|ns| ns.id_from_name(tenant_id)?.get_stub())
+            .map_err(unavailable)?;
         let mut init = RequestInit::new();
-        init.with_method(Method::Post).with_body(Some(body.to_string().into()));
-        let req = Request::new_with_init(&format!("https://traffic{op}"), &init).map_err(unavailable)?;
+        init.with_method(Method::Post)
+            .with_body(Some(body.to_string().into()));
+        let req =
+            Request::new_with_init(&format!("https://traffic{op}"), &init).map_err(unavailable)?;
         let mut resp = stub.fetch_with_request(req).await.map_err(unavailable)?;
         let status = resp.status_code();
         let value = resp.json::<Value>().await.map_err(unavailable)?;
         if status != 200 {
-            return Err(StoreError::Unavailable(format!("rate limiter {op} answered {status}: {value}")));
+            return Err(StoreError::Unavailable(format!(
+                "rate limiter {op} answered {status}: {value}"
+            )));
         }
         Ok(value)
     }
 }
 
 impl Traffic for WorkersTraffic<'_> {
-    fn admit<'a>(&'a self, tenant_id: &'a str, a: &'a Admission) -> LocalFuture<'a, std::result::Result<Admitted, StoreError>> {
+    fn admit<'a>(
+        &'a self,
+        tenant_id: &'a str,
+        a: &'a Admission,
+    ) -> LocalFuture<'a, std::result::Result<Admitted, StoreError>> {
         Box::pin(async move {
             let body = serde_json::to_value(a).map_err(|e| StoreError::Corrupt(e.to_string()))?;
             let v = self.call(tenant_id, "/admit", &body).await?;
@@ -279,16 +360,31 @@ impl Traffic for WorkersTraffic<'_> {
         })
     }
 
-    fn complete<'a>(&'a self, tenant_id: &'a str, key: &'a str, response: &'a StoredResponse) -> LocalFuture<'a, std::result::Result<(), StoreError>> {
+    fn complete<'a>(
+        &'a self,
+        tenant_id: &'a str,
+        key: &'a str,
+        response: &'a StoredResponse,
+    ) -> LocalFuture<'a, std::result::Result<(), StoreError>> {
         Box::pin(async move {
-            self.call(tenant_id, "/complete", &json!({"key": key, "response": response})).await?;
+            self.call(
+                tenant_id,
+                "/complete",
+                &json!({"key": key, "response": response}),
+            )
+            .await?;
             Ok(())
         })
     }
 
-    fn release<'a>(&'a self, tenant_id: &'a str, key: &'a str) -> LocalFuture<'a, std::result::Result<(), StoreError>> {
+    fn release<'a>(
+        &'a self,
+        tenant_id: &'a str,
+        key: &'a str,
+    ) -> LocalFuture<'a, std::result::Result<(), StoreError>> {
         Box::pin(async move {
-            self.call(tenant_id, "/release", &json!({"key": key})).await?;
+            self.call(tenant_id, "/release", &json!({"key": key}))
+                .await?;
             Ok(())
         })
     }

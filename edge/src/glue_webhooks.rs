@@ -10,8 +10,9 @@ use crate::webhooks::{self, DeliveryJob, HttpReply, Next, WebhookHttp, ATTEMPT_T
 use futures_util::future::{join_all, select, Either};
 use std::time::Duration;
 use worker::{
-    console_log, event, AbortController, Context, Date, Delay, Env, Fetch, Headers, MessageBatch, MessageBuilder, MessageExt, Method,
-    QueueRetryOptionsBuilder, RawMessage, Request, RequestInit, RequestRedirect, Result,
+    console_log, event, AbortController, Context, Date, Delay, Env, Fetch, Headers, MessageBatch,
+    MessageBuilder, MessageExt, Method, QueueRetryOptionsBuilder, RawMessage, Request, RequestInit,
+    RequestRedirect, Result,
 };
 
 pub const QUEUE_BINDING: &str = "WEBHOOK_DELIVERIES";
@@ -26,11 +27,20 @@ pub async fn send_jobs(env: &Env, jobs: Vec<DeliveryJob>) {
     }
     let queue = match env.queue(QUEUE_BINDING) {
         Ok(q) => q,
-        Err(e) => return console_log!("webhooks: no queue binding {QUEUE_BINDING}: {e}; {} deliveries dropped", jobs.len()),
+        Err(e) => {
+            return console_log!(
+                "webhooks: no queue binding {QUEUE_BINDING}: {e}; {} deliveries dropped",
+                jobs.len()
+            )
+        }
     };
     for job in jobs {
         if let Err(e) = send_one(&queue, &job, 0).await {
-            console_log!("webhooks: queueing {} ({}) failed: {e}", job.delivery_id, job.event_type);
+            console_log!(
+                "webhooks: queueing {} ({}) failed: {e}",
+                job.delivery_id,
+                job.event_type
+            );
         }
     }
 }
@@ -48,7 +58,11 @@ pub async fn send_all(env: &Env, jobs: Vec<DeliveryJob>) -> bool {
     };
     for job in &jobs {
         if let Err(e) = send_one(&queue, job, 0).await {
-            console_log!("webhooks: queueing {} ({}) failed: {e}", job.delivery_id, job.event_type);
+            console_log!(
+                "webhooks: queueing {} ({}) failed: {e}",
+                job.delivery_id,
+                job.event_type
+            );
             return false;
         }
     }
@@ -69,13 +83,21 @@ async fn send_one(queue: &worker::Queue, job: &DeliveryJob, delay_s: u32) -> Res
 struct FetchHttp;
 
 impl WebhookHttp for FetchHttp {
-    async fn post(&self, url: &str, headers: &[(String, String)], body: &str) -> std::result::Result<HttpReply, String> {
+    async fn post(
+        &self,
+        url: &str,
+        headers: &[(String, String)],
+        body: &str,
+    ) -> std::result::Result<HttpReply, String> {
         let h = Headers::new();
         for (k, v) in headers {
             h.set(k, v).map_err(|e| format!("header {k}: {e}"))?;
         }
         let mut init = RequestInit::new();
-        init.with_method(Method::Post).with_headers(h).with_body(Some(body.into())).with_redirect(RequestRedirect::Manual);
+        init.with_method(Method::Post)
+            .with_headers(h)
+            .with_body(Some(body.into()))
+            .with_redirect(RequestRedirect::Manual);
         let req = Request::new_with_init(url, &init).map_err(|e| format!("bad request: {e}"))?;
         let controller = AbortController::default();
         let signal = controller.signal();
@@ -85,7 +107,10 @@ impl WebhookHttp for FetchHttp {
         match select(send, timeout).await {
             Either::Left((Ok(resp), _)) => {
                 let retry_after = resp.headers().get("retry-after").ok().flatten();
-                Ok(HttpReply { status: resp.status_code(), retry_after })
+                Ok(HttpReply {
+                    status: resp.status_code(),
+                    retry_after,
+                })
             }
             Either::Left((Err(e), _)) => Err(format!("request failed: {e}")),
             Either::Right(_) => {
@@ -97,7 +122,11 @@ impl WebhookHttp for FetchHttp {
 }
 
 async fn handle(env: &Env, queue: &worker::Queue, kv: &WorkersKv, dev_mode: bool, msg: RawMessage) {
-    let Some(job) = msg.body().as_string().and_then(|t| serde_json::from_str::<DeliveryJob>(&t).ok()) else {
+    let Some(job) = msg
+        .body()
+        .as_string()
+        .and_then(|t| serde_json::from_str::<DeliveryJob>(&t).ok())
+    else {
         console_log!("webhooks: unreadable queue message {} dropped", msg.id());
         return msg.ack();
     };
@@ -110,12 +139,22 @@ async fn handle(env: &Env, queue: &worker::Queue, kv: &WorkersKv, dev_mode: bool
             Err(e) => {
                 // The old job runs again later: one extra attempt, nothing lost.
                 console_log!("webhooks: re-queueing {} failed: {e}", job.delivery_id);
-                msg.retry_with_options(&QueueRetryOptionsBuilder::new().with_delay_seconds(delay_s.max(1)).build());
+                msg.retry_with_options(
+                    &QueueRetryOptionsBuilder::new()
+                        .with_delay_seconds(delay_s.max(1))
+                        .build(),
+                );
             }
         },
         Err(e) => {
-            console_log!("webhooks: storing the outcome of a delivery failed: {e:?}; the queue retries it");
-            msg.retry_with_options(&QueueRetryOptionsBuilder::new().with_delay_seconds(STORE_RETRY_DELAY_S).build());
+            console_log!(
+                "webhooks: storing the outcome of a delivery failed: {e:?}; the queue retries it"
+            );
+            msg.retry_with_options(
+                &QueueRetryOptionsBuilder::new()
+                    .with_delay_seconds(STORE_RETRY_DELAY_S)
+                    .build(),
+            );
         }
     }
 }
@@ -124,9 +163,16 @@ async fn handle(env: &Env, queue: &worker::Queue, kv: &WorkersKv, dev_mode: bool
 pub async fn consume(batch: MessageBatch<String>, env: Env, _ctx: Context) -> Result<()> {
     let kv = WorkersKv(env.kv(KV_BINDING)?);
     let queue = env.queue(QUEUE_BINDING)?;
-    let dev_mode = env.var("VOXLINE_ENV").is_ok_and(|v| v.to_string() == "development");
+    let dev_mode = env
+        .var("VOXLINE_ENV")
+        .is_ok_and(|v| v.to_string() == "development");
     // Attempts of one batch run concurrently: one slow receiver (up to the
     // 15 s timeout) does not hold up the others.
-    join_all(batch.raw_iter().map(|msg| handle(&env, &queue, &kv, dev_mode, msg))).await;
+    join_all(
+        batch
+            .raw_iter()
+            .map(|msg| handle(&env, &queue, &kv, dev_mode, msg)),
+    )
+    .await;
     Ok(())
 }

@@ -18,7 +18,10 @@ pub struct ApiRequest {
 
 impl ApiRequest {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
 }
 
@@ -35,16 +38,34 @@ pub struct ApiResponse {
 
 impl ApiResponse {
     pub fn json(status: u16, body: &Value) -> ApiResponse {
-        ApiResponse { status, headers: Vec::new(), body: body.to_string(), error_code: None, stored_object: None }
+        ApiResponse {
+            status,
+            headers: Vec::new(),
+            body: body.to_string(),
+            error_code: None,
+            stored_object: None,
+        }
     }
 
     /// A JSON body already serialized (a call, whose metadata is kept as text).
     pub fn json_text(status: u16, body: String) -> ApiResponse {
-        ApiResponse { status, headers: Vec::new(), body, error_code: None, stored_object: None }
+        ApiResponse {
+            status,
+            headers: Vec::new(),
+            body,
+            error_code: None,
+            stored_object: None,
+        }
     }
 
     pub fn error(e: &ApiError) -> ApiResponse {
-        ApiResponse { status: e.status(), headers: Vec::new(), body: e.to_json().to_string(), error_code: Some(e.code.as_str()), stored_object: None }
+        ApiResponse {
+            status: e.status(),
+            headers: Vec::new(),
+            body: e.to_json().to_string(),
+            error_code: Some(e.code.as_str()),
+            stored_object: None,
+        }
     }
 
     pub fn with_header(mut self, name: &str, value: impl Into<String>) -> ApiResponse {

@@ -36,7 +36,12 @@ pub fn call_id(now_ms: u64) -> String {
 pub fn is_id(s: &str, prefix: &str) -> bool {
     s.strip_prefix(prefix)
         .and_then(|r| r.strip_prefix('_'))
-        .is_some_and(|hexpart| (10..=40).contains(&hexpart.len()) && hexpart.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
+        .is_some_and(|hexpart| {
+            (10..=40).contains(&hexpart.len())
+                && hexpart
+                    .bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        })
 }
 
 pub struct MintedKey {
@@ -51,7 +56,11 @@ pub fn mint_api_key() -> MintedKey {
     let clear = format!("ak_{}", URL_SAFE_NO_PAD.encode(random_bytes::<24>()));
     let hash = hash_api_key(&clear);
     let prefix = clear[..9].to_string();
-    MintedKey { clear, hash, prefix }
+    MintedKey {
+        clear,
+        hash,
+        prefix,
+    }
 }
 
 pub fn hash_api_key(clear: &str) -> String {
@@ -62,7 +71,11 @@ pub fn hash_api_key(clear: &str) -> String {
 /// body (length-prefixed so no two requests share an encoding).
 pub fn fingerprint(method: &str, path: &str, body: &[u8]) -> String {
     let mut h = Sha256::new();
-    for part in [method.to_ascii_uppercase().as_bytes(), path.as_bytes(), body] {
+    for part in [
+        method.to_ascii_uppercase().as_bytes(),
+        path.as_bytes(),
+        body,
+    ] {
         h.update((part.len() as u64).to_be_bytes());
         h.update(part);
     }
@@ -82,7 +95,11 @@ pub fn constant_time_eq(a: &str, b: &str) -> bool {
 pub fn rfc3339_ms(ms: u64) -> String {
     let nanos = i128::from(ms) * 1_000_000;
     let t = OffsetDateTime::from_unix_timestamp_nanos(nanos).unwrap_or(OffsetDateTime::UNIX_EPOCH);
-    let secs = t.format(&time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]")).unwrap_or_default();
+    let secs = t
+        .format(&time::macros::format_description!(
+            "[year]-[month]-[day]T[hour]:[minute]:[second]"
+        ))
+        .unwrap_or_default();
     format!("{secs}.{:03}Z", ms % 1000)
 }
 
@@ -124,10 +141,20 @@ mod tests {
     #[test]
     fn timestamps_round_trip_and_require_utc() {
         assert_eq!(rfc3339_ms(1_764_082_200_123), "2025-11-25T14:50:00.123Z");
-        assert_eq!(parse_rfc3339_utc_ms("2025-11-25T14:50:00.123Z"), Some(1_764_082_200_123));
-        assert_eq!(parse_rfc3339_utc_ms("2025-11-25T14:50:00+00:00"), Some(1_764_082_200_000));
+        assert_eq!(
+            parse_rfc3339_utc_ms("2025-11-25T14:50:00.123Z"),
+            Some(1_764_082_200_123)
+        );
+        assert_eq!(
+            parse_rfc3339_utc_ms("2025-11-25T14:50:00+00:00"),
+            Some(1_764_082_200_000)
+        );
         assert_eq!(parse_rfc3339_utc_ms("2025-11-25T14:50:00+01:00"), None);
         assert_eq!(parse_rfc3339_utc_ms("2025-11-25 14:50"), None);
-        assert!(constant_time_eq("abc", "abc") && !constant_time_eq("abc", "abd") && !constant_time_eq("a", "ab"));
+        assert!(
+            constant_time_eq("abc", "abc")
+                && !constant_time_eq("abc", "abd")
+                && !constant_time_eq("a", "ab")
+        );
     }
 }

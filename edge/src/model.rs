@@ -176,7 +176,11 @@ pub struct WebhookEndpoint {
 
 impl WebhookEndpoint {
     pub fn to_public(&self) -> Value {
-        let overlap_until = self.previous_secret.as_ref().and(self.previous_secret_expires_ms).map(crate::ids::rfc3339_ms);
+        let overlap_until = self
+            .previous_secret
+            .as_ref()
+            .and(self.previous_secret_expires_ms)
+            .map(crate::ids::rfc3339_ms);
         json!({"id": self.id, "object": "webhook_endpoint", "url": self.url, "events": self.events,
                "enabled": self.enabled, "disabled_reason": self.disabled_reason, "retry_schedule": self.retry_schedule,
                "previous_secret_expires_at": overlap_until, "created_at": self.created_at,
@@ -322,12 +326,16 @@ impl<'de> Deserialize<'de> for Metadata {
                 f.write_str("a JSON object, or its text")
             }
             fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Metadata, E> {
-                Metadata::from_json_text(v).ok_or_else(|| E::custom("metadata text is not a JSON object"))
+                Metadata::from_json_text(v)
+                    .ok_or_else(|| E::custom("metadata text is not a JSON object"))
             }
             // A record written before metadata was kept as text.
             fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<Metadata, A::Error> {
-                let m = Map::<String, Value>::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
-                Metadata::from_json_text(&Value::Object(m).to_string()).ok_or_else(|| serde::de::Error::custom("metadata is not a JSON object"))
+                let m = Map::<String, Value>::deserialize(
+                    serde::de::value::MapAccessDeserializer::new(map),
+                )?;
+                Metadata::from_json_text(&Value::Object(m).to_string())
+                    .ok_or_else(|| serde::de::Error::custom("metadata is not a JSON object"))
             }
         }
         d.deserialize_any(V)
@@ -398,7 +406,11 @@ impl CallRecord {
             _ => Map::new(),
         };
         fields.insert("object".into(), json!("call"));
-        object_with_raw(&fields, "metadata", self.metadata.as_ref().map(Metadata::raw))
+        object_with_raw(
+            &fields,
+            "metadata",
+            self.metadata.as_ref().map(Metadata::raw),
+        )
     }
 
     /// A listing row: what `GET /v1/calls` shows of each call.
@@ -454,10 +466,21 @@ mod tests {
 
     #[test]
     fn a_listing_row_is_a_small_summary_of_the_call() {
-        let rec = CallRecord { system_prompt: Some("p".repeat(20_000)), ended_reason: Some(EndedReason::HangupRequested), ..test_call(CallStatus::Queued) };
+        let rec = CallRecord {
+            system_prompt: Some("p".repeat(20_000)),
+            ended_reason: Some(EndedReason::HangupRequested),
+            ..test_call(CallStatus::Queued)
+        };
         let s = rec.summary();
         assert!(s.to_string().len() < 1024);
-        assert_eq!((s["status"].as_str(), s["ended_reason"].as_str(), s["object"].as_str()), (Some("queued"), Some("hangup_requested"), Some("call")));
+        assert_eq!(
+            (
+                s["status"].as_str(),
+                s["ended_reason"].as_str(),
+                s["object"].as_str()
+            ),
+            (Some("queued"), Some("hangup_requested"), Some("call"))
+        );
         let public: Value = serde_json::from_str(&rec.to_public_json()).unwrap();
         assert_eq!(public["object"], "call");
     }
@@ -467,20 +490,39 @@ mod tests {
         let given = r#"{"b":1,"a":12345678901234567890123,"z":-0,"n":1.50,"s":"x \" y"}"#;
         let m = Metadata::from_json_text(given).unwrap();
         assert_eq!(m.as_str(), given);
-        assert_eq!(Metadata::from_json_text("{ \"b\" : [1, 2],\n \"a\": \" sp ace \" }").unwrap().as_str(), r#"{"b":[1,2],"a":" sp ace "}"#);
+        assert_eq!(
+            Metadata::from_json_text("{ \"b\" : [1, 2],\n \"a\": \" sp ace \" }")
+                .unwrap()
+                .as_str(),
+            r#"{"b":[1,2],"a":" sp ace "}"#
+        );
         for bad in ["[1]", "1", "{", r#"{"a":1}x"#, ""] {
             assert!(Metadata::from_json_text(bad).is_none(), "{bad}");
         }
-        let rec = CallRecord { metadata: Some(m), ..test_call(CallStatus::Queued) };
+        let rec = CallRecord {
+            metadata: Some(m),
+            ..test_call(CallStatus::Queued)
+        };
         let public = rec.to_public_json();
-        assert!(public.contains(&format!(r#""metadata":{given}"#)), "{public}");
+        assert!(
+            public.contains(&format!(r#""metadata":{given}"#)),
+            "{public}"
+        );
         // Round trip through storage, and through a tagged enum (serde buffers it).
         let stored = serde_json::to_string(&rec).unwrap();
         assert_eq!(serde_json::from_str::<CallRecord>(&stored).unwrap(), rec);
         #[derive(Serialize, Deserialize)]
         #[serde(tag = "t")]
-        enum Tagged { R { record: CallRecord } }
-        let Tagged::R { record } = serde_json::from_str(&serde_json::to_string(&Tagged::R { record: rec.clone() }).unwrap()).unwrap();
+        enum Tagged {
+            R { record: CallRecord },
+        }
+        let Tagged::R { record } = serde_json::from_str(
+            &serde_json::to_string(&Tagged::R {
+                record: rec.clone(),
+            })
+            .unwrap(),
+        )
+        .unwrap();
         assert_eq!(record.to_public_json(), public);
         // A record written before: metadata as a JSON object.
         let mut old: Value = serde_json::from_str(&stored).unwrap();
@@ -488,6 +530,9 @@ mod tests {
         let from_text: CallRecord = serde_json::from_str(&old.to_string()).unwrap();
         assert_eq!(from_text.metadata.unwrap().as_str(), r#"{"a":[1],"crm":7}"#);
         let from_value: CallRecord = serde_json::from_value(old).unwrap();
-        assert_eq!(from_value.metadata.unwrap().as_str(), r#"{"a":[1],"crm":7}"#);
+        assert_eq!(
+            from_value.metadata.unwrap().as_str(),
+            r#"{"a":[1],"crm":7}"#
+        );
     }
 }

@@ -14,15 +14,20 @@
 //! [`router::ROUTES`]: crate::router::ROUTES
 //! [`service::WEBHOOK_EVENTS`]: crate::service::WEBHOOK_EVENTS
 
+use crate::calling_window;
 use crate::error::ErrorCode;
 use crate::model::Engine;
 use crate::router::{RouteId, ROUTES};
+use crate::service::{
+    CONCURRENCY_RETRY_AFTER_SECS, LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX, MAX_CONCURRENT_CALLS_MAX,
+    WEBHOOK_EVENTS,
+};
 use crate::traffic;
-use crate::service::{CONCURRENCY_RETRY_AFTER_SECS, LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX, MAX_CONCURRENT_CALLS_MAX, WEBHOOK_EVENTS};
 use crate::validate;
-use crate::calling_window;
+use crate::validate::{
+    MAX_BODY_BYTES, MAX_METADATA_BYTES, MAX_PROMPT_CHARS, MAX_SCHEDULE_AHEAD_DAYS,
+};
 use crate::webhooks::{self, DeliveryStatus};
-use crate::validate::{MAX_BODY_BYTES, MAX_METADATA_BYTES, MAX_PROMPT_CHARS, MAX_SCHEDULE_AHEAD_DAYS};
 use serde_json::{json, Map, Value};
 use voxline_shared::{CallStatus, EndedReason};
 
@@ -43,8 +48,11 @@ const WEBHOOK_EVENT_MAX: usize = 64;
 const MAX_SECONDS: (i64, i64, i64) = (10, 3600, 300);
 const RETRIES: (i64, i64, i64) = (0, 10, 0);
 const RETRY_DELAY_MINUTES: (i64, i64, i64) = (1, 1440, 5);
-const SILENCE_TIMEOUT: (i64, i64, i64) =
-    (validate::SILENCE_TIMEOUT_SECONDS.0, validate::SILENCE_TIMEOUT_SECONDS.1, crate::model::DEFAULT_SILENCE_TIMEOUT_SECONDS as i64);
+const SILENCE_TIMEOUT: (i64, i64, i64) = (
+    validate::SILENCE_TIMEOUT_SECONDS.0,
+    validate::SILENCE_TIMEOUT_SECONDS.1,
+    crate::model::DEFAULT_SILENCE_TIMEOUT_SECONDS as i64,
+);
 
 /// E.164 as `validate::check_e164` reads it.
 pub const E164_PATTERN: &str = r"^\+[1-9][0-9]{6,14}$";
@@ -94,7 +102,9 @@ fn ended_reason_index(r: EndedReason) -> usize {
 pub fn spec() -> Value {
     let mut paths = Map::new();
     for (method, pattern, id) in ROUTES {
-        let item = paths.entry(pattern.to_string()).or_insert_with(|| path_item(pattern));
+        let item = paths
+            .entry(pattern.to_string())
+            .or_insert_with(|| path_item(pattern));
         item[method.to_ascii_lowercase().as_str()] = operation(*id);
     }
     json!({
@@ -231,7 +241,10 @@ fn int_range((min, max, default): (i64, i64, i64)) -> Value {
 }
 
 fn props(fields: Vec<(&str, Value)>) -> Map<String, Value> {
-    fields.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
+    fields
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect()
 }
 
 /// A response record: every property is always present (optional ones as `null`).
@@ -253,8 +266,16 @@ fn list_of(description: &str, item: &str) -> Value {
         vec![
             ("object", object_const("list")),
             ("data", json!({"type": "array", "items": schema_ref(item)})),
-            ("has_more", json!({"type": "boolean", "description": "True when `next_cursor` leads to more items."})),
-            ("next_cursor", nullable(json!({"type": "string", "description": "Pass as `cursor` to get the next page; null on the last page."}))),
+            (
+                "has_more",
+                json!({"type": "boolean", "description": "True when `next_cursor` leads to more items."}),
+            ),
+            (
+                "next_cursor",
+                nullable(
+                    json!({"type": "string", "description": "Pass as `cursor` to get the next page; null on the last page."}),
+                ),
+            ),
         ],
     )
 }
@@ -264,13 +285,21 @@ fn status_names() -> Vec<&'static str> {
 }
 
 fn ended_reason_names() -> Vec<Value> {
-    ENDED_REASONS.iter().map(|r| serde_json::to_value(r).unwrap_or(Value::Null)).collect()
+    ENDED_REASONS
+        .iter()
+        .map(|r| serde_json::to_value(r).unwrap_or(Value::Null))
+        .collect()
 }
 
 fn error_code_description() -> String {
     let mut d = String::from("Stable machine code. Codes never change meaning once shipped:\n");
     for c in ErrorCode::ALL {
-        d.push_str(&format!("- `{}` ({}): {}\n", c.as_str(), c.http_status(), c.describe()));
+        d.push_str(&format!(
+            "- `{}` ({}): {}\n",
+            c.as_str(),
+            c.http_status(),
+            c.describe()
+        ));
     }
     d
 }
@@ -286,8 +315,14 @@ fn schemas() -> Value {
     );
     let voice = json!({"type": "string", "maxLength": VOICE_MAX, "pattern": VOICE_PATTERN,
         "description": "Engine voice name: letters, digits, `-`, `_` or `.`."});
-    let prompt = with_description(string_max(MAX_PROMPT_CHARS), "Instructions for the AI agent.");
-    let model = with_description(string_max(MODEL_MAX), "Engine model name, passed through to the engine.");
+    let prompt = with_description(
+        string_max(MAX_PROMPT_CHARS),
+        "Instructions for the AI agent.",
+    );
+    let model = with_description(
+        string_max(MODEL_MAX),
+        "Engine model name, passed through to the engine.",
+    );
     let phone = json!({"type": "string", "pattern": E164_PATTERN,
         "description": "E.164: `+`, then 7 to 15 digits without spaces or punctuation, the first not 0.", "examples": ["+14155550100"]});
     let events = json!({"type": "array", "maxItems": WEBHOOK_EVENTS.len(),
@@ -298,26 +333,64 @@ fn schemas() -> Value {
         s.insert(name.to_string(), v);
     };
 
-    add("CallStatus", json!({"type": "string", "enum": status_names(), "description":
+    add(
+        "CallStatus",
+        json!({"type": "string", "enum": status_names(), "description":
         "`queued`: waiting for a media sidecar. `scheduled`: waiting for `schedule_at`. `dialing`, `ringing`, \
-`in_progress`: live. `completed`, `failed`, `no_answer`, `busy`, `cancelled`: ended, never change again."}));
+`in_progress`: live. `completed`, `failed`, `no_answer`, `busy`, `cancelled`: ended, never change again."}),
+    );
     add("Engine", engine.clone());
-    add("EndedReason", json!({"type": "string", "enum": ended_reason_names(), "description": "Why a call ended."}));
-    add("WebhookEvent", json!({"type": "string", "enum": WEBHOOK_EVENTS}));
+    add(
+        "EndedReason",
+        json!({"type": "string", "enum": ended_reason_names(), "description": "Why a call ended."}),
+    );
+    add(
+        "WebhookEvent",
+        json!({"type": "string", "enum": WEBHOOK_EVENTS}),
+    );
 
-    add("Error", record(
-        "The one error shape of the API.",
-        vec![("error", record("The failure.", vec![
-            ("code", json!({"type": "string", "enum": ErrorCode::ALL.iter().map(|c| c.as_str()).collect::<Vec<_>>(),
-                            "description": error_code_description()})),
-            ("message", json!({"type": "string", "minLength": 1, "description": "For humans; wording may change."})),
-            ("field", nullable(json!({"type": "string", "description": "The body field or query parameter at fault, if any."}))),
-        ]))],
-    ));
-    add("OpenApiDocument", json!({"type": "object", "required": ["openapi", "info", "paths", "components"],
+    add(
+        "Error",
+        record(
+            "The one error shape of the API.",
+            vec![(
+                "error",
+                record(
+                    "The failure.",
+                    vec![
+                        (
+                            "code",
+                            json!({"type": "string", "enum": ErrorCode::ALL.iter().map(|c| c.as_str()).collect::<Vec<_>>(),
+                            "description": error_code_description()}),
+                        ),
+                        (
+                            "message",
+                            json!({"type": "string", "minLength": 1, "description": "For humans; wording may change."}),
+                        ),
+                        (
+                            "field",
+                            nullable(
+                                json!({"type": "string", "description": "The body field or query parameter at fault, if any."}),
+                            ),
+                        ),
+                    ],
+                ),
+            )],
+        ),
+    );
+    add(
+        "OpenApiDocument",
+        json!({"type": "object", "required": ["openapi", "info", "paths", "components"],
         "properties": {"openapi": {"type": "string", "pattern": "^3\\.1\\."}}, "additionalProperties": true,
-        "description": "An OpenAPI 3.1 document: this one."}));
-    add("Health", record("Liveness.", vec![("ok", json!({"type": "boolean", "const": true}))]));
+        "description": "An OpenAPI 3.1 document: this one."}),
+    );
+    add(
+        "Health",
+        record(
+            "Liveness.",
+            vec![("ok", json!({"type": "boolean", "const": true}))],
+        ),
+    );
 
     let call_fields = |full: bool| {
         let mut f = vec![
@@ -328,8 +401,11 @@ fn schemas() -> Value {
             ("agent_id", id_schema("agt")),
             ("created_at", timestamp()),
             ("updated_at", timestamp()),
-            ("ended_reason", nullable(json!({"type": "string", "enum": ended_reason_names(),
-                "description": "Why the call ended; also set while a retry is pending (status `scheduled` with `next_attempt_at`)."}))),
+            (
+                "ended_reason",
+                nullable(json!({"type": "string", "enum": ended_reason_names(),
+                "description": "Why the call ended; also set while a retry is pending (status `scheduled` with `next_attempt_at`)."})),
+            ),
         ];
         if full {
             f.extend([
@@ -366,67 +442,149 @@ fn schemas() -> Value {
         }
         f
     };
-    add("TranscriptTurn", record("One turn of the conversation.", vec![
-        ("role", json!({"type": "string", "enum": ["ai", "user"]})),
-        ("text", json!({"type": "string"})),
-        ("start_ms", json!({"type": "integer", "minimum": 0, "description": "Offset from the moment the call was answered."})),
-        ("end_ms", json!({"type": "integer", "minimum": 0})),
-    ]));
-    let transcript_fields = || vec![
-        ("object", object_const("transcript")),
-        ("call_id", id_schema("call")),
-        ("turns", json!({"type": "array", "items": schema_ref("TranscriptTurn")})),
-        ("summary", nullable(json!({"type": "string", "description": "What the engine concluded, when it gives one (the local engine: the caller's last answer and the script's outcome)."}))),
-        ("outcome", nullable(json!({"type": "string", "description": "A short outcome when the engine gives one (the local engine: the first expected phrase of the script rule the answer matched, e.g. `yes`; `no_match`; or `no_answer` when the callee never answered the script)."}))),
-        ("text", json!({"type": "string", "description": "The same turns as plain text lines."})),
-    ];
-    add("Transcript", record("A call's transcript.", transcript_fields()));
-    add("Recording", record("A call's stored recording (the newest answered attempt's).", vec![
-        ("object", object_const("recording")),
-        ("call_id", id_schema("call")),
-        ("attempt", json!({"type": "integer", "minimum": 1})),
-        ("content_type", json!({"const": "audio/wav"})),
-        ("bytes", json!({"type": "integer", "minimum": 44})),
-        ("sha256", json!({"type": "string", "pattern": "^[0-9a-f]{64}$", "description": "SHA-256 of the WAV, checked by storage when it was uploaded."})),
-        ("duration_ms", json!({"type": "integer", "minimum": 0})),
-        ("channels", json!({"type": "object", "description": "Stereo: the AI (what the sidecar sent) on the left channel, the callee on the right.",
-            "properties": {"left": {"const": "ai"}, "right": {"const": "callee"}}, "required": ["left", "right"], "additionalProperties": false})),
-        ("saved_at", timestamp()),
-        ("url", json!({"type": "string", "description": "`GET` it with your API key for the WAV."})),
-    ]));
+    add(
+        "TranscriptTurn",
+        record(
+            "One turn of the conversation.",
+            vec![
+                ("role", json!({"type": "string", "enum": ["ai", "user"]})),
+                ("text", json!({"type": "string"})),
+                (
+                    "start_ms",
+                    json!({"type": "integer", "minimum": 0, "description": "Offset from the moment the call was answered."}),
+                ),
+                ("end_ms", json!({"type": "integer", "minimum": 0})),
+            ],
+        ),
+    );
+    let transcript_fields = || {
+        vec![
+            ("object", object_const("transcript")),
+            ("call_id", id_schema("call")),
+            (
+                "turns",
+                json!({"type": "array", "items": schema_ref("TranscriptTurn")}),
+            ),
+            (
+                "summary",
+                nullable(
+                    json!({"type": "string", "description": "What the engine concluded, when it gives one (the local engine: the caller's last answer and the script's outcome)."}),
+                ),
+            ),
+            (
+                "outcome",
+                nullable(
+                    json!({"type": "string", "description": "A short outcome when the engine gives one (the local engine: the first expected phrase of the script rule the answer matched, e.g. `yes`; `no_match`; or `no_answer` when the callee never answered the script)."}),
+                ),
+            ),
+            (
+                "text",
+                json!({"type": "string", "description": "The same turns as plain text lines."}),
+            ),
+        ]
+    };
+    add(
+        "Transcript",
+        record("A call's transcript.", transcript_fields()),
+    );
+    add(
+        "Recording",
+        record(
+            "A call's stored recording (the newest answered attempt's).",
+            vec![
+                ("object", object_const("recording")),
+                ("call_id", id_schema("call")),
+                ("attempt", json!({"type": "integer", "minimum": 1})),
+                ("content_type", json!({"const": "audio/wav"})),
+                ("bytes", json!({"type": "integer", "minimum": 44})),
+                (
+                    "sha256",
+                    json!({"type": "string", "pattern": "^[0-9a-f]{64}$", "description": "SHA-256 of the WAV, checked by storage when it was uploaded."}),
+                ),
+                ("duration_ms", json!({"type": "integer", "minimum": 0})),
+                (
+                    "channels",
+                    json!({"type": "object", "description": "Stereo: the AI (what the sidecar sent) on the left channel, the callee on the right.",
+            "properties": {"left": {"const": "ai"}, "right": {"const": "callee"}}, "required": ["left", "right"], "additionalProperties": false}),
+                ),
+                ("saved_at", timestamp()),
+                (
+                    "url",
+                    json!({"type": "string", "description": "`GET` it with your API key for the WAV."}),
+                ),
+            ],
+        ),
+    );
     add("Call", record(
         "A call. Agent settings (prompt, voice, language, engine, model) are resolved when the call is created, so later agent edits do not change it.",
         call_fields(true),
     ));
-    add("CallSummary", record("A call as listed (a subset of `Call`).", call_fields(false)));
-    add("CallList", list_of("A page of calls, newest first.", "CallSummary"));
+    add(
+        "CallSummary",
+        record("A call as listed (a subset of `Call`).", call_fields(false)),
+    );
+    add(
+        "CallList",
+        list_of("A page of calls, newest first.", "CallSummary"),
+    );
 
-    add("Tenant", record("A customer account.", vec![
-        ("id", id_schema("ten")),
-        ("object", object_const("tenant")),
-        ("name", json!({"type": "string"})),
-        ("default_agent_id", nullable(with_description(id_schema("agt"), "The agent used when a call names none."))),
-        ("disabled", json!({"type": "boolean", "description": "A disabled tenant's API keys are refused with 403 `tenant_disabled`."})),
-        ("created_at", timestamp()),
-        ("rate_limits", schema_ref("RateLimits")),
-        ("max_concurrent_calls", nullable(json!({"type": "integer", "minimum": 1, "maximum": MAX_CONCURRENT_CALLS_MAX,
-            "description": "Most calls of this tenant leased to a sidecar or live at once; null: unlimited. Calls over it wait `queued` (the region's queue skips them until one ends), or are refused with 429 `concurrency_limit_reached` when placed with `on_concurrency_limit: reject`."}))),
-    ]));
-    add("RateLimit", json!({"type": "object", "additionalProperties": false, "required": ["limit", "window_seconds"],
+    add(
+        "Tenant",
+        record(
+            "A customer account.",
+            vec![
+                ("id", id_schema("ten")),
+                ("object", object_const("tenant")),
+                ("name", json!({"type": "string"})),
+                (
+                    "default_agent_id",
+                    nullable(with_description(
+                        id_schema("agt"),
+                        "The agent used when a call names none.",
+                    )),
+                ),
+                (
+                    "disabled",
+                    json!({"type": "boolean", "description": "A disabled tenant's API keys are refused with 403 `tenant_disabled`."}),
+                ),
+                ("created_at", timestamp()),
+                ("rate_limits", schema_ref("RateLimits")),
+                (
+                    "max_concurrent_calls",
+                    nullable(
+                        json!({"type": "integer", "minimum": 1, "maximum": MAX_CONCURRENT_CALLS_MAX,
+            "description": "Most calls of this tenant leased to a sidecar or live at once; null: unlimited. Calls over it wait `queued` (the region's queue skips them until one ends), or are refused with 429 `concurrency_limit_reached` when placed with `on_concurrency_limit: reject`."}),
+                    ),
+                ),
+            ],
+        ),
+    );
+    add(
+        "RateLimit",
+        json!({"type": "object", "additionalProperties": false, "required": ["limit", "window_seconds"],
         "description": "At most `limit` requests per fixed window of `window_seconds` (windows are aligned on multiples of `window_seconds` since the unix epoch).",
         "properties": {
             "limit": {"type": "integer", "minimum": 1, "maximum": traffic::LIMIT_MAX},
             "window_seconds": {"type": "integer", "minimum": 1, "maximum": traffic::WINDOW_SECONDS_MAX}
-        }}));
+        }}),
+    );
     let d = traffic::RateLimits::default();
-    let limit_doc = |what: &str, l: traffic::RateLimit| with_description(schema_ref("RateLimit"), &format!("{what} Default: {} per {} s.", l.limit, l.window_seconds));
-    add("RateLimits", json!({"type": "object", "required": ["per_key", "per_ip", "per_number"],
+    let limit_doc = |what: &str, l: traffic::RateLimit| {
+        with_description(
+            schema_ref("RateLimit"),
+            &format!("{what} Default: {} per {} s.", l.limit, l.window_seconds),
+        )
+    };
+    add(
+        "RateLimits",
+        json!({"type": "object", "required": ["per_key", "per_ip", "per_number"],
         "description": "The tenant's rate limits, enforced exactly (a Durable Object per tenant). Every `/v1` request counts against its API key and client IP; `POST /v1/calls` with a valid body also against its destination number. Over a limit: 429 `rate_limited` with `Retry-After`; a refused request consumes nothing.",
         "properties": {
             "per_key": limit_doc("Requests per API key.", d.per_key),
             "per_ip": limit_doc("Requests per client IP (`CF-Connecting-IP`).", d.per_ip),
             "per_number": limit_doc("Call requests per destination number; an agent's `per_number_limit` overrides it for that agent's calls.", d.per_number)
-        }}));
+        }}),
+    );
 
     let agent_fields = vec![
         ("id", id_schema("agt")),
@@ -438,26 +596,56 @@ fn schemas() -> Value {
         ("default_engine", schema_ref("Engine")),
         ("model", nullable(json!({"type": "string"}))),
         ("enabled", json!({"type": "boolean"})),
-        ("default", json!({"type": "boolean", "description": "Whether this is the tenant's default agent."})),
+        (
+            "default",
+            json!({"type": "boolean", "description": "Whether this is the tenant's default agent."}),
+        ),
         ("created_at", timestamp()),
         ("updated_at", timestamp()),
-        ("per_number_limit", json!({"anyOf": [schema_ref("RateLimit"), {"type": "null"}],
-            "description": "Overrides the tenant's `per_number` rate limit for this agent's calls; null: the tenant's applies."})),
-        ("calling_window", json!({"anyOf": [schema_ref("CallingWindow"), {"type": "null"}],
-            "description": "When this agent's calls may start; null: any time."})),
-        ("engine_base_url", nullable(json!({"type": "string", "description": "Where this agent's engine connects; null: the engine's default."}))),
-        ("engine_api_key_set", json!({"type": "boolean", "description": "The agent has an engine API key. The key is never returned."})),
-        ("silence_timeout_seconds", nullable(json!({"type": "integer", "minimum": SILENCE_TIMEOUT.0, "maximum": SILENCE_TIMEOUT.1,
-            "description": "For this agent's calls unless a call sets its own; null: 30."}))),
+        (
+            "per_number_limit",
+            json!({"anyOf": [schema_ref("RateLimit"), {"type": "null"}],
+            "description": "Overrides the tenant's `per_number` rate limit for this agent's calls; null: the tenant's applies."}),
+        ),
+        (
+            "calling_window",
+            json!({"anyOf": [schema_ref("CallingWindow"), {"type": "null"}],
+            "description": "When this agent's calls may start; null: any time."}),
+        ),
+        (
+            "engine_base_url",
+            nullable(
+                json!({"type": "string", "description": "Where this agent's engine connects; null: the engine's default."}),
+            ),
+        ),
+        (
+            "engine_api_key_set",
+            json!({"type": "boolean", "description": "The agent has an engine API key. The key is never returned."}),
+        ),
+        (
+            "silence_timeout_seconds",
+            nullable(
+                json!({"type": "integer", "minimum": SILENCE_TIMEOUT.0, "maximum": SILENCE_TIMEOUT.1,
+            "description": "For this agent's calls unless a call sets its own; null: 30."}),
+            ),
+        ),
     ];
-    add("Agent", record("An AI agent: the defaults a call starts from.", agent_fields));
+    add(
+        "Agent",
+        record(
+            "An AI agent: the defaults a call starts from.",
+            agent_fields,
+        ),
+    );
     let calling_window_doc = "Weekdays and a wall-clock span in an IANA time zone during which the agent's calls may start. \
 A call placed (or with a `schedule_at`) outside it is moved to the next window start (`scheduled`, `scheduled_reason: calling_window`) \
 or, with `outside_window: reject`, refused (422 `outside_calling_window`); a retry that would fall outside waits for the next start too. \
 `end` before `start` crosses midnight (the window belongs to the day it starts); `end` may be `24:00`; `start` and `end` must differ. \
 Times are wall-clock times of that day: one inside a DST gap moves forward by the gap, one that occurs twice means the first. \
 A call already queued inside the window is not stopped when the window closes.";
-    add("CallingWindow", json!({"type": "object", "additionalProperties": false, "required": ["days", "start", "end", "time_zone"],
+    add(
+        "CallingWindow",
+        json!({"type": "object", "additionalProperties": false, "required": ["days", "start", "end", "time_zone"],
         "description": calling_window_doc,
         "properties": {
             "days": {"type": "array", "minItems": 1, "maxItems": 7, "uniqueItems": true, "items": {"type": "string", "enum": calling_window::DAY_NAMES},
@@ -465,28 +653,53 @@ A call already queued inside the window is not stopped when the window closes.";
             "start": {"type": "string", "pattern": calling_window::TIME_PATTERN, "description": "Opening time, `HH:MM` (24 h)."},
             "end": {"type": "string", "pattern": calling_window::END_PATTERN, "description": "Closing time, `HH:MM` or `24:00`; before `start`: the next day."},
             "time_zone": {"type": "string", "maxLength": calling_window::TIME_ZONE_MAX, "description": "IANA time zone name, e.g. `Europe/Berlin` (returned in its canonical spelling)."}
-        }}));
-    add("AgentList", list_of("All agents of a tenant (one page).", "Agent"));
+        }}),
+    );
+    add(
+        "AgentList",
+        list_of("All agents of a tenant (one page).", "Agent"),
+    );
 
     let key_fields = || {
         vec![
             ("id", id_schema("key")),
             ("object", object_const("api_key")),
             ("name", nullable(json!({"type": "string"}))),
-            ("prefix", json!({"type": "string", "pattern": "^ak_", "description": "The first characters of the key, to recognise it."})),
-            ("require_signature", json!({"type": "boolean", "description": "Requests with this key must carry `X-Signature` (see the `bearerAuth` scheme)."})),
+            (
+                "prefix",
+                json!({"type": "string", "pattern": "^ak_", "description": "The first characters of the key, to recognise it."}),
+            ),
+            (
+                "require_signature",
+                json!({"type": "boolean", "description": "Requests with this key must carry `X-Signature` (see the `bearerAuth` scheme)."}),
+            ),
             ("created_at", timestamp()),
             ("revoked_at", nullable(timestamp())),
         ]
     };
-    add("ApiKey", record("An API key. The key itself is only ever shown once, when it is created.", key_fields()));
+    add(
+        "ApiKey",
+        record(
+            "An API key. The key itself is only ever shown once, when it is created.",
+            key_fields(),
+        ),
+    );
     let mut created = key_fields();
-    created.push(("key", json!({"type": "string", "pattern": "^ak_[A-Za-z0-9_-]{32}$",
-        "description": "The clear key. Shown only in this response; store it now."})));
+    created.push((
+        "key",
+        json!({"type": "string", "pattern": "^ak_[A-Za-z0-9_-]{32}$",
+        "description": "The clear key. Shown only in this response; store it now."}),
+    ));
     created.push(("signing_secret", nullable(json!({"type": "string", "pattern": "^sks_[A-Za-z0-9_-]{43}$",
         "description": "With `require_signature`: the HMAC key (its UTF-8 bytes, as is) that signs this key's requests. Shown only in this response; null otherwise."}))));
-    add("ApiKeyCreated", record("A new API key, with the clear key.", created));
-    add("ApiKeyList", list_of("All API keys of a tenant, revoked ones included.", "ApiKey"));
+    add(
+        "ApiKeyCreated",
+        record("A new API key, with the clear key.", created),
+    );
+    add(
+        "ApiKeyList",
+        list_of("All API keys of a tenant, revoked ones included.", "ApiKey"),
+    );
 
     let webhook_fields = || {
         vec![
@@ -504,12 +717,24 @@ A call already queued inside the window is not stopped when the window closes.";
             ("updated_at", timestamp()),
         ]
     };
-    add("WebhookEndpoint", record("Where call events are delivered (Standard Webhooks signatures).", webhook_fields()));
+    add(
+        "WebhookEndpoint",
+        record(
+            "Where call events are delivered (Standard Webhooks signatures).",
+            webhook_fields(),
+        ),
+    );
     let mut created = webhook_fields();
     created.push(("secret", json!({"type": "string", "pattern": "^whsec_[A-Za-z0-9+/]+={0,2}$",
         "description": "The signing secret (Standard Webhooks `whsec_` + base64 of the HMAC key). Shown only in this response."})));
-    add("WebhookEndpointCreated", record("A webhook endpoint with its (new) signing secret.", created));
-    add("WebhookEndpointList", list_of("All webhook endpoints of a tenant.", "WebhookEndpoint"));
+    add(
+        "WebhookEndpointCreated",
+        record("A webhook endpoint with its (new) signing secret.", created),
+    );
+    add(
+        "WebhookEndpointList",
+        list_of("All webhook endpoints of a tenant.", "WebhookEndpoint"),
+    );
 
     let delivery_status = json!({"type": "string", "enum": DeliveryStatus::NAMES,
         "description": "`pending`: queued or waiting for a retry. `delivered`: a 2xx answer. `failed`: gave up (retry schedule exhausted, 410 Gone, endpoint disabled, deleted or its URL refused)."});
@@ -523,7 +748,12 @@ A call already queued inside the window is not stopped when the window closes.";
             ("call_id", nullable(id_schema("call"))),
             ("status", schema_ref("WebhookDeliveryStatus")),
             ("attempt_count", json!({"type": "integer", "minimum": 0})),
-            ("last_status_code", nullable(json!({"type": "integer", "description": "The HTTP status of the last attempt; null if it got no answer."}))),
+            (
+                "last_status_code",
+                nullable(
+                    json!({"type": "integer", "description": "The HTTP status of the last attempt; null if it got no answer."}),
+                ),
+            ),
             ("created_at", timestamp()),
             ("updated_at", timestamp()),
         ];
@@ -539,19 +769,52 @@ A call already queued inside the window is not stopped when the window closes.";
         }
         f
     };
-    add("WebhookAttempt", record("One delivery attempt.", vec![
-        ("attempt", json!({"type": "integer", "minimum": 1})),
-        ("at", timestamp()),
-        ("url", json!({"type": "string"})),
-        ("status_code", nullable(json!({"type": "integer", "description": "The receiver's HTTP status; null when none came (refused, timed out after 15 s)."}))),
-        ("error", nullable(json!({"type": "string"}))),
-        ("duration_ms", json!({"type": "integer", "minimum": 0})),
-        ("manual", json!({"type": "boolean", "description": "Made by a manual redelivery."})),
-    ]));
-    add("WebhookDelivery", record("One event's delivery to one endpoint, with every attempt.", delivery_fields(true)));
-    add("WebhookDeliverySummary", record("A delivery as listed (a subset of `WebhookDelivery`).", delivery_fields(false)));
-    add("WebhookDeliveryList", list_of("A page of deliveries, newest first.", "WebhookDeliverySummary"));
-    let maybe_seconds = |d: &str| nullable(json!({"type": "number", "minimum": 0, "description": d}));
+    add(
+        "WebhookAttempt",
+        record(
+            "One delivery attempt.",
+            vec![
+                ("attempt", json!({"type": "integer", "minimum": 1})),
+                ("at", timestamp()),
+                ("url", json!({"type": "string"})),
+                (
+                    "status_code",
+                    nullable(
+                        json!({"type": "integer", "description": "The receiver's HTTP status; null when none came (refused, timed out after 15 s)."}),
+                    ),
+                ),
+                ("error", nullable(json!({"type": "string"}))),
+                ("duration_ms", json!({"type": "integer", "minimum": 0})),
+                (
+                    "manual",
+                    json!({"type": "boolean", "description": "Made by a manual redelivery."}),
+                ),
+            ],
+        ),
+    );
+    add(
+        "WebhookDelivery",
+        record(
+            "One event's delivery to one endpoint, with every attempt.",
+            delivery_fields(true),
+        ),
+    );
+    add(
+        "WebhookDeliverySummary",
+        record(
+            "A delivery as listed (a subset of `WebhookDelivery`).",
+            delivery_fields(false),
+        ),
+    );
+    add(
+        "WebhookDeliveryList",
+        list_of(
+            "A page of deliveries, newest first.",
+            "WebhookDeliverySummary",
+        ),
+    );
+    let maybe_seconds =
+        |d: &str| nullable(json!({"type": "number", "minimum": 0, "description": d}));
     add("WebhookCallEvent", record(
         "The body POSTed to webhook endpoints for call events, signed per Standard Webhooks (`webhook-id`, `webhook-timestamp`, `webhook-signature`).",
         vec![
@@ -585,35 +848,68 @@ A call already queued inside the window is not stopped when the window closes.";
     ));
 
     let envelope = |event: &str, data: Value| {
-        record(&format!("The body POSTed for `{event}`, signed like every event."), vec![
-            ("id", json!({"type": "string", "pattern": "^evt_", "description": "Equals the `webhook-id` header."})),
-            ("type", json!({"const": event})),
-            ("timestamp", timestamp()),
-            ("data", data),
-        ])
+        record(
+            &format!("The body POSTed for `{event}`, signed like every event."),
+            vec![
+                (
+                    "id",
+                    json!({"type": "string", "pattern": "^evt_", "description": "Equals the `webhook-id` header."}),
+                ),
+                ("type", json!({"const": event})),
+                ("timestamp", timestamp()),
+                ("data", data),
+            ],
+        )
     };
     let mut transcript_data = transcript_fields();
-    transcript_data.push(("call_status", json!({"type": "string", "enum": status_names(), "description": "How the call ended."})));
-    transcript_data.push(("url", json!({"type": "string", "description": "Where the transcript can be fetched again."})));
+    transcript_data.push((
+        "call_status",
+        json!({"type": "string", "enum": status_names(), "description": "How the call ended."}),
+    ));
+    transcript_data.push((
+        "url",
+        json!({"type": "string", "description": "Where the transcript can be fetched again."}),
+    ));
     let transcript_data = record("The call's whole transcript.", transcript_data);
-    add("WebhookTranscriptEvent", envelope("transcript.saved", transcript_data));
-    add("WebhookRecordingEvent", envelope("recording.saved", schema_ref("Recording")));
+    add(
+        "WebhookTranscriptEvent",
+        envelope("transcript.saved", transcript_data),
+    );
+    add(
+        "WebhookRecordingEvent",
+        envelope("recording.saved", schema_ref("Recording")),
+    );
 
     let sidecar_fields = || {
         vec![
-            ("id", json!({"type": "string", "pattern": SIDECAR_ID_PATTERN})),
+            (
+                "id",
+                json!({"type": "string", "pattern": SIDECAR_ID_PATTERN}),
+            ),
             ("object", object_const("sidecar")),
-            ("region", json!({"type": "string", "pattern": SIDECAR_ID_PATTERN})),
+            (
+                "region",
+                json!({"type": "string", "pattern": SIDECAR_ID_PATTERN}),
+            ),
             ("created_at", timestamp()),
             ("revoked_at", nullable(timestamp())),
         ]
     };
     add("Sidecar", record("A media sidecar's credentials (it signs its requests to /v1/sidecar/* with the secret).", sidecar_fields()));
     let mut created = sidecar_fields();
-    created.push(("secret", json!({"type": "string", "pattern": "^scs_",
-        "description": "The HMAC secret the sidecar signs with. Shown only in this response."})));
-    add("SidecarCreated", record("A sidecar's new credentials, with its secret.", created));
-    add("SidecarList", list_of("All sidecars, revoked ones included.", "Sidecar"));
+    created.push((
+        "secret",
+        json!({"type": "string", "pattern": "^scs_",
+        "description": "The HMAC secret the sidecar signs with. Shown only in this response."}),
+    ));
+    add(
+        "SidecarCreated",
+        record("A sidecar's new credentials, with its secret.", created),
+    );
+    add(
+        "SidecarList",
+        list_of("All sidecars, revoked ones included.", "Sidecar"),
+    );
 
     // ---- request bodies ----
     let not_blank = |max: usize, d: &str| json!({"type": "string", "minLength": 1, "maxLength": max, "pattern": NOT_BLANK_PATTERN, "description": d});
@@ -646,14 +942,34 @@ A call already queued inside the window is not stopped when the window closes.";
         ],
         &["phone"],
     ));
-    add("HangupRequest", json!({"type": "object", "maxProperties": 0, "additionalProperties": false, "properties": {},
-        "description": "Optional; if a body is sent it must be the empty object `{}`."}));
-    let max_concurrent = |d: &str| nullable(json!({"type": "integer", "minimum": 1, "maximum": MAX_CONCURRENT_CALLS_MAX, "description": d}));
-    add("CreateTenantRequest", input("A new tenant.", vec![
-        ("name", not_blank(TENANT_NAME_MAX, "Display name.")),
-        ("disabled", nullable(json!({"type": "boolean", "default": false}))),
-        ("max_concurrent_calls", max_concurrent("Most calls leased or live at once; absent or null: unlimited.")),
-    ], &["name"]));
+    add(
+        "HangupRequest",
+        json!({"type": "object", "maxProperties": 0, "additionalProperties": false, "properties": {},
+        "description": "Optional; if a body is sent it must be the empty object `{}`."}),
+    );
+    let max_concurrent = |d: &str| {
+        nullable(
+            json!({"type": "integer", "minimum": 1, "maximum": MAX_CONCURRENT_CALLS_MAX, "description": d}),
+        )
+    };
+    add(
+        "CreateTenantRequest",
+        input(
+            "A new tenant.",
+            vec![
+                ("name", not_blank(TENANT_NAME_MAX, "Display name.")),
+                (
+                    "disabled",
+                    nullable(json!({"type": "boolean", "default": false})),
+                ),
+                (
+                    "max_concurrent_calls",
+                    max_concurrent("Most calls leased or live at once; absent or null: unlimited."),
+                ),
+            ],
+            &["name"],
+        ),
+    );
     add("UpdateTenantRequest", input("Fields to change; absent or null fields keep their value.", vec![
         ("name", nullable(not_blank(TENANT_NAME_MAX, "Display name."))),
         ("disabled", nullable(json!({"type": "boolean"}))),
@@ -674,44 +990,117 @@ A call already queued inside the window is not stopped when the window closes.";
             ("name", name),
             ("system_prompt", opt(prompt.clone())),
             ("voice", opt(voice.clone())),
-            ("language", opt(if creating { json!({"type": "string", "maxLength": LANGUAGE_MAX, "default": "en-US", "description": language["description"]}) } else { language.clone() })),
-            ("default_engine", opt(if creating { json!({"type": "string", "enum": Engine::NAMES, "default": "local", "description": engine["description"]}) } else { engine.clone() })),
+            (
+                "language",
+                opt(if creating {
+                    json!({"type": "string", "maxLength": LANGUAGE_MAX, "default": "en-US", "description": language["description"]})
+                } else {
+                    language.clone()
+                }),
+            ),
+            (
+                "default_engine",
+                opt(if creating {
+                    json!({"type": "string", "enum": Engine::NAMES, "default": "local", "description": engine["description"]})
+                } else {
+                    engine.clone()
+                }),
+            ),
             ("model", opt(model.clone())),
-            ("enabled", opt(if creating { json!({"type": "boolean", "default": true}) } else { json!({"type": "boolean"}) })),
-            ("per_number_limit", opt(json!({"type": "object", "description": "A `RateLimit` (`{limit, window_seconds}`) overriding the tenant's `per_number` limit for this agent's calls (422 `invalid_value` when out of range).",
-                "properties": {"limit": {"type": "integer"}, "window_seconds": {"type": "integer"}}, "additionalProperties": false}))),
-            ("calling_window", opt(json!({"type": "object", "description": if creating {
+            (
+                "enabled",
+                opt(if creating {
+                    json!({"type": "boolean", "default": true})
+                } else {
+                    json!({"type": "boolean"})
+                }),
+            ),
+            (
+                "per_number_limit",
+                opt(
+                    json!({"type": "object", "description": "A `RateLimit` (`{limit, window_seconds}`) overriding the tenant's `per_number` limit for this agent's calls (422 `invalid_value` when out of range).",
+                "properties": {"limit": {"type": "integer"}, "window_seconds": {"type": "integer"}}, "additionalProperties": false}),
+                ),
+            ),
+            (
+                "calling_window",
+                opt(json!({"type": "object", "description": if creating {
                 "A `CallingWindow` (`{days, start, end, time_zone}`); absent or null: calls may start any time. Invalid parts: 422 `invalid_value` naming them (e.g. `calling_window.time_zone`)."
             } else {
                 "A `CallingWindow` (`{days, start, end, time_zone}`) replacing the current one. Unlike other fields, an explicit null removes the window; absent keeps it. Invalid parts: 422 `invalid_value` naming them."
             },
-                "properties": {"days": {"type": "array"}, "start": {"type": "string"}, "end": {"type": "string"}, "time_zone": {"type": "string"}}, "additionalProperties": false}))),
-            ("silence_timeout_seconds", opt(json!({"type": "integer", "minimum": SILENCE_TIMEOUT.0, "maximum": SILENCE_TIMEOUT.1,
-                "description": "Hang up this agent's calls after this long with neither side speaking, unless a call sets its own (default 30)."}))),
-            ("engine_api_key", opt(engine_key_doc(if creating {
-                "The engine API key (OpenAI or Gemini) for this agent's calls, unless a call brings its own; absent: the sidecar's own key."
-            } else {
-                "Replaces the agent's engine API key. Unlike other fields, an explicit null removes it; absent keeps it."
-            }))),
-            ("engine_base_url", opt(engine_url_doc(if creating {
-                "The engine endpoint for this agent's calls, unless a call brings its own."
-            } else {
-                "Replaces the agent's engine endpoint. Unlike other fields, an explicit null removes it; absent keeps it."
-            }))),
-            ("default", opt(json!({"type": "boolean", "description": if creating {
-                "Make it the tenant's default agent. Defaults to true for a tenant's first agent (when it has no default), else false."
-            } else {
-                "true makes it the tenant's default agent; false unsets the default if it is this agent."
-            }}))),
+                "properties": {"days": {"type": "array"}, "start": {"type": "string"}, "end": {"type": "string"}, "time_zone": {"type": "string"}}, "additionalProperties": false})),
+            ),
+            (
+                "silence_timeout_seconds",
+                opt(
+                    json!({"type": "integer", "minimum": SILENCE_TIMEOUT.0, "maximum": SILENCE_TIMEOUT.1,
+                "description": "Hang up this agent's calls after this long with neither side speaking, unless a call sets its own (default 30)."}),
+                ),
+            ),
+            (
+                "engine_api_key",
+                opt(engine_key_doc(if creating {
+                    "The engine API key (OpenAI or Gemini) for this agent's calls, unless a call brings its own; absent: the sidecar's own key."
+                } else {
+                    "Replaces the agent's engine API key. Unlike other fields, an explicit null removes it; absent keeps it."
+                })),
+            ),
+            (
+                "engine_base_url",
+                opt(engine_url_doc(if creating {
+                    "The engine endpoint for this agent's calls, unless a call brings its own."
+                } else {
+                    "Replaces the agent's engine endpoint. Unlike other fields, an explicit null removes it; absent keeps it."
+                })),
+            ),
+            (
+                "default",
+                opt(json!({"type": "boolean", "description": if creating {
+                    "Make it the tenant's default agent. Defaults to true for a tenant's first agent (when it has no default), else false."
+                } else {
+                    "true makes it the tenant's default agent; false unsets the default if it is this agent."
+                }})),
+            ),
         ]
     };
-    add("CreateAgentRequest", input("A new agent. Only `name` is required.", agent_input(true), &["name"]));
-    add("UpdateAgentRequest", input("Fields to change; absent or null fields keep their value.", agent_input(false), &[]));
-    add("CreateApiKeyRequest", input("Optional body.", vec![
-        ("name", nullable(with_description(string_max(API_KEY_NAME_MAX), "A label to recognise the key by."))),
-        ("require_signature", nullable(json!({"type": "boolean", "default": false,
-            "description": "Every request with this key must then be signed (`X-Signature`, see the `bearerAuth` scheme); the response carries the `signing_secret`, once."}))),
-    ], &[]));
+    add(
+        "CreateAgentRequest",
+        input(
+            "A new agent. Only `name` is required.",
+            agent_input(true),
+            &["name"],
+        ),
+    );
+    add(
+        "UpdateAgentRequest",
+        input(
+            "Fields to change; absent or null fields keep their value.",
+            agent_input(false),
+            &[],
+        ),
+    );
+    add(
+        "CreateApiKeyRequest",
+        input(
+            "Optional body.",
+            vec![
+                (
+                    "name",
+                    nullable(with_description(
+                        string_max(API_KEY_NAME_MAX),
+                        "A label to recognise the key by.",
+                    )),
+                ),
+                (
+                    "require_signature",
+                    nullable(json!({"type": "boolean", "default": false,
+            "description": "Every request with this key must then be signed (`X-Signature`, see the `bearerAuth` scheme); the response carries the `signing_secret`, once."})),
+                ),
+            ],
+            &[],
+        ),
+    );
     let url_doc = "Where to POST events: https to a public host (private, loopback, link-local, CGNAT and metadata addresses, \
 internal names, numeric IPv4 forms, IPv6 forms embedding an IPv4 address and `user:password@` credentials are refused, \
 422 `invalid_url`; checked again before every delivery); in local development also http or https to loopback. Names that resolve to private addresses cannot be detected from a Worker.";
@@ -726,12 +1115,28 @@ internal names, numeric IPv4 forms, IPv6 forms embedding an IPv4 address and `us
         }
         nullable(s)
     };
-    add("CreateWebhookRequest", input("A new webhook endpoint.", vec![
-        ("url", url.clone()),
-        ("events", nullable(with_description(events.clone(), "Events to deliver; empty or absent means every event."))),
-        ("enabled", nullable(json!({"type": "boolean", "default": true}))),
-        ("retry_schedule", schedule(true)),
-    ], &["url"]));
+    add(
+        "CreateWebhookRequest",
+        input(
+            "A new webhook endpoint.",
+            vec![
+                ("url", url.clone()),
+                (
+                    "events",
+                    nullable(with_description(
+                        events.clone(),
+                        "Events to deliver; empty or absent means every event.",
+                    )),
+                ),
+                (
+                    "enabled",
+                    nullable(json!({"type": "boolean", "default": true})),
+                ),
+                ("retry_schedule", schedule(true)),
+            ],
+            &["url"],
+        ),
+    );
     add("UpdateWebhookRequest", input("Fields to change; absent or null fields keep their value. Enabling clears `disabled_reason`.", vec![
         ("url", nullable(url)),
         ("events", nullable(with_description(events, "Events to deliver; empty means every event."))),
@@ -784,9 +1189,12 @@ impl Op {
 
     /// 200 as JSON (`schema`) or as plain text (`text_description`).
     fn ok_json_or_text(mut self, description: &str, schema: &str, text_description: &str) -> Op {
-        self.success.push((200, json!({"description": description, "content": {
+        self.success.push((
+            200,
+            json!({"description": description, "content": {
             "application/json": {"schema": schema_ref(schema)},
-            "text/plain": {"schema": {"type": "string", "description": text_description}}}})));
+            "text/plain": {"schema": {"type": "string", "description": text_description}}}}),
+        ));
         self
     }
 
@@ -797,9 +1205,18 @@ impl Op {
         self
     }
 
-    fn ok_with_headers(mut self, status: u16, description: &str, schema: &str, headers: Value) -> Op {
-        self.success.push((status, json!({"description": description, "headers": headers,
-            "content": {"application/json": {"schema": schema_ref(schema)}}})));
+    fn ok_with_headers(
+        mut self,
+        status: u16,
+        description: &str,
+        schema: &str,
+        headers: Value,
+    ) -> Op {
+        self.success.push((
+            status,
+            json!({"description": description, "headers": headers,
+            "content": {"application/json": {"schema": schema_ref(schema)}}}),
+        ));
         self
     }
 
@@ -842,26 +1259,39 @@ impl Op {
                 let signature = json!({"name": "X-Signature", "in": "header", "required": false,
                     "description": "Required for API keys minted with `require_signature`: `t=<unix seconds>,v1=<hex HMAC-SHA256(signing_secret, \"{t}.{raw body}\")>` (see `bearerAuth`).",
                     "schema": {"type": "string", "maxLength": 512}});
-                match self.value.get_mut("parameters").and_then(Value::as_array_mut) {
+                match self
+                    .value
+                    .get_mut("parameters")
+                    .and_then(Value::as_array_mut)
+                {
                     Some(params) => params.push(signature),
                     None => self.value["parameters"] = json!([signature]),
                 }
                 // Every authenticated /v1 answer carries the tightest limit's state.
                 for (_, r) in &mut self.success {
-                    let headers = r.as_object_mut().and_then(|o| o.entry("headers").or_insert(json!({})).as_object_mut());
+                    let headers = r
+                        .as_object_mut()
+                        .and_then(|o| o.entry("headers").or_insert(json!({})).as_object_mut());
                     if let Some(h) = headers {
-                        h.extend(rate_limit_headers(false).as_object().cloned().unwrap_or_default());
+                        h.extend(
+                            rate_limit_headers(false)
+                                .as_object()
+                                .cloned()
+                                .unwrap_or_default(),
+                        );
                     }
                 }
             }
             Auth::Admin => {
                 self.value["security"] = json!([{"adminBearerAuth": []}]);
-                self.errors.extend([ErrorCode::MissingCredentials, ErrorCode::InvalidCredentials]);
+                self.errors
+                    .extend([ErrorCode::MissingCredentials, ErrorCode::InvalidCredentials]);
             }
         }
         if self.auth != Auth::None {
             // Every authenticated route reads storage.
-            self.errors.extend([ErrorCode::InternalError, ErrorCode::StorageUnavailable]);
+            self.errors
+                .extend([ErrorCode::InternalError, ErrorCode::StorageUnavailable]);
         }
         let mut responses = Map::new();
         for (status, r) in self.success {
@@ -872,8 +1302,11 @@ impl Op {
         statuses.dedup();
         for status in statuses {
             // In ErrorCode::ALL order, each once.
-            let codes: Vec<ErrorCode> =
-                ErrorCode::ALL.iter().copied().filter(|c| c.http_status() == status && self.errors.contains(c)).collect();
+            let codes: Vec<ErrorCode> = ErrorCode::ALL
+                .iter()
+                .copied()
+                .filter(|c| c.http_status() == status && self.errors.contains(c))
+                .collect();
             let mut r = error_response(status, &codes);
             if status == 429 {
                 r["headers"] = rate_limit_headers(true);
@@ -939,7 +1372,9 @@ fn template_params(pattern: &str) -> Vec<&str> {
     let mut out = Vec::new();
     let mut rest = pattern;
     while let Some(open) = rest.find('{') {
-        let Some(close) = rest[open..].find('}') else { break };
+        let Some(close) = rest[open..].find('}') else {
+            break;
+        };
         out.push(&rest[open + 1..open + close]);
         rest = &rest[open + close + 1..];
     }
@@ -1281,8 +1716,8 @@ mod tests {
     use crate::router::{route, Match};
     use crate::service::{check_webhook_url, handle, Env};
     use crate::store::memory::MemoryKv;
-    use crate::traffic::memory::MemoryTraffic;
     use crate::store::{Kv, KvPage, StoreError};
+    use crate::traffic::memory::MemoryTraffic;
     use crate::validate::{self, AGENT_FIELDS, CREATE_CALL_FIELDS};
     use futures::executor::block_on;
     use std::cell::RefCell;
@@ -1291,7 +1726,9 @@ mod tests {
     const NOW: u64 = 1_764_082_200_000; // 2025-11-25T14:50:00Z
     const ADMIN: &str = "adm_openapi_test";
     const JSON_CT: &str = "application/json";
-    const HTTP_METHODS: [&str; 8] = ["get", "put", "post", "delete", "options", "head", "patch", "trace"];
+    const HTTP_METHODS: [&str; 8] = [
+        "get", "put", "post", "delete", "options", "head", "patch", "trace",
+    ];
 
     // ---- validation against the spec ----
 
@@ -1323,7 +1760,10 @@ mod tests {
 
     impl Checker {
         fn new(spec: &Value) -> Checker {
-            Checker { components: closed_components(spec), cache: RefCell::default() }
+            Checker {
+                components: closed_components(spec),
+                cache: RefCell::default(),
+            }
         }
 
         /// Validates `instance` against `schema`, whose `$ref`s point into the spec's components.
@@ -1337,7 +1777,10 @@ mod tests {
                     .build(&root)
                     .unwrap_or_else(|e| panic!("schema {schema} does not compile: {e}"))
             });
-            let errors: Vec<String> = v.iter_errors(instance).map(|e| format!("{e} (at '{}')", e.instance_path())).collect();
+            let errors: Vec<String> = v
+                .iter_errors(instance)
+                .map(|e| format!("{e} (at '{}')", e.instance_path()))
+                .collect();
             if errors.is_empty() {
                 Ok(())
             } else {
@@ -1347,7 +1790,9 @@ mod tests {
     }
 
     fn matches_pattern(pattern: &str, s: &str) -> bool {
-        jsonschema::draft202012::new(&json!({"type": "string", "pattern": pattern})).unwrap().is_valid(&json!(s))
+        jsonschema::draft202012::new(&json!({"type": "string", "pattern": pattern}))
+            .unwrap()
+            .is_valid(&json!(s))
     }
 
     /// A KV that never answers.
@@ -1371,7 +1816,9 @@ mod tests {
     /// The service over an in-memory KV; every response is checked against the spec.
     struct Api {
         kv: MemoryKv,
-        calls: crate::call_store::memory::MemoryCalls<crate::call_store::SqlCallRows<crate::sql::sqlite::LimitedSqlite>>,
+        calls: crate::call_store::memory::MemoryCalls<
+            crate::call_store::SqlCallRows<crate::sql::sqlite::LimitedSqlite>,
+        >,
         traffic: MemoryTraffic,
         /// Webhook jobs the requests queued.
         outbox: crate::webhooks::Outbox,
@@ -1385,10 +1832,27 @@ mod tests {
     impl Api {
         fn new() -> Api {
             let spec = spec();
-            Api { kv: MemoryKv::default(), calls: crate::call_store::memory::test_calls(), traffic: MemoryTraffic::default(), outbox: Default::default(), checker: Checker::new(&spec), spec, seen: RefCell::default(), sealing: crate::engine_keys::SealingKey::from_secret(&"ab".repeat(32)).unwrap() }
+            Api {
+                kv: MemoryKv::default(),
+                calls: crate::call_store::memory::test_calls(),
+                traffic: MemoryTraffic::default(),
+                outbox: Default::default(),
+                checker: Checker::new(&spec),
+                spec,
+                seen: RefCell::default(),
+                sealing: crate::engine_keys::SealingKey::from_secret(&"ab".repeat(32)).unwrap(),
+            }
         }
 
-        fn send_to<K: Kv>(&self, kv: &K, method: &str, target: &str, token: Option<&str>, ct: Option<&str>, body: &[u8]) -> ApiResponse {
+        fn send_to<K: Kv>(
+            &self,
+            kv: &K,
+            method: &str,
+            target: &str,
+            token: Option<&str>,
+            ct: Option<&str>,
+            body: &[u8],
+        ) -> ApiResponse {
             let (path, query) = target.split_once('?').unwrap_or((target, ""));
             let req = ApiRequest {
                 method: method.into(),
@@ -1402,20 +1866,50 @@ mod tests {
             self.traffic.now_ms.set(NOW);
             self.calls.now_ms.set(NOW);
             self.calls.dispatch.now_ms.set(NOW);
-            let env = Env { kv, dispatch: &self.calls.dispatch, now_ms: NOW, admin_token: Some(ADMIN), dev_mode: true, default_region: "local", traffic: &self.traffic, calls: &self.calls, outbox: &self.outbox, sealing_key: Some(&self.sealing) };
+            let env = Env {
+                kv,
+                dispatch: &self.calls.dispatch,
+                now_ms: NOW,
+                admin_token: Some(ADMIN),
+                dev_mode: true,
+                default_region: "local",
+                traffic: &self.traffic,
+                calls: &self.calls,
+                outbox: &self.outbox,
+                sealing_key: Some(&self.sealing),
+            };
             let resp = block_on(handle(&env, &req));
             block_on(self.calls.drain(kv, &self.outbox)).unwrap();
             self.conform(method, path, &resp);
             resp
         }
 
-        fn raw(&self, method: &str, target: &str, token: Option<&str>, ct: Option<&str>, body: &[u8]) -> ApiResponse {
+        fn raw(
+            &self,
+            method: &str,
+            target: &str,
+            token: Option<&str>,
+            ct: Option<&str>,
+            body: &[u8],
+        ) -> ApiResponse {
             self.send_to(&self.kv, method, target, token, ct, body)
         }
 
-        fn send(&self, method: &str, target: &str, token: Option<&str>, body: Option<&Value>) -> ApiResponse {
+        fn send(
+            &self,
+            method: &str,
+            target: &str,
+            token: Option<&str>,
+            body: Option<&Value>,
+        ) -> ApiResponse {
             let text = body.map(Value::to_string).unwrap_or_default();
-            self.raw(method, target, token, body.map(|_| JSON_CT), text.as_bytes())
+            self.raw(
+                method,
+                target,
+                token,
+                body.map(|_| JSON_CT),
+                text.as_bytes(),
+            )
         }
 
         fn admin(&self, method: &str, target: &str, body: Option<Value>) -> ApiResponse {
@@ -1431,7 +1925,9 @@ mod tests {
                 _ => {
                     // No operation: the generic error shape.
                     assert!(matches!(resp.status, 404 | 405), "{what}");
-                    self.checker.check(&schema_ref("Error"), &body).unwrap_or_else(|e| panic!("{what}: {e}"));
+                    self.checker
+                        .check(&schema_ref("Error"), &body)
+                        .unwrap_or_else(|e| panic!("{what}: {e}"));
                     return;
                 }
             };
@@ -1440,23 +1936,42 @@ mod tests {
             let Some(r) = op["responses"].get(&status) else {
                 panic!("{what}: status {status} is not documented for {method} {pattern}")
             };
-            let content_type = resp.headers.iter().find(|(h, _)| h.eq_ignore_ascii_case("content-type")).map(|(_, v)| v.as_str());
+            let content_type = resp
+                .headers
+                .iter()
+                .find(|(h, _)| h.eq_ignore_ascii_case("content-type"))
+                .map(|(_, v)| v.as_str());
             let media = content_type.map(|v| v.split(';').next().unwrap_or("").trim());
             if let Some(m) = media.filter(|m| *m != "application/json") {
-                assert!(r["content"].get(m).is_some(), "{what}: {m} is not documented");
+                assert!(
+                    r["content"].get(m).is_some(),
+                    "{what}: {m} is not documented"
+                );
                 if m != "text/plain" {
-                    assert!(resp.stored_object.is_some(), "{what}: a binary body comes from storage");
+                    assert!(
+                        resp.stored_object.is_some(),
+                        "{what}: a binary body comes from storage"
+                    );
                 }
             } else {
                 let schema = &r["content"]["application/json"]["schema"];
-                self.checker.check(schema, &body).unwrap_or_else(|e| panic!("{what}\ndoes not match the spec: {e}"));
+                self.checker
+                    .check(schema, &body)
+                    .unwrap_or_else(|e| panic!("{what}\ndoes not match the spec: {e}"));
             }
             if let Some(headers) = r.get("headers").and_then(Value::as_object) {
                 for name in headers.keys() {
-                    assert!(resp.headers.iter().any(|(h, _)| h.eq_ignore_ascii_case(name)), "{what}: header {name} missing");
+                    assert!(
+                        resp.headers
+                            .iter()
+                            .any(|(h, _)| h.eq_ignore_ascii_case(name)),
+                        "{what}: header {name} missing"
+                    );
                 }
             }
-            self.seen.borrow_mut().insert((method.to_string(), pattern.to_string(), status));
+            self.seen
+                .borrow_mut()
+                .insert((method.to_string(), pattern.to_string(), status));
         }
     }
 
@@ -1494,8 +2009,16 @@ mod tests {
     struct Answer(u16);
 
     impl crate::webhooks::WebhookHttp for Answer {
-        async fn post(&self, _: &str, _: &[(String, String)], _: &str) -> Result<crate::webhooks::HttpReply, String> {
-            Ok(crate::webhooks::HttpReply { status: self.0, retry_after: None })
+        async fn post(
+            &self,
+            _: &str,
+            _: &[(String, String)],
+            _: &str,
+        ) -> Result<crate::webhooks::HttpReply, String> {
+            Ok(crate::webhooks::HttpReply {
+                status: self.0,
+                retry_after: None,
+            })
         }
     }
 
@@ -1503,34 +2026,93 @@ mod tests {
     fn deliver_all(api: &Api) -> Vec<String> {
         let jobs = api.outbox.take();
         for job in &jobs {
-            block_on(crate::webhooks::process(&api.kv, &Answer(200), job.clone(), &|| NOW, true)).unwrap();
+            block_on(crate::webhooks::process(
+                &api.kv,
+                &Answer(200),
+                job.clone(),
+                &|| NOW,
+                true,
+            ))
+            .unwrap();
         }
         jobs.into_iter().map(|j| j.delivery_id).collect()
     }
 
     fn provision(api: &Api, name: &str) -> World {
-        let tid = id_of(&expect(api.admin("POST", "/admin/tenants", Some(json!({"name": name}))), 201));
-        let aid = id_of(&expect(api.admin("POST", &format!("/admin/tenants/{tid}/agents"), Some(json!({"name": "agent"}))), 201));
-        let k = expect(api.admin("POST", &format!("/admin/tenants/{tid}/api-keys"), Some(json!({"name": "k"}))), 201);
+        let tid = id_of(&expect(
+            api.admin("POST", "/admin/tenants", Some(json!({"name": name}))),
+            201,
+        ));
+        let aid = id_of(&expect(
+            api.admin(
+                "POST",
+                &format!("/admin/tenants/{tid}/agents"),
+                Some(json!({"name": "agent"})),
+            ),
+            201,
+        ));
+        let k = expect(
+            api.admin(
+                "POST",
+                &format!("/admin/tenants/{tid}/api-keys"),
+                Some(json!({"name": "k"})),
+            ),
+            201,
+        );
         let key = k["key"].as_str().unwrap().to_string();
-        let wh = expect(api.admin("POST", &format!("/admin/tenants/{tid}/webhooks"), Some(json!({"url": "https://hooks.example.com/h"}))), 201);
+        let wh = expect(
+            api.admin(
+                "POST",
+                &format!("/admin/tenants/{tid}/webhooks"),
+                Some(json!({"url": "https://hooks.example.com/h"})),
+            ),
+            201,
+        );
         deliver_all(api);
         // Not the probes' number: one call at a time per agent and number.
-        let call = expect(api.send("POST", "/v1/calls", Some(&key), Some(&json!({"phone": "+14155550199"}))), 201);
-        let did = deliver_all(api).pop().expect("call.queued was queued for the endpoint");
+        let call = expect(
+            api.send(
+                "POST",
+                "/v1/calls",
+                Some(&key),
+                Some(&json!({"phone": "+14155550199"})),
+            ),
+            201,
+        );
+        let did = deliver_all(api)
+            .pop()
+            .expect("call.queued was queued for the endpoint");
         let sid = format!("sc-{name}");
-        expect(api.admin("POST", "/admin/sidecars", Some(json!({"sidecar_id": sid, "region": "local"}))), 201);
-        World { tid, aid, key, kid: id_of(&k), cid: id_of(&call), sid, wid: id_of(&wh), did }
+        expect(
+            api.admin(
+                "POST",
+                "/admin/sidecars",
+                Some(json!({"sidecar_id": sid, "region": "local"})),
+            ),
+            201,
+        );
+        World {
+            tid,
+            aid,
+            key,
+            kid: id_of(&k),
+            cid: id_of(&call),
+            sid,
+            wid: id_of(&wh),
+            did,
+        }
     }
 
     /// `pattern` with its `{params}` replaced.
     fn fill(pattern: &str, value: impl Fn(&str) -> String) -> String {
         pattern
             .split('/')
-            .map(|seg| match seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
-                Some(name) => value(name),
-                None => seg.to_string(),
-            })
+            .map(
+                |seg| match seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
+                    Some(name) => value(name),
+                    None => seg.to_string(),
+                },
+            )
             .collect::<Vec<_>>()
             .join("/")
     }
@@ -1586,11 +2168,22 @@ mod tests {
                 if HTTP_METHODS.contains(&key.as_str()) {
                     documented.insert((key.to_ascii_uppercase(), path.clone()));
                     let op_id = op["operationId"].as_str().expect("operationId");
-                    assert!(op_ids.insert(op_id.to_string()), "duplicate operationId {op_id}");
+                    assert!(
+                        op_ids.insert(op_id.to_string()),
+                        "duplicate operationId {op_id}"
+                    );
                     for field in ["summary", "description"] {
-                        assert!(op[field].as_str().is_some_and(|s| !s.is_empty()), "{key} {path}: no {field}");
+                        assert!(
+                            op[field].as_str().is_some_and(|s| !s.is_empty()),
+                            "{key} {path}: no {field}"
+                        );
                     }
-                    assert!(op["responses"].as_object().is_some_and(|r| r.keys().any(|s| s.starts_with('2'))), "{key} {path}");
+                    assert!(
+                        op["responses"]
+                            .as_object()
+                            .is_some_and(|r| r.keys().any(|s| s.starts_with('2'))),
+                        "{key} {path}"
+                    );
                 } else {
                     assert_eq!(key, "parameters", "{path}: unexpected path item key");
                 }
@@ -1599,14 +2192,24 @@ mod tests {
             let template = template_params(path);
             let declared: Vec<&str> = item["parameters"]
                 .as_array()
-                .map(|ps| ps.iter().map(|p| {
-                    assert_eq!((p["in"].as_str(), p["required"].as_bool()), (Some("path"), Some(true)));
-                    p["name"].as_str().unwrap()
-                }).collect())
+                .map(|ps| {
+                    ps.iter()
+                        .map(|p| {
+                            assert_eq!(
+                                (p["in"].as_str(), p["required"].as_bool()),
+                                (Some("path"), Some(true))
+                            );
+                            p["name"].as_str().unwrap()
+                        })
+                        .collect()
+                })
                 .unwrap_or_default();
             assert_eq!(template, declared, "{path}: path parameters");
         }
-        let routes: BTreeSet<(String, String)> = ROUTES.iter().map(|(m, p, _)| (m.to_string(), p.to_string())).collect();
+        let routes: BTreeSet<(String, String)> = ROUTES
+            .iter()
+            .map(|(m, p, _)| (m.to_string(), p.to_string()))
+            .collect();
         assert_eq!(documented, routes);
         for (method, path, _) in ROUTES {
             let sec = security_of(&spec, method, path);
@@ -1628,7 +2231,8 @@ mod tests {
     #[test]
     fn error_code_enum_is_error_code_all() {
         let spec = spec();
-        let code = &spec["components"]["schemas"]["Error"]["properties"]["error"]["properties"]["code"];
+        let code =
+            &spec["components"]["schemas"]["Error"]["properties"]["error"]["properties"]["code"];
         let all: Vec<&str> = ErrorCode::ALL.iter().map(|c| c.as_str()).collect();
         assert_eq!(code["enum"], json!(all));
         let description = code["description"].as_str().unwrap();
@@ -1639,26 +2243,54 @@ mod tests {
     }
 
     fn property_names(spec: &Value, schema: &str) -> BTreeSet<String> {
-        spec["components"]["schemas"][schema]["properties"].as_object().unwrap().keys().cloned().collect()
+        spec["components"]["schemas"][schema]["properties"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .cloned()
+            .collect()
     }
 
     #[test]
     fn request_bodies_list_exactly_the_validated_fields() {
         let spec = spec();
-        let set = |fields: &[&str]| fields.iter().map(|f| f.to_string()).collect::<BTreeSet<_>>();
-        assert_eq!(property_names(&spec, "CreateCallRequest"), set(CREATE_CALL_FIELDS));
-        assert_eq!(spec["components"]["schemas"]["CreateCallRequest"]["required"], json!(["phone"]));
-        assert_eq!(property_names(&spec, "CreateAgentRequest"), set(AGENT_FIELDS));
-        assert_eq!(property_names(&spec, "UpdateAgentRequest"), set(AGENT_FIELDS));
+        let set = |fields: &[&str]| {
+            fields
+                .iter()
+                .map(|f| f.to_string())
+                .collect::<BTreeSet<_>>()
+        };
+        assert_eq!(
+            property_names(&spec, "CreateCallRequest"),
+            set(CREATE_CALL_FIELDS)
+        );
+        assert_eq!(
+            spec["components"]["schemas"]["CreateCallRequest"]["required"],
+            json!(["phone"])
+        );
+        assert_eq!(
+            property_names(&spec, "CreateAgentRequest"),
+            set(AGENT_FIELDS)
+        );
+        assert_eq!(
+            property_names(&spec, "UpdateAgentRequest"),
+            set(AGENT_FIELDS)
+        );
         // Every request body is closed, like `parse_object`.
         for (method, path, _) in ROUTES {
             let body = &operation_of(&spec, method, path)["requestBody"];
             if body.is_null() {
                 continue;
             }
-            let r = body["content"]["application/json"]["schema"]["$ref"].as_str().unwrap();
+            let r = body["content"]["application/json"]["schema"]["$ref"]
+                .as_str()
+                .unwrap();
             let schema = &spec["components"]["schemas"][r.rsplit('/').next().unwrap()];
-            assert_eq!(schema["additionalProperties"], json!(false), "{method} {path}");
+            assert_eq!(
+                schema["additionalProperties"],
+                json!(false),
+                "{method} {path}"
+            );
         }
     }
 
@@ -1666,22 +2298,45 @@ mod tests {
     fn documented_error_statuses_match_their_codes() {
         let spec = spec();
         for (method, path, _) in ROUTES {
-            let responses = operation_of(&spec, method, path)["responses"].as_object().unwrap();
+            let responses = operation_of(&spec, method, path)["responses"]
+                .as_object()
+                .unwrap();
             for (status, r) in responses {
                 let status: u16 = status.parse().unwrap();
                 let schema = &r["content"]["application/json"]["schema"];
                 if status < 400 {
-                    let binary = r["content"].as_object().is_some_and(|c| c.keys().all(|k| k != "application/json"));
-                    assert!(schema["$ref"].is_string() || binary, "{method} {path} {status}");
+                    let binary = r["content"]
+                        .as_object()
+                        .is_some_and(|c| c.keys().all(|k| k != "application/json"));
+                    assert!(
+                        schema["$ref"].is_string() || binary,
+                        "{method} {path} {status}"
+                    );
                     continue;
                 }
-                assert_eq!(schema["allOf"][0], schema_ref("Error"), "{method} {path} {status}");
-                let codes = schema["allOf"][1]["properties"]["error"]["properties"]["code"]["enum"].as_array().unwrap();
+                assert_eq!(
+                    schema["allOf"][0],
+                    schema_ref("Error"),
+                    "{method} {path} {status}"
+                );
+                let codes = schema["allOf"][1]["properties"]["error"]["properties"]["code"]["enum"]
+                    .as_array()
+                    .unwrap();
                 assert!(!codes.is_empty());
                 for code in codes {
-                    let c = ErrorCode::ALL.iter().find(|c| c.as_str() == code).unwrap_or_else(|| panic!("unknown code {code}"));
-                    assert_eq!(c.http_status(), status, "{method} {path}: {code} documented under {status}");
-                    assert!(r["description"].as_str().unwrap().contains(&format!("`{}`", c.as_str())));
+                    let c = ErrorCode::ALL
+                        .iter()
+                        .find(|c| c.as_str() == code)
+                        .unwrap_or_else(|| panic!("unknown code {code}"));
+                    assert_eq!(
+                        c.http_status(),
+                        status,
+                        "{method} {path}: {code} documented under {status}"
+                    );
+                    assert!(r["description"]
+                        .as_str()
+                        .unwrap()
+                        .contains(&format!("`{}`", c.as_str())));
                 }
             }
         }
@@ -1706,7 +2361,9 @@ mod tests {
         refs(&spec, &mut all);
         assert!(!all.is_empty());
         for r in all {
-            let pointer = r.strip_prefix('#').unwrap_or_else(|| panic!("non-local $ref {r}"));
+            let pointer = r
+                .strip_prefix('#')
+                .unwrap_or_else(|| panic!("non-local $ref {r}"));
             assert!(spec.pointer(pointer).is_some(), "dangling $ref {r}");
         }
         let checker = Checker::new(&spec);
@@ -1718,10 +2375,18 @@ mod tests {
 
     #[test]
     fn a_parameter_inside_a_segment_is_declared_too() {
-        assert_eq!(template_params("/v1/calls/{call_id}/transcript.{format}"), ["call_id", "format"]);
+        assert_eq!(
+            template_params("/v1/calls/{call_id}/transcript.{format}"),
+            ["call_id", "format"]
+        );
         let spec = spec();
         let params = &spec["paths"]["/v1/calls/{call_id}/transcript.{format}"]["parameters"];
-        let names: Vec<&str> = params.as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap()).collect();
+        let names: Vec<&str> = params
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["name"].as_str().unwrap())
+            .collect();
         assert_eq!(names, ["call_id", "format"]);
         assert_eq!(params[1]["schema"]["enum"], json!(["txt", "json"]));
     }
@@ -1735,7 +2400,12 @@ mod tests {
         let checker = Checker::new(&spec);
         let kv = MemoryKv::default();
         crate::webhooks::tests_support::endpoint(&kv, "ten_1", &["transcript.saved"]);
-        let turn = Turn { role: "ai".into(), text: "Hello".into(), start_ms: 0, end_ms: 900 };
+        let turn = Turn {
+            role: "ai".into(),
+            text: "Hello".into(),
+            start_ms: 0,
+            end_ms: 900,
+        };
         let cid = "call_0123456789abcdef";
         let calls = test_calls();
         let rows = calls.rows("ten_1");
@@ -1743,20 +2413,49 @@ mod tests {
         live.id = cid.into();
         live.answered_at = Some("2026-11-25T14:50:01.000Z".into());
         rows.put_call(&live).unwrap();
-        let up = |change| ReportItem::Transcript { update: TranscriptUpdate { tenant_id: "ten_1".into(), call_id: cid.into(), change } };
-        let ended = CallChange::Ended { status: CallStatus::Completed, reason: voxline_shared::EndedReason::CalleeHangup, sip_code: None };
+        let up = |change| ReportItem::Transcript {
+            update: TranscriptUpdate {
+                tenant_id: "ten_1".into(),
+                call_id: cid.into(),
+                change,
+            },
+        };
+        let ended = CallChange::Ended {
+            status: CallStatus::Completed,
+            reason: voxline_shared::EndedReason::CalleeHangup,
+            sip_code: None,
+        };
         let items = [
             up(Change::Turn(turn)),
-            up(Change::Summary { summary: Some("s".into()), outcome: None }),
-            ReportItem::Call { update: CallUpdate { call_id: cid.into(), tenant_id: "ten_1".into(), at_ms: 1_780_000_000_000, change: ended } },
+            up(Change::Summary {
+                summary: Some("s".into()),
+                outcome: None,
+            }),
+            ReportItem::Call {
+                update: CallUpdate {
+                    call_id: cid.into(),
+                    tenant_id: "ten_1".into(),
+                    at_ms: 1_780_000_000_000,
+                    change: ended,
+                },
+            },
         ];
-        let reports: Vec<Report> = items.into_iter().enumerate().map(|(i, item)| Report { seq: i as u64 + 1, item }).collect();
+        let reports: Vec<Report> = items
+            .into_iter()
+            .enumerate()
+            .map(|(i, item)| Report {
+                seq: i as u64 + 1,
+                item,
+            })
+            .collect();
         apply_reports(&*rows, "local", &reports, 1_780_000_000_000, &mut |_| {}).unwrap();
         let outbox = crate::webhooks::Outbox::default();
         block_on(calls.drain(&kv, &outbox)).unwrap();
         let jobs = outbox.take();
         let payload: Value = serde_json::from_str(&jobs[0].payload).unwrap();
-        checker.check(&schema_ref("WebhookTranscriptEvent"), &payload).unwrap_or_else(|e| panic!("{payload}: {e}"));
+        checker
+            .check(&schema_ref("WebhookTranscriptEvent"), &payload)
+            .unwrap_or_else(|e| panic!("{payload}: {e}"));
         let info = crate::recordings::RecordingInfo {
             attempt: 1,
             object_key: "k".into(),
@@ -1767,7 +2466,9 @@ mod tests {
             saved_at: "2026-11-25T15:00:00.000Z".into(),
         };
         let rec = json!({"id": "evt_1", "type": "recording.saved", "timestamp": "2026-11-25T15:00:00.000Z", "data": info.to_public("call_0123456789abcdef")});
-        checker.check(&schema_ref("WebhookRecordingEvent"), &rec).unwrap_or_else(|e| panic!("{rec}: {e}"));
+        checker
+            .check(&schema_ref("WebhookRecordingEvent"), &rec)
+            .unwrap_or_else(|e| panic!("{rec}: {e}"));
     }
 
     #[test]
@@ -1781,67 +2482,177 @@ mod tests {
         for (i, r) in ENDED_REASONS.iter().enumerate() {
             assert_eq!(ended_reason_index(*r), i, "ENDED_REASONS is out of order");
             let name = &s["EndedReason"]["enum"][i];
-            assert_eq!(serde_json::from_value::<EndedReason>(name.clone()).unwrap(), *r);
+            assert_eq!(
+                serde_json::from_value::<EndedReason>(name.clone()).unwrap(),
+                *r
+            );
         }
         let limit = &operation_of(&spec, "GET", "/v1/calls")["parameters"][1];
         assert_eq!(limit["name"], "limit");
-        assert_eq!(limit["schema"], json!({"type": "integer", "minimum": 1, "maximum": LIST_LIMIT_MAX, "default": LIST_LIMIT_DEFAULT}));
-        assert!(spec["info"]["description"].as_str().unwrap().contains(&MAX_BODY_BYTES.to_string()));
-        assert_eq!(s["CreateCallRequest"]["properties"]["system_prompt"]["maxLength"], json!(MAX_PROMPT_CHARS));
+        assert_eq!(
+            limit["schema"],
+            json!({"type": "integer", "minimum": 1, "maximum": LIST_LIMIT_MAX, "default": LIST_LIMIT_DEFAULT})
+        );
+        assert!(spec["info"]["description"]
+            .as_str()
+            .unwrap()
+            .contains(&MAX_BODY_BYTES.to_string()));
+        assert_eq!(
+            s["CreateCallRequest"]["properties"]["system_prompt"]["maxLength"],
+            json!(MAX_PROMPT_CHARS)
+        );
         // The clear key really has the documented shape.
         let key = crate::ids::mint_api_key();
-        assert!(matches_pattern(s["ApiKeyCreated"]["properties"]["key"]["pattern"].as_str().unwrap(), &key.clear));
+        assert!(matches_pattern(
+            s["ApiKeyCreated"]["properties"]["key"]["pattern"]
+                .as_str()
+                .unwrap(),
+            &key.clear
+        ));
     }
 
     #[test]
     fn documented_patterns_agree_with_the_validators() {
         let j = Some(JSON_CT);
         for s in [
-            "+14155550100", "+1234567", "+123456", "+123456789012345", "+1234567890123456", "+0123456789", "14155550100",
-            "+1 415 555 0100", "+1415555o100", "", "+", "+٣٤٥٦٧٨٩٠", "+14155550100\n", "++14155550100",
+            "+14155550100",
+            "+1234567",
+            "+123456",
+            "+123456789012345",
+            "+1234567890123456",
+            "+0123456789",
+            "14155550100",
+            "+1 415 555 0100",
+            "+1415555o100",
+            "",
+            "+",
+            "+٣٤٥٦٧٨٩٠",
+            "+14155550100\n",
+            "++14155550100",
         ] {
             let server = validate::check_e164("phone", s).is_ok();
             assert_eq!(matches_pattern(E164_PATTERN, s), server, "phone {s:?}");
         }
         let call_ok = |extra: Value| {
             let mut body = json!({"phone": "+14155550100"});
-            body.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+            body.as_object_mut()
+                .unwrap()
+                .extend(extra.as_object().unwrap().clone());
             validate::create_call(j, body.to_string().as_bytes(), NOW).is_ok()
         };
         for s in [
-            "a@b.c", "ada@example.org", "x.y+z@sub.example.co.uk", "nope", "@b.c", "a@.b", "a@b.", "a@b", "a@@b.c",
-            "a b@c.d", "a@b..c", "a@b.c@d", "a@b.c\t", "a@.", "a@..", "é@ü.de",
+            "a@b.c",
+            "ada@example.org",
+            "x.y+z@sub.example.co.uk",
+            "nope",
+            "@b.c",
+            "a@.b",
+            "a@b.",
+            "a@b",
+            "a@@b.c",
+            "a b@c.d",
+            "a@b..c",
+            "a@b.c@d",
+            "a@b.c\t",
+            "a@.",
+            "a@..",
+            "é@ü.de",
         ] {
-            assert_eq!(matches_pattern(EMAIL_PATTERN, s), call_ok(json!({"email": s})), "email {s:?}");
+            assert_eq!(
+                matches_pattern(EMAIL_PATTERN, s),
+                call_ok(json!({"email": s})),
+                "email {s:?}"
+            );
         }
         for s in ["alloy", "a.b_c-d", "A1", "", "a b", "é", "a/b", "a\n"] {
-            assert_eq!(matches_pattern(VOICE_PATTERN, s), call_ok(json!({"voice": s})), "voice {s:?}");
+            assert_eq!(
+                matches_pattern(VOICE_PATTERN, s),
+                call_ok(json!({"voice": s})),
+                "voice {s:?}"
+            );
         }
-        let agent_pattern = spec()["components"]["schemas"]["CreateCallRequest"]["properties"]["agent_id"]["pattern"].clone();
-        for s in ["agt_0011223344", "agt_00112233445566778899", "agt_001122334", "agt_ABCDEF0123", "agt_", "ten_0011223344", "agt_0011223344/x"] {
-            assert_eq!(matches_pattern(agent_pattern.as_str().unwrap(), s), crate::ids::is_id(s, "agt"), "agent id {s:?}");
+        let agent_pattern = spec()["components"]["schemas"]["CreateCallRequest"]["properties"]
+            ["agent_id"]["pattern"]
+            .clone();
+        for s in [
+            "agt_0011223344",
+            "agt_00112233445566778899",
+            "agt_001122334",
+            "agt_ABCDEF0123",
+            "agt_",
+            "ten_0011223344",
+            "agt_0011223344/x",
+        ] {
+            assert_eq!(
+                matches_pattern(agent_pattern.as_str().unwrap(), s),
+                crate::ids::is_id(s, "agt"),
+                "agent id {s:?}"
+            );
         }
         let long = "a".repeat(64);
         let too_long = "a".repeat(65);
-        for s in ["sc-1", "a", "A.b_c-9", long.as_str(), too_long.as_str(), "", "-x", ".x", "a b", "a/b", "é"] {
-            assert_eq!(matches_pattern(SIDECAR_ID_PATTERN, s), voxline_shared::protocol::is_valid_id(s), "sidecar id {s:?}");
+        for s in [
+            "sc-1",
+            "a",
+            "A.b_c-9",
+            long.as_str(),
+            too_long.as_str(),
+            "",
+            "-x",
+            ".x",
+            "a b",
+            "a/b",
+            "é",
+        ] {
+            assert_eq!(
+                matches_pattern(SIDECAR_ID_PATTERN, s),
+                voxline_shared::protocol::is_valid_id(s),
+                "sidecar id {s:?}"
+            );
         }
         // Calling window times.
         let window = |start: &str, end: &str| {
-            crate::calling_window::parse(&json!({"days": ["mon"], "start": start, "end": end, "time_zone": "UTC"})).map_err(|e| e.0)
+            crate::calling_window::parse(
+                &json!({"days": ["mon"], "start": start, "end": end, "time_zone": "UTC"}),
+            )
+            .map_err(|e| e.0)
         };
-        for t in ["00:00", "09:30", "23:59", "24:00", "24:01", "9:00", "12:60", "ab:cd", "", "09:00:00"] {
-            assert_eq!(matches_pattern(crate::calling_window::TIME_PATTERN, t), window(t, "00:01").is_ok() || t == "00:01", "start {t:?}");
-            assert_eq!(matches_pattern(crate::calling_window::END_PATTERN, t), window("00:01", t).is_ok() || t == "00:01", "end {t:?}");
+        for t in [
+            "00:00", "09:30", "23:59", "24:00", "24:01", "9:00", "12:60", "ab:cd", "", "09:00:00",
+        ] {
+            assert_eq!(
+                matches_pattern(crate::calling_window::TIME_PATTERN, t),
+                window(t, "00:01").is_ok() || t == "00:01",
+                "start {t:?}"
+            );
+            assert_eq!(
+                matches_pattern(crate::calling_window::END_PATTERN, t),
+                window("00:01", t).is_ok() || t == "00:01",
+                "end {t:?}"
+            );
         }
         // The URL pattern is a necessary condition: what the server accepts, it matches.
-        let url_pattern = spec()["components"]["schemas"]["CreateWebhookRequest"]["properties"]["url"]["pattern"].clone();
+        let url_pattern = spec()["components"]["schemas"]["CreateWebhookRequest"]["properties"]
+            ["url"]["pattern"]
+            .clone();
         for s in [
-            "https://example.com/h", "HTTPS://example.com", "http://127.0.0.1:9/h", "http://localhost/x", "http://[::1]:80/",
-            "ftp://x", "https//x", "https://", " https://x", "http://example.com/", "https://a b",
+            "https://example.com/h",
+            "HTTPS://example.com",
+            "http://127.0.0.1:9/h",
+            "http://localhost/x",
+            "http://[::1]:80/",
+            "ftp://x",
+            "https//x",
+            "https://",
+            " https://x",
+            "http://example.com/",
+            "https://a b",
         ] {
             if check_webhook_url(s, true).is_ok() {
-                assert!(matches_pattern(url_pattern.as_str().unwrap(), s), "url {s:?}");
+                assert!(
+                    matches_pattern(url_pattern.as_str().unwrap(), s),
+                    "url {s:?}"
+                );
             }
         }
     }
@@ -1850,7 +2661,14 @@ mod tests {
 
     /// Sends bodies that sit on and just past every documented constraint of
     /// `schema` and checks the server agrees, field by field.
-    fn probe_request_schema(api: &Api, method: &str, path: &str, token: &str, schema_name: &str, base: Value) {
+    fn probe_request_schema(
+        api: &Api,
+        method: &str,
+        path: &str,
+        token: &str,
+        schema_name: &str,
+        base: Value,
+    ) {
         let schema = api.spec["components"]["schemas"][schema_name].clone();
         let send = |b: &Value| api.send(method, path, Some(token), Some(b));
         let with = |k: &str, v: Value| {
@@ -1861,16 +2679,28 @@ mod tests {
         let fails_with = |b: Value, code: &str, field: &str| {
             let r = send(&b);
             let e = r.body_json()["error"].clone();
-            assert!(e["code"] == code && e["field"] == field, "{method} {path} {b}: want {code} on '{field}', got {} {}", r.status, r.body);
+            assert!(
+                e["code"] == code && e["field"] == field,
+                "{method} {path} {b}: want {code} on '{field}', got {} {}",
+                r.status,
+                r.body
+            );
         };
         let accepted_field = |b: Value, field: &str| {
             let r = send(&b);
-            assert!(r.status < 300 || r.body_json()["error"]["field"] != field, "{method} {path} {b}: '{field}' refused: {}", r.body);
+            assert!(
+                r.status < 300 || r.body_json()["error"]["field"] != field,
+                "{method} {path} {b}: '{field}' refused: {}",
+                r.body
+            );
         };
         let not_with = |b: Value, code: &str, field: &str| {
             let r = send(&b);
             let e = r.body_json()["error"].clone();
-            assert!(!(e["code"] == code && e["field"] == field), "{method} {path} {b}: got {code} on '{field}'");
+            assert!(
+                !(e["code"] == code && e["field"] == field),
+                "{method} {path} {b}: got {code} on '{field}'"
+            );
         };
 
         // The base body is valid, and documented defaults are what the server applies.
@@ -1886,7 +2716,10 @@ mod tests {
             }
         }
 
-        let required: Vec<&str> = schema["required"].as_array().map(|r| r.iter().filter_map(Value::as_str).collect()).unwrap_or_default();
+        let required: Vec<&str> = schema["required"]
+            .as_array()
+            .map(|r| r.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default();
         for (name, p) in properties {
             let name = name.as_str();
             let types: Vec<&str> = match &p["type"] {
@@ -1905,7 +2738,10 @@ mod tests {
             };
             fails_with(with(name, wrong), "invalid_type", name);
             if types.contains(&"null") {
-                assert!(!required.contains(&name), "{schema_name}.{name}: required and nullable");
+                assert!(
+                    !required.contains(&name),
+                    "{schema_name}.{name}: required and nullable"
+                );
                 accepted_field(with(name, Value::Null), name);
             } else if required.contains(&name) {
                 fails_with(with(name, Value::Null), "missing_field", name);
@@ -1918,18 +2754,33 @@ mod tests {
             if let Some(max) = p["maxLength"].as_u64() {
                 let max = max as usize;
                 not_with(with(name, json!("a".repeat(max))), "value_too_long", name);
-                fails_with(with(name, json!("a".repeat(max + 1))), "value_too_long", name);
+                fails_with(
+                    with(name, json!("a".repeat(max + 1))),
+                    "value_too_long",
+                    name,
+                );
             }
             // Blank strings: refused exactly where the schema says "not blank"
             // (fields with another pattern are covered by their pattern).
-            if primary == "string" && p["enum"].is_null() && (p["pattern"].is_null() || p["pattern"] == NOT_BLANK_PATTERN) {
+            if primary == "string"
+                && p["enum"].is_null()
+                && (p["pattern"].is_null() || p["pattern"] == NOT_BLANK_PATTERN)
+            {
                 let r = send(&with(name, json!(" \t ")));
                 let e = r.body_json()["error"].clone();
                 let refused = e["code"] == "invalid_value" && e["field"] == name;
-                assert_eq!(refused, p["pattern"] == NOT_BLANK_PATTERN, "{method} {path}: blank '{name}': {}", r.body);
+                assert_eq!(
+                    refused,
+                    p["pattern"] == NOT_BLANK_PATTERN,
+                    "{method} {path}: blank '{name}': {}",
+                    r.body
+                );
             }
             if primary == "integer" {
-                let (min, max) = (p["minimum"].as_i64().unwrap(), p["maximum"].as_i64().unwrap());
+                let (min, max) = (
+                    p["minimum"].as_i64().unwrap(),
+                    p["maximum"].as_i64().unwrap(),
+                );
                 accepted_field(with(name, json!(min)), name);
                 accepted_field(with(name, json!(max)), name);
                 accepted_field(with(name, json!(min as f64)), name);
@@ -1945,19 +2796,33 @@ mod tests {
             }
             if primary == "array" && p["items"]["type"] == "integer" {
                 let items = &p["items"];
-                let (min, max) = (items["minimum"].as_i64().unwrap(), items["maximum"].as_i64().unwrap());
+                let (min, max) = (
+                    items["minimum"].as_i64().unwrap(),
+                    items["maximum"].as_i64().unwrap(),
+                );
                 let max_items = p["maxItems"].as_u64().unwrap() as usize;
-                for ok in [json!([]), json!([min, max]), json!([min as f64]), json!(vec![min; max_items])] {
+                for ok in [
+                    json!([]),
+                    json!([min, max]),
+                    json!([min as f64]),
+                    json!(vec![min; max_items]),
+                ] {
                     accepted_field(with(name, ok), name);
                 }
                 fails_with(with(name, json!([min - 1])), "out_of_range", name);
                 fails_with(with(name, json!([max + 1])), "out_of_range", name);
-                fails_with(with(name, json!(vec![min; max_items + 1])), "out_of_range", name);
+                fails_with(
+                    with(name, json!(vec![min; max_items + 1])),
+                    "out_of_range",
+                    name,
+                );
                 fails_with(with(name, json!([min as f64 + 0.5])), "invalid_type", name);
                 fails_with(with(name, json!(["1"])), "invalid_type", name);
             } else if primary == "array" {
                 let items = &p["items"];
-                let values = items["enum"].as_array().expect("array items are an enum or integers");
+                let values = items["enum"]
+                    .as_array()
+                    .expect("array items are an enum or integers");
                 for v in values {
                     accepted_field(with(name, json!([v])), name);
                 }
@@ -1966,9 +2831,17 @@ mod tests {
                 fails_with(with(name, json!([1])), "invalid_type", name);
                 let max_items = p["maxItems"].as_u64().unwrap() as usize;
                 accepted_field(with(name, json!(vec![values[0].clone(); max_items])), name);
-                fails_with(with(name, json!(vec![values[0].clone(); max_items + 1])), "out_of_range", name);
+                fails_with(
+                    with(name, json!(vec![values[0].clone(); max_items + 1])),
+                    "out_of_range",
+                    name,
+                );
                 let item_max = items["maxLength"].as_u64().unwrap() as usize;
-                fails_with(with(name, json!(["a".repeat(item_max + 1)])), "value_too_long", name);
+                fails_with(
+                    with(name, json!(["a".repeat(item_max + 1)])),
+                    "value_too_long",
+                    name,
+                );
             }
         }
         fails_with(with("zz_extra", json!(1)), "unknown_field", "zz_extra");
@@ -1979,27 +2852,122 @@ mod tests {
         let api = Api::new();
         let w = provision(&api, "probe");
         let t = &w.tid;
-        probe_request_schema(&api, "POST", "/v1/calls", &w.key, "CreateCallRequest", json!({"phone": "+14155550100"}));
-        probe_request_schema(&api, "POST", &format!("/v1/calls/{}/hangup", w.cid), &w.key, "HangupRequest", json!({}));
-        probe_request_schema(&api, "POST", "/admin/tenants", ADMIN, "CreateTenantRequest", json!({"name": "t"}));
-        probe_request_schema(&api, "PATCH", &format!("/admin/tenants/{t}"), ADMIN, "UpdateTenantRequest", json!({}));
-        probe_request_schema(&api, "POST", &format!("/admin/tenants/{t}/agents"), ADMIN, "CreateAgentRequest", json!({"name": "a"}));
-        probe_request_schema(&api, "PATCH", &format!("/admin/tenants/{t}/agents/{}", w.aid), ADMIN, "UpdateAgentRequest", json!({}));
-        probe_request_schema(&api, "POST", &format!("/admin/tenants/{t}/api-keys"), ADMIN, "CreateApiKeyRequest", json!({}));
-        probe_request_schema(&api, "POST", &format!("/admin/tenants/{t}/webhooks"), ADMIN, "CreateWebhookRequest", json!({"url": "https://example.com/h"}));
-        probe_request_schema(&api, "PATCH", &format!("/admin/tenants/{t}/webhooks/{}", w.wid), ADMIN, "UpdateWebhookRequest", json!({}));
-        probe_request_schema(&api, "POST", &format!("/admin/tenants/{t}/webhooks/{}/rotate", w.wid), ADMIN, "RotateWebhookSecretRequest", json!({}));
-        probe_request_schema(&api, "POST", "/admin/sidecars", ADMIN, "CreateSidecarRequest", json!({"sidecar_id": "sc-probe", "region": "local"}));
+        probe_request_schema(
+            &api,
+            "POST",
+            "/v1/calls",
+            &w.key,
+            "CreateCallRequest",
+            json!({"phone": "+14155550100"}),
+        );
+        probe_request_schema(
+            &api,
+            "POST",
+            &format!("/v1/calls/{}/hangup", w.cid),
+            &w.key,
+            "HangupRequest",
+            json!({}),
+        );
+        probe_request_schema(
+            &api,
+            "POST",
+            "/admin/tenants",
+            ADMIN,
+            "CreateTenantRequest",
+            json!({"name": "t"}),
+        );
+        probe_request_schema(
+            &api,
+            "PATCH",
+            &format!("/admin/tenants/{t}"),
+            ADMIN,
+            "UpdateTenantRequest",
+            json!({}),
+        );
+        probe_request_schema(
+            &api,
+            "POST",
+            &format!("/admin/tenants/{t}/agents"),
+            ADMIN,
+            "CreateAgentRequest",
+            json!({"name": "a"}),
+        );
+        probe_request_schema(
+            &api,
+            "PATCH",
+            &format!("/admin/tenants/{t}/agents/{}", w.aid),
+            ADMIN,
+            "UpdateAgentRequest",
+            json!({}),
+        );
+        probe_request_schema(
+            &api,
+            "POST",
+            &format!("/admin/tenants/{t}/api-keys"),
+            ADMIN,
+            "CreateApiKeyRequest",
+            json!({}),
+        );
+        probe_request_schema(
+            &api,
+            "POST",
+            &format!("/admin/tenants/{t}/webhooks"),
+            ADMIN,
+            "CreateWebhookRequest",
+            json!({"url": "https://example.com/h"}),
+        );
+        probe_request_schema(
+            &api,
+            "PATCH",
+            &format!("/admin/tenants/{t}/webhooks/{}", w.wid),
+            ADMIN,
+            "UpdateWebhookRequest",
+            json!({}),
+        );
+        probe_request_schema(
+            &api,
+            "POST",
+            &format!("/admin/tenants/{t}/webhooks/{}/rotate", w.wid),
+            ADMIN,
+            "RotateWebhookSecretRequest",
+            json!({}),
+        );
+        probe_request_schema(
+            &api,
+            "POST",
+            "/admin/sidecars",
+            ADMIN,
+            "CreateSidecarRequest",
+            json!({"sidecar_id": "sc-probe", "region": "local"}),
+        );
 
         // The query parameters of GET /v1/calls.
         let list = |q: &str| api.send("GET", &format!("/v1/calls?{q}"), Some(&w.key), None);
         for i in 0..LIST_LIMIT_DEFAULT {
-            expect(api.send("POST", "/v1/calls", Some(&w.key), Some(&json!({"phone": format!("+1415555{:04}", 2000 + i)}))), 201);
+            expect(
+                api.send(
+                    "POST",
+                    "/v1/calls",
+                    Some(&w.key),
+                    Some(&json!({"phone": format!("+1415555{:04}", 2000 + i)})),
+                ),
+                201,
+            );
         }
-        assert_eq!(expect(list(""), 200)["data"].as_array().unwrap().len(), LIST_LIMIT_DEFAULT as usize);
+        assert_eq!(
+            expect(list(""), 200)["data"].as_array().unwrap().len(),
+            LIST_LIMIT_DEFAULT as usize
+        );
         expect(list("limit=1"), 200);
         expect(list(&format!("limit={LIST_LIMIT_MAX}")), 200);
-        for bad in ["limit=0".to_string(), format!("limit={}", LIST_LIMIT_MAX + 1), "limit=x".into(), "status=nope".into(), "zz=1".into(), "limit=1&limit=2".into()] {
+        for bad in [
+            "limit=0".to_string(),
+            format!("limit={}", LIST_LIMIT_MAX + 1),
+            "limit=x".into(),
+            "status=nope".into(),
+            "zz=1".into(),
+            "limit=1&limit=2".into(),
+        ] {
             expect_error(list(&bad), 400, "invalid_parameter");
         }
         for s in CallStatus::ALL {
@@ -2017,44 +2985,147 @@ mod tests {
         let spec = api.spec.clone();
 
         expect(api.send("GET", "/healthz", None, None), 200);
-        assert_eq!(expect(api.send("GET", "/v1/openapi.json", None, None), 200), spec);
+        assert_eq!(
+            expect(api.send("GET", "/v1/openapi.json", None, None), 200),
+            spec
+        );
         expect_error(api.send("GET", "/v1/nope", None, None), 404, "not_found");
-        expect_error(api.send("DELETE", "/v1/calls", None, None), 405, "method_not_allowed");
+        expect_error(
+            api.send("DELETE", "/v1/calls", None, None),
+            405,
+            "method_not_allowed",
+        );
 
         // Admin, the happy paths.
         let w = provision(&api, "main");
         let t = w.tid.clone();
         let tp = format!("/admin/tenants/{t}");
         expect(api.admin("GET", &tp, None), 200);
-        expect(api.admin("PATCH", &tp, Some(json!({"name": "Main Co", "disabled": false}))), 200);
-        let a2 = expect(api.admin("POST", &format!("{tp}/agents"), Some(json!({
+        expect(
+            api.admin(
+                "PATCH",
+                &tp,
+                Some(json!({"name": "Main Co", "disabled": false})),
+            ),
+            200,
+        );
+        let a2 = expect(
+            api.admin(
+                "POST",
+                &format!("{tp}/agents"),
+                Some(json!({
             "name": "second", "system_prompt": "Be brief.", "voice": "alloy", "language": "pt-BR",
-            "default_engine": "gemini_live", "model": "m", "enabled": true, "default": false}))), 201);
+            "default_engine": "gemini_live", "model": "m", "enabled": true, "default": false})),
+            ),
+            201,
+        );
         assert_eq!(a2["default"], false);
         let a2 = id_of(&a2);
-        assert_eq!(expect(api.admin("GET", &format!("{tp}/agents"), None), 200)["data"].as_array().unwrap().len(), 2);
+        assert_eq!(
+            expect(api.admin("GET", &format!("{tp}/agents"), None), 200)["data"]
+                .as_array()
+                .unwrap()
+                .len(),
+            2
+        );
         expect(api.admin("GET", &format!("{tp}/agents/{a2}"), None), 200);
-        expect(api.admin("PATCH", &format!("{tp}/agents/{a2}"), Some(json!({"default": true}))), 200);
-        expect(api.admin("PATCH", &tp, Some(json!({"default_agent_id": w.aid}))), 200);
-        expect_error(api.admin("PATCH", &tp, Some(json!({"default_agent_id": "agt_00000000000000000000"}))), 422, "unknown_agent");
-        let k2 = expect(api.raw("POST", &format!("{tp}/api-keys"), Some(ADMIN), None, b""), 201);
+        expect(
+            api.admin(
+                "PATCH",
+                &format!("{tp}/agents/{a2}"),
+                Some(json!({"default": true})),
+            ),
+            200,
+        );
+        expect(
+            api.admin("PATCH", &tp, Some(json!({"default_agent_id": w.aid}))),
+            200,
+        );
+        expect_error(
+            api.admin(
+                "PATCH",
+                &tp,
+                Some(json!({"default_agent_id": "agt_00000000000000000000"})),
+            ),
+            422,
+            "unknown_agent",
+        );
+        let k2 = expect(
+            api.raw("POST", &format!("{tp}/api-keys"), Some(ADMIN), None, b""),
+            201,
+        );
         let k2 = id_of(&k2);
         expect(api.admin("GET", &format!("{tp}/api-keys"), None), 200);
-        let revoked = expect(api.admin("DELETE", &format!("{tp}/api-keys/{k2}"), None), 200);
+        let revoked = expect(
+            api.admin("DELETE", &format!("{tp}/api-keys/{k2}"), None),
+            200,
+        );
         assert!(revoked["revoked_at"].is_string());
-        assert_eq!(expect(api.admin("DELETE", &format!("{tp}/api-keys/{k2}"), None), 200), revoked);
-        expect(api.admin("POST", &format!("{tp}/webhooks"), Some(json!({"url": "http://127.0.0.1:9/h", "events": ["call.completed"]}))), 201);
-        expect_error(api.admin("POST", &format!("{tp}/webhooks"), Some(json!({"url": "http://example.com/h"}))), 422, "invalid_url");
+        assert_eq!(
+            expect(
+                api.admin("DELETE", &format!("{tp}/api-keys/{k2}"), None),
+                200
+            ),
+            revoked
+        );
+        expect(
+            api.admin(
+                "POST",
+                &format!("{tp}/webhooks"),
+                Some(json!({"url": "http://127.0.0.1:9/h", "events": ["call.completed"]})),
+            ),
+            201,
+        );
+        expect_error(
+            api.admin(
+                "POST",
+                &format!("{tp}/webhooks"),
+                Some(json!({"url": "http://example.com/h"})),
+            ),
+            422,
+            "invalid_url",
+        );
         expect(api.admin("GET", &format!("{tp}/webhooks"), None), 200);
         // Sidecars: create (again = rotate), list, revoke (idempotent).
-        let sc = expect(api.admin("POST", "/admin/sidecars", Some(json!({"sidecar_id": "sc-extra", "region": "eu-1"}))), 201);
-        let rotated = expect(api.admin("POST", "/admin/sidecars", Some(json!({"sidecar_id": "sc-extra", "region": "eu-1"}))), 201);
+        let sc = expect(
+            api.admin(
+                "POST",
+                "/admin/sidecars",
+                Some(json!({"sidecar_id": "sc-extra", "region": "eu-1"})),
+            ),
+            201,
+        );
+        let rotated = expect(
+            api.admin(
+                "POST",
+                "/admin/sidecars",
+                Some(json!({"sidecar_id": "sc-extra", "region": "eu-1"})),
+            ),
+            201,
+        );
         assert_ne!(sc["secret"], rotated["secret"]);
-        assert!(expect(api.admin("GET", "/admin/sidecars", None), 200)["data"].as_array().unwrap().len() >= 2);
+        assert!(
+            expect(api.admin("GET", "/admin/sidecars", None), 200)["data"]
+                .as_array()
+                .unwrap()
+                .len()
+                >= 2
+        );
         let gone = expect(api.admin("DELETE", "/admin/sidecars/sc-extra", None), 200);
         assert!(gone["revoked_at"].is_string());
-        assert_eq!(expect(api.admin("DELETE", "/admin/sidecars/sc-extra", None), 200), gone);
-        expect_error(api.admin("POST", "/admin/sidecars", Some(json!({"sidecar_id": "-bad", "region": "eu-1"}))), 422, "invalid_value");
+        assert_eq!(
+            expect(api.admin("DELETE", "/admin/sidecars/sc-extra", None), 200),
+            gone
+        );
+        expect_error(
+            api.admin(
+                "POST",
+                "/admin/sidecars",
+                Some(json!({"sidecar_id": "-bad", "region": "eu-1"})),
+            ),
+            422,
+            "invalid_value",
+        );
 
         // Calls.
         let key = Some(w.key.as_str());
@@ -2062,29 +3133,131 @@ mod tests {
             "phone": "+442071838750", "name": "Ada", "email": "ada@example.org", "metadata": {"crm": 7},
             "agent_id": a2, "system_prompt": "hi", "voice": "alloy", "language": "en-GB", "model": "gpt-realtime",
             "max_seconds": 3600, "retries": 10, "retry_delay_minutes": 1440, "schedule_at": "2025-11-26T09:00:00Z"})));
-        let location = created.headers.iter().find(|(h, _)| h == "Location").map(|(_, v)| v.clone()).unwrap();
+        let location = created
+            .headers
+            .iter()
+            .find(|(h, _)| h == "Location")
+            .map(|(_, v)| v.clone())
+            .unwrap();
         let scheduled = expect(created, 201);
-        assert_eq!((scheduled["status"].as_str(), location), (Some("scheduled"), format!("/v1/calls/{}", id_of(&scheduled))));
-        let page = expect(api.send("GET", "/v1/calls?status=queued,scheduled&limit=1", key, None), 200);
+        assert_eq!(
+            (scheduled["status"].as_str(), location),
+            (
+                Some("scheduled"),
+                format!("/v1/calls/{}", id_of(&scheduled))
+            )
+        );
+        let page = expect(
+            api.send(
+                "GET",
+                "/v1/calls?status=queued,scheduled&limit=1",
+                key,
+                None,
+            ),
+            200,
+        );
         assert_eq!(page["has_more"], true);
         let cursor = page["next_cursor"].as_str().unwrap().to_string();
-        expect(api.send("GET", &format!("/v1/calls?status=queued,scheduled&limit=1&cursor={cursor}"), key, None), 200);
-        expect_error(api.send("GET", &format!("/v1/calls?status=queued&cursor={cursor}"), key, None), 400, "invalid_cursor");
-        expect_error(api.send("GET", "/v1/calls?cursor=!!", key, None), 400, "invalid_cursor");
-        expect_error(api.send("GET", "/v1/calls?limit=0", key, None), 400, "invalid_parameter");
-        expect(api.send("GET", &format!("/v1/calls/{}", w.cid), key, None), 200);
-        let tr = expect(api.send("GET", &format!("/v1/calls/{}/transcript", w.cid), key, None), 200);
-        assert_eq!((tr["object"].as_str(), tr["turns"].as_array().map(Vec::len)), (Some("transcript"), Some(0)));
-        let txt = api.send("GET", &format!("/v1/calls/{}/transcript?format=txt", w.cid), key, None);
+        expect(
+            api.send(
+                "GET",
+                &format!("/v1/calls?status=queued,scheduled&limit=1&cursor={cursor}"),
+                key,
+                None,
+            ),
+            200,
+        );
+        expect_error(
+            api.send(
+                "GET",
+                &format!("/v1/calls?status=queued&cursor={cursor}"),
+                key,
+                None,
+            ),
+            400,
+            "invalid_cursor",
+        );
+        expect_error(
+            api.send("GET", "/v1/calls?cursor=!!", key, None),
+            400,
+            "invalid_cursor",
+        );
+        expect_error(
+            api.send("GET", "/v1/calls?limit=0", key, None),
+            400,
+            "invalid_parameter",
+        );
+        expect(
+            api.send("GET", &format!("/v1/calls/{}", w.cid), key, None),
+            200,
+        );
+        let tr = expect(
+            api.send("GET", &format!("/v1/calls/{}/transcript", w.cid), key, None),
+            200,
+        );
+        assert_eq!(
+            (tr["object"].as_str(), tr["turns"].as_array().map(Vec::len)),
+            (Some("transcript"), Some(0))
+        );
+        let txt = api.send(
+            "GET",
+            &format!("/v1/calls/{}/transcript?format=txt", w.cid),
+            key,
+            None,
+        );
         assert_eq!((txt.status, txt.body.as_str()), (200, ""));
-        expect_error(api.send("GET", &format!("/v1/calls/{}/transcript?format=pdf", w.cid), key, None), 400, "invalid_parameter");
-        let txt = api.send("GET", &format!("/v1/calls/{}/transcript.txt", w.cid), key, None);
+        expect_error(
+            api.send(
+                "GET",
+                &format!("/v1/calls/{}/transcript?format=pdf", w.cid),
+                key,
+                None,
+            ),
+            400,
+            "invalid_parameter",
+        );
+        let txt = api.send(
+            "GET",
+            &format!("/v1/calls/{}/transcript.txt", w.cid),
+            key,
+            None,
+        );
         assert_eq!((txt.status, txt.body.as_str()), (200, ""));
-        assert_eq!(expect(api.send("GET", &format!("/v1/calls/{}/transcript.json?format=txt", w.cid), key, None), 200)["object"], "transcript");
-        expect_error(api.send("GET", &format!("/v1/calls/{}/transcript.pdf", w.cid), key, None), 400, "invalid_parameter");
+        assert_eq!(
+            expect(
+                api.send(
+                    "GET",
+                    &format!("/v1/calls/{}/transcript.json?format=txt", w.cid),
+                    key,
+                    None
+                ),
+                200
+            )["object"],
+            "transcript"
+        );
+        expect_error(
+            api.send(
+                "GET",
+                &format!("/v1/calls/{}/transcript.pdf", w.cid),
+                key,
+                None,
+            ),
+            400,
+            "invalid_parameter",
+        );
         // Recordings: none yet (404), then one stored by an upload.
-        let none = expect_error(api.send("GET", &format!("/v1/calls/{}/recording", w.cid), key, None), 404, "recording_not_found");
-        assert!(none["error"]["message"].as_str().unwrap().contains("without record: true"), "{none}");
+        let none = expect_error(
+            api.send("GET", &format!("/v1/calls/{}/recording", w.cid), key, None),
+            404,
+            "recording_not_found",
+        );
+        assert!(
+            none["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("without record: true"),
+            "{none}"
+        );
         let info = crate::recordings::RecordingInfo {
             attempt: 1,
             object_key: crate::recordings::object_key(&t, &w.cid, 1),
@@ -2096,12 +3269,40 @@ mod tests {
         };
         crate::call_store::recording_saved(&*api.calls.rows(&t), &w.cid, &info, NOW).unwrap();
         let wav = api.send("GET", &format!("/v1/calls/{}/recording", w.cid), key, None);
-        assert_eq!((wav.status, wav.stored_object.as_deref()), (200, Some(info.object_key.as_str())));
+        assert_eq!(
+            (wav.status, wav.stored_object.as_deref()),
+            (200, Some(info.object_key.as_str()))
+        );
         // Hangup: waiting -> cancelled (200), ended -> unchanged (200), live -> requested (202).
-        let cancelled = expect(api.send("POST", &format!("/v1/calls/{}/hangup", w.cid), key, Some(&json!({}))), 200);
+        let cancelled = expect(
+            api.send(
+                "POST",
+                &format!("/v1/calls/{}/hangup", w.cid),
+                key,
+                Some(&json!({})),
+            ),
+            200,
+        );
         assert_eq!(cancelled["status"], "cancelled");
-        expect(api.raw("POST", &format!("/v1/calls/{}/hangup", w.cid), key, None, b""), 200);
-        let live = id_of(&expect(api.send("POST", "/v1/calls", key, Some(&json!({"phone": "+14155550101"}))), 201));
+        expect(
+            api.raw(
+                "POST",
+                &format!("/v1/calls/{}/hangup", w.cid),
+                key,
+                None,
+                b"",
+            ),
+            200,
+        );
+        let live = id_of(&expect(
+            api.send(
+                "POST",
+                "/v1/calls",
+                key,
+                Some(&json!({"phone": "+14155550101"})),
+            ),
+            201,
+        ));
         {
             // A sidecar leased and acked it: live in the queue, dialing in its store.
             let mut queues = api.calls.dispatch.queues.borrow_mut();
@@ -2111,132 +3312,456 @@ mod tests {
                 q.ack("s1", &o.lease_id, true, NOW);
             }
         }
-        let hung = expect(api.raw("POST", &format!("/v1/calls/{live}/hangup"), key, None, b""), 202);
+        let hung = expect(
+            api.raw("POST", &format!("/v1/calls/{live}/hangup"), key, None, b""),
+            202,
+        );
         assert!(hung["hangup_requested_at"].is_string());
-        expect(api.raw("POST", &format!("/v1/calls/{live}/hangup"), key, None, b""), 202);
+        expect(
+            api.raw("POST", &format!("/v1/calls/{live}/hangup"), key, None, b""),
+            202,
+        );
         // Agent rules.
-        expect(api.admin("PATCH", &format!("{tp}/agents/{a2}"), Some(json!({"enabled": false}))), 200);
-        expect_error(api.send("POST", "/v1/calls", key, Some(&json!({"phone": "+14155550100", "agent_id": a2}))), 409, "agent_disabled");
-        expect_error(api.send("POST", "/v1/calls", key, Some(&json!({"phone": "+14155550100", "agent_id": "agt_00000000000000000000"}))), 422, "unknown_agent");
-        let bare = id_of(&expect(api.admin("POST", "/admin/tenants", Some(json!({"name": "bare"}))), 201));
-        let bare_key = expect(api.admin("POST", &format!("/admin/tenants/{bare}/api-keys"), Some(json!({}))), 201)["key"].as_str().unwrap().to_string();
-        expect_error(api.send("POST", "/v1/calls", Some(&bare_key), Some(&json!({"phone": "+14155550100"}))), 422, "agent_required");
-        expect_error(api.send("POST", "/v1/calls", key, Some(&json!({"phone": "+14155550100", "schedule_at": "2025-11-25T14:00:00Z"}))), 422, "schedule_in_past");
+        expect(
+            api.admin(
+                "PATCH",
+                &format!("{tp}/agents/{a2}"),
+                Some(json!({"enabled": false})),
+            ),
+            200,
+        );
+        expect_error(
+            api.send(
+                "POST",
+                "/v1/calls",
+                key,
+                Some(&json!({"phone": "+14155550100", "agent_id": a2})),
+            ),
+            409,
+            "agent_disabled",
+        );
+        expect_error(
+            api.send(
+                "POST",
+                "/v1/calls",
+                key,
+                Some(&json!({"phone": "+14155550100", "agent_id": "agt_00000000000000000000"})),
+            ),
+            422,
+            "unknown_agent",
+        );
+        let bare = id_of(&expect(
+            api.admin("POST", "/admin/tenants", Some(json!({"name": "bare"}))),
+            201,
+        ));
+        let bare_key = expect(
+            api.admin(
+                "POST",
+                &format!("/admin/tenants/{bare}/api-keys"),
+                Some(json!({})),
+            ),
+            201,
+        )["key"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        expect_error(
+            api.send(
+                "POST",
+                "/v1/calls",
+                Some(&bare_key),
+                Some(&json!({"phone": "+14155550100"})),
+            ),
+            422,
+            "agent_required",
+        );
+        expect_error(
+            api.send(
+                "POST",
+                "/v1/calls",
+                key,
+                Some(&json!({"phone": "+14155550100", "schedule_at": "2025-11-25T14:00:00Z"})),
+            ),
+            422,
+            "schedule_in_past",
+        );
         expect_error(api.send("POST", "/v1/calls", key, Some(&json!({"phone": "+14155550100", "metadata": {"k": "m".repeat(MAX_METADATA_BYTES)}}))), 422, "metadata_too_large");
 
         // One call at a time per agent and number.
-        expect(api.send("POST", "/v1/calls", key, Some(&json!({"phone": "+14155550102"}))), 201);
-        expect_error(api.send("POST", "/v1/calls", key, Some(&json!({"phone": "+14155550102"}))), 409, "call_in_progress");
+        expect(
+            api.send(
+                "POST",
+                "/v1/calls",
+                key,
+                Some(&json!({"phone": "+14155550102"})),
+            ),
+            201,
+        );
+        expect_error(
+            api.send(
+                "POST",
+                "/v1/calls",
+                key,
+                Some(&json!({"phone": "+14155550102"})),
+            ),
+            409,
+            "call_in_progress",
+        );
         // A full concurrency cap refuses a call that asks to be refused (provision queued one call).
         let capped = provision(&api, "capped");
-        expect(api.admin("PATCH", &format!("/admin/tenants/{}", capped.tid), Some(json!({"max_concurrent_calls": 1}))), 200);
+        expect(
+            api.admin(
+                "PATCH",
+                &format!("/admin/tenants/{}", capped.tid),
+                Some(json!({"max_concurrent_calls": 1})),
+            ),
+            200,
+        );
         let over = json!({"phone": "+14155550103", "on_concurrency_limit": "reject"});
-        expect_error(api.send("POST", "/v1/calls", Some(&capped.key), Some(&over)), 429, "concurrency_limit_reached");
+        expect_error(
+            api.send("POST", "/v1/calls", Some(&capped.key), Some(&over)),
+            429,
+            "concurrency_limit_reached",
+        );
         // A key that requires signatures refuses unsigned requests.
-        let signed = expect(api.admin("POST", &format!("{tp}/api-keys"), Some(json!({"name": "signed", "require_signature": true}))), 201);
+        let signed = expect(
+            api.admin(
+                "POST",
+                &format!("{tp}/api-keys"),
+                Some(json!({"name": "signed", "require_signature": true})),
+            ),
+            201,
+        );
         assert!(signed["signing_secret"].is_string());
-        expect_error(api.send("GET", "/v1/calls", signed["key"].as_str(), None), 401, "invalid_request_signature");
+        expect_error(
+            api.send("GET", "/v1/calls", signed["key"].as_str(), None),
+            401,
+            "invalid_request_signature",
+        );
         // A calling window (NOW is a Tuesday): moved, or refused on request.
         let windowed = expect(api.admin("POST", &format!("{tp}/agents"), Some(json!({"name": "weekend",
             "calling_window": {"days": ["sat", "sun"], "start": "09:00", "end": "24:00", "time_zone": "Europe/Berlin"}}))), 201);
-        let moved = expect(api.send("POST", "/v1/calls", key, Some(&json!({"phone": "+14155550104", "agent_id": id_of(&windowed)}))), 201);
+        let moved = expect(
+            api.send(
+                "POST",
+                "/v1/calls",
+                key,
+                Some(&json!({"phone": "+14155550104", "agent_id": id_of(&windowed)})),
+            ),
+            201,
+        );
         assert_eq!(moved["scheduled_reason"], "calling_window");
         let refused = json!({"phone": "+14155550105", "agent_id": id_of(&windowed), "outside_window": "reject"});
-        expect_error(api.send("POST", "/v1/calls", key, Some(&refused)), 422, "outside_calling_window");
+        expect_error(
+            api.send("POST", "/v1/calls", key, Some(&refused)),
+            422,
+            "outside_calling_window",
+        );
         // Rate limits: a tenant whose key allows one request answers 429 on every /v1 route after it.
         let limited = provision(&api, "limited");
-        expect(api.admin("PATCH", &format!("/admin/tenants/{}", limited.tid), Some(json!({"rate_limits": {"per_key": {"limit": 1, "window_seconds": 60}}}))), 200);
-        for (method, pattern, _) in ROUTES.iter().filter(|r| r.1.starts_with("/v1/calls") || r.1.starts_with("/v1/webhooks")) {
+        expect(
+            api.admin(
+                "PATCH",
+                &format!("/admin/tenants/{}", limited.tid),
+                Some(json!({"rate_limits": {"per_key": {"limit": 1, "window_seconds": 60}}})),
+            ),
+            200,
+        );
+        for (method, pattern, _) in ROUTES
+            .iter()
+            .filter(|r| r.1.starts_with("/v1/calls") || r.1.starts_with("/v1/webhooks"))
+        {
             let body = (*method == "POST").then(|| json!({"phone": "+14155550123"}));
-            let body = if pattern.ends_with("/hangup") { Some(json!({})) } else { body };
-            expect_error(api.send(method, &fill(pattern, world_param(&limited)), Some(&limited.key), body.as_ref()), 429, "rate_limited");
+            let body = if pattern.ends_with("/hangup") {
+                Some(json!({}))
+            } else {
+                body
+            };
+            expect_error(
+                api.send(
+                    method,
+                    &fill(pattern, world_param(&limited)),
+                    Some(&limited.key),
+                    body.as_ref(),
+                ),
+                429,
+                "rate_limited",
+            );
         }
 
         // Webhook endpoints: read, change, rotate (overlap or not), delete.
-        let wh = expect(api.admin("POST", &format!("{tp}/webhooks"), Some(json!({"url": "https://hooks.example.com/2", "retry_schedule": [1, 2]}))), 201);
+        let wh = expect(
+            api.admin(
+                "POST",
+                &format!("{tp}/webhooks"),
+                Some(json!({"url": "https://hooks.example.com/2", "retry_schedule": [1, 2]})),
+            ),
+            201,
+        );
         let whp = format!("{tp}/webhooks/{}", id_of(&wh));
-        assert_eq!(expect(api.admin("GET", &whp, None), 200)["retry_schedule"], json!([1, 2]));
-        let changed = expect(api.admin("PATCH", &whp, Some(json!({"events": ["call.completed"], "enabled": false}))), 200);
-        assert_eq!((changed["events"].clone(), changed["enabled"].clone()), (json!(["call.completed"]), json!(false)));
-        let rotated = expect(api.admin("POST", &format!("{whp}/rotate"), Some(json!({"overlap_seconds": 60}))), 200);
-        assert!(rotated["previous_secret_expires_at"].is_string() && rotated["secret"] != wh["secret"], "{rotated}");
-        let at_once = expect(api.admin("POST", &format!("{whp}/rotate"), Some(json!({"overlap_seconds": 0}))), 200);
+        assert_eq!(
+            expect(api.admin("GET", &whp, None), 200)["retry_schedule"],
+            json!([1, 2])
+        );
+        let changed = expect(
+            api.admin(
+                "PATCH",
+                &whp,
+                Some(json!({"events": ["call.completed"], "enabled": false})),
+            ),
+            200,
+        );
+        assert_eq!(
+            (changed["events"].clone(), changed["enabled"].clone()),
+            (json!(["call.completed"]), json!(false))
+        );
+        let rotated = expect(
+            api.admin(
+                "POST",
+                &format!("{whp}/rotate"),
+                Some(json!({"overlap_seconds": 60})),
+            ),
+            200,
+        );
+        assert!(
+            rotated["previous_secret_expires_at"].is_string() && rotated["secret"] != wh["secret"],
+            "{rotated}"
+        );
+        let at_once = expect(
+            api.admin(
+                "POST",
+                &format!("{whp}/rotate"),
+                Some(json!({"overlap_seconds": 0})),
+            ),
+            200,
+        );
         assert!(at_once["previous_secret_expires_at"].is_null());
-        expect(api.raw("POST", &format!("{whp}/rotate"), Some(ADMIN), None, b""), 200);
-        expect_error(api.admin("PATCH", &whp, Some(json!({"url": "https://169.254.169.254/x"}))), 422, "invalid_url");
+        expect(
+            api.raw("POST", &format!("{whp}/rotate"), Some(ADMIN), None, b""),
+            200,
+        );
+        expect_error(
+            api.admin(
+                "PATCH",
+                &whp,
+                Some(json!({"url": "https://169.254.169.254/x"})),
+            ),
+            422,
+            "invalid_url",
+        );
         expect(api.admin("DELETE", &whp, None), 200);
         expect_error(api.admin("GET", &whp, None), 404, "webhook_not_found");
         // The delivery log: list (filters, cursor), read, redeliver.
         deliver_all(&api);
         let dp = "/v1/webhooks/deliveries";
-        let page = expect(api.send("GET", &format!("{dp}?event=call.queued&status=delivered&limit=1"), key, None), 200);
+        let page = expect(
+            api.send(
+                "GET",
+                &format!("{dp}?event=call.queued&status=delivered&limit=1"),
+                key,
+                None,
+            ),
+            200,
+        );
         assert_eq!(page["has_more"], true, "{page}");
         let cursor = page["next_cursor"].as_str().unwrap().to_string();
-        expect(api.send("GET", &format!("{dp}?event=call.queued&status=delivered&limit=1&cursor={cursor}"), key, None), 200);
-        expect_error(api.send("GET", &format!("{dp}?status=delivered&cursor={cursor}"), key, None), 400, "invalid_cursor");
-        expect_error(api.send("GET", &format!("{dp}?status=nope"), key, None), 400, "invalid_parameter");
-        expect_error(api.send("GET", &format!("{dp}?event=call.nope"), key, None), 400, "invalid_parameter");
+        expect(
+            api.send(
+                "GET",
+                &format!("{dp}?event=call.queued&status=delivered&limit=1&cursor={cursor}"),
+                key,
+                None,
+            ),
+            200,
+        );
+        expect_error(
+            api.send(
+                "GET",
+                &format!("{dp}?status=delivered&cursor={cursor}"),
+                key,
+                None,
+            ),
+            400,
+            "invalid_cursor",
+        );
+        expect_error(
+            api.send("GET", &format!("{dp}?status=nope"), key, None),
+            400,
+            "invalid_parameter",
+        );
+        expect_error(
+            api.send("GET", &format!("{dp}?event=call.nope"), key, None),
+            400,
+            "invalid_parameter",
+        );
         let one = expect(api.send("GET", &format!("{dp}/{}", w.did), key, None), 200);
-        assert_eq!((one["status"].as_str(), one["attempts"][0]["status_code"].as_u64()), (Some("delivered"), Some(200)));
-        expect(api.send("POST", &format!("{dp}/{}/redeliver", w.did), key, None), 202);
+        assert_eq!(
+            (
+                one["status"].as_str(),
+                one["attempts"][0]["status_code"].as_u64()
+            ),
+            (Some("delivered"), Some(200))
+        );
+        expect(
+            api.send("POST", &format!("{dp}/{}/redeliver", w.did), key, None),
+            202,
+        );
         assert_eq!(api.outbox.take().len(), 1, "redelivery queues one job");
         let wep = format!("{tp}/webhooks/{}", w.wid);
-        expect(api.admin("PATCH", &wep, Some(json!({"enabled": false}))), 200);
-        expect_error(api.send("POST", &format!("{dp}/{}/redeliver", w.did), key, None), 409, "webhook_disabled");
-        expect(api.admin("PATCH", &wep, Some(json!({"enabled": true}))), 200);
+        expect(
+            api.admin("PATCH", &wep, Some(json!({"enabled": false}))),
+            200,
+        );
+        expect_error(
+            api.send("POST", &format!("{dp}/{}/redeliver", w.did), key, None),
+            409,
+            "webhook_disabled",
+        );
+        expect(
+            api.admin("PATCH", &wep, Some(json!({"enabled": true}))),
+            200,
+        );
 
         // Each operation's generic failures: credentials, body, missing objects.
         let disabled = provision(&api, "disabled");
-        expect(api.admin("PATCH", &format!("/admin/tenants/{}", disabled.tid), Some(json!({"disabled": true}))), 200);
+        expect(
+            api.admin(
+                "PATCH",
+                &format!("/admin/tenants/{}", disabled.tid),
+                Some(json!({"disabled": true})),
+            ),
+            200,
+        );
         let too_big = format!("{{{}}}", " ".repeat(MAX_BODY_BYTES));
         for (method, pattern, _) in ROUTES {
-            let Some(scheme) = security_of(&spec, method, pattern) else { continue };
-            let token = if scheme == "bearerAuth" { w.key.as_str() } else { ADMIN };
+            let Some(scheme) = security_of(&spec, method, pattern) else {
+                continue;
+            };
+            let token = if scheme == "bearerAuth" {
+                w.key.as_str()
+            } else {
+                ADMIN
+            };
             let path = fill(pattern, world_param(&w));
-            expect_error(api.raw(method, &path, None, None, b""), 401, "missing_credentials");
-            expect_error(api.raw(method, &path, Some("ak_wrong"), None, b""), 401, "invalid_credentials");
+            expect_error(
+                api.raw(method, &path, None, None, b""),
+                401,
+                "missing_credentials",
+            );
+            expect_error(
+                api.raw(method, &path, Some("ak_wrong"), None, b""),
+                401,
+                "invalid_credentials",
+            );
             if scheme == "bearerAuth" {
                 let path = fill(pattern, world_param(&disabled));
-                expect_error(api.raw(method, &path, Some(&disabled.key), None, b""), 403, "tenant_disabled");
+                expect_error(
+                    api.raw(method, &path, Some(&disabled.key), None, b""),
+                    403,
+                    "tenant_disabled",
+                );
             }
             if !operation_of(&spec, method, pattern)["requestBody"].is_null() {
                 let j = Some(JSON_CT);
-                expect_error(api.raw(method, &path, Some(token), j, too_big.as_bytes()), 413, "payload_too_large");
-                expect_error(api.raw(method, &path, Some(token), Some("text/plain"), b"{}"), 415, "unsupported_media_type");
-                expect_error(api.raw(method, &path, Some(token), j, b"{\"a\":"), 400, "invalid_json");
-                expect_error(api.raw(method, &path, Some(token), j, b"{\"zz\":1}"), 400, "unknown_field");
-                expect_error(api.raw(method, &path, Some(token), j, b"[1]"), 422, "invalid_type");
+                expect_error(
+                    api.raw(method, &path, Some(token), j, too_big.as_bytes()),
+                    413,
+                    "payload_too_large",
+                );
+                expect_error(
+                    api.raw(method, &path, Some(token), Some("text/plain"), b"{}"),
+                    415,
+                    "unsupported_media_type",
+                );
+                expect_error(
+                    api.raw(method, &path, Some(token), j, b"{\"a\":"),
+                    400,
+                    "invalid_json",
+                );
+                expect_error(
+                    api.raw(method, &path, Some(token), j, b"{\"zz\":1}"),
+                    400,
+                    "unknown_field",
+                );
+                expect_error(
+                    api.raw(method, &path, Some(token), j, b"[1]"),
+                    422,
+                    "invalid_type",
+                );
             }
             // Each path parameter in turn names nothing.
-            let params: Vec<&str> = pattern.split('/').filter_map(|s| s.strip_prefix('{')?.strip_suffix('}')).collect();
+            let params: Vec<&str> = pattern
+                .split('/')
+                .filter_map(|s| s.strip_prefix('{')?.strip_suffix('}'))
+                .collect();
             for missing in &params {
-                let path = fill(pattern, |name| if name == *missing { missing_id(name) } else { world_param(&w)(name) });
+                let path = fill(pattern, |name| {
+                    if name == *missing {
+                        missing_id(name)
+                    } else {
+                        world_param(&w)(name)
+                    }
+                });
                 let body = (*method != "GET" && *method != "DELETE").then(|| json!({}));
-                let code = format!("{}_not_found", missing.trim_end_matches("_id").replace("key", "api_key"));
-                expect_error(api.send(method, &path, Some(token), body.as_ref()), 404, &code);
+                let code = format!(
+                    "{}_not_found",
+                    missing.trim_end_matches("_id").replace("key", "api_key")
+                );
+                expect_error(
+                    api.send(method, &path, Some(token), body.as_ref()),
+                    404,
+                    &code,
+                );
             }
             // Storage down.
             let body = match (*method, *pattern) {
                 ("POST", "/admin/tenants") => br#"{"name":"x"}"#.as_slice(),
-                ("POST", "/admin/sidecars") => br#"{"sidecar_id":"sc-1","region":"local"}"#.as_slice(),
+                ("POST", "/admin/sidecars") => {
+                    br#"{"sidecar_id":"sc-1","region":"local"}"#.as_slice()
+                }
                 _ => b"".as_slice(),
             };
             let ct = (!body.is_empty()).then_some(JSON_CT);
-            expect_error(api.send_to(&DownKv, method, &path, Some(token), ct, body), 503, "storage_unavailable");
+            expect_error(
+                api.send_to(&DownKv, method, &path, Some(token), ct, body),
+                503,
+                "storage_unavailable",
+            );
         }
         // A record that cannot be read is a 500 wherever it is read: the
         // tenant (every tenant route) and the sidecar (the sidecar routes).
         let wp = world_param(&w);
-        block_on(api.kv.put(&crate::model::keys::tenant(&t), "{not json", None)).unwrap();
-        block_on(api.kv.put(&crate::model::keys::sidecar(&w.sid), "{not json", None)).unwrap();
+        block_on(
+            api.kv
+                .put(&crate::model::keys::tenant(&t), "{not json", None),
+        )
+        .unwrap();
+        block_on(
+            api.kv
+                .put(&crate::model::keys::sidecar(&w.sid), "{not json", None),
+        )
+        .unwrap();
         for (method, pattern, _) in ROUTES {
-            let Some(scheme) = security_of(&spec, method, pattern) else { continue };
+            let Some(scheme) = security_of(&spec, method, pattern) else {
+                continue;
+            };
             // These only write.
-            if matches!((*method, *pattern), ("POST", "/admin/tenants") | ("POST", "/admin/sidecars")) {
+            if matches!(
+                (*method, *pattern),
+                ("POST", "/admin/tenants") | ("POST", "/admin/sidecars")
+            ) {
                 continue;
             }
-            let token = if scheme == "bearerAuth" { w.key.as_str() } else { ADMIN };
-            expect_error(api.raw(method, &fill(pattern, &wp), Some(token), None, b""), 500, "internal_error");
+            let token = if scheme == "bearerAuth" {
+                w.key.as_str()
+            } else {
+                ADMIN
+            };
+            expect_error(
+                api.raw(method, &fill(pattern, &wp), Some(token), None, b""),
+                500,
+                "internal_error",
+            );
         }
 
         // Every documented response was seen, except what cannot happen here.
@@ -2245,13 +3770,23 @@ mod tests {
             [("POST", "/admin/tenants", "500"), ("POST", "/admin/sidecars", "500")].iter().map(|(a, b, c)| (a.to_string(), b.to_string(), c.to_string())).collect();
         let mut documented = BTreeSet::new();
         for (method, pattern, _) in ROUTES {
-            for status in operation_of(&spec, method, pattern)["responses"].as_object().unwrap().keys() {
+            for status in operation_of(&spec, method, pattern)["responses"]
+                .as_object()
+                .unwrap()
+                .keys()
+            {
                 documented.insert((method.to_string(), pattern.to_string(), status.clone()));
             }
         }
         assert!(unreachable.is_subset(&documented));
         let seen = api.seen.borrow();
-        let missing: Vec<_> = documented.difference(&seen).filter(|d| !unreachable.contains(*d)).collect();
-        assert!(missing.is_empty(), "documented but never produced: {missing:?}");
+        let missing: Vec<_> = documented
+            .difference(&seen)
+            .filter(|d| !unreachable.contains(*d))
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "documented but never produced: {missing:?}"
+        );
     }
 }

@@ -79,9 +79,15 @@ pub async fn admit_upload(
     content_length: Option<u64>,
     now_ms: u64,
 ) -> Result<AdmittedUpload, ApiError> {
-    let raw = manifest_raw.ok_or_else(|| invalid(format!("missing the {} header", protocol::HEADER_RECORDING_MANIFEST)))?;
+    let raw = manifest_raw.ok_or_else(|| {
+        invalid(format!(
+            "missing the {} header",
+            protocol::HEADER_RECORDING_MANIFEST
+        ))
+    })?;
     let sidecar = authenticate_sidecar(kv, headers, raw.as_bytes(), now_ms).await?;
-    let m: RecordingManifest = serde_json::from_str(raw).map_err(|e| invalid(format!("the manifest is not valid: {e}")))?;
+    let m: RecordingManifest = serde_json::from_str(raw)
+        .map_err(|e| invalid(format!("the manifest is not valid: {e}")))?;
     protocol::check_version(m.protocol_version)
         .map_err(|v| ApiError::new(ErrorCode::UnsupportedProtocolVersion, v.to_string()))?;
     if m.sidecar_id != sidecar.id {
@@ -91,12 +97,19 @@ pub async fn admit_upload(
         return Err(invalid(format!("content_type must be {CONTENT_TYPE}")));
     }
     if m.bytes < MIN_BYTES {
-        return Err(invalid(format!("{} bytes cannot be a WAV recording", m.bytes)));
+        return Err(invalid(format!(
+            "{} bytes cannot be a WAV recording",
+            m.bytes
+        )));
     }
     if m.bytes > protocol::MAX_RECORDING_BYTES {
         return Err(ApiError::new(
             ErrorCode::PayloadTooLarge,
-            format!("{} bytes: recordings are taken up to {} bytes", m.bytes, protocol::MAX_RECORDING_BYTES),
+            format!(
+                "{} bytes: recordings are taken up to {} bytes",
+                m.bytes,
+                protocol::MAX_RECORDING_BYTES
+            ),
         ));
     }
     if content_length.is_some_and(|n| n != m.bytes) {
@@ -106,29 +119,54 @@ pub async fn admit_upload(
         Ok(d) if d.len() == 32 && m.sha256.bytes().all(|b| !b.is_ascii_uppercase()) => d,
         _ => return Err(invalid("sha256 must be 64 lowercase hex digits")),
     };
-    if m.attempt == 0 || !crate::ids::is_id(&m.call_id, "call") || !crate::ids::is_id(&m.tenant_id, "ten") {
+    if m.attempt == 0
+        || !crate::ids::is_id(&m.call_id, "call")
+        || !crate::ids::is_id(&m.tenant_id, "ten")
+    {
         return Err(invalid("tenant_id, call_id or attempt is malformed"));
     }
-    let not_found = || ApiError::new(ErrorCode::CallNotFound, format!("no call '{}' for tenant '{}'", m.call_id, m.tenant_id));
-    let record = calls.get(&m.tenant_id, &m.call_id).await?.ok_or_else(not_found)?;
+    let not_found = || {
+        ApiError::new(
+            ErrorCode::CallNotFound,
+            format!("no call '{}' for tenant '{}'", m.call_id, m.tenant_id),
+        )
+    };
+    let record = calls
+        .get(&m.tenant_id, &m.call_id)
+        .await?
+        .ok_or_else(not_found)?;
     // Another region's sidecar never held this call.
     if record.region != sidecar.region {
         return Err(not_found());
     }
     if !record.record {
-        return Err(ApiError::new(ErrorCode::RecordingNotRequested, format!("call '{}' was placed without record: true", m.call_id)));
+        return Err(ApiError::new(
+            ErrorCode::RecordingNotRequested,
+            format!("call '{}' was placed without record: true", m.call_id),
+        ));
     }
     if m.attempt > record.attempts.max(1) {
-        return Err(invalid(format!("attempt {} of a call dialled {} times", m.attempt, record.attempts)));
+        return Err(invalid(format!(
+            "attempt {} of a call dialled {} times",
+            m.attempt, record.attempts
+        )));
     }
     let object_key = object_key(&m.tenant_id, &m.call_id, m.attempt);
-    Ok(AdmittedUpload { manifest: m, object_key, sha256 })
+    Ok(AdmittedUpload {
+        manifest: m,
+        object_key,
+        sha256,
+    })
 }
 
 /// Records a stored upload; the call's store queues `recording.saved`.
 /// Idempotent: the same upload again changes nothing and sends no second
 /// event; an older attempt's upload never replaces a newer one's.
-pub async fn record_saved(calls: &dyn Calls, up: &AdmittedUpload, now_ms: u64) -> Result<ApiResponse, ApiError> {
+pub async fn record_saved(
+    calls: &dyn Calls,
+    up: &AdmittedUpload,
+    now_ms: u64,
+) -> Result<ApiResponse, ApiError> {
     let m = &up.manifest;
     let info = RecordingInfo {
         attempt: m.attempt,
@@ -139,19 +177,37 @@ pub async fn record_saved(calls: &dyn Calls, up: &AdmittedUpload, now_ms: u64) -
         duration_ms: m.duration_ms,
         saved_at: rfc3339_ms(now_ms),
     };
-    calls.recording_saved(&m.tenant_id, &m.call_id, &info).await?;
-    let receipt = RecordingReceipt { protocol_version: PROTOCOL_VERSION, call_id: m.call_id.clone(), attempt: m.attempt, bytes: m.bytes };
-    Ok(ApiResponse::json(200, &serde_json::to_value(&receipt).unwrap_or(Value::Null)))
+    calls
+        .recording_saved(&m.tenant_id, &m.call_id, &info)
+        .await?;
+    let receipt = RecordingReceipt {
+        protocol_version: PROTOCOL_VERSION,
+        call_id: m.call_id.clone(),
+        attempt: m.attempt,
+        bytes: m.bytes,
+    };
+    Ok(ApiResponse::json(
+        200,
+        &serde_json::to_value(&receipt).unwrap_or(Value::Null),
+    ))
 }
 
 /// `GET /v1/calls/{id}/recording`: the newest attempt's WAV. The answer names
 /// the R2 object; the glue streams it as the body.
-pub async fn get_recording<K: Kv, D: Dispatcher>(env: &Env<'_, K, D>, tenant: &Tenant, cid: &str) -> Result<ApiResponse, ApiError> {
+pub async fn get_recording<K: Kv, D: Dispatcher>(
+    env: &Env<'_, K, D>,
+    tenant: &Tenant,
+    cid: &str,
+) -> Result<ApiResponse, ApiError> {
     let not_found = || ApiError::new(ErrorCode::CallNotFound, format!("no call '{cid}'"));
     if !crate::ids::is_id(cid, "call") {
         return Err(not_found());
     }
-    let (record, info) = env.calls.recording(&tenant.id, cid).await?.ok_or_else(not_found)?;
+    let (record, info) = env
+        .calls
+        .recording(&tenant.id, cid)
+        .await?
+        .ok_or_else(not_found)?;
     let Some(info) = info else {
         let why = if !record.record {
             "this call was placed without record: true".to_string()
@@ -160,12 +216,18 @@ pub async fn get_recording<K: Kv, D: Dispatcher>(env: &Env<'_, K, D>, tenant: &T
         } else {
             "the call has not ended; its recording is uploaded after it ends (recording.saved tells when)".to_string()
         };
-        return Err(ApiError::new(ErrorCode::RecordingNotFound, format!("no recording for call '{}': {why}", record.id)));
+        return Err(ApiError::new(
+            ErrorCode::RecordingNotFound,
+            format!("no recording for call '{}': {why}", record.id),
+        ));
     };
     let mut resp = ApiResponse::json(200, &Value::Null)
         .with_header("Content-Type", info.content_type.clone())
         .with_header("Content-Length", info.bytes.to_string())
-        .with_header("Content-Disposition", format!("attachment; filename=\"{}.wav\"", record.id))
+        .with_header(
+            "Content-Disposition",
+            format!("attachment; filename=\"{}.wav\"", record.id),
+        )
         .with_header("X-Recording-Attempt", info.attempt.to_string())
         .with_header("X-Recording-Duration-Ms", info.duration_ms.to_string())
         .with_header("X-Recording-Sha256", info.sha256.clone());
@@ -196,7 +258,13 @@ mod tests {
     fn store() -> (MemoryKv, TestCalls, CallRecord) {
         let calls = TestCalls::new(|| SqlCallRows::open(LimitedSqlite::new()).unwrap());
         let kv = MemoryKv::default();
-        let sidecar = SidecarRecord { id: "sc-1".into(), region: "local".into(), secret: "scs_secret".into(), created_at: rfc3339_ms(NOW), revoked_at: None };
+        let sidecar = SidecarRecord {
+            id: "sc-1".into(),
+            region: "local".into(),
+            secret: "scs_secret".into(),
+            created_at: rfc3339_ms(NOW),
+            revoked_at: None,
+        };
         block_on(put_json(&kv, &keys::sidecar("sc-1"), &sidecar, None)).unwrap();
         let mut call = test_call(voxline_shared::CallStatus::Completed);
         call.id = CALL.into();
@@ -220,15 +288,37 @@ mod tests {
         }
     }
 
-    fn admit(kv: &MemoryKv, calls: &TestCalls, m: &RecordingManifest, secret: &str) -> Result<AdmittedUpload, ApiError> {
+    fn admit(
+        kv: &MemoryKv,
+        calls: &TestCalls,
+        m: &RecordingManifest,
+        secret: &str,
+    ) -> Result<AdmittedUpload, ApiError> {
         let raw = serde_json::to_string(m).unwrap();
-        let h = signing::signed_headers("sc-1", secret.as_bytes(), NOW / 1000, "00112233445566778899aabbccddeeff", raw.as_bytes());
-        let headers = SignedHeaders::from_lookup(|name| h.iter().find(|(k, _)| *k == name).map(|(_, v)| v.as_str()));
-        block_on(admit_upload(kv, calls, &headers, Some(&raw), Some(m.bytes), NOW))
+        let h = signing::signed_headers(
+            "sc-1",
+            secret.as_bytes(),
+            NOW / 1000,
+            "00112233445566778899aabbccddeeff",
+            raw.as_bytes(),
+        );
+        let headers = SignedHeaders::from_lookup(|name| {
+            h.iter().find(|(k, _)| *k == name).map(|(_, v)| v.as_str())
+        });
+        block_on(admit_upload(
+            kv,
+            calls,
+            &headers,
+            Some(&raw),
+            Some(m.bytes),
+            NOW,
+        ))
     }
 
     fn saved(calls: &TestCalls, call_id: &str) -> RecordingInfo {
-        crate::call_store::recording(&*calls.rows(TENANT), call_id).unwrap().unwrap()
+        crate::call_store::recording(&*calls.rows(TENANT), call_id)
+            .unwrap()
+            .unwrap()
     }
 
     #[test]
@@ -236,7 +326,10 @@ mod tests {
         let (kv, calls, call) = store();
         let m = manifest(&call);
         let up = admit(&kv, &calls, &m, "scs_secret").expect("admitted");
-        assert_eq!(up.object_key, format!("recordings/{}/{}/1.wav", m.tenant_id, call.id));
+        assert_eq!(
+            up.object_key,
+            format!("recordings/{}/{}/1.wav", m.tenant_id, call.id)
+        );
         assert_eq!(up.sha256.len(), 32);
         let outbox = Outbox::default();
         crate::webhooks::tests_support::endpoint(&kv, TENANT, &["recording.saved"]);
@@ -245,13 +338,29 @@ mod tests {
         let jobs = outbox.take();
         assert_eq!(jobs.len(), 1);
         let p: Value = serde_json::from_str(&jobs[0].payload).unwrap();
-        assert_eq!((p["type"].as_str(), p["data"]["sha256"].as_str(), p["data"]["attempt"].as_u64()), (Some("recording.saved"), Some(SHA), Some(1)));
-        assert_eq!((r.status, r.body_json()["bytes"].as_u64()), (200, Some(32_044)));
+        assert_eq!(
+            (
+                p["type"].as_str(),
+                p["data"]["sha256"].as_str(),
+                p["data"]["attempt"].as_u64()
+            ),
+            (Some("recording.saved"), Some(SHA), Some(1))
+        );
+        assert_eq!(
+            (r.status, r.body_json()["bytes"].as_u64()),
+            (200, Some(32_044))
+        );
         let info = saved(&calls, &call.id);
-        assert_eq!((info.attempt, info.bytes, info.sha256.as_str()), (1, 32_044, SHA));
+        assert_eq!(
+            (info.attempt, info.bytes, info.sha256.as_str()),
+            (1, 32_044, SHA)
+        );
         // The same upload again: the same answer, nothing new stored.
         calls.now_ms.set(NOW + 5);
-        assert_eq!(block_on(record_saved(&calls, &up, NOW + 5)).unwrap().status, 200);
+        assert_eq!(
+            block_on(record_saved(&calls, &up, NOW + 5)).unwrap().status,
+            200
+        );
         assert_eq!(saved(&calls, &call.id).saved_at, info.saved_at);
         block_on(calls.drain(&kv, &outbox)).unwrap();
         assert!(outbox.take().is_empty(), "no second recording.saved");
@@ -260,26 +369,108 @@ mod tests {
     #[test]
     fn bad_uploads_are_refused_with_their_codes() {
         let (kv, calls, call) = store();
-        let code = |m: &RecordingManifest, secret: &str| admit(&kv, &calls, m, secret).map(|_| ()).unwrap_err().code;
+        let code = |m: &RecordingManifest, secret: &str| {
+            admit(&kv, &calls, m, secret).map(|_| ()).unwrap_err().code
+        };
         let m = manifest(&call);
         assert_eq!(code(&m, "scs_wrong"), ErrorCode::InvalidSignature);
-        assert_eq!(code(&RecordingManifest { bytes: 10, ..m.clone() }, "scs_secret"), ErrorCode::InvalidRecordingManifest);
-        assert_eq!(code(&RecordingManifest { bytes: protocol::MAX_RECORDING_BYTES + 1, ..m.clone() }, "scs_secret"), ErrorCode::PayloadTooLarge);
-        assert_eq!(code(&RecordingManifest { sha256: SHA.to_uppercase(), ..m.clone() }, "scs_secret"), ErrorCode::InvalidRecordingManifest);
-        assert_eq!(code(&RecordingManifest { content_type: "audio/mpeg".into(), ..m.clone() }, "scs_secret"), ErrorCode::InvalidRecordingManifest);
-        assert_eq!(code(&RecordingManifest { sidecar_id: "sc-2".into(), ..m.clone() }, "scs_secret"), ErrorCode::InvalidRecordingManifest);
-        assert_eq!(code(&RecordingManifest { attempt: 2, ..m.clone() }, "scs_secret"), ErrorCode::InvalidRecordingManifest);
+        assert_eq!(
+            code(
+                &RecordingManifest {
+                    bytes: 10,
+                    ..m.clone()
+                },
+                "scs_secret"
+            ),
+            ErrorCode::InvalidRecordingManifest
+        );
+        assert_eq!(
+            code(
+                &RecordingManifest {
+                    bytes: protocol::MAX_RECORDING_BYTES + 1,
+                    ..m.clone()
+                },
+                "scs_secret"
+            ),
+            ErrorCode::PayloadTooLarge
+        );
+        assert_eq!(
+            code(
+                &RecordingManifest {
+                    sha256: SHA.to_uppercase(),
+                    ..m.clone()
+                },
+                "scs_secret"
+            ),
+            ErrorCode::InvalidRecordingManifest
+        );
+        assert_eq!(
+            code(
+                &RecordingManifest {
+                    content_type: "audio/mpeg".into(),
+                    ..m.clone()
+                },
+                "scs_secret"
+            ),
+            ErrorCode::InvalidRecordingManifest
+        );
+        assert_eq!(
+            code(
+                &RecordingManifest {
+                    sidecar_id: "sc-2".into(),
+                    ..m.clone()
+                },
+                "scs_secret"
+            ),
+            ErrorCode::InvalidRecordingManifest
+        );
+        assert_eq!(
+            code(
+                &RecordingManifest {
+                    attempt: 2,
+                    ..m.clone()
+                },
+                "scs_secret"
+            ),
+            ErrorCode::InvalidRecordingManifest
+        );
         let other = format!("call_{}", "e".repeat(20));
-        assert_eq!(code(&RecordingManifest { call_id: other, ..m.clone() }, "scs_secret"), ErrorCode::CallNotFound);
+        assert_eq!(
+            code(
+                &RecordingManifest {
+                    call_id: other,
+                    ..m.clone()
+                },
+                "scs_secret"
+            ),
+            ErrorCode::CallNotFound
+        );
         // A call placed without record: true.
-        calls.rows(TENANT).put_call(&CallRecord { record: false, ..call.clone() }).unwrap();
+        calls
+            .rows(TENANT)
+            .put_call(&CallRecord {
+                record: false,
+                ..call.clone()
+            })
+            .unwrap();
         assert_eq!(code(&m, "scs_secret"), ErrorCode::RecordingNotRequested);
         // Another region's call.
-        calls.rows(TENANT).put_call(&CallRecord { region: "eu".into(), ..call.clone() }).unwrap();
+        calls
+            .rows(TENANT)
+            .put_call(&CallRecord {
+                region: "eu".into(),
+                ..call.clone()
+            })
+            .unwrap();
         assert_eq!(code(&m, "scs_secret"), ErrorCode::CallNotFound);
         // No manifest at all.
         let headers = SignedHeaders::from_lookup(|_| None);
-        assert_eq!(block_on(admit_upload(&kv, &calls, &headers, None, None, NOW)).unwrap_err().code, ErrorCode::InvalidRecordingManifest);
+        assert_eq!(
+            block_on(admit_upload(&kv, &calls, &headers, None, None, NOW))
+                .unwrap_err()
+                .code,
+            ErrorCode::InvalidRecordingManifest
+        );
     }
 
     #[test]
@@ -287,7 +478,16 @@ mod tests {
         let (kv, calls, mut call) = store();
         call.attempts = 2;
         calls.rows(TENANT).put_call(&call).unwrap();
-        let second = admit(&kv, &calls, &RecordingManifest { attempt: 2, ..manifest(&call) }, "scs_secret").unwrap();
+        let second = admit(
+            &kv,
+            &calls,
+            &RecordingManifest {
+                attempt: 2,
+                ..manifest(&call)
+            },
+            "scs_secret",
+        )
+        .unwrap();
         let first = admit(&kv, &calls, &manifest(&call), "scs_secret").unwrap();
         block_on(record_saved(&calls, &second, NOW)).unwrap();
         block_on(record_saved(&calls, &first, NOW + 1)).unwrap();

@@ -70,17 +70,31 @@ fn mac(secret: &[u8], t: u64, body: &[u8]) -> Hmac<Sha256> {
 
 /// The header value a client sends (also used by tests).
 pub fn header_value(secret: &[u8], t: u64, body: &[u8]) -> String {
-    format!("t={t},v1={}", hex::encode(mac(secret, t, body).finalize().into_bytes()))
+    format!(
+        "t={t},v1={}",
+        hex::encode(mac(secret, t, body).finalize().into_bytes())
+    )
 }
 
 /// Checks `X-Signature` against the raw body. Unknown `k=v` entries are
 /// ignored (room for later schemes); several `v1` may be given.
-pub fn verify(header: Option<&str>, secret: &[u8], body: &[u8], now_secs: u64) -> Result<Accepted, SignatureError> {
-    let header = header.map(str::trim).filter(|h| !h.is_empty()).ok_or(SignatureError::Missing)?;
+pub fn verify(
+    header: Option<&str>,
+    secret: &[u8],
+    body: &[u8],
+    now_secs: u64,
+) -> Result<Accepted, SignatureError> {
+    let header = header
+        .map(str::trim)
+        .filter(|h| !h.is_empty())
+        .ok_or(SignatureError::Missing)?;
     let mut t = None;
     let mut sigs = Vec::new();
     for part in header.split(',') {
-        let (k, v) = part.trim().split_once('=').ok_or(SignatureError::Malformed)?;
+        let (k, v) = part
+            .trim()
+            .split_once('=')
+            .ok_or(SignatureError::Malformed)?;
         match k.trim() {
             "t" if t.is_none() => {
                 let v = v.trim();
@@ -132,22 +146,61 @@ mod tests {
         assert_eq!((ok.t, ok.v1.len()), (NOW, 64));
         assert_eq!(ok.replayable_until_ms(), (NOW + 301) * 1000);
         // Tampered body, wrong secret, stale either way, missing, malformed.
-        assert_eq!(verify(Some(&h), SECRET, br#"{"phone":"+14155550101"}"#, NOW), Err(SignatureError::Mismatch));
-        assert_eq!(verify(Some(&h), b"sks_other", body, NOW), Err(SignatureError::Mismatch));
-        assert_eq!(verify(Some(&h), SECRET, body, NOW + 300).map(|a| a.t), Ok(NOW));
-        assert_eq!(verify(Some(&h), SECRET, body, NOW + 301), Err(SignatureError::Stale));
-        assert_eq!(verify(Some(&h), SECRET, body, NOW - 301), Err(SignatureError::Stale));
-        assert_eq!(verify(None, SECRET, body, NOW), Err(SignatureError::Missing));
-        assert_eq!(verify(Some("  "), SECRET, body, NOW), Err(SignatureError::Missing));
-        for bad in ["t=1", "v1=00", "t=x,v1=00", "garbage", &format!("t={NOW},v1=zz"), &format!("t={NOW},t={NOW},{}", &h[h.find("v1").unwrap()..])] {
-            assert_eq!(verify(Some(bad), SECRET, body, NOW), Err(SignatureError::Malformed), "{bad}");
+        assert_eq!(
+            verify(Some(&h), SECRET, br#"{"phone":"+14155550101"}"#, NOW),
+            Err(SignatureError::Mismatch)
+        );
+        assert_eq!(
+            verify(Some(&h), b"sks_other", body, NOW),
+            Err(SignatureError::Mismatch)
+        );
+        assert_eq!(
+            verify(Some(&h), SECRET, body, NOW + 300).map(|a| a.t),
+            Ok(NOW)
+        );
+        assert_eq!(
+            verify(Some(&h), SECRET, body, NOW + 301),
+            Err(SignatureError::Stale)
+        );
+        assert_eq!(
+            verify(Some(&h), SECRET, body, NOW - 301),
+            Err(SignatureError::Stale)
+        );
+        assert_eq!(
+            verify(None, SECRET, body, NOW),
+            Err(SignatureError::Missing)
+        );
+        assert_eq!(
+            verify(Some("  "), SECRET, body, NOW),
+            Err(SignatureError::Missing)
+        );
+        for bad in [
+            "t=1",
+            "v1=00",
+            "t=x,v1=00",
+            "garbage",
+            &format!("t={NOW},v1=zz"),
+            &format!("t={NOW},t={NOW},{}", &h[h.find("v1").unwrap()..]),
+        ] {
+            assert_eq!(
+                verify(Some(bad), SECRET, body, NOW),
+                Err(SignatureError::Malformed),
+                "{bad}"
+            );
         }
         // Extra entries and a second (old-secret) signature are fine; spaces too.
         let old = header_value(b"sks_old", NOW, body);
-        let both = format!("t={NOW}, {}, {}, x=1", &old[old.find("v1").unwrap()..], &h[h.find("v1").unwrap()..]);
+        let both = format!(
+            "t={NOW}, {}, {}, x=1",
+            &old[old.find("v1").unwrap()..],
+            &h[h.find("v1").unwrap()..]
+        );
         assert_eq!(verify(Some(&both), SECRET, body, NOW).unwrap().v1, ok.v1);
         // Uppercase hex is read, and remembered lowercase (one replay identity).
-        let upper = h.to_ascii_uppercase().replace("T=", "t=").replace("V1=", "v1=");
+        let upper = h
+            .to_ascii_uppercase()
+            .replace("T=", "t=")
+            .replace("V1=", "v1=");
         assert_eq!(verify(Some(&upper), SECRET, body, NOW).unwrap().v1, ok.v1);
     }
 }

@@ -45,32 +45,108 @@ pub const ROUTES: &[(&str, &str, RouteId)] = &[
     ("POST", "/v1/calls", RouteId::CreateCall),
     ("GET", "/v1/calls", RouteId::ListCalls),
     ("GET", "/v1/calls/{call_id}", RouteId::GetCall),
-    ("GET", "/v1/calls/{call_id}/transcript", RouteId::GetTranscript),
-    ("GET", "/v1/calls/{call_id}/transcript.{format}", RouteId::GetTranscriptAs),
-    ("GET", "/v1/calls/{call_id}/recording", RouteId::GetRecording),
+    (
+        "GET",
+        "/v1/calls/{call_id}/transcript",
+        RouteId::GetTranscript,
+    ),
+    (
+        "GET",
+        "/v1/calls/{call_id}/transcript.{format}",
+        RouteId::GetTranscriptAs,
+    ),
+    (
+        "GET",
+        "/v1/calls/{call_id}/recording",
+        RouteId::GetRecording,
+    ),
     ("POST", "/v1/calls/{call_id}/hangup", RouteId::HangupCall),
     ("POST", "/admin/tenants", RouteId::CreateTenant),
     ("GET", "/admin/tenants/{tenant_id}", RouteId::GetTenant),
     ("PATCH", "/admin/tenants/{tenant_id}", RouteId::UpdateTenant),
-    ("POST", "/admin/tenants/{tenant_id}/agents", RouteId::CreateAgent),
-    ("GET", "/admin/tenants/{tenant_id}/agents", RouteId::ListAgents),
-    ("GET", "/admin/tenants/{tenant_id}/agents/{agent_id}", RouteId::GetAgent),
-    ("PATCH", "/admin/tenants/{tenant_id}/agents/{agent_id}", RouteId::UpdateAgent),
-    ("POST", "/admin/tenants/{tenant_id}/api-keys", RouteId::CreateApiKey),
-    ("GET", "/admin/tenants/{tenant_id}/api-keys", RouteId::ListApiKeys),
-    ("DELETE", "/admin/tenants/{tenant_id}/api-keys/{key_id}", RouteId::RevokeApiKey),
-    ("POST", "/admin/tenants/{tenant_id}/webhooks", RouteId::CreateWebhook),
-    ("GET", "/admin/tenants/{tenant_id}/webhooks", RouteId::ListWebhooks),
-    ("GET", "/admin/tenants/{tenant_id}/webhooks/{webhook_id}", RouteId::GetWebhook),
-    ("PATCH", "/admin/tenants/{tenant_id}/webhooks/{webhook_id}", RouteId::UpdateWebhook),
-    ("DELETE", "/admin/tenants/{tenant_id}/webhooks/{webhook_id}", RouteId::DeleteWebhook),
-    ("POST", "/admin/tenants/{tenant_id}/webhooks/{webhook_id}/rotate", RouteId::RotateWebhookSecret),
+    (
+        "POST",
+        "/admin/tenants/{tenant_id}/agents",
+        RouteId::CreateAgent,
+    ),
+    (
+        "GET",
+        "/admin/tenants/{tenant_id}/agents",
+        RouteId::ListAgents,
+    ),
+    (
+        "GET",
+        "/admin/tenants/{tenant_id}/agents/{agent_id}",
+        RouteId::GetAgent,
+    ),
+    (
+        "PATCH",
+        "/admin/tenants/{tenant_id}/agents/{agent_id}",
+        RouteId::UpdateAgent,
+    ),
+    (
+        "POST",
+        "/admin/tenants/{tenant_id}/api-keys",
+        RouteId::CreateApiKey,
+    ),
+    (
+        "GET",
+        "/admin/tenants/{tenant_id}/api-keys",
+        RouteId::ListApiKeys,
+    ),
+    (
+        "DELETE",
+        "/admin/tenants/{tenant_id}/api-keys/{key_id}",
+        RouteId::RevokeApiKey,
+    ),
+    (
+        "POST",
+        "/admin/tenants/{tenant_id}/webhooks",
+        RouteId::CreateWebhook,
+    ),
+    (
+        "GET",
+        "/admin/tenants/{tenant_id}/webhooks",
+        RouteId::ListWebhooks,
+    ),
+    (
+        "GET",
+        "/admin/tenants/{tenant_id}/webhooks/{webhook_id}",
+        RouteId::GetWebhook,
+    ),
+    (
+        "PATCH",
+        "/admin/tenants/{tenant_id}/webhooks/{webhook_id}",
+        RouteId::UpdateWebhook,
+    ),
+    (
+        "DELETE",
+        "/admin/tenants/{tenant_id}/webhooks/{webhook_id}",
+        RouteId::DeleteWebhook,
+    ),
+    (
+        "POST",
+        "/admin/tenants/{tenant_id}/webhooks/{webhook_id}/rotate",
+        RouteId::RotateWebhookSecret,
+    ),
     ("GET", "/v1/webhooks/deliveries", RouteId::ListDeliveries),
-    ("GET", "/v1/webhooks/deliveries/{delivery_id}", RouteId::GetDelivery),
-    ("POST", "/v1/webhooks/deliveries/{delivery_id}/redeliver", RouteId::RedeliverDelivery),
+    (
+        "GET",
+        "/v1/webhooks/deliveries/{delivery_id}",
+        RouteId::GetDelivery,
+    ),
+    (
+        "POST",
+        "/v1/webhooks/deliveries/{delivery_id}/redeliver",
+        RouteId::RedeliverDelivery,
+    ),
     ("POST", "/admin/sidecars", RouteId::CreateSidecar),
     ("GET", "/admin/sidecars", RouteId::ListSidecars),
-    ("DELETE", "/admin/sidecars/{sidecar_id}", RouteId::RevokeSidecar),
+    (
+        "DELETE",
+        "/admin/sidecars/{sidecar_id}",
+        RouteId::RevokeSidecar,
+    ),
 ];
 // The sidecar link (`/v1/sidecar/*`, HMAC-signed, see `sidecar_link`) is
 // routed before this table: it is the sidecars' protocol, not the public API.
@@ -132,14 +208,35 @@ mod tests {
 
     #[test]
     fn routes_match_params_methods_and_nothing_else() {
-        assert_eq!(route("POST", "/v1/calls"), Match::Found(RouteId::CreateCall, vec![]));
+        assert_eq!(
+            route("POST", "/v1/calls"),
+            Match::Found(RouteId::CreateCall, vec![])
+        );
         assert_eq!(route("GET", "/v1/calls/call_1/x"), Match::NotFound);
-        assert_eq!(route("POST", "/v1/calls/call_1/hangup"), Match::Found(RouteId::HangupCall, vec!["call_1"]));
-        assert_eq!(route("GET", "/v1/calls/call_1/transcript.txt"), Match::Found(RouteId::GetTranscriptAs, vec!["call_1", "txt"]));
-        assert_eq!(route("GET", "/v1/calls/call_1/transcript"), Match::Found(RouteId::GetTranscript, vec!["call_1"]));
-        assert_eq!(route("GET", "/v1/calls/call_1/transcript."), Match::NotFound);
-        assert_eq!(route("GET", "/v1/calls/call_1/transcripts.txt"), Match::NotFound);
-        assert_eq!(route("DELETE", "/v1/calls"), Match::WrongMethod(vec!["POST", "GET"]));
+        assert_eq!(
+            route("POST", "/v1/calls/call_1/hangup"),
+            Match::Found(RouteId::HangupCall, vec!["call_1"])
+        );
+        assert_eq!(
+            route("GET", "/v1/calls/call_1/transcript.txt"),
+            Match::Found(RouteId::GetTranscriptAs, vec!["call_1", "txt"])
+        );
+        assert_eq!(
+            route("GET", "/v1/calls/call_1/transcript"),
+            Match::Found(RouteId::GetTranscript, vec!["call_1"])
+        );
+        assert_eq!(
+            route("GET", "/v1/calls/call_1/transcript."),
+            Match::NotFound
+        );
+        assert_eq!(
+            route("GET", "/v1/calls/call_1/transcripts.txt"),
+            Match::NotFound
+        );
+        assert_eq!(
+            route("DELETE", "/v1/calls"),
+            Match::WrongMethod(vec!["POST", "GET"])
+        );
         assert_eq!(route("GET", "/v1/calls/"), Match::NotFound);
         assert_eq!(route("GET", "/v1/callsx"), Match::NotFound);
         assert_eq!(
@@ -152,7 +249,12 @@ mod tests {
     fn every_route_is_unique() {
         for (i, a) in ROUTES.iter().enumerate() {
             for b in &ROUTES[i + 1..] {
-                assert!(!(a.0 == b.0 && a.1 == b.1), "duplicate route {} {}", a.0, a.1);
+                assert!(
+                    !(a.0 == b.0 && a.1 == b.1),
+                    "duplicate route {} {}",
+                    a.0,
+                    a.1
+                );
             }
         }
     }

@@ -4,12 +4,15 @@
 //! [`RegionQueue`] and returns the reply, the call updates to report to the call stores,
 //! and, for an empty lease poll, how long to hold the poll open.
 
-use crate::dispatch::{offer_json, AckOutcome, CallUpdate, DispatchTimings, EventOutcome, HeldEvent, RegionQueue};
+use crate::dispatch::{
+    offer_json, AckOutcome, CallUpdate, DispatchTimings, EventOutcome, HeldEvent, RegionQueue,
+};
 use crate::error::{ApiError, ErrorCode};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use voxline_shared::protocol::{
-    check_version, Ack, AckReceipt, Deregistration, EventBatch, EventKind, LeaseRequest, Registration, RegistrationAck, PROTOCOL_VERSION,
+    check_version, Ack, AckReceipt, Deregistration, EventBatch, EventKind, LeaseRequest,
+    Registration, RegistrationAck, PROTOCOL_VERSION,
 };
 
 /// How long an accepted call may be missing from the sidecar's `held_calls`
@@ -64,43 +67,82 @@ pub struct Reply {
 
 impl Reply {
     fn ok(body: Value) -> Reply {
-        Reply { status: 200, body, updates: Vec::new(), turns: Vec::new(), hold_open_until: None }
+        Reply {
+            status: 200,
+            body,
+            updates: Vec::new(),
+            turns: Vec::new(),
+            hold_open_until: None,
+        }
     }
     fn error(e: ApiError) -> Reply {
-        Reply { status: e.status(), body: e.to_json(), updates: Vec::new(), turns: Vec::new(), hold_open_until: None }
+        Reply {
+            status: e.status(),
+            body: e.to_json(),
+            updates: Vec::new(),
+            turns: Vec::new(),
+            hold_open_until: None,
+        }
     }
 }
 
 fn parse<T: serde::de::DeserializeOwned>(body: &Value) -> Result<T, ApiError> {
-    serde_json::from_value(body.clone()).map_err(|e| ApiError::new(ErrorCode::InvalidType, format!("not a valid protocol message: {e}")))
+    serde_json::from_value(body.clone()).map_err(|e| {
+        ApiError::new(
+            ErrorCode::InvalidType,
+            format!("not a valid protocol message: {e}"),
+        )
+    })
 }
 
 /// Checks a raw protocol body in the Worker before it is forwarded: JSON,
 /// the right message type, a version we speak, and the signer's own id.
 pub fn parse_message(op: SidecarOp, raw: &[u8], signer: &str) -> Result<Value, ApiError> {
-    let value: Value =
-        serde_json::from_slice(raw).map_err(|e| ApiError::new(ErrorCode::InvalidJson, format!("body is not valid JSON: {e}")))?;
+    let value: Value = serde_json::from_slice(raw).map_err(|e| {
+        ApiError::new(
+            ErrorCode::InvalidJson,
+            format!("body is not valid JSON: {e}"),
+        )
+    })?;
     let (version, sidecar_id) = match op {
-        SidecarOp::Register => parse::<Registration>(&value).map(|m| (m.protocol_version, m.sidecar_id))?,
-        SidecarOp::Lease => parse::<LeaseRequest>(&value).map(|m| (m.protocol_version, m.sidecar_id))?,
+        SidecarOp::Register => {
+            parse::<Registration>(&value).map(|m| (m.protocol_version, m.sidecar_id))?
+        }
+        SidecarOp::Lease => {
+            parse::<LeaseRequest>(&value).map(|m| (m.protocol_version, m.sidecar_id))?
+        }
         SidecarOp::Ack => parse::<Ack>(&value).map(|m| (m.protocol_version, m.sidecar_id))?,
-        SidecarOp::Events => parse::<EventBatch>(&value).map(|m| (m.protocol_version, m.sidecar_id))?,
-        SidecarOp::Deregister => parse::<Deregistration>(&value).map(|m| (m.protocol_version, m.sidecar_id))?,
+        SidecarOp::Events => {
+            parse::<EventBatch>(&value).map(|m| (m.protocol_version, m.sidecar_id))?
+        }
+        SidecarOp::Deregister => {
+            parse::<Deregistration>(&value).map(|m| (m.protocol_version, m.sidecar_id))?
+        }
     };
-    check_version(version).map_err(|e| ApiError::new(ErrorCode::UnsupportedProtocolVersion, e.to_string()))?;
+    check_version(version)
+        .map_err(|e| ApiError::new(ErrorCode::UnsupportedProtocolVersion, e.to_string()))?;
     if sidecar_id != signer {
-        return Err(ApiError::new(ErrorCode::InvalidSignature, "the body's sidecar_id is not the signer's"));
+        return Err(ApiError::new(
+            ErrorCode::InvalidSignature,
+            "the body's sidecar_id is not the signer's",
+        ));
     }
     Ok(value)
 }
 
 fn not_registered() -> ApiError {
-    ApiError::new(ErrorCode::SidecarNotRegistered, "this sidecar is not registered (or was presumed dead): register again")
+    ApiError::new(
+        ErrorCode::SidecarNotRegistered,
+        "this sidecar is not registered (or was presumed dead): register again",
+    )
 }
 
 pub fn handle(q: &mut RegionQueue, env: &SidecarEnvelope, now: u64, t: &DispatchTimings) -> Reply {
     if !q.remember_nonce(&env.nonce, now, NONCE_WINDOW_MS) {
-        return Reply::error(ApiError::new(ErrorCode::ReplayedRequest, "this request's nonce was already used"));
+        return Reply::error(ApiError::new(
+            ErrorCode::ReplayedRequest,
+            "this request's nonce was already used",
+        ));
     }
     match handle_op(q, env, now, t) {
         Ok(reply) => reply,
@@ -108,7 +150,12 @@ pub fn handle(q: &mut RegionQueue, env: &SidecarEnvelope, now: u64, t: &Dispatch
     }
 }
 
-fn handle_op(q: &mut RegionQueue, env: &SidecarEnvelope, now: u64, t: &DispatchTimings) -> Result<Reply, ApiError> {
+fn handle_op(
+    q: &mut RegionQueue,
+    env: &SidecarEnvelope,
+    now: u64,
+    t: &DispatchTimings,
+) -> Result<Reply, ApiError> {
     let sid = env.sidecar_id.as_str();
     match env.op {
         SidecarOp::Register => {
@@ -149,10 +196,16 @@ fn handle_op(q: &mut RegionQueue, env: &SidecarEnvelope, now: u64, t: &DispatchT
             if outcome == AckOutcome::Stale {
                 return Err(ApiError::new(
                     ErrorCode::LeaseNotHeld,
-                    format!("lease {} is not this sidecar's (expired and re-leased?): do not dial {}", ack.lease_id, ack.call_id),
+                    format!(
+                        "lease {} is not this sidecar's (expired and re-leased?): do not dial {}",
+                        ack.lease_id, ack.call_id
+                    ),
                 ));
             }
-            let receipt = AckReceipt { protocol_version: PROTOCOL_VERSION, lease_id: ack.lease_id };
+            let receipt = AckReceipt {
+                protocol_version: PROTOCOL_VERSION,
+                lease_id: ack.lease_id,
+            };
             let mut reply = Reply::ok(serde_json::to_value(receipt).unwrap_or(Value::Null));
             reply.updates.extend(update);
             Ok(reply)
@@ -168,32 +221,64 @@ fn handle_op(q: &mut RegionQueue, env: &SidecarEnvelope, now: u64, t: &DispatchT
                 let held_event = match &ev.kind {
                     EventKind::Ringing => HeldEvent::Ringing,
                     EventKind::Answered => HeldEvent::Answered,
-                    EventKind::Ended { status, reason, sip_code, .. } => {
-                        HeldEvent::Ended { status: *status, reason: *reason, sip_code: *sip_code }
-                    }
-                    EventKind::Dialing | EventKind::TranscriptTurn { .. } | EventKind::Summary { .. } | EventKind::Unknown => HeldEvent::Other,
+                    EventKind::Ended {
+                        status,
+                        reason,
+                        sip_code,
+                        ..
+                    } => HeldEvent::Ended {
+                        status: *status,
+                        reason: *reason,
+                        sip_code: *sip_code,
+                    },
+                    EventKind::Dialing
+                    | EventKind::TranscriptTurn { .. }
+                    | EventKind::Summary { .. }
+                    | EventKind::Unknown => HeldEvent::Other,
                 };
                 let tenant_id = q.held.get(&ev.call_id).map(|h| h.call.tenant_id.clone());
                 // Duplicates and events of calls no longer held are acknowledged
                 // too: resending them could never succeed.
-                let (outcome, update) = q.event(sid, &ev.call_id, ev.attempt, ev.seq, held_event, now);
+                let (outcome, update) =
+                    q.event(sid, &ev.call_id, ev.attempt, ev.seq, held_event, now);
                 updates.extend(update);
-                let (EventOutcome::Applied, Some(tenant_id)) = (outcome, tenant_id) else { continue };
+                let (EventOutcome::Applied, Some(tenant_id)) = (outcome, tenant_id) else {
+                    continue;
+                };
                 use crate::transcript::{Change, TranscriptUpdate, Turn};
                 let change = match &ev.kind {
-                    EventKind::TranscriptTurn { role, text, start_ms, end_ms } => {
+                    EventKind::TranscriptTurn {
+                        role,
+                        text,
+                        start_ms,
+                        end_ms,
+                    } => {
                         let role = match role {
                             voxline_shared::protocol::Role::Ai => "ai",
                             voxline_shared::protocol::Role::User => "user",
                         };
-                        Change::Turn(Turn { role: role.into(), text: crate::transcript::bound_turn_text(text), start_ms: *start_ms, end_ms: *end_ms })
+                        Change::Turn(Turn {
+                            role: role.into(),
+                            text: crate::transcript::bound_turn_text(text),
+                            start_ms: *start_ms,
+                            end_ms: *end_ms,
+                        })
                     }
-                    EventKind::Summary { summary, outcome } => Change::Summary { summary: summary.clone(), outcome: outcome.clone() },
+                    EventKind::Summary { summary, outcome } => Change::Summary {
+                        summary: summary.clone(),
+                        outcome: outcome.clone(),
+                    },
                     _ => continue,
                 };
-                turns.push(TranscriptUpdate { tenant_id, call_id: ev.call_id.clone(), change });
+                turns.push(TranscriptUpdate {
+                    tenant_id,
+                    call_id: ev.call_id.clone(),
+                    change,
+                });
             }
-            let mut reply = Reply::ok(json!({"protocol_version": PROTOCOL_VERSION, "accepted": batch.events.len()}));
+            let mut reply = Reply::ok(
+                json!({"protocol_version": PROTOCOL_VERSION, "accepted": batch.events.len()}),
+            );
             reply.updates = updates;
             reply.turns = turns;
             Ok(reply)
@@ -203,7 +288,13 @@ fn handle_op(q: &mut RegionQueue, env: &SidecarEnvelope, now: u64, t: &DispatchT
 
 /// Leases what the sidecar can take now; used for the first answer to a poll
 /// and again when a held-open poll wakes up.
-pub fn lease_reply(q: &mut RegionQueue, sidecar_id: &str, free_slots: u32, now: u64, t: &DispatchTimings) -> Reply {
+pub fn lease_reply(
+    q: &mut RegionQueue,
+    sidecar_id: &str,
+    free_slots: u32,
+    now: u64,
+    t: &DispatchTimings,
+) -> Reply {
     let (leases, commands) = q.lease(sidecar_id, free_slots, now, t);
     let offers: Vec<Value> = leases.iter().map(offer_json).collect();
     Reply::ok(json!({"protocol_version": PROTOCOL_VERSION, "offers": offers, "commands": commands}))
@@ -216,10 +307,20 @@ mod tests {
     use voxline_shared::protocol::{LeaseResponse, Offer};
     use voxline_shared::{CallStatus, EndedReason};
 
-    const T: DispatchTimings = DispatchTimings { ack_deadline_ms: 1_000, dead_after_ms: 5_000, max_wait_ms: 2_000, lost_margin_ms: 1_000 };
+    const T: DispatchTimings = DispatchTimings {
+        ack_deadline_ms: 1_000,
+        dead_after_ms: 5_000,
+        max_wait_ms: 2_000,
+        lost_margin_ms: 1_000,
+    };
 
     fn env(op: SidecarOp, nonce: &str, body: Value) -> SidecarEnvelope {
-        SidecarEnvelope { op, sidecar_id: "sc-1".into(), nonce: nonce.into(), body }
+        SidecarEnvelope {
+            op,
+            sidecar_id: "sc-1".into(),
+            nonce: nonce.into(),
+            body,
+        }
     }
 
     fn queued() -> QueuedCall {
@@ -243,7 +344,10 @@ mod tests {
     fn register_lease_ack_events_round_trip_in_protocol_types() {
         let mut q = RegionQueue::default();
         let reg = json!({"protocol_version": 1, "sidecar_id": "sc-1", "region": "local", "capacity": 2, "version": "0.1.0"});
-        assert_eq!(parse_message(SidecarOp::Register, reg.to_string().as_bytes(), "sc-1").unwrap(), reg);
+        assert_eq!(
+            parse_message(SidecarOp::Register, reg.to_string().as_bytes(), "sc-1").unwrap(),
+            reg
+        );
         let r = handle(&mut q, &env(SidecarOp::Register, "n1", reg), 0, &T);
         let ack: RegistrationAck = serde_json::from_value(r.body).unwrap();
         assert_eq!(ack.ack_deadline_ms, 1_000);
@@ -256,7 +360,10 @@ mod tests {
         let r = lease_reply(&mut q, "sc-1", 2, 20, &T);
         let lease: LeaseResponse = serde_json::from_value(r.body).unwrap();
         let offer: &Offer = &lease.offers[0];
-        assert_eq!((offer.call_id.as_str(), offer.ack_deadline_ms), ("call_1", 1_020));
+        assert_eq!(
+            (offer.call_id.as_str(), offer.ack_deadline_ms),
+            ("call_1", 1_020)
+        );
 
         let ack = json!({"protocol_version": 1, "sidecar_id": "sc-1", "lease_id": offer.lease_id, "call_id": "call_1", "accepted": true});
         let r = handle(&mut q, &env(SidecarOp::Ack, "n3", ack.clone()), 30, &T);
@@ -267,7 +374,10 @@ mod tests {
         assert_eq!((r.status, r.updates.len()), (200, 0));
         let stale = json!({"protocol_version": 1, "sidecar_id": "sc-1", "lease_id": "lease_ff", "call_id": "call_1", "accepted": true});
         let r = handle(&mut q, &env(SidecarOp::Ack, "n4b", stale), 32, &T);
-        assert_eq!((r.status, r.body["error"]["code"].as_str()), (409, Some("lease_not_held")));
+        assert_eq!(
+            (r.status, r.body["error"]["code"].as_str()),
+            (409, Some("lease_not_held"))
+        );
 
         let events = json!({"protocol_version": 1, "sidecar_id": "sc-1", "events": [
             {"call_id": "call_1", "attempt": 1, "seq": 1, "at_ms": 40, "kind": {"type": "ringing"}},
@@ -284,7 +394,11 @@ mod tests {
             vec![
                 CallChange::Ringing,
                 CallChange::Answered,
-                CallChange::Ended { status: CallStatus::Completed, reason: EndedReason::CalleeHangup, sip_code: None }
+                CallChange::Ended {
+                    status: CallStatus::Completed,
+                    reason: EndedReason::CalleeHangup,
+                    sip_code: None
+                }
             ]
         );
     }
@@ -296,9 +410,13 @@ mod tests {
         let reg = json!({"protocol_version": 1, "sidecar_id": "sc-1", "region": "local", "capacity": 1, "version": "0.1.0"});
         handle(&mut q, &env(SidecarOp::Register, "n1", reg), 0, &T);
         q.enqueue(queued());
-        let lease: LeaseResponse = serde_json::from_value(lease_reply(&mut q, "sc-1", 1, 10, &T).body).unwrap();
+        let lease: LeaseResponse =
+            serde_json::from_value(lease_reply(&mut q, "sc-1", 1, 10, &T).body).unwrap();
         let ack = json!({"protocol_version": 1, "sidecar_id": "sc-1", "lease_id": lease.offers[0].lease_id, "call_id": "call_1", "accepted": true});
-        assert_eq!(handle(&mut q, &env(SidecarOp::Ack, "n2", ack), 20, &T).status, 200);
+        assert_eq!(
+            handle(&mut q, &env(SidecarOp::Ack, "n2", ack), 20, &T).status,
+            200
+        );
         // Multi-byte characters: a byte cut would split one.
         let long = "é".repeat(MAX_TURN_CHARS * 3);
         let events = json!({"protocol_version": 1, "sidecar_id": "sc-1", "events": [
@@ -308,10 +426,20 @@ mod tests {
         ]});
         let r = handle(&mut q, &env(SidecarOp::Events, "n3", events), 60, &T);
         assert_eq!(r.status, 200);
-        let texts: Vec<&str> = r.turns.iter().filter_map(|t| match &t.change { Change::Turn(turn) => Some(turn.text.as_str()), _ => None }).collect();
+        let texts: Vec<&str> = r
+            .turns
+            .iter()
+            .filter_map(|t| match &t.change {
+                Change::Turn(turn) => Some(turn.text.as_str()),
+                _ => None,
+            })
+            .collect();
         assert_eq!(texts.len(), 2);
         assert_eq!(texts[0].chars().count(), MAX_TURN_CHARS);
-        assert!(texts[0].ends_with(TRUNCATED_MARKER) && texts[0].starts_with("éé"), "cut with a marker");
+        assert!(
+            texts[0].ends_with(TRUNCATED_MARKER) && texts[0].starts_with("éé"),
+            "cut with a marker"
+        );
         assert_eq!(texts[1], "short", "a turn within the limit is kept as sent");
     }
 
@@ -320,14 +448,40 @@ mod tests {
         let mut q = RegionQueue::default();
         let poll = json!({"protocol_version": 1, "sidecar_id": "sc-1", "region": "local", "free_slots": 1, "held_calls": [], "wait_ms": 0});
         let r = handle(&mut q, &env(SidecarOp::Lease, "n1", poll.clone()), 0, &T);
-        assert_eq!((r.status, r.body["error"]["code"].as_str()), (410, Some("sidecar_not_registered")));
+        assert_eq!(
+            (r.status, r.body["error"]["code"].as_str()),
+            (410, Some("sidecar_not_registered"))
+        );
         let r = handle(&mut q, &env(SidecarOp::Lease, "n1", poll.clone()), 1, &T);
-        assert_eq!((r.status, r.body["error"]["code"].as_str()), (401, Some("replayed_request")));
+        assert_eq!(
+            (r.status, r.body["error"]["code"].as_str()),
+            (401, Some("replayed_request"))
+        );
         let wrong_version = json!({"protocol_version": 2, "sidecar_id": "sc-1", "region": "local", "free_slots": 1, "held_calls": [], "wait_ms": 0});
-        let e = parse_message(SidecarOp::Lease, wrong_version.to_string().as_bytes(), "sc-1").unwrap_err();
+        let e = parse_message(
+            SidecarOp::Lease,
+            wrong_version.to_string().as_bytes(),
+            "sc-1",
+        )
+        .unwrap_err();
         assert_eq!(e.code, ErrorCode::UnsupportedProtocolVersion);
-        assert_eq!(parse_message(SidecarOp::Lease, poll.to_string().as_bytes(), "sc-2").unwrap_err().code, ErrorCode::InvalidSignature);
-        assert_eq!(parse_message(SidecarOp::Ack, poll.to_string().as_bytes(), "sc-1").unwrap_err().code, ErrorCode::InvalidType);
-        assert_eq!(parse_message(SidecarOp::Ack, b"{", "sc-1").unwrap_err().code, ErrorCode::InvalidJson);
+        assert_eq!(
+            parse_message(SidecarOp::Lease, poll.to_string().as_bytes(), "sc-2")
+                .unwrap_err()
+                .code,
+            ErrorCode::InvalidSignature
+        );
+        assert_eq!(
+            parse_message(SidecarOp::Ack, poll.to_string().as_bytes(), "sc-1")
+                .unwrap_err()
+                .code,
+            ErrorCode::InvalidType
+        );
+        assert_eq!(
+            parse_message(SidecarOp::Ack, b"{", "sc-1")
+                .unwrap_err()
+                .code,
+            ErrorCode::InvalidJson
+        );
     }
 }

@@ -81,11 +81,16 @@ pub trait Sql {
 
 /// The text in column `i`, or a `Corrupt` error naming what was expected.
 pub fn text_at(row: &Row, i: usize, what: &str) -> Result<String, StoreError> {
-    row.get(i).and_then(SqlValue::as_text).map(str::to_string).ok_or_else(|| StoreError::Corrupt(format!("{what}: not text")))
+    row.get(i)
+        .and_then(SqlValue::as_text)
+        .map(str::to_string)
+        .ok_or_else(|| StoreError::Corrupt(format!("{what}: not text")))
 }
 
 pub fn int_at(row: &Row, i: usize, what: &str) -> Result<i64, StoreError> {
-    row.get(i).and_then(SqlValue::as_i64).ok_or_else(|| StoreError::Corrupt(format!("{what}: not an integer")))
+    row.get(i)
+        .and_then(SqlValue::as_i64)
+        .ok_or_else(|| StoreError::Corrupt(format!("{what}: not an integer")))
 }
 
 /// Real SQLite (bundled, so every machine runs the same version) with the
@@ -101,7 +106,11 @@ pub mod sqlite {
     impl LimitedSqlite {
         pub fn new() -> LimitedSqlite {
             let conn = rusqlite::Connection::open_in_memory().expect("in-memory SQLite");
-            conn.set_limit(rusqlite::limits::Limit::SQLITE_LIMIT_LENGTH, MAX_VALUE_BYTES as i32).expect("set limit");
+            conn.set_limit(
+                rusqlite::limits::Limit::SQLITE_LIMIT_LENGTH,
+                MAX_VALUE_BYTES as i32,
+            )
+            .expect("set limit");
             LimitedSqlite(conn)
         }
     }
@@ -127,7 +136,9 @@ pub mod sqlite {
             let refused = |e: rusqlite::Error| StoreError::Unavailable(format!("sqlite: {e}"));
             let mut stmt = self.0.prepare(query).map_err(refused)?;
             let columns = stmt.column_count();
-            let mut rows = stmt.query(rusqlite::params_from_iter(args)).map_err(refused)?;
+            let mut rows = stmt
+                .query(rusqlite::params_from_iter(args))
+                .map_err(refused)?;
             let mut out = Vec::new();
             while let Some(row) = rows.next().map_err(refused)? {
                 let mut values = Vec::with_capacity(columns);
@@ -136,7 +147,9 @@ pub mod sqlite {
                         ValueRef::Null => SqlValue::Null,
                         ValueRef::Integer(n) => SqlValue::Integer(n),
                         ValueRef::Real(f) => SqlValue::Real(f),
-                        ValueRef::Text(t) => SqlValue::Text(String::from_utf8_lossy(t).into_owned()),
+                        ValueRef::Text(t) => {
+                            SqlValue::Text(String::from_utf8_lossy(t).into_owned())
+                        }
                         ValueRef::Blob(b) => SqlValue::Blob(b.to_vec()),
                     });
                 }
@@ -150,7 +163,16 @@ pub mod sqlite {
     fn values_over_the_durable_object_limit_are_refused() {
         let db = LimitedSqlite::new();
         db.exec("CREATE TABLE t (v TEXT)", vec![]).unwrap();
-        db.exec("INSERT INTO t VALUES (?)", vec!["x".repeat(MAX_VALUE_BYTES - 100).into()]).unwrap();
-        assert!(db.exec("INSERT INTO t VALUES (?)", vec!["x".repeat(MAX_VALUE_BYTES + 1).into()]).is_err());
+        db.exec(
+            "INSERT INTO t VALUES (?)",
+            vec!["x".repeat(MAX_VALUE_BYTES - 100).into()],
+        )
+        .unwrap();
+        assert!(db
+            .exec(
+                "INSERT INTO t VALUES (?)",
+                vec!["x".repeat(MAX_VALUE_BYTES + 1).into()]
+            )
+            .is_err());
     }
 }

@@ -31,14 +31,23 @@ pub struct KvPage {
 #[allow(async_fn_in_trait)] // single-threaded wasm: no Send bound wanted
 pub trait Kv {
     async fn get(&self, key: &str) -> Result<Option<String>, StoreError>;
-    async fn put(&self, key: &str, value: &str, metadata: Option<&Value>) -> Result<(), StoreError>;
+    async fn put(&self, key: &str, value: &str, metadata: Option<&Value>)
+        -> Result<(), StoreError>;
     async fn delete(&self, key: &str) -> Result<(), StoreError>;
     /// Keys with `prefix` in lexicographic order, at most `limit`, with metadata.
-    async fn list(&self, prefix: &str, limit: u32, cursor: Option<&str>) -> Result<KvPage, StoreError>;
+    async fn list(
+        &self,
+        prefix: &str,
+        limit: u32,
+        cursor: Option<&str>,
+    ) -> Result<KvPage, StoreError>;
 }
 
 /// Typed JSON helpers over any [`Kv`].
-pub async fn get_json<T: serde::de::DeserializeOwned>(kv: &impl Kv, key: &str) -> Result<Option<T>, StoreError> {
+pub async fn get_json<T: serde::de::DeserializeOwned>(
+    kv: &impl Kv,
+    key: &str,
+) -> Result<Option<T>, StoreError> {
     match kv.get(key).await? {
         None => Ok(None),
         Some(text) => serde_json::from_str(&text)
@@ -102,38 +111,66 @@ pub mod memory {
                 _ => Ok(current),
             }
         }
-        async fn put(&self, key: &str, value: &str, metadata: Option<&Value>) -> Result<(), StoreError> {
+        async fn put(
+            &self,
+            key: &str,
+            value: &str,
+            metadata: Option<&Value>,
+        ) -> Result<(), StoreError> {
             let meta_len = metadata.map_or(0, |m| m.to_string().len());
-            if key.len() > MAX_KEY_BYTES || value.len() > MAX_VALUE_BYTES || meta_len > MAX_METADATA_BYTES {
-                return Err(StoreError::Unavailable(format!("KV refuses {key}: key, value or metadata over its limit")));
+            if key.len() > MAX_KEY_BYTES
+                || value.len() > MAX_VALUE_BYTES
+                || meta_len > MAX_METADATA_BYTES
+            {
+                return Err(StoreError::Unavailable(format!(
+                    "KV refuses {key}: key, value or metadata over its limit"
+                )));
             }
             let now = self.now_ms.get();
             let last = self.writes.borrow().get(key).map(|(at, _)| *at);
             if self.limits.get().one_write_per_second && last.is_some_and(|at| now < at + 1_000) {
                 self.refused.set(self.refused.get() + 1);
-                return Err(StoreError::Unavailable(format!("KV 429: {key} written less than a second ago")));
+                return Err(StoreError::Unavailable(format!(
+                    "KV 429: {key} written less than a second ago"
+                )));
             }
             let before = self.map.borrow().get(key).map(|(v, _)| v.clone());
-            self.writes.borrow_mut().insert(key.to_string(), (now, before));
-            self.map.borrow_mut().insert(key.to_string(), (value.to_string(), metadata.cloned()));
+            self.writes
+                .borrow_mut()
+                .insert(key.to_string(), (now, before));
+            self.map
+                .borrow_mut()
+                .insert(key.to_string(), (value.to_string(), metadata.cloned()));
             Ok(())
         }
         async fn delete(&self, key: &str) -> Result<(), StoreError> {
             self.map.borrow_mut().remove(key);
             Ok(())
         }
-        async fn list(&self, prefix: &str, limit: u32, cursor: Option<&str>) -> Result<KvPage, StoreError> {
+        async fn list(
+            &self,
+            prefix: &str,
+            limit: u32,
+            cursor: Option<&str>,
+        ) -> Result<KvPage, StoreError> {
             let map = self.map.borrow();
             let mut keys: Vec<KvEntry> = map
                 .iter()
                 .filter(|(k, _)| k.starts_with(prefix))
                 .filter(|(k, _)| cursor.is_none_or(|c| k.as_str() > c))
                 .take(limit as usize + 1)
-                .map(|(k, (_, m))| KvEntry { name: k.clone(), metadata: m.clone() })
+                .map(|(k, (_, m))| KvEntry {
+                    name: k.clone(),
+                    metadata: m.clone(),
+                })
                 .collect();
             let more = keys.len() > limit as usize;
             keys.truncate(limit as usize);
-            let cursor = if more { keys.last().map(|k| k.name.clone()) } else { None };
+            let cursor = if more {
+                keys.last().map(|k| k.name.clone())
+            } else {
+                None
+            };
             Ok(KvPage { keys, cursor })
         }
     }

@@ -49,9 +49,18 @@ pub struct RateLimits {
 impl Default for RateLimits {
     fn default() -> Self {
         RateLimits {
-            per_key: RateLimit { limit: 1_000, window_seconds: 60 },
-            per_ip: RateLimit { limit: 1_000, window_seconds: 60 },
-            per_number: RateLimit { limit: 20, window_seconds: 3_600 },
+            per_key: RateLimit {
+                limit: 1_000,
+                window_seconds: 60,
+            },
+            per_ip: RateLimit {
+                limit: 1_000,
+                window_seconds: 60,
+            },
+            per_number: RateLimit {
+                limit: 20,
+                window_seconds: 3_600,
+            },
         }
     }
 }
@@ -92,7 +101,10 @@ impl RateVerdict {
     pub fn headers(&self) -> Vec<(String, String)> {
         let mut h = vec![
             ("X-RateLimit-Limit".to_string(), self.limit.to_string()),
-            ("X-RateLimit-Remaining".to_string(), self.remaining.to_string()),
+            (
+                "X-RateLimit-Remaining".to_string(),
+                self.remaining.to_string(),
+            ),
             ("X-RateLimit-Reset".to_string(), self.reset_secs.to_string()),
         ];
         if !self.allowed {
@@ -168,18 +180,39 @@ impl Limiter {
             .map(|c| {
                 let len = u64::from(c.limit.window_seconds.max(1)) * 1000;
                 let start = now_ms / len * len;
-                let used = self.windows.get(&c.scope).filter(|w| w.start_ms == start).map_or(0, |w| w.count);
+                let used = self
+                    .windows
+                    .get(&c.scope)
+                    .filter(|w| w.start_ms == start)
+                    .map_or(0, |w| w.count);
                 (start, used, start + len)
             })
             .collect();
         let reset = |end: u64| end.saturating_sub(now_ms).div_ceil(1000).max(1);
         // Refused by the exhausted scope that frees up last (Retry-After must suffice).
-        let refused = checks.iter().zip(&state).filter(|(c, (_, used, _))| *used >= c.limit.limit).max_by_key(|(_, (_, _, end))| *end);
+        let refused = checks
+            .iter()
+            .zip(&state)
+            .filter(|(c, (_, used, _))| *used >= c.limit.limit)
+            .max_by_key(|(_, (_, _, end))| *end);
         if let Some((c, (_, _, end))) = refused {
-            return RateVerdict { allowed: false, scope: c.scope.clone(), limit: c.limit.limit, remaining: 0, reset_secs: reset(*end) };
+            return RateVerdict {
+                allowed: false,
+                scope: c.scope.clone(),
+                limit: c.limit.limit,
+                remaining: 0,
+                reset_secs: reset(*end),
+            };
         }
         for (c, (start, used, end)) in checks.iter().zip(&state) {
-            self.set(&c.scope, Window { start_ms: *start, end_ms: *end, count: used + 1 });
+            self.set(
+                &c.scope,
+                Window {
+                    start_ms: *start,
+                    end_ms: *end,
+                    count: used + 1,
+                },
+            );
         }
         // Tightest: fewest remaining, then the one resetting last.
         let (c, (_, used, end)) = checks
@@ -187,7 +220,13 @@ impl Limiter {
             .zip(&state)
             .min_by_key(|(c, (_, used, end))| (c.limit.limit - used - 1, std::cmp::Reverse(*end)))
             .expect("at least one check");
-        RateVerdict { allowed: true, scope: c.scope.clone(), limit: c.limit.limit, remaining: c.limit.limit - used - 1, reset_secs: reset(*end) }
+        RateVerdict {
+            allowed: true,
+            scope: c.scope.clone(),
+            limit: c.limit.limit,
+            remaining: c.limit.limit - used - 1,
+            reset_secs: reset(*end),
+        }
     }
 }
 
@@ -205,8 +244,15 @@ pub struct StoredResponse {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "state", rename_all = "snake_case")]
 pub enum IdemEntry {
-    InFlight { fingerprint: String, started_ms: u64 },
-    Done { fingerprint: String, created_ms: u64, response: StoredResponse },
+    InFlight {
+        fingerprint: String,
+        started_ms: u64,
+    },
+    Done {
+        fingerprint: String,
+        created_ms: u64,
+        response: StoredResponse,
+    },
 }
 
 impl IdemEntry {
@@ -232,7 +278,9 @@ pub enum IdemOutcome {
     None,
     /// First use (or an expired/abandoned one): run the request, then complete or release.
     Proceed,
-    Replay { response: StoredResponse },
+    Replay {
+        response: StoredResponse,
+    },
     /// Same key, different request.
     Mismatch,
     /// Same key, same request, still running.
@@ -240,16 +288,37 @@ pub enum IdemOutcome {
 }
 
 /// Decides an idempotency key against its current entry; returns the entry to store, if it changes.
-pub fn idem_begin(entry: Option<&IdemEntry>, fingerprint: &str, now_ms: u64) -> (IdemOutcome, Option<IdemEntry>) {
-    let fresh = || (IdemOutcome::Proceed, Some(IdemEntry::InFlight { fingerprint: fingerprint.to_string(), started_ms: now_ms }));
+pub fn idem_begin(
+    entry: Option<&IdemEntry>,
+    fingerprint: &str,
+    now_ms: u64,
+) -> (IdemOutcome, Option<IdemEntry>) {
+    let fresh = || {
+        (
+            IdemOutcome::Proceed,
+            Some(IdemEntry::InFlight {
+                fingerprint: fingerprint.to_string(),
+                started_ms: now_ms,
+            }),
+        )
+    };
     match entry {
         None => fresh(),
         Some(e) if e.expired(now_ms) => fresh(),
-        Some(IdemEntry::InFlight { fingerprint: f, .. } | IdemEntry::Done { fingerprint: f, .. }) if f != fingerprint => {
-            (IdemOutcome::Mismatch, None)
+        Some(
+            IdemEntry::InFlight { fingerprint: f, .. } | IdemEntry::Done { fingerprint: f, .. },
+        ) if f != fingerprint => (IdemOutcome::Mismatch, None),
+        Some(IdemEntry::Done { response, .. }) => (
+            IdemOutcome::Replay {
+                response: response.clone(),
+            },
+            None,
+        ),
+        Some(IdemEntry::InFlight { started_ms, .. })
+            if started_ms + IDEMPOTENCY_STALE_MS <= now_ms =>
+        {
+            fresh()
         }
-        Some(IdemEntry::Done { response, .. }) => (IdemOutcome::Replay { response: response.clone() }, None),
-        Some(IdemEntry::InFlight { started_ms, .. }) if started_ms + IDEMPOTENCY_STALE_MS <= now_ms => fresh(),
         Some(IdemEntry::InFlight { .. }) => (IdemOutcome::InFlight, None),
     }
 }
@@ -287,23 +356,55 @@ pub struct Admitted {
 /// and counts nowhere; a rate-limited request neither counts, nor begins its
 /// idempotency key, nor spends its signature. Returns the idempotency entry
 /// to persist; the signature is to be remembered when `rate.allowed && !replayed`.
-pub fn admit(limiter: &mut Limiter, idem_entry: Option<&IdemEntry>, signature_seen: bool, a: &Admission, now_ms: u64) -> (Admitted, Option<IdemEntry>) {
+pub fn admit(
+    limiter: &mut Limiter,
+    idem_entry: Option<&IdemEntry>,
+    signature_seen: bool,
+    a: &Admission,
+    now_ms: u64,
+) -> (Admitted, Option<IdemEntry>) {
     if a.signature.is_some() && signature_seen {
         // The limits' state as it stands, without counting this request.
         let rate = limiter.clone().admit(&a.checks, now_ms);
-        return (Admitted { rate, idempotency: IdemOutcome::None, replayed: true }, None);
+        return (
+            Admitted {
+                rate,
+                idempotency: IdemOutcome::None,
+                replayed: true,
+            },
+            None,
+        );
     }
     let (idempotency, entry) = match &a.idempotency {
         None => (IdemOutcome::None, None),
         Some(r) => idem_begin(idem_entry, &r.fingerprint, now_ms),
     };
     let new_work = matches!(idempotency, IdemOutcome::None | IdemOutcome::Proceed);
-    let checks: Vec<Check> = a.checks.iter().filter(|c| new_work || !c.new_work_only).cloned().collect();
+    let checks: Vec<Check> = a
+        .checks
+        .iter()
+        .filter(|c| new_work || !c.new_work_only)
+        .cloned()
+        .collect();
     let rate = limiter.admit(&checks, now_ms);
     if !rate.allowed {
-        return (Admitted { rate, idempotency: IdemOutcome::None, replayed: false }, None);
+        return (
+            Admitted {
+                rate,
+                idempotency: IdemOutcome::None,
+                replayed: false,
+            },
+            None,
+        );
     }
-    (Admitted { rate, idempotency, replayed: false }, entry)
+    (
+        Admitted {
+            rate,
+            idempotency,
+            replayed: false,
+        },
+        entry,
+    )
 }
 
 /// Storage key of an accepted signature: sorted by when it may be forgotten,
@@ -348,14 +449,24 @@ pub fn valid_idempotency_key(k: &str) -> bool {
 /// Reads `rate_limits` from an admin body: any of `per_key`, `per_ip`,
 /// `per_number`, each `{limit, window_seconds}`; unnamed ones keep `current`.
 pub fn parse_rate_limits(v: &Value, current: RateLimits) -> Result<RateLimits, (String, String)> {
-    let obj = v.as_object().ok_or_else(|| ("rate_limits".to_string(), "rate_limits must be an object".to_string()))?;
+    let obj = v.as_object().ok_or_else(|| {
+        (
+            "rate_limits".to_string(),
+            "rate_limits must be an object".to_string(),
+        )
+    })?;
     let mut out = current;
     for (name, lv) in obj {
         let slot = match name.as_str() {
             "per_key" => &mut out.per_key,
             "per_ip" => &mut out.per_ip,
             "per_number" => &mut out.per_number,
-            _ => return Err((format!("rate_limits.{name}"), "unknown rate limit; known: per_key, per_ip, per_number".into())),
+            _ => {
+                return Err((
+                    format!("rate_limits.{name}"),
+                    "unknown rate limit; known: per_key, per_ip, per_number".into(),
+                ))
+            }
         };
         *slot = parse_rate_limit(lv, &format!("rate_limits.{name}"))?;
     }
@@ -364,18 +475,34 @@ pub fn parse_rate_limits(v: &Value, current: RateLimits) -> Result<RateLimits, (
 
 /// `{limit: 1..=1_000_000, window_seconds: 1..=86_400}`.
 pub fn parse_rate_limit(v: &Value, field: &str) -> Result<RateLimit, (String, String)> {
-    let obj = v.as_object().ok_or_else(|| (field.to_string(), format!("{field} must be an object {{limit, window_seconds}}")))?;
+    let obj = v.as_object().ok_or_else(|| {
+        (
+            field.to_string(),
+            format!("{field} must be an object {{limit, window_seconds}}"),
+        )
+    })?;
     if let Some(k) = obj.keys().find(|k| *k != "limit" && *k != "window_seconds") {
-        return Err((format!("{field}.{k}"), "unknown field; known: limit, window_seconds".into()));
+        return Err((
+            format!("{field}.{k}"),
+            "unknown field; known: limit, window_seconds".into(),
+        ));
     }
     let int = |k: &str, max: u32| -> Result<u32, (String, String)> {
         obj.get(k)
             .and_then(Value::as_u64)
             .filter(|n| (1..=u64::from(max)).contains(n))
             .map(|n| n as u32)
-            .ok_or_else(|| (format!("{field}.{k}"), format!("{k} must be an integer from 1 to {max}")))
+            .ok_or_else(|| {
+                (
+                    format!("{field}.{k}"),
+                    format!("{k} must be an integer from 1 to {max}"),
+                )
+            })
     };
-    Ok(RateLimit { limit: int("limit", LIMIT_MAX)?, window_seconds: int("window_seconds", WINDOW_SECONDS_MAX)? })
+    Ok(RateLimit {
+        limit: int("limit", LIMIT_MAX)?,
+        window_seconds: int("window_seconds", WINDOW_SECONDS_MAX)?,
+    })
 }
 
 // ---- the port ----
@@ -385,19 +512,38 @@ pub type LocalFuture<'a, T> = Pin<Box<dyn Future<Output = T> + 'a>>;
 /// The tenant's traffic-control object (the `RateLimiter` Durable Object in
 /// the Worker). Object-safe so `service::Env` needs no extra type parameter.
 pub trait Traffic {
-    fn admit<'a>(&'a self, tenant_id: &'a str, a: &'a Admission) -> LocalFuture<'a, Result<Admitted, StoreError>>;
+    fn admit<'a>(
+        &'a self,
+        tenant_id: &'a str,
+        a: &'a Admission,
+    ) -> LocalFuture<'a, Result<Admitted, StoreError>>;
     /// Stores the response of a request that began `key` (for replays).
-    fn complete<'a>(&'a self, tenant_id: &'a str, key: &'a str, response: &'a StoredResponse) -> LocalFuture<'a, Result<(), StoreError>>;
+    fn complete<'a>(
+        &'a self,
+        tenant_id: &'a str,
+        key: &'a str,
+        response: &'a StoredResponse,
+    ) -> LocalFuture<'a, Result<(), StoreError>>;
     /// Forgets an in-flight key whose request failed on our side (5xx), so a retry runs again.
-    fn release<'a>(&'a self, tenant_id: &'a str, key: &'a str) -> LocalFuture<'a, Result<(), StoreError>>;
+    fn release<'a>(
+        &'a self,
+        tenant_id: &'a str,
+        key: &'a str,
+    ) -> LocalFuture<'a, Result<(), StoreError>>;
 }
 
 /// The entry after `complete`: only an in-flight key becomes done.
-pub fn complete_entry(entry: Option<&IdemEntry>, response: &StoredResponse, now_ms: u64) -> Option<IdemEntry> {
+pub fn complete_entry(
+    entry: Option<&IdemEntry>,
+    response: &StoredResponse,
+    now_ms: u64,
+) -> Option<IdemEntry> {
     match entry {
-        Some(IdemEntry::InFlight { fingerprint, .. }) => {
-            Some(IdemEntry::Done { fingerprint: fingerprint.clone(), created_ms: now_ms, response: response.clone() })
-        }
+        Some(IdemEntry::InFlight { fingerprint, .. }) => Some(IdemEntry::Done {
+            fingerprint: fingerprint.clone(),
+            created_ms: now_ms,
+            response: response.clone(),
+        }),
         _ => None,
     }
 }
@@ -419,15 +565,29 @@ pub mod memory {
     }
 
     impl Traffic for MemoryTraffic {
-        fn admit<'a>(&'a self, tenant_id: &'a str, a: &'a Admission) -> LocalFuture<'a, Result<Admitted, StoreError>> {
+        fn admit<'a>(
+            &'a self,
+            tenant_id: &'a str,
+            a: &'a Admission,
+        ) -> LocalFuture<'a, Result<Admitted, StoreError>> {
             Box::pin(async move {
                 let now = self.now_ms.get();
                 let mut limiters = self.limiters.borrow_mut();
                 let limiter = limiters.entry(tenant_id.to_string()).or_default();
-                let key = a.idempotency.as_ref().map(|r| (tenant_id.to_string(), r.key.clone()));
-                let current = key.as_ref().and_then(|k| self.idem.borrow().get(k).cloned());
-                let sig = a.signature.as_ref().map(|s| (tenant_id.to_string(), s.key.clone()));
-                let seen = sig.as_ref().is_some_and(|k| self.signatures.borrow().contains(k));
+                let key = a
+                    .idempotency
+                    .as_ref()
+                    .map(|r| (tenant_id.to_string(), r.key.clone()));
+                let current = key
+                    .as_ref()
+                    .and_then(|k| self.idem.borrow().get(k).cloned());
+                let sig = a
+                    .signature
+                    .as_ref()
+                    .map(|s| (tenant_id.to_string(), s.key.clone()));
+                let seen = sig
+                    .as_ref()
+                    .is_some_and(|k| self.signatures.borrow().contains(k));
                 let (admitted, entry) = admit(limiter, current.as_ref(), seen, a, now);
                 if let (Some(k), Some(e)) = (key, entry) {
                     self.idem.borrow_mut().insert(k, e);
@@ -438,7 +598,12 @@ pub mod memory {
                 Ok(admitted)
             })
         }
-        fn complete<'a>(&'a self, tenant_id: &'a str, key: &'a str, response: &'a StoredResponse) -> LocalFuture<'a, Result<(), StoreError>> {
+        fn complete<'a>(
+            &'a self,
+            tenant_id: &'a str,
+            key: &'a str,
+            response: &'a StoredResponse,
+        ) -> LocalFuture<'a, Result<(), StoreError>> {
             Box::pin(async move {
                 let k = (tenant_id.to_string(), key.to_string());
                 let mut idem = self.idem.borrow_mut();
@@ -448,9 +613,15 @@ pub mod memory {
                 Ok(())
             })
         }
-        fn release<'a>(&'a self, tenant_id: &'a str, key: &'a str) -> LocalFuture<'a, Result<(), StoreError>> {
+        fn release<'a>(
+            &'a self,
+            tenant_id: &'a str,
+            key: &'a str,
+        ) -> LocalFuture<'a, Result<(), StoreError>> {
             Box::pin(async move {
-                self.idem.borrow_mut().remove(&(tenant_id.to_string(), key.to_string()));
+                self.idem
+                    .borrow_mut()
+                    .remove(&(tenant_id.to_string(), key.to_string()));
                 Ok(())
             })
         }
@@ -463,29 +634,87 @@ mod tests {
     use serde_json::json;
 
     fn check(scope: &str, limit: u32, window_seconds: u32) -> Check {
-        Check { scope: scope.into(), limit: RateLimit { limit, window_seconds }, new_work_only: false }
+        Check {
+            scope: scope.into(),
+            limit: RateLimit {
+                limit,
+                window_seconds,
+            },
+            new_work_only: false,
+        }
     }
 
     #[test]
     fn expired_windows_are_forgotten_without_walking_the_live_ones() {
         let mut l = Limiter::default();
-        let hour = RateLimit { limit: 5, window_seconds: 3_600 };
-        let minute = RateLimit { limit: 5, window_seconds: 60 };
+        let hour = RateLimit {
+            limit: 5,
+            window_seconds: 3_600,
+        };
+        let minute = RateLimit {
+            limit: 5,
+            window_seconds: 60,
+        };
         for i in 0..1_000 {
-            l.admit(&[Check { scope: format!("number:{i}"), limit: hour, new_work_only: true }], 1_000);
+            l.admit(
+                &[Check {
+                    scope: format!("number:{i}"),
+                    limit: hour,
+                    new_work_only: true,
+                }],
+                1_000,
+            );
         }
-        l.admit(&[Check { scope: "key:a".into(), limit: minute, new_work_only: false }], 1_000);
+        l.admit(
+            &[Check {
+                scope: "key:a".into(),
+                limit: minute,
+                new_work_only: false,
+            }],
+            1_000,
+        );
         assert_eq!(l.len(), 1_001);
         // The minute window ends; the hour windows stay, counts intact.
-        l.admit(&[Check { scope: "key:b".into(), limit: minute, new_work_only: false }], 61_000);
+        l.admit(
+            &[Check {
+                scope: "key:b".into(),
+                limit: minute,
+                new_work_only: false,
+            }],
+            61_000,
+        );
         assert_eq!(l.len(), 1_001, "key:a forgotten, key:b new");
         assert!(!l.knows("key:a") && l.knows("number:7"));
         assert_eq!(l.window("number:7").map(|w| w.count), Some(1));
         // A window used again in a later period moves in the index.
-        l.admit(&[Check { scope: "key:b".into(), limit: minute, new_work_only: false }], 130_000);
-        l.admit(&[Check { scope: "key:c".into(), limit: minute, new_work_only: false }], 185_000);
-        assert!(l.knows("key:c") && !l.knows("key:b"), "key:b's second window ended at 180 s");
-        l.admit(&[Check { scope: "key:c".into(), limit: minute, new_work_only: false }], 3_601_000);
+        l.admit(
+            &[Check {
+                scope: "key:b".into(),
+                limit: minute,
+                new_work_only: false,
+            }],
+            130_000,
+        );
+        l.admit(
+            &[Check {
+                scope: "key:c".into(),
+                limit: minute,
+                new_work_only: false,
+            }],
+            185_000,
+        );
+        assert!(
+            l.knows("key:c") && !l.knows("key:b"),
+            "key:b's second window ended at 180 s"
+        );
+        l.admit(
+            &[Check {
+                scope: "key:c".into(),
+                limit: minute,
+                new_work_only: false,
+            }],
+            3_601_000,
+        );
         assert_eq!(l.len(), 1, "every hour window ended");
     }
 
@@ -494,13 +723,22 @@ mod tests {
         let mut l = Limiter::default();
         let c = [check("key:a", 3, 60)];
         let t0 = 120_000; // a window start
-        let got: Vec<(bool, u32)> = (0..5).map(|i| l.admit(&c, t0 + i)).map(|v| (v.allowed, v.remaining)).collect();
-        assert_eq!(got, [(true, 2), (true, 1), (true, 0), (false, 0), (false, 0)]);
+        let got: Vec<(bool, u32)> = (0..5)
+            .map(|i| l.admit(&c, t0 + i))
+            .map(|v| (v.allowed, v.remaining))
+            .collect();
+        assert_eq!(
+            got,
+            [(true, 2), (true, 1), (true, 0), (false, 0), (false, 0)]
+        );
         let refused = l.admit(&c, t0 + 59_001);
         assert_eq!((refused.allowed, refused.reset_secs), (false, 1));
         assert_eq!(l.admit(&c, t0 + 30_000).reset_secs, 30);
         let next = l.admit(&c, t0 + 60_000);
-        assert_eq!((next.allowed, next.remaining, next.reset_secs), (true, 2, 60));
+        assert_eq!(
+            (next.allowed, next.remaining, next.reset_secs),
+            (true, 2, 60)
+        );
     }
 
     #[test]
@@ -510,7 +748,10 @@ mod tests {
         assert!(l.admit(&key_ip, 0).allowed);
         let v = l.admit(&key_ip, 1);
         // The IP scope is the tightest.
-        assert_eq!((v.allowed, v.scope.as_str(), v.limit, v.remaining), (true, "ip:1", 2, 0));
+        assert_eq!(
+            (v.allowed, v.scope.as_str(), v.limit, v.remaining),
+            (true, "ip:1", 2, 0)
+        );
         let refused = l.admit(&key_ip, 2);
         assert_eq!((refused.allowed, refused.scope.as_str()), (false, "ip:1"));
         // The key scope did not count the refused request: 10 - 2 used.
@@ -535,23 +776,49 @@ mod tests {
         assert_eq!(idem_begin(Some(&e), "f1", 10).0, IdemOutcome::InFlight);
         assert_eq!(idem_begin(Some(&e), "f2", 10).0, IdemOutcome::Mismatch);
         // Abandoned in-flight keys can be taken over.
-        assert_eq!(idem_begin(Some(&e), "f1", IDEMPOTENCY_STALE_MS).0, IdemOutcome::Proceed);
-        let resp = StoredResponse { status: 201, body: "{}".into(), headers: vec![] };
+        assert_eq!(
+            idem_begin(Some(&e), "f1", IDEMPOTENCY_STALE_MS).0,
+            IdemOutcome::Proceed
+        );
+        let resp = StoredResponse {
+            status: 201,
+            body: "{}".into(),
+            headers: vec![],
+        };
         let done = complete_entry(Some(&e), &resp, 20).unwrap();
-        assert_eq!(idem_begin(Some(&done), "f1", 30).0, IdemOutcome::Replay { response: resp.clone() });
+        assert_eq!(
+            idem_begin(Some(&done), "f1", 30).0,
+            IdemOutcome::Replay {
+                response: resp.clone()
+            }
+        );
         assert_eq!(idem_begin(Some(&done), "f2", 30).0, IdemOutcome::Mismatch);
         // Expired after 24 h: a new request.
-        assert_eq!(idem_begin(Some(&done), "f2", 20 + IDEMPOTENCY_TTL_MS).0, IdemOutcome::Proceed);
+        assert_eq!(
+            idem_begin(Some(&done), "f2", 20 + IDEMPOTENCY_TTL_MS).0,
+            IdemOutcome::Proceed
+        );
         // Completing a key that is not in flight changes nothing.
         assert_eq!(complete_entry(Some(&done), &resp, 40), None);
         assert!(valid_idempotency_key("order-42_a.b"));
-        assert!(!valid_idempotency_key("") && !valid_idempotency_key("a b") && !valid_idempotency_key(&"a".repeat(256)));
+        assert!(
+            !valid_idempotency_key("")
+                && !valid_idempotency_key("a b")
+                && !valid_idempotency_key(&"a".repeat(256))
+        );
     }
 
     #[test]
     fn rate_limited_requests_do_not_begin_their_key() {
         let mut l = Limiter::default();
-        let a = Admission { checks: vec![check("key:a", 1, 60)], idempotency: Some(IdemRequest { key: "k".into(), fingerprint: "f".into() }), signature: None };
+        let a = Admission {
+            checks: vec![check("key:a", 1, 60)],
+            idempotency: Some(IdemRequest {
+                key: "k".into(),
+                fingerprint: "f".into(),
+            }),
+            signature: None,
+        };
         let (first, entry) = admit(&mut l, None, false, &a, 0);
         assert_eq!(first.idempotency, IdemOutcome::Proceed);
         assert!(entry.is_some());
@@ -563,46 +830,142 @@ mod tests {
     #[test]
     fn replays_do_not_count_against_new_work_limits() {
         let mut l = Limiter::default();
-        let number = Check { new_work_only: true, ..check("number:+1", 1, 3600) };
-        let a = Admission { checks: vec![check("key:a", 10, 60), number], idempotency: Some(IdemRequest { key: "k".into(), fingerprint: "f".into() }), signature: None };
+        let number = Check {
+            new_work_only: true,
+            ..check("number:+1", 1, 3600)
+        };
+        let a = Admission {
+            checks: vec![check("key:a", 10, 60), number],
+            idempotency: Some(IdemRequest {
+                key: "k".into(),
+                fingerprint: "f".into(),
+            }),
+            signature: None,
+        };
         let (first, entry) = admit(&mut l, None, false, &a, 0);
-        assert_eq!((first.rate.allowed, first.idempotency), (true, IdemOutcome::Proceed));
+        assert_eq!(
+            (first.rate.allowed, first.idempotency),
+            (true, IdemOutcome::Proceed)
+        );
         let entry = entry.unwrap();
         // In flight, then done: both answered without spending the number's budget.
         let (second, _) = admit(&mut l, Some(&entry), false, &a, 1);
-        assert_eq!((second.rate.allowed, second.idempotency, second.rate.scope.as_str()), (true, IdemOutcome::InFlight, "key:a"));
-        let done = complete_entry(Some(&entry), &StoredResponse { status: 201, body: "{}".into(), headers: vec![] }, 2).unwrap();
-        assert!(matches!(admit(&mut l, Some(&done), false, &a, 3).0.idempotency, IdemOutcome::Replay { .. }));
+        assert_eq!(
+            (
+                second.rate.allowed,
+                second.idempotency,
+                second.rate.scope.as_str()
+            ),
+            (true, IdemOutcome::InFlight, "key:a")
+        );
+        let done = complete_entry(
+            Some(&entry),
+            &StoredResponse {
+                status: 201,
+                body: "{}".into(),
+                headers: vec![],
+            },
+            2,
+        )
+        .unwrap();
+        assert!(matches!(
+            admit(&mut l, Some(&done), false, &a, 3).0.idempotency,
+            IdemOutcome::Replay { .. }
+        ));
         // A new key is new work: the number is spent.
-        let b = Admission { idempotency: Some(IdemRequest { key: "k2".into(), fingerprint: "g".into() }), ..a.clone() };
+        let b = Admission {
+            idempotency: Some(IdemRequest {
+                key: "k2".into(),
+                fingerprint: "g".into(),
+            }),
+            ..a.clone()
+        };
         assert!(!admit(&mut l, None, false, &b, 4).0.rate.allowed);
     }
 
     #[test]
     fn a_replayed_signature_is_refused_before_counting() {
         let mut l = Limiter::default();
-        let sig = SignatureUse { key: signature_storage_key(301_000, "ab"), until_ms: 301_000 };
-        let a = Admission { checks: vec![check("key:a", 2, 60)], idempotency: None, signature: Some(sig) };
+        let sig = SignatureUse {
+            key: signature_storage_key(301_000, "ab"),
+            until_ms: 301_000,
+        };
+        let a = Admission {
+            checks: vec![check("key:a", 2, 60)],
+            idempotency: None,
+            signature: Some(sig),
+        };
         let (first, _) = admit(&mut l, None, false, &a, 0);
         assert!(first.rate.allowed && !first.replayed);
         let (again, entry) = admit(&mut l, None, true, &a, 1);
         assert!(again.replayed && entry.is_none());
-        assert_eq!(again.rate.remaining, 0, "the state as it stands: one left, this one not counted");
-        assert!(admit(&mut l, None, false, &a, 2).0.rate.allowed, "the replay spent nothing");
-        assert_eq!(parse_signature_storage_key(&a.signature.as_ref().unwrap().key), Some(301_000));
-        assert!(signature_storage_key(9_000, "x") < signature_storage_key(10_000, "a"), "sorted by expiry");
+        assert_eq!(
+            again.rate.remaining, 0,
+            "the state as it stands: one left, this one not counted"
+        );
+        assert!(
+            admit(&mut l, None, false, &a, 2).0.rate.allowed,
+            "the replay spent nothing"
+        );
+        assert_eq!(
+            parse_signature_storage_key(&a.signature.as_ref().unwrap().key),
+            Some(301_000)
+        );
+        assert!(
+            signature_storage_key(9_000, "x") < signature_storage_key(10_000, "a"),
+            "sorted by expiry"
+        );
     }
 
     #[test]
     fn rate_limit_settings_parse_and_validate() {
         let d = RateLimits::default();
-        let got = parse_rate_limits(&json!({"per_key": {"limit": 5, "window_seconds": 10}}), d).unwrap();
-        assert_eq!((got.per_key, got.per_ip), (RateLimit { limit: 5, window_seconds: 10 }, d.per_ip));
-        assert_eq!(parse_rate_limits(&json!({"per_x": {}}), d).unwrap_err().0, "rate_limits.per_x");
-        assert_eq!(parse_rate_limits(&json!({"per_ip": {"limit": 0, "window_seconds": 1}}), d).unwrap_err().0, "rate_limits.per_ip.limit");
-        assert_eq!(parse_rate_limits(&json!({"per_ip": {"limit": 1, "window_seconds": 86_401}}), d).unwrap_err().0, "rate_limits.per_ip.window_seconds");
-        assert_eq!(parse_rate_limits(&json!({"per_ip": {"limit": 1}}), d).unwrap_err().0, "rate_limits.per_ip.window_seconds");
-        assert_eq!(parse_rate_limits(&json!({"per_ip": {"limit": 1, "window_seconds": 1, "x": 1}}), d).unwrap_err().0, "rate_limits.per_ip.x");
+        let got =
+            parse_rate_limits(&json!({"per_key": {"limit": 5, "window_seconds": 10}}), d).unwrap();
+        assert_eq!(
+            (got.per_key, got.per_ip),
+            (
+                RateLimit {
+                    limit: 5,
+                    window_seconds: 10
+                },
+                d.per_ip
+            )
+        );
+        assert_eq!(
+            parse_rate_limits(&json!({"per_x": {}}), d).unwrap_err().0,
+            "rate_limits.per_x"
+        );
+        assert_eq!(
+            parse_rate_limits(&json!({"per_ip": {"limit": 0, "window_seconds": 1}}), d)
+                .unwrap_err()
+                .0,
+            "rate_limits.per_ip.limit"
+        );
+        assert_eq!(
+            parse_rate_limits(
+                &json!({"per_ip": {"limit": 1, "window_seconds": 86_401}}),
+                d
+            )
+            .unwrap_err()
+            .0,
+            "rate_limits.per_ip.window_seconds"
+        );
+        assert_eq!(
+            parse_rate_limits(&json!({"per_ip": {"limit": 1}}), d)
+                .unwrap_err()
+                .0,
+            "rate_limits.per_ip.window_seconds"
+        );
+        assert_eq!(
+            parse_rate_limits(
+                &json!({"per_ip": {"limit": 1, "window_seconds": 1, "x": 1}}),
+                d
+            )
+            .unwrap_err()
+            .0,
+            "rate_limits.per_ip.x"
+        );
         assert!(parse_rate_limits(&json!([]), d).is_err());
     }
 }

@@ -48,7 +48,10 @@ pub struct Transcript {
 pub enum Change {
     Turn(Turn),
     /// Fields given replace earlier ones; absent ones keep them.
-    Summary { summary: Option<String>, outcome: Option<String> },
+    Summary {
+        summary: Option<String>,
+        outcome: Option<String>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -67,7 +70,14 @@ fn clock(ms: u64) -> String {
 pub fn render_text(turns: &[Turn]) -> String {
     turns
         .iter()
-        .map(|t| format!("[{}] {}: {}\n", clock(t.start_ms), if t.role == "ai" { "AI" } else { "USER" }, t.text))
+        .map(|t| {
+            format!(
+                "[{}] {}: {}\n",
+                clock(t.start_ms),
+                if t.role == "ai" { "AI" } else { "USER" },
+                t.text
+            )
+        })
         .collect()
 }
 
@@ -82,11 +92,29 @@ mod tests {
 
     #[test]
     fn turns_render_as_timed_lines() {
-        let turn = |role: &str, text: &str, start_ms: u64| Turn { role: role.into(), text: text.into(), start_ms, end_ms: start_ms + 900 };
-        let t = Transcript { turns: vec![turn("ai", "Hi, can you make it?", 200), turn("user", "yes I can", 3_700)], summary: Some("said yes".into()), outcome: None };
-        assert_eq!(render_text(&t.turns), "[00:00:00] AI: Hi, can you make it?\n[00:00:03] USER: yes I can\n");
+        let turn = |role: &str, text: &str, start_ms: u64| Turn {
+            role: role.into(),
+            text: text.into(),
+            start_ms,
+            end_ms: start_ms + 900,
+        };
+        let t = Transcript {
+            turns: vec![
+                turn("ai", "Hi, can you make it?", 200),
+                turn("user", "yes I can", 3_700),
+            ],
+            summary: Some("said yes".into()),
+            outcome: None,
+        };
+        assert_eq!(
+            render_text(&t.turns),
+            "[00:00:00] AI: Hi, can you make it?\n[00:00:03] USER: yes I can\n"
+        );
         let j = to_json("c1", &t);
-        assert_eq!((j["summary"].as_str(), j["turns"].as_array().map(Vec::len)), (Some("said yes"), Some(2)));
+        assert_eq!(
+            (j["summary"].as_str(), j["turns"].as_array().map(Vec::len)),
+            (Some("said yes"), Some(2))
+        );
         assert_eq!(clock(3_723_000), "01:02:03");
     }
 }

@@ -36,7 +36,16 @@ const BLOCKED_NAMES: &[&str] = &[
     "kubernetes.default",
 ];
 /// Suffixes of names that never resolve to a public host.
-const BLOCKED_SUFFIXES: &[&str] = &[".localhost", ".internal", ".local", ".localdomain", ".home.arpa", ".intranet", ".lan", ".corp"];
+const BLOCKED_SUFFIXES: &[&str] = &[
+    ".localhost",
+    ".internal",
+    ".local",
+    ".localdomain",
+    ".home.arpa",
+    ".intranet",
+    ".lan",
+    ".corp",
+];
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Host {
@@ -81,7 +90,10 @@ fn check_parsed(url: &url::Url, dev_mode: bool) -> Result<(), String> {
         return Ok(());
     }
     if scheme == "http" {
-        return Err("plain http is only allowed for loopback addresses in local development; use https".into());
+        return Err(
+            "plain http is only allowed for loopback addresses in local development; use https"
+                .into(),
+        );
     }
     if loopback {
         return Err("loopback addresses are not allowed".into());
@@ -107,7 +119,10 @@ fn host_of(url: &url::Url) -> Result<Host, String> {
             if name.is_empty() || name.split('.').any(str::is_empty) {
                 return Err("malformed host".into());
             }
-            if !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_') {
+            if !name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_')
+            {
                 return Err("malformed host".into());
             }
             Ok(Host::Name(name.to_string()))
@@ -213,7 +228,9 @@ fn check_name(name: &str) -> Result<(), String> {
         return Err(format!("'{name}' is an internal or metadata host name"));
     }
     if !name.contains('.') {
-        return Err(format!("'{name}' is a single-label (intranet) host name; use a public name"));
+        return Err(format!(
+            "'{name}' is a single-label (intranet) host name; use a public name"
+        ));
     }
     Ok(())
 }
@@ -224,18 +241,38 @@ mod tests {
 
     #[test]
     fn public_https_is_allowed() {
-        for url in ["https://hooks.example.com/x", "HTTPS://Example.COM:8443/a?b#c", "https://93.184.216.34/h", "https://[2606:4700::1111]/h", "https://user:pw@example.com/h"] {
+        for url in [
+            "https://hooks.example.com/x",
+            "HTTPS://Example.COM:8443/a?b#c",
+            "https://93.184.216.34/h",
+            "https://[2606:4700::1111]/h",
+            "https://user:pw@example.com/h",
+        ] {
             assert_eq!(check(url, false), Ok(()), "{url}");
         }
     }
 
     #[test]
     fn http_only_to_loopback_in_development() {
-        for url in ["http://127.0.0.1:9000/hook", "http://localhost/x", "http://[::1]:9/", "https://127.0.0.1/", "http://127.1/", "http://a.localhost/"] {
+        for url in [
+            "http://127.0.0.1:9000/hook",
+            "http://localhost/x",
+            "http://[::1]:9/",
+            "https://127.0.0.1/",
+            "http://127.1/",
+            "http://a.localhost/",
+        ] {
             assert_eq!(check(url, true), Ok(()), "{url}");
             assert!(check(url, false).is_err(), "{url} allowed in production");
         }
-        for url in ["http://example.com/hook", "http://10.0.0.1/", "ftp://example.com", "https://", "https://a b", "example.com"] {
+        for url in [
+            "http://example.com/hook",
+            "http://10.0.0.1/",
+            "ftp://example.com",
+            "https://",
+            "https://a b",
+            "example.com",
+        ] {
             assert!(check(url, true).is_err(), "{url}");
         }
     }
@@ -243,16 +280,43 @@ mod tests {
     #[test]
     fn private_and_special_addresses_are_refused_everywhere() {
         for host in [
-            "10.0.0.1", "10.255.255.255", "172.16.0.1", "172.31.255.255", "192.168.1.1", "169.254.169.254", "100.64.0.1",
-            "100.127.255.255", "0.0.0.0", "0.1.2.3", "224.0.0.1", "255.255.255.255", "198.18.0.1",
-            "[fc00::1]", "[fd12:3456::1]", "[fe80::1]", "[::]", "[::ffff:10.0.0.1]", "[::ffff:169.254.169.254]",
-            "[64:ff9b::a9fe:a9fe]", "[ff02::1]",
+            "10.0.0.1",
+            "10.255.255.255",
+            "172.16.0.1",
+            "172.31.255.255",
+            "192.168.1.1",
+            "169.254.169.254",
+            "100.64.0.1",
+            "100.127.255.255",
+            "0.0.0.0",
+            "0.1.2.3",
+            "224.0.0.1",
+            "255.255.255.255",
+            "198.18.0.1",
+            "[fc00::1]",
+            "[fd12:3456::1]",
+            "[fe80::1]",
+            "[::]",
+            "[::ffff:10.0.0.1]",
+            "[::ffff:169.254.169.254]",
+            "[64:ff9b::a9fe:a9fe]",
+            "[ff02::1]",
         ] {
             for dev in [false, true] {
-                assert!(check(&format!("https://{host}/h"), dev).is_err(), "{host} (dev {dev})");
+                assert!(
+                    check(&format!("https://{host}/h"), dev).is_err(),
+                    "{host} (dev {dev})"
+                );
             }
         }
-        for ok in ["172.15.255.255", "172.32.0.1", "100.63.255.255", "100.128.0.1", "11.0.0.1", "169.253.1.1"] {
+        for ok in [
+            "172.15.255.255",
+            "172.32.0.1",
+            "100.63.255.255",
+            "100.128.0.1",
+            "11.0.0.1",
+            "169.253.1.1",
+        ] {
             assert_eq!(check(&format!("https://{ok}/h"), false), Ok(()), "{ok}");
         }
     }
@@ -264,13 +328,29 @@ mod tests {
         assert_eq!(parse_v4("0177.0.0.1"), Some(Ipv4Addr::new(127, 0, 0, 1)));
         assert_eq!(parse_v4("0x7f.1"), Some(Ipv4Addr::new(127, 0, 0, 1)));
         assert_eq!(parse_v4("127.1"), Some(Ipv4Addr::new(127, 0, 0, 1)));
-        assert_eq!(parse_v4("169.254.43518"), Some(Ipv4Addr::new(169, 254, 169, 254)));
-        assert_eq!(parse_v4("0xa9.0xfe.0xa9.0xfe"), Some(Ipv4Addr::new(169, 254, 169, 254)));
+        assert_eq!(
+            parse_v4("169.254.43518"),
+            Some(Ipv4Addr::new(169, 254, 169, 254))
+        );
+        assert_eq!(
+            parse_v4("0xa9.0xfe.0xa9.0xfe"),
+            Some(Ipv4Addr::new(169, 254, 169, 254))
+        );
         assert_eq!(parse_v4("012.0.0.1"), Some(Ipv4Addr::new(10, 0, 0, 1)));
         assert_eq!(parse_v4("256.0.0.1"), None);
         assert_eq!(parse_v4("1.2.3.4.5"), None);
         assert_eq!(parse_v4("4294967296"), None);
-        for host in ["2130706433", "0x7f000001", "0177.0.0.1", "0x7f.1", "3232235777", "0xA9FEA9FE", "017700000001", "10.1", "127.0.0.1."] {
+        for host in [
+            "2130706433",
+            "0x7f000001",
+            "0177.0.0.1",
+            "0x7f.1",
+            "3232235777",
+            "0xA9FEA9FE",
+            "017700000001",
+            "10.1",
+            "127.0.0.1.",
+        ] {
             assert!(check(&format!("https://{host}/"), false).is_err(), "{host}");
         }
         // A numeric last label that is not a valid address is refused, not treated as a name.
@@ -281,47 +361,97 @@ mod tests {
     #[test]
     fn metadata_and_internal_names_are_refused() {
         for host in [
-            "metadata", "metadata.google.internal", "METADATA.GOOGLE.INTERNAL.", "instance-data", "instance-data.ec2.internal",
-            "foo.internal", "printer.local", "intranet", "localhost", "x.localhost", "metadata.azure.com",
+            "metadata",
+            "metadata.google.internal",
+            "METADATA.GOOGLE.INTERNAL.",
+            "instance-data",
+            "instance-data.ec2.internal",
+            "foo.internal",
+            "printer.local",
+            "intranet",
+            "localhost",
+            "x.localhost",
+            "metadata.azure.com",
         ] {
-            assert!(check(&format!("https://{host}/h"), false).is_err(), "{host}");
+            assert!(
+                check(&format!("https://{host}/h"), false).is_err(),
+                "{host}"
+            );
         }
     }
 
     #[test]
     fn parser_confusions_are_refused() {
         for url in [
-            "https://%31%32%37.0.0.1/", "https://１２７.０.０.１/",
-            "https://[::1/", "https://[fe80::1%25eth0]/", "https://a..b/", "https://exa mple.com/",
+            "https://%31%32%37.0.0.1/",
+            "https://１２７.０.０.１/",
+            "https://[::1/",
+            "https://[fe80::1%25eth0]/",
+            "https://a..b/",
+            "https://exa mple.com/",
         ] {
             assert!(check(url, false).is_err(), "{url}");
         }
         // The part after the last @ is the host.
         assert!(check("https://example.com@10.0.0.1/", false).is_err());
         assert_eq!(check("https://10.0.0.1@example.com/", false), Ok(()));
-        assert_eq!(parse_host("evil.com\\@127.0.0.1/"), Ok(Host::Name("evil.com".into())));
+        assert_eq!(
+            parse_host("evil.com\\@127.0.0.1/"),
+            Ok(Host::Name("evil.com".into()))
+        );
     }
 
     #[test]
     fn the_host_is_read_as_a_whatwg_parser_reads_it() {
         // A hex last part with leading zeros: 127.0.0.1 to fetch.
-        for url in ["https://127.0.0.0x0000000000001/", "https://127.0.0.0x00001/", "https://0x7f.0.0.0x0000000000001/", "https://10.0.0.0x000000001/"] {
+        for url in [
+            "https://127.0.0.0x0000000000001/",
+            "https://127.0.0.0x00001/",
+            "https://0x7f.0.0.0x0000000000001/",
+            "https://10.0.0.0x000000001/",
+        ] {
             assert!(check(url, false).is_err(), "{url}");
         }
-        assert_eq!(parse_host("127.0.0.0x0000000000001/"), Ok(Host::V4(Ipv4Addr::new(127, 0, 0, 1))));
-        assert_eq!(parse_host("Ex%41mple.COM./x"), Ok(Host::Name("example.com".into())));
-        assert_eq!(check("http://127.0.0.0x0000000000001/", true), Ok(()), "loopback in development");
+        assert_eq!(
+            parse_host("127.0.0.0x0000000000001/"),
+            Ok(Host::V4(Ipv4Addr::new(127, 0, 0, 1)))
+        );
+        assert_eq!(
+            parse_host("Ex%41mple.COM./x"),
+            Ok(Host::Name("example.com".into()))
+        );
+        assert_eq!(
+            check("http://127.0.0.0x0000000000001/", true),
+            Ok(()),
+            "loopback in development"
+        );
     }
 
     #[test]
     fn ipv6_ranges_embedding_ipv4_and_discard_are_refused() {
         for host in [
-            "[2002:5db8:d822::1]", "[2002::]", "[64:ff9b::5db8:d822]", "[64:ff9b:1::5db8:d822]", "[64:ff9b:1:ffff::1]",
-            "[::ffff:93.184.216.34]", "[::ffff:0:5db8:d822]", "[::ffff:0:0a00:1]", "[100::1]", "[100::ffff:ffff:ffff:ffff]",
+            "[2002:5db8:d822::1]",
+            "[2002::]",
+            "[64:ff9b::5db8:d822]",
+            "[64:ff9b:1::5db8:d822]",
+            "[64:ff9b:1:ffff::1]",
+            "[::ffff:93.184.216.34]",
+            "[::ffff:0:5db8:d822]",
+            "[::ffff:0:0a00:1]",
+            "[100::1]",
+            "[100::ffff:ffff:ffff:ffff]",
         ] {
-            assert!(check(&format!("https://{host}/h"), false).is_err(), "{host}");
+            assert!(
+                check(&format!("https://{host}/h"), false).is_err(),
+                "{host}"
+            );
         }
-        for ok in ["[2003::1]", "[64:ff9b:2::1]", "[100:0:0:1::1]", "[2606:4700::1111]"] {
+        for ok in [
+            "[2003::1]",
+            "[64:ff9b:2::1]",
+            "[100:0:0:1::1]",
+            "[2606:4700::1111]",
+        ] {
             assert_eq!(check(&format!("https://{ok}/h"), false), Ok(()), "{ok}");
         }
         assert!(check("https://192.88.99.1/", false).is_err());
@@ -332,11 +462,26 @@ mod tests {
 
     #[test]
     fn webhook_urls_may_not_carry_credentials() {
-        for url in ["https://user:pass@example.com/h", "https://user@example.com/h", "https://:pass@example.com/h", "https://u%40x:p@example.com/"] {
+        for url in [
+            "https://user:pass@example.com/h",
+            "https://user@example.com/h",
+            "https://:pass@example.com/h",
+            "https://u%40x:p@example.com/",
+        ] {
             assert!(check_webhook(url, false).is_err(), "{url}");
-            assert_eq!(check(url, false), Ok(()), "{url}: the generic guard judges the host only");
+            assert_eq!(
+                check(url, false),
+                Ok(()),
+                "{url}: the generic guard judges the host only"
+            );
         }
-        assert_eq!(check_webhook("https://hooks.example.com/x?a=b@c", false), Ok(()));
-        assert!(check_webhook("https://10.0.0.1/", false).is_err(), "the host rules still apply");
+        assert_eq!(
+            check_webhook("https://hooks.example.com/x?a=b@c", false),
+            Ok(())
+        );
+        assert!(
+            check_webhook("https://10.0.0.1/", false).is_err(),
+            "the host rules still apply"
+        );
     }
 }

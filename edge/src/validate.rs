@@ -15,9 +15,25 @@ pub const MAX_PROMPT_CHARS: usize = 20_000;
 pub const MAX_SCHEDULE_AHEAD_DAYS: u64 = 90;
 
 pub const CREATE_CALL_FIELDS: &[&str] = &[
-    "phone", "name", "email", "metadata", "agent_id", "system_prompt", "voice", "language", "model",
-    "max_seconds", "retries", "retry_delay_minutes", "schedule_at", "record", "on_concurrency_limit", "outside_window",
-    "engine_api_key", "engine_base_url", "silence_timeout_seconds",
+    "phone",
+    "name",
+    "email",
+    "metadata",
+    "agent_id",
+    "system_prompt",
+    "voice",
+    "language",
+    "model",
+    "max_seconds",
+    "retries",
+    "retry_delay_minutes",
+    "schedule_at",
+    "record",
+    "on_concurrency_limit",
+    "outside_window",
+    "engine_api_key",
+    "engine_base_url",
+    "silence_timeout_seconds",
 ];
 /// `silence_timeout_seconds`: the range calls and agents accept.
 pub const SILENCE_TIMEOUT_SECONDS: (i64, i64) = (10, 3600);
@@ -60,7 +76,13 @@ pub struct CreateCallInput {
 fn engine_key(f: &Fields) -> Result<Option<String>, ApiError> {
     let key = f.str_opt("engine_api_key", crate::engine_keys::MAX_KEY_CHARS)?;
     if let Some(k) = &key {
-        crate::engine_keys::check_key(k).map_err(|why| ApiError::field(ErrorCode::InvalidValue, "engine_api_key", format!("engine_api_key {why}")))?;
+        crate::engine_keys::check_key(k).map_err(|why| {
+            ApiError::field(
+                ErrorCode::InvalidValue,
+                "engine_api_key",
+                format!("engine_api_key {why}"),
+            )
+        })?;
     }
     Ok(key)
 }
@@ -71,11 +93,19 @@ fn second_choice(f: &Fields, name: &str, choices: [&str; 2]) -> Result<bool, Api
         None => Ok(false),
         Some(v) if v == choices[0] => Ok(false),
         Some(v) if v == choices[1] => Ok(true),
-        Some(_) => Err(ApiError::field(ErrorCode::InvalidValue, name, format!("'{name}' must be '{}' or '{}'", choices[0], choices[1]))),
+        Some(_) => Err(ApiError::field(
+            ErrorCode::InvalidValue,
+            name,
+            format!("'{name}' must be '{}' or '{}'", choices[0], choices[1]),
+        )),
     }
 }
 
-pub fn create_call(content_type: Option<&str>, body: &[u8], now_ms: u64) -> Result<CreateCallInput, ApiError> {
+pub fn create_call(
+    content_type: Option<&str>,
+    body: &[u8],
+    now_ms: u64,
+) -> Result<CreateCallInput, ApiError> {
     let f = parse_object(content_type, body, MAX_BODY_BYTES, CREATE_CALL_FIELDS)?;
     let phone = f.str_req("phone", 32)?;
     check_e164("phone", &phone)?;
@@ -100,7 +130,11 @@ pub fn create_call(content_type: Option<&str>, body: &[u8], now_ms: u64) -> Resu
     let agent_id = f.str_opt("agent_id", 64)?;
     if let Some(a) = &agent_id {
         if !crate::ids::is_id(a, "agt") {
-            return Err(ApiError::field(ErrorCode::UnknownAgent, "agent_id", format!("no agent '{a}'")));
+            return Err(ApiError::field(
+                ErrorCode::UnknownAgent,
+                "agent_id",
+                format!("no agent '{a}'"),
+            ));
         }
     }
     let schedule_at = match f.str_opt("schedule_at", 64)? {
@@ -122,7 +156,10 @@ pub fn create_call(content_type: Option<&str>, body: &[u8], now_ms: u64) -> Resu
                 return Err(ApiError::field(
                     ErrorCode::ScheduleInPast,
                     "schedule_at",
-                    format!("schedule_at {s} is not in the future (now is {})", rfc3339_ms(now_ms)),
+                    format!(
+                        "schedule_at {s} is not in the future (now is {})",
+                        rfc3339_ms(now_ms)
+                    ),
                 ));
             }
             if at - now_ms > MAX_SCHEDULE_AHEAD_DAYS * 86_400_000 {
@@ -166,14 +203,24 @@ fn raw_metadata(body: &[u8]) -> Result<Metadata, ApiError> {
         #[serde(borrow)]
         metadata: Option<&'a serde_json::value::RawValue>,
     }
-    let unreadable = || ApiError::field(ErrorCode::InvalidType, "metadata", "'metadata' must be an object");
-    let raw = serde_json::from_slice::<Body>(body).ok().and_then(|b| b.metadata).ok_or_else(unreadable)?;
+    let unreadable = || {
+        ApiError::field(
+            ErrorCode::InvalidType,
+            "metadata",
+            "'metadata' must be an object",
+        )
+    };
+    let raw = serde_json::from_slice::<Body>(body)
+        .ok()
+        .and_then(|b| b.metadata)
+        .ok_or_else(unreadable)?;
     Metadata::from_json_text(raw.get()).ok_or_else(unreadable)
 }
 
 fn silence_timeout(f: &Fields) -> Result<Option<u32>, ApiError> {
     let (lo, hi) = SILENCE_TIMEOUT_SECONDS;
-    Ok(f.int_opt("silence_timeout_seconds", lo, hi)?.map(|s| s as u32))
+    Ok(f.int_opt("silence_timeout_seconds", lo, hi)?
+        .map(|s| s as u32))
 }
 
 fn is_pre_epoch_utc(s: &str) -> bool {
@@ -213,14 +260,22 @@ fn check_email(s: &str) -> Result<(), ApiError> {
     if ok {
         Ok(())
     } else {
-        Err(ApiError::field(ErrorCode::InvalidEmail, "email", "email must look like name@example.com"))
+        Err(ApiError::field(
+            ErrorCode::InvalidEmail,
+            "email",
+            "email must look like name@example.com",
+        ))
     }
 }
 
 fn voice(f: &Fields) -> Result<Option<String>, ApiError> {
     let v = f.str_opt("voice", 64)?;
     if let Some(v) = &v {
-        if v.is_empty() || !v.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)) {
+        if v.is_empty()
+            || !v
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+        {
             return Err(ApiError::field(
                 ErrorCode::InvalidValue,
                 "voice",
@@ -254,8 +309,19 @@ fn language(f: &Fields) -> Result<Option<String>, ApiError> {
 }
 
 pub const AGENT_FIELDS: &[&str] = &[
-    "name", "system_prompt", "voice", "language", "default_engine", "model", "enabled", "default", "per_number_limit", "calling_window",
-    "engine_api_key", "engine_base_url", "silence_timeout_seconds",
+    "name",
+    "system_prompt",
+    "voice",
+    "language",
+    "default_engine",
+    "model",
+    "enabled",
+    "default",
+    "per_number_limit",
+    "calling_window",
+    "engine_api_key",
+    "engine_base_url",
+    "silence_timeout_seconds",
 ];
 
 /// Agent fields as given; `None` means "not in the body" (PATCH keeps the old value).
@@ -280,10 +346,18 @@ pub struct AgentInput {
     pub silence_timeout_seconds: Option<u32>,
 }
 
-pub fn agent(content_type: Option<&str>, body: &[u8], creating: bool) -> Result<AgentInput, ApiError> {
+pub fn agent(
+    content_type: Option<&str>,
+    body: &[u8],
+    creating: bool,
+) -> Result<AgentInput, ApiError> {
     let f = parse_object(content_type, body, MAX_BODY_BYTES, AGENT_FIELDS)?;
     // Never blank: required on create, and a PATCH may not blank it either.
-    let name = if creating || f.has("name") { Some(f.str_req("name", 100)?) } else { None };
+    let name = if creating || f.has("name") {
+        Some(f.str_req("name", 100)?)
+    } else {
+        None
+    };
     let default_engine = match f.str_opt("default_engine", 32)? {
         None => None,
         Some(e) => Some(Engine::parse(&e).ok_or_else(|| {
@@ -306,22 +380,27 @@ pub fn agent(content_type: Option<&str>, body: &[u8], creating: bool) -> Result<
         per_number_limit: match f.object_opt("per_number_limit")? {
             None => None,
             Some(m) => Some(
-                crate::traffic::parse_rate_limit(&Value::Object(m), "per_number_limit")
-                    .map_err(|(field, why)| ApiError::field(ErrorCode::InvalidValue, &field, why))?,
+                crate::traffic::parse_rate_limit(&Value::Object(m), "per_number_limit").map_err(
+                    |(field, why)| ApiError::field(ErrorCode::InvalidValue, &field, why),
+                )?,
             ),
         },
         calling_window: match f.object_opt("calling_window")? {
             None if f.is_null("calling_window") => Some(None),
             None => None,
             Some(m) => Some(Some(
-                crate::calling_window::parse(&Value::Object(m)).map_err(|(field, why)| ApiError::field(ErrorCode::InvalidValue, &field, why))?,
+                crate::calling_window::parse(&Value::Object(m)).map_err(|(field, why)| {
+                    ApiError::field(ErrorCode::InvalidValue, &field, why)
+                })?,
             )),
         },
         engine_api_key: match engine_key(&f)? {
             None if f.is_null("engine_api_key") => Some(None),
             k => k.map(Some),
         },
-        engine_base_url: match f.str_opt("engine_base_url", crate::engine_keys::MAX_BASE_URL_CHARS)? {
+        engine_base_url: match f
+            .str_opt("engine_base_url", crate::engine_keys::MAX_BASE_URL_CHARS)?
+        {
             None if f.is_null("engine_base_url") => Some(None),
             u => u.map(Some),
         },
@@ -348,7 +427,10 @@ mod tests {
     #[test]
     fn minimal_call_gets_defaults() {
         let c = call(r#"{"phone":"+14155550100"}"#).unwrap();
-        assert_eq!((c.max_seconds, c.retries, c.retry_delay_minutes), (300, 0, 5));
+        assert_eq!(
+            (c.max_seconds, c.retries, c.retry_delay_minutes),
+            (300, 0, 5)
+        );
         assert_eq!(c.schedule_at, None);
     }
 
@@ -369,46 +451,156 @@ mod tests {
     fn each_bad_field_gets_its_own_code_and_field() {
         let f = |s: &str| Some(s.to_string());
         assert_eq!(err(r#"{}"#), (ErrorCode::MissingField, f("phone")));
-        assert_eq!(err(r#"{"phone":null}"#), (ErrorCode::MissingField, f("phone")));
-        assert_eq!(err(r#"{"phone":14155550100}"#), (ErrorCode::InvalidType, f("phone")));
-        for bad in ["14155550100", "+1 415 555 0100", "+0123456789", "+123456", "+1234567890123456", "+1415555o100"] {
-            assert_eq!(err(&format!(r#"{{"phone":"{bad}"}}"#)), (ErrorCode::InvalidPhoneNumber, f("phone")), "{bad}");
+        assert_eq!(
+            err(r#"{"phone":null}"#),
+            (ErrorCode::MissingField, f("phone"))
+        );
+        assert_eq!(
+            err(r#"{"phone":14155550100}"#),
+            (ErrorCode::InvalidType, f("phone"))
+        );
+        for bad in [
+            "14155550100",
+            "+1 415 555 0100",
+            "+0123456789",
+            "+123456",
+            "+1234567890123456",
+            "+1415555o100",
+        ] {
+            assert_eq!(
+                err(&format!(r#"{{"phone":"{bad}"}}"#)),
+                (ErrorCode::InvalidPhoneNumber, f("phone")),
+                "{bad}"
+            );
         }
         let p = r#""phone":"+14155550100""#;
-        assert_eq!(err(&format!(r#"{{{p},"max_seconds":9}}"#)), (ErrorCode::OutOfRange, f("max_seconds")));
-        assert_eq!(err(&format!(r#"{{{p},"max_seconds":3601}}"#)), (ErrorCode::OutOfRange, f("max_seconds")));
-        assert_eq!(err(&format!(r#"{{{p},"max_seconds":"60"}}"#)), (ErrorCode::InvalidType, f("max_seconds")));
-        assert_eq!(err(&format!(r#"{{{p},"retries":11}}"#)), (ErrorCode::OutOfRange, f("retries")));
-        assert_eq!(err(&format!(r#"{{{p},"retries":-1}}"#)), (ErrorCode::OutOfRange, f("retries")));
-        assert_eq!(err(&format!(r#"{{{p},"retry_delay_minutes":0}}"#)), (ErrorCode::OutOfRange, f("retry_delay_minutes")));
-        assert_eq!(err(&format!(r#"{{{p},"email":"nope"}}"#)), (ErrorCode::InvalidEmail, f("email")));
-        assert_eq!(err(&format!(r#"{{{p},"language":"english please"}}"#)), (ErrorCode::InvalidLanguage, f("language")));
-        assert_eq!(err(&format!(r#"{{{p},"language":"x-foo"}}"#)), (ErrorCode::InvalidLanguage, f("language")));
-        assert_eq!(err(&format!(r#"{{{p},"language":"X-Foo"}}"#)), (ErrorCode::InvalidLanguage, f("language")));
-        assert_eq!(call(&format!(r#"{{{p},"language":"en-x-foo"}}"#)).unwrap().language.as_deref(), Some("en-x-foo"));
-        assert_eq!(err(&format!(r#"{{{p},"voice":"a b"}}"#)), (ErrorCode::InvalidValue, f("voice")));
-        assert_eq!(err(&format!(r#"{{{p},"metadata":[1]}}"#)), (ErrorCode::InvalidType, f("metadata")));
-        assert_eq!(err(&format!(r#"{{{p},"agent_id":"bogus"}}"#)), (ErrorCode::UnknownAgent, f("agent_id")));
-        assert_eq!(err(&format!(r#"{{{p},"schedule_at":"tomorrow"}}"#)), (ErrorCode::InvalidTimestamp, f("schedule_at")));
-        assert_eq!(err(&format!(r#"{{{p},"schedule_at":"2025-11-26T09:00:00+02:00"}}"#)), (ErrorCode::InvalidTimestamp, f("schedule_at")));
-        assert_eq!(err(&format!(r#"{{{p},"schedule_at":"2025-11-25T14:49:59Z"}}"#)), (ErrorCode::ScheduleInPast, f("schedule_at")));
-        assert_eq!(err(&format!(r#"{{{p},"schedule_at":"1969-12-31T23:59:59Z"}}"#)), (ErrorCode::ScheduleInPast, f("schedule_at")));
-        assert_eq!(err(&format!(r#"{{{p},"schedule_at":"1969-12-31T23:59:59+01:00"}}"#)), (ErrorCode::InvalidTimestamp, f("schedule_at")));
-        assert_eq!(err(&format!(r#"{{{p},"schedule_at":"2026-11-25T14:49:59Z"}}"#)), (ErrorCode::OutOfRange, f("schedule_at")));
-        assert_eq!(err(&format!(r#"{{{p},"name":"{}"}}"#, "n".repeat(201))), (ErrorCode::ValueTooLong, f("name")));
-        assert_eq!(err(&format!(r#"{{{p},"extra":1}}"#)), (ErrorCode::UnknownField, f("extra")));
-        let big_meta = format!(r#"{{{p},"metadata":{{"k":"{}"}}}}"#, "m".repeat(MAX_METADATA_BYTES));
+        assert_eq!(
+            err(&format!(r#"{{{p},"max_seconds":9}}"#)),
+            (ErrorCode::OutOfRange, f("max_seconds"))
+        );
+        assert_eq!(
+            err(&format!(r#"{{{p},"max_seconds":3601}}"#)),
+            (ErrorCode::OutOfRange, f("max_seconds"))
+        );
+        assert_eq!(
+            err(&format!(r#"{{{p},"max_seconds":"60"}}"#)),
+            (ErrorCode::InvalidType, f("max_seconds"))
+        );
+        assert_eq!(
+            err(&format!(r#"{{{p},"retries":11}}"#)),
+            (ErrorCode::OutOfRange, f("retries"))
+        );
+        assert_eq!(
+            err(&format!(r#"{{{p},"retries":-1}}"#)),
+            (ErrorCode::OutOfRange, f("retries"))
+        );
+        assert_eq!(
+            err(&format!(r#"{{{p},"retry_delay_minutes":0}}"#)),
+            (ErrorCode::OutOfRange, f("retry_delay_minutes"))
+        );
+        assert_eq!(
+            err(&format!(r#"{{{p},"email":"nope"}}"#)),
+            (ErrorCode::InvalidEmail, f("email"))
+        );
+        assert_eq!(
+            err(&format!(r#"{{{p},"language":"english please"}}"#)),
+            (ErrorCode::InvalidLanguage, f("language"))
+        );
+        assert_eq!(
+            err(&format!(r#"{{{p},"language":"x-foo"}}"#)),
+            (ErrorCode::InvalidLanguage, f("language"))
+        );
+        assert_eq!(
+            err(&format!(r#"{{{p},"language":"X-Foo"}}"#)),
+            (ErrorCode::InvalidLanguage, f("language"))
+        );
+        assert_eq!(
+            call(&format!(r#"{{{p},"language":"en-x-foo"}}"#))
+                .unwrap()
+                .language
+                .as_deref(),
+            Some("en-x-foo")
+        );
+        assert_eq!(
+            err(&format!(r#"{{{p},"voice":"a b"}}"#)),
+            (ErrorCode::InvalidValue, f("voice"))
+        );
+        assert_eq!(
+            err(&format!(r#"{{{p},"metadata":[1]}}"#)),
+            (ErrorCode::InvalidType, f("metadata"))
+        );
+        assert_eq!(
+            err(&format!(r#"{{{p},"agent_id":"bogus"}}"#)),
+            (ErrorCode::UnknownAgent, f("agent_id"))
+        );
+        assert_eq!(
+            err(&format!(r#"{{{p},"schedule_at":"tomorrow"}}"#)),
+            (ErrorCode::InvalidTimestamp, f("schedule_at"))
+        );
+        assert_eq!(
+            err(&format!(
+                r#"{{{p},"schedule_at":"2025-11-26T09:00:00+02:00"}}"#
+            )),
+            (ErrorCode::InvalidTimestamp, f("schedule_at"))
+        );
+        assert_eq!(
+            err(&format!(r#"{{{p},"schedule_at":"2025-11-25T14:49:59Z"}}"#)),
+            (ErrorCode::ScheduleInPast, f("schedule_at"))
+        );
+        assert_eq!(
+            err(&format!(r#"{{{p},"schedule_at":"1969-12-31T23:59:59Z"}}"#)),
+            (ErrorCode::ScheduleInPast, f("schedule_at"))
+        );
+        assert_eq!(
+            err(&format!(
+                r#"{{{p},"schedule_at":"1969-12-31T23:59:59+01:00"}}"#
+            )),
+            (ErrorCode::InvalidTimestamp, f("schedule_at"))
+        );
+        assert_eq!(
+            err(&format!(r#"{{{p},"schedule_at":"2026-11-25T14:49:59Z"}}"#)),
+            (ErrorCode::OutOfRange, f("schedule_at"))
+        );
+        assert_eq!(
+            err(&format!(r#"{{{p},"name":"{}"}}"#, "n".repeat(201))),
+            (ErrorCode::ValueTooLong, f("name"))
+        );
+        assert_eq!(
+            err(&format!(r#"{{{p},"extra":1}}"#)),
+            (ErrorCode::UnknownField, f("extra"))
+        );
+        let big_meta = format!(
+            r#"{{{p},"metadata":{{"k":"{}"}}}}"#,
+            "m".repeat(MAX_METADATA_BYTES)
+        );
         assert_eq!(err(&big_meta), (ErrorCode::MetadataTooLarge, f("metadata")));
     }
 
     #[test]
     fn agent_create_requires_name_and_checks_engine() {
-        assert_eq!(agent(JSON, br#"{}"#, true).unwrap_err().code, ErrorCode::MissingField);
+        assert_eq!(
+            agent(JSON, br#"{}"#, true).unwrap_err().code,
+            ErrorCode::MissingField
+        );
         assert!(agent(JSON, br#"{}"#, false).unwrap().name.is_none());
-        assert_eq!(agent(JSON, br#"{"name":" "}"#, false).unwrap_err().code, ErrorCode::InvalidValue);
+        assert_eq!(
+            agent(JSON, br#"{"name":" "}"#, false).unwrap_err().code,
+            ErrorCode::InvalidValue
+        );
         let e = agent(JSON, br#"{"name":"a","default_engine":"gpt"}"#, true).unwrap_err();
-        assert_eq!((e.code, e.field.as_deref()), (ErrorCode::InvalidValue, Some("default_engine")));
-        let a = agent(JSON, br#"{"name":"a","default_engine":"gemini_live","enabled":false,"default":true}"#, true).unwrap();
-        assert_eq!((a.default_engine, a.enabled, a.make_default), (Some(Engine::GeminiLive), Some(false), Some(true)));
+        assert_eq!(
+            (e.code, e.field.as_deref()),
+            (ErrorCode::InvalidValue, Some("default_engine"))
+        );
+        let a = agent(
+            JSON,
+            br#"{"name":"a","default_engine":"gemini_live","enabled":false,"default":true}"#,
+            true,
+        )
+        .unwrap();
+        assert_eq!(
+            (a.default_engine, a.enabled, a.make_default),
+            (Some(Engine::GeminiLive), Some(false), Some(true))
+        );
     }
 }

@@ -38,7 +38,10 @@ impl WaitingLine {
         if let Some(key) = conversation(&call) {
             self.by_conversation.insert(key, call.call_id.clone());
         }
-        self.by_tenant.entry(call.tenant_id.clone()).or_default().insert(pos);
+        self.by_tenant
+            .entry(call.tenant_id.clone())
+            .or_default()
+            .insert(pos);
         self.calls.insert(pos, call);
     }
 
@@ -68,7 +71,11 @@ impl WaitingLine {
         let call = self.calls.remove(&pos)?;
         self.by_ready.remove(&(call.ready_at_ms, pos));
         if let Some(key) = conversation(&call) {
-            if self.by_conversation.get(&key).is_some_and(|id| id == call_id) {
+            if self
+                .by_conversation
+                .get(&key)
+                .is_some_and(|id| id == call_id)
+            {
                 self.by_conversation.remove(&key);
             }
         }
@@ -107,36 +114,60 @@ impl WaitingLine {
         if phone.is_empty() {
             return None;
         }
-        self.by_conversation.get(&(tenant_id.to_string(), agent_id.to_string(), phone.to_string())).map(String::as_str)
+        self.by_conversation
+            .get(&(
+                tenant_id.to_string(),
+                agent_id.to_string(),
+                phone.to_string(),
+            ))
+            .map(String::as_str)
     }
 
     /// Calls ready by `now`, oldest ready first (ties: line order).
     pub fn due(&self, now: u64) -> impl Iterator<Item = &QueuedCall> {
-        self.by_ready.range(..(now.saturating_add(1), i64::MIN)).filter_map(|(_, pos)| self.calls.get(pos))
+        self.by_ready
+            .range(..(now.saturating_add(1), i64::MIN))
+            .filter_map(|(_, pos)| self.calls.get(pos))
     }
 
     /// Calls that become ready in `(after, upto]`.
     pub fn ready_between(&self, after: u64, upto: u64) -> impl Iterator<Item = &QueuedCall> {
         let from = (after.saturating_add(1), i64::MIN);
         let to = (upto.saturating_add(1), i64::MIN);
-        let range = if from < to { Some(self.by_ready.range(from..to)) } else { None };
-        range.into_iter().flatten().filter_map(|(_, pos)| self.calls.get(pos))
+        let range = if from < to {
+            Some(self.by_ready.range(from..to))
+        } else {
+            None
+        };
+        range
+            .into_iter()
+            .flatten()
+            .filter_map(|(_, pos)| self.calls.get(pos))
     }
 
     /// The earliest ready time after `now`.
     pub fn next_ready_after(&self, now: u64) -> Option<u64> {
-        self.by_ready.range((now.saturating_add(1), i64::MIN)..).next().map(|(at, _)| *at)
+        self.by_ready
+            .range((now.saturating_add(1), i64::MIN)..)
+            .next()
+            .map(|(at, _)| *at)
     }
 
     /// The tenant's waiting calls, in line order.
     pub fn of_tenant<'a>(&'a self, tenant_id: &str) -> impl Iterator<Item = &'a QueuedCall> + 'a {
-        self.by_tenant.get(tenant_id).into_iter().flatten().filter_map(|pos| self.calls.get(pos))
+        self.by_tenant
+            .get(tenant_id)
+            .into_iter()
+            .flatten()
+            .filter_map(|pos| self.calls.get(pos))
     }
 
     /// Gives the tenant's waiting calls this cap; returns the ids changed.
     /// Cheap when nothing changes: the calls of a tenant carry one cap.
     pub fn set_tenant_cap(&mut self, tenant_id: &str, cap: Option<u32>) -> Vec<String> {
-        let Some(positions) = self.by_tenant.get(tenant_id) else { return Vec::new() };
+        let Some(positions) = self.by_tenant.get(tenant_id) else {
+            return Vec::new();
+        };
         let first = positions.iter().next().and_then(|p| self.calls.get(p));
         if first.is_none_or(|c| c.max_concurrent == cap) {
             return Vec::new();
@@ -173,7 +204,14 @@ mod tests {
     use super::*;
 
     fn call(id: &str, tenant: &str, ready: u64) -> QueuedCall {
-        QueuedCall { call_id: id.into(), tenant_id: tenant.into(), agent_id: "agt_1".into(), phone: format!("+1{id}"), ready_at_ms: ready, ..QueuedCall::default() }
+        QueuedCall {
+            call_id: id.into(),
+            tenant_id: tenant.into(),
+            agent_id: "agt_1".into(),
+            phone: format!("+1{id}"),
+            ready_at_ms: ready,
+            ..QueuedCall::default()
+        }
     }
 
     fn ids<'a>(it: impl Iterator<Item = &'a QueuedCall>) -> Vec<&'a str> {
@@ -188,7 +226,11 @@ mod tests {
         w.push_back(call("c", "t1", 10));
         w.push_front(call("z", "t1", 10));
         assert_eq!(ids(w.iter()), ["z", "a", "b", "c"]);
-        assert_eq!(ids(w.due(10)), ["b", "z", "a", "c"], "oldest ready first, ties in line order");
+        assert_eq!(
+            ids(w.due(10)),
+            ["b", "z", "a", "c"],
+            "oldest ready first, ties in line order"
+        );
         assert_eq!(ids(w.due(9)), ["b"]);
         assert_eq!(ids(w.ready_between(5, 10)), ["z", "a", "c"]);
         assert_eq!(ids(w.ready_between(10, 10)), Vec::<&str>::new());
@@ -197,9 +239,19 @@ mod tests {
         assert_eq!(ids(w.of_tenant("t1")), ["z", "a", "c"]);
         assert_eq!(w.remove("a").map(|c| c.call_id), Some("a".into()));
         assert!(w.remove("a").is_none());
-        assert_eq!((w.conversation("t1", "agt_1", "+1a"), w.contains("a"), w.len()), (None, false, 3));
+        assert_eq!(
+            (
+                w.conversation("t1", "agt_1", "+1a"),
+                w.contains("a"),
+                w.len()
+            ),
+            (None, false, 3)
+        );
         assert_eq!(w.set_tenant_cap("t1", Some(2)), ["z", "c"]);
-        assert!(w.set_tenant_cap("t1", Some(2)).is_empty(), "nothing to change");
+        assert!(
+            w.set_tenant_cap("t1", Some(2)).is_empty(),
+            "nothing to change"
+        );
         // Serialised as the list, and back.
         let text = serde_json::to_string(&w).unwrap();
         let back: WaitingLine = serde_json::from_str(&text).unwrap();

@@ -2,18 +2,21 @@
 //! delete, rotate the secret) and the tenant's delivery log under
 //! `/v1/webhooks/deliveries` (list, read, redeliver). Pure, like `service`.
 
+use crate::dispatcher::Dispatcher;
 use crate::error::{ApiError, ErrorCode};
 use crate::fields::{parse_object, Fields};
 use crate::http::{ApiRequest, ApiResponse};
 use crate::ids::{self, rfc3339_ms};
 use crate::model::{keys, Tenant, WebhookEndpoint};
 use crate::router::RouteId;
-use crate::service::{decode_list_cursor, encode_list_cursor, list_response, list_values, parse_list_limit, Env, WEBHOOK_EVENTS};
+use crate::service::{
+    decode_list_cursor, encode_list_cursor, list_response, list_values, parse_list_limit, Env,
+    WEBHOOK_EVENTS,
+};
 use crate::store::{get_json, put_json, Kv};
-use crate::dispatcher::Dispatcher;
+use crate::url_guard;
 use crate::validate::MAX_BODY_BYTES;
 use crate::webhooks::{self, DeliveryRecord, DeliveryStatus};
-use crate::url_guard;
 use serde_json::{json, Value};
 
 type Result<T> = std::result::Result<T, ApiError>;
@@ -24,14 +27,25 @@ pub const WEBHOOK_FIELDS: &[&str] = &["url", "events", "enabled", "retry_schedul
 const LIST_MAX_SCANS: usize = 10;
 
 /// Admin routes on `/admin/tenants/{tenant_id}/webhooks[/{webhook_id}[/rotate]]`.
-pub(crate) async fn admin_route<K: Kv, D: Dispatcher>(env: &Env<'_, K, D>, req: &ApiRequest, id: RouteId, tenant: &Tenant, wid: &str) -> Result<ApiResponse> {
+pub(crate) async fn admin_route<K: Kv, D: Dispatcher>(
+    env: &Env<'_, K, D>,
+    req: &ApiRequest,
+    id: RouteId,
+    tenant: &Tenant,
+    wid: &str,
+) -> Result<ApiResponse> {
     match id {
         RouteId::CreateWebhook => create(env, req, tenant).await,
         RouteId::ListWebhooks => {
             let list = list_values(env, &keys::webhooks_prefix(&tenant.id)).await?;
-            Ok(list_response(list.iter().map(WebhookEndpoint::to_public).collect()))
+            Ok(list_response(
+                list.iter().map(WebhookEndpoint::to_public).collect(),
+            ))
         }
-        RouteId::GetWebhook => Ok(ApiResponse::json(200, &load(env, &tenant.id, wid).await?.to_public())),
+        RouteId::GetWebhook => Ok(ApiResponse::json(
+            200,
+            &load(env, &tenant.id, wid).await?.to_public(),
+        )),
         RouteId::UpdateWebhook => update(env, req, tenant, wid).await,
         RouteId::DeleteWebhook => {
             let endpoint = load(env, &tenant.id, wid).await?;
@@ -39,39 +53,79 @@ pub(crate) async fn admin_route<K: Kv, D: Dispatcher>(env: &Env<'_, K, D>, req: 
             Ok(ApiResponse::json(200, &endpoint.to_public()))
         }
         RouteId::RotateWebhookSecret => rotate(env, req, tenant, wid).await,
-        _ => Err(ApiError::new(ErrorCode::InternalError, "route without handler")),
+        _ => Err(ApiError::new(
+            ErrorCode::InternalError,
+            "route without handler",
+        )),
     }
 }
 
 /// `/v1/webhooks/deliveries[/{delivery_id}[/redeliver]]`, for the tenant of
 /// the API key (authenticated and rate limited by `service::v1_route`).
-pub(crate) async fn tenant_route<K: Kv, D: Dispatcher>(env: &Env<'_, K, D>, req: &ApiRequest, id: RouteId, tenant: &Tenant, did: &str) -> Result<ApiResponse> {
+pub(crate) async fn tenant_route<K: Kv, D: Dispatcher>(
+    env: &Env<'_, K, D>,
+    req: &ApiRequest,
+    id: RouteId,
+    tenant: &Tenant,
+    did: &str,
+) -> Result<ApiResponse> {
     match id {
         RouteId::ListDeliveries => list_deliveries(env, req, tenant).await,
-        RouteId::GetDelivery => Ok(ApiResponse::json_text(200, load_delivery(env, &tenant.id, did).await?.to_public_json())),
+        RouteId::GetDelivery => Ok(ApiResponse::json_text(
+            200,
+            load_delivery(env, &tenant.id, did).await?.to_public_json(),
+        )),
         RouteId::RedeliverDelivery => redeliver(env, tenant, did).await,
-        _ => Err(ApiError::new(ErrorCode::InternalError, "route without handler")),
+        _ => Err(ApiError::new(
+            ErrorCode::InternalError,
+            "route without handler",
+        )),
     }
 }
 
-async fn load<K: Kv, D: Dispatcher>(env: &Env<'_, K, D>, tid: &str, wid: &str) -> Result<WebhookEndpoint> {
-    let not_found = || ApiError::new(ErrorCode::WebhookNotFound, format!("no webhook endpoint '{wid}'"));
+async fn load<K: Kv, D: Dispatcher>(
+    env: &Env<'_, K, D>,
+    tid: &str,
+    wid: &str,
+) -> Result<WebhookEndpoint> {
+    let not_found = || {
+        ApiError::new(
+            ErrorCode::WebhookNotFound,
+            format!("no webhook endpoint '{wid}'"),
+        )
+    };
     if !ids::is_id(wid, "wh") {
         return Err(not_found());
     }
-    get_json(env.kv, &keys::webhook(tid, wid)).await?.ok_or_else(not_found)
+    get_json(env.kv, &keys::webhook(tid, wid))
+        .await?
+        .ok_or_else(not_found)
 }
 
 fn url_field(f: &Fields, dev_mode: bool) -> Result<Option<String>> {
-    let Some(url) = f.str_opt("url", WEBHOOK_URL_MAX)? else { return Ok(None) };
-    url_guard::check_webhook(&url, dev_mode).map_err(|why| ApiError::field(ErrorCode::InvalidUrl, "url", why))?;
+    let Some(url) = f.str_opt("url", WEBHOOK_URL_MAX)? else {
+        return Ok(None);
+    };
+    url_guard::check_webhook(&url, dev_mode)
+        .map_err(|why| ApiError::field(ErrorCode::InvalidUrl, "url", why))?;
     Ok(Some(url))
 }
 
 fn events_field(f: &Fields) -> Result<Option<Vec<String>>> {
     let events = f.str_list_opt("events", WEBHOOK_EVENTS.len(), 64)?;
-    if let Some(bad) = events.iter().flatten().find(|e| !WEBHOOK_EVENTS.contains(&e.as_str())) {
-        return Err(ApiError::field(ErrorCode::InvalidValue, "events", format!("unknown event '{bad}'; known: {}", WEBHOOK_EVENTS.join(", "))));
+    if let Some(bad) = events
+        .iter()
+        .flatten()
+        .find(|e| !WEBHOOK_EVENTS.contains(&e.as_str()))
+    {
+        return Err(ApiError::field(
+            ErrorCode::InvalidValue,
+            "events",
+            format!(
+                "unknown event '{bad}'; known: {}",
+                WEBHOOK_EVENTS.join(", ")
+            ),
+        ));
     }
     Ok(events)
 }
@@ -79,7 +133,12 @@ fn events_field(f: &Fields) -> Result<Option<Vec<String>>> {
 /// Steps of at least 1 s in development, 30 s in production; at most a day.
 fn schedule_field(f: &Fields, dev_mode: bool) -> Result<Option<Vec<u32>>> {
     let min = i64::from(webhooks::min_retry_step(dev_mode));
-    let steps = f.int_list_opt("retry_schedule", webhooks::MAX_RETRY_STEPS, min, i64::from(webhooks::MAX_RETRY_STEP))?;
+    let steps = f.int_list_opt(
+        "retry_schedule",
+        webhooks::MAX_RETRY_STEPS,
+        min,
+        i64::from(webhooks::MAX_RETRY_STEP),
+    )?;
     Ok(steps.map(|s| s.into_iter().map(|n| n as u32).collect()))
 }
 
@@ -89,10 +148,23 @@ fn created_body(endpoint: &WebhookEndpoint) -> Value {
     body
 }
 
-async fn create<K: Kv, D: Dispatcher>(env: &Env<'_, K, D>, req: &ApiRequest, tenant: &Tenant) -> Result<ApiResponse> {
-    let f = parse_object(req.content_type.as_deref(), &req.body, MAX_BODY_BYTES, WEBHOOK_FIELDS)?;
+async fn create<K: Kv, D: Dispatcher>(
+    env: &Env<'_, K, D>,
+    req: &ApiRequest,
+    tenant: &Tenant,
+) -> Result<ApiResponse> {
+    let f = parse_object(
+        req.content_type.as_deref(),
+        &req.body,
+        MAX_BODY_BYTES,
+        WEBHOOK_FIELDS,
+    )?;
     if !f.has("url") {
-        return Err(ApiError::field(ErrorCode::MissingField, "url", "'url' is required"));
+        return Err(ApiError::field(
+            ErrorCode::MissingField,
+            "url",
+            "'url' is required",
+        ));
     }
     let url = url_field(&f, env.dev_mode)?.unwrap_or_default();
     let now = rfc3339_ms(env.now_ms);
@@ -103,19 +175,36 @@ async fn create<K: Kv, D: Dispatcher>(env: &Env<'_, K, D>, req: &ApiRequest, ten
         enabled: f.bool_opt("enabled")?.unwrap_or(true),
         secret: ids::mint_webhook_secret(),
         created_at: now.clone(),
-        retry_schedule: schedule_field(&f, env.dev_mode)?.unwrap_or_else(webhooks::default_retry_schedule),
+        retry_schedule: schedule_field(&f, env.dev_mode)?
+            .unwrap_or_else(webhooks::default_retry_schedule),
         disabled_reason: None,
         previous_secret: None,
         previous_secret_expires_ms: None,
         updated_at: Some(now),
     };
-    put_json(env.kv, &keys::webhook(&tenant.id, &endpoint.id), &endpoint, None).await?;
+    put_json(
+        env.kv,
+        &keys::webhook(&tenant.id, &endpoint.id),
+        &endpoint,
+        None,
+    )
+    .await?;
     Ok(ApiResponse::json(201, &created_body(&endpoint)))
 }
 
-async fn update<K: Kv, D: Dispatcher>(env: &Env<'_, K, D>, req: &ApiRequest, tenant: &Tenant, wid: &str) -> Result<ApiResponse> {
+async fn update<K: Kv, D: Dispatcher>(
+    env: &Env<'_, K, D>,
+    req: &ApiRequest,
+    tenant: &Tenant,
+    wid: &str,
+) -> Result<ApiResponse> {
     let mut endpoint = load(env, &tenant.id, wid).await?;
-    let f = parse_object(req.content_type.as_deref(), &req.body, MAX_BODY_BYTES, WEBHOOK_FIELDS)?;
+    let f = parse_object(
+        req.content_type.as_deref(),
+        &req.body,
+        MAX_BODY_BYTES,
+        WEBHOOK_FIELDS,
+    )?;
     if let Some(url) = url_field(&f, env.dev_mode)? {
         endpoint.url = url;
     }
@@ -137,13 +226,27 @@ async fn update<K: Kv, D: Dispatcher>(env: &Env<'_, K, D>, req: &ApiRequest, ten
 }
 
 /// A new secret, shown once; the old one keeps signing (alongside) for the overlap.
-async fn rotate<K: Kv, D: Dispatcher>(env: &Env<'_, K, D>, req: &ApiRequest, tenant: &Tenant, wid: &str) -> Result<ApiResponse> {
+async fn rotate<K: Kv, D: Dispatcher>(
+    env: &Env<'_, K, D>,
+    req: &ApiRequest,
+    tenant: &Tenant,
+    wid: &str,
+) -> Result<ApiResponse> {
     let mut endpoint = load(env, &tenant.id, wid).await?;
     let overlap_s = if req.body.iter().all(u8::is_ascii_whitespace) {
         None
     } else {
-        parse_object(req.content_type.as_deref(), &req.body, MAX_BODY_BYTES, &["overlap_seconds"])?
-            .int_opt("overlap_seconds", 0, webhooks::MAX_ROTATION_OVERLAP_S as i64)?
+        parse_object(
+            req.content_type.as_deref(),
+            &req.body,
+            MAX_BODY_BYTES,
+            &["overlap_seconds"],
+        )?
+        .int_opt(
+            "overlap_seconds",
+            0,
+            webhooks::MAX_ROTATION_OVERLAP_S as i64,
+        )?
     };
     let overlap_ms = overlap_s.map_or(webhooks::DEFAULT_ROTATION_OVERLAP_S, |s| s as u64) * 1000;
     let old = std::mem::replace(&mut endpoint.secret, ids::mint_webhook_secret());
@@ -156,26 +259,48 @@ async fn rotate<K: Kv, D: Dispatcher>(env: &Env<'_, K, D>, req: &ApiRequest, ten
 
 // ---- the delivery log ----
 
-async fn load_delivery<K: Kv, D: Dispatcher>(env: &Env<'_, K, D>, tid: &str, did: &str) -> Result<DeliveryRecord> {
-    let not_found = || ApiError::new(ErrorCode::DeliveryNotFound, format!("no webhook delivery '{did}'"));
+async fn load_delivery<K: Kv, D: Dispatcher>(
+    env: &Env<'_, K, D>,
+    tid: &str,
+    did: &str,
+) -> Result<DeliveryRecord> {
+    let not_found = || {
+        ApiError::new(
+            ErrorCode::DeliveryNotFound,
+            format!("no webhook delivery '{did}'"),
+        )
+    };
     if !ids::is_id(did, "dlv") {
         return Err(not_found());
     }
-    get_json(env.kv, &keys::webhook_delivery(tid, did)).await?.ok_or_else(not_found)
+    get_json(env.kv, &keys::webhook_delivery(tid, did))
+        .await?
+        .ok_or_else(not_found)
 }
 
 /// Queues the delivery again with a fresh retry schedule (202). The log
 /// shows the new attempts as they happen, marked `manual`.
-async fn redeliver<K: Kv, D: Dispatcher>(env: &Env<'_, K, D>, tenant: &Tenant, did: &str) -> Result<ApiResponse> {
+async fn redeliver<K: Kv, D: Dispatcher>(
+    env: &Env<'_, K, D>,
+    tenant: &Tenant,
+    did: &str,
+) -> Result<ApiResponse> {
     let record = load_delivery(env, &tenant.id, did).await?;
-    let endpoint: Option<WebhookEndpoint> = get_json(env.kv, &keys::webhook(&tenant.id, &record.endpoint_id)).await?;
+    let endpoint: Option<WebhookEndpoint> =
+        get_json(env.kv, &keys::webhook(&tenant.id, &record.endpoint_id)).await?;
     if !endpoint.is_some_and(|e| e.enabled) {
-        return Err(ApiError::new(ErrorCode::WebhookDisabled, format!("webhook endpoint '{}' is disabled or was deleted", record.endpoint_id)));
+        return Err(ApiError::new(
+            ErrorCode::WebhookDisabled,
+            format!(
+                "webhook endpoint '{}' is disabled or was deleted",
+                record.endpoint_id
+            ),
+        ));
     }
-    env.outbox.push(vec![record.redelivery_job(&tenant.id, env.now_ms)]);
+    env.outbox
+        .push(vec![record.redelivery_job(&tenant.id, env.now_ms)]);
     Ok(ApiResponse::json_text(202, record.to_public_json()))
 }
-
 
 struct Query {
     events: Vec<String>,
@@ -197,37 +322,67 @@ fn parse_query(query: &str) -> Result<Query> {
                 return Err(ApiError::field(
                     ErrorCode::InvalidParameter,
                     other,
-                    format!("unknown query parameter '{}'; allowed: event, status, limit, cursor", other.chars().take(64).collect::<String>()),
+                    format!(
+                        "unknown query parameter '{}'; allowed: event, status, limit, cursor",
+                        other.chars().take(64).collect::<String>()
+                    ),
                 ))
             }
         };
         if slot.replace(v.into_owned()).is_some() {
-            return Err(ApiError::field(ErrorCode::InvalidParameter, &k, format!("'{k}' is given twice")));
+            return Err(ApiError::field(
+                ErrorCode::InvalidParameter,
+                &k,
+                format!("'{k}' is given twice"),
+            ));
         }
     }
     let list = |name: &str, text: &Option<String>, allowed: &[&str]| -> Result<Vec<String>> {
-        let Some(text) = text.as_deref().filter(|t| !t.is_empty()) else { return Ok(Vec::new()) };
+        let Some(text) = text.as_deref().filter(|t| !t.is_empty()) else {
+            return Ok(Vec::new());
+        };
         text.split(',')
             .map(|s| {
                 let s = s.trim();
                 if allowed.contains(&s) {
                     Ok(s.to_string())
                 } else {
-                    Err(ApiError::field(ErrorCode::InvalidParameter, name, format!("{name} must be one or more of {} (comma-separated)", allowed.join(", "))))
+                    Err(ApiError::field(
+                        ErrorCode::InvalidParameter,
+                        name,
+                        format!(
+                            "{name} must be one or more of {} (comma-separated)",
+                            allowed.join(", ")
+                        ),
+                    ))
                 }
             })
             .collect()
     };
     let events = list("event", &event, WEBHOOK_EVENTS)?;
     let statuses = list("status", &status, &DeliveryStatus::NAMES)?;
-    let filter_text = format!("{}|{}", event.unwrap_or_default(), status.unwrap_or_default());
+    let filter_text = format!(
+        "{}|{}",
+        event.unwrap_or_default(),
+        status.unwrap_or_default()
+    );
     let limit = parse_list_limit(limit)?;
     let kv_cursor = decode_list_cursor(cursor, &filter_text)?;
-    Ok(Query { events, statuses, filter_text, limit, kv_cursor })
+    Ok(Query {
+        events,
+        statuses,
+        filter_text,
+        limit,
+        kv_cursor,
+    })
 }
 
 /// Newest first, from KV key metadata only (as call listing does).
-async fn list_deliveries<K: Kv, D: Dispatcher>(env: &Env<'_, K, D>, req: &ApiRequest, tenant: &Tenant) -> Result<ApiResponse> {
+async fn list_deliveries<K: Kv, D: Dispatcher>(
+    env: &Env<'_, K, D>,
+    req: &ApiRequest,
+    tenant: &Tenant,
+) -> Result<ApiResponse> {
     let q = parse_query(&req.query)?;
     let prefix = keys::webhook_deliveries_prefix(&tenant.id);
     let mut data = Vec::new();
@@ -237,7 +392,9 @@ async fn list_deliveries<K: Kv, D: Dispatcher>(env: &Env<'_, K, D>, req: &ApiReq
         let page = env.kv.list(&prefix, want, cursor.as_deref()).await?;
         for entry in page.keys {
             let meta = entry.metadata.unwrap_or(Value::Null);
-            let wanted = |filter: &[String], v: &Value| filter.is_empty() || v.as_str().is_some_and(|s| filter.iter().any(|f| f == s));
+            let wanted = |filter: &[String], v: &Value| {
+                filter.is_empty() || v.as_str().is_some_and(|s| filter.iter().any(|f| f == s))
+            };
             if wanted(&q.events, &meta["e"]) && wanted(&q.statuses, &meta["s"]) {
                 let id = entry.name.strip_prefix(&prefix).unwrap_or(&entry.name);
                 data.push(webhooks::delivery_summary_from_metadata(id, &meta));
@@ -249,5 +406,8 @@ async fn list_deliveries<K: Kv, D: Dispatcher>(env: &Env<'_, K, D>, req: &ApiReq
         }
     }
     let next_cursor = cursor.map(|k| encode_list_cursor(k, &q.filter_text));
-    Ok(ApiResponse::json(200, &json!({"object": "list", "data": data, "has_more": next_cursor.is_some(), "next_cursor": next_cursor})))
+    Ok(ApiResponse::json(
+        200,
+        &json!({"object": "list", "data": data, "has_more": next_cursor.is_some(), "next_cursor": next_cursor}),
+    ))
 }

@@ -37,12 +37,23 @@ pub fn sign(secret: &str, msg_id: &str, timestamp: u64, body: &[u8]) -> Result<S
     let mut mac = Hmac::<Sha256>::new_from_slice(&key).map_err(|_| BadSecret)?;
     mac.update(format!("{msg_id}.{timestamp}.").as_bytes());
     mac.update(body);
-    Ok(format!("v1,{}", STANDARD.encode(mac.finalize().into_bytes())))
+    Ok(format!(
+        "v1,{}",
+        STANDARD.encode(mac.finalize().into_bytes())
+    ))
 }
 
 /// The three Standard Webhooks headers, one signature per secret (newest first).
-pub fn headers(secrets: &[&str], msg_id: &str, timestamp: u64, body: &[u8]) -> Result<Vec<(&'static str, String)>, BadSecret> {
-    let sigs = secrets.iter().map(|s| sign(s, msg_id, timestamp, body)).collect::<Result<Vec<_>, _>>()?;
+pub fn headers(
+    secrets: &[&str],
+    msg_id: &str,
+    timestamp: u64,
+    body: &[u8],
+) -> Result<Vec<(&'static str, String)>, BadSecret> {
+    let sigs = secrets
+        .iter()
+        .map(|s| sign(s, msg_id, timestamp, body))
+        .collect::<Result<Vec<_>, _>>()?;
     Ok(vec![
         ("webhook-id", msg_id.to_string()),
         ("webhook-timestamp", timestamp.to_string()),
@@ -65,14 +76,26 @@ mod tests {
     fn matches_the_standard_webhooks_test_vector() {
         assert_eq!(sign(SECRET, MSG_ID, TS, BODY.as_bytes()).unwrap(), EXPECTED);
         // The prefix is optional on input, as in the reference libraries.
-        assert_eq!(sign(&SECRET[6..], MSG_ID, TS, BODY.as_bytes()).unwrap(), EXPECTED);
+        assert_eq!(
+            sign(&SECRET[6..], MSG_ID, TS, BODY.as_bytes()).unwrap(),
+            EXPECTED
+        );
     }
 
     #[test]
     fn any_change_changes_the_signature() {
-        assert_ne!(sign(SECRET, MSG_ID, TS + 1, BODY.as_bytes()).unwrap(), EXPECTED);
-        assert_ne!(sign(SECRET, "msg_other", TS, BODY.as_bytes()).unwrap(), EXPECTED);
-        assert_ne!(sign(SECRET, MSG_ID, TS, br#"{"test": 2432232315}"#).unwrap(), EXPECTED);
+        assert_ne!(
+            sign(SECRET, MSG_ID, TS + 1, BODY.as_bytes()).unwrap(),
+            EXPECTED
+        );
+        assert_ne!(
+            sign(SECRET, "msg_other", TS, BODY.as_bytes()).unwrap(),
+            EXPECTED
+        );
+        assert_ne!(
+            sign(SECRET, MSG_ID, TS, br#"{"test": 2432232315}"#).unwrap(),
+            EXPECTED
+        );
     }
 
     #[test]

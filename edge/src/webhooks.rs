@@ -174,7 +174,9 @@ impl DeliveryRecord {
                "attempt_count": self.attempts.len(), "last_status_code": self.last_status_code(),
                "next_attempt_at": self.next_attempt_at, "last_error": self.last_error,
                "created_at": self.created_at, "updated_at": self.updated_at, "attempts": self.attempts});
-        let Value::Object(fields) = fields else { return String::new() };
+        let Value::Object(fields) = fields else {
+            return String::new();
+        };
         let payload = serde_json::from_str::<&serde_json::value::RawValue>(&self.payload).ok();
         crate::model::object_with_raw(&fields, "payload", payload)
     }
@@ -207,7 +209,10 @@ pub fn delivery_summary_from_metadata(id: &str, m: &Value) -> Value {
 /// Delivery ids sort newest first under a tenant's prefix, like call ids.
 pub fn delivery_id(now_ms: u64) -> String {
     let inverted = 0xFFFF_FFFF_FFFFu64.saturating_sub(now_ms);
-    format!("dlv_{inverted:012x}{}", hex::encode(ids::random_bytes::<5>()))
+    format!(
+        "dlv_{inverted:012x}{}",
+        hex::encode(ids::random_bytes::<5>())
+    )
 }
 
 // ---- events ----
@@ -228,19 +233,38 @@ pub fn event_for_change(before: CallStatus, after: &CallRecord) -> Option<&'stat
 }
 
 fn seconds_between(from: Option<&str>, to: Option<&str>) -> Option<f64> {
-    let (a, b) = (ids::parse_rfc3339_utc_ms(from?)?, ids::parse_rfc3339_utc_ms(to?)?);
+    let (a, b) = (
+        ids::parse_rfc3339_utc_ms(from?)?,
+        ids::parse_rfc3339_utc_ms(to?)?,
+    );
     Some(b.saturating_sub(a) as f64 / 1000.0)
 }
 
 /// The event body: `{type, timestamp, data}` as Standard Webhooks suggests.
 /// `data` has one shape for every call event; outcome fields are null until
 /// the call ends, transcript/recording fields until those features exist.
-pub fn call_event_payload(event_type: &str, event_id: &str, record: &CallRecord, now_ms: u64) -> String {
+pub fn call_event_payload(
+    event_type: &str,
+    event_id: &str,
+    record: &CallRecord,
+    now_ms: u64,
+) -> String {
     let ended = record.status.is_terminal();
-    let ring_start = record.ringing_at.as_deref().or(record.dispatched_at.as_deref());
+    let ring_start = record
+        .ringing_at
+        .as_deref()
+        .or(record.dispatched_at.as_deref());
     let ring_end = record.answered_at.as_deref().or(record.ended_at.as_deref());
-    let ring_seconds = if ended || record.answered_at.is_some() { seconds_between(ring_start, ring_end) } else { None };
-    let talk_seconds = if ended { seconds_between(record.answered_at.as_deref(), record.ended_at.as_deref()) } else { None };
+    let ring_seconds = if ended || record.answered_at.is_some() {
+        seconds_between(ring_start, ring_end)
+    } else {
+        None
+    };
+    let talk_seconds = if ended {
+        seconds_between(record.answered_at.as_deref(), record.ended_at.as_deref())
+    } else {
+        None
+    };
     let data = json!({
         "object": "call",
         "id": record.id,
@@ -266,8 +290,14 @@ pub fn call_event_payload(event_type: &str, event_id: &str, record: &CallRecord,
         "recording_url": null,
     });
     // The caller's metadata goes out as its own JSON text (see `model::Metadata`).
-    let Value::Object(fields) = data else { return event_payload(event_type, event_id, now_ms, data) };
-    let data = crate::model::object_with_raw(&fields, "metadata", record.metadata.as_ref().map(crate::model::Metadata::raw));
+    let Value::Object(fields) = data else {
+        return event_payload(event_type, event_id, now_ms, data);
+    };
+    let data = crate::model::object_with_raw(
+        &fields,
+        "metadata",
+        record.metadata.as_ref().map(crate::model::Metadata::raw),
+    );
     match serde_json::value::RawValue::from_string(data) {
         Ok(raw) => envelope(event_type, event_id, now_ms, &raw),
         Err(_) => event_payload(event_type, event_id, now_ms, Value::Object(fields)),
@@ -294,35 +324,62 @@ impl WebhookEndpoint {
 /// One job per endpoint of the tenant that is enabled and wants the event
 /// (a test helper: calls' events go through their store's outbox).
 #[cfg(test)]
-pub async fn emit(kv: &impl Kv, tenant_id: &str, event_type: &str, record: &CallRecord, now_ms: u64) -> Result<Vec<DeliveryJob>, StoreError> {
+pub async fn emit(
+    kv: &impl Kv,
+    tenant_id: &str,
+    event_type: &str,
+    record: &CallRecord,
+    now_ms: u64,
+) -> Result<Vec<DeliveryJob>, StoreError> {
     let event_id = ids::random_id("evt");
     let payload = call_event_payload(event_type, &event_id, record, now_ms);
-    let event = crate::call_store::PendingEvent { event_id, event_type: event_type.to_string(), call_id: record.id.clone(), payload, created_ms: now_ms };
+    let event = crate::call_store::PendingEvent {
+        event_id,
+        event_type: event_type.to_string(),
+        call_id: record.id.clone(),
+        payload,
+        created_ms: now_ms,
+    };
     jobs_for_event(kv, tenant_id, &event, now_ms).await
 }
 
 /// The envelope every event shares: `{id, type, timestamp, data}`.
 pub fn event_payload(event_type: &str, event_id: &str, now_ms: u64, data: Value) -> String {
-    json!({"id": event_id, "type": event_type, "timestamp": rfc3339_ms(now_ms), "data": data}).to_string()
+    json!({"id": event_id, "type": event_type, "timestamp": rfc3339_ms(now_ms), "data": data})
+        .to_string()
 }
 
 /// [`event_payload`] with `data` already JSON text, kept verbatim.
-fn envelope(event_type: &str, event_id: &str, now_ms: u64, data: &serde_json::value::RawValue) -> String {
+fn envelope(
+    event_type: &str,
+    event_id: &str,
+    now_ms: u64,
+    data: &serde_json::value::RawValue,
+) -> String {
     let head = json!({"id": event_id, "type": event_type, "timestamp": rfc3339_ms(now_ms)});
-    let Value::Object(head) = head else { return String::new() };
+    let Value::Object(head) = head else {
+        return String::new();
+    };
     crate::model::object_with_raw(&head, "data", Some(data))
 }
 
 /// The deliveries of one event: a job per endpoint of the tenant that is
 /// enabled and wants it (endpoints are configuration, read from KV).
-pub async fn jobs_for_event(kv: &impl Kv, tenant_id: &str, event: &crate::call_store::PendingEvent, now_ms: u64) -> Result<Vec<DeliveryJob>, StoreError> {
+pub async fn jobs_for_event(
+    kv: &impl Kv,
+    tenant_id: &str,
+    event: &crate::call_store::PendingEvent,
+    now_ms: u64,
+) -> Result<Vec<DeliveryJob>, StoreError> {
     let mut jobs = Vec::new();
     let prefix = keys::webhooks_prefix(tenant_id);
     let mut cursor: Option<String> = None;
     loop {
         let page = kv.list(&prefix, 1000, cursor.as_deref()).await?;
         for entry in page.keys {
-            let Some(endpoint) = get_json::<WebhookEndpoint>(kv, &entry.name).await? else { continue };
+            let Some(endpoint) = get_json::<WebhookEndpoint>(kv, &entry.name).await? else {
+                continue;
+            };
             if !endpoint.wants(&event.event_type) {
                 continue;
             }
@@ -361,7 +418,12 @@ pub struct HttpReply {
 /// failure or the timeout, described for the log.
 #[allow(async_fn_in_trait)]
 pub trait WebhookHttp {
-    async fn post(&self, url: &str, headers: &[(String, String)], body: &str) -> Result<HttpReply, String>;
+    async fn post(
+        &self,
+        url: &str,
+        headers: &[(String, String)],
+        body: &str,
+    ) -> Result<HttpReply, String>;
 }
 
 /// What to do with a job after [`process`].
@@ -369,7 +431,10 @@ pub trait WebhookHttp {
 pub enum Next {
     Done,
     /// Queue this job after `delay_s` seconds (a retry, or a chained wait).
-    Requeue { job: Box<DeliveryJob>, delay_s: u32 },
+    Requeue {
+        job: Box<DeliveryJob>,
+        delay_s: u32,
+    },
 }
 
 /// `Retry-After`: delta seconds, or an HTTP date.
@@ -401,17 +466,26 @@ pub async fn process(
     let now = clock();
     // A chained wait that is not over yet: wait more, no attempt.
     if job.due_at_ms > now + 1_000 {
-        let delay_s = (job.due_at_ms - now).div_ceil(1000).min(u64::from(MAX_QUEUE_DELAY_S)) as u32;
-        return Ok(Next::Requeue { job: Box::new(job), delay_s });
+        let delay_s = (job.due_at_ms - now)
+            .div_ceil(1000)
+            .min(u64::from(MAX_QUEUE_DELAY_S)) as u32;
+        return Ok(Next::Requeue {
+            job: Box::new(job),
+            delay_s,
+        });
     }
     let record_key = keys::webhook_delivery(&job.tenant_id, &job.delivery_id);
-    let mut record = get_json::<DeliveryRecord>(kv, &record_key).await?.unwrap_or_else(|| DeliveryRecord::from_job(&job));
+    let mut record = get_json::<DeliveryRecord>(kv, &record_key)
+        .await?
+        .unwrap_or_else(|| DeliveryRecord::from_job(&job));
     let endpoint_key = keys::webhook(&job.tenant_id, &job.endpoint_id);
     let endpoint = get_json::<WebhookEndpoint>(kv, &endpoint_key).await?;
     let refusal = match &endpoint {
         None => Some("the endpoint was deleted".to_string()),
         Some(e) if !e.enabled => Some("the endpoint is disabled".to_string()),
-        Some(e) => url_guard::check_webhook(&e.url, dev_mode).err().map(|why| format!("the endpoint URL is not allowed: {why}")),
+        Some(e) => url_guard::check_webhook(&e.url, dev_mode)
+            .err()
+            .map(|why| format!("the endpoint URL is not allowed: {why}")),
     };
     let (Some(mut endpoint), None) = (endpoint, refusal.clone()) else {
         // Nothing is sent; the delivery ends here (a redelivery can revive it).
@@ -425,10 +499,18 @@ pub async fn process(
 
     let timestamp = now / 1000;
     let secrets = endpoint.signing_secrets(now);
-    let (reply, error) = match webhook_signing::headers(&secrets, &job.event_id, timestamp, job.payload.as_bytes()) {
+    let (reply, error) = match webhook_signing::headers(
+        &secrets,
+        &job.event_id,
+        timestamp,
+        job.payload.as_bytes(),
+    ) {
         Err(e) => (None, Some(e.to_string())),
         Ok(signed) => {
-            let mut headers: Vec<(String, String)> = signed.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
+            let mut headers: Vec<(String, String)> = signed
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v))
+                .collect();
             headers.push(("content-type".into(), "application/json".into()));
             headers.push(("user-agent".into(), "voxline-webhooks/1".into()));
             match http.post(&endpoint.url, &headers, &job.payload).await {
@@ -459,7 +541,10 @@ pub async fn process(
         Some(410) => {
             // Gone: the receiver asks us to stop. Disable the endpoint.
             endpoint.enabled = false;
-            endpoint.disabled_reason = Some(format!("the endpoint answered 410 Gone at {}", rfc3339_ms(done_at)));
+            endpoint.disabled_reason = Some(format!(
+                "the endpoint answered 410 Gone at {}",
+                rfc3339_ms(done_at)
+            ));
             endpoint.updated_at = Some(rfc3339_ms(done_at));
             put_json(kv, &endpoint_key, &endpoint, None).await?;
             record.status = DeliveryStatus::Failed;
@@ -467,15 +552,27 @@ pub async fn process(
         }
         _ => {
             let why = error.unwrap_or_else(|| format!("HTTP {}", status_code.unwrap_or(0)));
-            let retry_after = reply.as_ref().and_then(|r| r.retry_after.as_deref()).and_then(|v| parse_retry_after(v, done_at));
+            let retry_after = reply
+                .as_ref()
+                .and_then(|r| r.retry_after.as_deref())
+                .and_then(|v| parse_retry_after(v, done_at));
             match retry_delay_s(&endpoint.retry_schedule, job.step, retry_after) {
                 Some(delay) => {
                     let due = done_at + delay * 1000;
                     record.status = DeliveryStatus::Pending;
                     record.next_attempt_at = Some(rfc3339_ms(due));
                     record.last_error = Some(why);
-                    let follow = DeliveryJob { attempt: job.attempt + 1, step: job.step + 1, due_at_ms: due, manual: false, ..job };
-                    next = Next::Requeue { job: Box::new(follow), delay_s: delay.min(u64::from(MAX_QUEUE_DELAY_S)) as u32 };
+                    let follow = DeliveryJob {
+                        attempt: job.attempt + 1,
+                        step: job.step + 1,
+                        due_at_ms: due,
+                        manual: false,
+                        ..job
+                    };
+                    next = Next::Requeue {
+                        job: Box::new(follow),
+                        delay_s: delay.min(u64::from(MAX_QUEUE_DELAY_S)) as u32,
+                    };
                 }
                 None => {
                     record.status = DeliveryStatus::Failed;
@@ -494,7 +591,12 @@ pub(crate) mod tests_support {
     use crate::store::memory::MemoryKv;
     use futures::executor::block_on;
 
-    pub fn endpoint_with(kv: &MemoryKv, tenant: &str, events: &[&str], schedule: Vec<u32>) -> WebhookEndpoint {
+    pub fn endpoint_with(
+        kv: &MemoryKv,
+        tenant: &str,
+        events: &[&str],
+        schedule: Vec<u32>,
+    ) -> WebhookEndpoint {
         let e = WebhookEndpoint {
             id: ids::random_id("wh"),
             url: "https://hooks.example.com/x".into(),
@@ -539,19 +641,32 @@ mod tests {
 
     impl Script {
         fn new(replies: Vec<Result<HttpReply, String>>) -> Script {
-            Script { replies: RefCell::new(replies), sent: RefCell::default() }
+            Script {
+                replies: RefCell::new(replies),
+                sent: RefCell::default(),
+            }
         }
     }
 
     impl WebhookHttp for Script {
-        async fn post(&self, url: &str, headers: &[(String, String)], body: &str) -> Result<HttpReply, String> {
-            self.sent.borrow_mut().push((url.to_string(), headers.to_vec(), body.to_string()));
+        async fn post(
+            &self,
+            url: &str,
+            headers: &[(String, String)],
+            body: &str,
+        ) -> Result<HttpReply, String> {
+            self.sent
+                .borrow_mut()
+                .push((url.to_string(), headers.to_vec(), body.to_string()));
             self.replies.borrow_mut().remove(0)
         }
     }
 
     fn ok(status: u16) -> Result<HttpReply, String> {
-        Ok(HttpReply { status, retry_after: None })
+        Ok(HttpReply {
+            status,
+            retry_after: None,
+        })
     }
 
     fn call(status: CallStatus) -> CallRecord {
@@ -574,7 +689,12 @@ mod tests {
     }
 
     fn record(kv: &MemoryKv, job: &DeliveryJob) -> DeliveryRecord {
-        block_on(get_json(kv, &keys::webhook_delivery("ten_1", &job.delivery_id))).unwrap().unwrap()
+        block_on(get_json(
+            kv,
+            &keys::webhook_delivery("ten_1", &job.delivery_id),
+        ))
+        .unwrap()
+        .unwrap()
     }
 
     #[test]
@@ -587,7 +707,11 @@ mod tests {
         assert_eq!(event_for_change(Dialing, &r), Some("call.answered"));
         for s in [Completed, NoAnswer, Busy, Cancelled] {
             r.status = s;
-            assert_eq!(event_for_change(InProgress, &r), Some("call.completed"), "{s:?}");
+            assert_eq!(
+                event_for_change(InProgress, &r),
+                Some("call.completed"),
+                "{s:?}"
+            );
         }
         r.status = Failed;
         assert_eq!(event_for_change(Dialing, &r), Some("call.failed"));
@@ -601,17 +725,45 @@ mod tests {
 
     #[test]
     fn the_terminal_payload_has_outcome_durations_and_metadata() {
-        let p: Value = serde_json::from_str(&call_event_payload("call.completed", "evt_1", &call(CallStatus::Completed), NOW + 15_000)).unwrap();
-        assert_eq!((p["type"].as_str(), p["id"].as_str()), (Some("call.completed"), Some("evt_1")));
+        let p: Value = serde_json::from_str(&call_event_payload(
+            "call.completed",
+            "evt_1",
+            &call(CallStatus::Completed),
+            NOW + 15_000,
+        ))
+        .unwrap();
+        assert_eq!(
+            (p["type"].as_str(), p["id"].as_str()),
+            (Some("call.completed"), Some("evt_1"))
+        );
         let d = &p["data"];
-        assert_eq!((d["outcome"].as_str(), d["ended_reason"].as_str(), d["attempts"].as_u64()), (Some("completed"), Some("callee_hangup"), Some(1)));
-        assert_eq!((d["ring_seconds"].as_f64(), d["talk_seconds"].as_f64()), (Some(3.0), Some(10.5)));
+        assert_eq!(
+            (
+                d["outcome"].as_str(),
+                d["ended_reason"].as_str(),
+                d["attempts"].as_u64()
+            ),
+            (Some("completed"), Some("callee_hangup"), Some(1))
+        );
+        assert_eq!(
+            (d["ring_seconds"].as_f64(), d["talk_seconds"].as_f64()),
+            (Some(3.0), Some(10.5))
+        );
         assert_eq!(d["metadata"], json!({"crm": 7}));
-        assert_eq!(d["transcript_url"].as_str(), Some("/v1/calls/call_1/transcript"));
+        assert_eq!(
+            d["transcript_url"].as_str(),
+            Some("/v1/calls/call_1/transcript")
+        );
         for k in ["recording_url", "sip_code"] {
             assert!(d[k].is_null() && d.get(k).is_some(), "{k}");
         }
-        let queued: Value = serde_json::from_str(&call_event_payload("call.queued", "evt_2", &call(CallStatus::Queued), NOW)).unwrap();
+        let queued: Value = serde_json::from_str(&call_event_payload(
+            "call.queued",
+            "evt_2",
+            &call(CallStatus::Queued),
+            NOW,
+        ))
+        .unwrap();
         assert!(queued["data"]["outcome"].is_null() && queued["data"]["talk_seconds"].is_null());
     }
 
@@ -623,19 +775,49 @@ mod tests {
         let mut off = endpoint(&kv, &[], default_retry_schedule());
         off.enabled = false;
         block_on(put_json(&kv, &keys::webhook("ten_1", &off.id), &off, None)).unwrap();
-        let jobs = block_on(emit(&kv, "ten_1", "call.completed", &call(CallStatus::Completed), NOW)).unwrap();
+        let jobs = block_on(emit(
+            &kv,
+            "ten_1",
+            "call.completed",
+            &call(CallStatus::Completed),
+            NOW,
+        ))
+        .unwrap();
         assert_eq!(jobs.len(), 1);
-        assert_eq!((jobs[0].endpoint_id.as_str(), jobs[0].attempt), (all.id.as_str(), 1));
-        let jobs = block_on(emit(&kv, "ten_1", "call.failed", &call(CallStatus::Failed), NOW)).unwrap();
+        assert_eq!(
+            (jobs[0].endpoint_id.as_str(), jobs[0].attempt),
+            (all.id.as_str(), 1)
+        );
+        let jobs = block_on(emit(
+            &kv,
+            "ten_1",
+            "call.failed",
+            &call(CallStatus::Failed),
+            NOW,
+        ))
+        .unwrap();
         assert_eq!(jobs.len(), 2);
         assert!(jobs.iter().any(|j| j.endpoint_id == only_failed.id));
-        assert_eq!(jobs[0].event_id, jobs[1].event_id, "one event id across endpoints");
+        assert_eq!(
+            jobs[0].event_id, jobs[1].event_id,
+            "one event id across endpoints"
+        );
         assert_ne!(jobs[0].delivery_id, jobs[1].delivery_id);
-        assert!(block_on(emit(&kv, "ten_2", "call.failed", &call(CallStatus::Failed), NOW)).unwrap().is_empty());
+        assert!(block_on(emit(
+            &kv,
+            "ten_2",
+            "call.failed",
+            &call(CallStatus::Failed),
+            NOW
+        ))
+        .unwrap()
+        .is_empty());
     }
 
     fn first_job(kv: &MemoryKv, event: &str) -> DeliveryJob {
-        block_on(emit(kv, "ten_1", event, &call(CallStatus::Completed), NOW)).unwrap().remove(0)
+        block_on(emit(kv, "ten_1", event, &call(CallStatus::Completed), NOW))
+            .unwrap()
+            .remove(0)
     }
 
     #[test]
@@ -644,15 +826,33 @@ mod tests {
         let e = endpoint(&kv, &[], default_retry_schedule());
         let job = first_job(&kv, "call.completed");
         let http = Script::new(vec![ok(204)]);
-        assert_eq!(block_on(process(&kv, &http, job.clone(), &|| NOW + 5, false)).unwrap(), Next::Done);
+        assert_eq!(
+            block_on(process(&kv, &http, job.clone(), &|| NOW + 5, false)).unwrap(),
+            Next::Done
+        );
         let (url, headers, body) = http.sent.borrow()[0].clone();
-        assert_eq!((url.as_str(), body.as_str()), (e.url.as_str(), job.payload.as_str()));
-        let h = |n: &str| headers.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone()).unwrap();
+        assert_eq!(
+            (url.as_str(), body.as_str()),
+            (e.url.as_str(), job.payload.as_str())
+        );
+        let h = |n: &str| {
+            headers
+                .iter()
+                .find(|(k, _)| k == n)
+                .map(|(_, v)| v.clone())
+                .unwrap()
+        };
         assert_eq!(h("webhook-id"), job.event_id);
         let ts: u64 = h("webhook-timestamp").parse().unwrap();
-        assert_eq!(h("webhook-signature"), webhook_signing::sign(&e.secret, &job.event_id, ts, body.as_bytes()).unwrap());
+        assert_eq!(
+            h("webhook-signature"),
+            webhook_signing::sign(&e.secret, &job.event_id, ts, body.as_bytes()).unwrap()
+        );
         let r = record(&kv, &job);
-        assert_eq!((r.status, r.attempts.len(), r.attempts[0].status_code), (DeliveryStatus::Delivered, 1, Some(204)));
+        assert_eq!(
+            (r.status, r.attempts.len(), r.attempts[0].status_code),
+            (DeliveryStatus::Delivered, 1, Some(204))
+        );
     }
 
     #[test]
@@ -665,7 +865,10 @@ mod tests {
         for (want_delay, want_attempt) in [(1, 2), (2, 3)] {
             match block_on(process(&kv, &http, job.clone(), &|| clock.get(), true)).unwrap() {
                 Next::Requeue { job: next, delay_s } => {
-                    assert_eq!((delay_s, next.attempt, next.event_id.as_str()), (want_delay, want_attempt, job.event_id.as_str()));
+                    assert_eq!(
+                        (delay_s, next.attempt, next.event_id.as_str()),
+                        (want_delay, want_attempt, job.event_id.as_str())
+                    );
                     job = *next;
                 }
                 other => panic!("{other:?}"),
@@ -673,7 +876,10 @@ mod tests {
             assert_eq!(record(&kv, &job).status, DeliveryStatus::Pending);
             clock.set(clock.get() + 5_000);
         }
-        assert_eq!(block_on(process(&kv, &http, job.clone(), &|| clock.get(), true)).unwrap(), Next::Done);
+        assert_eq!(
+            block_on(process(&kv, &http, job.clone(), &|| clock.get(), true)).unwrap(),
+            Next::Done
+        );
         let r = record(&kv, &job);
         assert_eq!(r.status, DeliveryStatus::Failed);
         let codes: Vec<Option<u16>> = r.attempts.iter().map(|a| a.status_code).collect();
@@ -685,7 +891,10 @@ mod tests {
     #[test]
     fn retry_after_410_and_long_waits() {
         assert_eq!(parse_retry_after("7", NOW), Some(7));
-        assert_eq!(parse_retry_after("Tue, 25 Nov 2025 14:50:30 +0000", NOW), Some(30));
+        assert_eq!(
+            parse_retry_after("Tue, 25 Nov 2025 14:50:30 +0000", NOW),
+            Some(30)
+        );
         assert_eq!(parse_retry_after("soon", NOW), None);
         assert_eq!(retry_delay_s(&[5, 300], 0, Some(60)), Some(60));
         assert_eq!(retry_delay_s(&[5, 300], 1, Some(60)), Some(300));
@@ -694,29 +903,61 @@ mod tests {
         let kv = MemoryKv::default();
         let e = endpoint(&kv, &[], vec![1, 1]);
         let job = first_job(&kv, "call.completed");
-        let http = Script::new(vec![Ok(HttpReply { status: 429, retry_after: Some("4".into()) }), ok(410)]);
-        let Next::Requeue { job, delay_s } = block_on(process(&kv, &http, job, &|| NOW, true)).unwrap() else { panic!() };
+        let http = Script::new(vec![
+            Ok(HttpReply {
+                status: 429,
+                retry_after: Some("4".into()),
+            }),
+            ok(410),
+        ]);
+        let Next::Requeue { job, delay_s } =
+            block_on(process(&kv, &http, job, &|| NOW, true)).unwrap()
+        else {
+            panic!()
+        };
         let job = *job;
         assert_eq!(delay_s, 4);
-        assert_eq!(block_on(process(&kv, &http, job.clone(), &|| NOW + 4_000, true)).unwrap(), Next::Done);
-        let stored: WebhookEndpoint = block_on(get_json(&kv, &keys::webhook("ten_1", &e.id))).unwrap().unwrap();
+        assert_eq!(
+            block_on(process(&kv, &http, job.clone(), &|| NOW + 4_000, true)).unwrap(),
+            Next::Done
+        );
+        let stored: WebhookEndpoint = block_on(get_json(&kv, &keys::webhook("ten_1", &e.id)))
+            .unwrap()
+            .unwrap();
         assert!(!stored.enabled && stored.disabled_reason.unwrap().contains("410"));
         assert_eq!(record(&kv, &job).status, DeliveryStatus::Failed);
         // Later jobs for the disabled endpoint end without a request.
         let later = first_job_for(&kv, &e.id, &job);
-        assert_eq!(block_on(process(&kv, &http, later.clone(), &|| NOW, true)).unwrap(), Next::Done);
+        assert_eq!(
+            block_on(process(&kv, &http, later.clone(), &|| NOW, true)).unwrap(),
+            Next::Done
+        );
         assert!(record(&kv, &later).last_error.unwrap().contains("disabled"));
         assert_eq!(http.sent.borrow().len(), 2);
 
         // A wait past the queue's maximum delay is chained without an attempt.
-        let far = DeliveryJob { due_at_ms: NOW + 50_000_000, ..job };
-        let Next::Requeue { delay_s, .. } = block_on(process(&kv, &http, far, &|| NOW, true)).unwrap() else { panic!() };
+        let far = DeliveryJob {
+            due_at_ms: NOW + 50_000_000,
+            ..job
+        };
+        let Next::Requeue { delay_s, .. } =
+            block_on(process(&kv, &http, far, &|| NOW, true)).unwrap()
+        else {
+            panic!()
+        };
         assert_eq!(delay_s, MAX_QUEUE_DELAY_S);
         assert_eq!(http.sent.borrow().len(), 2);
     }
 
     fn first_job_for(_kv: &MemoryKv, endpoint_id: &str, like: &DeliveryJob) -> DeliveryJob {
-        DeliveryJob { delivery_id: delivery_id(NOW + 1), endpoint_id: endpoint_id.to_string(), attempt: 1, step: 0, due_at_ms: NOW, ..like.clone() }
+        DeliveryJob {
+            delivery_id: delivery_id(NOW + 1),
+            endpoint_id: endpoint_id.to_string(),
+            attempt: 1,
+            step: 0,
+            due_at_ms: NOW,
+            ..like.clone()
+        }
     }
 
     #[test]
@@ -727,7 +968,10 @@ mod tests {
         e.previous_secret = Some(old.clone());
         e.previous_secret_expires_ms = Some(NOW + 10_000);
         e.secret = ids::mint_webhook_secret();
-        assert_eq!(e.signing_secrets(NOW), vec![e.secret.as_str(), old.as_str()]);
+        assert_eq!(
+            e.signing_secrets(NOW),
+            vec![e.secret.as_str(), old.as_str()]
+        );
         assert_eq!(e.signing_secrets(NOW + 10_000), vec![e.secret.as_str()]);
     }
 
@@ -739,9 +983,14 @@ mod tests {
         block_on(put_json(&kv, &keys::webhook("ten_1", &e.id), &e, None)).unwrap();
         let job = first_job(&kv, "call.completed");
         let http = Script::new(vec![]);
-        assert_eq!(block_on(process(&kv, &http, job.clone(), &|| NOW, false)).unwrap(), Next::Done);
+        assert_eq!(
+            block_on(process(&kv, &http, job.clone(), &|| NOW, false)).unwrap(),
+            Next::Done
+        );
         assert!(http.sent.borrow().is_empty());
         let r = record(&kv, &job);
-        assert!(r.status == DeliveryStatus::Failed && r.last_error.unwrap().contains("not allowed"));
+        assert!(
+            r.status == DeliveryStatus::Failed && r.last_error.unwrap().contains("not allowed")
+        );
     }
 }

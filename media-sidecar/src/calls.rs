@@ -38,7 +38,10 @@ pub(crate) struct Emitter {
 
 impl Emitter {
     pub(crate) fn new(call_id: &str, tx: mpsc::Sender<Msg>) -> Emitter {
-        Emitter { call_id: call_id.to_string(), tx }
+        Emitter {
+            call_id: call_id.to_string(),
+            tx,
+        }
     }
 
     pub(crate) async fn emit(&self, kind: EventKind) -> u64 {
@@ -47,18 +50,35 @@ impl Emitter {
 
     pub(crate) async fn emit_at(&self, kind: EventKind, at: u64) -> u64 {
         tracing::info!(call_id = %self.call_id, event = kind.name(), "call event");
-        let _ = self.tx.send(Msg::Event { call_id: self.call_id.clone(), at_ms: at, kind }).await;
+        let _ = self
+            .tx
+            .send(Msg::Event {
+                call_id: self.call_id.clone(),
+                at_ms: at,
+                kind,
+            })
+            .await;
         at
     }
 }
 
 fn ended(status: CallStatus, reason: EndedReason, timings: Timings) -> EventKind {
-    EventKind::Ended { status, reason, sip_code: None, timings }
+    EventKind::Ended {
+        status,
+        reason,
+        sip_code: None,
+        timings,
+    }
 }
 
 /// Runs one call to its end. `hangup` fires when the edge asks to hang up;
 /// if it is dropped instead (the sidecar is stopping), the task just returns.
-pub async fn run_call(offer: Offer, mode: CallMode, tx: mpsc::Sender<Msg>, hangup: oneshot::Receiver<()>) {
+pub async fn run_call(
+    offer: Offer,
+    mode: CallMode,
+    tx: mpsc::Sender<Msg>,
+    hangup: oneshot::Receiver<()>,
+) {
     match mode {
         CallMode::Sip(tel) => crate::telephony::run_sip_call(offer, tel, tx, hangup).await,
         CallMode::Placeholder => run_stand_in(offer, None, tx, hangup).await,
@@ -67,10 +87,23 @@ pub async fn run_call(offer: Offer, mode: CallMode, tx: mpsc::Sender<Msg>, hangu
 }
 
 /// No trunk (`talk` = None) or the `--simulate-answer` test aid.
-async fn run_stand_in(offer: Offer, talk: Option<Duration>, tx: mpsc::Sender<Msg>, mut hangup: oneshot::Receiver<()>) {
-    let e = Emitter { call_id: offer.call_id.clone(), tx: tx.clone() };
+async fn run_stand_in(
+    offer: Offer,
+    talk: Option<Duration>,
+    tx: mpsc::Sender<Msg>,
+    mut hangup: oneshot::Receiver<()>,
+) {
+    let e = Emitter {
+        call_id: offer.call_id.clone(),
+        tx: tx.clone(),
+    };
     let dispatched_ms = e.emit(EventKind::Dialing).await;
-    let mut t = Timings { dispatched_ms, ringing_ms: None, answered_ms: None, ended_ms: 0 };
+    let mut t = Timings {
+        dispatched_ms,
+        ringing_ms: None,
+        answered_ms: None,
+        ended_ms: 0,
+    };
 
     // `Some(true)`: hangup requested; `Some(false)`: the sidecar is stopping.
     async fn wait(hangup: &mut oneshot::Receiver<()>, d: Option<Duration>) -> Option<bool> {
@@ -90,20 +123,27 @@ async fn run_stand_in(offer: Offer, talk: Option<Duration>, tx: mpsc::Sender<Msg
         },
         Some(talk) => 'sim: {
             match wait(&mut hangup, Some(SIM_RING_AFTER)).await {
-                Some(true) => break 'sim Some((CallStatus::Cancelled, EndedReason::HangupRequested)),
+                Some(true) => {
+                    break 'sim Some((CallStatus::Cancelled, EndedReason::HangupRequested))
+                }
                 Some(false) => break 'sim None,
                 None => {}
             }
             t.ringing_ms = Some(e.emit(EventKind::Ringing).await);
             match wait(&mut hangup, Some(SIM_ANSWER_AFTER - SIM_RING_AFTER)).await {
-                Some(true) => break 'sim Some((CallStatus::Cancelled, EndedReason::HangupRequested)),
+                Some(true) => {
+                    break 'sim Some((CallStatus::Cancelled, EndedReason::HangupRequested))
+                }
                 Some(false) => break 'sim None,
                 None => {}
             }
             t.answered_ms = Some(e.emit(EventKind::Answered).await);
             let cap = Duration::from_secs(u64::from(offer.max_seconds));
-            let (d, reason) =
-                if talk > cap { (cap, EndedReason::MaxDurationReached) } else { (talk, EndedReason::AgentHangup) };
+            let (d, reason) = if talk > cap {
+                (cap, EndedReason::MaxDurationReached)
+            } else {
+                (talk, EndedReason::AgentHangup)
+            };
             match wait(&mut hangup, Some(d)).await {
                 Some(true) => Some((CallStatus::Completed, EndedReason::HangupRequested)),
                 Some(false) => None,
@@ -115,5 +155,9 @@ async fn run_stand_in(offer: Offer, talk: Option<Duration>, tx: mpsc::Sender<Msg
         t.ended_ms = now_ms();
         e.emit_at(ended(status, reason, t), t.ended_ms).await;
     }
-    let _ = tx.send(Msg::CallDone { call_id: offer.call_id }).await;
+    let _ = tx
+        .send(Msg::CallDone {
+            call_id: offer.call_id,
+        })
+        .await;
 }

@@ -74,7 +74,9 @@ impl EdgeUrl {
         } else if let Some(r) = s.strip_prefix("http://") {
             (r, false, false)
         } else {
-            return Err(format!("`{s}`: the scheme must be http://, https:// or https+h3://"));
+            return Err(format!(
+                "`{s}`: the scheme must be http://, https:// or https+h3://"
+            ));
         };
         let uri: http::Uri = format!("{}://{rest}", if tls { "https" } else { "http" })
             .parse()
@@ -82,23 +84,38 @@ impl EdgeUrl {
         if uri.query().is_some() {
             return Err(format!("`{s}`: no query string allowed"));
         }
-        let authority = uri.authority().ok_or_else(|| format!("`{s}` has no host"))?;
+        let authority = uri
+            .authority()
+            .ok_or_else(|| format!("`{s}` has no host"))?;
         if authority.as_str().contains('@') {
             return Err(format!("`{s}`: no user info allowed"));
         }
-        let host = authority.host().trim_start_matches('[').trim_end_matches(']').to_string();
+        let host = authority
+            .host()
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string();
         if host.is_empty() {
             return Err(format!("`{s}` has no host"));
         }
         // The link carries signed requests, offers with engine keys and
         // recordings: in clear only to an edge on this machine (development).
-        let loopback = host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
+        let loopback = host == "localhost"
+            || host
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback());
         if !tls && !loopback {
             return Err(format!("`{s}`: plain http:// is only for an edge on this machine (loopback); use https:// or https+h3://"));
         }
         let port = authority.port_u16().unwrap_or(if tls { 443 } else { 80 });
         let base_path = uri.path().trim_end_matches('/').to_string();
-        Ok(EdgeUrl { tls, host, port, base_path, h3_scheme })
+        Ok(EdgeUrl {
+            tls,
+            host,
+            port,
+            base_path,
+            h3_scheme,
+        })
     }
 
     /// `host:port`, bracketing IPv6 literals, for the `Host`/`:authority`.
@@ -112,7 +129,13 @@ impl EdgeUrl {
 
     /// The absolute URL of an API path (scheme `http` or `https`).
     pub fn url(&self, path: &str) -> String {
-        format!("{}://{}{}{}", if self.tls { "https" } else { "http" }, self.authority(), self.base_path, path)
+        format!(
+            "{}://{}{}{}",
+            if self.tls { "https" } else { "http" },
+            self.authority(),
+            self.base_path,
+            path
+        )
     }
 }
 
@@ -270,14 +293,23 @@ impl Telephony {
     /// Checks ranges and trunks; fills trunk passwords from the environment.
     fn finish(mut self, env: &dyn Fn(&str) -> Option<String>) -> Result<Telephony, String> {
         if self.rtp_port_min == 0 || self.rtp_port_min > self.rtp_port_max {
-            return Err(format!("rtp ports {}..={} are not a range", self.rtp_port_min, self.rtp_port_max));
+            return Err(format!(
+                "rtp ports {}..={} are not a range",
+                self.rtp_port_min, self.rtp_port_max
+            ));
         }
         if self.ring_timeout_secs == 0 || self.ring_timeout_secs > 300 {
-            return Err(format!("ring_timeout_secs {} is not in 1..=300", self.ring_timeout_secs));
+            return Err(format!(
+                "ring_timeout_secs {} is not in 1..=300",
+                self.ring_timeout_secs
+            ));
         }
         let mut seen = std::collections::HashSet::new();
         if self.codecs.is_empty() || !self.codecs.iter().all(|c| seen.insert(*c)) {
-            return Err(format!("codecs {:?} must list pcmu, pcma or opus, each at most once", self.codecs));
+            return Err(format!(
+                "codecs {:?} must list pcmu, pcma or opus, each at most once",
+                self.codecs
+            ));
         }
         let mut names = std::collections::HashSet::new();
         for t in &mut self.trunks {
@@ -289,9 +321,15 @@ impl Telephony {
             }
             let digits = t.from_number.strip_prefix('+').unwrap_or("");
             if !(7..=15).contains(&digits.len()) || !digits.bytes().all(|b| b.is_ascii_digit()) {
-                return Err(format!("trunk `{}`: from_number `{}` is not E.164", t.name, t.from_number));
+                return Err(format!(
+                    "trunk `{}`: from_number `{}` is not E.164",
+                    t.name, t.from_number
+                ));
             }
-            let var = format!("VOXLINE_TRUNK_{}_PASSWORD", t.name.to_ascii_uppercase().replace(['-', '.'], "_"));
+            let var = format!(
+                "VOXLINE_TRUNK_{}_PASSWORD",
+                t.name.to_ascii_uppercase().replace(['-', '.'], "_")
+            );
             if let Some(p) = env(&var) {
                 t.password = Some(Secret(p));
             }
@@ -311,9 +349,16 @@ pub enum ConfigError {
     #[error("config file {path}: {msg}")]
     Parse { path: PathBuf, msg: String },
     #[error("`{key}` is required: set it in the config file or in ${env}")]
-    Missing { key: &'static str, env: &'static str },
+    Missing {
+        key: &'static str,
+        env: &'static str,
+    },
     #[error("`{key}` (from {source_}) is invalid: {msg}")]
-    Invalid { key: &'static str, source_: String, msg: String },
+    Invalid {
+        key: &'static str,
+        source_: String,
+        msg: String,
+    },
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -343,23 +388,39 @@ impl Config {
     }
 
     /// Like [`load`](Self::load) with an injectable environment (for tests).
-    pub fn load_with(path: Option<&Path>, env: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+    pub fn load_with(
+        path: Option<&Path>,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
         let (file, file_name) = match path {
             Some(p) => {
-                let text = std::fs::read_to_string(p)
-                    .map_err(|e| ConfigError::Read { path: p.to_path_buf(), msg: e.to_string() })?;
-                let f: FileConfig = toml::from_str(&text)
-                    .map_err(|e| ConfigError::Parse { path: p.to_path_buf(), msg: e.to_string().trim().to_string() })?;
+                let text = std::fs::read_to_string(p).map_err(|e| ConfigError::Read {
+                    path: p.to_path_buf(),
+                    msg: e.to_string(),
+                })?;
+                let f: FileConfig = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+                    path: p.to_path_buf(),
+                    msg: e.to_string().trim().to_string(),
+                })?;
                 (f, p.display().to_string())
             }
             None => (FileConfig::default(), String::new()),
         };
         let env = |k: &str| env(k).filter(|v| !v.trim().is_empty());
-        let pick = |key: &'static str, var: &'static str, file_val: Option<String>| -> Option<Sourced<String>> {
+        let pick = |key: &'static str,
+                    var: &'static str,
+                    file_val: Option<String>|
+         -> Option<Sourced<String>> {
             if let Some(v) = env(var) {
-                return Some(Sourced { value: v, from: format!("${var}") });
+                return Some(Sourced {
+                    value: v,
+                    from: format!("${var}"),
+                });
             }
-            file_val.map(|v| Sourced { value: v, from: format!("{file_name}: {key}") })
+            file_val.map(|v| Sourced {
+                value: v,
+                from: format!("{file_name}: {key}"),
+            })
         };
         let required = |key: &'static str, var: &'static str, v: Option<Sourced<String>>| {
             v.ok_or(ConfigError::Missing { key, env: var })
@@ -370,11 +431,18 @@ impl Config {
             msg,
         };
 
-        let url = required("edge_url", "VOXLINE_EDGE_URL", pick("edge_url", "VOXLINE_EDGE_URL", file.edge_url))?;
+        let url = required(
+            "edge_url",
+            "VOXLINE_EDGE_URL",
+            pick("edge_url", "VOXLINE_EDGE_URL", file.edge_url),
+        )?;
         let edge = EdgeUrl::parse(url.value.trim()).map_err(|m| invalid("edge_url", &url, m))?;
 
-        let id =
-            required("sidecar_id", "VOXLINE_SIDECAR_ID", pick("sidecar_id", "VOXLINE_SIDECAR_ID", file.sidecar_id))?;
+        let id = required(
+            "sidecar_id",
+            "VOXLINE_SIDECAR_ID",
+            pick("sidecar_id", "VOXLINE_SIDECAR_ID", file.sidecar_id),
+        )?;
         if !is_valid_id(&id.value) {
             return Err(invalid(
                 "sidecar_id",
@@ -382,7 +450,11 @@ impl Config {
                 "use 1 to 64 of [A-Za-z0-9._-], starting with a letter or digit".into(),
             ));
         }
-        let region = required("region", "VOXLINE_REGION", pick("region", "VOXLINE_REGION", file.region))?;
+        let region = required(
+            "region",
+            "VOXLINE_REGION",
+            pick("region", "VOXLINE_REGION", file.region),
+        )?;
         if !is_valid_id(&region.value) {
             return Err(invalid(
                 "region",
@@ -390,30 +462,56 @@ impl Config {
                 "use 1 to 64 of [A-Za-z0-9._-], starting with a letter or digit".into(),
             ));
         }
-        let secret =
-            required("secret", "VOXLINE_SIDECAR_SECRET", pick("secret", "VOXLINE_SIDECAR_SECRET", file.secret))?;
+        let secret = required(
+            "secret",
+            "VOXLINE_SIDECAR_SECRET",
+            pick("secret", "VOXLINE_SIDECAR_SECRET", file.secret),
+        )?;
         if secret.value.trim() != secret.value {
-            return Err(invalid("secret", &secret, "has leading or trailing whitespace".into()));
+            return Err(invalid(
+                "secret",
+                &secret,
+                "has leading or trailing whitespace".into(),
+            ));
         }
 
         let capacity = match env("VOXLINE_CAPACITY") {
             Some(v) => {
-                let s = Sourced { value: v, from: "$VOXLINE_CAPACITY".into() };
-                s.value
-                    .trim()
-                    .parse::<u32>()
-                    .map_err(|_| invalid("capacity", &s, format!("`{}` is not a whole number", s.value)))?
+                let s = Sourced {
+                    value: v,
+                    from: "$VOXLINE_CAPACITY".into(),
+                };
+                s.value.trim().parse::<u32>().map_err(|_| {
+                    invalid(
+                        "capacity",
+                        &s,
+                        format!("`{}` is not a whole number", s.value),
+                    )
+                })?
             }
-            None => file.capacity.ok_or(ConfigError::Missing { key: "capacity", env: "VOXLINE_CAPACITY" })?,
+            None => file.capacity.ok_or(ConfigError::Missing {
+                key: "capacity",
+                env: "VOXLINE_CAPACITY",
+            })?,
         };
         if capacity == 0 || capacity > MAX_CAPACITY {
-            let s = Sourced { value: capacity.to_string(), from: "capacity".into() };
-            return Err(invalid("capacity", &s, format!("{capacity} is not in 1..={MAX_CAPACITY}")));
+            let s = Sourced {
+                value: capacity.to_string(),
+                from: "capacity".into(),
+            };
+            return Err(invalid(
+                "capacity",
+                &s,
+                format!("{capacity} is not in 1..={MAX_CAPACITY}"),
+            ));
         }
 
         let lease_wait_ms = match env("VOXLINE_LEASE_WAIT_MS") {
             Some(v) => {
-                let s = Sourced { value: v, from: "$VOXLINE_LEASE_WAIT_MS".into() };
+                let s = Sourced {
+                    value: v,
+                    from: "$VOXLINE_LEASE_WAIT_MS".into(),
+                };
                 Some(
                     s.value
                         .trim()
@@ -425,8 +523,15 @@ impl Config {
         };
         if let Some(w) = lease_wait_ms {
             if w == 0 || w > MAX_LEASE_WAIT_MS {
-                let s = Sourced { value: w.to_string(), from: "lease_wait_ms".into() };
-                return Err(invalid("lease_wait_ms", &s, format!("{w} is not in 1..={MAX_LEASE_WAIT_MS}")));
+                let s = Sourced {
+                    value: w.to_string(),
+                    from: "lease_wait_ms".into(),
+                };
+                return Err(invalid(
+                    "lease_wait_ms",
+                    &s,
+                    format!("{w} is not in 1..={MAX_LEASE_WAIT_MS}"),
+                ));
             }
         }
 
@@ -435,7 +540,13 @@ impl Config {
                 let tr = match t.value.trim() {
                     "h3" => Transport::H3,
                     "http1" => Transport::Http1,
-                    other => return Err(invalid("transport", &t, format!("`{other}`: use \"h3\" or \"http1\""))),
+                    other => {
+                        return Err(invalid(
+                            "transport",
+                            &t,
+                            format!("`{other}`: use \"h3\" or \"http1\""),
+                        ))
+                    }
                 };
                 if tr == Transport::H3 && !edge.tls {
                     return Err(invalid(
@@ -445,7 +556,11 @@ impl Config {
                     ));
                 }
                 if tr == Transport::Http1 && edge.h3_scheme {
-                    return Err(invalid("transport", &t, "conflicts with the https+h3:// edge_url".into()));
+                    return Err(invalid(
+                        "transport",
+                        &t,
+                        "conflicts with the https+h3:// edge_url".into(),
+                    ));
                 }
                 tr
             }
@@ -454,8 +569,14 @@ impl Config {
         };
 
         let ca_cert = match env("VOXLINE_CA_CERT") {
-            Some(v) => Some(Sourced { value: PathBuf::from(v), from: "$VOXLINE_CA_CERT".into() }),
-            None => file.ca_cert.map(|p| Sourced { value: p, from: format!("{file_name}: ca_cert") }),
+            Some(v) => Some(Sourced {
+                value: PathBuf::from(v),
+                from: "$VOXLINE_CA_CERT".into(),
+            }),
+            None => file.ca_cert.map(|p| Sourced {
+                value: p,
+                from: format!("{file_name}: ca_cert"),
+            }),
         };
         if let Some(c) = &ca_cert {
             if !c.value.is_file() {
@@ -467,11 +588,19 @@ impl Config {
             }
         }
 
-        let telephony = file.telephony.unwrap_or_default().finish(&env).map_err(|msg| ConfigError::Invalid {
-            key: "telephony",
-            source_: if file_name.is_empty() { "defaults".into() } else { format!("{file_name}: [telephony]") },
-            msg,
-        })?;
+        let telephony = file
+            .telephony
+            .unwrap_or_default()
+            .finish(&env)
+            .map_err(|msg| ConfigError::Invalid {
+                key: "telephony",
+                source_: if file_name.is_empty() {
+                    "defaults".into()
+                } else {
+                    format!("{file_name}: [telephony]")
+                },
+                msg,
+            })?;
 
         Ok(Config {
             telephony,
@@ -509,13 +638,17 @@ mod tests {
     }
 
     fn write(name: &str, text: &str) -> TempFile {
-        let p = std::env::temp_dir().join(format!("voxline-config-test-{}-{name}", std::process::id()));
+        let p =
+            std::env::temp_dir().join(format!("voxline-config-test-{}-{name}", std::process::id()));
         std::fs::write(&p, text).unwrap();
         TempFile(p)
     }
 
     fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
-        let m: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let m: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         move |k| m.get(k).cloned()
     }
 
@@ -525,30 +658,73 @@ mod tests {
             "{FULL}\n[telephony]\nring_timeout_secs = 5\n\n[[telephony.trunks]]\nname = \"backup\"\nhost = \"127.0.0.1\"\nport = 5071\nfrom_number = \"+15550001111\"\npriority = 2\n\n[[telephony.trunks]]\nname = \"main-1\"\nhost = \"127.0.0.1\"\nusername = \"u\"\nfrom_number = \"+15550001111\"\npriority = 1\n"
         );
         let f = write("trunks.toml", &text);
-        let c = Config::load_with(Some(&f), env(&[("VOXLINE_TRUNK_MAIN_1_PASSWORD", "pw")])).unwrap();
+        let c =
+            Config::load_with(Some(&f), env(&[("VOXLINE_TRUNK_MAIN_1_PASSWORD", "pw")])).unwrap();
         let t = &c.telephony;
         assert_eq!(t.ring_timeout_secs, 5);
-        assert_eq!(t.codecs, [CodecName::Pcmu, CodecName::Pcma, CodecName::Opus], "default offer order");
-        assert_eq!(t.trunks.iter().map(|t| t.name.as_str()).collect::<Vec<_>>(), ["main-1", "backup"]);
-        assert_eq!((t.trunks[0].port, t.trunks[0].password.as_ref().map(|p| p.expose().to_vec())), (5060, Some(b"pw".to_vec())));
-        assert!(format!("{t:?}").contains("main-1") && !format!("{t:?}").contains("\"pw\""), "password printed");
+        assert_eq!(
+            t.codecs,
+            [CodecName::Pcmu, CodecName::Pcma, CodecName::Opus],
+            "default offer order"
+        );
+        assert_eq!(
+            t.trunks.iter().map(|t| t.name.as_str()).collect::<Vec<_>>(),
+            ["main-1", "backup"]
+        );
+        assert_eq!(
+            (
+                t.trunks[0].port,
+                t.trunks[0].password.as_ref().map(|p| p.expose().to_vec())
+            ),
+            (5060, Some(b"pw".to_vec()))
+        );
+        assert!(
+            format!("{t:?}").contains("main-1") && !format!("{t:?}").contains("\"pw\""),
+            "password printed"
+        );
 
-        let bad = write("trunks-bad.toml", &format!("{FULL}\n[[telephony.trunks]]\nname = \"x\"\nhost = \"h\"\nfrom_number = \"555\"\n"));
+        let bad = write(
+            "trunks-bad.toml",
+            &format!(
+                "{FULL}\n[[telephony.trunks]]\nname = \"x\"\nhost = \"h\"\nfrom_number = \"555\"\n"
+            ),
+        );
         let e = Config::load_with(Some(&bad), env(&[])).unwrap_err();
-        assert!(matches!(&e, ConfigError::Invalid { key: "telephony", msg, .. } if msg.contains("E.164")), "{e}");
-        let c = Config::load_with(None, env(&[("VOXLINE_EDGE_URL", "http://127.0.0.1:1"), ("VOXLINE_SIDECAR_ID", "a"),
-            ("VOXLINE_REGION", "r"), ("VOXLINE_SIDECAR_SECRET", "s"), ("VOXLINE_CAPACITY", "1")])).unwrap();
+        assert!(
+            matches!(&e, ConfigError::Invalid { key: "telephony", msg, .. } if msg.contains("E.164")),
+            "{e}"
+        );
+        let c = Config::load_with(
+            None,
+            env(&[
+                ("VOXLINE_EDGE_URL", "http://127.0.0.1:1"),
+                ("VOXLINE_SIDECAR_ID", "a"),
+                ("VOXLINE_REGION", "r"),
+                ("VOXLINE_SIDECAR_SECRET", "s"),
+                ("VOXLINE_CAPACITY", "1"),
+            ]),
+        )
+        .unwrap();
         assert!(c.telephony.trunks.is_empty(), "no file: no trunks");
     }
 
     #[test]
     fn codec_preference_is_configurable_and_checked() {
-        let f = write("codecs.toml", &format!("{FULL}\n[telephony]\ncodecs = [\"opus\", \"pcmu\"]\n"));
+        let f = write(
+            "codecs.toml",
+            &format!("{FULL}\n[telephony]\ncodecs = [\"opus\", \"pcmu\"]\n"),
+        );
         let c = Config::load_with(Some(&f), env(&[])).unwrap();
         assert_eq!(c.telephony.codecs, [CodecName::Opus, CodecName::Pcmu]);
         for bad in ["[]", "[\"pcmu\", \"pcmu\"]", "[\"g729\"]"] {
-            let f = write("codecs-bad.toml", &format!("{FULL}\n[telephony]\ncodecs = {bad}\n"));
-            assert!(Config::load_with(Some(&f), env(&[])).is_err(), "codecs = {bad} accepted");
+            let f = write(
+                "codecs-bad.toml",
+                &format!("{FULL}\n[telephony]\ncodecs = {bad}\n"),
+            );
+            assert!(
+                Config::load_with(Some(&f), env(&[])).is_err(),
+                "codecs = {bad} accepted"
+            );
         }
     }
 
@@ -567,9 +743,19 @@ capacity = 8
         assert_eq!(c.edge.host, "edge.example.com");
         assert_eq!(c.edge.port, 443);
         assert_eq!(c.edge.base_path, "/base");
-        assert_eq!(c.edge.url("/v1/sidecar/lease"), "https://edge.example.com:443/base/v1/sidecar/lease");
-        assert_eq!((c.sidecar_id.as_str(), c.region.as_str(), c.capacity), ("sc-eu-1", "eu", 8));
-        assert_eq!(c.transport, Transport::Http1, "https:// without transport = http1");
+        assert_eq!(
+            c.edge.url("/v1/sidecar/lease"),
+            "https://edge.example.com:443/base/v1/sidecar/lease"
+        );
+        assert_eq!(
+            (c.sidecar_id.as_str(), c.region.as_str(), c.capacity),
+            ("sc-eu-1", "eu", 8)
+        );
+        assert_eq!(
+            c.transport,
+            Transport::Http1,
+            "https:// without transport = http1"
+        );
         assert_eq!(c.ca_cert, None);
         assert_eq!(format!("{:?}", c.secret), "Secret(<redacted>)");
         assert!(!format!("{c:?}").contains("0123456789abcdef"));
@@ -630,24 +816,54 @@ capacity = 8
             }
             Config::load_with(None, env(&e))
         };
-        assert_eq!(load("https://e.x", Some("h3")).unwrap().transport, Transport::H3);
-        assert_eq!(load("https://e.x", None).unwrap().transport, Transport::Http1);
-        assert_eq!(load("https+h3://e.x", None).unwrap().transport, Transport::H3);
-        assert_eq!(load("http://127.0.0.1:8787", None).unwrap().transport, Transport::Http1);
-        let e = load("http://127.0.0.1:8787", Some("h3")).unwrap_err().to_string();
+        assert_eq!(
+            load("https://e.x", Some("h3")).unwrap().transport,
+            Transport::H3
+        );
+        assert_eq!(
+            load("https://e.x", None).unwrap().transport,
+            Transport::Http1
+        );
+        assert_eq!(
+            load("https+h3://e.x", None).unwrap().transport,
+            Transport::H3
+        );
+        assert_eq!(
+            load("http://127.0.0.1:8787", None).unwrap().transport,
+            Transport::Http1
+        );
+        let e = load("http://127.0.0.1:8787", Some("h3"))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("h3 needs TLS"), "{e}");
         // In clear only to an edge on this machine.
-        for local in ["http://localhost:8787", "http://[::1]:8787", "http://127.0.0.2"] {
+        for local in [
+            "http://localhost:8787",
+            "http://[::1]:8787",
+            "http://127.0.0.2",
+        ] {
             assert!(load(local, None).is_ok(), "{local}");
         }
-        for remote in ["http://e.x", "http://10.0.0.1:8787", "http://[2001:db8::1]/"] {
+        for remote in [
+            "http://e.x",
+            "http://10.0.0.1:8787",
+            "http://[2001:db8::1]/",
+        ] {
             let e = load(remote, None).unwrap_err().to_string();
-            assert!(e.contains("only for an edge on this machine"), "{remote}: {e}");
+            assert!(
+                e.contains("only for an edge on this machine"),
+                "{remote}: {e}"
+            );
         }
-        let e = load("https+h3://e.x", Some("http1")).unwrap_err().to_string();
+        let e = load("https+h3://e.x", Some("http1"))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("conflicts"), "{e}");
         let e = load("https://e.x", Some("quic")).unwrap_err().to_string();
-        assert!(e.contains("`transport` (from $VOXLINE_TRANSPORT) is invalid: `quic`"), "{e}");
+        assert!(
+            e.contains("`transport` (from $VOXLINE_TRANSPORT) is invalid: `quic`"),
+            "{e}"
+        );
         let e = load("ftp://e.x", None).unwrap_err().to_string();
         assert!(e.contains("scheme must be"), "{e}");
         let e = load("https://user@e.x", None).unwrap_err().to_string();
@@ -655,43 +871,90 @@ capacity = 8
         let e = load("https://e.x/?a=1", None).unwrap_err().to_string();
         assert!(e.contains("query"), "{e}");
         let v6 = load("https+h3://[::1]:9443", None).unwrap();
-        assert_eq!((v6.edge.host.as_str(), v6.edge.authority()), ("::1", "[::1]:9443".to_string()));
+        assert_eq!(
+            (v6.edge.host.as_str(), v6.edge.authority()),
+            ("::1", "[::1]:9443".to_string())
+        );
     }
 
     #[test]
     fn clear_errors() {
-        let e = Config::load_with(Some(Path::new("/nonexistent/voxline.toml")), env(&[])).unwrap_err();
+        let e =
+            Config::load_with(Some(Path::new("/nonexistent/voxline.toml")), env(&[])).unwrap_err();
         assert!(matches!(e, ConfigError::Read { .. }));
-        assert!(e.to_string().starts_with("cannot read config file /nonexistent/voxline.toml"));
+        assert!(e
+            .to_string()
+            .starts_with("cannot read config file /nonexistent/voxline.toml"));
 
         let p = write("typo.toml", &format!("{FULL}\ncapacty = 3\n"));
-        let e = Config::load_with(Some(&p), env(&[])).unwrap_err().to_string();
+        let e = Config::load_with(Some(&p), env(&[]))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("unknown field `capacty`"), "{e}");
 
-        let p = write("badtype.toml", &FULL.replace("capacity = 8", "capacity = \"eight\""));
-        let e = Config::load_with(Some(&p), env(&[])).unwrap_err().to_string();
+        let p = write(
+            "badtype.toml",
+            &FULL.replace("capacity = 8", "capacity = \"eight\""),
+        );
+        let e = Config::load_with(Some(&p), env(&[]))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("capacity"), "{e}");
 
-        let p = write("nosecret.toml", &FULL.replace("secret = \"0123456789abcdef0123456789abcdef\"", ""));
+        let p = write(
+            "nosecret.toml",
+            &FULL.replace("secret = \"0123456789abcdef0123456789abcdef\"", ""),
+        );
         let e = Config::load_with(Some(&p), env(&[])).unwrap_err();
-        assert_eq!(e, ConfigError::Missing { key: "secret", env: "VOXLINE_SIDECAR_SECRET" });
-        assert_eq!(e.to_string(), "`secret` is required: set it in the config file or in $VOXLINE_SIDECAR_SECRET");
+        assert_eq!(
+            e,
+            ConfigError::Missing {
+                key: "secret",
+                env: "VOXLINE_SIDECAR_SECRET"
+            }
+        );
+        assert_eq!(
+            e.to_string(),
+            "`secret` is required: set it in the config file or in $VOXLINE_SIDECAR_SECRET"
+        );
 
         let p = write("zero.toml", &FULL.replace("capacity = 8", "capacity = 0"));
-        let e = Config::load_with(Some(&p), env(&[])).unwrap_err().to_string();
+        let e = Config::load_with(Some(&p), env(&[]))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("0 is not in 1..=10000"), "{e}");
 
         let p = write("full3.toml", FULL);
-        let e = Config::load_with(Some(&p), env(&[("VOXLINE_CAPACITY", "many")])).unwrap_err().to_string();
-        assert!(e.contains("`capacity` (from $VOXLINE_CAPACITY) is invalid: `many` is not a whole number"), "{e}");
-        let e = Config::load_with(Some(&p), env(&[("VOXLINE_SIDECAR_ID", "sc 1")])).unwrap_err().to_string();
-        assert!(e.contains("`sidecar_id` (from $VOXLINE_SIDECAR_ID) is invalid"), "{e}");
-        let e =
-            Config::load_with(Some(&p), env(&[("VOXLINE_CA_CERT", "/nonexistent/ca.pem")])).unwrap_err().to_string();
-        assert!(e.contains("/nonexistent/ca.pem is not a readable file"), "{e}");
-        let e = Config::load_with(Some(&p), env(&[("VOXLINE_LEASE_WAIT_MS", "999999")])).unwrap_err().to_string();
+        let e = Config::load_with(Some(&p), env(&[("VOXLINE_CAPACITY", "many")]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains(
+                "`capacity` (from $VOXLINE_CAPACITY) is invalid: `many` is not a whole number"
+            ),
+            "{e}"
+        );
+        let e = Config::load_with(Some(&p), env(&[("VOXLINE_SIDECAR_ID", "sc 1")]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("`sidecar_id` (from $VOXLINE_SIDECAR_ID) is invalid"),
+            "{e}"
+        );
+        let e = Config::load_with(Some(&p), env(&[("VOXLINE_CA_CERT", "/nonexistent/ca.pem")]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("/nonexistent/ca.pem is not a readable file"),
+            "{e}"
+        );
+        let e = Config::load_with(Some(&p), env(&[("VOXLINE_LEASE_WAIT_MS", "999999")]))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("lease_wait_ms"), "{e}");
-        let e = Config::load_with(Some(&p), env(&[("VOXLINE_SIDECAR_SECRET", " padded ")])).unwrap_err().to_string();
+        let e = Config::load_with(Some(&p), env(&[("VOXLINE_SIDECAR_SECRET", " padded ")]))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("whitespace"), "{e}");
 
         let p = write("broken.toml", "edge_url = ");

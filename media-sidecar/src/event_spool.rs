@@ -59,7 +59,10 @@ pub fn private_dir(dir: &Path) -> std::io::Result<()> {
     }
     let meta = fs::symlink_metadata(dir)?;
     if !meta.file_type().is_dir() {
-        return Err(std::io::Error::other(format!("{} is not a directory (or is a symlink)", dir.display())));
+        return Err(std::io::Error::other(format!(
+            "{} is not a directory (or is a symlink)",
+            dir.display()
+        )));
     }
     if meta.mode() & 0o077 != 0 {
         fs::set_permissions(dir, fs::Permissions::from_mode(0o700))?;
@@ -72,12 +75,22 @@ pub fn private_dir(dir: &Path) -> std::io::Result<()> {
 pub fn create_private_file(path: &Path) -> std::io::Result<fs::File> {
     match fs::symlink_metadata(path) {
         Ok(m) if m.file_type().is_file() => fs::remove_file(path)?,
-        Ok(_) => return Err(std::io::Error::other(format!("{} exists and is not a regular file", path.display()))),
+        Ok(_) => {
+            return Err(std::io::Error::other(format!(
+                "{} exists and is not a regular file",
+                path.display()
+            )))
+        }
         Err(e) if e.kind() == ErrorKind::NotFound => {}
         Err(e) => return Err(e),
     }
     // create_new is O_CREAT|O_EXCL: it never follows a link planted since.
-    fs::OpenOptions::new().read(true).write(true).create_new(true).mode(0o600).open(path)
+    fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
 }
 
 #[derive(Debug, Clone)]
@@ -90,7 +103,9 @@ impl EventSpool {
     /// symlink or not a directory, and tightens a looser mode.
     pub fn open(dir: &Path) -> std::io::Result<EventSpool> {
         private_dir(dir)?;
-        Ok(EventSpool { dir: dir.to_path_buf() })
+        Ok(EventSpool {
+            dir: dir.to_path_buf(),
+        })
     }
 
     pub fn dir(&self) -> &Path {
@@ -110,7 +125,9 @@ impl EventSpool {
         };
         let mut names: Vec<String> = Vec::new();
         for entry in entries.flatten() {
-            let Ok(name) = entry.file_name().into_string() else { continue };
+            let Ok(name) = entry.file_name().into_string() else {
+                continue;
+            };
             if name.starts_with('.') && name.ends_with(".tmp") {
                 // Written but never renamed: the previous version of that file (if any) is the truth.
                 let _ = fs::remove_file(entry.path());
@@ -151,7 +168,10 @@ impl EventSpool {
             return Err("not a regular file (a symlink?)".into());
         }
         if before.len() > MAX_FILE_BYTES {
-            return Err(format!("{} bytes, more than {MAX_FILE_BYTES}", before.len()));
+            return Err(format!(
+                "{} bytes, more than {MAX_FILE_BYTES}",
+                before.len()
+            ));
         }
         let file = fs::File::open(&path).map_err(|e| e.to_string())?;
         let opened = file.metadata().map_err(|e| e.to_string())?;
@@ -159,16 +179,24 @@ impl EventSpool {
             return Err("replaced while being opened".into());
         }
         let mut bytes = Vec::new();
-        file.take(MAX_FILE_BYTES + 1).read_to_end(&mut bytes).map_err(|e| e.to_string())?;
+        file.take(MAX_FILE_BYTES + 1)
+            .read_to_end(&mut bytes)
+            .map_err(|e| e.to_string())?;
         if bytes.len() as u64 > MAX_FILE_BYTES {
             return Err("grew past the size limit".into());
         }
-        let events: Vec<CallEvent> = serde_json::from_slice(&bytes).map_err(|e| format!("not events: {e}"))?;
-        let Some(first) = events.first() else { return Err("empty".into()) };
+        let events: Vec<CallEvent> =
+            serde_json::from_slice(&bytes).map_err(|e| format!("not events: {e}"))?;
+        let Some(first) = events.first() else {
+            return Err("empty".into());
+        };
         if file_name(&first.call_id, first.attempt).as_deref() != Some(name) {
             return Err("its events are not the call its name says".into());
         }
-        if events.iter().any(|e| e.call_id != first.call_id || e.attempt != first.attempt || e.seq == 0) {
+        if events
+            .iter()
+            .any(|e| e.call_id != first.call_id || e.attempt != first.attempt || e.seq == 0)
+        {
             return Err("events of several calls, or seq 0".into());
         }
         Ok(events)
@@ -184,7 +212,11 @@ impl EventSpool {
         }
         // create_new (O_CREAT|O_EXCL) never follows a symlink; rename replaces
         // a link at `target` itself, never what it points to.
-        let mut f = fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)?;
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)?;
         f.write_all(bytes)?;
         if sync {
             f.sync_all()?;
@@ -208,7 +240,8 @@ impl EventSpool {
 
 impl EventStore for EventSpool {
     fn save(&mut self, call_id: &str, attempt: u32, unacked: &[CallEvent]) -> Result<(), String> {
-        let name = file_name(call_id, attempt).ok_or_else(|| format!("call id `{call_id}` is not a safe file name"))?;
+        let name = file_name(call_id, attempt)
+            .ok_or_else(|| format!("call id `{call_id}` is not a safe file name"))?;
         let r = if unacked.is_empty() {
             self.remove(&name)
         } else {
@@ -226,14 +259,23 @@ mod tests {
     use voxline_shared::{CallStatus, EndedReason};
 
     fn temp_dir(name: &str) -> PathBuf {
-        let d = std::env::temp_dir().join(format!("voxline-evspool-test-{name}-{}", std::process::id()));
+        let d = std::env::temp_dir().join(format!(
+            "voxline-evspool-test-{name}-{}",
+            std::process::id()
+        ));
         let _ = fs::remove_dir_all(&d);
         fs::create_dir_all(&d).unwrap();
         d
     }
 
     fn ev(call: &str, attempt: u32, seq: u32, kind: EventKind) -> CallEvent {
-        CallEvent { call_id: call.into(), attempt, seq, at_ms: 1_000 + u64::from(seq), kind }
+        CallEvent {
+            call_id: call.into(),
+            attempt,
+            seq,
+            at_ms: 1_000 + u64::from(seq),
+            kind,
+        }
     }
 
     fn ended() -> EventKind {
@@ -241,7 +283,12 @@ mod tests {
             status: CallStatus::Completed,
             reason: EndedReason::AgentHangup,
             sip_code: None,
-            timings: Timings { dispatched_ms: 1, ringing_ms: None, answered_ms: None, ended_ms: 2 },
+            timings: Timings {
+                dispatched_ms: 1,
+                ringing_ms: None,
+                answered_ms: None,
+                ended_ms: 2,
+            },
         }
     }
 
@@ -251,12 +298,18 @@ mod tests {
         let dir = spool_dir(&root);
         let mut s = EventSpool::open(&dir).unwrap();
         assert_eq!(fs::metadata(&dir).unwrap().mode() & 0o777, 0o700);
-        let a = vec![ev("c_1", 1, 1, EventKind::Dialing), ev("c_1", 1, 2, ended())];
+        let a = vec![
+            ev("c_1", 1, 1, EventKind::Dialing),
+            ev("c_1", 1, 2, ended()),
+        ];
         let b = vec![ev("c_2", 3, 7, EventKind::Ringing)];
         s.save("c_1", 1, &a[..1]).unwrap();
         s.save("c_1", 1, &a).unwrap(); // rewritten whole
         s.save("c_2", 3, &b).unwrap();
-        assert_eq!(fs::metadata(dir.join("c_1-1.events.json")).unwrap().mode() & 0o777, 0o600);
+        assert_eq!(
+            fs::metadata(dir.join("c_1-1.events.json")).unwrap().mode() & 0o777,
+            0o600
+        );
         let mut loaded = EventSpool::open(&dir).unwrap().load();
         loaded.sort_by(|x, y| (&x.call_id, x.seq).cmp(&(&y.call_id, y.seq)));
         assert_eq!(loaded, [a.clone(), b.clone()].concat());
@@ -277,18 +330,29 @@ mod tests {
         fs::write(dir.join("c_2-1.events.json"), b"{not json").unwrap();
         fs::write(dir.join("c_3-1.events.json"), b"[]").unwrap();
         // Events of another call than the name says.
-        fs::write(dir.join("c_4-1.events.json"), serde_json::to_vec(&good).unwrap()).unwrap();
+        fs::write(
+            dir.join("c_4-1.events.json"),
+            serde_json::to_vec(&good).unwrap(),
+        )
+        .unwrap();
         let big = vec![b' '; (MAX_FILE_BYTES + 1) as usize];
         fs::write(dir.join("c_5-1.events.json"), big).unwrap();
         // A symlink to a valid file elsewhere is not followed.
         let outside = root.join("outside.json");
-        fs::write(&outside, serde_json::to_vec(&vec![ev("c_6", 1, 1, ended())]).unwrap()).unwrap();
+        fs::write(
+            &outside,
+            serde_json::to_vec(&vec![ev("c_6", 1, 1, ended())]).unwrap(),
+        )
+        .unwrap();
         std::os::unix::fs::symlink(&outside, dir.join("c_6-1.events.json")).unwrap();
         fs::write(dir.join(".c_7-1.events.json.tmp"), b"[half").unwrap();
 
         assert_eq!(s.load(), good);
         for bad in ["c_2", "c_3", "c_4", "c_5", "c_6"] {
-            assert!(dir.join(format!("{bad}-1.events.json.bad")).exists(), "{bad} quarantined");
+            assert!(
+                dir.join(format!("{bad}-1.events.json.bad")).exists(),
+                "{bad} quarantined"
+            );
         }
         assert!(!dir.join(".c_7-1.events.json.tmp").exists());
         assert!(outside.exists(), "the link's target is untouched");

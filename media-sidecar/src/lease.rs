@@ -58,8 +58,9 @@ use std::collections::{BTreeMap, VecDeque};
 use std::path::PathBuf;
 
 use voxline_shared::protocol::{
-    check_version, paths, reject_reasons, Ack, CallEvent, Command, EventBatch, EventKind, EventsAck, LeaseRequest,
-    LeaseResponse, Offer, RecordingManifest, Deregistration, Registration, RegistrationAck, Timings, MAX_LEASE_WAIT_MS, PROTOCOL_VERSION,
+    check_version, paths, reject_reasons, Ack, CallEvent, Command, Deregistration, EventBatch,
+    EventKind, EventsAck, LeaseRequest, LeaseResponse, Offer, RecordingManifest, Registration,
+    RegistrationAck, Timings, MAX_LEASE_WAIT_MS, PROTOCOL_VERSION,
 };
 use voxline_shared::{CallStatus, EndedReason};
 
@@ -394,7 +395,11 @@ pub struct Backoff {
 
 impl Backoff {
     pub fn new(initial_ms: u64, max_ms: u64) -> Self {
-        Backoff { initial_ms: initial_ms.max(1), max_ms: max_ms.max(1), failures: 0 }
+        Backoff {
+            initial_ms: initial_ms.max(1),
+            max_ms: max_ms.max(1),
+            failures: 0,
+        }
     }
 
     /// Records a failure and returns the delay before the next try:
@@ -402,7 +407,9 @@ impl Backoff {
     pub fn fail(&mut self) -> u64 {
         let shift = self.failures.min(32);
         self.failures = self.failures.saturating_add(1);
-        self.initial_ms.saturating_mul(1u64 << shift).min(self.max_ms)
+        self.initial_ms
+            .saturating_mul(1u64 << shift)
+            .min(self.max_ms)
     }
 
     pub fn reset(&mut self) {
@@ -582,11 +589,21 @@ impl LeaseClient {
 
     /// Hands the store the current unacknowledged events of one call attempt.
     fn persist(&mut self, call_id: &str, attempt: u32) {
-        let Some(store) = self.store.as_mut() else { return };
-        let unacked: Vec<CallEvent> =
-            self.events.iter().filter(|e| e.call_id == call_id && e.attempt == attempt).cloned().collect();
+        let Some(store) = self.store.as_mut() else {
+            return;
+        };
+        let unacked: Vec<CallEvent> = self
+            .events
+            .iter()
+            .filter(|e| e.call_id == call_id && e.attempt == attempt)
+            .cloned()
+            .collect();
         if let Err(detail) = store.save(call_id, attempt, &unacked) {
-            self.notice(Notice::EventsNotSaved { call_id: call_id.to_string(), attempt, detail });
+            self.notice(Notice::EventsNotSaved {
+                call_id: call_id.to_string(),
+                attempt,
+                detail,
+            });
         }
     }
 
@@ -598,9 +615,15 @@ impl LeaseClient {
     /// already held here are skipped. Returns how many calls are held again.
     pub fn restore_events(&mut self, now_ms: u64, events: Vec<CallEvent>) -> usize {
         // By call, then attempt, then seq: duplicates collapse, order is restored.
-        let mut by_call: BTreeMap<String, BTreeMap<u32, BTreeMap<u32, CallEvent>>> = BTreeMap::new();
+        let mut by_call: BTreeMap<String, BTreeMap<u32, BTreeMap<u32, CallEvent>>> =
+            BTreeMap::new();
         for ev in events {
-            by_call.entry(ev.call_id.clone()).or_default().entry(ev.attempt).or_default().insert(ev.seq, ev);
+            by_call
+                .entry(ev.call_id.clone())
+                .or_default()
+                .entry(ev.attempt)
+                .or_default()
+                .insert(ev.seq, ev);
         }
         let mut groups: Vec<Vec<CallEvent>> = Vec::new();
         let mut restored = 0;
@@ -610,7 +633,9 @@ impl LeaseClient {
                 self.notice(Notice::RestoreSkipped { call_id, events });
                 continue;
             }
-            let Some((&attempt, _)) = attempts.last_key_value() else { continue };
+            let Some((&attempt, _)) = attempts.last_key_value() else {
+                continue;
+            };
             for (a, by_seq) in attempts {
                 let mut evs: Vec<CallEvent> = by_seq.into_values().collect();
                 if a != attempt {
@@ -624,18 +649,33 @@ impl LeaseClient {
                     // Died with the previous process: say so, with what it reached.
                     let at = |k: &str| evs.iter().find(|e| e.kind.name() == k).map(|e| e.at_ms);
                     let dispatched_ms = evs.first().map_or(now_ms, |e| e.at_ms);
-                    let timings =
-                        Timings { dispatched_ms, ringing_ms: at("ringing"), answered_ms: at("answered"), ended_ms: now_ms };
+                    let timings = Timings {
+                        dispatched_ms,
+                        ringing_ms: at("ringing"),
+                        answered_ms: at("answered"),
+                        ended_ms: now_ms,
+                    };
                     let kind = EventKind::Ended {
                         status: CallStatus::Failed,
                         reason: EndedReason::MediaLost,
                         sip_code: None,
                         timings,
                     };
-                    evs.push(CallEvent { call_id: call_id.clone(), attempt, seq: last_seq + 1, at_ms: now_ms, kind });
+                    evs.push(CallEvent {
+                        call_id: call_id.clone(),
+                        attempt,
+                        seq: last_seq + 1,
+                        at_ms: now_ms,
+                        kind,
+                    });
                     last_seq + 1
                 });
-                self.notice(Notice::CallRestored { call_id: call_id.clone(), attempt, events: evs.len(), lost });
+                self.notice(Notice::CallRestored {
+                    call_id: call_id.clone(),
+                    attempt,
+                    events: evs.len(),
+                    lost,
+                });
                 self.calls.insert(
                     call_id.clone(),
                     HeldCall {
@@ -655,8 +695,10 @@ impl LeaseClient {
         // Oldest first across calls; each call's events stay in seq order.
         groups.sort_by_key(|g| g.first().map_or(0, |e| e.at_ms));
         let restored_events: Vec<CallEvent> = groups.into_iter().flatten().collect();
-        let touched: std::collections::BTreeSet<(String, u32)> =
-            restored_events.iter().map(|e| (e.call_id.clone(), e.attempt)).collect();
+        let touched: std::collections::BTreeSet<(String, u32)> = restored_events
+            .iter()
+            .map(|e| (e.call_id.clone(), e.attempt))
+            .collect();
         if self.events_in_flight {
             // The in-flight batch is the queue's front: keep it there.
             self.events.extend(restored_events);
@@ -743,7 +785,10 @@ impl LeaseClient {
 
     /// Nothing held, nothing left to tell the edge.
     pub fn is_idle(&self) -> bool {
-        self.calls.is_empty() && self.events.is_empty() && self.acks.is_empty() && self.uploads.is_empty()
+        self.calls.is_empty()
+            && self.events.is_empty()
+            && self.acks.is_empty()
+            && self.uploads.is_empty()
     }
 
     fn wait_ms(&self) -> u32 {
@@ -807,13 +852,19 @@ impl LeaseClient {
 
         // Acks first: they race a deadline, so they go out even while
         // re-registering (a 401/410 just schedules another try).
-        let due =
-            self.acks.iter().find(|(_, a)| a.in_flight.is_none() && now_ms >= a.next_try_ms).map(|(k, _)| k.clone());
+        let due = self
+            .acks
+            .iter()
+            .find(|(_, a)| a.in_flight.is_none() && now_ms >= a.next_try_ms)
+            .map(|(k, _)| k.clone());
         if let Some(lease_id) = due {
             let id = self.new_id(InFlight::Ack);
             let pending = self.acks.get_mut(&lease_id).expect("found above");
             pending.in_flight = Some(id);
-            return Some(Transmit { id, request: Request::Ack(pending.ack.clone()) });
+            return Some(Transmit {
+                id,
+                request: Request::Ack(pending.ack.clone()),
+            });
         }
         if self.phase != Phase::Registered {
             return None;
@@ -855,7 +906,10 @@ impl LeaseClient {
                 upload.manifest.protocol_version = PROTOCOL_VERSION;
                 self.upload_in_flight = true;
                 let id = self.new_id(InFlight::Upload);
-                return Some(Transmit { id, request: Request::Recording(upload) });
+                return Some(Transmit {
+                    id,
+                    request: Request::Recording(upload),
+                });
             }
         }
 
@@ -912,21 +966,29 @@ impl LeaseClient {
             .map(|(k, _)| k.clone())
             .collect();
         for lease_id in expired {
-            self.ack_lost(&lease_id, "ack deadline passed without a confirmation".into());
+            self.ack_lost(
+                &lease_id,
+                "ack deadline passed without a confirmation".into(),
+            );
         }
     }
 
     fn ack_lost(&mut self, lease_id: &str, why: String) {
-        let Some(pending) = self.acks.remove(lease_id) else { return };
+        let Some(pending) = self.acks.remove(lease_id) else {
+            return;
+        };
         let call_id = pending.ack.call_id.clone();
         if pending.ack.accepted {
-            let was_acking = self
-                .calls
-                .get(&call_id)
-                .is_some_and(|c| c.lease_id == lease_id && matches!(c.state, CallState::Acking { .. }));
+            let was_acking = self.calls.get(&call_id).is_some_and(|c| {
+                c.lease_id == lease_id && matches!(c.state, CallState::Acking { .. })
+            });
             if was_acking {
                 self.calls.remove(&call_id);
-                self.notice(Notice::OfferLost { call_id, lease_id: lease_id.to_string(), why });
+                self.notice(Notice::OfferLost {
+                    call_id,
+                    lease_id: lease_id.to_string(),
+                    why,
+                });
             }
         }
     }
@@ -940,7 +1002,9 @@ impl LeaseClient {
 
     /// Feeds the reply to request `id`. Unknown ids are ignored.
     pub fn handle_reply(&mut self, now_ms: u64, id: RequestId, reply: Reply) {
-        let Some(what) = self.in_flight.remove(&id) else { return };
+        let Some(what) = self.in_flight.remove(&id) else {
+            return;
+        };
         match what {
             InFlight::Register => self.on_register(now_ms, id, reply),
             InFlight::Lease { sent_ms } => self.on_lease(now_ms, sent_ms, reply),
@@ -965,12 +1029,15 @@ impl LeaseClient {
                         self.notice(Notice::Registered(ack));
                         return;
                     }
-                    Ok(ack) => {
-                        self.notice(Notice::ProtocolMismatch { path: paths::REGISTER, got: ack.protocol_version })
-                    }
+                    Ok(ack) => self.notice(Notice::ProtocolMismatch {
+                        path: paths::REGISTER,
+                        got: ack.protocol_version,
+                    }),
                     Err(e) => {
                         let delay = self.link_backoff.fail();
-                        self.phase = Phase::Unregistered { at_ms: now_ms + delay };
+                        self.phase = Phase::Unregistered {
+                            at_ms: now_ms + delay,
+                        };
                         self.notice(Notice::RegisterFailed {
                             status: Some(*status),
                             detail: format!("unreadable registration ack: {e}"),
@@ -981,13 +1048,23 @@ impl LeaseClient {
                 }
             }
         }
-        if let Reply::Http { status: status @ (401 | 403), .. } = &reply {
+        if let Reply::Http {
+            status: status @ (401 | 403),
+            ..
+        } = &reply
+        {
             self.credentials_refused(*status);
         }
         let delay = self.link_backoff.fail();
         let (status, detail) = describe(&reply);
-        self.phase = Phase::Unregistered { at_ms: now_ms + delay };
-        self.notice(Notice::RegisterFailed { status, detail, retry_at_ms: now_ms + delay });
+        self.phase = Phase::Unregistered {
+            at_ms: now_ms + delay,
+        };
+        self.notice(Notice::RegisterFailed {
+            status,
+            detail,
+            retry_at_ms: now_ms + delay,
+        });
     }
 
     /// The edge refused our credentials for good: it may hand our calls to
@@ -999,7 +1076,9 @@ impl LeaseClient {
         let mut running = Vec::new();
         for (call_id, call) in self.calls.iter_mut() {
             match &mut call.state {
-                CallState::Acking { hangup_requested, .. } if !*hangup_requested => {
+                CallState::Acking {
+                    hangup_requested, ..
+                } if !*hangup_requested => {
                     *hangup_requested = true;
                     hanging_up.push(call_id.clone());
                 }
@@ -1022,7 +1101,11 @@ impl LeaseClient {
     fn lease_failed(&mut self, now_ms: u64, status: Option<u16>, detail: String) {
         let delay = self.link_backoff.fail();
         self.next_lease_at_ms = now_ms + delay;
-        self.notice(Notice::LeaseFailed { status, detail, retry_at_ms: now_ms + delay });
+        self.notice(Notice::LeaseFailed {
+            status,
+            detail,
+            retry_at_ms: now_ms + delay,
+        });
     }
 
     fn on_lease(&mut self, now_ms: u64, sent_ms: u64, reply: Reply) {
@@ -1041,15 +1124,28 @@ impl LeaseClient {
         }
         let resp: LeaseResponse = match serde_json::from_slice(&body) {
             Ok(r) => r,
-            Err(e) => return self.lease_failed(now_ms, Some(status), format!("unreadable lease response: {e}")),
+            Err(e) => {
+                return self.lease_failed(
+                    now_ms,
+                    Some(status),
+                    format!("unreadable lease response: {e}"),
+                )
+            }
         };
         if check_version(resp.protocol_version).is_err() {
-            self.notice(Notice::ProtocolMismatch { path: paths::LEASE, got: resp.protocol_version });
+            self.notice(Notice::ProtocolMismatch {
+                path: paths::LEASE,
+                got: resp.protocol_version,
+            });
             return self.lease_failed(now_ms, Some(status), "protocol version mismatch".into());
         }
         self.link_backoff.reset();
         let empty = resp.offers.is_empty() && resp.commands.is_empty();
-        self.next_lease_at_ms = if empty { sent_ms + self.s.min_empty_poll_interval_ms } else { now_ms };
+        self.next_lease_at_ms = if empty {
+            sent_ms + self.s.min_empty_poll_interval_ms
+        } else {
+            now_ms
+        };
         for cmd in resp.commands {
             self.on_command(cmd);
         }
@@ -1067,7 +1163,9 @@ impl LeaseClient {
             return self.notice(Notice::HangupForUnknownCall { call_id });
         };
         match &mut call.state {
-            CallState::Acking { hangup_requested, .. } => *hangup_requested = true,
+            CallState::Acking {
+                hangup_requested, ..
+            } => *hangup_requested = true,
             CallState::Active { hangup_sent } => {
                 if !*hangup_sent {
                     *hangup_sent = true;
@@ -1111,11 +1209,17 @@ impl LeaseClient {
                     lease_id: offer.lease_id.clone(),
                     attempt: offer.attempt,
                     last_seq: 0,
-                    state: CallState::Acking { offer: Box::new(offer.clone()), hangup_requested: false },
+                    state: CallState::Acking {
+                        offer: Box::new(offer.clone()),
+                        hangup_requested: false,
+                    },
                     reached: Reached::default(),
                 },
             );
-            self.notice(Notice::OfferAccepted { call_id: offer.call_id.clone(), lease_id: offer.lease_id.clone() });
+            self.notice(Notice::OfferAccepted {
+                call_id: offer.call_id.clone(),
+                lease_id: offer.lease_id.clone(),
+            });
         } else if let Some(reason) = reason {
             self.notice(Notice::OfferRejected {
                 call_id: offer.call_id.clone(),
@@ -1143,7 +1247,12 @@ impl LeaseClient {
     }
 
     fn on_ack(&mut self, now_ms: u64, id: RequestId, reply: Reply) {
-        let Some(lease_id) = self.acks.iter().find(|(_, a)| a.in_flight == Some(id)).map(|(k, _)| k.clone()) else {
+        let Some(lease_id) = self
+            .acks
+            .iter()
+            .find(|(_, a)| a.in_flight == Some(id))
+            .map(|(k, _)| k.clone())
+        else {
             return;
         };
         let class = match &reply {
@@ -1174,24 +1283,38 @@ impl LeaseClient {
                 let retry_at_ms = now_ms + pending.retry.fail();
                 let call_id = pending.ack.call_id.clone();
                 if retry_at_ms >= pending.give_up_ms {
-                    self.ack_lost(&lease_id, format!("ack failed ({detail}) and its deadline passes before a retry"));
+                    self.ack_lost(
+                        &lease_id,
+                        format!("ack failed ({detail}) and its deadline passes before a retry"),
+                    );
                     self.acks.remove(&lease_id);
                 } else {
                     pending.next_try_ms = retry_at_ms;
-                    self.notice(Notice::AckFailed { call_id, status, detail, retry_at_ms });
+                    self.notice(Notice::AckFailed {
+                        call_id,
+                        status,
+                        detail,
+                        retry_at_ms,
+                    });
                 }
             }
         }
     }
 
     fn confirm_call(&mut self, now_ms: u64, call_id: &str, lease_id: &str) {
-        let Some(call) = self.calls.get_mut(call_id) else { return };
+        let Some(call) = self.calls.get_mut(call_id) else {
+            return;
+        };
         if call.lease_id != lease_id {
             return;
         }
-        let CallState::Acking { .. } = call.state else { return }; // a repeat: already running
-        let CallState::Acking { offer, hangup_requested } =
-            std::mem::replace(&mut call.state, CallState::Active { hangup_sent: false })
+        let CallState::Acking { .. } = call.state else {
+            return;
+        }; // a repeat: already running
+        let CallState::Acking {
+            offer,
+            hangup_requested,
+        } = std::mem::replace(&mut call.state, CallState::Active { hangup_sent: false })
         else {
             unreachable!()
         };
@@ -1201,7 +1324,12 @@ impl LeaseClient {
                 status: CallStatus::Cancelled,
                 reason: EndedReason::HangupRequested,
                 sip_code: None,
-                timings: Timings { dispatched_ms: now_ms, ringing_ms: None, answered_ms: None, ended_ms: now_ms },
+                timings: Timings {
+                    dispatched_ms: now_ms,
+                    ringing_ms: None,
+                    answered_ms: None,
+                    ended_ms: now_ms,
+                },
             };
             let _ = self.emit(now_ms, call_id, kind);
         } else {
@@ -1213,21 +1341,40 @@ impl LeaseClient {
     /// (panicked or cancelled): `ended(failed, reason)` with the timings it
     /// reached, so the edge learns of it and the slot frees once acked.
     /// `AlreadyEnded` if the task got its `ended` out first.
-    pub fn fail_call(&mut self, now_ms: u64, call_id: &str, reason: EndedReason) -> Result<u32, EmitError> {
-        let r = self.calls.get(call_id).ok_or(EmitError::UnknownCall)?.reached;
+    pub fn fail_call(
+        &mut self,
+        now_ms: u64,
+        call_id: &str,
+        reason: EndedReason,
+    ) -> Result<u32, EmitError> {
+        let r = self
+            .calls
+            .get(call_id)
+            .ok_or(EmitError::UnknownCall)?
+            .reached;
         let timings = Timings {
             dispatched_ms: r.first_ms.unwrap_or(now_ms),
             ringing_ms: r.ringing_ms,
             answered_ms: r.answered_ms,
             ended_ms: now_ms,
         };
-        let kind = EventKind::Ended { status: CallStatus::Failed, reason, sip_code: None, timings };
+        let kind = EventKind::Ended {
+            status: CallStatus::Failed,
+            reason,
+            sip_code: None,
+            timings,
+        };
         self.emit(now_ms, call_id, kind)
     }
 
     /// Queues an event of a running call; returns its `seq`. An `ended` event is
     /// the call's last: the slot frees once the edge acknowledges it.
-    pub fn emit(&mut self, now_ms: u64, call_id: &str, mut kind: EventKind) -> Result<u32, EmitError> {
+    pub fn emit(
+        &mut self,
+        now_ms: u64,
+        call_id: &str,
+        mut kind: EventKind,
+    ) -> Result<u32, EmitError> {
         let call = self.calls.get_mut(call_id).ok_or(EmitError::UnknownCall)?;
         match call.state {
             CallState::Acking { .. } => return Err(EmitError::NotStarted),
@@ -1248,7 +1395,13 @@ impl LeaseClient {
             call.state = CallState::Ending { ended_seq: seq };
         }
         let attempt = call.attempt;
-        self.events.push_back(CallEvent { call_id: call_id.to_string(), attempt, seq, at_ms: now_ms, kind });
+        self.events.push_back(CallEvent {
+            call_id: call_id.to_string(),
+            attempt,
+            seq,
+            at_ms: now_ms,
+            kind,
+        });
         // On disk before any batch can carry it.
         self.persist(call_id, attempt);
         Ok(seq)
@@ -1256,7 +1409,9 @@ impl LeaseClient {
 
     fn on_upload(&mut self, now_ms: u64, reply: Reply) {
         self.upload_in_flight = false;
-        let Some(front) = self.uploads.front() else { return };
+        let Some(front) = self.uploads.front() else {
+            return;
+        };
         let call_id = front.manifest.call_id.clone();
         let (status, detail) = describe(&reply);
         let class = match &reply {
@@ -1275,7 +1430,12 @@ impl LeaseClient {
             Class::Invalid | Class::Conflict => {
                 self.uploads_backoff.reset();
                 if let Some(given_up) = self.uploads.pop_front() {
-                    self.notice(Notice::UploadRefused { call_id, status, detail, path: given_up.path });
+                    self.notice(Notice::UploadRefused {
+                        call_id,
+                        status,
+                        detail,
+                        path: given_up.path,
+                    });
                 }
             }
             Class::Reauth => {
@@ -1287,7 +1447,12 @@ impl LeaseClient {
             Class::Retry => {
                 let delay = self.uploads_backoff.fail();
                 self.uploads_retry_at_ms = now_ms + delay;
-                self.notice(Notice::UploadFailed { call_id, status, detail, retry_at_ms: now_ms + delay });
+                self.notice(Notice::UploadFailed {
+                    call_id,
+                    status,
+                    detail,
+                    retry_at_ms: now_ms + delay,
+                });
             }
         }
     }
@@ -1300,7 +1465,8 @@ impl LeaseClient {
         };
         match class {
             Class::Ok | Class::Invalid => {
-                let delivered: Vec<CallEvent> = self.events.drain(..count.min(self.events.len())).collect();
+                let delivered: Vec<CallEvent> =
+                    self.events.drain(..count.min(self.events.len())).collect();
                 self.events_backoff.reset();
                 self.events_retry_at_ms = now_ms;
                 if let Reply::Http { status, body } = &reply {
@@ -1312,25 +1478,32 @@ impl LeaseClient {
                         });
                     } else if let Ok(ack) = serde_json::from_slice::<EventsAck>(body) {
                         if (ack.accepted as usize) < delivered.len() {
-                            self.notice(Notice::EventsDuplicates { sent: delivered.len(), accepted: ack.accepted });
+                            self.notice(Notice::EventsDuplicates {
+                                sent: delivered.len(),
+                                accepted: ack.accepted,
+                            });
                         }
                     }
                 }
                 // Acknowledged or never deliverable: either way not needed after a restart.
-                let touched: std::collections::BTreeSet<(&str, u32)> =
-                    delivered.iter().map(|e| (e.call_id.as_str(), e.attempt)).collect();
+                let touched: std::collections::BTreeSet<(&str, u32)> = delivered
+                    .iter()
+                    .map(|e| (e.call_id.as_str(), e.attempt))
+                    .collect();
                 for (call_id, attempt) in touched {
                     self.persist(call_id, attempt);
                 }
                 // Whether acknowledged or dropped as invalid, an ended call is done here.
                 for ev in delivered.iter().filter(|e| e.kind.is_ended()) {
-                    let done = self
-                        .calls
-                        .get(&ev.call_id)
-                        .is_some_and(|c| c.state == CallState::Ending { ended_seq: ev.seq } && c.attempt == ev.attempt);
+                    let done = self.calls.get(&ev.call_id).is_some_and(|c| {
+                        c.state == CallState::Ending { ended_seq: ev.seq }
+                            && c.attempt == ev.attempt
+                    });
                     if done {
                         self.calls.remove(&ev.call_id);
-                        self.notice(Notice::CallReleased { call_id: ev.call_id.clone() });
+                        self.notice(Notice::CallReleased {
+                            call_id: ev.call_id.clone(),
+                        });
                     }
                 }
             }
@@ -1344,7 +1517,11 @@ impl LeaseClient {
                 let delay = self.events_backoff.fail();
                 let (status, detail) = describe(&reply);
                 self.events_retry_at_ms = now_ms + delay;
-                self.notice(Notice::EventsFailed { status, detail, retry_at_ms: now_ms + delay });
+                self.notice(Notice::EventsFailed {
+                    status,
+                    detail,
+                    retry_at_ms: now_ms + delay,
+                });
             }
         }
     }

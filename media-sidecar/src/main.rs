@@ -54,7 +54,9 @@ struct Args {
 }
 
 fn parse_secs(s: &str, what: &str) -> Result<Duration, String> {
-    let v: f64 = s.parse().map_err(|_| format!("{what}: `{s}` is not a number of seconds"))?;
+    let v: f64 = s
+        .parse()
+        .map_err(|_| format!("{what}: `{s}` is not a number of seconds"))?;
     if !(v.is_finite() && (0.0..=86_400.0).contains(&v)) {
         return Err(format!("{what}: `{s}` is not in 0..=86400 seconds"));
     }
@@ -62,7 +64,12 @@ fn parse_secs(s: &str, what: &str) -> Result<Duration, String> {
 }
 
 fn parse_args() -> Result<Option<Args>, String> {
-    let mut a = Args { config: None, check: false, simulate: None, drain_timeout: Duration::from_secs(30) };
+    let mut a = Args {
+        config: None,
+        check: false,
+        simulate: None,
+        drain_timeout: Duration::from_secs(30),
+    };
     let mut it = std::env::args().skip(1).peekable();
     while let Some(arg) = it.next() {
         match arg.as_str() {
@@ -85,7 +92,10 @@ fn parse_args() -> Result<Option<Args>, String> {
                 a.simulate = Some(secs);
             }
             "--drain-timeout" => {
-                a.drain_timeout = parse_secs(&it.next().ok_or("--drain-timeout needs seconds")?, "--drain-timeout")?
+                a.drain_timeout = parse_secs(
+                    &it.next().ok_or("--drain-timeout needs seconds")?,
+                    "--drain-timeout",
+                )?
             }
             other => {
                 if let Some(v) = other.strip_prefix("--config=") {
@@ -101,7 +111,9 @@ fn parse_args() -> Result<Option<Args>, String> {
         }
     }
     if a.config.is_none() {
-        a.config = std::env::var_os("VOXLINE_SIDECAR_CONFIG").filter(|v| !v.is_empty()).map(PathBuf::from);
+        a.config = std::env::var_os("VOXLINE_SIDECAR_CONFIG")
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from);
     }
     Ok(Some(a))
 }
@@ -109,7 +121,9 @@ fn parse_args() -> Result<Option<Args>, String> {
 fn init_logs() {
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
-    let spec = std::env::var("VOXLINE_LOG").or_else(|_| std::env::var("RUST_LOG")).unwrap_or_else(|_| "info".into());
+    let spec = std::env::var("VOXLINE_LOG")
+        .or_else(|_| std::env::var("RUST_LOG"))
+        .unwrap_or_else(|_| "info".into());
     let filter: tracing_subscriber::filter::Targets = spec.parse().unwrap_or_else(|e| {
         eprintln!("bad log filter `{spec}` ({e}); using `info`");
         "info".parse().expect("a valid filter")
@@ -141,17 +155,29 @@ fn main() -> ExitCode {
         }
     };
     // Recordings always have a spool (uploads resume from it after a restart).
-    let spool = voxline_media_sidecar::recordings::spool_dir(cfg.telephony.recordings_dir.as_deref(), &cfg.sidecar_id);
+    let spool = voxline_media_sidecar::recordings::spool_dir(
+        cfg.telephony.recordings_dir.as_deref(),
+        &cfg.sidecar_id,
+    );
     // Private (0700, not a symlink): recordings are the callee's voice.
-    let made = spool.parent().map_or(Ok(()), std::fs::create_dir_all).and_then(|_| voxline_media_sidecar::event_spool::private_dir(&spool));
+    let made = spool
+        .parent()
+        .map_or(Ok(()), std::fs::create_dir_all)
+        .and_then(|_| voxline_media_sidecar::event_spool::private_dir(&spool));
     if let Err(e) = made {
-        eprintln!("voxline-media-sidecar: cannot use the recordings directory {}: {e}", spool.display());
+        eprintln!(
+            "voxline-media-sidecar: cannot use the recordings directory {}: {e}",
+            spool.display()
+        );
         return ExitCode::from(2);
     }
     // Unacknowledged events beside it (0700), so a crash cannot lose a call's end.
     let events_dir = voxline_media_sidecar::event_spool::spool_dir(&spool);
     if let Err(e) = voxline_media_sidecar::event_spool::EventSpool::open(&events_dir) {
-        eprintln!("voxline-media-sidecar: cannot use the event spool {}: {e}", events_dir.display());
+        eprintln!(
+            "voxline-media-sidecar: cannot use the event spool {}: {e}",
+            events_dir.display()
+        );
         return ExitCode::from(2);
     }
     cfg.telephony.recordings_dir = Some(spool);
@@ -160,7 +186,11 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     init_logs();
-    let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("voxline-media-sidecar: cannot start the runtime: {e}");

@@ -37,7 +37,12 @@ fn manifest_path(wav: &Path) -> PathBuf {
 
 /// Hashes and measures a finished recording and writes its manifest beside
 /// it. The sidecar id is filled in when it is sent.
-pub fn prepare(wav: &Path, tenant_id: &str, call_id: &str, attempt: u32) -> std::io::Result<Upload> {
+pub fn prepare(
+    wav: &Path,
+    tenant_id: &str,
+    call_id: &str,
+    attempt: u32,
+) -> std::io::Result<Upload> {
     let mut file = std::fs::File::open(wav)?;
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 64 * 1024];
@@ -70,25 +75,47 @@ pub fn prepare(wav: &Path, tenant_id: &str, call_id: &str, attempt: u32) -> std:
     let tmp = target.with_extension("tmp");
     std::io::Write::write_all(&mut crate::event_spool::create_private_file(&tmp)?, &json)?;
     std::fs::rename(&tmp, &target)?;
-    Ok(Upload { manifest, path: wav.to_path_buf() })
+    Ok(Upload {
+        manifest,
+        path: wav.to_path_buf(),
+    })
 }
 
 /// Uploads a previous run left behind (manifest and WAV both present), oldest first.
 pub fn leftovers(dir: &Path) -> Vec<Upload> {
-    let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
     let mut found: Vec<(std::time::SystemTime, Upload)> = Vec::new();
     for entry in entries.flatten() {
         let path = entry.path();
-        let Some(name) = path.file_name().and_then(|n| n.to_str()) else { continue };
-        let Some(wav_name) = name.strip_suffix(MANIFEST_SUFFIX) else { continue };
+        let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+            continue;
+        };
+        let Some(wav_name) = name.strip_suffix(MANIFEST_SUFFIX) else {
+            continue;
+        };
         let wav = path.with_file_name(wav_name);
-        let manifest = std::fs::read(&path).ok().and_then(|b| serde_json::from_slice::<RecordingManifest>(&b).ok());
+        let manifest = std::fs::read(&path)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<RecordingManifest>(&b).ok());
         match manifest {
             Some(manifest) if wav.is_file() => {
-                let at = entry.metadata().and_then(|m| m.modified()).unwrap_or(std::time::UNIX_EPOCH);
-                found.push((at, Upload { manifest, path: wav }));
+                let at = entry
+                    .metadata()
+                    .and_then(|m| m.modified())
+                    .unwrap_or(std::time::UNIX_EPOCH);
+                found.push((
+                    at,
+                    Upload {
+                        manifest,
+                        path: wav,
+                    },
+                ));
             }
-            _ => tracing::warn!(manifest = %path.display(), "recording manifest without a readable WAV or unreadable; left alone"),
+            _ => {
+                tracing::warn!(manifest = %path.display(), "recording manifest without a readable WAV or unreadable; left alone")
+            }
         }
     }
     found.sort_by_key(|(at, _)| *at);
@@ -114,7 +141,12 @@ pub async fn read(upload: &Upload) -> Result<Vec<u8>, String> {
     .map_err(|e| e.to_string())?
     .map_err(|e| format!("{}: {e}", upload.path.display()))?;
     if bytes.len() as u64 != upload.manifest.bytes {
-        return Err(format!("{}: {} bytes on disk, {} in the manifest", upload.path.display(), bytes.len(), upload.manifest.bytes));
+        return Err(format!(
+            "{}: {} bytes on disk, {} in the manifest",
+            upload.path.display(),
+            bytes.len(),
+            upload.manifest.bytes
+        ));
     }
     Ok(bytes)
 }
@@ -124,7 +156,8 @@ mod tests {
     use super::*;
 
     fn temp_dir(name: &str) -> PathBuf {
-        let d = std::env::temp_dir().join(format!("voxline-rec-test-{name}-{}", std::process::id()));
+        let d =
+            std::env::temp_dir().join(format!("voxline-rec-test-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&d);
         std::fs::create_dir_all(&d).unwrap();
         d
@@ -147,18 +180,26 @@ mod tests {
         let up = prepare(&wav, "ten_0123456789abcdef", "call_0123456789abcdef", 2).unwrap();
         let on_disk = std::fs::read(&wav).unwrap();
         assert_eq!(up.manifest.bytes, on_disk.len() as u64);
-        assert_eq!(up.manifest.sha256, voxline_shared::signing::sha256_hex(&on_disk));
+        assert_eq!(
+            up.manifest.sha256,
+            voxline_shared::signing::sha256_hex(&on_disk)
+        );
         assert_eq!((up.manifest.duration_ms, up.manifest.attempt), (1_500, 2));
         // A restart finds it, with the same manifest; a stray manifest is skipped.
         std::fs::write(dir.join("x.wav.upload.json"), b"{}").unwrap();
         let found = leftovers(&dir);
         assert_eq!(found, vec![up.clone()]);
-        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
         assert_eq!(rt.block_on(read(&up)).unwrap(), on_disk);
         remove(&up);
         assert!(!wav.exists() && !manifest_path(&wav).exists());
         assert!(leftovers(&dir).is_empty());
-        assert!(rt.block_on(read(&up)).is_err(), "a vanished file cannot be sent");
+        assert!(
+            rt.block_on(read(&up)).is_err(),
+            "a vanished file cannot be sent"
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 
@@ -169,10 +210,16 @@ mod tests {
         // The spool: created 0700; a symlink in its place is refused; a loose one tightened.
         let spool = root.join("spool");
         crate::event_spool::private_dir(&spool).unwrap();
-        assert_eq!(std::fs::metadata(&spool).unwrap().permissions().mode() & 0o777, 0o700);
+        assert_eq!(
+            std::fs::metadata(&spool).unwrap().permissions().mode() & 0o777,
+            0o700
+        );
         std::fs::set_permissions(&spool, std::fs::Permissions::from_mode(0o755)).unwrap();
         crate::event_spool::private_dir(&spool).unwrap();
-        assert_eq!(std::fs::metadata(&spool).unwrap().permissions().mode() & 0o777, 0o700);
+        assert_eq!(
+            std::fs::metadata(&spool).unwrap().permissions().mode() & 0o777,
+            0o700
+        );
         let linked = root.join("linked");
         std::os::unix::fs::symlink(&spool, &linked).unwrap();
         assert!(crate::event_spool::private_dir(&linked).is_err());
@@ -189,7 +236,10 @@ mod tests {
         let mut rec = crate::media::record::StereoRecorder::create(&wav).unwrap();
         rec.push(&[1, 2], &[3, 4]).unwrap();
         rec.finish().unwrap();
-        assert_eq!(std::fs::metadata(&wav).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            std::fs::metadata(&wav).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
         // Its manifest is private too, and a planted link at the temp name is refused.
         let tmp = manifest_path(&wav).with_extension("tmp");
         std::os::unix::fs::symlink(&victim, &tmp).unwrap();
@@ -197,7 +247,14 @@ mod tests {
         assert_eq!(std::fs::read(&victim).unwrap(), b"keep me");
         std::fs::remove_file(&tmp).unwrap();
         prepare(&wav, "ten_0123456789abcdef", "call_0123456789abcdef", 1).unwrap();
-        assert_eq!(std::fs::metadata(manifest_path(&wav)).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            std::fs::metadata(manifest_path(&wav))
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o777,
+            0o600
+        );
         let _ = std::fs::remove_dir_all(&root);
     }
 }

@@ -24,20 +24,34 @@ use voxline_shared::signing::signed_headers;
 use crate::calls::{run_call, CallMode};
 use crate::carrier::Carrier;
 use crate::config::Secret;
-use crate::lease::{Action, LeaseClient, LeaseSettings, Notice, Reply, Request, RequestId, Transmit};
+use crate::lease::{
+    Action, LeaseClient, LeaseSettings, Notice, Reply, Request, RequestId, Transmit,
+};
 use voxline_shared::protocol::HEADER_RECORDING_MANIFEST;
 
 /// Wall-clock unix milliseconds (the core's `now`).
 pub fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 /// Messages into the driver loop.
 #[derive(Debug)]
 pub enum Msg {
-    Reply { id: RequestId, reply: Reply },
-    Event { call_id: String, at_ms: u64, kind: EventKind },
-    CallDone { call_id: String },
+    Reply {
+        id: RequestId,
+        reply: Reply,
+    },
+    Event {
+        call_id: String,
+        at_ms: u64,
+        kind: EventKind,
+    },
+    CallDone {
+        call_id: String,
+    },
     /// A call's finished recording, to upload.
     Upload(crate::lease::Upload),
 }
@@ -64,7 +78,12 @@ pub struct RunOptions {
 
 impl Default for RunOptions {
     fn default() -> Self {
-        RunOptions { mode: CallMode::Placeholder, drain_timeout: Duration::from_secs(30), recordings_dir: None, events_dir: None }
+        RunOptions {
+            mode: CallMode::Placeholder,
+            drain_timeout: Duration::from_secs(30),
+            recordings_dir: None,
+            events_dir: None,
+        }
     }
 }
 
@@ -91,47 +110,115 @@ fn log_notice(n: Notice) {
             dead_after_ms = a.dead_after_ms,
             "registered with the edge"
         ),
-        Notice::RegisterFailed { status, detail, retry_at_ms } => {
+        Notice::RegisterFailed {
+            status,
+            detail,
+            retry_at_ms,
+        } => {
             warn!(?status, %detail, retry_in_ms = retry_at_ms.saturating_sub(now_ms()), "registration failed")
         }
         Notice::CredentialsRefused { status, hanging_up } => {
-            error!(status, ?hanging_up, "the edge refused our credentials (revoked?); hanging up every call held here")
+            error!(
+                status,
+                ?hanging_up,
+                "the edge refused our credentials (revoked?); hanging up every call held here"
+            )
         }
-        Notice::Reregistering { path, status } => warn!(path, status, "edge no longer knows us; registering again"),
-        Notice::LeaseFailed { status, detail, retry_at_ms } => {
+        Notice::Reregistering { path, status } => {
+            warn!(path, status, "edge no longer knows us; registering again")
+        }
+        Notice::LeaseFailed {
+            status,
+            detail,
+            retry_at_ms,
+        } => {
             warn!(?status, %detail, retry_in_ms = retry_at_ms.saturating_sub(now_ms()), "lease poll failed")
         }
-        Notice::ProtocolMismatch { path, got } => error!(path, got, "edge speaks another protocol version"),
-        Notice::OfferAccepted { call_id, lease_id } => info!(%call_id, %lease_id, "offer accepted; acking"),
-        Notice::OfferRejected { call_id, lease_id, reason } => info!(%call_id, %lease_id, reason, "offer rejected"),
-        Notice::OfferLost { call_id, lease_id, why } => warn!(%call_id, %lease_id, %why, "offer lost; not dialling"),
-        Notice::ClockSkew { call_id, ack_deadline_ms, now_ms } => {
+        Notice::ProtocolMismatch { path, got } => {
+            error!(path, got, "edge speaks another protocol version")
+        }
+        Notice::OfferAccepted { call_id, lease_id } => {
+            info!(%call_id, %lease_id, "offer accepted; acking")
+        }
+        Notice::OfferRejected {
+            call_id,
+            lease_id,
+            reason,
+        } => info!(%call_id, %lease_id, reason, "offer rejected"),
+        Notice::OfferLost {
+            call_id,
+            lease_id,
+            why,
+        } => warn!(%call_id, %lease_id, %why, "offer lost; not dialling"),
+        Notice::ClockSkew {
+            call_id,
+            ack_deadline_ms,
+            now_ms,
+        } => {
             warn!(%call_id, ack_deadline_ms, now_ms, "offer's ack deadline already past on our clock: check clock sync")
         }
-        Notice::AckFailed { call_id, status, detail, retry_at_ms } => {
+        Notice::AckFailed {
+            call_id,
+            status,
+            detail,
+            retry_at_ms,
+        } => {
             warn!(%call_id, ?status, %detail, retry_in_ms = retry_at_ms.saturating_sub(now_ms()), "ack failed")
         }
-        Notice::EventsFailed { status, detail, retry_at_ms } => {
+        Notice::EventsFailed {
+            status,
+            detail,
+            retry_at_ms,
+        } => {
             warn!(?status, %detail, retry_in_ms = retry_at_ms.saturating_sub(now_ms()), "event batch failed")
         }
-        Notice::EventsDropped { count, status, detail } => {
+        Notice::EventsDropped {
+            count,
+            status,
+            detail,
+        } => {
             error!(count, status, %detail, "edge refused an event batch as invalid; dropped")
         }
-        Notice::EventsDuplicates { sent, accepted } => tracing::debug!(sent, accepted, "edge already had some events"),
-        Notice::HangupForUnknownCall { call_id } => info!(%call_id, "hangup for a call we do not hold"),
-        Notice::EventsNotSaved { call_id, attempt, detail } => {
+        Notice::EventsDuplicates { sent, accepted } => {
+            tracing::debug!(sent, accepted, "edge already had some events")
+        }
+        Notice::HangupForUnknownCall { call_id } => {
+            info!(%call_id, "hangup for a call we do not hold")
+        }
+        Notice::EventsNotSaved {
+            call_id,
+            attempt,
+            detail,
+        } => {
             error!(%call_id, attempt, %detail, "event spool write failed; these events would not survive a restart")
         }
-        Notice::CallRestored { call_id, attempt, events, lost } => {
+        Notice::CallRestored {
+            call_id,
+            attempt,
+            events,
+            lost,
+        } => {
             info!(%call_id, attempt, events, lost, "holding a call an earlier run left unacknowledged; resending its events")
         }
-        Notice::RestoreSkipped { call_id, events } => warn!(%call_id, events, "spooled events of a call already held; skipped"),
+        Notice::RestoreSkipped { call_id, events } => {
+            warn!(%call_id, events, "spooled events of a call already held; skipped")
+        }
         Notice::UnknownCommand => warn!("edge sent a command kind this build does not know"),
         Notice::CallReleased { call_id } => info!(%call_id, "call released; slot free"),
-        Notice::UploadFailed { call_id, status, detail, retry_at_ms } => {
+        Notice::UploadFailed {
+            call_id,
+            status,
+            detail,
+            retry_at_ms,
+        } => {
             warn!(%call_id, ?status, %detail, retry_in_ms = retry_at_ms.saturating_sub(now_ms()), "recording upload failed")
         }
-        Notice::UploadRefused { call_id, status, detail, path } => {
+        Notice::UploadRefused {
+            call_id,
+            status,
+            detail,
+            path,
+        } => {
             error!(%call_id, ?status, %detail, path = %path.display(), "recording upload given up; the file stays on disk")
         }
     }
@@ -177,7 +264,10 @@ impl CallTasks {
         }
     }
 
-    fn reap(&mut self, joined: Result<(tokio::task::Id, ()), tokio::task::JoinError>) -> Option<DeadCall> {
+    fn reap(
+        &mut self,
+        joined: Result<(tokio::task::Id, ()), tokio::task::JoinError>,
+    ) -> Option<DeadCall> {
         match joined {
             Ok((id, ())) => {
                 self.calls.remove(&id);
@@ -185,7 +275,10 @@ impl CallTasks {
             }
             Err(e) => {
                 let call_id = self.calls.remove(&e.id())?;
-                Some(DeadCall { call_id, panicked: e.is_panic() })
+                Some(DeadCall {
+                    call_id,
+                    panicked: e.is_panic(),
+                })
             }
         }
     }
@@ -199,11 +292,16 @@ impl CallTasks {
 /// The reason a dead call task's call ends with. No reason names an internal
 /// sidecar fault; `engine_error` is the nearest (the call's own machinery
 /// failed, not the trunk or the callee) and needs no protocol change.
-pub(crate) const DEAD_TASK_REASON: voxline_shared::EndedReason = voxline_shared::EndedReason::EngineError;
+pub(crate) const DEAD_TASK_REASON: voxline_shared::EndedReason =
+    voxline_shared::EndedReason::EngineError;
 
 fn bury(core: &mut LeaseClient, calls: &mut HashMap<String, oneshot::Sender<()>>, dead: DeadCall) {
     calls.remove(&dead.call_id);
-    let how = if dead.panicked { "panicked" } else { "was cancelled" };
+    let how = if dead.panicked {
+        "panicked"
+    } else {
+        "was cancelled"
+    };
     tracing::error!(call_id = %dead.call_id, "call task {how}; ending the call as failed");
     match core.fail_call(now_ms(), &dead.call_id, DEAD_TASK_REASON) {
         Ok(_) => {}
@@ -216,7 +314,11 @@ fn bury(core: &mut LeaseClient, calls: &mut HashMap<String, oneshot::Sender<()>>
 fn handle_msg<C: Carrier>(core: &mut LeaseClient, d: &mut Driver<C>, msg: Msg) {
     match msg {
         Msg::Reply { id, reply } => core.handle_reply(now_ms(), id, reply),
-        Msg::Event { call_id, at_ms, kind } => {
+        Msg::Event {
+            call_id,
+            at_ms,
+            kind,
+        } => {
             if let Err(e) = core.emit(at_ms, &call_id, kind) {
                 tracing::warn!(%call_id, ?e, "event not recorded");
             }
@@ -293,7 +395,10 @@ impl<C: Carrier> Driver<C> {
                 self.calls.insert(offer.call_id.clone(), hang_tx);
                 self.started += 1;
                 let call_id = offer.call_id.clone();
-                self.call_tasks.spawn(call_id, run_call(offer, self.mode.clone(), self.tx.clone(), hang_rx));
+                self.call_tasks.spawn(
+                    call_id,
+                    run_call(offer, self.mode.clone(), self.tx.clone(), hang_rx),
+                );
             }
             Action::Hangup { call_id } => match self.calls.remove(&call_id) {
                 Some(h) => {
@@ -352,10 +457,16 @@ pub async fn run<C: Carrier>(
                 if !leftovers.is_empty() {
                     let n = leftovers.len();
                     let calls = core.restore_events(now_ms(), leftovers);
-                    tracing::info!(events = n, calls, "resending events an earlier run left unacknowledged");
+                    tracing::info!(
+                        events = n,
+                        calls,
+                        "resending events an earlier run left unacknowledged"
+                    );
                 }
             }
-            Err(e) => tracing::error!(dir = %dir.display(), error = %e, "no event spool: events will not survive a restart"),
+            Err(e) => {
+                tracing::error!(dir = %dir.display(), error = %e, "no event spool: events will not survive a restart")
+            }
         }
     }
     let mut drain_until: Option<tokio::time::Instant> = None;
@@ -371,7 +482,12 @@ pub async fn run<C: Carrier>(
     match *stop.borrow_and_update() {
         Stop::Run => {}
         Stop::Drain => begin_drain(&mut core, &mut drain_until),
-        Stop::Now => return RunSummary { calls_started: 0, clean_exit: true },
+        Stop::Now => {
+            return RunSummary {
+                calls_started: 0,
+                clean_exit: true,
+            }
+        }
     }
 
     loop {
@@ -397,7 +513,9 @@ pub async fn run<C: Carrier>(
         // Reap finished request tasks so the set does not grow.
         while d.requests.try_join_next().is_some() {}
 
-        let sleep = core.next_wakeup_ms().map_or(far, |w| Duration::from_millis(w.saturating_sub(now_ms())));
+        let sleep = core
+            .next_wakeup_ms()
+            .map_or(far, |w| Duration::from_millis(w.saturating_sub(now_ms())));
         let drain_at = drain_until.unwrap_or_else(|| tokio::time::Instant::now() + far);
         tokio::select! {
             Some(msg) = rx.recv() => handle_msg(&mut core, &mut d, msg),
@@ -433,11 +551,23 @@ pub async fn run<C: Carrier>(
     // edge could take an offer nobody will ack (it waits out the ack deadline).
     if let Some(bye) = core.farewell() {
         let body = bye.body();
-        let headers = signed_headers(&d.sidecar_id, d.secret.expose(), now_ms() / 1000, &random_nonce(), &body);
+        let headers = signed_headers(
+            &d.sidecar_id,
+            d.secret.expose(),
+            now_ms() / 1000,
+            &random_nonce(),
+            &body,
+        );
         let limit = Duration::from_millis(bye.timeout_ms());
-        match tokio::time::timeout(limit, d.carrier.post(bye.path(), headers.to_vec(), body)).await {
-            Ok(Ok(r)) if (200..300).contains(&r.status) => tracing::info!("deregistered from the edge"),
-            Ok(Ok(r)) => tracing::info!(status = r.status, "the edge did not take the deregistration (an older edge?)"),
+        match tokio::time::timeout(limit, d.carrier.post(bye.path(), headers.to_vec(), body)).await
+        {
+            Ok(Ok(r)) if (200..300).contains(&r.status) => {
+                tracing::info!("deregistered from the edge")
+            }
+            Ok(Ok(r)) => tracing::info!(
+                status = r.status,
+                "the edge did not take the deregistration (an older edge?)"
+            ),
             Ok(Err(e)) => tracing::warn!(error = %e, "deregistration not sent"),
             Err(_) => tracing::warn!("deregistration unanswered"),
         }
@@ -445,7 +575,10 @@ pub async fn run<C: Carrier>(
     d.calls.clear();
     d.call_tasks.abort_all();
     tracing::info!(calls_started = d.started, clean_exit, "sidecar stopped");
-    RunSummary { calls_started: d.started, clean_exit }
+    RunSummary {
+        calls_started: d.started,
+        clean_exit,
+    }
 }
 
 #[cfg(test)]
@@ -465,12 +598,27 @@ mod tests {
                 dead.push(d);
             }
         }
-        assert_eq!(dead, vec![DeadCall { call_id: "c_panics".into(), panicked: true }]);
-        assert!(t.calls.is_empty(), "every task's id is forgotten once reaped");
+        assert_eq!(
+            dead,
+            vec![DeadCall {
+                call_id: "c_panics".into(),
+                panicked: true
+            }]
+        );
+        assert!(
+            t.calls.is_empty(),
+            "every task's id is forgotten once reaped"
+        );
 
         // Aborted (cancelled) counts as dead too.
         t.spawn("c_stuck".into(), std::future::pending());
         t.set.abort_all();
-        assert_eq!(t.next_dead().await, Some(DeadCall { call_id: "c_stuck".into(), panicked: false }));
+        assert_eq!(
+            t.next_dead().await,
+            Some(DeadCall {
+                call_id: "c_stuck".into(),
+                panicked: false
+            })
+        );
     }
 }

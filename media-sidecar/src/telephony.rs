@@ -37,14 +37,22 @@ pub struct Telephony {
 
 impl std::fmt::Debug for Telephony {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Telephony(sip {}, {} trunks)", self.sip.local_addr(), self.trunks.len())
+        write!(
+            f,
+            "Telephony(sip {}, {} trunks)",
+            self.sip.local_addr(),
+            self.trunks.len()
+        )
     }
 }
 
 impl Telephony {
     /// Binds the SIP socket and resolves the trunks (in priority order).
     pub async fn start(cfg: &config::Telephony) -> Result<Telephony, String> {
-        let first = cfg.trunks.first().ok_or("no [[telephony.trunks]] configured")?;
+        let first = cfg
+            .trunks
+            .first()
+            .ok_or("no [[telephony.trunks]] configured")?;
         let mut trunks = Vec::new();
         for t in &cfg.trunks {
             let addr = tokio::net::lookup_host((t.host.as_str(), t.port))
@@ -59,14 +67,24 @@ impl Telephony {
                 }),
                 _ => None,
             };
-            trunks.push(Trunk { addr, domain: Some(t.host.clone()), credentials });
+            trunks.push(Trunk {
+                addr,
+                domain: Some(t.host.clone()),
+                credentials,
+            });
         }
         let sip = SipUdp::bind(SocketAddr::new(cfg.bind_ip, cfg.sip_port))
             .await
             .map_err(|e| format!("cannot bind SIP on {}:{}: {e}", cfg.bind_ip, cfg.sip_port))?;
         let ports = PortAllocator::new(cfg.bind_ip, cfg.rtp_port_min..=cfg.rtp_port_max);
         tracing::info!(sip = %sip.local_addr(), trunks = trunks.len(), "telephony ready");
-        Ok(Telephony { sip, ports, trunks, from_number: first.from_number.clone(), cfg: cfg.clone() })
+        Ok(Telephony {
+            sip,
+            ports,
+            trunks,
+            from_number: first.from_number.clone(),
+            cfg: cfg.clone(),
+        })
     }
 
     pub fn sip_addr(&self) -> SocketAddr {
@@ -118,27 +136,46 @@ async fn make_engine(offer: &Offer) -> Result<BoxedEngine, EngineError> {
     cfg.metadata = offer.metadata.clone();
     // The call's key and endpoint (its own or its agent's) win over the
     // sidecar's environment; a key the edge could not open is an auth failure.
-    let credentials = |cfg: &mut EngineConfig, key_var: &str, url_var: &str| -> Result<(), EngineError> {
-        let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
-        if offer.engine_key_unavailable {
-            return Err(EngineError::Auth("the call's engine API key could not be unsealed at the edge".into()));
-        }
-        (cfg.api_key, cfg.base_url) =
-            engine_credentials(offer.engine_api_key.clone(), offer.engine_base_url.clone(), env(key_var).map(SecretText::new), env(url_var));
-        Ok(())
-    };
+    let credentials =
+        |cfg: &mut EngineConfig, key_var: &str, url_var: &str| -> Result<(), EngineError> {
+            let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+            if offer.engine_key_unavailable {
+                return Err(EngineError::Auth(
+                    "the call's engine API key could not be unsealed at the edge".into(),
+                ));
+            }
+            (cfg.api_key, cfg.base_url) = engine_credentials(
+                offer.engine_api_key.clone(),
+                offer.engine_base_url.clone(),
+                env(key_var).map(SecretText::new),
+                env(url_var),
+            );
+            Ok(())
+        };
     match offer.engine.as_str() {
         "echo" => Ok(BoxedEngine::new(crate::engine::echo::EchoEngine::new())),
-        "local" => Ok(BoxedEngine::new(crate::engine::local::LocalEngine::connect(cfg).await?)),
+        "local" => Ok(BoxedEngine::new(
+            crate::engine::local::LocalEngine::connect(cfg).await?,
+        )),
         "openai_realtime" => {
-            credentials(&mut cfg, "VOXLINE_OPENAI_API_KEY", "VOXLINE_OPENAI_BASE_URL")?;
+            credentials(
+                &mut cfg,
+                "VOXLINE_OPENAI_API_KEY",
+                "VOXLINE_OPENAI_BASE_URL",
+            )?;
             Ok(BoxedEngine::new(crate::engine::openai::connect(cfg).await?))
         }
         "gemini_live" => {
-            credentials(&mut cfg, "VOXLINE_GEMINI_API_KEY", "VOXLINE_GEMINI_BASE_URL")?;
+            credentials(
+                &mut cfg,
+                "VOXLINE_GEMINI_API_KEY",
+                "VOXLINE_GEMINI_BASE_URL",
+            )?;
             Ok(BoxedEngine::new(crate::engine::gemini::connect(cfg).await?))
         }
-        other => Err(EngineError::Unavailable(format!("engine `{other}` is not supported by this sidecar"))),
+        other => Err(EngineError::Unavailable(format!(
+            "engine `{other}` is not supported by this sidecar"
+        ))),
     }
 }
 
@@ -154,11 +191,17 @@ struct PlayoutClock {
 
 impl PlayoutClock {
     fn new(now: Instant) -> Self {
-        PlayoutClock { heard_ms: 0, backlog_start: now, backlog_ms: 0 }
+        PlayoutClock {
+            heard_ms: 0,
+            backlog_start: now,
+            backlog_ms: 0,
+        }
     }
 
     fn heard(&self, now: Instant) -> u64 {
-        let into = now.saturating_duration_since(self.backlog_start).as_millis() as u64;
+        let into = now
+            .saturating_duration_since(self.backlog_start)
+            .as_millis() as u64;
         self.heard_ms + into.min(self.backlog_ms)
     }
 
@@ -202,11 +245,18 @@ const DEFAULT_SILENCE_TIMEOUT: Duration = Duration::from_secs(30);
 
 impl SilenceWatch {
     fn new(now: Instant, timeout: Duration) -> Self {
-        SilenceWatch { timeout, last_activity: now }
+        SilenceWatch {
+            timeout,
+            last_activity: now,
+        }
     }
 
     fn is_speech(pcm: &[i16]) -> bool {
-        let energy: f64 = pcm.iter().map(|&s| f64::from(s) * f64::from(s)).sum::<f64>() / pcm.len().max(1) as f64;
+        let energy: f64 = pcm
+            .iter()
+            .map(|&s| f64::from(s) * f64::from(s))
+            .sum::<f64>()
+            / pcm.len().max(1) as f64;
         energy.sqrt() > SPEECH_RMS
     }
 
@@ -256,34 +306,72 @@ async fn until(at: Option<Instant>) {
 }
 
 /// Runs one real call to its end and reports every step to the edge.
-pub async fn run_sip_call(offer: Offer, tel: Arc<Telephony>, tx: mpsc::Sender<Msg>, mut hangup: oneshot::Receiver<()>) {
+pub async fn run_sip_call(
+    offer: Offer,
+    tel: Arc<Telephony>,
+    tx: mpsc::Sender<Msg>,
+    mut hangup: oneshot::Receiver<()>,
+) {
     let e = Emitter::new(&offer.call_id, tx.clone());
     let dispatched_ms = e.emit(EventKind::Dialing).await;
-    let mut t = Timings { dispatched_ms, ringing_ms: None, answered_ms: None, ended_ms: 0 };
+    let mut t = Timings {
+        dispatched_ms,
+        ringing_ms: None,
+        answered_ms: None,
+        ended_ms: 0,
+    };
     let (status, reason, sip_code) = match place(&offer, &tel, &e, &mut t, &mut hangup).await {
         Some(end) => end,
         None => {
             // The sidecar is stopping: the call was hung up, the edge re-leases nothing.
-            let _ = tx.send(Msg::CallDone { call_id: offer.call_id }).await;
+            let _ = tx
+                .send(Msg::CallDone {
+                    call_id: offer.call_id,
+                })
+                .await;
             return;
         }
     };
     t.ended_ms = now_ms();
-    e.emit_at(EventKind::Ended { status, reason, sip_code, timings: t }, t.ended_ms).await;
+    e.emit_at(
+        EventKind::Ended {
+            status,
+            reason,
+            sip_code,
+            timings: t,
+        },
+        t.ended_ms,
+    )
+    .await;
     if let Some(wav) = recording_path(&offer, &tel).filter(|p| p.is_file()) {
         // After `ended`: the call's outcome never waits for the upload.
-        let (tenant, call, attempt) = (offer.tenant_id.clone(), offer.call_id.clone(), offer.attempt);
-        let prepared = tokio::task::spawn_blocking(move || crate::recordings::prepare(&wav, &tenant, &call, attempt)).await;
+        let (tenant, call, attempt) = (
+            offer.tenant_id.clone(),
+            offer.call_id.clone(),
+            offer.attempt,
+        );
+        let prepared = tokio::task::spawn_blocking(move || {
+            crate::recordings::prepare(&wav, &tenant, &call, attempt)
+        })
+        .await;
         match prepared {
             Ok(Ok(upload)) => {
                 tracing::info!(call_id = %offer.call_id, bytes = upload.manifest.bytes, duration_ms = upload.manifest.duration_ms, "recording ready for upload");
                 let _ = tx.send(Msg::Upload(upload)).await;
             }
-            Ok(Err(err)) => tracing::warn!(call_id = %offer.call_id, error = %err, "recording not uploaded: cannot read it"),
-            Err(err) => tracing::warn!(call_id = %offer.call_id, error = %err, "recording not uploaded"),
+            Ok(Err(err)) => {
+                tracing::warn!(call_id = %offer.call_id, error = %err, "recording not uploaded: cannot read it")
+            }
+            Err(err) => {
+                tracing::warn!(call_id = %offer.call_id, error = %err, "recording not uploaded")
+            }
         }
     }
-    let _ = tx.send(Msg::CallDone { call_id: offer.call_id }).await;
+    let _ = tx
+        .send(Msg::CallDone {
+            call_id: offer.call_id,
+        })
+        .await;
 }
 
 type End = (CallStatus, EndedReason, Option<u16>);
@@ -307,7 +395,9 @@ async fn place(
     let mut spec = CallSpec::new(tel.trunks.clone(), &offer.phone, &tel.from_number, sdp);
     spec.ring_timeout = Duration::from_secs(u64::from(tel.cfg.ring_timeout_secs));
     spec.max_duration = Some(Duration::from_secs(u64::from(offer.max_seconds)));
-    spec.failover_timeout = Some(Duration::from_millis(u64::from(tel.cfg.failover_timeout_ms)));
+    spec.failover_timeout = Some(Duration::from_millis(u64::from(
+        tel.cfg.failover_timeout_ms,
+    )));
     let mut call = match tel.sip.start_call(spec).await {
         Ok(c) => c,
         Err(err) => {
@@ -323,7 +413,11 @@ async fn place(
     let mut hangup_sent: Option<EndedReason> = None;
     // Armed at the answer.
     let mut silence: Option<SilenceWatch> = None;
-    let silence_timeout = offer.silence_timeout_secs.map_or(DEFAULT_SILENCE_TIMEOUT, |s| Duration::from_secs(u64::from(s)));
+    let silence_timeout = offer
+        .silence_timeout_secs
+        .map_or(DEFAULT_SILENCE_TIMEOUT, |s| {
+            Duration::from_secs(u64::from(s))
+        });
     let mut stopping = false;
 
     let end = loop {
@@ -481,14 +575,27 @@ async fn place(
 /// Where this attempt's recording goes, when the offer asks for one.
 fn recording_path(offer: &Offer, tel: &Telephony) -> Option<std::path::PathBuf> {
     match (&tel.cfg.recordings_dir, offer.record) {
-        (Some(dir), true) => Some(crate::recordings::wav_path(dir, &offer.call_id, offer.attempt)),
+        (Some(dir), true) => Some(crate::recordings::wav_path(
+            dir,
+            &offer.call_id,
+            offer.attempt,
+        )),
         _ => None,
     }
 }
 
-fn start_media(offer: &Offer, tel: &Telephony, bound: Option<media::driver::BoundMedia>, neg: &Negotiated) -> Result<MediaHandle, String> {
+fn start_media(
+    offer: &Offer,
+    tel: &Telephony,
+    bound: Option<media::driver::BoundMedia>,
+    neg: &Negotiated,
+) -> Result<MediaHandle, String> {
     let bound = bound.ok_or("media already started")?;
-    let payload = PayloadMap { audio: neg.pt, telephone_event: neg.dtmf_pt, comfort_noise: None };
+    let payload = PayloadMap {
+        audio: neg.pt,
+        telephone_event: neg.dtmf_pt,
+        comfort_noise: None,
+    };
     let mut cfg = MediaConfig::new(media_codec(neg.codec), payload, neg.remote_rtp);
     cfg.record_path = recording_path(offer, tel);
     bound.start(cfg).map_err(|e| e.to_string())
@@ -501,20 +608,51 @@ mod credential_tests {
     #[test]
     fn a_key_only_ever_travels_with_its_own_endpoint() {
         let key = |k: &str| Some(SecretText::new(k.to_string()));
-        let shown = |(k, u): (Option<SecretText>, Option<String>)| (k.map(|k| k.expose().to_string()), u);
-        let op = || (key("sk-operator"), Some("wss://operator.example".to_string()));
+        let shown =
+            |(k, u): (Option<SecretText>, Option<String>)| (k.map(|k| k.expose().to_string()), u);
+        let op = || {
+            (
+                key("sk-operator"),
+                Some("wss://operator.example".to_string()),
+            )
+        };
         // A tenant's URL alone: no key, least of all the operator's.
         let (ok, ou) = op();
-        assert_eq!(shown(engine_credentials(None, Some("wss://attacker.example".into()), ok, ou)), (None, Some("wss://attacker.example".into())));
+        assert_eq!(
+            shown(engine_credentials(
+                None,
+                Some("wss://attacker.example".into()),
+                ok,
+                ou
+            )),
+            (None, Some("wss://attacker.example".into()))
+        );
         // A tenant's key alone: the vendor's own endpoint, not the operator's URL.
         let (ok, ou) = op();
-        assert_eq!(shown(engine_credentials(key("sk-tenant"), None, ok, ou)), (Some("sk-tenant".into()), None));
+        assert_eq!(
+            shown(engine_credentials(key("sk-tenant"), None, ok, ou)),
+            (Some("sk-tenant".into()), None)
+        );
         // Neither: the operator's pair.
         let (ok, ou) = op();
-        assert_eq!(shown(engine_credentials(None, None, ok, ou)), (Some("sk-operator".into()), Some("wss://operator.example".into())));
+        assert_eq!(
+            shown(engine_credentials(None, None, ok, ou)),
+            (
+                Some("sk-operator".into()),
+                Some("wss://operator.example".into())
+            )
+        );
         // Both: the tenant's pair.
         let (ok, ou) = op();
-        assert_eq!(shown(engine_credentials(key("sk-t"), Some("wss://t.example".into()), ok, ou)), (Some("sk-t".into()), Some("wss://t.example".into())));
+        assert_eq!(
+            shown(engine_credentials(
+                key("sk-t"),
+                Some("wss://t.example".into()),
+                ok,
+                ou
+            )),
+            (Some("sk-t".into()), Some("wss://t.example".into()))
+        );
     }
 }
 

@@ -45,33 +45,50 @@ struct Conn {
 
 impl Conn {
     fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
 
     fn send(&self, v: Value) {
-        self.tx.send(Cmd::Send(Message::text(v.to_string()), None)).unwrap();
+        self.tx
+            .send(Cmd::Send(Message::text(v.to_string()), None))
+            .unwrap();
     }
 
     fn send_binary_json(&self, v: Value) {
-        self.tx.send(Cmd::Send(Message::binary(v.to_string().into_bytes()), None)).unwrap();
+        self.tx
+            .send(Cmd::Send(Message::binary(v.to_string().into_bytes()), None))
+            .unwrap();
     }
 
     /// Sends and returns the instant just before the frame was written.
     async fn send_timed(&self, v: Value) -> Instant {
         let (tx, rx) = oneshot::channel();
-        self.tx.send(Cmd::Send(Message::text(v.to_string()), Some(tx))).unwrap();
+        self.tx
+            .send(Cmd::Send(Message::text(v.to_string()), Some(tx)))
+            .unwrap();
         rx.await.unwrap()
     }
 
     fn close(&self, code: CloseCode, reason: &str) {
-        let f = CloseFrame { code, reason: reason.to_string().into() };
-        self.tx.send(Cmd::Send(Message::Close(Some(f)), None)).unwrap();
+        let f = CloseFrame {
+            code,
+            reason: reason.to_string().into(),
+        };
+        self.tx
+            .send(Cmd::Send(Message::Close(Some(f)), None))
+            .unwrap();
     }
 
     /// The next JSON message the client sent (text or binary), skipping control frames.
     async fn recv_json(&mut self) -> (Instant, Value) {
         loop {
-            let (at, m) = timeout(T, self.rx.recv()).await.expect("client message in time").expect("connection open");
+            let (at, m) = timeout(T, self.rx.recv())
+                .await
+                .expect("client message in time")
+                .expect("connection open");
             let text = match m {
                 Message::Text(t) => t.to_string(),
                 Message::Binary(b) => String::from_utf8(b.to_vec()).unwrap(),
@@ -114,7 +131,10 @@ fn reply_frame(r: Value) -> Message {
     }
     if let Some(c) = r.get("__close") {
         let code = CloseCode::from(c[0].as_u64().unwrap() as u16);
-        return Message::Close(Some(CloseFrame { code, reason: c[1].as_str().unwrap().to_string().into() }));
+        return Message::Close(Some(CloseFrame {
+            code,
+            reason: c[1].as_str().unwrap().to_string().into(),
+        }));
     }
     Message::text(r.to_string())
 }
@@ -142,7 +162,9 @@ impl Fake {
                     let seen = Arc::new(Mutex::new((String::new(), Vec::new())));
                     let seen2 = seen.clone();
                     #[allow(clippy::result_large_err)] // the signature tungstenite asks for
-                    let cb = move |req: &Request, resp: Response| -> Result<Response, ErrorResponse> {
+                    let cb = move |req: &Request,
+                                   resp: Response|
+                          -> Result<Response, ErrorResponse> {
                         let mut s = seen2.lock().unwrap();
                         s.0 = req.uri().to_string();
                         s.1 = req
@@ -154,16 +176,25 @@ impl Fake {
                             let mut r = ErrorResponse::new(Some(
                                 r#"{"error":{"type":"invalid_request_error","code":"invalid_api_key"}}"#.to_string(),
                             ));
-                            *r.status_mut() = tokio_tungstenite::tungstenite::http::StatusCode::from_u16(code).unwrap();
+                            *r.status_mut() =
+                                tokio_tungstenite::tungstenite::http::StatusCode::from_u16(code)
+                                    .unwrap();
                             return Err(r);
                         }
                         Ok(resp)
                     };
-                    let Ok(mut ws) = tokio_tungstenite::accept_hdr_async(tcp, cb).await else { return };
+                    let Ok(mut ws) = tokio_tungstenite::accept_hdr_async(tcp, cb).await else {
+                        return;
+                    };
                     let (uri, headers) = seen.lock().unwrap().clone();
                     let (mtx, rx) = mpsc::unbounded_channel();
                     let (tx, mut crx) = mpsc::unbounded_channel();
-                    let _ = ctx.send(Conn { uri, headers, rx, tx });
+                    let _ = ctx.send(Conn {
+                        uri,
+                        headers,
+                        rx,
+                        tx,
+                    });
                     for h in hello {
                         let _ = ws.send(Message::text(h.to_string())).await;
                     }
@@ -200,7 +231,10 @@ impl Fake {
     }
 
     async fn conn(&mut self) -> Conn {
-        timeout(T, self.conns.recv()).await.expect("a connection in time").unwrap()
+        timeout(T, self.conns.recv())
+            .await
+            .expect("a connection in time")
+            .unwrap()
     }
 }
 
@@ -236,11 +270,18 @@ fn cfg(base: &str) -> EngineConfig {
 }
 
 fn fast_opts(flavor: Flavor) -> OpenAiOptions {
-    OpenAiOptions { flavor, connect_timeout: Duration::from_secs(2), ..OpenAiOptions::default() }
+    OpenAiOptions {
+        flavor,
+        connect_timeout: Duration::from_secs(2),
+        ..OpenAiOptions::default()
+    }
 }
 
 async fn next(e: &mut impl Engine) -> EngineEvent {
-    timeout(T, e.next_event()).await.expect("event in time").expect("event")
+    timeout(T, e.next_event())
+        .await
+        .expect("event in time")
+        .expect("event")
 }
 
 /// Runs the engine (flushing what it owes the server) for `d`, expecting no event.
@@ -293,18 +334,30 @@ fn delta(n: &Names, item: &str, bytes: &[u8]) -> Value {
 /// Session setup, greeting, audio both ways (exact mu-law bytes), transcripts of both roles.
 async fn openai_conversation(flavor: Flavor, n: &Names) {
     let mut fake = openai_fake(None).await;
-    let mut eng = timeout(T, openai::connect_with(cfg(&fake.url), fast_opts(flavor))).await.unwrap().unwrap();
+    let mut eng = timeout(T, openai::connect_with(cfg(&fake.url), fast_opts(flavor)))
+        .await
+        .unwrap()
+        .unwrap();
     let mut conn = fake.conn().await;
 
     // Handshake: model in the query, bearer key in the header.
     assert_eq!(conn.uri, "/v1/realtime?model=gpt-realtime-test");
-    assert_eq!(conn.header("authorization"), Some(format!("Bearer {KEY}").as_str()));
-    assert_eq!(conn.header("openai-beta"), (flavor == Flavor::Beta).then_some("realtime=v1"));
+    assert_eq!(
+        conn.header("authorization"),
+        Some(format!("Bearer {KEY}").as_str())
+    );
+    assert_eq!(
+        conn.header("openai-beta"),
+        (flavor == Flavor::Beta).then_some("realtime=v1")
+    );
 
     // session.update content.
     let (_, up) = conn.recv_type("session.update").await;
     let s = &up["session"];
-    assert_eq!(s["instructions"], "You are Ava from Acme Dental. Confirm the appointment.");
+    assert_eq!(
+        s["instructions"],
+        "You are Ava from Acme Dental. Confirm the appointment."
+    );
     match flavor {
         Flavor::Ga => {
             assert_eq!(s["type"], "realtime");
@@ -312,7 +365,10 @@ async fn openai_conversation(flavor: Flavor, n: &Names) {
             assert_eq!(s["audio"]["output"]["format"]["type"], "audio/pcmu");
             assert_eq!(s["audio"]["output"]["voice"], "marin");
             assert_eq!(s["audio"]["input"]["turn_detection"]["type"], "server_vad");
-            assert_eq!(s["audio"]["input"]["turn_detection"]["interrupt_response"], true);
+            assert_eq!(
+                s["audio"]["input"]["turn_detection"]["interrupt_response"],
+                true
+            );
             assert_eq!(s["audio"]["input"]["transcription"]["language"], "en");
             assert!(s["audio"]["input"]["transcription"]["model"].is_string());
         }
@@ -342,9 +398,13 @@ async fn openai_conversation(flavor: Flavor, n: &Names) {
     assert_eq!(got, codes, "mu-law bytes reach the server unchanged");
 
     // Engine audio -> Audio events whose re-encoding is byte-exact.
-    conn.send(json!({"type": "response.created", "response": {"id": "resp_1", "status": "in_progress"}}));
-    conn.send(json!({"type": "response.output_item.added", "response_id": "resp_1", "output_index": 0,
-        "item": {"id": "item_a1", "type": "message", "role": "assistant", "content": []}}));
+    conn.send(
+        json!({"type": "response.created", "response": {"id": "resp_1", "status": "in_progress"}}),
+    );
+    conn.send(
+        json!({"type": "response.output_item.added", "response_id": "resp_1", "output_index": 0,
+        "item": {"id": "item_a1", "type": "message", "role": "assistant", "content": []}}),
+    );
     let (a, b) = codes.split_at(100);
     conn.send(delta(n, "item_a1", a));
     conn.send(delta(n, "item_a1", b));
@@ -362,7 +422,12 @@ async fn openai_conversation(flavor: Flavor, n: &Names) {
     };
     assert_eq!(mu_encode(&heard), codes, "engine audio round-trips exactly");
     match ai_turn {
-        EngineEvent::Transcript { role, text, start_ms, end_ms } => {
+        EngineEvent::Transcript {
+            role,
+            text,
+            start_ms,
+            end_ms,
+        } => {
             assert_eq!(role, Role::Ai);
             assert_eq!(text, "Hi, this is Ava from Acme Dental.");
             // 255 samples = 31 ms of audio.
@@ -381,11 +446,19 @@ async fn openai_conversation(flavor: Flavor, n: &Names) {
         "content_index": 0, "transcript": " Yes, Tuesday works. "}));
     assert_eq!(
         next(&mut eng).await,
-        EngineEvent::Transcript { role: Role::User, text: "Yes, Tuesday works.".into(), start_ms: 1200, end_ms: 2750 }
+        EngineEvent::Transcript {
+            role: Role::User,
+            text: "Yes, Tuesday works.".into(),
+            start_ms: 1200,
+            end_ms: 2750
+        }
     );
     // The item was fully played and done: no truncate for it.
     idle(&mut eng, Duration::from_millis(100)).await;
-    assert!(conn.drain().iter().all(|v| v["type"] != "conversation.item.truncate"));
+    assert!(conn
+        .drain()
+        .iter()
+        .all(|v| v["type"] != "conversation.item.truncate"));
 
     // A function call, the name coming from output_item.added (beta) or the event itself (GA).
     conn.send(json!({"type": "response.output_item.added", "response_id": "resp_2", "output_index": 0,
@@ -400,7 +473,10 @@ async fn openai_conversation(flavor: Flavor, n: &Names) {
             arguments: "{\"day\":\"tue\"}".into()
         }
     );
-    timeout(T, eng.function_result("call_9", "{\"ok\":true}")).await.unwrap().unwrap();
+    timeout(T, eng.function_result("call_9", "{\"ok\":true}"))
+        .await
+        .unwrap()
+        .unwrap();
     let (_, out) = conn.recv_type("conversation.item.create").await;
     assert_eq!(out["item"]["type"], "function_call_output");
     assert_eq!(out["item"]["call_id"], "call_9");
@@ -423,18 +499,25 @@ async fn openai_beta_names_session_audio_and_transcripts() {
 async fn openai_ga_session_understands_beta_event_names_too() {
     // A GA session fed beta-named events (servers in transition) still works.
     let mut fake = openai_fake(None).await;
-    let mut eng = openai::connect_with(cfg(&fake.url), fast_opts(Flavor::Ga)).await.unwrap();
+    let mut eng = openai::connect_with(cfg(&fake.url), fast_opts(Flavor::Ga))
+        .await
+        .unwrap();
     let conn = fake.conn().await;
     conn.send(delta(&BETA, "i1", &[0x10, 0x20]));
     conn.send(delta(&GA, "i1", &[0x30]));
-    assert_eq!(next(&mut eng).await, EngineEvent::Audio(mu_expand(&[0x10, 0x20])));
+    assert_eq!(
+        next(&mut eng).await,
+        EngineEvent::Audio(mu_expand(&[0x10, 0x20]))
+    );
     assert_eq!(next(&mut eng).await, EngineEvent::Audio(mu_expand(&[0x30])));
 }
 
 #[tokio::test]
 async fn openai_barge_in_interrupts_at_once_and_truncates_at_played() {
     let mut fake = openai_fake(None).await;
-    let mut eng = openai::connect_with(cfg(&fake.url), fast_opts(Flavor::Ga)).await.unwrap();
+    let mut eng = openai::connect_with(cfg(&fake.url), fast_opts(Flavor::Ga))
+        .await
+        .unwrap();
     let mut conn = fake.conn().await;
     conn.recv_type("response.create").await;
 
@@ -459,7 +542,10 @@ async fn openai_barge_in_interrupts_at_once_and_truncates_at_played() {
     assert_eq!(ev, EngineEvent::Interrupt);
     let lag = got_at - sent_at;
     eprintln!("openai barge-in: Interrupt {lag:?} after speech_started was written");
-    assert!(lag < Duration::from_millis(20), "Interrupt {lag:?} after speech_started");
+    assert!(
+        lag < Duration::from_millis(20),
+        "Interrupt {lag:?} after speech_started"
+    );
 
     // The caller drops its queue and reports the final position (unchanged: 120 ms);
     // the engine then truncates the item at exactly that point.
@@ -468,7 +554,10 @@ async fn openai_barge_in_interrupts_at_once_and_truncates_at_played() {
     conn.send(delta(&GA, "item_a1", &[0x55; 800]));
     idle(&mut eng, Duration::from_millis(150)).await;
     let msgs = conn.drain();
-    let tr: Vec<&Value> = msgs.iter().filter(|v| v["type"] == "conversation.item.truncate").collect();
+    let tr: Vec<&Value> = msgs
+        .iter()
+        .filter(|v| v["type"] == "conversation.item.truncate")
+        .collect();
     assert_eq!(tr.len(), 1, "one truncate: {msgs:?}");
     assert_eq!(tr[0]["item_id"], "item_a1");
     assert_eq!(tr[0]["content_index"], 0);
@@ -477,7 +566,10 @@ async fn openai_barge_in_interrupts_at_once_and_truncates_at_played() {
     // The next response's audio is placed where playback stopped: a second
     // barge-in 40 ms into it truncates it at 40 ms.
     conn.send(delta(&GA, "item_a2", &[0x44; 800]));
-    assert_eq!(next(&mut eng).await, EngineEvent::Audio(vec![Law::Mu.decode_sample(0x44); 800]));
+    assert_eq!(
+        next(&mut eng).await,
+        EngineEvent::Audio(vec![Law::Mu.decode_sample(0x44); 800])
+    );
     eng.played(160);
     conn.send(json!({"type": "input_audio_buffer.speech_started", "audio_start_ms": 3000, "item_id": "item_u2"}));
     assert_eq!(next(&mut eng).await, EngineEvent::Interrupt);
@@ -490,18 +582,32 @@ async fn openai_barge_in_interrupts_at_once_and_truncates_at_played() {
 #[tokio::test]
 async fn openai_end_call_function_ends_the_call() {
     let mut fake = openai_fake(None).await;
-    let mut eng = openai::connect_with(cfg(&fake.url), fast_opts(Flavor::Ga)).await.unwrap();
+    let mut eng = openai::connect_with(cfg(&fake.url), fast_opts(Flavor::Ga))
+        .await
+        .unwrap();
     let conn = fake.conn().await;
     conn.send(json!({"type": "response.function_call_arguments.done", "response_id": "r", "item_id": "i",
         "output_index": 0, "call_id": "c1", "name": "end_call", "arguments": "{\"reason\":\"voicemail\"}"}));
-    assert!(matches!(next(&mut eng).await, EngineEvent::FunctionCall { ref name, .. } if name == "end_call"));
-    assert_eq!(next(&mut eng).await, EngineEvent::EndCall { reason: "voicemail".into() });
+    assert!(
+        matches!(next(&mut eng).await, EngineEvent::FunctionCall { ref name, .. } if name == "end_call")
+    );
+    assert_eq!(
+        next(&mut eng).await,
+        EngineEvent::EndCall {
+            reason: "voicemail".into()
+        }
+    );
 }
 
 #[tokio::test]
 async fn openai_handshake_401_is_auth() {
     let fake = openai_fake(Some(401)).await;
-    let r = timeout(T, openai::connect_with(cfg(&fake.url), fast_opts(Flavor::Ga))).await.unwrap();
+    let r = timeout(
+        T,
+        openai::connect_with(cfg(&fake.url), fast_opts(Flavor::Ga)),
+    )
+    .await
+    .unwrap();
     let e = r.err().expect("rejected");
     assert_eq!(e.code(), "auth", "{e}");
 }
@@ -509,7 +615,9 @@ async fn openai_handshake_401_is_auth() {
 #[tokio::test]
 async fn openai_error_event_invalid_api_key_is_auth() {
     let mut fake = openai_fake(None).await;
-    let mut eng = openai::connect_with(cfg(&fake.url), fast_opts(Flavor::Ga)).await.unwrap();
+    let mut eng = openai::connect_with(cfg(&fake.url), fast_opts(Flavor::Ga))
+        .await
+        .unwrap();
     let conn = fake.conn().await;
     // A benign error does not end the session...
     conn.send(json!({"type": "error", "event_id": "e1", "error": {"type": "invalid_request_error",
@@ -522,13 +630,22 @@ async fn openai_error_event_invalid_api_key_is_auth() {
     let e = timeout(T, eng.next_event()).await.unwrap().unwrap_err();
     assert_eq!(e.code(), "auth");
     assert!(!e.to_string().contains(KEY));
-    assert_eq!(timeout(T, eng.send_audio(&[0; 160])).await.unwrap().unwrap_err().code(), "auth");
+    assert_eq!(
+        timeout(T, eng.send_audio(&[0; 160]))
+            .await
+            .unwrap()
+            .unwrap_err()
+            .code(),
+        "auth"
+    );
 }
 
 #[tokio::test]
 async fn openai_close_and_drop_are_disconnected() {
     let mut fake = openai_fake(None).await;
-    let mut eng = openai::connect_with(cfg(&fake.url), fast_opts(Flavor::Ga)).await.unwrap();
+    let mut eng = openai::connect_with(cfg(&fake.url), fast_opts(Flavor::Ga))
+        .await
+        .unwrap();
     let conn = fake.conn().await;
     conn.send(delta(&GA, "i", &[9; 16]));
     conn.close(CloseCode::Away, "server going away");
@@ -536,13 +653,22 @@ async fn openai_close_and_drop_are_disconnected() {
     let e = timeout(T, eng.next_event()).await.unwrap().unwrap_err();
     assert!(matches!(e, EngineError::Disconnected(_)), "{e:?}");
 
-    let mut eng = openai::connect_with(cfg(&fake.url), fast_opts(Flavor::Ga)).await.unwrap();
+    let mut eng = openai::connect_with(cfg(&fake.url), fast_opts(Flavor::Ga))
+        .await
+        .unwrap();
     let conn = fake.conn().await;
     conn.tx.send(Cmd::Drop).unwrap();
     let e = timeout(T, eng.next_event()).await.unwrap().unwrap_err();
     assert_eq!(e.code(), "disconnected", "{e:?}");
     // And it stays so.
-    assert_eq!(timeout(T, eng.next_event()).await.unwrap().unwrap_err().code(), "disconnected");
+    assert_eq!(
+        timeout(T, eng.next_event())
+            .await
+            .unwrap()
+            .unwrap_err()
+            .code(),
+        "disconnected"
+    );
 }
 
 #[tokio::test]
@@ -554,12 +680,16 @@ async fn openai_silent_server_times_out_but_quiet_healthy_one_does_not() {
     };
     // Healthy but quiet: it answers our pings, so 700 ms of no events is fine.
     let mut fake = openai_fake(None).await;
-    let mut eng = openai::connect_with(cfg(&fake.url), opts.clone()).await.unwrap();
+    let mut eng = openai::connect_with(cfg(&fake.url), opts.clone())
+        .await
+        .unwrap();
     let _conn = fake.conn().await;
     idle(&mut eng, Duration::from_millis(700)).await;
 
     // Hung: reads nothing, answers nothing.
-    let mut eng = openai::connect_with(cfg(&fake.url), opts.clone()).await.unwrap();
+    let mut eng = openai::connect_with(cfg(&fake.url), opts.clone())
+        .await
+        .unwrap();
     let conn = fake.conn().await;
     conn.tx.send(Cmd::Deaf).unwrap();
     let t0 = Instant::now();
@@ -569,8 +699,15 @@ async fn openai_silent_server_times_out_but_quiet_healthy_one_does_not() {
 
     // Never says session.created: connect times out.
     let silent = Fake::start(None, vec![], Arc::new(|_: &Value| Vec::new())).await;
-    let opts = OpenAiOptions { connect_timeout: Duration::from_millis(300), ..opts };
-    let e = timeout(T, openai::connect_with(cfg(&silent.url), opts)).await.unwrap().err().unwrap();
+    let opts = OpenAiOptions {
+        connect_timeout: Duration::from_millis(300),
+        ..opts
+    };
+    let e = timeout(T, openai::connect_with(cfg(&silent.url), opts))
+        .await
+        .unwrap()
+        .err()
+        .unwrap();
     assert_eq!(e.code(), "timeout");
 }
 
@@ -579,7 +716,11 @@ async fn openai_unreachable_is_unavailable() {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("ws://{}", l.local_addr().unwrap());
     drop(l);
-    let e = timeout(T, openai::connect_with(cfg(&url), fast_opts(Flavor::Ga))).await.unwrap().err().unwrap();
+    let e = timeout(T, openai::connect_with(cfg(&url), fast_opts(Flavor::Ga)))
+        .await
+        .unwrap()
+        .err()
+        .unwrap();
     assert_eq!(e.code(), "unavailable", "{e}");
 }
 
@@ -630,26 +771,41 @@ async fn openai_key_never_logged() {
     let cap = capture_logs();
     // A full session with a barge-in, a benign error that quotes the key, then an auth failure.
     let mut fake = openai_fake(None).await;
-    let mut eng = openai::connect_with(cfg(&fake.url), fast_opts(Flavor::Ga)).await.unwrap();
+    let mut eng = openai::connect_with(cfg(&fake.url), fast_opts(Flavor::Ga))
+        .await
+        .unwrap();
     let conn = fake.conn().await;
     conn.send(delta(&GA, "i", &[1; 80]));
     assert!(matches!(next(&mut eng).await, EngineEvent::Audio(_)));
-    conn.send(json!({"type": "input_audio_buffer.speech_started", "audio_start_ms": 5, "item_id": "u"}));
+    conn.send(
+        json!({"type": "input_audio_buffer.speech_started", "audio_start_ms": 5, "item_id": "u"}),
+    );
     assert_eq!(next(&mut eng).await, EngineEvent::Interrupt);
-    conn.send(json!({"type": "error", "error": {"type": "invalid_request_error", "code": "x",
-        "message": format!("something about {KEY}")}}));
+    conn.send(
+        json!({"type": "error", "error": {"type": "invalid_request_error", "code": "x",
+        "message": format!("something about {KEY}")}}),
+    );
     conn.send(json!({"type": "error", "error": {"type": "invalid_request_error", "code": "invalid_api_key",
         "message": format!("Incorrect API key provided: {KEY}")}}));
     let _ = timeout(T, eng.next_event()).await.unwrap().unwrap_err();
     eng.close().await;
     // Handshake rejection and an unparsable URL with the key in it.
     let rej = openai_fake(Some(401)).await;
-    let _ = openai::connect_with(cfg(&rej.url), fast_opts(Flavor::Ga)).await.err().unwrap();
+    let _ = openai::connect_with(cfg(&rej.url), fast_opts(Flavor::Ga))
+        .await
+        .err()
+        .unwrap();
     let logs = String::from_utf8(cap.0.lock().unwrap().clone()).unwrap();
-    assert!(logs.contains("openai realtime session started"), "capture works: {logs}");
+    assert!(
+        logs.contains("openai realtime session started"),
+        "capture works: {logs}"
+    );
     assert!(logs.contains("auth"), "the failure is logged: {logs}");
     assert!(!logs.contains(KEY), "key leaked into logs:\n{logs}");
-    assert!(!logs.contains("SECRET"), "part of the key leaked into logs:\n{logs}");
+    assert!(
+        !logs.contains("SECRET"),
+        "part of the key leaked into logs:\n{logs}"
+    );
 }
 
 #[tokio::test]
@@ -662,7 +818,9 @@ async fn engines_can_be_spawned_and_boxed() {
         })
     }
     let mut fake = openai_fake(None).await;
-    let eng = openai::connect_with(cfg(&fake.url), fast_opts(Flavor::Ga)).await.unwrap();
+    let eng = openai::connect_with(cfg(&fake.url), fast_opts(Flavor::Ga))
+        .await
+        .unwrap();
     let _c = fake.conn().await;
     spawn_generic(BoxedEngine::new(eng)).await.unwrap();
 }
@@ -678,15 +836,13 @@ async fn gemini_fake() -> Fake {
     Fake::start(
         None,
         vec![],
-        Arc::new(
-            |v: &Value| {
-                if v.get("setup").is_some() {
-                    vec![json!({"__binary": {"setupComplete": {}}})]
-                } else {
-                    Vec::new()
-                }
-            },
-        ),
+        Arc::new(|v: &Value| {
+            if v.get("setup").is_some() {
+                vec![json!({"__binary": {"setupComplete": {}}})]
+            } else {
+                Vec::new()
+            }
+        }),
     )
     .await
 }
@@ -699,20 +855,28 @@ fn gcfg(base: &str) -> EngineConfig {
     c.model = Some("gemini-live-test".into());
     c.api_key = Some(voxline_shared::protocol::SecretText::new(GKEY));
     c.base_url = Some(base.into());
-    c.metadata = Some(json!({"tools": [{"type": "function", "name": "book_slot", "description": "Book",
-        "parameters": {"type": "object", "properties": {"day": {"type": "string"}}}}]}));
+    c.metadata = Some(
+        json!({"tools": [{"type": "function", "name": "book_slot", "description": "Book",
+        "parameters": {"type": "object", "properties": {"day": {"type": "string"}}}}]}),
+    );
     c
 }
 
 fn gopts() -> GeminiOptions {
-    GeminiOptions { connect_timeout: Duration::from_secs(2), ..GeminiOptions::default() }
+    GeminiOptions {
+        connect_timeout: Duration::from_secs(2),
+        ..GeminiOptions::default()
+    }
 }
 
 fn tone(rate: u32, parts: &[(f64, f64)], n: usize) -> Vec<i16> {
     (0..n)
         .map(|i| {
             let t = i as f64 / rate as f64;
-            parts.iter().map(|(hz, a)| a * (2.0 * std::f64::consts::PI * hz * t).sin()).sum::<f64>() as i16
+            parts
+                .iter()
+                .map(|(hz, a)| a * (2.0 * std::f64::consts::PI * hz * t).sin())
+                .sum::<f64>() as i16
         })
         .collect()
 }
@@ -729,7 +893,11 @@ fn amp_at(x: &[i16], rate: u32, hz: f64) -> f64 {
 }
 
 fn pcm_b64(pcm: &[i16]) -> String {
-    B64.encode(pcm.iter().flat_map(|s| s.to_le_bytes()).collect::<Vec<u8>>())
+    B64.encode(
+        pcm.iter()
+            .flat_map(|s| s.to_le_bytes())
+            .collect::<Vec<u8>>(),
+    )
 }
 
 fn model_audio(pcm: &[i16]) -> Value {
@@ -739,7 +907,10 @@ fn model_audio(pcm: &[i16]) -> Value {
 #[tokio::test]
 async fn gemini_setup_audio_both_ways_and_transcripts() {
     let mut fake = gemini_fake().await;
-    let mut eng = timeout(T, gemini::connect_with(gcfg(&fake.url), gopts())).await.unwrap().unwrap();
+    let mut eng = timeout(T, gemini::connect_with(gcfg(&fake.url), gopts()))
+        .await
+        .unwrap()
+        .unwrap();
     let mut conn = fake.conn().await;
     assert_eq!(
         conn.uri,
@@ -750,13 +921,28 @@ async fn gemini_setup_audio_both_ways_and_transcripts() {
     let (_, v) = conn.recv_json().await;
     let s = &v["setup"];
     assert_eq!(s["model"], "models/gemini-live-test");
-    assert_eq!(s["systemInstruction"]["parts"][0]["text"], "You are Ava from Acme Dental.");
-    assert_eq!(s["generationConfig"]["responseModalities"], json!(["AUDIO"]));
-    assert_eq!(s["generationConfig"]["speechConfig"]["voiceConfig"]["prebuiltVoiceConfig"]["voiceName"], "Puck");
-    assert_eq!(s["generationConfig"]["speechConfig"]["languageCode"], "en-US");
+    assert_eq!(
+        s["systemInstruction"]["parts"][0]["text"],
+        "You are Ava from Acme Dental."
+    );
+    assert_eq!(
+        s["generationConfig"]["responseModalities"],
+        json!(["AUDIO"])
+    );
+    assert_eq!(
+        s["generationConfig"]["speechConfig"]["voiceConfig"]["prebuiltVoiceConfig"]["voiceName"],
+        "Puck"
+    );
+    assert_eq!(
+        s["generationConfig"]["speechConfig"]["languageCode"],
+        "en-US"
+    );
     assert_eq!(s["inputAudioTranscription"], json!({}));
     assert_eq!(s["outputAudioTranscription"], json!({}));
-    assert_eq!(s["tools"][0]["functionDeclarations"][0]["name"], "book_slot");
+    assert_eq!(
+        s["tools"][0]["functionDeclarations"][0]["name"],
+        "book_slot"
+    );
     // Greeting turn.
     let (_, g) = conn.recv_json().await;
     assert_eq!(g["clientContent"]["turnComplete"], true);
@@ -776,25 +962,44 @@ async fn gemini_setup_audio_both_ways_and_transcripts() {
         up.extend(b.chunks_exact(2).map(|b| i16::from_le_bytes([b[0], b[1]])));
     }
     let mid = &up[2000..14000];
-    assert!((amp_at(mid, 16000, 1000.0) - 8000.0).abs() < 300.0, "1 kHz kept: {}", amp_at(mid, 16000, 1000.0));
-    assert!(amp_at(mid, 16000, 7000.0) < 100.0, "image at 7 kHz: {}", amp_at(mid, 16000, 7000.0));
+    assert!(
+        (amp_at(mid, 16000, 1000.0) - 8000.0).abs() < 300.0,
+        "1 kHz kept: {}",
+        amp_at(mid, 16000, 1000.0)
+    );
+    assert!(
+        amp_at(mid, 16000, 7000.0) < 100.0,
+        "image at 7 kHz: {}",
+        amp_at(mid, 16000, 7000.0)
+    );
 
     // The callee's words, then the model's audio (24 kHz: 1 kHz wanted + 5 kHz that must not alias to 3 kHz).
     conn.send_binary_json(json!({"serverContent": {"inputTranscription": {"text": "Yes, "}}}));
-    conn.send_binary_json(json!({"serverContent": {"inputTranscription": {"text": "that works."}}}));
+    conn.send_binary_json(
+        json!({"serverContent": {"inputTranscription": {"text": "that works."}}}),
+    );
     let model = tone(24000, &[(1000.0, 6000.0), (5000.0, 6000.0)], 7200); // 300 ms
     for (i, c) in model.chunks(1000).enumerate() {
         conn.send_binary_json(model_audio(c));
         if i == 0 {
-            conn.send_binary_json(json!({"serverContent": {"outputTranscription": {"text": "Great, "}}}));
+            conn.send_binary_json(
+                json!({"serverContent": {"outputTranscription": {"text": "Great, "}}}),
+            );
         }
     }
-    conn.send_binary_json(json!({"serverContent": {"outputTranscription": {"text": "see you Tuesday."}}}));
+    conn.send_binary_json(
+        json!({"serverContent": {"outputTranscription": {"text": "see you Tuesday."}}}),
+    );
     conn.send_binary_json(json!({"serverContent": {"generationComplete": true}}));
     conn.send_binary_json(json!({"serverContent": {"turnComplete": true}}));
 
     match next(&mut eng).await {
-        EngineEvent::Transcript { role: Role::User, text, start_ms, end_ms } => {
+        EngineEvent::Transcript {
+            role: Role::User,
+            text,
+            start_ms,
+            end_ms,
+        } => {
             assert_eq!(text, "Yes, that works.");
             assert!(end_ms >= start_ms);
         }
@@ -810,10 +1015,23 @@ async fn gemini_setup_audio_both_ways_and_transcripts() {
     };
     assert_eq!(out.len(), 2400, "300 ms at 8 kHz after the turn's flush");
     let mid = &out[200..2200];
-    assert!((amp_at(mid, 8000, 1000.0) - 6000.0).abs() < 300.0, "1 kHz kept: {}", amp_at(mid, 8000, 1000.0));
-    assert!(amp_at(mid, 8000, 3000.0) < 100.0, "5 kHz aliased to 3 kHz: {}", amp_at(mid, 8000, 3000.0));
+    assert!(
+        (amp_at(mid, 8000, 1000.0) - 6000.0).abs() < 300.0,
+        "1 kHz kept: {}",
+        amp_at(mid, 8000, 1000.0)
+    );
+    assert!(
+        amp_at(mid, 8000, 3000.0) < 100.0,
+        "5 kHz aliased to 3 kHz: {}",
+        amp_at(mid, 8000, 3000.0)
+    );
     match ai {
-        EngineEvent::Transcript { role: Role::Ai, text, start_ms, end_ms } => {
+        EngineEvent::Transcript {
+            role: Role::Ai,
+            text,
+            start_ms,
+            end_ms,
+        } => {
             assert_eq!(text, "Great, see you Tuesday.");
             assert_eq!(end_ms - start_ms, 300);
         }
@@ -832,7 +1050,10 @@ async fn gemini_setup_audio_both_ways_and_transcripts() {
             arguments: "{\"day\":\"tue\"}".into()
         }
     );
-    timeout(T, eng.function_result("fc_1", "{\"ok\":true}")).await.unwrap().unwrap();
+    timeout(T, eng.function_result("fc_1", "{\"ok\":true}"))
+        .await
+        .unwrap()
+        .unwrap();
     let r = loop {
         let (_, v) = conn.recv_json().await;
         if v.get("realtimeInput").is_none() {
@@ -849,7 +1070,15 @@ async fn gemini_setup_audio_both_ways_and_transcripts() {
 #[tokio::test]
 async fn gemini_interrupted_is_an_immediate_interrupt() {
     let mut fake = gemini_fake().await;
-    let mut eng = gemini::connect_with(gcfg(&fake.url), GeminiOptions { greeting: None, ..gopts() }).await.unwrap();
+    let mut eng = gemini::connect_with(
+        gcfg(&fake.url),
+        GeminiOptions {
+            greeting: None,
+            ..gopts()
+        },
+    )
+    .await
+    .unwrap();
     let conn = fake.conn().await;
     let model = tone(24000, &[(440.0, 5000.0)], 24000); // 1 s
     conn.send_binary_json(
@@ -866,14 +1095,24 @@ async fn gemini_interrupted_is_an_immediate_interrupt() {
         }
     }
     eng.played(250);
-    let sent = conn.send_timed(json!({"serverContent": {"interrupted": true}})).await;
+    let sent = conn
+        .send_timed(json!({"serverContent": {"interrupted": true}}))
+        .await;
     assert_eq!(next(&mut eng).await, EngineEvent::Interrupt);
     let lag = Instant::now() - sent;
     eprintln!("gemini barge-in: Interrupt {lag:?} after interrupted was written");
-    assert!(lag < Duration::from_millis(20), "Interrupt {lag:?} after interrupted");
+    assert!(
+        lag < Duration::from_millis(20),
+        "Interrupt {lag:?} after interrupted"
+    );
     // The cut turn's transcript lasts what the callee heard.
     match next(&mut eng).await {
-        EngineEvent::Transcript { role: Role::Ai, start_ms, end_ms, .. } => assert_eq!(end_ms - start_ms, 250),
+        EngineEvent::Transcript {
+            role: Role::Ai,
+            start_ms,
+            end_ms,
+            ..
+        } => assert_eq!(end_ms - start_ms, 250),
         other => panic!("unexpected {other:?}"),
     }
     // Nothing of the cut turn is left in the resampler: the next turn starts clean.
@@ -885,7 +1124,11 @@ async fn gemini_interrupted_is_an_immediate_interrupt() {
 async fn gemini_errors_map_to_engine_errors() {
     // Handshake rejected.
     let rej = Fake::start(Some(403), vec![], Arc::new(|_: &Value| Vec::new())).await;
-    let e = timeout(T, gemini::connect_with(gcfg(&rej.url), gopts())).await.unwrap().err().unwrap();
+    let e = timeout(T, gemini::connect_with(gcfg(&rej.url), gopts()))
+        .await
+        .unwrap()
+        .err()
+        .unwrap();
     assert_eq!(e.code(), "auth", "{e}");
 
     // Invalid key: the service closes the socket after `setup` with a reason about the key.
@@ -901,31 +1144,69 @@ async fn gemini_errors_map_to_engine_errors() {
         }),
     )
     .await;
-    let e = timeout(T, gemini::connect_with(gcfg(&bad.url), gopts())).await.unwrap().err().unwrap();
+    let e = timeout(T, gemini::connect_with(gcfg(&bad.url), gopts()))
+        .await
+        .unwrap()
+        .err()
+        .unwrap();
     assert_eq!(e.code(), "auth", "{e}");
 
     // No setupComplete.
     let silent = Fake::start(None, vec![], Arc::new(|_: &Value| Vec::new())).await;
-    let o = GeminiOptions { connect_timeout: Duration::from_millis(300), ..gopts() };
-    let e = timeout(T, gemini::connect_with(gcfg(&silent.url), o)).await.unwrap().err().unwrap();
+    let o = GeminiOptions {
+        connect_timeout: Duration::from_millis(300),
+        ..gopts()
+    };
+    let e = timeout(T, gemini::connect_with(gcfg(&silent.url), o))
+        .await
+        .unwrap()
+        .err()
+        .unwrap();
     assert_eq!(e.code(), "timeout", "{e}");
 
     // goAway, close, drop -> disconnected; a hung server -> timeout.
     let mut fake = gemini_fake().await;
-    let mut eng = gemini::connect_with(gcfg(&fake.url), gopts()).await.unwrap();
+    let mut eng = gemini::connect_with(gcfg(&fake.url), gopts())
+        .await
+        .unwrap();
     let conn = fake.conn().await;
     conn.send_binary_json(json!({"goAway": {"timeLeft": "5s"}}));
-    assert_eq!(timeout(T, eng.next_event()).await.unwrap().unwrap_err().code(), "disconnected");
+    assert_eq!(
+        timeout(T, eng.next_event())
+            .await
+            .unwrap()
+            .unwrap_err()
+            .code(),
+        "disconnected"
+    );
 
-    let mut eng = gemini::connect_with(gcfg(&fake.url), gopts()).await.unwrap();
+    let mut eng = gemini::connect_with(gcfg(&fake.url), gopts())
+        .await
+        .unwrap();
     let conn = fake.conn().await;
     conn.close(CloseCode::Normal, "session over");
-    assert_eq!(timeout(T, eng.next_event()).await.unwrap().unwrap_err().code(), "disconnected");
+    assert_eq!(
+        timeout(T, eng.next_event())
+            .await
+            .unwrap()
+            .unwrap_err()
+            .code(),
+        "disconnected"
+    );
 
-    let mut eng = gemini::connect_with(gcfg(&fake.url), gopts()).await.unwrap();
+    let mut eng = gemini::connect_with(gcfg(&fake.url), gopts())
+        .await
+        .unwrap();
     let conn = fake.conn().await;
     conn.tx.send(Cmd::Drop).unwrap();
-    assert_eq!(timeout(T, eng.next_event()).await.unwrap().unwrap_err().code(), "disconnected");
+    assert_eq!(
+        timeout(T, eng.next_event())
+            .await
+            .unwrap()
+            .unwrap_err()
+            .code(),
+        "disconnected"
+    );
 
     let o = GeminiOptions {
         idle_timeout: Duration::from_millis(300),
@@ -935,14 +1216,23 @@ async fn gemini_errors_map_to_engine_errors() {
     let mut eng = gemini::connect_with(gcfg(&fake.url), o).await.unwrap();
     let conn = fake.conn().await;
     conn.tx.send(Cmd::Deaf).unwrap();
-    assert_eq!(timeout(T, eng.next_event()).await.unwrap().unwrap_err().code(), "timeout");
+    assert_eq!(
+        timeout(T, eng.next_event())
+            .await
+            .unwrap()
+            .unwrap_err()
+            .code(),
+        "timeout"
+    );
 }
 
 #[tokio::test]
 async fn gemini_key_never_logged() {
     let cap = capture_logs();
     let mut fake = gemini_fake().await;
-    let mut eng = gemini::connect_with(gcfg(&fake.url), gopts()).await.unwrap();
+    let mut eng = gemini::connect_with(gcfg(&fake.url), gopts())
+        .await
+        .unwrap();
     let conn = fake.conn().await;
     conn.send_binary_json(model_audio(&[100; 480]));
     assert!(matches!(next(&mut eng).await, EngineEvent::Audio(_)));
@@ -951,9 +1241,18 @@ async fn gemini_key_never_logged() {
     assert_eq!(e.code(), "auth");
     assert!(!e.to_string().contains(GKEY));
     let rej = Fake::start(Some(401), vec![], Arc::new(|_: &Value| Vec::new())).await;
-    let e = gemini::connect_with(gcfg(&rej.url), gopts()).await.err().unwrap();
+    let e = gemini::connect_with(gcfg(&rej.url), gopts())
+        .await
+        .err()
+        .unwrap();
     assert!(!e.to_string().contains(GKEY));
     let logs = String::from_utf8(cap.0.lock().unwrap().clone()).unwrap();
-    assert!(logs.contains("gemini live session started"), "capture works: {logs}");
-    assert!(!logs.contains(GKEY) && !logs.contains("SECRET"), "key leaked into logs:\n{logs}");
+    assert!(
+        logs.contains("gemini live session started"),
+        "capture works: {logs}"
+    );
+    assert!(
+        !logs.contains(GKEY) && !logs.contains("SECRET"),
+        "key leaked into logs:\n{logs}"
+    );
 }

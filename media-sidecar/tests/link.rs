@@ -23,7 +23,12 @@ use voxline_shared::{CallStatus, EndedReason};
 const SECRET: &str = "test-secret-0123456789abcdef";
 
 fn reg_ack() -> RegistrationAck {
-    RegistrationAck { protocol_version: 1, lease_wait_ms: 1_000, ack_deadline_ms: 5_000, dead_after_ms: 30_000 }
+    RegistrationAck {
+        protocol_version: 1,
+        lease_wait_ms: 1_000,
+        ack_deadline_ms: 5_000,
+        dead_after_ms: 30_000,
+    }
 }
 
 struct Running {
@@ -32,7 +37,16 @@ struct Running {
 }
 
 fn start<C: Carrier>(carrier: C, capacity: u32, secret: &str, mode: CallMode) -> Running {
-    start_with(carrier, capacity, secret, RunOptions { mode, drain_timeout: Duration::from_secs(10), ..RunOptions::default() })
+    start_with(
+        carrier,
+        capacity,
+        secret,
+        RunOptions {
+            mode,
+            drain_timeout: Duration::from_secs(10),
+            ..RunOptions::default()
+        },
+    )
 }
 
 fn start_with<C: Carrier>(carrier: C, capacity: u32, secret: &str, opts: RunOptions) -> Running {
@@ -40,14 +54,23 @@ fn start_with<C: Carrier>(carrier: C, capacity: u32, secret: &str, opts: RunOpti
     let mut settings = LeaseSettings::new("sc-test", "local", capacity);
     settings.backoff_initial_ms = 100;
     settings.backoff_max_ms = 400;
-    let task = tokio::spawn(run(Arc::new(carrier), settings, Secret::new(secret), opts, rx));
+    let task = tokio::spawn(run(
+        Arc::new(carrier),
+        settings,
+        Secret::new(secret),
+        opts,
+        rx,
+    ));
     Running { stop, task }
 }
 
 impl Running {
     async fn drain(self) -> RunSummary {
         self.stop.send(Stop::Drain).unwrap();
-        tokio::time::timeout(Duration::from_secs(15), self.task).await.expect("drains in time").unwrap()
+        tokio::time::timeout(Duration::from_secs(15), self.task)
+            .await
+            .expect("drains in time")
+            .unwrap()
     }
 }
 
@@ -71,15 +94,29 @@ fn kinds_in(s: &EdgeState, call: &str) -> Vec<&'static str> {
 /// The scenario both carriers run: a simulated call end to end, a hangup of an
 /// answered call, a placeholder-style hangup, and a clean drain.
 async fn scenario<C: Carrier>(edge: &FakeEdge, carrier: C) {
-    let sc = start(carrier, 2, SECRET, CallMode::SimulateAnswer(Duration::from_millis(400)));
+    let sc = start(
+        carrier,
+        2,
+        SECRET,
+        CallMode::SimulateAnswer(Duration::from_millis(400)),
+    );
     let t = Duration::from_secs(15);
-    edge.wait_for("registration", t, |s| (!s.registrations.is_empty()).then_some(())).await;
-    edge.wait_for("a lease poll", t, |s| (!s.leases.is_empty()).then_some(())).await;
+    edge.wait_for("registration", t, |s| {
+        (!s.registrations.is_empty()).then_some(())
+    })
+    .await;
+    edge.wait_for("a lease poll", t, |s| (!s.leases.is_empty()).then_some(()))
+        .await;
     {
         let s = edge.state.lock().unwrap();
         let r = &s.registrations[0];
         assert_eq!(
-            (r.protocol_version, r.sidecar_id.as_str(), r.region.as_str(), r.capacity),
+            (
+                r.protocol_version,
+                r.sidecar_id.as_str(),
+                r.region.as_str(),
+                r.capacity
+            ),
             (1, "sc-test", "local", 2)
         );
         let l = &s.leases[0];
@@ -89,25 +126,42 @@ async fn scenario<C: Carrier>(edge: &FakeEdge, carrier: C) {
     // 1. A call runs end to end (simulated answer).
     edge.offer(offer("c_1", 600));
     edge.wait_for("c_1 ended", t, |s| ended_in(s, "c_1")).await;
-    assert_eq!(edge.kinds_of("c_1"), vec!["dialing", "ringing", "answered", "ended"]);
-    assert_eq!(ended_of(edge, "c_1"), Some((CallStatus::Completed, EndedReason::AgentHangup)));
+    assert_eq!(
+        edge.kinds_of("c_1"),
+        vec!["dialing", "ringing", "answered", "ended"]
+    );
+    assert_eq!(
+        ended_of(edge, "c_1"),
+        Some((CallStatus::Completed, EndedReason::AgentHangup))
+    );
     {
         let s = edge.state.lock().unwrap();
         let ack = s.acks.iter().find(|a| a.call_id == "c_1").expect("acked");
         assert!(ack.accepted);
         assert_eq!(ack.lease_id, "lease-c_1");
         // While it ran, a lease poll listed it as held with one slot fewer.
-        assert!(s.leases.iter().any(|l| l.held_calls == vec!["c_1".to_string()] && l.free_slots == 1));
+        assert!(s
+            .leases
+            .iter()
+            .any(|l| l.held_calls == vec!["c_1".to_string()] && l.free_slots == 1));
         let evs: Vec<_> = s.events.iter().filter(|e| e.call_id == "c_1").collect();
-        assert_eq!(evs.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![1, 2, 3, 4]);
-        let EventKind::Ended { timings, .. } = &evs[3].kind else { panic!() };
+        assert_eq!(
+            evs.iter().map(|e| e.seq).collect::<Vec<_>>(),
+            vec![1, 2, 3, 4]
+        );
+        let EventKind::Ended { timings, .. } = &evs[3].kind else {
+            panic!()
+        };
         assert!(timings.dispatched_ms <= timings.ringing_ms.unwrap());
         assert!(timings.ringing_ms.unwrap() <= timings.answered_ms.unwrap());
         assert!(timings.answered_ms.unwrap() + 400 <= timings.ended_ms);
     }
     // Released: a later poll holds nothing again.
     edge.wait_for("c_1 released", t, |s| {
-        s.leases.last().filter(|l| l.held_calls.is_empty() && l.free_slots == 2).map(|_| ())
+        s.leases
+            .last()
+            .filter(|l| l.held_calls.is_empty() && l.free_slots == 2)
+            .map(|_| ())
     })
     .await;
 
@@ -115,29 +169,60 @@ async fn scenario<C: Carrier>(edge: &FakeEdge, carrier: C) {
     let mut long = offer("c_2", 600);
     long.max_seconds = 600;
     edge.offer(long);
-    edge.wait_for("c_2 answered", t, |s| kinds_in(s, "c_2").contains(&"answered").then_some(())).await;
-    edge.command(Command::Hangup { call_id: "c_2".into() });
+    edge.wait_for("c_2 answered", t, |s| {
+        kinds_in(s, "c_2").contains(&"answered").then_some(())
+    })
+    .await;
+    edge.command(Command::Hangup {
+        call_id: "c_2".into(),
+    });
     edge.wait_for("c_2 ended", t, |s| ended_in(s, "c_2")).await;
-    assert_eq!(ended_of(edge, "c_2"), Some((CallStatus::Completed, EndedReason::HangupRequested)));
+    assert_eq!(
+        ended_of(edge, "c_2"),
+        Some((CallStatus::Completed, EndedReason::HangupRequested))
+    );
 
     // 3. max_seconds caps the simulated talk time.
     edge.offer(offer("c_3", 0));
     edge.wait_for("c_3 ended", t, |s| ended_in(s, "c_3")).await;
-    assert_eq!(ended_of(edge, "c_3"), Some((CallStatus::Completed, EndedReason::MaxDurationReached)));
+    assert_eq!(
+        ended_of(edge, "c_3"),
+        Some((CallStatus::Completed, EndedReason::MaxDurationReached))
+    );
 
     let summary = sc.drain().await;
-    assert_eq!(summary, RunSummary { calls_started: 3, clean_exit: true });
+    assert_eq!(
+        summary,
+        RunSummary {
+            calls_started: 3,
+            clean_exit: true
+        }
+    );
     let s = edge.state.lock().unwrap();
-    assert!(s.signature_failures.is_empty(), "{:?}", s.signature_failures);
+    assert!(
+        s.signature_failures.is_empty(),
+        "{:?}",
+        s.signature_failures
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn link_over_http1() {
     tokio::time::timeout(TEST_TIMEOUT, async {
         let edge = FakeEdge::start(SECRET, reg_ack()).await;
-        let carrier = Http1Carrier::new(EdgeUrl::parse(&format!("http://{}", edge.addr())).unwrap(), None);
+        let carrier = Http1Carrier::new(
+            EdgeUrl::parse(&format!("http://{}", edge.addr())).unwrap(),
+            None,
+        );
         scenario(&edge, carrier).await;
-        assert_eq!(edge.server.seen().iter().filter(|r| r.version != http::Version::HTTP_11).count(), 0);
+        assert_eq!(
+            edge.server
+                .seen()
+                .iter()
+                .filter(|r| r.version != http::Version::HTTP_11)
+                .count(),
+            0
+        );
     })
     .await
     .expect("bounded")
@@ -169,29 +254,62 @@ async fn link_over_h3_through_caddy() {
 async fn placeholder_calls_hold_their_slot_until_hung_up() {
     tokio::time::timeout(TEST_TIMEOUT, async {
         let edge = FakeEdge::start(SECRET, reg_ack()).await;
-        let carrier = Http1Carrier::new(EdgeUrl::parse(&format!("http://{}", edge.addr())).unwrap(), None);
+        let carrier = Http1Carrier::new(
+            EdgeUrl::parse(&format!("http://{}", edge.addr())).unwrap(),
+            None,
+        );
         let sc = start(carrier, 1, SECRET, CallMode::Placeholder);
         let t = Duration::from_secs(15);
         edge.offer(offer("p_1", 600));
-        edge.wait_for("dialing", t, |s| (kinds_in(s, "p_1") == vec!["dialing"]).then_some(())).await;
+        edge.wait_for("dialing", t, |s| {
+            (kinds_in(s, "p_1") == vec!["dialing"]).then_some(())
+        })
+        .await;
         // Full: the next polls ask for nothing, and a queued offer stays queued.
         edge.offer(offer("p_2", 600));
         let n = edge.state.lock().unwrap().leases.len();
-        edge.wait_for("two more polls", t, |s| (s.leases.len() >= n + 2).then_some(())).await;
+        edge.wait_for("two more polls", t, |s| {
+            (s.leases.len() >= n + 2).then_some(())
+        })
+        .await;
         {
             let s = edge.state.lock().unwrap();
-            assert!(s.leases[n..].iter().all(|l| l.free_slots == 0 && l.held_calls == vec!["p_1".to_string()]));
+            assert!(s.leases[n..]
+                .iter()
+                .all(|l| l.free_slots == 0 && l.held_calls == vec!["p_1".to_string()]));
             assert_eq!(s.offers.len(), 1, "not handed out while full");
         }
-        assert_eq!(edge.kinds_of("p_1"), vec!["dialing"], "nothing else happens without SIP");
-        edge.command(Command::Hangup { call_id: "p_1".into() });
+        assert_eq!(
+            edge.kinds_of("p_1"),
+            vec!["dialing"],
+            "nothing else happens without SIP"
+        );
+        edge.command(Command::Hangup {
+            call_id: "p_1".into(),
+        });
         edge.wait_for("p_1 ended", t, |s| ended_in(s, "p_1")).await;
-        assert_eq!(ended_of(&edge, "p_1"), Some((CallStatus::Cancelled, EndedReason::HangupRequested)));
+        assert_eq!(
+            ended_of(&edge, "p_1"),
+            Some((CallStatus::Cancelled, EndedReason::HangupRequested))
+        );
         // The slot frees and the queued offer is taken.
-        edge.wait_for("p_2 dialing", t, |s| (kinds_in(s, "p_2") == vec!["dialing"]).then_some(())).await;
+        edge.wait_for("p_2 dialing", t, |s| {
+            (kinds_in(s, "p_2") == vec!["dialing"]).then_some(())
+        })
+        .await;
         sc.stop.send(Stop::Now).unwrap();
-        let summary = tokio::time::timeout(Duration::from_secs(5), sc.task).await.unwrap().unwrap();
-        assert_eq!(summary, RunSummary { calls_started: 2, clean_exit: false }, "p_2 was abandoned");
+        let summary = tokio::time::timeout(Duration::from_secs(5), sc.task)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            summary,
+            RunSummary {
+                calls_started: 2,
+                clean_exit: false
+            },
+            "p_2 was abandoned"
+        );
     })
     .await
     .expect("bounded")
@@ -201,17 +319,27 @@ async fn placeholder_calls_hold_their_slot_until_hung_up() {
 async fn a_wrong_secret_is_refused_and_retried_with_backoff() {
     tokio::time::timeout(TEST_TIMEOUT, async {
         let edge = FakeEdge::start(SECRET, reg_ack()).await;
-        let carrier = Http1Carrier::new(EdgeUrl::parse(&format!("http://{}", edge.addr())).unwrap(), None);
+        let carrier = Http1Carrier::new(
+            EdgeUrl::parse(&format!("http://{}", edge.addr())).unwrap(),
+            None,
+        );
         let sc = start(carrier, 1, "not-the-secret", CallMode::Placeholder);
         tokio::time::sleep(Duration::from_millis(1_200)).await;
         sc.stop.send(Stop::Now).unwrap();
-        tokio::time::timeout(Duration::from_secs(5), sc.task).await.unwrap().unwrap();
+        tokio::time::timeout(Duration::from_secs(5), sc.task)
+            .await
+            .unwrap()
+            .unwrap();
         let s = edge.state.lock().unwrap();
         assert!(s.registrations.is_empty());
         // 100, 200, 400, 400 ms apart: 3 to 5 tries in 1.2 s, not a hot loop.
         let n = s.signature_failures.len();
         assert!((2..=6).contains(&n), "{n}: {:?}", s.signature_failures);
-        assert!(s.signature_failures.iter().all(|f| f == "bad_signature"), "{:?}", s.signature_failures);
+        assert!(
+            s.signature_failures.iter().all(|f| f == "bad_signature"),
+            "{:?}",
+            s.signature_failures
+        );
     })
     .await
     .expect("bounded")
@@ -226,15 +354,36 @@ async fn recovers_from_edge_errors_and_reregisters_on_410() {
             ("/v1/sidecar/lease".into(), 410),
             ("/v1/sidecar/events".into(), 500),
         ];
-        let carrier = Http1Carrier::new(EdgeUrl::parse(&format!("http://{}", edge.addr())).unwrap(), None);
-        let sc = start(carrier, 1, SECRET, CallMode::SimulateAnswer(Duration::from_millis(100)));
+        let carrier = Http1Carrier::new(
+            EdgeUrl::parse(&format!("http://{}", edge.addr())).unwrap(),
+            None,
+        );
+        let sc = start(
+            carrier,
+            1,
+            SECRET,
+            CallMode::SimulateAnswer(Duration::from_millis(100)),
+        );
         let t = Duration::from_secs(15);
-        edge.wait_for("registered twice (after the 410)", t, |s| (s.registrations.len() >= 2).then_some(())).await;
+        edge.wait_for("registered twice (after the 410)", t, |s| {
+            (s.registrations.len() >= 2).then_some(())
+        })
+        .await;
         edge.offer(offer("r_1", 600));
         edge.wait_for("r_1 ended", t, |s| ended_in(s, "r_1")).await;
-        assert_eq!(edge.kinds_of("r_1"), vec!["dialing", "ringing", "answered", "ended"], "no event lost to the 500");
+        assert_eq!(
+            edge.kinds_of("r_1"),
+            vec!["dialing", "ringing", "answered", "ended"],
+            "no event lost to the 500"
+        );
         assert!(edge.state.lock().unwrap().fail_next.is_empty());
-        assert_eq!(sc.drain().await, RunSummary { calls_started: 1, clean_exit: true });
+        assert_eq!(
+            sc.drain().await,
+            RunSummary {
+                calls_started: 1,
+                clean_exit: true
+            }
+        );
     })
     .await
     .expect("bounded")
@@ -251,7 +400,13 @@ async fn a_restart_resends_spooled_events_and_holds_their_calls_until_acked() {
         let events_dir = spool_dir(&temp_dir("evspool"));
         let at = now_ms() - 2_000;
         let left = vec![
-            CallEvent { call_id: "s_1".into(), attempt: 1, seq: 1, at_ms: at, kind: EventKind::Dialing },
+            CallEvent {
+                call_id: "s_1".into(),
+                attempt: 1,
+                seq: 1,
+                at_ms: at,
+                kind: EventKind::Dialing,
+            },
             CallEvent {
                 call_id: "s_1".into(),
                 attempt: 1,
@@ -261,15 +416,26 @@ async fn a_restart_resends_spooled_events_and_holds_their_calls_until_acked() {
                     status: CallStatus::Completed,
                     reason: EndedReason::AgentHangup,
                     sip_code: None,
-                    timings: Timings { dispatched_ms: at, ringing_ms: None, answered_ms: None, ended_ms: at + 1_000 },
+                    timings: Timings {
+                        dispatched_ms: at,
+                        ringing_ms: None,
+                        answered_ms: None,
+                        ended_ms: at + 1_000,
+                    },
                 },
             },
         ];
-        EventSpool::open(&events_dir).unwrap().save("s_1", 1, &left).unwrap();
+        EventSpool::open(&events_dir)
+            .unwrap()
+            .save("s_1", 1, &left)
+            .unwrap();
         let file = events_dir.join("s_1-1.events.json");
         assert!(file.exists());
 
-        let carrier = Http1Carrier::new(EdgeUrl::parse(&format!("http://{}", edge.addr())).unwrap(), None);
+        let carrier = Http1Carrier::new(
+            EdgeUrl::parse(&format!("http://{}", edge.addr())).unwrap(),
+            None,
+        );
         let opts = RunOptions {
             mode: CallMode::Placeholder,
             drain_timeout: Duration::from_secs(10),
@@ -280,23 +446,50 @@ async fn a_restart_resends_spooled_events_and_holds_their_calls_until_acked() {
         let t = Duration::from_secs(15);
         edge.wait_for("s_1 ended", t, |s| ended_in(s, "s_1")).await;
         assert_eq!(edge.kinds_of("s_1"), vec!["dialing", "ended"]);
-        assert_eq!(ended_of(&edge, "s_1"), Some((CallStatus::Completed, EndedReason::AgentHangup)));
+        assert_eq!(
+            ended_of(&edge, "s_1"),
+            Some((CallStatus::Completed, EndedReason::AgentHangup))
+        );
         {
             let s = edge.state.lock().unwrap();
             let first = &s.leases[0];
-            assert_eq!((first.held_calls.clone(), first.free_slots), (vec!["s_1".to_string()], 0), "held from the first poll");
+            assert_eq!(
+                (first.held_calls.clone(), first.free_slots),
+                (vec!["s_1".to_string()], 0),
+                "held from the first poll"
+            );
         }
         // Released once acknowledged: the next polls hold nothing, and the file is gone.
-        edge.wait_for("s_1 released", t, |s| s.leases.iter().any(|l| l.held_calls.is_empty() && l.free_slots == 1).then_some(()))
-            .await;
+        edge.wait_for("s_1 released", t, |s| {
+            s.leases
+                .iter()
+                .any(|l| l.held_calls.is_empty() && l.free_slots == 1)
+                .then_some(())
+        })
+        .await;
         assert!(!file.exists(), "forgotten once acknowledged");
         // A new call's events pass through the spool too, and leave it when acked.
         edge.offer(offer("s_2", 600));
-        edge.wait_for("s_2 dialing", t, |s| (kinds_in(s, "s_2") == vec!["dialing"]).then_some(())).await;
-        edge.command(Command::Hangup { call_id: "s_2".into() });
+        edge.wait_for("s_2 dialing", t, |s| {
+            (kinds_in(s, "s_2") == vec!["dialing"]).then_some(())
+        })
+        .await;
+        edge.command(Command::Hangup {
+            call_id: "s_2".into(),
+        });
         edge.wait_for("s_2 ended", t, |s| ended_in(s, "s_2")).await;
-        assert_eq!(sc.drain().await, RunSummary { calls_started: 1, clean_exit: true });
-        assert_eq!(std::fs::read_dir(&events_dir).unwrap().count(), 0, "nothing left in the spool");
+        assert_eq!(
+            sc.drain().await,
+            RunSummary {
+                calls_started: 1,
+                clean_exit: true
+            }
+        );
+        assert_eq!(
+            std::fs::read_dir(&events_dir).unwrap().count(),
+            0,
+            "nothing left in the spool"
+        );
     })
     .await
     .expect("bounded")
@@ -306,21 +499,43 @@ async fn a_restart_resends_spooled_events_and_holds_their_calls_until_acked() {
 async fn revoked_credentials_hang_up_the_calls_held() {
     tokio::time::timeout(TEST_TIMEOUT, async {
         let edge = FakeEdge::start(SECRET, reg_ack()).await;
-        let carrier = Http1Carrier::new(EdgeUrl::parse(&format!("http://{}", edge.addr())).unwrap(), None);
+        let carrier = Http1Carrier::new(
+            EdgeUrl::parse(&format!("http://{}", edge.addr())).unwrap(),
+            None,
+        );
         let sc = start(carrier, 1, SECRET, CallMode::Placeholder);
         let t = Duration::from_secs(15);
         edge.offer(offer("v_1", 600));
-        edge.wait_for("dialing", t, |s| (kinds_in(s, "v_1") == vec!["dialing"]).then_some(())).await;
+        edge.wait_for("dialing", t, |s| {
+            (kinds_in(s, "v_1") == vec!["dialing"]).then_some(())
+        })
+        .await;
         // Revoked: every request is refused, the registration too.
         edge.state.lock().unwrap().secret = b"revoked".to_vec();
-        edge.wait_for("a refused lease and registration", t, |s| (s.signature_failures.len() >= 2).then_some(())).await;
+        edge.wait_for("a refused lease and registration", t, |s| {
+            (s.signature_failures.len() >= 2).then_some(())
+        })
+        .await;
         tokio::time::sleep(Duration::from_millis(300)).await;
-        assert_eq!(ended_of(&edge, "v_1"), None, "nothing gets through while revoked");
+        assert_eq!(
+            ended_of(&edge, "v_1"),
+            None,
+            "nothing gets through while revoked"
+        );
         // Taken back: the call had been hung up meanwhile; its end is delivered now.
         edge.state.lock().unwrap().secret = SECRET.as_bytes().to_vec();
         edge.wait_for("v_1 ended", t, |s| ended_in(s, "v_1")).await;
-        assert_eq!(ended_of(&edge, "v_1"), Some((CallStatus::Cancelled, EndedReason::HangupRequested)));
-        assert_eq!(sc.drain().await, RunSummary { calls_started: 1, clean_exit: true });
+        assert_eq!(
+            ended_of(&edge, "v_1"),
+            Some((CallStatus::Cancelled, EndedReason::HangupRequested))
+        );
+        assert_eq!(
+            sc.drain().await,
+            RunSummary {
+                calls_started: 1,
+                clean_exit: true
+            }
+        );
     })
     .await
     .expect("bounded")

@@ -422,7 +422,12 @@ async fn g711_through_loss_jitter_and_reorder_is_time_aligned() {
     // The recording includes the 1.5 s warm-up; the jitter buffer may change
     // its delay mid-way, so check it per segment like what B heard.
     let (lag, _) = best_lag(&signal, &right, 24_000);
-    check_alignment("g711-recording", &signal, &right[lag.saturating_sub(1_000)..], 0.9);
+    check_alignment(
+        "g711-recording",
+        &signal,
+        &right[lag.saturating_sub(1_000)..],
+        0.9,
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

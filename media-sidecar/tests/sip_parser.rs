@@ -9,12 +9,19 @@ use voxline_media_sidecar::sip::msg::{parse, Message, ParseError, StreamFramer};
 use voxline_media_sidecar::sip::sdp::{self, OfferConfig};
 
 fn fixtures(kind: &str) -> Vec<(String, Vec<u8>)> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/rfc4475").join(kind);
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/rfc4475")
+        .join(kind);
     let mut v: Vec<_> = std::fs::read_dir(&dir)
         .unwrap()
         .map(|e| e.unwrap().path())
         .filter(|p| p.extension().is_some_and(|e| e == "sip"))
-        .map(|p| (p.file_stem().unwrap().to_string_lossy().to_string(), std::fs::read(&p).unwrap()))
+        .map(|p| {
+            (
+                p.file_stem().unwrap().to_string_lossy().to_string(),
+                std::fs::read(&p).unwrap(),
+            )
+        })
         .collect();
     v.sort();
     v
@@ -34,8 +41,18 @@ fn rfc4475_valid_messages_parse() {
         // Re-serialised, it parses again to the same message.
         let again = parse(&m.to_bytes()).unwrap_or_else(|e| panic!("{name} round trip: {e}"));
         // Same message; only Content-Length moves (we always write it last).
-        let no_cl = |m: &Message| m.headers.iter().filter(|(n, _)| n != "Content-Length").cloned().collect::<Vec<_>>();
-        assert_eq!((&again.start, no_cl(&again), &again.body), (&m.start, no_cl(&m), &m.body), "{name} round trip");
+        let no_cl = |m: &Message| {
+            m.headers
+                .iter()
+                .filter(|(n, _)| n != "Content-Length")
+                .cloned()
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            (&again.start, no_cl(&again), &again.body),
+            (&m.start, no_cl(&m), &m.body),
+            "{name} round trip"
+        );
         if let Err(e) = m.to_rsip() {
             assert_eq!(e.code(), "rsip_unrepresentable");
             rsip_failed.push(name.clone());
@@ -43,12 +60,18 @@ fn rfc4475_valid_messages_parse() {
     }
     let mut want: Vec<String> = RSIP_CANNOT.iter().map(|s| s.to_string()).collect();
     want.sort();
-    assert_eq!(rsip_failed, want, "which valid messages rsip 0.4 cannot represent");
+    assert_eq!(
+        rsip_failed, want,
+        "which valid messages rsip 0.4 cannot represent"
+    );
 }
 
 #[test]
 fn wsinv_details() {
-    let (_, bytes) = fixtures("valid").into_iter().find(|(n, _)| n == "wsinv").unwrap();
+    let (_, bytes) = fixtures("valid")
+        .into_iter()
+        .find(|(n, _)| n == "wsinv")
+        .unwrap();
     let m = parse(&bytes).unwrap();
     assert_eq!(m.method(), Some("INVITE"));
     assert_eq!(m.cseq(), (9, "INVITE"));
@@ -66,9 +89,15 @@ fn wsinv_details() {
     assert_eq!(v3.branch(), Some("z9hG4bK30239"));
     assert_eq!(m.to_tag().as_deref(), Some("1918181833n"));
     assert_eq!(m.from_tag().as_deref(), Some("98asjd8"));
-    assert_eq!(m.from().unwrap().display.as_deref(), Some("J Rosenberg \\\""));
+    assert_eq!(
+        m.from().unwrap().display.as_deref(),
+        Some("J Rosenberg \\\"")
+    );
     assert_eq!(m.header("Subject"), Some(""));
-    assert_eq!(m.header("NewFangledHeader"), Some("newfangled value continued newfangled value"));
+    assert_eq!(
+        m.header("NewFangledHeader"),
+        Some("newfangled value continued newfangled value")
+    );
     assert_eq!(m.contact_uri().as_deref(), Some("sip:jdrosen@example.com"));
     let c = voxline_media_sidecar::sip::msg::parse_name_addr(m.header("Contact").unwrap()).unwrap();
     assert_eq!(c.param("q"), Some("0.33"));
@@ -80,10 +109,16 @@ fn wsinv_details() {
 
 #[test]
 fn dblreq_keeps_the_first_message_only() {
-    let (_, bytes) = fixtures("valid").into_iter().find(|(n, _)| n == "dblreq").unwrap();
+    let (_, bytes) = fixtures("valid")
+        .into_iter()
+        .find(|(n, _)| n == "dblreq")
+        .unwrap();
     let m = parse(&bytes).unwrap();
     assert_eq!(m.method(), Some("REGISTER"));
-    assert!(m.body.is_empty(), "Content-Length: 0 wins over the datagram's extra bytes");
+    assert!(
+        m.body.is_empty(),
+        "Content-Length: 0 wins over the datagram's extra bytes"
+    );
 }
 
 #[test]
@@ -140,7 +175,17 @@ fn compact_names_are_normalised() {
     let names: Vec<&str> = m.headers.iter().map(|(n, _)| n.as_str()).collect();
     assert_eq!(
         names,
-        ["Via", "From", "To", "Call-ID", "CSeq", "Contact", "Supported", "Content-Type", "Content-Length"]
+        [
+            "Via",
+            "From",
+            "To",
+            "Call-ID",
+            "CSeq",
+            "Contact",
+            "Supported",
+            "Content-Type",
+            "Content-Length"
+        ]
     );
     assert_eq!(m.call_id(), "call-1@h");
     assert!(m.has_sdp());
@@ -164,13 +209,24 @@ fn udp_content_length_rules() {
     assert_eq!(parse(&extra).unwrap().body.len(), 34);
     // Shorter than declared: rejected.
     let short = &INVITE.as_bytes()[..INVITE.len() - 5];
-    assert!(matches!(parse(short), Err(ParseError::BodyTruncated { declared: 34, got: 29 })));
+    assert!(matches!(
+        parse(short),
+        Err(ParseError::BodyTruncated {
+            declared: 34,
+            got: 29
+        })
+    ));
     // No Content-Length over UDP: the body runs to the end of the datagram.
     let no_cl = INVITE.replace("l: 34\r\n", "");
     assert_eq!(parse(no_cl.as_bytes()).unwrap().body.len(), 34);
     assert_eq!(parse(b"").unwrap_err().code(), "empty");
     assert_eq!(parse(b"\r\n\r\n").unwrap_err().code(), "empty");
-    assert_eq!(parse(b"INVITE sip:a@b SIP/2.0\r\nVia: x\r\n").unwrap_err().code(), "no_header_end");
+    assert_eq!(
+        parse(b"INVITE sip:a@b SIP/2.0\r\nVia: x\r\n")
+            .unwrap_err()
+            .code(),
+        "no_header_end"
+    );
 }
 
 #[test]
@@ -192,7 +248,10 @@ fn tcp_framing_uses_content_length() {
     assert_eq!(got, 2);
     let mut f = StreamFramer::new();
     f.push(INVITE.replace("l: 34\r\n", "").as_bytes());
-    assert_eq!(f.next_message().unwrap().unwrap_err().code(), "missing_content_length");
+    assert_eq!(
+        f.next_message().unwrap().unwrap_err().code(),
+        "missing_content_length"
+    );
 }
 
 /// xorshift64*: deterministic, no dependency.
@@ -288,7 +347,11 @@ fn mutate(rng: &mut Rng, base: &[u8], pool: &[Vec<u8>]) -> Vec<u8> {
 
 #[test]
 fn fuzz_mutated_messages_never_panic() {
-    let mut pool: Vec<Vec<u8>> = fixtures("valid").into_iter().chain(fixtures("invalid")).map(|(_, b)| b).collect();
+    let mut pool: Vec<Vec<u8>> = fixtures("valid")
+        .into_iter()
+        .chain(fixtures("invalid"))
+        .map(|(_, b)| b)
+        .collect();
     pool.push(INVITE.as_bytes().to_vec());
     pool.push(
         b"SIP/2.0 401 Unauthorized\r\nVia: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKx1\r\nFrom: <sip:a@b>;tag=1\r\n\
@@ -298,7 +361,16 @@ fn fuzz_mutated_messages_never_panic() {
     );
     let cfg = OfferConfig::new("127.0.0.1:40000".parse().unwrap());
     let from: std::net::SocketAddr = "127.0.0.1:5070".parse().unwrap();
-    let mut call = Call::new(CallConfig::new(from, "127.0.0.1:5060".parse().unwrap(), "bob", "alice", cfg.clone()), 0);
+    let mut call = Call::new(
+        CallConfig::new(
+            from,
+            "127.0.0.1:5060".parse().unwrap(),
+            "bob",
+            "alice",
+            cfg.clone(),
+        ),
+        0,
+    );
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
     let (mut ok, mut err) = (0u32, 0u32);
     let iterations = 20_000;
@@ -309,8 +381,14 @@ fn fuzz_mutated_messages_never_panic() {
             Ok(msg) => {
                 ok += 1;
                 // Every accessor and the rsip view must be total too.
-                let _ =
-                    (msg.cseq(), msg.from_tag(), msg.to_tag(), msg.top_branch(), msg.contact_uri(), msg.record_route());
+                let _ = (
+                    msg.cseq(),
+                    msg.from_tag(),
+                    msg.to_tag(),
+                    msg.top_branch(),
+                    msg.contact_uri(),
+                    msg.record_route(),
+                );
                 let _ = msg.to_rsip();
                 let _ = parse(&msg.to_bytes());
                 for v in msg.header_lines("WWW-Authenticate") {

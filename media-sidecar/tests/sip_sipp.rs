@@ -21,12 +21,18 @@ use voxline_shared::{CallStatus, EndedReason};
 const SIPP_TIMEOUT_S: u32 = 20;
 
 fn free_udp_port() -> u16 {
-    std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn udp_port_bound(port: u16) -> bool {
     let want = format!("0100007F:{port:04X}");
-    std::fs::read_to_string("/proc/net/udp").map(|s| s.lines().any(|l| l.contains(&want))).unwrap_or(false)
+    std::fs::read_to_string("/proc/net/udp")
+        .map(|s| s.lines().any(|l| l.contains(&want)))
+        .unwrap_or(false)
 }
 
 struct Sipp {
@@ -38,18 +44,44 @@ struct Sipp {
 
 impl Sipp {
     async fn start(scenario: &str) -> Sipp {
-        if std::process::Command::new("sipp").arg("-v").output().is_err() {
+        if std::process::Command::new("sipp")
+            .arg("-v")
+            .output()
+            .is_err()
+        {
             panic!("sipp not found: install the Debian package `sip-tester` (apt-get install -y sip-tester)");
         }
-        let sf = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/sipp").join(format!("{scenario}.xml"));
+        let sf = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/sipp")
+            .join(format!("{scenario}.xml"));
         let port = free_udp_port();
         let dir = std::env::temp_dir().join(format!("voxline-sipp-{}-{port}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let child = Command::new("sipp")
             .current_dir(&dir)
-            .args(["-sf", sf.to_str().unwrap(), "-i", "127.0.0.1", "-p", &port.to_string(), "-mi", "127.0.0.1"])
-            .args(["-m", "1", "-nostdin", "-timeout", &format!("{SIPP_TIMEOUT_S}s"), "-timeout_error"])
-            .args(["-trace_err", "-error_file", dir.join("errors.log").to_str().unwrap()])
+            .args([
+                "-sf",
+                sf.to_str().unwrap(),
+                "-i",
+                "127.0.0.1",
+                "-p",
+                &port.to_string(),
+                "-mi",
+                "127.0.0.1",
+            ])
+            .args([
+                "-m",
+                "1",
+                "-nostdin",
+                "-timeout",
+                &format!("{SIPP_TIMEOUT_S}s"),
+                "-timeout_error",
+            ])
+            .args([
+                "-trace_err",
+                "-error_file",
+                dir.join("errors.log").to_str().unwrap(),
+            ])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -58,25 +90,40 @@ impl Sipp {
             .expect("spawn sipp");
         let t0 = Instant::now();
         while !udp_port_bound(port) {
-            assert!(t0.elapsed() < Duration::from_secs(5), "sipp {scenario} did not bind 127.0.0.1:{port}");
+            assert!(
+                t0.elapsed() < Duration::from_secs(5),
+                "sipp {scenario} did not bind 127.0.0.1:{port}"
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        Sipp { child, addr: SocketAddr::from(([127, 0, 0, 1], port)), dir, name: scenario.to_string() }
+        Sipp {
+            child,
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            dir,
+            name: scenario.to_string(),
+        }
     }
 
     /// Waits for sipp to finish and requires exit status 0.
     async fn success(mut self) {
-        let status = tokio::time::timeout(Duration::from_secs(u64::from(SIPP_TIMEOUT_S) + 5), self.child.wait())
-            .await
-            .expect("sipp exits in time")
-            .unwrap();
+        let status = tokio::time::timeout(
+            Duration::from_secs(u64::from(SIPP_TIMEOUT_S) + 5),
+            self.child.wait(),
+        )
+        .await
+        .expect("sipp exits in time")
+        .unwrap();
         let mut err = String::new();
         if let Some(mut e) = self.child.stderr.take() {
             use tokio::io::AsyncReadExt;
             let _ = e.read_to_string(&mut err).await;
         }
         let log = std::fs::read_to_string(self.dir.join("errors.log")).unwrap_or_default();
-        assert!(status.success(), "sipp {} exited {status}: {err}\n{log}", self.name);
+        assert!(
+            status.success(),
+            "sipp {} exited {status}: {err}\n{log}",
+            self.name
+        );
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
@@ -87,7 +134,10 @@ fn spec(trunks: Vec<Trunk>) -> CallSpec {
 }
 
 async fn next(h: &mut CallHandle) -> Event {
-    tokio::time::timeout(Duration::from_secs(10), h.next_event()).await.expect("event in time").expect("event")
+    tokio::time::timeout(Duration::from_secs(10), h.next_event())
+        .await
+        .expect("event in time")
+        .expect("event")
 }
 
 async fn until_answered(h: &mut CallHandle) -> voxline_media_sidecar::sip::sdp::Negotiated {
@@ -128,15 +178,24 @@ async fn endpoint() -> SipUdp {
 async fn answered_then_we_hang_up_with_bye() {
     let sipp = Sipp::start("uas_answer").await;
     let sip = endpoint().await;
-    let mut h = sip.start_call(spec(vec![Trunk::new(sipp.addr)])).await.unwrap();
+    let mut h = sip
+        .start_call(spec(vec![Trunk::new(sipp.addr)]))
+        .await
+        .unwrap();
     let media = until_answered(&mut h).await;
     // sipp's answer lists PCMA first: the answerer's order wins.
-    assert_eq!((media.codec, media.pt, media.dtmf_pt, media.ptime_ms), (Codec::Pcma, 8, Some(101), 20));
+    assert_eq!(
+        (media.codec, media.pt, media.dtmf_pt, media.ptime_ms),
+        (Codec::Pcma, 8, Some(101), 20)
+    );
     assert_eq!(media.remote_rtp.ip().to_string(), "127.0.0.1");
     assert_ne!(media.remote_rtp.port(), 0);
     h.hangup(EndedReason::HangupRequested).await;
     let o = ended(&mut h).await;
-    assert_eq!((o.status, o.reason, o.sip_code), (CallStatus::Completed, EndedReason::HangupRequested, None));
+    assert_eq!(
+        (o.status, o.reason, o.sip_code),
+        (CallStatus::Completed, EndedReason::HangupRequested, None)
+    );
     sipp.success().await;
 }
 
@@ -144,10 +203,16 @@ async fn answered_then_we_hang_up_with_bye() {
 async fn callee_hangs_up_and_gets_200() {
     let sipp = Sipp::start("uas_callee_bye").await;
     let sip = endpoint().await;
-    let mut h = sip.start_call(spec(vec![Trunk::new(sipp.addr)])).await.unwrap();
+    let mut h = sip
+        .start_call(spec(vec![Trunk::new(sipp.addr)]))
+        .await
+        .unwrap();
     until_answered(&mut h).await;
     let o = ended(&mut h).await;
-    assert_eq!((o.status, o.reason), (CallStatus::Completed, EndedReason::CalleeHangup));
+    assert_eq!(
+        (o.status, o.reason),
+        (CallStatus::Completed, EndedReason::CalleeHangup)
+    );
     sipp.success().await;
 }
 
@@ -155,7 +220,10 @@ async fn callee_hangs_up_and_gets_200() {
 async fn busy_486() {
     let sipp = Sipp::start("uas_busy").await;
     let sip = endpoint().await;
-    let mut h = sip.start_call(spec(vec![Trunk::new(sipp.addr)])).await.unwrap();
+    let mut h = sip
+        .start_call(spec(vec![Trunk::new(sipp.addr)]))
+        .await
+        .unwrap();
     let o = ended(&mut h).await;
     assert_eq!(
         (o.status, o.reason, o.sip_code, o.try_next_trunk),
@@ -170,18 +238,31 @@ async fn failover_503_to_second_trunk_within_2s() {
     let up = Sipp::start("uas_answer").await;
     let sip = endpoint().await;
     let t0 = Instant::now();
-    let mut h = sip.start_call(spec(vec![Trunk::new(down.addr), Trunk::new(up.addr)])).await.unwrap();
+    let mut h = sip
+        .start_call(spec(vec![Trunk::new(down.addr), Trunk::new(up.addr)]))
+        .await
+        .unwrap();
     match next(&mut h).await {
         Event::Failover { trunk: 0, outcome } => {
-            assert_eq!((outcome.sip_code, outcome.try_next_trunk), (Some(503), true));
+            assert_eq!(
+                (outcome.sip_code, outcome.try_next_trunk),
+                (Some(503), true)
+            );
         }
         e => panic!("expected failover, got {e:?}"),
     }
     until_answered(&mut h).await;
-    assert!(t0.elapsed() < Duration::from_secs(2), "answered on trunk 2 after {:?}", t0.elapsed());
+    assert!(
+        t0.elapsed() < Duration::from_secs(2),
+        "answered on trunk 2 after {:?}",
+        t0.elapsed()
+    );
     h.hangup(EndedReason::AgentHangup).await;
     let o = ended(&mut h).await;
-    assert_eq!((o.status, o.reason), (CallStatus::Completed, EndedReason::AgentHangup));
+    assert_eq!(
+        (o.status, o.reason),
+        (CallStatus::Completed, EndedReason::AgentHangup)
+    );
     down.success().await;
     up.success().await;
 }
@@ -192,19 +273,32 @@ async fn a_silent_trunk_is_skipped_within_the_failover_timeout() {
     let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     let up = Sipp::start("uas_answer").await;
     let sip = endpoint().await;
-    let mut s = spec(vec![Trunk::new(silent.local_addr().unwrap()), Trunk::new(up.addr)]);
+    let mut s = spec(vec![
+        Trunk::new(silent.local_addr().unwrap()),
+        Trunk::new(up.addr),
+    ]);
     s.failover_timeout = Some(Duration::from_millis(1_000));
     let t0 = Instant::now();
     let mut h = sip.start_call(s).await.unwrap();
     match next(&mut h).await {
         Event::Failover { trunk: 0, outcome } => {
-            assert_eq!((outcome.status, outcome.try_next_trunk, outcome.detail.as_str()), (CallStatus::Failed, true, "no_response"));
+            assert_eq!(
+                (
+                    outcome.status,
+                    outcome.try_next_trunk,
+                    outcome.detail.as_str()
+                ),
+                (CallStatus::Failed, true, "no_response")
+            );
         }
         e => panic!("expected failover, got {e:?}"),
     }
     until_answered(&mut h).await;
     let took = t0.elapsed();
-    assert!(took >= Duration::from_millis(1_000) && took < Duration::from_secs(2), "answered on trunk 2 after {took:?}");
+    assert!(
+        took >= Duration::from_millis(1_000) && took < Duration::from_secs(2),
+        "answered on trunk 2 after {took:?}"
+    );
     h.hangup(EndedReason::AgentHangup).await;
     ended(&mut h).await;
     up.success().await;
@@ -219,9 +313,15 @@ async fn ring_timeout_cancels_and_487_means_no_answer() {
     let t0 = Instant::now();
     let mut h = sip.start_call(s).await.unwrap();
     let o = ended(&mut h).await;
-    assert_eq!((o.status, o.reason, o.sip_code), (CallStatus::NoAnswer, EndedReason::NoAnswer, Some(487)));
+    assert_eq!(
+        (o.status, o.reason, o.sip_code),
+        (CallStatus::NoAnswer, EndedReason::NoAnswer, Some(487))
+    );
     let took = t0.elapsed();
-    assert!(took >= Duration::from_millis(1_000) && took < Duration::from_secs(3), "{took:?}");
+    assert!(
+        took >= Duration::from_millis(1_000) && took < Duration::from_secs(3),
+        "{took:?}"
+    );
     sipp.success().await;
 }
 
@@ -229,20 +329,36 @@ async fn ring_timeout_cancels_and_487_means_no_answer() {
 async fn hangup_before_answer_sends_cancel() {
     let sipp = Sipp::start("uas_ring_cancel").await;
     let sip = endpoint().await;
-    let mut h = sip.start_call(spec(vec![Trunk::new(sipp.addr)])).await.unwrap();
+    let mut h = sip
+        .start_call(spec(vec![Trunk::new(sipp.addr)]))
+        .await
+        .unwrap();
     match next(&mut h).await {
-        Event::Call(CallEvent::Ringing { code: 180, early_media: None }) => {}
+        Event::Call(CallEvent::Ringing {
+            code: 180,
+            early_media: None,
+        }) => {}
         e => panic!("expected ringing, got {e:?}"),
     }
     h.hangup(EndedReason::HangupRequested).await;
     let o = ended(&mut h).await;
-    assert_eq!((o.status, o.reason, o.sip_code), (CallStatus::Cancelled, EndedReason::HangupRequested, Some(487)));
+    assert_eq!(
+        (o.status, o.reason, o.sip_code),
+        (
+            CallStatus::Cancelled,
+            EndedReason::HangupRequested,
+            Some(487)
+        )
+    );
     sipp.success().await;
 }
 
 fn with_creds(addr: SocketAddr, user: &str, pass: &str) -> Trunk {
     let mut t = Trunk::new(addr);
-    t.credentials = Some(Credentials { username: user.into(), password: pass.into() });
+    t.credentials = Some(Credentials {
+        username: user.into(),
+        password: pass.into(),
+    });
     t
 }
 
@@ -250,7 +366,10 @@ fn with_creds(addr: SocketAddr, user: &str, pass: &str) -> Trunk {
 async fn digest_401_verified_by_sipp_verifyauth() {
     let sipp = Sipp::start("uas_auth401").await;
     let sip = endpoint().await;
-    let mut h = sip.start_call(spec(vec![with_creds(sipp.addr, "alice", "s3cret")])).await.unwrap();
+    let mut h = sip
+        .start_call(spec(vec![with_creds(sipp.addr, "alice", "s3cret")]))
+        .await
+        .unwrap();
     until_answered(&mut h).await;
     h.hangup(EndedReason::HangupRequested).await;
     assert_eq!(ended(&mut h).await.status, CallStatus::Completed);
@@ -261,9 +380,15 @@ async fn digest_401_verified_by_sipp_verifyauth() {
 async fn digest_401_with_a_wrong_password_is_refused_by_sipp() {
     let sipp = Sipp::start("uas_auth401").await;
     let sip = endpoint().await;
-    let mut h = sip.start_call(spec(vec![with_creds(sipp.addr, "alice", "wrong")])).await.unwrap();
+    let mut h = sip
+        .start_call(spec(vec![with_creds(sipp.addr, "alice", "wrong")]))
+        .await
+        .unwrap();
     let o = ended(&mut h).await;
-    assert_eq!((o.status, o.reason, o.sip_code), (CallStatus::Failed, EndedReason::Rejected, Some(403)));
+    assert_eq!(
+        (o.status, o.reason, o.sip_code),
+        (CallStatus::Failed, EndedReason::Rejected, Some(403))
+    );
     sipp.success().await;
 }
 
@@ -271,7 +396,10 @@ async fn digest_401_with_a_wrong_password_is_refused_by_sipp() {
 async fn digest_407_proxy_authorization() {
     let sipp = Sipp::start("uas_auth407").await;
     let sip = endpoint().await;
-    let mut h = sip.start_call(spec(vec![with_creds(sipp.addr, "bob", "pw")])).await.unwrap();
+    let mut h = sip
+        .start_call(spec(vec![with_creds(sipp.addr, "bob", "pw")]))
+        .await
+        .unwrap();
     until_answered(&mut h).await;
     h.hangup(EndedReason::HangupRequested).await;
     assert_eq!(ended(&mut h).await.status, CallStatus::Completed);
@@ -282,7 +410,10 @@ async fn digest_407_proxy_authorization() {
 async fn dropping_the_handle_hangs_up() {
     let sipp = Sipp::start("uas_answer").await;
     let sip = endpoint().await;
-    let mut h = sip.start_call(spec(vec![Trunk::new(sipp.addr)])).await.unwrap();
+    let mut h = sip
+        .start_call(spec(vec![Trunk::new(sipp.addr)]))
+        .await
+        .unwrap();
     until_answered(&mut h).await;
     drop(h);
     // sipp exits 0 only once our BYE arrived and it answered it.

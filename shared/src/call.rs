@@ -117,7 +117,10 @@ mod tests {
 
     #[test]
     fn only_end_states_are_terminal() {
-        let terminal: Vec<_> = CallStatus::ALL.into_iter().filter(|s| s.is_terminal()).collect();
+        let terminal: Vec<_> = CallStatus::ALL
+            .into_iter()
+            .filter(|s| s.is_terminal())
+            .collect();
         assert_eq!(terminal.len(), 5);
         assert!(!CallStatus::Queued.is_terminal());
         assert!(CallStatus::Scheduled.is_waiting());

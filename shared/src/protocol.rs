@@ -125,7 +125,8 @@ pub fn is_valid_id(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= MAX_ID_LEN
         && s.as_bytes()[0].is_ascii_alphanumeric()
-        && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 
 /// A message arrived with a version this build does not speak.
@@ -137,7 +138,11 @@ pub struct VersionMismatch {
 
 impl core::fmt::Display for VersionMismatch {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        write!(f, "protocol version {} (this build speaks {})", self.got, self.expected)
+        write!(
+            f,
+            "protocol version {} (this build speaks {})",
+            self.got, self.expected
+        )
     }
 }
 
@@ -148,7 +153,10 @@ pub fn check_version(v: u32) -> Result<(), VersionMismatch> {
     if v == PROTOCOL_VERSION {
         Ok(())
     } else {
-        Err(VersionMismatch { got: v, expected: PROTOCOL_VERSION })
+        Err(VersionMismatch {
+            got: v,
+            expected: PROTOCOL_VERSION,
+        })
     }
 }
 
@@ -227,7 +235,11 @@ pub struct LeaseResponse {
 
 impl LeaseResponse {
     pub fn empty() -> Self {
-        LeaseResponse { protocol_version: PROTOCOL_VERSION, offers: vec![], commands: vec![] }
+        LeaseResponse {
+            protocol_version: PROTOCOL_VERSION,
+            offers: vec![],
+            commands: vec![],
+        }
     }
 }
 
@@ -471,7 +483,13 @@ mod tests {
     fn version_check() {
         assert!(check_version(1).is_ok());
         let e = check_version(2).unwrap_err();
-        assert_eq!(e, VersionMismatch { got: 2, expected: 1 });
+        assert_eq!(
+            e,
+            VersionMismatch {
+                got: 2,
+                expected: 1
+            }
+        );
         assert!(e.to_string().contains("protocol version 2"));
     }
 
@@ -485,7 +503,10 @@ mod tests {
             version: "0.1.0".into(),
         };
         let v = serde_json::to_value(&r).unwrap();
-        assert_eq!(v, json!({"protocol_version":1,"sidecar_id":"sc-1","region":"eu","capacity":8,"version":"0.1.0"}));
+        assert_eq!(
+            v,
+            json!({"protocol_version":1,"sidecar_id":"sc-1","region":"eu","capacity":8,"version":"0.1.0"})
+        );
         assert_eq!(serde_json::from_value::<Registration>(v).unwrap(), r);
 
         let ack: RegistrationAck = serde_json::from_value(json!({
@@ -524,20 +545,40 @@ mod tests {
         let r: LeaseResponse = serde_json::from_value(v).unwrap();
         assert_eq!(r.offers.len(), 1);
         assert_eq!(r.offers[0].metadata, Some(json!({"crm":"42"})));
-        assert_eq!(r.commands[0], Command::Hangup { call_id: "c_0".into() });
-        assert_eq!(r.commands[1], Command::Unknown, "future command kinds are tolerated");
+        assert_eq!(
+            r.commands[0],
+            Command::Hangup {
+                call_id: "c_0".into()
+            }
+        );
+        assert_eq!(
+            r.commands[1],
+            Command::Unknown,
+            "future command kinds are tolerated"
+        );
         let engine_key: Offer = serde_json::from_value(json!({"lease_id":"l","call_id":"c","attempt":1,"phone":"+1","agent_id":"a",
             "language":"en","engine":"openai_realtime","max_seconds":60,"record":false,"ack_deadline_ms":1,"engine_api_key":"sk-1"})).unwrap();
-        assert_eq!(engine_key.engine_api_key.as_ref().map(SecretText::expose), Some("sk-1"));
-        assert!(!format!("{engine_key:?}").contains("sk-1"), "offers are logged; keys must not be");
+        assert_eq!(
+            engine_key.engine_api_key.as_ref().map(SecretText::expose),
+            Some("sk-1")
+        );
+        assert!(
+            !format!("{engine_key:?}").contains("sk-1"),
+            "offers are logged; keys must not be"
+        );
         // A future event kind is acknowledged and ignored, not a refused batch.
-        let batch: EventBatch = serde_json::from_value(json!({"protocol_version":1,"sidecar_id":"s","events":[
-            {"call_id":"c","seq":1,"at_ms":1,"kind":{"type":"dtmf_received","digit":"5"}}]})).unwrap();
+        let batch: EventBatch =
+            serde_json::from_value(json!({"protocol_version":1,"sidecar_id":"s","events":[
+            {"call_id":"c","seq":1,"at_ms":1,"kind":{"type":"dtmf_received","digit":"5"}}]}))
+            .unwrap();
         assert_eq!(batch.events[0].kind, EventKind::Unknown);
         let empty: LeaseResponse = serde_json::from_str("{\"offers\":[],\"commands\":[]}").unwrap();
         assert_eq!(empty, LeaseResponse::empty());
         assert_eq!(
-            serde_json::to_value(Command::Hangup { call_id: "c_1".into() }).unwrap(),
+            serde_json::to_value(Command::Hangup {
+                call_id: "c_1".into()
+            })
+            .unwrap(),
             json!({"kind":"hangup","call_id":"c_1"})
         );
     }
@@ -557,7 +598,11 @@ mod tests {
             json!({"protocol_version":1,"sidecar_id":"sc-1","lease_id":"l_1","call_id":"c_1",
                    "accepted":false,"reason":"at_capacity"})
         );
-        let ok = Ack { accepted: true, reason: None, ..a };
+        let ok = Ack {
+            accepted: true,
+            reason: None,
+            ..a
+        };
         assert!(serde_json::to_value(&ok).unwrap().get("reason").is_none());
     }
 
@@ -595,12 +640,20 @@ mod tests {
         .unwrap();
         assert_eq!(turn.attempt, 1, "attempt defaults to 1");
         assert_eq!(turn.kind.name(), "transcript_turn");
-        assert!(matches!(turn.kind, EventKind::TranscriptTurn { role: Role::Ai, .. }));
+        assert!(matches!(
+            turn.kind,
+            EventKind::TranscriptTurn { role: Role::Ai, .. }
+        ));
 
-        for (kind, name) in
-            [(EventKind::Dialing, "dialing"), (EventKind::Ringing, "ringing"), (EventKind::Answered, "answered")]
-        {
-            assert_eq!(serde_json::to_value(&kind).unwrap(), json!({ "type": name }));
+        for (kind, name) in [
+            (EventKind::Dialing, "dialing"),
+            (EventKind::Ringing, "ringing"),
+            (EventKind::Answered, "answered"),
+        ] {
+            assert_eq!(
+                serde_json::to_value(&kind).unwrap(),
+                json!({ "type": name })
+            );
             assert!(!kind.is_ended());
         }
         assert!(ended.kind.is_ended());
@@ -611,10 +664,21 @@ mod tests {
             "reason":"agent_hangup","timings":{"dispatched_ms":1,"ended_ms":2}}));
         assert!(bad.is_err());
 
-        let batch = EventBatch { protocol_version: 1, sidecar_id: "sc-1".into(), events: vec![ended] };
-        let back: EventBatch = serde_json::from_str(&serde_json::to_string(&batch).unwrap()).unwrap();
+        let batch = EventBatch {
+            protocol_version: 1,
+            sidecar_id: "sc-1".into(),
+            events: vec![ended],
+        };
+        let back: EventBatch =
+            serde_json::from_str(&serde_json::to_string(&batch).unwrap()).unwrap();
         assert_eq!(back, batch);
         let ea: EventsAck = serde_json::from_str("{\"accepted\":1}").unwrap();
-        assert_eq!(ea, EventsAck { protocol_version: 1, accepted: 1 });
+        assert_eq!(
+            ea,
+            EventsAck {
+                protocol_version: 1,
+                accepted: 1
+            }
+        );
     }
 }

@@ -115,7 +115,9 @@ fn mac(secret: &[u8], timestamp: &str, nonce: &str, body: &[u8]) -> HmacSha256 {
 
 /// The `x-voxline-signature` value: `v1=<hex hmac>`.
 pub fn sign(secret: &[u8], timestamp_secs: u64, nonce: &str, body: &[u8]) -> String {
-    let tag = mac(secret, &timestamp_secs.to_string(), nonce, body).finalize().into_bytes();
+    let tag = mac(secret, &timestamp_secs.to_string(), nonce, body)
+        .finalize()
+        .into_bytes();
     format!("{SCHEME_PREFIX}{}", hex::encode(tag))
 }
 
@@ -162,10 +164,18 @@ pub fn verify(
     now_secs: u64,
     window_secs: u64,
 ) -> Result<(), SignatureError> {
-    let sidecar = headers.sidecar.ok_or(SignatureError::MissingHeader(HEADER_SIDECAR))?;
-    let ts = headers.timestamp.ok_or(SignatureError::MissingHeader(HEADER_TIMESTAMP))?;
-    let nonce = headers.nonce.ok_or(SignatureError::MissingHeader(HEADER_NONCE))?;
-    let sig = headers.signature.ok_or(SignatureError::MissingHeader(HEADER_SIGNATURE))?;
+    let sidecar = headers
+        .sidecar
+        .ok_or(SignatureError::MissingHeader(HEADER_SIDECAR))?;
+    let ts = headers
+        .timestamp
+        .ok_or(SignatureError::MissingHeader(HEADER_TIMESTAMP))?;
+    let nonce = headers
+        .nonce
+        .ok_or(SignatureError::MissingHeader(HEADER_NONCE))?;
+    let sig = headers
+        .signature
+        .ok_or(SignatureError::MissingHeader(HEADER_SIGNATURE))?;
 
     if !crate::protocol::is_valid_id(sidecar) {
         return Err(SignatureError::Malformed(HEADER_SIDECAR));
@@ -174,11 +184,15 @@ pub fn verify(
     if ts.is_empty() || ts.len() > MAX_TIMESTAMP_DIGITS || !ts.bytes().all(|b| b.is_ascii_digit()) {
         return Err(SignatureError::Malformed(HEADER_TIMESTAMP));
     }
-    let ts_secs: u64 = ts.parse().map_err(|_| SignatureError::Malformed(HEADER_TIMESTAMP))?;
+    let ts_secs: u64 = ts
+        .parse()
+        .map_err(|_| SignatureError::Malformed(HEADER_TIMESTAMP))?;
     if nonce.len() < MIN_NONCE_LEN || nonce.len() > MAX_NONCE_LEN || !is_hex(nonce) {
         return Err(SignatureError::Malformed(HEADER_NONCE));
     }
-    let hex_tag = sig.strip_prefix(SCHEME_PREFIX).ok_or(SignatureError::Malformed(HEADER_SIGNATURE))?;
+    let hex_tag = sig
+        .strip_prefix(SCHEME_PREFIX)
+        .ok_or(SignatureError::Malformed(HEADER_SIGNATURE))?;
     if hex_tag.len() != 64 {
         return Err(SignatureError::Malformed(HEADER_SIGNATURE));
     }
@@ -188,7 +202,9 @@ pub fn verify(
         return Err(SignatureError::Stale);
     }
     // The timestamp is signed as sent (digits, possibly with leading zeros).
-    mac(secret, ts, nonce, body).verify_slice(&tag).map_err(|_| SignatureError::BadSignature)
+    mac(secret, ts, nonce, body)
+        .verify_slice(&tag)
+        .map_err(|_| SignatureError::BadSignature)
 }
 
 #[cfg(test)]
@@ -201,7 +217,9 @@ mod tests {
     const BODY: &[u8] = br#"{"protocol_version":1,"sidecar_id":"sc-1"}"#;
 
     fn headers<'a>(h: &'a [(&'static str, String); 4]) -> SignedHeaders<'a> {
-        SignedHeaders::from_lookup(|name| h.iter().find(|(k, _)| *k == name).map(|(_, v)| v.as_str()))
+        SignedHeaders::from_lookup(|name| {
+            h.iter().find(|(k, _)| *k == name).map(|(_, v)| v.as_str())
+        })
     }
 
     #[test]
@@ -219,19 +237,31 @@ mod tests {
         let h = signed_headers("sc-1", SECRET, NOW, NONCE, BODY);
         assert_eq!(h[3].1.len(), 3 + 64);
         assert!(h[3].1.starts_with("v1="));
-        assert_eq!(verify(SECRET, &headers(&h), BODY, NOW, DEFAULT_WINDOW_SECS), Ok(()));
+        assert_eq!(
+            verify(SECRET, &headers(&h), BODY, NOW, DEFAULT_WINDOW_SECS),
+            Ok(())
+        );
         // Uppercase hex in the signature is accepted (hex decoding is case-insensitive).
         let mut upper = h.clone();
         upper[3].1 = format!("v1={}", upper[3].1[3..].to_uppercase());
-        assert_eq!(verify(SECRET, &headers(&upper), BODY, NOW, DEFAULT_WINDOW_SECS), Ok(()));
+        assert_eq!(
+            verify(SECRET, &headers(&upper), BODY, NOW, DEFAULT_WINDOW_SECS),
+            Ok(())
+        );
     }
 
     #[test]
     fn tampered_body_fails() {
         let h = signed_headers("sc-1", SECRET, NOW, NONCE, BODY);
         let tampered = br#"{"protocol_version":1,"sidecar_id":"sc-2"}"#;
-        assert_eq!(verify(SECRET, &headers(&h), tampered, NOW, 300), Err(SignatureError::BadSignature));
-        assert_eq!(verify(SECRET, &headers(&h), b"", NOW, 300), Err(SignatureError::BadSignature));
+        assert_eq!(
+            verify(SECRET, &headers(&h), tampered, NOW, 300),
+            Err(SignatureError::BadSignature)
+        );
+        assert_eq!(
+            verify(SECRET, &headers(&h), b"", NOW, 300),
+            Err(SignatureError::BadSignature)
+        );
     }
 
     #[test]
@@ -239,17 +269,29 @@ mod tests {
         let h = signed_headers("sc-1", SECRET, NOW, NONCE, BODY);
         let mut n = h.clone();
         n[2].1 = "1123456789abcdef0123456789abcdef".into();
-        assert_eq!(verify(SECRET, &headers(&n), BODY, NOW, 300), Err(SignatureError::BadSignature));
+        assert_eq!(
+            verify(SECRET, &headers(&n), BODY, NOW, 300),
+            Err(SignatureError::BadSignature)
+        );
         let mut t = h.clone();
         t[1].1 = (NOW + 1).to_string();
-        assert_eq!(verify(SECRET, &headers(&t), BODY, NOW, 300), Err(SignatureError::BadSignature));
+        assert_eq!(
+            verify(SECRET, &headers(&t), BODY, NOW, 300),
+            Err(SignatureError::BadSignature)
+        );
     }
 
     #[test]
     fn wrong_secret_fails() {
         let h = signed_headers("sc-1", SECRET, NOW, NONCE, BODY);
-        assert_eq!(verify(b"another-secret", &headers(&h), BODY, NOW, 300), Err(SignatureError::BadSignature));
-        assert_eq!(verify(b"", &headers(&h), BODY, NOW, 300), Err(SignatureError::BadSignature));
+        assert_eq!(
+            verify(b"another-secret", &headers(&h), BODY, NOW, 300),
+            Err(SignatureError::BadSignature)
+        );
+        assert_eq!(
+            verify(b"", &headers(&h), BODY, NOW, 300),
+            Err(SignatureError::BadSignature)
+        );
     }
 
     #[test]
@@ -260,11 +302,23 @@ mod tests {
         assert_eq!(verify(SECRET, &hs, BODY, NOW + 300, 300), Ok(()));
         assert_eq!(verify(SECRET, &hs, BODY, NOW - 300, 300), Ok(()));
         // One second past: stale, whichever way the clocks disagree.
-        assert_eq!(verify(SECRET, &hs, BODY, NOW + 301, 300), Err(SignatureError::Stale));
-        assert_eq!(verify(SECRET, &hs, BODY, NOW - 301, 300), Err(SignatureError::Stale));
-        assert_eq!(verify(SECRET, &hs, BODY, 0, 300), Err(SignatureError::Stale));
+        assert_eq!(
+            verify(SECRET, &hs, BODY, NOW + 301, 300),
+            Err(SignatureError::Stale)
+        );
+        assert_eq!(
+            verify(SECRET, &hs, BODY, NOW - 301, 300),
+            Err(SignatureError::Stale)
+        );
+        assert_eq!(
+            verify(SECRET, &hs, BODY, 0, 300),
+            Err(SignatureError::Stale)
+        );
         // Staleness is judged before the HMAC: a stale request with a wrong secret says stale.
-        assert_eq!(verify(b"x", &hs, BODY, NOW + 1000, 300), Err(SignatureError::Stale));
+        assert_eq!(
+            verify(b"x", &hs, BODY, NOW + 1000, 300),
+            Err(SignatureError::Stale)
+        );
     }
 
     #[test]
@@ -272,10 +326,34 @@ mod tests {
         let h = signed_headers("sc-1", SECRET, NOW, NONCE, BODY);
         let full = headers(&h);
         let cases = [
-            (SignedHeaders { sidecar: None, ..full }, HEADER_SIDECAR),
-            (SignedHeaders { timestamp: None, ..full }, HEADER_TIMESTAMP),
-            (SignedHeaders { nonce: None, ..full }, HEADER_NONCE),
-            (SignedHeaders { signature: None, ..full }, HEADER_SIGNATURE),
+            (
+                SignedHeaders {
+                    sidecar: None,
+                    ..full
+                },
+                HEADER_SIDECAR,
+            ),
+            (
+                SignedHeaders {
+                    timestamp: None,
+                    ..full
+                },
+                HEADER_TIMESTAMP,
+            ),
+            (
+                SignedHeaders {
+                    nonce: None,
+                    ..full
+                },
+                HEADER_NONCE,
+            ),
+            (
+                SignedHeaders {
+                    signature: None,
+                    ..full
+                },
+                HEADER_SIGNATURE,
+            ),
         ];
         for (hs, name) in cases {
             let e = verify(SECRET, &hs, BODY, NOW, 300).unwrap_err();
@@ -283,7 +361,12 @@ mod tests {
             assert_eq!(e.code(), "missing_header");
             assert_eq!(e.header(), Some(name));
         }
-        assert_eq!(verify(SECRET, &SignedHeaders::default(), BODY, NOW, 300).unwrap_err().code(), "missing_header");
+        assert_eq!(
+            verify(SECRET, &SignedHeaders::default(), BODY, NOW, 300)
+                .unwrap_err()
+                .code(),
+            "missing_header"
+        );
     }
 
     #[test]
@@ -294,20 +377,104 @@ mod tests {
         let long_nonce = "a".repeat(65);
         let long_sig = format!("{sig_ok}00");
         let cases: Vec<(SignedHeaders<'_>, &str)> = vec![
-            (SignedHeaders { sidecar: Some("bad id"), ..full }, HEADER_SIDECAR),
-            (SignedHeaders { sidecar: Some(""), ..full }, HEADER_SIDECAR),
-            (SignedHeaders { timestamp: Some(""), ..full }, HEADER_TIMESTAMP),
-            (SignedHeaders { timestamp: Some("+1700000000"), ..full }, HEADER_TIMESTAMP),
-            (SignedHeaders { timestamp: Some("-5"), ..full }, HEADER_TIMESTAMP),
-            (SignedHeaders { timestamp: Some("1.5"), ..full }, HEADER_TIMESTAMP),
-            (SignedHeaders { timestamp: Some("1700000000000"), ..full }, HEADER_TIMESTAMP),
-            (SignedHeaders { nonce: Some("abc"), ..full }, HEADER_NONCE),
-            (SignedHeaders { nonce: Some("0123456789abcdeg"), ..full }, HEADER_NONCE),
-            (SignedHeaders { nonce: Some(&long_nonce), ..full }, HEADER_NONCE),
-            (SignedHeaders { signature: Some(&sig_ok[3..]), ..full }, HEADER_SIGNATURE),
-            (SignedHeaders { signature: Some("v2=00"), ..full }, HEADER_SIGNATURE),
-            (SignedHeaders { signature: Some("v1=zz"), ..full }, HEADER_SIGNATURE),
-            (SignedHeaders { signature: Some(&long_sig), ..full }, HEADER_SIGNATURE),
+            (
+                SignedHeaders {
+                    sidecar: Some("bad id"),
+                    ..full
+                },
+                HEADER_SIDECAR,
+            ),
+            (
+                SignedHeaders {
+                    sidecar: Some(""),
+                    ..full
+                },
+                HEADER_SIDECAR,
+            ),
+            (
+                SignedHeaders {
+                    timestamp: Some(""),
+                    ..full
+                },
+                HEADER_TIMESTAMP,
+            ),
+            (
+                SignedHeaders {
+                    timestamp: Some("+1700000000"),
+                    ..full
+                },
+                HEADER_TIMESTAMP,
+            ),
+            (
+                SignedHeaders {
+                    timestamp: Some("-5"),
+                    ..full
+                },
+                HEADER_TIMESTAMP,
+            ),
+            (
+                SignedHeaders {
+                    timestamp: Some("1.5"),
+                    ..full
+                },
+                HEADER_TIMESTAMP,
+            ),
+            (
+                SignedHeaders {
+                    timestamp: Some("1700000000000"),
+                    ..full
+                },
+                HEADER_TIMESTAMP,
+            ),
+            (
+                SignedHeaders {
+                    nonce: Some("abc"),
+                    ..full
+                },
+                HEADER_NONCE,
+            ),
+            (
+                SignedHeaders {
+                    nonce: Some("0123456789abcdeg"),
+                    ..full
+                },
+                HEADER_NONCE,
+            ),
+            (
+                SignedHeaders {
+                    nonce: Some(&long_nonce),
+                    ..full
+                },
+                HEADER_NONCE,
+            ),
+            (
+                SignedHeaders {
+                    signature: Some(&sig_ok[3..]),
+                    ..full
+                },
+                HEADER_SIGNATURE,
+            ),
+            (
+                SignedHeaders {
+                    signature: Some("v2=00"),
+                    ..full
+                },
+                HEADER_SIGNATURE,
+            ),
+            (
+                SignedHeaders {
+                    signature: Some("v1=zz"),
+                    ..full
+                },
+                HEADER_SIGNATURE,
+            ),
+            (
+                SignedHeaders {
+                    signature: Some(&long_sig),
+                    ..full
+                },
+                HEADER_SIGNATURE,
+            ),
         ];
         for (hs, name) in cases {
             let e = verify(SECRET, &hs, BODY, NOW, 300).unwrap_err();
@@ -316,7 +483,17 @@ mod tests {
         }
         // 64 characters that are not all hex.
         let not_hex = format!("v1={}", "g".repeat(64));
-        let e = verify(SECRET, &SignedHeaders { signature: Some(&not_hex), ..full }, BODY, NOW, 300).unwrap_err();
+        let e = verify(
+            SECRET,
+            &SignedHeaders {
+                signature: Some(&not_hex),
+                ..full
+            },
+            BODY,
+            NOW,
+            300,
+        )
+        .unwrap_err();
         assert_eq!(e, SignatureError::Malformed(HEADER_SIGNATURE));
     }
 
@@ -325,7 +502,10 @@ mod tests {
         assert_eq!(SignatureError::Stale.code(), "stale");
         assert_eq!(SignatureError::BadSignature.code(), "bad_signature");
         assert_eq!(SignatureError::BadSignature.to_string(), "bad_signature");
-        assert_eq!(SignatureError::Malformed(HEADER_NONCE).to_string(), "malformed: x-voxline-nonce");
+        assert_eq!(
+            SignatureError::Malformed(HEADER_NONCE).to_string(),
+            "malformed: x-voxline-nonce"
+        );
         assert_eq!(nonce_from_bytes(&[0xab; 16]), "ab".repeat(16));
     }
 }

@@ -43,7 +43,9 @@ impl FakeRealtime {
     /// Serves until dropped; only `Bearer {key}` is let in.
     pub fn start(key: &str) -> FakeRealtime {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind the fake realtime server");
-        listener.set_nonblocking(true).expect("nonblocking listener");
+        listener
+            .set_nonblocking(true)
+            .expect("nonblocking listener");
         let url = format!("ws://{}", listener.local_addr().expect("local addr"));
         let connections = Arc::new(Mutex::new(Vec::new()));
         let stop = Arc::new(AtomicBool::new(false));
@@ -59,11 +61,18 @@ impl FakeRealtime {
                 }
             }
         });
-        FakeRealtime { url, connections, stop }
+        FakeRealtime {
+            url,
+            connections,
+            stop,
+        }
     }
 
     pub fn connections(&self) -> Vec<Connection> {
-        self.connections.lock().map(|c| c.clone()).unwrap_or_default()
+        self.connections
+            .lock()
+            .map(|c| c.clone())
+            .unwrap_or_default()
     }
 }
 
@@ -78,45 +87,69 @@ fn serve(stream: TcpStream, key: &str, conns: &Mutex<Vec<Connection>>, halt: &At
     let _ = stream.set_nonblocking(false);
     let _ = stream.set_read_timeout(Some(Duration::from_millis(200)));
     let seen = std::cell::RefCell::new(Connection::default());
-    let accepted = tungstenite::accept_hdr(stream, |req: &Request, resp: Response| -> Result<Response, ErrorResponse> {
-        let mut seen = seen.borrow_mut();
-        seen.uri = req.uri().to_string();
-        seen.authorization = req.headers().get("authorization").and_then(|v| v.to_str().ok()).map(String::from);
-        if seen.authorization.as_deref() != Some(key) {
-            seen.refused = true;
-            let body = r#"{"error":{"type":"invalid_request_error","code":"invalid_api_key","message":"Incorrect API key provided."}}"#;
-            let mut refusal = ErrorResponse::new(Some(body.to_string()));
-            *refusal.status_mut() = tungstenite::http::StatusCode::UNAUTHORIZED;
-            return Err(refusal);
-        }
-        Ok(resp)
-    });
+    let accepted = tungstenite::accept_hdr(
+        stream,
+        |req: &Request, resp: Response| -> Result<Response, ErrorResponse> {
+            let mut seen = seen.borrow_mut();
+            seen.uri = req.uri().to_string();
+            seen.authorization = req
+                .headers()
+                .get("authorization")
+                .and_then(|v| v.to_str().ok())
+                .map(String::from);
+            if seen.authorization.as_deref() != Some(key) {
+                seen.refused = true;
+                let body = r#"{"error":{"type":"invalid_request_error","code":"invalid_api_key","message":"Incorrect API key provided."}}"#;
+                let mut refusal = ErrorResponse::new(Some(body.to_string()));
+                *refusal.status_mut() = tungstenite::http::StatusCode::UNAUTHORIZED;
+                return Err(refusal);
+            }
+            Ok(resp)
+        },
+    );
     let index = {
         let mut all = conns.lock().unwrap_or_else(|e| e.into_inner());
         all.push(seen.borrow().clone());
         all.len() - 1
     };
     let Ok(mut ws) = accepted else { return };
-    let send = |ws: &mut tungstenite::WebSocket<TcpStream>, v: Value| ws.send(Message::text(v.to_string())).is_ok();
-    if !send(&mut ws, json!({"type": "session.created", "event_id": "ev_0", "session": {"id": "sess_fake", "type": "realtime"}})) {
+    let send = |ws: &mut tungstenite::WebSocket<TcpStream>, v: Value| {
+        ws.send(Message::text(v.to_string())).is_ok()
+    };
+    if !send(
+        &mut ws,
+        json!({"type": "session.created", "event_id": "ev_0", "session": {"id": "sess_fake", "type": "realtime"}}),
+    ) {
         return;
     }
     let mut responses = 0;
     while !halt.load(Ordering::SeqCst) {
         let msg = match ws.read() {
             Ok(m) => m,
-            Err(tungstenite::Error::Io(e)) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => continue,
+            Err(tungstenite::Error::Io(e))
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                continue
+            }
             Err(_) => return,
         };
         let Message::Text(text) = msg else { continue };
-        let Ok(v) = serde_json::from_str::<Value>(text.as_str()) else { continue };
+        let Ok(v) = serde_json::from_str::<Value>(text.as_str()) else {
+            continue;
+        };
         let kind = v["type"].as_str().unwrap_or("").to_string();
         if let Ok(mut all) = conns.lock() {
             all[index].received.push(kind.clone());
         }
         match kind.as_str() {
             "session.update" => {
-                send(&mut ws, json!({"type": "session.updated", "event_id": "ev_1", "session": v["session"]}));
+                send(
+                    &mut ws,
+                    json!({"type": "session.updated", "event_id": "ev_1", "session": v["session"]}),
+                );
             }
             "response.create" => {
                 responses += 1;
@@ -139,7 +172,11 @@ fn spoken_turn(n: u32) -> Vec<Value> {
         json!({"type": "response.output_item.added", "response_id": resp, "output_index": 0,
                "item": {"id": item, "type": "message", "role": "assistant", "content": []}}),
     ];
-    let tone: Vec<u8> = (0..8000).map(|i| mulaw((8000.0 * (2.0 * std::f64::consts::PI * 440.0 * i as f64 / 8000.0).sin()) as i16)).collect();
+    let tone: Vec<u8> = (0..8000)
+        .map(|i| {
+            mulaw((8000.0 * (2.0 * std::f64::consts::PI * 440.0 * i as f64 / 8000.0).sin()) as i16)
+        })
+        .collect();
     for chunk in tone.chunks(1600) {
         out.push(json!({"type": "response.output_audio.delta", "response_id": resp, "item_id": item, "output_index": 0,
                         "content_index": 0, "delta": B64.encode(chunk)}));

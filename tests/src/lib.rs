@@ -16,17 +16,26 @@ pub mod fake_realtime;
 
 /// The repository root (where wrangler.toml lives).
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ has a parent").to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+        .to_path_buf()
 }
 
 /// A 1 s stereo 8 kHz 16-bit WAV, shaped by `seed`, as a sidecar records one.
 pub fn small_wav(seed: i16) -> Vec<u8> {
-    let spec = hound::WavSpec { channels: 2, sample_rate: 8000, bits_per_sample: 16, sample_format: hound::SampleFormat::Int };
+    let spec = hound::WavSpec {
+        channels: 2,
+        sample_rate: 8000,
+        bits_per_sample: 16,
+        sample_format: hound::SampleFormat::Int,
+    };
     let mut out = std::io::Cursor::new(Vec::new());
     let mut w = hound::WavWriter::new(&mut out, spec).expect("a WAV writer");
     for i in 0..8000i16 {
         w.write_sample(i.wrapping_mul(seed)).expect("write");
-        w.write_sample(i.wrapping_mul(seed).wrapping_neg()).expect("write");
+        w.write_sample(i.wrapping_mul(seed).wrapping_neg())
+            .expect("write");
     }
     w.finalize().expect("finalize");
     out.into_inner()
@@ -41,7 +50,10 @@ pub fn log_tails(dir: &Path, lines: usize) -> String {
         if name.ends_with(".log") {
             let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
             let tail: Vec<&str> = text.lines().rev().take(lines).collect();
-            out.push_str(&format!("\n--- {name} ---\n{}", tail.into_iter().rev().collect::<Vec<_>>().join("\n")));
+            out.push_str(&format!(
+                "\n--- {name} ---\n{}",
+                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+            ));
         }
     }
     out
@@ -50,12 +62,17 @@ pub fn log_tails(dir: &Path, lines: usize) -> String {
 /// `n` random bytes from the OS, as hex.
 pub fn random_hex(n: usize) -> String {
     let mut buf = vec![0u8; n];
-    std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut buf)).expect("/dev/urandom");
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut buf))
+        .expect("/dev/urandom");
     buf.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("bind 127.0.0.1:0")
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("bind 127.0.0.1:0")
 }
 
 pub struct EdgeOptions {
@@ -115,11 +132,16 @@ impl Edge {
         let root = repo_root();
         let shim = root.join("edge/build/worker/shim.mjs");
         if !shim.exists() {
-            return Err(format!("{} is missing: build the edge first (`cargo xtask build-edge`)", shim.display()));
+            return Err(format!(
+                "{} is missing: build the edge first (`cargo xtask build-edge`)",
+                shim.display()
+            ));
         }
         let wrangler = root.join("node_modules/.bin/wrangler");
         if !wrangler.exists() {
-            return Err("node_modules/.bin/wrangler is missing: run `cargo xtask bootstrap`".into());
+            return Err(
+                "node_modules/.bin/wrangler is missing: run `cargo xtask bootstrap`".into(),
+            );
         }
         let port = opts.port.unwrap_or_else(free_port);
         let inspector = free_port();
@@ -127,10 +149,20 @@ impl Edge {
         let mut cmd = Command::new(&wrangler);
         cmd.current_dir(&root)
             .args(["dev", "--config", "wrangler.toml", "--ip", "127.0.0.1"])
-            .args(["--port", &port.to_string(), "--inspector-port", &inspector.to_string()])
+            .args([
+                "--port",
+                &port.to_string(),
+                "--inspector-port",
+                &inspector.to_string(),
+            ])
             .arg("--persist-to")
             .arg(&opts.state_dir)
-            .args(["--show-interactive-dev-session=false", "--log-level", "info", "--test-scheduled"])
+            .args([
+                "--show-interactive-dev-session=false",
+                "--log-level",
+                "info",
+                "--test-scheduled",
+            ])
             .args(["--var", &format!("ADMIN_TOKEN:{}", opts.admin_token)])
             .args(["--var", "VOXLINE_ENV:development"]);
         // Engine API keys are sealed with this secret; a fresh one per run
@@ -164,7 +196,10 @@ impl Edge {
                 }
             }
             if let Some(Ok(Some(status))) = edge.child.as_mut().map(Child::try_wait) {
-                return Err(format!("wrangler dev exited early ({status}); log:\n{}", edge.log_tail(40)));
+                return Err(format!(
+                    "wrangler dev exited early ({status}); log:\n{}",
+                    edge.log_tail(40)
+                ));
             }
             if Instant::now() > deadline {
                 let tail = edge.log_tail(40);
@@ -177,7 +212,9 @@ impl Edge {
 
     /// SIGTERM to the process group, SIGKILL after 5 s.
     pub fn stop(&mut self) {
-        let Some(mut child) = self.child.take() else { return };
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
         let pgid = child.id() as i32;
         unsafe { libc::kill(-pgid, libc::SIGTERM) };
         let deadline = Instant::now() + Duration::from_secs(5);
@@ -203,8 +240,16 @@ impl Edge {
     }
 
     /// One HTTP request. `body` is sent as given (tests control Content-Type).
-    pub fn request(&self, method: &str, path: &str, headers: &[(&str, &str)], body: Option<&[u8]>) -> Result<Resp, String> {
-        let agent = ureq::AgentBuilder::new().timeout(Duration::from_secs(30)).build();
+    pub fn request(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<&[u8]>,
+    ) -> Result<Resp, String> {
+        let agent = ureq::AgentBuilder::new()
+            .timeout(Duration::from_secs(30))
+            .build();
         let mut req = agent.request(method, &format!("{}{}", self.base, path));
         for (k, v) in headers {
             req = req.set(k, v);
@@ -239,12 +284,24 @@ impl Edge {
 
     /// Tenant + default agent + API key, through the admin API.
     pub fn provision_tenant(&self, name: &str) -> TestTenant {
-        let t = self.admin("POST", "/admin/tenants", Some(&json!({"name": name}))).expect(201);
+        let t = self
+            .admin("POST", "/admin/tenants", Some(&json!({"name": name})))
+            .expect(201);
         let tid = t.json["id"].as_str().expect("tenant id").to_string();
         let a = self
-            .admin("POST", &format!("/admin/tenants/{tid}/agents"), Some(&json!({"name": format!("{name} agent")})))
+            .admin(
+                "POST",
+                &format!("/admin/tenants/{tid}/agents"),
+                Some(&json!({"name": format!("{name} agent")})),
+            )
             .expect(201);
-        let k = self.admin("POST", &format!("/admin/tenants/{tid}/api-keys"), Some(&json!({"name": "e2e"}))).expect(201);
+        let k = self
+            .admin(
+                "POST",
+                &format!("/admin/tenants/{tid}/api-keys"),
+                Some(&json!({"name": "e2e"})),
+            )
+            .expect(201);
         TestTenant {
             id: tid,
             agent_id: a.json["id"].as_str().expect("agent id").to_string(),
@@ -284,48 +341,93 @@ impl Resp {
         let headers: Vec<(String, String)> = resp
             .headers_names()
             .into_iter()
-            .filter_map(|n| resp.header(&n).map(|v| (n.to_ascii_lowercase(), v.to_string())))
+            .filter_map(|n| {
+                resp.header(&n)
+                    .map(|v| (n.to_ascii_lowercase(), v.to_string()))
+            })
             .collect();
         let mut bytes = Vec::new();
-        resp.into_reader().take(256 << 20).read_to_end(&mut bytes).map_err(|e| e.to_string())?;
+        resp.into_reader()
+            .take(256 << 20)
+            .read_to_end(&mut bytes)
+            .map_err(|e| e.to_string())?;
         let text = String::from_utf8_lossy(&bytes).into_owned();
         let json = serde_json::from_str(&text).unwrap_or(Value::Null);
-        Ok(Resp { status, headers, text, json, bytes })
+        Ok(Resp {
+            status,
+            headers,
+            text,
+            json,
+            bytes,
+        })
     }
 
     /// Asserts the status, showing the body when it differs.
     #[track_caller]
     pub fn expect(self, status: u16) -> Resp {
-        assert_eq!(self.status, status, "unexpected status; body: {}", self.text);
+        assert_eq!(
+            self.status, status,
+            "unexpected status; body: {}",
+            self.text
+        );
         self
     }
 
     /// Asserts the one error shape with this status and code; returns `field`.
     #[track_caller]
     pub fn expect_error(self, status: u16, code: &str) -> Option<String> {
-        assert_eq!(self.status, status, "unexpected status; body: {}", self.text);
+        assert_eq!(
+            self.status, status,
+            "unexpected status; body: {}",
+            self.text
+        );
         let err = &self.json["error"];
         assert_eq!(err["code"], code, "unexpected code; body: {}", self.text);
-        assert!(err["message"].as_str().is_some_and(|m| !m.is_empty()), "no message: {}", self.text);
-        assert!(err.get("field").is_some(), "error without field key: {}", self.text);
-        assert_eq!(self.json.as_object().map(|o| o.len()), Some(1), "extra top-level keys: {}", self.text);
+        assert!(
+            err["message"].as_str().is_some_and(|m| !m.is_empty()),
+            "no message: {}",
+            self.text
+        );
+        assert!(
+            err.get("field").is_some(),
+            "error without field key: {}",
+            self.text
+        );
+        assert_eq!(
+            self.json.as_object().map(|o| o.len()),
+            Some(1),
+            "extra top-level keys: {}",
+            self.text
+        );
         err["field"].as_str().map(String::from)
     }
 
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
 }
 
 /// A suite's main: run each case in order, report, and exit non-zero on failure.
 /// Non-flag command-line arguments filter cases by substring.
-pub fn run_suite<C>(suite: &str, setup: impl FnOnce() -> Result<C, String>, cases: &[(&str, fn(&C))]) -> ExitCode
+pub fn run_suite<C>(
+    suite: &str,
+    setup: impl FnOnce() -> Result<C, String>,
+    cases: &[(&str, fn(&C))],
+) -> ExitCode
 where
     C: SuiteContext,
 {
-    let filters: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
-    let selected: Vec<_> =
-        cases.iter().filter(|(name, _)| filters.is_empty() || filters.iter().any(|f| name.contains(f.as_str()))).collect();
+    let filters: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    let selected: Vec<_> = cases
+        .iter()
+        .filter(|(name, _)| filters.is_empty() || filters.iter().any(|f| name.contains(f.as_str())))
+        .collect();
     println!("\nrunning {} {suite} cases", selected.len());
     if selected.is_empty() {
         return ExitCode::SUCCESS;
@@ -351,7 +453,10 @@ where
         }
     }
     if !failed.is_empty() {
-        eprintln!("\n--- last lines of the edge log ---\n{}", ctx.diagnostics());
+        eprintln!(
+            "\n--- last lines of the edge log ---\n{}",
+            ctx.diagnostics()
+        );
     }
     drop(ctx);
     println!(
@@ -359,9 +464,17 @@ where
         failed.len(),
         cases.len(),
         started.elapsed().as_secs_f64(),
-        if failed.is_empty() { String::new() } else { format!(": {}", failed.join(", ")) }
+        if failed.is_empty() {
+            String::new()
+        } else {
+            format!(": {}", failed.join(", "))
+        }
     );
-    if failed.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+    if failed.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
 }
 
 /// What a suite shows when a case fails.
@@ -379,7 +492,9 @@ impl SuiteContext for Edge {
 
 /// The sidecar binary: `$VOXLINE_SIDECAR_BIN`, else the debug build.
 pub fn sidecar_bin() -> PathBuf {
-    std::env::var_os("VOXLINE_SIDECAR_BIN").map(PathBuf::from).unwrap_or_else(|| repo_root().join("target/debug/voxline-media-sidecar"))
+    std::env::var_os("VOXLINE_SIDECAR_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("target/debug/voxline-media-sidecar"))
 }
 
 /// A running sidecar process; dropped = SIGTERM then SIGKILL.
@@ -390,8 +505,21 @@ pub struct Sidecar {
 
 impl Sidecar {
     /// Mints credentials for `id` through the admin API and starts the process.
-    pub fn start(edge: &Edge, dir: &Path, id: &str, edge_url: &str, extra_env: &[(&str, String)], simulate_secs: f64) -> Sidecar {
-        let cred = edge.admin("POST", "/admin/sidecars", Some(&json!({"sidecar_id": id, "region": "local"}))).expect(201);
+    pub fn start(
+        edge: &Edge,
+        dir: &Path,
+        id: &str,
+        edge_url: &str,
+        extra_env: &[(&str, String)],
+        simulate_secs: f64,
+    ) -> Sidecar {
+        let cred = edge
+            .admin(
+                "POST",
+                "/admin/sidecars",
+                Some(&json!({"sidecar_id": id, "region": "local"})),
+            )
+            .expect(201);
         let log = dir.join(format!("sidecar-{id}.log"));
         let file = std::fs::File::create(&log).unwrap();
         let mut cmd = Command::new(sidecar_bin());
@@ -399,7 +527,10 @@ impl Sidecar {
             .env("VOXLINE_EDGE_URL", edge_url)
             .env("VOXLINE_SIDECAR_ID", id)
             .env("VOXLINE_REGION", "local")
-            .env("VOXLINE_SIDECAR_SECRET", cred.json["secret"].as_str().unwrap())
+            .env(
+                "VOXLINE_SIDECAR_SECRET",
+                cred.json["secret"].as_str().unwrap(),
+            )
             .env("VOXLINE_CAPACITY", "2")
             .env("VOXLINE_LEASE_WAIT_MS", "1000")
             .env("RUST_LOG", "info")
@@ -409,8 +540,13 @@ impl Sidecar {
         for (k, v) in extra_env {
             cmd.env(k, v);
         }
-        let child = cmd.spawn().expect("start the sidecar (built by `cargo build -p voxline-media-sidecar`)");
-        Sidecar { child: Some(child), log }
+        let child = cmd
+            .spawn()
+            .expect("start the sidecar (built by `cargo build -p voxline-media-sidecar`)");
+        Sidecar {
+            child: Some(child),
+            log,
+        }
     }
 
     pub fn sigkill(&mut self) {
@@ -453,19 +589,32 @@ pub struct Pki {
 }
 
 pub fn make_pki(dir: &Path) -> Pki {
-    use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose};
+    use rcgen::{
+        BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
+        KeyPair, KeyUsagePurpose,
+    };
     let ca_key = KeyPair::generate().unwrap();
     let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
     ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca.distinguished_name.push(DnType::CommonName, "voxline e2e CA");
-    ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+    ca.distinguished_name
+        .push(DnType::CommonName, "voxline e2e CA");
+    ca.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
     let ca_cert = ca.self_signed(&ca_key).unwrap();
     let issuer = Issuer::new(ca, ca_key);
     let leaf_key = KeyPair::generate().unwrap();
-    let mut leaf = CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
+    let mut leaf =
+        CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
     leaf.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
     let leaf_cert = leaf.signed_by(&leaf_key, &issuer).unwrap();
-    let pki = Pki { ca: dir.join("ca.pem"), cert: dir.join("cert.pem"), key: dir.join("key.pem") };
+    let pki = Pki {
+        ca: dir.join("ca.pem"),
+        cert: dir.join("cert.pem"),
+        key: dir.join("key.pem"),
+    };
     std::fs::write(&pki.ca, ca_cert.pem()).unwrap();
     std::fs::write(&pki.cert, leaf_cert.pem()).unwrap();
     std::fs::write(&pki.key, leaf_key.serialize_pem()).unwrap();
@@ -490,7 +639,9 @@ pub fn free_sip_port() -> u16 {
     for _ in 0..50 {
         let port = free_tcp_udp_port();
         let next = port.saturating_add(1);
-        if std::net::TcpListener::bind(("127.0.0.1", next)).is_ok() && std::net::UdpSocket::bind(("127.0.0.1", next)).is_ok() {
+        if std::net::TcpListener::bind(("127.0.0.1", next)).is_ok()
+            && std::net::UdpSocket::bind(("127.0.0.1", next)).is_ok()
+        {
             return port;
         }
     }
@@ -546,21 +697,31 @@ pub fn start_caddy(dir: &Path, upstream: &str, pki: &Pki) -> Caddy {
         std::thread::sleep(Duration::from_millis(50));
     }
     std::thread::sleep(Duration::from_millis(200));
-    Caddy { child, port, access_log }
+    Caddy {
+        child,
+        port,
+        access_log,
+    }
 }
-
 
 // ---- the sidecar protocol, spoken by hand ----
 
 pub fn now_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock after 1970").as_millis() as u64
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_millis() as u64
 }
 
 static NONCE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 /// A fresh signature nonce (16-64 hex).
 pub fn nonce() -> String {
-    format!("{:016x}{:016x}", now_ms(), NONCE.fetch_add(1, std::sync::atomic::Ordering::SeqCst))
+    format!(
+        "{:016x}{:016x}",
+        now_ms(),
+        NONCE.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+    )
 }
 
 /// A sidecar identity with its secret that signs and speaks the dispatch
@@ -574,17 +735,44 @@ pub struct ProtocolSidecar {
 impl ProtocolSidecar {
     /// Mints credentials for `id` in region `local` through the admin API.
     pub fn create(edge: &Edge, id: &str) -> ProtocolSidecar {
-        let r = edge.admin("POST", "/admin/sidecars", Some(&json!({"sidecar_id": id, "region": "local"}))).expect(201);
-        let secret = r.json["secret"].as_str().expect("the secret, shown once").to_string();
-        ProtocolSidecar { id: id.to_string(), secret }
+        let r = edge
+            .admin(
+                "POST",
+                "/admin/sidecars",
+                Some(&json!({"sidecar_id": id, "region": "local"})),
+            )
+            .expect(201);
+        let secret = r.json["secret"]
+            .as_str()
+            .expect("the secret, shown once")
+            .to_string();
+        ProtocolSidecar {
+            id: id.to_string(),
+            secret,
+        }
     }
 
-    pub fn send_raw(&self, edge: &Edge, path: &str, body: &Value, ts: u64, nonce: &str, secret: &str) -> Resp {
+    pub fn send_raw(
+        &self,
+        edge: &Edge,
+        path: &str,
+        body: &Value,
+        ts: u64,
+        nonce: &str,
+        secret: &str,
+    ) -> Resp {
         let raw = body.to_string();
-        let headers = voxline_shared::signing::signed_headers(&self.id, secret.as_bytes(), ts, nonce, raw.as_bytes());
+        let headers = voxline_shared::signing::signed_headers(
+            &self.id,
+            secret.as_bytes(),
+            ts,
+            nonce,
+            raw.as_bytes(),
+        );
         let mut h: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
         h.push(("content-type", "application/json"));
-        edge.request("POST", path, &h, Some(raw.as_bytes())).unwrap_or_else(|e| panic!("POST {path}: {e}"))
+        edge.request("POST", path, &h, Some(raw.as_bytes()))
+            .unwrap_or_else(|e| panic!("POST {path}: {e}"))
     }
 
     pub fn send(&self, edge: &Edge, path: &str, body: Value) -> Resp {
@@ -598,17 +786,29 @@ impl ProtocolSidecar {
     /// One lease poll; `held` lists the calls it holds (others it was
     /// acked for are presumed lost after a grace).
     pub fn poll(&self, edge: &Edge, free_slots: u32, held: &[&str], wait_ms: u32) -> Resp {
-        self.send(edge, voxline_shared::protocol::paths::LEASE, json!({"protocol_version": 1, "sidecar_id": self.id, "region": "local",
-            "free_slots": free_slots, "held_calls": held, "wait_ms": wait_ms}))
+        self.send(
+            edge,
+            voxline_shared::protocol::paths::LEASE,
+            json!({"protocol_version": 1, "sidecar_id": self.id, "region": "local",
+            "free_slots": free_slots, "held_calls": held, "wait_ms": wait_ms}),
+        )
     }
 
     pub fn ack(&self, edge: &Edge, offer: &Value, accepted: bool) -> Resp {
-        self.send(edge, voxline_shared::protocol::paths::ACK, json!({"protocol_version": 1, "sidecar_id": self.id, "lease_id": offer["lease_id"],
-            "call_id": offer["call_id"], "accepted": accepted}))
+        self.send(
+            edge,
+            voxline_shared::protocol::paths::ACK,
+            json!({"protocol_version": 1, "sidecar_id": self.id, "lease_id": offer["lease_id"],
+            "call_id": offer["call_id"], "accepted": accepted}),
+        )
     }
 
     pub fn events(&self, edge: &Edge, events: Value) -> Resp {
-        self.send(edge, voxline_shared::protocol::paths::EVENTS, json!({"protocol_version": 1, "sidecar_id": self.id, "events": events}))
+        self.send(
+            edge,
+            voxline_shared::protocol::paths::EVENTS,
+            json!({"protocol_version": 1, "sidecar_id": self.id, "events": events}),
+        )
     }
 
     /// `POST /v1/sidecar/recording`: `wav` for attempt 1 of the call, with a
@@ -616,27 +816,65 @@ impl ProtocolSidecar {
     /// one makes a lying manifest), signed with `secret` (normally the
     /// sidecar's), the body sent with a Content-Length or chunked.
     #[allow(clippy::too_many_arguments)] // each one is a way a test makes the upload wrong
-    pub fn upload_recording(&self, edge: &Edge, tenant_id: &str, call_id: &str, wav: &[u8], described: &[u8], secret: &str, chunked: bool) -> Resp {
+    pub fn upload_recording(
+        &self,
+        edge: &Edge,
+        tenant_id: &str,
+        call_id: &str,
+        wav: &[u8],
+        described: &[u8],
+        secret: &str,
+        chunked: bool,
+    ) -> Resp {
         let manifest = json!({"protocol_version": 1, "sidecar_id": self.id, "tenant_id": tenant_id, "call_id": call_id, "attempt": 1,
             "content_type": "audio/wav", "bytes": described.len(), "sha256": voxline_shared::signing::sha256_hex(described), "duration_ms": 1000});
         let raw = manifest.to_string();
-        let signed = voxline_shared::signing::signed_headers(&self.id, secret.as_bytes(), now_ms() / 1000, &nonce(), raw.as_bytes());
-        let url = format!("{}{}", edge.base, voxline_shared::protocol::paths::RECORDING);
-        let mut req = ureq::AgentBuilder::new().timeout(Duration::from_secs(30)).build().post(&url);
+        let signed = voxline_shared::signing::signed_headers(
+            &self.id,
+            secret.as_bytes(),
+            now_ms() / 1000,
+            &nonce(),
+            raw.as_bytes(),
+        );
+        let url = format!(
+            "{}{}",
+            edge.base,
+            voxline_shared::protocol::paths::RECORDING
+        );
+        let mut req = ureq::AgentBuilder::new()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .post(&url);
         for (k, v) in signed.iter() {
             req = req.set(k, v);
         }
-        req = req.set(voxline_shared::protocol::HEADER_RECORDING_MANIFEST, &raw).set("content-type", "audio/wav");
-        let result = if chunked { req.send(std::io::Cursor::new(wav.to_vec())) } else { req.send_bytes(wav) };
+        req = req
+            .set(voxline_shared::protocol::HEADER_RECORDING_MANIFEST, &raw)
+            .set("content-type", "audio/wav");
+        let result = if chunked {
+            req.send(std::io::Cursor::new(wav.to_vec()))
+        } else {
+            req.send_bytes(wav)
+        };
         match result {
-            Ok(r) | Err(ureq::Error::Status(_, r)) => Resp::read(r).unwrap_or_else(|e| panic!("upload answer: {e}")),
+            Ok(r) | Err(ureq::Error::Status(_, r)) => {
+                Resp::read(r).unwrap_or_else(|e| panic!("upload answer: {e}"))
+            }
             Err(e) => panic!("upload: {e}"),
         }
     }
 
     /// Reports a held call's attempt ended `completed`, as that attempt's only event (seq 1).
     pub fn complete(&self, edge: &Edge, call_id: &str, attempt: u64) -> Resp {
-        self.events(edge, json!([call_event(call_id, attempt as u32, 1, ended_event("completed", "callee_hangup"))]))
+        self.events(
+            edge,
+            json!([call_event(
+                call_id,
+                attempt as u32,
+                1,
+                ended_event("completed", "callee_hangup")
+            )]),
+        )
     }
 
     /// Polls until an offer for `call_id` arrives (other offers are left to expire).
@@ -644,7 +882,10 @@ impl ProtocolSidecar {
         let deadline = Instant::now() + within;
         while Instant::now() < deadline {
             let r = self.poll(edge, 4, held, 500).expect(200);
-            if let Some(o) = r.json["offers"].as_array().and_then(|o| o.iter().find(|o| o["call_id"] == call_id)) {
+            if let Some(o) = r.json["offers"]
+                .as_array()
+                .and_then(|o| o.iter().find(|o| o["call_id"] == call_id))
+            {
                 return o.clone();
             }
         }
@@ -684,8 +925,14 @@ impl Drop for ChildGuard {
 }
 
 pub fn write_wav(path: &Path, rate: u32, pcm: &[i16]) -> Result<(), String> {
-    let spec = hound::WavSpec { channels: 1, sample_rate: rate, bits_per_sample: 16, sample_format: hound::SampleFormat::Int };
-    let mut w = hound::WavWriter::create(path, spec).map_err(|e| format!("{}: {e}", path.display()))?;
+    let spec = hound::WavSpec {
+        channels: 1,
+        sample_rate: rate,
+        bits_per_sample: 16,
+        sample_format: hound::SampleFormat::Int,
+    };
+    let mut w =
+        hound::WavWriter::create(path, spec).map_err(|e| format!("{}: {e}", path.display()))?;
     for &s in pcm {
         w.write_sample(s).map_err(|e| e.to_string())?;
     }
@@ -694,7 +941,10 @@ pub fn write_wav(path: &Path, rate: u32, pcm: &[i16]) -> Result<(), String> {
 
 /// Integer-factor decimation to 8 kHz behind a windowed-sinc low-pass at 3.6 kHz.
 pub fn resample_to_8k(x: &[f64], rate: u32) -> Vec<f64> {
-    assert!(rate % 8000 == 0, "sample rate {rate} is not a multiple of 8 kHz");
+    assert!(
+        rate % 8000 == 0,
+        "sample rate {rate} is not a multiple of 8 kHz"
+    );
     let m = (rate / 8000) as usize;
     if m == 1 {
         return x.to_vec();
@@ -704,14 +954,26 @@ pub fn resample_to_8k(x: &[f64], rate: u32) -> Vec<f64> {
     let taps: Vec<f64> = (-half..=half)
         .map(|k| {
             let k = k as f64;
-            let sinc = if k == 0.0 { 2.0 * fc } else { (2.0 * std::f64::consts::PI * fc * k).sin() / (std::f64::consts::PI * k) };
+            let sinc = if k == 0.0 {
+                2.0 * fc
+            } else {
+                (2.0 * std::f64::consts::PI * fc * k).sin() / (std::f64::consts::PI * k)
+            };
             sinc * (0.54 + 0.46 * (std::f64::consts::PI * k / half as f64).cos())
         })
         .collect();
     (0..x.len() / m)
         .map(|i| {
             let c = (i * m) as isize;
-            taps.iter().enumerate().map(|(j, t)| t * x.get((c + j as isize - half) as usize).copied().unwrap_or(0.0)).sum()
+            taps.iter()
+                .enumerate()
+                .map(|(j, t)| {
+                    t * x
+                        .get((c + j as isize - half) as usize)
+                        .copied()
+                        .unwrap_or(0.0)
+                })
+                .sum()
         })
         .collect()
 }
@@ -731,19 +993,37 @@ pub fn flite_8k(dir: &Path, voice: &str, text: &str) -> Result<Vec<i16>, String>
     }
     let mut r = hound::WavReader::open(&raw).map_err(|e| e.to_string())?;
     let rate = r.spec().sample_rate;
-    let x: Vec<f64> = r.samples::<i16>().map(|s| s.map(f64::from).unwrap_or(0.0)).collect();
+    let x: Vec<f64> = r
+        .samples::<i16>()
+        .map(|s| s.map(f64::from).unwrap_or(0.0))
+        .collect();
     let _ = std::fs::remove_file(&raw);
-    Ok(resample_to_8k(&x, rate).into_iter().map(|v| v.clamp(-32768.0, 32767.0) as i16).collect())
+    Ok(resample_to_8k(&x, rate)
+        .into_iter()
+        .map(|v| v.clamp(-32768.0, 32767.0) as i16)
+        .collect())
 }
 
 /// baresip headless: auto-answers calls to `user` on 127.0.0.1:`port`, plays
 /// `wav` (8 kHz mono), hangs up when it ends (or after `secs`), and records
 /// what it sends and receives (sndfile: `dumps/dump-*-enc.wav` / `-dec.wav`).
-pub fn start_baresip(dir: &Path, name: &str, user: &str, port: u16, wav: &Path, codecs: &str, secs: u32) -> Result<ChildGuard, String> {
+pub fn start_baresip(
+    dir: &Path,
+    name: &str,
+    user: &str,
+    port: u16,
+    wav: &Path,
+    codecs: &str,
+    secs: u32,
+) -> Result<ChildGuard, String> {
     let conf = dir.join(format!("baresip-{name}"));
     let _ = std::fs::remove_dir_all(&conf);
     std::fs::create_dir_all(conf.join("dumps")).map_err(|e| e.to_string())?;
-    let opus = if codecs.contains("opus") { "module\t\t\topus.so\n" } else { "" };
+    let opus = if codecs.contains("opus") {
+        "module\t\t\topus.so\n"
+    } else {
+        ""
+    };
     let rtp = 40_000 + (port % 1000) * 10;
     std::fs::write(
         conf.join("config"),
@@ -761,11 +1041,20 @@ pub fn start_baresip(dir: &Path, name: &str, user: &str, port: u16, wav: &Path, 
         ),
     )
     .map_err(|e| e.to_string())?;
-    std::fs::write(conf.join("accounts"), format!("<sip:{user}@127.0.0.1>;regint=0;answermode=auto;audio_codecs={codecs}\n"))
+    std::fs::write(
+        conf.join("accounts"),
+        format!("<sip:{user}@127.0.0.1>;regint=0;answermode=auto;audio_codecs={codecs}\n"),
+    )
+    .map_err(|e| e.to_string())?;
+    let log = std::fs::File::create(dir.join(format!("baresip-{name}.log")))
         .map_err(|e| e.to_string())?;
-    let log = std::fs::File::create(dir.join(format!("baresip-{name}.log"))).map_err(|e| e.to_string())?;
     let child = Command::new("baresip")
-        .args(["-f", conf.to_str().unwrap_or_default(), "-t", &secs.to_string()])
+        .args([
+            "-f",
+            conf.to_str().unwrap_or_default(),
+            "-t",
+            &secs.to_string(),
+        ])
         .current_dir(&conf)
         .stdin(Stdio::null())
         .stdout(log.try_clone().map_err(|e| e.to_string())?)
@@ -787,10 +1076,23 @@ pub fn start_baresip(dir: &Path, name: &str, user: &str, port: u16, wav: &Path, 
 /// with its credentials minted through the admin API. Config and log go to
 /// `dir` (`sidecar-<id>.toml` / `.log`), recordings to `dir/recordings`;
 /// `telephony_extra` is added to its `[telephony]` section (e.g. `codecs = [..]`).
-pub fn start_sip_sidecar(edge: &Edge, dir: &Path, id: &str, trunk_port: u16, telephony_extra: &str) -> Result<ChildGuard, String> {
-    let cred = edge.admin("POST", "/admin/sidecars", Some(&json!({"sidecar_id": id, "region": "local"})));
+pub fn start_sip_sidecar(
+    edge: &Edge,
+    dir: &Path,
+    id: &str,
+    trunk_port: u16,
+    telephony_extra: &str,
+) -> Result<ChildGuard, String> {
+    let cred = edge.admin(
+        "POST",
+        "/admin/sidecars",
+        Some(&json!({"sidecar_id": id, "region": "local"})),
+    );
     if cred.status != 201 {
-        return Err(format!("sidecar credentials: {} {}", cred.status, cred.text));
+        return Err(format!(
+            "sidecar credentials: {} {}",
+            cred.status, cred.text
+        ));
     }
     let recordings = dir.join("recordings");
     std::fs::create_dir_all(&recordings).map_err(|e| e.to_string())?;
@@ -805,11 +1107,15 @@ pub fn start_sip_sidecar(edge: &Edge, dir: &Path, id: &str, trunk_port: u16, tel
     );
     let path = dir.join(format!("sidecar-{id}.toml"));
     std::fs::write(&path, config).map_err(|e| e.to_string())?;
-    let log = std::fs::File::create(dir.join(format!("sidecar-{id}.log"))).map_err(|e| e.to_string())?;
+    let log =
+        std::fs::File::create(dir.join(format!("sidecar-{id}.log"))).map_err(|e| e.to_string())?;
     let child = Command::new(sidecar_bin())
         .arg("--config")
         .arg(&path)
-        .env("VOXLINE_SIDECAR_SECRET", cred.json["secret"].as_str().unwrap_or_default())
+        .env(
+            "VOXLINE_SIDECAR_SECRET",
+            cred.json["secret"].as_str().unwrap_or_default(),
+        )
         .env("RUST_LOG", "info")
         .stdin(Stdio::null())
         .stdout(log.try_clone().map_err(|e| e.to_string())?)
@@ -825,11 +1131,17 @@ impl Edge {
     pub fn wait_call_status(&self, key: &str, id: &str, want: &[&str], within: Duration) -> Value {
         let deadline = Instant::now() + within;
         loop {
-            let call = self.call("GET", &format!("/v1/calls/{id}"), key, None).expect(200).json;
+            let call = self
+                .call("GET", &format!("/v1/calls/{id}"), key, None)
+                .expect(200)
+                .json;
             if want.iter().any(|s| call["status"] == *s) {
                 return call;
             }
-            assert!(Instant::now() < deadline, "call {id} never reached {want:?}: {call}");
+            assert!(
+                Instant::now() < deadline,
+                "call {id} never reached {want:?}: {call}"
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
     }
@@ -840,15 +1152,30 @@ impl Edge {
         let deadline = Instant::now() + within;
         let auth = format!("Bearer {key}");
         loop {
-            let r = self.request("GET", &format!("/v1/calls/{id}/recording"), &[("authorization", &auth)], None).expect("GET recording");
+            let r = self
+                .request(
+                    "GET",
+                    &format!("/v1/calls/{id}/recording"),
+                    &[("authorization", &auth)],
+                    None,
+                )
+                .expect("GET recording");
             if r.status == 200 {
                 assert_eq!(r.header("content-type"), Some("audio/wav"));
                 let sha = voxline_shared::signing::sha256_hex(&r.bytes);
-                assert_eq!(r.header("x-recording-sha256"), Some(sha.as_str()), "the recording's bytes differ from what the sidecar hashed");
+                assert_eq!(
+                    r.header("x-recording-sha256"),
+                    Some(sha.as_str()),
+                    "the recording's bytes differ from what the sidecar hashed"
+                );
                 return r.bytes;
             }
             assert_eq!(r.json["error"]["code"], "recording_not_found", "{}", r.text);
-            assert!(Instant::now() < deadline, "call {id}: no recording within {within:?}: {}", r.text);
+            assert!(
+                Instant::now() < deadline,
+                "call {id}: no recording within {within:?}: {}",
+                r.text
+            );
             std::thread::sleep(Duration::from_millis(200));
         }
     }
@@ -872,7 +1199,12 @@ pub fn python() -> PathBuf {
 
 impl WebhookReceiver {
     pub fn new(dir: &std::path::Path) -> WebhookReceiver {
-        let r = WebhookReceiver { port: free_port(), config: dir.join("receiver-config.json"), log: dir.join("received.jsonl"), child: None };
+        let r = WebhookReceiver {
+            port: free_port(),
+            config: dir.join("receiver-config.json"),
+            log: dir.join("received.jsonl"),
+            child: None,
+        };
         std::fs::write(&r.config, "{}").unwrap();
         let _ = std::fs::remove_file(&r.log);
         r
@@ -914,7 +1246,8 @@ impl WebhookReceiver {
 
     /// Sets how the receiver treats one hook name (read on every request).
     pub fn configure(&self, name: &str, cfg: Value) {
-        let mut all: Value = serde_json::from_str(&std::fs::read_to_string(&self.config).unwrap()).unwrap();
+        let mut all: Value =
+            serde_json::from_str(&std::fs::read_to_string(&self.config).unwrap()).unwrap();
         all[name] = cfg;
         let tmp = self.config.with_extension("tmp");
         std::fs::write(&tmp, all.to_string()).unwrap();
@@ -927,7 +1260,13 @@ impl WebhookReceiver {
     }
 
     /// Waits until `pred` holds for what `name` received; returns it.
-    pub fn wait_for(&self, name: &str, within: Duration, what: &str, pred: impl Fn(&[Value]) -> bool) -> Result<Vec<Value>, String> {
+    pub fn wait_for(
+        &self,
+        name: &str,
+        within: Duration,
+        what: &str,
+        pred: impl Fn(&[Value]) -> bool,
+    ) -> Result<Vec<Value>, String> {
         let deadline = Instant::now() + within;
         loop {
             let got = self.received(name);
@@ -935,7 +1274,10 @@ impl WebhookReceiver {
                 return Ok(got);
             }
             if Instant::now() >= deadline {
-                return Err(format!("{name}: never got {what}; got {} deliveries", got.len()));
+                return Err(format!(
+                    "{name}: never got {what}; got {} deliveries",
+                    got.len()
+                ));
             }
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -962,4 +1304,3 @@ impl Drop for WebhookReceiver {
         self.stop();
     }
 }
-

@@ -26,16 +26,22 @@ fn calls_per_run() -> usize {
 }
 
 fn now_ms_f() -> f64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs_f64() * 1000.0
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs_f64()
+        * 1000.0
 }
 
 /// When the sidecar logged taking the offer for `call_id`, in unix ms.
 fn offer_seen_at(log: &str, call_id: &str) -> Option<f64> {
-    log.lines().filter(|l| l.contains("offer accepted") && l.contains(call_id)).find_map(|l| {
-        let ts = l.split_whitespace().next()?;
-        let t = time::OffsetDateTime::parse(ts, &Rfc3339).ok()?;
-        Some(t.unix_timestamp_nanos() as f64 / 1e6)
-    })
+    log.lines()
+        .filter(|l| l.contains("offer accepted") && l.contains(call_id))
+        .find_map(|l| {
+            let ts = l.split_whitespace().next()?;
+            let t = time::OffsetDateTime::parse(ts, &Rfc3339).ok()?;
+            Some(t.unix_timestamp_nanos() as f64 / 1e6)
+        })
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -57,7 +63,10 @@ static LEASE_NUMBER: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32
 fn lease_run(edge: &Edge, key: &str, sidecar: &Sidecar) -> Result<Vec<f64>, String> {
     let mut out = Vec::new();
     for i in 0..calls_per_run() + 3 {
-        let phone = format!("+1415556{:04}", LEASE_NUMBER.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+        let phone = format!(
+            "+1415556{:04}",
+            LEASE_NUMBER.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        );
         let t0 = now_ms_f();
         let r = edge.call("POST", "/v1/calls", key, Some(&json!({"phone": phone})));
         if r.status != 201 {
@@ -107,7 +116,10 @@ fn throughput_run(edge: &Edge, key: &str, run: usize) -> Result<(f64, Vec<f64>),
                 })
             })
             .collect();
-        handles.into_iter().map(|h| h.join().unwrap_or_else(|_| Err("thread panicked".into()))).collect()
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|_| Err("thread panicked".into())))
+            .collect()
     });
     let elapsed = started.elapsed().as_secs_f64();
     let mut all = Vec::new();
@@ -131,7 +143,14 @@ pub struct EdgeThroughput {
 /// Calls stored before the second set of runs: scheduled a day ahead, so
 /// they stay in the tenant's store and the region's queue.
 fn stored_calls() -> usize {
-    std::env::var("VOXLINE_BENCH_STORED_CALLS").ok().and_then(|v| v.parse().ok()).unwrap_or(if crate::bench_media::quick() { 1_000 } else { 10_000 })
+    std::env::var("VOXLINE_BENCH_STORED_CALLS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(if crate::bench_media::quick() {
+            1_000
+        } else {
+            10_000
+        })
 }
 
 /// A tenant whose limits do not get in the way of a throughput run.
@@ -141,7 +160,10 @@ fn unlimited_tenant(edge: &Edge) -> Result<String, String> {
                                         "per_ip": {"limit": 1_000_000, "window_seconds": 60}}});
     let r = edge.admin("PATCH", &format!("/admin/tenants/{}", t.id), Some(&limits));
     if r.status != 200 {
-        return Err(format!("raising the bench tenant's limits: {} {}", r.status, r.text));
+        return Err(format!(
+            "raising the bench tenant's limits: {} {}",
+            r.status, r.text
+        ));
     }
     Ok(t.key)
 }
@@ -152,17 +174,36 @@ fn unlimited_tenant(edge: &Edge) -> Result<String, String> {
 /// machine's drift (disk, other load) falls on both alike; the edge not being
 /// measured is idle.
 pub fn edge_throughput() -> Result<EdgeThroughput, String> {
-    let empty = step("start edge (empty)", || Edge::start(EdgeOptions::fresh("bench-edge-empty")))?;
-    let stored = step("start edge (stored)", || Edge::start(EdgeOptions::fresh("bench-edge-stored")))?;
+    let empty = step("start edge (empty)", || {
+        Edge::start(EdgeOptions::fresh("bench-edge-empty"))
+    })?;
+    let stored = step("start edge (stored)", || {
+        Edge::start(EdgeOptions::fresh("bench-edge-stored"))
+    })?;
     let (empty_key, stored_key) = (unlimited_tenant(&empty)?, unlimited_tenant(&stored)?);
-    let mut out = EdgeThroughput { stored_calls: stored_calls(), ..EdgeThroughput::default() };
+    let mut out = EdgeThroughput {
+        stored_calls: stored_calls(),
+        ..EdgeThroughput::default()
+    };
     let t = Instant::now();
-    step(&format!("store {} calls", out.stored_calls), || seed_calls(&stored, &stored_key, out.stored_calls))?;
+    step(&format!("store {} calls", out.stored_calls), || {
+        seed_calls(&stored, &stored_key, out.stored_calls)
+    })?;
     out.seed_secs = t.elapsed().as_secs_f64();
     for run in 0..runs() {
-        for (label, edge, key, into) in [("empty", &empty, &empty_key, &mut out.empty), ("stored", &stored, &stored_key, &mut out.stored)] {
-            let (rps, lat) = step(&format!("edge throughput, {label}, run {}", run + 1), || throughput_run(edge, key, run))?;
-            println!("  {rps:.0} req/s, p50 {:.1} ms, p99 {:.1} ms", percentile(&lat, 0.5), percentile(&lat, 0.99));
+        for (label, edge, key, into) in [
+            ("empty", &empty, &empty_key, &mut out.empty),
+            ("stored", &stored, &stored_key, &mut out.stored),
+        ] {
+            let (rps, lat) = step(
+                &format!("edge throughput, {label}, run {}", run + 1),
+                || throughput_run(edge, key, run),
+            )?;
+            println!(
+                "  {rps:.0} req/s, p50 {:.1} ms, p99 {:.1} ms",
+                percentile(&lat, 0.5),
+                percentile(&lat, 0.99)
+            );
             into.push((rps, percentile(&lat, 0.5), percentile(&lat, 0.99)));
         }
     }
@@ -171,14 +212,21 @@ pub fn edge_throughput() -> Result<EdgeThroughput, String> {
 
 /// `count` calls scheduled a day ahead, to distinct numbers, 8 clients at once.
 fn seed_calls(edge: &Edge, key: &str, count: usize) -> Result<(), String> {
-    let at = (time::OffsetDateTime::now_utc() + time::Duration::days(1)).format(&Rfc3339).map_err(|e| e.to_string())?;
+    let at = (time::OffsetDateTime::now_utc() + time::Duration::days(1))
+        .format(&Rfc3339)
+        .map_err(|e| e.to_string())?;
     let results: Vec<Result<(), String>> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..THROUGHPUT_THREADS)
             .map(|t| {
                 let at = &at;
                 s.spawn(move || {
                     for i in (t..count).step_by(THROUGHPUT_THREADS) {
-                        let r = edge.call("POST", "/v1/calls", key, Some(&json!({"phone": format!("+1666{i:07}"), "schedule_at": at})));
+                        let r = edge.call(
+                            "POST",
+                            "/v1/calls",
+                            key,
+                            Some(&json!({"phone": format!("+1666{i:07}"), "schedule_at": at})),
+                        );
                         if r.status != 201 {
                             return Err(format!("seeding call {i}: {} {}", r.status, r.text));
                         }
@@ -187,7 +235,10 @@ fn seed_calls(edge: &Edge, key: &str, count: usize) -> Result<(), String> {
                 })
             })
             .collect();
-        handles.into_iter().map(|h| h.join().unwrap_or_else(|_| Err("thread panicked".into()))).collect()
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|_| Err("thread panicked".into())))
+            .collect()
     });
     results.into_iter().collect()
 }
@@ -195,7 +246,12 @@ fn seed_calls(edge: &Edge, key: &str, count: usize) -> Result<(), String> {
 /// The docs/bench.md section of [`EdgeThroughput`].
 fn throughput_text(t: &EdgeThroughput) -> String {
     let row = |label: &str, runs: &[(f64, f64, f64)]| {
-        let per_run = |f: fn(&(f64, f64, f64)) -> f64, digits: usize| runs.iter().map(|r| format!("{:.*}", digits, f(r))).collect::<Vec<_>>().join(" / ");
+        let per_run = |f: fn(&(f64, f64, f64)) -> f64, digits: usize| {
+            runs.iter()
+                .map(|r| format!("{:.*}", digits, f(r)))
+                .collect::<Vec<_>>()
+                .join(" / ")
+        };
         format!(
             "| {label} | {:.0} | {:.1} | {:.1} | {} | {} | {} |\n",
             median(runs.iter().map(|r| r.0).collect()),
@@ -208,7 +264,11 @@ fn throughput_text(t: &EdgeThroughput) -> String {
     };
     let empty_rps = median(t.empty.iter().map(|r| r.0).collect());
     let stored_rps = median(t.stored.iter().map(|r| r.0).collect());
-    let ratio = if empty_rps > 0.0 { stored_rps / empty_rps } else { 0.0 };
+    let ratio = if empty_rps > 0.0 {
+        stored_rps / empty_rps
+    } else {
+        0.0
+    };
     format!(
         "## Edge throughput: POST /v1/calls, empty and with {n} calls stored\n\n\
          {threads} client threads (HTTP/1.1 keep-alive) each POST {reqs} calls to distinct numbers as fast as\n\
@@ -249,9 +309,15 @@ pub fn run_edge_only() -> Result<(), String> {
     println!("{text}");
     let path = root().join("docs/bench.md");
     let md = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let start = md.find("## Edge throughput: POST /v1/calls").ok_or("docs/bench.md has no edge throughput section")?;
-    let end = md[start + 3..].find("\n## ").map(|i| start + 3 + i + 1).unwrap_or(md.len());
-    std::fs::write(&path, format!("{}{}{}", &md[..start], text, &md[end..])).map_err(|e| format!("{}: {e}", path.display()))?;
+    let start = md
+        .find("## Edge throughput: POST /v1/calls")
+        .ok_or("docs/bench.md has no edge throughput section")?;
+    let end = md[start + 3..]
+        .find("\n## ")
+        .map(|i| start + 3 + i + 1)
+        .unwrap_or(md.len());
+    std::fs::write(&path, format!("{}{}{}", &md[..start], text, &md[end..]))
+        .map_err(|e| format!("{}: {e}", path.display()))?;
     println!("updated {}", path.display());
     Ok(())
 }
@@ -290,17 +356,40 @@ fn cargo_target_dir() -> PathBuf {
 
 /// Runs one bench process and parses the JSON line it prints.
 fn cpu_run(cmd: &mut Command) -> Result<CpuRun, String> {
-    cmd.args(["--iterations", &CPU_ITERATIONS.to_string(), "--rounds", &CPU_ROUNDS.to_string(), "--warmup", &CPU_WARMUP.to_string()]);
+    cmd.args([
+        "--iterations",
+        &CPU_ITERATIONS.to_string(),
+        "--rounds",
+        &CPU_ROUNDS.to_string(),
+        "--warmup",
+        &CPU_WARMUP.to_string(),
+    ]);
     let shown = format!("{cmd:?}").replace('"', "");
-    let out = cmd.current_dir(root()).output().map_err(|e| format!("`{shown}` could not start: {e}"))?;
+    let out = cmd
+        .current_dir(root())
+        .output()
+        .map_err(|e| format!("`{shown}` could not start: {e}"))?;
     if !out.status.success() {
-        return Err(format!("`{shown}` failed ({}): {}", out.status, String::from_utf8_lossy(&out.stderr)));
+        return Err(format!(
+            "`{shown}` failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        ));
     }
     let text = String::from_utf8_lossy(&out.stdout);
     let line = text.lines().last().unwrap_or_default();
-    let v: serde_json::Value = serde_json::from_str(line).map_err(|e| format!("`{shown}` printed {line:?}: {e}"))?;
-    let f = |k: &str| v[k].as_f64().ok_or_else(|| format!("`{shown}`: no {k} in {line}"));
-    Ok(CpuRun { p50: f("p50_ns_per_request")?, p50_handle: f("p50_handle_ns")?, p50_sign: f("p50_sign_ns")?, mean: f("ns_per_request")? })
+    let v: serde_json::Value =
+        serde_json::from_str(line).map_err(|e| format!("`{shown}` printed {line:?}: {e}"))?;
+    let f = |k: &str| {
+        v[k].as_f64()
+            .ok_or_else(|| format!("`{shown}`: no {k} in {line}"))
+    };
+    Ok(CpuRun {
+        p50: f("p50_ns_per_request")?,
+        p50_handle: f("p50_handle_ns")?,
+        p50_sign: f("p50_sign_ns")?,
+        mean: f("ns_per_request")?,
+    })
 }
 
 /// Builds edge/bench-wasm natively and for wasm32-wasip1 (the release
@@ -315,7 +404,9 @@ pub fn cpu_bench() -> Result<CpuBench, String> {
         run(&mut cmd)
     };
     step("edge CPU bench build (native)", || build(None))?;
-    step("edge CPU bench build (wasm32-wasip1)", || build(Some("wasm32-wasip1")))?;
+    step("edge CPU bench build (wasm32-wasip1)", || {
+        build(Some("wasm32-wasip1"))
+    })?;
     let dir = cargo_target_dir();
     let native_bin = dir.join("release/voxline-edge-bench");
     let wasm = dir.join("wasm32-wasip1/release/voxline-edge-bench.wasm");
@@ -324,10 +415,19 @@ pub fn cpu_bench() -> Result<CpuBench, String> {
     for r in 0..cpu_runs() {
         let (n, w) = step(&format!("edge CPU per request, run {}", r + 1), || {
             let n = cpu_run(&mut Command::new(&native_bin))?;
-            let w = cpu_run(Command::new(bootstrap::venv_python()).arg(&runner).arg(&wasm))?;
+            let w = cpu_run(
+                Command::new(bootstrap::venv_python())
+                    .arg(&runner)
+                    .arg(&wasm),
+            )?;
             Ok((n, w))
         })?;
-        println!("  p50 per request: native {:.1} us, wasmtime {:.1} us, ratio {:.2}", n.p50 / 1e3, w.p50 / 1e3, w.p50 / n.p50);
+        println!(
+            "  p50 per request: native {:.1} us, wasmtime {:.1} us, ratio {:.2}",
+            n.p50 / 1e3,
+            w.p50 / 1e3,
+            w.p50 / n.p50
+        );
         bench.native.push(n);
         bench.wasm.push(w);
     }
@@ -344,7 +444,12 @@ pub fn run_cpu_only() -> Result<(), String> {
 
 fn cpu_table(cpu: &CpuBench) -> String {
     let med = |v: &[CpuRun], f: fn(&CpuRun) -> f64| median(v.iter().map(f).collect());
-    let per_run = |v: &[CpuRun]| v.iter().map(|r| format!("{:.1}", r.p50 / 1e3)).collect::<Vec<_>>().join(" / ");
+    let per_run = |v: &[CpuRun]| {
+        v.iter()
+            .map(|r| format!("{:.1}", r.p50 / 1e3))
+            .collect::<Vec<_>>()
+            .join(" / ")
+    };
     let row = |name: &str, v: &[CpuRun]| {
         format!(
             "| {name} | {:.1} | {:.1} | {:.1} | {:.1} | {} |\n",
@@ -373,9 +478,15 @@ pub fn run_bench() -> Result<(), String> {
     // First, on a quiet machine: no wrangler or sidecar running yet.
     let cpu = cpu_bench()?;
     step("edge wasm build", build_edge)?;
-    step("media sidecar build (release)", || run(Command::new("cargo").args(["build", "--release", "-p", "voxline-media-sidecar"])))?;
+    step("media sidecar build (release)", || {
+        run(Command::new("cargo").args(["build", "--release", "-p", "voxline-media-sidecar"]))
+    })?;
     let mut opts = EdgeOptions::fresh("bench");
-    let dir = opts.state_dir.parent().map(|p| p.to_path_buf()).unwrap_or_else(|| root().join("target/e2e/bench"));
+    let dir = opts
+        .state_dir
+        .parent()
+        .map(|p| p.to_path_buf())
+        .unwrap_or_else(|| root().join("target/e2e/bench"));
     // A stopped sidecar's last long-poll stays open in the queue until this
     // wait ends; keep it short so the next carrier's sidecar is not starved.
     opts.vars = vec![("DISPATCH_MAX_WAIT_MS".into(), "2000".into())];
@@ -396,15 +507,29 @@ pub fn run_bench() -> Result<(), String> {
         lease_env.push(("VOXLINE_CAPACITY", "64".into()));
         let sidecar = Sidecar::start(&edge, &dir, &format!("bench-{name}"), url, &lease_env, 0.05);
         for r in 0..runs() {
-            let mut lat = step(&format!("lease latency over {name}, run {}", r + 1), || lease_run(&edge, &tenant.key, &sidecar))?;
+            let mut lat = step(&format!("lease latency over {name}, run {}", r + 1), || {
+                lease_run(&edge, &tenant.key, &sidecar)
+            })?;
             lat.sort_by(|a, b| a.total_cmp(b));
-            println!("  {name}: p50 {:.1} ms, p99 {:.1} ms", percentile(&lat, 0.5), percentile(&lat, 0.99));
+            println!(
+                "  {name}: p50 {:.1} ms, p99 {:.1} ms",
+                percentile(&lat, 0.5),
+                percentile(&lat, 0.99)
+            );
             results.entry(name).or_default().push(lat);
         }
         drop(sidecar);
         std::thread::sleep(Duration::from_millis(2_500));
         // The same carrier, now with a real SIP trunk (this process) behind the sidecar.
-        let invite = crate::bench_calls::api_invite(&edge, &invite_tenant, &release_bin, &dir, name, url, env)?;
+        let invite = crate::bench_calls::api_invite(
+            &edge,
+            &invite_tenant,
+            &release_bin,
+            &dir,
+            name,
+            url,
+            env,
+        )?;
         calls.invite.push((name.to_string(), invite));
     }
     drop(caddy);
@@ -422,9 +547,15 @@ pub fn run_bench() -> Result<(), String> {
 fn machine() -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
-        .and_then(|c| c.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string()))
+        .and_then(|c| {
+            c.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
         .unwrap_or_else(|| "unknown CPU".into());
-    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
     format!("{cpu}, {cores} cores, {}", std::env::consts::OS)
 }
 
@@ -440,7 +571,8 @@ fn write_report(
     std::fs::create_dir_all(&plots).map_err(|e| format!("{}: {e}", plots.display()))?;
     write_plots(&plots, results, media, calls)?;
     let path = root().join("docs/bench.md");
-    std::fs::write(&path, report_text(results, throughput, cpu, media, calls)).map_err(|e| format!("write {}: {e}", path.display()))?;
+    std::fs::write(&path, report_text(results, throughput, cpu, media, calls))
+        .map_err(|e| format!("write {}: {e}", path.display()))?;
     println!("wrote {} and {}", path.display(), plots.display());
     Ok(())
 }
@@ -452,21 +584,46 @@ fn write_plots(
     calls: &crate::bench_calls::CallsBench,
 ) -> Result<(), String> {
     use crate::bench_plot::{cdf, Samples};
-    let lease: Vec<Samples> =
-        results.iter().map(|(carrier, runs)| Samples { label: format!("{carrier}, {} runs", runs.len()), values: runs.concat() }).collect();
+    let lease: Vec<Samples> = results
+        .iter()
+        .map(|(carrier, runs)| Samples {
+            label: format!("{carrier}, {} runs", runs.len()),
+            values: runs.concat(),
+        })
+        .collect();
     if !lease.is_empty() {
-        cdf(&dir.join("lease_latency.png"), "Lease latency: API POST -> sidecar has the offer", "latency (ms)", &lease)?;
+        cdf(
+            &dir.join("lease_latency.png"),
+            "Lease latency: API POST -> sidecar has the offer",
+            "latency (ms)",
+            &lease,
+        )?;
     }
     let mut lat = Vec::new();
     for loss in [0.0, 1.0] {
-        let runs: Vec<&crate::bench_media::LatencyRun> = media.latency.iter().filter(|r| r.loss_pct == loss).collect();
+        let runs: Vec<&crate::bench_media::LatencyRun> = media
+            .latency
+            .iter()
+            .filter(|r| r.loss_pct == loss)
+            .collect();
         if !runs.is_empty() {
-            let values = runs.iter().flat_map(|r| r.samples.iter().copied()).collect();
-            lat.push(Samples { label: format!("{loss:.0}% loss, {} runs", runs.len()), values });
+            let values = runs
+                .iter()
+                .flat_map(|r| r.samples.iter().copied())
+                .collect();
+            lat.push(Samples {
+                label: format!("{loss:.0}% loss, {} runs", runs.len()),
+                values,
+            });
         }
     }
     if !lat.is_empty() {
-        cdf(&dir.join("media_latency.png"), "Media latency: RTP in -> echo engine -> RTP out", "round trip through the sidecar (ms)", &lat)?;
+        cdf(
+            &dir.join("media_latency.png"),
+            "Media latency: RTP in -> echo engine -> RTP out",
+            "round trip through the sidecar (ms)",
+            &lat,
+        )?;
     }
     crate::bench_calls::plots(calls, &media.load, dir)
 }
@@ -481,7 +638,10 @@ fn report_text(
     let throughput_section = throughput_text(throughput);
     let mut rows = String::new();
     for (carrier, runs) in results {
-        let runs: Vec<(f64, f64)> = runs.iter().map(|r| (percentile(r, 0.5), percentile(r, 0.99))).collect();
+        let runs: Vec<(f64, f64)> = runs
+            .iter()
+            .map(|r| (percentile(r, 0.5), percentile(r, 0.99)))
+            .collect();
         let p50s: Vec<String> = runs.iter().map(|r| format!("{:.1}", r.0)).collect();
         let p99s: Vec<String> = runs.iter().map(|r| format!("{:.1}", r.1)).collect();
         rows.push_str(&format!(
@@ -560,7 +720,14 @@ mod tests {
     use crate::bench_media::{LatencyRun, LoadRun, MediaBench};
 
     fn load(calls: usize, cpu: f64) -> LoadRun {
-        LoadRun { calls, cpu_pct: cpu * calls as f64, idle_cpu_pct: 0.0, idle_rss_kib: 12_000.0, rss_kib: 12_000.0 + 100.0 * calls as f64, died: false }
+        LoadRun {
+            calls,
+            cpu_pct: cpu * calls as f64,
+            idle_cpu_pct: 0.0,
+            idle_rss_kib: 12_000.0,
+            rss_kib: 12_000.0 + 100.0 * calls as f64,
+            died: false,
+        }
     }
 
     /// Every section and plot from made-up figures: the report's shape, not its numbers.
@@ -570,18 +737,57 @@ mod tests {
         let mut results = BTreeMap::new();
         results.insert("http1", vec![samples(30.0), samples(31.0), samples(32.0)]);
         results.insert("h3", vec![samples(33.0), samples(34.0), samples(35.0)]);
-        let run = CpuRun { p50: 30_000.0, p50_handle: 27_000.0, p50_sign: 3_000.0, mean: 40_000.0 };
-        let cpu = CpuBench { native: vec![run; 3], wasm: vec![run; 3] };
-        let lat = |loss: f64| LatencyRun { loss_pct: loss, p50_ms: 40.0, p99_ms: 60.0, measured: 3, dropped: 0, samples: vec![40.0, 40.5, 60.0] };
-        let media = MediaBench { load: vec![load(1, 0.8), load(10, 0.3)], latency: vec![lat(0.0), lat(1.0)] };
-        let fa = FirstAudioCall { audio_ms: 260.0, nonzero_ms: 20.0, ok_to_rtp_ms: Some(1.0) };
+        let run = CpuRun {
+            p50: 30_000.0,
+            p50_handle: 27_000.0,
+            p50_sign: 3_000.0,
+            mean: 40_000.0,
+        };
+        let cpu = CpuBench {
+            native: vec![run; 3],
+            wasm: vec![run; 3],
+        };
+        let lat = |loss: f64| LatencyRun {
+            loss_pct: loss,
+            p50_ms: 40.0,
+            p99_ms: 60.0,
+            measured: 3,
+            dropped: 0,
+            samples: vec![40.0, 40.5, 60.0],
+        };
+        let media = MediaBench {
+            load: vec![load(1, 0.8), load(10, 0.3)],
+            latency: vec![lat(0.0), lat(1.0)],
+        };
+        let fa = FirstAudioCall {
+            audio_ms: 260.0,
+            nonzero_ms: 20.0,
+            ok_to_rtp_ms: Some(1.0),
+        };
         let calls = CallsBench {
-            invite: vec![("http1".into(), vec![samples(40.0)]), ("h3".into(), vec![samples(42.0)])],
-            first_audio: FirstAudio { cold: Some(fa), calls: vec![fa; 3], greeting_lead_ms: Some(257.0) },
-            local: LocalLoad { runs: vec![load(1, 5.0), load(10, 4.0)], line_s: 3.1, user_turns: vec![3, 3], failed: vec![] },
+            invite: vec![
+                ("http1".into(), vec![samples(40.0)]),
+                ("h3".into(), vec![samples(42.0)]),
+            ],
+            first_audio: FirstAudio {
+                cold: Some(fa),
+                calls: vec![fa; 3],
+                greeting_lead_ms: Some(257.0),
+            },
+            local: LocalLoad {
+                runs: vec![load(1, 5.0), load(10, 4.0)],
+                line_s: 3.1,
+                user_turns: vec![3, 3],
+                failed: vec![],
+            },
             local_error: None,
         };
-        let throughput = EdgeThroughput { empty: vec![(50.0, 160.0, 250.0)], stored: vec![(48.0, 165.0, 260.0)], stored_calls: 10_000, seed_secs: 200.0 };
+        let throughput = EdgeThroughput {
+            empty: vec![(50.0, 160.0, 250.0)],
+            stored: vec![(48.0, 165.0, 260.0)],
+            stored_calls: 10_000,
+            seed_secs: 200.0,
+        };
         let text = report_text(&results, &throughput, &cpu, &media, &calls);
         assert!(text.contains("**0.96x**"), "the ratio is stated");
         for needle in [
@@ -601,7 +807,13 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("xtask-bench-plots-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         write_plots(&dir, &results, &media, &calls).unwrap();
-        for f in ["lease_latency", "api_invite", "media_latency", "first_audio", "cpu_per_call"] {
+        for f in [
+            "lease_latency",
+            "api_invite",
+            "media_latency",
+            "first_audio",
+            "cpu_per_call",
+        ] {
             let bytes = std::fs::read(dir.join(format!("{f}.png"))).unwrap();
             assert_eq!(&bytes[1..4], b"PNG", "{f}");
         }

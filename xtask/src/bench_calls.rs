@@ -29,7 +29,9 @@ use time::format_description::well_known::Rfc3339;
 use voxline_e2e::fake_realtime::mulaw;
 use voxline_e2e::{flite_8k, free_tcp_udp_port, Edge, TestTenant};
 
-use crate::bench_media::{count, count_lines, median, percentile, place_calls, LoadRun, LoadSpec, SippMedia};
+use crate::bench_media::{
+    count, count_lines, median, percentile, place_calls, LoadRun, LoadSpec, SippMedia,
+};
 
 /// The local engine's agent: the demo's appointment script, but no reply
 /// ends the call and reprompts are the most the format allows (10), so a
@@ -46,7 +48,8 @@ goodbye: Thank you, goodbye.
 retries: 10
 [/script]";
 /// The script's greeting, as the engine says it (flite, its default voice).
-const GREETING: &str = "Hello, this is Demo Dental calling about your appointment tomorrow at ten. Can you make it?";
+const GREETING: &str =
+    "Hello, this is Demo Dental calling about your appointment tomorrow at ten. Can you make it?";
 const ENGINE_VOICE: &str = "kal16";
 
 /// What the load callee says (meant to match no rule: the agent reprompts).
@@ -74,7 +77,11 @@ pub fn first_audio_calls() -> usize {
 /// How long sipp holds each first-audio call before its BYE.
 const FIRST_AUDIO_HOLD_MS: u64 = 4_000;
 pub fn local_load_ns() -> &'static [usize] {
-    if crate::bench_media::quick() { &[1, 10] } else { &[1, 5, 10] }
+    if crate::bench_media::quick() {
+        &[1, 10]
+    } else {
+        &[1, 5, 10]
+    }
 }
 pub fn local_load_runs() -> usize {
     count(3, 1)
@@ -106,7 +113,10 @@ fn header_lines<'a>(msg: &'a str, name: &str, compact: Option<&str>) -> Vec<&'a 
 }
 
 fn header_value<'a>(msg: &'a str, name: &str, compact: Option<&str>) -> Option<&'a str> {
-    header_lines(msg, name, compact).first().and_then(|l| l.split_once(':')).map(|(_, v)| v.trim())
+    header_lines(msg, name, compact)
+        .first()
+        .and_then(|l| l.split_once(':'))
+        .map(|(_, v)| v.trim())
 }
 
 /// A `486 Busy Here` for `invite`: its Via(s), From, To (+ our tag),
@@ -114,13 +124,25 @@ fn header_value<'a>(msg: &'a str, name: &str, compact: Option<&str>) -> Option<&
 pub(crate) fn busy_here(invite: &str, tag: &str) -> Result<String, String> {
     let vias = header_lines(invite, "Via", Some("v"));
     let one = |name: &str, compact: Option<&str>| {
-        header_lines(invite, name, compact).first().copied().ok_or_else(|| format!("INVITE without {name}:\n{invite}"))
+        header_lines(invite, name, compact)
+            .first()
+            .copied()
+            .ok_or_else(|| format!("INVITE without {name}:\n{invite}"))
     };
     if vias.is_empty() {
         return Err(format!("INVITE without Via:\n{invite}"));
     }
-    let (from, to, call_id, cseq) = (one("From", Some("f"))?, one("To", Some("t"))?, one("Call-ID", Some("i"))?, one("CSeq", None)?);
-    let to = if to.to_ascii_lowercase().contains(";tag=") { to.to_string() } else { format!("{to};tag={tag}") };
+    let (from, to, call_id, cseq) = (
+        one("From", Some("f"))?,
+        one("To", Some("t"))?,
+        one("Call-ID", Some("i"))?,
+        one("CSeq", None)?,
+    );
+    let to = if to.to_ascii_lowercase().contains(";tag=") {
+        to.to_string()
+    } else {
+        format!("{to};tag={tag}")
+    };
     let mut r = String::from("SIP/2.0 486 Busy Here\r\n");
     for v in vias {
         r.push_str(v);
@@ -135,8 +157,14 @@ pub(crate) fn busy_here(invite: &str, tag: &str) -> Result<String, String> {
 }
 
 enum TrunkEvent {
-    Invite { uri: String, call_id: String, at: Instant },
-    Ack { call_id: String },
+    Invite {
+        uri: String,
+        call_id: String,
+        at: Instant,
+    },
+    Ack {
+        call_id: String,
+    },
     Bad(String),
 }
 
@@ -152,7 +180,8 @@ impl Trunk {
     fn start() -> Result<Trunk, String> {
         let sock = UdpSocket::bind("127.0.0.1:0").map_err(|e| format!("trunk socket: {e}"))?;
         let port = sock.local_addr().map_err(|e| e.to_string())?.port();
-        sock.set_read_timeout(Some(Duration::from_millis(100))).map_err(|e| e.to_string())?;
+        sock.set_read_timeout(Some(Duration::from_millis(100)))
+            .map_err(|e| e.to_string())?;
         let (tx, rx) = mpsc::channel();
         let stop = Arc::new(AtomicBool::new(false));
         let halt = stop.clone();
@@ -161,17 +190,25 @@ impl Trunk {
             // Retransmitted INVITEs get the same answer again.
             let mut answered: HashMap<String, String> = HashMap::new();
             while !halt.load(Ordering::Relaxed) {
-                let Ok((len, from)) = sock.recv_from(&mut buf) else { continue };
+                let Ok((len, from)) = sock.recv_from(&mut buf) else {
+                    continue;
+                };
                 // The arrival time, before any parsing.
                 let at = Instant::now();
                 let msg = String::from_utf8_lossy(&buf[..len]).into_owned();
-                let call_id = header_value(&msg, "Call-ID", Some("i")).unwrap_or_default().to_string();
+                let call_id = header_value(&msg, "Call-ID", Some("i"))
+                    .unwrap_or_default()
+                    .to_string();
                 if msg.starts_with("INVITE ") {
                     if let Some(r) = answered.get(&call_id) {
                         let _ = sock.send_to(r.as_bytes(), from);
                         continue;
                     }
-                    let uri = msg.split_whitespace().nth(1).unwrap_or_default().to_string();
+                    let uri = msg
+                        .split_whitespace()
+                        .nth(1)
+                        .unwrap_or_default()
+                        .to_string();
                     let event = match busy_here(&msg, &format!("bench{}", answered.len() + 1)) {
                         Ok(r) => match sock.send_to(r.as_bytes(), from) {
                             Ok(_) => {
@@ -190,7 +227,12 @@ impl Trunk {
                 }
             }
         });
-        Ok(Trunk { port, rx, stop, thread: Some(thread) })
+        Ok(Trunk {
+            port,
+            rx,
+            stop,
+            thread: Some(thread),
+        })
     }
 }
 
@@ -216,7 +258,9 @@ fn invite_once(edge: &Edge, key: &str, trunk: &Trunk) -> Result<(f64, String), S
     let left = || deadline.saturating_duration_since(Instant::now());
     let (call_id, at) = loop {
         match trunk.rx.recv_timeout(left()) {
-            Ok(TrunkEvent::Invite { uri, call_id, at }) if uri.contains(&phone[1..]) => break (call_id, at),
+            Ok(TrunkEvent::Invite { uri, call_id, at }) if uri.contains(&phone[1..]) => {
+                break (call_id, at)
+            }
             Ok(TrunkEvent::Bad(e)) => return Err(e),
             Ok(_) => continue, // a late ACK of an earlier call
             Err(_) => return Err(format!("no INVITE for {phone} (call {id}) within 10 s")),
@@ -246,35 +290,52 @@ pub fn api_invite(
 ) -> Result<Vec<Vec<f64>>, String> {
     let trunk = Trunk::start()?;
     // The same long-poll as the lease latency runs (the edge caps it at 2 s).
-    let sidecar = crate::bench_media::start_sidecar_with(edge, bin, dir, &format!("invite-{carrier}"), edge_url, env, trunk.port, 64, 20_000)?;
+    let sidecar = crate::bench_media::start_sidecar_with(
+        edge,
+        bin,
+        dir,
+        &format!("invite-{carrier}"),
+        edge_url,
+        env,
+        trunk.port,
+        64,
+        20_000,
+    )?;
     let mut runs = Vec::new();
     for run in 0..invite_runs() {
-        let mut lat = crate::step(&format!("API -> INVITE over {carrier}, run {}", run + 1), || {
-            let mut out = Vec::new();
-            let mut last = String::new();
-            for i in 0..invite_calls() + INVITE_WARMUP {
-                let (ms, id) = invite_once(edge, &tenant.key, &trunk)?;
-                if i >= INVITE_WARMUP {
-                    out.push(ms);
+        let mut lat = crate::step(
+            &format!("API -> INVITE over {carrier}, run {}", run + 1),
+            || {
+                let mut out = Vec::new();
+                let mut last = String::new();
+                for i in 0..invite_calls() + INVITE_WARMUP {
+                    let (ms, id) = invite_once(edge, &tenant.key, &trunk)?;
+                    if i >= INVITE_WARMUP {
+                        out.push(ms);
+                    }
+                    last = id;
                 }
-                last = id;
-            }
-            // The edge must have seen the 486 as `busy` (a wrong answer would not be).
-            let until = Instant::now() + Duration::from_secs(5);
-            loop {
-                let c = edge.call("GET", &format!("/v1/calls/{last}"), &tenant.key, None);
-                if c.json["status"] == "busy" {
-                    break;
+                // The edge must have seen the 486 as `busy` (a wrong answer would not be).
+                let until = Instant::now() + Duration::from_secs(5);
+                loop {
+                    let c = edge.call("GET", &format!("/v1/calls/{last}"), &tenant.key, None);
+                    if c.json["status"] == "busy" {
+                        break;
+                    }
+                    if Instant::now() > until {
+                        return Err(format!("call {last} should have ended busy: {}", c.text));
+                    }
+                    std::thread::sleep(Duration::from_millis(50));
                 }
-                if Instant::now() > until {
-                    return Err(format!("call {last} should have ended busy: {}", c.text));
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            Ok(out)
-        })?;
+                Ok(out)
+            },
+        )?;
         lat.sort_by(|a, b| a.total_cmp(b));
-        println!("  {carrier}: p50 {:.1} ms, p99 {:.1} ms", percentile(&lat, 0.5), percentile(&lat, 0.99));
+        println!(
+            "  {carrier}: p50 {:.1} ms, p99 {:.1} ms",
+            percentile(&lat, 0.5),
+            percentile(&lat, 0.99)
+        );
         runs.push(lat);
     }
     sidecar.stop();
@@ -292,9 +353,12 @@ pub fn ulaw_decode(b: u8) -> i16 {
     let exp = (u >> 4) & 7;
     let mag = (((i32::from(u & 0x0F)) << 3) + 0x84) << exp;
     let x = (mag - 0x84) as i16;
-    if u & 0x80 != 0 { -x } else { x }
+    if u & 0x80 != 0 {
+        -x
+    } else {
+        x
+    }
 }
-
 
 /// One first-audio call; times in ms.
 #[derive(Debug, Clone, Copy)]
@@ -317,7 +381,10 @@ pub struct FirstAudio {
 }
 
 fn unix_ms(t: SystemTime) -> f64 {
-    t.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs_f64() * 1000.0
+    t.duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs_f64()
+        * 1000.0
 }
 
 /// When sipp sent each INVITE's first 200 OK, in order, as unix ms, from
@@ -333,14 +400,22 @@ fn sipp_200_ok_times(log: &str) -> Vec<f64> {
         .unwrap_or_else(|| "+00:00".into());
     let mut seen = std::collections::HashSet::new();
     let mut out = Vec::new();
-    for block in log.split("----------------------------------------------- ").skip(1) {
+    for block in log
+        .split("----------------------------------------------- ")
+        .skip(1)
+    {
         let mut lines = block.lines();
         let stamp = lines.next().unwrap_or_default().trim();
         let sent = lines.next().is_some_and(|l| l.contains("message sent"));
-        if !sent || !block.contains("SIP/2.0 200 OK") || header_value(block, "CSeq", None).is_none_or(|c| !c.ends_with("INVITE")) {
+        if !sent
+            || !block.contains("SIP/2.0 200 OK")
+            || header_value(block, "CSeq", None).is_none_or(|c| !c.ends_with("INVITE"))
+        {
             continue;
         }
-        let call_id = header_value(block, "Call-ID", Some("i")).unwrap_or_default().to_string();
+        let call_id = header_value(block, "Call-ID", Some("i"))
+            .unwrap_or_default()
+            .to_string();
         if !seen.insert(call_id) {
             continue; // a retransmission
         }
@@ -354,7 +429,11 @@ fn sipp_200_ok_times(log: &str) -> Vec<f64> {
 
 /// RTP payload of `pkt` when it is a PCMU packet with this SSRC (any, if None).
 fn pcmu_payload(pkt: &[u8], ssrc: Option<[u8; 4]>) -> Option<&[u8]> {
-    if pkt.len() < 12 || pkt[0] >> 6 != 2 || pkt[1] & 0x7F != 0 || ssrc.is_some_and(|s| pkt[8..12] != s) {
+    if pkt.len() < 12
+        || pkt[0] >> 6 != 2
+        || pkt[1] & 0x7F != 0
+        || ssrc.is_some_and(|s| pkt[8..12] != s)
+    {
         return None;
     }
     let start = 12 + 4 * (pkt[0] & 0x0F) as usize;
@@ -363,7 +442,12 @@ fn pcmu_payload(pkt: &[u8], ssrc: Option<[u8; 4]>) -> Option<&[u8]> {
 
 /// Calls placed one after another to a sipp that answers each; this process
 /// is their RTP peer.
-pub fn first_audio(edge: &Edge, tenant: &TestTenant, bin: &Path, dir: &Path) -> Result<FirstAudio, String> {
+pub fn first_audio(
+    edge: &Edge,
+    tenant: &TestTenant,
+    bin: &Path,
+    dir: &Path,
+) -> Result<FirstAudio, String> {
     let sock = UdpSocket::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
     let rtp_port = sock.local_addr().map_err(|e| e.to_string())?.port();
     let sipp_port = free_tcp_udp_port();
@@ -385,20 +469,34 @@ pub fn first_audio(edge: &Edge, tenant: &TestTenant, bin: &Path, dir: &Path) -> 
     let mut rows = Vec::new();
     for i in 0..total {
         // Whatever the previous call left in the socket.
-        sock.set_read_timeout(Some(Duration::from_millis(5))).map_err(|e| e.to_string())?;
+        sock.set_read_timeout(Some(Duration::from_millis(5)))
+            .map_err(|e| e.to_string())?;
         while sock.recv_from(&mut buf).is_ok() {}
         let phone = format!("+1415560{:04}", NUMBER.fetch_add(1, Ordering::Relaxed));
         place_calls(edge, &tenant.key, &[phone])?;
-        sock.set_read_timeout(Some(Duration::from_secs(20))).map_err(|e| e.to_string())?;
-        let (len, _) = sock.recv_from(&mut buf).map_err(|e| format!("call {}: no RTP from the sidecar: {e}", i + 1))?;
+        sock.set_read_timeout(Some(Duration::from_secs(20)))
+            .map_err(|e| e.to_string())?;
+        let (len, _) = sock
+            .recv_from(&mut buf)
+            .map_err(|e| format!("call {}: no RTP from the sidecar: {e}", i + 1))?;
         let (t0, wall0) = (Instant::now(), SystemTime::now());
         if pcmu_payload(&buf[..len], None).is_none() {
-            return Err(format!("call {}: the sidecar's first packet is not PCMU RTP", i + 1));
+            return Err(format!(
+                "call {}: the sidecar's first packet is not PCMU RTP",
+                i + 1
+            ));
         }
         let ssrc = [buf[8], buf[9], buf[10], buf[11]];
         let (mut nonzero, mut audible) = (None, None);
-        let check = |p: &[u8], nonzero: &mut Option<Instant>, audible: &mut Option<Instant>, at: Instant| {
-            let max = p.iter().map(|&b| ulaw_decode(b).unsigned_abs()).max().unwrap_or(0);
+        let check = |p: &[u8],
+                     nonzero: &mut Option<Instant>,
+                     audible: &mut Option<Instant>,
+                     at: Instant| {
+            let max = p
+                .iter()
+                .map(|&b| ulaw_decode(b).unsigned_abs())
+                .max()
+                .unwrap_or(0);
             if max > 0 && nonzero.is_none() {
                 *nonzero = Some(at);
             }
@@ -406,27 +504,55 @@ pub fn first_audio(edge: &Edge, tenant: &TestTenant, bin: &Path, dir: &Path) -> 
                 *audible = Some(at);
             }
         };
-        check(pcmu_payload(&buf[..len], None).unwrap_or_default(), &mut nonzero, &mut audible, t0);
+        check(
+            pcmu_payload(&buf[..len], None).unwrap_or_default(),
+            &mut nonzero,
+            &mut audible,
+            t0,
+        );
         let deadline = t0 + Duration::from_secs(15);
-        sock.set_read_timeout(Some(Duration::from_millis(100))).map_err(|e| e.to_string())?;
+        sock.set_read_timeout(Some(Duration::from_millis(100)))
+            .map_err(|e| e.to_string())?;
         while audible.is_none() && Instant::now() < deadline {
-            let Ok((len, _)) = sock.recv_from(&mut buf) else { continue };
+            let Ok((len, _)) = sock.recv_from(&mut buf) else {
+                continue;
+            };
             let at = Instant::now();
             if let Some(p) = pcmu_payload(&buf[..len], Some(ssrc)) {
                 check(p, &mut nonzero, &mut audible, at);
             }
         }
         let (Some(nz), Some(au)) = (nonzero, audible) else {
-            return Err(format!("call {}: no audible audio within 15 s of the first RTP packet; see {}", i + 1, sidecar.log.display()));
+            return Err(format!(
+                "call {}: no audible audio within 15 s of the first RTP packet; see {}",
+                i + 1,
+                sidecar.log.display()
+            ));
         };
         let ms = |t: Instant| (t - t0).as_secs_f64() * 1000.0;
-        rows.push((FirstAudioCall { audio_ms: ms(au), nonzero_ms: ms(nz), ok_to_rtp_ms: None }, unix_ms(wall0)));
-        println!("  call {}: first RTP -> audible audio {:.1} ms (non-silent {:.1} ms)", i + 1, ms(au), ms(nz));
+        rows.push((
+            FirstAudioCall {
+                audio_ms: ms(au),
+                nonzero_ms: ms(nz),
+                ok_to_rtp_ms: None,
+            },
+            unix_ms(wall0),
+        ));
+        println!(
+            "  call {}: first RTP -> audible audio {:.1} ms (non-silent {:.1} ms)",
+            i + 1,
+            ms(au),
+            ms(nz)
+        );
         // One call at a time: wait for this one to be over.
         let until = Instant::now() + Duration::from_secs(FIRST_AUDIO_HOLD_MS / 1000 + 15);
         while count_lines(&sidecar.log(), "call released") <= i {
             if Instant::now() > until {
-                return Err(format!("call {} was not released; see {}", i + 1, sidecar.log.display()));
+                return Err(format!(
+                    "call {} was not released; see {}",
+                    i + 1,
+                    sidecar.log.display()
+                ));
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -441,7 +567,11 @@ pub fn first_audio(edge: &Edge, tenant: &TestTenant, bin: &Path, dir: &Path) -> 
             row.0.ok_to_rtp_ms = Some(row.1 - ok);
         }
     } else {
-        println!("  (sipp's message log has {} 200 OKs for {} calls: 200 OK times left out)", oks.len(), rows.len());
+        println!(
+            "  (sipp's message log has {} 200 OKs for {} calls: 200 OK times left out)",
+            oks.len(),
+            rows.len()
+        );
     }
     let mut rows = rows.into_iter().map(|r| r.0);
     // flite's own lead-in before the greeting's first audible sample.
@@ -449,7 +579,11 @@ pub fn first_audio(edge: &Edge, tenant: &TestTenant, bin: &Path, dir: &Path) -> 
         .ok()
         .and_then(|pcm| pcm.iter().position(|s| s.unsigned_abs() > AUDIBLE as u16))
         .map(|i| i as f64 / 8.0);
-    Ok(FirstAudio { cold: rows.next(), calls: rows.collect(), greeting_lead_ms })
+    Ok(FirstAudio {
+        cold: rows.next(),
+        calls: rows.collect(),
+        greeting_lead_ms,
+    })
 }
 
 // ------------------------------------------------------- local engine load
@@ -474,8 +608,32 @@ pub fn write_pcap(path: &Path, pcm: &[i16]) -> Result<(), String> {
         rtp.extend(frame.iter().map(|&s| mulaw(s)));
         let udp_len = 8 + rtp.len();
         let ip_len = 20 + udp_len;
-        let mut ip = vec![0x45, 0, (ip_len >> 8) as u8, ip_len as u8, 0, 0, 0x40, 0, 64, 17, 0, 0, 127, 0, 0, 1, 127, 0, 0, 1];
-        let sum = ip.chunks(2).map(|w| u32::from(u16::from_be_bytes([w[0], w[1]]))).sum::<u32>();
+        let mut ip = vec![
+            0x45,
+            0,
+            (ip_len >> 8) as u8,
+            ip_len as u8,
+            0,
+            0,
+            0x40,
+            0,
+            64,
+            17,
+            0,
+            0,
+            127,
+            0,
+            0,
+            1,
+            127,
+            0,
+            0,
+            1,
+        ];
+        let sum = ip
+            .chunks(2)
+            .map(|w| u32::from(u16::from_be_bytes([w[0], w[1]])))
+            .sum::<u32>();
         let sum = !(((sum & 0xFFFF) + (sum >> 16)) as u16);
         ip[10..12].copy_from_slice(&sum.to_be_bytes());
         let t = i as u64 * 20_000;
@@ -526,10 +684,18 @@ pub struct LocalLoad {
 /// Turns of `role` in a call's transcript.
 fn turns(edge: &Edge, key: &str, id: &str, role: &str) -> usize {
     let t = edge.call("GET", &format!("/v1/calls/{id}/transcript"), key, None);
-    t.json["turns"].as_array().map(|a| a.iter().filter(|x| x["role"] == role).count()).unwrap_or(0)
+    t.json["turns"]
+        .as_array()
+        .map(|a| a.iter().filter(|x| x["role"] == role).count())
+        .unwrap_or(0)
 }
 
-pub fn local_load(edge: &Edge, tenant: &TestTenant, bin: &Path, dir: &Path) -> Result<LocalLoad, String> {
+pub fn local_load(
+    edge: &Edge,
+    tenant: &TestTenant,
+    bin: &Path,
+    dir: &Path,
+) -> Result<LocalLoad, String> {
     let (pcap, line_s) = callee_pcap(dir)?;
     let spec = LoadSpec {
         name: "local-load",
@@ -539,12 +705,16 @@ pub fn local_load(edge: &Edge, tenant: &TestTenant, bin: &Path, dir: &Path) -> R
         settle_ms: LOCAL_SETTLE_MS,
         window_ms: LOCAL_WINDOW_MS,
     };
-    let mut out = LocalLoad { line_s, ..Default::default() };
+    let mut out = LocalLoad {
+        line_s,
+        ..Default::default()
+    };
     for &n in local_load_ns() {
         for run in 0..local_load_runs() {
-            let step = crate::step(&format!("local engine load, {n} concurrent calls, run {}", run + 1), || {
-                crate::bench_media::load_run_with(edge, tenant, bin, dir, n, run, &spec)
-            });
+            let step = crate::step(
+                &format!("local engine load, {n} concurrent calls, run {}", run + 1),
+                || crate::bench_media::load_run_with(edge, tenant, bin, dir, n, run, &spec),
+            );
             // One failed run (e.g. the sidecar dying mid-window) must not lose the rest.
             let (r, ids) = match step {
                 Ok(x) => x,
@@ -555,14 +725,29 @@ pub fn local_load(edge: &Edge, tenant: &TestTenant, bin: &Path, dir: &Path) -> R
                 }
             };
             // The transcript is saved as the call ends; the run waited for that.
-            let heard = ids.first().map(|id| turns(edge, &tenant.key, id, "user")).unwrap_or(0);
-            let said = ids.first().map(|id| turns(edge, &tenant.key, id, "ai")).unwrap_or(0);
+            let heard = ids
+                .first()
+                .map(|id| turns(edge, &tenant.key, id, "user"))
+                .unwrap_or(0);
+            let said = ids
+                .first()
+                .map(|id| turns(edge, &tenant.key, id, "ai"))
+                .unwrap_or(0);
             if said == 0 {
                 // No greeting: the engine never ran, the window measured idle calls.
-                out.failed.push((n, format!("the call checked ({}) has no AI turn in its transcript", ids.first().cloned().unwrap_or_default())));
+                out.failed.push((
+                    n,
+                    format!(
+                        "the call checked ({}) has no AI turn in its transcript",
+                        ids.first().cloned().unwrap_or_default()
+                    ),
+                ));
                 continue;
             }
-            println!("  {}; callee turns transcribed in one call: {heard}", r.summary());
+            println!(
+                "  {}; callee turns transcribed in one call: {heard}",
+                r.summary()
+            );
             out.runs.push(r);
             out.user_turns.push(heard);
         }
@@ -588,7 +773,9 @@ pub struct CallsBench {
 pub fn local_parts(edge: &Edge, bin: &Path, dir: &Path, out: &mut CallsBench) {
     let r = (|| -> Result<(), String> {
         let tenant = crate::bench_media::bench_tenant(edge, "local-bench", "local", Some(SCRIPT))?;
-        out.first_audio = crate::step("answer -> first AI audio (local engine)", || first_audio(edge, &tenant, bin, dir))?;
+        out.first_audio = crate::step("answer -> first AI audio (local engine)", || {
+            first_audio(edge, &tenant, bin, dir)
+        })?;
         out.local = local_load(edge, &tenant, bin, dir)?;
         Ok(())
     })();
@@ -601,7 +788,12 @@ pub fn local_parts(edge: &Edge, bin: &Path, dir: &Path, out: &mut CallsBench) {
 fn stats(v: &[f64]) -> (f64, f64, f64, f64) {
     let mut s = v.to_vec();
     s.sort_by(|a, b| a.total_cmp(b));
-    (percentile(&s, 0.5), percentile(&s, 0.99), s[0], s[s.len() - 1])
+    (
+        percentile(&s, 0.5),
+        percentile(&s, 0.99),
+        s[0],
+        s[s.len() - 1],
+    )
 }
 
 /// Both report parts (for `bench-calls`).
@@ -616,7 +808,12 @@ pub fn report_invite(c: &CallsBench) -> String {
         let mut rows = String::new();
         for (carrier, runs) in &c.invite {
             let p = |q: f64| runs.iter().map(|r| percentile(r, q)).collect::<Vec<_>>();
-            let show = |v: &[f64]| v.iter().map(|x| format!("{x:.1}")).collect::<Vec<_>>().join(" / ");
+            let show = |v: &[f64]| {
+                v.iter()
+                    .map(|x| format!("{x:.1}"))
+                    .collect::<Vec<_>>()
+                    .join(" / ")
+            };
             rows.push_str(&format!(
                 "| {carrier} | {:.1} | {:.1} | {} | {} |\n",
                 median(p(0.5)),
@@ -668,10 +865,17 @@ pub fn report_local(c: &CallsBench, echo_load: &[LoadRun]) -> String {
         rows.push_str(&row("first RTP -> first non-silent packet", &nonzero));
         if ok.len() == fa.calls.len() {
             rows.push_str(&row("sipp sent 200 OK -> first RTP here", &ok));
-            let total: Vec<f64> = fa.calls.iter().filter_map(|r| Some(r.ok_to_rtp_ms? + r.audio_ms)).collect();
+            let total: Vec<f64> = fa
+                .calls
+                .iter()
+                .filter_map(|r| Some(r.ok_to_rtp_ms? + r.audio_ms))
+                .collect();
             rows.push_str(&row("sipp sent 200 OK -> first audible packet", &total));
         }
-        let cold = fa.cold.map(|c| format!("{:.1} ms", c.audio_ms)).unwrap_or_else(|| "-".into());
+        let cold = fa
+            .cold
+            .map(|c| format!("{:.1} ms", c.audio_ms))
+            .unwrap_or_else(|| "-".into());
         let lead = fa
             .greeting_lead_ms
             .map(|ms| format!(" The greeting as flite (`{ENGINE_VOICE}`) makes it starts with {ms:.0} ms below the threshold (its lead-in, measured on flite's output here), so most of the first row is that lead-in; the engine itself is ready about when the non-silent row says."))
@@ -702,13 +906,23 @@ pub fn report_local(c: &CallsBench, echo_load: &[LoadRun]) -> String {
     let l = &c.local;
     if !l.runs.is_empty() {
         let rows = crate::bench_media::load_rows(&l.runs, local_load_ns(), 1);
-        let turns = l.user_turns.iter().map(|t| t.to_string()).collect::<Vec<_>>().join(", ");
+        let turns = l
+            .user_turns
+            .iter()
+            .map(|t| t.to_string())
+            .collect::<Vec<_>>()
+            .join(", ");
         // The first call also loads what a process loads once (the CMU
         // dictionary, flite's voice): the slope between the extremes is the
         // cost of one more call.
         let ns = local_load_ns();
         let rss_at = |n: usize| {
-            let v: Vec<f64> = l.runs.iter().filter(|r| r.calls == n).map(|r| r.rss_kib).collect();
+            let v: Vec<f64> = l
+                .runs
+                .iter()
+                .filter(|r| r.calls == n)
+                .map(|r| r.rss_kib)
+                .collect();
             (!v.is_empty()).then(|| median(v))
         };
         let marginal = match (ns.first(), ns.last()) {
@@ -723,8 +937,21 @@ pub fn report_local(c: &CallsBench, echo_load: &[LoadRun]) -> String {
             },
             _ => String::new(),
         };
-        let failed: String = l.failed.iter().map(|(n, e)| format!("\n- a run with {n} calls failed: {}", e.lines().next().unwrap_or_default())).collect();
-        let failed = if failed.is_empty() { failed } else { format!("\n\nRuns not counted above:{failed}") };
+        let failed: String = l
+            .failed
+            .iter()
+            .map(|(n, e)| {
+                format!(
+                    "\n- a run with {n} calls failed: {}",
+                    e.lines().next().unwrap_or_default()
+                )
+            })
+            .collect();
+        let failed = if failed.is_empty() {
+            failed
+        } else {
+            format!("\n\nRuns not counted above:{failed}")
+        };
         let died = l.runs.iter().filter(|r| r.died).count();
         let died = if died == 0 {
             String::new()
@@ -735,7 +962,11 @@ pub fn report_local(c: &CallsBench, echo_load: &[LoadRun]) -> String {
                 l.runs.len()
             )
         };
-        let echo_note = if echo_load.is_empty() { "" } else { " The plot puts it next to the echo engine's load above (log scale)." };
+        let echo_note = if echo_load.is_empty() {
+            ""
+        } else {
+            " The plot puts it next to the echo engine's load above (log scale)."
+        };
         out.push_str(&format!(
             "## Local engine: CPU and memory per concurrent call\n\n\
              As the echo load above (fresh release sidecar per run, N calls placed at once, `/proc` CPU and\n\
@@ -774,40 +1005,76 @@ pub fn plots(c: &CallsBench, echo_load: &[LoadRun], dir: &Path) -> Result<(), St
         let series: Vec<Samples> = c
             .invite
             .iter()
-            .map(|(carrier, runs)| Samples { label: format!("{carrier}, {} runs", runs.len()), values: runs.concat() })
+            .map(|(carrier, runs)| Samples {
+                label: format!("{carrier}, {} runs", runs.len()),
+                values: runs.concat(),
+            })
             .collect();
-        cdf(&dir.join("api_invite.png"), "API POST -> SIP INVITE at the trunk", "latency (ms)", &series)?;
+        cdf(
+            &dir.join("api_invite.png"),
+            "API POST -> SIP INVITE at the trunk",
+            "latency (ms)",
+            &series,
+        )?;
     }
     if !c.first_audio.calls.is_empty() {
         let fa = &c.first_audio.calls;
-        let mut series = vec![
-            Samples { label: "first RTP -> audible AI audio".into(), values: fa.iter().map(|r| r.audio_ms).collect() },
-        ];
+        let mut series = vec![Samples {
+            label: "first RTP -> audible AI audio".into(),
+            values: fa.iter().map(|r| r.audio_ms).collect(),
+        }];
         if fa.iter().all(|r| r.ok_to_rtp_ms.is_some()) {
             series.push(Samples {
                 label: "sipp 200 OK -> audible AI audio".into(),
-                values: fa.iter().filter_map(|r| Some(r.ok_to_rtp_ms? + r.audio_ms)).collect(),
+                values: fa
+                    .iter()
+                    .filter_map(|r| Some(r.ok_to_rtp_ms? + r.audio_ms))
+                    .collect(),
             });
         }
-        cdf(&dir.join("first_audio.png"), "Answer -> first AI audio (local engine)", "time (ms)", &series)?;
+        cdf(
+            &dir.join("first_audio.png"),
+            "Answer -> first AI audio (local engine)",
+            "time (ms)",
+            &series,
+        )?;
     }
     let points = |name: &str, runs: &[LoadRun], ns: &[usize]| {
-        let pts: Vec<(f64, f64)> = runs.iter().map(|r| (r.calls as f64, r.cpu_per_call().max(1e-3))).collect();
+        let pts: Vec<(f64, f64)> = runs
+            .iter()
+            .map(|r| (r.calls as f64, r.cpu_per_call().max(1e-3)))
+            .collect();
         let line = ns
             .iter()
             .filter_map(|&n| {
-                let v: Vec<f64> = runs.iter().filter(|r| r.calls == n).map(|r| r.cpu_per_call().max(1e-3)).collect();
+                let v: Vec<f64> = runs
+                    .iter()
+                    .filter(|r| r.calls == n)
+                    .map(|r| r.cpu_per_call().max(1e-3))
+                    .collect();
                 (!v.is_empty()).then(|| (n as f64, median(v)))
             })
             .collect();
-        Points { label: name.to_string(), points: pts, line }
+        Points {
+            label: name.to_string(),
+            points: pts,
+            line,
+        }
     };
     let mut series = Vec::new();
     if !echo_load.is_empty() {
-        series.push(points("echo engine, sipp echoes", echo_load, crate::bench_media::load_ns()));
+        series.push(points(
+            "echo engine, sipp echoes",
+            echo_load,
+            crate::bench_media::load_ns(),
+        ));
     }
     if !c.local.runs.is_empty() {
-        series.push(points("local engine, caller speaks", &c.local.runs, local_load_ns()));
+        series.push(points(
+            "local engine, caller speaks",
+            &c.local.runs,
+            local_load_ns(),
+        ));
     }
     if !series.is_empty() {
         xy(
@@ -857,7 +1124,11 @@ pub type Carrier = (&'static str, String, Vec<(&'static str, String)>);
 pub fn invite_carriers(edge: &Edge, caddy_port: u16, pki: &voxline_e2e::Pki) -> Vec<Carrier> {
     vec![
         ("http1", edge.base.clone(), Vec::new()),
-        ("h3", format!("https+h3://127.0.0.1:{caddy_port}"), vec![("VOXLINE_CA_CERT", pki.ca.display().to_string())]),
+        (
+            "h3",
+            format!("https+h3://127.0.0.1:{caddy_port}"),
+            vec![("VOXLINE_CA_CERT", pki.ca.display().to_string())],
+        ),
     ]
 }
 
@@ -881,7 +1152,10 @@ mod tests {
         let r = busy_here(INVITE, "t1").unwrap();
         assert!(r.starts_with("SIP/2.0 486 Busy Here\r\n"));
         let lines: Vec<&str> = r.split("\r\n").collect();
-        assert_eq!(lines[1], "Via: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKa;rport");
+        assert_eq!(
+            lines[1],
+            "Via: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKa;rport"
+        );
         assert_eq!(lines[2], "v: SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bKb");
         assert_eq!(lines[3], "f: <sip:+15550001111@127.0.0.1>;tag=abc");
         assert_eq!(lines[4], "To: <sip:+14155590001@127.0.0.1:5070>;tag=t1");
@@ -904,7 +1178,10 @@ mod tests {
         assert_eq!(mulaw(0), 0xFF);
         for x in [-32000i16, -1000, -100, -9, 9, 100, 1000, 8000, 32000] {
             let y = ulaw_decode(mulaw(x));
-            assert!((i32::from(x) - i32::from(y)).abs() <= i32::from(x).abs() / 16 + 8, "{x} -> {y}");
+            assert!(
+                (i32::from(x) - i32::from(y)).abs() <= i32::from(x).abs() / 16 + 8,
+                "{x} -> {y}"
+            );
         }
         // Every code decodes to what it re-encodes from.
         for b in 0..=255u8 {
@@ -940,7 +1217,10 @@ mod tests {
         assert_eq!(&b[..4], &[0xD4, 0xC3, 0xB2, 0xA1]);
         // Second record: 20 ms after the first; its RTP payload is mu-law silence.
         let rec = 24 + 16 + 214;
-        assert_eq!(u32::from_le_bytes([b[rec + 4], b[rec + 5], b[rec + 6], b[rec + 7]]), 20_000);
+        assert_eq!(
+            u32::from_le_bytes([b[rec + 4], b[rec + 5], b[rec + 6], b[rec + 7]]),
+            20_000
+        );
         assert!(b[rec + 16 + 54..rec + 16 + 214].iter().all(|&x| x == 0xFF));
     }
 }

@@ -45,11 +45,19 @@ pub fn quick() -> bool {
 
 /// `full`, or `quick` under `VOXLINE_BENCH_QUICK=1`.
 pub fn count(full: usize, quick_n: usize) -> usize {
-    if quick() { quick_n } else { full }
+    if quick() {
+        quick_n
+    } else {
+        full
+    }
 }
 
 pub fn load_ns() -> &'static [usize] {
-    if quick() { LOAD_NS_QUICK } else { LOAD_NS_FULL }
+    if quick() {
+        LOAD_NS_QUICK
+    } else {
+        LOAD_NS_FULL
+    }
 }
 
 pub fn load_runs() -> usize {
@@ -122,7 +130,9 @@ impl Proc {
     }
     /// SIGTERM, then SIGKILL after 5 s.
     pub(crate) fn stop(mut self) {
-        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
         let until = Instant::now() + Duration::from_secs(5);
         while Instant::now() < until {
             if let Ok(Some(_)) = self.child.try_wait() {
@@ -159,29 +169,61 @@ pub fn echo_tenant(edge: &Edge) -> Result<TestTenant, String> {
 
 /// A tenant whose limits never get in the way; its default agent uses
 /// `engine` (and `prompt` as its system prompt, when given).
-pub fn bench_tenant(edge: &Edge, name: &str, engine: &str, prompt: Option<&str>) -> Result<TestTenant, String> {
+pub fn bench_tenant(
+    edge: &Edge,
+    name: &str,
+    engine: &str,
+    prompt: Option<&str>,
+) -> Result<TestTenant, String> {
     let t = edge.provision_tenant(name);
     let limits = json!({"rate_limits": {"per_key": {"limit": 1_000_000, "window_seconds": 60},
                                         "per_ip": {"limit": 1_000_000, "window_seconds": 60},
                                         "per_number": {"limit": 1_000_000, "window_seconds": 60}}});
     let r = edge.admin("PATCH", &format!("/admin/tenants/{}", t.id), Some(&limits));
     if r.status != 200 {
-        return Err(format!("raising the media bench tenant's limits: {} {}", r.status, r.text));
+        return Err(format!(
+            "raising the media bench tenant's limits: {} {}",
+            r.status, r.text
+        ));
     }
     let mut agent = json!({"default_engine": engine});
     if let Some(p) = prompt {
         agent["system_prompt"] = json!(p);
     }
-    let r = edge.admin("PATCH", &format!("/admin/tenants/{}/agents/{}", t.id, t.agent_id), Some(&agent));
+    let r = edge.admin(
+        "PATCH",
+        &format!("/admin/tenants/{}/agents/{}", t.id, t.agent_id),
+        Some(&agent),
+    );
     if r.status != 200 {
-        return Err(format!("setting the {engine} engine: {} {}", r.status, r.text));
+        return Err(format!(
+            "setting the {engine} engine: {} {}",
+            r.status, r.text
+        ));
     }
     Ok(t)
 }
 
 /// The release sidecar with one trunk (sipp on `trunk_port`), `capacity` calls.
-pub(crate) fn start_sidecar(edge: &Edge, bin: &Path, dir: &Path, id: &str, trunk_port: u16, capacity: usize) -> Result<Proc, String> {
-    start_sidecar_with(edge, bin, dir, id, &edge.base, &[], trunk_port, capacity, 1000)
+pub(crate) fn start_sidecar(
+    edge: &Edge,
+    bin: &Path,
+    dir: &Path,
+    id: &str,
+    trunk_port: u16,
+    capacity: usize,
+) -> Result<Proc, String> {
+    start_sidecar_with(
+        edge,
+        bin,
+        dir,
+        id,
+        &edge.base,
+        &[],
+        trunk_port,
+        capacity,
+        1000,
+    )
 }
 
 /// As [`start_sidecar`], leasing from `edge_url` (e.g. `https+h3://` via
@@ -198,9 +240,16 @@ pub(crate) fn start_sidecar_with(
     capacity: usize,
     lease_wait_ms: u32,
 ) -> Result<Proc, String> {
-    let cred = edge.admin("POST", "/admin/sidecars", Some(&json!({"sidecar_id": id, "region": "local"})));
+    let cred = edge.admin(
+        "POST",
+        "/admin/sidecars",
+        Some(&json!({"sidecar_id": id, "region": "local"})),
+    );
     if cred.status != 201 {
-        return Err(format!("sidecar credentials: {} {}", cred.status, cred.text));
+        return Err(format!(
+            "sidecar credentials: {} {}",
+            cred.status, cred.text
+        ));
     }
     let config = format!(
         "edge_url = \"{edge_url}\"\nsidecar_id = \"{id}\"\nregion = \"local\"\ncapacity = {capacity}\nlease_wait_ms = {lease_wait_ms}\n\n\
@@ -214,7 +263,10 @@ pub(crate) fn start_sidecar_with(
     let child = Command::new(bin)
         .arg("--config")
         .arg(&path)
-        .env("VOXLINE_SIDECAR_SECRET", cred.json["secret"].as_str().unwrap_or_default())
+        .env(
+            "VOXLINE_SIDECAR_SECRET",
+            cred.json["secret"].as_str().unwrap_or_default(),
+        )
         .env("RUST_LOG", "info")
         .envs(env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
@@ -246,21 +298,42 @@ pub(crate) enum SippMedia<'a> {
 
 /// sipp answering `calls` calls with the hold-then-BYE scenario
 /// (`tests/sipp/bench-uas-pcap.xml` when it plays a pcap).
-pub(crate) fn start_sipp(dir: &Path, name: &str, port: u16, calls: usize, hold_ms: u64, media: SippMedia, extra: &[&str]) -> Result<Proc, String> {
-    let file = if matches!(media, SippMedia::Pcap(..)) { "tests/sipp/bench-uas-pcap.xml" } else { "tests/sipp/uas_hold_bye.xml" };
-    let template = std::fs::read_to_string(repo_root().join(file)).map_err(|e| format!("{file}: {e}"))?;
+pub(crate) fn start_sipp(
+    dir: &Path,
+    name: &str,
+    port: u16,
+    calls: usize,
+    hold_ms: u64,
+    media: SippMedia,
+    extra: &[&str],
+) -> Result<Proc, String> {
+    let file = if matches!(media, SippMedia::Pcap(..)) {
+        "tests/sipp/bench-uas-pcap.xml"
+    } else {
+        "tests/sipp/uas_hold_bye.xml"
+    };
+    let template =
+        std::fs::read_to_string(repo_root().join(file)).map_err(|e| format!("{file}: {e}"))?;
     let (media_port, pcap) = match media {
         SippMedia::Peer(p) => (p.to_string(), String::new()),
         SippMedia::Echo(_) => ("[media_port]".to_string(), String::new()),
         SippMedia::Pcap(_, f) => ("[media_port]".to_string(), f.display().to_string()),
     };
     let scenario = dir.join(format!("{name}.xml"));
-    std::fs::write(&scenario, template.replace("MEDIA_PORT", &media_port).replace("HOLD_MS", &hold_ms.to_string()).replace("PCAP_FILE", &pcap))
-        .map_err(|e| e.to_string())?;
+    std::fs::write(
+        &scenario,
+        template
+            .replace("MEDIA_PORT", &media_port)
+            .replace("HOLD_MS", &hold_ms.to_string())
+            .replace("PCAP_FILE", &pcap),
+    )
+    .map_err(|e| e.to_string())?;
     let log = dir.join(format!("{name}.log"));
     let file = std::fs::File::create(&log).map_err(|e| e.to_string())?;
     let mut cmd = Command::new("sipp");
-    cmd.arg("-sf").arg(&scenario).args(["-i", "127.0.0.1", "-p", &port.to_string()]);
+    cmd.arg("-sf")
+        .arg(&scenario)
+        .args(["-i", "127.0.0.1", "-p", &port.to_string()]);
     match media {
         SippMedia::Peer(_) => {}
         SippMedia::Echo(mp) => {
@@ -271,15 +344,24 @@ pub(crate) fn start_sipp(dir: &Path, name: &str, port: u16, calls: usize, hold_m
         }
     }
     cmd.args(extra);
-    cmd.args(["-m", &calls.to_string(), "-nostdin", "-timeout", "90s", "-timeout_error"])
-        .arg("-trace_err")
-        .arg("-error_file")
-        .arg(dir.join(format!("{name}-errors.log")))
-        .current_dir(dir)
-        .stdin(Stdio::null())
-        .stdout(file.try_clone().map_err(|e| e.to_string())?)
-        .stderr(file);
-    let child = cmd.spawn().map_err(|e| format!("sipp (Debian sip-tester): {e}"))?;
+    cmd.args([
+        "-m",
+        &calls.to_string(),
+        "-nostdin",
+        "-timeout",
+        "90s",
+        "-timeout_error",
+    ])
+    .arg("-trace_err")
+    .arg("-error_file")
+    .arg(dir.join(format!("{name}-errors.log")))
+    .current_dir(dir)
+    .stdin(Stdio::null())
+    .stdout(file.try_clone().map_err(|e| e.to_string())?)
+    .stderr(file);
+    let child = cmd
+        .spawn()
+        .map_err(|e| format!("sipp (Debian sip-tester): {e}"))?;
     std::thread::sleep(Duration::from_millis(300));
     Ok(Proc { child, log })
 }
@@ -287,14 +369,22 @@ pub(crate) fn start_sipp(dir: &Path, name: &str, port: u16, calls: usize, hold_m
 pub(crate) fn cpu_ticks(pid: u32) -> Result<u64, String> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).map_err(|e| e.to_string())?;
     // Fields after the parenthesised command: state is field 3, utime 14, stime 15.
-    let rest = stat.rsplit_once(')').map(|(_, r)| r).ok_or("bad /proc stat")?;
+    let rest = stat
+        .rsplit_once(')')
+        .map(|(_, r)| r)
+        .ok_or("bad /proc stat")?;
     let f: Vec<&str> = rest.split_whitespace().collect();
-    let num = |i: usize| f.get(i - 3).and_then(|v| v.parse::<u64>().ok()).ok_or("bad /proc stat field");
+    let num = |i: usize| {
+        f.get(i - 3)
+            .and_then(|v| v.parse::<u64>().ok())
+            .ok_or("bad /proc stat field")
+    };
     Ok(num(14)? + num(15)?)
 }
 
 pub(crate) fn rss_kib(pid: u32) -> Result<f64, String> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).map_err(|e| e.to_string())?;
+    let status =
+        std::fs::read_to_string(format!("/proc/{pid}/status")).map_err(|e| e.to_string())?;
     status
         .lines()
         .find(|l| l.starts_with("VmRSS:"))
@@ -313,7 +403,11 @@ pub(crate) fn clock_ticks_per_sec() -> f64 {
 }
 
 /// Places one call per phone, all at once; returns their ids in order.
-pub(crate) fn place_calls(edge: &Edge, key: &str, phones: &[String]) -> Result<Vec<String>, String> {
+pub(crate) fn place_calls(
+    edge: &Edge,
+    key: &str,
+    phones: &[String],
+) -> Result<Vec<String>, String> {
     let results: Vec<Result<String, String>> = std::thread::scope(|s| {
         let handles: Vec<_> = phones
             .iter()
@@ -327,7 +421,10 @@ pub(crate) fn place_calls(edge: &Edge, key: &str, phones: &[String]) -> Result<V
                 })
             })
             .collect();
-        handles.into_iter().map(|h| h.join().unwrap_or_else(|_| Err("thread panicked".into()))).collect()
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|_| Err("thread panicked".into())))
+            .collect()
     });
     results.into_iter().collect()
 }
@@ -352,11 +449,24 @@ pub(crate) struct LoadSpec<'a> {
 }
 
 /// The echo-engine load of the media section.
-const ECHO_LOAD: LoadSpec<'static> =
-    LoadSpec { name: "load", prefix: "556", pcap: None, hold_ms: HOLD_MS, settle_ms: 500, window_ms: WINDOW_MS };
+const ECHO_LOAD: LoadSpec<'static> = LoadSpec {
+    name: "load",
+    prefix: "556",
+    pcap: None,
+    hold_ms: HOLD_MS,
+    settle_ms: 500,
+    window_ms: WINDOW_MS,
+};
 
 /// One load run: a fresh sidecar, `n` calls at once, CPU and RSS while all are up.
-pub fn load_run(edge: &Edge, tenant: &TestTenant, bin: &Path, dir: &Path, n: usize, run: usize) -> Result<LoadRun, String> {
+pub fn load_run(
+    edge: &Edge,
+    tenant: &TestTenant,
+    bin: &Path,
+    dir: &Path,
+    n: usize,
+    run: usize,
+) -> Result<LoadRun, String> {
     load_run_with(edge, tenant, bin, dir, n, run, &ECHO_LOAD).map(|r| r.0)
 }
 
@@ -377,7 +487,15 @@ pub(crate) fn load_run_with(
         Some(p) => SippMedia::Pcap(media_port, p),
         None => SippMedia::Echo(media_port),
     };
-    let mut sipp = start_sipp(dir, &format!("{name}-sipp-{n}-{run}"), sipp_port, n, hold_ms, media, &[])?;
+    let mut sipp = start_sipp(
+        dir,
+        &format!("{name}-sipp-{n}-{run}"),
+        sipp_port,
+        n,
+        hold_ms,
+        media,
+        &[],
+    )?;
     let id = format!("{name}-{n}-{run}");
     let sidecar = start_sidecar(edge, bin, dir, &id, sipp_port, n.max(2))?;
     let pid = sidecar.pid();
@@ -387,7 +505,9 @@ pub(crate) fn load_run_with(
     let (c0, t0) = (cpu_ticks(pid)?, Instant::now());
     std::thread::sleep(Duration::from_millis(IDLE_MS));
     let idle_cpu_pct = (cpu_ticks(pid)? - c0) as f64 / hz / t0.elapsed().as_secs_f64() * 100.0;
-    let phones: Vec<String> = (0..n).map(|i| format!("+1{}{run:02}{n:03}{i:04}", spec.prefix)).collect();
+    let phones: Vec<String> = (0..n)
+        .map(|i| format!("+1{}{run:02}{n:03}{i:04}", spec.prefix))
+        .collect();
     let ids = place_calls(edge, &tenant.key, &phones)?;
     let until = Instant::now() + Duration::from_secs(30);
     let first = loop {
@@ -396,7 +516,11 @@ pub(crate) fn load_run_with(
             break log;
         }
         if Instant::now() > until {
-            return Err(format!("only {} of {n} calls answered; sidecar log tail:\n{}", count_lines(&log, "media negotiated"), tail(&log, 20)));
+            return Err(format!(
+                "only {} of {n} calls answered; sidecar log tail:\n{}",
+                count_lines(&log, "media negotiated"),
+                tail(&log, 20)
+            ));
         }
         std::thread::sleep(Duration::from_millis(20));
     };
@@ -420,11 +544,19 @@ pub(crate) fn load_run_with(
     // window's figures stand, and the run says it died.
     let died = sidecar.child.try_wait().ok().flatten();
     if let Some(status) = died {
-        println!("  the sidecar died ({status}) after the sampling window; log tail:\n{}", tail(&sidecar.log(), 3));
+        println!(
+            "  the sidecar died ({status}) after the sampling window; log tail:\n{}",
+            tail(&sidecar.log(), 3)
+        );
     } else {
         match sipp_end {
             Some(s) if s.success() => {}
-            other => return Err(format!("sipp ({n} calls) did not finish cleanly: {other:?}; see {}", sipp.log.display())),
+            other => {
+                return Err(format!(
+                    "sipp ({n} calls) did not finish cleanly: {other:?}; see {}",
+                    sipp.log.display()
+                ))
+            }
         }
     }
     let until = Instant::now() + Duration::from_secs(10);
@@ -443,7 +575,17 @@ pub(crate) fn load_run_with(
     if died.is_none() && released < n {
         return Err(format!("only {released} of {n} calls were released after sipp hung up: call tasks stuck; see {log_path}"));
     }
-    Ok((LoadRun { calls: n, cpu_pct, idle_cpu_pct, idle_rss_kib: idle, rss_kib: rss, died: died.is_some() }, ids))
+    Ok((
+        LoadRun {
+            calls: n,
+            cpu_pct,
+            idle_cpu_pct,
+            idle_rss_kib: idle,
+            rss_kib: rss,
+            died: died.is_some(),
+        },
+        ids,
+    ))
 }
 
 fn tail(log: &str, n: usize) -> String {
@@ -453,32 +595,61 @@ fn tail(log: &str, n: usize) -> String {
 
 /// Mu-law codes 0x20..=0x2F and 0x55 decode and re-encode to themselves.
 fn tag(seq: u16) -> [u8; 5] {
-    [0x20 | (seq >> 12) as u8 & 0xF, 0x20 | (seq >> 8) as u8 & 0xF, 0x20 | (seq >> 4) as u8 & 0xF, 0x20 | seq as u8 & 0xF, 0x55]
+    [
+        0x20 | (seq >> 12) as u8 & 0xF,
+        0x20 | (seq >> 8) as u8 & 0xF,
+        0x20 | (seq >> 4) as u8 & 0xF,
+        0x20 | seq as u8 & 0xF,
+        0x55,
+    ]
 }
 
 fn untag(p: &[u8]) -> Option<u16> {
     if p.len() < 5 || p[4] != 0x55 || !p[..4].iter().all(|b| b & 0xF0 == 0x20) {
         return None;
     }
-    Some(p[..4].iter().fold(0u16, |acc, b| (acc << 4) | u16::from(b & 0xF)))
+    Some(
+        p[..4]
+            .iter()
+            .fold(0u16, |acc, b| (acc << 4) | u16::from(b & 0xF)),
+    )
 }
 
 /// One latency run: one call, the RTP peer here, `loss` of sent packets dropped.
-pub fn latency_run(edge: &Edge, tenant: &TestTenant, bin: &Path, dir: &Path, loss: f64, run: usize) -> Result<LatencyRun, String> {
+pub fn latency_run(
+    edge: &Edge,
+    tenant: &TestTenant,
+    bin: &Path,
+    dir: &Path,
+    loss: f64,
+    run: usize,
+) -> Result<LatencyRun, String> {
     let sock = UdpSocket::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
     let rtp_port = sock.local_addr().map_err(|e| e.to_string())?.port();
     let sipp_port = free_tcp_udp_port();
     let name = format!("lat-{}-{run}", (loss * 100.0) as u32);
-    let mut sipp = start_sipp(dir, &format!("{name}-sipp"), sipp_port, 1, 20 * (LATENCY_PACKETS as u64 + 50) + 3_000, SippMedia::Peer(rtp_port), &[])?;
+    let mut sipp = start_sipp(
+        dir,
+        &format!("{name}-sipp"),
+        sipp_port,
+        1,
+        20 * (LATENCY_PACKETS as u64 + 50) + 3_000,
+        SippMedia::Peer(rtp_port),
+        &[],
+    )?;
     let sidecar = start_sidecar(edge, bin, dir, &name, sipp_port, 2)?;
     let phone = format!("+1557{run:02}{:03}0001", (loss * 100.0) as u32);
     place_calls(edge, &tenant.key, &[phone])?;
     // The sidecar's first packet tells where its RTP socket is.
-    sock.set_read_timeout(Some(Duration::from_secs(20))).map_err(|e| e.to_string())?;
+    sock.set_read_timeout(Some(Duration::from_secs(20)))
+        .map_err(|e| e.to_string())?;
     let mut buf = [0u8; 1500];
-    let (_, remote) = sock.recv_from(&mut buf).map_err(|e| format!("no RTP from the sidecar: {e}"))?;
+    let (_, remote) = sock
+        .recv_from(&mut buf)
+        .map_err(|e| format!("no RTP from the sidecar: {e}"))?;
     let total = LATENCY_PACKETS + 50;
-    let sent_at: Vec<std::sync::OnceLock<Instant>> = (0..total).map(|_| std::sync::OnceLock::new()).collect();
+    let sent_at: Vec<std::sync::OnceLock<Instant>> =
+        (0..total).map(|_| std::sync::OnceLock::new()).collect();
     let mut back: Vec<Option<Instant>> = vec![None; total];
     let mut dropped = 0;
     let start = Instant::now() + Duration::from_millis(20);
@@ -514,9 +685,12 @@ pub fn latency_run(edge: &Edge, tenant: &TestTenant, bin: &Path, dir: &Path, los
             Ok(dropped)
         });
         let deadline = start + Duration::from_millis(20 * total as u64 + 1_000);
-        sock.set_read_timeout(Some(Duration::from_millis(100))).map_err(|e| e.to_string())?;
+        sock.set_read_timeout(Some(Duration::from_millis(100)))
+            .map_err(|e| e.to_string())?;
         while Instant::now() < deadline {
-            let Ok((len, _)) = sock.recv_from(&mut buf) else { continue };
+            let Ok((len, _)) = sock.recv_from(&mut buf) else {
+                continue;
+            };
             let now = Instant::now();
             if len < 12 + 5 || buf[1] & 0x7F != 0 {
                 continue;
@@ -541,9 +715,19 @@ pub fn latency_run(edge: &Edge, tenant: &TestTenant, bin: &Path, dir: &Path, los
     drop(sipp);
     std::thread::sleep(Duration::from_millis(2_500));
     if lat.len() < LATENCY_PACKETS / 2 {
-        return Err(format!("only {} of {LATENCY_PACKETS} tagged packets came back", lat.len()));
+        return Err(format!(
+            "only {} of {LATENCY_PACKETS} tagged packets came back",
+            lat.len()
+        ));
     }
-    Ok(LatencyRun { loss_pct: loss * 100.0, p50_ms: percentile(&lat, 0.5), p99_ms: percentile(&lat, 0.99), measured: lat.len(), dropped, samples: lat })
+    Ok(LatencyRun {
+        loss_pct: loss * 100.0,
+        p50_ms: percentile(&lat, 0.5),
+        p99_ms: percentile(&lat, 0.99),
+        measured: lat.len(),
+        dropped,
+        samples: lat,
+    })
 }
 
 pub(crate) fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -568,17 +752,28 @@ pub fn media_bench(edge: &Edge, bin: &Path, dir: &Path) -> Result<MediaBench, St
     let mut out = MediaBench::default();
     for &n in load_ns() {
         for run in 0..load_runs() {
-            let r = crate::step(&format!("sidecar load, {n} concurrent calls, run {}", run + 1), || load_run(edge, &tenant, bin, dir, n, run))?;
+            let r = crate::step(
+                &format!("sidecar load, {n} concurrent calls, run {}", run + 1),
+                || load_run(edge, &tenant, bin, dir, n, run),
+            )?;
             println!("  {}", r.summary());
             out.load.push(r);
         }
     }
     for loss in [0.0, 0.01] {
         for run in 0..latency_runs() {
-            let r = crate::step(&format!("sidecar media latency, {:.0}% loss, run {}", loss * 100.0, run + 1), || {
-                latency_run(edge, &tenant, bin, dir, loss, run)
-            })?;
-            println!("  p50 {:.2} ms, p99 {:.2} ms ({} timed, {} dropped)", r.p50_ms, r.p99_ms, r.measured, r.dropped);
+            let r = crate::step(
+                &format!(
+                    "sidecar media latency, {:.0}% loss, run {}",
+                    loss * 100.0,
+                    run + 1
+                ),
+                || latency_run(edge, &tenant, bin, dir, loss, run),
+            )?;
+            println!(
+                "  p50 {:.2} ms, p99 {:.2} ms ({} timed, {} dropped)",
+                r.p50_ms, r.p99_ms, r.measured, r.dropped
+            );
             out.latency.push(r);
         }
     }
@@ -595,7 +790,12 @@ pub fn load_rows(all: &[LoadRun], ns: &[usize], cpu_digits: usize) -> String {
             continue;
         }
         let med = |f: fn(&LoadRun) -> f64| median(runs.iter().map(|r| f(r)).collect());
-        let per_run = |f: fn(&LoadRun) -> f64, d: usize| runs.iter().map(|r| format!("{:.*}", d, f(r))).collect::<Vec<_>>().join(" / ");
+        let per_run = |f: fn(&LoadRun) -> f64, d: usize| {
+            runs.iter()
+                .map(|r| format!("{:.*}", d, f(r)))
+                .collect::<Vec<_>>()
+                .join(" / ")
+        };
         rows.push_str(&format!(
             "| {n} | {:.1} | {:.1} | {:.*} | {:.0} | {:.0} | {:.0} | {} | {} |\n",
             med(|r| r.cpu_pct),
@@ -621,14 +821,22 @@ pub fn report(m: &MediaBench) -> String {
         if runs.is_empty() {
             continue;
         }
-        let per_run = |f: fn(&LatencyRun) -> f64| runs.iter().map(|r| format!("{:.1}", f(r))).collect::<Vec<_>>().join(" / ");
+        let per_run = |f: fn(&LatencyRun) -> f64| {
+            runs.iter()
+                .map(|r| format!("{:.1}", f(r)))
+                .collect::<Vec<_>>()
+                .join(" / ")
+        };
         lat.push_str(&format!(
             "| {loss:.0}% | {:.1} | {:.1} | {} | {} | {} |\n",
             median(runs.iter().map(|r| r.p50_ms).collect()),
             median(runs.iter().map(|r| r.p99_ms).collect()),
             per_run(|r| r.p50_ms),
             per_run(|r| r.p99_ms),
-            runs.iter().map(|r| format!("{}/{}", r.measured, r.dropped)).collect::<Vec<_>>().join(" / "),
+            runs.iter()
+                .map(|r| format!("{}/{}", r.measured, r.dropped))
+                .collect::<Vec<_>>()
+                .join(" / "),
         ));
     }
     format!(
@@ -683,16 +891,29 @@ pub fn report(m: &MediaBench) -> String {
 /// if missing, and a fresh `wrangler dev` for `name`. (edge, state dir, sidecar binary).
 pub fn bench_edge(name: &str) -> Result<(Edge, PathBuf, PathBuf), String> {
     crate::step("media sidecar build (release)", || {
-        crate::run(Command::new("cargo").args(["build", "--release", "-p", "voxline-media-sidecar"]))
+        crate::run(Command::new("cargo").args([
+            "build",
+            "--release",
+            "-p",
+            "voxline-media-sidecar",
+        ]))
     })?;
     if !crate::root().join("edge/build/worker/shim.mjs").exists() {
         crate::step("edge wasm build", crate::build_edge)?;
     }
     let mut opts = voxline_e2e::EdgeOptions::fresh(name);
-    let dir = opts.state_dir.parent().map(|p| p.to_path_buf()).unwrap_or_else(|| repo_root().join("target/e2e").join(name));
+    let dir = opts
+        .state_dir
+        .parent()
+        .map(|p| p.to_path_buf())
+        .unwrap_or_else(|| repo_root().join("target/e2e").join(name));
     opts.vars = vec![("DISPATCH_MAX_WAIT_MS".into(), "2000".into())];
     let edge = crate::step("start edge", || Edge::start(opts))?;
-    Ok((edge, dir, cargo_target_dir().join("release/voxline-media-sidecar")))
+    Ok((
+        edge,
+        dir,
+        cargo_target_dir().join("release/voxline-media-sidecar"),
+    ))
 }
 
 /// `cargo xtask bench-media`: only the media figures, printed, no report.

@@ -14,10 +14,12 @@ pub const HEIGHT: u32 = 500;
 fn font() -> Result<(), String> {
     static DONE: OnceLock<Result<(), String>> = OnceLock::new();
     DONE.get_or_init(|| {
-        let bytes = std::fs::read(FONT_PATH).map_err(|e| format!("{FONT_PATH} (Debian package fonts-dejavu-core): {e}"))?;
+        let bytes = std::fs::read(FONT_PATH)
+            .map_err(|e| format!("{FONT_PATH} (Debian package fonts-dejavu-core): {e}"))?;
         // plotters keeps registered fonts for the whole process.
         let bytes: &'static [u8] = Box::leak(bytes.into_boxed_slice());
-        plotters::style::register_font("sans-serif", FontStyle::Normal, bytes).map_err(|_| format!("{FONT_PATH}: not a usable font"))
+        plotters::style::register_font("sans-serif", FontStyle::Normal, bytes)
+            .map_err(|_| format!("{FONT_PATH}: not a usable font"))
     })
     .clone()
 }
@@ -58,7 +60,9 @@ fn padded(lo: f64, hi: f64) -> (f64, f64) {
 pub fn cdf(path: &Path, title: &str, x_label: &str, series: &[Samples]) -> Result<(), String> {
     font()?;
     let all = series.iter().flat_map(|s| s.values.iter().copied());
-    let (lo, hi) = all.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| (a.min(v), b.max(v)));
+    let (lo, hi) = all.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| {
+        (a.min(v), b.max(v))
+    });
     if !lo.is_finite() {
         return Err(format!("plot {}: no samples", path.display()));
     }
@@ -99,9 +103,14 @@ pub fn cdf(path: &Path, title: &str, x_label: &str, series: &[Samples]) -> Resul
             .draw_series(LineSeries::new(steps, color.stroke_width(2)))
             .map_err(err(&what))?
             .label(label)
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
+            });
         if v.len() <= 40 {
-            let pts = v.iter().enumerate().map(|(k, &x)| Circle::new((x, (k + 1) as f64 / n), 3, color.filled()));
+            let pts = v
+                .iter()
+                .enumerate()
+                .map(|(k, &x)| Circle::new((x, (k + 1) as f64 / n), 3, color.filled()));
             chart.draw_series(pts).map_err(err(&what))?;
         }
     }
@@ -125,12 +134,27 @@ fn decades(lo: f64, hi: f64) -> (f64, f64) {
 
 /// Points (every run) and a line through the medians, per series; `log`
 /// (both axes) when series differ by orders of magnitude.
-pub fn xy(path: &Path, title: &str, x_label: &str, y_label: &str, series: &[Points], log: bool) -> Result<(), String> {
+pub fn xy(
+    path: &Path,
+    title: &str,
+    x_label: &str,
+    y_label: &str,
+    series: &[Points],
+    log: bool,
+) -> Result<(), String> {
     font()?;
-    let pts = series.iter().flat_map(|s| s.points.iter().chain(s.line.iter()).copied());
-    let (x0, x1, y0, y1) = pts.fold((f64::INFINITY, f64::NEG_INFINITY, f64::INFINITY, f64::NEG_INFINITY), |(a, b, c, d), (x, y)| {
-        (a.min(x), b.max(x), c.min(y), d.max(y))
-    });
+    let pts = series
+        .iter()
+        .flat_map(|s| s.points.iter().chain(s.line.iter()).copied());
+    let (x0, x1, y0, y1) = pts.fold(
+        (
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+        ),
+        |(a, b, c, d), (x, y)| (a.min(x), b.max(x), c.min(y), d.max(y)),
+    );
     if !x0.is_finite() {
         return Err(format!("plot {}: no points", path.display()));
     }
@@ -138,7 +162,11 @@ pub fn xy(path: &Path, title: &str, x_label: &str, y_label: &str, series: &[Poin
     let root = BitMapBackend::new(path, (WIDTH, HEIGHT)).into_drawing_area();
     root.fill(&WHITE).map_err(err(&what))?;
     let mut builder = ChartBuilder::on(&root);
-    builder.caption(title, ("sans-serif", 22)).margin(12).x_label_area_size(45).y_label_area_size(65);
+    builder
+        .caption(title, ("sans-serif", 22))
+        .margin(12)
+        .x_label_area_size(45)
+        .y_label_area_size(65);
     // The two axis kinds are different types in plotters, hence two branches.
     macro_rules! draw {
         ($chart:expr) => {{
@@ -157,11 +185,18 @@ pub fn xy(path: &Path, title: &str, x_label: &str, y_label: &str, series: &[Poin
             for (i, s) in series.iter().enumerate() {
                 let color = PALETTE[i % PALETTE.len()];
                 chart
-                    .draw_series(LineSeries::new(s.line.iter().copied(), color.stroke_width(2)))
+                    .draw_series(LineSeries::new(
+                        s.line.iter().copied(),
+                        color.stroke_width(2),
+                    ))
                     .map_err(err(&what))?
                     .label(format!("{} (median; dots: each run)", s.label))
-                    .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
-                chart.draw_series(s.points.iter().map(|&p| Circle::new(p, 4, color.filled()))).map_err(err(&what))?;
+                    .legend(move |(x, y)| {
+                        PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
+                    });
+                chart
+                    .draw_series(s.points.iter().map(|&p| Circle::new(p, 4, color.filled())))
+                    .map_err(err(&what))?;
             }
             chart
                 .configure_series_labels()
@@ -180,17 +215,28 @@ pub fn xy(path: &Path, title: &str, x_label: &str, y_label: &str, series: &[Poin
             let mut v = Vec::new();
             let mut d = lo;
             while d < hi * 1.001 {
-                v.extend([d, 2.0 * d, 5.0 * d].into_iter().filter(|t| *t <= hi * 1.001));
+                v.extend(
+                    [d, 2.0 * d, 5.0 * d]
+                        .into_iter()
+                        .filter(|t| *t <= hi * 1.001),
+                );
                 d *= 10.0;
             }
             v
         };
         let xr: LogCoord<f64> = (x0..x1).log_scale().into();
         let yr: LogCoord<f64> = (y0..y1).log_scale().into();
-        draw!(builder.build_cartesian_2d(xr.with_key_points(ticks(x0, x1)), yr.with_key_points(ticks(y0, y1))).map_err(err(&what))?);
+        draw!(builder
+            .build_cartesian_2d(
+                xr.with_key_points(ticks(x0, x1)),
+                yr.with_key_points(ticks(y0, y1))
+            )
+            .map_err(err(&what))?);
     } else {
         let ((x0, x1), (y0, y1)) = (padded(x0, x1), padded(y0.min(0.0), y1));
-        draw!(builder.build_cartesian_2d(x0..x1, y0.max(0.0)..y1).map_err(err(&what))?);
+        draw!(builder
+            .build_cartesian_2d(x0..x1, y0.max(0.0)..y1)
+            .map_err(err(&what))?);
     }
     root.present().map_err(err(&what))
 }
@@ -207,10 +253,14 @@ mod tests {
 
     /// Width and height from a PNG's IHDR chunk, if `bytes` is a PNG.
     fn png_size(bytes: &[u8]) -> Option<(u32, u32)> {
-        if bytes.len() < 24 || bytes[..8] != [0x89, b'P', b'N', b'G', 0x0D, 0x0A, 0x1A, 0x0A] || &bytes[12..16] != b"IHDR" {
+        if bytes.len() < 24
+            || bytes[..8] != [0x89, b'P', b'N', b'G', 0x0D, 0x0A, 0x1A, 0x0A]
+            || &bytes[12..16] != b"IHDR"
+        {
             return None;
         }
-        let be = |o: usize| u32::from_be_bytes([bytes[o], bytes[o + 1], bytes[o + 2], bytes[o + 3]]);
+        let be =
+            |o: usize| u32::from_be_bytes([bytes[o], bytes[o + 1], bytes[o + 2], bytes[o + 3]]);
         Some((be(16), be(20)))
     }
 
@@ -218,7 +268,9 @@ mod tests {
     fn temp(name: &str) -> std::path::PathBuf {
         match std::env::var_os("XTASK_PLOT_KEEP") {
             Some(dir) => std::path::PathBuf::from(dir).join(format!("{name}.png")),
-            None => std::env::temp_dir().join(format!("xtask-plot-{}-{name}.png", std::process::id())),
+            None => {
+                std::env::temp_dir().join(format!("xtask-plot-{}-{name}.png", std::process::id()))
+            }
         }
     }
 
@@ -232,25 +284,51 @@ mod tests {
     fn renders_a_cdf_as_a_png_of_the_expected_size() {
         let path = temp("cdf");
         let series = [
-            Samples { label: "a".into(), values: vec![1.0, 2.0, 2.5, 3.0] },
-            Samples { label: "b".into(), values: (0..100).map(|i| 2.0 + i as f64 / 50.0).collect() },
+            Samples {
+                label: "a".into(),
+                values: vec![1.0, 2.0, 2.5, 3.0],
+            },
+            Samples {
+                label: "b".into(),
+                values: (0..100).map(|i| 2.0 + i as f64 / 50.0).collect(),
+            },
         ];
         cdf(&path, "test CDF", "latency (ms)", &series).unwrap();
         let bytes = std::fs::read(&path).unwrap();
         done(&path);
         assert_eq!(png_size(&bytes), Some((WIDTH, HEIGHT)));
         // A blank canvas compresses to almost nothing; text and lines do not.
-        assert!(bytes.len() > 5_000, "suspiciously small PNG: {} bytes", bytes.len());
+        assert!(
+            bytes.len() > 5_000,
+            "suspiciously small PNG: {} bytes",
+            bytes.len()
+        );
     }
 
     #[test]
     fn renders_points_on_a_log_axis() {
         let path = temp("xy");
         let series = [
-            Points { label: "echo".into(), points: vec![(1.0, 0.8), (10.0, 0.3), (100.0, 0.17)], line: vec![(1.0, 0.8), (10.0, 0.3), (100.0, 0.17)] },
-            Points { label: "local".into(), points: vec![(1.0, 5.6), (5.0, 4.7), (10.0, 4.2)], line: vec![(1.0, 5.6), (5.0, 4.7), (10.0, 4.2)] },
+            Points {
+                label: "echo".into(),
+                points: vec![(1.0, 0.8), (10.0, 0.3), (100.0, 0.17)],
+                line: vec![(1.0, 0.8), (10.0, 0.3), (100.0, 0.17)],
+            },
+            Points {
+                label: "local".into(),
+                points: vec![(1.0, 5.6), (5.0, 4.7), (10.0, 4.2)],
+                line: vec![(1.0, 5.6), (5.0, 4.7), (10.0, 4.2)],
+            },
         ];
-        xy(&path, "test", "concurrent calls", "CPU % of one core per call", &series, true).unwrap();
+        xy(
+            &path,
+            "test",
+            "concurrent calls",
+            "CPU % of one core per call",
+            &series,
+            true,
+        )
+        .unwrap();
         let bytes = std::fs::read(&path).unwrap();
         done(&path);
         assert_eq!(png_size(&bytes), Some((WIDTH, HEIGHT)));
@@ -259,6 +337,15 @@ mod tests {
     #[test]
     fn no_samples_is_an_error_not_a_panic() {
         let path = temp("empty");
-        assert!(cdf(&path, "empty", "x", &[Samples { label: "none".into(), values: vec![] }]).is_err());
+        assert!(cdf(
+            &path,
+            "empty",
+            "x",
+            &[Samples {
+                label: "none".into(),
+                values: vec![]
+            }]
+        )
+        .is_err());
     }
 }

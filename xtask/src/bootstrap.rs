@@ -53,7 +53,12 @@ pub fn ensure_all() -> Result<(), String> {
     ensure_wasm_targets()?;
     ensure_cargo_tool("worker-build", "worker-build", WORKER_BUILD_VERSION, true)?;
     // Without --locked: its lockfile pins a webpki-roots the registry no longer serves.
-    ensure_cargo_tool("wasm-bindgen-cli", "wasm-bindgen", WASM_BINDGEN_VERSION, false)?;
+    ensure_cargo_tool(
+        "wasm-bindgen-cli",
+        "wasm-bindgen",
+        WASM_BINDGEN_VERSION,
+        false,
+    )?;
     ensure_npm()?;
     ensure_apt(APT_PACKAGES)?;
     ensure_venv()
@@ -67,12 +72,24 @@ pub fn venv_python() -> PathBuf {
 fn ensure_venv() -> Result<(), String> {
     let venv = tools_dir().join("venv");
     let python = venv_python();
-    let pins = [("standardwebhooks", STANDARDWEBHOOKS_VERSION), ("wasmtime", WASMTIME_PY_VERSION)];
+    let pins = [
+        ("standardwebhooks", STANDARDWEBHOOKS_VERSION),
+        ("wasmtime", WASMTIME_PY_VERSION),
+    ];
     let probe = "import importlib.metadata as m, sys\nfor p in sys.argv[1:]:\n    try: print(m.version(p))\n    except Exception: print('-')";
-    let have = output(Command::new(&python).args(["-c", probe]).args(pins.iter().map(|p| p.0))).unwrap_or_default();
+    let have = output(
+        Command::new(&python)
+            .args(["-c", probe])
+            .args(pins.iter().map(|p| p.0)),
+    )
+    .unwrap_or_default();
     let have: Vec<&str> = have.lines().map(str::trim).collect();
     let wanted: Vec<&str> = pins.iter().map(|p| p.1).collect();
-    let shown = pins.iter().map(|(n, v)| format!("{n} {v}")).collect::<Vec<_>>().join(", ");
+    let shown = pins
+        .iter()
+        .map(|(n, v)| format!("{n} {v}"))
+        .collect::<Vec<_>>()
+        .join(", ");
     if have == wanted {
         println!("  python venv ({shown}): present");
         return Ok(());
@@ -81,34 +98,54 @@ fn ensure_venv() -> Result<(), String> {
         run(Command::new("python3").args(["-m", "venv"]).arg(&venv))?;
     }
     run(Command::new(&python)
-        .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check"])
+        .args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+        ])
         .args(pins.iter().map(|(n, v)| format!("{n}=={v}"))))
 }
 
 fn output(cmd: &mut Command) -> Option<String> {
-    cmd.output().ok().filter(|o| o.status.success()).map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+    cmd.output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
 }
 
 fn ensure_wasm_targets() -> Result<(), String> {
-    let installed = output(Command::new("rustup").args(["target", "list", "--installed"])).unwrap_or_default();
-    let missing: Vec<&str> = RUST_TARGETS.iter().copied().filter(|t| !installed.lines().any(|l| l.trim() == *t)).collect();
+    let installed =
+        output(Command::new("rustup").args(["target", "list", "--installed"])).unwrap_or_default();
+    let missing: Vec<&str> = RUST_TARGETS
+        .iter()
+        .copied()
+        .filter(|t| !installed.lines().any(|l| l.trim() == *t))
+        .collect();
     if missing.is_empty() {
         println!("  rust targets ({}): present", RUST_TARGETS.join(", "));
         return Ok(());
     }
-    run(Command::new("rustup").args(["target", "add"]).args(&missing))
+    run(Command::new("rustup")
+        .args(["target", "add"])
+        .args(&missing))
 }
 
 fn ensure_cargo_tool(krate: &str, bin: &str, version: &str, locked: bool) -> Result<(), String> {
     let path = tools_bin().join(bin);
     let current = output(Command::new(&path).arg("--version")).unwrap_or_default();
-    if current.split_whitespace().any(|w| w.trim_start_matches('v') == version) {
+    if current
+        .split_whitespace()
+        .any(|w| w.trim_start_matches('v') == version)
+    {
         println!("  {bin} {version}: present");
         return Ok(());
     }
     println!("  {bin} {version}: installing into .tools (several minutes on a cold machine)");
     let mut cmd = Command::new("cargo");
-    cmd.args(["install", krate, "--version", version, "--root"]).arg(tools_dir());
+    cmd.args(["install", krate, "--version", version, "--root"])
+        .arg(tools_dir());
     if locked {
         cmd.arg("--locked");
     }
@@ -122,7 +159,8 @@ fn ensure_npm() -> Result<(), String> {
     let lock = root().join("package-lock.json");
     let stamp = root().join("node_modules/.voxline-package-lock.json");
     let want = std::fs::read(&lock).map_err(|e| format!("read package-lock.json: {e}"))?;
-    let have_bins = root().join("node_modules/.bin/wrangler").exists() && root().join("node_modules/.bin/wasm-opt").exists();
+    let have_bins = root().join("node_modules/.bin/wrangler").exists()
+        && root().join("node_modules/.bin/wasm-opt").exists();
     if have_bins && std::fs::read(&stamp).ok().as_deref() == Some(want.as_slice()) {
         println!("  npm packages (wrangler, binaryen): present");
         return Ok(());
@@ -148,7 +186,11 @@ fn ensure_apt(packages: &[&str]) -> Result<(), String> {
     }
     let sudo = output(Command::new("id").arg("-u")).is_some_and(|u| u.trim() != "0");
     let apt = |args: &[&str]| {
-        let mut cmd = if sudo { Command::new("sudo") } else { Command::new("apt-get") };
+        let mut cmd = if sudo {
+            Command::new("sudo")
+        } else {
+            Command::new("apt-get")
+        };
         if sudo {
             cmd.arg("apt-get");
         }

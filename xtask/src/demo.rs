@@ -17,7 +17,10 @@ use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use voxline_e2e::{flite_8k, free_sip_port, start_baresip, start_sip_sidecar, write_wav, Edge, EdgeOptions, Resp, WebhookReceiver};
+use voxline_e2e::{
+    flite_8k, free_sip_port, start_baresip, start_sip_sidecar, write_wav, Edge, EdgeOptions, Resp,
+    WebhookReceiver,
+};
 
 const CALLEE: &str = "+15555550123";
 
@@ -35,7 +38,10 @@ fn check(r: &Resp, status: u16) -> Result<(), String> {
     if r.status == status {
         Ok(())
     } else {
-        Err(format!("expected HTTP {status}, got {}: {}", r.status, r.text))
+        Err(format!(
+            "expected HTTP {status}, got {}: {}",
+            r.status, r.text
+        ))
     }
 }
 
@@ -60,13 +66,17 @@ fn callee_wav(dir: &Path) -> Result<PathBuf, String> {
 pub fn run_demo(once: bool) -> Result<(), String> {
     step("bootstrap", bootstrap::ensure_all)?;
     step("edge wasm build", build_edge)?;
-    step("media sidecar build", || run(Command::new("cargo").args(["build", "-p", "voxline-media-sidecar"])))?;
+    step("media sidecar build", || {
+        run(Command::new("cargo").args(["build", "-p", "voxline-media-sidecar"]))
+    })?;
     let dir = root().join(".voxline/demo");
-    std::fs::create_dir_all(dir.join("recordings")).map_err(|e| format!("create {}: {e}", dir.display()))?;
+    std::fs::create_dir_all(dir.join("recordings"))
+        .map_err(|e| format!("create {}: {e}", dir.display()))?;
     let stop = Arc::new(AtomicBool::new(false));
     {
         let stop = stop.clone();
-        ctrlc::set_handler(move || stop.store(true, Ordering::SeqCst)).map_err(|e| format!("Ctrl-C handler: {e}"))?;
+        ctrlc::set_handler(move || stop.store(true, Ordering::SeqCst))
+            .map_err(|e| format!("Ctrl-C handler: {e}"))?;
     }
     let admin_token = load_or_create_admin_token(&dir)?;
     let edge = step("start the edge (wrangler dev)", || {
@@ -76,16 +86,25 @@ pub fn run_demo(once: bool) -> Result<(), String> {
             log_path: dir.join("wrangler.log"),
             vars: Vec::new(),
             // The usual wrangler port when it is free, so the printed URLs are familiar.
-            port: std::net::TcpListener::bind("127.0.0.1:8787").ok().map(|_| 8787),
+            port: std::net::TcpListener::bind("127.0.0.1:8787")
+                .ok()
+                .map(|_| 8787),
         })
     })?;
     stopped(&stop)?;
     let (tenant_id, agent_id) = step("demo tenant and agent", || provision(&edge, &dir))?;
     println!("  tenant {tenant_id}, agent {agent_id} (local engine, appointment-reminder script)");
     let key = step("demo API key", || {
-        let r = edge.admin("POST", &format!("/admin/tenants/{tenant_id}/api-keys"), Some(&json!({"name": "demo"})));
+        let r = edge.admin(
+            "POST",
+            &format!("/admin/tenants/{tenant_id}/api-keys"),
+            Some(&json!({"name": "demo"})),
+        );
         check(&r, 201)?;
-        r.json["key"].as_str().map(String::from).ok_or_else(|| "no key in response".to_string())
+        r.json["key"]
+            .as_str()
+            .map(String::from)
+            .ok_or_else(|| "no key in response".to_string())
     })?;
 
     // The webhook receiver (the Python `standardwebhooks` package), told the endpoint's secret.
@@ -95,7 +114,11 @@ pub fn run_demo(once: bool) -> Result<(), String> {
         Ok(())
     })?;
     let webhook = step("webhook endpoint", || {
-        let r = edge.admin("POST", &format!("/admin/tenants/{tenant_id}/webhooks"), Some(&json!({"url": hooks.url("demo")})));
+        let r = edge.admin(
+            "POST",
+            &format!("/admin/tenants/{tenant_id}/webhooks"),
+            Some(&json!({"url": hooks.url("demo")})),
+        );
         check(&r, 201)?;
         Ok(r.json)
     })?;
@@ -104,15 +127,24 @@ pub fn run_demo(once: bool) -> Result<(), String> {
     // The callee: a baresip phone that auto-answers.
     let callee_port = free_sip_port();
     let wav = step("callee voice (flite)", || callee_wav(&dir))?;
-    let _callee = step("callee phone (baresip on 127.0.0.1)", || start_baresip(&dir, "callee", CALLEE, callee_port, &wav, "PCMU", 60))?;
+    let _callee = step("callee phone (baresip on 127.0.0.1)", || {
+        start_baresip(&dir, "callee", CALLEE, callee_port, &wav, "PCMU", 60)
+    })?;
 
     // The media sidecar of region `local`, whose trunk is that phone.
-    let _sidecar = step("media sidecar (region local)", || start_sip_sidecar(&edge, &dir, "demo-local-1", callee_port, ""))?;
+    let _sidecar = step("media sidecar (region local)", || {
+        start_sip_sidecar(&edge, &dir, "demo-local-1", callee_port, "")
+    })?;
     stopped(&stop)?;
 
     let call = step("place the call (POST /v1/calls)", || {
-        let r = edge.call("POST", "/v1/calls", &key, Some(&json!({"phone": CALLEE, "name": "Ada", "record": true,
-            "metadata": {"source": "cargo xtask demo"}})));
+        let r = edge.call(
+            "POST",
+            "/v1/calls",
+            &key,
+            Some(&json!({"phone": CALLEE, "name": "Ada", "record": true,
+            "metadata": {"source": "cargo xtask demo"}})),
+        );
         check(&r, 201)?;
         Ok(r.json)
     })?;
@@ -133,33 +165,61 @@ pub fn run_demo(once: bool) -> Result<(), String> {
             break c.json;
         }
         if started.elapsed() > Duration::from_secs(90) {
-            return Err(format!("the call did not end within 90 s (status {status}); see {}", dir.display()));
+            return Err(format!(
+                "the call did not end within 90 s (status {status}); see {}",
+                dir.display()
+            ));
         }
         std::thread::sleep(Duration::from_millis(200));
     };
-    println!("  ended: {} ({})", final_call["status"], final_call["ended_reason"]);
+    println!(
+        "  ended: {} ({})",
+        final_call["status"], final_call["ended_reason"]
+    );
 
     let transcript = edge.request(
         "GET",
         &format!("/v1/calls/{call_id}/transcript"),
-        &[("authorization", &format!("Bearer {key}")), ("accept", "text/plain")],
+        &[
+            ("authorization", &format!("Bearer {key}")),
+            ("accept", "text/plain"),
+        ],
         None,
     )?;
-    println!("\ntranscript (GET /v1/calls/{call_id}/transcript):\n{}", transcript.text);
-    let summary = edge.call("GET", &format!("/v1/calls/{call_id}/transcript.json"), &key, None);
-    println!("summary: {}\noutcome: {}", summary.json["summary"], summary.json["outcome"]);
+    println!(
+        "\ntranscript (GET /v1/calls/{call_id}/transcript):\n{}",
+        transcript.text
+    );
+    let summary = edge.call(
+        "GET",
+        &format!("/v1/calls/{call_id}/transcript.json"),
+        &key,
+        None,
+    );
+    println!(
+        "summary: {}\noutcome: {}",
+        summary.json["summary"], summary.json["outcome"]
+    );
 
     // Webhooks arrive through the queue within a few seconds; the recording
     // is uploaded after the call ends (recording.saved).
     let types = |got: &[Value]| -> Vec<String> {
-        got.iter().filter_map(|r| WebhookReceiver::event(r)["type"].as_str().map(String::from)).collect()
+        got.iter()
+            .filter_map(|r| WebhookReceiver::event(r)["type"].as_str().map(String::from))
+            .collect()
     };
     let wanted = ["call.completed", "transcript.saved", "recording.saved"];
     let events = hooks
-        .wait_for("demo", Duration::from_secs(30), "the call's webhooks", |got| {
-            let t = types(got);
-            wanted.iter().all(|w| t.iter().any(|x| x == w)) || t.iter().any(|x| x == "call.failed")
-        })
+        .wait_for(
+            "demo",
+            Duration::from_secs(30),
+            "the call's webhooks",
+            |got| {
+                let t = types(got);
+                wanted.iter().all(|w| t.iter().any(|x| x == w))
+                    || t.iter().any(|x| x == "call.failed")
+            },
+        )
         .unwrap_or_else(|e| {
             println!("  ({e})");
             hooks.received("demo")
@@ -167,12 +227,23 @@ pub fn run_demo(once: bool) -> Result<(), String> {
     println!("\nwebhooks received and verified with standardwebhooks:");
     for r in &events {
         let e = WebhookReceiver::event(r);
-        println!("  {} {} verified={}", e["id"].as_str().unwrap_or("-"), e["type"].as_str().unwrap_or("?"), r["verified"]);
+        println!(
+            "  {} {} verified={}",
+            e["id"].as_str().unwrap_or("-"),
+            e["type"].as_str().unwrap_or("?"),
+            r["verified"]
+        );
     }
     let recording = dir.join(format!("recording-{call_id}.wav"));
-    let wav = edge.request("GET", &format!("/v1/calls/{call_id}/recording"), &[("authorization", &format!("Bearer {key}"))], None)?;
+    let wav = edge.request(
+        "GET",
+        &format!("/v1/calls/{call_id}/recording"),
+        &[("authorization", &format!("Bearer {key}"))],
+        None,
+    )?;
     if wav.status == 200 {
-        std::fs::write(&recording, &wav.bytes).map_err(|e| format!("write {}: {e}", recording.display()))?;
+        std::fs::write(&recording, &wav.bytes)
+            .map_err(|e| format!("write {}: {e}", recording.display()))?;
         println!(
             "\nrecording (GET /v1/calls/{call_id}/recording, from R2; stereo: left agent, right callee, {} bytes): {}",
             wav.bytes.len(),
@@ -184,18 +255,23 @@ pub fn run_demo(once: bool) -> Result<(), String> {
     println!("edge: {}   log: {}\n", edge.base, edge.log_path.display());
     if !once {
         println!("The edge keeps running for you to try the API (key above is valid). Press Ctrl-C to stop everything.");
-        println!("  curl -s {}/v1/calls -H 'Authorization: Bearer {key}'", edge.base);
+        println!(
+            "  curl -s {}/v1/calls -H 'Authorization: Bearer {key}'",
+            edge.base
+        );
         while !stop.load(Ordering::SeqCst) {
             std::thread::sleep(Duration::from_millis(200));
         }
     }
     println!("stopping everything the demo started ...");
     if final_call["status"] != "completed" {
-        return Err(format!("the call ended {} ({})", final_call["status"], final_call["ended_reason"]));
+        return Err(format!(
+            "the call ended {} ({})",
+            final_call["status"], final_call["ended_reason"]
+        ));
     }
     Ok(())
 }
-
 
 /// The local admin token lives in `.voxline/demo/admin-token` (gitignored).
 fn load_or_create_admin_token(dir: &Path) -> Result<String, String> {
@@ -215,19 +291,41 @@ fn load_or_create_admin_token(dir: &Path) -> Result<String, String> {
 fn provision(edge: &Edge, dir: &Path) -> Result<(String, String), String> {
     let path = dir.join("demo.json");
     let agent = json!({"name": "Appointment reminder", "system_prompt": PROMPT, "language": "en-US", "default_engine": "local"});
-    if let Some(saved) = std::fs::read_to_string(&path).ok().and_then(|s| serde_json::from_str::<Value>(&s).ok()) {
-        let (tid, aid) = (saved["tenant_id"].as_str().unwrap_or(""), saved["agent_id"].as_str().unwrap_or(""));
-        let r = edge.admin("PATCH", &format!("/admin/tenants/{tid}/agents/{aid}"), Some(&agent));
+    if let Some(saved) = std::fs::read_to_string(&path)
+        .ok()
+        .and_then(|s| serde_json::from_str::<Value>(&s).ok())
+    {
+        let (tid, aid) = (
+            saved["tenant_id"].as_str().unwrap_or(""),
+            saved["agent_id"].as_str().unwrap_or(""),
+        );
+        let r = edge.admin(
+            "PATCH",
+            &format!("/admin/tenants/{tid}/agents/{aid}"),
+            Some(&agent),
+        );
         if r.status == 200 {
             return Ok((tid.to_string(), aid.to_string()));
         }
     }
-    let t = edge.admin("POST", "/admin/tenants", Some(&json!({"name": "Demo Dental"})));
+    let t = edge.admin(
+        "POST",
+        "/admin/tenants",
+        Some(&json!({"name": "Demo Dental"})),
+    );
     check(&t, 201)?;
     let tid = t.json["id"].as_str().unwrap_or_default().to_string();
-    let a = edge.admin("POST", &format!("/admin/tenants/{tid}/agents"), Some(&agent));
+    let a = edge.admin(
+        "POST",
+        &format!("/admin/tenants/{tid}/agents"),
+        Some(&agent),
+    );
     check(&a, 201)?;
     let aid = a.json["id"].as_str().unwrap_or_default().to_string();
-    std::fs::write(&path, json!({"tenant_id": tid, "agent_id": aid}).to_string()).map_err(|e| e.to_string())?;
+    std::fs::write(
+        &path,
+        json!({"tenant_id": tid, "agent_id": aid}).to_string(),
+    )
+    .map_err(|e| e.to_string())?;
     Ok((tid, aid))
 }

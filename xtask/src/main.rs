@@ -30,7 +30,13 @@ pub fn root() -> PathBuf {
 pub fn run(cmd: &mut Command) -> Result<(), String> {
     let shown = format!("{:?}", cmd).replace('"', "");
     println!("  $ {shown}");
-    let status = cmd.current_dir(cmd.get_current_dir().map(Path::to_path_buf).unwrap_or_else(root)).status();
+    let status = cmd
+        .current_dir(
+            cmd.get_current_dir()
+                .map(Path::to_path_buf)
+                .unwrap_or_else(root),
+        )
+        .status();
     match status {
         Ok(s) if s.success() => Ok(()),
         Ok(s) => Err(format!("`{shown}` failed ({s})")),
@@ -44,7 +50,10 @@ pub fn step<T>(name: &str, f: impl FnOnce() -> Result<T, String>) -> Result<T, S
     let out = f();
     match &out {
         Ok(_) => println!("<== {name}: ok ({:.1} s)", t.elapsed().as_secs_f64()),
-        Err(e) => println!("<== {name}: FAILED ({:.1} s): {e}", t.elapsed().as_secs_f64()),
+        Err(e) => println!(
+            "<== {name}: FAILED ({:.1} s): {e}",
+            t.elapsed().as_secs_f64()
+        ),
     }
     out
 }
@@ -62,12 +71,26 @@ fn test() -> Result<(), String> {
     let started = Instant::now();
     step("bootstrap", bootstrap::ensure_all)?;
     step("host unit tests", || {
-        run(Command::new("cargo").args(["test", "--workspace", "--exclude", "voxline-e2e", "--exclude", "xtask"]))
+        run(Command::new("cargo").args([
+            "test",
+            "--workspace",
+            "--exclude",
+            "voxline-e2e",
+            "--exclude",
+            "xtask",
+        ]))
     })?;
     step("edge wasm build", build_edge)?;
-    step("media sidecar build", || run(Command::new("cargo").args(["build", "-p", "voxline-media-sidecar"])))?;
-    step("end-to-end suites (wrangler dev)", || run(Command::new("cargo").args(["test", "-p", "voxline-e2e"])))?;
-    println!("\nall tests passed in {:.0} s", started.elapsed().as_secs_f64());
+    step("media sidecar build", || {
+        run(Command::new("cargo").args(["build", "-p", "voxline-media-sidecar"]))
+    })?;
+    step("end-to-end suites (wrangler dev)", || {
+        run(Command::new("cargo").args(["test", "-p", "voxline-e2e"]))
+    })?;
+    println!(
+        "\nall tests passed in {:.0} s",
+        started.elapsed().as_secs_f64()
+    );
     Ok(())
 }
 
@@ -79,7 +102,8 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
         Some("bootstrap") => step("bootstrap", bootstrap::ensure_all),
-        Some("build-edge") => step("bootstrap", bootstrap::ensure_all).and_then(|_| step("edge wasm build", build_edge)),
+        Some("build-edge") => step("bootstrap", bootstrap::ensure_all)
+            .and_then(|_| step("edge wasm build", build_edge)),
         Some("test") => test(),
         Some("bench") => bench::run_bench(),
         Some("bench-cpu") => bench::run_cpu_only(),

@@ -89,8 +89,15 @@ impl World {
             &format!("/admin/tenants/{tid}/agents"),
             json!({"name": "support", "voice": "alloy", "system_prompt": "You are a friendly support agent for Acme. Confirm the appointment, answer questions briefly and end politely."}),
         );
-        w.api_key = w.admin("POST", &format!("/admin/tenants/{tid}/api-keys"), json!({}))["key"].as_str().expect("key").to_string();
-        w.webhook_secret = w.admin("POST", &format!("/admin/tenants/{tid}/webhooks"), json!({"url": "https://hooks.example.com/voxline"}))["secret"]
+        w.api_key = w.admin("POST", &format!("/admin/tenants/{tid}/api-keys"), json!({}))["key"]
+            .as_str()
+            .expect("key")
+            .to_string();
+        w.webhook_secret = w.admin(
+            "POST",
+            &format!("/admin/tenants/{tid}/webhooks"),
+            json!({"url": "https://hooks.example.com/voxline"}),
+        )["secret"]
             .as_str()
             .expect("webhook secret")
             .to_string();
@@ -133,7 +140,12 @@ impl World {
     fn admin(&mut self, method: &str, path: &str, body: Value) -> Value {
         self.now_ms += 1;
         let r = self.send(&request(method, path, ADMIN, Some(&body)));
-        assert!(r.status < 300, "setup {method} {path}: {} {}", r.status, r.body);
+        assert!(
+            r.status < 300,
+            "setup {method} {path}: {} {}",
+            r.status,
+            r.body
+        );
         r.body_json()
     }
 
@@ -148,8 +160,13 @@ impl World {
         let t1 = Instant::now();
         let jobs = self.outbox.take();
         let job = jobs.first().expect("a call.queued webhook job");
-        let headers = webhook_signing::headers(&[&self.webhook_secret], &job.event_id, self.now_ms / 1000, job.payload.as_bytes())
-            .expect("signature");
+        let headers = webhook_signing::headers(
+            &[&self.webhook_secret],
+            &job.event_id,
+            self.now_ms / 1000,
+            job.payload.as_bytes(),
+        )
+        .expect("signature");
         let t2 = Instant::now();
         assert_eq!(resp.status, 201, "POST /v1/calls: {}", resp.body);
         black_box((resp, headers));
@@ -209,7 +226,12 @@ impl Report {
 
     /// One line of JSON, what `cargo xtask bench` parses.
     pub fn to_json(&self) -> Value {
-        let list = |f: fn(&Round) -> f64| self.rounds.iter().map(|r| (f(r) * 10.0).round() / 10.0).collect::<Vec<_>>();
+        let list = |f: fn(&Round) -> f64| {
+            self.rounds
+                .iter()
+                .map(|r| (f(r) * 10.0).round() / 10.0)
+                .collect::<Vec<_>>()
+        };
         json!({
             "target": if cfg!(target_family = "wasm") { "wasm32" } else { std::env::consts::ARCH },
             "iterations": self.iterations,
@@ -227,7 +249,10 @@ impl Report {
 
 /// `warmup` unmeasured requests, then `rounds` rounds of `iterations` each.
 pub fn run(iterations: usize, rounds: usize, warmup: usize) -> Report {
-    assert!(iterations > 0 && rounds > 0, "need at least one iteration and one round");
+    assert!(
+        iterations > 0 && rounds > 0,
+        "need at least one iteration and one round"
+    );
     let mut w = World::new();
     let baseline = w.kv.map.borrow().clone();
     for _ in 0..warmup {
@@ -235,7 +260,8 @@ pub fn run(iterations: usize, rounds: usize, warmup: usize) -> Report {
         w.reset(&baseline);
     }
     let mut out = Vec::with_capacity(rounds);
-    let mut samples: [Vec<f64>; 3] = std::array::from_fn(|_| Vec::with_capacity(rounds * iterations));
+    let mut samples: [Vec<f64>; 3] =
+        std::array::from_fn(|_| Vec::with_capacity(rounds * iterations));
     for _ in 0..rounds {
         let (mut handle, mut sign) = (0u64, 0u64);
         for _ in 0..iterations {
@@ -248,8 +274,19 @@ pub fn run(iterations: usize, rounds: usize, warmup: usize) -> Report {
             w.reset(&baseline);
         }
         let n = iterations as f64;
-        out.push(Round { total_ns: (handle + sign) as f64 / n, handle_ns: handle as f64 / n, sign_ns: sign as f64 / n });
+        out.push(Round {
+            total_ns: (handle + sign) as f64 / n,
+            handle_ns: handle as f64 / n,
+            sign_ns: sign as f64 / n,
+        });
     }
     let [total, handle, sign] = samples.map(median);
-    Report { iterations, warmup, rounds: out, p50_ns: total, p50_handle_ns: handle, p50_sign_ns: sign }
+    Report {
+        iterations,
+        warmup,
+        rounds: out,
+        p50_ns: total,
+        p50_handle_ns: handle,
+        p50_sign_ns: sign,
+    }
 }

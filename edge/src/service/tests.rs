@@ -25,10 +25,23 @@ struct World {
 
 impl World {
     fn new() -> World {
-        World { kv: MemoryKv::default(), calls: test_calls(), traffic: MemoryTraffic::default(), outbox: Default::default(), now: std::cell::Cell::new(NOW), sealing: None }
+        World {
+            kv: MemoryKv::default(),
+            calls: test_calls(),
+            traffic: MemoryTraffic::default(),
+            outbox: Default::default(),
+            now: std::cell::Cell::new(NOW),
+            sealing: None,
+        }
     }
 
-    fn send(&self, method: &str, path: &str, token: Option<&str>, body: Option<Value>) -> ApiResponse {
+    fn send(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> ApiResponse {
         let (path, query) = path.split_once('?').unwrap_or((path, ""));
         let req = ApiRequest {
             method: method.into(),
@@ -49,7 +62,18 @@ impl World {
         self.calls.now_ms.set(self.now.get());
         self.calls.dispatch.now_ms.set(self.now.get());
         self.kv.now_ms.set(self.now.get());
-        let env = Env { kv: &self.kv, dispatch: &self.calls.dispatch, now_ms: self.now.get(), admin_token: Some(ADMIN), dev_mode: false, default_region: "local", traffic: &self.traffic, calls: &self.calls, outbox: &self.outbox, sealing_key: self.sealing.as_ref() };
+        let env = Env {
+            kv: &self.kv,
+            dispatch: &self.calls.dispatch,
+            now_ms: self.now.get(),
+            admin_token: Some(ADMIN),
+            dev_mode: false,
+            default_region: "local",
+            traffic: &self.traffic,
+            calls: &self.calls,
+            outbox: &self.outbox,
+            sealing_key: self.sealing.as_ref(),
+        };
         let resp = block_on(handle(&env, req));
         // What the Durable Objects do after answering: the queue reports to
         // the call stores, which hand their events to the delivery queue.
@@ -69,14 +93,21 @@ impl World {
         let t = self.admin("POST", "/admin/tenants", Some(json!({"name": "t"})));
         let tid = t["id"].as_str().unwrap().to_string();
         if with_agent {
-            self.admin("POST", &format!("/admin/tenants/{tid}/agents"), Some(json!({"name": "a", "voice": "alloy"})));
+            self.admin(
+                "POST",
+                &format!("/admin/tenants/{tid}/agents"),
+                Some(json!({"name": "a", "voice": "alloy"})),
+            );
         }
         let k = self.admin("POST", &format!("/admin/tenants/{tid}/api-keys"), None);
         (tid, k["key"].as_str().unwrap().to_string())
     }
 
     fn code(r: &ApiResponse) -> String {
-        r.body_json()["error"]["code"].as_str().unwrap_or("").to_string()
+        r.body_json()["error"]["code"]
+            .as_str()
+            .unwrap_or("")
+            .to_string()
     }
 }
 
@@ -84,14 +115,21 @@ impl World {
 fn call_is_created_with_agent_defaults_and_read_back() {
     let w = World::new();
     let (_, key) = w.tenant(true);
-    let r = w.send("POST", "/v1/calls", Some(&key), Some(json!({"phone": "+14155550100", "language": "de-DE"})));
+    let r = w.send(
+        "POST",
+        "/v1/calls",
+        Some(&key),
+        Some(json!({"phone": "+14155550100", "language": "de-DE"})),
+    );
     assert_eq!(r.status, 201, "{}", r.body);
     let call = r.body_json();
     assert_eq!(call["status"], "queued");
     assert_eq!(call["voice"], "alloy", "agent default");
     assert_eq!(call["language"], "de-DE", "call override");
     let id = call["id"].as_str().unwrap();
-    assert!(r.headers.contains(&("Location".into(), format!("/v1/calls/{id}"))));
+    assert!(r
+        .headers
+        .contains(&("Location".into(), format!("/v1/calls/{id}"))));
     let got = w.send("GET", &format!("/v1/calls/{id}"), Some(&key), None);
     assert_eq!((got.status, got.body_json()), (200, call));
 }
@@ -100,7 +138,12 @@ fn call_is_created_with_agent_defaults_and_read_back() {
 fn scheduled_call_and_hangup_are_idempotent() {
     let w = World::new();
     let (_, key) = w.tenant(true);
-    let r = w.send("POST", "/v1/calls", Some(&key), Some(json!({"phone": "+14155550100", "schedule_at": "2025-11-26T00:00:00Z"})));
+    let r = w.send(
+        "POST",
+        "/v1/calls",
+        Some(&key),
+        Some(json!({"phone": "+14155550100", "schedule_at": "2025-11-26T00:00:00Z"})),
+    );
     assert_eq!(r.body_json()["status"], "scheduled");
     let id = r.body_json()["id"].as_str().unwrap().to_string();
     let h1 = w.send("POST", &format!("/v1/calls/{id}/hangup"), Some(&key), None);
@@ -115,20 +158,47 @@ fn scheduled_call_and_hangup_are_idempotent() {
 fn live_call_hangup_is_marked_once_and_accepted() {
     let w = World::new();
     let (tid, key) = w.tenant(true);
-    let id = w.send("POST", "/v1/calls", Some(&key), Some(json!({"phone": "+14155550100"}))).body_json()["id"]
+    let id = w
+        .send(
+            "POST",
+            "/v1/calls",
+            Some(&key),
+            Some(json!({"phone": "+14155550100"})),
+        )
+        .body_json()["id"]
         .as_str()
         .unwrap()
         .to_string();
     // A sidecar took it: leased and acked, so the queue holds it live.
-    let (offers, _) = w.calls.dispatch.queues.borrow_mut().get_mut("local").unwrap().lease("s1", 1, w.now.get(), &Default::default());
-    let (_, dialing) = w.calls.dispatch.queues.borrow_mut().get_mut("local").unwrap().ack("s1", &offers[0].lease_id, true, w.now.get());
+    let (offers, _) = w
+        .calls
+        .dispatch
+        .queues
+        .borrow_mut()
+        .get_mut("local")
+        .unwrap()
+        .lease("s1", 1, w.now.get(), &Default::default());
+    let (_, dialing) = w
+        .calls
+        .dispatch
+        .queues
+        .borrow_mut()
+        .get_mut("local")
+        .unwrap()
+        .ack("s1", &offers[0].lease_id, true, w.now.get());
     w.calls.dispatch.updates.borrow_mut().extend(dialing);
     w.calls.apply_queue_reports().unwrap();
-    assert_eq!(w.calls.rows(&tid).call(&id).unwrap().unwrap().status, CallStatus::Dialing);
+    assert_eq!(
+        w.calls.rows(&tid).call(&id).unwrap().unwrap().status,
+        CallStatus::Dialing
+    );
     let h1 = w.send("POST", &format!("/v1/calls/{id}/hangup"), Some(&key), None);
     assert_eq!(h1.status, 202);
     let h2 = w.send("POST", &format!("/v1/calls/{id}/hangup"), Some(&key), None);
-    assert_eq!(h2.body_json()["hangup_requested_at"], h1.body_json()["hangup_requested_at"]);
+    assert_eq!(
+        h2.body_json()["hangup_requested_at"],
+        h1.body_json()["hangup_requested_at"]
+    );
 }
 
 #[test]
@@ -136,13 +206,26 @@ fn tenants_cannot_see_each_others_calls() {
     let w = World::new();
     let (_, key_a) = w.tenant(true);
     let (_, key_b) = w.tenant(true);
-    let id = w.send("POST", "/v1/calls", Some(&key_a), Some(json!({"phone": "+14155550100"}))).body_json()["id"]
+    let id = w
+        .send(
+            "POST",
+            "/v1/calls",
+            Some(&key_a),
+            Some(json!({"phone": "+14155550100"})),
+        )
+        .body_json()["id"]
         .as_str()
         .unwrap()
         .to_string();
-    for (m, p) in [("GET", format!("/v1/calls/{id}")), ("POST", format!("/v1/calls/{id}/hangup"))] {
+    for (m, p) in [
+        ("GET", format!("/v1/calls/{id}")),
+        ("POST", format!("/v1/calls/{id}/hangup")),
+    ] {
         let r = w.send(m, &p, Some(&key_b), None);
-        assert_eq!((r.status, World::code(&r)), (404, "call_not_found".to_string()));
+        assert_eq!(
+            (r.status, World::code(&r)),
+            (404, "call_not_found".to_string())
+        );
     }
     let list = w.send("GET", "/v1/calls", Some(&key_b), None).body_json();
     assert_eq!(list["data"], json!([]));
@@ -155,7 +238,12 @@ fn listing_pages_newest_first_with_exact_status_filter() {
     let mut ids = Vec::new();
     for i in 0..7 {
         // Distinct numbers: one call at a time per agent and number.
-        let r = w.send("POST", "/v1/calls", Some(&key), Some(json!({"phone": format!("+1415555010{i}")})));
+        let r = w.send(
+            "POST",
+            "/v1/calls",
+            Some(&key),
+            Some(json!({"phone": format!("+1415555010{i}")})),
+        );
         ids.push(r.body_json()["id"].as_str().unwrap().to_string());
     }
     for id in [&ids[1], &ids[4], &ids[5]] {
@@ -181,30 +269,64 @@ fn listing_pages_newest_first_with_exact_status_filter() {
     };
     let newest_first: Vec<String> = ids.iter().rev().cloned().collect();
     assert_eq!(walk(""), newest_first);
-    assert_eq!(walk("&status=cancelled"), vec![ids[5].clone(), ids[4].clone(), ids[1].clone()]);
-    let queued: Vec<String> = newest_first.iter().filter(|i| ![&ids[1], &ids[4], &ids[5]].contains(i)).cloned().collect();
+    assert_eq!(
+        walk("&status=cancelled"),
+        vec![ids[5].clone(), ids[4].clone(), ids[1].clone()]
+    );
+    let queued: Vec<String> = newest_first
+        .iter()
+        .filter(|i| ![&ids[1], &ids[4], &ids[5]].contains(i))
+        .cloned()
+        .collect();
     assert_eq!(walk("&status=queued,scheduled"), queued);
     // A cursor is bound to its filter.
-    let page = w.send("GET", "/v1/calls?limit=1", Some(&key), None).body_json();
+    let page = w
+        .send("GET", "/v1/calls?limit=1", Some(&key), None)
+        .body_json();
     let c = page["next_cursor"].as_str().unwrap();
-    let r = w.send("GET", &format!("/v1/calls?status=queued&cursor={c}"), Some(&key), None);
-    assert_eq!((r.status, World::code(&r)), (400, "invalid_cursor".to_string()));
+    let r = w.send(
+        "GET",
+        &format!("/v1/calls?status=queued&cursor={c}"),
+        Some(&key),
+        None,
+    );
+    assert_eq!(
+        (r.status, World::code(&r)),
+        (400, "invalid_cursor".to_string())
+    );
 }
 
 #[test]
 fn keys_are_stored_hashed_and_revocation_bites() {
     let w = World::new();
     let (tid, key) = w.tenant(true);
-    let dump: String = w.kv.map.borrow().iter().map(|(k, (v, _))| format!("{k}={v}\n")).collect();
+    let dump: String =
+        w.kv.map
+            .borrow()
+            .iter()
+            .map(|(k, (v, _))| format!("{k}={v}\n"))
+            .collect();
     assert!(!dump.contains(&key), "clear key stored");
     assert!(dump.contains(&crate::ids::hash_api_key(&key)));
     let keys = w.admin("GET", &format!("/admin/tenants/{tid}/api-keys"), None);
     let kid = keys["data"][0]["id"].as_str().unwrap().to_string();
     assert!(keys["data"][0].get("hash").is_none() && keys["data"][0].get("key").is_none());
-    w.admin("DELETE", &format!("/admin/tenants/{tid}/api-keys/{kid}"), None);
+    w.admin(
+        "DELETE",
+        &format!("/admin/tenants/{tid}/api-keys/{kid}"),
+        None,
+    );
     let r = w.send("GET", "/v1/calls", Some(&key), None);
-    assert_eq!((r.status, World::code(&r)), (401, "invalid_credentials".to_string()));
-    let again = w.send("DELETE", &format!("/admin/tenants/{tid}/api-keys/{kid}"), Some(ADMIN), None);
+    assert_eq!(
+        (r.status, World::code(&r)),
+        (401, "invalid_credentials".to_string())
+    );
+    let again = w.send(
+        "DELETE",
+        &format!("/admin/tenants/{tid}/api-keys/{kid}"),
+        Some(ADMIN),
+        None,
+    );
     assert_eq!(again.status, 200, "revocation is idempotent");
 }
 
@@ -213,35 +335,100 @@ fn auth_failures_have_their_codes() {
     let w = World::new();
     let (tid, key) = w.tenant(true);
     let cases = [
-        (w.send("GET", "/v1/calls", None, None), 401, "missing_credentials"),
-        (w.send("GET", "/v1/calls", Some("ak_nope"), None), 401, "invalid_credentials"),
-        (w.send("GET", "/v1/calls", Some(ADMIN), None), 401, "invalid_credentials"),
-        (w.send("POST", "/admin/tenants", Some(&key), Some(json!({"name": "x"}))), 401, "invalid_credentials"),
+        (
+            w.send("GET", "/v1/calls", None, None),
+            401,
+            "missing_credentials",
+        ),
+        (
+            w.send("GET", "/v1/calls", Some("ak_nope"), None),
+            401,
+            "invalid_credentials",
+        ),
+        (
+            w.send("GET", "/v1/calls", Some(ADMIN), None),
+            401,
+            "invalid_credentials",
+        ),
+        (
+            w.send(
+                "POST",
+                "/admin/tenants",
+                Some(&key),
+                Some(json!({"name": "x"})),
+            ),
+            401,
+            "invalid_credentials",
+        ),
         (w.send("GET", "/nope", None, None), 404, "not_found"),
-        (w.send("PUT", "/v1/calls", Some(&key), None), 405, "method_not_allowed"),
+        (
+            w.send("PUT", "/v1/calls", Some(&key), None),
+            405,
+            "method_not_allowed",
+        ),
     ];
     for (r, status, code) in cases {
-        assert_eq!((r.status, World::code(&r)), (status, code.to_string()), "{}", r.body);
+        assert_eq!(
+            (r.status, World::code(&r)),
+            (status, code.to_string()),
+            "{}",
+            r.body
+        );
     }
-    w.admin("PATCH", &format!("/admin/tenants/{tid}"), Some(json!({"disabled": true})));
+    w.admin(
+        "PATCH",
+        &format!("/admin/tenants/{tid}"),
+        Some(json!({"disabled": true})),
+    );
     let r = w.send("GET", "/v1/calls", Some(&key), None);
-    assert_eq!((r.status, World::code(&r)), (403, "tenant_disabled".to_string()));
+    assert_eq!(
+        (r.status, World::code(&r)),
+        (403, "tenant_disabled".to_string())
+    );
 }
 
 #[test]
 fn agent_resolution_errors() {
     let w = World::new();
     let (tid, key) = w.tenant(false);
-    let r = w.send("POST", "/v1/calls", Some(&key), Some(json!({"phone": "+14155550100"})));
-    assert_eq!((r.status, World::code(&r)), (422, "agent_required".to_string()));
-    let a = w.admin("POST", &format!("/admin/tenants/{tid}/agents"), Some(json!({"name": "a", "enabled": false})));
+    let r = w.send(
+        "POST",
+        "/v1/calls",
+        Some(&key),
+        Some(json!({"phone": "+14155550100"})),
+    );
+    assert_eq!(
+        (r.status, World::code(&r)),
+        (422, "agent_required".to_string())
+    );
+    let a = w.admin(
+        "POST",
+        &format!("/admin/tenants/{tid}/agents"),
+        Some(json!({"name": "a", "enabled": false})),
+    );
     assert_eq!(a["default"], true, "first agent becomes the default");
-    let r = w.send("POST", "/v1/calls", Some(&key), Some(json!({"phone": "+14155550100"})));
-    assert_eq!((r.status, World::code(&r)), (409, "agent_disabled".to_string()));
+    let r = w.send(
+        "POST",
+        "/v1/calls",
+        Some(&key),
+        Some(json!({"phone": "+14155550100"})),
+    );
+    assert_eq!(
+        (r.status, World::code(&r)),
+        (409, "agent_disabled".to_string())
+    );
     let (_, other_key) = w.tenant(true);
     let aid = a["id"].as_str().unwrap();
-    let r = w.send("POST", "/v1/calls", Some(&other_key), Some(json!({"phone": "+14155550100", "agent_id": aid})));
-    assert_eq!((r.status, World::code(&r)), (422, "unknown_agent".to_string()));
+    let r = w.send(
+        "POST",
+        "/v1/calls",
+        Some(&other_key),
+        Some(json!({"phone": "+14155550100", "agent_id": aid})),
+    );
+    assert_eq!(
+        (r.status, World::code(&r)),
+        (422, "unknown_agent".to_string())
+    );
 }
 
 #[test]
@@ -256,7 +443,14 @@ fn webhook_urls_are_checked() {
     assert!(check_webhook_url("https://a b", true).is_err());
 }
 
-fn with_header(w: &World, method: &str, path: &str, key: &str, body: Value, headers: &[(&str, &str)]) -> ApiResponse {
+fn with_header(
+    w: &World,
+    method: &str,
+    path: &str,
+    key: &str,
+    body: Value,
+    headers: &[(&str, &str)],
+) -> ApiResponse {
     let req = ApiRequest {
         method: method.into(),
         path: path.into(),
@@ -264,13 +458,19 @@ fn with_header(w: &World, method: &str, path: &str, key: &str, body: Value, head
         content_type: Some("application/json".into()),
         authorization: Some(format!("Bearer {key}")),
         body: body.to_string().into_bytes(),
-        headers: headers.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        headers: headers
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
     };
     w.send_req(&req)
 }
 
 fn header<'r>(r: &'r ApiResponse, name: &str) -> Option<&'r str> {
-    r.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    r.headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_str())
 }
 
 #[test]
@@ -280,37 +480,99 @@ fn rate_limits_count_per_key_ip_and_number_and_answer_429() {
     w.admin("PATCH", &format!("/admin/tenants/{tid}"), Some(json!({"rate_limits": {"per_key": {"limit": 5, "window_seconds": 60}, "per_number": {"limit": 2, "window_seconds": 3600}}})));
     // Every /v1 answer carries the tightest limit.
     let r = w.send("GET", "/v1/calls", Some(&key), None);
-    assert_eq!((header(&r, "X-RateLimit-Limit"), header(&r, "X-RateLimit-Remaining")), (Some("5"), Some("4")));
+    assert_eq!(
+        (
+            header(&r, "X-RateLimit-Limit"),
+            header(&r, "X-RateLimit-Remaining")
+        ),
+        (Some("5"), Some("4"))
+    );
     // A new call also counts against its number (limit 2: tightest now).
-    let c1 = w.send("POST", "/v1/calls", Some(&key), Some(json!({"phone": "+14155550100"})));
-    assert_eq!((c1.status, header(&c1, "X-RateLimit-Limit"), header(&c1, "X-RateLimit-Remaining")), (201, Some("2"), Some("1")));
+    let c1 = w.send(
+        "POST",
+        "/v1/calls",
+        Some(&key),
+        Some(json!({"phone": "+14155550100"})),
+    );
+    assert_eq!(
+        (
+            c1.status,
+            header(&c1, "X-RateLimit-Limit"),
+            header(&c1, "X-RateLimit-Remaining")
+        ),
+        (201, Some("2"), Some("1"))
+    );
     let id = c1.body_json()["id"].as_str().unwrap().to_string();
     w.send("POST", &format!("/v1/calls/{id}/hangup"), Some(&key), None);
-    let c2 = w.send("POST", "/v1/calls", Some(&key), Some(json!({"phone": "+14155550100"})));
+    let c2 = w.send(
+        "POST",
+        "/v1/calls",
+        Some(&key),
+        Some(json!({"phone": "+14155550100"})),
+    );
     assert_eq!(c2.status, 201, "{}", c2.body);
-    let c3 = w.send("POST", "/v1/calls", Some(&key), Some(json!({"phone": "+14155550100"})));
-    assert_eq!((c3.status, World::code(&c3)), (429, "rate_limited".to_string()));
+    let c3 = w.send(
+        "POST",
+        "/v1/calls",
+        Some(&key),
+        Some(json!({"phone": "+14155550100"})),
+    );
+    assert_eq!(
+        (c3.status, World::code(&c3)),
+        (429, "rate_limited".to_string())
+    );
     assert_eq!(header(&c3, "Retry-After"), header(&c3, "X-RateLimit-Reset"));
     // The key limit: 5 counted so far (the refused one did not count).
     let r = w.send("GET", "/v1/calls", Some(&key), None);
-    assert_eq!((r.status, header(&r, "X-RateLimit-Remaining")), (200, Some("0")));
+    assert_eq!(
+        (r.status, header(&r, "X-RateLimit-Remaining")),
+        (200, Some("0"))
+    );
     let r = w.send("GET", "/v1/calls", Some(&key), None);
-    assert_eq!((r.status, header(&r, "X-RateLimit-Limit")), (429, Some("5")));
+    assert_eq!(
+        (r.status, header(&r, "X-RateLimit-Limit")),
+        (429, Some("5"))
+    );
     // A minute later the key window has reset.
     w.now.set(w.now.get() + 60_000);
     assert_eq!(w.send("GET", "/v1/calls", Some(&key), None).status, 200);
     // Settings are validated.
-    let bad = w.send("PATCH", &format!("/admin/tenants/{tid}"), Some(ADMIN), Some(json!({"rate_limits": {"per_ip": {"limit": 0, "window_seconds": 1}}})));
-    assert_eq!((bad.status, bad.body_json()["error"]["field"].as_str()), (422, Some("rate_limits.per_ip.limit")));
+    let bad = w.send(
+        "PATCH",
+        &format!("/admin/tenants/{tid}"),
+        Some(ADMIN),
+        Some(json!({"rate_limits": {"per_ip": {"limit": 0, "window_seconds": 1}}})),
+    );
+    assert_eq!(
+        (bad.status, bad.body_json()["error"]["field"].as_str()),
+        (422, Some("rate_limits.per_ip.limit"))
+    );
 }
 
 #[test]
 fn per_ip_limit_uses_cf_connecting_ip() {
     let w = World::new();
     let (tid, key) = w.tenant(true);
-    w.admin("PATCH", &format!("/admin/tenants/{tid}"), Some(json!({"rate_limits": {"per_ip": {"limit": 1, "window_seconds": 60}}})));
-    let get = |ip: &str| with_header(&w, "GET", "/v1/calls", &key, json!({}), &[("cf-connecting-ip", ip)]).status;
-    assert_eq!((get("203.0.113.1"), get("203.0.113.1"), get("203.0.113.2")), (200, 429, 200));
+    w.admin(
+        "PATCH",
+        &format!("/admin/tenants/{tid}"),
+        Some(json!({"rate_limits": {"per_ip": {"limit": 1, "window_seconds": 60}}})),
+    );
+    let get = |ip: &str| {
+        with_header(
+            &w,
+            "GET",
+            "/v1/calls",
+            &key,
+            json!({}),
+            &[("cf-connecting-ip", ip)],
+        )
+        .status
+    };
+    assert_eq!(
+        (get("203.0.113.1"), get("203.0.113.1"), get("203.0.113.2")),
+        (200, 429, 200)
+    );
 }
 
 #[test]
@@ -325,95 +587,289 @@ fn idempotency_keys_replay_refuse_mismatch_and_create_once() {
     assert_eq!((again.status, again.body_json()), (201, first.body_json()));
     assert_eq!(header(&again, "Idempotent-Replayed"), Some("true"));
     assert_eq!(header(&again, "Location"), header(&first, "Location"));
-    let other = with_header(&w, "POST", "/v1/calls", &key, json!({"phone": "+14155550101"}), &h);
-    assert_eq!((other.status, World::code(&other)), (422, "idempotency_key_reused".to_string()));
+    let other = with_header(
+        &w,
+        "POST",
+        "/v1/calls",
+        &key,
+        json!({"phone": "+14155550101"}),
+        &h,
+    );
+    assert_eq!(
+        (other.status, World::code(&other)),
+        (422, "idempotency_key_reused".to_string())
+    );
     let list = w.send("GET", "/v1/calls", Some(&key), None).body_json();
     assert_eq!(list["data"].as_array().unwrap().len(), 1, "one call only");
     // Validation failures are answers too, and replay as such.
-    let bad = with_header(&w, "POST", "/v1/calls", &key, json!({"phone": "nope"}), &[("idempotency-key", "k2")]);
-    let bad2 = with_header(&w, "POST", "/v1/calls", &key, json!({"phone": "nope"}), &[("idempotency-key", "k2")]);
-    assert_eq!((bad.status, bad2.status, header(&bad2, "Idempotent-Replayed")), (422, 422, Some("true")));
-    let malformed = with_header(&w, "POST", "/v1/calls", &key, body, &[("idempotency-key", "a b")]);
-    assert_eq!((malformed.status, World::code(&malformed)), (400, "invalid_parameter".to_string()));
+    let bad = with_header(
+        &w,
+        "POST",
+        "/v1/calls",
+        &key,
+        json!({"phone": "nope"}),
+        &[("idempotency-key", "k2")],
+    );
+    let bad2 = with_header(
+        &w,
+        "POST",
+        "/v1/calls",
+        &key,
+        json!({"phone": "nope"}),
+        &[("idempotency-key", "k2")],
+    );
+    assert_eq!(
+        (
+            bad.status,
+            bad2.status,
+            header(&bad2, "Idempotent-Replayed")
+        ),
+        (422, 422, Some("true"))
+    );
+    let malformed = with_header(
+        &w,
+        "POST",
+        "/v1/calls",
+        &key,
+        body,
+        &[("idempotency-key", "a b")],
+    );
+    assert_eq!(
+        (malformed.status, World::code(&malformed)),
+        (400, "invalid_parameter".to_string())
+    );
 }
 
 #[test]
 fn a_second_call_in_progress_is_refused_and_leaves_no_record() {
     let w = World::new();
     let (_, key) = w.tenant(true);
-    let first = w.send("POST", "/v1/calls", Some(&key), Some(json!({"phone": "+14155550100"})));
+    let first = w.send(
+        "POST",
+        "/v1/calls",
+        Some(&key),
+        Some(json!({"phone": "+14155550100"})),
+    );
     let id = first.body_json()["id"].as_str().unwrap().to_string();
-    let dup = w.send("POST", "/v1/calls", Some(&key), Some(json!({"phone": "+14155550100"})));
-    assert_eq!((dup.status, World::code(&dup)), (409, "call_in_progress".to_string()));
-    assert!(dup.body_json()["error"]["message"].as_str().unwrap().contains(&id));
+    let dup = w.send(
+        "POST",
+        "/v1/calls",
+        Some(&key),
+        Some(json!({"phone": "+14155550100"})),
+    );
+    assert_eq!(
+        (dup.status, World::code(&dup)),
+        (409, "call_in_progress".to_string())
+    );
+    assert!(dup.body_json()["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains(&id));
     let list = w.send("GET", "/v1/calls", Some(&key), None).body_json();
-    assert_eq!(list["data"].as_array().unwrap().len(), 1, "the refused call left no record: {list}");
+    assert_eq!(
+        list["data"].as_array().unwrap().len(),
+        1,
+        "the refused call left no record: {list}"
+    );
     // Once the first is cancelled the number is free again.
     w.send("POST", &format!("/v1/calls/{id}/hangup"), Some(&key), None);
-    assert_eq!(w.send("POST", "/v1/calls", Some(&key), Some(json!({"phone": "+14155550100"}))).status, 201);
+    assert_eq!(
+        w.send(
+            "POST",
+            "/v1/calls",
+            Some(&key),
+            Some(json!({"phone": "+14155550100"}))
+        )
+        .status,
+        201
+    );
 }
 
 #[test]
 fn a_tenant_cap_queues_or_refuses_calls_over_it() {
     let w = World::new();
     let (tid, key) = w.tenant(true);
-    assert!(w.admin("GET", &format!("/admin/tenants/{tid}"), None)["max_concurrent_calls"].is_null(), "unlimited by default");
-    let t = w.admin("PATCH", &format!("/admin/tenants/{tid}"), Some(json!({"max_concurrent_calls": 2})));
+    assert!(
+        w.admin("GET", &format!("/admin/tenants/{tid}"), None)["max_concurrent_calls"].is_null(),
+        "unlimited by default"
+    );
+    let t = w.admin(
+        "PATCH",
+        &format!("/admin/tenants/{tid}"),
+        Some(json!({"max_concurrent_calls": 2})),
+    );
     assert_eq!(t["max_concurrent_calls"], 2);
     for i in 0..3 {
-        let r = w.send("POST", "/v1/calls", Some(&key), Some(json!({"phone": format!("+1415555010{i}")})));
+        let r = w.send(
+            "POST",
+            "/v1/calls",
+            Some(&key),
+            Some(json!({"phone": format!("+1415555010{i}")})),
+        );
         assert_eq!(r.status, 201, "queue mode waits: {}", r.body);
     }
-    let (offers, _) = w.calls.dispatch.queues.borrow_mut().get_mut("local").unwrap().lease("s1", 10, w.now.get(), &Default::default());
+    let (offers, _) = w
+        .calls
+        .dispatch
+        .queues
+        .borrow_mut()
+        .get_mut("local")
+        .unwrap()
+        .lease("s1", 10, w.now.get(), &Default::default());
     assert_eq!(offers.len(), 2, "the cap holds the third back");
-    let refused = w.send("POST", "/v1/calls", Some(&key), Some(json!({"phone": "+14155550109", "on_concurrency_limit": "reject"})));
-    assert_eq!((refused.status, World::code(&refused)), (429, "concurrency_limit_reached".to_string()));
-    assert_eq!(header(&refused, "Retry-After"), Some(CONCURRENCY_RETRY_AFTER_SECS.to_string().as_str()));
+    let refused = w.send(
+        "POST",
+        "/v1/calls",
+        Some(&key),
+        Some(json!({"phone": "+14155550109", "on_concurrency_limit": "reject"})),
+    );
+    assert_eq!(
+        (refused.status, World::code(&refused)),
+        (429, "concurrency_limit_reached".to_string())
+    );
+    assert_eq!(
+        header(&refused, "Retry-After"),
+        Some(CONCURRENCY_RETRY_AFTER_SECS.to_string().as_str())
+    );
     assert!(header(&refused, "X-RateLimit-Limit").is_some());
     let list = w.send("GET", "/v1/calls", Some(&key), None).body_json();
-    assert_eq!(list["data"].as_array().unwrap().len(), 3, "the refused call left no record");
+    assert_eq!(
+        list["data"].as_array().unwrap().len(),
+        3,
+        "the refused call left no record"
+    );
     // Out of range is refused; an explicit null removes the cap; absent keeps it.
-    let bad = w.send("PATCH", &format!("/admin/tenants/{tid}"), Some(ADMIN), Some(json!({"max_concurrent_calls": 0})));
-    assert_eq!((bad.status, World::code(&bad)), (422, "out_of_range".to_string()));
-    assert_eq!(w.admin("PATCH", &format!("/admin/tenants/{tid}"), Some(json!({"name": "x"})))["max_concurrent_calls"], 2);
-    assert!(w.admin("PATCH", &format!("/admin/tenants/{tid}"), Some(json!({"max_concurrent_calls": null})))["max_concurrent_calls"].is_null());
-    let ok = w.send("POST", "/v1/calls", Some(&key), Some(json!({"phone": "+14155550109", "on_concurrency_limit": "reject"})));
+    let bad = w.send(
+        "PATCH",
+        &format!("/admin/tenants/{tid}"),
+        Some(ADMIN),
+        Some(json!({"max_concurrent_calls": 0})),
+    );
+    assert_eq!(
+        (bad.status, World::code(&bad)),
+        (422, "out_of_range".to_string())
+    );
+    assert_eq!(
+        w.admin(
+            "PATCH",
+            &format!("/admin/tenants/{tid}"),
+            Some(json!({"name": "x"}))
+        )["max_concurrent_calls"],
+        2
+    );
+    assert!(w.admin(
+        "PATCH",
+        &format!("/admin/tenants/{tid}"),
+        Some(json!({"max_concurrent_calls": null}))
+    )["max_concurrent_calls"]
+        .is_null());
+    let ok = w.send(
+        "POST",
+        "/v1/calls",
+        Some(&key),
+        Some(json!({"phone": "+14155550109", "on_concurrency_limit": "reject"})),
+    );
     assert_eq!(ok.status, 201, "{}", ok.body);
-    let bad = w.send("POST", "/v1/calls", Some(&key), Some(json!({"phone": "+14155550108", "on_concurrency_limit": "drop"})));
-    assert_eq!((bad.status, World::code(&bad)), (422, "invalid_value".to_string()));
+    let bad = w.send(
+        "POST",
+        "/v1/calls",
+        Some(&key),
+        Some(json!({"phone": "+14155550108", "on_concurrency_limit": "drop"})),
+    );
+    assert_eq!(
+        (bad.status, World::code(&bad)),
+        (422, "invalid_value".to_string())
+    );
 }
 
 #[test]
 fn a_key_requiring_signatures_refuses_unsigned_tampered_stale_and_replayed_requests() {
     let w = World::new();
     let (tid, plain_key) = w.tenant(true);
-    let k = w.admin("POST", &format!("/admin/tenants/{tid}/api-keys"), Some(json!({"require_signature": true})));
-    let (key, secret) = (k["key"].as_str().unwrap().to_string(), k["signing_secret"].as_str().unwrap().to_string());
+    let k = w.admin(
+        "POST",
+        &format!("/admin/tenants/{tid}/api-keys"),
+        Some(json!({"require_signature": true})),
+    );
+    let (key, secret) = (
+        k["key"].as_str().unwrap().to_string(),
+        k["signing_secret"].as_str().unwrap().to_string(),
+    );
     assert_eq!(k["require_signature"], true);
     assert!(secret.starts_with("sks_"));
-    let listed = w.send("GET", &format!("/admin/tenants/{tid}/api-keys"), Some(ADMIN), None);
+    let listed = w.send(
+        "GET",
+        &format!("/admin/tenants/{tid}/api-keys"),
+        Some(ADMIN),
+        None,
+    );
     assert!(!listed.body.contains(&secret), "the secret is shown once");
-    assert!(w.admin("POST", &format!("/admin/tenants/{tid}/api-keys"), None)["signing_secret"].is_null());
+    assert!(
+        w.admin("POST", &format!("/admin/tenants/{tid}/api-keys"), None)["signing_secret"]
+            .is_null()
+    );
     let body = json!({"phone": "+14155550100"});
     let raw = body.to_string();
-    let sign = |t: u64, b: &str| crate::request_signing::header_value(secret.as_bytes(), t, b.as_bytes());
+    let sign =
+        |t: u64, b: &str| crate::request_signing::header_value(secret.as_bytes(), t, b.as_bytes());
     let now_s = || (w.now.get() + 1) / 1000;
     let code = |r: &ApiResponse| (r.status, World::code(r));
     let h = sign(now_s(), &raw);
-    let ok = with_header(&w, "POST", "/v1/calls", &key, body.clone(), &[("x-signature", &h)]);
+    let ok = with_header(
+        &w,
+        "POST",
+        "/v1/calls",
+        &key,
+        body.clone(),
+        &[("x-signature", &h)],
+    );
     assert_eq!(ok.status, 201, "{}", ok.body);
-    let replay = with_header(&w, "POST", "/v1/calls", &key, body.clone(), &[("x-signature", &h)]);
+    let replay = with_header(
+        &w,
+        "POST",
+        "/v1/calls",
+        &key,
+        body.clone(),
+        &[("x-signature", &h)],
+    );
     assert_eq!(code(&replay), (401, "replayed_request".into()));
-    assert_eq!(code(&w.send("POST", "/v1/calls", Some(&key), Some(body.clone()))), (401, "invalid_request_signature".into()));
-    let tampered = with_header(&w, "POST", "/v1/calls", &key, json!({"phone": "+14155550101"}), &[("x-signature", &sign(now_s(), &raw))]);
+    assert_eq!(
+        code(&w.send("POST", "/v1/calls", Some(&key), Some(body.clone()))),
+        (401, "invalid_request_signature".into())
+    );
+    let tampered = with_header(
+        &w,
+        "POST",
+        "/v1/calls",
+        &key,
+        json!({"phone": "+14155550101"}),
+        &[("x-signature", &sign(now_s(), &raw))],
+    );
     assert_eq!(code(&tampered), (401, "invalid_request_signature".into()));
     let other = json!({"phone": "+14155550102"});
-    let stale = with_header(&w, "POST", "/v1/calls", &key, other.clone(), &[("x-signature", &sign(now_s() - 301, &other.to_string()))]);
+    let stale = with_header(
+        &w,
+        "POST",
+        "/v1/calls",
+        &key,
+        other.clone(),
+        &[("x-signature", &sign(now_s() - 301, &other.to_string()))],
+    );
     assert_eq!(code(&stale), (401, "invalid_request_signature".into()));
     // A fresh signature of the same request is a new request; other keys need none.
-    let again = with_header(&w, "POST", "/v1/calls", &key, other.clone(), &[("x-signature", &sign(now_s() - 1, &other.to_string()))]);
+    let again = with_header(
+        &w,
+        "POST",
+        "/v1/calls",
+        &key,
+        other.clone(),
+        &[("x-signature", &sign(now_s() - 1, &other.to_string()))],
+    );
     assert_eq!(again.status, 201, "{}", again.body);
-    assert_eq!(w.send("GET", "/v1/calls", Some(&plain_key), None).status, 200);
+    assert_eq!(
+        w.send("GET", "/v1/calls", Some(&plain_key), None).status,
+        200
+    );
 }
 
 #[test]
@@ -421,35 +877,131 @@ fn calls_outside_the_agents_calling_window_are_moved_or_refused() {
     let w = World::new();
     let (tid, key) = w.tenant(false);
     // NOW is Tuesday 2025-11-25 14:50 UTC (15:50 in Berlin).
-    let window = json!({"days": ["sat"], "start": "09:00", "end": "10:00", "time_zone": "Europe/Berlin"});
-    let agent = w.admin("POST", &format!("/admin/tenants/{tid}/agents"), Some(json!({"name": "a", "calling_window": window})));
+    let window =
+        json!({"days": ["sat"], "start": "09:00", "end": "10:00", "time_zone": "Europe/Berlin"});
+    let agent = w.admin(
+        "POST",
+        &format!("/admin/tenants/{tid}/agents"),
+        Some(json!({"name": "a", "calling_window": window})),
+    );
     assert_eq!(agent["calling_window"]["time_zone"], "Europe/Berlin");
     let aid = agent["id"].as_str().unwrap().to_string();
-    let moved = w.send("POST", "/v1/calls", Some(&key), Some(json!({"phone": "+14155550100"})));
+    let moved = w.send(
+        "POST",
+        "/v1/calls",
+        Some(&key),
+        Some(json!({"phone": "+14155550100"})),
+    );
     assert_eq!(moved.status, 201, "{}", moved.body);
     let call = moved.body_json();
-    assert_eq!((call["status"].as_str(), call["schedule_at"].as_str(), call["scheduled_reason"].as_str()),
-               (Some("scheduled"), Some("2025-11-29T08:00:00.000Z"), Some("calling_window")));
+    assert_eq!(
+        (
+            call["status"].as_str(),
+            call["schedule_at"].as_str(),
+            call["scheduled_reason"].as_str()
+        ),
+        (
+            Some("scheduled"),
+            Some("2025-11-29T08:00:00.000Z"),
+            Some("calling_window")
+        )
+    );
     // The queue holds it until then.
-    let queued_at = w.calls.dispatch.queues.borrow()["local"].waiting.iter().next().unwrap().ready_at_ms;
-    assert_eq!(crate::ids::rfc3339_ms(queued_at), "2025-11-29T08:00:00.000Z");
+    let queued_at = w.calls.dispatch.queues.borrow()["local"]
+        .waiting
+        .iter()
+        .next()
+        .unwrap()
+        .ready_at_ms;
+    assert_eq!(
+        crate::ids::rfc3339_ms(queued_at),
+        "2025-11-29T08:00:00.000Z"
+    );
     // An explicit schedule_at outside is moved too; one inside is kept as is.
-    let later = w.send("POST", "/v1/calls", Some(&key), Some(json!({"phone": "+14155550101", "schedule_at": "2025-11-29T10:30:00Z"}))).body_json();
-    assert_eq!((later["schedule_at"].as_str(), later["scheduled_reason"].as_str()), (Some("2025-12-06T08:00:00.000Z"), Some("calling_window")));
-    let inside = w.send("POST", "/v1/calls", Some(&key), Some(json!({"phone": "+14155550102", "schedule_at": "2025-11-29T08:30:00Z"}))).body_json();
-    assert_eq!((inside["schedule_at"].as_str(), inside["scheduled_reason"].as_str()), (Some("2025-11-29T08:30:00.000Z"), None));
+    let later = w
+        .send(
+            "POST",
+            "/v1/calls",
+            Some(&key),
+            Some(json!({"phone": "+14155550101", "schedule_at": "2025-11-29T10:30:00Z"})),
+        )
+        .body_json();
+    assert_eq!(
+        (
+            later["schedule_at"].as_str(),
+            later["scheduled_reason"].as_str()
+        ),
+        (Some("2025-12-06T08:00:00.000Z"), Some("calling_window"))
+    );
+    let inside = w
+        .send(
+            "POST",
+            "/v1/calls",
+            Some(&key),
+            Some(json!({"phone": "+14155550102", "schedule_at": "2025-11-29T08:30:00Z"})),
+        )
+        .body_json();
+    assert_eq!(
+        (
+            inside["schedule_at"].as_str(),
+            inside["scheduled_reason"].as_str()
+        ),
+        (Some("2025-11-29T08:30:00.000Z"), None)
+    );
     // Reject mode names the next start and creates nothing.
-    let refused = w.send("POST", "/v1/calls", Some(&key), Some(json!({"phone": "+14155550103", "outside_window": "reject"})));
-    assert_eq!((refused.status, World::code(&refused)), (422, "outside_calling_window".to_string()));
-    assert!(refused.body.contains("2025-11-29T08:00:00.000Z"), "{}", refused.body);
-    assert_eq!(w.send("GET", "/v1/calls", Some(&key), None).body_json()["data"].as_array().unwrap().len(), 3);
+    let refused = w.send(
+        "POST",
+        "/v1/calls",
+        Some(&key),
+        Some(json!({"phone": "+14155550103", "outside_window": "reject"})),
+    );
+    assert_eq!(
+        (refused.status, World::code(&refused)),
+        (422, "outside_calling_window".to_string())
+    );
+    assert!(
+        refused.body.contains("2025-11-29T08:00:00.000Z"),
+        "{}",
+        refused.body
+    );
+    assert_eq!(
+        w.send("GET", "/v1/calls", Some(&key), None).body_json()["data"]
+            .as_array()
+            .unwrap()
+            .len(),
+        3
+    );
     // Bad windows are refused field by field; null removes the window.
     let bad = w.send("PATCH", &format!("/admin/tenants/{tid}/agents/{aid}"), Some(ADMIN), Some(json!({"calling_window": {"days": ["sat"], "start": "09:00", "end": "10:00", "time_zone": "Mars/Base"}})));
-    assert_eq!(bad.body_json()["error"]["field"], "calling_window.time_zone");
-    assert!(w.admin("PATCH", &format!("/admin/tenants/{tid}/agents/{aid}"), Some(json!({"name": "b"})))["calling_window"].is_object(), "absent keeps it");
-    assert!(w.admin("PATCH", &format!("/admin/tenants/{tid}/agents/{aid}"), Some(json!({"calling_window": null})))["calling_window"].is_null());
-    let now = w.send("POST", "/v1/calls", Some(&key), Some(json!({"phone": "+14155550103", "outside_window": "reject"})));
-    assert_eq!((now.status, now.body_json()["status"].as_str()), (201, Some("queued")));
+    assert_eq!(
+        bad.body_json()["error"]["field"],
+        "calling_window.time_zone"
+    );
+    assert!(
+        w.admin(
+            "PATCH",
+            &format!("/admin/tenants/{tid}/agents/{aid}"),
+            Some(json!({"name": "b"}))
+        )["calling_window"]
+            .is_object(),
+        "absent keeps it"
+    );
+    assert!(w.admin(
+        "PATCH",
+        &format!("/admin/tenants/{tid}/agents/{aid}"),
+        Some(json!({"calling_window": null}))
+    )["calling_window"]
+        .is_null());
+    let now = w.send(
+        "POST",
+        "/v1/calls",
+        Some(&key),
+        Some(json!({"phone": "+14155550103", "outside_window": "reject"})),
+    );
+    assert_eq!(
+        (now.status, now.body_json()["status"].as_str()),
+        (201, Some("queued"))
+    );
 }
 
 #[test]
@@ -458,39 +1010,110 @@ fn engine_keys_are_sealed_everywhere_and_opened_only_for_the_sidecar() {
     let mut w = World::new();
     // Without the sealing secret a key is refused, and nothing is created.
     let (tid, key) = w.tenant(true);
-    let refused = w.send("POST", "/v1/calls", Some(&key), Some(json!({"phone": "+14155550100", "engine_api_key": "sk-call-1"})));
-    assert_eq!((refused.status, World::code(&refused).as_str()), (503, "engine_keys_unavailable"));
+    let refused = w.send(
+        "POST",
+        "/v1/calls",
+        Some(&key),
+        Some(json!({"phone": "+14155550100", "engine_api_key": "sk-call-1"})),
+    );
+    assert_eq!(
+        (refused.status, World::code(&refused).as_str()),
+        (503, "engine_keys_unavailable")
+    );
     let sealing = SealingKey::from_secret(&"cd".repeat(32)).unwrap();
     w.sealing = Some(sealing.clone());
-    let bad_url = w.send("POST", "/v1/calls", Some(&key), Some(json!({"phone": "+14155550100", "engine_base_url": "wss://169.254.169.254/x"})));
-    assert_eq!((bad_url.status, World::code(&bad_url).as_str()), (422, "invalid_url"));
+    let bad_url = w.send(
+        "POST",
+        "/v1/calls",
+        Some(&key),
+        Some(json!({"phone": "+14155550100", "engine_base_url": "wss://169.254.169.254/x"})),
+    );
+    assert_eq!(
+        (bad_url.status, World::code(&bad_url).as_str()),
+        (422, "invalid_url")
+    );
     // An agent with a key and a base URL: shown as set, never shown.
-    let agent = w.admin("POST", &format!("/admin/tenants/{tid}/agents"), Some(json!({"name": "cloud", "default_engine": "openai_realtime",
-        "engine_api_key": "sk-agent-SECRET", "engine_base_url": "wss://realtime.example.com"})));
-    assert_eq!((agent["engine_api_key_set"].as_bool(), agent["engine_base_url"].as_str()), (Some(true), Some("wss://realtime.example.com")));
+    let agent = w.admin(
+        "POST",
+        &format!("/admin/tenants/{tid}/agents"),
+        Some(json!({"name": "cloud", "default_engine": "openai_realtime",
+        "engine_api_key": "sk-agent-SECRET", "engine_base_url": "wss://realtime.example.com"})),
+    );
+    assert_eq!(
+        (
+            agent["engine_api_key_set"].as_bool(),
+            agent["engine_base_url"].as_str()
+        ),
+        (Some(true), Some("wss://realtime.example.com"))
+    );
     let aid = agent["id"].as_str().unwrap().to_string();
     // Two calls: one with the agent's key, one with its own.
-    let by_agent = w.send("POST", "/v1/calls", Some(&key), Some(json!({"phone": "+14155550101", "agent_id": aid})));
+    let by_agent = w.send(
+        "POST",
+        "/v1/calls",
+        Some(&key),
+        Some(json!({"phone": "+14155550101", "agent_id": aid})),
+    );
     assert_eq!(by_agent.status, 201, "{}", by_agent.body);
     assert_eq!(by_agent.body_json()["engine_api_key_set"], true);
-    let own = w.send("POST", "/v1/calls", Some(&key), Some(json!({"phone": "+14155550102", "agent_id": aid, "engine_api_key": "sk-call-SECRET",
-        "engine_base_url": "wss://other.example.com"})));
+    let own = w.send(
+        "POST",
+        "/v1/calls",
+        Some(&key),
+        Some(
+            json!({"phone": "+14155550102", "agent_id": aid, "engine_api_key": "sk-call-SECRET",
+        "engine_base_url": "wss://other.example.com"}),
+        ),
+    );
     assert_eq!(own.status, 201, "{}", own.body);
-    assert_eq!(own.body_json()["engine_base_url"], "wss://other.example.com");
-    let plain = w.send("POST", "/v1/calls", Some(&key), Some(json!({"phone": "+14155550103"})));
-    assert_eq!((plain.status, plain.body_json()["engine_api_key_set"].as_bool()), (201, Some(false)));
+    assert_eq!(
+        own.body_json()["engine_base_url"],
+        "wss://other.example.com"
+    );
+    let plain = w.send(
+        "POST",
+        "/v1/calls",
+        Some(&key),
+        Some(json!({"phone": "+14155550103"})),
+    );
+    assert_eq!(
+        (
+            plain.status,
+            plain.body_json()["engine_api_key_set"].as_bool()
+        ),
+        (201, Some(false))
+    );
     // A call naming its own endpoint but no key never carries the agent's key there.
     let url_only = w.send("POST", "/v1/calls", Some(&key), Some(json!({"phone": "+14155550104", "agent_id": aid, "engine_base_url": "wss://attacker.example.net/x"})));
     assert_eq!(url_only.status, 201, "{}", url_only.body);
-    assert_eq!((url_only.body_json()["engine_api_key_set"].as_bool(), url_only.body_json()["engine_base_url"].as_str()), (Some(false), Some("wss://attacker.example.net/x")));
+    assert_eq!(
+        (
+            url_only.body_json()["engine_api_key_set"].as_bool(),
+            url_only.body_json()["engine_base_url"].as_str()
+        ),
+        (Some(false), Some("wss://attacker.example.net/x"))
+    );
     // A call's own key without a URL goes to the engine's own endpoint, not the agent's.
-    let key_only = w.send("POST", "/v1/calls", Some(&key), Some(json!({"phone": "+14155550105", "agent_id": aid, "engine_api_key": "sk-call-2"})));
-    assert_eq!(key_only.body_json()["engine_base_url"], Value::Null, "{}", key_only.body);
+    let key_only = w.send(
+        "POST",
+        "/v1/calls",
+        Some(&key),
+        Some(json!({"phone": "+14155550105", "agent_id": aid, "engine_api_key": "sk-call-2"})),
+    );
+    assert_eq!(
+        key_only.body_json()["engine_base_url"],
+        Value::Null,
+        "{}",
+        key_only.body
+    );
     // No clear key anywhere in storage or in the queue's state.
     let stored: String = w.kv.map.borrow().values().map(|(v, _)| v.clone()).collect();
     let queued = serde_json::to_string(&*w.calls.dispatch.queues.borrow()).unwrap();
     for clear in ["sk-agent-SECRET", "sk-call-SECRET"] {
-        assert!(!stored.contains(clear) && !queued.contains(clear), "{clear} stored in clear");
+        assert!(
+            !stored.contains(clear) && !queued.contains(clear),
+            "{clear} stored in clear"
+        );
         assert!(!by_agent.body.contains(clear) && !own.body.contains(clear));
     }
     assert!(queued.contains(SEALED_FIELD));
@@ -498,20 +1121,56 @@ fn engine_keys_are_sealed_everywhere_and_opened_only_for_the_sidecar() {
     let mut queues = w.calls.dispatch.queues.borrow_mut();
     let q = queues.get_mut("local").unwrap();
     q.register("sc-1", 10, NOW);
-    let (leases, _) = q.lease("sc-1", 10, w.now.get(), &crate::dispatch::DispatchTimings::default());
-    let mut reply = json!({"offers": leases.iter().map(crate::dispatch::offer_json).collect::<Vec<_>>()});
+    let (leases, _) = q.lease(
+        "sc-1",
+        10,
+        w.now.get(),
+        &crate::dispatch::DispatchTimings::default(),
+    );
+    let mut reply =
+        json!({"offers": leases.iter().map(crate::dispatch::offer_json).collect::<Vec<_>>()});
     open_offers(&mut reply, Some(&sealing));
-    let key_for = |phone: &str| reply["offers"].as_array().unwrap().iter().find(|o| o["phone"] == phone).map(|o| o["engine_api_key"].clone());
+    let key_for = |phone: &str| {
+        reply["offers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|o| o["phone"] == phone)
+            .map(|o| o["engine_api_key"].clone())
+    };
     assert_eq!(key_for("+14155550101"), Some(json!("sk-agent-SECRET")));
     assert_eq!(key_for("+14155550102"), Some(json!("sk-call-SECRET")));
-    assert_eq!(key_for("+14155550103"), Some(Value::Null), "no key given, none sent");
-    assert_eq!(key_for("+14155550104"), Some(Value::Null), "the agent's key never goes to the call's URL");
+    assert_eq!(
+        key_for("+14155550103"),
+        Some(Value::Null),
+        "no key given, none sent"
+    );
+    assert_eq!(
+        key_for("+14155550104"),
+        Some(Value::Null),
+        "the agent's key never goes to the call's URL"
+    );
     assert_eq!(key_for("+14155550105"), Some(json!("sk-call-2")));
-    let url_for = |phone: &str| reply["offers"].as_array().unwrap().iter().find(|o| o["phone"] == phone).map(|o| o["engine_base_url"].clone());
-    assert_eq!((url_for("+14155550101"), url_for("+14155550105")), (Some(json!("wss://realtime.example.com")), Some(Value::Null)), "each key with its own endpoint");
+    let url_for = |phone: &str| {
+        reply["offers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|o| o["phone"] == phone)
+            .map(|o| o["engine_base_url"].clone())
+    };
+    assert_eq!(
+        (url_for("+14155550101"), url_for("+14155550105")),
+        (Some(json!("wss://realtime.example.com")), Some(Value::Null)),
+        "each key with its own endpoint"
+    );
     drop(queues);
     // PATCH null removes the agent's key.
-    let patched = w.admin("PATCH", &format!("/admin/tenants/{tid}/agents/{aid}"), Some(json!({"engine_api_key": null})));
+    let patched = w.admin(
+        "PATCH",
+        &format!("/admin/tenants/{tid}/agents/{aid}"),
+        Some(json!({"engine_api_key": null})),
+    );
     assert_eq!(patched["engine_api_key_set"], false);
 }
 
@@ -526,21 +1185,38 @@ struct TestSidecar {
 
 impl TestSidecar {
     fn create(w: &World, id: &str) -> TestSidecar {
-        let s = w.admin("POST", "/admin/sidecars", Some(json!({"sidecar_id": id, "region": "local"})));
-        TestSidecar { id: id.into(), secret: s["secret"].as_str().unwrap().into(), nonce: std::cell::Cell::new(0) }
+        let s = w.admin(
+            "POST",
+            "/admin/sidecars",
+            Some(json!({"sidecar_id": id, "region": "local"})),
+        );
+        TestSidecar {
+            id: id.into(),
+            secret: s["secret"].as_str().unwrap().into(),
+            nonce: std::cell::Cell::new(0),
+        }
     }
 
     /// A request carrying `raw`, signed as this sidecar signs.
     fn signed(&self, w: &World, path: &str, raw: Vec<u8>) -> ApiRequest {
         self.nonce.set(self.nonce.get() + 1);
         let nonce = format!("{:032x}", self.nonce.get());
-        let headers = voxline_shared::signing::signed_headers(&self.id, self.secret.as_bytes(), (w.now.get() + 1) / 1000, &nonce, &raw);
+        let headers = voxline_shared::signing::signed_headers(
+            &self.id,
+            self.secret.as_bytes(),
+            (w.now.get() + 1) / 1000,
+            &nonce,
+            &raw,
+        );
         ApiRequest {
             method: "POST".into(),
             path: path.into(),
             content_type: Some("application/json".into()),
             body: raw,
-            headers: headers.into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
+            headers: headers
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v))
+                .collect(),
             ..ApiRequest::default()
         }
     }
@@ -556,31 +1232,68 @@ impl TestSidecar {
 
     fn events(&self, w: &World, call_id: &str, kinds: &[Value]) {
         let events: Vec<Value> = kinds.iter().enumerate().map(|(i, k)| json!({"call_id": call_id, "attempt": 1, "seq": i + 1, "at_ms": 0, "kind": k})).collect();
-        self.send(w, voxline_shared::protocol::paths::EVENTS, json!({"events": events}));
+        self.send(
+            w,
+            voxline_shared::protocol::paths::EVENTS,
+            json!({"events": events}),
+        );
     }
 }
 
 fn jobs_of(w: &World, event_type: &str) -> usize {
-    w.outbox.take().iter().filter(|j| j.event_type == event_type).count()
+    w.outbox
+        .take()
+        .iter()
+        .filter(|j| j.event_type == event_type)
+        .count()
 }
 
 #[test]
 fn a_call_that_ends_within_a_second_is_exact_while_kv_refuses_writes_and_lags() {
     let w = World::new();
     let (tid, key) = w.tenant(true);
-    w.admin("POST", &format!("/admin/tenants/{tid}/webhooks"), Some(json!({"url": "https://hooks.example.com/v"})));
+    w.admin(
+        "POST",
+        &format!("/admin/tenants/{tid}/webhooks"),
+        Some(json!({"url": "https://hooks.example.com/v"})),
+    );
     let sc = TestSidecar::create(&w, "sc-1");
     // From here on, KV behaves as Cloudflare's: one write per key per second
     // (429 beyond) and readers that lag a minute behind writers. (The
     // configuration above is a minute old, as it would be in production.)
     w.now.set(w.now.get() + 61_000);
-    w.kv.limits.set(crate::store::memory::KvLimits { one_write_per_second: true, propagation_ms: 60_000 });
+    w.kv.limits.set(crate::store::memory::KvLimits {
+        one_write_per_second: true,
+        propagation_ms: 60_000,
+    });
     w.kv.now_ms.set(w.now.get());
-    sc.send(&w, voxline_shared::protocol::paths::REGISTER, json!({"region": "local", "capacity": 2, "version": "t"}));
-    let id = w.send("POST", "/v1/calls", Some(&key), Some(json!({"phone": "+14155550100"}))).body_json()["id"].as_str().unwrap().to_string();
-    let lease = sc.send(&w, voxline_shared::protocol::paths::LEASE, json!({"region": "local", "free_slots": 2, "held_calls": [], "wait_ms": 0}));
+    sc.send(
+        &w,
+        voxline_shared::protocol::paths::REGISTER,
+        json!({"region": "local", "capacity": 2, "version": "t"}),
+    );
+    let id = w
+        .send(
+            "POST",
+            "/v1/calls",
+            Some(&key),
+            Some(json!({"phone": "+14155550100"})),
+        )
+        .body_json()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let lease = sc.send(
+        &w,
+        voxline_shared::protocol::paths::LEASE,
+        json!({"region": "local", "free_slots": 2, "held_calls": [], "wait_ms": 0}),
+    );
     let offer = &lease["offers"][0];
-    sc.send(&w, voxline_shared::protocol::paths::ACK, json!({"lease_id": offer["lease_id"], "call_id": id, "accepted": true}));
+    sc.send(
+        &w,
+        voxline_shared::protocol::paths::ACK,
+        json!({"lease_id": offer["lease_id"], "call_id": id, "accepted": true}),
+    );
     // Dialing, ringing, answered, two turns and the end: all within a few milliseconds.
     sc.events(&w, &id, &[
         json!({"type": "ringing"}),
@@ -589,22 +1302,66 @@ fn a_call_that_ends_within_a_second_is_exact_while_kv_refuses_writes_and_lags() 
         json!({"type": "transcript_turn", "role": "user", "text": "yes", "start_ms": 600, "end_ms": 900}),
         json!({"type": "ended", "status": "completed", "reason": "callee_hangup", "timings": {"dispatched_ms": 0, "ringing_ms": 1, "answered_ms": 2, "ended_ms": 3}}),
     ]);
-    let call = w.send("GET", &format!("/v1/calls/{id}"), Some(&key), None).body_json();
-    assert_eq!((call["status"].as_str(), call["attempts"].as_u64()), (Some("completed"), Some(1)), "{call}");
-    assert!(call["ringing_at"].is_string() && call["answered_at"].is_string() && call["ended_at"].is_string(), "{call}");
-    let t = w.send("GET", &format!("/v1/calls/{id}/transcript"), Some(&key), None).body_json();
+    let call = w
+        .send("GET", &format!("/v1/calls/{id}"), Some(&key), None)
+        .body_json();
+    assert_eq!(
+        (call["status"].as_str(), call["attempts"].as_u64()),
+        (Some("completed"), Some(1)),
+        "{call}"
+    );
+    assert!(
+        call["ringing_at"].is_string()
+            && call["answered_at"].is_string()
+            && call["ended_at"].is_string(),
+        "{call}"
+    );
+    let t = w
+        .send(
+            "GET",
+            &format!("/v1/calls/{id}/transcript"),
+            Some(&key),
+            None,
+        )
+        .body_json();
     assert_eq!(t["turns"].as_array().map(Vec::len), Some(2));
     // A hangup after the end changes nothing and sends nothing (no stale read decides it).
     let h = w.send("POST", &format!("/v1/calls/{id}/hangup"), Some(&key), None);
-    assert_eq!((h.status, h.body_json()["status"].as_str()), (200, Some("completed")));
+    assert_eq!(
+        (h.status, h.body_json()["status"].as_str()),
+        (200, Some("completed"))
+    );
     let jobs = w.outbox.take();
     let count = |t: &str| jobs.iter().filter(|j| j.event_type == t).count();
-    for event in ["call.queued", "call.ringing", "call.answered", "call.completed", "transcript.saved"] {
-        assert_eq!(count(event), 1, "{event} exactly once: {:?}", jobs.iter().map(|j| &j.event_type).collect::<Vec<_>>());
+    for event in [
+        "call.queued",
+        "call.ringing",
+        "call.answered",
+        "call.completed",
+        "transcript.saved",
+    ] {
+        assert_eq!(
+            count(event),
+            1,
+            "{event} exactly once: {:?}",
+            jobs.iter().map(|j| &j.event_type).collect::<Vec<_>>()
+        );
     }
-    let saved: Value = jobs.iter().find(|j| j.event_type == "transcript.saved").map(|j| serde_json::from_str(&j.payload).unwrap()).unwrap();
-    assert_eq!(saved["data"]["turns"].as_array().map(Vec::len), Some(2), "transcript.saved holds every turn");
-    assert_eq!(w.kv.refused.get(), 0, "nothing on the call's path writes KV");
+    let saved: Value = jobs
+        .iter()
+        .find(|j| j.event_type == "transcript.saved")
+        .map(|j| serde_json::from_str(&j.payload).unwrap())
+        .unwrap();
+    assert_eq!(
+        saved["data"]["turns"].as_array().map(Vec::len),
+        Some(2),
+        "transcript.saved holds every turn"
+    );
+    assert_eq!(
+        w.kv.refused.get(),
+        0,
+        "nothing on the call's path writes KV"
+    );
 }
 
 #[test]
@@ -613,21 +1370,67 @@ fn reports_sent_again_after_a_lost_answer_are_applied_once() {
     use crate::dispatch::{CallChange, CallUpdate};
     let w = World::new();
     let (tid, key) = w.tenant(true);
-    w.admin("POST", &format!("/admin/tenants/{tid}/webhooks"), Some(json!({"url": "https://hooks.example.com/v"})));
-    let id = w.send("POST", "/v1/calls", Some(&key), Some(json!({"phone": "+14155550100"}))).body_json()["id"].as_str().unwrap().to_string();
+    w.admin(
+        "POST",
+        &format!("/admin/tenants/{tid}/webhooks"),
+        Some(json!({"url": "https://hooks.example.com/v"})),
+    );
+    let id = w
+        .send(
+            "POST",
+            "/v1/calls",
+            Some(&key),
+            Some(json!({"phone": "+14155550100"})),
+        )
+        .body_json()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     jobs_of(&w, "call.queued");
-    let up = |seq: u64, change: CallChange| Report { seq, item: ReportItem::Call { update: CallUpdate { call_id: id.clone(), tenant_id: tid.clone(), at_ms: w.now.get(), change } } };
-    let batch = [up(7, CallChange::Dialing { sidecar_id: "s".into(), attempt: 1 }), up(8, CallChange::Ringing)];
+    let up = |seq: u64, change: CallChange| Report {
+        seq,
+        item: ReportItem::Call {
+            update: CallUpdate {
+                call_id: id.clone(),
+                tenant_id: tid.clone(),
+                at_ms: w.now.get(),
+                change,
+            },
+        },
+    };
+    let batch = [
+        up(
+            7,
+            CallChange::Dialing {
+                sidecar_id: "s".into(),
+                attempt: 1,
+            },
+        ),
+        up(8, CallChange::Ringing),
+    ];
     let rows = w.calls.rows(&tid);
-    assert_eq!(apply_reports(&*rows, "local", &batch, w.now.get(), &mut |_| {}).unwrap(), 8);
+    assert_eq!(
+        apply_reports(&*rows, "local", &batch, w.now.get(), &mut |_| {}).unwrap(),
+        8
+    );
     // The queue never heard back and sends the same batch, plus what came since.
-    let again = [batch[0].clone(), batch[1].clone(), up(9, CallChange::Answered)];
-    assert_eq!(apply_reports(&*rows, "local", &again, w.now.get(), &mut |_| {}).unwrap(), 9);
+    let again = [
+        batch[0].clone(),
+        batch[1].clone(),
+        up(9, CallChange::Answered),
+    ];
+    assert_eq!(
+        apply_reports(&*rows, "local", &again, w.now.get(), &mut |_| {}).unwrap(),
+        9
+    );
     block_on(w.calls.drain(&w.kv, &w.outbox)).unwrap();
     let jobs = w.outbox.take();
     let types: Vec<&str> = jobs.iter().map(|j| j.event_type.as_str()).collect();
     assert_eq!(types, ["call.ringing", "call.answered"], "each change once");
-    assert_eq!(w.calls.rows(&tid).call(&id).unwrap().unwrap().status, CallStatus::InProgress);
+    assert_eq!(
+        w.calls.rows(&tid).call(&id).unwrap().unwrap().status,
+        CallStatus::InProgress
+    );
 }
 
 #[test]
@@ -635,17 +1438,49 @@ fn an_idempotency_key_whose_first_request_was_abandoned_still_creates_one_call()
     let w = World::new();
     let (tid, key) = w.tenant(true);
     let body = json!({"phone": "+14155550100"});
-    let first = with_header(&w, "POST", "/v1/calls", &key, body.clone(), &[("Idempotency-Key", "order-1")]);
+    let first = with_header(
+        &w,
+        "POST",
+        "/v1/calls",
+        &key,
+        body.clone(),
+        &[("Idempotency-Key", "order-1")],
+    );
     assert_eq!(first.status, 201);
     // The Worker died before the answer was recorded: the rate limiter's
     // in-flight record expires as abandoned and lets the retry through.
     w.traffic.idem.borrow_mut().clear();
-    let retry = with_header(&w, "POST", "/v1/calls", &key, body.clone(), &[("Idempotency-Key", "order-1")]);
-    assert_eq!((retry.status, retry.body_json()["id"].clone()), (201, first.body_json()["id"].clone()), "the call the key created, not a second one");
+    let retry = with_header(
+        &w,
+        "POST",
+        "/v1/calls",
+        &key,
+        body.clone(),
+        &[("Idempotency-Key", "order-1")],
+    );
+    assert_eq!(
+        (retry.status, retry.body_json()["id"].clone()),
+        (201, first.body_json()["id"].clone()),
+        "the call the key created, not a second one"
+    );
     w.traffic.idem.borrow_mut().clear();
-    let other = with_header(&w, "POST", "/v1/calls", &key, json!({"phone": "+14155550199"}), &[("Idempotency-Key", "order-1")]);
+    let other = with_header(
+        &w,
+        "POST",
+        "/v1/calls",
+        &key,
+        json!({"phone": "+14155550199"}),
+        &[("Idempotency-Key", "order-1")],
+    );
     assert_eq!(World::code(&other), "idempotency_key_reused");
-    let listed = w.calls.rows(&tid).list_calls(&crate::call_store::ListFilter { limit: 10, ..Default::default() }).unwrap();
+    let listed = w
+        .calls
+        .rows(&tid)
+        .list_calls(&crate::call_store::ListFilter {
+            limit: 10,
+            ..Default::default()
+        })
+        .unwrap();
     assert_eq!(listed.len(), 1);
 }
 
@@ -654,31 +1489,59 @@ fn an_oversized_sidecar_request_is_413_before_its_signature_is_checked() {
     use voxline_shared::protocol::paths;
     let w = World::new();
     let sc = TestSidecar::create(&w, "sc-1");
-    sc.send(&w, paths::REGISTER, json!({"region": "local", "capacity": 1, "version": "t"}));
+    sc.send(
+        &w,
+        paths::REGISTER,
+        json!({"region": "local", "capacity": 1, "version": "t"}),
+    );
     // An event batch over the body limit, correctly signed.
     let turn = json!({"type": "transcript_turn", "role": "user", "text": "x".repeat(3_000), "start_ms": 0, "end_ms": 1});
-    let events: Vec<Value> = (0..30).map(|i| json!({"call_id": "call_1", "attempt": 1, "seq": i + 1, "at_ms": 0, "kind": turn})).collect();
-    let big = json!({"protocol_version": 1, "sidecar_id": "sc-1", "events": events}).to_string().into_bytes();
+    let events: Vec<Value> = (0..30)
+        .map(|i| json!({"call_id": "call_1", "attempt": 1, "seq": i + 1, "at_ms": 0, "kind": turn}))
+        .collect();
+    let big = json!({"protocol_version": 1, "sidecar_id": "sc-1", "events": events})
+        .to_string()
+        .into_bytes();
     assert!(big.len() > MAX_BODY_BYTES);
     let signed_big = sc.signed(&w, paths::EVENTS, big.clone());
     // What the glue hands over for a declared oversize body: not the bytes
     // signed (it never buffers them), so the signature cannot match.
     let mut replaced = sc.signed(&w, paths::EVENTS, big.clone());
     replaced.body = vec![0; MAX_BODY_BYTES + 1];
-    replaced.headers.push(("content-length".into(), big.len().to_string()));
+    replaced
+        .headers
+        .push(("content-length".into(), big.len().to_string()));
     // A declared length over the limit alone (a body not read at all).
     let mut declared = sc.signed(&w, paths::EVENTS, Vec::new());
-    declared.headers.push(("content-length".into(), (MAX_BODY_BYTES + 1).to_string()));
-    for (what, req) in [("signed", signed_big), ("replaced", replaced), ("declared", declared)] {
+    declared
+        .headers
+        .push(("content-length".into(), (MAX_BODY_BYTES + 1).to_string()));
+    for (what, req) in [
+        ("signed", signed_big),
+        ("replaced", replaced),
+        ("declared", declared),
+    ] {
         let r = w.send_req(&req);
-        assert_eq!((r.status, World::code(&r).as_str()), (413, "payload_too_large"), "{what}: {}", r.body);
+        assert_eq!(
+            (r.status, World::code(&r).as_str()),
+            (413, "payload_too_large"),
+            "{what}: {}",
+            r.body
+        );
     }
     // Unsigned too (the size is checked first): still 413, not 401.
-    let unsigned = ApiRequest { method: "POST".into(), path: paths::LEASE.into(), body: big, ..ApiRequest::default() };
+    let unsigned = ApiRequest {
+        method: "POST".into(),
+        path: paths::LEASE.into(),
+        body: big,
+        ..ApiRequest::default()
+    };
     assert_eq!(w.send_req(&unsigned).status, 413);
     // At the limit the request goes on to its signature as before.
     let mut at_limit = sc.signed(&w, paths::LEASE, Vec::new());
-    at_limit.headers.push(("content-length".into(), MAX_BODY_BYTES.to_string()));
+    at_limit
+        .headers
+        .push(("content-length".into(), MAX_BODY_BYTES.to_string()));
     assert_eq!(World::code(&w.send_req(&at_limit)), "invalid_json");
 }
 
@@ -686,12 +1549,32 @@ fn an_oversized_sidecar_request_is_413_before_its_signature_is_checked() {
 fn unknown_methods_are_405_with_allow_never_served_as_get() {
     let w = World::new();
     let (_, key) = w.tenant(true);
-    let id = w.send("POST", "/v1/calls", Some(&key), Some(json!({"phone": "+14155550100"}))).body_json()["id"].as_str().unwrap().to_string();
+    let id = w
+        .send(
+            "POST",
+            "/v1/calls",
+            Some(&key),
+            Some(json!({"phone": "+14155550100"})),
+        )
+        .body_json()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let call_path = format!("/v1/calls/{id}");
     for method in ["QUERY", "PROPFIND", "SEARCH", "PURGE", "LOCK", "query"] {
-        for (path, allow) in [(call_path.as_str(), "GET"), ("/v1/calls", "POST, GET"), ("/healthz", "GET"), (voxline_shared::protocol::paths::LEASE, "POST")] {
+        for (path, allow) in [
+            (call_path.as_str(), "GET"),
+            ("/v1/calls", "POST, GET"),
+            ("/healthz", "GET"),
+            (voxline_shared::protocol::paths::LEASE, "POST"),
+        ] {
             let r = w.send(method, path, Some(&key), None);
-            assert_eq!((r.status, World::code(&r).as_str()), (405, "method_not_allowed"), "{method} {path}: {}", r.body);
+            assert_eq!(
+                (r.status, World::code(&r).as_str()),
+                (405, "method_not_allowed"),
+                "{method} {path}: {}",
+                r.body
+            );
             assert_eq!(header(&r, "Allow"), Some(allow), "{method} {path}");
         }
     }
@@ -701,7 +1584,11 @@ fn unknown_methods_are_405_with_allow_never_served_as_get() {
 fn call_metadata_comes_back_byte_identical_in_the_api_and_the_queued_webhook() {
     let w = World::new();
     let (tid, key) = w.tenant(true);
-    w.admin("POST", &format!("/admin/tenants/{tid}/webhooks"), Some(json!({"url": "https://hooks.example.com/v"})));
+    w.admin(
+        "POST",
+        &format!("/admin/tenants/{tid}/webhooks"),
+        Some(json!({"url": "https://hooks.example.com/v"})),
+    );
     w.outbox.take();
     // Keys out of order, an integer past f64's precision, -0 and a trailing zero.
     let metadata = r#"{"b":1,"a":12345678901234567890,"z":-0,"n":1.50}"#;
@@ -722,12 +1609,24 @@ fn call_metadata_comes_back_byte_identical_in_the_api_and_the_queued_webhook() {
     assert_eq!(got.status, 200);
     assert!(got.body.contains(&expected), "{}", got.body);
     let jobs = w.outbox.take();
-    let queued = jobs.iter().find(|j| j.event_type == "call.queued").expect("a call.queued delivery");
+    let queued = jobs
+        .iter()
+        .find(|j| j.event_type == "call.queued")
+        .expect("a call.queued delivery");
     assert!(queued.payload.contains(&expected), "{}", queued.payload);
     let payload: Value = serde_json::from_str(&queued.payload).unwrap();
-    assert_eq!((payload["type"].as_str(), payload["data"]["id"].as_str()), (Some("call.queued"), Some(id.as_str())));
+    assert_eq!(
+        (payload["type"].as_str(), payload["data"]["id"].as_str()),
+        (Some("call.queued"), Some(id.as_str()))
+    );
     // Too large is still refused, measured on the text kept.
-    let big = format!(r#"{{"phone":"+14155550100","metadata":{{"k":"{}"}}}}"#, "m".repeat(crate::validate::MAX_METADATA_BYTES));
-    let r = w.send_req(&ApiRequest { body: big.into_bytes(), ..req.clone() });
+    let big = format!(
+        r#"{{"phone":"+14155550100","metadata":{{"k":"{}"}}}}"#,
+        "m".repeat(crate::validate::MAX_METADATA_BYTES)
+    );
+    let r = w.send_req(&ApiRequest {
+        body: big.into_bytes(),
+        ..req.clone()
+    });
     assert_eq!(World::code(&r), "metadata_too_large");
 }

@@ -58,7 +58,9 @@ impl H3Carrier {
         idle_timeout: Duration,
     ) -> Result<H3Carrier, CarrierError> {
         if !edge.tls {
-            return Err(CarrierError::Config("HTTP/3 needs an https:// edge URL".into()));
+            return Err(CarrierError::Config(
+                "HTTP/3 needs an https:// edge URL".into(),
+            ));
         }
         tls.alpn_protocols = vec![b"h3".to_vec()];
         let quic_tls = QuicClientConfig::try_from(Arc::new(tls))
@@ -66,11 +68,16 @@ impl H3Carrier {
         let mut client_config = quinn::ClientConfig::new(Arc::new(quic_tls));
         let mut transport = quinn::TransportConfig::default();
         transport.keep_alive_interval(keep_alive);
-        let idle =
-            idle_timeout.try_into().map_err(|_| CarrierError::Config(format!("idle timeout {idle_timeout:?}")))?;
+        let idle = idle_timeout
+            .try_into()
+            .map_err(|_| CarrierError::Config(format!("idle timeout {idle_timeout:?}")))?;
         transport.max_idle_timeout(Some(idle));
         client_config.transport_config(Arc::new(transport));
-        Ok(H3Carrier { edge, client_config, live: Mutex::new(None) })
+        Ok(H3Carrier {
+            edge,
+            client_config,
+            live: Mutex::new(None),
+        })
     }
 
     async fn connect(&self) -> Result<Live, CarrierError> {
@@ -78,18 +85,28 @@ impl H3Carrier {
             .await
             .map_err(|e| CarrierError::Connect(format!("resolve {}: {e}", self.edge.host)))?
             .next()
-            .ok_or_else(|| CarrierError::Connect(format!("{} resolves to no address", self.edge.host)))?;
-        let bind: SocketAddr =
-            if addr.is_ipv4() { (Ipv4Addr::UNSPECIFIED, 0).into() } else { (Ipv6Addr::UNSPECIFIED, 0).into() };
-        let endpoint = quinn::Endpoint::client(bind).map_err(|e| CarrierError::Connect(format!("UDP bind: {e}")))?;
+            .ok_or_else(|| {
+                CarrierError::Connect(format!("{} resolves to no address", self.edge.host))
+            })?;
+        let bind: SocketAddr = if addr.is_ipv4() {
+            (Ipv4Addr::UNSPECIFIED, 0).into()
+        } else {
+            (Ipv6Addr::UNSPECIFIED, 0).into()
+        };
+        let endpoint = quinn::Endpoint::client(bind)
+            .map_err(|e| CarrierError::Connect(format!("UDP bind: {e}")))?;
         let connecting = endpoint
             .connect_with(self.client_config.clone(), addr, &self.edge.host)
             .map_err(|e| CarrierError::Connect(format!("QUIC connect to {addr}: {e}")))?;
         let quic = connecting.await.map_err(|e| match e {
-            quinn::ConnectionError::TransportError(ref t) if t.code.to_string().contains("crypto") => {
+            quinn::ConnectionError::TransportError(ref t)
+                if t.code.to_string().contains("crypto") =>
+            {
                 CarrierError::Tls(format!("QUIC handshake with {addr}: {e}"))
             }
-            quinn::ConnectionError::TimedOut => CarrierError::Connect(format!("QUIC handshake with {addr} timed out")),
+            quinn::ConnectionError::TimedOut => {
+                CarrierError::Connect(format!("QUIC handshake with {addr} timed out"))
+            }
             other => CarrierError::Connect(format!("QUIC handshake with {addr}: {other}")),
         })?;
         let (mut driver, send) = h3::client::new(h3_quinn::Connection::new(quic.clone()))
@@ -101,7 +118,11 @@ impl H3Carrier {
             tracing::debug!(%reason, "h3 connection closed");
         });
         tracing::debug!(%addr, "h3 connection established");
-        Ok(Live { quic, send, _endpoint: endpoint })
+        Ok(Live {
+            quic,
+            send,
+            _endpoint: endpoint,
+        })
     }
 
     /// A request handle on a live connection, connecting if needed.
@@ -116,7 +137,9 @@ impl H3Carrier {
         *guard = None;
         let live = tokio::time::timeout(CONNECT_TIMEOUT, self.connect())
             .await
-            .map_err(|_| CarrierError::Connect(format!("no HTTP/3 connection within {CONNECT_TIMEOUT:?}")))??;
+            .map_err(|_| {
+                CarrierError::Connect(format!("no HTTP/3 connection within {CONNECT_TIMEOUT:?}"))
+            })??;
         let out = (live.send.clone(), live.quic.clone());
         *guard = Some(live);
         Ok(out)
@@ -125,7 +148,10 @@ impl H3Carrier {
     /// Forgets `quic` if it is still the cached connection (after a connection-level failure).
     async fn forget(&self, quic: &quinn::Connection) {
         let mut guard = self.live.lock().await;
-        if guard.as_ref().is_some_and(|l| l.quic.stable_id() == quic.stable_id()) {
+        if guard
+            .as_ref()
+            .is_some_and(|l| l.quic.stable_id() == quic.stable_id())
+        {
             *guard = None;
         }
     }
@@ -135,7 +161,10 @@ impl H3Carrier {
         use h3::error::StreamError as E;
         // GOAWAY (RemoteClosing) also means: no new requests on this connection.
         quic.close_reason().is_some()
-            || matches!(e, E::ConnectionError { .. } | E::RemoteClosing { .. } | E::Undefined { .. })
+            || matches!(
+                e,
+                E::ConnectionError { .. } | E::RemoteClosing { .. } | E::Undefined { .. }
+            )
     }
 
     async fn exchange(
@@ -145,8 +174,12 @@ impl H3Carrier {
         headers: Vec<(&'static str, String)>,
         body: Vec<u8>,
     ) -> Result<Result<CarrierResponse, CarrierError>, h3::error::StreamError> {
-        let mut req = http::Request::post(self.edge.url(path)).header(http::header::CONTENT_LENGTH, body.len());
-        if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("content-type")) {
+        let mut req = http::Request::post(self.edge.url(path))
+            .header(http::header::CONTENT_LENGTH, body.len());
+        if !headers
+            .iter()
+            .any(|(k, _)| k.eq_ignore_ascii_case("content-type"))
+        {
             req = req.header(http::header::CONTENT_TYPE, "application/json");
         }
         for (k, v) in headers {
@@ -174,7 +207,11 @@ impl H3Carrier {
                 chunk.advance(n);
             }
         }
-        Ok(Ok(CarrierResponse { status, body: out, version }))
+        Ok(Ok(CarrierResponse {
+            status,
+            body: out,
+            version,
+        }))
     }
 }
 

@@ -33,9 +33,13 @@ impl Http1Carrier {
         tcp.set_connect_timeout(Some(Duration::from_secs(5)));
         tcp.set_keepalive(Some(Duration::from_secs(30)));
         let builder = match tls {
-            Some(cfg) => HttpsConnectorBuilder::new().with_tls_config(cfg).https_or_http(),
+            Some(cfg) => HttpsConnectorBuilder::new()
+                .with_tls_config(cfg)
+                .https_or_http(),
             // No TLS config: only plain http:// is ever dialled (https would fail at connect).
-            None => HttpsConnectorBuilder::new().with_tls_config(super::tls::empty_roots_config()).https_or_http(),
+            None => HttpsConnectorBuilder::new()
+                .with_tls_config(super::tls::empty_roots_config())
+                .https_or_http(),
         };
         let connector = builder.enable_http1().wrap_connector(tcp);
         let client = Client::builder(TokioExecutor::new())
@@ -52,7 +56,10 @@ fn has_rustls(e: &(dyn std::error::Error + 'static)) -> bool {
     if e.is::<rustls::Error>() {
         return true;
     }
-    if let Some(inner) = e.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref()) {
+    if let Some(inner) = e
+        .downcast_ref::<std::io::Error>()
+        .and_then(|io| io.get_ref())
+    {
         if has_rustls(inner) {
             return true;
         }
@@ -90,24 +97,39 @@ impl Carrier for Http1Carrier {
         headers: Vec<(&'static str, String)>,
         body: Vec<u8>,
     ) -> Result<CarrierResponse, CarrierError> {
-        let mut req = http::Request::post(self.edge.url(path)).header(http::header::CONTENT_LENGTH, body.len());
-        if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("content-type")) {
+        let mut req = http::Request::post(self.edge.url(path))
+            .header(http::header::CONTENT_LENGTH, body.len());
+        if !headers
+            .iter()
+            .any(|(k, _)| k.eq_ignore_ascii_case("content-type"))
+        {
             req = req.header(http::header::CONTENT_TYPE, "application/json");
         }
         for (k, v) in headers {
             req = req.header(k, v);
         }
-        let req = req.body(Full::new(Bytes::from(body))).map_err(|e| CarrierError::Protocol(e.to_string()))?;
+        let req = req
+            .body(Full::new(Bytes::from(body)))
+            .map_err(|e| CarrierError::Protocol(e.to_string()))?;
         let resp = self.client.request(req).await.map_err(|e| classify(&e))?;
         let status = resp.status().as_u16();
         let version = resp.version();
-        let body = Limited::new(resp.into_body(), MAX_RESPONSE_BYTES).collect().await.map_err(|e| {
-            if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
-                CarrierError::BodyTooLarge
-            } else {
-                CarrierError::Io(e.to_string())
-            }
-        })?;
-        Ok(CarrierResponse { status, body: body.to_bytes().to_vec(), version })
+        let body = Limited::new(resp.into_body(), MAX_RESPONSE_BYTES)
+            .collect()
+            .await
+            .map_err(|e| {
+                if e.downcast_ref::<http_body_util::LengthLimitError>()
+                    .is_some()
+                {
+                    CarrierError::BodyTooLarge
+                } else {
+                    CarrierError::Io(e.to_string())
+                }
+            })?;
+        Ok(CarrierResponse {
+            status,
+            body: body.to_bytes().to_vec(),
+            version,
+        })
     }
 }

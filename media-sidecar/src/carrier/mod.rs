@@ -90,12 +90,17 @@ impl AnyCarrier {
     pub fn from_config(cfg: &crate::config::Config) -> Result<AnyCarrier, CarrierError> {
         Ok(match cfg.transport {
             crate::config::Transport::Http1 => {
-                let tls = if cfg.edge.tls { Some(tls::client_config(cfg.ca_cert.as_deref())?) } else { None };
+                let tls = if cfg.edge.tls {
+                    Some(tls::client_config(cfg.ca_cert.as_deref())?)
+                } else {
+                    None
+                };
                 AnyCarrier::Http1(http1::Http1Carrier::new(cfg.edge.clone(), tls))
             }
-            crate::config::Transport::H3 => {
-                AnyCarrier::H3(h3::H3Carrier::new(cfg.edge.clone(), tls::client_config(cfg.ca_cert.as_deref())?)?)
-            }
+            crate::config::Transport::H3 => AnyCarrier::H3(h3::H3Carrier::new(
+                cfg.edge.clone(),
+                tls::client_config(cfg.ca_cert.as_deref())?,
+            )?),
         })
     }
 }

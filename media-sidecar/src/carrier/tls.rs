@@ -17,15 +17,28 @@ pub fn client_config(ca_cert: Option<&Path>) -> Result<rustls::ClientConfig, Car
     match ca_cert {
         Some(path) => {
             let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
-                .map_err(|e| CarrierError::Config(format!("cannot read CA file {}: {e}", path.display())))?
+                .map_err(|e| {
+                    CarrierError::Config(format!("cannot read CA file {}: {e}", path.display()))
+                })?
                 .collect::<Result<_, _>>()
-                .map_err(|e| CarrierError::Config(format!("CA file {} is not valid PEM: {e}", path.display())))?;
+                .map_err(|e| {
+                    CarrierError::Config(format!(
+                        "CA file {} is not valid PEM: {e}",
+                        path.display()
+                    ))
+                })?;
             if certs.is_empty() {
-                return Err(CarrierError::Config(format!("CA file {} holds no certificate", path.display())));
+                return Err(CarrierError::Config(format!(
+                    "CA file {} holds no certificate",
+                    path.display()
+                )));
             }
             for c in certs {
                 roots.add(c).map_err(|e| {
-                    CarrierError::Config(format!("CA file {}: unusable certificate: {e}", path.display()))
+                    CarrierError::Config(format!(
+                        "CA file {}: unusable certificate: {e}",
+                        path.display()
+                    ))
                 })?;
             }
         }

@@ -15,7 +15,11 @@ pub struct EchoEngine {
 impl EchoEngine {
     pub fn new() -> EchoEngine {
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-        EchoEngine { pending: VecDeque::new(), waker: Some(tx), wake: Some(rx) }
+        EchoEngine {
+            pending: VecDeque::new(),
+            waker: Some(tx),
+            wake: Some(rx),
+        }
     }
 }
 
@@ -61,7 +65,10 @@ mod tests {
         let mut e = EchoEngine::new();
         e.send_audio(&[1, 2, 3]).await.unwrap();
         e.send_audio(&[4]).await.unwrap();
-        assert_eq!(e.next_event().await.unwrap(), EngineEvent::Audio(vec![1, 2, 3]));
+        assert_eq!(
+            e.next_event().await.unwrap(),
+            EngineEvent::Audio(vec![1, 2, 3])
+        );
         assert_eq!(e.next_event().await.unwrap(), EngineEvent::Audio(vec![4]));
         let idle = tokio::time::timeout(std::time::Duration::from_millis(50), e.next_event()).await;
         assert!(idle.is_err(), "nothing to echo: it waits");

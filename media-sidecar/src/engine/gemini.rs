@@ -35,7 +35,8 @@ use super::{Engine, EngineConfig, EngineError, EngineEvent, FRAME_SAMPLES};
 
 pub const DEFAULT_BASE_URL: &str = "wss://generativelanguage.googleapis.com";
 pub const DEFAULT_MODEL: &str = "models/gemini-live-2.5-flash-preview";
-pub const PATH: &str = "/ws/google.ai.generativelanguage.v1beta.GenerativeService.BidiGenerateContent";
+pub const PATH: &str =
+    "/ws/google.ai.generativelanguage.v1beta.GenerativeService.BidiGenerateContent";
 pub const INPUT_RATE: u32 = 16_000;
 pub const OUTPUT_RATE: u32 = 24_000;
 const SPMS: u64 = 8;
@@ -57,7 +58,9 @@ impl Default for GeminiOptions {
             connect_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(20),
             ping_interval: Duration::from_secs(5),
-            greeting: Some("The call has just been answered. Greet the person now, briefly.".into()),
+            greeting: Some(
+                "The call has just been answered. Greet the person now, briefly.".into(),
+            ),
         }
     }
 }
@@ -96,22 +99,41 @@ pub async fn connect(cfg: EngineConfig) -> Result<GeminiEngine, EngineError> {
     connect_with(cfg, GeminiOptions::default()).await
 }
 
-pub async fn connect_with(cfg: EngineConfig, opts: GeminiOptions) -> Result<GeminiEngine, EngineError> {
+pub async fn connect_with(
+    cfg: EngineConfig,
+    opts: GeminiOptions,
+) -> Result<GeminiEngine, EngineError> {
     let key = cfg
         .api_key
         .as_ref()
         .map(|k| k.expose().to_string())
         .filter(|k| !k.is_empty())
         .ok_or_else(|| EngineError::Auth("no Gemini API key configured".into()))?;
-    let base = cfg.base_url.clone().unwrap_or_else(|| DEFAULT_BASE_URL.into());
-    let url = format!("{}{PATH}?key={}", base.trim_end_matches('/'), urlencode(&key));
+    let base = cfg
+        .base_url
+        .clone()
+        .unwrap_or_else(|| DEFAULT_BASE_URL.into());
+    let url = format!(
+        "{}{PATH}?key={}",
+        base.trim_end_matches('/'),
+        urlencode(&key)
+    );
     let deadline = Instant::now() + opts.connect_timeout;
-    let mut socket = ws::connect(&url, Vec::new(), opts.connect_timeout, &[&key, &urlencode(&key)]).await?;
+    let mut socket = ws::connect(
+        &url,
+        Vec::new(),
+        opts.connect_timeout,
+        &[&key, &urlencode(&key)],
+    )
+    .await?;
     drop(url);
 
     let mut outbox = Outbox::default();
     outbox.push(Message::text(setup_message(&cfg).to_string()));
-    outbox.flush(&mut socket).await.map_err(|e| EngineError::Disconnected(redact(&e.to_string(), &[&key])))?;
+    outbox
+        .flush(&mut socket)
+        .await
+        .map_err(|e| EngineError::Disconnected(redact(&e.to_string(), &[&key])))?;
     loop {
         let frame = match tokio::time::timeout_at(deadline, ws::next_frame(&mut socket)).await {
             Err(_) => {
@@ -135,12 +157,17 @@ pub async fn connect_with(cfg: EngineConfig, opts: GeminiOptions) -> Result<Gemi
             Some(Ok(Message::Close(c))) => return Err(close_error(c.as_ref(), &key)),
             Some(Ok(_)) => {}
             Some(Err(e)) => return Err(EngineError::Disconnected(redact(&e.to_string(), &[&key]))),
-            None => return Err(EngineError::Disconnected("closed before setupComplete".into())),
+            None => {
+                return Err(EngineError::Disconnected(
+                    "closed before setupComplete".into(),
+                ))
+            }
         }
     }
 
     let now = Instant::now();
-    let up = StreamResampler::new(super::SAMPLE_RATE, INPUT_RATE, FRAME_SAMPLES).map_err(EngineError::Unavailable)?;
+    let up = StreamResampler::new(super::SAMPLE_RATE, INPUT_RATE, FRAME_SAMPLES)
+        .map_err(EngineError::Unavailable)?;
     let mut eng = GeminiEngine {
         call_id: cfg.call_id.clone(),
         ws: socket,
@@ -166,7 +193,10 @@ pub async fn connect_with(cfg: EngineConfig, opts: GeminiOptions) -> Result<Gemi
             json!({"clientContent": {"turns": [{"role": "user", "parts": [{"text": g}]}], "turnComplete": true}}),
         );
         if let Err(e) = eng.outbox.flush(&mut eng.ws).await {
-            return Err(EngineError::Disconnected(redact(&e.to_string(), &[&eng.secret])));
+            return Err(EngineError::Disconnected(redact(
+                &e.to_string(),
+                &[&eng.secret],
+            )));
         }
     }
     tracing::info!(call_id = %eng.call_id, "gemini live session started");
@@ -176,7 +206,9 @@ pub async fn connect_with(cfg: EngineConfig, opts: GeminiOptions) -> Result<Gemi
 fn urlencode(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
             _ => format!("%{b:02X}"),
         })
         .collect()
@@ -194,7 +226,11 @@ fn parse(m: &Message) -> Result<Value, String> {
 /// The `setup` message (public for the tests' expectations).
 pub fn setup_message(cfg: &EngineConfig) -> Value {
     let model = cfg.model.clone().unwrap_or_else(|| DEFAULT_MODEL.into());
-    let model = if model.starts_with("models/") { model } else { format!("models/{model}") };
+    let model = if model.starts_with("models/") {
+        model
+    } else {
+        format!("models/{model}")
+    };
     let mut speech = json!({});
     if let Some(v) = &cfg.voice {
         speech["voiceConfig"] = json!({"prebuiltVoiceConfig": {"voiceName": v}});
@@ -211,7 +247,12 @@ pub fn setup_message(cfg: &EngineConfig) -> Value {
     if let Some(p) = &cfg.system_prompt {
         setup["systemInstruction"] = json!({"parts": [{"text": p}]});
     }
-    if let Some(tools) = cfg.metadata.as_ref().and_then(|m| m.get("tools")).and_then(|t| t.as_array()) {
+    if let Some(tools) = cfg
+        .metadata
+        .as_ref()
+        .and_then(|m| m.get("tools"))
+        .and_then(|t| t.as_array())
+    {
         // Same declarations as for OpenAI ({type, name, description, parameters}).
         let decls: Vec<Value> = tools
             .iter()
@@ -238,9 +279,15 @@ fn close_error(c: Option<&tungstenite::protocol::CloseFrame>, key: &str) -> Engi
             let reason = redact(c.reason.as_str(), &[key]);
             let lower = reason.to_ascii_lowercase();
             let text = format!("server closed the socket ({}): {reason}", u16::from(c.code));
-            if lower.contains("api key") || lower.contains("api_key") || lower.contains("permission") {
+            if lower.contains("api key")
+                || lower.contains("api_key")
+                || lower.contains("permission")
+            {
                 EngineError::Auth(text)
-            } else if lower.contains("quota") || lower.contains("resource_exhausted") || lower.contains("unavailable") {
+            } else if lower.contains("quota")
+                || lower.contains("resource_exhausted")
+                || lower.contains("unavailable")
+            {
                 EngineError::Unavailable(text)
             } else {
                 EngineError::Disconnected(text)
@@ -251,7 +298,10 @@ fn close_error(c: Option<&tungstenite::protocol::CloseFrame>, key: &str) -> Engi
 
 /// The rate in a mimeType like `audio/pcm;rate=24000` (24 kHz when absent).
 fn rate_of(mime: &str) -> u32 {
-    mime.split(';').filter_map(|p| p.trim().strip_prefix("rate=")).find_map(|r| r.parse().ok()).unwrap_or(OUTPUT_RATE)
+    mime.split(';')
+        .filter_map(|p| p.trim().strip_prefix("rate="))
+        .find_map(|r| r.parse().ok())
+        .unwrap_or(OUTPUT_RATE)
 }
 
 impl GeminiEngine {
@@ -312,7 +362,11 @@ impl GeminiEngine {
             if !text.is_empty() {
                 let dur_ms = match turn {
                     Some((start, samples)) => {
-                        let heard = if interrupted { self.played.saturating_sub(start).min(samples) } else { samples };
+                        let heard = if interrupted {
+                            self.played.saturating_sub(start).min(samples)
+                        } else {
+                            samples
+                        };
                         heard / SPMS
                     }
                     None => t.end_ms.saturating_sub(t.start_ms),
@@ -330,13 +384,18 @@ impl GeminiEngine {
     fn on_server_content(&mut self, sc: &Value) -> Result<(), EngineError> {
         let now = self.since_start_ms();
         if let Some(t) = sc["inputTranscription"]["text"].as_str() {
-            let u = self.user_text.get_or_insert_with(|| Turn { start_ms: now, ..Turn::default() });
+            let u = self.user_text.get_or_insert_with(|| Turn {
+                start_ms: now,
+                ..Turn::default()
+            });
             u.text.push_str(t);
             u.end_ms = now;
         }
         if let Some(parts) = sc["modelTurn"]["parts"].as_array() {
             for p in parts {
-                let Some(d) = p.get("inlineData") else { continue };
+                let Some(d) = p.get("inlineData") else {
+                    continue;
+                };
                 let mime = d["mimeType"].as_str().unwrap_or("audio/pcm;rate=24000");
                 if !mime.starts_with("audio/pcm") {
                     continue;
@@ -346,13 +405,21 @@ impl GeminiEngine {
                 let bytes = B64
                     .decode(d["data"].as_str().unwrap_or(""))
                     .map_err(|e| EngineError::Protocol(format!("inlineData is not base64: {e}")))?;
-                let pcm: Vec<i16> = bytes.chunks_exact(2).map(|b| i16::from_le_bytes([b[0], b[1]])).collect();
+                let pcm: Vec<i16> = bytes
+                    .chunks_exact(2)
+                    .map(|b| i16::from_le_bytes([b[0], b[1]]))
+                    .collect();
                 let rate = rate_of(mime);
                 let mut out = Vec::with_capacity(pcm.len() / 2);
                 if rate == super::SAMPLE_RATE {
                     out = pcm;
                 } else {
-                    if self.down.as_ref().map(|d| d.rates().0 != rate).unwrap_or(true) {
+                    if self
+                        .down
+                        .as_ref()
+                        .map(|d| d.rates().0 != rate)
+                        .unwrap_or(true)
+                    {
                         self.down = Some(
                             StreamResampler::new(rate, super::SAMPLE_RATE, (rate / 50) as usize)
                                 .map_err(EngineError::Protocol)?,
@@ -361,13 +428,19 @@ impl GeminiEngine {
                     self.down.as_mut().expect("set").process(&pcm, &mut out);
                 }
                 if self.ai_text.is_none() {
-                    self.ai_text = Some(Turn { start_ms: now, ..Turn::default() });
+                    self.ai_text = Some(Turn {
+                        start_ms: now,
+                        ..Turn::default()
+                    });
                 }
                 self.emit_audio(out);
             }
         }
         if let Some(t) = sc["outputTranscription"]["text"].as_str() {
-            let a = self.ai_text.get_or_insert_with(|| Turn { start_ms: now, ..Turn::default() });
+            let a = self.ai_text.get_or_insert_with(|| Turn {
+                start_ms: now,
+                ..Turn::default()
+            });
             a.text.push_str(t);
             a.end_ms = now;
         }
@@ -408,22 +481,33 @@ impl GeminiEngine {
                     arguments: args.to_string(),
                 });
                 if name == "end_call" {
-                    let reason = args["reason"].as_str().unwrap_or("agent_hangup").to_string();
+                    let reason = args["reason"]
+                        .as_str()
+                        .unwrap_or("agent_hangup")
+                        .to_string();
                     self.pending.push_back(EngineEvent::EndCall { reason });
                 }
             }
         }
         if let Some(g) = v.get("goAway") {
             let left = g["timeLeft"].as_str().unwrap_or("?");
-            return Err(EngineError::Disconnected(format!("server sent goAway (time left {left})")));
+            return Err(EngineError::Disconnected(format!(
+                "server sent goAway (time left {left})"
+            )));
         }
         Ok(())
     }
 
-    fn on_frame(&mut self, frame: Option<Result<Message, tungstenite::Error>>) -> Result<(), EngineError> {
+    fn on_frame(
+        &mut self,
+        frame: Option<Result<Message, tungstenite::Error>>,
+    ) -> Result<(), EngineError> {
         match frame {
             None => Err(EngineError::Disconnected("connection closed".into())),
-            Some(Err(e)) => Err(EngineError::Disconnected(redact(&e.to_string(), &[&self.secret]))),
+            Some(Err(e)) => Err(EngineError::Disconnected(redact(
+                &e.to_string(),
+                &[&self.secret],
+            ))),
             Some(Ok(Message::Close(c))) => Err(close_error(c.as_ref(), &self.secret)),
             Some(Ok(m @ (Message::Text(_) | Message::Binary(_)))) => match parse(&m) {
                 Ok(v) => self.on_message(v),
@@ -506,7 +590,8 @@ impl Engine for GeminiEngine {
         if self.dead.is_none() {
             self.dead = Some(EngineError::Disconnected("closed by us".into()));
             self.outbox.push(Message::Close(None));
-            let _ = tokio::time::timeout(Duration::from_secs(1), self.outbox.flush(&mut self.ws)).await;
+            let _ =
+                tokio::time::timeout(Duration::from_secs(1), self.outbox.flush(&mut self.ws)).await;
         }
         tracing::info!(call_id = %self.call_id, "gemini live session closed");
     }
@@ -551,10 +636,17 @@ mod tests {
         let s = setup_message(&c);
         assert_eq!(s["setup"]["model"], "models/gemini-x");
         assert_eq!(
-            s["setup"]["generationConfig"]["speechConfig"]["voiceConfig"]["prebuiltVoiceConfig"]["voiceName"],
+            s["setup"]["generationConfig"]["speechConfig"]["voiceConfig"]["prebuiltVoiceConfig"]
+                ["voiceName"],
             "Kore"
         );
-        assert_eq!(s["setup"]["generationConfig"]["speechConfig"]["languageCode"], "de-DE");
-        assert_eq!(s["setup"]["systemInstruction"]["parts"][0]["text"], "sei nett");
+        assert_eq!(
+            s["setup"]["generationConfig"]["speechConfig"]["languageCode"],
+            "de-DE"
+        );
+        assert_eq!(
+            s["setup"]["systemInstruction"]["parts"][0]["text"],
+            "sei nett"
+        );
     }
 }

@@ -69,13 +69,25 @@ pub enum EngineEvent {
     /// The callee started talking over us: drop any audio not yet played, now.
     Interrupt,
     /// One finished turn (offsets in ms from the moment the call was answered).
-    Transcript { role: voxline_shared::protocol::Role, text: String, start_ms: u64, end_ms: u64 },
+    Transcript {
+        role: voxline_shared::protocol::Role,
+        text: String,
+        start_ms: u64,
+        end_ms: u64,
+    },
     /// The engine (or its script) wants the call to end after pending audio is played.
     EndCall { reason: String },
     /// A tool/function call surfaced by the engine.
-    FunctionCall { name: String, call_id: String, arguments: String },
+    FunctionCall {
+        name: String,
+        call_id: String,
+        arguments: String,
+    },
     /// Outcome/summary fields for the transcript JSON, when the engine gives them.
-    Summary { summary: Option<String>, outcome: Option<String> },
+    Summary {
+        summary: Option<String>,
+        outcome: Option<String>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -110,7 +122,8 @@ impl EngineError {
 /// Implementations may write `async fn send_audio(..)` etc. in their impl
 /// block; the futures must be `Send`.
 pub trait Engine: Send {
-    fn send_audio(&mut self, frame: &[i16]) -> impl Future<Output = Result<(), EngineError>> + Send;
+    fn send_audio(&mut self, frame: &[i16])
+        -> impl Future<Output = Result<(), EngineError>> + Send;
     fn next_event(&mut self) -> impl Future<Output = Result<EngineEvent, EngineError>> + Send;
     fn played(&mut self, played_ms: u64);
     fn close(&mut self) -> impl Future<Output = ()> + Send;
@@ -133,15 +146,23 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 /// Object-safe twin of [`Engine`], implemented for every `Engine`, so a call
 /// task can hold whichever engine the call asked for as a [`BoxedEngine`].
 pub trait DynEngine: Send {
-    fn send_audio_dyn<'a>(&'a mut self, frame: &'a [i16]) -> BoxFuture<'a, Result<(), EngineError>>;
+    fn send_audio_dyn<'a>(&'a mut self, frame: &'a [i16])
+        -> BoxFuture<'a, Result<(), EngineError>>;
     fn next_event_dyn(&mut self) -> BoxFuture<'_, Result<EngineEvent, EngineError>>;
     fn played_dyn(&mut self, played_ms: u64);
     fn close_dyn(&mut self) -> BoxFuture<'_, ()>;
-    fn function_result_dyn<'a>(&'a mut self, call_id: &'a str, output: &'a str) -> BoxFuture<'a, Result<(), EngineError>>;
+    fn function_result_dyn<'a>(
+        &'a mut self,
+        call_id: &'a str,
+        output: &'a str,
+    ) -> BoxFuture<'a, Result<(), EngineError>>;
 }
 
 impl<E: Engine> DynEngine for E {
-    fn send_audio_dyn<'a>(&'a mut self, frame: &'a [i16]) -> BoxFuture<'a, Result<(), EngineError>> {
+    fn send_audio_dyn<'a>(
+        &'a mut self,
+        frame: &'a [i16],
+    ) -> BoxFuture<'a, Result<(), EngineError>> {
         Box::pin(self.send_audio(frame))
     }
     fn next_event_dyn(&mut self) -> BoxFuture<'_, Result<EngineEvent, EngineError>> {
@@ -153,7 +174,11 @@ impl<E: Engine> DynEngine for E {
     fn close_dyn(&mut self) -> BoxFuture<'_, ()> {
         Box::pin(self.close())
     }
-    fn function_result_dyn<'a>(&'a mut self, call_id: &'a str, output: &'a str) -> BoxFuture<'a, Result<(), EngineError>> {
+    fn function_result_dyn<'a>(
+        &'a mut self,
+        call_id: &'a str,
+        output: &'a str,
+    ) -> BoxFuture<'a, Result<(), EngineError>> {
         Box::pin(self.function_result(call_id, output))
     }
 }

@@ -140,22 +140,35 @@ pub async fn connect(cfg: EngineConfig) -> Result<OpenAiEngine, EngineError> {
     connect_with(cfg, OpenAiOptions::default()).await
 }
 
-pub async fn connect_with(cfg: EngineConfig, opts: OpenAiOptions) -> Result<OpenAiEngine, EngineError> {
+pub async fn connect_with(
+    cfg: EngineConfig,
+    opts: OpenAiOptions,
+) -> Result<OpenAiEngine, EngineError> {
     let key = cfg
         .api_key
         .as_ref()
         .map(|k| k.expose().to_string())
         .filter(|k| !k.is_empty())
         .ok_or_else(|| EngineError::Auth("no OpenAI API key configured".into()))?;
-    let base = cfg.base_url.clone().unwrap_or_else(|| DEFAULT_BASE_URL.into());
+    let base = cfg
+        .base_url
+        .clone()
+        .unwrap_or_else(|| DEFAULT_BASE_URL.into());
     let model = cfg.model.clone().unwrap_or_else(|| DEFAULT_MODEL.into());
-    let url = format!("{}/v1/realtime?model={}", base.trim_end_matches('/'), urlencode(&model));
+    let url = format!(
+        "{}/v1/realtime?model={}",
+        base.trim_end_matches('/'),
+        urlencode(&model)
+    );
     let mut auth = HeaderValue::from_str(&format!("Bearer {key}"))
         .map_err(|_| EngineError::Auth("API key is not a valid header value".into()))?;
     auth.set_sensitive(true);
     let mut headers = vec![(header::AUTHORIZATION, auth)];
     if opts.flavor == Flavor::Beta {
-        headers.push((HeaderName::from_static("openai-beta"), HeaderValue::from_static("realtime=v1")));
+        headers.push((
+            HeaderName::from_static("openai-beta"),
+            HeaderValue::from_static("realtime=v1"),
+        ));
     }
     let deadline = Instant::now() + opts.connect_timeout;
     let mut socket = ws::connect(&url, headers, opts.connect_timeout, &[&key]).await?;
@@ -187,7 +200,11 @@ pub async fn connect_with(cfg: EngineConfig, opts: OpenAiOptions) -> Result<Open
             Some(Ok(Message::Close(c))) => return Err(close_error(c.as_ref(), &key)),
             Some(Ok(_)) => {}
             Some(Err(e)) => return Err(EngineError::Disconnected(redact(&e.to_string(), &[&key]))),
-            None => return Err(EngineError::Disconnected("closed before session.created".into())),
+            None => {
+                return Err(EngineError::Disconnected(
+                    "closed before session.created".into(),
+                ))
+            }
         }
     }
 
@@ -217,7 +234,10 @@ pub async fn connect_with(cfg: EngineConfig, opts: OpenAiOptions) -> Result<Open
         eng.push_json(json!({"type": "response.create"}));
     }
     if let Err(e) = eng.outbox.flush(&mut eng.ws).await {
-        return Err(EngineError::Disconnected(redact(&e.to_string(), &[&eng.secret])));
+        return Err(EngineError::Disconnected(redact(
+            &e.to_string(),
+            &[&eng.secret],
+        )));
     }
     tracing::info!(call_id = %eng.call_id, flavor = ?eng.opts.flavor, "openai realtime session started");
     Ok(eng)
@@ -226,7 +246,9 @@ pub async fn connect_with(cfg: EngineConfig, opts: OpenAiOptions) -> Result<Open
 fn urlencode(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
             _ => format!("%{b:02X}"),
         })
         .collect()
@@ -234,12 +256,20 @@ fn urlencode(s: &str) -> String {
 
 /// ISO 639-1 part of a BCP 47 tag ("en-US" -> "en").
 pub(crate) fn primary_language(tag: &str) -> Option<String> {
-    let p = tag.split(['-', '_']).next().unwrap_or("").to_ascii_lowercase();
+    let p = tag
+        .split(['-', '_'])
+        .next()
+        .unwrap_or("")
+        .to_ascii_lowercase();
     (p.len() == 2 || p.len() == 3).then_some(p)
 }
 
 fn tools(cfg: &EngineConfig) -> Option<Value> {
-    cfg.metadata.as_ref().and_then(|m| m.get("tools")).filter(|t| t.is_array()).cloned()
+    cfg.metadata
+        .as_ref()
+        .and_then(|m| m.get("tools"))
+        .filter(|t| t.is_array())
+        .cloned()
 }
 
 /// The `session.update` we send (public for the tests' expectations).
@@ -305,7 +335,10 @@ fn classify_error(err: &Value, key: &str) -> (EngineError, bool) {
         (EngineError::Auth(text), true)
     } else if code == "session_expired" {
         (EngineError::Disconnected(text), true)
-    } else if code == "rate_limit_exceeded" || code == "insufficient_quota" || typ == "rate_limit_error" {
+    } else if code == "rate_limit_exceeded"
+        || code == "insufficient_quota"
+        || typ == "rate_limit_error"
+    {
         (EngineError::Unavailable(text), true)
     } else if typ == "invalid_request_error" {
         // e.g. a truncate past the end of an item, a cancel with no response: the session lives on.
@@ -322,7 +355,10 @@ fn close_error(c: Option<&tungstenite::protocol::CloseFrame>, key: &str) -> Engi
             let reason = redact(c.reason.as_str(), &[key]);
             let lower = reason.to_ascii_lowercase();
             let text = format!("server closed the socket ({}): {reason}", u16::from(c.code));
-            if lower.contains("api key") || lower.contains("api_key") || lower.contains("unauthorized") {
+            if lower.contains("api key")
+                || lower.contains("api_key")
+                || lower.contains("unauthorized")
+            {
                 EngineError::Auth(text)
             } else if c.code == CloseCode::Again || c.code == CloseCode::Restart {
                 EngineError::Unavailable(text)
@@ -396,7 +432,10 @@ impl OpenAiEngine {
     }
 
     fn find_item(&self, id: &str) -> Option<&AsstItem> {
-        self.current.iter().chain(self.past.iter()).find(|i| i.id == id)
+        self.current
+            .iter()
+            .chain(self.past.iter())
+            .find(|i| i.id == id)
     }
 
     fn on_audio_delta(&mut self, v: &Value) -> Result<(), EngineError> {
@@ -411,7 +450,11 @@ impl OpenAiEngine {
             return Ok(());
         }
         let n = bytes.len() as u64;
-        let new_item = self.current.as_ref().map(|c| c.id != item_id).unwrap_or(true);
+        let new_item = self
+            .current
+            .as_ref()
+            .map(|c| c.id != item_id)
+            .unwrap_or(true);
         if new_item {
             if let Some(prev) = self.current.take() {
                 self.remember(prev);
@@ -450,7 +493,9 @@ impl OpenAiEngine {
         let typ = v["type"].as_str().unwrap_or("").to_string();
         match typ.as_str() {
             "response.output_audio.delta" | "response.audio.delta" => self.on_audio_delta(&v)?,
-            "response.output_audio.done" | "response.audio.done" => self.mark_done(v["item_id"].as_str()),
+            "response.output_audio.done" | "response.audio.done" => {
+                self.mark_done(v["item_id"].as_str())
+            }
             "response.done" => {
                 self.mark_done(None);
                 let r = &v["response"];
@@ -475,12 +520,19 @@ impl OpenAiEngine {
                         }
                         None => (now, now),
                     };
-                    self.pending.push_back(EngineEvent::Transcript { role: Role::Ai, text, start_ms, end_ms });
+                    self.pending.push_back(EngineEvent::Transcript {
+                        role: Role::Ai,
+                        text,
+                        start_ms,
+                        end_ms,
+                    });
                 }
             }
             "input_audio_buffer.speech_started" => {
                 if let Some(id) = v["item_id"].as_str() {
-                    let at = v["audio_start_ms"].as_u64().unwrap_or_else(|| self.since_start_ms());
+                    let at = v["audio_start_ms"]
+                        .as_u64()
+                        .unwrap_or_else(|| self.since_start_ms());
                     self.user_spans.insert(id.to_string(), (at, None));
                 }
                 self.pending.push_back(EngineEvent::Interrupt);
@@ -488,8 +540,13 @@ impl OpenAiEngine {
             }
             "input_audio_buffer.speech_stopped" => {
                 if let Some(id) = v["item_id"].as_str() {
-                    let at = v["audio_end_ms"].as_u64().unwrap_or_else(|| self.since_start_ms());
-                    self.user_spans.entry(id.to_string()).or_insert((at, None)).1 = Some(at);
+                    let at = v["audio_end_ms"]
+                        .as_u64()
+                        .unwrap_or_else(|| self.since_start_ms());
+                    self.user_spans
+                        .entry(id.to_string())
+                        .or_insert((at, None))
+                        .1 = Some(at);
                 }
             }
             "conversation.item.input_audio_transcription.completed" => {
@@ -501,7 +558,12 @@ impl OpenAiEngine {
                     None => (now, now),
                 };
                 if !text.is_empty() {
-                    self.pending.push_back(EngineEvent::Transcript { role: Role::User, text, start_ms, end_ms });
+                    self.pending.push_back(EngineEvent::Transcript {
+                        role: Role::User,
+                        text,
+                        start_ms,
+                        end_ms,
+                    });
                 }
             }
             "conversation.item.input_audio_transcription.failed" => {
@@ -539,7 +601,11 @@ impl OpenAiEngine {
                     });
                     self.pending.push_back(EngineEvent::EndCall { reason });
                 } else {
-                    self.pending.push_back(EngineEvent::FunctionCall { name, call_id, arguments });
+                    self.pending.push_back(EngineEvent::FunctionCall {
+                        name,
+                        call_id,
+                        arguments,
+                    });
                 }
             }
             "error" => {
@@ -554,10 +620,16 @@ impl OpenAiEngine {
         Ok(())
     }
 
-    fn on_frame(&mut self, frame: Option<Result<Message, tungstenite::Error>>) -> Result<(), EngineError> {
+    fn on_frame(
+        &mut self,
+        frame: Option<Result<Message, tungstenite::Error>>,
+    ) -> Result<(), EngineError> {
         match frame {
             None => Err(EngineError::Disconnected("connection closed".into())),
-            Some(Err(e)) => Err(EngineError::Disconnected(redact(&e.to_string(), &[&self.secret]))),
+            Some(Err(e)) => Err(EngineError::Disconnected(redact(
+                &e.to_string(),
+                &[&self.secret],
+            ))),
             Some(Ok(Message::Close(c))) => Err(close_error(c.as_ref(), &self.secret)),
             Some(Ok(Message::Text(t))) => match serde_json::from_str::<Value>(t.as_str()) {
                 Ok(v) => self.on_event(v),
@@ -644,7 +716,8 @@ impl Engine for OpenAiEngine {
         if self.dead.is_none() {
             self.dead = Some(EngineError::Disconnected("closed by us".into()));
             self.outbox.push(Message::Close(None));
-            let _ = tokio::time::timeout(Duration::from_secs(1), self.outbox.flush(&mut self.ws)).await;
+            let _ =
+                tokio::time::timeout(Duration::from_secs(1), self.outbox.flush(&mut self.ws)).await;
         }
         tracing::info!(call_id = %self.call_id, "openai realtime session closed");
     }
@@ -680,7 +753,10 @@ mod tests {
         assert!(fatal);
         assert_eq!(e.code(), "auth");
         assert!(!e.to_string().contains(key), "{e}");
-        let (e, fatal) = classify_error(&json!({"type": "invalid_request_error", "code": "x", "message": "m"}), key);
+        let (e, fatal) = classify_error(
+            &json!({"type": "invalid_request_error", "code": "x", "message": "m"}),
+            key,
+        );
         assert!(!fatal);
         assert_eq!(e.code(), "protocol");
     }

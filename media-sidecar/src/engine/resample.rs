@@ -30,7 +30,15 @@ impl StreamResampler {
         let chunk_in = inner.input_frames_next();
         let out_max = inner.output_frames_max();
         let skip = inner.output_delay();
-        Ok(StreamResampler { from, to, inner, chunk_in, pending: Vec::new(), out_buf: vec![0.0; out_max], skip })
+        Ok(StreamResampler {
+            from,
+            to,
+            inner,
+            chunk_in,
+            pending: Vec::new(),
+            out_buf: vec![0.0; out_max],
+            skip,
+        })
     }
 
     pub fn rates(&self) -> (u32, u32) {
@@ -79,12 +87,18 @@ impl StreamResampler {
     fn run_chunk(&mut self, n: usize, out: &mut Vec<i16>) {
         let input = InterleavedSlice::new(&self.pending[..n], 1, n).expect("input adapter");
         let frames = self.out_buf.len();
-        let mut output = InterleavedSlice::new_mut(&mut self.out_buf[..], 1, frames).expect("output adapter");
-        let (_, produced) = self.inner.process_into_buffer(&input, &mut output, None).expect("fixed-size chunk");
+        let mut output =
+            InterleavedSlice::new_mut(&mut self.out_buf[..], 1, frames).expect("output adapter");
+        let (_, produced) = self
+            .inner
+            .process_into_buffer(&input, &mut output, None)
+            .expect("fixed-size chunk");
         let drop = self.skip.min(produced);
         self.skip -= drop;
         out.extend(
-            self.out_buf[drop..produced].iter().map(|&x| x.round().clamp(i16::MIN as f32, i16::MAX as f32) as i16),
+            self.out_buf[drop..produced]
+                .iter()
+                .map(|&x| x.round().clamp(i16::MIN as f32, i16::MAX as f32) as i16),
         );
     }
 }
@@ -94,7 +108,11 @@ mod tests {
     use super::*;
 
     fn tone(rate: u32, hz: f64, n: usize, amp: f64) -> Vec<i16> {
-        (0..n).map(|i| (amp * (2.0 * std::f64::consts::PI * hz * i as f64 / rate as f64).sin()) as i16).collect()
+        (0..n)
+            .map(|i| {
+                (amp * (2.0 * std::f64::consts::PI * hz * i as f64 / rate as f64).sin()) as i16
+            })
+            .collect()
     }
 
     fn rms(x: &[i16]) -> f64 {
@@ -121,7 +139,11 @@ mod tests {
             r.process(f, &mut out);
         }
         // Every 160 in gives 320 out once the delay is consumed.
-        assert!(out.len() >= 16000 - 2 * 320 && out.len() <= 16000, "len {}", out.len());
+        assert!(
+            out.len() >= 16000 - 2 * 320 && out.len() <= 16000,
+            "len {}",
+            out.len()
+        );
         let a = amp_at(&out[1000..15000], 16000, 1000.0);
         assert!((a - 10000.0).abs() < 300.0, "amp {a}");
     }
@@ -141,12 +163,24 @@ mod tests {
         for f in stop.chunks(333) {
             r2.process(f, &mut out_s);
         }
-        assert!(out_p.len() > 7500 && out_p.len() <= 8000, "len {}", out_p.len());
+        assert!(
+            out_p.len() > 7500 && out_p.len() <= 8000,
+            "len {}",
+            out_p.len()
+        );
         let a = amp_at(&out_p[500..7500], 8000, 1000.0);
         assert!((a - 8000.0).abs() < 300.0, "amp {a}");
-        assert!(rms(&out_s[500..7500]) < 50.0, "alias rms {}", rms(&out_s[500..7500]));
+        assert!(
+            rms(&out_s[500..7500]) < 50.0,
+            "alias rms {}",
+            rms(&out_s[500..7500])
+        );
         // flush releases the tail: total length matches the input duration.
         r.flush(&mut out_p);
-        assert!((out_p.len() as i64 - 8000).abs() <= 2, "flushed len {}", out_p.len());
+        assert!(
+            (out_p.len() as i64 - 8000).abs() <= 2,
+            "flushed len {}",
+            out_p.len()
+        );
     }
 }

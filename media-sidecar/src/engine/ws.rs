@@ -60,10 +60,17 @@ pub async fn connect(
     for (k, v) in headers {
         req.headers_mut().insert(k, v);
     }
-    let connector = if url.starts_with("wss:") { Some(Connector::Rustls(tls()?)) } else { None };
+    let connector = if url.starts_with("wss:") {
+        Some(Connector::Rustls(tls()?))
+    } else {
+        None
+    };
     let fut = tokio_tungstenite::connect_async_tls_with_config(req, None, true, connector);
     match tokio::time::timeout(timeout, fut).await {
-        Err(_) => Err(EngineError::Timeout(format!("no websocket handshake within {} ms", timeout.as_millis()))),
+        Err(_) => Err(EngineError::Timeout(format!(
+            "no websocket handshake within {} ms",
+            timeout.as_millis()
+        ))),
         Ok(Ok((ws, _resp))) => Ok(ws),
         Ok(Err(e)) => Err(map_handshake_error(e, secrets)),
     }
@@ -79,7 +86,10 @@ fn map_handshake_error(e: tungstenite::Error, secrets: &[&str]) -> EngineError {
                 .as_ref()
                 .map(|b| String::from_utf8_lossy(&b[..b.len().min(300)]).into_owned())
                 .unwrap_or_default();
-            let msg = redact(&format!("handshake rejected with HTTP {status}: {body}"), secrets);
+            let msg = redact(
+                &format!("handshake rejected with HTTP {status}: {body}"),
+                secrets,
+            );
             match status.as_u16() {
                 401 | 403 => EngineError::Auth(msg),
                 408 => EngineError::Timeout(msg),

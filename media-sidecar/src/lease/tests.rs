@@ -5,15 +5,26 @@ use voxline_shared::protocol::Role;
 const T0: u64 = 1_700_000_000_000;
 
 fn reg_ack() -> RegistrationAck {
-    RegistrationAck { protocol_version: 1, lease_wait_ms: 20_000, ack_deadline_ms: 5_000, dead_after_ms: 60_000 }
+    RegistrationAck {
+        protocol_version: 1,
+        lease_wait_ms: 20_000,
+        ack_deadline_ms: 5_000,
+        dead_after_ms: 60_000,
+    }
 }
 
 fn ok(v: impl Serialize) -> Reply {
-    Reply::Http { status: 200, body: serde_json::to_vec(&v).unwrap() }
+    Reply::Http {
+        status: 200,
+        body: serde_json::to_vec(&v).unwrap(),
+    }
 }
 
 fn status(code: u16) -> Reply {
-    Reply::Http { status: code, body: format!("{{\"error\":{{\"code\":\"x{code}\"}}}}").into_bytes() }
+    Reply::Http {
+        status: code,
+        body: format!("{{\"error\":{{\"code\":\"x{code}\"}}}}").into_bytes(),
+    }
 }
 
 fn offer(n: u32, deadline_ms: u64) -> Offer {
@@ -41,11 +52,17 @@ fn offer(n: u32, deadline_ms: u64) -> Offer {
 }
 
 fn lease_resp(offers: Vec<Offer>, commands: Vec<Command>) -> Reply {
-    ok(LeaseResponse { protocol_version: 1, offers, commands })
+    ok(LeaseResponse {
+        protocol_version: 1,
+        offers,
+        commands,
+    })
 }
 
 fn hangup(call: &str) -> Command {
-    Command::Hangup { call_id: call.into() }
+    Command::Hangup {
+        call_id: call.into(),
+    }
 }
 
 struct H {
@@ -55,7 +72,10 @@ struct H {
 
 impl H {
     fn new(capacity: u32) -> H {
-        H { c: LeaseClient::new(LeaseSettings::new("sc-1", "eu", capacity)), now: T0 }
+        H {
+            c: LeaseClient::new(LeaseSettings::new("sc-1", "eu", capacity)),
+            now: T0,
+        }
     }
 
     /// Registered, with nothing in flight and all notices drained.
@@ -118,12 +138,22 @@ impl H {
     /// Accept-and-confirm `n` in one go; returns the started offer.
     fn start_call(&mut self, n: u32) -> Offer {
         let txs = self.lease_with(vec![offer(n, self.now + 5_000)], vec![]);
-        let ack = txs.iter().find(|t| matches!(t.request, Request::Ack(_))).expect("an ack").id;
-        self.reply(ack, ok(serde_json::json!({"protocol_version":1,"lease_id":format!("l_{n}")})));
+        let ack = txs
+            .iter()
+            .find(|t| matches!(t.request, Request::Ack(_)))
+            .expect("an ack")
+            .id;
+        self.reply(
+            ack,
+            ok(serde_json::json!({"protocol_version":1,"lease_id":format!("l_{n}")})),
+        );
         let mut started = self.starts();
         assert_eq!(started.len(), 1);
         // Settle the lease poll that went out with the ack so the next `lease()` is clean.
-        for t in txs.into_iter().filter(|t| matches!(t.request, Request::Lease(_))) {
+        for t in txs
+            .into_iter()
+            .filter(|t| matches!(t.request, Request::Lease(_)))
+        {
             self.reply(t.id, lease_resp(vec![], vec![]));
         }
         self.now += 1_000;
@@ -155,13 +185,26 @@ fn registers_first_then_long_polls_with_the_edges_wait() {
     let mut h = H::new(4);
     let t = h.tx().unwrap();
     assert_eq!(t.request.path(), "/v1/sidecar/register");
-    let Request::Register(r) = &t.request else { panic!() };
-    assert_eq!((r.protocol_version, r.sidecar_id.as_str(), r.region.as_str(), r.capacity), (1, "sc-1", "eu", 4));
+    let Request::Register(r) = &t.request else {
+        panic!()
+    };
+    assert_eq!(
+        (
+            r.protocol_version,
+            r.sidecar_id.as_str(),
+            r.region.as_str(),
+            r.capacity
+        ),
+        (1, "sc-1", "eu", 4)
+    );
     assert!(h.tx().is_none(), "nothing else before registration");
     assert_eq!(h.c.next_wakeup_ms(), None, "waits for the reply");
 
     h.reply(t.id, ok(reg_ack()));
-    assert!(matches!(h.actions()[..], [Action::Notice(Notice::Registered(_))]));
+    assert!(matches!(
+        h.actions()[..],
+        [Action::Notice(Notice::Registered(_))]
+    ));
     let (_, l) = h.lease();
     assert_eq!(l.free_slots, 4);
     assert!(l.held_calls.is_empty());
@@ -173,17 +216,38 @@ fn registers_first_then_long_polls_with_the_edges_wait() {
 fn wait_is_clamped_to_protocol_max_and_half_the_dead_time() {
     let mut h = H::new(1);
     let t = h.tx().unwrap();
-    h.reply(t.id, ok(RegistrationAck { lease_wait_ms: 120_000, dead_after_ms: 30_000, ..reg_ack() }));
+    h.reply(
+        t.id,
+        ok(RegistrationAck {
+            lease_wait_ms: 120_000,
+            dead_after_ms: 30_000,
+            ..reg_ack()
+        }),
+    );
     assert_eq!(h.lease().1.wait_ms, 15_000);
 
     let mut h = H::new(1);
     let t = h.tx().unwrap();
-    h.reply(t.id, ok(RegistrationAck { lease_wait_ms: 0, dead_after_ms: 0, ..reg_ack() }));
+    h.reply(
+        t.id,
+        ok(RegistrationAck {
+            lease_wait_ms: 0,
+            dead_after_ms: 0,
+            ..reg_ack()
+        }),
+    );
     assert_eq!(h.lease().1.wait_ms, 25_000, "0 = use our default");
 
     let mut h = H::new(1);
     let t = h.tx().unwrap();
-    h.reply(t.id, ok(RegistrationAck { lease_wait_ms: 90_000, dead_after_ms: 0, ..reg_ack() }));
+    h.reply(
+        t.id,
+        ok(RegistrationAck {
+            lease_wait_ms: 90_000,
+            dead_after_ms: 0,
+            ..reg_ack()
+        }),
+    );
     assert_eq!(h.lease().1.wait_ms, MAX_LEASE_WAIT_MS);
 }
 
@@ -218,9 +282,14 @@ fn register_failures_back_off_exponentially_without_jitter() {
         h.now = wake;
     }
     assert_eq!(seen, expected);
-    assert_eq!(seen, vec![500, 1_000, 2_000, 4_000, 8_000, 16_000, 30_000, 30_000, 30_000]);
+    assert_eq!(
+        seen,
+        vec![500, 1_000, 2_000, 4_000, 8_000, 16_000, 30_000, 30_000, 30_000]
+    );
     let failed = h.actions();
-    assert!(notices(&failed).iter().all(|n| matches!(n, Notice::RegisterFailed { .. })));
+    assert!(notices(&failed)
+        .iter()
+        .all(|n| matches!(n, Notice::RegisterFailed { .. })));
 
     // Success resets the backoff: the next failure waits the initial delay again.
     let t = h.tx().unwrap();
@@ -234,15 +303,29 @@ fn register_failures_back_off_exponentially_without_jitter() {
 fn register_ack_with_another_protocol_version_is_a_failure() {
     let mut h = H::new(1);
     let t = h.tx().unwrap();
-    h.reply(t.id, ok(RegistrationAck { protocol_version: 2, ..reg_ack() }));
+    h.reply(
+        t.id,
+        ok(RegistrationAck {
+            protocol_version: 2,
+            ..reg_ack()
+        }),
+    );
     assert!(!h.c.is_registered());
     let a = h.actions();
-    assert!(notices(&a).iter().any(|n| matches!(n, Notice::ProtocolMismatch { got: 2, .. })));
+    assert!(notices(&a)
+        .iter()
+        .any(|n| matches!(n, Notice::ProtocolMismatch { got: 2, .. })));
     assert_eq!(h.c.next_wakeup_ms().unwrap() - h.now, 500);
 
     h.now += 500;
     let t = h.tx().unwrap();
-    h.reply(t.id, Reply::Http { status: 200, body: b"not json".to_vec() });
+    h.reply(
+        t.id,
+        Reply::Http {
+            status: 200,
+            body: b"not json".to_vec(),
+        },
+    );
     assert!(!h.c.is_registered());
     assert_eq!(h.c.next_wakeup_ms().unwrap() - h.now, 1_000);
 }
@@ -270,13 +353,19 @@ fn reregisters_on_401_or_410_from_any_request() {
         let o = h.start_call(1);
         h.c.emit(h.now, &o.call_id, EventKind::Dialing).unwrap();
         let txs = h.all_tx();
-        let ev = txs.iter().find(|t| matches!(t.request, Request::Events(_))).unwrap();
+        let ev = txs
+            .iter()
+            .find(|t| matches!(t.request, Request::Events(_)))
+            .unwrap();
         h.reply(ev.id, status(code));
         let t = h.tx().unwrap();
         assert!(matches!(t.request, Request::Register(_)));
         h.reply(t.id, ok(reg_ack()));
         let again = h.all_tx();
-        let Some(Request::Events(b)) = again.iter().map(|t| &t.request).find(|r| matches!(r, Request::Events(_)))
+        let Some(Request::Events(b)) = again
+            .iter()
+            .map(|t| &t.request)
+            .find(|r| matches!(r, Request::Events(_)))
         else {
             panic!("events resent: {again:?}")
         };
@@ -293,16 +382,29 @@ fn accepts_an_offer_and_starts_it_only_after_the_edge_confirms() {
     assert_eq!(txs.len(), 2, "an ack and the next poll: {txs:?}");
     let ack = ack_of(&txs[0]);
     assert_eq!(
-        (ack.accepted, ack.reason.as_deref(), ack.lease_id.as_str(), ack.call_id.as_str()),
+        (
+            ack.accepted,
+            ack.reason.as_deref(),
+            ack.lease_id.as_str(),
+            ack.call_id.as_str()
+        ),
         (true, None, "l_1", "c_1")
     );
     assert_eq!(txs[0].request.path(), "/v1/sidecar/ack");
-    let Request::Lease(l) = &txs[1].request else { panic!() };
+    let Request::Lease(l) = &txs[1].request else {
+        panic!()
+    };
     assert_eq!(l.free_slots, 1, "the slot is reserved while acking");
     assert_eq!(l.held_calls, vec!["c_1".to_string()]);
-    assert!(h.starts().is_empty(), "never dial before the ack is confirmed");
+    assert!(
+        h.starts().is_empty(),
+        "never dial before the ack is confirmed"
+    );
 
-    h.reply(txs[0].id, ok(serde_json::json!({"protocol_version":1,"lease_id":"l_1"})));
+    h.reply(
+        txs[0].id,
+        ok(serde_json::json!({"protocol_version":1,"lease_id":"l_1"})),
+    );
     let started = h.starts();
     assert_eq!(started.len(), 1);
     assert_eq!(started[0].call_id, "c_1");
@@ -314,14 +416,22 @@ fn accepts_an_offer_and_starts_it_only_after_the_edge_confirms() {
 fn at_capacity_rejects_the_excess_and_stops_asking_for_work() {
     let mut h = H::registered(1);
     let txs = h.lease_with(vec![offer(1, T0 + 5_000), offer(2, T0 + 5_000)], vec![]);
-    let acks: Vec<&Ack> = txs.iter().filter(|t| matches!(t.request, Request::Ack(_))).map(ack_of).collect();
+    let acks: Vec<&Ack> = txs
+        .iter()
+        .filter(|t| matches!(t.request, Request::Ack(_)))
+        .map(ack_of)
+        .collect();
     assert_eq!(acks.len(), 2, "every offer is acked");
     let a1 = acks.iter().find(|a| a.call_id == "c_1").unwrap();
     let a2 = acks.iter().find(|a| a.call_id == "c_2").unwrap();
     assert!(a1.accepted);
     assert!(!a2.accepted);
     assert_eq!(a2.reason.as_deref(), Some("at_capacity"));
-    let Some(Request::Lease(l)) = txs.iter().map(|t| &t.request).find(|r| matches!(r, Request::Lease(_))) else {
+    let Some(Request::Lease(l)) = txs
+        .iter()
+        .map(|t| &t.request)
+        .find(|r| matches!(r, Request::Lease(_)))
+    else {
         panic!()
     };
     assert_eq!(l.free_slots, 0, "full: polls for commands only");
@@ -331,28 +441,60 @@ fn at_capacity_rejects_the_excess_and_stops_asking_for_work() {
             h.reply(t.id, status(200));
         }
     }
-    assert_eq!(h.starts().iter().map(|o| o.call_id.as_str()).collect::<Vec<_>>(), vec!["c_1"]);
+    assert_eq!(
+        h.starts()
+            .iter()
+            .map(|o| o.call_id.as_str())
+            .collect::<Vec<_>>(),
+        vec!["c_1"]
+    );
 
     // An edge that offers anyway while we are full gets a rejection.
-    let lease_id = txs.iter().find(|t| matches!(t.request, Request::Lease(_))).unwrap().id;
+    let lease_id = txs
+        .iter()
+        .find(|t| matches!(t.request, Request::Lease(_)))
+        .unwrap()
+        .id;
     h.reply(lease_id, lease_resp(vec![offer(3, T0 + 5_000)], vec![]));
     let txs = h.all_tx();
-    let a3 = ack_of(txs.iter().find(|t| matches!(t.request, Request::Ack(_))).unwrap());
-    assert_eq!((a3.accepted, a3.reason.as_deref()), (false, Some("at_capacity")));
+    let a3 = ack_of(
+        txs.iter()
+            .find(|t| matches!(t.request, Request::Ack(_)))
+            .unwrap(),
+    );
+    assert_eq!(
+        (a3.accepted, a3.reason.as_deref()),
+        (false, Some("at_capacity"))
+    );
 }
 
 #[test]
 fn failed_acks_are_retried_until_the_deadline_then_the_call_is_dropped() {
     let mut h = H::registered(1);
     let txs = h.lease_with(vec![offer(1, T0 + 1_000)], vec![]);
-    let mut ack_id = txs.iter().find(|t| matches!(t.request, Request::Ack(_))).unwrap().id;
-    let lease_id = txs.iter().find(|t| matches!(t.request, Request::Lease(_))).unwrap().id;
+    let mut ack_id = txs
+        .iter()
+        .find(|t| matches!(t.request, Request::Ack(_)))
+        .unwrap()
+        .id;
+    let lease_id = txs
+        .iter()
+        .find(|t| matches!(t.request, Request::Lease(_)))
+        .unwrap()
+        .id;
     h.reply(lease_id, lease_resp(vec![], vec![])); // settle the poll; the next one is later
     h.actions();
 
     let mut retry_delays = vec![];
     loop {
-        h.reply(ack_id, if retry_delays.len() % 2 == 0 { status(503) } else { Reply::Failed("timeout".into()) });
+        h.reply(
+            ack_id,
+            if retry_delays.len() % 2 == 0 {
+                status(503)
+            } else {
+                Reply::Failed("timeout".into())
+            },
+        );
         if !h.c.holds("c_1") {
             break;
         }
@@ -367,15 +509,28 @@ fn failed_acks_are_retried_until_the_deadline_then_the_call_is_dropped() {
         retry_delays.push(at - h.now);
         h.now = at;
         let txs = h.all_tx();
-        ack_id = txs.iter().find(|t| matches!(t.request, Request::Ack(_))).expect("resent").id;
+        ack_id = txs
+            .iter()
+            .find(|t| matches!(t.request, Request::Ack(_)))
+            .expect("resent")
+            .id;
         assert!(ack_of(txs.iter().find(|t| t.id == ack_id).unwrap()).accepted);
-        for t in txs.iter().filter(|t| matches!(t.request, Request::Lease(_))) {
+        for t in txs
+            .iter()
+            .filter(|t| matches!(t.request, Request::Lease(_)))
+        {
             h.reply(t.id, lease_resp(vec![], vec![]));
         }
     }
-    assert_eq!(retry_delays, vec![100, 200, 400], "100 ms doubling, next would pass the 1 s deadline");
+    assert_eq!(
+        retry_delays,
+        vec![100, 200, 400],
+        "100 ms doubling, next would pass the 1 s deadline"
+    );
     let a = h.actions();
-    assert!(notices(&a).iter().any(|n| matches!(n, Notice::OfferLost { call_id, .. } if call_id == "c_1")));
+    assert!(notices(&a)
+        .iter()
+        .any(|n| matches!(n, Notice::OfferLost { call_id, .. } if call_id == "c_1")));
     assert!(h.starts().is_empty());
     assert_eq!(h.c.free_slots(), 1, "slot released");
     assert!(h.c.is_idle());
@@ -387,7 +542,10 @@ fn an_ack_confirmed_after_a_slow_round_trip_still_starts_the_call() {
     let txs = h.lease_with(vec![offer(1, T0 + 1_000)], vec![]);
     let ack_id = txs[0].id;
     h.now += 5_000; // past the deadline, but the request was in flight
-    assert!(h.c.next_wakeup_ms().is_none_or(|w| w > T0 + 1_000 || w <= h.now));
+    assert!(h
+        .c
+        .next_wakeup_ms()
+        .is_none_or(|w| w > T0 + 1_000 || w <= h.now));
     let _ = h.all_tx();
     assert!(h.c.holds("c_1"), "in-flight ack is not given up");
     h.reply(ack_id, status(204));
@@ -400,7 +558,9 @@ fn ack_conflict_means_the_lease_is_gone_never_dial() {
     let txs = h.lease_with(vec![offer(1, T0 + 5_000)], vec![]);
     h.reply(txs[0].id, status(409));
     let a = h.actions();
-    assert!(notices(&a).iter().any(|n| matches!(n, Notice::OfferLost { why, .. } if why.contains("409"))));
+    assert!(notices(&a)
+        .iter()
+        .any(|n| matches!(n, Notice::OfferLost { why, .. } if why.contains("409"))));
     assert!(!a.iter().any(|a| matches!(a, Action::StartCall(_))));
     assert_eq!(h.c.free_slots(), 2);
     assert!(h.c.held_calls().is_empty());
@@ -410,7 +570,10 @@ fn ack_conflict_means_the_lease_is_gone_never_dial() {
     let txs = h.all_tx();
     h.reply(txs[0].id, status(422));
     assert!(!h.c.holds("c_2"));
-    assert!(h.all_tx().iter().all(|t| !matches!(t.request, Request::Ack(_))));
+    assert!(h
+        .all_tx()
+        .iter()
+        .all(|t| !matches!(t.request, Request::Ack(_))));
     assert!(h.starts().is_empty());
 }
 
@@ -423,10 +586,15 @@ fn unconfirmed_ack_past_deadline_is_given_up_not_resent() {
     assert_eq!(h.c.next_wakeup_ms(), Some(T0 + 100));
     // The driver oversleeps past the deadline: the ack is dropped, not resent.
     h.now = T0 + 300;
-    assert!(h.all_tx().iter().all(|t| !matches!(t.request, Request::Ack(_))));
+    assert!(h
+        .all_tx()
+        .iter()
+        .all(|t| !matches!(t.request, Request::Ack(_))));
     assert!(!h.c.holds("c_1"));
     let a = h.actions();
-    assert!(notices(&a).iter().any(|n| matches!(n, Notice::OfferLost { .. })));
+    assert!(notices(&a)
+        .iter()
+        .any(|n| matches!(n, Notice::OfferLost { .. })));
 }
 
 #[test]
@@ -449,19 +617,36 @@ fn duplicate_offers_take_no_second_slot_and_start_no_second_call() {
     let o = h.start_call(1);
     // The edge re-delivers the same lease (it missed our confirmation): re-ack, no new start.
     let txs = h.lease_with(vec![o.clone()], vec![]);
-    let ack = txs.iter().find(|t| matches!(t.request, Request::Ack(_))).unwrap();
+    let ack = txs
+        .iter()
+        .find(|t| matches!(t.request, Request::Ack(_)))
+        .unwrap();
     assert!(ack_of(ack).accepted);
     h.reply(ack.id, status(200));
     assert!(h.starts().is_empty());
     assert_eq!(h.c.free_slots(), 2);
 
     // Same call under another lease while we hold it: rejected.
-    let other = Offer { lease_id: "l_other".into(), ..o.clone() };
-    let lease_id = txs.iter().find(|t| matches!(t.request, Request::Lease(_))).unwrap().id;
+    let other = Offer {
+        lease_id: "l_other".into(),
+        ..o.clone()
+    };
+    let lease_id = txs
+        .iter()
+        .find(|t| matches!(t.request, Request::Lease(_)))
+        .unwrap()
+        .id;
     h.reply(lease_id, lease_resp(vec![other.clone(), other], vec![]));
     let txs = h.all_tx();
-    let acks: Vec<_> = txs.iter().filter(|t| matches!(t.request, Request::Ack(_))).collect();
-    assert_eq!(acks.len(), 1, "the repeat inside one response rides on the pending ack");
+    let acks: Vec<_> = txs
+        .iter()
+        .filter(|t| matches!(t.request, Request::Ack(_)))
+        .collect();
+    assert_eq!(
+        acks.len(),
+        1,
+        "the repeat inside one response rides on the pending ack"
+    );
     assert_eq!(ack_of(acks[0]).reason.as_deref(), Some("already_held"));
     assert_eq!(h.c.free_slots(), 2);
 }
@@ -472,12 +657,17 @@ fn an_offer_already_past_its_deadline_is_acked_within_the_announced_window() {
     let txs = h.lease_with(vec![offer(1, T0 - 60_000)], vec![]);
     assert!(ack_of(&txs[0]).accepted);
     let a = h.actions();
-    assert!(notices(&a).iter().any(|n| matches!(n, Notice::ClockSkew { .. })));
+    assert!(notices(&a)
+        .iter()
+        .any(|n| matches!(n, Notice::ClockSkew { .. })));
     h.reply(txs[0].id, status(500));
     // Retried (window is 5 s from now), not given up at once.
     assert!(h.c.holds("c_1"));
     h.now += 100;
-    assert!(h.all_tx().iter().any(|t| matches!(t.request, Request::Ack(_))));
+    assert!(h
+        .all_tx()
+        .iter()
+        .any(|t| matches!(t.request, Request::Ack(_))));
 }
 
 #[test]
@@ -490,7 +680,11 @@ fn draining_rejects_offers_and_polls_with_no_free_slot() {
     assert_eq!(l.held_calls, vec![o.call_id.clone()]);
     h.reply(id, lease_resp(vec![offer(2, h.now + 5_000)], vec![]));
     let txs = h.all_tx();
-    let a = ack_of(txs.iter().find(|t| matches!(t.request, Request::Ack(_))).unwrap());
+    let a = ack_of(
+        txs.iter()
+            .find(|t| matches!(t.request, Request::Ack(_)))
+            .unwrap(),
+    );
     assert_eq!((a.accepted, a.reason.as_deref()), (false, Some("draining")));
     assert!(!h.c.is_idle());
 }
@@ -519,7 +713,13 @@ fn lease_failures_back_off_and_success_resets() {
     // A 2xx with a body that is not a lease response is a failure too.
     h.now += 500;
     let (id, _) = h.lease();
-    h.reply(id, Reply::Http { status: 200, body: b"<html>".to_vec() });
+    h.reply(
+        id,
+        Reply::Http {
+            status: 200,
+            body: b"<html>".to_vec(),
+        },
+    );
     assert_eq!(h.c.next_wakeup_ms().unwrap() - h.now, 1_000);
 }
 
@@ -546,11 +746,23 @@ fn an_empty_answer_that_comes_back_at_once_does_not_spin() {
 fn lease_response_with_another_protocol_version_is_refused() {
     let mut h = H::registered(1);
     let (id, _) = h.lease();
-    h.reply(id, ok(LeaseResponse { protocol_version: 7, offers: vec![offer(1, T0 + 5_000)], commands: vec![] }));
+    h.reply(
+        id,
+        ok(LeaseResponse {
+            protocol_version: 7,
+            offers: vec![offer(1, T0 + 5_000)],
+            commands: vec![],
+        }),
+    );
     let a = h.actions();
-    assert!(notices(&a).iter().any(|n| matches!(n, Notice::ProtocolMismatch { got: 7, .. })));
+    assert!(notices(&a)
+        .iter()
+        .any(|n| matches!(n, Notice::ProtocolMismatch { got: 7, .. })));
     assert!(h.tx().is_none(), "backs off");
-    assert!(!h.c.holds("c_1"), "offers of a foreign version are not taken");
+    assert!(
+        !h.c.holds("c_1"),
+        "offers of a foreign version are not taken"
+    );
 }
 
 // ---------------------------------------------------------------- commands
@@ -563,18 +775,32 @@ fn hangup_of_a_running_call_is_reported_once() {
     h.reply(id, lease_resp(vec![], vec![hangup("c_1"), hangup("c_1")]));
     let (id, _) = h.lease();
     h.reply(id, lease_resp(vec![], vec![hangup("c_1")]));
-    let hangups: Vec<_> = h.actions().into_iter().filter(|a| matches!(a, Action::Hangup { .. })).collect();
-    assert_eq!(hangups, vec![Action::Hangup { call_id: "c_1".into() }]);
+    let hangups: Vec<_> = h
+        .actions()
+        .into_iter()
+        .filter(|a| matches!(a, Action::Hangup { .. }))
+        .collect();
+    assert_eq!(
+        hangups,
+        vec![Action::Hangup {
+            call_id: "c_1".into()
+        }]
+    );
 }
 
 #[test]
 fn hangup_for_an_unknown_call_or_unknown_command_is_only_noted() {
     let mut h = H::registered(2);
     let (id, _) = h.lease();
-    h.reply(id, lease_resp(vec![], vec![hangup("c_404"), Command::Unknown]));
+    h.reply(
+        id,
+        lease_resp(vec![], vec![hangup("c_404"), Command::Unknown]),
+    );
     let a = h.actions();
     let n = notices(&a);
-    assert!(n.iter().any(|n| matches!(n, Notice::HangupForUnknownCall { call_id } if call_id == "c_404")));
+    assert!(n
+        .iter()
+        .any(|n| matches!(n, Notice::HangupForUnknownCall { call_id } if call_id == "c_404")));
     assert!(n.iter().any(|n| matches!(n, Notice::UnknownCommand)));
     assert!(!a.iter().any(|a| matches!(a, Action::Hangup { .. })));
 }
@@ -583,18 +809,35 @@ fn hangup_for_an_unknown_call_or_unknown_command_is_only_noted() {
 fn hangup_while_acking_cancels_without_dialing() {
     let mut h = H::registered(2);
     let txs = h.lease_with(vec![offer(1, T0 + 5_000)], vec![]);
-    let lease_id = txs.iter().find(|t| matches!(t.request, Request::Lease(_))).unwrap().id;
+    let lease_id = txs
+        .iter()
+        .find(|t| matches!(t.request, Request::Lease(_)))
+        .unwrap()
+        .id;
     h.reply(lease_id, lease_resp(vec![], vec![hangup("c_1")]));
     h.reply(txs[0].id, status(200));
     let a = h.actions();
-    assert!(!a.iter().any(|a| matches!(a, Action::StartCall(_) | Action::Hangup { .. })), "{a:?}");
+    assert!(
+        !a.iter()
+            .any(|a| matches!(a, Action::StartCall(_) | Action::Hangup { .. })),
+        "{a:?}"
+    );
     let txs = h.all_tx();
-    let Some(Request::Events(b)) = txs.iter().map(|t| &t.request).find(|r| matches!(r, Request::Events(_))) else {
+    let Some(Request::Events(b)) = txs
+        .iter()
+        .map(|t| &t.request)
+        .find(|r| matches!(r, Request::Events(_)))
+    else {
         panic!("{txs:?}")
     };
     assert_eq!(b.events.len(), 1);
-    let EventKind::Ended { status, reason, .. } = &b.events[0].kind else { panic!() };
-    assert_eq!((*status, *reason), (CallStatus::Cancelled, EndedReason::HangupRequested));
+    let EventKind::Ended { status, reason, .. } = &b.events[0].kind else {
+        panic!()
+    };
+    assert_eq!(
+        (*status, *reason),
+        (CallStatus::Cancelled, EndedReason::HangupRequested)
+    );
     assert_eq!(b.events[0].seq, 1);
 }
 
@@ -605,7 +848,12 @@ fn ended(now: u64) -> EventKind {
         status: CallStatus::Completed,
         reason: EndedReason::AgentHangup,
         sip_code: None,
-        timings: Timings { dispatched_ms: now - 10, ringing_ms: None, answered_ms: None, ended_ms: now },
+        timings: Timings {
+            dispatched_ms: now - 10,
+            ringing_ms: None,
+            answered_ms: None,
+            ended_ms: now,
+        },
     }
 }
 
@@ -633,7 +881,10 @@ fn events_are_numbered_per_call_and_kept_until_acked() {
     let (id1, b1) = bs[0];
     assert_eq!(b1.sidecar_id, "sc-1");
     assert_eq!(
-        b1.events.iter().map(|e| (e.call_id.as_str(), e.seq)).collect::<Vec<_>>(),
+        b1.events
+            .iter()
+            .map(|e| (e.call_id.as_str(), e.seq))
+            .collect::<Vec<_>>(),
         vec![("c_1", 1), ("c_2", 1), ("c_1", 2)]
     );
     assert!(b1.events.iter().all(|e| e.attempt == 1 && e.at_ms == h.now));
@@ -648,11 +899,30 @@ fn events_are_numbered_per_call_and_kept_until_acked() {
     h.now += 500;
     let txs = h.all_tx();
     let bs = batches(&txs);
-    assert_eq!(bs[0].1.events.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![1, 1, 2, 3]);
-    assert_eq!(&bs[0].1.events[..3], &b1.events[..], "resent unchanged: the edge dedupes on (call, attempt, seq)");
-    h.reply(bs[0].0, ok(EventsAck { protocol_version: 1, accepted: 1 }));
+    assert_eq!(
+        bs[0].1.events.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        vec![1, 1, 2, 3]
+    );
+    assert_eq!(
+        &bs[0].1.events[..3],
+        &b1.events[..],
+        "resent unchanged: the edge dedupes on (call, attempt, seq)"
+    );
+    h.reply(
+        bs[0].0,
+        ok(EventsAck {
+            protocol_version: 1,
+            accepted: 1,
+        }),
+    );
     let a = h.actions();
-    assert!(notices(&a).iter().any(|n| matches!(n, Notice::EventsDuplicates { sent: 4, accepted: 1 })));
+    assert!(notices(&a).iter().any(|n| matches!(
+        n,
+        Notice::EventsDuplicates {
+            sent: 4,
+            accepted: 1
+        }
+    )));
     assert_eq!(h.c.pending_events(), 0);
     assert!(batches(&h.all_tx()).is_empty());
 }
@@ -689,7 +959,12 @@ fn large_queues_go_in_bounded_batches_in_order() {
         h.c.emit(
             h.now,
             &a.call_id,
-            EventKind::TranscriptTurn { role: Role::User, text: "hi".into(), start_ms: 0, end_ms: 1 },
+            EventKind::TranscriptTurn {
+                role: Role::User,
+                text: "hi".into(),
+                start_ms: 0,
+                end_ms: 1,
+            },
         )
         .unwrap();
     }
@@ -699,7 +974,13 @@ fn large_queues_go_in_bounded_batches_in_order() {
         let bs = batches(&txs);
         assert_eq!(bs[0].1.events.len(), expect);
         seqs.extend(bs[0].1.events.iter().map(|e| e.seq));
-        h.reply(bs[0].0, ok(EventsAck { protocol_version: 1, accepted: expect as u32 }));
+        h.reply(
+            bs[0].0,
+            ok(EventsAck {
+                protocol_version: 1,
+                accepted: expect as u32,
+            }),
+        );
     }
     assert_eq!(seqs, (1..=250).collect::<Vec<u32>>());
 }
@@ -710,20 +991,46 @@ fn the_slot_frees_when_the_ended_event_is_acked() {
     let a = h.start_call(1);
     h.c.emit(h.now, &a.call_id, EventKind::Dialing).unwrap();
     h.c.emit(h.now, &a.call_id, ended(h.now)).unwrap();
-    assert_eq!(h.c.emit(h.now, &a.call_id, EventKind::Ringing), Err(EmitError::AlreadyEnded));
-    assert_eq!(h.c.free_slots(), 0, "still held until the edge knows it ended");
+    assert_eq!(
+        h.c.emit(h.now, &a.call_id, EventKind::Ringing),
+        Err(EmitError::AlreadyEnded)
+    );
+    assert_eq!(
+        h.c.free_slots(),
+        0,
+        "still held until the edge knows it ended"
+    );
 
     let txs = h.all_tx();
     let (id, _) = batches(&txs)[0];
-    let lease = txs.iter().find(|t| matches!(t.request, Request::Lease(_))).expect("a poll is due");
-    let Request::Lease(l) = &lease.request else { panic!() };
-    assert_eq!((l.free_slots, l.held_calls.clone()), (0, vec!["c_1".to_string()]));
-    h.reply(id, ok(EventsAck { protocol_version: 1, accepted: 2 }));
+    let lease = txs
+        .iter()
+        .find(|t| matches!(t.request, Request::Lease(_)))
+        .expect("a poll is due");
+    let Request::Lease(l) = &lease.request else {
+        panic!()
+    };
+    assert_eq!(
+        (l.free_slots, l.held_calls.clone()),
+        (0, vec!["c_1".to_string()])
+    );
+    h.reply(
+        id,
+        ok(EventsAck {
+            protocol_version: 1,
+            accepted: 2,
+        }),
+    );
     let n = h.actions();
-    assert!(notices(&n).iter().any(|n| matches!(n, Notice::CallReleased { call_id } if call_id == "c_1")));
+    assert!(notices(&n)
+        .iter()
+        .any(|n| matches!(n, Notice::CallReleased { call_id } if call_id == "c_1")));
     assert_eq!(h.c.free_slots(), 1);
     assert!(h.c.is_idle());
-    assert_eq!(h.c.emit(h.now, "c_1", EventKind::Ringing), Err(EmitError::UnknownCall));
+    assert_eq!(
+        h.c.emit(h.now, "c_1", EventKind::Ringing),
+        Err(EmitError::UnknownCall)
+    );
 }
 
 #[test]
@@ -734,7 +1041,14 @@ fn an_invalid_batch_is_dropped_not_retried_forever() {
     let txs = h.all_tx();
     h.reply(batches(&txs)[0].0, status(422));
     let n = h.actions();
-    assert!(notices(&n).iter().any(|n| matches!(n, Notice::EventsDropped { count: 1, status: 422, .. })));
+    assert!(notices(&n).iter().any(|n| matches!(
+        n,
+        Notice::EventsDropped {
+            count: 1,
+            status: 422,
+            ..
+        }
+    )));
     assert_eq!(h.c.pending_events(), 0);
     assert_eq!(h.c.free_slots(), 1, "an ended call does not leak its slot");
 }
@@ -743,8 +1057,14 @@ fn an_invalid_batch_is_dropped_not_retried_forever() {
 fn emit_is_refused_before_confirmation() {
     let mut h = H::registered(1);
     h.lease_with(vec![offer(1, T0 + 5_000)], vec![]);
-    assert_eq!(h.c.emit(h.now, "c_1", EventKind::Dialing), Err(EmitError::NotStarted));
-    assert_eq!(h.c.emit(h.now, "nope", EventKind::Dialing), Err(EmitError::UnknownCall));
+    assert_eq!(
+        h.c.emit(h.now, "c_1", EventKind::Dialing),
+        Err(EmitError::NotStarted)
+    );
+    assert_eq!(
+        h.c.emit(h.now, "nope", EventKind::Dialing),
+        Err(EmitError::UnknownCall)
+    );
 }
 
 #[test]
@@ -778,7 +1098,15 @@ fn every_request_body_is_versioned_json_for_its_path() {
     }
     paths.sort();
     paths.dedup();
-    assert_eq!(paths, vec!["/v1/sidecar/ack", "/v1/sidecar/events", "/v1/sidecar/lease", "/v1/sidecar/register"]);
+    assert_eq!(
+        paths,
+        vec![
+            "/v1/sidecar/ack",
+            "/v1/sidecar/events",
+            "/v1/sidecar/lease",
+            "/v1/sidecar/register"
+        ]
+    );
 }
 
 // ---------------------------------------------------------------- a long random run
@@ -825,7 +1153,10 @@ fn random_runs_keep_the_invariants() {
                 }
                 in_flight.push(t);
             }
-            let polls = in_flight.iter().filter(|t| matches!(t.request, Request::Lease(_))).count();
+            let polls = in_flight
+                .iter()
+                .filter(|t| matches!(t.request, Request::Lease(_)))
+                .count();
             assert!(polls <= 1);
             for t in &in_flight {
                 if let Request::Lease(l) = &t.request {
@@ -836,7 +1167,11 @@ fn random_runs_keep_the_invariants() {
             for a in h.actions() {
                 match a {
                     Action::StartCall(o) => {
-                        assert!(started.insert(o.call_id.clone()), "started twice: {}", o.call_id);
+                        assert!(
+                            started.insert(o.call_id.clone()),
+                            "started twice: {}",
+                            o.call_id
+                        );
                         h.c.emit(h.now, &o.call_id, EventKind::Dialing).unwrap();
                         running.push(o.call_id);
                     }
@@ -848,7 +1183,11 @@ fn random_runs_keep_the_invariants() {
                 }
             }
             assert!(h.c.held_calls().len() as u32 <= capacity);
-            assert_eq!(store.all().len(), h.c.pending_events(), "seed {seed}: the store holds exactly the unacked events");
+            assert_eq!(
+                store.all().len(),
+                h.c.pending_events(),
+                "seed {seed}: the store holds exactly the unacked events"
+            );
 
             match rng.below(10) {
                 // Answer a request.
@@ -872,7 +1211,10 @@ fn random_runs_keep_the_invariants() {
                                     })
                                     .collect();
                                 let commands = if rng.below(4) == 0 && !l.held_calls.is_empty() {
-                                    vec![hangup(&l.held_calls[rng.below(l.held_calls.len() as u64) as usize])]
+                                    vec![hangup(
+                                        &l.held_calls
+                                            [rng.below(l.held_calls.len() as u64) as usize],
+                                    )]
                                 } else {
                                     vec![]
                                 };
@@ -891,7 +1233,10 @@ fn random_runs_keep_the_invariants() {
                                         delivered_ended.insert(e.call_id.clone());
                                     }
                                 }
-                                ok(EventsAck { protocol_version: 1, accepted: b.events.len() as u32 })
+                                ok(EventsAck {
+                                    protocol_version: 1,
+                                    accepted: b.events.len() as u32,
+                                })
                             }
                             Request::Recording(_) | Request::Deregister(_) => status(200),
                         }
@@ -942,7 +1287,10 @@ fn random_runs_keep_the_invariants() {
                     for e in b.events.iter().filter(|e| e.kind.is_ended()) {
                         delivered_ended.insert(e.call_id.clone());
                     }
-                    ok(EventsAck { protocol_version: 1, accepted: 0 })
+                    ok(EventsAck {
+                        protocol_version: 1,
+                        accepted: 0,
+                    })
                 }
                 Request::Recording(_) | Request::Deregister(_) => status(200),
             };
@@ -952,11 +1300,21 @@ fn random_runs_keep_the_invariants() {
         for l in &offered {
             assert!(acked.contains(l), "seed {seed}: offer {l} never acked");
         }
-        assert!(h.c.held_calls().is_empty(), "seed {seed}: {:?}", h.c.held_calls());
+        assert!(
+            h.c.held_calls().is_empty(),
+            "seed {seed}: {:?}",
+            h.c.held_calls()
+        );
         assert_eq!(h.c.pending_events(), 0);
-        assert!(store.all().is_empty(), "seed {seed}: everything acked, nothing left on disk");
+        assert!(
+            store.all().is_empty(),
+            "seed {seed}: everything acked, nothing left on disk"
+        );
         for c in &started {
-            assert!(delivered_ended.contains(c), "seed {seed}: {c} ended but never delivered");
+            assert!(
+                delivered_ended.contains(c),
+                "seed {seed}: {c} ended but never delivered"
+            );
         }
         total_started += started.len();
         total_offered += offered.len();
@@ -1004,8 +1362,15 @@ fn recordings_upload_after_the_events_and_retry_until_stored() {
     // The event batch goes first; the upload waits for it.
     let txs = h.all_tx();
     assert!(uploads_in(&txs).is_empty());
-    let batch = txs.iter().find(|t| matches!(t.request, Request::Events(_))).expect("events").id;
-    h.reply(batch, ok(serde_json::json!({"protocol_version": 1, "accepted": 1})));
+    let batch = txs
+        .iter()
+        .find(|t| matches!(t.request, Request::Events(_)))
+        .expect("events")
+        .id;
+    h.reply(
+        batch,
+        ok(serde_json::json!({"protocol_version": 1, "accepted": 1})),
+    );
     let txs = h.all_tx();
     let ups = uploads_in(&txs);
     assert_eq!(ups.len(), 1);
@@ -1014,26 +1379,43 @@ fn recordings_upload_after_the_events_and_retry_until_stored() {
     assert_eq!(sent.manifest.sidecar_id, "sc-1");
     let req = Request::Recording(sent.clone());
     assert_eq!(req.path(), paths::RECORDING);
-    assert_eq!(serde_json::from_slice::<RecordingManifest>(&req.body()).unwrap(), sent.manifest);
+    assert_eq!(
+        serde_json::from_slice::<RecordingManifest>(&req.body()).unwrap(),
+        sent.manifest
+    );
     // One at a time: nothing more while it is in flight.
     h.c.queue_upload(upload("c_2"));
     assert!(uploads_in(&h.all_tx()).is_empty());
     // A 503: retried after the backoff, not before.
     h.reply(*id, status(503));
-    assert!(notices(&h.actions()).iter().any(|n| matches!(n, Notice::UploadFailed { status: Some(503), .. })));
+    assert!(notices(&h.actions()).iter().any(|n| matches!(
+        n,
+        Notice::UploadFailed {
+            status: Some(503),
+            ..
+        }
+    )));
     assert!(uploads_in(&h.all_tx()).is_empty());
     h.now = h.c.next_wakeup_ms().expect("a retry is scheduled");
     let ups = uploads_in(&h.all_tx());
     assert_eq!(ups[0].1.manifest.call_id, "c_1");
     h.reply(ups[0].0, ok(serde_json::json!({"protocol_version": 1, "call_id": "c_1", "attempt": 1, "bytes": 32_044})));
     let done: Vec<Action> = h.actions();
-    assert!(done.iter().any(|a| matches!(a, Action::UploadDone(u) if u.manifest.call_id == "c_1")));
+    assert!(done
+        .iter()
+        .any(|a| matches!(a, Action::UploadDone(u) if u.manifest.call_id == "c_1")));
     // The next one goes at once; a 409 (never requested) gives it up, file kept.
     let ups = uploads_in(&h.all_tx());
     assert_eq!(ups[0].1.manifest.call_id, "c_2");
     h.reply(ups[0].0, status(409));
     let acts = h.actions();
-    assert!(notices(&acts).iter().any(|n| matches!(n, Notice::UploadRefused { status: Some(409), .. })));
+    assert!(notices(&acts).iter().any(|n| matches!(
+        n,
+        Notice::UploadRefused {
+            status: Some(409),
+            ..
+        }
+    )));
     assert!(!acts.iter().any(|a| matches!(a, Action::UploadDone(_))));
     assert_eq!(h.c.pending_uploads(), 0);
 }
@@ -1051,7 +1433,9 @@ fn an_unreadable_recording_is_given_up_and_a_401_reregisters_first() {
     let ups = uploads_in(&h.all_tx());
     assert_eq!(ups.len(), 1);
     h.reply(ups[0].0, Reply::Unsendable("gone".into()));
-    assert!(notices(&h.actions()).iter().any(|n| matches!(n, Notice::UploadRefused { status: None, .. })));
+    assert!(notices(&h.actions())
+        .iter()
+        .any(|n| matches!(n, Notice::UploadRefused { status: None, .. })));
     assert!(h.c.is_idle());
 }
 
@@ -1078,14 +1462,21 @@ impl MemStore {
         self.0.lock().unwrap().values().flatten().cloned().collect()
     }
     fn seqs(&self, call: &str) -> Vec<u32> {
-        self.all().iter().filter(|e| e.call_id == call).map(|e| e.seq).collect()
+        self.all()
+            .iter()
+            .filter(|e| e.call_id == call)
+            .map(|e| e.seq)
+            .collect()
     }
 }
 
 /// All transmits due now; lease polls among them are answered empty at once.
 fn settled(h: &mut H) -> Vec<Transmit> {
     let txs = h.all_tx();
-    for t in txs.iter().filter(|t| matches!(t.request, Request::Lease(_))) {
+    for t in txs
+        .iter()
+        .filter(|t| matches!(t.request, Request::Lease(_)))
+    {
         h.reply(t.id, lease_resp(vec![], vec![]));
     }
     txs
@@ -1098,12 +1489,20 @@ fn every_unacked_event_is_stored_before_it_can_be_sent_and_forgotten_once_acked(
     h.c.set_event_store(Box::new(store.clone()));
     let a = h.start_call(1);
     h.c.emit(h.now, &a.call_id, EventKind::Dialing).unwrap();
-    assert_eq!(store.seqs("c_1"), vec![1], "stored by emit itself, before poll_transmit");
+    assert_eq!(
+        store.seqs("c_1"),
+        vec![1],
+        "stored by emit itself, before poll_transmit"
+    );
     let txs = settled(&mut h);
     let (id, b) = batches(&txs)[0];
     assert_eq!(b.events.len(), 1);
     h.c.emit(h.now, &a.call_id, ended(h.now)).unwrap();
-    assert_eq!(store.seqs("c_1"), vec![1, 2], "in flight or not, kept until acked");
+    assert_eq!(
+        store.seqs("c_1"),
+        vec![1, 2],
+        "in flight or not, kept until acked"
+    );
 
     // A failed batch forgets nothing.
     h.reply(id, status(503));
@@ -1112,7 +1511,13 @@ fn every_unacked_event_is_stored_before_it_can_be_sent_and_forgotten_once_acked(
     let txs = settled(&mut h);
     let (id, b) = batches(&txs)[0];
     assert_eq!(b.events.len(), 2);
-    h.reply(id, ok(EventsAck { protocol_version: 1, accepted: 2 }));
+    h.reply(
+        id,
+        ok(EventsAck {
+            protocol_version: 1,
+            accepted: 2,
+        }),
+    );
     assert!(store.all().is_empty(), "acked: forgotten");
     assert!(h.c.is_idle());
 
@@ -1136,7 +1541,8 @@ fn a_restart_holds_the_calls_of_unacked_events_and_sends_them_first() {
     h.c.emit(h.now, &a.call_id, EventKind::Dialing).unwrap();
     h.c.emit(h.now, &b.call_id, EventKind::Dialing).unwrap();
     h.c.emit(h.now + 1, &a.call_id, EventKind::Ringing).unwrap();
-    h.c.emit(h.now + 2, &b.call_id, EventKind::Answered).unwrap();
+    h.c.emit(h.now + 2, &b.call_id, EventKind::Answered)
+        .unwrap();
     h.c.emit(h.now + 3, &a.call_id, ended(h.now + 3)).unwrap();
     let _in_flight_when_it_crashed = h.all_tx();
     let left = store.all();
@@ -1161,9 +1567,16 @@ fn a_restart_holds_the_calls_of_unacked_events_and_sends_them_first() {
     assert!(h.tx().is_none(), "nothing before registration");
     h.reply(t.id, ok(reg_ack()));
     let txs = h.all_tx();
-    assert!(matches!(txs[0].request, Request::Events(_)), "the old events go first: {txs:?}");
+    assert!(
+        matches!(txs[0].request, Request::Events(_)),
+        "the old events go first: {txs:?}"
+    );
     let (id, batch) = batches(&txs)[0];
-    let sent: Vec<(&str, u32, &str)> = batch.events.iter().map(|e| (e.call_id.as_str(), e.seq, e.kind.name())).collect();
+    let sent: Vec<(&str, u32, &str)> = batch
+        .events
+        .iter()
+        .map(|e| (e.call_id.as_str(), e.seq, e.kind.name()))
+        .collect();
     assert_eq!(
         sent,
         vec![
@@ -1176,19 +1589,49 @@ fn a_restart_holds_the_calls_of_unacked_events_and_sends_them_first() {
         ],
         "original seq numbers, each call in order"
     );
-    let EventKind::Ended { status, reason, timings, .. } = &batch.events[5].kind else { panic!() };
-    assert_eq!((*status, *reason), (CallStatus::Failed, EndedReason::MediaLost));
-    assert_eq!((timings.answered_ms, timings.ended_ms), (Some(T0 + 2_002), h.now));
-    let Some(Request::Lease(l)) = txs.iter().map(|t| &t.request).find(|r| matches!(r, Request::Lease(_))) else {
+    let EventKind::Ended {
+        status,
+        reason,
+        timings,
+        ..
+    } = &batch.events[5].kind
+    else {
+        panic!()
+    };
+    assert_eq!(
+        (*status, *reason),
+        (CallStatus::Failed, EndedReason::MediaLost)
+    );
+    assert_eq!(
+        (timings.answered_ms, timings.ended_ms),
+        (Some(T0 + 2_002), h.now)
+    );
+    let Some(Request::Lease(l)) = txs
+        .iter()
+        .map(|t| &t.request)
+        .find(|r| matches!(r, Request::Lease(_)))
+    else {
         panic!("{txs:?}")
     };
-    assert_eq!((l.held_calls.clone(), l.free_slots), (vec!["c_1".to_string(), "c_2".to_string()], 1));
+    assert_eq!(
+        (l.held_calls.clone(), l.free_slots),
+        (vec!["c_1".to_string(), "c_2".to_string()], 1)
+    );
 
     // Restored calls take no new events and no offer for the same call.
-    assert_eq!(h.c.emit(h.now, "c_1", EventKind::Ringing), Err(EmitError::AlreadyEnded));
+    assert_eq!(
+        h.c.emit(h.now, "c_1", EventKind::Ringing),
+        Err(EmitError::AlreadyEnded)
+    );
 
     // Acked: released as usual, and forgotten.
-    h.reply(id, ok(EventsAck { protocol_version: 1, accepted: 6 }));
+    h.reply(
+        id,
+        ok(EventsAck {
+            protocol_version: 1,
+            accepted: 6,
+        }),
+    );
     let n = h.actions();
     let released: Vec<_> = notices(&n)
         .into_iter()
@@ -1227,13 +1670,32 @@ fn restored_events_are_deduplicated_and_never_displace_a_held_call() {
     );
     assert_eq!(restored, 1);
     let n = h.actions();
-    assert!(notices(&n).iter().any(|n| matches!(n, Notice::RestoreSkipped { call_id, events: 1 } if call_id == "c_1")));
+    assert!(notices(&n)
+        .iter()
+        .any(|n| matches!(n, Notice::RestoreSkipped { call_id, events: 1 } if call_id == "c_1")));
     let txs = h.all_tx();
     let (id, b) = batches(&txs)[0];
-    let sent: Vec<(&str, u32, u32)> = b.events.iter().map(|e| (e.call_id.as_str(), e.attempt, e.seq)).collect();
-    assert_eq!(sent, vec![("c_9", 2, 1), ("c_9", 2, 2), ("c_9", 1, 4), ("c_1", 1, 1)]);
-    h.reply(id, ok(EventsAck { protocol_version: 1, accepted: 4 }));
-    assert_eq!(h.c.held_calls(), vec!["c_1".to_string()], "c_9 released by its attempt-2 `ended`");
+    let sent: Vec<(&str, u32, u32)> = b
+        .events
+        .iter()
+        .map(|e| (e.call_id.as_str(), e.attempt, e.seq))
+        .collect();
+    assert_eq!(
+        sent,
+        vec![("c_9", 2, 1), ("c_9", 2, 2), ("c_9", 1, 4), ("c_1", 1, 1)]
+    );
+    h.reply(
+        id,
+        ok(EventsAck {
+            protocol_version: 1,
+            accepted: 4,
+        }),
+    );
+    assert_eq!(
+        h.c.held_calls(),
+        vec!["c_1".to_string()],
+        "c_9 released by its attempt-2 `ended`"
+    );
 }
 
 // ---------------------------------------------------------------- refused credentials
@@ -1247,43 +1709,87 @@ fn refused_credentials_hang_up_every_call_and_registering_goes_on() {
         h.c.emit(h.now, &ended_one.call_id, ended(h.now)).unwrap(); // ended, not yet acked
         let txs = h.all_tx();
         let (batch, _) = batches(&txs)[0];
-        let lease = txs.iter().find(|t| matches!(t.request, Request::Lease(_))).unwrap().id;
+        let lease = txs
+            .iter()
+            .find(|t| matches!(t.request, Request::Lease(_)))
+            .unwrap()
+            .id;
         h.reply(lease, lease_resp(vec![offer(3, h.now + 5_000)], vec![])); // accepted, ack in flight
         let txs = h.all_tx();
-        let ack3 = txs.iter().find(|t| matches!(t.request, Request::Ack(_))).unwrap().id;
-        let lease = txs.iter().find(|t| matches!(t.request, Request::Lease(_))).unwrap().id;
+        let ack3 = txs
+            .iter()
+            .find(|t| matches!(t.request, Request::Ack(_)))
+            .unwrap()
+            .id;
+        let lease = txs
+            .iter()
+            .find(|t| matches!(t.request, Request::Lease(_)))
+            .unwrap()
+            .id;
         h.reply(batch, status(503));
         h.actions();
 
         // The edge forgets us; registering again is refused.
         h.reply(lease, status(401));
-        let t = h.all_tx().into_iter().find(|t| matches!(t.request, Request::Register(_))).expect("re-registers");
+        let t = h
+            .all_tx()
+            .into_iter()
+            .find(|t| matches!(t.request, Request::Register(_)))
+            .expect("re-registers");
         h.reply(t.id, status(code));
         let a = h.actions();
-        let hangups: Vec<_> = a.iter().filter(|a| matches!(a, Action::Hangup { .. })).collect();
-        assert_eq!(hangups, vec![&Action::Hangup { call_id: "c_1".into() }], "{code}");
+        let hangups: Vec<_> = a
+            .iter()
+            .filter(|a| matches!(a, Action::Hangup { .. }))
+            .collect();
+        assert_eq!(
+            hangups,
+            vec![&Action::Hangup {
+                call_id: "c_1".into()
+            }],
+            "{code}"
+        );
         assert!(notices(&a).iter().any(|n| matches!(n,
             Notice::CredentialsRefused { status, hanging_up } if *status == code && *hanging_up == vec!["c_1".to_string(), "c_3".to_string()])));
 
         // c_3's ack is confirmed late: cancelled, never dialled.
-        h.reply(ack3, ok(serde_json::json!({"protocol_version":1,"lease_id":"l_3"})));
+        h.reply(
+            ack3,
+            ok(serde_json::json!({"protocol_version":1,"lease_id":"l_3"})),
+        );
         assert!(h.starts().is_empty(), "{code}");
 
         // Registration goes on with backoff; another refusal hangs up nothing twice.
         assert_eq!(h.c.next_wakeup_ms(), Some(h.now + 500));
         h.now += 500;
-        let t = h.all_tx().into_iter().find(|t| matches!(t.request, Request::Register(_))).expect("retries");
+        let t = h
+            .all_tx()
+            .into_iter()
+            .find(|t| matches!(t.request, Request::Register(_)))
+            .expect("retries");
         h.reply(t.id, status(code));
-        assert!(!h.actions().iter().any(|a| matches!(a, Action::Hangup { .. })));
+        assert!(!h
+            .actions()
+            .iter()
+            .any(|a| matches!(a, Action::Hangup { .. })));
         assert_eq!(h.c.next_wakeup_ms(), Some(h.now + 1_000));
 
         // Once the edge takes us again, the ends (hangup_requested) are delivered.
-        h.c.emit(h.now, "c_1", EventKind::Ended {
-            status: CallStatus::Completed,
-            reason: EndedReason::HangupRequested,
-            sip_code: None,
-            timings: Timings { dispatched_ms: T0, ringing_ms: None, answered_ms: None, ended_ms: h.now },
-        })
+        h.c.emit(
+            h.now,
+            "c_1",
+            EventKind::Ended {
+                status: CallStatus::Completed,
+                reason: EndedReason::HangupRequested,
+                sip_code: None,
+                timings: Timings {
+                    dispatched_ms: T0,
+                    ringing_ms: None,
+                    answered_ms: None,
+                    ended_ms: h.now,
+                },
+            },
+        )
         .unwrap();
         h.now += 1_000;
         let t = h.tx().unwrap();
@@ -1300,16 +1806,31 @@ fn refused_credentials_hang_up_every_call_and_registering_goes_on() {
             .collect();
         assert_eq!(
             reasons,
-            vec![("c_2", EndedReason::AgentHangup), ("c_3", EndedReason::HangupRequested), ("c_1", EndedReason::HangupRequested)]
+            vec![
+                ("c_2", EndedReason::AgentHangup),
+                ("c_3", EndedReason::HangupRequested),
+                ("c_1", EndedReason::HangupRequested)
+            ]
         );
-        h.reply(id, ok(EventsAck { protocol_version: 1, accepted: 3 }));
+        h.reply(
+            id,
+            ok(EventsAck {
+                protocol_version: 1,
+                accepted: 3,
+            }),
+        );
         assert!(h.c.held_calls().is_empty(), "{code}");
     }
 }
 
 #[test]
 fn other_register_failures_and_410_hang_up_nothing() {
-    for failure in [status(410), status(500), status(429), Reply::Failed("timeout".into())] {
+    for failure in [
+        status(410),
+        status(500),
+        status(429),
+        Reply::Failed("timeout".into()),
+    ] {
         let mut h = H::registered(2);
         h.start_call(1);
         let (id, _) = h.lease();
@@ -1318,7 +1839,10 @@ fn other_register_failures_and_410_hang_up_nothing() {
         assert!(matches!(t.request, Request::Register(_)));
         h.reply(t.id, failure.clone());
         let a = h.actions();
-        assert!(!a.iter().any(|a| matches!(a, Action::Hangup { .. })), "{failure:?}: {a:?}");
+        assert!(
+            !a.iter().any(|a| matches!(a, Action::Hangup { .. })),
+            "{failure:?}: {a:?}"
+        );
         assert!(h.c.holds("c_1"));
     }
 }
@@ -1337,7 +1861,9 @@ fn a_hangup_for_a_held_call_is_obeyed_after_the_edge_took_us_back() {
     let (id, l) = h.lease();
     assert_eq!(l.held_calls, vec!["c_1".to_string()]);
     h.reply(id, lease_resp(vec![], vec![hangup("c_1")]));
-    assert!(h.actions().contains(&Action::Hangup { call_id: "c_1".into() }));
+    assert!(h.actions().contains(&Action::Hangup {
+        call_id: "c_1".into()
+    }));
     assert!(h.c.holds("c_1"), "held until its `ended` is acked");
 }
 
@@ -1354,31 +1880,63 @@ fn a_call_whose_task_died_ends_failed_and_frees_its_slot() {
     h.c.emit(h.now, &a.call_id, EventKind::Ringing).unwrap();
     h.now += 900;
     // The runtime does this when the call's task panicked or was cancelled.
-    assert_eq!(h.c.fail_call(h.now, &a.call_id, EndedReason::EngineError), Ok(3));
-    assert_eq!(h.c.free_slots(), 0, "held until the edge has the ended event");
+    assert_eq!(
+        h.c.fail_call(h.now, &a.call_id, EndedReason::EngineError),
+        Ok(3)
+    );
+    assert_eq!(
+        h.c.free_slots(),
+        0,
+        "held until the edge has the ended event"
+    );
     // A task that got its own `ended` out before dying adds nothing.
     h.c.emit(h.now, &b.call_id, ended(h.now)).unwrap();
-    assert_eq!(h.c.fail_call(h.now, &b.call_id, EndedReason::EngineError), Err(EmitError::AlreadyEnded));
+    assert_eq!(
+        h.c.fail_call(h.now, &b.call_id, EndedReason::EngineError),
+        Err(EmitError::AlreadyEnded)
+    );
     let txs = h.all_tx();
     let (id, batch) = batches(&txs)[0];
-    let last = batch.events.iter().find(|e| e.call_id == "c_1" && e.seq == 3).unwrap();
+    let last = batch
+        .events
+        .iter()
+        .find(|e| e.call_id == "c_1" && e.seq == 3)
+        .unwrap();
     assert_eq!(
         last.kind,
         EventKind::Ended {
             status: CallStatus::Failed,
             reason: EndedReason::EngineError,
             sip_code: None,
-            timings: Timings { dispatched_ms: t0, ringing_ms: Some(t0 + 100), answered_ms: None, ended_ms: h.now },
+            timings: Timings {
+                dispatched_ms: t0,
+                ringing_ms: Some(t0 + 100),
+                answered_ms: None,
+                ended_ms: h.now
+            },
         }
     );
-    h.reply(id, ok(EventsAck { protocol_version: 1, accepted: 4 }));
+    h.reply(
+        id,
+        ok(EventsAck {
+            protocol_version: 1,
+            accepted: 4,
+        }),
+    );
     let n = h.actions();
-    assert!(notices(&n).iter().any(|n| matches!(n, Notice::CallReleased { call_id } if call_id == "c_1")));
+    assert!(notices(&n)
+        .iter()
+        .any(|n| matches!(n, Notice::CallReleased { call_id } if call_id == "c_1")));
     assert_eq!(h.c.free_slots(), 2);
 }
 
 fn turn(text: String) -> EventKind {
-    EventKind::TranscriptTurn { role: Role::User, text, start_ms: 0, end_ms: 1 }
+    EventKind::TranscriptTurn {
+        role: Role::User,
+        text,
+        start_ms: 0,
+        end_ms: 1,
+    }
 }
 
 #[test]
@@ -1386,18 +1944,33 @@ fn a_long_transcript_turn_is_cut_on_a_char_boundary_with_a_marker() {
     let mut h = H::registered(1);
     let a = h.start_call(1);
     // Multi-byte chars, so a byte-offset cut would split one.
-    h.c.emit(h.now, &a.call_id, turn("é".repeat(10_000))).unwrap();
+    h.c.emit(h.now, &a.call_id, turn("é".repeat(10_000)))
+        .unwrap();
     h.c.emit(h.now, &a.call_id, turn("short".into())).unwrap();
-    let summary = EventKind::Summary { summary: Some("ü".repeat(9_000)), outcome: Some("x".repeat(1_000)) };
+    let summary = EventKind::Summary {
+        summary: Some("ü".repeat(9_000)),
+        outcome: Some("x".repeat(1_000)),
+    };
     h.c.emit(h.now, &a.call_id, summary).unwrap();
     let txs = h.all_tx();
     let b = batches(&txs)[0].1;
-    let EventKind::TranscriptTurn { text, .. } = &b.events[0].kind else { panic!() };
+    let EventKind::TranscriptTurn { text, .. } = &b.events[0].kind else {
+        panic!()
+    };
     assert_eq!(text.chars().count(), MAX_TEXT_CHARS);
     assert!(text.ends_with(TRUNCATED_MARKER) && text.starts_with("éé"));
     assert!(matches!(&b.events[1].kind, EventKind::TranscriptTurn { text, .. } if text == "short"));
-    let EventKind::Summary { summary: Some(s), outcome: Some(o) } = &b.events[2].kind else { panic!() };
-    assert_eq!((s.chars().count(), o.chars().count()), (MAX_TEXT_CHARS, MAX_OUTCOME_CHARS));
+    let EventKind::Summary {
+        summary: Some(s),
+        outcome: Some(o),
+    } = &b.events[2].kind
+    else {
+        panic!()
+    };
+    assert_eq!(
+        (s.chars().count(), o.chars().count()),
+        (MAX_TEXT_CHARS, MAX_OUTCOME_CHARS)
+    );
 }
 
 #[test]
@@ -1407,17 +1980,28 @@ fn event_batches_are_bounded_by_their_serialised_size() {
     // 40 turns of ~4,000 chars that JSON escapes to 6 bytes each (~24 KB an
     // event): far over 64 KiB together, though only 40 events.
     for _ in 0..40 {
-        h.c.emit(h.now, &a.call_id, turn("\u{1}".repeat(5_000))).unwrap();
+        h.c.emit(h.now, &a.call_id, turn("\u{1}".repeat(5_000)))
+            .unwrap();
     }
     let mut sent = 0;
     while sent < 40 {
         let txs = h.all_tx();
         let (id, b) = batches(&txs)[0];
         let body = Request::Events(b.clone()).body();
-        assert!(body.len() <= MAX_BATCH_BYTES, "batch of {} bytes", body.len());
+        assert!(
+            body.len() <= MAX_BATCH_BYTES,
+            "batch of {} bytes",
+            body.len()
+        );
         assert!(!b.events.is_empty());
         sent += b.events.len();
-        h.reply(id, ok(EventsAck { protocol_version: 1, accepted: b.events.len() as u32 }));
+        h.reply(
+            id,
+            ok(EventsAck {
+                protocol_version: 1,
+                accepted: b.events.len() as u32,
+            }),
+        );
     }
     assert_eq!(sent, 40);
     assert_eq!(h.c.pending_events(), 0);

@@ -153,11 +153,16 @@ impl Challenge {
                 }
                 "opaque" => c.opaque = Some(val),
                 "algorithm" => {
-                    c.algorithm = Algorithm::parse(&val)
-                        .ok_or_else(|| ParseError::BadHeader(format!("unsupported algorithm {val}")))?
+                    c.algorithm = Algorithm::parse(&val).ok_or_else(|| {
+                        ParseError::BadHeader(format!("unsupported algorithm {val}"))
+                    })?
                 }
                 "qop" => {
-                    c.qop = val.split(',').map(|q| q.trim().to_ascii_lowercase()).filter(|q| !q.is_empty()).collect()
+                    c.qop = val
+                        .split(',')
+                        .map(|q| q.trim().to_ascii_lowercase())
+                        .filter(|q| !q.is_empty())
+                        .collect()
                 }
                 "stale" => c.stale = val.eq_ignore_ascii_case("true"),
                 _ => {}
@@ -282,10 +287,16 @@ mod tests {
             qop: vec!["auth".into(), "auth-int".into()],
             stale: false,
         };
-        let cred = Credentials { username: "Mufasa".into(), password: "Circle Of Life".into() };
+        let cred = Credentials {
+            username: "Mufasa".into(),
+            password: "Circle Of Life".into(),
+        };
         let mut d = DigestClient::default();
         let v = d.authorize(&ch, &cred, "GET", "/dir/index.html", "0a4f113b", b"");
-        assert!(v.contains("response=\"6629fae49393a05397450978507c4ef1\""), "{v}");
+        assert!(
+            v.contains("response=\"6629fae49393a05397450978507c4ef1\""),
+            "{v}"
+        );
         assert!(v.contains("nc=00000001"));
         for _ in 0..9 {
             d.authorize(&ch, &cred, "GET", "/dir/index.html", "0a4f113b", b"");
@@ -293,8 +304,13 @@ mod tests {
         let v = d.authorize(&ch, &cred, "GET", "/dir/index.html", "0a4f113b", b"");
         assert!(v.contains("nc=0000000b"), "{v}");
         // A new nonce restarts the count.
-        let ch2 = Challenge { nonce: "other".into(), ..ch };
-        assert!(d.authorize(&ch2, &cred, "GET", "/", "c", b"").contains("nc=00000001"));
+        let ch2 = Challenge {
+            nonce: "other".into(),
+            ..ch
+        };
+        assert!(d
+            .authorize(&ch2, &cred, "GET", "/", "c", b"")
+            .contains("nc=00000001"));
     }
 
     #[test]
@@ -307,7 +323,10 @@ mod tests {
             qop: vec![],
             stale: false,
         };
-        let cred = Credentials { username: "u".into(), password: "p".into() };
+        let cred = Credentials {
+            username: "u".into(),
+            password: "p".into(),
+        };
         let v = DigestClient::default().authorize(&ch, &cred, "INVITE", "sip:a@b", "c", b"");
         let ha1 = Algorithm::Md5.hash("u:r:p");
         let ha2 = Algorithm::Md5.hash("INVITE:sip:a@b");

@@ -57,7 +57,13 @@ pub struct CallConfig {
 
 impl CallConfig {
     /// Defaults: ring 60 s, no max duration, RFC timers.
-    pub fn new(trunk: SocketAddr, local: SocketAddr, to_user: &str, from_user: &str, media: OfferConfig) -> Self {
+    pub fn new(
+        trunk: SocketAddr,
+        local: SocketAddr,
+        to_user: &str,
+        from_user: &str,
+        media: OfferConfig,
+    ) -> Self {
         let uri = format!("sip:{to_user}@{}", host_port(trunk));
         CallConfig {
             trunk,
@@ -108,7 +114,10 @@ pub struct Outcome {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CallEvent {
     /// First 180/183. `early_media`: the 1xx carried an SDP answer.
-    Ringing { code: u16, early_media: Option<Negotiated> },
+    Ringing {
+        code: u16,
+        early_media: Option<Negotiated>,
+    },
     /// A later provisional response brought (new) early-media SDP.
     EarlyMedia(Negotiated),
     /// 2xx received and ACKed: send/receive RTP per `Negotiated`.
@@ -145,7 +154,10 @@ pub fn random_hex(bytes: usize) -> String {
     let mut b = vec![0u8; bytes];
     if getrandom::fill(&mut b).is_err() {
         // Never expected; fall back to time-derived bytes rather than panic.
-        let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
         for (i, x) in b.iter_mut().enumerate() {
             *x = (t >> ((i % 16) * 8)) as u8 ^ i as u8;
         }
@@ -160,17 +172,27 @@ pub fn new_branch() -> String {
 /// A URI parameter (`sip:h;lr`), case-insensitive, with or without a value.
 pub fn uri_has_param(uri: &str, name: &str) -> bool {
     let no_headers = uri.split('?').next().unwrap_or(uri);
-    no_headers.split(';').skip(1).any(|p| p.split('=').next().unwrap_or("").trim().eq_ignore_ascii_case(name))
+    no_headers.split(';').skip(1).any(|p| {
+        p.split('=')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .eq_ignore_ascii_case(name)
+    })
 }
 
 /// `host[:port]` of a SIP URI as a socket address, if the host is an IP literal.
 pub fn uri_socket_addr(uri: &str) -> Option<SocketAddr> {
-    let rest = uri.strip_prefix("sip:").or_else(|| uri.strip_prefix("sips:"))?;
+    let rest = uri
+        .strip_prefix("sip:")
+        .or_else(|| uri.strip_prefix("sips:"))?;
     let rest = rest.rsplit_once('@').map_or(rest, |(_, h)| h);
     let hp = rest.split([';', '?', '>']).next()?;
     if let Some(v6) = hp.strip_prefix('[') {
         let (ip, after) = v6.split_once(']')?;
-        let port = after.strip_prefix(':').map_or(Some(5060), |p| p.parse().ok())?;
+        let port = after
+            .strip_prefix(':')
+            .map_or(Some(5060), |p| p.parse().ok())?;
         return Some(SocketAddr::new(ip.parse().ok()?, port));
     }
     let (h, port) = match hp.split_once(':') {
@@ -261,7 +283,10 @@ pub struct Call {
 
 impl std::fmt::Debug for Call {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Call").field("call_id", &self.call_id).field("phase", &self.phase).finish()
+        f.debug_struct("Call")
+            .field("call_id", &self.call_id)
+            .field("phase", &self.phase)
+            .finish()
     }
 }
 
@@ -275,7 +300,11 @@ impl Call {
         let local_tag = random_hex(6);
         let from_header = match &cfg.from_display {
             Some(d) => {
-                format!("\"{}\" <{}>;tag={local_tag}", d.replace('\\', "\\\\").replace('"', "\\\""), cfg.from_uri)
+                format!(
+                    "\"{}\" <{}>;tag={local_tag}",
+                    d.replace('\\', "\\\\").replace('"', "\\\""),
+                    cfg.from_uri
+                )
             }
             None => format!("<{}>;tag={local_tag}", cfg.from_uri),
         };
@@ -289,7 +318,12 @@ impl Call {
             cseq: 1,
             phase: Phase::Calling,
             // Placeholder, replaced right below (needs the fields above).
-            invite: InviteClient::new(Message::request("INVITE", "sip:x"), String::new(), now, cfg.timers),
+            invite: InviteClient::new(
+                Message::request("INVITE", "sip:x"),
+                String::new(),
+                now,
+                cfg.timers,
+            ),
             auth_headers: Vec::new(),
             digest: DigestClient::default(),
             auth_rounds: 0,
@@ -365,7 +399,10 @@ impl Call {
     }
 
     fn via(&self, branch: &str) -> String {
-        format!("SIP/2.0/UDP {};rport;branch={branch}", host_port(self.cfg.local))
+        format!(
+            "SIP/2.0/UDP {};rport;branch={branch}",
+            host_port(self.cfg.local)
+        )
     }
 
     fn build_invite(&self, branch: &str) -> Message {
@@ -390,15 +427,21 @@ impl Call {
     /// An in-dialog request (ACK for 2xx, BYE) and where to send it.
     fn dialog_request(&self, method: &str, cseq: u32) -> Transmit {
         let (m, _) = self.dialog_message(method, cseq);
-        Transmit { dest: self.next_hop(), bytes: m.to_bytes() }
+        Transmit {
+            dest: self.next_hop(),
+            bytes: m.to_bytes(),
+        }
     }
 
     /// The in-dialog request itself and its branch. Built, never re-parsed:
     /// the target and route set were checked when the 2xx arrived.
     fn dialog_message(&self, method: &str, cseq: u32) -> (Message, String) {
         // RFC 3261 12.2.1.1: a first route without `;lr` is a strict router.
-        let strict =
-            self.route_set.first().and_then(|r| msg::parse_name_addr(r).ok()).filter(|a| !uri_has_param(&a.uri, "lr"));
+        let strict = self
+            .route_set
+            .first()
+            .and_then(|r| msg::parse_name_addr(r).ok())
+            .filter(|a| !uri_has_param(&a.uri, "lr"));
         let (uri, routes): (String, Vec<String>) = match strict {
             Some(first) => {
                 let mut rs: Vec<String> = self.route_set[1..].to_vec();
@@ -431,7 +474,9 @@ impl Call {
     /// when it is an IP literal; else the trunk (no DNS here).
     fn next_hop(&self) -> SocketAddr {
         let hop = match self.route_set.first() {
-            Some(r) => msg::parse_name_addr(r).ok().and_then(|a| uri_socket_addr(&a.uri)),
+            Some(r) => msg::parse_name_addr(r)
+                .ok()
+                .and_then(|a| uri_socket_addr(&a.uri)),
             None => uri_socket_addr(&self.remote_target),
         };
         hop.unwrap_or(self.cfg.trunk)
@@ -439,7 +484,12 @@ impl Call {
 
     /// Parses and handles one datagram from `from`. A datagram that does not
     /// parse is dropped (RFC 3261 18.3); the error is returned for logging.
-    pub fn handle_datagram(&mut self, now: u64, from: SocketAddr, data: &[u8]) -> Result<(), ParseError> {
+    pub fn handle_datagram(
+        &mut self,
+        now: u64,
+        from: SocketAddr,
+        data: &[u8],
+    ) -> Result<(), ParseError> {
         let m = msg::parse(data)?;
         self.handle_message(now, from, &m);
         Ok(())
@@ -491,7 +541,10 @@ impl Call {
         loop {
             let mut moved = false;
             while let Some(b) = self.invite.poll_transmit() {
-                self.out.push_back(Transmit { dest: self.cfg.trunk, bytes: b });
+                self.out.push_back(Transmit {
+                    dest: self.cfg.trunk,
+                    bytes: b,
+                });
             }
             while let Some(ev) = self.invite.poll_event() {
                 moved = true;
@@ -499,7 +552,10 @@ impl Call {
             }
             if let Some(c) = self.cancel.as_mut() {
                 while let Some(b) = c.poll_transmit() {
-                    self.out.push_back(Transmit { dest: self.cfg.trunk, bytes: b });
+                    self.out.push_back(Transmit {
+                        dest: self.cfg.trunk,
+                        bytes: b,
+                    });
                 }
                 while c.poll_event().is_some() {
                     // 200 to CANCEL means nothing for the call; the INVITE's 487 does.
@@ -509,7 +565,10 @@ impl Call {
             let mut bye_events = Vec::new();
             if let Some(b) = self.bye.as_mut() {
                 while let Some(bytes) = b.poll_transmit() {
-                    self.out.push_back(Transmit { dest: bye_dest, bytes });
+                    self.out.push_back(Transmit {
+                        dest: bye_dest,
+                        bytes,
+                    });
                 }
                 while let Some(ev) = b.poll_event() {
                     bye_events.push(ev);
@@ -541,11 +600,18 @@ impl Call {
                     return;
                 }
                 self.phase = Phase::Early;
-                let early = if r.has_sdp() { sdp::negotiate(&self.cfg.media, &r.body).ok() } else { None };
+                let early = if r.has_sdp() {
+                    sdp::negotiate(&self.cfg.media, &r.body).ok()
+                } else {
+                    None
+                };
                 if !self.ringing_sent {
                     self.ringing_sent = true;
                     self.early = early.clone();
-                    self.events.push_back(CallEvent::Ringing { code, early_media: early });
+                    self.events.push_back(CallEvent::Ringing {
+                        code,
+                        early_media: early,
+                    });
                 } else if let Some(e) = early {
                     if self.early.as_ref() != Some(&e) {
                         self.early = Some(e.clone());
@@ -559,8 +625,9 @@ impl Call {
                     self.on_2xx(&r, now);
                 } else if (code == 401 || code == 407) && self.try_auth(&r, now) {
                     // Re-sent with credentials.
-                } else if let Some((status, reason)) =
-                    self.plan.filter(|_| self.cancel.is_some() || self.cancel_pending)
+                } else if let Some((status, reason)) = self
+                    .plan
+                    .filter(|_| self.cancel.is_some() || self.cancel_pending)
                 {
                     self.end(status, reason, Some(code), false, "cancelled");
                 } else {
@@ -571,8 +638,16 @@ impl Call {
                 }
             }
             TxEvent::Timeout => match self.plan {
-                Some((status, reason)) => self.end(status, reason, None, false, "timer_b_after_cancel"),
-                None => self.end(CallStatus::Failed, EndedReason::TrunkError, None, !self.alerted, "timer_b"),
+                Some((status, reason)) => {
+                    self.end(status, reason, None, false, "timer_b_after_cancel")
+                }
+                None => self.end(
+                    CallStatus::Failed,
+                    EndedReason::TrunkError,
+                    None,
+                    !self.alerted,
+                    "timer_b",
+                ),
             },
         }
     }
@@ -580,7 +655,9 @@ impl Call {
     fn on_2xx(&mut self, r: &Message, now: u64) {
         self.remote_to = r.header("To").unwrap_or("").to_string();
         self.remote_tag = r.to_tag();
-        let target = r.contact_uri().unwrap_or_else(|| self.cfg.request_uri.clone());
+        let target = r
+            .contact_uri()
+            .unwrap_or_else(|| self.cfg.request_uri.clone());
         let routes: Vec<String> = r.record_route().into_iter().rev().collect();
         // The parser accepts Contact/Record-Route URIs that cannot head a
         // request line (`sip:x@`, `?headers`, control characters); every
@@ -631,7 +708,9 @@ impl Call {
     }
 
     fn try_auth(&mut self, r: &Message, now: u64) -> bool {
-        let Some(cred) = self.cfg.credentials.clone() else { return false };
+        let Some(cred) = self.cfg.credentials.clone() else {
+            return false;
+        };
         if self.plan.is_some() || self.auth_rounds >= 2 {
             return false;
         }
@@ -641,15 +720,22 @@ impl Call {
         } else {
             ("WWW-Authenticate", "Authorization")
         };
-        let challenges: Vec<Challenge> =
-            r.header_lines(ch_name).into_iter().filter_map(|v| Challenge::parse(v).ok()).collect();
+        let challenges: Vec<Challenge> = r
+            .header_lines(ch_name)
+            .into_iter()
+            .filter_map(|v| Challenge::parse(v).ok())
+            .collect();
         if challenges.is_empty() {
             return false;
         }
         // A second challenge for the same nonce without stale=true means our credentials are wrong.
         let repeated = self.auth_rounds > 0
             && challenges.iter().all(|c| {
-                !c.stale && self.auth_headers.iter().any(|(_, v)| v.contains(&format!("nonce=\"{}\"", c.nonce)))
+                !c.stale
+                    && self
+                        .auth_headers
+                        .iter()
+                        .any(|(_, v)| v.contains(&format!("nonce=\"{}\"", c.nonce)))
             });
         if repeated {
             return false;
@@ -658,7 +744,14 @@ impl Call {
         self.auth_headers.retain(|(n, _)| n != auth_name);
         let body = self.local_sdp(); // qop=auth-int hashes the INVITE body
         for ch in &challenges {
-            let v = self.digest.authorize(ch, &cred, "INVITE", &self.cfg.request_uri, &random_hex(8), &body);
+            let v = self.digest.authorize(
+                ch,
+                &cred,
+                "INVITE",
+                &self.cfg.request_uri,
+                &random_hex(8),
+                &body,
+            );
             self.auth_headers.push((auth_name.to_string(), v));
         }
         self.cseq += 1;
@@ -684,7 +777,12 @@ impl Call {
         c.push("Call-ID", self.call_id.clone());
         c.push("CSeq", format!("{} CANCEL", self.invite.cseq));
         c.push("User-Agent", self.cfg.user_agent.clone());
-        self.cancel = Some(NonInviteClient::new(&c, self.invite.branch.clone(), now, self.cfg.timers));
+        self.cancel = Some(NonInviteClient::new(
+            &c,
+            self.invite.branch.clone(),
+            now,
+            self.cfg.timers,
+        ));
     }
 
     fn start_cancel(&mut self, now: u64, status: CallStatus, reason: EndedReason) {
@@ -709,7 +807,9 @@ impl Call {
     }
 
     fn on_bye_event(&mut self, ev: TxEvent, now: u64) {
-        let (status, reason) = self.plan.unwrap_or((CallStatus::Completed, EndedReason::AgentHangup));
+        let (status, reason) = self
+            .plan
+            .unwrap_or((CallStatus::Completed, EndedReason::AgentHangup));
         match ev {
             TxEvent::Provisional(_) => {}
             TxEvent::Final(r) if matches!(r.code(), Some(401 | 407)) && !self.bye_auth_tried => {
@@ -723,13 +823,21 @@ impl Call {
                 } else {
                     ("WWW-Authenticate", "Authorization")
                 };
-                let Some(ch) = r.header_lines(chn).into_iter().find_map(|v| Challenge::parse(v).ok()) else {
+                let Some(ch) = r
+                    .header_lines(chn)
+                    .into_iter()
+                    .find_map(|v| Challenge::parse(v).ok())
+                else {
                     return self.end_after_bye(status, reason, "bye_challenged");
                 };
                 self.cseq += 1;
                 let (mut m, branch) = self.dialog_message("BYE", self.cseq);
                 let uri = m.uri().unwrap_or("").to_string();
-                m.push(an, self.digest.authorize(&ch, &cred, "BYE", &uri, &random_hex(8), b""));
+                m.push(
+                    an,
+                    self.digest
+                        .authorize(&ch, &cred, "BYE", &uri, &random_hex(8), b""),
+                );
                 self.bye = Some(NonInviteClient::new(&m, branch, now, self.cfg.timers));
             }
             TxEvent::Final(_) => self.end_after_bye(status, reason, "bye_answered"),
@@ -742,7 +850,14 @@ impl Call {
         self.end(status, reason, None, false, d);
     }
 
-    fn end(&mut self, status: CallStatus, reason: EndedReason, sip_code: Option<u16>, failover: bool, detail: &str) {
+    fn end(
+        &mut self,
+        status: CallStatus,
+        reason: EndedReason,
+        sip_code: Option<u16>,
+        failover: bool,
+        detail: &str,
+    ) {
         if self.ended {
             return;
         }
@@ -767,7 +882,11 @@ impl Call {
     pub fn hangup(&mut self, now: u64, reason: EndedReason) {
         match self.phase {
             Phase::Calling | Phase::Early if self.plan.is_none() => {
-                let status = if reason == EndedReason::NoAnswer { CallStatus::NoAnswer } else { CallStatus::Cancelled };
+                let status = if reason == EndedReason::NoAnswer {
+                    CallStatus::NoAnswer
+                } else {
+                    CallStatus::Cancelled
+                };
                 self.start_cancel(now, status, reason);
             }
             Phase::Confirmed if self.bye.is_none() => {
@@ -801,8 +920,18 @@ impl Call {
             self.no_response_deadline = None;
             // Nothing at all came back: the trunk is down or unreachable. No
             // CANCEL is possible before a provisional response (RFC 3261 9.1).
-            if !self.got_provisional && self.phase == Phase::Calling && self.plan.is_none() && !self.ended {
-                self.end(CallStatus::Failed, EndedReason::TrunkError, None, true, "no_response");
+            if !self.got_provisional
+                && self.phase == Phase::Calling
+                && self.plan.is_none()
+                && !self.ended
+            {
+                self.end(
+                    CallStatus::Failed,
+                    EndedReason::TrunkError,
+                    None,
+                    true,
+                    "no_response",
+                );
             }
         }
         if self.max_deadline.is_some_and(|d| now >= d) {
@@ -813,14 +942,19 @@ impl Call {
         }
         if self.cancel_deadline.is_some_and(|d| now >= d) {
             self.cancel_deadline = None;
-            let (status, reason) = self.plan.unwrap_or((CallStatus::Cancelled, EndedReason::HangupRequested));
+            let (status, reason) = self
+                .plan
+                .unwrap_or((CallStatus::Cancelled, EndedReason::HangupRequested));
             self.end(status, reason, None, false, "no_final_after_cancel");
         }
         if let Some(rt) = self.reinvite_2xx.as_mut() {
             if now >= rt.until {
                 self.reinvite_2xx = None;
             } else if now >= rt.next_at {
-                self.out.push_back(Transmit { dest: rt.dest, bytes: rt.bytes.clone() });
+                self.out.push_back(Transmit {
+                    dest: rt.dest,
+                    bytes: rt.bytes.clone(),
+                });
                 rt.interval = (rt.interval * 2).min(self.cfg.timers.t2);
                 rt.next_at = now + rt.interval;
             }
@@ -835,7 +969,8 @@ impl Call {
             self.cancel.as_ref().and_then(|c| c.next_timer()),
             self.bye.as_ref().and_then(|b| b.next_timer()),
             self.ring_deadline,
-            self.no_response_deadline.filter(|_| !self.got_provisional && !self.ended),
+            self.no_response_deadline
+                .filter(|_| !self.got_provisional && !self.ended),
             self.max_deadline,
             self.cancel_deadline,
             self.reinvite_2xx.as_ref().map(|r| r.next_at.min(r.until)),
@@ -866,7 +1001,10 @@ impl Call {
     pub fn is_done(&self) -> bool {
         self.ended
             && self.invite.next_timer().is_none()
-            && self.cancel.as_ref().is_none_or(|c| c.next_timer().is_none())
+            && self
+                .cancel
+                .as_ref()
+                .is_none_or(|c| c.next_timer().is_none())
             && self.bye.as_ref().is_none_or(|b| b.next_timer().is_none())
             && self.cache.is_empty()
             && self.reinvite_2xx.is_none()
@@ -877,10 +1015,19 @@ impl Call {
 
     fn respond(&mut self, now: u64, to: SocketAddr, req: &Message, mut resp: Message) {
         let bytes = resp_bytes(&mut resp, &self.cfg.user_agent);
-        self.out.push_back(Transmit { dest: to, bytes: bytes.clone() });
+        self.out.push_back(Transmit {
+            dest: to,
+            bytes: bytes.clone(),
+        });
         let method = req.method().unwrap_or("").to_string();
         if let Some(branch) = req.top_branch() {
-            self.cache.push(Cached { branch, method, bytes, dest: to, expires: now + self.cfg.timers.t64() });
+            self.cache.push(Cached {
+                branch,
+                method,
+                bytes,
+                dest: to,
+                expires: now + self.cfg.timers.t64(),
+            });
         }
     }
 
@@ -902,13 +1049,23 @@ impl Call {
             return;
         }
         // Retransmission of a request we already answered.
-        if let Some(c) = self.cache.iter().find(|c| c.branch == branch && c.method == method) {
-            self.out.push_back(Transmit { dest: c.dest, bytes: c.bytes.clone() });
+        if let Some(c) = self
+            .cache
+            .iter()
+            .find(|c| c.branch == branch && c.method == method)
+        {
+            self.out.push_back(Transmit {
+                dest: c.dest,
+                bytes: c.bytes.clone(),
+            });
             return;
         }
         let in_dialog = req.call_id() == self.call_id
             && req.to_tag().as_deref() == Some(self.local_tag.as_str())
-            && matches!(self.phase, Phase::Confirmed | Phase::Terminating | Phase::Ended)
+            && matches!(
+                self.phase,
+                Phase::Confirmed | Phase::Terminating | Phase::Ended
+            )
             && req.from_tag().is_some()
             && req.from_tag() == self.remote_tag;
         if !in_dialog {
@@ -937,12 +1094,18 @@ impl Call {
                 let resp = response_to(req, 200, None);
                 self.respond(now, from, req, resp);
                 match self.phase {
-                    Phase::Confirmed => {
-                        self.end(CallStatus::Completed, EndedReason::CalleeHangup, None, false, "callee_bye")
-                    }
+                    Phase::Confirmed => self.end(
+                        CallStatus::Completed,
+                        EndedReason::CalleeHangup,
+                        None,
+                        false,
+                        "callee_bye",
+                    ),
                     Phase::Terminating => {
                         // BYE glare: both sides hung up; ours decides the reason.
-                        let (s, r) = self.plan.unwrap_or((CallStatus::Completed, EndedReason::CalleeHangup));
+                        let (s, r) = self
+                            .plan
+                            .unwrap_or((CallStatus::Completed, EndedReason::CalleeHangup));
                         self.end(s, r, None, false, "bye_glare");
                     }
                     _ => {}
@@ -975,7 +1138,10 @@ impl Call {
                     resp.body = self.local_sdp();
                 }
                 let bytes = resp_bytes(&mut resp, &self.cfg.user_agent);
-                self.out.push_back(Transmit { dest: from, bytes: bytes.clone() });
+                self.out.push_back(Transmit {
+                    dest: from,
+                    bytes: bytes.clone(),
+                });
                 self.cache.push(Cached {
                     branch,
                     method: method.to_string(),
@@ -1028,7 +1194,13 @@ mod tests {
 
     fn cfg() -> CallConfig {
         let media = OfferConfig::new("127.0.0.1:40000".parse().unwrap());
-        CallConfig::new(TRUNK.parse().unwrap(), "127.0.0.1:5060".parse().unwrap(), "bob", "alice", media)
+        CallConfig::new(
+            TRUNK.parse().unwrap(),
+            "127.0.0.1:5060".parse().unwrap(),
+            "bob",
+            "alice",
+            media,
+        )
     }
 
     fn sent(c: &mut Call) -> Vec<(SocketAddr, Message)> {
@@ -1062,11 +1234,16 @@ mod tests {
     /// INVITE -> 180 -> 200 (with Record-Route) -> ACK.
     fn answered(c: &mut Call) -> Message {
         let inv = sent(c).remove(0).1;
-        c.handle_datagram(10, from(), &reply(&inv, 180, &[], None)).unwrap();
-        let rr = [("Record-Route", "<sip:10.0.0.2:5062;lr>"), ("Record-Route", "<sip:10.0.0.1:5061;lr>")];
+        c.handle_datagram(10, from(), &reply(&inv, 180, &[], None))
+            .unwrap();
+        let rr = [
+            ("Record-Route", "<sip:10.0.0.2:5062;lr>"),
+            ("Record-Route", "<sip:10.0.0.1:5061;lr>"),
+        ];
         let mut extra = rr.to_vec();
         extra.push(("Contact", "<sip:bob@10.0.0.9:5080;transport=udp>"));
-        c.handle_datagram(20, from(), &reply(&inv, 200, &extra, Some(ANSWER_SDP))).unwrap();
+        c.handle_datagram(20, from(), &reply(&inv, 200, &extra, Some(ANSWER_SDP)))
+            .unwrap();
         inv
     }
 
@@ -1076,7 +1253,10 @@ mod tests {
         let (dest, inv) = sent(&mut c).remove(0);
         assert_eq!(dest, from());
         assert_eq!(inv.uri(), Some("sip:bob@127.0.0.1:5070"));
-        assert!(inv.top_branch().unwrap().starts_with("z9hG4bK") && inv.top_branch().unwrap().len() > 20);
+        assert!(
+            inv.top_branch().unwrap().starts_with("z9hG4bK")
+                && inv.top_branch().unwrap().len() > 20
+        );
         assert_eq!(inv.from_tag().as_deref(), Some(c.local_tag()));
         assert_eq!(inv.cseq(), (1, "INVITE"));
         assert!(inv.has_sdp());
@@ -1089,21 +1269,52 @@ mod tests {
         let mut c = Call::new(cfg(), 0);
         let inv = answered(&mut c);
         let ev = events(&mut c);
-        assert!(matches!(&ev[0], CallEvent::Ringing { code: 180, early_media: None }));
-        let CallEvent::Answered(n) = &ev[1] else { panic!("{ev:?}") };
-        assert_eq!((n.codec, n.remote_rtp), (sdp::Codec::Pcmu, "10.0.0.9:7078".parse().unwrap()));
+        assert!(matches!(
+            &ev[0],
+            CallEvent::Ringing {
+                code: 180,
+                early_media: None
+            }
+        ));
+        let CallEvent::Answered(n) = &ev[1] else {
+            panic!("{ev:?}")
+        };
+        assert_eq!(
+            (n.codec, n.remote_rtp),
+            (sdp::Codec::Pcmu, "10.0.0.9:7078".parse().unwrap())
+        );
         let out = sent(&mut c);
         let (dest, ack) = &out[0];
         assert_eq!(ack.method(), Some("ACK"));
         assert_eq!(ack.uri(), Some("sip:bob@10.0.0.9:5080;transport=udp"));
-        assert_eq!(ack.header_list("Route"), vec!["<sip:10.0.0.1:5061;lr>", "<sip:10.0.0.2:5062;lr>"]);
-        assert_eq!(*dest, "10.0.0.1:5061".parse().unwrap(), "loose route: first Route is the next hop");
+        assert_eq!(
+            ack.header_list("Route"),
+            vec!["<sip:10.0.0.1:5061;lr>", "<sip:10.0.0.2:5062;lr>"]
+        );
+        assert_eq!(
+            *dest,
+            "10.0.0.1:5061".parse().unwrap(),
+            "loose route: first Route is the next hop"
+        );
         assert_eq!(ack.cseq(), (1, "ACK"));
-        assert_ne!(ack.top_branch(), inv.top_branch(), "2xx ACK is its own transaction");
+        assert_ne!(
+            ack.top_branch(),
+            inv.top_branch(),
+            "2xx ACK is its own transaction"
+        );
         assert_eq!(ack.to_tag().as_deref(), Some("remote1"));
         // A retransmitted 200 is ACKed again.
-        c.handle_datagram(600, from(), &reply(&inv, 200, &[("Contact", "<sip:bob@10.0.0.9:5080>")], Some(ANSWER_SDP)))
-            .unwrap();
+        c.handle_datagram(
+            600,
+            from(),
+            &reply(
+                &inv,
+                200,
+                &[("Contact", "<sip:bob@10.0.0.9:5080>")],
+                Some(ANSWER_SDP),
+            ),
+        )
+        .unwrap();
         assert_eq!(sent(&mut c)[0].1.method(), Some("ACK"));
         assert!(events(&mut c).is_empty());
         // Hang up: BYE with CSeq 2 on the same route; 200 ends the call.
@@ -1111,7 +1322,8 @@ mod tests {
         let (_, bye) = sent(&mut c).remove(0);
         assert_eq!((bye.method(), bye.cseq()), (Some("BYE"), (2, "BYE")));
         assert_eq!(bye.header_list("Route").len(), 2);
-        c.handle_datagram(1_010, from(), &reply(&bye, 200, &[], None)).unwrap();
+        c.handle_datagram(1_010, from(), &reply(&bye, 200, &[], None))
+            .unwrap();
         let ev = events(&mut c);
         assert!(
             matches!(&ev[..], [CallEvent::Ended(o)] if o.status == CallStatus::Completed && o.reason == EndedReason::HangupRequested)
@@ -1126,7 +1338,10 @@ mod tests {
         sent(&mut c);
         let dialog = |method: &str, cseq: u32, sdp: Option<&str>| {
             let mut m = Message::request(method, "sip:alice@127.0.0.1:5060");
-            m.push("Via", format!("SIP/2.0/UDP 10.0.0.9:5080;branch=z9hG4bK{method}{cseq}"));
+            m.push(
+                "Via",
+                format!("SIP/2.0/UDP 10.0.0.9:5080;branch=z9hG4bK{method}{cseq}"),
+            );
             m.push("From", "<sip:bob@127.0.0.1>;tag=remote1");
             m.push("To", "<sip:alice@127.0.0.1>;tag=X".replace('X', "LOCAL"));
             m.push("Call-ID", "CID");
@@ -1138,8 +1353,10 @@ mod tests {
             m
         };
         let fix = |m: Message, c: &Call| {
-            let b =
-                String::from_utf8(m.to_bytes()).unwrap().replace("LOCAL", c.local_tag()).replace("CID", c.call_id());
+            let b = String::from_utf8(m.to_bytes())
+                .unwrap()
+                .replace("LOCAL", c.local_tag())
+                .replace("CID", c.call_id());
             msg::parse(b.as_bytes()).unwrap()
         };
         // OPTIONS -> 200 with Allow.
@@ -1154,8 +1371,15 @@ mod tests {
         let (dest, r) = sent(&mut c).remove(0);
         assert_eq!((dest, r.code()), (from(), Some(200)));
         let body = String::from_utf8(r.body.clone()).unwrap();
-        assert!(body.contains("m=audio 40000") && body.contains("a=recvonly") && body.contains("o=voxline"), "{body}");
-        assert!(matches!(&events(&mut c)[..], [CallEvent::MediaUpdated(n)] if n.direction == sdp::Direction::SendOnly));
+        assert!(
+            body.contains("m=audio 40000")
+                && body.contains("a=recvonly")
+                && body.contains("o=voxline"),
+            "{body}"
+        );
+        assert!(
+            matches!(&events(&mut c)[..], [CallEvent::MediaUpdated(n)] if n.direction == sdp::Direction::SendOnly)
+        );
         // No ACK yet: the 200 is retransmitted after T1.
         c.handle_timeout(2_100 + 500);
         assert_eq!(sent(&mut c)[0].1.code(), Some(200));
@@ -1163,7 +1387,10 @@ mod tests {
         ack.headers[0].1 = "SIP/2.0/UDP 10.0.0.9:5080;branch=z9hG4bKack6".into();
         c.handle_message(2_700, from(), &fix(ack, &c));
         c.handle_timeout(5_000);
-        assert!(sent(&mut c).iter().all(|(_, m)| m.code() != Some(200)), "ACK stops 2xx retransmission");
+        assert!(
+            sent(&mut c).iter().all(|(_, m)| m.code() != Some(200)),
+            "ACK stops 2xx retransmission"
+        );
         // A stale CSeq is refused.
         let old = fix(dialog("UPDATE", 3, None), &c);
         c.handle_message(5_100, from(), &old);
@@ -1185,11 +1412,18 @@ mod tests {
     #[test]
     fn digest_retry_increments_cseq_and_keeps_call_id() {
         let mut cfg = cfg();
-        cfg.credentials = Some(Credentials { username: "u".into(), password: "p".into() });
+        cfg.credentials = Some(Credentials {
+            username: "u".into(),
+            password: "p".into(),
+        });
         let mut c = Call::new(cfg, 0);
         let inv = sent(&mut c).remove(0).1;
-        let ch = [("Proxy-Authenticate", "Digest realm=\"r\", nonce=\"n1\", qop=\"auth,auth-int\"")];
-        c.handle_datagram(10, from(), &reply(&inv, 407, &ch, None)).unwrap();
+        let ch = [(
+            "Proxy-Authenticate",
+            "Digest realm=\"r\", nonce=\"n1\", qop=\"auth,auth-int\"",
+        )];
+        c.handle_datagram(10, from(), &reply(&inv, 407, &ch, None))
+            .unwrap();
         let out = sent(&mut c);
         assert_eq!(out[0].1.method(), Some("ACK"));
         let inv2 = &out[1].1;
@@ -1198,9 +1432,13 @@ mod tests {
         assert_eq!(inv2.from_tag(), inv.from_tag());
         assert_ne!(inv2.top_branch(), inv.top_branch());
         let pa = inv2.header("Proxy-Authorization").unwrap();
-        assert!(pa.contains("qop=auth, nc=00000001") && pa.contains("uri=\"sip:bob@127.0.0.1:5070\""), "{pa}");
+        assert!(
+            pa.contains("qop=auth, nc=00000001") && pa.contains("uri=\"sip:bob@127.0.0.1:5070\""),
+            "{pa}"
+        );
         // The same nonce again (not stale): the credentials are wrong; give up.
-        c.handle_datagram(20, from(), &reply(inv2, 407, &ch, None)).unwrap();
+        c.handle_datagram(20, from(), &reply(inv2, 407, &ch, None))
+            .unwrap();
         let ev = events(&mut c);
         assert!(
             matches!(&ev[..], [CallEvent::Ended(o)] if o.sip_code == Some(407) && o.status == CallStatus::Failed),
@@ -1223,10 +1461,17 @@ mod tests {
         ] {
             let mut c = Call::new(cfg(), 0);
             let inv = sent(&mut c).remove(0).1;
-            c.handle_datagram(5, from(), &reply(&inv, code, &[], None)).unwrap();
+            c.handle_datagram(5, from(), &reply(&inv, code, &[], None))
+                .unwrap();
             let ev = events(&mut c);
-            let [CallEvent::Ended(o)] = &ev[..] else { panic!("{code}: {ev:?}") };
-            assert_eq!((o.status, o.sip_code, o.try_next_trunk), (status, Some(code), failover), "{code}");
+            let [CallEvent::Ended(o)] = &ev[..] else {
+                panic!("{code}: {ev:?}")
+            };
+            assert_eq!(
+                (o.status, o.sip_code, o.try_next_trunk),
+                (status, Some(code), failover),
+                "{code}"
+            );
         }
     }
 
@@ -1253,13 +1498,22 @@ mod tests {
         let mut c = Call::new(cfg(), 0);
         let inv = sent(&mut c).remove(0).1;
         c.hangup(100, EndedReason::HangupRequested);
-        assert!(sent(&mut c).is_empty(), "no CANCEL before any 1xx (RFC 3261 9.1)");
-        c.handle_datagram(200, from(), &reply(&inv, 100, &[], None)).unwrap();
+        assert!(
+            sent(&mut c).is_empty(),
+            "no CANCEL before any 1xx (RFC 3261 9.1)"
+        );
+        c.handle_datagram(200, from(), &reply(&inv, 100, &[], None))
+            .unwrap();
         let (_, cancel) = sent(&mut c).remove(0);
-        assert_eq!((cancel.method(), cancel.cseq()), (Some("CANCEL"), (1, "CANCEL")));
+        assert_eq!(
+            (cancel.method(), cancel.cseq()),
+            (Some("CANCEL"), (1, "CANCEL"))
+        );
         assert_eq!(cancel.top_branch(), inv.top_branch());
-        c.handle_datagram(210, from(), &reply(&cancel, 200, &[], None)).unwrap();
-        c.handle_datagram(220, from(), &reply(&inv, 487, &[], None)).unwrap();
+        c.handle_datagram(210, from(), &reply(&cancel, 200, &[], None))
+            .unwrap();
+        c.handle_datagram(220, from(), &reply(&inv, 487, &[], None))
+            .unwrap();
         assert_eq!(sent(&mut c)[0].1.method(), Some("ACK"));
         let ev = events(&mut c);
         assert!(
@@ -1271,16 +1525,34 @@ mod tests {
     fn answered_during_cancel_is_acked_and_byed() {
         let mut c = Call::new(cfg(), 0);
         let inv = sent(&mut c).remove(0).1;
-        c.handle_datagram(10, from(), &reply(&inv, 180, &[], None)).unwrap();
+        c.handle_datagram(10, from(), &reply(&inv, 180, &[], None))
+            .unwrap();
         c.hangup(20, EndedReason::HangupRequested);
         sent(&mut c);
-        c.handle_datagram(30, from(), &reply(&inv, 200, &[("Contact", "<sip:bob@127.0.0.1:5070>")], Some(ANSWER_SDP)))
-            .unwrap();
+        c.handle_datagram(
+            30,
+            from(),
+            &reply(
+                &inv,
+                200,
+                &[("Contact", "<sip:bob@127.0.0.1:5070>")],
+                Some(ANSWER_SDP),
+            ),
+        )
+        .unwrap();
         let out = sent(&mut c);
-        assert_eq!(out.iter().map(|(_, m)| m.method().unwrap()).collect::<Vec<_>>(), ["ACK", "BYE"]);
-        c.handle_datagram(40, from(), &reply(&out[1].1, 200, &[], None)).unwrap();
+        assert_eq!(
+            out.iter()
+                .map(|(_, m)| m.method().unwrap())
+                .collect::<Vec<_>>(),
+            ["ACK", "BYE"]
+        );
+        c.handle_datagram(40, from(), &reply(&out[1].1, 200, &[], None))
+            .unwrap();
         let ev = events(&mut c);
-        assert!(matches!(ev.last(), Some(CallEvent::Ended(o)) if o.status == CallStatus::Cancelled));
+        assert!(
+            matches!(ev.last(), Some(CallEvent::Ended(o)) if o.status == CallStatus::Cancelled)
+        );
         assert!(!ev.iter().any(|e| matches!(e, CallEvent::Answered(_))));
     }
 
@@ -1297,22 +1569,33 @@ mod tests {
         c.handle_timeout(5_020);
         let (_, bye) = sent(&mut c).remove(0);
         assert_eq!(bye.method(), Some("BYE"));
-        c.handle_datagram(5_030, from(), &reply(&bye, 200, &[], None)).unwrap();
-        assert!(matches!(&events(&mut c)[..], [CallEvent::Ended(o)] if o.reason == EndedReason::MaxDurationReached));
+        c.handle_datagram(5_030, from(), &reply(&bye, 200, &[], None))
+            .unwrap();
+        assert!(
+            matches!(&events(&mut c)[..], [CallEvent::Ended(o)] if o.reason == EndedReason::MaxDurationReached)
+        );
     }
 
     #[test]
     fn early_media_sdp_in_183_is_reported() {
         let mut c = Call::new(cfg(), 0);
         let inv = sent(&mut c).remove(0).1;
-        c.handle_datagram(10, from(), &reply(&inv, 183, &[], Some(ANSWER_SDP))).unwrap();
+        c.handle_datagram(10, from(), &reply(&inv, 183, &[], Some(ANSWER_SDP)))
+            .unwrap();
         let ev = events(&mut c);
         assert!(
             matches!(&ev[..], [CallEvent::Ringing { code: 183, early_media: Some(n) }] if n.remote_rtp.port() == 7078)
         );
         // 200 without SDP: the early answer stands.
-        c.handle_datagram(20, from(), &reply(&inv, 200, &[("Contact", "<sip:bob@127.0.0.1:5070>")], None)).unwrap();
-        assert!(matches!(&events(&mut c)[..], [CallEvent::Answered(n)] if n.remote_rtp.port() == 7078));
+        c.handle_datagram(
+            20,
+            from(),
+            &reply(&inv, 200, &[("Contact", "<sip:bob@127.0.0.1:5070>")], None),
+        )
+        .unwrap();
+        assert!(
+            matches!(&events(&mut c)[..], [CallEvent::Answered(n)] if n.remote_rtp.port() == 7078)
+        );
     }
 
     #[test]
@@ -1321,9 +1604,13 @@ mod tests {
         sent(&mut c);
         let bye = b"BYE sip:alice@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 1.2.3.4;branch=z9hG4bKzz\r\nFrom: <sip:x@y>;tag=9\r\n\
                     To: <sip:alice@127.0.0.1>;tag=nope\r\nCall-ID: other\r\nCSeq: 1 BYE\r\nContent-Length: 0\r\n\r\n";
-        c.handle_datagram(1, "1.2.3.4:5060".parse().unwrap(), bye).unwrap();
+        c.handle_datagram(1, "1.2.3.4:5060".parse().unwrap(), bye)
+            .unwrap();
         let (dest, r) = sent(&mut c).remove(0);
-        assert_eq!((dest, r.code()), ("1.2.3.4:5060".parse().unwrap(), Some(481)));
+        assert_eq!(
+            (dest, r.code()),
+            ("1.2.3.4:5060".parse().unwrap(), Some(481))
+        );
     }
 
     /// A 2xx whose Contact / Record-Route cannot address a request used to
@@ -1333,59 +1620,119 @@ mod tests {
     fn unusable_contact_or_record_route_fails_the_call_cleanly() {
         let cases: [(&[(&str, &str)], &str); 5] = [
             (&[("Contact", "<sip:x@>")], "bad_remote_target"),
-            (&[("Contact", "<sip:bob@10.0.0.9:5080?Subject=hi>")], "bad_remote_target"),
-            (&[("Contact", "<sip:bob@10.0.0.9\u{1}:5080>")], "bad_remote_target"),
-            (&[("Contact", "<sip:bob@10.0.0.9>"), ("Record-Route", "<sip:10.0.0.1?X=y;lr>")], "bad_route_set"),
+            (
+                &[("Contact", "<sip:bob@10.0.0.9:5080?Subject=hi>")],
+                "bad_remote_target",
+            ),
+            (
+                &[("Contact", "<sip:bob@10.0.0.9\u{1}:5080>")],
+                "bad_remote_target",
+            ),
+            (
+                &[
+                    ("Contact", "<sip:bob@10.0.0.9>"),
+                    ("Record-Route", "<sip:10.0.0.1?X=y;lr>"),
+                ],
+                "bad_route_set",
+            ),
             // Strict router: its URI would become the BYE's Request-URI.
-            (&[("Contact", "<sip:bob@10.0.0.9>"), ("Record-Route", "<sip:@>")], "bad_route_set"),
+            (
+                &[
+                    ("Contact", "<sip:bob@10.0.0.9>"),
+                    ("Record-Route", "<sip:@>"),
+                ],
+                "bad_route_set",
+            ),
         ];
         for (extra, detail) in cases {
             let mut c = Call::new(cfg(), 0);
             let inv = sent(&mut c).remove(0).1;
-            c.handle_datagram(10, from(), &reply(&inv, 180, &[], None)).unwrap();
+            c.handle_datagram(10, from(), &reply(&inv, 180, &[], None))
+                .unwrap();
             // The parser accepts the 2xx: the check has to happen in the call.
-            c.handle_datagram(20, from(), &reply(&inv, 200, extra, Some(ANSWER_SDP))).unwrap();
+            c.handle_datagram(20, from(), &reply(&inv, 200, extra, Some(ANSWER_SDP)))
+                .unwrap();
             c.hangup(30, EndedReason::HangupRequested);
             let out = sent(&mut c);
             let methods: Vec<_> = out.iter().map(|(_, m)| m.method().unwrap_or("")).collect();
             assert_eq!(methods, ["ACK", "BYE"], "{detail}: {extra:?}");
             for (dest, m) in &out {
-                assert_eq!((*dest, m.uri()), (from(), Some("sip:bob@127.0.0.1:5070")), "{extra:?}");
+                assert_eq!(
+                    (*dest, m.uri()),
+                    (from(), Some("sip:bob@127.0.0.1:5070")),
+                    "{extra:?}"
+                );
                 assert!(m.header("Route").is_none());
             }
-            c.handle_datagram(40, from(), &reply(&out[1].1, 200, &[], None)).unwrap();
+            c.handle_datagram(40, from(), &reply(&out[1].1, 200, &[], None))
+                .unwrap();
             let ev = events(&mut c);
-            assert!(!ev.iter().any(|e| matches!(e, CallEvent::Answered(_))), "{ev:?}");
-            let Some(CallEvent::Ended(o)) = ev.last() else { panic!("{ev:?}") };
-            assert_eq!((o.status, o.reason, o.detail.as_str()), (CallStatus::Failed, EndedReason::TrunkError, detail));
+            assert!(
+                !ev.iter().any(|e| matches!(e, CallEvent::Answered(_))),
+                "{ev:?}"
+            );
+            let Some(CallEvent::Ended(o)) = ev.last() else {
+                panic!("{ev:?}")
+            };
+            assert_eq!(
+                (o.status, o.reason, o.detail.as_str()),
+                (CallStatus::Failed, EndedReason::TrunkError, detail)
+            );
         }
-        assert_eq!(check_dialog_target("sip:bob@10.0.0.9:5080;transport=udp", &["<sip:p;lr>".into()]), Ok(()));
+        assert_eq!(
+            check_dialog_target(
+                "sip:bob@10.0.0.9:5080;transport=udp",
+                &["<sip:p;lr>".into()]
+            ),
+            Ok(())
+        );
     }
 
     /// 408/480/503 after the callee was alerted (180/183) must not ring them
     /// again through the next trunk; after only 100 Trying it still may.
     #[test]
     fn no_failover_once_the_callee_was_alerted() {
-        for (provisional, code, failover) in
-            [(None, 480, true), (Some(100), 480, true), (Some(180), 480, false), (Some(183), 408, false), (Some(180), 503, false)]
-        {
+        for (provisional, code, failover) in [
+            (None, 480, true),
+            (Some(100), 480, true),
+            (Some(180), 480, false),
+            (Some(183), 408, false),
+            (Some(180), 503, false),
+        ] {
             let mut c = Call::new(cfg(), 0);
             let inv = sent(&mut c).remove(0).1;
             if let Some(p) = provisional {
-                c.handle_datagram(5, from(), &reply(&inv, p, &[], None)).unwrap();
+                c.handle_datagram(5, from(), &reply(&inv, p, &[], None))
+                    .unwrap();
             }
-            c.handle_datagram(10, from(), &reply(&inv, code, &[], None)).unwrap();
+            c.handle_datagram(10, from(), &reply(&inv, code, &[], None))
+                .unwrap();
             let ev = events(&mut c);
-            let Some(CallEvent::Ended(o)) = ev.last() else { panic!("{ev:?}") };
-            assert_eq!((o.sip_code, o.try_next_trunk), (Some(code), failover), "{provisional:?} then {code}");
+            let Some(CallEvent::Ended(o)) = ev.last() else {
+                panic!("{ev:?}")
+            };
+            assert_eq!(
+                (o.sip_code, o.try_next_trunk),
+                (Some(code), failover),
+                "{provisional:?} then {code}"
+            );
         }
     }
 
     #[test]
     fn uri_addresses() {
-        assert_eq!(uri_socket_addr("sip:bob@10.0.0.1:5080;transport=udp"), Some("10.0.0.1:5080".parse().unwrap()));
-        assert_eq!(uri_socket_addr("sip:10.0.0.1"), Some("10.0.0.1:5060".parse().unwrap()));
-        assert_eq!(uri_socket_addr("sip:[::1]:5062;lr"), Some("[::1]:5062".parse().unwrap()));
+        assert_eq!(
+            uri_socket_addr("sip:bob@10.0.0.1:5080;transport=udp"),
+            Some("10.0.0.1:5080".parse().unwrap())
+        );
+        assert_eq!(
+            uri_socket_addr("sip:10.0.0.1"),
+            Some("10.0.0.1:5060".parse().unwrap())
+        );
+        assert_eq!(
+            uri_socket_addr("sip:[::1]:5062;lr"),
+            Some("[::1]:5062".parse().unwrap())
+        );
         assert_eq!(uri_socket_addr("sip:bob@example.com"), None);
         assert_eq!(uri_socket_addr("tel:+1555"), None);
         assert!(uri_has_param("sip:10.0.0.1;LR", "lr") && uri_has_param("sip:p;x=1;lr=on", "lr"));

@@ -212,7 +212,10 @@ fn parse_framed(buf: &[u8], stream: bool) -> Result<(Message, usize), ParseError
         return Err(ParseError::TooLarge);
     }
     // Leading CRLFs are keep-alives (RFC 5626) / tolerated (RFC 3261 7.5).
-    let lead = buf.iter().take_while(|b| **b == b'\r' || **b == b'\n').count();
+    let lead = buf
+        .iter()
+        .take_while(|b| **b == b'\r' || **b == b'\n')
+        .count();
     let data = &buf[lead..];
     if data.is_empty() {
         return Err(ParseError::Empty);
@@ -237,7 +240,11 @@ fn parse_framed(buf: &[u8], stream: bool) -> Result<(Message, usize), ParseError
                     prev.push(' ');
                     prev.push_str(line.trim_start_matches([' ', '\t']));
                 }
-                None => return Err(ParseError::BadHeader("continuation before any header".into())),
+                None => {
+                    return Err(ParseError::BadHeader(
+                        "continuation before any header".into(),
+                    ))
+                }
             }
         } else {
             raw.push(line.to_string());
@@ -255,11 +262,18 @@ fn parse_framed(buf: &[u8], stream: bool) -> Result<(Message, usize), ParseError
         let value = collapse_lws(line[colon + 1..].trim_matches([' ', '\t']));
         headers.push((canonical_name(name), value));
     }
-    let mut msg = Message { start, headers, body: Vec::new() };
+    let mut msg = Message {
+        start,
+        headers,
+        body: Vec::new(),
+    };
     msg.validate()?;
 
     let cl = match msg.single("Content-Length")? {
-        Some(v) => Some(parse_scalar(v, 9, "Content-Length").map_err(|_| ParseError::BadContentLength)? as usize),
+        Some(v) => Some(
+            parse_scalar(v, 9, "Content-Length").map_err(|_| ParseError::BadContentLength)?
+                as usize,
+        ),
         None => None,
     };
     let used_body = match (cl, stream) {
@@ -267,9 +281,15 @@ fn parse_framed(buf: &[u8], stream: bool) -> Result<(Message, usize), ParseError
             if rest.len() < n {
                 if stream {
                     // Caller (the framer) waits for more bytes.
-                    return Err(ParseError::BodyTruncated { declared: n, got: rest.len() });
+                    return Err(ParseError::BodyTruncated {
+                        declared: n,
+                        got: rest.len(),
+                    });
                 }
-                return Err(ParseError::BodyTruncated { declared: n, got: rest.len() });
+                return Err(ParseError::BodyTruncated {
+                    declared: n,
+                    got: rest.len(),
+                });
             }
             n
         }
@@ -335,13 +355,17 @@ fn parse_scalar(v: &str, max_digits: usize, what: &'static str) -> Result<u64, P
     if digits.is_empty() {
         return Ok(0);
     }
-    digits.parse::<u64>().map_err(|_| ParseError::BadScalar(what))
+    digits
+        .parse::<u64>()
+        .map_err(|_| ParseError::BadScalar(what))
 }
 
 fn parse_start_line(line: &str) -> Result<StartLine, ParseError> {
     if let Some(rest) = line.strip_prefix("SIP/") {
         // Status-Line = SIP-Version SP Status-Code SP Reason-Phrase
-        let (ver, rest) = rest.split_once(' ').ok_or(ParseError::BadStartLine("status line"))?;
+        let (ver, rest) = rest
+            .split_once(' ')
+            .ok_or(ParseError::BadStartLine("status line"))?;
         if ver != "2.0" {
             return Err(ParseError::BadVersion);
         }
@@ -357,14 +381,21 @@ fn parse_start_line(line: &str) -> Result<StartLine, ParseError> {
             return Err(ParseError::BadStatusCode);
         }
         if reason.chars().any(|c| c.is_control() && c != '\t') {
-            return Err(ParseError::BadStartLine("control character in reason phrase"));
+            return Err(ParseError::BadStartLine(
+                "control character in reason phrase",
+            ));
         }
-        return Ok(StartLine::Response { code, reason: reason.to_string() });
+        return Ok(StartLine::Response {
+            code,
+            reason: reason.to_string(),
+        });
     }
     // Request-Line = Method SP Request-URI SP SIP-Version (exactly one SP each).
     let parts: Vec<&str> = line.split(' ').collect();
     if parts.len() != 3 || parts.iter().any(|p| p.is_empty()) {
-        return Err(ParseError::BadStartLine("request line must be METHOD SP URI SP SIP/2.0"));
+        return Err(ParseError::BadStartLine(
+            "request line must be METHOD SP URI SP SIP/2.0",
+        ));
     }
     let (method, uri, ver) = (parts[0], parts[1], parts[2]);
     if !is_token(method) {
@@ -377,11 +408,17 @@ fn parse_start_line(line: &str) -> Result<StartLine, ParseError> {
         return Err(ParseError::BadVersion);
     }
     check_request_uri(uri)?;
-    Ok(StartLine::Request { method: method.to_string(), uri: uri.to_string() })
+    Ok(StartLine::Request {
+        method: method.to_string(),
+        uri: uri.to_string(),
+    })
 }
 
 pub fn check_request_uri(uri: &str) -> Result<(), ParseError> {
-    if uri.chars().any(|c| c.is_whitespace() || c.is_control() || c == '<' || c == '>' || c == '"') {
+    if uri
+        .chars()
+        .any(|c| c.is_whitespace() || c.is_control() || c == '<' || c == '>' || c == '"')
+    {
         return Err(ParseError::BadStartLine("bad character in Request-URI"));
     }
     let Some((scheme, rest)) = uri.split_once(':') else {
@@ -389,7 +426,9 @@ pub fn check_request_uri(uri: &str) -> Result<(), ParseError> {
     };
     if scheme.is_empty()
         || !scheme.starts_with(|c: char| c.is_ascii_alphabetic())
-        || !scheme.chars().all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))
+        || !scheme
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))
         || rest.is_empty()
     {
         return Err(ParseError::BadStartLine("bad Request-URI scheme"));
@@ -519,7 +558,10 @@ pub struct NameAddr {
 
 impl NameAddr {
     pub fn param(&self, name: &str) -> Option<&str> {
-        self.params.iter().find(|(n, _)| n == name).and_then(|(_, v)| v.as_deref())
+        self.params
+            .iter()
+            .find(|(n, _)| n == name)
+            .and_then(|(_, v)| v.as_deref())
     }
 
     pub fn has_param(&self, name: &str) -> bool {
@@ -555,33 +597,63 @@ pub fn parse_name_addr(v: &str) -> Result<NameAddr, ParseError> {
     } else if let Some(lt) = v.find('<') {
         let d = v[..lt].trim();
         if !d.split([' ', '\t']).filter(|t| !t.is_empty()).all(is_token) {
-            return Err(ParseError::BadAddress("display name must be tokens or a quoted string"));
+            return Err(ParseError::BadAddress(
+                "display name must be tokens or a quoted string",
+            ));
         }
-        (if d.is_empty() { None } else { Some(d.to_string()) }, &v[lt..])
+        (
+            if d.is_empty() {
+                None
+            } else {
+                Some(d.to_string())
+            },
+            &v[lt..],
+        )
     } else {
         (None, v)
     };
     if let Some(inner) = after_display.strip_prefix('<') {
-        let gt = inner.find('>').ok_or(ParseError::BadAddress("unterminated <uri>"))?;
+        let gt = inner
+            .find('>')
+            .ok_or(ParseError::BadAddress("unterminated <uri>"))?;
         let uri = &inner[..gt];
-        if uri.is_empty() || uri.chars().any(|c| c.is_whitespace() || c == '<' || c == '"') {
+        if uri.is_empty()
+            || uri
+                .chars()
+                .any(|c| c.is_whitespace() || c == '<' || c == '"')
+        {
             return Err(ParseError::BadAddress("bad character inside <uri>"));
         }
         if !uri.contains(':') {
             return Err(ParseError::BadAddress("uri without scheme"));
         }
         let params = parse_params(&inner[gt + 1..])?;
-        return Ok(NameAddr { display, uri: uri.to_string(), params });
+        return Ok(NameAddr {
+            display,
+            uri: uri.to_string(),
+            params,
+        });
     }
     // addr-spec: the URI runs to the first ';' (those are header params).
     let (uri, params) = match after_display.find(';') {
         Some(i) => (after_display[..i].trim(), &after_display[i..]),
         None => (after_display.trim(), ""),
     };
-    if uri.is_empty() || !uri.contains(':') || uri.chars().any(|c| c.is_whitespace() || "<>\"?,".contains(c)) {
-        return Err(ParseError::BadAddress("bad addr-spec (a URI with ?, ',' or ';' needs <>)"));
+    if uri.is_empty()
+        || !uri.contains(':')
+        || uri
+            .chars()
+            .any(|c| c.is_whitespace() || "<>\"?,".contains(c))
+    {
+        return Err(ParseError::BadAddress(
+            "bad addr-spec (a URI with ?, ',' or ';' needs <>)",
+        ));
     }
-    Ok(NameAddr { display: None, uri: uri.to_string(), params: parse_params(params)? })
+    Ok(NameAddr {
+        display: None,
+        uri: uri.to_string(),
+        params: parse_params(params)?,
+    })
 }
 
 /// One Via value.
@@ -594,7 +666,10 @@ pub struct Via {
 
 impl Via {
     pub fn branch(&self) -> Option<&str> {
-        self.params.iter().find(|(n, _)| n == "branch").and_then(|(_, v)| v.as_deref())
+        self.params
+            .iter()
+            .find(|(n, _)| n == "branch")
+            .and_then(|(_, v)| v.as_deref())
     }
 }
 
@@ -617,14 +692,30 @@ pub fn parse_via(v: &str) -> Result<Via, ParseError> {
         Some(i) => (rest[..i].trim(), &rest[i..]),
         None => (rest.trim(), ""),
     };
-    if sent_by.is_empty() || sent_by.chars().any(|c| c.is_whitespace() || "<>\",;".contains(c)) {
+    if sent_by.is_empty()
+        || sent_by
+            .chars()
+            .any(|c| c.is_whitespace() || "<>\",;".contains(c))
+    {
         return Err(ParseError::BadVia);
     }
     let params = parse_params(params).map_err(|_| ParseError::BadVia)?;
-    Ok(Via { transport: transport.to_ascii_uppercase(), sent_by: sent_by.to_string(), params })
+    Ok(Via {
+        transport: transport.to_ascii_uppercase(),
+        sent_by: sent_by.to_string(),
+        params,
+    })
 }
 
-const SINGLE: &[&str] = &["To", "From", "Call-ID", "CSeq", "Content-Length", "Max-Forwards", "Content-Type"];
+const SINGLE: &[&str] = &[
+    "To",
+    "From",
+    "Call-ID",
+    "CSeq",
+    "Content-Length",
+    "Max-Forwards",
+    "Content-Type",
+];
 
 impl Message {
     pub fn is_request(&self) -> bool {
@@ -654,21 +745,35 @@ impl Message {
 
     /// First value of a header (canonical name, case-insensitive).
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
 
     /// All values of a header, comma lists split (for list-valued headers).
     pub fn header_list(&self, name: &str) -> Vec<&str> {
-        self.headers.iter().filter(|(n, _)| n.eq_ignore_ascii_case(name)).flat_map(|(_, v)| split_list(v)).collect()
+        self.headers
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+            .flat_map(|(_, v)| split_list(v))
+            .collect()
     }
 
     /// All lines of a header, unsplit (for WWW-Authenticate and friends).
     pub fn header_lines(&self, name: &str) -> Vec<&str> {
-        self.headers.iter().filter(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str()).collect()
+        self.headers
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+            .collect()
     }
 
     fn single(&self, name: &'static str) -> Result<Option<&str>, ParseError> {
-        let mut it = self.headers.iter().filter(|(n, _)| n.eq_ignore_ascii_case(name));
+        let mut it = self
+            .headers
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case(name));
         let first = it.next().map(|(_, v)| v.as_str());
         if it.next().is_some() {
             return Err(ParseError::DuplicateHeader(name));
@@ -682,7 +787,9 @@ impl Message {
 
     /// (number, method). Validated at parse time.
     pub fn cseq(&self) -> (u32, &str) {
-        self.header("CSeq").and_then(|v| parse_cseq(v).ok()).unwrap_or((0, ""))
+        self.header("CSeq")
+            .and_then(|v| parse_cseq(v).ok())
+            .unwrap_or((0, ""))
     }
 
     pub fn from(&self) -> Option<NameAddr> {
@@ -702,7 +809,9 @@ impl Message {
     }
 
     pub fn top_via(&self) -> Option<Via> {
-        self.header_list("Via").first().and_then(|v| parse_via(v).ok())
+        self.header_list("Via")
+            .first()
+            .and_then(|v| parse_via(v).ok())
     }
 
     pub fn top_branch(&self) -> Option<String> {
@@ -710,12 +819,18 @@ impl Message {
     }
 
     pub fn contact_uri(&self) -> Option<String> {
-        self.header_list("Contact").first().and_then(|v| parse_name_addr(v).ok()).map(|a| a.uri)
+        self.header_list("Contact")
+            .first()
+            .and_then(|v| parse_name_addr(v).ok())
+            .map(|a| a.uri)
     }
 
     /// Record-Route entries as sent (full `<uri>;params` values), in order.
     pub fn record_route(&self) -> Vec<String> {
-        self.header_list("Record-Route").into_iter().map(str::to_string).collect()
+        self.header_list("Record-Route")
+            .into_iter()
+            .map(str::to_string)
+            .collect()
     }
 
     pub fn content_type(&self) -> Option<&str> {
@@ -726,7 +841,13 @@ impl Message {
         !self.body.is_empty()
             && self
                 .content_type()
-                .map(|c| c.split(';').next().unwrap_or("").trim().eq_ignore_ascii_case("application/sdp"))
+                .map(|c| {
+                    c.split(';')
+                        .next()
+                        .unwrap_or("")
+                        .trim()
+                        .eq_ignore_ascii_case("application/sdp")
+                })
                 .unwrap_or(false)
     }
 
@@ -805,7 +926,8 @@ impl Message {
     /// The rsip 0.4 typed view of this message (normalised text re-tokenised).
     pub fn to_rsip(&self) -> Result<rsip::SipMessage, ParseError> {
         let bytes = self.to_bytes();
-        rsip::SipMessage::try_from(bytes.as_slice()).map_err(|e| ParseError::RsipUnrepresentable(e.to_string()))
+        rsip::SipMessage::try_from(bytes.as_slice())
+            .map_err(|e| ParseError::RsipUnrepresentable(e.to_string()))
     }
 
     pub fn push(&mut self, name: &str, value: impl Into<String>) {
@@ -813,7 +935,14 @@ impl Message {
     }
 
     pub fn request(method: &str, uri: &str) -> Message {
-        Message { start: StartLine::Request { method: method.into(), uri: uri.into() }, headers: vec![], body: vec![] }
+        Message {
+            start: StartLine::Request {
+                method: method.into(),
+                uri: uri.into(),
+            },
+            headers: vec![],
+            body: vec![],
+        }
     }
 }
 
@@ -854,17 +983,29 @@ pub fn reason_phrase(code: u16) -> &'static str {
 /// CSeq copied; a To tag added if given and absent.
 pub fn response_to(req: &Message, code: u16, to_tag: Option<&str>) -> Message {
     let mut m = Message {
-        start: StartLine::Response { code, reason: reason_phrase(code).to_string() },
+        start: StartLine::Response {
+            code,
+            reason: reason_phrase(code).to_string(),
+        },
         headers: Vec::new(),
         body: Vec::new(),
     };
     for (n, v) in &req.headers {
-        if n == "Via" || n == "From" || n == "Call-ID" || n == "CSeq" || n == "Record-Route" && code / 100 == 2 {
+        if n == "Via"
+            || n == "From"
+            || n == "Call-ID"
+            || n == "CSeq"
+            || n == "Record-Route" && code / 100 == 2
+        {
             m.headers.push((n.clone(), v.clone()));
         } else if n == "To" {
             let mut v = v.clone();
             if let Some(t) = to_tag {
-                if code != 100 && parse_name_addr(&v).map(|a| !a.has_param("tag")).unwrap_or(false) {
+                if code != 100
+                    && parse_name_addr(&v)
+                        .map(|a| !a.has_param("tag"))
+                        .unwrap_or(false)
+                {
                     v.push_str(";tag=");
                     v.push_str(t);
                 }
@@ -892,7 +1033,11 @@ impl StreamFramer {
 
     /// `None`: need more bytes. `Some(Err)`: the stream is corrupt (close it).
     pub fn next_message(&mut self) -> Option<Result<Message, ParseError>> {
-        let lead = self.buf.iter().take_while(|b| **b == b'\r' || **b == b'\n').count();
+        let lead = self
+            .buf
+            .iter()
+            .take_while(|b| **b == b'\r' || **b == b'\n')
+            .count();
         if lead > 0 {
             self.buf.drain(..lead);
         }

@@ -109,17 +109,30 @@ fn ip_line(ip: IpAddr) -> String {
 /// Our session description. `version` is bumped only when content changes.
 pub fn build(cfg: &OfferConfig, version: u64, dir: Direction) -> String {
     let ip = cfg.rtp_addr.ip();
-    let mut pts: Vec<String> = cfg.codecs.iter().map(|c| cfg.pt_of(*c).to_string()).collect();
+    let mut pts: Vec<String> = cfg
+        .codecs
+        .iter()
+        .map(|c| cfg.pt_of(*c).to_string())
+        .collect();
     if let Some(d) = cfg.dtmf_pt {
         pts.push(d.to_string());
     }
     let mut s = String::new();
     s.push_str("v=0\r\n");
-    s.push_str(&format!("o=voxline {} {} {}\r\n", cfg.session_id, version, ip_line(ip)));
+    s.push_str(&format!(
+        "o=voxline {} {} {}\r\n",
+        cfg.session_id,
+        version,
+        ip_line(ip)
+    ));
     s.push_str("s=voxline\r\n");
     s.push_str(&format!("c={}\r\n", ip_line(ip)));
     s.push_str("t=0 0\r\n");
-    s.push_str(&format!("m=audio {} RTP/AVP {}\r\n", cfg.rtp_addr.port(), pts.join(" ")));
+    s.push_str(&format!(
+        "m=audio {} RTP/AVP {}\r\n",
+        cfg.rtp_addr.port(),
+        pts.join(" ")
+    ));
     for c in &cfg.codecs {
         let pt = cfg.pt_of(*c);
         match c {
@@ -127,11 +140,17 @@ pub fn build(cfg: &OfferConfig, version: u64, dir: Direction) -> String {
                 s.push_str(&format!("a=rtpmap:{pt} opus/48000/2\r\n"));
                 s.push_str(&format!("a=fmtp:{pt} useinbandfec=1\r\n"));
             }
-            c => s.push_str(&format!("a=rtpmap:{pt} {}/{}\r\n", c.encoding_name(), c.clock_rate())),
+            c => s.push_str(&format!(
+                "a=rtpmap:{pt} {}/{}\r\n",
+                c.encoding_name(),
+                c.clock_rate()
+            )),
         }
     }
     if let Some(d) = cfg.dtmf_pt {
-        s.push_str(&format!("a=rtpmap:{d} telephone-event/8000\r\na=fmtp:{d} 0-16\r\n"));
+        s.push_str(&format!(
+            "a=rtpmap:{d} telephone-event/8000\r\na=fmtp:{d} 0-16\r\n"
+        ));
     }
     s.push_str(&format!("a=ptime:{}\r\n", cfg.ptime_ms));
     s.push_str(&format!("a={}\r\n", dir.attr()));
@@ -195,7 +214,8 @@ fn parse_conn(v: &str) -> Result<IpAddr, SdpError> {
     }
     let addr = addr.ok_or_else(|| SdpError::BadLine(format!("c={v}")))?;
     let addr = addr.split('/').next().unwrap_or(addr);
-    addr.parse().map_err(|_| SdpError::BadLine(format!("c={v}")))
+    addr.parse()
+        .map_err(|_| SdpError::BadLine(format!("c={v}")))
 }
 
 fn parse_dir(a: &str) -> Option<Direction> {
@@ -227,7 +247,9 @@ pub fn negotiate(cfg: &OfferConfig, remote: &[u8]) -> Result<Negotiated, SdpErro
     let mut in_audio = false;
     for line in text.lines() {
         let line = line.trim_end_matches('\r');
-        let Some((k, v)) = line.split_once('=') else { continue };
+        let Some((k, v)) = line.split_once('=') else {
+            continue;
+        };
         let v = v.trim();
         match k.trim() {
             "m" => {
@@ -245,7 +267,14 @@ pub fn negotiate(cfg: &OfferConfig, remote: &[u8]) -> Result<Negotiated, SdpErro
                         .parse()
                         .map_err(|_| SdpError::BadLine(format!("m={v}")))?;
                     let pts = it.filter_map(|p| p.parse::<u8>().ok()).collect();
-                    audio = Some(Audio { port, pts, c: None, rtpmap: vec![], ptime: None, dir: None });
+                    audio = Some(Audio {
+                        port,
+                        pts,
+                        c: None,
+                        rtpmap: vec![],
+                        ptime: None,
+                        dir: None,
+                    });
                 }
             }
             "c" => {
@@ -266,7 +295,9 @@ pub fn negotiate(cfg: &OfferConfig, remote: &[u8]) -> Result<Negotiated, SdpErro
                     }
                     continue;
                 }
-                let Some(a) = audio.as_mut().filter(|_| in_audio) else { continue };
+                let Some(a) = audio.as_mut().filter(|_| in_audio) else {
+                    continue;
+                };
                 if let Some(d) = parse_dir(name) {
                     a.dir = Some(d);
                 } else if name == "rtpmap" {
@@ -319,7 +350,9 @@ pub fn negotiate(cfg: &OfferConfig, remote: &[u8]) -> Result<Negotiated, SdpErro
     let dtmf_pt = if cfg.dtmf_pt.is_some() {
         a.rtpmap
             .iter()
-            .find(|(p, n, r)| n.eq_ignore_ascii_case("telephone-event") && *r == 8000 && a.pts.contains(p))
+            .find(|(p, n, r)| {
+                n.eq_ignore_ascii_case("telephone-event") && *r == 8000 && a.pts.contains(p)
+            })
             .map(|(p, _, _)| *p)
     } else {
         None
@@ -374,11 +407,26 @@ mod tests {
     fn static_pt_without_rtpmap_and_errors() {
         let ans = "v=0\nc=IN IP4 1.2.3.4\nm=audio 7000 RTP/AVP 8\n";
         let n = negotiate(&cfg(), ans.as_bytes()).unwrap();
-        assert_eq!((n.codec, n.pt, n.direction), (Codec::Pcma, 8, Direction::SendRecv));
-        assert_eq!(negotiate(&cfg(), b"v=0\nc=IN IP4 1.2.3.4\nm=audio 0 RTP/AVP 0\n"), Err(SdpError::AudioRejected));
-        assert_eq!(negotiate(&cfg(), b"v=0\nc=IN IP4 1.2.3.4\nm=audio 9 RTP/AVP 18\n"), Err(SdpError::NoCommonCodec));
-        assert_eq!(negotiate(&cfg(), b"v=0\nm=audio 9 RTP/AVP 0\n"), Err(SdpError::NoConnection));
-        assert_eq!(negotiate(&cfg(), b"v=0\nc=IN IP4 1.2.3.4\nm=video 9 RTP/AVP 31\n"), Err(SdpError::NoAudio));
+        assert_eq!(
+            (n.codec, n.pt, n.direction),
+            (Codec::Pcma, 8, Direction::SendRecv)
+        );
+        assert_eq!(
+            negotiate(&cfg(), b"v=0\nc=IN IP4 1.2.3.4\nm=audio 0 RTP/AVP 0\n"),
+            Err(SdpError::AudioRejected)
+        );
+        assert_eq!(
+            negotiate(&cfg(), b"v=0\nc=IN IP4 1.2.3.4\nm=audio 9 RTP/AVP 18\n"),
+            Err(SdpError::NoCommonCodec)
+        );
+        assert_eq!(
+            negotiate(&cfg(), b"v=0\nm=audio 9 RTP/AVP 0\n"),
+            Err(SdpError::NoConnection)
+        );
+        assert_eq!(
+            negotiate(&cfg(), b"v=0\nc=IN IP4 1.2.3.4\nm=video 9 RTP/AVP 31\n"),
+            Err(SdpError::NoAudio)
+        );
         assert!(negotiate(&cfg(), &[0xff, 0xfe]).is_err());
     }
 }

@@ -20,7 +20,11 @@ pub struct Timers {
 
 impl Default for Timers {
     fn default() -> Self {
-        Timers { t1: 500, t2: 4_000, t4: 5_000 }
+        Timers {
+            t1: 500,
+            t2: 4_000,
+            t4: 5_000,
+        }
     }
 }
 
@@ -163,7 +167,10 @@ impl InviteClient {
     }
 
     pub fn next_timer(&self) -> Option<u64> {
-        [self.a_at, self.b_at, self.d_at].into_iter().flatten().min()
+        [self.a_at, self.b_at, self.d_at]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     pub fn poll_transmit(&mut self) -> Option<Vec<u8>> {
@@ -295,7 +302,10 @@ impl NonInviteClient {
     }
 
     pub fn next_timer(&self) -> Option<u64> {
-        [self.e_at, self.f_at, self.k_at].into_iter().flatten().min()
+        [self.e_at, self.f_at, self.k_at]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     pub fn poll_transmit(&mut self) -> Option<Vec<u8>> {

@@ -42,7 +42,11 @@ pub struct Trunk {
 
 impl Trunk {
     pub fn new(addr: SocketAddr) -> Self {
-        Trunk { addr, domain: None, credentials: None }
+        Trunk {
+            addr,
+            domain: None,
+            credentials: None,
+        }
     }
 }
 
@@ -101,8 +105,15 @@ pub enum DriverError {
 }
 
 enum Cmd {
-    Start { spec: Box<CallSpec>, events: mpsc::Sender<Event>, reply: oneshot::Sender<u64> },
-    Hangup { id: u64, reason: EndedReason },
+    Start {
+        spec: Box<CallSpec>,
+        events: mpsc::Sender<Event>,
+        reply: oneshot::Sender<u64>,
+    },
+    Hangup {
+        id: u64,
+        reason: EndedReason,
+    },
 }
 
 /// Handle on one outbound call (across failover attempts).
@@ -121,14 +132,23 @@ impl CallHandle {
 
     /// BYE if answered, CANCEL if not. Idempotent.
     pub async fn hangup(&self, reason: EndedReason) {
-        let _ = self.cmd.send(Cmd::Hangup { id: self.id, reason }).await;
+        let _ = self
+            .cmd
+            .send(Cmd::Hangup {
+                id: self.id,
+                reason,
+            })
+            .await;
     }
 }
 
 /// Dropping the handle hangs the call up (BYE or CANCEL), as `hangup(hangup_requested)`.
 impl Drop for CallHandle {
     fn drop(&mut self) {
-        let _ = self.cmd.try_send(Cmd::Hangup { id: self.id, reason: EndedReason::HangupRequested });
+        let _ = self.cmd.try_send(Cmd::Hangup {
+            id: self.id,
+            reason: EndedReason::HangupRequested,
+        });
     }
 }
 
@@ -160,7 +180,10 @@ impl SipUdp {
     pub fn start(sock: UdpSocket, advertise: SocketAddr) -> SipUdp {
         let (cmd, rx) = mpsc::channel(256);
         tokio::spawn(run(sock, advertise, rx));
-        SipUdp { cmd, local: advertise }
+        SipUdp {
+            cmd,
+            local: advertise,
+        }
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -174,11 +197,19 @@ impl SipUdp {
         let (etx, erx) = mpsc::channel(32);
         let (reply, rrx) = oneshot::channel();
         self.cmd
-            .send(Cmd::Start { spec: Box::new(spec), events: etx, reply })
+            .send(Cmd::Start {
+                spec: Box::new(spec),
+                events: etx,
+                reply,
+            })
             .await
             .map_err(|_| DriverError::Stopped)?;
         let id = rrx.await.map_err(|_| DriverError::Stopped)?;
-        Ok(CallHandle { id, events: erx, cmd: self.cmd.clone() })
+        Ok(CallHandle {
+            id,
+            events: erx,
+            cmd: self.cmd.clone(),
+        })
     }
 }
 
@@ -192,7 +223,13 @@ struct Owner {
 
 fn call_config(spec: &CallSpec, trunk: usize, local: SocketAddr) -> CallConfig {
     let t = &spec.trunks[trunk];
-    let mut c = CallConfig::new(t.addr, local, &spec.to_user, &spec.from_user, spec.media.clone());
+    let mut c = CallConfig::new(
+        t.addr,
+        local,
+        &spec.to_user,
+        &spec.from_user,
+        spec.media.clone(),
+    );
     if let Some(d) = &t.domain {
         c.request_uri = format!("sip:{}@{d}", spec.to_user);
         c.to_uri = c.request_uri.clone();
@@ -254,7 +291,9 @@ impl Driver {
         }
         let mut again = false;
         for (oid, cid, e) in evs {
-            let Some(o) = self.owners.get_mut(&oid) else { continue };
+            let Some(o) = self.owners.get_mut(&oid) else {
+                continue;
+            };
             if o.call_id != cid {
                 continue;
             }
@@ -263,7 +302,10 @@ impl Driver {
                     let failed = o.trunk;
                     o.trunk += 1;
                     tracing::info!(trunk = failed, code = ?out.sip_code, detail = %out.detail, "trunk failed; trying the next");
-                    let _ = o.events.try_send(Event::Failover { trunk: failed, outcome: out.clone() });
+                    let _ = o.events.try_send(Event::Failover {
+                        trunk: failed,
+                        outcome: out.clone(),
+                    });
                     let call = Call::new(call_config(&o.spec, o.trunk, self.local), now);
                     o.call_id = call.call_id().to_string();
                     if let Some((_, ow)) = self.calls.get_mut(&cid) {
@@ -291,7 +333,10 @@ impl Driver {
     }
 
     fn next_deadline(&self) -> Option<u64> {
-        self.calls.values().filter_map(|(c, _)| c.next_timeout()).min()
+        self.calls
+            .values()
+            .filter_map(|(c, _)| c.next_timeout())
+            .min()
     }
 
     async fn on_datagram(&mut self, data: &[u8], from: SocketAddr) {
@@ -308,7 +353,11 @@ impl Driver {
             return;
         }
         if m.is_request() && m.method() != Some("ACK") {
-            let code = if m.method() == Some("OPTIONS") { 200 } else { 481 };
+            let code = if m.method() == Some("OPTIONS") {
+                200
+            } else {
+                481
+            };
             let mut r = response_to(&m, code, Some(&random_hex(6)));
             if code == 200 {
                 r.push("Allow", ALLOW);
@@ -321,14 +370,27 @@ impl Driver {
     fn on_cmd(&mut self, cmd: Cmd) {
         let now = self.now();
         match cmd {
-            Cmd::Start { spec, events, reply } => {
+            Cmd::Start {
+                spec,
+                events,
+                reply,
+            } => {
                 self.next_id += 1;
                 let id = self.next_id;
                 let call = Call::new(call_config(&spec, 0, self.local), now);
                 let call_id = call.call_id().to_string();
                 tracing::info!(%call_id, to = %spec.to_user, trunk = %spec.trunks[0].addr, "INVITE");
                 self.calls.insert(call_id.clone(), (call, Some(id)));
-                self.owners.insert(id, Owner { spec, trunk: 0, call_id, events, hangup: false });
+                self.owners.insert(
+                    id,
+                    Owner {
+                        spec,
+                        trunk: 0,
+                        call_id,
+                        events,
+                        hangup: false,
+                    },
+                );
                 let _ = reply.send(id);
             }
             Cmd::Hangup { id, reason } => {
@@ -344,8 +406,14 @@ impl Driver {
 }
 
 async fn run(sock: UdpSocket, local: SocketAddr, mut rx: mpsc::Receiver<Cmd>) {
-    let mut d =
-        Driver { sock, local, start: Instant::now(), calls: HashMap::new(), owners: HashMap::new(), next_id: 0 };
+    let mut d = Driver {
+        sock,
+        local,
+        start: Instant::now(),
+        calls: HashMap::new(),
+        owners: HashMap::new(),
+        next_id: 0,
+    };
     let mut buf = vec![0u8; 65_536];
     let mut open = true;
     loop {
@@ -353,7 +421,9 @@ async fn run(sock: UdpSocket, local: SocketAddr, mut rx: mpsc::Receiver<Cmd>) {
         if !open && d.calls.is_empty() {
             break;
         }
-        let deadline = d.next_deadline().map(|ms| d.start + Duration::from_millis(ms));
+        let deadline = d
+            .next_deadline()
+            .map(|ms| d.start + Duration::from_millis(ms));
         let far = Instant::now() + Duration::from_secs(3600);
         tokio::select! {
             r = d.sock.recv_from(&mut buf) => match r {

@@ -48,7 +48,8 @@ impl SeenRequest {
     }
 }
 
-pub type Handler = Arc<dyn Fn(SeenRequest) -> Pin<Box<dyn Future<Output = (u16, Vec<u8>)> + Send>> + Send + Sync>;
+pub type Handler =
+    Arc<dyn Fn(SeenRequest) -> Pin<Box<dyn Future<Output = (u16, Vec<u8>)> + Send>> + Send + Sync>;
 
 /// A plain HTTP/1.1 keep-alive server on 127.0.0.1.
 pub struct TestServer {
@@ -73,7 +74,9 @@ impl TestServer {
         let (c2, s2) = (connections.clone(), seen.clone());
         let task = tokio::spawn(async move {
             loop {
-                let Ok((stream, _)) = listener.accept().await else { return };
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
                 let conn = c2.fetch_add(1, Ordering::SeqCst) + 1;
                 let handler = handler.clone();
                 let seen = s2.clone();
@@ -83,7 +86,11 @@ impl TestServer {
                         let seen = seen.clone();
                         async move {
                             let (parts, body) = req.into_parts();
-                            let body = body.collect().await.map(|b| b.to_bytes().to_vec()).unwrap_or_default();
+                            let body = body
+                                .collect()
+                                .await
+                                .map(|b| b.to_bytes().to_vec())
+                                .unwrap_or_default();
                             let r = SeenRequest {
                                 method: parts.method.to_string(),
                                 path: parts.uri.path().to_string(),
@@ -110,7 +117,12 @@ impl TestServer {
                 });
             }
         });
-        TestServer { addr, connections, seen, task }
+        TestServer {
+            addr,
+            connections,
+            seen,
+            task,
+        }
     }
 
     pub fn seen(&self) -> Vec<SeenRequest> {
@@ -151,7 +163,10 @@ fn json<T: serde::Serialize>(status: u16, v: &T) -> (u16, Vec<u8>) {
 }
 
 fn err(status: u16, code: &str) -> (u16, Vec<u8>) {
-    (status, serde_json::to_vec(&serde_json::json!({"error":{"code":code,"message":code}})).unwrap())
+    (
+        status,
+        serde_json::to_vec(&serde_json::json!({"error":{"code":code,"message":code}})).unwrap(),
+    )
 }
 
 impl FakeEdge {
@@ -168,10 +183,18 @@ impl FakeEdge {
             let wk = wk.clone();
             Box::pin(async move { FakeEdge::handle(st, wk, req).await })
         });
-        FakeEdge { server: TestServer::start(handler).await, state, wake }
+        FakeEdge {
+            server: TestServer::start(handler).await,
+            state,
+            wake,
+        }
     }
 
-    async fn handle(st: Arc<Mutex<EdgeState>>, wake: Arc<Notify>, req: SeenRequest) -> (u16, Vec<u8>) {
+    async fn handle(
+        st: Arc<Mutex<EdgeState>>,
+        wake: Arc<Notify>,
+        req: SeenRequest,
+    ) -> (u16, Vec<u8>) {
         {
             let mut s = st.lock().unwrap();
             if let Some(p) = req.header("x-client-proto") {
@@ -183,7 +206,9 @@ impl FakeEdge {
             }
             let h = SignedHeaders::from_lookup(|n| req.header(n));
             let now = now_ms() / 1000;
-            if let Err(e) = signing::verify(&s.secret, &h, &req.body, now, signing::DEFAULT_WINDOW_SECS) {
+            if let Err(e) =
+                signing::verify(&s.secret, &h, &req.body, now, signing::DEFAULT_WINDOW_SECS)
+            {
                 s.signature_failures.push(e.to_string());
                 return err(401, e.code());
             }
@@ -204,7 +229,8 @@ impl FakeEdge {
             paths::LEASE => {
                 let l: LeaseRequest = serde_json::from_slice(&req.body).unwrap();
                 st.lock().unwrap().leases.push(l.clone());
-                let deadline = tokio::time::Instant::now() + Duration::from_millis(u64::from(l.wait_ms));
+                let deadline =
+                    tokio::time::Instant::now() + Duration::from_millis(u64::from(l.wait_ms));
                 loop {
                     let notified = wake.notified();
                     {
@@ -213,7 +239,14 @@ impl FakeEdge {
                         let offers: Vec<Offer> = s.offers.drain(..n).collect();
                         let commands: Vec<Command> = s.commands.drain(..).collect();
                         if !offers.is_empty() || !commands.is_empty() {
-                            return json(200, &LeaseResponse { protocol_version: 1, offers, commands });
+                            return json(
+                                200,
+                                &LeaseResponse {
+                                    protocol_version: 1,
+                                    offers,
+                                    commands,
+                                },
+                            );
                         }
                     }
                     tokio::select! {
@@ -226,7 +259,13 @@ impl FakeEdge {
                 let a: Ack = serde_json::from_slice(&req.body).unwrap();
                 let lease_id = a.lease_id.clone();
                 st.lock().unwrap().acks.push(a);
-                json(200, &AckReceipt { protocol_version: 1, lease_id })
+                json(
+                    200,
+                    &AckReceipt {
+                        protocol_version: 1,
+                        lease_id,
+                    },
+                )
             }
             paths::EVENTS => {
                 let b: EventBatch = serde_json::from_slice(&req.body).unwrap();
@@ -238,7 +277,13 @@ impl FakeEdge {
                         s.events.push(e);
                     }
                 }
-                json(200, &EventsAck { protocol_version: 1, accepted })
+                json(
+                    200,
+                    &EventsAck {
+                        protocol_version: 1,
+                        accepted,
+                    },
+                )
             }
             _ => err(404, "not_found"),
         }
@@ -259,7 +304,12 @@ impl FakeEdge {
     }
 
     /// Polls `f` on the state every 20 ms until it returns `Some`, or panics after `within`.
-    pub async fn wait_for<T>(&self, what: &str, within: Duration, mut f: impl FnMut(&EdgeState) -> Option<T>) -> T {
+    pub async fn wait_for<T>(
+        &self,
+        what: &str,
+        within: Duration,
+        mut f: impl FnMut(&EdgeState) -> Option<T>,
+    ) -> T {
         let until = Instant::now() + within;
         loop {
             if let Some(v) = f(&self.state.lock().unwrap()) {
@@ -336,23 +386,35 @@ pub struct Pki {
 
 pub fn make_pki(dir: &Path) -> Pki {
     use rcgen::{
-        BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose,
+        BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
+        KeyPair, KeyUsagePurpose,
     };
     let ca_key = KeyPair::generate().unwrap();
     let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
     ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca.distinguished_name.push(DnType::CommonName, "voxline test CA");
-    ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+    ca.distinguished_name
+        .push(DnType::CommonName, "voxline test CA");
+    ca.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
     let ca_cert = ca.self_signed(&ca_key).unwrap();
     let issuer = Issuer::new(ca, ca_key);
 
     let leaf_key = KeyPair::generate().unwrap();
-    let mut leaf = CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
-    leaf.distinguished_name.push(DnType::CommonName, "localhost");
+    let mut leaf =
+        CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
+    leaf.distinguished_name
+        .push(DnType::CommonName, "localhost");
     leaf.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
     let leaf_cert = leaf.signed_by(&leaf_key, &issuer).unwrap();
 
-    let pki = Pki { ca_pem: dir.join("ca.pem"), cert_pem: dir.join("cert.pem"), key_pem: dir.join("key.pem") };
+    let pki = Pki {
+        ca_pem: dir.join("ca.pem"),
+        cert_pem: dir.join("cert.pem"),
+        key_pem: dir.join("key.pem"),
+    };
     std::fs::write(&pki.ca_pem, ca_cert.pem()).unwrap();
     std::fs::write(&pki.cert_pem, leaf_cert.pem()).unwrap();
     std::fs::write(&pki.key_pem, leaf_key.serialize_pem()).unwrap();
@@ -379,7 +441,9 @@ pub fn caddy_path() -> PathBuf {
             return PathBuf::from(p);
         }
     }
-    panic!("caddy is not installed: `apt-get install -y caddy` (Debian package; the h3 tests need it)");
+    panic!(
+        "caddy is not installed: `apt-get install -y caddy` (Debian package; the h3 tests need it)"
+    );
 }
 
 /// A real caddy: TLS with the test PKI on 127.0.0.1:`port` (TCP for HTTP/1.1
@@ -451,11 +515,19 @@ https://127.0.0.1:{port} {{
             .kill_on_drop(true)
             .spawn()
             .expect("caddy starts");
-        let mut c = Caddy { child, port, access_log, dir: dir.to_path_buf() };
+        let mut c = Caddy {
+            child,
+            port,
+            access_log,
+            dir: dir.to_path_buf(),
+        };
         // Ready when it serves TLS on TCP (the UDP listener starts with it).
         let until = Instant::now() + Duration::from_secs(15);
         loop {
-            if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+            if tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_ok()
+            {
                 break;
             }
             let exited = c.child.try_wait().ok().flatten();

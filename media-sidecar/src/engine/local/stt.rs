@@ -75,7 +75,11 @@ extern "C" {
 fn quiet_logs_once() {
     static DONE: OnceLock<()> = OnceLock::new();
     DONE.get_or_init(|| {
-        let path = if std::env::var_os("VOXLINE_PS_LOG").is_some() { "/dev/stderr" } else { "/dev/null" };
+        let path = if std::env::var_os("VOXLINE_PS_LOG").is_some() {
+            "/dev/stderr"
+        } else {
+            "/dev/null"
+        };
         let c = CString::new(path).expect("no NUL");
         // SAFETY: a valid C string; called once, before any decoder exists.
         unsafe { err_set_logfile(c.as_ptr()) };
