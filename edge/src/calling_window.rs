@@ -51,6 +51,21 @@ fn minutes(s: &str, allow_24: bool) -> Option<u32> {
     }
 }
 
+/// Every time zone name the bundled tzdb knows, sorted: what `time_zone` accepts.
+pub fn time_zone_names() -> &'static [String] {
+    static NAMES: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+    NAMES.get_or_init(|| {
+        let mut names: Vec<String> = jiff::tz::db()
+            .available()
+            .map(|n| n.as_str().to_string())
+            .filter(|n| n.len() <= TIME_ZONE_MAX)
+            .collect();
+        names.sort();
+        names.dedup();
+        names
+    })
+}
+
 /// Reads a window from an admin body; errors name the field (`calling_window.start`).
 pub fn parse(v: &Value) -> Result<CallingWindow, (String, String)> {
     let f = |k: &str| format!("calling_window.{k}");
@@ -110,19 +125,20 @@ pub fn parse(v: &Value) -> Result<CallingWindow, (String, String)> {
     if start == end {
         return Err((f("end"), "end must differ from start (a window runs from start to end, crossing midnight when end < start)".into()));
     }
-    let zone = obj
+    // Exactly a name of the bundled database, as the OpenAPI document's enum
+    // lists them (jiff itself would also take other spellings of the case).
+    let time_zone = obj
         .get("time_zone")
         .and_then(Value::as_str)
-        .filter(|z| !z.is_empty() && z.len() <= TIME_ZONE_MAX);
-    let tz = zone.and_then(|z| TimeZone::get(z).ok()).ok_or_else(|| {
-        (
-            f("time_zone"),
-            "time_zone must be an IANA time zone name such as Europe/Berlin".into(),
-        )
-    })?;
-    let time_zone = tz
-        .iana_name()
-        .unwrap_or(zone.unwrap_or_default())
+        .filter(|z| z.len() <= TIME_ZONE_MAX && time_zone_names().iter().any(|n| n == z))
+        .filter(|z| TimeZone::get(z).is_ok())
+        .ok_or_else(|| {
+            (
+                f("time_zone"),
+                "time_zone must be an IANA time zone name such as Europe/Berlin (exact spelling)"
+                    .into(),
+            )
+        })?
         .to_string();
     let days = DAY_NAMES
         .iter()
@@ -337,7 +353,9 @@ mod tests {
 
     #[test]
     fn settings_are_validated_and_normalised() {
-        let ok = parse(&json!({"days": ["sun", "mon"], "start": "08:00", "end": "24:00", "time_zone": "europe/berlin"})).unwrap();
+        let ok = parse(&json!({"days": ["sun", "mon"], "start": "08:00", "end": "24:00", "time_zone": "Europe/Berlin"})).unwrap();
+        // The exact spelling only, as the OpenAPI enum lists it.
+        assert!(parse(&json!({"days": ["mon"], "start": "08:00", "end": "18:00", "time_zone": "europe/berlin"})).is_err());
         assert_eq!(
             (ok.days, ok.time_zone.as_str()),
             (vec!["mon".to_string(), "sun".to_string()], "Europe/Berlin")

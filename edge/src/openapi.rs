@@ -56,8 +56,21 @@ const SILENCE_TIMEOUT: (i64, i64, i64) = (
 
 /// E.164 as `validate::check_e164` reads it.
 pub const E164_PATTERN: &str = r"^\+[1-9][0-9]{6,14}$";
-/// `validate::check_email`: one `@`, a dotted domain that neither starts nor ends with a dot.
-pub const EMAIL_PATTERN: &str = r"^[^@\s]+@[^@\s.][^@\s]*\.[^@\s]*[^@\s.]$";
+/// `validate::check_email`: one `@`, a dotted domain that neither starts nor ends with a dot,
+/// no whitespace or control characters.
+pub const EMAIL_PATTERN: &str = r"^[^@\s\x00-\x1f\x7f-\x9f]+@[^@\s.\x00-\x1f\x7f-\x9f][^@\s\x00-\x1f\x7f-\x9f]*\.[^@\s\x00-\x1f\x7f-\x9f]*[^@\s.\x00-\x1f\x7f-\x9f]$";
+/// `traffic::is_valid_idempotency_key`: visible ASCII.
+const IDEMPOTENCY_KEY_PATTERN: &str = r"^[!-~]+$";
+/// `schedule_at`: RFC 3339 (`format: date-time`) in UTC, as `ids::parse_rfc3339_utc_ms` reads it.
+const SCHEDULE_AT_PATTERN: &str =
+    r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?([Zz]|[+-]00:00)$";
+/// The shape of a webhook URL that `url_guard` then judges: http(s), no `user:pass@`, no
+/// whitespace or control characters. (Whether the host is public is not a shape: 422 `invalid_url`.)
+const WEBHOOK_URL_PATTERN: &str =
+    r"^[Hh][Tt][Tt][Pp][Ss]?://[^@/?#\\\s\x00-\x1f\x7f-\x9f]+([/?#\\][^\s\x00-\x1f\x7f-\x9f]*)?$";
+/// The same for an engine endpoint: ws(s).
+const ENGINE_URL_PATTERN: &str =
+    r"^[Ww][Ss][Ss]?://[^@/?#\\\s\x00-\x1f\x7f-\x9f]+([/?#\\][^\s\x00-\x1f\x7f-\x9f]*)?$";
 /// A voice name (`validate::voice`).
 pub const VOICE_PATTERN: &str = r"^[A-Za-z0-9._-]+$";
 /// `Fields::str_req`: not empty or only whitespace.
@@ -191,7 +204,7 @@ fn engine_key_doc(what: &str) -> Value {
 }
 
 fn engine_url_doc(what: &str) -> Value {
-    json!({"type": "string", "maxLength": crate::engine_keys::MAX_BASE_URL_CHARS,
+    json!({"type": "string", "maxLength": crate::engine_keys::MAX_BASE_URL_CHARS, "pattern": ENGINE_URL_PATTERN,
         "description": format!("{what} `wss://` to a public host (`ws://` loopback in local development only); anything else is 422 `invalid_url`. The engine's path (`/v1/realtime`, Gemini's BidiGenerateContent) is appended.")})
 }
 
@@ -201,6 +214,15 @@ fn schema_ref(name: &str) -> Value {
 
 /// Lets a schema also be `null`: `"type": "x"` becomes `["x", "null"]` and an `enum` gains `null`.
 fn nullable(mut s: Value) -> Value {
+    // No `type` to widen (e.g. a `$ref` in `allOf`): any of it or null.
+    if s.get("type").is_none() && s.get("enum").is_none() {
+        let description = s.as_object_mut().and_then(|o| o.remove("description"));
+        let mut either = json!({"anyOf": [s, {"type": "null"}]});
+        if let Some(d) = description {
+            either["description"] = d;
+        }
+        return either;
+    }
     match s.get("type").cloned() {
         Some(Value::String(t)) => s["type"] = json!([t, "null"]),
         Some(Value::Array(mut ts)) => {
@@ -309,10 +331,8 @@ fn error_code_description() -> String {
 fn schemas() -> Value {
     let engine = json!({"type": "string", "enum": Engine::NAMES,
         "description": "Speech engine: `local` (offline VAD, recognition, scripted dialog and synthesis), `openai_realtime` or `gemini_live`."});
-    let language = with_description(
-        string_max(LANGUAGE_MAX),
-        "A well-formed BCP-47 (RFC 5646) language tag with a primary language subtag, e.g. `en`, `en-US`, `pt-BR`.",
-    );
+    let language = json!({"type": "string", "maxLength": LANGUAGE_MAX, "pattern": validate::LANGUAGE_PATTERN,
+        "description": "A BCP-47 language tag, well-formed as RFC 5646's `langtag` (language, then optional script, region, variants, extensions, private use), e.g. `en`, `en-US`, `pt-BR`."});
     let voice = json!({"type": "string", "maxLength": VOICE_MAX, "pattern": VOICE_PATTERN,
         "description": "Engine voice name: letters, digits, `-`, `_` or `.`."});
     let prompt = with_description(
@@ -652,7 +672,7 @@ A call already queued inside the window is not stopped when the window closes.";
                      "description": "Days the window opens on (returned in week order)."},
             "start": {"type": "string", "pattern": calling_window::TIME_PATTERN, "description": "Opening time, `HH:MM` (24 h)."},
             "end": {"type": "string", "pattern": calling_window::END_PATTERN, "description": "Closing time, `HH:MM` or `24:00`; before `start`: the next day."},
-            "time_zone": {"type": "string", "maxLength": calling_window::TIME_ZONE_MAX, "description": "IANA time zone name, e.g. `Europe/Berlin` (returned in its canonical spelling)."}
+            "time_zone": {"type": "string", "maxLength": calling_window::TIME_ZONE_MAX, "enum": calling_window::time_zone_names(), "description": "IANA time zone name, e.g. `Europe/Berlin`, spelled exactly as in the time zone database."}
         }}),
     );
     add(
@@ -933,7 +953,7 @@ A call already queued inside the window is not stopped when the window closes.";
             ("record", nullable(json!({"type": "boolean", "default": false, "description": "Keep a stereo WAV recording of the call (left: agent, right: callee); `GET /v1/calls/{call_id}/recording` once `recording.saved` was sent."}))),
             ("engine_api_key", nullable(engine_key_doc("This call's engine API key (OpenAI or Gemini), instead of its agent's or the sidecar's."))),
             ("engine_base_url", nullable(engine_url_doc("This call's engine endpoint, instead of its agent's or the engine's default."))),
-            ("schedule_at", nullable(json!({"type": "string", "format": "date-time", "maxLength": SCHEDULE_AT_MAX,
+            ("schedule_at", nullable(json!({"type": "string", "format": "date-time", "maxLength": SCHEDULE_AT_MAX, "pattern": SCHEDULE_AT_PATTERN,
                 "description": format!("Place the call at this time instead of now: RFC 3339 in UTC (`Z` or `+00:00`), in the future (422 `schedule_in_past`) and at most {MAX_SCHEDULE_AHEAD_DAYS} days ahead (422 `out_of_range`). The call is `scheduled` until then.")}))),
             ("on_concurrency_limit", nullable(json!({"type": "string", "enum": validate::ON_CONCURRENCY_LIMIT, "default": "queue",
                 "description": "When the tenant's `max_concurrent_calls` are taken: `queue` (the call waits `queued` until a slot frees) or `reject` (429 `concurrency_limit_reached`, nothing is created). Counted are the tenant's calls leased or live plus those already due and waiting; a call with a future `schedule_at` is never refused for it."}))),
@@ -993,7 +1013,7 @@ A call already queued inside the window is not stopped when the window closes.";
             (
                 "language",
                 opt(if creating {
-                    json!({"type": "string", "maxLength": LANGUAGE_MAX, "default": "en-US", "description": language["description"]})
+                    json!({"type": "string", "maxLength": LANGUAGE_MAX, "pattern": validate::LANGUAGE_PATTERN, "default": "en-US", "description": language["description"]})
                 } else {
                     language.clone()
                 }),
@@ -1018,18 +1038,17 @@ A call already queued inside the window is not stopped when the window closes.";
             (
                 "per_number_limit",
                 opt(
-                    json!({"type": "object", "description": "A `RateLimit` (`{limit, window_seconds}`) overriding the tenant's `per_number` limit for this agent's calls (422 `invalid_value` when out of range).",
-                "properties": {"limit": {"type": "integer"}, "window_seconds": {"type": "integer"}}, "additionalProperties": false}),
+                    json!({"allOf": [schema_ref("RateLimit")], "description": "A `RateLimit` (`{limit, window_seconds}`) overriding the tenant's `per_number` limit for this agent's calls (422 `invalid_value` when out of range)."}),
                 ),
             ),
             (
                 "calling_window",
-                opt(json!({"type": "object", "description": if creating {
+                opt(json!({"description": if creating {
                 "A `CallingWindow` (`{days, start, end, time_zone}`); absent or null: calls may start any time. Invalid parts: 422 `invalid_value` naming them (e.g. `calling_window.time_zone`)."
             } else {
                 "A `CallingWindow` (`{days, start, end, time_zone}`) replacing the current one. Unlike other fields, an explicit null removes the window; absent keeps it. Invalid parts: 422 `invalid_value` naming them."
             },
-                "properties": {"days": {"type": "array"}, "start": {"type": "string"}, "end": {"type": "string"}, "time_zone": {"type": "string"}}, "additionalProperties": false})),
+                "allOf": [schema_ref("CallingWindow")]})),
             ),
             (
                 "silence_timeout_seconds",
@@ -1104,7 +1123,7 @@ A call already queued inside the window is not stopped when the window closes.";
     let url_doc = "Where to POST events: https to a public host (private, loopback, link-local, CGNAT and metadata addresses, \
 internal names, numeric IPv4 forms, IPv6 forms embedding an IPv4 address and `user:password@` credentials are refused, \
 422 `invalid_url`; checked again before every delivery); in local development also http or https to loopback. Names that resolve to private addresses cannot be detected from a Worker.";
-    let url = json!({"type": "string", "minLength": 1, "maxLength": WEBHOOK_URL_MAX, "pattern": r"^[Hh][Tt][Tt][Pp][Ss]?://\S+$", "description": url_doc});
+    let url = json!({"type": "string", "minLength": 1, "maxLength": WEBHOOK_URL_MAX, "pattern": WEBHOOK_URL_PATTERN, "description": url_doc});
     let schedule = |with_default: bool| {
         let mut s = json!({"type": "array", "maxItems": webhooks::MAX_RETRY_STEPS,
             "items": {"type": "integer", "minimum": webhooks::MIN_RETRY_STEP_DEV, "maximum": webhooks::MAX_RETRY_STEP},
@@ -1258,7 +1277,7 @@ impl Op {
                 // Keys with `require_signature` sign every request.
                 let signature = json!({"name": "X-Signature", "in": "header", "required": false,
                     "description": "Required for API keys minted with `require_signature`: `t=<unix seconds>,v1=<hex HMAC-SHA256(signing_secret, \"{t}.{raw body}\")>` (see `bearerAuth`).",
-                    "schema": {"type": "string", "maxLength": 512}});
+                    "schema": {"type": "string"}});
                 match self
                     .value
                     .get_mut("parameters")
@@ -1435,7 +1454,7 @@ fn operation(id: RouteId) -> Value {
         .query(json!([
             {"name": "Idempotency-Key", "in": "header", "required": false,
              "description": format!("Makes retries safe: 1-{} visible ASCII characters, remembered for 24 h per tenant. The same key with the same request (method, path, raw body) returns the original status and body with `Idempotent-Replayed: true` and places no second call; with a different request 422 `idempotency_key_reused`; while the first is still running 409 `idempotency_key_in_flight`. Malformed: 400 `invalid_parameter`.", traffic::IDEMPOTENCY_KEY_MAX),
-             "schema": {"type": "string", "minLength": 1, "maxLength": traffic::IDEMPOTENCY_KEY_MAX}}
+             "schema": {"type": "string", "minLength": 1, "maxLength": traffic::IDEMPOTENCY_KEY_MAX, "pattern": IDEMPOTENCY_KEY_PATTERN}}
         ]))
         .ok_with_headers(201, "The call was accepted (or, with `Idempotent-Replayed: true`, a replay of the first answer to this `Idempotency-Key`).", "Call", json!({"Location": {"description": "The call's URL, `/v1/calls/{call_id}`.", "schema": {"type": "string"}}}))
         .errors(&[
@@ -1474,12 +1493,12 @@ fn operation(id: RouteId) -> Value {
             .query(json!([
                 {"name": "status", "in": "query", "required": false, "style": "form", "explode": false,
                  "description": format!("Only calls in one of these statuses, comma-separated (e.g. `queued,dialing`). One of: {}.", statuses.join(", ")),
-                 "schema": {"type": "array", "items": schema_ref("CallStatus")}},
+                 "schema": {"type": "array", "minItems": 1, "items": schema_ref("CallStatus")}},
                 {"name": "limit", "in": "query", "required": false, "description": "Page size.",
                  "schema": {"type": "integer", "minimum": 1, "maximum": LIST_LIMIT_MAX, "default": LIST_LIMIT_DEFAULT}},
                 {"name": "cursor", "in": "query", "required": false,
                  "description": "`next_cursor` of the previous page; only valid with the same `status` filter (else 400 `invalid_cursor`).",
-                 "schema": {"type": "string"}}
+                 "schema": {"type": "string", "minLength": 1}}
             ]))
             .ok(200, "A page of calls.", "CallList")
             .errors(&[E::InvalidParameter, E::InvalidCursor])
@@ -1663,13 +1682,13 @@ fn operation(id: RouteId) -> Value {
         )
         .query(json!([
             {"name": "event", "in": "query", "required": false, "style": "form", "explode": false,
-             "description": "Only these event types, comma-separated.", "schema": {"type": "array", "items": schema_ref("WebhookEvent")}},
+             "description": "Only these event types, comma-separated.", "schema": {"type": "array", "minItems": 1, "items": schema_ref("WebhookEvent")}},
             {"name": "status", "in": "query", "required": false, "style": "form", "explode": false,
-             "description": "Only deliveries in these statuses, comma-separated.", "schema": {"type": "array", "items": schema_ref("WebhookDeliveryStatus")}},
+             "description": "Only deliveries in these statuses, comma-separated.", "schema": {"type": "array", "minItems": 1, "items": schema_ref("WebhookDeliveryStatus")}},
             {"name": "limit", "in": "query", "required": false, "description": "Page size.",
              "schema": {"type": "integer", "minimum": 1, "maximum": LIST_LIMIT_MAX, "default": LIST_LIMIT_DEFAULT}},
             {"name": "cursor", "in": "query", "required": false,
-             "description": "`next_cursor` of the previous page; only valid with the same filters (else 400 `invalid_cursor`).", "schema": {"type": "string"}}
+             "description": "`next_cursor` of the previous page; only valid with the same filters (else 400 `invalid_cursor`).", "schema": {"type": "string", "minLength": 1}}
         ]))
         .ok(200, "A page of deliveries.", "WebhookDeliveryList")
         .errors(&[E::InvalidParameter, E::InvalidCursor])
@@ -2722,11 +2741,27 @@ mod tests {
             .unwrap_or_default();
         for (name, p) in properties {
             let name = name.as_str();
-            let types: Vec<&str> = match &p["type"] {
-                Value::String(t) => vec![t.as_str()],
-                Value::Array(ts) => ts.iter().filter_map(Value::as_str).collect(),
-                other => panic!("{schema_name}.{name}: no type ({other})"),
+            // A `type`, or `anyOf` branches (a `$ref`/`allOf` branch is one of our objects).
+            fn type_of(v: &Value) -> Vec<String> {
+                match &v["type"] {
+                    Value::String(t) => vec![t.clone()],
+                    Value::Array(ts) => ts
+                        .iter()
+                        .filter_map(Value::as_str)
+                        .map(String::from)
+                        .collect(),
+                    _ if v.get("$ref").is_some() || v.get("allOf").is_some() => {
+                        vec!["object".into()]
+                    }
+                    _ => Vec::new(),
+                }
+            }
+            let types: Vec<String> = match p.get("anyOf").and_then(Value::as_array) {
+                Some(branches) => branches.iter().flat_map(type_of).collect(),
+                None => type_of(p),
             };
+            assert!(!types.is_empty(), "{schema_name}.{name}: no type");
+            let types: Vec<&str> = types.iter().map(String::as_str).collect();
             let primary = *types.iter().find(|t| **t != "null").unwrap();
             let wrong = match primary {
                 "string" => json!(5),

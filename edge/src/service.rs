@@ -889,14 +889,14 @@ fn parse_list_query(query: &str) -> Result<ListQuery> {
             ));
         }
     }
-    let filter_text = status.unwrap_or_default();
-    let statuses = if filter_text.is_empty() {
-        Vec::new()
-    } else {
-        filter_text
+    // Absent: no filter. Given, it names at least one status, exactly
+    // (`status=` or `status=a,,b` is a mistake, not "everything").
+    let statuses = match &status {
+        None => Vec::new(),
+        Some(text) => text
             .split(',')
             .map(|s| {
-                CallStatus::parse(s.trim()).ok_or_else(|| {
+                CallStatus::parse(s).ok_or_else(|| {
                     let names: Vec<_> = CallStatus::ALL.iter().map(|s| s.as_str()).collect();
                     ApiError::field(
                         ErrorCode::InvalidParameter,
@@ -908,8 +908,9 @@ fn parse_list_query(query: &str) -> Result<ListQuery> {
                     )
                 })
             })
-            .collect::<Result<Vec<_>>>()?
+            .collect::<Result<Vec<_>>>()?,
     };
+    let filter_text = status.unwrap_or_default();
     let limit = parse_list_limit(limit)?;
     let kv_cursor = decode_list_cursor(cursor, &filter_text)?;
     Ok(ListQuery {

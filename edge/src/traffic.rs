@@ -489,7 +489,14 @@ pub fn parse_rate_limit(v: &Value, field: &str) -> Result<RateLimit, (String, St
     }
     let int = |k: &str, max: u32| -> Result<u32, (String, String)> {
         obj.get(k)
-            .and_then(Value::as_u64)
+            // 60.0 is an integer in JSON's eyes (and the OpenAPI document's).
+            .and_then(|v| {
+                v.as_u64().or_else(|| {
+                    v.as_f64()
+                        .filter(|f| f.fract() == 0.0 && (0.0..=u32::MAX as f64).contains(f))
+                        .map(|f| f as u64)
+                })
+            })
             .filter(|n| (1..=u64::from(max)).contains(n))
             .map(|n| n as u32)
             .ok_or_else(|| {
@@ -967,5 +974,14 @@ mod tests {
             "rate_limits.per_ip.x"
         );
         assert!(parse_rate_limits(&json!([]), d).is_err());
+        // 60.0 is an integer to JSON Schema (the OpenAPI `RateLimit`); 1.5 is not.
+        assert_eq!(
+            parse_rate_limit(&json!({"limit": 5.0, "window_seconds": 60.0}), "x"),
+            Ok(RateLimit {
+                limit: 5,
+                window_seconds: 60
+            })
+        );
+        assert!(parse_rate_limit(&json!({"limit": 1.5, "window_seconds": 60}), "x").is_err());
     }
 }

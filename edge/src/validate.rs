@@ -286,18 +286,21 @@ fn voice(f: &Fields) -> Result<Option<String>, ApiError> {
     Ok(v)
 }
 
+/// RFC 5646's `langtag` production (language with up to three extlangs, or a
+/// 4-8 letter language; then script, region, variants, extensions, private
+/// use), ASCII letters in either case. Private-use-only tags (`x-foo`) and the
+/// grandfathered irregular tags do not match: they name no language an engine
+/// knows. The OpenAPI document publishes this very pattern.
+pub const LANGUAGE_PATTERN: &str = r"^([A-Za-z]{2,3}(-[A-Za-z]{3}){0,3}|[A-Za-z]{4,8})(-[A-Za-z]{4})?(-([A-Za-z]{2}|[0-9]{3}))?(-([A-Za-z0-9]{5,8}|[0-9][A-Za-z0-9]{3}))*(-[0-9A-WYZa-wyz](-[A-Za-z0-9]{2,8})+)*(-[Xx](-[A-Za-z0-9]{1,8})+)?$";
+
 fn language(f: &Fields) -> Result<Option<String>, ApiError> {
+    static PATTERN: std::sync::OnceLock<regex_lite::Regex> = std::sync::OnceLock::new();
     let lang = f.str_opt("language", 35)?;
     if let Some(l) = &lang {
-        // Well-formed per RFC 5646 and with a primary language subtag
-        // (private-use-only tags like "x-foo" say nothing to an engine).
-        // (language-tags reports a whole private-use tag, lowercased, as its
-        // "primary language": "x-foo" -> "x-foo".)
-        let ok = language_tags::LanguageTag::parse(l).is_ok_and(|t| {
-            let primary = t.primary_language();
-            !primary.is_empty() && primary != "x" && !primary.starts_with("x-")
+        let pattern = PATTERN.get_or_init(|| {
+            regex_lite::Regex::new(LANGUAGE_PATTERN).expect("a valid constant pattern")
         });
-        if !ok {
+        if !pattern.is_match(l) {
             return Err(ApiError::field(
                 ErrorCode::InvalidLanguage,
                 "language",
@@ -521,6 +524,28 @@ mod tests {
                 .as_deref(),
             Some("en-x-foo")
         );
+        // RFC 5646 `langtag`: extlangs, script, region, variants, extensions.
+        for ok in [
+            "zh-yue-HK",
+            "sr-Latn-RS",
+            "es-419",
+            "de-CH-1996",
+            "en-a-bbb-x-a",
+            "EN-us",
+        ] {
+            assert!(
+                call(&format!(r#"{{{p},"language":"{ok}"}}"#)).is_ok(),
+                "{ok}"
+            );
+        }
+        // Grandfathered irregular tags, a doubled hyphen, a trailing newline, a lone singleton.
+        for bad in ["i-klingon", "en--US", "en\\n", "en-a", "en-US-"] {
+            assert_eq!(
+                err(&format!(r#"{{{p},"language":"{bad}"}}"#)),
+                (ErrorCode::InvalidLanguage, f("language")),
+                "{bad}"
+            );
+        }
         assert_eq!(
             err(&format!(r#"{{{p},"voice":"a b"}}"#)),
             (ErrorCode::InvalidValue, f("voice"))

@@ -338,12 +338,13 @@ fn parse_query(query: &str) -> Result<Query> {
         }
     }
     let list = |name: &str, text: &Option<String>, allowed: &[&str]| -> Result<Vec<String>> {
-        let Some(text) = text.as_deref().filter(|t| !t.is_empty()) else {
+        // Absent: no filter. Given, it names at least one value, exactly
+        // (`status=` or `status=a,,b` is a mistake, not "everything").
+        let Some(text) = text.as_deref() else {
             return Ok(Vec::new());
         };
         text.split(',')
             .map(|s| {
-                let s = s.trim();
                 if allowed.contains(&s) {
                     Ok(s.to_string())
                 } else {

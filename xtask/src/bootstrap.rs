@@ -38,6 +38,9 @@ const STANDARDWEBHOOKS_VERSION: &str = "1.1.0";
 /// (edge/bench-wasm/run_wasmtime.py): wasmtime's Python embedding, whose
 /// wheel ships the runtime, so no cargo install of wasmtime-cli.
 pub const WASMTIME_PY_VERSION: &str = "50.0.1";
+/// The schema-driven API fuzzer the `api_fuzz` e2e suite runs against
+/// `wrangler dev` from the edge's own OpenAPI document (tests/api_fuzz.rs).
+const SCHEMATHESIS_VERSION: &str = "4.32.5";
 /// Rust targets: the Worker's, and WASI for the CPU bench (edge/bench-wasm).
 const RUST_TARGETS: &[&str] = &["wasm32-unknown-unknown", "wasm32-wasip1"];
 
@@ -68,13 +71,14 @@ pub fn venv_python() -> PathBuf {
     tools_dir().join("venv/bin/python")
 }
 
-/// `.tools/venv` with the pinned `standardwebhooks` and `wasmtime` from PyPI.
+/// `.tools/venv` with the pinned `standardwebhooks`, `wasmtime` and `schemathesis` from PyPI.
 fn ensure_venv() -> Result<(), String> {
     let venv = tools_dir().join("venv");
     let python = venv_python();
     let pins = [
         ("standardwebhooks", STANDARDWEBHOOKS_VERSION),
         ("wasmtime", WASMTIME_PY_VERSION),
+        ("schemathesis", SCHEMATHESIS_VERSION),
     ];
     let probe = "import importlib.metadata as m, sys\nfor p in sys.argv[1:]:\n    try: print(m.version(p))\n    except Exception: print('-')";
     let have = output(

@@ -294,6 +294,22 @@ fn listing_pages_newest_first_with_exact_status_filter() {
         (r.status, World::code(&r)),
         (400, "invalid_cursor".to_string())
     );
+    // A filter given names statuses exactly: empty, an empty item or a
+    // padded name is a mistake (the OpenAPI array has minItems 1), not "any".
+    for bad in [
+        "status=",
+        "status=queued,,scheduled",
+        "status=queued,%20scheduled",
+    ] {
+        for path in ["/v1/calls", "/v1/webhooks/deliveries"] {
+            let r = w.send("GET", &format!("{path}?{bad}"), Some(&key), None);
+            assert_eq!(
+                (r.status, World::code(&r)),
+                (400, "invalid_parameter".to_string()),
+                "{path}?{bad}"
+            );
+        }
+    }
 }
 
 #[test]

@@ -1,0 +1,72 @@
+"""Schemathesis hooks for voxline's API fuzz suite (tests/api_fuzz.rs).
+
+The built-in `positive_data_acceptance` check judges by status alone. The edge
+answers 422 both for a body its schema should have refused (the document is
+looser than the server: a defect) and for a schema-valid request refused on
+grounds no JSON Schema can state (an agent id that does not exist, a
+`schedule_at` in the past, a cursor the API never issued, a URL whose host is
+not public). So the built-in check is told 400 and 422 may answer positive
+data, and this check then requires every such answer to carry one of the
+semantic codes below: any other 400/422 to a schema-valid request fails.
+"""
+
+import schemathesis
+
+# Refusals of schema-valid input that depend on state or the clock.
+SEMANTIC_CODES = {
+    # The referenced agent does not exist / none is set up.
+    "unknown_agent",
+    "agent_required",
+    # `schedule_at` is valid RFC 3339 but not in the future.
+    "schedule_in_past",
+    # The call would start outside the agent's calling window.
+    "outside_calling_window",
+    # The same Idempotency-Key was used before with another request.
+    "idempotency_key_reused",
+    # A well-formed cursor the API did not issue for this query.
+    "invalid_cursor",
+}
+
+# Refusals that are semantic only with these message parts.
+SEMANTIC_MESSAGES = {
+    # The document gives a URL's shape (scheme, no credentials, no whitespace);
+    # whether its host is public, and whether a WHATWG parser takes the host at
+    # all (IDNA rules, IPv6 literal syntax), is judged by the server alone.
+    "invalid_url": (
+        "is not a public address",
+        "is an internal or metadata host name",
+        "single-label (intranet) host name",
+        "loopback addresses are not allowed",
+        "is only allowed for loopback",
+        "the URL is malformed",
+        "has no host",
+        "malformed host",
+    ),
+    # A calling window needs two different times: not expressible between two
+    # properties in JSON Schema.
+    "invalid_value": ("end must differ from start",),
+}
+
+
+@schemathesis.check
+def semantic_rejections_only(ctx, response, case):
+    meta = case.meta
+    if meta is None or not meta.generation.mode.is_positive:
+        return None
+    if response.status_code not in (400, 422):
+        return None
+    try:
+        error = response.json()["error"]
+        code, message = error["code"], error.get("message", "")
+    except Exception:
+        raise AssertionError(
+            f"{response.status_code} without the documented Error body: {response.text[:200]!r}"
+        )
+    if code in SEMANTIC_CODES:
+        return None
+    if any(part in message for part in SEMANTIC_MESSAGES.get(code, ())):
+        return None
+    raise AssertionError(
+        f"schema-valid request refused with {response.status_code} `{code}` ({message}): "
+        "the OpenAPI document is looser than the server here"
+    )
