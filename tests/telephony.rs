@@ -206,7 +206,7 @@ fn callee_speech(dir: &Path) -> Vec<i16> {
         println!("  ({e}: baresip plays the chirp)");
         test_signal(4.0)
     });
-    pcm.extend(std::iter::repeat(0).take(12_000));
+    pcm.extend(std::iter::repeat_n(0, 12_000));
     pcm
 }
 

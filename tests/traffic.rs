@@ -261,7 +261,7 @@ fn idempotency_key_creates_exactly_one_call_under_concurrency(edge: &Edge) {
         Some(&1),
         "exactly one original: {counts:?}"
     );
-    for ((status, what), _) in &counts {
+    for (status, what) in counts.keys() {
         assert!(
             matches!(
                 (*status, what.as_str()),

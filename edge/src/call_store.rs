@@ -744,6 +744,9 @@ pub fn recording(rows: &impl CallRows, call_id: &str) -> Result<Option<Recording
 
 // ---- the port the API talks to ----
 
+/// A call and, once one was saved, its recording's metadata.
+pub type CallWithRecording = (CallRecord, Option<RecordingInfo>);
+
 /// The tenant's call store as the request handling sees it (the `CallStore`
 /// Durable Object in the Worker). Object-safe, like [`crate::traffic::Traffic`].
 pub trait Calls {
@@ -777,7 +780,7 @@ pub trait Calls {
         &'a self,
         tenant_id: &'a str,
         call_id: &'a str,
-    ) -> LocalFuture<'a, Result<Option<(CallRecord, Option<RecordingInfo>)>, StoreError>>;
+    ) -> LocalFuture<'a, Result<Option<CallWithRecording>, StoreError>>;
     fn recording_saved<'a>(
         &'a self,
         tenant_id: &'a str,
@@ -839,7 +842,7 @@ pub enum CallStoreAnswer {
         result: Option<(u16, CallRecord)>,
     },
     Recording {
-        found: Option<(CallRecord, Option<RecordingInfo>)>,
+        found: Option<CallWithRecording>,
     },
     Saved {
         changed: bool,
@@ -964,7 +967,7 @@ impl<T: CallStoreTransport> Calls for T {
         &'a self,
         tenant_id: &'a str,
         call_id: &'a str,
-    ) -> LocalFuture<'a, Result<Option<(CallRecord, Option<RecordingInfo>)>, StoreError>> {
+    ) -> LocalFuture<'a, Result<Option<CallWithRecording>, StoreError>> {
         Box::pin(async move {
             match self
                 .send(

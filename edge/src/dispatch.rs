@@ -317,6 +317,9 @@ pub struct QueueMeta {
     pub departed: BTreeMap<String, u64>,
 }
 
+/// A call id and its new row (`None`: delete the row).
+pub type CallRowChange = (String, Option<CallRow>);
+
 /// Where a call is in the queue, as stored in its row.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "state", rename_all = "snake_case")]
@@ -356,7 +359,7 @@ impl RegionQueue {
 
     /// What changed since the last call: the calls whose rows to rewrite (or
     /// delete) and the nonces to store. The meta part is small and rewritten whole.
-    pub fn take_changes(&mut self) -> (Vec<(String, Option<CallRow>)>, Vec<(String, u64)>) {
+    pub fn take_changes(&mut self) -> (Vec<CallRowChange>, Vec<(String, u64)>) {
         let ids = std::mem::take(&mut self.changed_calls);
         let rows = ids.into_iter().map(|id| {
             let row = self.row_of(&id);
@@ -988,10 +991,9 @@ impl RegionQueue {
         let foreign: Vec<String> = held_calls
             .iter()
             .filter(|id| {
-                !self
-                    .held
+                self.held
                     .get(*id)
-                    .is_some_and(|h| h.sidecar_id == sidecar_id)
+                    .is_none_or(|h| h.sidecar_id != sidecar_id)
                     && !leased_here(id)
             })
             .cloned()

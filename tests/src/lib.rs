@@ -410,12 +410,15 @@ impl Resp {
     }
 }
 
+/// A named case of a suite.
+pub type Case<C> = (&'static str, fn(&C));
+
 /// A suite's main: run each case in order, report, and exit non-zero on failure.
 /// Non-flag command-line arguments filter cases by substring.
 pub fn run_suite<C>(
     suite: &str,
     setup: impl FnOnce() -> Result<C, String>,
-    cases: &[(&str, fn(&C))],
+    cases: &[Case<C>],
 ) -> ExitCode
 where
     C: SuiteContext,
@@ -581,7 +584,6 @@ impl Drop for Sidecar {
 // ---- HTTP/3 through caddy ----
 
 /// A throwaway CA and a server certificate for 127.0.0.1 / localhost.
-
 pub struct Pki {
     pub ca: PathBuf,
     pub cert: PathBuf,
@@ -942,7 +944,7 @@ pub fn write_wav(path: &Path, rate: u32, pcm: &[i16]) -> Result<(), String> {
 /// Integer-factor decimation to 8 kHz behind a windowed-sinc low-pass at 3.6 kHz.
 pub fn resample_to_8k(x: &[f64], rate: u32) -> Vec<f64> {
     assert!(
-        rate % 8000 == 0,
+        rate.is_multiple_of(8000),
         "sample rate {rate} is not a multiple of 8 kHz"
     );
     let m = (rate / 8000) as usize;
