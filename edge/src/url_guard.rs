@@ -6,7 +6,9 @@
 //! ULA fc00::/7), loopback, link-local (169.254/16, fe80::/10), CGNAT
 //! 100.64/10, 0.0.0.0/8 and other special ranges, cloud metadata hostnames,
 //! single-label and internal-only names, IPv6 ranges that embed an IPv4
-//! address (mapped, SIIT, NAT64, 6to4), and webhook URLs with credentials.
+//! address (mapped, SIIT, NAT64, 6to4), Teredo, and webhook URLs with
+//! credentials. The ranges are `voxline_shared::ip_ranges`, shared with the
+//! sidecar's engine URL guard.
 //! The URL is parsed by the `url` crate, a WHATWG URL parser like `fetch`'s,
 //! and the rules apply to the host it reads, so IPv4 literals in any form
 //! (`2130706433`, `0177.0.0.1`, `0x7f.1`, `127.1`, `127.0.0.0x00001`) and
@@ -22,6 +24,8 @@
 //! to a refused address either.
 
 use std::net::{Ipv4Addr, Ipv6Addr};
+
+use voxline_shared::ip_ranges::{self, V6Class};
 
 /// Names that reach cloud metadata services or only make sense internally.
 const BLOCKED_NAMES: &[&str] = &[
@@ -152,74 +156,24 @@ fn is_loopback(host: &Host) -> bool {
     }
 }
 
+/// The special ranges are `voxline_shared::ip_ranges`, the list the sidecar
+/// also applies to the addresses engine URLs resolve to.
 fn check_v4(ip: Ipv4Addr) -> Result<(), String> {
-    let [a, b, c, _] = ip.octets();
-    let refused = match (a, b) {
-        (0, _) => Some("0.0.0.0/8"),
-        (10, _) => Some("private (10/8)"),
-        (100, 64..=127) => Some("carrier-grade NAT (100.64/10)"),
-        (127, _) => Some("loopback"),
-        (169, 254) => Some("link-local (169.254/16)"),
-        (172, 16..=31) => Some("private (172.16/12)"),
-        (192, 168) => Some("private (192.168/16)"),
-        (192, 0) if c == 0 || c == 2 => Some("reserved (192.0.0/24, 192.0.2/24)"),
-        (192, 88) if c == 99 => Some("6to4 relay anycast (192.88.99/24)"),
-        (198, 18..=19) => Some("benchmarking (198.18/15)"),
-        (198, 51) if c == 100 => Some("documentation"),
-        (203, 0) if c == 113 => Some("documentation"),
-        (224..=255, _) => Some("multicast or reserved (224/3)"),
-        _ => None,
-    };
-    match refused {
+    match ip_ranges::special_v4(ip) {
         Some(why) => Err(format!("{ip} is not a public address: {why}")),
         None => Ok(()),
     }
 }
 
+/// Ranges that embed an IPv4 address (reaching it through a translator or
+/// relay) are refused whatever they embed: the host is judged as written,
+/// and nothing it could resolve to is known here.
 fn check_v6(ip: Ipv6Addr) -> Result<(), String> {
-    let s = ip.segments();
-    // Ranges that embed an IPv4 address (reaching it through a translator or
-    // relay) or go nowhere: refused whatever they embed.
-    let refused = if s[0..6] == [0, 0, 0, 0, 0, 0xffff] {
-        Some("IPv4-mapped (::ffff:0:0/96)")
-    } else if s[0..4] == [0, 0, 0, 0] && s[4] == 0xffff && s[5] == 0 {
-        Some("IPv4-translated, SIIT (::ffff:0:0:0/96)")
-    } else if s[0] == 0x64 && s[1] == 0xff9b && s[2..6] == [0, 0, 0, 0] {
-        Some("NAT64 (64:ff9b::/96)")
-    } else if s[0] == 0x64 && s[1] == 0xff9b && s[2] == 1 {
-        Some("local-use NAT64 (64:ff9b:1::/48)")
-    } else if s[0] == 0x2002 {
-        Some("6to4 (2002::/16)")
-    } else if s[0] == 0x100 && s[1..4] == [0, 0, 0] {
-        Some("discard-only (100::/64)")
-    } else {
-        None
-    };
-    if let Some(why) = refused {
-        return Err(format!("{ip} is not a public address: {why}"));
-    }
-    let refused = if ip.is_unspecified() {
-        Some("unspecified")
-    } else if ip.is_loopback() {
-        Some("loopback")
-    } else if s[0..6] == [0, 0, 0, 0, 0, 0] {
-        Some("IPv4-compatible (deprecated)")
-    } else if s[0] & 0xfe00 == 0xfc00 {
-        Some("unique local (fc00::/7)")
-    } else if s[0] & 0xffc0 == 0xfe80 {
-        Some("link-local (fe80::/10)")
-    } else if s[0] & 0xffc0 == 0xfec0 {
-        Some("site-local (fec0::/10)")
-    } else if s[0] & 0xff00 == 0xff00 {
-        Some("multicast (ff00::/8)")
-    } else if s[0] == 0x2001 && s[1] == 0x0db8 {
-        Some("documentation (2001:db8::/32)")
-    } else {
-        None
-    };
-    match refused {
-        Some(why) => Err(format!("{ip} is not a public address: {why}")),
-        None => Ok(()),
+    match ip_ranges::classify_v6(ip) {
+        V6Class::Public => Ok(()),
+        V6Class::Special(why) | V6Class::EmbedsV4(_, why) => {
+            Err(format!("{ip} is not a public address: {why}"))
+        }
     }
 }
 
@@ -440,6 +394,7 @@ mod tests {
             "[::ffff:0:0a00:1]",
             "[100::1]",
             "[100::ffff:ffff:ffff:ffff]",
+            "[2001:0:4136:e378:8000:63bf:3fff:fdd2]",
         ] {
             assert!(
                 check(&format!("https://{host}/h"), false).is_err(),

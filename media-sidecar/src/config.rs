@@ -9,6 +9,11 @@
 //! transport  = "h3"                         # "h3" | "http1"; optional, see below
 //! ca_cert    = "/etc/voxline/edge-ca.pem"   # optional: trust only this CA (PEM)
 //! lease_wait_ms = 25000                     # optional: long-poll wait until the edge says otherwise
+//!
+//! [engine]
+//! # Engine hosts a call's or agent's `engine_base_url` may reach although
+//! # they are not public addresses: exact host names, IPs or CIDR networks.
+//! allowed_hosts = ["engine.internal", "10.20.0.0/16"]
 //! ```
 //!
 //! Every key can be overridden by an environment variable (an empty value counts
@@ -32,6 +37,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 use voxline_shared::protocol::{is_valid_id, MAX_LEASE_WAIT_MS};
+
+use crate::engine::guard::AllowedHosts;
 
 pub const MAX_CAPACITY: u32 = 10_000;
 
@@ -172,6 +179,17 @@ pub struct Config {
     pub lease_wait_ms: Option<u32>,
     /// SIP trunks and media settings; empty trunks = no real dialing.
     pub telephony: Telephony,
+    /// `[engine] allowed_hosts`: the operator's exceptions to the guard on
+    /// tenants' engine URLs (see [`crate::engine::guard`]).
+    pub engine_allowed_hosts: AllowedHosts,
+}
+
+/// `[engine]` in the config file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EngineFile {
+    #[serde(default)]
+    allowed_hosts: Vec<String>,
 }
 
 /// SIP transport to a trunk.
@@ -373,6 +391,7 @@ struct FileConfig {
     ca_cert: Option<PathBuf>,
     lease_wait_ms: Option<u32>,
     telephony: Option<Telephony>,
+    engine: Option<EngineFile>,
 }
 
 /// A value and where it came from, for error messages.
@@ -602,8 +621,18 @@ impl Config {
                 msg,
             })?;
 
+        let engine_allowed_hosts =
+            AllowedHosts::parse(&file.engine.unwrap_or_default().allowed_hosts).map_err(|msg| {
+                ConfigError::Invalid {
+                    key: "engine.allowed_hosts",
+                    source_: format!("{file_name}: [engine]"),
+                    msg,
+                }
+            })?;
+
         Ok(Config {
             telephony,
+            engine_allowed_hosts,
             edge,
             sidecar_id: id.value,
             region: region.value,
@@ -650,6 +679,36 @@ mod tests {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         move |k| m.get(k).cloned()
+    }
+
+    #[test]
+    fn engine_allowed_hosts_are_parsed_and_checked() {
+        let f = write(
+            "engine.toml",
+            &format!("{FULL}\n[engine]\nallowed_hosts = [\"fake.internal\", \"127.0.0.1\", \"10.20.0.0/16\"]\n"),
+        );
+        let c = Config::load_with(Some(&f), env(&[])).unwrap();
+        assert_eq!(
+            c.engine_allowed_hosts,
+            AllowedHosts::parse(&["fake.internal", "127.0.0.1", "10.20.0.0/16"]).unwrap()
+        );
+        // None configured: no exception.
+        let f = write("engine-none.toml", FULL);
+        assert!(Config::load_with(Some(&f), env(&[]))
+            .unwrap()
+            .engine_allowed_hosts
+            .is_empty());
+        let f = write(
+            "engine-bad.toml",
+            &format!("{FULL}\n[engine]\nallowed_hosts = [\"10.0.0.0/99\"]\n"),
+        );
+        let e = Config::load_with(Some(&f), env(&[])).unwrap_err();
+        assert!(e.to_string().contains("engine.allowed_hosts"), "{e}");
+        let f = write(
+            "engine-typo.toml",
+            &format!("{FULL}\n[engine]\nallowed_host = [\"x\"]\n"),
+        );
+        assert!(Config::load_with(Some(&f), env(&[])).is_err());
     }
 
     #[test]

@@ -236,7 +236,7 @@ fn main() -> ExitCode {
                 tracing::warn!("no [[telephony.trunks]] configured: calls are accepted but not dialled");
                 CallMode::Placeholder
             }
-            None => match voxline_media_sidecar::telephony::Telephony::start(&cfg.telephony).await {
+            None => match voxline_media_sidecar::telephony::Telephony::start(&cfg.telephony, cfg.engine_allowed_hosts.clone()).await {
                 Ok(tel) => CallMode::Sip(Arc::new(tel)),
                 Err(e) => {
                     eprintln!("voxline-media-sidecar: telephony: {e}");

@@ -18,6 +18,7 @@ use voxline_shared::{CallStatus, EndedReason};
 
 use crate::calls::Emitter;
 use crate::config;
+use crate::engine::guard::AllowedHosts;
 use crate::engine::{BoxedEngine, Engine, EngineConfig, EngineError, EngineEvent};
 use crate::media::{self, MediaConfig, MediaHandle, MediaSession, PayloadMap, PortAllocator};
 use crate::runtime::{now_ms, Msg};
@@ -33,6 +34,8 @@ pub struct Telephony {
     trunks: Vec<Trunk>,
     from_number: String,
     cfg: config::Telephony,
+    /// The operator's exceptions to the guard on tenants' engine URLs.
+    engine_allowed_hosts: AllowedHosts,
 }
 
 impl std::fmt::Debug for Telephony {
@@ -48,7 +51,11 @@ impl std::fmt::Debug for Telephony {
 
 impl Telephony {
     /// Binds the SIP socket and resolves the trunks (in priority order).
-    pub async fn start(cfg: &config::Telephony) -> Result<Telephony, String> {
+    /// `engine_allowed_hosts`: `[engine] allowed_hosts` from the config.
+    pub async fn start(
+        cfg: &config::Telephony,
+        engine_allowed_hosts: AllowedHosts,
+    ) -> Result<Telephony, String> {
         let first = cfg
             .trunks
             .first()
@@ -84,6 +91,7 @@ impl Telephony {
             trunks,
             from_number: first.from_number.clone(),
             cfg: cfg.clone(),
+            engine_allowed_hosts,
         })
     }
 
@@ -128,7 +136,12 @@ fn engine_credentials(
 
 /// The engine the offer asks for: keys and base URLs from the offer (the
 /// call's or agent's) or from the sidecar's environment (never logged).
-async fn make_engine(offer: &Offer) -> Result<BoxedEngine, EngineError> {
+/// A base URL from the offer is a tenant's: its host must resolve to public
+/// addresses only, or be one the operator allows (`allowed_hosts`).
+async fn make_engine(
+    offer: &Offer,
+    allowed_hosts: &AllowedHosts,
+) -> Result<BoxedEngine, EngineError> {
     let mut cfg = EngineConfig::new(offer.call_id.clone(), offer.language.clone());
     cfg.system_prompt = offer.system_prompt.clone();
     cfg.voice = offer.voice.clone();
@@ -150,6 +163,11 @@ async fn make_engine(offer: &Offer) -> Result<BoxedEngine, EngineError> {
                 env(key_var).map(SecretText::new),
                 env(url_var),
             );
+            // The offer's URL, when it names one, is the one used (see engine_credentials).
+            cfg.url_guard = offer
+                .engine_base_url
+                .as_ref()
+                .map(|_| allowed_hosts.clone());
             Ok(())
         };
     match offer.engine.as_str() {
@@ -447,7 +465,7 @@ async fn place(
                             continue;
                         }
                     }
-                    match make_engine(offer).await {
+                    match make_engine(offer, &tel.engine_allowed_hosts).await {
                         Ok(en) => engine = Some(en),
                         Err(err) => {
                             // Never leave the callee in dead air: end at once.
@@ -604,6 +622,69 @@ fn start_media(
 #[cfg(test)]
 mod credential_tests {
     use super::*;
+
+    fn offer_with_engine_url(url: &str) -> Offer {
+        Offer {
+            tenant_id: "ten_1".into(),
+            lease_id: "l_1".into(),
+            call_id: "c_guard".into(),
+            attempt: 1,
+            phone: "+14155550100".into(),
+            agent_id: "ag_1".into(),
+            system_prompt: None,
+            voice: None,
+            language: "en-US".into(),
+            engine: "openai_realtime".into(),
+            model: None,
+            max_seconds: 600,
+            record: false,
+            metadata: None,
+            engine_api_key: Some(SecretText::new("sk-tenant-SECRET-0123456789".to_string())),
+            engine_base_url: Some(url.to_string()),
+            engine_key_unavailable: false,
+            silence_timeout_secs: None,
+            ack_deadline_ms: 0,
+        }
+    }
+
+    /// Whether a TCP connection reached `l` (the connect has returned, so
+    /// the kernel has queued it already).
+    fn was_reached(l: &tokio::net::TcpListener) -> bool {
+        use std::task::{Context, Poll, Waker};
+        let mut cx = Context::from_waker(Waker::noop());
+        matches!(l.poll_accept(&mut cx), Poll::Ready(Ok(_)))
+    }
+
+    #[tokio::test]
+    async fn a_tenant_engine_url_to_a_private_address_is_refused_before_any_connection() {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("ws://{}", l.local_addr().unwrap());
+        let offer = offer_with_engine_url(&url);
+        let err = make_engine(&offer, &AllowedHosts::default())
+            .await
+            .err()
+            .expect("refused");
+        assert_eq!(err.code(), "refused", "{err}");
+        assert!(err.to_string().contains("loopback"), "{err}");
+        assert!(!err.to_string().contains("SECRET"), "{err}");
+        assert!(!was_reached(&l), "a refused engine URL was connected to");
+
+        // The operator allows it: the sidecar connects (and this fake hangs up).
+        let allowed = AllowedHosts::parse(&["127.0.0.1"]).unwrap();
+        let accept = tokio::spawn(async move {
+            let (tcp, _) = l.accept().await.unwrap();
+            drop(tcp);
+        });
+        let err = make_engine(&offer, &allowed)
+            .await
+            .err()
+            .expect("no engine there");
+        assert_ne!(err.code(), "refused", "{err}");
+        tokio::time::timeout(Duration::from_secs(5), accept)
+            .await
+            .expect("connected in time")
+            .unwrap();
+    }
 
     #[test]
     fn a_key_only_ever_travels_with_its_own_endpoint() {

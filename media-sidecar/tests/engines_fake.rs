@@ -1256,3 +1256,242 @@ async fn gemini_key_never_logged() {
         "key leaked into logs:\n{logs}"
     );
 }
+
+// ------------------------------------------- untrusted servers (issue 12)
+//
+// An engine URL may be a tenant's: its server may send anything. Whatever it
+// sends, the session ends with a clean error (the call ends `engine_error`),
+// never with memory the server chose, and a URL whose host is not a public
+// address is not connected to at all.
+
+use voxline_media_sidecar::engine::guard::AllowedHosts;
+use voxline_media_sidecar::engine::limits;
+
+async fn next_err(e: &mut impl Engine) -> EngineError {
+    loop {
+        match timeout(T, e.next_event())
+            .await
+            .expect("an outcome in time")
+        {
+            Ok(_) => continue,
+            Err(e) => return e,
+        }
+    }
+}
+
+#[tokio::test]
+async fn openai_message_over_the_size_limit_is_a_protocol_error() {
+    let mut fake = openai_fake(None).await;
+    let mut eng = openai::connect_with(cfg(&fake.url), fast_opts(Flavor::Ga))
+        .await
+        .unwrap();
+    let conn = fake.conn().await;
+    // One valid audio delta, 1.2 MiB on the wire (tungstenite's default allows 64 MiB).
+    conn.send(delta(&GA, "item_big", &vec![0x55; 900 * 1024]));
+    let e = timeout(T, eng.next_event())
+        .await
+        .unwrap()
+        .expect_err("the oversized message is refused");
+    assert_eq!(e.code(), "protocol", "{e}");
+    // The engine stays failed.
+    assert!(eng.send_audio(&[0; 160]).await.is_err());
+}
+
+#[tokio::test]
+async fn openai_audio_in_one_message_is_bounded() {
+    let mut fake = openai_fake(None).await;
+    let mut eng = openai::connect_with(cfg(&fake.url), fast_opts(Flavor::Ga))
+        .await
+        .unwrap();
+    let conn = fake.conn().await;
+    // 10 s of mu-law passes; 15 s (160 KB of base64, under the message limit) does not.
+    conn.send(delta(&GA, "item_1", &vec![0x55; 80_000]));
+    match next(&mut eng).await {
+        EngineEvent::Audio(pcm) => assert_eq!(pcm.len(), 80_000),
+        other => panic!("{other:?}"),
+    }
+    conn.send(delta(&GA, "item_1", &vec![0x55; 120_000]));
+    let e = timeout(T, eng.next_event())
+        .await
+        .unwrap()
+        .expect_err("15 s of audio in one event is refused");
+    assert_eq!(e.code(), "protocol", "{e}");
+}
+
+#[tokio::test]
+async fn openai_state_kept_per_server_message_stays_bounded() {
+    let mut fake = openai_fake(None).await;
+    let mut eng = openai::connect_with(cfg(&fake.url), fast_opts(Flavor::Ga))
+        .await
+        .unwrap();
+    let conn = fake.conn().await;
+    // Turns that never get a transcript, function calls never answered, items.
+    for i in 0..300 {
+        conn.send(json!({"type": "input_audio_buffer.speech_started", "item_id": format!("user_item_{i:0>200}"), "audio_start_ms": i}));
+        conn.send(json!({"type": "input_audio_buffer.speech_stopped", "item_id": format!("other_item_{i:0>200}"), "audio_end_ms": i}));
+        conn.send(
+            json!({"type": "response.output_item.added", "item": {"type": "function_call",
+            "call_id": format!("call_{i:0>200}"), "name": format!("fn_{i:0>200}")}}),
+        );
+        conn.send(delta(&GA, &format!("asst_item_{i:0>200}"), &[1; 8]));
+    }
+    conn.send(json!({"type": "response.done", "response": {"status": "completed"}}));
+    // Every speech_started hands out an Interrupt, every delta audio; then quiet.
+    let mut events = 0;
+    while let Ok(Ok(_)) = timeout(Duration::from_millis(300), eng.next_event()).await {
+        events += 1;
+    }
+    assert!(events >= 600, "{events} events");
+    let (entries, bytes) = eng.tracked();
+    assert!(entries <= 4 * limits::MAX_TRACKED, "{entries} entries kept");
+    assert!(
+        bytes <= 4 * limits::MAX_TRACKED * limits::MAX_ID_BYTES,
+        "{bytes} bytes of ids kept"
+    );
+
+    // An absurd id is refused, not kept.
+    conn.send(json!({"type": "input_audio_buffer.speech_started", "item_id": "x".repeat(100_000)}));
+    assert_eq!(next_err(&mut eng).await.code(), "protocol");
+}
+
+async fn gemini_session(fake: &mut Fake) -> (gemini::GeminiEngine, Conn) {
+    let eng = gemini::connect_with(gcfg(&fake.url), gopts())
+        .await
+        .unwrap();
+    let conn = fake.conn().await;
+    (eng, conn)
+}
+
+#[tokio::test]
+async fn gemini_absurd_sample_rates_end_the_session() {
+    let mut fake = gemini_fake().await;
+    for rate in ["0", "1", "1000000", "99999999999", "fast"] {
+        let (mut eng, conn) = gemini_session(&mut fake).await;
+        conn.send_binary_json(
+            json!({"serverContent": {"modelTurn": {"parts": [{"inlineData": {
+            "mimeType": format!("audio/pcm;rate={rate}"), "data": pcm_b64(&[100; 960])}}]}}}),
+        );
+        let e = next_err(&mut eng).await;
+        assert_eq!(e.code(), "protocol", "rate {rate}: {e}");
+    }
+    // A sane rate other than 24 kHz is fine.
+    let (mut eng, conn) = gemini_session(&mut fake).await;
+    conn.send_binary_json(json!({"serverContent": {"modelTurn": {"parts": [{"inlineData": {
+        "mimeType": "audio/pcm;rate=16000", "data": pcm_b64(&[100; 3200])}}]}, "turnComplete": true}}));
+    assert!(matches!(next(&mut eng).await, EngineEvent::Audio(_)));
+}
+
+#[tokio::test]
+async fn gemini_audio_in_one_message_is_bounded() {
+    let mut fake = gemini_fake().await;
+    let (mut eng, conn) = gemini_session(&mut fake).await;
+    // 12 s at 24 kHz in two parts of one message (576 KB of base64, under the message limit).
+    let part = json!({"inlineData": {"mimeType": "audio/pcm;rate=24000", "data": pcm_b64(&vec![100; 6 * 24_000])}});
+    conn.send_binary_json(json!({"serverContent": {"modelTurn": {"parts": [part.clone(), part]}}}));
+    assert_eq!(next_err(&mut eng).await.code(), "protocol");
+    // Over the message limit.
+    let (mut eng, conn) = gemini_session(&mut fake).await;
+    conn.send_binary_json(model_audio(&vec![100; 500_000]));
+    assert_eq!(next_err(&mut eng).await.code(), "protocol");
+}
+
+#[tokio::test]
+async fn gemini_transcript_text_of_a_turn_is_bounded() {
+    let mut fake = gemini_fake().await;
+    let (mut eng, conn) = gemini_session(&mut fake).await;
+    let chunk = "word ".repeat(200);
+    for _ in 0..200 {
+        conn.send_binary_json(json!({"serverContent": {"outputTranscription": {"text": chunk}}}));
+        conn.send_binary_json(json!({"serverContent": {"inputTranscription": {"text": chunk}}}));
+    }
+    for i in 0..300 {
+        conn.send_binary_json(json!({"toolCall": {"functionCalls": [{"id": format!("c{i:0>200}"), "name": "book_slot", "args": {}}]}}));
+    }
+    let mut calls = 0;
+    while calls < 300 {
+        if let EngineEvent::FunctionCall { .. } = next(&mut eng).await {
+            calls += 1;
+        }
+    }
+    let (entries, bytes) = eng.tracked();
+    assert!(entries <= limits::MAX_TRACKED, "{entries} entries");
+    assert!(
+        bytes <= 2 * limits::MAX_TURN_TEXT_BYTES + limits::MAX_TRACKED * limits::MAX_ID_BYTES,
+        "{bytes} bytes kept"
+    );
+    conn.send_binary_json(json!({"serverContent": {"turnComplete": true}}));
+    let mut texts = Vec::new();
+    while texts.len() < 2 {
+        if let EngineEvent::Transcript { text, .. } = next(&mut eng).await {
+            texts.push(text);
+        }
+    }
+    for t in texts {
+        assert!(
+            t.len() <= limits::MAX_TURN_TEXT_BYTES && t.len() > 10_000,
+            "{} bytes",
+            t.len()
+        );
+    }
+}
+
+/// Whether a TCP connection reached `l` (any connect has returned by now,
+/// so the kernel has queued it already).
+fn was_reached(l: &TcpListener) -> bool {
+    use std::task::{Context, Poll, Waker};
+    let mut cx = Context::from_waker(Waker::noop());
+    matches!(l.poll_accept(&mut cx), Poll::Ready(Ok(_)))
+}
+
+#[tokio::test]
+async fn a_guarded_engine_url_is_vetted_before_connecting() {
+    // Loopback, not allowed: refused before any connection, key not in the error.
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let mut c = cfg(&format!("ws://{}", l.local_addr().unwrap()));
+    c.url_guard = Some(AllowedHosts::default());
+    let e = openai::connect_with(c, fast_opts(Flavor::Ga))
+        .await
+        .err()
+        .unwrap();
+    assert_eq!(e.code(), "refused", "{e}");
+    assert!(
+        e.to_string().contains("loopback") && !e.to_string().contains(KEY),
+        "{e}"
+    );
+    assert!(!was_reached(&l));
+    // A name that resolves to loopback: the same.
+    let mut g = gcfg(&format!(
+        "ws://localhost:{}",
+        l.local_addr().unwrap().port()
+    ));
+    g.url_guard = Some(AllowedHosts::default());
+    let e = gemini::connect_with(g, gopts()).await.err().unwrap();
+    assert_eq!(e.code(), "refused", "{e}");
+    assert!(!e.to_string().contains(GKEY), "{e}");
+    assert!(!was_reached(&l));
+
+    // Allowed by the operator (by address): a normal session.
+    let mut fake = openai_fake(None).await;
+    let mut c = cfg(&fake.url);
+    c.url_guard = Some(AllowedHosts::parse(&["127.0.0.0/8"]).unwrap());
+    let mut eng = openai::connect_with(c, fast_opts(Flavor::Ga))
+        .await
+        .unwrap();
+    let conn = fake.conn().await;
+    conn.send(delta(&GA, "i", &[1; 80]));
+    assert!(matches!(next(&mut eng).await, EngineEvent::Audio(_)));
+    // By name: localhost is connected to at the address it resolved to.
+    let port = fake.url.rsplit(':').next().unwrap().to_string();
+    let mut g = cfg(&format!("ws://LocalHost:{port}"));
+    g.url_guard = Some(AllowedHosts::parse(&["localhost"]).unwrap());
+    let _eng = openai::connect_with(g, fast_opts(Flavor::Ga))
+        .await
+        .unwrap();
+    let conn = fake.conn().await;
+    // Host (and SNI, with wss) stay the name.
+    let host = conn.header("host").unwrap_or("");
+    assert!(
+        host.eq_ignore_ascii_case(&format!("localhost:{port}")),
+        "{host}"
+    );
+}

@@ -4,6 +4,7 @@
 //! clocks, no randomness (time and nonces come in as arguments).
 
 pub mod call;
+pub mod ip_ranges;
 pub mod protocol;
 pub mod signing;
 

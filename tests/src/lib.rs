@@ -1078,6 +1078,8 @@ pub fn start_baresip(
 /// with its credentials minted through the admin API. Config and log go to
 /// `dir` (`sidecar-<id>.toml` / `.log`), recordings to `dir/recordings`;
 /// `telephony_extra` is added to its `[telephony]` section (e.g. `codecs = [..]`).
+/// Engine URLs on 127.0.0.1 (the fake realtime servers a call or agent names)
+/// are allowed: the sidecar refuses non-public engine addresses otherwise.
 pub fn start_sip_sidecar(
     edge: &Edge,
     dir: &Path,
@@ -1102,7 +1104,8 @@ pub fn start_sip_sidecar(
     let config = format!(
         "edge_url = \"{}\"\nsidecar_id = \"{id}\"\nregion = \"local\"\ncapacity = 4\nlease_wait_ms = 1000\n\n\
          [telephony]\nbind_ip = \"127.0.0.1\"\nrtp_port_min = {rtp}\nrtp_port_max = {}\nring_timeout_secs = 20\nrecordings_dir = \"{}\"\n{telephony_extra}\n\n\
-         [[telephony.trunks]]\nname = \"callee\"\nhost = \"127.0.0.1\"\nport = {trunk_port}\nfrom_number = \"+15550001111\"\n",
+         [[telephony.trunks]]\nname = \"callee\"\nhost = \"127.0.0.1\"\nport = {trunk_port}\nfrom_number = \"+15550001111\"\n\n\
+         [engine]\nallowed_hosts = [\"127.0.0.1\"]\n",
         edge.base,
         rtp + 19,
         recordings.display(),

@@ -19,7 +19,7 @@
 //! - The key travels in the URL query (as the service requires) and is
 //!   redacted from every error text; the URL is never logged.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::time::Duration;
 
 use base64::engine::general_purpose::STANDARD as B64;
@@ -29,6 +29,7 @@ use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::{self, Message};
 use voxline_shared::protocol::Role;
 
+use super::limits::{self, checked_id, BoundedMap};
 use super::resample::StreamResampler;
 use super::ws::{self, redact, Outbox, WsStream};
 use super::{Engine, EngineConfig, EngineError, EngineEvent, FRAME_SAMPLES};
@@ -92,7 +93,8 @@ pub struct GeminiEngine {
     ai_turn: Option<(u64, u64)>,
     ai_text: Option<Turn>,
     user_text: Option<Turn>,
-    fn_names: HashMap<String, String>,
+    /// Function call id -> name, until its result is sent.
+    fn_names: BoundedMap<String>,
 }
 
 pub async fn connect(cfg: EngineConfig) -> Result<GeminiEngine, EngineError> {
@@ -124,6 +126,7 @@ pub async fn connect_with(
         Vec::new(),
         opts.connect_timeout,
         &[&key, &urlencode(&key)],
+        cfg.url_guard.as_ref(),
     )
     .await?;
     drop(url);
@@ -156,7 +159,7 @@ pub async fn connect_with(
             }
             Some(Ok(Message::Close(c))) => return Err(close_error(c.as_ref(), &key)),
             Some(Ok(_)) => {}
-            Some(Err(e)) => return Err(EngineError::Disconnected(redact(&e.to_string(), &[&key]))),
+            Some(Err(e)) => return Err(ws::stream_error(e, &[&key])),
             None => {
                 return Err(EngineError::Disconnected(
                     "closed before setupComplete".into(),
@@ -186,7 +189,7 @@ pub async fn connect_with(
         ai_turn: None,
         ai_text: None,
         user_text: None,
-        fn_names: HashMap::new(),
+        fn_names: BoundedMap::default(),
     };
     if let Some(g) = eng.opts.greeting.clone() {
         eng.push_json(
@@ -296,12 +299,17 @@ fn close_error(c: Option<&tungstenite::protocol::CloseFrame>, key: &str) -> Engi
     }
 }
 
-/// The rate in a mimeType like `audio/pcm;rate=24000` (24 kHz when absent).
-fn rate_of(mime: &str) -> u32 {
-    mime.split(';')
-        .filter_map(|p| p.trim().strip_prefix("rate="))
-        .find_map(|r| r.parse().ok())
-        .unwrap_or(OUTPUT_RATE)
+/// The rate in a mimeType like `audio/pcm;rate=24000` (24 kHz when absent);
+/// a rate that is not one of [`limits::SANE_RATES`] is refused.
+fn rate_of(mime: &str) -> Result<u32, String> {
+    match mime.split(';').find_map(|p| p.trim().strip_prefix("rate=")) {
+        None => Ok(OUTPUT_RATE),
+        Some(r) => limits::sane_rate(
+            r.trim()
+                .parse()
+                .map_err(|_| "the engine announced an unreadable sample rate".to_string())?,
+        ),
+    }
 }
 
 impl GeminiEngine {
@@ -338,6 +346,18 @@ impl GeminiEngine {
         *samples += n;
         self.queued_end = self.queued_end.max(self.played) + n;
         self.pending.push_back(EngineEvent::Audio(pcm));
+    }
+
+    /// Entries and bytes held across messages: function names awaiting a
+    /// result, and the transcript text of the turns in progress (for the tests
+    /// that check a server cannot make them grow).
+    #[doc(hidden)]
+    pub fn tracked(&self) -> (usize, usize) {
+        let text = |t: &Option<Turn>| t.as_ref().map_or(0, |t| t.text.len());
+        (
+            self.fn_names.len(),
+            self.fn_names.key_bytes() + text(&self.ai_text) + text(&self.user_text),
+        )
     }
 
     fn flush_user_turn(&mut self) {
@@ -388,10 +408,12 @@ impl GeminiEngine {
                 start_ms: now,
                 ..Turn::default()
             });
-            u.text.push_str(t);
+            limits::push_capped(&mut u.text, t, limits::MAX_TURN_TEXT_BYTES);
             u.end_ms = now;
         }
         if let Some(parts) = sc["modelTurn"]["parts"].as_array() {
+            // Audio in this message so far, in ms at the rates it came at.
+            let mut audio_ms = 0u64;
             for p in parts {
                 let Some(d) = p.get("inlineData") else {
                     continue;
@@ -402,14 +424,24 @@ impl GeminiEngine {
                 }
                 // The model answers: the callee's turn is over.
                 self.flush_user_turn();
+                let rate = rate_of(mime).map_err(EngineError::Protocol)?;
+                let data = d["data"].as_str().unwrap_or("");
+                // PCM16: two bytes per sample.
+                let room_ms = limits::MAX_AUDIO_MS_PER_MESSAGE.saturating_sub(audio_ms);
+                limits::check_b64_len(
+                    data,
+                    (room_ms * u64::from(rate) / 1000 * 2) as usize,
+                    "inlineData",
+                )
+                .map_err(EngineError::Protocol)?;
                 let bytes = B64
-                    .decode(d["data"].as_str().unwrap_or(""))
+                    .decode(data)
                     .map_err(|e| EngineError::Protocol(format!("inlineData is not base64: {e}")))?;
+                audio_ms += bytes.len() as u64 * 1000 / (2 * u64::from(rate));
                 let pcm: Vec<i16> = bytes
                     .chunks_exact(2)
                     .map(|b| i16::from_le_bytes([b[0], b[1]]))
                     .collect();
-                let rate = rate_of(mime);
                 let mut out = Vec::with_capacity(pcm.len() / 2);
                 if rate == super::SAMPLE_RATE {
                     out = pcm;
@@ -425,7 +457,9 @@ impl GeminiEngine {
                                 .map_err(EngineError::Protocol)?,
                         );
                     }
-                    self.down.as_mut().expect("set").process(&pcm, &mut out);
+                    if let Some(d) = self.down.as_mut() {
+                        d.process(&pcm, &mut out);
+                    }
                 }
                 if self.ai_text.is_none() {
                     self.ai_text = Some(Turn {
@@ -441,7 +475,7 @@ impl GeminiEngine {
                 start_ms: now,
                 ..Turn::default()
             });
-            a.text.push_str(t);
+            limits::push_capped(&mut a.text, t, limits::MAX_TURN_TEXT_BYTES);
             a.end_ms = now;
         }
         if sc["interrupted"].as_bool() == Some(true) {
@@ -471,8 +505,12 @@ impl GeminiEngine {
         }
         if let Some(calls) = v["toolCall"]["functionCalls"].as_array() {
             for c in calls {
-                let name = c["name"].as_str().unwrap_or("").to_string();
-                let call_id = c["id"].as_str().unwrap_or("").to_string();
+                let name = checked_id("function name", c["name"].as_str().unwrap_or(""))
+                    .map_err(EngineError::Protocol)?
+                    .to_string();
+                let call_id = checked_id("function call id", c["id"].as_str().unwrap_or(""))
+                    .map_err(EngineError::Protocol)?
+                    .to_string();
                 let args = c.get("args").cloned().unwrap_or(json!({}));
                 self.fn_names.insert(call_id.clone(), name.clone());
                 self.pending.push_back(EngineEvent::FunctionCall {
@@ -504,10 +542,7 @@ impl GeminiEngine {
     ) -> Result<(), EngineError> {
         match frame {
             None => Err(EngineError::Disconnected("connection closed".into())),
-            Some(Err(e)) => Err(EngineError::Disconnected(redact(
-                &e.to_string(),
-                &[&self.secret],
-            ))),
+            Some(Err(e)) => Err(ws::stream_error(e, &[&self.secret])),
             Some(Ok(Message::Close(c))) => Err(close_error(c.as_ref(), &self.secret)),
             Some(Ok(m @ (Message::Text(_) | Message::Binary(_)))) => match parse(&m) {
                 Ok(v) => self.on_message(v),
@@ -600,7 +635,7 @@ impl Engine for GeminiEngine {
         if let Some(e) = &self.dead {
             return Err(e.clone());
         }
-        let name = self.fn_names.get(call_id).cloned().unwrap_or_default();
+        let name = self.fn_names.remove(call_id).unwrap_or_default();
         let response = match serde_json::from_str::<Value>(output) {
             Ok(v @ Value::Object(_)) => v,
             Ok(v) => json!({"result": v}),
@@ -622,9 +657,19 @@ mod tests {
 
     #[test]
     fn rates() {
-        assert_eq!(rate_of("audio/pcm;rate=24000"), 24000);
-        assert_eq!(rate_of("audio/pcm; rate=16000"), 16000);
-        assert_eq!(rate_of("audio/pcm"), 24000);
+        assert_eq!(rate_of("audio/pcm;rate=24000"), Ok(24000));
+        assert_eq!(rate_of("audio/pcm; rate=16000"), Ok(16000));
+        assert_eq!(rate_of("audio/pcm"), Ok(24000));
+        for bad in [
+            "audio/pcm;rate=0",
+            "audio/pcm;rate=1",
+            "audio/pcm;rate=1000000",
+            "audio/pcm;rate=99999999999",
+            "audio/pcm;rate=fast",
+            "audio/pcm;rate=",
+        ] {
+            assert!(rate_of(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

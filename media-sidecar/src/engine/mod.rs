@@ -22,6 +22,8 @@ use std::pin::Pin;
 
 pub mod echo;
 pub mod gemini;
+pub mod guard;
+pub mod limits;
 pub mod local;
 pub mod openai;
 pub mod resample;
@@ -44,6 +46,11 @@ pub struct EngineConfig {
     pub api_key: Option<voxline_shared::protocol::SecretText>,
     pub base_url: Option<String>,
     pub metadata: Option<serde_json::Value>,
+    /// `Some` when `base_url` is a tenant's (the call's or its agent's):
+    /// every address its host resolves to must be public, or allowed by
+    /// these operator exceptions ([`guard`]). `None`: the operator's own URL
+    /// or the vendor's default, connected to as is.
+    pub url_guard: Option<guard::AllowedHosts>,
 }
 
 impl EngineConfig {
@@ -58,6 +65,7 @@ impl EngineConfig {
             api_key: None,
             base_url: None,
             metadata: None,
+            url_guard: None,
         }
     }
 }
@@ -102,10 +110,14 @@ pub enum EngineError {
     Protocol(String),
     #[error("unavailable: {0}")]
     Unavailable(String),
+    /// The engine URL leads to an address this sidecar may not reach ([`guard`]).
+    #[error("refused: {0}")]
+    Refused(String),
 }
 
 impl EngineError {
-    /// Stable short code: "auth" | "disconnected" | "timeout" | "protocol" | "unavailable".
+    /// Stable short code: "auth" | "disconnected" | "timeout" | "protocol" |
+    /// "unavailable" | "refused".
     pub fn code(&self) -> &'static str {
         match self {
             EngineError::Auth(_) => "auth",
@@ -113,6 +125,7 @@ impl EngineError {
             EngineError::Timeout(_) => "timeout",
             EngineError::Protocol(_) => "protocol",
             EngineError::Unavailable(_) => "unavailable",
+            EngineError::Refused(_) => "refused",
         }
     }
 }

@@ -31,7 +31,7 @@
 //! The API key is sent in a header only and redacted from every error text.
 //! Nothing here logs the config.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::time::Duration;
 
 use base64::engine::general_purpose::STANDARD as B64;
@@ -43,6 +43,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{self, Message};
 use voxline_shared::protocol::Role;
 
+use super::limits::{self, checked_id, BoundedMap};
 use super::ws::{self, redact, Outbox, WsStream};
 use super::{Engine, EngineConfig, EngineError, EngineEvent};
 use crate::media::g711::Law;
@@ -130,9 +131,9 @@ pub struct OpenAiEngine {
     /// Item ids whose further audio must be dropped.
     dropped_items: Vec<String>,
     /// User items: (audio_start_ms, audio_end_ms) from the VAD events.
-    user_spans: HashMap<String, (u64, Option<u64>)>,
+    user_spans: BoundedMap<(u64, Option<u64>)>,
     /// Function call id -> name (from `response.output_item.added`).
-    fn_names: HashMap<String, String>,
+    fn_names: BoundedMap<String>,
 }
 
 /// Connects with the default options (GA flavor).
@@ -171,7 +172,14 @@ pub async fn connect_with(
         ));
     }
     let deadline = Instant::now() + opts.connect_timeout;
-    let mut socket = ws::connect(&url, headers, opts.connect_timeout, &[&key]).await?;
+    let mut socket = ws::connect(
+        &url,
+        headers,
+        opts.connect_timeout,
+        &[&key],
+        cfg.url_guard.as_ref(),
+    )
+    .await?;
 
     // session.created first.
     loop {
@@ -199,7 +207,7 @@ pub async fn connect_with(
             }
             Some(Ok(Message::Close(c))) => return Err(close_error(c.as_ref(), &key)),
             Some(Ok(_)) => {}
-            Some(Err(e)) => return Err(EngineError::Disconnected(redact(&e.to_string(), &[&key]))),
+            Some(Err(e)) => return Err(ws::stream_error(e, &[&key])),
             None => {
                 return Err(EngineError::Disconnected(
                     "closed before session.created".into(),
@@ -226,8 +234,8 @@ pub async fn connect_with(
         past: VecDeque::new(),
         truncate_due: false,
         dropped_items: Vec::new(),
-        user_spans: HashMap::new(),
-        fn_names: HashMap::new(),
+        user_spans: BoundedMap::default(),
+        fn_names: BoundedMap::default(),
     };
     eng.push_json(session_update(&cfg, &model, &eng.opts));
     if eng.opts.greet {
@@ -323,7 +331,12 @@ pub fn session_update(cfg: &EngineConfig, model: &str, opts: &OpenAiOptions) -> 
 fn classify_error(err: &Value, key: &str) -> (EngineError, bool) {
     let typ = err["type"].as_str().unwrap_or("");
     let code = err["code"].as_str().unwrap_or("");
-    let msg = redact(err["message"].as_str().unwrap_or("(no message)"), &[key]);
+    let mut msg = String::new();
+    limits::push_capped(
+        &mut msg,
+        &redact(err["message"].as_str().unwrap_or("(no message)"), &[key]),
+        500,
+    );
     let text = format!("{typ}/{code}: {msg}");
     let lower = msg.to_ascii_lowercase();
     if code == "invalid_api_key"
@@ -439,12 +452,22 @@ impl OpenAiEngine {
     }
 
     fn on_audio_delta(&mut self, v: &Value) -> Result<(), EngineError> {
-        let item_id = v["item_id"].as_str().unwrap_or("").to_string();
+        let item_id = checked_id("item id", v["item_id"].as_str().unwrap_or(""))
+            .map_err(EngineError::Protocol)?
+            .to_string();
         if self.dropped_items.contains(&item_id) {
             return Ok(());
         }
+        let delta = v["delta"].as_str().unwrap_or("");
+        // Mu-law: one byte per 8 kHz sample.
+        limits::check_b64_len(
+            delta,
+            (limits::MAX_AUDIO_MS_PER_MESSAGE * SPMS) as usize,
+            "audio delta",
+        )
+        .map_err(EngineError::Protocol)?;
         let bytes = B64
-            .decode(v["delta"].as_str().unwrap_or(""))
+            .decode(delta)
             .map_err(|e| EngineError::Protocol(format!("audio delta is not base64: {e}")))?;
         if bytes.is_empty() {
             return Ok(());
@@ -530,6 +553,7 @@ impl OpenAiEngine {
             }
             "input_audio_buffer.speech_started" => {
                 if let Some(id) = v["item_id"].as_str() {
+                    let id = checked_id("item id", id).map_err(EngineError::Protocol)?;
                     let at = v["audio_start_ms"]
                         .as_u64()
                         .unwrap_or_else(|| self.since_start_ms());
@@ -540,13 +564,14 @@ impl OpenAiEngine {
             }
             "input_audio_buffer.speech_stopped" => {
                 if let Some(id) = v["item_id"].as_str() {
+                    let id = checked_id("item id", id).map_err(EngineError::Protocol)?;
                     let at = v["audio_end_ms"]
                         .as_u64()
                         .unwrap_or_else(|| self.since_start_ms());
-                    self.user_spans
-                        .entry(id.to_string())
-                        .or_insert((at, None))
-                        .1 = Some(at);
+                    match self.user_spans.get_mut(id) {
+                        Some(span) => span.1 = Some(at),
+                        None => self.user_spans.insert(id.to_string(), (at, Some(at))),
+                    }
                 }
             }
             "conversation.item.input_audio_transcription.completed" => {
@@ -577,6 +602,8 @@ impl OpenAiEngine {
                 let item = &v["item"];
                 if item["type"].as_str() == Some("function_call") {
                     if let (Some(c), Some(n)) = (item["call_id"].as_str(), item["name"].as_str()) {
+                        let c = checked_id("function call id", c).map_err(EngineError::Protocol)?;
+                        let n = checked_id("function name", n).map_err(EngineError::Protocol)?;
                         self.fn_names.insert(c.to_string(), n.to_string());
                     }
                 }
@@ -586,7 +613,7 @@ impl OpenAiEngine {
                 let name = v["name"]
                     .as_str()
                     .map(str::to_string)
-                    .or_else(|| self.fn_names.get(&call_id).cloned())
+                    .or_else(|| self.fn_names.remove(&call_id))
                     .unwrap_or_default();
                 let arguments = v["arguments"].as_str().unwrap_or("{}").to_string();
                 if name == "end_call" {
@@ -626,10 +653,7 @@ impl OpenAiEngine {
     ) -> Result<(), EngineError> {
         match frame {
             None => Err(EngineError::Disconnected("connection closed".into())),
-            Some(Err(e)) => Err(EngineError::Disconnected(redact(
-                &e.to_string(),
-                &[&self.secret],
-            ))),
+            Some(Err(e)) => Err(ws::stream_error(e, &[&self.secret])),
             Some(Ok(Message::Close(c))) => Err(close_error(c.as_ref(), &self.secret)),
             Some(Ok(Message::Text(t))) => match serde_json::from_str::<Value>(t.as_str()) {
                 Ok(v) => self.on_event(v),
@@ -645,6 +669,23 @@ impl OpenAiEngine {
     /// Time since the session started (the call was answered).
     pub fn elapsed_since_answer(&self) -> Duration {
         self.started.elapsed()
+    }
+
+    /// Entries and id bytes held in the per-session maps and lists (for the
+    /// tests that check a server cannot make them grow).
+    #[doc(hidden)]
+    pub fn tracked(&self) -> (usize, usize) {
+        let items = self.current.iter().chain(self.past.iter());
+        let entries = self.user_spans.len()
+            + self.fn_names.len()
+            + self.dropped_items.len()
+            + self.past.len()
+            + usize::from(self.current.is_some());
+        let bytes = self.user_spans.key_bytes()
+            + self.fn_names.key_bytes()
+            + self.dropped_items.iter().map(String::len).sum::<usize>()
+            + items.map(|i| i.id.len()).sum::<usize>();
+        (entries, bytes)
     }
 }
 

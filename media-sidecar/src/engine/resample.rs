@@ -85,14 +85,22 @@ impl StreamResampler {
     }
 
     fn run_chunk(&mut self, n: usize, out: &mut Vec<i16>) {
-        let input = InterleavedSlice::new(&self.pending[..n], 1, n).expect("input adapter");
+        // The adapters and the fixed chunk are sized by us above; should
+        // rubato still refuse, the chunk is dropped rather than the call.
+        let Some(block) = self.pending.get(..n) else {
+            return;
+        };
+        let Ok(input) = InterleavedSlice::new(block, 1, n) else {
+            return;
+        };
         let frames = self.out_buf.len();
-        let mut output =
-            InterleavedSlice::new_mut(&mut self.out_buf[..], 1, frames).expect("output adapter");
-        let (_, produced) = self
-            .inner
-            .process_into_buffer(&input, &mut output, None)
-            .expect("fixed-size chunk");
+        let Ok(mut output) = InterleavedSlice::new_mut(&mut self.out_buf[..], 1, frames) else {
+            return;
+        };
+        let Ok((_, produced)) = self.inner.process_into_buffer(&input, &mut output, None) else {
+            return;
+        };
+        let produced = produced.min(frames);
         let drop = self.skip.min(produced);
         self.skip -= drop;
         out.extend(
@@ -128,6 +136,28 @@ mod tests {
             c += v as f64 * ph.cos();
         }
         2.0 * (s * s + c * c).sqrt() / x.len() as f64
+    }
+
+    #[test]
+    fn every_rate_an_engine_may_announce_resamples_to_8k() {
+        for &rate in &crate::engine::limits::SANE_RATES {
+            let mut r = StreamResampler::new(rate, 8000, (rate / 50) as usize)
+                .unwrap_or_else(|e| panic!("{rate}: {e}"));
+            let input = tone(rate, 1000.0, rate as usize, 8000.0);
+            let mut out = Vec::new();
+            for f in input.chunks(333) {
+                r.process(f, &mut out);
+            }
+            r.flush(&mut out);
+            // Within 2 ms of one second.
+            assert!(
+                (out.len() as i64 - 8000).abs() <= 16,
+                "{rate}: {} samples",
+                out.len()
+            );
+            let a = amp_at(&out[1000..7000], 8000, 1000.0);
+            assert!((a - 8000.0).abs() < 400.0, "{rate}: amp {a}");
+        }
     }
 
     #[test]

@@ -1,10 +1,13 @@
-//! WebSocket plumbing shared by the cloud engines: connect over rustls (ring,
-//! system roots, the same config the carriers use), map handshake failures
-//! to [`EngineError`]s, and send without losing messages when the caller's
+//! WebSocket plumbing shared by the cloud engines: resolve the host once and
+//! vet its addresses when the URL is a tenant's ([`super::guard`]), connect
+//! over rustls (ring, system roots, the same config the carriers use) with
+//! bounded messages ([`super::limits`]), map handshake failures to
+//! [`EngineError`]s, and send without losing messages when the caller's
 //! future is dropped (the call task drives engines from `tokio::select!`).
 
 use std::collections::VecDeque;
 use std::future::poll_fn;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::{Arc, OnceLock};
 use std::task::{ready, Poll};
@@ -14,10 +17,12 @@ use futures_util::{Sink, SinkExt, StreamExt};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::{HeaderName, HeaderValue};
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
 
-use super::EngineError;
+use super::guard::{self, AllowedHosts};
+use super::{limits, EngineError};
 
 pub type WsStream = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
@@ -32,7 +37,7 @@ pub fn redact(s: &str, secrets: &[&str]) -> String {
     s
 }
 
-fn tls() -> Result<Arc<rustls::ClientConfig>, EngineError> {
+fn tls_config() -> Result<Arc<rustls::ClientConfig>, EngineError> {
     static CFG: OnceLock<Result<Arc<rustls::ClientConfig>, String>> = OnceLock::new();
     CFG.get_or_init(|| {
         crate::carrier::tls::client_config(None)
@@ -46,13 +51,27 @@ fn tls() -> Result<Arc<rustls::ClientConfig>, EngineError> {
     .map_err(EngineError::Unavailable)
 }
 
+/// What we accept from an engine's server: messages and frames of at most
+/// [`limits::MAX_MESSAGE_BYTES`] (see there for why that number).
+pub fn ws_config() -> WebSocketConfig {
+    WebSocketConfig::default()
+        .max_message_size(Some(limits::MAX_MESSAGE_BYTES))
+        .max_frame_size(Some(limits::MAX_MESSAGE_BYTES))
+}
+
 /// Opens `url` (ws:// or wss://) with extra headers, within `timeout`.
 /// `secrets` are redacted from every error text.
+///
+/// The host is resolved here, once; with a `guard` (a tenant's URL) every
+/// address must pass [`guard::vet`] and the TCP connection goes to a vetted
+/// address, so the name is never looked up again. TLS SNI and `Host` stay
+/// the URL's host.
 pub async fn connect(
     url: &str,
     headers: Vec<(HeaderName, HeaderValue)>,
     timeout: Duration,
     secrets: &[&str],
+    guard: Option<&AllowedHosts>,
 ) -> Result<WsStream, EngineError> {
     let mut req = url
         .into_client_request()
@@ -60,19 +79,89 @@ pub async fn connect(
     for (k, v) in headers {
         req.headers_mut().insert(k, v);
     }
-    let connector = if url.starts_with("wss:") {
-        Some(Connector::Rustls(tls()?))
+    let tls = match req.uri().scheme_str() {
+        Some("wss") => true,
+        Some("ws") => false,
+        _ => {
+            return Err(EngineError::Protocol(
+                "the engine url must be ws:// or wss://".into(),
+            ))
+        }
+    };
+    let host = req
+        .uri()
+        .host()
+        .map(|h| h.trim_start_matches('[').trim_end_matches(']').to_string())
+        .filter(|h| !h.is_empty())
+        .ok_or_else(|| EngineError::Protocol("the engine url has no host".into()))?;
+    let port = req.uri().port_u16().unwrap_or(if tls { 443 } else { 80 });
+    let connector = if tls {
+        Some(Connector::Rustls(tls_config()?))
     } else {
         None
     };
-    let fut = tokio_tungstenite::connect_async_tls_with_config(req, None, true, connector);
+    let fut = async {
+        let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), port))
+            .await
+            .map_err(|e| {
+                EngineError::Unavailable(redact(&format!("cannot resolve {host}: {e}"), secrets))
+            })?
+            .collect();
+        if addrs.is_empty() {
+            return Err(EngineError::Unavailable(redact(
+                &format!("{host} has no address"),
+                secrets,
+            )));
+        }
+        if let Some(allowed) = guard {
+            guard::vet(&host, &addrs, allowed)
+                .map_err(|why| EngineError::Refused(redact(&why, secrets)))?;
+        }
+        let mut last_err = None;
+        let mut tcp = None;
+        for a in &addrs {
+            match TcpStream::connect(a).await {
+                Ok(s) => {
+                    tcp = Some(s);
+                    break;
+                }
+                Err(e) => last_err = Some(e),
+            }
+        }
+        let tcp = match (tcp, last_err) {
+            (Some(t), _) => t,
+            (None, e) => {
+                let e = e.map(|e| e.to_string()).unwrap_or_default();
+                return Err(EngineError::Unavailable(redact(
+                    &format!("cannot connect: {e}"),
+                    secrets,
+                )));
+            }
+        };
+        let _ = tcp.set_nodelay(true);
+        tokio_tungstenite::client_async_tls_with_config(req, tcp, Some(ws_config()), connector)
+            .await
+            .map_err(|e| map_handshake_error(e, secrets))
+    };
     match tokio::time::timeout(timeout, fut).await {
         Err(_) => Err(EngineError::Timeout(format!(
             "no websocket handshake within {} ms",
             timeout.as_millis()
         ))),
         Ok(Ok((ws, _resp))) => Ok(ws),
-        Ok(Err(e)) => Err(map_handshake_error(e, secrets)),
+        Ok(Err(e)) => Err(e),
+    }
+}
+
+/// A read error on an open session: a message past our limits is the
+/// server breaking the protocol; anything else, a lost connection.
+pub fn stream_error(e: tungstenite::Error, secrets: &[&str]) -> EngineError {
+    let text = redact(&e.to_string(), secrets);
+    match e {
+        tungstenite::Error::Capacity(_) => {
+            EngineError::Protocol(format!("engine message over our limits: {text}"))
+        }
+        _ => EngineError::Disconnected(text),
     }
 }
 
