@@ -19,7 +19,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinSet;
 use voxline_shared::protocol::EventKind;
-use voxline_shared::signing::signed_headers;
+use voxline_shared::signing::{signed_headers, Target};
 
 use crate::calls::{run_call, CallMode};
 use crate::carrier::Carrier;
@@ -351,7 +351,7 @@ impl<C: Carrier> Driver<C> {
         self.requests.spawn(async move {
             let path = t.request.path();
             let signed = t.request.body();
-            let mut headers = signed_headers(&sidecar_id, secret.expose(), now_ms() / 1000, &random_nonce(), &signed).to_vec();
+            let mut headers = signed_headers(&sidecar_id, secret.expose(), now_ms() / 1000, &random_nonce(), Target::post(path), &signed).to_vec();
             // A recording: the signed manifest rides in a header, the file is the body.
             let body = match &t.request {
                 Request::Recording(upload) => match crate::recordings::read(upload).await {
@@ -556,6 +556,7 @@ pub async fn run<C: Carrier>(
             d.secret.expose(),
             now_ms() / 1000,
             &random_nonce(),
+            Target::post(bye.path()),
             &body,
         );
         let limit = Duration::from_millis(bye.timeout_ms());

@@ -206,9 +206,19 @@ impl FakeEdge {
             }
             let h = SignedHeaders::from_lookup(|n| req.header(n));
             let now = now_ms() / 1000;
-            if let Err(e) =
-                signing::verify(&s.secret, &h, &req.body, now, signing::DEFAULT_WINDOW_SECS)
-            {
+            // Method and path as this edge routes on them (no base path).
+            let target = signing::Target {
+                method: &req.method,
+                path: &req.path,
+            };
+            if let Err(e) = signing::verify(
+                &s.secret,
+                &h,
+                target,
+                &req.body,
+                now,
+                signing::DEFAULT_WINDOW_SECS,
+            ) {
                 s.signature_failures.push(e.to_string());
                 return err(401, e.code());
             }
