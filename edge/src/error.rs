@@ -34,6 +34,7 @@ error_codes! {
     ReplayedRequest => ("replayed_request", 401, "This signed request was already accepted once (an API request's `X-Signature`, or a sidecar link nonce); sign each request anew."),
     InvalidRequestSignature => ("invalid_request_signature", 401, "This API key requires signed requests: `X-Signature` is missing, malformed, more than 300 s away from now, or does not match the method, path and query, and body."),
     SignatureVersionUnsupported => ("signature_version_unsupported", 401, "The request is signed with a scheme this edge does not accept (`v1`, which binds neither method nor path): sign with `v2` (an API key's `X-Signature`, or the sidecar link's `x-voxline-signature`; upgrade the sidecar)."),
+    HttpsRequired => ("https_required", 403, "Sidecar link: outside development the edge takes the link over HTTPS only (plain http is refused before anything is read)."),
     RegionMismatch => ("region_mismatch", 403, "Sidecar link: the sidecar spoke for a region it does not belong to."),
     TenantDisabled => ("tenant_disabled", 403, "The tenant owning this key is disabled."),
     NotFound => ("not_found", 404, "No such route."),

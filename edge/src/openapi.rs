@@ -1857,6 +1857,7 @@ mod tests {
             let (path, query) = target.split_once('?').unwrap_or((target, ""));
             let req = ApiRequest {
                 method: method.into(),
+                scheme: "https".into(),
                 path: path.into(),
                 query: query.into(),
                 content_type: ct.map(Into::into),

@@ -1019,6 +1019,7 @@ async fn sidecar_request<K: Kv, D: Dispatcher>(
     req: &ApiRequest,
     op: SidecarOp,
 ) -> Result<ApiResponse> {
+    sidecar_link::check_transport(&req.scheme, env.dev_mode)?;
     // Before the signature: the glue never buffers an oversized body, so its
     // signature cannot match, and a 401 would make the sidecar re-register
     // and resend the same batch forever. 413 says what is wrong.

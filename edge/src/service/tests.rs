@@ -45,6 +45,7 @@ impl World {
         let (path, query) = path.split_once('?').unwrap_or((path, ""));
         let req = ApiRequest {
             method: method.into(),
+            scheme: "https".into(),
             path: path.into(),
             query: query.into(),
             content_type: body.as_ref().map(|_| "application/json".to_string()),
@@ -453,6 +454,7 @@ fn with_header(
 ) -> ApiResponse {
     let req = ApiRequest {
         method: method.into(),
+        scheme: "https".into(),
         path: path.into(),
         query: String::new(),
         content_type: Some("application/json".into()),
@@ -885,6 +887,7 @@ fn a_key_requiring_signatures_refuses_unsigned_tampered_stale_and_replayed_reque
         let (path, query) = path.split_once('?').unwrap_or((path, ""));
         w.send_req(&ApiRequest {
             method: method.into(),
+            scheme: "https".into(),
             path: path.into(),
             query: query.into(),
             authorization: Some(format!("Bearer {key}")),
@@ -1260,6 +1263,7 @@ impl TestSidecar {
         );
         ApiRequest {
             method: "POST".into(),
+            scheme: "https".into(),
             path: path.into(),
             content_type: Some("application/json".into()),
             body: raw,
@@ -1582,6 +1586,7 @@ fn an_oversized_sidecar_request_is_413_before_its_signature_is_checked() {
     // Unsigned too (the size is checked first): still 413, not 401.
     let unsigned = ApiRequest {
         method: "POST".into(),
+        scheme: "https".into(),
         path: paths::LEASE.into(),
         body: big,
         ..ApiRequest::default()
@@ -1596,9 +1601,9 @@ fn an_oversized_sidecar_request_is_413_before_its_signature_is_checked() {
 }
 
 /// A sidecar request's signature holds only for its own method and path;
-/// a v1 signature gets its own code.
+/// a v1 signature gets its own code; plain http is refused outside dev.
 #[test]
-fn the_sidecar_link_binds_method_and_path_and_refuses_v1() {
+fn the_sidecar_link_binds_method_and_path_refuses_v1_and_plain_http() {
     use voxline_shared::protocol::paths;
     let w = World::new();
     let sc = TestSidecar::create(&w, "sc-1");
@@ -1636,7 +1641,18 @@ fn the_sidecar_link_binds_method_and_path_and_refuses_v1() {
     let r = w.send_req(&v1);
     assert_eq!(error(&r), (401, "signature_version_unsupported".into()));
     assert!(r.body.contains("v2="), "{}", r.body);
-    // The same request, signed for its own path, registers.
+    // Plain http (or a scheme the glue did not give) outside development:
+    // refused before the signature is even looked at.
+    for scheme in ["http", ""] {
+        let mut plain = sc.signed(&w, paths::REGISTER, body.clone());
+        plain.scheme = scheme.into();
+        assert_eq!(
+            error(&w.send_req(&plain)),
+            (403, "https_required".into()),
+            "{scheme:?}"
+        );
+    }
+    // The same request over https registers.
     let ok = w.send_req(&sc.signed(&w, paths::REGISTER, body));
     assert_eq!(ok.status, 200, "{}", ok.body);
 }
@@ -1690,6 +1706,7 @@ fn call_metadata_comes_back_byte_identical_in_the_api_and_the_queued_webhook() {
     let metadata = r#"{"b":1,"a":12345678901234567890,"z":-0,"n":1.50}"#;
     let req = ApiRequest {
         method: "POST".into(),
+        scheme: "https".into(),
         path: "/v1/calls".into(),
         content_type: Some("application/json".into()),
         authorization: Some(format!("Bearer {key}")),
