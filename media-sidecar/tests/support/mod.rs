@@ -150,6 +150,8 @@ pub struct EdgeState {
     pub client_protos: Vec<String>,
     /// Answer the next N requests to this path with this status (before verifying).
     pub fail_next: Vec<(String, u16)>,
+    /// Answer every request with this status and error code (before verifying).
+    pub refuse_all: Option<(u16, &'static str)>,
 }
 
 pub struct FakeEdge {
@@ -203,6 +205,9 @@ impl FakeEdge {
             if let Some(i) = s.fail_next.iter().position(|(p, _)| *p == req.path) {
                 let (_, code) = s.fail_next.remove(i);
                 return err(code, "injected");
+            }
+            if let Some((status, code)) = s.refuse_all {
+                return err(status, code);
             }
             let h = SignedHeaders::from_lookup(|n| req.header(n));
             let now = now_ms() / 1000;
