@@ -609,7 +609,7 @@ fn signed_requests_are_accepted_once_and_everything_else_refused(edge: &Edge) {
         )),
     )
     .expect_error(401, "invalid_request_signature");
-    send("POST", "/v1/calls", &tampered, Some("t=1,v1=zz"))
+    send("POST", "/v1/calls", &tampered, Some("t=1,v2=zz"))
         .expect_error(401, "invalid_request_signature");
     // Reads are signed too (empty body); each signature works once.
     let id = created.json["id"].as_str().unwrap();
