@@ -99,6 +99,47 @@ fn signatures_and_registration_are_enforced(w: &World) {
         code(sc.send_raw(e, paths::LEASE, &lease, now, &n, &sc.secret)),
         (401, "replayed_request".into())
     );
+    // Method and path are signed: a lease poll's headers, captured and sent
+    // to deregister (which would end this sidecar's calls), are refused.
+    let raw = lease.to_string();
+    let signed = voxline_shared::signing::signed_headers(
+        "sig-1",
+        sc.secret.as_bytes(),
+        now,
+        &nonce(),
+        voxline_shared::signing::Target::post(paths::LEASE),
+        raw.as_bytes(),
+    );
+    let mut h: Vec<(&str, &str)> = signed.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    h.push(("content-type", "application/json"));
+    let moved = e
+        .request("POST", paths::DEREGISTER, &h, Some(raw.as_bytes()))
+        .unwrap();
+    assert_eq!(code(moved), (401, "invalid_signature".into()));
+    // The retired v1 scheme (an old sidecar): its own code, naming v2.
+    let (ts, n1) = (now.to_string(), nonce());
+    let v1 = {
+        use hmac::Mac;
+        let mut m = hmac::Hmac::<sha2::Sha256>::new_from_slice(sc.secret.as_bytes()).unwrap();
+        m.update(format!("{ts}.{n1}.{raw}").as_bytes());
+        format!("v1={}", hex::encode(m.finalize().into_bytes()))
+    };
+    let old = e
+        .request(
+            "POST",
+            paths::LEASE,
+            &[
+                ("x-voxline-sidecar", "sig-1"),
+                ("x-voxline-timestamp", &ts),
+                ("x-voxline-nonce", &n1),
+                ("x-voxline-signature", &v1),
+                ("content-type", "application/json"),
+            ],
+            Some(raw.as_bytes()),
+        )
+        .unwrap();
+    assert!(old.text.contains("v2="), "{}", old.text);
+    assert_eq!(code(old), (401, "signature_version_unsupported".into()));
     let v2 = json!({"protocol_version": 2, "sidecar_id": "sig-1", "region": "local", "free_slots": 1, "held_calls": [], "wait_ms": 0});
     assert_eq!(
         code(sc.send(e, paths::LEASE, v2)),

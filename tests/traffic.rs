@@ -512,8 +512,17 @@ fn a_concurrency_cap_holds_calls_back_until_one_ends(edge: &Edge) {
     }
 }
 
-/// `X-Signature` as a client computes it.
-fn x_signature(secret: &str, t: u64, body: &[u8]) -> String {
+/// `X-Signature` as a client computes it (v2: method, path and query bound).
+fn x_signature(secret: &str, t: u64, method: &str, path: &str, body: &[u8]) -> String {
+    use hmac::{Hmac, Mac};
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(format!("{t}\n{method}\n{path}\n").as_bytes());
+    mac.update(body);
+    format!("t={t},v2={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+/// The retired body-only scheme, as an old client computes it.
+fn x_signature_v1(secret: &str, t: u64, body: &[u8]) -> String {
     use hmac::{Hmac, Mac};
     let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
     mac.update(format!("{t}.").as_bytes());
@@ -554,7 +563,7 @@ fn signed_requests_are_accepted_once_and_everything_else_refused(edge: &Edge) {
     };
     let now = || now_secs();
     let body = json!({"phone": "+14155550401", "metadata": {"n": 1}}).to_string();
-    let sig = x_signature(secret, now(), body.as_bytes());
+    let sig = x_signature(secret, now(), "POST", "/v1/calls", body.as_bytes());
     let created = send("POST", "/v1/calls", &body, Some(&sig)).expect(201);
     // The exact request again, as captured: refused, and it placed nothing.
     send("POST", "/v1/calls", &body, Some(&sig)).expect_error(401, "replayed_request");
@@ -565,35 +574,75 @@ fn signed_requests_are_accepted_once_and_everything_else_refused(edge: &Edge) {
         "POST",
         "/v1/calls",
         &tampered,
-        Some(&x_signature("sks_wrong", now(), tampered.as_bytes())),
+        Some(&x_signature(
+            "sks_wrong",
+            now(),
+            "POST",
+            "/v1/calls",
+            tampered.as_bytes(),
+        )),
     )
     .expect_error(401, "invalid_request_signature");
     send(
         "POST",
         "/v1/calls",
         &tampered,
-        Some(&x_signature(secret, now() - 301, tampered.as_bytes())),
+        Some(&x_signature(
+            secret,
+            now() - 301,
+            "POST",
+            "/v1/calls",
+            tampered.as_bytes(),
+        )),
     )
     .expect_error(401, "invalid_request_signature");
     send(
         "POST",
         "/v1/calls",
         &tampered,
-        Some(&x_signature(secret, now() + 301, tampered.as_bytes())),
+        Some(&x_signature(
+            secret,
+            now() + 301,
+            "POST",
+            "/v1/calls",
+            tampered.as_bytes(),
+        )),
     )
     .expect_error(401, "invalid_request_signature");
-    send("POST", "/v1/calls", &tampered, Some("t=1,v1=zz"))
+    send("POST", "/v1/calls", &tampered, Some("t=1,v2=zz"))
         .expect_error(401, "invalid_request_signature");
     // Reads are signed too (empty body); each signature works once.
     let id = created.json["id"].as_str().unwrap();
-    let get_sig = x_signature(secret, now(), b"");
-    let read = send("GET", &format!("/v1/calls/{id}"), "", Some(&get_sig)).expect(200);
+    let read_path = format!("/v1/calls/{id}");
+    let get_sig = x_signature(secret, now(), "GET", &read_path, b"");
+    // Captured on the read, replayed as a hangup (or a read of another
+    // call) before the read itself: method and path are signed, so refused.
+    send("POST", &format!("{read_path}/hangup"), "", Some(&get_sig))
+        .expect_error(401, "invalid_request_signature");
+    send("GET", "/v1/calls/c_other", "", Some(&get_sig))
+        .expect_error(401, "invalid_request_signature");
+    let read = send("GET", &read_path, "", Some(&get_sig)).expect(200);
     assert_eq!(read.json["id"], id);
-    send("GET", &format!("/v1/calls/{id}"), "", Some(&get_sig))
-        .expect_error(401, "replayed_request");
+    assert_eq!(read.json["status"], "queued", "the replay hung nothing up");
+    send("GET", &read_path, "", Some(&get_sig)).expect_error(401, "replayed_request");
+    // The query is signed as sent.
+    let list = "/v1/calls?limit=1";
+    let list_sig = x_signature(secret, now(), "GET", list, b"");
+    send("GET", "/v1/calls?limit=2", "", Some(&list_sig))
+        .expect_error(401, "invalid_request_signature");
+    send("GET", list, "", Some(&list_sig)).expect(200);
+    // An old client's v1 is told to move to v2, not that its secret is wrong.
+    let old = send(
+        "GET",
+        &read_path,
+        "",
+        Some(&x_signature_v1(secret, now(), b"")),
+    );
+    assert!(old.text.contains("v2="), "{}", old.text);
+    old.expect_error(401, "signature_version_unsupported");
     // Replayed in parallel: exactly one gets through (the tenant's object decides).
     let body = json!({"phone": "+14155550403"}).to_string();
-    let sig = x_signature(secret, now(), body.as_bytes());
+    let sig = x_signature(secret, now(), "POST", "/v1/calls", body.as_bytes());
     let counts = tally(&parallel(24, |_| {
         send("POST", "/v1/calls", &body, Some(&sig))
     }));

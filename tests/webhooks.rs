@@ -236,6 +236,7 @@ impl Sc {
             self.secret.as_bytes(),
             now_ms() / 1000,
             &nonce,
+            signing::Target::post(path),
             raw.as_bytes(),
         );
         let mut h: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();

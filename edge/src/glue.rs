@@ -93,6 +93,11 @@ fn secret_or_var(env: &Env, name: &str) -> Option<String> {
         .ok()
 }
 
+/// `VOXLINE_ENV=development`: loopback webhooks, plain-http sidecar link.
+pub(crate) fn dev_mode(env: &Env) -> bool {
+    secret_or_var(env, "VOXLINE_ENV").is_some_and(|v| v == "development")
+}
+
 /// `VOXLINE_SEALING_KEY`, when set and well-formed (a bad one is logged and
 /// treated as absent: engine keys are refused rather than sealed wrongly).
 pub(crate) fn sealing_key(env: &Env) -> Option<crate::engine_keys::SealingKey> {
@@ -136,6 +141,7 @@ async fn fetch(mut req: Request, env: Env, _ctx: Context) -> Result<Response> {
     };
     let api_req = ApiRequest {
         method,
+        scheme: url.scheme().to_string(),
         path: url.path().to_string(),
         query: url.query().unwrap_or("").to_string(),
         content_type: headers.get("content-type")?,
@@ -149,7 +155,7 @@ async fn fetch(mut req: Request, env: Env, _ctx: Context) -> Result<Response> {
             .collect(),
     };
     let admin_token = secret_or_var(&env, "ADMIN_TOKEN");
-    let dev_mode = secret_or_var(&env, "VOXLINE_ENV").is_some_and(|v| v == "development");
+    let dev_mode = dev_mode(&env);
     let default_region =
         secret_or_var(&env, "DEFAULT_REGION").unwrap_or_else(|| "local".to_string());
     let kv = WorkersKv(env.kv(KV_BINDING)?);

@@ -55,6 +55,11 @@ async fn store_upload(
             format!("{what} failed; retry with backoff"),
         )
     };
+    let scheme = req
+        .url()
+        .map(|u| u.scheme().to_string())
+        .unwrap_or_default();
+    crate::sidecar_link::check_transport(&scheme, crate::glue::dev_mode(env))?;
     let headers = req.headers().clone();
     let owned: Vec<(String, String)> = headers
         .entries()

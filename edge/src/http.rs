@@ -6,6 +6,9 @@ use serde_json::Value;
 #[derive(Debug, Clone, Default)]
 pub struct ApiRequest {
     pub method: String,
+    /// The request URL's scheme (`https`, `http`) as the Worker sees it:
+    /// Cloudflare sets it from the client's connection. Empty: unknown.
+    pub scheme: String,
     pub path: String,
     /// Raw query string without the `?`.
     pub query: String,

@@ -144,7 +144,7 @@ pub fn spec() -> Value {
                     "type": "http",
                     "scheme": "bearer",
                     "bearerFormat": "ak_...",
-                    "description": "A tenant API key (`ak_` then 32 characters) minted by `POST /admin/tenants/{tenant_id}/api-keys`, sent as `Authorization: Bearer ak_...`.\n\nA key minted with `require_signature: true` must also sign every request: `X-Signature: t=<unix seconds>,v1=<lowercase hex HMAC-SHA256(signing_secret, \"{t}.{raw body}\")>` (the key is the UTF-8 bytes of the `signing_secret` string; the body is the exact bytes sent, empty for GET). Missing, malformed, wrong, or `t` more than 300 s from now: 401 `invalid_request_signature`. Each signature is accepted once: the same `X-Signature` again within the window is 401 `replayed_request` (method and path are not signed, so two identical bodies signed in the same second also count as one). Unknown `k=v` entries are ignored and several `v1` may be given."
+                    "description": "A tenant API key (`ak_` then 32 characters) minted by `POST /admin/tenants/{tenant_id}/api-keys`, sent as `Authorization: Bearer ak_...`.\n\nA key minted with `require_signature: true` must also sign every request: `X-Signature: t=<unix seconds>,v2=<lowercase hex HMAC-SHA256(signing_secret, \"{t}\\n{METHOD}\\n{path and query}\\n{raw body}\")>` (`\\n` is one line feed; the key is the UTF-8 bytes of the `signing_secret` string; `METHOD` in uppercase; `path and query` is the path, then `?` and the query string only when there is one, exactly as sent, e.g. `/v1/calls?status=queued&limit=50`; the body is the exact bytes sent, empty for GET). Missing, malformed, wrong, or `t` more than 300 s from now: 401 `invalid_request_signature`; only a `v1` (the retired body-only scheme): 401 `signature_version_unsupported`. Each signature is accepted once: the same `X-Signature` again within the window is 401 `replayed_request`. Unknown `k=v` entries are ignored, several `v2` may be given, and `v1` beside a `v2` is ignored."
                 },
                 "adminBearerAuth": {
                     "type": "http",
@@ -1270,13 +1270,14 @@ impl Op {
                     ErrorCode::MissingCredentials,
                     ErrorCode::InvalidCredentials,
                     ErrorCode::InvalidRequestSignature,
+                    ErrorCode::SignatureVersionUnsupported,
                     ErrorCode::ReplayedRequest,
                     ErrorCode::TenantDisabled,
                     ErrorCode::RateLimited,
                 ]);
                 // Keys with `require_signature` sign every request.
                 let signature = json!({"name": "X-Signature", "in": "header", "required": false,
-                    "description": "Required for API keys minted with `require_signature`: `t=<unix seconds>,v1=<hex HMAC-SHA256(signing_secret, \"{t}.{raw body}\")>` (see `bearerAuth`).",
+                    "description": "Required for API keys minted with `require_signature`: `t=<unix seconds>,v2=<hex HMAC-SHA256(signing_secret, \"{t}\\n{METHOD}\\n{path and query}\\n{raw body}\")>` (see `bearerAuth`).",
                     "schema": {"type": "string"}});
                 match self
                     .value
@@ -1875,6 +1876,7 @@ mod tests {
             let (path, query) = target.split_once('?').unwrap_or((target, ""));
             let req = ApiRequest {
                 method: method.into(),
+                scheme: "https".into(),
                 path: path.into(),
                 query: query.into(),
                 content_type: ct.map(Into::into),

@@ -85,7 +85,8 @@ pub async fn admit_upload(
             protocol::HEADER_RECORDING_MANIFEST
         ))
     })?;
-    let sidecar = authenticate_sidecar(kv, headers, raw.as_bytes(), now_ms).await?;
+    let target = voxline_shared::signing::Target::post(protocol::paths::RECORDING);
+    let sidecar = authenticate_sidecar(kv, headers, target, raw.as_bytes(), now_ms).await?;
     let m: RecordingManifest = serde_json::from_str(raw)
         .map_err(|e| invalid(format!("the manifest is not valid: {e}")))?;
     protocol::check_version(m.protocol_version)
@@ -300,6 +301,7 @@ mod tests {
             secret.as_bytes(),
             NOW / 1000,
             "00112233445566778899aabbccddeeff",
+            signing::Target::post(protocol::paths::RECORDING),
             raw.as_bytes(),
         );
         let headers = SignedHeaders::from_lookup(|name| {

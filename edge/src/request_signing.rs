@@ -1,18 +1,26 @@
 //! Signed API requests, an option per API key (`require_signature`). Pure.
 //!
 //! ```text
-//! X-Signature: t=<unix seconds>,v1=<lowercase hex HMAC-SHA256(signing_secret, "{t}.{raw body}")>
+//! X-Signature: t=<unix seconds>,v2=<lowercase hex HMAC-SHA256(signing_secret,
+//!              "{t}\n{METHOD}\n{path and query}\n{raw body}")>
 //! ```
 //!
 //! The HMAC key is the UTF-8 bytes of the whole `signing_secret` string
-//! (`sks_...`), as shown once when the key was minted. A request is accepted
-//! when `t` is within [`WINDOW_SECS`] of now (either way) and one `v1` matches;
-//! the tenant's `RateLimiter` object then refuses the same signature a second
-//! time while it could still be accepted (replay).
+//! (`sks_...`), as shown once when the key was minted; `\n` is one line feed;
+//! `METHOD` is uppercase; `path and query` is the request target as the edge
+//! receives it: the path, then `?` and the query string only when the query
+//! is not empty (`/v1/calls?status=queued&limit=50`), byte for byte as sent
+//! (no re-encoding, no reordering). A request is accepted when `t` is within
+//! [`WINDOW_SECS`] of now (either way) and one `v2` matches; the tenant's
+//! `RateLimiter` object then refuses the same signature a second time while
+//! it could still be accepted (replay).
 //!
-//! What is signed is the timestamp and the body only (the format asked for):
-//! method and path are not bound, so two identical bodies signed in the same
-//! second have the same signature and the second counts as a replay.
+//! Method and path are bound, so a signature captured on `GET /v1/calls/{id}`
+//! authorises nothing on `POST /v1/calls/{id}/hangup`. `v1` (`"{t}.{raw body}"`,
+//! method and path unbound) is refused with its own error,
+//! [`SignatureError::VersionUnsupported`], when no `v2` is given; a client may
+//! send both during its own upgrade (an edge that knows `v2` reads only `v2`).
+//! No `v2` string is a `v1` string (`t`'s digits are followed by `\n`, not `.`).
 
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
@@ -20,7 +28,7 @@ use sha2::Sha256;
 pub const HEADER: &str = "x-signature";
 /// Tolerance, both ways, between `t` and now.
 pub const WINDOW_SECS: u64 = 300;
-/// More `v1=` entries than this is malformed (room for a rotation overlap).
+/// More `v2=` entries than this is malformed (room for a rotation overlap).
 const MAX_SIGNATURES: usize = 4;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,17 +37,20 @@ pub enum SignatureError {
     Malformed,
     /// `t` is more than the window away from now.
     Stale,
-    /// No `v1` matches (wrong secret, or the body was changed).
+    /// No `v2` matches (wrong secret, or the method, path or body was changed).
     Mismatch,
+    /// Only `v1` (body only) signatures: the client must sign with `v2`.
+    VersionUnsupported,
 }
 
 impl SignatureError {
     pub fn message(self) -> &'static str {
         match self {
-            SignatureError::Missing => "this API key requires signed requests: send X-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256(signing_secret, \"{t}.{raw body}\")>",
-            SignatureError::Malformed => "X-Signature must be t=<unix seconds>,v1=<64 lowercase hex>",
+            SignatureError::Missing => "this API key requires signed requests: send X-Signature: t=<unix seconds>,v2=<hex HMAC-SHA256(signing_secret, \"{t}\\n{METHOD}\\n{path and query}\\n{raw body}\")>",
+            SignatureError::Malformed => "X-Signature must be t=<unix seconds>,v2=<64 lowercase hex>",
             SignatureError::Stale => "X-Signature's t is more than 300 s away from now; sign each request when sending it",
-            SignatureError::Mismatch => "X-Signature does not match this request's body and timestamp",
+            SignatureError::Mismatch => "X-Signature does not match this request's method, path and query, body and timestamp",
+            SignatureError::VersionUnsupported => "X-Signature v1 (body only) is no longer accepted: sign with v2=<hex HMAC-SHA256(signing_secret, \"{t}\\n{METHOD}\\n{path and query}\\n{raw body}\")>, which binds method and path",
         }
     }
 }
@@ -48,8 +59,8 @@ impl SignatureError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Accepted {
     pub t: u64,
-    /// The matching `v1`, lowercase hex.
-    pub v1: String,
+    /// The matching `v2`, lowercase hex.
+    pub signature: String,
 }
 
 impl Accepted {
@@ -59,28 +70,53 @@ impl Accepted {
     }
 }
 
-fn mac(secret: &[u8], t: u64, body: &[u8]) -> Hmac<Sha256> {
+/// What is signed besides the timestamp and body: the request's method and
+/// its path and query (see [`voxline_shared::signing::path_and_query`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Target<'a> {
+    pub method: &'a str,
+    pub path_and_query: &'a str,
+}
+
+fn mac(secret: &[u8], t: u64, target: Target<'_>, body: &[u8]) -> Hmac<Sha256> {
     // HMAC takes keys of any length.
     let mut m = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC accepts any key length");
-    m.update(t.to_string().as_bytes());
-    m.update(b".");
+    for field in [
+        t.to_string().as_bytes(),
+        target.method.to_ascii_uppercase().as_bytes(),
+        target.path_and_query.as_bytes(),
+    ] {
+        m.update(field);
+        m.update(b"\n");
+    }
     m.update(body);
     m
 }
 
 /// The header value a client sends (also used by tests).
-pub fn header_value(secret: &[u8], t: u64, body: &[u8]) -> String {
+pub fn header_value(secret: &[u8], t: u64, target: Target<'_>, body: &[u8]) -> String {
     format!(
-        "t={t},v1={}",
-        hex::encode(mac(secret, t, body).finalize().into_bytes())
+        "t={t},v2={}",
+        hex::encode(mac(secret, t, target, body).finalize().into_bytes())
     )
 }
 
-/// Checks `X-Signature` against the raw body. Unknown `k=v` entries are
-/// ignored (room for later schemes); several `v1` may be given.
+fn signature_hex(v: &str) -> Result<(String, Vec<u8>), SignatureError> {
+    let v = v.trim();
+    let raw = hex::decode(v).map_err(|_| SignatureError::Malformed)?;
+    if raw.len() != 32 {
+        return Err(SignatureError::Malformed);
+    }
+    Ok((v.to_ascii_lowercase(), raw))
+}
+
+/// Checks `X-Signature` against the request. Unknown `k=v` entries are
+/// ignored (room for later schemes); several `v2` may be given; `v1` entries
+/// are ignored beside a `v2` and refused alone.
 pub fn verify(
     header: Option<&str>,
     secret: &[u8],
+    target: Target<'_>,
     body: &[u8],
     now_secs: u64,
 ) -> Result<Accepted, SignatureError> {
@@ -90,6 +126,7 @@ pub fn verify(
         .ok_or(SignatureError::Missing)?;
     let mut t = None;
     let mut sigs = Vec::new();
+    let mut v1_given = false;
     for part in header.split(',') {
         let (k, v) = part
             .trim()
@@ -104,28 +141,25 @@ pub fn verify(
                 t = Some(v.parse::<u64>().map_err(|_| SignatureError::Malformed)?);
             }
             "t" => return Err(SignatureError::Malformed),
-            "v1" => {
-                let v = v.trim();
-                let raw = hex::decode(v).map_err(|_| SignatureError::Malformed)?;
-                if raw.len() != 32 {
-                    return Err(SignatureError::Malformed);
-                }
-                sigs.push((v.to_ascii_lowercase(), raw));
-            }
+            "v2" => sigs.push(signature_hex(v)?),
+            "v1" => v1_given = true,
             _ => {}
         }
     }
     let t = t.ok_or(SignatureError::Malformed)?;
+    if sigs.is_empty() && v1_given {
+        return Err(SignatureError::VersionUnsupported);
+    }
     if sigs.is_empty() || sigs.len() > MAX_SIGNATURES {
         return Err(SignatureError::Malformed);
     }
     if t.abs_diff(now_secs) > WINDOW_SECS {
         return Err(SignatureError::Stale);
     }
-    for (v1, raw) in sigs {
+    for (signature, raw) in sigs {
         // Constant-time comparison.
-        if mac(secret, t, body).verify_slice(&raw).is_ok() {
-            return Ok(Accepted { t, v1 });
+        if mac(secret, t, target, body).verify_slice(&raw).is_ok() {
+            return Ok(Accepted { t, signature });
         }
     }
     Err(SignatureError::Mismatch)
@@ -137,70 +171,174 @@ mod tests {
 
     const SECRET: &[u8] = b"sks_test";
     const NOW: u64 = 1_764_082_200;
+    const CREATE: Target<'static> = Target {
+        method: "POST",
+        path_and_query: "/v1/calls",
+    };
 
     #[test]
-    fn a_signed_body_verifies_and_anything_else_is_refused() {
+    fn known_vectors() {
+        // The README's worked example. Computed independently:
+        // python3 -c 'import hmac,hashlib; print(hmac.new(b"sks_test",
+        //   b"1764082200\nPOST\n/v1/calls\n{\"phone\":\"+14155550100\"}", hashlib.sha256).hexdigest())'
+        assert_eq!(
+            header_value(SECRET, NOW, CREATE, br#"{"phone":"+14155550100"}"#),
+            "t=1764082200,v2=8fcda60a70653b2c16bf453045f5d47d904271726568b26ce56b1afebad984ab"
+        );
+        let list = Target {
+            method: "GET",
+            path_and_query: "/v1/calls?status=queued&limit=50",
+        };
+        assert_eq!(
+            header_value(SECRET, NOW, list, b""),
+            "t=1764082200,v2=ededc3b7e7e1afe890ca336410ca2de98107cb0b9b8869a7967edd4e29960b5e"
+        );
+    }
+
+    #[test]
+    fn a_signed_request_verifies_and_anything_else_is_refused() {
         let body = br#"{"phone":"+14155550100"}"#;
-        let h = header_value(SECRET, NOW, body);
-        let ok = verify(Some(&h), SECRET, body, NOW + 10).unwrap();
-        assert_eq!((ok.t, ok.v1.len()), (NOW, 64));
+        let h = header_value(SECRET, NOW, CREATE, body);
+        let ok = verify(Some(&h), SECRET, CREATE, body, NOW + 10).unwrap();
+        assert_eq!((ok.t, ok.signature.len()), (NOW, 64));
         assert_eq!(ok.replayable_until_ms(), (NOW + 301) * 1000);
         // Tampered body, wrong secret, stale either way, missing, malformed.
         assert_eq!(
-            verify(Some(&h), SECRET, br#"{"phone":"+14155550101"}"#, NOW),
+            verify(
+                Some(&h),
+                SECRET,
+                CREATE,
+                br#"{"phone":"+14155550101"}"#,
+                NOW
+            ),
             Err(SignatureError::Mismatch)
         );
         assert_eq!(
-            verify(Some(&h), b"sks_other", body, NOW),
+            verify(Some(&h), b"sks_other", CREATE, body, NOW),
             Err(SignatureError::Mismatch)
         );
         assert_eq!(
-            verify(Some(&h), SECRET, body, NOW + 300).map(|a| a.t),
+            verify(Some(&h), SECRET, CREATE, body, NOW + 300).map(|a| a.t),
             Ok(NOW)
         );
         assert_eq!(
-            verify(Some(&h), SECRET, body, NOW + 301),
+            verify(Some(&h), SECRET, CREATE, body, NOW + 301),
             Err(SignatureError::Stale)
         );
         assert_eq!(
-            verify(Some(&h), SECRET, body, NOW - 301),
+            verify(Some(&h), SECRET, CREATE, body, NOW - 301),
             Err(SignatureError::Stale)
         );
         assert_eq!(
-            verify(None, SECRET, body, NOW),
+            verify(None, SECRET, CREATE, body, NOW),
             Err(SignatureError::Missing)
         );
         assert_eq!(
-            verify(Some("  "), SECRET, body, NOW),
+            verify(Some("  "), SECRET, CREATE, body, NOW),
             Err(SignatureError::Missing)
         );
         for bad in [
             "t=1",
-            "v1=00",
-            "t=x,v1=00",
+            "v2=00",
+            "t=x,v2=00",
             "garbage",
-            &format!("t={NOW},v1=zz"),
-            &format!("t={NOW},t={NOW},{}", &h[h.find("v1").unwrap()..]),
+            &format!("t={NOW},v2=zz"),
+            &format!("t={NOW},t={NOW},{}", &h[h.find("v2").unwrap()..]),
         ] {
             assert_eq!(
-                verify(Some(bad), SECRET, body, NOW),
+                verify(Some(bad), SECRET, CREATE, body, NOW),
                 Err(SignatureError::Malformed),
                 "{bad}"
             );
         }
         // Extra entries and a second (old-secret) signature are fine; spaces too.
-        let old = header_value(b"sks_old", NOW, body);
+        let old = header_value(b"sks_old", NOW, CREATE, body);
         let both = format!(
             "t={NOW}, {}, {}, x=1",
-            &old[old.find("v1").unwrap()..],
-            &h[h.find("v1").unwrap()..]
+            &old[old.find("v2").unwrap()..],
+            &h[h.find("v2").unwrap()..]
         );
-        assert_eq!(verify(Some(&both), SECRET, body, NOW).unwrap().v1, ok.v1);
+        assert_eq!(
+            verify(Some(&both), SECRET, CREATE, body, NOW)
+                .unwrap()
+                .signature,
+            ok.signature
+        );
         // Uppercase hex is read, and remembered lowercase (one replay identity).
         let upper = h
             .to_ascii_uppercase()
             .replace("T=", "t=")
-            .replace("V1=", "v1=");
-        assert_eq!(verify(Some(&upper), SECRET, body, NOW).unwrap().v1, ok.v1);
+            .replace("V2=", "v2=");
+        assert_eq!(
+            verify(Some(&upper), SECRET, CREATE, body, NOW)
+                .unwrap()
+                .signature,
+            ok.signature
+        );
+    }
+
+    /// A signature captured on a read authorises no other method or path
+    /// (the issue: a signed GET replayed as a POST hangup).
+    #[test]
+    fn a_signature_is_bound_to_method_path_and_query() {
+        let get = Target {
+            method: "GET",
+            path_and_query: "/v1/calls/c_1",
+        };
+        let h = header_value(SECRET, NOW, get, b"");
+        assert!(verify(Some(&h), SECRET, get, b"", NOW).is_ok());
+        for other in [
+            Target {
+                method: "POST",
+                path_and_query: "/v1/calls/c_1/hangup",
+            },
+            Target {
+                method: "POST",
+                path_and_query: "/v1/calls/c_1",
+            },
+            Target {
+                method: "GET",
+                path_and_query: "/v1/calls/c_2",
+            },
+            Target {
+                method: "GET",
+                path_and_query: "/v1/calls/c_1?x=1",
+            },
+        ] {
+            assert_eq!(
+                verify(Some(&h), SECRET, other, b"", NOW),
+                Err(SignatureError::Mismatch),
+                "{other:?}"
+            );
+        }
+        // The method is compared in uppercase (a Worker normalises `get`).
+        let lower = Target {
+            method: "get",
+            ..get
+        };
+        assert!(verify(Some(&h), SECRET, lower, b"", NOW).is_ok());
+    }
+
+    /// `v1` alone gets its own error naming v2; beside a `v2` it is ignored.
+    #[test]
+    fn a_v1_only_signature_is_refused_as_an_old_version() {
+        use hmac::Mac;
+        let body = br#"{"phone":"+14155550100"}"#;
+        // A correct v1 under the old rule: HMAC(secret, "{t}.{raw body}").
+        let mut m = Hmac::<Sha256>::new_from_slice(SECRET).unwrap();
+        m.update(format!("{NOW}.").as_bytes());
+        m.update(body);
+        let v1 = format!("v1={}", hex::encode(m.finalize().into_bytes()));
+        let e = verify(Some(&format!("t={NOW},{v1}")), SECRET, CREATE, body, NOW).unwrap_err();
+        assert_eq!(e, SignatureError::VersionUnsupported);
+        assert!(e.message().contains("v2="), "{}", e.message());
+        let v2 = header_value(SECRET, NOW, CREATE, body);
+        let both = format!("{v2},{v1}");
+        assert!(verify(Some(&both), SECRET, CREATE, body, NOW).is_ok());
+        let wrong_v2 = format!("t={NOW},v2={},{v1}", "0".repeat(64));
+        assert_eq!(
+            verify(Some(&wrong_v2), SECRET, CREATE, body, NOW),
+            Err(SignatureError::Mismatch)
+        );
     }
 }

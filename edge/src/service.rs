@@ -238,16 +238,30 @@ async fn v1_route<K: Kv, D: Dispatcher>(
     let signature = match &auth.signing_secret {
         None => None,
         Some(secret) => {
+            let path_and_query = signing::path_and_query(&req.path, &req.query);
+            let target = request_signing::Target {
+                method: &req.method,
+                path_and_query: &path_and_query,
+            };
             let ok = request_signing::verify(
                 req.header(request_signing::HEADER),
                 secret.as_bytes(),
+                target,
                 &req.body,
                 env.now_ms / 1000,
             )
-            .map_err(|e| ApiError::new(ErrorCode::InvalidRequestSignature, e.message()))?;
+            .map_err(|e| {
+                let code = match e {
+                    request_signing::SignatureError::VersionUnsupported => {
+                        ErrorCode::SignatureVersionUnsupported
+                    }
+                    _ => ErrorCode::InvalidRequestSignature,
+                };
+                ApiError::new(code, e.message())
+            })?;
             let until_ms = ok.replayable_until_ms();
             Some(SignatureUse {
-                key: traffic::signature_storage_key(until_ms, &ok.v1),
+                key: traffic::signature_storage_key(until_ms, &ok.signature),
                 until_ms,
             })
         }
@@ -958,6 +972,7 @@ async fn list_calls<K: Kv, D: Dispatcher>(
 pub(crate) async fn authenticate_sidecar(
     kv: &impl Kv,
     headers: &SignedHeaders<'_>,
+    target: signing::Target<'_>,
     signed: &[u8],
     now_ms: u64,
 ) -> Result<SidecarRecord> {
@@ -978,15 +993,21 @@ pub(crate) async fn authenticate_sidecar(
     signing::verify(
         sidecar.secret.as_bytes(),
         headers,
+        target,
         signed,
         now_ms / 1000,
         signing::DEFAULT_WINDOW_SECS,
     )
-    .map_err(|e| {
-        ApiError::new(
+    .map_err(|e| match e {
+        // Not a wrong secret: an old (or newer) signer; its own code, so
+        // the sidecar can stop and say so rather than retry forever.
+        signing::SignatureError::UnsupportedVersion => {
+            ApiError::new(ErrorCode::SignatureVersionUnsupported, e.to_string())
+        }
+        _ => ApiError::new(
             ErrorCode::InvalidSignature,
             format!("signature refused: {e}"),
-        )
+        ),
     })?;
     Ok(sidecar)
 }
@@ -999,6 +1020,7 @@ async fn sidecar_request<K: Kv, D: Dispatcher>(
     req: &ApiRequest,
     op: SidecarOp,
 ) -> Result<ApiResponse> {
+    sidecar_link::check_transport(&req.scheme, env.dev_mode)?;
     // Before the signature: the glue never buffers an oversized body, so its
     // signature cannot match, and a 401 would make the sidecar re-register
     // and resend the same batch forever. 413 says what is wrong.
@@ -1013,7 +1035,12 @@ async fn sidecar_request<K: Kv, D: Dispatcher>(
         ));
     }
     let headers = SignedHeaders::from_lookup(|name| req.header(name));
-    let sidecar = authenticate_sidecar(env.kv, &headers, &req.body, env.now_ms).await?;
+    let path_and_query = signing::path_and_query(&req.path, &req.query);
+    let target = signing::Target {
+        method: &req.method,
+        path: &path_and_query,
+    };
+    let sidecar = authenticate_sidecar(env.kv, &headers, target, &req.body, env.now_ms).await?;
     let sid = sidecar.id.as_str();
     let body = sidecar_link::parse_message(op, &req.body, sid)?;
     if let Some(region) = body.get("region").and_then(Value::as_str) {

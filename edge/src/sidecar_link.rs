@@ -20,6 +20,27 @@ use voxline_shared::protocol::{
 pub const HELD_GRACE_MS: u64 = 5_000;
 pub const NONCE_WINDOW_MS: u64 = voxline_shared::signing::DEFAULT_WINDOW_SECS * 1000;
 
+/// Outside development the link is taken over HTTPS only: it carries signed
+/// requests, offers with engine keys, and recordings. Checked before anything
+/// else is read, so a sidecar pointed at `http://` learns at once and no offer
+/// ever leaves in clear.
+///
+/// `scheme` is the scheme of the request URL as the Worker sees it. Cloudflare
+/// sets it from the client's own connection to its edge (`http` on port 80,
+/// `https` once TLS ended there), so a client cannot claim it; headers such as
+/// `X-Forwarded-Proto` or `CF-Visitor` are not read, because to a Worker they
+/// are whatever the client, or a proxy in front, wrote. `wrangler dev` serves
+/// `http://`, hence development is exempt (`VOXLINE_ENV=development`).
+pub fn check_transport(scheme: &str, dev_mode: bool) -> Result<(), ApiError> {
+    if dev_mode || scheme.eq_ignore_ascii_case("https") {
+        return Ok(());
+    }
+    Err(ApiError::new(
+        ErrorCode::HttpsRequired,
+        "the sidecar link is served over https only outside development: set the sidecar's edge_url to https:// (or https+h3://)",
+    ))
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SidecarOp {
@@ -304,6 +325,18 @@ pub fn lease_reply(
 mod tests {
     use super::*;
     use crate::dispatch::{CallChange, QueuedCall};
+
+    #[test]
+    fn the_link_is_https_only_outside_development() {
+        assert_eq!(check_transport("https", false), Ok(()));
+        assert_eq!(check_transport("HTTPS", false), Ok(()));
+        for scheme in ["http", "", "ws"] {
+            let e = check_transport(scheme, false).unwrap_err();
+            assert_eq!((e.code, e.status()), (ErrorCode::HttpsRequired, 403));
+            assert!(e.message.contains("https://"), "{}", e.message);
+            assert_eq!(check_transport(scheme, true), Ok(()), "development");
+        }
+    }
     use voxline_shared::protocol::{LeaseResponse, Offer};
     use voxline_shared::{CallStatus, EndedReason};
 

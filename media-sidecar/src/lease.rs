@@ -53,6 +53,11 @@
 //!   retried with backoff until a 2xx; one the edge refuses for good (`400`,
 //!   `404`, `409`, `413`, `422`) or that cannot be read is given up, and its
 //!   file left on disk for the operator. Draining waits for them too.
+//! - A refusal no retry can fix ([`LinkRefusal`]: the edge does not take this
+//!   build's signature scheme, or takes the link over https only) halts the
+//!   client: every call held here is hung up as for refused credentials, no
+//!   request goes out any more, and [`Action::Halt`] tells the driver to stop
+//!   and say why, rather than retry forever with a warning per try.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::path::PathBuf;
@@ -256,6 +261,64 @@ pub enum Action {
     UploadDone(Upload),
     /// Worth a log line; no action needed.
     Notice(Notice),
+    /// The edge refused the link for good: stop once the calls being hung
+    /// up have ended, and report why (a configuration or version mismatch).
+    Halt(LinkRefusal),
+}
+
+/// A refusal of the link that no retry can fix, read from an error answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LinkRefusal {
+    /// The request that was refused.
+    pub path: &'static str,
+    pub status: u16,
+    /// The edge's `error.code`.
+    pub code: String,
+    /// The edge's `error.message`.
+    pub detail: String,
+    /// What the operator should do.
+    pub hint: &'static str,
+}
+
+/// The refusal in an edge's error answer, if it is one retrying cannot fix.
+///
+/// - `signature_version_unsupported`: the edge does not take this build's
+///   signature scheme (`v2`): an older sidecar, or a newer edge.
+/// - `https_required`: the edge takes the link over https only.
+/// - `invalid_signature` saying `malformed: x-voxline-signature`: an edge
+///   from before `v2`, which reads only `v1` (this build always sends a
+///   well-formed `v2`, so nothing else makes that header malformed).
+pub fn link_refusal(path: &'static str, reply: &Reply) -> Option<LinkRefusal> {
+    let Reply::Http { status, body } = reply else {
+        return None;
+    };
+    if !(400..500).contains(status) {
+        return None;
+    }
+    let v: serde_json::Value = serde_json::from_slice(body).ok()?;
+    let code = v["error"]["code"].as_str()?;
+    let detail = v["error"]["message"].as_str().unwrap_or("");
+    let hint = match code {
+        "signature_version_unsupported" => {
+            "the edge does not accept this sidecar's request signatures (v2, binding method and path): run a sidecar and an edge of the same release"
+        }
+        "https_required" => {
+            "the edge takes the sidecar link over https only (it is not in development mode): set edge_url to https:// or https+h3://"
+        }
+        "invalid_signature" if detail.contains("malformed: x-voxline-signature") => {
+            "the edge predates v2 request signatures (it reads only v1): upgrade the edge first"
+        }
+        _ => return None,
+    };
+    let mut detail = detail.to_string();
+    bound_text(&mut detail, 500);
+    Some(LinkRefusal {
+        path,
+        status: *status,
+        code: code.chars().take(64).collect(),
+        detail,
+        hint,
+    })
 }
 
 /// Things that happened, for logs and tests.
@@ -489,6 +552,18 @@ enum InFlight {
     Upload,
 }
 
+impl InFlight {
+    fn path(self) -> &'static str {
+        match self {
+            InFlight::Register => paths::REGISTER,
+            InFlight::Lease { .. } => paths::LEASE,
+            InFlight::Ack => paths::ACK,
+            InFlight::Events { .. } => paths::EVENTS,
+            InFlight::Upload => paths::RECORDING,
+        }
+    }
+}
+
 /// How a status code is handled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Class {
@@ -552,6 +627,8 @@ pub struct LeaseClient {
     actions: VecDeque<Action>,
     draining: bool,
     store: Option<Box<dyn EventStore>>,
+    /// Set once the edge refused the link for good: nothing more is sent.
+    halted: Option<LinkRefusal>,
 }
 
 impl LeaseClient {
@@ -579,6 +656,7 @@ impl LeaseClient {
             actions: VecDeque::new(),
             draining: false,
             store: None,
+            halted: None,
         }
     }
 
@@ -764,7 +842,7 @@ impl LeaseClient {
     /// this sidecar work (a long-poll of ours may still be open there) and
     /// fails what it still holds at once. `None` if never registered.
     pub fn farewell(&self) -> Option<Request> {
-        (self.timing.is_some()).then(|| {
+        (self.timing.is_some() && self.halted.is_none()).then(|| {
             Request::Deregister(Deregistration {
                 protocol_version: PROTOCOL_VERSION,
                 sidecar_id: self.s.sidecar_id.clone(),
@@ -829,8 +907,16 @@ impl LeaseClient {
         self.actions.pop_front()
     }
 
+    /// Why the edge refused the link for good, once it did (see [`LinkRefusal`]).
+    pub fn halted(&self) -> Option<&LinkRefusal> {
+        self.halted.as_ref()
+    }
+
     /// The next request to send now, if any. Call until `None` after every input.
     pub fn poll_transmit(&mut self, now_ms: u64) -> Option<Transmit> {
+        if self.halted.is_some() {
+            return None;
+        }
         self.expire_acks(now_ms);
         match self.phase {
             Phase::Unregistered { at_ms } if now_ms >= at_ms => {
@@ -934,6 +1020,9 @@ impl LeaseClient {
     /// When to call [`poll_transmit`](Self::poll_transmit) again if no input
     /// arrives before (`None`: only an input can make progress).
     pub fn next_wakeup_ms(&self) -> Option<u64> {
+        if self.halted.is_some() {
+            return None;
+        }
         let mut t: Option<u64> = None;
         let mut at = |x: u64| t = Some(t.map_or(x, |t| t.min(x)));
         match self.phase {
@@ -1005,6 +1094,17 @@ impl LeaseClient {
         let Some(what) = self.in_flight.remove(&id) else {
             return;
         };
+        if self.halted.is_some() {
+            return;
+        }
+        if let Some(refusal) = link_refusal(what.path(), &reply) {
+            // Every request is signed and sent alike: the rest would be
+            // refused too. Hang up as for refused credentials, then stop.
+            self.credentials_refused(refusal.status);
+            self.halted = Some(refusal.clone());
+            self.actions.push_back(Action::Halt(refusal));
+            return;
+        }
         match what {
             InFlight::Register => self.on_register(now_ms, id, reply),
             InFlight::Lease { sent_ms } => self.on_lease(now_ms, sent_ms, reply),

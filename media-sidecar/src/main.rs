@@ -252,6 +252,11 @@ fn main() -> ExitCode {
         };
         let summary =
             run(carrier, voxline_media_sidecar::lease_settings(&cfg), cfg.secret.clone(), opts, stop_rx).await;
+        if let Some(why) = summary.halted {
+            // A configuration or version mismatch: restarting as is cannot help.
+            eprintln!("voxline-media-sidecar: the edge refused the link: {why}");
+            return ExitCode::from(2);
+        }
         if summary.clean_exit {
             ExitCode::SUCCESS
         } else {

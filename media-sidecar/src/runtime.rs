@@ -19,13 +19,13 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinSet;
 use voxline_shared::protocol::EventKind;
-use voxline_shared::signing::signed_headers;
+use voxline_shared::signing::{signed_headers, Target};
 
 use crate::calls::{run_call, CallMode};
 use crate::carrier::Carrier;
 use crate::config::Secret;
 use crate::lease::{
-    Action, LeaseClient, LeaseSettings, Notice, Reply, Request, RequestId, Transmit,
+    Action, LeaseClient, LeaseSettings, LinkRefusal, Notice, Reply, Request, RequestId, Transmit,
 };
 use voxline_shared::protocol::HEADER_RECORDING_MANIFEST;
 
@@ -93,6 +93,9 @@ pub struct RunSummary {
     pub calls_started: u64,
     /// Nothing was left held or undelivered at exit.
     pub clean_exit: bool,
+    /// The run stopped by itself: the edge refused the link for good (a
+    /// configuration or version mismatch). What to do about it.
+    pub halted: Option<String>,
 }
 
 fn random_nonce() -> String {
@@ -340,6 +343,8 @@ struct Driver<C: Carrier> {
     calls: HashMap<String, oneshot::Sender<()>>,
     mode: CallMode,
     started: u64,
+    /// Set by [`Action::Halt`]: stop once the call tasks have ended.
+    halted: Option<LinkRefusal>,
 }
 
 impl<C: Carrier> Driver<C> {
@@ -351,7 +356,7 @@ impl<C: Carrier> Driver<C> {
         self.requests.spawn(async move {
             let path = t.request.path();
             let signed = t.request.body();
-            let mut headers = signed_headers(&sidecar_id, secret.expose(), now_ms() / 1000, &random_nonce(), &signed).to_vec();
+            let mut headers = signed_headers(&sidecar_id, secret.expose(), now_ms() / 1000, &random_nonce(), Target::post(path), &signed).to_vec();
             // A recording: the signed manifest rides in a header, the file is the body.
             let body = match &t.request {
                 Request::Recording(upload) => match crate::recordings::read(upload).await {
@@ -412,6 +417,14 @@ impl<C: Carrier> Driver<C> {
                 crate::recordings::remove(&upload);
             }
             Action::Notice(n) => log_notice(n),
+            Action::Halt(r) => {
+                tracing::error!(
+                    path = r.path, status = r.status, code = %r.code, detail = %r.detail,
+                    held_calls = self.calls.len(),
+                    "the edge refused the link for good: {}; hanging up and stopping", r.hint
+                );
+                self.halted = Some(r);
+            }
         }
     }
 }
@@ -439,6 +452,7 @@ pub async fn run<C: Carrier>(
         calls: HashMap::new(),
         mode: opts.mode.clone(),
         started: 0,
+        halted: None,
     };
     let mut core = LeaseClient::new(settings);
     if let Some(dir) = &opts.recordings_dir {
@@ -486,6 +500,7 @@ pub async fn run<C: Carrier>(
             return RunSummary {
                 calls_started: 0,
                 clean_exit: true,
+                halted: None,
             }
         }
     }
@@ -510,12 +525,24 @@ pub async fn run<C: Carrier>(
             tracing::info!("drained");
             break;
         }
+        // Halted: nothing more can reach the edge; wait only for the calls
+        // being hung up (bounded by the drain timeout), then stop.
+        if d.halted.is_some() {
+            if d.call_tasks.is_empty() {
+                break;
+            }
+            begin_drain(&mut core, &mut drain_until);
+        }
         // Reap finished request tasks so the set does not grow.
         while d.requests.try_join_next().is_some() {}
 
-        let sleep = core
-            .next_wakeup_ms()
-            .map_or(far, |w| Duration::from_millis(w.saturating_sub(now_ms())));
+        let sleep = if d.halted.is_some() {
+            // Look again soon whether the last call task is gone.
+            Duration::from_millis(100)
+        } else {
+            core.next_wakeup_ms()
+                .map_or(far, |w| Duration::from_millis(w.saturating_sub(now_ms())))
+        };
         let drain_at = drain_until.unwrap_or_else(|| tokio::time::Instant::now() + far);
         tokio::select! {
             Some(msg) = rx.recv() => handle_msg(&mut core, &mut d, msg),
@@ -556,6 +583,7 @@ pub async fn run<C: Carrier>(
             d.secret.expose(),
             now_ms() / 1000,
             &random_nonce(),
+            Target::post(bye.path()),
             &body,
         );
         let limit = Duration::from_millis(bye.timeout_ms());
@@ -578,6 +606,9 @@ pub async fn run<C: Carrier>(
     RunSummary {
         calls_started: d.started,
         clean_exit,
+        halted: d
+            .halted
+            .map(|r| format!("{} ({} {}: {})", r.hint, r.status, r.code, r.detail)),
     }
 }
 

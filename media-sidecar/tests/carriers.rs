@@ -38,6 +38,7 @@ fn sig_headers(body: &[u8]) -> Vec<(&'static str, String)> {
         b"secret",
         1_700_000_000,
         "00112233445566778899aabbccddeeff",
+        voxline_shared::signing::Target::post("/v1/sidecar/lease"),
         body,
     )
     .to_vec()
@@ -89,7 +90,7 @@ async fn http1_plain_keeps_one_connection_alive() {
         assert!(first
             .header("x-voxline-signature")
             .unwrap()
-            .starts_with("v1="));
+            .starts_with("v2="));
     })
     .await
 }

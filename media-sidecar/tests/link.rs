@@ -195,7 +195,8 @@ async fn scenario<C: Carrier>(edge: &FakeEdge, carrier: C) {
         summary,
         RunSummary {
             calls_started: 3,
-            clean_exit: true
+            clean_exit: true,
+            halted: None
         }
     );
     let s = edge.state.lock().unwrap();
@@ -306,7 +307,8 @@ async fn placeholder_calls_hold_their_slot_until_hung_up() {
             summary,
             RunSummary {
                 calls_started: 2,
-                clean_exit: false
+                clean_exit: false,
+                halted: None
             },
             "p_2 was abandoned"
         );
@@ -381,7 +383,8 @@ async fn recovers_from_edge_errors_and_reregisters_on_410() {
             sc.drain().await,
             RunSummary {
                 calls_started: 1,
-                clean_exit: true
+                clean_exit: true,
+                halted: None
             }
         );
     })
@@ -482,7 +485,8 @@ async fn a_restart_resends_spooled_events_and_holds_their_calls_until_acked() {
             sc.drain().await,
             RunSummary {
                 calls_started: 1,
-                clean_exit: true
+                clean_exit: true,
+                halted: None
             }
         );
         assert_eq!(
@@ -533,10 +537,54 @@ async fn revoked_credentials_hang_up_the_calls_held() {
             sc.drain().await,
             RunSummary {
                 calls_started: 1,
-                clean_exit: true
+                clean_exit: true,
+                halted: None
             }
         );
     })
     .await
     .expect("bounded")
+}
+
+/// An edge that stops taking this sidecar's signatures (here: a newer scheme)
+/// mid-call: the sidecar hangs its call up and stops by itself, saying why,
+/// rather than retrying forever. The drain timeout is far beyond the test's
+/// bound, so stopping proves the call task ended (it was hung up).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_signature_scheme_hangs_up_and_stops_the_sidecar() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let edge = FakeEdge::start(SECRET, reg_ack()).await;
+        let carrier = Http1Carrier::new(
+            EdgeUrl::parse(&format!("http://{}", edge.addr())).unwrap(),
+            None,
+        );
+        let sc = start_with(
+            carrier,
+            1,
+            SECRET,
+            RunOptions {
+                mode: CallMode::SimulateAnswer(Duration::from_secs(3_600)),
+                drain_timeout: Duration::from_secs(3_600),
+                ..RunOptions::default()
+            },
+        );
+        let t = Duration::from_secs(15);
+        edge.offer(offer("c_1", 3_600));
+        edge.wait_for("c_1 answered", t, |s| {
+            kinds_in(s, "c_1").contains(&"answered").then_some(())
+        })
+        .await;
+        edge.state.lock().unwrap().refuse_all = Some((401, "signature_version_unsupported"));
+        let summary = tokio::time::timeout(t, sc.task)
+            .await
+            .expect("stops by itself once the call is hung up")
+            .unwrap();
+        assert_eq!(summary.calls_started, 1);
+        assert!(!summary.clean_exit, "c_1's end could not be reported");
+        let why = summary.halted.expect("halted");
+        assert!(why.contains("signature_version_unsupported"), "{why}");
+        assert!(why.contains("same release"), "{why}");
+    })
+    .await
+    .expect("test bounded");
 }

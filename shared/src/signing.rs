@@ -6,8 +6,23 @@
 //! x-voxline-sidecar:   <sidecar id>
 //! x-voxline-timestamp: <unix seconds, decimal>
 //! x-voxline-nonce:     <16..=64 hex chars, fresh per request>
-//! x-voxline-signature: v1=<lowercase hex HMAC-SHA256(secret, "{timestamp}.{nonce}.{raw body}")>
+//! x-voxline-signature: v2=<lowercase hex HMAC-SHA256(secret,
+//!                      "{timestamp}\n{nonce}\n{METHOD}\n{path}\n{raw body}")>
 //! ```
+//!
+//! `METHOD` is the HTTP method in uppercase (`POST`), `path` the API path the
+//! edge routes on (`/v1/sidecar/lease`: without the sidecar's configured base
+//! path, with `?query` only if there is one), `\n` one line feed. Binding
+//! method and path means a signature captured on one endpoint authorises
+//! nothing on another. A line feed cannot occur in a method, a path or the
+//! timestamp and nonce, so the fields cannot slide into one another; and the
+//! string starts with the timestamp's digits then `\n`, where `v1`'s had a
+//! `.`, so no `v1` signature is ever a `v2` one.
+//!
+//! `v1` (`"{timestamp}.{nonce}.{raw body}"`, method and path unbound) is
+//! refused with its own code, [`SignatureError::UnsupportedVersion`]
+//! (`signature_version_unsupported`), so an old sidecar learns it must be
+//! upgraded rather than that its secret is wrong.
 //!
 //! The edge looks the secret up by the sidecar id, calls [`verify`], checks that
 //! the body's `sidecar_id` equals the header, and rejects a nonce it has already
@@ -27,7 +42,9 @@ pub const HEADER_NONCE: &str = "x-voxline-nonce";
 pub const HEADER_SIGNATURE: &str = "x-voxline-signature";
 
 /// The scheme prefix of the signature header value.
-pub const SCHEME_PREFIX: &str = "v1=";
+pub const SCHEME_PREFIX: &str = "v2=";
+/// The signing scheme this build speaks, as named in the header.
+pub const SCHEME_VERSION: &str = "v2";
 /// Default tolerance, both ways, between the request's timestamp and `now`.
 pub const DEFAULT_WINDOW_SECS: u64 = 300;
 pub const MIN_NONCE_LEN: usize = 16;
@@ -45,8 +62,13 @@ pub enum SignatureError {
     Malformed(&'static str),
     /// The timestamp is further than the window from now (past or future).
     Stale,
-    /// The HMAC does not match (wrong secret, tampered body, headers or nonce).
+    /// The HMAC does not match (wrong secret, tampered body, method, path,
+    /// timestamp or nonce).
     BadSignature,
+    /// The signature is of another scheme (`v1=`, which binds neither
+    /// method nor path, or a newer one): the signer must be upgraded (or
+    /// the edge, for a newer one). Not a wrong secret.
+    UnsupportedVersion,
 }
 
 impl SignatureError {
@@ -56,6 +78,7 @@ impl SignatureError {
             SignatureError::Malformed(_) => "malformed",
             SignatureError::Stale => "stale",
             SignatureError::BadSignature => "bad_signature",
+            SignatureError::UnsupportedVersion => "signature_version_unsupported",
         }
     }
 
@@ -75,6 +98,9 @@ impl core::fmt::Display for SignatureError {
             SignatureError::Malformed(h) => write!(f, "malformed: {h}"),
             SignatureError::Stale => f.write_str("stale: timestamp outside the allowed window"),
             SignatureError::BadSignature => f.write_str("bad_signature"),
+            SignatureError::UnsupportedVersion => f.write_str(
+                "signature_version_unsupported: x-voxline-signature must be v2=<hex HMAC-SHA256(secret, \"{timestamp}\\n{nonce}\\n{METHOD}\\n{path}\\n{raw body}\")>, which binds method and path (v1 is no longer accepted): upgrade the signer",
+            ),
         }
     }
 }
@@ -102,20 +128,59 @@ impl<'a> SignedHeaders<'a> {
     }
 }
 
-fn mac(secret: &[u8], timestamp: &str, nonce: &str, body: &[u8]) -> HmacSha256 {
+/// What a signature binds besides the body: the request's method and path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Target<'a> {
+    /// The HTTP method; signed in uppercase whatever its case here.
+    pub method: &'a str,
+    /// The API path with `?query` when there is one ([`path_and_query`]).
+    pub path: &'a str,
+}
+
+impl<'a> Target<'a> {
+    /// `POST` to `path`: every request of the sidecar link.
+    pub const fn post(path: &'a str) -> Self {
+        Target {
+            method: "POST",
+            path,
+        }
+    }
+}
+
+/// The path as signed: `path`, then `?query` only when the query is not empty.
+pub fn path_and_query(path: &str, query: &str) -> String {
+    if query.is_empty() {
+        path.to_string()
+    } else {
+        format!("{path}?{query}")
+    }
+}
+
+fn mac(secret: &[u8], timestamp: &str, nonce: &str, target: Target<'_>, body: &[u8]) -> HmacSha256 {
     // HMAC accepts keys of any length.
     let mut m = HmacSha256::new_from_slice(secret).expect("HMAC takes any key length");
-    m.update(timestamp.as_bytes());
-    m.update(b".");
-    m.update(nonce.as_bytes());
-    m.update(b".");
+    for field in [
+        timestamp.as_bytes(),
+        nonce.as_bytes(),
+        target.method.to_ascii_uppercase().as_bytes(),
+        target.path.as_bytes(),
+    ] {
+        m.update(field);
+        m.update(b"\n");
+    }
     m.update(body);
     m
 }
 
-/// The `x-voxline-signature` value: `v1=<hex hmac>`.
-pub fn sign(secret: &[u8], timestamp_secs: u64, nonce: &str, body: &[u8]) -> String {
-    let tag = mac(secret, &timestamp_secs.to_string(), nonce, body)
+/// The `x-voxline-signature` value: `v2=<hex hmac>`.
+pub fn sign(
+    secret: &[u8],
+    timestamp_secs: u64,
+    nonce: &str,
+    target: Target<'_>,
+    body: &[u8],
+) -> String {
+    let tag = mac(secret, &timestamp_secs.to_string(), nonce, target, body)
         .finalize()
         .into_bytes();
     format!("{SCHEME_PREFIX}{}", hex::encode(tag))
@@ -127,23 +192,27 @@ pub fn signed_headers(
     secret: &[u8],
     timestamp_secs: u64,
     nonce: &str,
+    target: Target<'_>,
     body: &[u8],
 ) -> [(&'static str, String); 4] {
     [
         (HEADER_SIDECAR, sidecar_id.to_string()),
         (HEADER_TIMESTAMP, timestamp_secs.to_string()),
         (HEADER_NONCE, nonce.to_string()),
-        (HEADER_SIGNATURE, sign(secret, timestamp_secs, nonce, body)),
+        (
+            HEADER_SIGNATURE,
+            sign(secret, timestamp_secs, nonce, target, body),
+        ),
     ]
 }
 
-/// Hex-encodes caller-supplied random bytes into a nonce (16 bytes -> 32 chars).
 /// Lowercase hex SHA-256 of `bytes` (a recording manifest's `sha256`).
 pub fn sha256_hex(bytes: &[u8]) -> String {
     use sha2::Digest;
     hex::encode(Sha256::digest(bytes))
 }
 
+/// Hex-encodes caller-supplied random bytes into a nonce (16 bytes -> 32 chars).
 pub fn nonce_from_bytes(random: &[u8; 16]) -> String {
     hex::encode(random)
 }
@@ -152,14 +221,30 @@ fn is_hex(s: &str) -> bool {
     s.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
-/// Checks a request's signature headers against `secret` and the raw body.
+/// `true` for a `v<digits>=` prefix other than ours: a scheme this build
+/// does not speak (as opposed to a garbled header).
+fn other_scheme(sig: &str) -> bool {
+    sig.split_once('=')
+        .and_then(|(scheme, _)| scheme.strip_prefix('v'))
+        .is_some_and(|n| {
+            !n.is_empty()
+                && n.len() <= 3
+                && n.bytes().all(|b| b.is_ascii_digit())
+                && Some(n) != SCHEME_VERSION.strip_prefix('v')
+        })
+}
+
+/// Checks a request's signature headers against `secret`, the request's
+/// method and path, and the raw body.
 ///
-/// Order: presence of each header, then form, then freshness (`|now - ts| <=
-/// window_secs`), then the HMAC, compared in constant time. Replay (a nonce seen
-/// before within the window) is the caller's check.
+/// Order: presence of each header, then form (a signature of another scheme,
+/// such as `v1=`, is [`SignatureError::UnsupportedVersion`]), then freshness
+/// (`|now - ts| <= window_secs`), then the HMAC, compared in constant time.
+/// Replay (a nonce seen before within the window) is the caller's check.
 pub fn verify(
     secret: &[u8],
     headers: &SignedHeaders<'_>,
+    target: Target<'_>,
     body: &[u8],
     now_secs: u64,
     window_secs: u64,
@@ -190,6 +275,9 @@ pub fn verify(
     if nonce.len() < MIN_NONCE_LEN || nonce.len() > MAX_NONCE_LEN || !is_hex(nonce) {
         return Err(SignatureError::Malformed(HEADER_NONCE));
     }
+    if other_scheme(sig) {
+        return Err(SignatureError::UnsupportedVersion);
+    }
     let hex_tag = sig
         .strip_prefix(SCHEME_PREFIX)
         .ok_or(SignatureError::Malformed(HEADER_SIGNATURE))?;
@@ -202,7 +290,7 @@ pub fn verify(
         return Err(SignatureError::Stale);
     }
     // The timestamp is signed as sent (digits, possibly with leading zeros).
-    mac(secret, ts, nonce, body)
+    mac(secret, ts, nonce, target, body)
         .verify_slice(&tag)
         .map_err(|_| SignatureError::BadSignature)
 }
@@ -215,6 +303,7 @@ mod tests {
     const NOW: u64 = 1_700_000_000;
     const NONCE: &str = "0123456789abcdef0123456789abcdef";
     const BODY: &[u8] = br#"{"protocol_version":1,"sidecar_id":"sc-1"}"#;
+    const LEASE: Target<'static> = Target::post("/v1/sidecar/lease");
 
     fn headers<'a>(h: &'a [(&'static str, String); 4]) -> SignedHeaders<'a> {
         SignedHeaders::from_lookup(|name| {
@@ -224,106 +313,113 @@ mod tests {
 
     #[test]
     fn known_vector() {
-        // Computed independently: python3 -c "import hmac,hashlib;
-        // print(hmac.new(b'key', b'1.0000000000000000.body', hashlib.sha256).hexdigest())"
+        // Computed independently: python3 -c "import hmac,hashlib; print(hmac.new(b'key',
+        // b'1\\n0000000000000000\\nPOST\\n/v1/sidecar/lease\\nbody', hashlib.sha256).hexdigest())"
         assert_eq!(
-            sign(b"key", 1, "0000000000000000", b"body"),
-            "v1=870d1d3d9fe4ebad7d2bb8ae95b66226258a7bbd52670a50baa8bd8415a59d37"
+            sign(b"key", 1, "0000000000000000", LEASE, b"body"),
+            "v2=2ae19ac5cd8eef33af0d6b682ec7c524eaad6c9900af15356db7b0371714a4f5"
         );
     }
 
     #[test]
     fn round_trip() {
-        let h = signed_headers("sc-1", SECRET, NOW, NONCE, BODY);
+        let h = signed_headers("sc-1", SECRET, NOW, NONCE, LEASE, BODY);
         assert_eq!(h[3].1.len(), 3 + 64);
-        assert!(h[3].1.starts_with("v1="));
+        assert!(h[3].1.starts_with("v2="));
         assert_eq!(
-            verify(SECRET, &headers(&h), BODY, NOW, DEFAULT_WINDOW_SECS),
+            verify(SECRET, &headers(&h), LEASE, BODY, NOW, DEFAULT_WINDOW_SECS),
             Ok(())
         );
         // Uppercase hex in the signature is accepted (hex decoding is case-insensitive).
         let mut upper = h.clone();
-        upper[3].1 = format!("v1={}", upper[3].1[3..].to_uppercase());
+        upper[3].1 = format!("v2={}", upper[3].1[3..].to_uppercase());
         assert_eq!(
-            verify(SECRET, &headers(&upper), BODY, NOW, DEFAULT_WINDOW_SECS),
+            verify(
+                SECRET,
+                &headers(&upper),
+                LEASE,
+                BODY,
+                NOW,
+                DEFAULT_WINDOW_SECS
+            ),
             Ok(())
         );
     }
 
     #[test]
     fn tampered_body_fails() {
-        let h = signed_headers("sc-1", SECRET, NOW, NONCE, BODY);
+        let h = signed_headers("sc-1", SECRET, NOW, NONCE, LEASE, BODY);
         let tampered = br#"{"protocol_version":1,"sidecar_id":"sc-2"}"#;
         assert_eq!(
-            verify(SECRET, &headers(&h), tampered, NOW, 300),
+            verify(SECRET, &headers(&h), LEASE, tampered, NOW, 300),
             Err(SignatureError::BadSignature)
         );
         assert_eq!(
-            verify(SECRET, &headers(&h), b"", NOW, 300),
+            verify(SECRET, &headers(&h), LEASE, b"", NOW, 300),
             Err(SignatureError::BadSignature)
         );
     }
 
     #[test]
     fn tampered_nonce_or_timestamp_fails() {
-        let h = signed_headers("sc-1", SECRET, NOW, NONCE, BODY);
+        let h = signed_headers("sc-1", SECRET, NOW, NONCE, LEASE, BODY);
         let mut n = h.clone();
         n[2].1 = "1123456789abcdef0123456789abcdef".into();
         assert_eq!(
-            verify(SECRET, &headers(&n), BODY, NOW, 300),
+            verify(SECRET, &headers(&n), LEASE, BODY, NOW, 300),
             Err(SignatureError::BadSignature)
         );
         let mut t = h.clone();
         t[1].1 = (NOW + 1).to_string();
         assert_eq!(
-            verify(SECRET, &headers(&t), BODY, NOW, 300),
+            verify(SECRET, &headers(&t), LEASE, BODY, NOW, 300),
             Err(SignatureError::BadSignature)
         );
     }
 
     #[test]
     fn wrong_secret_fails() {
-        let h = signed_headers("sc-1", SECRET, NOW, NONCE, BODY);
+        let h = signed_headers("sc-1", SECRET, NOW, NONCE, LEASE, BODY);
         assert_eq!(
-            verify(b"another-secret", &headers(&h), BODY, NOW, 300),
+            verify(b"another-secret", &headers(&h), LEASE, BODY, NOW, 300),
             Err(SignatureError::BadSignature)
         );
         assert_eq!(
-            verify(b"", &headers(&h), BODY, NOW, 300),
+            verify(b"", &headers(&h), LEASE, BODY, NOW, 300),
             Err(SignatureError::BadSignature)
         );
     }
 
     #[test]
     fn stale_and_future_timestamps_fail() {
-        let h = signed_headers("sc-1", SECRET, NOW, NONCE, BODY);
+        let h = signed_headers("sc-1", SECRET, NOW, NONCE, LEASE, BODY);
         let hs = headers(&h);
         // At the edges of the window it still passes.
-        assert_eq!(verify(SECRET, &hs, BODY, NOW + 300, 300), Ok(()));
-        assert_eq!(verify(SECRET, &hs, BODY, NOW - 300, 300), Ok(()));
+        assert_eq!(verify(SECRET, &hs, LEASE, BODY, NOW + 300, 300), Ok(()));
+        assert_eq!(verify(SECRET, &hs, LEASE, BODY, NOW - 300, 300), Ok(()));
         // One second past: stale, whichever way the clocks disagree.
         assert_eq!(
-            verify(SECRET, &hs, BODY, NOW + 301, 300),
+            verify(SECRET, &hs, LEASE, BODY, NOW + 301, 300),
             Err(SignatureError::Stale)
         );
         assert_eq!(
-            verify(SECRET, &hs, BODY, NOW - 301, 300),
+            verify(SECRET, &hs, LEASE, BODY, NOW - 301, 300),
             Err(SignatureError::Stale)
         );
         assert_eq!(
-            verify(SECRET, &hs, BODY, 0, 300),
+            verify(SECRET, &hs, LEASE, BODY, 0, 300),
             Err(SignatureError::Stale)
         );
         // Staleness is judged before the HMAC: a stale request with a wrong secret says stale.
         assert_eq!(
-            verify(b"x", &hs, BODY, NOW + 1000, 300),
+            verify(b"x", &hs, LEASE, BODY, NOW + 1000, 300),
             Err(SignatureError::Stale)
         );
     }
 
     #[test]
     fn missing_headers_are_named() {
-        let h = signed_headers("sc-1", SECRET, NOW, NONCE, BODY);
+        let h = signed_headers("sc-1", SECRET, NOW, NONCE, LEASE, BODY);
         let full = headers(&h);
         let cases = [
             (
@@ -356,13 +452,13 @@ mod tests {
             ),
         ];
         for (hs, name) in cases {
-            let e = verify(SECRET, &hs, BODY, NOW, 300).unwrap_err();
+            let e = verify(SECRET, &hs, LEASE, BODY, NOW, 300).unwrap_err();
             assert_eq!(e, SignatureError::MissingHeader(name));
             assert_eq!(e.code(), "missing_header");
             assert_eq!(e.header(), Some(name));
         }
         assert_eq!(
-            verify(SECRET, &SignedHeaders::default(), BODY, NOW, 300)
+            verify(SECRET, &SignedHeaders::default(), LEASE, BODY, NOW, 300)
                 .unwrap_err()
                 .code(),
             "missing_header"
@@ -371,7 +467,7 @@ mod tests {
 
     #[test]
     fn malformed_headers_are_named() {
-        let h = signed_headers("sc-1", SECRET, NOW, NONCE, BODY);
+        let h = signed_headers("sc-1", SECRET, NOW, NONCE, LEASE, BODY);
         let full = headers(&h);
         let sig_ok = h[3].1.clone();
         let long_nonce = "a".repeat(65);
@@ -463,7 +559,7 @@ mod tests {
             ),
             (
                 SignedHeaders {
-                    signature: Some("v1=zz"),
+                    signature: Some("v2=zz"),
                     ..full
                 },
                 HEADER_SIGNATURE,
@@ -477,24 +573,91 @@ mod tests {
             ),
         ];
         for (hs, name) in cases {
-            let e = verify(SECRET, &hs, BODY, NOW, 300).unwrap_err();
+            let e = verify(SECRET, &hs, LEASE, BODY, NOW, 300).unwrap_err();
             assert_eq!(e, SignatureError::Malformed(name), "{hs:?}");
             assert_eq!(e.code(), "malformed");
         }
         // 64 characters that are not all hex.
-        let not_hex = format!("v1={}", "g".repeat(64));
+        let not_hex = format!("v2={}", "g".repeat(64));
         let e = verify(
             SECRET,
             &SignedHeaders {
                 signature: Some(&not_hex),
                 ..full
             },
+            LEASE,
             BODY,
             NOW,
             300,
         )
         .unwrap_err();
         assert_eq!(e, SignatureError::Malformed(HEADER_SIGNATURE));
+    }
+
+    /// A signature captured on one endpoint (or method) authorises nothing
+    /// on another: method and path are signed.
+    #[test]
+    fn a_signature_binds_method_and_path() {
+        let h = signed_headers("sc-1", SECRET, NOW, NONCE, LEASE, BODY);
+        let hs = headers(&h);
+        for other in [
+            Target::post("/v1/sidecar/deregister"),
+            Target::post("/v1/sidecar/lease?x=1"),
+            Target::post("/v1/sidecar/lease/"),
+            Target {
+                method: "GET",
+                path: "/v1/sidecar/lease",
+            },
+        ] {
+            assert_eq!(
+                verify(SECRET, &hs, other, BODY, NOW, 300),
+                Err(SignatureError::BadSignature),
+                "{other:?}"
+            );
+        }
+        // The method is signed in uppercase, as a Worker sees it.
+        let lower = Target {
+            method: "post",
+            path: LEASE.path,
+        };
+        assert_eq!(verify(SECRET, &hs, lower, BODY, NOW, 300), Ok(()));
+        assert_eq!(path_and_query("/a", ""), "/a");
+        assert_eq!(path_and_query("/a", "b=1"), "/a?b=1");
+    }
+
+    /// `v1` (method and path unbound) gets its own code, not `bad_signature`,
+    /// even when its HMAC is right under the v1 rule; so does a newer scheme.
+    #[test]
+    fn another_signature_version_is_refused_with_its_own_code() {
+        use hmac::Mac;
+        let mut v1 = HmacSha256::new_from_slice(SECRET).unwrap();
+        v1.update(format!("{NOW}.{NONCE}.").as_bytes());
+        v1.update(BODY);
+        let v1 = format!("v1={}", hex::encode(v1.finalize().into_bytes()));
+        let v3 = format!("v3={}", "0".repeat(64));
+        let h = signed_headers("sc-1", SECRET, NOW, NONCE, LEASE, BODY);
+        for sig in [v1.as_str(), v3.as_str(), "v1=00"] {
+            let hs = SignedHeaders {
+                signature: Some(sig),
+                ..headers(&h)
+            };
+            let e = verify(SECRET, &hs, LEASE, BODY, NOW, 300).unwrap_err();
+            assert_eq!(e, SignatureError::UnsupportedVersion, "{sig}");
+            assert_eq!(e.code(), "signature_version_unsupported");
+            assert!(e.to_string().contains("v2="), "{e}");
+        }
+        // Not a version: garbled.
+        for sig in ["v=00", "vx=00", "x1=00", "V2=00"] {
+            let hs = SignedHeaders {
+                signature: Some(sig),
+                ..headers(&h)
+            };
+            assert_eq!(
+                verify(SECRET, &hs, LEASE, BODY, NOW, 300),
+                Err(SignatureError::Malformed(HEADER_SIGNATURE)),
+                "{sig}"
+            );
+        }
     }
 
     #[test]

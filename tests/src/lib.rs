@@ -769,6 +769,7 @@ impl ProtocolSidecar {
             secret.as_bytes(),
             ts,
             nonce,
+            voxline_shared::signing::Target::post(path),
             raw.as_bytes(),
         );
         let mut h: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
@@ -836,6 +837,7 @@ impl ProtocolSidecar {
             secret.as_bytes(),
             now_ms() / 1000,
             &nonce(),
+            voxline_shared::signing::Target::post(voxline_shared::protocol::paths::RECORDING),
             raw.as_bytes(),
         );
         let url = format!(

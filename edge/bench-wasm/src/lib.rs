@@ -48,6 +48,7 @@ fn block_on<F: Future>(f: F) -> F::Output {
 fn request(method: &str, path: &str, token: &str, body: Option<&Value>) -> ApiRequest {
     ApiRequest {
         method: method.into(),
+        scheme: "https".into(),
         path: path.into(),
         query: String::new(),
         content_type: body.map(|_| "application/json".to_string()),

@@ -45,6 +45,7 @@ impl World {
         let (path, query) = path.split_once('?').unwrap_or((path, ""));
         let req = ApiRequest {
             method: method.into(),
+            scheme: "https".into(),
             path: path.into(),
             query: query.into(),
             content_type: body.as_ref().map(|_| "application/json".to_string()),
@@ -469,6 +470,7 @@ fn with_header(
 ) -> ApiResponse {
     let req = ApiRequest {
         method: method.into(),
+        scheme: "https".into(),
         path: path.into(),
         query: String::new(),
         content_type: Some("application/json".into()),
@@ -826,8 +828,14 @@ fn a_key_requiring_signatures_refuses_unsigned_tampered_stale_and_replayed_reque
     );
     let body = json!({"phone": "+14155550100"});
     let raw = body.to_string();
-    let sign =
-        |t: u64, b: &str| crate::request_signing::header_value(secret.as_bytes(), t, b.as_bytes());
+    let sign_for = |method: &str, path: &str, t: u64, b: &str| {
+        let target = crate::request_signing::Target {
+            method,
+            path_and_query: path,
+        };
+        crate::request_signing::header_value(secret.as_bytes(), t, target, b.as_bytes())
+    };
+    let sign = |t: u64, b: &str| sign_for("POST", "/v1/calls", t, b);
     let now_s = || (w.now.get() + 1) / 1000;
     let code = |r: &ApiResponse| (r.status, World::code(r));
     let h = sign(now_s(), &raw);
@@ -886,6 +894,50 @@ fn a_key_requiring_signatures_refuses_unsigned_tampered_stale_and_replayed_reque
         w.send("GET", "/v1/calls", Some(&plain_key), None).status,
         200
     );
+    // Method and path are signed: a read's signature, captured, does not
+    // hang the call up (nor read another call); the read itself works.
+    let id = ok.body_json()["id"].as_str().unwrap().to_string();
+    let read = format!("/v1/calls/{id}");
+    let get_sig = sign_for("GET", &read, now_s(), "");
+    let send_empty = |method: &str, path: &str, sig: &str| {
+        let (path, query) = path.split_once('?').unwrap_or((path, ""));
+        w.send_req(&ApiRequest {
+            method: method.into(),
+            scheme: "https".into(),
+            path: path.into(),
+            query: query.into(),
+            authorization: Some(format!("Bearer {key}")),
+            headers: vec![("x-signature".into(), sig.into())],
+            ..ApiRequest::default()
+        })
+    };
+    let hangup = send_empty("POST", &format!("{read}/hangup"), &get_sig);
+    assert_eq!(code(&hangup), (401, "invalid_request_signature".into()));
+    let other = send_empty("GET", "/v1/calls/c_other", &get_sig);
+    assert_eq!(code(&other), (401, "invalid_request_signature".into()));
+    assert_eq!(send_empty("GET", &read, &get_sig).status, 200);
+    // The query is signed as sent, after a `?`.
+    let list = "/v1/calls?limit=1";
+    let list_sig = sign_for("GET", list, now_s(), "");
+    assert_eq!(
+        code(&send_empty("GET", "/v1/calls?limit=2", &list_sig)),
+        (401, "invalid_request_signature".into())
+    );
+    assert_eq!(send_empty("GET", list, &list_sig).status, 200);
+    // A body-only v1 signature gets its own code, naming v2.
+    let v1 = {
+        use hmac::Mac;
+        let mut m = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+        m.update(format!("{}.", now_s()).as_bytes());
+        format!(
+            "t={},v1={}",
+            now_s(),
+            hex::encode(m.finalize().into_bytes())
+        )
+    };
+    let old = send_empty("GET", &read, &v1);
+    assert_eq!(code(&old), (401, "signature_version_unsupported".into()));
+    assert!(old.body.contains("v2="), "{}", old.body);
 }
 
 #[test]
@@ -1222,10 +1274,12 @@ impl TestSidecar {
             self.secret.as_bytes(),
             (w.now.get() + 1) / 1000,
             &nonce,
+            voxline_shared::signing::Target::post(path),
             &raw,
         );
         ApiRequest {
             method: "POST".into(),
+            scheme: "https".into(),
             path: path.into(),
             content_type: Some("application/json".into()),
             body: raw,
@@ -1548,6 +1602,7 @@ fn an_oversized_sidecar_request_is_413_before_its_signature_is_checked() {
     // Unsigned too (the size is checked first): still 413, not 401.
     let unsigned = ApiRequest {
         method: "POST".into(),
+        scheme: "https".into(),
         path: paths::LEASE.into(),
         body: big,
         ..ApiRequest::default()
@@ -1559,6 +1614,63 @@ fn an_oversized_sidecar_request_is_413_before_its_signature_is_checked() {
         .headers
         .push(("content-length".into(), MAX_BODY_BYTES.to_string()));
     assert_eq!(World::code(&w.send_req(&at_limit)), "invalid_json");
+}
+
+/// A sidecar request's signature holds only for its own method and path;
+/// a v1 signature gets its own code; plain http is refused outside dev.
+#[test]
+fn the_sidecar_link_binds_method_and_path_refuses_v1_and_plain_http() {
+    use voxline_shared::protocol::paths;
+    let w = World::new();
+    let sc = TestSidecar::create(&w, "sc-1");
+    let body = json!({"protocol_version": 1, "sidecar_id": "sc-1", "region": "local",
+        "capacity": 1, "version": "t"})
+    .to_string()
+    .into_bytes();
+    let error = |r: &ApiResponse| (r.status, World::code(r));
+    // Signed for another endpoint, or another method.
+    let mut moved = sc.signed(&w, paths::DEREGISTER, body.clone());
+    moved.path = paths::REGISTER.into();
+    let r = w.send_req(&moved);
+    assert_eq!(error(&r), (401, "invalid_signature".into()), "{}", r.body);
+    let mut query = sc.signed(&w, paths::REGISTER, body.clone());
+    query.query = "x=1".into();
+    assert_eq!(error(&w.send_req(&query)).0, 401);
+    // v1, as an old sidecar signs: its own code, naming v2.
+    let mut v1 = sc.signed(&w, paths::REGISTER, body.clone());
+    let value = |r: &ApiRequest, name: &str| r.header(name).unwrap().to_string();
+    let mac = {
+        use hmac::Mac;
+        let mut m = hmac::Hmac::<sha2::Sha256>::new_from_slice(sc.secret.as_bytes()).unwrap();
+        m.update(value(&v1, "x-voxline-timestamp").as_bytes());
+        m.update(b".");
+        m.update(value(&v1, "x-voxline-nonce").as_bytes());
+        m.update(b".");
+        m.update(&body);
+        hex::encode(m.finalize().into_bytes())
+    };
+    for (k, v) in v1.headers.iter_mut() {
+        if k == "x-voxline-signature" {
+            *v = format!("v1={mac}");
+        }
+    }
+    let r = w.send_req(&v1);
+    assert_eq!(error(&r), (401, "signature_version_unsupported".into()));
+    assert!(r.body.contains("v2="), "{}", r.body);
+    // Plain http (or a scheme the glue did not give) outside development:
+    // refused before the signature is even looked at.
+    for scheme in ["http", ""] {
+        let mut plain = sc.signed(&w, paths::REGISTER, body.clone());
+        plain.scheme = scheme.into();
+        assert_eq!(
+            error(&w.send_req(&plain)),
+            (403, "https_required".into()),
+            "{scheme:?}"
+        );
+    }
+    // The same request over https registers.
+    let ok = w.send_req(&sc.signed(&w, paths::REGISTER, body));
+    assert_eq!(ok.status, 200, "{}", ok.body);
 }
 
 #[test]
@@ -1610,6 +1722,7 @@ fn call_metadata_comes_back_byte_identical_in_the_api_and_the_queued_webhook() {
     let metadata = r#"{"b":1,"a":12345678901234567890,"z":-0,"n":1.50}"#;
     let req = ApiRequest {
         method: "POST".into(),
+        scheme: "https".into(),
         path: "/v1/calls".into(),
         content_type: Some("application/json".into()),
         authorization: Some(format!("Bearer {key}")),

@@ -1180,6 +1180,7 @@ fn random_runs_keep_the_invariants() {
                         total_hangups += 1;
                     }
                     Action::Notice(_) | Action::UploadDone(_) => {}
+                    Action::Halt(r) => panic!("no answer here halts the client: {r:?}"),
                 }
             }
             assert!(h.c.held_calls().len() as u32 <= capacity);
@@ -2005,4 +2006,126 @@ fn event_batches_are_bounded_by_their_serialised_size() {
     }
     assert_eq!(sent, 40);
     assert_eq!(h.c.pending_events(), 0);
+}
+
+// ---------------------------------------------------------------- refusals no retry can fix
+
+fn refusal(code: u16, error: &str, message: &str) -> Reply {
+    Reply::Http {
+        status: code,
+        body: serde_json::to_vec(
+            &serde_json::json!({"error": {"code": error, "message": message, "field": null}}),
+        )
+        .unwrap(),
+    }
+}
+
+/// An edge that does not take our signature scheme (a newer one, or one from
+/// before v2) or that takes the link over https only: every call held here
+/// is hung up, nothing more is sent, and the driver is told to stop, once.
+#[test]
+fn a_signature_version_or_https_refusal_hangs_up_and_halts() {
+    let cases = [
+        (
+            401,
+            "signature_version_unsupported",
+            "x-voxline-signature must be v3=...",
+        ),
+        (
+            403,
+            "https_required",
+            "the sidecar link is served over https only",
+        ),
+        // An edge from before v2: the only way our header is malformed to it.
+        (
+            401,
+            "invalid_signature",
+            "signature refused: malformed: x-voxline-signature",
+        ),
+    ];
+    for (code, error, message) in cases {
+        let mut h = H::registered(2);
+        h.start_call(1);
+        let (lease, _) = h.lease();
+        h.reply(lease, refusal(code, error, message));
+        let a = h.actions();
+        assert_eq!(
+            a.iter()
+                .filter(|a| matches!(a, Action::Hangup { .. }))
+                .collect::<Vec<_>>(),
+            vec![&Action::Hangup {
+                call_id: "c_1".into()
+            }],
+            "{error}"
+        );
+        let halts: Vec<_> = a
+            .iter()
+            .filter_map(|a| match a {
+                Action::Halt(r) => Some(r),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(halts.len(), 1, "{error}");
+        assert_eq!(
+            (
+                halts[0].path,
+                halts[0].status,
+                halts[0].code.as_str(),
+                halts[0].detail.as_str()
+            ),
+            ("/v1/sidecar/lease", code, error, message)
+        );
+        assert!(!halts[0].hint.is_empty());
+        assert_eq!(h.c.halted(), Some(halts[0]));
+        assert!(h.all_tx().is_empty(), "{error}: nothing more is sent");
+        assert_eq!(h.c.next_wakeup_ms(), None);
+        assert_eq!(h.c.farewell(), None, "the edge would refuse it too");
+        h.now += 60_000;
+        assert!(h.tx().is_none());
+    }
+
+    // Refused at registration: halts too, with nothing to hang up.
+    let mut h = H::new(1);
+    let t = h.tx().unwrap();
+    h.reply(
+        t.id,
+        refusal(
+            401,
+            "signature_version_unsupported",
+            "v1 is no longer accepted",
+        ),
+    );
+    let a = h.actions();
+    assert!(
+        matches!(&a[..], [Action::Halt(r)] if r.path == "/v1/sidecar/register"),
+        "{a:?}"
+    );
+    assert!(h.tx().is_none());
+}
+
+/// A wrong secret, an unknown sidecar or a stale clock may be fixed at the
+/// edge while we wait: those keep the old behaviour (retry with backoff).
+#[test]
+fn other_signature_refusals_do_not_halt() {
+    for (code, error, message) in [
+        (401, "invalid_signature", "signature refused: bad_signature"),
+        (
+            401,
+            "invalid_signature",
+            "signature refused: stale: timestamp outside the allowed window",
+        ),
+        (401, "invalid_credentials", "unknown or revoked sidecar"),
+        (500, "https_required", "not a 4xx: not believed"),
+    ] {
+        let mut h = H::new(1);
+        let t = h.tx().unwrap();
+        h.reply(t.id, refusal(code, error, message));
+        assert!(h.c.halted().is_none(), "{message}");
+        assert!(!h.actions().iter().any(|a| matches!(a, Action::Halt(_))));
+        h.now = h.c.next_wakeup_ms().expect("retries");
+        assert!(matches!(
+            h.tx().map(|t| t.request),
+            Some(Request::Register(_))
+        ));
+    }
 }

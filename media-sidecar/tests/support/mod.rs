@@ -150,6 +150,8 @@ pub struct EdgeState {
     pub client_protos: Vec<String>,
     /// Answer the next N requests to this path with this status (before verifying).
     pub fail_next: Vec<(String, u16)>,
+    /// Answer every request with this status and error code (before verifying).
+    pub refuse_all: Option<(u16, &'static str)>,
 }
 
 pub struct FakeEdge {
@@ -204,11 +206,24 @@ impl FakeEdge {
                 let (_, code) = s.fail_next.remove(i);
                 return err(code, "injected");
             }
+            if let Some((status, code)) = s.refuse_all {
+                return err(status, code);
+            }
             let h = SignedHeaders::from_lookup(|n| req.header(n));
             let now = now_ms() / 1000;
-            if let Err(e) =
-                signing::verify(&s.secret, &h, &req.body, now, signing::DEFAULT_WINDOW_SECS)
-            {
+            // Method and path as this edge routes on them (no base path).
+            let target = signing::Target {
+                method: &req.method,
+                path: &req.path,
+            };
+            if let Err(e) = signing::verify(
+                &s.secret,
+                &h,
+                target,
+                &req.body,
+                now,
+                signing::DEFAULT_WINDOW_SECS,
+            ) {
                 s.signature_failures.push(e.to_string());
                 return err(401, e.code());
             }
