@@ -468,6 +468,7 @@ struct Rusage {
 extern "C" {
     fn getrusage(who: i32, usage: *mut Rusage) -> i32;
 }
+#[allow(unsafe_code)] // getrusage(2): the test's own CPU time, no crate needed for one call
 fn cpu_ms() -> f64 {
     let mut r = Rusage::default();
     // SAFETY: RUSAGE_SELF (0) with a correctly laid out struct (Linux x86_64/aarch64).

@@ -2,7 +2,9 @@
 //!
 //! - `bootstrap`  install what is missing (idempotent, fast when present)
 //! - `build-edge` build the Worker to wasm (edge/build/worker)
-//! - `test`       bootstrap, host unit tests, wasm build, end-to-end suites
+//! - `test`       bootstrap, fmt and clippy (native + wasm32), host unit tests, wasm build,
+//!   end-to-end suites
+//! - `lint`       only the fmt and clippy checks of `test`
 //! - `demo`       run the stack locally and place a call (`--once` to exit after)
 //! - `bench`      measured figures into docs/bench.md
 //! - `bench-cpu`  only the edge CPU per request (native vs wasm), printed
@@ -67,18 +69,44 @@ pub fn build_edge() -> Result<(), String> {
         .env("WASM_OPT_BIN", root().join("node_modules/.bin/wasm-opt")))
 }
 
+/// The tree as rustfmt formats it, and clippy without a warning: natively for
+/// every crate and target, and for the Worker's own target (its glue compiles
+/// only there). First, as it is the cheapest way to fail.
+fn lint() -> Result<(), String> {
+    step("format check", || {
+        run(Command::new("cargo").args(["fmt", "--all", "--check"]))
+    })?;
+    step("clippy (native)", || {
+        run(Command::new("cargo").args([
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ]))
+    })?;
+    step("clippy (edge, wasm32)", || {
+        run(Command::new("cargo").args([
+            "clippy",
+            "-p",
+            "voxline-edge",
+            "--lib",
+            "--target",
+            "wasm32-unknown-unknown",
+            "--",
+            "-D",
+            "warnings",
+        ]))
+    })
+}
+
 fn test() -> Result<(), String> {
     let started = Instant::now();
     step("bootstrap", bootstrap::ensure_all)?;
+    lint()?;
     step("host unit tests", || {
-        run(Command::new("cargo").args([
-            "test",
-            "--workspace",
-            "--exclude",
-            "voxline-e2e",
-            "--exclude",
-            "xtask",
-        ]))
+        run(Command::new("cargo").args(["test", "--workspace", "--exclude", "voxline-e2e"]))
     })?;
     step("edge wasm build", build_edge)?;
     step("media sidecar build", || {
@@ -95,7 +123,7 @@ fn test() -> Result<(), String> {
 }
 
 fn usage() -> Result<(), String> {
-    Err("usage: cargo xtask <bootstrap|build-edge|test|demo [--once]|bench|bench-cpu|bench-edge|bench-media|bench-calls>".into())
+    Err("usage: cargo xtask <bootstrap|build-edge|test|lint|demo [--once]|bench|bench-cpu|bench-edge|bench-media|bench-calls>".into())
 }
 
 fn main() -> ExitCode {
@@ -105,6 +133,7 @@ fn main() -> ExitCode {
         Some("build-edge") => step("bootstrap", bootstrap::ensure_all)
             .and_then(|_| step("edge wasm build", build_edge)),
         Some("test") => test(),
+        Some("lint") => lint(),
         Some("bench") => bench::run_bench(),
         Some("bench-cpu") => bench::run_cpu_only(),
         Some("bench-edge") => bench::run_edge_only(),

@@ -29,6 +29,10 @@
 //! Decoding runs on a dedicated OS thread per call ([`SttWorker`]), never on
 //! the async executor.
 
+// FFI to a C library: the one place the sidecar needs unsafe code (the
+// workspace denies it everywhere else).
+#![allow(unsafe_code)]
+
 use std::collections::{BTreeSet, HashMap};
 use std::ffi::{c_char, c_int, c_void, CStr, CString};
 use std::path::PathBuf;
