@@ -64,6 +64,7 @@ impl Telephony {
                 (Some(u), Some(p)) => Some(Credentials {
                     username: u.clone(),
                     password: String::from_utf8_lossy(p.expose()).into_owned(),
+                    realm: t.realm.clone(),
                 }),
                 _ => None,
             };
@@ -463,6 +464,8 @@ async fn place(
                     }
                 }
                 Some(Event::Call(CallEvent::Ended(outcome))) => {
+                    // `detail` says why (e.g. `auth_realm_mismatch`, `bye_timeout`).
+                    tracing::info!(call_id = %offer.call_id, detail = %outcome.detail, code = ?outcome.sip_code, "SIP call ended");
                     // A hangup we asked for keeps our reason; otherwise the SIP outcome's.
                     let reason = match (hangup_sent, outcome.status) {
                         (Some(r), _) => r,

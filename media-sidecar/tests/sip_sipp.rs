@@ -358,6 +358,7 @@ fn with_creds(addr: SocketAddr, user: &str, pass: &str) -> Trunk {
     t.credentials = Some(Credentials {
         username: user.into(),
         password: pass.into(),
+        realm: None,
     });
     t
 }
