@@ -60,24 +60,36 @@ pub enum MediaError {
 
 /// Hands out RTP/RTCP port pairs (even RTP port, RTCP = RTP + 1) from a range.
 /// Ports in use by us are skipped; ports another process holds fail to bind
-/// and are skipped too. Round-robin, so a just-freed port is not reused at
-/// once (late packets of the previous call would land in the next one).
+/// and are skipped too. The pair is picked at random (then the next free one
+/// after it), so an off-path sender cannot guess a call's ports, and a
+/// just-freed pair is unlikely to be reused at once (late packets of the
+/// previous call would land in the next one).
 pub struct PortAllocator {
     ip: IpAddr,
     lo: u16,
     hi: u16,
-    state: Mutex<(u16, HashSet<u16>)>,
+    in_use: Mutex<HashSet<u16>>,
+}
+
+fn random_index(n: usize) -> usize {
+    let mut b = [0u8; 8];
+    // No OS randomness (never expected): start at the bottom of the range.
+    match getrandom::fill(&mut b) {
+        Ok(()) => (u64::from_le_bytes(b) % n.max(1) as u64) as usize,
+        Err(_) => 0,
+    }
 }
 
 impl PortAllocator {
     pub fn new(ip: IpAddr, range: RangeInclusive<u16>) -> Arc<Self> {
-        let lo = (*range.start()).max(2) & !1; // even
+        // The first even port in the range (never 0).
+        let lo = ((u32::from(*range.start()).max(2) + 1) & !1).min(u32::from(u16::MAX)) as u16;
         let hi = *range.end();
         Arc::new(PortAllocator {
             ip,
             lo,
             hi,
-            state: Mutex::new((lo, HashSet::new())),
+            in_use: Mutex::new(HashSet::new()),
         })
     }
 
@@ -86,26 +98,27 @@ impl PortAllocator {
     }
 
     pub fn in_use(&self) -> usize {
-        self.state.lock().expect("poisoned").1.len()
+        self.in_use.lock().map(|s| s.len()).unwrap_or(0)
     }
 
     fn allocate(self: &Arc<Self>) -> Result<(PortLease, StdUdpSocket, StdUdpSocket), MediaError> {
-        let pairs = ((self.hi.saturating_sub(self.lo)) / 2 + 1) as usize;
-        for _ in 0..pairs {
-            let port = {
-                let mut st = self.state.lock().expect("poisoned");
-                let p = st.0;
-                st.0 = if p as u32 + 3 > self.hi as u32 {
-                    self.lo
-                } else {
-                    p + 2
+        // Pairs whose RTCP port (RTP + 1) is still in the range.
+        let pairs = if self.hi > self.lo {
+            usize::from((self.hi - self.lo - 1) / 2 + 1)
+        } else {
+            0
+        };
+        let first = random_index(pairs);
+        for i in 0..pairs {
+            let port = self.lo + 2 * ((first + i) % pairs) as u16;
+            {
+                let Ok(mut used) = self.in_use.lock() else {
+                    break;
                 };
-                if p as u32 + 1 > self.hi as u32 || st.1.contains(&p) {
+                if !used.insert(port) {
                     continue;
                 }
-                st.1.insert(p);
-                p
-            };
+            }
             let lease = PortLease {
                 alloc: self.clone(),
                 port,
@@ -133,8 +146,8 @@ pub struct PortLease {
 
 impl Drop for PortLease {
     fn drop(&mut self) {
-        if let Ok(mut st) = self.alloc.state.lock() {
-            st.1.remove(&self.port);
+        if let Ok(mut used) = self.alloc.in_use.lock() {
+            used.remove(&self.port);
         }
     }
 }
@@ -200,6 +213,22 @@ impl MediaSession {
     }
 }
 
+/// Reads and drops every datagram queued on a non-blocking socket; returns
+/// how many. Bounded (a socket buffer holds a few thousand at most).
+fn discard_queued(sock: &StdUdpSocket) -> usize {
+    let mut buf = [0u8; 2048];
+    let mut dropped = 0;
+    for _ in 0..65_536 {
+        match sock.recv_from(&mut buf) {
+            Ok(_) => dropped += 1,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+            // e.g. ECONNREFUSED from an ICMP error: reported once, then cleared.
+            Err(_) => {}
+        }
+    }
+    dropped
+}
+
 /// Bound sockets waiting for the remote address.
 pub struct BoundMedia {
     lease: PortLease,
@@ -217,9 +246,18 @@ impl BoundMedia {
     }
 
     /// Starts the call's media task (must run inside a tokio runtime).
+    /// Whatever reached the ports before (while the call rang) is discarded:
+    /// it must not decide which source the media latches onto.
     pub fn start(self, cfg: MediaConfig) -> Result<MediaHandle, MediaError> {
         self.rtp.set_nonblocking(true)?;
         self.rtcp.set_nonblocking(true)?;
+        let early = discard_queued(&self.rtp) + discard_queued(&self.rtcp);
+        if early > 0 {
+            tracing::debug!(
+                datagrams = early,
+                "discarded media that arrived before the answer"
+            );
+        }
         let local_rtp = self.local_rtp();
         let rtp = UdpSocket::from_std(self.rtp)?;
         let rtcp = UdpSocket::from_std(self.rtcp)?;
@@ -542,5 +580,101 @@ impl Task {
         let stats = self.session.stats();
         self.stats_tx.send_replace(stats);
         stats
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::media::rtp::{self, RtpHeader};
+
+    fn lo() -> IpAddr {
+        IpAddr::from([127, 0, 0, 1])
+    }
+
+    fn rtp_packet(ssrc: u32, seq: u16) -> Vec<u8> {
+        let mut d = vec![];
+        let h = RtpHeader {
+            marker: false,
+            payload_type: 0,
+            sequence: seq,
+            timestamp: u32::from(seq) * 160,
+            ssrc,
+        };
+        rtp::write(&h, &[0xFF; 160], &mut d);
+        d
+    }
+
+    /// Waits (bounded) until the session has sent `n` packets.
+    async fn until_sent(m: &MediaHandle, n: u64) -> MediaStats {
+        for _ in 0..1_000 {
+            let s = m.stats();
+            if s.packets_sent >= n {
+                return s;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("the media task did not send {n} packets: {:?}", m.stats());
+    }
+
+    #[test]
+    fn ports_are_random_even_pairs_in_the_range() {
+        let mut firsts = HashSet::new();
+        for _ in 0..16 {
+            let ports = PortAllocator::new(lo(), 41_000..=42_999);
+            let b = MediaSession::bind(&ports).unwrap();
+            let (rtp, rtcp) = (b.local_rtp().port(), b.local_rtcp().port());
+            assert!(rtp % 2 == 0 && rtcp == rtp + 1, "{rtp}/{rtcp}");
+            assert!((41_000..=42_998).contains(&rtp), "{rtp}");
+            firsts.insert(rtp);
+        }
+        // Round-robin from the bottom gave 41_000 every time.
+        assert!(firsts.len() > 1, "{firsts:?}");
+        // An odd start rounds up into the range, never below it.
+        let ports = PortAllocator::new(lo(), 43_001..=43_003);
+        let b = MediaSession::bind(&ports).unwrap();
+        assert_eq!(b.local_rtp().port(), 43_002);
+        assert!(MediaSession::bind(&ports).is_err());
+    }
+
+    #[tokio::test]
+    async fn packets_queued_before_the_answer_are_discarded() {
+        let ports = PortAllocator::new(lo(), 43_100..=43_999);
+        let bound = MediaSession::bind(&ports).unwrap();
+        // While the call rings, a stranger sends a stream good enough to pass
+        // the latch probation, and RTCP.
+        let stranger = StdUdpSocket::bind((lo(), 0)).unwrap();
+        for seq in 0..5 {
+            stranger
+                .send_to(&rtp_packet(0xBAD, seq), bound.local_rtp())
+                .unwrap();
+        }
+        let mut rr = vec![];
+        super::super::rtcp::write_report(&mut rr, 0xBAD, None, &[]);
+        stranger.send_to(&rr, bound.local_rtcp()).unwrap();
+        // The answer names another address.
+        let peer = StdUdpSocket::bind((lo(), 0)).unwrap();
+        let cfg = MediaConfig::new(
+            Codec::Pcmu,
+            PayloadMap::default_for(Codec::Pcmu),
+            peer.local_addr().unwrap(),
+        );
+        let m = bound.start(cfg).unwrap();
+        let stats = until_sent(&m, 5).await;
+        assert_eq!(
+            (stats.packets_received, stats.rtcp_received),
+            (0, 0),
+            "{stats:?}"
+        );
+        // Our media still goes where the answer said.
+        peer.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut buf = [0u8; 2048];
+        assert!(peer.recv_from(&mut buf).is_ok());
+        stranger.set_nonblocking(true).unwrap();
+        assert!(
+            stranger.recv_from(&mut buf).is_err(),
+            "media went to the stranger"
+        );
+        m.stop().await;
     }
 }
