@@ -15,8 +15,9 @@
 //! (`MediaSession::start(&ports, cfg)` does both steps when the remote is
 //! already known.) The task ticks every 20 ms on tokio's clock
 //! (`MissedTickBehavior::Burst`: a stalled task catches up, so the RTP
-//! timestamps keep following real time), reads both sockets, and publishes
-//! stats on a watch channel. Received frames go to a bounded channel; if the
+//! timestamps keep following real time), reads both sockets (the tick first
+//! whenever it is due, so a flood of datagrams cannot hold it up), and
+//! publishes stats on a watch channel. Received frames go to a bounded channel; if the
 //! call side stops reading, the newest frames are dropped (counted) rather
 //! than stalling the media. Recording runs on its own thread.
 
@@ -485,6 +486,29 @@ struct Task {
 
 pub const TICK: Duration = Duration::from_millis(20);
 
+/// Datagrams per socket a tick takes from the queue before it plays out
+/// (2.5 s of 20 ms packets: a task stalled that long still catches up).
+const READ_BUDGET: usize = 128;
+
+enum Received {
+    Rtp(std::io::Result<(usize, SocketAddr)>),
+    Rtcp(std::io::Result<(usize, SocketAddr)>),
+}
+
+/// The next datagram of either socket; when both have one, either may come
+/// first (tokio picks at random).
+async fn recv_either(
+    rtp: &UdpSocket,
+    rtp_buf: &mut [u8],
+    rtcp: &UdpSocket,
+    rtcp_buf: &mut [u8],
+) -> Received {
+    tokio::select! {
+        r = rtp.recv_from(rtp_buf) => Received::Rtp(r),
+        r = rtcp.recv_from(rtcp_buf) => Received::Rtcp(r),
+    }
+}
+
 impl Task {
     async fn flush_io(&mut self) {
         while let Some(t) = self.session.poll_transmit() {
@@ -513,6 +537,13 @@ impl Task {
         let mut rtcp_buf = vec![0u8; 2048];
         let mut recv_dropped = 0u64;
         loop {
+            // The tick comes before the sockets: they can be readable all the
+            // time (a flood), the tick is due once per 20 ms and must not wait.
+            // Before it plays out, the tick takes what is already queued (a
+            // stalled task catches up on its packets first), at most
+            // READ_BUDGET datagrams per socket. Between ticks the two sockets
+            // share the task without priority, so a flood on one does not
+            // shut out the other.
             tokio::select! {
                 biased;
                 cmd = self.cmd_rx.recv() => match cmd {
@@ -522,18 +553,21 @@ impl Task {
                     }
                     Some(Cmd::SetRemote { rtp, rtcp }) => self.session.set_remote(rtp, rtcp),
                 },
-                r = self.rtp.recv_from(&mut rtp_buf) => {
-                    // Errors (e.g. ICMP port unreachable surfacing as ECONNREFUSED) are not fatal.
-                    if let Ok((n, from)) = r {
-                        self.session.handle_rtp(now_us(), from, &rtp_buf[..n]);
-                    }
-                }
-                r = self.rtcp.recv_from(&mut rtcp_buf) => {
-                    if let Ok((n, from)) = r {
-                        self.session.handle_rtcp(now_us(), from, &rtcp_buf[..n]);
-                    }
-                }
                 _ = interval.tick() => {
+                    for _ in 0..READ_BUDGET {
+                        match self.rtp.try_recv_from(&mut rtp_buf) {
+                            Ok((n, from)) => self.session.handle_rtp(now_us(), from, &rtp_buf[..n]),
+                            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                            Err(_) => {}
+                        }
+                    }
+                    for _ in 0..READ_BUDGET {
+                        match self.rtcp.try_recv_from(&mut rtcp_buf) {
+                            Ok((n, from)) => self.session.handle_rtcp(now_us(), from, &rtcp_buf[..n]),
+                            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                            Err(_) => {}
+                        }
+                    }
                     let g = self.generation.load(Ordering::Acquire);
                     if g != gen {
                         self.session.clear_audio();
@@ -555,6 +589,16 @@ impl Task {
                     }
                     self.stats_tx.send_replace(self.session.stats());
                 }
+                got = recv_either(&self.rtp, &mut rtp_buf, &self.rtcp, &mut rtcp_buf) => match got {
+                    // Errors (e.g. ICMP port unreachable surfacing as ECONNREFUSED) are not fatal.
+                    Received::Rtp(Ok((n, from))) => {
+                        self.session.handle_rtp(now_us(), from, &rtp_buf[..n]);
+                    }
+                    Received::Rtcp(Ok((n, from))) => {
+                        self.session.handle_rtcp(now_us(), from, &rtcp_buf[..n]);
+                    }
+                    Received::Rtp(Err(_)) | Received::Rtcp(Err(_)) => {}
+                },
             }
             self.flush_io().await;
         }
@@ -676,5 +720,54 @@ mod tests {
             "media went to the stranger"
         );
         m.stop().await;
+    }
+
+    /// A flood on the RTP socket must not hold up the 20 ms tick: with the
+    /// sockets always readable, the tick still comes first when it is due.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_packet_flood_does_not_hold_up_the_tick() {
+        let ports = PortAllocator::new(lo(), 44_000..=44_999);
+        let bound = MediaSession::bind(&ports).unwrap();
+        let peer = StdUdpSocket::bind((lo(), 0)).unwrap();
+        let cfg = MediaConfig::new(
+            Codec::Pcmu,
+            PayloadMap::default_for(Codec::Pcmu),
+            peer.local_addr().unwrap(),
+        );
+        let m = bound.start(cfg).unwrap();
+        let mut published = m.stats_rx.clone();
+        // Stats are published by the tick: wait for the first one.
+        published.changed().await.unwrap();
+        assert_eq!(published.borrow_and_update().packets_sent, 1);
+        // The flood lands while the (only) runtime thread is busy, long enough
+        // for the next tick to be due: when the task wakes, the socket is
+        // readable and the tick is due at once.
+        const FLOOD: u64 = READ_BUDGET as u64 + 50;
+        let flooder = StdUdpSocket::bind((lo(), 0)).unwrap();
+        let junk = [0x80u8, 99, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1]; // unknown payload type
+        for _ in 0..FLOOD {
+            flooder.send_to(&junk, m.local_rtp()).unwrap();
+        }
+        std::thread::sleep(TICK + TICK / 4);
+        published.changed().await.unwrap();
+        let second = *published.borrow_and_update();
+        assert!(second.packets_sent >= 2, "{second:?}"); // more if the thread stalled longer
+        assert!(
+            second.dropped_unknown_pt <= READ_BUDGET as u64,
+            "the whole flood was read before the tick: {second:?}"
+        );
+        // The flood is read too, and the ticks go on.
+        for _ in 0..500 {
+            if m.stats().packets_sent >= 3 {
+                break;
+            }
+            published.changed().await.unwrap();
+        }
+        let stats = m.stop().await;
+        assert!(
+            stats.dropped_unknown_pt > second.dropped_unknown_pt,
+            "the rest of the flood is read after the tick: {stats:?}"
+        );
+        assert!(stats.packets_sent >= 3, "{stats:?}");
     }
 }
