@@ -16,7 +16,7 @@ use tokio::time::Instant;
 use voxline_shared::protocol::{EventKind, Offer, SecretText, Timings};
 use voxline_shared::{CallStatus, EndedReason};
 
-use crate::calls::Emitter;
+use crate::calls::{Emitter, HangupCause, SHUTDOWN_REASON};
 use crate::config;
 use crate::engine::{BoxedEngine, Engine, EngineConfig, EngineError, EngineEvent};
 use crate::media::{self, MediaConfig, MediaHandle, MediaSession, PayloadMap, PortAllocator};
@@ -311,7 +311,7 @@ pub async fn run_sip_call(
     offer: Offer,
     tel: Arc<Telephony>,
     tx: mpsc::Sender<Msg>,
-    mut hangup: oneshot::Receiver<()>,
+    mut hangup: oneshot::Receiver<HangupCause>,
 ) {
     let e = Emitter::new(&offer.call_id, tx.clone());
     let dispatched_ms = e.emit(EventKind::Dialing).await;
@@ -382,7 +382,7 @@ async fn place(
     tel: &Telephony,
     e: &Emitter,
     t: &mut Timings,
-    hangup: &mut oneshot::Receiver<()>,
+    hangup: &mut oneshot::Receiver<HangupCause>,
 ) -> Option<End> {
     let bound = match MediaSession::bind(&tel.ports) {
         Ok(b) => b,
@@ -420,6 +420,7 @@ async fn place(
             Duration::from_secs(u64::from(s))
         });
     let mut stopping = false;
+    let mut shutdown = false;
 
     let end = loop {
         let silence_deadline = silence.map(|w| w.deadline());
@@ -473,15 +474,28 @@ async fn place(
                     };
                     let status = match (hangup_sent, outcome.status) {
                         (Some(EndedReason::EngineError | EndedReason::MediaLost), CallStatus::Completed) => CallStatus::Failed,
+                        // Cut short by the sidecar's shutdown, even before the answer.
+                        _ if shutdown => CallStatus::Failed,
                         (_, s) => s,
                     };
                     break (status, reason, outcome.sip_code);
                 }
             },
             r = &mut *hangup, if hangup_sent.is_none() && !stopping => {
-                stopping = r.is_err();
-                call.hangup(EndedReason::HangupRequested).await;
-                hangup_sent = Some(EndedReason::HangupRequested);
+                let reason = match r {
+                    Ok(HangupCause::Requested) => EndedReason::HangupRequested,
+                    Ok(HangupCause::Shutdown) => {
+                        tracing::warn!(call_id = %offer.call_id, "the sidecar is shutting down; hanging up");
+                        shutdown = true;
+                        SHUTDOWN_REASON
+                    }
+                    Err(_) => {
+                        stopping = true;
+                        EndedReason::HangupRequested
+                    }
+                };
+                call.hangup(reason).await;
+                hangup_sent = Some(reason);
             }
             frame = heard(&mut media) => match frame {
                 Some(pcm) => {
