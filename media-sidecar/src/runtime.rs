@@ -582,6 +582,7 @@ pub async fn run<C: Carrier>(
                 while let Ok(msg) = rx.try_recv() {
                     handle_msg(&mut core, &mut d, msg);
                 }
+                d.hangups_requested.remove(&dead.call_id);
                 bury(&mut core, &mut d.calls, dead);
             }
             _ = tokio::time::sleep(sleep) => {}
