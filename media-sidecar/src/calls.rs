@@ -27,6 +27,25 @@ pub enum CallMode {
     SimulateAnswer(Duration),
 }
 
+/// Why a call task is told to hang up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HangupCause {
+    /// The edge's hangup command (`hangup_requested`).
+    Requested,
+    /// The sidecar is stopping and its drain timed out with the call still
+    /// live: BYE (or CANCEL), and the call ends `failed` /
+    /// [`SHUTDOWN_REASON`].
+    Shutdown,
+}
+
+/// The reason a call cut short by the sidecar's shutdown ends with, status
+/// `failed`. No reason names a sidecar going away; `media_lost` is what the
+/// edge itself records for the calls of a sidecar that stops answering, so a
+/// clean shutdown reports the same outcome (retried like any failure while
+/// attempts remain) and needs no protocol change, only sooner and with the
+/// callee hung up properly.
+pub const SHUTDOWN_REASON: EndedReason = EndedReason::MediaLost;
+
 pub const SIM_RING_AFTER: Duration = Duration::from_millis(100);
 pub const SIM_ANSWER_AFTER: Duration = Duration::from_millis(300);
 
@@ -71,13 +90,14 @@ fn ended(status: CallStatus, reason: EndedReason, timings: Timings) -> EventKind
     }
 }
 
-/// Runs one call to its end. `hangup` fires when the edge asks to hang up;
-/// if it is dropped instead (the sidecar is stopping), the task just returns.
+/// Runs one call to its end. `hangup` fires when the call must be hung up
+/// (see [`HangupCause`]); if it is dropped instead (the sidecar is stopping
+/// at once), the task hangs up and returns without an `ended` event.
 pub async fn run_call(
     offer: Offer,
     mode: CallMode,
     tx: mpsc::Sender<Msg>,
-    hangup: oneshot::Receiver<()>,
+    hangup: oneshot::Receiver<HangupCause>,
 ) {
     match mode {
         CallMode::Sip(tel) => crate::telephony::run_sip_call(offer, tel, tx, hangup).await,
@@ -91,7 +111,7 @@ async fn run_stand_in(
     offer: Offer,
     talk: Option<Duration>,
     tx: mpsc::Sender<Msg>,
-    mut hangup: oneshot::Receiver<()>,
+    mut hangup: oneshot::Receiver<HangupCause>,
 ) {
     let e = Emitter {
         call_id: offer.call_id.clone(),
@@ -105,37 +125,50 @@ async fn run_stand_in(
         ended_ms: 0,
     };
 
-    // `Some(true)`: hangup requested; `Some(false)`: the sidecar is stopping.
-    async fn wait(hangup: &mut oneshot::Receiver<()>, d: Option<Duration>) -> Option<bool> {
+    /// What ended a wait.
+    enum Woke {
+        Hangup(HangupCause),
+        /// The sidecar is stopping at once: no `ended`.
+        Stopping,
+        Elapsed,
+    }
+    async fn wait(hangup: &mut oneshot::Receiver<HangupCause>, d: Option<Duration>) -> Woke {
+        let got = |r: Result<HangupCause, _>| r.map_or(Woke::Stopping, Woke::Hangup);
         match d {
             Some(d) => tokio::select! {
-                r = hangup => Some(r.is_ok()),
-                _ = tokio::time::sleep(d) => None,
+                r = hangup => got(r),
+                _ = tokio::time::sleep(d) => Woke::Elapsed,
             },
-            None => Some(hangup.await.is_ok()),
+            None => got(hangup.await),
         }
     }
+    // A hangup before the answer cancels; after it, completes. A shutdown fails.
+    let hung_up = |cause: HangupCause, answered: bool| match (cause, answered) {
+        (HangupCause::Shutdown, _) => Some((CallStatus::Failed, SHUTDOWN_REASON)),
+        (HangupCause::Requested, false) => {
+            Some((CallStatus::Cancelled, EndedReason::HangupRequested))
+        }
+        (HangupCause::Requested, true) => {
+            Some((CallStatus::Completed, EndedReason::HangupRequested))
+        }
+    };
 
     let end = match talk {
         None => match wait(&mut hangup, None).await {
-            Some(true) => Some((CallStatus::Cancelled, EndedReason::HangupRequested)),
+            Woke::Hangup(cause) => hung_up(cause, false),
             _ => None,
         },
         Some(talk) => 'sim: {
             match wait(&mut hangup, Some(SIM_RING_AFTER)).await {
-                Some(true) => {
-                    break 'sim Some((CallStatus::Cancelled, EndedReason::HangupRequested))
-                }
-                Some(false) => break 'sim None,
-                None => {}
+                Woke::Hangup(cause) => break 'sim hung_up(cause, false),
+                Woke::Stopping => break 'sim None,
+                Woke::Elapsed => {}
             }
             t.ringing_ms = Some(e.emit(EventKind::Ringing).await);
             match wait(&mut hangup, Some(SIM_ANSWER_AFTER - SIM_RING_AFTER)).await {
-                Some(true) => {
-                    break 'sim Some((CallStatus::Cancelled, EndedReason::HangupRequested))
-                }
-                Some(false) => break 'sim None,
-                None => {}
+                Woke::Hangup(cause) => break 'sim hung_up(cause, false),
+                Woke::Stopping => break 'sim None,
+                Woke::Elapsed => {}
             }
             t.answered_ms = Some(e.emit(EventKind::Answered).await);
             let cap = Duration::from_secs(u64::from(offer.max_seconds));
@@ -145,9 +178,9 @@ async fn run_stand_in(
                 (talk, EndedReason::AgentHangup)
             };
             match wait(&mut hangup, Some(d)).await {
-                Some(true) => Some((CallStatus::Completed, EndedReason::HangupRequested)),
-                Some(false) => None,
-                None => Some((CallStatus::Completed, reason)),
+                Woke::Hangup(cause) => hung_up(cause, true),
+                Woke::Stopping => None,
+                Woke::Elapsed => Some((CallStatus::Completed, reason)),
             }
         }
     };

@@ -228,6 +228,11 @@ pub struct Trunk {
     /// Better set as `$VOXLINE_TRUNK_<NAME>_PASSWORD` (name upper-cased, `-`/`.` as `_`).
     #[serde(default)]
     pub password: Option<Secret>,
+    /// The Digest realm the trunk authenticates in. When set, a challenge for
+    /// any other realm is refused (the call fails, `auth_realm_mismatch`)
+    /// rather than answered with these credentials. Default: any realm.
+    #[serde(default)]
+    pub realm: Option<String>,
     /// Caller ID presented in From (E.164).
     pub from_number: String,
     #[serde(default)]
@@ -714,7 +719,7 @@ mod tests {
     #[test]
     fn trunks_are_sorted_checked_and_take_passwords_from_the_environment() {
         let text = format!(
-            "{FULL}\n[telephony]\nring_timeout_secs = 5\n\n[[telephony.trunks]]\nname = \"backup\"\nhost = \"127.0.0.1\"\nport = 5071\nfrom_number = \"+15550001111\"\npriority = 2\n\n[[telephony.trunks]]\nname = \"main-1\"\nhost = \"127.0.0.1\"\nusername = \"u\"\nfrom_number = \"+15550001111\"\npriority = 1\n"
+            "{FULL}\n[telephony]\nring_timeout_secs = 5\n\n[[telephony.trunks]]\nname = \"backup\"\nhost = \"127.0.0.1\"\nport = 5071\nfrom_number = \"+15550001111\"\npriority = 2\n\n[[telephony.trunks]]\nname = \"main-1\"\nhost = \"127.0.0.1\"\nusername = \"u\"\nrealm = \"sip.example\"\nfrom_number = \"+15550001111\"\npriority = 1\n"
         );
         let f = write("trunks.toml", &text);
         let c =
@@ -737,6 +742,8 @@ mod tests {
             ),
             (5060, Some(b"pw".to_vec()))
         );
+        assert_eq!(t.trunks[0].realm.as_deref(), Some("sip.example"));
+        assert_eq!(t.trunks[1].realm, None);
         assert!(
             format!("{t:?}").contains("main-1") && !format!("{t:?}").contains("\"pw\""),
             "password printed"

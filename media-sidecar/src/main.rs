@@ -249,6 +249,7 @@ fn main() -> ExitCode {
             drain_timeout: args.drain_timeout,
             recordings_dir: cfg.telephony.recordings_dir.clone(),
             events_dir: Some(events_dir),
+            ..RunOptions::default()
         };
         let summary =
             run(carrier, voxline_media_sidecar::lease_settings(&cfg), cfg.secret.clone(), opts, stop_rx).await;

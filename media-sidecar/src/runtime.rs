@@ -4,9 +4,15 @@
 //! the core's next deadline.
 //!
 //! Stopping: [`Stop::Drain`] (first SIGINT/SIGTERM) stops taking work and waits
-//! up to `drain_timeout` for held calls to end and their events to be delivered;
-//! [`Stop::Now`] (second signal) exits at once. Calls still held at exit are
-//! failed by the edge once it stops hearing from this sidecar.
+//! up to `drain_timeout` for held calls to end and their events to be delivered.
+//! Calls still live then are hung up ([`HangupCause::Shutdown`]: BYE, or CANCEL
+//! before the answer) and end `failed` / [`crate::calls::SHUTDOWN_REASON`]; the
+//! sidecar waits up to `hangup_grace` more for the SIP requests to go out and
+//! the `ended` events to be delivered. An `ended` not delivered by then stays
+//! in the event spool for the next run; a call whose task has not reported
+//! its end by then is ended by the runtime. [`Stop::Now`] (second signal)
+//! exits at once; calls still held then are failed by the edge once it stops
+//! hearing from this sidecar.
 //!
 //! Restarts: uploads left in the recording spool are resumed, and events left
 //! unacknowledged in the event spool ([`crate::event_spool`]) are loaded into
@@ -21,7 +27,7 @@ use tokio::task::JoinSet;
 use voxline_shared::protocol::EventKind;
 use voxline_shared::signing::{signed_headers, Target};
 
-use crate::calls::{run_call, CallMode};
+use crate::calls::{run_call, CallMode, HangupCause, SHUTDOWN_REASON};
 use crate::carrier::Carrier;
 use crate::config::Secret;
 use crate::lease::{
@@ -64,10 +70,17 @@ pub enum Stop {
     Now,
 }
 
+/// See [`RunOptions::hangup_grace`]: a trunk answers a BYE or CANCEL within
+/// a round trip; the edge takes an event batch within one more.
+pub const DEFAULT_HANGUP_GRACE: Duration = Duration::from_secs(3);
+
 #[derive(Debug, Clone)]
 pub struct RunOptions {
     pub mode: CallMode,
     pub drain_timeout: Duration,
+    /// After the drain timeout: how long the calls still live get to hang
+    /// up (BYE/CANCEL answered) and their `ended` events to be delivered.
+    pub hangup_grace: Duration,
     /// The recording spool: uploads a previous run left there are resumed.
     pub recordings_dir: Option<std::path::PathBuf>,
     /// The event spool (see [`crate::event_spool`]): every unacknowledged
@@ -81,6 +94,7 @@ impl Default for RunOptions {
         RunOptions {
             mode: CallMode::Placeholder,
             drain_timeout: Duration::from_secs(30),
+            hangup_grace: DEFAULT_HANGUP_GRACE,
             recordings_dir: None,
             events_dir: None,
         }
@@ -255,6 +269,11 @@ impl CallTasks {
         self.set.is_empty()
     }
 
+    /// The calls whose tasks have not been reaped yet.
+    pub(crate) fn call_ids(&self) -> impl Iterator<Item = &String> {
+        self.calls.values()
+    }
+
     /// Waits for the next task to die rather than return (a task that
     /// returns reported its own end). `None`: no task is left.
     /// Cancel-safe (`join_next_with_id` is; nothing is held across it).
@@ -298,7 +317,11 @@ impl CallTasks {
 pub(crate) const DEAD_TASK_REASON: voxline_shared::EndedReason =
     voxline_shared::EndedReason::EngineError;
 
-fn bury(core: &mut LeaseClient, calls: &mut HashMap<String, oneshot::Sender<()>>, dead: DeadCall) {
+fn bury(
+    core: &mut LeaseClient,
+    calls: &mut HashMap<String, oneshot::Sender<HangupCause>>,
+    dead: DeadCall,
+) {
     calls.remove(&dead.call_id);
     let how = if dead.panicked {
         "panicked"
@@ -328,6 +351,7 @@ fn handle_msg<C: Carrier>(core: &mut LeaseClient, d: &mut Driver<C>, msg: Msg) {
         }
         Msg::CallDone { call_id } => {
             d.calls.remove(&call_id);
+            d.hangups_requested.remove(&call_id);
         }
         Msg::Upload(upload) => core.queue_upload(upload),
     }
@@ -340,7 +364,10 @@ struct Driver<C: Carrier> {
     tx: mpsc::Sender<Msg>,
     requests: JoinSet<()>,
     call_tasks: CallTasks,
-    calls: HashMap<String, oneshot::Sender<()>>,
+    /// Live calls that can still be told to hang up.
+    calls: HashMap<String, oneshot::Sender<HangupCause>>,
+    /// Calls the edge asked to hang up (their end is `hangup_requested`, never retried).
+    hangups_requested: std::collections::HashSet<String>,
     mode: CallMode,
     started: u64,
     /// Set by [`Action::Halt`]: stop once the call tasks have ended.
@@ -408,7 +435,8 @@ impl<C: Carrier> Driver<C> {
             Action::Hangup { call_id } => match self.calls.remove(&call_id) {
                 Some(h) => {
                     tracing::info!(%call_id, "hangup requested");
-                    let _ = h.send(());
+                    let _ = h.send(HangupCause::Requested);
+                    self.hangups_requested.insert(call_id);
                 }
                 None => tracing::debug!(%call_id, "hangup for a call that already finished"),
             },
@@ -425,6 +453,32 @@ impl<C: Carrier> Driver<C> {
                 );
                 self.halted = Some(r);
             }
+        }
+    }
+}
+
+/// Tells every live call to hang up because the sidecar is stopping.
+fn hang_up_for_shutdown(calls: &mut HashMap<String, oneshot::Sender<HangupCause>>) {
+    for (call_id, h) in calls.drain() {
+        tracing::info!(%call_id, "hanging up: the sidecar is stopping");
+        let _ = h.send(HangupCause::Shutdown);
+    }
+}
+
+/// At exit: every call whose task has not reported its end gets one from
+/// the runtime (recorded in the event spool, delivered by this run or the
+/// next), rather than being left for the edge to presume lost.
+fn end_unfinished_calls<C: Carrier>(core: &mut LeaseClient, d: &Driver<C>) {
+    let now = now_ms();
+    for call_id in d.call_tasks.call_ids() {
+        let reason = if d.hangups_requested.contains(call_id) {
+            voxline_shared::EndedReason::HangupRequested
+        } else {
+            SHUTDOWN_REASON
+        };
+        // An error: its own `ended` is in, or it was never started; nothing to add.
+        if core.fail_call(now, call_id, reason).is_ok() {
+            tracing::warn!(%call_id, ?reason, "call did not finish hanging up in time; ended as failed");
         }
     }
 }
@@ -450,6 +504,7 @@ pub async fn run<C: Carrier>(
         requests: JoinSet::new(),
         call_tasks: CallTasks::default(),
         calls: HashMap::new(),
+        hangups_requested: Default::default(),
         mode: opts.mode.clone(),
         started: 0,
         halted: None,
@@ -484,6 +539,8 @@ pub async fn run<C: Carrier>(
         }
     }
     let mut drain_until: Option<tokio::time::Instant> = None;
+    // Set when the drain timed out and the live calls were told to hang up.
+    let mut hanging_up = false;
     let far = Duration::from_secs(3600);
 
     let begin_drain = |core: &mut LeaseClient, drain_until: &mut Option<tokio::time::Instant>| {
@@ -552,6 +609,7 @@ pub async fn run<C: Carrier>(
                 while let Ok(msg) = rx.try_recv() {
                     handle_msg(&mut core, &mut d, msg);
                 }
+                d.hangups_requested.remove(&dead.call_id);
                 bury(&mut core, &mut d.calls, dead);
             }
             _ = tokio::time::sleep(sleep) => {}
@@ -567,6 +625,18 @@ pub async fn run<C: Carrier>(
                 }
             }
             _ = tokio::time::sleep_until(drain_at), if drain_until.is_some() => {
+                if !hanging_up && !d.calls.is_empty() {
+                    tracing::warn!(live = d.calls.len(), grace = ?opts.hangup_grace, "drain timed out; hanging up the calls still live");
+                    hanging_up = true;
+                    hang_up_for_shutdown(&mut d.calls);
+                    drain_until = Some(tokio::time::Instant::now() + opts.hangup_grace);
+                    continue;
+                }
+                // What the call tasks already said comes first (their own `ended`).
+                while let Ok(msg) = rx.try_recv() {
+                    handle_msg(&mut core, &mut d, msg);
+                }
+                end_unfinished_calls(&mut core, &d);
                 tracing::warn!(held = ?core.held_calls(), pending_events = core.pending_events(), pending_uploads = core.pending_uploads(), "drain timed out");
                 break;
             }

@@ -16,7 +16,7 @@ use tokio::time::Instant;
 use voxline_shared::protocol::{EventKind, Offer, SecretText, Timings};
 use voxline_shared::{CallStatus, EndedReason};
 
-use crate::calls::Emitter;
+use crate::calls::{Emitter, HangupCause, SHUTDOWN_REASON};
 use crate::config;
 use crate::engine::guard::AllowedHosts;
 use crate::engine::{BoxedEngine, Engine, EngineConfig, EngineError, EngineEvent};
@@ -71,6 +71,7 @@ impl Telephony {
                 (Some(u), Some(p)) => Some(Credentials {
                     username: u.clone(),
                     password: String::from_utf8_lossy(p.expose()).into_owned(),
+                    realm: t.realm.clone(),
                 }),
                 _ => None,
             };
@@ -328,7 +329,7 @@ pub async fn run_sip_call(
     offer: Offer,
     tel: Arc<Telephony>,
     tx: mpsc::Sender<Msg>,
-    mut hangup: oneshot::Receiver<()>,
+    mut hangup: oneshot::Receiver<HangupCause>,
 ) {
     let e = Emitter::new(&offer.call_id, tx.clone());
     let dispatched_ms = e.emit(EventKind::Dialing).await;
@@ -399,7 +400,7 @@ async fn place(
     tel: &Telephony,
     e: &Emitter,
     t: &mut Timings,
-    hangup: &mut oneshot::Receiver<()>,
+    hangup: &mut oneshot::Receiver<HangupCause>,
 ) -> Option<End> {
     let bound = match MediaSession::bind(&tel.ports) {
         Ok(b) => b,
@@ -437,6 +438,7 @@ async fn place(
             Duration::from_secs(u64::from(s))
         });
     let mut stopping = false;
+    let mut shutdown = false;
 
     let end = loop {
         let silence_deadline = silence.map(|w| w.deadline());
@@ -481,6 +483,8 @@ async fn place(
                     }
                 }
                 Some(Event::Call(CallEvent::Ended(outcome))) => {
+                    // `detail` says why (e.g. `auth_realm_mismatch`, `bye_timeout`).
+                    tracing::info!(call_id = %offer.call_id, detail = %outcome.detail, code = ?outcome.sip_code, "SIP call ended");
                     // A hangup we asked for keeps our reason; otherwise the SIP outcome's.
                     let reason = match (hangup_sent, outcome.status) {
                         (Some(r), _) => r,
@@ -488,15 +492,28 @@ async fn place(
                     };
                     let status = match (hangup_sent, outcome.status) {
                         (Some(EndedReason::EngineError | EndedReason::MediaLost), CallStatus::Completed) => CallStatus::Failed,
+                        // Cut short by the sidecar's shutdown, even before the answer.
+                        _ if shutdown => CallStatus::Failed,
                         (_, s) => s,
                     };
                     break (status, reason, outcome.sip_code);
                 }
             },
             r = &mut *hangup, if hangup_sent.is_none() && !stopping => {
-                stopping = r.is_err();
-                call.hangup(EndedReason::HangupRequested).await;
-                hangup_sent = Some(EndedReason::HangupRequested);
+                let reason = match r {
+                    Ok(HangupCause::Requested) => EndedReason::HangupRequested,
+                    Ok(HangupCause::Shutdown) => {
+                        tracing::warn!(call_id = %offer.call_id, "the sidecar is shutting down; hanging up");
+                        shutdown = true;
+                        SHUTDOWN_REASON
+                    }
+                    Err(_) => {
+                        stopping = true;
+                        EndedReason::HangupRequested
+                    }
+                };
+                call.hangup(reason).await;
+                hangup_sent = Some(reason);
             }
             frame = heard(&mut media) => match frame {
                 Some(pcm) => {

@@ -546,6 +546,52 @@ async fn revoked_credentials_hang_up_the_calls_held() {
     .expect("bounded")
 }
 
+/// A drain that times out hangs up the calls still live and reports their
+/// end (`failed` / `media_lost`, as the edge would have presumed) before
+/// exiting, instead of leaving them for the edge to notice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drain_that_times_out_ends_the_live_calls() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let edge = FakeEdge::start(SECRET, reg_ack()).await;
+        let carrier = Http1Carrier::new(
+            EdgeUrl::parse(&format!("http://{}", edge.addr())).unwrap(),
+            None,
+        );
+        let opts = RunOptions {
+            mode: CallMode::SimulateAnswer(Duration::from_secs(600)),
+            drain_timeout: Duration::from_millis(300),
+            ..RunOptions::default()
+        };
+        let sc = start_with(carrier, 2, SECRET, opts);
+        let t = Duration::from_secs(15);
+        let mut talking = offer("d_1", 600);
+        talking.max_seconds = 600;
+        edge.offer(talking);
+        edge.wait_for("d_1 answered", t, |s| {
+            kinds_in(s, "d_1").contains(&"answered").then_some(())
+        })
+        .await;
+        assert_eq!(
+            sc.drain().await,
+            RunSummary {
+                calls_started: 1,
+                clean_exit: true,
+                halted: None
+            }
+        );
+        assert_eq!(
+            edge.kinds_of("d_1"),
+            vec!["dialing", "ringing", "answered", "ended"]
+        );
+        assert_eq!(
+            ended_of(&edge, "d_1"),
+            Some((CallStatus::Failed, EndedReason::MediaLost))
+        );
+    })
+    .await
+    .expect("bounded")
+}
+
 /// An edge that stops taking this sidecar's signatures (here: a newer scheme)
 /// mid-call: the sidecar hangs its call up and stops by itself, saying why,
 /// rather than retrying forever. The drain timeout is far beyond the test's

@@ -6,6 +6,8 @@
 //! (the scenario ran to its end: every expected request, e.g. our ACK, BYE or
 //! CANCEL, arrived and matched its checks).
 
+mod support;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -358,6 +360,7 @@ fn with_creds(addr: SocketAddr, user: &str, pass: &str) -> Trunk {
     t.credentials = Some(Credentials {
         username: user.into(),
         password: pass.into(),
+        realm: None,
     });
     t
 }
@@ -418,4 +421,147 @@ async fn dropping_the_handle_hangs_up() {
     drop(h);
     // sipp exits 0 only once our BYE arrived and it answered it.
     sipp.success().await;
+}
+
+// ------------------------------------------------ the whole sidecar, drained
+
+/// A sidecar with one trunk (sipp) and a fake edge, draining with a short
+/// timeout while the call is live (`reached` is its last event). From then
+/// on the edge refuses event batches, so the call's end must be in the spool.
+async fn drain_with_a_live_call(scenario: &str, reached: &'static str, hangup_grace: Duration) {
+    use std::sync::Arc;
+    use tokio::sync::watch;
+    use voxline_media_sidecar::calls::CallMode;
+    use voxline_media_sidecar::carrier::http1::Http1Carrier;
+    use voxline_media_sidecar::config::{self, EdgeUrl, Secret};
+    use voxline_media_sidecar::event_spool::EventSpool;
+    use voxline_media_sidecar::lease::LeaseSettings;
+    use voxline_media_sidecar::runtime::{run, RunOptions, Stop};
+    use voxline_media_sidecar::telephony::Telephony;
+    use voxline_shared::protocol::{paths, EventKind, RegistrationAck};
+
+    const SECRET: &str = "test-secret-0123456789abcdef";
+    let sipp = Sipp::start(scenario).await;
+    let edge = support::FakeEdge::start(
+        SECRET,
+        RegistrationAck {
+            protocol_version: 1,
+            lease_wait_ms: 1_000,
+            ack_deadline_ms: 5_000,
+            dead_after_ms: 30_000,
+        },
+    )
+    .await;
+    let telephony = config::Telephony {
+        rtp_port_min: 46_000,
+        rtp_port_max: 46_999,
+        trunks: vec![config::Trunk {
+            name: "sipp".into(),
+            host: "127.0.0.1".into(),
+            port: sipp.addr.port(),
+            transport: config::SipTransport::Udp,
+            username: None,
+            password: None,
+            realm: None,
+            from_number: "+15550001111".into(),
+            priority: 0,
+        }],
+        ..config::Telephony::default()
+    };
+    let events_dir = support::temp_dir("drain-events");
+    let (stop, stop_rx) = watch::channel(Stop::Run);
+    let mut settings = LeaseSettings::new("sc-drain", "local", 1);
+    settings.backoff_initial_ms = 100;
+    settings.backoff_max_ms = 400;
+    let carrier = Http1Carrier::new(
+        EdgeUrl::parse(&format!("http://{}", edge.addr())).unwrap(),
+        None,
+    );
+    let opts = RunOptions {
+        drain_timeout: Duration::from_millis(300),
+        hangup_grace,
+        events_dir: Some(events_dir.clone()),
+        ..RunOptions::default()
+    };
+    // The sidecar runs on its own runtime, shut down the moment `run`
+    // returns: what has not been sent by then never is, as when the process exits.
+    let sidecar = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let summary = rt.block_on(async move {
+            let tel = Telephony::start(&telephony, Default::default()).await.unwrap();
+            let opts = RunOptions {
+                mode: CallMode::Sip(Arc::new(tel)),
+                ..opts
+            };
+            run(
+                Arc::new(carrier),
+                settings,
+                Secret::new(SECRET),
+                opts,
+                stop_rx,
+            )
+            .await
+        });
+        rt.shutdown_timeout(Duration::ZERO);
+        summary
+    });
+    let mut call = support::offer("k_1", 600);
+    call.engine = "echo".into();
+    edge.offer(call);
+    let t = Duration::from_secs(15);
+    edge.wait_for(reached, t, |s| {
+        s.events
+            .iter()
+            .any(|e| e.call_id == "k_1" && e.kind.name() == reached)
+            .then_some(())
+    })
+    .await;
+    edge.state.lock().unwrap().fail_next = vec![(paths::EVENTS.to_string(), 503); 10_000];
+    stop.send(Stop::Drain).unwrap();
+    let summary = tokio::time::timeout(t, tokio::task::spawn_blocking(move || sidecar.join()))
+        .await
+        .expect("the sidecar exits")
+        .unwrap()
+        .unwrap();
+    assert!(!summary.clean_exit, "the edge took no events: {summary:?}");
+    // sipp exits 0 only once our BYE (or CANCEL) arrived and was answered.
+    sipp.success().await;
+    // The call's end waits in the spool for the next run.
+    let spooled = EventSpool::open(&events_dir).unwrap().load();
+    let ended: Vec<_> = spooled
+        .iter()
+        .filter_map(|e| match &e.kind {
+            EventKind::Ended { status, reason, .. } if e.call_id == "k_1" => {
+                Some((*status, *reason))
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        ended,
+        vec![(CallStatus::Failed, EndedReason::MediaLost)],
+        "{spooled:?}"
+    );
+    let _ = std::fs::remove_dir_all(&events_dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drained_sidecar_hangs_up_an_answered_call_with_bye() {
+    drain_with_a_live_call("uas_answer", "answered", Duration::from_secs(10)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drained_sidecar_cancels_a_ringing_call() {
+    drain_with_a_live_call("uas_ring_cancel", "ringing", Duration::from_secs(10)).await;
+}
+
+/// The trunk never answers our BYE: at the end of the grace the runtime ends
+/// the call itself (and exits), rather than waiting out Timer F.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drained_sidecar_ends_a_call_whose_bye_is_unanswered() {
+    drain_with_a_live_call("uas_bye_unanswered", "answered", Duration::from_millis(500)).await;
 }

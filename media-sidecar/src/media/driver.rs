@@ -15,8 +15,9 @@
 //! (`MediaSession::start(&ports, cfg)` does both steps when the remote is
 //! already known.) The task ticks every 20 ms on tokio's clock
 //! (`MissedTickBehavior::Burst`: a stalled task catches up, so the RTP
-//! timestamps keep following real time), reads both sockets, and publishes
-//! stats on a watch channel. Received frames go to a bounded channel; if the
+//! timestamps keep following real time), reads both sockets (the tick first
+//! whenever it is due, so a flood of datagrams cannot hold it up), and
+//! publishes stats on a watch channel. Received frames go to a bounded channel; if the
 //! call side stops reading, the newest frames are dropped (counted) rather
 //! than stalling the media. Recording runs on its own thread.
 
@@ -60,24 +61,36 @@ pub enum MediaError {
 
 /// Hands out RTP/RTCP port pairs (even RTP port, RTCP = RTP + 1) from a range.
 /// Ports in use by us are skipped; ports another process holds fail to bind
-/// and are skipped too. Round-robin, so a just-freed port is not reused at
-/// once (late packets of the previous call would land in the next one).
+/// and are skipped too. The pair is picked at random (then the next free one
+/// after it), so an off-path sender cannot guess a call's ports, and a
+/// just-freed pair is unlikely to be reused at once (late packets of the
+/// previous call would land in the next one).
 pub struct PortAllocator {
     ip: IpAddr,
     lo: u16,
     hi: u16,
-    state: Mutex<(u16, HashSet<u16>)>,
+    in_use: Mutex<HashSet<u16>>,
+}
+
+fn random_index(n: usize) -> usize {
+    let mut b = [0u8; 8];
+    // No OS randomness (never expected): start at the bottom of the range.
+    match getrandom::fill(&mut b) {
+        Ok(()) => (u64::from_le_bytes(b) % n.max(1) as u64) as usize,
+        Err(_) => 0,
+    }
 }
 
 impl PortAllocator {
     pub fn new(ip: IpAddr, range: RangeInclusive<u16>) -> Arc<Self> {
-        let lo = (*range.start()).max(2) & !1; // even
+        // The first even port in the range (never 0).
+        let lo = ((u32::from(*range.start()).max(2) + 1) & !1).min(u32::from(u16::MAX)) as u16;
         let hi = *range.end();
         Arc::new(PortAllocator {
             ip,
             lo,
             hi,
-            state: Mutex::new((lo, HashSet::new())),
+            in_use: Mutex::new(HashSet::new()),
         })
     }
 
@@ -86,26 +99,27 @@ impl PortAllocator {
     }
 
     pub fn in_use(&self) -> usize {
-        self.state.lock().expect("poisoned").1.len()
+        self.in_use.lock().map(|s| s.len()).unwrap_or(0)
     }
 
     fn allocate(self: &Arc<Self>) -> Result<(PortLease, StdUdpSocket, StdUdpSocket), MediaError> {
-        let pairs = ((self.hi.saturating_sub(self.lo)) / 2 + 1) as usize;
-        for _ in 0..pairs {
-            let port = {
-                let mut st = self.state.lock().expect("poisoned");
-                let p = st.0;
-                st.0 = if p as u32 + 3 > self.hi as u32 {
-                    self.lo
-                } else {
-                    p + 2
+        // Pairs whose RTCP port (RTP + 1) is still in the range.
+        let pairs = if self.hi > self.lo {
+            usize::from((self.hi - self.lo - 1) / 2 + 1)
+        } else {
+            0
+        };
+        let first = random_index(pairs);
+        for i in 0..pairs {
+            let port = self.lo + 2 * ((first + i) % pairs) as u16;
+            {
+                let Ok(mut used) = self.in_use.lock() else {
+                    break;
                 };
-                if p as u32 + 1 > self.hi as u32 || st.1.contains(&p) {
+                if !used.insert(port) {
                     continue;
                 }
-                st.1.insert(p);
-                p
-            };
+            }
             let lease = PortLease {
                 alloc: self.clone(),
                 port,
@@ -133,8 +147,8 @@ pub struct PortLease {
 
 impl Drop for PortLease {
     fn drop(&mut self) {
-        if let Ok(mut st) = self.alloc.state.lock() {
-            st.1.remove(&self.port);
+        if let Ok(mut used) = self.alloc.in_use.lock() {
+            used.remove(&self.port);
         }
     }
 }
@@ -200,6 +214,22 @@ impl MediaSession {
     }
 }
 
+/// Reads and drops every datagram queued on a non-blocking socket; returns
+/// how many. Bounded (a socket buffer holds a few thousand at most).
+fn discard_queued(sock: &StdUdpSocket) -> usize {
+    let mut buf = [0u8; 2048];
+    let mut dropped = 0;
+    for _ in 0..65_536 {
+        match sock.recv_from(&mut buf) {
+            Ok(_) => dropped += 1,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+            // e.g. ECONNREFUSED from an ICMP error: reported once, then cleared.
+            Err(_) => {}
+        }
+    }
+    dropped
+}
+
 /// Bound sockets waiting for the remote address.
 pub struct BoundMedia {
     lease: PortLease,
@@ -217,9 +247,18 @@ impl BoundMedia {
     }
 
     /// Starts the call's media task (must run inside a tokio runtime).
+    /// Whatever reached the ports before (while the call rang) is discarded:
+    /// it must not decide which source the media latches onto.
     pub fn start(self, cfg: MediaConfig) -> Result<MediaHandle, MediaError> {
         self.rtp.set_nonblocking(true)?;
         self.rtcp.set_nonblocking(true)?;
+        let early = discard_queued(&self.rtp) + discard_queued(&self.rtcp);
+        if early > 0 {
+            tracing::debug!(
+                datagrams = early,
+                "discarded media that arrived before the answer"
+            );
+        }
         let local_rtp = self.local_rtp();
         let rtp = UdpSocket::from_std(self.rtp)?;
         let rtcp = UdpSocket::from_std(self.rtcp)?;
@@ -447,6 +486,29 @@ struct Task {
 
 pub const TICK: Duration = Duration::from_millis(20);
 
+/// Datagrams per socket a tick takes from the queue before it plays out
+/// (2.5 s of 20 ms packets: a task stalled that long still catches up).
+const READ_BUDGET: usize = 128;
+
+enum Received {
+    Rtp(std::io::Result<(usize, SocketAddr)>),
+    Rtcp(std::io::Result<(usize, SocketAddr)>),
+}
+
+/// The next datagram of either socket; when both have one, either may come
+/// first (tokio picks at random).
+async fn recv_either(
+    rtp: &UdpSocket,
+    rtp_buf: &mut [u8],
+    rtcp: &UdpSocket,
+    rtcp_buf: &mut [u8],
+) -> Received {
+    tokio::select! {
+        r = rtp.recv_from(rtp_buf) => Received::Rtp(r),
+        r = rtcp.recv_from(rtcp_buf) => Received::Rtcp(r),
+    }
+}
+
 impl Task {
     async fn flush_io(&mut self) {
         while let Some(t) = self.session.poll_transmit() {
@@ -475,6 +537,13 @@ impl Task {
         let mut rtcp_buf = vec![0u8; 2048];
         let mut recv_dropped = 0u64;
         loop {
+            // The tick comes before the sockets: they can be readable all the
+            // time (a flood), the tick is due once per 20 ms and must not wait.
+            // Before it plays out, the tick takes what is already queued (a
+            // stalled task catches up on its packets first), at most
+            // READ_BUDGET datagrams per socket. Between ticks the two sockets
+            // share the task without priority, so a flood on one does not
+            // shut out the other.
             tokio::select! {
                 biased;
                 cmd = self.cmd_rx.recv() => match cmd {
@@ -484,18 +553,21 @@ impl Task {
                     }
                     Some(Cmd::SetRemote { rtp, rtcp }) => self.session.set_remote(rtp, rtcp),
                 },
-                r = self.rtp.recv_from(&mut rtp_buf) => {
-                    // Errors (e.g. ICMP port unreachable surfacing as ECONNREFUSED) are not fatal.
-                    if let Ok((n, from)) = r {
-                        self.session.handle_rtp(now_us(), from, &rtp_buf[..n]);
-                    }
-                }
-                r = self.rtcp.recv_from(&mut rtcp_buf) => {
-                    if let Ok((n, from)) = r {
-                        self.session.handle_rtcp(now_us(), from, &rtcp_buf[..n]);
-                    }
-                }
                 _ = interval.tick() => {
+                    for _ in 0..READ_BUDGET {
+                        match self.rtp.try_recv_from(&mut rtp_buf) {
+                            Ok((n, from)) => self.session.handle_rtp(now_us(), from, &rtp_buf[..n]),
+                            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                            Err(_) => {}
+                        }
+                    }
+                    for _ in 0..READ_BUDGET {
+                        match self.rtcp.try_recv_from(&mut rtcp_buf) {
+                            Ok((n, from)) => self.session.handle_rtcp(now_us(), from, &rtcp_buf[..n]),
+                            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                            Err(_) => {}
+                        }
+                    }
                     let g = self.generation.load(Ordering::Acquire);
                     if g != gen {
                         self.session.clear_audio();
@@ -517,6 +589,16 @@ impl Task {
                     }
                     self.stats_tx.send_replace(self.session.stats());
                 }
+                got = recv_either(&self.rtp, &mut rtp_buf, &self.rtcp, &mut rtcp_buf) => match got {
+                    // Errors (e.g. ICMP port unreachable surfacing as ECONNREFUSED) are not fatal.
+                    Received::Rtp(Ok((n, from))) => {
+                        self.session.handle_rtp(now_us(), from, &rtp_buf[..n]);
+                    }
+                    Received::Rtcp(Ok((n, from))) => {
+                        self.session.handle_rtcp(now_us(), from, &rtcp_buf[..n]);
+                    }
+                    Received::Rtp(Err(_)) | Received::Rtcp(Err(_)) => {}
+                },
             }
             self.flush_io().await;
         }
@@ -542,5 +624,150 @@ impl Task {
         let stats = self.session.stats();
         self.stats_tx.send_replace(stats);
         stats
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::media::rtp::{self, RtpHeader};
+
+    fn lo() -> IpAddr {
+        IpAddr::from([127, 0, 0, 1])
+    }
+
+    fn rtp_packet(ssrc: u32, seq: u16) -> Vec<u8> {
+        let mut d = vec![];
+        let h = RtpHeader {
+            marker: false,
+            payload_type: 0,
+            sequence: seq,
+            timestamp: u32::from(seq) * 160,
+            ssrc,
+        };
+        rtp::write(&h, &[0xFF; 160], &mut d);
+        d
+    }
+
+    /// Waits (bounded) until the session has sent `n` packets.
+    async fn until_sent(m: &MediaHandle, n: u64) -> MediaStats {
+        for _ in 0..1_000 {
+            let s = m.stats();
+            if s.packets_sent >= n {
+                return s;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("the media task did not send {n} packets: {:?}", m.stats());
+    }
+
+    #[test]
+    fn ports_are_random_even_pairs_in_the_range() {
+        let mut firsts = HashSet::new();
+        for _ in 0..16 {
+            let ports = PortAllocator::new(lo(), 41_000..=42_999);
+            let b = MediaSession::bind(&ports).unwrap();
+            let (rtp, rtcp) = (b.local_rtp().port(), b.local_rtcp().port());
+            assert!(rtp % 2 == 0 && rtcp == rtp + 1, "{rtp}/{rtcp}");
+            assert!((41_000..=42_998).contains(&rtp), "{rtp}");
+            firsts.insert(rtp);
+        }
+        // Round-robin from the bottom gave 41_000 every time.
+        assert!(firsts.len() > 1, "{firsts:?}");
+        // An odd start rounds up into the range, never below it.
+        let ports = PortAllocator::new(lo(), 43_001..=43_003);
+        let b = MediaSession::bind(&ports).unwrap();
+        assert_eq!(b.local_rtp().port(), 43_002);
+        assert!(MediaSession::bind(&ports).is_err());
+    }
+
+    #[tokio::test]
+    async fn packets_queued_before_the_answer_are_discarded() {
+        let ports = PortAllocator::new(lo(), 43_100..=43_999);
+        let bound = MediaSession::bind(&ports).unwrap();
+        // While the call rings, a stranger sends a stream good enough to pass
+        // the latch probation, and RTCP.
+        let stranger = StdUdpSocket::bind((lo(), 0)).unwrap();
+        for seq in 0..5 {
+            stranger
+                .send_to(&rtp_packet(0xBAD, seq), bound.local_rtp())
+                .unwrap();
+        }
+        let mut rr = vec![];
+        super::super::rtcp::write_report(&mut rr, 0xBAD, None, &[]);
+        stranger.send_to(&rr, bound.local_rtcp()).unwrap();
+        // The answer names another address.
+        let peer = StdUdpSocket::bind((lo(), 0)).unwrap();
+        let cfg = MediaConfig::new(
+            Codec::Pcmu,
+            PayloadMap::default_for(Codec::Pcmu),
+            peer.local_addr().unwrap(),
+        );
+        let m = bound.start(cfg).unwrap();
+        let stats = until_sent(&m, 5).await;
+        assert_eq!(
+            (stats.packets_received, stats.rtcp_received),
+            (0, 0),
+            "{stats:?}"
+        );
+        // Our media still goes where the answer said.
+        peer.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut buf = [0u8; 2048];
+        assert!(peer.recv_from(&mut buf).is_ok());
+        stranger.set_nonblocking(true).unwrap();
+        assert!(
+            stranger.recv_from(&mut buf).is_err(),
+            "media went to the stranger"
+        );
+        m.stop().await;
+    }
+
+    /// A flood on the RTP socket must not hold up the 20 ms tick: with the
+    /// sockets always readable, the tick still comes first when it is due.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_packet_flood_does_not_hold_up_the_tick() {
+        let ports = PortAllocator::new(lo(), 44_000..=44_999);
+        let bound = MediaSession::bind(&ports).unwrap();
+        let peer = StdUdpSocket::bind((lo(), 0)).unwrap();
+        let cfg = MediaConfig::new(
+            Codec::Pcmu,
+            PayloadMap::default_for(Codec::Pcmu),
+            peer.local_addr().unwrap(),
+        );
+        let m = bound.start(cfg).unwrap();
+        let mut published = m.stats_rx.clone();
+        // Stats are published by the tick: wait for the first one.
+        published.changed().await.unwrap();
+        assert_eq!(published.borrow_and_update().packets_sent, 1);
+        // The flood lands while the (only) runtime thread is busy, long enough
+        // for the next tick to be due: when the task wakes, the socket is
+        // readable and the tick is due at once.
+        const FLOOD: u64 = READ_BUDGET as u64 + 50;
+        let flooder = StdUdpSocket::bind((lo(), 0)).unwrap();
+        let junk = [0x80u8, 99, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1]; // unknown payload type
+        for _ in 0..FLOOD {
+            flooder.send_to(&junk, m.local_rtp()).unwrap();
+        }
+        std::thread::sleep(TICK + TICK / 4);
+        published.changed().await.unwrap();
+        let second = *published.borrow_and_update();
+        assert!(second.packets_sent >= 2, "{second:?}"); // more if the thread stalled longer
+        assert!(
+            second.dropped_unknown_pt <= READ_BUDGET as u64,
+            "the whole flood was read before the tick: {second:?}"
+        );
+        // The flood is read too, and the ticks go on.
+        for _ in 0..500 {
+            if m.stats().packets_sent >= 3 {
+                break;
+            }
+            published.changed().await.unwrap();
+        }
+        let stats = m.stop().await;
+        assert!(
+            stats.dropped_unknown_pt > second.dropped_unknown_pt,
+            "the rest of the flood is read after the tick: {stats:?}"
+        );
+        assert!(stats.packets_sent >= 3, "{stats:?}");
     }
 }

@@ -29,8 +29,15 @@
 //!   (counted). A packet from the SDP address latches at once; another source
 //!   (the peer's NAT) must first send [`LATCH_PROBATION`] packets in sequence
 //!   (same SSRC, consecutive sequence numbers), so one stray packet cannot
-//!   hijack the call. RTCP latches separately on its first valid packet. A re-INVITE
-//!   moving the media calls [`RtpSession::set_remote`], which unlatches.
+//!   hijack the call. The SDP address always wins: a packet from it takes the
+//!   stream back from whatever source was latched. RTCP latches separately:
+//!   the SDP's RTCP address (or the guess for the latched RTP source) at once,
+//!   any other source only after [`RTCP_LATCH_PROBATION`] compound packets
+//!   from it that report as the remote stream's SSRC; until then its RTCP is
+//!   dropped. With `rtcp_mux`, RTCP is accepted only from the RTP peer. A
+//!   re-INVITE moving the media calls [`RtpSession::set_remote`], which unlatches.
+//!   (The driver discards what reached the sockets before the answer, so
+//!   nothing queued while ringing takes part in latching.)
 //! - Remote SSRC: the first one is taken; a different SSRC from the latched
 //!   source must send two sequential packets (RFC 3550 A.1 probation) before
 //!   we switch to it (fresh statistics, jitter buffer and decoder; event
@@ -52,6 +59,12 @@ use super::Codec;
 /// Packets in sequence a source other than the SDP address must send before
 /// we latch onto it.
 pub const LATCH_PROBATION: u32 = 3;
+
+/// RTCP compound packets, reporting as the remote RTP stream's SSRC, that a
+/// source other than the expected RTCP address must send before we latch
+/// RTCP onto it. RTCP has no sequence numbers; the SSRC (seen only on the
+/// path) and the repetition stand in for them.
+pub const RTCP_LATCH_PROBATION: u32 = 2;
 
 /// Payload types negotiated in SDP.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -249,6 +262,8 @@ pub struct RtpSession {
     /// (source, ssrc, last seq, packets in sequence) of a source not yet latched onto.
     latch_candidate: Option<(SocketAddr, u32, u16, u32)>,
     rtcp_latched: bool,
+    /// (source, packets) of an RTCP source not yet latched onto.
+    rtcp_candidate: Option<(SocketAddr, u32)>,
     // receiving
     remote: Option<Remote>,
     candidate: Option<(u32, u16)>,
@@ -286,6 +301,7 @@ impl RtpSession {
             latched: false,
             latch_candidate: None,
             rtcp_latched: false,
+            rtcp_candidate: None,
             remote: None,
             candidate: None,
             pcm_fifo: Vec::with_capacity(4 * FRAME_8K),
@@ -325,6 +341,35 @@ impl RtpSession {
         self.latched = false;
         self.latch_candidate = None;
         self.rtcp_latched = false;
+        self.rtcp_candidate = None;
+    }
+
+    /// Where the SDP says the peer's RTCP is.
+    fn sdp_rtcp(&self) -> SocketAddr {
+        self.cfg
+            .remote_rtcp
+            .unwrap_or_else(|| self.cfg.rtcp_dest(self.cfg.remote_rtp))
+    }
+
+    /// RTP now goes to `from`.
+    fn latch_rtp(&mut self, from: SocketAddr) {
+        self.latched = true;
+        self.latch_candidate = None;
+        if from != self.dest_rtp {
+            self.dest_rtp = from;
+            if self.cfg.rtcp_mux {
+                self.dest_rtcp = from;
+            } else if !self.rtcp_latched {
+                self.dest_rtcp = if from.ip() == self.cfg.remote_rtp.ip() {
+                    self.sdp_rtcp()
+                } else {
+                    // Behind a NAT: the SDP's RTCP address is private too; guess port + 1
+                    // until RTCP from the peer latches it.
+                    self.cfg.rtcp_dest(from)
+                };
+            }
+        }
+        self.events.push_back(SessionEvent::Latched { rtp: from });
     }
 
     /// Queues PCM (8 kHz mono) to send; any length, sent 160 samples per tick.
@@ -386,11 +431,12 @@ impl RtpSession {
             return;
         }
         if self.cfg.symmetric {
+            // The SDP address is trusted at once, and always takes the stream
+            // back; any other source (a NAT's public side) must first send
+            // LATCH_PROBATION packets in sequence, so a stray or spoofed packet
+            // cannot steal the stream.
+            let trusted = from == self.cfg.remote_rtp;
             if !self.latched {
-                // The SDP address is trusted at once; any other source (a NAT's
-                // public side) must first send LATCH_PROBATION packets in sequence,
-                // so a stray or spoofed packet cannot steal the stream.
-                let trusted = from == self.cfg.remote_rtp;
                 let proven = match &mut self.latch_candidate {
                     Some(c)
                         if c.0 == from && c.1 == h.ssrc && h.sequence == c.2.wrapping_add(1) =>
@@ -408,22 +454,13 @@ impl RtpSession {
                     self.stats.dropped_foreign_source += 1;
                     return;
                 }
-                self.latched = true;
-                self.latch_candidate = None;
-                if from != self.dest_rtp {
-                    self.dest_rtp = from;
-                    if self.cfg.rtcp_mux {
-                        self.dest_rtcp = from;
-                    } else if !self.rtcp_latched && from.ip() != self.cfg.remote_rtp.ip() {
-                        // Behind a NAT: the SDP's RTCP address is private too; guess port + 1
-                        // until RTCP from the peer latches it.
-                        self.dest_rtcp = self.cfg.rtcp_dest(from);
-                    }
-                }
-                self.events.push_back(SessionEvent::Latched { rtp: from });
+                self.latch_rtp(from);
             } else if from != self.dest_rtp {
-                self.stats.dropped_foreign_source += 1;
-                return;
+                if !trusted {
+                    self.stats.dropped_foreign_source += 1;
+                    return;
+                }
+                self.latch_rtp(from);
             }
         }
         // Source (SSRC) handling.
@@ -506,16 +543,12 @@ impl RtpSession {
             return;
         };
         if self.cfg.symmetric && !self.cfg.rtcp_mux {
-            if !self.rtcp_latched {
-                self.rtcp_latched = true;
-                self.dest_rtcp = from;
-                self.events
-                    .push_back(SessionEvent::RtcpLatched { rtcp: from });
-            } else if from != self.dest_rtcp {
+            if !self.accept_rtcp_source(from, &pkts) {
                 self.stats.dropped_foreign_source += 1;
                 return;
             }
-        } else if self.cfg.symmetric && self.latched && from != self.dest_rtp {
+        } else if self.cfg.symmetric && from != self.dest_rtp && from != self.cfg.remote_rtp {
+            // rtcp-mux: RTCP comes from the RTP peer (latched, or the SDP's).
             self.stats.dropped_foreign_source += 1;
             return;
         }
@@ -554,6 +587,41 @@ impl RtpSession {
                 }
             }
         }
+    }
+
+    /// Symmetric RTCP (own port): whether to take this compound from `from`,
+    /// latching onto it when it is the SDP's address or has passed probation.
+    fn accept_rtcp_source(&mut self, from: SocketAddr, pkts: &[RtcpPacket]) -> bool {
+        let expected = from == self.sdp_rtcp() || (!self.rtcp_latched && from == self.dest_rtcp);
+        if self.rtcp_latched && from == self.dest_rtcp {
+            return true;
+        }
+        if !expected {
+            // Probation: the same source, reporting as the stream we latched onto.
+            let sender = match pkts.first() {
+                Some(RtcpPacket::SenderReport { ssrc, .. })
+                | Some(RtcpPacket::ReceiverReport { ssrc, .. }) => Some(*ssrc),
+                _ => None,
+            };
+            let ours = sender.is_some() && sender == self.remote.as_ref().map(|r| r.ssrc);
+            if !ours {
+                return false;
+            }
+            let n = match self.rtcp_candidate {
+                Some((src, n)) if src == from => n + 1,
+                _ => 1,
+            };
+            self.rtcp_candidate = Some((from, n));
+            if n < RTCP_LATCH_PROBATION {
+                return false;
+            }
+        }
+        self.rtcp_latched = true;
+        self.rtcp_candidate = None;
+        self.dest_rtcp = from;
+        self.events
+            .push_back(SessionEvent::RtcpLatched { rtcp: from });
+        true
     }
 
     fn next_rand(&mut self) -> u32 {
@@ -840,6 +908,77 @@ mod tests {
                 rtp: addr("10.0.0.1:4000")
             })
         );
+    }
+
+    #[test]
+    fn the_sdp_address_always_reclaims_the_stream() {
+        let sdp = addr("10.0.0.1:4000");
+        let mut s = session("10.0.0.1:4000");
+        // A source proves itself (three packets in sequence) and takes the stream...
+        let other = addr("198.51.100.9:5000");
+        for i in 0..3u16 {
+            s.handle_rtp(i as u64 * 20_000, other, &pkt(7, 100 + i, 160 * i as u32));
+        }
+        assert_eq!(s.remote_rtp(), other);
+        assert_eq!(s.remote_rtcp(), addr("198.51.100.9:5001"));
+        // ...but the address the answer named gets it back with one packet.
+        s.handle_rtp(80_000, sdp, &pkt(7, 103, 480));
+        assert_eq!(s.remote_rtp(), sdp);
+        assert_eq!(s.remote_rtcp(), addr("10.0.0.1:4001"));
+        let evs: Vec<_> = std::iter::from_fn(|| s.poll_event()).collect();
+        assert!(evs.contains(&SessionEvent::Latched { rtp: sdp }), "{evs:?}");
+        s.tick(100_000);
+        assert!(rtp_out(&mut s).iter().all(|p| p.2 == sdp));
+        // The other source is a stranger again.
+        s.handle_rtp(120_000, other, &pkt(7, 104, 640));
+        assert_eq!(s.remote_rtp(), sdp);
+        assert_eq!(s.stats().dropped_foreign_source, 3); // 2 in probation + this one
+    }
+
+    fn rr(ssrc: u32) -> Vec<u8> {
+        let mut d = vec![];
+        rtcp::write_report(&mut d, ssrc, None, &[]);
+        d
+    }
+
+    #[test]
+    fn rtcp_latches_onto_a_stranger_only_after_probation() {
+        let mut s = session("10.0.0.1:4000");
+        s.handle_rtp(0, addr("10.0.0.1:4000"), &pkt(7, 1, 0));
+        let stranger = addr("198.51.100.9:7001");
+        // Any first packet used to take RTCP over: now one is not enough...
+        s.handle_rtcp(10_000, stranger, &rr(7));
+        assert_eq!(s.remote_rtcp(), addr("10.0.0.1:4001"));
+        // ...nor any number that does not report as the remote stream.
+        for t in 0..3 {
+            s.handle_rtcp(20_000 + t, addr("198.51.100.66:9"), &rr(99));
+        }
+        assert_eq!(s.remote_rtcp(), addr("10.0.0.1:4001"));
+        let st = s.stats();
+        assert_eq!((st.rtcp_received, st.dropped_foreign_source), (0, 4));
+        // The stream's own reports, repeated from one source, latch it.
+        s.handle_rtcp(30_000, stranger, &rr(7));
+        assert_eq!(s.remote_rtcp(), stranger);
+        assert_eq!(s.stats().rtcp_received, 1);
+        // The SDP's RTCP address is trusted at once and takes RTCP back.
+        s.handle_rtcp(40_000, addr("10.0.0.1:4001"), &rr(7));
+        assert_eq!(s.remote_rtcp(), addr("10.0.0.1:4001"));
+        s.handle_rtcp(50_000, stranger, &rr(7));
+        assert_eq!(s.remote_rtcp(), addr("10.0.0.1:4001"));
+        assert_eq!(s.stats().rtcp_received, 2);
+
+        // rtcp-mux: RTCP only from the RTP peer, latched or not.
+        let mut c = SessionConfig::new(
+            Codec::Pcmu,
+            PayloadMap::default_for(Codec::Pcmu),
+            addr("10.0.0.1:4000"),
+        );
+        c.rtcp_mux = true;
+        let mut m = RtpSession::new(c).unwrap();
+        m.handle_rtp(0, stranger, &rr(7));
+        assert_eq!(m.stats().rtcp_received, 0);
+        m.handle_rtp(0, addr("10.0.0.1:4000"), &rr(7));
+        assert_eq!(m.stats().rtcp_received, 1);
     }
 
     #[test]

@@ -3,6 +3,12 @@
 //! Works around rsip 0.4's gaps: `qop="auth,auth-int"` lists parse, the
 //! nonce count is printed as 8 hex digits, and `-sess` algorithms hash
 //! H(user:realm:pass):nonce:cnonce as the RFC says.
+//!
+//! A 401/407 may carry several challenges (RFC 8760: one per algorithm, the
+//! preferred first). We answer exactly one, the strongest ([`choose`]:
+//! SHA-256 before MD5), and, when the trunk's realm is configured, only a
+//! challenge for that realm: credentials are never hashed for a realm the
+//! operator did not name.
 
 use md5::{Digest, Md5};
 use sha2::Sha256;
@@ -41,6 +47,14 @@ impl Algorithm {
         match self {
             Algorithm::Md5 | Algorithm::Md5Sess => hex(&Md5::digest(s.as_bytes())),
             Algorithm::Sha256 | Algorithm::Sha256Sess => hex(&Sha256::digest(s.as_bytes())),
+        }
+    }
+
+    /// Higher is stronger: SHA-256(-sess) over MD5(-sess).
+    fn strength(self) -> u8 {
+        match self {
+            Algorithm::Md5 | Algorithm::Md5Sess => 0,
+            Algorithm::Sha256 | Algorithm::Sha256Sess => 1,
         }
     }
 
@@ -179,6 +193,49 @@ impl Challenge {
 pub struct Credentials {
     pub username: String,
     pub password: String,
+    /// Answer only challenges for this realm (compared exactly). `None`: any realm.
+    pub realm: Option<String>,
+}
+
+/// Why no challenge of a 401/407 is answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChooseError {
+    /// No Digest challenge we can compute (none, or only unknown algorithms).
+    NoChallenge,
+    /// Challenges only for realms other than the configured one.
+    RealmMismatch,
+}
+
+impl ChooseError {
+    /// Stable machine code (a call outcome's `detail`).
+    pub fn code(self) -> &'static str {
+        match self {
+            ChooseError::NoChallenge => "auth_no_usable_challenge",
+            ChooseError::RealmMismatch => "auth_realm_mismatch",
+        }
+    }
+}
+
+/// The one challenge to answer: among those for `realm` (any realm when
+/// `None`), the strongest algorithm; between equals, the first offered (the
+/// server lists its preference first, RFC 8760 2.4).
+pub fn choose<'a>(
+    challenges: &'a [Challenge],
+    realm: Option<&str>,
+) -> Result<&'a Challenge, ChooseError> {
+    if challenges.is_empty() {
+        return Err(ChooseError::NoChallenge);
+    }
+    let mut best: Option<&Challenge> = None;
+    for c in challenges
+        .iter()
+        .filter(|c| realm.is_none_or(|r| r == c.realm))
+    {
+        if best.is_none_or(|b| c.algorithm.strength() > b.algorithm.strength()) {
+            best = Some(c);
+        }
+    }
+    best.ok_or(ChooseError::RealmMismatch)
 }
 
 /// Computes `Authorization`/`Proxy-Authorization` values. Keeps the nonce
@@ -290,6 +347,7 @@ mod tests {
         let cred = Credentials {
             username: "Mufasa".into(),
             password: "Circle Of Life".into(),
+            realm: None,
         };
         let mut d = DigestClient::default();
         let v = d.authorize(&ch, &cred, "GET", "/dir/index.html", "0a4f113b", b"");
@@ -326,6 +384,7 @@ mod tests {
         let cred = Credentials {
             username: "u".into(),
             password: "p".into(),
+            realm: None,
         };
         let v = DigestClient::default().authorize(&ch, &cred, "INVITE", "sip:a@b", "c", b"");
         let ha1 = Algorithm::Md5.hash("u:r:p");
@@ -333,5 +392,58 @@ mod tests {
         let want = Algorithm::Md5.hash(&format!("{ha1}:n:{ha2}"));
         assert!(v.contains(&format!("response=\"{want}\"")));
         assert!(!v.contains("qop"));
+    }
+
+    fn challenge(realm: &str, nonce: &str, alg: Algorithm) -> Challenge {
+        Challenge {
+            realm: realm.into(),
+            nonce: nonce.into(),
+            opaque: None,
+            algorithm: alg,
+            qop: vec!["auth".into()],
+            stale: false,
+        }
+    }
+
+    #[test]
+    fn the_strongest_challenge_is_answered() {
+        use Algorithm::*;
+        // MD5 listed first (an old-fashioned server): SHA-256 still wins.
+        let offered = [
+            challenge("r", "n1", Md5),
+            challenge("r", "n2", Sha256),
+            challenge("r", "n3", Sha256Sess),
+        ];
+        assert_eq!(choose(&offered, None).unwrap().nonce, "n2");
+        let offered = [
+            challenge("r", "n1", Md5Sess),
+            challenge("r", "n2", Sha256Sess),
+        ];
+        assert_eq!(choose(&offered, None).unwrap().algorithm, Sha256Sess);
+        // Equal strength: the server's first.
+        let offered = [challenge("r", "n1", Md5), challenge("r", "n2", Md5Sess)];
+        assert_eq!(choose(&offered, None).unwrap().nonce, "n1");
+        assert_eq!(choose(&[], None), Err(ChooseError::NoChallenge));
+    }
+
+    #[test]
+    fn only_the_configured_realm_is_answered() {
+        use Algorithm::*;
+        let offered = [
+            challenge("evil.example", "n1", Sha256),
+            challenge("trunk.example", "n2", Md5),
+        ];
+        // The stronger challenge is for a realm we were not told about.
+        assert_eq!(choose(&offered, Some("trunk.example")).unwrap().nonce, "n2");
+        assert_eq!(
+            choose(&offered[..1], Some("trunk.example")),
+            Err(ChooseError::RealmMismatch)
+        );
+        assert_eq!(
+            choose(&offered[..1], Some("trunk.example"))
+                .unwrap_err()
+                .code(),
+            "auth_realm_mismatch"
+        );
     }
 }

@@ -19,7 +19,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use voxline_shared::{CallStatus, EndedReason};
 
-use super::auth::{Challenge, Credentials, DigestClient};
+use super::auth::{self, Challenge, ChooseError, Credentials, DigestClient};
 use super::msg::{self, response_to, Message, ParseError};
 use super::sdp::{self, Direction, Negotiated, OfferConfig};
 use super::transaction::{IctState, InviteClient, NonInviteClient, Timers, TxEvent};
@@ -623,9 +623,16 @@ impl Call {
                 let code = r.code().unwrap_or(500);
                 if (200..300).contains(&code) {
                     self.on_2xx(&r, now);
-                } else if (code == 401 || code == 407) && self.try_auth(&r, now) {
-                    // Re-sent with credentials.
-                } else if let Some((status, reason)) = self
+                    return;
+                }
+                let mut detail = "final_response";
+                if code == 401 || code == 407 {
+                    match self.try_auth(&r, now) {
+                        Ok(()) => return, // Re-sent with credentials.
+                        Err(d) => detail = d,
+                    }
+                }
+                if let Some((status, reason)) = self
                     .plan
                     .filter(|_| self.cancel.is_some() || self.cancel_pending)
                 {
@@ -634,7 +641,7 @@ impl Call {
                     let (status, reason, failover) = classify_final(code);
                     // Once the callee's phone rang here, another trunk would ring it again.
                     let failover = failover && !self.alerted;
-                    self.end(status, reason, Some(code), failover, "final_response");
+                    self.end(status, reason, Some(code), failover, detail);
                 }
             }
             TxEvent::Timeout => match self.plan {
@@ -707,12 +714,16 @@ impl Call {
         }
     }
 
-    fn try_auth(&mut self, r: &Message, now: u64) -> bool {
+    /// Answers a 401/407 by re-sending the INVITE with credentials for the
+    /// strongest challenge (of the configured realm, if one is set).
+    /// `Err(detail)`: not answered; the call ends with that detail.
+    fn try_auth(&mut self, r: &Message, now: u64) -> Result<(), &'static str> {
+        let not_answered = "final_response";
         let Some(cred) = self.cfg.credentials.clone() else {
-            return false;
+            return Err(not_answered);
         };
         if self.plan.is_some() || self.auth_rounds >= 2 {
-            return false;
+            return Err(not_answered);
         }
         let code = r.code().unwrap_or(0);
         let (ch_name, auth_name) = if code == 407 {
@@ -725,41 +736,40 @@ impl Call {
             .into_iter()
             .filter_map(|v| Challenge::parse(v).ok())
             .collect();
-        if challenges.is_empty() {
-            return false;
-        }
+        let ch = match auth::choose(&challenges, cred.realm.as_deref()) {
+            Ok(ch) => ch.clone(),
+            Err(ChooseError::NoChallenge) => return Err(not_answered),
+            // Challenged for a realm other than the trunk's: no credentials go out.
+            Err(e) => return Err(e.code()),
+        };
         // A second challenge for the same nonce without stale=true means our credentials are wrong.
         let repeated = self.auth_rounds > 0
-            && challenges.iter().all(|c| {
-                !c.stale
-                    && self
-                        .auth_headers
-                        .iter()
-                        .any(|(_, v)| v.contains(&format!("nonce=\"{}\"", c.nonce)))
-            });
+            && !ch.stale
+            && self
+                .auth_headers
+                .iter()
+                .any(|(_, v)| v.contains(&format!("nonce=\"{}\"", ch.nonce)));
         if repeated {
-            return false;
+            return Err(not_answered);
         }
         self.auth_rounds += 1;
         self.auth_headers.retain(|(n, _)| n != auth_name);
         let body = self.local_sdp(); // qop=auth-int hashes the INVITE body
-        for ch in &challenges {
-            let v = self.digest.authorize(
-                ch,
-                &cred,
-                "INVITE",
-                &self.cfg.request_uri,
-                &random_hex(8),
-                &body,
-            );
-            self.auth_headers.push((auth_name.to_string(), v));
-        }
+        let v = self.digest.authorize(
+            &ch,
+            &cred,
+            "INVITE",
+            &self.cfg.request_uri,
+            &random_hex(8),
+            &body,
+        );
+        self.auth_headers.push((auth_name.to_string(), v));
         self.cseq += 1;
         let branch = new_branch();
         let inv = self.build_invite(&branch);
         self.invite = InviteClient::new(inv, branch, now, self.cfg.timers);
         self.got_provisional = false;
-        true
+        Ok(())
     }
 
     fn send_cancel(&mut self, now: u64) {
@@ -823,11 +833,12 @@ impl Call {
                 } else {
                     ("WWW-Authenticate", "Authorization")
                 };
-                let Some(ch) = r
+                let challenges: Vec<Challenge> = r
                     .header_lines(chn)
                     .into_iter()
-                    .find_map(|v| Challenge::parse(v).ok())
-                else {
+                    .filter_map(|v| Challenge::parse(v).ok())
+                    .collect();
+                let Ok(ch) = auth::choose(&challenges, cred.realm.as_deref()).cloned() else {
                     return self.end_after_bye(status, reason, "bye_challenged");
                 };
                 self.cseq += 1;
@@ -1415,6 +1426,7 @@ mod tests {
         cfg.credentials = Some(Credentials {
             username: "u".into(),
             password: "p".into(),
+            realm: None,
         });
         let mut c = Call::new(cfg, 0);
         let inv = sent(&mut c).remove(0).1;
@@ -1442,6 +1454,68 @@ mod tests {
         let ev = events(&mut c);
         assert!(
             matches!(&ev[..], [CallEvent::Ended(o)] if o.sip_code == Some(407) && o.status == CallStatus::Failed),
+            "{ev:?}"
+        );
+    }
+
+    #[test]
+    fn digest_answers_only_the_strongest_challenge() {
+        let mut cfg = cfg();
+        cfg.credentials = Some(Credentials {
+            username: "u".into(),
+            password: "p".into(),
+            realm: None,
+        });
+        let mut c = Call::new(cfg, 0);
+        let inv = sent(&mut c).remove(0).1;
+        let ch = [
+            (
+                "WWW-Authenticate",
+                "Digest realm=\"r\", nonce=\"md5\", qop=\"auth\"",
+            ),
+            (
+                "WWW-Authenticate",
+                "Digest realm=\"r\", nonce=\"sha\", qop=\"auth\", algorithm=SHA-256",
+            ),
+        ];
+        c.handle_datagram(10, from(), &reply(&inv, 401, &ch, None))
+            .unwrap();
+        let out = sent(&mut c);
+        let inv2 = &out[1].1;
+        let auth = inv2.header_lines("Authorization");
+        assert_eq!(auth.len(), 1, "{auth:?}");
+        assert!(
+            auth[0].contains("algorithm=SHA-256") && auth[0].contains("nonce=\"sha\""),
+            "{auth:?}"
+        );
+    }
+
+    #[test]
+    fn digest_for_another_realm_is_refused() {
+        let mut cfg = cfg();
+        cfg.credentials = Some(Credentials {
+            username: "u".into(),
+            password: "p".into(),
+            realm: Some("trunk.example".into()),
+        });
+        let mut c = Call::new(cfg, 0);
+        let inv = sent(&mut c).remove(0).1;
+        let ch = [(
+            "Proxy-Authenticate",
+            "Digest realm=\"elsewhere.example\", nonce=\"n1\", qop=\"auth\"",
+        )];
+        c.handle_datagram(10, from(), &reply(&inv, 407, &ch, None))
+            .unwrap();
+        let out = sent(&mut c);
+        assert!(
+            out.iter().all(|(_, m)| m.method() != Some("INVITE")),
+            "no INVITE with credentials: {out:?}"
+        );
+        let ev = events(&mut c);
+        assert!(
+            matches!(&ev[..], [CallEvent::Ended(o)] if o.sip_code == Some(407)
+                && o.status == CallStatus::Failed
+                && o.detail == "auth_realm_mismatch"),
             "{ev:?}"
         );
     }
