@@ -73,6 +73,7 @@ error_codes! {
     RateLimited => ("rate_limited", 429, "Too many requests; retry after `Retry-After` seconds."),
     ConcurrencyLimitReached => ("concurrency_limit_reached", 429, "The tenant's `max_concurrent_calls` are taken (calls in flight plus calls already due) and the request said `on_concurrency_limit: reject`."),
     EngineKeysUnavailable => ("engine_keys_unavailable", 503, "This deployment has no `VOXLINE_SEALING_KEY` secret, so it cannot keep engine API keys; leave `engine_api_key` out (the sidecar's own key is used) or ask the operator."),
+    SecretsUnavailable => ("secrets_unavailable", 503, "This deployment has no usable `VOXLINE_SEALING_KEY` secret: sidecar, webhook and request-signing secrets are only ever stored sealed, so it can neither mint nor use them; ask the operator."),
     InternalError => ("internal_error", 500, "An unexpected error on our side; it has been logged."),
     StorageUnavailable => ("storage_unavailable", 503, "Storage did not answer; retry with backoff."),
 }

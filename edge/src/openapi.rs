@@ -1254,6 +1254,7 @@ impl Op {
                     ErrorCode::ReplayedRequest,
                     ErrorCode::TenantDisabled,
                     ErrorCode::RateLimited,
+                    ErrorCode::SecretsUnavailable,
                 ]);
                 // Keys with `require_signature` sign every request.
                 let signature = json!({"name": "X-Signature", "in": "header", "required": false,
@@ -1589,11 +1590,11 @@ fn operation(id: RouteId) -> Value {
             "admin",
             Auth::Admin,
             "Create an API key",
-            "Mints a key for the tenant. The clear key is in this response only; the edge keeps just its SHA-256.",
+            "Mints a key for the tenant. The clear key is in this response only; the edge keeps just its SHA-256. With `require_signature` the `signing_secret` is also shown only here and stored sealed (AES-256-GCM under `VOXLINE_SEALING_KEY`); without that secret such a key is refused with 503 `secrets_unavailable`.",
         )
         .body("CreateApiKeyRequest", false)
         .ok(201, "The key, with the clear key.", "ApiKeyCreated")
-        .errors(&[E::TenantNotFound, E::ValueTooLong])
+        .errors(&[E::TenantNotFound, E::ValueTooLong, E::SecretsUnavailable])
         .build(),
         RouteId::ListApiKeys => op("listApiKeys", "admin", Auth::Admin, "List API keys", "All API keys of the tenant, revoked ones included, without the keys themselves.")
             .ok(200, "The keys.", "ApiKeyList")
@@ -1614,11 +1615,11 @@ fn operation(id: RouteId) -> Value {
             "admin",
             Auth::Admin,
             "Create a webhook endpoint",
-            "Call events for the tenant will be POSTed to this URL, signed per Standard Webhooks with the returned secret.",
+            "Call events for the tenant will be POSTed to this URL, signed per Standard Webhooks with the returned secret. The secret is in this response only; the edge stores it sealed (AES-256-GCM under `VOXLINE_SEALING_KEY`), and without that secret refuses with 503 `secrets_unavailable`.",
         )
         .body("CreateWebhookRequest", true)
         .ok(201, "The endpoint, with its signing secret.", "WebhookEndpointCreated")
-        .errors(&[E::TenantNotFound, E::MissingField, E::InvalidValue, E::ValueTooLong, E::OutOfRange, E::InvalidUrl])
+        .errors(&[E::TenantNotFound, E::MissingField, E::InvalidValue, E::ValueTooLong, E::OutOfRange, E::InvalidUrl, E::SecretsUnavailable])
         .build(),
         RouteId::ListWebhooks => op("listWebhooks", "admin", Auth::Admin, "List webhook endpoints", "All webhook endpoints of the tenant, without their secrets.")
             .ok(200, "The endpoints.", "WebhookEndpointList")
@@ -1652,7 +1653,7 @@ fn operation(id: RouteId) -> Value {
         )
         .body("RotateWebhookSecretRequest", false)
         .ok(200, "The endpoint with its new secret.", "WebhookEndpointCreated")
-        .errors(&[E::TenantNotFound, E::WebhookNotFound, E::OutOfRange])
+        .errors(&[E::TenantNotFound, E::WebhookNotFound, E::OutOfRange, E::SecretsUnavailable])
         .build(),
         RouteId::ListDeliveries => op(
             "listWebhookDeliveries",
@@ -1693,11 +1694,11 @@ fn operation(id: RouteId) -> Value {
             "admin",
             Auth::Admin,
             "Create sidecar credentials",
-            "Mints the HMAC secret a media sidecar signs its dispatch-link requests with (see `voxline_shared::protocol`). Creating an existing id rotates the secret.",
+            "Mints the HMAC secret a media sidecar signs its dispatch-link requests with (see `voxline_shared::protocol`). Creating an existing id rotates the secret. The secret is in this response only; the edge stores it sealed (AES-256-GCM under `VOXLINE_SEALING_KEY`), and without that secret refuses with 503 `secrets_unavailable`.",
         )
         .body("CreateSidecarRequest", true)
         .ok(201, "The sidecar, with its secret.", "SidecarCreated")
-        .errors(&[E::MissingField, E::InvalidValue, E::ValueTooLong])
+        .errors(&[E::MissingField, E::InvalidValue, E::ValueTooLong, E::SecretsUnavailable])
         .build(),
         RouteId::ListSidecars => op("listSidecars", "admin", Auth::Admin, "List sidecars", "All sidecars, without their secrets.")
             .ok(200, "The sidecars.", "SidecarList")
@@ -1840,7 +1841,8 @@ mod tests {
                 checker: Checker::new(&spec),
                 spec,
                 seen: RefCell::default(),
-                sealing: crate::engine_keys::SealingKey::from_secret(&"ab".repeat(32)).unwrap(),
+                // The key test fixtures seal their secrets with.
+                sealing: crate::webhooks::tests_support::sealing_key(),
             }
         }
 
@@ -2032,6 +2034,7 @@ mod tests {
                 job.clone(),
                 &|| NOW,
                 true,
+                Some(&api.sealing),
             ))
             .unwrap();
         }

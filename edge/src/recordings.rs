@@ -14,6 +14,7 @@ use voxline_shared::signing::SignedHeaders;
 
 use crate::call_store::Calls;
 use crate::dispatcher::Dispatcher;
+use crate::engine_keys::SealingKey;
 use crate::error::{ApiError, ErrorCode};
 use crate::http::ApiResponse;
 use crate::ids::rfc3339_ms;
@@ -73,6 +74,7 @@ fn invalid(message: impl Into<String>) -> ApiError {
 /// equal the manifest's `bytes`.
 pub async fn admit_upload(
     kv: &impl Kv,
+    sealing: Option<&SealingKey>,
     calls: &dyn Calls,
     headers: &SignedHeaders<'_>,
     manifest_raw: Option<&str>,
@@ -85,7 +87,7 @@ pub async fn admit_upload(
             protocol::HEADER_RECORDING_MANIFEST
         ))
     })?;
-    let sidecar = authenticate_sidecar(kv, headers, raw.as_bytes(), now_ms).await?;
+    let sidecar = authenticate_sidecar(kv, sealing, headers, raw.as_bytes(), now_ms).await?;
     let m: RecordingManifest = serde_json::from_str(raw)
         .map_err(|e| invalid(format!("the manifest is not valid: {e}")))?;
     protocol::check_version(m.protocol_version)
@@ -240,6 +242,7 @@ pub async fn get_recording<K: Kv, D: Dispatcher>(
 mod tests {
     use super::*;
     use crate::call_store::{memory::MemoryCalls, CallRows, SqlCallRows};
+    use crate::engine_keys::{SecretOwner, StoredSecret};
     use crate::model::{keys, test_call, CallRecord, SidecarRecord};
     use crate::sql::sqlite::LimitedSqlite;
     use crate::store::memory::MemoryKv;
@@ -255,13 +258,17 @@ mod tests {
 
     type TestCalls = MemoryCalls<SqlCallRows<LimitedSqlite>>;
 
+    fn key() -> SealingKey {
+        crate::webhooks::tests_support::sealing_key()
+    }
+
     fn store() -> (MemoryKv, TestCalls, CallRecord) {
         let calls = TestCalls::new(|| SqlCallRows::open(LimitedSqlite::new()).unwrap());
         let kv = MemoryKv::default();
         let sidecar = SidecarRecord {
             id: "sc-1".into(),
             region: "local".into(),
-            secret: "scs_secret".into(),
+            secret: StoredSecret::seal(&key(), SecretOwner::Sidecar("sc-1"), "scs_secret"),
             created_at: rfc3339_ms(NOW),
             revoked_at: None,
         };
@@ -307,6 +314,7 @@ mod tests {
         });
         block_on(admit_upload(
             kv,
+            Some(&key()),
             calls,
             &headers,
             Some(&raw),
@@ -466,9 +474,17 @@ mod tests {
         // No manifest at all.
         let headers = SignedHeaders::from_lookup(|_| None);
         assert_eq!(
-            block_on(admit_upload(&kv, &calls, &headers, None, None, NOW))
-                .unwrap_err()
-                .code,
+            block_on(admit_upload(
+                &kv,
+                Some(&key()),
+                &calls,
+                &headers,
+                None,
+                None,
+                NOW
+            ))
+            .unwrap_err()
+            .code,
             ErrorCode::InvalidRecordingManifest
         );
     }

@@ -4,6 +4,7 @@
 
 use crate::call_store::{Calls, Created, ListFilter, NewCall};
 use crate::dispatcher::{self, Dispatcher};
+use crate::engine_keys::{SecretOwner, StoredSecret};
 use crate::error::{ApiError, ErrorCode};
 use crate::fields::parse_object;
 use crate::http::{ApiRequest, ApiResponse};
@@ -237,7 +238,14 @@ async fn v1_route<K: Kv, D: Dispatcher>(
     // the tenant's object below (same round trip as the rate limits).
     let signature = match &auth.signing_secret {
         None => None,
-        Some(secret) => {
+        Some(sealed) => {
+            let owner = SecretOwner::ApiKeySigning {
+                tenant: &auth.tenant_id,
+                key_id: &auth.key_id,
+            };
+            let secret = sealed
+                .open(env.sealing_key, owner)
+                .map_err(secret_unavailable)?;
             let ok = request_signing::verify(
                 req.header(request_signing::HEADER),
                 secret.as_bytes(),
@@ -480,6 +488,27 @@ fn check_engine_credentials<K: Kv, D: Dispatcher>(
         })?;
     }
     Ok(())
+}
+
+/// The sealing key for sidecar, webhook and request-signing secrets: without
+/// one they are not minted (never stored in clear), like engine keys.
+pub(crate) fn secrets_sealing_key(
+    key: Option<&crate::engine_keys::SealingKey>,
+) -> Result<&crate::engine_keys::SealingKey> {
+    key.ok_or_else(|| {
+        ApiError::new(
+            ErrorCode::SecretsUnavailable,
+            "this deployment cannot keep secrets (no VOXLINE_SEALING_KEY secret)",
+        )
+    })
+}
+
+/// A stored secret that does not open: the operator's problem, not the caller's.
+pub(crate) fn secret_unavailable(e: crate::engine_keys::SecretUnavailable) -> ApiError {
+    ApiError::new(
+        ErrorCode::SecretsUnavailable,
+        format!("a stored secret cannot be used: {e}"),
+    )
 }
 
 /// Seals a clear engine key for the tenant (checked available beforehand).
@@ -956,6 +985,7 @@ async fn list_calls<K: Kv, D: Dispatcher>(
 /// (the body, or a recording upload's manifest) within the window.
 pub(crate) async fn authenticate_sidecar(
     kv: &impl Kv,
+    sealing_key: Option<&crate::engine_keys::SealingKey>,
     headers: &SignedHeaders<'_>,
     signed: &[u8],
     now_ms: u64,
@@ -974,8 +1004,12 @@ pub(crate) async fn authenticate_sidecar(
         .await?
         .filter(|s: &SidecarRecord| s.revoked_at.is_none())
         .ok_or_else(unknown)?;
+    let secret = sidecar
+        .secret
+        .open(sealing_key, SecretOwner::Sidecar(&sidecar.id))
+        .map_err(secret_unavailable)?;
     signing::verify(
-        sidecar.secret.as_bytes(),
+        secret.as_bytes(),
         headers,
         signed,
         now_ms / 1000,
@@ -1012,7 +1046,8 @@ async fn sidecar_request<K: Kv, D: Dispatcher>(
         ));
     }
     let headers = SignedHeaders::from_lookup(|name| req.header(name));
-    let sidecar = authenticate_sidecar(env.kv, &headers, &req.body, env.now_ms).await?;
+    let sidecar =
+        authenticate_sidecar(env.kv, env.sealing_key, &headers, &req.body, env.now_ms).await?;
     let sid = sidecar.id.as_str();
     let body = sidecar_link::parse_message(op, &req.body, sid)?;
     if let Some(region) = body.get("region").and_then(Value::as_str) {
@@ -1064,17 +1099,19 @@ async fn create_sidecar<K: Kv, D: Dispatcher>(
             ));
         }
     }
+    let sealing = secrets_sealing_key(env.sealing_key)?;
+    let secret = format!("scs_{}", URL_SAFE_NO_PAD.encode(ids::random_bytes::<32>()));
     let sidecar = SidecarRecord {
+        secret: StoredSecret::seal(sealing, SecretOwner::Sidecar(&id), &secret),
         id,
         region,
-        secret: format!("scs_{}", URL_SAFE_NO_PAD.encode(ids::random_bytes::<32>())),
         created_at: rfc3339_ms(env.now_ms),
         revoked_at: None,
     };
     // Creating again rotates the secret (the old one stops working).
     put_json(env.kv, &keys::sidecar(&sidecar.id), &sidecar, None).await?;
     let mut body = sidecar.to_public();
-    body["secret"] = json!(sidecar.secret);
+    body["secret"] = json!(secret);
     Ok(ApiResponse::json(201, &body))
 }
 
@@ -1091,6 +1128,10 @@ async fn revoke_sidecar<K: Kv, D: Dispatcher>(
         .ok_or_else(not_found)?;
     if sidecar.revoked_at.is_none() {
         sidecar.revoked_at = Some(rfc3339_ms(env.now_ms));
+        // A legacy clear secret does not stay in clear in a rewritten record.
+        sidecar.secret = sidecar
+            .secret
+            .sealed_if_clear(env.sealing_key, SecretOwner::Sidecar(sid));
         put_json(env.kv, &keys::sidecar(sid), &sidecar, None).await?;
     }
     Ok(ApiResponse::json(200, &sidecar.to_public()))
@@ -1431,11 +1472,28 @@ async fn create_api_key<K: Kv, D: Dispatcher>(
             f.bool_opt("require_signature")?.unwrap_or(false),
         )
     };
+    let sealing = if require_signature {
+        Some(secrets_sealing_key(env.sealing_key)?)
+    } else {
+        None
+    };
     let signing_secret = require_signature
         .then(|| format!("sks_{}", URL_SAFE_NO_PAD.encode(ids::random_bytes::<32>())));
     let minted = ids::mint_api_key();
+    let key_id = ids::random_id("key");
+    let sealed_signing_secret = match (sealing, &signing_secret) {
+        (Some(k), Some(secret)) => Some(StoredSecret::seal(
+            k,
+            SecretOwner::ApiKeySigning {
+                tenant: &tenant.id,
+                key_id: &key_id,
+            },
+            secret,
+        )),
+        _ => None,
+    };
     let info = ApiKeyInfo {
-        id: ids::random_id("key"),
+        id: key_id,
         name,
         prefix: minted.prefix,
         hash: minted.hash,
@@ -1446,7 +1504,7 @@ async fn create_api_key<K: Kv, D: Dispatcher>(
     let auth = ApiKeyAuth {
         key_id: info.id.clone(),
         tenant_id: tenant.id.clone(),
-        signing_secret: signing_secret.clone(),
+        signing_secret: sealed_signing_secret,
     };
     put_json(env.kv, &keys::api_key(&tenant.id, &info.id), &info, None).await?;
     put_json(env.kv, &keys::api_key_by_hash(&info.hash), &auth, None).await?;
