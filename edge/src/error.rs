@@ -48,6 +48,7 @@ error_codes! {
     LeaseNotHeld => ("lease_not_held", 409, "Sidecar link: the lease expired or was re-leased; do not dial that call."),
     SidecarNotRegistered => ("sidecar_not_registered", 410, "Sidecar link: register again (unknown, or presumed dead)."),
     AgentDisabled => ("agent_disabled", 409, "The agent exists but is disabled; enable it or pick another."),
+    RecordingNotHeld => ("recording_not_held", 409, "Sidecar link: a recording was uploaded by a sidecar that did not hold that attempt of the call."),
     RecordingNotRequested => ("recording_not_requested", 409, "Sidecar link: a recording was uploaded for a call placed without `record: true`."),
     WebhookDisabled => ("webhook_disabled", 409, "The delivery's webhook endpoint is disabled or was deleted; enable it (PATCH) first."),
     PayloadTooLarge => ("payload_too_large", 413, "The request body is larger than the endpoint accepts."),

@@ -78,10 +78,12 @@ async fn store_upload(
     let kv = WorkersKv(env.kv(KV_BINDING).map_err(|e| internal("KV", e))?);
     let calls = crate::glue_calls::WorkersCalls(env);
     let sealing = crate::glue::sealing_key(env);
+    let dispatch = crate::glue_dispatch::WorkersDispatcher(env);
     let admitted = recordings::admit_upload(
         &kv,
         sealing.as_ref(),
         &calls,
+        &dispatch,
         &signed,
         manifest,
         declared,
