@@ -72,6 +72,7 @@ error_codes! {
     IdempotencyKeyReused => ("idempotency_key_reused", 422, "This `Idempotency-Key` was used with a different request (method, path or body)."),
     OutsideCallingWindow => ("outside_calling_window", 422, "The call would start outside its agent's `calling_window` and the request said `outside_window: reject`; the message names the next window start."),
     RateLimited => ("rate_limited", 429, "Too many requests; retry after `Retry-After` seconds."),
+    TooManyFailedAttempts => ("too_many_failed_attempts", 429, "Too many requests with wrong credentials (an unknown or revoked API key, a wrong admin token) from this client address; retry after `Retry-After` seconds."),
     ConcurrencyLimitReached => ("concurrency_limit_reached", 429, "The tenant's `max_concurrent_calls` are taken (calls in flight plus calls already due) and the request said `on_concurrency_limit: reject`."),
     EngineKeysUnavailable => ("engine_keys_unavailable", 503, "This deployment has no `VOXLINE_SEALING_KEY` secret, so it cannot keep engine API keys; leave `engine_api_key` out (the sidecar's own key is used) or ask the operator."),
     SecretsUnavailable => ("secrets_unavailable", 503, "This deployment has no usable `VOXLINE_SEALING_KEY` secret: sidecar, webhook and request-signing secrets are only ever stored sealed, so it can neither mint nor use them; ask the operator."),

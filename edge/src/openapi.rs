@@ -131,12 +131,12 @@ pub fn spec() -> Value {
                     "type": "http",
                     "scheme": "bearer",
                     "bearerFormat": "ak_...",
-                    "description": "A tenant API key (`ak_` then 32 characters) minted by `POST /admin/tenants/{tenant_id}/api-keys`, sent as `Authorization: Bearer ak_...`.\n\nA key minted with `require_signature: true` must also sign every request: `X-Signature: t=<unix seconds>,v1=<lowercase hex HMAC-SHA256(signing_secret, \"{t}.{raw body}\")>` (the key is the UTF-8 bytes of the `signing_secret` string; the body is the exact bytes sent, empty for GET). Missing, malformed, wrong, or `t` more than 300 s from now: 401 `invalid_request_signature`. Each signature is accepted once: the same `X-Signature` again within the window is 401 `replayed_request` (method and path are not signed, so two identical bodies signed in the same second also count as one). Unknown `k=v` entries are ignored and several `v1` may be given."
+                    "description": "A tenant API key (`ak_` then 32 characters) minted by `POST /admin/tenants/{tenant_id}/api-keys`, sent as `Authorization: Bearer ak_...`.\n\nA key minted with `require_signature: true` must also sign every request: `X-Signature: t=<unix seconds>,v1=<lowercase hex HMAC-SHA256(signing_secret, \"{t}.{raw body}\")>` (the key is the UTF-8 bytes of the `signing_secret` string; the body is the exact bytes sent, empty for GET). Missing, malformed, wrong, or `t` more than 300 s from now: 401 `invalid_request_signature`. Each signature is accepted once: the same `X-Signature` again within the window is 401 `replayed_request` (method and path are not signed, so two identical bodies signed in the same second also count as one). Unknown `k=v` entries are ignored and several `v1` may be given.\n\nAn unknown or revoked key counts against the client address (`CF-Connecting-IP`; an IPv6 address by its /64): after 20 in 5 minutes (the defaults) further failing requests from it get 429 `too_many_failed_attempts` with `Retry-After` until the window ends; valid keys are not affected."
                 },
                 "adminBearerAuth": {
                     "type": "http",
                     "scheme": "bearer",
-                    "description": "The operator's admin token (the `ADMIN_TOKEN` secret of the Worker), sent as `Authorization: Bearer <token>`. Without that secret the admin API refuses every request."
+                    "description": "The operator's admin token (the `ADMIN_TOKEN` secret of the Worker), sent as `Authorization: Bearer <token>`. Without that secret the admin API refuses every request. A wrong token counts against the client address (`CF-Connecting-IP`; an IPv6 address by its /64): after 20 in 5 minutes (the defaults) every admin request from it, right token or not, gets 429 `too_many_failed_attempts` with `Retry-After` until the window ends."
                 }
             },
             "schemas": schemas()
@@ -1254,6 +1254,7 @@ impl Op {
                     ErrorCode::ReplayedRequest,
                     ErrorCode::TenantDisabled,
                     ErrorCode::RateLimited,
+                    ErrorCode::TooManyFailedAttempts,
                     ErrorCode::SecretsUnavailable,
                 ]);
                 // Keys with `require_signature` sign every request.
@@ -1285,8 +1286,11 @@ impl Op {
             }
             Auth::Admin => {
                 self.value["security"] = json!([{"adminBearerAuth": []}]);
-                self.errors
-                    .extend([ErrorCode::MissingCredentials, ErrorCode::InvalidCredentials]);
+                self.errors.extend([
+                    ErrorCode::MissingCredentials,
+                    ErrorCode::InvalidCredentials,
+                    ErrorCode::TooManyFailedAttempts,
+                ]);
             }
         }
         if self.auth != Auth::None {
@@ -1341,12 +1345,12 @@ fn reason_phrase(status: u16) -> &'static str {
 fn rate_limit_headers(refused: bool) -> Value {
     let int = |d: &str| json!({"description": d, "schema": {"type": "integer", "minimum": 0}});
     let mut h = json!({
-        "X-RateLimit-Limit": int("The limit of the tightest applicable rate limit (per API key, client IP or, for a new call, destination number)."),
+        "X-RateLimit-Limit": int("The limit of the tightest applicable rate limit (per API key, client IP or, for a new call, destination number); on `too_many_failed_attempts`, the client address's limit of wrong credentials."),
         "X-RateLimit-Remaining": int("Requests left in that limit's current window."),
         "X-RateLimit-Reset": int("Seconds until that window resets."),
     });
     if refused {
-        h["Retry-After"] = int(&format!("Seconds to wait before retrying: for `rate_limited` the refusing limit's reset; for `concurrency_limit_reached` a fixed {CONCURRENCY_RETRY_AFTER_SECS} s polling hint (a slot frees when a call ends)."));
+        h["Retry-After"] = int(&format!("Seconds to wait before retrying: for `rate_limited` the refusing limit's reset; for `too_many_failed_attempts` the end of the client address's failure window; for `concurrency_limit_reached` a fixed {CONCURRENCY_RETRY_AFTER_SECS} s polling hint (a slot frees when a call ends)."));
     }
     h
 }
@@ -1828,6 +1832,8 @@ mod tests {
         /// (METHOD, path pattern, status) answered so far.
         seen: RefCell<BTreeSet<(String, String, String)>>,
         sealing: crate::engine_keys::SealingKey,
+        /// Wrong credentials allowed per address: unlimited but where a test lowers it.
+        auth_limit: std::cell::Cell<u32>,
     }
 
     impl Api {
@@ -1843,6 +1849,7 @@ mod tests {
                 seen: RefCell::default(),
                 // The key test fixtures seal their secrets with.
                 sealing: crate::webhooks::tests_support::sealing_key(),
+                auth_limit: std::cell::Cell::new(crate::traffic::LIMIT_MAX),
             }
         }
 
@@ -1879,6 +1886,10 @@ mod tests {
                 calls: &self.calls,
                 outbox: &self.outbox,
                 sealing_key: Some(&self.sealing),
+                auth_failures: crate::traffic::RateLimit {
+                    limit: self.auth_limit.get(),
+                    ..crate::traffic::AUTH_FAILURES
+                },
             };
             let resp = block_on(handle(&env, &req));
             block_on(self.calls.drain(kv, &self.outbox)).unwrap();
@@ -3656,6 +3667,22 @@ mod tests {
                 401,
                 "invalid_credentials",
             );
+            // This address has failed before: with a limit of one it is blocked,
+            // for admin routes even with the right token.
+            api.auth_limit.set(1);
+            expect_error(
+                api.raw(method, &path, Some("ak_wrong"), None, b""),
+                429,
+                "too_many_failed_attempts",
+            );
+            if scheme != "bearerAuth" {
+                expect_error(
+                    api.raw(method, &path, Some(ADMIN), None, b""),
+                    429,
+                    "too_many_failed_attempts",
+                );
+            }
+            api.auth_limit.set(crate::traffic::LIMIT_MAX);
             if scheme == "bearerAuth" {
                 let path = fill(pattern, world_param(&disabled));
                 expect_error(

@@ -47,6 +47,9 @@ pub struct Env<'a, K: Kv, D: Dispatcher> {
     pub outbox: &'a crate::webhooks::Outbox,
     /// `VOXLINE_SEALING_KEY`: seals engine API keys (none: they are refused).
     pub sealing_key: Option<&'a crate::engine_keys::SealingKey>,
+    /// Wrong credentials allowed per client address and window
+    /// (`traffic::AUTH_FAILURES` unless the Worker's vars say otherwise).
+    pub auth_failures: traffic::RateLimit,
 }
 
 type Result<T> = std::result::Result<T, ApiError>;
@@ -131,7 +134,24 @@ async fn dispatch<K: Kv, D: Dispatcher>(
             v1_route(env, req, id, p(0)).await
         }
         admin => {
-            authenticate_admin(env, req)?;
+            // Admin tokens are chosen by people and may be guessable, so
+            // every admin request asks the address's object (admin requests
+            // are few: one round trip), which in one step refuses an address
+            // over its failures or counts this failure: exact under parallel
+            // guesses. The token is compared here first, but a refused
+            // address's answer never depends on it: a guess over the limit
+            // teaches nothing, even a right one.
+            let scope = traffic::auth_failure_scope(client_ip(req));
+            let checked = authenticate_admin(env, req);
+            let failed = matches!(&checked, Err(e) if e.code == ErrorCode::InvalidCredentials);
+            let standing = env
+                .traffic
+                .auth_attempt(&scope, env.auth_failures, failed)
+                .await?;
+            if !standing.allowed {
+                return Ok(too_many_failed_attempts(&standing));
+            }
+            checked?;
             admin_route(env, req, admin, p(0), p(1)).await
         }
     }
@@ -195,6 +215,44 @@ async fn authenticate_tenant<K: Kv, D: Dispatcher>(
     Ok((tenant, auth))
 }
 
+/// 429 for an address whose credential failures are spent, with `Retry-After`
+/// (and the `X-RateLimit-*` of that limit, like any 429 of a limit).
+fn too_many_failed_attempts(v: &traffic::RateVerdict) -> ApiResponse {
+    let e = ApiError::new(
+        ErrorCode::TooManyFailedAttempts,
+        format!(
+            "more than {} requests with wrong credentials from this address; retry after {} s",
+            v.limit, v.reset_secs
+        ),
+    );
+    let mut resp = ApiResponse::error(&e);
+    // X-RateLimit-* of the failure limit, and Retry-After: its window's end.
+    resp.headers.extend(v.headers());
+    resp
+}
+
+/// An API key that failed: counted against the client address, and once the
+/// address has spent its failures, answered 429 instead of 401. Only failures
+/// pay this round trip: a valid key's request is never held up by it (and an
+/// API key, 192 random bits, cannot be guessed, so a blocked address with a
+/// valid key may go on).
+async fn failed_api_key<K: Kv, D: Dispatcher>(
+    env: &Env<'_, K, D>,
+    req: &ApiRequest,
+    e: ApiError,
+) -> Result<ApiResponse> {
+    let scope = traffic::auth_failure_scope(client_ip(req));
+    match env
+        .traffic
+        .auth_attempt(&scope, env.auth_failures, true)
+        .await
+    {
+        Ok(v) if !v.allowed => Ok(too_many_failed_attempts(&v)),
+        // Counted, or the count failed: the answer is the 401 either way.
+        _ => Err(e),
+    }
+}
+
 fn authenticate_admin<K: Kv, D: Dispatcher>(env: &Env<'_, K, D>, req: &ApiRequest) -> Result<()> {
     let token = bearer(req)?;
     match env.admin_token {
@@ -233,7 +291,13 @@ async fn v1_route<K: Kv, D: Dispatcher>(
     id: RouteId,
     cid: &str,
 ) -> Result<ApiResponse> {
-    let (tenant, auth) = authenticate_tenant(env, req).await?;
+    let (tenant, auth) = match authenticate_tenant(env, req).await {
+        Ok(found) => found,
+        Err(e) if e.code == ErrorCode::InvalidCredentials => {
+            return failed_api_key(env, req, e).await
+        }
+        Err(e) => return Err(e),
+    };
     // A key minted with require_signature: checked here (pure), spent once in
     // the tenant's object below (same round trip as the rate limits).
     let signature = match &auth.signing_secret {

@@ -134,6 +134,7 @@ impl World {
             calls: &self.calls,
             outbox: &self.outbox,
             sealing_key: Some(&self.sealing),
+            auth_failures: voxline_edge::traffic::AUTH_FAILURES,
         };
         let resp = block_on(handle(&env, req));
         // The call store's outbox drain (the Durable Object does it before answering).

@@ -73,6 +73,7 @@ impl World {
             calls: &self.calls,
             outbox: &self.outbox,
             sealing_key: self.sealing.as_ref(),
+            auth_failures: crate::traffic::AUTH_FAILURES,
         };
         let resp = block_on(handle(&env, req));
         // What the Durable Objects do after answering: the queue reports to
@@ -1893,4 +1894,100 @@ fn endpoint_record(w: &World, tid: &str, wid: &str) -> crate::model::WebhookEndp
     block_on(get_json(&w.kv, &keys::webhook(tid, wid)))
         .unwrap()
         .unwrap()
+}
+
+// ---- failed credentials are throttled per client address (issue 12) ----
+
+#[test]
+fn admin_token_guesses_are_throttled_per_address_whatever_token_comes_next() {
+    let w = World::new();
+    let limit = crate::traffic::AUTH_FAILURES.limit;
+    let from = |ip: &str, token: &str| {
+        with_header(
+            &w,
+            "GET",
+            "/admin/sidecars",
+            token,
+            Value::Null,
+            &[("cf-connecting-ip", ip)],
+        )
+    };
+    for i in 0..limit {
+        let r = from("198.51.100.7", &format!("guess-{i}"));
+        assert_eq!(
+            (r.status, World::code(&r).as_str()),
+            (401, "invalid_credentials"),
+            "guess {i}"
+        );
+    }
+    // Spent: refused whatever the token, even the right one.
+    for token in ["guess-x", ADMIN] {
+        let r = from("198.51.100.7", token);
+        assert_eq!(
+            (r.status, World::code(&r).as_str()),
+            (429, "too_many_failed_attempts")
+        );
+        let retry: u64 = header(&r, "Retry-After").unwrap().parse().unwrap();
+        assert!((1..=300).contains(&retry), "{retry}");
+    }
+    // Other addresses are not affected (an IPv4 address is its own scope).
+    assert_eq!(from("198.51.100.8", ADMIN).status, 200);
+    // An IPv6 client is one /64: rotating addresses inside it does not help.
+    for i in 0..limit {
+        assert_eq!(from(&format!("2001:db8:7:7::{i:x}"), "guess").status, 401);
+    }
+    assert_eq!(from("2001:db8:7:7:ffff::1", ADMIN).status, 429);
+    // The window ends: the address may try again.
+    w.now.set(w.now.get() + 300_000);
+    assert_eq!(from("198.51.100.7", ADMIN).status, 200);
+}
+
+#[test]
+fn failed_api_keys_are_counted_per_address_and_a_valid_key_never_waits_on_it() {
+    let w = World::new();
+    let (_, key) = w.tenant(true);
+    let limit = crate::traffic::AUTH_FAILURES.limit;
+    let from = |ip: &str, token: &str| {
+        with_header(
+            &w,
+            "GET",
+            "/v1/calls",
+            token,
+            Value::Null,
+            &[("cf-connecting-ip", ip)],
+        )
+    };
+    for i in 0..limit {
+        let r = from("192.0.2.9", &format!("ak_{i:032}"));
+        assert_eq!(
+            (r.status, World::code(&r).as_str()),
+            (401, "invalid_credentials")
+        );
+    }
+    let r = from("192.0.2.9", "ak_notarealkey0000000000000000000000");
+    assert_eq!(
+        (r.status, World::code(&r).as_str()),
+        (429, "too_many_failed_attempts")
+    );
+    assert!(header(&r, "Retry-After").is_some());
+    // A real key (192 random bits: not guessable) is served even from that address ...
+    assert_eq!(from("192.0.2.9", &key).status, 200);
+    // ... and a successful request costs no look-up of the address at all.
+    assert_eq!(from("192.0.2.10", &key).status, 200);
+    assert!(!w
+        .traffic
+        .limiters
+        .borrow()
+        .contains_key(&crate::traffic::auth_failure_scope("192.0.2.10")));
+    // A missing key is no guess: not counted.
+    for _ in 0..limit + 5 {
+        let r = w.send_req(&ApiRequest {
+            method: "GET".into(),
+            path: "/v1/calls".into(),
+            headers: vec![("cf-connecting-ip".into(), "192.0.2.11".into())],
+            ..ApiRequest::default()
+        });
+        assert_eq!(r.status, 401);
+    }
+    assert_eq!(from("192.0.2.11", "ak_wrong").status, 401);
 }
