@@ -752,6 +752,20 @@ fn recording_uploads_stream_into_r2_and_bad_ones_are_refused(w: &World) {
         code(&upload(w, &sc, &sc.secret, &unknown, &wav, &wav, false)),
         (404, "call_not_found".into())
     );
+    // Another sidecar of the region, signing as itself, did not hold the attempt.
+    let intruder = Sc::create(e, "rec-2");
+    assert_eq!(
+        code(&upload(
+            w,
+            &intruder,
+            &intruder.secret,
+            &id,
+            &other,
+            &other,
+            false
+        )),
+        (409, "recording_not_held".into())
+    );
     // None of that replaced what was stored.
     assert_eq!(
         e.wait_recording(&w.tenant.key, &id, Duration::from_secs(5)),

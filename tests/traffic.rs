@@ -235,6 +235,63 @@ fn ip_limit_follows_cf_connecting_ip(edge: &Edge) {
     );
 }
 
+/// This suite's limit of wrong credentials per client address (`AUTH_FAILURE_LIMIT`).
+const AUTH_FAILURE_LIMIT: usize = 5;
+
+fn wrong_credentials_are_throttled_per_address_exactly_under_parallel_load(edge: &Edge) {
+    let t = edge.provision_tenant("authfail");
+    clear_of_window_boundary(300);
+    let send = |path: &str, token: &str, ip: &str| {
+        let auth = format!("Bearer {token}");
+        edge.request(
+            "GET",
+            path,
+            &[("authorization", auth.as_str()), ("cf-connecting-ip", ip)],
+            None,
+        )
+        .unwrap()
+    };
+    // Admin token guesses in parallel from one address: exactly the limit are
+    // answered (401), every other one is refused (429), whatever it guessed.
+    let guesses = parallel(20, |i| {
+        send("/admin/sidecars", &format!("guess-{i}"), "203.0.113.50")
+    });
+    let counts = tally(&guesses);
+    assert_eq!(
+        counts.get(&(401, "invalid_credentials".into())),
+        Some(&AUTH_FAILURE_LIMIT),
+        "{counts:?}"
+    );
+    assert_eq!(
+        counts.get(&(429, "too_many_failed_attempts".into())),
+        Some(&(20 - AUTH_FAILURE_LIMIT)),
+        "{counts:?}"
+    );
+    let right = send("/admin/sidecars", &edge.admin_token, "203.0.113.50");
+    assert_eq!(
+        right.status, 429,
+        "the right token too, from a blocked address"
+    );
+    let retry: u64 = right.header("retry-after").unwrap().parse().unwrap();
+    assert!((1..=300).contains(&retry), "{retry}");
+    assert_eq!(
+        send("/admin/sidecars", &edge.admin_token, "203.0.113.51").status,
+        200,
+        "another address is not affected"
+    );
+    // Unknown API keys: counted the same way; a valid key is still served there.
+    let keys = parallel(20, |i| {
+        send("/v1/calls", &format!("ak_{i:032}"), "203.0.113.60")
+    });
+    let counts = tally(&keys);
+    assert_eq!(
+        counts.get(&(401, "invalid_credentials".into())),
+        Some(&AUTH_FAILURE_LIMIT),
+        "{counts:?}"
+    );
+    assert_eq!(send("/v1/calls", &t.key, "203.0.113.60").status, 200);
+}
+
 fn idempotency_key_creates_exactly_one_call_under_concurrency(edge: &Edge) {
     let t = edge.provision_tenant("idem");
     let body = json!({"phone": "+14155550188", "metadata": {"order": 1}});
@@ -761,7 +818,12 @@ fn a_call_outside_the_agents_calling_window_is_moved_or_refused(edge: &Edge) {
 fn main() -> std::process::ExitCode {
     run_suite(
         "traffic",
-        || Edge::start(EdgeOptions::fresh("traffic")),
+        || {
+            let mut opts = EdgeOptions::fresh("traffic");
+            opts.vars
+                .push(("AUTH_FAILURE_LIMIT".into(), AUTH_FAILURE_LIMIT.to_string()));
+            Edge::start(opts)
+        },
         &[
             (
                 "a_concurrency_cap_holds_calls_back_until_one_ends",
@@ -782,6 +844,10 @@ fn main() -> std::process::ExitCode {
             (
                 "ip_limit_follows_cf_connecting_ip",
                 ip_limit_follows_cf_connecting_ip,
+            ),
+            (
+                "wrong_credentials_are_throttled_per_address_exactly_under_parallel_load",
+                wrong_credentials_are_throttled_per_address_exactly_under_parallel_load,
             ),
             (
                 "idempotency_key_creates_exactly_one_call_under_concurrency",

@@ -15,7 +15,7 @@
 //! an event is turned into deliveries).
 
 use crate::call_state;
-use crate::dispatch::{CallUpdate, CancelOutcome, EnqueueOutcome, QueuedCall};
+use crate::dispatch::{CallChange, CallUpdate, CancelOutcome, EnqueueOutcome, QueuedCall};
 use crate::dispatcher::Dispatcher;
 use crate::ids::rfc3339_ms;
 use crate::model::CallRecord;
@@ -426,6 +426,25 @@ fn recording_key(call_id: &str) -> String {
     format!("recording:{call_id}")
 }
 
+/// Which sidecar held an attempt: written when the attempt starts dialling,
+/// read when that attempt's recording is uploaded (only its holder may).
+fn holder_key(call_id: &str, attempt: u32) -> String {
+    format!("holder:{call_id}:{attempt}")
+}
+
+/// A call and the sidecar that held one of its attempts (None: not recorded).
+pub type CallAndHolder = (CallRecord, Option<String>);
+
+/// The sidecar that held `attempt` of the call, if known (attempts dialled
+/// before holders were recorded are not).
+pub fn attempt_holder(
+    rows: &impl CallRows,
+    call_id: &str,
+    attempt: u32,
+) -> Result<Option<String>, StoreError> {
+    rows.value(&holder_key(call_id, attempt))
+}
+
 // ---- the operations (pure: rows in, rows out) ----
 
 /// Queues `event_type` about `record` in the outbox (same step as the change).
@@ -531,6 +550,13 @@ pub fn apply_reports(
                     let before = record.status;
                     match call_state::apply(&mut record, update) {
                         Ok(()) => {
+                            if let CallChange::Dialing {
+                                sidecar_id,
+                                attempt,
+                            } = &update.change
+                            {
+                                rows.put_value(&holder_key(&record.id, *attempt), sidecar_id)?;
+                            }
                             rows.put_call(&record)?;
                             events_for_change(rows, before, &record, now_ms)?;
                         }
@@ -787,6 +813,13 @@ pub trait Calls {
         call_id: &'a str,
         info: &'a RecordingInfo,
     ) -> LocalFuture<'a, Result<bool, StoreError>>;
+    /// The call and the sidecar that held `attempt` (None: not recorded).
+    fn attempt_holder<'a>(
+        &'a self,
+        tenant_id: &'a str,
+        call_id: &'a str,
+        attempt: u32,
+    ) -> LocalFuture<'a, Result<Option<CallAndHolder>, StoreError>>;
 }
 
 /// One request to a tenant's `CallStore` object, and its answer: the wire
@@ -815,6 +848,10 @@ pub enum CallStoreRequest {
     RecordingSaved {
         call_id: String,
         info: RecordingInfo,
+    },
+    AttemptHolder {
+        call_id: String,
+        attempt: u32,
     },
     /// From a region's queue: its numbered reports for this tenant.
     Reports {
@@ -846,6 +883,9 @@ pub enum CallStoreAnswer {
     },
     Saved {
         changed: bool,
+    },
+    AttemptHolder {
+        found: Option<CallAndHolder>,
     },
     /// Reports applied up to this number.
     Applied {
@@ -1005,6 +1045,28 @@ impl<T: CallStoreTransport> Calls for T {
             }
         })
     }
+    fn attempt_holder<'a>(
+        &'a self,
+        tenant_id: &'a str,
+        call_id: &'a str,
+        attempt: u32,
+    ) -> LocalFuture<'a, Result<Option<CallAndHolder>, StoreError>> {
+        Box::pin(async move {
+            match self
+                .send(
+                    tenant_id,
+                    CallStoreRequest::AttemptHolder {
+                        call_id: call_id.into(),
+                        attempt,
+                    },
+                )
+                .await?
+            {
+                CallStoreAnswer::AttemptHolder { found } => Ok(found),
+                a => Err(unexpected(a)),
+            }
+        })
+    }
 }
 
 /// Runs one request against a tenant's rows: the whole of the Durable
@@ -1046,6 +1108,13 @@ pub async fn handle(
         CallStoreRequest::RecordingSaved { call_id, info } => CallStoreAnswer::Saved {
             changed: recording_saved(rows, &call_id, &info, now_ms)?,
         },
+        CallStoreRequest::AttemptHolder { call_id, attempt } => {
+            let found = match rows.call(&call_id)? {
+                Some(record) => Some((record, attempt_holder(rows, &call_id, attempt)?)),
+                None => None,
+            };
+            CallStoreAnswer::AttemptHolder { found }
+        }
         CallStoreRequest::Reports { region, reports } => CallStoreAnswer::Applied {
             up_to: apply_reports(rows, &region, &reports, now_ms, log)?,
         },

@@ -10,6 +10,11 @@
 //! call. A call's own key lives only in its queued offer, which the queue
 //! drops when the call ends.
 //!
+//! The same key seals every other secret kept in KV that the edge must use
+//! again ([`StoredSecret`]): sidecar HMAC secrets, webhook signing secrets and
+//! request-signing secrets, each bound to its record kind and owner
+//! ([`SecretOwner`]).
+//!
 //! The base URL is not secret (shown on the call and agent), but it makes the
 //! sidecar connect somewhere: `wss://` to a public host only (`ws://`
 //! loopback in local development), checked like webhook URLs.
@@ -94,6 +99,107 @@ impl SealingKey {
             )
             .map_err(|_| "sealed under another key or for another tenant".to_string())?;
         String::from_utf8(clear).map_err(|_| "not UTF-8".into())
+    }
+}
+
+/// Whose secret a [`StoredSecret`] is: the record kind and its owner's id
+/// become the associated data, so a sealed value copied into another record
+/// (another sidecar, another tenant's endpoint, another key) does not open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SecretOwner<'a> {
+    /// A media sidecar's HMAC secret (`sidecar/{id}`).
+    Sidecar(&'a str),
+    /// A webhook endpoint's signing secrets, current and previous.
+    Webhook { tenant: &'a str, endpoint: &'a str },
+    /// The request-signing secret of an API key minted with `require_signature`.
+    ApiKeySigning { tenant: &'a str, key_id: &'a str },
+}
+
+impl SecretOwner<'_> {
+    /// Never a bare tenant id (what engine keys are bound to): the kinds cannot collide.
+    fn associated_data(&self) -> String {
+        match self {
+            SecretOwner::Sidecar(id) => format!("secret:sidecar:{id}"),
+            SecretOwner::Webhook { tenant, endpoint } => {
+                format!("secret:webhook:{tenant}:{endpoint}")
+            }
+            SecretOwner::ApiKeySigning { tenant, key_id } => {
+                format!("secret:api_key_signing:{tenant}:{key_id}")
+            }
+        }
+    }
+}
+
+/// A symmetric secret the edge must use again (to verify a sidecar's or a
+/// client's HMAC, to sign a webhook), as kept in a KV record.
+///
+/// Written sealed: `v1.` + base64url(nonce || ciphertext+tag), the same form
+/// as engine keys, bound to its [`SecretOwner`]. Records written before
+/// sealing hold the clear secret in the same field; such a value never starts
+/// with `v1.` (the edge minted it as `scs_...`, `whsec_...` or `sks_...`), so
+/// it is read as it is (legacy), and sealed whenever the admin API rewrites
+/// its record ([`StoredSecret::sealed_if_clear`]).
+#[derive(Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(transparent)]
+pub struct StoredSecret(String);
+
+impl std::fmt::Debug for StoredSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.is_sealed() {
+            "StoredSecret(sealed)"
+        } else {
+            "StoredSecret(legacy clear, ***)"
+        })
+    }
+}
+
+/// A stored secret that cannot be opened: the deployment has no (or another)
+/// `VOXLINE_SEALING_KEY`, or the value was moved from another record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecretUnavailable(pub String);
+
+impl std::fmt::Display for SecretUnavailable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl StoredSecret {
+    pub fn seal(key: &SealingKey, owner: SecretOwner<'_>, clear: &str) -> StoredSecret {
+        StoredSecret(key.seal(&owner.associated_data(), clear))
+    }
+
+    /// A value as records written before sealing hold it (tests and old records).
+    pub fn legacy_clear(clear: &str) -> StoredSecret {
+        StoredSecret(clear.to_string())
+    }
+
+    pub fn is_sealed(&self) -> bool {
+        self.0.starts_with(PREFIX)
+    }
+
+    /// The clear secret, opened only where it is used.
+    pub fn open(
+        &self,
+        key: Option<&SealingKey>,
+        owner: SecretOwner<'_>,
+    ) -> Result<String, SecretUnavailable> {
+        if !self.is_sealed() {
+            return Ok(self.0.clone());
+        }
+        let key = key.ok_or_else(|| {
+            SecretUnavailable("the secret is sealed and VOXLINE_SEALING_KEY is not set".into())
+        })?;
+        key.open(&owner.associated_data(), &self.0)
+            .map_err(|why| SecretUnavailable(format!("the sealed secret does not open: {why}")))
+    }
+
+    /// A legacy clear value sealed (when a key is at hand); anything else unchanged.
+    pub fn sealed_if_clear(self, key: Option<&SealingKey>, owner: SecretOwner<'_>) -> StoredSecret {
+        match key {
+            Some(k) if !self.is_sealed() => StoredSecret::seal(k, owner, &self.0),
+            _ => self,
+        }
     }
 }
 

@@ -50,6 +50,7 @@ error_codes! {
     LeaseNotHeld => ("lease_not_held", 409, "Sidecar link: the lease expired or was re-leased; do not dial that call."),
     SidecarNotRegistered => ("sidecar_not_registered", 410, "Sidecar link: register again (unknown, or presumed dead)."),
     AgentDisabled => ("agent_disabled", 409, "The agent exists but is disabled; enable it or pick another."),
+    RecordingNotHeld => ("recording_not_held", 409, "Sidecar link: a recording was uploaded by a sidecar that did not hold that attempt of the call."),
     RecordingNotRequested => ("recording_not_requested", 409, "Sidecar link: a recording was uploaded for a call placed without `record: true`."),
     WebhookDisabled => ("webhook_disabled", 409, "The delivery's webhook endpoint is disabled or was deleted; enable it (PATCH) first."),
     PayloadTooLarge => ("payload_too_large", 413, "The request body is larger than the endpoint accepts."),
@@ -73,8 +74,10 @@ error_codes! {
     IdempotencyKeyReused => ("idempotency_key_reused", 422, "This `Idempotency-Key` was used with a different request (method, path or body)."),
     OutsideCallingWindow => ("outside_calling_window", 422, "The call would start outside its agent's `calling_window` and the request said `outside_window: reject`; the message names the next window start."),
     RateLimited => ("rate_limited", 429, "Too many requests; retry after `Retry-After` seconds."),
+    TooManyFailedAttempts => ("too_many_failed_attempts", 429, "Too many requests with wrong credentials (an unknown or revoked API key, a wrong admin token) from this client address; retry after `Retry-After` seconds."),
     ConcurrencyLimitReached => ("concurrency_limit_reached", 429, "The tenant's `max_concurrent_calls` are taken (calls in flight plus calls already due) and the request said `on_concurrency_limit: reject`."),
     EngineKeysUnavailable => ("engine_keys_unavailable", 503, "This deployment has no `VOXLINE_SEALING_KEY` secret, so it cannot keep engine API keys; leave `engine_api_key` out (the sidecar's own key is used) or ask the operator."),
+    SecretsUnavailable => ("secrets_unavailable", 503, "This deployment has no usable `VOXLINE_SEALING_KEY` secret: sidecar, webhook and request-signing secrets are only ever stored sealed, so it can neither mint nor use them; ask the operator."),
     InternalError => ("internal_error", 500, "An unexpected error on our side; it has been logged."),
     StorageUnavailable => ("storage_unavailable", 503, "Storage did not answer; retry with backoff."),
 }

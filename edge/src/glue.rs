@@ -107,6 +107,28 @@ pub(crate) fn sealing_key(env: &Env) -> Option<crate::engine_keys::SealingKey> {
         .ok()
 }
 
+/// `AUTH_FAILURE_LIMIT` / `AUTH_FAILURE_WINDOW_SECONDS`, each defaulting to
+/// `traffic::AUTH_FAILURES` (out-of-range values too).
+fn auth_failures(env: &Env) -> crate::traffic::RateLimit {
+    let d = crate::traffic::AUTH_FAILURES;
+    let within = |v: Option<u64>, max: u32, default: u32| {
+        v.filter(|n| (1..=u64::from(max)).contains(n))
+            .map_or(default, |n| n as u32)
+    };
+    crate::traffic::RateLimit {
+        limit: within(
+            var_u64(env, "AUTH_FAILURE_LIMIT"),
+            crate::traffic::LIMIT_MAX,
+            d.limit,
+        ),
+        window_seconds: within(
+            var_u64(env, "AUTH_FAILURE_WINDOW_SECONDS"),
+            crate::traffic::WINDOW_SECONDS_MAX,
+            d.window_seconds,
+        ),
+    }
+}
+
 #[event(fetch)]
 async fn fetch(mut req: Request, env: Env, _ctx: Context) -> Result<Response> {
     let started = worker::Date::now().as_millis();
@@ -175,6 +197,7 @@ async fn fetch(mut req: Request, env: Env, _ctx: Context) -> Result<Response> {
         calls: &calls,
         outbox: &outbox,
         sealing_key: sealing_key.as_ref(),
+        auth_failures: auth_failures(&env),
     };
     let resp = service::handle(&senv, &api_req).await;
     // Webhook jobs go to the queue before the answer, so an accepted change's

@@ -82,8 +82,19 @@ async fn store_upload(
         .and_then(|v| v.trim().parse().ok());
     let kv = WorkersKv(env.kv(KV_BINDING).map_err(|e| internal("KV", e))?);
     let calls = crate::glue_calls::WorkersCalls(env);
-    let admitted =
-        recordings::admit_upload(&kv, &calls, &signed, manifest, declared, now_ms).await?;
+    let sealing = crate::glue::sealing_key(env);
+    let dispatch = crate::glue_dispatch::WorkersDispatcher(env);
+    let admitted = recordings::admit_upload(
+        &kv,
+        sealing.as_ref(),
+        &calls,
+        &dispatch,
+        &signed,
+        manifest,
+        declared,
+        now_ms,
+    )
+    .await?;
     let bucket = env
         .bucket(BUCKET_BINDING)
         .map_err(|e| internal("the recordings bucket", e))?;

@@ -1,4 +1,5 @@
-//! wasm32-only: the `RateLimiter` Durable Object (one per tenant) and the
+//! wasm32-only: the `RateLimiter` Durable Object (one per tenant, and one
+//! per client address that sent wrong credentials) and the
 //! Worker-side [`Traffic`] port that talks to it. Decisions are the pure
 //! `traffic` code; this file caches and persists its state.
 //!
@@ -10,7 +11,8 @@ use crate::store::StoreError;
 use crate::traffic::{
     self, complete_entry, idem_expiry_key, idem_storage_key, parse_idem_expiry_key,
     parse_signature_storage_key, window_storage_key, Admission, Admitted, IdemEntry, Limiter,
-    LocalFuture, StoredResponse, Traffic, Window, IDEMPOTENCY_TTL_MS,
+    LocalFuture, RateLimit, RateVerdict, StoredResponse, Traffic, Window, AUTH_FAILURE_PREFIX,
+    IDEMPOTENCY_TTL_MS,
 };
 use serde_json::{json, Value};
 use std::cell::RefCell;
@@ -168,6 +170,67 @@ impl RateLimiter {
         Ok(admitted)
     }
 
+    /// A client address's credential check (this object is that address's,
+    /// named by its scope). Its one window row is deleted by the alarm once
+    /// the window has ended, so idle addresses leave nothing behind.
+    async fn auth_attempt(
+        &self,
+        scope: &str,
+        limit: RateLimit,
+        failed: bool,
+    ) -> Result<RateVerdict> {
+        let storage = self.state.storage();
+        let key = window_storage_key(scope);
+        if !self.limiter.borrow().knows(scope) {
+            if let Some(w) = storage.get::<Window>(&key).await? {
+                self.limiter.borrow_mut().restore(scope, w);
+            }
+        }
+        let now = Date::now().as_millis();
+        let verdict =
+            traffic::auth_attempt(&mut self.limiter.borrow_mut(), scope, limit, failed, now);
+        let counted = self
+            .limiter
+            .borrow()
+            .window(scope)
+            .filter(|_| failed && verdict.allowed);
+        if let Some(w) = counted {
+            storage.put(&key, w).await?;
+            match storage.get_alarm().await? {
+                Some(at) if (at as u64) <= w.end_ms => {}
+                _ => {
+                    storage
+                        .set_alarm(w.end_ms.saturating_sub(now).max(1) as i64)
+                        .await?
+                }
+            }
+        }
+        Ok(verdict)
+    }
+
+    /// Deletes failure windows that have ended; returns when the next one ends.
+    async fn sweep_auth_failures(&self, now: u64) -> Result<Option<u64>> {
+        let storage = self.state.storage();
+        let prefix = window_storage_key(AUTH_FAILURE_PREFIX);
+        let listed = storage
+            .list_with_options(ListOptions::new().prefix(&prefix).limit(SWEEP_BATCH))
+            .await?;
+        let keys: Vec<String> = js_sys::Array::from(&listed.keys().into())
+            .iter()
+            .filter_map(|k| k.as_string())
+            .collect();
+        let mut next: Option<u64> = None;
+        for k in keys {
+            match storage.get::<Window>(&k).await? {
+                Some(w) if w.end_ms > now => {
+                    next = Some(next.map_or(w.end_ms, |n| n.min(w.end_ms)))
+                }
+                _ => storage.delete(&k).await.map(|_| ())?,
+            }
+        }
+        Ok(next)
+    }
+
     async fn complete(&self, key: &str, response: &StoredResponse) -> Result<()> {
         let current = self.load_idem(key).await?;
         let now = Date::now().as_millis();
@@ -227,6 +290,7 @@ impl RateLimiter {
         let storage = self.state.storage();
         let now = Date::now().as_millis();
         let next_signature = self.sweep_signatures(now).await?;
+        let next_auth_failure = self.sweep_auth_failures(now).await?;
         let listed = storage
             .list_with_options(ListOptions::new().prefix("idemx:").limit(SWEEP_BATCH))
             .await?;
@@ -256,7 +320,12 @@ impl RateLimiter {
             None if index.len() == SWEEP_BATCH => Some(now + 1_000),
             None => None,
         };
-        if let Some(at) = next_idem.into_iter().chain(next_signature).min() {
+        if let Some(at) = next_idem
+            .into_iter()
+            .chain(next_signature)
+            .chain(next_auth_failure)
+            .min()
+        {
             storage
                 .set_alarm(at.saturating_sub(now).max(1) as i64)
                 .await?;
@@ -295,6 +364,17 @@ impl worker::DurableObject for RateLimiter {
                         (200, json!({"ok": true}))
                     }
                     Err(e) => (400, json!({"error": format!("bad response: {e}")})),
+                }
+            }
+            "/auth_attempt" => {
+                let limit = serde_json::from_value::<RateLimit>(body["limit"].clone());
+                match (body["scope"].as_str(), limit) {
+                    (Some(scope), Ok(limit)) if scope.starts_with(AUTH_FAILURE_PREFIX) => {
+                        let failed = body["failed"].as_bool().unwrap_or(false);
+                        let v = self.auth_attempt(scope, limit, failed).await?;
+                        (200, serde_json::to_value(v).unwrap_or(Value::Null))
+                    }
+                    _ => (400, json!({"error": "bad auth attempt"})),
                 }
             }
             "/release" => {
@@ -386,6 +466,27 @@ impl Traffic for WorkersTraffic<'_> {
             self.call(tenant_id, "/release", &json!({"key": key}))
                 .await?;
             Ok(())
+        })
+    }
+
+    fn auth_attempt<'a>(
+        &'a self,
+        scope: &'a str,
+        limit: RateLimit,
+        failed: bool,
+    ) -> LocalFuture<'a, std::result::Result<RateVerdict, StoreError>> {
+        Box::pin(async move {
+            // The address's own object: its name is the scope (`authfail:...`),
+            // which no tenant id (`ten_...`) can be.
+            let v = self
+                .call(
+                    scope,
+                    "/auth_attempt",
+                    &json!({"scope": scope, "limit": limit, "failed": failed}),
+                )
+                .await?;
+            serde_json::from_value(v)
+                .map_err(|e| StoreError::Corrupt(format!("auth attempt answer: {e}")))
         })
     }
 }

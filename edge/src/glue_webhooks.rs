@@ -5,6 +5,7 @@
 //! delays are per job, so a new message carries the next attempt), or lets
 //! the queue retry a job whose outcome could not be recorded.
 
+use crate::engine_keys::SealingKey;
 use crate::glue::{WorkersKv, KV_BINDING};
 use crate::webhooks::{self, DeliveryJob, HttpReply, Next, WebhookHttp, ATTEMPT_TIMEOUT_MS};
 use futures_util::future::{join_all, select, Either};
@@ -121,7 +122,14 @@ impl WebhookHttp for FetchHttp {
     }
 }
 
-async fn handle(env: &Env, queue: &worker::Queue, kv: &WorkersKv, dev_mode: bool, msg: RawMessage) {
+async fn handle(
+    env: &Env,
+    queue: &worker::Queue,
+    kv: &WorkersKv,
+    dev_mode: bool,
+    sealing: Option<&SealingKey>,
+    msg: RawMessage,
+) {
     let Some(job) = msg
         .body()
         .as_string()
@@ -132,7 +140,7 @@ async fn handle(env: &Env, queue: &worker::Queue, kv: &WorkersKv, dev_mode: bool
     };
     let _ = env;
     let clock = || Date::now().as_millis();
-    match webhooks::process(kv, &FetchHttp, job, &clock, dev_mode).await {
+    match webhooks::process(kv, &FetchHttp, job, &clock, dev_mode, sealing).await {
         Ok(Next::Done) => msg.ack(),
         Ok(Next::Requeue { job, delay_s }) => match send_one(queue, &job, delay_s).await {
             Ok(()) => msg.ack(),
@@ -166,12 +174,13 @@ pub async fn consume(batch: MessageBatch<String>, env: Env, _ctx: Context) -> Re
     let dev_mode = env
         .var("VOXLINE_ENV")
         .is_ok_and(|v| v.to_string() == "development");
+    let sealing = crate::glue::sealing_key(&env);
     // Attempts of one batch run concurrently: one slow receiver (up to the
     // 15 s timeout) does not hold up the others.
     join_all(
         batch
             .raw_iter()
-            .map(|msg| handle(&env, &queue, &kv, dev_mode, msg)),
+            .map(|msg| handle(&env, &queue, &kv, dev_mode, sealing.as_ref(), msg)),
     )
     .await;
     Ok(())

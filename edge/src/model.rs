@@ -6,6 +6,8 @@ use serde_json::value::RawValue;
 use serde_json::{json, Map, Value};
 use voxline_shared::{CallStatus, EndedReason};
 
+use crate::engine_keys::StoredSecret;
+
 /// KV key layout. Tenant-scoped records carry the tenant in the key, so a
 /// lookup with another tenant's id simply finds nothing (404, never 403).
 pub mod keys {
@@ -143,10 +145,10 @@ impl ApiKeyInfo {
 pub struct ApiKeyAuth {
     pub key_id: String,
     pub tenant_id: String,
-    /// Set when the key requires signed requests. Kept usable (HMAC is
-    /// symmetric); shown to the client once, at creation.
+    /// Set when the key requires signed requests. Sealed (HMAC is symmetric,
+    /// so it must be opened to verify); shown to the client once, at creation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub signing_secret: Option<String>,
+    pub signing_secret: Option<StoredSecret>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -156,8 +158,8 @@ pub struct WebhookEndpoint {
     /// Empty means every event.
     pub events: Vec<String>,
     pub enabled: bool,
-    /// Needed in usable form to sign deliveries (Standard Webhooks is symmetric).
-    pub secret: String,
+    /// Sealed; opened to sign deliveries (Standard Webhooks is symmetric).
+    pub secret: StoredSecret,
     pub created_at: String,
     /// Seconds to wait after each failed attempt; one retry per entry.
     #[serde(default = "crate::webhooks::default_retry_schedule")]
@@ -165,9 +167,9 @@ pub struct WebhookEndpoint {
     /// Why the edge disabled it (410 Gone), if it did.
     #[serde(default)]
     pub disabled_reason: Option<String>,
-    /// After a rotation, the old secret keeps signing until this time.
+    /// After a rotation, the old secret (sealed) keeps signing until this time.
     #[serde(default)]
-    pub previous_secret: Option<String>,
+    pub previous_secret: Option<StoredSecret>,
     #[serde(default)]
     pub previous_secret_expires_ms: Option<u64>,
     #[serde(default)]
@@ -188,13 +190,13 @@ impl WebhookEndpoint {
     }
 }
 
-/// A media sidecar's credentials. The HMAC secret must be stored usable to
-/// verify its signatures (symmetric); it is shown once, at creation.
+/// A media sidecar's credentials. The HMAC secret is stored sealed and
+/// opened to verify its signatures (symmetric); it is shown once, at creation.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SidecarRecord {
     pub id: String,
     pub region: String,
-    pub secret: String,
+    pub secret: StoredSecret,
     pub created_at: String,
     pub revoked_at: Option<String>,
 }

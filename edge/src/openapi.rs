@@ -144,12 +144,12 @@ pub fn spec() -> Value {
                     "type": "http",
                     "scheme": "bearer",
                     "bearerFormat": "ak_...",
-                    "description": "A tenant API key (`ak_` then 32 characters) minted by `POST /admin/tenants/{tenant_id}/api-keys`, sent as `Authorization: Bearer ak_...`.\n\nA key minted with `require_signature: true` must also sign every request: `X-Signature: t=<unix seconds>,v2=<lowercase hex HMAC-SHA256(signing_secret, \"{t}\\n{METHOD}\\n{path and query}\\n{raw body}\")>` (`\\n` is one line feed; the key is the UTF-8 bytes of the `signing_secret` string; `METHOD` in uppercase; `path and query` is the path, then `?` and the query string only when there is one, exactly as sent, e.g. `/v1/calls?status=queued&limit=50`; the body is the exact bytes sent, empty for GET). Missing, malformed, wrong, or `t` more than 300 s from now: 401 `invalid_request_signature`; only a `v1` (the retired body-only scheme): 401 `signature_version_unsupported`. Each signature is accepted once: the same `X-Signature` again within the window is 401 `replayed_request`. Unknown `k=v` entries are ignored, several `v2` may be given, and `v1` beside a `v2` is ignored."
+                    "description": "A tenant API key (`ak_` then 32 characters) minted by `POST /admin/tenants/{tenant_id}/api-keys`, sent as `Authorization: Bearer ak_...`.\n\nA key minted with `require_signature: true` must also sign every request: `X-Signature: t=<unix seconds>,v2=<lowercase hex HMAC-SHA256(signing_secret, \"{t}\\n{METHOD}\\n{path and query}\\n{raw body}\")>` (`\\n` is one line feed; the key is the UTF-8 bytes of the `signing_secret` string; `METHOD` in uppercase; `path and query` is the path, then `?` and the query string only when there is one, exactly as sent, e.g. `/v1/calls?status=queued&limit=50`; the body is the exact bytes sent, empty for GET). Missing, malformed, wrong, or `t` more than 300 s from now: 401 `invalid_request_signature`; only a `v1` (the retired body-only scheme): 401 `signature_version_unsupported`. Each signature is accepted once: the same `X-Signature` again within the window is 401 `replayed_request`. Unknown `k=v` entries are ignored, several `v2` may be given, and `v1` beside a `v2` is ignored.\n\nAn unknown or revoked key counts against the client address (`CF-Connecting-IP`; an IPv6 address by its /64): after 20 in 5 minutes (the defaults) further failing requests from it get 429 `too_many_failed_attempts` with `Retry-After` until the window ends; valid keys are not affected."
                 },
                 "adminBearerAuth": {
                     "type": "http",
                     "scheme": "bearer",
-                    "description": "The operator's admin token (the `ADMIN_TOKEN` secret of the Worker), sent as `Authorization: Bearer <token>`. Without that secret the admin API refuses every request."
+                    "description": "The operator's admin token (the `ADMIN_TOKEN` secret of the Worker), sent as `Authorization: Bearer <token>`. Without that secret the admin API refuses every request. A wrong token counts against the client address (`CF-Connecting-IP`; an IPv6 address by its /64): after 20 in 5 minutes (the defaults) every admin request from it, right token or not, gets 429 `too_many_failed_attempts` with `Retry-After` until the window ends."
                 }
             },
             "schemas": schemas()
@@ -1274,6 +1274,8 @@ impl Op {
                     ErrorCode::ReplayedRequest,
                     ErrorCode::TenantDisabled,
                     ErrorCode::RateLimited,
+                    ErrorCode::TooManyFailedAttempts,
+                    ErrorCode::SecretsUnavailable,
                 ]);
                 // Keys with `require_signature` sign every request.
                 let signature = json!({"name": "X-Signature", "in": "header", "required": false,
@@ -1304,8 +1306,11 @@ impl Op {
             }
             Auth::Admin => {
                 self.value["security"] = json!([{"adminBearerAuth": []}]);
-                self.errors
-                    .extend([ErrorCode::MissingCredentials, ErrorCode::InvalidCredentials]);
+                self.errors.extend([
+                    ErrorCode::MissingCredentials,
+                    ErrorCode::InvalidCredentials,
+                    ErrorCode::TooManyFailedAttempts,
+                ]);
             }
         }
         if self.auth != Auth::None {
@@ -1360,12 +1365,12 @@ fn reason_phrase(status: u16) -> &'static str {
 fn rate_limit_headers(refused: bool) -> Value {
     let int = |d: &str| json!({"description": d, "schema": {"type": "integer", "minimum": 0}});
     let mut h = json!({
-        "X-RateLimit-Limit": int("The limit of the tightest applicable rate limit (per API key, client IP or, for a new call, destination number)."),
+        "X-RateLimit-Limit": int("The limit of the tightest applicable rate limit (per API key, client IP or, for a new call, destination number); on `too_many_failed_attempts`, the client address's limit of wrong credentials."),
         "X-RateLimit-Remaining": int("Requests left in that limit's current window."),
         "X-RateLimit-Reset": int("Seconds until that window resets."),
     });
     if refused {
-        h["Retry-After"] = int(&format!("Seconds to wait before retrying: for `rate_limited` the refusing limit's reset; for `concurrency_limit_reached` a fixed {CONCURRENCY_RETRY_AFTER_SECS} s polling hint (a slot frees when a call ends)."));
+        h["Retry-After"] = int(&format!("Seconds to wait before retrying: for `rate_limited` the refusing limit's reset; for `too_many_failed_attempts` the end of the client address's failure window; for `concurrency_limit_reached` a fixed {CONCURRENCY_RETRY_AFTER_SECS} s polling hint (a slot frees when a call ends)."));
     }
     h
 }
@@ -1609,11 +1614,11 @@ fn operation(id: RouteId) -> Value {
             "admin",
             Auth::Admin,
             "Create an API key",
-            "Mints a key for the tenant. The clear key is in this response only; the edge keeps just its SHA-256.",
+            "Mints a key for the tenant. The clear key is in this response only; the edge keeps just its SHA-256. With `require_signature` the `signing_secret` is also shown only here and stored sealed (AES-256-GCM under `VOXLINE_SEALING_KEY`); without that secret such a key is refused with 503 `secrets_unavailable`.",
         )
         .body("CreateApiKeyRequest", false)
         .ok(201, "The key, with the clear key.", "ApiKeyCreated")
-        .errors(&[E::TenantNotFound, E::ValueTooLong])
+        .errors(&[E::TenantNotFound, E::ValueTooLong, E::SecretsUnavailable])
         .build(),
         RouteId::ListApiKeys => op("listApiKeys", "admin", Auth::Admin, "List API keys", "All API keys of the tenant, revoked ones included, without the keys themselves.")
             .ok(200, "The keys.", "ApiKeyList")
@@ -1634,11 +1639,11 @@ fn operation(id: RouteId) -> Value {
             "admin",
             Auth::Admin,
             "Create a webhook endpoint",
-            "Call events for the tenant will be POSTed to this URL, signed per Standard Webhooks with the returned secret.",
+            "Call events for the tenant will be POSTed to this URL, signed per Standard Webhooks with the returned secret. The secret is in this response only; the edge stores it sealed (AES-256-GCM under `VOXLINE_SEALING_KEY`), and without that secret refuses with 503 `secrets_unavailable`.",
         )
         .body("CreateWebhookRequest", true)
         .ok(201, "The endpoint, with its signing secret.", "WebhookEndpointCreated")
-        .errors(&[E::TenantNotFound, E::MissingField, E::InvalidValue, E::ValueTooLong, E::OutOfRange, E::InvalidUrl])
+        .errors(&[E::TenantNotFound, E::MissingField, E::InvalidValue, E::ValueTooLong, E::OutOfRange, E::InvalidUrl, E::SecretsUnavailable])
         .build(),
         RouteId::ListWebhooks => op("listWebhooks", "admin", Auth::Admin, "List webhook endpoints", "All webhook endpoints of the tenant, without their secrets.")
             .ok(200, "The endpoints.", "WebhookEndpointList")
@@ -1672,7 +1677,7 @@ fn operation(id: RouteId) -> Value {
         )
         .body("RotateWebhookSecretRequest", false)
         .ok(200, "The endpoint with its new secret.", "WebhookEndpointCreated")
-        .errors(&[E::TenantNotFound, E::WebhookNotFound, E::OutOfRange])
+        .errors(&[E::TenantNotFound, E::WebhookNotFound, E::OutOfRange, E::SecretsUnavailable])
         .build(),
         RouteId::ListDeliveries => op(
             "listWebhookDeliveries",
@@ -1713,11 +1718,11 @@ fn operation(id: RouteId) -> Value {
             "admin",
             Auth::Admin,
             "Create sidecar credentials",
-            "Mints the HMAC secret a media sidecar signs its dispatch-link requests with (see `voxline_shared::protocol`). Creating an existing id rotates the secret.",
+            "Mints the HMAC secret a media sidecar signs its dispatch-link requests with (see `voxline_shared::protocol`). Creating an existing id rotates the secret. The secret is in this response only; the edge stores it sealed (AES-256-GCM under `VOXLINE_SEALING_KEY`), and without that secret refuses with 503 `secrets_unavailable`.",
         )
         .body("CreateSidecarRequest", true)
         .ok(201, "The sidecar, with its secret.", "SidecarCreated")
-        .errors(&[E::MissingField, E::InvalidValue, E::ValueTooLong])
+        .errors(&[E::MissingField, E::InvalidValue, E::ValueTooLong, E::SecretsUnavailable])
         .build(),
         RouteId::ListSidecars => op("listSidecars", "admin", Auth::Admin, "List sidecars", "All sidecars, without their secrets.")
             .ok(200, "The sidecars.", "SidecarList")
@@ -1847,6 +1852,8 @@ mod tests {
         /// (METHOD, path pattern, status) answered so far.
         seen: RefCell<BTreeSet<(String, String, String)>>,
         sealing: crate::engine_keys::SealingKey,
+        /// Wrong credentials allowed per address: unlimited but where a test lowers it.
+        auth_limit: std::cell::Cell<u32>,
     }
 
     impl Api {
@@ -1860,7 +1867,9 @@ mod tests {
                 checker: Checker::new(&spec),
                 spec,
                 seen: RefCell::default(),
-                sealing: crate::engine_keys::SealingKey::from_secret(&"ab".repeat(32)).unwrap(),
+                // The key test fixtures seal their secrets with.
+                sealing: crate::webhooks::tests_support::sealing_key(),
+                auth_limit: std::cell::Cell::new(crate::traffic::LIMIT_MAX),
             }
         }
 
@@ -1898,6 +1907,10 @@ mod tests {
                 calls: &self.calls,
                 outbox: &self.outbox,
                 sealing_key: Some(&self.sealing),
+                auth_failures: crate::traffic::RateLimit {
+                    limit: self.auth_limit.get(),
+                    ..crate::traffic::AUTH_FAILURES
+                },
             };
             let resp = block_on(handle(&env, &req));
             block_on(self.calls.drain(kv, &self.outbox)).unwrap();
@@ -2053,6 +2066,7 @@ mod tests {
                 job.clone(),
                 &|| NOW,
                 true,
+                Some(&api.sealing),
             ))
             .unwrap();
         }
@@ -3690,6 +3704,22 @@ mod tests {
                 401,
                 "invalid_credentials",
             );
+            // This address has failed before: with a limit of one it is blocked,
+            // for admin routes even with the right token.
+            api.auth_limit.set(1);
+            expect_error(
+                api.raw(method, &path, Some("ak_wrong"), None, b""),
+                429,
+                "too_many_failed_attempts",
+            );
+            if scheme != "bearerAuth" {
+                expect_error(
+                    api.raw(method, &path, Some(ADMIN), None, b""),
+                    429,
+                    "too_many_failed_attempts",
+                );
+            }
+            api.auth_limit.set(crate::traffic::LIMIT_MAX);
             if scheme == "bearerAuth" {
                 let path = fill(pattern, world_param(&disabled));
                 expect_error(

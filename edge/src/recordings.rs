@@ -14,11 +14,13 @@ use voxline_shared::signing::SignedHeaders;
 
 use crate::call_store::Calls;
 use crate::dispatcher::Dispatcher;
+use crate::engine_keys::SealingKey;
 use crate::error::{ApiError, ErrorCode};
 use crate::http::ApiResponse;
 use crate::ids::rfc3339_ms;
 use crate::model::Tenant;
 use crate::service::{authenticate_sidecar, Env};
+use crate::sidecar_link::{SidecarEnvelope, SidecarOp};
 use crate::store::Kv;
 
 /// The R2 binding recordings live in.
@@ -67,13 +69,19 @@ fn invalid(message: impl Into<String>) -> ApiError {
 }
 
 /// Checks an upload before any of its body is read: the sidecar's signature
-/// over the manifest (header `x-voxline-recording`), the manifest itself, and
-/// that the call exists, wanted a recording and was dialled in this
-/// sidecar's region. `content_length`, when the request declared one, must
-/// equal the manifest's `bytes`.
+/// over the manifest (header `x-voxline-recording`), the manifest itself,
+/// that the call exists, wanted a recording, and that this very attempt was
+/// held by the uploading sidecar (409 `recording_not_held` otherwise), then
+/// spends the request's nonce in the region's queue, where every link
+/// request's nonce is kept (a replay: 401 `replayed_request`).
+/// `content_length`, when the request declared one, must equal the
+/// manifest's `bytes`.
+#[allow(clippy::too_many_arguments)]
 pub async fn admit_upload(
     kv: &impl Kv,
+    sealing: Option<&SealingKey>,
     calls: &dyn Calls,
+    dispatch: &impl Dispatcher,
     headers: &SignedHeaders<'_>,
     manifest_raw: Option<&str>,
     content_length: Option<u64>,
@@ -86,7 +94,8 @@ pub async fn admit_upload(
         ))
     })?;
     let target = voxline_shared::signing::Target::post(protocol::paths::RECORDING);
-    let sidecar = authenticate_sidecar(kv, headers, target, raw.as_bytes(), now_ms).await?;
+    let sidecar =
+        authenticate_sidecar(kv, sealing, headers, target, raw.as_bytes(), now_ms).await?;
     let m: RecordingManifest = serde_json::from_str(raw)
         .map_err(|e| invalid(format!("the manifest is not valid: {e}")))?;
     protocol::check_version(m.protocol_version)
@@ -132,8 +141,8 @@ pub async fn admit_upload(
             format!("no call '{}' for tenant '{}'", m.call_id, m.tenant_id),
         )
     };
-    let record = calls
-        .get(&m.tenant_id, &m.call_id)
+    let (record, holder) = calls
+        .attempt_holder(&m.tenant_id, &m.call_id, m.attempt)
         .await?
         .ok_or_else(not_found)?;
     // Another region's sidecar never held this call.
@@ -152,12 +161,52 @@ pub async fn admit_upload(
             m.attempt, record.attempts
         )));
     }
+    // Attempts dialled before holders were recorded have none: for them the
+    // region check above is all there is.
+    if holder.as_deref().is_some_and(|h| h != sidecar.id) {
+        return Err(ApiError::new(
+            ErrorCode::RecordingNotHeld,
+            format!(
+                "attempt {} of call '{}' was not held by sidecar '{}'",
+                m.attempt, m.call_id, sidecar.id
+            ),
+        ));
+    }
+    spend_nonce(dispatch, &sidecar.region, &sidecar.id, headers).await?;
     let object_key = object_key(&m.tenant_id, &m.call_id, m.attempt);
     Ok(AdmittedUpload {
         manifest: m,
         object_key,
         sha256,
     })
+}
+
+/// Spends the upload's nonce in its region's queue, like any link request's.
+async fn spend_nonce(
+    dispatch: &impl Dispatcher,
+    region: &str,
+    sidecar_id: &str,
+    headers: &SignedHeaders<'_>,
+) -> Result<(), ApiError> {
+    let envelope = SidecarEnvelope {
+        op: SidecarOp::Recording,
+        sidecar_id: sidecar_id.to_string(),
+        nonce: headers.nonce.unwrap_or_default().to_string(),
+        body: Value::Null,
+    };
+    let (status, reply) = dispatch.sidecar(region, &envelope).await?;
+    if status == 200 {
+        return Ok(());
+    }
+    let code = reply["error"]["code"]
+        .as_str()
+        .and_then(|c| ErrorCode::ALL.iter().copied().find(|k| k.as_str() == c))
+        .unwrap_or(ErrorCode::StorageUnavailable);
+    let message = reply["error"]["message"]
+        .as_str()
+        .unwrap_or("the region's queue refused the upload")
+        .to_string();
+    Err(ApiError::new(code, message))
 }
 
 /// Records a stored upload; the call's store queues `recording.saved`.
@@ -241,6 +290,7 @@ pub async fn get_recording<K: Kv, D: Dispatcher>(
 mod tests {
     use super::*;
     use crate::call_store::{memory::MemoryCalls, CallRows, SqlCallRows};
+    use crate::engine_keys::{SecretOwner, StoredSecret};
     use crate::model::{keys, test_call, CallRecord, SidecarRecord};
     use crate::sql::sqlite::LimitedSqlite;
     use crate::store::memory::MemoryKv;
@@ -256,22 +306,66 @@ mod tests {
 
     type TestCalls = MemoryCalls<SqlCallRows<LimitedSqlite>>;
 
-    fn store() -> (MemoryKv, TestCalls, CallRecord) {
-        let calls = TestCalls::new(|| SqlCallRows::open(LimitedSqlite::new()).unwrap());
-        let kv = MemoryKv::default();
+    fn key() -> SealingKey {
+        crate::webhooks::tests_support::sealing_key()
+    }
+
+    fn put_sidecar(kv: &MemoryKv, id: &str, secret: &str) {
         let sidecar = SidecarRecord {
-            id: "sc-1".into(),
+            id: id.into(),
             region: "local".into(),
-            secret: "scs_secret".into(),
+            secret: StoredSecret::seal(&key(), SecretOwner::Sidecar(id), secret),
             created_at: rfc3339_ms(NOW),
             revoked_at: None,
         };
-        block_on(put_json(&kv, &keys::sidecar("sc-1"), &sidecar, None)).unwrap();
+        block_on(put_json(kv, &keys::sidecar(id), &sidecar, None)).unwrap();
+    }
+
+    /// The region queue reports that `sidecar` acked (holds) `attempt` of the call.
+    fn report_dialing(calls: &TestCalls, seq: u64, sidecar: &str, attempt: u32) {
+        use crate::call_store::{CallStoreRequest, CallStoreTransport, Report, ReportItem};
+        use crate::dispatch::{CallChange, CallUpdate};
+        let mut call = calls.rows(TENANT).call(CALL).unwrap().unwrap();
+        call.status = voxline_shared::CallStatus::Queued;
+        calls.rows(TENANT).put_call(&call).unwrap();
+        let update = CallUpdate {
+            call_id: CALL.into(),
+            tenant_id: TENANT.into(),
+            at_ms: NOW,
+            change: CallChange::Dialing {
+                sidecar_id: sidecar.into(),
+                attempt,
+            },
+        };
+        block_on(calls.send(
+            TENANT,
+            CallStoreRequest::Reports {
+                region: "local".into(),
+                reports: vec![Report {
+                    seq,
+                    item: ReportItem::Call { update },
+                }],
+            },
+        ))
+        .unwrap();
+        // The attempt was answered and ended since.
+        let mut call = calls.rows(TENANT).call(CALL).unwrap().unwrap();
+        call.status = voxline_shared::CallStatus::Completed;
+        calls.rows(TENANT).put_call(&call).unwrap();
+    }
+
+    /// A recorded call whose first attempt sidecar `sc-1` held.
+    fn store() -> (MemoryKv, TestCalls, CallRecord) {
+        let calls = TestCalls::new(|| SqlCallRows::open(LimitedSqlite::new()).unwrap());
+        let kv = MemoryKv::default();
+        put_sidecar(&kv, "sc-1", "scs_secret");
         let mut call = test_call(voxline_shared::CallStatus::Completed);
         call.id = CALL.into();
         call.record = true;
         call.attempts = 1;
         calls.rows(TENANT).put_call(&call).unwrap();
+        report_dialing(&calls, 1, "sc-1", 1);
+        let call = calls.rows(TENANT).call(CALL).unwrap().unwrap();
         (kv, calls, call)
     }
 
@@ -289,27 +383,43 @@ mod tests {
         }
     }
 
+    /// An upload by sidecar `sc-1` with a fresh nonce.
     fn admit(
         kv: &MemoryKv,
         calls: &TestCalls,
         m: &RecordingManifest,
         secret: &str,
     ) -> Result<AdmittedUpload, ApiError> {
+        let nonce = hex::encode(crate::ids::random_bytes::<16>());
+        admit_as(kv, calls, m, "sc-1", secret, &nonce)
+    }
+
+    fn admit_as(
+        kv: &MemoryKv,
+        calls: &TestCalls,
+        m: &RecordingManifest,
+        sidecar: &str,
+        secret: &str,
+        nonce: &str,
+    ) -> Result<AdmittedUpload, ApiError> {
         let raw = serde_json::to_string(m).unwrap();
         let h = signing::signed_headers(
-            "sc-1",
+            sidecar,
             secret.as_bytes(),
             NOW / 1000,
-            "00112233445566778899aabbccddeeff",
+            nonce,
             signing::Target::post(protocol::paths::RECORDING),
             raw.as_bytes(),
         );
         let headers = SignedHeaders::from_lookup(|name| {
             h.iter().find(|(k, _)| *k == name).map(|(_, v)| v.as_str())
         });
+        calls.dispatch.now_ms.set(NOW);
         block_on(admit_upload(
             kv,
+            Some(&key()),
             calls,
+            &calls.dispatch,
             &headers,
             Some(&raw),
             Some(m.bytes),
@@ -468,18 +578,95 @@ mod tests {
         // No manifest at all.
         let headers = SignedHeaders::from_lookup(|_| None);
         assert_eq!(
-            block_on(admit_upload(&kv, &calls, &headers, None, None, NOW))
-                .unwrap_err()
-                .code,
+            block_on(admit_upload(
+                &kv,
+                Some(&key()),
+                &calls,
+                &calls.dispatch,
+                &headers,
+                None,
+                None,
+                NOW
+            ))
+            .unwrap_err()
+            .code,
             ErrorCode::InvalidRecordingManifest
         );
     }
 
     #[test]
+    fn only_the_sidecar_that_held_the_attempt_uploads_it_and_each_nonce_once() {
+        let (kv, calls, call) = store();
+        put_sidecar(&kv, "sc-2", "scs_other");
+        let m = manifest(&call);
+        // Another sidecar of the same region, signing correctly as itself.
+        let as_other = RecordingManifest {
+            sidecar_id: "sc-2".into(),
+            ..m.clone()
+        };
+        let refused = admit_as(
+            &kv,
+            &calls,
+            &as_other,
+            "sc-2",
+            "scs_other",
+            "aa".repeat(16).as_str(),
+        )
+        .unwrap_err();
+        assert_eq!(
+            (refused.code, refused.status()),
+            (ErrorCode::RecordingNotHeld, 409)
+        );
+        // The holder's upload is admitted once; the same signed request again is a replay.
+        let nonce = "bb".repeat(16);
+        assert!(admit_as(&kv, &calls, &m, "sc-1", "scs_secret", &nonce).is_ok());
+        let replay = admit_as(&kv, &calls, &m, "sc-1", "scs_secret", &nonce).unwrap_err();
+        assert_eq!(
+            (replay.code, replay.status()),
+            (ErrorCode::ReplayedRequest, 401)
+        );
+        // The nonce store is the region's, shared with the other link requests.
+        assert!(!calls
+            .dispatch
+            .queues
+            .borrow_mut()
+            .get_mut("local")
+            .unwrap()
+            .remember_nonce(&nonce, NOW, 300_000));
+        // A retry with a fresh nonce (what the sidecar sends) goes through.
+        assert!(admit(&kv, &calls, &m, "scs_secret").is_ok());
+        // A later attempt held by sc-2: sc-2 uploads that one, not sc-1's.
+        report_dialing(&calls, 2, "sc-2", 2);
+        let second = RecordingManifest {
+            attempt: 2,
+            ..as_other.clone()
+        };
+        assert!(admit_as(&kv, &calls, &second, "sc-2", "scs_other", &"cc".repeat(16)).is_ok());
+        assert_eq!(
+            admit(
+                &kv,
+                &calls,
+                &RecordingManifest {
+                    attempt: 2,
+                    ..m.clone()
+                },
+                "scs_secret"
+            )
+            .unwrap_err()
+            .code,
+            ErrorCode::RecordingNotHeld
+        );
+        assert!(
+            admit(&kv, &calls, &m, "scs_secret").is_ok(),
+            "sc-1 still uploads attempt 1"
+        );
+    }
+
+    #[test]
     fn an_older_attempt_never_replaces_a_newer_recording() {
-        let (kv, calls, mut call) = store();
-        call.attempts = 2;
-        calls.rows(TENANT).put_call(&call).unwrap();
+        let (kv, calls, _) = store();
+        report_dialing(&calls, 2, "sc-1", 2);
+        let call = calls.rows(TENANT).call(CALL).unwrap().unwrap();
         let second = admit(
             &kv,
             &calls,

@@ -4,6 +4,7 @@
 
 use crate::call_store::{Calls, Created, ListFilter, NewCall};
 use crate::dispatcher::{self, Dispatcher};
+use crate::engine_keys::{SecretOwner, StoredSecret};
 use crate::error::{ApiError, ErrorCode};
 use crate::fields::parse_object;
 use crate::http::{ApiRequest, ApiResponse};
@@ -46,6 +47,9 @@ pub struct Env<'a, K: Kv, D: Dispatcher> {
     pub outbox: &'a crate::webhooks::Outbox,
     /// `VOXLINE_SEALING_KEY`: seals engine API keys (none: they are refused).
     pub sealing_key: Option<&'a crate::engine_keys::SealingKey>,
+    /// Wrong credentials allowed per client address and window
+    /// (`traffic::AUTH_FAILURES` unless the Worker's vars say otherwise).
+    pub auth_failures: traffic::RateLimit,
 }
 
 type Result<T> = std::result::Result<T, ApiError>;
@@ -130,7 +134,24 @@ async fn dispatch<K: Kv, D: Dispatcher>(
             v1_route(env, req, id, p(0)).await
         }
         admin => {
-            authenticate_admin(env, req)?;
+            // Admin tokens are chosen by people and may be guessable, so
+            // every admin request asks the address's object (admin requests
+            // are few: one round trip), which in one step refuses an address
+            // over its failures or counts this failure: exact under parallel
+            // guesses. The token is compared here first, but a refused
+            // address's answer never depends on it: a guess over the limit
+            // teaches nothing, even a right one.
+            let scope = traffic::auth_failure_scope(client_ip(req));
+            let checked = authenticate_admin(env, req);
+            let failed = matches!(&checked, Err(e) if e.code == ErrorCode::InvalidCredentials);
+            let standing = env
+                .traffic
+                .auth_attempt(&scope, env.auth_failures, failed)
+                .await?;
+            if !standing.allowed {
+                return Ok(too_many_failed_attempts(&standing));
+            }
+            checked?;
             admin_route(env, req, admin, p(0), p(1)).await
         }
     }
@@ -194,6 +215,44 @@ async fn authenticate_tenant<K: Kv, D: Dispatcher>(
     Ok((tenant, auth))
 }
 
+/// 429 for an address whose credential failures are spent, with `Retry-After`
+/// (and the `X-RateLimit-*` of that limit, like any 429 of a limit).
+fn too_many_failed_attempts(v: &traffic::RateVerdict) -> ApiResponse {
+    let e = ApiError::new(
+        ErrorCode::TooManyFailedAttempts,
+        format!(
+            "more than {} requests with wrong credentials from this address; retry after {} s",
+            v.limit, v.reset_secs
+        ),
+    );
+    let mut resp = ApiResponse::error(&e);
+    // X-RateLimit-* of the failure limit, and Retry-After: its window's end.
+    resp.headers.extend(v.headers());
+    resp
+}
+
+/// An API key that failed: counted against the client address, and once the
+/// address has spent its failures, answered 429 instead of 401. Only failures
+/// pay this round trip: a valid key's request is never held up by it (and an
+/// API key, 192 random bits, cannot be guessed, so a blocked address with a
+/// valid key may go on).
+async fn failed_api_key<K: Kv, D: Dispatcher>(
+    env: &Env<'_, K, D>,
+    req: &ApiRequest,
+    e: ApiError,
+) -> Result<ApiResponse> {
+    let scope = traffic::auth_failure_scope(client_ip(req));
+    match env
+        .traffic
+        .auth_attempt(&scope, env.auth_failures, true)
+        .await
+    {
+        Ok(v) if !v.allowed => Ok(too_many_failed_attempts(&v)),
+        // Counted, or the count failed: the answer is the 401 either way.
+        _ => Err(e),
+    }
+}
+
 fn authenticate_admin<K: Kv, D: Dispatcher>(env: &Env<'_, K, D>, req: &ApiRequest) -> Result<()> {
     let token = bearer(req)?;
     match env.admin_token {
@@ -232,12 +291,25 @@ async fn v1_route<K: Kv, D: Dispatcher>(
     id: RouteId,
     cid: &str,
 ) -> Result<ApiResponse> {
-    let (tenant, auth) = authenticate_tenant(env, req).await?;
+    let (tenant, auth) = match authenticate_tenant(env, req).await {
+        Ok(found) => found,
+        Err(e) if e.code == ErrorCode::InvalidCredentials => {
+            return failed_api_key(env, req, e).await
+        }
+        Err(e) => return Err(e),
+    };
     // A key minted with require_signature: checked here (pure), spent once in
     // the tenant's object below (same round trip as the rate limits).
     let signature = match &auth.signing_secret {
         None => None,
-        Some(secret) => {
+        Some(sealed) => {
+            let owner = SecretOwner::ApiKeySigning {
+                tenant: &auth.tenant_id,
+                key_id: &auth.key_id,
+            };
+            let secret = sealed
+                .open(env.sealing_key, owner)
+                .map_err(secret_unavailable)?;
             let path_and_query = signing::path_and_query(&req.path, &req.query);
             let target = request_signing::Target {
                 method: &req.method,
@@ -494,6 +566,27 @@ fn check_engine_credentials<K: Kv, D: Dispatcher>(
         })?;
     }
     Ok(())
+}
+
+/// The sealing key for sidecar, webhook and request-signing secrets: without
+/// one they are not minted (never stored in clear), like engine keys.
+pub(crate) fn secrets_sealing_key(
+    key: Option<&crate::engine_keys::SealingKey>,
+) -> Result<&crate::engine_keys::SealingKey> {
+    key.ok_or_else(|| {
+        ApiError::new(
+            ErrorCode::SecretsUnavailable,
+            "this deployment cannot keep secrets (no VOXLINE_SEALING_KEY secret)",
+        )
+    })
+}
+
+/// A stored secret that does not open: the operator's problem, not the caller's.
+pub(crate) fn secret_unavailable(e: crate::engine_keys::SecretUnavailable) -> ApiError {
+    ApiError::new(
+        ErrorCode::SecretsUnavailable,
+        format!("a stored secret cannot be used: {e}"),
+    )
 }
 
 /// Seals a clear engine key for the tenant (checked available beforehand).
@@ -971,6 +1064,7 @@ async fn list_calls<K: Kv, D: Dispatcher>(
 /// (the body, or a recording upload's manifest) within the window.
 pub(crate) async fn authenticate_sidecar(
     kv: &impl Kv,
+    sealing_key: Option<&crate::engine_keys::SealingKey>,
     headers: &SignedHeaders<'_>,
     target: signing::Target<'_>,
     signed: &[u8],
@@ -990,8 +1084,12 @@ pub(crate) async fn authenticate_sidecar(
         .await?
         .filter(|s: &SidecarRecord| s.revoked_at.is_none())
         .ok_or_else(unknown)?;
+    let secret = sidecar
+        .secret
+        .open(sealing_key, SecretOwner::Sidecar(&sidecar.id))
+        .map_err(secret_unavailable)?;
     signing::verify(
-        sidecar.secret.as_bytes(),
+        secret.as_bytes(),
         headers,
         target,
         signed,
@@ -1040,7 +1138,15 @@ async fn sidecar_request<K: Kv, D: Dispatcher>(
         method: &req.method,
         path: &path_and_query,
     };
-    let sidecar = authenticate_sidecar(env.kv, &headers, target, &req.body, env.now_ms).await?;
+    let sidecar = authenticate_sidecar(
+        env.kv,
+        env.sealing_key,
+        &headers,
+        target,
+        &req.body,
+        env.now_ms,
+    )
+    .await?;
     let sid = sidecar.id.as_str();
     let body = sidecar_link::parse_message(op, &req.body, sid)?;
     if let Some(region) = body.get("region").and_then(Value::as_str) {
@@ -1092,17 +1198,19 @@ async fn create_sidecar<K: Kv, D: Dispatcher>(
             ));
         }
     }
+    let sealing = secrets_sealing_key(env.sealing_key)?;
+    let secret = format!("scs_{}", URL_SAFE_NO_PAD.encode(ids::random_bytes::<32>()));
     let sidecar = SidecarRecord {
+        secret: StoredSecret::seal(sealing, SecretOwner::Sidecar(&id), &secret),
         id,
         region,
-        secret: format!("scs_{}", URL_SAFE_NO_PAD.encode(ids::random_bytes::<32>())),
         created_at: rfc3339_ms(env.now_ms),
         revoked_at: None,
     };
     // Creating again rotates the secret (the old one stops working).
     put_json(env.kv, &keys::sidecar(&sidecar.id), &sidecar, None).await?;
     let mut body = sidecar.to_public();
-    body["secret"] = json!(sidecar.secret);
+    body["secret"] = json!(secret);
     Ok(ApiResponse::json(201, &body))
 }
 
@@ -1119,6 +1227,10 @@ async fn revoke_sidecar<K: Kv, D: Dispatcher>(
         .ok_or_else(not_found)?;
     if sidecar.revoked_at.is_none() {
         sidecar.revoked_at = Some(rfc3339_ms(env.now_ms));
+        // A legacy clear secret does not stay in clear in a rewritten record.
+        sidecar.secret = sidecar
+            .secret
+            .sealed_if_clear(env.sealing_key, SecretOwner::Sidecar(sid));
         put_json(env.kv, &keys::sidecar(sid), &sidecar, None).await?;
     }
     Ok(ApiResponse::json(200, &sidecar.to_public()))
@@ -1459,11 +1571,28 @@ async fn create_api_key<K: Kv, D: Dispatcher>(
             f.bool_opt("require_signature")?.unwrap_or(false),
         )
     };
+    let sealing = if require_signature {
+        Some(secrets_sealing_key(env.sealing_key)?)
+    } else {
+        None
+    };
     let signing_secret = require_signature
         .then(|| format!("sks_{}", URL_SAFE_NO_PAD.encode(ids::random_bytes::<32>())));
     let minted = ids::mint_api_key();
+    let key_id = ids::random_id("key");
+    let sealed_signing_secret = match (sealing, &signing_secret) {
+        (Some(k), Some(secret)) => Some(StoredSecret::seal(
+            k,
+            SecretOwner::ApiKeySigning {
+                tenant: &tenant.id,
+                key_id: &key_id,
+            },
+            secret,
+        )),
+        _ => None,
+    };
     let info = ApiKeyInfo {
-        id: ids::random_id("key"),
+        id: key_id,
         name,
         prefix: minted.prefix,
         hash: minted.hash,
@@ -1474,7 +1603,7 @@ async fn create_api_key<K: Kv, D: Dispatcher>(
     let auth = ApiKeyAuth {
         key_id: info.id.clone(),
         tenant_id: tenant.id.clone(),
-        signing_secret: signing_secret.clone(),
+        signing_secret: sealed_signing_secret,
     };
     put_json(env.kv, &keys::api_key(&tenant.id, &info.id), &info, None).await?;
     put_json(env.kv, &keys::api_key_by_hash(&info.hash), &auth, None).await?;

@@ -49,6 +49,10 @@ pub enum SidecarOp {
     Ack,
     Events,
     Deregister,
+    /// A recording upload, after the Worker admitted it: only its nonce is
+    /// spent here (the same replay store as every other link request). Never
+    /// routed from a path: uploads have their own (`recordings`).
+    Recording,
 }
 
 impl SidecarOp {
@@ -139,6 +143,12 @@ pub fn parse_message(op: SidecarOp, raw: &[u8], signer: &str) -> Result<Value, A
         SidecarOp::Deregister => {
             parse::<Deregistration>(&value).map(|m| (m.protocol_version, m.sidecar_id))?
         }
+        SidecarOp::Recording => {
+            return Err(ApiError::new(
+                ErrorCode::NotFound,
+                "recordings are uploaded with their manifest (recordings::admit_upload)",
+            ))
+        }
     };
     check_version(version)
         .map_err(|e| ApiError::new(ErrorCode::UnsupportedProtocolVersion, e.to_string()))?;
@@ -179,6 +189,7 @@ fn handle_op(
 ) -> Result<Reply, ApiError> {
     let sid = env.sidecar_id.as_str();
     match env.op {
+        SidecarOp::Recording => Ok(Reply::ok(json!({"protocol_version": PROTOCOL_VERSION}))),
         SidecarOp::Register => {
             let reg: Registration = parse(&env.body)?;
             q.register(sid, reg.capacity, now);

@@ -171,6 +171,24 @@ impl Limiter {
         self.windows.get(scope).copied()
     }
 
+    /// Where `c` stands, counting nothing: refused when its window is spent.
+    pub fn peek(&self, c: &Check, now_ms: u64) -> RateVerdict {
+        let len = u64::from(c.limit.window_seconds.max(1)) * 1000;
+        let start = now_ms / len * len;
+        let used = self
+            .windows
+            .get(&c.scope)
+            .filter(|w| w.start_ms == start)
+            .map_or(0, |w| w.count);
+        RateVerdict {
+            allowed: used < c.limit.limit,
+            scope: c.scope.clone(),
+            limit: c.limit.limit,
+            remaining: c.limit.limit.saturating_sub(used),
+            reset_secs: (start + len).saturating_sub(now_ms).div_ceil(1000).max(1),
+        }
+    }
+
     /// Counts the request against every check, or against none if any is
     /// exhausted. `checks` must not be empty.
     pub fn admit(&mut self, checks: &[Check], now_ms: u64) -> RateVerdict {
@@ -227,6 +245,65 @@ impl Limiter {
             remaining: c.limit.limit - used - 1,
             reset_secs: reset(*end),
         }
+    }
+}
+
+// ---- failed credentials, per client address ----
+
+/// Requests with wrong credentials (an unknown or revoked API key, a wrong
+/// admin token) one client address may make per fixed window; the next one
+/// is answered 429 `too_many_failed_attempts` until the window ends. The
+/// default; the Worker vars `AUTH_FAILURE_LIMIT` and
+/// `AUTH_FAILURE_WINDOW_SECONDS` change it.
+pub const AUTH_FAILURES: RateLimit = RateLimit {
+    limit: 20,
+    window_seconds: 300,
+};
+
+/// Prefix of the failure scopes, and of the objects that keep them.
+pub const AUTH_FAILURE_PREFIX: &str = "authfail:";
+
+/// The scope (and `RateLimiter` object name) of a client address's failed
+/// credentials: an IPv4 address, or the /64 of an IPv6 one (a single host
+/// commonly holds a whole /64, so per address it could rotate through 2^64).
+/// Anything that is not an address is kept as given (bounded by the caller).
+pub fn auth_failure_scope(client_ip: &str) -> String {
+    use std::net::IpAddr;
+    let client = match client_ip.trim().parse::<IpAddr>() {
+        Ok(IpAddr::V4(v4)) => v4.to_string(),
+        Ok(IpAddr::V6(v6)) => match v6.to_ipv4_mapped() {
+            Some(v4) => v4.to_string(),
+            None => {
+                let prefix = u128::from(v6) & !((1u128 << 64) - 1);
+                format!("{}/64", std::net::Ipv6Addr::from(prefix))
+            }
+        },
+        Err(_) => client_ip.trim().to_string(),
+    };
+    format!("{AUTH_FAILURE_PREFIX}{client}")
+}
+
+/// One credential check from a client address, decided in that address's
+/// own object in one step (exact under parallel requests). `failed`: the
+/// credentials were wrong, count it. Refused (nothing counted) once the
+/// address has spent its failures in this window, whether this one failed
+/// or not; a check that did not fail only looks.
+pub fn auth_attempt(
+    limiter: &mut Limiter,
+    scope: &str,
+    limit: RateLimit,
+    failed: bool,
+    now_ms: u64,
+) -> RateVerdict {
+    let check = Check {
+        scope: scope.to_string(),
+        limit,
+        new_work_only: false,
+    };
+    if failed {
+        limiter.admit(std::slice::from_ref(&check), now_ms)
+    } else {
+        limiter.peek(&check, now_ms)
     }
 }
 
@@ -537,6 +614,14 @@ pub trait Traffic {
         tenant_id: &'a str,
         key: &'a str,
     ) -> LocalFuture<'a, Result<(), StoreError>>;
+    /// [`auth_attempt`] in the object of the client address's `scope`
+    /// ([`auth_failure_scope`]): failures have no tenant to be counted under.
+    fn auth_attempt<'a>(
+        &'a self,
+        scope: &'a str,
+        limit: RateLimit,
+        failed: bool,
+    ) -> LocalFuture<'a, Result<RateVerdict, StoreError>>;
 }
 
 /// The entry after `complete`: only an in-flight key becomes done.
@@ -630,6 +715,25 @@ pub mod memory {
                     .borrow_mut()
                     .remove(&(tenant_id.to_string(), key.to_string()));
                 Ok(())
+            })
+        }
+        fn auth_attempt<'a>(
+            &'a self,
+            scope: &'a str,
+            limit: RateLimit,
+            failed: bool,
+        ) -> LocalFuture<'a, Result<RateVerdict, StoreError>> {
+            Box::pin(async move {
+                // Like the Worker: one object per address, named by its scope.
+                let mut limiters = self.limiters.borrow_mut();
+                let limiter = limiters.entry(scope.to_string()).or_default();
+                Ok(auth_attempt(
+                    limiter,
+                    scope,
+                    limit,
+                    failed,
+                    self.now_ms.get(),
+                ))
             })
         }
     }
@@ -983,5 +1087,58 @@ mod tests {
             })
         );
         assert!(parse_rate_limit(&json!({"limit": 1.5, "window_seconds": 60}), "x").is_err());
+    }
+
+    #[test]
+    fn failed_credentials_block_an_address_for_the_rest_of_its_window() {
+        let mut l = Limiter::default();
+        let scope = auth_failure_scope("203.0.113.7");
+        let start = 1_800_000_000_000 / 300_000 * 300_000;
+        for i in 0..AUTH_FAILURES.limit {
+            let v = auth_attempt(&mut l, &scope, AUTH_FAILURES, true, start + u64::from(i));
+            assert!(v.allowed, "failure {i} is only counted");
+        }
+        // Spent: every further check is refused, failing or not, and counts nothing.
+        let blocked = auth_attempt(&mut l, &scope, AUTH_FAILURES, false, start + 1_000);
+        assert!(!blocked.allowed);
+        assert_eq!(blocked.reset_secs, 299);
+        assert!(!auth_attempt(&mut l, &scope, AUTH_FAILURES, true, start + 2_000).allowed);
+        assert_eq!(l.window(&scope).unwrap().count, AUTH_FAILURES.limit);
+        // Other addresses are not affected; the next window starts afresh.
+        assert!(
+            auth_attempt(
+                &mut l,
+                &auth_failure_scope("203.0.113.8"),
+                AUTH_FAILURES,
+                false,
+                start
+            )
+            .allowed
+        );
+        assert!(auth_attempt(&mut l, &scope, AUTH_FAILURES, false, start + 300_000).allowed);
+        // Looking never counts.
+        let mut fresh = Limiter::default();
+        for _ in 0..100 {
+            assert!(auth_attempt(&mut fresh, &scope, AUTH_FAILURES, false, start).allowed);
+        }
+        assert!(fresh.is_empty());
+    }
+
+    #[test]
+    fn an_ipv6_address_is_throttled_by_its_64() {
+        assert_eq!(auth_failure_scope("203.0.113.7"), "authfail:203.0.113.7");
+        assert_eq!(
+            auth_failure_scope("2001:db8:1:2:aaaa::1"),
+            auth_failure_scope("2001:db8:1:2:ffff:1:2:3")
+        );
+        assert_eq!(
+            auth_failure_scope("2001:db8:1:2::9"),
+            "authfail:2001:db8:1:2::/64"
+        );
+        assert_ne!(
+            auth_failure_scope("2001:db8:1:2::1"),
+            auth_failure_scope("2001:db8:1:3::1")
+        );
+        assert_eq!(auth_failure_scope("::ffff:192.0.2.1"), "authfail:192.0.2.1");
     }
 }

@@ -3,6 +3,7 @@
 //! `/v1/webhooks/deliveries` (list, read, redeliver). Pure, like `service`.
 
 use crate::dispatcher::Dispatcher;
+use crate::engine_keys::{SecretOwner, StoredSecret};
 use crate::error::{ApiError, ErrorCode};
 use crate::fields::{parse_object, Fields};
 use crate::http::{ApiRequest, ApiResponse};
@@ -10,8 +11,8 @@ use crate::ids::{self, rfc3339_ms};
 use crate::model::{keys, Tenant, WebhookEndpoint};
 use crate::router::RouteId;
 use crate::service::{
-    decode_list_cursor, encode_list_cursor, list_response, list_values, parse_list_limit, Env,
-    WEBHOOK_EVENTS,
+    decode_list_cursor, encode_list_cursor, list_response, list_values, parse_list_limit,
+    secrets_sealing_key, Env, WEBHOOK_EVENTS,
 };
 use crate::store::{get_json, put_json, Kv};
 use crate::url_guard;
@@ -142,10 +143,18 @@ fn schedule_field(f: &Fields, dev_mode: bool) -> Result<Option<Vec<u32>>> {
     Ok(steps.map(|s| s.into_iter().map(|n| n as u32).collect()))
 }
 
-fn created_body(endpoint: &WebhookEndpoint) -> Value {
+/// The public form plus the new clear secret: the one time it leaves the edge.
+fn created_body(endpoint: &WebhookEndpoint, clear_secret: &str) -> Value {
     let mut body = endpoint.to_public();
-    body["secret"] = json!(endpoint.secret);
+    body["secret"] = json!(clear_secret);
     body
+}
+
+fn owner<'a>(tid: &'a str, wid: &'a str) -> SecretOwner<'a> {
+    SecretOwner::Webhook {
+        tenant: tid,
+        endpoint: wid,
+    }
 }
 
 async fn create<K: Kv, D: Dispatcher>(
@@ -167,13 +176,16 @@ async fn create<K: Kv, D: Dispatcher>(
         ));
     }
     let url = url_field(&f, env.dev_mode)?.unwrap_or_default();
+    let sealing = secrets_sealing_key(env.sealing_key)?;
     let now = rfc3339_ms(env.now_ms);
+    let id = ids::random_id("wh");
+    let secret = ids::mint_webhook_secret();
     let endpoint = WebhookEndpoint {
-        id: ids::random_id("wh"),
+        secret: StoredSecret::seal(sealing, owner(&tenant.id, &id), &secret),
+        id,
         url,
         events: events_field(&f)?.unwrap_or_default(),
         enabled: f.bool_opt("enabled")?.unwrap_or(true),
-        secret: ids::mint_webhook_secret(),
         created_at: now.clone(),
         retry_schedule: schedule_field(&f, env.dev_mode)?
             .unwrap_or_else(webhooks::default_retry_schedule),
@@ -189,7 +201,7 @@ async fn create<K: Kv, D: Dispatcher>(
         None,
     )
     .await?;
-    Ok(ApiResponse::json(201, &created_body(&endpoint)))
+    Ok(ApiResponse::json(201, &created_body(&endpoint, &secret)))
 }
 
 async fn update<K: Kv, D: Dispatcher>(
@@ -221,6 +233,7 @@ async fn update<K: Kv, D: Dispatcher>(
         endpoint.enabled = enabled;
     }
     endpoint.updated_at = Some(rfc3339_ms(env.now_ms));
+    endpoint.seal_legacy_secrets(&tenant.id, env.sealing_key);
     put_json(env.kv, &keys::webhook(&tenant.id, wid), &endpoint, None).await?;
     Ok(ApiResponse::json(200, &endpoint.to_public()))
 }
@@ -249,12 +262,16 @@ async fn rotate<K: Kv, D: Dispatcher>(
         )?
     };
     let overlap_ms = overlap_s.map_or(webhooks::DEFAULT_ROTATION_OVERLAP_S, |s| s as u64) * 1000;
-    let old = std::mem::replace(&mut endpoint.secret, ids::mint_webhook_secret());
+    let sealing = secrets_sealing_key(env.sealing_key)?;
+    let secret = ids::mint_webhook_secret();
+    let new = StoredSecret::seal(sealing, owner(&tenant.id, wid), &secret);
+    let old = std::mem::replace(&mut endpoint.secret, new);
     endpoint.previous_secret = (overlap_ms > 0).then_some(old);
     endpoint.previous_secret_expires_ms = (overlap_ms > 0).then_some(env.now_ms + overlap_ms);
     endpoint.updated_at = Some(rfc3339_ms(env.now_ms));
+    endpoint.seal_legacy_secrets(&tenant.id, env.sealing_key);
     put_json(env.kv, &keys::webhook(&tenant.id, wid), &endpoint, None).await?;
-    Ok(ApiResponse::json(200, &created_body(&endpoint)))
+    Ok(ApiResponse::json(200, &created_body(&endpoint, &secret)))
 }
 
 // ---- the delivery log ----

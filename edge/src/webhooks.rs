@@ -10,6 +10,7 @@
 //! endpoint's retry delay. At least once: a job is only acknowledged after
 //! its outcome is recorded and any follow-up job is queued.
 
+use crate::engine_keys::{SealingKey, SecretOwner, SecretUnavailable};
 use crate::ids::{self, rfc3339_ms};
 use crate::model::{keys, CallRecord, WebhookEndpoint};
 use crate::store::{get_json, put_json, Kv, StoreError};
@@ -309,15 +310,39 @@ impl WebhookEndpoint {
         self.enabled && (self.events.is_empty() || self.events.iter().any(|e| e == event_type))
     }
 
-    /// Secrets to sign with now, newest first (two during a rotation's overlap).
-    pub fn signing_secrets(&self, now_ms: u64) -> Vec<&str> {
-        let mut out = vec![self.secret.as_str()];
+    /// Seals the secrets of a record written before sealing (when a key is
+    /// at hand), before the record is written again.
+    pub fn seal_legacy_secrets(&mut self, tenant_id: &str, key: Option<&SealingKey>) {
+        let owner = SecretOwner::Webhook {
+            tenant: tenant_id,
+            endpoint: &self.id,
+        };
+        self.secret = self.secret.clone().sealed_if_clear(key, owner);
+        self.previous_secret = self
+            .previous_secret
+            .take()
+            .map(|s| s.sealed_if_clear(key, owner));
+    }
+
+    /// Secrets to sign with now, newest first (two during a rotation's
+    /// overlap), opened from their sealed form just for this.
+    pub fn signing_secrets(
+        &self,
+        tenant_id: &str,
+        key: Option<&SealingKey>,
+        now_ms: u64,
+    ) -> Result<Vec<String>, SecretUnavailable> {
+        let owner = SecretOwner::Webhook {
+            tenant: tenant_id,
+            endpoint: &self.id,
+        };
+        let mut out = vec![self.secret.open(key, owner)?];
         if let (Some(old), Some(until)) = (&self.previous_secret, self.previous_secret_expires_ms) {
             if now_ms < until {
-                out.push(old);
+                out.push(old.open(key, owner)?);
             }
         }
-        out
+        Ok(out)
     }
 }
 
@@ -455,13 +480,15 @@ pub fn retry_delay_s(schedule: &[u32], step: u32, retry_after_s: Option<u64>) ->
     Some(base.max(retry_after_s.unwrap_or(0)))
 }
 
-/// Runs one job: see the module docs. `clock` gives the current unix ms.
+/// Runs one job: see the module docs. `clock` gives the current unix ms;
+/// `sealing` opens the endpoint's secrets (`VOXLINE_SEALING_KEY`).
 pub async fn process(
     kv: &impl Kv,
     http: &impl WebhookHttp,
     job: DeliveryJob,
     clock: &dyn Fn() -> u64,
     dev_mode: bool,
+    sealing: Option<&SealingKey>,
 ) -> Result<Next, StoreError> {
     let now = clock();
     // A chained wait that is not over yet: wait more, no attempt.
@@ -498,14 +525,18 @@ pub async fn process(
     };
 
     let timestamp = now / 1000;
-    let secrets = endpoint.signing_secrets(now);
-    let (reply, error) = match webhook_signing::headers(
-        &secrets,
-        &job.event_id,
-        timestamp,
-        job.payload.as_bytes(),
-    ) {
-        Err(e) => (None, Some(e.to_string())),
+    // A secret that does not open fails the attempt like any other error
+    // (retried per the schedule: the operator may restore the key meanwhile).
+    let signed = endpoint
+        .signing_secrets(&job.tenant_id, sealing, now)
+        .map_err(|e| e.to_string())
+        .and_then(|secrets| {
+            let secrets: Vec<&str> = secrets.iter().map(String::as_str).collect();
+            webhook_signing::headers(&secrets, &job.event_id, timestamp, job.payload.as_bytes())
+                .map_err(|e| e.to_string())
+        });
+    let (reply, error) = match signed {
+        Err(e) => (None, Some(e)),
         Ok(signed) => {
             let mut headers: Vec<(String, String)> = signed
                 .into_iter()
@@ -546,6 +577,7 @@ pub async fn process(
                 rfc3339_ms(done_at)
             ));
             endpoint.updated_at = Some(rfc3339_ms(done_at));
+            endpoint.seal_legacy_secrets(&job.tenant_id, sealing);
             put_json(kv, &endpoint_key, &endpoint, None).await?;
             record.status = DeliveryStatus::Failed;
             record.last_error = Some("410 Gone: the endpoint was disabled".into());
@@ -588,21 +620,42 @@ pub async fn process(
 #[cfg(test)]
 pub(crate) mod tests_support {
     use super::*;
+    use crate::engine_keys::StoredSecret;
     use crate::store::memory::MemoryKv;
     use futures::executor::block_on;
 
+    /// The sealing key native tests run with.
+    pub fn sealing_key() -> SealingKey {
+        SealingKey::from_secret(&"5e".repeat(32)).unwrap()
+    }
+
+    /// The endpoint's current secret in clear.
+    pub fn clear_secret(e: &WebhookEndpoint, tenant: &str) -> String {
+        e.signing_secrets(tenant, Some(&sealing_key()), 0).unwrap()[0].clone()
+    }
+
+    /// An endpoint stored as the admin API stores it (its secret sealed under [`sealing_key`]).
     pub fn endpoint_with(
         kv: &MemoryKv,
         tenant: &str,
         events: &[&str],
         schedule: Vec<u32>,
     ) -> WebhookEndpoint {
+        let id = ids::random_id("wh");
+        let secret = StoredSecret::seal(
+            &sealing_key(),
+            SecretOwner::Webhook {
+                tenant,
+                endpoint: &id,
+            },
+            &ids::mint_webhook_secret(),
+        );
         let e = WebhookEndpoint {
-            id: ids::random_id("wh"),
+            id,
             url: "https://hooks.example.com/x".into(),
             events: events.iter().map(|s| s.to_string()).collect(),
             enabled: true,
-            secret: ids::mint_webhook_secret(),
+            secret,
             created_at: rfc3339_ms(1_780_000_000_000),
             retry_schedule: schedule,
             disabled_reason: None,
@@ -623,6 +676,7 @@ pub(crate) mod tests_support {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine_keys::StoredSecret;
     use crate::store::memory::MemoryKv;
     use futures::executor::block_on;
     use std::cell::{Cell, RefCell};
@@ -682,6 +736,10 @@ mod tests {
             ended_reason: Some(EndedReason::CalleeHangup),
             ..crate::model::test_call(status)
         }
+    }
+
+    fn key() -> SealingKey {
+        super::tests_support::sealing_key()
     }
 
     fn endpoint(kv: &MemoryKv, events: &[&str], schedule: Vec<u32>) -> WebhookEndpoint {
@@ -827,7 +885,15 @@ mod tests {
         let job = first_job(&kv, "call.completed");
         let http = Script::new(vec![ok(204)]);
         assert_eq!(
-            block_on(process(&kv, &http, job.clone(), &|| NOW + 5, false)).unwrap(),
+            block_on(process(
+                &kv,
+                &http,
+                job.clone(),
+                &|| NOW + 5,
+                false,
+                Some(&key())
+            ))
+            .unwrap(),
             Next::Done
         );
         let (url, headers, body) = http.sent.borrow()[0].clone();
@@ -846,7 +912,13 @@ mod tests {
         let ts: u64 = h("webhook-timestamp").parse().unwrap();
         assert_eq!(
             h("webhook-signature"),
-            webhook_signing::sign(&e.secret, &job.event_id, ts, body.as_bytes()).unwrap()
+            webhook_signing::sign(
+                &super::tests_support::clear_secret(&e, "ten_1"),
+                &job.event_id,
+                ts,
+                body.as_bytes()
+            )
+            .unwrap()
         );
         let r = record(&kv, &job);
         assert_eq!(
@@ -863,7 +935,16 @@ mod tests {
         let http = Script::new(vec![ok(500), Err("connection refused".into()), ok(503)]);
         let clock = Cell::new(NOW);
         for (want_delay, want_attempt) in [(1, 2), (2, 3)] {
-            match block_on(process(&kv, &http, job.clone(), &|| clock.get(), true)).unwrap() {
+            match block_on(process(
+                &kv,
+                &http,
+                job.clone(),
+                &|| clock.get(),
+                true,
+                Some(&key()),
+            ))
+            .unwrap()
+            {
                 Next::Requeue { job: next, delay_s } => {
                     assert_eq!(
                         (delay_s, next.attempt, next.event_id.as_str()),
@@ -877,7 +958,15 @@ mod tests {
             clock.set(clock.get() + 5_000);
         }
         assert_eq!(
-            block_on(process(&kv, &http, job.clone(), &|| clock.get(), true)).unwrap(),
+            block_on(process(
+                &kv,
+                &http,
+                job.clone(),
+                &|| clock.get(),
+                true,
+                Some(&key())
+            ))
+            .unwrap(),
             Next::Done
         );
         let r = record(&kv, &job);
@@ -911,14 +1000,22 @@ mod tests {
             ok(410),
         ]);
         let Next::Requeue { job, delay_s } =
-            block_on(process(&kv, &http, job, &|| NOW, true)).unwrap()
+            block_on(process(&kv, &http, job, &|| NOW, true, Some(&key()))).unwrap()
         else {
             panic!()
         };
         let job = *job;
         assert_eq!(delay_s, 4);
         assert_eq!(
-            block_on(process(&kv, &http, job.clone(), &|| NOW + 4_000, true)).unwrap(),
+            block_on(process(
+                &kv,
+                &http,
+                job.clone(),
+                &|| NOW + 4_000,
+                true,
+                Some(&key())
+            ))
+            .unwrap(),
             Next::Done
         );
         let stored: WebhookEndpoint = block_on(get_json(&kv, &keys::webhook("ten_1", &e.id)))
@@ -929,7 +1026,15 @@ mod tests {
         // Later jobs for the disabled endpoint end without a request.
         let later = first_job_for(&kv, &e.id, &job);
         assert_eq!(
-            block_on(process(&kv, &http, later.clone(), &|| NOW, true)).unwrap(),
+            block_on(process(
+                &kv,
+                &http,
+                later.clone(),
+                &|| NOW,
+                true,
+                Some(&key())
+            ))
+            .unwrap(),
             Next::Done
         );
         assert!(record(&kv, &later).last_error.unwrap().contains("disabled"));
@@ -941,7 +1046,7 @@ mod tests {
             ..job
         };
         let Next::Requeue { delay_s, .. } =
-            block_on(process(&kv, &http, far, &|| NOW, true)).unwrap()
+            block_on(process(&kv, &http, far, &|| NOW, true, Some(&key()))).unwrap()
         else {
             panic!()
         };
@@ -964,15 +1069,24 @@ mod tests {
     fn rotation_signs_with_both_secrets_during_the_overlap_only() {
         let kv = MemoryKv::default();
         let mut e = endpoint(&kv, &[], vec![1]);
-        let old = e.secret.clone();
-        e.previous_secret = Some(old.clone());
+        let old = super::tests_support::clear_secret(&e, "ten_1");
+        e.previous_secret = Some(e.secret.clone());
         e.previous_secret_expires_ms = Some(NOW + 10_000);
-        e.secret = ids::mint_webhook_secret();
+        // A record written before sealing: its clear secret is read as it is.
+        let new = ids::mint_webhook_secret();
+        e.secret = StoredSecret::legacy_clear(&new);
+        let k = key();
         assert_eq!(
-            e.signing_secrets(NOW),
-            vec![e.secret.as_str(), old.as_str()]
+            e.signing_secrets("ten_1", Some(&k), NOW).unwrap(),
+            vec![new.clone(), old]
         );
-        assert_eq!(e.signing_secrets(NOW + 10_000), vec![e.secret.as_str()]);
+        assert_eq!(
+            e.signing_secrets("ten_1", Some(&k), NOW + 10_000).unwrap(),
+            vec![new]
+        );
+        // A sealed one needs the key, and opens only for its own endpoint.
+        assert!(e.signing_secrets("ten_1", None, NOW).is_err());
+        assert!(e.signing_secrets("ten_2", Some(&k), NOW).is_err());
     }
 
     #[test]
@@ -984,7 +1098,15 @@ mod tests {
         let job = first_job(&kv, "call.completed");
         let http = Script::new(vec![]);
         assert_eq!(
-            block_on(process(&kv, &http, job.clone(), &|| NOW, false)).unwrap(),
+            block_on(process(
+                &kv,
+                &http,
+                job.clone(),
+                &|| NOW,
+                false,
+                Some(&key())
+            ))
+            .unwrap(),
             Next::Done
         );
         assert!(http.sent.borrow().is_empty());

@@ -23,6 +23,7 @@ use std::task::{Context, Poll, Waker};
 use std::time::Instant;
 use voxline_edge::call_store::memory::MemoryCalls;
 use voxline_edge::call_store::memory_rows::MemoryCallRows;
+use voxline_edge::engine_keys::SealingKey;
 use voxline_edge::http::{ApiRequest, ApiResponse};
 use voxline_edge::service::{handle, Env};
 use voxline_edge::store::memory::MemoryKv;
@@ -69,6 +70,8 @@ pub struct World {
     api_key: String,
     webhook_secret: String,
     call: ApiRequest,
+    /// Seals the webhook secret at rest, as in a deployment.
+    sealing: SealingKey,
 }
 
 impl World {
@@ -82,6 +85,7 @@ impl World {
             api_key: String::new(),
             webhook_secret: String::new(),
             call: request("GET", "/", "", None),
+            sealing: SealingKey::from_secret(&"b7".repeat(32)).expect("a 32-byte key"),
         };
         let tenant = w.admin("POST", "/admin/tenants", json!({"name": "bench"}));
         let tid = tenant["id"].as_str().expect("tenant id").to_string();
@@ -130,7 +134,8 @@ impl World {
             traffic: &self.traffic,
             calls: &self.calls,
             outbox: &self.outbox,
-            sealing_key: None,
+            sealing_key: Some(&self.sealing),
+            auth_failures: voxline_edge::traffic::AUTH_FAILURES,
         };
         let resp = block_on(handle(&env, req));
         // The call store's outbox drain (the Durable Object does it before answering).

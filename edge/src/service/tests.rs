@@ -31,7 +31,7 @@ impl World {
             traffic: MemoryTraffic::default(),
             outbox: Default::default(),
             now: std::cell::Cell::new(NOW),
-            sealing: None,
+            sealing: Some(crate::webhooks::tests_support::sealing_key()),
         }
     }
 
@@ -74,6 +74,7 @@ impl World {
             calls: &self.calls,
             outbox: &self.outbox,
             sealing_key: self.sealing.as_ref(),
+            auth_failures: crate::traffic::AUTH_FAILURES,
         };
         let resp = block_on(handle(&env, req));
         // What the Durable Objects do after answering: the queue reports to
@@ -1076,8 +1077,9 @@ fn calls_outside_the_agents_calling_window_are_moved_or_refused() {
 fn engine_keys_are_sealed_everywhere_and_opened_only_for_the_sidecar() {
     use crate::engine_keys::{open_offers, SealingKey, SEALED_FIELD};
     let mut w = World::new();
-    // Without the sealing secret a key is refused, and nothing is created.
     let (tid, key) = w.tenant(true);
+    // Without the sealing secret a key is refused, and nothing is created.
+    w.sealing = None;
     let refused = w.send(
         "POST",
         "/v1/calls",
@@ -1758,4 +1760,367 @@ fn call_metadata_comes_back_byte_identical_in_the_api_and_the_queued_webhook() {
         ..req.clone()
     });
     assert_eq!(World::code(&r), "metadata_too_large");
+}
+
+// ---- secrets at rest (issue 12): sidecar, webhook and request-signing secrets are sealed ----
+
+/// Every KV value, concatenated: what someone reading the namespace sees.
+fn kv_dump(w: &World) -> String {
+    w.kv.map
+        .borrow()
+        .values()
+        .map(|(v, m)| format!("{v} {m:?}\n"))
+        .collect()
+}
+
+fn register(w: &World, s: &TestSidecar) -> ApiResponse {
+    let body = json!({"protocol_version": 1, "sidecar_id": s.id, "region": "local", "capacity": 1, "version": "t"});
+    let req = s.signed(
+        w,
+        voxline_shared::protocol::paths::REGISTER,
+        body.to_string().into_bytes(),
+    );
+    w.send_req(&req)
+}
+
+#[test]
+fn secrets_minted_by_the_admin_api_are_stored_sealed_and_still_verify_and_sign() {
+    use crate::engine_keys::{SecretOwner, StoredSecret};
+    use crate::model::{SidecarRecord, WebhookEndpoint};
+    let mut w = World::new();
+    let (tid, _) = w.tenant(true);
+    // A sidecar: its secret is nowhere in KV, and its signatures verify.
+    let sidecar = TestSidecar::create(&w, "sc-sealed");
+    let wh = w.admin(
+        "POST",
+        &format!("/admin/tenants/{tid}/webhooks"),
+        Some(json!({"url": "https://hooks.example.com/sealed"})),
+    );
+    let (wid, first_webhook_secret) = (
+        wh["id"].as_str().unwrap().to_string(),
+        wh["secret"].as_str().unwrap().to_string(),
+    );
+    let rotated = w.admin(
+        "POST",
+        &format!("/admin/tenants/{tid}/webhooks/{wid}/rotate"),
+        Some(json!({"overlap_seconds": 600})),
+    );
+    let webhook_secret = rotated["secret"].as_str().unwrap().to_string();
+    let k = w.admin(
+        "POST",
+        &format!("/admin/tenants/{tid}/api-keys"),
+        Some(json!({"require_signature": true})),
+    );
+    let (signed_key, signing_secret) = (
+        k["key"].as_str().unwrap().to_string(),
+        k["signing_secret"].as_str().unwrap().to_string(),
+    );
+    let dump = kv_dump(&w);
+    for (what, secret) in [
+        ("sidecar", &sidecar.secret),
+        ("webhook", &first_webhook_secret),
+        ("rotated webhook", &webhook_secret),
+        ("request signing", &signing_secret),
+    ] {
+        // Also the secret's random part alone (the bytes after its prefix).
+        let random = secret.split_once('_').unwrap().1;
+        assert!(
+            !dump.contains(random),
+            "the {what} secret is in KV in clear"
+        );
+    }
+    let stored: SidecarRecord = block_on(get_json(&w.kv, &keys::sidecar("sc-sealed")))
+        .unwrap()
+        .unwrap();
+    assert!(stored.secret.is_sealed());
+    let endpoint: WebhookEndpoint = block_on(get_json(&w.kv, &keys::webhook(&tid, &wid)))
+        .unwrap()
+        .unwrap();
+    assert!(endpoint.secret.is_sealed() && endpoint.previous_secret.unwrap().is_sealed());
+
+    // They are opened where they are used: a sidecar's request verifies ...
+    assert_eq!(register(&w, &sidecar).status, 200);
+    // ... a signed API request verifies ...
+    let body = json!({"phone": "+14155550100"});
+    let h = crate::request_signing::header_value(
+        signing_secret.as_bytes(),
+        (w.now.get() + 1) / 1000,
+        crate::request_signing::Target {
+            method: "POST",
+            path_and_query: "/v1/calls",
+        },
+        body.to_string().as_bytes(),
+    );
+    let r = with_header(
+        &w,
+        "POST",
+        "/v1/calls",
+        &signed_key,
+        body,
+        &[("x-signature", &h)],
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    // ... and a webhook delivery is signed with both secrets of the overlap.
+    let job = w
+        .outbox
+        .take()
+        .into_iter()
+        .find(|j| j.endpoint_id == wid)
+        .expect("a call.queued delivery");
+    struct Capture(std::cell::RefCell<Vec<(String, String)>>);
+    impl crate::webhooks::WebhookHttp for Capture {
+        async fn post(
+            &self,
+            _: &str,
+            headers: &[(String, String)],
+            _: &str,
+        ) -> std::result::Result<crate::webhooks::HttpReply, String> {
+            *self.0.borrow_mut() = headers.to_vec();
+            Ok(crate::webhooks::HttpReply {
+                status: 204,
+                retry_after: None,
+            })
+        }
+    }
+    let http = Capture(Default::default());
+    let at = w.now.get();
+    block_on(crate::webhooks::process(
+        &w.kv,
+        &http,
+        job.clone(),
+        &|| at,
+        false,
+        w.sealing.as_ref(),
+    ))
+    .unwrap();
+    let sent = http.0.borrow().clone();
+    let header = |n: &str| sent.iter().find(|(k, _)| k == n).unwrap().1.clone();
+    let ts: u64 = header("webhook-timestamp").parse().unwrap();
+    let sig = |secret: &str| {
+        crate::webhook_signing::sign(secret, &job.event_id, ts, job.payload.as_bytes()).unwrap()
+    };
+    assert_eq!(
+        header("webhook-signature"),
+        format!("{} {}", sig(&webhook_secret), sig(&first_webhook_secret))
+    );
+
+    // A sealed value moved into another record does not open there.
+    let other = TestSidecar::create(&w, "sc-other");
+    let moved = SidecarRecord {
+        id: "sc-other".into(),
+        ..stored.clone()
+    };
+    block_on(put_json(&w.kv, &keys::sidecar("sc-other"), &moved, None)).unwrap();
+    let with_moved = TestSidecar {
+        secret: sidecar.secret.clone(),
+        ..other
+    };
+    let r = register(&w, &with_moved);
+    assert_eq!(
+        (r.status, World::code(&r).as_str()),
+        (503, "secrets_unavailable")
+    );
+
+    // A record written before sealing (clear secret) is still read ...
+    let legacy = TestSidecar {
+        id: "sc-legacy".into(),
+        secret: "scs_legacy-clear-secret".into(),
+        nonce: std::cell::Cell::new(100),
+    };
+    let record = SidecarRecord {
+        id: legacy.id.clone(),
+        region: "local".into(),
+        secret: StoredSecret::legacy_clear(&legacy.secret),
+        created_at: "2026-01-01T00:00:00.000Z".into(),
+        revoked_at: None,
+    };
+    block_on(put_json(&w.kv, &keys::sidecar("sc-legacy"), &record, None)).unwrap();
+    assert_eq!(register(&w, &legacy).status, 200);
+    // ... and sealed when the admin API rewrites its record.
+    let mut old_endpoint = endpoint_record(&w, &tid, &wid);
+    old_endpoint.secret = StoredSecret::legacy_clear("whsec_bGVnYWN5LWNsZWFyLXNlY3JldA==");
+    old_endpoint.previous_secret = None;
+    block_on(put_json(
+        &w.kv,
+        &keys::webhook(&tid, &wid),
+        &old_endpoint,
+        None,
+    ))
+    .unwrap();
+    w.admin(
+        "PATCH",
+        &format!("/admin/tenants/{tid}/webhooks/{wid}"),
+        Some(json!({"enabled": true})),
+    );
+    let resealed = endpoint_record(&w, &tid, &wid);
+    assert!(resealed.secret.is_sealed());
+    assert_eq!(
+        resealed
+            .secret
+            .open(
+                w.sealing.as_ref(),
+                SecretOwner::Webhook {
+                    tenant: &tid,
+                    endpoint: &wid
+                }
+            )
+            .unwrap(),
+        "whsec_bGVnYWN5LWNsZWFyLXNlY3JldA=="
+    );
+
+    // Without the sealing secret no secret is minted (none is ever written in clear).
+    w.sealing = None;
+    let code = |r: ApiResponse| (r.status, World::code(&r));
+    let refused = [
+        w.send(
+            "POST",
+            "/admin/sidecars",
+            Some(ADMIN),
+            Some(json!({"sidecar_id": "sc-none", "region": "local"})),
+        ),
+        w.send(
+            "POST",
+            &format!("/admin/tenants/{tid}/webhooks"),
+            Some(ADMIN),
+            Some(json!({"url": "https://hooks.example.com/none"})),
+        ),
+        w.send(
+            "POST",
+            &format!("/admin/tenants/{tid}/webhooks/{wid}/rotate"),
+            Some(ADMIN),
+            None,
+        ),
+        w.send(
+            "POST",
+            &format!("/admin/tenants/{tid}/api-keys"),
+            Some(ADMIN),
+            Some(json!({"require_signature": true})),
+        ),
+    ];
+    for r in refused {
+        assert_eq!(code(r), (503, "secrets_unavailable".to_string()));
+    }
+    assert!(block_on(w.kv.get(&keys::sidecar("sc-none")))
+        .unwrap()
+        .is_none());
+    // Sealed secrets then cannot be used either: a clear 503, not a 401.
+    let r = register(&w, &sidecar);
+    assert_eq!(
+        (r.status, World::code(&r).as_str()),
+        (503, "secrets_unavailable")
+    );
+    // Legacy clear ones still work, and keys that need no secret are still minted.
+    assert_eq!(register(&w, &legacy).status, 200);
+    assert_eq!(
+        w.send(
+            "POST",
+            &format!("/admin/tenants/{tid}/api-keys"),
+            Some(ADMIN),
+            None
+        )
+        .status,
+        201
+    );
+}
+
+fn endpoint_record(w: &World, tid: &str, wid: &str) -> crate::model::WebhookEndpoint {
+    block_on(get_json(&w.kv, &keys::webhook(tid, wid)))
+        .unwrap()
+        .unwrap()
+}
+
+// ---- failed credentials are throttled per client address (issue 12) ----
+
+#[test]
+fn admin_token_guesses_are_throttled_per_address_whatever_token_comes_next() {
+    let w = World::new();
+    let limit = crate::traffic::AUTH_FAILURES.limit;
+    let from = |ip: &str, token: &str| {
+        with_header(
+            &w,
+            "GET",
+            "/admin/sidecars",
+            token,
+            Value::Null,
+            &[("cf-connecting-ip", ip)],
+        )
+    };
+    for i in 0..limit {
+        let r = from("198.51.100.7", &format!("guess-{i}"));
+        assert_eq!(
+            (r.status, World::code(&r).as_str()),
+            (401, "invalid_credentials"),
+            "guess {i}"
+        );
+    }
+    // Spent: refused whatever the token, even the right one.
+    for token in ["guess-x", ADMIN] {
+        let r = from("198.51.100.7", token);
+        assert_eq!(
+            (r.status, World::code(&r).as_str()),
+            (429, "too_many_failed_attempts")
+        );
+        let retry: u64 = header(&r, "Retry-After").unwrap().parse().unwrap();
+        assert!((1..=300).contains(&retry), "{retry}");
+    }
+    // Other addresses are not affected (an IPv4 address is its own scope).
+    assert_eq!(from("198.51.100.8", ADMIN).status, 200);
+    // An IPv6 client is one /64: rotating addresses inside it does not help.
+    for i in 0..limit {
+        assert_eq!(from(&format!("2001:db8:7:7::{i:x}"), "guess").status, 401);
+    }
+    assert_eq!(from("2001:db8:7:7:ffff::1", ADMIN).status, 429);
+    // The window ends: the address may try again.
+    w.now.set(w.now.get() + 300_000);
+    assert_eq!(from("198.51.100.7", ADMIN).status, 200);
+}
+
+#[test]
+fn failed_api_keys_are_counted_per_address_and_a_valid_key_never_waits_on_it() {
+    let w = World::new();
+    let (_, key) = w.tenant(true);
+    let limit = crate::traffic::AUTH_FAILURES.limit;
+    let from = |ip: &str, token: &str| {
+        with_header(
+            &w,
+            "GET",
+            "/v1/calls",
+            token,
+            Value::Null,
+            &[("cf-connecting-ip", ip)],
+        )
+    };
+    for i in 0..limit {
+        let r = from("192.0.2.9", &format!("ak_{i:032}"));
+        assert_eq!(
+            (r.status, World::code(&r).as_str()),
+            (401, "invalid_credentials")
+        );
+    }
+    let r = from("192.0.2.9", "ak_notarealkey0000000000000000000000");
+    assert_eq!(
+        (r.status, World::code(&r).as_str()),
+        (429, "too_many_failed_attempts")
+    );
+    assert!(header(&r, "Retry-After").is_some());
+    // A real key (192 random bits: not guessable) is served even from that address ...
+    assert_eq!(from("192.0.2.9", &key).status, 200);
+    // ... and a successful request costs no look-up of the address at all.
+    assert_eq!(from("192.0.2.10", &key).status, 200);
+    assert!(!w
+        .traffic
+        .limiters
+        .borrow()
+        .contains_key(&crate::traffic::auth_failure_scope("192.0.2.10")));
+    // A missing key is no guess: not counted.
+    for _ in 0..limit + 5 {
+        let r = w.send_req(&ApiRequest {
+            method: "GET".into(),
+            path: "/v1/calls".into(),
+            headers: vec![("cf-connecting-ip".into(), "192.0.2.11".into())],
+            ..ApiRequest::default()
+        });
+        assert_eq!(r.status, 401);
+    }
+    assert_eq!(from("192.0.2.11", "ak_wrong").status, 401);
 }
