@@ -357,7 +357,7 @@ fn check_alignment(label: &str, signal: &[i16], heard: &[i16], min_corr: f64) ->
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn g711_through_loss_jitter_and_reorder_is_time_aligned() {
-    let _serial = serial();
+    let _serial = serial().await;
     let dir = tempdir("g711");
     let signal = wav_roundtrip(&speechlike(4.0), &dir);
     let imp = Impairment {
@@ -432,7 +432,7 @@ async fn g711_through_loss_jitter_and_reorder_is_time_aligned() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn opus_through_loss_and_jitter_with_rtcp_mux() {
-    let _serial = serial();
+    let _serial = serial().await;
     let dir = tempdir("opus");
     let signal = wav_roundtrip(&speechlike(4.0), &dir);
     let imp = Impairment {
@@ -466,7 +466,7 @@ async fn opus_through_loss_and_jitter_with_rtcp_mux() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn g711_clean_path_is_near_perfect() {
-    let _serial = serial();
+    let _serial = serial().await;
     let dir = tempdir("clean");
     let signal = wav_roundtrip(&speechlike(2.0), &dir);
     let mut p = pair(Codec::Pcma, Impairment::default(), false, None, false).await;
@@ -487,7 +487,7 @@ async fn g711_clean_path_is_near_perfect() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dtmf_both_ways_and_foreign_packets_dropped() {
-    let _serial = serial();
+    let _serial = serial().await;
     for codec in [Codec::Pcmu, Codec::Opus] {
         let imp = Impairment {
             loss_every: 0,
@@ -569,9 +569,10 @@ fn opus_reference(signal: &[i16]) -> Vec<i16> {
 
 /// The tests run real-time audio; on a small machine they must not compete
 /// with each other for the CPU.
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+/// (An async lock: it is held across the test's awaits.)
+async fn serial() -> tokio::sync::MutexGuard<'static, ()> {
+    static LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    LOCK.lock().await
 }
 
 fn tempdir(name: &str) -> std::path::PathBuf {

@@ -492,7 +492,9 @@ async fn drain_with_a_live_call(scenario: &str, reached: &'static str, hangup_gr
             .build()
             .unwrap();
         let summary = rt.block_on(async move {
-            let tel = Telephony::start(&telephony, Default::default()).await.unwrap();
+            let tel = Telephony::start(&telephony, Default::default())
+                .await
+                .unwrap();
             let opts = RunOptions {
                 mode: CallMode::Sip(Arc::new(tel)),
                 ..opts

@@ -12,6 +12,12 @@ pub struct EchoEngine {
     wake: Option<tokio::sync::mpsc::UnboundedReceiver<()>>,
 }
 
+impl Default for EchoEngine {
+    fn default() -> EchoEngine {
+        EchoEngine::new()
+    }
+}
+
 impl EchoEngine {
     pub fn new() -> EchoEngine {
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();

@@ -1444,7 +1444,10 @@ fn an_unreadable_recording_is_given_up_and_a_401_reregisters_first() {
 
 /// An in-memory [`EventStore`], shared with the test (a stand-in for the spool on disk).
 #[derive(Debug, Clone, Default)]
-struct MemStore(std::sync::Arc<std::sync::Mutex<BTreeMap<(String, u32), Vec<CallEvent>>>>);
+struct MemStore(std::sync::Arc<std::sync::Mutex<SavedEvents>>);
+
+/// Unacked events per (call id, attempt).
+type SavedEvents = BTreeMap<(String, u32), Vec<CallEvent>>;
 
 impl EventStore for MemStore {
     fn save(&mut self, call_id: &str, attempt: u32, unacked: &[CallEvent]) -> Result<(), String> {
