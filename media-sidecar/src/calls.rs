@@ -1,11 +1,12 @@
-//! One task per call. Until SIP lands (issue 4) a call only says `dialing` and
-//! then holds its slot until the edge hangs it up.
+//! One task per call. With trunks configured the call is placed over SIP
+//! (`telephony.rs`); without any, a call only says `dialing` and then holds its
+//! slot until the edge hangs it up.
 //!
 //! `--simulate-answer` (dev/test aid ONLY, for exercising the dispatch link end
-//! to end before SIP exists): the call goes dialing -> ringing (+100 ms) ->
+//! to end without a trunk): the call goes dialing -> ringing (+100 ms) ->
 //! answered (+300 ms) -> ended(completed, agent_hangup) after the given talk
 //! time (capped by the offer's `max_seconds`, then `max_duration_reached`).
-//! No phone is called. Remove once SIP is built.
+//! No phone is called.
 
 use std::time::Duration;
 

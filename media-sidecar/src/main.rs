@@ -20,7 +20,7 @@ OPTIONS:
     --config PATH         TOML config file (default: $VOXLINE_SIDECAR_CONFIG; optional
                           when the environment sets everything)
     --check-config        Validate the configuration, print it (secret redacted), exit
-    --simulate-answer[=S] DEV/TEST AID ONLY, until SIP lands (issue 4): every call
+    --simulate-answer[=S] DEV/TEST AID ONLY (no SIP): every call
                           pretends to ring, be answered, and end after S seconds
                           (default 5, fractions allowed) as completed/agent_hangup.
                           No phone is called. Never use it in production.
