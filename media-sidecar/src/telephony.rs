@@ -173,8 +173,13 @@ async fn make_engine(
         };
     match offer.engine.as_str() {
         "echo" => Ok(BoxedEngine::new(crate::engine::echo::EchoEngine::new())),
+        #[cfg(feature = "local-engine")]
         "local" => Ok(BoxedEngine::new(
             crate::engine::local::LocalEngine::connect(cfg).await?,
+        )),
+        #[cfg(not(feature = "local-engine"))]
+        "local" => Err(EngineError::Unavailable(
+            "this sidecar was built without the local engine (cargo feature `local-engine`)".into(),
         )),
         "openai_realtime" => {
             credentials(

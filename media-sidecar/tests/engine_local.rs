@@ -5,6 +5,7 @@
 //! dropping queued audio on `Interrupt`, as the call task does.
 //!
 //! Tests run one at a time (a shared lock) so the CPU measurement is clean.
+#![cfg(feature = "local-engine")]
 
 use std::time::{Duration, Instant};
 

@@ -86,6 +86,18 @@ fn lint() -> Result<(), String> {
             "warnings",
         ]))
     })?;
+    step("clippy (sidecar without the local engine)", || {
+        run(Command::new("cargo").args([
+            "clippy",
+            "-p",
+            "voxline-media-sidecar",
+            "--no-default-features",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ]))
+    })?;
     step("clippy (edge, wasm32)", || {
         run(Command::new("cargo").args([
             "clippy",

@@ -24,6 +24,10 @@ pub mod echo;
 pub mod gemini;
 pub mod guard;
 pub mod limits;
+/// The offline engine: links pocketsphinx and flite (C libraries from Debian),
+/// so it sits behind the default `local-engine` feature; SIP, media and the
+/// other engines build and test without them.
+#[cfg(feature = "local-engine")]
 pub mod local;
 pub mod openai;
 pub mod resample;
