@@ -171,8 +171,8 @@ impl Limiter {
         self.windows.get(scope).copied()
     }
 
-    /// Where `c` stands, counting nothing: refused when its window is spent.
-    pub fn peek(&self, c: &Check, now_ms: u64) -> RateVerdict {
+    /// `c`'s current fixed window at `now_ms`: (start, requests counted, end).
+    fn usage(&self, c: &Check, now_ms: u64) -> (u64, u32, u64) {
         let len = u64::from(c.limit.window_seconds.max(1)) * 1000;
         let start = now_ms / len * len;
         let used = self
@@ -180,12 +180,18 @@ impl Limiter {
             .get(&c.scope)
             .filter(|w| w.start_ms == start)
             .map_or(0, |w| w.count);
+        (start, used, start + len)
+    }
+
+    /// Where `c` stands, counting nothing: refused when its window is spent.
+    pub fn peek(&self, c: &Check, now_ms: u64) -> RateVerdict {
+        let (_, used, end) = self.usage(c, now_ms);
         RateVerdict {
             allowed: used < c.limit.limit,
             scope: c.scope.clone(),
             limit: c.limit.limit,
             remaining: c.limit.limit.saturating_sub(used),
-            reset_secs: (start + len).saturating_sub(now_ms).div_ceil(1000).max(1),
+            reset_secs: end.saturating_sub(now_ms).div_ceil(1000).max(1),
         }
     }
 
@@ -193,19 +199,7 @@ impl Limiter {
     /// exhausted. `checks` must not be empty.
     pub fn admit(&mut self, checks: &[Check], now_ms: u64) -> RateVerdict {
         self.expire(now_ms);
-        let state: Vec<(u64, u32, u64)> = checks
-            .iter()
-            .map(|c| {
-                let len = u64::from(c.limit.window_seconds.max(1)) * 1000;
-                let start = now_ms / len * len;
-                let used = self
-                    .windows
-                    .get(&c.scope)
-                    .filter(|w| w.start_ms == start)
-                    .map_or(0, |w| w.count);
-                (start, used, start + len)
-            })
-            .collect();
+        let state: Vec<(u64, u32, u64)> = checks.iter().map(|c| self.usage(c, now_ms)).collect();
         let reset = |end: u64| end.saturating_sub(now_ms).div_ceil(1000).max(1);
         // Refused by the exhausted scope that frees up last (Retry-After must suffice).
         let refused = checks
