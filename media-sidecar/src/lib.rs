@@ -14,6 +14,7 @@ pub mod engine;
 pub mod event_spool;
 pub mod lease;
 pub mod media;
+pub mod random;
 pub mod recordings;
 pub mod runtime;
 pub mod sip;

@@ -114,7 +114,7 @@ pub struct RunSummary {
 
 fn random_nonce() -> String {
     let mut b = [0u8; 16];
-    getrandom::fill(&mut b).expect("the OS random source works");
+    crate::random::fill(&mut b);
     voxline_shared::signing::nonce_from_bytes(&b)
 }
 

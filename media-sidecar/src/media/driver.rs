@@ -72,15 +72,6 @@ pub struct PortAllocator {
     in_use: Mutex<HashSet<u16>>,
 }
 
-fn random_index(n: usize) -> usize {
-    let mut b = [0u8; 8];
-    // No OS randomness (never expected): start at the bottom of the range.
-    match getrandom::fill(&mut b) {
-        Ok(()) => (u64::from_le_bytes(b) % n.max(1) as u64) as usize,
-        Err(_) => 0,
-    }
-}
-
 impl PortAllocator {
     pub fn new(ip: IpAddr, range: RangeInclusive<u16>) -> Arc<Self> {
         // The first even port in the range (never 0).
@@ -109,7 +100,7 @@ impl PortAllocator {
         } else {
             0
         };
-        let first = random_index(pairs);
+        let first = crate::random::below(pairs);
         for i in 0..pairs {
             let port = self.lo + 2 * ((first + i) % pairs) as u16;
             {

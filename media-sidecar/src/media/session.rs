@@ -115,12 +115,6 @@ pub struct SessionConfig {
     pub wall_clock_at_zero_us: u64,
 }
 
-fn random_u32() -> u32 {
-    let mut b = [0u8; 4];
-    getrandom::fill(&mut b).expect("OS random source");
-    u32::from_be_bytes(b)
-}
-
 impl SessionConfig {
     /// Defaults with random SSRC/sequence/timestamp.
     pub fn new(codec: Codec, payload: PayloadMap, remote_rtp: SocketAddr) -> Self {
@@ -135,10 +129,10 @@ impl SessionConfig {
             remote_rtcp: None,
             rtcp_mux: false,
             symmetric: true,
-            ssrc: random_u32(),
-            initial_seq: random_u32() as u16,
-            initial_ts: random_u32(),
-            cname: format!("voxline-{:08x}", random_u32()),
+            ssrc: crate::random::u32(),
+            initial_seq: crate::random::u32() as u16,
+            initial_ts: crate::random::u32(),
+            cname: format!("voxline-{:08x}", crate::random::u32()),
             jitter: JitterConfig::new(codec.clock_rate()),
             opus: OpusSettings::default(),
             rtcp_interval_ms: 5_000,

@@ -64,7 +64,7 @@ impl Algorithm {
 }
 
 fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
+    ::hex::encode(b)
 }
 
 /// A parsed `WWW-Authenticate` / `Proxy-Authenticate` Digest challenge.

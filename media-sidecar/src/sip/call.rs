@@ -151,18 +151,7 @@ pub enum Phase {
 
 /// Random lowercase hex of `bytes` bytes (IDs, tags, branches, cnonce).
 pub fn random_hex(bytes: usize) -> String {
-    let mut b = vec![0u8; bytes];
-    if getrandom::fill(&mut b).is_err() {
-        // Never expected; fall back to time-derived bytes rather than panic.
-        let t = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0);
-        for (i, x) in b.iter_mut().enumerate() {
-            *x = (t >> ((i % 16) * 8)) as u8 ^ i as u8;
-        }
-    }
-    b.iter().map(|x| format!("{x:02x}")).collect()
+    crate::random::hex(bytes)
 }
 
 pub fn new_branch() -> String {

@@ -1,0 +1,65 @@
+//! The sidecar's one source of randomness: SIP Call-IDs, tags, branches and
+//! cnonces, RTP SSRCs and initial sequence numbers, RTP port choice, and the
+//! link's request nonces all come from here.
+//!
+//! It reads the OS generator (`getrandom`). Should that ever fail (not
+//! expected on Linux), it does not panic: it falls back to bytes mixed from
+//! the clock and a process-wide counter, unique per call, only not secret.
+//! None of these values is a secret; they must be unpredictable enough not to
+//! be guessed off the wire, and unique.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Fills `buf` with random bytes.
+pub fn fill(buf: &mut [u8]) {
+    if getrandom::fill(buf).is_ok() {
+        return;
+    }
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    // splitmix64 over (time, counter, position): distinct per call and byte.
+    for (i, x) in buf.iter_mut().enumerate() {
+        let mut z = t ^ n.rotate_left(32) ^ (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        *x = (z ^ (z >> 31)) as u8;
+    }
+}
+
+/// Lowercase hex of `bytes` random bytes (IDs, tags, branches, cnonces).
+pub fn hex(bytes: usize) -> String {
+    let mut b = vec![0u8; bytes];
+    fill(&mut b);
+    ::hex::encode(b)
+}
+
+pub fn u32() -> u32 {
+    let mut b = [0u8; 4];
+    fill(&mut b);
+    u32::from_be_bytes(b)
+}
+
+/// A number in `0..n` (0 when `n` is 0); modulo bias is negligible for the
+/// small `n` used here (port pairs).
+pub fn below(n: usize) -> usize {
+    let mut b = [0u8; 8];
+    fill(&mut b);
+    (u64::from_le_bytes(b) % n.max(1) as u64) as usize
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_differ_and_stay_in_range() {
+        assert_eq!(hex(6).len(), 12);
+        assert_ne!(hex(16), hex(16));
+        assert!((0..1000).all(|_| below(7) < 7));
+        assert_eq!(below(0), 0);
+    }
+}
