@@ -10,6 +10,8 @@
 //! - `bench-media` only the sidecar's CPU/memory per call and media latency, printed
 //! - `bench-calls` only API->INVITE, answer->first AI audio and local-engine CPU, printed
 //!   (PNGs into docs/bench/; `VOXLINE_BENCH_ONLY=invite|local` for one part)
+//! - `fuzz`       coverage-guided fuzzing (libFuzzer, stable Rust), every target for a bounded
+//!   time (`--seconds-per-target N`, default 75; `--merge` minimises finds into fuzz/corpus)
 
 mod bench;
 mod bench_calls;
@@ -17,6 +19,7 @@ mod bench_media;
 mod bench_plot;
 mod bootstrap;
 mod demo;
+mod fuzz;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -95,7 +98,7 @@ fn test() -> Result<(), String> {
 }
 
 fn usage() -> Result<(), String> {
-    Err("usage: cargo xtask <bootstrap|build-edge|test|demo [--once]|bench|bench-cpu|bench-edge|bench-media|bench-calls>".into())
+    Err("usage: cargo xtask <bootstrap|build-edge|test|demo [--once]|bench|bench-cpu|bench-edge|bench-media|bench-calls|fuzz [--seconds-per-target N] [--merge] [target...]>".into())
 }
 
 fn main() -> ExitCode {
@@ -111,6 +114,7 @@ fn main() -> ExitCode {
         Some("bench-media") => bench_media::run_media_only(),
         Some("bench-calls") => bench_calls::run_calls_only(),
         Some("demo") => demo::run_demo(args.iter().any(|a| a == "--once")),
+        Some("fuzz") => fuzz::run_fuzz(&args[1..]),
         _ => usage(),
     };
     match result {
