@@ -39,6 +39,9 @@ pub const PATH: &str =
     "/ws/google.ai.generativelanguage.v1beta.GenerativeService.BidiGenerateContent";
 pub const INPUT_RATE: u32 = 16_000;
 pub const OUTPUT_RATE: u32 = 24_000;
+/// Output rates we resample from (Gemini Live sends 24 kHz).
+pub const MIN_OUTPUT_RATE: u32 = 8_000;
+pub const MAX_OUTPUT_RATE: u32 = 48_000;
 const SPMS: u64 = 8;
 
 #[derive(Debug, Clone)]
@@ -410,6 +413,13 @@ impl GeminiEngine {
                     .map(|b| i16::from_le_bytes([b[0], b[1]]))
                     .collect();
                 let rate = rate_of(mime);
+                // The server names the rate; a resampler for an absurd one
+                // costs hundreds of MB (tenants choose the endpoint).
+                if !(MIN_OUTPUT_RATE..=MAX_OUTPUT_RATE).contains(&rate) {
+                    return Err(EngineError::Protocol(format!(
+                        "unsupported output audio rate {rate}"
+                    )));
+                }
                 let mut out = Vec::with_capacity(pcm.len() / 2);
                 if rate == super::SAMPLE_RATE {
                     out = pcm;
