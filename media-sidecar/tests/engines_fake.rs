@@ -1120,6 +1120,31 @@ async fn gemini_interrupted_is_an_immediate_interrupt() {
     idle(&mut eng, Duration::from_millis(100)).await;
 }
 
+/// Seen while fuzzing the Gemini client (`cargo xtask fuzz engine_gemini`):
+/// the output rate comes from the server's `mimeType`, and a resampler for
+/// `rate=4000000000` takes hundreds of MB and a second of CPU per call.
+/// Tenants choose the engine endpoint, so only plausible rates are accepted.
+#[tokio::test]
+async fn gemini_absurd_output_rate_is_a_protocol_error() {
+    for rate in ["4000000000", "7", "0"] {
+        let mut fake = gemini_fake().await;
+        let o = GeminiOptions {
+            greeting: None,
+            ..gopts()
+        };
+        let mut eng = gemini::connect_with(gcfg(&fake.url), o).await.unwrap();
+        let conn = fake.conn().await;
+        let pcm = pcm_b64(&[100i16; 480]);
+        conn.send_binary_json(json!({"serverContent": {"modelTurn": {"parts": [
+            {"inlineData": {"mimeType": format!("audio/pcm;rate={rate}"), "data": pcm}}]}}}));
+        let r = timeout(T, eng.next_event()).await.unwrap();
+        assert!(
+            matches!(&r, Err(e) if e.code() == "protocol"),
+            "rate={rate}: {r:?}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn gemini_errors_map_to_engine_errors() {
     // Handshake rejected.

@@ -12,6 +12,8 @@
 //! - `bench-media` only the sidecar's CPU/memory per call and media latency, printed
 //! - `bench-calls` only API->INVITE, answer->first AI audio and local-engine CPU, printed
 //!   (PNGs into docs/bench/; `VOXLINE_BENCH_ONLY=invite|local` for one part)
+//! - `fuzz`       coverage-guided fuzzing (libFuzzer, stable Rust), every target for a bounded
+//!   time (`--seconds-per-target N`, default 75; `--merge` minimises finds into fuzz/corpus)
 
 mod bench;
 mod bench_calls;
@@ -19,6 +21,7 @@ mod bench_media;
 mod bench_plot;
 mod bootstrap;
 mod demo;
+mod fuzz;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -135,7 +138,7 @@ fn test() -> Result<(), String> {
 }
 
 fn usage() -> Result<(), String> {
-    Err("usage: cargo xtask <bootstrap|build-edge|test|lint|demo [--once]|bench|bench-cpu|bench-edge|bench-media|bench-calls>".into())
+    Err("usage: cargo xtask <bootstrap|build-edge|test|lint|demo [--once]|bench|bench-cpu|bench-edge|bench-media|bench-calls|fuzz [--seconds-per-target N] [--merge] [target...]>".into())
 }
 
 fn main() -> ExitCode {
@@ -152,6 +155,7 @@ fn main() -> ExitCode {
         Some("bench-media") => bench_media::run_media_only(),
         Some("bench-calls") => bench_calls::run_calls_only(),
         Some("demo") => demo::run_demo(args.iter().any(|a| a == "--once")),
+        Some("fuzz") => fuzz::run_fuzz(&args[1..]),
         _ => usage(),
     };
     match result {

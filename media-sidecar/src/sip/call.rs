@@ -580,6 +580,10 @@ impl Call {
                 if self.cancel_pending {
                     self.cancel_pending = false;
                     self.send_cancel(now);
+                } else if self.ended && self.cancel.is_none() {
+                    // Ringing after we gave up on this trunk (`no_response`:
+                    // the driver went on to the next one): stop it.
+                    self.send_cancel(now);
                 }
                 let code = r.code().unwrap_or(100);
                 if code > 100 {
@@ -672,6 +676,14 @@ impl Call {
         self.ack_2xx = Some(ack);
         self.ring_deadline = None;
         self.cancel_deadline = None;
+        if self.ended {
+            // Answered after we gave up on it (`no_response`, or no final
+            // response to our CANCEL): release the callee; the call stays
+            // ended and reports nothing more.
+            self.send_bye(now, CallStatus::Failed, EndedReason::TrunkError);
+            self.phase = Phase::Ended;
+            return;
+        }
         if let Some((status, reason)) = self.plan {
             // Answered while we were cancelling: hang up at once.
             self.send_bye(now, status, reason);
@@ -711,7 +723,7 @@ impl Call {
         let Some(cred) = self.cfg.credentials.clone() else {
             return Err(not_answered);
         };
-        if self.plan.is_some() || self.auth_rounds >= 2 {
+        if self.ended || self.plan.is_some() || self.auth_rounds >= 2 {
             return Err(not_answered);
         }
         let code = r.code().unwrap_or(0);
@@ -1659,6 +1671,71 @@ mod tests {
         assert!(
             matches!(&events(&mut c)[..], [CallEvent::Answered(n)] if n.remote_rtp.port() == 7078)
         );
+    }
+
+    /// Found by the `sip_call` fuzz target: after `no_response` (the driver
+    /// moved on to the next trunk) the INVITE is still out there; a late
+    /// answer must be released, a late ring cancelled, a late challenge not
+    /// answered, and the call must stay ended and silent.
+    #[test]
+    fn a_trunk_answering_after_we_gave_up_is_released() {
+        let gave_up = |credentials: bool| {
+            let mut cfg = cfg();
+            cfg.no_response_timeout_ms = Some(2_000);
+            if credentials {
+                cfg.credentials = Some(Credentials {
+                    username: "u".into(),
+                    password: "p".into(),
+                });
+            }
+            let mut c = Call::new(cfg, 0);
+            let inv = sent(&mut c).remove(0).1;
+            c.handle_timeout(2_000);
+            sent(&mut c);
+            let ev = events(&mut c);
+            assert!(
+                matches!(&ev[..], [CallEvent::Ended(o)] if o.detail == "no_response" && o.try_next_trunk)
+            );
+            (c, inv)
+        };
+        let methods = |c: &mut Call| {
+            sent(c)
+                .into_iter()
+                .map(|(_, m)| m.method().unwrap_or("response").to_string())
+                .collect::<Vec<_>>()
+        };
+
+        // Answered late: ACK and BYE, no Answered event, still ended.
+        let (mut c, inv) = gave_up(false);
+        let ok = reply(
+            &inv,
+            200,
+            &[("Contact", "<sip:bob@127.0.0.1:5070>")],
+            Some(ANSWER_SDP),
+        );
+        c.handle_datagram(2_500, from(), &ok).unwrap();
+        assert_eq!(methods(&mut c), ["ACK", "BYE"]);
+        assert_eq!(events(&mut c), []);
+        assert_eq!(c.phase(), Phase::Ended);
+
+        // Ringing late: CANCEL it.
+        let (mut c, inv) = gave_up(false);
+        c.handle_datagram(2_500, from(), &reply(&inv, 180, &[], None))
+            .unwrap();
+        assert_eq!(methods(&mut c), ["CANCEL"]);
+        c.handle_datagram(2_600, from(), &reply(&inv, 487, &[], None))
+            .unwrap();
+        assert_eq!(methods(&mut c), ["ACK"]);
+        assert_eq!(events(&mut c), []);
+        assert_eq!(c.phase(), Phase::Ended);
+
+        // Challenged late: no new INVITE.
+        let (mut c, inv) = gave_up(true);
+        let challenge = [("WWW-Authenticate", "Digest realm=\"r\", nonce=\"n\"")];
+        c.handle_datagram(2_500, from(), &reply(&inv, 401, &challenge, None))
+            .unwrap();
+        assert_eq!(methods(&mut c), ["ACK"]);
+        assert_eq!(events(&mut c), []);
     }
 
     #[test]
