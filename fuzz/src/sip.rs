@@ -72,6 +72,7 @@ pub fn sip_parser(data: &[u8]) {
             let cred = Credentials {
                 username: "user".into(),
                 password: "secret".into(),
+                realm: None,
             };
             for name in ["WWW-Authenticate", "Proxy-Authenticate"] {
                 for v in m.header_lines(name) {
@@ -575,6 +576,13 @@ pub fn sip_call(data: &[u8]) {
         cfg.credentials = Some(Credentials {
             username: "user".into(),
             password: "secret".into(),
+            // No pin, the challenges' realm, or another one (derived from an
+            // existing field so the committed corpus keeps its meaning).
+            realm: match input.codecs % 3 {
+                1 => Some("trunk".to_string()),
+                2 => Some("elsewhere".to_string()),
+                _ => None,
+            },
         });
     }
     cfg.max_duration_ms = input.max_duration.map(u64::from);

@@ -741,22 +741,25 @@ mod tests {
         }
         std::thread::sleep(TICK + TICK / 4);
         published.changed().await.unwrap();
+        // Stats are published only by the tick. If the thread stalled long
+        // enough for two ticks to be due, both may have run before we look:
+        // each may read at most its budget before it ticks.
         let second = *published.borrow_and_update();
-        assert!(second.packets_sent >= 2, "{second:?}"); // more if the thread stalled longer
+        let ticks = second.packets_sent.saturating_sub(1).max(1);
         assert!(
-            second.dropped_unknown_pt <= READ_BUDGET as u64,
-            "the whole flood was read before the tick: {second:?}"
+            second.dropped_unknown_pt <= READ_BUDGET as u64 * ticks,
+            "more than the budget was read before a tick: {second:?}"
         );
         // The flood is read too, and the ticks go on.
         for _ in 0..500 {
-            if m.stats().packets_sent >= 3 {
+            if m.stats().packets_sent >= second.packets_sent + 2 {
                 break;
             }
             published.changed().await.unwrap();
         }
         let stats = m.stop().await;
         assert!(
-            stats.dropped_unknown_pt > second.dropped_unknown_pt,
+            stats.dropped_unknown_pt > READ_BUDGET as u64,
             "the rest of the flood is read after the tick: {stats:?}"
         );
         assert!(stats.packets_sent >= 3, "{stats:?}");

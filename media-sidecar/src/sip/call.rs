@@ -1686,6 +1686,7 @@ mod tests {
                 cfg.credentials = Some(Credentials {
                     username: "u".into(),
                     password: "p".into(),
+                    realm: None,
                 });
             }
             let mut c = Call::new(cfg, 0);
