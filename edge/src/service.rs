@@ -911,6 +911,35 @@ struct ListCursor {
     f: String,
 }
 
+/// A comma-separated list filter (`status=a,b`): absent, no filter; given, one
+/// or more of `allowed`, exactly (`status=` or `status=a,,b` is a mistake, not
+/// "everything").
+pub(crate) fn parse_list_filter(
+    name: &str,
+    text: Option<&str>,
+    allowed: &[&str],
+) -> Result<Vec<String>> {
+    let Some(text) = text else {
+        return Ok(Vec::new());
+    };
+    text.split(',')
+        .map(|s| {
+            if allowed.contains(&s) {
+                Ok(s.to_string())
+            } else {
+                Err(ApiError::field(
+                    ErrorCode::InvalidParameter,
+                    name,
+                    format!(
+                        "{name} must be one or more of {} (comma-separated)",
+                        allowed.join(", ")
+                    ),
+                ))
+            }
+        })
+        .collect()
+}
+
 /// `limit` of a listing: 1..=LIST_LIMIT_MAX, LIST_LIMIT_DEFAULT when absent.
 pub(crate) fn parse_list_limit(limit: Option<String>) -> Result<u32> {
     match limit {
@@ -996,27 +1025,11 @@ fn parse_list_query(query: &str) -> Result<ListQuery> {
             ));
         }
     }
-    // Absent: no filter. Given, it names at least one status, exactly
-    // (`status=` or `status=a,,b` is a mistake, not "everything").
-    let statuses = match &status {
-        None => Vec::new(),
-        Some(text) => text
-            .split(',')
-            .map(|s| {
-                CallStatus::parse(s).ok_or_else(|| {
-                    let names: Vec<_> = CallStatus::ALL.iter().map(|s| s.as_str()).collect();
-                    ApiError::field(
-                        ErrorCode::InvalidParameter,
-                        "status",
-                        format!(
-                            "status must be one or more of {} (comma-separated)",
-                            names.join(", ")
-                        ),
-                    )
-                })
-            })
-            .collect::<Result<Vec<_>>>()?,
-    };
+    let names: Vec<&str> = CallStatus::ALL.iter().map(|s| s.as_str()).collect();
+    let statuses = parse_list_filter("status", status.as_deref(), &names)?
+        .iter()
+        .filter_map(|s| CallStatus::parse(s))
+        .collect();
     let filter_text = status.unwrap_or_default();
     let limit = parse_list_limit(limit)?;
     let kv_cursor = decode_list_cursor(cursor, &filter_text)?;

@@ -11,8 +11,8 @@ use crate::ids::{self, rfc3339_ms};
 use crate::model::{keys, Tenant, WebhookEndpoint};
 use crate::router::RouteId;
 use crate::service::{
-    decode_list_cursor, encode_list_cursor, list_response, list_values, parse_list_limit,
-    secrets_sealing_key, Env, WEBHOOK_EVENTS,
+    decode_list_cursor, encode_list_cursor, list_response, list_values, parse_list_filter,
+    parse_list_limit, secrets_sealing_key, Env, WEBHOOK_EVENTS,
 };
 use crate::store::{get_json, put_json, Kv};
 use crate::url_guard;
@@ -354,31 +354,8 @@ fn parse_query(query: &str) -> Result<Query> {
             ));
         }
     }
-    let list = |name: &str, text: &Option<String>, allowed: &[&str]| -> Result<Vec<String>> {
-        // Absent: no filter. Given, it names at least one value, exactly
-        // (`status=` or `status=a,,b` is a mistake, not "everything").
-        let Some(text) = text.as_deref() else {
-            return Ok(Vec::new());
-        };
-        text.split(',')
-            .map(|s| {
-                if allowed.contains(&s) {
-                    Ok(s.to_string())
-                } else {
-                    Err(ApiError::field(
-                        ErrorCode::InvalidParameter,
-                        name,
-                        format!(
-                            "{name} must be one or more of {} (comma-separated)",
-                            allowed.join(", ")
-                        ),
-                    ))
-                }
-            })
-            .collect()
-    };
-    let events = list("event", &event, WEBHOOK_EVENTS)?;
-    let statuses = list("status", &status, &DeliveryStatus::NAMES)?;
+    let events = parse_list_filter("event", event.as_deref(), WEBHOOK_EVENTS)?;
+    let statuses = parse_list_filter("status", status.as_deref(), &DeliveryStatus::NAMES)?;
     let filter_text = format!(
         "{}|{}",
         event.unwrap_or_default(),
