@@ -911,6 +911,36 @@ struct ListCursor {
     f: String,
 }
 
+/// A listing's query string: each of `names` at most once, nothing else
+/// (`invalid_parameter` naming the parameter).
+pub(crate) fn parse_query_params<const N: usize>(
+    query: &str,
+    names: [&str; N],
+) -> Result<[Option<String>; N]> {
+    let mut values: [Option<String>; N] = std::array::from_fn(|_| None);
+    for (k, v) in form_urlencoded::parse(query.as_bytes()) {
+        let Some(slot) = names.iter().position(|n| *n == k).map(|i| &mut values[i]) else {
+            return Err(ApiError::field(
+                ErrorCode::InvalidParameter,
+                &k,
+                format!(
+                    "unknown query parameter '{}'; allowed: {}",
+                    k.chars().take(64).collect::<String>(),
+                    names.join(", ")
+                ),
+            ));
+        };
+        if slot.replace(v.into_owned()).is_some() {
+            return Err(ApiError::field(
+                ErrorCode::InvalidParameter,
+                &k,
+                format!("'{k}' is given twice"),
+            ));
+        }
+    }
+    Ok(values)
+}
+
 /// A comma-separated list filter (`status=a,b`): absent, no filter; given, one
 /// or more of `allowed`, exactly (`status=` or `status=a,,b` is a mistake, not
 /// "everything").
@@ -998,33 +1028,7 @@ struct ListQuery {
 }
 
 fn parse_list_query(query: &str) -> Result<ListQuery> {
-    let mut status = None;
-    let mut limit = None;
-    let mut cursor = None;
-    for (k, v) in form_urlencoded::parse(query.as_bytes()) {
-        let slot = match k.as_ref() {
-            "status" => &mut status,
-            "limit" => &mut limit,
-            "cursor" => &mut cursor,
-            other => {
-                return Err(ApiError::field(
-                    ErrorCode::InvalidParameter,
-                    other,
-                    format!(
-                        "unknown query parameter '{}'; allowed: status, limit, cursor",
-                        other.chars().take(64).collect::<String>()
-                    ),
-                ))
-            }
-        };
-        if slot.replace(v.into_owned()).is_some() {
-            return Err(ApiError::field(
-                ErrorCode::InvalidParameter,
-                &k,
-                format!("'{k}' is given twice"),
-            ));
-        }
-    }
+    let [status, limit, cursor] = parse_query_params(query, ["status", "limit", "cursor"])?;
     let names: Vec<&str> = CallStatus::ALL.iter().map(|s| s.as_str()).collect();
     let statuses = parse_list_filter("status", status.as_deref(), &names)?
         .iter()

@@ -12,7 +12,7 @@ use crate::model::{keys, Tenant, WebhookEndpoint};
 use crate::router::RouteId;
 use crate::service::{
     decode_list_cursor, encode_list_cursor, list_response, list_values, parse_list_filter,
-    parse_list_limit, secrets_sealing_key, Env, WEBHOOK_EVENTS,
+    parse_list_limit, parse_query_params, secrets_sealing_key, Env, WEBHOOK_EVENTS,
 };
 use crate::store::{get_json, put_json, Kv};
 use crate::url_guard;
@@ -328,32 +328,8 @@ struct Query {
 }
 
 fn parse_query(query: &str) -> Result<Query> {
-    let (mut event, mut status, mut limit, mut cursor) = (None, None, None, None);
-    for (k, v) in form_urlencoded::parse(query.as_bytes()) {
-        let slot = match k.as_ref() {
-            "event" => &mut event,
-            "status" => &mut status,
-            "limit" => &mut limit,
-            "cursor" => &mut cursor,
-            other => {
-                return Err(ApiError::field(
-                    ErrorCode::InvalidParameter,
-                    other,
-                    format!(
-                        "unknown query parameter '{}'; allowed: event, status, limit, cursor",
-                        other.chars().take(64).collect::<String>()
-                    ),
-                ))
-            }
-        };
-        if slot.replace(v.into_owned()).is_some() {
-            return Err(ApiError::field(
-                ErrorCode::InvalidParameter,
-                &k,
-                format!("'{k}' is given twice"),
-            ));
-        }
-    }
+    let [event, status, limit, cursor] =
+        parse_query_params(query, ["event", "status", "limit", "cursor"])?;
     let events = parse_list_filter("event", event.as_deref(), WEBHOOK_EVENTS)?;
     let statuses = parse_list_filter("status", status.as_deref(), &DeliveryStatus::NAMES)?;
     let filter_text = format!(
