@@ -11,7 +11,7 @@
 //! Inputs: [`Call::handle_datagram`] (with the sender's address),
 //! [`Call::handle_timeout`], [`Call::hangup`]; all take `now` in ms on any
 //! monotonic clock. Outputs: [`Call::poll_transmit`], [`Call::poll_event`],
-//! [`Call::next_timeout`]. [`CallEvent::Ended`] is always the last event;
+//! [`Call::next_timeout`]. [`DialogEvent::Ended`] is always the last event;
 //! the call then lingers (absorbing retransmissions) until [`Call::is_done`].
 
 use std::collections::VecDeque;
@@ -99,7 +99,7 @@ pub struct Transmit {
 
 /// How a call ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Outcome {
+pub struct DialogEnd {
     pub status: CallStatus,
     pub reason: EndedReason,
     /// The final SIP response code that decided it, if any.
@@ -112,7 +112,7 @@ pub struct Outcome {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum CallEvent {
+pub enum DialogEvent {
     /// First 180/183. `early_media`: the 1xx carried an SDP answer.
     Ringing {
         code: u16,
@@ -125,7 +125,7 @@ pub enum CallEvent {
     /// The callee changed the session (re-INVITE / UPDATE with SDP).
     MediaUpdated(Negotiated),
     /// Always last.
-    Ended(Outcome),
+    Ended(DialogEnd),
 }
 
 /// The final-response mapping (RFC code -> call status, reason, failover).
@@ -265,7 +265,7 @@ pub struct Call {
     cache: Vec<Cached>,
     reinvite_2xx: Option<Retrans2xx>,
     out: VecDeque<Transmit>,
-    events: VecDeque<CallEvent>,
+    events: VecDeque<DialogEvent>,
     ended: bool,
     detail_override: Option<&'static str>,
 }
@@ -601,14 +601,14 @@ impl Call {
                 if !self.ringing_sent {
                     self.ringing_sent = true;
                     self.early = early.clone();
-                    self.events.push_back(CallEvent::Ringing {
+                    self.events.push_back(DialogEvent::Ringing {
                         code,
                         early_media: early,
                     });
                 } else if let Some(e) = early {
                     if self.early.as_ref() != Some(&e) {
                         self.early = Some(e.clone());
-                        self.events.push_back(CallEvent::EarlyMedia(e));
+                        self.events.push_back(DialogEvent::EarlyMedia(e));
                     }
                 }
             }
@@ -705,7 +705,7 @@ impl Call {
                 self.phase = Phase::Confirmed;
                 self.media = Some(n.clone());
                 self.max_deadline = self.cfg.max_duration_ms.map(|d| now + d);
-                self.events.push_back(CallEvent::Answered(n));
+                self.events.push_back(DialogEvent::Answered(n));
             }
             Err(code) => {
                 self.phase = Phase::Confirmed;
@@ -879,7 +879,7 @@ impl Call {
         self.max_deadline = None;
         self.cancel_deadline = None;
         self.cancel_pending = false;
-        self.events.push_back(CallEvent::Ended(Outcome {
+        self.events.push_back(DialogEvent::Ended(DialogEnd {
             status,
             reason,
             sip_code,
@@ -889,7 +889,7 @@ impl Call {
     }
 
     /// Hang up: BYE if answered, CANCEL if not yet (sent once a provisional
-    /// response allows it). `reason` is reported in the outcome
+    /// response allows it). `reason` is reported in the [`DialogEnd`]
     /// (`hangup_requested`, `agent_hangup`, `engine_error`, ...).
     pub fn hangup(&mut self, now: u64, reason: EndedReason) {
         match self.phase {
@@ -1001,7 +1001,7 @@ impl Call {
         self.out.pop_front()
     }
 
-    pub fn poll_event(&mut self) -> Option<CallEvent> {
+    pub fn poll_event(&mut self) -> Option<DialogEvent> {
         self.events.pop_front()
     }
 
@@ -1053,7 +1053,7 @@ impl Call {
                     if req.has_sdp() {
                         if let Ok(n) = sdp::negotiate(&self.cfg.media, &req.body) {
                             self.media = Some(n.clone());
-                            self.events.push_back(CallEvent::MediaUpdated(n));
+                            self.events.push_back(DialogEvent::MediaUpdated(n));
                         }
                     }
                 }
@@ -1134,7 +1134,7 @@ impl Call {
                                 self.sdp_version += 1;
                             }
                             self.media = Some(n.clone());
-                            self.events.push_back(CallEvent::MediaUpdated(n));
+                            self.events.push_back(DialogEvent::MediaUpdated(n));
                         }
                         Err(_) => {
                             let resp = response_to(req, 488, None);
@@ -1223,7 +1223,7 @@ mod tests {
         v
     }
 
-    fn events(c: &mut Call) -> Vec<CallEvent> {
+    fn events(c: &mut Call) -> Vec<DialogEvent> {
         std::iter::from_fn(|| c.poll_event()).collect()
     }
 
@@ -1283,12 +1283,12 @@ mod tests {
         let ev = events(&mut c);
         assert!(matches!(
             &ev[0],
-            CallEvent::Ringing {
+            DialogEvent::Ringing {
                 code: 180,
                 early_media: None
             }
         ));
-        let CallEvent::Answered(n) = &ev[1] else {
+        let DialogEvent::Answered(n) = &ev[1] else {
             panic!("{ev:?}")
         };
         assert_eq!(
@@ -1338,7 +1338,7 @@ mod tests {
             .unwrap();
         let ev = events(&mut c);
         assert!(
-            matches!(&ev[..], [CallEvent::Ended(o)] if o.status == CallStatus::Completed && o.reason == EndedReason::HangupRequested)
+            matches!(&ev[..], [DialogEvent::Ended(o)] if o.status == CallStatus::Completed && o.reason == EndedReason::HangupRequested)
         );
     }
 
@@ -1390,7 +1390,7 @@ mod tests {
             "{body}"
         );
         assert!(
-            matches!(&events(&mut c)[..], [CallEvent::MediaUpdated(n)] if n.direction == sdp::Direction::SendOnly)
+            matches!(&events(&mut c)[..], [DialogEvent::MediaUpdated(n)] if n.direction == sdp::Direction::SendOnly)
         );
         // No ACK yet: the 200 is retransmitted after T1.
         c.handle_timeout(2_100 + 500);
@@ -1412,7 +1412,7 @@ mod tests {
         c.handle_message(6_000, from(), &bye);
         assert_eq!(sent(&mut c)[0].1.code(), Some(200));
         assert!(
-            matches!(&events(&mut c)[..], [CallEvent::Ended(o)] if o.reason == EndedReason::CalleeHangup && o.status == CallStatus::Completed)
+            matches!(&events(&mut c)[..], [DialogEvent::Ended(o)] if o.reason == EndedReason::CalleeHangup && o.status == CallStatus::Completed)
         );
         c.handle_message(6_500, from(), &bye);
         assert_eq!(sent(&mut c)[0].1.code(), Some(200));
@@ -1454,7 +1454,7 @@ mod tests {
             .unwrap();
         let ev = events(&mut c);
         assert!(
-            matches!(&ev[..], [CallEvent::Ended(o)] if o.sip_code == Some(407) && o.status == CallStatus::Failed),
+            matches!(&ev[..], [DialogEvent::Ended(o)] if o.sip_code == Some(407) && o.status == CallStatus::Failed),
             "{ev:?}"
         );
     }
@@ -1514,7 +1514,7 @@ mod tests {
         );
         let ev = events(&mut c);
         assert!(
-            matches!(&ev[..], [CallEvent::Ended(o)] if o.sip_code == Some(407)
+            matches!(&ev[..], [DialogEvent::Ended(o)] if o.sip_code == Some(407)
                 && o.status == CallStatus::Failed
                 && o.detail == "auth_realm_mismatch"),
             "{ev:?}"
@@ -1539,7 +1539,7 @@ mod tests {
             c.handle_datagram(5, from(), &reply(&inv, code, &[], None))
                 .unwrap();
             let ev = events(&mut c);
-            let [CallEvent::Ended(o)] = &ev[..] else {
+            let [DialogEvent::Ended(o)] = &ev[..] else {
                 panic!("{code}: {ev:?}")
             };
             assert_eq!(
@@ -1564,7 +1564,7 @@ mod tests {
         assert_eq!(sends, 1 + 6);
         let ev = events(&mut c);
         assert!(
-            matches!(&ev[..], [CallEvent::Ended(o)] if o.try_next_trunk && o.detail == "timer_b" && o.sip_code.is_none())
+            matches!(&ev[..], [DialogEvent::Ended(o)] if o.try_next_trunk && o.detail == "timer_b" && o.sip_code.is_none())
         );
     }
 
@@ -1592,7 +1592,7 @@ mod tests {
         assert_eq!(sent(&mut c)[0].1.method(), Some("ACK"));
         let ev = events(&mut c);
         assert!(
-            matches!(&ev[..], [CallEvent::Ended(o)] if o.status == CallStatus::Cancelled && o.sip_code == Some(487))
+            matches!(&ev[..], [DialogEvent::Ended(o)] if o.status == CallStatus::Cancelled && o.sip_code == Some(487))
         );
     }
 
@@ -1626,9 +1626,9 @@ mod tests {
             .unwrap();
         let ev = events(&mut c);
         assert!(
-            matches!(ev.last(), Some(CallEvent::Ended(o)) if o.status == CallStatus::Cancelled)
+            matches!(ev.last(), Some(DialogEvent::Ended(o)) if o.status == CallStatus::Cancelled)
         );
-        assert!(!ev.iter().any(|e| matches!(e, CallEvent::Answered(_))));
+        assert!(!ev.iter().any(|e| matches!(e, DialogEvent::Answered(_))));
     }
 
     #[test]
@@ -1647,7 +1647,7 @@ mod tests {
         c.handle_datagram(5_030, from(), &reply(&bye, 200, &[], None))
             .unwrap();
         assert!(
-            matches!(&events(&mut c)[..], [CallEvent::Ended(o)] if o.reason == EndedReason::MaxDurationReached)
+            matches!(&events(&mut c)[..], [DialogEvent::Ended(o)] if o.reason == EndedReason::MaxDurationReached)
         );
     }
 
@@ -1659,7 +1659,7 @@ mod tests {
             .unwrap();
         let ev = events(&mut c);
         assert!(
-            matches!(&ev[..], [CallEvent::Ringing { code: 183, early_media: Some(n) }] if n.remote_rtp.port() == 7078)
+            matches!(&ev[..], [DialogEvent::Ringing { code: 183, early_media: Some(n) }] if n.remote_rtp.port() == 7078)
         );
         // 200 without SDP: the early answer stands.
         c.handle_datagram(
@@ -1669,7 +1669,7 @@ mod tests {
         )
         .unwrap();
         assert!(
-            matches!(&events(&mut c)[..], [CallEvent::Answered(n)] if n.remote_rtp.port() == 7078)
+            matches!(&events(&mut c)[..], [DialogEvent::Answered(n)] if n.remote_rtp.port() == 7078)
         );
     }
 
@@ -1695,7 +1695,7 @@ mod tests {
             sent(&mut c);
             let ev = events(&mut c);
             assert!(
-                matches!(&ev[..], [CallEvent::Ended(o)] if o.detail == "no_response" && o.try_next_trunk)
+                matches!(&ev[..], [DialogEvent::Ended(o)] if o.detail == "no_response" && o.try_next_trunk)
             );
             (c, inv)
         };
@@ -1809,10 +1809,10 @@ mod tests {
                 .unwrap();
             let ev = events(&mut c);
             assert!(
-                !ev.iter().any(|e| matches!(e, CallEvent::Answered(_))),
+                !ev.iter().any(|e| matches!(e, DialogEvent::Answered(_))),
                 "{ev:?}"
             );
-            let Some(CallEvent::Ended(o)) = ev.last() else {
+            let Some(DialogEvent::Ended(o)) = ev.last() else {
                 panic!("{ev:?}")
             };
             assert_eq!(
@@ -1849,7 +1849,7 @@ mod tests {
             c.handle_datagram(10, from(), &reply(&inv, code, &[], None))
                 .unwrap();
             let ev = events(&mut c);
-            let Some(CallEvent::Ended(o)) = ev.last() else {
+            let Some(DialogEvent::Ended(o)) = ev.last() else {
                 panic!("{ev:?}")
             };
             assert_eq!(

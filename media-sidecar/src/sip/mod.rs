@@ -17,4 +17,4 @@ pub mod sdp;
 pub mod transaction;
 pub mod udp;
 
-pub use call::{Call, CallConfig, CallEvent, Outcome};
+pub use call::{Call, CallConfig, DialogEnd, DialogEvent};

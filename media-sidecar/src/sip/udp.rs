@@ -6,8 +6,8 @@
 //! let mut call = sip.start_call(CallSpec::new(trunks, "+14155550100", "+14155550199", offer)).await?;
 //! while let Some(ev) = call.next_event().await {
 //!     match ev {
-//!         Event::Call(CallEvent::Answered(media)) => { /* start RTP to media.remote_rtp */ }
-//!         Event::Call(CallEvent::Ended(outcome)) => break,
+//!         Event::Call(DialogEvent::Answered(media)) => { /* start RTP to media.remote_rtp */ }
+//!         Event::Call(DialogEvent::Ended(end)) => break,
 //!         _ => {}
 //!     }
 //! }
@@ -26,7 +26,7 @@ use tokio::time::Instant;
 use voxline_shared::EndedReason;
 
 use super::auth::Credentials;
-use super::call::{random_hex, Call, CallConfig, CallEvent, Outcome, ALLOW};
+use super::call::{random_hex, Call, CallConfig, DialogEnd, DialogEvent, ALLOW};
 use super::msg::{self, response_to};
 use super::sdp::OfferConfig;
 use super::transaction::Timers;
@@ -91,9 +91,9 @@ pub enum Event {
     /// way; the next trunk is being tried now.
     Failover {
         trunk: usize,
-        outcome: Outcome,
+        end: DialogEnd,
     },
-    Call(CallEvent),
+    Call(DialogEvent),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -297,14 +297,14 @@ impl Driver {
             if o.call_id != cid {
                 continue;
             }
-            if let CallEvent::Ended(out) = &e {
+            if let DialogEvent::Ended(out) = &e {
                 if out.try_next_trunk && !o.hangup && o.trunk + 1 < o.spec.trunks.len() {
                     let failed = o.trunk;
                     o.trunk += 1;
                     tracing::info!(trunk = failed, code = ?out.sip_code, detail = %out.detail, "trunk failed; trying the next");
                     let _ = o.events.try_send(Event::Failover {
                         trunk: failed,
-                        outcome: out.clone(),
+                        end: out.clone(),
                     });
                     let call = Call::new(call_config(&o.spec, o.trunk, self.local), now);
                     o.call_id = call.call_id().to_string();
