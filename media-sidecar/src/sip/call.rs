@@ -23,6 +23,7 @@ use super::auth::{self, Challenge, ChooseError, Credentials, DigestClient};
 use super::msg::{self, response_to, Message, ParseError};
 use super::sdp::{self, Direction, Negotiated, OfferConfig};
 use super::transaction::{IctState, InviteClient, NonInviteClient, Timers, TxEvent};
+use crate::random::{OsRandom, Random};
 
 /// What we allow in-dialog.
 pub const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, UPDATE, INFO";
@@ -149,13 +150,15 @@ pub enum Phase {
     Ended,
 }
 
-/// Random lowercase hex of `bytes` bytes (IDs, tags, branches, cnonce).
+/// Random lowercase hex of `bytes` bytes from the OS generator (IDs, tags,
+/// branches, cnonce). Sans-IO code draws from an injected [`Random`] instead.
 pub fn random_hex(bytes: usize) -> String {
     crate::random::hex(bytes)
 }
 
-pub fn new_branch() -> String {
-    format!("z9hG4bK{}", random_hex(10))
+/// A new Via branch (RFC 3261 magic cookie + 10 random bytes).
+pub fn new_branch(random: &mut dyn Random) -> String {
+    format!("z9hG4bK{}", random.hex(10))
 }
 
 /// A URI parameter (`sip:h;lr`), case-insensitive, with or without a value.
@@ -268,6 +271,8 @@ pub struct Call {
     events: VecDeque<DialogEvent>,
     ended: bool,
     detail_override: Option<&'static str>,
+    /// Call-ID, tags, branches, cnonces, SDP session id.
+    random: Box<dyn Random>,
 }
 
 impl std::fmt::Debug for Call {
@@ -280,13 +285,20 @@ impl std::fmt::Debug for Call {
 }
 
 impl Call {
-    /// Starts the call: the INVITE is queued at once.
-    pub fn new(mut cfg: CallConfig, now: u64) -> Call {
+    /// Starts the call: the INVITE is queued at once. Identifiers come from
+    /// the OS generator.
+    pub fn new(cfg: CallConfig, now: u64) -> Call {
+        Call::with_random(cfg, now, Box::new(OsRandom))
+    }
+
+    /// As [`Call::new`], drawing every identifier from `random` (a seeded
+    /// source makes the dialog's bytes the same on every run).
+    pub fn with_random(mut cfg: CallConfig, now: u64, mut random: Box<dyn Random>) -> Call {
         if cfg.media.session_id == 0 {
-            cfg.media.session_id = u64::from_str_radix(&random_hex(6), 16).unwrap_or(1);
+            cfg.media.session_id = u64::from_str_radix(&random.hex(6), 16).unwrap_or(1);
         }
-        let call_id = format!("{}@voxline", random_hex(12));
-        let local_tag = random_hex(6);
+        let call_id = format!("{}@voxline", random.hex(12));
+        let local_tag = random.hex(6);
         let from_header = match &cfg.from_display {
             Some(d) => {
                 format!(
@@ -297,7 +309,7 @@ impl Call {
             }
             None => format!("<{}>;tag={local_tag}", cfg.from_uri),
         };
-        let branch = new_branch();
+        let branch = new_branch(random.as_mut());
         let ring_deadline = Some(now + cfg.ring_timeout_ms);
         let mut c = Call {
             remote_target: cfg.request_uri.clone(),
@@ -343,6 +355,7 @@ impl Call {
             events: VecDeque::new(),
             ended: false,
             detail_override: None,
+            random,
             cfg,
         };
         let inv = c.build_invite(&branch);
@@ -414,7 +427,7 @@ impl Call {
     }
 
     /// An in-dialog request (ACK for 2xx, BYE) and where to send it.
-    fn dialog_request(&self, method: &str, cseq: u32) -> Transmit {
+    fn dialog_request(&mut self, method: &str, cseq: u32) -> Transmit {
         let (m, _) = self.dialog_message(method, cseq);
         Transmit {
             dest: self.next_hop(),
@@ -424,7 +437,7 @@ impl Call {
 
     /// The in-dialog request itself and its branch. Built, never re-parsed:
     /// the target and route set were checked when the 2xx arrived.
-    fn dialog_message(&self, method: &str, cseq: u32) -> (Message, String) {
+    fn dialog_message(&mut self, method: &str, cseq: u32) -> (Message, String) {
         // RFC 3261 12.2.1.1: a first route without `;lr` is a strict router.
         let strict = self
             .route_set
@@ -440,7 +453,7 @@ impl Call {
             None => (self.remote_target.clone(), self.route_set.clone()),
         };
         let mut m = Message::request(method, &uri);
-        let branch = new_branch();
+        let branch = new_branch(self.random.as_mut());
         m.push("Via", self.via(&branch));
         for r in &routes {
             m.push("Route", r.clone());
@@ -756,17 +769,13 @@ impl Call {
         self.auth_rounds += 1;
         self.auth_headers.retain(|(n, _)| n != auth_name);
         let body = self.local_sdp(); // qop=auth-int hashes the INVITE body
-        let v = self.digest.authorize(
-            &ch,
-            &cred,
-            "INVITE",
-            &self.cfg.request_uri,
-            &random_hex(8),
-            &body,
-        );
+        let cnonce = self.random.hex(8);
+        let v = self
+            .digest
+            .authorize(&ch, &cred, "INVITE", &self.cfg.request_uri, &cnonce, &body);
         self.auth_headers.push((auth_name.to_string(), v));
         self.cseq += 1;
-        let branch = new_branch();
+        let branch = new_branch(self.random.as_mut());
         let inv = self.build_invite(&branch);
         self.invite = InviteClient::new(inv, branch, now, self.cfg.timers);
         self.got_provisional = false;
@@ -845,10 +854,10 @@ impl Call {
                 self.cseq += 1;
                 let (mut m, branch) = self.dialog_message("BYE", self.cseq);
                 let uri = m.uri().unwrap_or("").to_string();
+                let cnonce = self.random.hex(8);
                 m.push(
                     an,
-                    self.digest
-                        .authorize(&ch, &cred, "BYE", &uri, &random_hex(8), b""),
+                    self.digest.authorize(&ch, &cred, "BYE", &uri, &cnonce, b""),
                 );
                 self.bye = Some(NonInviteClient::new(&m, branch, now, self.cfg.timers));
             }
@@ -1081,14 +1090,7 @@ impl Call {
             && req.from_tag().is_some()
             && req.from_tag() == self.remote_tag;
         if !in_dialog {
-            let resp = if method == "OPTIONS" {
-                let mut r = response_to(req, 200, Some(&self.local_tag));
-                r.push("Allow", ALLOW);
-                r.push("Accept", "application/sdp");
-                r
-            } else {
-                response_to(req, 481, Some(&self.local_tag))
-            };
+            let resp = out_of_dialog_reply(req, &self.local_tag);
             self.respond(now, from, req, resp);
             return;
         }
@@ -1188,6 +1190,19 @@ impl Call {
                 self.respond(now, from, req, resp);
             }
         }
+    }
+}
+
+/// The answer to a request outside any dialog we have: OPTIONS gets 200
+/// with what we allow, anything else 481 (RFC 3261 12.2.2). `to_tag` is ours.
+pub fn out_of_dialog_reply(req: &Message, to_tag: &str) -> Message {
+    if req.method() == Some("OPTIONS") {
+        let mut r = response_to(req, 200, Some(to_tag));
+        r.push("Allow", ALLOW);
+        r.push("Accept", "application/sdp");
+        r
+    } else {
+        response_to(req, 481, Some(to_tag))
     }
 }
 
