@@ -209,8 +209,12 @@ fn call_config(spec: &CallSpec, trunk: &Trunk, has_next: bool, local: SocketAddr
     c
 }
 
+/// Timers further out than this (about 35 years) are clamped to it, so that
+/// `now + timer` never overflows the dialogs' u64 milliseconds or an `Instant`.
+const MAX_TIMER_MS: u64 = 1 << 40;
+
 fn duration_ms(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+    u64::try_from(d.as_millis()).map_or(MAX_TIMER_MS, |ms| ms.min(MAX_TIMER_MS))
 }
 
 /// The sans-IO SIP endpoint. See the module docs.
@@ -1052,6 +1056,28 @@ mod tests {
         assert!(answers <= 1, "{ev:?}");
         h.advance_to(200_000);
         assert!(h.ep.dialog_count() <= 1);
+    }
+
+    /// `Duration::MAX` timeouts used to overflow `now + ms` in the dialog.
+    #[test]
+    fn huge_timeouts_are_clamped_not_overflowed() {
+        let mut h = Harness::new(12);
+        let mut s = spec(&[TRUNK_A, TRUNK_B]);
+        s.ring_timeout = Duration::MAX;
+        s.max_duration = Some(Duration::MAX);
+        s.failover_timeout = Some(Duration::MAX);
+        h.now_ms = 1_000;
+        let id = h.start(s);
+        let inv = only(h.sent()).msg;
+        h.now_ms = 2_000;
+        h.recv(TRUNK.addr, &TRUNK.answer(&inv)).unwrap();
+        assert_eq!(methods(&h.sent()), ["ACK"]);
+        assert!(h.ep.poll_timeout().is_some());
+        h.advance_to(100_000);
+        assert!(matches!(
+            &h.events()[..],
+            [(i, Event::Call(DialogEvent::Answered(_)))] if *i == id
+        ));
     }
 
     #[test]
