@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 
 use arbitrary::{Arbitrary, Unstructured};
 use voxline_media_sidecar::sip::auth::{Challenge, Credentials, DigestClient};
-use voxline_media_sidecar::sip::call::{Call, CallConfig, CallEvent, Phase};
+use voxline_media_sidecar::sip::call::{Call, CallConfig, DialogEvent, Phase};
 use voxline_media_sidecar::sip::msg::{self, Message, StreamFramer};
 use voxline_media_sidecar::sip::sdp::{self, Codec, Direction, OfferConfig};
 use voxline_shared::EndedReason;
@@ -423,7 +423,7 @@ impl Peer {
                 eprintln!("event t={} {ev:?} (phase {:?})", self.now, call.phase());
             }
             assert!(!self.ended, "event after Ended: {ev:?}");
-            if let CallEvent::Ended(_) = ev {
+            if let DialogEvent::Ended(_) = ev {
                 self.ended = true;
             }
         }

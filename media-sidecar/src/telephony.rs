@@ -25,7 +25,7 @@ use crate::runtime::{now_ms, Msg};
 use crate::sip::auth::Credentials;
 use crate::sip::sdp::{Codec as SdpCodec, Negotiated, OfferConfig};
 use crate::sip::udp::{CallSpec, Event, SipUdp, Trunk};
-use crate::sip::CallEvent;
+use crate::sip::DialogEvent;
 
 /// What every call of this sidecar shares.
 pub struct Telephony {
@@ -450,16 +450,16 @@ async fn place(
         tokio::select! {
             ev = call.next_event() => match ev {
                 None => break (CallStatus::Failed, EndedReason::TrunkError, None),
-                Some(Event::Failover { trunk, outcome }) => {
-                    tracing::info!(call_id = %offer.call_id, trunk, detail = %outcome.detail, code = ?outcome.sip_code, "trunk failed over");
+                Some(Event::Failover { trunk, end }) => {
+                    tracing::info!(call_id = %offer.call_id, trunk, detail = %end.detail, code = ?end.sip_code, "trunk failed over");
                 }
-                Some(Event::Call(CallEvent::Ringing { .. })) => {
+                Some(Event::Call(DialogEvent::Ringing { .. })) => {
                     if t.ringing_ms.is_none() {
                         t.ringing_ms = Some(e.emit(EventKind::Ringing).await);
                     }
                 }
-                Some(Event::Call(CallEvent::EarlyMedia(_))) => {}
-                Some(Event::Call(CallEvent::Answered(neg))) => {
+                Some(Event::Call(DialogEvent::EarlyMedia(_))) => {}
+                Some(Event::Call(DialogEvent::Answered(neg))) => {
                     t.answered_ms = Some(e.emit(EventKind::Answered).await);
                     silence = Some(SilenceWatch::new(Instant::now(), silence_timeout));
                     tracing::info!(call_id = %offer.call_id, codec = neg.codec.encoding_name(), pt = neg.pt, remote = %neg.remote_rtp, "answered; media negotiated");
@@ -482,12 +482,12 @@ async fn place(
                         }
                     }
                 }
-                Some(Event::Call(CallEvent::MediaUpdated(neg))) => {
+                Some(Event::Call(DialogEvent::MediaUpdated(neg))) => {
                     if let Some(m) = &media {
                         let _ = m.set_remote(neg.remote_rtp, None).await;
                     }
                 }
-                Some(Event::Call(CallEvent::Ended(outcome))) => {
+                Some(Event::Call(DialogEvent::Ended(outcome))) => {
                     // `detail` says why (e.g. `auth_realm_mismatch`, `bye_timeout`).
                     tracing::info!(call_id = %offer.call_id, detail = %outcome.detail, code = ?outcome.sip_code, "SIP call ended");
                     // A hangup we asked for keeps our reason; otherwise the SIP outcome's.

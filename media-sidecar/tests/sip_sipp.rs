@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use tokio::process::{Child, Command};
 use voxline_media_sidecar::sip::auth::Credentials;
-use voxline_media_sidecar::sip::call::{CallEvent, Outcome};
+use voxline_media_sidecar::sip::call::{DialogEnd, DialogEvent};
 use voxline_media_sidecar::sip::sdp::{Codec, OfferConfig};
 use voxline_media_sidecar::sip::udp::{CallHandle, CallSpec, Event, SipUdp, Trunk};
 use voxline_shared::{CallStatus, EndedReason};
@@ -146,11 +146,11 @@ async fn until_answered(h: &mut CallHandle) -> voxline_media_sidecar::sip::sdp::
     let mut rang = false;
     loop {
         match next(h).await {
-            Event::Call(CallEvent::Ringing { code, .. }) => {
+            Event::Call(DialogEvent::Ringing { code, .. }) => {
                 assert_eq!(code, 180);
                 rang = true;
             }
-            Event::Call(CallEvent::Answered(n)) => {
+            Event::Call(DialogEvent::Answered(n)) => {
                 assert!(rang, "180 before 200");
                 return n;
             }
@@ -159,14 +159,14 @@ async fn until_answered(h: &mut CallHandle) -> voxline_media_sidecar::sip::sdp::
     }
 }
 
-async fn ended(h: &mut CallHandle) -> Outcome {
+async fn ended(h: &mut CallHandle) -> DialogEnd {
     loop {
         match next(h).await {
-            Event::Call(CallEvent::Ended(o)) => {
+            Event::Call(DialogEvent::Ended(o)) => {
                 assert!(h.next_event().await.is_none(), "Ended is the last event");
                 return o;
             }
-            Event::Call(CallEvent::Ringing { .. }) => {}
+            Event::Call(DialogEvent::Ringing { .. }) => {}
             e => panic!("unexpected {e:?}"),
         }
     }
@@ -245,11 +245,8 @@ async fn failover_503_to_second_trunk_within_2s() {
         .await
         .unwrap();
     match next(&mut h).await {
-        Event::Failover { trunk: 0, outcome } => {
-            assert_eq!(
-                (outcome.sip_code, outcome.try_next_trunk),
-                (Some(503), true)
-            );
+        Event::Failover { trunk: 0, end } => {
+            assert_eq!((end.sip_code, end.try_next_trunk), (Some(503), true));
         }
         e => panic!("expected failover, got {e:?}"),
     }
@@ -283,13 +280,9 @@ async fn a_silent_trunk_is_skipped_within_the_failover_timeout() {
     let t0 = Instant::now();
     let mut h = sip.start_call(s).await.unwrap();
     match next(&mut h).await {
-        Event::Failover { trunk: 0, outcome } => {
+        Event::Failover { trunk: 0, end } => {
             assert_eq!(
-                (
-                    outcome.status,
-                    outcome.try_next_trunk,
-                    outcome.detail.as_str()
-                ),
+                (end.status, end.try_next_trunk, end.detail.as_str()),
                 (CallStatus::Failed, true, "no_response")
             );
         }
@@ -336,7 +329,7 @@ async fn hangup_before_answer_sends_cancel() {
         .await
         .unwrap();
     match next(&mut h).await {
-        Event::Call(CallEvent::Ringing {
+        Event::Call(DialogEvent::Ringing {
             code: 180,
             early_media: None,
         }) => {}

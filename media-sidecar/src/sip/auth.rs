@@ -207,7 +207,7 @@ pub enum ChooseError {
 }
 
 impl ChooseError {
-    /// Stable machine code (a call outcome's `detail`).
+    /// Stable machine code (a dialog end's `detail`).
     pub fn code(self) -> &'static str {
         match self {
             ChooseError::NoChallenge => "auth_no_usable_challenge",

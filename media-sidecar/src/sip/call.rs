@@ -11,7 +11,7 @@
 //! Inputs: [`Call::handle_datagram`] (with the sender's address),
 //! [`Call::handle_timeout`], [`Call::hangup`]; all take `now` in ms on any
 //! monotonic clock. Outputs: [`Call::poll_transmit`], [`Call::poll_event`],
-//! [`Call::next_timeout`]. [`CallEvent::Ended`] is always the last event;
+//! [`Call::next_timeout`]. [`DialogEvent::Ended`] is always the last event;
 //! the call then lingers (absorbing retransmissions) until [`Call::is_done`].
 
 use std::collections::VecDeque;
@@ -23,6 +23,7 @@ use super::auth::{self, Challenge, ChooseError, Credentials, DigestClient};
 use super::msg::{self, response_to, Message, ParseError};
 use super::sdp::{self, Direction, Negotiated, OfferConfig};
 use super::transaction::{IctState, InviteClient, NonInviteClient, Timers, TxEvent};
+use crate::random::{OsRandom, Random};
 
 /// What we allow in-dialog.
 pub const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, UPDATE, INFO";
@@ -99,7 +100,7 @@ pub struct Transmit {
 
 /// How a call ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Outcome {
+pub struct DialogEnd {
     pub status: CallStatus,
     pub reason: EndedReason,
     /// The final SIP response code that decided it, if any.
@@ -112,7 +113,7 @@ pub struct Outcome {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum CallEvent {
+pub enum DialogEvent {
     /// First 180/183. `early_media`: the 1xx carried an SDP answer.
     Ringing {
         code: u16,
@@ -125,7 +126,7 @@ pub enum CallEvent {
     /// The callee changed the session (re-INVITE / UPDATE with SDP).
     MediaUpdated(Negotiated),
     /// Always last.
-    Ended(Outcome),
+    Ended(DialogEnd),
 }
 
 /// The final-response mapping (RFC code -> call status, reason, failover).
@@ -149,13 +150,15 @@ pub enum Phase {
     Ended,
 }
 
-/// Random lowercase hex of `bytes` bytes (IDs, tags, branches, cnonce).
+/// Random lowercase hex of `bytes` bytes from the OS generator (IDs, tags,
+/// branches, cnonce). Sans-IO code draws from an injected [`Random`] instead.
 pub fn random_hex(bytes: usize) -> String {
     crate::random::hex(bytes)
 }
 
-pub fn new_branch() -> String {
-    format!("z9hG4bK{}", random_hex(10))
+/// A new Via branch (RFC 3261 magic cookie + 10 random bytes).
+pub fn new_branch(random: &mut dyn Random) -> String {
+    format!("z9hG4bK{}", random.hex(10))
 }
 
 /// A URI parameter (`sip:h;lr`), case-insensitive, with or without a value.
@@ -265,9 +268,11 @@ pub struct Call {
     cache: Vec<Cached>,
     reinvite_2xx: Option<Retrans2xx>,
     out: VecDeque<Transmit>,
-    events: VecDeque<CallEvent>,
+    events: VecDeque<DialogEvent>,
     ended: bool,
     detail_override: Option<&'static str>,
+    /// Call-ID, tags, branches, cnonces, SDP session id.
+    random: Box<dyn Random>,
 }
 
 impl std::fmt::Debug for Call {
@@ -280,13 +285,20 @@ impl std::fmt::Debug for Call {
 }
 
 impl Call {
-    /// Starts the call: the INVITE is queued at once.
-    pub fn new(mut cfg: CallConfig, now: u64) -> Call {
+    /// Starts the call: the INVITE is queued at once. Identifiers come from
+    /// the OS generator.
+    pub fn new(cfg: CallConfig, now: u64) -> Call {
+        Call::with_random(cfg, now, Box::new(OsRandom))
+    }
+
+    /// As [`Call::new`], drawing every identifier from `random` (a seeded
+    /// source makes the dialog's bytes the same on every run).
+    pub fn with_random(mut cfg: CallConfig, now: u64, mut random: Box<dyn Random>) -> Call {
         if cfg.media.session_id == 0 {
-            cfg.media.session_id = u64::from_str_radix(&random_hex(6), 16).unwrap_or(1);
+            cfg.media.session_id = u64::from_str_radix(&random.hex(6), 16).unwrap_or(1);
         }
-        let call_id = format!("{}@voxline", random_hex(12));
-        let local_tag = random_hex(6);
+        let call_id = format!("{}@voxline", random.hex(12));
+        let local_tag = random.hex(6);
         let from_header = match &cfg.from_display {
             Some(d) => {
                 format!(
@@ -297,7 +309,7 @@ impl Call {
             }
             None => format!("<{}>;tag={local_tag}", cfg.from_uri),
         };
-        let branch = new_branch();
+        let branch = new_branch(random.as_mut());
         let ring_deadline = Some(now + cfg.ring_timeout_ms);
         let mut c = Call {
             remote_target: cfg.request_uri.clone(),
@@ -343,6 +355,7 @@ impl Call {
             events: VecDeque::new(),
             ended: false,
             detail_override: None,
+            random,
             cfg,
         };
         let inv = c.build_invite(&branch);
@@ -414,7 +427,7 @@ impl Call {
     }
 
     /// An in-dialog request (ACK for 2xx, BYE) and where to send it.
-    fn dialog_request(&self, method: &str, cseq: u32) -> Transmit {
+    fn dialog_request(&mut self, method: &str, cseq: u32) -> Transmit {
         let (m, _) = self.dialog_message(method, cseq);
         Transmit {
             dest: self.next_hop(),
@@ -424,7 +437,7 @@ impl Call {
 
     /// The in-dialog request itself and its branch. Built, never re-parsed:
     /// the target and route set were checked when the 2xx arrived.
-    fn dialog_message(&self, method: &str, cseq: u32) -> (Message, String) {
+    fn dialog_message(&mut self, method: &str, cseq: u32) -> (Message, String) {
         // RFC 3261 12.2.1.1: a first route without `;lr` is a strict router.
         let strict = self
             .route_set
@@ -440,7 +453,7 @@ impl Call {
             None => (self.remote_target.clone(), self.route_set.clone()),
         };
         let mut m = Message::request(method, &uri);
-        let branch = new_branch();
+        let branch = new_branch(self.random.as_mut());
         m.push("Via", self.via(&branch));
         for r in &routes {
             m.push("Route", r.clone());
@@ -601,14 +614,14 @@ impl Call {
                 if !self.ringing_sent {
                     self.ringing_sent = true;
                     self.early = early.clone();
-                    self.events.push_back(CallEvent::Ringing {
+                    self.events.push_back(DialogEvent::Ringing {
                         code,
                         early_media: early,
                     });
                 } else if let Some(e) = early {
                     if self.early.as_ref() != Some(&e) {
                         self.early = Some(e.clone());
-                        self.events.push_back(CallEvent::EarlyMedia(e));
+                        self.events.push_back(DialogEvent::EarlyMedia(e));
                     }
                 }
             }
@@ -705,7 +718,7 @@ impl Call {
                 self.phase = Phase::Confirmed;
                 self.media = Some(n.clone());
                 self.max_deadline = self.cfg.max_duration_ms.map(|d| now + d);
-                self.events.push_back(CallEvent::Answered(n));
+                self.events.push_back(DialogEvent::Answered(n));
             }
             Err(code) => {
                 self.phase = Phase::Confirmed;
@@ -756,17 +769,13 @@ impl Call {
         self.auth_rounds += 1;
         self.auth_headers.retain(|(n, _)| n != auth_name);
         let body = self.local_sdp(); // qop=auth-int hashes the INVITE body
-        let v = self.digest.authorize(
-            &ch,
-            &cred,
-            "INVITE",
-            &self.cfg.request_uri,
-            &random_hex(8),
-            &body,
-        );
+        let cnonce = self.random.hex(8);
+        let v = self
+            .digest
+            .authorize(&ch, &cred, "INVITE", &self.cfg.request_uri, &cnonce, &body);
         self.auth_headers.push((auth_name.to_string(), v));
         self.cseq += 1;
-        let branch = new_branch();
+        let branch = new_branch(self.random.as_mut());
         let inv = self.build_invite(&branch);
         self.invite = InviteClient::new(inv, branch, now, self.cfg.timers);
         self.got_provisional = false;
@@ -845,10 +854,10 @@ impl Call {
                 self.cseq += 1;
                 let (mut m, branch) = self.dialog_message("BYE", self.cseq);
                 let uri = m.uri().unwrap_or("").to_string();
+                let cnonce = self.random.hex(8);
                 m.push(
                     an,
-                    self.digest
-                        .authorize(&ch, &cred, "BYE", &uri, &random_hex(8), b""),
+                    self.digest.authorize(&ch, &cred, "BYE", &uri, &cnonce, b""),
                 );
                 self.bye = Some(NonInviteClient::new(&m, branch, now, self.cfg.timers));
             }
@@ -879,7 +888,7 @@ impl Call {
         self.max_deadline = None;
         self.cancel_deadline = None;
         self.cancel_pending = false;
-        self.events.push_back(CallEvent::Ended(Outcome {
+        self.events.push_back(DialogEvent::Ended(DialogEnd {
             status,
             reason,
             sip_code,
@@ -889,7 +898,7 @@ impl Call {
     }
 
     /// Hang up: BYE if answered, CANCEL if not yet (sent once a provisional
-    /// response allows it). `reason` is reported in the outcome
+    /// response allows it). `reason` is reported in the [`DialogEnd`]
     /// (`hangup_requested`, `agent_hangup`, `engine_error`, ...).
     pub fn hangup(&mut self, now: u64, reason: EndedReason) {
         match self.phase {
@@ -1001,7 +1010,7 @@ impl Call {
         self.out.pop_front()
     }
 
-    pub fn poll_event(&mut self) -> Option<CallEvent> {
+    pub fn poll_event(&mut self) -> Option<DialogEvent> {
         self.events.pop_front()
     }
 
@@ -1053,7 +1062,7 @@ impl Call {
                     if req.has_sdp() {
                         if let Ok(n) = sdp::negotiate(&self.cfg.media, &req.body) {
                             self.media = Some(n.clone());
-                            self.events.push_back(CallEvent::MediaUpdated(n));
+                            self.events.push_back(DialogEvent::MediaUpdated(n));
                         }
                     }
                 }
@@ -1081,14 +1090,7 @@ impl Call {
             && req.from_tag().is_some()
             && req.from_tag() == self.remote_tag;
         if !in_dialog {
-            let resp = if method == "OPTIONS" {
-                let mut r = response_to(req, 200, Some(&self.local_tag));
-                r.push("Allow", ALLOW);
-                r.push("Accept", "application/sdp");
-                r
-            } else {
-                response_to(req, 481, Some(&self.local_tag))
-            };
+            let resp = out_of_dialog_reply(req, &self.local_tag);
             self.respond(now, from, req, resp);
             return;
         }
@@ -1134,7 +1136,7 @@ impl Call {
                                 self.sdp_version += 1;
                             }
                             self.media = Some(n.clone());
-                            self.events.push_back(CallEvent::MediaUpdated(n));
+                            self.events.push_back(DialogEvent::MediaUpdated(n));
                         }
                         Err(_) => {
                             let resp = response_to(req, 488, None);
@@ -1191,6 +1193,19 @@ impl Call {
     }
 }
 
+/// The answer to a request outside any dialog we have: OPTIONS gets 200
+/// with what we allow, anything else 481 (RFC 3261 12.2.2). `to_tag` is ours.
+pub fn out_of_dialog_reply(req: &Message, to_tag: &str) -> Message {
+    if req.method() == Some("OPTIONS") {
+        let mut r = response_to(req, 200, Some(to_tag));
+        r.push("Allow", ALLOW);
+        r.push("Accept", "application/sdp");
+        r
+    } else {
+        response_to(req, 481, Some(to_tag))
+    }
+}
+
 fn resp_bytes(resp: &mut Message, ua: &str) -> Vec<u8> {
     resp.push("Server", ua);
     resp.to_bytes()
@@ -1223,7 +1238,7 @@ mod tests {
         v
     }
 
-    fn events(c: &mut Call) -> Vec<CallEvent> {
+    fn events(c: &mut Call) -> Vec<DialogEvent> {
         std::iter::from_fn(|| c.poll_event()).collect()
     }
 
@@ -1283,12 +1298,12 @@ mod tests {
         let ev = events(&mut c);
         assert!(matches!(
             &ev[0],
-            CallEvent::Ringing {
+            DialogEvent::Ringing {
                 code: 180,
                 early_media: None
             }
         ));
-        let CallEvent::Answered(n) = &ev[1] else {
+        let DialogEvent::Answered(n) = &ev[1] else {
             panic!("{ev:?}")
         };
         assert_eq!(
@@ -1338,7 +1353,7 @@ mod tests {
             .unwrap();
         let ev = events(&mut c);
         assert!(
-            matches!(&ev[..], [CallEvent::Ended(o)] if o.status == CallStatus::Completed && o.reason == EndedReason::HangupRequested)
+            matches!(&ev[..], [DialogEvent::Ended(o)] if o.status == CallStatus::Completed && o.reason == EndedReason::HangupRequested)
         );
     }
 
@@ -1390,7 +1405,7 @@ mod tests {
             "{body}"
         );
         assert!(
-            matches!(&events(&mut c)[..], [CallEvent::MediaUpdated(n)] if n.direction == sdp::Direction::SendOnly)
+            matches!(&events(&mut c)[..], [DialogEvent::MediaUpdated(n)] if n.direction == sdp::Direction::SendOnly)
         );
         // No ACK yet: the 200 is retransmitted after T1.
         c.handle_timeout(2_100 + 500);
@@ -1412,7 +1427,7 @@ mod tests {
         c.handle_message(6_000, from(), &bye);
         assert_eq!(sent(&mut c)[0].1.code(), Some(200));
         assert!(
-            matches!(&events(&mut c)[..], [CallEvent::Ended(o)] if o.reason == EndedReason::CalleeHangup && o.status == CallStatus::Completed)
+            matches!(&events(&mut c)[..], [DialogEvent::Ended(o)] if o.reason == EndedReason::CalleeHangup && o.status == CallStatus::Completed)
         );
         c.handle_message(6_500, from(), &bye);
         assert_eq!(sent(&mut c)[0].1.code(), Some(200));
@@ -1454,7 +1469,7 @@ mod tests {
             .unwrap();
         let ev = events(&mut c);
         assert!(
-            matches!(&ev[..], [CallEvent::Ended(o)] if o.sip_code == Some(407) && o.status == CallStatus::Failed),
+            matches!(&ev[..], [DialogEvent::Ended(o)] if o.sip_code == Some(407) && o.status == CallStatus::Failed),
             "{ev:?}"
         );
     }
@@ -1514,7 +1529,7 @@ mod tests {
         );
         let ev = events(&mut c);
         assert!(
-            matches!(&ev[..], [CallEvent::Ended(o)] if o.sip_code == Some(407)
+            matches!(&ev[..], [DialogEvent::Ended(o)] if o.sip_code == Some(407)
                 && o.status == CallStatus::Failed
                 && o.detail == "auth_realm_mismatch"),
             "{ev:?}"
@@ -1539,7 +1554,7 @@ mod tests {
             c.handle_datagram(5, from(), &reply(&inv, code, &[], None))
                 .unwrap();
             let ev = events(&mut c);
-            let [CallEvent::Ended(o)] = &ev[..] else {
+            let [DialogEvent::Ended(o)] = &ev[..] else {
                 panic!("{code}: {ev:?}")
             };
             assert_eq!(
@@ -1564,7 +1579,7 @@ mod tests {
         assert_eq!(sends, 1 + 6);
         let ev = events(&mut c);
         assert!(
-            matches!(&ev[..], [CallEvent::Ended(o)] if o.try_next_trunk && o.detail == "timer_b" && o.sip_code.is_none())
+            matches!(&ev[..], [DialogEvent::Ended(o)] if o.try_next_trunk && o.detail == "timer_b" && o.sip_code.is_none())
         );
     }
 
@@ -1592,7 +1607,7 @@ mod tests {
         assert_eq!(sent(&mut c)[0].1.method(), Some("ACK"));
         let ev = events(&mut c);
         assert!(
-            matches!(&ev[..], [CallEvent::Ended(o)] if o.status == CallStatus::Cancelled && o.sip_code == Some(487))
+            matches!(&ev[..], [DialogEvent::Ended(o)] if o.status == CallStatus::Cancelled && o.sip_code == Some(487))
         );
     }
 
@@ -1626,9 +1641,9 @@ mod tests {
             .unwrap();
         let ev = events(&mut c);
         assert!(
-            matches!(ev.last(), Some(CallEvent::Ended(o)) if o.status == CallStatus::Cancelled)
+            matches!(ev.last(), Some(DialogEvent::Ended(o)) if o.status == CallStatus::Cancelled)
         );
-        assert!(!ev.iter().any(|e| matches!(e, CallEvent::Answered(_))));
+        assert!(!ev.iter().any(|e| matches!(e, DialogEvent::Answered(_))));
     }
 
     #[test]
@@ -1647,7 +1662,7 @@ mod tests {
         c.handle_datagram(5_030, from(), &reply(&bye, 200, &[], None))
             .unwrap();
         assert!(
-            matches!(&events(&mut c)[..], [CallEvent::Ended(o)] if o.reason == EndedReason::MaxDurationReached)
+            matches!(&events(&mut c)[..], [DialogEvent::Ended(o)] if o.reason == EndedReason::MaxDurationReached)
         );
     }
 
@@ -1659,7 +1674,7 @@ mod tests {
             .unwrap();
         let ev = events(&mut c);
         assert!(
-            matches!(&ev[..], [CallEvent::Ringing { code: 183, early_media: Some(n) }] if n.remote_rtp.port() == 7078)
+            matches!(&ev[..], [DialogEvent::Ringing { code: 183, early_media: Some(n) }] if n.remote_rtp.port() == 7078)
         );
         // 200 without SDP: the early answer stands.
         c.handle_datagram(
@@ -1669,7 +1684,7 @@ mod tests {
         )
         .unwrap();
         assert!(
-            matches!(&events(&mut c)[..], [CallEvent::Answered(n)] if n.remote_rtp.port() == 7078)
+            matches!(&events(&mut c)[..], [DialogEvent::Answered(n)] if n.remote_rtp.port() == 7078)
         );
     }
 
@@ -1695,7 +1710,7 @@ mod tests {
             sent(&mut c);
             let ev = events(&mut c);
             assert!(
-                matches!(&ev[..], [CallEvent::Ended(o)] if o.detail == "no_response" && o.try_next_trunk)
+                matches!(&ev[..], [DialogEvent::Ended(o)] if o.detail == "no_response" && o.try_next_trunk)
             );
             (c, inv)
         };
@@ -1809,10 +1824,10 @@ mod tests {
                 .unwrap();
             let ev = events(&mut c);
             assert!(
-                !ev.iter().any(|e| matches!(e, CallEvent::Answered(_))),
+                !ev.iter().any(|e| matches!(e, DialogEvent::Answered(_))),
                 "{ev:?}"
             );
-            let Some(CallEvent::Ended(o)) = ev.last() else {
+            let Some(DialogEvent::Ended(o)) = ev.last() else {
                 panic!("{ev:?}")
             };
             assert_eq!(
@@ -1849,7 +1864,7 @@ mod tests {
             c.handle_datagram(10, from(), &reply(&inv, code, &[], None))
                 .unwrap();
             let ev = events(&mut c);
-            let Some(CallEvent::Ended(o)) = ev.last() else {
+            let Some(DialogEvent::Ended(o)) = ev.last() else {
                 panic!("{ev:?}")
             };
             assert_eq!(

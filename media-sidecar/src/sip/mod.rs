@@ -8,13 +8,18 @@
 //! - [`call`]: the UAC dialog: INVITE -> 1xx -> 2xx/ACK -> BYE, CANCEL,
 //!   auth retry, final-response mapping, trunk failover signal, and the
 //!   server side for in-dialog BYE / re-INVITE / UPDATE / OPTIONS.
-//! - [`udp`]: one UDP socket, many calls, an async API for the call task.
+//! - [`endpoint`]: many calls on one address, sans-IO: Call-ID demux,
+//!   stateless 481 / OPTIONS replies, trunk failover, bounds.
+//! - [`udp`]: the tokio driver of the endpoint (one UDP socket), an async
+//!   API for the call task.
 
 pub mod auth;
 pub mod call;
+pub mod endpoint;
 pub mod msg;
 pub mod sdp;
 pub mod transaction;
 pub mod udp;
 
-pub use call::{Call, CallConfig, CallEvent, Outcome};
+pub use call::{Call, CallConfig, DialogEnd, DialogEvent};
+pub use endpoint::{CallId, Endpoint, EndpointConfig};

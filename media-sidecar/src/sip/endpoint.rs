@@ -1,0 +1,1099 @@
+//! The SIP endpoint: many outbound calls over one UDP address, sans-IO (like
+//! quinn-proto's `Endpoint` or str0m). [`super::udp`] is its tokio driver.
+//!
+//! ```text
+//!  start_call(spec) -> CallId ---- INVITE ---->  trunk 0
+//!  handle_datagram(now, from, bytes)             demux by SIP Call-ID -> that dialog (a `Call`);
+//!                                                unknown Call-ID: stateless 481 (OPTIONS: 200)
+//!  handle_timeout(now) / poll_timeout()          retransmissions, ring / no-response / max timers
+//!  hangup(id, reason)                            CANCEL or BYE
+//!  poll_transmit() -> Transmit                   what to send where
+//!  poll_event() -> (CallId, Event)               dialog events; `Failover` when a trunk failed
+//!                                                and the next one is being tried
+//! ```
+//!
+//! Time is a [`std::time::Instant`] the caller passes in; randomness
+//! (Call-IDs, tags, branches, cnonces) comes from an injected [`Random`]. With
+//! a [`crate::random::SeededRandom`] and hand-advanced instants a run is the
+//! same every time: see the tests at the bottom.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use voxline_shared::EndedReason;
+
+use super::auth::Credentials;
+use super::call::{out_of_dialog_reply, Call, CallConfig, DialogEnd, DialogEvent, Transmit};
+use super::msg::{self, ParseError};
+use super::sdp::OfferConfig;
+use super::transaction::Timers;
+use crate::random::Random;
+
+/// One SIP trunk (next hop).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Trunk {
+    pub addr: SocketAddr,
+    /// Host part of the Request-URI/To (default: `addr`).
+    pub domain: Option<String>,
+    pub credentials: Option<Credentials>,
+}
+
+impl Trunk {
+    pub fn new(addr: SocketAddr) -> Self {
+        Trunk {
+            addr,
+            domain: None,
+            credentials: None,
+        }
+    }
+}
+
+/// What the call task asks for.
+#[derive(Debug, Clone)]
+pub struct CallSpec {
+    /// Tried in order; the next one only after a dialog end that asks for it
+    /// ([`DialogEnd::try_next_trunk`]).
+    pub trunks: Vec<Trunk>,
+    /// The number dialled (user part of the Request-URI).
+    pub to_user: String,
+    /// Our caller ID (user part of From).
+    pub from_user: String,
+    pub from_display: Option<String>,
+    pub media: OfferConfig,
+    pub ring_timeout: Duration,
+    pub max_duration: Option<Duration>,
+    /// A trunk that sends nothing back within this is skipped (when another remains).
+    pub failover_timeout: Option<Duration>,
+    pub timers: Timers,
+}
+
+impl CallSpec {
+    pub fn new(trunks: Vec<Trunk>, to_user: &str, from_user: &str, media: OfferConfig) -> Self {
+        CallSpec {
+            trunks,
+            to_user: to_user.into(),
+            from_user: from_user.into(),
+            from_display: None,
+            media,
+            ring_timeout: Duration::from_secs(60),
+            max_duration: None,
+            failover_timeout: Some(Duration::from_secs(2)),
+            timers: Timers::default(),
+        }
+    }
+}
+
+/// What the call task receives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// The attempt on `trunk` (index into [`CallSpec::trunks`]) ended this
+    /// way; the next trunk is being tried now.
+    Failover {
+        trunk: usize,
+        end: DialogEnd,
+    },
+    Call(DialogEvent),
+}
+
+/// The endpoint's name for one outbound call, across its failover attempts
+/// (each attempt is a dialog with its own SIP Call-ID).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct CallId(pub u64);
+
+impl std::fmt::Display for CallId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "call#{}", self.0)
+    }
+}
+
+/// Why [`Endpoint::start_call`] refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum StartError {
+    #[error("no trunk configured")]
+    NoTrunk,
+    #[error("too many SIP dialogs open")]
+    TooManyDialogs,
+}
+
+impl StartError {
+    /// Stable machine code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            StartError::NoTrunk => "no_trunk",
+            StartError::TooManyDialogs => "too_many_dialogs",
+        }
+    }
+}
+
+/// Why a datagram was dropped (for logs; the endpoint already ignored it).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DatagramError {
+    #[error("datagram of {0} bytes is over the limit")]
+    TooLarge(usize),
+    #[error("unparseable SIP datagram: {0}")]
+    Parse(#[from] ParseError),
+}
+
+impl DatagramError {
+    /// Stable machine code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            DatagramError::TooLarge(_) => "too_large",
+            DatagramError::Parse(e) => e.code(),
+        }
+    }
+}
+
+/// Endpoint settings.
+#[derive(Debug, Clone)]
+pub struct EndpointConfig {
+    /// Our SIP address, advertised in Via and Contact.
+    pub local: SocketAddr,
+    /// Dialogs held at once, live or lingering to absorb retransmissions;
+    /// [`Endpoint::start_call`] refuses beyond it.
+    pub max_dialogs: usize,
+    /// Larger datagrams are dropped unread.
+    pub max_datagram: usize,
+}
+
+impl EndpointConfig {
+    pub fn new(local: SocketAddr) -> Self {
+        EndpointConfig {
+            local,
+            max_dialogs: 4_096,
+            max_datagram: msg::MAX_MESSAGE,
+        }
+    }
+}
+
+/// One attempt on one trunk.
+struct Dialog {
+    call: Call,
+    /// The call it serves; `None` once it ended (it only lingers then).
+    owner: Option<CallId>,
+}
+
+/// One outbound call across its attempts.
+struct Attempts {
+    spec: CallSpec,
+    /// Index of the trunk being tried.
+    trunk: usize,
+    /// SIP Call-ID of the current attempt's dialog.
+    sip_call_id: String,
+    /// Hung up: no further trunk is tried.
+    hangup: bool,
+}
+
+fn call_config(spec: &CallSpec, trunk: &Trunk, has_next: bool, local: SocketAddr) -> CallConfig {
+    let mut c = CallConfig::new(
+        trunk.addr,
+        local,
+        &spec.to_user,
+        &spec.from_user,
+        spec.media.clone(),
+    );
+    if let Some(d) = &trunk.domain {
+        c.request_uri = format!("sip:{}@{d}", spec.to_user);
+        c.to_uri = c.request_uri.clone();
+    }
+    c.from_display = spec.from_display.clone();
+    c.credentials = trunk.credentials.clone();
+    c.ring_timeout_ms = duration_ms(spec.ring_timeout);
+    c.max_duration_ms = spec.max_duration.map(duration_ms);
+    // Fail over quickly only when there is somewhere to fail over to.
+    if has_next {
+        c.no_response_timeout_ms = spec.failover_timeout.map(duration_ms);
+    }
+    c.timers = spec.timers;
+    c
+}
+
+/// Timers further out than this (about 35 years) are clamped to it, so that
+/// `now + timer` never overflows the dialogs' u64 milliseconds or an `Instant`.
+const MAX_TIMER_MS: u64 = 1 << 40;
+
+fn duration_ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).map_or(MAX_TIMER_MS, |ms| ms.min(MAX_TIMER_MS))
+}
+
+/// The sans-IO SIP endpoint. See the module docs.
+pub struct Endpoint {
+    config: EndpointConfig,
+    /// Time zero of the dialogs' millisecond clock.
+    epoch: Instant,
+    random: Box<dyn Random>,
+    /// By SIP Call-ID. Ordered maps so that output order never depends on
+    /// hashing: the same inputs give the same bytes in the same order.
+    dialogs: BTreeMap<String, Dialog>,
+    calls: BTreeMap<CallId, Attempts>,
+    next_id: u64,
+    transmits: VecDeque<Transmit>,
+    events: VecDeque<(CallId, Event)>,
+}
+
+impl std::fmt::Debug for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Endpoint")
+            .field("local", &self.config.local)
+            .field("dialogs", &self.dialogs.len())
+            .field("calls", &self.calls.len())
+            .finish()
+    }
+}
+
+impl Endpoint {
+    /// `now` is time zero; every later `now` must not be earlier.
+    pub fn new(config: EndpointConfig, random: Box<dyn Random>, now: Instant) -> Endpoint {
+        Endpoint {
+            config,
+            epoch: now,
+            random,
+            dialogs: BTreeMap::new(),
+            calls: BTreeMap::new(),
+            next_id: 0,
+            transmits: VecDeque::new(),
+            events: VecDeque::new(),
+        }
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.config.local
+    }
+
+    fn ms(&self, now: Instant) -> u64 {
+        duration_ms(now.saturating_duration_since(self.epoch))
+    }
+
+    /// Dialogs held (live or lingering).
+    pub fn dialog_count(&self) -> usize {
+        self.dialogs.len()
+    }
+
+    /// No dialog left, not even one absorbing retransmissions.
+    pub fn is_idle(&self) -> bool {
+        self.dialogs.is_empty()
+    }
+
+    /// The SIP Call-ID of the call's current attempt, while it has one.
+    pub fn sip_call_id(&self, id: CallId) -> Option<&str> {
+        self.calls.get(&id).map(|a| a.sip_call_id.as_str())
+    }
+
+    /// Starts a call on its first trunk; the INVITE is ready at once.
+    pub fn start_call(&mut self, spec: CallSpec, now: Instant) -> Result<CallId, StartError> {
+        let Some(first) = spec.trunks.first() else {
+            return Err(StartError::NoTrunk);
+        };
+        if self.dialogs.len() >= self.config.max_dialogs {
+            return Err(StartError::TooManyDialogs);
+        }
+        let ms = self.ms(now);
+        self.next_id += 1;
+        let id = CallId(self.next_id);
+        let cfg = call_config(&spec, first, spec.trunks.len() > 1, self.config.local);
+        let call = Call::with_random(cfg, ms, self.random.fork());
+        let sip_call_id = call.call_id().to_string();
+        tracing::info!(%sip_call_id, to = %spec.to_user, trunk = %first.addr, "INVITE");
+        self.dialogs.insert(
+            sip_call_id.clone(),
+            Dialog {
+                call,
+                owner: Some(id),
+            },
+        );
+        self.calls.insert(
+            id,
+            Attempts {
+                spec,
+                trunk: 0,
+                sip_call_id,
+                hangup: false,
+            },
+        );
+        self.pump(ms);
+        Ok(id)
+    }
+
+    /// BYE if answered, CANCEL if not; no further trunk is tried. Unknown or
+    /// ended calls are ignored, so it is idempotent.
+    pub fn hangup(&mut self, id: CallId, reason: EndedReason, now: Instant) {
+        let ms = self.ms(now);
+        let Some(a) = self.calls.get_mut(&id) else {
+            return;
+        };
+        a.hangup = true;
+        if let Some(d) = self.dialogs.get_mut(&a.sip_call_id) {
+            d.call.hangup(ms, reason);
+        }
+        self.pump(ms);
+    }
+
+    /// One datagram from `from`. Dropped (with the reason returned for logs)
+    /// when too large or unparseable (RFC 3261 18.3).
+    pub fn handle_datagram(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        data: &[u8],
+    ) -> Result<(), DatagramError> {
+        if data.len() > self.config.max_datagram {
+            return Err(DatagramError::TooLarge(data.len()));
+        }
+        let m = msg::parse(data)?;
+        let ms = self.ms(now);
+        if let Some(d) = self.dialogs.get_mut(m.call_id()) {
+            d.call.handle_message(ms, from, &m);
+            self.pump(ms);
+            return Ok(());
+        }
+        // Not ours: requests get a stateless answer (an ACK gets none);
+        // stray responses are dropped.
+        if m.is_request() && m.method() != Some("ACK") {
+            let tag = self.random.hex(6);
+            let reply = out_of_dialog_reply(&m, &tag);
+            self.transmits.push_back(Transmit {
+                dest: from,
+                bytes: reply.to_bytes(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Runs every timer due at `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let ms = self.ms(now);
+        for d in self.dialogs.values_mut() {
+            if d.call.next_timeout().is_some_and(|t| t <= ms) {
+                d.call.handle_timeout(ms);
+            }
+        }
+        self.pump(ms);
+    }
+
+    /// When [`Endpoint::handle_timeout`] should next run.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.dialogs
+            .values()
+            .filter_map(|d| d.call.next_timeout())
+            .min()
+            .map(|ms| self.epoch + Duration::from_millis(ms))
+    }
+
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.transmits.pop_front()
+    }
+
+    /// The next event of some call. `Event::Call(DialogEvent::Ended(_))` is
+    /// a call's last event; its [`CallId`] is then forgotten.
+    pub fn poll_event(&mut self) -> Option<(CallId, Event)> {
+        self.events.pop_front()
+    }
+
+    /// Moves every dialog's datagrams and events out, starts the next trunk
+    /// where an attempt failed over, and drops dialogs that are done.
+    fn pump(&mut self, ms: u64) {
+        loop {
+            let mut failed_over = Vec::new();
+            for (sip_call_id, d) in self.dialogs.iter_mut() {
+                while let Some(t) = d.call.poll_transmit() {
+                    self.transmits.push_back(t);
+                }
+                while let Some(ev) = d.call.poll_event() {
+                    let Some(id) = d.owner else {
+                        continue;
+                    };
+                    let Some(a) = self
+                        .calls
+                        .get_mut(&id)
+                        .filter(|a| a.sip_call_id == *sip_call_id)
+                    else {
+                        d.owner = None;
+                        continue;
+                    };
+                    let DialogEvent::Ended(end) = ev else {
+                        self.events.push_back((id, Event::Call(ev)));
+                        continue;
+                    };
+                    d.owner = None;
+                    if end.try_next_trunk && !a.hangup && a.trunk + 1 < a.spec.trunks.len() {
+                        tracing::info!(trunk = a.trunk, code = ?end.sip_code, detail = %end.detail, "trunk failed; trying the next");
+                        self.events.push_back((
+                            id,
+                            Event::Failover {
+                                trunk: a.trunk,
+                                end,
+                            },
+                        ));
+                        failed_over.push(id);
+                    } else {
+                        self.calls.remove(&id);
+                        self.events
+                            .push_back((id, Event::Call(DialogEvent::Ended(end))));
+                    }
+                }
+            }
+            for id in &failed_over {
+                self.next_trunk(*id, ms);
+            }
+            self.dialogs.retain(|_, d| !d.call.is_done());
+            if failed_over.is_empty() {
+                break;
+            }
+        }
+    }
+
+    /// Starts the attempt on the call's next trunk (its INVITE is drained
+    /// by the next round of [`Endpoint::pump`]).
+    fn next_trunk(&mut self, id: CallId, ms: u64) {
+        let Some(a) = self.calls.get_mut(&id) else {
+            return;
+        };
+        a.trunk += 1;
+        let Some(trunk) = a.spec.trunks.get(a.trunk) else {
+            return;
+        };
+        let has_next = a.trunk + 1 < a.spec.trunks.len();
+        let cfg = call_config(&a.spec, trunk, has_next, self.config.local);
+        let call = Call::with_random(cfg, ms, self.random.fork());
+        a.sip_call_id = call.call_id().to_string();
+        tracing::info!(sip_call_id = %a.sip_call_id, trunk = %trunk.addr, "INVITE (failover)");
+        self.dialogs.insert(
+            a.sip_call_id.clone(),
+            Dialog {
+                call,
+                owner: Some(id),
+            },
+        );
+    }
+}
+
+/// Virtual-time tests: no socket, no tokio, no sleeping. A fake trunk,
+/// scripted per test, answers the requests the endpoint emits (parsed with
+/// `sip::msg`); time is an `Instant` advanced by hand.
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::random::SeededRandom;
+    use crate::sip::msg::{response_to, Message};
+    use voxline_shared::CallStatus;
+
+    const LOCAL: &str = "192.0.2.1:5060";
+    const TRUNK_A: &str = "198.51.100.1:5060";
+    const TRUNK_B: &str = "198.51.100.2:5060";
+    const ANSWER_SDP: &str = "v=0\r\no=- 1 1 IN IP4 203.0.113.9\r\ns=-\r\nc=IN IP4 203.0.113.9\r\nt=0 0\r\nm=audio 7078 RTP/AVP 0 101\r\na=rtpmap:101 telephone-event/8000\r\n";
+
+    fn addr(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    fn spec(trunks: &[&str]) -> CallSpec {
+        let trunks = trunks.iter().map(|t| Trunk::new(addr(t))).collect();
+        CallSpec::new(
+            trunks,
+            "+14155550100",
+            "+14155550199",
+            OfferConfig::new(addr("192.0.2.1:40000")),
+        )
+    }
+
+    /// One datagram the endpoint sent, parsed, with when (ms of virtual time).
+    #[derive(Debug)]
+    struct Sent {
+        at: u64,
+        dest: SocketAddr,
+        msg: Message,
+        bytes: Vec<u8>,
+    }
+
+    /// The endpoint under test and its virtual clock.
+    struct Harness {
+        ep: Endpoint,
+        t0: Instant,
+        now_ms: u64,
+    }
+
+    impl Harness {
+        fn new(seed: u64) -> Self {
+            Self::with_config(seed, EndpointConfig::new(addr(LOCAL)))
+        }
+
+        fn with_config(seed: u64, config: EndpointConfig) -> Self {
+            let t0 = Instant::now();
+            Harness {
+                ep: Endpoint::new(config, Box::new(SeededRandom::new(seed)), t0),
+                t0,
+                now_ms: 0,
+            }
+        }
+
+        fn now(&self) -> Instant {
+            self.t0 + Duration::from_millis(self.now_ms)
+        }
+
+        fn start(&mut self, spec: CallSpec) -> CallId {
+            self.ep.start_call(spec, self.now()).unwrap()
+        }
+
+        fn sent(&mut self) -> Vec<Sent> {
+            std::iter::from_fn(|| self.ep.poll_transmit())
+                .map(|t| Sent {
+                    at: self.now_ms,
+                    dest: t.dest,
+                    msg: msg::parse(&t.bytes).expect("the endpoint sends what it parses"),
+                    bytes: t.bytes,
+                })
+                .collect()
+        }
+
+        fn events(&mut self) -> Vec<(CallId, Event)> {
+            std::iter::from_fn(|| self.ep.poll_event()).collect()
+        }
+
+        /// A datagram from `from`, now.
+        fn recv(&mut self, from: &str, bytes: &[u8]) -> Result<(), DatagramError> {
+            self.ep.handle_datagram(self.now(), addr(from), bytes)
+        }
+
+        /// Moves the clock to `ms`, running each timer at its own instant;
+        /// returns everything sent on the way.
+        fn advance_to(&mut self, ms: u64) -> Vec<Sent> {
+            let until = self.t0 + Duration::from_millis(ms);
+            let mut out = self.sent();
+            for _ in 0..10_000 {
+                match self.ep.poll_timeout() {
+                    Some(t) if t <= until => {
+                        self.now_ms = duration_ms(t - self.t0).max(self.now_ms);
+                        self.ep.handle_timeout(t);
+                        out.extend(self.sent());
+                    }
+                    _ => {
+                        self.now_ms = ms;
+                        return out;
+                    }
+                }
+            }
+            panic!("a timer that never clears");
+        }
+    }
+
+    /// The trunk's side, scripted by each test from the requests it gets.
+    struct FakeTrunk {
+        addr: &'static str,
+        tag: &'static str,
+    }
+
+    const TRUNK: FakeTrunk = FakeTrunk {
+        addr: TRUNK_A,
+        tag: "trunk-a",
+    };
+    const TRUNK_2: FakeTrunk = FakeTrunk {
+        addr: TRUNK_B,
+        tag: "trunk-b",
+    };
+
+    impl FakeTrunk {
+        fn reply(&self, req: &Message, code: u16) -> Vec<u8> {
+            self.reply_with(req, code, &[])
+        }
+
+        fn reply_with(&self, req: &Message, code: u16, extra: &[(&str, &str)]) -> Vec<u8> {
+            let mut r = response_to(req, code, (code > 100).then_some(self.tag));
+            for (n, v) in extra {
+                r.push(n, *v);
+            }
+            r.to_bytes()
+        }
+
+        /// 200 OK with Contact and an SDP answer.
+        fn answer(&self, invite: &Message) -> Vec<u8> {
+            let mut r = response_to(invite, 200, Some(self.tag));
+            r.push("Contact", format!("<sip:callee@{}>", self.addr));
+            r.push("Content-Type", "application/sdp");
+            r.body = ANSWER_SDP.as_bytes().to_vec();
+            r.to_bytes()
+        }
+
+        /// The callee hangs up: a BYE inside the dialog the INVITE made.
+        fn bye(&self, invite: &Message) -> Vec<u8> {
+            let contact = invite.contact_uri().unwrap();
+            let mut m = Message::request("BYE", &contact);
+            m.push(
+                "Via",
+                format!("SIP/2.0/UDP {};branch=z9hG4bKcalleebye", self.addr),
+            );
+            m.push("Max-Forwards", "70");
+            m.push(
+                "From",
+                format!("{};tag={}", invite.header("To").unwrap(), self.tag),
+            );
+            m.push("To", invite.header("From").unwrap());
+            m.push("Call-ID", invite.call_id());
+            m.push("CSeq", "1 BYE");
+            m.to_bytes()
+        }
+    }
+
+    fn methods(sent: &[Sent]) -> Vec<String> {
+        sent.iter()
+            .map(|s| match s.msg.code() {
+                Some(c) => c.to_string(),
+                None => s.msg.method().unwrap_or("?").to_string(),
+            })
+            .collect()
+    }
+
+    fn only<T: std::fmt::Debug>(mut v: Vec<T>) -> T {
+        assert_eq!(v.len(), 1, "{v:?}");
+        v.remove(0)
+    }
+
+    fn ended(ev: &(CallId, Event)) -> &DialogEnd {
+        match &ev.1 {
+            Event::Call(DialogEvent::Ended(end)) => end,
+            e => panic!("expected Ended, got {e:?}"),
+        }
+    }
+
+    /// INVITE -> 100 -> 180 -> 200 -> ACK, then our BYE -> 200. Returns all
+    /// bytes the endpoint sent, for the determinism check.
+    fn answered_call(seed: u64) -> Vec<Vec<u8>> {
+        let mut h = Harness::new(seed);
+        let id = h.start(spec(&[TRUNK_A]));
+        let invite = only(h.sent());
+        assert_eq!(
+            (invite.dest, invite.msg.method(), invite.msg.cseq()),
+            (addr(TRUNK_A), Some("INVITE"), (1, "INVITE"))
+        );
+        assert_eq!(Some(invite.msg.call_id()), h.ep.sip_call_id(id));
+        let inv = invite.msg.clone();
+        let mut all = vec![invite.bytes];
+
+        h.now_ms = 40;
+        h.recv(TRUNK.addr, &TRUNK.reply(&inv, 100)).unwrap();
+        h.now_ms = 900;
+        h.recv(TRUNK.addr, &TRUNK.reply(&inv, 180)).unwrap();
+        assert!(h.sent().is_empty(), "a 1xx stops INVITE retransmission");
+        assert!(matches!(
+            &h.events()[..],
+            [(i, Event::Call(DialogEvent::Ringing { code: 180, .. }))] if *i == id
+        ));
+        h.now_ms = 3_000;
+        h.recv(TRUNK.addr, &TRUNK.answer(&inv)).unwrap();
+        let ack = only(h.sent());
+        assert_eq!(
+            (ack.dest, ack.msg.method(), ack.msg.cseq()),
+            (addr(TRUNK_A), Some("ACK"), (1, "ACK"))
+        );
+        let (i, Event::Call(DialogEvent::Answered(media))) = only(h.events()) else {
+            panic!("expected Answered")
+        };
+        assert_eq!((i, media.remote_rtp), (id, addr("203.0.113.9:7078")));
+        all.push(ack.bytes);
+
+        // Nothing is due until the INVITE transaction's Timer D-like linger.
+        assert!(h.advance_to(10_000).is_empty());
+        h.ep.hangup(id, EndedReason::AgentHangup, h.now());
+        let bye = only(h.sent());
+        assert_eq!(
+            (bye.msg.method(), bye.msg.cseq()),
+            (Some("BYE"), (2, "BYE"))
+        );
+        h.recv(TRUNK.addr, &TRUNK.reply(&bye.msg, 200)).unwrap();
+        let ev = only(h.events());
+        assert_eq!(ev.0, id);
+        let end = ended(&ev);
+        assert_eq!(
+            (end.status, end.reason),
+            (CallStatus::Completed, EndedReason::AgentHangup)
+        );
+        assert_eq!(h.ep.sip_call_id(id), None, "ended calls are forgotten");
+        all.push(bye.bytes);
+        // The dialog lingers to absorb retransmissions, then is dropped.
+        h.advance_to(60_000);
+        assert!(h.ep.is_idle(), "{:?}", h.ep);
+        all
+    }
+
+    #[test]
+    fn a_call_is_answered_acked_and_hung_up() {
+        answered_call(1);
+    }
+
+    #[test]
+    fn the_same_seed_and_inputs_give_the_same_bytes() {
+        assert_eq!(answered_call(7), answered_call(7));
+        assert_ne!(answered_call(7), answered_call(8));
+    }
+
+    #[test]
+    fn busy_ends_the_call_without_trying_the_next_trunk() {
+        let mut h = Harness::new(2);
+        let id = h.start(spec(&[TRUNK_A, TRUNK_B]));
+        let inv = only(h.sent()).msg;
+        h.now_ms = 100;
+        h.recv(TRUNK.addr, &TRUNK.reply(&inv, 486)).unwrap();
+        let ack = only(h.sent());
+        assert_eq!(
+            (ack.dest, ack.msg.method(), ack.msg.top_branch()),
+            (addr(TRUNK_A), Some("ACK"), inv.top_branch()),
+            "a non-2xx is ACKed in its own transaction"
+        );
+        let ev = only(h.events());
+        let end = ended(&ev);
+        assert_eq!(
+            (
+                ev.0,
+                end.status,
+                end.reason,
+                end.sip_code,
+                end.try_next_trunk
+            ),
+            (id, CallStatus::Busy, EndedReason::Busy, Some(486), false)
+        );
+        assert!(h.advance_to(60_000).iter().all(|s| s.dest != addr(TRUNK_B)));
+    }
+
+    #[test]
+    fn digest_challenges_401_and_407_are_answered_then_the_call_is_answered() {
+        for (code, header, auth_header) in [
+            (401, "WWW-Authenticate", "Authorization"),
+            (407, "Proxy-Authenticate", "Proxy-Authorization"),
+        ] {
+            let mut h = Harness::new(3);
+            let mut s = spec(&[TRUNK_A]);
+            s.trunks[0].credentials = Some(Credentials {
+                username: "voxline".into(),
+                password: "secret".into(),
+                realm: None,
+            });
+            let id = h.start(s);
+            let inv = only(h.sent()).msg;
+            assert!(inv.header(auth_header).is_none());
+            h.now_ms = 50;
+            let challenge = format!("Digest realm=\"trunk\", nonce=\"n{code}\", qop=\"auth\"");
+            h.recv(
+                TRUNK.addr,
+                &TRUNK.reply_with(&inv, code, &[(header, &challenge)]),
+            )
+            .unwrap();
+            let out = h.sent();
+            assert_eq!(methods(&out), ["ACK", "INVITE"], "{code}");
+            let inv2 = &out[1].msg;
+            assert_eq!(
+                (inv2.call_id(), inv2.cseq()),
+                (inv.call_id(), (2, "INVITE"))
+            );
+            let creds = inv2.header(auth_header).unwrap();
+            assert!(
+                creds.contains("username=\"voxline\"")
+                    && creds.contains(&format!("nonce=\"n{code}\"")),
+                "{creds}"
+            );
+            assert!(h.events().is_empty(), "a challenge is not an event");
+            h.now_ms = 120;
+            h.recv(TRUNK.addr, &TRUNK.answer(inv2)).unwrap();
+            assert_eq!(methods(&h.sent()), ["ACK"]);
+            assert!(matches!(
+                &h.events()[..],
+                [(i, Event::Call(DialogEvent::Answered(_)))] if *i == id
+            ));
+        }
+    }
+
+    #[test]
+    fn a_503_fails_over_to_the_second_trunk() {
+        let mut h = Harness::new(4);
+        let id = h.start(spec(&[TRUNK_A, TRUNK_B]));
+        let inv_a = only(h.sent()).msg;
+        h.now_ms = 30;
+        h.recv(TRUNK.addr, &TRUNK.reply(&inv_a, 503)).unwrap();
+        let out = h.sent();
+        assert_eq!(methods(&out), ["ACK", "INVITE"]);
+        assert_eq!((out[0].dest, out[1].dest), (addr(TRUNK_A), addr(TRUNK_B)));
+        let inv_b = out[1].msg.clone();
+        assert_ne!(inv_b.call_id(), inv_a.call_id(), "a new dialog per trunk");
+        assert_eq!(h.ep.sip_call_id(id), Some(inv_b.call_id()));
+        let ev = only(h.events());
+        let (i, Event::Failover { trunk: 0, end }) = ev else {
+            panic!("{ev:?}")
+        };
+        assert_eq!((i, end.sip_code, end.try_next_trunk), (id, Some(503), true));
+        // A retransmitted 503 from trunk A is absorbed by its lingering
+        // dialog (ACKed again), not answered statelessly.
+        h.now_ms = 60;
+        h.recv(TRUNK.addr, &TRUNK.reply(&inv_a, 503)).unwrap();
+        assert_eq!(methods(&h.sent()), ["ACK"]);
+        assert!(h.events().is_empty());
+        h.now_ms = 200;
+        h.recv(TRUNK_2.addr, &TRUNK_2.reply(&inv_b, 180)).unwrap();
+        h.recv(TRUNK_2.addr, &TRUNK_2.answer(&inv_b)).unwrap();
+        let ack = only(h.sent());
+        assert_eq!((ack.dest, ack.msg.method()), (addr(TRUNK_B), Some("ACK")));
+        let ev = h.events();
+        assert!(
+            matches!(
+                &ev[..],
+                [
+                    (_, Event::Call(DialogEvent::Ringing { .. })),
+                    (_, Event::Call(DialogEvent::Answered(_)))
+                ]
+            ) && ev.iter().all(|(i, _)| *i == id),
+            "{ev:?}"
+        );
+    }
+
+    #[test]
+    fn a_silent_trunk_is_skipped_after_the_failover_timeout() {
+        let mut h = Harness::new(5);
+        let mut s = spec(&[TRUNK_A, TRUNK_B]);
+        s.failover_timeout = Some(Duration::from_millis(2_000));
+        let id = h.start(s);
+        let inv_a = only(h.sent()).msg;
+        let out = h.advance_to(1_999);
+        assert_eq!(
+            out.iter().map(|s| (s.at, s.dest)).collect::<Vec<_>>(),
+            [(500, addr(TRUNK_A)), (1_500, addr(TRUNK_A))],
+            "Timer A retransmissions only"
+        );
+        assert!(h.events().is_empty());
+        let out = h.advance_to(2_000);
+        let inv_b = only(out);
+        assert_eq!(
+            (inv_b.at, inv_b.dest, inv_b.msg.method()),
+            (2_000, addr(TRUNK_B), Some("INVITE"))
+        );
+        let ev = only(h.events());
+        let (i, Event::Failover { trunk: 0, end }) = ev else {
+            panic!("{ev:?}")
+        };
+        assert_eq!(
+            (i, end.status, end.detail.as_str(), end.try_next_trunk),
+            (id, CallStatus::Failed, "no_response", true)
+        );
+        // Trunk A wakes up and answers late: it is released (ACK + BYE)
+        // and the call hears nothing of it.
+        h.now_ms = 2_500;
+        h.recv(TRUNK.addr, &TRUNK.answer(&inv_a)).unwrap();
+        let out = h.sent();
+        assert_eq!(methods(&out), ["ACK", "BYE"]);
+        assert!(out.iter().all(|s| s.dest == addr(TRUNK_A)));
+        assert!(h.events().is_empty());
+        // The second trunk has no further trunk: no failover timeout there,
+        // RFC timers decide.
+        h.recv(TRUNK_2.addr, &TRUNK_2.answer(&inv_b.msg)).unwrap();
+        assert!(matches!(
+            &h.events()[..],
+            [(i, Event::Call(DialogEvent::Answered(_)))] if *i == id
+        ));
+    }
+
+    #[test]
+    fn timer_a_retransmits_and_timer_b_ends_the_call() {
+        let mut h = Harness::new(6);
+        let id = h.start(spec(&[TRUNK_A]));
+        let first = only(h.sent());
+        let out = h.advance_to(31_999);
+        assert_eq!(
+            out.iter().map(|s| s.at).collect::<Vec<_>>(),
+            [500, 1_500, 3_500, 7_500, 15_500, 31_500],
+            "Timer A doubles from T1"
+        );
+        assert!(
+            out.iter().all(|s| s.bytes == first.bytes),
+            "the same INVITE"
+        );
+        assert!(h.events().is_empty());
+        assert!(h.advance_to(32_000).is_empty());
+        let ev = only(h.events());
+        let end = ended(&ev);
+        assert_eq!(
+            (
+                ev.0,
+                end.status,
+                end.reason,
+                end.detail.as_str(),
+                end.sip_code
+            ),
+            (
+                id,
+                CallStatus::Failed,
+                EndedReason::TrunkError,
+                "timer_b",
+                None
+            )
+        );
+        assert!(h.ep.is_idle());
+        assert_eq!(h.ep.poll_timeout(), None);
+    }
+
+    #[test]
+    fn unknown_call_ids_get_481_and_options_200_statelessly() {
+        let mut h = Harness::new(7);
+        let req = |method: &str| {
+            let mut m = Message::request(method, "sip:voxline@192.0.2.1:5060");
+            m.push("Via", "SIP/2.0/UDP 203.0.113.5:5070;branch=z9hG4bKprobe");
+            m.push("From", "<sip:probe@203.0.113.5>;tag=p1");
+            m.push("To", "<sip:voxline@192.0.2.1>");
+            m.push("Call-ID", "not-one-of-ours");
+            m.push("CSeq", format!("1 {method}"));
+            m.to_bytes()
+        };
+        let prober = "203.0.113.5:5070";
+        h.recv(prober, &req("BYE")).unwrap();
+        let r = only(h.sent());
+        assert_eq!((r.dest, r.msg.code()), (addr(prober), Some(481)));
+        assert_eq!(r.msg.call_id(), "not-one-of-ours");
+        assert!(r.msg.to_tag().is_some());
+        h.recv(prober, &req("OPTIONS")).unwrap();
+        let r = only(h.sent());
+        assert_eq!((r.dest, r.msg.code()), (addr(prober), Some(200)));
+        assert!(r.msg.header("Allow").is_some_and(|a| a.contains("INVITE")));
+        h.recv(prober, &req("INVITE")).unwrap();
+        assert_eq!(only(h.sent()).msg.code(), Some(481));
+        // No answer to an ACK, nor to a stray response.
+        h.recv(prober, &req("ACK")).unwrap();
+        let inv = msg::parse(&req("INVITE")).unwrap();
+        h.recv(prober, &TRUNK.reply(&inv, 200)).unwrap();
+        assert!(h.sent().is_empty());
+        assert!(h.events().is_empty() && h.ep.is_idle());
+    }
+
+    #[test]
+    fn the_callee_hangs_up_with_bye() {
+        let mut h = Harness::new(8);
+        let id = h.start(spec(&[TRUNK_A]));
+        let inv = only(h.sent()).msg;
+        h.recv(TRUNK.addr, &TRUNK.answer(&inv)).unwrap();
+        h.sent();
+        h.events();
+        h.now_ms = 5_000;
+        let bye = TRUNK.bye(&inv);
+        h.recv(TRUNK.addr, &bye).unwrap();
+        let ok = only(h.sent());
+        assert_eq!(
+            (ok.dest, ok.msg.code(), ok.msg.cseq()),
+            (addr(TRUNK_A), Some(200), (1, "BYE"))
+        );
+        let ev = only(h.events());
+        let end = ended(&ev);
+        assert_eq!(
+            (ev.0, end.status, end.reason),
+            (id, CallStatus::Completed, EndedReason::CalleeHangup)
+        );
+        // Its retransmission gets the same 200, still from the dialog.
+        h.now_ms = 5_500;
+        h.recv(TRUNK.addr, &bye).unwrap();
+        assert_eq!(only(h.sent()).bytes, ok.bytes);
+        // Hanging up an ended call does nothing.
+        h.ep.hangup(id, EndedReason::AgentHangup, h.now());
+        assert!(h.sent().is_empty() && h.events().is_empty());
+    }
+
+    #[test]
+    fn hangup_before_any_answer_cancels_and_does_not_fail_over() {
+        let mut h = Harness::new(9);
+        let id = h.start(spec(&[TRUNK_A, TRUNK_B]));
+        let inv = only(h.sent()).msg;
+        h.recv(TRUNK.addr, &TRUNK.reply(&inv, 180)).unwrap();
+        h.events();
+        h.ep.hangup(id, EndedReason::HangupRequested, h.now());
+        let cancel = only(h.sent());
+        assert_eq!(cancel.msg.method(), Some("CANCEL"));
+        h.recv(TRUNK.addr, &TRUNK.reply(&cancel.msg, 200)).unwrap();
+        // Even a failover-class answer does not move on once hung up.
+        h.recv(TRUNK.addr, &TRUNK.reply(&inv, 503)).unwrap();
+        assert_eq!(methods(&h.sent()), ["ACK"]);
+        let ev = only(h.events());
+        assert_eq!(ended(&ev).status, CallStatus::Cancelled);
+    }
+
+    #[test]
+    fn hostile_datagrams_are_dropped_without_panics() {
+        let mut h = Harness::new(10);
+        let id = h.start(spec(&[TRUNK_A]));
+        let inv = only(h.sent());
+        let from = "203.0.113.66:5060";
+        assert_eq!(
+            h.recv(from, b""),
+            Err(DatagramError::Parse(ParseError::Empty))
+        );
+        assert!(h.recv(from, b"\0\xff\xfe garbage \r\n\r\n").is_err());
+        let huge = vec![b'A'; 70_000];
+        assert_eq!(h.recv(from, &huge), Err(DatagramError::TooLarge(70_000)));
+        assert_eq!(h.recv(from, &huge).unwrap_err().code(), "too_large");
+        let no_call_id = b"BYE sip:x@192.0.2.1 SIP/2.0\r\nVia: SIP/2.0/UDP 203.0.113.66;branch=z9hG4bKx\r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:c@d>\r\nCSeq: 1 BYE\r\nContent-Length: 0\r\n\r\n";
+        assert_eq!(
+            h.recv(from, no_call_id).unwrap_err().code(),
+            "missing_header"
+        );
+        assert!(h.recv(from, b"SIP/2.0 200 OK\r\n\r\n").is_err());
+        // Every prefix of a real answer, and many byte-flipped copies of it.
+        let answer = TRUNK.answer(&inv.msg);
+        for n in 0..answer.len() {
+            let _ = h.recv(from, &answer[..n]);
+        }
+        let mut random = SeededRandom::new(99);
+        for _ in 0..2_000 {
+            let mut bytes = answer.clone();
+            let mut r = [0u8; 4];
+            random.fill(&mut r);
+            let at = usize::from(u16::from_le_bytes([r[0], r[1]])) % bytes.len();
+            if let Some(b) = bytes.get_mut(at) {
+                *b = r[2];
+            }
+            let _ = h.recv(from, &bytes);
+        }
+        h.sent();
+        // Flipped copies may have hit the dialog; but the call must still
+        // be usable, and its event stream sane (at most one answer).
+        let ev = h.events();
+        assert!(ev.iter().all(|(i, _)| *i == id), "{ev:?}");
+        let answers = ev
+            .iter()
+            .filter(|(_, e)| matches!(e, Event::Call(DialogEvent::Answered(_))))
+            .count();
+        assert!(answers <= 1, "{ev:?}");
+        h.advance_to(200_000);
+        assert!(h.ep.dialog_count() <= 1);
+    }
+
+    /// `Duration::MAX` timeouts used to overflow `now + ms` in the dialog.
+    #[test]
+    fn huge_timeouts_are_clamped_not_overflowed() {
+        let mut h = Harness::new(12);
+        let mut s = spec(&[TRUNK_A, TRUNK_B]);
+        s.ring_timeout = Duration::MAX;
+        s.max_duration = Some(Duration::MAX);
+        s.failover_timeout = Some(Duration::MAX);
+        h.now_ms = 1_000;
+        let id = h.start(s);
+        let inv = only(h.sent()).msg;
+        h.now_ms = 2_000;
+        h.recv(TRUNK.addr, &TRUNK.answer(&inv)).unwrap();
+        assert_eq!(methods(&h.sent()), ["ACK"]);
+        assert!(h.ep.poll_timeout().is_some());
+        h.advance_to(100_000);
+        assert!(matches!(
+            &h.events()[..],
+            [(i, Event::Call(DialogEvent::Answered(_)))] if *i == id
+        ));
+    }
+
+    #[test]
+    fn starting_refuses_without_trunks_or_beyond_the_dialog_limit() {
+        let mut config = EndpointConfig::new(addr(LOCAL));
+        config.max_dialogs = 2;
+        let mut h = Harness::with_config(11, config);
+        let none = h.ep.start_call(spec(&[]), h.now());
+        assert_eq!(none, Err(StartError::NoTrunk));
+        h.start(spec(&[TRUNK_A]));
+        h.start(spec(&[TRUNK_A]));
+        let third = h.ep.start_call(spec(&[TRUNK_A]), h.now());
+        assert_eq!(third.map_err(|e| e.code()), Err("too_many_dialogs"));
+        // Once the dialogs are gone (Timer B), calls can start again.
+        h.advance_to(40_000);
+        assert!(h.ep.is_idle());
+        h.start(spec(&[TRUNK_A]));
+    }
+}
