@@ -34,10 +34,10 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use voxline_shared::protocol::Role;
 
 use super::limits::{self, checked_id, BoundedMap};
-use super::resample::StreamResampler;
 use super::session::{urlencode, Dial, Incoming, Timeouts, Translator, WsSession};
 use super::ws::redact;
 use super::{EngineConfig, EngineError, EngineEvent, FRAME_SAMPLES};
+use crate::media::resample::StreamResampler;
 
 pub const DEFAULT_BASE_URL: &str = "wss://generativelanguage.googleapis.com";
 pub const DEFAULT_MODEL: &str = "models/gemini-live-2.5-flash-preview";

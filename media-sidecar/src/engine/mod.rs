@@ -30,7 +30,6 @@ pub mod limits;
 #[cfg(feature = "local-engine")]
 pub mod local;
 pub mod openai;
-pub mod resample;
 pub mod session;
 pub mod ws;
 
