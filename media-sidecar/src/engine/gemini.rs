@@ -34,7 +34,7 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use voxline_shared::protocol::Role;
 
 use super::limits::{self, checked_id, BoundedMap};
-use super::session::{urlencode, Dial, Incoming, Timeouts, Translator, WsSession};
+use super::session::{api_key, urlencode, Dial, Incoming, Timeouts, Translator, WsSession};
 use super::ws::redact;
 use super::{EngineConfig, EngineError, EngineEvent, FRAME_SAMPLES};
 use crate::media::resample::StreamResampler;
@@ -110,12 +110,7 @@ pub async fn connect_with(
     cfg: EngineConfig,
     opts: GeminiOptions,
 ) -> Result<GeminiEngine, EngineError> {
-    let key = cfg
-        .api_key
-        .as_ref()
-        .map(|k| k.expose().to_string())
-        .filter(|k| !k.is_empty())
-        .ok_or_else(|| EngineError::Auth("no Gemini API key configured".into()))?;
+    let key = api_key(&cfg, "Gemini")?;
     let base = cfg
         .base_url
         .clone()

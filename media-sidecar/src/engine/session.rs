@@ -349,6 +349,15 @@ impl<T: Translator> Engine for WsSession<T> {
     }
 }
 
+/// The call's API key for `vendor`, or `Auth` when there is none.
+pub fn api_key(cfg: &super::EngineConfig, vendor: &str) -> Result<String, EngineError> {
+    cfg.api_key
+        .as_ref()
+        .map(|k| k.expose().to_string())
+        .filter(|k| !k.is_empty())
+        .ok_or_else(|| EngineError::Auth(format!("no {vendor} API key configured")))
+}
+
 /// Percent-encodes everything but RFC 3986 unreserved characters (query values).
 pub fn urlencode(s: &str) -> String {
     s.bytes()
