@@ -18,6 +18,11 @@
 //!   401/403 at the handshake -> `Auth`.
 //! - The key travels in the URL query (as the service requires) and is
 //!   redacted from every error text; the URL is never logged.
+//!
+//! The protocol itself is pure ([`GeminiTranslator`]: messages, audio and time in,
+//! events and messages out, tested without sockets); connecting, setup
+//! timeout, keepalive, sending and closing are the shared
+//! [`super::session`] driver's.
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -25,14 +30,14 @@ use std::time::Duration;
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
 use serde_json::{json, Value};
-use tokio::time::Instant;
-use tokio_tungstenite::tungstenite::{self, Message};
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use voxline_shared::protocol::Role;
 
 use super::limits::{self, checked_id, BoundedMap};
-use super::resample::StreamResampler;
-use super::ws::{self, redact, Outbox, WsStream};
-use super::{Engine, EngineConfig, EngineError, EngineEvent, FRAME_SAMPLES};
+use super::session::{api_key, urlencode, Dial, Incoming, Timeouts, Translator, WsSession};
+use super::ws::redact;
+use super::{EngineConfig, EngineError, EngineEvent, FRAME_SAMPLES};
+use crate::media::resample::StreamResampler;
 
 pub const DEFAULT_BASE_URL: &str = "wss://generativelanguage.googleapis.com";
 pub const DEFAULT_MODEL: &str = "models/gemini-live-2.5-flash-preview";
@@ -73,17 +78,17 @@ struct Turn {
     end_ms: u64,
 }
 
-pub struct GeminiEngine {
+/// A Gemini Live session: the [`GeminiTranslator`] over the shared driver.
+pub type GeminiEngine = WsSession<GeminiTranslator>;
+
+/// The Gemini Live protocol, pure: server messages in, [`EngineEvent`]s and
+/// client messages out (audio resampled both ways).
+pub struct GeminiTranslator {
     call_id: String,
-    ws: WsStream,
-    outbox: Outbox,
-    pending: VecDeque<EngineEvent>,
-    dead: Option<EngineError>,
-    opts: GeminiOptions,
     secret: String,
-    started: Instant,
-    last_rx: Instant,
-    last_ping: Instant,
+    greeting: Option<String>,
+    events: VecDeque<EngineEvent>,
+    transmit: VecDeque<Value>,
     up: StreamResampler,
     down: Option<StreamResampler>,
     /// Played timeline (8 kHz samples): what the callee heard / where queued audio ends.
@@ -105,12 +110,7 @@ pub async fn connect_with(
     cfg: EngineConfig,
     opts: GeminiOptions,
 ) -> Result<GeminiEngine, EngineError> {
-    let key = cfg
-        .api_key
-        .as_ref()
-        .map(|k| k.expose().to_string())
-        .filter(|k| !k.is_empty())
-        .ok_or_else(|| EngineError::Auth("no Gemini API key configured".into()))?;
+    let key = api_key(&cfg, "Gemini")?;
     let base = cfg
         .base_url
         .clone()
@@ -120,110 +120,28 @@ pub async fn connect_with(
         base.trim_end_matches('/'),
         urlencode(&key)
     );
-    let deadline = Instant::now() + opts.connect_timeout;
-    let mut socket = ws::connect(
-        &url,
-        Vec::new(),
-        opts.connect_timeout,
-        &[&key, &urlencode(&key)],
-        cfg.url_guard.as_ref(),
-    )
-    .await?;
-    drop(url);
-
-    let mut outbox = Outbox::default();
-    outbox.push(Message::text(setup_message(&cfg).to_string()));
-    outbox
-        .flush(&mut socket)
-        .await
-        .map_err(|e| EngineError::Disconnected(redact(&e.to_string(), &[&key])))?;
-    loop {
-        let frame = match tokio::time::timeout_at(deadline, ws::next_frame(&mut socket)).await {
-            Err(_) => {
-                return Err(EngineError::Timeout(format!(
-                    "no setupComplete within {} ms",
-                    opts.connect_timeout.as_millis()
-                )))
-            }
-            Ok(f) => f,
-        };
-        match frame {
-            Some(Ok(m @ (Message::Text(_) | Message::Binary(_)))) => {
-                let v = parse(&m).map_err(EngineError::Protocol)?;
-                if v.get("setupComplete").is_some() {
-                    break;
-                }
-                if v.get("goAway").is_some() {
-                    return Err(EngineError::Disconnected("goAway during setup".into()));
-                }
-            }
-            Some(Ok(Message::Close(c))) => return Err(close_error(c.as_ref(), &key)),
-            Some(Ok(_)) => {}
-            Some(Err(e)) => return Err(ws::stream_error(e, &[&key])),
-            None => {
-                return Err(EngineError::Disconnected(
-                    "closed before setupComplete".into(),
-                ))
-            }
-        }
-    }
-
-    let now = Instant::now();
-    let up = StreamResampler::new(super::SAMPLE_RATE, INPUT_RATE, FRAME_SAMPLES)
-        .map_err(EngineError::Unavailable)?;
-    let mut eng = GeminiEngine {
-        call_id: cfg.call_id.clone(),
-        ws: socket,
-        outbox,
-        pending: VecDeque::new(),
-        dead: None,
-        opts,
-        secret: key,
-        started: now,
-        last_rx: now,
-        last_ping: now,
-        up,
-        down: None,
-        played: 0,
-        queued_end: 0,
-        ai_turn: None,
-        ai_text: None,
-        user_text: None,
-        fn_names: BoundedMap::default(),
+    let translator = GeminiTranslator::new(&cfg, &opts, key.clone())?;
+    let dial = Dial {
+        call_id: &cfg.call_id,
+        url: &url,
+        headers: Vec::new(),
+        secrets: vec![key.clone(), urlencode(&key)],
+        guard: cfg.url_guard.as_ref(),
+        timeouts: Timeouts {
+            connect: opts.connect_timeout,
+            idle: opts.idle_timeout,
+            ping: opts.ping_interval,
+        },
     };
-    if let Some(g) = eng.opts.greeting.clone() {
-        eng.push_json(
-            json!({"clientContent": {"turns": [{"role": "user", "parts": [{"text": g}]}], "turnComplete": true}}),
-        );
-        if let Err(e) = eng.outbox.flush(&mut eng.ws).await {
-            return Err(EngineError::Disconnected(redact(
-                &e.to_string(),
-                &[&eng.secret],
-            )));
-        }
-    }
-    tracing::info!(call_id = %eng.call_id, "gemini live session started");
-    Ok(eng)
+    WsSession::open(dial, translator).await
 }
 
-fn urlencode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
-
-fn parse(m: &Message) -> Result<Value, String> {
-    let r = match m {
-        Message::Text(t) => serde_json::from_str(t.as_str()),
-        Message::Binary(b) => serde_json::from_slice(b),
-        _ => return Err("not a data frame".into()),
-    };
-    r.map_err(|e| format!("bad server message: {e}"))
+fn parse(msg: Incoming<'_>) -> Result<Value, String> {
+    match msg {
+        Incoming::Text(t) => serde_json::from_str(t),
+        Incoming::Binary(b) => serde_json::from_slice(b),
+    }
+    .map_err(|e| format!("bad server message: {e}"))
 }
 
 /// The `setup` message (public for the tests' expectations).
@@ -275,7 +193,7 @@ pub fn setup_message(cfg: &EngineConfig) -> Value {
     json!({"setup": setup})
 }
 
-fn close_error(c: Option<&tungstenite::protocol::CloseFrame>, key: &str) -> EngineError {
+fn close_error(c: Option<&CloseFrame>, key: &str) -> EngineError {
     match c {
         None => EngineError::Disconnected("server closed the socket".into()),
         Some(c) => {
@@ -312,26 +230,26 @@ fn rate_of(mime: &str) -> Result<u32, String> {
     }
 }
 
-impl GeminiEngine {
-    fn push_json(&mut self, v: Value) {
-        self.outbox.push(Message::text(v.to_string()));
-    }
-
-    fn since_start_ms(&self) -> u64 {
-        self.started.elapsed().as_millis() as u64
-    }
-
-    fn fail(&mut self, e: EngineError) -> EngineError {
-        if self.dead.is_none() {
-            tracing::warn!(call_id = %self.call_id, code = e.code(), error = %e, "gemini live engine failed");
-            self.dead = Some(e.clone());
-        }
-        self.dead.clone().unwrap_or(e)
-    }
-
-    fn ws_error(&mut self, e: tungstenite::Error) -> EngineError {
-        let text = redact(&e.to_string(), &[&self.secret]);
-        self.fail(EngineError::Disconnected(text))
+impl GeminiTranslator {
+    /// Queues the `setup` message; `key` is only used to redact error texts.
+    pub fn new(cfg: &EngineConfig, opts: &GeminiOptions, key: String) -> Result<Self, EngineError> {
+        let up = StreamResampler::new(super::SAMPLE_RATE, INPUT_RATE, FRAME_SAMPLES)
+            .map_err(EngineError::Unavailable)?;
+        Ok(GeminiTranslator {
+            call_id: cfg.call_id.clone(),
+            secret: key,
+            greeting: opts.greeting.clone(),
+            events: VecDeque::new(),
+            transmit: VecDeque::from([setup_message(cfg)]),
+            up,
+            down: None,
+            played: 0,
+            queued_end: 0,
+            ai_turn: None,
+            ai_text: None,
+            user_text: None,
+            fn_names: BoundedMap::default(),
+        })
     }
 
     fn emit_audio(&mut self, pcm: Vec<i16>) {
@@ -343,15 +261,14 @@ impl GeminiEngine {
             let start = self.queued_end.max(self.played);
             (start, 0)
         });
-        *samples += n;
-        self.queued_end = self.queued_end.max(self.played) + n;
-        self.pending.push_back(EngineEvent::Audio(pcm));
+        *samples = samples.saturating_add(n);
+        self.queued_end = self.queued_end.max(self.played).saturating_add(n);
+        self.events.push_back(EngineEvent::Audio(pcm));
     }
 
     /// Entries and bytes held across messages: function names awaiting a
     /// result, and the transcript text of the turns in progress (for the tests
     /// that check a server cannot make them grow).
-    #[doc(hidden)]
     pub fn tracked(&self) -> (usize, usize) {
         let text = |t: &Option<Turn>| t.as_ref().map_or(0, |t| t.text.len());
         (
@@ -364,7 +281,7 @@ impl GeminiEngine {
         if let Some(t) = self.user_text.take() {
             let text = t.text.trim().to_string();
             if !text.is_empty() {
-                self.pending.push_back(EngineEvent::Transcript {
+                self.events.push_back(EngineEvent::Transcript {
                     role: Role::User,
                     text,
                     start_ms: t.start_ms,
@@ -391,18 +308,17 @@ impl GeminiEngine {
                     }
                     None => t.end_ms.saturating_sub(t.start_ms),
                 };
-                self.pending.push_back(EngineEvent::Transcript {
+                self.events.push_back(EngineEvent::Transcript {
                     role: Role::Ai,
                     text,
                     start_ms: t.start_ms,
-                    end_ms: t.start_ms + dur_ms,
+                    end_ms: t.start_ms.saturating_add(dur_ms),
                 });
             }
         }
     }
 
-    fn on_server_content(&mut self, sc: &Value) -> Result<(), EngineError> {
-        let now = self.since_start_ms();
+    fn on_server_content(&mut self, sc: &Value, now: u64) -> Result<(), EngineError> {
         if let Some(t) = sc["inputTranscription"]["text"].as_str() {
             let u = self.user_text.get_or_insert_with(|| Turn {
                 start_ms: now,
@@ -483,7 +399,7 @@ impl GeminiEngine {
                 d.reset();
             }
             // Unplayed audio is dropped by the caller: later audio starts where playback stopped.
-            self.pending.push_back(EngineEvent::Interrupt);
+            self.events.push_back(EngineEvent::Interrupt);
             self.end_ai_turn(true);
             self.queued_end = self.played;
         }
@@ -499,9 +415,9 @@ impl GeminiEngine {
         Ok(())
     }
 
-    fn on_message(&mut self, v: Value) -> Result<(), EngineError> {
+    fn on_message(&mut self, v: Value, now: u64) -> Result<(), EngineError> {
         if let Some(sc) = v.get("serverContent") {
-            self.on_server_content(sc)?;
+            self.on_server_content(sc, now)?;
         }
         if let Some(calls) = v["toolCall"]["functionCalls"].as_array() {
             for c in calls {
@@ -513,7 +429,7 @@ impl GeminiEngine {
                     .to_string();
                 let args = c.get("args").cloned().unwrap_or(json!({}));
                 self.fn_names.insert(call_id.clone(), name.clone());
-                self.pending.push_back(EngineEvent::FunctionCall {
+                self.events.push_back(EngineEvent::FunctionCall {
                     name: name.clone(),
                     call_id,
                     arguments: args.to_string(),
@@ -523,7 +439,7 @@ impl GeminiEngine {
                         .as_str()
                         .unwrap_or("agent_hangup")
                         .to_string();
-                    self.pending.push_back(EngineEvent::EndCall { reason });
+                    self.events.push_back(EngineEvent::EndCall { reason });
                 }
             }
         }
@@ -535,119 +451,86 @@ impl GeminiEngine {
         }
         Ok(())
     }
-
-    fn on_frame(
-        &mut self,
-        frame: Option<Result<Message, tungstenite::Error>>,
-    ) -> Result<(), EngineError> {
-        match frame {
-            None => Err(EngineError::Disconnected("connection closed".into())),
-            Some(Err(e)) => Err(ws::stream_error(e, &[&self.secret])),
-            Some(Ok(Message::Close(c))) => Err(close_error(c.as_ref(), &self.secret)),
-            Some(Ok(m @ (Message::Text(_) | Message::Binary(_)))) => match parse(&m) {
-                Ok(v) => self.on_message(v),
-                Err(e) => {
-                    tracing::warn!(call_id = %self.call_id, "unparsable gemini message: {e}");
-                    Ok(())
-                }
-            },
-            Some(Ok(_)) => Ok(()),
-        }
-    }
 }
 
-impl Engine for GeminiEngine {
-    async fn send_audio(&mut self, frame: &[i16]) -> Result<(), EngineError> {
-        if let Some(e) = &self.dead {
-            return Err(e.clone());
+impl Translator for GeminiTranslator {
+    const NAME: &'static str = "gemini live";
+    const READY: &'static str = "setupComplete";
+
+    fn setup_message(&mut self, msg: Incoming<'_>) -> Result<bool, EngineError> {
+        let v = parse(msg).map_err(EngineError::Protocol)?;
+        if v.get("setupComplete").is_some() {
+            return Ok(true);
         }
+        if v.get("goAway").is_some() {
+            return Err(EngineError::Disconnected("goAway during setup".into()));
+        }
+        Ok(false)
+    }
+
+    fn opened(&mut self) {
+        if let Some(g) = self.greeting.take() {
+            self.transmit.push_back(
+                json!({"clientContent": {"turns": [{"role": "user", "parts": [{"text": g}]}], "turnComplete": true}}),
+            );
+        }
+    }
+
+    fn message(&mut self, msg: Incoming<'_>, now_ms: u64) -> Result<(), EngineError> {
+        match parse(msg) {
+            Ok(v) => self.on_message(v, now_ms),
+            Err(e) => {
+                tracing::warn!(call_id = %self.call_id, "unparsable gemini message: {e}");
+                Ok(())
+            }
+        }
+    }
+
+    fn audio(&mut self, frame: &[i16]) {
         let mut up = Vec::with_capacity(frame.len() * 2);
         self.up.process(frame, &mut up);
         if !up.is_empty() {
             let bytes: Vec<u8> = up.iter().flat_map(|s| s.to_le_bytes()).collect();
-            self.push_json(json!({"realtimeInput": {"audio": {
+            self.transmit.push_back(json!({"realtimeInput": {"audio": {
                 "data": B64.encode(&bytes), "mimeType": format!("audio/pcm;rate={INPUT_RATE}")}}}));
-        }
-        if let Err(e) = self.outbox.flush(&mut self.ws).await {
-            return Err(self.ws_error(e));
-        }
-        Ok(())
-    }
-
-    async fn next_event(&mut self) -> Result<EngineEvent, EngineError> {
-        loop {
-            if let Some(ev) = self.pending.pop_front() {
-                return Ok(ev);
-            }
-            if let Some(e) = &self.dead {
-                return Err(e.clone());
-            }
-            if !self.outbox.is_empty() {
-                if let Err(e) = self.outbox.flush(&mut self.ws).await {
-                    return Err(self.ws_error(e));
-                }
-            }
-            let deadline = self.last_rx + self.opts.idle_timeout;
-            let ping_at = self.last_rx.max(self.last_ping) + self.opts.ping_interval;
-            tokio::select! {
-                biased;
-                f = ws::next_frame(&mut self.ws) => {
-                    self.last_rx = Instant::now();
-                    if let Err(e) = self.on_frame(f) {
-                        let e = self.fail(e);
-                        if let Some(ev) = self.pending.pop_front() {
-                            return Ok(ev);
-                        }
-                        return Err(e);
-                    }
-                }
-                _ = tokio::time::sleep_until(deadline.min(ping_at)) => {
-                    let now = Instant::now();
-                    if now >= deadline {
-                        let e = EngineError::Timeout(format!(
-                            "no frame from the server for {} ms",
-                            self.opts.idle_timeout.as_millis()
-                        ));
-                        return Err(self.fail(e));
-                    }
-                    self.last_ping = now;
-                    self.outbox.push(Message::Ping(Vec::new().into()));
-                }
-            }
         }
     }
 
     fn played(&mut self, played_ms: u64) {
-        self.played = self.played.max(played_ms * SPMS);
+        // The counter comes from outside: saturate rather than overflow.
+        self.played = self.played.max(played_ms.saturating_mul(SPMS));
     }
 
-    async fn close(&mut self) {
-        if self.dead.is_none() {
-            self.dead = Some(EngineError::Disconnected("closed by us".into()));
-            self.outbox.push(Message::Close(None));
-            let _ =
-                tokio::time::timeout(Duration::from_secs(1), self.outbox.flush(&mut self.ws)).await;
-        }
-        tracing::info!(call_id = %self.call_id, "gemini live session closed");
-    }
-
-    async fn function_result(&mut self, call_id: &str, output: &str) -> Result<(), EngineError> {
-        if let Some(e) = &self.dead {
-            return Err(e.clone());
-        }
+    fn function_result(&mut self, call_id: &str, output: &str) {
         let name = self.fn_names.remove(call_id).unwrap_or_default();
         let response = match serde_json::from_str::<Value>(output) {
             Ok(v @ Value::Object(_)) => v,
             Ok(v) => json!({"result": v}),
             Err(_) => json!({"result": output}),
         };
-        self.push_json(
+        self.transmit.push_back(
             json!({"toolResponse": {"functionResponses": [{"id": call_id, "name": name, "response": response}]}}),
         );
-        if let Err(e) = self.outbox.flush(&mut self.ws).await {
-            return Err(self.ws_error(e));
-        }
-        Ok(())
+    }
+
+    fn close_error(&self, frame: Option<&CloseFrame>) -> EngineError {
+        close_error(frame, &self.secret)
+    }
+
+    fn poll_event(&mut self) -> Option<EngineEvent> {
+        self.events.pop_front()
+    }
+
+    fn poll_transmit(&mut self) -> Option<Value> {
+        self.transmit.pop_front()
+    }
+}
+
+impl GeminiEngine {
+    /// See [`GeminiTranslator::tracked`].
+    #[doc(hidden)]
+    pub fn tracked(&self) -> (usize, usize) {
+        self.translator().tracked()
     }
 }
 
@@ -692,6 +575,237 @@ mod tests {
         assert_eq!(
             s["setup"]["systemInstruction"]["parts"][0]["text"],
             "sei nett"
+        );
+    }
+
+    fn translator(greeting: Option<&str>) -> GeminiTranslator {
+        let opts = GeminiOptions {
+            greeting: greeting.map(str::to_string),
+            ..GeminiOptions::default()
+        };
+        GeminiTranslator::new(&EngineConfig::new("call-1", "en-US"), &opts, "g-key".into()).unwrap()
+    }
+
+    fn feed(t: &mut GeminiTranslator, v: Value, now_ms: u64) -> Result<(), EngineError> {
+        let text = v.to_string();
+        t.message(Incoming::Text(&text), now_ms)
+    }
+
+    fn events(t: &mut GeminiTranslator) -> Vec<EngineEvent> {
+        std::iter::from_fn(|| t.poll_event()).collect()
+    }
+
+    fn sent(t: &mut GeminiTranslator) -> Vec<Value> {
+        std::iter::from_fn(|| t.poll_transmit()).collect()
+    }
+
+    /// A modelTurn at 8 kHz (no resampling, so the samples are exact).
+    fn model_audio_8k(pcm: &[i16]) -> Value {
+        let bytes: Vec<u8> = pcm.iter().flat_map(|s| s.to_le_bytes()).collect();
+        json!({"serverContent": {"modelTurn": {"parts": [{"inlineData": {
+            "mimeType": "audio/pcm;rate=8000", "data": B64.encode(bytes)}}]}}})
+    }
+
+    #[test]
+    fn setup_first_then_greeting_once_complete() {
+        let mut t = translator(Some("Hello now."));
+        assert_eq!(
+            sent(&mut t),
+            vec![setup_message(&EngineConfig::new("call-1", "en-US"))]
+        );
+        assert!(!t.setup_message(Incoming::Text("{}")).unwrap());
+        assert!(t
+            .setup_message(Incoming::Binary(br#"{"setupComplete": {}}"#))
+            .unwrap());
+        t.opened();
+        assert_eq!(
+            sent(&mut t),
+            vec![
+                json!({"clientContent": {"turns": [{"role": "user", "parts": [{"text": "Hello now."}]}],
+                        "turnComplete": true}})
+            ]
+        );
+        let mut t = translator(None);
+        let e = t
+            .setup_message(Incoming::Text(r#"{"goAway": {"timeLeft": "1s"}}"#))
+            .unwrap_err();
+        assert_eq!(e.code(), "disconnected");
+        assert_eq!(
+            t.setup_message(Incoming::Text("[")).unwrap_err().code(),
+            "protocol"
+        );
+    }
+
+    #[test]
+    fn a_turn_gives_the_callee_transcript_audio_and_the_agent_transcript() {
+        let mut t = translator(None);
+        sent(&mut t);
+        feed(
+            &mut t,
+            json!({"serverContent": {"inputTranscription": {"text": "Is it "}}}),
+            100,
+        )
+        .unwrap();
+        feed(
+            &mut t,
+            json!({"serverContent": {"inputTranscription": {"text": "Tuesday?"}}}),
+            300,
+        )
+        .unwrap();
+        let pcm: Vec<i16> = (0..800).map(|i| (i * 7 % 2000 - 1000) as i16).collect();
+        feed(&mut t, model_audio_8k(&pcm), 400).unwrap();
+        feed(
+            &mut t,
+            json!({"serverContent": {"outputTranscription": {"text": " Yes, Tuesday. "}}}),
+            450,
+        )
+        .unwrap();
+        feed(
+            &mut t,
+            json!({"serverContent": {"turnComplete": true}}),
+            900,
+        )
+        .unwrap();
+        assert_eq!(
+            events(&mut t),
+            vec![
+                EngineEvent::Transcript {
+                    role: Role::User,
+                    text: "Is it Tuesday?".into(),
+                    start_ms: 100,
+                    end_ms: 300
+                },
+                EngineEvent::Audio(pcm),
+                // 800 samples: 100 ms from the first audio.
+                EngineEvent::Transcript {
+                    role: Role::Ai,
+                    text: "Yes, Tuesday.".into(),
+                    start_ms: 400,
+                    end_ms: 500
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn callee_audio_goes_up_to_16k() {
+        let mut t = translator(None);
+        sent(&mut t);
+        for _ in 0..5 {
+            t.audio(&[1000; FRAME_SAMPLES]);
+        }
+        let out = sent(&mut t);
+        assert!(!out.is_empty());
+        let mut samples = 0;
+        for m in &out {
+            let a = &m["realtimeInput"]["audio"];
+            assert_eq!(a["mimeType"], "audio/pcm;rate=16000");
+            samples += B64.decode(a["data"].as_str().unwrap()).unwrap().len() / 2;
+        }
+        // Twice the input, less what the resampler still holds (its delay).
+        assert!(
+            (3 * FRAME_SAMPLES..=2 * 5 * FRAME_SAMPLES).contains(&samples),
+            "{samples}"
+        );
+    }
+
+    #[test]
+    fn interrupted_cuts_the_turn_at_what_was_heard() {
+        let mut t = translator(None);
+        sent(&mut t);
+        feed(&mut t, model_audio_8k(&[5; 1600]), 1000).unwrap();
+        feed(
+            &mut t,
+            json!({"serverContent": {"outputTranscription": {"text": "A long answer"}}}),
+            1010,
+        )
+        .unwrap();
+        t.played(50);
+        feed(
+            &mut t,
+            json!({"serverContent": {"interrupted": true}}),
+            1100,
+        )
+        .unwrap();
+        assert_eq!(
+            events(&mut t),
+            vec![
+                EngineEvent::Audio(vec![5; 1600]),
+                EngineEvent::Interrupt,
+                EngineEvent::Transcript {
+                    role: Role::Ai,
+                    text: "A long answer".into(),
+                    start_ms: 1000,
+                    end_ms: 1050
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn tool_calls_end_call_results_and_go_away() {
+        let mut t = translator(None);
+        sent(&mut t);
+        feed(
+            &mut t,
+            json!({"toolCall": {"functionCalls": [
+            {"id": "f1", "name": "book_slot", "args": {"day": "tue"}},
+            {"id": "f2", "name": "end_call", "args": {"reason": "done"}}]}}),
+            0,
+        )
+        .unwrap();
+        assert_eq!(
+            events(&mut t),
+            vec![
+                EngineEvent::FunctionCall {
+                    name: "book_slot".into(),
+                    call_id: "f1".into(),
+                    arguments: r#"{"day":"tue"}"#.into()
+                },
+                EngineEvent::FunctionCall {
+                    name: "end_call".into(),
+                    call_id: "f2".into(),
+                    arguments: r#"{"reason":"done"}"#.into()
+                },
+                EngineEvent::EndCall {
+                    reason: "done".into()
+                },
+            ]
+        );
+        t.function_result("f1", "booked");
+        assert_eq!(
+            sent(&mut t),
+            vec![json!({"toolResponse": {"functionResponses": [
+                {"id": "f1", "name": "book_slot", "response": {"result": "booked"}}]}})]
+        );
+        let e = feed(&mut t, json!({"goAway": {"timeLeft": "2s"}}), 0).unwrap_err();
+        assert_eq!(e.code(), "disconnected");
+        assert!(t.message(Incoming::Text("nonsense"), 0).is_ok());
+    }
+
+    /// `played_ms * 8` and the timeline sums overflowed on huge counters
+    /// (a panic in debug builds).
+    #[test]
+    fn huge_played_counters_saturate_instead_of_overflowing() {
+        let mut t = translator(None);
+        t.played(u64::MAX);
+        feed(&mut t, model_audio_8k(&[1; 160]), 10).unwrap();
+        feed(&mut t, model_audio_8k(&[1; 160]), 20).unwrap();
+        feed(
+            &mut t,
+            json!({"serverContent": {"outputTranscription": {"text": "hi"}}}),
+            20,
+        )
+        .unwrap();
+        feed(&mut t, json!({"serverContent": {"interrupted": true}}), 30).unwrap();
+        assert_eq!(
+            events(&mut t).last(),
+            Some(&EngineEvent::Transcript {
+                role: Role::Ai,
+                text: "hi".into(),
+                start_ms: 10,
+                end_ms: 10
+            })
         );
     }
 }

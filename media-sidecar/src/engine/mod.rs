@@ -30,7 +30,7 @@ pub mod limits;
 #[cfg(feature = "local-engine")]
 pub mod local;
 pub mod openai;
-pub mod resample;
+pub mod session;
 pub mod ws;
 
 /// 20 ms of 8 kHz mono 16-bit PCM (160 samples) in; engine audio out in any length at 8 kHz.

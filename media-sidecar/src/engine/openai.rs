@@ -30,6 +30,11 @@
 //!
 //! The API key is sent in a header only and redacted from every error text.
 //! Nothing here logs the config.
+//!
+//! The protocol itself is pure ([`OpenAiTranslator`]: messages, audio and time in,
+//! events and messages out, tested without sockets); connecting, setup
+//! timeout, keepalive, sending and closing are the shared
+//! [`super::session`] driver's.
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -37,15 +42,15 @@ use std::time::Duration;
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
 use serde_json::{json, Value};
-use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::http::{header, HeaderName, HeaderValue};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::{self, Message};
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use voxline_shared::protocol::Role;
 
 use super::limits::{self, checked_id, BoundedMap};
-use super::ws::{self, redact, Outbox, WsStream};
-use super::{Engine, EngineConfig, EngineError, EngineEvent};
+use super::session::{api_key, urlencode, Dial, Incoming, Timeouts, Translator, WsSession};
+use super::ws::redact;
+use super::{EngineConfig, EngineError, EngineEvent};
 use crate::media::g711::Law;
 
 pub const DEFAULT_BASE_URL: &str = "wss://api.openai.com";
@@ -108,17 +113,18 @@ struct AsstItem {
     truncated_at: Option<u64>,
 }
 
-pub struct OpenAiEngine {
+/// An OpenAI Realtime session: the [`OpenAiTranslator`] over the shared driver.
+pub type OpenAiEngine = WsSession<OpenAiTranslator>;
+
+/// The OpenAI Realtime protocol, pure: server events in, [`EngineEvent`]s
+/// and client events out.
+pub struct OpenAiTranslator {
     call_id: String,
-    ws: WsStream,
-    outbox: Outbox,
-    pending: VecDeque<EngineEvent>,
-    dead: Option<EngineError>,
-    opts: OpenAiOptions,
     secret: String,
-    started: Instant,
-    last_rx: Instant,
-    last_ping: Instant,
+    /// `session.update` (and `response.create` when greeting), sent once `session.created` came.
+    opening: Vec<Value>,
+    events: VecDeque<EngineEvent>,
+    transmit: VecDeque<Value>,
     /// What the callee heard, in samples (from `played`).
     played: u64,
     /// Played-timeline position where the next delivered audio will start.
@@ -145,12 +151,7 @@ pub async fn connect_with(
     cfg: EngineConfig,
     opts: OpenAiOptions,
 ) -> Result<OpenAiEngine, EngineError> {
-    let key = cfg
-        .api_key
-        .as_ref()
-        .map(|k| k.expose().to_string())
-        .filter(|k| !k.is_empty())
-        .ok_or_else(|| EngineError::Auth("no OpenAI API key configured".into()))?;
+    let key = api_key(&cfg, "OpenAI")?;
     let base = cfg
         .base_url
         .clone()
@@ -171,95 +172,21 @@ pub async fn connect_with(
             HeaderValue::from_static("realtime=v1"),
         ));
     }
-    let deadline = Instant::now() + opts.connect_timeout;
-    let mut socket = ws::connect(
-        &url,
+    let dial = Dial {
+        call_id: &cfg.call_id,
+        url: &url,
         headers,
-        opts.connect_timeout,
-        &[&key],
-        cfg.url_guard.as_ref(),
-    )
-    .await?;
-
-    // session.created first.
-    loop {
-        let frame = match tokio::time::timeout_at(deadline, ws::next_frame(&mut socket)).await {
-            Err(_) => {
-                return Err(EngineError::Timeout(format!(
-                    "no session.created within {} ms",
-                    opts.connect_timeout.as_millis()
-                )))
-            }
-            Ok(f) => f,
-        };
-        match frame {
-            Some(Ok(Message::Text(t))) => {
-                let v: Value = serde_json::from_str(t.as_str())
-                    .map_err(|e| EngineError::Protocol(format!("bad server event: {e}")))?;
-                match v["type"].as_str().unwrap_or("") {
-                    "session.created" => break,
-                    "error" => {
-                        let (err, _fatal) = classify_error(&v["error"], &key);
-                        return Err(err);
-                    }
-                    _ => {}
-                }
-            }
-            Some(Ok(Message::Close(c))) => return Err(close_error(c.as_ref(), &key)),
-            Some(Ok(_)) => {}
-            Some(Err(e)) => return Err(ws::stream_error(e, &[&key])),
-            None => {
-                return Err(EngineError::Disconnected(
-                    "closed before session.created".into(),
-                ))
-            }
-        }
-    }
-
-    let now = Instant::now();
-    let mut eng = OpenAiEngine {
-        call_id: cfg.call_id.clone(),
-        ws: socket,
-        outbox: Outbox::default(),
-        pending: VecDeque::new(),
-        dead: None,
-        opts,
-        secret: key,
-        started: now,
-        last_rx: now,
-        last_ping: now,
-        played: 0,
-        queued_end: 0,
-        current: None,
-        past: VecDeque::new(),
-        truncate_due: false,
-        dropped_items: Vec::new(),
-        user_spans: BoundedMap::default(),
-        fn_names: BoundedMap::default(),
+        secrets: vec![key.clone()],
+        guard: cfg.url_guard.as_ref(),
+        timeouts: Timeouts {
+            connect: opts.connect_timeout,
+            idle: opts.idle_timeout,
+            ping: opts.ping_interval,
+        },
     };
-    eng.push_json(session_update(&cfg, &model, &eng.opts));
-    if eng.opts.greet {
-        eng.push_json(json!({"type": "response.create"}));
-    }
-    if let Err(e) = eng.outbox.flush(&mut eng.ws).await {
-        return Err(EngineError::Disconnected(redact(
-            &e.to_string(),
-            &[&eng.secret],
-        )));
-    }
-    tracing::info!(call_id = %eng.call_id, flavor = ?eng.opts.flavor, "openai realtime session started");
-    Ok(eng)
-}
-
-fn urlencode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
+    let translator = OpenAiTranslator::new(&cfg, &model, &opts, key.clone());
+    tracing::debug!(call_id = %cfg.call_id, flavor = ?opts.flavor, "opening openai realtime session");
+    WsSession::open(dial, translator).await
 }
 
 /// ISO 639-1 part of a BCP 47 tag ("en-US" -> "en").
@@ -361,7 +288,7 @@ fn classify_error(err: &Value, key: &str) -> (EngineError, bool) {
     }
 }
 
-fn close_error(c: Option<&tungstenite::protocol::CloseFrame>, key: &str) -> EngineError {
+fn close_error(c: Option<&CloseFrame>, key: &str) -> EngineError {
     match c {
         None => EngineError::Disconnected("server closed the socket".into()),
         Some(c) => {
@@ -382,31 +309,33 @@ fn close_error(c: Option<&tungstenite::protocol::CloseFrame>, key: &str) -> Engi
     }
 }
 
-impl OpenAiEngine {
-    fn push_json(&mut self, v: Value) {
-        self.outbox.push(Message::text(v.to_string()));
-    }
-
-    fn since_start_ms(&self) -> u64 {
-        self.started.elapsed().as_millis() as u64
-    }
-
-    fn fail(&mut self, e: EngineError) -> EngineError {
-        if self.dead.is_none() {
-            tracing::warn!(call_id = %self.call_id, code = e.code(), error = %e, "openai realtime engine failed");
-            self.dead = Some(e.clone());
+impl OpenAiTranslator {
+    /// `key` is only used to redact error texts.
+    pub fn new(cfg: &EngineConfig, model: &str, opts: &OpenAiOptions, key: String) -> Self {
+        let mut opening = vec![session_update(cfg, model, opts)];
+        if opts.greet {
+            opening.push(json!({"type": "response.create"}));
         }
-        self.dead.clone().unwrap_or(e)
-    }
-
-    fn ws_error(&mut self, e: tungstenite::Error) -> EngineError {
-        let text = redact(&e.to_string(), &[&self.secret]);
-        self.fail(EngineError::Disconnected(text))
+        OpenAiTranslator {
+            call_id: cfg.call_id.clone(),
+            secret: key,
+            opening,
+            events: VecDeque::new(),
+            transmit: VecDeque::new(),
+            played: 0,
+            queued_end: 0,
+            current: None,
+            past: VecDeque::new(),
+            truncate_due: false,
+            dropped_items: Vec::new(),
+            user_spans: BoundedMap::default(),
+            fn_names: BoundedMap::default(),
+        }
     }
 
     /// After the Interrupt was handed out: truncate the item being played at what was heard.
     fn prepare_truncate(&mut self) {
-        if !self.truncate_due || self.pending.contains(&EngineEvent::Interrupt) {
+        if !self.truncate_due || self.events.contains(&EngineEvent::Interrupt) {
             return;
         }
         self.truncate_due = false;
@@ -418,7 +347,7 @@ impl OpenAiEngine {
             if !fully_played {
                 let audio_end_ms = heard / SPMS;
                 tracing::debug!(call_id = %self.call_id, item = %item.id, audio_end_ms, "truncating interrupted item");
-                self.push_json(json!({
+                self.transmit.push_back(json!({
                     "type": "conversation.item.truncate",
                     "item_id": item.id,
                     "content_index": 0,
@@ -451,7 +380,7 @@ impl OpenAiEngine {
             .find(|i| i.id == id)
     }
 
-    fn on_audio_delta(&mut self, v: &Value) -> Result<(), EngineError> {
+    fn on_audio_delta(&mut self, v: &Value, now: u64) -> Result<(), EngineError> {
         let item_id = checked_id("item id", v["item_id"].as_str().unwrap_or(""))
             .map_err(EngineError::Protocol)?
             .to_string();
@@ -487,19 +416,19 @@ impl OpenAiEngine {
                 id: item_id,
                 start,
                 samples: 0,
-                first_ms: self.since_start_ms(),
+                first_ms: now,
                 done: false,
                 truncated_at: None,
             });
             self.queued_end = start;
         }
         if let Some(c) = self.current.as_mut() {
-            c.samples += n;
+            c.samples = c.samples.saturating_add(n);
         }
-        self.queued_end += n;
+        self.queued_end = self.queued_end.saturating_add(n);
         let mut pcm = Vec::with_capacity(bytes.len());
         Law::Mu.decode(&bytes, &mut pcm);
-        self.pending.push_back(EngineEvent::Audio(pcm));
+        self.events.push_back(EngineEvent::Audio(pcm));
         Ok(())
     }
 
@@ -511,11 +440,13 @@ impl OpenAiEngine {
         }
     }
 
-    /// Handles one server event. `Err` ends the session.
-    fn on_event(&mut self, v: Value) -> Result<(), EngineError> {
+    /// Handles one server event at `now` ms since the answer. `Err` ends the session.
+    fn on_event(&mut self, v: Value, now: u64) -> Result<(), EngineError> {
         let typ = v["type"].as_str().unwrap_or("").to_string();
         match typ.as_str() {
-            "response.output_audio.delta" | "response.audio.delta" => self.on_audio_delta(&v)?,
+            "response.output_audio.delta" | "response.audio.delta" => {
+                self.on_audio_delta(&v, now)?
+            }
             "response.output_audio.done" | "response.audio.done" => {
                 self.mark_done(v["item_id"].as_str())
             }
@@ -535,15 +466,14 @@ impl OpenAiEngine {
                 let id = v["item_id"].as_str().unwrap_or("");
                 let text = v["transcript"].as_str().unwrap_or("").trim().to_string();
                 if !text.is_empty() {
-                    let now = self.since_start_ms();
                     let (start_ms, end_ms) = match self.find_item(id) {
                         Some(i) => {
                             let heard = i.truncated_at.unwrap_or(i.samples);
-                            (i.first_ms, i.first_ms + heard / SPMS)
+                            (i.first_ms, i.first_ms.saturating_add(heard / SPMS))
                         }
                         None => (now, now),
                     };
-                    self.pending.push_back(EngineEvent::Transcript {
+                    self.events.push_back(EngineEvent::Transcript {
                         role: Role::Ai,
                         text,
                         start_ms,
@@ -554,20 +484,16 @@ impl OpenAiEngine {
             "input_audio_buffer.speech_started" => {
                 if let Some(id) = v["item_id"].as_str() {
                     let id = checked_id("item id", id).map_err(EngineError::Protocol)?;
-                    let at = v["audio_start_ms"]
-                        .as_u64()
-                        .unwrap_or_else(|| self.since_start_ms());
+                    let at = v["audio_start_ms"].as_u64().unwrap_or(now);
                     self.user_spans.insert(id.to_string(), (at, None));
                 }
-                self.pending.push_back(EngineEvent::Interrupt);
+                self.events.push_back(EngineEvent::Interrupt);
                 self.truncate_due = true;
             }
             "input_audio_buffer.speech_stopped" => {
                 if let Some(id) = v["item_id"].as_str() {
                     let id = checked_id("item id", id).map_err(EngineError::Protocol)?;
-                    let at = v["audio_end_ms"]
-                        .as_u64()
-                        .unwrap_or_else(|| self.since_start_ms());
+                    let at = v["audio_end_ms"].as_u64().unwrap_or(now);
                     match self.user_spans.get_mut(id) {
                         Some(span) => span.1 = Some(at),
                         None => self.user_spans.insert(id.to_string(), (at, Some(at))),
@@ -577,13 +503,12 @@ impl OpenAiEngine {
             "conversation.item.input_audio_transcription.completed" => {
                 let id = v["item_id"].as_str().unwrap_or("");
                 let text = v["transcript"].as_str().unwrap_or("").trim().to_string();
-                let now = self.since_start_ms();
                 let (start_ms, end_ms) = match self.user_spans.remove(id) {
                     Some((s, e)) => (s, e.unwrap_or(now).max(s)),
                     None => (now, now),
                 };
                 if !text.is_empty() {
-                    self.pending.push_back(EngineEvent::Transcript {
+                    self.events.push_back(EngineEvent::Transcript {
                         role: Role::User,
                         text,
                         start_ms,
@@ -621,14 +546,14 @@ impl OpenAiEngine {
                         .ok()
                         .and_then(|a| a["reason"].as_str().map(str::to_string))
                         .unwrap_or_else(|| "agent_hangup".into());
-                    self.pending.push_back(EngineEvent::FunctionCall {
+                    self.events.push_back(EngineEvent::FunctionCall {
                         name: name.clone(),
                         call_id: call_id.clone(),
                         arguments,
                     });
-                    self.pending.push_back(EngineEvent::EndCall { reason });
+                    self.events.push_back(EngineEvent::EndCall { reason });
                 } else {
-                    self.pending.push_back(EngineEvent::FunctionCall {
+                    self.events.push_back(EngineEvent::FunctionCall {
                         name,
                         call_id,
                         arguments,
@@ -647,33 +572,8 @@ impl OpenAiEngine {
         Ok(())
     }
 
-    fn on_frame(
-        &mut self,
-        frame: Option<Result<Message, tungstenite::Error>>,
-    ) -> Result<(), EngineError> {
-        match frame {
-            None => Err(EngineError::Disconnected("connection closed".into())),
-            Some(Err(e)) => Err(ws::stream_error(e, &[&self.secret])),
-            Some(Ok(Message::Close(c))) => Err(close_error(c.as_ref(), &self.secret)),
-            Some(Ok(Message::Text(t))) => match serde_json::from_str::<Value>(t.as_str()) {
-                Ok(v) => self.on_event(v),
-                Err(e) => {
-                    tracing::warn!(call_id = %self.call_id, "unparsable openai event: {e}");
-                    Ok(())
-                }
-            },
-            Some(Ok(_)) => Ok(()), // ping/pong/binary
-        }
-    }
-
-    /// Time since the session started (the call was answered).
-    pub fn elapsed_since_answer(&self) -> Duration {
-        self.started.elapsed()
-    }
-
     /// Entries and id bytes held in the per-session maps and lists (for the
     /// tests that check a server cannot make them grow).
-    #[doc(hidden)]
     pub fn tracked(&self) -> (usize, usize) {
         let items = self.current.iter().chain(self.past.iter());
         let entries = self.user_spans.len()
@@ -689,93 +589,80 @@ impl OpenAiEngine {
     }
 }
 
-impl Engine for OpenAiEngine {
-    async fn send_audio(&mut self, frame: &[i16]) -> Result<(), EngineError> {
-        if let Some(e) = &self.dead {
-            return Err(e.clone());
+impl Translator for OpenAiTranslator {
+    const NAME: &'static str = "openai realtime";
+    const READY: &'static str = "session.created";
+
+    fn setup_message(&mut self, msg: Incoming<'_>) -> Result<bool, EngineError> {
+        let Incoming::Text(t) = msg else {
+            return Ok(false);
+        };
+        let v: Value = serde_json::from_str(t)
+            .map_err(|e| EngineError::Protocol(format!("bad server event: {e}")))?;
+        match v["type"].as_str().unwrap_or("") {
+            "session.created" => Ok(true),
+            "error" => Err(classify_error(&v["error"], &self.secret).0),
+            _ => Ok(false),
         }
-        let mut mu = Vec::with_capacity(frame.len());
-        Law::Mu.encode(frame, &mut mu);
-        self.push_json(json!({"type": "input_audio_buffer.append", "audio": B64.encode(&mu)}));
-        self.prepare_truncate();
-        if let Err(e) = self.outbox.flush(&mut self.ws).await {
-            return Err(self.ws_error(e));
-        }
-        Ok(())
     }
 
-    async fn next_event(&mut self) -> Result<EngineEvent, EngineError> {
-        loop {
-            if let Some(ev) = self.pending.pop_front() {
-                return Ok(ev);
-            }
-            if let Some(e) = &self.dead {
-                return Err(e.clone());
-            }
-            self.prepare_truncate();
-            if !self.outbox.is_empty() {
-                if let Err(e) = self.outbox.flush(&mut self.ws).await {
-                    return Err(self.ws_error(e));
-                }
-            }
-            let deadline = self.last_rx + self.opts.idle_timeout;
-            let ping_at = self.last_rx.max(self.last_ping) + self.opts.ping_interval;
-            tokio::select! {
-                biased;
-                f = ws::next_frame(&mut self.ws) => {
-                    self.last_rx = Instant::now();
-                    if let Err(e) = self.on_frame(f) {
-                        let e = self.fail(e);
-                        // Events decoded before the failure are still handed out first.
-                        if let Some(ev) = self.pending.pop_front() {
-                            return Ok(ev);
-                        }
-                        return Err(e);
-                    }
-                }
-                _ = tokio::time::sleep_until(deadline.min(ping_at)) => {
-                    let now = Instant::now();
-                    if now >= deadline {
-                        let e = EngineError::Timeout(format!(
-                            "no frame from the server for {} ms",
-                            self.opts.idle_timeout.as_millis()
-                        ));
-                        return Err(self.fail(e));
-                    }
-                    self.last_ping = now;
-                    self.outbox.push(Message::Ping(Vec::new().into()));
-                }
+    fn opened(&mut self) {
+        self.transmit.extend(self.opening.drain(..));
+    }
+
+    fn message(&mut self, msg: Incoming<'_>, now_ms: u64) -> Result<(), EngineError> {
+        let Incoming::Text(t) = msg else {
+            return Ok(()); // binary frames carry nothing in this API
+        };
+        match serde_json::from_str::<Value>(t) {
+            Ok(v) => self.on_event(v, now_ms),
+            Err(e) => {
+                tracing::warn!(call_id = %self.call_id, "unparsable openai event: {e}");
+                Ok(())
             }
         }
+    }
+
+    fn audio(&mut self, frame: &[i16]) {
+        let mut mu = Vec::with_capacity(frame.len());
+        Law::Mu.encode(frame, &mut mu);
+        self.transmit
+            .push_back(json!({"type": "input_audio_buffer.append", "audio": B64.encode(&mu)}));
+        self.prepare_truncate();
     }
 
     fn played(&mut self, played_ms: u64) {
-        self.played = self.played.max(played_ms * SPMS);
+        // The counter comes from outside: saturate rather than overflow.
+        self.played = self.played.max(played_ms.saturating_mul(SPMS));
     }
 
-    async fn close(&mut self) {
-        if self.dead.is_none() {
-            self.dead = Some(EngineError::Disconnected("closed by us".into()));
-            self.outbox.push(Message::Close(None));
-            let _ =
-                tokio::time::timeout(Duration::from_secs(1), self.outbox.flush(&mut self.ws)).await;
-        }
-        tracing::info!(call_id = %self.call_id, "openai realtime session closed");
-    }
-
-    async fn function_result(&mut self, call_id: &str, output: &str) -> Result<(), EngineError> {
-        if let Some(e) = &self.dead {
-            return Err(e.clone());
-        }
-        self.push_json(json!({
+    fn function_result(&mut self, call_id: &str, output: &str) {
+        self.transmit.push_back(json!({
             "type": "conversation.item.create",
             "item": {"type": "function_call_output", "call_id": call_id, "output": output},
         }));
-        self.push_json(json!({"type": "response.create"}));
-        if let Err(e) = self.outbox.flush(&mut self.ws).await {
-            return Err(self.ws_error(e));
-        }
-        Ok(())
+        self.transmit.push_back(json!({"type": "response.create"}));
+    }
+
+    fn close_error(&self, frame: Option<&CloseFrame>) -> EngineError {
+        close_error(frame, &self.secret)
+    }
+
+    fn poll_event(&mut self) -> Option<EngineEvent> {
+        self.events.pop_front()
+    }
+
+    fn poll_transmit(&mut self) -> Option<Value> {
+        self.prepare_truncate();
+        self.transmit.pop_front()
+    }
+}
+
+impl OpenAiEngine {
+    /// See [`OpenAiTranslator::tracked`].
+    #[doc(hidden)]
+    pub fn tracked(&self) -> (usize, usize) {
+        self.translator().tracked()
     }
 }
 
@@ -807,5 +694,299 @@ mod tests {
         assert_eq!(primary_language("en-US").as_deref(), Some("en"));
         assert_eq!(primary_language("de").as_deref(), Some("de"));
         assert_eq!(primary_language(""), None);
+    }
+
+    fn translator() -> OpenAiTranslator {
+        let mut cfg = EngineConfig::new("call-1", "en-US");
+        cfg.system_prompt = Some("Be brief.".into());
+        let opts = OpenAiOptions::default();
+        OpenAiTranslator::new(&cfg, "gpt-realtime", &opts, "sk-test-key".into())
+    }
+
+    fn feed(t: &mut OpenAiTranslator, v: Value, now_ms: u64) {
+        let text = v.to_string();
+        t.message(Incoming::Text(&text), now_ms).unwrap();
+    }
+
+    fn events(t: &mut OpenAiTranslator) -> Vec<EngineEvent> {
+        std::iter::from_fn(|| t.poll_event()).collect()
+    }
+
+    fn sent(t: &mut OpenAiTranslator) -> Vec<Value> {
+        std::iter::from_fn(|| t.poll_transmit()).collect()
+    }
+
+    fn delta(item: &str, bytes: &[u8]) -> Value {
+        json!({"type": "response.output_audio.delta", "response_id": "resp_1", "item_id": item,
+               "output_index": 0, "content_index": 0, "delta": B64.encode(bytes)})
+    }
+
+    fn mu(bytes: &[u8]) -> Vec<i16> {
+        let mut pcm = Vec::new();
+        Law::Mu.decode(bytes, &mut pcm);
+        pcm
+    }
+
+    #[test]
+    fn setup_then_session_update_and_greeting() {
+        let mut t = translator();
+        assert!(sent(&mut t).is_empty(), "nothing before session.created");
+        let hello = json!({"type": "session.created", "session": {"id": "sess_1"}}).to_string();
+        assert!(!t
+            .setup_message(Incoming::Text(r#"{"type":"ping"}"#))
+            .unwrap());
+        assert!(!t.setup_message(Incoming::Binary(b"x")).unwrap());
+        assert!(t.setup_message(Incoming::Text(&hello)).unwrap());
+        t.opened();
+        let mut cfg = EngineConfig::new("call-1", "en-US");
+        cfg.system_prompt = Some("Be brief.".into());
+        let update = session_update(&cfg, "gpt-realtime", &OpenAiOptions::default());
+        assert_eq!(update["session"]["instructions"], "Be brief.");
+        assert_eq!(
+            sent(&mut t),
+            vec![update, json!({"type": "response.create"})]
+        );
+
+        let mut t = translator();
+        let err = json!({"type": "error", "error": {"type": "invalid_request_error",
+            "code": "invalid_api_key", "message": "Incorrect API key provided: sk-test-key"}});
+        let e = t
+            .setup_message(Incoming::Text(&err.to_string()))
+            .unwrap_err();
+        assert_eq!(e.code(), "auth");
+        assert!(!e.to_string().contains("sk-test-key"), "{e}");
+        assert_eq!(
+            t.setup_message(Incoming::Text("{")).unwrap_err().code(),
+            "protocol"
+        );
+    }
+
+    #[test]
+    fn audio_both_ways_and_transcripts_are_timed_on_the_played_timeline() {
+        let mut t = translator();
+        t.opened();
+        sent(&mut t);
+        // Callee audio: the exact mu-law bytes, base64.
+        let frame: Vec<i16> = mu(&[0x00, 0x10, 0x80, 0x90]);
+        t.audio(&frame);
+        assert_eq!(
+            sent(&mut t),
+            vec![
+                json!({"type": "input_audio_buffer.append", "audio": B64.encode([0x00, 0x10, 0x80, 0x90])})
+            ]
+        );
+        // 255 samples of engine audio in two deltas, first at 1000 ms.
+        feed(&mut t, delta("item_a1", &[0x55; 100]), 1000);
+        feed(&mut t, delta("item_a1", &[0x44; 155]), 1010);
+        feed(
+            &mut t,
+            json!({"type": "response.output_audio.done", "item_id": "item_a1"}),
+            1020,
+        );
+        feed(
+            &mut t,
+            json!({"type": "response.output_audio_transcript.done", "item_id": "item_a1",
+                   "transcript": " Hi there. "}),
+            1030,
+        );
+        assert_eq!(
+            events(&mut t),
+            vec![
+                EngineEvent::Audio(mu(&[0x55; 100])),
+                EngineEvent::Audio(mu(&[0x44; 155])),
+                EngineEvent::Transcript {
+                    role: Role::Ai,
+                    text: "Hi there.".into(),
+                    start_ms: 1000,
+                    end_ms: 1031
+                },
+            ]
+        );
+        // The callee's turn: VAD offsets from the server, text from the transcription.
+        t.played(31);
+        feed(
+            &mut t,
+            json!({"type": "input_audio_buffer.speech_started", "audio_start_ms": 1200, "item_id": "item_u1"}),
+            1300,
+        );
+        feed(
+            &mut t,
+            json!({"type": "input_audio_buffer.speech_stopped", "audio_end_ms": 2750, "item_id": "item_u1"}),
+            2800,
+        );
+        feed(
+            &mut t,
+            json!({"type": "conversation.item.input_audio_transcription.completed",
+            "item_id": "item_u1", "transcript": " Yes. "}),
+            3000,
+        );
+        assert_eq!(
+            events(&mut t),
+            vec![
+                EngineEvent::Interrupt,
+                EngineEvent::Transcript {
+                    role: Role::User,
+                    text: "Yes.".into(),
+                    start_ms: 1200,
+                    end_ms: 2750
+                },
+            ]
+        );
+        // Fully played and done: no truncate.
+        assert!(sent(&mut t).is_empty());
+    }
+
+    #[test]
+    fn barge_in_truncates_at_what_was_heard_once_the_interrupt_is_handed_out() {
+        let mut t = translator();
+        for _ in 0..3 {
+            feed(&mut t, delta("item_a1", &[0x55; 800]), 500);
+        }
+        assert_eq!(events(&mut t).len(), 3);
+        t.played(120);
+        feed(
+            &mut t,
+            json!({"type": "input_audio_buffer.speech_started", "audio_start_ms": 900, "item_id": "item_u1"}),
+            800,
+        );
+        // Not before the call task has taken the Interrupt (it reports played first).
+        assert!(sent(&mut t).is_empty());
+        assert_eq!(t.poll_event(), Some(EngineEvent::Interrupt));
+        assert_eq!(
+            sent(&mut t),
+            vec![
+                json!({"type": "conversation.item.truncate", "item_id": "item_a1",
+                        "content_index": 0, "audio_end_ms": 120})
+            ]
+        );
+        // A late delta of the cut item is dropped; the next item starts where playback stopped.
+        feed(&mut t, delta("item_a1", &[0x55; 800]), 900);
+        assert!(events(&mut t).is_empty());
+        feed(&mut t, delta("item_a2", &[0x44; 800]), 1000);
+        assert_eq!(events(&mut t), vec![EngineEvent::Audio(mu(&[0x44; 800]))]);
+        t.played(160);
+        feed(
+            &mut t,
+            json!({"type": "input_audio_buffer.speech_started", "item_id": "item_u2"}),
+            1100,
+        );
+        assert_eq!(events(&mut t), vec![EngineEvent::Interrupt]);
+        // The truncate is computed when the driver next sends (here: with callee audio).
+        t.audio(&[0; 160]);
+        let out = sent(&mut t);
+        assert_eq!(out.len(), 2);
+        assert_eq!(out[0]["type"], "input_audio_buffer.append");
+        assert_eq!(
+            out[1],
+            json!({"type": "conversation.item.truncate", "item_id": "item_a2",
+                   "content_index": 0, "audio_end_ms": 40})
+        );
+    }
+
+    #[test]
+    fn function_calls_end_call_and_results() {
+        let mut t = translator();
+        feed(
+            &mut t,
+            json!({"type": "response.output_item.added", "item": {"id": "item_f1",
+            "type": "function_call", "call_id": "call_9", "name": "book_slot"}}),
+            0,
+        );
+        feed(
+            &mut t,
+            json!({"type": "response.function_call_arguments.done", "item_id": "item_f1",
+            "call_id": "call_9", "arguments": "{\"day\":\"tue\"}"}),
+            0,
+        );
+        feed(
+            &mut t,
+            json!({"type": "response.function_call_arguments.done", "call_id": "c2",
+            "name": "end_call", "arguments": "{\"reason\":\"voicemail\"}"}),
+            0,
+        );
+        assert_eq!(
+            events(&mut t),
+            vec![
+                EngineEvent::FunctionCall {
+                    name: "book_slot".into(),
+                    call_id: "call_9".into(),
+                    arguments: "{\"day\":\"tue\"}".into()
+                },
+                EngineEvent::FunctionCall {
+                    name: "end_call".into(),
+                    call_id: "c2".into(),
+                    arguments: "{\"reason\":\"voicemail\"}".into()
+                },
+                EngineEvent::EndCall {
+                    reason: "voicemail".into()
+                },
+            ]
+        );
+        t.function_result("call_9", "{\"ok\":true}");
+        assert_eq!(
+            sent(&mut t),
+            vec![
+                json!({"type": "conversation.item.create", "item": {"type": "function_call_output",
+                       "call_id": "call_9", "output": "{\"ok\":true}"}}),
+                json!({"type": "response.create"}),
+            ]
+        );
+    }
+
+    #[test]
+    fn fatal_and_non_fatal_error_events() {
+        let mut t = translator();
+        let soft = json!({"type": "error", "error": {"type": "invalid_request_error", "code": "x", "message": "m"}});
+        assert!(t.message(Incoming::Text(&soft.to_string()), 0).is_ok());
+        assert!(t.message(Incoming::Text("not json"), 0).is_ok());
+        let hard = json!({"type": "error", "error": {"type": "server_error", "code": "session_expired", "message": "m"}});
+        let e = t.message(Incoming::Text(&hard.to_string()), 0).unwrap_err();
+        assert_eq!(e.code(), "disconnected");
+    }
+
+    /// `played` is a counter from outside the translator: `played_ms * 8`
+    /// overflowed (a panic in debug builds, a wrap to a tiny position in
+    /// release) for values past u64::MAX / 8.
+    #[test]
+    fn huge_played_counters_saturate_instead_of_overflowing() {
+        let mut t = translator();
+        t.played(u64::MAX / 2);
+        t.played(u64::MAX);
+        feed(&mut t, delta("item_a1", &[0x55; 800]), 10);
+        feed(&mut t, delta("item_a1", &[0x55; 800]), 20);
+        feed(
+            &mut t,
+            json!({"type": "input_audio_buffer.speech_started", "item_id": "u1"}),
+            30,
+        );
+        assert_eq!(events(&mut t).len(), 3);
+        // The item starts at the (saturated) end of the timeline: nothing of it was heard.
+        assert_eq!(
+            sent(&mut t),
+            vec![
+                json!({"type": "conversation.item.truncate", "item_id": "item_a1",
+                        "content_index": 0, "audio_end_ms": 0})
+            ]
+        );
+        feed(
+            &mut t,
+            json!({"type": "response.output_audio_transcript.done", "item_id": "item_a1",
+            "transcript": "x"}),
+            40,
+        );
+        t.played(5);
+        feed(&mut t, delta("item_a2", &[0x55; 800]), 50);
+        assert_eq!(
+            events(&mut t),
+            vec![
+                EngineEvent::Transcript {
+                    role: Role::Ai,
+                    text: "x".into(),
+                    start_ms: 10,
+                    end_ms: 10
+                },
+                EngineEvent::Audio(mu(&[0x55; 800])),
+            ]
+        );
     }
 }

@@ -17,7 +17,7 @@ use audiopus::coder::{Decoder as OpusDec, Encoder as OpusEnc};
 use audiopus::{Application, Bandwidth, Bitrate, Channels, SampleRate, Signal};
 
 use super::g711::Law;
-use super::resample::{Downsampler, Upsampler};
+use super::resample::{OpusDownsampler, OpusUpsampler};
 use super::Codec;
 
 /// Samples in one 20 ms frame at 8 kHz.
@@ -52,7 +52,7 @@ enum EncKind {
     G711(Law),
     Opus {
         enc: OpusEnc,
-        up: Box<Upsampler>,
+        up: Box<OpusUpsampler>,
         buf: Vec<i16>,
     },
 }
@@ -80,7 +80,7 @@ impl AudioEncoder {
                 }
                 EncKind::Opus {
                     enc,
-                    up: Box::new(Upsampler::new()),
+                    up: Box::new(OpusUpsampler::default()),
                     buf: Vec::with_capacity(960),
                 }
             }
@@ -113,7 +113,7 @@ enum DecKind {
     },
     Opus {
         dec: OpusDec,
-        down: Downsampler,
+        down: OpusDownsampler,
         buf: Vec<i16>,
     },
 }
@@ -136,7 +136,7 @@ impl AudioDecoder {
             },
             Codec::Opus => DecKind::Opus {
                 dec: OpusDec::new(SampleRate::Hz48000, Channels::Mono)?,
-                down: Downsampler::new(),
+                down: OpusDownsampler::default(),
                 buf: vec![0; 5760],
             },
         };

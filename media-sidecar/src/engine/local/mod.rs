@@ -28,7 +28,6 @@
 //! cut; closing lines with `[end]` are not interruptible); `Summary` +
 //! `EndCall` once a closing line has been played.
 
-pub mod dsp;
 pub mod script;
 pub mod stt;
 pub mod tts;

@@ -12,7 +12,7 @@
 //! and the whole sphinxbase header tree for them).
 //!
 //! Audio: call audio is 8 kHz; the en-us model is 16 kHz. It is fed by SAMPLE
-//! REPEAT ([`super::dsp::repeat_2x`]), measured far more accurate than a
+//! REPEAT ([`crate::media::resample::repeat_2x`]), measured far more accurate than a
 //! filtered resampler with this model.
 //!
 //! Vocabulary: each call gets a restricted dictionary (only its words, taken
@@ -38,7 +38,7 @@ use std::ffi::{c_char, c_int, c_void, CStr, CString};
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
-use super::dsp::repeat_2x;
+use crate::media::resample::repeat_2x;
 
 /// Where Debian's `pocketsphinx-en-us` puts the model.
 pub const DEFAULT_MODEL_DIR: &str = "/usr/share/pocketsphinx/model/en-us";

@@ -14,7 +14,7 @@
 //!
 //! Voices: `kal16` (default, male diphone, fastest), `slt` (female), `rms`,
 //! `awb` (clustergen voices, ~10x slower but still far faster than real time).
-//! Output is converted to 8 kHz with a proper anti-alias filter ([`super::dsp::to_8k`]).
+//! Output is converted to 8 kHz with a proper anti-alias filter ([`crate::media::resample::to_8k`]).
 
 // FFI to a C library: the one place the sidecar needs unsafe code (the
 // workspace denies it everywhere else).
@@ -122,7 +122,7 @@ pub fn synthesize(text: &str, voice: Voice) -> Result<Arc<[i16]>, String> {
 
 fn synthesize_uncached(text: &str, voice: Voice) -> Result<Vec<i16>, String> {
     let (rate, raw) = synthesize_native(text, voice)?;
-    Ok(super::dsp::to_8k(&raw, rate))
+    crate::media::resample::to_8k(&raw, rate)
 }
 
 /// flite's own output: (sample rate, mono PCM16). Blocking.

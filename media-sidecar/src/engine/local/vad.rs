@@ -5,7 +5,7 @@
 //! (ringback, DTMF, some hold music) as speech; earshot does not (see the
 //! tests below). It wants 16 kHz audio in 256-sample (16 ms) frames, so each
 //! 20 ms / 160-sample input frame is interpolated to 320 samples with a real
-//! low-pass ([`Interp2x`]; the network should see telephone speech, not
+//! low-pass ([`WidebandUpsampler`]; the network should see telephone speech, not
 //! sample-repeat images) and fed through a 256-sample re-framing buffer. A
 //! frame's score is the max over the earshot frames completed inside it.
 //!
@@ -23,7 +23,7 @@
 
 use earshot::Detector;
 
-use super::dsp::Interp2x;
+use crate::media::resample::WidebandUpsampler;
 
 const FRAME_MS: u64 = 20;
 
@@ -113,7 +113,7 @@ enum State {
 pub struct Vad {
     cfg: VadConfig,
     det: Box<Detector>,
-    interp: Interp2x,
+    interp: WidebandUpsampler,
     up: Vec<i16>,
     pending: Vec<i16>,
     /// The last 40 ms at 8 kHz, for the tone gate.
@@ -131,7 +131,7 @@ impl Vad {
         Vad {
             cfg,
             det: Detector::default_boxed(),
-            interp: Interp2x::new(),
+            interp: WidebandUpsampler::default(),
             up: Vec::with_capacity(320),
             pending: Vec::with_capacity(512),
             recent: Vec::with_capacity(GATE_WINDOW + 160),
