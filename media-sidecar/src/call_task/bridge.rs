@@ -123,6 +123,19 @@ pub enum Action {
     Finish(Option<CallEnd>),
 }
 
+/// Where the call's engine is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum EngineState {
+    /// Not asked for yet (before the answer and its media).
+    Off,
+    /// [`Action::StartEngine`] is out.
+    Starting,
+    /// Connected: it takes the callee's audio.
+    Live,
+    /// Failed, or the call is over.
+    Gone,
+}
+
 /// One SIP call's bridge between the dialog, the media and the engine.
 #[derive(Debug)]
 pub struct Bridge {
@@ -133,8 +146,7 @@ pub struct Bridge {
     started: Instant,
     timings: Timings,
     actions: VecDeque<Action>,
-    /// An engine is connected and takes audio.
-    engine_live: bool,
+    engine: EngineState,
     playout: PlayoutClock,
     /// Armed at the answer.
     silence: Option<SilenceWatch>,
@@ -163,7 +175,7 @@ impl Bridge {
                 ended_ms: 0,
             },
             actions: VecDeque::new(),
-            engine_live: false,
+            engine: EngineState::Off,
             playout: PlayoutClock::new(now),
             silence: None,
             hangup_at: None,
@@ -275,6 +287,7 @@ impl Bridge {
         if self.finished {
             return;
         }
+        self.engine = EngineState::Starting;
         self.actions.push_back(Action::StartEngine);
     }
 
@@ -292,7 +305,7 @@ impl Bridge {
         if self.finished {
             return;
         }
-        self.engine_live = true;
+        self.engine = EngineState::Live;
     }
 
     /// The engine did not start, or failed since (the driver drops it):
@@ -301,12 +314,16 @@ impl Bridge {
         if self.finished {
             return;
         }
-        if self.engine_live {
-            tracing::warn!(call_id = %self.call_id, code = err.code(), error = %err, "engine failed; hanging up");
-        } else {
-            tracing::warn!(call_id = %self.call_id, code = err.code(), error = %err, "engine failed to start; hanging up");
+        match self.engine {
+            EngineState::Starting => {
+                tracing::warn!(call_id = %self.call_id, code = err.code(), error = %err, "engine failed to start; hanging up");
+            }
+            EngineState::Live => {
+                tracing::warn!(call_id = %self.call_id, code = err.code(), error = %err, "engine failed; hanging up");
+            }
+            EngineState::Off | EngineState::Gone => {}
         }
-        self.engine_live = false;
+        self.engine = EngineState::Gone;
         self.hang_up(EndedReason::EngineError);
     }
 
@@ -318,7 +335,7 @@ impl Bridge {
         if let Some(w) = self.silence.as_mut() {
             w.heard(now, &pcm);
         }
-        if self.engine_live {
+        if self.engine == EngineState::Live {
             self.actions
                 .push_back(Action::EnginePlayed(self.playout.heard(now)));
             self.actions.push_back(Action::SendToEngine(pcm));
@@ -343,7 +360,7 @@ impl Bridge {
                     w.activity(now);
                 }
                 // Tell the engine what was really heard (it truncates its turn there).
-                if self.engine_live {
+                if self.engine == EngineState::Live {
                     self.actions
                         .push_back(Action::EnginePlayed(self.playout.heard(now)));
                 }
@@ -432,7 +449,7 @@ impl Bridge {
         sip_code: Option<u16>,
     ) {
         self.finished = true;
-        self.engine_live = false;
+        self.engine = EngineState::Gone;
         self.timings.ended_ms = self.at_ms(now);
         let end = (!self.stopping).then_some(CallEnd {
             status,
