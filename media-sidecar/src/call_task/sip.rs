@@ -241,7 +241,8 @@ impl CallIo<'_> {
                 return end;
             }
             let Some(call) = self.call.as_mut() else {
-                // Not placed: the bridge has finished (see above).
+                // No dialog: a call not placed, whose bridge has finished
+                // above. Should one ever get here, it ends like a lost dialog.
                 bridge.dialog_lost(now());
                 continue;
             };
