@@ -228,7 +228,6 @@ impl Bridge {
         if self.finished {
             return;
         }
-        tracing::warn!(call_id = %self.call_id, reason = ?reason, "call not placed");
         self.finish(now, CallStatus::Failed, reason, None);
     }
 
@@ -292,11 +291,11 @@ impl Bridge {
     }
 
     /// [`Action::StartMedia`] failed: no call without media.
-    pub fn media_failed(&mut self, _now: Instant) {
+    pub fn media_failed(&mut self, _now: Instant, why: &str) {
         if self.finished {
             return;
         }
-        tracing::warn!(call_id = %self.call_id, "media did not start; hanging up");
+        tracing::warn!(call_id = %self.call_id, %why, "media did not start; hanging up");
         self.hang_up(EndedReason::MediaLost);
     }
 

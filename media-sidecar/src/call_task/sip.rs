@@ -23,92 +23,6 @@ use crate::sip::sdp::{Negotiated, OfferConfig};
 use crate::sip::udp::{CallHandle, CallSpec, Event};
 use crate::telephony::Telephony;
 
-/// Which key goes to which endpoint. A key travels only with its own URL:
-/// the offer's pair (the call's or its agent's, as the edge chose) when it
-/// names either, else the operator's pair from the environment. A tenant's
-/// URL without a key gets no key at all: the operator's key is never sent to
-/// an endpoint the operator did not configure.
-fn engine_credentials(
-    offer_key: Option<SecretText>,
-    offer_url: Option<String>,
-    operator_key: Option<SecretText>,
-    operator_url: Option<String>,
-) -> (Option<SecretText>, Option<String>) {
-    if offer_key.is_some() || offer_url.is_some() {
-        (offer_key, offer_url)
-    } else {
-        (operator_key, operator_url)
-    }
-}
-
-/// The engine the offer asks for: keys and base URLs from the offer (the
-/// call's or agent's) or from the sidecar's environment (never logged).
-/// A base URL from the offer is a tenant's: its host must resolve to public
-/// addresses only, or be one the operator allows (`allowed_hosts`).
-async fn make_engine(
-    offer: &Offer,
-    allowed_hosts: &AllowedHosts,
-) -> Result<BoxedEngine, EngineError> {
-    let mut cfg = EngineConfig::new(offer.call_id.clone(), offer.language.clone());
-    cfg.system_prompt = offer.system_prompt.clone();
-    cfg.voice = offer.voice.clone();
-    cfg.model = offer.model.clone();
-    cfg.metadata = offer.metadata.clone();
-    // The call's key and endpoint (its own or its agent's) win over the
-    // sidecar's environment; a key the edge could not open is an auth failure.
-    let credentials =
-        |cfg: &mut EngineConfig, key_var: &str, url_var: &str| -> Result<(), EngineError> {
-            let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
-            if offer.engine_key_unavailable {
-                return Err(EngineError::Auth(
-                    "the call's engine API key could not be unsealed at the edge".into(),
-                ));
-            }
-            (cfg.api_key, cfg.base_url) = engine_credentials(
-                offer.engine_api_key.clone(),
-                offer.engine_base_url.clone(),
-                env(key_var).map(SecretText::new),
-                env(url_var),
-            );
-            // The offer's URL, when it names one, is the one used (see engine_credentials).
-            cfg.url_guard = offer
-                .engine_base_url
-                .as_ref()
-                .map(|_| allowed_hosts.clone());
-            Ok(())
-        };
-    match offer.engine.as_str() {
-        "echo" => Ok(BoxedEngine::new(crate::engine::echo::EchoEngine::new())),
-        #[cfg(feature = "local-engine")]
-        "local" => Ok(BoxedEngine::new(
-            crate::engine::local::LocalEngine::connect(cfg).await?,
-        )),
-        #[cfg(not(feature = "local-engine"))]
-        "local" => Err(EngineError::Unavailable(
-            "this sidecar was built without the local engine (cargo feature `local-engine`)".into(),
-        )),
-        "openai_realtime" => {
-            credentials(
-                &mut cfg,
-                "VOXLINE_OPENAI_API_KEY",
-                "VOXLINE_OPENAI_BASE_URL",
-            )?;
-            Ok(BoxedEngine::new(crate::engine::openai::connect(cfg).await?))
-        }
-        "gemini_live" => {
-            credentials(
-                &mut cfg,
-                "VOXLINE_GEMINI_API_KEY",
-                "VOXLINE_GEMINI_BASE_URL",
-            )?;
-            Ok(BoxedEngine::new(crate::engine::gemini::connect(cfg).await?))
-        }
-        other => Err(EngineError::Unavailable(format!(
-            "engine `{other}` is not supported by this sidecar"
-        ))),
-    }
-}
-
 /// The driver's clock (tokio's, so paused-time tests see the same time).
 fn now() -> std::time::Instant {
     tokio::time::Instant::now().into_std()
@@ -232,9 +146,8 @@ impl CallIo<'_> {
         if let Some(end) = self.perform_all(&mut bridge).await {
             return end;
         }
-        match self.place().await {
-            Ok(()) => {}
-            Err(reason) => bridge.not_placed(now(), reason),
+        if let Err(reason) = self.place().await {
+            bridge.not_placed(now(), reason);
         }
         loop {
             if let Some(end) = self.perform_all(&mut bridge).await {
@@ -314,10 +227,7 @@ impl CallIo<'_> {
                             self.media = Some(m);
                             bridge.media_started(now());
                         }
-                        Err(why) => {
-                            tracing::warn!(call_id = %self.offer.call_id, %why, "media did not start");
-                            bridge.media_failed(now());
-                        }
+                        Err(why) => bridge.media_failed(now(), &why),
                     }
                 }
                 Action::SetMediaRemote(addr) => {
@@ -375,6 +285,92 @@ impl CallIo<'_> {
             }
         }
         None
+    }
+}
+
+/// Which key goes to which endpoint. A key travels only with its own URL:
+/// the offer's pair (the call's or its agent's, as the edge chose) when it
+/// names either, else the operator's pair from the environment. A tenant's
+/// URL without a key gets no key at all: the operator's key is never sent to
+/// an endpoint the operator did not configure.
+fn engine_credentials(
+    offer_key: Option<SecretText>,
+    offer_url: Option<String>,
+    operator_key: Option<SecretText>,
+    operator_url: Option<String>,
+) -> (Option<SecretText>, Option<String>) {
+    if offer_key.is_some() || offer_url.is_some() {
+        (offer_key, offer_url)
+    } else {
+        (operator_key, operator_url)
+    }
+}
+
+/// The engine the offer asks for: keys and base URLs from the offer (the
+/// call's or agent's) or from the sidecar's environment (never logged).
+/// A base URL from the offer is a tenant's: its host must resolve to public
+/// addresses only, or be one the operator allows (`allowed_hosts`).
+async fn make_engine(
+    offer: &Offer,
+    allowed_hosts: &AllowedHosts,
+) -> Result<BoxedEngine, EngineError> {
+    let mut cfg = EngineConfig::new(offer.call_id.clone(), offer.language.clone());
+    cfg.system_prompt = offer.system_prompt.clone();
+    cfg.voice = offer.voice.clone();
+    cfg.model = offer.model.clone();
+    cfg.metadata = offer.metadata.clone();
+    // The call's key and endpoint (its own or its agent's) win over the
+    // sidecar's environment; a key the edge could not open is an auth failure.
+    let credentials =
+        |cfg: &mut EngineConfig, key_var: &str, url_var: &str| -> Result<(), EngineError> {
+            let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+            if offer.engine_key_unavailable {
+                return Err(EngineError::Auth(
+                    "the call's engine API key could not be unsealed at the edge".into(),
+                ));
+            }
+            (cfg.api_key, cfg.base_url) = engine_credentials(
+                offer.engine_api_key.clone(),
+                offer.engine_base_url.clone(),
+                env(key_var).map(SecretText::new),
+                env(url_var),
+            );
+            // The offer's URL, when it names one, is the one used (see engine_credentials).
+            cfg.url_guard = offer
+                .engine_base_url
+                .as_ref()
+                .map(|_| allowed_hosts.clone());
+            Ok(())
+        };
+    match offer.engine.as_str() {
+        "echo" => Ok(BoxedEngine::new(crate::engine::echo::EchoEngine::new())),
+        #[cfg(feature = "local-engine")]
+        "local" => Ok(BoxedEngine::new(
+            crate::engine::local::LocalEngine::connect(cfg).await?,
+        )),
+        #[cfg(not(feature = "local-engine"))]
+        "local" => Err(EngineError::Unavailable(
+            "this sidecar was built without the local engine (cargo feature `local-engine`)".into(),
+        )),
+        "openai_realtime" => {
+            credentials(
+                &mut cfg,
+                "VOXLINE_OPENAI_API_KEY",
+                "VOXLINE_OPENAI_BASE_URL",
+            )?;
+            Ok(BoxedEngine::new(crate::engine::openai::connect(cfg).await?))
+        }
+        "gemini_live" => {
+            credentials(
+                &mut cfg,
+                "VOXLINE_GEMINI_API_KEY",
+                "VOXLINE_GEMINI_BASE_URL",
+            )?;
+            Ok(BoxedEngine::new(crate::engine::gemini::connect(cfg).await?))
+        }
+        other => Err(EngineError::Unavailable(format!(
+            "engine `{other}` is not supported by this sidecar"
+        ))),
     }
 }
 

@@ -518,7 +518,7 @@ fn an_engine_or_media_that_does_not_start_ends_the_call_at_once() {
     let (mut b, t0) = dispatched(30);
     b.handle_dialog_event(t0 + ms(1_000), CallEvent::Answered(neg()));
     drain(&mut b);
-    b.media_failed(t0 + ms(1_000));
+    b.media_failed(t0 + ms(1_000), "no ports");
     assert_eq!(drain(&mut b), [Action::Hangup(EndedReason::MediaLost)]);
     b.handle_dialog_event(
         t0 + ms(1_100),
