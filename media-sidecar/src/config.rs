@@ -39,6 +39,7 @@ use serde::Deserialize;
 use voxline_shared::protocol::{is_valid_id, MAX_LEASE_WAIT_MS};
 
 use crate::engine::guard::AllowedHosts;
+use crate::media::Codec;
 
 pub const MAX_CAPACITY: u32 = 10_000;
 
@@ -199,17 +200,8 @@ pub enum SipTransport {
     Udp,
 }
 
-/// An audio codec the sidecar offers (`[telephony] codecs`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum CodecName {
-    Pcmu,
-    Pcma,
-    Opus,
-}
-
-fn default_codecs() -> Vec<CodecName> {
-    vec![CodecName::Pcmu, CodecName::Pcma, CodecName::Opus]
+fn default_codecs() -> Vec<Codec> {
+    vec![Codec::Pcmu, Codec::Pcma, Codec::Opus]
 }
 
 /// One SIP trunk of this sidecar's region, tried in `priority` order (lowest first).
@@ -275,7 +267,7 @@ pub struct Telephony {
     /// Most callees (baresip among them) keep the offer's order, so the first
     /// one they support is used. Default: `["pcmu", "pcma", "opus"]`.
     #[serde(default = "default_codecs")]
-    pub codecs: Vec<CodecName>,
+    pub codecs: Vec<Codec>,
     #[serde(default)]
     pub trunks: Vec<Trunk>,
 }
@@ -728,7 +720,7 @@ mod tests {
         assert_eq!(t.ring_timeout_secs, 5);
         assert_eq!(
             t.codecs,
-            [CodecName::Pcmu, CodecName::Pcma, CodecName::Opus],
+            [Codec::Pcmu, Codec::Pcma, Codec::Opus],
             "default offer order"
         );
         assert_eq!(
@@ -781,7 +773,7 @@ mod tests {
             &format!("{FULL}\n[telephony]\ncodecs = [\"opus\", \"pcmu\"]\n"),
         );
         let c = Config::load_with(Some(&f), env(&[])).unwrap();
-        assert_eq!(c.telephony.codecs, [CodecName::Opus, CodecName::Pcmu]);
+        assert_eq!(c.telephony.codecs, [Codec::Opus, Codec::Pcmu]);
         for bad in ["[]", "[\"pcmu\", \"pcmu\"]", "[\"g729\"]"] {
             let f = write(
                 "codecs-bad.toml",

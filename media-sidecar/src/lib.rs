@@ -3,11 +3,13 @@
 //!
 //! - [`lease`]: the sans-IO lease client (the protocol's state machine).
 //! - [`carrier`]: the two wires (HTTP/1.1 keep-alive, HTTP/3 over QUIC).
-//! - [`runtime`]: the tokio driver; [`calls`]: one task per call.
+//! - [`runtime`]: the tokio driver; [`call_task`]: one task per call
+//!   ([`call_task::bridge`]: the per-call bridge, sans-IO); [`telephony`]: what
+//!   the SIP calls share.
 //! - [`config`]: TOML file + environment.
 //! - [`recordings`], [`event_spool`]: what survives a restart (uploads, unacknowledged events).
 
-pub mod calls;
+pub mod call_task;
 pub mod carrier;
 pub mod config;
 pub mod engine;

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use voxline_media_sidecar::calls::CallMode;
+use voxline_media_sidecar::call_task::CallMode;
 use voxline_media_sidecar::carrier::{AnyCarrier, Carrier};
 use voxline_media_sidecar::config::Config;
 use voxline_media_sidecar::runtime::{run, RunOptions, Stop};

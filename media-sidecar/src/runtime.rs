@@ -6,7 +6,7 @@
 //! Stopping: [`Stop::Drain`] (first SIGINT/SIGTERM) stops taking work and waits
 //! up to `drain_timeout` for held calls to end and their events to be delivered.
 //! Calls still live then are hung up ([`HangupCause::Shutdown`]: BYE, or CANCEL
-//! before the answer) and end `failed` / [`crate::calls::SHUTDOWN_REASON`]; the
+//! before the answer) and end `failed` / [`crate::call_task::SHUTDOWN_REASON`]; the
 //! sidecar waits up to `hangup_grace` more for the SIP requests to go out and
 //! the `ended` events to be delivered. An `ended` not delivered by then stays
 //! in the event spool for the next run; a call whose task has not reported
@@ -27,7 +27,7 @@ use tokio::task::JoinSet;
 use voxline_shared::protocol::EventKind;
 use voxline_shared::signing::{signed_headers, Target};
 
-use crate::calls::{run_call, CallMode, HangupCause, SHUTDOWN_REASON};
+use crate::call_task::{run_call, CallMode, HangupCause, SHUTDOWN_REASON};
 use crate::carrier::Carrier;
 use crate::config::Secret;
 use crate::lease::{

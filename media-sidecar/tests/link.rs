@@ -10,7 +10,7 @@ use std::time::Duration;
 use support::EdgeState;
 use support::*;
 use tokio::sync::watch;
-use voxline_media_sidecar::calls::CallMode;
+use voxline_media_sidecar::call_task::CallMode;
 use voxline_media_sidecar::carrier::h3::H3Carrier;
 use voxline_media_sidecar::carrier::http1::Http1Carrier;
 use voxline_media_sidecar::carrier::{tls, Carrier};

@@ -424,7 +424,7 @@ async fn dropping_the_handle_hangs_up() {
 async fn drain_with_a_live_call(scenario: &str, reached: &'static str, hangup_grace: Duration) {
     use std::sync::Arc;
     use tokio::sync::watch;
-    use voxline_media_sidecar::calls::CallMode;
+    use voxline_media_sidecar::call_task::CallMode;
     use voxline_media_sidecar::carrier::http1::Http1Carrier;
     use voxline_media_sidecar::config::{self, EdgeUrl, Secret};
     use voxline_media_sidecar::event_spool::EventSpool;

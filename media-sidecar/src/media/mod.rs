@@ -33,8 +33,11 @@ pub use driver::{
 };
 pub use session::PayloadMap;
 
-/// The audio codecs we speak.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// The audio codecs we speak: the one codec enum of the sidecar (RTP, SDP
+/// offers and answers, and `[telephony] codecs` in the config, spelled
+/// `"pcmu"`, `"pcma"`, `"opus"` there).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Codec {
     /// G.711 mu-law, static payload type 0, `PCMU/8000`.
     Pcmu,
@@ -50,6 +53,23 @@ impl Codec {
         match self {
             Codec::Pcmu | Codec::Pcma => 8000,
             Codec::Opus => 48_000,
+        }
+    }
+
+    /// The SDP `a=rtpmap` encoding name.
+    pub const fn encoding_name(self) -> &'static str {
+        match self {
+            Codec::Pcmu => "PCMU",
+            Codec::Pcma => "PCMA",
+            Codec::Opus => "opus",
+        }
+    }
+
+    /// Channels named in the rtpmap (Opus is always `opus/48000/2`, RFC 7587).
+    pub const fn channels(self) -> u8 {
+        match self {
+            Codec::Pcmu | Codec::Pcma => 1,
+            Codec::Opus => 2,
         }
     }
 

@@ -8,35 +8,10 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-/// A codec we can offer. PT of `Opus` is dynamic (set in [`OfferConfig`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Codec {
-    Pcmu,
-    Pcma,
-    Opus,
-}
-
-impl Codec {
-    pub fn encoding_name(self) -> &'static str {
-        match self {
-            Codec::Pcmu => "PCMU",
-            Codec::Pcma => "PCMA",
-            Codec::Opus => "opus",
-        }
-    }
-    pub fn clock_rate(self) -> u32 {
-        match self {
-            Codec::Opus => 48_000,
-            _ => 8_000,
-        }
-    }
-    pub fn channels(self) -> u8 {
-        match self {
-            Codec::Opus => 2,
-            _ => 1,
-        }
-    }
-}
+/// The codecs we can offer: the sidecar's one codec enum, named here too
+/// because SDP is where most of its users meet it. PT of `Opus` is dynamic
+/// (set in [`OfferConfig`]).
+pub use crate::media::Codec;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Direction {
@@ -324,16 +299,7 @@ pub fn negotiate(cfg: &OfferConfig, remote: &[u8]) -> Result<Negotiated, SdpErro
     let ip = a.c.or(session_c).ok_or(SdpError::NoConnection)?;
     let codec_of = |pt: u8| -> Option<Codec> {
         if let Some((_, name, rate)) = a.rtpmap.iter().find(|(p, _, _)| *p == pt) {
-            let c = if name.eq_ignore_ascii_case("PCMU") && *rate == 8000 {
-                Codec::Pcmu
-            } else if name.eq_ignore_ascii_case("PCMA") && *rate == 8000 {
-                Codec::Pcma
-            } else if name.eq_ignore_ascii_case("opus") && *rate == 48000 {
-                Codec::Opus
-            } else {
-                return None;
-            };
-            return Some(c);
+            return Codec::from_rtpmap(name, *rate);
         }
         match pt {
             0 => Some(Codec::Pcmu),

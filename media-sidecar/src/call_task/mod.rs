@@ -1,12 +1,20 @@
-//! One task per call. With trunks configured the call is placed over SIP
-//! (`telephony.rs`); without any, a call only says `dialing` and then holds its
-//! slot until the edge hangs it up.
+//! The call task: one tokio task per call, from the offer to `ended`.
+//!
+//! - [`run_call`] picks how by [`CallMode`]: with trunks configured the call
+//!   is placed over SIP ([`sip`], the driver of the pure per-call [`bridge`]);
+//!   without any, a call only says `dialing` and then holds its slot until
+//!   the edge hangs it up (a stand-in, below).
+//! - [`Emitter`] reports the call's events to the runtime; [`HangupCause`]
+//!   says why a call is told to hang up.
 //!
 //! `--simulate-answer` (dev/test aid ONLY, for exercising the dispatch link end
 //! to end without a trunk): the call goes dialing -> ringing (+100 ms) ->
 //! answered (+300 ms) -> ended(completed, agent_hangup) after the given talk
 //! time (capped by the offer's `max_seconds`, then `max_duration_reached`).
 //! No phone is called.
+
+pub mod bridge;
+pub mod sip;
 
 use std::time::Duration;
 
@@ -22,7 +30,7 @@ pub enum CallMode {
     /// No trunk configured: emits `dialing`, then waits for a hangup.
     #[default]
     Placeholder,
-    /// Dial for real through the configured trunks (see [`crate::telephony`]).
+    /// Dial for real through the configured trunks (see [`sip`]).
     Sip(std::sync::Arc<crate::telephony::Telephony>),
     /// Dev/test aid: pretend the callee answered and talked for this long.
     SimulateAnswer(Duration),
@@ -101,7 +109,7 @@ pub async fn run_call(
     hangup: oneshot::Receiver<HangupCause>,
 ) {
     match mode {
-        CallMode::Sip(tel) => crate::telephony::run_sip_call(offer, tel, tx, hangup).await,
+        CallMode::Sip(tel) => sip::run_sip_call(offer, tel, tx, hangup).await,
         CallMode::Placeholder => run_stand_in(offer, None, tx, hangup).await,
         CallMode::SimulateAnswer(talk) => run_stand_in(offer, Some(talk), tx, hangup).await,
     }

@@ -1,0 +1,676 @@
+//! The bridge in virtual time: no sockets, no tokio; `Instant`s are advanced
+//! by hand and every test asserts the exact actions and the final result.
+
+use super::*;
+use crate::media::Codec;
+use crate::sip::sdp::Direction;
+use voxline_shared::protocol::Role;
+
+/// The wall clock at dispatch (unix ms).
+const D: u64 = 1_700_000_000_000;
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+fn neg() -> Negotiated {
+    Negotiated {
+        remote_rtp: "192.0.2.7:40000".parse().unwrap(),
+        codec: Codec::Pcmu,
+        pt: 0,
+        dtmf_pt: Some(101),
+        ptime_ms: 20,
+        direction: Direction::SendRecv,
+    }
+}
+
+fn outcome(status: CallStatus, reason: EndedReason, sip_code: Option<u16>) -> DialogEnd {
+    DialogEnd {
+        status,
+        reason,
+        sip_code,
+        try_next_trunk: false,
+        detail: "test".into(),
+    }
+}
+
+fn ended(status: CallStatus, reason: EndedReason, sip_code: Option<u16>) -> DialogEvent {
+    DialogEvent::Ended(outcome(status, reason, sip_code))
+}
+
+fn ringing() -> DialogEvent {
+    DialogEvent::Ringing {
+        code: 180,
+        early_media: None,
+    }
+}
+
+/// A spoken 20 ms frame (well above the speech level).
+fn speech() -> Vec<i16> {
+    [3_000i16, -3_000].repeat(80)
+}
+
+/// `n` ms of spoken engine audio (8 kHz).
+fn speech_ms(n: usize) -> Vec<i16> {
+    [3_000i16, -3_000].repeat(n * 4)
+}
+
+fn emit(kind: EventKind, at_ms: u64) -> Action {
+    Action::Emit { kind, at_ms }
+}
+
+fn finish(
+    status: CallStatus,
+    reason: EndedReason,
+    sip_code: Option<u16>,
+    ringing_ms: Option<u64>,
+    answered_ms: Option<u64>,
+    ended_ms: u64,
+) -> Action {
+    Action::Finish(Some(CallEnd {
+        status,
+        reason,
+        sip_code,
+        timings: Timings {
+            dispatched_ms: D,
+            ringing_ms,
+            answered_ms,
+            ended_ms,
+        },
+    }))
+}
+
+fn drain(b: &mut Bridge) -> Vec<Action> {
+    std::iter::from_fn(|| b.poll_action()).collect()
+}
+
+fn cfg(silence_s: u64) -> BridgeConfig {
+    BridgeConfig {
+        silence_timeout: Duration::from_secs(silence_s),
+        hangup_delay: HANGUP_DELAY,
+    }
+}
+
+/// A bridge dispatched at `t0` (its `dialing` drained and checked).
+fn dispatched(silence_s: u64) -> (Bridge, Instant) {
+    let t0 = Instant::now();
+    let mut b = Bridge::new("c_test", cfg(silence_s), t0, D);
+    assert_eq!(drain(&mut b), [emit(EventKind::Dialing, D)]);
+    assert_eq!(b.poll_timeout(), None);
+    (b, t0)
+}
+
+/// Ringing at +1 s, answered at +2 s, media and engine started.
+fn answered(silence_s: u64) -> (Bridge, Instant) {
+    let (mut b, t0) = dispatched(silence_s);
+    b.handle_dialog_event(t0 + ms(1_000), ringing());
+    assert_eq!(drain(&mut b), [emit(EventKind::Ringing, D + 1_000)]);
+    b.handle_dialog_event(t0 + ms(2_000), DialogEvent::Answered(neg()));
+    assert_eq!(
+        drain(&mut b),
+        [
+            emit(EventKind::Answered, D + 2_000),
+            Action::StartMedia(neg())
+        ]
+    );
+    b.media_started(t0 + ms(2_000));
+    assert_eq!(drain(&mut b), [Action::StartEngine]);
+    b.engine_started(t0 + ms(2_000));
+    assert_eq!(drain(&mut b), []);
+    (b, t0)
+}
+
+#[test]
+fn an_answered_call_with_a_transcript_ends_when_the_callee_hangs_up() {
+    let (mut b, t0) = answered(30);
+    // The callee's audio goes to the engine, with what it has heard so far.
+    b.heard(t0 + ms(2_020), speech());
+    assert_eq!(
+        drain(&mut b),
+        [Action::EnginePlayed(0), Action::SendToEngine(speech())]
+    );
+    // The engine's audio goes to the callee.
+    b.handle_engine_event(t0 + ms(2_500), EngineEvent::Audio(speech_ms(100)));
+    assert_eq!(drain(&mut b), [Action::SendToMedia(speech_ms(100))]);
+    b.heard(t0 + ms(2_540), speech());
+    assert_eq!(
+        drain(&mut b),
+        [Action::EnginePlayed(40), Action::SendToEngine(speech())]
+    );
+    let turn = |text: &str| EngineEvent::Transcript {
+        role: Role::Ai,
+        text: text.into(),
+        start_ms: 500,
+        end_ms: 600,
+    };
+    b.handle_engine_event(t0 + ms(3_000), turn("Hello"));
+    assert_eq!(
+        drain(&mut b),
+        [emit(
+            EventKind::TranscriptTurn {
+                role: Role::Ai,
+                text: "Hello".into(),
+                start_ms: 500,
+                end_ms: 600,
+            },
+            D + 3_000
+        )]
+    );
+    b.handle_engine_event(
+        t0 + ms(3_100),
+        EngineEvent::Summary {
+            summary: Some("said hello".into()),
+            outcome: Some("greeted".into()),
+        },
+    );
+    assert_eq!(
+        drain(&mut b),
+        [emit(
+            EventKind::Summary {
+                summary: Some("said hello".into()),
+                outcome: Some("greeted".into()),
+            },
+            D + 3_100
+        )]
+    );
+    // A function call is only logged; a re-INVITE moves the media.
+    b.handle_engine_event(
+        t0 + ms(3_200),
+        EngineEvent::FunctionCall {
+            name: "f".into(),
+            call_id: "fc".into(),
+            arguments: "{}".into(),
+        },
+    );
+    assert_eq!(drain(&mut b), []);
+    let mut moved = neg();
+    moved.remote_rtp = "192.0.2.8:40002".parse().unwrap();
+    b.handle_dialog_event(t0 + ms(3_300), DialogEvent::MediaUpdated(moved));
+    assert_eq!(
+        drain(&mut b),
+        [Action::SetMediaRemote("192.0.2.8:40002".parse().unwrap())]
+    );
+    // The callee's BYE.
+    b.handle_dialog_event(
+        t0 + ms(9_000),
+        ended(CallStatus::Completed, EndedReason::CalleeHangup, None),
+    );
+    assert_eq!(
+        drain(&mut b),
+        [finish(
+            CallStatus::Completed,
+            EndedReason::CalleeHangup,
+            None,
+            Some(D + 1_000),
+            Some(D + 2_000),
+            D + 9_000
+        )]
+    );
+    assert!(b.is_finished());
+    assert_eq!(b.poll_timeout(), None);
+    // Nothing after the end.
+    b.heard(t0 + ms(9_020), speech());
+    b.handle_engine_event(t0 + ms(9_020), EngineEvent::Audio(speech()));
+    b.hangup_command(t0 + ms(9_020), Some(HangupCause::Requested));
+    b.dialog_lost(t0 + ms(9_020));
+    assert_eq!(drain(&mut b), []);
+}
+
+#[test]
+fn a_call_never_answered_ends_with_the_dialogs_status_reason_and_code() {
+    let cases = [
+        // Ring timeout: the dialog CANCELs (487 to the INVITE).
+        (CallStatus::NoAnswer, EndedReason::NoAnswer, Some(487)),
+        (CallStatus::Busy, EndedReason::Busy, Some(486)),
+        (CallStatus::NoAnswer, EndedReason::NoAnswer, Some(480)),
+        (CallStatus::Failed, EndedReason::Rejected, Some(404)),
+        (CallStatus::Failed, EndedReason::TrunkError, Some(503)),
+    ];
+    for (status, reason, code) in cases {
+        let (mut b, t0) = dispatched(30);
+        b.handle_dialog_event(t0 + ms(500), ringing());
+        assert_eq!(drain(&mut b), [emit(EventKind::Ringing, D + 500)]);
+        // Ringing is reported once, and no timer runs before the answer.
+        b.handle_dialog_event(t0 + ms(600), ringing());
+        b.handle_dialog_event(t0 + ms(700), DialogEvent::EarlyMedia(neg()));
+        assert_eq!(drain(&mut b), []);
+        assert_eq!(b.poll_timeout(), None);
+        b.handle_dialog_event(t0 + ms(60_500), ended(status, reason, code));
+        assert_eq!(
+            drain(&mut b),
+            [finish(
+                status,
+                reason,
+                code,
+                Some(D + 500),
+                None,
+                D + 60_500
+            )],
+            "{status:?} {reason:?}"
+        );
+    }
+}
+
+#[test]
+fn silence_hangs_up_after_the_timeout_and_speech_resets_it() {
+    let (mut b, t0) = answered(10);
+    // Armed at the answer (+2 s).
+    assert_eq!(b.poll_timeout(), Some(t0 + ms(12_000)));
+    // The callee speaks at +5 s: ten more seconds from there.
+    b.heard(t0 + ms(5_000), speech());
+    drain(&mut b);
+    assert_eq!(b.poll_timeout(), Some(t0 + ms(15_000)));
+    // Line noise does not count.
+    b.heard(t0 + ms(6_000), vec![100; 160]);
+    drain(&mut b);
+    assert_eq!(b.poll_timeout(), Some(t0 + ms(15_000)));
+    // A transcript turn does.
+    b.handle_engine_event(
+        t0 + ms(7_000),
+        EngineEvent::Transcript {
+            role: Role::User,
+            text: "hm".into(),
+            start_ms: 0,
+            end_ms: 1,
+        },
+    );
+    drain(&mut b);
+    assert_eq!(b.poll_timeout(), Some(t0 + ms(17_000)));
+    // Early: nothing happens.
+    b.handle_timeout(t0 + ms(16_999));
+    assert_eq!(drain(&mut b), []);
+    b.handle_timeout(t0 + ms(17_000));
+    assert_eq!(drain(&mut b), [Action::Hangup(EndedReason::SilenceTimeout)]);
+    // Once: no timer, no second hangup.
+    assert_eq!(b.poll_timeout(), None);
+    b.handle_timeout(t0 + ms(30_000));
+    assert_eq!(drain(&mut b), []);
+    // Our BYE is answered: our reason.
+    b.handle_dialog_event(
+        t0 + ms(17_050),
+        ended(CallStatus::Completed, EndedReason::SilenceTimeout, None),
+    );
+    assert_eq!(
+        drain(&mut b),
+        [finish(
+            CallStatus::Completed,
+            EndedReason::SilenceTimeout,
+            None,
+            Some(D + 1_000),
+            Some(D + 2_000),
+            D + 17_050
+        )]
+    );
+}
+
+#[test]
+fn the_engines_end_call_hangs_up_once_its_last_words_have_played() {
+    let (mut b, t0) = answered(30);
+    // Two seconds of speech queued at +5 s play until +7 s.
+    b.handle_engine_event(t0 + ms(5_000), EngineEvent::Audio(speech_ms(2_000)));
+    assert_eq!(drain(&mut b), [Action::SendToMedia(speech_ms(2_000))]);
+    // The engine's speech holds off the silence timeout until it has played.
+    assert_eq!(b.poll_timeout(), Some(t0 + ms(37_000)));
+    b.handle_engine_event(
+        t0 + ms(5_500),
+        EngineEvent::EndCall {
+            reason: "done".into(),
+        },
+    );
+    assert_eq!(drain(&mut b), []);
+    assert_eq!(b.poll_timeout(), Some(t0 + ms(7_300)));
+    b.handle_timeout(t0 + ms(7_299));
+    assert_eq!(drain(&mut b), []);
+    b.handle_timeout(t0 + ms(7_300));
+    assert_eq!(drain(&mut b), [Action::Hangup(EndedReason::AgentHangup)]);
+    // The edge's hangup after ours changes nothing.
+    b.hangup_command(t0 + ms(7_310), Some(HangupCause::Requested));
+    assert_eq!(drain(&mut b), []);
+    b.handle_dialog_event(
+        t0 + ms(7_400),
+        ended(CallStatus::Completed, EndedReason::AgentHangup, None),
+    );
+    assert_eq!(
+        drain(&mut b),
+        [finish(
+            CallStatus::Completed,
+            EndedReason::AgentHangup,
+            None,
+            Some(D + 1_000),
+            Some(D + 2_000),
+            D + 7_400
+        )]
+    );
+}
+
+#[test]
+fn an_end_call_with_nothing_left_to_play_hangs_up_after_the_delay() {
+    let (mut b, t0) = answered(30);
+    b.handle_engine_event(
+        t0 + ms(4_000),
+        EngineEvent::EndCall {
+            reason: "bye".into(),
+        },
+    );
+    assert_eq!(b.poll_timeout(), Some(t0 + ms(4_300)));
+    b.handle_timeout(t0 + ms(4_300));
+    assert_eq!(drain(&mut b), [Action::Hangup(EndedReason::AgentHangup)]);
+}
+
+#[test]
+fn max_seconds_is_the_dialogs_bye_and_ends_completed() {
+    let (mut b, t0) = answered(30);
+    // The dialog's own timer (`max_duration`) sent the BYE: no hangup from the bridge.
+    b.handle_dialog_event(
+        t0 + ms(602_000),
+        ended(CallStatus::Completed, EndedReason::MaxDurationReached, None),
+    );
+    assert_eq!(
+        drain(&mut b),
+        [finish(
+            CallStatus::Completed,
+            EndedReason::MaxDurationReached,
+            None,
+            Some(D + 1_000),
+            Some(D + 2_000),
+            D + 602_000
+        )]
+    );
+}
+
+#[test]
+fn the_edges_hangup_while_ringing_cancels() {
+    let (mut b, t0) = dispatched(30);
+    b.handle_dialog_event(t0 + ms(1_000), ringing());
+    drain(&mut b);
+    b.hangup_command(t0 + ms(1_500), Some(HangupCause::Requested));
+    assert_eq!(
+        drain(&mut b),
+        [Action::Hangup(EndedReason::HangupRequested)]
+    );
+    // The dialog CANCELs; the INVITE ends 487.
+    b.handle_dialog_event(
+        t0 + ms(1_600),
+        ended(
+            CallStatus::Cancelled,
+            EndedReason::HangupRequested,
+            Some(487),
+        ),
+    );
+    assert_eq!(
+        drain(&mut b),
+        [finish(
+            CallStatus::Cancelled,
+            EndedReason::HangupRequested,
+            Some(487),
+            Some(D + 1_000),
+            None,
+            D + 1_600
+        )]
+    );
+}
+
+#[test]
+fn the_edges_hangup_while_answered_says_bye() {
+    let (mut b, t0) = answered(30);
+    b.hangup_command(t0 + ms(4_000), Some(HangupCause::Requested));
+    assert_eq!(
+        drain(&mut b),
+        [Action::Hangup(EndedReason::HangupRequested)]
+    );
+    assert_eq!(b.poll_timeout(), None);
+    b.handle_dialog_event(
+        t0 + ms(4_100),
+        ended(CallStatus::Completed, EndedReason::HangupRequested, None),
+    );
+    assert_eq!(
+        drain(&mut b),
+        [finish(
+            CallStatus::Completed,
+            EndedReason::HangupRequested,
+            None,
+            Some(D + 1_000),
+            Some(D + 2_000),
+            D + 4_100
+        )]
+    );
+}
+
+#[test]
+fn a_shutdown_fails_the_call_even_before_the_answer() {
+    let (mut b, t0) = dispatched(30);
+    b.hangup_command(t0 + ms(200), Some(HangupCause::Shutdown));
+    assert_eq!(drain(&mut b), [Action::Hangup(SHUTDOWN_REASON)]);
+    b.handle_dialog_event(
+        t0 + ms(300),
+        ended(CallStatus::Cancelled, SHUTDOWN_REASON, Some(487)),
+    );
+    assert_eq!(
+        drain(&mut b),
+        [finish(
+            CallStatus::Failed,
+            SHUTDOWN_REASON,
+            Some(487),
+            None,
+            None,
+            D + 300
+        )]
+    );
+}
+
+#[test]
+fn a_sidecar_stopping_at_once_hangs_up_and_reports_no_end() {
+    let (mut b, t0) = answered(30);
+    b.hangup_command(t0 + ms(3_000), None);
+    assert_eq!(
+        drain(&mut b),
+        [Action::Hangup(EndedReason::HangupRequested)]
+    );
+    b.handle_dialog_event(
+        t0 + ms(3_100),
+        ended(CallStatus::Completed, EndedReason::HangupRequested, None),
+    );
+    assert_eq!(drain(&mut b), [Action::Finish(None)]);
+}
+
+#[test]
+fn an_engine_failing_mid_call_hangs_up_and_fails_the_call() {
+    let (mut b, t0) = answered(30);
+    b.engine_failed(t0 + ms(3_000), &EngineError::Disconnected("gone".into()));
+    assert_eq!(drain(&mut b), [Action::Hangup(EndedReason::EngineError)]);
+    // No more audio to the dead engine, and no second hangup.
+    b.heard(t0 + ms(3_020), speech());
+    b.engine_failed(t0 + ms(3_030), &EngineError::Disconnected("again".into()));
+    assert_eq!(drain(&mut b), []);
+    // Our BYE's dialog end says completed; an engine failure is a failure.
+    b.handle_dialog_event(
+        t0 + ms(3_100),
+        ended(CallStatus::Completed, EndedReason::EngineError, None),
+    );
+    assert_eq!(
+        drain(&mut b),
+        [finish(
+            CallStatus::Failed,
+            EndedReason::EngineError,
+            None,
+            Some(D + 1_000),
+            Some(D + 2_000),
+            D + 3_100
+        )]
+    );
+}
+
+#[test]
+fn an_engine_or_media_that_does_not_start_ends_the_call_at_once() {
+    // The engine.
+    let (mut b, t0) = dispatched(30);
+    b.handle_dialog_event(t0 + ms(1_000), DialogEvent::Answered(neg()));
+    drain(&mut b);
+    b.media_started(t0 + ms(1_000));
+    assert_eq!(drain(&mut b), [Action::StartEngine]);
+    b.engine_failed(t0 + ms(1_200), &EngineError::Auth("bad key".into()));
+    assert_eq!(drain(&mut b), [Action::Hangup(EndedReason::EngineError)]);
+    // Heard audio goes nowhere.
+    b.heard(t0 + ms(1_220), speech());
+    assert_eq!(drain(&mut b), []);
+
+    // The media: no engine is started.
+    let (mut b, t0) = dispatched(30);
+    b.handle_dialog_event(t0 + ms(1_000), DialogEvent::Answered(neg()));
+    drain(&mut b);
+    b.media_failed(t0 + ms(1_000), "no ports");
+    assert_eq!(drain(&mut b), [Action::Hangup(EndedReason::MediaLost)]);
+    b.handle_dialog_event(
+        t0 + ms(1_100),
+        ended(CallStatus::Completed, EndedReason::MediaLost, None),
+    );
+    assert_eq!(
+        drain(&mut b),
+        [finish(
+            CallStatus::Failed,
+            EndedReason::MediaLost,
+            None,
+            None,
+            Some(D + 1_000),
+            D + 1_100
+        )]
+    );
+}
+
+#[test]
+fn a_barge_in_flushes_the_media_and_tells_the_engine_what_was_heard() {
+    let (mut b, t0) = answered(30);
+    b.handle_engine_event(t0 + ms(5_000), EngineEvent::Audio(speech_ms(1_000)));
+    drain(&mut b);
+    b.heard(t0 + ms(5_400), speech());
+    assert_eq!(
+        drain(&mut b),
+        [Action::EnginePlayed(400), Action::SendToEngine(speech())]
+    );
+    b.handle_engine_event(t0 + ms(5_600), EngineEvent::Interrupt);
+    assert_eq!(
+        drain(&mut b),
+        [Action::EnginePlayed(600), Action::FlushMedia]
+    );
+    // What was dropped is never counted as heard.
+    b.heard(t0 + ms(7_000), speech());
+    assert_eq!(
+        drain(&mut b),
+        [Action::EnginePlayed(600), Action::SendToEngine(speech())]
+    );
+}
+
+#[test]
+fn a_call_not_placed_or_whose_sip_driver_went_away_fails() {
+    let (mut b, t0) = dispatched(30);
+    b.not_placed(t0 + ms(5), EndedReason::MediaLost);
+    assert_eq!(
+        drain(&mut b),
+        [finish(
+            CallStatus::Failed,
+            EndedReason::MediaLost,
+            None,
+            None,
+            None,
+            D + 5
+        )]
+    );
+    let (mut b, t0) = answered(30);
+    b.dialog_lost(t0 + ms(2_500));
+    assert_eq!(
+        drain(&mut b),
+        [finish(
+            CallStatus::Failed,
+            EndedReason::TrunkError,
+            None,
+            Some(D + 1_000),
+            Some(D + 2_000),
+            D + 2_500
+        )]
+    );
+}
+
+#[test]
+fn timings_stay_in_order_when_everything_happens_in_the_same_instant() {
+    let t0 = Instant::now();
+    let mut b = Bridge::new("c_test", cfg(30), t0, D);
+    b.handle_dialog_event(t0, ringing());
+    b.handle_dialog_event(t0, DialogEvent::Answered(neg()));
+    b.media_started(t0);
+    b.engine_started(t0);
+    b.handle_dialog_event(
+        t0,
+        ended(CallStatus::Completed, EndedReason::CalleeHangup, None),
+    );
+    assert_eq!(
+        drain(&mut b),
+        [
+            emit(EventKind::Dialing, D),
+            emit(EventKind::Ringing, D),
+            emit(EventKind::Answered, D),
+            Action::StartMedia(neg()),
+            Action::StartEngine,
+            finish(
+                CallStatus::Completed,
+                EndedReason::CalleeHangup,
+                None,
+                Some(D),
+                Some(D),
+                D
+            ),
+        ]
+    );
+    // An input stamped before the dispatch (a clock that moved back) does
+    // not stamp before it either.
+    let mut b = Bridge::new("c_test", cfg(30), t0 + ms(1_000), D);
+    b.handle_dialog_event(t0, ringing());
+    b.handle_dialog_event(t0 + ms(1_500), DialogEvent::Answered(neg()));
+    assert_eq!(
+        drain(&mut b)[..3],
+        [
+            emit(EventKind::Dialing, D),
+            emit(EventKind::Ringing, D),
+            emit(EventKind::Answered, D + 500),
+        ]
+    );
+}
+
+#[test]
+fn silence_is_counted_from_the_last_speech_or_the_end_of_playback() {
+    let t0 = Instant::now();
+    let speech = speech();
+    let mut w = SilenceWatch::new(t0, Duration::from_secs(10));
+    assert_eq!(w.deadline(), t0 + ms(10_000));
+    // Line noise does not count; a spoken frame does.
+    w.heard(t0 + ms(2_000), &[100i16; 160]);
+    assert_eq!(w.deadline(), t0 + ms(10_000));
+    w.heard(t0 + ms(3_000), &speech);
+    assert_eq!(w.deadline(), t0 + ms(13_000));
+    // The engine's speech counts until it has played; its silence never.
+    w.engine_audio(&[0i16; 160], t0 + ms(9_000));
+    assert_eq!(w.deadline(), t0 + ms(13_000));
+    w.engine_audio(&speech, t0 + ms(8_000));
+    assert_eq!(w.deadline(), t0 + ms(18_000));
+    // Never backwards.
+    w.heard(t0 + ms(5_000), &speech);
+    assert_eq!(w.deadline(), t0 + ms(18_000));
+    w.activity(t0 + ms(20_000));
+    assert_eq!(w.deadline(), t0 + ms(30_000));
+}
+
+#[test]
+fn playout_clock_counts_only_audio_heard() {
+    let t0 = Instant::now();
+    let mut c = PlayoutClock::new(t0);
+    c.enqueue(t0, 1_000);
+    c.enqueue(t0 + ms(100), 500); // queued behind the first second
+    assert_eq!(c.heard(t0 + ms(400)), 400);
+    assert_eq!(c.done_at(), t0 + ms(1_500));
+    c.interrupt(t0 + ms(600)); // barge-in: 900 ms never heard
+    assert_eq!(c.heard(t0 + ms(5_000)), 600);
+    c.enqueue(t0 + ms(5_000), 200); // silence in between does not count
+    assert_eq!(c.heard(t0 + ms(5_100)), 700);
+    assert_eq!(c.heard(t0 + ms(9_000)), 800);
+    c.enqueue(t0 + ms(9_000), 100);
+    assert_eq!(c.heard(t0 + ms(9_050)), 850);
+}

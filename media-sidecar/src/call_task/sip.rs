@@ -1,0 +1,522 @@
+//! The SIP call task: the tokio driver of one call's [`Bridge`]. It places
+//! the call (RTP ports, SDP offer, the trunks through [`Telephony`]'s SIP
+//! socket), then loops: wait for whatever comes first — a dialog event, the
+//! edge's hangup command, a frame heard from the callee, an engine event, the
+//! bridge's timer — feed it to the bridge, and perform the actions it returns
+//! (emit, start media and engine, move audio, hang up, finish). Every
+//! decision is the bridge's; this file only does IO.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+use voxline_shared::protocol::{Offer, SecretText};
+use voxline_shared::EndedReason;
+
+use super::bridge::{Action, Bridge, BridgeConfig, CallEnd};
+use super::{Emitter, HangupCause};
+use crate::engine::guard::AllowedHosts;
+use crate::engine::{BoxedEngine, Engine, EngineConfig, EngineError, EngineEvent};
+use crate::media::{self, MediaConfig, MediaHandle, MediaSession, PayloadMap};
+use crate::runtime::{now_ms, Msg};
+use crate::sip::sdp::{Negotiated, OfferConfig};
+use crate::sip::udp::{CallHandle, CallSpec, Event};
+use crate::telephony::Telephony;
+
+/// The driver's clock (tokio's, so paused-time tests see the same time).
+fn now() -> std::time::Instant {
+    tokio::time::Instant::now().into_std()
+}
+
+/// Receives one frame heard from the callee, or waits forever without media.
+async fn heard(media: &mut Option<MediaHandle>) -> Option<Vec<i16>> {
+    match media {
+        Some(m) => m.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn engine_event(engine: &mut Option<BoxedEngine>) -> Result<EngineEvent, EngineError> {
+    match engine {
+        Some(e) => e.next_event().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The edge's hangup command, once (a fired receiver is not polled again).
+async fn command(
+    hangup: &mut Option<oneshot::Receiver<HangupCause>>,
+) -> Result<HangupCause, oneshot::error::RecvError> {
+    match hangup {
+        Some(rx) => rx.await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn until(at: Option<std::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Runs one real call to its end and reports every step to the edge.
+pub async fn run_sip_call(
+    offer: Offer,
+    tel: Arc<Telephony>,
+    tx: mpsc::Sender<Msg>,
+    hangup: oneshot::Receiver<HangupCause>,
+) {
+    let e = Emitter::new(&offer.call_id, tx.clone());
+    let bridge = Bridge::new(
+        &offer.call_id,
+        BridgeConfig::for_offer(&offer),
+        now(),
+        now_ms(),
+    );
+    let mut io = CallIo {
+        offer: &offer,
+        tel: &tel,
+        emitter: &e,
+        call: None,
+        bound: None,
+        media: None,
+        engine: None,
+        hangup: Some(hangup),
+    };
+    let Some(end) = io.run(bridge).await else {
+        // The sidecar is stopping: the call was hung up, the edge re-leases nothing.
+        let _ = tx
+            .send(Msg::CallDone {
+                call_id: offer.call_id,
+            })
+            .await;
+        return;
+    };
+    e.emit_at(end.event(), end.timings.ended_ms).await;
+    if let Some(wav) = recording_path(&offer, &tel).filter(|p| p.is_file()) {
+        // After `ended`: the call's outcome never waits for the upload.
+        let (tenant, call, attempt) = (
+            offer.tenant_id.clone(),
+            offer.call_id.clone(),
+            offer.attempt,
+        );
+        let prepared = tokio::task::spawn_blocking(move || {
+            crate::recordings::prepare(&wav, &tenant, &call, attempt)
+        })
+        .await;
+        match prepared {
+            Ok(Ok(upload)) => {
+                tracing::info!(call_id = %offer.call_id, bytes = upload.manifest.bytes, duration_ms = upload.manifest.duration_ms, "recording ready for upload");
+                let _ = tx.send(Msg::Upload(upload)).await;
+            }
+            Ok(Err(err)) => {
+                tracing::warn!(call_id = %offer.call_id, error = %err, "recording not uploaded: cannot read it")
+            }
+            Err(err) => {
+                tracing::warn!(call_id = %offer.call_id, error = %err, "recording not uploaded")
+            }
+        }
+    }
+    let _ = tx
+        .send(Msg::CallDone {
+            call_id: offer.call_id,
+        })
+        .await;
+}
+
+/// One call's IO: what the bridge's actions act on.
+struct CallIo<'a> {
+    offer: &'a Offer,
+    tel: &'a Telephony,
+    emitter: &'a Emitter,
+    call: Option<CallHandle>,
+    /// The RTP ports, bound before the offer, until the answer starts media.
+    bound: Option<media::driver::BoundMedia>,
+    media: Option<MediaHandle>,
+    engine: Option<BoxedEngine>,
+    /// `None` once the command came (or its sender went).
+    hangup: Option<oneshot::Receiver<HangupCause>>,
+}
+
+impl CallIo<'_> {
+    /// Places the call and drives the bridge to its end: how it ended, or
+    /// `None` when the sidecar is stopping at once (no `ended`).
+    async fn run(&mut self, mut bridge: Bridge) -> Option<CallEnd> {
+        if let Some(end) = self.perform_all(&mut bridge).await {
+            return end;
+        }
+        if let Err(reason) = self.place().await {
+            bridge.not_placed(now(), reason);
+        }
+        loop {
+            if let Some(end) = self.perform_all(&mut bridge).await {
+                return end;
+            }
+            let Some(call) = self.call.as_mut() else {
+                // No dialog: a call not placed, whose bridge has finished
+                // above. Should one ever get here, it ends like a lost dialog.
+                bridge.dialog_lost(now());
+                continue;
+            };
+            let deadline = bridge.poll_timeout();
+            tokio::select! {
+                ev = call.next_event() => match ev {
+                    None => bridge.dialog_lost(now()),
+                    Some(Event::Failover { trunk, end }) => {
+                        tracing::info!(call_id = %self.offer.call_id, trunk, detail = %end.detail, code = ?end.sip_code, "trunk failed over");
+                    }
+                    Some(Event::Call(ev)) => bridge.handle_dialog_event(now(), ev),
+                },
+                r = command(&mut self.hangup) => {
+                    self.hangup = None;
+                    bridge.hangup_command(now(), r.ok());
+                }
+                frame = heard(&mut self.media) => match frame {
+                    Some(pcm) => bridge.heard(now(), pcm),
+                    None => self.media = None,
+                },
+                ev = engine_event(&mut self.engine) => match ev {
+                    Ok(ev) => bridge.handle_engine_event(now(), ev),
+                    Err(err) => {
+                        self.engine = None;
+                        bridge.engine_failed(now(), &err);
+                    }
+                },
+                _ = until(deadline) => bridge.handle_timeout(now()),
+            }
+        }
+    }
+
+    /// Binds the RTP ports and sends the INVITE; the reason the call fails
+    /// with if either cannot be done.
+    async fn place(&mut self) -> Result<(), EndedReason> {
+        let (offer, tel) = (self.offer, self.tel);
+        let bound = MediaSession::bind(&tel.ports).map_err(|err| {
+            tracing::warn!(call_id = %offer.call_id, error = %err, "no RTP ports: call not placed");
+            EndedReason::MediaLost
+        })?;
+        let mut sdp = OfferConfig::new(bound.local_rtp());
+        sdp.codecs = tel.cfg.codecs.clone();
+        let mut spec = CallSpec::new(tel.trunks.clone(), &offer.phone, &tel.from_number, sdp);
+        spec.ring_timeout = Duration::from_secs(u64::from(tel.cfg.ring_timeout_secs));
+        spec.max_duration = Some(Duration::from_secs(u64::from(offer.max_seconds)));
+        spec.failover_timeout = Some(Duration::from_millis(u64::from(
+            tel.cfg.failover_timeout_ms,
+        )));
+        let call = tel.sip.start_call(spec).await.map_err(|err| {
+            tracing::warn!(call_id = %offer.call_id, error = %err, "SIP driver refused the call");
+            EndedReason::TrunkError
+        })?;
+        self.bound = Some(bound);
+        self.call = Some(call);
+        Ok(())
+    }
+
+    /// Performs the bridge's actions until none is left; `Some` once it has
+    /// finished (engine closed, media stopped).
+    async fn perform_all(&mut self, bridge: &mut Bridge) -> Option<Option<CallEnd>> {
+        while let Some(action) = bridge.poll_action() {
+            match action {
+                Action::Emit { kind, at_ms } => {
+                    self.emitter.emit_at(kind, at_ms).await;
+                }
+                Action::StartMedia(neg) => {
+                    match start_media(self.offer, self.tel, self.bound.take(), &neg) {
+                        Ok(m) => {
+                            self.media = Some(m);
+                            bridge.media_started(now());
+                        }
+                        Err(why) => bridge.media_failed(now(), &why),
+                    }
+                }
+                Action::SetMediaRemote(addr) => {
+                    if let Some(m) = &self.media {
+                        let _ = m.set_remote(addr, None).await;
+                    }
+                }
+                Action::SendToMedia(pcm) => {
+                    if let Some(m) = &self.media {
+                        let _ = m.send(pcm).await;
+                    }
+                }
+                Action::FlushMedia => {
+                    if let Some(m) = &self.media {
+                        m.flush();
+                    }
+                }
+                Action::StartEngine => {
+                    match make_engine(self.offer, &self.tel.engine_allowed_hosts).await {
+                        Ok(en) => {
+                            self.engine = Some(en);
+                            bridge.engine_started(now());
+                        }
+                        Err(err) => bridge.engine_failed(now(), &err),
+                    }
+                }
+                Action::SendToEngine(pcm) => {
+                    if let Some(en) = self.engine.as_mut() {
+                        if let Err(err) = en.send_audio(&pcm).await {
+                            self.engine = None;
+                            bridge.engine_failed(now(), &err);
+                        }
+                    }
+                }
+                Action::EnginePlayed(ms) => {
+                    if let Some(en) = self.engine.as_mut() {
+                        en.played(ms);
+                    }
+                }
+                Action::Hangup(reason) => {
+                    if let Some(call) = &self.call {
+                        call.hangup(reason).await;
+                    }
+                }
+                Action::Finish(end) => {
+                    if let Some(mut en) = self.engine.take() {
+                        en.close().await;
+                    }
+                    if let Some(m) = self.media.take() {
+                        let stats = m.stop().await;
+                        tracing::info!(call_id = %self.offer.call_id, ?stats, "media stopped");
+                    }
+                    return Some(end);
+                }
+            }
+        }
+        None
+    }
+}
+
+/// Which key goes to which endpoint. A key travels only with its own URL:
+/// the offer's pair (the call's or its agent's, as the edge chose) when it
+/// names either, else the operator's pair from the environment. A tenant's
+/// URL without a key gets no key at all: the operator's key is never sent to
+/// an endpoint the operator did not configure.
+fn engine_credentials(
+    offer_key: Option<SecretText>,
+    offer_url: Option<String>,
+    operator_key: Option<SecretText>,
+    operator_url: Option<String>,
+) -> (Option<SecretText>, Option<String>) {
+    if offer_key.is_some() || offer_url.is_some() {
+        (offer_key, offer_url)
+    } else {
+        (operator_key, operator_url)
+    }
+}
+
+/// The engine the offer asks for: keys and base URLs from the offer (the
+/// call's or agent's) or from the sidecar's environment (never logged).
+/// A base URL from the offer is a tenant's: its host must resolve to public
+/// addresses only, or be one the operator allows (`allowed_hosts`).
+async fn make_engine(
+    offer: &Offer,
+    allowed_hosts: &AllowedHosts,
+) -> Result<BoxedEngine, EngineError> {
+    let mut cfg = EngineConfig::new(offer.call_id.clone(), offer.language.clone());
+    cfg.system_prompt = offer.system_prompt.clone();
+    cfg.voice = offer.voice.clone();
+    cfg.model = offer.model.clone();
+    cfg.metadata = offer.metadata.clone();
+    // The call's key and endpoint (its own or its agent's) win over the
+    // sidecar's environment; a key the edge could not open is an auth failure.
+    let credentials =
+        |cfg: &mut EngineConfig, key_var: &str, url_var: &str| -> Result<(), EngineError> {
+            let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+            if offer.engine_key_unavailable {
+                return Err(EngineError::Auth(
+                    "the call's engine API key could not be unsealed at the edge".into(),
+                ));
+            }
+            (cfg.api_key, cfg.base_url) = engine_credentials(
+                offer.engine_api_key.clone(),
+                offer.engine_base_url.clone(),
+                env(key_var).map(SecretText::new),
+                env(url_var),
+            );
+            // The offer's URL, when it names one, is the one used (see engine_credentials).
+            cfg.url_guard = offer
+                .engine_base_url
+                .as_ref()
+                .map(|_| allowed_hosts.clone());
+            Ok(())
+        };
+    match offer.engine.as_str() {
+        "echo" => Ok(BoxedEngine::new(crate::engine::echo::EchoEngine::new())),
+        #[cfg(feature = "local-engine")]
+        "local" => Ok(BoxedEngine::new(
+            crate::engine::local::LocalEngine::connect(cfg).await?,
+        )),
+        #[cfg(not(feature = "local-engine"))]
+        "local" => Err(EngineError::Unavailable(
+            "this sidecar was built without the local engine (cargo feature `local-engine`)".into(),
+        )),
+        "openai_realtime" => {
+            credentials(
+                &mut cfg,
+                "VOXLINE_OPENAI_API_KEY",
+                "VOXLINE_OPENAI_BASE_URL",
+            )?;
+            Ok(BoxedEngine::new(crate::engine::openai::connect(cfg).await?))
+        }
+        "gemini_live" => {
+            credentials(
+                &mut cfg,
+                "VOXLINE_GEMINI_API_KEY",
+                "VOXLINE_GEMINI_BASE_URL",
+            )?;
+            Ok(BoxedEngine::new(crate::engine::gemini::connect(cfg).await?))
+        }
+        other => Err(EngineError::Unavailable(format!(
+            "engine `{other}` is not supported by this sidecar"
+        ))),
+    }
+}
+
+/// Where this attempt's recording goes, when the offer asks for one.
+fn recording_path(offer: &Offer, tel: &Telephony) -> Option<std::path::PathBuf> {
+    match (&tel.cfg.recordings_dir, offer.record) {
+        (Some(dir), true) => Some(crate::recordings::wav_path(
+            dir,
+            &offer.call_id,
+            offer.attempt,
+        )),
+        _ => None,
+    }
+}
+
+fn start_media(
+    offer: &Offer,
+    tel: &Telephony,
+    bound: Option<media::driver::BoundMedia>,
+    neg: &Negotiated,
+) -> Result<MediaHandle, String> {
+    let bound = bound.ok_or("media already started")?;
+    let payload = PayloadMap {
+        audio: neg.pt,
+        telephone_event: neg.dtmf_pt,
+        comfort_noise: None,
+    };
+    let mut cfg = MediaConfig::new(neg.codec, payload, neg.remote_rtp);
+    cfg.record_path = recording_path(offer, tel);
+    bound.start(cfg).map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod credential_tests {
+    use super::*;
+
+    fn offer_with_engine_url(url: &str) -> Offer {
+        Offer {
+            tenant_id: "ten_1".into(),
+            lease_id: "l_1".into(),
+            call_id: "c_guard".into(),
+            attempt: 1,
+            phone: "+14155550100".into(),
+            agent_id: "ag_1".into(),
+            system_prompt: None,
+            voice: None,
+            language: "en-US".into(),
+            engine: "openai_realtime".into(),
+            model: None,
+            max_seconds: 600,
+            record: false,
+            metadata: None,
+            engine_api_key: Some(SecretText::new("sk-tenant-SECRET-0123456789".to_string())),
+            engine_base_url: Some(url.to_string()),
+            engine_key_unavailable: false,
+            silence_timeout_secs: None,
+            ack_deadline_ms: 0,
+        }
+    }
+
+    /// Whether a TCP connection reached `l` (the connect has returned, so
+    /// the kernel has queued it already).
+    fn was_reached(l: &tokio::net::TcpListener) -> bool {
+        use std::task::{Context, Poll, Waker};
+        let mut cx = Context::from_waker(Waker::noop());
+        matches!(l.poll_accept(&mut cx), Poll::Ready(Ok(_)))
+    }
+
+    #[tokio::test]
+    async fn a_tenant_engine_url_to_a_private_address_is_refused_before_any_connection() {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("ws://{}", l.local_addr().unwrap());
+        let offer = offer_with_engine_url(&url);
+        let err = make_engine(&offer, &AllowedHosts::default())
+            .await
+            .err()
+            .expect("refused");
+        assert_eq!(err.code(), "refused", "{err}");
+        assert!(err.to_string().contains("loopback"), "{err}");
+        assert!(!err.to_string().contains("SECRET"), "{err}");
+        assert!(!was_reached(&l), "a refused engine URL was connected to");
+
+        // The operator allows it: the sidecar connects (and this fake hangs up).
+        let allowed = AllowedHosts::parse(&["127.0.0.1"]).unwrap();
+        let accept = tokio::spawn(async move {
+            let (tcp, _) = l.accept().await.unwrap();
+            drop(tcp);
+        });
+        let err = make_engine(&offer, &allowed)
+            .await
+            .err()
+            .expect("no engine there");
+        assert_ne!(err.code(), "refused", "{err}");
+        tokio::time::timeout(Duration::from_secs(5), accept)
+            .await
+            .expect("connected in time")
+            .unwrap();
+    }
+
+    #[test]
+    fn a_key_only_ever_travels_with_its_own_endpoint() {
+        let key = |k: &str| Some(SecretText::new(k.to_string()));
+        let shown =
+            |(k, u): (Option<SecretText>, Option<String>)| (k.map(|k| k.expose().to_string()), u);
+        let op = || {
+            (
+                key("sk-operator"),
+                Some("wss://operator.example".to_string()),
+            )
+        };
+        // A tenant's URL alone: no key, least of all the operator's.
+        let (ok, ou) = op();
+        assert_eq!(
+            shown(engine_credentials(
+                None,
+                Some("wss://attacker.example".into()),
+                ok,
+                ou
+            )),
+            (None, Some("wss://attacker.example".into()))
+        );
+        // A tenant's key alone: the vendor's own endpoint, not the operator's URL.
+        let (ok, ou) = op();
+        assert_eq!(
+            shown(engine_credentials(key("sk-tenant"), None, ok, ou)),
+            (Some("sk-tenant".into()), None)
+        );
+        // Neither: the operator's pair.
+        let (ok, ou) = op();
+        assert_eq!(
+            shown(engine_credentials(None, None, ok, ou)),
+            (
+                Some("sk-operator".into()),
+                Some("wss://operator.example".into())
+            )
+        );
+        // Both: the tenant's pair.
+        let (ok, ou) = op();
+        assert_eq!(
+            shown(engine_credentials(
+                key("sk-t"),
+                Some("wss://t.example".into()),
+                ok,
+                ou
+            )),
+            (Some("sk-t".into()), Some("wss://t.example".into()))
+        );
+    }
+}
