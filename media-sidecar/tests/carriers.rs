@@ -12,6 +12,7 @@ use voxline_media_sidecar::carrier::h3::H3Carrier;
 use voxline_media_sidecar::carrier::http1::Http1Carrier;
 use voxline_media_sidecar::carrier::{tls, Carrier, CarrierError};
 use voxline_media_sidecar::config::EdgeUrl;
+use voxline_testkit::*;
 
 fn echo() -> Handler {
     Arc::new(|r: SeenRequest| {
@@ -98,7 +99,7 @@ async fn http1_plain_keeps_one_connection_alive() {
 #[tokio::test]
 async fn http1_connection_refused_is_a_connect_error() {
     bounded(async {
-        let port = free_port(); // nothing listens there
+        let port = free_tcp_udp_port(); // nothing listens there
         let c = Http1Carrier::new(
             EdgeUrl::parse(&format!("http://127.0.0.1:{port}")).unwrap(),
             None,
@@ -118,7 +119,7 @@ async fn http1_over_tls_through_caddy_trusts_the_configured_ca() {
         let dir = temp_dir("h1tls");
         let pki = make_pki(&dir);
         let upstream = TestServer::start(echo()).await;
-        let caddy = Caddy::start(upstream.addr, &pki, &dir).await;
+        let caddy = Caddy::start(&upstream.addr.to_string(), &pki, &dir);
         let edge = EdgeUrl::parse(&format!("https://127.0.0.1:{}", caddy.port)).unwrap();
         let c = Http1Carrier::new(
             edge.clone(),
@@ -133,7 +134,7 @@ async fn http1_over_tls_through_caddy_trusts_the_configured_ca() {
             let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
             assert_eq!(v["proto"], "HTTP/1.1");
         }
-        let log = caddy.wait_entries(3).await;
+        let log = caddy.wait_entries(3);
         assert_eq!(log.len(), 3, "{log:?}");
         for e in &log {
             assert_eq!(e["request"]["proto"], "HTTP/1.1", "{e}");
@@ -167,7 +168,7 @@ async fn h3_through_caddy_is_really_http3_and_multiplexes_on_one_connection() {
         let dir = temp_dir("h3");
         let pki = make_pki(&dir);
         let upstream = TestServer::start(echo()).await;
-        let caddy = Caddy::start(upstream.addr, &pki, &dir).await;
+        let caddy = Caddy::start(&upstream.addr.to_string(), &pki, &dir);
         let edge = EdgeUrl::parse(&format!("https+h3://127.0.0.1:{}", caddy.port)).unwrap();
         let c =
             Arc::new(H3Carrier::new(edge, tls::client_config(Some(&pki.ca_pem)).unwrap()).unwrap());
@@ -204,7 +205,7 @@ async fn h3_through_caddy_is_really_http3_and_multiplexes_on_one_connection() {
         let r = c.post("/teapot", vec![], b"{}".to_vec()).await.unwrap();
         assert_eq!(r.status, 418);
 
-        let log = caddy.wait_entries(10).await;
+        let log = caddy.wait_entries(10);
         assert_eq!(log.len(), 10, "{log:?}");
         for e in &log {
             assert_eq!(e["request"]["proto"], "HTTP/3.0", "caddy access log: {e}");
@@ -246,7 +247,7 @@ async fn h3_keep_alive_holds_an_idle_connection_open() {
         let dir = temp_dir("h3ka");
         let pki = make_pki(&dir);
         let upstream = TestServer::start(echo()).await;
-        let caddy = Caddy::start(upstream.addr, &pki, &dir).await;
+        let caddy = Caddy::start(&upstream.addr.to_string(), &pki, &dir);
         let edge = EdgeUrl::parse(&format!("https+h3://127.0.0.1:{}", caddy.port)).unwrap();
         let idle = std::time::Duration::from_millis(1_500);
         let ping = Some(std::time::Duration::from_millis(400));
@@ -278,7 +279,7 @@ async fn h3_keep_alive_holds_an_idle_connection_open() {
                 200
             );
         }
-        let log = caddy.wait_entries(4).await;
+        let log = caddy.wait_entries(4);
         let p = ports_of(&log);
         assert_eq!(p.len(), 4, "{log:?}");
         // Entries are in arrival order: with/a, without/a, with/b, without/b.
@@ -303,8 +304,12 @@ async fn h3_recovers_when_the_edge_restarts() {
         let dir = temp_dir("h3re");
         let pki = make_pki(&dir);
         let upstream = TestServer::start(echo()).await;
-        let first =
-            Caddy::start_on(upstream.addr, &pki, &dir.join("1").tap_mkdir(), free_port()).await;
+        let first = Caddy::start_on(
+            &upstream.addr.to_string(),
+            &pki,
+            &dir.join("1").tap_mkdir(),
+            free_tcp_udp_port(),
+        );
         let port = first.port;
         let edge = EdgeUrl::parse(&format!("https+h3://127.0.0.1:{port}")).unwrap();
         let c = H3Carrier::with_timers(
@@ -321,8 +326,13 @@ async fn h3_recovers_when_the_edge_restarts() {
                 .status,
             200
         );
-        first.kill().await;
-        let second = Caddy::start_on(upstream.addr, &pki, &dir.join("2").tap_mkdir(), port).await;
+        first.kill();
+        let second = Caddy::start_on(
+            &upstream.addr.to_string(),
+            &pki,
+            &dir.join("2").tap_mkdir(),
+            port,
+        );
 
         let started = std::time::Instant::now();
         let mut failures = vec![];
@@ -348,7 +358,7 @@ async fn h3_recovers_when_the_edge_restarts() {
             started.elapsed()
         );
         assert!(failures.len() <= 2, "{failures:?}");
-        let log = second.wait_entries(1).await;
+        let log = second.wait_entries(1);
         assert_eq!(log[0]["request"]["proto"], "HTTP/3.0");
         let _ = std::fs::remove_dir_all(&dir);
     })
@@ -374,7 +384,7 @@ async fn h3_refuses_an_untrusted_certificate() {
         let other_dir = temp_dir("h3bad-other");
         let other = make_pki(&other_dir);
         let upstream = TestServer::start(echo()).await;
-        let caddy = Caddy::start(upstream.addr, &pki, &dir).await;
+        let caddy = Caddy::start(&upstream.addr.to_string(), &pki, &dir);
         let edge = EdgeUrl::parse(&format!("https+h3://127.0.0.1:{}", caddy.port)).unwrap();
         let c = H3Carrier::new(edge, tls::client_config(Some(&other.ca_pem)).unwrap()).unwrap();
         let e = c

@@ -19,6 +19,7 @@ use voxline_media_sidecar::lease::LeaseSettings;
 use voxline_media_sidecar::runtime::{run, RunOptions, RunSummary, Stop};
 use voxline_shared::protocol::{Command, EventKind, RegistrationAck};
 use voxline_shared::{CallStatus, EndedReason};
+use voxline_testkit::*;
 
 const SECRET: &str = "test-secret-0123456789abcdef";
 
@@ -235,7 +236,7 @@ async fn link_over_h3_through_caddy() {
         let dir = temp_dir("link-h3");
         let pki = make_pki(&dir);
         let edge = FakeEdge::start(SECRET, reg_ack()).await;
-        let caddy = Caddy::start(edge.addr(), &pki, &dir).await;
+        let caddy = Caddy::start(&edge.addr().to_string(), &pki, &dir);
         let url = EdgeUrl::parse(&format!("https+h3://127.0.0.1:{}", caddy.port)).unwrap();
         let carrier = H3Carrier::new(url, tls::client_config(Some(&pki.ca_pem)).unwrap()).unwrap();
         scenario(&edge, carrier).await;

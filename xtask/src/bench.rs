@@ -15,7 +15,8 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use time::format_description::well_known::Rfc3339;
-use voxline_e2e::{json, make_pki, start_caddy, Edge, EdgeOptions, Sidecar};
+use voxline_e2e::{json, Edge, EdgeOptions, Sidecar};
+use voxline_testkit::{make_pki, Caddy};
 
 /// Runs of the lease and throughput figures; calls per lease run.
 fn runs() -> usize {
@@ -493,7 +494,7 @@ pub fn run_bench() -> Result<(), String> {
     let edge = step("start edge", || Edge::start(opts))?;
     let tenant = edge.provision_tenant("bench");
     let pki = make_pki(&dir);
-    let caddy = start_caddy(&dir, &edge.base, &pki);
+    let caddy = Caddy::start(&edge.base, &pki, &dir);
     let release_bin = cargo_target_dir().join("release/voxline-media-sidecar");
     let carriers = crate::bench_calls::invite_carriers(&edge, caddy.port, &pki);
     std::env::set_var("VOXLINE_SIDECAR_BIN", &release_bin);

@@ -26,8 +26,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::json;
 use time::format_description::well_known::Rfc3339;
-use voxline_e2e::fake_realtime::mulaw;
-use voxline_e2e::{flite_8k, free_tcp_udp_port, Edge, TestTenant};
+use voxline_e2e::{Edge, TestTenant};
+use voxline_testkit::{flite_8k, free_tcp_udp_port, mulaw_decode, mulaw_encode, Caddy, Pki};
 
 use crate::bench_media::{
     count, count_lines, median, percentile, place_calls, LoadRun, LoadSpec, SippMedia,
@@ -347,19 +347,6 @@ pub fn api_invite(
 
 // ------------------------------------------------------- first AI audio
 
-/// G.711 mu-law decoding (the harness has the encoder, `fake_realtime::mulaw`).
-pub fn ulaw_decode(b: u8) -> i16 {
-    let u = !b;
-    let exp = (u >> 4) & 7;
-    let mag = (((i32::from(u & 0x0F)) << 3) + 0x84) << exp;
-    let x = (mag - 0x84) as i16;
-    if u & 0x80 != 0 {
-        -x
-    } else {
-        x
-    }
-}
-
 /// One first-audio call; times in ms.
 #[derive(Debug, Clone, Copy)]
 pub struct FirstAudioCall {
@@ -494,7 +481,7 @@ pub fn first_audio(
                      at: Instant| {
             let max = p
                 .iter()
-                .map(|&b| ulaw_decode(b).unsigned_abs())
+                .map(|&b| mulaw_decode(b).unsigned_abs())
                 .max()
                 .unwrap_or(0);
             if max > 0 && nonzero.is_none() {
@@ -605,7 +592,7 @@ pub fn write_pcap(path: &Path, pcm: &[i16]) -> Result<(), String> {
         rtp.extend_from_slice(&(i as u16).to_be_bytes());
         rtp.extend_from_slice(&((i as u32) * 160).to_be_bytes());
         rtp.extend_from_slice(&0x5EED_0002u32.to_be_bytes());
-        rtp.extend(frame.iter().map(|&s| mulaw(s)));
+        rtp.extend(frame.iter().map(|&s| mulaw_encode(s)));
         let udp_len = 8 + rtp.len();
         let ip_len = 20 + udp_len;
         let mut ip = vec![
@@ -1093,8 +1080,8 @@ pub fn plots(c: &CallsBench, echo_load: &[LoadRun], dir: &Path) -> Result<(), St
 /// into docs/bench/); no docs/bench.md.
 pub fn run_calls_only() -> Result<(), String> {
     let (edge, dir, bin) = crate::bench_media::bench_edge("bench-calls")?;
-    let pki = voxline_e2e::make_pki(&dir);
-    let caddy = voxline_e2e::start_caddy(&dir, &edge.base, &pki);
+    let pki = voxline_testkit::make_pki(&dir);
+    let caddy = Caddy::start(&edge.base, &pki, &dir);
     let tenant = crate::bench_media::bench_tenant(&edge, "invite-bench", "echo", None)?;
     let mut c = CallsBench::default();
     let only = std::env::var("VOXLINE_BENCH_ONLY").unwrap_or_default();
@@ -1121,13 +1108,13 @@ pub fn run_calls_only() -> Result<(), String> {
 pub type Carrier = (&'static str, String, Vec<(&'static str, String)>);
 
 /// The two lease carriers: HTTP/1.1 straight to wrangler, HTTP/3 via caddy.
-pub fn invite_carriers(edge: &Edge, caddy_port: u16, pki: &voxline_e2e::Pki) -> Vec<Carrier> {
+pub fn invite_carriers(edge: &Edge, caddy_port: u16, pki: &Pki) -> Vec<Carrier> {
     vec![
         ("http1", edge.base.clone(), Vec::new()),
         (
             "h3",
             format!("https+h3://127.0.0.1:{caddy_port}"),
-            vec![("VOXLINE_CA_CERT", pki.ca.display().to_string())],
+            vec![("VOXLINE_CA_CERT", pki.ca_pem.display().to_string())],
         ),
     ]
 }
@@ -1169,25 +1156,6 @@ mod tests {
     #[test]
     fn busy_here_refuses_an_invite_without_call_id() {
         assert!(busy_here(&INVITE.replace("Call-ID: 42@127.0.0.1\r\n", ""), "t").is_err());
-    }
-
-    #[test]
-    fn mu_law_round_trips_and_silence_is_zero() {
-        assert_eq!(ulaw_decode(0xFF), 0);
-        assert_eq!(ulaw_decode(0x7F), 0);
-        assert_eq!(mulaw(0), 0xFF);
-        for x in [-32000i16, -1000, -100, -9, 9, 100, 1000, 8000, 32000] {
-            let y = ulaw_decode(mulaw(x));
-            assert!(
-                (i32::from(x) - i32::from(y)).abs() <= i32::from(x).abs() / 16 + 8,
-                "{x} -> {y}"
-            );
-        }
-        // Every code decodes to what it re-encodes from.
-        for b in 0..=255u8 {
-            let x = ulaw_decode(b);
-            assert_eq!(ulaw_decode(mulaw(x)), x, "code {b:#x}");
-        }
     }
 
     #[test]
