@@ -14,7 +14,7 @@ use tokio::sync::{mpsc, oneshot};
 use voxline_shared::protocol::{EventKind, Offer, Timings};
 use voxline_shared::{CallStatus, EndedReason};
 
-use crate::runtime::{now_ms, Msg};
+use crate::lease::driver::{now_ms, Msg};
 
 /// How a call task behaves.
 #[derive(Debug, Clone, Default)]

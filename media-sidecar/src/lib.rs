@@ -2,13 +2,12 @@
 //! long-polling link (HTTP/3 or HTTP/1.1), and (from issue 4 on) dials them.
 //!
 //! - [`lease`]: the sans-IO lease client (the protocol's state machine).
-//! - [`carrier`]: the two wires (HTTP/1.1 keep-alive, HTTP/3 over QUIC).
-//! - [`runtime`]: the tokio driver; [`calls`]: one task per call.
+//! - [`transport`]: the two wires (HTTP/1.1 keep-alive, HTTP/3 over QUIC).
+//! - [`lease::driver`]: the tokio driver of the lease client; [`calls`]: one task per call.
 //! - [`config`]: TOML file + environment.
 //! - [`recordings`], [`event_spool`]: what survives a restart (uploads, unacknowledged events).
 
 pub mod calls;
-pub mod carrier;
 pub mod config;
 pub mod engine;
 pub mod event_spool;
@@ -16,9 +15,9 @@ pub mod lease;
 pub mod media;
 pub mod random;
 pub mod recordings;
-pub mod runtime;
 pub mod sip;
 pub mod telephony;
+pub mod transport;
 
 use lease::LeaseSettings;
 

@@ -412,12 +412,12 @@ async fn drain_with_a_live_call(scenario: &str, reached: &'static str, hangup_gr
     use std::sync::Arc;
     use tokio::sync::watch;
     use voxline_media_sidecar::calls::CallMode;
-    use voxline_media_sidecar::carrier::http1::Http1Carrier;
     use voxline_media_sidecar::config::{self, EdgeUrl, Secret};
     use voxline_media_sidecar::event_spool::EventSpool;
+    use voxline_media_sidecar::lease::driver::{run, RunOptions, Stop};
     use voxline_media_sidecar::lease::LeaseSettings;
-    use voxline_media_sidecar::runtime::{run, RunOptions, Stop};
     use voxline_media_sidecar::telephony::Telephony;
+    use voxline_media_sidecar::transport::http1::Http1Transport;
     use voxline_shared::protocol::{paths, EventKind, RegistrationAck};
 
     const SECRET: &str = "test-secret-0123456789abcdef";
@@ -453,7 +453,7 @@ async fn drain_with_a_live_call(scenario: &str, reached: &'static str, hangup_gr
     let mut settings = LeaseSettings::new("sc-drain", "local", 1);
     settings.backoff_initial_ms = 100;
     settings.backoff_max_ms = 400;
-    let carrier = Http1Carrier::new(
+    let carrier = Http1Transport::new(
         EdgeUrl::parse(&format!("http://{}", edge.addr())).unwrap(),
         None,
     );
