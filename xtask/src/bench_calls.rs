@@ -284,7 +284,7 @@ pub fn api_invite(
     tenant: &TestTenant,
     bin: &Path,
     dir: &Path,
-    carrier: &str,
+    transport: &str,
     edge_url: &str,
     env: &[(&str, String)],
 ) -> Result<Vec<Vec<f64>>, String> {
@@ -294,7 +294,7 @@ pub fn api_invite(
         edge,
         bin,
         dir,
-        &format!("invite-{carrier}"),
+        &format!("invite-{transport}"),
         edge_url,
         env,
         trunk.port,
@@ -304,7 +304,7 @@ pub fn api_invite(
     let mut runs = Vec::new();
     for run in 0..invite_runs() {
         let mut lat = crate::step(
-            &format!("API -> INVITE over {carrier}, run {}", run + 1),
+            &format!("API -> INVITE over {transport}, run {}", run + 1),
             || {
                 let mut out = Vec::new();
                 let mut last = String::new();
@@ -332,7 +332,7 @@ pub fn api_invite(
         )?;
         lat.sort_by(|a, b| a.total_cmp(b));
         println!(
-            "  {carrier}: p50 {:.1} ms, p99 {:.1} ms",
+            "  {transport}: p50 {:.1} ms, p99 {:.1} ms",
             percentile(&lat, 0.5),
             percentile(&lat, 0.99)
         );
@@ -746,7 +746,7 @@ pub fn local_load(
 
 #[derive(Debug, Default)]
 pub struct CallsBench {
-    /// Per carrier (http1, h3): per-run samples (ms).
+    /// Per transport (http1, h3): per-run samples (ms).
     pub invite: Vec<(String, Vec<Vec<f64>>)>,
     pub first_audio: FirstAudio,
     pub local: LocalLoad,
@@ -793,7 +793,7 @@ pub fn report_invite(c: &CallsBench) -> String {
     let mut out = String::new();
     if !c.invite.is_empty() {
         let mut rows = String::new();
-        for (carrier, runs) in &c.invite {
+        for (transport, runs) in &c.invite {
             let p = |q: f64| runs.iter().map(|r| percentile(r, q)).collect::<Vec<_>>();
             let show = |v: &[f64]| {
                 v.iter()
@@ -802,7 +802,7 @@ pub fn report_invite(c: &CallsBench) -> String {
                     .join(" / ")
             };
             rows.push_str(&format!(
-                "| {carrier} | {:.1} | {:.1} | {} | {} |\n",
+                "| {transport} | {:.1} | {:.1} | {} | {} |\n",
                 median(p(0.5)),
                 median(p(0.99)),
                 show(&p(0.5)),
@@ -818,10 +818,10 @@ pub fn report_invite(c: &CallsBench) -> String {
              is awaited before the next call, and the last call of each run is checked to end `busy`).\n\
              So this is the lease path above (edge, Durable Object queue, the held long-poll's answer) plus\n\
              the sidecar taking the offer, binding RTP ports, building the SDP and sending the INVITE.\n\
-             {runs} runs of {calls} sequential calls per carrier ({warm} warm-up calls per run not counted),\n\
-             one sidecar per carrier; median over runs of each run's p50/p99, then per-run values.\n\n\
-             | carrier | p50 ms (median) | p99 ms (median) | p50 per run | p99 per run |\n|---|---|---|---|---|\n{rows}\n\
-             ![API -> INVITE, CDF per carrier](bench/api_invite.png)\n\n",
+             {runs} runs of {calls} sequential calls per transport ({warm} warm-up calls per run not counted),\n\
+             one sidecar per transport; median over runs of each run's p50/p99, then per-run values.\n\n\
+             | transport | p50 ms (median) | p99 ms (median) | p50 per run | p99 per run |\n|---|---|---|---|---|\n{rows}\n\
+             ![API -> INVITE, CDF per transport](bench/api_invite.png)\n\n",
             runs = c.invite.first().map(|x| x.1.len()).unwrap_or(0),
             calls = c.invite.first().and_then(|x| x.1.first()).map(|r| r.len()).unwrap_or(0),
             warm = INVITE_WARMUP,
@@ -992,8 +992,8 @@ pub fn plots(c: &CallsBench, echo_load: &[LoadRun], dir: &Path) -> Result<(), St
         let series: Vec<Samples> = c
             .invite
             .iter()
-            .map(|(carrier, runs)| Samples {
-                label: format!("{carrier}, {} runs", runs.len()),
+            .map(|(transport, runs)| Samples {
+                label: format!("{transport}, {} runs", runs.len()),
                 values: runs.concat(),
             })
             .collect();
@@ -1087,7 +1087,7 @@ pub fn run_calls_only() -> Result<(), String> {
     let only = std::env::var("VOXLINE_BENCH_ONLY").unwrap_or_default();
     let want = |part: &str| only.is_empty() || only.split(',').any(|p| p == part);
     if want("invite") {
-        for (name, url, env) in invite_carriers(&edge, caddy.port, &pki) {
+        for (name, url, env) in invite_transports(&edge, caddy.port, &pki) {
             let runs = api_invite(&edge, &tenant, &bin, &dir, name, &url, &env)?;
             c.invite.push((name.to_string(), runs));
         }
@@ -1104,11 +1104,11 @@ pub fn run_calls_only() -> Result<(), String> {
     Ok(())
 }
 
-/// A lease carrier: name, the sidecar's edge URL, its extra environment.
-pub type Carrier = (&'static str, String, Vec<(&'static str, String)>);
+/// A lease transport: name, the sidecar's edge URL, its extra environment.
+pub type Transport = (&'static str, String, Vec<(&'static str, String)>);
 
-/// The two lease carriers: HTTP/1.1 straight to wrangler, HTTP/3 via caddy.
-pub fn invite_carriers(edge: &Edge, caddy_port: u16, pki: &Pki) -> Vec<Carrier> {
+/// The two lease transports: HTTP/1.1 straight to wrangler, HTTP/3 via caddy.
+pub fn invite_transports(edge: &Edge, caddy_port: u16, pki: &Pki) -> Vec<Transport> {
     vec![
         ("http1", edge.base.clone(), Vec::new()),
         (
