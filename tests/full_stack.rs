@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 use voxline_e2e::*;
+use voxline_testkit::*;
 
 const SCRIPT: &str = "You call patients of Demo Dental to confirm tomorrow's appointment.
 [script]
@@ -47,7 +48,7 @@ fn sipp(
     let sf = w.dir.join(format!("{name}.xml"));
     std::fs::write(&sf, text).unwrap();
     let log = std::fs::File::create(w.dir.join(format!("sipp-{name}.log"))).unwrap();
-    let child = Command::new("sipp")
+    let child = Command::new(SIPP.require())
         .args([
             "-sf",
             sf.to_str().unwrap(),

@@ -7,6 +7,7 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 use voxline_e2e::*;
+use voxline_testkit::{log_tails, make_pki, Caddy};
 
 struct World {
     edge: Edge,
@@ -125,14 +126,14 @@ fn hangup_through_the_api_reaches_the_sidecar(w: &World) {
 
 fn the_whole_lease_ack_event_path_works_over_http3_through_caddy(w: &World) {
     let pki = make_pki(&w.dir);
-    let caddy = start_caddy(&w.dir, &w.edge.base, &pki);
+    let caddy = Caddy::start(&w.edge.base, &pki, &w.dir);
     let url = format!("https+h3://127.0.0.1:{}", caddy.port);
     let _sc = Sidecar::start(
         &w.edge,
         &w.dir,
         "proc-h3",
         &url,
-        &[("VOXLINE_CA_CERT", pki.ca.display().to_string())],
+        &[("VOXLINE_CA_CERT", pki.ca_pem.display().to_string())],
         1.0,
     );
     let id = place(w, json!({"phone": "+14155550204"}));
@@ -140,11 +141,7 @@ fn the_whole_lease_ack_event_path_works_over_http3_through_caddy(w: &World) {
     assert!(seen.contains(&"in_progress".to_string()), "{seen:?}");
     assert_eq!(call["ended_reason"], "agent_hangup");
     // Caddy's access log proves every sidecar request arrived over HTTP/3.
-    let entries: Vec<Value> = std::fs::read_to_string(&caddy.access_log)
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect();
+    let entries = caddy.access_entries();
     let uri = |e: &Value| e["request"]["uri"].as_str().unwrap_or("").to_string();
     let proto = |e: &Value| e["request"]["proto"].as_str().unwrap_or("").to_string();
     for path in [

@@ -5,10 +5,10 @@
 //! (right = heard from the callee, left = sent to the callee).
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-use voxline_e2e::fake_realtime::mulaw;
 use voxline_e2e::*;
+use voxline_testkit::*;
 
 struct World {
     edge: Edge,
@@ -53,18 +53,7 @@ fn test_signal(seconds: f64) -> Vec<i16> {
         .collect()
 }
 
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
-        std::thread::sleep(Duration::from_millis(200));
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn start_sipp(dir: &Path, port: u16, stream: &Path, stream_ms: u64) -> Proc {
+fn start_sipp(dir: &Path, port: u16, stream: &Path, stream_ms: u64) -> ChildGuard {
     let template =
         std::fs::read_to_string(repo_root().join("tests/sipp/uas_stream_bye.xml")).unwrap();
     let scenario = dir.join("uas_stream_bye.xml");
@@ -77,7 +66,7 @@ fn start_sipp(dir: &Path, port: u16, stream: &Path, stream_ms: u64) -> Proc {
     .unwrap();
     let log = std::fs::File::create(dir.join("sipp.log")).unwrap();
     let media_port = free_tcp_udp_port();
-    let child = Command::new("sipp")
+    let child = Command::new(SIPP.require())
         .args([
             "-sf",
             scenario.to_str().unwrap(),
@@ -99,7 +88,7 @@ fn start_sipp(dir: &Path, port: u16, stream: &Path, stream_ms: u64) -> Proc {
         .stderr(log)
         .spawn()
         .expect("sipp (Debian package sip-tester, installed by `cargo xtask bootstrap`)");
-    Proc(child)
+    ChildGuard(child)
 }
 
 fn start_sidecar(w: &World, sipp_port: u16) -> ChildGuard {
@@ -120,7 +109,7 @@ fn a_real_call_carries_audio_both_ways_through_sip_and_rtp(w: &World) {
     let stream = w.dir.join("signal.ulaw");
     std::fs::write(
         &stream,
-        signal.iter().map(|&s| mulaw(s)).collect::<Vec<u8>>(),
+        signal.iter().map(|&s| mulaw_encode(s)).collect::<Vec<u8>>(),
     )
     .unwrap();
     let sipp_port = free_tcp_udp_port();
@@ -169,15 +158,18 @@ fn a_real_call_carries_audio_both_ways_through_sip_and_rtp(w: &World) {
     let right: Vec<i16> = samples.iter().skip(1).step_by(2).copied().collect();
 
     // What sipp sent, as the sidecar decodes it, must appear in `right`.
-    let decoded: Vec<i16> = signal.iter().map(|&s| decode_mulaw(mulaw(s))).collect();
-    let (lag, corr) = best_alignment(&right, &decoded[..2000]);
+    let decoded: Vec<i16> = signal
+        .iter()
+        .map(|&s| mulaw_decode(mulaw_encode(s)))
+        .collect();
+    let (lag, corr) = find_in(&right, &decoded[..2000]);
     assert!(
         corr > 0.95,
         "the callee's audio is not in the recording (best correlation {corr:.3} at {lag})"
     );
     // And the echo (left) is the same audio, frame for frame, a little later.
     let active = &right[lag..(lag + 16_000).min(right.len())];
-    let (echo_lag, echo_corr) = best_alignment(&left, &active[..2000]);
+    let (echo_lag, echo_corr) = find_in(&left, &active[..2000]);
     assert!(echo_lag >= lag, "echo before the original?");
     let echoed = &left[echo_lag..echo_lag + active.len().min(left.len() - echo_lag)];
     let identical = echoed.iter().zip(active).filter(|(a, b)| a == b).count();
@@ -212,15 +204,9 @@ fn callee_speech(dir: &Path) -> Vec<i16> {
 
 /// A WAV file's first channel as f64 at 8 kHz.
 fn read_wav_8k(path: &Path) -> Vec<f64> {
-    let mut r = hound::WavReader::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let spec = r.spec();
-    let all: Vec<f64> = r.samples::<i16>().map(|s| s.unwrap() as f64).collect();
-    let mono: Vec<f64> = all
-        .iter()
-        .step_by(spec.channels as usize)
-        .copied()
-        .collect();
-    resample_to_8k(&mono, spec.sample_rate)
+    let (rate, first) = read_wav(path).unwrap_or_else(|e| panic!("{e}"));
+    let mono: Vec<f64> = first.into_iter().map(f64::from).collect();
+    resample_to_8k(&mono, rate)
 }
 
 /// How well `heard` holds `sent`, delayed by at most `max_lag_ms`: `sent` is
@@ -461,7 +447,7 @@ fn a_call_brings_its_own_engine_key_and_endpoint(w: &World) {
         &stream,
         test_signal(2.0)
             .iter()
-            .map(|&s| mulaw(s))
+            .map(|&s| mulaw_encode(s))
             .collect::<Vec<u8>>(),
     )
     .unwrap();
@@ -573,7 +559,7 @@ fn a_wrong_engine_key_ends_the_call_at_once(w: &World) {
         &stream,
         test_signal(8.0)
             .iter()
-            .map(|&s| mulaw(s))
+            .map(|&s| mulaw_encode(s))
             .collect::<Vec<u8>>(),
     )
     .unwrap();
@@ -644,44 +630,6 @@ fn a_silent_call_ends_after_its_silence_timeout(w: &World) {
         (9_500..20_000).contains(&quiet),
         "hung up after {quiet} ms, not at the 10 s timeout"
     );
-}
-
-fn decode_mulaw(u: u8) -> i16 {
-    let u = !u;
-    let sign = u & 0x80;
-    let exponent = (u >> 4) & 0x07;
-    let mantissa = u & 0x0F;
-    let magnitude = (((mantissa as i32) << 3) + 0x84) << exponent;
-    let s = magnitude - 0x84;
-    (if sign != 0 { -s } else { s }) as i16
-}
-
-/// The offset of `needle` in `hay` with the highest normalised correlation.
-fn best_alignment(hay: &[i16], needle: &[i16]) -> (usize, f64) {
-    let norm = |x: &[i16]| {
-        x.iter()
-            .map(|&v| (v as f64) * (v as f64))
-            .sum::<f64>()
-            .sqrt()
-    };
-    let nn = norm(needle).max(1.0);
-    let mut best = (0, -1.0);
-    if hay.len() < needle.len() {
-        return best;
-    }
-    for off in (0..=hay.len() - needle.len()).step_by(1) {
-        let w = &hay[off..off + needle.len()];
-        let dot: f64 = w
-            .iter()
-            .zip(needle)
-            .map(|(&a, &b)| a as f64 * b as f64)
-            .sum();
-        let c = dot / (norm(w).max(1.0) * nn);
-        if c > best.1 {
-            best = (off, c);
-        }
-    }
-    best
 }
 
 fn main() -> std::process::ExitCode {

@@ -7,10 +7,11 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 use voxline_e2e::*;
 use voxline_shared::protocol::paths;
 use voxline_shared::signing;
+use voxline_testkit::now_ms;
 
 struct World {
     edge: Edge,
@@ -98,13 +99,6 @@ fn types_for(got: &[Value], call_id: &str) -> Vec<String> {
 }
 
 // ---- tenants, endpoints, calls ----
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64
-}
 
 static PHONE: AtomicU64 = AtomicU64::new(0);
 

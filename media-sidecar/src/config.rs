@@ -22,7 +22,7 @@
 //! `VOXLINE_CA_CERT`, `VOXLINE_LEASE_WAIT_MS`. The file is optional when the
 //! environment supplies everything required.
 //!
-//! ## Choosing the carrier
+//! ## Choosing the transport
 //! - `transport = "h3"`: HTTP/3 over QUIC. Needs TLS: the URL must be `https://`
 //!   (or `https+h3://`).
 //! - `transport = "http1"`: HTTP/1.1 keep-alive over TCP, `http://` or `https://`.
@@ -43,7 +43,7 @@ use crate::media::Codec;
 
 pub const MAX_CAPACITY: u32 = 10_000;
 
-/// The wire carrier to the edge.
+/// The transport to the edge (HTTP/1.1 or HTTP/3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Transport {
     Http1,

@@ -2,15 +2,14 @@
 //! long-polling link (HTTP/3 or HTTP/1.1), and (from issue 4 on) dials them.
 //!
 //! - [`lease`]: the sans-IO lease client (the protocol's state machine).
-//! - [`carrier`]: the two wires (HTTP/1.1 keep-alive, HTTP/3 over QUIC).
-//! - [`runtime`]: the tokio driver; [`call_task`]: one task per call
-//!   ([`call_task::bridge`]: the per-call bridge, sans-IO); [`telephony`]: what
-//!   the SIP calls share.
+//! - [`transport`]: the two wires (HTTP/1.1 keep-alive, HTTP/3 over QUIC).
+//! - [`lease::driver`]: the tokio driver of the lease client; [`call_task`]: one
+//!   task per call ([`call_task::bridge`]: the per-call bridge, sans-IO);
+//!   [`telephony`]: what the SIP calls share.
 //! - [`config`]: TOML file + environment.
 //! - [`recordings`], [`event_spool`]: what survives a restart (uploads, unacknowledged events).
 
 pub mod call_task;
-pub mod carrier;
 pub mod config;
 pub mod engine;
 pub mod event_spool;
@@ -18,9 +17,9 @@ pub mod lease;
 pub mod media;
 pub mod random;
 pub mod recordings;
-pub mod runtime;
 pub mod sip;
 pub mod telephony;
+pub mod transport;
 
 use lease::LeaseSettings;
 

@@ -6,9 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use voxline_media_sidecar::call_task::CallMode;
-use voxline_media_sidecar::carrier::{AnyCarrier, Carrier};
 use voxline_media_sidecar::config::Config;
-use voxline_media_sidecar::runtime::{run, RunOptions, Stop};
+use voxline_media_sidecar::lease::driver::{run, RunOptions, Stop};
+use voxline_media_sidecar::transport::{AnyTransport, Transport};
 
 const HELP: &str = "\
 voxline-media-sidecar: leases calls from the voxline edge and runs them.
@@ -198,17 +198,17 @@ fn main() -> ExitCode {
         }
     };
     rt.block_on(async move {
-        let carrier = match AnyCarrier::from_config(&cfg) {
+        let transport = match AnyTransport::from_config(&cfg) {
             Ok(c) => Arc::new(c),
             Err(e) => {
-                eprintln!("voxline-media-sidecar: cannot set up the {} carrier: {e}", cfg.transport.as_str());
+                eprintln!("voxline-media-sidecar: cannot set up the {} transport: {e}", cfg.transport.as_str());
                 return ExitCode::from(2);
             }
         };
         if let Some(d) = args.simulate {
             tracing::warn!(talk = ?d, "--simulate-answer: calls are SIMULATED (dev/test aid); no phone is dialled");
         }
-        tracing::info!(edge = %cfg.edge.url(""), carrier = carrier.name(), "edge link");
+        tracing::info!(edge = %cfg.edge.url(""), transport = transport.name(), "edge link");
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(Stop::Run);
         tokio::spawn(async move {
             let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
@@ -252,7 +252,7 @@ fn main() -> ExitCode {
             ..RunOptions::default()
         };
         let summary =
-            run(carrier, voxline_media_sidecar::lease_settings(&cfg), cfg.secret.clone(), opts, stop_rx).await;
+            run(transport, voxline_media_sidecar::lease_settings(&cfg), cfg.secret.clone(), opts, stop_rx).await;
         if let Some(why) = summary.halted {
             // A configuration or version mismatch: restarting as is cannot help.
             eprintln!("voxline-media-sidecar: the edge refused the link: {why}");

@@ -20,6 +20,7 @@ use voxline_media_sidecar::engine::openai::{self, Flavor, OpenAiOptions};
 use voxline_media_sidecar::engine::{BoxedEngine, Engine, EngineConfig, EngineError, EngineEvent};
 use voxline_media_sidecar::media::g711::Law;
 use voxline_shared::protocol::Role;
+use voxline_testkit::{amp_at, tone};
 
 const KEY: &str = "sk-fake-SECRET-key-0123456789";
 const T: Duration = Duration::from_secs(5);
@@ -867,29 +868,6 @@ fn gopts() -> GeminiOptions {
         connect_timeout: Duration::from_secs(2),
         ..GeminiOptions::default()
     }
-}
-
-fn tone(rate: u32, parts: &[(f64, f64)], n: usize) -> Vec<i16> {
-    (0..n)
-        .map(|i| {
-            let t = i as f64 / rate as f64;
-            parts
-                .iter()
-                .map(|(hz, a)| a * (2.0 * std::f64::consts::PI * hz * t).sin())
-                .sum::<f64>() as i16
-        })
-        .collect()
-}
-
-/// Amplitude of the `hz` component of `x` sampled at `rate`.
-fn amp_at(x: &[i16], rate: u32, hz: f64) -> f64 {
-    let (mut s, mut c) = (0.0, 0.0);
-    for (i, &v) in x.iter().enumerate() {
-        let ph = 2.0 * std::f64::consts::PI * hz * i as f64 / rate as f64;
-        s += v as f64 * ph.sin();
-        c += v as f64 * ph.cos();
-    }
-    2.0 * (s * s + c * c).sqrt() / x.len() as f64
 }
 
 fn pcm_b64(pcm: &[i16]) -> String {

@@ -11,14 +11,15 @@ use support::EdgeState;
 use support::*;
 use tokio::sync::watch;
 use voxline_media_sidecar::call_task::CallMode;
-use voxline_media_sidecar::carrier::h3::H3Carrier;
-use voxline_media_sidecar::carrier::http1::Http1Carrier;
-use voxline_media_sidecar::carrier::{tls, Carrier};
 use voxline_media_sidecar::config::{EdgeUrl, Secret};
+use voxline_media_sidecar::lease::driver::{run, RunOptions, RunSummary, Stop};
 use voxline_media_sidecar::lease::LeaseSettings;
-use voxline_media_sidecar::runtime::{run, RunOptions, RunSummary, Stop};
+use voxline_media_sidecar::transport::h3::H3Transport;
+use voxline_media_sidecar::transport::http1::Http1Transport;
+use voxline_media_sidecar::transport::{tls, Transport};
 use voxline_shared::protocol::{Command, EventKind, RegistrationAck};
 use voxline_shared::{CallStatus, EndedReason};
+use voxline_testkit::*;
 
 const SECRET: &str = "test-secret-0123456789abcdef";
 
@@ -36,9 +37,9 @@ struct Running {
     task: tokio::task::JoinHandle<RunSummary>,
 }
 
-fn start<C: Carrier>(carrier: C, capacity: u32, secret: &str, mode: CallMode) -> Running {
+fn start<C: Transport>(transport: C, capacity: u32, secret: &str, mode: CallMode) -> Running {
     start_with(
-        carrier,
+        transport,
         capacity,
         secret,
         RunOptions {
@@ -49,13 +50,18 @@ fn start<C: Carrier>(carrier: C, capacity: u32, secret: &str, mode: CallMode) ->
     )
 }
 
-fn start_with<C: Carrier>(carrier: C, capacity: u32, secret: &str, opts: RunOptions) -> Running {
+fn start_with<C: Transport>(
+    transport: C,
+    capacity: u32,
+    secret: &str,
+    opts: RunOptions,
+) -> Running {
     let (stop, rx) = watch::channel(Stop::Run);
     let mut settings = LeaseSettings::new("sc-test", "local", capacity);
     settings.backoff_initial_ms = 100;
     settings.backoff_max_ms = 400;
     let task = tokio::spawn(run(
-        Arc::new(carrier),
+        Arc::new(transport),
         settings,
         Secret::new(secret),
         opts,
@@ -91,11 +97,11 @@ fn kinds_in(s: &EdgeState, call: &str) -> Vec<&'static str> {
     evs.iter().map(|e| e.kind.name()).collect()
 }
 
-/// The scenario both carriers run: a simulated call end to end, a hangup of an
+/// The scenario both transports run: a simulated call end to end, a hangup of an
 /// answered call, a placeholder-style hangup, and a clean drain.
-async fn scenario<C: Carrier>(edge: &FakeEdge, carrier: C) {
+async fn scenario<C: Transport>(edge: &FakeEdge, transport: C) {
     let sc = start(
-        carrier,
+        transport,
         2,
         SECRET,
         CallMode::SimulateAnswer(Duration::from_millis(400)),
@@ -211,11 +217,11 @@ async fn scenario<C: Carrier>(edge: &FakeEdge, carrier: C) {
 async fn link_over_http1() {
     tokio::time::timeout(TEST_TIMEOUT, async {
         let edge = FakeEdge::start(SECRET, reg_ack()).await;
-        let carrier = Http1Carrier::new(
+        let transport = Http1Transport::new(
             EdgeUrl::parse(&format!("http://{}", edge.addr())).unwrap(),
             None,
         );
-        scenario(&edge, carrier).await;
+        scenario(&edge, transport).await;
         assert_eq!(
             edge.server
                 .seen()
@@ -235,10 +241,11 @@ async fn link_over_h3_through_caddy() {
         let dir = temp_dir("link-h3");
         let pki = make_pki(&dir);
         let edge = FakeEdge::start(SECRET, reg_ack()).await;
-        let caddy = Caddy::start(edge.addr(), &pki, &dir).await;
+        let caddy = Caddy::start(&edge.addr().to_string(), &pki, &dir);
         let url = EdgeUrl::parse(&format!("https+h3://127.0.0.1:{}", caddy.port)).unwrap();
-        let carrier = H3Carrier::new(url, tls::client_config(Some(&pki.ca_pem)).unwrap()).unwrap();
-        scenario(&edge, carrier).await;
+        let transport =
+            H3Transport::new(url, tls::client_config(Some(&pki.ca_pem)).unwrap()).unwrap();
+        scenario(&edge, transport).await;
         // Every request the edge saw came over HTTP/3 (as caddy reports it).
         let protos = edge.state.lock().unwrap().client_protos.clone();
         assert!(protos.len() > 10, "{protos:?}");
@@ -255,11 +262,11 @@ async fn link_over_h3_through_caddy() {
 async fn placeholder_calls_hold_their_slot_until_hung_up() {
     tokio::time::timeout(TEST_TIMEOUT, async {
         let edge = FakeEdge::start(SECRET, reg_ack()).await;
-        let carrier = Http1Carrier::new(
+        let transport = Http1Transport::new(
             EdgeUrl::parse(&format!("http://{}", edge.addr())).unwrap(),
             None,
         );
-        let sc = start(carrier, 1, SECRET, CallMode::Placeholder);
+        let sc = start(transport, 1, SECRET, CallMode::Placeholder);
         let t = Duration::from_secs(15);
         edge.offer(offer("p_1", 600));
         edge.wait_for("dialing", t, |s| {
@@ -321,11 +328,11 @@ async fn placeholder_calls_hold_their_slot_until_hung_up() {
 async fn a_wrong_secret_is_refused_and_retried_with_backoff() {
     tokio::time::timeout(TEST_TIMEOUT, async {
         let edge = FakeEdge::start(SECRET, reg_ack()).await;
-        let carrier = Http1Carrier::new(
+        let transport = Http1Transport::new(
             EdgeUrl::parse(&format!("http://{}", edge.addr())).unwrap(),
             None,
         );
-        let sc = start(carrier, 1, "not-the-secret", CallMode::Placeholder);
+        let sc = start(transport, 1, "not-the-secret", CallMode::Placeholder);
         tokio::time::sleep(Duration::from_millis(1_200)).await;
         sc.stop.send(Stop::Now).unwrap();
         tokio::time::timeout(Duration::from_secs(5), sc.task)
@@ -356,12 +363,12 @@ async fn recovers_from_edge_errors_and_reregisters_on_410() {
             ("/v1/sidecar/lease".into(), 410),
             ("/v1/sidecar/events".into(), 500),
         ];
-        let carrier = Http1Carrier::new(
+        let transport = Http1Transport::new(
             EdgeUrl::parse(&format!("http://{}", edge.addr())).unwrap(),
             None,
         );
         let sc = start(
-            carrier,
+            transport,
             1,
             SECRET,
             CallMode::SimulateAnswer(Duration::from_millis(100)),
@@ -435,7 +442,7 @@ async fn a_restart_resends_spooled_events_and_holds_their_calls_until_acked() {
         let file = events_dir.join("s_1-1.events.json");
         assert!(file.exists());
 
-        let carrier = Http1Carrier::new(
+        let transport = Http1Transport::new(
             EdgeUrl::parse(&format!("http://{}", edge.addr())).unwrap(),
             None,
         );
@@ -445,7 +452,7 @@ async fn a_restart_resends_spooled_events_and_holds_their_calls_until_acked() {
             events_dir: Some(events_dir.clone()),
             ..RunOptions::default()
         };
-        let sc = start_with(carrier, 1, SECRET, opts);
+        let sc = start_with(transport, 1, SECRET, opts);
         let t = Duration::from_secs(15);
         edge.wait_for("s_1 ended", t, |s| ended_in(s, "s_1")).await;
         assert_eq!(edge.kinds_of("s_1"), vec!["dialing", "ended"]);
@@ -503,11 +510,11 @@ async fn a_restart_resends_spooled_events_and_holds_their_calls_until_acked() {
 async fn revoked_credentials_hang_up_the_calls_held() {
     tokio::time::timeout(TEST_TIMEOUT, async {
         let edge = FakeEdge::start(SECRET, reg_ack()).await;
-        let carrier = Http1Carrier::new(
+        let transport = Http1Transport::new(
             EdgeUrl::parse(&format!("http://{}", edge.addr())).unwrap(),
             None,
         );
-        let sc = start(carrier, 1, SECRET, CallMode::Placeholder);
+        let sc = start(transport, 1, SECRET, CallMode::Placeholder);
         let t = Duration::from_secs(15);
         edge.offer(offer("v_1", 600));
         edge.wait_for("dialing", t, |s| {
@@ -553,7 +560,7 @@ async fn revoked_credentials_hang_up_the_calls_held() {
 async fn a_drain_that_times_out_ends_the_live_calls() {
     tokio::time::timeout(TEST_TIMEOUT, async {
         let edge = FakeEdge::start(SECRET, reg_ack()).await;
-        let carrier = Http1Carrier::new(
+        let transport = Http1Transport::new(
             EdgeUrl::parse(&format!("http://{}", edge.addr())).unwrap(),
             None,
         );
@@ -562,7 +569,7 @@ async fn a_drain_that_times_out_ends_the_live_calls() {
             drain_timeout: Duration::from_millis(300),
             ..RunOptions::default()
         };
-        let sc = start_with(carrier, 2, SECRET, opts);
+        let sc = start_with(transport, 2, SECRET, opts);
         let t = Duration::from_secs(15);
         let mut talking = offer("d_1", 600);
         talking.max_seconds = 600;
@@ -600,12 +607,12 @@ async fn a_drain_that_times_out_ends_the_live_calls() {
 async fn a_refused_signature_scheme_hangs_up_and_stops_the_sidecar() {
     tokio::time::timeout(TEST_TIMEOUT, async {
         let edge = FakeEdge::start(SECRET, reg_ack()).await;
-        let carrier = Http1Carrier::new(
+        let transport = Http1Transport::new(
             EdgeUrl::parse(&format!("http://{}", edge.addr())).unwrap(),
             None,
         );
         let sc = start_with(
-            carrier,
+            transport,
             1,
             SECRET,
             RunOptions {

@@ -20,6 +20,7 @@ use voxline_media_sidecar::media::jitter::JitterConfig;
 use voxline_media_sidecar::media::{
     Codec, MediaConfig, MediaEvent, MediaHandle, MediaSession, PayloadMap, PortAllocator, FRAME_8K,
 };
+use voxline_testkit::{best_lag, ncc, read_wav, temp_dir, write_wav};
 
 /// Speech-like test signal: voiced "syllables" (harmonics of a gliding pitch
 /// with formant-like weights) separated by short pauses, plus a little noise.
@@ -63,50 +64,11 @@ fn speechlike(seconds: f64) -> Vec<i16> {
         .collect()
 }
 
+/// The signal as a peer would play it: written to a WAV file and read back.
 fn wav_roundtrip(signal: &[i16], dir: &std::path::Path) -> Vec<i16> {
     let path = dir.join("source.wav");
-    let spec = hound::WavSpec {
-        channels: 1,
-        sample_rate: 8000,
-        bits_per_sample: 16,
-        sample_format: hound::SampleFormat::Int,
-    };
-    let mut w = hound::WavWriter::create(&path, spec).unwrap();
-    for &s in signal {
-        w.write_sample(s).unwrap();
-    }
-    w.finalize().unwrap();
-    hound::WavReader::open(&path)
-        .unwrap()
-        .samples::<i16>()
-        .map(|s| s.unwrap())
-        .collect()
-}
-
-/// Normalised cross-correlation of `x` against `y` shifted by `lag` (y[i+lag] ~ x[i]).
-fn ncc(x: &[i16], y: &[i16], lag: usize) -> f64 {
-    let n = x.len().min(y.len().saturating_sub(lag));
-    let (mut xy, mut xx, mut yy) = (0f64, 0f64, 0f64);
-    for i in 0..n {
-        let (a, b) = (x[i] as f64, y[i + lag] as f64);
-        xy += a * b;
-        xx += a * a;
-        yy += b * b;
-    }
-    if xx == 0.0 || yy == 0.0 {
-        0.0
-    } else {
-        xy / (xx * yy).sqrt()
-    }
-}
-
-fn best_lag(x: &[i16], y: &[i16], max_lag: usize) -> (usize, f64) {
-    best_lag_in(x, y, 0..max_lag)
-}
-
-fn best_lag_in(x: &[i16], y: &[i16], lags: std::ops::Range<usize>) -> (usize, f64) {
-    lags.map(|l| (l, ncc(x, y, l)))
-        .fold((0, f64::MIN), |a, b| if b.1 > a.1 { b } else { a })
+    write_wav(&path, 8000, signal).unwrap();
+    read_wav(&path).unwrap().1
 }
 
 #[derive(Clone, Copy, Default)]
@@ -297,7 +259,7 @@ fn check_alignment(label: &str, signal: &[i16], heard: &[i16], min_corr: f64) ->
         dump("heard", heard);
     }
     let max_lag = 4000; // 500 ms
-    let (lag, corr) = best_lag(signal, heard, max_lag);
+    let (lag, corr) = best_lag(signal, heard, 0..max_lag);
     eprintln!(
         "best lag {lag} samples ({} ms), correlation {corr:.3}",
         lag / 8
@@ -314,7 +276,7 @@ fn check_alignment(label: &str, signal: &[i16], heard: &[i16], min_corr: f64) ->
         if heard.len() <= start + around.end {
             break;
         }
-        let (l, c) = best_lag_in(&signal[start..end], &heard[start..], around.clone());
+        let (l, c) = best_lag(&signal[start..end], &heard[start..], around.clone());
         segs.push((l, c));
     }
     eprintln!("segments (lag, corr): {segs:.3?}");
@@ -340,8 +302,8 @@ fn check_alignment(label: &str, signal: &[i16], heard: &[i16], min_corr: f64) ->
         let end = (start + seg).min(signal.len());
         let split = (1..(end - start) / FRAME_8K).find(|k| {
             let mid = start + k * FRAME_8K;
-            let (_, c1) = best_lag_in(&signal[start..mid], &heard[start..], around.clone());
-            let (_, c2) = best_lag_in(&signal[mid..end], &heard[mid..], around.clone());
+            let (_, c1) = best_lag(&signal[start..mid], &heard[start..], around.clone());
+            let (_, c2) = best_lag(&signal[mid..end], &heard[mid..], around.clone());
             c1 > floor && c2 > floor
         });
         assert!(
@@ -358,7 +320,7 @@ fn check_alignment(label: &str, signal: &[i16], heard: &[i16], min_corr: f64) ->
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn g711_through_loss_jitter_and_reorder_is_time_aligned() {
     let _serial = serial().await;
-    let dir = tempdir("g711");
+    let dir = temp_dir("g711");
     let signal = wav_roundtrip(&speechlike(4.0), &dir);
     let imp = Impairment {
         loss_every: 25,
@@ -421,7 +383,7 @@ async fn g711_through_loss_jitter_and_reorder_is_time_aligned() {
     assert!(left.iter().all(|&x| x == 0));
     // The recording includes the 1.5 s warm-up; the jitter buffer may change
     // its delay mid-way, so check it per segment like what B heard.
-    let (lag, _) = best_lag(&signal, &right, 24_000);
+    let (lag, _) = best_lag(&signal, &right, 0..24_000);
     check_alignment(
         "g711-recording",
         &signal,
@@ -433,7 +395,7 @@ async fn g711_through_loss_jitter_and_reorder_is_time_aligned() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn opus_through_loss_and_jitter_with_rtcp_mux() {
     let _serial = serial().await;
-    let dir = tempdir("opus");
+    let dir = temp_dir("opus");
     let signal = wav_roundtrip(&speechlike(4.0), &dir);
     let imp = Impairment {
         loss_every: 25,
@@ -456,7 +418,7 @@ async fn opus_through_loss_and_jitter_with_rtcp_mux() {
     let reference = opus_reference(&signal);
     let lag = check_alignment("opus", &reference, &heard, 0.9);
     let raw = ncc(&signal, &heard, lag + 91);
-    let (_, raw_best) = best_lag_in(&signal, &heard, lag..lag + 200);
+    let (_, raw_best) = best_lag(&signal, &heard, lag..lag + 200);
     eprintln!("opus vs original: {raw:.3} at reference lag, best {raw_best:.3}");
     assert!(raw_best > 0.8, "opus vs original {raw_best:.3}");
     assert!(sb.cumulative_lost as u64 == dropped || sb.cumulative_lost as u64 + 1 == dropped);
@@ -467,7 +429,7 @@ async fn opus_through_loss_and_jitter_with_rtcp_mux() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn g711_clean_path_is_near_perfect() {
     let _serial = serial().await;
-    let dir = tempdir("clean");
+    let dir = temp_dir("clean");
     let signal = wav_roundtrip(&speechlike(2.0), &dir);
     let mut p = pair(Codec::Pcma, Impairment::default(), false, None, false).await;
     let heard = talk(&mut p, &signal, 400).await;
@@ -573,10 +535,4 @@ fn opus_reference(signal: &[i16]) -> Vec<i16> {
 async fn serial() -> tokio::sync::MutexGuard<'static, ()> {
     static LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
     LOCK.lock().await
-}
-
-fn tempdir(name: &str) -> std::path::PathBuf {
-    let d = std::env::temp_dir().join(format!("voxline-media-{name}-{}", std::process::id()));
-    std::fs::create_dir_all(&d).unwrap();
-    d
 }

@@ -19,23 +19,9 @@ use voxline_media_sidecar::sip::call::{DialogEnd, DialogEvent};
 use voxline_media_sidecar::sip::sdp::{Codec, OfferConfig};
 use voxline_media_sidecar::sip::udp::{CallHandle, CallSpec, Event, SipUdp, Trunk};
 use voxline_shared::{CallStatus, EndedReason};
+use voxline_testkit::{free_udp_port, udp_port_bound, SIPP};
 
 const SIPP_TIMEOUT_S: u32 = 20;
-
-fn free_udp_port() -> u16 {
-    std::net::UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn udp_port_bound(port: u16) -> bool {
-    let want = format!("0100007F:{port:04X}");
-    std::fs::read_to_string("/proc/net/udp")
-        .map(|s| s.lines().any(|l| l.contains(&want)))
-        .unwrap_or(false)
-}
 
 struct Sipp {
     child: Child,
@@ -46,20 +32,14 @@ struct Sipp {
 
 impl Sipp {
     async fn start(scenario: &str) -> Sipp {
-        if std::process::Command::new("sipp")
-            .arg("-v")
-            .output()
-            .is_err()
-        {
-            panic!("sipp not found: install the Debian package `sip-tester` (apt-get install -y sip-tester)");
-        }
+        let sipp = SIPP.require();
         let sf = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
             .join("tests/sipp")
             .join(format!("{scenario}.xml"));
         let port = free_udp_port();
         let dir = std::env::temp_dir().join(format!("voxline-sipp-{}-{port}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        let child = Command::new("sipp")
+        let child = Command::new(sipp)
             .current_dir(&dir)
             .args([
                 "-sf",
@@ -425,12 +405,12 @@ async fn drain_with_a_live_call(scenario: &str, reached: &'static str, hangup_gr
     use std::sync::Arc;
     use tokio::sync::watch;
     use voxline_media_sidecar::call_task::CallMode;
-    use voxline_media_sidecar::carrier::http1::Http1Carrier;
     use voxline_media_sidecar::config::{self, EdgeUrl, Secret};
     use voxline_media_sidecar::event_spool::EventSpool;
+    use voxline_media_sidecar::lease::driver::{run, RunOptions, Stop};
     use voxline_media_sidecar::lease::LeaseSettings;
-    use voxline_media_sidecar::runtime::{run, RunOptions, Stop};
     use voxline_media_sidecar::telephony::Telephony;
+    use voxline_media_sidecar::transport::http1::Http1Transport;
     use voxline_shared::protocol::{paths, EventKind, RegistrationAck};
 
     const SECRET: &str = "test-secret-0123456789abcdef";
@@ -461,12 +441,12 @@ async fn drain_with_a_live_call(scenario: &str, reached: &'static str, hangup_gr
         }],
         ..config::Telephony::default()
     };
-    let events_dir = support::temp_dir("drain-events");
+    let events_dir = voxline_testkit::temp_dir("drain-events");
     let (stop, stop_rx) = watch::channel(Stop::Run);
     let mut settings = LeaseSettings::new("sc-drain", "local", 1);
     settings.backoff_initial_ms = 100;
     settings.backoff_max_ms = 400;
-    let carrier = Http1Carrier::new(
+    let carrier = Http1Transport::new(
         EdgeUrl::parse(&format!("http://{}", edge.addr())).unwrap(),
         None,
     );

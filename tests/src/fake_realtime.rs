@@ -172,10 +172,9 @@ fn spoken_turn(n: u32) -> Vec<Value> {
         json!({"type": "response.output_item.added", "response_id": resp, "output_index": 0,
                "item": {"id": item, "type": "message", "role": "assistant", "content": []}}),
     ];
-    let tone: Vec<u8> = (0..8000)
-        .map(|i| {
-            mulaw((8000.0 * (2.0 * std::f64::consts::PI * 440.0 * i as f64 / 8000.0).sin()) as i16)
-        })
+    let tone: Vec<u8> = voxline_testkit::tone(8000, &[(440.0, 8000.0)], 8000)
+        .into_iter()
+        .map(voxline_testkit::mulaw_encode)
         .collect();
     for chunk in tone.chunks(1600) {
         out.push(json!({"type": "response.output_audio.delta", "response_id": resp, "item_id": item, "output_index": 0,
@@ -186,20 +185,4 @@ fn spoken_turn(n: u32) -> Vec<Value> {
                     "content_index": 0, "transcript": FAKE_AI_LINE}));
     out.push(json!({"type": "response.done", "response": {"id": resp, "status": "completed", "output": []}}));
     out
-}
-
-/// G.711 mu-law encoding (ITU-T reference).
-pub fn mulaw(sample: i16) -> u8 {
-    const BIAS: i32 = 0x84;
-    let mut s = i32::from(sample);
-    let sign = if s < 0 { 0x80 } else { 0 };
-    s = s.abs().min(32_635) + BIAS;
-    let mut exponent = 7;
-    let mut mask = 0x4000;
-    while exponent > 0 && s & mask == 0 {
-        exponent -= 1;
-        mask >>= 1;
-    }
-    let mantissa = (s >> (exponent + 3)) & 0x0f;
-    !(sign | (exponent << 4) | mantissa) as u8
 }

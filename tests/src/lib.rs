@@ -1,14 +1,19 @@
 //! Harness for the end-to-end suites and `cargo xtask demo`: starts the real
 //! edge under `wrangler dev` (workerd, local KV persisted to a directory) on a
 //! free loopback port, talks HTTP to it, and stops its whole process group.
+//! Only what knows the edge lives here (wrangler, the admin and sidecar-link
+//! APIs, sidecars configured against an edge, the webhook receiver, the fake
+//! realtime server); PKI, caddy, ports, processes, WAV and signal helpers
+//! are `voxline_testkit`'s.
 
 use std::io::Read;
-use std::net::TcpListener;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, Stdio};
 
 use std::time::{Duration, Instant};
+
+use voxline_testkit::{free_tcp_port, free_tcp_udp_port, now_ms, ChildGuard};
 
 pub use serde_json::{json, Value};
 
@@ -41,24 +46,6 @@ pub fn small_wav(seed: i16) -> Vec<u8> {
     out.into_inner()
 }
 
-/// The last `lines` lines of every `*.log` in `dir` (sidecars, sipp,
-/// baresip), for a failed case's diagnostics.
-pub fn log_tails(dir: &Path, lines: usize) -> String {
-    let mut out = String::new();
-    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        let name = entry.file_name().to_string_lossy().to_string();
-        if name.ends_with(".log") {
-            let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
-            let tail: Vec<&str> = text.lines().rev().take(lines).collect();
-            out.push_str(&format!(
-                "\n--- {name} ---\n{}",
-                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
-            ));
-        }
-    }
-    out
-}
-
 /// `n` random bytes from the OS, as hex.
 pub fn random_hex(n: usize) -> String {
     let mut buf = vec![0u8; n];
@@ -66,13 +53,6 @@ pub fn random_hex(n: usize) -> String {
         .and_then(|mut f| f.read_exact(&mut buf))
         .expect("/dev/urandom");
     buf.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("bind 127.0.0.1:0")
 }
 
 pub struct EdgeOptions {
@@ -143,8 +123,8 @@ impl Edge {
                 "node_modules/.bin/wrangler is missing: run `cargo xtask bootstrap`".into(),
             );
         }
-        let port = opts.port.unwrap_or_else(free_port);
-        let inspector = free_port();
+        let port = opts.port.unwrap_or_else(free_tcp_port);
+        let inspector = free_tcp_port();
         let log = std::fs::File::create(&opts.log_path).map_err(|e| format!("create log: {e}"))?;
         let mut cmd = Command::new(&wrangler);
         cmd.current_dir(&root)
@@ -507,7 +487,7 @@ pub fn sidecar_bin() -> PathBuf {
 
 /// A running sidecar process; dropped = SIGTERM then SIGKILL.
 pub struct Sidecar {
-    child: Option<Child>,
+    child: Option<ChildGuard>,
     pub log: PathBuf,
 }
 
@@ -552,15 +532,14 @@ impl Sidecar {
             .spawn()
             .expect("start the sidecar (built by `cargo build -p voxline-media-sidecar`)");
         Sidecar {
-            child: Some(child),
+            child: Some(ChildGuard(child)),
             log,
         }
     }
 
     pub fn sigkill(&mut self) {
         if let Some(mut c) = self.child.take() {
-            unsafe { libc::kill(c.id() as i32, libc::SIGKILL) };
-            let _ = c.wait();
+            c.sigkill();
         }
     }
 
@@ -572,153 +551,12 @@ impl Sidecar {
 impl Drop for Sidecar {
     fn drop(&mut self) {
         if let Some(mut c) = self.child.take() {
-            unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
-            let until = Instant::now() + Duration::from_secs(3);
-            while Instant::now() < until {
-                if let Ok(Some(_)) = c.try_wait() {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            let _ = c.kill();
-            let _ = c.wait();
+            c.terminate(Duration::from_secs(3));
         }
-    }
-}
-
-// ---- HTTP/3 through caddy ----
-
-/// A throwaway CA and a server certificate for 127.0.0.1 / localhost.
-pub struct Pki {
-    pub ca: PathBuf,
-    pub cert: PathBuf,
-    pub key: PathBuf,
-}
-
-pub fn make_pki(dir: &Path) -> Pki {
-    use rcgen::{
-        BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
-        KeyPair, KeyUsagePurpose,
-    };
-    let ca_key = KeyPair::generate().unwrap();
-    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca.distinguished_name
-        .push(DnType::CommonName, "voxline e2e CA");
-    ca.key_usages = vec![
-        KeyUsagePurpose::KeyCertSign,
-        KeyUsagePurpose::CrlSign,
-        KeyUsagePurpose::DigitalSignature,
-    ];
-    let ca_cert = ca.self_signed(&ca_key).unwrap();
-    let issuer = Issuer::new(ca, ca_key);
-    let leaf_key = KeyPair::generate().unwrap();
-    let mut leaf =
-        CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
-    leaf.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-    let leaf_cert = leaf.signed_by(&leaf_key, &issuer).unwrap();
-    let pki = Pki {
-        ca: dir.join("ca.pem"),
-        cert: dir.join("cert.pem"),
-        key: dir.join("key.pem"),
-    };
-    std::fs::write(&pki.ca, ca_cert.pem()).unwrap();
-    std::fs::write(&pki.cert, leaf_cert.pem()).unwrap();
-    std::fs::write(&pki.key, leaf_key.serialize_pem()).unwrap();
-    pki
-}
-
-/// A port free on both TCP and UDP (caddy serves TLS on TCP and QUIC on UDP).
-pub fn free_tcp_udp_port() -> u16 {
-    for _ in 0..50 {
-        let port = free_port();
-        if std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-    panic!("no port free on TCP and UDP");
-}
-
-/// A port for a baresip phone: baresip listens on it (UDP and TCP) and
-/// for SIP/TLS on the next one, so both must be free (a taken `port + 1`
-/// made it exit with "Address already in use").
-pub fn free_sip_port() -> u16 {
-    for _ in 0..50 {
-        let port = free_tcp_udp_port();
-        let next = port.saturating_add(1);
-        if std::net::TcpListener::bind(("127.0.0.1", next)).is_ok()
-            && std::net::UdpSocket::bind(("127.0.0.1", next)).is_ok()
-        {
-            return port;
-        }
-    }
-    panic!("no port pair free on TCP and UDP");
-}
-
-/// A real caddy terminating TLS (TCP) and QUIC/HTTP/3 (UDP), proxying to the edge.
-pub struct Caddy {
-    child: Child,
-    pub port: u16,
-    pub access_log: PathBuf,
-}
-
-impl Drop for Caddy {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-pub fn start_caddy(dir: &Path, upstream: &str, pki: &Pki) -> Caddy {
-    let port = free_tcp_udp_port();
-    let access_log = dir.join("caddy-access.json");
-    let caddyfile = dir.join("Caddyfile");
-    let upstream = upstream.trim_start_matches("http://");
-    std::fs::write(
-        &caddyfile,
-        format!(
-            "{{\n\tadmin off\n\tauto_https disable_redirects\n\tskip_install_trust\n\tstorage file_system {storage}\n\tservers {{\n\t\tprotocols h1 h2 h3\n\t}}\n}}\n\n\
-             https://127.0.0.1:{port} {{\n\tbind 127.0.0.1\n\ttls {cert} {key}\n\tlog {{\n\t\toutput file {log}\n\t\tformat json\n\t}}\n\treverse_proxy {upstream}\n}}\n",
-            storage = dir.join("caddy-storage").display(),
-            cert = pki.cert.display(),
-            key = pki.key.display(),
-            log = access_log.display(),
-        ),
-    )
-    .unwrap();
-    let stderr = std::fs::File::create(dir.join("caddy.log")).unwrap();
-    let child = Command::new("caddy")
-        .args(["run", "--adapter", "caddyfile", "--config"])
-        .arg(&caddyfile)
-        .env("HOME", dir)
-        .env("XDG_DATA_HOME", dir.join("caddy-data"))
-        .env("XDG_CONFIG_HOME", dir.join("caddy-config"))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(stderr)
-        .spawn()
-        .expect("caddy (Debian package `caddy`, installed by `cargo xtask bootstrap`)");
-    let until = Instant::now() + Duration::from_secs(15);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < until, "caddy did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    std::thread::sleep(Duration::from_millis(200));
-    Caddy {
-        child,
-        port,
-        access_log,
     }
 }
 
 // ---- the sidecar protocol, spoken by hand ----
-
-pub fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock after 1970")
-        .as_millis() as u64
-}
 
 static NONCE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
@@ -913,174 +751,6 @@ pub fn ended_event(status: &str, reason: &str) -> Value {
     json!({"type": "ended", "status": status, "reason": reason, "timings": {"dispatched_ms": t, "ended_ms": t}})
 }
 
-// ---- a real SIP phone as the callee: baresip ----
-
-/// A child process killed (TERM, then KILL) when dropped.
-pub struct ChildGuard(pub Child);
-
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
-        let until = Instant::now() + Duration::from_secs(2);
-        while Instant::now() < until {
-            if let Ok(Some(_)) = self.0.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-pub fn write_wav(path: &Path, rate: u32, pcm: &[i16]) -> Result<(), String> {
-    let spec = hound::WavSpec {
-        channels: 1,
-        sample_rate: rate,
-        bits_per_sample: 16,
-        sample_format: hound::SampleFormat::Int,
-    };
-    let mut w =
-        hound::WavWriter::create(path, spec).map_err(|e| format!("{}: {e}", path.display()))?;
-    for &s in pcm {
-        w.write_sample(s).map_err(|e| e.to_string())?;
-    }
-    w.finalize().map_err(|e| e.to_string())
-}
-
-/// Integer-factor decimation to 8 kHz behind a windowed-sinc low-pass at 3.6 kHz.
-pub fn resample_to_8k(x: &[f64], rate: u32) -> Vec<f64> {
-    assert!(
-        rate.is_multiple_of(8000),
-        "sample rate {rate} is not a multiple of 8 kHz"
-    );
-    let m = (rate / 8000) as usize;
-    if m == 1 {
-        return x.to_vec();
-    }
-    let half = 16 * m as isize;
-    let fc = 3600.0 / rate as f64;
-    let taps: Vec<f64> = (-half..=half)
-        .map(|k| {
-            let k = k as f64;
-            let sinc = if k == 0.0 {
-                2.0 * fc
-            } else {
-                (2.0 * std::f64::consts::PI * fc * k).sin() / (std::f64::consts::PI * k)
-            };
-            sinc * (0.54 + 0.46 * (std::f64::consts::PI * k / half as f64).cos())
-        })
-        .collect();
-    (0..x.len() / m)
-        .map(|i| {
-            let c = (i * m) as isize;
-            taps.iter()
-                .enumerate()
-                .map(|(j, t)| {
-                    t * x
-                        .get((c + j as isize - half) as usize)
-                        .copied()
-                        .unwrap_or(0.0)
-                })
-                .sum()
-        })
-        .collect()
-}
-
-/// `text` spoken by flite (`voice`), as 8 kHz 16-bit PCM.
-pub fn flite_8k(dir: &Path, voice: &str, text: &str) -> Result<Vec<i16>, String> {
-    let raw = dir.join(format!("flite-{}.wav", std::process::id()));
-    let ok = Command::new("flite")
-        .args(["-voice", voice, "-t", text, "-o"])
-        .arg(&raw)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .map_err(|e| format!("flite (Debian package flite): {e}"))?;
-    if !ok.success() {
-        return Err(format!("flite failed ({ok})"));
-    }
-    let mut r = hound::WavReader::open(&raw).map_err(|e| e.to_string())?;
-    let rate = r.spec().sample_rate;
-    let x: Vec<f64> = r
-        .samples::<i16>()
-        .map(|s| s.map(f64::from).unwrap_or(0.0))
-        .collect();
-    let _ = std::fs::remove_file(&raw);
-    Ok(resample_to_8k(&x, rate)
-        .into_iter()
-        .map(|v| v.clamp(-32768.0, 32767.0) as i16)
-        .collect())
-}
-
-/// baresip headless: auto-answers calls to `user` on 127.0.0.1:`port`, plays
-/// `wav` (8 kHz mono), hangs up when it ends (or after `secs`), and records
-/// what it sends and receives (sndfile: `dumps/dump-*-enc.wav` / `-dec.wav`).
-pub fn start_baresip(
-    dir: &Path,
-    name: &str,
-    user: &str,
-    port: u16,
-    wav: &Path,
-    codecs: &str,
-    secs: u32,
-) -> Result<ChildGuard, String> {
-    let conf = dir.join(format!("baresip-{name}"));
-    let _ = std::fs::remove_dir_all(&conf);
-    std::fs::create_dir_all(conf.join("dumps")).map_err(|e| e.to_string())?;
-    let opus = if codecs.contains("opus") {
-        "module\t\t\topus.so\n"
-    } else {
-        ""
-    };
-    let rtp = 40_000 + (port % 1000) * 10;
-    std::fs::write(
-        conf.join("config"),
-        format!(
-            "poll_method\t\tepoll\nsip_listen\t\t127.0.0.1:{port}\nnet_interface\t\t127.0.0.1\n\
-             audio_player\t\talsa,null\naudio_source\t\taufile,{wav}\naudio_alert\t\talsa,null\n\
-             ausrc_srate\t\t8000\nauplay_srate\t\t8000\nausrc_channels\t\t1\nauplay_channels\t\t1\n\
-             rtp_ports\t\t{rtp}-{rtp_max}\nsnd_path\t\t{dumps}\n\
-             module_path\t\t/usr/lib/baresip/modules\n\
-             module\t\t\tg711.so\n{opus}module\t\t\taufile.so\nmodule\t\t\talsa.so\nmodule\t\t\tsndfile.so\n\
-             module_app\t\taccount.so\n",
-            wav = wav.display(),
-            rtp_max = rtp + 9,
-            dumps = conf.join("dumps").display(),
-        ),
-    )
-    .map_err(|e| e.to_string())?;
-    std::fs::write(
-        conf.join("accounts"),
-        format!("<sip:{user}@127.0.0.1>;regint=0;answermode=auto;audio_codecs={codecs}\n"),
-    )
-    .map_err(|e| e.to_string())?;
-    let log = std::fs::File::create(dir.join(format!("baresip-{name}.log")))
-        .map_err(|e| e.to_string())?;
-    let child = Command::new("baresip")
-        .args([
-            "-f",
-            conf.to_str().unwrap_or_default(),
-            "-t",
-            &secs.to_string(),
-        ])
-        .current_dir(&conf)
-        .stdin(Stdio::null())
-        .stdout(log.try_clone().map_err(|e| e.to_string())?)
-        .stderr(log)
-        .spawn()
-        .map_err(|e| format!("baresip (Debian package baresip-core): {e}"))?;
-    let guard = ChildGuard(child);
-    let until = Instant::now() + Duration::from_secs(5);
-    while std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok() {
-        if Instant::now() > until {
-            return Err(format!("baresip did not bind 127.0.0.1:{port}"));
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Ok(guard)
-}
-
 /// A media sidecar of region `local` whose one SIP trunk is 127.0.0.1:`trunk_port`,
 /// with its credentials minted through the admin API. Config and log go to
 /// `dir` (`sidecar-<id>.toml` / `.log`), recordings to `dir/recordings`;
@@ -1212,7 +882,7 @@ pub fn python() -> PathBuf {
 impl WebhookReceiver {
     pub fn new(dir: &std::path::Path) -> WebhookReceiver {
         let r = WebhookReceiver {
-            port: free_port(),
+            port: free_tcp_port(),
             config: dir.join("receiver-config.json"),
             log: dir.join("received.jsonl"),
             child: None,

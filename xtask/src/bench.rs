@@ -2,7 +2,7 @@
 //!
 //! Lease latency: time from sending `POST /v1/calls` to the sidecar having
 //! the offer (its "offer accepted" log line, same machine clock), over the
-//! HTTP/1.1 carrier straight to `wrangler dev` and over HTTP/3 through caddy.
+//! HTTP/1.1 transport straight to `wrangler dev` and over HTTP/3 through caddy.
 //! Several runs; each run reports p50/p99, and the report gives their medians.
 //!
 //! Edge CPU per request: workerd gives no per-request CPU time locally, so
@@ -15,7 +15,8 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use time::format_description::well_known::Rfc3339;
-use voxline_e2e::{json, make_pki, start_caddy, Edge, EdgeOptions, Sidecar};
+use voxline_e2e::{json, Edge, EdgeOptions, Sidecar};
+use voxline_testkit::{make_pki, Caddy};
 
 /// Runs of the lease and throughput figures; calls per lease run.
 fn runs() -> usize {
@@ -488,20 +489,20 @@ pub fn run_bench() -> Result<(), String> {
         .map(|p| p.to_path_buf())
         .unwrap_or_else(|| root().join("target/e2e/bench"));
     // A stopped sidecar's last long-poll stays open in the queue until this
-    // wait ends; keep it short so the next carrier's sidecar is not starved.
+    // wait ends; keep it short so the next transport's sidecar is not starved.
     opts.vars = vec![("DISPATCH_MAX_WAIT_MS".into(), "2000".into())];
     let edge = step("start edge", || Edge::start(opts))?;
     let tenant = edge.provision_tenant("bench");
     let pki = make_pki(&dir);
-    let caddy = start_caddy(&dir, &edge.base, &pki);
+    let caddy = Caddy::start(&edge.base, &pki, &dir);
     let release_bin = cargo_target_dir().join("release/voxline-media-sidecar");
-    let carriers = crate::bench_calls::invite_carriers(&edge, caddy.port, &pki);
+    let transports = crate::bench_calls::invite_transports(&edge, caddy.port, &pki);
     std::env::set_var("VOXLINE_SIDECAR_BIN", &release_bin);
-    // Per carrier, each run's sorted samples (ms).
+    // Per transport, each run's sorted samples (ms).
     let mut results: BTreeMap<&str, Vec<Vec<f64>>> = BTreeMap::new();
     let mut calls = crate::bench_calls::CallsBench::default();
     let invite_tenant = crate::bench_media::bench_tenant(&edge, "invite-bench", "echo", None)?;
-    for (name, url, env) in &carriers {
+    for (name, url, env) in &transports {
         let mut lease_env: Vec<(&str, String)> = env.clone();
         lease_env.push(("VOXLINE_LEASE_WAIT_MS", "20000".into()));
         lease_env.push(("VOXLINE_CAPACITY", "64".into()));
@@ -520,7 +521,7 @@ pub fn run_bench() -> Result<(), String> {
         }
         drop(sidecar);
         std::thread::sleep(Duration::from_millis(2_500));
-        // The same carrier, now with a real SIP trunk (this process) behind the sidecar.
+        // The same transport, now with a real SIP trunk (this process) behind the sidecar.
         let invite = crate::bench_calls::api_invite(
             &edge,
             &invite_tenant,
@@ -586,8 +587,8 @@ fn write_plots(
     use crate::bench_plot::{cdf, Samples};
     let lease: Vec<Samples> = results
         .iter()
-        .map(|(carrier, runs)| Samples {
-            label: format!("{carrier}, {} runs", runs.len()),
+        .map(|(transport, runs)| Samples {
+            label: format!("{transport}, {} runs", runs.len()),
             values: runs.concat(),
         })
         .collect();
@@ -637,7 +638,7 @@ fn report_text(
 ) -> String {
     let throughput_section = throughput_text(throughput);
     let mut rows = String::new();
-    for (carrier, runs) in results {
+    for (transport, runs) in results {
         let runs: Vec<(f64, f64)> = runs
             .iter()
             .map(|r| (percentile(r, 0.5), percentile(r, 0.99)))
@@ -645,7 +646,7 @@ fn report_text(
         let p50s: Vec<String> = runs.iter().map(|r| format!("{:.1}", r.0)).collect();
         let p99s: Vec<String> = runs.iter().map(|r| format!("{:.1}", r.1)).collect();
         rows.push_str(&format!(
-            "| {carrier} | {:.1} | {:.1} | {} | {} |\n",
+            "| {transport} | {:.1} | {:.1} | {} | {} |\n",
             median(runs.iter().map(|r| r.0).collect()),
             median(runs.iter().map(|r| r.1).collect()),
             p50s.join(" / "),
@@ -663,11 +664,11 @@ fn report_text(
          answer travelling back. {runs} runs of {calls} sequential calls each (3 warm-up calls per\n\
          run not counted); the table gives the median over runs of each run's p50 and p99, then the\n\
          per-run values.\n\n\
-         | carrier | p50 ms (median) | p99 ms (median) | p50 per run | p99 per run |\n|---|---|---|---|---|\n{rows}\n\
+         | transport | p50 ms (median) | p99 ms (median) | p50 per run | p99 per run |\n|---|---|---|---|---|\n{rows}\n\
          `http1` is HTTP/1.1 keep-alive straight to `wrangler dev`; `h3` is HTTP/3 over QUIC to\n\
          caddy, which proxies to `wrangler dev` over HTTP/1.1 (as Cloudflare's edge terminates\n\
          QUIC in production), so it includes one extra local hop.\n\n\
-         ![Lease latency, CDF per carrier, all runs' samples](bench/lease_latency.png)\n\n\
+         ![Lease latency, CDF per transport, all runs' samples](bench/lease_latency.png)\n\n\
          {invite}\
          {throughput_section}\
          ## Edge CPU per request: auth + validation + signing, wasm vs native\n\

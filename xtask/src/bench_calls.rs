@@ -26,8 +26,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::json;
 use time::format_description::well_known::Rfc3339;
-use voxline_e2e::fake_realtime::mulaw;
-use voxline_e2e::{flite_8k, free_tcp_udp_port, Edge, TestTenant};
+use voxline_e2e::{Edge, TestTenant};
+use voxline_testkit::{flite_8k, free_tcp_udp_port, mulaw_decode, mulaw_encode, Caddy, Pki};
 
 use crate::bench_media::{
     count, count_lines, median, percentile, place_calls, LoadRun, LoadSpec, SippMedia,
@@ -284,7 +284,7 @@ pub fn api_invite(
     tenant: &TestTenant,
     bin: &Path,
     dir: &Path,
-    carrier: &str,
+    transport: &str,
     edge_url: &str,
     env: &[(&str, String)],
 ) -> Result<Vec<Vec<f64>>, String> {
@@ -294,7 +294,7 @@ pub fn api_invite(
         edge,
         bin,
         dir,
-        &format!("invite-{carrier}"),
+        &format!("invite-{transport}"),
         edge_url,
         env,
         trunk.port,
@@ -304,7 +304,7 @@ pub fn api_invite(
     let mut runs = Vec::new();
     for run in 0..invite_runs() {
         let mut lat = crate::step(
-            &format!("API -> INVITE over {carrier}, run {}", run + 1),
+            &format!("API -> INVITE over {transport}, run {}", run + 1),
             || {
                 let mut out = Vec::new();
                 let mut last = String::new();
@@ -332,7 +332,7 @@ pub fn api_invite(
         )?;
         lat.sort_by(|a, b| a.total_cmp(b));
         println!(
-            "  {carrier}: p50 {:.1} ms, p99 {:.1} ms",
+            "  {transport}: p50 {:.1} ms, p99 {:.1} ms",
             percentile(&lat, 0.5),
             percentile(&lat, 0.99)
         );
@@ -346,19 +346,6 @@ pub fn api_invite(
 }
 
 // ------------------------------------------------------- first AI audio
-
-/// G.711 mu-law decoding (the harness has the encoder, `fake_realtime::mulaw`).
-pub fn ulaw_decode(b: u8) -> i16 {
-    let u = !b;
-    let exp = (u >> 4) & 7;
-    let mag = (((i32::from(u & 0x0F)) << 3) + 0x84) << exp;
-    let x = (mag - 0x84) as i16;
-    if u & 0x80 != 0 {
-        -x
-    } else {
-        x
-    }
-}
 
 /// One first-audio call; times in ms.
 #[derive(Debug, Clone, Copy)]
@@ -494,7 +481,7 @@ pub fn first_audio(
                      at: Instant| {
             let max = p
                 .iter()
-                .map(|&b| ulaw_decode(b).unsigned_abs())
+                .map(|&b| mulaw_decode(b).unsigned_abs())
                 .max()
                 .unwrap_or(0);
             if max > 0 && nonzero.is_none() {
@@ -605,7 +592,7 @@ pub fn write_pcap(path: &Path, pcm: &[i16]) -> Result<(), String> {
         rtp.extend_from_slice(&(i as u16).to_be_bytes());
         rtp.extend_from_slice(&((i as u32) * 160).to_be_bytes());
         rtp.extend_from_slice(&0x5EED_0002u32.to_be_bytes());
-        rtp.extend(frame.iter().map(|&s| mulaw(s)));
+        rtp.extend(frame.iter().map(|&s| mulaw_encode(s)));
         let udp_len = 8 + rtp.len();
         let ip_len = 20 + udp_len;
         let mut ip = vec![
@@ -759,7 +746,7 @@ pub fn local_load(
 
 #[derive(Debug, Default)]
 pub struct CallsBench {
-    /// Per carrier (http1, h3): per-run samples (ms).
+    /// Per transport (http1, h3): per-run samples (ms).
     pub invite: Vec<(String, Vec<Vec<f64>>)>,
     pub first_audio: FirstAudio,
     pub local: LocalLoad,
@@ -806,7 +793,7 @@ pub fn report_invite(c: &CallsBench) -> String {
     let mut out = String::new();
     if !c.invite.is_empty() {
         let mut rows = String::new();
-        for (carrier, runs) in &c.invite {
+        for (transport, runs) in &c.invite {
             let p = |q: f64| runs.iter().map(|r| percentile(r, q)).collect::<Vec<_>>();
             let show = |v: &[f64]| {
                 v.iter()
@@ -815,7 +802,7 @@ pub fn report_invite(c: &CallsBench) -> String {
                     .join(" / ")
             };
             rows.push_str(&format!(
-                "| {carrier} | {:.1} | {:.1} | {} | {} |\n",
+                "| {transport} | {:.1} | {:.1} | {} | {} |\n",
                 median(p(0.5)),
                 median(p(0.99)),
                 show(&p(0.5)),
@@ -831,10 +818,10 @@ pub fn report_invite(c: &CallsBench) -> String {
              is awaited before the next call, and the last call of each run is checked to end `busy`).\n\
              So this is the lease path above (edge, Durable Object queue, the held long-poll's answer) plus\n\
              the sidecar taking the offer, binding RTP ports, building the SDP and sending the INVITE.\n\
-             {runs} runs of {calls} sequential calls per carrier ({warm} warm-up calls per run not counted),\n\
-             one sidecar per carrier; median over runs of each run's p50/p99, then per-run values.\n\n\
-             | carrier | p50 ms (median) | p99 ms (median) | p50 per run | p99 per run |\n|---|---|---|---|---|\n{rows}\n\
-             ![API -> INVITE, CDF per carrier](bench/api_invite.png)\n\n",
+             {runs} runs of {calls} sequential calls per transport ({warm} warm-up calls per run not counted),\n\
+             one sidecar per transport; median over runs of each run's p50/p99, then per-run values.\n\n\
+             | transport | p50 ms (median) | p99 ms (median) | p50 per run | p99 per run |\n|---|---|---|---|---|\n{rows}\n\
+             ![API -> INVITE, CDF per transport](bench/api_invite.png)\n\n",
             runs = c.invite.first().map(|x| x.1.len()).unwrap_or(0),
             calls = c.invite.first().and_then(|x| x.1.first()).map(|r| r.len()).unwrap_or(0),
             warm = INVITE_WARMUP,
@@ -1005,8 +992,8 @@ pub fn plots(c: &CallsBench, echo_load: &[LoadRun], dir: &Path) -> Result<(), St
         let series: Vec<Samples> = c
             .invite
             .iter()
-            .map(|(carrier, runs)| Samples {
-                label: format!("{carrier}, {} runs", runs.len()),
+            .map(|(transport, runs)| Samples {
+                label: format!("{transport}, {} runs", runs.len()),
                 values: runs.concat(),
             })
             .collect();
@@ -1093,14 +1080,14 @@ pub fn plots(c: &CallsBench, echo_load: &[LoadRun], dir: &Path) -> Result<(), St
 /// into docs/bench/); no docs/bench.md.
 pub fn run_calls_only() -> Result<(), String> {
     let (edge, dir, bin) = crate::bench_media::bench_edge("bench-calls")?;
-    let pki = voxline_e2e::make_pki(&dir);
-    let caddy = voxline_e2e::start_caddy(&dir, &edge.base, &pki);
+    let pki = voxline_testkit::make_pki(&dir);
+    let caddy = Caddy::start(&edge.base, &pki, &dir);
     let tenant = crate::bench_media::bench_tenant(&edge, "invite-bench", "echo", None)?;
     let mut c = CallsBench::default();
     let only = std::env::var("VOXLINE_BENCH_ONLY").unwrap_or_default();
     let want = |part: &str| only.is_empty() || only.split(',').any(|p| p == part);
     if want("invite") {
-        for (name, url, env) in invite_carriers(&edge, caddy.port, &pki) {
+        for (name, url, env) in invite_transports(&edge, caddy.port, &pki) {
             let runs = api_invite(&edge, &tenant, &bin, &dir, name, &url, &env)?;
             c.invite.push((name.to_string(), runs));
         }
@@ -1117,17 +1104,17 @@ pub fn run_calls_only() -> Result<(), String> {
     Ok(())
 }
 
-/// A lease carrier: name, the sidecar's edge URL, its extra environment.
-pub type Carrier = (&'static str, String, Vec<(&'static str, String)>);
+/// A lease transport: name, the sidecar's edge URL, its extra environment.
+pub type Transport = (&'static str, String, Vec<(&'static str, String)>);
 
-/// The two lease carriers: HTTP/1.1 straight to wrangler, HTTP/3 via caddy.
-pub fn invite_carriers(edge: &Edge, caddy_port: u16, pki: &voxline_e2e::Pki) -> Vec<Carrier> {
+/// The two lease transports: HTTP/1.1 straight to wrangler, HTTP/3 via caddy.
+pub fn invite_transports(edge: &Edge, caddy_port: u16, pki: &Pki) -> Vec<Transport> {
     vec![
         ("http1", edge.base.clone(), Vec::new()),
         (
             "h3",
             format!("https+h3://127.0.0.1:{caddy_port}"),
-            vec![("VOXLINE_CA_CERT", pki.ca.display().to_string())],
+            vec![("VOXLINE_CA_CERT", pki.ca_pem.display().to_string())],
         ),
     ]
 }
@@ -1169,25 +1156,6 @@ mod tests {
     #[test]
     fn busy_here_refuses_an_invite_without_call_id() {
         assert!(busy_here(&INVITE.replace("Call-ID: 42@127.0.0.1\r\n", ""), "t").is_err());
-    }
-
-    #[test]
-    fn mu_law_round_trips_and_silence_is_zero() {
-        assert_eq!(ulaw_decode(0xFF), 0);
-        assert_eq!(ulaw_decode(0x7F), 0);
-        assert_eq!(mulaw(0), 0xFF);
-        for x in [-32000i16, -1000, -100, -9, 9, 100, 1000, 8000, 32000] {
-            let y = ulaw_decode(mulaw(x));
-            assert!(
-                (i32::from(x) - i32::from(y)).abs() <= i32::from(x).abs() / 16 + 8,
-                "{x} -> {y}"
-            );
-        }
-        // Every code decodes to what it re-encodes from.
-        for b in 0..=255u8 {
-            let x = ulaw_decode(b);
-            assert_eq!(ulaw_decode(mulaw(x)), x, "code {b:#x}");
-        }
     }
 
     #[test]

@@ -24,7 +24,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use voxline_e2e::{free_tcp_udp_port, json, repo_root, Edge, TestTenant};
+use voxline_e2e::{json, repo_root, Edge, TestTenant};
+use voxline_testkit::free_tcp_udp_port;
 
 /// How long sipp holds each load call before its BYE.
 const HOLD_MS: u64 = 12_000;
@@ -330,7 +331,7 @@ pub(crate) fn start_sipp(
     .map_err(|e| e.to_string())?;
     let log = dir.join(format!("{name}.log"));
     let file = std::fs::File::create(&log).map_err(|e| e.to_string())?;
-    let mut cmd = Command::new("sipp");
+    let mut cmd = Command::new(voxline_testkit::SIPP.path()?);
     cmd.arg("-sf")
         .arg(&scenario)
         .args(["-i", "127.0.0.1", "-p", &port.to_string()]);

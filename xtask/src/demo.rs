@@ -17,10 +17,8 @@ use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use voxline_e2e::{
-    flite_8k, free_sip_port, start_baresip, start_sip_sidecar, write_wav, Edge, EdgeOptions, Resp,
-    WebhookReceiver,
-};
+use voxline_e2e::{start_sip_sidecar, Edge, EdgeOptions, Resp, WebhookReceiver};
+use voxline_testkit::{flite_8k, free_sip_port, start_baresip, write_wav};
 
 const CALLEE: &str = "+15555550123";
 

@@ -4,7 +4,7 @@
 //!   is placed over SIP ([`sip`], the driver of the pure per-call [`bridge`]);
 //!   without any, a call only says `dialing` and then holds its slot until
 //!   the edge hangs it up (a stand-in, below).
-//! - [`Emitter`] reports the call's events to the runtime; [`HangupCause`]
+//! - [`Emitter`] reports the call's events to the lease driver; [`HangupCause`]
 //!   says why a call is told to hang up.
 //!
 //! `--simulate-answer` (dev/test aid ONLY, for exercising the dispatch link end
@@ -22,7 +22,7 @@ use tokio::sync::{mpsc, oneshot};
 use voxline_shared::protocol::{EventKind, Offer, Timings};
 use voxline_shared::{CallStatus, EndedReason};
 
-use crate::runtime::{now_ms, Msg};
+use crate::lease::driver::{now_ms, Msg};
 
 /// How a call task behaves.
 #[derive(Debug, Clone, Default)]
@@ -58,7 +58,7 @@ pub const SHUTDOWN_REASON: EndedReason = EndedReason::MediaLost;
 pub const SIM_RING_AFTER: Duration = Duration::from_millis(100);
 pub const SIM_ANSWER_AFTER: Duration = Duration::from_millis(300);
 
-/// Reports a call's events to the runtime (which batches them to the edge).
+/// Reports a call's events to the lease driver (which batches them to the edge).
 pub(crate) struct Emitter {
     call_id: String,
     tx: mpsc::Sender<Msg>,

@@ -18,7 +18,7 @@ use super::{Emitter, HangupCause};
 use crate::engine::guard::AllowedHosts;
 use crate::engine::{BoxedEngine, Engine, EngineConfig, EngineError, EngineEvent};
 use crate::media::{self, MediaConfig, MediaHandle, MediaSession, PayloadMap};
-use crate::runtime::{now_ms, Msg};
+use crate::lease::driver::{now_ms, Msg};
 use crate::sip::sdp::{Negotiated, OfferConfig};
 use crate::sip::udp::{CallHandle, CallSpec, Event};
 use crate::telephony::Telephony;

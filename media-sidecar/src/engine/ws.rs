@@ -40,7 +40,7 @@ pub fn redact(s: &str, secrets: &[&str]) -> String {
 fn tls_config() -> Result<Arc<rustls::ClientConfig>, EngineError> {
     static CFG: OnceLock<Result<Arc<rustls::ClientConfig>, String>> = OnceLock::new();
     CFG.get_or_init(|| {
-        crate::carrier::tls::client_config(None)
+        crate::transport::tls::client_config(None)
             .map(|mut c| {
                 c.alpn_protocols = vec![b"http/1.1".to_vec()];
                 Arc::new(c)

@@ -1883,7 +1883,7 @@ fn a_call_whose_task_died_ends_failed_and_frees_its_slot() {
     h.now += 100;
     h.c.emit(h.now, &a.call_id, EventKind::Ringing).unwrap();
     h.now += 900;
-    // The runtime does this when the call's task panicked or was cancelled.
+    // The driver does this when the call's task panicked or was cancelled.
     assert_eq!(
         h.c.fail_call(h.now, &a.call_id, EndedReason::EngineError),
         Ok(3)

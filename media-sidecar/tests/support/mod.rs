@@ -1,13 +1,12 @@
-//! Test rigs, all on loopback: a tiny hyper HTTP/1.1 server, a fake edge that
-//! speaks the sidecar protocol (verifying signatures with the shared code), a
-//! throwaway CA from rcgen, and a real `caddy` terminating QUIC/HTTP/3 in front
-//! of an upstream.
+//! Test rigs, all on loopback: a tiny hyper HTTP/1.1 server and a fake edge
+//! that speaks the sidecar protocol (verifying signatures with the shared
+//! code). The throwaway PKI, caddy (the QUIC/HTTP/3 front), ports and
+//! temporary directories are `voxline_testkit`'s.
 #![allow(dead_code)]
 
 use std::collections::{BTreeSet, HashSet, VecDeque};
 use std::future::Future;
-use std::net::{SocketAddr, TcpListener as StdTcpListener, UdpSocket};
-use std::path::{Path, PathBuf};
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -22,13 +21,10 @@ use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use voxline_shared::protocol::*;
 use voxline_shared::signing::{self, SignedHeaders};
+use voxline_testkit::now_ms;
 
 /// Every network test is bounded by this.
 pub const TEST_TIMEOUT: Duration = Duration::from_secs(60);
-
-pub fn now_ms() -> u64 {
-    voxline_media_sidecar::runtime::now_ms()
-}
 
 /// A request as the test server saw it.
 #[derive(Debug, Clone)]
@@ -375,214 +371,5 @@ pub fn offer(call: &str, max_seconds: u32) -> Offer {
         engine_key_unavailable: false,
         silence_timeout_secs: None,
         ack_deadline_ms: now_ms() + 5_000,
-    }
-}
-
-// ------------------------------------------------------------------ PKI
-
-pub fn temp_dir(tag: &str) -> PathBuf {
-    static N: AtomicUsize = AtomicUsize::new(0);
-    let d = std::env::temp_dir().join(format!(
-        "voxline-sidecar-{tag}-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::SeqCst)
-    ));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-/// A throwaway CA and a server certificate for `localhost` and `127.0.0.1`.
-pub struct Pki {
-    pub ca_pem: PathBuf,
-    pub cert_pem: PathBuf,
-    pub key_pem: PathBuf,
-}
-
-pub fn make_pki(dir: &Path) -> Pki {
-    use rcgen::{
-        BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
-        KeyPair, KeyUsagePurpose,
-    };
-    let ca_key = KeyPair::generate().unwrap();
-    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca.distinguished_name
-        .push(DnType::CommonName, "voxline test CA");
-    ca.key_usages = vec![
-        KeyUsagePurpose::KeyCertSign,
-        KeyUsagePurpose::CrlSign,
-        KeyUsagePurpose::DigitalSignature,
-    ];
-    let ca_cert = ca.self_signed(&ca_key).unwrap();
-    let issuer = Issuer::new(ca, ca_key);
-
-    let leaf_key = KeyPair::generate().unwrap();
-    let mut leaf =
-        CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
-    leaf.distinguished_name
-        .push(DnType::CommonName, "localhost");
-    leaf.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-    let leaf_cert = leaf.signed_by(&leaf_key, &issuer).unwrap();
-
-    let pki = Pki {
-        ca_pem: dir.join("ca.pem"),
-        cert_pem: dir.join("cert.pem"),
-        key_pem: dir.join("key.pem"),
-    };
-    std::fs::write(&pki.ca_pem, ca_cert.pem()).unwrap();
-    std::fs::write(&pki.cert_pem, leaf_cert.pem()).unwrap();
-    std::fs::write(&pki.key_pem, leaf_key.serialize_pem()).unwrap();
-    pki
-}
-
-// ------------------------------------------------------------------ caddy
-
-/// A port free for both TCP and UDP on 127.0.0.1 (caddy serves h1/h2 on TCP and h3 on UDP).
-pub fn free_port() -> u16 {
-    for _ in 0..50 {
-        let t = StdTcpListener::bind("127.0.0.1:0").unwrap();
-        let port = t.local_addr().unwrap().port();
-        if UdpSocket::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-    panic!("no free TCP+UDP port");
-}
-
-pub fn caddy_path() -> PathBuf {
-    for p in ["/usr/bin/caddy", "/usr/local/bin/caddy"] {
-        if Path::new(p).exists() {
-            return PathBuf::from(p);
-        }
-    }
-    panic!(
-        "caddy is not installed: `apt-get install -y caddy` (Debian package; the h3 tests need it)"
-    );
-}
-
-/// A real caddy: TLS with the test PKI on 127.0.0.1:`port` (TCP for HTTP/1.1
-/// and HTTP/2, UDP for HTTP/3), reverse-proxying to `upstream` over HTTP/1.1,
-/// adding `x-client-proto: {http.request.proto}`, logging access as JSON.
-pub struct Caddy {
-    child: tokio::process::Child,
-    pub port: u16,
-    pub access_log: PathBuf,
-    pub dir: PathBuf,
-}
-
-impl Caddy {
-    pub async fn start(upstream: SocketAddr, pki: &Pki, dir: &Path) -> Caddy {
-        Caddy::start_on(upstream, pki, dir, free_port()).await
-    }
-
-    /// Kills it hard (SIGKILL): no CONNECTION_CLOSE reaches the clients.
-    pub async fn kill(mut self) {
-        let _ = self.child.kill().await;
-    }
-
-    pub async fn start_on(upstream: SocketAddr, pki: &Pki, dir: &Path, port: u16) -> Caddy {
-        let caddy = caddy_path();
-        let access_log = dir.join("access.log");
-        let caddyfile = dir.join("Caddyfile");
-        std::fs::write(
-            &caddyfile,
-            format!(
-                r#"{{
-	admin off
-	auto_https disable_redirects
-	skip_install_trust
-	storage file_system {storage}
-	servers {{
-		protocols h1 h2 h3
-	}}
-}}
-
-https://127.0.0.1:{port} {{
-	bind 127.0.0.1
-	tls {cert} {key}
-	log {{
-		output file {log}
-		format json
-	}}
-	reverse_proxy {upstream} {{
-		header_up X-Client-Proto {{http.request.proto}}
-	}}
-}}
-"#,
-                storage = dir.join("storage").display(),
-                cert = pki.cert_pem.display(),
-                key = pki.key_pem.display(),
-                log = access_log.display(),
-            ),
-        )
-        .unwrap();
-        let stderr = std::fs::File::create(dir.join("caddy.stderr")).unwrap();
-        let child = tokio::process::Command::new(caddy)
-            .args(["run", "--adapter", "caddyfile", "--config"])
-            .arg(&caddyfile)
-            .env("HOME", dir)
-            .env("XDG_DATA_HOME", dir.join("data"))
-            .env("XDG_CONFIG_HOME", dir.join("config"))
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(stderr)
-            .kill_on_drop(true)
-            .spawn()
-            .expect("caddy starts");
-        let mut c = Caddy {
-            child,
-            port,
-            access_log,
-            dir: dir.to_path_buf(),
-        };
-        // Ready when it serves TLS on TCP (the UDP listener starts with it).
-        let until = Instant::now() + Duration::from_secs(15);
-        loop {
-            if tokio::net::TcpStream::connect(("127.0.0.1", port))
-                .await
-                .is_ok()
-            {
-                break;
-            }
-            let exited = c.child.try_wait().ok().flatten();
-            if exited.is_some() || Instant::now() > until {
-                panic!("caddy did not start ({exited:?}): {}", c.stderr());
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        c
-    }
-
-    /// Parsed access-log entries so far.
-    pub fn access_entries(&self) -> Vec<serde_json::Value> {
-        std::fs::read_to_string(&self.access_log)
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| serde_json::from_str(l).ok())
-            .collect()
-    }
-
-    /// Waits until the access log has at least `n` entries.
-    pub async fn wait_entries(&self, n: usize) -> Vec<serde_json::Value> {
-        let until = Instant::now() + Duration::from_secs(5);
-        loop {
-            let e = self.access_entries();
-            if e.len() >= n || Instant::now() > until {
-                return e;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    pub fn stderr(&self) -> String {
-        std::fs::read_to_string(self.dir.join("caddy.stderr")).unwrap_or_default()
-    }
-}
-
-impl Drop for Caddy {
-    fn drop(&mut self) {
-        let _ = self.child.start_kill();
     }
 }

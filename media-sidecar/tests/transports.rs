@@ -1,4 +1,4 @@
-//! The two carriers for real, on loopback: HTTP/1.1 against a local hyper
+//! The two transports for real, on loopback: HTTP/1.1 against a local hyper
 //! server (plain) and through caddy (TLS); HTTP/3 through caddy, proven by
 //! caddy's own access log (`"proto":"HTTP/3.0"`) and by the protocol caddy
 //! reports to the upstream.
@@ -8,10 +8,11 @@ mod support;
 use std::sync::Arc;
 
 use support::*;
-use voxline_media_sidecar::carrier::h3::H3Carrier;
-use voxline_media_sidecar::carrier::http1::Http1Carrier;
-use voxline_media_sidecar::carrier::{tls, Carrier, CarrierError};
 use voxline_media_sidecar::config::EdgeUrl;
+use voxline_media_sidecar::transport::h3::H3Transport;
+use voxline_media_sidecar::transport::http1::Http1Transport;
+use voxline_media_sidecar::transport::{tls, Transport, TransportError};
+use voxline_testkit::*;
 
 fn echo() -> Handler {
     Arc::new(|r: SeenRequest| {
@@ -55,7 +56,7 @@ async fn http1_plain_keeps_one_connection_alive() {
     bounded(async {
         let server = TestServer::start(echo()).await;
         let edge = EdgeUrl::parse(&format!("http://{}/base", server.addr)).unwrap();
-        let c = Http1Carrier::new(edge, None);
+        let c = Http1Transport::new(edge, None);
         assert_eq!(c.name(), "http1");
         for i in 0..5 {
             let body = format!("{{\"n\":{i}}}").into_bytes();
@@ -98,8 +99,8 @@ async fn http1_plain_keeps_one_connection_alive() {
 #[tokio::test]
 async fn http1_connection_refused_is_a_connect_error() {
     bounded(async {
-        let port = free_port(); // nothing listens there
-        let c = Http1Carrier::new(
+        let port = free_tcp_udp_port(); // nothing listens there
+        let c = Http1Transport::new(
             EdgeUrl::parse(&format!("http://127.0.0.1:{port}")).unwrap(),
             None,
         );
@@ -107,7 +108,7 @@ async fn http1_connection_refused_is_a_connect_error() {
             .post("/v1/sidecar/register", vec![], b"{}".to_vec())
             .await
             .unwrap_err();
-        assert!(matches!(e, CarrierError::Connect(_)), "{e:?}");
+        assert!(matches!(e, TransportError::Connect(_)), "{e:?}");
     })
     .await
 }
@@ -118,9 +119,9 @@ async fn http1_over_tls_through_caddy_trusts_the_configured_ca() {
         let dir = temp_dir("h1tls");
         let pki = make_pki(&dir);
         let upstream = TestServer::start(echo()).await;
-        let caddy = Caddy::start(upstream.addr, &pki, &dir).await;
+        let caddy = Caddy::start(&upstream.addr.to_string(), &pki, &dir);
         let edge = EdgeUrl::parse(&format!("https://127.0.0.1:{}", caddy.port)).unwrap();
-        let c = Http1Carrier::new(
+        let c = Http1Transport::new(
             edge.clone(),
             Some(tls::client_config(Some(&pki.ca_pem)).unwrap()),
         );
@@ -133,7 +134,7 @@ async fn http1_over_tls_through_caddy_trusts_the_configured_ca() {
             let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
             assert_eq!(v["proto"], "HTTP/1.1");
         }
-        let log = caddy.wait_entries(3).await;
+        let log = caddy.wait_entries(3);
         assert_eq!(log.len(), 3, "{log:?}");
         for e in &log {
             assert_eq!(e["request"]["proto"], "HTTP/1.1", "{e}");
@@ -149,12 +150,12 @@ async fn http1_over_tls_through_caddy_trusts_the_configured_ca() {
         // A CA that did not sign caddy's certificate is refused.
         let other_dir = temp_dir("h1tls-other");
         let other = make_pki(&other_dir);
-        let bad = Http1Carrier::new(edge, Some(tls::client_config(Some(&other.ca_pem)).unwrap()));
+        let bad = Http1Transport::new(edge, Some(tls::client_config(Some(&other.ca_pem)).unwrap()));
         let e = bad
             .post("/v1/sidecar/events", vec![], b"{}".to_vec())
             .await
             .unwrap_err();
-        assert!(matches!(e, CarrierError::Tls(_)), "{e:?}");
+        assert!(matches!(e, TransportError::Tls(_)), "{e:?}");
         let _ = std::fs::remove_dir_all(&dir);
         let _ = std::fs::remove_dir_all(&other_dir);
     })
@@ -167,10 +168,11 @@ async fn h3_through_caddy_is_really_http3_and_multiplexes_on_one_connection() {
         let dir = temp_dir("h3");
         let pki = make_pki(&dir);
         let upstream = TestServer::start(echo()).await;
-        let caddy = Caddy::start(upstream.addr, &pki, &dir).await;
+        let caddy = Caddy::start(&upstream.addr.to_string(), &pki, &dir);
         let edge = EdgeUrl::parse(&format!("https+h3://127.0.0.1:{}", caddy.port)).unwrap();
-        let c =
-            Arc::new(H3Carrier::new(edge, tls::client_config(Some(&pki.ca_pem)).unwrap()).unwrap());
+        let c = Arc::new(
+            H3Transport::new(edge, tls::client_config(Some(&pki.ca_pem)).unwrap()).unwrap(),
+        );
         assert_eq!(c.name(), "h3");
 
         let body = br#"{"protocol_version":1}"#.to_vec();
@@ -204,7 +206,7 @@ async fn h3_through_caddy_is_really_http3_and_multiplexes_on_one_connection() {
         let r = c.post("/teapot", vec![], b"{}".to_vec()).await.unwrap();
         assert_eq!(r.status, 418);
 
-        let log = caddy.wait_entries(10).await;
+        let log = caddy.wait_entries(10);
         assert_eq!(log.len(), 10, "{log:?}");
         for e in &log {
             assert_eq!(e["request"]["proto"], "HTTP/3.0", "caddy access log: {e}");
@@ -246,18 +248,18 @@ async fn h3_keep_alive_holds_an_idle_connection_open() {
         let dir = temp_dir("h3ka");
         let pki = make_pki(&dir);
         let upstream = TestServer::start(echo()).await;
-        let caddy = Caddy::start(upstream.addr, &pki, &dir).await;
+        let caddy = Caddy::start(&upstream.addr.to_string(), &pki, &dir);
         let edge = EdgeUrl::parse(&format!("https+h3://127.0.0.1:{}", caddy.port)).unwrap();
         let idle = std::time::Duration::from_millis(1_500);
         let ping = Some(std::time::Duration::from_millis(400));
-        let with = H3Carrier::with_timers(
+        let with = H3Transport::with_timers(
             edge.clone(),
             tls::client_config(Some(&pki.ca_pem)).unwrap(),
             ping,
             idle,
         )
         .unwrap();
-        let without = H3Carrier::with_timers(
+        let without = H3Transport::with_timers(
             edge,
             tls::client_config(Some(&pki.ca_pem)).unwrap(),
             None,
@@ -278,7 +280,7 @@ async fn h3_keep_alive_holds_an_idle_connection_open() {
                 200
             );
         }
-        let log = caddy.wait_entries(4).await;
+        let log = caddy.wait_entries(4);
         let p = ports_of(&log);
         assert_eq!(p.len(), 4, "{log:?}");
         // Entries are in arrival order: with/a, without/a, with/b, without/b.
@@ -296,18 +298,22 @@ async fn h3_keep_alive_holds_an_idle_connection_open() {
 }
 
 /// The edge's QUIC endpoint vanishes (caddy SIGKILLed: no CONNECTION_CLOSE)
-/// and comes back on the same port: the carrier replaces the dead connection.
+/// and comes back on the same port: the transport replaces the dead connection.
 #[tokio::test]
 async fn h3_recovers_when_the_edge_restarts() {
     bounded(async {
         let dir = temp_dir("h3re");
         let pki = make_pki(&dir);
         let upstream = TestServer::start(echo()).await;
-        let first =
-            Caddy::start_on(upstream.addr, &pki, &dir.join("1").tap_mkdir(), free_port()).await;
+        let first = Caddy::start_on(
+            &upstream.addr.to_string(),
+            &pki,
+            &dir.join("1").tap_mkdir(),
+            free_tcp_udp_port(),
+        );
         let port = first.port;
         let edge = EdgeUrl::parse(&format!("https+h3://127.0.0.1:{port}")).unwrap();
-        let c = H3Carrier::with_timers(
+        let c = H3Transport::with_timers(
             edge,
             tls::client_config(Some(&pki.ca_pem)).unwrap(),
             Some(std::time::Duration::from_millis(300)),
@@ -321,8 +327,13 @@ async fn h3_recovers_when_the_edge_restarts() {
                 .status,
             200
         );
-        first.kill().await;
-        let second = Caddy::start_on(upstream.addr, &pki, &dir.join("2").tap_mkdir(), port).await;
+        first.kill();
+        let second = Caddy::start_on(
+            &upstream.addr.to_string(),
+            &pki,
+            &dir.join("2").tap_mkdir(),
+            port,
+        );
 
         let started = std::time::Instant::now();
         let mut failures = vec![];
@@ -348,7 +359,7 @@ async fn h3_recovers_when_the_edge_restarts() {
             started.elapsed()
         );
         assert!(failures.len() <= 2, "{failures:?}");
-        let log = second.wait_entries(1).await;
+        let log = second.wait_entries(1);
         assert_eq!(log[0]["request"]["proto"], "HTTP/3.0");
         let _ = std::fs::remove_dir_all(&dir);
     })
@@ -374,14 +385,14 @@ async fn h3_refuses_an_untrusted_certificate() {
         let other_dir = temp_dir("h3bad-other");
         let other = make_pki(&other_dir);
         let upstream = TestServer::start(echo()).await;
-        let caddy = Caddy::start(upstream.addr, &pki, &dir).await;
+        let caddy = Caddy::start(&upstream.addr.to_string(), &pki, &dir);
         let edge = EdgeUrl::parse(&format!("https+h3://127.0.0.1:{}", caddy.port)).unwrap();
-        let c = H3Carrier::new(edge, tls::client_config(Some(&other.ca_pem)).unwrap()).unwrap();
+        let c = H3Transport::new(edge, tls::client_config(Some(&other.ca_pem)).unwrap()).unwrap();
         let e = c
             .post("/v1/sidecar/register", vec![], b"{}".to_vec())
             .await
             .unwrap_err();
-        assert!(matches!(e, CarrierError::Tls(_)), "{e:?}");
+        assert!(matches!(e, TransportError::Tls(_)), "{e:?}");
         assert!(
             e.to_string().to_lowercase().contains("certificate")
                 || e.to_string().contains("crypto"),
@@ -401,12 +412,12 @@ async fn bad_ca_files_are_clear_config_errors() {
     std::fs::write(&empty, "").unwrap();
     let e = tls::client_config(Some(&empty)).unwrap_err();
     assert!(
-        matches!(e, CarrierError::Config(ref m) if m.contains("no certificate")),
+        matches!(e, TransportError::Config(ref m) if m.contains("no certificate")),
         "{e:?}"
     );
     let e = tls::client_config(Some(&dir.join("missing.pem"))).unwrap_err();
     assert!(
-        matches!(e, CarrierError::Config(ref m) if m.contains("cannot read CA file")),
+        matches!(e, TransportError::Config(ref m) if m.contains("cannot read CA file")),
         "{e:?}"
     );
     let _ = std::fs::remove_dir_all(&dir);

@@ -1,9 +1,9 @@
-//! The wire under the lease client: one small trait, two carriers.
+//! The wire under the lease client: one small trait, two transports.
 //!
-//! - [`http1::Http1Carrier`]: HTTP/1.1 keep-alive over TCP (plain or TLS).
-//! - [`h3::H3Carrier`]: HTTP/3 over one long-lived QUIC connection (TLS 1.3).
+//! - [`http1::Http1Transport`]: HTTP/1.1 keep-alive over TCP (plain or TLS).
+//! - [`h3::H3Transport`]: HTTP/3 over one long-lived QUIC connection (TLS 1.3).
 //!
-//! A carrier only moves bytes: it POSTs a signed JSON body to a path of the edge
+//! A transport only moves bytes: it POSTs a signed JSON body to a path of the edge
 //! and hands back the status and body. Retrying, backoff and meaning belong to
 //! the lease client; timeouts to the driver.
 
@@ -14,12 +14,12 @@ pub mod h3;
 pub mod http1;
 pub mod tls;
 
-/// Largest response body a carrier accepts (a lease answer is a few KB).
+/// Largest response body a transport accepts (a lease answer is a few KB).
 pub const MAX_RESPONSE_BYTES: usize = 4 * 1024 * 1024;
 
 /// Why a request got no HTTP answer.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum CarrierError {
+pub enum TransportError {
     /// Name resolution or connection setup (TCP connect, QUIC handshake) failed.
     #[error("connect: {0}")]
     Connect(String),
@@ -41,18 +41,18 @@ pub enum CarrierError {
 
 /// An HTTP answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CarrierResponse {
+pub struct TransportResponse {
     pub status: u16,
     pub body: Vec<u8>,
     /// The HTTP version the answer came over (as the client saw it).
     pub version: http::Version,
 }
 
-/// POSTs to the edge. `path` is the API path (`/v1/sidecar/lease`); the carrier
+/// POSTs to the edge. `path` is the API path (`/v1/sidecar/lease`); the transport
 /// adds the configured base URL, `content-length`, `content-type:
 /// application/json` unless the given headers name another, and the given
 /// (signature) headers.
-pub trait Carrier: Send + Sync + 'static {
+pub trait Transport: Send + Sync + 'static {
     /// `"http1"` or `"h3"`, for logs.
     fn name(&self) -> &'static str;
 
@@ -61,10 +61,10 @@ pub trait Carrier: Send + Sync + 'static {
         path: &str,
         headers: Vec<(&'static str, String)>,
         body: Vec<u8>,
-    ) -> impl Future<Output = Result<CarrierResponse, CarrierError>> + Send;
+    ) -> impl Future<Output = Result<TransportResponse, TransportError>> + Send;
 }
 
-impl<C: Carrier> Carrier for Arc<C> {
+impl<C: Transport> Transport for Arc<C> {
     fn name(&self) -> &'static str {
         (**self).name()
     }
@@ -74,20 +74,20 @@ impl<C: Carrier> Carrier for Arc<C> {
         path: &str,
         headers: Vec<(&'static str, String)>,
         body: Vec<u8>,
-    ) -> impl Future<Output = Result<CarrierResponse, CarrierError>> + Send {
+    ) -> impl Future<Output = Result<TransportResponse, TransportError>> + Send {
         (**self).post(path, headers, body)
     }
 }
 
-/// Either carrier, chosen at run time from the config.
-pub enum AnyCarrier {
-    Http1(http1::Http1Carrier),
-    H3(h3::H3Carrier),
+/// Either transport, chosen at run time from the config.
+pub enum AnyTransport {
+    Http1(http1::Http1Transport),
+    H3(h3::H3Transport),
 }
 
-impl AnyCarrier {
-    /// Builds the carrier the config asks for (no connection is made yet).
-    pub fn from_config(cfg: &crate::config::Config) -> Result<AnyCarrier, CarrierError> {
+impl AnyTransport {
+    /// Builds the transport the config asks for (no connection is made yet).
+    pub fn from_config(cfg: &crate::config::Config) -> Result<AnyTransport, TransportError> {
         Ok(match cfg.transport {
             crate::config::Transport::Http1 => {
                 let tls = if cfg.edge.tls {
@@ -95,9 +95,9 @@ impl AnyCarrier {
                 } else {
                     None
                 };
-                AnyCarrier::Http1(http1::Http1Carrier::new(cfg.edge.clone(), tls))
+                AnyTransport::Http1(http1::Http1Transport::new(cfg.edge.clone(), tls))
             }
-            crate::config::Transport::H3 => AnyCarrier::H3(h3::H3Carrier::new(
+            crate::config::Transport::H3 => AnyTransport::H3(h3::H3Transport::new(
                 cfg.edge.clone(),
                 tls::client_config(cfg.ca_cert.as_deref())?,
             )?),
@@ -105,11 +105,11 @@ impl AnyCarrier {
     }
 }
 
-impl Carrier for AnyCarrier {
+impl Transport for AnyTransport {
     fn name(&self) -> &'static str {
         match self {
-            AnyCarrier::Http1(c) => c.name(),
-            AnyCarrier::H3(c) => c.name(),
+            AnyTransport::Http1(c) => c.name(),
+            AnyTransport::H3(c) => c.name(),
         }
     }
 
@@ -118,10 +118,10 @@ impl Carrier for AnyCarrier {
         path: &str,
         headers: Vec<(&'static str, String)>,
         body: Vec<u8>,
-    ) -> Result<CarrierResponse, CarrierError> {
+    ) -> Result<TransportResponse, TransportError> {
         match self {
-            AnyCarrier::Http1(c) => c.post(path, headers, body).await,
-            AnyCarrier::H3(c) => c.post(path, headers, body).await,
+            AnyTransport::Http1(c) => c.post(path, headers, body).await,
+            AnyTransport::H3(c) => c.post(path, headers, body).await,
         }
     }
 }

@@ -1,7 +1,7 @@
-//! HTTP/1.1 keep-alive carrier (hyper 1 + hyper-util's pooled client).
+//! HTTP/1.1 keep-alive transport (hyper 1 + hyper-util's pooled client).
 //!
 //! Why not reqwest: we want exactly an HTTP/1.1-only keep-alive pool whose TLS
-//! is the same rustls/ring `ClientConfig` the QUIC carrier uses; hyper-util's
+//! is the same rustls/ring `ClientConfig` the QUIC transport uses; hyper-util's
 //! legacy client is that pool with nothing on top, while reqwest would bring its
 //! own TLS provider choice, features we do not use, and hide the pool settings.
 //! Concurrent requests (a long-poll plus acks/events) use separate pooled
@@ -16,17 +16,17 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
-use super::{Carrier, CarrierError, CarrierResponse, MAX_RESPONSE_BYTES};
+use super::{Transport, TransportError, TransportResponse, MAX_RESPONSE_BYTES};
 use crate::config::EdgeUrl;
 
-pub struct Http1Carrier {
+pub struct Http1Transport {
     edge: EdgeUrl,
     client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
 }
 
-impl Http1Carrier {
+impl Http1Transport {
     /// `tls`: the client config for `https://` edges (`None` for `http://`).
-    pub fn new(edge: EdgeUrl, tls: Option<rustls::ClientConfig>) -> Http1Carrier {
+    pub fn new(edge: EdgeUrl, tls: Option<rustls::ClientConfig>) -> Http1Transport {
         let mut tcp = HttpConnector::new();
         tcp.enforce_http(false);
         tcp.set_nodelay(true);
@@ -46,7 +46,7 @@ impl Http1Carrier {
             .pool_idle_timeout(Duration::from_secs(90))
             .pool_max_idle_per_host(8)
             .build(connector);
-        Http1Carrier { edge, client }
+        Http1Transport { edge, client }
     }
 }
 
@@ -67,7 +67,7 @@ fn has_rustls(e: &(dyn std::error::Error + 'static)) -> bool {
     e.source().is_some_and(has_rustls)
 }
 
-fn classify(e: &hyper_util::client::legacy::Error) -> CarrierError {
+fn classify(e: &hyper_util::client::legacy::Error) -> TransportError {
     use std::error::Error as _;
     let mut chain = vec![e.to_string()];
     let mut src = e.source();
@@ -78,15 +78,15 @@ fn classify(e: &hyper_util::client::legacy::Error) -> CarrierError {
     chain.dedup();
     let msg = chain.join(": ");
     if e.source().is_some_and(has_rustls) {
-        CarrierError::Tls(msg)
+        TransportError::Tls(msg)
     } else if e.is_connect() {
-        CarrierError::Connect(msg)
+        TransportError::Connect(msg)
     } else {
-        CarrierError::Io(msg)
+        TransportError::Io(msg)
     }
 }
 
-impl Carrier for Http1Carrier {
+impl Transport for Http1Transport {
     fn name(&self) -> &'static str {
         "http1"
     }
@@ -96,7 +96,7 @@ impl Carrier for Http1Carrier {
         path: &str,
         headers: Vec<(&'static str, String)>,
         body: Vec<u8>,
-    ) -> Result<CarrierResponse, CarrierError> {
+    ) -> Result<TransportResponse, TransportError> {
         let mut req = http::Request::post(self.edge.url(path))
             .header(http::header::CONTENT_LENGTH, body.len());
         if !headers
@@ -110,7 +110,7 @@ impl Carrier for Http1Carrier {
         }
         let req = req
             .body(Full::new(Bytes::from(body)))
-            .map_err(|e| CarrierError::Protocol(e.to_string()))?;
+            .map_err(|e| TransportError::Protocol(e.to_string()))?;
         let resp = self.client.request(req).await.map_err(|e| classify(&e))?;
         let status = resp.status().as_u16();
         let version = resp.version();
@@ -121,12 +121,12 @@ impl Carrier for Http1Carrier {
                 if e.downcast_ref::<http_body_util::LengthLimitError>()
                     .is_some()
                 {
-                    CarrierError::BodyTooLarge
+                    TransportError::BodyTooLarge
                 } else {
-                    CarrierError::Io(e.to_string())
+                    TransportError::Io(e.to_string())
                 }
             })?;
-        Ok(CarrierResponse {
+        Ok(TransportResponse {
             status,
             body: body.to_bytes().to_vec(),
             version,

@@ -10,7 +10,7 @@
 //! sidecar waits up to `hangup_grace` more for the SIP requests to go out and
 //! the `ended` events to be delivered. An `ended` not delivered by then stays
 //! in the event spool for the next run; a call whose task has not reported
-//! its end by then is ended by the runtime. [`Stop::Now`] (second signal)
+//! its end by then is ended by the driver. [`Stop::Now`] (second signal)
 //! exits at once; calls still held then are failed by the edge once it stops
 //! hearing from this sidecar.
 //!
@@ -28,11 +28,11 @@ use voxline_shared::protocol::EventKind;
 use voxline_shared::signing::{signed_headers, Target};
 
 use crate::call_task::{run_call, CallMode, HangupCause, SHUTDOWN_REASON};
-use crate::carrier::Carrier;
 use crate::config::Secret;
 use crate::lease::{
     Action, LeaseClient, LeaseSettings, LinkRefusal, Notice, Reply, Request, RequestId, Transmit,
 };
+use crate::transport::Transport;
 use voxline_shared::protocol::HEADER_RECORDING_MANIFEST;
 
 /// Wall-clock unix milliseconds (the core's `now`).
@@ -337,7 +337,7 @@ fn bury(
     }
 }
 
-fn handle_msg<C: Carrier>(core: &mut LeaseClient, d: &mut Driver<C>, msg: Msg) {
+fn handle_msg<C: Transport>(core: &mut LeaseClient, d: &mut Driver<C>, msg: Msg) {
     match msg {
         Msg::Reply { id, reply } => core.handle_reply(now_ms(), id, reply),
         Msg::Event {
@@ -357,8 +357,8 @@ fn handle_msg<C: Carrier>(core: &mut LeaseClient, d: &mut Driver<C>, msg: Msg) {
     }
 }
 
-struct Driver<C: Carrier> {
-    carrier: Arc<C>,
+struct Driver<C: Transport> {
+    transport: Arc<C>,
     secret: Secret,
     sidecar_id: String,
     tx: mpsc::Sender<Msg>,
@@ -374,9 +374,9 @@ struct Driver<C: Carrier> {
     halted: Option<LinkRefusal>,
 }
 
-impl<C: Carrier> Driver<C> {
+impl<C: Transport> Driver<C> {
     fn send(&mut self, t: Transmit) {
-        let carrier = self.carrier.clone();
+        let transport = self.transport.clone();
         let secret = self.secret.clone();
         let sidecar_id = self.sidecar_id.clone();
         let tx = self.tx.clone();
@@ -401,7 +401,7 @@ impl<C: Carrier> Driver<C> {
             };
             let limit = Duration::from_millis(t.request.timeout_ms());
             tracing::debug!(id = t.id, path, bytes = body.len(), "request");
-            let reply = match tokio::time::timeout(limit, carrier.post(path, headers, body)).await {
+            let reply = match tokio::time::timeout(limit, transport.post(path, headers, body)).await {
                 Ok(Ok(r)) => {
                     tracing::debug!(id = t.id, path, status = r.status, version = ?r.version, "response");
                     Reply::Http { status: r.status, body: r.body }
@@ -466,9 +466,9 @@ fn hang_up_for_shutdown(calls: &mut HashMap<String, oneshot::Sender<HangupCause>
 }
 
 /// At exit: every call whose task has not reported its end gets one from
-/// the runtime (recorded in the event spool, delivered by this run or the
+/// the driver (recorded in the event spool, delivered by this run or the
 /// next), rather than being left for the edge to presume lost.
-fn end_unfinished_calls<C: Carrier>(core: &mut LeaseClient, d: &Driver<C>) {
+fn end_unfinished_calls<C: Transport>(core: &mut LeaseClient, d: &Driver<C>) {
     let now = now_ms();
     for call_id in d.call_tasks.call_ids() {
         let reason = if d.hangups_requested.contains(call_id) {
@@ -484,8 +484,8 @@ fn end_unfinished_calls<C: Carrier>(core: &mut LeaseClient, d: &Driver<C>) {
 }
 
 /// Runs the sidecar until `stop` says so (or its sender is dropped: `Now`).
-pub async fn run<C: Carrier>(
-    carrier: Arc<C>,
+pub async fn run<C: Transport>(
+    transport: Arc<C>,
     settings: LeaseSettings,
     secret: Secret,
     opts: RunOptions,
@@ -493,11 +493,11 @@ pub async fn run<C: Carrier>(
 ) -> RunSummary {
     tracing::info!(
         sidecar_id = %settings.sidecar_id, region = %settings.region, capacity = settings.capacity,
-        carrier = carrier.name(), mode = ?opts.mode, "sidecar starting"
+        transport = transport.name(), mode = ?opts.mode, "sidecar starting"
     );
     let (tx, mut rx) = mpsc::channel::<Msg>(1024);
     let mut d = Driver {
-        carrier,
+        transport,
         secret,
         sidecar_id: settings.sidecar_id.clone(),
         tx,
@@ -657,7 +657,8 @@ pub async fn run<C: Carrier>(
             &body,
         );
         let limit = Duration::from_millis(bye.timeout_ms());
-        match tokio::time::timeout(limit, d.carrier.post(bye.path(), headers.to_vec(), body)).await
+        match tokio::time::timeout(limit, d.transport.post(bye.path(), headers.to_vec(), body))
+            .await
         {
             Ok(Ok(r)) if (200..300).contains(&r.status) => {
                 tracing::info!("deregistered from the edge")

@@ -58,6 +58,10 @@
 //!   client: every call held here is hung up as for refused credentials, no
 //!   request goes out any more, and [`Action::Halt`] tells the driver to stop
 //!   and say why, rather than retry forever with a warning per try.
+//!
+//! [`driver`] is the thin tokio shell that runs it.
+
+pub mod driver;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::path::PathBuf;

@@ -1,4 +1,4 @@
-//! HTTP/3 carrier: quinn 0.11 + h3 + h3-quinn on rustls (ring).
+//! HTTP/3 transport: quinn 0.11 + h3 + h3-quinn on rustls (ring).
 //!
 //! One QUIC connection to the edge, opened on first use and reused for every
 //! request (each request is one bidirectional stream, so the long-poll, acks
@@ -16,7 +16,7 @@ use bytes::{Buf, Bytes};
 use quinn::crypto::rustls::QuicClientConfig;
 use tokio::sync::Mutex;
 
-use super::{Carrier, CarrierError, CarrierResponse, MAX_RESPONSE_BYTES};
+use super::{Transport, TransportError, TransportResponse, MAX_RESPONSE_BYTES};
 use crate::config::EdgeUrl;
 
 /// How often an idle connection is pinged.
@@ -38,16 +38,16 @@ struct Live {
     _endpoint: quinn::Endpoint,
 }
 
-pub struct H3Carrier {
+pub struct H3Transport {
     edge: EdgeUrl,
     client_config: quinn::ClientConfig,
     live: Mutex<Option<Live>>,
 }
 
-impl H3Carrier {
+impl H3Transport {
     /// `tls`: a client config without ALPN; `h3` is set here.
-    pub fn new(edge: EdgeUrl, tls: rustls::ClientConfig) -> Result<H3Carrier, CarrierError> {
-        H3Carrier::with_timers(edge, tls, Some(KEEP_ALIVE), IDLE_TIMEOUT)
+    pub fn new(edge: EdgeUrl, tls: rustls::ClientConfig) -> Result<H3Transport, TransportError> {
+        H3Transport::with_timers(edge, tls, Some(KEEP_ALIVE), IDLE_TIMEOUT)
     }
 
     /// [`new`](Self::new) with other keep-alive / idle timers (tests use short ones).
@@ -56,37 +56,37 @@ impl H3Carrier {
         mut tls: rustls::ClientConfig,
         keep_alive: Option<Duration>,
         idle_timeout: Duration,
-    ) -> Result<H3Carrier, CarrierError> {
+    ) -> Result<H3Transport, TransportError> {
         if !edge.tls {
-            return Err(CarrierError::Config(
+            return Err(TransportError::Config(
                 "HTTP/3 needs an https:// edge URL".into(),
             ));
         }
         tls.alpn_protocols = vec![b"h3".to_vec()];
         let quic_tls = QuicClientConfig::try_from(Arc::new(tls))
-            .map_err(|e| CarrierError::Config(format!("TLS config unusable for QUIC: {e}")))?;
+            .map_err(|e| TransportError::Config(format!("TLS config unusable for QUIC: {e}")))?;
         let mut client_config = quinn::ClientConfig::new(Arc::new(quic_tls));
         let mut transport = quinn::TransportConfig::default();
         transport.keep_alive_interval(keep_alive);
         let idle = idle_timeout
             .try_into()
-            .map_err(|_| CarrierError::Config(format!("idle timeout {idle_timeout:?}")))?;
+            .map_err(|_| TransportError::Config(format!("idle timeout {idle_timeout:?}")))?;
         transport.max_idle_timeout(Some(idle));
         client_config.transport_config(Arc::new(transport));
-        Ok(H3Carrier {
+        Ok(H3Transport {
             edge,
             client_config,
             live: Mutex::new(None),
         })
     }
 
-    async fn connect(&self) -> Result<Live, CarrierError> {
+    async fn connect(&self) -> Result<Live, TransportError> {
         let addr: SocketAddr = tokio::net::lookup_host((self.edge.host.as_str(), self.edge.port))
             .await
-            .map_err(|e| CarrierError::Connect(format!("resolve {}: {e}", self.edge.host)))?
+            .map_err(|e| TransportError::Connect(format!("resolve {}: {e}", self.edge.host)))?
             .next()
             .ok_or_else(|| {
-                CarrierError::Connect(format!("{} resolves to no address", self.edge.host))
+                TransportError::Connect(format!("{} resolves to no address", self.edge.host))
             })?;
         let bind: SocketAddr = if addr.is_ipv4() {
             (Ipv4Addr::UNSPECIFIED, 0).into()
@@ -94,24 +94,24 @@ impl H3Carrier {
             (Ipv6Addr::UNSPECIFIED, 0).into()
         };
         let endpoint = quinn::Endpoint::client(bind)
-            .map_err(|e| CarrierError::Connect(format!("UDP bind: {e}")))?;
+            .map_err(|e| TransportError::Connect(format!("UDP bind: {e}")))?;
         let connecting = endpoint
             .connect_with(self.client_config.clone(), addr, &self.edge.host)
-            .map_err(|e| CarrierError::Connect(format!("QUIC connect to {addr}: {e}")))?;
+            .map_err(|e| TransportError::Connect(format!("QUIC connect to {addr}: {e}")))?;
         let quic = connecting.await.map_err(|e| match e {
             quinn::ConnectionError::TransportError(ref t)
                 if t.code.to_string().contains("crypto") =>
             {
-                CarrierError::Tls(format!("QUIC handshake with {addr}: {e}"))
+                TransportError::Tls(format!("QUIC handshake with {addr}: {e}"))
             }
             quinn::ConnectionError::TimedOut => {
-                CarrierError::Connect(format!("QUIC handshake with {addr} timed out"))
+                TransportError::Connect(format!("QUIC handshake with {addr} timed out"))
             }
-            other => CarrierError::Connect(format!("QUIC handshake with {addr}: {other}")),
+            other => TransportError::Connect(format!("QUIC handshake with {addr}: {other}")),
         })?;
         let (mut driver, send) = h3::client::new(h3_quinn::Connection::new(quic.clone()))
             .await
-            .map_err(|e| CarrierError::Protocol(format!("h3 setup: {e}")))?;
+            .map_err(|e| TransportError::Protocol(format!("h3 setup: {e}")))?;
         // The h3 connection's control stream must be polled for the connection's life.
         tokio::spawn(async move {
             let reason = driver.wait_idle().await;
@@ -126,7 +126,7 @@ impl H3Carrier {
     }
 
     /// A request handle on a live connection, connecting if needed.
-    async fn sender(&self) -> Result<(SendRequest, quinn::Connection), CarrierError> {
+    async fn sender(&self) -> Result<(SendRequest, quinn::Connection), TransportError> {
         let mut guard = self.live.lock().await;
         if let Some(live) = guard.as_ref() {
             if live.quic.close_reason().is_none() {
@@ -138,7 +138,7 @@ impl H3Carrier {
         let live = tokio::time::timeout(CONNECT_TIMEOUT, self.connect())
             .await
             .map_err(|_| {
-                CarrierError::Connect(format!("no HTTP/3 connection within {CONNECT_TIMEOUT:?}"))
+                TransportError::Connect(format!("no HTTP/3 connection within {CONNECT_TIMEOUT:?}"))
             })??;
         let out = (live.send.clone(), live.quic.clone());
         *guard = Some(live);
@@ -173,7 +173,7 @@ impl H3Carrier {
         path: &str,
         headers: Vec<(&'static str, String)>,
         body: Vec<u8>,
-    ) -> Result<Result<CarrierResponse, CarrierError>, h3::error::StreamError> {
+    ) -> Result<Result<TransportResponse, TransportError>, h3::error::StreamError> {
         let mut req = http::Request::post(self.edge.url(path))
             .header(http::header::CONTENT_LENGTH, body.len());
         if !headers
@@ -198,7 +198,7 @@ impl H3Carrier {
         while let Some(mut chunk) = stream.recv_data().await? {
             if out.len() + chunk.remaining() > MAX_RESPONSE_BYTES {
                 stream.stop_sending(h3::error::Code::H3_REQUEST_CANCELLED);
-                return Ok(Err(CarrierError::BodyTooLarge));
+                return Ok(Err(TransportError::BodyTooLarge));
             }
             while chunk.has_remaining() {
                 let c = chunk.chunk();
@@ -207,7 +207,7 @@ impl H3Carrier {
                 chunk.advance(n);
             }
         }
-        Ok(Ok(CarrierResponse {
+        Ok(Ok(TransportResponse {
             status,
             body: out,
             version,
@@ -215,7 +215,7 @@ impl H3Carrier {
     }
 }
 
-impl Carrier for H3Carrier {
+impl Transport for H3Transport {
     fn name(&self) -> &'static str {
         "h3"
     }
@@ -225,7 +225,7 @@ impl Carrier for H3Carrier {
         path: &str,
         headers: Vec<(&'static str, String)>,
         body: Vec<u8>,
-    ) -> Result<CarrierResponse, CarrierError> {
+    ) -> Result<TransportResponse, TransportError> {
         let (mut send, quic) = self.sender().await?;
         match self.exchange(&mut send, path, headers, body).await {
             Ok(r) => r,
@@ -233,9 +233,9 @@ impl Carrier for H3Carrier {
                 let whole = Self::connection_level(&e, &quic);
                 if whole {
                     self.forget(&quic).await;
-                    Err(CarrierError::Io(format!("h3 connection lost: {e}")))
+                    Err(TransportError::Io(format!("h3 connection lost: {e}")))
                 } else {
-                    Err(CarrierError::Io(format!("h3 stream failed: {e}")))
+                    Err(TransportError::Io(format!("h3 stream failed: {e}")))
                 }
             }
         }

@@ -1,0 +1,209 @@
+//! Child processes of a test: located, stopped on drop; a baresip phone.
+
+// `libc::kill` sends SIGTERM (std's `Child::kill` only sends SIGKILL): the
+// one unsafe call, on a pid this process spawned and has not reaped.
+#![allow(unsafe_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// An external program a test drives, with the Debian package that has it
+/// (`cargo xtask bootstrap` installs them all).
+#[derive(Debug, Clone, Copy)]
+pub struct Tool {
+    pub name: &'static str,
+    pub package: &'static str,
+}
+
+/// HTTP/3 (QUIC) and TLS front.
+pub const CADDY: Tool = Tool {
+    name: "caddy",
+    package: "caddy",
+};
+/// SIP trunk / callee scenarios.
+pub const SIPP: Tool = Tool {
+    name: "sipp",
+    package: "sip-tester",
+};
+/// A real SIP phone.
+pub const BARESIP: Tool = Tool {
+    name: "baresip",
+    package: "baresip-core",
+};
+/// Speech synthesis for callees.
+pub const FLITE: Tool = Tool {
+    name: "flite",
+    package: "flite",
+};
+
+impl Tool {
+    /// Where it is installed: the first match on `PATH`, then /usr/bin and
+    /// /usr/local/bin; an error naming the package otherwise.
+    pub fn path(&self) -> Result<PathBuf, String> {
+        let path = std::env::var_os("PATH").unwrap_or_default();
+        std::env::split_paths(&path)
+            .chain([PathBuf::from("/usr/bin"), PathBuf::from("/usr/local/bin")])
+            .map(|d| d.join(self.name))
+            .find(|p| p.is_file())
+            .ok_or_else(|| {
+                format!(
+                    "{} is not installed: `apt-get install -y {}` (Debian package; \
+                     `cargo xtask bootstrap` installs it)",
+                    self.name, self.package
+                )
+            })
+    }
+
+    /// [`Tool::path`], or a panic that says what to install.
+    pub fn require(&self) -> PathBuf {
+        self.path().unwrap_or_else(|e| panic!("{e}"))
+    }
+}
+
+/// A child process stopped when dropped: SIGTERM, then SIGKILL if it has
+/// not exited within 2 s.
+pub struct ChildGuard(pub Child);
+
+impl ChildGuard {
+    pub fn pid(&self) -> u32 {
+        self.0.id()
+    }
+
+    /// SIGTERM, then SIGKILL if it has not exited within `grace`. Does
+    /// nothing once it has exited (and been reaped).
+    pub fn terminate(&mut self, grace: Duration) {
+        if let Ok(Some(_)) = self.0.try_wait() {
+            return;
+        }
+        unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
+        if self.wait_exit(grace).is_none() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+
+    /// SIGKILL at once (no chance to clean up), and reap it.
+    pub fn sigkill(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+
+    /// Its exit status once it exits, or `None` after `within`.
+    pub fn wait_exit(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        let until = Instant::now() + within;
+        loop {
+            if let Ok(Some(s)) = self.0.try_wait() {
+                return Some(s);
+            }
+            if Instant::now() >= until {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        self.terminate(Duration::from_secs(2));
+    }
+}
+
+/// baresip headless: auto-answers calls to `user` on 127.0.0.1:`port`, plays
+/// `wav` (8 kHz mono), hangs up when it ends (or after `secs`), and records
+/// what it sends and receives (sndfile: `dumps/dump-*-enc.wav` / `-dec.wav`
+/// under `dir/baresip-<name>`); its log is `dir/baresip-<name>.log`.
+/// `codecs` is the account's `audio_codecs` (e.g. `PCMU`, `opus/48000/2,PCMU`).
+pub fn start_baresip(
+    dir: &Path,
+    name: &str,
+    user: &str,
+    port: u16,
+    wav: &Path,
+    codecs: &str,
+    secs: u32,
+) -> Result<ChildGuard, String> {
+    let bin = BARESIP.path()?;
+    let conf = dir.join(format!("baresip-{name}"));
+    let _ = std::fs::remove_dir_all(&conf);
+    std::fs::create_dir_all(conf.join("dumps")).map_err(|e| e.to_string())?;
+    let opus = if codecs.contains("opus") {
+        "module\t\t\topus.so\n"
+    } else {
+        ""
+    };
+    let rtp = 40_000 + (port % 1000) * 10;
+    std::fs::write(
+        conf.join("config"),
+        format!(
+            "poll_method\t\tepoll\nsip_listen\t\t127.0.0.1:{port}\nnet_interface\t\t127.0.0.1\n\
+             audio_player\t\talsa,null\naudio_source\t\taufile,{wav}\naudio_alert\t\talsa,null\n\
+             ausrc_srate\t\t8000\nauplay_srate\t\t8000\nausrc_channels\t\t1\nauplay_channels\t\t1\n\
+             rtp_ports\t\t{rtp}-{rtp_max}\nsnd_path\t\t{dumps}\n\
+             module_path\t\t/usr/lib/baresip/modules\n\
+             module\t\t\tg711.so\n{opus}module\t\t\taufile.so\nmodule\t\t\talsa.so\nmodule\t\t\tsndfile.so\n\
+             module_app\t\taccount.so\n",
+            wav = wav.display(),
+            rtp_max = rtp + 9,
+            dumps = conf.join("dumps").display(),
+        ),
+    )
+    .map_err(|e| e.to_string())?;
+    std::fs::write(
+        conf.join("accounts"),
+        format!("<sip:{user}@127.0.0.1>;regint=0;answermode=auto;audio_codecs={codecs}\n"),
+    )
+    .map_err(|e| e.to_string())?;
+    let log = std::fs::File::create(dir.join(format!("baresip-{name}.log")))
+        .map_err(|e| e.to_string())?;
+    let child = Command::new(bin)
+        .arg("-f")
+        .arg(&conf)
+        .args(["-t", &secs.to_string()])
+        .current_dir(&conf)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().map_err(|e| e.to_string())?)
+        .stderr(log)
+        .spawn()
+        .map_err(|e| format!("baresip (Debian package baresip-core): {e}"))?;
+    let guard = ChildGuard(child);
+    let until = Instant::now() + Duration::from_secs(5);
+    while std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+        if Instant::now() > until {
+            return Err(format!("baresip did not bind 127.0.0.1:{port}"));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(guard)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_tool_names_its_package() {
+        let e = Tool {
+            name: "voxline-no-such-tool",
+            package: "no-such-package",
+        }
+        .path()
+        .unwrap_err();
+        assert!(e.contains("apt-get install -y no-such-package"), "{e}");
+    }
+
+    #[test]
+    fn a_guard_stops_its_child_on_drop_with_sigterm() {
+        let child = Command::new("sleep").arg("30").spawn().unwrap();
+        let pid = child.id();
+        let mut guard = ChildGuard(child);
+        assert_eq!(guard.pid(), pid);
+        assert!(guard.wait_exit(Duration::from_millis(100)).is_none());
+        guard.terminate(Duration::from_secs(5));
+        let status = guard.wait_exit(Duration::ZERO).expect("exited");
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(status.signal(), Some(libc::SIGTERM));
+        drop(guard); // already reaped: no signal sent again
+    }
+}
