@@ -1,7 +1,7 @@
 //! The edge's CPU cost per `POST /v1/calls`, without workerd.
 //!
 //! workerd reports no per-request CPU time locally, so this runs the same
-//! pure request handling the Worker runs (`voxline_edge::service::handle`)
+//! pure request handling the Worker runs (`voxline_edge::api::handle`)
 //! over the in-memory ports (`bench-support`), once natively and once
 //! compiled to wasm32-wasip1 under a real wasm engine (`cargo xtask bench`
 //! uses wasmtime). One iteration is one `POST /v1/calls` with a valid API
@@ -21,14 +21,14 @@ use std::future::Future;
 use std::hint::black_box;
 use std::task::{Context, Poll, Waker};
 use std::time::Instant;
-use voxline_edge::call_store::memory::MemoryCalls;
-use voxline_edge::call_store::memory_rows::MemoryCallRows;
+use voxline_edge::api::{handle, Env};
+use voxline_edge::calls::store::memory::MemoryCalls;
+use voxline_edge::calls::store::memory_rows::MemoryCallRows;
 use voxline_edge::engine_keys::SealingKey;
 use voxline_edge::http::{ApiRequest, ApiResponse};
-use voxline_edge::service::{handle, Env};
 use voxline_edge::store::memory::MemoryKv;
 use voxline_edge::traffic::memory::MemoryTraffic;
-use voxline_edge::webhook_signing;
+use voxline_edge::webhooks::signing;
 use voxline_edge::webhooks::Outbox;
 
 const ADMIN: &str = "bench-admin-token";

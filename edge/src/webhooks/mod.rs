@@ -10,11 +10,14 @@
 //! endpoint's retry delay. At least once: a job is only acknowledged after
 //! its outcome is recorded and any follow-up job is queued.
 
+pub mod signing;
+
 use crate::engine_keys::{SealingKey, SecretOwner, SecretUnavailable};
 use crate::ids::{self, rfc3339_ms};
 use crate::model::{keys, CallRecord, WebhookEndpoint};
 use crate::store::{get_json, put_json, Kv, StoreError};
-use crate::{url_guard, webhook_signing};
+use crate::url_guard;
+use crate::webhooks::signing as webhook_signing;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use voxline_shared::CallStatus;
@@ -358,7 +361,7 @@ pub async fn emit(
 ) -> Result<Vec<DeliveryJob>, StoreError> {
     let event_id = ids::random_id("evt");
     let payload = call_event_payload(event_type, &event_id, record, now_ms);
-    let event = crate::call_store::PendingEvent {
+    let event = crate::calls::store::PendingEvent {
         event_id,
         event_type: event_type.to_string(),
         call_id: record.id.clone(),
@@ -393,7 +396,7 @@ fn envelope(
 pub async fn jobs_for_event(
     kv: &impl Kv,
     tenant_id: &str,
-    event: &crate::call_store::PendingEvent,
+    event: &crate::calls::store::PendingEvent,
     now_ms: u64,
 ) -> Result<Vec<DeliveryJob>, StoreError> {
     let mut jobs = Vec::new();

@@ -279,7 +279,7 @@ pub enum EventOutcome {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct RegionQueue {
     pub next_lease: u64,
-    pub waiting: crate::waiting_line::WaitingLine,
+    pub waiting: crate::dispatch::waiting_line::WaitingLine,
     pub leased: Vec<Lease>,
     pub held: BTreeMap<String, Held>,
     pub sidecars: BTreeMap<String, SidecarSeen>,

@@ -12,15 +12,15 @@ use serde_json::{json, Value};
 use voxline_shared::protocol::{self, RecordingManifest, RecordingReceipt, PROTOCOL_VERSION};
 use voxline_shared::signing::SignedHeaders;
 
-use crate::call_store::Calls;
-use crate::dispatcher::Dispatcher;
+use crate::api::{authenticate_sidecar, Env};
+use crate::calls::store::Calls;
+use crate::dispatch::port::Dispatcher;
+use crate::dispatch::sidecar_link::{SidecarEnvelope, SidecarOp};
 use crate::engine_keys::SealingKey;
 use crate::error::{ApiError, ErrorCode};
 use crate::http::ApiResponse;
 use crate::ids::rfc3339_ms;
 use crate::model::Tenant;
-use crate::service::{authenticate_sidecar, Env};
-use crate::sidecar_link::{SidecarEnvelope, SidecarOp};
 use crate::store::Kv;
 
 /// The R2 binding recordings live in.
@@ -289,7 +289,7 @@ pub async fn get_recording<K: Kv, D: Dispatcher>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::call_store::{memory::MemoryCalls, CallRows, SqlCallRows};
+    use crate::calls::store::{memory::MemoryCalls, CallRows, SqlCallRows};
     use crate::engine_keys::{SecretOwner, StoredSecret};
     use crate::model::{keys, test_call, CallRecord, SidecarRecord};
     use crate::sql::sqlite::LimitedSqlite;
@@ -323,8 +323,8 @@ mod tests {
 
     /// The region queue reports that `sidecar` acked (holds) `attempt` of the call.
     fn report_dialing(calls: &TestCalls, seq: u64, sidecar: &str, attempt: u32) {
-        use crate::call_store::{CallStoreRequest, CallStoreTransport, Report, ReportItem};
-        use crate::dispatch::{CallChange, CallUpdate};
+        use crate::calls::store::{CallStoreRequest, CallStoreTransport, Report, ReportItem};
+        use crate::dispatch::queue::{CallChange, CallUpdate};
         let mut call = calls.rows(TENANT).call(CALL).unwrap().unwrap();
         call.status = voxline_shared::CallStatus::Queued;
         calls.rows(TENANT).put_call(&call).unwrap();
@@ -428,7 +428,7 @@ mod tests {
     }
 
     fn saved(calls: &TestCalls, call_id: &str) -> RecordingInfo {
-        crate::call_store::recording(&*calls.rows(TENANT), call_id)
+        crate::calls::store::recording(&*calls.rows(TENANT), call_id)
             .unwrap()
             .unwrap()
     }

@@ -2,21 +2,21 @@
 //! delete, rotate the secret) and the tenant's delivery log under
 //! `/v1/webhooks/deliveries` (list, read, redeliver). Pure, like `service`.
 
-use crate::dispatcher::Dispatcher;
-use crate::engine_keys::{SecretOwner, StoredSecret};
-use crate::error::{ApiError, ErrorCode};
-use crate::fields::{parse_object, Fields};
-use crate::http::{ApiRequest, ApiResponse};
-use crate::ids::{self, rfc3339_ms};
-use crate::model::{keys, Tenant, WebhookEndpoint};
-use crate::router::RouteId;
-use crate::service::{
+use crate::api::fields::{parse_object, Fields};
+use crate::api::router::RouteId;
+use crate::api::validate::MAX_BODY_BYTES;
+use crate::api::{
     decode_list_cursor, encode_list_cursor, list_response, list_values, parse_list_filter,
     parse_list_limit, parse_query_params, secrets_sealing_key, Env, WEBHOOK_EVENTS,
 };
+use crate::dispatch::port::Dispatcher;
+use crate::engine_keys::{SecretOwner, StoredSecret};
+use crate::error::{ApiError, ErrorCode};
+use crate::http::{ApiRequest, ApiResponse};
+use crate::ids::{self, rfc3339_ms};
+use crate::model::{keys, Tenant, WebhookEndpoint};
 use crate::store::{get_json, put_json, Kv};
 use crate::url_guard;
-use crate::validate::MAX_BODY_BYTES;
 use crate::webhooks::{self, DeliveryRecord, DeliveryStatus};
 use serde_json::{json, Value};
 

@@ -4,7 +4,7 @@
 //! [`RegionQueue`] and returns the reply, the call updates to report to the call stores,
 //! and, for an empty lease poll, how long to hold the poll open.
 
-use crate::dispatch::{
+use crate::dispatch::queue::{
     offer_json, AckOutcome, CallUpdate, DispatchTimings, EventOutcome, HeldEvent, RegionQueue,
 };
 use crate::error::{ApiError, ErrorCode};
@@ -335,7 +335,7 @@ pub fn lease_reply(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dispatch::{CallChange, QueuedCall};
+    use crate::dispatch::queue::{CallChange, QueuedCall};
 
     #[test]
     fn the_link_is_https_only_outside_development() {

@@ -6,7 +6,7 @@
 //! An unsuccessful attempt with retries left goes back to `scheduled` with
 //! `next_attempt_at`; terminal statuses never change again.
 
-use crate::dispatch::{CallChange, CallUpdate};
+use crate::dispatch::queue::{CallChange, CallUpdate};
 use crate::ids::rfc3339_ms;
 use crate::model::CallRecord;
 use voxline_shared::CallStatus;

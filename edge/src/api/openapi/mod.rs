@@ -11,22 +11,22 @@
 //! which probe every documented limit against the real validators and check
 //! every response of every route against its schema.
 //!
-//! [`router::ROUTES`]: crate::router::ROUTES
-//! [`service::WEBHOOK_EVENTS`]: crate::service::WEBHOOK_EVENTS
+//! [`router::ROUTES`]: crate::api::router::ROUTES
+//! [`service::WEBHOOK_EVENTS`]: crate::api::WEBHOOK_EVENTS
 
-use crate::calling_window;
-use crate::error::ErrorCode;
-use crate::model::Engine;
-use crate::router::{RouteId, ROUTES};
-use crate::service::{
+use crate::api::router::{RouteId, ROUTES};
+use crate::api::validate;
+use crate::api::validate::{
+    MAX_BODY_BYTES, MAX_METADATA_BYTES, MAX_PROMPT_CHARS, MAX_SCHEDULE_AHEAD_DAYS,
+};
+use crate::api::{
     CONCURRENCY_RETRY_AFTER_SECS, LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX, MAX_CONCURRENT_CALLS_MAX,
     WEBHOOK_EVENTS,
 };
+use crate::calling_window;
+use crate::error::ErrorCode;
+use crate::model::Engine;
 use crate::traffic;
-use crate::validate;
-use crate::validate::{
-    MAX_BODY_BYTES, MAX_METADATA_BYTES, MAX_PROMPT_CHARS, MAX_SCHEDULE_AHEAD_DAYS,
-};
 use crate::webhooks::{self, DeliveryStatus};
 use serde_json::{json, Map, Value};
 use voxline_shared::{CallStatus, EndedReason};
@@ -1737,13 +1737,13 @@ fn operation(id: RouteId) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api::router::{route, Match};
+    use crate::api::validate::{self, AGENT_FIELDS, CREATE_CALL_FIELDS};
+    use crate::api::{check_webhook_url, handle, Env};
     use crate::http::{ApiRequest, ApiResponse};
-    use crate::router::{route, Match};
-    use crate::service::{check_webhook_url, handle, Env};
     use crate::store::memory::MemoryKv;
     use crate::store::{Kv, KvPage, StoreError};
     use crate::traffic::memory::MemoryTraffic;
-    use crate::validate::{self, AGENT_FIELDS, CREATE_CALL_FIELDS};
     use futures::executor::block_on;
     use std::cell::RefCell;
     use std::collections::{BTreeSet, HashMap};
@@ -1841,8 +1841,8 @@ mod tests {
     /// The service over an in-memory KV; every response is checked against the spec.
     struct Api {
         kv: MemoryKv,
-        calls: crate::call_store::memory::MemoryCalls<
-            crate::call_store::SqlCallRows<crate::sql::sqlite::LimitedSqlite>,
+        calls: crate::calls::store::memory::MemoryCalls<
+            crate::calls::store::SqlCallRows<crate::sql::sqlite::LimitedSqlite>,
         >,
         traffic: MemoryTraffic,
         /// Webhook jobs the requests queued.
@@ -1861,7 +1861,7 @@ mod tests {
             let spec = spec();
             Api {
                 kv: MemoryKv::default(),
-                calls: crate::call_store::memory::test_calls(),
+                calls: crate::calls::store::memory::test_calls(),
                 traffic: MemoryTraffic::default(),
                 outbox: Default::default(),
                 checker: Checker::new(&spec),
@@ -2428,8 +2428,10 @@ mod tests {
 
     #[test]
     fn transcript_and_recording_events_match_their_schemas() {
-        use crate::call_store::{apply_reports, memory::test_calls, CallRows, Report, ReportItem};
-        use crate::dispatch::{CallChange, CallUpdate};
+        use crate::calls::store::{
+            apply_reports, memory::test_calls, CallRows, Report, ReportItem,
+        };
+        use crate::dispatch::queue::{CallChange, CallUpdate};
         use crate::transcript::{Change, TranscriptUpdate, Turn};
         let spec = spec();
         let checker = Checker::new(&spec);
@@ -2491,7 +2493,7 @@ mod tests {
         checker
             .check(&schema_ref("WebhookTranscriptEvent"), &payload)
             .unwrap_or_else(|e| panic!("{payload}: {e}"));
-        let info = crate::recordings::RecordingInfo {
+        let info = crate::calls::recordings::RecordingInfo {
             attempt: 1,
             object_key: "k".into(),
             content_type: "audio/wav".into(),
@@ -3309,16 +3311,16 @@ mod tests {
                 .contains("without record: true"),
             "{none}"
         );
-        let info = crate::recordings::RecordingInfo {
+        let info = crate::calls::recordings::RecordingInfo {
             attempt: 1,
-            object_key: crate::recordings::object_key(&t, &w.cid, 1),
+            object_key: crate::calls::recordings::object_key(&t, &w.cid, 1),
             content_type: "audio/wav".into(),
             bytes: 32_044,
             sha256: "0".repeat(64),
             duration_ms: 1_000,
             saved_at: "2026-11-25T15:00:00.000Z".into(),
         };
-        crate::call_store::recording_saved(&*api.calls.rows(&t), &w.cid, &info, NOW).unwrap();
+        crate::calls::store::recording_saved(&*api.calls.rows(&t), &w.cid, &info, NOW).unwrap();
         let wav = api.send("GET", &format!("/v1/calls/{}/recording", w.cid), key, None);
         assert_eq!(
             (wav.status, wav.stored_object.as_deref()),

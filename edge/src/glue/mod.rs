@@ -1,11 +1,17 @@
-//! wasm32-only adapter between workers-rs and [`crate::service`]. It parses the
+//! wasm32-only adapter between workers-rs and [`crate::api`]. It parses the
 //! HTTP request into plain values, supplies KV / clock / secrets, and writes
 //! one access-log line per request (never headers, never bodies).
 
+mod call_store;
+mod dispatch_queue;
+mod rate_limiter;
+mod recordings;
+mod webhook_queue;
+
+use crate::api::validate::MAX_BODY_BYTES;
+use crate::api::{self, Env as ServiceEnv};
 use crate::http::ApiRequest;
-use crate::service::{self, Env as ServiceEnv};
 use crate::store::{Kv, KvEntry, KvPage, StoreError};
-use crate::validate::MAX_BODY_BYTES;
 use serde_json::Value;
 use worker::{event, kv::KvStore, Context, Env, Headers, Request, Response, Result};
 
@@ -139,7 +145,7 @@ async fn fetch(mut req: Request, env: Env, _ctx: Context) -> Result<Response> {
     let method = req.inner().method();
     // The one body that is not JSON and is streamed, never buffered.
     if method == "POST" && url.path() == voxline_shared::protocol::paths::RECORDING {
-        return crate::glue_recordings::upload(req, &env, started).await;
+        return crate::glue::recordings::upload(req, &env, started).await;
     }
     let headers = req.headers().clone();
     let declared_len: Option<usize> = headers
@@ -181,9 +187,9 @@ async fn fetch(mut req: Request, env: Env, _ctx: Context) -> Result<Response> {
     let default_region =
         secret_or_var(&env, "DEFAULT_REGION").unwrap_or_else(|| "local".to_string());
     let kv = WorkersKv(env.kv(KV_BINDING)?);
-    let dispatch = crate::glue_dispatch::WorkersDispatcher(&env);
-    let traffic = crate::glue_traffic::WorkersTraffic(&env);
-    let calls = crate::glue_calls::WorkersCalls(&env);
+    let dispatch = crate::glue::dispatch_queue::WorkersDispatcher(&env);
+    let traffic = crate::glue::rate_limiter::WorkersTraffic(&env);
+    let calls = crate::glue::call_store::WorkersCalls(&env);
     let outbox = crate::webhooks::Outbox::default();
     let sealing_key = sealing_key(&env);
     let senv = ServiceEnv {
@@ -199,10 +205,10 @@ async fn fetch(mut req: Request, env: Env, _ctx: Context) -> Result<Response> {
         sealing_key: sealing_key.as_ref(),
         auth_failures: auth_failures(&env),
     };
-    let resp = service::handle(&senv, &api_req).await;
+    let resp = api::handle(&senv, &api_req).await;
     // Webhook jobs go to the queue before the answer, so an accepted change's
     // events are queued by the time the client hears of it.
-    crate::glue_webhooks::send_jobs(&env, outbox.take()).await;
+    crate::glue::webhook_queue::send_jobs(&env, outbox.take()).await;
     worker::console_log!(
         "{} {} {} {} {}ms",
         api_req.method,
@@ -218,7 +224,7 @@ async fn fetch(mut req: Request, env: Env, _ctx: Context) -> Result<Response> {
         out_headers.set(name, value)?;
     }
     if let Some(key) = &resp.stored_object {
-        return crate::glue_recordings::serve_stored(&env, &resp, key, out_headers).await;
+        return crate::glue::recordings::serve_stored(&env, &resp, key, out_headers).await;
     }
     Ok(Response::ok(resp.body)?
         .with_status(resp.status)

@@ -6,17 +6,17 @@
 //! numbered row, written with the queue's own change, sent to its tenant's
 //! `CallStore` and deleted once that store has applied it (retried by alarm).
 
-use crate::call_store::{
+use crate::calls::store::{
     CallStoreAnswer, CallStoreRequest, CallStoreTransport, Report, ReportItem,
 };
-use crate::dispatch::{
+use crate::dispatch::port::Dispatcher;
+use crate::dispatch::queue::{
     CallRow, CallUpdate, CancelOutcome, DispatchTimings, EnqueueOutcome, QueueMeta, QueuedCall,
     RegionQueue,
 };
-use crate::dispatcher::Dispatcher;
+use crate::dispatch::sidecar_link::{self, SidecarEnvelope};
+use crate::glue::call_store::DoSql;
 use crate::glue::var_u64;
-use crate::glue_calls::DoSql;
-use crate::sidecar_link::{self, SidecarEnvelope};
 use crate::sql::{int_at, text_at, Sql};
 use crate::store::StoreError;
 use crate::transcript::TranscriptUpdate;
@@ -254,7 +254,7 @@ impl DispatchQueue {
     /// Keeps a new call's offer body in its own row (not in the queue's state).
     fn store_offer_body(&self, call: &mut QueuedCall) -> std::result::Result<(), StoreError> {
         self.ensure_schema()?;
-        let body = crate::dispatch::take_offer_body(call);
+        let body = crate::dispatch::queue::take_offer_body(call);
         self.sql.exec(
             "INSERT OR REPLACE INTO offers (call_id, body) VALUES (?, ?)",
             vec![call.call_id.as_str().into(), body.to_string().into()],
@@ -274,7 +274,7 @@ impl DispatchQueue {
     /// Completes a lease reply's offers from their rows, then opens their sealed keys.
     fn finish_offers(&self, body: &mut Value) {
         let _ = self.ensure_schema();
-        crate::dispatch::fill_offer_bodies(body, |call_id| {
+        crate::dispatch::queue::fill_offer_bodies(body, |call_id| {
             let rows = self
                 .sql
                 .exec(
@@ -299,7 +299,7 @@ impl DispatchQueue {
         }
         // A call that ended for good needs its offer body no more.
         for u in &updates {
-            if matches!(u.change, crate::dispatch::CallChange::Ended { .. }) {
+            if matches!(u.change, crate::dispatch::queue::CallChange::Ended { .. }) {
                 self.forget_offer_body(&u.call_id);
             }
         }
@@ -371,7 +371,7 @@ impl DispatchQueue {
                 }
             }
         }
-        let stores = crate::glue_calls::WorkersCalls(&self.env);
+        let stores = crate::glue::call_store::WorkersCalls(&self.env);
         let mut stuck = false;
         for (tenant, reports) in by_tenant {
             let last = reports.last().map_or(0, |r| r.seq);

@@ -2,8 +2,8 @@
 //! paths run for real against `wrangler dev` in tests/edge_api.rs.
 
 use super::*;
-use crate::call_store::memory::{test_calls, MemoryCalls};
-use crate::call_store::{CallRows, SqlCallRows};
+use crate::calls::store::memory::{test_calls, MemoryCalls};
+use crate::calls::store::{CallRows, SqlCallRows};
 use crate::sql::sqlite::LimitedSqlite;
 use crate::store::memory::MemoryKv;
 use crate::traffic::memory::MemoryTraffic;
@@ -830,11 +830,11 @@ fn a_key_requiring_signatures_refuses_unsigned_tampered_stale_and_replayed_reque
     let body = json!({"phone": "+14155550100"});
     let raw = body.to_string();
     let sign_for = |method: &str, path: &str, t: u64, b: &str| {
-        let target = crate::request_signing::Target {
+        let target = crate::api::request_signing::Target {
             method,
             path_and_query: path,
         };
-        crate::request_signing::header_value(secret.as_bytes(), t, target, b.as_bytes())
+        crate::api::request_signing::header_value(secret.as_bytes(), t, target, b.as_bytes())
     };
     let sign = |t: u64, b: &str| sign_for("POST", "/v1/calls", t, b);
     let now_s = || (w.now.get() + 1) / 1000;
@@ -1195,10 +1195,9 @@ fn engine_keys_are_sealed_everywhere_and_opened_only_for_the_sidecar() {
         "sc-1",
         10,
         w.now.get(),
-        &crate::dispatch::DispatchTimings::default(),
+        &crate::dispatch::queue::DispatchTimings::default(),
     );
-    let mut reply =
-        json!({"offers": leases.iter().map(crate::dispatch::offer_json).collect::<Vec<_>>()});
+    let mut reply = json!({"offers": leases.iter().map(crate::dispatch::queue::offer_json).collect::<Vec<_>>()});
     open_offers(&mut reply, Some(&sealing));
     let key_for = |phone: &str| {
         reply["offers"]
@@ -1438,8 +1437,8 @@ fn a_call_that_ends_within_a_second_is_exact_while_kv_refuses_writes_and_lags() 
 
 #[test]
 fn reports_sent_again_after_a_lost_answer_are_applied_once() {
-    use crate::call_store::{apply_reports, Report, ReportItem};
-    use crate::dispatch::{CallChange, CallUpdate};
+    use crate::calls::store::{apply_reports, Report, ReportItem};
+    use crate::dispatch::queue::{CallChange, CallUpdate};
     let w = World::new();
     let (tid, key) = w.tenant(true);
     w.admin(
@@ -1548,7 +1547,7 @@ fn an_idempotency_key_whose_first_request_was_abandoned_still_creates_one_call()
     let listed = w
         .calls
         .rows(&tid)
-        .list_calls(&crate::call_store::ListFilter {
+        .list_calls(&crate::calls::store::ListFilter {
             limit: 10,
             ..Default::default()
         })
@@ -1753,7 +1752,7 @@ fn call_metadata_comes_back_byte_identical_in_the_api_and_the_queued_webhook() {
     // Too large is still refused, measured on the text kept.
     let big = format!(
         r#"{{"phone":"+14155550100","metadata":{{"k":"{}"}}}}"#,
-        "m".repeat(crate::validate::MAX_METADATA_BYTES)
+        "m".repeat(crate::api::validate::MAX_METADATA_BYTES)
     );
     let r = w.send_req(&ApiRequest {
         body: big.into_bytes(),
@@ -1842,10 +1841,10 @@ fn secrets_minted_by_the_admin_api_are_stored_sealed_and_still_verify_and_sign()
     assert_eq!(register(&w, &sidecar).status, 200);
     // ... a signed API request verifies ...
     let body = json!({"phone": "+14155550100"});
-    let h = crate::request_signing::header_value(
+    let h = crate::api::request_signing::header_value(
         signing_secret.as_bytes(),
         (w.now.get() + 1) / 1000,
-        crate::request_signing::Target {
+        crate::api::request_signing::Target {
             method: "POST",
             path_and_query: "/v1/calls",
         },
@@ -1897,7 +1896,7 @@ fn secrets_minted_by_the_admin_api_are_stored_sealed_and_still_verify_and_sign()
     let header = |n: &str| sent.iter().find(|(k, _)| k == n).unwrap().1.clone();
     let ts: u64 = header("webhook-timestamp").parse().unwrap();
     let sig = |secret: &str| {
-        crate::webhook_signing::sign(secret, &job.event_id, ts, job.payload.as_bytes()).unwrap()
+        crate::webhooks::signing::sign(secret, &job.event_id, ts, job.payload.as_bytes()).unwrap()
     };
     assert_eq!(
         header("webhook-signature"),

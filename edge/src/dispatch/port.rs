@@ -3,10 +3,10 @@
 //! from its record. What the queue changes reaches each call's record as
 //! numbered reports to the tenant's `CallStore` (see `call_store`).
 
-use crate::dispatch::{CancelOutcome, EnqueueOutcome, QueuedCall};
+use crate::dispatch::queue::{CancelOutcome, EnqueueOutcome, QueuedCall};
+use crate::dispatch::sidecar_link::SidecarEnvelope;
 use crate::ids::parse_rfc3339_utc_ms;
 use crate::model::CallRecord;
-use crate::sidecar_link::SidecarEnvelope;
 use crate::store::StoreError;
 use serde_json::{json, Value};
 
@@ -66,8 +66,8 @@ pub fn queued_call(tenant_id: &str, record: &CallRecord, now_ms: u64) -> QueuedC
 #[cfg(any(test, feature = "bench-support"))]
 pub mod memory {
     use super::*;
-    use crate::dispatch::{CallUpdate, DispatchTimings, RegionQueue};
-    use crate::sidecar_link;
+    use crate::dispatch::queue::{CallUpdate, DispatchTimings, RegionQueue};
+    use crate::dispatch::sidecar_link;
     use crate::transcript::TranscriptUpdate;
     use std::cell::RefCell;
     use std::collections::BTreeMap;

@@ -2,25 +2,31 @@
 //! validation, records. The Worker glue only converts HTTP values and supplies
 //! KV, the clock and secrets, so everything here is unit-tested natively.
 
-use crate::call_store::{Calls, Created, ListFilter, NewCall};
-use crate::dispatcher::{self, Dispatcher};
+pub mod fields;
+pub mod openapi;
+pub mod request_signing;
+pub mod router;
+pub mod validate;
+pub mod webhooks;
+
+use crate::api::fields::parse_object;
+use crate::api::router::{route, Match, RouteId};
+use crate::api::validate::MAX_BODY_BYTES;
+use crate::calls::store::{Calls, Created, ListFilter, NewCall};
+use crate::dispatch::port::{self, Dispatcher};
+use crate::dispatch::sidecar_link::{self, SidecarEnvelope, SidecarOp};
 use crate::engine_keys::{SecretOwner, StoredSecret};
 use crate::error::{ApiError, ErrorCode};
-use crate::fields::parse_object;
 use crate::http::{ApiRequest, ApiResponse};
 use crate::ids::{self, rfc3339_ms};
 use crate::model::{
     self, keys, Agent, ApiKeyAuth, ApiKeyInfo, CallRecord, Engine, ScheduledReason, SidecarRecord,
     Tenant,
 };
-use crate::request_signing;
-use crate::router::{route, Match, RouteId};
-use crate::sidecar_link::{self, SidecarEnvelope, SidecarOp};
 use crate::store::{get_json, put_json, Kv};
 use crate::traffic::{
     self, Admission, Check, IdemOutcome, IdemRequest, SignatureUse, StoredResponse, Traffic,
 };
-use crate::validate::{self, MAX_BODY_BYTES};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use serde_json::{json, Value};
@@ -122,7 +128,7 @@ async fn dispatch<K: Kv, D: Dispatcher>(
     let p = |i: usize| params.get(i).copied().unwrap_or("");
     match id {
         RouteId::Health => Ok(ApiResponse::json(200, &json!({"ok": true}))),
-        RouteId::OpenApi => Ok(ApiResponse::json(200, &crate::openapi::spec())),
+        RouteId::OpenApi => Ok(ApiResponse::json(200, &crate::api::openapi::spec())),
         RouteId::CreateCall
         | RouteId::ListCalls
         | RouteId::GetCall
@@ -454,10 +460,12 @@ async fn v1_route<K: Kv, D: Dispatcher>(
         (RouteId::GetTranscript | RouteId::GetTranscriptAs, _) => {
             get_transcript(env, req, &tenant, cid).await
         }
-        (RouteId::GetRecording, _) => crate::recordings::get_recording(env, &tenant, cid).await,
+        (RouteId::GetRecording, _) => {
+            crate::calls::recordings::get_recording(env, &tenant, cid).await
+        }
         (RouteId::HangupCall, _) => hangup_call(env, req, &tenant, cid).await,
         (RouteId::ListDeliveries | RouteId::GetDelivery | RouteId::RedeliverDelivery, _) => {
-            crate::webhook_api::tenant_route(env, req, id, &tenant, cid).await
+            crate::api::webhooks::tenant_route(env, req, id, &tenant, cid).await
         }
         _ => Err(ApiError::new(
             ErrorCode::InternalError,
@@ -726,7 +734,7 @@ async fn create_call<K: Kv, D: Dispatcher>(
             .or(agent.silence_timeout_seconds)
             .unwrap_or(model::DEFAULT_SILENCE_TIMEOUT_SECONDS),
     };
-    let mut queued = dispatcher::queued_call(&tenant.id, &record, env.now_ms);
+    let mut queued = port::queued_call(&tenant.id, &record, env.now_ms);
     queued.max_concurrent = tenant.max_concurrent_calls;
     // Retries that would land outside the window wait for its next start.
     queued.calling_window = calling_window;
@@ -1307,7 +1315,7 @@ async fn admin_route<K: Kv, D: Dispatcher>(
         | RouteId::UpdateWebhook
         | RouteId::DeleteWebhook
         | RouteId::RotateWebhookSecret => {
-            crate::webhook_api::admin_route(env, req, id, &tenant, sub).await
+            crate::api::webhooks::admin_route(env, req, id, &tenant, sub).await
         }
         _ => Err(ApiError::new(
             ErrorCode::InternalError,
@@ -1348,7 +1356,7 @@ pub(crate) async fn list_values<K: Kv, D: Dispatcher, T: serde::de::DeserializeO
 /// Largest `max_concurrent_calls` a tenant may set.
 pub const MAX_CONCURRENT_CALLS_MAX: i64 = 10_000;
 
-fn max_concurrent_calls(f: &crate::fields::Fields) -> Result<Option<u32>> {
+fn max_concurrent_calls(f: &crate::api::fields::Fields) -> Result<Option<u32>> {
     Ok(
         f.int_opt("max_concurrent_calls", 1, MAX_CONCURRENT_CALLS_MAX)?
             .map(|n| n as u32),

@@ -1,8 +1,8 @@
 //! Validation of request bodies into typed inputs. Pure: time comes in as
 //! `now_ms`, nothing touches storage.
 
+use crate::api::fields::{parse_object, Fields};
 use crate::error::{ApiError, ErrorCode};
-use crate::fields::{parse_object, Fields};
 use crate::ids::{parse_rfc3339_utc_ms, rfc3339_ms};
 use crate::model::{Engine, Metadata};
 use serde_json::Value;

@@ -1,11 +1,11 @@
 //! wasm32-only: moves recording bytes between the request, R2 and the
 //! response. What may be stored, and what it means, is decided in
-//! [`crate::recordings`].
+//! [`crate::calls::recordings`].
 
+use crate::calls::recordings::{self, BUCKET_BINDING};
 use crate::error::{ApiError, ErrorCode};
 use crate::glue::{WorkersKv, KV_BINDING};
 use crate::http::ApiResponse;
-use crate::recordings::{self, BUCKET_BINDING};
 use voxline_shared::protocol::HEADER_RECORDING_MANIFEST;
 use voxline_shared::signing::SignedHeaders;
 use worker::{
@@ -59,7 +59,7 @@ async fn store_upload(
         .url()
         .map(|u| u.scheme().to_string())
         .unwrap_or_default();
-    crate::sidecar_link::check_transport(&scheme, crate::glue::dev_mode(env))?;
+    crate::dispatch::sidecar_link::check_transport(&scheme, crate::glue::dev_mode(env))?;
     let headers = req.headers().clone();
     let owned: Vec<(String, String)> = headers
         .entries()
@@ -81,9 +81,9 @@ async fn store_upload(
         .flatten()
         .and_then(|v| v.trim().parse().ok());
     let kv = WorkersKv(env.kv(KV_BINDING).map_err(|e| internal("KV", e))?);
-    let calls = crate::glue_calls::WorkersCalls(env);
+    let calls = crate::glue::call_store::WorkersCalls(env);
     let sealing = crate::glue::sealing_key(env);
-    let dispatch = crate::glue_dispatch::WorkersDispatcher(env);
+    let dispatch = crate::glue::dispatch_queue::WorkersDispatcher(env);
     let admitted = recordings::admit_upload(
         &kv,
         sealing.as_ref(),

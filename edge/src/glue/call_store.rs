@@ -4,7 +4,9 @@
 //! port, drains the outbox of webhook events into the delivery queue, and
 //! retries that drain by alarm until the queue has taken every event.
 
-use crate::call_store::{self, CallStoreAnswer, CallStoreRequest, CallStoreTransport, SqlCallRows};
+use crate::calls::store::{
+    self, CallStoreAnswer, CallStoreRequest, CallStoreTransport, SqlCallRows,
+};
 use crate::glue::{WorkersKv, KV_BINDING};
 use crate::sql::{Row, Sql, SqlValue};
 use crate::store::StoreError;
@@ -122,8 +124,8 @@ impl CallStore {
         );
         let now = Date::now().as_millis();
         let env = &self.env;
-        call_store::drain_outbox(&self.rows, &kv, tenant_id, now, |jobs| {
-            crate::glue_webhooks::send_all(env, jobs)
+        store::drain_outbox(&self.rows, &kv, tenant_id, now, |jobs| {
+            crate::glue::webhook_queue::send_all(env, jobs)
         })
         .await
     }
@@ -142,7 +144,7 @@ impl CallStore {
 
     /// The tenant this object belongs to: cached after the first read.
     fn tenant(&self) -> Option<String> {
-        use call_store::CallRows;
+        use store::CallRows;
         if let Some(t) = self.tenant.borrow().as_ref() {
             return Some(t.clone());
         }
@@ -175,15 +177,15 @@ impl worker::DurableObject for CallStore {
         let answer = async {
             self.ready()?;
             if self.tenant().as_deref() != Some(tenant_id.as_str()) {
-                use call_store::CallRows;
+                use store::CallRows;
                 self.rows.put_value(TENANT_KEY, &tenant_id)?;
                 *self.tenant.borrow_mut() = Some(tenant_id.clone());
                 // The first request also arms the periodic sweep.
                 self.retry_later().await;
             }
-            let dispatch = crate::glue_dispatch::WorkersDispatcher(&self.env);
+            let dispatch = crate::glue::dispatch_queue::WorkersDispatcher(&self.env);
             let mut log = |m: String| console_log!("call store {tenant_id}: {m}");
-            call_store::handle(
+            store::handle(
                 &self.rows,
                 &dispatch,
                 envelope.request,
@@ -208,7 +210,7 @@ impl worker::DurableObject for CallStore {
     }
 
     async fn alarm(&self) -> Result<Response> {
-        use call_store::CallRows;
+        use store::CallRows;
         if self.ready().is_err() {
             return Response::ok("");
         }

@@ -14,12 +14,12 @@
 //! Nothing here is read from KV except configuration (webhook endpoints, when
 //! an event is turned into deliveries).
 
-use crate::call_state;
-use crate::dispatch::{CallChange, CallUpdate, CancelOutcome, EnqueueOutcome, QueuedCall};
-use crate::dispatcher::Dispatcher;
+use crate::calls::recordings::RecordingInfo;
+use crate::calls::state;
+use crate::dispatch::port::Dispatcher;
+use crate::dispatch::queue::{CallChange, CallUpdate, CancelOutcome, EnqueueOutcome, QueuedCall};
 use crate::ids::rfc3339_ms;
 use crate::model::CallRecord;
-use crate::recordings::RecordingInfo;
 use crate::sql::{int_at, text_at, Sql, SqlValue};
 use crate::store::StoreError;
 use crate::traffic::{IdemRequest, LocalFuture};
@@ -548,7 +548,7 @@ pub fn apply_reports(
                 )),
                 Some(mut record) => {
                     let before = record.status;
-                    match call_state::apply(&mut record, update) {
+                    match state::apply(&mut record, update) {
                         Ok(()) => {
                             if let CallChange::Dialing {
                                 sidecar_id,
@@ -1154,7 +1154,7 @@ where
 #[cfg(any(test, feature = "bench-support"))]
 pub mod memory {
     use super::*;
-    use crate::dispatcher::memory::MemoryDispatcher;
+    use crate::dispatch::port::memory::MemoryDispatcher;
     use std::cell::{Cell, RefCell};
     use std::collections::BTreeMap;
     use std::rc::Rc;
