@@ -5,26 +5,32 @@
 //! Worker) adapts workers-rs requests, KV, Durable Objects, the Queue, R2,
 //! the clock and secrets to the ports the plain modules define.
 //!
-//! Groups, by responsibility:
+//! Groups, by responsibility. No import circles: a group never imports one
+//! that imports it back, nor a file one that imports it back
+//! (`edge/tests/module_graph.rs` enforces both). From the top:
 //!
-//! - [`api`]: the public and admin HTTP API: routing, authentication,
-//!   validation, the handlers and the generated OpenAPI document.
+//! - `glue` (wasm32 only) and [`api`]: the public and admin HTTP API:
+//!   routing, authentication, validation, the handlers and the generated
+//!   OpenAPI document; it uses every group below.
 //! - [`calls`]: a tenant's calls: the call store (the one writer), the call
 //!   state machine and recording uploads.
+//! - [`webhooks`]: webhook events, their delivery jobs and signatures.
 //! - [`dispatch`]: the per-region dispatch queue (its waiting line, the port
 //!   the API and the call store reach it through) and the edge's half of the
 //!   sidecar link.
-//! - [`webhooks`]: webhook events, their delivery jobs and signatures.
 //! - [`traffic`]: rate limits, idempotency keys and failed-credential counts.
 //! - [`dialects`]: the seed-API dialects (none yet).
 //! - common, used by all groups: [`model`] (KV records), [`ids`], [`store`]
 //!   (the `Kv` port), [`sql`] (the `Sql` port), [`engine_keys`] (sealed
-//!   secrets), [`url_guard`], [`error`] and [`http`] (the request, the
+//!   secrets), [`url_guard`], [`limits`] (request limits the validators and
+//!   the OpenAPI document both read), [`error`] and [`http`] (the request, the
 //!   response and the error catalogue, shared by the API and the sidecar
 //!   link), [`calling_window`] and [`transcript`] (data the dispatch queue
 //!   and the call store both hold).
-//! - `glue` (wasm32 only): the Worker's fetch and queue handlers and one
-//!   module per Durable Object or binding.
+//!
+//! `glue` holds the Worker's fetch and queue handlers, its environment
+//! (`glue::env`, a leaf), the Durable Object stubs (`glue::stubs`) and one
+//! module per Durable Object or binding.
 
 pub mod api;
 pub mod calls;
@@ -38,6 +44,7 @@ pub mod engine_keys;
 pub mod error;
 pub mod http;
 pub mod ids;
+pub mod limits;
 pub mod model;
 pub mod sql;
 pub mod store;

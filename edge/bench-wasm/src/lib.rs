@@ -21,15 +21,16 @@ use std::future::Future;
 use std::hint::black_box;
 use std::task::{Context, Poll, Waker};
 use std::time::Instant;
-use voxline_edge::api::{handle, Env};
+use voxline_edge::api::env::Env;
+use voxline_edge::api::handle;
 use voxline_edge::calls::store::memory::MemoryCalls;
 use voxline_edge::calls::store::memory_rows::MemoryCallRows;
 use voxline_edge::engine_keys::SealingKey;
 use voxline_edge::http::{ApiRequest, ApiResponse};
 use voxline_edge::store::memory::MemoryKv;
 use voxline_edge::traffic::memory::MemoryTraffic;
-use voxline_edge::webhooks::signing;
-use voxline_edge::webhooks::Outbox;
+use voxline_edge::webhooks::delivery::Outbox;
+use voxline_edge::webhooks::signing as webhook_signing;
 
 const ADMIN: &str = "bench-admin-token";
 /// 2025-11-25T14:50:00Z; each request one millisecond later.

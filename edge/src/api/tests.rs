@@ -2,12 +2,18 @@
 //! paths run for real against `wrangler dev` in tests/edge_api.rs.
 
 use super::*;
+use crate::api::webhooks::check_webhook_url;
 use crate::calls::store::memory::{test_calls, MemoryCalls};
 use crate::calls::store::{CallRows, SqlCallRows};
+use crate::limits::{CONCURRENCY_RETRY_AFTER_SECS, MAX_BODY_BYTES};
+use crate::model::keys;
 use crate::sql::sqlite::LimitedSqlite;
 use crate::store::memory::MemoryKv;
+use crate::store::{get_json, put_json};
 use crate::traffic::memory::MemoryTraffic;
 use futures::executor::block_on;
+use serde_json::Value;
+use voxline_shared::CallStatus;
 
 const NOW: u64 = 1_764_082_200_000;
 const ADMIN: &str = "admin-secret";
@@ -18,7 +24,7 @@ struct World {
     calls: MemoryCalls<SqlCallRows<LimitedSqlite>>,
     traffic: MemoryTraffic,
     /// Webhook jobs requests queued (the Worker sends them to Cloudflare Queues).
-    outbox: crate::webhooks::Outbox,
+    outbox: crate::webhooks::delivery::Outbox,
     now: std::cell::Cell<u64>,
     sealing: Option<crate::engine_keys::SealingKey>,
 }
@@ -31,7 +37,7 @@ impl World {
             traffic: MemoryTraffic::default(),
             outbox: Default::default(),
             now: std::cell::Cell::new(NOW),
-            sealing: Some(crate::webhooks::tests_support::sealing_key()),
+            sealing: Some(crate::webhooks::delivery::tests_support::sealing_key()),
         }
     }
 
@@ -1867,15 +1873,15 @@ fn secrets_minted_by_the_admin_api_are_stored_sealed_and_still_verify_and_sign()
         .find(|j| j.endpoint_id == wid)
         .expect("a call.queued delivery");
     struct Capture(std::cell::RefCell<Vec<(String, String)>>);
-    impl crate::webhooks::WebhookHttp for Capture {
+    impl crate::webhooks::delivery::WebhookHttp for Capture {
         async fn post(
             &self,
             _: &str,
             headers: &[(String, String)],
             _: &str,
-        ) -> std::result::Result<crate::webhooks::HttpReply, String> {
+        ) -> std::result::Result<crate::webhooks::delivery::HttpReply, String> {
             *self.0.borrow_mut() = headers.to_vec();
-            Ok(crate::webhooks::HttpReply {
+            Ok(crate::webhooks::delivery::HttpReply {
                 status: 204,
                 retry_after: None,
             })
@@ -1883,7 +1889,7 @@ fn secrets_minted_by_the_admin_api_are_stored_sealed_and_still_verify_and_sign()
     }
     let http = Capture(Default::default());
     let at = w.now.get();
-    block_on(crate::webhooks::process(
+    block_on(crate::webhooks::delivery::process(
         &w.kv,
         &http,
         job.clone(),

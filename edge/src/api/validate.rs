@@ -4,11 +4,10 @@
 use crate::api::fields::{parse_object, Fields};
 use crate::error::{ApiError, ErrorCode};
 use crate::ids::{parse_rfc3339_utc_ms, rfc3339_ms};
+use crate::limits::MAX_BODY_BYTES;
 use crate::model::{Engine, Metadata};
 use serde_json::Value;
 
-/// Largest body any JSON endpoint accepts.
-pub const MAX_BODY_BYTES: usize = 64 * 1024;
 /// Largest `metadata` object, serialized.
 pub const MAX_METADATA_BYTES: usize = 16 * 1024;
 pub const MAX_PROMPT_CHARS: usize = 20_000;

@@ -2,22 +2,25 @@
 //! delete, rotate the secret) and the tenant's delivery log under
 //! `/v1/webhooks/deliveries` (list, read, redeliver). Pure, like `service`.
 
+use crate::api::env::Env;
 use crate::api::fields::{parse_object, Fields};
-use crate::api::router::RouteId;
-use crate::api::validate::MAX_BODY_BYTES;
-use crate::api::{
+use crate::api::list::{
     decode_list_cursor, encode_list_cursor, list_response, list_values, parse_list_filter,
-    parse_list_limit, parse_query_params, secrets_sealing_key, Env, WEBHOOK_EVENTS,
+    parse_list_limit, parse_query_params,
 };
+use crate::api::router::RouteId;
 use crate::dispatch::port::Dispatcher;
+use crate::engine_keys::secrets_sealing_key;
 use crate::engine_keys::{SecretOwner, StoredSecret};
 use crate::error::{ApiError, ErrorCode};
 use crate::http::{ApiRequest, ApiResponse};
 use crate::ids::{self, rfc3339_ms};
+use crate::limits::MAX_BODY_BYTES;
 use crate::model::{keys, Tenant, WebhookEndpoint};
 use crate::store::{get_json, put_json, Kv};
 use crate::url_guard;
-use crate::webhooks::{self, DeliveryRecord, DeliveryStatus};
+use crate::webhooks::delivery::{self, DeliveryRecord, DeliveryStatus};
+use crate::webhooks::events::WEBHOOK_EVENTS;
 use serde_json::{json, Value};
 
 type Result<T> = std::result::Result<T, ApiError>;
@@ -133,12 +136,12 @@ fn events_field(f: &Fields) -> Result<Option<Vec<String>>> {
 
 /// Steps of at least 1 s in development, 30 s in production; at most a day.
 fn schedule_field(f: &Fields, dev_mode: bool) -> Result<Option<Vec<u32>>> {
-    let min = i64::from(webhooks::min_retry_step(dev_mode));
+    let min = i64::from(delivery::min_retry_step(dev_mode));
     let steps = f.int_list_opt(
         "retry_schedule",
-        webhooks::MAX_RETRY_STEPS,
+        delivery::MAX_RETRY_STEPS,
         min,
-        i64::from(webhooks::MAX_RETRY_STEP),
+        i64::from(delivery::MAX_RETRY_STEP),
     )?;
     Ok(steps.map(|s| s.into_iter().map(|n| n as u32).collect()))
 }
@@ -188,7 +191,7 @@ async fn create<K: Kv, D: Dispatcher>(
         enabled: f.bool_opt("enabled")?.unwrap_or(true),
         created_at: now.clone(),
         retry_schedule: schedule_field(&f, env.dev_mode)?
-            .unwrap_or_else(webhooks::default_retry_schedule),
+            .unwrap_or_else(crate::model::default_retry_schedule),
         disabled_reason: None,
         previous_secret: None,
         previous_secret_expires_ms: None,
@@ -258,10 +261,10 @@ async fn rotate<K: Kv, D: Dispatcher>(
         .int_opt(
             "overlap_seconds",
             0,
-            webhooks::MAX_ROTATION_OVERLAP_S as i64,
+            delivery::MAX_ROTATION_OVERLAP_S as i64,
         )?
     };
-    let overlap_ms = overlap_s.map_or(webhooks::DEFAULT_ROTATION_OVERLAP_S, |s| s as u64) * 1000;
+    let overlap_ms = overlap_s.map_or(delivery::DEFAULT_ROTATION_OVERLAP_S, |s| s as u64) * 1000;
     let sealing = secrets_sealing_key(env.sealing_key)?;
     let secret = ids::mint_webhook_secret();
     let new = StoredSecret::seal(sealing, owner(&tenant.id, wid), &secret);
@@ -368,7 +371,7 @@ async fn list_deliveries<K: Kv, D: Dispatcher>(
             };
             if wanted(&q.events, &meta["e"]) && wanted(&q.statuses, &meta["s"]) {
                 let id = entry.name.strip_prefix(&prefix).unwrap_or(&entry.name);
-                data.push(webhooks::delivery_summary_from_metadata(id, &meta));
+                data.push(delivery::delivery_summary_from_metadata(id, &meta));
             }
         }
         cursor = page.cursor;
@@ -381,4 +384,8 @@ async fn list_deliveries<K: Kv, D: Dispatcher>(
         200,
         &json!({"object": "list", "data": data, "has_more": next_cursor.is_some(), "next_cursor": next_cursor}),
     ))
+}
+/// The SSRF guard on webhook URLs (see `url_guard`), also run at delivery.
+pub fn check_webhook_url(url: &str, dev_mode: bool) -> std::result::Result<(), String> {
+    crate::url_guard::check_webhook(url, dev_mode)
 }

@@ -7,20 +7,18 @@
 //! manifest checks, the stored metadata, the event); `glue_recordings` only
 //! moves the bytes between the request, R2 and the response.
 
-use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
+use serde_json::Value;
 use voxline_shared::protocol::{self, RecordingManifest, RecordingReceipt, PROTOCOL_VERSION};
 use voxline_shared::signing::SignedHeaders;
 
-use crate::api::{authenticate_sidecar, Env};
-use crate::calls::store::Calls;
+use crate::calls::store::{Calls, RecordingInfo};
 use crate::dispatch::port::Dispatcher;
 use crate::dispatch::sidecar_link::{SidecarEnvelope, SidecarOp};
+use crate::dispatch::sidecar_request::authenticate_sidecar;
 use crate::engine_keys::SealingKey;
 use crate::error::{ApiError, ErrorCode};
 use crate::http::ApiResponse;
 use crate::ids::rfc3339_ms;
-use crate::model::Tenant;
 use crate::store::Kv;
 
 /// The R2 binding recordings live in.
@@ -32,27 +30,6 @@ const MIN_BYTES: u64 = 44;
 /// Where one attempt's recording is in R2.
 pub fn object_key(tenant_id: &str, call_id: &str, attempt: u32) -> String {
     format!("recordings/{tenant_id}/{call_id}/{attempt}.wav")
-}
-
-/// What the tenant's call store keeps of a call's stored recording.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RecordingInfo {
-    pub attempt: u32,
-    pub object_key: String,
-    pub content_type: String,
-    pub bytes: u64,
-    pub sha256: String,
-    pub duration_ms: u64,
-    pub saved_at: String,
-}
-
-impl RecordingInfo {
-    pub fn to_public(&self, call_id: &str) -> Value {
-        json!({"object": "recording", "call_id": call_id, "attempt": self.attempt, "content_type": self.content_type,
-               "bytes": self.bytes, "sha256": self.sha256, "duration_ms": self.duration_ms,
-               "channels": {"left": "ai", "right": "callee"}, "saved_at": self.saved_at,
-               "url": format!("/v1/calls/{call_id}/recording")})
-    }
 }
 
 /// An upload that may go ahead: where to put the bytes and how to check them.
@@ -242,50 +219,6 @@ pub async fn record_saved(
     ))
 }
 
-/// `GET /v1/calls/{id}/recording`: the newest attempt's WAV. The answer names
-/// the R2 object; the glue streams it as the body.
-pub async fn get_recording<K: Kv, D: Dispatcher>(
-    env: &Env<'_, K, D>,
-    tenant: &Tenant,
-    cid: &str,
-) -> Result<ApiResponse, ApiError> {
-    let not_found = || ApiError::new(ErrorCode::CallNotFound, format!("no call '{cid}'"));
-    if !crate::ids::is_id(cid, "call") {
-        return Err(not_found());
-    }
-    let (record, info) = env
-        .calls
-        .recording(&tenant.id, cid)
-        .await?
-        .ok_or_else(not_found)?;
-    let Some(info) = info else {
-        let why = if !record.record {
-            "this call was placed without record: true".to_string()
-        } else if record.status.is_terminal() {
-            "not uploaded yet: the sidecar uploads it once the call has ended (recording.saved tells when), or the call was never answered".to_string()
-        } else {
-            "the call has not ended; its recording is uploaded after it ends (recording.saved tells when)".to_string()
-        };
-        return Err(ApiError::new(
-            ErrorCode::RecordingNotFound,
-            format!("no recording for call '{}': {why}", record.id),
-        ));
-    };
-    let mut resp = ApiResponse::json(200, &Value::Null)
-        .with_header("Content-Type", info.content_type.clone())
-        .with_header("Content-Length", info.bytes.to_string())
-        .with_header(
-            "Content-Disposition",
-            format!("attachment; filename=\"{}.wav\"", record.id),
-        )
-        .with_header("X-Recording-Attempt", info.attempt.to_string())
-        .with_header("X-Recording-Duration-Ms", info.duration_ms.to_string())
-        .with_header("X-Recording-Sha256", info.sha256.clone());
-    resp.body = String::new();
-    resp.stored_object = Some(info.object_key);
-    Ok(resp)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -295,7 +228,7 @@ mod tests {
     use crate::sql::sqlite::LimitedSqlite;
     use crate::store::memory::MemoryKv;
     use crate::store::put_json;
-    use crate::webhooks::Outbox;
+    use crate::webhooks::delivery::Outbox;
     use futures::executor::block_on;
     use voxline_shared::signing;
 
@@ -307,7 +240,7 @@ mod tests {
     type TestCalls = MemoryCalls<SqlCallRows<LimitedSqlite>>;
 
     fn key() -> SealingKey {
-        crate::webhooks::tests_support::sealing_key()
+        crate::webhooks::delivery::tests_support::sealing_key()
     }
 
     fn put_sidecar(kv: &MemoryKv, id: &str, secret: &str) {
@@ -444,7 +377,7 @@ mod tests {
         );
         assert_eq!(up.sha256.len(), 32);
         let outbox = Outbox::default();
-        crate::webhooks::tests_support::endpoint(&kv, TENANT, &["recording.saved"]);
+        crate::webhooks::delivery::tests_support::endpoint(&kv, TENANT, &["recording.saved"]);
         let r = block_on(record_saved(&calls, &up, NOW)).unwrap();
         block_on(calls.drain(&kv, &outbox)).unwrap();
         let jobs = outbox.take();

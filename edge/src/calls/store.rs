@@ -14,16 +14,17 @@
 //! Nothing here is read from KV except configuration (webhook endpoints, when
 //! an event is turned into deliveries).
 
-use crate::calls::recordings::RecordingInfo;
 use crate::calls::state;
 use crate::dispatch::port::Dispatcher;
-use crate::dispatch::queue::{CallChange, CallUpdate, CancelOutcome, EnqueueOutcome, QueuedCall};
+use crate::dispatch::queue::{CallChange, CallUpdate, CancelOutcome, EnqueueOutcome};
+use crate::dispatch::queued_call::QueuedCall;
 use crate::ids::rfc3339_ms;
 use crate::model::CallRecord;
 use crate::sql::{int_at, text_at, Sql, SqlValue};
 use crate::store::StoreError;
 use crate::traffic::{IdemRequest, LocalFuture};
 use crate::transcript::{Change, Transcript, TranscriptUpdate, Turn};
+use crate::webhooks::events::PendingEvent;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use voxline_shared::{CallStatus, EndedReason};
@@ -51,17 +52,6 @@ pub struct IdemClaim {
     pub fingerprint: String,
     pub call_id: String,
     pub expires_ms: u64,
-}
-
-/// A webhook event waiting to be turned into deliveries.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct PendingEvent {
-    pub event_id: String,
-    pub event_type: String,
-    pub call_id: String,
-    /// The exact body every endpoint receives.
-    pub payload: String,
-    pub created_ms: u64,
 }
 
 /// One row per item: a call, a transcript turn, a small value, an event.
@@ -455,7 +445,8 @@ fn push_call_event(
     now_ms: u64,
 ) -> Result<(), StoreError> {
     let event_id = crate::ids::random_id("evt");
-    let payload = crate::webhooks::call_event_payload(event_type, &event_id, record, now_ms);
+    let payload =
+        crate::webhooks::events::call_event_payload(event_type, &event_id, record, now_ms);
     rows.push_event(&PendingEvent {
         event_id,
         event_type: event_type.to_string(),
@@ -473,7 +464,7 @@ fn push_event_with(
     now_ms: u64,
 ) -> Result<(), StoreError> {
     let event_id = crate::ids::random_id("evt");
-    let payload = crate::webhooks::event_payload(event_type, &event_id, now_ms, data);
+    let payload = crate::webhooks::events::event_payload(event_type, &event_id, now_ms, data);
     rows.push_event(&PendingEvent {
         event_id,
         event_type: event_type.to_string(),
@@ -512,7 +503,7 @@ fn events_for_change(
     record: &CallRecord,
     now_ms: u64,
 ) -> Result<(), StoreError> {
-    if let Some(event) = crate::webhooks::event_for_change(before, record) {
+    if let Some(event) = crate::webhooks::events::event_for_change(before, record) {
         push_call_event(rows, event, record, now_ms)?;
     }
     if record.status.is_terminal() && !before.is_terminal() && record.answered_at.is_some() {
@@ -1133,13 +1124,13 @@ pub async fn drain_outbox<F, Fut>(
     mut send: F,
 ) -> Result<bool, StoreError>
 where
-    F: FnMut(Vec<crate::webhooks::DeliveryJob>) -> Fut,
+    F: FnMut(Vec<crate::webhooks::delivery::DeliveryJob>) -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
     let events = rows.events(DRAIN_BATCH)?;
     let full = events.len() == DRAIN_BATCH as usize;
     for (id, event) in events {
-        let jobs = crate::webhooks::jobs_for_event(kv, tenant_id, &event, now_ms).await?;
+        let jobs = crate::webhooks::events::jobs_for_event(kv, tenant_id, &event, now_ms).await?;
         if !jobs.is_empty() && !send(jobs).await {
             return Ok(true);
         }
@@ -1222,7 +1213,7 @@ pub mod memory {
         pub async fn drain(
             &self,
             kv: &impl crate::store::Kv,
-            outbox: &crate::webhooks::Outbox,
+            outbox: &crate::webhooks::delivery::Outbox,
         ) -> Result<(), StoreError> {
             let tenants: Vec<String> = self.tenants.borrow().keys().cloned().collect();
             for tenant in tenants {
@@ -1264,5 +1255,25 @@ pub mod memory {
                 .await
             })
         }
+    }
+}
+/// What the tenant's call store keeps of a call's stored recording.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecordingInfo {
+    pub attempt: u32,
+    pub object_key: String,
+    pub content_type: String,
+    pub bytes: u64,
+    pub sha256: String,
+    pub duration_ms: u64,
+    pub saved_at: String,
+}
+
+impl RecordingInfo {
+    pub fn to_public(&self, call_id: &str) -> Value {
+        json!({"object": "recording", "call_id": call_id, "attempt": self.attempt, "content_type": self.content_type,
+               "bytes": self.bytes, "sha256": self.sha256, "duration_ms": self.duration_ms,
+               "channels": {"left": "ai", "right": "callee"}, "saved_at": self.saved_at,
+               "url": format!("/v1/calls/{call_id}/recording")})
     }
 }

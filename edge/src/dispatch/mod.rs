@@ -6,5 +6,7 @@
 
 pub mod port;
 pub mod queue;
+pub mod queued_call;
 pub mod sidecar_link;
+pub mod sidecar_request;
 pub mod waiting_line;

@@ -3,7 +3,8 @@
 //! from its record. What the queue changes reaches each call's record as
 //! numbered reports to the tenant's `CallStore` (see `call_store`).
 
-use crate::dispatch::queue::{CancelOutcome, EnqueueOutcome, QueuedCall};
+use crate::dispatch::queue::{CancelOutcome, EnqueueOutcome};
+use crate::dispatch::queued_call::QueuedCall;
 use crate::dispatch::sidecar_link::SidecarEnvelope;
 use crate::ids::parse_rfc3339_utc_ms;
 use crate::model::CallRecord;

@@ -335,7 +335,8 @@ pub fn lease_reply(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dispatch::queue::{CallChange, QueuedCall};
+    use crate::dispatch::queue::CallChange;
+    use crate::dispatch::queued_call::QueuedCall;
 
     #[test]
     fn the_link_is_https_only_outside_development() {

@@ -3,7 +3,7 @@
 //! queued: a region with 10,000 scheduled calls answers as fast as an empty
 //! one (see docs/bench.md). Pure data structure; `dispatch` decides.
 
-use crate::dispatch::queue::QueuedCall;
+use crate::dispatch::queued_call::QueuedCall;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 

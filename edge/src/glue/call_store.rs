@@ -4,73 +4,17 @@
 //! port, drains the outbox of webhook events into the delivery queue, and
 //! retries that drain by alarm until the queue has taken every event.
 
-use crate::calls::store::{
-    self, CallStoreAnswer, CallStoreRequest, CallStoreTransport, SqlCallRows,
-};
-use crate::glue::{WorkersKv, KV_BINDING};
-use crate::sql::{Row, Sql, SqlValue};
+use crate::calls::store::{self, SqlCallRows};
+use crate::glue::env::{DoSql, WorkersKv, KV_BINDING};
+use crate::glue::stubs::Envelope;
 use crate::store::StoreError;
-use crate::traffic::LocalFuture;
-use serde::{Deserialize, Serialize};
 use std::cell::Cell;
-use worker::{
-    console_log, durable_object, Date, Env, Method, Request, RequestInit, Response, Result,
-    SqlStorage, SqlStorageValue, State,
-};
+use worker::{console_log, durable_object, Date, Env, Request, Response, Result, State};
 
-pub const DO_BINDING: &str = "CALL_STORE";
 /// A drain that could not hand every event to the queue runs again this much later.
 const DRAIN_RETRY_MS: i64 = 2_000;
 /// Expired idempotency claims are swept at most this often.
 const SWEEP_EVERY_MS: i64 = 3_600_000;
-
-/// `ctx.storage.sql` as the [`Sql`] port.
-pub(crate) struct DoSql(pub SqlStorage);
-
-fn to_do(v: SqlValue) -> SqlStorageValue {
-    match v {
-        SqlValue::Null => SqlStorageValue::Null,
-        SqlValue::Integer(n) => SqlStorageValue::Integer(n),
-        SqlValue::Real(f) => SqlStorageValue::Float(f),
-        SqlValue::Text(s) => SqlStorageValue::String(s),
-        SqlValue::Blob(b) => SqlStorageValue::Blob(b),
-    }
-}
-
-fn from_do(v: SqlStorageValue) -> SqlValue {
-    match v {
-        SqlStorageValue::Null => SqlValue::Null,
-        SqlStorageValue::Boolean(b) => SqlValue::Integer(i64::from(b)),
-        SqlStorageValue::Integer(n) => SqlValue::Integer(n),
-        SqlStorageValue::Float(f) => SqlValue::Real(f),
-        SqlStorageValue::String(s) => SqlValue::Text(s),
-        SqlStorageValue::Blob(b) => SqlValue::Blob(b),
-    }
-}
-
-impl Sql for DoSql {
-    fn exec(&self, query: &str, args: Vec<SqlValue>) -> std::result::Result<Vec<Row>, StoreError> {
-        let failed = |e: worker::Error| StoreError::Unavailable(format!("sql: {e}"));
-        let cursor = self
-            .0
-            .exec(query, args.into_iter().map(to_do).collect::<Vec<_>>())
-            .map_err(failed)?;
-        cursor
-            .raw()
-            .map(|row| {
-                row.map(|values| values.into_iter().map(from_do).collect())
-                    .map_err(failed)
-            })
-            .collect()
-    }
-}
-
-/// What the Worker (or a region's queue) sends to a tenant's object.
-#[derive(Serialize, Deserialize)]
-struct Envelope {
-    tenant_id: String,
-    request: CallStoreRequest,
-}
 
 #[durable_object]
 pub struct CallStore {
@@ -183,7 +127,7 @@ impl worker::DurableObject for CallStore {
                 // The first request also arms the periodic sweep.
                 self.retry_later().await;
             }
-            let dispatch = crate::glue::dispatch_queue::WorkersDispatcher(&self.env);
+            let dispatch = crate::glue::stubs::WorkersDispatcher(&self.env);
             let mut log = |m: String| console_log!("call store {tenant_id}: {m}");
             store::handle(
                 &self.rows,
@@ -230,45 +174,5 @@ impl worker::DurableObject for CallStore {
         };
         self.state.storage().set_alarm(next).await?;
         Response::ok("")
-    }
-}
-
-/// The Worker's (and the region queues') handle on the tenants' call stores.
-pub struct WorkersCalls<'a>(pub &'a Env);
-
-impl CallStoreTransport for WorkersCalls<'_> {
-    fn send<'a>(
-        &'a self,
-        tenant_id: &'a str,
-        request: CallStoreRequest,
-    ) -> LocalFuture<'a, std::result::Result<CallStoreAnswer, StoreError>> {
-        Box::pin(async move {
-            let unavailable =
-                |e: worker::Error| StoreError::Unavailable(format!("call store {tenant_id}: {e}"));
-            let stub = self
-                .0
-                .durable_object(DO_BINDING)
-                .and_then(|ns| ns.id_from_name(tenant_id)?.get_stub())
-                .map_err(unavailable)?;
-            let body = serde_json::to_string(&Envelope {
-                tenant_id: tenant_id.to_string(),
-                request,
-            })
-            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-            let mut init = RequestInit::new();
-            init.with_method(Method::Post).with_body(Some(body.into()));
-            let req = Request::new_with_init("https://calls/", &init).map_err(unavailable)?;
-            let mut resp = stub.fetch_with_request(req).await.map_err(unavailable)?;
-            if resp.status_code() != 200 {
-                let text = resp.text().await.unwrap_or_default();
-                return Err(StoreError::Unavailable(format!(
-                    "call store {tenant_id} answered {}: {text}",
-                    resp.status_code()
-                )));
-            }
-            resp.json::<CallStoreAnswer>()
-                .await
-                .map_err(|e| StoreError::Corrupt(format!("call store answer: {e}")))
-        })
     }
 }

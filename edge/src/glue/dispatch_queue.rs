@@ -9,14 +9,14 @@
 use crate::calls::store::{
     CallStoreAnswer, CallStoreRequest, CallStoreTransport, Report, ReportItem,
 };
-use crate::dispatch::port::Dispatcher;
 use crate::dispatch::queue::{
-    CallRow, CallUpdate, CancelOutcome, DispatchTimings, EnqueueOutcome, QueueMeta, QueuedCall,
-    RegionQueue,
+    CallRow, CallUpdate, CancelOutcome, DispatchTimings, EnqueueOutcome, QueueMeta, RegionQueue,
 };
+use crate::dispatch::queued_call::QueuedCall;
 use crate::dispatch::sidecar_link::{self, SidecarEnvelope};
-use crate::glue::call_store::DoSql;
-use crate::glue::var_u64;
+use crate::glue::env::var_u64;
+use crate::glue::env::DoSql;
+use crate::glue::stubs::REGION_HEADER;
 use crate::sql::{int_at, text_at, Sql};
 use crate::store::StoreError;
 use crate::transcript::TranscriptUpdate;
@@ -24,15 +24,10 @@ use serde_json::{json, Value};
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 use std::time::Duration;
-use worker::{
-    console_log, durable_object, Date, Delay, Env, Method, Request, RequestInit, Response, Result,
-    State,
-};
+use worker::{console_log, durable_object, Date, Delay, Env, Request, Response, Result, State};
 
-pub const DO_BINDING: &str = "DISPATCH";
 /// The region a request is for (an object cannot read its own name), kept
 /// in storage for the alarm.
-const REGION_HEADER: &str = "x-voxline-region";
 const REGION_KEY: &str = "region";
 /// The queue as one value, before rows (read once, to move it into rows).
 const STORAGE_KEY: &str = "queue";
@@ -284,7 +279,7 @@ impl DispatchQueue {
                 .ok()?;
             serde_json::from_str(&text_at(rows.first()?, 0, "offer").ok()?).ok()
         });
-        crate::engine_keys::open_offers(body, crate::glue::sealing_key(&self.env).as_ref());
+        crate::engine_keys::open_offers(body, crate::glue::env::sealing_key(&self.env).as_ref());
     }
 
     /// Writes what changed as numbered report rows, in order (turns before
@@ -371,7 +366,7 @@ impl DispatchQueue {
                 }
             }
         }
-        let stores = crate::glue::call_store::WorkersCalls(&self.env);
+        let stores = crate::glue::stubs::WorkersCalls(&self.env);
         let mut stuck = false;
         for (tenant, reports) in by_tenant {
             let last = reports.last().map_or(0, |r| r.seq);
@@ -581,81 +576,5 @@ impl worker::DurableObject for DispatchQueue {
                 .await?;
         }
         Response::ok("")
-    }
-}
-
-/// The Worker's handle on the region queues.
-pub struct WorkersDispatcher<'a>(pub &'a Env);
-
-impl WorkersDispatcher<'_> {
-    async fn call(
-        &self,
-        region: &str,
-        op: &str,
-        body: &Value,
-    ) -> std::result::Result<(u16, Value), StoreError> {
-        let unavailable =
-            |e: worker::Error| StoreError::Unavailable(format!("dispatch {region}{op}: {e}"));
-        let stub = self
-            .0
-            .durable_object(DO_BINDING)
-            .and_then(|ns| ns.id_from_name(region)?.get_stub())
-            .map_err(unavailable)?;
-        let mut init = RequestInit::new();
-        let headers = worker::Headers::new();
-        headers.set(REGION_HEADER, region).map_err(unavailable)?;
-        init.with_method(Method::Post)
-            .with_headers(headers)
-            .with_body(Some(body.to_string().into()));
-        let req =
-            Request::new_with_init(&format!("https://dispatch{op}"), &init).map_err(unavailable)?;
-        let mut resp = stub.fetch_with_request(req).await.map_err(unavailable)?;
-        let status = resp.status_code();
-        let value = resp.json::<Value>().await.map_err(unavailable)?;
-        Ok((status, value))
-    }
-}
-
-impl Dispatcher for WorkersDispatcher<'_> {
-    async fn enqueue(
-        &self,
-        region: &str,
-        call: &QueuedCall,
-    ) -> std::result::Result<EnqueueOutcome, StoreError> {
-        let body = serde_json::to_value(call).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        match self.call(region, "/enqueue", &body).await? {
-            (200, v) => serde_json::from_value(v)
-                .map_err(|e| StoreError::Corrupt(format!("enqueue answer: {e}"))),
-            (s, v) => Err(StoreError::Unavailable(format!(
-                "enqueue answered {s}: {v}"
-            ))),
-        }
-    }
-
-    async fn cancel(
-        &self,
-        region: &str,
-        call_id: &str,
-    ) -> std::result::Result<CancelOutcome, StoreError> {
-        let (_, v) = self
-            .call(region, "/cancel", &json!({"call_id": call_id}))
-            .await?;
-        Ok(match v["outcome"].as_str() {
-            Some("cancelled") => CancelOutcome::Cancelled,
-            Some("signalled") => CancelOutcome::Signalled {
-                sidecar_id: v["sidecar_id"].as_str().unwrap_or_default().to_string(),
-            },
-            _ => CancelOutcome::Unknown,
-        })
-    }
-
-    async fn sidecar(
-        &self,
-        region: &str,
-        envelope: &SidecarEnvelope,
-    ) -> std::result::Result<(u16, Value), StoreError> {
-        let body =
-            serde_json::to_value(envelope).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        self.call(region, "/sidecar", &body).await
     }
 }

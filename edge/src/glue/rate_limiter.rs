@@ -7,22 +7,16 @@
 //! the awaited loads, so concurrent requests to the object serialise on it
 //! (a load that raced another request re-checks the cache before use).
 
-use crate::store::StoreError;
 use crate::traffic::{
     self, complete_entry, idem_expiry_key, idem_storage_key, parse_idem_expiry_key,
     parse_signature_storage_key, window_storage_key, Admission, Admitted, IdemEntry, Limiter,
-    LocalFuture, RateLimit, RateVerdict, StoredResponse, Traffic, Window, AUTH_FAILURE_PREFIX,
-    IDEMPOTENCY_TTL_MS,
+    RateLimit, RateVerdict, StoredResponse, Window, AUTH_FAILURE_PREFIX, IDEMPOTENCY_TTL_MS,
 };
 use serde_json::{json, Value};
 use std::cell::RefCell;
 use std::collections::BTreeMap;
-use worker::{
-    durable_object, js_sys, Date, Env, ListOptions, Method, Request, RequestInit, Response, Result,
-    State,
-};
+use worker::{durable_object, js_sys, Date, Env, ListOptions, Request, Response, Result, State};
 
-pub const DO_BINDING: &str = "RATE_LIMITER";
 /// Expired idempotency records removed per alarm run.
 const SWEEP_BATCH: usize = 128;
 
@@ -390,103 +384,5 @@ impl worker::DurableObject for RateLimiter {
     async fn alarm(&self) -> Result<Response> {
         self.sweep().await?;
         Response::ok("")
-    }
-}
-
-/// The Worker's handle on the tenants' `RateLimiter` objects.
-pub struct WorkersTraffic<'a>(pub &'a Env);
-
-impl WorkersTraffic<'_> {
-    async fn call(
-        &self,
-        tenant_id: &str,
-        op: &str,
-        body: &Value,
-    ) -> std::result::Result<Value, StoreError> {
-        let unavailable =
-            |e: worker::Error| StoreError::Unavailable(format!("rate limiter {op}: {e}"));
-        let stub = self
-            .0
-            .durable_object(DO_BINDING)
-            .and_then(|ns| ns.id_from_name(tenant_id)?.get_stub())
-            .map_err(unavailable)?;
-        let mut init = RequestInit::new();
-        init.with_method(Method::Post)
-            .with_body(Some(body.to_string().into()));
-        let req =
-            Request::new_with_init(&format!("https://traffic{op}"), &init).map_err(unavailable)?;
-        let mut resp = stub.fetch_with_request(req).await.map_err(unavailable)?;
-        let status = resp.status_code();
-        let value = resp.json::<Value>().await.map_err(unavailable)?;
-        if status != 200 {
-            return Err(StoreError::Unavailable(format!(
-                "rate limiter {op} answered {status}: {value}"
-            )));
-        }
-        Ok(value)
-    }
-}
-
-impl Traffic for WorkersTraffic<'_> {
-    fn admit<'a>(
-        &'a self,
-        tenant_id: &'a str,
-        a: &'a Admission,
-    ) -> LocalFuture<'a, std::result::Result<Admitted, StoreError>> {
-        Box::pin(async move {
-            let body = serde_json::to_value(a).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-            let v = self.call(tenant_id, "/admit", &body).await?;
-            serde_json::from_value(v).map_err(|e| StoreError::Corrupt(format!("admit answer: {e}")))
-        })
-    }
-
-    fn complete<'a>(
-        &'a self,
-        tenant_id: &'a str,
-        key: &'a str,
-        response: &'a StoredResponse,
-    ) -> LocalFuture<'a, std::result::Result<(), StoreError>> {
-        Box::pin(async move {
-            self.call(
-                tenant_id,
-                "/complete",
-                &json!({"key": key, "response": response}),
-            )
-            .await?;
-            Ok(())
-        })
-    }
-
-    fn release<'a>(
-        &'a self,
-        tenant_id: &'a str,
-        key: &'a str,
-    ) -> LocalFuture<'a, std::result::Result<(), StoreError>> {
-        Box::pin(async move {
-            self.call(tenant_id, "/release", &json!({"key": key}))
-                .await?;
-            Ok(())
-        })
-    }
-
-    fn auth_attempt<'a>(
-        &'a self,
-        scope: &'a str,
-        limit: RateLimit,
-        failed: bool,
-    ) -> LocalFuture<'a, std::result::Result<RateVerdict, StoreError>> {
-        Box::pin(async move {
-            // The address's own object: its name is the scope (`authfail:...`),
-            // which no tenant id (`ten_...`) can be.
-            let v = self
-                .call(
-                    scope,
-                    "/auth_attempt",
-                    &json!({"scope": scope, "limit": limit, "failed": failed}),
-                )
-                .await?;
-            serde_json::from_value(v)
-                .map_err(|e| StoreError::Corrupt(format!("auth attempt answer: {e}")))
-        })
     }
 }

@@ -4,7 +4,7 @@
 
 use crate::calls::recordings::{self, BUCKET_BINDING};
 use crate::error::{ApiError, ErrorCode};
-use crate::glue::{WorkersKv, KV_BINDING};
+use crate::glue::env::{WorkersKv, KV_BINDING};
 use crate::http::ApiResponse;
 use voxline_shared::protocol::HEADER_RECORDING_MANIFEST;
 use voxline_shared::signing::SignedHeaders;
@@ -59,7 +59,7 @@ async fn store_upload(
         .url()
         .map(|u| u.scheme().to_string())
         .unwrap_or_default();
-    crate::dispatch::sidecar_link::check_transport(&scheme, crate::glue::dev_mode(env))?;
+    crate::dispatch::sidecar_link::check_transport(&scheme, crate::glue::env::dev_mode(env))?;
     let headers = req.headers().clone();
     let owned: Vec<(String, String)> = headers
         .entries()
@@ -81,9 +81,9 @@ async fn store_upload(
         .flatten()
         .and_then(|v| v.trim().parse().ok());
     let kv = WorkersKv(env.kv(KV_BINDING).map_err(|e| internal("KV", e))?);
-    let calls = crate::glue::call_store::WorkersCalls(env);
-    let sealing = crate::glue::sealing_key(env);
-    let dispatch = crate::glue::dispatch_queue::WorkersDispatcher(env);
+    let calls = crate::glue::stubs::WorkersCalls(env);
+    let sealing = crate::glue::env::sealing_key(env);
+    let dispatch = crate::glue::stubs::WorkersDispatcher(env);
     let admitted = recordings::admit_upload(
         &kv,
         sealing.as_ref(),

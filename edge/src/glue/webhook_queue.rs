@@ -1,13 +1,15 @@
 //! wasm32-only: webhook delivery through Cloudflare Queues. The producer
 //! sends [`DeliveryJob`]s (JSON text) to `WEBHOOK_DELIVERIES`; the consumer
-//! (`#[event(queue)]`, same Worker) runs the pure [`webhooks::process`] on
+//! (`#[event(queue)]`, same Worker) runs the pure [`delivery::process`] on
 //! each with a `fetch`-backed [`WebhookHttp`] and acks, re-queues (retry
 //! delays are per job, so a new message carries the next attempt), or lets
 //! the queue retry a job whose outcome could not be recorded.
 
 use crate::engine_keys::SealingKey;
-use crate::glue::{WorkersKv, KV_BINDING};
-use crate::webhooks::{self, DeliveryJob, HttpReply, Next, WebhookHttp, ATTEMPT_TIMEOUT_MS};
+use crate::glue::env::{WorkersKv, KV_BINDING};
+use crate::webhooks::delivery::{
+    self, DeliveryJob, HttpReply, Next, WebhookHttp, ATTEMPT_TIMEOUT_MS,
+};
 use futures_util::future::{join_all, select, Either};
 use std::time::Duration;
 use worker::{
@@ -140,7 +142,7 @@ async fn handle(
     };
     let _ = env;
     let clock = || Date::now().as_millis();
-    match webhooks::process(kv, &FetchHttp, job, &clock, dev_mode, sealing).await {
+    match delivery::process(kv, &FetchHttp, job, &clock, dev_mode, sealing).await {
         Ok(Next::Done) => msg.ack(),
         Ok(Next::Requeue { job, delay_s }) => match send_one(queue, &job, delay_s).await {
             Ok(()) => msg.ack(),
@@ -174,7 +176,7 @@ pub async fn consume(batch: MessageBatch<String>, env: Env, _ctx: Context) -> Re
     let dev_mode = env
         .var("VOXLINE_ENV")
         .is_ok_and(|v| v.to_string() == "development");
-    let sealing = crate::glue::sealing_key(&env);
+    let sealing = crate::glue::env::sealing_key(&env);
     // Attempts of one batch run concurrently: one slow receiver (up to the
     // 15 s timeout) does not hold up the others.
     join_all(

@@ -16,18 +16,17 @@
 
 use crate::api::router::{RouteId, ROUTES};
 use crate::api::validate;
-use crate::api::validate::{
-    MAX_BODY_BYTES, MAX_METADATA_BYTES, MAX_PROMPT_CHARS, MAX_SCHEDULE_AHEAD_DAYS,
-};
-use crate::api::{
-    CONCURRENCY_RETRY_AFTER_SECS, LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX, MAX_CONCURRENT_CALLS_MAX,
-    WEBHOOK_EVENTS,
-};
+use crate::api::validate::{MAX_METADATA_BYTES, MAX_PROMPT_CHARS, MAX_SCHEDULE_AHEAD_DAYS};
 use crate::calling_window;
 use crate::error::ErrorCode;
+use crate::limits::{
+    CONCURRENCY_RETRY_AFTER_SECS, LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX, MAX_BODY_BYTES,
+    MAX_CONCURRENT_CALLS_MAX,
+};
 use crate::model::Engine;
 use crate::traffic;
-use crate::webhooks::{self, DeliveryStatus};
+use crate::webhooks::delivery::{self, DeliveryStatus};
+use crate::webhooks::events::WEBHOOK_EVENTS;
 use serde_json::{json, Map, Value};
 use voxline_shared::{CallStatus, EndedReason};
 
@@ -1125,12 +1124,12 @@ internal names, numeric IPv4 forms, IPv6 forms embedding an IPv4 address and `us
 422 `invalid_url`; checked again before every delivery); in local development also http or https to loopback. Names that resolve to private addresses cannot be detected from a Worker.";
     let url = json!({"type": "string", "minLength": 1, "maxLength": WEBHOOK_URL_MAX, "pattern": WEBHOOK_URL_PATTERN, "description": url_doc});
     let schedule = |with_default: bool| {
-        let mut s = json!({"type": "array", "maxItems": webhooks::MAX_RETRY_STEPS,
-            "items": {"type": "integer", "minimum": webhooks::MIN_RETRY_STEP_DEV, "maximum": webhooks::MAX_RETRY_STEP},
+        let mut s = json!({"type": "array", "maxItems": delivery::MAX_RETRY_STEPS,
+            "items": {"type": "integer", "minimum": delivery::MIN_RETRY_STEP_DEV, "maximum": delivery::MAX_RETRY_STEP},
             "description": format!("Seconds to wait after each failed attempt, one retry per entry (empty: no retries). Each step at least {} s in production ({} s in local development), at most {} s; a receiver's longer `Retry-After` wins.",
-                webhooks::MIN_RETRY_STEP_PROD, webhooks::MIN_RETRY_STEP_DEV, webhooks::MAX_RETRY_STEP)});
+                delivery::MIN_RETRY_STEP_PROD, delivery::MIN_RETRY_STEP_DEV, delivery::MAX_RETRY_STEP)});
         if with_default {
-            s["default"] = json!(webhooks::DEFAULT_RETRY_SCHEDULE);
+            s["default"] = json!(crate::model::DEFAULT_RETRY_SCHEDULE);
         }
         nullable(s)
     };
@@ -1164,7 +1163,7 @@ internal names, numeric IPv4 forms, IPv6 forms embedding an IPv4 address and `us
     ], &[]));
     add("RotateWebhookSecretRequest", input("Optional body.", vec![
         ("overlap_seconds", nullable(with_description(
-            int_range((0, webhooks::MAX_ROTATION_OVERLAP_S as i64, webhooks::DEFAULT_ROTATION_OVERLAP_S as i64)),
+            int_range((0, delivery::MAX_ROTATION_OVERLAP_S as i64, delivery::DEFAULT_ROTATION_OVERLAP_S as i64)),
             "How long deliveries are also signed with the previous secret (both signatures, space-separated in `webhook-signature`). 0 retires it at once."))),
     ], &[]));
     add("CreateSidecarRequest", input("Credentials for a media sidecar of a region. Creating an existing id rotates its secret.", vec![
@@ -1737,9 +1736,11 @@ fn operation(id: RouteId) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api::env::Env;
+    use crate::api::handle;
     use crate::api::router::{route, Match};
     use crate::api::validate::{self, AGENT_FIELDS, CREATE_CALL_FIELDS};
-    use crate::api::{check_webhook_url, handle, Env};
+    use crate::api::webhooks::check_webhook_url;
     use crate::http::{ApiRequest, ApiResponse};
     use crate::store::memory::MemoryKv;
     use crate::store::{Kv, KvPage, StoreError};
@@ -1846,7 +1847,7 @@ mod tests {
         >,
         traffic: MemoryTraffic,
         /// Webhook jobs the requests queued.
-        outbox: crate::webhooks::Outbox,
+        outbox: crate::webhooks::delivery::Outbox,
         spec: Value,
         checker: Checker,
         /// (METHOD, path pattern, status) answered so far.
@@ -1868,7 +1869,7 @@ mod tests {
                 spec,
                 seen: RefCell::default(),
                 // The key test fixtures seal their secrets with.
-                sealing: crate::webhooks::tests_support::sealing_key(),
+                sealing: crate::webhooks::delivery::tests_support::sealing_key(),
                 auth_limit: std::cell::Cell::new(crate::traffic::LIMIT_MAX),
             }
         }
@@ -2042,14 +2043,14 @@ mod tests {
     /// A receiver that answers every delivery with one status.
     struct Answer(u16);
 
-    impl crate::webhooks::WebhookHttp for Answer {
+    impl crate::webhooks::delivery::WebhookHttp for Answer {
         async fn post(
             &self,
             _: &str,
             _: &[(String, String)],
             _: &str,
-        ) -> Result<crate::webhooks::HttpReply, String> {
-            Ok(crate::webhooks::HttpReply {
+        ) -> Result<crate::webhooks::delivery::HttpReply, String> {
+            Ok(crate::webhooks::delivery::HttpReply {
                 status: self.0,
                 retry_after: None,
             })
@@ -2060,7 +2061,7 @@ mod tests {
     fn deliver_all(api: &Api) -> Vec<String> {
         let jobs = api.outbox.take();
         for job in &jobs {
-            block_on(crate::webhooks::process(
+            block_on(crate::webhooks::delivery::process(
                 &api.kv,
                 &Answer(200),
                 job.clone(),
@@ -2436,7 +2437,7 @@ mod tests {
         let spec = spec();
         let checker = Checker::new(&spec);
         let kv = MemoryKv::default();
-        crate::webhooks::tests_support::endpoint(&kv, "ten_1", &["transcript.saved"]);
+        crate::webhooks::delivery::tests_support::endpoint(&kv, "ten_1", &["transcript.saved"]);
         let turn = Turn {
             role: "ai".into(),
             text: "Hello".into(),
@@ -2486,14 +2487,14 @@ mod tests {
             })
             .collect();
         apply_reports(&*rows, "local", &reports, 1_780_000_000_000, &mut |_| {}).unwrap();
-        let outbox = crate::webhooks::Outbox::default();
+        let outbox = crate::webhooks::delivery::Outbox::default();
         block_on(calls.drain(&kv, &outbox)).unwrap();
         let jobs = outbox.take();
         let payload: Value = serde_json::from_str(&jobs[0].payload).unwrap();
         checker
             .check(&schema_ref("WebhookTranscriptEvent"), &payload)
             .unwrap_or_else(|e| panic!("{payload}: {e}"));
-        let info = crate::calls::recordings::RecordingInfo {
+        let info = crate::calls::store::RecordingInfo {
             attempt: 1,
             object_key: "k".into(),
             content_type: "audio/wav".into(),
@@ -3311,7 +3312,7 @@ mod tests {
                 .contains("without record: true"),
             "{none}"
         );
-        let info = crate::calls::recordings::RecordingInfo {
+        let info = crate::calls::store::RecordingInfo {
             attempt: 1,
             object_key: crate::calls::recordings::object_key(&t, &w.cid, 1),
             content_type: "audio/wav".into(),
