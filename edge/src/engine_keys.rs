@@ -4,7 +4,7 @@
 //! The key is a tenant's secret. It is never written in clear: the edge seals
 //! it (AES-256-GCM under the Worker secret `VOXLINE_SEALING_KEY`, bound to the
 //! tenant as associated data) before it is stored anywhere (the agent record,
-//! the region queue's offer), opens it only when an offer is handed to a
+//! the dispatch queue's offer), opens it only when an offer is handed to a
 //! sidecar (over the signed, TLS-protected link), and never returns it through
 //! the API or writes it to a log. The sidecar holds it in memory for the one
 //! call. A call's own key lives only in its queued offer, which the queue

@@ -11,7 +11,7 @@ pub const LIST_LIMIT_DEFAULT: u32 = 20;
 pub const LIST_LIMIT_MAX: u32 = 100;
 
 /// `Retry-After` on `concurrency_limit_reached`.
-pub const CONCURRENCY_RETRY_AFTER_SECS: u64 = 15;
+pub const CONCURRENCY_RETRY_AFTER_SECONDS: u64 = 15;
 
 /// Largest `max_concurrent_calls` a tenant may set.
 pub const MAX_CONCURRENT_CALLS_MAX: i64 = 10_000;

@@ -63,7 +63,7 @@ fn request(method: &str, path: &str, token: &str, body: Option<&Value>) -> ApiRe
 /// A tenant with an agent, an API key and one webhook endpoint, in memory.
 pub struct World {
     kv: MemoryKv,
-    /// The tenant's call store (with its region queue, `calls.dispatch`).
+    /// The tenant's call store (with its dispatch queue, `calls.dispatch`).
     calls: MemoryCalls<MemoryCallRows>,
     traffic: MemoryTraffic,
     outbox: Outbox,
@@ -127,7 +127,7 @@ impl World {
         self.calls.dispatch.now_ms.set(self.now_ms);
         let env = Env {
             kv: &self.kv,
-            dispatch: &self.calls.dispatch,
+            dispatch_queues: &self.calls.dispatch,
             now_ms: self.now_ms,
             admin_token: Some(ADMIN),
             dev_mode: false,

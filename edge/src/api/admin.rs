@@ -10,7 +10,7 @@ use crate::engine_keys::secrets_sealing_key;
 use crate::limits::MAX_BODY_BYTES;
 use crate::limits::MAX_CONCURRENT_CALLS_MAX;
 
-use crate::dispatch::port::Dispatcher;
+use crate::dispatch::port::DispatchQueues;
 use crate::engine_keys::{SecretOwner, StoredSecret};
 use crate::error::{ApiError, ErrorCode};
 use crate::http::{ApiRequest, ApiResponse};
@@ -24,7 +24,7 @@ use serde_json::{json, Value};
 
 use crate::api::env::{Env, Result};
 
-pub(crate) async fn create_sidecar<K: Kv, D: Dispatcher>(
+pub(crate) async fn create_sidecar<K: Kv, D: DispatchQueues>(
     env: &Env<'_, K, D>,
     req: &ApiRequest,
 ) -> Result<ApiResponse> {
@@ -63,7 +63,7 @@ pub(crate) async fn create_sidecar<K: Kv, D: Dispatcher>(
     Ok(ApiResponse::json(201, &body))
 }
 
-pub(crate) async fn revoke_sidecar<K: Kv, D: Dispatcher>(
+pub(crate) async fn revoke_sidecar<K: Kv, D: DispatchQueues>(
     env: &Env<'_, K, D>,
     sid: &str,
 ) -> Result<ApiResponse> {
@@ -87,7 +87,7 @@ pub(crate) async fn revoke_sidecar<K: Kv, D: Dispatcher>(
 
 // ---- admin ----
 
-pub(crate) async fn admin_route<K: Kv, D: Dispatcher>(
+pub(crate) async fn admin_route<K: Kv, D: DispatchQueues>(
     env: &Env<'_, K, D>,
     req: &ApiRequest,
     id: RouteId,
@@ -174,7 +174,7 @@ pub(crate) fn agent_public(a: &Agent, tenant: &Tenant) -> Value {
     v
 }
 
-pub(crate) async fn load_tenant<K: Kv, D: Dispatcher>(
+pub(crate) async fn load_tenant<K: Kv, D: DispatchQueues>(
     env: &Env<'_, K, D>,
     tid: &str,
 ) -> Result<Tenant> {
@@ -187,7 +187,7 @@ pub(crate) async fn load_tenant<K: Kv, D: Dispatcher>(
         .ok_or_else(not_found)
 }
 
-pub(crate) async fn load_agent<K: Kv, D: Dispatcher>(
+pub(crate) async fn load_agent<K: Kv, D: DispatchQueues>(
     env: &Env<'_, K, D>,
     tid: &str,
     aid: &str,
@@ -201,7 +201,7 @@ pub(crate) async fn load_agent<K: Kv, D: Dispatcher>(
         .ok_or_else(not_found)
 }
 
-pub(crate) async fn create_tenant<K: Kv, D: Dispatcher>(
+pub(crate) async fn create_tenant<K: Kv, D: DispatchQueues>(
     env: &Env<'_, K, D>,
     req: &ApiRequest,
 ) -> Result<ApiResponse> {
@@ -224,7 +224,7 @@ pub(crate) async fn create_tenant<K: Kv, D: Dispatcher>(
     Ok(ApiResponse::json(201, &tenant_public(&tenant)))
 }
 
-pub(crate) async fn update_tenant<K: Kv, D: Dispatcher>(
+pub(crate) async fn update_tenant<K: Kv, D: DispatchQueues>(
     env: &Env<'_, K, D>,
     req: &ApiRequest,
     mut tenant: Tenant,
@@ -273,7 +273,7 @@ pub(crate) async fn update_tenant<K: Kv, D: Dispatcher>(
     Ok(ApiResponse::json(200, &tenant_public(&tenant)))
 }
 
-pub(crate) async fn create_agent<K: Kv, D: Dispatcher>(
+pub(crate) async fn create_agent<K: Kv, D: DispatchQueues>(
     env: &Env<'_, K, D>,
     req: &ApiRequest,
     tenant: &mut Tenant,
@@ -318,7 +318,7 @@ pub(crate) async fn create_agent<K: Kv, D: Dispatcher>(
     Ok(ApiResponse::json(201, &agent_public(&agent, tenant)))
 }
 
-pub(crate) async fn update_agent<K: Kv, D: Dispatcher>(
+pub(crate) async fn update_agent<K: Kv, D: DispatchQueues>(
     env: &Env<'_, K, D>,
     req: &ApiRequest,
     tenant: &mut Tenant,
@@ -372,7 +372,7 @@ pub(crate) async fn update_agent<K: Kv, D: Dispatcher>(
     Ok(ApiResponse::json(200, &agent_public(&agent, tenant)))
 }
 
-pub(crate) async fn create_api_key<K: Kv, D: Dispatcher>(
+pub(crate) async fn create_api_key<K: Kv, D: DispatchQueues>(
     env: &Env<'_, K, D>,
     req: &ApiRequest,
     tenant: &Tenant,
@@ -434,7 +434,7 @@ pub(crate) async fn create_api_key<K: Kv, D: Dispatcher>(
     Ok(ApiResponse::json(201, &body))
 }
 
-pub(crate) async fn revoke_api_key<K: Kv, D: Dispatcher>(
+pub(crate) async fn revoke_api_key<K: Kv, D: DispatchQueues>(
     env: &Env<'_, K, D>,
     tenant: &Tenant,
     kid: &str,

@@ -1,7 +1,7 @@
 //! Who is asking: tenant API keys (bearer tokens, optionally signed requests),
 //! the admin token, and the failed-credential count per client address.
 
-use crate::dispatch::port::Dispatcher;
+use crate::dispatch::port::DispatchQueues;
 use crate::error::{ApiError, ErrorCode};
 use crate::http::{ApiRequest, ApiResponse};
 use crate::ids::{self};
@@ -44,7 +44,7 @@ pub(crate) fn invalid_key() -> ApiError {
 }
 
 /// Resolves the API key to its tenant. Only the key's SHA-256 touches storage.
-pub(crate) async fn authenticate_tenant<K: Kv, D: Dispatcher>(
+pub(crate) async fn authenticate_tenant<K: Kv, D: DispatchQueues>(
     env: &Env<'_, K, D>,
     req: &ApiRequest,
 ) -> Result<(Tenant, ApiKeyAuth)> {
@@ -74,7 +74,7 @@ pub(crate) fn too_many_failed_attempts(v: &traffic::RateVerdict) -> ApiResponse 
         ErrorCode::TooManyFailedAttempts,
         format!(
             "more than {} requests with wrong credentials from this address; retry after {} s",
-            v.limit, v.reset_secs
+            v.limit, v.reset_seconds
         ),
     );
     let mut resp = ApiResponse::error(&e);
@@ -88,7 +88,7 @@ pub(crate) fn too_many_failed_attempts(v: &traffic::RateVerdict) -> ApiResponse 
 /// pay this round trip: a valid key's request is never held up by it (and an
 /// API key, 192 random bits, cannot be guessed, so a blocked address with a
 /// valid key may go on).
-pub(crate) async fn failed_api_key<K: Kv, D: Dispatcher>(
+pub(crate) async fn failed_api_key<K: Kv, D: DispatchQueues>(
     env: &Env<'_, K, D>,
     req: &ApiRequest,
     e: ApiError,
@@ -105,7 +105,7 @@ pub(crate) async fn failed_api_key<K: Kv, D: Dispatcher>(
     }
 }
 
-pub(crate) fn authenticate_admin<K: Kv, D: Dispatcher>(
+pub(crate) fn authenticate_admin<K: Kv, D: DispatchQueues>(
     env: &Env<'_, K, D>,
     req: &ApiRequest,
 ) -> Result<()> {

@@ -7,11 +7,11 @@ use crate::api::list::{
 };
 use crate::api::validate;
 use crate::calls::store::{Created, ListFilter, NewCall};
-use crate::dispatch::port::{self, Dispatcher};
+use crate::dispatch::port::{self, DispatchQueues};
 use crate::error::{ApiError, ErrorCode};
 use crate::http::{ApiRequest, ApiResponse};
 use crate::ids::{self, rfc3339_ms};
-use crate::limits::CONCURRENCY_RETRY_AFTER_SECS;
+use crate::limits::CONCURRENCY_RETRY_AFTER_SECONDS;
 use crate::limits::MAX_BODY_BYTES;
 use crate::model::{self, keys, Agent, CallRecord, ScheduledReason, Tenant};
 use crate::store::{get_json, Kv};
@@ -22,7 +22,7 @@ use voxline_shared::CallStatus;
 use crate::api::env::{Env, Result};
 
 /// Validates a new call and resolves its agent (no writes).
-pub(crate) async fn prepare_call<K: Kv, D: Dispatcher>(
+pub(crate) async fn prepare_call<K: Kv, D: DispatchQueues>(
     env: &Env<'_, K, D>,
     req: &ApiRequest,
     tenant: &Tenant,
@@ -68,7 +68,7 @@ pub(crate) async fn prepare_call<K: Kv, D: Dispatcher>(
 }
 
 /// A key needs the sealing secret; a base URL must pass the SSRF rules.
-pub(crate) fn check_engine_credentials<K: Kv, D: Dispatcher>(
+pub(crate) fn check_engine_credentials<K: Kv, D: DispatchQueues>(
     env: &Env<'_, K, D>,
     has_key: bool,
     base_url: Option<&str>,
@@ -93,7 +93,7 @@ pub(crate) fn check_engine_credentials<K: Kv, D: Dispatcher>(
 }
 
 /// Seals a clear engine key for the tenant (checked available beforehand).
-pub(crate) fn seal_engine_key<K: Kv, D: Dispatcher>(
+pub(crate) fn seal_engine_key<K: Kv, D: DispatchQueues>(
     env: &Env<'_, K, D>,
     tenant_id: &str,
     key: &str,
@@ -157,7 +157,7 @@ pub(crate) fn apply_calling_window(
     Ok(Some(ScheduledReason::CallingWindow))
 }
 
-pub(crate) async fn create_call<K: Kv, D: Dispatcher>(
+pub(crate) async fn create_call<K: Kv, D: DispatchQueues>(
     env: &Env<'_, K, D>,
     tenant: &Tenant,
     mut input: validate::CreateCallInput,
@@ -274,7 +274,7 @@ pub(crate) async fn create_call<K: Kv, D: Dispatcher>(
             );
             // A slot frees when a call ends, which no clock can tell: a polling hint.
             Ok(ApiResponse::error(&e)
-                .with_header("Retry-After", CONCURRENCY_RETRY_AFTER_SECS.to_string()))
+                .with_header("Retry-After", CONCURRENCY_RETRY_AFTER_SECONDS.to_string()))
         }
         Created::DispatchUnavailable { .. } => Err(ApiError::new(
             ErrorCode::StorageUnavailable,
@@ -288,7 +288,7 @@ pub(crate) fn call_not_found(cid: &str) -> ApiError {
 }
 
 /// The call, exactly as its store has it (another tenant's id: not found).
-pub(crate) async fn load_call<K: Kv, D: Dispatcher>(
+pub(crate) async fn load_call<K: Kv, D: DispatchQueues>(
     env: &Env<'_, K, D>,
     tid: &str,
     cid: &str,
@@ -302,7 +302,7 @@ pub(crate) async fn load_call<K: Kv, D: Dispatcher>(
         .ok_or_else(|| call_not_found(cid))
 }
 
-pub(crate) async fn get_call<K: Kv, D: Dispatcher>(
+pub(crate) async fn get_call<K: Kv, D: DispatchQueues>(
     env: &Env<'_, K, D>,
     tenant: &Tenant,
     cid: &str,
@@ -313,7 +313,7 @@ pub(crate) async fn get_call<K: Kv, D: Dispatcher>(
 
 /// The call's transcript so far: JSON (turns + text), or plain text lines with
 /// `?format=txt` or `Accept: text/plain`.
-pub(crate) async fn get_transcript<K: Kv, D: Dispatcher>(
+pub(crate) async fn get_transcript<K: Kv, D: DispatchQueues>(
     env: &Env<'_, K, D>,
     req: &ApiRequest,
     tenant: &Tenant,
@@ -383,7 +383,7 @@ pub(crate) async fn get_transcript<K: Kv, D: Dispatcher>(
 /// Idempotent. A call not yet handed to a sidecar is cancelled at once (200);
 /// an ended call is returned unchanged (200); a live call is marked for hangup
 /// and the holding sidecar is told (202).
-pub(crate) async fn hangup_call<K: Kv, D: Dispatcher>(
+pub(crate) async fn hangup_call<K: Kv, D: DispatchQueues>(
     env: &Env<'_, K, D>,
     req: &ApiRequest,
     tenant: &Tenant,
@@ -429,7 +429,7 @@ pub(crate) fn parse_list_query(query: &str) -> Result<ListQuery> {
 }
 
 /// Lists from the tenant's call store, newest first, a page at a time.
-pub(crate) async fn list_calls<K: Kv, D: Dispatcher>(
+pub(crate) async fn list_calls<K: Kv, D: DispatchQueues>(
     env: &Env<'_, K, D>,
     req: &ApiRequest,
     tenant: &Tenant,
@@ -462,7 +462,7 @@ pub(crate) async fn list_calls<K: Kv, D: Dispatcher>(
 
 /// `GET /v1/calls/{id}/recording`: the newest attempt's WAV. The answer names
 /// the R2 object; the glue streams it as the body.
-pub async fn get_recording<K: Kv, D: Dispatcher>(
+pub async fn get_recording<K: Kv, D: DispatchQueues>(
     env: &Env<'_, K, D>,
     tenant: &Tenant,
     cid: &str,

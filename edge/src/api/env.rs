@@ -1,16 +1,16 @@
 //! What a request runs against: the ports and settings every handler takes.
 
 use crate::calls::store::Calls;
-use crate::dispatch::port::Dispatcher;
+use crate::dispatch::port::DispatchQueues;
 use crate::error::ApiError;
 use crate::store::Kv;
 use crate::traffic::{self, Traffic};
 
 /// What a request runs against.
-pub struct Env<'a, K: Kv, D: Dispatcher> {
+pub struct Env<'a, K: Kv, D: DispatchQueues> {
     pub kv: &'a K,
     /// The region dispatch queues (Durable Objects in the Worker).
-    pub dispatch: &'a D,
+    pub dispatch_queues: &'a D,
     pub now_ms: u64,
     /// `ADMIN_TOKEN` secret; the admin API is closed without it.
     pub admin_token: Option<&'a str>,

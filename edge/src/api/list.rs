@@ -3,7 +3,7 @@
 
 use crate::limits::{LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX};
 
-use crate::dispatch::port::Dispatcher;
+use crate::dispatch::port::DispatchQueues;
 use crate::error::{ApiError, ErrorCode};
 use crate::http::ApiResponse;
 use crate::store::{get_json, Kv};
@@ -139,7 +139,7 @@ pub(crate) fn list_response(data: Vec<Value>) -> ApiResponse {
 
 /// Reads every record under a small admin prefix (agents, keys, webhooks: a
 /// handful per tenant). Call records never go through here.
-pub(crate) async fn list_values<K: Kv, D: Dispatcher, T: serde::de::DeserializeOwned>(
+pub(crate) async fn list_values<K: Kv, D: DispatchQueues, T: serde::de::DeserializeOwned>(
     env: &Env<'_, K, D>,
     prefix: &str,
 ) -> Result<Vec<T>> {

@@ -24,7 +24,7 @@ use crate::api::calls::{
 use crate::api::router::{route, Match, RouteId};
 use crate::engine_keys::secret_unavailable;
 
-use crate::dispatch::port::Dispatcher;
+use crate::dispatch::port::DispatchQueues;
 use crate::dispatch::sidecar_link::SidecarOp;
 use crate::engine_keys::SecretOwner;
 use crate::error::{ApiError, ErrorCode};
@@ -39,7 +39,10 @@ use voxline_shared::signing::{self};
 
 use crate::api::env::{Env, Result};
 
-pub async fn handle<K: Kv, D: Dispatcher>(env: &Env<'_, K, D>, req: &ApiRequest) -> ApiResponse {
+pub async fn handle<K: Kv, D: DispatchQueues>(
+    env: &Env<'_, K, D>,
+    req: &ApiRequest,
+) -> ApiResponse {
     match route_request(env, req).await {
         Ok(resp) => resp,
         Err(e) => {
@@ -58,7 +61,7 @@ pub async fn handle<K: Kv, D: Dispatcher>(env: &Env<'_, K, D>, req: &ApiRequest)
     }
 }
 
-async fn route_request<K: Kv, D: Dispatcher>(
+async fn route_request<K: Kv, D: DispatchQueues>(
     env: &Env<'_, K, D>,
     req: &ApiRequest,
 ) -> Result<ApiResponse> {
@@ -71,7 +74,7 @@ async fn route_request<K: Kv, D: Dispatcher>(
         }
         return crate::dispatch::sidecar_request::sidecar_request(
             env.kv,
-            env.dispatch,
+            env.dispatch_queues,
             env.sealing_key,
             env.now_ms,
             env.dev_mode,
@@ -144,7 +147,7 @@ async fn route_request<K: Kv, D: Dispatcher>(
 /// object in one round trip (API key, client IP and, for a new call, the
 /// destination number, plus the `Idempotency-Key`), runs the route, and
 /// stamps the `X-RateLimit-*` headers of the tightest limit on the answer.
-async fn v1_route<K: Kv, D: Dispatcher>(
+async fn v1_route<K: Kv, D: DispatchQueues>(
     env: &Env<'_, K, D>,
     req: &ApiRequest,
     id: RouteId,
@@ -264,7 +267,7 @@ async fn v1_route<K: Kv, D: Dispatcher>(
                 "rate limit of {} requests exceeded ({}); retry after {} s",
                 admitted.rate.limit,
                 admitted.rate.scope.split(':').next().unwrap_or(""),
-                admitted.rate.reset_secs
+                admitted.rate.reset_seconds
             ),
         );
         return Ok(stamp(ApiResponse::error(&e)));

@@ -11,7 +11,7 @@
 //! receives it: the path, then `?` and the query string only when the query
 //! is not empty (`/v1/calls?status=queued&limit=50`), byte for byte as sent
 //! (no re-encoding, no reordering). A request is accepted when `t` is within
-//! [`WINDOW_SECS`] of now (either way) and one `v2` matches; the tenant's
+//! [`WINDOW_SECONDS`] of now (either way) and one `v2` matches; the tenant's
 //! `RateLimiter` object then refuses the same signature a second time while
 //! it could still be accepted (replay).
 //!
@@ -27,7 +27,7 @@ use sha2::Sha256;
 
 pub const HEADER: &str = "x-signature";
 /// Tolerance, both ways, between `t` and now.
-pub const WINDOW_SECS: u64 = 300;
+pub const WINDOW_SECONDS: u64 = 300;
 /// More `v2=` entries than this is malformed (room for a rotation overlap).
 const MAX_SIGNATURES: usize = 4;
 
@@ -66,7 +66,7 @@ pub struct Accepted {
 impl Accepted {
     /// Until when a replay of it could still pass the timestamp check.
     pub fn replayable_until_ms(&self) -> u64 {
-        (self.t + WINDOW_SECS + 1) * 1000
+        (self.t + WINDOW_SECONDS + 1) * 1000
     }
 }
 
@@ -118,7 +118,7 @@ pub fn verify(
     secret: &[u8],
     target: Target<'_>,
     body: &[u8],
-    now_secs: u64,
+    now_seconds: u64,
 ) -> Result<Accepted, SignatureError> {
     let header = header
         .map(str::trim)
@@ -153,7 +153,7 @@ pub fn verify(
     if sigs.is_empty() || sigs.len() > MAX_SIGNATURES {
         return Err(SignatureError::Malformed);
     }
-    if t.abs_diff(now_secs) > WINDOW_SECS {
+    if t.abs_diff(now_seconds) > WINDOW_SECONDS {
         return Err(SignatureError::Stale);
     }
     for (signature, raw) in sigs {

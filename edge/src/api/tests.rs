@@ -5,7 +5,7 @@ use super::*;
 use crate::api::webhooks::check_webhook_url;
 use crate::calls::store::memory::{test_calls, MemoryCalls};
 use crate::calls::store::{CallRows, SqlCallRows};
-use crate::limits::{CONCURRENCY_RETRY_AFTER_SECS, MAX_BODY_BYTES};
+use crate::limits::{CONCURRENCY_RETRY_AFTER_SECONDS, MAX_BODY_BYTES};
 use crate::model::keys;
 use crate::sql::sqlite::LimitedSqlite;
 use crate::store::memory::MemoryKv;
@@ -20,7 +20,7 @@ const ADMIN: &str = "admin-secret";
 
 struct World {
     kv: MemoryKv,
-    /// The tenants' call stores, with the region queue they talk to (`calls.dispatch`).
+    /// The tenants' call stores, with the dispatch queue they talk to (`calls.dispatch`).
     calls: MemoryCalls<SqlCallRows<LimitedSqlite>>,
     traffic: MemoryTraffic,
     /// Webhook jobs requests queued (the Worker sends them to Cloudflare Queues).
@@ -71,7 +71,7 @@ impl World {
         self.kv.now_ms.set(self.now.get());
         let env = Env {
             kv: &self.kv,
-            dispatch: &self.calls.dispatch,
+            dispatch_queues: &self.calls.dispatch,
             now_ms: self.now.get(),
             admin_token: Some(ADMIN),
             dev_mode: false,
@@ -754,7 +754,7 @@ fn a_tenant_cap_queues_or_refuses_calls_over_it() {
     );
     assert_eq!(
         header(&refused, "Retry-After"),
-        Some(CONCURRENCY_RETRY_AFTER_SECS.to_string().as_str())
+        Some(CONCURRENCY_RETRY_AFTER_SECONDS.to_string().as_str())
     );
     assert!(header(&refused, "X-RateLimit-Limit").is_some());
     let list = w.send("GET", "/v1/calls", Some(&key), None).body_json();
@@ -843,9 +843,9 @@ fn a_key_requiring_signatures_refuses_unsigned_tampered_stale_and_replayed_reque
         crate::api::request_signing::header_value(secret.as_bytes(), t, target, b.as_bytes())
     };
     let sign = |t: u64, b: &str| sign_for("POST", "/v1/calls", t, b);
-    let now_s = || (w.now.get() + 1) / 1000;
+    let now_seconds = || (w.now.get() + 1) / 1000;
     let code = |r: &ApiResponse| (r.status, World::code(r));
-    let h = sign(now_s(), &raw);
+    let h = sign(now_seconds(), &raw);
     let ok = with_header(
         &w,
         "POST",
@@ -874,7 +874,7 @@ fn a_key_requiring_signatures_refuses_unsigned_tampered_stale_and_replayed_reque
         "/v1/calls",
         &key,
         json!({"phone": "+14155550101"}),
-        &[("x-signature", &sign(now_s(), &raw))],
+        &[("x-signature", &sign(now_seconds(), &raw))],
     );
     assert_eq!(code(&tampered), (401, "invalid_request_signature".into()));
     let other = json!({"phone": "+14155550102"});
@@ -884,7 +884,10 @@ fn a_key_requiring_signatures_refuses_unsigned_tampered_stale_and_replayed_reque
         "/v1/calls",
         &key,
         other.clone(),
-        &[("x-signature", &sign(now_s() - 301, &other.to_string()))],
+        &[(
+            "x-signature",
+            &sign(now_seconds() - 301, &other.to_string()),
+        )],
     );
     assert_eq!(code(&stale), (401, "invalid_request_signature".into()));
     // A fresh signature of the same request is a new request; other keys need none.
@@ -894,7 +897,7 @@ fn a_key_requiring_signatures_refuses_unsigned_tampered_stale_and_replayed_reque
         "/v1/calls",
         &key,
         other.clone(),
-        &[("x-signature", &sign(now_s() - 1, &other.to_string()))],
+        &[("x-signature", &sign(now_seconds() - 1, &other.to_string()))],
     );
     assert_eq!(again.status, 201, "{}", again.body);
     assert_eq!(
@@ -905,7 +908,7 @@ fn a_key_requiring_signatures_refuses_unsigned_tampered_stale_and_replayed_reque
     // hang the call up (nor read another call); the read itself works.
     let id = ok.body_json()["id"].as_str().unwrap().to_string();
     let read = format!("/v1/calls/{id}");
-    let get_sig = sign_for("GET", &read, now_s(), "");
+    let get_sig = sign_for("GET", &read, now_seconds(), "");
     let send_empty = |method: &str, path: &str, sig: &str| {
         let (path, query) = path.split_once('?').unwrap_or((path, ""));
         w.send_req(&ApiRequest {
@@ -925,7 +928,7 @@ fn a_key_requiring_signatures_refuses_unsigned_tampered_stale_and_replayed_reque
     assert_eq!(send_empty("GET", &read, &get_sig).status, 200);
     // The query is signed as sent, after a `?`.
     let list = "/v1/calls?limit=1";
-    let list_sig = sign_for("GET", list, now_s(), "");
+    let list_sig = sign_for("GET", list, now_seconds(), "");
     assert_eq!(
         code(&send_empty("GET", "/v1/calls?limit=2", &list_sig)),
         (401, "invalid_request_signature".into())
@@ -935,10 +938,10 @@ fn a_key_requiring_signatures_refuses_unsigned_tampered_stale_and_replayed_reque
     let v1 = {
         use hmac::Mac;
         let mut m = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
-        m.update(format!("{}.", now_s()).as_bytes());
+        m.update(format!("{}.", now_seconds()).as_bytes());
         format!(
             "t={},v1={}",
-            now_s(),
+            now_seconds(),
             hex::encode(m.finalize().into_bytes())
         )
     };

@@ -1,6 +1,6 @@
 //! The webhook routes: endpoints under the admin API (create, read, change,
 //! delete, rotate the secret) and the tenant's delivery log under
-//! `/v1/webhooks/deliveries` (list, read, redeliver). Pure, like `service`.
+//! `/v1/webhooks/deliveries` (list, read, redeliver). Pure, like the rest of `api`.
 
 use crate::api::env::Env;
 use crate::api::fields::{parse_object, Fields};
@@ -9,7 +9,7 @@ use crate::api::list::{
     parse_list_limit, parse_query_params,
 };
 use crate::api::router::RouteId;
-use crate::dispatch::port::Dispatcher;
+use crate::dispatch::port::DispatchQueues;
 use crate::engine_keys::secrets_sealing_key;
 use crate::engine_keys::{SecretOwner, StoredSecret};
 use crate::error::{ApiError, ErrorCode};
@@ -31,7 +31,7 @@ pub const WEBHOOK_FIELDS: &[&str] = &["url", "events", "enabled", "retry_schedul
 const LIST_MAX_SCANS: usize = 10;
 
 /// Admin routes on `/admin/tenants/{tenant_id}/webhooks[/{webhook_id}[/rotate]]`.
-pub(crate) async fn admin_route<K: Kv, D: Dispatcher>(
+pub(crate) async fn admin_route<K: Kv, D: DispatchQueues>(
     env: &Env<'_, K, D>,
     req: &ApiRequest,
     id: RouteId,
@@ -65,8 +65,8 @@ pub(crate) async fn admin_route<K: Kv, D: Dispatcher>(
 }
 
 /// `/v1/webhooks/deliveries[/{delivery_id}[/redeliver]]`, for the tenant of
-/// the API key (authenticated and rate limited by `service::v1_route`).
-pub(crate) async fn tenant_route<K: Kv, D: Dispatcher>(
+/// the API key (authenticated and rate limited by `api::v1_route`).
+pub(crate) async fn tenant_route<K: Kv, D: DispatchQueues>(
     env: &Env<'_, K, D>,
     req: &ApiRequest,
     id: RouteId,
@@ -87,7 +87,7 @@ pub(crate) async fn tenant_route<K: Kv, D: Dispatcher>(
     }
 }
 
-async fn load<K: Kv, D: Dispatcher>(
+async fn load<K: Kv, D: DispatchQueues>(
     env: &Env<'_, K, D>,
     tid: &str,
     wid: &str,
@@ -160,7 +160,7 @@ fn owner<'a>(tid: &'a str, wid: &'a str) -> SecretOwner<'a> {
     }
 }
 
-async fn create<K: Kv, D: Dispatcher>(
+async fn create<K: Kv, D: DispatchQueues>(
     env: &Env<'_, K, D>,
     req: &ApiRequest,
     tenant: &Tenant,
@@ -207,7 +207,7 @@ async fn create<K: Kv, D: Dispatcher>(
     Ok(ApiResponse::json(201, &created_body(&endpoint, &secret)))
 }
 
-async fn update<K: Kv, D: Dispatcher>(
+async fn update<K: Kv, D: DispatchQueues>(
     env: &Env<'_, K, D>,
     req: &ApiRequest,
     tenant: &Tenant,
@@ -242,14 +242,14 @@ async fn update<K: Kv, D: Dispatcher>(
 }
 
 /// A new secret, shown once; the old one keeps signing (alongside) for the overlap.
-async fn rotate<K: Kv, D: Dispatcher>(
+async fn rotate<K: Kv, D: DispatchQueues>(
     env: &Env<'_, K, D>,
     req: &ApiRequest,
     tenant: &Tenant,
     wid: &str,
 ) -> Result<ApiResponse> {
     let mut endpoint = load(env, &tenant.id, wid).await?;
-    let overlap_s = if req.body.iter().all(u8::is_ascii_whitespace) {
+    let overlap_seconds = if req.body.iter().all(u8::is_ascii_whitespace) {
         None
     } else {
         parse_object(
@@ -261,10 +261,11 @@ async fn rotate<K: Kv, D: Dispatcher>(
         .int_opt(
             "overlap_seconds",
             0,
-            delivery::MAX_ROTATION_OVERLAP_S as i64,
+            delivery::MAX_ROTATION_OVERLAP_SECONDS as i64,
         )?
     };
-    let overlap_ms = overlap_s.map_or(delivery::DEFAULT_ROTATION_OVERLAP_S, |s| s as u64) * 1000;
+    let overlap_ms =
+        overlap_seconds.map_or(delivery::DEFAULT_ROTATION_OVERLAP_SECONDS, |s| s as u64) * 1000;
     let sealing = secrets_sealing_key(env.sealing_key)?;
     let secret = ids::mint_webhook_secret();
     let new = StoredSecret::seal(sealing, owner(&tenant.id, wid), &secret);
@@ -279,7 +280,7 @@ async fn rotate<K: Kv, D: Dispatcher>(
 
 // ---- the delivery log ----
 
-async fn load_delivery<K: Kv, D: Dispatcher>(
+async fn load_delivery<K: Kv, D: DispatchQueues>(
     env: &Env<'_, K, D>,
     tid: &str,
     did: &str,
@@ -300,7 +301,7 @@ async fn load_delivery<K: Kv, D: Dispatcher>(
 
 /// Queues the delivery again with a fresh retry schedule (202). The log
 /// shows the new attempts as they happen, marked `manual`.
-async fn redeliver<K: Kv, D: Dispatcher>(
+async fn redeliver<K: Kv, D: DispatchQueues>(
     env: &Env<'_, K, D>,
     tenant: &Tenant,
     did: &str,
@@ -352,7 +353,7 @@ fn parse_query(query: &str) -> Result<Query> {
 }
 
 /// Newest first, from KV key metadata only (as call listing does).
-async fn list_deliveries<K: Kv, D: Dispatcher>(
+async fn list_deliveries<K: Kv, D: DispatchQueues>(
     env: &Env<'_, K, D>,
     req: &ApiRequest,
     tenant: &Tenant,

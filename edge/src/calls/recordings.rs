@@ -4,7 +4,7 @@
 //! (`GET /v1/calls/{id}/recording`), and `recording.saved` tells webhooks.
 //!
 //! Split like the rest of the edge: this module decides (authentication,
-//! manifest checks, the stored metadata, the event); `glue_recordings` only
+//! manifest checks, the stored metadata, the event); `glue::recordings` only
 //! moves the bytes between the request, R2 and the response.
 
 use serde_json::Value;
@@ -12,7 +12,7 @@ use voxline_shared::protocol::{self, RecordingManifest, RecordingReceipt, PROTOC
 use voxline_shared::signing::SignedHeaders;
 
 use crate::calls::store::{Calls, RecordingInfo};
-use crate::dispatch::port::Dispatcher;
+use crate::dispatch::port::DispatchQueues;
 use crate::dispatch::sidecar_link::{SidecarEnvelope, SidecarOp};
 use crate::dispatch::sidecar_request::authenticate_sidecar;
 use crate::engine_keys::SealingKey;
@@ -58,7 +58,7 @@ pub async fn admit_upload(
     kv: &impl Kv,
     sealing: Option<&SealingKey>,
     calls: &dyn Calls,
-    dispatch: &impl Dispatcher,
+    dispatch: &impl DispatchQueues,
     headers: &SignedHeaders<'_>,
     manifest_raw: Option<&str>,
     content_length: Option<u64>,
@@ -160,7 +160,7 @@ pub async fn admit_upload(
 
 /// Spends the upload's nonce in its region's queue, like any link request's.
 async fn spend_nonce(
-    dispatch: &impl Dispatcher,
+    dispatch: &impl DispatchQueues,
     region: &str,
     sidecar_id: &str,
     headers: &SignedHeaders<'_>,
@@ -254,7 +254,7 @@ mod tests {
         block_on(put_json(kv, &keys::sidecar(id), &sidecar, None)).unwrap();
     }
 
-    /// The region queue reports that `sidecar` acked (holds) `attempt` of the call.
+    /// The dispatch queue reports that `sidecar` acked (holds) `attempt` of the call.
     fn report_dialing(calls: &TestCalls, seq: u64, sidecar: &str, attempt: u32) {
         use crate::calls::store::{CallStoreRequest, CallStoreTransport, Report, ReportItem};
         use crate::dispatch::queue::{CallChange, CallUpdate};

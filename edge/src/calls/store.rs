@@ -1,7 +1,7 @@
 //! A tenant's calls: the one writer of their records, transcripts and
 //! recording metadata, and the outbox of the webhook events their changes
 //! cause. In the Worker this is the `CallStore` Durable Object (one per
-//! tenant, SQLite storage, `glue_calls`); natively the same code runs over
+//! tenant, SQLite storage, `glue::call_store`); natively the same code runs over
 //! real SQLite (tests) or plain maps (the CPU bench).
 //!
 //! Every change goes through here: creation and hangup from the API,
@@ -15,7 +15,7 @@
 //! an event is turned into deliveries).
 
 use crate::calls::state;
-use crate::dispatch::port::Dispatcher;
+use crate::dispatch::port::DispatchQueues;
 use crate::dispatch::queue::{CallChange, CallUpdate, CancelOutcome, EnqueueOutcome};
 use crate::dispatch::queued_call::QueuedCall;
 use crate::ids::rfc3339_ms;
@@ -378,7 +378,7 @@ pub mod memory_rows {
     }
 }
 
-// ---- what the region queues report ----
+// ---- what the dispatch queues report ----
 
 /// A change the region's queue made, numbered per region so a batch sent
 /// again (the answer was lost) is applied once.
@@ -619,7 +619,7 @@ pub enum Created {
 /// queue refuses never existed for the client and is deleted again.
 pub async fn create(
     rows: &impl CallRows,
-    dispatch: &impl Dispatcher,
+    dispatch: &impl DispatchQueues,
     new: NewCall,
     now_ms: u64,
 ) -> Result<Created, StoreError> {
@@ -690,7 +690,7 @@ fn forget(
 /// marked and its sidecar told (202).
 pub async fn hangup(
     rows: &impl CallRows,
-    dispatch: &impl Dispatcher,
+    dispatch: &impl DispatchQueues,
     call_id: &str,
     now_ms: u64,
 ) -> Result<Option<(u16, CallRecord)>, StoreError> {
@@ -1064,7 +1064,7 @@ impl<T: CallStoreTransport> Calls for T {
 /// Object's `fetch` but storage and the outbox drain.
 pub async fn handle(
     rows: &impl CallRows,
-    dispatch: &impl Dispatcher,
+    dispatch: &impl DispatchQueues,
     req: CallStoreRequest,
     now_ms: u64,
     log: &mut dyn FnMut(String),
@@ -1145,14 +1145,14 @@ where
 #[cfg(any(test, feature = "bench-support"))]
 pub mod memory {
     use super::*;
-    use crate::dispatch::port::memory::MemoryDispatcher;
+    use crate::dispatch::port::memory::MemoryDispatchQueues;
     use std::cell::{Cell, RefCell};
     use std::collections::BTreeMap;
     use std::rc::Rc;
 
     pub struct MemoryCalls<R: CallRows> {
         pub tenants: RefCell<BTreeMap<String, Rc<R>>>,
-        pub dispatch: MemoryDispatcher,
+        pub dispatch: MemoryDispatchQueues,
         pub now_ms: Cell<u64>,
         make: fn() -> R,
     }
@@ -1161,7 +1161,7 @@ pub mod memory {
         pub fn new(make: fn() -> R) -> Self {
             MemoryCalls {
                 tenants: RefCell::new(BTreeMap::new()),
-                dispatch: MemoryDispatcher::default(),
+                dispatch: MemoryDispatchQueues::default(),
                 now_ms: Cell::new(0),
                 make,
             }
@@ -1175,7 +1175,7 @@ pub mod memory {
                 .clone()
         }
 
-        /// What the region queues reported since the last call: applied to
+        /// What the dispatch queues reported since the last call: applied to
         /// the tenants' rows, numbered like the Durable Object numbers them.
         pub fn apply_queue_reports(&self) -> Result<(), StoreError> {
             let (updates, turns) = self.dispatch.take_reports();

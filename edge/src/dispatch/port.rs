@@ -12,7 +12,7 @@ use crate::store::StoreError;
 use serde_json::{json, Value};
 
 #[allow(async_fn_in_trait)]
-pub trait Dispatcher {
+pub trait DispatchQueues {
     async fn enqueue(&self, region: &str, call: &QueuedCall) -> Result<EnqueueOutcome, StoreError>;
     async fn cancel(&self, region: &str, call_id: &str) -> Result<CancelOutcome, StoreError>;
     /// Forwards a verified sidecar request; returns the HTTP status and body.
@@ -62,20 +62,20 @@ pub fn queued_call(tenant_id: &str, record: &CallRecord, now_ms: u64) -> QueuedC
     }
 }
 
-/// In-process [`Dispatcher`] over the same pure queue, for native tests of
+/// In-process [`DispatchQueues`] over the same pure queue, for native tests of
 /// the request handling. The real one is the Durable Object (tests/ e2e).
 #[cfg(any(test, feature = "bench-support"))]
 pub mod memory {
     use super::*;
-    use crate::dispatch::queue::{CallUpdate, DispatchTimings, RegionQueue};
+    use crate::dispatch::queue::{CallUpdate, DispatchTimings, Queue};
     use crate::dispatch::sidecar_link;
     use crate::transcript::TranscriptUpdate;
     use std::cell::RefCell;
     use std::collections::BTreeMap;
 
     #[derive(Default)]
-    pub struct MemoryDispatcher {
-        pub queues: RefCell<BTreeMap<String, RegionQueue>>,
+    pub struct MemoryDispatchQueues {
+        pub queues: RefCell<BTreeMap<String, Queue>>,
         pub now_ms: std::cell::Cell<u64>,
         /// Call updates and transcript turns the Durable Object would report
         /// to the tenants' call stores.
@@ -85,7 +85,7 @@ pub mod memory {
         pub report_seq: std::cell::Cell<u64>,
     }
 
-    impl MemoryDispatcher {
+    impl MemoryDispatchQueues {
         /// What happened since the last call: (call updates, transcript turns).
         pub fn take_reports(&self) -> (Vec<CallUpdate>, Vec<TranscriptUpdate>) {
             (
@@ -95,7 +95,7 @@ pub mod memory {
         }
     }
 
-    impl Dispatcher for MemoryDispatcher {
+    impl DispatchQueues for MemoryDispatchQueues {
         // Like the Durable Object, every operation first lets time pass.
         async fn enqueue(
             &self,

@@ -1,5 +1,5 @@
 //! The per-region dispatch queue, sans-IO. The `DispatchQueue` Durable Object
-//! (glue) owns one [`RegionQueue`], feeds it requests and the clock, persists
+//! (glue) owns one [`Queue`], feeds it requests and the clock, persists
 //! it, and carries out the [`CallUpdate`]s it returns. Exactness comes from the
 //! object being the single writer for its region: every operation here is a
 //! synchronous mutation with no I/O in the middle.
@@ -231,7 +231,7 @@ pub enum EventOutcome {
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct RegionQueue {
+pub struct Queue {
     pub next_lease: u64,
     pub waiting: crate::dispatch::waiting_line::WaitingLine,
     pub leased: Vec<Lease>,
@@ -251,7 +251,7 @@ pub struct RegionQueue {
     /// Held calls of sidecars presumed dead, by call id (see [`Stranded`]).
     #[serde(default)]
     pub stranded: BTreeMap<String, Stranded>,
-    /// Calls changed since the last [`RegionQueue::take_changes`]: the
+    /// Calls changed since the last [`Queue::take_changes`]: the
     /// Durable Object rewrites only their rows.
     #[serde(skip)]
     pub changed_calls: std::collections::BTreeSet<String>,
@@ -260,7 +260,7 @@ pub struct RegionQueue {
     pub new_nonces: Vec<(String, u64)>,
 }
 
-/// The small part of a region queue that is not one row per call: sidecars,
+/// The small part of a dispatch queue that is not one row per call: sidecars,
 /// their pending commands, the lease counter, the clock of the last tick.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct QueueMeta {
@@ -290,7 +290,7 @@ pub const REJECT_HORIZON_MS: u64 = 60_000;
 /// At most this many of a poll's `held_calls` are checked (a sidecar's capacity is far lower).
 const MAX_RECONCILED: usize = 1_024;
 
-impl RegionQueue {
+impl Queue {
     fn touch(&mut self, call_id: &str) {
         self.changed_calls.insert(call_id.to_string());
     }
@@ -334,19 +334,15 @@ impl RegionQueue {
 
     /// A queue back from its rows: waiting calls in the order given (the
     /// order their rows were last written), nonces still in their window.
-    pub fn from_rows(
-        meta: QueueMeta,
-        rows: Vec<CallRow>,
-        nonces: Vec<(String, u64)>,
-    ) -> RegionQueue {
-        let mut q = RegionQueue {
+    pub fn from_rows(meta: QueueMeta, rows: Vec<CallRow>, nonces: Vec<(String, u64)>) -> Queue {
+        let mut q = Queue {
             next_lease: meta.next_lease,
             sidecars: meta.sidecars,
             commands: meta.commands,
             last_tick_ms: meta.last_tick_ms,
             departed: meta.departed,
             nonces: nonces.into_iter().collect(),
-            ..RegionQueue::default()
+            ..Queue::default()
         };
         for row in rows {
             match row {
@@ -1034,7 +1030,7 @@ mod tests {
 
     #[test]
     fn a_tenant_at_its_cap_waits_while_others_are_served() {
-        let mut q = RegionQueue::default();
+        let mut q = Queue::default();
         for id in ["a1", "a2", "a3", "a4", "a5"] {
             assert_eq!(q.enqueue(capped(id, "ten_a", 2)), EnqueueOutcome::Accepted);
         }
@@ -1070,7 +1066,7 @@ mod tests {
 
     #[test]
     fn reject_mode_refuses_at_the_cap_counting_due_waiting_calls() {
-        let mut q = RegionQueue::default();
+        let mut q = Queue::default();
         let reject = |id: &str| QueuedCall {
             reject_over_cap: true,
             ..capped(id, "ten_a", 2)
@@ -1127,7 +1123,7 @@ mod tests {
 
     #[test]
     fn reject_mode_is_exact_whatever_order_concurrent_calls_arrive_in() {
-        let mut q = RegionQueue::default();
+        let mut q = Queue::default();
         q.tick(1_000_000, &T);
         // Twenty calls created within a few ms by different Worker
         // invocations, reaching the queue in another order than stamped.
@@ -1156,7 +1152,7 @@ mod tests {
 
     #[test]
     fn a_new_cap_applies_to_the_tenants_waiting_calls() {
-        let mut q = RegionQueue::default();
+        let mut q = Queue::default();
         for id in ["a1", "a2", "a3"] {
             q.enqueue(capped(id, "ten_a", 1));
         }
@@ -1174,7 +1170,7 @@ mod tests {
 
     #[test]
     fn a_second_call_to_the_same_number_by_the_same_agent_is_refused_until_the_first_ends() {
-        let mut q = RegionQueue::default();
+        let mut q = Queue::default();
         let same = |id: &str| QueuedCall {
             phone: "+14155550100".into(),
             ..call(id, 0, 0)
@@ -1233,7 +1229,7 @@ mod tests {
 
     #[test]
     fn offers_respect_free_slots_readiness_and_order() {
-        let mut q = RegionQueue::default();
+        let mut q = Queue::default();
         q.enqueue(call("c1", 0, 0));
         q.enqueue(call("c2", 500, 0));
         q.enqueue(call("c3", 0, 0));
@@ -1264,7 +1260,7 @@ mod tests {
 
     #[test]
     fn unacked_lease_is_released_to_another_sidecar() {
-        let mut q = RegionQueue::default();
+        let mut q = Queue::default();
         q.enqueue(call("c1", 0, 0));
         let (offers, _) = q.lease("s1", 1, 0, &T);
         assert!(
@@ -1293,7 +1289,7 @@ mod tests {
 
     #[test]
     fn a_departed_sidecar_gets_nothing_and_gives_back_what_it_had() {
-        let mut q = RegionQueue::default();
+        let mut q = Queue::default();
         q.register("s1", 3, 0);
         q.enqueue(call("held", 0, 1));
         q.enqueue(call("offered", 0, 0));
@@ -1344,8 +1340,8 @@ mod tests {
     #[test]
     fn a_thousand_scheduled_calls_with_large_prompts_keep_the_queue_state_small() {
         let prompt = "p".repeat(20_000);
-        let mut inline = RegionQueue::default();
-        let mut apart = RegionQueue::default();
+        let mut inline = Queue::default();
+        let mut apart = Queue::default();
         let mut bodies = BTreeMap::new();
         for i in 0..1_000 {
             let mut c = QueuedCall {
@@ -1358,7 +1354,7 @@ mod tests {
             bodies.insert(c.call_id.clone(), take_offer_body(&mut c));
             apart.enqueue(c);
         }
-        let size = |q: &RegionQueue| serde_json::to_string(q).unwrap().len();
+        let size = |q: &Queue| serde_json::to_string(q).unwrap().len();
         // One value holding the bodies is far over what a Durable Object stores per value.
         assert!(
             size(&inline) > crate::sql::MAX_VALUE_BYTES,
@@ -1395,7 +1391,7 @@ mod tests {
     }
 
     impl Rows {
-        fn flush(&mut self, q: &mut RegionQueue) {
+        fn flush(&mut self, q: &mut Queue) {
             let (rows, nonces) = q.take_changes();
             for (id, row) in rows {
                 self.writes += 1;
@@ -1408,8 +1404,8 @@ mod tests {
             self.meta = q.meta();
         }
 
-        fn load(&self) -> RegionQueue {
-            RegionQueue::from_rows(
+        fn load(&self) -> Queue {
+            Queue::from_rows(
                 self.meta.clone(),
                 self.calls.iter().map(|(_, r)| r.clone()).collect(),
                 self.nonces.clone().into_iter().collect(),
@@ -1418,7 +1414,7 @@ mod tests {
     }
 
     /// What must survive a reload (waiting order may differ between equally ready calls).
-    fn essence(q: &RegionQueue) -> String {
+    fn essence(q: &Queue) -> String {
         let mut waiting: Vec<String> = q
             .waiting
             .iter()
@@ -1438,9 +1434,9 @@ mod tests {
 
     #[test]
     fn the_rows_written_after_each_step_load_back_as_the_same_queue_and_only_changes_are_written() {
-        let mut q = RegionQueue::default();
+        let mut q = Queue::default();
         let mut rows = Rows::default();
-        let step = |q: &mut RegionQueue, rows: &mut Rows| {
+        let step = |q: &mut Queue, rows: &mut Rows| {
             rows.flush(q);
             assert_eq!(essence(&rows.load()), essence(q));
         };
@@ -1483,8 +1479,8 @@ mod tests {
     }
 
     /// c1 (max 60 s) held by s1 since t=10.
-    fn held_by_s1() -> RegionQueue {
-        let mut q = RegionQueue::default();
+    fn held_by_s1() -> Queue {
+        let mut q = Queue::default();
         q.enqueue(QueuedCall {
             max_seconds: 60,
             phone: "+14155550100".into(),
@@ -1628,7 +1624,7 @@ mod tests {
 
     #[test]
     fn a_repeated_ack_after_a_lost_answer_is_answered_the_same() {
-        let mut q = RegionQueue::default();
+        let mut q = Queue::default();
         q.enqueue(call("c1", 0, 0));
         let (o, _) = q.lease("s1", 1, 0, &T);
         let (first, update) = q.ack("s1", &o[0].lease_id, true, 1);
@@ -1645,7 +1641,7 @@ mod tests {
 
     #[test]
     fn hangup_of_an_offered_but_unacked_call_cancels_it_outright() {
-        let mut q = RegionQueue::default();
+        let mut q = Queue::default();
         q.enqueue(call("c1", 0, 3));
         let (o, _) = q.lease("s1", 1, 0, &T);
         assert_eq!(
@@ -1662,7 +1658,7 @@ mod tests {
 
     #[test]
     fn rejected_offer_goes_back_to_the_front() {
-        let mut q = RegionQueue::default();
+        let mut q = Queue::default();
         q.enqueue(call("c1", 0, 0));
         q.enqueue(call("c2", 0, 0));
         let (offers, _) = q.lease("s1", 1, 0, &T);
@@ -1675,7 +1671,7 @@ mod tests {
 
     #[test]
     fn dead_sidecar_calls_end_media_lost_and_retry_elsewhere() {
-        let mut q = RegionQueue::default();
+        let mut q = Queue::default();
         q.enqueue(call("c1", 0, 1));
         q.enqueue(call("c2", 0, 0));
         let (offers, _) = q.lease("s1", 2, 0, &T);
@@ -1719,7 +1715,7 @@ mod tests {
 
     #[test]
     fn events_are_ordered_deduplicated_and_scoped_to_the_holder() {
-        let mut q = RegionQueue::default();
+        let mut q = Queue::default();
         q.enqueue(call("c1", 0, 0));
         let (offers, _) = q.lease("s1", 1, 0, &T);
         q.ack("s1", &offers[0].lease_id, true, 1);
@@ -1769,7 +1765,7 @@ mod tests {
 
     #[test]
     fn late_events_of_an_earlier_attempt_are_ignored() {
-        let mut q = RegionQueue::default();
+        let mut q = Queue::default();
         q.enqueue(call("c1", 0, 1));
         let (o, _) = q.lease("s1", 1, 0, &T);
         q.ack("s1", &o[0].lease_id, true, 0);
@@ -1793,7 +1789,7 @@ mod tests {
 
     #[test]
     fn nonces_are_single_use_within_the_window() {
-        let mut q = RegionQueue::default();
+        let mut q = Queue::default();
         assert!(q.remember_nonce("n1", 0, 300_000));
         assert!(!q.remember_nonce("n1", 1_000, 300_000));
         assert!(
@@ -1804,7 +1800,7 @@ mod tests {
 
     #[test]
     fn calls_missing_from_a_poll_are_lost_after_the_grace() {
-        let mut q = RegionQueue::default();
+        let mut q = Queue::default();
         q.enqueue(call("c1", 0, 0));
         let (o, _) = q.lease("s1", 1, 0, &T);
         q.ack("s1", &o[0].lease_id, true, 0);
@@ -1833,7 +1829,7 @@ mod tests {
         let window = crate::calling_window::parse(&json!({"days": ["mon", "tue", "wed", "thu", "fri"], "start": "09:00", "end": "18:00", "time_zone": "UTC"})).unwrap();
         let wed_1759 = 1_768_413_540_000; // 2026-01-14T17:59:00Z, a Wednesday
         let thu_0900 = 1_768_467_600_000;
-        let mut q = RegionQueue::default();
+        let mut q = Queue::default();
         q.enqueue(QueuedCall {
             calling_window: Some(window),
             ready_at_ms: wed_1759,
@@ -1857,7 +1853,7 @@ mod tests {
 
     #[test]
     fn busy_is_retried_per_policy_then_final() {
-        let mut q = RegionQueue::default();
+        let mut q = Queue::default();
         q.enqueue(call("c1", 0, 1));
         let busy = || HeldEvent::Ended {
             status: CallStatus::Busy,
@@ -1891,7 +1887,7 @@ mod tests {
 
     #[test]
     fn cancel_removes_waiting_and_signals_holders_once() {
-        let mut q = RegionQueue::default();
+        let mut q = Queue::default();
         q.enqueue(call("c1", 0, 0));
         q.enqueue(call("c2", 0, 0));
         assert_eq!(q.cancel("c2"), CancelOutcome::Cancelled);
@@ -1922,7 +1918,7 @@ mod tests {
 
     #[test]
     fn scheduled_release_and_alarm_deadline() {
-        let mut q = RegionQueue::default();
+        let mut q = Queue::default();
         q.enqueue(call("c1", 10_000, 0));
         assert_eq!(q.next_deadline(0, &T), Some(10_000));
         assert!(q.tick(9_999, &T).is_empty());

@@ -1,11 +1,11 @@
 //! The edge's half of the sidecar dispatch protocol (`voxline_shared::protocol`),
 //! run inside the region's `DispatchQueue` object after the Worker verified the
 //! request's signature. Pure: fed an envelope and the clock, it mutates the
-//! [`RegionQueue`] and returns the reply, the call updates to report to the call stores,
+//! [`Queue`] and returns the reply, the call updates to report to the call stores,
 //! and, for an empty lease poll, how long to hold the poll open.
 
 use crate::dispatch::queue::{
-    offer_json, AckOutcome, CallUpdate, DispatchTimings, EventOutcome, HeldEvent, RegionQueue,
+    offer_json, AckOutcome, CallUpdate, DispatchTimings, EventOutcome, HeldEvent, Queue,
 };
 use crate::error::{ApiError, ErrorCode};
 use serde::{Deserialize, Serialize};
@@ -168,7 +168,7 @@ fn not_registered() -> ApiError {
     )
 }
 
-pub fn handle(q: &mut RegionQueue, env: &SidecarEnvelope, now: u64, t: &DispatchTimings) -> Reply {
+pub fn handle(q: &mut Queue, env: &SidecarEnvelope, now: u64, t: &DispatchTimings) -> Reply {
     if !q.remember_nonce(&env.nonce, now, NONCE_WINDOW_MS) {
         return Reply::error(ApiError::new(
             ErrorCode::ReplayedRequest,
@@ -182,7 +182,7 @@ pub fn handle(q: &mut RegionQueue, env: &SidecarEnvelope, now: u64, t: &Dispatch
 }
 
 fn handle_op(
-    q: &mut RegionQueue,
+    q: &mut Queue,
     env: &SidecarEnvelope,
     now: u64,
     t: &DispatchTimings,
@@ -321,7 +321,7 @@ fn handle_op(
 /// Leases what the sidecar can take now; used for the first answer to a poll
 /// and again when a held-open poll wakes up.
 pub fn lease_reply(
-    q: &mut RegionQueue,
+    q: &mut Queue,
     sidecar_id: &str,
     free_slots: u32,
     now: u64,
@@ -387,7 +387,7 @@ mod tests {
 
     #[test]
     fn register_lease_ack_events_round_trip_in_protocol_types() {
-        let mut q = RegionQueue::default();
+        let mut q = Queue::default();
         let reg = json!({"protocol_version": 1, "sidecar_id": "sc-1", "region": "local", "capacity": 2, "version": "0.1.0"});
         assert_eq!(
             parse_message(SidecarOp::Register, reg.to_string().as_bytes(), "sc-1").unwrap(),
@@ -451,7 +451,7 @@ mod tests {
     #[test]
     fn a_transcript_turn_longer_than_the_limit_is_cut_on_a_char_boundary() {
         use crate::transcript::{Change, MAX_TURN_CHARS, TRUNCATED_MARKER};
-        let mut q = RegionQueue::default();
+        let mut q = Queue::default();
         let reg = json!({"protocol_version": 1, "sidecar_id": "sc-1", "region": "local", "capacity": 1, "version": "0.1.0"});
         handle(&mut q, &env(SidecarOp::Register, "n1", reg), 0, &T);
         q.enqueue(queued());
@@ -490,7 +490,7 @@ mod tests {
 
     #[test]
     fn replays_unknown_sidecars_and_bad_messages_are_refused() {
-        let mut q = RegionQueue::default();
+        let mut q = Queue::default();
         let poll = json!({"protocol_version": 1, "sidecar_id": "sc-1", "region": "local", "free_slots": 1, "held_calls": [], "wait_ms": 0});
         let r = handle(&mut q, &env(SidecarOp::Lease, "n1", poll.clone()), 0, &T);
         assert_eq!(

@@ -2,7 +2,7 @@
 //! signature (no bearer token), checked, and forwarded to its region's
 //! dispatch queue, where [`crate::dispatch::sidecar_link`] handles it.
 
-use crate::dispatch::port::Dispatcher;
+use crate::dispatch::port::DispatchQueues;
 use crate::dispatch::sidecar_link::{check_transport, parse_message, SidecarEnvelope, SidecarOp};
 use crate::engine_keys::{secret_unavailable, SealingKey, SecretOwner};
 use crate::error::{ApiError, ErrorCode};
@@ -66,7 +66,7 @@ pub async fn authenticate_sidecar(
 /// A media sidecar's request: authenticated by its HMAC signature (no bearer
 /// token), checked, and forwarded to its region's dispatch queue, which also
 /// refuses replayed nonces.
-pub async fn sidecar_request<D: Dispatcher>(
+pub async fn sidecar_request<D: DispatchQueues>(
     kv: &impl Kv,
     queues: &D,
     sealing_key: Option<&SealingKey>,

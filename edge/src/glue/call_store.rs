@@ -127,7 +127,7 @@ impl worker::DurableObject for CallStore {
                 // The first request also arms the periodic sweep.
                 self.retry_later().await;
             }
-            let dispatch = crate::glue::stubs::WorkersDispatcher(&self.env);
+            let dispatch = crate::glue::stubs::WorkersDispatchQueues(&self.env);
             let mut log = |m: String| console_log!("call store {tenant_id}: {m}");
             store::handle(
                 &self.rows,

@@ -1,6 +1,6 @@
 //! wasm32-only: the `DispatchQueue` Durable Object (one per region) and the
-//! Worker-side [`Dispatcher`] that talks to it. All decisions are made by the
-//! pure `dispatch` / `sidecar_link` code; this file loads and persists the
+//! Worker-side [`DispatchQueues`] that talks to it. All decisions are made by the
+//! pure `dispatch::queue` / `dispatch::sidecar_link` code; this file loads and persists the
 //! queue, keeps its alarm on the next deadline, holds empty lease polls open,
 //! and reports what changed to the tenants' call stores: each change is a
 //! numbered row, written with the queue's own change, sent to its tenant's
@@ -10,7 +10,7 @@ use crate::calls::store::{
     CallStoreAnswer, CallStoreRequest, CallStoreTransport, Report, ReportItem,
 };
 use crate::dispatch::queue::{
-    CallRow, CallUpdate, CancelOutcome, DispatchTimings, EnqueueOutcome, QueueMeta, RegionQueue,
+    CallRow, CallUpdate, CancelOutcome, DispatchTimings, EnqueueOutcome, Queue, QueueMeta,
 };
 use crate::dispatch::queued_call::QueuedCall;
 use crate::dispatch::sidecar_link::{self, SidecarEnvelope};
@@ -71,7 +71,7 @@ pub struct DispatchQueue {
     /// The queue, loaded once; every mutation is synchronous on this copy and
     /// persisted before the reply (the object's output gate holds the reply
     /// until the write is durable).
-    queue: RefCell<Option<RegionQueue>>,
+    queue: RefCell<Option<Queue>>,
     /// Held-open polls waiting for work (same isolate, so a oneshot wakes them).
     waiters: RefCell<Vec<futures_channel::oneshot::Sender<()>>>,
     sql: DoSql,
@@ -93,7 +93,7 @@ impl DispatchQueue {
             return Ok(());
         }
         // Before rows, the whole queue was one value: moved into rows by the next persist.
-        let legacy: Option<RegionQueue> = self.state.storage().get(STORAGE_KEY).await?;
+        let legacy: Option<Queue> = self.state.storage().get(STORAGE_KEY).await?;
         if self.queue.borrow().is_some() {
             return Ok(());
         }
@@ -111,7 +111,7 @@ impl DispatchQueue {
         Ok(())
     }
 
-    fn load_rows(&self) -> std::result::Result<RegionQueue, StoreError> {
+    fn load_rows(&self) -> std::result::Result<Queue, StoreError> {
         self.ensure_schema()?;
         let corrupt =
             |what: &str, e: serde_json::Error| StoreError::Corrupt(format!("{what}: {e}"));
@@ -152,7 +152,7 @@ impl DispatchQueue {
                 ))
             })
             .collect::<std::result::Result<Vec<_>, StoreError>>()?;
-        Ok(RegionQueue::from_rows(meta, calls, nonces))
+        Ok(Queue::from_rows(meta, calls, nonces))
     }
 
     /// Writes the rows of the calls that changed, new nonces, and the meta value.
@@ -205,9 +205,9 @@ impl DispatchQueue {
         }
     }
 
-    fn with<R>(&self, f: impl FnOnce(&mut RegionQueue) -> R) -> R {
+    fn with<R>(&self, f: impl FnOnce(&mut Queue) -> R) -> R {
         let mut slot = self.queue.borrow_mut();
-        f(slot.get_or_insert_with(RegionQueue::default))
+        f(slot.get_or_insert_with(Queue::default))
     }
 
     /// Writes only what changed. If that fails, the copy in memory is

@@ -82,14 +82,14 @@ async fn fetch(mut req: Request, env: Env, _ctx: Context) -> Result<Response> {
     let default_region =
         secret_or_var(&env, "DEFAULT_REGION").unwrap_or_else(|| "local".to_string());
     let kv = WorkersKv(env.kv(KV_BINDING)?);
-    let dispatch = crate::glue::stubs::WorkersDispatcher(&env);
+    let dispatch_queues = crate::glue::stubs::WorkersDispatchQueues(&env);
     let traffic = crate::glue::stubs::WorkersTraffic(&env);
     let calls = crate::glue::stubs::WorkersCalls(&env);
     let outbox = crate::webhooks::delivery::Outbox::default();
     let sealing_key = sealing_key(&env);
     let senv = ServiceEnv {
         kv: &kv,
-        dispatch: &dispatch,
+        dispatch_queues: &dispatch_queues,
         now_ms: started,
         admin_token: admin_token.as_deref(),
         dev_mode,

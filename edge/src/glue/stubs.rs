@@ -3,7 +3,7 @@
 //! objects so that one object may call another without an import circle.
 
 use crate::calls::store::{CallStoreAnswer, CallStoreRequest, CallStoreTransport};
-use crate::dispatch::port::Dispatcher;
+use crate::dispatch::port::DispatchQueues;
 use crate::dispatch::queue::{CancelOutcome, EnqueueOutcome};
 use crate::dispatch::queued_call::QueuedCall;
 use crate::dispatch::sidecar_link::SidecarEnvelope;
@@ -29,7 +29,7 @@ pub(crate) struct Envelope {
     pub request: CallStoreRequest,
 }
 
-/// The Worker's (and the region queues') handle on the tenants' call stores.
+/// The Worker's (and the dispatch queues') handle on the tenants' call stores.
 pub struct WorkersCalls<'a>(pub &'a Env);
 
 impl CallStoreTransport for WorkersCalls<'_> {
@@ -69,10 +69,10 @@ impl CallStoreTransport for WorkersCalls<'_> {
     }
 }
 
-/// The Worker's handle on the region queues.
-pub struct WorkersDispatcher<'a>(pub &'a Env);
+/// The Worker's handle on the dispatch queues.
+pub struct WorkersDispatchQueues<'a>(pub &'a Env);
 
-impl WorkersDispatcher<'_> {
+impl WorkersDispatchQueues<'_> {
     async fn call(
         &self,
         region: &str,
@@ -101,7 +101,7 @@ impl WorkersDispatcher<'_> {
     }
 }
 
-impl Dispatcher for WorkersDispatcher<'_> {
+impl DispatchQueues for WorkersDispatchQueues<'_> {
     async fn enqueue(
         &self,
         region: &str,

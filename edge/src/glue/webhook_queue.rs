@@ -20,7 +20,7 @@ use worker::{
 
 pub const QUEUE_BINDING: &str = "WEBHOOK_DELIVERIES";
 /// Queue-level retry when a job's outcome could not be stored or re-queued.
-const STORE_RETRY_DELAY_S: u32 = 5;
+const STORE_RETRY_DELAY_SECONDS: u32 = 5;
 
 /// Sends jobs to the delivery queue. A job that cannot be queued is logged:
 /// the event is lost for that endpoint (the state change itself is stored).
@@ -72,11 +72,11 @@ pub async fn send_all(env: &Env, jobs: Vec<DeliveryJob>) -> bool {
     true
 }
 
-async fn send_one(queue: &worker::Queue, job: &DeliveryJob, delay_s: u32) -> Result<()> {
+async fn send_one(queue: &worker::Queue, job: &DeliveryJob, delay_seconds: u32) -> Result<()> {
     let text = serde_json::to_string(job).map_err(|e| worker::Error::RustError(e.to_string()))?;
     let mut msg = MessageBuilder::new(text);
-    if delay_s > 0 {
-        msg = msg.delay_seconds(delay_s);
+    if delay_seconds > 0 {
+        msg = msg.delay_seconds(delay_seconds);
     }
     queue.send(msg.build()).await
 }
@@ -144,25 +144,27 @@ async fn handle(
     let clock = || Date::now().as_millis();
     match delivery::process(kv, &FetchHttp, job, &clock, dev_mode, sealing).await {
         Ok(Next::Done) => msg.ack(),
-        Ok(Next::Requeue { job, delay_s }) => match send_one(queue, &job, delay_s).await {
-            Ok(()) => msg.ack(),
-            Err(e) => {
-                // The old job runs again later: one extra attempt, nothing lost.
-                console_log!("webhooks: re-queueing {} failed: {e}", job.delivery_id);
-                msg.retry_with_options(
-                    &QueueRetryOptionsBuilder::new()
-                        .with_delay_seconds(delay_s.max(1))
-                        .build(),
-                );
+        Ok(Next::Requeue { job, delay_seconds }) => {
+            match send_one(queue, &job, delay_seconds).await {
+                Ok(()) => msg.ack(),
+                Err(e) => {
+                    // The old job runs again later: one extra attempt, nothing lost.
+                    console_log!("webhooks: re-queueing {} failed: {e}", job.delivery_id);
+                    msg.retry_with_options(
+                        &QueueRetryOptionsBuilder::new()
+                            .with_delay_seconds(delay_seconds.max(1))
+                            .build(),
+                    );
+                }
             }
-        },
+        }
         Err(e) => {
             console_log!(
                 "webhooks: storing the outcome of a delivery failed: {e:?}; the queue retries it"
             );
             msg.retry_with_options(
                 &QueueRetryOptionsBuilder::new()
-                    .with_delay_seconds(STORE_RETRY_DELAY_S)
+                    .with_delay_seconds(STORE_RETRY_DELAY_SECONDS)
                     .build(),
             );
         }

@@ -1,7 +1,7 @@
 //! Traffic control, sans-IO: per-tenant rate limits and idempotency keys.
 //!
 //! Exactness comes from one `RateLimiter` Durable Object per tenant (glue in
-//! `glue_traffic.rs`) being the single writer of that tenant's counters and
+//! `glue/rate_limiter.rs`) being the single writer of that tenant's counters and
 //! idempotency records: [`admit`] is a synchronous decision with no I/O in
 //! the middle, so one round trip checks every scope of a request at once
 //! (API key, client IP, destination number) and begins its idempotency key.
@@ -93,7 +93,8 @@ pub struct RateVerdict {
     pub limit: u32,
     pub remaining: u32,
     /// Seconds until that scope's window resets (rounded up, at least 1).
-    pub reset_secs: u64,
+    #[serde(rename = "reset_secs")]
+    pub reset_seconds: u64,
 }
 
 impl RateVerdict {
@@ -105,10 +106,13 @@ impl RateVerdict {
                 "X-RateLimit-Remaining".to_string(),
                 self.remaining.to_string(),
             ),
-            ("X-RateLimit-Reset".to_string(), self.reset_secs.to_string()),
+            (
+                "X-RateLimit-Reset".to_string(),
+                self.reset_seconds.to_string(),
+            ),
         ];
         if !self.allowed {
-            h.push(("Retry-After".to_string(), self.reset_secs.to_string()));
+            h.push(("Retry-After".to_string(), self.reset_seconds.to_string()));
         }
         h
     }
@@ -191,7 +195,7 @@ impl Limiter {
             scope: c.scope.clone(),
             limit: c.limit.limit,
             remaining: c.limit.limit.saturating_sub(used),
-            reset_secs: end.saturating_sub(now_ms).div_ceil(1000).max(1),
+            reset_seconds: end.saturating_sub(now_ms).div_ceil(1000).max(1),
         }
     }
 
@@ -213,7 +217,7 @@ impl Limiter {
                 scope: c.scope.clone(),
                 limit: c.limit.limit,
                 remaining: 0,
-                reset_secs: reset(*end),
+                reset_seconds: reset(*end),
             };
         }
         for (c, (start, used, end)) in checks.iter().zip(&state) {
@@ -237,7 +241,7 @@ impl Limiter {
             scope: c.scope.clone(),
             limit: c.limit.limit,
             remaining: c.limit.limit - used - 1,
-            reset_secs: reset(*end),
+            reset_seconds: reset(*end),
         }
     }
 }
@@ -588,7 +592,7 @@ pub fn parse_rate_limit(v: &Value, field: &str) -> Result<RateLimit, (String, St
 pub type LocalFuture<'a, T> = Pin<Box<dyn Future<Output = T> + 'a>>;
 
 /// The tenant's traffic-control object (the `RateLimiter` Durable Object in
-/// the Worker). Object-safe so `service::Env` needs no extra type parameter.
+/// the Worker). Object-safe so `api::env::Env` needs no extra type parameter.
 pub trait Traffic {
     fn admit<'a>(
         &'a self,
@@ -837,11 +841,11 @@ mod tests {
             [(true, 2), (true, 1), (true, 0), (false, 0), (false, 0)]
         );
         let refused = l.admit(&c, t0 + 59_001);
-        assert_eq!((refused.allowed, refused.reset_secs), (false, 1));
-        assert_eq!(l.admit(&c, t0 + 30_000).reset_secs, 30);
+        assert_eq!((refused.allowed, refused.reset_seconds), (false, 1));
+        assert_eq!(l.admit(&c, t0 + 30_000).reset_seconds, 30);
         let next = l.admit(&c, t0 + 60_000);
         assert_eq!(
-            (next.allowed, next.remaining, next.reset_secs),
+            (next.allowed, next.remaining, next.reset_seconds),
             (true, 2, 60)
         );
     }
@@ -868,7 +872,7 @@ mod tests {
         let both = [check("a", 1, 10), check("b", 1, 3600)];
         assert!(l.admit(&both, 0).allowed);
         let r = l.admit(&both, 1);
-        assert_eq!((r.scope.as_str(), r.reset_secs), ("b", 3600));
+        assert_eq!((r.scope.as_str(), r.reset_seconds), ("b", 3600));
         let h = r.headers();
         assert!(h.contains(&("Retry-After".to_string(), "3600".to_string())));
     }
@@ -1095,7 +1099,7 @@ mod tests {
         // Spent: every further check is refused, failing or not, and counts nothing.
         let blocked = auth_attempt(&mut l, &scope, AUTH_FAILURES, false, start + 1_000);
         assert!(!blocked.allowed);
-        assert_eq!(blocked.reset_secs, 299);
+        assert_eq!(blocked.reset_seconds, 299);
         assert!(!auth_attempt(&mut l, &scope, AUTH_FAILURES, true, start + 2_000).allowed);
         assert_eq!(l.window(&scope).unwrap().count, AUTH_FAILURES.limit);
         // Other addresses are not affected; the next window starts afresh.

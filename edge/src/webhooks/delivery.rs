@@ -16,14 +16,14 @@ pub const MIN_RETRY_STEP_PROD: u32 = 30;
 pub const MAX_RETRY_STEP: u32 = 86_400;
 pub const MAX_RETRY_STEPS: usize = 20;
 /// How long the previous secret still signs after a rotation, by default.
-pub const DEFAULT_ROTATION_OVERLAP_S: u64 = 86_400;
-pub const MAX_ROTATION_OVERLAP_S: u64 = 7 * 86_400;
+pub const DEFAULT_ROTATION_OVERLAP_SECONDS: u64 = 86_400;
+pub const MAX_ROTATION_OVERLAP_SECONDS: u64 = 7 * 86_400;
 /// Each attempt is abandoned (and counted as failed) after this.
 pub const ATTEMPT_TIMEOUT_MS: u64 = 15_000;
 /// Cloudflare Queues' longest delay; longer waits are chained.
-pub const MAX_QUEUE_DELAY_S: u32 = 43_200;
+pub const MAX_QUEUE_DELAY_SECONDS: u32 = 43_200;
 /// A Retry-After longer than this is capped.
-const MAX_RETRY_AFTER_S: u64 = 86_400;
+const MAX_RETRY_AFTER_SECONDS: u64 = 86_400;
 
 pub fn min_retry_step(dev_mode: bool) -> u32 {
     if dev_mode {
@@ -268,10 +268,10 @@ pub trait WebhookHttp {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Next {
     Done,
-    /// Queue this job after `delay_s` seconds (a retry, or a chained wait).
+    /// Queue this job after `delay_seconds` seconds (a retry, or a chained wait).
     Requeue {
         job: Box<DeliveryJob>,
-        delay_s: u32,
+        delay_seconds: u32,
     },
 }
 
@@ -279,18 +279,22 @@ pub enum Next {
 pub fn parse_retry_after(v: &str, now_ms: u64) -> Option<u64> {
     let v = v.trim();
     if let Ok(s) = v.parse::<u64>() {
-        return Some(s.min(MAX_RETRY_AFTER_S));
+        return Some(s.min(MAX_RETRY_AFTER_SECONDS));
     }
     let t = time::OffsetDateTime::parse(v, &time::format_description::well_known::Rfc2822).ok()?;
     let at_ms = u64::try_from(t.unix_timestamp()).ok()?.saturating_mul(1000);
-    Some((at_ms.saturating_sub(now_ms).div_ceil(1000)).min(MAX_RETRY_AFTER_S))
+    Some((at_ms.saturating_sub(now_ms).div_ceil(1000)).min(MAX_RETRY_AFTER_SECONDS))
 }
 
 /// Delay after a failed attempt: the schedule's step, or longer when the
 /// receiver asked for it (Retry-After). None: the schedule is exhausted.
-pub fn retry_delay_s(schedule: &[u32], step: u32, retry_after_s: Option<u64>) -> Option<u64> {
+pub fn retry_delay_seconds(
+    schedule: &[u32],
+    step: u32,
+    retry_after_seconds: Option<u64>,
+) -> Option<u64> {
     let base = u64::from(*schedule.get(step as usize)?);
-    Some(base.max(retry_after_s.unwrap_or(0)))
+    Some(base.max(retry_after_seconds.unwrap_or(0)))
 }
 
 /// Runs one job: see the module docs. `clock` gives the current unix ms;
@@ -306,12 +310,12 @@ pub async fn process(
     let now = clock();
     // A chained wait that is not over yet: wait more, no attempt.
     if job.due_at_ms > now + 1_000 {
-        let delay_s = (job.due_at_ms - now)
+        let delay_seconds = (job.due_at_ms - now)
             .div_ceil(1000)
-            .min(u64::from(MAX_QUEUE_DELAY_S)) as u32;
+            .min(u64::from(MAX_QUEUE_DELAY_SECONDS)) as u32;
         return Ok(Next::Requeue {
             job: Box::new(job),
-            delay_s,
+            delay_seconds,
         });
     }
     let record_key = keys::webhook_delivery(&job.tenant_id, &job.delivery_id);
@@ -401,7 +405,7 @@ pub async fn process(
                 .as_ref()
                 .and_then(|r| r.retry_after.as_deref())
                 .and_then(|v| parse_retry_after(v, done_at));
-            match retry_delay_s(&endpoint.retry_schedule, job.step, retry_after) {
+            match retry_delay_seconds(&endpoint.retry_schedule, job.step, retry_after) {
                 Some(delay) => {
                     let due = done_at + delay * 1000;
                     record.status = DeliveryStatus::Pending;
@@ -416,7 +420,7 @@ pub async fn process(
                     };
                     next = Next::Requeue {
                         job: Box::new(follow),
-                        delay_s: delay.min(u64::from(MAX_QUEUE_DELAY_S)) as u32,
+                        delay_seconds: delay.min(u64::from(MAX_QUEUE_DELAY_SECONDS)) as u32,
                     };
                 }
                 None => {
@@ -762,9 +766,12 @@ mod tests {
             ))
             .unwrap()
             {
-                Next::Requeue { job: next, delay_s } => {
+                Next::Requeue {
+                    job: next,
+                    delay_seconds,
+                } => {
                     assert_eq!(
-                        (delay_s, next.attempt, next.event_id.as_str()),
+                        (delay_seconds, next.attempt, next.event_id.as_str()),
                         (want_delay, want_attempt, job.event_id.as_str())
                     );
                     job = *next;
@@ -802,9 +809,9 @@ mod tests {
             Some(30)
         );
         assert_eq!(parse_retry_after("soon", NOW), None);
-        assert_eq!(retry_delay_s(&[5, 300], 0, Some(60)), Some(60));
-        assert_eq!(retry_delay_s(&[5, 300], 1, Some(60)), Some(300));
-        assert_eq!(retry_delay_s(&[5, 300], 2, None), None);
+        assert_eq!(retry_delay_seconds(&[5, 300], 0, Some(60)), Some(60));
+        assert_eq!(retry_delay_seconds(&[5, 300], 1, Some(60)), Some(300));
+        assert_eq!(retry_delay_seconds(&[5, 300], 2, None), None);
 
         let kv = MemoryKv::default();
         let e = endpoint(&kv, &[], vec![1, 1]);
@@ -816,13 +823,13 @@ mod tests {
             }),
             ok(410),
         ]);
-        let Next::Requeue { job, delay_s } =
+        let Next::Requeue { job, delay_seconds } =
             block_on(process(&kv, &http, job, &|| NOW, true, Some(&key()))).unwrap()
         else {
             panic!()
         };
         let job = *job;
-        assert_eq!(delay_s, 4);
+        assert_eq!(delay_seconds, 4);
         assert_eq!(
             block_on(process(
                 &kv,
@@ -862,12 +869,12 @@ mod tests {
             due_at_ms: NOW + 50_000_000,
             ..job
         };
-        let Next::Requeue { delay_s, .. } =
+        let Next::Requeue { delay_seconds, .. } =
             block_on(process(&kv, &http, far, &|| NOW, true, Some(&key()))).unwrap()
         else {
             panic!()
         };
-        assert_eq!(delay_s, MAX_QUEUE_DELAY_S);
+        assert_eq!(delay_seconds, MAX_QUEUE_DELAY_SECONDS);
         assert_eq!(http.sent.borrow().len(), 2);
     }
 

@@ -5,14 +5,14 @@
 //! [`RouteId`] means a new route does not compile until it is documented), the
 //! error codes and their statuses from [`ErrorCode::ALL`], call statuses from
 //! [`CallStatus::ALL`], engines from [`Engine::NAMES`], webhook events from
-//! [`service::WEBHOOK_EVENTS`] and the limits from the constants in `validate`
-//! and `service`. The rest (field lengths written as literals in the
+//! [`WEBHOOK_EVENTS`] and the limits from [`crate::limits`] and the constants
+//! in `validate`. The rest (field lengths written as literals in the
 //! validators, descriptions) is written here and pinned by the tests below,
 //! which probe every documented limit against the real validators and check
 //! every response of every route against its schema.
 //!
 //! [`router::ROUTES`]: crate::api::router::ROUTES
-//! [`service::WEBHOOK_EVENTS`]: crate::api::WEBHOOK_EVENTS
+//! [`WEBHOOK_EVENTS`]: crate::webhooks::events::WEBHOOK_EVENTS
 
 use crate::api::router::{RouteId, ROUTES};
 use crate::api::validate;
@@ -20,7 +20,7 @@ use crate::api::validate::{MAX_METADATA_BYTES, MAX_PROMPT_CHARS, MAX_SCHEDULE_AH
 use crate::calling_window;
 use crate::error::ErrorCode;
 use crate::limits::{
-    CONCURRENCY_RETRY_AFTER_SECS, LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX, MAX_BODY_BYTES,
+    CONCURRENCY_RETRY_AFTER_SECONDS, LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX, MAX_BODY_BYTES,
     MAX_CONCURRENT_CALLS_MAX,
 };
 use crate::model::Engine;
@@ -1163,7 +1163,7 @@ internal names, numeric IPv4 forms, IPv6 forms embedding an IPv4 address and `us
     ], &[]));
     add("RotateWebhookSecretRequest", input("Optional body.", vec![
         ("overlap_seconds", nullable(with_description(
-            int_range((0, delivery::MAX_ROTATION_OVERLAP_S as i64, delivery::DEFAULT_ROTATION_OVERLAP_S as i64)),
+            int_range((0, delivery::MAX_ROTATION_OVERLAP_SECONDS as i64, delivery::DEFAULT_ROTATION_OVERLAP_SECONDS as i64)),
             "How long deliveries are also signed with the previous secret (both signatures, space-separated in `webhook-signature`). 0 retires it at once."))),
     ], &[]));
     add("CreateSidecarRequest", input("Credentials for a media sidecar of a region. Creating an existing id rotates its secret.", vec![
@@ -1369,7 +1369,7 @@ fn rate_limit_headers(refused: bool) -> Value {
         "X-RateLimit-Reset": int("Seconds until that window resets."),
     });
     if refused {
-        h["Retry-After"] = int(&format!("Seconds to wait before retrying: for `rate_limited` the refusing limit's reset; for `too_many_failed_attempts` the end of the client address's failure window; for `concurrency_limit_reached` a fixed {CONCURRENCY_RETRY_AFTER_SECS} s polling hint (a slot frees when a call ends)."));
+        h["Retry-After"] = int(&format!("Seconds to wait before retrying: for `rate_limited` the refusing limit's reset; for `too_many_failed_attempts` the end of the client address's failure window; for `concurrency_limit_reached` a fixed {CONCURRENCY_RETRY_AFTER_SECONDS} s polling hint (a slot frees when a call ends)."));
     }
     h
 }
@@ -1899,7 +1899,7 @@ mod tests {
             self.calls.dispatch.now_ms.set(NOW);
             let env = Env {
                 kv,
-                dispatch: &self.calls.dispatch,
+                dispatch_queues: &self.calls.dispatch,
                 now_ms: NOW,
                 admin_token: Some(ADMIN),
                 dev_mode: true,
