@@ -44,7 +44,7 @@ pub fn edge_json(data: &[u8]) {
                     );
                 }
                 if let Some(m) = &c.metadata {
-                    assert!(m.as_str().len() <= validate::MAX_METADATA_BYTES);
+                    assert!(m.as_str().len() <= voxline_edge::limits::MAX_METADATA_BYTES);
                 }
             }
             Err(e) => check_error(&e),

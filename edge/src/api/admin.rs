@@ -8,7 +8,7 @@ use crate::api::router::RouteId;
 use crate::api::validate;
 use crate::engine_keys::secrets_sealing_key;
 use crate::limits::MAX_BODY_BYTES;
-use crate::limits::MAX_CONCURRENT_CALLS_MAX;
+use crate::limits::{API_KEY_NAME_MAX, ID_FIELD_MAX, MAX_CONCURRENT_CALLS_MAX, TENANT_NAME_MAX};
 
 use crate::dispatch::port::DispatchQueues;
 use crate::engine_keys::{SecretOwner, StoredSecret};
@@ -213,7 +213,7 @@ pub(crate) async fn create_tenant<K: Kv, D: DispatchQueues>(
     )?;
     let tenant = Tenant {
         id: ids::random_id("ten"),
-        name: f.str_req("name", 200)?,
+        name: f.str_req("name", TENANT_NAME_MAX)?,
         default_agent_id: None,
         disabled: f.bool_opt("disabled")?.unwrap_or(false),
         created_at: rfc3339_ms(env.now_ms),
@@ -252,12 +252,12 @@ pub(crate) async fn update_tenant<K: Kv, D: DispatchQueues>(
             .map_err(|(field, why)| ApiError::field(ErrorCode::InvalidValue, &field, why))?;
     }
     if f.has("name") {
-        tenant.name = f.str_req("name", 200)?;
+        tenant.name = f.str_req("name", TENANT_NAME_MAX)?;
     }
     if let Some(d) = f.bool_opt("disabled")? {
         tenant.disabled = d;
     }
-    if let Some(aid) = f.str_opt("default_agent_id", 64)? {
+    if let Some(aid) = f.str_opt("default_agent_id", ID_FIELD_MAX)? {
         let exists =
             ids::is_id(&aid, "agt") && env.kv.get(&keys::agent(&tenant.id, &aid)).await?.is_some();
         if !exists {
@@ -387,7 +387,7 @@ pub(crate) async fn create_api_key<K: Kv, D: DispatchQueues>(
             &["name", "require_signature"],
         )?;
         (
-            f.str_opt("name", 100)?,
+            f.str_opt("name", API_KEY_NAME_MAX)?,
             f.bool_opt("require_signature")?.unwrap_or(false),
         )
     };

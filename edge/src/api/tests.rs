@@ -1761,7 +1761,7 @@ fn call_metadata_comes_back_byte_identical_in_the_api_and_the_queued_webhook() {
     // Too large is still refused, measured on the text kept.
     let big = format!(
         r#"{{"phone":"+14155550100","metadata":{{"k":"{}"}}}}"#,
-        "m".repeat(crate::api::validate::MAX_METADATA_BYTES)
+        "m".repeat(crate::limits::MAX_METADATA_BYTES)
     );
     let r = w.send_req(&ApiRequest {
         body: big.into_bytes(),

@@ -4,14 +4,13 @@
 use crate::api::fields::{parse_object, Fields};
 use crate::error::{ApiError, ErrorCode};
 use crate::ids::{parse_rfc3339_utc_ms, rfc3339_ms};
-use crate::limits::MAX_BODY_BYTES;
+use crate::limits::{
+    AGENT_NAME_MAX, CALL_NAME_MAX, EMAIL_MAX, ID_FIELD_MAX, LANGUAGE_MAX, MAX_BODY_BYTES,
+    MAX_METADATA_BYTES, MAX_PROMPT_CHARS, MAX_SCHEDULE_AHEAD_DAYS, MAX_SECONDS, MODEL_MAX, RETRIES,
+    RETRY_DELAY_MINUTES, SCHEDULE_AT_MAX, SILENCE_TIMEOUT_SECONDS, VOICE_MAX,
+};
 use crate::model::{Engine, Metadata};
 use serde_json::Value;
-
-/// Largest `metadata` object, serialized.
-pub const MAX_METADATA_BYTES: usize = 16 * 1024;
-pub const MAX_PROMPT_CHARS: usize = 20_000;
-pub const MAX_SCHEDULE_AHEAD_DAYS: u64 = 90;
 
 pub const CREATE_CALL_FIELDS: &[&str] = &[
     "phone",
@@ -34,8 +33,6 @@ pub const CREATE_CALL_FIELDS: &[&str] = &[
     "engine_base_url",
     "silence_timeout_seconds",
 ];
-/// `silence_timeout_seconds`: the range calls and agents accept.
-pub const SILENCE_TIMEOUT_SECONDS: (i64, i64) = (10, 3600);
 /// `on_concurrency_limit`: wait in the queue (default) or be refused with 429.
 pub const ON_CONCURRENCY_LIMIT: [&str; 2] = ["queue", "reject"];
 /// `outside_window`: move to the next window start (default) or be refused with 422.
@@ -108,7 +105,7 @@ pub fn create_call(
     let f = parse_object(content_type, body, MAX_BODY_BYTES, CREATE_CALL_FIELDS)?;
     let phone = f.str_req("phone", 32)?;
     check_e164("phone", &phone)?;
-    let email = f.str_opt("email", 254)?;
+    let email = f.str_opt("email", EMAIL_MAX)?;
     if let Some(e) = &email {
         check_email(e)?;
     }
@@ -126,7 +123,7 @@ pub fn create_call(
             ));
         }
     }
-    let agent_id = f.str_opt("agent_id", 64)?;
+    let agent_id = f.str_opt("agent_id", ID_FIELD_MAX)?;
     if let Some(a) = &agent_id {
         if !crate::ids::is_id(a, "agt") {
             return Err(ApiError::field(
@@ -136,7 +133,7 @@ pub fn create_call(
             ));
         }
     }
-    let schedule_at = match f.str_opt("schedule_at", 64)? {
+    let schedule_at = match f.str_opt("schedule_at", SCHEDULE_AT_MAX)? {
         None => None,
         Some(s) => {
             let at = match parse_rfc3339_utc_ms(&s) {
@@ -173,17 +170,27 @@ pub fn create_call(
     };
     Ok(CreateCallInput {
         phone,
-        name: f.str_opt("name", 200)?,
+        name: f.str_opt("name", CALL_NAME_MAX)?,
         email,
         metadata,
         agent_id,
         system_prompt: f.str_opt("system_prompt", MAX_PROMPT_CHARS)?,
         voice: voice(&f)?,
         language: language(&f)?,
-        model: f.str_opt("model", 128)?,
-        max_seconds: f.int_opt("max_seconds", 10, 3600)?.unwrap_or(300) as u32,
-        retries: f.int_opt("retries", 0, 10)?.unwrap_or(0) as u32,
-        retry_delay_minutes: f.int_opt("retry_delay_minutes", 1, 1440)?.unwrap_or(5) as u32,
+        model: f.str_opt("model", MODEL_MAX)?,
+        max_seconds: f
+            .int_opt("max_seconds", MAX_SECONDS.0, MAX_SECONDS.1)?
+            .unwrap_or(MAX_SECONDS.2) as u32,
+        retries: f
+            .int_opt("retries", RETRIES.0, RETRIES.1)?
+            .unwrap_or(RETRIES.2) as u32,
+        retry_delay_minutes: f
+            .int_opt(
+                "retry_delay_minutes",
+                RETRY_DELAY_MINUTES.0,
+                RETRY_DELAY_MINUTES.1,
+            )?
+            .unwrap_or(RETRY_DELAY_MINUTES.2) as u32,
         schedule_at,
         record: f.bool_opt("record")?.unwrap_or(false),
         reject_over_cap: second_choice(&f, "on_concurrency_limit", ON_CONCURRENCY_LIMIT)?,
@@ -268,7 +275,7 @@ fn check_email(s: &str) -> Result<(), ApiError> {
 }
 
 fn voice(f: &Fields) -> Result<Option<String>, ApiError> {
-    let v = f.str_opt("voice", 64)?;
+    let v = f.str_opt("voice", VOICE_MAX)?;
     if let Some(v) = &v {
         if v.is_empty()
             || !v
@@ -294,7 +301,7 @@ pub const LANGUAGE_PATTERN: &str = r"^([A-Za-z]{2,3}(-[A-Za-z]{3}){0,3}|[A-Za-z]
 
 fn language(f: &Fields) -> Result<Option<String>, ApiError> {
     static PATTERN: std::sync::OnceLock<regex_lite::Regex> = std::sync::OnceLock::new();
-    let lang = f.str_opt("language", 35)?;
+    let lang = f.str_opt("language", LANGUAGE_MAX)?;
     if let Some(l) = &lang {
         let pattern = PATTERN.get_or_init(|| {
             regex_lite::Regex::new(LANGUAGE_PATTERN).expect("a valid constant pattern")
@@ -356,7 +363,7 @@ pub fn agent(
     let f = parse_object(content_type, body, MAX_BODY_BYTES, AGENT_FIELDS)?;
     // Never blank: required on create, and a PATCH may not blank it either.
     let name = if creating || f.has("name") {
-        Some(f.str_req("name", 100)?)
+        Some(f.str_req("name", AGENT_NAME_MAX)?)
     } else {
         None
     };
@@ -376,7 +383,7 @@ pub fn agent(
         voice: voice(&f)?,
         language: language(&f)?,
         default_engine,
-        model: f.str_opt("model", 128)?,
+        model: f.str_opt("model", MODEL_MAX)?,
         enabled: f.bool_opt("enabled")?,
         make_default: f.bool_opt("default")?,
         per_number_limit: match f.object_opt("per_number_limit")? {

@@ -16,6 +16,7 @@ use crate::error::{ApiError, ErrorCode};
 use crate::http::{ApiRequest, ApiResponse};
 use crate::ids::{self, rfc3339_ms};
 use crate::limits::MAX_BODY_BYTES;
+use crate::limits::{WEBHOOK_EVENT_MAX, WEBHOOK_URL_MAX};
 use crate::model::{keys, Tenant, WebhookEndpoint};
 use crate::store::{get_json, put_json, Kv};
 use crate::url_guard;
@@ -25,7 +26,6 @@ use serde_json::{json, Value};
 
 type Result<T> = std::result::Result<T, ApiError>;
 
-pub const WEBHOOK_URL_MAX: usize = 2048;
 pub const WEBHOOK_FIELDS: &[&str] = &["url", "events", "enabled", "retry_schedule"];
 /// KV list calls one listing request may spend when a filter skips keys.
 const LIST_MAX_SCANS: usize = 10;
@@ -116,7 +116,7 @@ fn url_field(f: &Fields, dev_mode: bool) -> Result<Option<String>> {
 }
 
 fn events_field(f: &Fields) -> Result<Option<Vec<String>>> {
-    let events = f.str_list_opt("events", WEBHOOK_EVENTS.len(), 64)?;
+    let events = f.str_list_opt("events", WEBHOOK_EVENTS.len(), WEBHOOK_EVENT_MAX)?;
     if let Some(bad) = events
         .iter()
         .flatten()

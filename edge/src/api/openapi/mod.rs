@@ -5,23 +5,24 @@
 //! [`RouteId`] means a new route does not compile until it is documented), the
 //! error codes and their statuses from [`ErrorCode::ALL`], call statuses from
 //! [`CallStatus::ALL`], engines from [`Engine::NAMES`], webhook events from
-//! [`WEBHOOK_EVENTS`] and the limits from [`crate::limits`] and the constants
-//! in `validate`. The rest (field lengths written as literals in the
-//! validators, descriptions) is written here and pinned by the tests below,
-//! which probe every documented limit against the real validators and check
-//! every response of every route against its schema.
+//! [`WEBHOOK_EVENTS`], and the limits from [`crate::limits`] (which the
+//! validators read too) and the modules that own the rest. Descriptions are
+//! written here; the tests below probe every documented limit against the
+//! real validators and check every response of every route against its schema.
 //!
 //! [`router::ROUTES`]: crate::api::router::ROUTES
 //! [`WEBHOOK_EVENTS`]: crate::webhooks::events::WEBHOOK_EVENTS
 
 use crate::api::router::{RouteId, ROUTES};
 use crate::api::validate;
-use crate::api::validate::{MAX_METADATA_BYTES, MAX_PROMPT_CHARS, MAX_SCHEDULE_AHEAD_DAYS};
 use crate::calling_window;
 use crate::error::ErrorCode;
 use crate::limits::{
-    CONCURRENCY_RETRY_AFTER_SECONDS, LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX, MAX_BODY_BYTES,
-    MAX_CONCURRENT_CALLS_MAX,
+    AGENT_NAME_MAX, API_KEY_NAME_MAX, CALL_NAME_MAX, CONCURRENCY_RETRY_AFTER_SECONDS, EMAIL_MAX,
+    ID_FIELD_MAX, LANGUAGE_MAX, LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX, MAX_BODY_BYTES,
+    MAX_CONCURRENT_CALLS_MAX, MAX_METADATA_BYTES, MAX_PROMPT_CHARS, MAX_SCHEDULE_AHEAD_DAYS,
+    MAX_SECONDS, MODEL_MAX, RETRIES, RETRY_DELAY_MINUTES, SCHEDULE_AT_MAX, SILENCE_TIMEOUT_SECONDS,
+    TENANT_NAME_MAX, VOICE_MAX, WEBHOOK_EVENT_MAX, WEBHOOK_URL_MAX,
 };
 use crate::model::Engine;
 use crate::traffic;
@@ -30,26 +31,9 @@ use crate::webhooks::events::WEBHOOK_EVENTS;
 use serde_json::{json, Map, Value};
 use voxline_shared::{CallStatus, EndedReason};
 
-// String lengths the validators check as literals (characters, not bytes).
-const CALL_NAME_MAX: usize = 200;
-const EMAIL_MAX: usize = 254;
-const ID_FIELD_MAX: usize = 64;
-const SCHEDULE_AT_MAX: usize = 64;
-const VOICE_MAX: usize = 64;
-const LANGUAGE_MAX: usize = 35;
-const MODEL_MAX: usize = 128;
-const TENANT_NAME_MAX: usize = 200;
-const AGENT_NAME_MAX: usize = 100;
-const API_KEY_NAME_MAX: usize = 100;
-const WEBHOOK_URL_MAX: usize = 2048;
-const WEBHOOK_EVENT_MAX: usize = 64;
-// Integer ranges of POST /v1/calls: (min, max, default).
-const MAX_SECONDS: (i64, i64, i64) = (10, 3600, 300);
-const RETRIES: (i64, i64, i64) = (0, 10, 0);
-const RETRY_DELAY_MINUTES: (i64, i64, i64) = (1, 1440, 5);
 const SILENCE_TIMEOUT: (i64, i64, i64) = (
-    validate::SILENCE_TIMEOUT_SECONDS.0,
-    validate::SILENCE_TIMEOUT_SECONDS.1,
+    SILENCE_TIMEOUT_SECONDS.0,
+    SILENCE_TIMEOUT_SECONDS.1,
     crate::model::DEFAULT_SILENCE_TIMEOUT_SECONDS as i64,
 );
 
