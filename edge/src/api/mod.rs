@@ -1,6 +1,13 @@
 //! Request handling as pure async Rust over the [`Kv`] port: routing, auth,
 //! validation, records. The Worker glue only converts HTTP values and supplies
 //! KV, the clock and secrets, so everything here is unit-tested natively.
+//!
+//! This file: [`handle`] and `route_request` (the route table's answer to
+//! a handler), and the traffic control around every `/v1` call route. The
+//! handlers: [`calls`] (incl. the recording), [`admin`] (tenants, agents, API
+//! keys, sidecars), [`webhooks`] (endpoints and the delivery log); [`auth`]
+//! says who is asking; [`env`](mod@env) and [`list`] are leaves every handler uses.
+//! The sidecar link is routed to [`crate::dispatch::sidecar_request`].
 
 pub mod admin;
 pub mod auth;
@@ -61,6 +68,7 @@ pub async fn handle<K: Kv, D: DispatchQueues>(
     }
 }
 
+/// The handler's answer for `req`, or the error [`handle`] turns into a response.
 async fn route_request<K: Kv, D: DispatchQueues>(
     env: &Env<'_, K, D>,
     req: &ApiRequest,

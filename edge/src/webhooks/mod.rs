@@ -1,4 +1,4 @@
-//! Webhook events and their delivery, as pure Rust over the [`Kv`] port and
+//! Webhook events and their delivery, as pure Rust over the [`Kv`](crate::store::Kv) port and
 //! an HTTP port ([`delivery::WebhookHttp`]). The Worker glue (`glue::webhook_queue`) only
 //! moves [`delivery::DeliveryJob`]s through the Cloudflare Queue and does the fetch.
 //!
