@@ -63,7 +63,7 @@ fn request(method: &str, path: &str, token: &str, body: Option<&Value>) -> ApiRe
 /// A tenant with an agent, an API key and one webhook endpoint, in memory.
 pub struct World {
     kv: MemoryKv,
-    /// The tenant's call store (with its dispatch queue, `calls.dispatch`).
+    /// The tenant's call store (with its dispatch queue, `calls.dispatch_queues`).
     calls: MemoryCalls<MemoryCallRows>,
     traffic: MemoryTraffic,
     outbox: Outbox,
@@ -124,10 +124,10 @@ impl World {
     fn send(&self, req: &ApiRequest) -> ApiResponse {
         self.traffic.now_ms.set(self.now_ms);
         self.calls.now_ms.set(self.now_ms);
-        self.calls.dispatch.now_ms.set(self.now_ms);
+        self.calls.dispatch_queues.now_ms.set(self.now_ms);
         let env = Env {
             kv: &self.kv,
-            dispatch_queues: &self.calls.dispatch,
+            dispatch_queues: &self.calls.dispatch_queues,
             now_ms: self.now_ms,
             admin_token: Some(ADMIN),
             dev_mode: false,
@@ -183,7 +183,7 @@ impl World {
     /// Drops what an iteration added, so every iteration sees the same store.
     fn reset(&self, baseline: &std::collections::BTreeMap<String, (String, Option<Value>)>) {
         *self.kv.map.borrow_mut() = baseline.clone();
-        self.calls.dispatch.queues.borrow_mut().clear();
+        self.calls.dispatch_queues.queues.borrow_mut().clear();
         self.calls.tenants.borrow_mut().clear();
         self.traffic.limiters.borrow_mut().clear();
         self.traffic.idem.borrow_mut().clear();

@@ -20,7 +20,7 @@ const ADMIN: &str = "admin-secret";
 
 struct World {
     kv: MemoryKv,
-    /// The tenants' call stores, with the dispatch queue they talk to (`calls.dispatch`).
+    /// The tenants' call stores, with the dispatch queue they talk to (`calls.dispatch_queues`).
     calls: MemoryCalls<SqlCallRows<LimitedSqlite>>,
     traffic: MemoryTraffic,
     /// Webhook jobs requests queued (the Worker sends them to Cloudflare Queues).
@@ -67,11 +67,11 @@ impl World {
         self.now.set(self.now.get() + 1);
         self.traffic.now_ms.set(self.now.get());
         self.calls.now_ms.set(self.now.get());
-        self.calls.dispatch.now_ms.set(self.now.get());
+        self.calls.dispatch_queues.now_ms.set(self.now.get());
         self.kv.now_ms.set(self.now.get());
         let env = Env {
             kv: &self.kv,
-            dispatch_queues: &self.calls.dispatch,
+            dispatch_queues: &self.calls.dispatch_queues,
             now_ms: self.now.get(),
             admin_token: Some(ADMIN),
             dev_mode: false,
@@ -180,7 +180,7 @@ fn live_call_hangup_is_marked_once_and_accepted() {
     // A sidecar took it: leased and acked, so the queue holds it live.
     let (offers, _) = w
         .calls
-        .dispatch
+        .dispatch_queues
         .queues
         .borrow_mut()
         .get_mut("local")
@@ -188,13 +188,13 @@ fn live_call_hangup_is_marked_once_and_accepted() {
         .lease("s1", 1, w.now.get(), &Default::default());
     let (_, dialing) = w
         .calls
-        .dispatch
+        .dispatch_queues
         .queues
         .borrow_mut()
         .get_mut("local")
         .unwrap()
         .ack("s1", &offers[0].lease_id, true, w.now.get());
-    w.calls.dispatch.updates.borrow_mut().extend(dialing);
+    w.calls.dispatch_queues.updates.borrow_mut().extend(dialing);
     w.calls.apply_queue_reports().unwrap();
     assert_eq!(
         w.calls.rows(&tid).call(&id).unwrap().unwrap().status,
@@ -735,7 +735,7 @@ fn a_tenant_cap_queues_or_refuses_calls_over_it() {
     }
     let (offers, _) = w
         .calls
-        .dispatch
+        .dispatch_queues
         .queues
         .borrow_mut()
         .get_mut("local")
@@ -985,7 +985,7 @@ fn calls_outside_the_agents_calling_window_are_moved_or_refused() {
         )
     );
     // The queue holds it until then.
-    let queued_at = w.calls.dispatch.queues.borrow()["local"]
+    let queued_at = w.calls.dispatch_queues.queues.borrow()["local"]
         .waiting
         .iter()
         .next()
@@ -1187,7 +1187,7 @@ fn engine_keys_are_sealed_everywhere_and_opened_only_for_the_sidecar() {
     );
     // No clear key anywhere in storage or in the queue's state.
     let stored: String = w.kv.map.borrow().values().map(|(v, _)| v.clone()).collect();
-    let queued = serde_json::to_string(&*w.calls.dispatch.queues.borrow()).unwrap();
+    let queued = serde_json::to_string(&*w.calls.dispatch_queues.queues.borrow()).unwrap();
     for clear in ["sk-agent-SECRET", "sk-call-SECRET"] {
         assert!(
             !stored.contains(clear) && !queued.contains(clear),
@@ -1197,7 +1197,7 @@ fn engine_keys_are_sealed_everywhere_and_opened_only_for_the_sidecar() {
     }
     assert!(queued.contains(SEALED_FIELD));
     // The lease reply to a sidecar carries each call's clear key.
-    let mut queues = w.calls.dispatch.queues.borrow_mut();
+    let mut queues = w.calls.dispatch_queues.queues.borrow_mut();
     let q = queues.get_mut("local").unwrap();
     q.register("sc-1", 10, NOW);
     let (leases, _) = q.lease(

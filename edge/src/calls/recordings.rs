@@ -58,7 +58,7 @@ pub async fn admit_upload(
     kv: &impl Kv,
     sealing: Option<&SealingKey>,
     calls: &dyn Calls,
-    dispatch: &impl DispatchQueues,
+    queues: &impl DispatchQueues,
     headers: &SignedHeaders<'_>,
     manifest_raw: Option<&str>,
     content_length: Option<u64>,
@@ -149,7 +149,7 @@ pub async fn admit_upload(
             ),
         ));
     }
-    spend_nonce(dispatch, &sidecar.region, &sidecar.id, headers).await?;
+    spend_nonce(queues, &sidecar.region, &sidecar.id, headers).await?;
     let object_key = object_key(&m.tenant_id, &m.call_id, m.attempt);
     Ok(AdmittedUpload {
         manifest: m,
@@ -160,7 +160,7 @@ pub async fn admit_upload(
 
 /// Spends the upload's nonce in its region's queue, like any link request's.
 async fn spend_nonce(
-    dispatch: &impl DispatchQueues,
+    queues: &impl DispatchQueues,
     region: &str,
     sidecar_id: &str,
     headers: &SignedHeaders<'_>,
@@ -171,7 +171,7 @@ async fn spend_nonce(
         nonce: headers.nonce.unwrap_or_default().to_string(),
         body: Value::Null,
     };
-    let (status, reply) = dispatch.sidecar(region, &envelope).await?;
+    let (status, reply) = queues.sidecar(region, &envelope).await?;
     if status == 200 {
         return Ok(());
     }
@@ -347,12 +347,12 @@ mod tests {
         let headers = SignedHeaders::from_lookup(|name| {
             h.iter().find(|(k, _)| *k == name).map(|(_, v)| v.as_str())
         });
-        calls.dispatch.now_ms.set(NOW);
+        calls.dispatch_queues.now_ms.set(NOW);
         block_on(admit_upload(
             kv,
             Some(&key()),
             calls,
-            &calls.dispatch,
+            &calls.dispatch_queues,
             &headers,
             Some(&raw),
             Some(m.bytes),
@@ -515,7 +515,7 @@ mod tests {
                 &kv,
                 Some(&key()),
                 &calls,
-                &calls.dispatch,
+                &calls.dispatch_queues,
                 &headers,
                 None,
                 None,
@@ -560,7 +560,7 @@ mod tests {
         );
         // The nonce store is the region's, shared with the other link requests.
         assert!(!calls
-            .dispatch
+            .dispatch_queues
             .queues
             .borrow_mut()
             .get_mut("local")

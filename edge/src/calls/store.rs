@@ -619,7 +619,7 @@ pub enum Created {
 /// queue refuses never existed for the client and is deleted again.
 pub async fn create(
     rows: &impl CallRows,
-    dispatch: &impl DispatchQueues,
+    queues: &impl DispatchQueues,
     new: NewCall,
     now_ms: u64,
 ) -> Result<Created, StoreError> {
@@ -645,7 +645,7 @@ pub async fn create(
             },
         )?;
     }
-    match dispatch.enqueue(&record.region, &new.queued).await {
+    match queues.enqueue(&record.region, &new.queued).await {
         Ok(EnqueueOutcome::Accepted | EnqueueOutcome::AlreadyKnown) => {
             // Reports about it may have arrived while the queue answered.
             let current = rows.call(&record.id)?.unwrap_or(record);
@@ -690,7 +690,7 @@ fn forget(
 /// marked and its sidecar told (202).
 pub async fn hangup(
     rows: &impl CallRows,
-    dispatch: &impl DispatchQueues,
+    queues: &impl DispatchQueues,
     call_id: &str,
     now_ms: u64,
 ) -> Result<Option<(u16, CallRecord)>, StoreError> {
@@ -700,7 +700,7 @@ pub async fn hangup(
     if record.status.is_terminal() {
         return Ok(Some((200, record)));
     }
-    let outcome = dispatch.cancel(&record.region, call_id).await?;
+    let outcome = queues.cancel(&record.region, call_id).await?;
     // Reports may have changed it while the queue answered.
     let Some(mut record) = rows.call(call_id)? else {
         return Ok(None);
@@ -1064,14 +1064,14 @@ impl<T: CallStoreTransport> Calls for T {
 /// Object's `fetch` but storage and the outbox drain.
 pub async fn handle(
     rows: &impl CallRows,
-    dispatch: &impl DispatchQueues,
+    queues: &impl DispatchQueues,
     req: CallStoreRequest,
     now_ms: u64,
     log: &mut dyn FnMut(String),
 ) -> Result<CallStoreAnswer, StoreError> {
     Ok(match req {
         CallStoreRequest::Create { new } => CallStoreAnswer::Created {
-            created: create(rows, dispatch, *new, now_ms).await?,
+            created: create(rows, queues, *new, now_ms).await?,
         },
         CallStoreRequest::Get { call_id } => CallStoreAnswer::Call {
             record: rows.call(&call_id)?,
@@ -1087,7 +1087,7 @@ pub async fn handle(
             CallStoreAnswer::Transcript { found }
         }
         CallStoreRequest::Hangup { call_id } => CallStoreAnswer::Hangup {
-            result: hangup(rows, dispatch, &call_id, now_ms).await?,
+            result: hangup(rows, queues, &call_id, now_ms).await?,
         },
         CallStoreRequest::Recording { call_id } => {
             let found = match rows.call(&call_id)? {
@@ -1152,7 +1152,7 @@ pub mod memory {
 
     pub struct MemoryCalls<R: CallRows> {
         pub tenants: RefCell<BTreeMap<String, Rc<R>>>,
-        pub dispatch: MemoryDispatchQueues,
+        pub dispatch_queues: MemoryDispatchQueues,
         pub now_ms: Cell<u64>,
         make: fn() -> R,
     }
@@ -1161,7 +1161,7 @@ pub mod memory {
         pub fn new(make: fn() -> R) -> Self {
             MemoryCalls {
                 tenants: RefCell::new(BTreeMap::new()),
-                dispatch: MemoryDispatchQueues::default(),
+                dispatch_queues: MemoryDispatchQueues::default(),
                 now_ms: Cell::new(0),
                 make,
             }
@@ -1178,8 +1178,8 @@ pub mod memory {
         /// What the dispatch queues reported since the last call: applied to
         /// the tenants' rows, numbered like the Durable Object numbers them.
         pub fn apply_queue_reports(&self) -> Result<(), StoreError> {
-            let (updates, turns) = self.dispatch.take_reports();
-            let mut seq = self.dispatch.report_seq.get();
+            let (updates, turns) = self.dispatch_queues.take_reports();
+            let mut seq = self.dispatch_queues.report_seq.get();
             let mut by_tenant: BTreeMap<String, Vec<Report>> = BTreeMap::new();
             let items = turns
                 .into_iter()
@@ -1196,7 +1196,7 @@ pub mod memory {
                     .or_default()
                     .push(Report { seq, item });
             }
-            self.dispatch.report_seq.set(seq);
+            self.dispatch_queues.report_seq.set(seq);
             for (tenant, reports) in by_tenant {
                 apply_reports(
                     &*self.rows(&tenant),
@@ -1247,7 +1247,7 @@ pub mod memory {
                 let rows = self.rows(tenant_id);
                 handle(
                     &*rows,
-                    &self.dispatch,
+                    &self.dispatch_queues,
                     request,
                     self.now_ms.get(),
                     &mut |_| {},

@@ -127,11 +127,11 @@ impl worker::DurableObject for CallStore {
                 // The first request also arms the periodic sweep.
                 self.retry_later().await;
             }
-            let dispatch = crate::glue::stubs::WorkersDispatchQueues(&self.env);
+            let dispatch_queues = crate::glue::stubs::WorkersDispatchQueues(&self.env);
             let mut log = |m: String| console_log!("call store {tenant_id}: {m}");
             store::handle(
                 &self.rows,
-                &dispatch,
+                &dispatch_queues,
                 envelope.request,
                 Date::now().as_millis(),
                 &mut log,

@@ -83,12 +83,12 @@ async fn store_upload(
     let kv = WorkersKv(env.kv(KV_BINDING).map_err(|e| internal("KV", e))?);
     let calls = crate::glue::stubs::WorkersCalls(env);
     let sealing = crate::glue::env::sealing_key(env);
-    let dispatch = crate::glue::stubs::WorkersDispatchQueues(env);
+    let dispatch_queues = crate::glue::stubs::WorkersDispatchQueues(env);
     let admitted = recordings::admit_upload(
         &kv,
         sealing.as_ref(),
         &calls,
-        &dispatch,
+        &dispatch_queues,
         &signed,
         manifest,
         declared,

@@ -106,10 +106,10 @@ impl Api {
         };
         self.traffic.now_ms.set(NOW);
         self.calls.now_ms.set(NOW);
-        self.calls.dispatch.now_ms.set(NOW);
+        self.calls.dispatch_queues.now_ms.set(NOW);
         let env = Env {
             kv,
-            dispatch_queues: &self.calls.dispatch,
+            dispatch_queues: &self.calls.dispatch_queues,
             now_ms: NOW,
             admin_token: Some(ADMIN),
             dev_mode: true,
@@ -1566,7 +1566,7 @@ fn every_route_answers_as_documented() {
     ));
     {
         // A sidecar leased and acked it: live in the queue, dialing in its store.
-        let mut queues = api.calls.dispatch.queues.borrow_mut();
+        let mut queues = api.calls.dispatch_queues.queues.borrow_mut();
         let q = queues.get_mut("local").unwrap();
         let (offers, _) = q.lease("s1", 10, NOW, &Default::default());
         for o in offers {
