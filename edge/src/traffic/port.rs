@@ -33,6 +33,9 @@ pub trait Traffic {
     ) -> LocalFuture<'a, Result<(), StoreError>>;
     /// [`auth_attempt`] in the object of the client address's `scope`
     /// ([`auth_failure_scope`]): failures have no tenant to be counted under.
+    ///
+    /// [`auth_attempt`]: crate::traffic::auth_failures::auth_attempt
+    /// [`auth_failure_scope`]: crate::traffic::auth_failures::auth_failure_scope
     fn auth_attempt<'a>(
         &'a self,
         scope: &'a str,
