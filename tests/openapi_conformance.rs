@@ -1336,10 +1336,10 @@ fn z_every_documented_response_was_seen(c: &Ctx) {
             .collect();
         for status in statuses {
             // 500/503: corrupt records and storage outages (covered natively in
-            // edge/src/openapi.rs); 202: a call live on a media sidecar; an admin
+            // edge/src/api/openapi/); 202: a call live on a media sidecar; an admin
             // 429: an address blocked after too many wrong credentials, which this
             // suite's edge never reaches on purpose (the traffic suite proves the
-            // throttle end to end, edge/src/service/tests.rs natively).
+            // throttle end to end, edge/src/api/tests.rs natively).
             let unreachable = status == 500
                 || status == 503
                 || (status == 202 && template.ends_with("/hangup"))

@@ -4,7 +4,7 @@
 //! The key is a tenant's secret. It is never written in clear: the edge seals
 //! it (AES-256-GCM under the Worker secret `VOXLINE_SEALING_KEY`, bound to the
 //! tenant as associated data) before it is stored anywhere (the agent record,
-//! the region queue's offer), opens it only when an offer is handed to a
+//! the dispatch queue's offer), opens it only when an offer is handed to a
 //! sidecar (over the signed, TLS-protected link), and never returns it through
 //! the API or writes it to a log. The sidecar holds it in memory for the one
 //! call. A call's own key lives only in its queued offer, which the queue
@@ -19,6 +19,7 @@
 //! sidecar connect somewhere: `wss://` to a public host only (`ws://`
 //! loopback in local development), checked like webhook URLs.
 
+use crate::error::{ApiError, ErrorCode};
 use aes_gcm::aead::{Aead, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Nonce};
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
@@ -271,6 +272,25 @@ pub fn open_offers(reply: &mut Value, key: Option<&SealingKey>) {
             }
         }
     }
+}
+
+/// The sealing key for sidecar, webhook and request-signing secrets: without
+/// one they are not minted (never stored in clear), like engine keys.
+pub(crate) fn secrets_sealing_key(key: Option<&SealingKey>) -> Result<&SealingKey, ApiError> {
+    key.ok_or_else(|| {
+        ApiError::new(
+            ErrorCode::SecretsUnavailable,
+            "this deployment cannot keep secrets (no VOXLINE_SEALING_KEY secret)",
+        )
+    })
+}
+
+/// A stored secret that does not open: the operator's problem, not the caller's.
+pub(crate) fn secret_unavailable(e: SecretUnavailable) -> ApiError {
+    ApiError::new(
+        ErrorCode::SecretsUnavailable,
+        format!("a stored secret cannot be used: {e}"),
+    )
 }
 
 #[cfg(test)]

@@ -1,46 +1,55 @@
 //! voxline edge: the public call API as a Cloudflare Worker.
 //!
-//! Everything but `glue` is plain Rust that compiles and tests natively:
-//! `service` handles a request against the `store::Kv` port; `glue` (wasm32-unknown-unknown
-//! only: the Worker) adapts workers-rs requests, KV, clock and secrets to it.
+//! Everything but `glue` is plain Rust that compiles and tests natively
+//! (`cargo test -p voxline-edge`); `glue` (wasm32-unknown-unknown only: the
+//! Worker) adapts workers-rs requests, KV, Durable Objects, the Queue, R2,
+//! the clock and secrets to the ports the plain modules define.
+//!
+//! Groups, by responsibility. No import circles: a group never imports one
+//! that imports it back, nor a file one that imports it back
+//! (`edge/tests/module_graph.rs` enforces both). From the top:
+//!
+//! - `glue` (wasm32 only) and [`api`]: the public and admin HTTP API:
+//!   routing, authentication, validation, the handlers and the generated
+//!   OpenAPI document; it uses every group below.
+//! - [`calls`]: a tenant's calls: the call store (the one writer), the call
+//!   state machine and recording uploads.
+//! - [`webhooks`]: webhook events, their delivery jobs and signatures.
+//! - [`dispatch`]: the per-region dispatch queue (its waiting line, the port
+//!   the API and the call store reach it through) and the edge's half of the
+//!   sidecar link.
+//! - [`traffic`]: rate limits, idempotency keys and failed-credential counts.
+//! - [`dialects`]: the seed-API dialects (none yet).
+//! - common, used by all groups: [`model`] (KV records), [`ids`], [`store`]
+//!   (the `Kv` port), [`sql`] (the `Sql` port), [`engine_keys`] (sealed
+//!   secrets), [`url_guard`], [`limits`] (request limits the validators and
+//!   the OpenAPI document both read), [`error`] and [`http`] (the request, the
+//!   response and the error catalogue, shared by the API and the sidecar
+//!   link), [`calling_window`] and [`transcript`] (data the dispatch queue
+//!   and the call store both hold).
+//!
+//! `glue` holds the Worker's fetch and queue handlers, its environment
+//! (`glue::env`, a leaf), the Durable Object stubs (`glue::stubs`) and one
+//! module per Durable Object or binding.
 
-pub mod call_state;
-pub mod call_store;
-pub mod calling_window;
+pub mod api;
+pub mod calls;
+pub mod dialects;
 pub mod dispatch;
-pub mod dispatcher;
+pub mod traffic;
+pub mod webhooks;
+
+pub mod calling_window;
 pub mod engine_keys;
 pub mod error;
-pub mod fields;
 pub mod http;
 pub mod ids;
+pub mod limits;
 pub mod model;
-pub mod openapi;
-pub mod recordings;
-pub mod request_signing;
-pub mod router;
-pub mod service;
-pub mod sidecar_link;
 pub mod sql;
 pub mod store;
-pub mod traffic;
 pub mod transcript;
 pub mod url_guard;
-pub mod validate;
-pub mod waiting_line;
-pub mod webhook_api;
-pub mod webhook_signing;
-pub mod webhooks;
 
 #[cfg(all(target_arch = "wasm32", target_os = "unknown"))]
 mod glue;
-#[cfg(all(target_arch = "wasm32", target_os = "unknown"))]
-mod glue_calls;
-#[cfg(all(target_arch = "wasm32", target_os = "unknown"))]
-mod glue_dispatch;
-#[cfg(all(target_arch = "wasm32", target_os = "unknown"))]
-mod glue_recordings;
-#[cfg(all(target_arch = "wasm32", target_os = "unknown"))]
-mod glue_traffic;
-#[cfg(all(target_arch = "wasm32", target_os = "unknown"))]
-mod glue_webhooks;

@@ -151,6 +151,13 @@ pub struct ApiKeyAuth {
     pub signing_secret: Option<StoredSecret>,
 }
 
+/// Delay after failed attempt n (seconds): 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h.
+pub const DEFAULT_RETRY_SCHEDULE: [u32; 7] = [5, 300, 1_800, 7_200, 18_000, 36_000, 36_000];
+/// An endpoint's retry schedule unless it sets one.
+pub fn default_retry_schedule() -> Vec<u32> {
+    DEFAULT_RETRY_SCHEDULE.to_vec()
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct WebhookEndpoint {
     pub id: String,
@@ -162,7 +169,7 @@ pub struct WebhookEndpoint {
     pub secret: StoredSecret,
     pub created_at: String,
     /// Seconds to wait after each failed attempt; one retry per entry.
-    #[serde(default = "crate::webhooks::default_retry_schedule")]
+    #[serde(default = "default_retry_schedule")]
     pub retry_schedule: Vec<u32>,
     /// Why the edge disabled it (410 Gone), if it did.
     #[serde(default)]

@@ -1,6 +1,6 @@
 //! The SQL port: what a SQLite-backed Durable Object's `ctx.storage.sql`
 //! offers, reduced to one synchronous call. The Worker adapts workers-rs'
-//! `SqlStorage` to it (`glue_calls`); native tests run the very same
+//! `SqlStorage` to it (`glue::env::DoSql`); native tests run the very same
 //! statements against real SQLite ([`sqlite::LimitedSqlite`]) with the
 //! platform's documented limits enforced, so a statement or a row that
 //! Cloudflare would refuse fails here too.

@@ -1,12 +1,12 @@
 //! The edge's request-body validation: what a tenant (or a sidecar) can send.
 
+use voxline_edge::api::fields::parse_object;
+use voxline_edge::api::validate;
 use voxline_edge::calling_window;
+use voxline_edge::dispatch::sidecar_link::{self, SidecarOp};
 use voxline_edge::engine_keys;
 use voxline_edge::error::ApiError;
-use voxline_edge::fields::parse_object;
-use voxline_edge::sidecar_link::{self, SidecarOp};
 use voxline_edge::url_guard;
-use voxline_edge::validate;
 
 /// 2026-01-01T00:00:00Z.
 const NOW_MS: u64 = 1_767_225_600_000;
@@ -44,7 +44,7 @@ pub fn edge_json(data: &[u8]) {
                     );
                 }
                 if let Some(m) = &c.metadata {
-                    assert!(m.as_str().len() <= validate::MAX_METADATA_BYTES);
+                    assert!(m.as_str().len() <= voxline_edge::limits::MAX_METADATA_BYTES);
                 }
             }
             Err(e) => check_error(&e),

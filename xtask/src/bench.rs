@@ -674,7 +674,7 @@ fn report_text(
          ## Edge CPU per request: auth + validation + signing, wasm vs native\n\
          \n\
          workerd reports no per-request CPU time locally, so `edge/bench-wasm` runs the Worker's own\n\
-         pure request handling (`service::handle`) over the in-memory KV, dispatcher and traffic ports\n\
+         pure request handling (`api::handle`) over the in-memory KV, dispatch queues and traffic ports\n\
          (the `bench-support` feature, never in the Worker build). One request is a `POST /v1/calls`\n\
          with a valid API key (SHA-256 of the key, KV lookups of key, tenant and agent), full body\n\
          validation, the rate-limit admission, the call record, the queue entry and the `call.queued`\n\
@@ -684,7 +684,7 @@ fn report_text(
          wasm32-wasip1 and run in wasmtime {wasmtime} (Cranelift, Python embedding), and natively.\n\
          Each process: {cpu_warmup} warm-up requests, then {cpu_rounds} rounds of {cpu_iters}, timed with\n\
          `std::time::Instant` one request at a time. {cpu_runs} processes per build, alternating; the table\n\
-         gives the median over processes of each one's median request (p50; handle = `service::handle`,\n\
+         gives the median over processes of each one's median request (p50; handle = `api::handle`,\n\
          sign = the signature) and of its mean per request (median of its rounds' means), then each\n\
          process's p50. The p50 is the estimate to use; the mean also counts every preemption by other work\n\
          on this small shared machine, which only inflates the requests it hits.\n\n\

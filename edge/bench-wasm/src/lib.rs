@@ -1,7 +1,7 @@
 //! The edge's CPU cost per `POST /v1/calls`, without workerd.
 //!
 //! workerd reports no per-request CPU time locally, so this runs the same
-//! pure request handling the Worker runs (`voxline_edge::service::handle`)
+//! pure request handling the Worker runs (`voxline_edge::api::handle`)
 //! over the in-memory ports (`bench-support`), once natively and once
 //! compiled to wasm32-wasip1 under a real wasm engine (`cargo xtask bench`
 //! uses wasmtime). One iteration is one `POST /v1/calls` with a valid API
@@ -21,15 +21,16 @@ use std::future::Future;
 use std::hint::black_box;
 use std::task::{Context, Poll, Waker};
 use std::time::Instant;
-use voxline_edge::call_store::memory::MemoryCalls;
-use voxline_edge::call_store::memory_rows::MemoryCallRows;
+use voxline_edge::api::env::Env;
+use voxline_edge::api::handle;
+use voxline_edge::calls::store::memory::MemoryCalls;
+use voxline_edge::calls::store::memory_rows::MemoryCallRows;
 use voxline_edge::engine_keys::SealingKey;
 use voxline_edge::http::{ApiRequest, ApiResponse};
-use voxline_edge::service::{handle, Env};
 use voxline_edge::store::memory::MemoryKv;
 use voxline_edge::traffic::memory::MemoryTraffic;
-use voxline_edge::webhook_signing;
-use voxline_edge::webhooks::Outbox;
+use voxline_edge::webhooks::delivery::Outbox;
+use voxline_edge::webhooks::signing as webhook_signing;
 
 const ADMIN: &str = "bench-admin-token";
 /// 2025-11-25T14:50:00Z; each request one millisecond later.
@@ -62,7 +63,7 @@ fn request(method: &str, path: &str, token: &str, body: Option<&Value>) -> ApiRe
 /// A tenant with an agent, an API key and one webhook endpoint, in memory.
 pub struct World {
     kv: MemoryKv,
-    /// The tenant's call store (with its region queue, `calls.dispatch`).
+    /// The tenant's call store (with its dispatch queue, `calls.dispatch_queues`).
     calls: MemoryCalls<MemoryCallRows>,
     traffic: MemoryTraffic,
     outbox: Outbox,
@@ -123,10 +124,10 @@ impl World {
     fn send(&self, req: &ApiRequest) -> ApiResponse {
         self.traffic.now_ms.set(self.now_ms);
         self.calls.now_ms.set(self.now_ms);
-        self.calls.dispatch.now_ms.set(self.now_ms);
+        self.calls.dispatch_queues.now_ms.set(self.now_ms);
         let env = Env {
             kv: &self.kv,
-            dispatch: &self.calls.dispatch,
+            dispatch_queues: &self.calls.dispatch_queues,
             now_ms: self.now_ms,
             admin_token: Some(ADMIN),
             dev_mode: false,
@@ -182,7 +183,7 @@ impl World {
     /// Drops what an iteration added, so every iteration sees the same store.
     fn reset(&self, baseline: &std::collections::BTreeMap<String, (String, Option<Value>)>) {
         *self.kv.map.borrow_mut() = baseline.clone();
-        self.calls.dispatch.queues.borrow_mut().clear();
+        self.calls.dispatch_queues.queues.borrow_mut().clear();
         self.calls.tenants.borrow_mut().clear();
         self.traffic.limiters.borrow_mut().clear();
         self.traffic.idem.borrow_mut().clear();

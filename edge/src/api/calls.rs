@@ -1,0 +1,505 @@
+//! The call routes: create (admission, engine credentials, calling window),
+//! read, transcript, recording, hang up, list.
+
+use crate::api::fields::parse_object;
+use crate::api::list::{
+    decode_list_cursor, encode_list_cursor, parse_list_filter, parse_list_limit, parse_query_params,
+};
+use crate::api::validate;
+use crate::calls::store::{Created, ListFilter, NewCall};
+use crate::dispatch::port::{self, DispatchQueues};
+use crate::error::{ApiError, ErrorCode};
+use crate::http::{ApiRequest, ApiResponse};
+use crate::ids::{self, rfc3339_ms};
+use crate::limits::CONCURRENCY_RETRY_AFTER_SECONDS;
+use crate::limits::MAX_BODY_BYTES;
+use crate::model::{self, keys, Agent, CallRecord, ScheduledReason, Tenant};
+use crate::store::{get_json, Kv};
+use crate::traffic::IdemRequest;
+use serde_json::{json, Value};
+use voxline_shared::CallStatus;
+
+use crate::api::env::{Env, Result};
+
+/// Validates a new call and resolves its agent (no writes).
+pub(crate) async fn prepare_call<K: Kv, D: DispatchQueues>(
+    env: &Env<'_, K, D>,
+    req: &ApiRequest,
+    tenant: &Tenant,
+) -> Result<(validate::CreateCallInput, Agent)> {
+    let input = validate::create_call(req.content_type.as_deref(), &req.body, env.now_ms)?;
+    let agent = match &input.agent_id {
+        Some(aid) => get_json::<Agent>(env.kv, &keys::agent(&tenant.id, aid))
+            .await?
+            .ok_or_else(|| {
+                ApiError::field(
+                    ErrorCode::UnknownAgent,
+                    "agent_id",
+                    format!("no agent '{aid}'"),
+                )
+            })?,
+        None => {
+            let no_default = || {
+                ApiError::field(
+                    ErrorCode::AgentRequired,
+                    "agent_id",
+                    "give agent_id: this tenant has no default agent",
+                )
+            };
+            let aid = tenant.default_agent_id.as_deref().ok_or_else(no_default)?;
+            get_json::<Agent>(env.kv, &keys::agent(&tenant.id, aid))
+                .await?
+                .ok_or_else(no_default)?
+        }
+    };
+    if !agent.enabled {
+        return Err(ApiError::field(
+            ErrorCode::AgentDisabled,
+            "agent_id",
+            format!("agent '{}' is disabled", agent.id),
+        ));
+    }
+    check_engine_credentials(
+        env,
+        input.engine_api_key.is_some(),
+        input.engine_base_url.as_deref(),
+    )?;
+    Ok((input, agent))
+}
+
+/// A key needs the sealing secret; a base URL must pass the SSRF rules.
+pub(crate) fn check_engine_credentials<K: Kv, D: DispatchQueues>(
+    env: &Env<'_, K, D>,
+    has_key: bool,
+    base_url: Option<&str>,
+) -> Result<()> {
+    if has_key && env.sealing_key.is_none() {
+        return Err(ApiError::field(
+            ErrorCode::EngineKeysUnavailable,
+            "engine_api_key",
+            "this deployment cannot keep engine API keys (no VOXLINE_SEALING_KEY secret)",
+        ));
+    }
+    if let Some(url) = base_url {
+        crate::engine_keys::check_base_url(url, env.dev_mode).map_err(|why| {
+            ApiError::field(
+                ErrorCode::InvalidUrl,
+                "engine_base_url",
+                format!("engine_base_url {why}"),
+            )
+        })?;
+    }
+    Ok(())
+}
+
+/// Seals a clear engine key for the tenant (checked available beforehand).
+pub(crate) fn seal_engine_key<K: Kv, D: DispatchQueues>(
+    env: &Env<'_, K, D>,
+    tenant_id: &str,
+    key: &str,
+) -> Result<String> {
+    let sealing = env.sealing_key.ok_or_else(|| {
+        ApiError::field(
+            ErrorCode::EngineKeysUnavailable,
+            "engine_api_key",
+            "no VOXLINE_SEALING_KEY secret",
+        )
+    })?;
+    Ok(sealing.seal(tenant_id, key))
+}
+
+/// Applies the agent's calling window to when the call would start (now, or
+/// `schedule_at`): inside, unchanged; outside, moved to the next window start
+/// or, with `outside_window: reject`, refused.
+pub(crate) fn apply_calling_window(
+    agent: &Agent,
+    input: &mut validate::CreateCallInput,
+    now_ms: u64,
+) -> Result<Option<ScheduledReason>> {
+    let Some(window) = &agent.calling_window else {
+        return Ok(None);
+    };
+    let wanted = input
+        .schedule_at
+        .as_deref()
+        .and_then(ids::parse_rfc3339_utc_ms)
+        .unwrap_or(now_ms);
+    let start = window.earliest_start(wanted).ok_or_else(|| {
+        ApiError::new(
+            ErrorCode::InternalError,
+            "the agent's calling window could not be evaluated",
+        )
+    })?;
+    if start == wanted {
+        return Ok(None);
+    }
+    if input.reject_outside_window {
+        let field = if input.schedule_at.is_some() {
+            "schedule_at"
+        } else {
+            "outside_window"
+        };
+        return Err(ApiError::field(
+            ErrorCode::OutsideCallingWindow,
+            field,
+            format!(
+                "agent {} calls only {} {}-{} {}; the next window starts at {}",
+                agent.id,
+                window.days.join(","),
+                window.start,
+                window.end,
+                window.time_zone,
+                rfc3339_ms(start)
+            ),
+        ));
+    }
+    input.schedule_at = Some(rfc3339_ms(start));
+    Ok(Some(ScheduledReason::CallingWindow))
+}
+
+pub(crate) async fn create_call<K: Kv, D: DispatchQueues>(
+    env: &Env<'_, K, D>,
+    tenant: &Tenant,
+    mut input: validate::CreateCallInput,
+    agent: Agent,
+    idempotency: Option<IdemRequest>,
+) -> Result<ApiResponse> {
+    let now = rfc3339_ms(env.now_ms);
+    let reject_over_cap = input.reject_over_cap;
+    let scheduled_reason = apply_calling_window(&agent, &mut input, env.now_ms)?;
+    let calling_window = agent.calling_window.clone();
+    // A key travels only with its own endpoint: the call's key and URL if it
+    // gives either, else its agent's pair (never the agent's key to a URL the
+    // call names). The key is sealed, and only ever in the queued offer.
+    let (sealed_key, engine_base_url) =
+        if input.engine_api_key.is_some() || input.engine_base_url.is_some() {
+            let key = match &input.engine_api_key {
+                Some(k) => Some(seal_engine_key(env, &tenant.id, k)?),
+                None => None,
+            };
+            (key, input.engine_base_url.take())
+        } else {
+            (
+                agent.engine_api_key_sealed.clone(),
+                agent.engine_base_url.clone(),
+            )
+        };
+    let record = CallRecord {
+        id: ids::call_id(env.now_ms),
+        status: if input.schedule_at.is_some() {
+            CallStatus::Scheduled
+        } else {
+            CallStatus::Queued
+        },
+        phone: input.phone,
+        name: input.name,
+        email: input.email,
+        metadata: input.metadata,
+        agent_id: agent.id.clone(),
+        system_prompt: input.system_prompt.or(agent.system_prompt),
+        voice: input.voice.or(agent.voice),
+        language: input.language.unwrap_or(agent.language),
+        engine: agent.default_engine,
+        model: input.model.or(agent.model),
+        max_seconds: input.max_seconds,
+        retries: input.retries,
+        retry_delay_minutes: input.retry_delay_minutes,
+        schedule_at: input.schedule_at,
+        record: input.record,
+        region: env.default_region.to_string(),
+        attempts: 0,
+        dispatched_at: None,
+        ringing_at: None,
+        answered_at: None,
+        next_attempt_at: None,
+        sip_code: None,
+        created_at: now.clone(),
+        updated_at: now,
+        hangup_requested_at: None,
+        ended_at: None,
+        ended_reason: None,
+        scheduled_reason,
+        engine_base_url,
+        engine_api_key_set: sealed_key.is_some(),
+        silence_timeout_seconds: input
+            .silence_timeout_seconds
+            .or(agent.silence_timeout_seconds)
+            .unwrap_or(model::DEFAULT_SILENCE_TIMEOUT_SECONDS),
+    };
+    let mut queued = port::queued_call(&tenant.id, &record, env.now_ms);
+    queued.max_concurrent = tenant.max_concurrent_calls;
+    // Retries that would land outside the window wait for its next start.
+    queued.calling_window = calling_window;
+    queued.reject_over_cap = reject_over_cap;
+    if let (Some(sealed), Value::Object(offer)) = (sealed_key, &mut queued.offer) {
+        offer.insert(
+            crate::engine_keys::SEALED_FIELD.into(),
+            Value::String(sealed),
+        );
+    }
+    // The tenant's call store writes the record, then queues it in its
+    // region; a call the queue refuses is deleted again (it never existed).
+    let (phone, agent_id) = (record.phone.clone(), record.agent_id.clone());
+    let created = env
+        .calls
+        .create(
+            &tenant.id,
+            &NewCall {
+                record,
+                queued,
+                idempotency,
+            },
+        )
+        .await?;
+    match created {
+        Created::Created { record } | Created::Existing { record } => {
+            Ok(ApiResponse::json_text(201, record.to_public_json())
+                .with_header("Location", format!("/v1/calls/{}", record.id)))
+        }
+        Created::KeyReused => Err(ApiError::field(
+            ErrorCode::IdempotencyKeyReused,
+            "Idempotency-Key",
+            "this Idempotency-Key was used with a different request",
+        )),
+        Created::Duplicate { call_id } => Err(ApiError::field(
+            ErrorCode::CallInProgress,
+            "phone",
+            format!("call {call_id} from agent {agent_id} to {phone} is already in progress"),
+        )),
+        Created::ConcurrencyLimit { limit, active } => {
+            let e = ApiError::field(
+                ErrorCode::ConcurrencyLimitReached,
+                "on_concurrency_limit",
+                format!("{active} calls are in flight or due against this tenant's max_concurrent_calls of {limit}; retry later or omit on_concurrency_limit to queue"),
+            );
+            // A slot frees when a call ends, which no clock can tell: a polling hint.
+            Ok(ApiResponse::error(&e)
+                .with_header("Retry-After", CONCURRENCY_RETRY_AFTER_SECONDS.to_string()))
+        }
+        Created::DispatchUnavailable { .. } => Err(ApiError::new(
+            ErrorCode::StorageUnavailable,
+            "the dispatch queue did not answer; the call was not placed",
+        )),
+    }
+}
+
+pub(crate) fn call_not_found(cid: &str) -> ApiError {
+    ApiError::new(ErrorCode::CallNotFound, format!("no call '{cid}'"))
+}
+
+/// The call, exactly as its store has it (another tenant's id: not found).
+pub(crate) async fn load_call<K: Kv, D: DispatchQueues>(
+    env: &Env<'_, K, D>,
+    tid: &str,
+    cid: &str,
+) -> Result<CallRecord> {
+    if !ids::is_id(cid, "call") {
+        return Err(call_not_found(cid));
+    }
+    env.calls
+        .get(tid, cid)
+        .await?
+        .ok_or_else(|| call_not_found(cid))
+}
+
+pub(crate) async fn get_call<K: Kv, D: DispatchQueues>(
+    env: &Env<'_, K, D>,
+    tenant: &Tenant,
+    cid: &str,
+) -> Result<ApiResponse> {
+    let record = load_call(env, &tenant.id, cid).await?;
+    Ok(ApiResponse::json_text(200, record.to_public_json()))
+}
+
+/// The call's transcript so far: JSON (turns + text), or plain text lines with
+/// `?format=txt` or `Accept: text/plain`.
+pub(crate) async fn get_transcript<K: Kv, D: DispatchQueues>(
+    env: &Env<'_, K, D>,
+    req: &ApiRequest,
+    tenant: &Tenant,
+    cid: &str,
+) -> Result<ApiResponse> {
+    let mut format = None;
+    for (k, v) in form_urlencoded::parse(req.query.as_bytes()) {
+        match (k.as_ref(), v.as_ref()) {
+            ("format", "txt" | "json") if format.is_none() => format = Some(v.into_owned()),
+            ("format", _) => {
+                return Err(ApiError::field(
+                    ErrorCode::InvalidParameter,
+                    "format",
+                    "format must be txt or json, given once",
+                ))
+            }
+            (other, _) => {
+                return Err(ApiError::field(
+                    ErrorCode::InvalidParameter,
+                    other,
+                    format!(
+                        "unknown query parameter '{}'; allowed: format",
+                        other.chars().take(64).collect::<String>()
+                    ),
+                ))
+            }
+        }
+    }
+    if !ids::is_id(cid, "call") {
+        return Err(call_not_found(cid));
+    }
+    let (record, transcript) = env
+        .calls
+        .transcript(&tenant.id, cid)
+        .await?
+        .ok_or_else(|| call_not_found(cid))?;
+    // An extension on the path wins over `format`, which wins over Accept.
+    let by_extension = match req.path.rsplit_once("/transcript.") {
+        Some((_, ext @ ("txt" | "json"))) => Some(ext),
+        Some((_, other)) => {
+            let shown: String = other.chars().take(16).collect();
+            return Err(ApiError::field(
+                ErrorCode::InvalidParameter,
+                "format",
+                format!("'.{shown}': the transcript is served as .txt or .json"),
+            ));
+        }
+        None => None,
+    };
+    let wants_text = match by_extension.or(format.as_deref()) {
+        Some(f) => f == "txt",
+        None => req
+            .header("accept")
+            .is_some_and(|a| a.contains("text/plain") && !a.contains("application/json")),
+    };
+    if wants_text {
+        let mut resp = ApiResponse::json(200, &Value::Null);
+        resp.body = crate::transcript::render_text(&transcript.turns);
+        return Ok(resp.with_header("Content-Type", "text/plain; charset=utf-8"));
+    }
+    Ok(ApiResponse::json(
+        200,
+        &crate::transcript::to_json(&record.id, &transcript),
+    ))
+}
+
+/// Idempotent. A call not yet handed to a sidecar is cancelled at once (200);
+/// an ended call is returned unchanged (200); a live call is marked for hangup
+/// and the holding sidecar is told (202).
+pub(crate) async fn hangup_call<K: Kv, D: DispatchQueues>(
+    env: &Env<'_, K, D>,
+    req: &ApiRequest,
+    tenant: &Tenant,
+    cid: &str,
+) -> Result<ApiResponse> {
+    if !req.body.iter().all(u8::is_ascii_whitespace) {
+        parse_object(req.content_type.as_deref(), &req.body, MAX_BODY_BYTES, &[])?;
+    }
+    if !ids::is_id(cid, "call") {
+        return Err(call_not_found(cid));
+    }
+    let (status, record) = env
+        .calls
+        .hangup(&tenant.id, cid)
+        .await?
+        .ok_or_else(|| call_not_found(cid))?;
+    Ok(ApiResponse::json_text(status, record.to_public_json()))
+}
+
+pub(crate) struct ListQuery {
+    statuses: Vec<CallStatus>,
+    filter_text: String,
+    limit: u32,
+    kv_cursor: Option<String>,
+}
+
+pub(crate) fn parse_list_query(query: &str) -> Result<ListQuery> {
+    let [status, limit, cursor] = parse_query_params(query, ["status", "limit", "cursor"])?;
+    let names: Vec<&str> = CallStatus::ALL.iter().map(|s| s.as_str()).collect();
+    let statuses = parse_list_filter("status", status.as_deref(), &names)?
+        .iter()
+        .filter_map(|s| CallStatus::parse(s))
+        .collect();
+    let filter_text = status.unwrap_or_default();
+    let limit = parse_list_limit(limit)?;
+    let kv_cursor = decode_list_cursor(cursor, &filter_text)?;
+    Ok(ListQuery {
+        statuses,
+        filter_text,
+        limit,
+        kv_cursor,
+    })
+}
+
+/// Lists from the tenant's call store, newest first, a page at a time.
+pub(crate) async fn list_calls<K: Kv, D: DispatchQueues>(
+    env: &Env<'_, K, D>,
+    req: &ApiRequest,
+    tenant: &Tenant,
+) -> Result<ApiResponse> {
+    let q = parse_list_query(&req.query)?;
+    // One row more than asked tells whether another page follows.
+    let filter = ListFilter {
+        statuses: q.statuses,
+        after_id: q.kv_cursor,
+        offset: 0,
+        limit: q.limit + 1,
+    };
+    let mut data = env.calls.list(&tenant.id, &filter).await?;
+    let has_more = data.len() > q.limit as usize;
+    data.truncate(q.limit as usize);
+    let next_cursor = if has_more {
+        data.last()
+            .and_then(|r| r["id"].as_str())
+            .map(|id| encode_list_cursor(id.to_string(), &q.filter_text))
+    } else {
+        None
+    };
+    Ok(ApiResponse::json(
+        200,
+        &json!({"object": "list", "data": data, "has_more": has_more, "next_cursor": next_cursor}),
+    ))
+}
+
+// ---- sidecar link ----
+
+/// `GET /v1/calls/{id}/recording`: the newest attempt's WAV. The answer names
+/// the R2 object; the glue streams it as the body.
+pub async fn get_recording<K: Kv, D: DispatchQueues>(
+    env: &Env<'_, K, D>,
+    tenant: &Tenant,
+    cid: &str,
+) -> Result<ApiResponse> {
+    let not_found = || ApiError::new(ErrorCode::CallNotFound, format!("no call '{cid}'"));
+    if !crate::ids::is_id(cid, "call") {
+        return Err(not_found());
+    }
+    let (record, info) = env
+        .calls
+        .recording(&tenant.id, cid)
+        .await?
+        .ok_or_else(not_found)?;
+    let Some(info) = info else {
+        let why = if !record.record {
+            "this call was placed without record: true".to_string()
+        } else if record.status.is_terminal() {
+            "not uploaded yet: the sidecar uploads it once the call has ended (recording.saved tells when), or the call was never answered".to_string()
+        } else {
+            "the call has not ended; its recording is uploaded after it ends (recording.saved tells when)".to_string()
+        };
+        return Err(ApiError::new(
+            ErrorCode::RecordingNotFound,
+            format!("no recording for call '{}': {why}", record.id),
+        ));
+    };
+    let mut resp = ApiResponse::json(200, &Value::Null)
+        .with_header("Content-Type", info.content_type.clone())
+        .with_header("Content-Length", info.bytes.to_string())
+        .with_header(
+            "Content-Disposition",
+            format!("attachment; filename=\"{}.wav\"", record.id),
+        )
+        .with_header("X-Recording-Attempt", info.attempt.to_string())
+        .with_header("X-Recording-Duration-Ms", info.duration_ms.to_string())
+        .with_header("X-Recording-Sha256", info.sha256.clone());
+    resp.body = String::new();
+    resp.stored_object = Some(info.object_key);
+    Ok(resp)
+}

@@ -1,0 +1,328 @@
+//! The operations: one per [`RouteId`] (an exhaustive match, so a new route
+//! does not compile until it is documented), and the webhook events.
+
+use super::builders::*;
+use super::patterns::*;
+use crate::api::router::RouteId;
+use crate::error::ErrorCode;
+use crate::limits::{LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX};
+use crate::traffic;
+use crate::webhooks::events::WEBHOOK_EVENTS;
+use serde_json::{json, Map, Value};
+
+/// What the edge POSTs to webhook endpoints (OpenAPI 3.1 `webhooks`).
+pub(super) fn webhook_operations() -> Value {
+    let mut out = Map::new();
+    for event in WEBHOOK_EVENTS {
+        let (schema, what) = match *event {
+            "transcript.saved" => ("WebhookTranscriptEvent", "Sent once when an answered call has ended, with the whole transcript."),
+            "recording.saved" => ("WebhookRecordingEvent", "Sent when a call's recording (`record: true`) has been uploaded and can be downloaded."),
+            _ => ("WebhookCallEvent", "A change of the call's status."),
+        };
+        out.insert(event.to_string(), json!({"post": {
+            "operationId": format!("webhook_{}", event.replace('.', "_")),
+            "summary": format!("`{event}` event"),
+            "description": format!("{what} Signed per Standard Webhooks v1: `webhook-id` (the event id), `webhook-timestamp` (unix seconds of the attempt), \
+`webhook-signature` (`v1,<base64 HMAC-SHA256>` of `{{id}}.{{timestamp}}.{{body}}` with the base64-decoded part of the `whsec_` secret; during a \
+rotation's overlap two signatures, space-separated). Delivered at least once through a queue: any 2xx ends it; anything else (or no answer \
+within 15 s) is retried per the endpoint's `retry_schedule`, honouring a longer `Retry-After`; 410 Gone disables the endpoint. \
+Redirects are not followed."),
+            "requestBody": {"required": true, "content": {"application/json": {"schema": schema_ref(schema)}}},
+            "responses": {"2XX": {"description": "Received; no further attempts."}, "410": {"description": "Gone: the endpoint is disabled."}}
+        }}));
+    }
+    Value::Object(out)
+}
+pub(super) fn operation(id: RouteId) -> Value {
+    use ErrorCode as E;
+    match id {
+        RouteId::Health => op("healthCheck", "meta", Auth::None, "Liveness check", "Answers 200 while the edge is up.")
+            .ok(200, "The edge is up.", "Health")
+            .build(),
+        RouteId::OpenApi => op("getOpenApi", "meta", Auth::None, "This OpenAPI document", "The OpenAPI 3.1 description of the API.")
+            .ok(200, "The document.", "OpenApiDocument")
+            .build(),
+        RouteId::CreateCall => op(
+            "createCall",
+            "calls",
+            Auth::ApiKey,
+            "Place a call",
+            "Accepts a call and queues it for a media sidecar (status `queued`), or holds it until `schedule_at` (status `scheduled`). Settings not given are taken from the agent. One call at a time per agent and number: while another call of the same agent to the same number is queued, scheduled (including between retries) or live, the request is refused with 409 `call_in_progress` and nothing is created.",
+        )
+        .body("CreateCallRequest", true)
+        .query(json!([
+            {"name": "Idempotency-Key", "in": "header", "required": false,
+             "description": format!("Makes retries safe: 1-{} visible ASCII characters, remembered for 24 h per tenant. The same key with the same request (method, path, raw body) returns the original status and body with `Idempotent-Replayed: true` and places no second call; with a different request 422 `idempotency_key_reused`; while the first is still running 409 `idempotency_key_in_flight`. Malformed: 400 `invalid_parameter`.", traffic::IDEMPOTENCY_KEY_MAX),
+             "schema": {"type": "string", "minLength": 1, "maxLength": traffic::IDEMPOTENCY_KEY_MAX, "pattern": IDEMPOTENCY_KEY_PATTERN}}
+        ]))
+        .ok_with_headers(201, "The call was accepted (or, with `Idempotent-Replayed: true`, a replay of the first answer to this `Idempotency-Key`).", "Call", json!({"Location": {"description": "The call's URL, `/v1/calls/{call_id}`.", "schema": {"type": "string"}}}))
+        .errors(&[
+            E::InvalidParameter,
+            E::CallInProgress,
+            E::ConcurrencyLimitReached,
+            E::OutsideCallingWindow,
+            E::IdempotencyKeyInFlight,
+            E::IdempotencyKeyReused,
+            E::AgentDisabled,
+            E::MissingField,
+            E::InvalidValue,
+            E::ValueTooLong,
+            E::OutOfRange,
+            E::InvalidPhoneNumber,
+            E::InvalidEmail,
+            E::InvalidLanguage,
+            E::InvalidTimestamp,
+            E::ScheduleInPast,
+            E::MetadataTooLarge,
+            E::UnknownAgent,
+            E::AgentRequired,
+            E::InvalidUrl,
+            E::EngineKeysUnavailable,
+        ])
+        .build(),
+        RouteId::ListCalls => {
+            let statuses = status_names();
+            op(
+                "listCalls",
+                "calls",
+                Auth::ApiKey,
+                "List calls",
+                "The tenant's calls, newest first, as summaries. Unknown or repeated query parameters are refused with 400 `invalid_parameter`.",
+            )
+            .query(json!([
+                {"name": "status", "in": "query", "required": false, "style": "form", "explode": false,
+                 "description": format!("Only calls in one of these statuses, comma-separated (e.g. `queued,dialing`). One of: {}.", statuses.join(", ")),
+                 "schema": {"type": "array", "minItems": 1, "items": schema_ref("CallStatus")}},
+                {"name": "limit", "in": "query", "required": false, "description": "Page size.",
+                 "schema": {"type": "integer", "minimum": 1, "maximum": LIST_LIMIT_MAX, "default": LIST_LIMIT_DEFAULT}},
+                {"name": "cursor", "in": "query", "required": false,
+                 "description": "`next_cursor` of the previous page; only valid with the same `status` filter (else 400 `invalid_cursor`).",
+                 "schema": {"type": "string", "minLength": 1}}
+            ]))
+            .ok(200, "A page of calls.", "CallList")
+            .errors(&[E::InvalidParameter, E::InvalidCursor])
+            .build()
+        }
+        RouteId::GetTranscript => op(
+            "getTranscript",
+            "calls",
+            Auth::ApiKey,
+            "Get a call's transcript",
+            "The turns reported so far (complete once the call has ended), as JSON, or as plain text with `?format=txt` or `Accept: text/plain`.",
+        )
+        .query(json!([
+            {"name": "format", "in": "query", "required": false, "description": "`txt` for plain text, `json` (default) for JSON.",
+             "schema": {"type": "string", "enum": ["json", "txt"]}}
+        ]))
+        .ok_json_or_text("The transcript.", "Transcript", "One line per turn: `[hh:mm:ss] AI: ...` / `[hh:mm:ss] USER: ...` (offsets from the answer).")
+        .errors(&[E::CallNotFound, E::InvalidParameter])
+        .build(),
+        RouteId::GetTranscriptAs => op(
+            "getTranscriptAs",
+            "calls",
+            Auth::ApiKey,
+            "Get a call's transcript as a file",
+            "`transcript.txt` or `transcript.json`: the same as `GET /v1/calls/{call_id}/transcript` in that format. Any other extension answers 400 `invalid_parameter`.",
+        )
+        .ok_json_or_text("The transcript.", "Transcript", "One line per turn: `[hh:mm:ss] AI: ...` / `[hh:mm:ss] USER: ...` (offsets from the answer).")
+        .errors(&[E::CallNotFound, E::InvalidParameter])
+        .build(),
+        RouteId::GetRecording => op(
+            "getRecording",
+            "calls",
+            Auth::ApiKey,
+            "Download a call's recording",
+            "The stereo 16-bit PCM WAV of the call's newest answered attempt (left: the AI, right: the callee), for calls placed with `record: true`. The sidecar uploads it after the call ends; `recording.saved` tells when it is here. Until then, and for calls without `record: true` or never answered, 404 `recording_not_found` with a message saying which.",
+        )
+        .ok_binary("The recording.", "audio/wav", json!({
+            "Content-Length": {"schema": {"type": "integer"}},
+            "X-Recording-Attempt": {"description": "The attempt the recording is of.", "schema": {"type": "integer"}},
+            "X-Recording-Duration-Ms": {"schema": {"type": "integer"}},
+            "X-Recording-Sha256": {"description": "Lowercase hex SHA-256 of the body.", "schema": {"type": "string"}}
+        }))
+        .errors(&[E::CallNotFound, E::RecordingNotFound])
+        .build(),
+        RouteId::GetCall => op("getCall", "calls", Auth::ApiKey, "Get a call", "The call with all its settings and its current status.")
+            .ok(200, "The call.", "Call")
+            .errors(&[E::CallNotFound])
+            .build(),
+        RouteId::HangupCall => op(
+            "hangupCall",
+            "calls",
+            Auth::ApiKey,
+            "Hang up a call",
+            "Idempotent. A call not yet handed to a sidecar (`queued`, `scheduled`) is cancelled at once (200, status `cancelled`); an ended call is returned unchanged (200); a live call is marked for hangup and the sidecar holding it is told (202, `hangup_requested_at` set).",
+        )
+        .body("HangupRequest", false)
+        .ok(200, "The call was cancelled, or had already ended.", "Call")
+        .ok(202, "The call is live; the hangup was requested.", "Call")
+        .errors(&[E::CallNotFound])
+        .build(),
+        RouteId::CreateTenant => op("createTenant", "admin", Auth::Admin, "Create a tenant", "A new customer account, with no agents or keys yet.")
+            .body("CreateTenantRequest", true)
+            .ok(201, "The tenant.", "Tenant")
+            .errors(&[E::MissingField, E::InvalidValue, E::ValueTooLong, E::OutOfRange])
+            .build(),
+        RouteId::GetTenant => op("getTenant", "admin", Auth::Admin, "Get a tenant", "The tenant.")
+            .ok(200, "The tenant.", "Tenant")
+            .errors(&[E::TenantNotFound])
+            .build(),
+        RouteId::UpdateTenant => op("updateTenant", "admin", Auth::Admin, "Update a tenant", "Rename, disable or enable a tenant, set its default agent, rate limits or concurrent-call cap.")
+            .body("UpdateTenantRequest", true)
+            .ok(200, "The updated tenant.", "Tenant")
+            .errors(&[E::TenantNotFound, E::InvalidValue, E::ValueTooLong, E::OutOfRange, E::UnknownAgent])
+            .build(),
+        RouteId::CreateAgent => op(
+            "createAgent",
+            "admin",
+            Auth::Admin,
+            "Create an agent",
+            "A new agent for the tenant. The tenant's first agent becomes its default unless `default` is false.",
+        )
+        .body("CreateAgentRequest", true)
+        .ok(201, "The agent.", "Agent")
+        .errors(&[E::TenantNotFound, E::MissingField, E::InvalidValue, E::ValueTooLong, E::OutOfRange, E::InvalidLanguage, E::InvalidUrl, E::EngineKeysUnavailable])
+        .build(),
+        RouteId::ListAgents => op("listAgents", "admin", Auth::Admin, "List agents", "All agents of the tenant, in one page.")
+            .ok(200, "The agents.", "AgentList")
+            .errors(&[E::TenantNotFound])
+            .build(),
+        RouteId::GetAgent => op("getAgent", "admin", Auth::Admin, "Get an agent", "The agent.")
+            .ok(200, "The agent.", "Agent")
+            .errors(&[E::TenantNotFound, E::AgentNotFound])
+            .build(),
+        RouteId::UpdateAgent => op(
+            "updateAgent",
+            "admin",
+            Auth::Admin,
+            "Update an agent",
+            "Changes the given fields. Calls already accepted keep the settings they were created with.",
+        )
+        .body("UpdateAgentRequest", true)
+        .ok(200, "The updated agent.", "Agent")
+        .errors(&[E::TenantNotFound, E::AgentNotFound, E::InvalidValue, E::ValueTooLong, E::OutOfRange, E::InvalidLanguage, E::InvalidUrl, E::EngineKeysUnavailable])
+        .build(),
+        RouteId::CreateApiKey => op(
+            "createApiKey",
+            "admin",
+            Auth::Admin,
+            "Create an API key",
+            "Mints a key for the tenant. The clear key is in this response only; the edge keeps just its SHA-256. With `require_signature` the `signing_secret` is also shown only here and stored sealed (AES-256-GCM under `VOXLINE_SEALING_KEY`); without that secret such a key is refused with 503 `secrets_unavailable`.",
+        )
+        .body("CreateApiKeyRequest", false)
+        .ok(201, "The key, with the clear key.", "ApiKeyCreated")
+        .errors(&[E::TenantNotFound, E::ValueTooLong, E::SecretsUnavailable])
+        .build(),
+        RouteId::ListApiKeys => op("listApiKeys", "admin", Auth::Admin, "List API keys", "All API keys of the tenant, revoked ones included, without the keys themselves.")
+            .ok(200, "The keys.", "ApiKeyList")
+            .errors(&[E::TenantNotFound])
+            .build(),
+        RouteId::RevokeApiKey => op(
+            "revokeApiKey",
+            "admin",
+            Auth::Admin,
+            "Revoke an API key",
+            "The key stops working at once. Idempotent: revoking a revoked key returns it unchanged.",
+        )
+        .ok(200, "The revoked key.", "ApiKey")
+        .errors(&[E::TenantNotFound, E::ApiKeyNotFound])
+        .build(),
+        RouteId::CreateWebhook => op(
+            "createWebhook",
+            "admin",
+            Auth::Admin,
+            "Create a webhook endpoint",
+            "Call events for the tenant will be POSTed to this URL, signed per Standard Webhooks with the returned secret. The secret is in this response only; the edge stores it sealed (AES-256-GCM under `VOXLINE_SEALING_KEY`), and without that secret refuses with 503 `secrets_unavailable`.",
+        )
+        .body("CreateWebhookRequest", true)
+        .ok(201, "The endpoint, with its signing secret.", "WebhookEndpointCreated")
+        .errors(&[E::TenantNotFound, E::MissingField, E::InvalidValue, E::ValueTooLong, E::OutOfRange, E::InvalidUrl, E::SecretsUnavailable])
+        .build(),
+        RouteId::ListWebhooks => op("listWebhooks", "admin", Auth::Admin, "List webhook endpoints", "All webhook endpoints of the tenant, without their secrets.")
+            .ok(200, "The endpoints.", "WebhookEndpointList")
+            .errors(&[E::TenantNotFound])
+            .build(),
+        RouteId::GetWebhook => op("getWebhook", "admin", Auth::Admin, "Get a webhook endpoint", "The endpoint, without its secret.")
+            .ok(200, "The endpoint.", "WebhookEndpoint")
+            .errors(&[E::TenantNotFound, E::WebhookNotFound])
+            .build(),
+        RouteId::UpdateWebhook => op(
+            "updateWebhook",
+            "admin",
+            Auth::Admin,
+            "Update a webhook endpoint",
+            "Change its URL, events, retry schedule, or enable/disable it. Deliveries already queued for a disabled endpoint end as `failed`.",
+        )
+        .body("UpdateWebhookRequest", true)
+        .ok(200, "The updated endpoint.", "WebhookEndpoint")
+        .errors(&[E::TenantNotFound, E::WebhookNotFound, E::InvalidValue, E::ValueTooLong, E::OutOfRange, E::InvalidUrl])
+        .build(),
+        RouteId::DeleteWebhook => op("deleteWebhook", "admin", Auth::Admin, "Delete a webhook endpoint", "Stops deliveries to it; ones already queued end as `failed`. The delivery log stays.")
+            .ok(200, "The deleted endpoint.", "WebhookEndpoint")
+            .errors(&[E::TenantNotFound, E::WebhookNotFound])
+            .build(),
+        RouteId::RotateWebhookSecret => op(
+            "rotateWebhookSecret",
+            "admin",
+            Auth::Admin,
+            "Rotate a webhook endpoint's secret",
+            "Mints a new signing secret, returned in this response only. For `overlap_seconds` (default a day) deliveries carry two signatures, one with each secret, so the receiver can switch over without failing any.",
+        )
+        .body("RotateWebhookSecretRequest", false)
+        .ok(200, "The endpoint with its new secret.", "WebhookEndpointCreated")
+        .errors(&[E::TenantNotFound, E::WebhookNotFound, E::OutOfRange, E::SecretsUnavailable])
+        .build(),
+        RouteId::ListDeliveries => op(
+            "listWebhookDeliveries",
+            "webhooks",
+            Auth::ApiKey,
+            "List webhook deliveries",
+            "The tenant's webhook delivery log, newest first, as summaries. Filters may leave a page short while `has_more` is true: follow `next_cursor` until null.",
+        )
+        .query(json!([
+            {"name": "event", "in": "query", "required": false, "style": "form", "explode": false,
+             "description": "Only these event types, comma-separated.", "schema": {"type": "array", "minItems": 1, "items": schema_ref("WebhookEvent")}},
+            {"name": "status", "in": "query", "required": false, "style": "form", "explode": false,
+             "description": "Only deliveries in these statuses, comma-separated.", "schema": {"type": "array", "minItems": 1, "items": schema_ref("WebhookDeliveryStatus")}},
+            {"name": "limit", "in": "query", "required": false, "description": "Page size.",
+             "schema": {"type": "integer", "minimum": 1, "maximum": LIST_LIMIT_MAX, "default": LIST_LIMIT_DEFAULT}},
+            {"name": "cursor", "in": "query", "required": false,
+             "description": "`next_cursor` of the previous page; only valid with the same filters (else 400 `invalid_cursor`).", "schema": {"type": "string", "minLength": 1}}
+        ]))
+        .ok(200, "A page of deliveries.", "WebhookDeliveryList")
+        .errors(&[E::InvalidParameter, E::InvalidCursor])
+        .build(),
+        RouteId::GetDelivery => op("getWebhookDelivery", "webhooks", Auth::ApiKey, "Get a webhook delivery", "The delivery with its payload and every attempt.")
+            .ok(200, "The delivery.", "WebhookDelivery")
+            .errors(&[E::DeliveryNotFound])
+            .build(),
+        RouteId::RedeliverDelivery => op(
+            "redeliverWebhookDelivery",
+            "webhooks",
+            Auth::ApiKey,
+            "Redeliver a webhook",
+            "Queues the same event (same body and `webhook-id`) to the same endpoint again, with a fresh retry schedule; the new attempts appear in the log marked `manual`. Any request body is ignored.",
+        )
+        .ok(202, "Queued; the delivery as it stands.", "WebhookDelivery")
+        .errors(&[E::DeliveryNotFound, E::WebhookDisabled])
+        .build(),
+        RouteId::CreateSidecar => op(
+            "createSidecar",
+            "admin",
+            Auth::Admin,
+            "Create sidecar credentials",
+            "Mints the HMAC secret a media sidecar signs its dispatch-link requests with (see `voxline_shared::protocol`). Creating an existing id rotates the secret. The secret is in this response only; the edge stores it sealed (AES-256-GCM under `VOXLINE_SEALING_KEY`), and without that secret refuses with 503 `secrets_unavailable`.",
+        )
+        .body("CreateSidecarRequest", true)
+        .ok(201, "The sidecar, with its secret.", "SidecarCreated")
+        .errors(&[E::MissingField, E::InvalidValue, E::ValueTooLong, E::SecretsUnavailable])
+        .build(),
+        RouteId::ListSidecars => op("listSidecars", "admin", Auth::Admin, "List sidecars", "All sidecars, without their secrets.")
+            .ok(200, "The sidecars.", "SidecarList")
+            .build(),
+        RouteId::RevokeSidecar => op("revokeSidecar", "admin", Auth::Admin, "Revoke a sidecar", "Its signatures stop being accepted. Idempotent.")
+            .ok(200, "The revoked sidecar.", "Sidecar")
+            .errors(&[E::SidecarNotFound])
+            .build(),
+    }
+}

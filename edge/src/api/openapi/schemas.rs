@@ -1,0 +1,867 @@
+//! The document's components: every schema, request body and parameter.
+
+use super::builders::*;
+use super::patterns::*;
+use crate::api::validate;
+use crate::calling_window;
+use crate::error::ErrorCode;
+use crate::limits::{
+    AGENT_NAME_MAX, API_KEY_NAME_MAX, CALL_NAME_MAX, EMAIL_MAX, ID_FIELD_MAX, LANGUAGE_MAX,
+    MAX_CONCURRENT_CALLS_MAX, MAX_METADATA_BYTES, MAX_PROMPT_CHARS, MAX_SCHEDULE_AHEAD_DAYS,
+    MAX_SECONDS, MODEL_MAX, RETRIES, RETRY_DELAY_MINUTES, SCHEDULE_AT_MAX, TENANT_NAME_MAX,
+    VOICE_MAX, WEBHOOK_EVENT_MAX, WEBHOOK_URL_MAX,
+};
+use crate::model::Engine;
+use crate::traffic;
+use crate::webhooks::delivery::{self, DeliveryStatus};
+use crate::webhooks::events::WEBHOOK_EVENTS;
+use serde_json::{json, Map, Value};
+
+pub(super) fn schemas() -> Value {
+    let engine = json!({"type": "string", "enum": Engine::NAMES,
+        "description": "Speech engine: `local` (offline VAD, recognition, scripted dialog and synthesis), `openai_realtime` or `gemini_live`."});
+    let language = json!({"type": "string", "maxLength": LANGUAGE_MAX, "pattern": validate::LANGUAGE_PATTERN,
+        "description": "A BCP-47 language tag, well-formed as RFC 5646's `langtag` (language, then optional script, region, variants, extensions, private use), e.g. `en`, `en-US`, `pt-BR`."});
+    let voice = json!({"type": "string", "maxLength": VOICE_MAX, "pattern": VOICE_PATTERN,
+        "description": "Engine voice name: letters, digits, `-`, `_` or `.`."});
+    let prompt = with_description(
+        string_max(MAX_PROMPT_CHARS),
+        "Instructions for the AI agent.",
+    );
+    let model = with_description(
+        string_max(MODEL_MAX),
+        "Engine model name, passed through to the engine.",
+    );
+    let phone = json!({"type": "string", "pattern": E164_PATTERN,
+        "description": "E.164: `+`, then 7 to 15 digits without spaces or punctuation, the first not 0.", "examples": ["+14155550100"]});
+    let events = json!({"type": "array", "maxItems": WEBHOOK_EVENTS.len(),
+        "items": {"type": "string", "maxLength": WEBHOOK_EVENT_MAX, "enum": WEBHOOK_EVENTS}});
+
+    let mut s = Map::new();
+    let mut add = |name: &str, v: Value| {
+        s.insert(name.to_string(), v);
+    };
+
+    add(
+        "CallStatus",
+        json!({"type": "string", "enum": status_names(), "description":
+        "`queued`: waiting for a media sidecar. `scheduled`: waiting for `schedule_at`. `dialing`, `ringing`, \
+`in_progress`: live. `completed`, `failed`, `no_answer`, `busy`, `cancelled`: ended, never change again."}),
+    );
+    add("Engine", engine.clone());
+    add(
+        "EndedReason",
+        json!({"type": "string", "enum": ended_reason_names(), "description": "Why a call ended."}),
+    );
+    add(
+        "WebhookEvent",
+        json!({"type": "string", "enum": WEBHOOK_EVENTS}),
+    );
+
+    add(
+        "Error",
+        record(
+            "The one error shape of the API.",
+            vec![(
+                "error",
+                record(
+                    "The failure.",
+                    vec![
+                        (
+                            "code",
+                            json!({"type": "string", "enum": ErrorCode::ALL.iter().map(|c| c.as_str()).collect::<Vec<_>>(),
+                            "description": error_code_description()}),
+                        ),
+                        (
+                            "message",
+                            json!({"type": "string", "minLength": 1, "description": "For humans; wording may change."}),
+                        ),
+                        (
+                            "field",
+                            nullable(
+                                json!({"type": "string", "description": "The body field or query parameter at fault, if any."}),
+                            ),
+                        ),
+                    ],
+                ),
+            )],
+        ),
+    );
+    add(
+        "OpenApiDocument",
+        json!({"type": "object", "required": ["openapi", "info", "paths", "components"],
+        "properties": {"openapi": {"type": "string", "pattern": "^3\\.1\\."}}, "additionalProperties": true,
+        "description": "An OpenAPI 3.1 document: this one."}),
+    );
+    add(
+        "Health",
+        record(
+            "Liveness.",
+            vec![("ok", json!({"type": "boolean", "const": true}))],
+        ),
+    );
+
+    let call_fields = |full: bool| {
+        let mut f = vec![
+            ("id", id_schema("call")),
+            ("object", object_const("call")),
+            ("status", schema_ref("CallStatus")),
+            ("phone", phone.clone()),
+            ("agent_id", id_schema("agt")),
+            ("created_at", timestamp()),
+            ("updated_at", timestamp()),
+            (
+                "ended_reason",
+                nullable(json!({"type": "string", "enum": ended_reason_names(),
+                "description": "Why the call ended; also set while a retry is pending (status `scheduled` with `next_attempt_at`)."})),
+            ),
+        ];
+        if full {
+            f.extend([
+                ("name", nullable(json!({"type": "string"}))),
+                ("email", nullable(json!({"type": "string"}))),
+                ("metadata", nullable(json!({"type": "object", "description": "Your own data, returned as given."}))),
+                ("system_prompt", nullable(prompt.clone())),
+                ("voice", nullable(json!({"type": "string"}))),
+                ("language", json!({"type": "string"})),
+                ("engine", schema_ref("Engine")),
+                ("model", nullable(json!({"type": "string"}))),
+                ("max_seconds", json!({"type": "integer", "minimum": MAX_SECONDS.0, "maximum": MAX_SECONDS.1})),
+                ("silence_timeout_seconds", json!({"type": "integer", "minimum": SILENCE_TIMEOUT.0, "maximum": SILENCE_TIMEOUT.1,
+                    "description": "Hang up (`ended_reason` `silence_timeout`) after this long with neither side speaking."})),
+                ("retries", json!({"type": "integer", "minimum": RETRIES.0, "maximum": RETRIES.1})),
+                ("retry_delay_minutes", json!({"type": "integer", "minimum": RETRY_DELAY_MINUTES.0, "maximum": RETRY_DELAY_MINUTES.1})),
+                ("schedule_at", nullable(timestamp())),
+                ("record", json!({"type": "boolean", "description": "A stereo WAV recording (callee and agent channels) was requested."})),
+                ("region", json!({"type": "string", "description": "The dispatch region whose media sidecars dial this call."})),
+                ("attempts", json!({"type": "integer", "minimum": 0, "description": "Dial attempts started so far (1 once first dialled)."})),
+                ("dispatched_at", nullable(with_description(timestamp(), "When the current or last attempt was handed to a sidecar."))),
+                ("ringing_at", nullable(with_description(timestamp(), "When the callee's phone started ringing on the current or last attempt."))),
+                ("answered_at", nullable(with_description(timestamp(), "When the current or last attempt was answered."))),
+                ("next_attempt_at", nullable(with_description(timestamp(), "Set while waiting to redial after an unsuccessful attempt."))),
+                ("sip_code", nullable(json!({"type": "integer", "minimum": 100, "maximum": 699,
+                    "description": "The SIP final response code of the last attempt, when it failed with one (e.g. 486 busy)."}))),
+                ("hangup_requested_at", nullable(timestamp())),
+                ("ended_at", nullable(timestamp())),
+                ("scheduled_reason", nullable(json!({"type": "string", "enum": ["calling_window"],
+                    "description": "Why `schedule_at` differs from what was asked: `calling_window`, the call would have started outside its agent's calling window and was moved to the window's next start."}))),
+                ("engine_base_url", nullable(json!({"type": "string", "description": "Where the engine connects (the call's or its agent's); null: the engine's default."}))),
+                ("engine_api_key_set", json!({"type": "boolean", "description": "An engine API key came with the call or its agent. The key is never returned."})),
+            ]);
+        }
+        f
+    };
+    add(
+        "TranscriptTurn",
+        record(
+            "One turn of the conversation.",
+            vec![
+                ("role", json!({"type": "string", "enum": ["ai", "user"]})),
+                ("text", json!({"type": "string"})),
+                (
+                    "start_ms",
+                    json!({"type": "integer", "minimum": 0, "description": "Offset from the moment the call was answered."}),
+                ),
+                ("end_ms", json!({"type": "integer", "minimum": 0})),
+            ],
+        ),
+    );
+    let transcript_fields = || {
+        vec![
+            ("object", object_const("transcript")),
+            ("call_id", id_schema("call")),
+            (
+                "turns",
+                json!({"type": "array", "items": schema_ref("TranscriptTurn")}),
+            ),
+            (
+                "summary",
+                nullable(
+                    json!({"type": "string", "description": "What the engine concluded, when it gives one (the local engine: the caller's last answer and the script's outcome)."}),
+                ),
+            ),
+            (
+                "outcome",
+                nullable(
+                    json!({"type": "string", "description": "A short outcome when the engine gives one (the local engine: the first expected phrase of the script rule the answer matched, e.g. `yes`; `no_match`; or `no_answer` when the callee never answered the script)."}),
+                ),
+            ),
+            (
+                "text",
+                json!({"type": "string", "description": "The same turns as plain text lines."}),
+            ),
+        ]
+    };
+    add(
+        "Transcript",
+        record("A call's transcript.", transcript_fields()),
+    );
+    add(
+        "Recording",
+        record(
+            "A call's stored recording (the newest answered attempt's).",
+            vec![
+                ("object", object_const("recording")),
+                ("call_id", id_schema("call")),
+                ("attempt", json!({"type": "integer", "minimum": 1})),
+                ("content_type", json!({"const": "audio/wav"})),
+                ("bytes", json!({"type": "integer", "minimum": 44})),
+                (
+                    "sha256",
+                    json!({"type": "string", "pattern": "^[0-9a-f]{64}$", "description": "SHA-256 of the WAV, checked by storage when it was uploaded."}),
+                ),
+                ("duration_ms", json!({"type": "integer", "minimum": 0})),
+                (
+                    "channels",
+                    json!({"type": "object", "description": "Stereo: the AI (what the sidecar sent) on the left channel, the callee on the right.",
+            "properties": {"left": {"const": "ai"}, "right": {"const": "callee"}}, "required": ["left", "right"], "additionalProperties": false}),
+                ),
+                ("saved_at", timestamp()),
+                (
+                    "url",
+                    json!({"type": "string", "description": "`GET` it with your API key for the WAV."}),
+                ),
+            ],
+        ),
+    );
+    add("Call", record(
+        "A call. Agent settings (prompt, voice, language, engine, model) are resolved when the call is created, so later agent edits do not change it.",
+        call_fields(true),
+    ));
+    add(
+        "CallSummary",
+        record("A call as listed (a subset of `Call`).", call_fields(false)),
+    );
+    add(
+        "CallList",
+        list_of("A page of calls, newest first.", "CallSummary"),
+    );
+
+    add(
+        "Tenant",
+        record(
+            "A customer account.",
+            vec![
+                ("id", id_schema("ten")),
+                ("object", object_const("tenant")),
+                ("name", json!({"type": "string"})),
+                (
+                    "default_agent_id",
+                    nullable(with_description(
+                        id_schema("agt"),
+                        "The agent used when a call names none.",
+                    )),
+                ),
+                (
+                    "disabled",
+                    json!({"type": "boolean", "description": "A disabled tenant's API keys are refused with 403 `tenant_disabled`."}),
+                ),
+                ("created_at", timestamp()),
+                ("rate_limits", schema_ref("RateLimits")),
+                (
+                    "max_concurrent_calls",
+                    nullable(
+                        json!({"type": "integer", "minimum": 1, "maximum": MAX_CONCURRENT_CALLS_MAX,
+            "description": "Most calls of this tenant leased to a sidecar or live at once; null: unlimited. Calls over it wait `queued` (the region's queue skips them until one ends), or are refused with 429 `concurrency_limit_reached` when placed with `on_concurrency_limit: reject`."}),
+                    ),
+                ),
+            ],
+        ),
+    );
+    add(
+        "RateLimit",
+        json!({"type": "object", "additionalProperties": false, "required": ["limit", "window_seconds"],
+        "description": "At most `limit` requests per fixed window of `window_seconds` (windows are aligned on multiples of `window_seconds` since the unix epoch).",
+        "properties": {
+            "limit": {"type": "integer", "minimum": 1, "maximum": traffic::LIMIT_MAX},
+            "window_seconds": {"type": "integer", "minimum": 1, "maximum": traffic::WINDOW_SECONDS_MAX}
+        }}),
+    );
+    let d = traffic::RateLimits::default();
+    let limit_doc = |what: &str, l: traffic::RateLimit| {
+        with_description(
+            schema_ref("RateLimit"),
+            &format!("{what} Default: {} per {} s.", l.limit, l.window_seconds),
+        )
+    };
+    add(
+        "RateLimits",
+        json!({"type": "object", "required": ["per_key", "per_ip", "per_number"],
+        "description": "The tenant's rate limits, enforced exactly (a Durable Object per tenant). Every `/v1` request counts against its API key and client IP; `POST /v1/calls` with a valid body also against its destination number. Over a limit: 429 `rate_limited` with `Retry-After`; a refused request consumes nothing.",
+        "properties": {
+            "per_key": limit_doc("Requests per API key.", d.per_key),
+            "per_ip": limit_doc("Requests per client IP (`CF-Connecting-IP`).", d.per_ip),
+            "per_number": limit_doc("Call requests per destination number; an agent's `per_number_limit` overrides it for that agent's calls.", d.per_number)
+        }}),
+    );
+
+    let agent_fields = vec![
+        ("id", id_schema("agt")),
+        ("object", object_const("agent")),
+        ("name", json!({"type": "string"})),
+        ("system_prompt", nullable(prompt.clone())),
+        ("voice", nullable(json!({"type": "string"}))),
+        ("language", json!({"type": "string"})),
+        ("default_engine", schema_ref("Engine")),
+        ("model", nullable(json!({"type": "string"}))),
+        ("enabled", json!({"type": "boolean"})),
+        (
+            "default",
+            json!({"type": "boolean", "description": "Whether this is the tenant's default agent."}),
+        ),
+        ("created_at", timestamp()),
+        ("updated_at", timestamp()),
+        (
+            "per_number_limit",
+            json!({"anyOf": [schema_ref("RateLimit"), {"type": "null"}],
+            "description": "Overrides the tenant's `per_number` rate limit for this agent's calls; null: the tenant's applies."}),
+        ),
+        (
+            "calling_window",
+            json!({"anyOf": [schema_ref("CallingWindow"), {"type": "null"}],
+            "description": "When this agent's calls may start; null: any time."}),
+        ),
+        (
+            "engine_base_url",
+            nullable(
+                json!({"type": "string", "description": "Where this agent's engine connects; null: the engine's default."}),
+            ),
+        ),
+        (
+            "engine_api_key_set",
+            json!({"type": "boolean", "description": "The agent has an engine API key. The key is never returned."}),
+        ),
+        (
+            "silence_timeout_seconds",
+            nullable(
+                json!({"type": "integer", "minimum": SILENCE_TIMEOUT.0, "maximum": SILENCE_TIMEOUT.1,
+            "description": "For this agent's calls unless a call sets its own; null: 30."}),
+            ),
+        ),
+    ];
+    add(
+        "Agent",
+        record(
+            "An AI agent: the defaults a call starts from.",
+            agent_fields,
+        ),
+    );
+    let calling_window_doc = "Weekdays and a wall-clock span in an IANA time zone during which the agent's calls may start. \
+A call placed (or with a `schedule_at`) outside it is moved to the next window start (`scheduled`, `scheduled_reason: calling_window`) \
+or, with `outside_window: reject`, refused (422 `outside_calling_window`); a retry that would fall outside waits for the next start too. \
+`end` before `start` crosses midnight (the window belongs to the day it starts); `end` may be `24:00`; `start` and `end` must differ. \
+Times are wall-clock times of that day: one inside a DST gap moves forward by the gap, one that occurs twice means the first. \
+A call already queued inside the window is not stopped when the window closes.";
+    add(
+        "CallingWindow",
+        json!({"type": "object", "additionalProperties": false, "required": ["days", "start", "end", "time_zone"],
+        "description": calling_window_doc,
+        "properties": {
+            "days": {"type": "array", "minItems": 1, "maxItems": 7, "uniqueItems": true, "items": {"type": "string", "enum": calling_window::DAY_NAMES},
+                     "description": "Days the window opens on (returned in week order)."},
+            "start": {"type": "string", "pattern": calling_window::TIME_PATTERN, "description": "Opening time, `HH:MM` (24 h)."},
+            "end": {"type": "string", "pattern": calling_window::END_PATTERN, "description": "Closing time, `HH:MM` or `24:00`; before `start`: the next day."},
+            "time_zone": {"type": "string", "maxLength": calling_window::TIME_ZONE_MAX, "enum": calling_window::time_zone_names(), "description": "IANA time zone name, e.g. `Europe/Berlin`, spelled exactly as in the time zone database."}
+        }}),
+    );
+    add(
+        "AgentList",
+        list_of("All agents of a tenant (one page).", "Agent"),
+    );
+
+    let key_fields = || {
+        vec![
+            ("id", id_schema("key")),
+            ("object", object_const("api_key")),
+            ("name", nullable(json!({"type": "string"}))),
+            (
+                "prefix",
+                json!({"type": "string", "pattern": "^ak_", "description": "The first characters of the key, to recognise it."}),
+            ),
+            (
+                "require_signature",
+                json!({"type": "boolean", "description": "Requests with this key must carry `X-Signature` (see the `bearerAuth` scheme)."}),
+            ),
+            ("created_at", timestamp()),
+            ("revoked_at", nullable(timestamp())),
+        ]
+    };
+    add(
+        "ApiKey",
+        record(
+            "An API key. The key itself is only ever shown once, when it is created.",
+            key_fields(),
+        ),
+    );
+    let mut created = key_fields();
+    created.push((
+        "key",
+        json!({"type": "string", "pattern": "^ak_[A-Za-z0-9_-]{32}$",
+        "description": "The clear key. Shown only in this response; store it now."}),
+    ));
+    created.push(("signing_secret", nullable(json!({"type": "string", "pattern": "^sks_[A-Za-z0-9_-]{43}$",
+        "description": "With `require_signature`: the HMAC key (its UTF-8 bytes, as is) that signs this key's requests. Shown only in this response; null otherwise."}))));
+    add(
+        "ApiKeyCreated",
+        record("A new API key, with the clear key.", created),
+    );
+    add(
+        "ApiKeyList",
+        list_of("All API keys of a tenant, revoked ones included.", "ApiKey"),
+    );
+
+    let webhook_fields = || {
+        vec![
+            ("id", id_schema("wh")),
+            ("object", object_const("webhook_endpoint")),
+            ("url", json!({"type": "string"})),
+            ("events", json!({"type": "array", "items": schema_ref("WebhookEvent"), "description": "Empty means every event."})),
+            ("enabled", json!({"type": "boolean"})),
+            ("disabled_reason", nullable(json!({"type": "string", "description": "Set when the edge disabled the endpoint itself (it answered 410 Gone); cleared by enabling it."}))),
+            ("retry_schedule", json!({"type": "array", "items": {"type": "integer", "minimum": 1},
+                "description": "Seconds to wait after each failed attempt; one retry per entry."})),
+            ("previous_secret_expires_at", nullable(with_description(timestamp(),
+                "After a rotation: until this time deliveries are signed with the previous secret too (two signatures)."))),
+            ("created_at", timestamp()),
+            ("updated_at", timestamp()),
+        ]
+    };
+    add(
+        "WebhookEndpoint",
+        record(
+            "Where call events are delivered (Standard Webhooks signatures).",
+            webhook_fields(),
+        ),
+    );
+    let mut created = webhook_fields();
+    created.push(("secret", json!({"type": "string", "pattern": "^whsec_[A-Za-z0-9+/]+={0,2}$",
+        "description": "The signing secret (Standard Webhooks `whsec_` + base64 of the HMAC key). Shown only in this response."})));
+    add(
+        "WebhookEndpointCreated",
+        record("A webhook endpoint with its (new) signing secret.", created),
+    );
+    add(
+        "WebhookEndpointList",
+        list_of("All webhook endpoints of a tenant.", "WebhookEndpoint"),
+    );
+
+    let delivery_status = json!({"type": "string", "enum": DeliveryStatus::NAMES,
+        "description": "`pending`: queued or waiting for a retry. `delivered`: a 2xx answer. `failed`: gave up (retry schedule exhausted, 410 Gone, endpoint disabled, deleted or its URL refused)."});
+    add("WebhookDeliveryStatus", delivery_status);
+    let delivery_fields = |full: bool| {
+        let mut f = vec![
+            ("id", id_schema("dlv")),
+            ("object", object_const("webhook_delivery")),
+            ("endpoint_id", id_schema("wh")),
+            ("event_type", schema_ref("WebhookEvent")),
+            ("call_id", nullable(id_schema("call"))),
+            ("status", schema_ref("WebhookDeliveryStatus")),
+            ("attempt_count", json!({"type": "integer", "minimum": 0})),
+            (
+                "last_status_code",
+                nullable(
+                    json!({"type": "integer", "description": "The HTTP status of the last attempt; null if it got no answer."}),
+                ),
+            ),
+            ("created_at", timestamp()),
+            ("updated_at", timestamp()),
+        ];
+        if full {
+            f.extend([
+                ("event_id", json!({"type": "string", "pattern": "^evt_", "description": "The `webhook-id` header: the same on every attempt and redelivery."})),
+                ("next_attempt_at", nullable(timestamp())),
+                ("last_error", nullable(json!({"type": "string"}))),
+                ("payload", json!({"description": "The exact body sent.", "anyOf": [
+                    schema_ref("WebhookCallEvent"), schema_ref("WebhookTranscriptEvent"), schema_ref("WebhookRecordingEvent")]})),
+                ("attempts", json!({"type": "array", "items": schema_ref("WebhookAttempt"), "description": "Every attempt, oldest first."})),
+            ]);
+        }
+        f
+    };
+    add(
+        "WebhookAttempt",
+        record(
+            "One delivery attempt.",
+            vec![
+                ("attempt", json!({"type": "integer", "minimum": 1})),
+                ("at", timestamp()),
+                ("url", json!({"type": "string"})),
+                (
+                    "status_code",
+                    nullable(
+                        json!({"type": "integer", "description": "The receiver's HTTP status; null when none came (refused, timed out after 15 s)."}),
+                    ),
+                ),
+                ("error", nullable(json!({"type": "string"}))),
+                ("duration_ms", json!({"type": "integer", "minimum": 0})),
+                (
+                    "manual",
+                    json!({"type": "boolean", "description": "Made by a manual redelivery."}),
+                ),
+            ],
+        ),
+    );
+    add(
+        "WebhookDelivery",
+        record(
+            "One event's delivery to one endpoint, with every attempt.",
+            delivery_fields(true),
+        ),
+    );
+    add(
+        "WebhookDeliverySummary",
+        record(
+            "A delivery as listed (a subset of `WebhookDelivery`).",
+            delivery_fields(false),
+        ),
+    );
+    add(
+        "WebhookDeliveryList",
+        list_of(
+            "A page of deliveries, newest first.",
+            "WebhookDeliverySummary",
+        ),
+    );
+    let maybe_seconds =
+        |d: &str| nullable(json!({"type": "number", "minimum": 0, "description": d}));
+    add("WebhookCallEvent", record(
+        "The body POSTed to webhook endpoints for call events, signed per Standard Webhooks (`webhook-id`, `webhook-timestamp`, `webhook-signature`).",
+        vec![
+            ("id", json!({"type": "string", "pattern": "^evt_", "description": "Equals the `webhook-id` header; use it to drop duplicates (delivery is at least once)."})),
+            ("type", schema_ref("WebhookEvent")),
+            ("timestamp", with_description(timestamp(), "When the event happened.")),
+            ("data", record("The call at the time of the event.", vec![
+                ("object", object_const("call")),
+                ("id", id_schema("call")),
+                ("status", schema_ref("CallStatus")),
+                ("outcome", nullable(json!({"type": "string", "enum": status_names(), "description": "The final status; null until the call ends."}))),
+                ("ended_reason", nullable(json!({"type": "string", "enum": ended_reason_names()}))),
+                ("sip_code", nullable(json!({"type": "integer"}))),
+                ("attempts", json!({"type": "integer", "minimum": 0})),
+                ("phone", phone.clone()),
+                ("name", nullable(json!({"type": "string"}))),
+                ("agent_id", id_schema("agt")),
+                ("metadata", nullable(json!({"type": "object", "description": "Your metadata, as given when placing the call."}))),
+                ("schedule_at", nullable(timestamp())),
+                ("created_at", timestamp()),
+                ("dispatched_at", nullable(timestamp())),
+                ("ringing_at", nullable(timestamp())),
+                ("answered_at", nullable(timestamp())),
+                ("ended_at", nullable(timestamp())),
+                ("ring_seconds", maybe_seconds("From dialing (or ringing) to answer or end.")),
+                ("talk_seconds", maybe_seconds("From answer to end; null until the call ends or if it was never answered.")),
+                ("transcript_url", json!({"type": "string", "description": "The call's transcript (`GET`, with your API key); complete once `transcript.saved` was sent."})),
+                ("recording_url", json!({"type": "null", "description": "Always null here: a recording is uploaded after the call ends, and `recording.saved` carries its URL."})),
+            ])),
+        ],
+    ));
+
+    let envelope = |event: &str, data: Value| {
+        record(
+            &format!("The body POSTed for `{event}`, signed like every event."),
+            vec![
+                (
+                    "id",
+                    json!({"type": "string", "pattern": "^evt_", "description": "Equals the `webhook-id` header."}),
+                ),
+                ("type", json!({"const": event})),
+                ("timestamp", timestamp()),
+                ("data", data),
+            ],
+        )
+    };
+    let mut transcript_data = transcript_fields();
+    transcript_data.push((
+        "call_status",
+        json!({"type": "string", "enum": status_names(), "description": "How the call ended."}),
+    ));
+    transcript_data.push((
+        "url",
+        json!({"type": "string", "description": "Where the transcript can be fetched again."}),
+    ));
+    let transcript_data = record("The call's whole transcript.", transcript_data);
+    add(
+        "WebhookTranscriptEvent",
+        envelope("transcript.saved", transcript_data),
+    );
+    add(
+        "WebhookRecordingEvent",
+        envelope("recording.saved", schema_ref("Recording")),
+    );
+
+    let sidecar_fields = || {
+        vec![
+            (
+                "id",
+                json!({"type": "string", "pattern": SIDECAR_ID_PATTERN}),
+            ),
+            ("object", object_const("sidecar")),
+            (
+                "region",
+                json!({"type": "string", "pattern": SIDECAR_ID_PATTERN}),
+            ),
+            ("created_at", timestamp()),
+            ("revoked_at", nullable(timestamp())),
+        ]
+    };
+    add("Sidecar", record("A media sidecar's credentials (it signs its requests to /v1/sidecar/* with the secret).", sidecar_fields()));
+    let mut created = sidecar_fields();
+    created.push((
+        "secret",
+        json!({"type": "string", "pattern": "^scs_",
+        "description": "The HMAC secret the sidecar signs with. Shown only in this response."}),
+    ));
+    add(
+        "SidecarCreated",
+        record("A sidecar's new credentials, with its secret.", created),
+    );
+    add(
+        "SidecarList",
+        list_of("All sidecars, revoked ones included.", "Sidecar"),
+    );
+
+    // ---- request bodies ----
+    let not_blank = |max: usize, d: &str| json!({"type": "string", "minLength": 1, "maxLength": max, "pattern": NOT_BLANK_PATTERN, "description": d});
+    add("CreateCallRequest", input(
+        "A call to place. Only `phone` is required; unset settings come from the agent.",
+        vec![
+            ("phone", with_description(phone.clone(), "The number to call, E.164 (`+` then 7 to 15 digits, no spaces).")),
+            ("name", nullable(with_description(string_max(CALL_NAME_MAX), "The callee's name, for the agent and for you."))),
+            ("email", nullable(json!({"type": "string", "maxLength": EMAIL_MAX, "pattern": EMAIL_PATTERN, "description": "The callee's email address."}))),
+            ("metadata", nullable(json!({"type": "object", "description": format!("Your own data, returned with the call and in webhooks; at most {MAX_METADATA_BYTES} bytes once serialized (422 `metadata_too_large`).")}))),
+            ("agent_id", nullable(json!({"type": "string", "maxLength": ID_FIELD_MAX, "pattern": "^agt_[0-9a-f]{10,40}$",
+                "description": "The agent to use; the tenant's default agent when absent (422 `agent_required` if there is none). It must exist (422 `unknown_agent`) and be enabled (409 `agent_disabled`)."}))),
+            ("system_prompt", nullable(with_description(string_max(MAX_PROMPT_CHARS), "Overrides the agent's prompt."))),
+            ("voice", nullable(with_description(voice.clone(), "Overrides the agent's voice: letters, digits, `-`, `_` or `.`."))),
+            ("language", nullable(with_description(language.clone(), "Overrides the agent's language: a BCP-47 tag such as `en-US`."))),
+            ("model", nullable(with_description(string_max(MODEL_MAX), "Overrides the agent's model."))),
+            ("max_seconds", nullable(with_description(int_range(MAX_SECONDS), "Longest the call may last once answered, in seconds."))),
+            ("silence_timeout_seconds", nullable(with_description(int_range(SILENCE_TIMEOUT), "Hang up (`ended_reason` `silence_timeout`) after this long with neither side speaking; default: the agent's, else 30."))),
+            ("retries", nullable(with_description(int_range(RETRIES), "Further attempts when nobody answers or the line is busy."))),
+            ("retry_delay_minutes", nullable(with_description(int_range(RETRY_DELAY_MINUTES), "Wait between attempts."))),
+            ("record", nullable(json!({"type": "boolean", "default": false, "description": "Keep a stereo WAV recording of the call (left: agent, right: callee); `GET /v1/calls/{call_id}/recording` once `recording.saved` was sent."}))),
+            ("engine_api_key", nullable(engine_key_doc("This call's engine API key (OpenAI or Gemini), instead of its agent's or the sidecar's."))),
+            ("engine_base_url", nullable(engine_url_doc("This call's engine endpoint, instead of its agent's or the engine's default."))),
+            ("schedule_at", nullable(json!({"type": "string", "format": "date-time", "maxLength": SCHEDULE_AT_MAX, "pattern": SCHEDULE_AT_PATTERN,
+                "description": format!("Place the call at this time instead of now: RFC 3339 in UTC (`Z` or `+00:00`), in the future (422 `schedule_in_past`) and at most {MAX_SCHEDULE_AHEAD_DAYS} days ahead (422 `out_of_range`). The call is `scheduled` until then.")}))),
+            ("on_concurrency_limit", nullable(json!({"type": "string", "enum": validate::ON_CONCURRENCY_LIMIT, "default": "queue",
+                "description": "When the tenant's `max_concurrent_calls` are taken: `queue` (the call waits `queued` until a slot frees) or `reject` (429 `concurrency_limit_reached`, nothing is created). Counted are the tenant's calls leased or live plus those already due and waiting; a call with a future `schedule_at` is never refused for it."}))),
+            ("outside_window", nullable(json!({"type": "string", "enum": validate::OUTSIDE_WINDOW, "default": "schedule",
+                "description": "When the agent has a `calling_window` and the call (now, or its `schedule_at`) would start outside it: `schedule` moves it to the next window start (status `scheduled`, `schedule_at` set, `scheduled_reason: calling_window`) or `reject` refuses it with 422 `outside_calling_window`."}))),
+        ],
+        &["phone"],
+    ));
+    add(
+        "HangupRequest",
+        json!({"type": "object", "maxProperties": 0, "additionalProperties": false, "properties": {},
+        "description": "Optional; if a body is sent it must be the empty object `{}`."}),
+    );
+    let max_concurrent = |d: &str| {
+        nullable(
+            json!({"type": "integer", "minimum": 1, "maximum": MAX_CONCURRENT_CALLS_MAX, "description": d}),
+        )
+    };
+    add(
+        "CreateTenantRequest",
+        input(
+            "A new tenant.",
+            vec![
+                ("name", not_blank(TENANT_NAME_MAX, "Display name.")),
+                (
+                    "disabled",
+                    nullable(json!({"type": "boolean", "default": false})),
+                ),
+                (
+                    "max_concurrent_calls",
+                    max_concurrent("Most calls leased or live at once; absent or null: unlimited."),
+                ),
+            ],
+            &["name"],
+        ),
+    );
+    add("UpdateTenantRequest", input("Fields to change; absent or null fields keep their value.", vec![
+        ("name", nullable(not_blank(TENANT_NAME_MAX, "Display name."))),
+        ("disabled", nullable(json!({"type": "boolean"}))),
+        ("default_agent_id", nullable(json!({"type": "string", "maxLength": ID_FIELD_MAX, "pattern": "^agt_[0-9a-f]{10,40}$",
+            "description": "Make this agent of the tenant the default (422 `unknown_agent` if it does not exist). To unset the default, PATCH that agent with `\"default\": false`."}))),
+        ("rate_limits", nullable(json!({"type": "object", "description": "Any of `per_key`, `per_ip`, `per_number`, each a `RateLimit` (`{limit, window_seconds}`); those not given keep their value. Out of range or unknown names: 422 `invalid_value` naming the field (e.g. `rate_limits.per_key.limit`).",
+            "properties": {"per_key": schema_ref("RateLimit"), "per_ip": schema_ref("RateLimit"), "per_number": schema_ref("RateLimit")}, "additionalProperties": false}))),
+        ("max_concurrent_calls", max_concurrent("Most calls leased or live at once. Unlike other fields, an explicit null removes the cap (unlimited); absent keeps it. A change applies to waiting calls once the next call is placed.")),
+    ], &[]));
+    let agent_input = |creating: bool| {
+        let name = if creating {
+            not_blank(AGENT_NAME_MAX, "Display name.")
+        } else {
+            nullable(not_blank(AGENT_NAME_MAX, "Display name."))
+        };
+        let opt = |v: Value| nullable(v);
+        vec![
+            ("name", name),
+            ("system_prompt", opt(prompt.clone())),
+            ("voice", opt(voice.clone())),
+            (
+                "language",
+                opt(if creating {
+                    json!({"type": "string", "maxLength": LANGUAGE_MAX, "pattern": validate::LANGUAGE_PATTERN, "default": "en-US", "description": language["description"]})
+                } else {
+                    language.clone()
+                }),
+            ),
+            (
+                "default_engine",
+                opt(if creating {
+                    json!({"type": "string", "enum": Engine::NAMES, "default": "local", "description": engine["description"]})
+                } else {
+                    engine.clone()
+                }),
+            ),
+            ("model", opt(model.clone())),
+            (
+                "enabled",
+                opt(if creating {
+                    json!({"type": "boolean", "default": true})
+                } else {
+                    json!({"type": "boolean"})
+                }),
+            ),
+            (
+                "per_number_limit",
+                opt(
+                    json!({"allOf": [schema_ref("RateLimit")], "description": "A `RateLimit` (`{limit, window_seconds}`) overriding the tenant's `per_number` limit for this agent's calls (422 `invalid_value` when out of range)."}),
+                ),
+            ),
+            (
+                "calling_window",
+                opt(json!({"description": if creating {
+                "A `CallingWindow` (`{days, start, end, time_zone}`); absent or null: calls may start any time. Invalid parts: 422 `invalid_value` naming them (e.g. `calling_window.time_zone`)."
+            } else {
+                "A `CallingWindow` (`{days, start, end, time_zone}`) replacing the current one. Unlike other fields, an explicit null removes the window; absent keeps it. Invalid parts: 422 `invalid_value` naming them."
+            },
+                "allOf": [schema_ref("CallingWindow")]})),
+            ),
+            (
+                "silence_timeout_seconds",
+                opt(
+                    json!({"type": "integer", "minimum": SILENCE_TIMEOUT.0, "maximum": SILENCE_TIMEOUT.1,
+                "description": "Hang up this agent's calls after this long with neither side speaking, unless a call sets its own (default 30)."}),
+                ),
+            ),
+            (
+                "engine_api_key",
+                opt(engine_key_doc(if creating {
+                    "The engine API key (OpenAI or Gemini) for this agent's calls, unless a call brings its own; absent: the sidecar's own key."
+                } else {
+                    "Replaces the agent's engine API key. Unlike other fields, an explicit null removes it; absent keeps it."
+                })),
+            ),
+            (
+                "engine_base_url",
+                opt(engine_url_doc(if creating {
+                    "The engine endpoint for this agent's calls, unless a call brings its own."
+                } else {
+                    "Replaces the agent's engine endpoint. Unlike other fields, an explicit null removes it; absent keeps it."
+                })),
+            ),
+            (
+                "default",
+                opt(json!({"type": "boolean", "description": if creating {
+                    "Make it the tenant's default agent. Defaults to true for a tenant's first agent (when it has no default), else false."
+                } else {
+                    "true makes it the tenant's default agent; false unsets the default if it is this agent."
+                }})),
+            ),
+        ]
+    };
+    add(
+        "CreateAgentRequest",
+        input(
+            "A new agent. Only `name` is required.",
+            agent_input(true),
+            &["name"],
+        ),
+    );
+    add(
+        "UpdateAgentRequest",
+        input(
+            "Fields to change; absent or null fields keep their value.",
+            agent_input(false),
+            &[],
+        ),
+    );
+    add(
+        "CreateApiKeyRequest",
+        input(
+            "Optional body.",
+            vec![
+                (
+                    "name",
+                    nullable(with_description(
+                        string_max(API_KEY_NAME_MAX),
+                        "A label to recognise the key by.",
+                    )),
+                ),
+                (
+                    "require_signature",
+                    nullable(json!({"type": "boolean", "default": false,
+            "description": "Every request with this key must then be signed (`X-Signature`, see the `bearerAuth` scheme); the response carries the `signing_secret`, once."})),
+                ),
+            ],
+            &[],
+        ),
+    );
+    let url_doc = "Where to POST events: https to a public host (private, loopback, link-local, CGNAT and metadata addresses, \
+internal names, numeric IPv4 forms, IPv6 forms embedding an IPv4 address and `user:password@` credentials are refused, \
+422 `invalid_url`; checked again before every delivery); in local development also http or https to loopback. Names that resolve to private addresses cannot be detected from a Worker.";
+    let url = json!({"type": "string", "minLength": 1, "maxLength": WEBHOOK_URL_MAX, "pattern": WEBHOOK_URL_PATTERN, "description": url_doc});
+    let schedule = |with_default: bool| {
+        let mut s = json!({"type": "array", "maxItems": delivery::MAX_RETRY_STEPS,
+            "items": {"type": "integer", "minimum": delivery::MIN_RETRY_STEP_DEV, "maximum": delivery::MAX_RETRY_STEP},
+            "description": format!("Seconds to wait after each failed attempt, one retry per entry (empty: no retries). Each step at least {} s in production ({} s in local development), at most {} s; a receiver's longer `Retry-After` wins.",
+                delivery::MIN_RETRY_STEP_PROD, delivery::MIN_RETRY_STEP_DEV, delivery::MAX_RETRY_STEP)});
+        if with_default {
+            s["default"] = json!(crate::model::DEFAULT_RETRY_SCHEDULE);
+        }
+        nullable(s)
+    };
+    add(
+        "CreateWebhookRequest",
+        input(
+            "A new webhook endpoint.",
+            vec![
+                ("url", url.clone()),
+                (
+                    "events",
+                    nullable(with_description(
+                        events.clone(),
+                        "Events to deliver; empty or absent means every event.",
+                    )),
+                ),
+                (
+                    "enabled",
+                    nullable(json!({"type": "boolean", "default": true})),
+                ),
+                ("retry_schedule", schedule(true)),
+            ],
+            &["url"],
+        ),
+    );
+    add("UpdateWebhookRequest", input("Fields to change; absent or null fields keep their value. Enabling clears `disabled_reason`.", vec![
+        ("url", nullable(url)),
+        ("events", nullable(with_description(events, "Events to deliver; empty means every event."))),
+        ("enabled", nullable(json!({"type": "boolean"}))),
+        ("retry_schedule", schedule(false)),
+    ], &[]));
+    add("RotateWebhookSecretRequest", input("Optional body.", vec![
+        ("overlap_seconds", nullable(with_description(
+            int_range((0, delivery::MAX_ROTATION_OVERLAP_SECONDS as i64, delivery::DEFAULT_ROTATION_OVERLAP_SECONDS as i64)),
+            "How long deliveries are also signed with the previous secret (both signatures, space-separated in `webhook-signature`). 0 retires it at once."))),
+    ], &[]));
+    add("CreateSidecarRequest", input("Credentials for a media sidecar of a region. Creating an existing id rotates its secret.", vec![
+        ("sidecar_id", json!({"type": "string", "maxLength": 64, "pattern": SIDECAR_ID_PATTERN})),
+        ("region", json!({"type": "string", "maxLength": 64, "pattern": SIDECAR_ID_PATTERN,
+            "description": "The dispatch region whose calls this sidecar dials."})),
+    ], &["sidecar_id", "region"]));
+    Value::Object(s)
+}
+
+// ---- operations ----

@@ -1,0 +1,2067 @@
+//! The document against the code: every route, limit, pattern and response.
+
+use super::builders::*;
+use super::checker::*;
+use super::patterns::*;
+use super::*;
+use crate::api::env::Env;
+use crate::api::handle;
+use crate::api::router::ROUTES;
+use crate::api::router::{route, Match};
+use crate::api::validate::{self, AGENT_FIELDS, CREATE_CALL_FIELDS};
+use crate::api::webhooks::check_webhook_url;
+use crate::error::ErrorCode;
+use crate::http::{ApiRequest, ApiResponse};
+use crate::limits::*;
+use crate::model::Engine;
+use crate::store::memory::MemoryKv;
+use crate::store::{Kv, KvPage, StoreError};
+use crate::traffic::memory::MemoryTraffic;
+use crate::webhooks::events::WEBHOOK_EVENTS;
+use futures::executor::block_on;
+use serde_json::{json, Value};
+use std::cell::RefCell;
+use std::collections::BTreeSet;
+use voxline_shared::{CallStatus, EndedReason};
+
+const NOW: u64 = 1_764_082_200_000; // 2025-11-25T14:50:00Z
+const ADMIN: &str = "adm_openapi_test";
+const JSON_CT: &str = "application/json";
+const HTTP_METHODS: [&str; 8] = [
+    "get", "put", "post", "delete", "options", "head", "patch", "trace",
+];
+
+/// A KV that never answers.
+struct DownKv;
+
+impl Kv for DownKv {
+    async fn get(&self, _: &str) -> Result<Option<String>, StoreError> {
+        Err(StoreError::Unavailable("down".into()))
+    }
+    async fn put(&self, _: &str, _: &str, _: Option<&Value>) -> Result<(), StoreError> {
+        Err(StoreError::Unavailable("down".into()))
+    }
+    async fn delete(&self, _: &str) -> Result<(), StoreError> {
+        Err(StoreError::Unavailable("down".into()))
+    }
+    async fn list(&self, _: &str, _: u32, _: Option<&str>) -> Result<KvPage, StoreError> {
+        Err(StoreError::Unavailable("down".into()))
+    }
+}
+
+/// The service over an in-memory KV; every response is checked against the spec.
+struct Api {
+    kv: MemoryKv,
+    calls: crate::calls::store::memory::MemoryCalls<
+        crate::calls::store::SqlCallRows<crate::sql::sqlite::LimitedSqlite>,
+    >,
+    traffic: MemoryTraffic,
+    /// Webhook jobs the requests queued.
+    outbox: crate::webhooks::delivery::Outbox,
+    spec: Value,
+    checker: Checker,
+    /// (METHOD, path pattern, status) answered so far.
+    seen: RefCell<BTreeSet<(String, String, String)>>,
+    sealing: crate::engine_keys::SealingKey,
+    /// Wrong credentials allowed per address: unlimited but where a test lowers it.
+    auth_limit: std::cell::Cell<u32>,
+}
+
+impl Api {
+    fn new() -> Api {
+        let spec = spec();
+        Api {
+            kv: MemoryKv::default(),
+            calls: crate::calls::store::memory::test_calls(),
+            traffic: MemoryTraffic::default(),
+            outbox: Default::default(),
+            checker: Checker::new(&spec),
+            spec,
+            seen: RefCell::default(),
+            // The key test fixtures seal their secrets with.
+            sealing: crate::webhooks::delivery::tests_support::sealing_key(),
+            auth_limit: std::cell::Cell::new(crate::traffic::LIMIT_MAX),
+        }
+    }
+
+    fn send_to<K: Kv>(
+        &self,
+        kv: &K,
+        method: &str,
+        target: &str,
+        token: Option<&str>,
+        ct: Option<&str>,
+        body: &[u8],
+    ) -> ApiResponse {
+        let (path, query) = target.split_once('?').unwrap_or((target, ""));
+        let req = ApiRequest {
+            method: method.into(),
+            scheme: "https".into(),
+            path: path.into(),
+            query: query.into(),
+            content_type: ct.map(Into::into),
+            authorization: token.map(|t| format!("Bearer {t}")),
+            body: body.to_vec(),
+            headers: Vec::new(),
+        };
+        self.traffic.now_ms.set(NOW);
+        self.calls.now_ms.set(NOW);
+        self.calls.dispatch_queues.now_ms.set(NOW);
+        let env = Env {
+            kv,
+            dispatch_queues: &self.calls.dispatch_queues,
+            now_ms: NOW,
+            admin_token: Some(ADMIN),
+            dev_mode: true,
+            default_region: "local",
+            traffic: &self.traffic,
+            calls: &self.calls,
+            outbox: &self.outbox,
+            sealing_key: Some(&self.sealing),
+            auth_failures: crate::traffic::RateLimit {
+                limit: self.auth_limit.get(),
+                ..crate::traffic::AUTH_FAILURES
+            },
+        };
+        let resp = block_on(handle(&env, &req));
+        block_on(self.calls.drain(kv, &self.outbox)).unwrap();
+        self.conform(method, path, &resp);
+        resp
+    }
+
+    fn raw(
+        &self,
+        method: &str,
+        target: &str,
+        token: Option<&str>,
+        ct: Option<&str>,
+        body: &[u8],
+    ) -> ApiResponse {
+        self.send_to(&self.kv, method, target, token, ct, body)
+    }
+
+    fn send(
+        &self,
+        method: &str,
+        target: &str,
+        token: Option<&str>,
+        body: Option<&Value>,
+    ) -> ApiResponse {
+        let text = body.map(Value::to_string).unwrap_or_default();
+        self.raw(
+            method,
+            target,
+            token,
+            body.map(|_| JSON_CT),
+            text.as_bytes(),
+        )
+    }
+
+    fn admin(&self, method: &str, target: &str, body: Option<Value>) -> ApiResponse {
+        self.send(method, target, Some(ADMIN), body.as_ref())
+    }
+
+    /// The response must be documented for its operation and status, and its body must match.
+    fn conform(&self, method: &str, path: &str, resp: &ApiResponse) {
+        let body = resp.body_json();
+        let what = format!("{method} {path} -> {} {}", resp.status, resp.body);
+        let pattern = match route(method, path) {
+            Match::Found(id, _) => ROUTES.iter().find(|r| r.2 == id).map(|r| r.1).unwrap(),
+            _ => {
+                // No operation: the generic error shape.
+                assert!(matches!(resp.status, 404 | 405), "{what}");
+                self.checker
+                    .check(&schema_ref("Error"), &body)
+                    .unwrap_or_else(|e| panic!("{what}: {e}"));
+                return;
+            }
+        };
+        let op = &self.spec["paths"][pattern][method.to_ascii_lowercase()];
+        let status = resp.status.to_string();
+        let Some(r) = op["responses"].get(&status) else {
+            panic!("{what}: status {status} is not documented for {method} {pattern}")
+        };
+        let content_type = resp
+            .headers
+            .iter()
+            .find(|(h, _)| h.eq_ignore_ascii_case("content-type"))
+            .map(|(_, v)| v.as_str());
+        let media = content_type.map(|v| v.split(';').next().unwrap_or("").trim());
+        if let Some(m) = media.filter(|m| *m != "application/json") {
+            assert!(
+                r["content"].get(m).is_some(),
+                "{what}: {m} is not documented"
+            );
+            if m != "text/plain" {
+                assert!(
+                    resp.stored_object.is_some(),
+                    "{what}: a binary body comes from storage"
+                );
+            }
+        } else {
+            let schema = &r["content"]["application/json"]["schema"];
+            self.checker
+                .check(schema, &body)
+                .unwrap_or_else(|e| panic!("{what}\ndoes not match the spec: {e}"));
+        }
+        if let Some(headers) = r.get("headers").and_then(Value::as_object) {
+            for name in headers.keys() {
+                assert!(
+                    resp.headers
+                        .iter()
+                        .any(|(h, _)| h.eq_ignore_ascii_case(name)),
+                    "{what}: header {name} missing"
+                );
+            }
+        }
+        self.seen
+            .borrow_mut()
+            .insert((method.to_string(), pattern.to_string(), status));
+    }
+}
+
+#[track_caller]
+fn expect(resp: ApiResponse, status: u16) -> Value {
+    assert_eq!(resp.status, status, "body: {}", resp.body);
+    resp.body_json()
+}
+
+#[track_caller]
+fn expect_error(resp: ApiResponse, status: u16, code: &str) -> Value {
+    let body = expect(resp, status);
+    assert_eq!(body["error"]["code"], code, "body: {body}");
+    body
+}
+
+fn id_of(v: &Value) -> String {
+    v["id"].as_str().expect("an id").to_string()
+}
+
+/// A tenant with a default agent, an API key, and one queued call; and a sidecar.
+struct World {
+    tid: String,
+    aid: String,
+    key: String,
+    kid: String,
+    cid: String,
+    sid: String,
+    /// A webhook endpoint and the delivery of the call's `call.queued` to it.
+    wid: String,
+    did: String,
+}
+
+/// A receiver that answers every delivery with one status.
+struct Answer(u16);
+
+impl crate::webhooks::delivery::WebhookHttp for Answer {
+    async fn post(
+        &self,
+        _: &str,
+        _: &[(String, String)],
+        _: &str,
+    ) -> Result<crate::webhooks::delivery::HttpReply, String> {
+        Ok(crate::webhooks::delivery::HttpReply {
+            status: self.0,
+            retry_after: None,
+        })
+    }
+}
+
+/// Runs the queued webhook jobs as the queue consumer would; returns their delivery ids.
+fn deliver_all(api: &Api) -> Vec<String> {
+    let jobs = api.outbox.take();
+    for job in &jobs {
+        block_on(crate::webhooks::delivery::process(
+            &api.kv,
+            &Answer(200),
+            job.clone(),
+            &|| NOW,
+            true,
+            Some(&api.sealing),
+        ))
+        .unwrap();
+    }
+    jobs.into_iter().map(|j| j.delivery_id).collect()
+}
+
+fn provision(api: &Api, name: &str) -> World {
+    let tid = id_of(&expect(
+        api.admin("POST", "/admin/tenants", Some(json!({"name": name}))),
+        201,
+    ));
+    let aid = id_of(&expect(
+        api.admin(
+            "POST",
+            &format!("/admin/tenants/{tid}/agents"),
+            Some(json!({"name": "agent"})),
+        ),
+        201,
+    ));
+    let k = expect(
+        api.admin(
+            "POST",
+            &format!("/admin/tenants/{tid}/api-keys"),
+            Some(json!({"name": "k"})),
+        ),
+        201,
+    );
+    let key = k["key"].as_str().unwrap().to_string();
+    let wh = expect(
+        api.admin(
+            "POST",
+            &format!("/admin/tenants/{tid}/webhooks"),
+            Some(json!({"url": "https://hooks.example.com/h"})),
+        ),
+        201,
+    );
+    deliver_all(api);
+    // Not the probes' number: one call at a time per agent and number.
+    let call = expect(
+        api.send(
+            "POST",
+            "/v1/calls",
+            Some(&key),
+            Some(&json!({"phone": "+14155550199"})),
+        ),
+        201,
+    );
+    let did = deliver_all(api)
+        .pop()
+        .expect("call.queued was queued for the endpoint");
+    let sid = format!("sc-{name}");
+    expect(
+        api.admin(
+            "POST",
+            "/admin/sidecars",
+            Some(json!({"sidecar_id": sid, "region": "local"})),
+        ),
+        201,
+    );
+    World {
+        tid,
+        aid,
+        key,
+        kid: id_of(&k),
+        cid: id_of(&call),
+        sid,
+        wid: id_of(&wh),
+        did,
+    }
+}
+
+/// `pattern` with its `{params}` replaced.
+fn fill(pattern: &str, value: impl Fn(&str) -> String) -> String {
+    pattern
+        .split('/')
+        .map(
+            |seg| match seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
+                Some(name) => value(name),
+                None => seg.to_string(),
+            },
+        )
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+fn world_param(w: &World) -> impl Fn(&str) -> String + '_ {
+    move |name| match name {
+        "tenant_id" => w.tid.clone(),
+        "agent_id" => w.aid.clone(),
+        "key_id" => w.kid.clone(),
+        "call_id" => w.cid.clone(),
+        "sidecar_id" => w.sid.clone(),
+        "webhook_id" => w.wid.clone(),
+        "delivery_id" => w.did.clone(),
+        other => panic!("unknown path parameter {other}"),
+    }
+}
+
+fn missing_id(name: &str) -> String {
+    let prefix = match name {
+        "tenant_id" => "ten",
+        "agent_id" => "agt",
+        "key_id" => "key",
+        "call_id" => "call",
+        "webhook_id" => "wh",
+        "delivery_id" => "dlv",
+        "sidecar_id" => return "sc-missing".to_string(),
+        other => panic!("unknown path parameter {other}"),
+    };
+    format!("{prefix}_00000000000000000000")
+}
+
+fn operation_of<'s>(spec: &'s Value, method: &str, pattern: &str) -> &'s Value {
+    &spec["paths"][pattern][method.to_ascii_lowercase()]
+}
+
+fn security_of(spec: &Value, method: &str, pattern: &str) -> Option<String> {
+    operation_of(spec, method, pattern)["security"]
+        .as_array()
+        .and_then(|s| s.first())
+        .and_then(Value::as_object)
+        .and_then(|o| o.keys().next().cloned())
+}
+
+// ---- the document against the code ----
+
+#[test]
+fn every_route_is_documented_and_nothing_else() {
+    let spec = spec();
+    let mut documented = BTreeSet::new();
+    let mut op_ids = BTreeSet::new();
+    for (path, item) in spec["paths"].as_object().unwrap() {
+        for (key, op) in item.as_object().unwrap() {
+            if HTTP_METHODS.contains(&key.as_str()) {
+                documented.insert((key.to_ascii_uppercase(), path.clone()));
+                let op_id = op["operationId"].as_str().expect("operationId");
+                assert!(
+                    op_ids.insert(op_id.to_string()),
+                    "duplicate operationId {op_id}"
+                );
+                for field in ["summary", "description"] {
+                    assert!(
+                        op[field].as_str().is_some_and(|s| !s.is_empty()),
+                        "{key} {path}: no {field}"
+                    );
+                }
+                assert!(
+                    op["responses"]
+                        .as_object()
+                        .is_some_and(|r| r.keys().any(|s| s.starts_with('2'))),
+                    "{key} {path}"
+                );
+            } else {
+                assert_eq!(key, "parameters", "{path}: unexpected path item key");
+            }
+        }
+        // Path parameters: exactly the template's, declared once, required.
+        let template = template_params(path);
+        let declared: Vec<&str> = item["parameters"]
+            .as_array()
+            .map(|ps| {
+                ps.iter()
+                    .map(|p| {
+                        assert_eq!(
+                            (p["in"].as_str(), p["required"].as_bool()),
+                            (Some("path"), Some(true))
+                        );
+                        p["name"].as_str().unwrap()
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        assert_eq!(template, declared, "{path}: path parameters");
+    }
+    let routes: BTreeSet<(String, String)> = ROUTES
+        .iter()
+        .map(|(m, p, _)| (m.to_string(), p.to_string()))
+        .collect();
+    assert_eq!(documented, routes);
+    for (method, path, _) in ROUTES {
+        let sec = security_of(&spec, method, path);
+        let expected = if *path == "/healthz" || *path == "/v1/openapi.json" {
+            None
+        } else if path.starts_with("/v1/") {
+            Some("bearerAuth")
+        } else {
+            assert!(path.starts_with("/admin/"), "{path}: which credentials?");
+            Some("adminBearerAuth")
+        };
+        assert_eq!(sec.as_deref(), expected, "{method} {path}: security");
+        if let Some(s) = expected {
+            assert!(spec["components"]["securitySchemes"][s]["scheme"] == "bearer");
+        }
+    }
+}
+
+#[test]
+fn error_code_enum_is_error_code_all() {
+    let spec = spec();
+    let code = &spec["components"]["schemas"]["Error"]["properties"]["error"]["properties"]["code"];
+    let all: Vec<&str> = ErrorCode::ALL.iter().map(|c| c.as_str()).collect();
+    assert_eq!(code["enum"], json!(all));
+    let description = code["description"].as_str().unwrap();
+    for c in ErrorCode::ALL {
+        let line = format!("- `{}` ({}): {}", c.as_str(), c.http_status(), c.describe());
+        assert!(description.contains(&line), "missing {line}");
+    }
+}
+
+fn property_names(spec: &Value, schema: &str) -> BTreeSet<String> {
+    spec["components"]["schemas"][schema]["properties"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .cloned()
+        .collect()
+}
+
+#[test]
+fn request_bodies_list_exactly_the_validated_fields() {
+    let spec = spec();
+    let set = |fields: &[&str]| {
+        fields
+            .iter()
+            .map(|f| f.to_string())
+            .collect::<BTreeSet<_>>()
+    };
+    assert_eq!(
+        property_names(&spec, "CreateCallRequest"),
+        set(CREATE_CALL_FIELDS)
+    );
+    assert_eq!(
+        spec["components"]["schemas"]["CreateCallRequest"]["required"],
+        json!(["phone"])
+    );
+    assert_eq!(
+        property_names(&spec, "CreateAgentRequest"),
+        set(AGENT_FIELDS)
+    );
+    assert_eq!(
+        property_names(&spec, "UpdateAgentRequest"),
+        set(AGENT_FIELDS)
+    );
+    // Every request body is closed, like `parse_object`.
+    for (method, path, _) in ROUTES {
+        let body = &operation_of(&spec, method, path)["requestBody"];
+        if body.is_null() {
+            continue;
+        }
+        let r = body["content"]["application/json"]["schema"]["$ref"]
+            .as_str()
+            .unwrap();
+        let schema = &spec["components"]["schemas"][r.rsplit('/').next().unwrap()];
+        assert_eq!(
+            schema["additionalProperties"],
+            json!(false),
+            "{method} {path}"
+        );
+    }
+}
+
+#[test]
+fn documented_error_statuses_match_their_codes() {
+    let spec = spec();
+    for (method, path, _) in ROUTES {
+        let responses = operation_of(&spec, method, path)["responses"]
+            .as_object()
+            .unwrap();
+        for (status, r) in responses {
+            let status: u16 = status.parse().unwrap();
+            let schema = &r["content"]["application/json"]["schema"];
+            if status < 400 {
+                let binary = r["content"]
+                    .as_object()
+                    .is_some_and(|c| c.keys().all(|k| k != "application/json"));
+                assert!(
+                    schema["$ref"].is_string() || binary,
+                    "{method} {path} {status}"
+                );
+                continue;
+            }
+            assert_eq!(
+                schema["allOf"][0],
+                schema_ref("Error"),
+                "{method} {path} {status}"
+            );
+            let codes = schema["allOf"][1]["properties"]["error"]["properties"]["code"]["enum"]
+                .as_array()
+                .unwrap();
+            assert!(!codes.is_empty());
+            for code in codes {
+                let c = ErrorCode::ALL
+                    .iter()
+                    .find(|c| c.as_str() == code)
+                    .unwrap_or_else(|| panic!("unknown code {code}"));
+                assert_eq!(
+                    c.http_status(),
+                    status,
+                    "{method} {path}: {code} documented under {status}"
+                );
+                assert!(r["description"]
+                    .as_str()
+                    .unwrap()
+                    .contains(&format!("`{}`", c.as_str())));
+            }
+        }
+    }
+}
+
+#[test]
+fn every_ref_resolves_and_every_schema_compiles() {
+    let spec = spec();
+    fn refs(v: &Value, out: &mut Vec<String>) {
+        match v {
+            Value::Object(m) => {
+                if let Some(Value::String(r)) = m.get("$ref") {
+                    out.push(r.clone());
+                }
+                m.values().for_each(|v| refs(v, out));
+            }
+            Value::Array(a) => a.iter().for_each(|v| refs(v, out)),
+            _ => {}
+        }
+    }
+    let mut all = Vec::new();
+    refs(&spec, &mut all);
+    assert!(!all.is_empty());
+    for r in all {
+        let pointer = r
+            .strip_prefix('#')
+            .unwrap_or_else(|| panic!("non-local $ref {r}"));
+        assert!(spec.pointer(pointer).is_some(), "dangling $ref {r}");
+    }
+    let checker = Checker::new(&spec);
+    for name in spec["components"]["schemas"].as_object().unwrap().keys() {
+        // Compiles (panics otherwise) and rejects a non-object where it wants an object.
+        let _ = checker.check(&schema_ref(name), &json!(null));
+    }
+}
+
+#[test]
+fn a_parameter_inside_a_segment_is_declared_too() {
+    assert_eq!(
+        template_params("/v1/calls/{call_id}/transcript.{format}"),
+        ["call_id", "format"]
+    );
+    let spec = spec();
+    let params = &spec["paths"]["/v1/calls/{call_id}/transcript.{format}"]["parameters"];
+    let names: Vec<&str> = params
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["call_id", "format"]);
+    assert_eq!(params[1]["schema"]["enum"], json!(["txt", "json"]));
+}
+
+#[test]
+fn transcript_and_recording_events_match_their_schemas() {
+    use crate::calls::store::{apply_reports, memory::test_calls, CallRows, Report, ReportItem};
+    use crate::dispatch::queue::{CallChange, CallUpdate};
+    use crate::transcript::{Change, TranscriptUpdate, Turn};
+    let spec = spec();
+    let checker = Checker::new(&spec);
+    let kv = MemoryKv::default();
+    crate::webhooks::delivery::tests_support::endpoint(&kv, "ten_1", &["transcript.saved"]);
+    let turn = Turn {
+        role: "ai".into(),
+        text: "Hello".into(),
+        start_ms: 0,
+        end_ms: 900,
+    };
+    let cid = "call_0123456789abcdef";
+    let calls = test_calls();
+    let rows = calls.rows("ten_1");
+    let mut live = crate::model::test_call(CallStatus::InProgress);
+    live.id = cid.into();
+    live.answered_at = Some("2026-11-25T14:50:01.000Z".into());
+    rows.put_call(&live).unwrap();
+    let up = |change| ReportItem::Transcript {
+        update: TranscriptUpdate {
+            tenant_id: "ten_1".into(),
+            call_id: cid.into(),
+            change,
+        },
+    };
+    let ended = CallChange::Ended {
+        status: CallStatus::Completed,
+        reason: voxline_shared::EndedReason::CalleeHangup,
+        sip_code: None,
+    };
+    let items = [
+        up(Change::Turn(turn)),
+        up(Change::Summary {
+            summary: Some("s".into()),
+            outcome: None,
+        }),
+        ReportItem::Call {
+            update: CallUpdate {
+                call_id: cid.into(),
+                tenant_id: "ten_1".into(),
+                at_ms: 1_780_000_000_000,
+                change: ended,
+            },
+        },
+    ];
+    let reports: Vec<Report> = items
+        .into_iter()
+        .enumerate()
+        .map(|(i, item)| Report {
+            seq: i as u64 + 1,
+            item,
+        })
+        .collect();
+    apply_reports(&*rows, "local", &reports, 1_780_000_000_000, &mut |_| {}).unwrap();
+    let outbox = crate::webhooks::delivery::Outbox::default();
+    block_on(calls.drain(&kv, &outbox)).unwrap();
+    let jobs = outbox.take();
+    let payload: Value = serde_json::from_str(&jobs[0].payload).unwrap();
+    checker
+        .check(&schema_ref("WebhookTranscriptEvent"), &payload)
+        .unwrap_or_else(|e| panic!("{payload}: {e}"));
+    let info = crate::calls::store::RecordingInfo {
+        attempt: 1,
+        object_key: "k".into(),
+        content_type: "audio/wav".into(),
+        bytes: 44,
+        sha256: "a".repeat(64),
+        duration_ms: 0,
+        saved_at: "2026-11-25T15:00:00.000Z".into(),
+    };
+    let rec = json!({"id": "evt_1", "type": "recording.saved", "timestamp": "2026-11-25T15:00:00.000Z", "data": info.to_public("call_0123456789abcdef")});
+    checker
+        .check(&schema_ref("WebhookRecordingEvent"), &rec)
+        .unwrap_or_else(|e| panic!("{rec}: {e}"));
+}
+
+#[test]
+fn generated_vocabularies_follow_the_code() {
+    let spec = spec();
+    let s = &spec["components"]["schemas"];
+    let statuses: Vec<&str> = CallStatus::ALL.iter().map(|c| c.as_str()).collect();
+    assert_eq!(s["CallStatus"]["enum"], json!(statuses));
+    assert_eq!(s["Engine"]["enum"], json!(Engine::NAMES));
+    assert_eq!(s["WebhookEvent"]["enum"], json!(WEBHOOK_EVENTS));
+    for (i, r) in ENDED_REASONS.iter().enumerate() {
+        assert_eq!(ended_reason_index(*r), i, "ENDED_REASONS is out of order");
+        let name = &s["EndedReason"]["enum"][i];
+        assert_eq!(
+            serde_json::from_value::<EndedReason>(name.clone()).unwrap(),
+            *r
+        );
+    }
+    let limit = &operation_of(&spec, "GET", "/v1/calls")["parameters"][1];
+    assert_eq!(limit["name"], "limit");
+    assert_eq!(
+        limit["schema"],
+        json!({"type": "integer", "minimum": 1, "maximum": LIST_LIMIT_MAX, "default": LIST_LIMIT_DEFAULT})
+    );
+    assert!(spec["info"]["description"]
+        .as_str()
+        .unwrap()
+        .contains(&MAX_BODY_BYTES.to_string()));
+    assert_eq!(
+        s["CreateCallRequest"]["properties"]["system_prompt"]["maxLength"],
+        json!(MAX_PROMPT_CHARS)
+    );
+    // The clear key really has the documented shape.
+    let key = crate::ids::mint_api_key();
+    assert!(matches_pattern(
+        s["ApiKeyCreated"]["properties"]["key"]["pattern"]
+            .as_str()
+            .unwrap(),
+        &key.clear
+    ));
+}
+
+#[test]
+fn documented_patterns_agree_with_the_validators() {
+    let j = Some(JSON_CT);
+    for s in [
+        "+14155550100",
+        "+1234567",
+        "+123456",
+        "+123456789012345",
+        "+1234567890123456",
+        "+0123456789",
+        "14155550100",
+        "+1 415 555 0100",
+        "+1415555o100",
+        "",
+        "+",
+        "+٣٤٥٦٧٨٩٠",
+        "+14155550100\n",
+        "++14155550100",
+    ] {
+        let server = validate::check_e164("phone", s).is_ok();
+        assert_eq!(matches_pattern(E164_PATTERN, s), server, "phone {s:?}");
+    }
+    let call_ok = |extra: Value| {
+        let mut body = json!({"phone": "+14155550100"});
+        body.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        validate::create_call(j, body.to_string().as_bytes(), NOW).is_ok()
+    };
+    for s in [
+        "a@b.c",
+        "ada@example.org",
+        "x.y+z@sub.example.co.uk",
+        "nope",
+        "@b.c",
+        "a@.b",
+        "a@b.",
+        "a@b",
+        "a@@b.c",
+        "a b@c.d",
+        "a@b..c",
+        "a@b.c@d",
+        "a@b.c\t",
+        "a@.",
+        "a@..",
+        "é@ü.de",
+    ] {
+        assert_eq!(
+            matches_pattern(EMAIL_PATTERN, s),
+            call_ok(json!({"email": s})),
+            "email {s:?}"
+        );
+    }
+    for s in ["alloy", "a.b_c-d", "A1", "", "a b", "é", "a/b", "a\n"] {
+        assert_eq!(
+            matches_pattern(VOICE_PATTERN, s),
+            call_ok(json!({"voice": s})),
+            "voice {s:?}"
+        );
+    }
+    let agent_pattern = spec()["components"]["schemas"]["CreateCallRequest"]["properties"]
+        ["agent_id"]["pattern"]
+        .clone();
+    for s in [
+        "agt_0011223344",
+        "agt_00112233445566778899",
+        "agt_001122334",
+        "agt_ABCDEF0123",
+        "agt_",
+        "ten_0011223344",
+        "agt_0011223344/x",
+    ] {
+        assert_eq!(
+            matches_pattern(agent_pattern.as_str().unwrap(), s),
+            crate::ids::is_id(s, "agt"),
+            "agent id {s:?}"
+        );
+    }
+    let long = "a".repeat(64);
+    let too_long = "a".repeat(65);
+    for s in [
+        "sc-1",
+        "a",
+        "A.b_c-9",
+        long.as_str(),
+        too_long.as_str(),
+        "",
+        "-x",
+        ".x",
+        "a b",
+        "a/b",
+        "é",
+    ] {
+        assert_eq!(
+            matches_pattern(SIDECAR_ID_PATTERN, s),
+            voxline_shared::protocol::is_valid_id(s),
+            "sidecar id {s:?}"
+        );
+    }
+    // Calling window times.
+    let window = |start: &str, end: &str| {
+        crate::calling_window::parse(
+            &json!({"days": ["mon"], "start": start, "end": end, "time_zone": "UTC"}),
+        )
+        .map_err(|e| e.0)
+    };
+    for t in [
+        "00:00", "09:30", "23:59", "24:00", "24:01", "9:00", "12:60", "ab:cd", "", "09:00:00",
+    ] {
+        assert_eq!(
+            matches_pattern(crate::calling_window::TIME_PATTERN, t),
+            window(t, "00:01").is_ok() || t == "00:01",
+            "start {t:?}"
+        );
+        assert_eq!(
+            matches_pattern(crate::calling_window::END_PATTERN, t),
+            window("00:01", t).is_ok() || t == "00:01",
+            "end {t:?}"
+        );
+    }
+    // The URL pattern is a necessary condition: what the server accepts, it matches.
+    let url_pattern = spec()["components"]["schemas"]["CreateWebhookRequest"]["properties"]["url"]
+        ["pattern"]
+        .clone();
+    for s in [
+        "https://example.com/h",
+        "HTTPS://example.com",
+        "http://127.0.0.1:9/h",
+        "http://localhost/x",
+        "http://[::1]:80/",
+        "ftp://x",
+        "https//x",
+        "https://",
+        " https://x",
+        "http://example.com/",
+        "https://a b",
+    ] {
+        if check_webhook_url(s, true).is_ok() {
+            assert!(
+                matches_pattern(url_pattern.as_str().unwrap(), s),
+                "url {s:?}"
+            );
+        }
+    }
+}
+
+// ---- the documented constraints against the validators ----
+
+/// Sends bodies that sit on and just past every documented constraint of
+/// `schema` and checks the server agrees, field by field.
+fn probe_request_schema(
+    api: &Api,
+    method: &str,
+    path: &str,
+    token: &str,
+    schema_name: &str,
+    base: Value,
+) {
+    let schema = api.spec["components"]["schemas"][schema_name].clone();
+    let send = |b: &Value| api.send(method, path, Some(token), Some(b));
+    let with = |k: &str, v: Value| {
+        let mut b = base.clone();
+        b[k] = v;
+        b
+    };
+    let fails_with = |b: Value, code: &str, field: &str| {
+        let r = send(&b);
+        let e = r.body_json()["error"].clone();
+        assert!(
+            e["code"] == code && e["field"] == field,
+            "{method} {path} {b}: want {code} on '{field}', got {} {}",
+            r.status,
+            r.body
+        );
+    };
+    let accepted_field = |b: Value, field: &str| {
+        let r = send(&b);
+        assert!(
+            r.status < 300 || r.body_json()["error"]["field"] != field,
+            "{method} {path} {b}: '{field}' refused: {}",
+            r.body
+        );
+    };
+    let not_with = |b: Value, code: &str, field: &str| {
+        let r = send(&b);
+        let e = r.body_json()["error"].clone();
+        assert!(
+            !(e["code"] == code && e["field"] == field),
+            "{method} {path} {b}: got {code} on '{field}'"
+        );
+    };
+
+    // The base body is valid, and documented defaults are what the server applies.
+    let r = send(&base);
+    assert!(r.status < 300, "{method} {path} {base}: {}", r.body);
+    let created = r.body_json();
+    let properties = schema["properties"].as_object().unwrap();
+    for (name, p) in properties {
+        if let (Some(default), Some(actual)) = (p.get("default"), created.get(name.as_str())) {
+            if base.get(name.as_str()).is_none() {
+                assert_eq!(actual, default, "{schema_name}.{name}: documented default");
+            }
+        }
+    }
+
+    let required: Vec<&str> = schema["required"]
+        .as_array()
+        .map(|r| r.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    for (name, p) in properties {
+        let name = name.as_str();
+        // A `type`, or `anyOf` branches (a `$ref`/`allOf` branch is one of our objects).
+        fn type_of(v: &Value) -> Vec<String> {
+            match &v["type"] {
+                Value::String(t) => vec![t.clone()],
+                Value::Array(ts) => ts
+                    .iter()
+                    .filter_map(Value::as_str)
+                    .map(String::from)
+                    .collect(),
+                _ if v.get("$ref").is_some() || v.get("allOf").is_some() => {
+                    vec!["object".into()]
+                }
+                _ => Vec::new(),
+            }
+        }
+        let types: Vec<String> = match p.get("anyOf").and_then(Value::as_array) {
+            Some(branches) => branches.iter().flat_map(type_of).collect(),
+            None => type_of(p),
+        };
+        assert!(!types.is_empty(), "{schema_name}.{name}: no type");
+        let types: Vec<&str> = types.iter().map(String::as_str).collect();
+        let primary = *types.iter().find(|t| **t != "null").unwrap();
+        let wrong = match primary {
+            "string" => json!(5),
+            "integer" => json!("5"),
+            "boolean" => json!("yes"),
+            "object" => json!([1]),
+            "array" => json!("x"),
+            other => panic!("{schema_name}.{name}: type {other}"),
+        };
+        fails_with(with(name, wrong), "invalid_type", name);
+        if types.contains(&"null") {
+            assert!(
+                !required.contains(&name),
+                "{schema_name}.{name}: required and nullable"
+            );
+            accepted_field(with(name, Value::Null), name);
+        } else if required.contains(&name) {
+            fails_with(with(name, Value::Null), "missing_field", name);
+            let mut b = base.clone();
+            b.as_object_mut().unwrap().remove(name);
+            fails_with(b, "missing_field", name);
+        } else {
+            panic!("{schema_name}.{name}: optional fields take null too");
+        }
+        if let Some(max) = p["maxLength"].as_u64() {
+            let max = max as usize;
+            not_with(with(name, json!("a".repeat(max))), "value_too_long", name);
+            fails_with(
+                with(name, json!("a".repeat(max + 1))),
+                "value_too_long",
+                name,
+            );
+        }
+        // Blank strings: refused exactly where the schema says "not blank"
+        // (fields with another pattern are covered by their pattern).
+        if primary == "string"
+            && p["enum"].is_null()
+            && (p["pattern"].is_null() || p["pattern"] == NOT_BLANK_PATTERN)
+        {
+            let r = send(&with(name, json!(" \t ")));
+            let e = r.body_json()["error"].clone();
+            let refused = e["code"] == "invalid_value" && e["field"] == name;
+            assert_eq!(
+                refused,
+                p["pattern"] == NOT_BLANK_PATTERN,
+                "{method} {path}: blank '{name}': {}",
+                r.body
+            );
+        }
+        if primary == "integer" {
+            let (min, max) = (
+                p["minimum"].as_i64().unwrap(),
+                p["maximum"].as_i64().unwrap(),
+            );
+            accepted_field(with(name, json!(min)), name);
+            accepted_field(with(name, json!(max)), name);
+            accepted_field(with(name, json!(min as f64)), name);
+            fails_with(with(name, json!(min - 1)), "out_of_range", name);
+            fails_with(with(name, json!(max + 1)), "out_of_range", name);
+            fails_with(with(name, json!(min as f64 + 0.5)), "invalid_type", name);
+        }
+        if let Some(values) = p["enum"].as_array() {
+            for v in values.iter().filter(|v| !v.is_null()) {
+                accepted_field(with(name, v.clone()), name);
+            }
+            fails_with(with(name, json!("zz_bogus")), "invalid_value", name);
+        }
+        if primary == "array" && p["items"]["type"] == "integer" {
+            let items = &p["items"];
+            let (min, max) = (
+                items["minimum"].as_i64().unwrap(),
+                items["maximum"].as_i64().unwrap(),
+            );
+            let max_items = p["maxItems"].as_u64().unwrap() as usize;
+            for ok in [
+                json!([]),
+                json!([min, max]),
+                json!([min as f64]),
+                json!(vec![min; max_items]),
+            ] {
+                accepted_field(with(name, ok), name);
+            }
+            fails_with(with(name, json!([min - 1])), "out_of_range", name);
+            fails_with(with(name, json!([max + 1])), "out_of_range", name);
+            fails_with(
+                with(name, json!(vec![min; max_items + 1])),
+                "out_of_range",
+                name,
+            );
+            fails_with(with(name, json!([min as f64 + 0.5])), "invalid_type", name);
+            fails_with(with(name, json!(["1"])), "invalid_type", name);
+        } else if primary == "array" {
+            let items = &p["items"];
+            let values = items["enum"]
+                .as_array()
+                .expect("array items are an enum or integers");
+            for v in values {
+                accepted_field(with(name, json!([v])), name);
+            }
+            accepted_field(with(name, json!([])), name);
+            fails_with(with(name, json!(["zz_bogus"])), "invalid_value", name);
+            fails_with(with(name, json!([1])), "invalid_type", name);
+            let max_items = p["maxItems"].as_u64().unwrap() as usize;
+            accepted_field(with(name, json!(vec![values[0].clone(); max_items])), name);
+            fails_with(
+                with(name, json!(vec![values[0].clone(); max_items + 1])),
+                "out_of_range",
+                name,
+            );
+            let item_max = items["maxLength"].as_u64().unwrap() as usize;
+            fails_with(
+                with(name, json!(["a".repeat(item_max + 1)])),
+                "value_too_long",
+                name,
+            );
+        }
+    }
+    fails_with(with("zz_extra", json!(1)), "unknown_field", "zz_extra");
+}
+
+#[test]
+fn documented_request_constraints_match_the_validators() {
+    let api = Api::new();
+    let w = provision(&api, "probe");
+    let t = &w.tid;
+    probe_request_schema(
+        &api,
+        "POST",
+        "/v1/calls",
+        &w.key,
+        "CreateCallRequest",
+        json!({"phone": "+14155550100"}),
+    );
+    probe_request_schema(
+        &api,
+        "POST",
+        &format!("/v1/calls/{}/hangup", w.cid),
+        &w.key,
+        "HangupRequest",
+        json!({}),
+    );
+    probe_request_schema(
+        &api,
+        "POST",
+        "/admin/tenants",
+        ADMIN,
+        "CreateTenantRequest",
+        json!({"name": "t"}),
+    );
+    probe_request_schema(
+        &api,
+        "PATCH",
+        &format!("/admin/tenants/{t}"),
+        ADMIN,
+        "UpdateTenantRequest",
+        json!({}),
+    );
+    probe_request_schema(
+        &api,
+        "POST",
+        &format!("/admin/tenants/{t}/agents"),
+        ADMIN,
+        "CreateAgentRequest",
+        json!({"name": "a"}),
+    );
+    probe_request_schema(
+        &api,
+        "PATCH",
+        &format!("/admin/tenants/{t}/agents/{}", w.aid),
+        ADMIN,
+        "UpdateAgentRequest",
+        json!({}),
+    );
+    probe_request_schema(
+        &api,
+        "POST",
+        &format!("/admin/tenants/{t}/api-keys"),
+        ADMIN,
+        "CreateApiKeyRequest",
+        json!({}),
+    );
+    probe_request_schema(
+        &api,
+        "POST",
+        &format!("/admin/tenants/{t}/webhooks"),
+        ADMIN,
+        "CreateWebhookRequest",
+        json!({"url": "https://example.com/h"}),
+    );
+    probe_request_schema(
+        &api,
+        "PATCH",
+        &format!("/admin/tenants/{t}/webhooks/{}", w.wid),
+        ADMIN,
+        "UpdateWebhookRequest",
+        json!({}),
+    );
+    probe_request_schema(
+        &api,
+        "POST",
+        &format!("/admin/tenants/{t}/webhooks/{}/rotate", w.wid),
+        ADMIN,
+        "RotateWebhookSecretRequest",
+        json!({}),
+    );
+    probe_request_schema(
+        &api,
+        "POST",
+        "/admin/sidecars",
+        ADMIN,
+        "CreateSidecarRequest",
+        json!({"sidecar_id": "sc-probe", "region": "local"}),
+    );
+
+    // The query parameters of GET /v1/calls.
+    let list = |q: &str| api.send("GET", &format!("/v1/calls?{q}"), Some(&w.key), None);
+    for i in 0..LIST_LIMIT_DEFAULT {
+        expect(
+            api.send(
+                "POST",
+                "/v1/calls",
+                Some(&w.key),
+                Some(&json!({"phone": format!("+1415555{:04}", 2000 + i)})),
+            ),
+            201,
+        );
+    }
+    assert_eq!(
+        expect(list(""), 200)["data"].as_array().unwrap().len(),
+        LIST_LIMIT_DEFAULT as usize
+    );
+    expect(list("limit=1"), 200);
+    expect(list(&format!("limit={LIST_LIMIT_MAX}")), 200);
+    for bad in [
+        "limit=0".to_string(),
+        format!("limit={}", LIST_LIMIT_MAX + 1),
+        "limit=x".into(),
+        "status=nope".into(),
+        "zz=1".into(),
+        "limit=1&limit=2".into(),
+    ] {
+        expect_error(list(&bad), 400, "invalid_parameter");
+    }
+    for s in CallStatus::ALL {
+        expect(list(&format!("status={}", s.as_str())), 200);
+    }
+    let names: Vec<&str> = CallStatus::ALL.iter().map(|s| s.as_str()).collect();
+    expect(list(&format!("status={}", names.join(","))), 200);
+}
+
+// ---- every route, its successes and its errors, against the spec ----
+
+#[test]
+fn every_route_answers_as_documented() {
+    let api = Api::new();
+    let spec = api.spec.clone();
+
+    expect(api.send("GET", "/healthz", None, None), 200);
+    assert_eq!(
+        expect(api.send("GET", "/v1/openapi.json", None, None), 200),
+        spec
+    );
+    expect_error(api.send("GET", "/v1/nope", None, None), 404, "not_found");
+    expect_error(
+        api.send("DELETE", "/v1/calls", None, None),
+        405,
+        "method_not_allowed",
+    );
+
+    // Admin, the happy paths.
+    let w = provision(&api, "main");
+    let t = w.tid.clone();
+    let tp = format!("/admin/tenants/{t}");
+    expect(api.admin("GET", &tp, None), 200);
+    expect(
+        api.admin(
+            "PATCH",
+            &tp,
+            Some(json!({"name": "Main Co", "disabled": false})),
+        ),
+        200,
+    );
+    let a2 = expect(
+        api.admin(
+            "POST",
+            &format!("{tp}/agents"),
+            Some(json!({
+        "name": "second", "system_prompt": "Be brief.", "voice": "alloy", "language": "pt-BR",
+        "default_engine": "gemini_live", "model": "m", "enabled": true, "default": false})),
+        ),
+        201,
+    );
+    assert_eq!(a2["default"], false);
+    let a2 = id_of(&a2);
+    assert_eq!(
+        expect(api.admin("GET", &format!("{tp}/agents"), None), 200)["data"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+    expect(api.admin("GET", &format!("{tp}/agents/{a2}"), None), 200);
+    expect(
+        api.admin(
+            "PATCH",
+            &format!("{tp}/agents/{a2}"),
+            Some(json!({"default": true})),
+        ),
+        200,
+    );
+    expect(
+        api.admin("PATCH", &tp, Some(json!({"default_agent_id": w.aid}))),
+        200,
+    );
+    expect_error(
+        api.admin(
+            "PATCH",
+            &tp,
+            Some(json!({"default_agent_id": "agt_00000000000000000000"})),
+        ),
+        422,
+        "unknown_agent",
+    );
+    let k2 = expect(
+        api.raw("POST", &format!("{tp}/api-keys"), Some(ADMIN), None, b""),
+        201,
+    );
+    let k2 = id_of(&k2);
+    expect(api.admin("GET", &format!("{tp}/api-keys"), None), 200);
+    let revoked = expect(
+        api.admin("DELETE", &format!("{tp}/api-keys/{k2}"), None),
+        200,
+    );
+    assert!(revoked["revoked_at"].is_string());
+    assert_eq!(
+        expect(
+            api.admin("DELETE", &format!("{tp}/api-keys/{k2}"), None),
+            200
+        ),
+        revoked
+    );
+    expect(
+        api.admin(
+            "POST",
+            &format!("{tp}/webhooks"),
+            Some(json!({"url": "http://127.0.0.1:9/h", "events": ["call.completed"]})),
+        ),
+        201,
+    );
+    expect_error(
+        api.admin(
+            "POST",
+            &format!("{tp}/webhooks"),
+            Some(json!({"url": "http://example.com/h"})),
+        ),
+        422,
+        "invalid_url",
+    );
+    expect(api.admin("GET", &format!("{tp}/webhooks"), None), 200);
+    // Sidecars: create (again = rotate), list, revoke (idempotent).
+    let sc = expect(
+        api.admin(
+            "POST",
+            "/admin/sidecars",
+            Some(json!({"sidecar_id": "sc-extra", "region": "eu-1"})),
+        ),
+        201,
+    );
+    let rotated = expect(
+        api.admin(
+            "POST",
+            "/admin/sidecars",
+            Some(json!({"sidecar_id": "sc-extra", "region": "eu-1"})),
+        ),
+        201,
+    );
+    assert_ne!(sc["secret"], rotated["secret"]);
+    assert!(
+        expect(api.admin("GET", "/admin/sidecars", None), 200)["data"]
+            .as_array()
+            .unwrap()
+            .len()
+            >= 2
+    );
+    let gone = expect(api.admin("DELETE", "/admin/sidecars/sc-extra", None), 200);
+    assert!(gone["revoked_at"].is_string());
+    assert_eq!(
+        expect(api.admin("DELETE", "/admin/sidecars/sc-extra", None), 200),
+        gone
+    );
+    expect_error(
+        api.admin(
+            "POST",
+            "/admin/sidecars",
+            Some(json!({"sidecar_id": "-bad", "region": "eu-1"})),
+        ),
+        422,
+        "invalid_value",
+    );
+
+    // Calls.
+    let key = Some(w.key.as_str());
+    let created = api.send("POST", "/v1/calls", key, Some(&json!({
+        "phone": "+442071838750", "name": "Ada", "email": "ada@example.org", "metadata": {"crm": 7},
+        "agent_id": a2, "system_prompt": "hi", "voice": "alloy", "language": "en-GB", "model": "gpt-realtime",
+        "max_seconds": 3600, "retries": 10, "retry_delay_minutes": 1440, "schedule_at": "2025-11-26T09:00:00Z"})));
+    let location = created
+        .headers
+        .iter()
+        .find(|(h, _)| h == "Location")
+        .map(|(_, v)| v.clone())
+        .unwrap();
+    let scheduled = expect(created, 201);
+    assert_eq!(
+        (scheduled["status"].as_str(), location),
+        (
+            Some("scheduled"),
+            format!("/v1/calls/{}", id_of(&scheduled))
+        )
+    );
+    let page = expect(
+        api.send(
+            "GET",
+            "/v1/calls?status=queued,scheduled&limit=1",
+            key,
+            None,
+        ),
+        200,
+    );
+    assert_eq!(page["has_more"], true);
+    let cursor = page["next_cursor"].as_str().unwrap().to_string();
+    expect(
+        api.send(
+            "GET",
+            &format!("/v1/calls?status=queued,scheduled&limit=1&cursor={cursor}"),
+            key,
+            None,
+        ),
+        200,
+    );
+    expect_error(
+        api.send(
+            "GET",
+            &format!("/v1/calls?status=queued&cursor={cursor}"),
+            key,
+            None,
+        ),
+        400,
+        "invalid_cursor",
+    );
+    expect_error(
+        api.send("GET", "/v1/calls?cursor=!!", key, None),
+        400,
+        "invalid_cursor",
+    );
+    expect_error(
+        api.send("GET", "/v1/calls?limit=0", key, None),
+        400,
+        "invalid_parameter",
+    );
+    expect(
+        api.send("GET", &format!("/v1/calls/{}", w.cid), key, None),
+        200,
+    );
+    let tr = expect(
+        api.send("GET", &format!("/v1/calls/{}/transcript", w.cid), key, None),
+        200,
+    );
+    assert_eq!(
+        (tr["object"].as_str(), tr["turns"].as_array().map(Vec::len)),
+        (Some("transcript"), Some(0))
+    );
+    let txt = api.send(
+        "GET",
+        &format!("/v1/calls/{}/transcript?format=txt", w.cid),
+        key,
+        None,
+    );
+    assert_eq!((txt.status, txt.body.as_str()), (200, ""));
+    expect_error(
+        api.send(
+            "GET",
+            &format!("/v1/calls/{}/transcript?format=pdf", w.cid),
+            key,
+            None,
+        ),
+        400,
+        "invalid_parameter",
+    );
+    let txt = api.send(
+        "GET",
+        &format!("/v1/calls/{}/transcript.txt", w.cid),
+        key,
+        None,
+    );
+    assert_eq!((txt.status, txt.body.as_str()), (200, ""));
+    assert_eq!(
+        expect(
+            api.send(
+                "GET",
+                &format!("/v1/calls/{}/transcript.json?format=txt", w.cid),
+                key,
+                None
+            ),
+            200
+        )["object"],
+        "transcript"
+    );
+    expect_error(
+        api.send(
+            "GET",
+            &format!("/v1/calls/{}/transcript.pdf", w.cid),
+            key,
+            None,
+        ),
+        400,
+        "invalid_parameter",
+    );
+    // Recordings: none yet (404), then one stored by an upload.
+    let none = expect_error(
+        api.send("GET", &format!("/v1/calls/{}/recording", w.cid), key, None),
+        404,
+        "recording_not_found",
+    );
+    assert!(
+        none["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("without record: true"),
+        "{none}"
+    );
+    let info = crate::calls::store::RecordingInfo {
+        attempt: 1,
+        object_key: crate::calls::recordings::object_key(&t, &w.cid, 1),
+        content_type: "audio/wav".into(),
+        bytes: 32_044,
+        sha256: "0".repeat(64),
+        duration_ms: 1_000,
+        saved_at: "2026-11-25T15:00:00.000Z".into(),
+    };
+    crate::calls::store::recording_saved(&*api.calls.rows(&t), &w.cid, &info, NOW).unwrap();
+    let wav = api.send("GET", &format!("/v1/calls/{}/recording", w.cid), key, None);
+    assert_eq!(
+        (wav.status, wav.stored_object.as_deref()),
+        (200, Some(info.object_key.as_str()))
+    );
+    // Hangup: waiting -> cancelled (200), ended -> unchanged (200), live -> requested (202).
+    let cancelled = expect(
+        api.send(
+            "POST",
+            &format!("/v1/calls/{}/hangup", w.cid),
+            key,
+            Some(&json!({})),
+        ),
+        200,
+    );
+    assert_eq!(cancelled["status"], "cancelled");
+    expect(
+        api.raw(
+            "POST",
+            &format!("/v1/calls/{}/hangup", w.cid),
+            key,
+            None,
+            b"",
+        ),
+        200,
+    );
+    let live = id_of(&expect(
+        api.send(
+            "POST",
+            "/v1/calls",
+            key,
+            Some(&json!({"phone": "+14155550101"})),
+        ),
+        201,
+    ));
+    {
+        // A sidecar leased and acked it: live in the queue, dialing in its store.
+        let mut queues = api.calls.dispatch_queues.queues.borrow_mut();
+        let q = queues.get_mut("local").unwrap();
+        let (offers, _) = q.lease("s1", 10, NOW, &Default::default());
+        for o in offers {
+            q.ack("s1", &o.lease_id, true, NOW);
+        }
+    }
+    let hung = expect(
+        api.raw("POST", &format!("/v1/calls/{live}/hangup"), key, None, b""),
+        202,
+    );
+    assert!(hung["hangup_requested_at"].is_string());
+    expect(
+        api.raw("POST", &format!("/v1/calls/{live}/hangup"), key, None, b""),
+        202,
+    );
+    // Agent rules.
+    expect(
+        api.admin(
+            "PATCH",
+            &format!("{tp}/agents/{a2}"),
+            Some(json!({"enabled": false})),
+        ),
+        200,
+    );
+    expect_error(
+        api.send(
+            "POST",
+            "/v1/calls",
+            key,
+            Some(&json!({"phone": "+14155550100", "agent_id": a2})),
+        ),
+        409,
+        "agent_disabled",
+    );
+    expect_error(
+        api.send(
+            "POST",
+            "/v1/calls",
+            key,
+            Some(&json!({"phone": "+14155550100", "agent_id": "agt_00000000000000000000"})),
+        ),
+        422,
+        "unknown_agent",
+    );
+    let bare = id_of(&expect(
+        api.admin("POST", "/admin/tenants", Some(json!({"name": "bare"}))),
+        201,
+    ));
+    let bare_key = expect(
+        api.admin(
+            "POST",
+            &format!("/admin/tenants/{bare}/api-keys"),
+            Some(json!({})),
+        ),
+        201,
+    )["key"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    expect_error(
+        api.send(
+            "POST",
+            "/v1/calls",
+            Some(&bare_key),
+            Some(&json!({"phone": "+14155550100"})),
+        ),
+        422,
+        "agent_required",
+    );
+    expect_error(
+        api.send(
+            "POST",
+            "/v1/calls",
+            key,
+            Some(&json!({"phone": "+14155550100", "schedule_at": "2025-11-25T14:00:00Z"})),
+        ),
+        422,
+        "schedule_in_past",
+    );
+    expect_error(api.send("POST", "/v1/calls", key, Some(&json!({"phone": "+14155550100", "metadata": {"k": "m".repeat(MAX_METADATA_BYTES)}}))), 422, "metadata_too_large");
+
+    // One call at a time per agent and number.
+    expect(
+        api.send(
+            "POST",
+            "/v1/calls",
+            key,
+            Some(&json!({"phone": "+14155550102"})),
+        ),
+        201,
+    );
+    expect_error(
+        api.send(
+            "POST",
+            "/v1/calls",
+            key,
+            Some(&json!({"phone": "+14155550102"})),
+        ),
+        409,
+        "call_in_progress",
+    );
+    // A full concurrency cap refuses a call that asks to be refused (provision queued one call).
+    let capped = provision(&api, "capped");
+    expect(
+        api.admin(
+            "PATCH",
+            &format!("/admin/tenants/{}", capped.tid),
+            Some(json!({"max_concurrent_calls": 1})),
+        ),
+        200,
+    );
+    let over = json!({"phone": "+14155550103", "on_concurrency_limit": "reject"});
+    expect_error(
+        api.send("POST", "/v1/calls", Some(&capped.key), Some(&over)),
+        429,
+        "concurrency_limit_reached",
+    );
+    // A key that requires signatures refuses unsigned requests.
+    let signed = expect(
+        api.admin(
+            "POST",
+            &format!("{tp}/api-keys"),
+            Some(json!({"name": "signed", "require_signature": true})),
+        ),
+        201,
+    );
+    assert!(signed["signing_secret"].is_string());
+    expect_error(
+        api.send("GET", "/v1/calls", signed["key"].as_str(), None),
+        401,
+        "invalid_request_signature",
+    );
+    // A calling window (NOW is a Tuesday): moved, or refused on request.
+    let windowed = expect(api.admin("POST", &format!("{tp}/agents"), Some(json!({"name": "weekend",
+        "calling_window": {"days": ["sat", "sun"], "start": "09:00", "end": "24:00", "time_zone": "Europe/Berlin"}}))), 201);
+    let moved = expect(
+        api.send(
+            "POST",
+            "/v1/calls",
+            key,
+            Some(&json!({"phone": "+14155550104", "agent_id": id_of(&windowed)})),
+        ),
+        201,
+    );
+    assert_eq!(moved["scheduled_reason"], "calling_window");
+    let refused =
+        json!({"phone": "+14155550105", "agent_id": id_of(&windowed), "outside_window": "reject"});
+    expect_error(
+        api.send("POST", "/v1/calls", key, Some(&refused)),
+        422,
+        "outside_calling_window",
+    );
+    // Rate limits: a tenant whose key allows one request answers 429 on every /v1 route after it.
+    let limited = provision(&api, "limited");
+    expect(
+        api.admin(
+            "PATCH",
+            &format!("/admin/tenants/{}", limited.tid),
+            Some(json!({"rate_limits": {"per_key": {"limit": 1, "window_seconds": 60}}})),
+        ),
+        200,
+    );
+    for (method, pattern, _) in ROUTES
+        .iter()
+        .filter(|r| r.1.starts_with("/v1/calls") || r.1.starts_with("/v1/webhooks"))
+    {
+        let body = (*method == "POST").then(|| json!({"phone": "+14155550123"}));
+        let body = if pattern.ends_with("/hangup") {
+            Some(json!({}))
+        } else {
+            body
+        };
+        expect_error(
+            api.send(
+                method,
+                &fill(pattern, world_param(&limited)),
+                Some(&limited.key),
+                body.as_ref(),
+            ),
+            429,
+            "rate_limited",
+        );
+    }
+
+    // Webhook endpoints: read, change, rotate (overlap or not), delete.
+    let wh = expect(
+        api.admin(
+            "POST",
+            &format!("{tp}/webhooks"),
+            Some(json!({"url": "https://hooks.example.com/2", "retry_schedule": [1, 2]})),
+        ),
+        201,
+    );
+    let whp = format!("{tp}/webhooks/{}", id_of(&wh));
+    assert_eq!(
+        expect(api.admin("GET", &whp, None), 200)["retry_schedule"],
+        json!([1, 2])
+    );
+    let changed = expect(
+        api.admin(
+            "PATCH",
+            &whp,
+            Some(json!({"events": ["call.completed"], "enabled": false})),
+        ),
+        200,
+    );
+    assert_eq!(
+        (changed["events"].clone(), changed["enabled"].clone()),
+        (json!(["call.completed"]), json!(false))
+    );
+    let rotated = expect(
+        api.admin(
+            "POST",
+            &format!("{whp}/rotate"),
+            Some(json!({"overlap_seconds": 60})),
+        ),
+        200,
+    );
+    assert!(
+        rotated["previous_secret_expires_at"].is_string() && rotated["secret"] != wh["secret"],
+        "{rotated}"
+    );
+    let at_once = expect(
+        api.admin(
+            "POST",
+            &format!("{whp}/rotate"),
+            Some(json!({"overlap_seconds": 0})),
+        ),
+        200,
+    );
+    assert!(at_once["previous_secret_expires_at"].is_null());
+    expect(
+        api.raw("POST", &format!("{whp}/rotate"), Some(ADMIN), None, b""),
+        200,
+    );
+    expect_error(
+        api.admin(
+            "PATCH",
+            &whp,
+            Some(json!({"url": "https://169.254.169.254/x"})),
+        ),
+        422,
+        "invalid_url",
+    );
+    expect(api.admin("DELETE", &whp, None), 200);
+    expect_error(api.admin("GET", &whp, None), 404, "webhook_not_found");
+    // The delivery log: list (filters, cursor), read, redeliver.
+    deliver_all(&api);
+    let dp = "/v1/webhooks/deliveries";
+    let page = expect(
+        api.send(
+            "GET",
+            &format!("{dp}?event=call.queued&status=delivered&limit=1"),
+            key,
+            None,
+        ),
+        200,
+    );
+    assert_eq!(page["has_more"], true, "{page}");
+    let cursor = page["next_cursor"].as_str().unwrap().to_string();
+    expect(
+        api.send(
+            "GET",
+            &format!("{dp}?event=call.queued&status=delivered&limit=1&cursor={cursor}"),
+            key,
+            None,
+        ),
+        200,
+    );
+    expect_error(
+        api.send(
+            "GET",
+            &format!("{dp}?status=delivered&cursor={cursor}"),
+            key,
+            None,
+        ),
+        400,
+        "invalid_cursor",
+    );
+    expect_error(
+        api.send("GET", &format!("{dp}?status=nope"), key, None),
+        400,
+        "invalid_parameter",
+    );
+    expect_error(
+        api.send("GET", &format!("{dp}?event=call.nope"), key, None),
+        400,
+        "invalid_parameter",
+    );
+    let one = expect(api.send("GET", &format!("{dp}/{}", w.did), key, None), 200);
+    assert_eq!(
+        (
+            one["status"].as_str(),
+            one["attempts"][0]["status_code"].as_u64()
+        ),
+        (Some("delivered"), Some(200))
+    );
+    expect(
+        api.send("POST", &format!("{dp}/{}/redeliver", w.did), key, None),
+        202,
+    );
+    assert_eq!(api.outbox.take().len(), 1, "redelivery queues one job");
+    let wep = format!("{tp}/webhooks/{}", w.wid);
+    expect(
+        api.admin("PATCH", &wep, Some(json!({"enabled": false}))),
+        200,
+    );
+    expect_error(
+        api.send("POST", &format!("{dp}/{}/redeliver", w.did), key, None),
+        409,
+        "webhook_disabled",
+    );
+    expect(
+        api.admin("PATCH", &wep, Some(json!({"enabled": true}))),
+        200,
+    );
+
+    // Each operation's generic failures: credentials, body, missing objects.
+    let disabled = provision(&api, "disabled");
+    expect(
+        api.admin(
+            "PATCH",
+            &format!("/admin/tenants/{}", disabled.tid),
+            Some(json!({"disabled": true})),
+        ),
+        200,
+    );
+    let too_big = format!("{{{}}}", " ".repeat(MAX_BODY_BYTES));
+    for (method, pattern, _) in ROUTES {
+        let Some(scheme) = security_of(&spec, method, pattern) else {
+            continue;
+        };
+        let token = if scheme == "bearerAuth" {
+            w.key.as_str()
+        } else {
+            ADMIN
+        };
+        let path = fill(pattern, world_param(&w));
+        expect_error(
+            api.raw(method, &path, None, None, b""),
+            401,
+            "missing_credentials",
+        );
+        expect_error(
+            api.raw(method, &path, Some("ak_wrong"), None, b""),
+            401,
+            "invalid_credentials",
+        );
+        // This address has failed before: with a limit of one it is blocked,
+        // for admin routes even with the right token.
+        api.auth_limit.set(1);
+        expect_error(
+            api.raw(method, &path, Some("ak_wrong"), None, b""),
+            429,
+            "too_many_failed_attempts",
+        );
+        if scheme != "bearerAuth" {
+            expect_error(
+                api.raw(method, &path, Some(ADMIN), None, b""),
+                429,
+                "too_many_failed_attempts",
+            );
+        }
+        api.auth_limit.set(crate::traffic::LIMIT_MAX);
+        if scheme == "bearerAuth" {
+            let path = fill(pattern, world_param(&disabled));
+            expect_error(
+                api.raw(method, &path, Some(&disabled.key), None, b""),
+                403,
+                "tenant_disabled",
+            );
+        }
+        if !operation_of(&spec, method, pattern)["requestBody"].is_null() {
+            let j = Some(JSON_CT);
+            expect_error(
+                api.raw(method, &path, Some(token), j, too_big.as_bytes()),
+                413,
+                "payload_too_large",
+            );
+            expect_error(
+                api.raw(method, &path, Some(token), Some("text/plain"), b"{}"),
+                415,
+                "unsupported_media_type",
+            );
+            expect_error(
+                api.raw(method, &path, Some(token), j, b"{\"a\":"),
+                400,
+                "invalid_json",
+            );
+            expect_error(
+                api.raw(method, &path, Some(token), j, b"{\"zz\":1}"),
+                400,
+                "unknown_field",
+            );
+            expect_error(
+                api.raw(method, &path, Some(token), j, b"[1]"),
+                422,
+                "invalid_type",
+            );
+        }
+        // Each path parameter in turn names nothing.
+        let params: Vec<&str> = pattern
+            .split('/')
+            .filter_map(|s| s.strip_prefix('{')?.strip_suffix('}'))
+            .collect();
+        for missing in &params {
+            let path = fill(pattern, |name| {
+                if name == *missing {
+                    missing_id(name)
+                } else {
+                    world_param(&w)(name)
+                }
+            });
+            let body = (*method != "GET" && *method != "DELETE").then(|| json!({}));
+            let code = format!(
+                "{}_not_found",
+                missing.trim_end_matches("_id").replace("key", "api_key")
+            );
+            expect_error(
+                api.send(method, &path, Some(token), body.as_ref()),
+                404,
+                &code,
+            );
+        }
+        // Storage down.
+        let body = match (*method, *pattern) {
+            ("POST", "/admin/tenants") => br#"{"name":"x"}"#.as_slice(),
+            ("POST", "/admin/sidecars") => br#"{"sidecar_id":"sc-1","region":"local"}"#.as_slice(),
+            _ => b"".as_slice(),
+        };
+        let ct = (!body.is_empty()).then_some(JSON_CT);
+        expect_error(
+            api.send_to(&DownKv, method, &path, Some(token), ct, body),
+            503,
+            "storage_unavailable",
+        );
+    }
+    // A record that cannot be read is a 500 wherever it is read: the
+    // tenant (every tenant route) and the sidecar (the sidecar routes).
+    let wp = world_param(&w);
+    block_on(
+        api.kv
+            .put(&crate::model::keys::tenant(&t), "{not json", None),
+    )
+    .unwrap();
+    block_on(
+        api.kv
+            .put(&crate::model::keys::sidecar(&w.sid), "{not json", None),
+    )
+    .unwrap();
+    for (method, pattern, _) in ROUTES {
+        let Some(scheme) = security_of(&spec, method, pattern) else {
+            continue;
+        };
+        // These only write.
+        if matches!(
+            (*method, *pattern),
+            ("POST", "/admin/tenants") | ("POST", "/admin/sidecars")
+        ) {
+            continue;
+        }
+        let token = if scheme == "bearerAuth" {
+            w.key.as_str()
+        } else {
+            ADMIN
+        };
+        expect_error(
+            api.raw(method, &fill(pattern, &wp), Some(token), None, b""),
+            500,
+            "internal_error",
+        );
+    }
+
+    // Every documented response was seen, except what cannot happen here.
+    let unreachable: BTreeSet<(String, String, String)> =
+        // Creating a tenant or a sidecar reads nothing, and writes cannot be corrupt.
+        [("POST", "/admin/tenants", "500"), ("POST", "/admin/sidecars", "500")].iter().map(|(a, b, c)| (a.to_string(), b.to_string(), c.to_string())).collect();
+    let mut documented = BTreeSet::new();
+    for (method, pattern, _) in ROUTES {
+        for status in operation_of(&spec, method, pattern)["responses"]
+            .as_object()
+            .unwrap()
+            .keys()
+        {
+            documented.insert((method.to_string(), pattern.to_string(), status.clone()));
+        }
+    }
+    assert!(unreachable.is_subset(&documented));
+    let seen = api.seen.borrow();
+    let missing: Vec<_> = documented
+        .difference(&seen)
+        .filter(|d| !unreachable.contains(*d))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "documented but never produced: {missing:?}"
+    );
+}

@@ -1,0 +1,392 @@
+//! The webhook routes: endpoints under the admin API (create, read, change,
+//! delete, rotate the secret) and the tenant's delivery log under
+//! `/v1/webhooks/deliveries` (list, read, redeliver). Pure, like the rest of `api`.
+
+use crate::api::env::Env;
+use crate::api::fields::{parse_object, Fields};
+use crate::api::list::{
+    decode_list_cursor, encode_list_cursor, list_response, list_values, parse_list_filter,
+    parse_list_limit, parse_query_params,
+};
+use crate::api::router::RouteId;
+use crate::dispatch::port::DispatchQueues;
+use crate::engine_keys::secrets_sealing_key;
+use crate::engine_keys::{SecretOwner, StoredSecret};
+use crate::error::{ApiError, ErrorCode};
+use crate::http::{ApiRequest, ApiResponse};
+use crate::ids::{self, rfc3339_ms};
+use crate::limits::MAX_BODY_BYTES;
+use crate::limits::{WEBHOOK_EVENT_MAX, WEBHOOK_URL_MAX};
+use crate::model::{keys, Tenant, WebhookEndpoint};
+use crate::store::{get_json, put_json, Kv};
+use crate::url_guard;
+use crate::webhooks::delivery::{self, DeliveryRecord, DeliveryStatus};
+use crate::webhooks::events::WEBHOOK_EVENTS;
+use serde_json::{json, Value};
+
+type Result<T> = std::result::Result<T, ApiError>;
+
+pub const WEBHOOK_FIELDS: &[&str] = &["url", "events", "enabled", "retry_schedule"];
+/// KV list calls one listing request may spend when a filter skips keys.
+const LIST_MAX_SCANS: usize = 10;
+
+/// Admin routes on `/admin/tenants/{tenant_id}/webhooks[/{webhook_id}[/rotate]]`.
+pub(crate) async fn admin_route<K: Kv, D: DispatchQueues>(
+    env: &Env<'_, K, D>,
+    req: &ApiRequest,
+    id: RouteId,
+    tenant: &Tenant,
+    wid: &str,
+) -> Result<ApiResponse> {
+    match id {
+        RouteId::CreateWebhook => create(env, req, tenant).await,
+        RouteId::ListWebhooks => {
+            let list = list_values(env, &keys::webhooks_prefix(&tenant.id)).await?;
+            Ok(list_response(
+                list.iter().map(WebhookEndpoint::to_public).collect(),
+            ))
+        }
+        RouteId::GetWebhook => Ok(ApiResponse::json(
+            200,
+            &load(env, &tenant.id, wid).await?.to_public(),
+        )),
+        RouteId::UpdateWebhook => update(env, req, tenant, wid).await,
+        RouteId::DeleteWebhook => {
+            let endpoint = load(env, &tenant.id, wid).await?;
+            env.kv.delete(&keys::webhook(&tenant.id, wid)).await?;
+            Ok(ApiResponse::json(200, &endpoint.to_public()))
+        }
+        RouteId::RotateWebhookSecret => rotate(env, req, tenant, wid).await,
+        _ => Err(ApiError::new(
+            ErrorCode::InternalError,
+            "route without handler",
+        )),
+    }
+}
+
+/// `/v1/webhooks/deliveries[/{delivery_id}[/redeliver]]`, for the tenant of
+/// the API key (authenticated and rate limited by `api::v1_route`).
+pub(crate) async fn tenant_route<K: Kv, D: DispatchQueues>(
+    env: &Env<'_, K, D>,
+    req: &ApiRequest,
+    id: RouteId,
+    tenant: &Tenant,
+    did: &str,
+) -> Result<ApiResponse> {
+    match id {
+        RouteId::ListDeliveries => list_deliveries(env, req, tenant).await,
+        RouteId::GetDelivery => Ok(ApiResponse::json_text(
+            200,
+            load_delivery(env, &tenant.id, did).await?.to_public_json(),
+        )),
+        RouteId::RedeliverDelivery => redeliver(env, tenant, did).await,
+        _ => Err(ApiError::new(
+            ErrorCode::InternalError,
+            "route without handler",
+        )),
+    }
+}
+
+async fn load<K: Kv, D: DispatchQueues>(
+    env: &Env<'_, K, D>,
+    tid: &str,
+    wid: &str,
+) -> Result<WebhookEndpoint> {
+    let not_found = || {
+        ApiError::new(
+            ErrorCode::WebhookNotFound,
+            format!("no webhook endpoint '{wid}'"),
+        )
+    };
+    if !ids::is_id(wid, "wh") {
+        return Err(not_found());
+    }
+    get_json(env.kv, &keys::webhook(tid, wid))
+        .await?
+        .ok_or_else(not_found)
+}
+
+fn url_field(f: &Fields, dev_mode: bool) -> Result<Option<String>> {
+    let Some(url) = f.str_opt("url", WEBHOOK_URL_MAX)? else {
+        return Ok(None);
+    };
+    url_guard::check_webhook(&url, dev_mode)
+        .map_err(|why| ApiError::field(ErrorCode::InvalidUrl, "url", why))?;
+    Ok(Some(url))
+}
+
+fn events_field(f: &Fields) -> Result<Option<Vec<String>>> {
+    let events = f.str_list_opt("events", WEBHOOK_EVENTS.len(), WEBHOOK_EVENT_MAX)?;
+    if let Some(bad) = events
+        .iter()
+        .flatten()
+        .find(|e| !WEBHOOK_EVENTS.contains(&e.as_str()))
+    {
+        return Err(ApiError::field(
+            ErrorCode::InvalidValue,
+            "events",
+            format!(
+                "unknown event '{bad}'; known: {}",
+                WEBHOOK_EVENTS.join(", ")
+            ),
+        ));
+    }
+    Ok(events)
+}
+
+/// Steps of at least 1 s in development, 30 s in production; at most a day.
+fn schedule_field(f: &Fields, dev_mode: bool) -> Result<Option<Vec<u32>>> {
+    let min = i64::from(delivery::min_retry_step(dev_mode));
+    let steps = f.int_list_opt(
+        "retry_schedule",
+        delivery::MAX_RETRY_STEPS,
+        min,
+        i64::from(delivery::MAX_RETRY_STEP),
+    )?;
+    Ok(steps.map(|s| s.into_iter().map(|n| n as u32).collect()))
+}
+
+/// The public form plus the new clear secret: the one time it leaves the edge.
+fn created_body(endpoint: &WebhookEndpoint, clear_secret: &str) -> Value {
+    let mut body = endpoint.to_public();
+    body["secret"] = json!(clear_secret);
+    body
+}
+
+fn owner<'a>(tid: &'a str, wid: &'a str) -> SecretOwner<'a> {
+    SecretOwner::Webhook {
+        tenant: tid,
+        endpoint: wid,
+    }
+}
+
+async fn create<K: Kv, D: DispatchQueues>(
+    env: &Env<'_, K, D>,
+    req: &ApiRequest,
+    tenant: &Tenant,
+) -> Result<ApiResponse> {
+    let f = parse_object(
+        req.content_type.as_deref(),
+        &req.body,
+        MAX_BODY_BYTES,
+        WEBHOOK_FIELDS,
+    )?;
+    if !f.has("url") {
+        return Err(ApiError::field(
+            ErrorCode::MissingField,
+            "url",
+            "'url' is required",
+        ));
+    }
+    let url = url_field(&f, env.dev_mode)?.unwrap_or_default();
+    let sealing = secrets_sealing_key(env.sealing_key)?;
+    let now = rfc3339_ms(env.now_ms);
+    let id = ids::random_id("wh");
+    let secret = ids::mint_webhook_secret();
+    let endpoint = WebhookEndpoint {
+        secret: StoredSecret::seal(sealing, owner(&tenant.id, &id), &secret),
+        id,
+        url,
+        events: events_field(&f)?.unwrap_or_default(),
+        enabled: f.bool_opt("enabled")?.unwrap_or(true),
+        created_at: now.clone(),
+        retry_schedule: schedule_field(&f, env.dev_mode)?
+            .unwrap_or_else(crate::model::default_retry_schedule),
+        disabled_reason: None,
+        previous_secret: None,
+        previous_secret_expires_ms: None,
+        updated_at: Some(now),
+    };
+    put_json(
+        env.kv,
+        &keys::webhook(&tenant.id, &endpoint.id),
+        &endpoint,
+        None,
+    )
+    .await?;
+    Ok(ApiResponse::json(201, &created_body(&endpoint, &secret)))
+}
+
+async fn update<K: Kv, D: DispatchQueues>(
+    env: &Env<'_, K, D>,
+    req: &ApiRequest,
+    tenant: &Tenant,
+    wid: &str,
+) -> Result<ApiResponse> {
+    let mut endpoint = load(env, &tenant.id, wid).await?;
+    let f = parse_object(
+        req.content_type.as_deref(),
+        &req.body,
+        MAX_BODY_BYTES,
+        WEBHOOK_FIELDS,
+    )?;
+    if let Some(url) = url_field(&f, env.dev_mode)? {
+        endpoint.url = url;
+    }
+    if let Some(events) = events_field(&f)? {
+        endpoint.events = events;
+    }
+    if let Some(schedule) = schedule_field(&f, env.dev_mode)? {
+        endpoint.retry_schedule = schedule;
+    }
+    if let Some(enabled) = f.bool_opt("enabled")? {
+        if enabled {
+            endpoint.disabled_reason = None;
+        }
+        endpoint.enabled = enabled;
+    }
+    endpoint.updated_at = Some(rfc3339_ms(env.now_ms));
+    endpoint.seal_legacy_secrets(&tenant.id, env.sealing_key);
+    put_json(env.kv, &keys::webhook(&tenant.id, wid), &endpoint, None).await?;
+    Ok(ApiResponse::json(200, &endpoint.to_public()))
+}
+
+/// A new secret, shown once; the old one keeps signing (alongside) for the overlap.
+async fn rotate<K: Kv, D: DispatchQueues>(
+    env: &Env<'_, K, D>,
+    req: &ApiRequest,
+    tenant: &Tenant,
+    wid: &str,
+) -> Result<ApiResponse> {
+    let mut endpoint = load(env, &tenant.id, wid).await?;
+    let overlap_seconds = if req.body.iter().all(u8::is_ascii_whitespace) {
+        None
+    } else {
+        parse_object(
+            req.content_type.as_deref(),
+            &req.body,
+            MAX_BODY_BYTES,
+            &["overlap_seconds"],
+        )?
+        .int_opt(
+            "overlap_seconds",
+            0,
+            delivery::MAX_ROTATION_OVERLAP_SECONDS as i64,
+        )?
+    };
+    let overlap_ms =
+        overlap_seconds.map_or(delivery::DEFAULT_ROTATION_OVERLAP_SECONDS, |s| s as u64) * 1000;
+    let sealing = secrets_sealing_key(env.sealing_key)?;
+    let secret = ids::mint_webhook_secret();
+    let new = StoredSecret::seal(sealing, owner(&tenant.id, wid), &secret);
+    let old = std::mem::replace(&mut endpoint.secret, new);
+    endpoint.previous_secret = (overlap_ms > 0).then_some(old);
+    endpoint.previous_secret_expires_ms = (overlap_ms > 0).then_some(env.now_ms + overlap_ms);
+    endpoint.updated_at = Some(rfc3339_ms(env.now_ms));
+    endpoint.seal_legacy_secrets(&tenant.id, env.sealing_key);
+    put_json(env.kv, &keys::webhook(&tenant.id, wid), &endpoint, None).await?;
+    Ok(ApiResponse::json(200, &created_body(&endpoint, &secret)))
+}
+
+// ---- the delivery log ----
+
+async fn load_delivery<K: Kv, D: DispatchQueues>(
+    env: &Env<'_, K, D>,
+    tid: &str,
+    did: &str,
+) -> Result<DeliveryRecord> {
+    let not_found = || {
+        ApiError::new(
+            ErrorCode::DeliveryNotFound,
+            format!("no webhook delivery '{did}'"),
+        )
+    };
+    if !ids::is_id(did, "dlv") {
+        return Err(not_found());
+    }
+    get_json(env.kv, &keys::webhook_delivery(tid, did))
+        .await?
+        .ok_or_else(not_found)
+}
+
+/// Queues the delivery again with a fresh retry schedule (202). The log
+/// shows the new attempts as they happen, marked `manual`.
+async fn redeliver<K: Kv, D: DispatchQueues>(
+    env: &Env<'_, K, D>,
+    tenant: &Tenant,
+    did: &str,
+) -> Result<ApiResponse> {
+    let record = load_delivery(env, &tenant.id, did).await?;
+    let endpoint: Option<WebhookEndpoint> =
+        get_json(env.kv, &keys::webhook(&tenant.id, &record.endpoint_id)).await?;
+    if !endpoint.is_some_and(|e| e.enabled) {
+        return Err(ApiError::new(
+            ErrorCode::WebhookDisabled,
+            format!(
+                "webhook endpoint '{}' is disabled or was deleted",
+                record.endpoint_id
+            ),
+        ));
+    }
+    env.outbox
+        .push(vec![record.redelivery_job(&tenant.id, env.now_ms)]);
+    Ok(ApiResponse::json_text(202, record.to_public_json()))
+}
+
+struct Query {
+    events: Vec<String>,
+    statuses: Vec<String>,
+    filter_text: String,
+    limit: u32,
+    kv_cursor: Option<String>,
+}
+
+fn parse_query(query: &str) -> Result<Query> {
+    let [event, status, limit, cursor] =
+        parse_query_params(query, ["event", "status", "limit", "cursor"])?;
+    let events = parse_list_filter("event", event.as_deref(), WEBHOOK_EVENTS)?;
+    let statuses = parse_list_filter("status", status.as_deref(), &DeliveryStatus::NAMES)?;
+    let filter_text = format!(
+        "{}|{}",
+        event.unwrap_or_default(),
+        status.unwrap_or_default()
+    );
+    let limit = parse_list_limit(limit)?;
+    let kv_cursor = decode_list_cursor(cursor, &filter_text)?;
+    Ok(Query {
+        events,
+        statuses,
+        filter_text,
+        limit,
+        kv_cursor,
+    })
+}
+
+/// Newest first, from KV key metadata only (as call listing does).
+async fn list_deliveries<K: Kv, D: DispatchQueues>(
+    env: &Env<'_, K, D>,
+    req: &ApiRequest,
+    tenant: &Tenant,
+) -> Result<ApiResponse> {
+    let q = parse_query(&req.query)?;
+    let prefix = keys::webhook_deliveries_prefix(&tenant.id);
+    let mut data = Vec::new();
+    let mut cursor = q.kv_cursor;
+    for _ in 0..LIST_MAX_SCANS {
+        let want = q.limit - data.len() as u32;
+        let page = env.kv.list(&prefix, want, cursor.as_deref()).await?;
+        for entry in page.keys {
+            let meta = entry.metadata.unwrap_or(Value::Null);
+            let wanted = |filter: &[String], v: &Value| {
+                filter.is_empty() || v.as_str().is_some_and(|s| filter.iter().any(|f| f == s))
+            };
+            if wanted(&q.events, &meta["e"]) && wanted(&q.statuses, &meta["s"]) {
+                let id = entry.name.strip_prefix(&prefix).unwrap_or(&entry.name);
+                data.push(delivery::delivery_summary_from_metadata(id, &meta));
+            }
+        }
+        cursor = page.cursor;
+        if cursor.is_none() || data.len() as u32 >= q.limit {
+            break;
+        }
+    }
+    let next_cursor = cursor.map(|k| encode_list_cursor(k, &q.filter_text));
+    Ok(ApiResponse::json(
+        200,
+        &json!({"object": "list", "data": data, "has_more": next_cursor.is_some(), "next_cursor": next_cursor}),
+    ))
+}
+/// The SSRF guard on webhook URLs (see `url_guard`), also run at delivery.
+pub fn check_webhook_url(url: &str, dev_mode: bool) -> std::result::Result<(), String> {
+    crate::url_guard::check_webhook(url, dev_mode)
+}

@@ -1,0 +1,7 @@
+//! A tenant's calls: the call store (the one writer of a tenant's calls, a
+//! `CallStore` Durable Object in the Worker), the call state machine and the
+//! admission of recording uploads.
+
+pub mod recordings;
+pub mod state;
+pub mod store;

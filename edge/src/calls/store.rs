@@ -1,0 +1,1279 @@
+//! A tenant's calls: the one writer of their records, transcripts and
+//! recording metadata, and the outbox of the webhook events their changes
+//! cause. In the Worker this is the `CallStore` Durable Object (one per
+//! tenant, SQLite storage, `glue::call_store`); natively the same code runs over
+//! real SQLite (tests) or plain maps (the CPU bench).
+//!
+//! Every change goes through here: creation and hangup from the API,
+//! status changes and transcript turns from the region's queue (which sends
+//! them numbered, so a resent batch is applied once). A change and the event
+//! it causes are written in one synchronous step (one implicit transaction in
+//! the Durable Object); events leave through the outbox, which the object
+//! drains to Cloudflare Queues and retries by alarm until accepted.
+//!
+//! Nothing here is read from KV except configuration (webhook endpoints, when
+//! an event is turned into deliveries).
+
+use crate::calls::state;
+use crate::dispatch::port::DispatchQueues;
+use crate::dispatch::queue::{CallChange, CallUpdate, CancelOutcome, EnqueueOutcome};
+use crate::dispatch::queued_call::QueuedCall;
+use crate::ids::rfc3339_ms;
+use crate::model::CallRecord;
+use crate::sql::{int_at, text_at, Sql, SqlValue};
+use crate::store::StoreError;
+use crate::traffic::{IdemRequest, LocalFuture};
+use crate::transcript::{Change, Transcript, TranscriptUpdate, Turn};
+use crate::webhooks::events::PendingEvent;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use voxline_shared::{CallStatus, EndedReason};
+
+/// An `Idempotency-Key` names the call it created for this long.
+pub const IDEMPOTENCY_TTL_MS: u64 = crate::traffic::IDEMPOTENCY_TTL_MS;
+/// Outbox events handed to the delivery queue per drain.
+pub const DRAIN_BATCH: u32 = 50;
+
+// ---- rows ----
+
+/// What a listing asks for: calls in id order (newest first), optionally of
+/// some statuses, after a cursor or skipping `offset` rows, at most `limit`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ListFilter {
+    pub statuses: Vec<CallStatus>,
+    pub after_id: Option<String>,
+    pub offset: u32,
+    pub limit: u32,
+}
+
+/// An idempotency key's claim on the call it created.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdemClaim {
+    pub fingerprint: String,
+    pub call_id: String,
+    pub expires_ms: u64,
+}
+
+/// One row per item: a call, a transcript turn, a small value, an event.
+/// Each method is one statement (or a few), never a read of everything.
+pub trait CallRows {
+    fn call(&self, id: &str) -> Result<Option<CallRecord>, StoreError>;
+    fn put_call(&self, record: &CallRecord) -> Result<(), StoreError>;
+    fn delete_call(&self, id: &str) -> Result<(), StoreError>;
+    /// Public listing rows (`CallRecord::summary`) matching `f`, at most `f.limit`.
+    fn list_calls(&self, f: &ListFilter) -> Result<Vec<Value>, StoreError>;
+    fn push_turn(&self, call_id: &str, turn: &Turn) -> Result<(), StoreError>;
+    fn turns(&self, call_id: &str) -> Result<Vec<Turn>, StoreError>;
+    /// Small per-call values (summary, recording) and per-region counters.
+    fn value(&self, key: &str) -> Result<Option<String>, StoreError>;
+    fn put_value(&self, key: &str, value: &str) -> Result<(), StoreError>;
+    fn idem(&self, key: &str) -> Result<Option<IdemClaim>, StoreError>;
+    fn put_idem(&self, key: &str, claim: &IdemClaim) -> Result<(), StoreError>;
+    fn delete_idem(&self, key: &str) -> Result<(), StoreError>;
+    /// Forgets claims expired by `now_ms`.
+    fn sweep_idem(&self, now_ms: u64) -> Result<(), StoreError>;
+    fn push_event(&self, event: &PendingEvent) -> Result<(), StoreError>;
+    /// The oldest pending events, with their row ids.
+    fn events(&self, limit: u32) -> Result<Vec<(i64, PendingEvent)>, StoreError>;
+    fn delete_event(&self, id: i64) -> Result<(), StoreError>;
+}
+
+fn corrupt(what: &str, e: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt(format!("{what}: {e}"))
+}
+
+fn to_text<T: Serialize>(v: &T) -> Result<String, StoreError> {
+    serde_json::to_string(v).map_err(|e| corrupt("encode", e))
+}
+
+fn from_text<T: serde::de::DeserializeOwned>(what: &str, text: &str) -> Result<T, StoreError> {
+    serde_json::from_str(text).map_err(|e| corrupt(what, e))
+}
+
+/// [`CallRows`] over SQLite: the Durable Object's storage, or real SQLite in tests.
+pub struct SqlCallRows<S: Sql>(pub S);
+
+impl<S: Sql> SqlCallRows<S> {
+    /// Creates the tables if missing. Cheap; run once per object start.
+    pub fn open(sql: S) -> Result<Self, StoreError> {
+        for stmt in SCHEMA {
+            sql.exec(stmt, vec![])?;
+        }
+        Ok(SqlCallRows(sql))
+    }
+}
+
+const SCHEMA: &[&str] = &[
+    "CREATE TABLE IF NOT EXISTS calls (id TEXT PRIMARY KEY, status TEXT NOT NULL, summary TEXT NOT NULL, body TEXT NOT NULL) WITHOUT ROWID",
+    "CREATE INDEX IF NOT EXISTS calls_by_status ON calls (status, id)",
+    "CREATE TABLE IF NOT EXISTS turns (call_id TEXT NOT NULL, n INTEGER NOT NULL, body TEXT NOT NULL, PRIMARY KEY (call_id, n)) WITHOUT ROWID",
+    "CREATE TABLE IF NOT EXISTS vals (k TEXT PRIMARY KEY, v TEXT NOT NULL) WITHOUT ROWID",
+    "CREATE TABLE IF NOT EXISTS idem (k TEXT PRIMARY KEY, fingerprint TEXT NOT NULL, call_id TEXT NOT NULL, expires_ms INTEGER NOT NULL) WITHOUT ROWID",
+    "CREATE INDEX IF NOT EXISTS idem_by_expiry ON idem (expires_ms)",
+    "CREATE TABLE IF NOT EXISTS outbox (id INTEGER PRIMARY KEY AUTOINCREMENT, event TEXT NOT NULL)",
+];
+
+impl<S: Sql> CallRows for SqlCallRows<S> {
+    fn call(&self, id: &str) -> Result<Option<CallRecord>, StoreError> {
+        let rows = self
+            .0
+            .exec("SELECT body FROM calls WHERE id = ?", vec![id.into()])?;
+        rows.first()
+            .map(|r| from_text("call", &text_at(r, 0, "call")?))
+            .transpose()
+    }
+
+    fn put_call(&self, r: &CallRecord) -> Result<(), StoreError> {
+        self.0.exec(
+            "INSERT OR REPLACE INTO calls (id, status, summary, body) VALUES (?, ?, ?, ?)",
+            vec![
+                r.id.as_str().into(),
+                r.status.as_str().into(),
+                to_text(&r.summary())?.into(),
+                to_text(r)?.into(),
+            ],
+        )?;
+        Ok(())
+    }
+
+    fn delete_call(&self, id: &str) -> Result<(), StoreError> {
+        self.0
+            .exec("DELETE FROM calls WHERE id = ?", vec![id.into()])?;
+        self.0
+            .exec("DELETE FROM turns WHERE call_id = ?", vec![id.into()])?;
+        Ok(())
+    }
+
+    fn list_calls(&self, f: &ListFilter) -> Result<Vec<Value>, StoreError> {
+        let mut query = String::from("SELECT summary FROM calls WHERE id > ?");
+        let mut args: Vec<SqlValue> = vec![f.after_id.clone().unwrap_or_default().into()];
+        if !f.statuses.is_empty() {
+            query.push_str(" AND status IN (");
+            query.push_str(&vec!["?"; f.statuses.len()].join(", "));
+            query.push(')');
+            args.extend(f.statuses.iter().map(|s| SqlValue::from(s.as_str())));
+        }
+        query.push_str(" ORDER BY id LIMIT ? OFFSET ?");
+        args.push(i64::from(f.limit).into());
+        args.push(i64::from(f.offset).into());
+        self.0
+            .exec(&query, args)?
+            .iter()
+            .map(|r| from_text("call summary", &text_at(r, 0, "summary")?))
+            .collect()
+    }
+
+    fn push_turn(&self, call_id: &str, turn: &Turn) -> Result<(), StoreError> {
+        self.0.exec(
+            "INSERT INTO turns (call_id, n, body) SELECT ?, COALESCE(MAX(n), 0) + 1, ? FROM turns WHERE call_id = ?",
+            vec![call_id.into(), to_text(turn)?.into(), call_id.into()],
+        )?;
+        Ok(())
+    }
+
+    fn turns(&self, call_id: &str) -> Result<Vec<Turn>, StoreError> {
+        let rows = self.0.exec(
+            "SELECT body FROM turns WHERE call_id = ? ORDER BY n",
+            vec![call_id.into()],
+        )?;
+        rows.iter()
+            .map(|r| from_text("turn", &text_at(r, 0, "turn")?))
+            .collect()
+    }
+
+    fn value(&self, key: &str) -> Result<Option<String>, StoreError> {
+        let rows = self
+            .0
+            .exec("SELECT v FROM vals WHERE k = ?", vec![key.into()])?;
+        rows.first().map(|r| text_at(r, 0, key)).transpose()
+    }
+
+    fn put_value(&self, key: &str, value: &str) -> Result<(), StoreError> {
+        self.0.exec(
+            "INSERT OR REPLACE INTO vals (k, v) VALUES (?, ?)",
+            vec![key.into(), value.into()],
+        )?;
+        Ok(())
+    }
+
+    fn idem(&self, key: &str) -> Result<Option<IdemClaim>, StoreError> {
+        let rows = self.0.exec(
+            "SELECT fingerprint, call_id, expires_ms FROM idem WHERE k = ?",
+            vec![key.into()],
+        )?;
+        rows.first()
+            .map(|r| {
+                Ok(IdemClaim {
+                    fingerprint: text_at(r, 0, "fingerprint")?,
+                    call_id: text_at(r, 1, "call_id")?,
+                    expires_ms: int_at(r, 2, "expires_ms")?.max(0) as u64,
+                })
+            })
+            .transpose()
+    }
+
+    fn put_idem(&self, key: &str, c: &IdemClaim) -> Result<(), StoreError> {
+        self.0.exec(
+            "INSERT OR REPLACE INTO idem (k, fingerprint, call_id, expires_ms) VALUES (?, ?, ?, ?)",
+            vec![
+                key.into(),
+                c.fingerprint.as_str().into(),
+                c.call_id.as_str().into(),
+                c.expires_ms.into(),
+            ],
+        )?;
+        Ok(())
+    }
+
+    fn delete_idem(&self, key: &str) -> Result<(), StoreError> {
+        self.0
+            .exec("DELETE FROM idem WHERE k = ?", vec![key.into()])?;
+        Ok(())
+    }
+
+    fn sweep_idem(&self, now_ms: u64) -> Result<(), StoreError> {
+        self.0.exec(
+            "DELETE FROM idem WHERE expires_ms <= ?",
+            vec![now_ms.into()],
+        )?;
+        Ok(())
+    }
+
+    fn push_event(&self, event: &PendingEvent) -> Result<(), StoreError> {
+        self.0.exec(
+            "INSERT INTO outbox (event) VALUES (?)",
+            vec![to_text(event)?.into()],
+        )?;
+        Ok(())
+    }
+
+    fn events(&self, limit: u32) -> Result<Vec<(i64, PendingEvent)>, StoreError> {
+        let rows = self.0.exec(
+            "SELECT id, event FROM outbox ORDER BY id LIMIT ?",
+            vec![i64::from(limit).into()],
+        )?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    int_at(r, 0, "outbox id")?,
+                    from_text("event", &text_at(r, 1, "event")?)?,
+                ))
+            })
+            .collect()
+    }
+
+    fn delete_event(&self, id: i64) -> Result<(), StoreError> {
+        self.0
+            .exec("DELETE FROM outbox WHERE id = ?", vec![id.into()])?;
+        Ok(())
+    }
+}
+
+/// [`CallRows`] in plain maps, for the CPU bench (wasm32-wasip1 has no SQLite).
+#[cfg(any(test, feature = "bench-support"))]
+pub mod memory_rows {
+    use super::*;
+    use std::cell::RefCell;
+    use std::collections::BTreeMap;
+
+    #[derive(Default)]
+    pub struct MemoryCallRows {
+        calls: RefCell<BTreeMap<String, CallRecord>>,
+        turns: RefCell<BTreeMap<String, Vec<Turn>>>,
+        values: RefCell<BTreeMap<String, String>>,
+        idem: RefCell<BTreeMap<String, IdemClaim>>,
+        events: RefCell<BTreeMap<i64, PendingEvent>>,
+    }
+
+    impl CallRows for MemoryCallRows {
+        fn call(&self, id: &str) -> Result<Option<CallRecord>, StoreError> {
+            Ok(self.calls.borrow().get(id).cloned())
+        }
+        fn put_call(&self, r: &CallRecord) -> Result<(), StoreError> {
+            self.calls.borrow_mut().insert(r.id.clone(), r.clone());
+            Ok(())
+        }
+        fn delete_call(&self, id: &str) -> Result<(), StoreError> {
+            self.calls.borrow_mut().remove(id);
+            self.turns.borrow_mut().remove(id);
+            Ok(())
+        }
+        fn list_calls(&self, f: &ListFilter) -> Result<Vec<Value>, StoreError> {
+            let after = f.after_id.clone().unwrap_or_default();
+            Ok(self
+                .calls
+                .borrow()
+                .range::<String, _>((
+                    std::ops::Bound::Excluded(&after),
+                    std::ops::Bound::Unbounded,
+                ))
+                .map(|(_, r)| r)
+                .filter(|r| f.statuses.is_empty() || f.statuses.contains(&r.status))
+                .skip(f.offset as usize)
+                .take(f.limit as usize)
+                .map(CallRecord::summary)
+                .collect())
+        }
+        fn push_turn(&self, call_id: &str, turn: &Turn) -> Result<(), StoreError> {
+            self.turns
+                .borrow_mut()
+                .entry(call_id.to_string())
+                .or_default()
+                .push(turn.clone());
+            Ok(())
+        }
+        fn turns(&self, call_id: &str) -> Result<Vec<Turn>, StoreError> {
+            Ok(self
+                .turns
+                .borrow()
+                .get(call_id)
+                .cloned()
+                .unwrap_or_default())
+        }
+        fn value(&self, key: &str) -> Result<Option<String>, StoreError> {
+            Ok(self.values.borrow().get(key).cloned())
+        }
+        fn put_value(&self, key: &str, value: &str) -> Result<(), StoreError> {
+            self.values
+                .borrow_mut()
+                .insert(key.to_string(), value.to_string());
+            Ok(())
+        }
+        fn idem(&self, key: &str) -> Result<Option<IdemClaim>, StoreError> {
+            Ok(self.idem.borrow().get(key).cloned())
+        }
+        fn put_idem(&self, key: &str, claim: &IdemClaim) -> Result<(), StoreError> {
+            self.idem
+                .borrow_mut()
+                .insert(key.to_string(), claim.clone());
+            Ok(())
+        }
+        fn delete_idem(&self, key: &str) -> Result<(), StoreError> {
+            self.idem.borrow_mut().remove(key);
+            Ok(())
+        }
+        fn sweep_idem(&self, now_ms: u64) -> Result<(), StoreError> {
+            self.idem.borrow_mut().retain(|_, c| c.expires_ms > now_ms);
+            Ok(())
+        }
+        fn push_event(&self, event: &PendingEvent) -> Result<(), StoreError> {
+            let mut events = self.events.borrow_mut();
+            let id = events.keys().next_back().map_or(1, |k| k + 1);
+            events.insert(id, event.clone());
+            Ok(())
+        }
+        fn events(&self, limit: u32) -> Result<Vec<(i64, PendingEvent)>, StoreError> {
+            Ok(self
+                .events
+                .borrow()
+                .iter()
+                .take(limit as usize)
+                .map(|(k, v)| (*k, v.clone()))
+                .collect())
+        }
+        fn delete_event(&self, id: i64) -> Result<(), StoreError> {
+            self.events.borrow_mut().remove(&id);
+            Ok(())
+        }
+    }
+}
+
+// ---- what the dispatch queues report ----
+
+/// A change the region's queue made, numbered per region so a batch sent
+/// again (the answer was lost) is applied once.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Report {
+    pub seq: u64,
+    pub item: ReportItem,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum ReportItem {
+    Call { update: CallUpdate },
+    Transcript { update: TranscriptUpdate },
+}
+
+impl ReportItem {
+    pub fn tenant_id(&self) -> &str {
+        match self {
+            ReportItem::Call { update } => &update.tenant_id,
+            ReportItem::Transcript { update } => &update.tenant_id,
+        }
+    }
+}
+
+fn region_seq_key(region: &str) -> String {
+    format!("seq:{region}")
+}
+
+fn summary_key(call_id: &str) -> String {
+    format!("summary:{call_id}")
+}
+
+fn recording_key(call_id: &str) -> String {
+    format!("recording:{call_id}")
+}
+
+/// Which sidecar held an attempt: written when the attempt starts dialling,
+/// read when that attempt's recording is uploaded (only its holder may).
+fn holder_key(call_id: &str, attempt: u32) -> String {
+    format!("holder:{call_id}:{attempt}")
+}
+
+/// A call and the sidecar that held one of its attempts (None: not recorded).
+pub type CallAndHolder = (CallRecord, Option<String>);
+
+/// The sidecar that held `attempt` of the call, if known (attempts dialled
+/// before holders were recorded are not).
+pub fn attempt_holder(
+    rows: &impl CallRows,
+    call_id: &str,
+    attempt: u32,
+) -> Result<Option<String>, StoreError> {
+    rows.value(&holder_key(call_id, attempt))
+}
+
+// ---- the operations (pure: rows in, rows out) ----
+
+/// Queues `event_type` about `record` in the outbox (same step as the change).
+fn push_call_event(
+    rows: &impl CallRows,
+    event_type: &str,
+    record: &CallRecord,
+    now_ms: u64,
+) -> Result<(), StoreError> {
+    let event_id = crate::ids::random_id("evt");
+    let payload =
+        crate::webhooks::events::call_event_payload(event_type, &event_id, record, now_ms);
+    rows.push_event(&PendingEvent {
+        event_id,
+        event_type: event_type.to_string(),
+        call_id: record.id.clone(),
+        payload,
+        created_ms: now_ms,
+    })
+}
+
+fn push_event_with(
+    rows: &impl CallRows,
+    event_type: &str,
+    call_id: &str,
+    data: Value,
+    now_ms: u64,
+) -> Result<(), StoreError> {
+    let event_id = crate::ids::random_id("evt");
+    let payload = crate::webhooks::events::event_payload(event_type, &event_id, now_ms, data);
+    rows.push_event(&PendingEvent {
+        event_id,
+        event_type: event_type.to_string(),
+        call_id: call_id.to_string(),
+        payload,
+        created_ms: now_ms,
+    })
+}
+
+/// The call's (summary, outcome), as last reported.
+fn summary(
+    rows: &impl CallRows,
+    call_id: &str,
+) -> Result<(Option<String>, Option<String>), StoreError> {
+    match rows.value(&summary_key(call_id))? {
+        Some(text) => from_text("summary", &text),
+        None => Ok((None, None)),
+    }
+}
+
+pub fn transcript(rows: &impl CallRows, call_id: &str) -> Result<Transcript, StoreError> {
+    let (summary, outcome) = summary(rows, call_id)?;
+    Ok(Transcript {
+        turns: rows.turns(call_id)?,
+        summary,
+        outcome,
+    })
+}
+
+/// The events a stored change causes: the call event, and `transcript.saved`
+/// once an answered call has ended (its turns were applied before: the queue
+/// reports them first).
+fn events_for_change(
+    rows: &impl CallRows,
+    before: CallStatus,
+    record: &CallRecord,
+    now_ms: u64,
+) -> Result<(), StoreError> {
+    if let Some(event) = crate::webhooks::events::event_for_change(before, record) {
+        push_call_event(rows, event, record, now_ms)?;
+    }
+    if record.status.is_terminal() && !before.is_terminal() && record.answered_at.is_some() {
+        let mut data = crate::transcript::to_json(&record.id, &transcript(rows, &record.id)?);
+        data["call_status"] = json!(record.status);
+        data["url"] = json!(format!("/v1/calls/{}/transcript", record.id));
+        push_event_with(rows, "transcript.saved", &record.id, data, now_ms)?;
+    }
+    Ok(())
+}
+
+/// Applies one region's numbered reports for this tenant, skipping those at
+/// or below the last number applied. Illegal transitions are logged and
+/// dropped (the record stays as it was); they still count as applied.
+pub fn apply_reports(
+    rows: &impl CallRows,
+    region: &str,
+    reports: &[Report],
+    now_ms: u64,
+    log: &mut dyn FnMut(String),
+) -> Result<u64, StoreError> {
+    let key = region_seq_key(region);
+    let mut last: u64 = rows.value(&key)?.and_then(|v| v.parse().ok()).unwrap_or(0);
+    for report in reports {
+        if report.seq <= last {
+            continue;
+        }
+        match &report.item {
+            ReportItem::Call { update } => match rows.call(&update.call_id)? {
+                None => log(format!(
+                    "call {} not found for {:?}",
+                    update.call_id, update.change
+                )),
+                Some(mut record) => {
+                    let before = record.status;
+                    match state::apply(&mut record, update) {
+                        Ok(()) => {
+                            if let CallChange::Dialing {
+                                sidecar_id,
+                                attempt,
+                            } = &update.change
+                            {
+                                rows.put_value(&holder_key(&record.id, *attempt), sidecar_id)?;
+                            }
+                            rows.put_call(&record)?;
+                            events_for_change(rows, before, &record, now_ms)?;
+                        }
+                        Err(e) => log(format!("call {}: {e}; update dropped", update.call_id)),
+                    }
+                }
+            },
+            ReportItem::Transcript { update } => match &update.change {
+                Change::Turn(turn) => rows.push_turn(&update.call_id, turn)?,
+                Change::Summary {
+                    summary: new_summary,
+                    outcome: new_outcome,
+                } => {
+                    // Only the summary row: a call's turns are not read for it.
+                    let (old_summary, old_outcome) = summary(rows, &update.call_id)?;
+                    let merged = (
+                        new_summary.clone().or(old_summary),
+                        new_outcome.clone().or(old_outcome),
+                    );
+                    rows.put_value(&summary_key(&update.call_id), &to_text(&merged)?)?;
+                }
+            },
+        }
+        last = report.seq;
+    }
+    rows.put_value(&key, &last.to_string())?;
+    Ok(last)
+}
+
+/// A new call as the API built it: the record, its queue entry, and the
+/// `Idempotency-Key` it came with.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NewCall {
+    pub record: CallRecord,
+    pub queued: QueuedCall,
+    #[serde(default)]
+    pub idempotency: Option<IdemRequest>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum Created {
+    Created {
+        record: CallRecord,
+    },
+    /// This `Idempotency-Key` created this call before (same request).
+    Existing {
+        record: CallRecord,
+    },
+    /// This `Idempotency-Key` created a call from a different request.
+    KeyReused,
+    /// Refused by the queue: another call of the agent to the number is live.
+    Duplicate {
+        call_id: String,
+    },
+    /// Refused by the queue: the tenant's cap is reached.
+    ConcurrencyLimit {
+        limit: u32,
+        active: u32,
+    },
+    /// The queue did not answer: the call was stored as failed.
+    DispatchUnavailable {
+        record: CallRecord,
+    },
+}
+
+/// Creates a call: its record first (so every report from the queue finds
+/// it) together with the idempotency claim, then its queue entry. A call the
+/// queue refuses never existed for the client and is deleted again.
+pub async fn create(
+    rows: &impl CallRows,
+    queues: &impl DispatchQueues,
+    new: NewCall,
+    now_ms: u64,
+) -> Result<Created, StoreError> {
+    if let Some(idem) = &new.idempotency {
+        if let Some(claim) = rows.idem(&idem.key)?.filter(|c| c.expires_ms > now_ms) {
+            if claim.fingerprint != idem.fingerprint {
+                return Ok(Created::KeyReused);
+            }
+            if let Some(record) = rows.call(&claim.call_id)? {
+                return Ok(Created::Existing { record });
+            }
+        }
+    }
+    let record = new.record;
+    rows.put_call(&record)?;
+    if let Some(idem) = &new.idempotency {
+        rows.put_idem(
+            &idem.key,
+            &IdemClaim {
+                fingerprint: idem.fingerprint.clone(),
+                call_id: record.id.clone(),
+                expires_ms: now_ms + IDEMPOTENCY_TTL_MS,
+            },
+        )?;
+    }
+    match queues.enqueue(&record.region, &new.queued).await {
+        Ok(EnqueueOutcome::Accepted | EnqueueOutcome::AlreadyKnown) => {
+            // Reports about it may have arrived while the queue answered.
+            let current = rows.call(&record.id)?.unwrap_or(record);
+            push_call_event(rows, "call.queued", &current, now_ms)?;
+            Ok(Created::Created { record: current })
+        }
+        Ok(EnqueueOutcome::Duplicate { call_id }) => {
+            forget(rows, &record.id, new.idempotency.as_ref())?;
+            Ok(Created::Duplicate { call_id })
+        }
+        Ok(EnqueueOutcome::ConcurrencyLimit { limit, active }) => {
+            forget(rows, &record.id, new.idempotency.as_ref())?;
+            Ok(Created::ConcurrencyLimit { limit, active })
+        }
+        Err(_) => {
+            let mut failed = record;
+            failed.status = CallStatus::Failed;
+            failed.ended_reason = Some(EndedReason::DispatchUnavailable);
+            failed.ended_at = Some(failed.updated_at.clone());
+            rows.put_call(&failed)?;
+            push_call_event(rows, "call.failed", &failed, now_ms)?;
+            Ok(Created::DispatchUnavailable { record: failed })
+        }
+    }
+}
+
+/// A refused call never existed for the client: its record and claim go.
+fn forget(
+    rows: &impl CallRows,
+    call_id: &str,
+    idem: Option<&IdemRequest>,
+) -> Result<(), StoreError> {
+    rows.delete_call(call_id)?;
+    match idem {
+        Some(idem) => rows.delete_idem(&idem.key),
+        None => Ok(()),
+    }
+}
+
+/// Hangup, idempotent: an ended call is returned unchanged (200); one the
+/// queue had not handed to a sidecar yet is cancelled (200); a live one is
+/// marked and its sidecar told (202).
+pub async fn hangup(
+    rows: &impl CallRows,
+    queues: &impl DispatchQueues,
+    call_id: &str,
+    now_ms: u64,
+) -> Result<Option<(u16, CallRecord)>, StoreError> {
+    let Some(record) = rows.call(call_id)? else {
+        return Ok(None);
+    };
+    if record.status.is_terminal() {
+        return Ok(Some((200, record)));
+    }
+    let outcome = queues.cancel(&record.region, call_id).await?;
+    // Reports may have changed it while the queue answered.
+    let Some(mut record) = rows.call(call_id)? else {
+        return Ok(None);
+    };
+    if record.status.is_terminal() {
+        return Ok(Some((200, record)));
+    }
+    let now = rfc3339_ms(now_ms);
+    record.hangup_requested_at.get_or_insert(now.clone());
+    record.updated_at = now.clone();
+    if outcome == CancelOutcome::Cancelled {
+        let before = record.status;
+        record.status = CallStatus::Cancelled;
+        record.ended_reason = Some(EndedReason::HangupRequested);
+        record.ended_at = Some(now);
+        record.next_attempt_at = None;
+        rows.put_call(&record)?;
+        events_for_change(rows, before, &record, now_ms)?;
+        return Ok(Some((200, record)));
+    }
+    // Signalled: the sidecar ends it and reports. Unknown: the queue has
+    // already finished with it and its ending is on the way here.
+    rows.put_call(&record)?;
+    Ok(Some((202, record)))
+}
+
+/// Stores an uploaded recording's metadata and queues `recording.saved`.
+/// Idempotent: the same upload again, or an older attempt's, changes nothing.
+pub fn recording_saved(
+    rows: &impl CallRows,
+    call_id: &str,
+    info: &RecordingInfo,
+    now_ms: u64,
+) -> Result<bool, StoreError> {
+    if let Some(before) = recording(rows, call_id)? {
+        if before.attempt > info.attempt
+            || (before.attempt == info.attempt && before.sha256 == info.sha256)
+        {
+            return Ok(false);
+        }
+    }
+    rows.put_value(&recording_key(call_id), &to_text(info)?)?;
+    push_event_with(
+        rows,
+        "recording.saved",
+        call_id,
+        info.to_public(call_id),
+        now_ms,
+    )?;
+    Ok(true)
+}
+
+pub fn recording(rows: &impl CallRows, call_id: &str) -> Result<Option<RecordingInfo>, StoreError> {
+    rows.value(&recording_key(call_id))?
+        .map(|t| from_text("recording", &t))
+        .transpose()
+}
+
+// ---- the port the API talks to ----
+
+/// A call and, once one was saved, its recording's metadata.
+pub type CallWithRecording = (CallRecord, Option<RecordingInfo>);
+
+/// The tenant's call store as the request handling sees it (the `CallStore`
+/// Durable Object in the Worker). Object-safe, like [`crate::traffic::Traffic`].
+pub trait Calls {
+    fn create<'a>(
+        &'a self,
+        tenant_id: &'a str,
+        new: &'a NewCall,
+    ) -> LocalFuture<'a, Result<Created, StoreError>>;
+    fn get<'a>(
+        &'a self,
+        tenant_id: &'a str,
+        call_id: &'a str,
+    ) -> LocalFuture<'a, Result<Option<CallRecord>, StoreError>>;
+    /// At most `f.limit` listing rows.
+    fn list<'a>(
+        &'a self,
+        tenant_id: &'a str,
+        f: &'a ListFilter,
+    ) -> LocalFuture<'a, Result<Vec<Value>, StoreError>>;
+    fn transcript<'a>(
+        &'a self,
+        tenant_id: &'a str,
+        call_id: &'a str,
+    ) -> LocalFuture<'a, Result<Option<(CallRecord, Transcript)>, StoreError>>;
+    fn hangup<'a>(
+        &'a self,
+        tenant_id: &'a str,
+        call_id: &'a str,
+    ) -> LocalFuture<'a, Result<Option<(u16, CallRecord)>, StoreError>>;
+    fn recording<'a>(
+        &'a self,
+        tenant_id: &'a str,
+        call_id: &'a str,
+    ) -> LocalFuture<'a, Result<Option<CallWithRecording>, StoreError>>;
+    fn recording_saved<'a>(
+        &'a self,
+        tenant_id: &'a str,
+        call_id: &'a str,
+        info: &'a RecordingInfo,
+    ) -> LocalFuture<'a, Result<bool, StoreError>>;
+    /// The call and the sidecar that held `attempt` (None: not recorded).
+    fn attempt_holder<'a>(
+        &'a self,
+        tenant_id: &'a str,
+        call_id: &'a str,
+        attempt: u32,
+    ) -> LocalFuture<'a, Result<Option<CallAndHolder>, StoreError>>;
+}
+
+/// One request to a tenant's `CallStore` object, and its answer: the wire
+/// form of [`Calls`] (and of the queue's reports), so a renamed field fails to compile.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum CallStoreRequest {
+    Create {
+        new: Box<NewCall>,
+    },
+    Get {
+        call_id: String,
+    },
+    List {
+        filter: ListFilter,
+    },
+    Transcript {
+        call_id: String,
+    },
+    Hangup {
+        call_id: String,
+    },
+    Recording {
+        call_id: String,
+    },
+    RecordingSaved {
+        call_id: String,
+        info: RecordingInfo,
+    },
+    AttemptHolder {
+        call_id: String,
+        attempt: u32,
+    },
+    /// From a region's queue: its numbered reports for this tenant.
+    Reports {
+        region: String,
+        reports: Vec<Report>,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "answer", rename_all = "snake_case")]
+pub enum CallStoreAnswer {
+    Created {
+        created: Created,
+    },
+    Call {
+        record: Option<CallRecord>,
+    },
+    List {
+        rows: Vec<Value>,
+    },
+    Transcript {
+        found: Option<(CallRecord, Transcript)>,
+    },
+    Hangup {
+        result: Option<(u16, CallRecord)>,
+    },
+    Recording {
+        found: Option<CallWithRecording>,
+    },
+    Saved {
+        changed: bool,
+    },
+    AttemptHolder {
+        found: Option<CallAndHolder>,
+    },
+    /// Reports applied up to this number.
+    Applied {
+        up_to: u64,
+    },
+}
+
+/// How a request reaches a tenant's store: a Durable Object stub in the
+/// Worker, a direct call in process. Every such transport is a [`Calls`].
+pub trait CallStoreTransport {
+    fn send<'a>(
+        &'a self,
+        tenant_id: &'a str,
+        request: CallStoreRequest,
+    ) -> LocalFuture<'a, Result<CallStoreAnswer, StoreError>>;
+}
+
+fn unexpected(a: CallStoreAnswer) -> StoreError {
+    StoreError::Corrupt(format!("unexpected call store answer {a:?}"))
+}
+
+impl<T: CallStoreTransport> Calls for T {
+    fn create<'a>(
+        &'a self,
+        tenant_id: &'a str,
+        new: &'a NewCall,
+    ) -> LocalFuture<'a, Result<Created, StoreError>> {
+        Box::pin(async move {
+            match self
+                .send(
+                    tenant_id,
+                    CallStoreRequest::Create {
+                        new: Box::new(new.clone()),
+                    },
+                )
+                .await?
+            {
+                CallStoreAnswer::Created { created } => Ok(created),
+                a => Err(unexpected(a)),
+            }
+        })
+    }
+    fn get<'a>(
+        &'a self,
+        tenant_id: &'a str,
+        call_id: &'a str,
+    ) -> LocalFuture<'a, Result<Option<CallRecord>, StoreError>> {
+        Box::pin(async move {
+            match self
+                .send(
+                    tenant_id,
+                    CallStoreRequest::Get {
+                        call_id: call_id.into(),
+                    },
+                )
+                .await?
+            {
+                CallStoreAnswer::Call { record } => Ok(record),
+                a => Err(unexpected(a)),
+            }
+        })
+    }
+    fn list<'a>(
+        &'a self,
+        tenant_id: &'a str,
+        f: &'a ListFilter,
+    ) -> LocalFuture<'a, Result<Vec<Value>, StoreError>> {
+        Box::pin(async move {
+            match self
+                .send(tenant_id, CallStoreRequest::List { filter: f.clone() })
+                .await?
+            {
+                CallStoreAnswer::List { rows } => Ok(rows),
+                a => Err(unexpected(a)),
+            }
+        })
+    }
+    fn transcript<'a>(
+        &'a self,
+        tenant_id: &'a str,
+        call_id: &'a str,
+    ) -> LocalFuture<'a, Result<Option<(CallRecord, Transcript)>, StoreError>> {
+        Box::pin(async move {
+            match self
+                .send(
+                    tenant_id,
+                    CallStoreRequest::Transcript {
+                        call_id: call_id.into(),
+                    },
+                )
+                .await?
+            {
+                CallStoreAnswer::Transcript { found } => Ok(found),
+                a => Err(unexpected(a)),
+            }
+        })
+    }
+    fn hangup<'a>(
+        &'a self,
+        tenant_id: &'a str,
+        call_id: &'a str,
+    ) -> LocalFuture<'a, Result<Option<(u16, CallRecord)>, StoreError>> {
+        Box::pin(async move {
+            match self
+                .send(
+                    tenant_id,
+                    CallStoreRequest::Hangup {
+                        call_id: call_id.into(),
+                    },
+                )
+                .await?
+            {
+                CallStoreAnswer::Hangup { result } => Ok(result),
+                a => Err(unexpected(a)),
+            }
+        })
+    }
+    fn recording<'a>(
+        &'a self,
+        tenant_id: &'a str,
+        call_id: &'a str,
+    ) -> LocalFuture<'a, Result<Option<CallWithRecording>, StoreError>> {
+        Box::pin(async move {
+            match self
+                .send(
+                    tenant_id,
+                    CallStoreRequest::Recording {
+                        call_id: call_id.into(),
+                    },
+                )
+                .await?
+            {
+                CallStoreAnswer::Recording { found } => Ok(found),
+                a => Err(unexpected(a)),
+            }
+        })
+    }
+    fn recording_saved<'a>(
+        &'a self,
+        tenant_id: &'a str,
+        call_id: &'a str,
+        info: &'a RecordingInfo,
+    ) -> LocalFuture<'a, Result<bool, StoreError>> {
+        Box::pin(async move {
+            match self
+                .send(
+                    tenant_id,
+                    CallStoreRequest::RecordingSaved {
+                        call_id: call_id.into(),
+                        info: info.clone(),
+                    },
+                )
+                .await?
+            {
+                CallStoreAnswer::Saved { changed } => Ok(changed),
+                a => Err(unexpected(a)),
+            }
+        })
+    }
+    fn attempt_holder<'a>(
+        &'a self,
+        tenant_id: &'a str,
+        call_id: &'a str,
+        attempt: u32,
+    ) -> LocalFuture<'a, Result<Option<CallAndHolder>, StoreError>> {
+        Box::pin(async move {
+            match self
+                .send(
+                    tenant_id,
+                    CallStoreRequest::AttemptHolder {
+                        call_id: call_id.into(),
+                        attempt,
+                    },
+                )
+                .await?
+            {
+                CallStoreAnswer::AttemptHolder { found } => Ok(found),
+                a => Err(unexpected(a)),
+            }
+        })
+    }
+}
+
+/// Runs one request against a tenant's rows: the whole of the Durable
+/// Object's `fetch` but storage and the outbox drain.
+pub async fn handle(
+    rows: &impl CallRows,
+    queues: &impl DispatchQueues,
+    req: CallStoreRequest,
+    now_ms: u64,
+    log: &mut dyn FnMut(String),
+) -> Result<CallStoreAnswer, StoreError> {
+    Ok(match req {
+        CallStoreRequest::Create { new } => CallStoreAnswer::Created {
+            created: create(rows, queues, *new, now_ms).await?,
+        },
+        CallStoreRequest::Get { call_id } => CallStoreAnswer::Call {
+            record: rows.call(&call_id)?,
+        },
+        CallStoreRequest::List { filter } => CallStoreAnswer::List {
+            rows: rows.list_calls(&filter)?,
+        },
+        CallStoreRequest::Transcript { call_id } => {
+            let found = match rows.call(&call_id)? {
+                Some(record) => Some((record, transcript(rows, &call_id)?)),
+                None => None,
+            };
+            CallStoreAnswer::Transcript { found }
+        }
+        CallStoreRequest::Hangup { call_id } => CallStoreAnswer::Hangup {
+            result: hangup(rows, queues, &call_id, now_ms).await?,
+        },
+        CallStoreRequest::Recording { call_id } => {
+            let found = match rows.call(&call_id)? {
+                Some(record) => Some((record, recording(rows, &call_id)?)),
+                None => None,
+            };
+            CallStoreAnswer::Recording { found }
+        }
+        CallStoreRequest::RecordingSaved { call_id, info } => CallStoreAnswer::Saved {
+            changed: recording_saved(rows, &call_id, &info, now_ms)?,
+        },
+        CallStoreRequest::AttemptHolder { call_id, attempt } => {
+            let found = match rows.call(&call_id)? {
+                Some(record) => Some((record, attempt_holder(rows, &call_id, attempt)?)),
+                None => None,
+            };
+            CallStoreAnswer::AttemptHolder { found }
+        }
+        CallStoreRequest::Reports { region, reports } => CallStoreAnswer::Applied {
+            up_to: apply_reports(rows, &region, &reports, now_ms, log)?,
+        },
+    })
+}
+
+/// Turns pending events into webhook deliveries (endpoints are read from KV,
+/// configuration) and hands them to `send`; an event leaves the outbox only
+/// once all its deliveries were accepted. True when events remain (a send
+/// failed, or more than one batch was pending).
+pub async fn drain_outbox<F, Fut>(
+    rows: &impl CallRows,
+    kv: &impl crate::store::Kv,
+    tenant_id: &str,
+    now_ms: u64,
+    mut send: F,
+) -> Result<bool, StoreError>
+where
+    F: FnMut(Vec<crate::webhooks::delivery::DeliveryJob>) -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let events = rows.events(DRAIN_BATCH)?;
+    let full = events.len() == DRAIN_BATCH as usize;
+    for (id, event) in events {
+        let jobs = crate::webhooks::events::jobs_for_event(kv, tenant_id, &event, now_ms).await?;
+        if !jobs.is_empty() && !send(jobs).await {
+            return Ok(true);
+        }
+        rows.delete_event(id)?;
+    }
+    Ok(full)
+}
+
+/// In-process [`Calls`] over the same code, one set of rows per tenant, with
+/// its own in-process queue. Native tests use real SQLite rows; the CPU
+/// bench (`bench-support`) plain maps.
+#[cfg(any(test, feature = "bench-support"))]
+pub mod memory {
+    use super::*;
+    use crate::dispatch::port::memory::MemoryDispatchQueues;
+    use std::cell::{Cell, RefCell};
+    use std::collections::BTreeMap;
+    use std::rc::Rc;
+
+    pub struct MemoryCalls<R: CallRows> {
+        pub tenants: RefCell<BTreeMap<String, Rc<R>>>,
+        pub dispatch_queues: MemoryDispatchQueues,
+        pub now_ms: Cell<u64>,
+        make: fn() -> R,
+    }
+
+    impl<R: CallRows> MemoryCalls<R> {
+        pub fn new(make: fn() -> R) -> Self {
+            MemoryCalls {
+                tenants: RefCell::new(BTreeMap::new()),
+                dispatch_queues: MemoryDispatchQueues::default(),
+                now_ms: Cell::new(0),
+                make,
+            }
+        }
+
+        pub fn rows(&self, tenant_id: &str) -> Rc<R> {
+            self.tenants
+                .borrow_mut()
+                .entry(tenant_id.to_string())
+                .or_insert_with(|| Rc::new((self.make)()))
+                .clone()
+        }
+
+        /// What the dispatch queues reported since the last call: applied to
+        /// the tenants' rows, numbered like the Durable Object numbers them.
+        pub fn apply_queue_reports(&self) -> Result<(), StoreError> {
+            let (updates, turns) = self.dispatch_queues.take_reports();
+            let mut seq = self.dispatch_queues.report_seq.get();
+            let mut by_tenant: BTreeMap<String, Vec<Report>> = BTreeMap::new();
+            let items = turns
+                .into_iter()
+                .map(|update| ReportItem::Transcript { update })
+                .chain(
+                    updates
+                        .into_iter()
+                        .map(|update| ReportItem::Call { update }),
+                );
+            for item in items {
+                seq += 1;
+                by_tenant
+                    .entry(item.tenant_id().to_string())
+                    .or_default()
+                    .push(Report { seq, item });
+            }
+            self.dispatch_queues.report_seq.set(seq);
+            for (tenant, reports) in by_tenant {
+                apply_reports(
+                    &*self.rows(&tenant),
+                    "local",
+                    &reports,
+                    self.now_ms.get(),
+                    &mut |_| {},
+                )?;
+            }
+            Ok(())
+        }
+
+        /// Moves every tenant's pending events into `outbox` as deliveries.
+        pub async fn drain(
+            &self,
+            kv: &impl crate::store::Kv,
+            outbox: &crate::webhooks::delivery::Outbox,
+        ) -> Result<(), StoreError> {
+            let tenants: Vec<String> = self.tenants.borrow().keys().cloned().collect();
+            for tenant in tenants {
+                let rows = self.rows(&tenant);
+                while drain_outbox(&*rows, kv, &tenant, self.now_ms.get(), |jobs| {
+                    outbox.push(jobs);
+                    std::future::ready(true)
+                })
+                .await?
+                {}
+            }
+            Ok(())
+        }
+    }
+
+    /// Calls over real SQLite with the Durable Object limits, for native tests.
+    #[cfg(test)]
+    pub fn test_calls() -> MemoryCalls<SqlCallRows<crate::sql::sqlite::LimitedSqlite>> {
+        MemoryCalls::new(|| {
+            SqlCallRows::open(crate::sql::sqlite::LimitedSqlite::new()).expect("schema")
+        })
+    }
+
+    impl<R: CallRows> CallStoreTransport for MemoryCalls<R> {
+        fn send<'a>(
+            &'a self,
+            tenant_id: &'a str,
+            request: CallStoreRequest,
+        ) -> LocalFuture<'a, Result<CallStoreAnswer, StoreError>> {
+            Box::pin(async move {
+                let rows = self.rows(tenant_id);
+                handle(
+                    &*rows,
+                    &self.dispatch_queues,
+                    request,
+                    self.now_ms.get(),
+                    &mut |_| {},
+                )
+                .await
+            })
+        }
+    }
+}
+/// What the tenant's call store keeps of a call's stored recording.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecordingInfo {
+    pub attempt: u32,
+    pub object_key: String,
+    pub content_type: String,
+    pub bytes: u64,
+    pub sha256: String,
+    pub duration_ms: u64,
+    pub saved_at: String,
+}
+
+impl RecordingInfo {
+    pub fn to_public(&self, call_id: &str) -> Value {
+        json!({"object": "recording", "call_id": call_id, "attempt": self.attempt, "content_type": self.content_type,
+               "bytes": self.bytes, "sha256": self.sha256, "duration_ms": self.duration_ms,
+               "channels": {"left": "ai", "right": "callee"}, "saved_at": self.saved_at,
+               "url": format!("/v1/calls/{call_id}/recording")})
+    }
+}

@@ -1,0 +1,137 @@
+//! The port through which the edge reaches a region's dispatch queue (the
+//! `DispatchQueue` Durable Object in the Worker), and building a queued call
+//! from its record. What the queue changes reaches each call's record as
+//! numbered reports to the tenant's `CallStore` (see `call_store`).
+
+use crate::dispatch::queue::{CancelOutcome, EnqueueOutcome};
+use crate::dispatch::queued_call::QueuedCall;
+use crate::dispatch::sidecar_link::SidecarEnvelope;
+use crate::ids::parse_rfc3339_utc_ms;
+use crate::model::CallRecord;
+use crate::store::StoreError;
+use serde_json::{json, Value};
+
+#[allow(async_fn_in_trait)]
+pub trait DispatchQueues {
+    async fn enqueue(&self, region: &str, call: &QueuedCall) -> Result<EnqueueOutcome, StoreError>;
+    async fn cancel(&self, region: &str, call_id: &str) -> Result<CancelOutcome, StoreError>;
+    /// Forwards a verified sidecar request; returns the HTTP status and body.
+    async fn sidecar(
+        &self,
+        region: &str,
+        envelope: &SidecarEnvelope,
+    ) -> Result<(u16, Value), StoreError>;
+}
+
+/// The queue's view of a new call: its routing, retry policy and offer fields.
+pub fn queued_call(tenant_id: &str, record: &CallRecord, now_ms: u64) -> QueuedCall {
+    let ready_at_ms = record
+        .schedule_at
+        .as_deref()
+        .and_then(parse_rfc3339_utc_ms)
+        .unwrap_or(now_ms);
+    QueuedCall {
+        call_id: record.id.clone(),
+        tenant_id: tenant_id.to_string(),
+        ready_at_ms,
+        attempt: 1,
+        retries: record.retries,
+        retry_delay_ms: u64::from(record.retry_delay_minutes) * 60_000,
+        scheduled: record.schedule_at.is_some(),
+        agent_id: record.agent_id.clone(),
+        phone: record.phone.clone(),
+        // Set by the caller from the tenant and the request.
+        max_concurrent: None,
+        reject_over_cap: false,
+        calling_window: None,
+        max_seconds: record.max_seconds,
+        offer: json!({
+            "phone": record.phone,
+            "agent_id": record.agent_id,
+            "system_prompt": record.system_prompt,
+            "voice": record.voice,
+            "language": record.language,
+            "engine": record.engine,
+            "model": record.model,
+            "max_seconds": record.max_seconds,
+            "record": record.record,
+            "metadata": record.metadata.as_ref().map(crate::model::Metadata::to_value),
+            "engine_base_url": record.engine_base_url,
+            "silence_timeout_secs": record.silence_timeout_seconds,
+        }),
+    }
+}
+
+/// In-process [`DispatchQueues`] over the same pure queue, for native tests of
+/// the request handling. The real one is the Durable Object (tests/ e2e).
+#[cfg(any(test, feature = "bench-support"))]
+pub mod memory {
+    use super::*;
+    use crate::dispatch::queue::{CallUpdate, DispatchTimings, Queue};
+    use crate::dispatch::sidecar_link;
+    use crate::transcript::TranscriptUpdate;
+    use std::cell::RefCell;
+    use std::collections::BTreeMap;
+
+    #[derive(Default)]
+    pub struct MemoryDispatchQueues {
+        pub queues: RefCell<BTreeMap<String, Queue>>,
+        pub now_ms: std::cell::Cell<u64>,
+        /// Call updates and transcript turns the Durable Object would report
+        /// to the tenants' call stores.
+        pub updates: RefCell<Vec<CallUpdate>>,
+        pub turns: RefCell<Vec<TranscriptUpdate>>,
+        /// The last report number handed out.
+        pub report_seq: std::cell::Cell<u64>,
+    }
+
+    impl MemoryDispatchQueues {
+        /// What happened since the last call: (call updates, transcript turns).
+        pub fn take_reports(&self) -> (Vec<CallUpdate>, Vec<TranscriptUpdate>) {
+            (
+                std::mem::take(&mut *self.updates.borrow_mut()),
+                std::mem::take(&mut *self.turns.borrow_mut()),
+            )
+        }
+    }
+
+    impl DispatchQueues for MemoryDispatchQueues {
+        // Like the Durable Object, every operation first lets time pass.
+        async fn enqueue(
+            &self,
+            region: &str,
+            call: &QueuedCall,
+        ) -> Result<EnqueueOutcome, StoreError> {
+            let mut queues = self.queues.borrow_mut();
+            let q = queues.entry(region.to_string()).or_default();
+            self.updates
+                .borrow_mut()
+                .extend(q.tick(self.now_ms.get(), &DispatchTimings::default()));
+            Ok(q.enqueue(call.clone()))
+        }
+        async fn cancel(&self, region: &str, call_id: &str) -> Result<CancelOutcome, StoreError> {
+            let mut queues = self.queues.borrow_mut();
+            let q = queues.entry(region.to_string()).or_default();
+            self.updates
+                .borrow_mut()
+                .extend(q.tick(self.now_ms.get(), &DispatchTimings::default()));
+            Ok(q.cancel(call_id))
+        }
+        async fn sidecar(
+            &self,
+            region: &str,
+            envelope: &SidecarEnvelope,
+        ) -> Result<(u16, Value), StoreError> {
+            let mut queues = self.queues.borrow_mut();
+            let q = queues.entry(region.to_string()).or_default();
+            self.updates
+                .borrow_mut()
+                .extend(q.tick(self.now_ms.get(), &DispatchTimings::default()));
+            let reply =
+                sidecar_link::handle(q, envelope, self.now_ms.get(), &DispatchTimings::default());
+            self.updates.borrow_mut().extend(reply.updates);
+            self.turns.borrow_mut().extend(reply.turns);
+            Ok((reply.status, reply.body))
+        }
+    }
+}

@@ -1,0 +1,532 @@
+//! The edge's half of the sidecar dispatch protocol (`voxline_shared::protocol`),
+//! run inside the region's `DispatchQueue` object after the Worker verified the
+//! request's signature. Pure: fed an envelope and the clock, it mutates the
+//! [`Queue`] and returns the reply, the call updates to report to the call stores,
+//! and, for an empty lease poll, how long to hold the poll open.
+
+use crate::dispatch::queue::{
+    offer_json, AckOutcome, CallUpdate, DispatchTimings, EventOutcome, HeldEvent, Queue,
+};
+use crate::error::{ApiError, ErrorCode};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use voxline_shared::protocol::{
+    check_version, Ack, AckReceipt, Deregistration, EventBatch, EventKind, LeaseRequest,
+    Registration, RegistrationAck, PROTOCOL_VERSION,
+};
+
+/// How long an accepted call may be missing from the sidecar's `held_calls`
+/// before it counts as lost (a poll may have been sent just before the ack).
+pub const HELD_GRACE_MS: u64 = 5_000;
+pub const NONCE_WINDOW_MS: u64 = voxline_shared::signing::DEFAULT_WINDOW_SECS * 1000;
+
+/// Outside development the link is taken over HTTPS only: it carries signed
+/// requests, offers with engine keys, and recordings. Checked before anything
+/// else is read, so a sidecar pointed at `http://` learns at once and no offer
+/// ever leaves in clear.
+///
+/// `scheme` is the scheme of the request URL as the Worker sees it. Cloudflare
+/// sets it from the client's own connection to its edge (`http` on port 80,
+/// `https` once TLS ended there), so a client cannot claim it; headers such as
+/// `X-Forwarded-Proto` or `CF-Visitor` are not read, because to a Worker they
+/// are whatever the client, or a proxy in front, wrote. `wrangler dev` serves
+/// `http://`, hence development is exempt (`VOXLINE_ENV=development`).
+pub fn check_transport(scheme: &str, dev_mode: bool) -> Result<(), ApiError> {
+    if dev_mode || scheme.eq_ignore_ascii_case("https") {
+        return Ok(());
+    }
+    Err(ApiError::new(
+        ErrorCode::HttpsRequired,
+        "the sidecar link is served over https only outside development: set the sidecar's edge_url to https:// (or https+h3://)",
+    ))
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SidecarOp {
+    Register,
+    Lease,
+    Ack,
+    Events,
+    Deregister,
+    /// A recording upload, after the Worker admitted it: only its nonce is
+    /// spent here (the same replay store as every other link request). Never
+    /// routed from a path: uploads have their own (`recordings`).
+    Recording,
+}
+
+impl SidecarOp {
+    pub fn from_path(path: &str) -> Option<SidecarOp> {
+        use voxline_shared::protocol::paths;
+        match path {
+            paths::REGISTER => Some(SidecarOp::Register),
+            paths::LEASE => Some(SidecarOp::Lease),
+            paths::ACK => Some(SidecarOp::Ack),
+            paths::EVENTS => Some(SidecarOp::Events),
+            paths::DEREGISTER => Some(SidecarOp::Deregister),
+            _ => None,
+        }
+    }
+}
+
+/// What the Worker forwards to the region's object once the signature checks out.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SidecarEnvelope {
+    pub op: SidecarOp,
+    pub sidecar_id: String,
+    pub nonce: String,
+    /// The protocol message, already parsed and version-checked by the Worker.
+    pub body: Value,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reply {
+    pub status: u16,
+    pub body: Value,
+    pub updates: Vec<CallUpdate>,
+    /// Transcript turns to append (held calls only, duplicates dropped).
+    pub turns: Vec<crate::transcript::TranscriptUpdate>,
+    /// An empty lease poll: hold it open until this time or until work arrives.
+    pub hold_open_until: Option<u64>,
+}
+
+impl Reply {
+    fn ok(body: Value) -> Reply {
+        Reply {
+            status: 200,
+            body,
+            updates: Vec::new(),
+            turns: Vec::new(),
+            hold_open_until: None,
+        }
+    }
+    fn error(e: ApiError) -> Reply {
+        Reply {
+            status: e.status(),
+            body: e.to_json(),
+            updates: Vec::new(),
+            turns: Vec::new(),
+            hold_open_until: None,
+        }
+    }
+}
+
+fn parse<T: serde::de::DeserializeOwned>(body: &Value) -> Result<T, ApiError> {
+    serde_json::from_value(body.clone()).map_err(|e| {
+        ApiError::new(
+            ErrorCode::InvalidType,
+            format!("not a valid protocol message: {e}"),
+        )
+    })
+}
+
+/// Checks a raw protocol body in the Worker before it is forwarded: JSON,
+/// the right message type, a version we speak, and the signer's own id.
+pub fn parse_message(op: SidecarOp, raw: &[u8], signer: &str) -> Result<Value, ApiError> {
+    let value: Value = serde_json::from_slice(raw).map_err(|e| {
+        ApiError::new(
+            ErrorCode::InvalidJson,
+            format!("body is not valid JSON: {e}"),
+        )
+    })?;
+    let (version, sidecar_id) = match op {
+        SidecarOp::Register => {
+            parse::<Registration>(&value).map(|m| (m.protocol_version, m.sidecar_id))?
+        }
+        SidecarOp::Lease => {
+            parse::<LeaseRequest>(&value).map(|m| (m.protocol_version, m.sidecar_id))?
+        }
+        SidecarOp::Ack => parse::<Ack>(&value).map(|m| (m.protocol_version, m.sidecar_id))?,
+        SidecarOp::Events => {
+            parse::<EventBatch>(&value).map(|m| (m.protocol_version, m.sidecar_id))?
+        }
+        SidecarOp::Deregister => {
+            parse::<Deregistration>(&value).map(|m| (m.protocol_version, m.sidecar_id))?
+        }
+        SidecarOp::Recording => {
+            return Err(ApiError::new(
+                ErrorCode::NotFound,
+                "recordings are uploaded with their manifest (recordings::admit_upload)",
+            ))
+        }
+    };
+    check_version(version)
+        .map_err(|e| ApiError::new(ErrorCode::UnsupportedProtocolVersion, e.to_string()))?;
+    if sidecar_id != signer {
+        return Err(ApiError::new(
+            ErrorCode::InvalidSignature,
+            "the body's sidecar_id is not the signer's",
+        ));
+    }
+    Ok(value)
+}
+
+fn not_registered() -> ApiError {
+    ApiError::new(
+        ErrorCode::SidecarNotRegistered,
+        "this sidecar is not registered (or was presumed dead): register again",
+    )
+}
+
+pub fn handle(q: &mut Queue, env: &SidecarEnvelope, now: u64, t: &DispatchTimings) -> Reply {
+    if !q.remember_nonce(&env.nonce, now, NONCE_WINDOW_MS) {
+        return Reply::error(ApiError::new(
+            ErrorCode::ReplayedRequest,
+            "this request's nonce was already used",
+        ));
+    }
+    match handle_op(q, env, now, t) {
+        Ok(reply) => reply,
+        Err(e) => Reply::error(e),
+    }
+}
+
+fn handle_op(
+    q: &mut Queue,
+    env: &SidecarEnvelope,
+    now: u64,
+    t: &DispatchTimings,
+) -> Result<Reply, ApiError> {
+    let sid = env.sidecar_id.as_str();
+    match env.op {
+        SidecarOp::Recording => Ok(Reply::ok(json!({"protocol_version": PROTOCOL_VERSION}))),
+        SidecarOp::Register => {
+            let reg: Registration = parse(&env.body)?;
+            q.register(sid, reg.capacity, now);
+            let ack = RegistrationAck {
+                protocol_version: PROTOCOL_VERSION,
+                lease_wait_ms: t.max_wait_ms as u32,
+                ack_deadline_ms: t.ack_deadline_ms,
+                dead_after_ms: t.dead_after_ms,
+            };
+            Ok(Reply::ok(serde_json::to_value(ack).unwrap_or(Value::Null)))
+        }
+        SidecarOp::Deregister => {
+            let _: Deregistration = parse(&env.body)?;
+            let mut reply = Reply::ok(json!({"protocol_version": PROTOCOL_VERSION}));
+            reply.updates = q.deregister(sid, now);
+            Ok(reply)
+        }
+        SidecarOp::Lease => {
+            let req: LeaseRequest = parse(&env.body)?;
+            if !q.sidecars.contains_key(sid) {
+                return Err(not_registered());
+            }
+            let updates = q.reconcile(sid, &req.held_calls, now, HELD_GRACE_MS);
+            let mut reply = lease_reply(q, sid, req.free_slots, now, t);
+            reply.updates = updates;
+            let empty = reply.body["offers"].as_array().is_some_and(Vec::is_empty)
+                && reply.body["commands"].as_array().is_some_and(Vec::is_empty);
+            if empty && req.wait_ms > 0 {
+                reply.hold_open_until = Some(now + u64::from(req.wait_ms).min(t.max_wait_ms));
+            }
+            Ok(reply)
+        }
+        SidecarOp::Ack => {
+            let ack: Ack = parse(&env.body)?;
+            let (outcome, update) = q.ack(sid, &ack.lease_id, ack.accepted, now);
+            if outcome == AckOutcome::Stale {
+                return Err(ApiError::new(
+                    ErrorCode::LeaseNotHeld,
+                    format!(
+                        "lease {} is not this sidecar's (expired and re-leased?): do not dial {}",
+                        ack.lease_id, ack.call_id
+                    ),
+                ));
+            }
+            let receipt = AckReceipt {
+                protocol_version: PROTOCOL_VERSION,
+                lease_id: ack.lease_id,
+            };
+            let mut reply = Reply::ok(serde_json::to_value(receipt).unwrap_or(Value::Null));
+            reply.updates.extend(update);
+            Ok(reply)
+        }
+        SidecarOp::Events => {
+            let batch: EventBatch = parse(&env.body)?;
+            if !q.sidecars.contains_key(sid) {
+                return Err(not_registered());
+            }
+            let mut updates = Vec::new();
+            let mut turns = Vec::new();
+            for ev in &batch.events {
+                let held_event = match &ev.kind {
+                    EventKind::Ringing => HeldEvent::Ringing,
+                    EventKind::Answered => HeldEvent::Answered,
+                    EventKind::Ended {
+                        status,
+                        reason,
+                        sip_code,
+                        ..
+                    } => HeldEvent::Ended {
+                        status: *status,
+                        reason: *reason,
+                        sip_code: *sip_code,
+                    },
+                    EventKind::Dialing
+                    | EventKind::TranscriptTurn { .. }
+                    | EventKind::Summary { .. }
+                    | EventKind::Unknown => HeldEvent::Other,
+                };
+                let tenant_id = q.held.get(&ev.call_id).map(|h| h.call.tenant_id.clone());
+                // Duplicates and events of calls no longer held are acknowledged
+                // too: resending them could never succeed.
+                let (outcome, update) =
+                    q.event(sid, &ev.call_id, ev.attempt, ev.seq, held_event, now);
+                updates.extend(update);
+                let (EventOutcome::Applied, Some(tenant_id)) = (outcome, tenant_id) else {
+                    continue;
+                };
+                use crate::transcript::{Change, TranscriptUpdate, Turn};
+                let change = match &ev.kind {
+                    EventKind::TranscriptTurn {
+                        role,
+                        text,
+                        start_ms,
+                        end_ms,
+                    } => {
+                        let role = match role {
+                            voxline_shared::protocol::Role::Ai => "ai",
+                            voxline_shared::protocol::Role::User => "user",
+                        };
+                        Change::Turn(Turn {
+                            role: role.into(),
+                            text: crate::transcript::bound_turn_text(text),
+                            start_ms: *start_ms,
+                            end_ms: *end_ms,
+                        })
+                    }
+                    EventKind::Summary { summary, outcome } => Change::Summary {
+                        summary: summary.clone(),
+                        outcome: outcome.clone(),
+                    },
+                    _ => continue,
+                };
+                turns.push(TranscriptUpdate {
+                    tenant_id,
+                    call_id: ev.call_id.clone(),
+                    change,
+                });
+            }
+            let mut reply = Reply::ok(
+                json!({"protocol_version": PROTOCOL_VERSION, "accepted": batch.events.len()}),
+            );
+            reply.updates = updates;
+            reply.turns = turns;
+            Ok(reply)
+        }
+    }
+}
+
+/// Leases what the sidecar can take now; used for the first answer to a poll
+/// and again when a held-open poll wakes up.
+pub fn lease_reply(
+    q: &mut Queue,
+    sidecar_id: &str,
+    free_slots: u32,
+    now: u64,
+    t: &DispatchTimings,
+) -> Reply {
+    let (leases, commands) = q.lease(sidecar_id, free_slots, now, t);
+    let offers: Vec<Value> = leases.iter().map(offer_json).collect();
+    Reply::ok(json!({"protocol_version": PROTOCOL_VERSION, "offers": offers, "commands": commands}))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dispatch::queue::CallChange;
+    use crate::dispatch::queued_call::QueuedCall;
+
+    #[test]
+    fn the_link_is_https_only_outside_development() {
+        assert_eq!(check_transport("https", false), Ok(()));
+        assert_eq!(check_transport("HTTPS", false), Ok(()));
+        for scheme in ["http", "", "ws"] {
+            let e = check_transport(scheme, false).unwrap_err();
+            assert_eq!((e.code, e.status()), (ErrorCode::HttpsRequired, 403));
+            assert!(e.message.contains("https://"), "{}", e.message);
+            assert_eq!(check_transport(scheme, true), Ok(()), "development");
+        }
+    }
+    use voxline_shared::protocol::{LeaseResponse, Offer};
+    use voxline_shared::{CallStatus, EndedReason};
+
+    const T: DispatchTimings = DispatchTimings {
+        ack_deadline_ms: 1_000,
+        dead_after_ms: 5_000,
+        max_wait_ms: 2_000,
+        lost_margin_ms: 1_000,
+    };
+
+    fn env(op: SidecarOp, nonce: &str, body: Value) -> SidecarEnvelope {
+        SidecarEnvelope {
+            op,
+            sidecar_id: "sc-1".into(),
+            nonce: nonce.into(),
+            body,
+        }
+    }
+
+    fn queued() -> QueuedCall {
+        QueuedCall {
+            call_id: "call_1".into(),
+            tenant_id: "ten_1".into(),
+            ready_at_ms: 0,
+            attempt: 1,
+            retries: 0,
+            retry_delay_ms: 60_000,
+            offer: json!({"phone": "+14155550100", "agent_id": "agt_1", "language": "en-US", "engine": "local",
+                          "max_seconds": 300, "record": false}),
+            scheduled: false,
+            agent_id: "agt_1".into(),
+            phone: "+14155550100".into(),
+            ..QueuedCall::default()
+        }
+    }
+
+    #[test]
+    fn register_lease_ack_events_round_trip_in_protocol_types() {
+        let mut q = Queue::default();
+        let reg = json!({"protocol_version": 1, "sidecar_id": "sc-1", "region": "local", "capacity": 2, "version": "0.1.0"});
+        assert_eq!(
+            parse_message(SidecarOp::Register, reg.to_string().as_bytes(), "sc-1").unwrap(),
+            reg
+        );
+        let r = handle(&mut q, &env(SidecarOp::Register, "n1", reg), 0, &T);
+        let ack: RegistrationAck = serde_json::from_value(r.body).unwrap();
+        assert_eq!(ack.ack_deadline_ms, 1_000);
+
+        let poll = json!({"protocol_version": 1, "sidecar_id": "sc-1", "region": "local", "free_slots": 2, "held_calls": [], "wait_ms": 1500});
+        let r = handle(&mut q, &env(SidecarOp::Lease, "n2", poll.clone()), 10, &T);
+        assert_eq!(r.hold_open_until, Some(1_510), "empty poll is held open");
+        q.enqueue(queued());
+        assert!(q.has_work_for("sc-1", 20));
+        let r = lease_reply(&mut q, "sc-1", 2, 20, &T);
+        let lease: LeaseResponse = serde_json::from_value(r.body).unwrap();
+        let offer: &Offer = &lease.offers[0];
+        assert_eq!(
+            (offer.call_id.as_str(), offer.ack_deadline_ms),
+            ("call_1", 1_020)
+        );
+
+        let ack = json!({"protocol_version": 1, "sidecar_id": "sc-1", "lease_id": offer.lease_id, "call_id": "call_1", "accepted": true});
+        let r = handle(&mut q, &env(SidecarOp::Ack, "n3", ack.clone()), 30, &T);
+        assert_eq!(r.status, 200);
+        assert!(matches!(r.updates[0].change, CallChange::Dialing { .. }));
+        // The same ack again (its answer was lost): accepted again, nothing applied twice.
+        let r = handle(&mut q, &env(SidecarOp::Ack, "n4", ack), 31, &T);
+        assert_eq!((r.status, r.updates.len()), (200, 0));
+        let stale = json!({"protocol_version": 1, "sidecar_id": "sc-1", "lease_id": "lease_ff", "call_id": "call_1", "accepted": true});
+        let r = handle(&mut q, &env(SidecarOp::Ack, "n4b", stale), 32, &T);
+        assert_eq!(
+            (r.status, r.body["error"]["code"].as_str()),
+            (409, Some("lease_not_held"))
+        );
+
+        let events = json!({"protocol_version": 1, "sidecar_id": "sc-1", "events": [
+            {"call_id": "call_1", "attempt": 1, "seq": 1, "at_ms": 40, "kind": {"type": "ringing"}},
+            {"call_id": "call_1", "attempt": 1, "seq": 1, "at_ms": 40, "kind": {"type": "ringing"}},
+            {"call_id": "call_1", "attempt": 1, "seq": 2, "at_ms": 50, "kind": {"type": "answered"}},
+            {"call_id": "call_1", "attempt": 1, "seq": 3, "at_ms": 60, "kind": {"type": "ended", "status": "completed",
+              "reason": "callee_hangup", "timings": {"dispatched_ms": 30, "ringing_ms": 40, "answered_ms": 50, "ended_ms": 60}}}
+        ]});
+        let r = handle(&mut q, &env(SidecarOp::Events, "n5", events), 70, &T);
+        assert_eq!(r.body["accepted"], 4);
+        let changes: Vec<_> = r.updates.iter().map(|u| u.change.clone()).collect();
+        assert_eq!(
+            changes,
+            vec![
+                CallChange::Ringing,
+                CallChange::Answered,
+                CallChange::Ended {
+                    status: CallStatus::Completed,
+                    reason: EndedReason::CalleeHangup,
+                    sip_code: None
+                }
+            ]
+        );
+    }
+
+    #[test]
+    fn a_transcript_turn_longer_than_the_limit_is_cut_on_a_char_boundary() {
+        use crate::transcript::{Change, MAX_TURN_CHARS, TRUNCATED_MARKER};
+        let mut q = Queue::default();
+        let reg = json!({"protocol_version": 1, "sidecar_id": "sc-1", "region": "local", "capacity": 1, "version": "0.1.0"});
+        handle(&mut q, &env(SidecarOp::Register, "n1", reg), 0, &T);
+        q.enqueue(queued());
+        let lease: LeaseResponse =
+            serde_json::from_value(lease_reply(&mut q, "sc-1", 1, 10, &T).body).unwrap();
+        let ack = json!({"protocol_version": 1, "sidecar_id": "sc-1", "lease_id": lease.offers[0].lease_id, "call_id": "call_1", "accepted": true});
+        assert_eq!(
+            handle(&mut q, &env(SidecarOp::Ack, "n2", ack), 20, &T).status,
+            200
+        );
+        // Multi-byte characters: a byte cut would split one.
+        let long = "é".repeat(MAX_TURN_CHARS * 3);
+        let events = json!({"protocol_version": 1, "sidecar_id": "sc-1", "events": [
+            {"call_id": "call_1", "attempt": 1, "seq": 1, "at_ms": 30, "kind": {"type": "answered"}},
+            {"call_id": "call_1", "attempt": 1, "seq": 2, "at_ms": 40, "kind": {"type": "transcript_turn", "role": "user", "text": long, "start_ms": 0, "end_ms": 1}},
+            {"call_id": "call_1", "attempt": 1, "seq": 3, "at_ms": 50, "kind": {"type": "transcript_turn", "role": "ai", "text": "short", "start_ms": 2, "end_ms": 3}}
+        ]});
+        let r = handle(&mut q, &env(SidecarOp::Events, "n3", events), 60, &T);
+        assert_eq!(r.status, 200);
+        let texts: Vec<&str> = r
+            .turns
+            .iter()
+            .filter_map(|t| match &t.change {
+                Change::Turn(turn) => Some(turn.text.as_str()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(texts.len(), 2);
+        assert_eq!(texts[0].chars().count(), MAX_TURN_CHARS);
+        assert!(
+            texts[0].ends_with(TRUNCATED_MARKER) && texts[0].starts_with("éé"),
+            "cut with a marker"
+        );
+        assert_eq!(texts[1], "short", "a turn within the limit is kept as sent");
+    }
+
+    #[test]
+    fn replays_unknown_sidecars_and_bad_messages_are_refused() {
+        let mut q = Queue::default();
+        let poll = json!({"protocol_version": 1, "sidecar_id": "sc-1", "region": "local", "free_slots": 1, "held_calls": [], "wait_ms": 0});
+        let r = handle(&mut q, &env(SidecarOp::Lease, "n1", poll.clone()), 0, &T);
+        assert_eq!(
+            (r.status, r.body["error"]["code"].as_str()),
+            (410, Some("sidecar_not_registered"))
+        );
+        let r = handle(&mut q, &env(SidecarOp::Lease, "n1", poll.clone()), 1, &T);
+        assert_eq!(
+            (r.status, r.body["error"]["code"].as_str()),
+            (401, Some("replayed_request"))
+        );
+        let wrong_version = json!({"protocol_version": 2, "sidecar_id": "sc-1", "region": "local", "free_slots": 1, "held_calls": [], "wait_ms": 0});
+        let e = parse_message(
+            SidecarOp::Lease,
+            wrong_version.to_string().as_bytes(),
+            "sc-1",
+        )
+        .unwrap_err();
+        assert_eq!(e.code, ErrorCode::UnsupportedProtocolVersion);
+        assert_eq!(
+            parse_message(SidecarOp::Lease, poll.to_string().as_bytes(), "sc-2")
+                .unwrap_err()
+                .code,
+            ErrorCode::InvalidSignature
+        );
+        assert_eq!(
+            parse_message(SidecarOp::Ack, poll.to_string().as_bytes(), "sc-1")
+                .unwrap_err()
+                .code,
+            ErrorCode::InvalidType
+        );
+        assert_eq!(
+            parse_message(SidecarOp::Ack, b"{", "sc-1")
+                .unwrap_err()
+                .code,
+            ErrorCode::InvalidJson
+        );
+    }
+}

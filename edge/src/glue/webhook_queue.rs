@@ -1,0 +1,191 @@
+//! wasm32-only: webhook delivery through Cloudflare Queues. The producer
+//! sends [`DeliveryJob`]s (JSON text) to `WEBHOOK_DELIVERIES`; the consumer
+//! (`#[event(queue)]`, same Worker) runs the pure [`delivery::process`] on
+//! each with a `fetch`-backed [`WebhookHttp`] and acks, re-queues (retry
+//! delays are per job, so a new message carries the next attempt), or lets
+//! the queue retry a job whose outcome could not be recorded.
+
+use crate::engine_keys::SealingKey;
+use crate::glue::env::{WorkersKv, KV_BINDING};
+use crate::webhooks::delivery::{
+    self, DeliveryJob, HttpReply, Next, WebhookHttp, ATTEMPT_TIMEOUT_MS,
+};
+use futures_util::future::{join_all, select, Either};
+use std::time::Duration;
+use worker::{
+    console_log, event, AbortController, Context, Date, Delay, Env, Fetch, Headers, MessageBatch,
+    MessageBuilder, MessageExt, Method, QueueRetryOptionsBuilder, RawMessage, Request, RequestInit,
+    RequestRedirect, Result,
+};
+
+pub const QUEUE_BINDING: &str = "WEBHOOK_DELIVERIES";
+/// Queue-level retry when a job's outcome could not be stored or re-queued.
+const STORE_RETRY_DELAY_SECONDS: u32 = 5;
+
+/// Sends jobs to the delivery queue. A job that cannot be queued is logged:
+/// the event is lost for that endpoint (the state change itself is stored).
+pub async fn send_jobs(env: &Env, jobs: Vec<DeliveryJob>) {
+    if jobs.is_empty() {
+        return;
+    }
+    let queue = match env.queue(QUEUE_BINDING) {
+        Ok(q) => q,
+        Err(e) => {
+            return console_log!(
+                "webhooks: no queue binding {QUEUE_BINDING}: {e}; {} deliveries dropped",
+                jobs.len()
+            )
+        }
+    };
+    for job in jobs {
+        if let Err(e) = send_one(&queue, &job, 0).await {
+            console_log!(
+                "webhooks: queueing {} ({}) failed: {e}",
+                job.delivery_id,
+                job.event_type
+            );
+        }
+    }
+}
+
+/// Sends jobs to the delivery queue; false if any could not be queued (the
+/// caller keeps the event and tries again: a delivery may then go out twice,
+/// with the same `webhook-id`, which receivers deduplicate on).
+pub async fn send_all(env: &Env, jobs: Vec<DeliveryJob>) -> bool {
+    let queue = match env.queue(QUEUE_BINDING) {
+        Ok(q) => q,
+        Err(e) => {
+            console_log!("webhooks: no queue binding {QUEUE_BINDING}: {e}");
+            return false;
+        }
+    };
+    for job in &jobs {
+        if let Err(e) = send_one(&queue, job, 0).await {
+            console_log!(
+                "webhooks: queueing {} ({}) failed: {e}",
+                job.delivery_id,
+                job.event_type
+            );
+            return false;
+        }
+    }
+    true
+}
+
+async fn send_one(queue: &worker::Queue, job: &DeliveryJob, delay_seconds: u32) -> Result<()> {
+    let text = serde_json::to_string(job).map_err(|e| worker::Error::RustError(e.to_string()))?;
+    let mut msg = MessageBuilder::new(text);
+    if delay_seconds > 0 {
+        msg = msg.delay_seconds(delay_seconds);
+    }
+    queue.send(msg.build()).await
+}
+
+/// `fetch` with a 15 s timeout (AbortController) and no redirects (a 3xx
+/// could otherwise bounce a delivery to an address the URL guard refuses).
+struct FetchHttp;
+
+impl WebhookHttp for FetchHttp {
+    async fn post(
+        &self,
+        url: &str,
+        headers: &[(String, String)],
+        body: &str,
+    ) -> std::result::Result<HttpReply, String> {
+        let h = Headers::new();
+        for (k, v) in headers {
+            h.set(k, v).map_err(|e| format!("header {k}: {e}"))?;
+        }
+        let mut init = RequestInit::new();
+        init.with_method(Method::Post)
+            .with_headers(h)
+            .with_body(Some(body.into()))
+            .with_redirect(RequestRedirect::Manual);
+        let req = Request::new_with_init(url, &init).map_err(|e| format!("bad request: {e}"))?;
+        let controller = AbortController::default();
+        let signal = controller.signal();
+        let fetch = Fetch::Request(req);
+        let send = std::pin::pin!(fetch.send_with_signal(&signal));
+        let timeout = Delay::from(Duration::from_millis(ATTEMPT_TIMEOUT_MS));
+        match select(send, timeout).await {
+            Either::Left((Ok(resp), _)) => {
+                let retry_after = resp.headers().get("retry-after").ok().flatten();
+                Ok(HttpReply {
+                    status: resp.status_code(),
+                    retry_after,
+                })
+            }
+            Either::Left((Err(e), _)) => Err(format!("request failed: {e}")),
+            Either::Right(_) => {
+                controller.abort();
+                Err(format!("no answer within {} s", ATTEMPT_TIMEOUT_MS / 1000))
+            }
+        }
+    }
+}
+
+async fn handle(
+    env: &Env,
+    queue: &worker::Queue,
+    kv: &WorkersKv,
+    dev_mode: bool,
+    sealing: Option<&SealingKey>,
+    msg: RawMessage,
+) {
+    let Some(job) = msg
+        .body()
+        .as_string()
+        .and_then(|t| serde_json::from_str::<DeliveryJob>(&t).ok())
+    else {
+        console_log!("webhooks: unreadable queue message {} dropped", msg.id());
+        return msg.ack();
+    };
+    let _ = env;
+    let clock = || Date::now().as_millis();
+    match delivery::process(kv, &FetchHttp, job, &clock, dev_mode, sealing).await {
+        Ok(Next::Done) => msg.ack(),
+        Ok(Next::Requeue { job, delay_seconds }) => {
+            match send_one(queue, &job, delay_seconds).await {
+                Ok(()) => msg.ack(),
+                Err(e) => {
+                    // The old job runs again later: one extra attempt, nothing lost.
+                    console_log!("webhooks: re-queueing {} failed: {e}", job.delivery_id);
+                    msg.retry_with_options(
+                        &QueueRetryOptionsBuilder::new()
+                            .with_delay_seconds(delay_seconds.max(1))
+                            .build(),
+                    );
+                }
+            }
+        }
+        Err(e) => {
+            console_log!(
+                "webhooks: storing the outcome of a delivery failed: {e:?}; the queue retries it"
+            );
+            msg.retry_with_options(
+                &QueueRetryOptionsBuilder::new()
+                    .with_delay_seconds(STORE_RETRY_DELAY_SECONDS)
+                    .build(),
+            );
+        }
+    }
+}
+
+#[event(queue)]
+pub async fn consume(batch: MessageBatch<String>, env: Env, _ctx: Context) -> Result<()> {
+    let kv = WorkersKv(env.kv(KV_BINDING)?);
+    let queue = env.queue(QUEUE_BINDING)?;
+    let dev_mode = env
+        .var("VOXLINE_ENV")
+        .is_ok_and(|v| v.to_string() == "development");
+    let sealing = crate::glue::env::sealing_key(&env);
+    // Attempts of one batch run concurrently: one slow receiver (up to the
+    // 15 s timeout) does not hold up the others.
+    join_all(
+        batch
+            .raw_iter()
+            .map(|msg| handle(&env, &queue, &kv, dev_mode, sealing.as_ref(), msg)),
+    )
+    .await;
+    Ok(())
+}

@@ -1,0 +1,204 @@
+//! Webhook events: the event a call's state change produces, its payload
+//! (the exact body every endpoint receives) and the delivery jobs of one event.
+
+use crate::ids::{self, rfc3339_ms};
+use crate::model::{keys, CallRecord, WebhookEndpoint};
+use crate::store::{get_json, Kv, StoreError};
+use crate::webhooks::delivery::{delivery_id, DeliveryJob};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use voxline_shared::CallStatus;
+
+/// Every event type an endpoint may subscribe to.
+pub const WEBHOOK_EVENTS: &[&str] = &[
+    "call.queued",
+    "call.ringing",
+    "call.answered",
+    "call.completed",
+    "call.failed",
+    "transcript.saved",
+    "recording.saved",
+];
+
+/// A webhook event waiting to be turned into deliveries (kept in the call
+/// store's outbox until then).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PendingEvent {
+    pub event_id: String,
+    pub event_type: String,
+    pub call_id: String,
+    /// The exact body every endpoint receives.
+    pub payload: String,
+    pub created_ms: u64,
+}
+
+/// The event a state change produces, if any: ringing, answered, and the end
+/// (`call.failed` for `failed`, `call.completed` for every other terminal status).
+pub fn event_for_change(before: CallStatus, after: &CallRecord) -> Option<&'static str> {
+    if before == after.status {
+        return None;
+    }
+    match after.status {
+        CallStatus::Ringing => Some("call.ringing"),
+        CallStatus::InProgress => Some("call.answered"),
+        CallStatus::Failed if !before.is_terminal() => Some("call.failed"),
+        s if s.is_terminal() && !before.is_terminal() => Some("call.completed"),
+        _ => None,
+    }
+}
+
+fn seconds_between(from: Option<&str>, to: Option<&str>) -> Option<f64> {
+    let (a, b) = (
+        ids::parse_rfc3339_utc_ms(from?)?,
+        ids::parse_rfc3339_utc_ms(to?)?,
+    );
+    Some(b.saturating_sub(a) as f64 / 1000.0)
+}
+
+/// The event body: `{type, timestamp, data}` as Standard Webhooks suggests.
+/// `data` has one shape for every call event; outcome fields are null until
+/// the call ends, transcript/recording fields until those features exist.
+pub fn call_event_payload(
+    event_type: &str,
+    event_id: &str,
+    record: &CallRecord,
+    now_ms: u64,
+) -> String {
+    let ended = record.status.is_terminal();
+    let ring_start = record
+        .ringing_at
+        .as_deref()
+        .or(record.dispatched_at.as_deref());
+    let ring_end = record.answered_at.as_deref().or(record.ended_at.as_deref());
+    let ring_seconds = if ended || record.answered_at.is_some() {
+        seconds_between(ring_start, ring_end)
+    } else {
+        None
+    };
+    let talk_seconds = if ended {
+        seconds_between(record.answered_at.as_deref(), record.ended_at.as_deref())
+    } else {
+        None
+    };
+    let data = json!({
+        "object": "call",
+        "id": record.id,
+        "status": record.status,
+        "outcome": if ended { Some(record.status) } else { None },
+        "ended_reason": record.ended_reason,
+        "sip_code": record.sip_code,
+        "attempts": record.attempts,
+        "phone": record.phone,
+        "name": record.name,
+        "agent_id": record.agent_id,
+        "schedule_at": record.schedule_at,
+        "created_at": record.created_at,
+        "dispatched_at": record.dispatched_at,
+        "ringing_at": record.ringing_at,
+        "answered_at": record.answered_at,
+        "ended_at": record.ended_at,
+        "ring_seconds": ring_seconds,
+        "talk_seconds": talk_seconds,
+        // Complete once the call has ended (`transcript.saved` says so).
+        "transcript_url": format!("/v1/calls/{}/transcript", record.id),
+        // The recording is uploaded after the call ends: `recording.saved` carries it.
+        "recording_url": null,
+    });
+    // The caller's metadata goes out as its own JSON text (see `model::Metadata`).
+    let Value::Object(fields) = data else {
+        return event_payload(event_type, event_id, now_ms, data);
+    };
+    let data = crate::model::object_with_raw(
+        &fields,
+        "metadata",
+        record.metadata.as_ref().map(crate::model::Metadata::raw),
+    );
+    match serde_json::value::RawValue::from_string(data) {
+        Ok(raw) => envelope(event_type, event_id, now_ms, &raw),
+        Err(_) => event_payload(event_type, event_id, now_ms, Value::Object(fields)),
+    }
+}
+
+/// One job per endpoint of the tenant that is enabled and wants the event
+/// (a test helper: calls' events go through their store's outbox).
+#[cfg(test)]
+pub async fn emit(
+    kv: &impl Kv,
+    tenant_id: &str,
+    event_type: &str,
+    record: &CallRecord,
+    now_ms: u64,
+) -> Result<Vec<DeliveryJob>, StoreError> {
+    let event_id = ids::random_id("evt");
+    let payload = call_event_payload(event_type, &event_id, record, now_ms);
+    let event = PendingEvent {
+        event_id,
+        event_type: event_type.to_string(),
+        call_id: record.id.clone(),
+        payload,
+        created_ms: now_ms,
+    };
+    jobs_for_event(kv, tenant_id, &event, now_ms).await
+}
+
+/// The envelope every event shares: `{id, type, timestamp, data}`.
+pub fn event_payload(event_type: &str, event_id: &str, now_ms: u64, data: Value) -> String {
+    json!({"id": event_id, "type": event_type, "timestamp": rfc3339_ms(now_ms), "data": data})
+        .to_string()
+}
+
+/// [`event_payload`] with `data` already JSON text, kept verbatim.
+fn envelope(
+    event_type: &str,
+    event_id: &str,
+    now_ms: u64,
+    data: &serde_json::value::RawValue,
+) -> String {
+    let head = json!({"id": event_id, "type": event_type, "timestamp": rfc3339_ms(now_ms)});
+    let Value::Object(head) = head else {
+        return String::new();
+    };
+    crate::model::object_with_raw(&head, "data", Some(data))
+}
+
+/// The deliveries of one event: a job per endpoint of the tenant that is
+/// enabled and wants it (endpoints are configuration, read from KV).
+pub async fn jobs_for_event(
+    kv: &impl Kv,
+    tenant_id: &str,
+    event: &PendingEvent,
+    now_ms: u64,
+) -> Result<Vec<DeliveryJob>, StoreError> {
+    let mut jobs = Vec::new();
+    let prefix = keys::webhooks_prefix(tenant_id);
+    let mut cursor: Option<String> = None;
+    loop {
+        let page = kv.list(&prefix, 1000, cursor.as_deref()).await?;
+        for entry in page.keys {
+            let Some(endpoint) = get_json::<WebhookEndpoint>(kv, &entry.name).await? else {
+                continue;
+            };
+            if !endpoint.wants(&event.event_type) {
+                continue;
+            }
+            jobs.push(DeliveryJob {
+                tenant_id: tenant_id.to_string(),
+                delivery_id: delivery_id(now_ms),
+                endpoint_id: endpoint.id.clone(),
+                event_id: event.event_id.clone(),
+                event_type: event.event_type.clone(),
+                payload: event.payload.clone(),
+                call_id: Some(event.call_id.clone()),
+                created_at_ms: event.created_ms,
+                attempt: 1,
+                step: 0,
+                due_at_ms: now_ms,
+                manual: false,
+            });
+        }
+        match page.cursor {
+            Some(c) => cursor = Some(c),
+            None => return Ok(jobs),
+        }
+    }
+}
