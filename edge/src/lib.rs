@@ -7,6 +7,7 @@
 pub mod call_state;
 pub mod call_store;
 pub mod calling_window;
+pub mod dialects;
 pub mod dispatch;
 pub mod dispatcher;
 pub mod engine_keys;
