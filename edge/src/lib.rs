@@ -19,7 +19,7 @@
 //!   the API and the call store reach it through) and the edge's half of the
 //!   sidecar link.
 //! - [`traffic`]: rate limits, idempotency keys and failed-credential counts.
-//! - [`dialects`]: the seed-API dialects (none yet).
+//! - [`dialects`]: the seed-API dialects (pure cores of VoiceB, BuildVoiceAI, Calldock; not yet routed).
 //! - common, used by all groups: [`model`] (KV records), [`ids`], [`store`]
 //!   (the `Kv` port), [`sql`] (the `Sql` port), [`engine_keys`] (sealed
 //!   secrets), [`url_guard`], [`limits`] (request limits the validators and
