@@ -156,7 +156,7 @@ fn a_scripted_conversation_with_a_real_phone(w: &World) {
     );
     let turns = t["turns"].as_array().unwrap();
     let roles: Vec<&str> = turns.iter().map(|t| t["role"].as_str().unwrap()).collect();
-    assert_eq!(roles, ["ai", "user", "ai"], "{}", t["text"]);
+    assert_eq!(roles, ["agent", "callee", "agent"], "{}", t["text"]);
     assert!(
         turns[0]["text"]
             .as_str()

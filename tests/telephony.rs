@@ -523,7 +523,7 @@ fn a_call_brings_its_own_engine_key_and_endpoint(w: &World) {
             t["turns"][0]["role"].as_str(),
             t["turns"][0]["text"].as_str()
         ),
-        (Some("ai"), Some(fake_realtime::FAKE_AI_LINE)),
+        (Some("agent"), Some(fake_realtime::FAKE_AI_LINE)),
         "{t}"
     );
     // Its tone reached the callee: the recording's left channel (what was sent).

@@ -3,7 +3,7 @@
 //! real receiver, `tests/webhooks/receiver.py`, which verifies every
 //! delivery with the PyPI `standardwebhooks` package, unmodified (installed
 //! into `.tools/venv` by `cargo xtask bootstrap`). Calls are driven through
-//! the dispatch link by a protocol client signing as a sidecar does.
+//! the sidecar link by a protocol client signing as a sidecar does.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
@@ -191,7 +191,7 @@ fn wait_delivery(
     }
 }
 
-// ---- a sidecar speaking the dispatch link by hand ----
+// ---- a sidecar speaking the sidecar link by hand ----
 
 static NONCE: AtomicU64 = AtomicU64::new(0);
 
@@ -355,7 +355,7 @@ fn call_events_are_delivered_signed_and_filtered(w: &World) {
     let d = &completed["data"];
     assert_eq!(
         (
-            d["outcome"].as_str(),
+            d["status"].as_str(),
             d["ended_reason"].as_str(),
             d["attempts"].as_u64()
         ),
@@ -414,13 +414,13 @@ fn call_events_are_delivered_signed_and_filtered(w: &World) {
         );
         assert_eq!(
             (
-                b["data"]["outcome"].as_str(),
+                b["data"]["status"].as_str(),
                 b["data"]["ended_reason"].as_str()
             ),
             (Some("failed"), Some("trunk_error"))
         );
     }
-    // A hangup of a queued call is call.completed with outcome cancelled.
+    // A hangup of a queued call is call.completed with status cancelled.
     let cancelled = place(w, &t, json!({}));
     w.edge
         .call(
@@ -434,7 +434,7 @@ fn call_events_are_delivered_signed_and_filtered(w: &World) {
         !events_for(g, &cancelled).is_empty()
     });
     assert_eq!(
-        body_of(events_for(&got, &cancelled)[0])["data"]["outcome"],
+        body_of(events_for(&got, &cancelled)[0])["data"]["status"],
         "cancelled"
     );
 }

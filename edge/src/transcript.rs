@@ -1,14 +1,15 @@
 //! Call transcripts: turns reported by the sidecar, stored one row per turn
 //! by the tenant's `CallStore` (see `call_store`), served as JSON or as plain
-//! text (`[hh:mm:ss] AI: ...`, one line per turn).
+//! text (`[hh:mm:ss] AGENT: ...`, one line per turn).
 
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
+pub use voxline_shared::protocol::Role;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Turn {
-    /// `ai` or `user`.
-    pub role: String,
+    /// `agent` or `callee` (turns stored before 2026-12 say `ai` / `user`; read as these).
+    pub role: Role,
     pub text: String,
     /// Offsets from the moment the call was answered.
     pub start_ms: u64,
@@ -66,7 +67,7 @@ fn clock(ms: u64) -> String {
     format!("{:02}:{:02}:{:02}", s / 3600, (s / 60) % 60, s % 60)
 }
 
-/// `[00:00:01] AI: Hello` lines, in turn order.
+/// `[00:00:01] AGENT: Hello` lines, in turn order.
 pub fn render_text(turns: &[Turn]) -> String {
     turns
         .iter()
@@ -74,7 +75,10 @@ pub fn render_text(turns: &[Turn]) -> String {
             format!(
                 "[{}] {}: {}\n",
                 clock(t.start_ms),
-                if t.role == "ai" { "AI" } else { "USER" },
+                match t.role {
+                    Role::Agent => "AGENT",
+                    Role::Callee => "CALLEE",
+                },
                 t.text
             )
         })
@@ -92,23 +96,23 @@ mod tests {
 
     #[test]
     fn turns_render_as_timed_lines() {
-        let turn = |role: &str, text: &str, start_ms: u64| Turn {
-            role: role.into(),
+        let turn = |role: Role, text: &str, start_ms: u64| Turn {
+            role,
             text: text.into(),
             start_ms,
             end_ms: start_ms + 900,
         };
         let t = Transcript {
             turns: vec![
-                turn("ai", "Hi, can you make it?", 200),
-                turn("user", "yes I can", 3_700),
+                turn(Role::Agent, "Hi, can you make it?", 200),
+                turn(Role::Callee, "yes I can", 3_700),
             ],
             summary: Some("said yes".into()),
             outcome: None,
         };
         assert_eq!(
             render_text(&t.turns),
-            "[00:00:00] AI: Hi, can you make it?\n[00:00:03] USER: yes I can\n"
+            "[00:00:00] AGENT: Hi, can you make it?\n[00:00:03] CALLEE: yes I can\n"
         );
         let j = to_json("c1", &t);
         assert_eq!(
@@ -116,5 +120,20 @@ mod tests {
             (Some("said yes"), Some(2))
         );
         assert_eq!(clock(3_723_000), "01:02:03");
+    }
+
+    #[test]
+    fn turns_stored_with_the_old_role_names_are_read() {
+        let old: Turn =
+            serde_json::from_str(r#"{"role":"ai","text":"hi","start_ms":0,"end_ms":1}"#).unwrap();
+        let old_callee: Turn =
+            serde_json::from_str(r#"{"role":"user","text":"yo","start_ms":2,"end_ms":3}"#).unwrap();
+        assert_eq!((old.role, old_callee.role), (Role::Agent, Role::Callee));
+        let written = serde_json::to_value(&old).unwrap();
+        assert_eq!(written["role"], "agent");
+        assert!(serde_json::from_str::<Turn>(
+            r#"{"role":"bot","text":"","start_ms":0,"end_ms":0}"#
+        )
+        .is_err());
     }
 }

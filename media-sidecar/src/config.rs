@@ -255,8 +255,9 @@ pub struct Telephony {
     #[serde(default = "default_rtp_max")]
     pub rtp_port_max: u16,
     /// Unanswered this long after the INVITE: CANCEL, `no_answer`.
-    #[serde(default = "default_ring_timeout")]
-    pub ring_timeout_secs: u32,
+    /// (`ring_timeout_secs`, its name before 2026-12, is still read.)
+    #[serde(default = "default_ring_timeout", alias = "ring_timeout_secs")]
+    pub ring_timeout_seconds: u32,
     /// A trunk that has not answered the INVITE at all within this is skipped.
     #[serde(default = "default_failover_ms")]
     pub failover_timeout_ms: u32,
@@ -279,7 +280,7 @@ impl Default for Telephony {
             sip_port: 0,
             rtp_port_min: default_rtp_min(),
             rtp_port_max: default_rtp_max(),
-            ring_timeout_secs: default_ring_timeout(),
+            ring_timeout_seconds: default_ring_timeout(),
             failover_timeout_ms: default_failover_ms(),
             recordings_dir: None,
             codecs: default_codecs(),
@@ -313,10 +314,10 @@ impl Telephony {
                 self.rtp_port_min, self.rtp_port_max
             ));
         }
-        if self.ring_timeout_secs == 0 || self.ring_timeout_secs > 300 {
+        if self.ring_timeout_seconds == 0 || self.ring_timeout_seconds > 300 {
             return Err(format!(
-                "ring_timeout_secs {} is not in 1..=300",
-                self.ring_timeout_secs
+                "ring_timeout_seconds {} is not in 1..=300",
+                self.ring_timeout_seconds
             ));
         }
         let mut seen = std::collections::HashSet::new();
@@ -711,13 +712,13 @@ mod tests {
     #[test]
     fn trunks_are_sorted_checked_and_take_passwords_from_the_environment() {
         let text = format!(
-            "{FULL}\n[telephony]\nring_timeout_secs = 5\n\n[[telephony.trunks]]\nname = \"backup\"\nhost = \"127.0.0.1\"\nport = 5071\nfrom_number = \"+15550001111\"\npriority = 2\n\n[[telephony.trunks]]\nname = \"main-1\"\nhost = \"127.0.0.1\"\nusername = \"u\"\nrealm = \"sip.example\"\nfrom_number = \"+15550001111\"\npriority = 1\n"
+            "{FULL}\n[telephony]\nring_timeout_seconds = 5\n\n[[telephony.trunks]]\nname = \"backup\"\nhost = \"127.0.0.1\"\nport = 5071\nfrom_number = \"+15550001111\"\npriority = 2\n\n[[telephony.trunks]]\nname = \"main-1\"\nhost = \"127.0.0.1\"\nusername = \"u\"\nrealm = \"sip.example\"\nfrom_number = \"+15550001111\"\npriority = 1\n"
         );
         let f = write("trunks.toml", &text);
         let c =
             Config::load_with(Some(&f), env(&[("VOXLINE_TRUNK_MAIN_1_PASSWORD", "pw")])).unwrap();
         let t = &c.telephony;
-        assert_eq!(t.ring_timeout_secs, 5);
+        assert_eq!(t.ring_timeout_seconds, 5);
         assert_eq!(
             t.codecs,
             [Codec::Pcmu, Codec::Pcma, Codec::Opus],
@@ -764,6 +765,16 @@ mod tests {
         )
         .unwrap();
         assert!(c.telephony.trunks.is_empty(), "no file: no trunks");
+    }
+
+    #[test]
+    fn the_old_ring_timeout_key_is_still_read() {
+        let f = write(
+            "ring-old.toml",
+            &format!("{FULL}\n[telephony]\nring_timeout_secs = 7\n"),
+        );
+        let c = Config::load_with(Some(&f), env(&[])).unwrap();
+        assert_eq!(c.telephony.ring_timeout_seconds, 7);
     }
 
     #[test]

@@ -149,7 +149,7 @@ async fn run_call(engine: &mut LocalEngine, turns: Vec<Turn>, max_ms: u64) -> Ou
                     o.interrupts += 1;
                 }
                 EngineEvent::Transcript {
-                    role: Role::Ai,
+                    role: Role::Agent,
                     text,
                     ..
                 } => {
@@ -158,7 +158,7 @@ async fn run_call(engine: &mut LocalEngine, turns: Vec<Turn>, max_ms: u64) -> Ou
                     line_playing = false;
                 }
                 EngineEvent::Transcript {
-                    role: Role::User,
+                    role: Role::Callee,
                     text,
                     start_ms,
                     end_ms,
@@ -217,7 +217,7 @@ async fn yes_answer_follows_script_and_ends() {
     let (end_t, reason) = o.end.clone().expect("EndCall");
     assert_eq!(reason, "script_end");
     // EndCall only after the goodbye line's transcript (i.e. once it was played).
-    let goodbye_pos = o.events.iter().position(|(_, e)| matches!(e, EngineEvent::Transcript { role: Role::Ai, text, .. } if text.contains("Great"))).unwrap();
+    let goodbye_pos = o.events.iter().position(|(_, e)| matches!(e, EngineEvent::Transcript { role: Role::Agent, text, .. } if text.contains("Great"))).unwrap();
     let end_pos = o
         .events
         .iter()

@@ -429,7 +429,7 @@ async fn openai_conversation(flavor: Flavor, n: &Names) {
             start_ms,
             end_ms,
         } => {
-            assert_eq!(role, Role::Ai);
+            assert_eq!(role, Role::Agent);
             assert_eq!(text, "Hi, this is Ava from Acme Dental.");
             // 255 samples = 31 ms of audio.
             assert_eq!(end_ms - start_ms, 31);
@@ -448,7 +448,7 @@ async fn openai_conversation(flavor: Flavor, n: &Names) {
     assert_eq!(
         next(&mut eng).await,
         EngineEvent::Transcript {
-            role: Role::User,
+            role: Role::Callee,
             text: "Yes, Tuesday works.".into(),
             start_ms: 1200,
             end_ms: 2750
@@ -973,7 +973,7 @@ async fn gemini_setup_audio_both_ways_and_transcripts() {
 
     match next(&mut eng).await {
         EngineEvent::Transcript {
-            role: Role::User,
+            role: Role::Callee,
             text,
             start_ms,
             end_ms,
@@ -1005,7 +1005,7 @@ async fn gemini_setup_audio_both_ways_and_transcripts() {
     );
     match ai {
         EngineEvent::Transcript {
-            role: Role::Ai,
+            role: Role::Agent,
             text,
             start_ms,
             end_ms,
@@ -1086,7 +1086,7 @@ async fn gemini_interrupted_is_an_immediate_interrupt() {
     // The cut turn's transcript lasts what the callee heard.
     match next(&mut eng).await {
         EngineEvent::Transcript {
-            role: Role::Ai,
+            role: Role::Agent,
             start_ms,
             end_ms,
             ..

@@ -1,4 +1,4 @@
-//! The whole dispatch link, driver included, against a fake edge that speaks
+//! The whole sidecar link, driver included, against a fake edge that speaks
 //! the protocol and verifies every signature with the shared code: over
 //! HTTP/1.1 directly, and over HTTP/3 through a real caddy.
 

@@ -349,12 +349,28 @@ pub struct AckReceipt {
     pub lease_id: String,
 }
 
-/// Who spoke in a transcript turn.
+/// Who spoke in a transcript turn: our agent or the person called. The same
+/// words on the sidecar link, in the call store and in the public API. Edges
+/// before 2026-12 wrote `ai` / `user`: still read (stored turns, old sidecars).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
-    Ai,
-    User,
+    #[serde(alias = "ai")]
+    Agent,
+    #[serde(alias = "user")]
+    Callee,
+}
+
+impl Role {
+    pub const ALL: [Role; 2] = [Role::Agent, Role::Callee];
+
+    /// The wire and API name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Agent => "agent",
+            Role::Callee => "callee",
+        }
+    }
 }
 
 /// When the steps of a call happened (unix ms, sidecar clock).
@@ -642,7 +658,10 @@ mod tests {
         assert_eq!(turn.kind.name(), "transcript_turn");
         assert!(matches!(
             turn.kind,
-            EventKind::TranscriptTurn { role: Role::Ai, .. }
+            EventKind::TranscriptTurn {
+                role: Role::Agent,
+                ..
+            }
         ));
 
         for (kind, name) in [

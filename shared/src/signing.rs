@@ -29,7 +29,7 @@
 //! seen within the window (replay). The sidecar id is not in the signed string:
 //! it only selects the secret, and a wrong id selects a wrong secret.
 //!
-//! Pure: the caller supplies the clock (`now_secs`) and the nonce's randomness.
+//! Pure: the caller supplies the clock (`now_seconds`) and the nonce's randomness.
 
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
@@ -46,7 +46,7 @@ pub const SCHEME_PREFIX: &str = "v2=";
 /// The signing scheme this build speaks, as named in the header.
 pub const SCHEME_VERSION: &str = "v2";
 /// Default tolerance, both ways, between the request's timestamp and `now`.
-pub const DEFAULT_WINDOW_SECS: u64 = 300;
+pub const DEFAULT_WINDOW_SECONDS: u64 = 300;
 pub const MIN_NONCE_LEN: usize = 16;
 pub const MAX_NONCE_LEN: usize = 64;
 /// Timestamps longer than this many digits are malformed (year 5138 and beyond).
@@ -175,12 +175,12 @@ fn mac(secret: &[u8], timestamp: &str, nonce: &str, target: Target<'_>, body: &[
 /// The `x-voxline-signature` value: `v2=<hex hmac>`.
 pub fn sign(
     secret: &[u8],
-    timestamp_secs: u64,
+    timestamp_seconds: u64,
     nonce: &str,
     target: Target<'_>,
     body: &[u8],
 ) -> String {
-    let tag = mac(secret, &timestamp_secs.to_string(), nonce, target, body)
+    let tag = mac(secret, &timestamp_seconds.to_string(), nonce, target, body)
         .finalize()
         .into_bytes();
     format!("{SCHEME_PREFIX}{}", hex::encode(tag))
@@ -190,18 +190,18 @@ pub fn sign(
 pub fn signed_headers(
     sidecar_id: &str,
     secret: &[u8],
-    timestamp_secs: u64,
+    timestamp_seconds: u64,
     nonce: &str,
     target: Target<'_>,
     body: &[u8],
 ) -> [(&'static str, String); 4] {
     [
         (HEADER_SIDECAR, sidecar_id.to_string()),
-        (HEADER_TIMESTAMP, timestamp_secs.to_string()),
+        (HEADER_TIMESTAMP, timestamp_seconds.to_string()),
         (HEADER_NONCE, nonce.to_string()),
         (
             HEADER_SIGNATURE,
-            sign(secret, timestamp_secs, nonce, target, body),
+            sign(secret, timestamp_seconds, nonce, target, body),
         ),
     ]
 }
@@ -239,15 +239,15 @@ fn other_scheme(sig: &str) -> bool {
 ///
 /// Order: presence of each header, then form (a signature of another scheme,
 /// such as `v1=`, is [`SignatureError::UnsupportedVersion`]), then freshness
-/// (`|now - ts| <= window_secs`), then the HMAC, compared in constant time.
+/// (`|now - ts| <= window_seconds`), then the HMAC, compared in constant time.
 /// Replay (a nonce seen before within the window) is the caller's check.
 pub fn verify(
     secret: &[u8],
     headers: &SignedHeaders<'_>,
     target: Target<'_>,
     body: &[u8],
-    now_secs: u64,
-    window_secs: u64,
+    now_seconds: u64,
+    window_seconds: u64,
 ) -> Result<(), SignatureError> {
     let sidecar = headers
         .sidecar
@@ -269,7 +269,7 @@ pub fn verify(
     if ts.is_empty() || ts.len() > MAX_TIMESTAMP_DIGITS || !ts.bytes().all(|b| b.is_ascii_digit()) {
         return Err(SignatureError::Malformed(HEADER_TIMESTAMP));
     }
-    let ts_secs: u64 = ts
+    let ts_seconds: u64 = ts
         .parse()
         .map_err(|_| SignatureError::Malformed(HEADER_TIMESTAMP))?;
     if nonce.len() < MIN_NONCE_LEN || nonce.len() > MAX_NONCE_LEN || !is_hex(nonce) {
@@ -286,7 +286,7 @@ pub fn verify(
     }
     let tag = hex::decode(hex_tag).map_err(|_| SignatureError::Malformed(HEADER_SIGNATURE))?;
 
-    if now_secs.abs_diff(ts_secs) > window_secs {
+    if now_seconds.abs_diff(ts_seconds) > window_seconds {
         return Err(SignatureError::Stale);
     }
     // The timestamp is signed as sent (digits, possibly with leading zeros).
@@ -327,7 +327,14 @@ mod tests {
         assert_eq!(h[3].1.len(), 3 + 64);
         assert!(h[3].1.starts_with("v2="));
         assert_eq!(
-            verify(SECRET, &headers(&h), LEASE, BODY, NOW, DEFAULT_WINDOW_SECS),
+            verify(
+                SECRET,
+                &headers(&h),
+                LEASE,
+                BODY,
+                NOW,
+                DEFAULT_WINDOW_SECONDS
+            ),
             Ok(())
         );
         // Uppercase hex in the signature is accepted (hex decoding is case-insensitive).
@@ -340,7 +347,7 @@ mod tests {
                 LEASE,
                 BODY,
                 NOW,
-                DEFAULT_WINDOW_SECS
+                DEFAULT_WINDOW_SECONDS
             ),
             Ok(())
         );

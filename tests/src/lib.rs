@@ -780,7 +780,7 @@ pub fn start_sip_sidecar(
     let rtp = free_tcp_udp_port() & !1;
     let config = format!(
         "edge_url = \"{}\"\nsidecar_id = \"{id}\"\nregion = \"local\"\ncapacity = 4\nlease_wait_ms = 1000\n\n\
-         [telephony]\nbind_ip = \"127.0.0.1\"\nrtp_port_min = {rtp}\nrtp_port_max = {}\nring_timeout_secs = 20\nrecordings_dir = \"{}\"\n{telephony_extra}\n\n\
+         [telephony]\nbind_ip = \"127.0.0.1\"\nrtp_port_min = {rtp}\nrtp_port_max = {}\nring_timeout_seconds = 20\nrecordings_dir = \"{}\"\n{telephony_extra}\n\n\
          [[telephony.trunks]]\nname = \"callee\"\nhost = \"127.0.0.1\"\nport = {trunk_port}\nfrom_number = \"+15550001111\"\n\n\
          [engine]\nallowed_hosts = [\"127.0.0.1\"]\n",
         edge.base,

@@ -714,11 +714,11 @@ pub fn local_load(
             // The transcript is saved as the call ends; the run waited for that.
             let heard = ids
                 .first()
-                .map(|id| turns(edge, &tenant.key, id, "user"))
+                .map(|id| turns(edge, &tenant.key, id, "callee"))
                 .unwrap_or(0);
             let said = ids
                 .first()
-                .map(|id| turns(edge, &tenant.key, id, "ai"))
+                .map(|id| turns(edge, &tenant.key, id, "agent"))
                 .unwrap_or(0);
             if said == 0 {
                 // No greeting: the engine never ran, the window measured idle calls.

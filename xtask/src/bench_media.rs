@@ -254,7 +254,7 @@ pub(crate) fn start_sidecar_with(
     }
     let config = format!(
         "edge_url = \"{edge_url}\"\nsidecar_id = \"{id}\"\nregion = \"local\"\ncapacity = {capacity}\nlease_wait_ms = {lease_wait_ms}\n\n\
-         [telephony]\nbind_ip = \"127.0.0.1\"\nrtp_port_min = 30000\nrtp_port_max = 30999\nring_timeout_secs = 20\n\n\
+         [telephony]\nbind_ip = \"127.0.0.1\"\nrtp_port_min = 30000\nrtp_port_max = 30999\nring_timeout_seconds = 20\n\n\
          [[telephony.trunks]]\nname = \"sipp\"\nhost = \"127.0.0.1\"\nport = {trunk_port}\nfrom_number = \"+15550001111\"\n"
     );
     let path = dir.join(format!("{id}.toml"));

@@ -1378,8 +1378,8 @@ fn a_call_that_ends_within_a_second_is_exact_while_kv_refuses_writes_and_lags() 
     sc.events(&w, &id, &[
         json!({"type": "ringing"}),
         json!({"type": "answered"}),
-        json!({"type": "transcript_turn", "role": "ai", "text": "Hello", "start_ms": 0, "end_ms": 500}),
-        json!({"type": "transcript_turn", "role": "user", "text": "yes", "start_ms": 600, "end_ms": 900}),
+        json!({"type": "transcript_turn", "role": "agent", "text": "Hello", "start_ms": 0, "end_ms": 500}),
+        json!({"type": "transcript_turn", "role": "callee", "text": "yes", "start_ms": 600, "end_ms": 900}),
         json!({"type": "ended", "status": "completed", "reason": "callee_hangup", "timings": {"dispatched_ms": 0, "ringing_ms": 1, "answered_ms": 2, "ended_ms": 3}}),
     ]);
     let call = w

@@ -1273,7 +1273,7 @@ impl RecordingInfo {
     pub fn to_public(&self, call_id: &str) -> Value {
         json!({"object": "recording", "call_id": call_id, "attempt": self.attempt, "content_type": self.content_type,
                "bytes": self.bytes, "sha256": self.sha256, "duration_ms": self.duration_ms,
-               "channels": {"left": "ai", "right": "callee"}, "saved_at": self.saved_at,
+               "channels": {"left": "agent", "right": "callee"}, "saved_at": self.saved_at,
                "url": format!("/v1/calls/{call_id}/recording")})
     }
 }

@@ -18,7 +18,7 @@ use voxline_shared::protocol::{
 /// How long an accepted call may be missing from the sidecar's `held_calls`
 /// before it counts as lost (a poll may have been sent just before the ack).
 pub const HELD_GRACE_MS: u64 = 5_000;
-pub const NONCE_WINDOW_MS: u64 = voxline_shared::signing::DEFAULT_WINDOW_SECS * 1000;
+pub const NONCE_WINDOW_MS: u64 = voxline_shared::signing::DEFAULT_WINDOW_SECONDS * 1000;
 
 /// Outside development the link is taken over HTTPS only: it carries signed
 /// requests, offers with engine keys, and recordings. Checked before anything
@@ -284,18 +284,12 @@ fn handle_op(
                         text,
                         start_ms,
                         end_ms,
-                    } => {
-                        let role = match role {
-                            voxline_shared::protocol::Role::Ai => "ai",
-                            voxline_shared::protocol::Role::User => "user",
-                        };
-                        Change::Turn(Turn {
-                            role: role.into(),
-                            text: crate::transcript::bound_turn_text(text),
-                            start_ms: *start_ms,
-                            end_ms: *end_ms,
-                        })
-                    }
+                    } => Change::Turn(Turn {
+                        role: *role,
+                        text: crate::transcript::bound_turn_text(text),
+                        start_ms: *start_ms,
+                        end_ms: *end_ms,
+                    }),
                     EventKind::Summary { summary, outcome } => Change::Summary {
                         summary: summary.clone(),
                         outcome: outcome.clone(),

@@ -47,7 +47,7 @@ pub async fn authenticate_sidecar(
         target,
         signed,
         now_ms / 1000,
-        signing::DEFAULT_WINDOW_SECS,
+        signing::DEFAULT_WINDOW_SECONDS,
     )
     .map_err(|e| match e {
         // Not a wrong secret: an old (or newer) signer; its own code, so

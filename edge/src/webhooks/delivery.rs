@@ -603,7 +603,7 @@ mod tests {
     }
 
     #[test]
-    fn the_terminal_payload_has_outcome_durations_and_metadata() {
+    fn the_terminal_payload_has_status_durations_and_metadata() {
         let p: Value = serde_json::from_str(&call_event_payload(
             "call.completed",
             "evt_1",
@@ -618,7 +618,7 @@ mod tests {
         let d = &p["data"];
         assert_eq!(
             (
-                d["outcome"].as_str(),
+                d["status"].as_str(),
                 d["ended_reason"].as_str(),
                 d["attempts"].as_u64()
             ),
@@ -643,7 +643,9 @@ mod tests {
             NOW,
         ))
         .unwrap();
-        assert!(queued["data"]["outcome"].is_null() && queued["data"]["talk_seconds"].is_null());
+        // No `outcome`: it only repeated the final `status`.
+        assert!(queued["data"].get("outcome").is_none() && p["data"].get("outcome").is_none());
+        assert!(queued["data"]["talk_seconds"].is_null());
     }
 
     #[test]

@@ -56,8 +56,8 @@ fn seconds_between(from: Option<&str>, to: Option<&str>) -> Option<f64> {
 }
 
 /// The event body: `{type, timestamp, data}` as Standard Webhooks suggests.
-/// `data` has one shape for every call event; outcome fields are null until
-/// the call ends, transcript/recording fields until those features exist.
+/// `data` has one shape for every call event; durations are null until
+/// the call ends (its final status is `status`), transcript/recording fields until those features exist.
 pub fn call_event_payload(
     event_type: &str,
     event_id: &str,
@@ -84,7 +84,6 @@ pub fn call_event_payload(
         "object": "call",
         "id": record.id,
         "status": record.status,
-        "outcome": if ended { Some(record.status) } else { None },
         "ended_reason": record.ended_reason,
         "sip_code": record.sip_code,
         "attempts": record.attempts,

@@ -7,7 +7,7 @@
 //! - [`Emitter`] reports the call's events to the lease driver; [`HangupCause`]
 //!   says why a call is told to hang up.
 //!
-//! `--simulate-answer` (dev/test aid ONLY, for exercising the dispatch link end
+//! `--simulate-answer` (dev/test aid ONLY, for exercising the sidecar link end
 //! to end without a trunk): the call goes dialing -> ringing (+100 ms) ->
 //! answered (+300 ms) -> ended(completed, agent_hangup) after the given talk
 //! time (capped by the offer's `max_seconds`, then `max_duration_reached`).

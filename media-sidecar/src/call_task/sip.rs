@@ -17,8 +17,8 @@ use super::bridge::{Action, Bridge, BridgeConfig, CallEnd};
 use super::{Emitter, HangupCause};
 use crate::engine::guard::AllowedHosts;
 use crate::engine::{BoxedEngine, Engine, EngineConfig, EngineError, EngineEvent};
-use crate::media::{self, MediaConfig, MediaHandle, MediaSession, PayloadMap};
 use crate::lease::driver::{now_ms, Msg};
+use crate::media::{self, MediaConfig, MediaHandle, MediaSession, PayloadMap};
 use crate::sip::sdp::{Negotiated, OfferConfig};
 use crate::sip::udp::{CallHandle, CallSpec, Event};
 use crate::telephony::Telephony;
@@ -199,7 +199,7 @@ impl CallIo<'_> {
         let mut sdp = OfferConfig::new(bound.local_rtp());
         sdp.codecs = tel.cfg.codecs.clone();
         let mut spec = CallSpec::new(tel.trunks.clone(), &offer.phone, &tel.from_number, sdp);
-        spec.ring_timeout = Duration::from_secs(u64::from(tel.cfg.ring_timeout_secs));
+        spec.ring_timeout = Duration::from_secs(u64::from(tel.cfg.ring_timeout_seconds));
         spec.max_duration = Some(Duration::from_secs(u64::from(offer.max_seconds)));
         spec.failover_timeout = Some(Duration::from_millis(u64::from(
             tel.cfg.failover_timeout_ms,

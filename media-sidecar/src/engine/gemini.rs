@@ -282,7 +282,7 @@ impl GeminiTranslator {
             let text = t.text.trim().to_string();
             if !text.is_empty() {
                 self.events.push_back(EngineEvent::Transcript {
-                    role: Role::User,
+                    role: Role::Callee,
                     text,
                     start_ms: t.start_ms,
                     end_ms: t.end_ms,
@@ -309,7 +309,7 @@ impl GeminiTranslator {
                     None => t.end_ms.saturating_sub(t.start_ms),
                 };
                 self.events.push_back(EngineEvent::Transcript {
-                    role: Role::Ai,
+                    role: Role::Agent,
                     text,
                     start_ms: t.start_ms,
                     end_ms: t.start_ms.saturating_add(dur_ms),
@@ -670,7 +670,7 @@ mod tests {
             events(&mut t),
             vec![
                 EngineEvent::Transcript {
-                    role: Role::User,
+                    role: Role::Callee,
                     text: "Is it Tuesday?".into(),
                     start_ms: 100,
                     end_ms: 300
@@ -678,7 +678,7 @@ mod tests {
                 EngineEvent::Audio(pcm),
                 // 800 samples: 100 ms from the first audio.
                 EngineEvent::Transcript {
-                    role: Role::Ai,
+                    role: Role::Agent,
                     text: "Yes, Tuesday.".into(),
                     start_ms: 400,
                     end_ms: 500
@@ -733,7 +733,7 @@ mod tests {
                 EngineEvent::Audio(vec![5; 1600]),
                 EngineEvent::Interrupt,
                 EngineEvent::Transcript {
-                    role: Role::Ai,
+                    role: Role::Agent,
                     text: "A long answer".into(),
                     start_ms: 1000,
                     end_ms: 1050
@@ -801,7 +801,7 @@ mod tests {
         assert_eq!(
             events(&mut t).last(),
             Some(&EngineEvent::Transcript {
-                role: Role::Ai,
+                role: Role::Agent,
                 text: "hi".into(),
                 start_ms: 10,
                 end_ms: 10

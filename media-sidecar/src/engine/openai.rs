@@ -474,7 +474,7 @@ impl OpenAiTranslator {
                         None => (now, now),
                     };
                     self.events.push_back(EngineEvent::Transcript {
-                        role: Role::Ai,
+                        role: Role::Agent,
                         text,
                         start_ms,
                         end_ms,
@@ -509,7 +509,7 @@ impl OpenAiTranslator {
                 };
                 if !text.is_empty() {
                     self.events.push_back(EngineEvent::Transcript {
-                        role: Role::User,
+                        role: Role::Callee,
                         text,
                         start_ms,
                         end_ms,
@@ -795,7 +795,7 @@ mod tests {
                 EngineEvent::Audio(mu(&[0x55; 100])),
                 EngineEvent::Audio(mu(&[0x44; 155])),
                 EngineEvent::Transcript {
-                    role: Role::Ai,
+                    role: Role::Agent,
                     text: "Hi there.".into(),
                     start_ms: 1000,
                     end_ms: 1031
@@ -825,7 +825,7 @@ mod tests {
             vec![
                 EngineEvent::Interrupt,
                 EngineEvent::Transcript {
-                    role: Role::User,
+                    role: Role::Callee,
                     text: "Yes.".into(),
                     start_ms: 1200,
                     end_ms: 2750
@@ -980,7 +980,7 @@ mod tests {
             events(&mut t),
             vec![
                 EngineEvent::Transcript {
-                    role: Role::Ai,
+                    role: Role::Agent,
                     text: "x".into(),
                     start_ms: 10,
                     end_ms: 10

@@ -1,5 +1,5 @@
 //! The lease client: a sans-IO state machine for the sidecar's side of the
-//! dispatch link (see `voxline_shared::protocol`).
+//! sidecar link (see `voxline_shared::protocol`).
 //!
 //! It owns no socket, no clock and no task. The driver feeds it the time
 //! (`now_ms`, unix milliseconds), the replies to the requests it asked for, and

@@ -960,7 +960,7 @@ fn large_queues_go_in_bounded_batches_in_order() {
             h.now,
             &a.call_id,
             EventKind::TranscriptTurn {
-                role: Role::User,
+                role: Role::Callee,
                 text: "hi".into(),
                 start_ms: 0,
                 end_ms: 1,
@@ -1936,7 +1936,7 @@ fn a_call_whose_task_died_ends_failed_and_frees_its_slot() {
 
 fn turn(text: String) -> EventKind {
     EventKind::TranscriptTurn {
-        role: Role::User,
+        role: Role::Callee,
         text,
         start_ms: 0,
         end_ms: 1,

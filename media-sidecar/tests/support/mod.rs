@@ -218,7 +218,7 @@ impl FakeEdge {
                 target,
                 &req.body,
                 now,
-                signing::DEFAULT_WINDOW_SECS,
+                signing::DEFAULT_WINDOW_SECONDS,
             ) {
                 s.signature_failures.push(e.to_string());
                 return err(401, e.code());

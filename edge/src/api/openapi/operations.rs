@@ -114,7 +114,7 @@ pub(super) fn operation(id: RouteId) -> Value {
             {"name": "format", "in": "query", "required": false, "description": "`txt` for plain text, `json` (default) for JSON.",
              "schema": {"type": "string", "enum": ["json", "txt"]}}
         ]))
-        .ok_json_or_text("The transcript.", "Transcript", "One line per turn: `[hh:mm:ss] AI: ...` / `[hh:mm:ss] USER: ...` (offsets from the answer).")
+        .ok_json_or_text("The transcript.", "Transcript", "One line per turn: `[hh:mm:ss] AGENT: ...` / `[hh:mm:ss] CALLEE: ...` (offsets from the answer).")
         .errors(&[E::CallNotFound, E::InvalidParameter])
         .build(),
         RouteId::GetTranscriptAs => op(
@@ -124,7 +124,7 @@ pub(super) fn operation(id: RouteId) -> Value {
             "Get a call's transcript as a file",
             "`transcript.txt` or `transcript.json`: the same as `GET /v1/calls/{call_id}/transcript` in that format. Any other extension answers 400 `invalid_parameter`.",
         )
-        .ok_json_or_text("The transcript.", "Transcript", "One line per turn: `[hh:mm:ss] AI: ...` / `[hh:mm:ss] USER: ...` (offsets from the answer).")
+        .ok_json_or_text("The transcript.", "Transcript", "One line per turn: `[hh:mm:ss] AGENT: ...` / `[hh:mm:ss] CALLEE: ...` (offsets from the answer).")
         .errors(&[E::CallNotFound, E::InvalidParameter])
         .build(),
         RouteId::GetRecording => op(
@@ -132,7 +132,7 @@ pub(super) fn operation(id: RouteId) -> Value {
             "calls",
             Auth::ApiKey,
             "Download a call's recording",
-            "The stereo 16-bit PCM WAV of the call's newest answered attempt (left: the AI, right: the callee), for calls placed with `record: true`. The sidecar uploads it after the call ends; `recording.saved` tells when it is here. Until then, and for calls without `record: true` or never answered, 404 `recording_not_found` with a message saying which.",
+            "The stereo 16-bit PCM WAV of the call's newest answered attempt (left: the agent, right: the callee), for calls placed with `record: true`. The sidecar uploads it after the call ends; `recording.saved` tells when it is here. Until then, and for calls without `record: true` or never answered, 404 `recording_not_found` with a message saying which.",
         )
         .ok_binary("The recording.", "audio/wav", json!({
             "Content-Length": {"schema": {"type": "integer"}},
@@ -311,7 +311,7 @@ pub(super) fn operation(id: RouteId) -> Value {
             "admin",
             Auth::Admin,
             "Create sidecar credentials",
-            "Mints the HMAC secret a media sidecar signs its dispatch-link requests with (see `voxline_shared::protocol`). Creating an existing id rotates the secret. The secret is in this response only; the edge stores it sealed (AES-256-GCM under `VOXLINE_SEALING_KEY`), and without that secret refuses with 503 `secrets_unavailable`.",
+            "Mints the HMAC secret a media sidecar signs its sidecar-link requests with (see `voxline_shared::protocol`). Creating an existing id rotates the secret. The secret is in this response only; the edge stores it sealed (AES-256-GCM under `VOXLINE_SEALING_KEY`), and without that secret refuses with 503 `secrets_unavailable`.",
         )
         .body("CreateSidecarRequest", true)
         .ok(201, "The sidecar, with its secret.", "SidecarCreated")

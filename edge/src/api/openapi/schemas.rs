@@ -156,7 +156,10 @@ pub(super) fn schemas() -> Value {
         record(
             "One turn of the conversation.",
             vec![
-                ("role", json!({"type": "string", "enum": ["ai", "user"]})),
+                (
+                    "role",
+                    json!({"type": "string", "enum": voxline_shared::protocol::Role::ALL.map(|r| r.as_str())}),
+                ),
                 ("text", json!({"type": "string"})),
                 (
                     "start_ms",
@@ -214,7 +217,7 @@ pub(super) fn schemas() -> Value {
                 (
                     "channels",
                     json!({"type": "object", "description": "Stereo: the AI (what the sidecar sent) on the left channel, the callee on the right.",
-            "properties": {"left": {"const": "ai"}, "right": {"const": "callee"}}, "required": ["left", "right"], "additionalProperties": false}),
+            "properties": {"left": {"const": "agent"}, "right": {"const": "callee"}}, "required": ["left", "right"], "additionalProperties": false}),
                 ),
                 ("saved_at", timestamp()),
                 (
@@ -534,7 +537,6 @@ A call already queued inside the window is not stopped when the window closes.";
                 ("object", object_const("call")),
                 ("id", id_schema("call")),
                 ("status", schema_ref("CallStatus")),
-                ("outcome", nullable(json!({"type": "string", "enum": status_names(), "description": "The final status; null until the call ends."}))),
                 ("ended_reason", nullable(json!({"type": "string", "enum": ended_reason_names()}))),
                 ("sip_code", nullable(json!({"type": "integer"}))),
                 ("attempts", json!({"type": "integer", "minimum": 0})),

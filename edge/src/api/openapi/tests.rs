@@ -646,7 +646,7 @@ fn transcript_and_recording_events_match_their_schemas() {
     let kv = MemoryKv::default();
     crate::webhooks::delivery::tests_support::endpoint(&kv, "ten_1", &["transcript.saved"]);
     let turn = Turn {
-        role: "ai".into(),
+        role: crate::transcript::Role::Agent,
         text: "Hello".into(),
         start_ms: 0,
         end_ms: 900,

@@ -138,7 +138,7 @@ fn an_answered_call_with_a_transcript_ends_when_the_callee_hangs_up() {
         [Action::EnginePlayed(40), Action::SendToEngine(speech())]
     );
     let turn = |text: &str| EngineEvent::Transcript {
-        role: Role::Ai,
+        role: Role::Agent,
         text: text.into(),
         start_ms: 500,
         end_ms: 600,
@@ -148,7 +148,7 @@ fn an_answered_call_with_a_transcript_ends_when_the_callee_hangs_up() {
         drain(&mut b),
         [emit(
             EventKind::TranscriptTurn {
-                role: Role::Ai,
+                role: Role::Agent,
                 text: "Hello".into(),
                 start_ms: 500,
                 end_ms: 600,
@@ -268,7 +268,7 @@ fn silence_hangs_up_after_the_timeout_and_speech_resets_it() {
     b.handle_engine_event(
         t0 + ms(7_000),
         EngineEvent::Transcript {
-            role: Role::User,
+            role: Role::Callee,
             text: "hm".into(),
             start_ms: 0,
             end_ms: 1,

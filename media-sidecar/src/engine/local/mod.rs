@@ -307,7 +307,7 @@ impl LocalEngine {
         };
         self.last_activity_ms = self.last_activity_ms.max(end_ms);
         self.events.push_back(EngineEvent::Transcript {
-            role: Role::Ai,
+            role: Role::Agent,
             text,
             start_ms: p.start_ms,
             end_ms,
@@ -384,7 +384,7 @@ impl LocalEngine {
             return;
         }
         self.events.push_back(EngineEvent::Transcript {
-            role: Role::User,
+            role: Role::Callee,
             text: text.clone(),
             start_ms: r.start_ms,
             end_ms: r.end_ms,

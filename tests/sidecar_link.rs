@@ -1,4 +1,4 @@
-//! End-to-end: the edge's half of the sidecar dispatch link against real
+//! End-to-end: the edge's half of the sidecar link against real
 //! `wrangler dev` (Durable Object queue, alarms, KV records), driven by a
 //! protocol client that signs exactly as a sidecar does. The real sidecar
 //! process over HTTP/1.1 and HTTP/3 is exercised in `sidecar_process.rs`.
@@ -252,11 +252,12 @@ fn long_poll_wakes_on_a_new_call_and_events_drive_the_state(w: &World) {
         json!([
             turn(
                 4,
-                "ai",
+                "agent",
                 "Hi, this is Demo Dental. Can you make it tomorrow at ten?",
                 200
             ),
             turn(4, "ai", "duplicate of seq 4", 200),
+            // The names of sidecars before 2026-12 (`ai`, `user`) are still read.
             turn(5, "user", "yes I can", 4100)
         ]),
     )
@@ -280,7 +281,7 @@ fn long_poll_wakes_on_a_new_call_and_events_drive_the_state(w: &World) {
         )
         .unwrap();
     assert_eq!(txt.status, 200);
-    assert_eq!(txt.text, "[00:00:00] AI: Hi, this is Demo Dental. Can you make it tomorrow at ten?\n[00:00:04] USER: yes I can\n");
+    assert_eq!(txt.text, "[00:00:00] AGENT: Hi, this is Demo Dental. Can you make it tomorrow at ten?\n[00:00:04] CALLEE: yes I can\n");
     let json_t = e
         .call(
             "GET",
@@ -300,7 +301,7 @@ fn long_poll_wakes_on_a_new_call_and_events_drive_the_state(w: &World) {
             json_t["turns"][1]["role"].as_str(),
             json_t["turns"][1]["start_ms"].as_u64()
         ),
-        (Some("user"), Some(4100))
+        (Some("callee"), Some(4100))
     );
     // An event after the end is acknowledged but cannot reopen the call.
     sc.events(e, json!([ev(&id, 1, 7, json!({"type": "answered"}))]))
@@ -776,9 +777,9 @@ fn recording_uploads_stream_into_r2_and_bad_ones_are_refused(w: &World) {
 
 fn main() -> std::process::ExitCode {
     run_suite(
-        "dispatch_link",
+        "sidecar_link",
         || {
-            let mut opts = EdgeOptions::fresh("dispatch_link");
+            let mut opts = EdgeOptions::fresh("sidecar_link");
             opts.vars = vec![
                 (
                     "DISPATCH_ACK_DEADLINE_MS".into(),
