@@ -4,12 +4,12 @@
 //! numbered reports to the tenant's `CallStore` (see `call_store`).
 
 use crate::dispatch::queue::{CancelOutcome, EnqueueOutcome};
-use crate::dispatch::queued_call::QueuedCall;
+use crate::dispatch::queued_call::{OfferBody, QueuedCall};
 use crate::dispatch::sidecar_link::SidecarEnvelope;
 use crate::ids::parse_rfc3339_utc_ms;
 use crate::model::CallRecord;
 use crate::store::StoreError;
-use serde_json::{json, Value};
+use serde_json::Value;
 
 #[allow(async_fn_in_trait)]
 pub trait DispatchQueues {
@@ -45,19 +45,24 @@ pub fn queued_call(tenant_id: &str, record: &CallRecord, now_ms: u64) -> QueuedC
         reject_over_cap: false,
         calling_window: None,
         max_seconds: record.max_seconds,
-        offer: json!({
-            "phone": record.phone,
-            "agent_id": record.agent_id,
-            "system_prompt": record.system_prompt,
-            "voice": record.voice,
-            "language": record.language,
-            "engine": record.engine,
-            "model": record.model,
-            "max_seconds": record.max_seconds,
-            "record": record.record,
-            "metadata": record.metadata.as_ref().map(crate::model::Metadata::to_value),
-            "engine_base_url": record.engine_base_url,
-            "silence_timeout_secs": record.silence_timeout_seconds,
+        offer: Some(OfferBody {
+            phone: record.phone.clone(),
+            agent_id: record.agent_id.clone(),
+            system_prompt: record.system_prompt.clone(),
+            voice: record.voice.clone(),
+            language: record.language.clone(),
+            engine: record.engine,
+            model: record.model.clone(),
+            max_seconds: record.max_seconds,
+            record: record.record,
+            metadata: record
+                .metadata
+                .as_ref()
+                .map(crate::model::Metadata::to_value),
+            engine_base_url: record.engine_base_url.clone(),
+            silence_timeout_seconds: Some(record.silence_timeout_seconds),
+            // Set by the caller when the call or its agent has a key.
+            engine_api_key_sealed: None,
         }),
     }
 }
@@ -127,8 +132,10 @@ pub mod memory {
             self.updates
                 .borrow_mut()
                 .extend(q.tick(self.now_ms.get(), &DispatchTimings::default()));
-            let reply =
+            let mut reply =
                 sidecar_link::handle(q, envelope, self.now_ms.get(), &DispatchTimings::default());
+            // Bodies stay on the calls here; no sealing key in tests.
+            reply.finish(|_| None, None);
             self.updates.borrow_mut().extend(reply.updates);
             self.turns.borrow_mut().extend(reply.turns);
             Ok((reply.status, reply.body))

@@ -5,14 +5,16 @@
 //! and, for an empty lease poll, how long to hold the poll open.
 
 use crate::dispatch::queue::{
-    offer_json, AckOutcome, CallUpdate, DispatchTimings, EventOutcome, HeldEvent, Queue,
+    self, AckOutcome, CallUpdate, Command, DispatchTimings, EventOutcome, HeldEvent, Lease, Queue,
 };
+use crate::dispatch::queued_call::OfferBody;
+use crate::engine_keys::SealingKey;
 use crate::error::{ApiError, ErrorCode};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use voxline_shared::protocol::{
     check_version, Ack, AckReceipt, Deregistration, EventBatch, EventKind, LeaseRequest,
-    Registration, RegistrationAck, PROTOCOL_VERSION,
+    LeaseResponse, Registration, RegistrationAck, PROTOCOL_VERSION,
 };
 
 /// How long an accepted call may be missing from the sidecar's `held_calls`
@@ -79,10 +81,57 @@ pub struct SidecarEnvelope {
     pub body: Value,
 }
 
+/// What a lease poll is answered with, before each offer gets its body
+/// (which the Durable Object keeps apart from the queue) and its key opened.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LeaseAnswer {
+    pub leases: Vec<Lease>,
+    pub commands: Vec<Command>,
+}
+
+impl LeaseAnswer {
+    pub fn is_empty(&self) -> bool {
+        self.leases.is_empty() && self.commands.is_empty()
+    }
+
+    /// The protocol answer. A call's body is its own when it still has it,
+    /// else `stored_body(call_id)`; a call with neither is left out (its
+    /// lease lapses and it is offered again) rather than sent incomplete,
+    /// and its id returned for the log.
+    pub fn into_response(
+        self,
+        mut stored_body: impl FnMut(&str) -> Option<OfferBody>,
+        key: Option<&SealingKey>,
+    ) -> (LeaseResponse, Vec<String>) {
+        let mut missing = Vec::new();
+        let mut offers = Vec::with_capacity(self.leases.len());
+        for lease in self.leases {
+            match lease
+                .call
+                .offer
+                .clone()
+                .or_else(|| stored_body(&lease.call.call_id))
+            {
+                Some(body) => offers.push(queue::offer(&lease, body, key)),
+                None => missing.push(lease.call.call_id),
+            }
+        }
+        let response = LeaseResponse {
+            protocol_version: PROTOCOL_VERSION,
+            offers,
+            commands: self.commands,
+        };
+        (response, missing)
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Reply {
     pub status: u16,
+    /// The answer's body; `Null` for a lease answer until [`Reply::finish`].
     pub body: Value,
+    /// A lease answer, until [`Reply::finish`] makes it the body.
+    pub lease: Option<LeaseAnswer>,
     pub updates: Vec<CallUpdate>,
     /// Transcript turns to append (held calls only, duplicates dropped).
     pub turns: Vec<crate::transcript::TranscriptUpdate>,
@@ -95,6 +144,7 @@ impl Reply {
         Reply {
             status: 200,
             body,
+            lease: None,
             updates: Vec::new(),
             turns: Vec::new(),
             hold_open_until: None,
@@ -104,10 +154,28 @@ impl Reply {
         Reply {
             status: e.status(),
             body: e.to_json(),
+            lease: None,
             updates: Vec::new(),
             turns: Vec::new(),
             hold_open_until: None,
         }
+    }
+}
+
+impl Reply {
+    /// Makes a lease answer the body (see [`LeaseAnswer::into_response`]);
+    /// returns the calls left out for want of a body.
+    pub fn finish(
+        &mut self,
+        stored_body: impl FnMut(&str) -> Option<OfferBody>,
+        key: Option<&SealingKey>,
+    ) -> Vec<String> {
+        let Some(answer) = self.lease.take() else {
+            return Vec::new();
+        };
+        let (response, missing) = answer.into_response(stored_body, key);
+        self.body = serde_json::to_value(response).unwrap_or(Value::Null);
+        missing
     }
 }
 
@@ -215,8 +283,7 @@ fn handle_op(
             let updates = q.reconcile(sid, &req.held_calls, now, HELD_GRACE_MS);
             let mut reply = lease_reply(q, sid, req.free_slots, now, t);
             reply.updates = updates;
-            let empty = reply.body["offers"].as_array().is_some_and(Vec::is_empty)
-                && reply.body["commands"].as_array().is_some_and(Vec::is_empty);
+            let empty = reply.lease.as_ref().is_some_and(LeaseAnswer::is_empty);
             if empty && req.wait_ms > 0 {
                 reply.hold_open_until = Some(now + u64::from(req.wait_ms).min(t.max_wait_ms));
             }
@@ -319,7 +386,8 @@ fn handle_op(
 }
 
 /// Leases what the sidecar can take now; used for the first answer to a poll
-/// and again when a held-open poll wakes up.
+/// and again when a held-open poll wakes up. The offers' bodies and keys are
+/// added by [`Reply::finish`].
 pub fn lease_reply(
     q: &mut Queue,
     sidecar_id: &str,
@@ -328,8 +396,9 @@ pub fn lease_reply(
     t: &DispatchTimings,
 ) -> Reply {
     let (leases, commands) = q.lease(sidecar_id, free_slots, now, t);
-    let offers: Vec<Value> = leases.iter().map(offer_json).collect();
-    Reply::ok(json!({"protocol_version": PROTOCOL_VERSION, "offers": offers, "commands": commands}))
+    let mut reply = Reply::ok(Value::Null);
+    reply.lease = Some(LeaseAnswer { leases, commands });
+    reply
 }
 
 #[cfg(test)]
@@ -349,7 +418,7 @@ mod tests {
             assert_eq!(check_transport(scheme, true), Ok(()), "development");
         }
     }
-    use voxline_shared::protocol::{LeaseResponse, Offer};
+    use voxline_shared::protocol::Offer;
     use voxline_shared::{CallStatus, EndedReason};
 
     const T: DispatchTimings = DispatchTimings {
@@ -376,8 +445,7 @@ mod tests {
             attempt: 1,
             retries: 0,
             retry_delay_ms: 60_000,
-            offer: json!({"phone": "+14155550100", "agent_id": "agt_1", "language": "en-US", "engine": "local",
-                          "max_seconds": 300, "record": false}),
+            offer: Some(OfferBody::example("+14155550100")),
             scheduled: false,
             agent_id: "agt_1".into(),
             phone: "+14155550100".into(),
@@ -402,7 +470,8 @@ mod tests {
         assert_eq!(r.hold_open_until, Some(1_510), "empty poll is held open");
         q.enqueue(queued());
         assert!(q.has_work_for("sc-1", 20));
-        let r = lease_reply(&mut q, "sc-1", 2, 20, &T);
+        let mut r = lease_reply(&mut q, "sc-1", 2, 20, &T);
+        assert_eq!(r.finish(|_| None, None), Vec::<String>::new());
         let lease: LeaseResponse = serde_json::from_value(r.body).unwrap();
         let offer: &Offer = &lease.offers[0];
         assert_eq!(
@@ -455,8 +524,9 @@ mod tests {
         let reg = json!({"protocol_version": 1, "sidecar_id": "sc-1", "region": "local", "capacity": 1, "version": "0.1.0"});
         handle(&mut q, &env(SidecarOp::Register, "n1", reg), 0, &T);
         q.enqueue(queued());
-        let lease: LeaseResponse =
-            serde_json::from_value(lease_reply(&mut q, "sc-1", 1, 10, &T).body).unwrap();
+        let mut r = lease_reply(&mut q, "sc-1", 1, 10, &T);
+        r.finish(|_| None, None);
+        let lease: LeaseResponse = serde_json::from_value(r.body).unwrap();
         let ack = json!({"protocol_version": 1, "sidecar_id": "sc-1", "lease_id": lease.offers[0].lease_id, "call_id": "call_1", "accepted": true});
         assert_eq!(
             handle(&mut q, &env(SidecarOp::Ack, "n2", ack), 20, &T).status,

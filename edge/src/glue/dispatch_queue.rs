@@ -249,10 +249,12 @@ impl DispatchQueue {
     /// Keeps a new call's offer body in its own row (not in the queue's state).
     fn store_offer_body(&self, call: &mut QueuedCall) -> std::result::Result<(), StoreError> {
         self.ensure_schema()?;
-        let body = crate::dispatch::queue::take_offer_body(call);
+        let Some(body) = crate::dispatch::queue::take_offer_body(call) else {
+            return Ok(()); // A retried enqueue already stored it.
+        };
         self.sql.exec(
             "INSERT OR REPLACE INTO offers (call_id, body) VALUES (?, ?)",
-            vec![call.call_id.as_str().into(), body.to_string().into()],
+            vec![call.call_id.as_str().into(), encode(&body)?.into()],
         )?;
         Ok(())
     }
@@ -266,20 +268,26 @@ impl DispatchQueue {
         }
     }
 
-    /// Completes a lease reply's offers from their rows, then opens their sealed keys.
-    fn finish_offers(&self, body: &mut Value) {
+    /// Gives a lease answer's offers their bodies from their rows and opens
+    /// their sealed keys (see `sidecar_link::Reply::finish`).
+    fn finish_offers(&self, reply: &mut sidecar_link::Reply) {
         let _ = self.ensure_schema();
-        crate::dispatch::queue::fill_offer_bodies(body, |call_id| {
-            let rows = self
-                .sql
-                .exec(
-                    "SELECT body FROM offers WHERE call_id = ?",
-                    vec![call_id.into()],
-                )
-                .ok()?;
-            serde_json::from_str(&text_at(rows.first()?, 0, "offer").ok()?).ok()
-        });
-        crate::engine_keys::open_offers(body, crate::glue::env::sealing_key(&self.env).as_ref());
+        let missing = reply.finish(
+            |call_id| {
+                let rows = self
+                    .sql
+                    .exec(
+                        "SELECT body FROM offers WHERE call_id = ?",
+                        vec![call_id.into()],
+                    )
+                    .ok()?;
+                serde_json::from_str(&text_at(rows.first()?, 0, "offer").ok()?).ok()
+            },
+            crate::glue::env::sealing_key(&self.env).as_ref(),
+        );
+        for call_id in missing {
+            console_log!("dispatch: offer body of {call_id} missing or unreadable: not offered");
+        }
     }
 
     /// Writes what changed as numbered report rows, in order (turns before
@@ -499,7 +507,7 @@ impl worker::DurableObject for DispatchQueue {
             "/sidecar" => match serde_json::from_value::<SidecarEnvelope>(body) {
                 Ok(envelope) => {
                     let mut reply = self.with(|q| sidecar_link::handle(q, &envelope, now, &t));
-                    self.finish_offers(&mut reply.body);
+                    self.finish_offers(&mut reply);
                     updates.extend(reply.updates);
                     turns = reply.turns;
                     match reply.hold_open_until {
@@ -531,7 +539,7 @@ impl worker::DurableObject for DispatchQueue {
                                     let mut r = self.with(|q| {
                                         sidecar_link::lease_reply(q, sid, free_slots, now, &t)
                                     });
-                                    self.finish_offers(&mut r.body);
+                                    self.finish_offers(&mut r);
                                     self.persist(now, &t).await?;
                                     break (r.status, r.body);
                                 }
