@@ -9,6 +9,7 @@ use crate::dispatch::sidecar_link::SidecarEnvelope;
 use crate::ids::parse_rfc3339_utc_ms;
 use crate::model::CallRecord;
 use crate::store::StoreError;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 #[allow(async_fn_in_trait)]
@@ -140,5 +141,114 @@ pub mod memory {
             self.turns.borrow_mut().extend(reply.turns);
             Ok((reply.status, reply.body))
         }
+    }
+}
+
+/// One request to a region's `DispatchQueue` object, and its answer: the
+/// wire form of [`DispatchQueues`], so a renamed field fails to compile.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum DispatchQueueRequest {
+    Enqueue {
+        call: Box<QueuedCall>,
+    },
+    Cancel {
+        call_id: String,
+    },
+    /// A sidecar link request the Worker verified.
+    Sidecar {
+        envelope: SidecarEnvelope,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "answer", rename_all = "snake_case")]
+pub enum DispatchQueueAnswer {
+    Enqueued {
+        outcome: EnqueueOutcome,
+    },
+    Cancel {
+        outcome: CancelOutcome,
+    },
+    /// The HTTP status and body the Worker answers the sidecar with.
+    Sidecar {
+        status: u16,
+        body: Value,
+    },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dispatch::queued_call::OfferBody;
+    use crate::dispatch::sidecar_link::SidecarOp;
+    use serde_json::json;
+
+    #[test]
+    fn every_dispatch_queue_request_and_answer_round_trips_through_serde() {
+        let call = QueuedCall {
+            call_id: "call_1".into(),
+            tenant_id: "ten_1".into(),
+            attempt: 1,
+            offer: Some(OfferBody {
+                engine_api_key_sealed: Some("v1.sealed".into()),
+                silence_timeout_seconds: Some(20),
+                ..OfferBody::example("+14155550100")
+            }),
+            ..QueuedCall::default()
+        };
+        let requests = [
+            DispatchQueueRequest::Enqueue {
+                call: Box::new(call),
+            },
+            DispatchQueueRequest::Cancel {
+                call_id: "call_1".into(),
+            },
+            DispatchQueueRequest::Sidecar {
+                envelope: SidecarEnvelope {
+                    op: SidecarOp::Lease,
+                    sidecar_id: "sc-1".into(),
+                    nonce: "n1".into(),
+                    body: json!({"free_slots": 1}),
+                },
+            },
+        ];
+        for request in requests {
+            let text = serde_json::to_string(&request).unwrap();
+            let back: DispatchQueueRequest = serde_json::from_str(&text).unwrap();
+            assert_eq!(back, request, "{text}");
+        }
+        let answers = [
+            DispatchQueueAnswer::Enqueued {
+                outcome: EnqueueOutcome::ConcurrencyLimit {
+                    limit: 2,
+                    active: 2,
+                },
+            },
+            DispatchQueueAnswer::Cancel {
+                outcome: CancelOutcome::Signalled {
+                    sidecar_id: "sc-1".into(),
+                },
+            },
+            DispatchQueueAnswer::Cancel {
+                outcome: CancelOutcome::Unknown,
+            },
+            DispatchQueueAnswer::Sidecar {
+                status: 409,
+                body: json!({"error": {"code": "lease_not_held"}}),
+            },
+        ];
+        for answer in answers {
+            let text = serde_json::to_string(&answer).unwrap();
+            let back: DispatchQueueAnswer = serde_json::from_str(&text).unwrap();
+            assert_eq!(back, answer, "{text}");
+        }
+        assert_eq!(
+            serde_json::to_value(DispatchQueueRequest::Cancel {
+                call_id: "c".into()
+            })
+            .unwrap(),
+            json!({"op": "cancel", "call_id": "c"})
+        );
     }
 }

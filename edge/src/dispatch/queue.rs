@@ -204,7 +204,8 @@ pub enum AckOutcome {
     Stale,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
 pub enum CancelOutcome {
     /// Was waiting: removed; the call is cancelled.
     Cancelled,
