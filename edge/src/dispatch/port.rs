@@ -181,7 +181,7 @@ pub enum DispatchQueueAnswer {
 mod tests {
     use super::*;
     use crate::dispatch::queued_call::OfferBody;
-    use crate::dispatch::sidecar_link::SidecarOp;
+    use crate::dispatch::sidecar_link::SidecarMessage;
     use serde_json::json;
 
     #[test]
@@ -206,10 +206,23 @@ mod tests {
             },
             DispatchQueueRequest::Sidecar {
                 envelope: SidecarEnvelope {
-                    op: SidecarOp::Lease,
                     sidecar_id: "sc-1".into(),
                     nonce: "n1".into(),
-                    body: json!({"free_slots": 1}),
+                    message: SidecarMessage::Lease(voxline_shared::protocol::LeaseRequest {
+                        protocol_version: 1,
+                        sidecar_id: "sc-1".into(),
+                        region: "local".into(),
+                        free_slots: 1,
+                        held_calls: vec!["call_0".into()],
+                        wait_ms: 500,
+                    }),
+                },
+            },
+            DispatchQueueRequest::Sidecar {
+                envelope: SidecarEnvelope {
+                    sidecar_id: "sc-1".into(),
+                    nonce: "n2".into(),
+                    message: SidecarMessage::Recording,
                 },
             },
         ];

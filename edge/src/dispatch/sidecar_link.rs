@@ -71,14 +71,39 @@ impl SidecarOp {
     }
 }
 
+/// A sidecar link request, parsed and checked by the Worker (see
+/// [`parse_message`]). JSON: `{"op": ..., "body": <the protocol message>}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "op", content = "body", rename_all = "snake_case")]
+pub enum SidecarMessage {
+    Register(Registration),
+    Lease(LeaseRequest),
+    Ack(Ack),
+    Events(EventBatch),
+    Deregister(Deregistration),
+    /// A recording upload the Worker admitted: only its nonce is spent here.
+    Recording,
+}
+
+impl SidecarMessage {
+    /// The region the message names, when it names one.
+    pub fn region(&self) -> Option<&str> {
+        match self {
+            SidecarMessage::Register(m) => Some(&m.region),
+            SidecarMessage::Lease(m) => Some(&m.region),
+            SidecarMessage::Deregister(m) => Some(&m.region),
+            SidecarMessage::Ack(_) | SidecarMessage::Events(_) | SidecarMessage::Recording => None,
+        }
+    }
+}
+
 /// What the Worker forwards to the region's object once the signature checks out.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SidecarEnvelope {
-    pub op: SidecarOp,
     pub sidecar_id: String,
     pub nonce: String,
     /// The protocol message, already parsed and version-checked by the Worker.
-    pub body: Value,
+    pub message: SidecarMessage,
 }
 
 /// What a lease poll is answered with, before each offer gets its body
@@ -190,33 +215,33 @@ fn parse<T: serde::de::DeserializeOwned>(body: &Value) -> Result<T, ApiError> {
 
 /// Checks a raw protocol body in the Worker before it is forwarded: JSON,
 /// the right message type, a version we speak, and the signer's own id.
-pub fn parse_message(op: SidecarOp, raw: &[u8], signer: &str) -> Result<Value, ApiError> {
+pub fn parse_message(op: SidecarOp, raw: &[u8], signer: &str) -> Result<SidecarMessage, ApiError> {
     let value: Value = serde_json::from_slice(raw).map_err(|e| {
         ApiError::new(
             ErrorCode::InvalidJson,
             format!("body is not valid JSON: {e}"),
         )
     })?;
-    let (version, sidecar_id) = match op {
-        SidecarOp::Register => {
-            parse::<Registration>(&value).map(|m| (m.protocol_version, m.sidecar_id))?
-        }
-        SidecarOp::Lease => {
-            parse::<LeaseRequest>(&value).map(|m| (m.protocol_version, m.sidecar_id))?
-        }
-        SidecarOp::Ack => parse::<Ack>(&value).map(|m| (m.protocol_version, m.sidecar_id))?,
-        SidecarOp::Events => {
-            parse::<EventBatch>(&value).map(|m| (m.protocol_version, m.sidecar_id))?
-        }
-        SidecarOp::Deregister => {
-            parse::<Deregistration>(&value).map(|m| (m.protocol_version, m.sidecar_id))?
-        }
+    let message = match op {
+        SidecarOp::Register => SidecarMessage::Register(parse(&value)?),
+        SidecarOp::Lease => SidecarMessage::Lease(parse(&value)?),
+        SidecarOp::Ack => SidecarMessage::Ack(parse(&value)?),
+        SidecarOp::Events => SidecarMessage::Events(parse(&value)?),
+        SidecarOp::Deregister => SidecarMessage::Deregister(parse(&value)?),
         SidecarOp::Recording => {
             return Err(ApiError::new(
                 ErrorCode::NotFound,
                 "recordings are uploaded with their manifest (recordings::admit_upload)",
             ))
         }
+    };
+    let (version, sidecar_id) = match &message {
+        SidecarMessage::Register(m) => (m.protocol_version, &m.sidecar_id),
+        SidecarMessage::Lease(m) => (m.protocol_version, &m.sidecar_id),
+        SidecarMessage::Ack(m) => (m.protocol_version, &m.sidecar_id),
+        SidecarMessage::Events(m) => (m.protocol_version, &m.sidecar_id),
+        SidecarMessage::Deregister(m) => (m.protocol_version, &m.sidecar_id),
+        SidecarMessage::Recording => (PROTOCOL_VERSION, &String::new()),
     };
     check_version(version)
         .map_err(|e| ApiError::new(ErrorCode::UnsupportedProtocolVersion, e.to_string()))?;
@@ -226,7 +251,7 @@ pub fn parse_message(op: SidecarOp, raw: &[u8], signer: &str) -> Result<Value, A
             "the body's sidecar_id is not the signer's",
         ));
     }
-    Ok(value)
+    Ok(message)
 }
 
 fn not_registered() -> ApiError {
@@ -256,10 +281,9 @@ fn handle_op(
     t: &DispatchTimings,
 ) -> Result<Reply, ApiError> {
     let sid = env.sidecar_id.as_str();
-    match env.op {
-        SidecarOp::Recording => Ok(Reply::ok(json!({"protocol_version": PROTOCOL_VERSION}))),
-        SidecarOp::Register => {
-            let reg: Registration = parse(&env.body)?;
+    match &env.message {
+        SidecarMessage::Recording => Ok(Reply::ok(json!({"protocol_version": PROTOCOL_VERSION}))),
+        SidecarMessage::Register(reg) => {
             q.register(sid, reg.capacity, now);
             let ack = RegistrationAck {
                 protocol_version: PROTOCOL_VERSION,
@@ -269,14 +293,12 @@ fn handle_op(
             };
             Ok(Reply::ok(serde_json::to_value(ack).unwrap_or(Value::Null)))
         }
-        SidecarOp::Deregister => {
-            let _: Deregistration = parse(&env.body)?;
+        SidecarMessage::Deregister(_) => {
             let mut reply = Reply::ok(json!({"protocol_version": PROTOCOL_VERSION}));
             reply.updates = q.deregister(sid, now);
             Ok(reply)
         }
-        SidecarOp::Lease => {
-            let req: LeaseRequest = parse(&env.body)?;
+        SidecarMessage::Lease(req) => {
             if !q.sidecars.contains_key(sid) {
                 return Err(not_registered());
             }
@@ -289,8 +311,7 @@ fn handle_op(
             }
             Ok(reply)
         }
-        SidecarOp::Ack => {
-            let ack: Ack = parse(&env.body)?;
+        SidecarMessage::Ack(ack) => {
             let (outcome, update) = q.ack(sid, &ack.lease_id, ack.accepted, now);
             if outcome == AckOutcome::Stale {
                 return Err(ApiError::new(
@@ -303,14 +324,13 @@ fn handle_op(
             }
             let receipt = AckReceipt {
                 protocol_version: PROTOCOL_VERSION,
-                lease_id: ack.lease_id,
+                lease_id: ack.lease_id.clone(),
             };
             let mut reply = Reply::ok(serde_json::to_value(receipt).unwrap_or(Value::Null));
             reply.updates.extend(update);
             Ok(reply)
         }
-        SidecarOp::Events => {
-            let batch: EventBatch = parse(&env.body)?;
+        SidecarMessage::Events(batch) => {
             if !q.sidecars.contains_key(sid) {
                 return Err(not_registered());
             }
@@ -428,12 +448,12 @@ mod tests {
         lost_margin_ms: 1_000,
     };
 
+    /// A request of sidecar `sc-1`, as the Worker forwards it (parsed and checked).
     fn env(op: SidecarOp, nonce: &str, body: Value) -> SidecarEnvelope {
         SidecarEnvelope {
-            op,
             sidecar_id: "sc-1".into(),
             nonce: nonce.into(),
-            body,
+            message: parse_message(op, body.to_string().as_bytes(), "sc-1").unwrap(),
         }
     }
 
@@ -459,7 +479,14 @@ mod tests {
         let reg = json!({"protocol_version": 1, "sidecar_id": "sc-1", "region": "local", "capacity": 2, "version": "0.1.0"});
         assert_eq!(
             parse_message(SidecarOp::Register, reg.to_string().as_bytes(), "sc-1").unwrap(),
-            reg
+            SidecarMessage::Register(serde_json::from_value(reg.clone()).unwrap())
+        );
+        // What the Worker sends the region's object reads back as sent.
+        let forwarded = env(SidecarOp::Register, "n0", reg.clone());
+        let text = serde_json::to_string(&forwarded).unwrap();
+        assert_eq!(
+            serde_json::from_str::<SidecarEnvelope>(&text).unwrap(),
+            forwarded
         );
         let r = handle(&mut q, &env(SidecarOp::Register, "n1", reg), 0, &T);
         let ack: RegistrationAck = serde_json::from_value(r.body).unwrap();

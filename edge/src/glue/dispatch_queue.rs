@@ -14,7 +14,7 @@ use crate::dispatch::queue::{
     CallRow, CallUpdate, CancelOutcome, DispatchTimings, EnqueueOutcome, Queue, QueueMeta,
 };
 use crate::dispatch::queued_call::QueuedCall;
-use crate::dispatch::sidecar_link;
+use crate::dispatch::sidecar_link::{self, SidecarMessage};
 use crate::glue::env::var_u64;
 use crate::glue::env::DoSql;
 use crate::glue::stubs::REGION_HEADER;
@@ -24,7 +24,6 @@ use crate::transcript::TranscriptUpdate;
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 use std::time::Duration;
-use voxline_shared::protocol::LeaseRequest;
 use worker::{console_log, durable_object, Date, Delay, Env, Request, Response, Result, State};
 
 /// The region a request is for (an object cannot read its own name), kept
@@ -514,10 +513,11 @@ impl worker::DurableObject for DispatchQueue {
                         );
                         self.persist(now, &t).await?;
                         self.deliver_reports(&region).await;
-                        // Held open only for a lease poll, which parsed before.
-                        let free_slots =
-                            serde_json::from_value::<LeaseRequest>(envelope.body.clone())
-                                .map_or(0, |r| r.free_slots);
+                        // Only a lease poll is held open.
+                        let free_slots = match &envelope.message {
+                            SidecarMessage::Lease(poll) => poll.free_slots,
+                            _ => 0,
+                        };
                         let sid = envelope.sidecar_id.as_str();
                         loop {
                             let (tx, rx) = futures_channel::oneshot::channel();
