@@ -449,7 +449,7 @@ fn push_call_event(
         crate::webhooks::events::call_event_payload(event_type, &event_id, record, now_ms);
     rows.push_event(&PendingEvent {
         event_id,
-        event_type: event_type.to_string(),
+        event_type,
         call_id: record.id.clone(),
         payload,
         created_ms: now_ms,
@@ -467,7 +467,7 @@ fn push_event_with(
     let payload = crate::webhooks::events::event_payload(event_type, &event_id, now_ms, data);
     rows.push_event(&PendingEvent {
         event_id,
-        event_type: event_type.to_string(),
+        event_type,
         call_id: call_id.to_string(),
         payload,
         created_ms: now_ms,

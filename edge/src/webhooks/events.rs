@@ -81,7 +81,7 @@ pub const WEBHOOK_EVENTS: &[&str] = &{
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PendingEvent {
     pub event_id: String,
-    pub event_type: String,
+    pub event_type: WebhookEvent,
     pub call_id: String,
     /// The exact body every endpoint receives.
     pub payload: String,
@@ -189,7 +189,7 @@ pub async fn emit(
     let payload = call_event_payload(event_type, &event_id, record, now_ms);
     let event = PendingEvent {
         event_id,
-        event_type: event_type.to_string(),
+        event_type,
         call_id: record.id.clone(),
         payload,
         created_ms: now_ms,
@@ -234,7 +234,7 @@ pub async fn jobs_for_event(
             let Some(endpoint) = get_json::<WebhookEndpoint>(kv, &entry.name).await? else {
                 continue;
             };
-            if !endpoint.wants(&event.event_type) {
+            if !endpoint.wants(event.event_type.as_str()) {
                 continue;
             }
             jobs.push(DeliveryJob {
@@ -242,7 +242,7 @@ pub async fn jobs_for_event(
                 delivery_id: delivery_id(now_ms),
                 endpoint_id: endpoint.id.clone(),
                 event_id: event.event_id.clone(),
-                event_type: event.event_type.clone(),
+                event_type: event.event_type.to_string(),
                 payload: event.payload.clone(),
                 call_id: Some(event.call_id.clone()),
                 created_at_ms: event.created_ms,
@@ -281,5 +281,10 @@ mod tests {
         ))
         .unwrap();
         assert_eq!(p["type"], "call.queued");
+        // An outbox row written when the type was a string reads back typed.
+        let row = r#"{"event_id":"evt_1","event_type":"transcript.saved","call_id":"c","payload":"{}","created_ms":1}"#;
+        let event: PendingEvent = serde_json::from_str(row).unwrap();
+        assert_eq!(event.event_type, WebhookEvent::TranscriptSaved);
+        assert_eq!(serde_json::to_string(&event).unwrap(), row);
     }
 }
