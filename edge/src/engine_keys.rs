@@ -24,7 +24,6 @@ use aes_gcm::aead::{Aead, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Nonce};
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine as _;
-use serde_json::Value;
 
 /// Longest engine API key accepted.
 pub const MAX_KEY_CHARS: usize = 512;
@@ -233,47 +232,6 @@ pub fn check_base_url(url: &str, dev_mode: bool) -> Result<(), String> {
         .map_err(|e| e.replace("https", "wss").replace("http", "ws"))
 }
 
-/// Offer field holding the sealed key while the call waits in the queue.
-pub const SEALED_FIELD: &str = "engine_api_key_sealed";
-
-/// Replaces each offer's sealed key by the clear one, just before the offers
-/// go to a sidecar. An offer whose key cannot be opened (the sealing secret
-/// was changed) gets `engine_key_unavailable: true` instead: the sidecar then
-/// fails the engine rather than fall back to its own key.
-pub fn open_offers(reply: &mut Value, key: Option<&SealingKey>) {
-    let Some(offers) = reply.get_mut("offers").and_then(Value::as_array_mut) else {
-        return;
-    };
-    for offer in offers {
-        let Some(map) = offer.as_object_mut() else {
-            continue;
-        };
-        let Some(sealed) = map.remove(SEALED_FIELD) else {
-            continue;
-        };
-        let Some(sealed) = sealed.as_str() else {
-            continue;
-        };
-        let tenant = map
-            .get("tenant_id")
-            .and_then(Value::as_str)
-            .map(String::from);
-        match (key, tenant) {
-            (Some(k), Some(t)) => match k.open(&t, sealed) {
-                Ok(clear) => {
-                    map.insert("engine_api_key".into(), Value::String(clear));
-                }
-                Err(_) => {
-                    map.insert("engine_key_unavailable".into(), Value::Bool(true));
-                }
-            },
-            _ => {
-                map.insert("engine_key_unavailable".into(), Value::Bool(true));
-            }
-        }
-    }
-}
-
 /// The sealing key for sidecar, webhook and request-signing secrets: without
 /// one they are not minted (never stored in clear), like engine keys.
 pub(crate) fn secrets_sealing_key(key: Option<&SealingKey>) -> Result<&SealingKey, ApiError> {
@@ -296,7 +254,6 @@ pub(crate) fn secret_unavailable(e: SecretUnavailable) -> ApiError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
 
     fn key() -> SealingKey {
         SealingKey::from_secret(&hex::encode([7u8; 32])).unwrap()
@@ -321,35 +278,6 @@ mod tests {
         assert!(SealingKey::from_secret("short").is_err());
         assert!(SealingKey::from_secret(&hex::encode([1u8; 16])).is_err());
         assert_eq!(format!("{k:?}"), "SealingKey(***)");
-    }
-
-    #[test]
-    fn offers_leave_with_the_clear_key_or_a_refusal() {
-        let k = key();
-        let mut reply = json!({"offers": [
-            {"call_id": "c1", "tenant_id": "ten_a", SEALED_FIELD: k.seal("ten_a", "sk-1")},
-            {"call_id": "c2", "tenant_id": "ten_a", SEALED_FIELD: SealingKey::from_secret(&hex::encode([8u8; 32])).unwrap().seal("ten_a", "x")},
-            {"call_id": "c3", "tenant_id": "ten_a"}
-        ]});
-        open_offers(&mut reply, Some(&k));
-        let o = &reply["offers"];
-        assert_eq!(
-            (o[0]["engine_api_key"].as_str(), o[0].get(SEALED_FIELD)),
-            (Some("sk-1"), None)
-        );
-        assert_eq!(
-            (
-                o[1]["engine_key_unavailable"].as_bool(),
-                o[1].get("engine_api_key")
-            ),
-            (Some(true), None)
-        );
-        assert!(
-            o[2].get("engine_api_key").is_none() && o[2].get("engine_key_unavailable").is_none()
-        );
-        let mut no_key = json!({"offers": [{"call_id": "c1", "tenant_id": "ten_a", SEALED_FIELD: k.seal("ten_a", "sk-1")}]});
-        open_offers(&mut no_key, None);
-        assert_eq!(no_key["offers"][0]["engine_key_unavailable"], true);
     }
 
     #[test]

@@ -65,30 +65,8 @@ pub struct Tenant {
     pub max_concurrent_calls: Option<u32>,
 }
 
-/// Which speech engine runs the conversation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Engine {
-    /// Offline: VAD + pocketsphinx + scripted dialog + flite.
-    Local,
-    OpenaiRealtime,
-    GeminiLive,
-    /// Diagnostic: plays back what the callee says (a line test; no AI).
-    Echo,
-}
-
-impl Engine {
-    pub const NAMES: [&'static str; 4] = ["local", "openai_realtime", "gemini_live", "echo"];
-    pub fn parse(s: &str) -> Option<Engine> {
-        match s {
-            "local" => Some(Engine::Local),
-            "openai_realtime" => Some(Engine::OpenaiRealtime),
-            "gemini_live" => Some(Engine::GeminiLive),
-            "echo" => Some(Engine::Echo),
-            _ => None,
-        }
-    }
-}
+/// Which speech engine runs the conversation (one list with the sidecar).
+pub use voxline_shared::EngineKind as Engine;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Agent {

@@ -485,7 +485,7 @@ async fn drain_with_a_live_call(scenario: &str, reached: &'static str, hangup_gr
         summary
     });
     let mut call = support::offer("k_1", 600);
-    call.engine = "echo".into();
+    call.engine = voxline_shared::EngineKind::Echo.into();
     edge.offer(call);
     let t = Duration::from_secs(15);
     edge.wait_for(reached, t, |s| {

@@ -4,9 +4,11 @@
 //! clocks, no randomness (time and nonces come in as arguments).
 
 pub mod call;
+pub mod engine;
 pub mod ip_ranges;
 pub mod protocol;
 pub mod signing;
 
 pub use call::{CallStatus, EndedReason};
+pub use engine::{EngineKind, OfferedEngine};
 pub use protocol::PROTOCOL_VERSION;

@@ -47,6 +47,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::call::{CallStatus, EndedReason};
+use crate::engine::OfferedEngine;
 
 /// The protocol version this build speaks.
 pub const PROTOCOL_VERSION: u32 = 1;
@@ -266,15 +267,22 @@ pub struct Offer {
     pub voice: Option<String>,
     /// BCP-47.
     pub language: String,
-    /// `local`, `openai_realtime`, `gemini_live`, ...
-    pub engine: String,
+    /// `local`, `openai_realtime`, `gemini_live`, ...; a kind this build
+    /// does not know is kept by name (the sidecar refuses the offer with
+    /// [`reject_reasons::UNSUPPORTED_ENGINE`]).
+    pub engine: OfferedEngine,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model: Option<String>,
     /// Hard cap on the call's duration once answered.
     pub max_seconds: u32,
     /// Hang up after this long with neither side speaking (`None`: the sidecar's default, 30 s).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub silence_timeout_secs: Option<u32>,
+    /// Sent as `silence_timeout_secs` by edges before the rename; read either way.
+    #[serde(
+        default,
+        alias = "silence_timeout_secs",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub silence_timeout_seconds: Option<u32>,
     pub record: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metadata: Option<serde_json::Value>,
@@ -546,6 +554,40 @@ mod tests {
         assert!(back.get("voice").is_none(), "None is omitted: {back}");
         let o2: Offer = serde_json::from_value(back).unwrap();
         assert_eq!(o, o2);
+    }
+
+    #[test]
+    fn the_silence_timeout_is_read_by_either_name_and_sent_by_the_new_one() {
+        let base = json!({"lease_id":"l","call_id":"c","attempt":1,"phone":"+1","agent_id":"a",
+            "language":"en","engine":"local","max_seconds":60,"record":false,"ack_deadline_ms":1});
+        for name in ["silence_timeout_secs", "silence_timeout_seconds"] {
+            let mut v = base.clone();
+            v[name] = json!(12);
+            let o: Offer = serde_json::from_value(v).unwrap();
+            assert_eq!(o.silence_timeout_seconds, Some(12), "{name}");
+            let back = serde_json::to_value(&o).unwrap();
+            assert_eq!(back["silence_timeout_seconds"], 12);
+            assert!(back.get("silence_timeout_secs").is_none());
+        }
+    }
+
+    #[test]
+    fn an_offer_of_an_engine_kind_this_build_does_not_know_still_parses() {
+        let r: LeaseResponse = serde_json::from_value(json!({"protocol_version":1,"offers":[
+            {"lease_id":"l","call_id":"c","attempt":1,"phone":"+1","agent_id":"a","language":"en",
+             "engine":"quantum_voice","max_seconds":60,"record":false,"ack_deadline_ms":1},
+            {"lease_id":"l2","call_id":"c2","attempt":1,"phone":"+1","agent_id":"a","language":"en",
+             "engine":"gemini_live","max_seconds":60,"record":false,"ack_deadline_ms":1}],
+            "commands":[]}))
+        .unwrap();
+        assert_eq!(
+            (r.offers[0].engine.known(), r.offers[0].engine.as_str()),
+            (None, "quantum_voice")
+        );
+        assert_eq!(
+            r.offers[1].engine.known(),
+            Some(crate::EngineKind::GeminiLive)
+        );
     }
 
     #[test]

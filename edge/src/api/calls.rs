@@ -231,11 +231,8 @@ pub(crate) async fn create_call<K: Kv, D: DispatchQueues>(
     // Retries that would land outside the window wait for its next start.
     queued.calling_window = calling_window;
     queued.reject_over_cap = reject_over_cap;
-    if let (Some(sealed), Value::Object(offer)) = (sealed_key, &mut queued.offer) {
-        offer.insert(
-            crate::engine_keys::SEALED_FIELD.into(),
-            Value::String(sealed),
-        );
+    if let Some(offer) = queued.offer.as_mut() {
+        offer.engine_api_key_sealed = sealed_key;
     }
     // The tenant's call store writes the record, then queues it in its
     // region; a call the queue refuses is deleted again (it never existed).

@@ -1084,7 +1084,7 @@ fn calls_outside_the_agents_calling_window_are_moved_or_refused() {
 
 #[test]
 fn engine_keys_are_sealed_everywhere_and_opened_only_for_the_sidecar() {
-    use crate::engine_keys::{open_offers, SealingKey, SEALED_FIELD};
+    use crate::engine_keys::SealingKey;
     let mut w = World::new();
     let (tid, key) = w.tenant(true);
     // Without the sealing secret a key is refused, and nothing is created.
@@ -1195,19 +1195,19 @@ fn engine_keys_are_sealed_everywhere_and_opened_only_for_the_sidecar() {
         );
         assert!(!by_agent.body.contains(clear) && !own.body.contains(clear));
     }
-    assert!(queued.contains(SEALED_FIELD));
+    assert!(queued.contains("engine_api_key_sealed"));
     // The lease reply to a sidecar carries each call's clear key.
     let mut queues = w.calls.dispatch_queues.queues.borrow_mut();
     let q = queues.get_mut("local").unwrap();
     q.register("sc-1", 10, NOW);
-    let (leases, _) = q.lease(
+    let (leases, commands) = q.lease(
         "sc-1",
         10,
         w.now.get(),
         &crate::dispatch::queue::DispatchTimings::default(),
     );
-    let mut reply = json!({"offers": leases.iter().map(crate::dispatch::queue::offer_json).collect::<Vec<_>>()});
-    open_offers(&mut reply, Some(&sealing));
+    let answer = crate::dispatch::sidecar_link::LeaseAnswer { leases, commands };
+    let reply = serde_json::to_value(answer.into_response(|_| None, Some(&sealing)).0).unwrap();
     let key_for = |phone: &str| {
         reply["offers"]
             .as_array()

@@ -13,7 +13,7 @@ use voxline_shared::signing::SignedHeaders;
 
 use crate::calls::store::{Calls, RecordingInfo};
 use crate::dispatch::port::DispatchQueues;
-use crate::dispatch::sidecar_link::{SidecarEnvelope, SidecarOp};
+use crate::dispatch::sidecar_link::{SidecarEnvelope, SidecarMessage};
 use crate::dispatch::sidecar_request::authenticate_sidecar;
 use crate::engine_keys::SealingKey;
 use crate::error::{ApiError, ErrorCode};
@@ -166,10 +166,9 @@ async fn spend_nonce(
     headers: &SignedHeaders<'_>,
 ) -> Result<(), ApiError> {
     let envelope = SidecarEnvelope {
-        op: SidecarOp::Recording,
         sidecar_id: sidecar_id.to_string(),
         nonce: headers.nonce.unwrap_or_default().to_string(),
-        body: Value::Null,
+        message: SidecarMessage::Recording,
     };
     let (status, reply) = queues.sidecar(region, &envelope).await?;
     if status == 200 {

@@ -24,7 +24,7 @@ use crate::sql::{int_at, text_at, Sql, SqlValue};
 use crate::store::StoreError;
 use crate::traffic::{IdemRequest, LocalFuture};
 use crate::transcript::{Change, Transcript, TranscriptUpdate, Turn};
-use crate::webhooks::events::PendingEvent;
+use crate::webhooks::events::{PendingEvent, WebhookEvent};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use voxline_shared::{CallStatus, EndedReason};
@@ -440,7 +440,7 @@ pub fn attempt_holder(
 /// Queues `event_type` about `record` in the outbox (same step as the change).
 fn push_call_event(
     rows: &impl CallRows,
-    event_type: &str,
+    event_type: WebhookEvent,
     record: &CallRecord,
     now_ms: u64,
 ) -> Result<(), StoreError> {
@@ -449,7 +449,7 @@ fn push_call_event(
         crate::webhooks::events::call_event_payload(event_type, &event_id, record, now_ms);
     rows.push_event(&PendingEvent {
         event_id,
-        event_type: event_type.to_string(),
+        event_type,
         call_id: record.id.clone(),
         payload,
         created_ms: now_ms,
@@ -458,7 +458,7 @@ fn push_call_event(
 
 fn push_event_with(
     rows: &impl CallRows,
-    event_type: &str,
+    event_type: WebhookEvent,
     call_id: &str,
     data: Value,
     now_ms: u64,
@@ -467,7 +467,7 @@ fn push_event_with(
     let payload = crate::webhooks::events::event_payload(event_type, &event_id, now_ms, data);
     rows.push_event(&PendingEvent {
         event_id,
-        event_type: event_type.to_string(),
+        event_type,
         call_id: call_id.to_string(),
         payload,
         created_ms: now_ms,
@@ -510,7 +510,13 @@ fn events_for_change(
         let mut data = crate::transcript::to_json(&record.id, &transcript(rows, &record.id)?);
         data["call_status"] = json!(record.status);
         data["url"] = json!(format!("/v1/calls/{}/transcript", record.id));
-        push_event_with(rows, "transcript.saved", &record.id, data, now_ms)?;
+        push_event_with(
+            rows,
+            WebhookEvent::TranscriptSaved,
+            &record.id,
+            data,
+            now_ms,
+        )?;
     }
     Ok(())
 }
@@ -649,7 +655,7 @@ pub async fn create(
         Ok(EnqueueOutcome::Accepted | EnqueueOutcome::AlreadyKnown) => {
             // Reports about it may have arrived while the queue answered.
             let current = rows.call(&record.id)?.unwrap_or(record);
-            push_call_event(rows, "call.queued", &current, now_ms)?;
+            push_call_event(rows, WebhookEvent::CallQueued, &current, now_ms)?;
             Ok(Created::Created { record: current })
         }
         Ok(EnqueueOutcome::Duplicate { call_id }) => {
@@ -666,7 +672,7 @@ pub async fn create(
             failed.ended_reason = Some(EndedReason::DispatchUnavailable);
             failed.ended_at = Some(failed.updated_at.clone());
             rows.put_call(&failed)?;
-            push_call_event(rows, "call.failed", &failed, now_ms)?;
+            push_call_event(rows, WebhookEvent::CallFailed, &failed, now_ms)?;
             Ok(Created::DispatchUnavailable { record: failed })
         }
     }
@@ -745,7 +751,7 @@ pub fn recording_saved(
     rows.put_value(&recording_key(call_id), &to_text(info)?)?;
     push_event_with(
         rows,
-        "recording.saved",
+        WebhookEvent::RecordingSaved,
         call_id,
         info.to_public(call_id),
         now_ms,

@@ -4,12 +4,13 @@
 //! numbered reports to the tenant's `CallStore` (see `call_store`).
 
 use crate::dispatch::queue::{CancelOutcome, EnqueueOutcome};
-use crate::dispatch::queued_call::QueuedCall;
+use crate::dispatch::queued_call::{OfferBody, QueuedCall};
 use crate::dispatch::sidecar_link::SidecarEnvelope;
 use crate::ids::parse_rfc3339_utc_ms;
 use crate::model::CallRecord;
 use crate::store::StoreError;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 #[allow(async_fn_in_trait)]
 pub trait DispatchQueues {
@@ -45,19 +46,24 @@ pub fn queued_call(tenant_id: &str, record: &CallRecord, now_ms: u64) -> QueuedC
         reject_over_cap: false,
         calling_window: None,
         max_seconds: record.max_seconds,
-        offer: json!({
-            "phone": record.phone,
-            "agent_id": record.agent_id,
-            "system_prompt": record.system_prompt,
-            "voice": record.voice,
-            "language": record.language,
-            "engine": record.engine,
-            "model": record.model,
-            "max_seconds": record.max_seconds,
-            "record": record.record,
-            "metadata": record.metadata.as_ref().map(crate::model::Metadata::to_value),
-            "engine_base_url": record.engine_base_url,
-            "silence_timeout_secs": record.silence_timeout_seconds,
+        offer: Some(OfferBody {
+            phone: record.phone.clone(),
+            agent_id: record.agent_id.clone(),
+            system_prompt: record.system_prompt.clone(),
+            voice: record.voice.clone(),
+            language: record.language.clone(),
+            engine: record.engine,
+            model: record.model.clone(),
+            max_seconds: record.max_seconds,
+            record: record.record,
+            metadata: record
+                .metadata
+                .as_ref()
+                .map(crate::model::Metadata::to_value),
+            engine_base_url: record.engine_base_url.clone(),
+            silence_timeout_seconds: Some(record.silence_timeout_seconds),
+            // Set by the caller when the call or its agent has a key.
+            engine_api_key_sealed: None,
         }),
     }
 }
@@ -127,11 +133,135 @@ pub mod memory {
             self.updates
                 .borrow_mut()
                 .extend(q.tick(self.now_ms.get(), &DispatchTimings::default()));
-            let reply =
+            let mut reply =
                 sidecar_link::handle(q, envelope, self.now_ms.get(), &DispatchTimings::default());
+            // Bodies stay on the calls here; no sealing key in tests.
+            reply.finish(|_| None, None);
             self.updates.borrow_mut().extend(reply.updates);
             self.turns.borrow_mut().extend(reply.turns);
             Ok((reply.status, reply.body))
         }
+    }
+}
+
+/// One request to a region's `DispatchQueue` object, and its answer: the
+/// wire form of [`DispatchQueues`], so a renamed field fails to compile.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum DispatchQueueRequest {
+    Enqueue {
+        call: Box<QueuedCall>,
+    },
+    Cancel {
+        call_id: String,
+    },
+    /// A sidecar link request the Worker verified.
+    Sidecar {
+        envelope: SidecarEnvelope,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "answer", rename_all = "snake_case")]
+pub enum DispatchQueueAnswer {
+    Enqueued {
+        outcome: EnqueueOutcome,
+    },
+    Cancel {
+        outcome: CancelOutcome,
+    },
+    /// The HTTP status and body the Worker answers the sidecar with.
+    Sidecar {
+        status: u16,
+        body: Value,
+    },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dispatch::queued_call::OfferBody;
+    use crate::dispatch::sidecar_link::SidecarMessage;
+    use serde_json::json;
+
+    #[test]
+    fn every_dispatch_queue_request_and_answer_round_trips_through_serde() {
+        let call = QueuedCall {
+            call_id: "call_1".into(),
+            tenant_id: "ten_1".into(),
+            attempt: 1,
+            offer: Some(OfferBody {
+                engine_api_key_sealed: Some("v1.sealed".into()),
+                silence_timeout_seconds: Some(20),
+                ..OfferBody::example("+14155550100")
+            }),
+            ..QueuedCall::default()
+        };
+        let requests = [
+            DispatchQueueRequest::Enqueue {
+                call: Box::new(call),
+            },
+            DispatchQueueRequest::Cancel {
+                call_id: "call_1".into(),
+            },
+            DispatchQueueRequest::Sidecar {
+                envelope: SidecarEnvelope {
+                    sidecar_id: "sc-1".into(),
+                    nonce: "n1".into(),
+                    message: SidecarMessage::Lease(voxline_shared::protocol::LeaseRequest {
+                        protocol_version: 1,
+                        sidecar_id: "sc-1".into(),
+                        region: "local".into(),
+                        free_slots: 1,
+                        held_calls: vec!["call_0".into()],
+                        wait_ms: 500,
+                    }),
+                },
+            },
+            DispatchQueueRequest::Sidecar {
+                envelope: SidecarEnvelope {
+                    sidecar_id: "sc-1".into(),
+                    nonce: "n2".into(),
+                    message: SidecarMessage::Recording,
+                },
+            },
+        ];
+        for request in requests {
+            let text = serde_json::to_string(&request).unwrap();
+            let back: DispatchQueueRequest = serde_json::from_str(&text).unwrap();
+            assert_eq!(back, request, "{text}");
+        }
+        let answers = [
+            DispatchQueueAnswer::Enqueued {
+                outcome: EnqueueOutcome::ConcurrencyLimit {
+                    limit: 2,
+                    active: 2,
+                },
+            },
+            DispatchQueueAnswer::Cancel {
+                outcome: CancelOutcome::Signalled {
+                    sidecar_id: "sc-1".into(),
+                },
+            },
+            DispatchQueueAnswer::Cancel {
+                outcome: CancelOutcome::Unknown,
+            },
+            DispatchQueueAnswer::Sidecar {
+                status: 409,
+                body: json!({"error": {"code": "lease_not_held"}}),
+            },
+        ];
+        for answer in answers {
+            let text = serde_json::to_string(&answer).unwrap();
+            let back: DispatchQueueAnswer = serde_json::from_str(&text).unwrap();
+            assert_eq!(back, answer, "{text}");
+        }
+        assert_eq!(
+            serde_json::to_value(DispatchQueueRequest::Cancel {
+                call_id: "c".into()
+            })
+            .unwrap(),
+            json!({"op": "cancel", "call_id": "c"})
+        );
     }
 }

@@ -8,10 +8,11 @@
 //! or a retry) -> `leased` to a polling sidecar until its ack deadline -> `held`
 //! once acked, until the sidecar reports it ended or is presumed dead.
 
-use crate::dispatch::queued_call::QueuedCall;
+use crate::dispatch::queued_call::{OfferBody, QueuedCall};
+use crate::engine_keys::SealingKey;
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 use std::collections::BTreeMap;
+use voxline_shared::protocol::{Offer, SecretText};
 use voxline_shared::{CallStatus, EndedReason};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -96,60 +97,51 @@ pub struct SidecarSeen {
     pub capacity: u32,
 }
 
-/// A command for a sidecar, delivered through its next or open poll.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum Command {
-    Hangup { call_id: String },
-}
+/// A command for a sidecar, delivered through its next or open poll: the
+/// protocol's own type.
+pub use voxline_shared::protocol::Command;
 
-/// An offer as sent to a sidecar: the queued call's offer fields plus lease
-/// data. A call whose body is kept apart (see [`take_offer_body`]) gets the
-/// lease data only; [`fill_offer_bodies`] adds the rest.
-pub fn offer_json(lease: &Lease) -> Value {
-    let mut offer = match &lease.call.offer {
-        Value::Object(_) => lease.call.offer.clone(),
-        _ => Value::Object(serde_json::Map::new()),
+/// An offer as sent to a sidecar: the lease data and the call's offer body,
+/// its sealed engine key opened (or, when it cannot be, the offer says
+/// `engine_key_unavailable` so the sidecar fails the engine rather than fall
+/// back to its own key).
+pub fn offer(lease: &Lease, body: OfferBody, key: Option<&SealingKey>) -> Offer {
+    let (engine_api_key, engine_key_unavailable) = match &body.engine_api_key_sealed {
+        None => (None, false),
+        Some(sealed) => match key.map(|k| k.open(&lease.call.tenant_id, sealed)) {
+            Some(Ok(clear)) => (Some(SecretText::new(clear)), false),
+            Some(Err(_)) | None => (None, true),
+        },
     };
-    if let Value::Object(m) = &mut offer {
-        m.insert("lease_id".into(), lease.lease_id.clone().into());
-        m.insert("call_id".into(), lease.call.call_id.clone().into());
-        m.insert("tenant_id".into(), lease.call.tenant_id.clone().into());
-        m.insert("attempt".into(), lease.call.attempt.into());
-        m.insert("ack_deadline_ms".into(), lease.deadline_ms.into());
+    Offer {
+        lease_id: lease.lease_id.clone(),
+        call_id: lease.call.call_id.clone(),
+        tenant_id: lease.call.tenant_id.clone(),
+        attempt: lease.call.attempt,
+        phone: body.phone,
+        agent_id: body.agent_id,
+        system_prompt: body.system_prompt,
+        voice: body.voice,
+        language: body.language,
+        engine: body.engine.into(),
+        model: body.model,
+        max_seconds: body.max_seconds,
+        silence_timeout_seconds: body.silence_timeout_seconds,
+        record: body.record,
+        metadata: body.metadata,
+        engine_api_key,
+        engine_base_url: body.engine_base_url,
+        engine_key_unavailable,
+        ack_deadline_ms: lease.deadline_ms,
     }
-    offer
 }
 
 /// Takes the offer body (prompt, metadata, engine settings: up to tens of
 /// kilobytes) out of a call, so the queue's own state stays small whatever
 /// the calls carry; the Durable Object keeps it in a row of its own, read
 /// only when the call is offered.
-pub fn take_offer_body(call: &mut QueuedCall) -> Value {
-    std::mem::take(&mut call.offer)
-}
-
-/// Completes each offer of a lease reply from its stored body; fields the
-/// reply already has (lease data) win.
-pub fn fill_offer_bodies(reply: &mut Value, mut stored: impl FnMut(&str) -> Option<Value>) {
-    let Some(offers) = reply.get_mut("offers").and_then(Value::as_array_mut) else {
-        return;
-    };
-    for offer in offers {
-        let Some(call_id) = offer
-            .get("call_id")
-            .and_then(Value::as_str)
-            .map(str::to_string)
-        else {
-            continue;
-        };
-        let (Some(Value::Object(body)), Value::Object(o)) = (stored(&call_id), offer) else {
-            continue;
-        };
-        for (k, v) in body {
-            o.entry(k).or_insert(v);
-        }
-    }
+pub fn take_offer_body(call: &mut QueuedCall) -> Option<OfferBody> {
+    call.offer.take()
 }
 
 /// A change the tenant's call store must apply to the call record.
@@ -212,7 +204,8 @@ pub enum AckOutcome {
     Stale,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
 pub enum CancelOutcome {
     /// Was waiting: removed; the call is cancelled.
     Cancelled,
@@ -1007,7 +1000,7 @@ mod tests {
             attempt: 1,
             retries,
             retry_delay_ms: 60_000,
-            offer: json!({"phone": "+14155550100"}),
+            offer: Some(OfferBody::example("+14155550100")),
             scheduled: ready > 0,
             agent_id: "agt_1".into(),
             // One number per call id, so only the duplicate test collides.
@@ -1247,14 +1240,10 @@ mod tests {
         assert!(none.is_empty(), "no free slots, no offers");
         let (later, _) = q.lease("s1", 1, 600, &T);
         assert_eq!(later[0].call.call_id, "c2");
-        let o = offer_json(&later[0]);
+        let o = offer(&later[0], later[0].call.offer.clone().unwrap(), None);
         assert_eq!(
-            (
-                o["call_id"].as_str(),
-                o["attempt"].as_u64(),
-                o["phone"].as_str()
-            ),
-            (Some("c2"), Some(1), Some("+14155550100"))
+            (o.call_id.as_str(), o.attempt, o.phone.as_str()),
+            ("c2", 1, "+14155550100")
         );
     }
 
@@ -1349,9 +1338,13 @@ mod tests {
                 phone: format!("+1415555{i:04}"),
                 ..call(&format!("call_{i:04}"), 86_400_000, 0)
             };
-            c.offer = json!({"phone": c.phone, "system_prompt": prompt, "metadata": {"crm": i}});
+            c.offer = Some(OfferBody {
+                system_prompt: Some(prompt.clone()),
+                metadata: Some(json!({"crm": i})),
+                ..OfferBody::example(&c.phone)
+            });
             inline.enqueue(c.clone());
-            bodies.insert(c.call_id.clone(), take_offer_body(&mut c));
+            bodies.insert(c.call_id.clone(), take_offer_body(&mut c).unwrap());
             apart.enqueue(c);
         }
         let size = |q: &Queue| serde_json::to_string(q).unwrap().len();
@@ -1368,17 +1361,77 @@ mod tests {
         );
         // The offer still reaches the sidecar whole.
         let (o, _) = apart.lease("s1", 1, 86_400_000, &T);
-        let mut reply = json!({"offers": [offer_json(&o[0])]});
-        fill_offer_bodies(&mut reply, |id| bodies.get(id).cloned());
-        let offer = &reply["offers"][0];
+        let lease_id = o[0].lease_id.clone();
+        let answer = crate::dispatch::sidecar_link::LeaseAnswer {
+            leases: o,
+            commands: vec![],
+        };
+        let (reply, missing) = answer.into_response(|id| bodies.get(id).cloned(), None);
+        assert!(missing.is_empty());
+        let offer = &reply.offers[0];
         assert_eq!(
             (
-                offer["system_prompt"].as_str().map(str::len),
-                offer["call_id"].as_str()
+                offer.system_prompt.as_deref().map(str::len),
+                offer.call_id.as_str()
             ),
-            (Some(20_000), Some("call_0000"))
+            (Some(20_000), "call_0000")
         );
-        assert_eq!(offer["lease_id"], json!(o[0].lease_id));
+        assert_eq!(offer.lease_id, lease_id);
+    }
+
+    #[test]
+    fn offers_leave_with_the_clear_key_or_a_refusal() {
+        let k = SealingKey::from_secret(&"07".repeat(32)).unwrap();
+        let other = SealingKey::from_secret(&"08".repeat(32)).unwrap();
+        let lease = |sealed: Option<String>| {
+            let mut c = call("c1", 0, 0);
+            if let Some(body) = c.offer.as_mut() {
+                body.engine_api_key_sealed = sealed;
+            }
+            Lease {
+                lease_id: "lease_1".into(),
+                sidecar_id: "s1".into(),
+                deadline_ms: 9,
+                call: c,
+            }
+        };
+        let sent = |l: Lease, key: Option<&SealingKey>| {
+            let body = l.call.offer.clone().unwrap();
+            serde_json::to_value(offer(&l, body, key)).unwrap()
+        };
+        let opened = sent(lease(Some(k.seal("ten_1", "sk-1"))), Some(&k));
+        assert_eq!(
+            (
+                opened["engine_api_key"].as_str(),
+                opened.get("engine_api_key_sealed")
+            ),
+            (Some("sk-1"), None)
+        );
+        for refused in [
+            sent(lease(Some(other.seal("ten_1", "x"))), Some(&k)),
+            sent(lease(Some(k.seal("ten_2", "x"))), Some(&k)),
+            sent(lease(Some(k.seal("ten_1", "x"))), None),
+        ] {
+            assert_eq!(
+                (
+                    refused["engine_key_unavailable"].as_bool(),
+                    refused.get("engine_api_key")
+                ),
+                (Some(true), None)
+            );
+        }
+        let none = sent(lease(None), Some(&k));
+        assert!(
+            none.get("engine_api_key").is_none() && none.get("engine_key_unavailable").is_none()
+        );
+        assert_eq!(
+            (
+                none["lease_id"].as_str(),
+                none["tenant_id"].as_str(),
+                none["ack_deadline_ms"].as_u64()
+            ),
+            (Some("lease_1"), Some("ten_1"), Some(9))
+        );
     }
 
     /// The object's rows, kept as it keeps them: a write moves a row to the end.

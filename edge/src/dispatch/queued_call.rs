@@ -2,6 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use voxline_shared::EngineKind;
 
 /// A call as the queue knows it: routing and retry policy plus the offer
 /// body (built from the call record when it was enqueued).
@@ -15,8 +16,11 @@ pub struct QueuedCall {
     pub attempt: u32,
     pub retries: u32,
     pub retry_delay_ms: u64,
-    /// Offer fields: phone, agent and engine settings, max_seconds, metadata ...
-    pub offer: Value,
+    /// What the call's offers carry besides lease data. `None` once the
+    /// Durable Object keeps it in a row of its own (see
+    /// [`crate::dispatch::queue::take_offer_body`]); persisted queues wrote `null`.
+    #[serde(default)]
+    pub offer: Option<OfferBody>,
     /// Created with `schedule_at`: its record is `scheduled` until released.
     #[serde(default)]
     pub scheduled: bool,
@@ -48,4 +52,90 @@ pub struct QueuedCall {
 /// For entries queued before `max_seconds` was carried: the API's maximum.
 fn default_max_seconds() -> u32 {
     3_600
+}
+
+/// A call's offer, less what each leasing adds (lease id, attempt, ack
+/// deadline): built from the call record when the call is placed, turned into
+/// a [`voxline_shared::protocol::Offer`] by [`crate::dispatch::queue::offer`].
+/// Field names are the offer's, so bodies stored before this type existed
+/// (spliced JSON) still read.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OfferBody {
+    /// E.164.
+    pub phone: String,
+    pub agent_id: String,
+    #[serde(default)]
+    pub system_prompt: Option<String>,
+    #[serde(default)]
+    pub voice: Option<String>,
+    /// BCP-47.
+    pub language: String,
+    pub engine: EngineKind,
+    #[serde(default)]
+    pub model: Option<String>,
+    pub max_seconds: u32,
+    pub record: bool,
+    #[serde(default)]
+    pub metadata: Option<Value>,
+    #[serde(default)]
+    pub engine_base_url: Option<String>,
+    /// Stored as `silence_timeout_secs` before the rename.
+    #[serde(default, alias = "silence_timeout_secs")]
+    pub silence_timeout_seconds: Option<u32>,
+    /// The call's engine key, sealed (see `engine_keys`) while the call
+    /// waits: opened only into the offer that leaves for a sidecar.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub engine_api_key_sealed: Option<String>,
+}
+
+#[cfg(test)]
+impl OfferBody {
+    /// A body for tests: a local-engine call to `phone`.
+    pub fn example(phone: &str) -> OfferBody {
+        OfferBody {
+            phone: phone.into(),
+            agent_id: "agt_1".into(),
+            system_prompt: None,
+            voice: None,
+            language: "en-US".into(),
+            engine: EngineKind::Local,
+            model: None,
+            max_seconds: 300,
+            record: false,
+            metadata: None,
+            engine_base_url: None,
+            silence_timeout_seconds: None,
+            engine_api_key_sealed: None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn offer_bodies_stored_as_spliced_json_still_read() {
+        // As `queued_call` wrote them before the body was typed (nulls,
+        // the old silence field name, the sealed key spliced in).
+        let stored = json!({"phone": "+14155550100", "agent_id": "agt_1", "system_prompt": null,
+            "voice": null, "language": "en-US", "engine": "gemini_live", "model": null,
+            "max_seconds": 300, "record": true, "metadata": {"crm": 1}, "engine_base_url": null,
+            "silence_timeout_secs": 12, "engine_api_key_sealed": "v1.x"});
+        let body: OfferBody = serde_json::from_value(stored).unwrap();
+        assert_eq!(
+            (
+                body.engine,
+                body.silence_timeout_seconds,
+                body.engine_api_key_sealed.as_deref()
+            ),
+            (EngineKind::GeminiLive, Some(12), Some("v1.x"))
+        );
+        // A queued call persisted after its body was taken out.
+        let row = json!({"call_id": "c", "tenant_id": "t", "ready_at_ms": 0, "attempt": 1,
+            "retries": 0, "retry_delay_ms": 0, "offer": null});
+        let call: QueuedCall = serde_json::from_value(row).unwrap();
+        assert_eq!(call.offer, None);
+    }
 }

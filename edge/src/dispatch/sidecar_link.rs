@@ -5,14 +5,16 @@
 //! and, for an empty lease poll, how long to hold the poll open.
 
 use crate::dispatch::queue::{
-    offer_json, AckOutcome, CallUpdate, DispatchTimings, EventOutcome, HeldEvent, Queue,
+    self, AckOutcome, CallUpdate, Command, DispatchTimings, EventOutcome, HeldEvent, Lease, Queue,
 };
+use crate::dispatch::queued_call::OfferBody;
+use crate::engine_keys::SealingKey;
 use crate::error::{ApiError, ErrorCode};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use voxline_shared::protocol::{
     check_version, Ack, AckReceipt, Deregistration, EventBatch, EventKind, LeaseRequest,
-    Registration, RegistrationAck, PROTOCOL_VERSION,
+    LeaseResponse, Registration, RegistrationAck, PROTOCOL_VERSION,
 };
 
 /// How long an accepted call may be missing from the sidecar's `held_calls`
@@ -69,20 +71,92 @@ impl SidecarOp {
     }
 }
 
+/// A sidecar link request, parsed and checked by the Worker (see
+/// [`parse_message`]). JSON: `{"op": ..., "body": <the protocol message>}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "op", content = "body", rename_all = "snake_case")]
+pub enum SidecarMessage {
+    Register(Registration),
+    Lease(LeaseRequest),
+    Ack(Ack),
+    Events(EventBatch),
+    Deregister(Deregistration),
+    /// A recording upload the Worker admitted: only its nonce is spent here.
+    Recording,
+}
+
+impl SidecarMessage {
+    /// The region the message names, when it names one.
+    pub fn region(&self) -> Option<&str> {
+        match self {
+            SidecarMessage::Register(m) => Some(&m.region),
+            SidecarMessage::Lease(m) => Some(&m.region),
+            SidecarMessage::Deregister(m) => Some(&m.region),
+            SidecarMessage::Ack(_) | SidecarMessage::Events(_) | SidecarMessage::Recording => None,
+        }
+    }
+}
+
 /// What the Worker forwards to the region's object once the signature checks out.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SidecarEnvelope {
-    pub op: SidecarOp,
     pub sidecar_id: String,
     pub nonce: String,
     /// The protocol message, already parsed and version-checked by the Worker.
-    pub body: Value,
+    pub message: SidecarMessage,
+}
+
+/// What a lease poll is answered with, before each offer gets its body
+/// (which the Durable Object keeps apart from the queue) and its key opened.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LeaseAnswer {
+    pub leases: Vec<Lease>,
+    pub commands: Vec<Command>,
+}
+
+impl LeaseAnswer {
+    pub fn is_empty(&self) -> bool {
+        self.leases.is_empty() && self.commands.is_empty()
+    }
+
+    /// The protocol answer. A call's body is its own when it still has it,
+    /// else `stored_body(call_id)`; a call with neither is left out (its
+    /// lease lapses and it is offered again) rather than sent incomplete,
+    /// and its id returned for the log.
+    pub fn into_response(
+        self,
+        mut stored_body: impl FnMut(&str) -> Option<OfferBody>,
+        key: Option<&SealingKey>,
+    ) -> (LeaseResponse, Vec<String>) {
+        let mut missing = Vec::new();
+        let mut offers = Vec::with_capacity(self.leases.len());
+        for lease in self.leases {
+            match lease
+                .call
+                .offer
+                .clone()
+                .or_else(|| stored_body(&lease.call.call_id))
+            {
+                Some(body) => offers.push(queue::offer(&lease, body, key)),
+                None => missing.push(lease.call.call_id),
+            }
+        }
+        let response = LeaseResponse {
+            protocol_version: PROTOCOL_VERSION,
+            offers,
+            commands: self.commands,
+        };
+        (response, missing)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Reply {
     pub status: u16,
+    /// The answer's body; `Null` for a lease answer until [`Reply::finish`].
     pub body: Value,
+    /// A lease answer, until [`Reply::finish`] makes it the body.
+    pub lease: Option<LeaseAnswer>,
     pub updates: Vec<CallUpdate>,
     /// Transcript turns to append (held calls only, duplicates dropped).
     pub turns: Vec<crate::transcript::TranscriptUpdate>,
@@ -95,6 +169,7 @@ impl Reply {
         Reply {
             status: 200,
             body,
+            lease: None,
             updates: Vec::new(),
             turns: Vec::new(),
             hold_open_until: None,
@@ -104,10 +179,28 @@ impl Reply {
         Reply {
             status: e.status(),
             body: e.to_json(),
+            lease: None,
             updates: Vec::new(),
             turns: Vec::new(),
             hold_open_until: None,
         }
+    }
+}
+
+impl Reply {
+    /// Makes a lease answer the body (see [`LeaseAnswer::into_response`]);
+    /// returns the calls left out for want of a body.
+    pub fn finish(
+        &mut self,
+        stored_body: impl FnMut(&str) -> Option<OfferBody>,
+        key: Option<&SealingKey>,
+    ) -> Vec<String> {
+        let Some(answer) = self.lease.take() else {
+            return Vec::new();
+        };
+        let (response, missing) = answer.into_response(stored_body, key);
+        self.body = serde_json::to_value(response).unwrap_or(Value::Null);
+        missing
     }
 }
 
@@ -122,33 +215,33 @@ fn parse<T: serde::de::DeserializeOwned>(body: &Value) -> Result<T, ApiError> {
 
 /// Checks a raw protocol body in the Worker before it is forwarded: JSON,
 /// the right message type, a version we speak, and the signer's own id.
-pub fn parse_message(op: SidecarOp, raw: &[u8], signer: &str) -> Result<Value, ApiError> {
+pub fn parse_message(op: SidecarOp, raw: &[u8], signer: &str) -> Result<SidecarMessage, ApiError> {
     let value: Value = serde_json::from_slice(raw).map_err(|e| {
         ApiError::new(
             ErrorCode::InvalidJson,
             format!("body is not valid JSON: {e}"),
         )
     })?;
-    let (version, sidecar_id) = match op {
-        SidecarOp::Register => {
-            parse::<Registration>(&value).map(|m| (m.protocol_version, m.sidecar_id))?
-        }
-        SidecarOp::Lease => {
-            parse::<LeaseRequest>(&value).map(|m| (m.protocol_version, m.sidecar_id))?
-        }
-        SidecarOp::Ack => parse::<Ack>(&value).map(|m| (m.protocol_version, m.sidecar_id))?,
-        SidecarOp::Events => {
-            parse::<EventBatch>(&value).map(|m| (m.protocol_version, m.sidecar_id))?
-        }
-        SidecarOp::Deregister => {
-            parse::<Deregistration>(&value).map(|m| (m.protocol_version, m.sidecar_id))?
-        }
+    let message = match op {
+        SidecarOp::Register => SidecarMessage::Register(parse(&value)?),
+        SidecarOp::Lease => SidecarMessage::Lease(parse(&value)?),
+        SidecarOp::Ack => SidecarMessage::Ack(parse(&value)?),
+        SidecarOp::Events => SidecarMessage::Events(parse(&value)?),
+        SidecarOp::Deregister => SidecarMessage::Deregister(parse(&value)?),
         SidecarOp::Recording => {
             return Err(ApiError::new(
                 ErrorCode::NotFound,
                 "recordings are uploaded with their manifest (recordings::admit_upload)",
             ))
         }
+    };
+    let (version, sidecar_id) = match &message {
+        SidecarMessage::Register(m) => (m.protocol_version, &m.sidecar_id),
+        SidecarMessage::Lease(m) => (m.protocol_version, &m.sidecar_id),
+        SidecarMessage::Ack(m) => (m.protocol_version, &m.sidecar_id),
+        SidecarMessage::Events(m) => (m.protocol_version, &m.sidecar_id),
+        SidecarMessage::Deregister(m) => (m.protocol_version, &m.sidecar_id),
+        SidecarMessage::Recording => (PROTOCOL_VERSION, &String::new()),
     };
     check_version(version)
         .map_err(|e| ApiError::new(ErrorCode::UnsupportedProtocolVersion, e.to_string()))?;
@@ -158,7 +251,7 @@ pub fn parse_message(op: SidecarOp, raw: &[u8], signer: &str) -> Result<Value, A
             "the body's sidecar_id is not the signer's",
         ));
     }
-    Ok(value)
+    Ok(message)
 }
 
 fn not_registered() -> ApiError {
@@ -188,10 +281,9 @@ fn handle_op(
     t: &DispatchTimings,
 ) -> Result<Reply, ApiError> {
     let sid = env.sidecar_id.as_str();
-    match env.op {
-        SidecarOp::Recording => Ok(Reply::ok(json!({"protocol_version": PROTOCOL_VERSION}))),
-        SidecarOp::Register => {
-            let reg: Registration = parse(&env.body)?;
+    match &env.message {
+        SidecarMessage::Recording => Ok(Reply::ok(json!({"protocol_version": PROTOCOL_VERSION}))),
+        SidecarMessage::Register(reg) => {
             q.register(sid, reg.capacity, now);
             let ack = RegistrationAck {
                 protocol_version: PROTOCOL_VERSION,
@@ -201,29 +293,25 @@ fn handle_op(
             };
             Ok(Reply::ok(serde_json::to_value(ack).unwrap_or(Value::Null)))
         }
-        SidecarOp::Deregister => {
-            let _: Deregistration = parse(&env.body)?;
+        SidecarMessage::Deregister(_) => {
             let mut reply = Reply::ok(json!({"protocol_version": PROTOCOL_VERSION}));
             reply.updates = q.deregister(sid, now);
             Ok(reply)
         }
-        SidecarOp::Lease => {
-            let req: LeaseRequest = parse(&env.body)?;
+        SidecarMessage::Lease(req) => {
             if !q.sidecars.contains_key(sid) {
                 return Err(not_registered());
             }
             let updates = q.reconcile(sid, &req.held_calls, now, HELD_GRACE_MS);
             let mut reply = lease_reply(q, sid, req.free_slots, now, t);
             reply.updates = updates;
-            let empty = reply.body["offers"].as_array().is_some_and(Vec::is_empty)
-                && reply.body["commands"].as_array().is_some_and(Vec::is_empty);
+            let empty = reply.lease.as_ref().is_some_and(LeaseAnswer::is_empty);
             if empty && req.wait_ms > 0 {
                 reply.hold_open_until = Some(now + u64::from(req.wait_ms).min(t.max_wait_ms));
             }
             Ok(reply)
         }
-        SidecarOp::Ack => {
-            let ack: Ack = parse(&env.body)?;
+        SidecarMessage::Ack(ack) => {
             let (outcome, update) = q.ack(sid, &ack.lease_id, ack.accepted, now);
             if outcome == AckOutcome::Stale {
                 return Err(ApiError::new(
@@ -236,14 +324,13 @@ fn handle_op(
             }
             let receipt = AckReceipt {
                 protocol_version: PROTOCOL_VERSION,
-                lease_id: ack.lease_id,
+                lease_id: ack.lease_id.clone(),
             };
             let mut reply = Reply::ok(serde_json::to_value(receipt).unwrap_or(Value::Null));
             reply.updates.extend(update);
             Ok(reply)
         }
-        SidecarOp::Events => {
-            let batch: EventBatch = parse(&env.body)?;
+        SidecarMessage::Events(batch) => {
             if !q.sidecars.contains_key(sid) {
                 return Err(not_registered());
             }
@@ -313,7 +400,8 @@ fn handle_op(
 }
 
 /// Leases what the sidecar can take now; used for the first answer to a poll
-/// and again when a held-open poll wakes up.
+/// and again when a held-open poll wakes up. The offers' bodies and keys are
+/// added by [`Reply::finish`].
 pub fn lease_reply(
     q: &mut Queue,
     sidecar_id: &str,
@@ -322,8 +410,9 @@ pub fn lease_reply(
     t: &DispatchTimings,
 ) -> Reply {
     let (leases, commands) = q.lease(sidecar_id, free_slots, now, t);
-    let offers: Vec<Value> = leases.iter().map(offer_json).collect();
-    Reply::ok(json!({"protocol_version": PROTOCOL_VERSION, "offers": offers, "commands": commands}))
+    let mut reply = Reply::ok(Value::Null);
+    reply.lease = Some(LeaseAnswer { leases, commands });
+    reply
 }
 
 #[cfg(test)]
@@ -343,7 +432,7 @@ mod tests {
             assert_eq!(check_transport(scheme, true), Ok(()), "development");
         }
     }
-    use voxline_shared::protocol::{LeaseResponse, Offer};
+    use voxline_shared::protocol::Offer;
     use voxline_shared::{CallStatus, EndedReason};
 
     const T: DispatchTimings = DispatchTimings {
@@ -353,12 +442,12 @@ mod tests {
         lost_margin_ms: 1_000,
     };
 
+    /// A request of sidecar `sc-1`, as the Worker forwards it (parsed and checked).
     fn env(op: SidecarOp, nonce: &str, body: Value) -> SidecarEnvelope {
         SidecarEnvelope {
-            op,
             sidecar_id: "sc-1".into(),
             nonce: nonce.into(),
-            body,
+            message: parse_message(op, body.to_string().as_bytes(), "sc-1").unwrap(),
         }
     }
 
@@ -370,8 +459,7 @@ mod tests {
             attempt: 1,
             retries: 0,
             retry_delay_ms: 60_000,
-            offer: json!({"phone": "+14155550100", "agent_id": "agt_1", "language": "en-US", "engine": "local",
-                          "max_seconds": 300, "record": false}),
+            offer: Some(OfferBody::example("+14155550100")),
             scheduled: false,
             agent_id: "agt_1".into(),
             phone: "+14155550100".into(),
@@ -385,7 +473,14 @@ mod tests {
         let reg = json!({"protocol_version": 1, "sidecar_id": "sc-1", "region": "local", "capacity": 2, "version": "0.1.0"});
         assert_eq!(
             parse_message(SidecarOp::Register, reg.to_string().as_bytes(), "sc-1").unwrap(),
-            reg
+            SidecarMessage::Register(serde_json::from_value(reg.clone()).unwrap())
+        );
+        // What the Worker sends the region's object reads back as sent.
+        let forwarded = env(SidecarOp::Register, "n0", reg.clone());
+        let text = serde_json::to_string(&forwarded).unwrap();
+        assert_eq!(
+            serde_json::from_str::<SidecarEnvelope>(&text).unwrap(),
+            forwarded
         );
         let r = handle(&mut q, &env(SidecarOp::Register, "n1", reg), 0, &T);
         let ack: RegistrationAck = serde_json::from_value(r.body).unwrap();
@@ -396,7 +491,8 @@ mod tests {
         assert_eq!(r.hold_open_until, Some(1_510), "empty poll is held open");
         q.enqueue(queued());
         assert!(q.has_work_for("sc-1", 20));
-        let r = lease_reply(&mut q, "sc-1", 2, 20, &T);
+        let mut r = lease_reply(&mut q, "sc-1", 2, 20, &T);
+        assert_eq!(r.finish(|_| None, None), Vec::<String>::new());
         let lease: LeaseResponse = serde_json::from_value(r.body).unwrap();
         let offer: &Offer = &lease.offers[0];
         assert_eq!(
@@ -449,8 +545,9 @@ mod tests {
         let reg = json!({"protocol_version": 1, "sidecar_id": "sc-1", "region": "local", "capacity": 1, "version": "0.1.0"});
         handle(&mut q, &env(SidecarOp::Register, "n1", reg), 0, &T);
         q.enqueue(queued());
-        let lease: LeaseResponse =
-            serde_json::from_value(lease_reply(&mut q, "sc-1", 1, 10, &T).body).unwrap();
+        let mut r = lease_reply(&mut q, "sc-1", 1, 10, &T);
+        r.finish(|_| None, None);
+        let lease: LeaseResponse = serde_json::from_value(r.body).unwrap();
         let ack = json!({"protocol_version": 1, "sidecar_id": "sc-1", "lease_id": lease.offers[0].lease_id, "call_id": "call_1", "accepted": true});
         assert_eq!(
             handle(&mut q, &env(SidecarOp::Ack, "n2", ack), 20, &T).status,

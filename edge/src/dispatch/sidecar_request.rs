@@ -10,7 +10,6 @@ use crate::http::{ApiRequest, ApiResponse};
 use crate::limits::MAX_BODY_BYTES;
 use crate::model::{keys, SidecarRecord};
 use crate::store::{get_json, Kv};
-use serde_json::Value;
 use voxline_shared::signing::{self, SignedHeaders};
 
 /// The signing sidecar, if it exists, is not revoked, and signed `signed`
@@ -98,8 +97,8 @@ pub async fn sidecar_request<D: DispatchQueues>(
     let sidecar =
         authenticate_sidecar(kv, sealing_key, &headers, target, &req.body, now_ms).await?;
     let sid = sidecar.id.as_str();
-    let body = parse_message(op, &req.body, sid)?;
-    if let Some(region) = body.get("region").and_then(Value::as_str) {
+    let message = parse_message(op, &req.body, sid)?;
+    if let Some(region) = message.region() {
         if region != sidecar.region {
             return Err(ApiError::new(
                 ErrorCode::RegionMismatch,
@@ -111,10 +110,9 @@ pub async fn sidecar_request<D: DispatchQueues>(
         }
     }
     let envelope = SidecarEnvelope {
-        op,
         sidecar_id: sid.to_string(),
         nonce: headers.nonce.unwrap_or_default().to_string(),
-        body,
+        message,
     };
     let (status, reply) = queues.sidecar(&sidecar.region, &envelope).await?;
     let mut resp = ApiResponse::json(status, &reply);

@@ -9,18 +9,18 @@
 use crate::calls::store::{
     CallStoreAnswer, CallStoreRequest, CallStoreTransport, Report, ReportItem,
 };
+use crate::dispatch::port::{DispatchQueueAnswer, DispatchQueueRequest};
 use crate::dispatch::queue::{
     CallRow, CallUpdate, CancelOutcome, DispatchTimings, EnqueueOutcome, Queue, QueueMeta,
 };
 use crate::dispatch::queued_call::QueuedCall;
-use crate::dispatch::sidecar_link::{self, SidecarEnvelope};
+use crate::dispatch::sidecar_link::{self, SidecarMessage};
 use crate::glue::env::var_u64;
 use crate::glue::env::DoSql;
 use crate::glue::stubs::REGION_HEADER;
 use crate::sql::{int_at, text_at, Sql};
 use crate::store::StoreError;
 use crate::transcript::TranscriptUpdate;
-use serde_json::{json, Value};
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -249,10 +249,12 @@ impl DispatchQueue {
     /// Keeps a new call's offer body in its own row (not in the queue's state).
     fn store_offer_body(&self, call: &mut QueuedCall) -> std::result::Result<(), StoreError> {
         self.ensure_schema()?;
-        let body = crate::dispatch::queue::take_offer_body(call);
+        let Some(body) = crate::dispatch::queue::take_offer_body(call) else {
+            return Ok(()); // A retried enqueue already stored it.
+        };
         self.sql.exec(
             "INSERT OR REPLACE INTO offers (call_id, body) VALUES (?, ?)",
-            vec![call.call_id.as_str().into(), body.to_string().into()],
+            vec![call.call_id.as_str().into(), encode(&body)?.into()],
         )?;
         Ok(())
     }
@@ -266,20 +268,26 @@ impl DispatchQueue {
         }
     }
 
-    /// Completes a lease reply's offers from their rows, then opens their sealed keys.
-    fn finish_offers(&self, body: &mut Value) {
+    /// Gives a lease answer's offers their bodies from their rows and opens
+    /// their sealed keys (see `sidecar_link::Reply::finish`).
+    fn finish_offers(&self, reply: &mut sidecar_link::Reply) {
         let _ = self.ensure_schema();
-        crate::dispatch::queue::fill_offer_bodies(body, |call_id| {
-            let rows = self
-                .sql
-                .exec(
-                    "SELECT body FROM offers WHERE call_id = ?",
-                    vec![call_id.into()],
-                )
-                .ok()?;
-            serde_json::from_str(&text_at(rows.first()?, 0, "offer").ok()?).ok()
-        });
-        crate::engine_keys::open_offers(body, crate::glue::env::sealing_key(&self.env).as_ref());
+        let missing = reply.finish(
+            |call_id| {
+                let rows = self
+                    .sql
+                    .exec(
+                        "SELECT body FROM offers WHERE call_id = ?",
+                        vec![call_id.into()],
+                    )
+                    .ok()?;
+                serde_json::from_str(&text_at(rows.first()?, 0, "offer").ok()?).ok()
+            },
+            crate::glue::env::sealing_key(&self.env).as_ref(),
+        );
+        for call_id in missing {
+            console_log!("dispatch: offer body of {call_id} missing or unreadable: not offered");
+        }
     }
 
     /// Writes what changed as numbered report rows, in order (turns before
@@ -441,8 +449,11 @@ impl worker::DurableObject for DispatchQueue {
 
     async fn fetch(&self, mut req: Request) -> Result<Response> {
         let t = timings(&self.env);
+        let request: DispatchQueueRequest = match req.json().await {
+            Ok(r) => r,
+            Err(e) => return Response::error(format!("bad dispatch queue request: {e}"), 400),
+        };
         self.ensure_loaded().await?;
-        let body: Value = req.json().await.unwrap_or(Value::Null);
         let now = Date::now().as_millis();
         let region = req
             .headers()
@@ -456,98 +467,89 @@ impl worker::DurableObject for DispatchQueue {
         }
         let mut updates = self.tick(now, &t).await;
         let mut turns = Vec::new();
-        let (status, reply) = match req.path().as_str() {
-            "/enqueue" => match serde_json::from_value::<QueuedCall>(body) {
-                Ok(mut call) => {
-                    // Local development only: RETRY_DELAY_UNIT_MS shrinks a retry
-                    // "minute" so retry paths can be tested in seconds.
-                    let dev = self
-                        .env
-                        .var("VOXLINE_ENV")
-                        .is_ok_and(|v| v.to_string() == "development");
-                    if let (true, Some(unit)) = (dev, var_u64(&self.env, "RETRY_DELAY_UNIT_MS")) {
-                        call.retry_delay_ms = call.retry_delay_ms / 60_000 * unit;
-                    }
-                    let call_id = call.call_id.clone();
-                    let known = self.with(|q| q.knows(&call_id));
-                    if !known {
-                        self.store_offer_body(&mut call)
-                            .map_err(|e| worker::Error::RustError(format!("{e:?}")))?;
-                    }
-                    let outcome = self.with(|q| q.enqueue(call));
-                    if !known && outcome != EnqueueOutcome::Accepted {
-                        self.forget_offer_body(&call_id);
-                    }
-                    (200, serde_json::to_value(&outcome).unwrap_or(Value::Null))
+        let answer = match request {
+            DispatchQueueRequest::Enqueue { call } => {
+                let mut call = *call;
+                // Local development only: RETRY_DELAY_UNIT_MS shrinks a retry
+                // "minute" so retry paths can be tested in seconds.
+                let dev = self
+                    .env
+                    .var("VOXLINE_ENV")
+                    .is_ok_and(|v| v.to_string() == "development");
+                if let (true, Some(unit)) = (dev, var_u64(&self.env, "RETRY_DELAY_UNIT_MS")) {
+                    call.retry_delay_ms = call.retry_delay_ms / 60_000 * unit;
                 }
-                Err(e) => (400, json!({"error": format!("bad queued call: {e}")})),
-            },
-            "/cancel" => {
-                let call_id = body["call_id"].as_str().unwrap_or_default();
-                let outcome = match self.with(|q| q.cancel(call_id)) {
-                    CancelOutcome::Cancelled => {
-                        self.forget_offer_body(call_id);
-                        json!({"outcome": "cancelled"})
-                    }
-                    CancelOutcome::Signalled { sidecar_id } => {
-                        json!({"outcome": "signalled", "sidecar_id": sidecar_id})
-                    }
-                    CancelOutcome::Unknown => json!({"outcome": "unknown"}),
-                };
-                (200, outcome)
+                let call_id = call.call_id.clone();
+                let known = self.with(|q| q.knows(&call_id));
+                if !known {
+                    self.store_offer_body(&mut call)
+                        .map_err(|e| worker::Error::RustError(format!("{e:?}")))?;
+                }
+                let outcome = self.with(|q| q.enqueue(call));
+                if !known && outcome != EnqueueOutcome::Accepted {
+                    self.forget_offer_body(&call_id);
+                }
+                DispatchQueueAnswer::Enqueued { outcome }
             }
-            "/sidecar" => match serde_json::from_value::<SidecarEnvelope>(body) {
-                Ok(envelope) => {
-                    let mut reply = self.with(|q| sidecar_link::handle(q, &envelope, now, &t));
-                    self.finish_offers(&mut reply.body);
-                    updates.extend(reply.updates);
-                    turns = reply.turns;
-                    match reply.hold_open_until {
-                        None => (reply.status, reply.body),
-                        Some(until) => {
-                            // Persist what the poll changed before waiting.
-                            self.record_reports(
-                                std::mem::take(&mut turns),
-                                std::mem::take(&mut updates),
-                            );
-                            self.persist(now, &t).await?;
-                            self.deliver_reports(&region).await;
-                            let free_slots =
-                                envelope.body["free_slots"].as_u64().unwrap_or(0) as u32;
-                            let sid = envelope.sidecar_id.as_str();
-                            loop {
-                                let (tx, rx) = futures_channel::oneshot::channel();
-                                self.waiters.borrow_mut().push(tx);
-                                let left = until
-                                    .saturating_sub(Date::now().as_millis())
-                                    .clamp(1, POLL_RECHECK_MS);
-                                futures_util::future::select(
-                                    rx,
-                                    Delay::from(Duration::from_millis(left)),
-                                )
-                                .await;
-                                let now = Date::now().as_millis();
-                                if self.with(|q| q.has_work_for(sid, now)) || now >= until {
-                                    let mut r = self.with(|q| {
-                                        sidecar_link::lease_reply(q, sid, free_slots, now, &t)
-                                    });
-                                    self.finish_offers(&mut r.body);
-                                    self.persist(now, &t).await?;
-                                    break (r.status, r.body);
-                                }
+            DispatchQueueRequest::Cancel { call_id } => {
+                let outcome = self.with(|q| q.cancel(&call_id));
+                if outcome == CancelOutcome::Cancelled {
+                    self.forget_offer_body(&call_id);
+                }
+                DispatchQueueAnswer::Cancel { outcome }
+            }
+            DispatchQueueRequest::Sidecar { envelope } => {
+                let mut reply = self.with(|q| sidecar_link::handle(q, &envelope, now, &t));
+                self.finish_offers(&mut reply);
+                updates.extend(reply.updates);
+                turns = reply.turns;
+                let (status, body) = match reply.hold_open_until {
+                    None => (reply.status, reply.body),
+                    Some(until) => {
+                        // Persist what the poll changed before waiting.
+                        self.record_reports(
+                            std::mem::take(&mut turns),
+                            std::mem::take(&mut updates),
+                        );
+                        self.persist(now, &t).await?;
+                        self.deliver_reports(&region).await;
+                        // Only a lease poll is held open.
+                        let free_slots = match &envelope.message {
+                            SidecarMessage::Lease(poll) => poll.free_slots,
+                            _ => 0,
+                        };
+                        let sid = envelope.sidecar_id.as_str();
+                        loop {
+                            let (tx, rx) = futures_channel::oneshot::channel();
+                            self.waiters.borrow_mut().push(tx);
+                            let left = until
+                                .saturating_sub(Date::now().as_millis())
+                                .clamp(1, POLL_RECHECK_MS);
+                            futures_util::future::select(
+                                rx,
+                                Delay::from(Duration::from_millis(left)),
+                            )
+                            .await;
+                            let now = Date::now().as_millis();
+                            if self.with(|q| q.has_work_for(sid, now)) || now >= until {
+                                let mut r = self.with(|q| {
+                                    sidecar_link::lease_reply(q, sid, free_slots, now, &t)
+                                });
+                                self.finish_offers(&mut r);
+                                self.persist(now, &t).await?;
+                                break (r.status, r.body);
                             }
                         }
                     }
-                }
-                Err(e) => (400, json!({"error": format!("bad envelope: {e}")})),
-            },
-            other => (404, json!({"error": format!("no dispatch op {other}")})),
+                };
+                DispatchQueueAnswer::Sidecar { status, body }
+            }
         };
         self.record_reports(turns, updates);
         self.persist(Date::now().as_millis(), &t).await?;
         self.wake_polls();
         self.deliver_reports(&region).await;
-        Ok(Response::from_json(&reply)?.with_status(status))
+        Response::from_json(&answer)
     }
 
     async fn alarm(&self) -> Result<Response> {

@@ -10,9 +10,9 @@
 use crate::traffic::{
     self, complete_entry, idem_expiry_key, idem_storage_key, parse_idem_expiry_key,
     parse_signature_storage_key, window_storage_key, Admission, Admitted, IdemEntry, Limiter,
-    RateLimit, RateVerdict, StoredResponse, Window, AUTH_FAILURE_PREFIX, IDEMPOTENCY_TTL_MS,
+    RateLimit, RateLimiterAnswer, RateLimiterRequest, RateVerdict, StoredResponse, Window,
+    AUTH_FAILURE_PREFIX, IDEMPOTENCY_TTL_MS,
 };
-use serde_json::{json, Value};
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 use worker::{durable_object, js_sys, Date, Env, ListOptions, Request, Response, Result, State};
@@ -340,45 +340,40 @@ impl worker::DurableObject for RateLimiter {
     }
 
     async fn fetch(&self, mut req: Request) -> Result<Response> {
-        let body: Value = req.json().await.unwrap_or(Value::Null);
-        let (status, reply) = match req.path().as_str() {
-            "/admit" => match serde_json::from_value::<Admission>(body) {
-                Ok(a) if !a.checks.is_empty() => (
-                    200,
-                    serde_json::to_value(self.admit(a).await?).unwrap_or(Value::Null),
-                ),
-                Ok(_) => (400, json!({"error": "no checks"})),
-                Err(e) => (400, json!({"error": format!("bad admission: {e}")})),
-            },
-            "/complete" => {
-                let key = body["key"].as_str().unwrap_or_default().to_string();
-                match serde_json::from_value::<StoredResponse>(body["response"].clone()) {
-                    Ok(r) => {
-                        self.complete(&key, &r).await?;
-                        (200, json!({"ok": true}))
-                    }
-                    Err(e) => (400, json!({"error": format!("bad response: {e}")})),
-                }
-            }
-            "/auth_attempt" => {
-                let limit = serde_json::from_value::<RateLimit>(body["limit"].clone());
-                match (body["scope"].as_str(), limit) {
-                    (Some(scope), Ok(limit)) if scope.starts_with(AUTH_FAILURE_PREFIX) => {
-                        let failed = body["failed"].as_bool().unwrap_or(false);
-                        let v = self.auth_attempt(scope, limit, failed).await?;
-                        (200, serde_json::to_value(v).unwrap_or(Value::Null))
-                    }
-                    _ => (400, json!({"error": "bad auth attempt"})),
-                }
-            }
-            "/release" => {
-                self.release(body["key"].as_str().unwrap_or_default())
-                    .await?;
-                (200, json!({"ok": true}))
-            }
-            other => (404, json!({"error": format!("no traffic op {other}")})),
+        let request: RateLimiterRequest = match req.json().await {
+            Ok(r) => r,
+            Err(e) => return Response::error(format!("bad rate limiter request: {e}"), 400),
         };
-        Ok(Response::from_json(&reply)?.with_status(status))
+        let answer = match request {
+            RateLimiterRequest::Admit { admission } if admission.checks.is_empty() => {
+                return Response::error("an admission needs checks", 400)
+            }
+            RateLimiterRequest::Admit { admission } => RateLimiterAnswer::Admitted {
+                admitted: self.admit(admission).await?,
+            },
+            RateLimiterRequest::Complete { key, response } => {
+                self.complete(&key, &response).await?;
+                RateLimiterAnswer::Done
+            }
+            RateLimiterRequest::Release { key } => {
+                self.release(&key).await?;
+                RateLimiterAnswer::Done
+            }
+            // Only an address's own object counts its failed credentials.
+            RateLimiterRequest::AuthAttempt { scope, .. }
+                if !scope.starts_with(AUTH_FAILURE_PREFIX) =>
+            {
+                return Response::error("bad auth attempt scope", 400)
+            }
+            RateLimiterRequest::AuthAttempt {
+                scope,
+                limit,
+                failed,
+            } => RateLimiterAnswer::AuthAttempt {
+                verdict: self.auth_attempt(&scope, limit, failed).await?,
+            },
+        };
+        Response::from_json(&answer)
     }
 
     async fn alarm(&self) -> Result<Response> {

@@ -1,18 +1,22 @@
 //! wasm32-only: the Worker's handles on its Durable Objects (the client
 //! side of `call_store`, `dispatch_queue` and `rate_limiter`), apart from the
 //! objects so that one object may call another without an import circle.
+//! Each object takes one request enum and answers its answer enum
+//! ([`ObjectRequest`]), sent by the one helper [`send`].
 
 use crate::calls::store::{CallStoreAnswer, CallStoreRequest, CallStoreTransport};
-use crate::dispatch::port::DispatchQueues;
+use crate::dispatch::port::{DispatchQueueAnswer, DispatchQueueRequest, DispatchQueues};
 use crate::dispatch::queue::{CancelOutcome, EnqueueOutcome};
 use crate::dispatch::queued_call::QueuedCall;
 use crate::dispatch::sidecar_link::SidecarEnvelope;
 use crate::store::StoreError;
 use crate::traffic::{
-    Admission, Admitted, LocalFuture, RateLimit, RateVerdict, StoredResponse, Traffic,
+    Admission, Admitted, LocalFuture, RateLimit, RateLimiterAnswer, RateLimiterRequest,
+    RateVerdict, StoredResponse, Traffic,
 };
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
+use serde_json::Value;
 use worker::{Env, Method, Request, RequestInit};
 
 /// Durable Object bindings (`wrangler.toml`).
@@ -29,6 +33,76 @@ pub(crate) struct Envelope {
     pub request: CallStoreRequest,
 }
 
+/// A request to a Durable Object: its namespace and the type of its answer.
+pub(crate) trait ObjectRequest: Serialize {
+    type Answer: DeserializeOwned;
+    /// The namespace's binding (`wrangler.toml`).
+    const BINDING: &'static str;
+    /// The object kind, for errors.
+    const KIND: &'static str;
+}
+
+impl ObjectRequest for Envelope {
+    type Answer = CallStoreAnswer;
+    const BINDING: &'static str = CALL_STORE_BINDING;
+    const KIND: &'static str = "call store";
+}
+
+impl ObjectRequest for DispatchQueueRequest {
+    type Answer = DispatchQueueAnswer;
+    const BINDING: &'static str = DISPATCH_QUEUE_BINDING;
+    const KIND: &'static str = "dispatch queue";
+}
+
+impl ObjectRequest for RateLimiterRequest {
+    type Answer = RateLimiterAnswer;
+    const BINDING: &'static str = RATE_LIMITER_BINDING;
+    const KIND: &'static str = "rate limiter";
+}
+
+/// Sends `request` to the object called `name` in its namespace and decodes
+/// its answer. An object that cannot be reached or answers other than 200 is
+/// `Unavailable`; an answer that does not decode is `Corrupt`.
+pub(crate) async fn send<R: ObjectRequest>(
+    env: &Env,
+    name: &str,
+    headers: &[(&str, &str)],
+    request: &R,
+) -> std::result::Result<R::Answer, StoreError> {
+    let kind = R::KIND;
+    let unavailable = |e: worker::Error| StoreError::Unavailable(format!("{kind} {name}: {e}"));
+    let body = serde_json::to_string(request).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    let stub = env
+        .durable_object(R::BINDING)
+        .and_then(|ns| ns.id_from_name(name)?.get_stub())
+        .map_err(unavailable)?;
+    let sent_headers = worker::Headers::new();
+    for (k, v) in headers {
+        sent_headers.set(k, v).map_err(unavailable)?;
+    }
+    let mut init = RequestInit::new();
+    init.with_method(Method::Post)
+        .with_headers(sent_headers)
+        .with_body(Some(body.into()));
+    // The object reads the request from the body; the URL is a formality.
+    let req = Request::new_with_init("https://object/", &init).map_err(unavailable)?;
+    let mut resp = stub.fetch_with_request(req).await.map_err(unavailable)?;
+    if resp.status_code() != 200 {
+        let text = resp.text().await.unwrap_or_default();
+        return Err(StoreError::Unavailable(format!(
+            "{kind} {name} answered {}: {text}",
+            resp.status_code()
+        )));
+    }
+    resp.json::<R::Answer>()
+        .await
+        .map_err(|e| StoreError::Corrupt(format!("{kind} {name} answer: {e}")))
+}
+
+fn unexpected<A: std::fmt::Debug>(kind: &str, a: A) -> StoreError {
+    StoreError::Corrupt(format!("unexpected {kind} answer {a:?}"))
+}
+
 /// The Worker's (and the dispatch queues') handle on the tenants' call stores.
 pub struct WorkersCalls<'a>(pub &'a Env);
 
@@ -39,32 +113,11 @@ impl CallStoreTransport for WorkersCalls<'_> {
         request: CallStoreRequest,
     ) -> LocalFuture<'a, std::result::Result<CallStoreAnswer, StoreError>> {
         Box::pin(async move {
-            let unavailable =
-                |e: worker::Error| StoreError::Unavailable(format!("call store {tenant_id}: {e}"));
-            let stub = self
-                .0
-                .durable_object(CALL_STORE_BINDING)
-                .and_then(|ns| ns.id_from_name(tenant_id)?.get_stub())
-                .map_err(unavailable)?;
-            let body = serde_json::to_string(&Envelope {
+            let envelope = Envelope {
                 tenant_id: tenant_id.to_string(),
                 request,
-            })
-            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-            let mut init = RequestInit::new();
-            init.with_method(Method::Post).with_body(Some(body.into()));
-            let req = Request::new_with_init("https://calls/", &init).map_err(unavailable)?;
-            let mut resp = stub.fetch_with_request(req).await.map_err(unavailable)?;
-            if resp.status_code() != 200 {
-                let text = resp.text().await.unwrap_or_default();
-                return Err(StoreError::Unavailable(format!(
-                    "call store {tenant_id} answered {}: {text}",
-                    resp.status_code()
-                )));
-            }
-            resp.json::<CallStoreAnswer>()
-                .await
-                .map_err(|e| StoreError::Corrupt(format!("call store answer: {e}")))
+            };
+            send(self.0, tenant_id, &[], &envelope).await
         })
     }
 }
@@ -73,31 +126,12 @@ impl CallStoreTransport for WorkersCalls<'_> {
 pub struct WorkersDispatchQueues<'a>(pub &'a Env);
 
 impl WorkersDispatchQueues<'_> {
-    async fn call(
+    async fn send(
         &self,
         region: &str,
-        op: &str,
-        body: &Value,
-    ) -> std::result::Result<(u16, Value), StoreError> {
-        let unavailable =
-            |e: worker::Error| StoreError::Unavailable(format!("dispatch {region}{op}: {e}"));
-        let stub = self
-            .0
-            .durable_object(DISPATCH_QUEUE_BINDING)
-            .and_then(|ns| ns.id_from_name(region)?.get_stub())
-            .map_err(unavailable)?;
-        let mut init = RequestInit::new();
-        let headers = worker::Headers::new();
-        headers.set(REGION_HEADER, region).map_err(unavailable)?;
-        init.with_method(Method::Post)
-            .with_headers(headers)
-            .with_body(Some(body.to_string().into()));
-        let req =
-            Request::new_with_init(&format!("https://dispatch{op}"), &init).map_err(unavailable)?;
-        let mut resp = stub.fetch_with_request(req).await.map_err(unavailable)?;
-        let status = resp.status_code();
-        let value = resp.json::<Value>().await.map_err(unavailable)?;
-        Ok((status, value))
+        request: &DispatchQueueRequest,
+    ) -> std::result::Result<DispatchQueueAnswer, StoreError> {
+        send(self.0, region, &[(REGION_HEADER, region)], request).await
     }
 }
 
@@ -107,13 +141,12 @@ impl DispatchQueues for WorkersDispatchQueues<'_> {
         region: &str,
         call: &QueuedCall,
     ) -> std::result::Result<EnqueueOutcome, StoreError> {
-        let body = serde_json::to_value(call).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        match self.call(region, "/enqueue", &body).await? {
-            (200, v) => serde_json::from_value(v)
-                .map_err(|e| StoreError::Corrupt(format!("enqueue answer: {e}"))),
-            (s, v) => Err(StoreError::Unavailable(format!(
-                "enqueue answered {s}: {v}"
-            ))),
+        let request = DispatchQueueRequest::Enqueue {
+            call: Box::new(call.clone()),
+        };
+        match self.send(region, &request).await? {
+            DispatchQueueAnswer::Enqueued { outcome } => Ok(outcome),
+            a => Err(unexpected("dispatch queue", a)),
         }
     }
 
@@ -122,16 +155,13 @@ impl DispatchQueues for WorkersDispatchQueues<'_> {
         region: &str,
         call_id: &str,
     ) -> std::result::Result<CancelOutcome, StoreError> {
-        let (_, v) = self
-            .call(region, "/cancel", &json!({"call_id": call_id}))
-            .await?;
-        Ok(match v["outcome"].as_str() {
-            Some("cancelled") => CancelOutcome::Cancelled,
-            Some("signalled") => CancelOutcome::Signalled {
-                sidecar_id: v["sidecar_id"].as_str().unwrap_or_default().to_string(),
-            },
-            _ => CancelOutcome::Unknown,
-        })
+        let request = DispatchQueueRequest::Cancel {
+            call_id: call_id.to_string(),
+        };
+        match self.send(region, &request).await? {
+            DispatchQueueAnswer::Cancel { outcome } => Ok(outcome),
+            a => Err(unexpected("dispatch queue", a)),
+        }
     }
 
     async fn sidecar(
@@ -139,45 +169,18 @@ impl DispatchQueues for WorkersDispatchQueues<'_> {
         region: &str,
         envelope: &SidecarEnvelope,
     ) -> std::result::Result<(u16, Value), StoreError> {
-        let body =
-            serde_json::to_value(envelope).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        self.call(region, "/sidecar", &body).await
+        let request = DispatchQueueRequest::Sidecar {
+            envelope: envelope.clone(),
+        };
+        match self.send(region, &request).await? {
+            DispatchQueueAnswer::Sidecar { status, body } => Ok((status, body)),
+            a => Err(unexpected("dispatch queue", a)),
+        }
     }
 }
 
 /// The Worker's handle on the tenants' `RateLimiter` objects.
 pub struct WorkersTraffic<'a>(pub &'a Env);
-
-impl WorkersTraffic<'_> {
-    async fn call(
-        &self,
-        tenant_id: &str,
-        op: &str,
-        body: &Value,
-    ) -> std::result::Result<Value, StoreError> {
-        let unavailable =
-            |e: worker::Error| StoreError::Unavailable(format!("rate limiter {op}: {e}"));
-        let stub = self
-            .0
-            .durable_object(RATE_LIMITER_BINDING)
-            .and_then(|ns| ns.id_from_name(tenant_id)?.get_stub())
-            .map_err(unavailable)?;
-        let mut init = RequestInit::new();
-        init.with_method(Method::Post)
-            .with_body(Some(body.to_string().into()));
-        let req =
-            Request::new_with_init(&format!("https://traffic{op}"), &init).map_err(unavailable)?;
-        let mut resp = stub.fetch_with_request(req).await.map_err(unavailable)?;
-        let status = resp.status_code();
-        let value = resp.json::<Value>().await.map_err(unavailable)?;
-        if status != 200 {
-            return Err(StoreError::Unavailable(format!(
-                "rate limiter {op} answered {status}: {value}"
-            )));
-        }
-        Ok(value)
-    }
-}
 
 impl Traffic for WorkersTraffic<'_> {
     fn admit<'a>(
@@ -186,9 +189,13 @@ impl Traffic for WorkersTraffic<'_> {
         a: &'a Admission,
     ) -> LocalFuture<'a, std::result::Result<Admitted, StoreError>> {
         Box::pin(async move {
-            let body = serde_json::to_value(a).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-            let v = self.call(tenant_id, "/admit", &body).await?;
-            serde_json::from_value(v).map_err(|e| StoreError::Corrupt(format!("admit answer: {e}")))
+            let request = RateLimiterRequest::Admit {
+                admission: a.clone(),
+            };
+            match send(self.0, tenant_id, &[], &request).await? {
+                RateLimiterAnswer::Admitted { admitted } => Ok(admitted),
+                a => Err(unexpected("rate limiter", a)),
+            }
         })
     }
 
@@ -199,13 +206,14 @@ impl Traffic for WorkersTraffic<'_> {
         response: &'a StoredResponse,
     ) -> LocalFuture<'a, std::result::Result<(), StoreError>> {
         Box::pin(async move {
-            self.call(
-                tenant_id,
-                "/complete",
-                &json!({"key": key, "response": response}),
-            )
-            .await?;
-            Ok(())
+            let request = RateLimiterRequest::Complete {
+                key: key.to_string(),
+                response: response.clone(),
+            };
+            match send(self.0, tenant_id, &[], &request).await? {
+                RateLimiterAnswer::Done => Ok(()),
+                a => Err(unexpected("rate limiter", a)),
+            }
         })
     }
 
@@ -215,9 +223,13 @@ impl Traffic for WorkersTraffic<'_> {
         key: &'a str,
     ) -> LocalFuture<'a, std::result::Result<(), StoreError>> {
         Box::pin(async move {
-            self.call(tenant_id, "/release", &json!({"key": key}))
-                .await?;
-            Ok(())
+            let request = RateLimiterRequest::Release {
+                key: key.to_string(),
+            };
+            match send(self.0, tenant_id, &[], &request).await? {
+                RateLimiterAnswer::Done => Ok(()),
+                a => Err(unexpected("rate limiter", a)),
+            }
         })
     }
 
@@ -230,15 +242,15 @@ impl Traffic for WorkersTraffic<'_> {
         Box::pin(async move {
             // The address's own object: its name is the scope (`authfail:...`),
             // which no tenant id (`ten_...`) can be.
-            let v = self
-                .call(
-                    scope,
-                    "/auth_attempt",
-                    &json!({"scope": scope, "limit": limit, "failed": failed}),
-                )
-                .await?;
-            serde_json::from_value(v)
-                .map_err(|e| StoreError::Corrupt(format!("auth attempt answer: {e}")))
+            let request = RateLimiterRequest::AuthAttempt {
+                scope: scope.to_string(),
+                limit,
+                failed,
+            };
+            match send(self.0, scope, &[], &request).await? {
+                RateLimiterAnswer::AuthAttempt { verdict } => Ok(verdict),
+                a => Err(unexpected("rate limiter", a)),
+            }
         })
     }
 }

@@ -59,3 +59,40 @@ pub fn complete_entry(
         _ => None,
     }
 }
+
+/// One request to a `RateLimiter` object, and its answer: the wire form of
+/// [`Traffic`], so a renamed field fails to compile.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum RateLimiterRequest {
+    /// Counts a request in every scope of `admission` and begins its
+    /// idempotency key, or refuses it (see [`Traffic::admit`]).
+    Admit { admission: Admission },
+    /// Stores the response of the request that began `key`.
+    Complete {
+        key: String,
+        response: StoredResponse,
+    },
+    /// Forgets an in-flight key whose request failed on our side.
+    Release { key: String },
+    /// One credential check from the address the object is named for
+    /// (`scope`, which starts with [`crate::traffic::AUTH_FAILURE_PREFIX`]).
+    AuthAttempt {
+        scope: String,
+        limit: RateLimit,
+        failed: bool,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "answer", rename_all = "snake_case")]
+pub enum RateLimiterAnswer {
+    Admitted {
+        admitted: Admitted,
+    },
+    /// `Complete` and `Release` are done.
+    Done,
+    AuthAttempt {
+        verdict: RateVerdict,
+    },
+}

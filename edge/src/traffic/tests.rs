@@ -398,3 +398,76 @@ fn an_ipv6_address_is_throttled_by_its_64() {
     );
     assert_eq!(auth_failure_scope("::ffff:192.0.2.1"), "authfail:192.0.2.1");
 }
+
+#[test]
+fn every_rate_limiter_request_and_answer_round_trips_through_serde() {
+    let limit = RateLimit {
+        limit: 5,
+        window_seconds: 60,
+    };
+    let response = StoredResponse {
+        status: 201,
+        body: "{}".into(),
+        headers: vec![("Location".into(), "/v1/calls/call_1".into())],
+    };
+    let requests = [
+        RateLimiterRequest::Admit {
+            admission: Admission {
+                checks: vec![check("key:k1", 5, 60)],
+                idempotency: Some(IdemRequest {
+                    key: "idem-1".into(),
+                    fingerprint: "f".into(),
+                }),
+                signature: Some(SignatureUse {
+                    key: "sig:1".into(),
+                    until_ms: 9,
+                }),
+            },
+        },
+        RateLimiterRequest::Complete {
+            key: "idem-1".into(),
+            response: response.clone(),
+        },
+        RateLimiterRequest::Release {
+            key: "idem-1".into(),
+        },
+        RateLimiterRequest::AuthAttempt {
+            scope: format!("{AUTH_FAILURE_PREFIX}203.0.113.9"),
+            limit,
+            failed: true,
+        },
+    ];
+    for request in requests {
+        let text = serde_json::to_string(&request).unwrap();
+        let back: RateLimiterRequest = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, request, "{text}");
+    }
+    let verdict = RateVerdict {
+        allowed: true,
+        scope: "key:k1".into(),
+        limit: 5,
+        remaining: 4,
+        reset_seconds: 60,
+    };
+    let answers = [
+        RateLimiterAnswer::Admitted {
+            admitted: Admitted {
+                rate: verdict.clone(),
+                idempotency: IdemOutcome::Replay { response },
+                replayed: false,
+            },
+        },
+        RateLimiterAnswer::Done,
+        RateLimiterAnswer::AuthAttempt { verdict },
+    ];
+    for answer in answers {
+        let text = serde_json::to_string(&answer).unwrap();
+        let back: RateLimiterAnswer = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, answer, "{text}");
+    }
+    // The tag names the operation, as the object's log shows it.
+    assert_eq!(
+        serde_json::to_value(RateLimiterRequest::Release { key: "k".into() }).unwrap(),
+        json!({"op": "release", "key": "k"})
+    );
+}

@@ -580,20 +580,32 @@ mod tests {
     fn events_follow_the_state_changes() {
         use CallStatus::*;
         let mut r = call(Ringing);
-        assert_eq!(event_for_change(Dialing, &r), Some("call.ringing"));
+        assert_eq!(
+            event_for_change(Dialing, &r),
+            Some(WebhookEvent::CallRinging)
+        );
         r.status = InProgress;
-        assert_eq!(event_for_change(Ringing, &r), Some("call.answered"));
-        assert_eq!(event_for_change(Dialing, &r), Some("call.answered"));
+        assert_eq!(
+            event_for_change(Ringing, &r),
+            Some(WebhookEvent::CallAnswered)
+        );
+        assert_eq!(
+            event_for_change(Dialing, &r),
+            Some(WebhookEvent::CallAnswered)
+        );
         for s in [Completed, NoAnswer, Busy, Cancelled] {
             r.status = s;
             assert_eq!(
                 event_for_change(InProgress, &r),
-                Some("call.completed"),
+                Some(WebhookEvent::CallCompleted),
                 "{s:?}"
             );
         }
         r.status = Failed;
-        assert_eq!(event_for_change(Dialing, &r), Some("call.failed"));
+        assert_eq!(
+            event_for_change(Dialing, &r),
+            Some(WebhookEvent::CallFailed)
+        );
         r.status = Scheduled;
         assert_eq!(event_for_change(Dialing, &r), None, "a retry is no event");
         r.status = Dialing;
@@ -605,7 +617,7 @@ mod tests {
     #[test]
     fn the_terminal_payload_has_status_durations_and_metadata() {
         let p: Value = serde_json::from_str(&call_event_payload(
-            "call.completed",
+            WebhookEvent::CallCompleted,
             "evt_1",
             &call(CallStatus::Completed),
             NOW + 15_000,
@@ -637,7 +649,7 @@ mod tests {
             assert!(d[k].is_null() && d.get(k).is_some(), "{k}");
         }
         let queued: Value = serde_json::from_str(&call_event_payload(
-            "call.queued",
+            WebhookEvent::CallQueued,
             "evt_2",
             &call(CallStatus::Queued),
             NOW,
@@ -659,7 +671,7 @@ mod tests {
         let jobs = block_on(emit(
             &kv,
             "ten_1",
-            "call.completed",
+            WebhookEvent::CallCompleted,
             &call(CallStatus::Completed),
             NOW,
         ))
@@ -672,7 +684,7 @@ mod tests {
         let jobs = block_on(emit(
             &kv,
             "ten_1",
-            "call.failed",
+            WebhookEvent::CallFailed,
             &call(CallStatus::Failed),
             NOW,
         ))
@@ -687,7 +699,7 @@ mod tests {
         assert!(block_on(emit(
             &kv,
             "ten_2",
-            "call.failed",
+            WebhookEvent::CallFailed,
             &call(CallStatus::Failed),
             NOW
         ))
@@ -696,9 +708,15 @@ mod tests {
     }
 
     fn first_job(kv: &MemoryKv, event: &str) -> DeliveryJob {
-        block_on(emit(kv, "ten_1", event, &call(CallStatus::Completed), NOW))
-            .unwrap()
-            .remove(0)
+        block_on(emit(
+            kv,
+            "ten_1",
+            WebhookEvent::parse(event).unwrap(),
+            &call(CallStatus::Completed),
+            NOW,
+        ))
+        .unwrap()
+        .remove(0)
     }
 
     #[test]

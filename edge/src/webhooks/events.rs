@@ -9,23 +9,79 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use voxline_shared::CallStatus;
 
-/// Every event type an endpoint may subscribe to.
-pub const WEBHOOK_EVENTS: &[&str] = &[
-    "call.queued",
-    "call.ringing",
-    "call.answered",
-    "call.completed",
-    "call.failed",
-    "transcript.saved",
-    "recording.saved",
-];
+/// A webhook event type: the one list of their names (`type` in the
+/// payload, what endpoints subscribe to, the OpenAPI `webhooks`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum WebhookEvent {
+    #[serde(rename = "call.queued")]
+    CallQueued,
+    #[serde(rename = "call.ringing")]
+    CallRinging,
+    #[serde(rename = "call.answered")]
+    CallAnswered,
+    #[serde(rename = "call.completed")]
+    CallCompleted,
+    #[serde(rename = "call.failed")]
+    CallFailed,
+    #[serde(rename = "transcript.saved")]
+    TranscriptSaved,
+    #[serde(rename = "recording.saved")]
+    RecordingSaved,
+}
+
+impl WebhookEvent {
+    /// Every event type, in the order of [`WEBHOOK_EVENTS`].
+    pub const ALL: [WebhookEvent; 7] = [
+        WebhookEvent::CallQueued,
+        WebhookEvent::CallRinging,
+        WebhookEvent::CallAnswered,
+        WebhookEvent::CallCompleted,
+        WebhookEvent::CallFailed,
+        WebhookEvent::TranscriptSaved,
+        WebhookEvent::RecordingSaved,
+    ];
+
+    /// The name on the wire, as serde writes it.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            WebhookEvent::CallQueued => "call.queued",
+            WebhookEvent::CallRinging => "call.ringing",
+            WebhookEvent::CallAnswered => "call.answered",
+            WebhookEvent::CallCompleted => "call.completed",
+            WebhookEvent::CallFailed => "call.failed",
+            WebhookEvent::TranscriptSaved => "transcript.saved",
+            WebhookEvent::RecordingSaved => "recording.saved",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<WebhookEvent> {
+        WebhookEvent::ALL.into_iter().find(|e| e.as_str() == s)
+    }
+}
+
+impl core::fmt::Display for WebhookEvent {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Every event type an endpoint may subscribe to, by name.
+pub const WEBHOOK_EVENTS: &[&str] = &{
+    let mut names = [""; WebhookEvent::ALL.len()];
+    let mut i = 0;
+    while i < names.len() {
+        names[i] = WebhookEvent::ALL[i].as_str();
+        i += 1;
+    }
+    names
+};
 
 /// A webhook event waiting to be turned into deliveries (kept in the call
 /// store's outbox until then).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PendingEvent {
     pub event_id: String,
-    pub event_type: String,
+    pub event_type: WebhookEvent,
     pub call_id: String,
     /// The exact body every endpoint receives.
     pub payload: String,
@@ -34,15 +90,15 @@ pub struct PendingEvent {
 
 /// The event a state change produces, if any: ringing, answered, and the end
 /// (`call.failed` for `failed`, `call.completed` for every other terminal status).
-pub fn event_for_change(before: CallStatus, after: &CallRecord) -> Option<&'static str> {
+pub fn event_for_change(before: CallStatus, after: &CallRecord) -> Option<WebhookEvent> {
     if before == after.status {
         return None;
     }
     match after.status {
-        CallStatus::Ringing => Some("call.ringing"),
-        CallStatus::InProgress => Some("call.answered"),
-        CallStatus::Failed if !before.is_terminal() => Some("call.failed"),
-        s if s.is_terminal() && !before.is_terminal() => Some("call.completed"),
+        CallStatus::Ringing => Some(WebhookEvent::CallRinging),
+        CallStatus::InProgress => Some(WebhookEvent::CallAnswered),
+        CallStatus::Failed if !before.is_terminal() => Some(WebhookEvent::CallFailed),
+        s if s.is_terminal() && !before.is_terminal() => Some(WebhookEvent::CallCompleted),
         _ => None,
     }
 }
@@ -59,7 +115,7 @@ fn seconds_between(from: Option<&str>, to: Option<&str>) -> Option<f64> {
 /// `data` has one shape for every call event; durations are null until
 /// the call ends (its final status is `status`), transcript/recording fields until those features exist.
 pub fn call_event_payload(
-    event_type: &str,
+    event_type: WebhookEvent,
     event_id: &str,
     record: &CallRecord,
     now_ms: u64,
@@ -124,7 +180,7 @@ pub fn call_event_payload(
 pub async fn emit(
     kv: &impl Kv,
     tenant_id: &str,
-    event_type: &str,
+    event_type: WebhookEvent,
     record: &CallRecord,
     now_ms: u64,
 ) -> Result<Vec<DeliveryJob>, StoreError> {
@@ -132,7 +188,7 @@ pub async fn emit(
     let payload = call_event_payload(event_type, &event_id, record, now_ms);
     let event = PendingEvent {
         event_id,
-        event_type: event_type.to_string(),
+        event_type,
         call_id: record.id.clone(),
         payload,
         created_ms: now_ms,
@@ -141,14 +197,14 @@ pub async fn emit(
 }
 
 /// The envelope every event shares: `{id, type, timestamp, data}`.
-pub fn event_payload(event_type: &str, event_id: &str, now_ms: u64, data: Value) -> String {
+pub fn event_payload(event_type: WebhookEvent, event_id: &str, now_ms: u64, data: Value) -> String {
     json!({"id": event_id, "type": event_type, "timestamp": rfc3339_ms(now_ms), "data": data})
         .to_string()
 }
 
 /// [`event_payload`] with `data` already JSON text, kept verbatim.
 fn envelope(
-    event_type: &str,
+    event_type: WebhookEvent,
     event_id: &str,
     now_ms: u64,
     data: &serde_json::value::RawValue,
@@ -177,7 +233,7 @@ pub async fn jobs_for_event(
             let Some(endpoint) = get_json::<WebhookEndpoint>(kv, &entry.name).await? else {
                 continue;
             };
-            if !endpoint.wants(&event.event_type) {
+            if !endpoint.wants(event.event_type.as_str()) {
                 continue;
             }
             jobs.push(DeliveryJob {
@@ -185,7 +241,7 @@ pub async fn jobs_for_event(
                 delivery_id: delivery_id(now_ms),
                 endpoint_id: endpoint.id.clone(),
                 event_id: event.event_id.clone(),
-                event_type: event.event_type.clone(),
+                event_type: event.event_type.to_string(),
                 payload: event.payload.clone(),
                 call_id: Some(event.call_id.clone()),
                 created_at_ms: event.created_ms,
@@ -199,5 +255,35 @@ pub async fn jobs_for_event(
             Some(c) => cursor = Some(c),
             None => return Ok(jobs),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_names_are_what_serde_writes_and_parse_reads() {
+        assert_eq!(WEBHOOK_EVENTS.len(), WebhookEvent::ALL.len());
+        for (event, name) in WebhookEvent::ALL.into_iter().zip(WEBHOOK_EVENTS) {
+            assert_eq!(serde_json::to_value(event).unwrap(), *name);
+            assert_eq!(WebhookEvent::parse(name), Some(event));
+            assert_eq!(event.to_string(), *name);
+        }
+        assert_eq!(WebhookEvent::parse("call.dialing"), None);
+        // The payload's `type` is the name.
+        let p: Value = serde_json::from_str(&event_payload(
+            WebhookEvent::CallQueued,
+            "evt_1",
+            0,
+            json!({}),
+        ))
+        .unwrap();
+        assert_eq!(p["type"], "call.queued");
+        // An outbox row written when the type was a string reads back typed.
+        let row = r#"{"event_id":"evt_1","event_type":"transcript.saved","call_id":"c","payload":"{}","created_ms":1}"#;
+        let event: PendingEvent = serde_json::from_str(row).unwrap();
+        assert_eq!(event.event_type, WebhookEvent::TranscriptSaved);
+        assert_eq!(serde_json::to_string(&event).unwrap(), row);
     }
 }

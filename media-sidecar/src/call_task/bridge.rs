@@ -61,7 +61,7 @@ impl BridgeConfig {
     pub fn for_offer(offer: &Offer) -> Self {
         BridgeConfig {
             silence_timeout: offer
-                .silence_timeout_secs
+                .silence_timeout_seconds
                 .map_or(DEFAULT_SILENCE_TIMEOUT, |s| {
                     Duration::from_secs(u64::from(s))
                 }),

@@ -342,17 +342,18 @@ async fn make_engine(
                 .map(|_| allowed_hosts.clone());
             Ok(())
         };
-    match offer.engine.as_str() {
-        "echo" => Ok(BoxedEngine::new(crate::engine::echo::EchoEngine::new())),
+    use voxline_shared::EngineKind;
+    match offer.engine.known() {
+        Some(EngineKind::Echo) => Ok(BoxedEngine::new(crate::engine::echo::EchoEngine::new())),
         #[cfg(feature = "local-engine")]
-        "local" => Ok(BoxedEngine::new(
+        Some(EngineKind::Local) => Ok(BoxedEngine::new(
             crate::engine::local::LocalEngine::connect(cfg).await?,
         )),
         #[cfg(not(feature = "local-engine"))]
-        "local" => Err(EngineError::Unavailable(
+        Some(EngineKind::Local) => Err(EngineError::Unavailable(
             "this sidecar was built without the local engine (cargo feature `local-engine`)".into(),
         )),
-        "openai_realtime" => {
+        Some(EngineKind::OpenaiRealtime) => {
             credentials(
                 &mut cfg,
                 "VOXLINE_OPENAI_API_KEY",
@@ -360,7 +361,7 @@ async fn make_engine(
             )?;
             Ok(BoxedEngine::new(crate::engine::openai::connect(cfg).await?))
         }
-        "gemini_live" => {
+        Some(EngineKind::GeminiLive) => {
             credentials(
                 &mut cfg,
                 "VOXLINE_GEMINI_API_KEY",
@@ -368,8 +369,10 @@ async fn make_engine(
             )?;
             Ok(BoxedEngine::new(crate::engine::gemini::connect(cfg).await?))
         }
-        other => Err(EngineError::Unavailable(format!(
-            "engine `{other}` is not supported by this sidecar"
+        // Refused at the offer already (`unsupported_engine`); kept for safety.
+        None => Err(EngineError::Unavailable(format!(
+            "engine `{}` is not supported by this sidecar",
+            offer.engine
         ))),
     }
 }
@@ -418,7 +421,7 @@ mod credential_tests {
             system_prompt: None,
             voice: None,
             language: "en-US".into(),
-            engine: "openai_realtime".into(),
+            engine: voxline_shared::EngineKind::OpenaiRealtime.into(),
             model: None,
             max_seconds: 600,
             record: false,
@@ -426,7 +429,7 @@ mod credential_tests {
             engine_api_key: Some(SecretText::new("sk-tenant-SECRET-0123456789".to_string())),
             engine_base_url: Some(url.to_string()),
             engine_key_unavailable: false,
-            silence_timeout_secs: None,
+            silence_timeout_seconds: None,
             ack_deadline_ms: 0,
         }
     }

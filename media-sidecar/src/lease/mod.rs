@@ -1304,6 +1304,8 @@ impl LeaseClient {
             Some(_) => reject(reject_reasons::ALREADY_HELD),
             None if self.draining => reject(reject_reasons::DRAINING),
             None if self.free_slots() == 0 => reject(reject_reasons::AT_CAPACITY),
+            // A kind added by a newer edge: refused, so another sidecar may take it.
+            None if offer.engine.known().is_none() => reject(reject_reasons::UNSUPPORTED_ENGINE),
             None => (true, None),
         };
         if accepted && !self.calls.contains_key(&offer.call_id) {

@@ -38,7 +38,7 @@ fn offer(n: u32, deadline_ms: u64) -> Offer {
         system_prompt: None,
         voice: None,
         language: "en-US".into(),
-        engine: "local".into(),
+        engine: voxline_shared::EngineKind::Local.into(),
         model: None,
         max_seconds: 600,
         record: false,
@@ -46,7 +46,7 @@ fn offer(n: u32, deadline_ms: u64) -> Offer {
         engine_api_key: None,
         engine_base_url: None,
         engine_key_unavailable: false,
-        silence_timeout_secs: None,
+        silence_timeout_seconds: None,
         ack_deadline_ms: deadline_ms,
     }
 }
@@ -410,6 +410,32 @@ fn accepts_an_offer_and_starts_it_only_after_the_edge_confirms() {
     assert_eq!(started[0].call_id, "c_1");
     assert_eq!(h.c.free_slots(), 1);
     assert_eq!(h.c.held_calls(), vec!["c_1"]);
+}
+
+#[test]
+fn an_engine_kind_from_a_newer_edge_is_refused_as_unsupported_and_the_rest_is_served() {
+    let mut h = H::registered(2);
+    let (id, _) = h.lease();
+    // As a newer edge writes it: an engine name this build has never heard of.
+    let mut newer = serde_json::to_value(offer(1, T0 + 5_000)).unwrap();
+    newer["engine"] = serde_json::json!("quantum_voice");
+    let body = serde_json::json!({"protocol_version": 1,
+        "offers": [newer, offer(2, T0 + 5_000)], "commands": []});
+    h.reply(id, ok(body));
+    let txs = h.all_tx();
+    let acks: Vec<&Ack> = txs
+        .iter()
+        .filter(|t| matches!(t.request, Request::Ack(_)))
+        .map(ack_of)
+        .collect();
+    let a1 = acks.iter().find(|a| a.call_id == "c_1").unwrap();
+    let a2 = acks.iter().find(|a| a.call_id == "c_2").unwrap();
+    assert_eq!(
+        (a1.accepted, a1.reason.as_deref()),
+        (false, Some(reject_reasons::UNSUPPORTED_ENGINE))
+    );
+    assert!(a2.accepted, "the known engine's offer is taken");
+    assert_eq!(h.c.held_calls(), vec!["c_2"]);
 }
 
 #[test]

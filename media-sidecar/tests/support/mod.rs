@@ -361,7 +361,7 @@ pub fn offer(call: &str, max_seconds: u32) -> Offer {
         system_prompt: Some("Be brief.".into()),
         voice: None,
         language: "en-US".into(),
-        engine: "local".into(),
+        engine: voxline_shared::EngineKind::Local.into(),
         model: None,
         max_seconds,
         record: false,
@@ -369,7 +369,7 @@ pub fn offer(call: &str, max_seconds: u32) -> Offer {
         engine_api_key: None,
         engine_base_url: None,
         engine_key_unavailable: false,
-        silence_timeout_secs: None,
+        silence_timeout_seconds: None,
         ack_deadline_ms: now_ms() + 5_000,
     }
 }

@@ -7,20 +7,24 @@ use crate::api::router::RouteId;
 use crate::error::ErrorCode;
 use crate::limits::{LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX};
 use crate::traffic;
-use crate::webhooks::events::WEBHOOK_EVENTS;
+use crate::webhooks::events::WebhookEvent;
 use serde_json::{json, Map, Value};
 
 /// What the edge POSTs to webhook endpoints (OpenAPI 3.1 `webhooks`).
 pub(super) fn webhook_operations() -> Value {
     let mut out = Map::new();
-    for event in WEBHOOK_EVENTS {
-        let (schema, what) = match *event {
-            "transcript.saved" => ("WebhookTranscriptEvent", "Sent once when an answered call has ended, with the whole transcript."),
-            "recording.saved" => ("WebhookRecordingEvent", "Sent when a call's recording (`record: true`) has been uploaded and can be downloaded."),
-            _ => ("WebhookCallEvent", "A change of the call's status."),
+    for event in WebhookEvent::ALL {
+        let (schema, what) = match event {
+            WebhookEvent::TranscriptSaved => ("WebhookTranscriptEvent", "Sent once when an answered call has ended, with the whole transcript."),
+            WebhookEvent::RecordingSaved => ("WebhookRecordingEvent", "Sent when a call's recording (`record: true`) has been uploaded and can be downloaded."),
+            WebhookEvent::CallQueued
+            | WebhookEvent::CallRinging
+            | WebhookEvent::CallAnswered
+            | WebhookEvent::CallCompleted
+            | WebhookEvent::CallFailed => ("WebhookCallEvent", "A change of the call's status."),
         };
         out.insert(event.to_string(), json!({"post": {
-            "operationId": format!("webhook_{}", event.replace('.', "_")),
+            "operationId": format!("webhook_{}", event.as_str().replace('.', "_")),
             "summary": format!("`{event}` event"),
             "description": format!("{what} Signed per Standard Webhooks v1: `webhook-id` (the event id), `webhook-timestamp` (unix seconds of the attempt), \
 `webhook-signature` (`v1,<base64 HMAC-SHA256>` of `{{id}}.{{timestamp}}.{{body}}` with the base64-decoded part of the `whsec_` secret; during a \

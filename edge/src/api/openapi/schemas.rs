@@ -14,7 +14,7 @@ use crate::limits::{
 use crate::model::Engine;
 use crate::traffic;
 use crate::webhooks::delivery::{self, DeliveryStatus};
-use crate::webhooks::events::WEBHOOK_EVENTS;
+use crate::webhooks::events::{WebhookEvent, WEBHOOK_EVENTS};
 use serde_json::{json, Map, Value};
 
 pub(super) fn schemas() -> Value {
@@ -584,11 +584,14 @@ A call already queued inside the window is not stopped when the window closes.";
     let transcript_data = record("The call's whole transcript.", transcript_data);
     add(
         "WebhookTranscriptEvent",
-        envelope("transcript.saved", transcript_data),
+        envelope(WebhookEvent::TranscriptSaved.as_str(), transcript_data),
     );
     add(
         "WebhookRecordingEvent",
-        envelope("recording.saved", schema_ref("Recording")),
+        envelope(
+            WebhookEvent::RecordingSaved.as_str(),
+            schema_ref("Recording"),
+        ),
     );
 
     let sidecar_fields = || {
