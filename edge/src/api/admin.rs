@@ -179,12 +179,8 @@ pub(crate) async fn load_tenant<K: Kv, D: DispatchQueues>(
     tid: &str,
 ) -> Result<Tenant> {
     let not_found = || ApiError::new(ErrorCode::TenantNotFound, format!("no tenant '{tid}'"));
-    if !ids::is_id(tid, "ten") {
-        return Err(not_found());
-    }
-    get_json(env.kv, &keys::tenant(tid))
-        .await?
-        .ok_or_else(not_found)
+    env.load_by_id(tid, "ten", &keys::tenant(tid), not_found)
+        .await
 }
 
 pub(crate) async fn load_agent<K: Kv, D: DispatchQueues>(
@@ -193,12 +189,8 @@ pub(crate) async fn load_agent<K: Kv, D: DispatchQueues>(
     aid: &str,
 ) -> Result<Agent> {
     let not_found = || ApiError::new(ErrorCode::AgentNotFound, format!("no agent '{aid}'"));
-    if !ids::is_id(aid, "agt") {
-        return Err(not_found());
-    }
-    get_json(env.kv, &keys::agent(tid, aid))
-        .await?
-        .ok_or_else(not_found)
+    env.load_by_id(aid, "agt", &keys::agent(tid, aid), not_found)
+        .await
 }
 
 pub(crate) async fn create_tenant<K: Kv, D: DispatchQueues>(
@@ -440,12 +432,9 @@ pub(crate) async fn revoke_api_key<K: Kv, D: DispatchQueues>(
     kid: &str,
 ) -> Result<ApiResponse> {
     let not_found = || ApiError::new(ErrorCode::ApiKeyNotFound, format!("no API key '{kid}'"));
-    if !ids::is_id(kid, "key") {
-        return Err(not_found());
-    }
-    let mut info: ApiKeyInfo = get_json(env.kv, &keys::api_key(&tenant.id, kid))
-        .await?
-        .ok_or_else(not_found)?;
+    let mut info: ApiKeyInfo = env
+        .load_by_id(kid, "key", &keys::api_key(&tenant.id, kid), not_found)
+        .await?;
     if info.revoked_at.is_none() {
         env.kv.delete(&keys::api_key_by_hash(&info.hash)).await?;
         info.revoked_at = Some(rfc3339_ms(env.now_ms));

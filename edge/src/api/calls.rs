@@ -467,15 +467,14 @@ pub async fn get_recording<K: Kv, D: DispatchQueues>(
     tenant: &Tenant,
     cid: &str,
 ) -> Result<ApiResponse> {
-    let not_found = || ApiError::new(ErrorCode::CallNotFound, format!("no call '{cid}'"));
-    if !crate::ids::is_id(cid, "call") {
-        return Err(not_found());
+    if !ids::is_id(cid, "call") {
+        return Err(call_not_found(cid));
     }
     let (record, info) = env
         .calls
         .recording(&tenant.id, cid)
         .await?
-        .ok_or_else(not_found)?;
+        .ok_or_else(|| call_not_found(cid))?;
     let Some(info) = info else {
         let why = if !record.record {
             "this call was placed without record: true".to_string()

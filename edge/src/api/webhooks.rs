@@ -98,12 +98,8 @@ async fn load<K: Kv, D: DispatchQueues>(
             format!("no webhook endpoint '{wid}'"),
         )
     };
-    if !ids::is_id(wid, "wh") {
-        return Err(not_found());
-    }
-    get_json(env.kv, &keys::webhook(tid, wid))
-        .await?
-        .ok_or_else(not_found)
+    env.load_by_id(wid, "wh", &keys::webhook(tid, wid), not_found)
+        .await
 }
 
 fn url_field(f: &Fields, dev_mode: bool) -> Result<Option<String>> {
@@ -291,12 +287,8 @@ async fn load_delivery<K: Kv, D: DispatchQueues>(
             format!("no webhook delivery '{did}'"),
         )
     };
-    if !ids::is_id(did, "dlv") {
-        return Err(not_found());
-    }
-    get_json(env.kv, &keys::webhook_delivery(tid, did))
-        .await?
-        .ok_or_else(not_found)
+    env.load_by_id(did, "dlv", &keys::webhook_delivery(tid, did), not_found)
+        .await
 }
 
 /// Queues the delivery again with a fresh retry schedule (202). The log
