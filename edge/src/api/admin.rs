@@ -2,12 +2,11 @@
 //! are in [`crate::api::webhooks`]).
 
 use crate::api::calls::{check_engine_credentials, seal_engine_key};
-use crate::api::fields::parse_object;
+use crate::api::fields::parse_request;
 use crate::api::list::{list_response, list_values};
 use crate::api::router::RouteId;
 use crate::api::validate;
 use crate::engine_keys::secrets_sealing_key;
-use crate::limits::MAX_BODY_BYTES;
 use crate::limits::{API_KEY_NAME_MAX, ID_FIELD_MAX, MAX_CONCURRENT_CALLS_MAX, TENANT_NAME_MAX};
 
 use crate::dispatch::port::DispatchQueues;
@@ -28,12 +27,7 @@ pub(crate) async fn create_sidecar<K: Kv, D: DispatchQueues>(
     env: &Env<'_, K, D>,
     req: &ApiRequest,
 ) -> Result<ApiResponse> {
-    let f = parse_object(
-        req.content_type.as_deref(),
-        &req.body,
-        MAX_BODY_BYTES,
-        &["sidecar_id", "region"],
-    )?;
+    let f = parse_request(req, &["sidecar_id", "region"])?;
     let id = f.str_req("sidecar_id", voxline_shared::protocol::MAX_ID_LEN)?;
     let region = f.str_req("region", voxline_shared::protocol::MAX_ID_LEN)?;
     for (name, v) in [("sidecar_id", &id), ("region", &region)] {
@@ -197,12 +191,7 @@ pub(crate) async fn create_tenant<K: Kv, D: DispatchQueues>(
     env: &Env<'_, K, D>,
     req: &ApiRequest,
 ) -> Result<ApiResponse> {
-    let f = parse_object(
-        req.content_type.as_deref(),
-        &req.body,
-        MAX_BODY_BYTES,
-        &["name", "disabled", "max_concurrent_calls"],
-    )?;
+    let f = parse_request(req, &["name", "disabled", "max_concurrent_calls"])?;
     let tenant = Tenant {
         id: ids::random_id("ten"),
         name: f.str_req("name", TENANT_NAME_MAX)?,
@@ -221,10 +210,8 @@ pub(crate) async fn update_tenant<K: Kv, D: DispatchQueues>(
     req: &ApiRequest,
     mut tenant: Tenant,
 ) -> Result<ApiResponse> {
-    let f = parse_object(
-        req.content_type.as_deref(),
-        &req.body,
-        MAX_BODY_BYTES,
+    let f = parse_request(
+        req,
         &[
             "name",
             "disabled",
@@ -372,12 +359,7 @@ pub(crate) async fn create_api_key<K: Kv, D: DispatchQueues>(
     let (name, require_signature) = if req.body.iter().all(u8::is_ascii_whitespace) {
         (None, false)
     } else {
-        let f = parse_object(
-            req.content_type.as_deref(),
-            &req.body,
-            MAX_BODY_BYTES,
-            &["name", "require_signature"],
-        )?;
+        let f = parse_request(req, &["name", "require_signature"])?;
         (
             f.str_opt("name", API_KEY_NAME_MAX)?,
             f.bool_opt("require_signature")?.unwrap_or(false),

@@ -5,6 +5,16 @@
 use crate::error::{ApiError, ErrorCode};
 use serde_json::{Map, Value};
 
+/// [`parse_object`] of a request's body, capped at `MAX_BODY_BYTES`.
+pub fn parse_request(req: &crate::http::ApiRequest, allowed: &[&str]) -> Result<Fields, ApiError> {
+    parse_object(
+        req.content_type.as_deref(),
+        &req.body,
+        crate::limits::MAX_BODY_BYTES,
+        allowed,
+    )
+}
+
 /// Parses a request body the way every JSON endpoint of the API does.
 pub fn parse_object(
     content_type: Option<&str>,
