@@ -138,6 +138,36 @@ pub struct Dial<'a> {
     pub timeouts: Timeouts,
 }
 
+impl<'a> Dial<'a> {
+    /// Dialling `url` for `cfg`'s call under its URL guard, with `secrets`
+    /// redacted from errors; no extra headers.
+    pub fn new(
+        cfg: &'a super::EngineConfig,
+        url: &'a str,
+        secrets: Vec<String>,
+        timeouts: Timeouts,
+    ) -> Self {
+        Dial {
+            call_id: &cfg.call_id,
+            url,
+            headers: Vec::new(),
+            secrets,
+            guard: cfg.url_guard.as_ref(),
+            timeouts,
+        }
+    }
+}
+
+/// The call's engine base URL, else the vendor's `default`, without a
+/// trailing slash.
+pub fn base_url(cfg: &super::EngineConfig, default: &str) -> String {
+    cfg.base_url
+        .as_deref()
+        .unwrap_or(default)
+        .trim_end_matches('/')
+        .to_string()
+}
+
 /// A cloud engine: one [`Translator`] driven over one WebSocket.
 pub struct WsSession<T> {
     call_id: String,
