@@ -505,12 +505,7 @@ impl Queue {
             .collect();
         let mut updates = self.lose(lost, now);
         // It hung up its calls before leaving: stranded ones are over too.
-        let gone: Vec<String> = self
-            .stranded
-            .iter()
-            .filter(|(_, s)| s.held.sidecar_id == sidecar_id)
-            .map(|(id, _)| id.clone())
-            .collect();
+        let gone = self.stranded_of(sidecar_id);
         updates.extend(self.lose(gone, now));
         updates
     }
@@ -726,6 +721,15 @@ impl Queue {
         (EventOutcome::Applied, Some(update(&held.call, change)))
     }
 
+    /// The stranded calls `sidecar_id` was holding.
+    fn stranded_of(&self, sidecar_id: &str) -> Vec<String> {
+        self.stranded
+            .iter()
+            .filter(|(_, s)| s.held.sidecar_id == sidecar_id)
+            .map(|(id, _)| id.clone())
+            .collect()
+    }
+
     /// Ends these held or stranded calls' attempts as `media_lost`: lost
     /// media is retryable like any failure, with its own reason.
     fn lose(&mut self, call_ids: Vec<String>, now: u64) -> Vec<CallUpdate> {
@@ -908,13 +912,7 @@ impl Queue {
         let mut updates = self.lose(lost, now);
         // Its stranded calls: still running (the partition healed: held
         // again) or not (confirmed over: the attempt ends and may be retried).
-        let mine: Vec<String> = self
-            .stranded
-            .iter()
-            .filter(|(_, s)| s.held.sidecar_id == sidecar_id)
-            .map(|(id, _)| id.clone())
-            .collect();
-        for call_id in mine {
+        for call_id in self.stranded_of(sidecar_id) {
             let Some(s) = self.stranded.remove(&call_id) else {
                 continue;
             };
