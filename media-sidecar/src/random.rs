@@ -27,18 +27,21 @@ pub fn fill(buf: &mut [u8]) {
         .unwrap_or(0);
     // splitmix64 over (time, counter, position): distinct per call and byte.
     for (i, x) in buf.iter_mut().enumerate() {
-        let mut z = t ^ n.rotate_left(32) ^ (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        *x = (z ^ (z >> 31)) as u8;
+        let z = t ^ n.rotate_left(32) ^ (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        *x = splitmix64_mix(z) as u8;
     }
+}
+
+/// splitmix64's output function: spreads every input bit over the result.
+fn splitmix64_mix(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
 }
 
 /// Lowercase hex of `bytes` random bytes (IDs, tags, branches, cnonces).
 pub fn hex(bytes: usize) -> String {
-    let mut b = vec![0u8; bytes];
-    fill(&mut b);
-    ::hex::encode(b)
+    OsRandom.hex(bytes)
 }
 
 pub fn u32() -> u32 {
@@ -102,10 +105,7 @@ impl SeededRandom {
 
     fn next_u64(&mut self) -> u64 {
         self.state = self.state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+        splitmix64_mix(self.state)
     }
 }
 

@@ -2,12 +2,11 @@
 //! are in [`crate::api::webhooks`]).
 
 use crate::api::calls::{check_engine_credentials, seal_engine_key};
-use crate::api::fields::parse_object;
+use crate::api::fields::parse_request;
 use crate::api::list::{list_response, list_values};
 use crate::api::router::RouteId;
 use crate::api::validate;
 use crate::engine_keys::secrets_sealing_key;
-use crate::limits::MAX_BODY_BYTES;
 use crate::limits::{API_KEY_NAME_MAX, ID_FIELD_MAX, MAX_CONCURRENT_CALLS_MAX, TENANT_NAME_MAX};
 
 use crate::dispatch::port::DispatchQueues;
@@ -28,12 +27,7 @@ pub(crate) async fn create_sidecar<K: Kv, D: DispatchQueues>(
     env: &Env<'_, K, D>,
     req: &ApiRequest,
 ) -> Result<ApiResponse> {
-    let f = parse_object(
-        req.content_type.as_deref(),
-        &req.body,
-        MAX_BODY_BYTES,
-        &["sidecar_id", "region"],
-    )?;
+    let f = parse_request(req, &["sidecar_id", "region"])?;
     let id = f.str_req("sidecar_id", voxline_shared::protocol::MAX_ID_LEN)?;
     let region = f.str_req("region", voxline_shared::protocol::MAX_ID_LEN)?;
     for (name, v) in [("sidecar_id", &id), ("region", &region)] {
@@ -179,12 +173,8 @@ pub(crate) async fn load_tenant<K: Kv, D: DispatchQueues>(
     tid: &str,
 ) -> Result<Tenant> {
     let not_found = || ApiError::new(ErrorCode::TenantNotFound, format!("no tenant '{tid}'"));
-    if !ids::is_id(tid, "ten") {
-        return Err(not_found());
-    }
-    get_json(env.kv, &keys::tenant(tid))
-        .await?
-        .ok_or_else(not_found)
+    env.load_by_id(tid, "ten", &keys::tenant(tid), not_found)
+        .await
 }
 
 pub(crate) async fn load_agent<K: Kv, D: DispatchQueues>(
@@ -193,24 +183,15 @@ pub(crate) async fn load_agent<K: Kv, D: DispatchQueues>(
     aid: &str,
 ) -> Result<Agent> {
     let not_found = || ApiError::new(ErrorCode::AgentNotFound, format!("no agent '{aid}'"));
-    if !ids::is_id(aid, "agt") {
-        return Err(not_found());
-    }
-    get_json(env.kv, &keys::agent(tid, aid))
-        .await?
-        .ok_or_else(not_found)
+    env.load_by_id(aid, "agt", &keys::agent(tid, aid), not_found)
+        .await
 }
 
 pub(crate) async fn create_tenant<K: Kv, D: DispatchQueues>(
     env: &Env<'_, K, D>,
     req: &ApiRequest,
 ) -> Result<ApiResponse> {
-    let f = parse_object(
-        req.content_type.as_deref(),
-        &req.body,
-        MAX_BODY_BYTES,
-        &["name", "disabled", "max_concurrent_calls"],
-    )?;
+    let f = parse_request(req, &["name", "disabled", "max_concurrent_calls"])?;
     let tenant = Tenant {
         id: ids::random_id("ten"),
         name: f.str_req("name", TENANT_NAME_MAX)?,
@@ -229,10 +210,8 @@ pub(crate) async fn update_tenant<K: Kv, D: DispatchQueues>(
     req: &ApiRequest,
     mut tenant: Tenant,
 ) -> Result<ApiResponse> {
-    let f = parse_object(
-        req.content_type.as_deref(),
-        &req.body,
-        MAX_BODY_BYTES,
+    let f = parse_request(
+        req,
         &[
             "name",
             "disabled",
@@ -380,12 +359,7 @@ pub(crate) async fn create_api_key<K: Kv, D: DispatchQueues>(
     let (name, require_signature) = if req.body.iter().all(u8::is_ascii_whitespace) {
         (None, false)
     } else {
-        let f = parse_object(
-            req.content_type.as_deref(),
-            &req.body,
-            MAX_BODY_BYTES,
-            &["name", "require_signature"],
-        )?;
+        let f = parse_request(req, &["name", "require_signature"])?;
         (
             f.str_opt("name", API_KEY_NAME_MAX)?,
             f.bool_opt("require_signature")?.unwrap_or(false),
@@ -440,12 +414,9 @@ pub(crate) async fn revoke_api_key<K: Kv, D: DispatchQueues>(
     kid: &str,
 ) -> Result<ApiResponse> {
     let not_found = || ApiError::new(ErrorCode::ApiKeyNotFound, format!("no API key '{kid}'"));
-    if !ids::is_id(kid, "key") {
-        return Err(not_found());
-    }
-    let mut info: ApiKeyInfo = get_json(env.kv, &keys::api_key(&tenant.id, kid))
-        .await?
-        .ok_or_else(not_found)?;
+    let mut info: ApiKeyInfo = env
+        .load_by_id(kid, "key", &keys::api_key(&tenant.id, kid), not_found)
+        .await?;
     if info.revoked_at.is_none() {
         env.kv.delete(&keys::api_key_by_hash(&info.hash)).await?;
         info.revoked_at = Some(rfc3339_ms(env.now_ms));

@@ -1,7 +1,7 @@
 //! The call routes: create (admission, engine credentials, calling window),
 //! read, transcript, recording, hang up, list.
 
-use crate::api::fields::parse_object;
+use crate::api::fields::parse_request;
 use crate::api::list::{
     decode_list_cursor, encode_list_cursor, parse_list_filter, parse_list_limit, parse_query_params,
 };
@@ -12,7 +12,6 @@ use crate::error::{ApiError, ErrorCode};
 use crate::http::{ApiRequest, ApiResponse};
 use crate::ids::{self, rfc3339_ms};
 use crate::limits::CONCURRENCY_RETRY_AFTER_SECONDS;
-use crate::limits::MAX_BODY_BYTES;
 use crate::model::{self, keys, Agent, CallRecord, ScheduledReason, Tenant};
 use crate::store::{get_json, Kv};
 use crate::traffic::IdemRequest;
@@ -387,7 +386,7 @@ pub(crate) async fn hangup_call<K: Kv, D: DispatchQueues>(
     cid: &str,
 ) -> Result<ApiResponse> {
     if !req.body.iter().all(u8::is_ascii_whitespace) {
-        parse_object(req.content_type.as_deref(), &req.body, MAX_BODY_BYTES, &[])?;
+        parse_request(req, &[])?;
     }
     if !ids::is_id(cid, "call") {
         return Err(call_not_found(cid));
@@ -464,15 +463,14 @@ pub async fn get_recording<K: Kv, D: DispatchQueues>(
     tenant: &Tenant,
     cid: &str,
 ) -> Result<ApiResponse> {
-    let not_found = || ApiError::new(ErrorCode::CallNotFound, format!("no call '{cid}'"));
-    if !crate::ids::is_id(cid, "call") {
-        return Err(not_found());
+    if !ids::is_id(cid, "call") {
+        return Err(call_not_found(cid));
     }
     let (record, info) = env
         .calls
         .recording(&tenant.id, cid)
         .await?
-        .ok_or_else(not_found)?;
+        .ok_or_else(|| call_not_found(cid))?;
     let Some(info) = info else {
         let why = if !record.record {
             "this call was placed without record: true".to_string()

@@ -32,3 +32,23 @@ pub struct Env<'a, K: Kv, D: DispatchQueues> {
 }
 
 pub(crate) type Result<T> = std::result::Result<T, ApiError>;
+
+impl<K: Kv, D: DispatchQueues> Env<'_, K, D> {
+    /// The KV record at `key` for an `id` we minted with `prefix`; `not_found`
+    /// when it is absent, or when `id` is not shaped like ours (so junk never
+    /// reaches storage).
+    pub(crate) async fn load_by_id<T: serde::de::DeserializeOwned>(
+        &self,
+        id: &str,
+        prefix: &str,
+        key: &str,
+        not_found: impl Fn() -> ApiError,
+    ) -> Result<T> {
+        if !crate::ids::is_id(id, prefix) {
+            return Err(not_found());
+        }
+        crate::store::get_json(self.kv, key)
+            .await?
+            .ok_or_else(not_found)
+    }
+}

@@ -5,6 +5,16 @@
 use crate::error::{ApiError, ErrorCode};
 use serde_json::{Map, Value};
 
+/// [`parse_object`] of a request's body, capped at `MAX_BODY_BYTES`.
+pub fn parse_request(req: &crate::http::ApiRequest, allowed: &[&str]) -> Result<Fields, ApiError> {
+    parse_object(
+        req.content_type.as_deref(),
+        &req.body,
+        crate::limits::MAX_BODY_BYTES,
+        allowed,
+    )
+}
+
 /// Parses a request body the way every JSON endpoint of the API does.
 pub fn parse_object(
     content_type: Option<&str>,
@@ -137,6 +147,30 @@ pub fn is_json_content_type(content_type: Option<&str>) -> bool {
         .is_some_and(|media| media.trim().eq_ignore_ascii_case("application/json"))
 }
 
+/// How a JSON value reads as an integer.
+enum JsonInteger {
+    Int(i64),
+    /// An integer, but past what any field allows (e.g. 18446744073709551616).
+    FarOutOfRange,
+    NotAnInteger,
+}
+
+fn json_integer(v: &Value) -> JsonInteger {
+    let Value::Number(n) = v else {
+        return JsonInteger::NotAnInteger;
+    };
+    match n.as_i64() {
+        Some(i) => JsonInteger::Int(i),
+        None if n.is_u64() => JsonInteger::FarOutOfRange,
+        // 300.0 is an integer in JSON's eyes; 300.5 is not.
+        None => match n.as_f64().filter(|f| f.is_finite() && f.fract() == 0.0) {
+            Some(f) if f.abs() < 9.0e15 => JsonInteger::Int(f as i64),
+            Some(_) => JsonInteger::FarOutOfRange,
+            None => JsonInteger::NotAnInteger,
+        },
+    }
+}
+
 fn truncate(s: &str, max_chars: usize) -> String {
     if s.chars().count() <= max_chars {
         s.to_string()
@@ -214,26 +248,16 @@ impl Fields {
                 format!("'{name}' must be between {min} and {max}"),
             )
         };
-        let n = match v {
-            Value::Number(n) => match n.as_i64() {
-                Some(i) => Some(i),
-                // Past i64 (e.g. 18446744073709551616): still an integer, just far out of range.
-                None if n.is_u64() => return Err(out_of_range()),
-                // 300.0 is an integer in JSON's eyes; 300.5 is not.
-                None => match n.as_f64().filter(|f| f.is_finite() && f.fract() == 0.0) {
-                    Some(f) if f.abs() < 9.0e15 => Some(f as i64),
-                    Some(_) => return Err(out_of_range()),
-                    None => None,
-                },
-            },
-            _ => None,
-        };
-        let Some(n) = n else {
-            return Err(ApiError::field(
-                ErrorCode::InvalidType,
-                name,
-                format!("'{name}' must be an integer"),
-            ));
+        let n = match json_integer(v) {
+            JsonInteger::Int(n) => n,
+            JsonInteger::FarOutOfRange => return Err(out_of_range()),
+            JsonInteger::NotAnInteger => {
+                return Err(ApiError::field(
+                    ErrorCode::InvalidType,
+                    name,
+                    format!("'{name}' must be an integer"),
+                ))
+            }
         };
         if n < min || n > max {
             return Err(ApiError::field(
@@ -269,14 +293,14 @@ impl Fields {
         }
     }
 
-    /// An array of integers, each within `min..=max`.
-    pub fn int_list_opt(
+    /// The array `name` (None when absent) of at most `max_items` items;
+    /// `what` names the items in the type error ("integers").
+    fn array_opt(
         &self,
         name: &str,
         max_items: usize,
-        min: i64,
-        max: i64,
-    ) -> Result<Option<Vec<i64>>, ApiError> {
+        what: &str,
+    ) -> Result<Option<&Vec<Value>>, ApiError> {
         let Some(v) = self.present(name) else {
             return Ok(None);
         };
@@ -284,7 +308,7 @@ impl Fields {
             return Err(ApiError::field(
                 ErrorCode::InvalidType,
                 name,
-                format!("'{name}' must be an array of integers"),
+                format!("'{name}' must be an array of {what}"),
             ));
         };
         if items.len() > max_items {
@@ -294,6 +318,20 @@ impl Fields {
                 format!("'{name}' has more than {max_items} items"),
             ));
         }
+        Ok(Some(items))
+    }
+
+    /// An array of integers, each within `min..=max`.
+    pub fn int_list_opt(
+        &self,
+        name: &str,
+        max_items: usize,
+        min: i64,
+        max: i64,
+    ) -> Result<Option<Vec<i64>>, ApiError> {
+        let Some(items) = self.array_opt(name, max_items, "integers")? else {
+            return Ok(None);
+        };
         let range = || {
             ApiError::field(
                 ErrorCode::OutOfRange,
@@ -311,18 +349,10 @@ impl Fields {
         items
             .iter()
             .map(|item| {
-                let Value::Number(num) = item else {
-                    return Err(wrong());
-                };
-                let n = match num.as_i64() {
-                    Some(n) => n,
-                    None if num.is_u64() => return Err(range()),
-                    // 30.0 is an integer in JSON's eyes; 30.5 is not.
-                    None => match num.as_f64().filter(|f| f.is_finite() && f.fract() == 0.0) {
-                        Some(f) if f.abs() < 9.0e15 => f as i64,
-                        Some(_) => return Err(range()),
-                        None => return Err(wrong()),
-                    },
+                let n = match json_integer(item) {
+                    JsonInteger::Int(n) => n,
+                    JsonInteger::FarOutOfRange => return Err(range()),
+                    JsonInteger::NotAnInteger => return Err(wrong()),
                 };
                 if (min..=max).contains(&n) {
                     Ok(n)
@@ -340,23 +370,9 @@ impl Fields {
         max_items: usize,
         max_chars: usize,
     ) -> Result<Option<Vec<String>>, ApiError> {
-        let Some(v) = self.present(name) else {
+        let Some(items) = self.array_opt(name, max_items, "strings")? else {
             return Ok(None);
         };
-        let Value::Array(items) = v else {
-            return Err(ApiError::field(
-                ErrorCode::InvalidType,
-                name,
-                format!("'{name}' must be an array of strings"),
-            ));
-        };
-        if items.len() > max_items {
-            return Err(ApiError::field(
-                ErrorCode::OutOfRange,
-                name,
-                format!("'{name}' has more than {max_items} items"),
-            ));
-        }
         items
             .iter()
             .map(|item| match item {

@@ -139,7 +139,7 @@ pub fn create_call(
             let at = match parse_rfc3339_utc_ms(&s) {
                 Some(at) => at,
                 // Well-formed UTC but before 1970 (no unix ms): simply in the past.
-                None if is_pre_epoch_utc(&s) => 0,
+                None if crate::ids::is_rfc3339_utc_before_epoch(&s) => 0,
                 None => {
                     return Err(ApiError::field(
                         ErrorCode::InvalidTimestamp,
@@ -227,11 +227,6 @@ fn silence_timeout(f: &Fields) -> Result<Option<u32>, ApiError> {
     let (lo, hi) = SILENCE_TIMEOUT_SECONDS;
     Ok(f.int_opt("silence_timeout_seconds", lo, hi)?
         .map(|s| s as u32))
-}
-
-fn is_pre_epoch_utc(s: &str) -> bool {
-    time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
-        .is_ok_and(|t| t.offset().is_utc() && t.unix_timestamp() < 0)
 }
 
 /// E.164: `+`, a non-zero country code digit, 7 to 15 digits in all.

@@ -3,7 +3,7 @@
 //! `/v1/webhooks/deliveries` (list, read, redeliver). Pure, like the rest of `api`.
 
 use crate::api::env::Env;
-use crate::api::fields::{parse_object, Fields};
+use crate::api::fields::{parse_request, Fields};
 use crate::api::list::{
     decode_list_cursor, encode_list_cursor, list_response, list_values, parse_list_filter,
     parse_list_limit, parse_query_params,
@@ -15,7 +15,6 @@ use crate::engine_keys::{SecretOwner, StoredSecret};
 use crate::error::{ApiError, ErrorCode};
 use crate::http::{ApiRequest, ApiResponse};
 use crate::ids::{self, rfc3339_ms};
-use crate::limits::MAX_BODY_BYTES;
 use crate::limits::{WEBHOOK_EVENT_MAX, WEBHOOK_URL_MAX};
 use crate::model::{keys, Tenant, WebhookEndpoint};
 use crate::store::{get_json, put_json, Kv};
@@ -98,12 +97,8 @@ async fn load<K: Kv, D: DispatchQueues>(
             format!("no webhook endpoint '{wid}'"),
         )
     };
-    if !ids::is_id(wid, "wh") {
-        return Err(not_found());
-    }
-    get_json(env.kv, &keys::webhook(tid, wid))
-        .await?
-        .ok_or_else(not_found)
+    env.load_by_id(wid, "wh", &keys::webhook(tid, wid), not_found)
+        .await
 }
 
 fn url_field(f: &Fields, dev_mode: bool) -> Result<Option<String>> {
@@ -165,12 +160,7 @@ async fn create<K: Kv, D: DispatchQueues>(
     req: &ApiRequest,
     tenant: &Tenant,
 ) -> Result<ApiResponse> {
-    let f = parse_object(
-        req.content_type.as_deref(),
-        &req.body,
-        MAX_BODY_BYTES,
-        WEBHOOK_FIELDS,
-    )?;
+    let f = parse_request(req, WEBHOOK_FIELDS)?;
     if !f.has("url") {
         return Err(ApiError::field(
             ErrorCode::MissingField,
@@ -214,12 +204,7 @@ async fn update<K: Kv, D: DispatchQueues>(
     wid: &str,
 ) -> Result<ApiResponse> {
     let mut endpoint = load(env, &tenant.id, wid).await?;
-    let f = parse_object(
-        req.content_type.as_deref(),
-        &req.body,
-        MAX_BODY_BYTES,
-        WEBHOOK_FIELDS,
-    )?;
+    let f = parse_request(req, WEBHOOK_FIELDS)?;
     if let Some(url) = url_field(&f, env.dev_mode)? {
         endpoint.url = url;
     }
@@ -252,13 +237,7 @@ async fn rotate<K: Kv, D: DispatchQueues>(
     let overlap_seconds = if req.body.iter().all(u8::is_ascii_whitespace) {
         None
     } else {
-        parse_object(
-            req.content_type.as_deref(),
-            &req.body,
-            MAX_BODY_BYTES,
-            &["overlap_seconds"],
-        )?
-        .int_opt(
+        parse_request(req, &["overlap_seconds"])?.int_opt(
             "overlap_seconds",
             0,
             delivery::MAX_ROTATION_OVERLAP_SECONDS as i64,
@@ -291,12 +270,8 @@ async fn load_delivery<K: Kv, D: DispatchQueues>(
             format!("no webhook delivery '{did}'"),
         )
     };
-    if !ids::is_id(did, "dlv") {
-        return Err(not_found());
-    }
-    get_json(env.kv, &keys::webhook_delivery(tid, did))
-        .await?
-        .ok_or_else(not_found)
+    env.load_by_id(did, "dlv", &keys::webhook_delivery(tid, did), not_found)
+        .await
 }
 
 /// Queues the delivery again with a fresh retry schedule (202). The log

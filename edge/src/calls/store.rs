@@ -396,6 +396,23 @@ pub enum ReportItem {
 }
 
 impl ReportItem {
+    /// One turn of a dispatch queue's reports in the order both queue ports
+    /// (the Durable Object and the in-memory one) number them: transcript
+    /// lines first, then the call changes.
+    pub fn in_order(
+        updates: Vec<CallUpdate>,
+        turns: Vec<TranscriptUpdate>,
+    ) -> impl Iterator<Item = ReportItem> {
+        turns
+            .into_iter()
+            .map(|update| ReportItem::Transcript { update })
+            .chain(
+                updates
+                    .into_iter()
+                    .map(|update| ReportItem::Call { update }),
+            )
+    }
+
     pub fn tenant_id(&self) -> &str {
         match self {
             ReportItem::Call { update } => &update.tenant_id,
@@ -1187,14 +1204,7 @@ pub mod memory {
             let (updates, turns) = self.dispatch_queues.take_reports();
             let mut seq = self.dispatch_queues.report_seq.get();
             let mut by_tenant: BTreeMap<String, Vec<Report>> = BTreeMap::new();
-            let items = turns
-                .into_iter()
-                .map(|update| ReportItem::Transcript { update })
-                .chain(
-                    updates
-                        .into_iter()
-                        .map(|update| ReportItem::Call { update }),
-                );
+            let items = ReportItem::in_order(updates, turns);
             for item in items {
                 seq += 1;
                 by_tenant

@@ -13,7 +13,8 @@
 use serde::Serialize;
 use serde_json::value::RawValue;
 
-use super::post_call::{rfc3339_seconds, EndedCall, Speaker};
+use super::post_call::{EndedCall, Speaker};
+use crate::ids::rfc3339_seconds;
 
 pub const PATH: &str = "/api/trigger-call";
 pub const HEADER_SIGNATURE: &str = "X-Signature";

@@ -17,7 +17,8 @@
 use serde::Serialize;
 
 use super::js_json::JsNumber;
-use super::post_call::{rfc3339_seconds, EndedCall, Speaker};
+use super::post_call::{EndedCall, Speaker};
+use crate::ids::rfc3339_seconds;
 use voxline_shared::CallStatus;
 
 pub const PATH: &str = "/v1/make-call";

@@ -65,18 +65,6 @@ impl EndedCall<'_> {
     }
 }
 
-/// `2024-01-15T10:35:00Z`: RFC 3339, whole seconds, UTC (the seeds' examples).
-pub fn rfc3339_seconds(unix_ms: u64) -> String {
-    let secs = i64::try_from(unix_ms / 1000).unwrap_or(i64::MAX);
-    time::OffsetDateTime::from_unix_timestamp(secs)
-        .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_else(|| "1970-01-01T00:00:00Z".to_string())
-}
-
 /// Hex HMAC-SHA256 of `body` with `key`: how BuildVoiceAI and Calldock sign.
 pub fn hex_hmac_sha256(key: &[u8], body: &[u8]) -> String {
     use hmac::{Hmac, Mac};
@@ -132,6 +120,7 @@ pub(crate) mod test_call {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ids::rfc3339_seconds;
 
     #[test]
     fn times_and_durations() {

@@ -482,14 +482,7 @@ impl Queue {
         self.sidecars.remove(sidecar_id);
         self.commands.remove(sidecar_id);
         self.departed.insert(sidecar_id.to_string(), now);
-        let (mine, others): (Vec<Lease>, Vec<Lease>) = std::mem::take(&mut self.leased)
-            .into_iter()
-            .partition(|l| l.sidecar_id == sidecar_id);
-        self.leased = others;
-        for lease in mine.into_iter().rev() {
-            self.touch(&lease.call.call_id);
-            self.waiting.push_front(lease.call);
-        }
+        self.requeue_leases(|l| l.sidecar_id == sidecar_id);
         let lost: Vec<String> = self
             .held
             .iter()
@@ -498,12 +491,7 @@ impl Queue {
             .collect();
         let mut updates = self.lose(lost, now);
         // It hung up its calls before leaving: stranded ones are over too.
-        let gone: Vec<String> = self
-            .stranded
-            .iter()
-            .filter(|(_, s)| s.held.sidecar_id == sidecar_id)
-            .map(|(id, _)| id.clone())
-            .collect();
+        let gone = self.stranded_of(sidecar_id);
         updates.extend(self.lose(gone, now));
         updates
     }
@@ -719,6 +707,28 @@ impl Queue {
         (EventOutcome::Applied, Some(update(&held.call, change)))
     }
 
+    /// Takes back the leases `pick` chooses: their calls return to the front
+    /// of the line, in the order they were leased.
+    fn requeue_leases(&mut self, pick: impl Fn(&Lease) -> bool) {
+        let (back, kept): (Vec<Lease>, Vec<Lease>) = std::mem::take(&mut self.leased)
+            .into_iter()
+            .partition(|l| pick(l));
+        self.leased = kept;
+        for lease in back.into_iter().rev() {
+            self.touch(&lease.call.call_id);
+            self.waiting.push_front(lease.call);
+        }
+    }
+
+    /// The stranded calls `sidecar_id` was holding.
+    fn stranded_of(&self, sidecar_id: &str) -> Vec<String> {
+        self.stranded
+            .iter()
+            .filter(|(_, s)| s.held.sidecar_id == sidecar_id)
+            .map(|(id, _)| id.clone())
+            .collect()
+    }
+
     /// Ends these held or stranded calls' attempts as `media_lost`: lost
     /// media is retryable like any failure, with its own reason.
     fn lose(&mut self, call_ids: Vec<String>, now: u64) -> Vec<CallUpdate> {
@@ -796,14 +806,7 @@ impl Queue {
         self.nonces.retain(|_, forget_after| *forget_after > now);
         self.departed.retain(|_, at| *at + t.dead_after_ms > now);
         let mut updates = Vec::new();
-        let (expired, live): (Vec<Lease>, Vec<Lease>) = std::mem::take(&mut self.leased)
-            .into_iter()
-            .partition(|l| l.deadline_ms <= now);
-        self.leased = live;
-        for lease in expired.into_iter().rev() {
-            self.touch(&lease.call.call_id);
-            self.waiting.push_front(lease.call);
-        }
+        self.requeue_leases(|l| l.deadline_ms <= now);
         let dead: Vec<String> = self
             .sidecars
             .iter()
@@ -901,13 +904,7 @@ impl Queue {
         let mut updates = self.lose(lost, now);
         // Its stranded calls: still running (the partition healed: held
         // again) or not (confirmed over: the attempt ends and may be retried).
-        let mine: Vec<String> = self
-            .stranded
-            .iter()
-            .filter(|(_, s)| s.held.sidecar_id == sidecar_id)
-            .map(|(id, _)| id.clone())
-            .collect();
-        for call_id in mine {
+        for call_id in self.stranded_of(sidecar_id) {
             let Some(s) = self.stranded.remove(&call_id) else {
                 continue;
             };

@@ -306,14 +306,7 @@ impl DispatchQueue {
                 self.forget_offer_body(&u.call_id);
             }
         }
-        let items = turns
-            .into_iter()
-            .map(|update| ReportItem::Transcript { update })
-            .chain(
-                updates
-                    .into_iter()
-                    .map(|update| ReportItem::Call { update }),
-            );
+        let items = ReportItem::in_order(updates, turns);
         for item in items {
             let text = match serde_json::to_string(&item) {
                 Ok(t) => t,

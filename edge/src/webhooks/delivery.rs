@@ -281,8 +281,8 @@ pub fn parse_retry_after(v: &str, now_ms: u64) -> Option<u64> {
     if let Ok(s) = v.parse::<u64>() {
         return Some(s.min(MAX_RETRY_AFTER_SECONDS));
     }
-    let t = time::OffsetDateTime::parse(v, &time::format_description::well_known::Rfc2822).ok()?;
-    let at_ms = u64::try_from(t.unix_timestamp()).ok()?.saturating_mul(1000);
+    let at_seconds = crate::ids::parse_rfc2822_unix_seconds(v)?;
+    let at_ms = u64::try_from(at_seconds).ok()?.saturating_mul(1000);
     Some((at_ms.saturating_sub(now_ms).div_ceil(1000)).min(MAX_RETRY_AFTER_SECONDS))
 }
 

@@ -34,7 +34,9 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use voxline_shared::protocol::Role;
 
 use super::limits::{self, checked_id, BoundedMap};
-use super::session::{api_key, urlencode, Dial, Incoming, Timeouts, Translator, WsSession};
+use super::session::{
+    api_key, base_url, urlencode, Dial, Incoming, Timeouts, Translator, WsSession,
+};
 use super::ws::redact;
 use super::{EngineConfig, EngineError, EngineEvent, FRAME_SAMPLES};
 use crate::media::resample::StreamResampler;
@@ -111,28 +113,18 @@ pub async fn connect_with(
     opts: GeminiOptions,
 ) -> Result<GeminiEngine, EngineError> {
     let key = api_key(&cfg, "Gemini")?;
-    let base = cfg
-        .base_url
-        .clone()
-        .unwrap_or_else(|| DEFAULT_BASE_URL.into());
     let url = format!(
         "{}{PATH}?key={}",
-        base.trim_end_matches('/'),
+        base_url(&cfg, DEFAULT_BASE_URL),
         urlencode(&key)
     );
     let translator = GeminiTranslator::new(&cfg, &opts, key.clone())?;
-    let dial = Dial {
-        call_id: &cfg.call_id,
-        url: &url,
-        headers: Vec::new(),
-        secrets: vec![key.clone(), urlencode(&key)],
-        guard: cfg.url_guard.as_ref(),
-        timeouts: Timeouts {
-            connect: opts.connect_timeout,
-            idle: opts.idle_timeout,
-            ping: opts.ping_interval,
-        },
+    let timeouts = Timeouts {
+        connect: opts.connect_timeout,
+        idle: opts.idle_timeout,
+        ping: opts.ping_interval,
     };
+    let dial = Dial::new(&cfg, &url, vec![key.clone(), urlencode(&key)], timeouts);
     WsSession::open(dial, translator).await
 }
 

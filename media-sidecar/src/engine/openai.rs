@@ -48,7 +48,9 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use voxline_shared::protocol::Role;
 
 use super::limits::{self, checked_id, BoundedMap};
-use super::session::{api_key, urlencode, Dial, Incoming, Timeouts, Translator, WsSession};
+use super::session::{
+    api_key, base_url, urlencode, Dial, Incoming, Timeouts, Translator, WsSession,
+};
 use super::ws::redact;
 use super::{EngineConfig, EngineError, EngineEvent};
 use crate::media::g711::Law;
@@ -152,38 +154,28 @@ pub async fn connect_with(
     opts: OpenAiOptions,
 ) -> Result<OpenAiEngine, EngineError> {
     let key = api_key(&cfg, "OpenAI")?;
-    let base = cfg
-        .base_url
-        .clone()
-        .unwrap_or_else(|| DEFAULT_BASE_URL.into());
     let model = cfg.model.clone().unwrap_or_else(|| DEFAULT_MODEL.into());
     let url = format!(
         "{}/v1/realtime?model={}",
-        base.trim_end_matches('/'),
+        base_url(&cfg, DEFAULT_BASE_URL),
         urlencode(&model)
     );
     let mut auth = HeaderValue::from_str(&format!("Bearer {key}"))
         .map_err(|_| EngineError::Auth("API key is not a valid header value".into()))?;
     auth.set_sensitive(true);
-    let mut headers = vec![(header::AUTHORIZATION, auth)];
+    let timeouts = Timeouts {
+        connect: opts.connect_timeout,
+        idle: opts.idle_timeout,
+        ping: opts.ping_interval,
+    };
+    let mut dial = Dial::new(&cfg, &url, vec![key.clone()], timeouts);
+    dial.headers.push((header::AUTHORIZATION, auth));
     if opts.flavor == Flavor::Beta {
-        headers.push((
+        dial.headers.push((
             HeaderName::from_static("openai-beta"),
             HeaderValue::from_static("realtime=v1"),
         ));
     }
-    let dial = Dial {
-        call_id: &cfg.call_id,
-        url: &url,
-        headers,
-        secrets: vec![key.clone()],
-        guard: cfg.url_guard.as_ref(),
-        timeouts: Timeouts {
-            connect: opts.connect_timeout,
-            idle: opts.idle_timeout,
-            ping: opts.ping_interval,
-        },
-    };
     let translator = OpenAiTranslator::new(&cfg, &model, &opts, key.clone());
     tracing::debug!(call_id = %cfg.call_id, flavor = ?opts.flavor, "opening openai realtime session");
     WsSession::open(dial, translator).await

@@ -138,6 +138,36 @@ pub struct Dial<'a> {
     pub timeouts: Timeouts,
 }
 
+impl<'a> Dial<'a> {
+    /// Dialling `url` for `cfg`'s call under its URL guard, with `secrets`
+    /// redacted from errors; no extra headers.
+    pub fn new(
+        cfg: &'a super::EngineConfig,
+        url: &'a str,
+        secrets: Vec<String>,
+        timeouts: Timeouts,
+    ) -> Self {
+        Dial {
+            call_id: &cfg.call_id,
+            url,
+            headers: Vec::new(),
+            secrets,
+            guard: cfg.url_guard.as_ref(),
+            timeouts,
+        }
+    }
+}
+
+/// The call's engine base URL, else the vendor's `default`, without a
+/// trailing slash.
+pub fn base_url(cfg: &super::EngineConfig, default: &str) -> String {
+    cfg.base_url
+        .as_deref()
+        .unwrap_or(default)
+        .trim_end_matches('/')
+        .to_string()
+}
+
 /// A cloud engine: one [`Translator`] driven over one WebSocket.
 pub struct WsSession<T> {
     call_id: String,
@@ -358,16 +388,16 @@ pub fn api_key(cfg: &super::EngineConfig, vendor: &str) -> Result<String, Engine
         .ok_or_else(|| EngineError::Auth(format!("no {vendor} API key configured")))
 }
 
-/// Percent-encodes everything but RFC 3986 unreserved characters (query values).
+/// Everything but RFC 3986 unreserved characters (`A-Z a-z 0-9 - _ . ~`).
+const QUERY_VALUE: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
+
+/// Percent-encodes a query value (upper-case hex, UTF-8 bytes).
 pub fn urlencode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
+    percent_encoding::utf8_percent_encode(s, QUERY_VALUE).to_string()
 }
 
 #[cfg(test)]
@@ -398,5 +428,18 @@ mod tests {
     fn query_values_are_percent_encoded() {
         assert_eq!(urlencode("gpt-realtime_1.0~x"), "gpt-realtime_1.0~x");
         assert_eq!(urlencode("a b/c?d=&é"), "a%20b%2Fc%3Fd%3D%26%C3%A9");
+        // Every ASCII character and some multi-byte ones, against the rule
+        // spelled out: unreserved as is, every other byte as `%XX`.
+        let all: String = (0u8..=127).map(char::from).chain("é€😀".chars()).collect();
+        let spelled: String = all
+            .bytes()
+            .map(|b| match b {
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                    char::from(b).to_string()
+                }
+                _ => format!("%{b:02X}"),
+            })
+            .collect();
+        assert_eq!(urlencode(&all), spelled);
     }
 }

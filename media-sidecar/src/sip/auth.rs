@@ -45,8 +45,8 @@ impl Algorithm {
 
     fn hash(self, s: &str) -> String {
         match self {
-            Algorithm::Md5 | Algorithm::Md5Sess => hex(&Md5::digest(s.as_bytes())),
-            Algorithm::Sha256 | Algorithm::Sha256Sess => hex(&Sha256::digest(s.as_bytes())),
+            Algorithm::Md5 | Algorithm::Md5Sess => hex::encode(Md5::digest(s.as_bytes())),
+            Algorithm::Sha256 | Algorithm::Sha256Sess => hex::encode(Sha256::digest(s.as_bytes())),
         }
     }
 
@@ -61,10 +61,6 @@ impl Algorithm {
     fn is_sess(self) -> bool {
         matches!(self, Algorithm::Md5Sess | Algorithm::Sha256Sess)
     }
-}
-
-fn hex(b: &[u8]) -> String {
-    ::hex::encode(b)
 }
 
 /// A parsed `WWW-Authenticate` / `Proxy-Authenticate` Digest challenge.
@@ -279,8 +275,8 @@ impl DigestClient {
         let ha2 = match qop {
             Some("auth-int") => {
                 let hb = match alg {
-                    Algorithm::Md5 | Algorithm::Md5Sess => hex(&Md5::digest(body)),
-                    _ => hex(&Sha256::digest(body)),
+                    Algorithm::Md5 | Algorithm::Md5Sess => hex::encode(Md5::digest(body)),
+                    _ => hex::encode(Sha256::digest(body)),
                 };
                 alg.hash(&format!("{method}:{uri}:{hb}"))
             }

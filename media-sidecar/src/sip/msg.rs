@@ -310,19 +310,11 @@ fn truncate(s: &str) -> String {
 /// Collapses runs of SP/HTAB to one SP (after unfolding), outside quoted strings.
 fn collapse_lws(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
-    let mut in_q = false;
-    let mut esc = false;
+    let mut quotes = QuotedStrings::default();
     let mut prev_sp = false;
     for c in s.chars() {
-        if in_q {
+        if quotes.inside(c) {
             out.push(c);
-            if esc {
-                esc = false;
-            } else if c == '\\' {
-                esc = true;
-            } else if c == '"' {
-                in_q = false;
-            }
             prev_sp = false;
             continue;
         }
@@ -334,12 +326,35 @@ fn collapse_lws(s: &str) -> String {
             continue;
         }
         prev_sp = false;
-        if c == '"' {
-            in_q = true;
-        }
         out.push(c);
     }
     out
+}
+
+/// Follows RFC 3261 quoted strings (`"..."`, `\` escapes) through a scan.
+#[derive(Default)]
+struct QuotedStrings {
+    in_quotes: bool,
+    escaped: bool,
+}
+
+impl QuotedStrings {
+    /// Feeds the next character; true when it belongs to a quoted string
+    /// (its opening and closing quotes included).
+    fn inside(&mut self, c: char) -> bool {
+        if self.in_quotes {
+            if self.escaped {
+                self.escaped = false;
+            } else if c == '\\' {
+                self.escaped = true;
+            } else if c == '"' {
+                self.in_quotes = false;
+            }
+            return true;
+        }
+        self.in_quotes = c == '"';
+        self.in_quotes
+    }
 }
 
 /// A decimal scalar of at most `max_digits` digits.
@@ -450,21 +465,14 @@ pub fn check_request_uri(uri: &str) -> Result<(), ParseError> {
 /// Splits a header value at top-level commas (outside quotes and `<>`).
 pub fn split_list(v: &str) -> Vec<&str> {
     let mut out = Vec::new();
-    let (mut in_q, mut esc, mut angle) = (false, false, false);
+    let mut quotes = QuotedStrings::default();
+    let mut angle = false;
     let mut start = 0;
     for (i, c) in v.char_indices() {
-        if in_q {
-            if esc {
-                esc = false;
-            } else if c == '\\' {
-                esc = true;
-            } else if c == '"' {
-                in_q = false;
-            }
+        if quotes.inside(c) {
             continue;
         }
         match c {
-            '"' => in_q = true,
             '<' => angle = true,
             '>' => angle = false,
             ',' if !angle => {
@@ -1058,5 +1066,22 @@ impl StreamFramer {
             Err(ParseError::BodyTruncated { declared, .. }) if declared <= MAX_MESSAGE => None,
             Err(e) => Some(Err(e)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quoted_strings_shield_commas_and_blanks_escapes_included() {
+        assert_eq!(
+            split_list(r#""a, \"b,c" <sip:x@y>, "d\\", e,,<sip:f,g@h>"#),
+            vec![r#""a, \"b,c" <sip:x@y>"#, r#""d\\""#, "e", "<sip:f,g@h>"]
+        );
+        assert_eq!(
+            collapse_lws("a  \t b \"c  \\\"  d\"   e"),
+            "a b \"c  \\\"  d\" e"
+        );
     }
 }

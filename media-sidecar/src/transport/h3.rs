@@ -174,17 +174,7 @@ impl H3Transport {
         headers: Vec<(&'static str, String)>,
         body: Vec<u8>,
     ) -> Result<Result<TransportResponse, TransportError>, h3::error::StreamError> {
-        let mut req = http::Request::post(self.edge.url(path))
-            .header(http::header::CONTENT_LENGTH, body.len());
-        if !headers
-            .iter()
-            .any(|(k, _)| k.eq_ignore_ascii_case("content-type"))
-        {
-            req = req.header(http::header::CONTENT_TYPE, "application/json");
-        }
-        for (k, v) in headers {
-            req = req.header(k, v);
-        }
+        let req = super::post_request(self.edge.url(path), headers, body.len());
         let req = req.body(()).expect("a valid URL and header names");
         let mut stream = send.send_request(req).await?;
         if !body.is_empty() {

@@ -97,17 +97,7 @@ impl Transport for Http1Transport {
         headers: Vec<(&'static str, String)>,
         body: Vec<u8>,
     ) -> Result<TransportResponse, TransportError> {
-        let mut req = http::Request::post(self.edge.url(path))
-            .header(http::header::CONTENT_LENGTH, body.len());
-        if !headers
-            .iter()
-            .any(|(k, _)| k.eq_ignore_ascii_case("content-type"))
-        {
-            req = req.header(http::header::CONTENT_TYPE, "application/json");
-        }
-        for (k, v) in headers {
-            req = req.header(k, v);
-        }
+        let req = super::post_request(self.edge.url(path), headers, body.len());
         let req = req
             .body(Full::new(Bytes::from(body)))
             .map_err(|e| TransportError::Protocol(e.to_string()))?;

@@ -105,6 +105,26 @@ impl AnyTransport {
     }
 }
 
+/// The POST head both transports send: the length up front, and JSON
+/// unless the caller names another content type.
+fn post_request(
+    url: String,
+    headers: Vec<(&'static str, String)>,
+    body_len: usize,
+) -> http::request::Builder {
+    let mut req = http::Request::post(url).header(http::header::CONTENT_LENGTH, body_len);
+    if !headers
+        .iter()
+        .any(|(k, _)| k.eq_ignore_ascii_case("content-type"))
+    {
+        req = req.header(http::header::CONTENT_TYPE, "application/json");
+    }
+    for (k, v) in headers {
+        req = req.header(k, v);
+    }
+    req
+}
+
 impl Transport for AnyTransport {
     fn name(&self) -> &'static str {
         match self {
