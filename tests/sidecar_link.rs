@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 use voxline_e2e::*;
-use voxline_shared::protocol::paths;
+use voxline_shared::sidecar_link::paths;
 use voxline_testkit::now_ms;
 
 const ACK_DEADLINE_MS: u64 = 1_500;

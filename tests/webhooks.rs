@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 use voxline_e2e::*;
-use voxline_shared::protocol::paths;
+use voxline_shared::sidecar_link::paths;
 use voxline_shared::signing;
 use voxline_testkit::now_ms;
 

@@ -243,7 +243,7 @@ pub(crate) fn secrets_sealing_key(key: Option<&SealingKey>) -> Result<&SealingKe
     })
 }
 
-/// A stored secret that does not open: the operator's problem, not the caller's.
+/// A stored secret that does not open: the operator's problem, not the client's.
 pub(crate) fn secret_unavailable(e: SecretUnavailable) -> ApiError {
     ApiError::new(
         ErrorCode::SecretsUnavailable,

@@ -45,7 +45,7 @@ pub fn is_id(s: &str, prefix: &str) -> bool {
 }
 
 pub struct MintedKey {
-    /// Shown to the caller once; never stored.
+    /// Shown to the client once; never stored.
     pub clear: String,
     pub hash: String,
     /// Enough to recognise a key in listings: `ak_` + first 6 characters.

@@ -254,7 +254,7 @@ pub struct CallRecord {
     pub silence_timeout_seconds: u32,
 }
 
-/// A call's `metadata`: the caller's JSON object as text, exactly as given
+/// A call's `metadata`: the client's JSON object as text, exactly as given
 /// (insignificant whitespace aside), so key order, big integers, `-0` and
 /// `1.50` come back unchanged in the API and in webhooks.
 ///
@@ -385,7 +385,7 @@ pub enum ScheduledReason {
 }
 
 impl CallRecord {
-    /// The public JSON text of the call, `metadata` exactly as the caller
+    /// The public JSON text of the call, `metadata` exactly as the client
     /// gave it (a `Value` would sort its keys and rewrite its numbers).
     pub fn to_public_json(&self) -> String {
         let mut fields = match serde_json::to_value(self) {

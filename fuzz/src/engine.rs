@@ -22,7 +22,7 @@ use tokio_tungstenite::tungstenite::Message;
 use voxline_media_sidecar::engine::gemini::{self, GeminiOptions};
 use voxline_media_sidecar::engine::openai::{self, OpenAiOptions};
 use voxline_media_sidecar::engine::{Engine, EngineConfig, EngineEvent, FRAME_SAMPLES};
-use voxline_shared::protocol::SecretText;
+use voxline_shared::sidecar_link::SecretText;
 
 /// Everything a run waits for, at most (a hang is a finding too).
 const RUN_TIMEOUT: Duration = Duration::from_secs(5);

@@ -36,7 +36,7 @@
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
-use voxline_shared::protocol::{is_valid_id, MAX_LEASE_WAIT_MS};
+use voxline_shared::sidecar_link::{is_valid_id, MAX_LEASE_WAIT_MS};
 
 use crate::engine::guard::AllowedHosts;
 use crate::media::Codec;

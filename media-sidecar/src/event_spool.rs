@@ -22,7 +22,7 @@ use std::io::{ErrorKind, Read, Write};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use voxline_shared::protocol::{is_valid_id, CallEvent};
+use voxline_shared::sidecar_link::{is_valid_id, CallEvent};
 
 use crate::lease::EventStore;
 
@@ -255,7 +255,7 @@ impl EventStore for EventSpool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use voxline_shared::protocol::{EventKind, Timings};
+    use voxline_shared::sidecar_link::{EventKind, Timings};
     use voxline_shared::{CallStatus, EndedReason};
 
     fn temp_dir(name: &str) -> PathBuf {

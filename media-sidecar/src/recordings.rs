@@ -9,7 +9,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
-use voxline_shared::protocol::{RecordingManifest, PROTOCOL_VERSION};
+use voxline_shared::sidecar_link::{RecordingManifest, PROTOCOL_VERSION};
 
 use crate::lease::Upload;
 

@@ -14,7 +14,7 @@ use voxline_media_sidecar::engine::local::tts::{synthesize, Voice};
 use voxline_media_sidecar::engine::local::LocalEngine;
 use voxline_media_sidecar::engine::{Engine, EngineConfig, EngineEvent, FRAME_SAMPLES};
 use voxline_media_sidecar::media::g711::Law;
-use voxline_shared::protocol::Role;
+use voxline_shared::sidecar_link::Role;
 
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 

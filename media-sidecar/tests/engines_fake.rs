@@ -19,7 +19,7 @@ use tokio_tungstenite::tungstenite::Message;
 use voxline_media_sidecar::engine::openai::{self, Flavor, OpenAiOptions};
 use voxline_media_sidecar::engine::{BoxedEngine, Engine, EngineConfig, EngineError, EngineEvent};
 use voxline_media_sidecar::media::g711::Law;
-use voxline_shared::protocol::Role;
+use voxline_shared::sidecar_link::Role;
 use voxline_testkit::{amp_at, tone};
 
 const KEY: &str = "sk-fake-SECRET-key-0123456789";
@@ -265,7 +265,7 @@ fn cfg(base: &str) -> EngineConfig {
     c.system_prompt = Some("You are Ava from Acme Dental. Confirm the appointment.".into());
     c.voice = Some("marin".into());
     c.model = Some("gpt-realtime-test".into());
-    c.api_key = Some(voxline_shared::protocol::SecretText::new(KEY));
+    c.api_key = Some(voxline_shared::sidecar_link::SecretText::new(KEY));
     c.base_url = Some(base.into());
     c
 }
@@ -854,7 +854,7 @@ fn gcfg(base: &str) -> EngineConfig {
     c.system_prompt = Some("You are Ava from Acme Dental.".into());
     c.voice = Some("Puck".into());
     c.model = Some("gemini-live-test".into());
-    c.api_key = Some(voxline_shared::protocol::SecretText::new(GKEY));
+    c.api_key = Some(voxline_shared::sidecar_link::SecretText::new(GKEY));
     c.base_url = Some(base.into());
     c.metadata = Some(
         json!({"tools": [{"type": "function", "name": "book_slot", "description": "Book",

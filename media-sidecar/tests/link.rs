@@ -17,7 +17,7 @@ use voxline_media_sidecar::lease::LeaseSettings;
 use voxline_media_sidecar::transport::h3::H3Transport;
 use voxline_media_sidecar::transport::http1::Http1Transport;
 use voxline_media_sidecar::transport::{tls, Transport};
-use voxline_shared::protocol::{Command, EventKind, RegistrationAck};
+use voxline_shared::sidecar_link::{Command, EventKind, RegistrationAck};
 use voxline_shared::{CallStatus, EndedReason};
 use voxline_testkit::*;
 
@@ -403,7 +403,7 @@ async fn recovers_from_edge_errors_and_reregisters_on_410() {
 async fn a_restart_resends_spooled_events_and_holds_their_calls_until_acked() {
     use voxline_media_sidecar::event_spool::{spool_dir, EventSpool};
     use voxline_media_sidecar::lease::EventStore;
-    use voxline_shared::protocol::{CallEvent, Timings};
+    use voxline_shared::sidecar_link::{CallEvent, Timings};
     tokio::time::timeout(TEST_TIMEOUT, async {
         let edge = FakeEdge::start(SECRET, reg_ack()).await;
         // What a run that crashed left: s_1 ended, the edge never acknowledged it.

@@ -411,7 +411,7 @@ async fn drain_with_a_live_call(scenario: &str, reached: &'static str, hangup_gr
     use voxline_media_sidecar::lease::LeaseSettings;
     use voxline_media_sidecar::telephony::Telephony;
     use voxline_media_sidecar::transport::http1::Http1Transport;
-    use voxline_shared::protocol::{paths, EventKind, RegistrationAck};
+    use voxline_shared::sidecar_link::{paths, EventKind, RegistrationAck};
 
     const SECRET: &str = "test-secret-0123456789abcdef";
     let sipp = Sipp::start(scenario).await;

@@ -6,9 +6,9 @@
 pub mod call;
 pub mod engine;
 pub mod ip_ranges;
-pub mod protocol;
+pub mod sidecar_link;
 pub mod signing;
 
 pub use call::{CallStatus, EndedReason};
 pub use engine::{EngineKind, OfferedEngine};
-pub use protocol::PROTOCOL_VERSION;
+pub use sidecar_link::PROTOCOL_VERSION;

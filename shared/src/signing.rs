@@ -262,7 +262,7 @@ pub fn verify(
         .signature
         .ok_or(SignatureError::MissingHeader(HEADER_SIGNATURE))?;
 
-    if !crate::protocol::is_valid_id(sidecar) {
+    if !crate::sidecar_link::is_valid_id(sidecar) {
         return Err(SignatureError::Malformed(HEADER_SIDECAR));
     }
     // Digits only: `str::parse::<u64>` would also take a leading `+`.

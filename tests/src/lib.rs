@@ -626,7 +626,7 @@ impl ProtocolSidecar {
     }
 
     pub fn register(&self, edge: &Edge, capacity: u32) -> Resp {
-        self.send(edge, voxline_shared::protocol::paths::REGISTER, json!({"protocol_version": 1, "sidecar_id": self.id, "region": "local", "capacity": capacity, "version": "test"}))
+        self.send(edge, voxline_shared::sidecar_link::paths::REGISTER, json!({"protocol_version": 1, "sidecar_id": self.id, "region": "local", "capacity": capacity, "version": "test"}))
     }
 
     /// One lease poll; `held` lists the calls it holds (others it was
@@ -634,7 +634,7 @@ impl ProtocolSidecar {
     pub fn poll(&self, edge: &Edge, free_slots: u32, held: &[&str], wait_ms: u32) -> Resp {
         self.send(
             edge,
-            voxline_shared::protocol::paths::LEASE,
+            voxline_shared::sidecar_link::paths::LEASE,
             json!({"protocol_version": 1, "sidecar_id": self.id, "region": "local",
             "free_slots": free_slots, "held_calls": held, "wait_ms": wait_ms}),
         )
@@ -643,7 +643,7 @@ impl ProtocolSidecar {
     pub fn ack(&self, edge: &Edge, offer: &Value, accepted: bool) -> Resp {
         self.send(
             edge,
-            voxline_shared::protocol::paths::ACK,
+            voxline_shared::sidecar_link::paths::ACK,
             json!({"protocol_version": 1, "sidecar_id": self.id, "lease_id": offer["lease_id"],
             "call_id": offer["call_id"], "accepted": accepted}),
         )
@@ -652,7 +652,7 @@ impl ProtocolSidecar {
     pub fn events(&self, edge: &Edge, events: Value) -> Resp {
         self.send(
             edge,
-            voxline_shared::protocol::paths::EVENTS,
+            voxline_shared::sidecar_link::paths::EVENTS,
             json!({"protocol_version": 1, "sidecar_id": self.id, "events": events}),
         )
     }
@@ -680,13 +680,13 @@ impl ProtocolSidecar {
             secret.as_bytes(),
             now_ms() / 1000,
             &nonce(),
-            voxline_shared::signing::Target::post(voxline_shared::protocol::paths::RECORDING),
+            voxline_shared::signing::Target::post(voxline_shared::sidecar_link::paths::RECORDING),
             raw.as_bytes(),
         );
         let url = format!(
             "{}{}",
             edge.base,
-            voxline_shared::protocol::paths::RECORDING
+            voxline_shared::sidecar_link::paths::RECORDING
         );
         let mut req = ureq::AgentBuilder::new()
             .timeout(Duration::from_secs(30))
@@ -696,7 +696,10 @@ impl ProtocolSidecar {
             req = req.set(k, v);
         }
         req = req
-            .set(voxline_shared::protocol::HEADER_RECORDING_MANIFEST, &raw)
+            .set(
+                voxline_shared::sidecar_link::HEADER_RECORDING_MANIFEST,
+                &raw,
+            )
             .set("content-type", "audio/wav");
         let result = if chunked {
             req.send(std::io::Cursor::new(wav.to_vec()))

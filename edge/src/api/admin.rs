@@ -28,10 +28,10 @@ pub(crate) async fn create_sidecar<K: Kv, D: DispatchQueues>(
     req: &ApiRequest,
 ) -> Result<ApiResponse> {
     let f = parse_request(req, &["sidecar_id", "region"])?;
-    let id = f.str_req("sidecar_id", voxline_shared::protocol::MAX_ID_LEN)?;
-    let region = f.str_req("region", voxline_shared::protocol::MAX_ID_LEN)?;
+    let id = f.str_req("sidecar_id", voxline_shared::sidecar_link::MAX_ID_LEN)?;
+    let region = f.str_req("region", voxline_shared::sidecar_link::MAX_ID_LEN)?;
     for (name, v) in [("sidecar_id", &id), ("region", &region)] {
-        if !voxline_shared::protocol::is_valid_id(v) {
+        if !voxline_shared::sidecar_link::is_valid_id(v) {
             return Err(ApiError::field(
                 ErrorCode::InvalidValue,
                 name,
@@ -62,7 +62,7 @@ pub(crate) async fn revoke_sidecar<K: Kv, D: DispatchQueues>(
     sid: &str,
 ) -> Result<ApiResponse> {
     let not_found = || ApiError::new(ErrorCode::SidecarNotFound, format!("no sidecar '{sid}'"));
-    if !voxline_shared::protocol::is_valid_id(sid) {
+    if !voxline_shared::sidecar_link::is_valid_id(sid) {
         return Err(not_found());
     }
     let mut sidecar: SidecarRecord = get_json(env.kv, &keys::sidecar(sid))
@@ -286,7 +286,7 @@ pub(crate) async fn create_agent<K: Kv, D: DispatchQueues>(
         silence_timeout_seconds: input.silence_timeout_seconds,
     };
     put_json(env.kv, &keys::agent(&tenant.id, &agent.id), &agent, None).await?;
-    // The first agent becomes the default unless the caller says otherwise.
+    // The first agent becomes the default unless the client says otherwise.
     let make_default = input
         .make_default
         .unwrap_or(tenant.default_agent_id.is_none());

@@ -39,7 +39,7 @@ use crate::http::{ApiRequest, ApiResponse};
 use crate::ids::{self};
 use crate::store::Kv;
 use crate::traffic::{
-    self, Admission, Check, IdemOutcome, IdemRequest, SignatureUse, StoredResponse,
+    self, Admission, Check, IdemRequest, IdemVerdict, SignatureUse, StoredResponse,
 };
 use serde_json::json;
 use voxline_shared::signing::{self};
@@ -282,7 +282,7 @@ async fn v1_route<K: Kv, D: DispatchQueues>(
     }
     let idem_key = admission.idempotency.as_ref().map(|r| r.key.as_str());
     match admitted.idempotency {
-        IdemOutcome::Replay { response } => {
+        IdemVerdict::Replay { response } => {
             let mut resp = ApiResponse {
                 status: response.status,
                 headers: response.headers,
@@ -294,7 +294,7 @@ async fn v1_route<K: Kv, D: DispatchQueues>(
                 .push(("Idempotent-Replayed".into(), "true".into()));
             return Ok(stamp(resp));
         }
-        IdemOutcome::Mismatch => {
+        IdemVerdict::Mismatch => {
             let e = ApiError::field(
                 ErrorCode::IdempotencyKeyReused,
                 "Idempotency-Key",
@@ -302,7 +302,7 @@ async fn v1_route<K: Kv, D: DispatchQueues>(
             );
             return Ok(stamp(ApiResponse::error(&e)));
         }
-        IdemOutcome::InFlight => {
+        IdemVerdict::InFlight => {
             let e = ApiError::field(
                 ErrorCode::IdempotencyKeyInFlight,
                 "Idempotency-Key",
@@ -310,7 +310,7 @@ async fn v1_route<K: Kv, D: DispatchQueues>(
             );
             return Ok(stamp(ApiResponse::error(&e)));
         }
-        IdemOutcome::None | IdemOutcome::Proceed => {}
+        IdemVerdict::None | IdemVerdict::Proceed => {}
     }
     let result = match (id, prepared) {
         (RouteId::CreateCall, Some(prepared)) => match prepared {

@@ -1314,7 +1314,7 @@ impl TestSidecar {
         let events: Vec<Value> = kinds.iter().enumerate().map(|(i, k)| json!({"call_id": call_id, "attempt": 1, "seq": i + 1, "at_ms": 0, "kind": k})).collect();
         self.send(
             w,
-            voxline_shared::protocol::paths::EVENTS,
+            voxline_shared::sidecar_link::paths::EVENTS,
             json!({"events": events}),
         );
     }
@@ -1349,7 +1349,7 @@ fn a_call_that_ends_within_a_second_is_exact_while_kv_refuses_writes_and_lags() 
     w.kv.now_ms.set(w.now.get());
     sc.send(
         &w,
-        voxline_shared::protocol::paths::REGISTER,
+        voxline_shared::sidecar_link::paths::REGISTER,
         json!({"region": "local", "capacity": 2, "version": "t"}),
     );
     let id = w
@@ -1365,13 +1365,13 @@ fn a_call_that_ends_within_a_second_is_exact_while_kv_refuses_writes_and_lags() 
         .to_string();
     let lease = sc.send(
         &w,
-        voxline_shared::protocol::paths::LEASE,
+        voxline_shared::sidecar_link::paths::LEASE,
         json!({"region": "local", "free_slots": 2, "held_calls": [], "wait_ms": 0}),
     );
     let offer = &lease["offers"][0];
     sc.send(
         &w,
-        voxline_shared::protocol::paths::ACK,
+        voxline_shared::sidecar_link::paths::ACK,
         json!({"lease_id": offer["lease_id"], "call_id": id, "accepted": true}),
     );
     // Dialing, ringing, answered, two turns and the end: all within a few milliseconds.
@@ -1566,7 +1566,7 @@ fn an_idempotency_key_whose_first_request_was_abandoned_still_creates_one_call()
 
 #[test]
 fn an_oversized_sidecar_request_is_413_before_its_signature_is_checked() {
-    use voxline_shared::protocol::paths;
+    use voxline_shared::sidecar_link::paths;
     let w = World::new();
     let sc = TestSidecar::create(&w, "sc-1");
     sc.send(
@@ -1630,7 +1630,7 @@ fn an_oversized_sidecar_request_is_413_before_its_signature_is_checked() {
 /// a v1 signature gets its own code; plain http is refused outside dev.
 #[test]
 fn the_sidecar_link_binds_method_and_path_refuses_v1_and_plain_http() {
-    use voxline_shared::protocol::paths;
+    use voxline_shared::sidecar_link::paths;
     let w = World::new();
     let sc = TestSidecar::create(&w, "sc-1");
     let body = json!({"protocol_version": 1, "sidecar_id": "sc-1", "region": "local",
@@ -1704,7 +1704,7 @@ fn unknown_methods_are_405_with_allow_never_served_as_get() {
             (call_path.as_str(), "GET"),
             ("/v1/calls", "POST, GET"),
             ("/healthz", "GET"),
-            (voxline_shared::protocol::paths::LEASE, "POST"),
+            (voxline_shared::sidecar_link::paths::LEASE, "POST"),
         ] {
             let r = w.send(method, path, Some(&key), None);
             assert_eq!(
@@ -1785,7 +1785,7 @@ fn register(w: &World, s: &TestSidecar) -> ApiResponse {
     let body = json!({"protocol_version": 1, "sidecar_id": s.id, "region": "local", "capacity": 1, "version": "t"});
     let req = s.signed(
         w,
-        voxline_shared::protocol::paths::REGISTER,
+        voxline_shared::sidecar_link::paths::REGISTER,
         body.to_string().into_bytes(),
     );
     w.send_req(&req)

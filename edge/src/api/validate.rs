@@ -43,7 +43,7 @@ pub struct CreateCallInput {
     pub phone: String,
     pub name: Option<String>,
     pub email: Option<String>,
-    /// The caller's JSON text (see `model::Metadata`).
+    /// The client's JSON text (see `model::Metadata`).
     pub metadata: Option<Metadata>,
     pub agent_id: Option<String>,
     pub system_prompt: Option<String>,
@@ -201,7 +201,7 @@ pub fn create_call(
     })
 }
 
-/// `metadata` as the caller wrote it, from the body already checked by
+/// `metadata` as the client wrote it, from the body already checked by
 /// `parse_object` (strict JSON, no duplicate keys) and found to be an object.
 fn raw_metadata(body: &[u8]) -> Result<Metadata, ApiError> {
     #[derive(serde::Deserialize)]

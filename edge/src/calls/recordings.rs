@@ -8,7 +8,7 @@
 //! moves the bytes between the request, R2 and the response.
 
 use serde_json::Value;
-use voxline_shared::protocol::{self, RecordingManifest, RecordingReceipt, PROTOCOL_VERSION};
+use voxline_shared::sidecar_link::{self, RecordingManifest, RecordingReceipt, PROTOCOL_VERSION};
 use voxline_shared::signing::SignedHeaders;
 
 use crate::calls::store::{Calls, RecordingInfo};
@@ -67,15 +67,15 @@ pub async fn admit_upload(
     let raw = manifest_raw.ok_or_else(|| {
         invalid(format!(
             "missing the {} header",
-            protocol::HEADER_RECORDING_MANIFEST
+            sidecar_link::HEADER_RECORDING_MANIFEST
         ))
     })?;
-    let target = voxline_shared::signing::Target::post(protocol::paths::RECORDING);
+    let target = voxline_shared::signing::Target::post(sidecar_link::paths::RECORDING);
     let sidecar =
         authenticate_sidecar(kv, sealing, headers, target, raw.as_bytes(), now_ms).await?;
     let m: RecordingManifest = serde_json::from_str(raw)
         .map_err(|e| invalid(format!("the manifest is not valid: {e}")))?;
-    protocol::check_version(m.protocol_version)
+    sidecar_link::check_version(m.protocol_version)
         .map_err(|v| ApiError::new(ErrorCode::UnsupportedProtocolVersion, v.to_string()))?;
     if m.sidecar_id != sidecar.id {
         return Err(invalid("the manifest's sidecar_id is not the signer's"));
@@ -89,13 +89,13 @@ pub async fn admit_upload(
             m.bytes
         )));
     }
-    if m.bytes > protocol::MAX_RECORDING_BYTES {
+    if m.bytes > sidecar_link::MAX_RECORDING_BYTES {
         return Err(ApiError::new(
             ErrorCode::PayloadTooLarge,
             format!(
                 "{} bytes: recordings are taken up to {} bytes",
                 m.bytes,
-                protocol::MAX_RECORDING_BYTES
+                sidecar_link::MAX_RECORDING_BYTES
             ),
         ));
     }
@@ -340,7 +340,7 @@ mod tests {
             secret.as_bytes(),
             NOW / 1000,
             nonce,
-            signing::Target::post(protocol::paths::RECORDING),
+            signing::Target::post(sidecar_link::paths::RECORDING),
             raw.as_bytes(),
         );
         let headers = SignedHeaders::from_lookup(|name| {
@@ -431,7 +431,7 @@ mod tests {
         assert_eq!(
             code(
                 &RecordingManifest {
-                    bytes: protocol::MAX_RECORDING_BYTES + 1,
+                    bytes: sidecar_link::MAX_RECORDING_BYTES + 1,
                     ..m.clone()
                 },
                 "scs_secret"

@@ -16,7 +16,7 @@
 
 use crate::calls::state;
 use crate::dispatch::port::DispatchQueues;
-use crate::dispatch::queue::{CallChange, CallUpdate, CancelOutcome, EnqueueOutcome};
+use crate::dispatch::queue::{CallChange, CallUpdate, CancelVerdict, EnqueueVerdict};
 use crate::dispatch::queued_call::QueuedCall;
 use crate::ids::rfc3339_ms;
 use crate::model::CallRecord;
@@ -611,7 +611,7 @@ pub struct NewCall {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "outcome", rename_all = "snake_case")]
+#[serde(tag = "verdict", rename_all = "snake_case")]
 pub enum Created {
     Created {
         record: CallRecord,
@@ -669,17 +669,17 @@ pub async fn create(
         )?;
     }
     match queues.enqueue(&record.region, &new.queued).await {
-        Ok(EnqueueOutcome::Accepted | EnqueueOutcome::AlreadyKnown) => {
+        Ok(EnqueueVerdict::Accepted | EnqueueVerdict::AlreadyKnown) => {
             // Reports about it may have arrived while the queue answered.
             let current = rows.call(&record.id)?.unwrap_or(record);
             push_call_event(rows, WebhookEvent::CallQueued, &current, now_ms)?;
             Ok(Created::Created { record: current })
         }
-        Ok(EnqueueOutcome::Duplicate { call_id }) => {
+        Ok(EnqueueVerdict::Duplicate { call_id }) => {
             forget(rows, &record.id, new.idempotency.as_ref())?;
             Ok(Created::Duplicate { call_id })
         }
-        Ok(EnqueueOutcome::ConcurrencyLimit { limit, active }) => {
+        Ok(EnqueueVerdict::ConcurrencyLimit { limit, active }) => {
             forget(rows, &record.id, new.idempotency.as_ref())?;
             Ok(Created::ConcurrencyLimit { limit, active })
         }
@@ -734,7 +734,7 @@ pub async fn hangup(
     let now = rfc3339_ms(now_ms);
     record.hangup_requested_at.get_or_insert(now.clone());
     record.updated_at = now.clone();
-    if outcome == CancelOutcome::Cancelled {
+    if outcome == CancelVerdict::Cancelled {
         let before = record.status;
         record.status = CallStatus::Cancelled;
         record.ended_reason = Some(EndedReason::HangupRequested);

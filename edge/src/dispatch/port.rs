@@ -3,7 +3,7 @@
 //! from its record. What the queue changes reaches each call's record as
 //! numbered reports to the tenant's `CallStore` (see `call_store`).
 
-use crate::dispatch::queue::{CancelOutcome, EnqueueOutcome};
+use crate::dispatch::queue::{CancelVerdict, EnqueueVerdict};
 use crate::dispatch::queued_call::{OfferBody, QueuedCall};
 use crate::dispatch::sidecar_link::SidecarEnvelope;
 use crate::ids::parse_rfc3339_utc_ms;
@@ -14,8 +14,8 @@ use serde_json::Value;
 
 #[allow(async_fn_in_trait)]
 pub trait DispatchQueues {
-    async fn enqueue(&self, region: &str, call: &QueuedCall) -> Result<EnqueueOutcome, StoreError>;
-    async fn cancel(&self, region: &str, call_id: &str) -> Result<CancelOutcome, StoreError>;
+    async fn enqueue(&self, region: &str, call: &QueuedCall) -> Result<EnqueueVerdict, StoreError>;
+    async fn cancel(&self, region: &str, call_id: &str) -> Result<CancelVerdict, StoreError>;
     /// Forwards a verified sidecar request; returns the HTTP status and body.
     async fn sidecar(
         &self,
@@ -107,7 +107,7 @@ pub mod memory {
             &self,
             region: &str,
             call: &QueuedCall,
-        ) -> Result<EnqueueOutcome, StoreError> {
+        ) -> Result<EnqueueVerdict, StoreError> {
             let mut queues = self.queues.borrow_mut();
             let q = queues.entry(region.to_string()).or_default();
             self.updates
@@ -115,7 +115,7 @@ pub mod memory {
                 .extend(q.tick(self.now_ms.get(), &DispatchTimings::default()));
             Ok(q.enqueue(call.clone()))
         }
-        async fn cancel(&self, region: &str, call_id: &str) -> Result<CancelOutcome, StoreError> {
+        async fn cancel(&self, region: &str, call_id: &str) -> Result<CancelVerdict, StoreError> {
             let mut queues = self.queues.borrow_mut();
             let q = queues.entry(region.to_string()).or_default();
             self.updates
@@ -165,10 +165,10 @@ pub enum DispatchQueueRequest {
 #[serde(tag = "answer", rename_all = "snake_case")]
 pub enum DispatchQueueAnswer {
     Enqueued {
-        outcome: EnqueueOutcome,
+        outcome: EnqueueVerdict,
     },
     Cancel {
-        outcome: CancelOutcome,
+        outcome: CancelVerdict,
     },
     /// The HTTP status and body the Worker answers the sidecar with.
     Sidecar {
@@ -208,7 +208,7 @@ mod tests {
                 envelope: SidecarEnvelope {
                     sidecar_id: "sc-1".into(),
                     nonce: "n1".into(),
-                    message: SidecarMessage::Lease(voxline_shared::protocol::LeaseRequest {
+                    message: SidecarMessage::Lease(voxline_shared::sidecar_link::LeaseRequest {
                         protocol_version: 1,
                         sidecar_id: "sc-1".into(),
                         region: "local".into(),
@@ -233,18 +233,18 @@ mod tests {
         }
         let answers = [
             DispatchQueueAnswer::Enqueued {
-                outcome: EnqueueOutcome::ConcurrencyLimit {
+                outcome: EnqueueVerdict::ConcurrencyLimit {
                     limit: 2,
                     active: 2,
                 },
             },
             DispatchQueueAnswer::Cancel {
-                outcome: CancelOutcome::Signalled {
+                outcome: CancelVerdict::Signalled {
                     sidecar_id: "sc-1".into(),
                 },
             },
             DispatchQueueAnswer::Cancel {
-                outcome: CancelOutcome::Unknown,
+                outcome: CancelVerdict::Unknown,
             },
             DispatchQueueAnswer::Sidecar {
                 status: 409,

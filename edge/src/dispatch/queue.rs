@@ -12,7 +12,7 @@ use crate::dispatch::queued_call::{OfferBody, QueuedCall};
 use crate::engine_keys::SealingKey;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use voxline_shared::protocol::{Offer, SecretText};
+use voxline_shared::sidecar_link::{Offer, SecretText};
 use voxline_shared::{CallStatus, EndedReason};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -42,8 +42,8 @@ impl Default for DispatchTimings {
 
 /// What the queue did with a new call.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "outcome", rename_all = "snake_case")]
-pub enum EnqueueOutcome {
+#[serde(tag = "verdict", rename_all = "snake_case")]
+pub enum EnqueueVerdict {
     Accepted,
     /// This call id is already queued (a retried enqueue): nothing changed.
     AlreadyKnown,
@@ -99,7 +99,7 @@ pub struct SidecarSeen {
 
 /// A command for a sidecar, delivered through its next or open poll: the
 /// protocol's own type.
-pub use voxline_shared::protocol::Command;
+pub use voxline_shared::sidecar_link::Command;
 
 /// An offer as sent to a sidecar: the lease data and the call's offer body,
 /// its sealed engine key opened (or, when it cannot be, the offer says
@@ -195,7 +195,7 @@ pub enum HeldEvent {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum AckOutcome {
+pub enum AckVerdict {
     /// The call is the sidecar's now.
     Held,
     /// Rejected by the sidecar: back to the front of the queue.
@@ -205,8 +205,8 @@ pub enum AckOutcome {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "outcome", rename_all = "snake_case")]
-pub enum CancelOutcome {
+#[serde(tag = "verdict", rename_all = "snake_case")]
+pub enum CancelVerdict {
     /// Was waiting: removed; the call is cancelled.
     Cancelled,
     /// Leased or held: a hangup command waits for the sidecar.
@@ -216,7 +216,7 @@ pub enum CancelOutcome {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum EventOutcome {
+pub enum EventVerdict {
     Applied,
     Duplicate,
     /// Not held by this sidecar (stale, or never leased to it).
@@ -368,12 +368,12 @@ impl Queue {
             .extend(self.nonces.iter().map(|(n, at)| (n.clone(), *at)));
     }
 
-    pub fn enqueue(&mut self, call: QueuedCall) -> EnqueueOutcome {
+    pub fn enqueue(&mut self, call: QueuedCall) -> EnqueueVerdict {
         if self.knows(&call.call_id) {
-            return EnqueueOutcome::AlreadyKnown; // idempotent: a retried enqueue must not dial twice
+            return EnqueueVerdict::AlreadyKnown; // idempotent: a retried enqueue must not dial twice
         }
         if let Some(other) = self.in_progress_to(&call) {
-            return EnqueueOutcome::Duplicate {
+            return EnqueueVerdict::Duplicate {
                 call_id: other.to_string(),
             };
         }
@@ -401,14 +401,14 @@ impl Queue {
                 .count() as u32;
             let active = self.in_flight(&call.tenant_id) + due;
             if active >= limit {
-                return EnqueueOutcome::ConcurrencyLimit { limit, active };
+                return EnqueueVerdict::ConcurrencyLimit { limit, active };
             }
         }
         let mut call = call;
         call.reject_over_cap = false;
         self.touch(&call.call_id);
         self.waiting.push_back(call);
-        EnqueueOutcome::Accepted
+        EnqueueVerdict::Accepted
     }
 
     /// The tenant's calls leased or held: what its concurrency cap counts.
@@ -561,7 +561,7 @@ impl Queue {
         lease_id: &str,
         accepted: bool,
         now: u64,
-    ) -> (AckOutcome, Option<CallUpdate>) {
+    ) -> (AckVerdict, Option<CallUpdate>) {
         let Some(i) = self
             .leased
             .iter()
@@ -575,9 +575,9 @@ impl Queue {
                     .any(|h| h.lease_id == lease_id && h.sidecar_id == sidecar_id);
             return (
                 if again {
-                    AckOutcome::Held
+                    AckVerdict::Held
                 } else {
-                    AckOutcome::Stale
+                    AckVerdict::Stale
                 },
                 None,
             );
@@ -587,7 +587,7 @@ impl Queue {
         if !accepted {
             // Front of the line: it was due before anything queued since.
             self.waiting.push_front(lease.call);
-            return (AckOutcome::Requeued, None);
+            return (AckVerdict::Requeued, None);
         }
         let update = CallUpdate {
             call_id: lease.call.call_id.clone(),
@@ -608,20 +608,20 @@ impl Queue {
                 call: lease.call,
             },
         );
-        (AckOutcome::Held, Some(update))
+        (AckVerdict::Held, Some(update))
     }
 
-    pub fn cancel(&mut self, call_id: &str) -> CancelOutcome {
+    pub fn cancel(&mut self, call_id: &str) -> CancelVerdict {
         if self.waiting.remove(call_id).is_some() {
             self.touch(call_id);
-            return CancelOutcome::Cancelled;
+            return CancelVerdict::Cancelled;
         }
         // Offered but not acked: the lease goes, so the sidecar's ack is
         // refused (409) and it never dials; nothing waits on a lease expiry.
         if let Some(i) = self.leased.iter().position(|l| l.call.call_id == call_id) {
             self.leased.remove(i);
             self.touch(call_id);
-            return CancelOutcome::Cancelled;
+            return CancelVerdict::Cancelled;
         }
         // Held, or stranded: the command waits for that sidecar to come back.
         let holder = self
@@ -638,9 +638,9 @@ impl Queue {
                 if !cmds.contains(&cmd) {
                     cmds.push(cmd);
                 }
-                CancelOutcome::Signalled { sidecar_id }
+                CancelVerdict::Signalled { sidecar_id }
             }
-            None => CancelOutcome::Unknown,
+            None => CancelVerdict::Unknown,
         }
     }
 
@@ -655,7 +655,7 @@ impl Queue {
         seq: u32,
         ev: HeldEvent,
         now: u64,
-    ) -> (EventOutcome, Option<CallUpdate>) {
+    ) -> (EventVerdict, Option<CallUpdate>) {
         // A stranded call's sidecar is back and reporting on it: held again.
         if self
             .stranded
@@ -672,15 +672,15 @@ impl Queue {
             .get_mut(call_id)
             .filter(|h| h.sidecar_id == sidecar_id && h.call.attempt == attempt)
         else {
-            return (EventOutcome::NotHeld, None);
+            return (EventVerdict::NotHeld, None);
         };
         if held.last_seq.is_some_and(|last| seq <= last) {
-            return (EventOutcome::Duplicate, None);
+            return (EventVerdict::Duplicate, None);
         }
         held.last_seq = Some(seq);
         self.changed_calls.insert(call_id.to_string());
         let Some(held) = self.held.get(call_id) else {
-            return (EventOutcome::NotHeld, None);
+            return (EventVerdict::NotHeld, None);
         };
         let update = |call: &QueuedCall, change| CallUpdate {
             call_id: call.call_id.clone(),
@@ -691,7 +691,7 @@ impl Queue {
         let change = match ev {
             HeldEvent::Ringing => CallChange::Ringing,
             HeldEvent::Answered => CallChange::Answered,
-            HeldEvent::Other => return (EventOutcome::Applied, None),
+            HeldEvent::Other => return (EventVerdict::Applied, None),
             HeldEvent::Ended {
                 status,
                 reason,
@@ -699,12 +699,12 @@ impl Queue {
             } => {
                 let held = self.held.remove(call_id).expect("checked above");
                 return (
-                    EventOutcome::Applied,
+                    EventVerdict::Applied,
                     Some(self.end_attempt(held.call, status, reason, sip_code, now)),
                 );
             }
         };
-        (EventOutcome::Applied, Some(update(&held.call, change)))
+        (EventVerdict::Applied, Some(update(&held.call, change)))
     }
 
     /// Takes back the leases `pick` chooses: their calls return to the front
@@ -1022,7 +1022,7 @@ mod tests {
     fn a_tenant_at_its_cap_waits_while_others_are_served() {
         let mut q = Queue::default();
         for id in ["a1", "a2", "a3", "a4", "a5"] {
-            assert_eq!(q.enqueue(capped(id, "ten_a", 2)), EnqueueOutcome::Accepted);
+            assert_eq!(q.enqueue(capped(id, "ten_a", 2)), EnqueueVerdict::Accepted);
         }
         q.enqueue(QueuedCall {
             tenant_id: "ten_b".into(),
@@ -1061,12 +1061,12 @@ mod tests {
             reject_over_cap: true,
             ..capped(id, "ten_a", 2)
         };
-        assert_eq!(q.enqueue(reject("a1")), EnqueueOutcome::Accepted);
-        assert_eq!(q.enqueue(reject("a2")), EnqueueOutcome::Accepted);
+        assert_eq!(q.enqueue(reject("a1")), EnqueueVerdict::Accepted);
+        assert_eq!(q.enqueue(reject("a2")), EnqueueVerdict::Accepted);
         // Nothing is live yet, but two due calls would take both slots.
         assert_eq!(
             q.enqueue(reject("a3")),
-            EnqueueOutcome::ConcurrencyLimit {
+            EnqueueVerdict::ConcurrencyLimit {
                 limit: 2,
                 active: 2
             }
@@ -1075,7 +1075,7 @@ mod tests {
         assert_eq!(ids(&o), ["a1", "a2"]);
         assert_eq!(
             q.enqueue(reject("a3")),
-            EnqueueOutcome::ConcurrencyLimit {
+            EnqueueVerdict::ConcurrencyLimit {
                 limit: 2,
                 active: 2
             }
@@ -1083,14 +1083,14 @@ mod tests {
         // Queue mode still accepts and waits; another tenant is unaffected.
         assert_eq!(
             q.enqueue(capped("a4", "ten_a", 2)),
-            EnqueueOutcome::Accepted
+            EnqueueVerdict::Accepted
         );
         assert_eq!(
             q.enqueue(QueuedCall {
                 reject_over_cap: true,
                 ..capped("b1", "ten_b", 2)
             }),
-            EnqueueOutcome::Accepted
+            EnqueueVerdict::Accepted
         );
         assert!(
             q.waiting.iter().all(|c| !c.reject_over_cap),
@@ -1106,7 +1106,7 @@ mod tests {
         q.event("s1", "a1", 1, 1, done, 3);
         assert!(matches!(
             q.enqueue(reject("a5")),
-            EnqueueOutcome::ConcurrencyLimit { .. }
+            EnqueueVerdict::ConcurrencyLimit { .. }
         ));
         assert_eq!(ids(&q.lease("s1", 10, 4, &T).0), ["a4", "b1"]);
     }
@@ -1126,7 +1126,7 @@ mod tests {
                 ready_at_ms: 1_000_000 - 20 + i,
                 ..capped(&format!("c{i}"), "ten_a", 3)
             };
-            if q.enqueue(c) == EnqueueOutcome::Accepted {
+            if q.enqueue(c) == EnqueueVerdict::Accepted {
                 accepted += 1;
             }
         }
@@ -1137,7 +1137,7 @@ mod tests {
             ready_at_ms: 1_000_000 + 86_400_000,
             ..capped("later", "ten_a", 3)
         };
-        assert_eq!(q.enqueue(tomorrow), EnqueueOutcome::Accepted);
+        assert_eq!(q.enqueue(tomorrow), EnqueueVerdict::Accepted);
     }
 
     #[test]
@@ -1165,11 +1165,11 @@ mod tests {
             phone: "+14155550100".into(),
             ..call(id, 0, 0)
         };
-        assert_eq!(q.enqueue(same("c1")), EnqueueOutcome::Accepted);
-        assert_eq!(q.enqueue(same("c1")), EnqueueOutcome::AlreadyKnown);
+        assert_eq!(q.enqueue(same("c1")), EnqueueVerdict::Accepted);
+        assert_eq!(q.enqueue(same("c1")), EnqueueVerdict::AlreadyKnown);
         assert_eq!(
             q.enqueue(same("c2")),
-            EnqueueOutcome::Duplicate {
+            EnqueueVerdict::Duplicate {
                 call_id: "c1".into()
             }
         );
@@ -1179,28 +1179,28 @@ mod tests {
                 agent_id: "agt_2".into(),
                 ..same("c3")
             }),
-            EnqueueOutcome::Accepted
+            EnqueueVerdict::Accepted
         );
         assert_eq!(
             q.enqueue(QueuedCall {
                 tenant_id: "ten_2".into(),
                 ..same("c4")
             }),
-            EnqueueOutcome::Accepted
+            EnqueueVerdict::Accepted
         );
         // Leased and held count too.
         let (o, _) = q.lease("s1", 1, 0, &T);
         assert_eq!(o[0].call.call_id, "c1");
         assert_eq!(
             q.enqueue(same("c5")),
-            EnqueueOutcome::Duplicate {
+            EnqueueVerdict::Duplicate {
                 call_id: "c1".into()
             }
         );
         q.ack("s1", &o[0].lease_id, true, 1);
         assert_eq!(
             q.enqueue(same("c5")),
-            EnqueueOutcome::Duplicate {
+            EnqueueVerdict::Duplicate {
                 call_id: "c1".into()
             }
         );
@@ -1211,10 +1211,10 @@ mod tests {
             sip_code: None,
         };
         q.event("s1", "c1", 1, 1, done, 2);
-        assert_eq!(q.enqueue(same("c5")), EnqueueOutcome::Accepted);
+        assert_eq!(q.enqueue(same("c5")), EnqueueVerdict::Accepted);
         // A cancelled waiting call frees it as well.
-        assert_eq!(q.cancel("c5"), CancelOutcome::Cancelled);
-        assert_eq!(q.enqueue(same("c6")), EnqueueOutcome::Accepted);
+        assert_eq!(q.cancel("c5"), CancelVerdict::Cancelled);
+        assert_eq!(q.enqueue(same("c6")), EnqueueVerdict::Accepted);
     }
 
     #[test]
@@ -1260,10 +1260,10 @@ mod tests {
         // The late ack of the first lease is stale: s1 must drop the call.
         assert_eq!(
             q.ack("s1", &offers[0].lease_id, true, 1_002).0,
-            AckOutcome::Stale
+            AckVerdict::Stale
         );
         let (out, update) = q.ack("s2", &again[0].lease_id, true, 1_003);
-        assert_eq!(out, AckOutcome::Held);
+        assert_eq!(out, AckVerdict::Held);
         assert_eq!(
             update.unwrap().change,
             CallChange::Dialing {
@@ -1561,7 +1561,7 @@ mod tests {
         };
         assert_eq!(
             q.enqueue(again),
-            EnqueueOutcome::Duplicate {
+            EnqueueVerdict::Duplicate {
                 call_id: "c1".into()
             }
         );
@@ -1630,7 +1630,7 @@ mod tests {
         q.register("s1", 1, SURELY_OVER + 1);
         assert_eq!(
             q.event("s1", "c1", 1, 1, done, SURELY_OVER + 1).0,
-            EventOutcome::NotHeld
+            EventVerdict::NotHeld
         );
     }
 
@@ -1641,7 +1641,7 @@ mod tests {
         q.tick(5_010, &T);
         assert_eq!(
             q.cancel("c1"),
-            CancelOutcome::Signalled {
+            CancelVerdict::Signalled {
                 sidecar_id: "s1".into()
             }
         );
@@ -1678,15 +1678,15 @@ mod tests {
         q.enqueue(call("c1", 0, 0));
         let (o, _) = q.lease("s1", 1, 0, &T);
         let (first, update) = q.ack("s1", &o[0].lease_id, true, 1);
-        assert_eq!((first, update.is_some()), (AckOutcome::Held, true));
+        assert_eq!((first, update.is_some()), (AckVerdict::Held, true));
         // The answer was lost; the sidecar acks again: still its call, no second update.
         assert_eq!(
             q.ack("s1", &o[0].lease_id, true, 2),
-            (AckOutcome::Held, None)
+            (AckVerdict::Held, None)
         );
         // Another sidecar, or another lease id, is still refused.
-        assert_eq!(q.ack("s2", &o[0].lease_id, true, 3).0, AckOutcome::Stale);
-        assert_eq!(q.ack("s1", "lease_ff", true, 3).0, AckOutcome::Stale);
+        assert_eq!(q.ack("s2", &o[0].lease_id, true, 3).0, AckVerdict::Stale);
+        assert_eq!(q.ack("s1", "lease_ff", true, 3).0, AckVerdict::Stale);
     }
 
     #[test]
@@ -1696,12 +1696,12 @@ mod tests {
         let (o, _) = q.lease("s1", 1, 0, &T);
         assert_eq!(
             q.cancel("c1"),
-            CancelOutcome::Cancelled,
+            CancelVerdict::Cancelled,
             "not a hangup command waiting for the lease to expire"
         );
         assert!(!q.knows("c1"));
         // The sidecar's ack now fails, so it never dials; nothing is re-offered.
-        assert_eq!(q.ack("s1", &o[0].lease_id, true, 1).0, AckOutcome::Stale);
+        assert_eq!(q.ack("s1", &o[0].lease_id, true, 1).0, AckVerdict::Stale);
         assert!(q.tick(T.ack_deadline_ms + 1, &T).is_empty());
         assert!(q.lease("s2", 1, T.ack_deadline_ms + 2, &T).0.is_empty());
     }
@@ -1714,7 +1714,7 @@ mod tests {
         let (offers, _) = q.lease("s1", 1, 0, &T);
         assert_eq!(
             q.ack("s1", &offers[0].lease_id, false, 1).0,
-            AckOutcome::Requeued
+            AckVerdict::Requeued
         );
         assert_eq!(q.lease("s2", 1, 2, &T).0[0].call.call_id, "c1");
     }
@@ -1771,7 +1771,7 @@ mod tests {
         q.ack("s1", &offers[0].lease_id, true, 1);
         assert_eq!(
             q.event("s2", "c1", 1, 1, HeldEvent::Ringing, 2).0,
-            EventOutcome::NotHeld
+            EventVerdict::NotHeld
         );
         assert_eq!(
             q.event("s1", "c1", 1, 1, HeldEvent::Ringing, 2)
@@ -1782,7 +1782,7 @@ mod tests {
         );
         assert_eq!(
             q.event("s1", "c1", 1, 1, HeldEvent::Ringing, 3),
-            (EventOutcome::Duplicate, None)
+            (EventVerdict::Duplicate, None)
         );
         assert_eq!(
             q.event("s1", "c1", 1, 2, HeldEvent::Answered, 4)
@@ -1807,7 +1807,7 @@ mod tests {
         );
         assert_eq!(
             q.event("s1", "c1", 1, 3, ended, 6).0,
-            EventOutcome::NotHeld,
+            EventVerdict::NotHeld,
             "ended calls are gone"
         );
         assert!(!q.knows("c1"));
@@ -1829,11 +1829,11 @@ mod tests {
         q.ack("s1", &o[0].lease_id, true, 60_001);
         assert_eq!(
             q.event("s1", "c1", 1, 2, HeldEvent::Answered, 60_002).0,
-            EventOutcome::NotHeld
+            EventVerdict::NotHeld
         );
         assert_eq!(
             q.event("s1", "c1", 2, 1, HeldEvent::Answered, 60_002).0,
-            EventOutcome::Applied
+            EventVerdict::Applied
         );
     }
 
@@ -1940,18 +1940,18 @@ mod tests {
         let mut q = Queue::default();
         q.enqueue(call("c1", 0, 0));
         q.enqueue(call("c2", 0, 0));
-        assert_eq!(q.cancel("c2"), CancelOutcome::Cancelled);
+        assert_eq!(q.cancel("c2"), CancelVerdict::Cancelled);
         let (o, _) = q.lease("s1", 1, 0, &T);
         q.ack("s1", &o[0].lease_id, true, 1);
         assert_eq!(
             q.cancel("c1"),
-            CancelOutcome::Signalled {
+            CancelVerdict::Signalled {
                 sidecar_id: "s1".into()
             }
         );
         assert_eq!(
             q.cancel("c1"),
-            CancelOutcome::Signalled {
+            CancelVerdict::Signalled {
                 sidecar_id: "s1".into()
             }
         );
@@ -1963,7 +1963,7 @@ mod tests {
                 call_id: "c1".into()
             }]
         );
-        assert_eq!(q.cancel("nope"), CancelOutcome::Unknown);
+        assert_eq!(q.cancel("nope"), CancelVerdict::Unknown);
     }
 
     #[test]

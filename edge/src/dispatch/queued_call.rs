@@ -56,7 +56,7 @@ fn default_max_seconds() -> u32 {
 
 /// A call's offer, less what each leasing adds (lease id, attempt, ack
 /// deadline): built from the call record when the call is placed, turned into
-/// a [`voxline_shared::protocol::Offer`] by [`crate::dispatch::queue::offer`].
+/// a [`voxline_shared::sidecar_link::Offer`] by [`crate::dispatch::queue::offer`].
 /// Field names are the offer's, so bodies stored before this type existed
 /// (spliced JSON) still read.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

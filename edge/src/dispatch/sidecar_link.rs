@@ -1,18 +1,18 @@
-//! The edge's half of the sidecar dispatch protocol (`voxline_shared::protocol`),
+//! The edge's half of the sidecar dispatch protocol (`voxline_shared::sidecar_link`),
 //! run inside the region's `DispatchQueue` object after the Worker verified the
 //! request's signature. Pure: fed an envelope and the clock, it mutates the
 //! [`Queue`] and returns the reply, the call updates to report to the call stores,
 //! and, for an empty lease poll, how long to hold the poll open.
 
 use crate::dispatch::queue::{
-    self, AckOutcome, CallUpdate, Command, DispatchTimings, EventOutcome, HeldEvent, Lease, Queue,
+    self, AckVerdict, CallUpdate, Command, DispatchTimings, EventVerdict, HeldEvent, Lease, Queue,
 };
 use crate::dispatch::queued_call::OfferBody;
 use crate::engine_keys::SealingKey;
 use crate::error::{ApiError, ErrorCode};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
-use voxline_shared::protocol::{
+use voxline_shared::sidecar_link::{
     check_version, Ack, AckReceipt, Deregistration, EventBatch, EventKind, LeaseRequest,
     LeaseResponse, Registration, RegistrationAck, PROTOCOL_VERSION,
 };
@@ -59,7 +59,7 @@ pub enum SidecarOp {
 
 impl SidecarOp {
     pub fn from_path(path: &str) -> Option<SidecarOp> {
-        use voxline_shared::protocol::paths;
+        use voxline_shared::sidecar_link::paths;
         match path {
             paths::REGISTER => Some(SidecarOp::Register),
             paths::LEASE => Some(SidecarOp::Lease),
@@ -313,7 +313,7 @@ fn handle_op(
         }
         SidecarMessage::Ack(ack) => {
             let (outcome, update) = q.ack(sid, &ack.lease_id, ack.accepted, now);
-            if outcome == AckOutcome::Stale {
+            if outcome == AckVerdict::Stale {
                 return Err(ApiError::new(
                     ErrorCode::LeaseNotHeld,
                     format!(
@@ -361,7 +361,7 @@ fn handle_op(
                 let (outcome, update) =
                     q.event(sid, &ev.call_id, ev.attempt, ev.seq, held_event, now);
                 updates.extend(update);
-                let (EventOutcome::Applied, Some(tenant_id)) = (outcome, tenant_id) else {
+                let (EventVerdict::Applied, Some(tenant_id)) = (outcome, tenant_id) else {
                     continue;
                 };
                 use crate::transcript::{Change, TranscriptUpdate, Turn};
@@ -432,7 +432,7 @@ mod tests {
             assert_eq!(check_transport(scheme, true), Ok(()), "development");
         }
     }
-    use voxline_shared::protocol::Offer;
+    use voxline_shared::sidecar_link::Offer;
     use voxline_shared::{CallStatus, EndedReason};
 
     const T: DispatchTimings = DispatchTimings {

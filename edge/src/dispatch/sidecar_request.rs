@@ -25,7 +25,7 @@ pub async fn authenticate_sidecar(
     let unknown = || ApiError::new(ErrorCode::InvalidCredentials, "unknown or revoked sidecar");
     let sid = headers
         .sidecar
-        .filter(|s| voxline_shared::protocol::is_valid_id(s))
+        .filter(|s| voxline_shared::sidecar_link::is_valid_id(s))
         .ok_or_else(|| {
             ApiError::new(
                 ErrorCode::InvalidSignature,

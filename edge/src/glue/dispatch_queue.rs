@@ -11,7 +11,7 @@ use crate::calls::store::{
 };
 use crate::dispatch::port::{DispatchQueueAnswer, DispatchQueueRequest};
 use crate::dispatch::queue::{
-    CallRow, CallUpdate, CancelOutcome, DispatchTimings, EnqueueOutcome, Queue, QueueMeta,
+    CallRow, CallUpdate, CancelVerdict, DispatchTimings, EnqueueVerdict, Queue, QueueMeta,
 };
 use crate::dispatch::queued_call::QueuedCall;
 use crate::dispatch::sidecar_link::{self, SidecarMessage};
@@ -479,14 +479,14 @@ impl worker::DurableObject for DispatchQueue {
                         .map_err(|e| worker::Error::RustError(format!("{e:?}")))?;
                 }
                 let outcome = self.with(|q| q.enqueue(call));
-                if !known && outcome != EnqueueOutcome::Accepted {
+                if !known && outcome != EnqueueVerdict::Accepted {
                     self.forget_offer_body(&call_id);
                 }
                 DispatchQueueAnswer::Enqueued { outcome }
             }
             DispatchQueueRequest::Cancel { call_id } => {
                 let outcome = self.with(|q| q.cancel(&call_id));
-                if outcome == CancelOutcome::Cancelled {
+                if outcome == CancelVerdict::Cancelled {
                     self.forget_offer_body(&call_id);
                 }
                 DispatchQueueAnswer::Cancel { outcome }

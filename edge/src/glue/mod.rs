@@ -39,7 +39,7 @@ async fn fetch(mut req: Request, env: Env, _ctx: Context) -> Result<Response> {
     // GETs; the service answers those 405 with Allow.
     let method = req.inner().method();
     // The one body that is not JSON and is streamed, never buffered.
-    if method == "POST" && url.path() == voxline_shared::protocol::paths::RECORDING {
+    if method == "POST" && url.path() == voxline_shared::sidecar_link::paths::RECORDING {
         return crate::glue::recordings::upload(req, &env, started).await;
     }
     let headers = req.headers().clone();

@@ -6,7 +6,7 @@ use crate::calls::recordings::{self, BUCKET_BINDING};
 use crate::error::{ApiError, ErrorCode};
 use crate::glue::env::{WorkersKv, KV_BINDING};
 use crate::http::ApiResponse;
-use voxline_shared::protocol::HEADER_RECORDING_MANIFEST;
+use voxline_shared::sidecar_link::HEADER_RECORDING_MANIFEST;
 use voxline_shared::signing::SignedHeaders;
 use worker::{
     console_log, Date, Env, FixedLengthStream, Headers, HttpMetadata, Request, Response,

@@ -6,7 +6,7 @@
 
 use crate::calls::store::{CallStoreAnswer, CallStoreRequest, CallStoreTransport};
 use crate::dispatch::port::{DispatchQueueAnswer, DispatchQueueRequest, DispatchQueues};
-use crate::dispatch::queue::{CancelOutcome, EnqueueOutcome};
+use crate::dispatch::queue::{CancelVerdict, EnqueueVerdict};
 use crate::dispatch::queued_call::QueuedCall;
 use crate::dispatch::sidecar_link::SidecarEnvelope;
 use crate::store::StoreError;
@@ -140,7 +140,7 @@ impl DispatchQueues for WorkersDispatchQueues<'_> {
         &self,
         region: &str,
         call: &QueuedCall,
-    ) -> std::result::Result<EnqueueOutcome, StoreError> {
+    ) -> std::result::Result<EnqueueVerdict, StoreError> {
         let request = DispatchQueueRequest::Enqueue {
             call: Box::new(call.clone()),
         };
@@ -154,7 +154,7 @@ impl DispatchQueues for WorkersDispatchQueues<'_> {
         &self,
         region: &str,
         call_id: &str,
-    ) -> std::result::Result<CancelOutcome, StoreError> {
+    ) -> std::result::Result<CancelVerdict, StoreError> {
         let request = DispatchQueueRequest::Cancel {
             call_id: call_id.to_string(),
         };

@@ -53,8 +53,8 @@ pub struct IdemRequest {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "outcome", rename_all = "snake_case")]
-pub enum IdemOutcome {
+#[serde(tag = "verdict", rename_all = "snake_case")]
+pub enum IdemVerdict {
     /// No key was given.
     None,
     /// First use (or an expired/abandoned one): run the request, then complete or release.
@@ -73,10 +73,10 @@ pub fn idem_begin(
     entry: Option<&IdemEntry>,
     fingerprint: &str,
     now_ms: u64,
-) -> (IdemOutcome, Option<IdemEntry>) {
+) -> (IdemVerdict, Option<IdemEntry>) {
     let fresh = || {
         (
-            IdemOutcome::Proceed,
+            IdemVerdict::Proceed,
             Some(IdemEntry::InFlight {
                 fingerprint: fingerprint.to_string(),
                 started_ms: now_ms,
@@ -88,9 +88,9 @@ pub fn idem_begin(
         Some(e) if e.expired(now_ms) => fresh(),
         Some(
             IdemEntry::InFlight { fingerprint: f, .. } | IdemEntry::Done { fingerprint: f, .. },
-        ) if f != fingerprint => (IdemOutcome::Mismatch, None),
+        ) if f != fingerprint => (IdemVerdict::Mismatch, None),
         Some(IdemEntry::Done { response, .. }) => (
-            IdemOutcome::Replay {
+            IdemVerdict::Replay {
                 response: response.clone(),
             },
             None,
@@ -100,7 +100,7 @@ pub fn idem_begin(
         {
             fresh()
         }
-        Some(IdemEntry::InFlight { .. }) => (IdemOutcome::InFlight, None),
+        Some(IdemEntry::InFlight { .. }) => (IdemVerdict::InFlight, None),
     }
 }
 
@@ -127,7 +127,7 @@ pub struct Admission {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Admitted {
     pub rate: RateVerdict,
-    pub idempotency: IdemOutcome,
+    pub idempotency: IdemVerdict,
     /// The signature was accepted before: refuse the request (it counted nowhere).
     #[serde(default)]
     pub replayed: bool,
@@ -150,17 +150,17 @@ pub fn admit(
         return (
             Admitted {
                 rate,
-                idempotency: IdemOutcome::None,
+                idempotency: IdemVerdict::None,
                 replayed: true,
             },
             None,
         );
     }
     let (idempotency, entry) = match &a.idempotency {
-        None => (IdemOutcome::None, None),
+        None => (IdemVerdict::None, None),
         Some(r) => idem_begin(idem_entry, &r.fingerprint, now_ms),
     };
-    let new_work = matches!(idempotency, IdemOutcome::None | IdemOutcome::Proceed);
+    let new_work = matches!(idempotency, IdemVerdict::None | IdemVerdict::Proceed);
     let checks: Vec<Check> = a
         .checks
         .iter()
@@ -172,7 +172,7 @@ pub fn admit(
         return (
             Admitted {
                 rate,
-                idempotency: IdemOutcome::None,
+                idempotency: IdemVerdict::None,
                 replayed: false,
             },
             None,

@@ -139,14 +139,14 @@ fn scopes_are_checked_together_and_refusals_consume_nothing() {
 #[test]
 fn idempotency_replays_refuses_mismatch_and_in_flight() {
     let (out, e) = idem_begin(None, "f1", 0);
-    assert_eq!(out, IdemOutcome::Proceed);
+    assert_eq!(out, IdemVerdict::Proceed);
     let e = e.unwrap();
-    assert_eq!(idem_begin(Some(&e), "f1", 10).0, IdemOutcome::InFlight);
-    assert_eq!(idem_begin(Some(&e), "f2", 10).0, IdemOutcome::Mismatch);
+    assert_eq!(idem_begin(Some(&e), "f1", 10).0, IdemVerdict::InFlight);
+    assert_eq!(idem_begin(Some(&e), "f2", 10).0, IdemVerdict::Mismatch);
     // Abandoned in-flight keys can be taken over.
     assert_eq!(
         idem_begin(Some(&e), "f1", IDEMPOTENCY_STALE_MS).0,
-        IdemOutcome::Proceed
+        IdemVerdict::Proceed
     );
     let resp = StoredResponse {
         status: 201,
@@ -156,15 +156,15 @@ fn idempotency_replays_refuses_mismatch_and_in_flight() {
     let done = complete_entry(Some(&e), &resp, 20).unwrap();
     assert_eq!(
         idem_begin(Some(&done), "f1", 30).0,
-        IdemOutcome::Replay {
+        IdemVerdict::Replay {
             response: resp.clone()
         }
     );
-    assert_eq!(idem_begin(Some(&done), "f2", 30).0, IdemOutcome::Mismatch);
+    assert_eq!(idem_begin(Some(&done), "f2", 30).0, IdemVerdict::Mismatch);
     // Expired after 24 h: a new request.
     assert_eq!(
         idem_begin(Some(&done), "f2", 20 + IDEMPOTENCY_TTL_MS).0,
-        IdemOutcome::Proceed
+        IdemVerdict::Proceed
     );
     // Completing a key that is not in flight changes nothing.
     assert_eq!(complete_entry(Some(&done), &resp, 40), None);
@@ -188,11 +188,11 @@ fn rate_limited_requests_do_not_begin_their_key() {
         signature: None,
     };
     let (first, entry) = admit(&mut l, None, false, &a, 0);
-    assert_eq!(first.idempotency, IdemOutcome::Proceed);
+    assert_eq!(first.idempotency, IdemVerdict::Proceed);
     assert!(entry.is_some());
     let (second, entry) = admit(&mut l, None, false, &a, 1);
     assert!(!second.rate.allowed);
-    assert_eq!((second.idempotency, entry), (IdemOutcome::None, None));
+    assert_eq!((second.idempotency, entry), (IdemVerdict::None, None));
 }
 
 #[test]
@@ -213,7 +213,7 @@ fn replays_do_not_count_against_new_work_limits() {
     let (first, entry) = admit(&mut l, None, false, &a, 0);
     assert_eq!(
         (first.rate.allowed, first.idempotency),
-        (true, IdemOutcome::Proceed)
+        (true, IdemVerdict::Proceed)
     );
     let entry = entry.unwrap();
     // In flight, then done: both answered without spending the number's budget.
@@ -224,7 +224,7 @@ fn replays_do_not_count_against_new_work_limits() {
             second.idempotency,
             second.rate.scope.as_str()
         ),
-        (true, IdemOutcome::InFlight, "key:a")
+        (true, IdemVerdict::InFlight, "key:a")
     );
     let done = complete_entry(
         Some(&entry),
@@ -238,7 +238,7 @@ fn replays_do_not_count_against_new_work_limits() {
     .unwrap();
     assert!(matches!(
         admit(&mut l, Some(&done), false, &a, 3).0.idempotency,
-        IdemOutcome::Replay { .. }
+        IdemVerdict::Replay { .. }
     ));
     // A new key is new work: the number is spent.
     let b = Admission {
@@ -453,7 +453,7 @@ fn every_rate_limiter_request_and_answer_round_trips_through_serde() {
         RateLimiterAnswer::Admitted {
             admitted: Admitted {
                 rate: verdict.clone(),
-                idempotency: IdemOutcome::Replay { response },
+                idempotency: IdemVerdict::Replay { response },
                 replayed: false,
             },
         },

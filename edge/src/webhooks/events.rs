@@ -159,7 +159,7 @@ pub fn call_event_payload(
         // The recording is uploaded after the call ends: `recording.saved` carries it.
         "recording_url": null,
     });
-    // The caller's metadata goes out as its own JSON text (see `model::Metadata`).
+    // The client's metadata goes out as its own JSON text (see `model::Metadata`).
     let Value::Object(fields) = data else {
         return event_payload(event_type, event_id, now_ms, data);
     };

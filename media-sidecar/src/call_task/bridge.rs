@@ -28,7 +28,7 @@ use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use voxline_shared::protocol::{EventKind, Offer, Timings};
+use voxline_shared::sidecar_link::{EventKind, Offer, Timings};
 use voxline_shared::{CallStatus, EndedReason};
 
 use super::{HangupCause, SHUTDOWN_REASON};

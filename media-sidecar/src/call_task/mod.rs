@@ -19,7 +19,7 @@ pub mod sip;
 use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
-use voxline_shared::protocol::{EventKind, Offer, Timings};
+use voxline_shared::sidecar_link::{EventKind, Offer, Timings};
 use voxline_shared::{CallStatus, EndedReason};
 
 use crate::lease::driver::{now_ms, Msg};

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
-use voxline_shared::protocol::{Offer, SecretText};
+use voxline_shared::sidecar_link::{Offer, SecretText};
 use voxline_shared::EndedReason;
 
 use super::bridge::{Action, Bridge, BridgeConfig, CallEnd};

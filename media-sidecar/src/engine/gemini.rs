@@ -31,7 +31,7 @@ use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
-use voxline_shared::protocol::Role;
+use voxline_shared::sidecar_link::Role;
 
 use super::limits::{self, checked_id, BoundedMap};
 use super::session::{

@@ -47,7 +47,7 @@ pub struct EngineConfig {
     pub language: String,
     pub model: Option<String>,
     /// Per call, never logged (`Debug` shows `***`).
-    pub api_key: Option<voxline_shared::protocol::SecretText>,
+    pub api_key: Option<voxline_shared::sidecar_link::SecretText>,
     pub base_url: Option<String>,
     pub metadata: Option<serde_json::Value>,
     /// `Some` when `base_url` is a tenant's (the call's or its agent's):
@@ -82,7 +82,7 @@ pub enum EngineEvent {
     Interrupt,
     /// One finished turn (offsets in ms from the moment the call was answered).
     Transcript {
-        role: voxline_shared::protocol::Role,
+        role: voxline_shared::sidecar_link::Role,
         text: String,
         start_ms: u64,
         end_ms: u64,

@@ -45,7 +45,7 @@ use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::http::{header, HeaderName, HeaderValue};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
-use voxline_shared::protocol::Role;
+use voxline_shared::sidecar_link::Role;
 
 use super::limits::{self, checked_id, BoundedMap};
 use super::session::{

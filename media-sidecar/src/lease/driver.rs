@@ -24,7 +24,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinSet;
-use voxline_shared::protocol::EventKind;
+use voxline_shared::sidecar_link::EventKind;
 use voxline_shared::signing::{signed_headers, Target};
 
 use crate::call_task::{run_call, CallMode, HangupCause, SHUTDOWN_REASON};
@@ -33,7 +33,7 @@ use crate::lease::{
     Action, LeaseClient, LeaseSettings, LinkRefusal, Notice, Reply, Request, RequestId, Transmit,
 };
 use crate::transport::Transport;
-use voxline_shared::protocol::HEADER_RECORDING_MANIFEST;
+use voxline_shared::sidecar_link::HEADER_RECORDING_MANIFEST;
 
 /// Wall-clock unix milliseconds (the core's `now`).
 pub fn now_ms() -> u64 {

@@ -1,5 +1,5 @@
 //! The lease client: a sans-IO state machine for the sidecar's side of the
-//! sidecar link (see `voxline_shared::protocol`).
+//! sidecar link (see `voxline_shared::sidecar_link`).
 //!
 //! It owns no socket, no clock and no task. The driver feeds it the time
 //! (`now_ms`, unix milliseconds), the replies to the requests it asked for, and
@@ -66,7 +66,7 @@ pub mod driver;
 use std::collections::{BTreeMap, VecDeque};
 use std::path::PathBuf;
 
-use voxline_shared::protocol::{
+use voxline_shared::sidecar_link::{
     check_version, paths, reject_reasons, Ack, CallEvent, Command, Deregistration, EventBatch,
     EventKind, EventsAck, LeaseRequest, LeaseResponse, Offer, RecordingManifest, Registration,
     RegistrationAck, Timings, MAX_LEASE_WAIT_MS, PROTOCOL_VERSION,

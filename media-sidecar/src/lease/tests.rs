@@ -1,6 +1,6 @@
 use super::*;
 use serde::Serialize;
-use voxline_shared::protocol::Role;
+use voxline_shared::sidecar_link::Role;
 
 const T0: u64 = 1_700_000_000_000;
 

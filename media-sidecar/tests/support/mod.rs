@@ -19,7 +19,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
-use voxline_shared::protocol::*;
+use voxline_shared::sidecar_link::*;
 use voxline_shared::signing::{self, SignedHeaders};
 use voxline_testkit::now_ms;
 

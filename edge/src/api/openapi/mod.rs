@@ -92,7 +92,7 @@ Every failure has one shape, `{{\"error\": {{\"code\", \"message\", \"field\"}}}
 Any path that is not listed here answers 404 `not_found`; a listed path called with another method \
 answers 405 `method_not_allowed` with an `Allow` header.\n\n\
 Tenant-scoped objects are only visible to their own tenant: another tenant's id answers 404, never 403.\n\n\
-`/v1/sidecar/*` is the media sidecars' HMAC-signed sidecar link (see `voxline_shared::protocol`), not part of this API; \
+`/v1/sidecar/*` is the media sidecars' HMAC-signed sidecar link (see `voxline_shared::sidecar_link`), not part of this API; \
 its error codes appear in the `Error` schema's `code` enum."
     )
 }

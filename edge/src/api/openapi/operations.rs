@@ -315,7 +315,7 @@ pub(super) fn operation(id: RouteId) -> Value {
             "admin",
             Auth::Admin,
             "Create sidecar credentials",
-            "Mints the HMAC secret a media sidecar signs its sidecar-link requests with (see `voxline_shared::protocol`). Creating an existing id rotates the secret. The secret is in this response only; the edge stores it sealed (AES-256-GCM under `VOXLINE_SEALING_KEY`), and without that secret refuses with 503 `secrets_unavailable`.",
+            "Mints the HMAC secret a media sidecar signs its sidecar-link requests with (see `voxline_shared::sidecar_link`). Creating an existing id rotates the secret. The secret is in this response only; the edge stores it sealed (AES-256-GCM under `VOXLINE_SEALING_KEY`), and without that secret refuses with 503 `secrets_unavailable`.",
         )
         .body("CreateSidecarRequest", true)
         .ok(201, "The sidecar, with its secret.", "SidecarCreated")

@@ -158,7 +158,7 @@ pub(super) fn schemas() -> Value {
             vec![
                 (
                     "role",
-                    json!({"type": "string", "enum": voxline_shared::protocol::Role::ALL.map(|r| r.as_str())}),
+                    json!({"type": "string", "enum": voxline_shared::sidecar_link::Role::ALL.map(|r| r.as_str())}),
                 ),
                 ("text", json!({"type": "string"})),
                 (
@@ -180,7 +180,7 @@ pub(super) fn schemas() -> Value {
             (
                 "summary",
                 nullable(
-                    json!({"type": "string", "description": "What the engine concluded, when it gives one (the local engine: the caller's last answer and the script's outcome)."}),
+                    json!({"type": "string", "description": "What the engine concluded, when it gives one (the local engine: the callee's last answer and the script's outcome)."}),
                 ),
             ),
             (

@@ -851,7 +851,7 @@ fn documented_patterns_agree_with_the_validators() {
     ] {
         assert_eq!(
             matches_pattern(SIDECAR_ID_PATTERN, s),
-            voxline_shared::protocol::is_valid_id(s),
+            voxline_shared::sidecar_link::is_valid_id(s),
             "sidecar id {s:?}"
         );
     }

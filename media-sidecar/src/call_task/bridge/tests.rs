@@ -4,7 +4,7 @@
 use super::*;
 use crate::media::Codec;
 use crate::sip::sdp::Direction;
-use voxline_shared::protocol::Role;
+use voxline_shared::sidecar_link::Role;
 
 /// The wall clock at dispatch (unix ms).
 const D: u64 = 1_700_000_000_000;

@@ -38,7 +38,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
-use voxline_shared::protocol::Role;
+use voxline_shared::sidecar_link::Role;
 
 use super::{Engine, EngineConfig, EngineError, EngineEvent};
 use script::{Cause, Dialog, Say, Script};
