@@ -99,14 +99,7 @@ fn string_field(
     name: &str,
     max_chars: usize,
 ) -> Result<Option<String>, BviError> {
-    match value.get(name) {
-        None | Some(serde_json::Value::Null) => Ok(None),
-        Some(serde_json::Value::String(s)) if s.chars().count() <= max_chars => Ok(Some(s.clone())),
-        Some(serde_json::Value::String(_)) => Err(BviError::InvalidRequest(format!(
-            "{name} is longer than {max_chars} characters"
-        ))),
-        Some(_) => Err(BviError::InvalidRequest(format!("{name} must be a string"))),
-    }
+    super::body::optional_string(value, name, max_chars).map_err(BviError::InvalidRequest)
 }
 
 /// Reads a trigger-call body. `phone` must be E.164 as the document says
@@ -131,15 +124,7 @@ pub fn read_trigger_call(body: &[u8]) -> Result<TriggerCall, BviError> {
             "phone must be in E.164 format (e.g. +15551234567)".into(),
         ));
     }
-    let metadata = match value.get("metadata") {
-        None | Some(serde_json::Value::Null) => None,
-        Some(serde_json::Value::Object(_)) => Some(metadata_text(body)?),
-        Some(_) => {
-            return Err(BviError::InvalidRequest(
-                "metadata must be an object".into(),
-            ));
-        }
-    };
+    let metadata = super::body::metadata(&value, body).map_err(BviError::InvalidRequest)?;
     Ok(TriggerCall {
         phone,
         name: string_field(&value, "name", MAX_NAME_CHARS)?,
@@ -147,17 +132,6 @@ pub fn read_trigger_call(body: &[u8]) -> Result<TriggerCall, BviError> {
         agent_id: string_field(&value, "agent_id", MAX_AGENT_ID_CHARS)?,
         metadata,
     })
-}
-
-/// The `metadata` member's text exactly as sent (key order, number forms).
-fn metadata_text(body: &[u8]) -> Result<Box<RawValue>, BviError> {
-    #[derive(serde::Deserialize)]
-    struct Only {
-        metadata: Box<RawValue>,
-    }
-    serde_json::from_slice::<Only>(body)
-        .map(|o| o.metadata)
-        .map_err(|_| BviError::InvalidRequest("metadata must be an object".into()))
 }
 
 /// `{"success":true,"call_id":"..."}`, in the document's order.

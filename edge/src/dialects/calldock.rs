@@ -121,16 +121,7 @@ fn string_field(
     name: &str,
     max_chars: usize,
 ) -> Result<Option<String>, CalldockError> {
-    match value.get(name) {
-        None | Some(serde_json::Value::Null) => Ok(None),
-        Some(serde_json::Value::String(s)) if s.chars().count() <= max_chars => Ok(Some(s.clone())),
-        Some(serde_json::Value::String(_)) => Err(CalldockError::BadRequest(format!(
-            "{name} is longer than {max_chars} characters"
-        ))),
-        Some(_) => Err(CalldockError::BadRequest(format!(
-            "{name} must be a string"
-        ))),
-    }
+    super::body::optional_string(value, name, max_chars).map_err(CalldockError::BadRequest)
 }
 
 pub fn read_make_call(body: &[u8]) -> Result<MakeCall, CalldockError> {
@@ -151,23 +142,7 @@ pub fn read_make_call(body: &[u8]) -> Result<MakeCall, CalldockError> {
             "Invalid phone format: use the country code, e.g. +1234567890".into(),
         )
     })?;
-    let metadata = match value.get("metadata") {
-        None | Some(serde_json::Value::Null) => None,
-        Some(serde_json::Value::Object(_)) => {
-            #[derive(serde::Deserialize)]
-            struct Only {
-                metadata: Box<serde_json::value::RawValue>,
-            }
-            let only: Only = serde_json::from_slice(body)
-                .map_err(|_| CalldockError::BadRequest("metadata must be an object".into()))?;
-            Some(only.metadata)
-        }
-        Some(_) => {
-            return Err(CalldockError::BadRequest(
-                "metadata must be an object".into(),
-            ))
-        }
-    };
+    let metadata = super::body::metadata(&value, body).map_err(CalldockError::BadRequest)?;
     Ok(MakeCall {
         phone,
         name: string_field(&value, "name", MAX_NAME_CHARS)?,

@@ -3,6 +3,7 @@
 //! (requests in, native inputs and vendor-shaped answers and webhook bodies
 //! out) and is wired to the Worker by the API layer.
 
+pub mod body;
 pub mod buildvoiceai;
 pub mod calldock;
 pub mod js_json;
