@@ -890,15 +890,22 @@ pub fn report(m: &MediaBench) -> String {
 
 /// For the partial bench commands: the release sidecar built, the edge built
 /// if missing, and a fresh `wrangler dev` for `name`. (edge, state dir, sidecar binary).
+/// Set to a sidecar binary to measure that one instead of this tree's
+/// release build (A/B against another commit's sidecar; the edge is this tree's).
+pub const SIDECAR_BIN_VAR: &str = "VOXLINE_BENCH_SIDECAR_BIN";
+
 pub fn bench_edge(name: &str) -> Result<(Edge, PathBuf, PathBuf), String> {
-    crate::step("media sidecar build (release)", || {
-        crate::run(Command::new("cargo").args([
-            "build",
-            "--release",
-            "-p",
-            "voxline-media-sidecar",
-        ]))
-    })?;
+    let given = std::env::var_os(SIDECAR_BIN_VAR).map(PathBuf::from);
+    if given.is_none() {
+        crate::step("media sidecar build (release)", || {
+            crate::run(Command::new("cargo").args([
+                "build",
+                "--release",
+                "-p",
+                "voxline-media-sidecar",
+            ]))
+        })?;
+    }
     if !crate::root().join("edge/build/worker/shim.mjs").exists() {
         crate::step("edge wasm build", crate::build_edge)?;
     }
@@ -910,11 +917,9 @@ pub fn bench_edge(name: &str) -> Result<(Edge, PathBuf, PathBuf), String> {
         .unwrap_or_else(|| repo_root().join("target/e2e").join(name));
     opts.vars = vec![("DISPATCH_MAX_WAIT_MS".into(), "2000".into())];
     let edge = crate::step("start edge", || Edge::start(opts))?;
-    Ok((
-        edge,
-        dir,
-        cargo_target_dir().join("release/voxline-media-sidecar"),
-    ))
+    let bin = given.unwrap_or_else(|| cargo_target_dir().join("release/voxline-media-sidecar"));
+    println!("  sidecar: {}", bin.display());
+    Ok((edge, dir, bin))
 }
 
 /// `cargo xtask bench-media`: only the media figures, printed, no report.
