@@ -1,5 +1,5 @@
 //! The edge's records and their public JSON form; the KV key layout of the
-//! configuration (calls live in each tenant's `CallStore`, see `call_store`).
+//! configuration (calls live in each tenant's `CallStore`, see `calls::store`).
 
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;

@@ -1,5 +1,5 @@
 //! Call transcripts: turns reported by the sidecar, stored one row per turn
-//! by the tenant's `CallStore` (see `call_store`), served as JSON or as plain
+//! by the tenant's `CallStore` (see `calls::store`), served as JSON or as plain
 //! text (`[hh:mm:ss] AGENT: ...`, one line per turn).
 
 use serde::{Deserialize, Serialize};

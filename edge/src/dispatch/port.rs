@@ -1,7 +1,7 @@
 //! The port through which the edge reaches a region's dispatch queue (the
 //! `DispatchQueue` Durable Object in the Worker), and building a queued call
 //! from its record. What the queue changes reaches each call's record as
-//! numbered reports to the tenant's `CallStore` (see `call_store`).
+//! numbered reports to the tenant's `CallStore` (see `calls::store`).
 
 use crate::dispatch::queue::{CancelVerdict, EnqueueVerdict};
 use crate::dispatch::queued_call::{OfferBody, QueuedCall};

@@ -1,6 +1,6 @@
 //! wasm32-only: the `CallStore` Durable Object (one per tenant, SQLite
 //! storage) and the Worker's handle on it. Every decision is the pure
-//! `call_store` code; this file adapts `ctx.storage.sql` to the [`Sql`]
+//! `calls::store` code; this file adapts `ctx.storage.sql` to the [`Sql`]
 //! port, drains the outbox of webhook events into the delivery queue, and
 //! retries that drain by alarm until the queue has taken every event.
 

@@ -112,8 +112,9 @@ fn seconds_between(from: Option<&str>, to: Option<&str>) -> Option<f64> {
 }
 
 /// The event body: `{type, timestamp, data}` as Standard Webhooks suggests.
-/// `data` has one shape for every call event; durations are null until
-/// the call ends (its final status is `status`), transcript/recording fields until those features exist.
+/// `data` has one shape for every call event; durations are null until the
+/// call ends (its final status is `status`), `recording_url` always (the
+/// recording arrives later, with `recording.saved`).
 pub fn call_event_payload(
     event_type: WebhookEvent,
     event_id: &str,
