@@ -22,6 +22,7 @@ mod bench_plot;
 mod bootstrap;
 mod demo;
 mod fuzz;
+mod machine;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -143,6 +144,9 @@ fn usage() -> Result<(), String> {
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut target_dirs = vec![root().join("target"), bootstrap::tools_dir().join("target")];
+    target_dirs.extend(std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from));
+    machine::repair(&target_dirs);
     let result = match args.first().map(String::as_str) {
         Some("bootstrap") => step("bootstrap", bootstrap::ensure_all),
         Some("build-edge") => step("bootstrap", bootstrap::ensure_all)
