@@ -113,6 +113,8 @@ pub enum SecretOwner<'a> {
     Webhook { tenant: &'a str, endpoint: &'a str },
     /// The request-signing secret of an API key minted with `require_signature`.
     ApiKeySigning { tenant: &'a str, key_id: &'a str },
+    /// A dialect credential's secret: VoiceB's API Secret, BuildVoiceAI's token.
+    DialectKey { tenant: &'a str, key_id: &'a str },
 }
 
 impl SecretOwner<'_> {
@@ -125,6 +127,9 @@ impl SecretOwner<'_> {
             }
             SecretOwner::ApiKeySigning { tenant, key_id } => {
                 format!("secret:api_key_signing:{tenant}:{key_id}")
+            }
+            SecretOwner::DialectKey { tenant, key_id } => {
+                format!("secret:dialect_key:{tenant}:{key_id}")
             }
         }
     }

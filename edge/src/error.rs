@@ -37,6 +37,8 @@ error_codes! {
     HttpsRequired => ("https_required", 403, "Sidecar link: outside development the edge takes the link over HTTPS only (plain http is refused before anything is read)."),
     RegionMismatch => ("region_mismatch", 403, "Sidecar link: the sidecar spoke for a region it does not belong to."),
     TenantDisabled => ("tenant_disabled", 403, "The tenant owning this key is disabled."),
+    ApiAccessDisabled => ("api_access_disabled", 403, "API access is switched off for the tenant owning this key (`api_access: false`); its calls and webhooks go on."),
+    DialectKeyNotFound => ("dialect_key_not_found", 404, "No dialect credential with this id for this tenant."),
     NotFound => ("not_found", 404, "No such route."),
     CallNotFound => ("call_not_found", 404, "No call with this id for this tenant."),
     TenantNotFound => ("tenant_not_found", 404, "No tenant with this id."),

@@ -48,6 +48,18 @@ pub mod keys {
         format!("sidecar/{sid}")
     }
     pub const SIDECARS_PREFIX: &str = "sidecar/";
+    /// A dialect credential by SHA-256 of its token (the only auth path); the
+    /// dialect is in the key so one token string can never serve two dialects.
+    pub fn dialect_key_by_hash(dialect: crate::dialects::Dialect, hash: &str) -> String {
+        format!("dialectkey/{}/{hash}", dialect.name())
+    }
+    /// A dialect credential by id, for listing and revoking; holds the hash, not the token.
+    pub fn dialect_key(tid: &str, kid: &str) -> String {
+        format!("dialectkeyid/{tid}/{kid}")
+    }
+    pub fn dialect_keys_prefix(tid: &str) -> String {
+        format!("dialectkeyid/{tid}/")
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -63,6 +75,15 @@ pub struct Tenant {
     /// Calls leased or live at once (None: unlimited); enforced by the region's queue.
     #[serde(default)]
     pub max_concurrent_calls: Option<u32>,
+    /// Off: every API key and dialect credential of the tenant is refused (403),
+    /// while its calls, webhooks and the admin API go on (BuildVoiceAI's
+    /// "Enable/Disable API access" switch; `disabled` stops everything).
+    #[serde(default = "yes")]
+    pub api_access: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// Which speech engine runs the conversation (one list with the sidecar).
@@ -127,6 +148,52 @@ pub struct ApiKeyAuth {
     /// so it must be opened to verify); shown to the client once, at creation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signing_secret: Option<StoredSecret>,
+}
+
+/// A dialect credential as listed (`dialectkeyid/{tenant}/{id}`): never the token.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DialectKeyInfo {
+    pub id: String,
+    pub dialect: crate::dialects::Dialect,
+    /// The agent the credential places calls for (VoiceB, Calldock); None: the
+    /// tenant's (BuildVoiceAI, with `agent_id` in the body or the default agent).
+    pub agent_id: Option<String>,
+    pub name: Option<String>,
+    /// The token's first characters, to tell keys apart in a listing.
+    pub prefix: String,
+    pub hash: String,
+    pub created_at: String,
+    pub revoked_at: Option<String>,
+    /// BuildVoiceAI signs its webhooks with the token that placed the call, so
+    /// that dialect's token is also kept sealed (never listed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signing_token: Option<StoredSecret>,
+}
+
+impl DialectKeyInfo {
+    pub fn to_public(&self) -> Value {
+        json!({"id": self.id, "object": "dialect_key", "dialect": self.dialect, "agent_id": self.agent_id,
+               "name": self.name, "prefix": self.prefix, "created_at": self.created_at, "revoked_at": self.revoked_at})
+    }
+}
+
+/// Stored under `dialectkey/{dialect}/{hash}`: what an authenticated dialect request learns.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DialectKeyAuth {
+    pub key_id: String,
+    pub tenant_id: String,
+    pub agent_id: Option<String>,
+    /// VoiceB's API Secret (the request HMAC's key), sealed: HMAC is symmetric.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_secret: Option<StoredSecret>,
+}
+
+/// The dialect credential a call was placed with: its webhooks are rendered in
+/// that dialect, and BuildVoiceAI's are signed with that very token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlacedWith {
+    pub dialect: crate::dialects::Dialect,
+    pub key_id: String,
 }
 
 /// Delay after failed attempt n (seconds): 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h.
@@ -252,6 +319,9 @@ pub struct CallRecord {
     /// Hang up after this long with neither side speaking (the call's, else its agent's, else 30).
     #[serde(default = "default_silence_timeout")]
     pub silence_timeout_seconds: u32,
+    /// Set when a dialect's credential placed the call (not in the public JSON).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub placed_with: Option<PlacedWith>,
 }
 
 /// A call's `metadata`: the client's JSON object as text, exactly as given
@@ -393,6 +463,7 @@ impl CallRecord {
             _ => Map::new(),
         };
         fields.insert("object".into(), json!("call"));
+        fields.remove("placed_with");
         object_with_raw(
             &fields,
             "metadata",
@@ -444,6 +515,7 @@ pub fn test_call(status: CallStatus) -> CallRecord {
         engine_base_url: None,
         engine_api_key_set: false,
         silence_timeout_seconds: DEFAULT_SILENCE_TIMEOUT_SECONDS,
+        placed_with: None,
     }
 }
 

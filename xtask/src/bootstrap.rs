@@ -41,6 +41,9 @@ pub const WASMTIME_PY_VERSION: &str = "50.0.1";
 /// The schema-driven API fuzzer the `api_fuzz` e2e suite runs against
 /// `wrangler dev` from the edge's own OpenAPI document (tests/api_fuzz.rs).
 const SCHEMATHESIS_VERSION: &str = "4.32.5";
+/// The HTTP client the seed documents' own Python samples use (the dialect
+/// suite runs them as written, tests/dialects.rs); also a schemathesis dependency.
+const REQUESTS_VERSION: &str = "2.34.2";
 /// Rust targets: the Worker's, and WASI for the CPU bench (edge/bench-wasm).
 const RUST_TARGETS: &[&str] = &["wasm32-unknown-unknown", "wasm32-wasip1"];
 
@@ -79,6 +82,7 @@ fn ensure_venv() -> Result<(), String> {
         ("standardwebhooks", STANDARDWEBHOOKS_VERSION),
         ("wasmtime", WASMTIME_PY_VERSION),
         ("schemathesis", SCHEMATHESIS_VERSION),
+        ("requests", REQUESTS_VERSION),
     ];
     let probe = "import importlib.metadata as m, sys\nfor p in sys.argv[1:]:\n    try: print(m.version(p))\n    except Exception: print('-')";
     let have = output(

@@ -127,6 +127,13 @@ pub(crate) async fn admin_route<K: Kv, D: DispatchQueues>(
             ))
         }
         RouteId::RevokeApiKey => revoke_api_key(env, &tenant, sub).await,
+        RouteId::CreateDialectKey => {
+            crate::api::dialect_keys::create_dialect_key(env, req, &tenant).await
+        }
+        RouteId::ListDialectKeys => crate::api::dialect_keys::list_dialect_keys(env, &tenant).await,
+        RouteId::RevokeDialectKey => {
+            crate::api::dialect_keys::revoke_dialect_key(env, &tenant, sub).await
+        }
         RouteId::CreateWebhook
         | RouteId::ListWebhooks
         | RouteId::GetWebhook
@@ -191,7 +198,10 @@ pub(crate) async fn create_tenant<K: Kv, D: DispatchQueues>(
     env: &Env<'_, K, D>,
     req: &ApiRequest,
 ) -> Result<ApiResponse> {
-    let f = parse_request(req, &["name", "disabled", "max_concurrent_calls"])?;
+    let f = parse_request(
+        req,
+        &["name", "disabled", "max_concurrent_calls", "api_access"],
+    )?;
     let tenant = Tenant {
         id: ids::random_id("ten"),
         name: f.str_req("name", TENANT_NAME_MAX)?,
@@ -200,6 +210,7 @@ pub(crate) async fn create_tenant<K: Kv, D: DispatchQueues>(
         created_at: rfc3339_ms(env.now_ms),
         rate_limits: traffic::RateLimits::default(),
         max_concurrent_calls: max_concurrent_calls(&f)?,
+        api_access: f.bool_opt("api_access")?.unwrap_or(true),
     };
     put_json(env.kv, &keys::tenant(&tenant.id), &tenant, None).await?;
     Ok(ApiResponse::json(201, &tenant_public(&tenant)))
@@ -218,8 +229,12 @@ pub(crate) async fn update_tenant<K: Kv, D: DispatchQueues>(
             "default_agent_id",
             "rate_limits",
             "max_concurrent_calls",
+            "api_access",
         ],
     )?;
+    if let Some(on) = f.bool_opt("api_access")? {
+        tenant.api_access = on;
+    }
     // Unlike the other fields, an explicit null removes the cap.
     if f.is_null("max_concurrent_calls") {
         tenant.max_concurrent_calls = None;

@@ -64,6 +64,12 @@ pub(crate) async fn authenticate_tenant<K: Kv, D: DispatchQueues>(
             "this tenant is disabled",
         ));
     }
+    if !tenant.api_access {
+        return Err(ApiError::new(
+            ErrorCode::ApiAccessDisabled,
+            "API access is switched off for this tenant (api_access: false)",
+        ));
+    }
     Ok((tenant, auth))
 }
 

@@ -156,13 +156,35 @@ pub(crate) fn apply_calling_window(
     Ok(Some(ScheduledReason::CallingWindow))
 }
 
+/// `POST /v1/calls` once admitted: 201 with the call (or the call an
+/// `Idempotency-Key` already made).
 pub(crate) async fn create_call<K: Kv, D: DispatchQueues>(
+    env: &Env<'_, K, D>,
+    tenant: &Tenant,
+    input: validate::CreateCallInput,
+    agent: Agent,
+    idempotency: Option<IdemRequest>,
+) -> Result<ApiResponse> {
+    match place_call(env, tenant, input, agent, idempotency, None).await {
+        Ok(record) => Ok(ApiResponse::json_text(201, record.to_public_json())
+            .with_header("Location", format!("/v1/calls/{}", record.id))),
+        // A slot frees when a call ends, which no clock can tell: a polling hint.
+        Err(e) if e.code == ErrorCode::ConcurrencyLimitReached => Ok(ApiResponse::error(&e)
+            .with_header("Retry-After", CONCURRENCY_RETRY_AFTER_SECONDS.to_string())),
+        Err(e) => Err(e),
+    }
+}
+
+/// Writes a validated, admitted call and queues it in its region: the one
+/// path every API (native and dialects) places calls through.
+pub(crate) async fn place_call<K: Kv, D: DispatchQueues>(
     env: &Env<'_, K, D>,
     tenant: &Tenant,
     mut input: validate::CreateCallInput,
     agent: Agent,
     idempotency: Option<IdemRequest>,
-) -> Result<ApiResponse> {
+    placed_with: Option<model::PlacedWith>,
+) -> Result<CallRecord> {
     let now = rfc3339_ms(env.now_ms);
     let reject_over_cap = input.reject_over_cap;
     let scheduled_reason = apply_calling_window(&agent, &mut input, env.now_ms)?;
@@ -224,6 +246,7 @@ pub(crate) async fn create_call<K: Kv, D: DispatchQueues>(
             .silence_timeout_seconds
             .or(agent.silence_timeout_seconds)
             .unwrap_or(model::DEFAULT_SILENCE_TIMEOUT_SECONDS),
+        placed_with,
     };
     let mut queued = port::queued_call(&tenant.id, &record, env.now_ms);
     queued.max_concurrent = tenant.max_concurrent_calls;
@@ -248,10 +271,7 @@ pub(crate) async fn create_call<K: Kv, D: DispatchQueues>(
         )
         .await?;
     match created {
-        Created::Created { record } | Created::Existing { record } => {
-            Ok(ApiResponse::json_text(201, record.to_public_json())
-                .with_header("Location", format!("/v1/calls/{}", record.id)))
-        }
+        Created::Created { record } | Created::Existing { record } => Ok(record),
         Created::KeyReused => Err(ApiError::field(
             ErrorCode::IdempotencyKeyReused,
             "Idempotency-Key",
@@ -262,16 +282,11 @@ pub(crate) async fn create_call<K: Kv, D: DispatchQueues>(
             "phone",
             format!("call {call_id} from agent {agent_id} to {phone} is already in progress"),
         )),
-        Created::ConcurrencyLimit { limit, active } => {
-            let e = ApiError::field(
-                ErrorCode::ConcurrencyLimitReached,
-                "on_concurrency_limit",
-                format!("{active} calls are in flight or due against this tenant's max_concurrent_calls of {limit}; retry later or omit on_concurrency_limit to queue"),
-            );
-            // A slot frees when a call ends, which no clock can tell: a polling hint.
-            Ok(ApiResponse::error(&e)
-                .with_header("Retry-After", CONCURRENCY_RETRY_AFTER_SECONDS.to_string()))
-        }
+        Created::ConcurrencyLimit { limit, active } => Err(ApiError::field(
+            ErrorCode::ConcurrencyLimitReached,
+            "on_concurrency_limit",
+            format!("{active} calls are in flight or due against this tenant's max_concurrent_calls of {limit}; retry later or omit on_concurrency_limit to queue"),
+        )),
         Created::DispatchUnavailable { .. } => Err(ApiError::new(
             ErrorCode::StorageUnavailable,
             "the dispatch queue did not answer; the call was not placed",

@@ -12,6 +12,8 @@
 pub mod admin;
 pub mod auth;
 pub mod calls;
+pub mod dialect_keys;
+pub mod dialects;
 pub mod env;
 pub mod fields;
 pub mod list;
@@ -73,6 +75,10 @@ async fn route_request<K: Kv, D: DispatchQueues>(
     env: &Env<'_, K, D>,
     req: &ApiRequest,
 ) -> Result<ApiResponse> {
+    // The seed APIs' paths first: none is a native path (checked by a test).
+    if let Some(dialect) = crate::dialects::route(&req.path) {
+        return Ok(crate::api::dialects::serve(env, req, dialect).await);
+    }
     if let Some(op) = SidecarOp::from_path(&req.path) {
         if !req.method.eq_ignore_ascii_case("POST") {
             return Err(ApiError::new(

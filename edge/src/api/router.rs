@@ -23,6 +23,9 @@ pub enum RouteId {
     CreateApiKey,
     ListApiKeys,
     RevokeApiKey,
+    CreateDialectKey,
+    ListDialectKeys,
+    RevokeDialectKey,
     CreateWebhook,
     ListWebhooks,
     GetWebhook,
@@ -98,6 +101,21 @@ pub const ROUTES: &[(&str, &str, RouteId)] = &[
         "DELETE",
         "/admin/tenants/{tenant_id}/api-keys/{key_id}",
         RouteId::RevokeApiKey,
+    ),
+    (
+        "POST",
+        "/admin/tenants/{tenant_id}/dialect-keys",
+        RouteId::CreateDialectKey,
+    ),
+    (
+        "GET",
+        "/admin/tenants/{tenant_id}/dialect-keys",
+        RouteId::ListDialectKeys,
+    ),
+    (
+        "DELETE",
+        "/admin/tenants/{tenant_id}/dialect-keys/{dialect_key_id}",
+        RouteId::RevokeDialectKey,
     ),
     (
         "POST",

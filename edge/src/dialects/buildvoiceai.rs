@@ -94,6 +94,25 @@ impl BviError {
     }
 }
 
+impl From<&super::refusal::Refusal> for BviError {
+    fn from(r: &super::refusal::Refusal) -> BviError {
+        use super::refusal::Refusal as R;
+        match r {
+            // The document's one error: 403 for a wrong key or API access off.
+            R::MissingCredentials
+            | R::InvalidCredentials
+            | R::AccessDisabled
+            | R::InvalidSignature => BviError::Forbidden,
+            R::AgentNotConfigured => BviError::AgentNotFound,
+            R::AgentDisabled => BviError::InvalidRequest("The agent is disabled".into()),
+            R::InvalidRequest(why) => BviError::InvalidRequest(why.clone()),
+            R::CallInProgress => BviError::CallInProgress,
+            R::RateLimited { .. } => BviError::RateLimited,
+            R::AgentLookupFailed | R::Internal => BviError::Internal,
+        }
+    }
+}
+
 fn string_field(
     value: &serde_json::Value,
     name: &str,

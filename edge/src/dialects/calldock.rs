@@ -91,6 +91,25 @@ impl CalldockError {
     }
 }
 
+impl From<&super::refusal::Refusal> for CalldockError {
+    fn from(r: &super::refusal::Refusal) -> CalldockError {
+        use super::refusal::Refusal as R;
+        match r {
+            // The document's 401: "Missing or invalid API key" (a key of another agent too).
+            R::MissingCredentials
+            | R::InvalidCredentials
+            | R::AccessDisabled
+            | R::InvalidSignature
+            | R::AgentNotConfigured => CalldockError::Unauthorized,
+            R::AgentDisabled => CalldockError::BadRequest("The agent is disabled".into()),
+            R::InvalidRequest(why) => CalldockError::BadRequest(why.clone()),
+            R::CallInProgress => CalldockError::CallInProgress,
+            R::RateLimited { .. } => CalldockError::RateLimited,
+            R::AgentLookupFailed | R::Internal => CalldockError::Internal,
+        }
+    }
+}
+
 /// The two headers, present and non-empty (else 401).
 pub fn read_headers<'a>(
     api_key: Option<&'a str>,

@@ -9,10 +9,18 @@ pub mod calldock;
 pub mod js_json;
 pub mod phone;
 pub mod post_call;
+pub mod refusal;
 pub mod voiceb;
 
-/// Every dialect served.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub use refusal::Refusal;
+
+/// The request headers dialects read besides `authorization` (lowercase, as
+/// the Worker glue passes them on).
+pub const REQUEST_HEADERS: &[&str] = &["api-key", "signature", "x-api-key", "x-agent-id"];
+
+/// Every dialect served. Serialised as its [`Dialect::name`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Dialect {
     VoiceB,
     BuildVoiceAi,
@@ -42,6 +50,52 @@ impl Dialect {
             Dialect::BuildVoiceAi => &[("POST", buildvoiceai::PATH)],
             Dialect::Calldock => &[("POST", calldock::PATH)],
         }
+    }
+}
+
+/// Whom a dialect's credential belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// One agent places every call (VoiceB, Calldock: "each agent has its own credentials").
+    Agent,
+    /// The tenant: the body's `agent_id`, else the default agent (BuildVoiceAI).
+    Tenant,
+}
+
+impl Dialect {
+    pub fn scope(self) -> Scope {
+        match self {
+            Dialect::VoiceB | Dialect::Calldock => Scope::Agent,
+            Dialect::BuildVoiceAi => Scope::Tenant,
+        }
+    }
+
+    /// A new credential's token: the dialect's prefix, then 32 characters from
+    /// `random` (192 bits for base64url, 128 for Calldock's hex, as its document's
+    /// `ck_live_` + 32 characters shows).
+    pub fn token(self, random: &[u8; 24]) -> String {
+        use base64::Engine as _;
+        match self {
+            Dialect::VoiceB => format!(
+                "vbk_{}",
+                base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(random)
+            ),
+            Dialect::BuildVoiceAi => format!(
+                "bvai_{}",
+                base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(random)
+            ),
+            Dialect::Calldock => format!("{}{}", calldock::KEY_PREFIX, hex::encode(&random[..16])),
+        }
+    }
+
+    /// Whether `token` could be one of this dialect's (checked before any lookup).
+    pub fn plausible_token(self, token: &str) -> bool {
+        let prefix = match self {
+            Dialect::VoiceB => "vbk_",
+            Dialect::BuildVoiceAi => "bvai_",
+            Dialect::Calldock => calldock::KEY_PREFIX,
+        };
+        token.starts_with(prefix) && token.len() <= 96
     }
 }
 
@@ -76,5 +130,40 @@ mod tests {
             }
         }
         assert_eq!(route("/v1/calls"), None);
+    }
+
+    #[test]
+    fn every_header_a_dialect_reads_reaches_it() {
+        for h in [
+            voiceb::HEADER_KEY,
+            voiceb::HEADER_SIGNATURE,
+            calldock::HEADER_KEY,
+            calldock::HEADER_AGENT,
+        ] {
+            assert!(
+                REQUEST_HEADERS.contains(&h.to_ascii_lowercase().as_str()),
+                "{h}"
+            );
+        }
+    }
+
+    #[test]
+    fn serialised_name_is_the_name_and_tokens_fit_their_check() {
+        for d in Dialect::ALL {
+            assert_eq!(serde_json::to_value(d).unwrap(), d.name());
+            let token = d.token(&[7; 24]);
+            assert!(d.plausible_token(&token), "{token}");
+            for other in Dialect::ALL.into_iter().filter(|o| *o != d) {
+                assert!(
+                    !other.plausible_token(&token),
+                    "{token} also fits {other:?}"
+                );
+            }
+        }
+        // The document's form: ck_live_ + 32 characters.
+        assert_eq!(
+            Dialect::Calldock.token(&[0xab; 24]).len(),
+            "ck_live_".len() + 32
+        );
     }
 }

@@ -91,6 +91,25 @@ impl CtcError {
     }
 }
 
+impl From<&super::refusal::Refusal> for CtcError {
+    fn from(r: &super::refusal::Refusal) -> CtcError {
+        use super::refusal::Refusal as R;
+        match r {
+            R::MissingCredentials => CtcError::MissingHeaders,
+            // A disabled tenant's token is as good as unknown to its client.
+            R::InvalidCredentials | R::AccessDisabled => CtcError::InvalidApiKey,
+            R::AgentLookupFailed => CtcError::ErrorFetchingAgent,
+            R::AgentDisabled => CtcError::AgentDisabled,
+            R::AgentNotConfigured => CtcError::AgentNotConfigured,
+            R::InvalidSignature => CtcError::InvalidSignature,
+            R::InvalidRequest(_) => CtcError::InvalidRequest,
+            R::CallInProgress => CtcError::CallInProgress,
+            R::RateLimited { .. } => CtcError::TooManyRequests,
+            R::Internal => CtcError::ErrorInitiatingCall,
+        }
+    }
+}
+
 /// The two headers, present and non-empty (else `ctc:001`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Headers<'a> {

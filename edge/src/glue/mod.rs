@@ -73,7 +73,9 @@ async fn fetch(mut req: Request, env: Env, _ctx: Context) -> Result<Response> {
         headers: headers
             .entries()
             .filter(|(name, _)| {
-                name.starts_with("x-voxline-") || PASSED_HEADERS.contains(&name.as_str())
+                name.starts_with("x-voxline-")
+                    || PASSED_HEADERS.contains(&name.as_str())
+                    || crate::dialects::REQUEST_HEADERS.contains(&name.as_str())
             })
             .collect(),
     };

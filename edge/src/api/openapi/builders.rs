@@ -224,6 +224,7 @@ impl Op {
                     ErrorCode::SignatureVersionUnsupported,
                     ErrorCode::ReplayedRequest,
                     ErrorCode::TenantDisabled,
+                    ErrorCode::ApiAccessDisabled,
                     ErrorCode::RateLimited,
                     ErrorCode::TooManyFailedAttempts,
                     ErrorCode::SecretsUnavailable,

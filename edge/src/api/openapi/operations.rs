@@ -231,6 +231,31 @@ pub(super) fn operation(id: RouteId) -> Value {
         .ok(200, "The revoked key.", "ApiKey")
         .errors(&[E::TenantNotFound, E::ApiKeyNotFound])
         .build(),
+        RouteId::CreateDialectKey => op(
+            "createDialectKey",
+            "admin",
+            Auth::Admin,
+            "Create a dialect credential",
+            "Mints a credential for one seed API served as a dialect (`voiceb`, `buildvoiceai`, `calldock`; see docs/dialects.md): VoiceB and Calldock credentials belong to one agent (`agent_id` required), BuildVoiceAI's to the tenant (`agent_id` refused). The clear `token` (and VoiceB's API Secret, `secret`) are in this response only; the edge keeps the token's SHA-256, and keeps sealed (AES-256-GCM under `VOXLINE_SEALING_KEY`) what the vendor's protocol uses again: VoiceB's secret (request HMAC) and BuildVoiceAI's token (webhook HMAC). Without that sealing key those two are refused with 503 `secrets_unavailable`.",
+        )
+        .body("CreateDialectKeyRequest", true)
+        .ok(201, "The credential, with its clear token.", "DialectKeyCreated")
+        .errors(&[E::TenantNotFound, E::AgentNotFound, E::MissingField, E::InvalidValue, E::ValueTooLong, E::SecretsUnavailable])
+        .build(),
+        RouteId::ListDialectKeys => op("listDialectKeys", "admin", Auth::Admin, "List dialect credentials", "All dialect credentials of the tenant, revoked ones included, without tokens or secrets.")
+            .ok(200, "The credentials.", "DialectKeyList")
+            .errors(&[E::TenantNotFound])
+            .build(),
+        RouteId::RevokeDialectKey => op(
+            "revokeDialectKey",
+            "admin",
+            Auth::Admin,
+            "Revoke a dialect credential",
+            "The credential stops working at once. Idempotent: revoking a revoked credential returns it unchanged.",
+        )
+        .ok(200, "The revoked credential.", "DialectKey")
+        .errors(&[E::TenantNotFound, E::DialectKeyNotFound])
+        .build(),
         RouteId::CreateWebhook => op(
             "createWebhook",
             "admin",

@@ -268,6 +268,10 @@ pub(super) fn schemas() -> Value {
             "description": "Most calls of this tenant leased to a sidecar or live at once; null: unlimited. Calls over it wait `queued` (the region's queue skips them until one ends), or are refused with 429 `concurrency_limit_reached` when placed with `on_concurrency_limit: reject`."}),
                     ),
                 ),
+                (
+                    "api_access",
+                    json!({"type": "boolean", "description": "Off: the tenant's API keys are refused with 403 `api_access_disabled` and its dialect credentials in their dialect's words (BuildVoiceAI's 403), while calls already placed, webhooks and the admin API go on. `disabled` stops everything."}),
+                ),
             ],
         ),
     );
@@ -411,6 +415,58 @@ A call already queued inside the window is not stopped when the window closes.";
     add(
         "ApiKeyList",
         list_of("All API keys of a tenant, revoked ones included.", "ApiKey"),
+    );
+
+    let dialect_names: Vec<&str> = crate::dialects::Dialect::ALL
+        .iter()
+        .map(|d| d.name())
+        .collect();
+    let dialect_key_fields = || {
+        vec![
+            ("id", id_schema("dky")),
+            ("object", object_const("dialect_key")),
+            (
+                "dialect",
+                json!({"type": "string", "enum": dialect_names, "description": "The seed API the credential speaks."}),
+            ),
+            (
+                "agent_id",
+                nullable(with_description(id_schema("agt"), "The agent every call of this credential is placed for (VoiceB, Calldock); null for BuildVoiceAI (the request's `agent_id`, else the default agent).")),
+            ),
+            ("name", nullable(json!({"type": "string"}))),
+            (
+                "prefix",
+                json!({"type": "string", "description": "The first characters of the token, to recognise it."}),
+            ),
+            ("created_at", timestamp()),
+            ("revoked_at", nullable(timestamp())),
+        ]
+    };
+    add(
+        "DialectKey",
+        record(
+            "A dialect credential. Its token (and VoiceB's secret) are only ever shown once, when it is created.",
+            dialect_key_fields(),
+        ),
+    );
+    let mut created = dialect_key_fields();
+    created.push((
+        "token",
+        json!({"type": "string", "pattern": "^(vbk_[A-Za-z0-9_-]{32}|bvai_[A-Za-z0-9_-]{32}|ck_live_[0-9a-f]{32})$",
+        "description": "The clear token: VoiceB's `api-key` header, BuildVoiceAI's `Authorization: Bearer`, Calldock's `X-API-Key`. Shown only in this response."}),
+    ));
+    created.push(("secret", nullable(json!({"type": "string", "pattern": "^vbs_[A-Za-z0-9_-]{43}$",
+        "description": "VoiceB only: the API Secret that keys the `signature` header's HMAC-SHA256 of the body. Shown only in this response; null for the other dialects."}))));
+    add(
+        "DialectKeyCreated",
+        record("A new dialect credential, with its clear token.", created),
+    );
+    add(
+        "DialectKeyList",
+        list_of(
+            "All dialect credentials of a tenant, revoked ones included.",
+            "DialectKey",
+        ),
     );
 
     let webhook_fields = || {
@@ -680,6 +736,12 @@ A call already queued inside the window is not stopped when the window closes.";
                     "max_concurrent_calls",
                     max_concurrent("Most calls leased or live at once; absent or null: unlimited."),
                 ),
+                (
+                    "api_access",
+                    nullable(
+                        json!({"type": "boolean", "default": true, "description": "Switch off to refuse the tenant's API keys and dialect credentials (see `Tenant`)."}),
+                    ),
+                ),
             ],
             &["name"],
         ),
@@ -692,6 +754,7 @@ A call already queued inside the window is not stopped when the window closes.";
         ("rate_limits", nullable(json!({"type": "object", "description": "Any of `per_key`, `per_ip`, `per_number`, each a `RateLimit` (`{limit, window_seconds}`); those not given keep their value. Out of range or unknown names: 422 `invalid_value` naming the field (e.g. `rate_limits.per_key.limit`).",
             "properties": {"per_key": schema_ref("RateLimit"), "per_ip": schema_ref("RateLimit"), "per_number": schema_ref("RateLimit")}, "additionalProperties": false}))),
         ("max_concurrent_calls", max_concurrent("Most calls leased or live at once. Unlike other fields, an explicit null removes the cap (unlimited); absent keeps it. A change applies to waiting calls once the next call is placed.")),
+        ("api_access", nullable(json!({"type": "boolean", "description": "Switch the tenant's API access (API keys and dialect credentials) off or on again (see `Tenant`)."}))),
     ], &[]));
     let agent_input = |creating: bool| {
         let name = if creating {
@@ -812,6 +875,31 @@ A call already queued inside the window is not stopped when the window closes.";
                 ),
             ],
             &[],
+        ),
+    );
+    add(
+        "CreateDialectKeyRequest",
+        input(
+            "A new dialect credential.",
+            vec![
+                (
+                    "dialect",
+                    json!({"type": "string", "enum": crate::dialects::Dialect::ALL.iter().map(|d| d.name()).collect::<Vec<_>>(),
+                        "description": "The seed API the credential speaks."}),
+                ),
+                (
+                    "agent_id",
+                    nullable(with_description(string_max(ID_FIELD_MAX), "Required for `voiceb` and `calldock` (their credentials belong to one agent); refused for `buildvoiceai`.")),
+                ),
+                (
+                    "name",
+                    nullable(with_description(
+                        string_max(API_KEY_NAME_MAX),
+                        "A label to recognise the credential by.",
+                    )),
+                ),
+            ],
+            &["dialect"],
         ),
     );
     let url_doc = "Where to POST events: https to a public host (private, loopback, link-local, CGNAT and metadata addresses, \

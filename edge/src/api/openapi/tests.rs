@@ -243,6 +243,8 @@ struct World {
     aid: String,
     key: String,
     kid: String,
+    /// A Calldock credential of the agent.
+    dkid: String,
     cid: String,
     sid: String,
     /// A webhook endpoint and the delivery of the call's `call.queued` to it.
@@ -306,6 +308,14 @@ fn provision(api: &Api, name: &str) -> World {
         201,
     );
     let key = k["key"].as_str().unwrap().to_string();
+    let dk = expect(
+        api.admin(
+            "POST",
+            &format!("/admin/tenants/{tid}/dialect-keys"),
+            Some(json!({"dialect": "calldock", "agent_id": aid})),
+        ),
+        201,
+    );
     let wh = expect(
         api.admin(
             "POST",
@@ -342,6 +352,7 @@ fn provision(api: &Api, name: &str) -> World {
         aid,
         key,
         kid: id_of(&k),
+        dkid: id_of(&dk),
         cid: id_of(&call),
         sid,
         wid: id_of(&wh),
@@ -368,6 +379,7 @@ fn world_param(w: &World) -> impl Fn(&str) -> String + '_ {
         "tenant_id" => w.tid.clone(),
         "agent_id" => w.aid.clone(),
         "key_id" => w.kid.clone(),
+        "dialect_key_id" => w.dkid.clone(),
         "call_id" => w.cid.clone(),
         "sidecar_id" => w.sid.clone(),
         "webhook_id" => w.wid.clone(),
@@ -381,6 +393,7 @@ fn missing_id(name: &str) -> String {
         "tenant_id" => "ten",
         "agent_id" => "agt",
         "key_id" => "key",
+        "dialect_key_id" => "dky",
         "call_id" => "call",
         "webhook_id" => "wh",
         "delivery_id" => "dlv",
@@ -1329,6 +1342,12 @@ fn every_route_answers_as_documented() {
         ),
         revoked
     );
+    expect(api.admin("GET", &format!("{tp}/dialect-keys"), None), 200);
+    let revoked = expect(
+        api.admin("DELETE", &format!("{tp}/dialect-keys/{}", w.dkid), None),
+        200,
+    );
+    assert!(revoked["revoked_at"].is_string());
     expect(
         api.admin(
             "POST",
@@ -1981,10 +2000,10 @@ fn every_route_answers_as_documented() {
                 }
             });
             let body = (*method != "GET" && *method != "DELETE").then(|| json!({}));
-            let code = format!(
-                "{}_not_found",
-                missing.trim_end_matches("_id").replace("key", "api_key")
-            );
+            let code = match *missing {
+                "key_id" => "api_key_not_found".to_string(),
+                other => format!("{}_not_found", other.trim_end_matches("_id")),
+            };
             expect_error(
                 api.send(method, &path, Some(token), body.as_ref()),
                 404,
