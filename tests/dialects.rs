@@ -1,0 +1,487 @@
+//! End-to-end: the seed APIs served as dialects (issue 13), driven exactly as
+//! their documents' own samples drive them, against real `wrangler dev` and a
+//! real sidecar call to a real phone (baresip) on 127.0.0.1:
+//! - VoiceB: the document's Node.js sample (axios) and Python sample
+//!   (requests), files in `tests/dialects/`, run as written with `API_KEY`,
+//!   `SECRET_KEY` and `ENDPOINT` set; its error table reached with them.
+//! - BuildVoiceAI and Calldock: their documents' `curl` commands, run by the
+//!   shell with only the host, key and agent filled in.
+//!
+//! Credentials come from the admin API (`/admin/tenants/{t}/dialect-keys`).
+//! What a request cannot reach here is covered by the edge's native tests
+//! (`api::tests::dialects`): VoiceB's `ctc:002` and `ctc:008` (storage and
+//! sealing failures) and `ctc:005` (the credential's agent deleted).
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+use voxline_e2e::*;
+use voxline_testkit::*;
+
+const SCRIPT: &str = "You call customers back about their request.
+[script]
+greeting: Hello, you asked us to call you back. Is now a good time?
+yes|yeah|sure|i can -> Great, a colleague will follow up by email. Goodbye! [end]
+no|can't|cannot -> No problem, we will call you another time. Goodbye! [end]
+* -> Sorry, I didn't catch that. Is now a good time?
+goodbye: Thank you, goodbye.
+[/script]";
+
+/// The number in VoiceB's samples, BuildVoiceAI's and Calldock's curl commands.
+const VOICEB_PHONE: &str = "+34612345678";
+const BUILDVOICEAI_PHONE: &str = "+15551234567";
+const CALLDOCK_PHONE: &str = "+1234567890";
+
+struct World {
+    edge: Edge,
+    tenant: TestTenant,
+    dir: PathBuf,
+    /// The sidecar's one trunk: where each case's phone listens.
+    trunk_port: u16,
+    _sidecar: ChildGuard,
+}
+
+impl SuiteContext for World {
+    fn diagnostics(&self) -> String {
+        self.edge.diagnostics() + &log_tails(&self.dir, 12)
+    }
+}
+
+fn mint(w: &World, body: Value) -> Value {
+    w.edge
+        .admin(
+            "POST",
+            &format!("/admin/tenants/{}/dialect-keys", w.tenant.id),
+            Some(&body),
+        )
+        .expect(201)
+        .json
+}
+
+fn str_of(v: &Value) -> String {
+    v.as_str()
+        .unwrap_or_else(|| panic!("expected a string, got {v}"))
+        .to_string()
+}
+
+/// A phone answering `number` on the trunk port that says `words` once.
+fn phone(w: &World, name: &str, number: &str, words: &str) -> ChildGuard {
+    let mut pcm = vec![0i16; 8000 * 6];
+    pcm.extend(flite_8k(&w.dir, "slt", words).unwrap());
+    pcm.extend(vec![0i16; 8000 * 8]);
+    let wav = w.dir.join(format!("{name}.wav"));
+    write_wav(&wav, 8000, &pcm).unwrap();
+    start_baresip(&w.dir, name, number, w.trunk_port, &wav, "PCMU", 60).unwrap()
+}
+
+/// Runs a sample program; its stdout and stderr together.
+fn run(cmd: &mut Command, what: &str) -> String {
+    let out = cmd
+        .current_dir(repo_root())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("{what}: {e}"));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    println!("  {what}: {}", text.trim());
+    text
+}
+
+fn samples() -> PathBuf {
+    repo_root().join("tests/dialects")
+}
+
+fn node_sample(w: &World, api_key: &str, secret: &str) -> String {
+    run(
+        Command::new("node")
+            .arg(samples().join("voiceb_sample.js"))
+            .env("API_KEY", api_key)
+            .env("SECRET_KEY", secret)
+            .env("ENDPOINT", format!("{}/api/click-to-call", w.edge.base))
+            .env("NODE_PATH", repo_root().join("node_modules")),
+        "VoiceB Node sample",
+    )
+}
+
+fn python_sample(w: &World, api_key: &str, secret: &str) -> String {
+    run(
+        Command::new(python())
+            .arg(samples().join("voiceb_sample.py"))
+            .env("API_KEY", api_key)
+            .env("SECRET_KEY", secret)
+            .env("ENDPOINT", format!("{}/api/click-to-call", w.edge.base)),
+        "VoiceB Python sample",
+    )
+}
+
+/// The document's curl command, filled in, run by the shell as a reader would
+/// paste it. The web page lost the command's line breaks (` \ -H` is a
+/// backslash-newline continuation in the original); they are put back.
+fn curl(command: &str, what: &str) -> String {
+    let command = command.replace(" \\ ", " \\\n");
+    run(
+        Command::new("bash").args(["-c", &format!("{command} -s -w '\\nHTTP %{{http_code}}'")]),
+        what,
+    )
+}
+
+/// The first `call_<hex>` id in a program's output (not the `call_id` key).
+fn call_id_in(output: &str) -> String {
+    output
+        .match_indices("call_")
+        .map(|(i, _)| {
+            output[i..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect::<String>()
+        })
+        .find(|id| id.len() > 10 && id[5..].chars().all(|c| c.is_ascii_hexdigit()))
+        .unwrap_or_else(|| panic!("no call id in: {output}"))
+}
+
+/// Waits for the call to end; asserts it was a whole conversation.
+fn completed(w: &World, id: &str, number: &str) -> Value {
+    let call = w.edge.wait_call_status(
+        &w.tenant.key,
+        id,
+        &["completed", "failed", "busy", "no_answer", "cancelled"],
+        Duration::from_secs(90),
+    );
+    assert_eq!(call["status"], "completed", "{call}");
+    assert_eq!(call["phone"], number, "{call}");
+    assert_eq!(call["agent_id"], w.tenant.agent_id.as_str(), "{call}");
+    let t = w
+        .edge
+        .call(
+            "GET",
+            &format!("/v1/calls/{id}/transcript"),
+            &w.tenant.key,
+            None,
+        )
+        .expect(200)
+        .json;
+    let roles: Vec<&str> = t["turns"]
+        .as_array()
+        .map(|turns| turns.iter().filter_map(|x| x["role"].as_str()).collect())
+        .unwrap_or_default();
+    assert!(
+        roles.contains(&"agent") && roles.contains(&"callee"),
+        "a conversation, both sides: {t}"
+    );
+    call
+}
+
+fn voiceb_credential(w: &World) -> (String, String, String) {
+    let cred = mint(
+        w,
+        json!({"dialect": "voiceb", "agent_id": w.tenant.agent_id, "name": "website"}),
+    );
+    assert_eq!(cred["dialect"], "voiceb");
+    (
+        str_of(&cred["id"]),
+        str_of(&cred["token"]),
+        str_of(&cred["secret"]),
+    )
+}
+
+fn voiceb_node_sample_places_a_real_call(w: &World) {
+    let (_, token, secret) = voiceb_credential(w);
+    let _phone = phone(w, "vb-node", VOICEB_PHONE, "Yes, sure.");
+    let out = node_sample(w, &token, &secret);
+    assert!(
+        out.contains("Response: {")
+            && out.contains("success: true")
+            && out.contains("status: 'queued'"),
+        "{out}"
+    );
+    completed(w, &call_id_in(&out), VOICEB_PHONE);
+}
+
+fn voiceb_python_sample_places_a_real_call(w: &World) {
+    let (_, token, secret) = voiceb_credential(w);
+    let _phone = phone(w, "vb-python", VOICEB_PHONE, "Yes, I can.");
+    let out = python_sample(w, &token, &secret);
+    assert!(
+        out.contains("Response: {'success': True") && out.contains("'status': 'queued'"),
+        "{out}"
+    );
+    completed(w, &call_id_in(&out), VOICEB_PHONE);
+}
+
+/// The document's error table, reached with its own samples where they can
+/// reach it (they always send both headers) and by hand for `ctc:001`.
+fn voiceb_error_table_through_the_samples(w: &World) {
+    let (kid, token, secret) = voiceb_credential(w);
+    // ctc:006: signed with another secret.
+    let out = node_sample(w, &token, "not-the-secret");
+    assert!(
+        out.contains("code: 'ctc:006'") && out.contains("Invalid signature"),
+        "{out}"
+    );
+    let out = python_sample(w, &token, "not-the-secret");
+    assert!(out.contains("'code': 'ctc:006'"), "{out}");
+    // ctc:003: an unknown token.
+    let out = node_sample(w, "vbk_unknown", &secret);
+    assert!(
+        out.contains("code: 'ctc:003'") && out.contains("Invalid API key"),
+        "{out}"
+    );
+    // ctc:001: a header missing.
+    let r = w
+        .edge
+        .request(
+            "POST",
+            "/api/click-to-call",
+            &[
+                ("api-key", token.as_str()),
+                ("content-type", "application/json"),
+            ],
+            Some(br#"{"phone":"+34612345678"}"#),
+        )
+        .unwrap();
+    assert_eq!(r.status, 400, "{}", r.text);
+    assert_eq!(r.text, r#"{"code":"ctc:001","message":"Missing headers"}"#);
+    // ctc:004: the agent disabled, then enabled again.
+    let agent = format!(
+        "/admin/tenants/{}/agents/{}",
+        w.tenant.id, w.tenant.agent_id
+    );
+    w.edge
+        .admin("PATCH", &agent, Some(&json!({"enabled": false})))
+        .expect(200);
+    let out = python_sample(w, &token, &secret);
+    w.edge
+        .admin("PATCH", &agent, Some(&json!({"enabled": true})))
+        .expect(200);
+    assert!(out.contains("'code': 'ctc:004'"), "{out}");
+    // ctc:007: the same request again while its call is live.
+    let _phone = phone(
+        w,
+        "vb-twice",
+        VOICEB_PHONE,
+        "Hold on, let me check my calendar please.",
+    );
+    let first = node_sample(w, &token, &secret);
+    let id = call_id_in(&first);
+    let again = node_sample(w, &token, &secret);
+    assert!(
+        again.contains("code: 'ctc:007'") && again.contains("Call already in progress"),
+        "{again}"
+    );
+    w.edge
+        .call(
+            "POST",
+            &format!("/v1/calls/{id}/hangup"),
+            &w.tenant.key,
+            None,
+        )
+        .expect(202);
+    w.edge.wait_call_status(
+        &w.tenant.key,
+        &id,
+        &["cancelled", "completed", "failed", "no_answer"],
+        Duration::from_secs(60),
+    );
+    // Revoked: ctc:003 at once.
+    w.edge
+        .admin(
+            "DELETE",
+            &format!("/admin/tenants/{}/dialect-keys/{kid}", w.tenant.id),
+            None,
+        )
+        .expect(200);
+    let out = python_sample(w, &token, &secret);
+    assert!(out.contains("'code': 'ctc:003'"), "{out}");
+}
+
+fn buildvoiceai_curl_places_a_real_call(w: &World) {
+    let cred = mint(w, json!({"dialect": "buildvoiceai"}));
+    let key = str_of(&cred["token"]);
+    let _phone = phone(w, "bvai", BUILDVOICEAI_PHONE, "Yes, sure.");
+    // The document's command; agent_id is the one the admin API gave.
+    let command = format!(
+        r#"curl -X POST {}/api/trigger-call \ -H "Authorization: Bearer {key}" \ -H "Content-Type: application/json" \ -d '{{ "phone": "+15551234567", "name": "Jane Smith", "email": "jane@example.com", "agent_id": "{}" }}'"#,
+        w.edge.base, w.tenant.agent_id
+    );
+    let out = curl(&command, "BuildVoiceAI curl");
+    assert!(
+        out.contains(r#"{"success":true,"call_id":"call_"#) && out.contains("HTTP 200"),
+        "{out}"
+    );
+    let call = completed(w, &call_id_in(&out), BUILDVOICEAI_PHONE);
+    assert_eq!(call["name"], "Jane Smith");
+
+    // 403: a wrong key, and API access switched off (the native key too).
+    let wrong = command.replace(&key, "bvai_wrong");
+    let out = curl(&wrong, "BuildVoiceAI curl, wrong key");
+    assert!(
+        out.contains(r#""success":false"#) && out.contains("HTTP 403"),
+        "{out}"
+    );
+    let tenant = format!("/admin/tenants/{}", w.tenant.id);
+    w.edge
+        .admin("PATCH", &tenant, Some(&json!({"api_access": false})))
+        .expect(200);
+    let out = curl(&command, "BuildVoiceAI curl, API access off");
+    let native = w.edge.call("GET", "/v1/calls", &w.tenant.key, None);
+    w.edge
+        .admin("PATCH", &tenant, Some(&json!({"api_access": true})))
+        .expect(200);
+    assert!(out.contains("HTTP 403"), "{out}");
+    assert_eq!(native.expect_error(403, "api_access_disabled"), None);
+    // 400: not E.164, in the document's {success, error} shape.
+    let out = curl(
+        &command.replace("+15551234567", "555-1234"),
+        "BuildVoiceAI curl, bad phone",
+    );
+    assert!(out.contains("E.164") && out.contains("HTTP 400"), "{out}");
+}
+
+fn calldock_curl_places_a_real_call_and_limits_the_number(w: &World) {
+    let cred = mint(
+        w,
+        json!({"dialect": "calldock", "agent_id": w.tenant.agent_id}),
+    );
+    let key = str_of(&cred["token"]);
+    assert!(key.starts_with("ck_live_") && key.len() == 40, "{key}");
+    let _phone = phone(w, "calldock", CALLDOCK_PHONE, "Yes, sure.");
+    let command = format!(
+        r#"curl -X POST {}/v1/make-call \ -H "X-API-Key: {key}" \ -H "X-Agent-ID: {}" \ -H "Content-Type: application/json" \ -d '{{ "name": "John Doe", "email": "john@example.com", "phone": "+1234567890", "metadata": {{ "source": "website", "campaign": "summer-promo" }} }}'"#,
+        w.edge.base, w.tenant.agent_id
+    );
+    let out = curl(&command, "Calldock curl");
+    assert!(
+        out.contains(r#"{"success":true,"data":{"callId":"call_"#)
+            && out.contains(r#""status":"initiated""#)
+            && out.contains("HTTP 200"),
+        "{out}"
+    );
+    let call = completed(w, &call_id_in(&out), CALLDOCK_PHONE);
+    assert_eq!(
+        call["metadata"],
+        json!({"source": "website", "campaign": "summer-promo"})
+    );
+
+    // 401: a wrong key, or the key with another agent's id.
+    let out = curl(
+        &command.replace(&key, "ck_live_0000"),
+        "Calldock curl, wrong key",
+    );
+    assert!(
+        out.contains(r#""code":"unauthorized""#) && out.contains("HTTP 401"),
+        "{out}"
+    );
+    // 400: no phone.
+    let out = curl(
+        &command.replace(r#""phone": "+1234567890", "#, ""),
+        "Calldock curl, no phone",
+    );
+    assert!(
+        out.contains(r#""code":"bad_request""#) && out.contains("HTTP 400"),
+        "{out}"
+    );
+    // 429: the agent's per-number limit (one call per hour to a number).
+    w.edge
+        .admin(
+            "PATCH",
+            &format!(
+                "/admin/tenants/{}/agents/{}",
+                w.tenant.id, w.tenant.agent_id
+            ),
+            Some(&json!({"per_number_limit": {"limit": 1, "window_seconds": 3600}})),
+        )
+        .expect(200);
+    let out = curl(&command, "Calldock curl, the number again");
+    assert!(
+        out.contains(r#""code":"rate_limited""#) && out.contains("HTTP 429"),
+        "{out}"
+    );
+}
+
+fn dialect_credentials_are_listed_without_secrets(w: &World) {
+    let list = w
+        .edge
+        .admin(
+            "GET",
+            &format!("/admin/tenants/{}/dialect-keys", w.tenant.id),
+            None,
+        )
+        .expect(200)
+        .json;
+    let data = list["data"].as_array().unwrap();
+    assert!(data.len() >= 4, "{list}");
+    for d in data {
+        assert!(d.get("token").is_none() && d.get("secret").is_none(), "{d}");
+    }
+    let r = w.edge.admin(
+        "DELETE",
+        &format!(
+            "/admin/tenants/{}/dialect-keys/dky_00000000000000000000",
+            w.tenant.id
+        ),
+        None,
+    );
+    assert_eq!(r.expect_error(404, "dialect_key_not_found"), None);
+}
+
+fn main() -> std::process::ExitCode {
+    run_suite(
+        "dialects",
+        || {
+            if !sidecar_bin().exists() {
+                return Err(format!(
+                    "{} is missing: `cargo build -p voxline-media-sidecar`",
+                    sidecar_bin().display()
+                ));
+            }
+            let opts = EdgeOptions::fresh("dialects").fast_dispatch();
+            let dir = opts.state_dir.parent().unwrap().to_path_buf();
+            let edge = Edge::start(opts)?;
+            let tenant = edge.provision_tenant("dialects");
+            edge.admin(
+                "PATCH",
+                &format!("/admin/tenants/{}/agents/{}", tenant.id, tenant.agent_id),
+                Some(&json!({"default_engine": "local", "system_prompt": SCRIPT})),
+            )
+            .expect(200);
+            let trunk_port = free_sip_port();
+            let sidecar = start_sip_sidecar(&edge, &dir, "dialects-1", trunk_port, "")?;
+            Ok(World {
+                edge,
+                tenant,
+                dir,
+                trunk_port,
+                _sidecar: sidecar,
+            })
+        },
+        &[
+            (
+                "voiceb_node_sample_places_a_real_call",
+                voiceb_node_sample_places_a_real_call,
+            ),
+            (
+                "voiceb_python_sample_places_a_real_call",
+                voiceb_python_sample_places_a_real_call,
+            ),
+            (
+                "voiceb_error_table_through_the_samples",
+                voiceb_error_table_through_the_samples,
+            ),
+            (
+                "buildvoiceai_curl_places_a_real_call",
+                buildvoiceai_curl_places_a_real_call,
+            ),
+            (
+                "calldock_curl_places_a_real_call_and_limits_the_number",
+                calldock_curl_places_a_real_call_and_limits_the_number,
+            ),
+            (
+                "dialect_credentials_are_listed_without_secrets",
+                dialect_credentials_are_listed_without_secrets,
+            ),
+        ],
+    )
+}
