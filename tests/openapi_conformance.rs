@@ -1215,6 +1215,10 @@ fn every_operation_fails_as_documented(c: &Ctx) {
         let Some(scheme) = c.security(&method, &template) else {
             continue;
         };
+        // The dialects answer in their vendors' shapes (tests/dialects.rs).
+        if !matches!(scheme.as_str(), "bearerAuth" | "adminBearerAuth") {
+            continue;
+        }
         let token = if scheme == "bearerAuth" {
             w.key.as_str()
         } else {
@@ -1328,6 +1332,14 @@ fn z_every_documented_response_was_seen(c: &Ctx) {
     let seen = c.seen.borrow();
     let mut missing = Vec::new();
     for (method, template) in c.operations() {
+        // The dialects' answers: tests/dialects.rs, and natively against their
+        // schemas (edge/src/api/openapi/tests.rs).
+        let dialect = c
+            .security(&method, &template)
+            .is_some_and(|s| !matches!(s.as_str(), "bearerAuth" | "adminBearerAuth"));
+        if dialect {
+            continue;
+        }
         let statuses: Vec<u16> = c.operation(&method, &template)["responses"]
             .as_object()
             .unwrap()

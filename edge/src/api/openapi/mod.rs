@@ -24,6 +24,7 @@
 mod builders;
 #[cfg(test)]
 mod checker;
+mod dialects;
 mod operations;
 mod patterns;
 mod schemas;
@@ -46,6 +47,32 @@ pub fn spec() -> Value {
             .or_insert_with(|| path_item(pattern));
         item[method.to_ascii_lowercase().as_str()] = operation(*id);
     }
+    for (path, item) in dialects::paths() {
+        paths.insert(path.to_string(), item);
+    }
+    let mut tags = vec![
+        json!({"name": "calls", "description": "Place, inspect and hang up calls. Authenticated with a tenant API key."}),
+        json!({"name": "admin", "description": "Operator API: tenants, agents, API keys, dialect credentials and webhook endpoints. Authenticated with the admin token."}),
+        json!({"name": "webhooks", "description": "The tenant's webhook delivery log and redelivery. Authenticated with a tenant API key."}),
+        json!({"name": "meta", "description": "Health and this document. No authentication."}),
+    ];
+    tags.extend(dialects::tags());
+    let mut security_schemes = json!({
+        "bearerAuth": {
+            "type": "http",
+            "scheme": "bearer",
+            "bearerFormat": "ak_...",
+            "description": "A tenant API key (`ak_` then 32 characters) minted by `POST /admin/tenants/{tenant_id}/api-keys`, sent as `Authorization: Bearer ak_...`.\n\nA key minted with `require_signature: true` must also sign every request: `X-Signature: t=<unix seconds>,v2=<lowercase hex HMAC-SHA256(signing_secret, \"{t}\\n{METHOD}\\n{path and query}\\n{raw body}\")>` (`\\n` is one line feed; the key is the UTF-8 bytes of the `signing_secret` string; `METHOD` in uppercase; `path and query` is the path, then `?` and the query string only when there is one, exactly as sent, e.g. `/v1/calls?status=queued&limit=50`; the body is the exact bytes sent, empty for GET). Missing, malformed, wrong, or `t` more than 300 s from now: 401 `invalid_request_signature`; only a `v1` (the retired body-only scheme): 401 `signature_version_unsupported`. Each signature is accepted once: the same `X-Signature` again within the window is 401 `replayed_request`. Unknown `k=v` entries are ignored, several `v2` may be given, and `v1` beside a `v2` is ignored.\n\nAn unknown or revoked key counts against the client address (`CF-Connecting-IP`; an IPv6 address by its /64): after 20 in 5 minutes (the defaults) further failing requests from it get 429 `too_many_failed_attempts` with `Retry-After` until the window ends; valid keys are not affected."
+        },
+        "adminBearerAuth": {
+            "type": "http",
+            "scheme": "bearer",
+            "description": "The operator's admin token (the `ADMIN_TOKEN` secret of the Worker), sent as `Authorization: Bearer <token>`. Without that secret the admin API refuses every request. A wrong token counts against the client address (`CF-Connecting-IP`; an IPv6 address by its /64): after 20 in 5 minutes (the defaults) every admin request from it, right token or not, gets 429 `too_many_failed_attempts` with `Retry-After` until the window ends."
+        }
+    });
+    if let Some(m) = security_schemes.as_object_mut() {
+        m.extend(dialects::security_schemes());
+    }
     json!({
         "openapi": "3.1.0",
         "jsonSchemaDialect": "https://spec.openapis.org/oas/3.1/dialect/base",
@@ -56,28 +83,11 @@ pub fn spec() -> Value {
             "description": info_description(),
             "license": {"name": "Apache-2.0", "identifier": "Apache-2.0"}
         },
-        "tags": [
-            {"name": "calls", "description": "Place, inspect and hang up calls. Authenticated with a tenant API key."},
-            {"name": "admin", "description": "Operator API: tenants, agents, API keys and webhook endpoints. Authenticated with the admin token."},
-            {"name": "webhooks", "description": "The tenant's webhook delivery log and redelivery. Authenticated with a tenant API key."},
-            {"name": "meta", "description": "Health and this document. No authentication."}
-        ],
+        "tags": tags,
         "paths": paths,
         "webhooks": webhook_operations(),
         "components": {
-            "securitySchemes": {
-                "bearerAuth": {
-                    "type": "http",
-                    "scheme": "bearer",
-                    "bearerFormat": "ak_...",
-                    "description": "A tenant API key (`ak_` then 32 characters) minted by `POST /admin/tenants/{tenant_id}/api-keys`, sent as `Authorization: Bearer ak_...`.\n\nA key minted with `require_signature: true` must also sign every request: `X-Signature: t=<unix seconds>,v2=<lowercase hex HMAC-SHA256(signing_secret, \"{t}\\n{METHOD}\\n{path and query}\\n{raw body}\")>` (`\\n` is one line feed; the key is the UTF-8 bytes of the `signing_secret` string; `METHOD` in uppercase; `path and query` is the path, then `?` and the query string only when there is one, exactly as sent, e.g. `/v1/calls?status=queued&limit=50`; the body is the exact bytes sent, empty for GET). Missing, malformed, wrong, or `t` more than 300 s from now: 401 `invalid_request_signature`; only a `v1` (the retired body-only scheme): 401 `signature_version_unsupported`. Each signature is accepted once: the same `X-Signature` again within the window is 401 `replayed_request`. Unknown `k=v` entries are ignored, several `v2` may be given, and `v1` beside a `v2` is ignored.\n\nAn unknown or revoked key counts against the client address (`CF-Connecting-IP`; an IPv6 address by its /64): after 20 in 5 minutes (the defaults) further failing requests from it get 429 `too_many_failed_attempts` with `Retry-After` until the window ends; valid keys are not affected."
-                },
-                "adminBearerAuth": {
-                    "type": "http",
-                    "scheme": "bearer",
-                    "description": "The operator's admin token (the `ADMIN_TOKEN` secret of the Worker), sent as `Authorization: Bearer <token>`. Without that secret the admin API refuses every request. A wrong token counts against the client address (`CF-Connecting-IP`; an IPv6 address by its /64): after 20 in 5 minutes (the defaults) every admin request from it, right token or not, gets 429 `too_many_failed_attempts` with `Retry-After` until the window ends."
-                }
-            },
+            "securitySchemes": security_schemes,
             "schemas": schemas()
         }
     })
@@ -92,6 +102,8 @@ Every failure has one shape, `{{\"error\": {{\"code\", \"message\", \"field\"}}}
 Any path that is not listed here answers 404 `not_found`; a listed path called with another method \
 answers 405 `method_not_allowed` with an `Allow` header.\n\n\
 Tenant-scoped objects are only visible to their own tenant: another tenant's id answers 404, never 403.\n\n\
+The paths tagged `voiceb`, `buildvoiceai` and `calldock` are seed-API dialects: they answer in their \
+vendor's shapes (each operation documents its own), not the `Error` schema.\n\n\
 `/v1/sidecar/*` is the media sidecars' HMAC-signed sidecar link (see `voxline_shared::sidecar_link`), not part of this API; \
 its error codes appear in the `Error` schema's `code` enum."
     )

@@ -417,6 +417,62 @@ fn security_of(spec: &Value, method: &str, pattern: &str) -> Option<String> {
 
 // ---- the document against the code ----
 
+/// Every status a dialect answers is documented with a body its schema
+/// accepts: VoiceB's whole table, and each refusal of the others.
+#[test]
+fn dialect_answers_match_their_documented_schemas() {
+    use crate::dialects::{buildvoiceai, calldock, voiceb, Refusal};
+    let spec = spec();
+    let check = |path: &str, status: u16, body: &str| {
+        let op = operation_of(&spec, "POST", path);
+        let schema = &op["responses"][status.to_string()]["content"]["application/json"]["schema"];
+        assert!(schema.is_object(), "{path}: {status} undocumented");
+        let value: Value = serde_json::from_str(body).unwrap();
+        if let Err(e) = Checker::new(&spec).check(schema, &value) {
+            panic!("{path} {status} {body}: {e}");
+        }
+    };
+    for e in voiceb::CtcError::ALL {
+        check(voiceb::PATH, e.status(), &e.body());
+    }
+    check(
+        voiceb::PATH,
+        200,
+        &voiceb::accepted_body("call_fe5dc0d9e5c3f78c3f576f", "queued"),
+    );
+    let refusals = [
+        Refusal::MissingCredentials,
+        Refusal::InvalidCredentials,
+        Refusal::AccessDisabled,
+        Refusal::AgentLookupFailed,
+        Refusal::AgentDisabled,
+        Refusal::AgentNotConfigured,
+        Refusal::InvalidSignature,
+        Refusal::InvalidRequest("x".into()),
+        Refusal::CallInProgress,
+        Refusal::RateLimited {
+            retry_after_seconds: 1,
+        },
+        Refusal::Internal,
+    ];
+    for r in &refusals {
+        let e = buildvoiceai::BviError::from(r);
+        check(buildvoiceai::PATH, e.status(), &e.body());
+        let e = calldock::CalldockError::from(r);
+        check(calldock::PATH, e.status(), &e.body());
+    }
+    check(
+        buildvoiceai::PATH,
+        200,
+        &buildvoiceai::accepted_body("call_fe5dc0d9e5c3f78c3f576f"),
+    );
+    check(
+        calldock::PATH,
+        200,
+        &calldock::accepted_body("call_fe5dc0d9e5c3f78c3f576f", NOW),
+    );
+}
+
 #[test]
 fn every_route_is_documented_and_nothing_else() {
     let spec = spec();
@@ -465,10 +521,23 @@ fn every_route_is_documented_and_nothing_else() {
             .unwrap_or_default();
         assert_eq!(template, declared, "{path}: path parameters");
     }
-    let routes: BTreeSet<(String, String)> = ROUTES
+    let mut routes: BTreeSet<(String, String)> = ROUTES
         .iter()
         .map(|(m, p, _)| (m.to_string(), p.to_string()))
         .collect();
+    // The dialects' paths, each under its dialect's tag and credentials.
+    for d in crate::dialects::Dialect::ALL {
+        for (method, path) in d.routes() {
+            routes.insert((method.to_string(), path.to_string()));
+            let op = operation_of(&spec, method, path);
+            assert_eq!(op["tags"], json!([d.name()]), "{path}");
+            let sec = security_of(&spec, method, path).expect("dialect security");
+            assert!(
+                spec["components"]["securitySchemes"][&sec].is_object(),
+                "{path}: {sec}"
+            );
+        }
+    }
     assert_eq!(documented, routes);
     for (method, path, _) in ROUTES {
         let sec = security_of(&spec, method, path);
