@@ -141,3 +141,24 @@ pub(crate) fn client_ip(req: &ApiRequest) -> &str {
         .filter(|ip| !ip.is_empty() && ip.len() <= 64)
         .unwrap_or("127.0.0.1")
 }
+
+/// The limits every authenticated request counts against: its credential's
+/// (`key:<id>`, an API key or a dialect credential) and its address's.
+pub(crate) fn key_and_ip_checks(
+    limits: &traffic::RateLimits,
+    key_id: &str,
+    req: &ApiRequest,
+) -> Vec<traffic::Check> {
+    vec![
+        traffic::Check {
+            scope: format!("key:{key_id}"),
+            limit: limits.per_key,
+            new_work_only: false,
+        },
+        traffic::Check {
+            scope: format!("ip:{}", client_ip(req)),
+            limit: limits.per_ip,
+            new_work_only: false,
+        },
+    ]
+}

@@ -7,7 +7,7 @@
 //! credential, the tenant, the agent, the signature (VoiceB), the body, the
 //! rate limits, then the call itself.
 
-use crate::api::auth::{bearer, client_ip};
+use crate::api::auth::{bearer, client_ip, key_and_ip_checks};
 use crate::api::calls::place_call;
 use crate::api::validate;
 use crate::dialects::{buildvoiceai, calldock, voiceb, Dialect, Refusal, Scope};
@@ -176,23 +176,14 @@ async fn place<K: Kv, D: DispatchQueues>(
     // 7. Admission: the credential's, the address's and the number's limits.
     let limits = tenant.rate_limits;
     let admission = Admission {
-        checks: vec![
-            Check {
-                scope: format!("key:{}", auth.key_id),
-                limit: limits.per_key,
-                new_work_only: false,
-            },
-            Check {
-                scope: format!("ip:{}", client_ip(req)),
-                limit: limits.per_ip,
-                new_work_only: false,
-            },
-            Check {
+        checks: key_and_ip_checks(&limits, &auth.key_id, req)
+            .into_iter()
+            .chain([Check {
                 scope: format!("number:{}", input.phone),
                 limit: agent.per_number_limit.unwrap_or(limits.per_number),
                 new_work_only: true,
-            },
-        ],
+            }])
+            .collect(),
         idempotency: None,
         signature: None,
     };

@@ -215,18 +215,7 @@ async fn v1_route<K: Kv, D: DispatchQueues>(
         }
     };
     let limits = tenant.rate_limits;
-    let mut checks = vec![
-        Check {
-            scope: format!("key:{}", auth.key_id),
-            limit: limits.per_key,
-            new_work_only: false,
-        },
-        Check {
-            scope: format!("ip:{}", client_ip(req)),
-            limit: limits.per_ip,
-            new_work_only: false,
-        },
-    ];
+    let mut checks = crate::api::auth::key_and_ip_checks(&limits, &auth.key_id, req);
     let mut idempotency = None;
     // A new call is validated (pure) and its agent resolved before admission,
     // so its number joins the same round trip; an invalid one still counts.
