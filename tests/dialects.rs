@@ -10,7 +10,7 @@
 //! Credentials come from the admin API (`/admin/tenants/{t}/dialect-keys`).
 //! What a request cannot reach here is covered by the edge's native tests
 //! (`api::tests::dialects`): VoiceB's `ctc:002` and `ctc:008` (storage and
-//! sealing failures) and `ctc:005` (the credential's agent deleted).
+//! sealing failures).
 
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -284,6 +284,30 @@ fn voiceb_error_table_through_the_samples(w: &World) {
         &id,
         &["cancelled", "completed", "failed", "no_answer"],
         Duration::from_secs(60),
+    );
+    // ctc:005: the credential's agent was deleted.
+    let gone = w
+        .edge
+        .admin(
+            "POST",
+            &format!("/admin/tenants/{}/agents", w.tenant.id),
+            Some(&json!({"name": "temporary", "default": false})),
+        )
+        .expect(201)
+        .json;
+    let gone_id = str_of(&gone["id"]);
+    let cred = mint(w, json!({"dialect": "voiceb", "agent_id": gone_id}));
+    w.edge
+        .admin(
+            "DELETE",
+            &format!("/admin/tenants/{}/agents/{gone_id}", w.tenant.id),
+            None,
+        )
+        .expect(200);
+    let out = python_sample(w, &str_of(&cred["token"]), &str_of(&cred["secret"]));
+    assert!(
+        out.contains("'code': 'ctc:005'") && out.contains("Agent not configured"),
+        "{out}"
     );
     // Revoked: ctc:003 at once.
     w.edge

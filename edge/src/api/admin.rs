@@ -119,6 +119,7 @@ pub(crate) async fn admin_route<K: Kv, D: DispatchQueues>(
             Ok(ApiResponse::json(200, &agent_public(&agent, &tenant)))
         }
         RouteId::UpdateAgent => update_agent(env, req, &mut tenant, sub).await,
+        RouteId::DeleteAgent => delete_agent(env, &mut tenant, sub).await,
         RouteId::CreateApiKey => create_api_key(env, req, &tenant).await,
         RouteId::ListApiKeys => {
             let list = list_values(env, &keys::api_keys_prefix(&tenant.id)).await?;
@@ -364,6 +365,26 @@ pub(crate) async fn update_agent<K: Kv, D: DispatchQueues>(
         _ => {}
     }
     Ok(ApiResponse::json(200, &agent_public(&agent, tenant)))
+}
+
+/// Removes the agent. Calls already accepted keep the settings they were
+/// created with; new calls cannot name it, it stops being the default, and
+/// its dialect credentials stop placing calls (VoiceB `ctc:005`).
+pub(crate) async fn delete_agent<K: Kv, D: DispatchQueues>(
+    env: &Env<'_, K, D>,
+    tenant: &mut Tenant,
+    aid: &str,
+) -> Result<ApiResponse> {
+    let agent = load_agent(env, &tenant.id, aid).await?;
+    if tenant.default_agent_id.as_deref() == Some(agent.id.as_str()) {
+        tenant.default_agent_id = None;
+        put_json(env.kv, &keys::tenant(&tenant.id), tenant, None).await?;
+    }
+    env.kv.delete(&keys::agent(&tenant.id, &agent.id)).await?;
+    Ok(ApiResponse::json(
+        200,
+        &json!({"id": agent.id, "object": "agent", "deleted": true}),
+    ))
 }
 
 pub(crate) async fn create_api_key<K: Kv, D: DispatchQueues>(

@@ -20,6 +20,7 @@ pub enum RouteId {
     ListAgents,
     GetAgent,
     UpdateAgent,
+    DeleteAgent,
     CreateApiKey,
     ListApiKeys,
     RevokeApiKey,
@@ -86,6 +87,11 @@ pub const ROUTES: &[(&str, &str, RouteId)] = &[
         "PATCH",
         "/admin/tenants/{tenant_id}/agents/{agent_id}",
         RouteId::UpdateAgent,
+    ),
+    (
+        "DELETE",
+        "/admin/tenants/{tenant_id}/agents/{agent_id}",
+        RouteId::DeleteAgent,
     ),
     (
         "POST",

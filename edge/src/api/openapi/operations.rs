@@ -206,6 +206,16 @@ pub(super) fn operation(id: RouteId) -> Value {
         .ok(200, "The updated agent.", "Agent")
         .errors(&[E::TenantNotFound, E::AgentNotFound, E::InvalidValue, E::ValueTooLong, E::OutOfRange, E::InvalidLanguage, E::InvalidUrl, E::EngineKeysUnavailable])
         .build(),
+        RouteId::DeleteAgent => op(
+            "deleteAgent",
+            "admin",
+            Auth::Admin,
+            "Delete an agent",
+            "Removes the agent. Calls already accepted keep the settings they were created with; new calls cannot name it (422 `unknown_agent`), it stops being the tenant's default, and its dialect credentials stop placing calls (VoiceB answers `ctc:005`).",
+        )
+        .ok(200, "The deleted agent's id.", "AgentDeleted")
+        .errors(&[E::TenantNotFound, E::AgentNotFound])
+        .build(),
         RouteId::CreateApiKey => op(
             "createApiKey",
             "admin",

@@ -372,6 +372,17 @@ A call already queued inside the window is not stopped when the window closes.";
         }}),
     );
     add(
+        "AgentDeleted",
+        record(
+            "An agent that was deleted.",
+            vec![
+                ("id", id_schema("agt")),
+                ("object", object_const("agent")),
+                ("deleted", json!({"const": true})),
+            ],
+        ),
+    );
+    add(
         "AgentList",
         list_of("All agents of a tenant (one page).", "Agent"),
     );

@@ -1411,6 +1411,24 @@ fn every_route_answers_as_documented() {
         ),
         revoked
     );
+    let spare = id_of(&expect(
+        api.admin(
+            "POST",
+            &format!("{tp}/agents"),
+            Some(json!({"name": "spare", "default": false})),
+        ),
+        201,
+    ));
+    let deleted = expect(
+        api.admin("DELETE", &format!("{tp}/agents/{spare}"), None),
+        200,
+    );
+    assert_eq!(deleted["deleted"], true);
+    expect_error(
+        api.admin("GET", &format!("{tp}/agents/{spare}"), None),
+        404,
+        "agent_not_found",
+    );
     expect(api.admin("GET", &format!("{tp}/dialect-keys"), None), 200);
     let revoked = expect(
         api.admin("DELETE", &format!("{tp}/dialect-keys/{}", w.dkid), None),
