@@ -2134,3 +2134,50 @@ fn failed_api_keys_are_counted_per_address_and_a_valid_key_never_waits_on_it() {
 }
 
 mod dialects;
+
+#[test]
+fn deleting_the_default_agent_clears_the_default_and_keeps_accepted_calls() {
+    let w = World::new();
+    let (tid, key) = w.tenant(true);
+    let aid = w.admin("GET", &format!("/admin/tenants/{tid}"), None)["default_agent_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let r = w.send(
+        "POST",
+        "/v1/calls",
+        Some(&key),
+        Some(json!({"phone": "+14155550100"})),
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    let cid = r.body_json()["id"].as_str().unwrap().to_string();
+    let gone = w.admin(
+        "DELETE",
+        &format!("/admin/tenants/{tid}/agents/{aid}"),
+        None,
+    );
+    assert_eq!(gone, json!({"id": aid, "object": "agent", "deleted": true}));
+    assert_eq!(
+        w.admin("GET", &format!("/admin/tenants/{tid}"), None)["default_agent_id"],
+        Value::Null
+    );
+    let r = w.send(
+        "POST",
+        "/v1/calls",
+        Some(&key),
+        Some(json!({"phone": "+14155550101"})),
+    );
+    assert_eq!((r.status, World::code(&r)), (422, "agent_required".into()));
+    let call = w.send("GET", &format!("/v1/calls/{cid}"), Some(&key), None);
+    assert_eq!(call.body_json()["agent_id"], aid.as_str());
+    let again = w.send(
+        "DELETE",
+        &format!("/admin/tenants/{tid}/agents/{aid}"),
+        Some(ADMIN),
+        None,
+    );
+    assert_eq!(
+        (again.status, World::code(&again)),
+        (404, "agent_not_found".into())
+    );
+}
