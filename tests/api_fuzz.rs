@@ -97,6 +97,9 @@ fn schemathesis(ctx: &Ctx, name: &str, paths: &str, token: &str, examples: u32) 
         .arg("run")
         .arg(format!("{}/v1/openapi.json", ctx.edge.base))
         .args(["--include-path-regex", paths])
+        // Deleting the fixture agent (a known `agent_id`) would turn the rest of
+        // the run into 404s; DELETE agent is covered natively and end to end.
+        .args(["--exclude-operation-id", "deleteAgent"])
         .args(["--header", &format!("Authorization: Bearer {token}")])
         .args(["--checks", "all"])
         .args(["--max-examples", &examples.to_string()])

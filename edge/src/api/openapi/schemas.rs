@@ -888,9 +888,7 @@ A call already queued inside the window is not stopped when the window closes.";
             &[],
         ),
     );
-    add(
-        "CreateDialectKeyRequest",
-        input(
+    let mut dialect_key_request = input(
             "A new dialect credential.",
             vec![
                 (
@@ -911,8 +909,17 @@ A call already queued inside the window is not stopped when the window closes.";
                 ),
             ],
             &["dialect"],
-        ),
     );
+    // Whose credential it is depends on the dialect: say so in the schema.
+    {
+        dialect_key_request["allOf"] = json!([
+            {"if": {"properties": {"dialect": {"enum": ["voiceb", "calldock"]}}, "required": ["dialect"]},
+             "then": {"required": ["agent_id"], "properties": {"agent_id": {"type": "string"}}}},
+            {"if": {"properties": {"dialect": {"const": "buildvoiceai"}}, "required": ["dialect"]},
+             "then": {"properties": {"agent_id": {"type": "null"}}}}
+        ]);
+    }
+    add("CreateDialectKeyRequest", dialect_key_request);
     let url_doc = "Where to POST events: https to a public host (private, loopback, link-local, CGNAT and metadata addresses, \
 internal names, numeric IPv4 forms, IPv6 forms embedding an IPv4 address and `user:password@` credentials are refused, \
 422 `invalid_url`; checked again before every delivery); in local development also http or https to loopback. Names that resolve to private addresses cannot be detected from a Worker.";
