@@ -203,6 +203,80 @@ pub fn default_retry_schedule() -> Vec<u32> {
     DEFAULT_RETRY_SCHEDULE.to_vec()
 }
 
+/// What an endpoint receives and how it is signed: the native events
+/// (Standard Webhooks), or a dialect's one post-call webhook (docs/dialects.md;
+/// the rules per format are in `webhooks::formats`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WebhookFormat {
+    /// Endpoints written before formats existed read as native.
+    #[default]
+    Native,
+    BuildVoiceAi,
+    Calldock,
+}
+
+impl WebhookFormat {
+    pub const ALL: [WebhookFormat; 3] = [
+        WebhookFormat::Native,
+        WebhookFormat::BuildVoiceAi,
+        WebhookFormat::Calldock,
+    ];
+    /// The names, in the order of [`WebhookFormat::ALL`] (as serde writes them).
+    pub const NAMES: [&'static str; 3] = ["native", "buildvoiceai", "calldock"];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WebhookFormat::Native => "native",
+            WebhookFormat::BuildVoiceAi => "buildvoiceai",
+            WebhookFormat::Calldock => "calldock",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<WebhookFormat> {
+        WebhookFormat::ALL.into_iter().find(|f| f.as_str() == s)
+    }
+
+    /// The dialect whose webhook this is (None: native).
+    pub fn dialect(self) -> Option<crate::dialects::Dialect> {
+        match self {
+            WebhookFormat::Native => None,
+            WebhookFormat::BuildVoiceAi => Some(crate::dialects::Dialect::BuildVoiceAi),
+            WebhookFormat::Calldock => Some(crate::dialects::Dialect::Calldock),
+        }
+    }
+
+    /// The delays retries follow. BuildVoiceAI's are its document's, whatever
+    /// the endpoint's own schedule says (30 s, 5 min, 30 min, then dropped);
+    /// the other formats follow the endpoint's `retry_schedule`.
+    pub fn retry_schedule(self, own: &[u32]) -> &[u32] {
+        match self {
+            WebhookFormat::BuildVoiceAi => &crate::dialects::buildvoiceai::RETRY_SCHEDULE,
+            WebhookFormat::Native | WebhookFormat::Calldock => own,
+        }
+    }
+
+    /// Whether a receiver's longer `Retry-After` delays the next attempt
+    /// (not for BuildVoiceAI, whose document fixes the retry times).
+    pub fn honours_retry_after(self) -> bool {
+        self != WebhookFormat::BuildVoiceAi
+    }
+
+    /// How long an attempt waits for the answer before it counts as failed.
+    pub fn attempt_timeout_ms(self) -> u64 {
+        match self {
+            WebhookFormat::BuildVoiceAi => {
+                u64::from(crate::dialects::buildvoiceai::RESPONSE_TIMEOUT_SECONDS) * 1000
+            }
+            WebhookFormat::Native | WebhookFormat::Calldock => DEFAULT_ATTEMPT_TIMEOUT_MS,
+        }
+    }
+}
+
+/// A delivery attempt is abandoned (and counted as failed) after this,
+/// unless its endpoint's format says otherwise.
+pub const DEFAULT_ATTEMPT_TIMEOUT_MS: u64 = 15_000;
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct WebhookEndpoint {
     pub id: String,
@@ -226,17 +300,28 @@ pub struct WebhookEndpoint {
     pub previous_secret_expires_ms: Option<u64>,
     #[serde(default)]
     pub updated_at: Option<String>,
+    #[serde(default)]
+    pub format: WebhookFormat,
+    /// Only calls of this agent (None: every call of the tenant).
+    #[serde(default)]
+    pub agent_id: Option<String>,
 }
 
 impl WebhookEndpoint {
+    /// The delays its retries follow (see [`WebhookFormat::retry_schedule`]).
+    pub fn effective_retry_schedule(&self) -> &[u32] {
+        self.format.retry_schedule(&self.retry_schedule)
+    }
+
     pub fn to_public(&self) -> Value {
         let overlap_until = self
             .previous_secret
             .as_ref()
             .and(self.previous_secret_expires_ms)
             .map(crate::ids::rfc3339_ms);
-        json!({"id": self.id, "object": "webhook_endpoint", "url": self.url, "events": self.events,
-               "enabled": self.enabled, "disabled_reason": self.disabled_reason, "retry_schedule": self.retry_schedule,
+        json!({"id": self.id, "object": "webhook_endpoint", "url": self.url, "format": self.format,
+               "agent_id": self.agent_id, "events": self.events,
+               "enabled": self.enabled, "disabled_reason": self.disabled_reason, "retry_schedule": self.effective_retry_schedule(),
                "previous_secret_expires_at": overlap_until, "created_at": self.created_at,
                "updated_at": self.updated_at.as_ref().unwrap_or(&self.created_at)})
     }

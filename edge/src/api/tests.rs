@@ -1882,6 +1882,7 @@ fn secrets_minted_by_the_admin_api_are_stored_sealed_and_still_verify_and_sign()
             _: &str,
             headers: &[(String, String)],
             _: &str,
+            _: u64,
         ) -> std::result::Result<crate::webhooks::delivery::HttpReply, String> {
             *self.0.borrow_mut() = headers.to_vec();
             Ok(crate::webhooks::delivery::HttpReply {
@@ -2133,6 +2134,7 @@ fn failed_api_keys_are_counted_per_address_and_a_valid_key_never_waits_on_it() {
     assert_eq!(from("192.0.2.11", "ak_wrong").status, 401);
 }
 
+mod dialect_webhooks;
 mod dialects;
 
 #[test]

@@ -15,8 +15,8 @@ use crate::engine_keys::{SecretOwner, StoredSecret};
 use crate::error::{ApiError, ErrorCode};
 use crate::http::{ApiRequest, ApiResponse};
 use crate::ids::{self, rfc3339_ms};
-use crate::limits::{WEBHOOK_EVENT_MAX, WEBHOOK_URL_MAX};
-use crate::model::{keys, Tenant, WebhookEndpoint};
+use crate::limits::{ID_FIELD_MAX, WEBHOOK_EVENT_MAX, WEBHOOK_URL_MAX};
+use crate::model::{keys, Agent, Tenant, WebhookEndpoint, WebhookFormat};
 use crate::store::{get_json, put_json, Kv};
 use crate::url_guard;
 use crate::webhooks::delivery::{self, DeliveryRecord, DeliveryStatus};
@@ -25,7 +25,14 @@ use serde_json::{json, Value};
 
 type Result<T> = std::result::Result<T, ApiError>;
 
-pub const WEBHOOK_FIELDS: &[&str] = &["url", "events", "enabled", "retry_schedule"];
+pub const WEBHOOK_FIELDS: &[&str] = &[
+    "url",
+    "events",
+    "enabled",
+    "retry_schedule",
+    "format",
+    "agent_id",
+];
 /// KV list calls one listing request may spend when a filter skips keys.
 const LIST_MAX_SCANS: usize = 10;
 
@@ -141,6 +148,74 @@ fn schedule_field(f: &Fields, dev_mode: bool) -> Result<Option<Vec<u32>>> {
     Ok(steps.map(|s| s.into_iter().map(|n| n as u32).collect()))
 }
 
+/// `format`: `native`, `buildvoiceai` or `calldock` (None: absent or null).
+fn format_field(f: &Fields) -> Result<Option<WebhookFormat>> {
+    let Some(name) = f.str_opt("format", WEBHOOK_EVENT_MAX)? else {
+        return Ok(None);
+    };
+    WebhookFormat::parse(&name).map(Some).ok_or_else(|| {
+        ApiError::field(
+            ErrorCode::InvalidValue,
+            "format",
+            format!(
+                "unknown format '{name}'; known: {}",
+                WebhookFormat::NAMES.join(", ")
+            ),
+        )
+    })
+}
+
+/// `agent_id`: an agent of the tenant (422 `unknown_agent` otherwise).
+/// `None`: absent; `Some(None)`: an explicit null (no filter).
+async fn agent_field<K: Kv, D: DispatchQueues>(
+    env: &Env<'_, K, D>,
+    f: &Fields,
+    tenant: &Tenant,
+) -> Result<Option<Option<String>>> {
+    let Some(aid) = f.str_opt("agent_id", ID_FIELD_MAX)? else {
+        return Ok(f.is_null("agent_id").then_some(None));
+    };
+    let unknown = || {
+        ApiError::field(
+            ErrorCode::UnknownAgent,
+            "agent_id",
+            format!("no agent '{aid}' in this tenant"),
+        )
+    };
+    let agent: Agent = env
+        .load_by_id(&aid, "agt", &keys::agent(&tenant.id, &aid), unknown)
+        .await?;
+    Ok(Some(Some(agent.id)))
+}
+
+/// What a dialect endpoint cannot have: subscribed events (it gets one
+/// delivery per call, at the end), and for BuildVoiceAI a retry schedule of
+/// its own (the vendor's is fixed). Checked on the endpoint as it would be
+/// stored, so a change of `format` is checked against the other fields too.
+fn check_format(endpoint: &WebhookEndpoint, schedule_given: bool) -> Result<()> {
+    let Some(dialect) = endpoint.format.dialect() else {
+        return Ok(());
+    };
+    if !endpoint.events.is_empty() {
+        return Err(ApiError::field(
+            ErrorCode::InvalidValue,
+            "events",
+            format!(
+                "a {} endpoint is sent one delivery per call, when the call has ended: events must be empty",
+                dialect.name()
+            ),
+        ));
+    }
+    if schedule_given && endpoint.format == WebhookFormat::BuildVoiceAi {
+        return Err(ApiError::field(
+            ErrorCode::InvalidValue,
+            "retry_schedule",
+            "a buildvoiceai endpoint retries as BuildVoiceAI documents (30 s, 5 min, 30 min, then dropped): leave retry_schedule out",
+        ));
+    }
+    Ok(())
+}
+
 /// The public form plus the new clear secret: the one time it leaves the edge.
 fn created_body(endpoint: &WebhookEndpoint, clear_secret: &str) -> Value {
     let mut body = endpoint.to_public();
@@ -169,6 +244,9 @@ async fn create<K: Kv, D: DispatchQueues>(
         ));
     }
     let url = url_field(&f, env.dev_mode)?.unwrap_or_default();
+    let format = format_field(&f)?.unwrap_or_default();
+    let agent_id = agent_field(env, &f, tenant).await?.flatten();
+    let schedule = schedule_field(&f, env.dev_mode)?;
     let sealing = secrets_sealing_key(env.sealing_key)?;
     let now = rfc3339_ms(env.now_ms);
     let id = ids::random_id("wh");
@@ -180,13 +258,17 @@ async fn create<K: Kv, D: DispatchQueues>(
         events: events_field(&f)?.unwrap_or_default(),
         enabled: f.bool_opt("enabled")?.unwrap_or(true),
         created_at: now.clone(),
-        retry_schedule: schedule_field(&f, env.dev_mode)?
+        retry_schedule: schedule
+            .clone()
             .unwrap_or_else(crate::model::default_retry_schedule),
         disabled_reason: None,
         previous_secret: None,
         previous_secret_expires_ms: None,
         updated_at: Some(now),
+        format,
+        agent_id,
     };
+    check_format(&endpoint, schedule.is_some())?;
     put_json(
         env.kv,
         &keys::webhook(&tenant.id, &endpoint.id),
@@ -211,9 +293,17 @@ async fn update<K: Kv, D: DispatchQueues>(
     if let Some(events) = events_field(&f)? {
         endpoint.events = events;
     }
-    if let Some(schedule) = schedule_field(&f, env.dev_mode)? {
-        endpoint.retry_schedule = schedule;
+    let schedule = schedule_field(&f, env.dev_mode)?;
+    if let Some(schedule) = &schedule {
+        endpoint.retry_schedule = schedule.clone();
     }
+    if let Some(format) = format_field(&f)? {
+        endpoint.format = format;
+    }
+    if let Some(agent_id) = agent_field(env, &f, tenant).await? {
+        endpoint.agent_id = agent_id;
+    }
+    check_format(&endpoint, schedule.is_some())?;
     if let Some(enabled) = f.bool_opt("enabled")? {
         if enabled {
             endpoint.disabled_reason = None;

@@ -1151,15 +1151,37 @@ where
     Fut: std::future::Future<Output = bool>,
 {
     let events = rows.events(DRAIN_BATCH)?;
+    if events.is_empty() {
+        return Ok(false);
+    }
     let full = events.len() == DRAIN_BATCH as usize;
+    let endpoints = crate::webhooks::events::endpoints(kv, tenant_id).await?;
+    let calls = StoredCalls(rows);
     for (id, event) in events {
-        let jobs = crate::webhooks::events::jobs_for_event(kv, tenant_id, &event, now_ms).await?;
+        let jobs = crate::webhooks::events::jobs_for_event(
+            kv, tenant_id, &endpoints, &event, &calls, now_ms,
+        )
+        .await?;
         if !jobs.is_empty() && !send(jobs).await {
             return Ok(true);
         }
         rows.delete_event(id)?;
     }
     Ok(full)
+}
+
+/// The calls of these rows, as making deliveries reads them (a dialect
+/// endpoint's body is rendered from the record and transcript as stored when
+/// the event is drained).
+struct StoredCalls<'a, R: CallRows>(&'a R);
+
+impl<R: CallRows> crate::webhooks::events::CallSource for StoredCalls<'_, R> {
+    fn record(&self, call_id: &str) -> Result<Option<CallRecord>, StoreError> {
+        self.0.call(call_id)
+    }
+    fn transcript(&self, call_id: &str) -> Result<Transcript, StoreError> {
+        transcript(self.0, call_id)
+    }
 }
 
 /// In-process [`Calls`] over the same code, one set of rows per tenant, with

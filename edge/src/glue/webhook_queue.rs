@@ -7,9 +7,7 @@
 
 use crate::engine_keys::SealingKey;
 use crate::glue::env::{WorkersKv, KV_BINDING};
-use crate::webhooks::delivery::{
-    self, DeliveryJob, HttpReply, Next, WebhookHttp, ATTEMPT_TIMEOUT_MS,
-};
+use crate::webhooks::delivery::{self, DeliveryJob, HttpReply, Next, WebhookHttp};
 use futures_util::future::{join_all, select, Either};
 use std::time::Duration;
 use worker::{
@@ -81,7 +79,7 @@ async fn send_one(queue: &worker::Queue, job: &DeliveryJob, delay_seconds: u32) 
     queue.send(msg.build()).await
 }
 
-/// `fetch` with a 15 s timeout (AbortController) and no redirects (a 3xx
+/// `fetch` with the timeout of the job's format (AbortController) and no redirects (a 3xx
 /// could otherwise bounce a delivery to an address the URL guard refuses).
 struct FetchHttp;
 
@@ -91,6 +89,7 @@ impl WebhookHttp for FetchHttp {
         url: &str,
         headers: &[(String, String)],
         body: &str,
+        timeout_ms: u64,
     ) -> std::result::Result<HttpReply, String> {
         let h = Headers::new();
         for (k, v) in headers {
@@ -106,7 +105,7 @@ impl WebhookHttp for FetchHttp {
         let signal = controller.signal();
         let fetch = Fetch::Request(req);
         let send = std::pin::pin!(fetch.send_with_signal(&signal));
-        let timeout = Delay::from(Duration::from_millis(ATTEMPT_TIMEOUT_MS));
+        let timeout = Delay::from(Duration::from_millis(timeout_ms));
         match select(send, timeout).await {
             Either::Left((Ok(resp), _)) => {
                 let retry_after = resp.headers().get("retry-after").ok().flatten();
@@ -118,7 +117,7 @@ impl WebhookHttp for FetchHttp {
             Either::Left((Err(e), _)) => Err(format!("request failed: {e}")),
             Either::Right(_) => {
                 controller.abort();
-                Err(format!("no answer within {} s", ATTEMPT_TIMEOUT_MS / 1000))
+                Err(format!("no answer within {} s", timeout_ms / 1000))
             }
         }
     }
@@ -180,7 +179,7 @@ pub async fn consume(batch: MessageBatch<String>, env: Env, _ctx: Context) -> Re
         .is_ok_and(|v| v.to_string() == "development");
     let sealing = crate::glue::env::sealing_key(&env);
     // Attempts of one batch run concurrently: one slow receiver (up to the
-    // 15 s timeout) does not hold up the others.
+    // attempt timeout) does not hold up the others.
     join_all(
         batch
             .raw_iter()

@@ -2,11 +2,13 @@
 //! [`process`], which runs one job (checks the endpoint, signs, POSTs,
 //! records the attempt, says what happens next).
 
+use crate::dialects::Dialect;
 use crate::engine_keys::{SealingKey, SecretOwner, SecretUnavailable};
 use crate::ids::{self, rfc3339_ms};
-use crate::model::{keys, WebhookEndpoint};
+use crate::model::{keys, DialectKeyInfo, WebhookEndpoint, WebhookFormat};
 use crate::store::{get_json, put_json, Kv, StoreError};
 use crate::url_guard;
+use crate::webhooks::post_call;
 use crate::webhooks::signing as webhook_signing;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -18,8 +20,6 @@ pub const MAX_RETRY_STEPS: usize = 20;
 /// How long the previous secret still signs after a rotation, by default.
 pub const DEFAULT_ROTATION_OVERLAP_SECONDS: u64 = 86_400;
 pub const MAX_ROTATION_OVERLAP_SECONDS: u64 = 7 * 86_400;
-/// Each attempt is abandoned (and counted as failed) after this.
-pub const ATTEMPT_TIMEOUT_MS: u64 = 15_000;
 /// Cloudflare Queues' longest delay; longer waits are chained.
 pub const MAX_QUEUE_DELAY_SECONDS: u32 = 43_200;
 /// A Retry-After longer than this is capped.
@@ -71,6 +71,13 @@ pub struct DeliveryJob {
     /// Started by a manual redelivery.
     #[serde(default)]
     pub manual: bool,
+    /// The endpoint format the payload was rendered in: it is signed, timed
+    /// and retried as that format says (even if the endpoint changed since).
+    #[serde(default)]
+    pub format: WebhookFormat,
+    /// BuildVoiceAI: the credential that placed the call (its token signs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub placed_with_key: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -123,6 +130,11 @@ pub struct DeliveryRecord {
     pub last_error: Option<String>,
     pub created_at: String,
     pub updated_at: String,
+    /// Kept for a redelivery (see [`DeliveryJob`]); not in the public JSON.
+    #[serde(default)]
+    pub format: WebhookFormat,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub placed_with_key: Option<String>,
 }
 
 impl DeliveryRecord {
@@ -140,6 +152,8 @@ impl DeliveryRecord {
             last_error: None,
             created_at: rfc3339_ms(job.created_at_ms),
             updated_at: rfc3339_ms(job.created_at_ms),
+            format: job.format,
+            placed_with_key: job.placed_with_key.clone(),
         }
     }
 
@@ -183,6 +197,8 @@ impl DeliveryRecord {
             step: 0,
             due_at_ms: now_ms,
             manual: true,
+            format: self.format,
+            placed_with_key: self.placed_with_key.clone(),
         }
     }
 }
@@ -252,8 +268,9 @@ pub struct HttpReply {
 }
 
 /// The outbound HTTP the consumer needs: one POST, abandoned after
-/// [`ATTEMPT_TIMEOUT_MS`], redirects not followed. `Err` is a transport
-/// failure or the timeout, described for the log.
+/// `timeout_ms` (the format's, [`WebhookFormat::attempt_timeout_ms`]),
+/// redirects not followed. `Err` is a transport failure or the timeout,
+/// described for the log.
 #[allow(async_fn_in_trait)]
 pub trait WebhookHttp {
     async fn post(
@@ -261,6 +278,7 @@ pub trait WebhookHttp {
         url: &str,
         headers: &[(String, String)],
         body: &str,
+        timeout_ms: u64,
     ) -> Result<HttpReply, String>;
 }
 
@@ -341,27 +359,20 @@ pub async fn process(
         return Ok(Next::Done);
     };
 
-    let timestamp = now / 1000;
-    // A secret that does not open fails the attempt like any other error
-    // (retried per the schedule: the operator may restore the key meanwhile).
-    let signed = endpoint
-        .signing_secrets(&job.tenant_id, sealing, now)
-        .map_err(|e| e.to_string())
-        .and_then(|secrets| {
-            let secrets: Vec<&str> = secrets.iter().map(String::as_str).collect();
-            webhook_signing::headers(&secrets, &job.event_id, timestamp, job.payload.as_bytes())
-                .map_err(|e| e.to_string())
-        });
+    // A secret that does not open, or no credential to sign with, fails the
+    // attempt like any other error and nothing is sent (retried per the
+    // schedule: the operator may restore the key or mint a credential meanwhile).
+    let signed = signature_headers(kv, &endpoint, &job, now, sealing).await?;
     let (reply, error) = match signed {
         Err(e) => (None, Some(e)),
-        Ok(signed) => {
-            let mut headers: Vec<(String, String)> = signed
-                .into_iter()
-                .map(|(k, v)| (k.to_string(), v))
-                .collect();
+        Ok(mut headers) => {
             headers.push(("content-type".into(), "application/json".into()));
             headers.push(("user-agent".into(), "voxline-webhooks/1".into()));
-            match http.post(&endpoint.url, &headers, &job.payload).await {
+            let timeout_ms = job.format.attempt_timeout_ms();
+            match http
+                .post(&endpoint.url, &headers, &job.payload, timeout_ms)
+                .await
+            {
                 Ok(r) => (Some(r), None),
                 Err(e) => (None, Some(e)),
             }
@@ -404,8 +415,10 @@ pub async fn process(
             let retry_after = reply
                 .as_ref()
                 .and_then(|r| r.retry_after.as_deref())
-                .and_then(|v| parse_retry_after(v, done_at));
-            match retry_delay_seconds(&endpoint.retry_schedule, job.step, retry_after) {
+                .and_then(|v| parse_retry_after(v, done_at))
+                .filter(|_| job.format.honours_retry_after());
+            let schedule = job.format.retry_schedule(&endpoint.retry_schedule);
+            match retry_delay_seconds(schedule, job.step, retry_after) {
                 Some(delay) => {
                     let due = done_at + delay * 1000;
                     record.status = DeliveryStatus::Pending;
@@ -432,6 +445,116 @@ pub async fn process(
     }
     put_json(kv, &record_key, &record, Some(&record.list_metadata())).await?;
     Ok(next)
+}
+
+/// The headers that sign `job`'s body, as its format does: Standard Webhooks
+/// with the endpoint's secrets (native), `X-Signature` with a BuildVoiceAI
+/// credential's token, or Calldock's two headers with the endpoint's secret.
+/// `Ok(Err(why))`: nothing can sign it (the attempt fails, nothing is sent).
+async fn signature_headers(
+    kv: &impl Kv,
+    endpoint: &WebhookEndpoint,
+    job: &DeliveryJob,
+    now_ms: u64,
+    sealing: Option<&SealingKey>,
+) -> Result<Result<Vec<(String, String)>, String>, StoreError> {
+    let secrets = || {
+        endpoint
+            .signing_secrets(&job.tenant_id, sealing, now_ms)
+            .map_err(|e| e.to_string())
+    };
+    Ok(match job.format {
+        WebhookFormat::Native => secrets().and_then(|secrets| {
+            let secrets: Vec<&str> = secrets.iter().map(String::as_str).collect();
+            webhook_signing::headers(
+                &secrets,
+                &job.event_id,
+                now_ms / 1000,
+                job.payload.as_bytes(),
+            )
+            .map(|h| h.into_iter().map(|(k, v)| (k.to_string(), v)).collect())
+            .map_err(|e| e.to_string())
+        }),
+        // One signature header: the current secret only (a rotation takes effect at once).
+        WebhookFormat::Calldock => secrets().and_then(|secrets| match secrets.first() {
+            Some(secret) => Ok(post_call::calldock_headers(secret, &job.payload)),
+            None => Err("the endpoint has no secret".into()),
+        }),
+        WebhookFormat::BuildVoiceAi => {
+            buildvoiceai_token(kv, &job.tenant_id, job.placed_with_key.as_deref(), sealing)
+                .await?
+                .map(|token| post_call::buildvoiceai_headers(&token, &job.payload))
+        }
+    })
+}
+
+/// The token BuildVoiceAI's `X-Signature` is keyed with: that of the
+/// credential that placed the call, unless it was revoked since; else the
+/// tenant's newest unrevoked BuildVoiceAI credential (its receivers hold the
+/// current key: the vendor's "a new key invalidates the previous one").
+/// `Ok(Err(why))` when there is none, or its token does not open.
+async fn buildvoiceai_token(
+    kv: &impl Kv,
+    tenant_id: &str,
+    placed_with_key: Option<&str>,
+    sealing: Option<&SealingKey>,
+) -> Result<Result<String, String>, StoreError> {
+    let usable = |info: &DialectKeyInfo| {
+        info.dialect == Dialect::BuildVoiceAi
+            && info.revoked_at.is_none()
+            && info.signing_token.is_some()
+    };
+    let mut chosen: Option<DialectKeyInfo> = None;
+    if let Some(kid) = placed_with_key {
+        chosen = get_json::<DialectKeyInfo>(kv, &keys::dialect_key(tenant_id, kid))
+            .await?
+            .filter(|info| usable(info));
+    }
+    if chosen.is_none() {
+        let prefix = keys::dialect_keys_prefix(tenant_id);
+        let mut cursor: Option<String> = None;
+        loop {
+            let page = kv.list(&prefix, 1000, cursor.as_deref()).await?;
+            for entry in page.keys {
+                let Some(info) = get_json::<DialectKeyInfo>(kv, &entry.name).await? else {
+                    continue;
+                };
+                let newer = chosen.as_ref().is_none_or(|c| {
+                    (info.created_at.as_str(), info.id.as_str())
+                        > (c.created_at.as_str(), c.id.as_str())
+                });
+                if usable(&info) && newer {
+                    chosen = Some(info);
+                }
+            }
+            match page.cursor {
+                Some(c) => cursor = Some(c),
+                None => break,
+            }
+        }
+    }
+    let Some(info) = chosen else {
+        return Ok(Err(format!(
+            "no BuildVoiceAI credential to sign with: the tenant has no unrevoked one \
+             (POST /admin/tenants/{tenant_id}/dialect-keys {{\"dialect\": \"buildvoiceai\"}}); nothing was sent"
+        )));
+    };
+    let owner = SecretOwner::DialectKey {
+        tenant: tenant_id,
+        key_id: &info.id,
+    };
+    Ok(match &info.signing_token {
+        Some(sealed) => sealed.open(sealing, owner).map_err(|e| {
+            format!(
+                "the token of BuildVoiceAI credential {} does not open: {e}; nothing was sent",
+                info.id
+            )
+        }),
+        None => Err(format!(
+            "BuildVoiceAI credential {} keeps no token; nothing was sent",
+            info.id
+        )),
+    })
 }
 
 #[cfg(test)]
@@ -480,6 +603,8 @@ pub(crate) mod tests_support {
             previous_secret: None,
             previous_secret_expires_ms: None,
             updated_at: None,
+            format: WebhookFormat::Native,
+            agent_id: None,
         };
         block_on(put_json(kv, &keys::webhook(tenant, &e.id), &e, None)).unwrap();
         e
@@ -529,6 +654,7 @@ mod tests {
             url: &str,
             headers: &[(String, String)],
             body: &str,
+            _timeout_ms: u64,
         ) -> Result<HttpReply, String> {
             self.sent
                 .borrow_mut()

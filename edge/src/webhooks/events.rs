@@ -1,10 +1,13 @@
 //! Webhook events: the event a call's state change produces, its payload
 //! (the exact body every endpoint receives) and the delivery jobs of one event.
 
+use crate::dialects::Dialect;
 use crate::ids::{self, rfc3339_ms};
-use crate::model::{keys, CallRecord, WebhookEndpoint};
+use crate::model::{keys, Agent, CallRecord, WebhookEndpoint, WebhookFormat};
 use crate::store::{get_json, Kv, StoreError};
+use crate::transcript::Transcript;
 use crate::webhooks::delivery::{delivery_id, DeliveryJob};
+use crate::webhooks::post_call;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use voxline_shared::CallStatus;
@@ -185,6 +188,16 @@ pub async fn emit(
     record: &CallRecord,
     now_ms: u64,
 ) -> Result<Vec<DeliveryJob>, StoreError> {
+    /// The one call the event is about, without a transcript.
+    struct OneCall<'a>(&'a CallRecord);
+    impl CallSource for OneCall<'_> {
+        fn record(&self, call_id: &str) -> Result<Option<CallRecord>, StoreError> {
+            Ok((self.0.id == call_id).then(|| self.0.clone()))
+        }
+        fn transcript(&self, _: &str) -> Result<Transcript, StoreError> {
+            Ok(Transcript::default())
+        }
+    }
     let event_id = ids::random_id("evt");
     let payload = call_event_payload(event_type, &event_id, record, now_ms);
     let event = PendingEvent {
@@ -194,7 +207,8 @@ pub async fn emit(
         payload,
         created_ms: now_ms,
     };
-    jobs_for_event(kv, tenant_id, &event, now_ms).await
+    let endpoints = endpoints(kv, tenant_id).await?;
+    jobs_for_event(kv, tenant_id, &endpoints, &event, &OneCall(record), now_ms).await
 }
 
 /// The envelope every event shares: `{id, type, timestamp, data}`.
@@ -217,46 +231,150 @@ fn envelope(
     crate::model::object_with_raw(&head, "data", Some(data))
 }
 
-/// The deliveries of one event: a job per endpoint of the tenant that is
-/// enabled and wants it (endpoints are configuration, read from KV).
-pub async fn jobs_for_event(
-    kv: &impl Kv,
-    tenant_id: &str,
-    event: &PendingEvent,
-    now_ms: u64,
-) -> Result<Vec<DeliveryJob>, StoreError> {
-    let mut jobs = Vec::new();
+/// What making an event's deliveries may read about its call: the call's
+/// store (the `CallStore` Durable Object), asked only when an endpoint needs
+/// it (an agent filter, or a dialect body to render).
+pub trait CallSource {
+    fn record(&self, call_id: &str) -> Result<Option<CallRecord>, StoreError>;
+    fn transcript(&self, call_id: &str) -> Result<Transcript, StoreError>;
+}
+
+/// The tenant's enabled webhook endpoints (configuration, read from KV).
+pub async fn endpoints(kv: &impl Kv, tenant_id: &str) -> Result<Vec<WebhookEndpoint>, StoreError> {
+    let mut out = Vec::new();
     let prefix = keys::webhooks_prefix(tenant_id);
     let mut cursor: Option<String> = None;
     loop {
         let page = kv.list(&prefix, 1000, cursor.as_deref()).await?;
         for entry in page.keys {
-            let Some(endpoint) = get_json::<WebhookEndpoint>(kv, &entry.name).await? else {
-                continue;
-            };
-            if !endpoint.wants(event.event_type.as_str()) {
-                continue;
+            if let Some(endpoint) = get_json::<WebhookEndpoint>(kv, &entry.name).await? {
+                if endpoint.enabled {
+                    out.push(endpoint);
+                }
             }
-            jobs.push(DeliveryJob {
-                tenant_id: tenant_id.to_string(),
-                delivery_id: delivery_id(now_ms),
-                endpoint_id: endpoint.id.clone(),
-                event_id: event.event_id.clone(),
-                event_type: event.event_type.to_string(),
-                payload: event.payload.clone(),
-                call_id: Some(event.call_id.clone()),
-                created_at_ms: event.created_ms,
-                attempt: 1,
-                step: 0,
-                due_at_ms: now_ms,
-                manual: false,
-            });
         }
         match page.cursor {
             Some(c) => cursor = Some(c),
-            None => return Ok(jobs),
+            None => return Ok(out),
         }
     }
+}
+
+/// The events a dialect endpoint is sent: the call's end, which is exactly
+/// one of these per call ([`event_for_change`] emits it once, when the record
+/// first reaches a terminal status; a call the dispatch queue never took ends
+/// with `call.failed` at creation).
+pub fn is_post_call_event(event: WebhookEvent) -> bool {
+    matches!(
+        event,
+        WebhookEvent::CallCompleted | WebhookEvent::CallFailed
+    )
+}
+
+/// Whether `endpoint` is sent `event` at all, before its agent filter: a
+/// native endpoint the events it subscribed to, a dialect endpoint the call's
+/// end only.
+fn wants(endpoint: &WebhookEndpoint, event: WebhookEvent) -> bool {
+    match endpoint.format {
+        WebhookFormat::Native => endpoint.wants(event.as_str()),
+        WebhookFormat::BuildVoiceAi | WebhookFormat::Calldock => {
+            endpoint.enabled && is_post_call_event(event)
+        }
+    }
+}
+
+/// The deliveries of one event: a job per endpoint of `endpoints` that wants
+/// it and whose agent filter (if any) the call passes. Native endpoints get
+/// the event's own payload; dialect endpoints get their dialect's body,
+/// rendered here once per format from the call's record and transcript as
+/// they are now (the transcript turns and summary are stored before the end:
+/// the sidecar reports them first and the region's queue forwards them
+/// first). A dialect delivery of a call gone from its store is not made.
+pub async fn jobs_for_event(
+    kv: &impl Kv,
+    tenant_id: &str,
+    endpoints: &[WebhookEndpoint],
+    event: &PendingEvent,
+    calls: &impl CallSource,
+    now_ms: u64,
+) -> Result<Vec<DeliveryJob>, StoreError> {
+    let wanted: Vec<&WebhookEndpoint> = endpoints
+        .iter()
+        .filter(|e| wants(e, event.event_type))
+        .collect();
+    let needs_record = wanted
+        .iter()
+        .any(|e| e.agent_id.is_some() || e.format != WebhookFormat::Native);
+    let record = if needs_record {
+        calls.record(&event.call_id)?
+    } else {
+        None
+    };
+    // Dialect bodies, rendered at most once per format.
+    let mut rendered: Vec<(WebhookFormat, String)> = Vec::new();
+    let mut ended: Option<(Transcript, String)> = None;
+    let mut jobs = Vec::new();
+    for endpoint in wanted {
+        if let Some(agent) = &endpoint.agent_id {
+            if record.as_ref().map(|r| &r.agent_id) != Some(agent) {
+                continue;
+            }
+        }
+        let payload = match (endpoint.format, &record) {
+            (WebhookFormat::Native, _) => event.payload.clone(),
+            (_, None) => continue,
+            (format, Some(record)) => {
+                if let Some((_, body)) = rendered.iter().find(|(f, _)| *f == format) {
+                    body.clone()
+                } else {
+                    if ended.is_none() {
+                        let agent_name =
+                            get_json::<Agent>(kv, &keys::agent(tenant_id, &record.agent_id))
+                                .await?
+                                .map(|a| a.name)
+                                .unwrap_or_default();
+                        ended = Some((calls.transcript(&record.id)?, agent_name));
+                    }
+                    let Some((transcript, agent_name)) = &ended else {
+                        continue;
+                    };
+                    let call = post_call::ended_call(record, transcript, agent_name, now_ms);
+                    let Some(body) = post_call::body(format, &call, now_ms) else {
+                        continue;
+                    };
+                    rendered.push((format, body.clone()));
+                    body
+                }
+            }
+        };
+        // BuildVoiceAI signs with the credential that placed the call.
+        let placed_with_key = match (
+            endpoint.format,
+            record.as_ref().and_then(|r| r.placed_with.as_ref()),
+        ) {
+            (WebhookFormat::BuildVoiceAi, Some(p)) if p.dialect == Dialect::BuildVoiceAi => {
+                Some(p.key_id.clone())
+            }
+            _ => None,
+        };
+        jobs.push(DeliveryJob {
+            tenant_id: tenant_id.to_string(),
+            delivery_id: delivery_id(now_ms),
+            endpoint_id: endpoint.id.clone(),
+            event_id: event.event_id.clone(),
+            event_type: event.event_type.to_string(),
+            payload,
+            call_id: Some(event.call_id.clone()),
+            created_at_ms: event.created_ms,
+            attempt: 1,
+            step: 0,
+            due_at_ms: now_ms,
+            manual: false,
+            format: endpoint.format,
+            placed_with_key,
+        });
+    }
+    Ok(jobs)
 }
 
 #[cfg(test)]

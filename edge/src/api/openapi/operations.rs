@@ -35,6 +35,31 @@ Redirects are not followed."),
             "responses": {"2XX": {"description": "Received; no further attempts."}, "410": {"description": "Gone: the endpoint is disabled."}}
         }}));
     }
+    let delivered = "Delivered at least once through a queue: any 2xx ends it; 410 Gone disables the endpoint; redirects are not followed.";
+    out.insert("buildvoiceai.call.completed".into(), json!({"post": {
+        "operationId": "webhook_buildvoiceai_call_completed",
+        "summary": "BuildVoiceAI `call.completed` (endpoint `format` `buildvoiceai`)",
+        "description": format!("Sent once per call of the tenant (or of the endpoint's `agent_id`), when it has ended, answered or not. \
+`X-Signature`: hex HMAC-SHA256 of the raw body keyed with the token of the BuildVoiceAI credential that placed the call (if it was revoked \
+since, or the call was placed otherwise, the tenant's newest unrevoked BuildVoiceAI credential; with none, nothing is sent and the attempt \
+fails). Retried 30 s, 5 min and 30 min after a failure (no answer within 10 s is one), then dropped. {delivered}"),
+        "parameters": [{"name": "X-Signature", "in": "header", "required": true, "schema": {"type": "string", "pattern": "^[0-9a-f]{64}$"}}],
+        "requestBody": {"required": true, "content": {"application/json": {"schema": schema_ref("BuildVoiceAiCallCompleted")}}},
+        "responses": {"2XX": {"description": "Received; no further attempts."}, "410": {"description": "Gone: the endpoint is disabled."}}
+    }}));
+    out.insert("calldock.post_call".into(), json!({"post": {
+        "operationId": "webhook_calldock_post_call",
+        "summary": "Calldock `post_call` (endpoint `format` `calldock`)",
+        "description": format!("Sent once per call of the tenant (or of the endpoint's `agent_id`), when it has ended, answered or not. \
+`X-Calldock-Event: post_call`; `X-Calldock-Signature`: hex HMAC-SHA256 of the body keyed with the endpoint's secret string (UTF-8 bytes), \
+the body written as `JSON.stringify` writes it. Retried per the endpoint's `retry_schedule`, each attempt waiting at most 15 s. {delivered}"),
+        "parameters": [
+            {"name": "X-Calldock-Event", "in": "header", "required": true, "schema": {"const": "post_call"}},
+            {"name": "X-Calldock-Signature", "in": "header", "required": true, "schema": {"type": "string", "pattern": "^[0-9a-f]{64}$"}}
+        ],
+        "requestBody": {"required": true, "content": {"application/json": {"schema": schema_ref("CalldockPostCall")}}},
+        "responses": {"2XX": {"description": "Received; no further attempts."}, "410": {"description": "Gone: the endpoint is disabled."}}
+    }}));
     Value::Object(out)
 }
 pub(super) fn operation(id: RouteId) -> Value {
@@ -271,11 +296,11 @@ pub(super) fn operation(id: RouteId) -> Value {
             "admin",
             Auth::Admin,
             "Create a webhook endpoint",
-            "Call events for the tenant will be POSTed to this URL, signed per Standard Webhooks with the returned secret. The secret is in this response only; the edge stores it sealed (AES-256-GCM under `VOXLINE_SEALING_KEY`), and without that secret refuses with 503 `secrets_unavailable`.",
+            "Call events for the tenant (or for one agent's calls, `agent_id`) will be POSTed to this URL: natively, signed per Standard Webhooks with the returned secret; or, with a dialect `format`, once per call as that vendor's post-call webhook (`buildvoiceai`: signed with the BuildVoiceAI credential's token; `calldock`: signed with the returned secret, Calldock's Webhook Secret). The secret is in this response only; the edge stores it sealed (AES-256-GCM under `VOXLINE_SEALING_KEY`), and without that secret refuses with 503 `secrets_unavailable`.",
         )
         .body("CreateWebhookRequest", true)
         .ok(201, "The endpoint, with its signing secret.", "WebhookEndpointCreated")
-        .errors(&[E::TenantNotFound, E::MissingField, E::InvalidValue, E::ValueTooLong, E::OutOfRange, E::InvalidUrl, E::SecretsUnavailable])
+        .errors(&[E::TenantNotFound, E::MissingField, E::InvalidValue, E::ValueTooLong, E::OutOfRange, E::InvalidUrl, E::UnknownAgent, E::SecretsUnavailable])
         .build(),
         RouteId::ListWebhooks => op("listWebhooks", "admin", Auth::Admin, "List webhook endpoints", "All webhook endpoints of the tenant, without their secrets.")
             .ok(200, "The endpoints.", "WebhookEndpointList")
@@ -290,11 +315,11 @@ pub(super) fn operation(id: RouteId) -> Value {
             "admin",
             Auth::Admin,
             "Update a webhook endpoint",
-            "Change its URL, events, retry schedule, or enable/disable it. Deliveries already queued for a disabled endpoint end as `failed`.",
+            "Change its URL, events, retry schedule, format or agent filter, or enable/disable it. Deliveries already queued for a disabled endpoint end as `failed`; ones already queued keep the format they were rendered in.",
         )
         .body("UpdateWebhookRequest", true)
         .ok(200, "The updated endpoint.", "WebhookEndpoint")
-        .errors(&[E::TenantNotFound, E::WebhookNotFound, E::InvalidValue, E::ValueTooLong, E::OutOfRange, E::InvalidUrl])
+        .errors(&[E::TenantNotFound, E::WebhookNotFound, E::InvalidValue, E::ValueTooLong, E::OutOfRange, E::InvalidUrl, E::UnknownAgent])
         .build(),
         RouteId::DeleteWebhook => op("deleteWebhook", "admin", Auth::Admin, "Delete a webhook endpoint", "Stops deliveries to it; ones already queued end as `failed`. The delivery log stays.")
             .ok(200, "The deleted endpoint.", "WebhookEndpoint")

@@ -11,7 +11,7 @@ use crate::limits::{
     MAX_SECONDS, MODEL_MAX, RETRIES, RETRY_DELAY_MINUTES, SCHEDULE_AT_MAX, TENANT_NAME_MAX,
     VOICE_MAX, WEBHOOK_EVENT_MAX, WEBHOOK_URL_MAX,
 };
-use crate::model::Engine;
+use crate::model::{Engine, WebhookFormat};
 use crate::traffic;
 use crate::webhooks::delivery::{self, DeliveryStatus};
 use crate::webhooks::events::{WebhookEvent, WEBHOOK_EVENTS};
@@ -56,6 +56,16 @@ pub(super) fn schemas() -> Value {
     add(
         "WebhookEvent",
         json!({"type": "string", "enum": WEBHOOK_EVENTS}),
+    );
+    add(
+        "WebhookFormat",
+        json!({"type": "string", "enum": WebhookFormat::NAMES, "description":
+        "What an endpoint is sent and how it is signed. `native`: the events it subscribes to, signed per Standard Webhooks. \
+`buildvoiceai`: BuildVoiceAI's `call.completed` body once per call, when it has ended, with `X-Signature` (hex HMAC-SHA256 of the raw body keyed \
+with the token of the BuildVoiceAI credential that placed the call, else the tenant's newest unrevoked one), retried 30 s, 5 min and 30 min \
+after a failure, then dropped, each attempt waiting at most 10 s. `calldock`: Calldock's `post_call` body once per call, when it has ended, \
+with `X-Calldock-Event: post_call` and `X-Calldock-Signature` (hex HMAC-SHA256 of the body keyed with the endpoint's secret string, \
+the Webhook Secret). See docs/dialects.md."}),
     );
 
     add(
@@ -485,11 +495,13 @@ A call already queued inside the window is not stopped when the window closes.";
             ("id", id_schema("wh")),
             ("object", object_const("webhook_endpoint")),
             ("url", json!({"type": "string"})),
-            ("events", json!({"type": "array", "items": schema_ref("WebhookEvent"), "description": "Empty means every event."})),
+            ("format", schema_ref("WebhookFormat")),
+            ("agent_id", nullable(with_description(id_schema("agt"), "Only calls of this agent are delivered; null: every call of the tenant."))),
+            ("events", json!({"type": "array", "items": schema_ref("WebhookEvent"), "description": "Empty means every event (always empty for a dialect format, which is sent the call's end only)."})),
             ("enabled", json!({"type": "boolean"})),
             ("disabled_reason", nullable(json!({"type": "string", "description": "Set when the edge disabled the endpoint itself (it answered 410 Gone); cleared by enabling it."}))),
             ("retry_schedule", json!({"type": "array", "items": {"type": "integer", "minimum": 1},
-                "description": "Seconds to wait after each failed attempt; one retry per entry."})),
+                "description": "Seconds to wait after each failed attempt; one retry per entry. A `buildvoiceai` endpoint shows (and follows) BuildVoiceAI's fixed schedule, `[30, 300, 1800]`."})),
             ("previous_secret_expires_at", nullable(with_description(timestamp(),
                 "After a rotation: until this time deliveries are signed with the previous secret too (two signatures)."))),
             ("created_at", timestamp()),
@@ -499,13 +511,13 @@ A call already queued inside the window is not stopped when the window closes.";
     add(
         "WebhookEndpoint",
         record(
-            "Where call events are delivered (Standard Webhooks signatures).",
+            "Where call events are delivered: native events (Standard Webhooks signatures) or a dialect's post-call webhook, see `format`.",
             webhook_fields(),
         ),
     );
     let mut created = webhook_fields();
     created.push(("secret", json!({"type": "string", "pattern": "^whsec_[A-Za-z0-9+/]+={0,2}$",
-        "description": "The signing secret (Standard Webhooks `whsec_` + base64 of the HMAC key). Shown only in this response."})));
+        "description": "The signing secret (Standard Webhooks `whsec_` + base64 of the HMAC key). Shown only in this response. For a `calldock` endpoint this whole string is the Webhook Secret: `X-Calldock-Signature` is keyed with its UTF-8 bytes."})));
     add(
         "WebhookEndpointCreated",
         record("A webhook endpoint with its (new) signing secret.", created),
@@ -523,7 +535,7 @@ A call already queued inside the window is not stopped when the window closes.";
             ("id", id_schema("dlv")),
             ("object", object_const("webhook_delivery")),
             ("endpoint_id", id_schema("wh")),
-            ("event_type", schema_ref("WebhookEvent")),
+            ("event_type", with_description(schema_ref("WebhookEvent"), "The event delivered; for a dialect endpoint the call's end that caused it (`call.completed` or `call.failed`).")),
             ("call_id", nullable(id_schema("call"))),
             ("status", schema_ref("WebhookDeliveryStatus")),
             ("attempt_count", json!({"type": "integer", "minimum": 0})),
@@ -541,8 +553,9 @@ A call already queued inside the window is not stopped when the window closes.";
                 ("event_id", json!({"type": "string", "pattern": "^evt_", "description": "The `webhook-id` header: the same on every attempt and redelivery."})),
                 ("next_attempt_at", nullable(timestamp())),
                 ("last_error", nullable(json!({"type": "string"}))),
-                ("payload", json!({"description": "The exact body sent.", "anyOf": [
-                    schema_ref("WebhookCallEvent"), schema_ref("WebhookTranscriptEvent"), schema_ref("WebhookRecordingEvent")]})),
+                ("payload", json!({"description": "The exact body sent (a dialect endpoint's is its dialect's).", "anyOf": [
+                    schema_ref("WebhookCallEvent"), schema_ref("WebhookTranscriptEvent"), schema_ref("WebhookRecordingEvent"),
+                    schema_ref("BuildVoiceAiCallCompleted"), schema_ref("CalldockPostCall")]})),
                 ("attempts", json!({"type": "array", "items": schema_ref("WebhookAttempt"), "description": "Every attempt, oldest first."})),
             ]);
         }
@@ -559,7 +572,7 @@ A call already queued inside the window is not stopped when the window closes.";
                 (
                     "status_code",
                     nullable(
-                        json!({"type": "integer", "description": "The receiver's HTTP status; null when none came (refused, timed out after 15 s)."}),
+                        json!({"type": "integer", "description": "The receiver's HTTP status; null when none came (refused, or timed out: after 15 s, 10 s for a `buildvoiceai` endpoint)."}),
                     ),
                 ),
                 ("error", nullable(json!({"type": "string"}))),
@@ -660,6 +673,7 @@ A call already queued inside the window is not stopped when the window closes.";
             schema_ref("Recording"),
         ),
     );
+    add_dialect_bodies(&mut add);
 
     let sidecar_fields = || {
         vec![
@@ -934,6 +948,20 @@ internal names, numeric IPv4 forms, IPv6 forms embedding an IPv4 address and `us
         }
         nullable(s)
     };
+    let format = |with_default: bool| {
+        let mut f = json!({"type": "string", "enum": WebhookFormat::NAMES,
+            "description": "What the endpoint is sent and how it is signed (see `WebhookFormat`). A dialect format (`buildvoiceai`, `calldock`) is sent the call's end only: `events` must then be empty (422 `invalid_value`); `buildvoiceai` retries on BuildVoiceAI's fixed schedule, so `retry_schedule` is refused with it (422 `invalid_value`)."});
+        if with_default {
+            f["default"] = json!(WebhookFormat::Native.as_str());
+        }
+        nullable(f)
+    };
+    let webhook_agent = |absent: &str| {
+        nullable(
+            json!({"type": "string", "maxLength": ID_FIELD_MAX, "pattern": "^agt_[0-9a-f]{10,40}$",
+            "description": format!("Deliver only calls of this agent of the tenant (422 `unknown_agent` if there is none); {absent} Calldock configures its webhook per agent.")}),
+        )
+    };
     add(
         "CreateWebhookRequest",
         input(
@@ -952,15 +980,22 @@ internal names, numeric IPv4 forms, IPv6 forms embedding an IPv4 address and `us
                     nullable(json!({"type": "boolean", "default": true})),
                 ),
                 ("retry_schedule", schedule(true)),
+                ("format", format(true)),
+                (
+                    "agent_id",
+                    webhook_agent("null or absent: every call of the tenant."),
+                ),
             ],
             &["url"],
         ),
     );
-    add("UpdateWebhookRequest", input("Fields to change; absent or null fields keep their value. Enabling clears `disabled_reason`.", vec![
+    add("UpdateWebhookRequest", input("Fields to change; absent or null fields keep their value (but `agent_id`: null removes the filter). Enabling clears `disabled_reason`. The result must still be a valid endpoint: a dialect `format` with non-empty `events` is 422 `invalid_value`.", vec![
         ("url", nullable(url)),
         ("events", nullable(with_description(events, "Events to deliver; empty means every event."))),
         ("enabled", nullable(json!({"type": "boolean"}))),
         ("retry_schedule", schedule(false)),
+        ("format", format(false)),
+        ("agent_id", webhook_agent("null: remove the filter; absent: keep it.")),
     ], &[]));
     add("RotateWebhookSecretRequest", input("Optional body.", vec![
         ("overlap_seconds", nullable(with_description(
@@ -973,6 +1008,75 @@ internal names, numeric IPv4 forms, IPv6 forms embedding an IPv4 address and `us
             "description": "The dispatch region whose calls this sidecar dials."})),
     ], &["sidecar_id", "region"]));
     Value::Object(s)
+}
+
+/// The bodies dialect endpoints are sent (`format` `buildvoiceai`, `calldock`).
+fn add_dialect_bodies(add: &mut impl FnMut(&str, Value)) {
+    let seconds_time = || json!({"type": "string", "format": "date-time", "description": "RFC 3339 in UTC, whole seconds."});
+    let text = || json!({"type": "string"});
+    let count = || json!({"type": "integer", "minimum": 0});
+    add("BuildVoiceAiCallCompleted", record(
+        "What a `buildvoiceai` endpoint is sent once per call, when it has ended (answered or not), as BuildVoiceAI's document shows it, keys in its order.",
+        vec![
+            ("event", json!({"const": crate::dialects::buildvoiceai::EVENT})),
+            ("call_id", id_schema("call")),
+            ("agent_id", id_schema("agt")),
+            ("agent_name", with_description(text(), "The agent's name now (empty if it was deleted).")),
+            ("direction", json!({"const": "outbound"})),
+            ("phone_number", text()),
+            ("duration_seconds", with_description(count(), "From answer to end; 0 if never answered.")),
+            ("started_at", with_description(seconds_time(), "The answer, else the hand-over to a sidecar, else the end.")),
+            ("ended_at", seconds_time()),
+            ("sentiment", nullable(json!({"type": "string", "enum": ["positive", "neutral", "negative"],
+                "description": "A deterministic reading of the engine's outcome and the callee's words (`dialects::post_call::sentiment`)."}))),
+            ("summary", nullable(text())),
+            ("transcript", json!({"type": "array", "items": record("One turn.", vec![
+                ("role", json!({"type": "string", "enum": ["agent", "human"]})),
+                ("content", text()),
+                ("timestamp", with_description(seconds_time(), "The answer plus the turn's start.")),
+            ])})),
+            ("metadata", json!({"type": "object", "description": "The request's `metadata`, as given; `{}` without one."})),
+        ],
+    ));
+    let number = || json!({"type": "number", "minimum": 0});
+    add("CalldockPostCall", record(
+        "What a `calldock` endpoint is sent once per call, when it has ended, as Calldock's document shows it, keys in its order, \
+written exactly as JavaScript's `JSON.stringify` writes it (so its Node verifier holds).",
+        vec![
+            ("webhook_version", json!({"const": "v1"})),
+            ("webhook_timestamp", with_description(seconds_time(), "When the body was rendered.")),
+            ("webhook_type", json!({"const": crate::dialects::calldock::EVENT_POST_CALL})),
+            ("call_id", id_schema("call")),
+            ("agent_id", id_schema("agt")),
+            ("phone_number", text()),
+            ("from_phone_number", json!({"type": "null", "description": "Null: the caller ID is the sidecar's trunk's, unknown to the edge."})),
+            ("status", json!({"type": "string", "enum": ["done", "no_answer", "busy", "cancelled", "failed"]})),
+            ("intent", nullable(with_description(text(), "The engine's outcome."))),
+            ("intent_confidence", json!({"type": "null", "description": "Null: the engines give no confidence."})),
+            ("lead_data", record("The callee.", vec![
+                ("name", nullable(text())),
+                ("email", nullable(text())),
+                ("phone", text()),
+            ])),
+            ("duration_minutes", with_description(number(), "Seconds / 60, two decimals.")),
+            ("duration_seconds", count()),
+            ("start_time", seconds_time()),
+            ("end_time", seconds_time()),
+            ("call_successful", json!({"type": "string", "enum": ["success", "failure"]})),
+            ("language", with_description(text(), "The primary subtag of the call's language (`en-US` -> `en`).")),
+            ("credits_deducted", json!({"const": 0, "description": "0: voxline has no credits."})),
+            ("metadata", record("The call's outcome in words.", vec![
+                ("summary", nullable(text())),
+                ("transcript", with_description(text(), "`Agent: ...` and `User: ...` lines.")),
+                ("transcript_turns", json!({"type": "array", "items": record("One turn.", vec![
+                    ("role", json!({"type": "string", "enum": ["agent", "user"]})),
+                    ("message", text()),
+                    ("time_in_call_secs", count()),
+                ])})),
+            ])),
+            ("recording_url", json!({"type": "null", "description": "Null: this deployment has no public base URL to link a recording from."})),
+        ],
+    ));
 }
 
 // ---- operations ----

@@ -261,6 +261,7 @@ impl crate::webhooks::delivery::WebhookHttp for Answer {
         _: &str,
         _: &[(String, String)],
         _: &str,
+        _: u64,
     ) -> Result<crate::webhooks::delivery::HttpReply, String> {
         Ok(crate::webhooks::delivery::HttpReply {
             status: self.0,
@@ -799,6 +800,118 @@ fn transcript_and_recording_events_match_their_schemas() {
 }
 
 #[test]
+fn dialect_post_call_bodies_match_their_schemas() {
+    use crate::calls::store::{apply_reports, memory::test_calls, CallRows, Report, ReportItem};
+    use crate::dispatch::queue::{CallChange, CallUpdate};
+    use crate::model::{keys, WebhookFormat};
+    use crate::transcript::{Change, Role, TranscriptUpdate, Turn};
+    let spec = spec();
+    let checker = Checker::new(&spec);
+    let kv = MemoryKv::default();
+    for format in [WebhookFormat::BuildVoiceAi, WebhookFormat::Calldock] {
+        let mut e = crate::webhooks::delivery::tests_support::endpoint_with(
+            &kv,
+            "ten_1",
+            &[],
+            crate::model::default_retry_schedule(),
+        );
+        e.format = format;
+        block_on(crate::store::put_json(
+            &kv,
+            &keys::webhook("ten_1", &e.id),
+            &e,
+            None,
+        ))
+        .unwrap();
+    }
+    let calls = test_calls();
+    let rows = calls.rows("ten_1");
+    for (cid, status, answered) in [
+        ("call_0123456789abcdef", CallStatus::Completed, true),
+        ("call_0123456789abcdee", CallStatus::Busy, false),
+    ] {
+        let mut live = crate::model::test_call(CallStatus::Dialing);
+        live.id = cid.into();
+        live.agent_id = "agt_0123456789abcdef".into();
+        live.name = Some("Ada".into());
+        live.metadata = crate::model::Metadata::from_json_text(r#"{"crm":7}"#);
+        live.dispatched_at = Some("2026-11-25T14:50:00.000Z".into());
+        if answered {
+            live.status = CallStatus::InProgress;
+            live.answered_at = Some("2026-11-25T14:50:01.000Z".into());
+        }
+        rows.put_call(&live).unwrap();
+        let up = |change| ReportItem::Transcript {
+            update: TranscriptUpdate {
+                tenant_id: "ten_1".into(),
+                call_id: cid.into(),
+                change,
+            },
+        };
+        let mut items = Vec::new();
+        if answered {
+            for (role, text) in [(Role::Agent, "Hello"), (Role::Callee, "Yes, sure.")] {
+                items.push(up(Change::Turn(Turn {
+                    role,
+                    text: text.into(),
+                    start_ms: 0,
+                    end_ms: 900,
+                })));
+            }
+            items.push(up(Change::Summary {
+                summary: Some("s".into()),
+                outcome: Some("booked".into()),
+            }));
+        }
+        items.push(ReportItem::Call {
+            update: CallUpdate {
+                call_id: cid.into(),
+                tenant_id: "ten_1".into(),
+                at_ms: 1_780_000_000_000,
+                change: CallChange::Ended {
+                    status,
+                    reason: voxline_shared::EndedReason::CalleeHangup,
+                    sip_code: None,
+                },
+            },
+        });
+        // Fresh region numbering per round: a new region.
+        let reports: Vec<Report> = items
+            .into_iter()
+            .enumerate()
+            .map(|(i, item)| Report {
+                seq: i as u64 + 1,
+                item,
+            })
+            .collect();
+        let region = format!("r-{answered}");
+        apply_reports(&*rows, &region, &reports, 1_780_000_000_000, &mut |_| {}).unwrap();
+        let outbox = crate::webhooks::delivery::Outbox::default();
+        block_on(calls.drain(&kv, &outbox)).unwrap();
+        let jobs = outbox.take();
+        assert_eq!(jobs.len(), 2, "one per dialect endpoint");
+        for job in jobs {
+            let schema = match job.format {
+                WebhookFormat::BuildVoiceAi => "BuildVoiceAiCallCompleted",
+                WebhookFormat::Calldock => "CalldockPostCall",
+                WebhookFormat::Native => panic!("no native endpoint"),
+            };
+            let payload: Value = serde_json::from_str(&job.payload).unwrap();
+            checker
+                .check(&schema_ref(schema), &payload)
+                .unwrap_or_else(|e| panic!("{schema} {payload}: {e}"));
+            // A delivery's payload may be a dialect's.
+            checker
+                .check(
+                    &spec["components"]["schemas"]["WebhookDelivery"]["properties"]["payload"],
+                    &payload,
+                )
+                .unwrap_or_else(|e| panic!("{payload}: {e}"));
+        }
+    }
+}
+
+#[test]
 fn generated_vocabularies_follow_the_code() {
     let spec = spec();
     let s = &spec["components"]["schemas"];
@@ -806,6 +919,11 @@ fn generated_vocabularies_follow_the_code() {
     assert_eq!(s["CallStatus"]["enum"], json!(statuses));
     assert_eq!(s["Engine"]["enum"], json!(Engine::NAMES));
     assert_eq!(s["WebhookEvent"]["enum"], json!(WEBHOOK_EVENTS));
+    let formats: Vec<Value> = crate::model::WebhookFormat::ALL
+        .iter()
+        .map(|f| serde_json::to_value(f).unwrap())
+        .collect();
+    assert_eq!(s["WebhookFormat"]["enum"], json!(formats));
     for (i, r) in ENDED_REASONS.iter().enumerate() {
         assert_eq!(ended_reason_index(*r), i, "ENDED_REASONS is out of order");
         let name = &s["EndedReason"]["enum"][i];

@@ -8,7 +8,7 @@ use crate::model::{keys, CallRecord};
 use futures::executor::block_on;
 use serde_json::{json, Value};
 
-fn request(path: &str, headers: &[(&str, &str)], body: &str) -> ApiRequest {
+pub(super) fn request(path: &str, headers: &[(&str, &str)], body: &str) -> ApiRequest {
     ApiRequest {
         method: "POST".into(),
         scheme: "https".into(),
@@ -28,19 +28,19 @@ fn request(path: &str, headers: &[(&str, &str)], body: &str) -> ApiRequest {
     }
 }
 
-fn hmac_hex(key: &str, body: &str) -> String {
+pub(super) fn hmac_hex(key: &str, body: &str) -> String {
     crate::dialects::post_call::hex_hmac_sha256(key.as_bytes(), body.as_bytes())
 }
 
 /// A tenant with one agent; returns (tenant id, agent id, native API key).
-fn tenant_with_agent(w: &World) -> (String, String, String) {
+pub(super) fn tenant_with_agent(w: &World) -> (String, String, String) {
     let (tid, key) = w.tenant(true);
     let agents = w.admin("GET", &format!("/admin/tenants/{tid}/agents"), None);
     let aid = agents["data"][0]["id"].as_str().unwrap().to_string();
     (tid, aid, key)
 }
 
-fn mint(w: &World, tid: &str, body: Value) -> Value {
+pub(super) fn mint(w: &World, tid: &str, body: Value) -> Value {
     let r = w.send(
         "POST",
         &format!("/admin/tenants/{tid}/dialect-keys"),
@@ -51,7 +51,7 @@ fn mint(w: &World, tid: &str, body: Value) -> Value {
     r.body_json()
 }
 
-fn call_of(w: &World, tid: &str, r: &ApiResponse, id_field: &str) -> CallRecord {
+pub(super) fn call_of(w: &World, tid: &str, r: &ApiResponse, id_field: &str) -> CallRecord {
     let body = r.body_json();
     let id = body
         .pointer(id_field)

@@ -1,0 +1,192 @@
+//! Dialect webhook endpoints (`format` `buildvoiceai` or `calldock`, see
+//! docs/dialects.md): one delivery per call, when it has ended, with the
+//! vendor's body and signature headers. The body is rendered when the
+//! delivery job is made, in the call's store (where the record and the
+//! transcript are), by the dialect's pure renderer; the headers at each
+//! attempt.
+
+use crate::dialects::post_call::{sentiment, EndedCall, Speaker, Turn};
+use crate::dialects::{buildvoiceai, calldock};
+use crate::ids::parse_rfc3339_utc_ms;
+use crate::model::{CallRecord, WebhookFormat};
+use crate::transcript::{Role, Transcript};
+
+/// The language as the vendors' examples write it: the primary subtag of the
+/// call's BCP-47 tag (`en-US` -> `en`).
+fn primary_language(tag: &str) -> &str {
+    tag.split('-').next().unwrap_or(tag)
+}
+
+fn speaker(role: Role) -> Speaker {
+    match role {
+        Role::Agent => Speaker::Agent,
+        Role::Callee => Speaker::Callee,
+    }
+}
+
+/// The call as the dialects' renderers read it, from its record and
+/// transcript. Times the record does not hold read as `now_ms` (the end) or
+/// absent. Left empty for want of a source: `from_phone` (the caller ID is the
+/// sidecar's trunk's, unknown here) and `recording_url` (this deployment has
+/// no public base URL to build an absolute link from, and the recording route
+/// needs an API key).
+pub fn ended_call<'a>(
+    record: &'a CallRecord,
+    transcript: &'a Transcript,
+    agent_name: &'a str,
+    now_ms: u64,
+) -> EndedCall<'a> {
+    let ms = |t: &Option<String>| t.as_deref().and_then(parse_rfc3339_utc_ms);
+    let callee_words = transcript
+        .turns
+        .iter()
+        .filter(|t| t.role == Role::Callee)
+        .map(|t| t.text.as_str());
+    EndedCall {
+        call_id: &record.id,
+        agent_id: &record.agent_id,
+        agent_name,
+        phone: &record.phone,
+        from_phone: None,
+        status: record.status,
+        name: record.name.as_deref(),
+        email: record.email.as_deref(),
+        metadata: record.metadata.as_ref().map(crate::model::Metadata::raw),
+        language: primary_language(&record.language),
+        dispatched_ms: ms(&record.dispatched_at),
+        answered_ms: ms(&record.answered_at),
+        ended_ms: ms(&record.ended_at).unwrap_or(now_ms),
+        summary: transcript.summary.as_deref(),
+        outcome: transcript.outcome.as_deref(),
+        sentiment: Some(sentiment(transcript.outcome.as_deref(), callee_words).as_str()),
+        turns: transcript
+            .turns
+            .iter()
+            .map(|t| Turn {
+                speaker: speaker(t.role),
+                text: &t.text,
+                start_ms: t.start_ms,
+            })
+            .collect(),
+        recording_url: None,
+    }
+}
+
+/// The body a `format` endpoint is sent for an ended call (None: native,
+/// whose bodies are the events' own).
+pub fn body(format: WebhookFormat, call: &EndedCall<'_>, now_ms: u64) -> Option<String> {
+    match format {
+        WebhookFormat::Native => None,
+        WebhookFormat::BuildVoiceAi => Some(buildvoiceai::call_completed_body(call)),
+        WebhookFormat::Calldock => Some(calldock::post_call_body(call, now_ms)),
+    }
+}
+
+/// BuildVoiceAI's header: `X-Signature`, hex HMAC-SHA256 of the raw body
+/// keyed with the credential's token.
+pub fn buildvoiceai_headers(token: &str, body: &str) -> Vec<(String, String)> {
+    vec![(
+        buildvoiceai::HEADER_SIGNATURE.to_string(),
+        buildvoiceai::signature(token, body.as_bytes()),
+    )]
+}
+
+/// Calldock's headers: `X-Calldock-Event: post_call` and
+/// `X-Calldock-Signature`, hex HMAC-SHA256 of the body keyed with the
+/// endpoint's secret string as UTF-8 bytes (the document's Node verifier:
+/// `crypto.createHmac('sha256', webhookSecret)`).
+pub fn calldock_headers(secret: &str, body: &str) -> Vec<(String, String)> {
+    vec![
+        (
+            calldock::HEADER_EVENT.to_string(),
+            calldock::EVENT_POST_CALL.to_string(),
+        ),
+        (
+            calldock::HEADER_SIGNATURE.to_string(),
+            calldock::signature(secret.as_bytes(), body.as_bytes()),
+        ),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::transcript::Turn as StoredTurn;
+    use voxline_shared::CallStatus;
+
+    fn turn(role: Role, text: &str, start_ms: u64) -> StoredTurn {
+        StoredTurn {
+            role,
+            text: text.into(),
+            start_ms,
+            end_ms: start_ms + 500,
+        }
+    }
+
+    #[test]
+    fn an_ended_call_reads_the_record_and_the_transcript() {
+        let record = CallRecord {
+            status: CallStatus::Completed,
+            name: Some("Ada".into()),
+            metadata: crate::model::Metadata::from_json_text(r#"{"b":1.50,"a":1}"#),
+            dispatched_at: Some("2024-01-15T10:29:55.000Z".into()),
+            answered_at: Some("2024-01-15T10:30:00.000Z".into()),
+            ended_at: Some("2024-01-15T10:32:21.400Z".into()),
+            ..crate::model::test_call(CallStatus::Completed)
+        };
+        let transcript = Transcript {
+            turns: vec![
+                turn(Role::Agent, "Hello, is this Ada?", 1_200),
+                turn(Role::Callee, "Yes, I'm interested.", 5_000),
+            ],
+            summary: Some("Ada is interested.".into()),
+            outcome: None,
+        };
+        let call = ended_call(&record, &transcript, "Sales", 0);
+        assert_eq!(
+            (call.call_id, call.agent_name, call.language),
+            ("call_1", "Sales", "en")
+        );
+        assert_eq!(call.duration_seconds(), 141);
+        assert_eq!(call.metadata.map(|m| m.get()), Some(r#"{"b":1.50,"a":1}"#));
+        assert_eq!(
+            (call.summary, call.sentiment),
+            (Some("Ada is interested."), Some("positive"))
+        );
+        assert_eq!(call.turns.len(), 2);
+        assert_eq!(call.turns[1].speaker, Speaker::Callee);
+        assert!(call.recording_url.is_none() && call.from_phone.is_none());
+        let bvai: serde_json::Value =
+            serde_json::from_str(&body(WebhookFormat::BuildVoiceAi, &call, 0).unwrap()).unwrap();
+        assert_eq!(bvai["transcript"][1]["role"], "human");
+        assert_eq!(bvai["started_at"], "2024-01-15T10:30:00Z");
+        assert!(body(WebhookFormat::Native, &call, 0).is_none());
+        // A call that never got an end time ends now.
+        let open = CallRecord {
+            ended_at: None,
+            ..record
+        };
+        assert_eq!(ended_call(&open, &transcript, "", 7).ended_ms, 7);
+    }
+
+    #[test]
+    fn headers_are_the_documents() {
+        let h = calldock_headers("whsec_abc", "{}");
+        assert_eq!(h[0], ("X-Calldock-Event".into(), "post_call".into()));
+        // python3 -c 'import hmac,hashlib;print(hmac.new(b"whsec_abc",b"{}",hashlib.sha256).hexdigest())'
+        assert_eq!(
+            h[1],
+            (
+                "X-Calldock-Signature".into(),
+                "a7e20c39a3bd9a0d00109906483a125cba27c676f9feabcde8702361770cc020".into()
+            )
+        );
+        assert_eq!(
+            buildvoiceai_headers("bvk_1", "{}"),
+            vec![(
+                "X-Signature".to_string(),
+                "2881cd45a0be0dda4d532db65fa6bcd9c6fa442fb9f367c571c7298bb0876c2a".to_string()
+            )]
+        );
+    }
+}
