@@ -7,6 +7,11 @@
 //! - BuildVoiceAI and Calldock: their documents' `curl` commands, run by the
 //!   shell with only the host, key and agent filled in.
 //!
+//! - Their webhooks (BuildVoiceAI's `call.completed`, Calldock's `post_call`)
+//!   checked by `tests/dialects/receiver.js` as the documents tell readers to:
+//!   Calldock's Node verifier verbatim, BuildVoiceAI's HMAC of the raw body
+//!   with the API key.
+//!
 //! Credentials come from the admin API (`/admin/tenants/{t}/dialect-keys`).
 //! What a request cannot reach here is covered by the edge's native tests
 //! (`api::tests::dialects`): VoiceB's `ctc:002` and `ctc:008` (storage and
@@ -39,6 +44,104 @@ struct World {
     /// The sidecar's one trunk: where each case's phone listens.
     trunk_port: u16,
     _sidecar: ChildGuard,
+    /// `tests/dialects/receiver.js`: checks deliveries as the documents say.
+    receiver: Receiver,
+}
+
+/// The Node receiver of dialect webhooks, its config (secrets per name) and log.
+struct Receiver {
+    port: u16,
+    config: PathBuf,
+    log: PathBuf,
+    _child: ChildGuard,
+}
+
+impl Receiver {
+    fn start(dir: &std::path::Path) -> Result<Receiver, String> {
+        let port = free_tcp_port();
+        let config = dir.join("dialect-receiver.json");
+        let log = dir.join("dialect-received.jsonl");
+        std::fs::write(&config, "{}").map_err(|e| e.to_string())?;
+        let _ = std::fs::remove_file(&log);
+        let child = Command::new("node")
+            .arg(samples().join("receiver.js"))
+            .arg(port.to_string())
+            .arg(&config)
+            .arg(&log)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .map_err(|e| format!("node: {e}"))?;
+        let child = ChildGuard(child);
+        let until = std::time::Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if std::time::Instant::now() > until {
+                return Err("the dialect receiver did not start".into());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(Receiver {
+            port,
+            config,
+            log,
+            _child: child,
+        })
+    }
+
+    fn url(&self, kind: &str, name: &str) -> String {
+        format!("http://127.0.0.1:{}/{kind}/{name}", self.port)
+    }
+
+    fn set_secret(&self, name: &str, secret: &str) {
+        let mut cfg: Value =
+            serde_json::from_str(&std::fs::read_to_string(&self.config).unwrap()).unwrap();
+        cfg[name] = json!({"secret": secret});
+        std::fs::write(&self.config, cfg.to_string()).unwrap();
+    }
+
+    /// Waits until `name` got a delivery for `call_id`; all of its deliveries so far.
+    fn wait_for(&self, name: &str, call_id: &str, within: Duration) -> Vec<Value> {
+        let until = std::time::Instant::now() + within;
+        loop {
+            let got: Vec<Value> = std::fs::read_to_string(&self.log)
+                .unwrap_or_default()
+                .lines()
+                .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+                .filter(|r| r["name"] == name)
+                .collect();
+            if got
+                .iter()
+                .any(|r| r["body"].as_str().is_some_and(|b| b.contains(call_id)))
+            {
+                return got;
+            }
+            assert!(
+                std::time::Instant::now() < until,
+                "{name}: no delivery for {call_id}; got {got:#?}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+/// A webhook endpoint in a dialect's format; returns its secret.
+fn dialect_endpoint(w: &World, format: &str, name: &str, agent_id: Option<&str>) -> String {
+    let mut body = json!({"url": w.receiver.url(format, name), "format": format});
+    if let Some(a) = agent_id {
+        body["agent_id"] = json!(a);
+    }
+    let created = w
+        .edge
+        .admin(
+            "POST",
+            &format!("/admin/tenants/{}/webhooks", w.tenant.id),
+            Some(&body),
+        )
+        .expect(201)
+        .json;
+    assert_eq!(created["format"], format, "{created}");
+    str_of(&created["secret"])
 }
 
 impl SuiteContext for World {
@@ -324,6 +427,9 @@ fn voiceb_error_table_through_the_samples(w: &World) {
 fn buildvoiceai_curl_places_a_real_call(w: &World) {
     let cred = mint(w, json!({"dialect": "buildvoiceai"}));
     let key = str_of(&cred["token"]);
+    // The integration page's Webhook URL; verified with the API key, as the document says.
+    dialect_endpoint(w, "buildvoiceai", "bvai", None);
+    w.receiver.set_secret("bvai", &key);
     let _phone = phone(w, "bvai", BUILDVOICEAI_PHONE, "Yes, sure.");
     // The document's command; agent_id is the one the admin API gave.
     let command = format!(
@@ -335,8 +441,53 @@ fn buildvoiceai_curl_places_a_real_call(w: &World) {
         out.contains(r#"{"success":true,"call_id":"call_"#) && out.contains("HTTP 200"),
         "{out}"
     );
-    let call = completed(w, &call_id_in(&out), BUILDVOICEAI_PHONE);
+    let id = call_id_in(&out);
+    let call = completed(w, &id, BUILDVOICEAI_PHONE);
     assert_eq!(call["name"], "Jane Smith");
+    // One call.completed, its X-Signature verified with the key, the document's fields.
+    let got = w.receiver.wait_for("bvai", &id, Duration::from_secs(60));
+    let mine: Vec<&Value> = got
+        .iter()
+        .filter(|r| r["body"].as_str().is_some_and(|b| b.contains(&id)))
+        .collect();
+    assert_eq!(mine.len(), 1, "one delivery per call: {mine:#?}");
+    assert_eq!(mine[0]["verified"], true, "{}", mine[0]);
+    let raw = mine[0]["body"].as_str().unwrap();
+    let body: Value = serde_json::from_str(raw).unwrap();
+    let fields = [
+        "event",
+        "call_id",
+        "agent_id",
+        "agent_name",
+        "direction",
+        "phone_number",
+        "duration_seconds",
+        "started_at",
+        "ended_at",
+        "sentiment",
+        "summary",
+        "transcript",
+        "metadata",
+    ];
+    assert_eq!(body.as_object().unwrap().len(), fields.len(), "{raw}");
+    let at: Vec<usize> = fields
+        .iter()
+        .map(|f| {
+            raw.find(&format!("\"{f}\":"))
+                .unwrap_or_else(|| panic!("no {f}: {raw}"))
+        })
+        .collect();
+    assert!(
+        at.windows(2).all(|p| p[0] < p[1]),
+        "the document's order: {raw}"
+    );
+    assert_eq!(body["event"], "call.completed");
+    assert_eq!(body["phone_number"], BUILDVOICEAI_PHONE);
+    let turns = body["transcript"].as_array().unwrap();
+    assert!(
+        turns.iter().any(|t| t["role"] == "agent") && turns.iter().any(|t| t["role"] == "human"),
+        "{body}"
+    );
 
     // 403: a wrong key, and API access switched off (the native key too).
     let wrong = command.replace(&key, "bvai_wrong");
@@ -371,6 +522,9 @@ fn calldock_curl_places_a_real_call_and_limits_the_number(w: &World) {
     );
     let key = str_of(&cred["token"]);
     assert!(key.starts_with("ck_live_") && key.len() == 40, "{key}");
+    // The agent's Post-Call Webhook URL; its secret is the "Webhook Secret".
+    let secret = dialect_endpoint(w, "calldock", "calldock", Some(&w.tenant.agent_id));
+    w.receiver.set_secret("calldock", &secret);
     let _phone = phone(w, "calldock", CALLDOCK_PHONE, "Yes, sure.");
     let command = format!(
         r#"curl -X POST {}/v1/make-call \ -H "X-API-Key: {key}" \ -H "X-Agent-ID: {}" \ -H "Content-Type: application/json" \ -d '{{ "name": "John Doe", "email": "john@example.com", "phone": "+1234567890", "metadata": {{ "source": "website", "campaign": "summer-promo" }} }}'"#,
@@ -473,12 +627,14 @@ fn main() -> std::process::ExitCode {
             .expect(200);
             let trunk_port = free_sip_port();
             let sidecar = start_sip_sidecar(&edge, &dir, "dialects-1", trunk_port, "")?;
+            let receiver = Receiver::start(&dir)?;
             Ok(World {
                 edge,
                 tenant,
                 dir,
                 trunk_port,
                 _sidecar: sidecar,
+                receiver,
             })
         },
         &[

@@ -273,6 +273,13 @@ impl Ctx {
             )
             .expect(201);
         let key = k.json["key"].as_str().expect("clear key").to_string();
+        let dk = self
+            .admin(
+                "POST",
+                &format!("/admin/tenants/{tid}/dialect-keys"),
+                Some(json!({"dialect": "calldock", "agent_id": aid})),
+            )
+            .expect(201);
         // An endpoint nothing listens on, without retries: the call's
         // `call.queued` delivery fails once and is logged.
         let wh = self.admin("POST", &format!("/admin/tenants/{tid}/webhooks"),
@@ -301,6 +308,7 @@ impl Ctx {
             aid,
             key,
             kid: id_of(&k),
+            dkid: id_of(&dk),
             cid,
             sid,
             wid: id_of(&wh),
@@ -337,6 +345,8 @@ struct World {
     aid: String,
     key: String,
     kid: String,
+    /// A Calldock credential of the agent.
+    dkid: String,
     cid: String,
     sid: String,
     wid: String,
@@ -349,6 +359,7 @@ impl World {
             "tenant_id" => self.tid.clone(),
             "agent_id" => self.aid.clone(),
             "key_id" => self.kid.clone(),
+            "dialect_key_id" => self.dkid.clone(),
             "call_id" => self.cid.clone(),
             "sidecar_id" => self.sid.clone(),
             "webhook_id" => self.wid.clone(),
@@ -396,6 +407,7 @@ fn missing_id(name: &str) -> String {
         "tenant_id" => "ten",
         "agent_id" => "agt",
         "key_id" => "key",
+        "dialect_key_id" => "dky",
         "call_id" => "call",
         "webhook_id" => "wh",
         "delivery_id" => "dlv",
@@ -619,6 +631,38 @@ fn admin_api_keys(c: &Ctx) {
         c.admin("POST", &kp, Some(json!({"name": "k".repeat(101)}))),
         422,
         "value_too_long",
+    );
+    // Dialect credentials: mint, list, revoke (idempotent), unknown.
+    let dp = format!("/admin/tenants/{}/dialect-keys", w.tid);
+    let minted = c
+        .admin("POST", &dp, Some(json!({"dialect": "buildvoiceai"})))
+        .expect(201);
+    assert!(minted.json["token"].as_str().unwrap().starts_with("bvai_"));
+    c.admin("GET", &dp, None).expect(200);
+    let revoked = c
+        .admin("DELETE", &format!("{dp}/{}", id_of(&minted)), None)
+        .expect(200);
+    assert!(revoked.json["revoked_at"].is_string());
+    code(
+        c.admin("DELETE", &format!("{dp}/dky_00000000000000000000"), None),
+        404,
+        "dialect_key_not_found",
+    );
+    // An agent deleted: gone for good.
+    let ap = format!("/admin/tenants/{}/agents", w.tid);
+    let spare = c
+        .admin(
+            "POST",
+            &ap,
+            Some(json!({"name": "spare", "default": false})),
+        )
+        .expect(201);
+    c.admin("DELETE", &format!("{ap}/{}", id_of(&spare)), None)
+        .expect(200);
+    code(
+        c.admin("GET", &format!("{ap}/{}", id_of(&spare)), None),
+        404,
+        "agent_not_found",
     );
 }
 
