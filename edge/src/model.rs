@@ -104,6 +104,10 @@ pub struct Agent {
     /// Overrides the tenant's `per_number` rate limit for this agent's calls.
     #[serde(default)]
     pub per_number_limit: Option<crate::traffic::RateLimit>,
+    /// New calls of this agent per client address (None: only the tenant's `per_ip`
+    /// applies); Calldock's "rate limit for a phone number/IP based on your agent settings".
+    #[serde(default)]
+    pub per_ip_limit: Option<crate::traffic::RateLimit>,
     /// When this agent's calls may start (None: any time).
     #[serde(default)]
     pub calling_window: Option<crate::calling_window::CallingWindow>,

@@ -296,6 +296,7 @@ pub(crate) async fn create_agent<K: Kv, D: DispatchQueues>(
         created_at: now.clone(),
         updated_at: now,
         per_number_limit: input.per_number_limit,
+        per_ip_limit: input.per_ip_limit,
         calling_window: input.calling_window.flatten(),
         engine_api_key_sealed,
         engine_base_url: input.engine_base_url.flatten(),
@@ -343,6 +344,7 @@ pub(crate) async fn update_agent<K: Kv, D: DispatchQueues>(
     agent.model = input.model.or(agent.model);
     agent.enabled = input.enabled.unwrap_or(agent.enabled);
     agent.per_number_limit = input.per_number_limit.or(agent.per_number_limit);
+    agent.per_ip_limit = input.per_ip_limit.or(agent.per_ip_limit);
     agent.silence_timeout_seconds = input
         .silence_timeout_seconds
         .or(agent.silence_timeout_seconds);

@@ -66,6 +66,30 @@ pub(crate) async fn prepare_call<K: Kv, D: DispatchQueues>(
     Ok((input, agent))
 }
 
+/// The limits a new call counts against besides its credential's and address's:
+/// its number (the agent's `per_number_limit`, else the tenant's) and, when the
+/// agent sets one, its `per_ip_limit` for this client address.
+pub(crate) fn new_call_checks(
+    agent: &Agent,
+    limits: &crate::traffic::RateLimits,
+    phone: &str,
+    client_ip: &str,
+) -> Vec<crate::traffic::Check> {
+    let mut checks = vec![crate::traffic::Check {
+        scope: format!("number:{phone}"),
+        limit: agent.per_number_limit.unwrap_or(limits.per_number),
+        new_work_only: true,
+    }];
+    if let Some(limit) = agent.per_ip_limit {
+        checks.push(crate::traffic::Check {
+            scope: format!("agent_ip:{}:{client_ip}", agent.id),
+            limit,
+            new_work_only: true,
+        });
+    }
+    checks
+}
+
 /// A key needs the sealing secret; a base URL must pass the SSRF rules.
 pub(crate) fn check_engine_credentials<K: Kv, D: DispatchQueues>(
     env: &Env<'_, K, D>,

@@ -8,7 +8,7 @@
 //! rate limits, then the call itself.
 
 use crate::api::auth::{bearer, client_ip, key_and_ip_checks};
-use crate::api::calls::place_call;
+use crate::api::calls::{new_call_checks, place_call};
 use crate::api::validate;
 use crate::dialects::{buildvoiceai, calldock, voiceb, Dialect, Refusal, Scope};
 use crate::dispatch::port::DispatchQueues;
@@ -17,7 +17,7 @@ use crate::http::{ApiRequest, ApiResponse};
 use crate::ids;
 use crate::model::{keys, Agent, DialectKeyAuth, PlacedWith, Tenant};
 use crate::store::{get_json, Kv};
-use crate::traffic::{self, Admission, Check, IdemVerdict};
+use crate::traffic::{self, Admission, IdemVerdict};
 use serde_json::value::RawValue;
 use voxline_shared::CallStatus;
 
@@ -178,11 +178,12 @@ async fn place<K: Kv, D: DispatchQueues>(
     let admission = Admission {
         checks: key_and_ip_checks(&limits, &auth.key_id, req)
             .into_iter()
-            .chain([Check {
-                scope: format!("number:{}", input.phone),
-                limit: agent.per_number_limit.unwrap_or(limits.per_number),
-                new_work_only: true,
-            }])
+            .chain(new_call_checks(
+                &agent,
+                &limits,
+                &input.phone,
+                client_ip(req),
+            ))
             .collect(),
         idempotency: None,
         signature: None,

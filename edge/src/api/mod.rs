@@ -40,9 +40,7 @@ use crate::error::{ApiError, ErrorCode};
 use crate::http::{ApiRequest, ApiResponse};
 use crate::ids::{self};
 use crate::store::Kv;
-use crate::traffic::{
-    self, Admission, Check, IdemRequest, IdemVerdict, SignatureUse, StoredResponse,
-};
+use crate::traffic::{self, Admission, IdemRequest, IdemVerdict, SignatureUse, StoredResponse};
 use serde_json::json;
 use voxline_shared::signing::{self};
 
@@ -222,12 +220,12 @@ async fn v1_route<K: Kv, D: DispatchQueues>(
     let prepared = if id == RouteId::CreateCall {
         let prepared = prepare_call(env, req, &tenant).await;
         if let Ok((input, agent)) = &prepared {
-            let limit = agent.per_number_limit.unwrap_or(limits.per_number);
-            checks.push(Check {
-                scope: format!("number:{}", input.phone),
-                limit,
-                new_work_only: true,
-            });
+            checks.extend(crate::api::calls::new_call_checks(
+                agent,
+                &limits,
+                &input.phone,
+                client_ip(req),
+            ));
         }
         if let Some(key) = req.header("idempotency-key") {
             if !traffic::valid_idempotency_key(key) {

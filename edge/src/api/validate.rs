@@ -322,6 +322,7 @@ pub const AGENT_FIELDS: &[&str] = &[
     "enabled",
     "default",
     "per_number_limit",
+    "per_ip_limit",
     "calling_window",
     "engine_api_key",
     "engine_base_url",
@@ -342,6 +343,7 @@ pub struct AgentInput {
     pub make_default: Option<bool>,
     /// Overrides the tenant's per-number rate limit for this agent's calls.
     pub per_number_limit: Option<crate::traffic::RateLimit>,
+    pub per_ip_limit: Option<crate::traffic::RateLimit>,
     /// `None`: not in the body; `Some(None)`: an explicit null (remove it).
     pub calling_window: Option<Option<crate::calling_window::CallingWindow>>,
     /// Like `calling_window`: an explicit null removes it.
@@ -385,6 +387,14 @@ pub fn agent(
             None => None,
             Some(m) => Some(
                 crate::traffic::parse_rate_limit(&Value::Object(m), "per_number_limit").map_err(
+                    |(field, why)| ApiError::field(ErrorCode::InvalidValue, &field, why),
+                )?,
+            ),
+        },
+        per_ip_limit: match f.object_opt("per_ip_limit")? {
+            None => None,
+            Some(m) => Some(
+                crate::traffic::parse_rate_limit(&Value::Object(m), "per_ip_limit").map_err(
                     |(field, why)| ApiError::field(ErrorCode::InvalidValue, &field, why),
                 )?,
             ),

@@ -163,7 +163,7 @@ fn calldock_operation() -> Value {
     }
     json!({"operationId": "calldockMakeCall", "tags": [Dialect::Calldock.name()],
         "summary": "Calldock: make a call",
-        "description": "Calls `phone` (with its country code; read leniently as for VoiceB) for the credential's agent. 400 `bad_request` for the body, `call_in_progress` while a call from this agent to this number is live; 401 `unauthorized` for a wrong key or another agent's `X-Agent-ID`; 429 `rate_limited` (the tenant's limits and the agent's `per_number_limit`) with `Retry-After`.",
+        "description": "Calls `phone` (with its country code; read leniently as for VoiceB) for the credential's agent. 400 `bad_request` for the body, `call_in_progress` while a call from this agent to this number is live; 401 `unauthorized` for a wrong key or another agent's `X-Agent-ID`; 429 `rate_limited` (the tenant's limits and the agent's `per_number_limit` and `per_ip_limit`) with `Retry-After`.",
         "security": [{"calldockApiKey": []}],
         "parameters": [{"name": calldock::HEADER_AGENT, "in": "header", "required": true, "schema": {"type": "string", "maxLength": 128},
             "description": "The id of the agent the key belongs to (`agt_...`)."}],

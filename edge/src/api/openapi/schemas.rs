@@ -334,6 +334,10 @@ the Webhook Secret). See docs/dialects.md."}),
             "description": "Overrides the tenant's `per_number` rate limit for this agent's calls; null: the tenant's applies."}),
         ),
         (
+            "per_ip_limit",
+            json!({"anyOf": [schema_ref("RateLimit"), {"type": "null"}], "description": "New calls of this agent per client address, on top of the tenant's `per_ip`; null: only the tenant's applies."}),
+        ),
+        (
             "calling_window",
             json!({"anyOf": [schema_ref("CallingWindow"), {"type": "null"}],
             "description": "When this agent's calls may start; null: any time."}),
@@ -821,6 +825,12 @@ A call already queued inside the window is not stopped when the window closes.";
                 "per_number_limit",
                 opt(
                     json!({"allOf": [schema_ref("RateLimit")], "description": "A `RateLimit` (`{limit, window_seconds}`) overriding the tenant's `per_number` limit for this agent's calls (422 `invalid_value` when out of range)."}),
+                ),
+            ),
+            (
+                "per_ip_limit",
+                opt(
+                    json!({"allOf": [schema_ref("RateLimit")], "description": "A `RateLimit` (`{limit, window_seconds}`) on new calls of this agent per client address, on top of the tenant's `per_ip` (422 `invalid_value` when out of range)."}),
                 ),
             ),
             (

@@ -413,3 +413,53 @@ fn dialect_paths_take_post_only() {
     assert_eq!(r.status, 405);
     assert!(r.headers.contains(&("Allow".into(), "POST".into())));
 }
+
+#[test]
+fn an_agents_per_ip_limit_holds_on_dialect_and_native_calls() {
+    let w = World::new();
+    let (tid, aid, native_key) = tenant_with_agent(&w);
+    let agent = w.admin(
+        "PATCH",
+        &format!("/admin/tenants/{tid}/agents/{aid}"),
+        Some(json!({"per_ip_limit": {"limit": 1, "window_seconds": 3600}})),
+    );
+    assert_eq!(
+        agent["per_ip_limit"],
+        json!({"limit": 1, "window_seconds": 3600})
+    );
+    let cred = mint(&w, &tid, json!({"dialect": "calldock", "agent_id": aid}));
+    let key = cred["token"].as_str().unwrap().to_string();
+    let from = |ip: &str, phone: &str| {
+        w.send_req(&request(
+            "/v1/make-call",
+            &[
+                ("X-API-Key", key.as_str()),
+                ("X-Agent-ID", aid.as_str()),
+                ("CF-Connecting-IP", ip),
+            ],
+            &format!(r#"{{"phone":"{phone}"}}"#),
+        ))
+    };
+    assert_eq!(from("198.51.100.7", "+14155550110").status, 200);
+    let r = from("198.51.100.7", "+14155550111");
+    assert_eq!(r.status, 429, "{}", r.body);
+    assert_eq!(r.body_json()["error"]["code"], "rate_limited");
+    assert_eq!(from("198.51.100.8", "+14155550112").status, 200);
+    // The same agent through the native API, from the spent address.
+    let mut req = request(
+        "/v1/calls",
+        &[
+            ("Authorization", &format!("Bearer {native_key}")),
+            ("CF-Connecting-IP", "198.51.100.7"),
+        ],
+        r#"{"phone":"+14155550113"}"#,
+    );
+    req.content_type = Some("application/json".into());
+    let r = w.send_req(&req);
+    assert_eq!(
+        (r.status, World::code(&r)),
+        (429, "rate_limited".into()),
+        "{}",
+        r.body
+    );
+}
