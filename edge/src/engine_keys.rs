@@ -30,9 +30,52 @@ pub const MAX_KEY_CHARS: usize = 512;
 pub const MAX_BASE_URL_CHARS: usize = 2048;
 const PREFIX: &str = "v1.";
 
-/// The Worker secret's 32 bytes.
+/// The key recording links are signed with (`recording_links`):
+/// HMAC-SHA256(sealing key bytes, [`RECORDING_LINK_KEY_LABEL`]), so the
+/// sealing key itself never keys an HMAC, and rotating it voids every link.
 #[derive(Clone)]
-pub struct SealingKey(Aes256Gcm);
+pub struct RecordingLinkKey([u8; 32]);
+
+/// What the link key is derived with: versioned, so another derivation can
+/// never yield the same key.
+pub const RECORDING_LINK_KEY_LABEL: &[u8] = b"voxline recording link v1";
+
+impl std::fmt::Debug for RecordingLinkKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RecordingLinkKey(***)")
+    }
+}
+
+impl RecordingLinkKey {
+    pub(crate) fn derive(sealing_key: &[u8]) -> RecordingLinkKey {
+        use hmac::Mac;
+        let mut mac = hmac_sha256(sealing_key);
+        mac.update(RECORDING_LINK_KEY_LABEL);
+        RecordingLinkKey(mac.finalize().into_bytes().into())
+    }
+
+    /// An HMAC-SHA256 keyed with this key.
+    pub(crate) fn mac(&self) -> hmac::Hmac<sha2::Sha256> {
+        hmac_sha256(&self.0)
+    }
+}
+
+fn hmac_sha256(key: &[u8]) -> hmac::Hmac<sha2::Sha256> {
+    use hmac::Mac;
+    match <hmac::Hmac<sha2::Sha256> as Mac>::new_from_slice(key) {
+        Ok(mac) => mac,
+        Err(_) => unreachable!("HMAC takes keys of any length"),
+    }
+}
+
+/// The Worker secret's 32 bytes, and the keys derived from them.
+#[derive(Clone)]
+pub struct SealingKey {
+    cipher: Aes256Gcm,
+    /// Signs recording links (`recording_links`): a key of its own,
+    /// derived once, so the sealing key itself never keys an HMAC.
+    recording_link_key: RecordingLinkKey,
+}
 
 impl std::fmt::Debug for SealingKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -55,16 +98,23 @@ impl SealingKey {
                 bytes.len()
             ));
         }
-        Aes256Gcm::new_from_slice(&bytes)
-            .map(SealingKey)
-            .map_err(|e| e.to_string())
+        let cipher = Aes256Gcm::new_from_slice(&bytes).map_err(|e| e.to_string())?;
+        Ok(SealingKey {
+            cipher,
+            recording_link_key: RecordingLinkKey::derive(&bytes),
+        })
+    }
+
+    /// The key recording links are signed with (derived from this one).
+    pub fn recording_link_key(&self) -> &RecordingLinkKey {
+        &self.recording_link_key
     }
 
     /// `v1.` + base64url(nonce || ciphertext+tag); the tenant is the associated data.
     pub fn seal(&self, tenant_id: &str, plaintext: &str) -> String {
         let nonce = crate::ids::random_bytes::<12>();
         let sealed = self
-            .0
+            .cipher
             .encrypt(
                 Nonce::from_slice(&nonce),
                 Payload {
@@ -89,7 +139,7 @@ impl SealingKey {
         }
         let (nonce, body) = bytes.split_at(12);
         let clear = self
-            .0
+            .cipher
             .decrypt(
                 Nonce::from_slice(nonce),
                 Payload {

@@ -36,6 +36,7 @@ error_codes! {
     SignatureVersionUnsupported => ("signature_version_unsupported", 401, "The request is signed with a scheme this edge does not accept (`v1`, which binds neither method nor path): sign with `v2` (an API key's `X-Signature`, or the sidecar link's `x-voxline-signature`; upgrade the sidecar)."),
     HttpsRequired => ("https_required", 403, "Sidecar link: outside development the edge takes the link over HTTPS only (plain http is refused before anything is read)."),
     RegionMismatch => ("region_mismatch", 403, "Sidecar link: the sidecar spoke for a region it does not belong to."),
+    InvalidRecordingLink => ("invalid_recording_link", 403, "A recording link's `expires` or `signature` is missing, malformed, wrong or expired (nothing says whether the call exists); ask for a fresh link."),
     TenantDisabled => ("tenant_disabled", 403, "The tenant owning this key is disabled."),
     ApiAccessDisabled => ("api_access_disabled", 403, "API access is switched off for the tenant owning this key (`api_access: false`); its calls and webhooks go on."),
     DialectKeyNotFound => ("dialect_key_not_found", 404, "No dialect credential with this id for this tenant."),

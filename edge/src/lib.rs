@@ -22,7 +22,8 @@
 //! - [`dialects`]: the seed-API dialects (pure cores of VoiceB, BuildVoiceAI, Calldock; not yet routed).
 //! - common, used by all groups: [`model`] (KV records), [`ids`], [`store`]
 //!   (the `Kv` port), [`sql`] (the `Sql` port), [`engine_keys`] (sealed
-//!   secrets), [`url_guard`], [`limits`] (request limits the validators and
+//!   secrets), [`recording_links`] (signed links to a call's recording),
+//!   [`url_guard`], [`limits`] (request limits the validators and
 //!   the OpenAPI document both read), [`error`] and [`http`] (the request, the
 //!   response and the error catalogue, shared by the API and the sidecar
 //!   link), [`calling_window`] and [`transcript`] (data the dispatch queue
@@ -46,6 +47,7 @@ pub mod http;
 pub mod ids;
 pub mod limits;
 pub mod model;
+pub mod recording_links;
 pub mod sql;
 pub mod store;
 pub mod transcript;

@@ -155,6 +155,11 @@ impl Edge {
         if !opts.vars.iter().any(|(k, _)| k == "AUTH_FAILURE_LIMIT") {
             cmd.args(["--var", "AUTH_FAILURE_LIMIT:1000000"]);
         }
+        // Dialect webhooks link recordings under the edge's own base (Calldock's
+        // recording_url), so a suite can fetch them through the link.
+        if !opts.vars.iter().any(|(k, _)| k == "PUBLIC_BASE_URL") {
+            cmd.args(["--var", &format!("PUBLIC_BASE_URL:http://127.0.0.1:{port}")]);
+        }
         for (k, v) in &opts.vars {
             cmd.args(["--var", &format!("{k}:{v}")]);
         }

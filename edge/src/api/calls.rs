@@ -499,7 +499,7 @@ pub(crate) async fn list_calls<K: Kv, D: DispatchQueues>(
 /// the R2 object; the glue streams it as the body.
 pub async fn get_recording<K: Kv, D: DispatchQueues>(
     env: &Env<'_, K, D>,
-    tenant: &Tenant,
+    tenant_id: &str,
     cid: &str,
 ) -> Result<ApiResponse> {
     if !ids::is_id(cid, "call") {
@@ -507,7 +507,7 @@ pub async fn get_recording<K: Kv, D: DispatchQueues>(
     }
     let (record, info) = env
         .calls
-        .recording(&tenant.id, cid)
+        .recording(tenant_id, cid)
         .await?
         .ok_or_else(|| call_not_found(cid))?;
     let Some(info) = info else {
@@ -536,4 +536,50 @@ pub async fn get_recording<K: Kv, D: DispatchQueues>(
     resp.body = String::new();
     resp.stored_object = Some(info.object_key);
     Ok(resp)
+}
+
+/// `GET /v1/recordings/{tenant_id}/{call_id}?expires=..&signature=..`: the
+/// recording through a signed link (`recording_links`), without an
+/// API key. The signature is checked before anything is read, so a refused
+/// link (403 `invalid_recording_link`, counted against the client address
+/// like a wrong API key) never tells whether the call exists; a good one
+/// answers exactly as `GET /v1/calls/{call_id}/recording`, except that a
+/// call gone from its store reads as a recording not there.
+pub async fn get_recording_by_link<K: Kv, D: DispatchQueues>(
+    env: &Env<'_, K, D>,
+    req: &ApiRequest,
+    tid: &str,
+    cid: &str,
+) -> Result<ApiResponse> {
+    let refused = |why: String| ApiError::new(ErrorCode::InvalidRecordingLink, why);
+    let checked = match env.sealing_key {
+        // Without the sealing key no link was ever made here.
+        None => Err(refused(
+            "this deployment makes no recording links (no VOXLINE_SEALING_KEY secret)".into(),
+        )),
+        Some(_) if !ids::is_id(tid, "ten") || !ids::is_id(cid, "call") => Err(refused(
+            crate::recording_links::LinkRefusal::WrongSignature.message(),
+        )),
+        Some(key) => crate::recording_links::verify(
+            key.recording_link_key(),
+            tid,
+            cid,
+            &req.query,
+            env.now_ms / 1000,
+        )
+        .map_err(|r| refused(r.message())),
+    };
+    if let Err(e) = checked {
+        return crate::api::auth::failed_api_key(env, req, e).await;
+    }
+    get_recording(env, tid, cid).await.map_err(|e| {
+        if e.code == ErrorCode::CallNotFound {
+            ApiError::new(
+                ErrorCode::RecordingNotFound,
+                format!("no recording for call '{cid}'"),
+            )
+        } else {
+            e
+        }
+    })
 }

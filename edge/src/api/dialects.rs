@@ -170,7 +170,7 @@ async fn place<K: Kv, D: DispatchQueues>(
     }
     let wanted = wanted?;
     // 6. The native command, validated exactly as POST /v1/calls validates it.
-    let native = native_body(&wanted, &agent.id);
+    let native = native_body(&wanted, &agent.id, dialect);
     let input = validate::create_call(Some("application/json"), &native, env.now_ms)
         .map_err(|e| Refusal::from_native(&e))?;
     // 7. Admission: the credential's, the address's and the number's limits.
@@ -303,11 +303,17 @@ fn read_body(dialect: Dialect, body: &[u8]) -> Result<Wanted, Refusal> {
 
 /// The native create-call body for this request: what a `POST /v1/calls`
 /// client would send, so the one validator decides (sizes, email, metadata).
-fn native_body(w: &Wanted, agent_id: &str) -> Vec<u8> {
+/// The native request for a dialect's call. Calldock's calls are recorded:
+/// its product records every call and its `post_call` webhook always carries
+/// a `recording_url`. VoiceB's and BuildVoiceAI's are not (their documents
+/// promise no recording).
+fn native_body(w: &Wanted, agent_id: &str, dialect: Dialect) -> Vec<u8> {
     #[derive(serde::Serialize)]
     struct Native<'a> {
         phone: &'a str,
         agent_id: &'a str,
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        record: bool,
         #[serde(skip_serializing_if = "Option::is_none")]
         name: Option<&'a str>,
         #[serde(skip_serializing_if = "Option::is_none")]
@@ -318,6 +324,7 @@ fn native_body(w: &Wanted, agent_id: &str) -> Vec<u8> {
     serde_json::to_vec(&Native {
         phone: &w.phone,
         agent_id,
+        record: dialect == Dialect::Calldock,
         name: w.name.as_deref(),
         email: w.email.as_deref(),
         metadata: w.metadata.as_deref(),
@@ -339,8 +346,14 @@ mod tests {
             agent_id: None,
             metadata: Some(metadata),
         };
-        let body = native_body(&w, "agt_0123456789");
+        let body = native_body(&w, "agt_0123456789", Dialect::VoiceB);
         let input = validate::create_call(Some("application/json"), &body, 0).unwrap();
+        assert!(!input.record);
+        for (dialect, recorded) in [(Dialect::BuildVoiceAi, false), (Dialect::Calldock, true)] {
+            let body = native_body(&w, "agt_0123456789", dialect);
+            let other = validate::create_call(Some("application/json"), &body, 0).unwrap();
+            assert_eq!(other.record, recorded, "{dialect:?}");
+        }
         assert_eq!(input.phone, "+34612345678");
         assert_eq!(input.agent_id.as_deref(), Some("agt_0123456789"));
         assert_eq!(input.name.as_deref(), Some("Jane"));

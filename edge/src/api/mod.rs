@@ -129,6 +129,10 @@ async fn route_request<K: Kv, D: DispatchQueues>(
         RouteId::ListDeliveries | RouteId::GetDelivery | RouteId::RedeliverDelivery => {
             v1_route(env, req, id, p(0)).await
         }
+        // A capability link: its signature is its credential (no bearer key).
+        RouteId::GetRecordingByLink => {
+            crate::api::calls::get_recording_by_link(env, req, p(0), p(1)).await
+        }
         admin => {
             // Admin tokens are chosen by people and may be guessable, so
             // every admin request asks the address's object (admin requests
@@ -317,7 +321,7 @@ async fn v1_route<K: Kv, D: DispatchQueues>(
         (RouteId::GetTranscript | RouteId::GetTranscriptAs, _) => {
             get_transcript(env, req, &tenant, cid).await
         }
-        (RouteId::GetRecording, _) => crate::api::calls::get_recording(env, &tenant, cid).await,
+        (RouteId::GetRecording, _) => crate::api::calls::get_recording(env, &tenant.id, cid).await,
         (RouteId::HangupCall, _) => hangup_call(env, req, &tenant, cid).await,
         (RouteId::ListDeliveries | RouteId::GetDelivery | RouteId::RedeliverDelivery, _) => {
             crate::api::webhooks::tenant_route(env, req, id, &tenant, cid).await

@@ -12,6 +12,8 @@ pub enum RouteId {
     /// The transcript as a file: `transcript.txt` or `transcript.json`.
     GetTranscriptAs,
     GetRecording,
+    /// A call's recording through a signed link (`recording_links`), without an API key.
+    GetRecordingByLink,
     HangupCall,
     CreateTenant,
     GetTenant,
@@ -65,6 +67,11 @@ pub const ROUTES: &[(&str, &str, RouteId)] = &[
         RouteId::GetRecording,
     ),
     ("POST", "/v1/calls/{call_id}/hangup", RouteId::HangupCall),
+    (
+        "GET",
+        "/v1/recordings/{tenant_id}/{call_id}",
+        RouteId::GetRecordingByLink,
+    ),
     ("POST", "/admin/tenants", RouteId::CreateTenant),
     ("GET", "/admin/tenants/{tenant_id}", RouteId::GetTenant),
     ("PATCH", "/admin/tenants/{tenant_id}", RouteId::UpdateTenant),

@@ -1138,11 +1138,13 @@ pub async fn handle(
 /// Turns pending events into webhook deliveries (endpoints are read from KV,
 /// configuration) and hands them to `send`; an event leaves the outbox only
 /// once all its deliveries were accepted. True when events remain (a send
-/// failed, or more than one batch was pending).
+/// failed, or more than one batch was pending). `links` makes dialect bodies'
+/// `recording_url` (none: null).
 pub async fn drain_outbox<F, Fut>(
     rows: &impl CallRows,
     kv: &impl crate::store::Kv,
     tenant_id: &str,
+    links: Option<&crate::recording_links::RecordingLinks>,
     now_ms: u64,
     mut send: F,
 ) -> Result<bool, StoreError>
@@ -1159,7 +1161,7 @@ where
     let calls = StoredCalls(rows);
     for (id, event) in events {
         let jobs = crate::webhooks::events::jobs_for_event(
-            kv, tenant_id, &endpoints, &event, &calls, now_ms,
+            kv, tenant_id, &endpoints, &event, &calls, links, now_ms,
         )
         .await?;
         if !jobs.is_empty() && !send(jobs).await {
@@ -1199,6 +1201,8 @@ pub mod memory {
         pub tenants: RefCell<BTreeMap<String, Rc<R>>>,
         pub dispatch_queues: MemoryDispatchQueues,
         pub now_ms: Cell<u64>,
+        /// What the Worker's `PUBLIC_BASE_URL` gives: recording links in dialect webhooks.
+        pub recording_links: RefCell<Option<crate::recording_links::RecordingLinks>>,
         make: fn() -> R,
     }
 
@@ -1208,6 +1212,7 @@ pub mod memory {
                 tenants: RefCell::new(BTreeMap::new()),
                 dispatch_queues: MemoryDispatchQueues::default(),
                 now_ms: Cell::new(0),
+                recording_links: RefCell::new(None),
                 make,
             }
         }
@@ -1256,10 +1261,18 @@ pub mod memory {
             let tenants: Vec<String> = self.tenants.borrow().keys().cloned().collect();
             for tenant in tenants {
                 let rows = self.rows(&tenant);
-                while drain_outbox(&*rows, kv, &tenant, self.now_ms.get(), |jobs| {
-                    outbox.push(jobs);
-                    std::future::ready(true)
-                })
+                let links = self.recording_links.borrow().clone();
+                while drain_outbox(
+                    &*rows,
+                    kv,
+                    &tenant,
+                    links.as_ref(),
+                    self.now_ms.get(),
+                    |jobs| {
+                        outbox.push(jobs);
+                        std::future::ready(true)
+                    },
+                )
                 .await?
                 {}
             }

@@ -86,6 +86,7 @@ impl Refusal {
             | E::WebhookNotFound
             | E::DeliveryNotFound
             | E::RecordingNotFound
+            | E::InvalidRecordingLink
             | E::MethodNotAllowed
             | E::LeaseNotHeld
             | E::SidecarNotRegistered

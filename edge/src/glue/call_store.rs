@@ -68,7 +68,8 @@ impl CallStore {
         );
         let now = Date::now().as_millis();
         let env = &self.env;
-        store::drain_outbox(&self.rows, &kv, tenant_id, now, |jobs| {
+        let links = crate::glue::env::recording_links(env);
+        store::drain_outbox(&self.rows, &kv, tenant_id, links.as_ref(), now, |jobs| {
             crate::glue::webhook_queue::send_all(env, jobs)
         })
         .await

@@ -95,6 +95,18 @@ pub(crate) fn sealing_key(env: &Env) -> Option<crate::engine_keys::SealingKey> {
         .ok()
 }
 
+/// Recording links for dialect webhooks' `recording_url`: `PUBLIC_BASE_URL`
+/// (this Worker's public origin, e.g. `https://api.example.com`) and the key
+/// derived from `VOXLINE_SEALING_KEY`. Without either (or with a bad base
+/// URL, logged) there are none and `recording_url` stays null.
+pub(crate) fn recording_links(env: &Env) -> Option<crate::recording_links::RecordingLinks> {
+    let base = secret_or_var(env, "PUBLIC_BASE_URL").filter(|b| !b.trim().is_empty())?;
+    let key = sealing_key(env)?;
+    crate::recording_links::RecordingLinks::new(&base, key.recording_link_key())
+        .map_err(|e| worker::console_log!("PUBLIC_BASE_URL ignored: {e}"))
+        .ok()
+}
+
 /// `AUTH_FAILURE_LIMIT` / `AUTH_FAILURE_WINDOW_SECONDS`, each defaulting to
 /// `traffic::AUTH_FAILURES` (out-of-range values too).
 pub(crate) fn auth_failures(env: &Env) -> crate::traffic::RateLimit {

@@ -4,6 +4,7 @@
 use crate::dialects::Dialect;
 use crate::ids::{self, rfc3339_ms};
 use crate::model::{keys, Agent, CallRecord, WebhookEndpoint, WebhookFormat};
+use crate::recording_links::RecordingLinks;
 use crate::store::{get_json, Kv, StoreError};
 use crate::transcript::Transcript;
 use crate::webhooks::delivery::{delivery_id, DeliveryJob};
@@ -208,7 +209,16 @@ pub async fn emit(
         created_ms: now_ms,
     };
     let endpoints = endpoints(kv, tenant_id).await?;
-    jobs_for_event(kv, tenant_id, &endpoints, &event, &OneCall(record), now_ms).await
+    jobs_for_event(
+        kv,
+        tenant_id,
+        &endpoints,
+        &event,
+        &OneCall(record),
+        None,
+        now_ms,
+    )
+    .await
 }
 
 /// The envelope every event shares: `{id, type, timestamp, data}`.
@@ -296,6 +306,7 @@ pub async fn jobs_for_event(
     endpoints: &[WebhookEndpoint],
     event: &PendingEvent,
     calls: &impl CallSource,
+    links: Option<&RecordingLinks>,
     now_ms: u64,
 ) -> Result<Vec<DeliveryJob>, StoreError> {
     let wanted: Vec<&WebhookEndpoint> = endpoints
@@ -338,7 +349,14 @@ pub async fn jobs_for_event(
                     let Some((transcript, agent_name)) = &ended else {
                         continue;
                     };
-                    let call = post_call::ended_call(record, transcript, agent_name, now_ms);
+                    let recording_url = post_call::recording_url(links, tenant_id, record, now_ms);
+                    let call = post_call::ended_call(
+                        record,
+                        transcript,
+                        agent_name,
+                        recording_url,
+                        now_ms,
+                    );
                     let Some(body) = post_call::body(format, &call, now_ms) else {
                         continue;
                     };

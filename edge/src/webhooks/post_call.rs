@@ -9,6 +9,7 @@ use crate::dialects::post_call::{sentiment, EndedCall, Speaker, Turn};
 use crate::dialects::{buildvoiceai, calldock};
 use crate::ids::parse_rfc3339_utc_ms;
 use crate::model::{CallRecord, WebhookFormat};
+use crate::recording_links::RecordingLinks;
 use crate::transcript::{Role, Transcript};
 
 /// The language as the vendors' examples write it: the primary subtag of the
@@ -27,13 +28,12 @@ fn speaker(role: Role) -> Speaker {
 /// The call as the dialects' renderers read it, from its record and
 /// transcript. Times the record does not hold read as `now_ms` (the end) or
 /// absent. Left empty for want of a source: `from_phone` (the caller ID is the
-/// sidecar's trunk's, unknown here) and `recording_url` (this deployment has
-/// no public base URL to build an absolute link from, and the recording route
-/// needs an API key).
+/// sidecar's trunk's, unknown here). `recording_url` is [`recording_url`]'s.
 pub fn ended_call<'a>(
     record: &'a CallRecord,
     transcript: &'a Transcript,
     agent_name: &'a str,
+    recording_url: Option<String>,
     now_ms: u64,
 ) -> EndedCall<'a> {
     let ms = |t: &Option<String>| t.as_deref().and_then(parse_rfc3339_utc_ms);
@@ -68,8 +68,25 @@ pub fn ended_call<'a>(
                 start_ms: t.start_ms,
             })
             .collect(),
-        recording_url: None,
+        recording_url,
     }
+}
+
+/// A call's `recording_url`: a signed link to its recording
+/// (`recording_links`, working for a week from `now_ms`) when the call
+/// was placed with `record: true` and the deployment can make links
+/// (`PUBLIC_BASE_URL` and `VOXLINE_SEALING_KEY` set); else none. The
+/// recording is uploaded after the call ends, so the link may answer 404
+/// `recording_not_found` for a while (and always, for a call never answered).
+pub fn recording_url(
+    links: Option<&RecordingLinks>,
+    tenant_id: &str,
+    record: &CallRecord,
+    now_ms: u64,
+) -> Option<String> {
+    links
+        .filter(|_| record.record)
+        .map(|l| l.url(tenant_id, &record.id, now_ms))
 }
 
 /// The body a `format` endpoint is sent for an ended call (None: native,
@@ -142,7 +159,7 @@ mod tests {
             summary: Some("Ada is interested.".into()),
             outcome: None,
         };
-        let call = ended_call(&record, &transcript, "Sales", 0);
+        let call = ended_call(&record, &transcript, "Sales", None, 0);
         assert_eq!(
             (call.call_id, call.agent_name, call.language),
             ("call_1", "Sales", "en")
@@ -166,7 +183,7 @@ mod tests {
             ended_at: None,
             ..record
         };
-        assert_eq!(ended_call(&open, &transcript, "", 7).ended_ms, 7);
+        assert_eq!(ended_call(&open, &transcript, "", None, 7).ended_ms, 7);
     }
 
     #[test]

@@ -6,6 +6,7 @@ use super::patterns::*;
 use crate::api::router::RouteId;
 use crate::error::ErrorCode;
 use crate::limits::{LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX};
+use crate::recording_links::LINK_LIFETIME_SECONDS;
 use crate::traffic;
 use crate::webhooks::events::WebhookEvent;
 use serde_json::{json, Map, Value};
@@ -170,6 +171,27 @@ pub(super) fn operation(id: RouteId) -> Value {
             "X-Recording-Sha256": {"description": "Lowercase hex SHA-256 of the body.", "schema": {"type": "string"}}
         }))
         .errors(&[E::CallNotFound, E::RecordingNotFound])
+        .build(),
+        RouteId::GetRecordingByLink => op(
+            "getRecordingByLink",
+            "calls",
+            Auth::None,
+            "Download a call's recording through a signed link",
+            &format!("What dialect webhooks give as `recording_url` (e.g. Calldock's `post_call`, when the deployment sets `PUBLIC_BASE_URL`): a capability link to one call's recording, needing no API key. `signature` is the lowercase hex HMAC-SHA256 of `\"{{tenant_id}}\\n{{call_id}}\\n{{expires}}\"` under a key only the edge holds (derived from its sealing secret); a link works for {} days from when it was made. A good link answers exactly as `GET /v1/calls/{{call_id}}/recording` (404 `recording_not_found` until the sidecar has uploaded it). A missing, malformed, wrong or expired signature answers 403 `invalid_recording_link` without saying whether the call exists, and counts against the client address like a wrong API key.", LINK_LIFETIME_SECONDS / 86_400),
+        )
+        .query(json!([
+            {"name": "expires", "in": "query", "required": true, "description": "When the link stops working, in unix seconds.",
+             "schema": {"type": "string", "pattern": "^[0-9]{1,20}$"}},
+            {"name": "signature", "in": "query", "required": true, "description": "Lowercase hex HMAC-SHA256 of the tenant id, call id and `expires`, newline-separated.",
+             "schema": {"type": "string", "pattern": "^[0-9a-fA-F]{64}$"}}
+        ]))
+        .ok_binary("The recording.", "audio/wav", json!({
+            "Content-Length": {"schema": {"type": "integer"}},
+            "X-Recording-Attempt": {"description": "The attempt the recording is of.", "schema": {"type": "integer"}},
+            "X-Recording-Duration-Ms": {"schema": {"type": "integer"}},
+            "X-Recording-Sha256": {"description": "Lowercase hex SHA-256 of the body.", "schema": {"type": "string"}}
+        }))
+        .errors(&[E::InvalidRecordingLink, E::RecordingNotFound, E::TooManyFailedAttempts])
         .build(),
         RouteId::GetCall => op("getCall", "calls", Auth::ApiKey, "Get a call", "The call with all its settings and its current status.")
             .ok(200, "The call.", "Call")

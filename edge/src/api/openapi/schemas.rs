@@ -1084,7 +1084,7 @@ written exactly as JavaScript's `JSON.stringify` writes it (so its Node verifier
                     ("time_in_call_secs", count()),
                 ])})),
             ])),
-            ("recording_url", json!({"type": "null", "description": "Null: this deployment has no public base URL to link a recording from."})),
+            ("recording_url", json!({"type": ["string", "null"], "format": "uri", "description": "A signed link to the call's recording (`GET /v1/recordings/{tenant_id}/{call_id}?expires=..&signature=..`, no API key; works for 7 days; 404 until the recording is uploaded) for calls placed with `record: true` (every Calldock call). Null for other calls, and when the deployment has no `PUBLIC_BASE_URL` (or no sealing secret)."})),
         ],
     ));
 }

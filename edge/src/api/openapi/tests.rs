@@ -542,7 +542,11 @@ fn every_route_is_documented_and_nothing_else() {
     assert_eq!(documented, routes);
     for (method, path, _) in ROUTES {
         let sec = security_of(&spec, method, path);
-        let expected = if *path == "/healthz" || *path == "/v1/openapi.json" {
+        // A recording link carries its own credential (its signature).
+        let expected = if *path == "/healthz"
+            || *path == "/v1/openapi.json"
+            || path.starts_with("/v1/recordings/")
+        {
             None
         } else if path.starts_with("/v1/") {
             Some("bearerAuth")
@@ -1758,6 +1762,56 @@ fn every_route_answers_as_documented() {
         (wav.status, wav.stored_object.as_deref()),
         (200, Some(info.object_key.as_str()))
     );
+    // The same recording through a signed link (no API key); a wrong link is
+    // 403, and counted against the address like a wrong key (429 once spent).
+    let link = |cid: &str| {
+        let links = crate::recording_links::RecordingLinks::new(
+            "https://edge.example.com",
+            api.sealing.recording_link_key(),
+        )
+        .unwrap();
+        links
+            .url(&t, cid, NOW)
+            .strip_prefix("https://edge.example.com")
+            .unwrap()
+            .to_string()
+    };
+    let by_link = api.send("GET", &link(&w.cid), None, None);
+    assert_eq!(
+        (by_link.status, by_link.stored_object.as_deref()),
+        (200, Some(info.object_key.as_str()))
+    );
+    let unrecorded = id_of(&expect(
+        api.send(
+            "POST",
+            "/v1/calls",
+            key,
+            Some(&json!({"phone": "+14155550198"})),
+        ),
+        201,
+    ));
+    expect_error(
+        api.send("GET", &link(&unrecorded), None, None),
+        404,
+        "recording_not_found",
+    );
+    let forged = format!(
+        "/v1/recordings/{t}/{}?expires=1&signature={}",
+        w.cid,
+        "0".repeat(64)
+    );
+    expect_error(
+        api.send("GET", &forged, None, None),
+        403,
+        "invalid_recording_link",
+    );
+    api.auth_limit.set(1);
+    expect_error(
+        api.send("GET", &forged, None, None),
+        429,
+        "too_many_failed_attempts",
+    );
+    api.auth_limit.set(crate::traffic::LIMIT_MAX);
     // Hangup: waiting -> cancelled (200), ended -> unchanged (200), live -> requested (202).
     let cancelled = expect(
         api.send(

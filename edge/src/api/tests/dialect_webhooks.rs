@@ -5,6 +5,7 @@
 
 use super::dialects::{call_of, hmac_hex, mint, request, tenant_with_agent};
 use super::{TestSidecar, World, ADMIN};
+use crate::http::ApiResponse;
 use crate::model::WebhookFormat;
 use crate::webhooks::delivery::{
     self, DeliveryJob, DeliveryRecord, DeliveryStatus, HttpReply, Next, WebhookHttp,
@@ -562,6 +563,170 @@ fn a_calldock_endpoint_gets_one_post_call_for_its_agents_calls_only() {
         resent.header("X-Calldock-Signature"),
         Some(hmac_hex(new_secret, &resent.body).as_str())
     );
+}
+
+#[test]
+fn a_calldock_post_call_links_the_recording_when_the_deployment_has_a_public_base_url() {
+    let w = World::new();
+    let (tid, aid, native_key) = tenant_with_agent(&w);
+    let links = crate::recording_links::RecordingLinks::new(
+        "https://edge.example.com/",
+        w.sealing.as_ref().unwrap().recording_link_key(),
+    )
+    .unwrap();
+    *w.calls.recording_links.borrow_mut() = Some(links);
+    let cred = mint(&w, &tid, json!({"dialect": "calldock", "agent_id": aid}));
+    let hook = endpoint(
+        &w,
+        &tid,
+        json!({"url": "https://hooks.example.com/calldock", "format": "calldock"}),
+    );
+    let r = w.send_req(&request(
+        "/v1/make-call",
+        &[
+            ("X-API-Key", cred["token"].as_str().unwrap()),
+            ("X-Agent-ID", &aid),
+        ],
+        r#"{"phone": "+14155550100"}"#,
+    ));
+    assert_eq!(r.status, 200, "{}", r.body);
+    let call = call_of(&w, &tid, &r, "/data/callId");
+    // A native call without record: true gets no link.
+    let r = w.send(
+        "POST",
+        "/v1/calls",
+        Some(&native_key),
+        Some(json!({"phone": "+14155550101"})),
+    );
+    let unrecorded = r.body_json()["id"].as_str().unwrap().to_string();
+    dial_and_report(
+        &w,
+        &[
+            (call.id.as_str(), answered_call("Yes.", "account_setup")),
+            (unrecorded.as_str(), answered_call("No.", "no_match")),
+        ],
+    );
+    let bodies: Vec<(String, Value)> = w
+        .outbox
+        .take()
+        .into_iter()
+        .filter(|j| j.endpoint_id == id(&hook))
+        .map(|j| {
+            (
+                j.call_id.unwrap(),
+                serde_json::from_str(&j.payload).unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(bodies.len(), 2, "{bodies:?}");
+    let body_of = |cid: &str| bodies.iter().find(|(c, _)| c == cid).unwrap().1.clone();
+    assert_eq!(body_of(&unrecorded)["recording_url"], Value::Null);
+    let url = body_of(&call.id)["recording_url"]
+        .as_str()
+        .expect("an absolute recording_url")
+        .to_string();
+    let prefix = format!(
+        "https://edge.example.com/v1/recordings/{tid}/{}?expires=",
+        call.id
+    );
+    assert!(url.starts_with(&prefix), "{url}");
+    let target = url.strip_prefix("https://edge.example.com").unwrap();
+    let get = |target: &str| w.send("GET", target, None, None);
+    let code = |r: &ApiResponse| {
+        r.body_json()["error"]["code"]
+            .as_str()
+            .unwrap_or("")
+            .to_string()
+    };
+
+    // The link works without an API key: 404 until the sidecar uploads the recording ...
+    let r = get(target);
+    assert_eq!(
+        (r.status, code(&r)),
+        (404, "recording_not_found".into()),
+        "{}",
+        r.body
+    );
+    // ... then the WAV, exactly as the API-key route serves it.
+    let info = crate::calls::store::RecordingInfo {
+        attempt: 1,
+        object_key: crate::calls::recordings::object_key(&tid, &call.id, 1),
+        content_type: "audio/wav".into(),
+        bytes: 32_044,
+        sha256: "ab".repeat(32),
+        duration_ms: 1_000,
+        saved_at: "2025-11-25T15:00:00.000Z".into(),
+    };
+    crate::calls::store::recording_saved(&*w.calls.rows(&tid), &call.id, &info, w.now.get())
+        .unwrap();
+    let by_link = get(target);
+    let by_key = w.send(
+        "GET",
+        &format!("/v1/calls/{}/recording", call.id),
+        Some(&native_key),
+        None,
+    );
+    assert_eq!(by_link.status, 200, "{}", by_link.body);
+    assert_eq!(
+        by_link.stored_object.as_deref(),
+        Some(info.object_key.as_str())
+    );
+    for h in [
+        "Content-Type",
+        "Content-Length",
+        "Content-Disposition",
+        "X-Recording-Attempt",
+        "X-Recording-Sha256",
+    ] {
+        let of = |r: &ApiResponse| r.headers.iter().find(|(k, _)| k == h).cloned();
+        assert!(of(&by_link).is_some() && of(&by_link) == of(&by_key), "{h}");
+    }
+
+    // Tampered, truncated or transplanted links: 403, and nothing about the call.
+    let (path, query) = target.split_once('?').unwrap();
+    let other_call = format!("/v1/recordings/{tid}/{unrecorded}?{query}");
+    let missing_call = format!("/v1/recordings/{tid}/call_00000000000000000000?{query}");
+    let other_tenant = format!(
+        "/v1/recordings/ten_00000000000000000000/{}?{query}",
+        call.id
+    );
+    let mut flipped = target.to_string();
+    let last = flipped.pop().unwrap();
+    flipped.push(if last == '0' { '1' } else { '0' });
+    for bad in [
+        path.to_string(),
+        format!("{path}?expires=1"),
+        format!("{path}?{}", query.replace("expires=", "expires=9")),
+        flipped,
+        other_call,
+        missing_call,
+        other_tenant,
+        format!("/v1/recordings/nope/{}?{query}", call.id),
+    ] {
+        let r = get(&bad);
+        assert_eq!(
+            (r.status, code(&r)),
+            (403, "invalid_recording_link".into()),
+            "{bad}: {}",
+            r.body
+        );
+        assert!(
+            !r.body.contains(&call.id) && !r.body.contains(&unrecorded),
+            "{}",
+            r.body
+        );
+    }
+    // A week later the link has expired.
+    w.now
+        .set(w.now.get() + (crate::recording_links::LINK_LIFETIME_SECONDS + 1) * 1000);
+    let r = get(target);
+    assert_eq!((r.status, code(&r)), (403, "invalid_recording_link".into()));
+    assert!(r.body.contains("expired"), "{}", r.body);
+    // Without a sealing key no link verifies (none was made).
+    let mut w = w;
+    w.sealing = None;
+    w.now.set(w.now.get() - 2_000_000);
+    assert_eq!(w.send("GET", target, None, None).status, 403);
 }
 
 #[test]

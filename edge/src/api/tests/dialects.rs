@@ -90,6 +90,7 @@ fn voiceb_places_a_signed_call_and_answers_its_error_table() {
     let call = call_of(&w, &tid, &r, "/call_id");
     assert_eq!(call.phone, "+34612345678");
     assert_eq!(call.agent_id, aid);
+    assert!(!call.record, "VoiceB's calls are not recorded");
     let placed = call.placed_with.clone().expect("placed_with");
     assert_eq!(placed.dialect, crate::dialects::Dialect::VoiceB);
     assert_eq!(placed.key_id, cred["id"].as_str().unwrap());
@@ -311,6 +312,7 @@ fn calldock_places_calls_for_its_agent_only_and_limits_them() {
     assert!(answer["data"]["timestamp"].as_str().unwrap().ends_with('Z'));
     let call = call_of(&w, &tid, &r, "/data/callId");
     assert_eq!(call.phone, "+14155550100");
+    assert!(call.record, "Calldock records every call");
     let code = |r: &ApiResponse| {
         (
             r.status,
