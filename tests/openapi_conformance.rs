@@ -1324,10 +1324,10 @@ fn every_operation_fails_as_documented(c: &Ctx) {
                 }
             });
             let body = (method != "GET" && method != "DELETE").then(|| json!({}));
-            let expected = format!(
-                "{}_not_found",
-                missing.trim_end_matches("_id").replace("key", "api_key")
-            );
+            let expected = match missing {
+                "key_id" => "api_key_not_found".to_string(),
+                other => format!("{}_not_found", other.trim_end_matches("_id")),
+            };
             code(c.call(&method, &path, token, body.as_ref()), 404, &expected);
         }
     }
