@@ -537,10 +537,60 @@ fn calldock_curl_places_a_real_call_and_limits_the_number(w: &World) {
             && out.contains("HTTP 200"),
         "{out}"
     );
-    let call = completed(w, &call_id_in(&out), CALLDOCK_PHONE);
+    let id = call_id_in(&out);
+    let call = completed(w, &id, CALLDOCK_PHONE);
     assert_eq!(
         call["metadata"],
         json!({"source": "website", "campaign": "summer-promo"})
+    );
+    // One post_call, verified by the document's own Node verifier (which hashes
+    // JSON.stringify of the parsed body: our bytes are exactly that).
+    let got = w
+        .receiver
+        .wait_for("calldock", &id, Duration::from_secs(60));
+    let mine: Vec<&Value> = got
+        .iter()
+        .filter(|r| r["body"].as_str().is_some_and(|b| b.contains(&id)))
+        .collect();
+    assert_eq!(mine.len(), 1, "one delivery per call: {mine:#?}");
+    assert_eq!(mine[0]["verified"], true, "{}", mine[0]);
+    assert_eq!(mine[0]["headers"]["x-calldock-event"], "post_call");
+    let body: Value = serde_json::from_str(mine[0]["body"].as_str().unwrap()).unwrap();
+    assert_eq!(body["webhook_type"], "post_call");
+    assert_eq!(body["call_id"], id.as_str());
+    assert_eq!(body["status"], "done");
+    assert_eq!(body["lead_data"]["name"], "John Doe");
+    assert!(
+        body["metadata"]["transcript_turns"]
+            .as_array()
+            .is_some_and(|t| !t.is_empty()),
+        "{body}"
+    );
+    // recording_url: an absolute link that works without credentials once the
+    // sidecar has uploaded the stereo recording (Calldock calls record).
+    let url = str_of(&body["recording_url"]);
+    let path = url
+        .strip_prefix(&w.edge.base)
+        .unwrap_or_else(|| panic!("{url} is not under {}", w.edge.base));
+    let until = std::time::Instant::now() + Duration::from_secs(60);
+    let wav = loop {
+        let r = w.edge.request("GET", path, &[], None).unwrap();
+        if r.status == 200 {
+            break r.bytes;
+        }
+        assert_eq!(r.status, 404, "{}", r.text);
+        assert!(
+            std::time::Instant::now() < until,
+            "the recording never came: {}",
+            r.text
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    assert!(wav.starts_with(b"RIFF") && wav.len() > 44, "a WAV file");
+    let forged = path.replace("signature=", "signature=0");
+    assert_eq!(
+        w.edge.request("GET", &forged, &[], None).unwrap().status,
+        403
     );
 
     // 401: a wrong key, or the key with another agent's id.
