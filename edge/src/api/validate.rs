@@ -68,6 +68,16 @@ pub struct CreateCallInput {
     pub silence_timeout_seconds: Option<u32>,
 }
 
+/// An optional `RateLimit` field (`{limit, window_seconds}`); out of range: 422 naming the part.
+fn rate_limit_opt(f: &Fields, name: &str) -> Result<Option<crate::traffic::RateLimit>, ApiError> {
+    match f.object_opt(name)? {
+        None => Ok(None),
+        Some(m) => crate::traffic::parse_rate_limit(&Value::Object(m), name)
+            .map(Some)
+            .map_err(|(field, why)| ApiError::field(ErrorCode::InvalidValue, &field, why)),
+    }
+}
+
 /// `engine_api_key`: printable ASCII, at most 512 characters.
 fn engine_key(f: &Fields) -> Result<Option<String>, ApiError> {
     let key = f.str_opt("engine_api_key", crate::engine_keys::MAX_KEY_CHARS)?;
@@ -383,22 +393,8 @@ pub fn agent(
         model: f.str_opt("model", MODEL_MAX)?,
         enabled: f.bool_opt("enabled")?,
         make_default: f.bool_opt("default")?,
-        per_number_limit: match f.object_opt("per_number_limit")? {
-            None => None,
-            Some(m) => Some(
-                crate::traffic::parse_rate_limit(&Value::Object(m), "per_number_limit").map_err(
-                    |(field, why)| ApiError::field(ErrorCode::InvalidValue, &field, why),
-                )?,
-            ),
-        },
-        per_ip_limit: match f.object_opt("per_ip_limit")? {
-            None => None,
-            Some(m) => Some(
-                crate::traffic::parse_rate_limit(&Value::Object(m), "per_ip_limit").map_err(
-                    |(field, why)| ApiError::field(ErrorCode::InvalidValue, &field, why),
-                )?,
-            ),
-        },
+        per_number_limit: rate_limit_opt(&f, "per_number_limit")?,
+        per_ip_limit: rate_limit_opt(&f, "per_ip_limit")?,
         calling_window: match f.object_opt("calling_window")? {
             None if f.is_null("calling_window") => Some(None),
             None => None,
