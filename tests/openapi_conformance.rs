@@ -1399,7 +1399,10 @@ fn z_every_documented_response_was_seen(c: &Ctx) {
             let unreachable = status == 500
                 || status == 503
                 || (status == 202 && template.ends_with("/hangup"))
-                || (status == 429 && template.starts_with("/admin"));
+                || (status == 429 && template.starts_with("/admin"))
+                // A recording link is minted into a Calldock webhook: tests/dialects.rs
+                // fetches one (200, 404 before the upload, 403 forged), natively all.
+                || (template.starts_with("/v1/recordings/") && status != 403);
             if !unreachable && !seen.contains(&(method.clone(), template.clone(), status)) {
                 missing.push(format!("{method} {template} {status}"));
             }
