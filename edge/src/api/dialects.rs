@@ -165,7 +165,11 @@ async fn place<K: Kv, D: DispatchQueues>(
             )
             .map_err(|_| Refusal::Internal)?;
         if !voiceb::signature_matches(secret.as_bytes(), &req.body, signature) {
-            return Err(Refusal::InvalidSignature);
+            // Counted like a wrong credential: the address is throttled either way.
+            return Err(match failed_credential(env, req).await {
+                limited @ Refusal::RateLimited { .. } => limited,
+                _ => Refusal::InvalidSignature,
+            });
         }
     }
     let wanted = wanted?;

@@ -465,3 +465,26 @@ fn an_agents_per_ip_limit_holds_on_dialect_and_native_calls() {
         r.body
     );
 }
+
+#[test]
+fn wrong_voiceb_signatures_count_against_the_address() {
+    let w = World::new();
+    let (tid, aid, _) = tenant_with_agent(&w);
+    let cred = mint(&w, &tid, json!({"dialect": "voiceb", "agent_id": aid}));
+    let token = cred["token"].as_str().unwrap().to_string();
+    let body = r#"{"phone":"+34612345678"}"#;
+    let mut codes = Vec::new();
+    for _ in 0..(crate::traffic::AUTH_FAILURES.limit + 1) {
+        let r = w.send_req(&request(
+            "/api/click-to-call",
+            &[("api-key", token.as_str()), ("signature", "00")],
+            body,
+        ));
+        codes.push((
+            r.status,
+            r.body_json()["code"].as_str().unwrap_or("").to_string(),
+        ));
+    }
+    assert_eq!(codes[0], (403, "ctc:006".into()));
+    assert_eq!(codes.last().unwrap(), &(429, "ctc:010".into()), "{codes:?}");
+}
