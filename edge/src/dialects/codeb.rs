@@ -887,6 +887,15 @@ pub struct CallData {
     pub retries_left: u32,
 }
 
+/// `durationSec`: answer to end, rounded to the nearest second (the
+/// document's example, 12:00:05.500 to 12:02:30.000, says 145); 0 unanswered.
+fn rounded_seconds(answered_ms: Option<u64>, ended_ms: Option<u64>) -> u64 {
+    match (answered_ms, ended_ms) {
+        (Some(a), Some(e)) => e.saturating_sub(a).saturating_add(500) / 1000,
+        _ => 0,
+    }
+}
+
 impl CallData {
     /// From a call that has ended (the webhooks). `displayName` is the
     /// call's `name` (where the wiring stores it), else the phone.
@@ -906,7 +915,7 @@ impl CallData {
             display_name: call.name.unwrap_or(call.phone).to_string(),
             status: StatusWord::from_native(call.status).as_str(),
             ended_reason: call.ended_reason.map(ended_reason_word),
-            duration_sec: call.duration_seconds(),
+            duration_sec: rounded_seconds(call.answered_ms, Some(call.ended_ms)),
             dispatched_at_utc: call.dispatched_ms.map(rfc3339_ms),
             answered_at_utc: call.answered_ms.map(rfc3339_ms),
             ended_at_utc: Some(rfc3339_ms(call.ended_ms)),
@@ -938,10 +947,7 @@ impl CallData {
             display_name: record.name.clone().unwrap_or_else(|| record.phone.clone()),
             status: StatusWord::from_native(record.status).as_str(),
             ended_reason: record.ended_reason.map(ended_reason_word),
-            duration_sec: match (answered, ended) {
-                (Some(a), Some(e)) => e.saturating_sub(a) / 1000,
-                _ => 0,
-            },
+            duration_sec: rounded_seconds(answered, ended),
             dispatched_at_utc: dispatched.map(rfc3339_ms),
             answered_at_utc: answered.map(rfc3339_ms),
             ended_at_utc: ended.map(rfc3339_ms),
@@ -1554,7 +1560,7 @@ mod tests {
             concat!(
                 r#"{"type":"outbound-ai.finished","tenant":"phone.yourtenant.com","timestamp":"2026-06-23T12:02:31.000Z","data":{"#,
                 r#""callId":"oac-0123456789ab","phone":"+4915157610183","displayName":"Reminder","status":"ended-success","#,
-                r#""endedReason":"finished","durationSec":144,"dispatchedAtUtc":"2026-06-23T12:00:00.000Z","#,
+                r#""endedReason":"finished","durationSec":145,"dispatchedAtUtc":"2026-06-23T12:00:00.000Z","#,
                 r#""answeredAtUtc":"2026-06-23T12:00:05.500Z","endedAtUtc":"2026-06-23T12:02:30.000Z","#,
                 r#""transcriptPath":"outbound-ai-20260623-120000-oac-0123456789ab.txt","attempt":1,"retriesLeft":1}}"#
             )
@@ -1616,7 +1622,7 @@ mod tests {
         assert_eq!(body["ok"], true);
         assert_eq!(body["call"]["callId"], CODEB);
         assert_eq!(body["call"]["status"], "ended-success");
-        assert_eq!(body["call"]["durationSec"], 144);
+        assert_eq!(body["call"]["durationSec"], 145);
         assert_eq!(body["call"]["answeredAtUtc"], "2026-06-23T12:00:05.500Z");
         assert_eq!(
             body["call"]["transcriptPath"],
