@@ -6,6 +6,7 @@
 pub mod body;
 pub mod buildvoiceai;
 pub mod calldock;
+pub mod codeb;
 pub mod js_json;
 pub mod phone;
 pub mod post_call;

@@ -29,6 +29,12 @@ pub struct EndedCall<'a> {
     /// Our caller ID, when the trunk's is known.
     pub from_phone: Option<&'a str>,
     pub status: voxline_shared::CallStatus,
+    /// Why it ended, when known (CodeB's `endedReason`).
+    pub ended_reason: Option<voxline_shared::EndedReason>,
+    /// Attempts started (1 once first dialled) and redials still allowed
+    /// (CodeB's `attempt`, `retriesLeft`).
+    pub attempt: u32,
+    pub retries_left: u32,
     pub name: Option<&'a str>,
     pub email: Option<&'a str>,
     /// The request's `metadata` JSON text, as given.
@@ -271,6 +277,9 @@ pub(crate) mod test_call {
             phone: "+15551234567",
             from_phone: Some("+13239776447"),
             status: CallStatus::Completed,
+            ended_reason: Some(voxline_shared::EndedReason::CalleeHangup),
+            attempt: 1,
+            retries_left: 0,
             name: Some("Jane Smith"),
             email: Some("jane@example.com"),
             metadata,

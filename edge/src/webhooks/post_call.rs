@@ -49,6 +49,11 @@ pub fn ended_call<'a>(
         phone: &record.phone,
         from_phone: None,
         status: record.status,
+        ended_reason: record.ended_reason,
+        attempt: record.attempts,
+        retries_left: record
+            .retries
+            .saturating_sub(record.attempts.saturating_sub(1)),
         name: record.name.as_deref(),
         email: record.email.as_deref(),
         metadata: record.metadata.as_ref().map(crate::model::Metadata::raw),
