@@ -896,6 +896,23 @@ fn rounded_seconds(answered_ms: Option<u64>, ended_ms: Option<u64>) -> u64 {
     }
 }
 
+/// What the GET and list answers read of a stored call (the wiring builds it
+/// from `model::CallRecord`; this module does not import the model, which
+/// imports the dialects).
+#[derive(Debug, Clone, Copy)]
+pub struct StoredCall<'a> {
+    pub id: &'a str,
+    pub phone: &'a str,
+    pub name: Option<&'a str>,
+    pub status: CallStatus,
+    pub ended_reason: Option<EndedReason>,
+    pub dispatched_at: Option<&'a str>,
+    pub answered_at: Option<&'a str>,
+    pub ended_at: Option<&'a str>,
+    pub attempts: u32,
+    pub retries: u32,
+}
+
 impl CallData {
     /// From a call that has ended (the webhooks). `displayName` is the
     /// call's `name` (where the wiring stores it), else the phone.
@@ -927,11 +944,11 @@ impl CallData {
     }
 
     /// From a stored call, in any status (the GET and list answers).
-    pub fn from_record(record: &crate::model::CallRecord) -> CallData {
-        let ms = |t: &Option<String>| t.as_deref().and_then(parse_rfc3339_utc_ms);
-        let (dispatched, answered) = (ms(&record.dispatched_at), ms(&record.answered_at));
-        let ended = ms(&record.ended_at).filter(|_| record.status.is_terminal());
-        let call_id = codeb_call_id(&record.id).unwrap_or_default();
+    pub fn from_record(record: &StoredCall<'_>) -> CallData {
+        let ms = |t: Option<&str>| t.and_then(parse_rfc3339_utc_ms);
+        let (dispatched, answered) = (ms(record.dispatched_at), ms(record.answered_at));
+        let ended = ms(record.ended_at).filter(|_| record.status.is_terminal());
+        let call_id = codeb_call_id(record.id).unwrap_or_default();
         let transcript_path = match (answered, ended) {
             (Some(_), Some(end)) => Some(transcript_name(
                 &call_id,
@@ -943,8 +960,8 @@ impl CallData {
             _ => None,
         };
         CallData {
-            phone: record.phone.clone(),
-            display_name: record.name.clone().unwrap_or_else(|| record.phone.clone()),
+            phone: record.phone.to_string(),
+            display_name: record.name.unwrap_or(record.phone).to_string(),
             status: StatusWord::from_native(record.status).as_str(),
             ended_reason: record.ended_reason.map(ended_reason_word),
             duration_sec: rounded_seconds(answered, ended),
@@ -962,7 +979,7 @@ impl CallData {
 }
 
 /// `GET /api.ashx/v1/calls/{id}`: `{"ok":true,"tenant","call":{CallData}}`.
-pub fn call_body(record: &crate::model::CallRecord, tenant: &str) -> String {
+pub fn call_body(record: &StoredCall<'_>, tenant: &str) -> String {
     #[derive(Serialize)]
     struct One<'a> {
         ok: bool,
@@ -1050,7 +1067,7 @@ pub fn read_list_query(query: &str) -> Result<ListQuery, CodebError> {
 }
 
 /// The list answer: `{"ok":true,"tenant","calls":[CallData...],"limit","offset"}`.
-pub fn list_body(records: &[crate::model::CallRecord], tenant: &str, query: &ListQuery) -> String {
+pub fn list_body(records: &[StoredCall<'_>], tenant: &str, query: &ListQuery) -> String {
     #[derive(Serialize)]
     struct Page<'a> {
         ok: bool,
@@ -1608,7 +1625,21 @@ mod tests {
         r.attempts = 1;
         r.dispatched_at = Some("2026-06-23T12:00:00Z".into());
         r.answered_at = Some("2026-06-23T12:00:05.5Z".into());
-        let live = CallData::from_record(&r);
+        fn view(r: &crate::model::CallRecord) -> StoredCall<'_> {
+            StoredCall {
+                id: &r.id,
+                phone: &r.phone,
+                name: r.name.as_deref(),
+                status: r.status,
+                ended_reason: r.ended_reason,
+                dispatched_at: r.dispatched_at.as_deref(),
+                answered_at: r.answered_at.as_deref(),
+                ended_at: r.ended_at.as_deref(),
+                attempts: r.attempts,
+                retries: r.retries,
+            }
+        }
+        let live = CallData::from_record(&view(&r));
         assert_eq!(
             (live.status, live.duration_sec, live.retries_left),
             ("in-flight", 0, 2)
@@ -1618,7 +1649,7 @@ mod tests {
         r.status = CallStatus::Completed;
         r.ended_at = Some("2026-06-23T12:02:30Z".into());
         r.ended_reason = Some(EndedReason::AgentHangup);
-        let body: Value = serde_json::from_str(&call_body(&r, TENANT)).unwrap();
+        let body: Value = serde_json::from_str(&call_body(&view(&r), TENANT)).unwrap();
         assert_eq!(body["ok"], true);
         assert_eq!(body["call"]["callId"], CODEB);
         assert_eq!(body["call"]["status"], "ended-success");
@@ -1647,7 +1678,7 @@ mod tests {
         ] {
             assert_eq!(read_list_query(bad).unwrap_err().status(), 400, "{bad}");
         }
-        let page: Value = serde_json::from_str(&list_body(&[r], TENANT, &q)).unwrap();
+        let page: Value = serde_json::from_str(&list_body(&[view(&r)], TENANT, &q)).unwrap();
         assert_eq!(page["calls"][0]["callId"], CODEB);
         assert_eq!(
             (page["limit"].as_u64(), page["offset"].as_u64()),
