@@ -572,6 +572,14 @@ pub async fn get_recording_by_link<K: Kv, D: DispatchQueues>(
     if let Err(e) = checked {
         return crate::api::auth::failed_api_key(env, req, e).await;
     }
+    // A link outlives nothing its tenant could not do: disabled, nothing is served.
+    let tenant: Option<Tenant> = get_json(env.kv, &keys::tenant(tid)).await?;
+    if tenant.is_none_or(|t| t.disabled) {
+        return Err(ApiError::new(
+            ErrorCode::TenantDisabled,
+            "the tenant of this recording is disabled",
+        ));
+    }
     get_recording(env, tid, cid).await.map_err(|e| {
         if e.code == ErrorCode::CallNotFound {
             ApiError::new(

@@ -177,7 +177,7 @@ pub(super) fn operation(id: RouteId) -> Value {
             "calls",
             Auth::None,
             "Download a call's recording through a signed link",
-            &format!("What dialect webhooks give as `recording_url` (e.g. Calldock's `post_call`, when the deployment sets `PUBLIC_BASE_URL`): a capability link to one call's recording, needing no API key. `signature` is the lowercase hex HMAC-SHA256 of `\"{{tenant_id}}\\n{{call_id}}\\n{{expires}}\"` under a key only the edge holds (derived from its sealing secret); a link works for {} days from when it was made. A good link answers exactly as `GET /v1/calls/{{call_id}}/recording` (404 `recording_not_found` until the sidecar has uploaded it). A missing, malformed, wrong or expired signature answers 403 `invalid_recording_link` without saying whether the call exists, and counts against the client address like a wrong API key.", LINK_LIFETIME_SECONDS / 86_400),
+            &format!("What dialect webhooks give as `recording_url` (e.g. Calldock's `post_call`, when the deployment sets `PUBLIC_BASE_URL`): a capability link to one call's recording, needing no API key. `signature` is the lowercase hex HMAC-SHA256 of `\"{{tenant_id}}\\n{{call_id}}\\n{{expires}}\"` under a key only the edge holds (derived from its sealing secret); a link works for {} days from when it was made. A good link answers exactly as `GET /v1/calls/{{call_id}}/recording` (404 `recording_not_found` until the sidecar has uploaded it). A missing, malformed, wrong or expired signature answers 403 `invalid_recording_link` without saying whether the call exists, and counts against the client address like a wrong API key. A disabled tenant's links answer 403 `tenant_disabled`.", LINK_LIFETIME_SECONDS / 86_400),
         )
         .query(json!([
             {"name": "expires", "in": "query", "required": true, "description": "When the link stops working, in unix seconds.",
@@ -191,7 +191,7 @@ pub(super) fn operation(id: RouteId) -> Value {
             "X-Recording-Duration-Ms": {"schema": {"type": "integer"}},
             "X-Recording-Sha256": {"description": "Lowercase hex SHA-256 of the body.", "schema": {"type": "string"}}
         }))
-        .errors(&[E::InvalidRecordingLink, E::RecordingNotFound, E::TooManyFailedAttempts])
+        .errors(&[E::InvalidRecordingLink, E::TenantDisabled, E::RecordingNotFound, E::TooManyFailedAttempts])
         .build(),
         RouteId::GetCall => op("getCall", "calls", Auth::ApiKey, "Get a call", "The call with all its settings and its current status.")
             .ok(200, "The call.", "Call")

@@ -716,6 +716,25 @@ fn a_calldock_post_call_links_the_recording_when_the_deployment_has_a_public_bas
             r.body
         );
     }
+    // A disabled tenant's links serve nothing; enabled again, they do.
+    w.admin(
+        "PATCH",
+        &format!("/admin/tenants/{tid}"),
+        Some(json!({"disabled": true})),
+    );
+    let r = get(target);
+    assert_eq!(
+        (r.status, code(&r)),
+        (403, "tenant_disabled".into()),
+        "{}",
+        r.body
+    );
+    w.admin(
+        "PATCH",
+        &format!("/admin/tenants/{tid}"),
+        Some(json!({"disabled": false})),
+    );
+    assert_eq!(get(target).status, 200);
     // A week later the link has expired.
     w.now
         .set(w.now.get() + (crate::recording_links::LINK_LIFETIME_SECONDS + 1) * 1000);
