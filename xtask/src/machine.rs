@@ -41,8 +41,21 @@ fn repair_dev_null() {
         let _ = std::fs::remove_file(fresh);
         eprintln!(
             "xtask: warning: /dev/null is not the null device and could not be replaced \
-             (run as root: mknod -m 666 /dev/null.new c 1 3 && mv /dev/null.new /dev/null)"
+             (run as root: mknod -m 666 /dev/null.new c 1 3 && mv /dev/null.new /dev/null); \
+             it is emptied before each command instead"
         );
+    }
+}
+
+/// Before each command: a `/dev/null` that is still a regular file (it could not be
+/// replaced) is emptied, so cargo's target probe reads nothing; the null device is left alone.
+pub fn empty_regular_dev_null() {
+    let null = Path::new("/dev/null");
+    if std::fs::metadata(null).is_ok_and(|m| m.is_file()) {
+        let _ = std::fs::OpenOptions::new()
+            .write(true)
+            .truncate(true)
+            .open(null);
     }
 }
 

@@ -36,6 +36,7 @@ pub fn root() -> PathBuf {
 pub fn run(cmd: &mut Command) -> Result<(), String> {
     let shown = format!("{:?}", cmd).replace('"', "");
     println!("  $ {shown}");
+    machine::empty_regular_dev_null();
     let status = cmd
         .current_dir(
             cmd.get_current_dir()
