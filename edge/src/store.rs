@@ -56,6 +56,29 @@ pub async fn get_json<T: serde::de::DeserializeOwned>(
     }
 }
 
+/// Every record under a small configuration prefix (a tenant's agents, keys,
+/// endpoints: a handful), page by page; keys listed but gone by the time they
+/// are read are skipped. Call records never go through here.
+pub async fn get_all_json<T: serde::de::DeserializeOwned>(
+    kv: &impl Kv,
+    prefix: &str,
+) -> Result<Vec<T>, StoreError> {
+    let mut out = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let page = kv.list(prefix, 1000, cursor.as_deref()).await?;
+        for entry in page.keys {
+            if let Some(v) = get_json(kv, &entry.name).await? {
+                out.push(v);
+            }
+        }
+        match page.cursor {
+            Some(c) => cursor = Some(c),
+            None => return Ok(out),
+        }
+    }
+}
+
 pub async fn put_json<T: serde::Serialize>(
     kv: &impl Kv,
     key: &str,

@@ -6,7 +6,7 @@ use crate::limits::{LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX};
 use crate::dispatch::port::DispatchQueues;
 use crate::error::{ApiError, ErrorCode};
 use crate::http::ApiResponse;
-use crate::store::{get_json, Kv};
+use crate::store::Kv;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use serde_json::{json, Value};
@@ -143,18 +143,5 @@ pub(crate) async fn list_values<K: Kv, D: DispatchQueues, T: serde::de::Deserial
     env: &Env<'_, K, D>,
     prefix: &str,
 ) -> Result<Vec<T>> {
-    let mut out = Vec::new();
-    let mut cursor: Option<String> = None;
-    loop {
-        let page = env.kv.list(prefix, 1000, cursor.as_deref()).await?;
-        for entry in page.keys {
-            if let Some(v) = get_json(env.kv, &entry.name).await? {
-                out.push(v);
-            }
-        }
-        match page.cursor {
-            Some(c) => cursor = Some(c),
-            None => return Ok(out),
-        }
-    }
+    Ok(crate::store::get_all_json(env.kv, prefix).await?)
 }

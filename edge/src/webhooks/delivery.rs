@@ -511,27 +511,12 @@ async fn buildvoiceai_token(
             .filter(|info| usable(info));
     }
     if chosen.is_none() {
-        let prefix = keys::dialect_keys_prefix(tenant_id);
-        let mut cursor: Option<String> = None;
-        loop {
-            let page = kv.list(&prefix, 1000, cursor.as_deref()).await?;
-            for entry in page.keys {
-                let Some(info) = get_json::<DialectKeyInfo>(kv, &entry.name).await? else {
-                    continue;
-                };
-                let newer = chosen.as_ref().is_none_or(|c| {
-                    (info.created_at.as_str(), info.id.as_str())
-                        > (c.created_at.as_str(), c.id.as_str())
-                });
-                if usable(&info) && newer {
-                    chosen = Some(info);
-                }
-            }
-            match page.cursor {
-                Some(c) => cursor = Some(c),
-                None => break,
-            }
-        }
+        let all: Vec<DialectKeyInfo> =
+            crate::store::get_all_json(kv, &keys::dialect_keys_prefix(tenant_id)).await?;
+        chosen = all
+            .into_iter()
+            .filter(|info| usable(info))
+            .max_by(|a, b| (&a.created_at, &a.id).cmp(&(&b.created_at, &b.id)));
     }
     let Some(info) = chosen else {
         return Ok(Err(format!(

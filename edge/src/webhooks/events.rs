@@ -251,23 +251,10 @@ pub trait CallSource {
 
 /// The tenant's enabled webhook endpoints (configuration, read from KV).
 pub async fn endpoints(kv: &impl Kv, tenant_id: &str) -> Result<Vec<WebhookEndpoint>, StoreError> {
-    let mut out = Vec::new();
-    let prefix = keys::webhooks_prefix(tenant_id);
-    let mut cursor: Option<String> = None;
-    loop {
-        let page = kv.list(&prefix, 1000, cursor.as_deref()).await?;
-        for entry in page.keys {
-            if let Some(endpoint) = get_json::<WebhookEndpoint>(kv, &entry.name).await? {
-                if endpoint.enabled {
-                    out.push(endpoint);
-                }
-            }
-        }
-        match page.cursor {
-            Some(c) => cursor = Some(c),
-            None => return Ok(out),
-        }
-    }
+    let mut all: Vec<WebhookEndpoint> =
+        crate::store::get_all_json(kv, &keys::webhooks_prefix(tenant_id)).await?;
+    all.retain(|e| e.enabled);
+    Ok(all)
 }
 
 /// The events a dialect endpoint is sent: the call's end, which is exactly
