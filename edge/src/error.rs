@@ -40,6 +40,7 @@ error_codes! {
     TenantDisabled => ("tenant_disabled", 403, "The tenant owning this key is disabled."),
     ApiAccessDisabled => ("api_access_disabled", 403, "API access is switched off for the tenant owning this key (`api_access: false`); its calls and webhooks go on."),
     DialectKeyNotFound => ("dialect_key_not_found", 404, "No dialect credential with this id for this tenant."),
+    PromptNotFound => ("prompt_not_found", 404, "No saved prompt with this slug for this tenant."),
     NotFound => ("not_found", 404, "No such route."),
     CallNotFound => ("call_not_found", 404, "No call with this id for this tenant."),
     TenantNotFound => ("tenant_not_found", 404, "No tenant with this id."),

@@ -60,6 +60,31 @@ pub mod keys {
     pub fn dialect_keys_prefix(tid: &str) -> String {
         format!("dialectkeyid/{tid}/")
     }
+    /// A saved prompt, by its slug (CodeB's `systemPrompt: "reminder"`).
+    pub fn prompt(tid: &str, slug: &str) -> String {
+        format!("prompt/{tid}/{slug}")
+    }
+    pub fn prompts_prefix(tid: &str) -> String {
+        format!("prompt/{tid}/")
+    }
+}
+
+/// A tenant's saved prompt (`prompt/{tenant}/{slug}`): instructions a request
+/// names by slug instead of sending them (CodeB's `systemPrompt`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SavedPrompt {
+    pub slug: String,
+    pub text: String,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+impl SavedPrompt {
+    pub fn to_public(&self) -> Value {
+        let mut v = serde_json::to_value(self).unwrap_or(Value::Null);
+        v["object"] = serde_json::json!("prompt");
+        v
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

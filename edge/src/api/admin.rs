@@ -135,6 +135,10 @@ pub(crate) async fn admin_route<K: Kv, D: DispatchQueues>(
         RouteId::RevokeDialectKey => {
             crate::api::dialect_keys::revoke_dialect_key(env, &tenant, sub).await
         }
+        RouteId::PutPrompt => crate::api::prompts::put_prompt(env, req, &tenant, sub).await,
+        RouteId::ListPrompts => crate::api::prompts::list_prompts(env, &tenant).await,
+        RouteId::GetPrompt => crate::api::prompts::get_prompt(env, &tenant, sub).await,
+        RouteId::DeletePrompt => crate::api::prompts::delete_prompt(env, &tenant, sub).await,
         RouteId::CreateWebhook
         | RouteId::ListWebhooks
         | RouteId::GetWebhook

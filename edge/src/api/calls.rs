@@ -476,6 +476,7 @@ pub(crate) async fn list_calls<K: Kv, D: DispatchQueues>(
         after_id: q.kv_cursor,
         offset: 0,
         limit: q.limit + 1,
+        records: false,
     };
     let mut data = env.calls.list(&tenant.id, &filter).await?;
     let has_more = data.len() > q.limit as usize;

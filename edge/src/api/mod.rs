@@ -12,12 +12,14 @@
 pub mod admin;
 pub mod auth;
 pub mod calls;
+pub mod codeb;
 pub mod dialect_keys;
 pub mod dialects;
 pub mod env;
 pub mod fields;
 pub mod list;
 pub mod openapi;
+pub mod prompts;
 pub mod request_signing;
 pub mod router;
 pub mod validate;
@@ -74,6 +76,9 @@ async fn route_request<K: Kv, D: DispatchQueues>(
     req: &ApiRequest,
 ) -> Result<ApiResponse> {
     // The seed APIs' paths first: none is a native path (checked by a test).
+    if let Some(routed) = crate::dialects::codeb::route(&req.method, &req.path) {
+        return Ok(crate::api::codeb::serve(env, req, routed).await);
+    }
     if let Some(dialect) = crate::dialects::route(&req.path) {
         return Ok(crate::api::dialects::serve(env, req, dialect).await);
     }

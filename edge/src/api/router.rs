@@ -29,6 +29,10 @@ pub enum RouteId {
     CreateDialectKey,
     ListDialectKeys,
     RevokeDialectKey,
+    PutPrompt,
+    ListPrompts,
+    GetPrompt,
+    DeletePrompt,
     CreateWebhook,
     ListWebhooks,
     GetWebhook,
@@ -129,6 +133,26 @@ pub const ROUTES: &[(&str, &str, RouteId)] = &[
         "DELETE",
         "/admin/tenants/{tenant_id}/dialect-keys/{dialect_key_id}",
         RouteId::RevokeDialectKey,
+    ),
+    (
+        "PUT",
+        "/admin/tenants/{tenant_id}/prompts/{slug}",
+        RouteId::PutPrompt,
+    ),
+    (
+        "GET",
+        "/admin/tenants/{tenant_id}/prompts",
+        RouteId::ListPrompts,
+    ),
+    (
+        "GET",
+        "/admin/tenants/{tenant_id}/prompts/{slug}",
+        RouteId::GetPrompt,
+    ),
+    (
+        "DELETE",
+        "/admin/tenants/{tenant_id}/prompts/{slug}",
+        RouteId::DeletePrompt,
     ),
     (
         "POST",

@@ -44,6 +44,10 @@ pub struct ListFilter {
     pub after_id: Option<String>,
     pub offset: u32,
     pub limit: u32,
+    /// Rows are whole call records (`CallRecord` JSON, for a dialect's own
+    /// listing) instead of the public listing rows.
+    #[serde(default)]
+    pub records: bool,
 }
 
 /// An idempotency key's claim on the call it created.
@@ -145,7 +149,8 @@ impl<S: Sql> CallRows for SqlCallRows<S> {
     }
 
     fn list_calls(&self, f: &ListFilter) -> Result<Vec<Value>, StoreError> {
-        let mut query = String::from("SELECT summary FROM calls WHERE id > ?");
+        let column = if f.records { "body" } else { "summary" };
+        let mut query = format!("SELECT {column} FROM calls WHERE id > ?");
         let mut args: Vec<SqlValue> = vec![f.after_id.clone().unwrap_or_default().into()];
         if !f.statuses.is_empty() {
             query.push_str(" AND status IN (");
@@ -159,7 +164,7 @@ impl<S: Sql> CallRows for SqlCallRows<S> {
         self.0
             .exec(&query, args)?
             .iter()
-            .map(|r| from_text("call summary", &text_at(r, 0, "summary")?))
+            .map(|r| from_text("call listing row", &text_at(r, 0, column)?))
             .collect()
     }
 
@@ -311,7 +316,10 @@ pub mod memory_rows {
                 .filter(|r| f.statuses.is_empty() || f.statuses.contains(&r.status))
                 .skip(f.offset as usize)
                 .take(f.limit as usize)
-                .map(CallRecord::summary)
+                .map(|r| match f.records {
+                    true => serde_json::to_value(r).unwrap_or_default(),
+                    false => r.summary(),
+                })
                 .collect())
         }
         fn push_turn(&self, call_id: &str, turn: &Turn) -> Result<(), StoreError> {
@@ -834,6 +842,12 @@ pub trait Calls {
         call_id: &'a str,
         attempt: u32,
     ) -> LocalFuture<'a, Result<Option<CallAndHolder>, StoreError>>;
+    /// [`whitelist_add`]: whether `phone` was new to the tenant's whitelist.
+    fn whitelist_add<'a>(
+        &'a self,
+        tenant_id: &'a str,
+        phone: &'a str,
+    ) -> LocalFuture<'a, Result<bool, StoreError>>;
 }
 
 /// One request to a tenant's `CallStore` object, and its answer: the wire
@@ -866,6 +880,11 @@ pub enum CallStoreRequest {
     AttemptHolder {
         call_id: String,
         attempt: u32,
+    },
+    /// Adds a number to the tenant's whitelist (CodeB's "whitelists the
+    /// target number"): `added` is false when it was there already.
+    WhitelistAdd {
+        phone: String,
     },
     /// From a region's queue: its numbered reports for this tenant.
     Reports {
@@ -904,6 +923,9 @@ pub enum CallStoreAnswer {
     /// Reports applied up to this number.
     Applied {
         up_to: u64,
+    },
+    Whitelisted {
+        added: bool,
     },
 }
 
@@ -1081,6 +1103,26 @@ impl<T: CallStoreTransport> Calls for T {
             }
         })
     }
+    fn whitelist_add<'a>(
+        &'a self,
+        tenant_id: &'a str,
+        phone: &'a str,
+    ) -> LocalFuture<'a, Result<bool, StoreError>> {
+        Box::pin(async move {
+            match self
+                .send(
+                    tenant_id,
+                    CallStoreRequest::WhitelistAdd {
+                        phone: phone.into(),
+                    },
+                )
+                .await?
+            {
+                CallStoreAnswer::Whitelisted { added } => Ok(added),
+                a => Err(unexpected(a)),
+            }
+        })
+    }
 }
 
 /// Runs one request against a tenant's rows: the whole of the Durable
@@ -1129,10 +1171,29 @@ pub async fn handle(
             };
             CallStoreAnswer::AttemptHolder { found }
         }
+        CallStoreRequest::WhitelistAdd { phone } => CallStoreAnswer::Whitelisted {
+            added: whitelist_add(rows, &phone, now_ms)?,
+        },
         CallStoreRequest::Reports { region, reports } => CallStoreAnswer::Applied {
             up_to: apply_reports(rows, &region, &reports, now_ms, log)?,
         },
     })
+}
+
+fn whitelist_key(phone: &str) -> String {
+    format!("whitelist/{phone}")
+}
+
+/// One row per number (in the small-values table), written once: the
+/// request's read and write run without an await between them, so two
+/// requests for one number cannot both see it absent.
+pub fn whitelist_add(rows: &impl CallRows, phone: &str, now_ms: u64) -> Result<bool, StoreError> {
+    let key = whitelist_key(phone);
+    if rows.value(&key)?.is_some() {
+        return Ok(false);
+    }
+    rows.put_value(&key, &crate::ids::rfc3339_ms(now_ms))?;
+    Ok(true)
 }
 
 /// Turns pending events into webhook deliveries (endpoints are read from KV,

@@ -1152,6 +1152,43 @@ pub fn signature(subscription_secret: &[u8], body: &[u8]) -> String {
     super::post_call::hex_hmac_sha256(subscription_secret, body)
 }
 
+/// The native create-call fields a CodeB request is written into, and the
+/// request's names for them (refusals name what the client sent).
+const FIELD_NAMES: [(&str, &str); 9] = [
+    ("retry_delay_minutes", "retryDelayMinutes"),
+    ("engine_api_key", "apiKey"),
+    ("system_prompt", "systemPrompt"),
+    ("transcript_email", "email"),
+    ("max_seconds", "maxSeconds"),
+    ("caller_name", "displayName"),
+    ("schedule_at", "scheduleAtUtc"),
+    // Last: a prefix of nothing above, a word of its own.
+    ("retries", "retries"),
+    ("language", "language"),
+];
+
+/// A native refusal's message with the native field names written as
+/// CodeB's (`schedule_at must be in the future` -> `scheduleAtUtc ...`).
+pub fn codeb_field_names(message: &str) -> String {
+    FIELD_NAMES
+        .iter()
+        .fold(message.to_string(), |m, (native, codeb)| {
+            m.replace(native, codeb)
+        })
+}
+
+impl std::fmt::Display for TranscriptName<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{TRANSCRIPT_NAME_PREFIX}{}-{}.{}",
+            self.stamp,
+            self.call_id,
+            self.format.extension()
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -134,6 +134,21 @@ mod tests {
     }
 
     #[test]
+    fn codebs_prefixes_are_no_native_routes_and_no_dialects_paths() {
+        for (_, pattern, _) in crate::api::router::ROUTES {
+            assert!(
+                !codeb::PATH_PREFIXES.iter().any(|p| pattern.starts_with(p)),
+                "{pattern}"
+            );
+        }
+        for d in Dialect::ALL {
+            for (method, path) in d.routes() {
+                assert_eq!(codeb::route(method, path), None, "{path}");
+            }
+        }
+    }
+
+    #[test]
     fn every_header_a_dialect_reads_reaches_it() {
         for h in [
             voiceb::HEADER_KEY,

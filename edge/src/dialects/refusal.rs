@@ -44,6 +44,7 @@ impl Refusal {
             | E::SignatureVersionUnsupported
             | E::ApiKeyNotFound
             | E::DialectKeyNotFound
+            | E::PromptNotFound
             | E::TenantNotFound => Refusal::InvalidCredentials,
             E::TenantDisabled | E::ApiAccessDisabled => Refusal::AccessDisabled,
             E::AgentDisabled => Refusal::AgentDisabled,

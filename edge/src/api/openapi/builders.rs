@@ -366,11 +366,13 @@ pub(super) fn path_item(pattern: &str) -> Value {
                 "webhook_id" => ("wh", "The webhook endpoint's id."),
                 "delivery_id" => ("dlv", "The webhook delivery's id."),
                 "format" => ("", "The file's format."),
+                "slug" => ("", "The saved prompt's slug."),
                 _ => ("", "An id."),
             };
             let schema = match (name, prefix) {
                 ("sidecar_id", _) => json!({"type": "string", "pattern": SIDECAR_ID_PATTERN}),
                 ("format", _) => json!({"type": "string", "enum": ["txt", "json"]}),
+                ("slug", _) => json!({"type": "string", "minLength": 1, "maxLength": crate::api::prompts::SLUG_MAX, "pattern": "^[a-z0-9][a-z0-9-]*$"}),
                 (_, "") => json!({"type": "string", "minLength": 1}),
                 _ => id_schema(prefix),
             };

@@ -313,6 +313,35 @@ pub(super) fn operation(id: RouteId) -> Value {
         .ok(200, "The revoked credential.", "DialectKey")
         .errors(&[E::TenantNotFound, E::DialectKeyNotFound])
         .build(),
+        RouteId::PutPrompt => op(
+            "putPrompt",
+            "admin",
+            Auth::Admin,
+            "Save a prompt",
+            "Creates or replaces the tenant's prompt called `slug` (1 to 64 lowercase letters, digits and dashes). A CodeB create request whose `systemPrompt` is a saved slug (e.g. `reminder`) uses its text.",
+        )
+        .body("PutPromptRequest", true)
+        .ok(200, "The saved prompt.", "SavedPrompt")
+        .errors(&[E::TenantNotFound, E::InvalidParameter, E::MissingField, E::InvalidValue, E::ValueTooLong])
+        .build(),
+        RouteId::ListPrompts => op("listPrompts", "admin", Auth::Admin, "List saved prompts", "All saved prompts of the tenant.")
+            .ok(200, "The prompts.", "SavedPromptList")
+            .errors(&[E::TenantNotFound])
+            .build(),
+        RouteId::GetPrompt => op("getPrompt", "admin", Auth::Admin, "Get a saved prompt", "One saved prompt by its slug.")
+            .ok(200, "The prompt.", "SavedPrompt")
+            .errors(&[E::TenantNotFound, E::PromptNotFound])
+            .build(),
+        RouteId::DeletePrompt => op(
+            "deletePrompt",
+            "admin",
+            Auth::Admin,
+            "Delete a saved prompt",
+            "Idempotent: deleting a prompt that is not there answers the same. Calls already accepted keep the text they were created with.",
+        )
+        .ok(200, "The deleted prompt's slug.", "PromptDeleted")
+        .errors(&[E::TenantNotFound])
+        .build(),
         RouteId::CreateWebhook => op(
             "createWebhook",
             "admin",

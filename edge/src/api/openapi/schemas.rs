@@ -486,6 +486,64 @@ A call already queued inside the window is not stopped when the window closes.";
         "DialectKeyCreated",
         record("A new dialect credential, with its clear token.", created),
     );
+    let slug = || {
+        json!({"type": "string", "minLength": 1, "maxLength": crate::api::prompts::SLUG_MAX,
+               "pattern": "^[a-z0-9][a-z0-9-]*$", "description": "The prompt's name, as requests give it."})
+    };
+    add(
+        "SavedPrompt",
+        record(
+            "A tenant's saved prompt: instructions a request names by slug.",
+            vec![
+                ("slug", slug()),
+                ("object", object_const("prompt")),
+                (
+                    "text",
+                    with_description(
+                        string_max(crate::limits::MAX_PROMPT_CHARS),
+                        "The instructions.",
+                    ),
+                ),
+                (
+                    "created_at",
+                    json!({"type": "string", "format": "date-time"}),
+                ),
+                (
+                    "updated_at",
+                    json!({"type": "string", "format": "date-time"}),
+                ),
+            ],
+        ),
+    );
+    add(
+        "SavedPromptList",
+        list_of("All saved prompts of a tenant.", "SavedPrompt"),
+    );
+    add(
+        "PromptDeleted",
+        record(
+            "A prompt that was deleted (or was not there).",
+            vec![
+                ("slug", slug()),
+                ("object", object_const("prompt")),
+                ("deleted", json!({"const": true})),
+            ],
+        ),
+    );
+    add(
+        "PutPromptRequest",
+        input(
+            "The prompt's text.",
+            vec![(
+                "text",
+                with_description(
+                    json!({"type": "string", "minLength": 1, "maxLength": crate::limits::MAX_PROMPT_CHARS, "pattern": "\\S"}),
+                    "The instructions (not blank).",
+                ),
+            )],
+            &["text"],
+        ),
+    );
     add(
         "DialectKeyList",
         list_of(

@@ -317,6 +317,14 @@ fn provision(api: &Api, name: &str) -> World {
         ),
         201,
     );
+    expect(
+        api.admin(
+            "PUT",
+            &format!("/admin/tenants/{tid}/prompts/reminder"),
+            Some(json!({"text": "Remind them."})),
+        ),
+        200,
+    );
     let wh = expect(
         api.admin(
             "POST",
@@ -385,6 +393,7 @@ fn world_param(w: &World) -> impl Fn(&str) -> String + '_ {
         "sidecar_id" => w.sid.clone(),
         "webhook_id" => w.wid.clone(),
         "delivery_id" => w.did.clone(),
+        "slug" => "reminder".to_string(),
         other => panic!("unknown path parameter {other}"),
     }
 }
@@ -399,6 +408,7 @@ fn missing_id(name: &str) -> String {
         "webhook_id" => "wh",
         "delivery_id" => "dlv",
         "sidecar_id" => return "sc-missing".to_string(),
+        "slug" => return "no-such-prompt".to_string(),
         other => panic!("unknown path parameter {other}"),
     };
     format!("{prefix}_00000000000000000000")
@@ -1551,6 +1561,15 @@ fn every_route_answers_as_documented() {
         404,
         "agent_not_found",
     );
+    expect(api.admin("GET", &format!("{tp}/prompts"), None), 200);
+    expect(
+        api.admin("GET", &format!("{tp}/prompts/reminder"), None),
+        200,
+    );
+    expect(
+        api.admin("DELETE", &format!("{tp}/prompts/reminder"), None),
+        200,
+    );
     expect(api.admin("GET", &format!("{tp}/dialect-keys"), None), 200);
     let revoked = expect(
         api.admin("DELETE", &format!("{tp}/dialect-keys/{}", w.dkid), None),
@@ -2251,6 +2270,10 @@ fn every_route_answers_as_documented() {
             .filter_map(|s| s.strip_prefix('{')?.strip_suffix('}'))
             .collect();
         for missing in &params {
+            // A prompt's PUT creates it and its DELETE is idempotent: no 404.
+            if *missing == "slug" && matches!(*method, "PUT" | "DELETE") {
+                continue;
+            }
             let path = fill(pattern, |name| {
                 if name == *missing {
                     missing_id(name)
@@ -2261,6 +2284,7 @@ fn every_route_answers_as_documented() {
             let body = (*method != "GET" && *method != "DELETE").then(|| json!({}));
             let code = match *missing {
                 "key_id" => "api_key_not_found".to_string(),
+                "slug" => "prompt_not_found".to_string(),
                 other => format!("{}_not_found", other.trim_end_matches("_id")),
             };
             expect_error(

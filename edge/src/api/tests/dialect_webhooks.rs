@@ -120,7 +120,7 @@ fn id(v: &Value) -> String {
 
 /// Hands every queued call to a new sidecar and reports, for each call, its
 /// events (in one batch, as a sidecar sends a short call's last events).
-fn dial_and_report(w: &World, calls: &[(&str, Vec<Value>)]) {
+pub(super) fn dial_and_report(w: &World, calls: &[(&str, Vec<Value>)]) {
     let sc = TestSidecar::create(w, "sc-hooks");
     sc.send(
         w,
@@ -147,7 +147,7 @@ fn dial_and_report(w: &World, calls: &[(&str, Vec<Value>)]) {
 }
 
 /// A call that is answered, talks, is summed up and ends.
-fn answered_call(callee_says: &str, outcome: &str) -> Vec<Value> {
+pub(super) fn answered_call(callee_says: &str, outcome: &str) -> Vec<Value> {
     vec![
         json!({"type": "ringing"}),
         json!({"type": "answered"}),
