@@ -24,6 +24,7 @@
 mod builders;
 #[cfg(test)]
 mod checker;
+mod codeb;
 mod dialects;
 mod operations;
 mod patterns;
@@ -47,7 +48,7 @@ pub fn spec() -> Value {
             .or_insert_with(|| path_item(pattern));
         item[method.to_ascii_lowercase().as_str()] = operation(*id);
     }
-    for (path, item) in dialects::paths() {
+    for (path, item) in dialects::paths().into_iter().chain(codeb::paths()) {
         paths.insert(path.to_string(), item);
     }
     let mut tags = vec![
@@ -57,6 +58,7 @@ pub fn spec() -> Value {
         json!({"name": "meta", "description": "Health and this document. No authentication."}),
     ];
     tags.extend(dialects::tags());
+    tags.push(codeb::tag());
     let mut security_schemes = json!({
         "bearerAuth": {
             "type": "http",
@@ -72,6 +74,7 @@ pub fn spec() -> Value {
     });
     if let Some(m) = security_schemes.as_object_mut() {
         m.extend(dialects::security_schemes());
+        m.extend(codeb::security_schemes());
     }
     json!({
         "openapi": "3.1.0",
