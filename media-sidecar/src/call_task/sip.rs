@@ -417,6 +417,7 @@ mod credential_tests {
             call_id: "c_guard".into(),
             attempt: 1,
             phone: "+14155550100".into(),
+            caller_name: None,
             agent_id: "ag_1".into(),
             system_prompt: None,
             voice: None,

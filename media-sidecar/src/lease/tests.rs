@@ -34,6 +34,7 @@ fn offer(n: u32, deadline_ms: u64) -> Offer {
         call_id: format!("c_{n}"),
         attempt: 1,
         phone: "+14155550100".into(),
+        caller_name: None,
         agent_id: "ag_1".into(),
         system_prompt: None,
         voice: None,
