@@ -110,7 +110,7 @@ impl H {
         self.actions()
             .into_iter()
             .filter_map(|a| match a {
-                Action::StartCall(o) => Some(o),
+                Action::StartCall(o) => Some(*o),
                 _ => None,
             })
             .collect()
