@@ -188,8 +188,8 @@ async fn agent_field<K: Kv, D: DispatchQueues>(
     Ok(Some(Some(agent.id)))
 }
 
-/// What a dialect endpoint cannot have: subscribed events (it gets one
-/// delivery per call, at the end), and for BuildVoiceAI a retry schedule of
+/// What a dialect endpoint cannot have: subscribed events (it gets its
+/// deliveries when the call has ended), and for BuildVoiceAI a retry schedule of
 /// its own (the vendor's is fixed). Checked on the endpoint as it would be
 /// stored, so a change of `format` is checked against the other fields too.
 fn check_format(endpoint: &WebhookEndpoint, schedule_given: bool) -> Result<()> {

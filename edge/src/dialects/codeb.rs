@@ -3,9 +3,10 @@
 //! Pure: paths and the route matcher, the OIDC password-grant token request
 //! and its answers, the create-call body, the answers of the call endpoints,
 //! transcript names and lines, and the two webhook bodies with their
-//! `X-CodeB-Signature`. Not wired yet (no `Dialect` variant): the next slice
-//! routes it, mints and checks tokens, keeps users, and subscribes receivers
-//! (docs/dialects.md, "CodeB").
+//! `X-CodeB-Signature`. The webhooks are sent to endpoints of `format: codeb`
+//! (`webhooks::post_call::bodies`). The REST surface is not wired yet (no
+//! `Dialect` variant): the next slice routes it, mints and checks tokens and
+//! keeps users (docs/dialects.md, "CodeB").
 //!
 //! Choices where the document is silent or loose (each also on the item):
 //! - Call ids are `oac-` + the hex of our native `call_<hex>` id, so one maps

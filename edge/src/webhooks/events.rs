@@ -150,6 +150,7 @@ pub fn call_event_payload(
         "attempts": record.attempts,
         "phone": record.phone,
         "name": record.name,
+        "caller_name": record.caller_name,
         "agent_id": record.agent_id,
         "schedule_at": record.schedule_at,
         "created_at": record.created_at,

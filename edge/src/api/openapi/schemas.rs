@@ -631,6 +631,7 @@ A call already queued inside the window is not stopped when the window closes.";
                 ("attempts", json!({"type": "integer", "minimum": 0})),
                 ("phone", phone.clone()),
                 ("name", nullable(json!({"type": "string"}))),
+                ("caller_name", nullable(json!({"type": "string", "description": "The caller-ID label the callee is shown (SIP `From` display-name); null: the trunk's."}))),
                 ("agent_id", id_schema("agt")),
                 ("metadata", nullable(json!({"type": "object", "description": "Your metadata, as given when placing the call."}))),
                 ("schedule_at", nullable(timestamp())),
