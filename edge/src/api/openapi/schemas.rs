@@ -1018,7 +1018,7 @@ internal names, numeric IPv4 forms, IPv6 forms embedding an IPv4 address and `us
     add("RotateWebhookSecretRequest", input("Optional body.", vec![
         ("overlap_seconds", nullable(with_description(
             int_range((0, delivery::MAX_ROTATION_OVERLAP_SECONDS as i64, delivery::DEFAULT_ROTATION_OVERLAP_SECONDS as i64)),
-            "How long deliveries are also signed with the previous secret (both signatures, space-separated in `webhook-signature`). 0 retires it at once."))),
+            "How long deliveries are also signed with the previous secret (both signatures, space-separated in `webhook-signature`). 0 retires it at once. Native endpoints only: `calldock` and `codeb` endpoints (one signature header) are signed with the new secret at once."))),
     ], &[]));
     add("CreateSidecarRequest", input("Credentials for a media sidecar of a region. Creating an existing id rotates its secret.", vec![
         ("sidecar_id", json!({"type": "string", "maxLength": 64, "pattern": SIDECAR_ID_PATTERN})),
