@@ -29,6 +29,8 @@ pub const MAX_SCHEDULE_AHEAD_DAYS: u64 = 90;
 // String lengths (characters, not bytes).
 /// A call's `name`.
 pub const CALL_NAME_MAX: usize = 200;
+/// A call's `caller_name` (the sidecar bounds it again, by the same constant).
+pub const CALLER_NAME_MAX: usize = voxline_shared::sidecar_link::MAX_CALLER_NAME_CHARS;
 /// A call's `email`.
 pub const EMAIL_MAX: usize = 254;
 /// Ids given in a body (`agent_id`, `default_agent_id`).

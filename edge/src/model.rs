@@ -233,8 +233,8 @@ pub fn default_retry_schedule() -> Vec<u32> {
 }
 
 /// What an endpoint receives and how it is signed: the native events
-/// (Standard Webhooks), or a dialect's one post-call webhook (docs/dialects.md;
-/// the rules per format are in `webhooks::formats`).
+/// (Standard Webhooks), or a dialect's post-call webhooks (docs/dialects.md;
+/// one per call, two for CodeB; the bodies are `webhooks::post_call`'s).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum WebhookFormat {
@@ -243,22 +243,25 @@ pub enum WebhookFormat {
     Native,
     BuildVoiceAi,
     Calldock,
+    Codeb,
 }
 
 impl WebhookFormat {
-    pub const ALL: [WebhookFormat; 3] = [
+    pub const ALL: [WebhookFormat; 4] = [
         WebhookFormat::Native,
         WebhookFormat::BuildVoiceAi,
         WebhookFormat::Calldock,
+        WebhookFormat::Codeb,
     ];
     /// The names, in the order of [`WebhookFormat::ALL`] (as serde writes them).
-    pub const NAMES: [&'static str; 3] = ["native", "buildvoiceai", "calldock"];
+    pub const NAMES: [&'static str; 4] = ["native", "buildvoiceai", "calldock", "codeb"];
 
     pub fn as_str(self) -> &'static str {
         match self {
             WebhookFormat::Native => "native",
             WebhookFormat::BuildVoiceAi => "buildvoiceai",
             WebhookFormat::Calldock => "calldock",
+            WebhookFormat::Codeb => "codeb",
         }
     }
 
@@ -266,13 +269,9 @@ impl WebhookFormat {
         WebhookFormat::ALL.into_iter().find(|f| f.as_str() == s)
     }
 
-    /// The dialect whose webhook this is (None: native).
-    pub fn dialect(self) -> Option<crate::dialects::Dialect> {
-        match self {
-            WebhookFormat::Native => None,
-            WebhookFormat::BuildVoiceAi => Some(crate::dialects::Dialect::BuildVoiceAi),
-            WebhookFormat::Calldock => Some(crate::dialects::Dialect::Calldock),
-        }
+    /// A dialect's format: sent the call's end only (not subscribed events).
+    pub fn is_dialect(self) -> bool {
+        self != WebhookFormat::Native
     }
 
     /// The delays retries follow. BuildVoiceAI's are its document's, whatever
@@ -281,7 +280,7 @@ impl WebhookFormat {
     pub fn retry_schedule(self, own: &[u32]) -> &[u32] {
         match self {
             WebhookFormat::BuildVoiceAi => &crate::dialects::buildvoiceai::RETRY_SCHEDULE,
-            WebhookFormat::Native | WebhookFormat::Calldock => own,
+            WebhookFormat::Native | WebhookFormat::Calldock | WebhookFormat::Codeb => own,
         }
     }
 
@@ -297,7 +296,9 @@ impl WebhookFormat {
             WebhookFormat::BuildVoiceAi => {
                 u64::from(crate::dialects::buildvoiceai::RESPONSE_TIMEOUT_SECONDS) * 1000
             }
-            WebhookFormat::Native | WebhookFormat::Calldock => DEFAULT_ATTEMPT_TIMEOUT_MS,
+            WebhookFormat::Native | WebhookFormat::Calldock | WebhookFormat::Codeb => {
+                DEFAULT_ATTEMPT_TIMEOUT_MS
+            }
         }
     }
 }
@@ -383,6 +384,10 @@ pub struct CallRecord {
     pub status: CallStatus,
     pub phone: String,
     pub name: Option<String>,
+    /// The caller-ID label the callee is shown (the SIP From display-name);
+    /// none: the trunk's.
+    #[serde(default)]
+    pub caller_name: Option<String>,
     pub email: Option<String>,
     pub metadata: Option<Metadata>,
     pub agent_id: String,
@@ -600,6 +605,7 @@ pub fn test_call(status: CallStatus) -> CallRecord {
         status,
         phone: "+14155550100".into(),
         name: None,
+        caller_name: None,
         email: None,
         metadata: None,
         agent_id: "agt_1".into(),

@@ -244,6 +244,9 @@ impl LeaseResponse {
     }
 }
 
+/// Longest [`Offer::caller_name`], in characters (the create-call API's bound too).
+pub const MAX_CALLER_NAME_CHARS: usize = 64;
+
 /// One call offered to a sidecar under a lease. The sidecar must [`Ack`] it
 /// (accept or reject) before `ack_deadline_ms`, and dials only once the edge
 /// has confirmed an accepting ack.
@@ -260,6 +263,12 @@ pub struct Offer {
     pub attempt: u32,
     /// E.164.
     pub phone: String,
+    /// The caller-ID label the callee is shown: the From header's
+    /// display-name for this call, over the trunk's (at most
+    /// [`MAX_CALLER_NAME_CHARS`] characters; the sidecar bounds and quotes
+    /// it again). Absent from edges that predate it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub caller_name: Option<String>,
     pub agent_id: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub system_prompt: Option<String>,
@@ -569,6 +578,24 @@ mod tests {
             assert_eq!(back["silence_timeout_seconds"], 12);
             assert!(back.get("silence_timeout_secs").is_none());
         }
+    }
+
+    #[test]
+    fn the_caller_name_is_optional_both_ways() {
+        let old = json!({"lease_id":"l","call_id":"c","attempt":1,"phone":"+1","agent_id":"a",
+            "language":"en","engine":"local","max_seconds":60,"record":false,"ack_deadline_ms":1});
+        // From an edge that predates it: none; and a peer that predates it is sent none.
+        let o: Offer = serde_json::from_value(old.clone()).unwrap();
+        assert_eq!(o.caller_name, None);
+        assert!(serde_json::to_value(&o)
+            .unwrap()
+            .get("caller_name")
+            .is_none());
+        let mut named = old;
+        named["caller_name"] = json!("Reminder");
+        let o: Offer = serde_json::from_value(named).unwrap();
+        assert_eq!(o.caller_name.as_deref(), Some("Reminder"));
+        assert_eq!(serde_json::to_value(&o).unwrap()["caller_name"], "Reminder");
     }
 
     #[test]

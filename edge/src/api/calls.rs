@@ -238,6 +238,7 @@ pub(crate) async fn place_call<K: Kv, D: DispatchQueues>(
         },
         phone: input.phone,
         name: input.name,
+        caller_name: input.caller_name,
         email: input.email,
         metadata: input.metadata,
         agent_id: agent.id.clone(),

@@ -1329,6 +1329,65 @@ fn jobs_of(w: &World, event_type: &str) -> usize {
 }
 
 #[test]
+fn caller_name_is_checked_kept_on_the_call_and_offered_to_the_sidecar() {
+    let w = World::new();
+    let (_tid, key) = w.tenant(true);
+    let create = |body: Value| w.send("POST", "/v1/calls", Some(&key), Some(body));
+    let refused = |name: &str| {
+        let r = create(json!({"phone": "+14155550100", "caller_name": name}));
+        let e = r.body_json()["error"].clone();
+        (
+            r.status,
+            e["code"].as_str().unwrap_or("").to_string(),
+            e["field"].as_str().unwrap_or("").to_string(),
+        )
+    };
+    let bad = |code: &str| (422, code.to_string(), "caller_name".to_string());
+    for name in ["", "  ", "Re\r\nminder", "a\u{7}b", "x\u{85}"] {
+        assert_eq!(refused(name), bad("invalid_value"), "{name:?}");
+    }
+    assert_eq!(refused(&"n".repeat(65)), bad("value_too_long"));
+
+    let sc = TestSidecar::create(&w, "sc-name");
+    sc.send(
+        &w,
+        voxline_shared::sidecar_link::paths::REGISTER,
+        json!({"region": "local", "capacity": 2, "version": "t"}),
+    );
+    let long = "é".repeat(64);
+    let r = create(json!({"phone": "+14155550100", "caller_name": long}));
+    assert_eq!(r.status, 201, "{}", r.body);
+    let named = r.body_json();
+    assert_eq!(named["caller_name"], long.as_str());
+    let id = named["id"].as_str().unwrap().to_string();
+    let shown = w
+        .send("GET", &format!("/v1/calls/{id}"), Some(&key), None)
+        .body_json();
+    assert_eq!(shown["caller_name"], long.as_str());
+    let r = create(json!({"phone": "+14155550101"}));
+    assert_eq!(r.body_json()["caller_name"], Value::Null);
+
+    let lease = sc.send(
+        &w,
+        voxline_shared::sidecar_link::paths::LEASE,
+        json!({"region": "local", "free_slots": 2, "held_calls": [], "wait_ms": 0}),
+    );
+    let offers = lease["offers"].as_array().unwrap();
+    assert_eq!(offers.len(), 2, "{lease}");
+    for offer in offers {
+        let typed: voxline_shared::sidecar_link::Offer =
+            serde_json::from_value(offer.clone()).unwrap();
+        if typed.call_id == id {
+            assert_eq!(typed.caller_name.as_deref(), Some(long.as_str()));
+        } else {
+            // Absent, not null: sidecars that predate the field read it as before.
+            assert!(offer.get("caller_name").is_none(), "{offer}");
+            assert_eq!(typed.caller_name, None);
+        }
+    }
+}
+
+#[test]
 fn a_call_that_ends_within_a_second_is_exact_while_kv_refuses_writes_and_lags() {
     let w = World::new();
     let (tid, key) = w.tenant(true);

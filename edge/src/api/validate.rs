@@ -5,9 +5,9 @@ use crate::api::fields::{parse_object, Fields};
 use crate::error::{ApiError, ErrorCode};
 use crate::ids::{parse_rfc3339_utc_ms, rfc3339_ms};
 use crate::limits::{
-    AGENT_NAME_MAX, CALL_NAME_MAX, EMAIL_MAX, ID_FIELD_MAX, LANGUAGE_MAX, MAX_BODY_BYTES,
-    MAX_METADATA_BYTES, MAX_PROMPT_CHARS, MAX_SCHEDULE_AHEAD_DAYS, MAX_SECONDS, MODEL_MAX, RETRIES,
-    RETRY_DELAY_MINUTES, SCHEDULE_AT_MAX, SILENCE_TIMEOUT_SECONDS, VOICE_MAX,
+    AGENT_NAME_MAX, CALLER_NAME_MAX, CALL_NAME_MAX, EMAIL_MAX, ID_FIELD_MAX, LANGUAGE_MAX,
+    MAX_BODY_BYTES, MAX_METADATA_BYTES, MAX_PROMPT_CHARS, MAX_SCHEDULE_AHEAD_DAYS, MAX_SECONDS,
+    MODEL_MAX, RETRIES, RETRY_DELAY_MINUTES, SCHEDULE_AT_MAX, SILENCE_TIMEOUT_SECONDS, VOICE_MAX,
 };
 use crate::model::{Engine, Metadata};
 use serde_json::Value;
@@ -15,6 +15,7 @@ use serde_json::Value;
 pub const CREATE_CALL_FIELDS: &[&str] = &[
     "phone",
     "name",
+    "caller_name",
     "email",
     "metadata",
     "agent_id",
@@ -42,6 +43,8 @@ pub const OUTSIDE_WINDOW: [&str; 2] = ["schedule", "reject"];
 pub struct CreateCallInput {
     pub phone: String,
     pub name: Option<String>,
+    /// The caller-ID label the callee is shown (SIP From display-name).
+    pub caller_name: Option<String>,
     pub email: Option<String>,
     /// The client's JSON text (see `model::Metadata`).
     pub metadata: Option<Metadata>,
@@ -181,6 +184,7 @@ pub fn create_call(
     Ok(CreateCallInput {
         phone,
         name: f.str_opt("name", CALL_NAME_MAX)?,
+        caller_name: caller_name(&f)?,
         email,
         metadata,
         agent_id,
@@ -231,6 +235,22 @@ fn raw_metadata(body: &[u8]) -> Result<Metadata, ApiError> {
         .and_then(|b| b.metadata)
         .ok_or_else(unreadable)?;
     Metadata::from_json_text(raw.get()).ok_or_else(unreadable)
+}
+
+/// `caller_name`: 1 to [`CALLER_NAME_MAX`] characters, none of them a
+/// control character (it becomes a SIP header's display-name).
+fn caller_name(f: &Fields) -> Result<Option<String>, ApiError> {
+    let name = f.str_opt("caller_name", CALLER_NAME_MAX)?;
+    if let Some(n) = &name {
+        if n.trim().is_empty() || n.chars().any(char::is_control) {
+            return Err(ApiError::field(
+                ErrorCode::InvalidValue,
+                "caller_name",
+                format!("caller_name must be 1 to {CALLER_NAME_MAX} characters, not blank, without control characters"),
+            ));
+        }
+    }
+    Ok(name)
 }
 
 fn silence_timeout(f: &Fields) -> Result<Option<u32>, ApiError> {

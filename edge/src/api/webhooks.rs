@@ -148,7 +148,7 @@ fn schedule_field(f: &Fields, dev_mode: bool) -> Result<Option<Vec<u32>>> {
     Ok(steps.map(|s| s.into_iter().map(|n| n as u32).collect()))
 }
 
-/// `format`: `native`, `buildvoiceai` or `calldock` (None: absent or null).
+/// `format`: `native`, `buildvoiceai`, `calldock` or `codeb` (None: absent or null).
 fn format_field(f: &Fields) -> Result<Option<WebhookFormat>> {
     let Some(name) = f.str_opt("format", WEBHOOK_EVENT_MAX)? else {
         return Ok(None);
@@ -188,21 +188,21 @@ async fn agent_field<K: Kv, D: DispatchQueues>(
     Ok(Some(Some(agent.id)))
 }
 
-/// What a dialect endpoint cannot have: subscribed events (it gets one
-/// delivery per call, at the end), and for BuildVoiceAI a retry schedule of
+/// What a dialect endpoint cannot have: subscribed events (it gets its
+/// deliveries when the call has ended), and for BuildVoiceAI a retry schedule of
 /// its own (the vendor's is fixed). Checked on the endpoint as it would be
 /// stored, so a change of `format` is checked against the other fields too.
 fn check_format(endpoint: &WebhookEndpoint, schedule_given: bool) -> Result<()> {
-    let Some(dialect) = endpoint.format.dialect() else {
+    if !endpoint.format.is_dialect() {
         return Ok(());
-    };
+    }
     if !endpoint.events.is_empty() {
         return Err(ApiError::field(
             ErrorCode::InvalidValue,
             "events",
             format!(
-                "a {} endpoint is sent one delivery per call, when the call has ended: events must be empty",
-                dialect.name()
+                "a {} endpoint is sent the call's end only: events must be empty",
+                endpoint.format.as_str()
             ),
         ));
     }

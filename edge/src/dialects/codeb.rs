@@ -3,9 +3,10 @@
 //! Pure: paths and the route matcher, the OIDC password-grant token request
 //! and its answers, the create-call body, the answers of the call endpoints,
 //! transcript names and lines, and the two webhook bodies with their
-//! `X-CodeB-Signature`. Not wired yet (no `Dialect` variant): the next slice
-//! routes it, mints and checks tokens, keeps users, and subscribes receivers
-//! (docs/dialects.md, "CodeB").
+//! `X-CodeB-Signature`. The webhooks are sent to endpoints of `format: codeb`
+//! (`webhooks::post_call::bodies`). The REST surface is not wired yet (no
+//! `Dialect` variant): the next slice routes it, mints and checks tokens and
+//! keeps users (docs/dialects.md, "CodeB").
 //!
 //! Choices where the document is silent or loose (each also on the item):
 //! - Call ids are `oac-` + the hex of our native `call_<hex>` id, so one maps
@@ -471,7 +472,8 @@ impl std::fmt::Debug for ApiKey {
 pub struct CreateCall {
     /// E.164 after `dialects::phone::normalize` ("Numbers are normalised").
     pub phone: String,
-    /// The caller-ID label; the phone when absent.
+    /// The caller-ID label (the native `caller_name`: at most 64
+    /// characters, no control characters); the phone when absent.
     pub display_name: String,
     pub email: String,
     /// Plain text, or a saved prompt's slug: see [`CreateCall::prompt_slug`].
@@ -551,9 +553,15 @@ pub fn read_create_call(body: &[u8]) -> Result<CreateCall, CodebError> {
     let raw_phone = required_string(&value, "phone", super::phone::MAX_INPUT_CHARS)?;
     let phone = super::phone::normalize(&raw_phone)
         .ok_or_else(|| CodebError::BadRequest("phone must be E.164, e.g. +4915157610183".into()))?;
-    let display_name = string_field(&value, "displayName", limits::CALL_NAME_MAX)?
+    // The native `caller_name` (the SIP From display-name): its bounds.
+    let display_name = string_field(&value, "displayName", limits::CALLER_NAME_MAX)?
         .filter(|s| !s.trim().is_empty())
         .unwrap_or_else(|| phone.clone());
+    if display_name.chars().any(char::is_control) {
+        return Err(CodebError::BadRequest(
+            "displayName must not contain control characters".into(),
+        ));
+    }
     let email = required_string(&value, "email", limits::EMAIL_MAX)?;
     let system_prompt = required_string(&value, "systemPrompt", limits::MAX_PROMPT_CHARS)?;
     let api_key = ApiKey(required_string(
@@ -903,7 +911,8 @@ fn rounded_seconds(answered_ms: Option<u64>, ended_ms: Option<u64>) -> u64 {
 pub struct StoredCall<'a> {
     pub id: &'a str,
     pub phone: &'a str,
-    pub name: Option<&'a str>,
+    /// The call's `caller_name` (CodeB's `displayName`; the phone when none).
+    pub caller_name: Option<&'a str>,
     pub status: CallStatus,
     pub ended_reason: Option<EndedReason>,
     pub dispatched_at: Option<&'a str>,
@@ -915,7 +924,7 @@ pub struct StoredCall<'a> {
 
 impl CallData {
     /// From a call that has ended (the webhooks). `displayName` is the
-    /// call's `name` (where the wiring stores it), else the phone.
+    /// call's `caller_name` (the label the callee was shown), else the phone.
     pub fn from_ended(call: &EndedCall<'_>) -> CallData {
         let call_id = codeb_call_id(call.call_id).unwrap_or_default();
         let transcript_path = call.answered_ms.map(|_| {
@@ -929,7 +938,7 @@ impl CallData {
         });
         CallData {
             phone: call.phone.to_string(),
-            display_name: call.name.unwrap_or(call.phone).to_string(),
+            display_name: call.caller_name.unwrap_or(call.phone).to_string(),
             status: StatusWord::from_native(call.status).as_str(),
             ended_reason: call.ended_reason.map(ended_reason_word),
             duration_sec: rounded_seconds(call.answered_ms, Some(call.ended_ms)),
@@ -961,7 +970,7 @@ impl CallData {
         };
         CallData {
             phone: record.phone.to_string(),
-            display_name: record.name.unwrap_or(record.phone).to_string(),
+            display_name: record.caller_name.unwrap_or(record.phone).to_string(),
             status: StatusWord::from_native(record.status).as_str(),
             ended_reason: record.ended_reason.map(ended_reason_word),
             duration_sec: rounded_seconds(answered, ended),
@@ -1205,7 +1214,7 @@ mod tests {
         EndedCall {
             call_id: NATIVE,
             phone: "+4915157610183",
-            name: Some("Reminder"),
+            caller_name: Some("Reminder"),
             ended_reason: Some(EndedReason::CalleeHangup),
             attempt: 1,
             retries_left: 1,
@@ -1495,6 +1504,14 @@ mod tests {
                 "scheduleAtUtc must be ISO-8601",
             ),
             (with(r#","voice":7"#), "voice must be a string"),
+            (
+                with(r#","displayName":"Re\r\nminder""#),
+                "displayName must not contain control characters",
+            ),
+            (
+                with(&format!(r#","displayName":"{}""#, "n".repeat(65))),
+                "displayName",
+            ),
             ("[1]".into(), "JSON object"),
             ("{".into(), "not valid JSON"),
         ] {
@@ -1666,7 +1683,7 @@ mod tests {
             StoredCall {
                 id: &r.id,
                 phone: &r.phone,
-                name: r.name.as_deref(),
+                caller_name: r.caller_name.as_deref(),
                 status: r.status,
                 ended_reason: r.ended_reason,
                 dispatched_at: r.dispatched_at.as_deref(),
@@ -1682,7 +1699,9 @@ mod tests {
             ("in-flight", 0, 2)
         );
         assert_eq!((live.ended_at_utc, live.transcript_path), (None, None));
-        assert_eq!(live.display_name, r.name.clone().unwrap_or(r.phone.clone()));
+        assert_eq!(live.display_name, r.phone);
+        r.caller_name = Some("Reminder".into());
+        assert_eq!(CallData::from_record(&view(&r)).display_name, "Reminder");
         r.status = CallStatus::Completed;
         r.ended_at = Some("2026-06-23T12:02:30Z".into());
         r.ended_reason = Some(EndedReason::AgentHangup);

@@ -35,7 +35,11 @@ pub struct EndedCall<'a> {
     /// (CodeB's `attempt`, `retriesLeft`).
     pub attempt: u32,
     pub retries_left: u32,
+    /// The callee's name (the request's `name`).
     pub name: Option<&'a str>,
+    /// The caller-ID label the callee was shown (the request's
+    /// `caller_name`, CodeB's `displayName`).
+    pub caller_name: Option<&'a str>,
     pub email: Option<&'a str>,
     /// The request's `metadata` JSON text, as given.
     pub metadata: Option<&'a serde_json::value::RawValue>,
@@ -281,6 +285,7 @@ pub(crate) mod test_call {
             attempt: 1,
             retries_left: 0,
             name: Some("Jane Smith"),
+            caller_name: None,
             email: Some("jane@example.com"),
             metadata,
             language: "en",

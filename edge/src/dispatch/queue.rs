@@ -119,6 +119,7 @@ pub fn offer(lease: &Lease, body: OfferBody, key: Option<&SealingKey>) -> Offer 
         tenant_id: lease.call.tenant_id.clone(),
         attempt: lease.call.attempt,
         phone: body.phone,
+        caller_name: body.caller_name,
         agent_id: body.agent_id,
         system_prompt: body.system_prompt,
         voice: body.voice,

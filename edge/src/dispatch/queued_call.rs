@@ -63,6 +63,9 @@ fn default_max_seconds() -> u32 {
 pub struct OfferBody {
     /// E.164.
     pub phone: String,
+    /// The caller-ID label (SIP From display-name), when the call has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub caller_name: Option<String>,
     pub agent_id: String,
     #[serde(default)]
     pub system_prompt: Option<String>,
@@ -94,6 +97,7 @@ impl OfferBody {
     pub fn example(phone: &str) -> OfferBody {
         OfferBody {
             phone: phone.into(),
+            caller_name: None,
             agent_id: "agt_1".into(),
             system_prompt: None,
             voice: None,

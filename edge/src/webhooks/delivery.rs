@@ -449,7 +449,8 @@ pub async fn process(
 
 /// The headers that sign `job`'s body, as its format does: Standard Webhooks
 /// with the endpoint's secrets (native), `X-Signature` with a BuildVoiceAI
-/// credential's token, or Calldock's two headers with the endpoint's secret.
+/// credential's token, Calldock's two headers or CodeB's `X-CodeB-Signature`
+/// with the endpoint's secret.
 /// `Ok(Err(why))`: nothing can sign it (the attempt fails, nothing is sent).
 async fn signature_headers(
     kv: &impl Kv,
@@ -478,6 +479,11 @@ async fn signature_headers(
         // One signature header: the current secret only (a rotation takes effect at once).
         WebhookFormat::Calldock => secrets().and_then(|secrets| match secrets.first() {
             Some(secret) => Ok(post_call::calldock_headers(secret, &job.payload)),
+            None => Err("the endpoint has no secret".into()),
+        }),
+        // Likewise CodeB's one header (its document: "rotate the secret at any time").
+        WebhookFormat::Codeb => secrets().and_then(|secrets| match secrets.first() {
+            Some(secret) => Ok(post_call::codeb_headers(secret, &job.payload)),
             None => Err("the endpoint has no secret".into()),
         }),
         WebhookFormat::BuildVoiceAi => {
@@ -756,7 +762,7 @@ mod tests {
             d["transcript_url"].as_str(),
             Some("/v1/calls/call_1/transcript")
         );
-        for k in ["recording_url", "sip_code"] {
+        for k in ["recording_url", "sip_code", "caller_name"] {
             assert!(d[k].is_null() && d.get(k).is_some(), "{k}");
         }
         let queued: Value = serde_json::from_str(&call_event_payload(

@@ -3,7 +3,7 @@
 
 use crate::dialects::Dialect;
 use crate::ids::{self, rfc3339_ms};
-use crate::model::{keys, Agent, CallRecord, WebhookEndpoint, WebhookFormat};
+use crate::model::{keys, Agent, CallRecord, Tenant, WebhookEndpoint, WebhookFormat};
 use crate::recording_links::RecordingLinks;
 use crate::store::{get_json, Kv, StoreError};
 use crate::transcript::Transcript;
@@ -150,6 +150,7 @@ pub fn call_event_payload(
         "attempts": record.attempts,
         "phone": record.phone,
         "name": record.name,
+        "caller_name": record.caller_name,
         "agent_id": record.agent_id,
         "schedule_at": record.schedule_at,
         "created_at": record.created_at,
@@ -274,16 +275,24 @@ pub fn is_post_call_event(event: WebhookEvent) -> bool {
 fn wants(endpoint: &WebhookEndpoint, event: WebhookEvent) -> bool {
     match endpoint.format {
         WebhookFormat::Native => endpoint.wants(event.as_str()),
-        WebhookFormat::BuildVoiceAi | WebhookFormat::Calldock => {
+        WebhookFormat::BuildVoiceAi | WebhookFormat::Calldock | WebhookFormat::Codeb => {
             endpoint.enabled && is_post_call_event(event)
         }
     }
 }
 
+/// The `tenant` of CodeB's webhook bodies.
+async fn codeb_tenant(kv: &impl Kv, tenant_id: &str) -> Result<String, StoreError> {
+    let tenant = get_json::<Tenant>(kv, &keys::tenant(tenant_id)).await?;
+    // CodeB tenant name
+    Ok(tenant.map_or_else(|| tenant_id.to_string(), |t| t.id))
+}
+
 /// The deliveries of one event: a job per endpoint of `endpoints` that wants
-/// it and whose agent filter (if any) the call passes. Native endpoints get
-/// the event's own payload; dialect endpoints get their dialect's body,
-/// rendered here once per format from the call's record and transcript as
+/// it and whose agent filter (if any) the call passes (CodeB's: two for an
+/// answered call with a transcript). Native endpoints get the event's own
+/// payload; dialect endpoints get their dialect's bodies, rendered here once
+/// per format from the call's record and transcript as
 /// they are now (the transcript turns and summary are stored before the end:
 /// the sidecar reports them first and the region's queue forwards them
 /// first). A dialect delivery of a call gone from its store is not made.
@@ -309,8 +318,9 @@ pub async fn jobs_for_event(
         None
     };
     // Dialect bodies, rendered at most once per format.
-    let mut rendered: Vec<(WebhookFormat, String)> = Vec::new();
+    let mut rendered: Vec<(WebhookFormat, Vec<String>)> = Vec::new();
     let mut ended: Option<(Transcript, String)> = None;
+    let mut codeb_name: Option<String> = None;
     let mut jobs = Vec::new();
     for endpoint in wanted {
         if let Some(agent) = &endpoint.agent_id {
@@ -318,12 +328,12 @@ pub async fn jobs_for_event(
                 continue;
             }
         }
-        let payload = match (endpoint.format, &record) {
-            (WebhookFormat::Native, _) => event.payload.clone(),
+        let payloads = match (endpoint.format, &record) {
+            (WebhookFormat::Native, _) => vec![event.payload.clone()],
             (_, None) => continue,
             (format, Some(record)) => {
-                if let Some((_, body)) = rendered.iter().find(|(f, _)| *f == format) {
-                    body.clone()
+                if let Some((_, bodies)) = rendered.iter().find(|(f, _)| *f == format) {
+                    bodies.clone()
                 } else {
                     if ended.is_none() {
                         let agent_name =
@@ -336,6 +346,9 @@ pub async fn jobs_for_event(
                     let Some((transcript, agent_name)) = &ended else {
                         continue;
                     };
+                    if format == WebhookFormat::Codeb && codeb_name.is_none() {
+                        codeb_name = Some(codeb_tenant(kv, tenant_id).await?);
+                    }
                     let recording_url = post_call::recording_url(links, tenant_id, record, now_ms);
                     let call = post_call::ended_call(
                         record,
@@ -344,11 +357,14 @@ pub async fn jobs_for_event(
                         recording_url,
                         now_ms,
                     );
-                    let Some(body) = post_call::body(format, &call, now_ms) else {
-                        continue;
-                    };
-                    rendered.push((format, body.clone()));
-                    body
+                    let bodies = post_call::bodies(
+                        format,
+                        &call,
+                        codeb_name.as_deref().unwrap_or(tenant_id),
+                        now_ms,
+                    );
+                    rendered.push((format, bodies.clone()));
+                    bodies
                 }
             }
         };
@@ -362,7 +378,8 @@ pub async fn jobs_for_event(
             }
             _ => None,
         };
-        jobs.push(DeliveryJob {
+        // One job per body (CodeB's two share the event: its id and type).
+        jobs.extend(payloads.into_iter().map(|payload| DeliveryJob {
             tenant_id: tenant_id.to_string(),
             delivery_id: delivery_id(now_ms),
             endpoint_id: endpoint.id.clone(),
@@ -376,8 +393,8 @@ pub async fn jobs_for_event(
             due_at_ms: now_ms,
             manual: false,
             format: endpoint.format,
-            placed_with_key,
-        });
+            placed_with_key: placed_with_key.clone(),
+        }));
     }
     Ok(jobs)
 }

@@ -1,12 +1,12 @@
-//! Dialect webhook endpoints (`format` `buildvoiceai` or `calldock`, see
-//! docs/dialects.md): one delivery per call, when it has ended, with the
-//! vendor's body and signature headers. The body is rendered when the
-//! delivery job is made, in the call's store (where the record and the
-//! transcript are), by the dialect's pure renderer; the headers at each
-//! attempt.
+//! Dialect webhook endpoints (`format` `buildvoiceai`, `calldock` or
+//! `codeb`, see docs/dialects.md): deliveries when a call has ended (one;
+//! CodeB's two), with the vendor's bodies and signature headers. The bodies
+//! are rendered when the delivery jobs are made, in the call's store (where
+//! the record and the transcript are), by the dialect's pure renderers; the
+//! headers at each attempt.
 
 use crate::dialects::post_call::{sentiment, EndedCall, Speaker, Turn};
-use crate::dialects::{buildvoiceai, calldock};
+use crate::dialects::{buildvoiceai, calldock, codeb};
 use crate::ids::parse_rfc3339_utc_ms;
 use crate::model::{CallRecord, WebhookFormat};
 use crate::recording_links::RecordingLinks;
@@ -55,6 +55,7 @@ pub fn ended_call<'a>(
             .retries
             .saturating_sub(record.attempts.saturating_sub(1)),
         name: record.name.as_deref(),
+        caller_name: record.caller_name.as_deref(),
         email: record.email.as_deref(),
         metadata: record.metadata.as_ref().map(crate::model::Metadata::raw),
         language: primary_language(&record.language),
@@ -94,13 +95,31 @@ pub fn recording_url(
         .map(|l| l.url(tenant_id, &record.id, now_ms))
 }
 
-/// The body a `format` endpoint is sent for an ended call (None: native,
-/// whose bodies are the events' own).
-pub fn body(format: WebhookFormat, call: &EndedCall<'_>, now_ms: u64) -> Option<String> {
+/// The bodies a `format` endpoint is sent for an ended call, one delivery
+/// each, in order (none for native, whose bodies are the events' own).
+/// CodeB: `outbound-ai.finished` for every ended call, then
+/// `transcript.saved` for an answered call with at least one turn;
+/// `codeb_tenant` is its bodies' `tenant`.
+pub fn bodies(
+    format: WebhookFormat,
+    call: &EndedCall<'_>,
+    codeb_tenant: &str,
+    now_ms: u64,
+) -> Vec<String> {
     match format {
-        WebhookFormat::Native => None,
-        WebhookFormat::BuildVoiceAi => Some(buildvoiceai::call_completed_body(call)),
-        WebhookFormat::Calldock => Some(calldock::post_call_body(call, now_ms)),
+        WebhookFormat::Native => vec![],
+        WebhookFormat::BuildVoiceAi => vec![buildvoiceai::call_completed_body(call)],
+        WebhookFormat::Calldock => vec![calldock::post_call_body(call, now_ms)],
+        WebhookFormat::Codeb => {
+            let saved = if call.turns.is_empty() {
+                None
+            } else {
+                codeb::transcript_saved_body(call, codeb_tenant, now_ms)
+            };
+            std::iter::once(codeb::finished_body(call, codeb_tenant, now_ms))
+                .chain(saved)
+                .collect()
+        }
     }
 }
 
@@ -110,6 +129,16 @@ pub fn buildvoiceai_headers(token: &str, body: &str) -> Vec<(String, String)> {
     vec![(
         buildvoiceai::HEADER_SIGNATURE.to_string(),
         buildvoiceai::signature(token, body.as_bytes()),
+    )]
+}
+
+/// CodeB's header: `X-CodeB-Signature`, hex HMAC-SHA256 of the raw body
+/// keyed with the endpoint's secret string as UTF-8 bytes (the subscription
+/// secret, as the document's Python verifier uses it).
+pub fn codeb_headers(secret: &str, body: &str) -> Vec<(String, String)> {
+    vec![(
+        codeb::HEADER_SIGNATURE.to_string(),
+        codeb::signature(secret.as_bytes(), body.as_bytes()),
     )]
 }
 
@@ -178,17 +207,117 @@ mod tests {
         assert_eq!(call.turns.len(), 2);
         assert_eq!(call.turns[1].speaker, Speaker::Callee);
         assert!(call.recording_url.is_none() && call.from_phone.is_none());
-        let bvai: serde_json::Value =
-            serde_json::from_str(&body(WebhookFormat::BuildVoiceAi, &call, 0).unwrap()).unwrap();
+        let bvai = bodies(WebhookFormat::BuildVoiceAi, &call, "", 0);
+        assert_eq!(bvai.len(), 1);
+        let bvai: serde_json::Value = serde_json::from_str(&bvai[0]).unwrap();
         assert_eq!(bvai["transcript"][1]["role"], "human");
         assert_eq!(bvai["started_at"], "2024-01-15T10:30:00Z");
-        assert!(body(WebhookFormat::Native, &call, 0).is_none());
+        assert!(bodies(WebhookFormat::Native, &call, "", 0).is_empty());
         // A call that never got an end time ends now.
         let open = CallRecord {
             ended_at: None,
             ..record
         };
         assert_eq!(ended_call(&open, &transcript, "", None, 7).ended_ms, 7);
+    }
+
+    /// The document's Python verifier: `hmac.compare_digest(hmac.new(secret,
+    /// raw_body, sha256).hexdigest(), header.strip())`.
+    fn codeb_verifies(secret: &str, raw_body: &str, header: &str) -> bool {
+        use hmac::{Hmac, Mac};
+        let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+        mac.update(raw_body.as_bytes());
+        let expected = hex::encode(mac.finalize().into_bytes());
+        expected.as_bytes() == header.trim().as_bytes()
+    }
+
+    #[test]
+    fn codeb_sends_finished_and_transcript_saved_for_an_answered_call_signed_verifiably() {
+        let record = CallRecord {
+            id: "call_0123456789ab".into(),
+            status: CallStatus::Completed,
+            caller_name: Some("Reminder".into()),
+            name: Some("Alex".into()),
+            ended_reason: Some(voxline_shared::EndedReason::CalleeHangup),
+            attempts: 1,
+            dispatched_at: Some("2026-06-23T12:00:00.000Z".into()),
+            answered_at: Some("2026-06-23T12:00:05.500Z".into()),
+            ended_at: Some("2026-06-23T12:02:30.000Z".into()),
+            ..crate::model::test_call(CallStatus::Completed)
+        };
+        let transcript = Transcript {
+            turns: vec![
+                turn(Role::Agent, "Hello, this is your reminder service.", 500),
+                turn(Role::Callee, "Yes, this is Alex.", 3_600),
+            ],
+            summary: None,
+            outcome: None,
+        };
+        let call = ended_call(&record, &transcript, "", None, 0);
+        let sent = bodies(WebhookFormat::Codeb, &call, "phone.yourtenant.com", 1_000);
+        assert_eq!(sent.len(), 2, "{sent:?}");
+        let finished: serde_json::Value = serde_json::from_str(&sent[0]).unwrap();
+        assert_eq!(finished["type"], "outbound-ai.finished");
+        assert_eq!(finished["tenant"], "phone.yourtenant.com");
+        assert_eq!(finished["data"]["callId"], "oac-0123456789ab");
+        // displayName is the caller-ID label, not the callee's name.
+        assert_eq!(finished["data"]["displayName"], "Reminder");
+        assert_eq!(finished["data"]["status"], "ended-success");
+        assert_eq!(finished["data"]["durationSec"], 145);
+        let saved: serde_json::Value = serde_json::from_str(&sent[1]).unwrap();
+        assert_eq!(saved["type"], "transcript.saved");
+        assert_eq!(
+            saved["data"]["transcriptPath"],
+            "outbound-ai-20260623-120000-oac-0123456789ab.txt"
+        );
+        assert_eq!(saved["data"]["turns"], 2);
+        for body in &sent {
+            let h = codeb_headers("whsec_sub", body);
+            assert_eq!(h.len(), 1);
+            assert_eq!(h[0].0, "X-CodeB-Signature");
+            assert!(codeb_verifies("whsec_sub", body, &h[0].1));
+            assert!(!codeb_verifies("whsec_other", body, &h[0].1));
+            assert!(!codeb_verifies("whsec_sub", &format!("{body} "), &h[0].1));
+        }
+        // python3 -c 'import hmac,hashlib;print(hmac.new(b"whsec_abc",b"{}",hashlib.sha256).hexdigest())'
+        assert_eq!(
+            codeb_headers("whsec_abc", "{}")[0].1,
+            "a7e20c39a3bd9a0d00109906483a125cba27c676f9feabcde8702361770cc020"
+        );
+
+        // No caller name: the phone. Answered without a word: no transcript.saved.
+        let silent = CallRecord {
+            caller_name: None,
+            ..record.clone()
+        };
+        let empty = Transcript::default();
+        let call = ended_call(&silent, &empty, "", None, 0);
+        let sent = bodies(WebhookFormat::Codeb, &call, "t", 0);
+        assert_eq!(sent.len(), 1);
+        let finished: serde_json::Value = serde_json::from_str(&sent[0]).unwrap();
+        assert_eq!(finished["data"]["displayName"], "+14155550100");
+    }
+
+    #[test]
+    fn codeb_sends_only_finished_for_an_unanswered_call() {
+        let record = CallRecord {
+            id: "call_0123456789ab".into(),
+            status: CallStatus::NoAnswer,
+            ended_reason: Some(voxline_shared::EndedReason::NoAnswer),
+            attempts: 1,
+            dispatched_at: Some("2026-06-23T12:00:00.000Z".into()),
+            ended_at: Some("2026-06-23T12:01:00.000Z".into()),
+            ..crate::model::test_call(CallStatus::NoAnswer)
+        };
+        let empty = Transcript::default();
+        let call = ended_call(&record, &empty, "", None, 0);
+        let sent = bodies(WebhookFormat::Codeb, &call, "t", 0);
+        assert_eq!(sent.len(), 1, "{sent:?}");
+        let finished: serde_json::Value = serde_json::from_str(&sent[0]).unwrap();
+        assert_eq!(finished["type"], "outbound-ai.finished");
+        assert_eq!(finished["data"]["status"], "ended-failed-final");
+        assert_eq!(finished["data"]["endedReason"], "no-answer");
+        assert_eq!(finished["data"]["transcriptPath"], serde_json::Value::Null);
     }
 
     #[test]

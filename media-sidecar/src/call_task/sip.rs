@@ -198,12 +198,7 @@ impl CallIo<'_> {
         })?;
         let mut sdp = OfferConfig::new(bound.local_rtp());
         sdp.codecs = tel.cfg.codecs.clone();
-        let mut spec = CallSpec::new(tel.trunks.clone(), &offer.phone, &tel.from_number, sdp);
-        spec.ring_timeout = Duration::from_secs(u64::from(tel.cfg.ring_timeout_seconds));
-        spec.max_duration = Some(Duration::from_secs(u64::from(offer.max_seconds)));
-        spec.failover_timeout = Some(Duration::from_millis(u64::from(
-            tel.cfg.failover_timeout_ms,
-        )));
+        let spec = call_spec(offer, tel.trunks.clone(), &tel.from_number, &tel.cfg, sdp);
         let call = tel.sip.start_call(spec).await.map_err(|err| {
             tracing::warn!(call_id = %offer.call_id, error = %err, "SIP driver refused the call");
             EndedReason::TrunkError
@@ -286,6 +281,27 @@ impl CallIo<'_> {
         }
         None
     }
+}
+
+/// What the SIP endpoint is asked to dial for `offer`: its number from the
+/// trunks' caller ID, its caller name (if any) as the From display-name over
+/// any other, the configured timers and the call's duration cap.
+fn call_spec(
+    offer: &Offer,
+    trunks: Vec<crate::sip::endpoint::Trunk>,
+    from_number: &str,
+    cfg: &crate::config::Telephony,
+    sdp: OfferConfig,
+) -> CallSpec {
+    let mut spec = CallSpec::new(trunks, &offer.phone, from_number, sdp);
+    if let Some(name) = &offer.caller_name {
+        // Quoted, cleaned and bounded where the header is written.
+        spec.from_display = Some(name.clone());
+    }
+    spec.ring_timeout = Duration::from_secs(u64::from(cfg.ring_timeout_seconds));
+    spec.max_duration = Some(Duration::from_secs(u64::from(offer.max_seconds)));
+    spec.failover_timeout = Some(Duration::from_millis(u64::from(cfg.failover_timeout_ms)));
+    spec
 }
 
 /// Which key goes to which endpoint. A key travels only with its own URL:
@@ -410,6 +426,56 @@ fn start_media(
 mod credential_tests {
     use super::*;
 
+    #[test]
+    fn an_offers_caller_name_is_the_invites_from_display_name() {
+        use crate::random::SeededRandom;
+        use crate::sip::endpoint::{Endpoint, EndpointConfig, Trunk};
+        use std::time::Instant;
+        let from_of = |caller_name: Option<&str>| {
+            let offer = Offer {
+                caller_name: caller_name.map(str::to_string),
+                ..offer_with_engine_url("wss://api.openai.com/v1/realtime")
+            };
+            let trunks = vec![Trunk::new("198.51.100.1:5060".parse().unwrap())];
+            let sdp = OfferConfig::new("192.0.2.1:40000".parse().unwrap());
+            let spec = call_spec(
+                &offer,
+                trunks,
+                "+14155550199",
+                &crate::config::Telephony::default(),
+                sdp,
+            );
+            let now = Instant::now();
+            let local = "192.0.2.1:5060".parse().unwrap();
+            let mut ep = Endpoint::new(
+                EndpointConfig::new(local),
+                Box::new(SeededRandom::new(7)),
+                now,
+            );
+            ep.start_call(spec, now).unwrap();
+            let invite = ep.poll_transmit().expect("the INVITE");
+            let invite = crate::sip::msg::parse(&invite.bytes).unwrap();
+            assert_eq!(invite.method(), Some("INVITE"));
+            invite.header("From").unwrap().to_string()
+        };
+        let named = from_of(Some("Reminder"));
+        assert!(
+            named.starts_with("\"Reminder\" <sip:+14155550199@192.0.2.1:5060>;tag="),
+            "{named}"
+        );
+        let plain = from_of(None);
+        assert!(
+            plain.starts_with("<sip:+14155550199@192.0.2.1:5060>;tag="),
+            "{plain}"
+        );
+        // A name the edge should have refused still cannot break the header.
+        let hostile = from_of(Some("A\r\nContact: <sip:x@evil>"));
+        assert!(
+            hostile.starts_with("\"AContact: <sip:x@evil>\" <sip:+14155550199@"),
+            "{hostile}"
+        );
+    }
+
     fn offer_with_engine_url(url: &str) -> Offer {
         Offer {
             tenant_id: "ten_1".into(),
@@ -417,6 +483,7 @@ mod credential_tests {
             call_id: "c_guard".into(),
             attempt: 1,
             phone: "+14155550100".into(),
+            caller_name: None,
             agent_id: "ag_1".into(),
             system_prompt: None,
             voice: None,

@@ -429,7 +429,7 @@ impl<C: Transport> Driver<C> {
                 let call_id = offer.call_id.clone();
                 self.call_tasks.spawn(
                     call_id,
-                    run_call(offer, self.mode.clone(), self.tx.clone(), hang_rx),
+                    run_call(*offer, self.mode.clone(), self.tx.clone(), hang_rx),
                 );
             }
             Action::Hangup { call_id } => match self.calls.remove(&call_id) {

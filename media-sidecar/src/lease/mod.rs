@@ -258,7 +258,8 @@ pub enum Reply {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Action {
     /// The edge confirmed our accepting ack: run this call (emit `dialing` first).
-    StartCall(Offer),
+    /// Boxed: an offer is many times the size of the other actions.
+    StartCall(Box<Offer>),
     /// End this running call; its `ended` event must carry reason `hangup_requested`.
     Hangup { call_id: String },
     /// The edge stored this recording: its local files can go.
@@ -1439,7 +1440,7 @@ impl LeaseClient {
             };
             let _ = self.emit(now_ms, call_id, kind);
         } else {
-            self.actions.push_back(Action::StartCall(*offer));
+            self.actions.push_back(Action::StartCall(offer));
         }
     }
 

@@ -34,6 +34,7 @@ fn offer(n: u32, deadline_ms: u64) -> Offer {
         call_id: format!("c_{n}"),
         attempt: 1,
         phone: "+14155550100".into(),
+        caller_name: None,
         agent_id: "ag_1".into(),
         system_prompt: None,
         voice: None,
@@ -109,7 +110,7 @@ impl H {
         self.actions()
             .into_iter()
             .filter_map(|a| match a {
-                Action::StartCall(o) => Some(o),
+                Action::StartCall(o) => Some(*o),
                 _ => None,
             })
             .collect()

@@ -39,6 +39,8 @@ pub struct CallConfig {
     pub to_uri: String,
     /// From URI, e.g. `sip:+14155550199@voxline.example.com` (the caller ID).
     pub from_uri: String,
+    /// The From display-name (the caller-ID label), any text: written as a
+    /// quoted-string by [`quoted_display_name`].
     pub from_display: Option<String>,
     /// Our SIP address (Via sent-by and Contact host:port).
     pub local: SocketAddr,
@@ -82,6 +84,38 @@ impl CallConfig {
             user_agent: concat!("voxline/", env!("CARGO_PKG_VERSION")).to_string(),
         }
     }
+}
+
+/// Longest display-name written, in characters (longer ones are cut).
+pub const MAX_DISPLAY_NAME_CHARS: usize = voxline_shared::sidecar_link::MAX_CALLER_NAME_CHARS;
+
+/// `name` as an RFC 3261 `quoted-string` for a display-name: control
+/// characters (CR and LF among them) dropped, so it can never end the header
+/// line; surrounding whitespace trimmed; at most [`MAX_DISPLAY_NAME_CHARS`]
+/// characters kept; `"` and `\` escaped as `quoted-pair`s. `None` when
+/// nothing is left (the header then has no display-name). It comes from the
+/// edge, which refuses such names already: this does not rely on that.
+pub fn quoted_display_name(name: &str) -> Option<String> {
+    let kept: String = name
+        .chars()
+        .filter(|c| !c.is_control())
+        .skip_while(|c| c.is_whitespace())
+        .take(MAX_DISPLAY_NAME_CHARS)
+        .collect();
+    let kept = kept.trim_end();
+    if kept.is_empty() {
+        return None;
+    }
+    let mut out = String::with_capacity(kept.len() + 2);
+    out.push('"');
+    for c in kept.chars() {
+        if c == '"' || c == '\\' {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out.push('"');
+    Some(out)
 }
 
 fn host_port(a: SocketAddr) -> String {
@@ -299,14 +333,8 @@ impl Call {
         }
         let call_id = format!("{}@voxline", random.hex(12));
         let local_tag = random.hex(6);
-        let from_header = match &cfg.from_display {
-            Some(d) => {
-                format!(
-                    "\"{}\" <{}>;tag={local_tag}",
-                    d.replace('\\', "\\\\").replace('"', "\\\""),
-                    cfg.from_uri
-                )
-            }
+        let from_header = match cfg.from_display.as_deref().and_then(quoted_display_name) {
+            Some(quoted) => format!("{quoted} <{}>;tag={local_tag}", cfg.from_uri),
             None => format!("<{}>;tag={local_tag}", cfg.from_uri),
         };
         let branch = new_branch(random.as_mut());
@@ -1289,6 +1317,68 @@ mod tests {
         assert!(inv.has_sdp());
         assert!(String::from_utf8_lossy(&inv.body).contains("m=audio 40000 RTP/AVP 0 8 111 101"));
         assert_eq!(inv.header("Contact"), Some("<sip:alice@127.0.0.1:5060>"));
+    }
+
+    fn invite_with_display(display: &str) -> (Call, Message, Vec<u8>) {
+        let mut c = Call::new(
+            CallConfig {
+                from_display: Some(display.into()),
+                ..cfg()
+            },
+            0,
+        );
+        let t = c.poll_transmit().unwrap();
+        let inv = msg::parse(&t.bytes).unwrap();
+        (c, inv, t.bytes)
+    }
+
+    #[test]
+    fn the_from_display_name_is_a_quoted_string() {
+        let (c, inv, _) = invite_with_display("Reminder");
+        assert_eq!(
+            inv.header("From").unwrap(),
+            format!(
+                "\"Reminder\" <sip:alice@127.0.0.1:5060>;tag={}",
+                c.local_tag()
+            )
+        );
+        // Without one: the URI alone.
+        let mut plain = Call::new(cfg(), 0);
+        let inv = sent(&mut plain).remove(0).1;
+        assert!(inv.header("From").unwrap().starts_with("<sip:alice@"));
+        for (name, quoted) in [
+            ("Dr. \"Who\" \\ Co", Some(r#""Dr. \"Who\" \\ Co""#)),
+            ("  Zoë  ", Some("\"Zoë\"")),
+            ("Re\r\nminder\u{7f}\u{85}", Some("\"Reminder\"")),
+            ("\r\n\t ", None),
+            ("", None),
+        ] {
+            assert_eq!(quoted_display_name(name).as_deref(), quoted, "{name:?}");
+        }
+        let long = "n".repeat(1000);
+        assert_eq!(
+            quoted_display_name(&long).unwrap(),
+            format!("\"{}\"", "n".repeat(MAX_DISPLAY_NAME_CHARS))
+        );
+    }
+
+    #[test]
+    fn a_hostile_display_name_cannot_break_the_from_header() {
+        let hostile = "Evil\" <sip:evil@attacker.example>;tag=1\r\nBye: now\r\n\r\nv=0\\";
+        let (c, inv, bytes) = invite_with_display(hostile);
+        let text = String::from_utf8_lossy(&bytes);
+        let head = text.split("\r\n\r\n").next().unwrap();
+        assert_eq!(head.lines().filter(|l| l.starts_with("From:")).count(), 1);
+        assert!(!head.lines().any(|l| l.starts_with("Bye:")), "{head}");
+        assert_eq!(inv.header("Bye"), None);
+        assert!(inv.has_sdp());
+        let from = msg::parse_name_addr(inv.header("From").unwrap()).unwrap();
+        assert_eq!(
+            from.display.as_deref(),
+            Some("Evil\" <sip:evil@attacker.example>;tag=1Bye: nowv=0\\")
+        );
+        assert_eq!(from.uri, "sip:alice@127.0.0.1:5060");
+        assert_eq!(from.param("tag"), Some(c.local_tag()));
     }
 
     #[test]

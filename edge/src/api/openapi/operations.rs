@@ -61,6 +61,25 @@ the body written as `JSON.stringify` writes it. Retried per the endpoint's `retr
         "requestBody": {"required": true, "content": {"application/json": {"schema": schema_ref("CalldockPostCall")}}},
         "responses": {"2XX": {"description": "Received; no further attempts."}, "410": {"description": "Gone: the endpoint is disabled."}}
     }}));
+    let codeb_signature = || json!({"name": "X-CodeB-Signature", "in": "header", "required": true, "schema": {"type": "string", "pattern": "^[0-9a-f]{64}$"}});
+    let codeb_signed = "`X-CodeB-Signature`: hex HMAC-SHA256 of the raw body keyed with the endpoint's secret string (UTF-8 bytes), the subscription \
+secret; after a rotation the new secret signs at once. Retried per the endpoint's `retry_schedule`, each attempt waiting at most 15 s.";
+    out.insert("codeb.outbound-ai.finished".into(), json!({"post": {
+        "operationId": "webhook_codeb_outbound_ai_finished",
+        "summary": "CodeB `outbound-ai.finished` (endpoint `format` `codeb`)",
+        "description": format!("Sent once per call of the tenant (or of the endpoint's `agent_id`), when it has ended, answered or not. {codeb_signed} {delivered}"),
+        "parameters": [codeb_signature()],
+        "requestBody": {"required": true, "content": {"application/json": {"schema": schema_ref("CodebOutboundAiFinished")}}},
+        "responses": {"2XX": {"description": "Received; no further attempts."}, "410": {"description": "Gone: the endpoint is disabled."}}
+    }}));
+    out.insert("codeb.transcript.saved".into(), json!({"post": {
+        "operationId": "webhook_codeb_transcript_saved",
+        "summary": "CodeB `transcript.saved` (endpoint `format` `codeb`)",
+        "description": format!("Sent with `outbound-ai.finished` (a delivery of its own) when the call was answered and has at least one transcript turn. {codeb_signed} {delivered}"),
+        "parameters": [codeb_signature()],
+        "requestBody": {"required": true, "content": {"application/json": {"schema": schema_ref("CodebTranscriptSaved")}}},
+        "responses": {"2XX": {"description": "Received; no further attempts."}, "410": {"description": "Gone: the endpoint is disabled."}}
+    }}));
     Value::Object(out)
 }
 pub(super) fn operation(id: RouteId) -> Value {

@@ -31,6 +31,9 @@ pub(super) const ENGINE_URL_PATTERN: &str =
 pub const VOICE_PATTERN: &str = r"^[A-Za-z0-9._-]+$";
 /// `Fields::str_req`: not empty or only whitespace.
 pub(super) const NOT_BLANK_PATTERN: &str = r"\S";
+/// `validate::caller_name`: no control character, not only whitespace.
+pub(super) const CALLER_NAME_PATTERN: &str =
+    r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$";
 /// Every [`EndedReason`], in declaration order. `ended_reason_index` below
 /// matches exhaustively, so a new variant does not compile until listed here.
 pub(super) const ENDED_REASONS: [EndedReason; 12] = [

@@ -6,10 +6,10 @@ use crate::api::validate;
 use crate::calling_window;
 use crate::error::ErrorCode;
 use crate::limits::{
-    AGENT_NAME_MAX, API_KEY_NAME_MAX, CALL_NAME_MAX, EMAIL_MAX, ID_FIELD_MAX, LANGUAGE_MAX,
-    MAX_CONCURRENT_CALLS_MAX, MAX_METADATA_BYTES, MAX_PROMPT_CHARS, MAX_SCHEDULE_AHEAD_DAYS,
-    MAX_SECONDS, MODEL_MAX, RETRIES, RETRY_DELAY_MINUTES, SCHEDULE_AT_MAX, TENANT_NAME_MAX,
-    VOICE_MAX, WEBHOOK_EVENT_MAX, WEBHOOK_URL_MAX,
+    AGENT_NAME_MAX, API_KEY_NAME_MAX, CALLER_NAME_MAX, CALL_NAME_MAX, EMAIL_MAX, ID_FIELD_MAX,
+    LANGUAGE_MAX, MAX_CONCURRENT_CALLS_MAX, MAX_METADATA_BYTES, MAX_PROMPT_CHARS,
+    MAX_SCHEDULE_AHEAD_DAYS, MAX_SECONDS, MODEL_MAX, RETRIES, RETRY_DELAY_MINUTES, SCHEDULE_AT_MAX,
+    TENANT_NAME_MAX, VOICE_MAX, WEBHOOK_EVENT_MAX, WEBHOOK_URL_MAX,
 };
 use crate::model::{Engine, WebhookFormat};
 use crate::traffic;
@@ -65,7 +65,10 @@ pub(super) fn schemas() -> Value {
 with the token of the BuildVoiceAI credential that placed the call, else the tenant's newest unrevoked one), retried 30 s, 5 min and 30 min \
 after a failure, then dropped, each attempt waiting at most 10 s. `calldock`: Calldock's `post_call` body once per call, when it has ended, \
 with `X-Calldock-Event: post_call` and `X-Calldock-Signature` (hex HMAC-SHA256 of the body keyed with the endpoint's secret string, \
-the Webhook Secret). See docs/dialects.md."}),
+the Webhook Secret). `codeb`: CodeB's `outbound-ai.finished` once per call, when it has ended, and `transcript.saved` after an answered \
+call with a transcript, each with `X-CodeB-Signature` (hex HMAC-SHA256 of the raw body keyed with the endpoint's secret string, the \
+subscription secret). A rotation signs `calldock` and `codeb` deliveries with the new secret at once (one signature header). \
+See docs/dialects.md."}),
     );
 
     add(
@@ -129,6 +132,7 @@ the Webhook Secret). See docs/dialects.md."}),
         if full {
             f.extend([
                 ("name", nullable(json!({"type": "string"}))),
+                ("caller_name", nullable(json!({"type": "string", "description": "The caller-ID label the callee is shown (SIP `From` display-name); null: the trunk's."}))),
                 ("email", nullable(json!({"type": "string"}))),
                 ("metadata", nullable(json!({"type": "object", "description": "Your own data, returned as given."}))),
                 ("system_prompt", nullable(prompt.clone())),
@@ -597,7 +601,7 @@ A call already queued inside the window is not stopped when the window closes.";
             ("id", id_schema("dlv")),
             ("object", object_const("webhook_delivery")),
             ("endpoint_id", id_schema("wh")),
-            ("event_type", with_description(schema_ref("WebhookEvent"), "The event delivered; for a dialect endpoint the call's end that caused it (`call.completed` or `call.failed`).")),
+            ("event_type", with_description(schema_ref("WebhookEvent"), "The event delivered; for a dialect endpoint the call's end that caused it (`call.completed` or `call.failed`; both of a `codeb` endpoint's deliveries, told apart by the payload's `type`).")),
             ("call_id", nullable(id_schema("call"))),
             ("status", schema_ref("WebhookDeliveryStatus")),
             ("attempt_count", json!({"type": "integer", "minimum": 0})),
@@ -617,7 +621,8 @@ A call already queued inside the window is not stopped when the window closes.";
                 ("last_error", nullable(json!({"type": "string"}))),
                 ("payload", json!({"description": "The exact body sent (a dialect endpoint's is its dialect's).", "anyOf": [
                     schema_ref("WebhookCallEvent"), schema_ref("WebhookTranscriptEvent"), schema_ref("WebhookRecordingEvent"),
-                    schema_ref("BuildVoiceAiCallCompleted"), schema_ref("CalldockPostCall")]})),
+                    schema_ref("BuildVoiceAiCallCompleted"), schema_ref("CalldockPostCall"),
+                    schema_ref("CodebOutboundAiFinished"), schema_ref("CodebTranscriptSaved")]})),
                 ("attempts", json!({"type": "array", "items": schema_ref("WebhookAttempt"), "description": "Every attempt, oldest first."})),
             ]);
         }
@@ -684,6 +689,7 @@ A call already queued inside the window is not stopped when the window closes.";
                 ("attempts", json!({"type": "integer", "minimum": 0})),
                 ("phone", phone.clone()),
                 ("name", nullable(json!({"type": "string"}))),
+                ("caller_name", nullable(json!({"type": "string", "description": "The caller-ID label the callee is shown (SIP `From` display-name); null: the trunk's."}))),
                 ("agent_id", id_schema("agt")),
                 ("metadata", nullable(json!({"type": "object", "description": "Your metadata, as given when placing the call."}))),
                 ("schedule_at", nullable(timestamp())),
@@ -775,6 +781,8 @@ A call already queued inside the window is not stopped when the window closes.";
         vec![
             ("phone", with_description(phone.clone(), "The number to call, E.164 (`+` then 7 to 15 digits, no spaces).")),
             ("name", nullable(with_description(string_max(CALL_NAME_MAX), "The callee's name, for the agent and for you."))),
+            ("caller_name", nullable(json!({"type": "string", "minLength": 1, "maxLength": CALLER_NAME_MAX, "pattern": CALLER_NAME_PATTERN,
+                "description": "The caller-ID label the callee is shown: the display-name of the SIP `From` header of this call, over the trunk's. No control characters (422 `invalid_value`); the sidecar quotes it (RFC 3261). CodeB's `displayName`."}))),
             ("email", nullable(json!({"type": "string", "maxLength": EMAIL_MAX, "pattern": EMAIL_PATTERN, "description": "The callee's email address."}))),
             ("metadata", nullable(json!({"type": "object", "description": format!("Your own data, returned with the call and in webhooks; at most {MAX_METADATA_BYTES} bytes once serialized (422 `metadata_too_large`).")}))),
             ("agent_id", nullable(json!({"type": "string", "maxLength": ID_FIELD_MAX, "pattern": "^agt_[0-9a-f]{10,40}$",
@@ -1018,7 +1026,7 @@ internal names, numeric IPv4 forms, IPv6 forms embedding an IPv4 address and `us
     };
     let format = |with_default: bool| {
         let mut f = json!({"type": "string", "enum": WebhookFormat::NAMES,
-            "description": "What the endpoint is sent and how it is signed (see `WebhookFormat`). A dialect format (`buildvoiceai`, `calldock`) is sent the call's end only: `events` must then be empty (422 `invalid_value`); `buildvoiceai` retries on BuildVoiceAI's fixed schedule, so `retry_schedule` is refused with it (422 `invalid_value`)."});
+            "description": "What the endpoint is sent and how it is signed (see `WebhookFormat`). A dialect format (`buildvoiceai`, `calldock`, `codeb`) is sent the call's end only: `events` must then be empty (422 `invalid_value`); `buildvoiceai` retries on BuildVoiceAI's fixed schedule, so `retry_schedule` is refused with it (422 `invalid_value`)."});
         if with_default {
             f["default"] = json!(WebhookFormat::Native.as_str());
         }
@@ -1068,7 +1076,7 @@ internal names, numeric IPv4 forms, IPv6 forms embedding an IPv4 address and `us
     add("RotateWebhookSecretRequest", input("Optional body.", vec![
         ("overlap_seconds", nullable(with_description(
             int_range((0, delivery::MAX_ROTATION_OVERLAP_SECONDS as i64, delivery::DEFAULT_ROTATION_OVERLAP_SECONDS as i64)),
-            "How long deliveries are also signed with the previous secret (both signatures, space-separated in `webhook-signature`). 0 retires it at once."))),
+            "How long deliveries are also signed with the previous secret (both signatures, space-separated in `webhook-signature`). 0 retires it at once. Native endpoints only: `calldock` and `codeb` endpoints (one signature header) are signed with the new secret at once."))),
     ], &[]));
     add("CreateSidecarRequest", input("Credentials for a media sidecar of a region. Creating an existing id rotates its secret.", vec![
         ("sidecar_id", json!({"type": "string", "maxLength": 64, "pattern": SIDECAR_ID_PATTERN})),
@@ -1078,7 +1086,7 @@ internal names, numeric IPv4 forms, IPv6 forms embedding an IPv4 address and `us
     Value::Object(s)
 }
 
-/// The bodies dialect endpoints are sent (`format` `buildvoiceai`, `calldock`).
+/// The bodies dialect endpoints are sent (`format` `buildvoiceai`, `calldock`, `codeb`).
 fn add_dialect_bodies(add: &mut impl FnMut(&str, Value)) {
     let seconds_time = || json!({"type": "string", "format": "date-time", "description": "RFC 3339 in UTC, whole seconds."});
     let text = || json!({"type": "string"});
@@ -1144,6 +1152,57 @@ written exactly as JavaScript's `JSON.stringify` writes it (so its Node verifier
             ])),
             ("recording_url", json!({"type": ["string", "null"], "format": "uri", "description": "A signed link to the call's recording (`GET /v1/recordings/{tenant_id}/{call_id}?expires=..&signature=..`, no API key; works for 7 days; 404 until the recording is uploaded) for calls placed with `record: true` (every Calldock call). Null for other calls, and when the deployment has no `PUBLIC_BASE_URL` (or no sealing secret)."})),
         ],
+    ));
+    let ms_time = || json!({"type": "string", "format": "date-time", "description": "RFC 3339 in UTC, milliseconds, `Z`."});
+    let codeb_id = || json!({"type": "string", "pattern": "^oac-[0-9a-f]+$", "description": "`oac-` + the hex of the native `call_` id."});
+    let transcript_file = |ext: &str| {
+        json!({"type": "string", "pattern": format!("^outbound-ai-[0-9]{{8}}-[0-9]{{6}}-oac-[0-9a-f]+\\.{ext}$"),
+        "description": "A name under `GET /api.ashx/v1/transcripts/`."})
+    };
+    let codeb_envelope = |description: &str, kind: &str, data: Value| {
+        record(
+            description,
+            vec![
+                ("type", json!({"const": kind})),
+                (
+                    "tenant",
+                    with_description(text(), "The tenant's CodeB name."),
+                ),
+                (
+                    "timestamp",
+                    with_description(ms_time(), "When the body was rendered."),
+                ),
+                ("data", data),
+            ],
+        )
+    };
+    add("CodebOutboundAiFinished", codeb_envelope(
+        "What a `codeb` endpoint is sent once per call, when it has ended (answered or not), as CodeB's document shows it, keys in its order.",
+        crate::dialects::codeb::EVENT_FINISHED,
+        record("The call.", vec![
+            ("callId", codeb_id()),
+            ("phone", text()),
+            ("displayName", with_description(text(), "The call's `caller_name`, else `phone`.")),
+            ("status", json!({"type": "string", "enum": ["ended-success", "ended-failed-final", "cancelled"]})),
+            ("endedReason", nullable(with_description(text(), "`finished` for a call hung up after the answer; else the reason in words (`no-answer`, `busy`, ...)."))),
+            ("durationSec", with_description(count(), "From answer to end, rounded; 0 if never answered.")),
+            ("dispatchedAtUtc", nullable(ms_time())),
+            ("answeredAtUtc", nullable(ms_time())),
+            ("endedAtUtc", nullable(ms_time())),
+            ("transcriptPath", nullable(with_description(transcript_file("txt"), "Null if never answered."))),
+            ("attempt", count()),
+            ("retriesLeft", count()),
+        ]),
+    ));
+    add("CodebTranscriptSaved", codeb_envelope(
+        "What a `codeb` endpoint is sent after `outbound-ai.finished` when the call was answered and has a transcript.",
+        crate::dialects::codeb::EVENT_TRANSCRIPT_SAVED,
+        record("Where the transcript is.", vec![
+            ("callId", codeb_id()),
+            ("transcriptPath", transcript_file("txt")),
+            ("jsonPath", transcript_file("json")),
+            ("turns", with_description(json!({"type": "integer", "minimum": 1}), "Turns in the transcript.")),
+        ]),
     ));
 }
 

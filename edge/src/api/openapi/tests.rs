@@ -870,7 +870,11 @@ fn dialect_post_call_bodies_match_their_schemas() {
     let spec = spec();
     let checker = Checker::new(&spec);
     let kv = MemoryKv::default();
-    for format in [WebhookFormat::BuildVoiceAi, WebhookFormat::Calldock] {
+    for format in [
+        WebhookFormat::BuildVoiceAi,
+        WebhookFormat::Calldock,
+        WebhookFormat::Codeb,
+    ] {
         let mut e = crate::webhooks::delivery::tests_support::endpoint_with(
             &kv,
             "ten_1",
@@ -951,11 +955,16 @@ fn dialect_post_call_bodies_match_their_schemas() {
         let outbox = crate::webhooks::delivery::Outbox::default();
         block_on(calls.drain(&kv, &outbox)).unwrap();
         let jobs = outbox.take();
-        assert_eq!(jobs.len(), 2, "one per dialect endpoint");
+        // One per dialect endpoint; CodeB's transcript.saved too when answered.
+        assert_eq!(jobs.len(), if answered { 4 } else { 3 });
         for job in jobs {
             let schema = match job.format {
                 WebhookFormat::BuildVoiceAi => "BuildVoiceAiCallCompleted",
                 WebhookFormat::Calldock => "CalldockPostCall",
+                WebhookFormat::Codeb if job.payload.contains(r#""type":"transcript.saved""#) => {
+                    "CodebTranscriptSaved"
+                }
+                WebhookFormat::Codeb => "CodebOutboundAiFinished",
                 WebhookFormat::Native => panic!("no native endpoint"),
             };
             let payload: Value = serde_json::from_str(&job.payload).unwrap();
@@ -1069,6 +1078,26 @@ fn documented_patterns_agree_with_the_validators() {
             matches_pattern(EMAIL_PATTERN, s),
             call_ok(json!({"email": s})),
             "email {s:?}"
+        );
+    }
+    for s in [
+        "Reminder",
+        "Dr. \"Who\" \\ Co",
+        "é",
+        " x ",
+        "",
+        " ",
+        "\u{a0}",
+        "a\nb",
+        "a\r",
+        "\t",
+        "a\u{7f}",
+        "a\u{85}",
+    ] {
+        assert_eq!(
+            matches_pattern(CALLER_NAME_PATTERN, s),
+            call_ok(json!({"caller_name": s})),
+            "caller_name {s:?}"
         );
     }
     for s in ["alloy", "a.b_c-d", "A1", "", "a b", "é", "a/b", "a\n"] {

@@ -749,6 +749,156 @@ fn a_calldock_post_call_links_the_recording_when_the_deployment_has_a_public_bas
 }
 
 #[test]
+fn a_codeb_endpoint_gets_finished_and_transcript_saved_for_its_agents_calls_signed_with_its_secret()
+{
+    let w = World::new();
+    let (tid, aid, key) = tenant_with_agent(&w);
+    let other = w.admin(
+        "POST",
+        &format!("/admin/tenants/{tid}/agents"),
+        Some(json!({"name": "other"})),
+    );
+    let hook = endpoint(
+        &w,
+        &tid,
+        json!({"url": "https://hooks.example.com/codeb", "format": "codeb", "agent_id": aid}),
+    );
+    assert_eq!(hook["format"], "codeb");
+    // The subscription secret, as shown once.
+    let secret = hook["secret"].as_str().unwrap().to_string();
+    let place = |body: Value| {
+        let r = w.send("POST", "/v1/calls", Some(&key), Some(body));
+        assert_eq!(r.status, 201, "{}", r.body);
+        r.body_json()["id"].as_str().unwrap().to_string()
+    };
+    let answered =
+        place(json!({"phone": "+14155550100", "agent_id": aid, "caller_name": "Reminder"}));
+    let unanswered = place(json!({"phone": "+14155550102", "agent_id": aid}));
+    let theirs = place(json!({"phone": "+14155550101", "agent_id": id(&other)}));
+    dial_and_report(
+        &w,
+        &[
+            (
+                answered.as_str(),
+                answered_call("Yes, I will be there.", "confirmed"),
+            ),
+            (
+                unanswered.as_str(),
+                vec![
+                    json!({"type": "ended", "status": "no_answer", "reason": "no_answer",
+                           "timings": {"dispatched_ms": 0, "ended_ms": 3}}),
+                ],
+            ),
+            (theirs.as_str(), answered_call("Who is this?", "no_match")),
+        ],
+    );
+    let jobs: Vec<DeliveryJob> = w
+        .outbox
+        .take()
+        .into_iter()
+        .filter(|j| j.endpoint_id == id(&hook))
+        .collect();
+    let of = |call: &str| -> Vec<DeliveryJob> {
+        jobs.iter()
+            .filter(|j| j.call_id.as_deref() == Some(call))
+            .cloned()
+            .collect()
+    };
+    assert!(of(&theirs).is_empty(), "the agent filter: {jobs:?}");
+    let types = |js: &[DeliveryJob]| -> Vec<String> {
+        js.iter()
+            .map(|j| serde_json::from_str::<Value>(&j.payload).unwrap()["type"].to_string())
+            .collect()
+    };
+    let mut two = of(&answered);
+    two.sort_by_key(|j| j.payload.contains("transcript.saved"));
+    assert_eq!(
+        types(&two),
+        [r#""outbound-ai.finished""#, r#""transcript.saved""#]
+    );
+    assert_eq!(types(&of(&unanswered)), [r#""outbound-ai.finished""#]);
+    assert!(jobs.iter().all(|j| j.format == WebhookFormat::Codeb));
+    assert_ne!(two[0].delivery_id, two[1].delivery_id);
+
+    let http = Receiver::default();
+    for job in &two {
+        assert_eq!(run(&w, &http, job.clone(), w.now.get()), Next::Done);
+        assert_eq!(
+            delivery_record(&w, &tid, job).status,
+            DeliveryStatus::Delivered
+        );
+    }
+    for sent in http.sent.borrow().iter() {
+        // The document's verifier: hmac.new(secret, raw_body, sha256).hexdigest().
+        assert_eq!(
+            sent.header("X-CodeB-Signature"),
+            Some(hmac_hex(&secret, &sent.body).as_str())
+        );
+        assert_eq!(sent.header("Content-Type"), Some("application/json"));
+        assert_eq!(sent.timeout_ms, 15_000);
+    }
+    let finished: Value = serde_json::from_str(&http.sent.borrow()[0].body).unwrap();
+    assert_eq!(finished["tenant"], tid.as_str());
+    assert_eq!(
+        finished["data"]["callId"],
+        crate::dialects::codeb::codeb_call_id(&answered).unwrap()
+    );
+    assert_eq!(finished["data"]["displayName"], "Reminder");
+    assert_eq!(finished["data"]["status"], "ended-success");
+    let saved: Value = serde_json::from_str(&http.sent.borrow()[1].body).unwrap();
+    assert_eq!(saved["data"]["turns"], 2);
+    assert_eq!(
+        saved["data"]["transcriptPath"],
+        finished["data"]["transcriptPath"]
+    );
+
+    // A rotated secret signs at once (one signature header, no overlap),
+    // here on a redelivery.
+    let rotated = w.admin(
+        "POST",
+        &format!("/admin/tenants/{tid}/webhooks/{}/rotate", id(&hook)),
+        None,
+    );
+    let new_secret = rotated["secret"].as_str().unwrap();
+    let did = &two[0].delivery_id;
+    let r = w.send(
+        "POST",
+        &format!("/v1/webhooks/deliveries/{did}/redeliver"),
+        Some(&key),
+        None,
+    );
+    assert_eq!(r.status, 202, "{}", r.body);
+    let again = w
+        .outbox
+        .take()
+        .into_iter()
+        .find(|j| &j.delivery_id == did)
+        .expect("the redelivery");
+    assert_eq!(again.format, WebhookFormat::Codeb);
+    assert_eq!(run(&w, &http, again, w.now.get()), Next::Done);
+    let resent = http.sent.borrow()[2].clone();
+    assert_eq!(resent.body, http.sent.borrow()[0].body);
+    assert_eq!(
+        resent.header("X-CodeB-Signature"),
+        Some(hmac_hex(new_secret, &resent.body).as_str())
+    );
+
+    // Failures retry on the endpoint's schedule; 410 disables the endpoint.
+    let gone = Receiver::answering(&[(503, None), (410, None)]);
+    let job = of(&unanswered).remove(0);
+    let Next::Requeue { job, .. } = run(&w, &gone, job, w.now.get()) else {
+        panic!("a 503 is retried")
+    };
+    assert_eq!(run(&w, &gone, *job, w.now.get() + 600_000), Next::Done);
+    let stored = w.admin(
+        "GET",
+        &format!("/admin/tenants/{tid}/webhooks/{}", id(&hook)),
+        None,
+    );
+    assert_eq!(stored["enabled"], false, "{stored}");
+}
+
+#[test]
 fn endpoint_format_and_agent_filter_are_validated_and_old_records_read_native() {
     let w = World::new();
     let (tid, aid, _) = tenant_with_agent(&w);
