@@ -137,7 +137,7 @@ fn stored(record: &CallRecord) -> StoredCall<'_> {
     StoredCall {
         id: &record.id,
         phone: &record.phone,
-        name: record.name.as_deref(),
+        caller_name: record.caller_name.as_deref(),
         status: record.status,
         ended_reason: record.ended_reason,
         dispatched_at: record.dispatched_at.as_deref(),
@@ -268,6 +268,7 @@ fn native_body(w: &codeb::CreateCall, agent_id: &str, prompt: &str) -> Vec<u8> {
     struct Native<'a> {
         phone: &'a str,
         agent_id: &'a str,
+        caller_name: &'a str,
         system_prompt: &'a str,
         engine_api_key: &'a str,
         voice: &'a str,
@@ -283,6 +284,7 @@ fn native_body(w: &codeb::CreateCall, agent_id: &str, prompt: &str) -> Vec<u8> {
     serde_json::to_vec(&Native {
         phone: &w.phone,
         agent_id,
+        caller_name: &w.display_name,
         system_prompt: prompt,
         engine_api_key: w.api_key.expose(),
         voice: &w.voice,

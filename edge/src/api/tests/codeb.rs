@@ -210,7 +210,7 @@ fn scheduled_calls_are_listed_read_cancelled_idempotently_with_the_documents_wor
     let call = &one["call"];
     assert_eq!(call["callId"], ids[0].as_str());
     assert_eq!(call["status"], "scheduled");
-    assert!(call["displayName"].is_string()); // MERGE: "Reminder" once caller_name lands
+    assert_eq!(call["displayName"], "Reminder");
     assert_eq!(
         (call["attempt"].as_u64(), call["retriesLeft"].as_u64()),
         (Some(0), Some(2))
