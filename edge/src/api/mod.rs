@@ -12,6 +12,8 @@
 pub mod admin;
 pub mod auth;
 pub mod calls;
+pub mod codeb_auth;
+pub mod codeb_users;
 pub mod dialect_keys;
 pub mod dialects;
 pub mod env;
@@ -73,6 +75,10 @@ async fn route_request<K: Kv, D: DispatchQueues>(
     env: &Env<'_, K, D>,
     req: &ApiRequest,
 ) -> Result<ApiResponse> {
+    // CodeB's token endpoint (its REST paths are routed with the dialects).
+    if req.path == crate::dialects::codeb::TOKEN_PATH {
+        return Ok(crate::api::codeb_auth::token(env, req).await);
+    }
     // The seed APIs' paths first: none is a native path (checked by a test).
     if let Some(dialect) = crate::dialects::route(&req.path) {
         return Ok(crate::api::dialects::serve(env, req, dialect).await);

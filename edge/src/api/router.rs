@@ -29,6 +29,11 @@ pub enum RouteId {
     CreateDialectKey,
     ListDialectKeys,
     RevokeDialectKey,
+    CreateUser,
+    ListUsers,
+    GetUser,
+    UpdateUser,
+    DeleteUser,
     CreateWebhook,
     ListWebhooks,
     GetWebhook,
@@ -129,6 +134,31 @@ pub const ROUTES: &[(&str, &str, RouteId)] = &[
         "DELETE",
         "/admin/tenants/{tenant_id}/dialect-keys/{dialect_key_id}",
         RouteId::RevokeDialectKey,
+    ),
+    (
+        "POST",
+        "/admin/tenants/{tenant_id}/users",
+        RouteId::CreateUser,
+    ),
+    (
+        "GET",
+        "/admin/tenants/{tenant_id}/users",
+        RouteId::ListUsers,
+    ),
+    (
+        "GET",
+        "/admin/tenants/{tenant_id}/users/{username}",
+        RouteId::GetUser,
+    ),
+    (
+        "PATCH",
+        "/admin/tenants/{tenant_id}/users/{username}",
+        RouteId::UpdateUser,
+    ),
+    (
+        "DELETE",
+        "/admin/tenants/{tenant_id}/users/{username}",
+        RouteId::DeleteUser,
     ),
     (
         "POST",

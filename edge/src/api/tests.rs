@@ -2134,6 +2134,7 @@ fn failed_api_keys_are_counted_per_address_and_a_valid_key_never_waits_on_it() {
     assert_eq!(from("192.0.2.11", "ak_wrong").status, 401);
 }
 
+mod codeb_auth;
 mod dialect_webhooks;
 mod dialects;
 

@@ -366,6 +366,7 @@ pub(super) fn path_item(pattern: &str) -> Value {
                 "webhook_id" => ("wh", "The webhook endpoint's id."),
                 "delivery_id" => ("dlv", "The webhook delivery's id."),
                 "format" => ("", "The file's format."),
+                "username" => ("", "The CodeB user's name (matched lowercased)."),
                 _ => ("", "An id."),
             };
             let schema = match (name, prefix) {

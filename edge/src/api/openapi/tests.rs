@@ -250,6 +250,8 @@ struct World {
     /// A webhook endpoint and the delivery of the call's `call.queued` to it.
     wid: String,
     did: String,
+    /// A CodeB user of the tenant.
+    user: String,
 }
 
 /// A receiver that answers every delivery with one status.
@@ -348,7 +350,19 @@ fn provision(api: &Api, name: &str) -> World {
         ),
         201,
     );
+    let user = expect(
+        api.admin(
+            "POST",
+            &format!("/admin/tenants/{tid}/users"),
+            Some(json!({"username": "alice", "password": "correct horse"})),
+        ),
+        201,
+    )["username"]
+        .as_str()
+        .unwrap()
+        .to_string();
     World {
+        user,
         tid,
         aid,
         key,
@@ -385,6 +399,7 @@ fn world_param(w: &World) -> impl Fn(&str) -> String + '_ {
         "sidecar_id" => w.sid.clone(),
         "webhook_id" => w.wid.clone(),
         "delivery_id" => w.did.clone(),
+        "username" => w.user.clone(),
         other => panic!("unknown path parameter {other}"),
     }
 }
@@ -399,6 +414,7 @@ fn missing_id(name: &str) -> String {
         "webhook_id" => "wh",
         "delivery_id" => "dlv",
         "sidecar_id" => return "sc-missing".to_string(),
+        "username" => return "nobody".to_string(),
         other => panic!("unknown path parameter {other}"),
     };
     format!("{prefix}_00000000000000000000")
@@ -1466,6 +1482,70 @@ fn every_route_answers_as_documented() {
     let t = w.tid.clone();
     let tp = format!("/admin/tenants/{t}");
     expect(api.admin("GET", &tp, None), 200);
+    // CodeB users and hosts.
+    let up = format!("{tp}/users");
+    expect(api.admin("GET", &up, None), 200);
+    expect(api.admin("GET", &format!("{up}/{}", w.user), None), 200);
+    expect(
+        api.admin(
+            "PATCH",
+            &format!("{up}/{}", w.user),
+            Some(json!({"disabled": true})),
+        ),
+        200,
+    );
+    expect_error(
+        api.admin(
+            "POST",
+            &up,
+            Some(json!({"username": w.user, "password": "12345678"})),
+        ),
+        409,
+        "user_exists",
+    );
+    expect(
+        api.admin(
+            "POST",
+            &up,
+            Some(json!({"username": "bob", "password": "12345678"})),
+        ),
+        201,
+    );
+    expect(api.admin("DELETE", &format!("{up}/bob"), None), 200);
+    expect(
+        api.admin(
+            "PATCH",
+            &tp,
+            Some(json!({"codeb_host": "phone.main.example"})),
+        ),
+        200,
+    );
+    expect_error(
+        api.admin(
+            "POST",
+            "/admin/tenants",
+            Some(json!({"name": "n", "codeb_host": "phone.main.example"})),
+        ),
+        409,
+        "codeb_host_taken",
+    );
+    let other = expect(
+        api.admin(
+            "POST",
+            "/admin/tenants",
+            Some(json!({"name": "o", "codeb_host": "phone.other.example"})),
+        ),
+        201,
+    );
+    expect_error(
+        api.admin(
+            "PATCH",
+            &format!("/admin/tenants/{}", other["id"].as_str().unwrap()),
+            Some(json!({"codeb_host": "phone.main.example"})),
+        ),
+        409,
+        "codeb_host_taken",
+    );
     expect(
         api.admin(
             "PATCH",
@@ -2261,6 +2341,7 @@ fn every_route_answers_as_documented() {
             let body = (*method != "GET" && *method != "DELETE").then(|| json!({}));
             let code = match *missing {
                 "key_id" => "api_key_not_found".to_string(),
+                "username" => "user_not_found".to_string(),
                 other => format!("{}_not_found", other.trim_end_matches("_id")),
             };
             expect_error(
