@@ -64,6 +64,17 @@ pub fn verify(password: &str, phc: &str) -> bool {
         .is_ok()
 }
 
+/// [`hash`] with other parameters: the CPU bench measures candidates with it.
+#[cfg(feature = "bench-support")]
+pub fn hash_with(password: &str, memory_kib: u32, iterations: u32) -> Option<String> {
+    let params = Params::new(memory_kib, iterations, LANES, None).ok()?;
+    let salt = SaltString::encode_b64(&crate::ids::random_bytes::<16>()).ok()?;
+    Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
+        .hash_password(password.as_bytes(), &salt)
+        .ok()
+        .map(|h| h.to_string())
+}
+
 /// SHA-256 (hex) of a stored PHC string: names one setting of a user's
 /// password, so the tenant's `RateLimiter` object can refuse a token minted
 /// against a password that has since been changed (KV may be stale).
