@@ -313,6 +313,14 @@ fn a_disabled_user_gets_no_token() {
     assert_eq!((r.status, oauth_error(&r)), (400, "invalid_grant".into()));
     patch_user(&w, &tid, "alice", json!({"disabled": false}));
     token_of(&login(&w, "alice", PASSWORD));
+    // The record's flag alone refuses too (whatever the tenant's object knows).
+    let key = keys::codeb_user(&tid, "alice");
+    let mut alice: crate::model::CodebUser =
+        serde_json::from_str(&block_on(w.kv.get(&key)).unwrap().unwrap()).unwrap();
+    alice.disabled = true;
+    block_on(put_json(&w.kv, &key, &alice, None)).unwrap();
+    let r = login(&w, "alice", PASSWORD);
+    assert_eq!((r.status, oauth_error(&r)), (400, "invalid_grant".into()));
 }
 
 #[test]
@@ -360,7 +368,26 @@ fn a_host_that_serves_no_tenant_mints_nothing() {
     let w = World::new();
     codeb_tenant(&w, HOST);
     let form = format!("grant_type=password&username=alice&password={PASSWORD}");
-    for host in [Some("phone.nobody.example"), None, Some("bad host")] {
+    // An index entry left behind for a host its tenant no longer has is not believed.
+    let (tid, _) = codeb_tenant(&w, "phone.old.example");
+    w.admin(
+        "PATCH",
+        &format!("/admin/tenants/{tid}"),
+        Some(json!({"codeb_host": "phone.new.example"})),
+    );
+    block_on(put_json(
+        &w.kv,
+        &keys::codeb_host("phone.old.example"),
+        &tid,
+        None,
+    ))
+    .unwrap();
+    for host in [
+        Some("phone.nobody.example"),
+        None,
+        Some("bad host"),
+        Some("phone.old.example"),
+    ] {
         let r = w.send_req(&token_request(host, IP, &form));
         assert_eq!(
             (r.status, oauth_error(&r)),
