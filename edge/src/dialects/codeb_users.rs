@@ -15,11 +15,19 @@ pub const TOKEN_PREFIX: &str = "cbt_";
 /// Longest bearer token looked at (longer ones are refused unread).
 pub const MAX_BEARER_CHARS: usize = 128;
 
+/// [`normalize_host`] as a regular expression (any case; with `maxLength`
+/// [`HOST_MAX`]), for the OpenAPI document: a test pins the two together.
+pub const HOST_PATTERN: &str = r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*(:([1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5]))?$";
+
+/// [`normalize_username`] as a regular expression (any case; with
+/// `maxLength` [`USERNAME_MAX`]).
+pub const USERNAME_PATTERN: &str = r"^[A-Za-z0-9._@-]+$";
+
 /// A tenant's `codeb_host`, lowercased: DNS labels of `a-z 0-9 -` (1-63
 /// characters, no `-` at either end) joined by dots, then optionally `:`
 /// and a port 1-65535; at most [`HOST_MAX`] characters. `None`: not one.
 pub fn normalize_host(input: &str) -> Option<String> {
-    let host = input.trim().to_ascii_lowercase();
+    let host = input.to_ascii_lowercase();
     if host.is_empty() || host.len() > HOST_MAX {
         return None;
     }
@@ -118,6 +126,62 @@ mod tests {
         assert!(long.len() > HOST_MAX);
         assert_eq!(normalize_host(&long), None);
         assert_eq!(normalize_host(&"a".repeat(64)), None, "label over 63");
+    }
+
+    #[test]
+    fn the_documented_patterns_accept_exactly_what_is_accepted() {
+        let host = regex_lite::Regex::new(HOST_PATTERN).unwrap();
+        let user = regex_lite::Regex::new(USERNAME_PATTERN).unwrap();
+        let label63 = "b".repeat(63);
+        let mut hosts: Vec<String> = [
+            "a",
+            "A.b",
+            "phone.yourtenant.com",
+            "a-b.c",
+            "-a",
+            "a-",
+            "a..b",
+            "a.",
+            ".a",
+            "a_b",
+            "a b",
+            " a",
+            "a ",
+            "a:0",
+            "a:1",
+            "a:9999",
+            "a:10000",
+            "a:59999",
+            "a:60000",
+            "a:64999",
+            "a:65000",
+            "a:65499",
+            "a:65500",
+            "a:65529",
+            "a:65530",
+            "a:65535",
+            "a:65536",
+            "a:99999",
+            "a:100000",
+            "a:01",
+            "a:",
+            "a:1:2",
+            "é.com",
+            "a/b",
+            "1.2.3.4:8787",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        hosts.push(format!("{label63}.c"));
+        hosts.push(format!("b{label63}.c"));
+        for h in &hosts {
+            let documented = host.is_match(h) && h.chars().count() <= HOST_MAX;
+            assert_eq!(documented, normalize_host(h).is_some(), "{h:?}");
+        }
+        for u in ["a", "A.b_c@d-e", "a b", "a/b", "é", "a:b", ""] {
+            assert_eq!(user.is_match(u), normalize_username(u).is_some(), "{u:?}");
+        }
     }
 
     #[test]

@@ -1160,11 +1160,11 @@ written exactly as JavaScript's `JSON.stringify` writes it (so its Node verifier
 /// `Tenant.codeb_host` as `dialects::codeb_users::normalize_host` accepts it (lowercased on input).
 fn codeb_host_schema() -> Value {
     json!({"type": "string", "minLength": 1, "maxLength": codeb_users::HOST_MAX,
-        "pattern": r"^[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*(:[1-9][0-9]{0,4})?$",
+        "pattern": codeb_users::HOST_PATTERN,
         "description": "The host (optionally `:port`; a default port is left out) the CodeB dialect serves this tenant at: its token endpoint and REST paths answer for this tenant only there, and its answers and webhooks name the tenant so. Lowercased; unique among tenants (409 `codeb_host_taken`). Indexed in KV, so a change may take up to 60 s to reach every location."})
 }
 
 /// A CodeB username (`dialects::codeb_users::normalize_username`).
 fn username_schema() -> Value {
-    json!({"type": "string", "minLength": 1, "maxLength": codeb_users::USERNAME_MAX, "pattern": "^[A-Za-z0-9._@-]+$"})
+    json!({"type": "string", "minLength": 1, "maxLength": codeb_users::USERNAME_MAX, "pattern": codeb_users::USERNAME_PATTERN})
 }
