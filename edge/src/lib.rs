@@ -47,6 +47,7 @@ pub mod http;
 pub mod ids;
 pub mod limits;
 pub mod model;
+pub mod password;
 pub mod recording_links;
 pub mod sql;
 pub mod store;

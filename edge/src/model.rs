@@ -60,6 +60,18 @@ pub mod keys {
     pub fn dialect_keys_prefix(tid: &str) -> String {
         format!("dialectkeyid/{tid}/")
     }
+    /// The tenant a CodeB host name serves (`Tenant.codeb_host`); written and
+    /// removed by the admin API, so like all KV it may be up to 60 s stale.
+    pub fn codeb_host(host: &str) -> String {
+        format!("codebhost/{host}")
+    }
+    /// A CodeB tenant user ([`super::CodebUser`]) by its lowercase username.
+    pub fn codeb_user(tid: &str, username: &str) -> String {
+        format!("user/{tid}/{username}")
+    }
+    pub fn codeb_users_prefix(tid: &str) -> String {
+        format!("user/{tid}/")
+    }
     /// A saved prompt, by its slug (CodeB's `systemPrompt: "reminder"`).
     pub fn prompt(tid: &str, slug: &str) -> String {
         format!("prompt/{tid}/{slug}")
@@ -105,10 +117,50 @@ pub struct Tenant {
     /// "Enable/Disable API access" switch; `disabled` stops everything).
     #[serde(default = "yes")]
     pub api_access: bool,
+    /// The host name (optionally `:port`) the CodeB dialect serves this tenant
+    /// at: CodeB isolates tenants per domain. Indexed in KV (`keys::codeb_host`).
+    #[serde(default)]
+    pub codeb_host: Option<String>,
 }
 
 fn yes() -> bool {
     true
+}
+
+/// The tenant as CodeB's answers and webhooks name it (`"tenant"`): its
+/// `codeb_host` when set, else its id.
+pub fn codeb_tenant_name(tenant: &Tenant) -> String {
+    tenant
+        .codeb_host
+        .clone()
+        .unwrap_or_else(|| tenant.id.clone())
+}
+
+/// A CodeB tenant user (`user/{tenant}/{username}`), who trades a username
+/// and password for an access token at `/oidc.ashx/token`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CodebUser {
+    /// 1-64 of `a-z 0-9 . _ @ -` (lowercased on input).
+    pub username: String,
+    /// A PHC string (`$argon2id$v=19$m=...,t=...,p=...$salt$hash`): the
+    /// parameters travel with the hash, so they can be raised later.
+    pub password_hash: String,
+    pub disabled: bool,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+impl CodebUser {
+    /// What the admin API shows: never the hash.
+    pub fn to_public(&self) -> serde_json::Value {
+        serde_json::json!({
+            "object": "user",
+            "username": self.username,
+            "disabled": self.disabled,
+            "created_at": self.created_at,
+            "updated_at": self.updated_at,
+        })
+    }
 }
 
 /// Which speech engine runs the conversation (one list with the sidecar).

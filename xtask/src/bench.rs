@@ -560,6 +560,11 @@ fn machine() -> String {
     format!("{cpu}, {cores} cores, {}", std::env::consts::OS)
 }
 
+/// Where docs/bench.md's sections measured by hand (not by this command)
+/// begin; they run to the end of the file, and a new report keeps them.
+const HAND_MEASURED: &str =
+    "<!-- Below: measured by hand, kept as they are by `cargo xtask bench`. -->";
+
 /// docs/bench.md and its plots in docs/bench/.
 fn write_report(
     results: &BTreeMap<&str, Vec<Vec<f64>>>,
@@ -572,7 +577,17 @@ fn write_report(
     std::fs::create_dir_all(&plots).map_err(|e| format!("{}: {e}", plots.display()))?;
     write_plots(&plots, results, media, calls)?;
     let path = root().join("docs/bench.md");
-    std::fs::write(&path, report_text(results, throughput, cpu, media, calls))
+    let kept = std::fs::read_to_string(&path)
+        .ok()
+        .and_then(|md| md.find(HAND_MEASURED).map(|at| md[at..].to_string()))
+        .unwrap_or_default();
+    let text = report_text(results, throughput, cpu, media, calls);
+    let sep = if kept.is_empty() || text.ends_with("\n\n") {
+        ""
+    } else {
+        "\n"
+    };
+    std::fs::write(&path, format!("{text}{sep}{kept}"))
         .map_err(|e| format!("write {}: {e}", path.display()))?;
     println!("wrote {} and {}", path.display(), plots.display());
     Ok(())

@@ -297,3 +297,45 @@ pub fn run(iterations: usize, rounds: usize, warmup: usize) -> Report {
         p50_sign_ns: sign,
     }
 }
+
+/// One CodeB login's password check (`voxline_edge::password::verify`, the
+/// Argon2id verification the token endpoint runs once per attempt) for the
+/// shipped parameters and a few candidates: the median over `rounds`
+/// verifications of each, in ns. One line of JSON.
+pub fn password_verify(rounds: usize) -> Value {
+    use voxline_edge::password;
+    assert!(rounds > 0, "need at least one round");
+    let candidates = [
+        (password::MEMORY_KIB, password::ITERATIONS),
+        (12 * 1024, 3),
+        (19 * 1024, 1),
+        (46 * 1024, 1),
+        (64 * 1024, 1),
+    ];
+    let mut cases = Vec::new();
+    for (memory_kib, iterations) in candidates {
+        let phc = password::hash_with("bench password 1234", memory_kib, iterations)
+            .expect("argon2 parameters in range");
+        // Warm the allocator once.
+        assert!(password::verify("bench password 1234", &phc));
+        let mut samples = Vec::with_capacity(rounds);
+        for _ in 0..rounds {
+            let start = Instant::now();
+            let ok = password::verify(black_box("bench password 1234"), black_box(&phc));
+            samples.push(start.elapsed().as_nanos() as f64);
+            assert!(ok);
+        }
+        cases.push(json!({
+            "memory_kib": memory_kib,
+            "iterations": iterations,
+            "shipped": (memory_kib, iterations) == (password::MEMORY_KIB, password::ITERATIONS),
+            "p50_ns": median(samples),
+        }));
+    }
+    json!({
+        "target": if cfg!(target_family = "wasm") { "wasm32" } else { std::env::consts::ARCH },
+        "case": "password_verify",
+        "rounds": rounds,
+        "cases": cases,
+    })
+}

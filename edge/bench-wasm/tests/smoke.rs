@@ -12,3 +12,14 @@ fn ten_requests_run_and_report() {
     assert!(json["p50_ns_per_request"].as_f64().unwrap() > 0.0, "{json}");
     assert!(json["sign_ns"].as_f64().unwrap() > 0.0, "{json}");
 }
+
+#[test]
+fn password_verification_is_measured() {
+    let json = voxline_edge_bench::password_verify(1);
+    let cases = json["cases"].as_array().unwrap();
+    assert!(cases.iter().any(|c| c["shipped"] == true), "{json}");
+    assert!(
+        cases.iter().all(|c| c["p50_ns"].as_f64().unwrap() > 0.0),
+        "{json}"
+    );
+}

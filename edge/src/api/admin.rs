@@ -2,6 +2,7 @@
 //! are in [`crate::api::webhooks`]).
 
 use crate::api::calls::{check_engine_credentials, seal_engine_key};
+use crate::api::codeb_users::{check_host_free, codeb_host_field, index_host};
 use crate::api::fields::parse_request;
 use crate::api::list::{list_response, list_values};
 use crate::api::router::RouteId;
@@ -139,6 +140,11 @@ pub(crate) async fn admin_route<K: Kv, D: DispatchQueues>(
         RouteId::ListPrompts => crate::api::prompts::list_prompts(env, &tenant).await,
         RouteId::GetPrompt => crate::api::prompts::get_prompt(env, &tenant, sub).await,
         RouteId::DeletePrompt => crate::api::prompts::delete_prompt(env, &tenant, sub).await,
+        RouteId::CreateUser
+        | RouteId::ListUsers
+        | RouteId::GetUser
+        | RouteId::UpdateUser
+        | RouteId::DeleteUser => crate::api::codeb_users::route(env, req, id, &tenant, sub).await,
         RouteId::CreateWebhook
         | RouteId::ListWebhooks
         | RouteId::GetWebhook
@@ -205,10 +211,21 @@ pub(crate) async fn create_tenant<K: Kv, D: DispatchQueues>(
 ) -> Result<ApiResponse> {
     let f = parse_request(
         req,
-        &["name", "disabled", "max_concurrent_calls", "api_access"],
+        &[
+            "name",
+            "disabled",
+            "max_concurrent_calls",
+            "api_access",
+            "codeb_host",
+        ],
     )?;
+    let id = ids::random_id("ten");
+    let codeb_host = codeb_host_field(&f)?.flatten();
+    if let Some(host) = &codeb_host {
+        check_host_free(env, host, &id).await?;
+    }
     let tenant = Tenant {
-        id: ids::random_id("ten"),
+        id,
         name: f.str_req("name", TENANT_NAME_MAX)?,
         default_agent_id: None,
         disabled: f.bool_opt("disabled")?.unwrap_or(false),
@@ -216,8 +233,10 @@ pub(crate) async fn create_tenant<K: Kv, D: DispatchQueues>(
         rate_limits: traffic::RateLimits::default(),
         max_concurrent_calls: max_concurrent_calls(&f)?,
         api_access: f.bool_opt("api_access")?.unwrap_or(true),
+        codeb_host,
     };
     put_json(env.kv, &keys::tenant(&tenant.id), &tenant, None).await?;
+    index_host(env, &tenant, None).await?;
     Ok(ApiResponse::json(201, &tenant_public(&tenant)))
 }
 
@@ -235,8 +254,16 @@ pub(crate) async fn update_tenant<K: Kv, D: DispatchQueues>(
             "rate_limits",
             "max_concurrent_calls",
             "api_access",
+            "codeb_host",
         ],
     )?;
+    let previous_host = tenant.codeb_host.clone();
+    if let Some(host) = codeb_host_field(&f)? {
+        if let Some(h) = &host {
+            check_host_free(env, h, &tenant.id).await?;
+        }
+        tenant.codeb_host = host;
+    }
     if let Some(on) = f.bool_opt("api_access")? {
         tenant.api_access = on;
     }
@@ -269,6 +296,7 @@ pub(crate) async fn update_tenant<K: Kv, D: DispatchQueues>(
         tenant.default_agent_id = Some(aid);
     }
     put_json(env.kv, &keys::tenant(&tenant.id), &tenant, None).await?;
+    index_host(env, &tenant, previous_host.as_deref()).await?;
     Ok(ApiResponse::json(200, &tenant_public(&tenant)))
 }
 

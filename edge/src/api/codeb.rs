@@ -12,6 +12,7 @@
 
 use crate::api::auth::{client_ip, key_and_ip_checks};
 use crate::api::calls::{new_call_checks, place_call};
+use crate::api::codeb_auth::CodebPrincipal;
 use crate::api::env::Env;
 use crate::api::validate;
 use crate::calls::store::ListFilter;
@@ -22,14 +23,6 @@ use crate::http::{ApiRequest, ApiResponse};
 use crate::model::{keys, Agent, CallRecord, Tenant};
 use crate::store::{get_json, Kv};
 use crate::traffic::{Admission, IdemVerdict};
-
-/// Who is calling a REST path, once authenticated.
-pub(crate) struct Caller {
-    pub tenant: Tenant,
-    /// The scope of the per-credential rate limit (`key:{this}`): the API
-    /// key's id, or `user:{tenant}:{username}` for an access token.
-    pub rate_key: String,
-}
 
 /// The whole answer to a request on a CodeB path.
 pub(crate) async fn serve<K: Kv, D: DispatchQueues>(
@@ -45,9 +38,9 @@ pub(crate) async fn serve<K: Kv, D: DispatchQueues>(
         Routed::NotFound => return failed(&CodebError::NotFound),
     };
     if let Operation::Token = op {
-        return token(env, req).await;
+        return crate::api::codeb_auth::token(env, req).await;
     }
-    let caller = match authenticate(env, req).await {
+    let caller = match crate::api::codeb_auth::authenticate(env, req).await {
         Ok(c) => c,
         Err(e) => return failed(&e),
     };
@@ -68,43 +61,6 @@ pub(crate) async fn serve<K: Kv, D: DispatchQueues>(
 /// The token endpoint is answered before authentication.
 fn unreachable_token() -> Result<ApiResponse, CodebError> {
     Err(CodebError::Internal)
-}
-
-/// The OIDC token endpoint: not served until tenant users exist.
-async fn token<K: Kv, D: DispatchQueues>(_env: &Env<'_, K, D>, _req: &ApiRequest) -> ApiResponse {
-    failed(&CodebError::NotFound)
-}
-
-/// The bearer: a native `ak_` API key (counted like a wrong native key
-/// when it fails).
-async fn authenticate<K: Kv, D: DispatchQueues>(
-    env: &Env<'_, K, D>,
-    req: &ApiRequest,
-) -> Result<Caller, CodebError> {
-    use crate::error::ErrorCode as E;
-    match crate::api::auth::authenticate_tenant(env, req).await {
-        Ok((tenant, auth)) => Ok(Caller {
-            tenant,
-            rate_key: auth.key_id,
-        }),
-        Err(e) if matches!(e.code, E::TenantDisabled | E::ApiAccessDisabled) => {
-            Err(CodebError::Forbidden)
-        }
-        Err(e) if e.code == E::StorageUnavailable => Err(CodebError::Internal),
-        Err(_) => {
-            let scope = crate::traffic::auth_failure_scope(client_ip(req));
-            match env
-                .traffic
-                .auth_attempt(&scope, env.auth_failures, true)
-                .await
-            {
-                Ok(v) if !v.allowed => Err(CodebError::RateLimited {
-                    retry_after_seconds: v.reset_seconds,
-                }),
-                _ => Err(CodebError::Unauthorized),
-            }
-        }
-    }
 }
 
 fn json_answer(status: u16, body: String) -> ApiResponse {
@@ -130,7 +86,7 @@ fn internal<E>(_: E) -> CodebError {
 
 /// The tenant's name in CodeB's answers and webhooks.
 fn tenant_name(tenant: &Tenant) -> String {
-    tenant.id.clone()
+    crate::model::codeb_tenant_name(tenant)
 }
 
 fn stored(record: &CallRecord) -> StoredCall<'_> {
@@ -154,7 +110,7 @@ fn stored(record: &CallRecord) -> StoredCall<'_> {
 async fn create<K: Kv, D: DispatchQueues>(
     env: &Env<'_, K, D>,
     req: &ApiRequest,
-    caller: &Caller,
+    caller: &CodebPrincipal,
     rate_headers: &mut Vec<(String, String)>,
 ) -> Result<ApiResponse, CodebError> {
     let tenant = &caller.tenant;
@@ -172,7 +128,7 @@ async fn create<K: Kv, D: DispatchQueues>(
         .map_err(|e| codeb_refusal(&e))?;
     let limits = tenant.rate_limits;
     let admission = Admission {
-        checks: key_and_ip_checks(&limits, &caller.rate_key, req)
+        checks: key_and_ip_checks(&limits, &caller.limit_key_id(), req)
             .into_iter()
             .chain(new_call_checks(
                 &agent,
@@ -302,7 +258,7 @@ fn native_body(w: &codeb::CreateCall, agent_id: &str, prompt: &str) -> Vec<u8> {
 
 async fn load<K: Kv, D: DispatchQueues>(
     env: &Env<'_, K, D>,
-    caller: &Caller,
+    caller: &CodebPrincipal,
     codeb_id: &str,
 ) -> Result<CallRecord, CodebError> {
     let native = codeb::native_call_id(codeb_id).ok_or(CodebError::NotFound)?;
@@ -316,7 +272,7 @@ async fn load<K: Kv, D: DispatchQueues>(
 /// `GET /api.ashx/v1/calls/{id}`.
 async fn get<K: Kv, D: DispatchQueues>(
     env: &Env<'_, K, D>,
-    caller: &Caller,
+    caller: &CodebPrincipal,
     codeb_id: &str,
 ) -> Result<ApiResponse, CodebError> {
     let record = load(env, caller, codeb_id).await?;
@@ -329,7 +285,7 @@ async fn get<K: Kv, D: DispatchQueues>(
 /// ended one left as it is).
 async fn hangup<K: Kv, D: DispatchQueues>(
     env: &Env<'_, K, D>,
-    caller: &Caller,
+    caller: &CodebPrincipal,
     codeb_id: &str,
 ) -> Result<ApiResponse, CodebError> {
     let native = codeb::native_call_id(codeb_id).ok_or(CodebError::NotFound)?;
@@ -349,7 +305,7 @@ async fn hangup<K: Kv, D: DispatchQueues>(
 async fn list<K: Kv, D: DispatchQueues>(
     env: &Env<'_, K, D>,
     req: &ApiRequest,
-    caller: &Caller,
+    caller: &CodebPrincipal,
 ) -> Result<ApiResponse, CodebError> {
     let q = codeb::read_list_query(&req.query)?;
     let filter = ListFilter {
@@ -379,7 +335,7 @@ async fn list<K: Kv, D: DispatchQueues>(
 /// name the call's own answers give (another stamp: not found).
 async fn transcript<K: Kv, D: DispatchQueues>(
     env: &Env<'_, K, D>,
-    caller: &Caller,
+    caller: &CodebPrincipal,
     name: codeb::TranscriptName<'_>,
 ) -> Result<ApiResponse, CodebError> {
     let native = codeb::native_call_id(name.call_id).ok_or(CodebError::NotFound)?;

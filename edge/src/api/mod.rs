@@ -13,6 +13,8 @@ pub mod admin;
 pub mod auth;
 pub mod calls;
 pub mod codeb;
+pub mod codeb_auth;
+pub mod codeb_users;
 pub mod dialect_keys;
 pub mod dialects;
 pub mod env;

@@ -33,6 +33,11 @@ pub enum RouteId {
     ListPrompts,
     GetPrompt,
     DeletePrompt,
+    CreateUser,
+    ListUsers,
+    GetUser,
+    UpdateUser,
+    DeleteUser,
     CreateWebhook,
     ListWebhooks,
     GetWebhook,
@@ -153,6 +158,31 @@ pub const ROUTES: &[(&str, &str, RouteId)] = &[
         "DELETE",
         "/admin/tenants/{tenant_id}/prompts/{slug}",
         RouteId::DeletePrompt,
+    ),
+    (
+        "POST",
+        "/admin/tenants/{tenant_id}/users",
+        RouteId::CreateUser,
+    ),
+    (
+        "GET",
+        "/admin/tenants/{tenant_id}/users",
+        RouteId::ListUsers,
+    ),
+    (
+        "GET",
+        "/admin/tenants/{tenant_id}/users/{username}",
+        RouteId::GetUser,
+    ),
+    (
+        "PATCH",
+        "/admin/tenants/{tenant_id}/users/{username}",
+        RouteId::UpdateUser,
+    ),
+    (
+        "DELETE",
+        "/admin/tenants/{tenant_id}/users/{username}",
+        RouteId::DeleteUser,
     ),
     (
         "POST",

@@ -2194,6 +2194,7 @@ fn failed_api_keys_are_counted_per_address_and_a_valid_key_never_waits_on_it() {
 }
 
 mod codeb;
+mod codeb_auth;
 mod dialect_webhooks;
 mod dialects;
 

@@ -7,6 +7,7 @@ pub mod body;
 pub mod buildvoiceai;
 pub mod calldock;
 pub mod codeb;
+pub mod codeb_users;
 pub mod js_json;
 pub mod phone;
 pub mod post_call;

@@ -94,6 +94,10 @@ impl Refusal {
             | E::RecordingNotHeld
             | E::RecordingNotRequested
             | E::WebhookDisabled
+            // Admin API only (CodeB users and hosts): never on a dialect path.
+            | E::UserNotFound
+            | E::UserExists
+            | E::CodebHostTaken
             | E::EngineKeysUnavailable
             | E::SecretsUnavailable
             | E::InternalError

@@ -77,6 +77,15 @@ async fn fetch(mut req: Request, env: Env, _ctx: Context) -> Result<Response> {
                     || PASSED_HEADERS.contains(&name.as_str())
                     || crate::dialects::REQUEST_HEADERS.contains(&name.as_str())
             })
+            // The host the request was sent to, as the URL has it (lowercase,
+            // default port left out): CodeB serves one tenant per host.
+            .chain(url.host_str().map(|host| {
+                let host = match url.port() {
+                    Some(port) => format!("{host}:{port}"),
+                    None => host.to_string(),
+                };
+                ("host".to_string(), host)
+            }))
             .collect(),
     };
     let admin_token = secret_or_var(&env, "ADMIN_TOKEN");

@@ -7,11 +7,13 @@
 //! the awaited loads, so concurrent requests to the object serialise on it
 //! (a load that raced another request re-checks the cache before use).
 
+use crate::glue::env::DoSql;
+use crate::traffic::tokens::SqlTokens;
 use crate::traffic::{
     self, complete_entry, idem_expiry_key, idem_storage_key, parse_idem_expiry_key,
     parse_signature_storage_key, window_storage_key, Admission, Admitted, IdemEntry, Limiter,
     RateLimit, RateLimiterAnswer, RateLimiterRequest, RateVerdict, StoredResponse, Window,
-    AUTH_FAILURE_PREFIX, IDEMPOTENCY_TTL_MS,
+    AUTH_FAILURE_PREFIX, IDEMPOTENCY_TTL_MS, LOGIN_FAILURE_PREFIX,
 };
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -202,10 +204,26 @@ impl RateLimiter {
         Ok(verdict)
     }
 
-    /// Deletes failure windows that have ended; returns when the next one ends.
+    /// The CodeB token tables (SQLite) of this tenant's object.
+    fn tokens(&self) -> std::result::Result<SqlTokens<DoSql>, crate::store::StoreError> {
+        SqlTokens::open(DoSql(self.state.storage().sql()))
+    }
+
+    /// Deletes failure windows (an address's or a user's) that have ended;
+    /// returns when the next one ends.
     async fn sweep_auth_failures(&self, now: u64) -> Result<Option<u64>> {
+        let mut next: Option<u64> = None;
+        for prefix in [AUTH_FAILURE_PREFIX, LOGIN_FAILURE_PREFIX] {
+            if let Some(at) = self.sweep_failure_windows(prefix, now).await? {
+                next = Some(next.map_or(at, |n| n.min(at)));
+            }
+        }
+        Ok(next)
+    }
+
+    async fn sweep_failure_windows(&self, scope_prefix: &str, now: u64) -> Result<Option<u64>> {
         let storage = self.state.storage();
-        let prefix = window_storage_key(AUTH_FAILURE_PREFIX);
+        let prefix = window_storage_key(scope_prefix);
         let listed = storage
             .list_with_options(ListOptions::new().prefix(&prefix).limit(SWEEP_BATCH))
             .await?;
@@ -359,10 +377,8 @@ impl worker::DurableObject for RateLimiter {
                 self.release(&key).await?;
                 RateLimiterAnswer::Done
             }
-            // Only an address's own object counts its failed credentials.
-            RateLimiterRequest::AuthAttempt { scope, .. }
-                if !scope.starts_with(AUTH_FAILURE_PREFIX) =>
-            {
+            // Only an address's (or a CodeB user's) own object counts its failed credentials.
+            RateLimiterRequest::AuthAttempt { scope, .. } if !traffic::is_failure_scope(&scope) => {
                 return Response::error("bad auth attempt scope", 400)
             }
             RateLimiterRequest::AuthAttempt {
@@ -372,6 +388,32 @@ impl worker::DurableObject for RateLimiter {
             } => RateLimiterAnswer::AuthAttempt {
                 verdict: self.auth_attempt(&scope, limit, failed).await?,
             },
+            // CodeB access tokens: synchronous SQL, one implicit transaction each.
+            RateLimiterRequest::IssueToken { token } => {
+                let now = Date::now().as_millis();
+                let issued = self
+                    .tokens()
+                    .and_then(|t| t.issue(&token, now))
+                    .map_err(|e| worker::Error::RustError(format!("{e:?}")))?;
+                RateLimiterAnswer::TokenIssued { issued }
+            }
+            RateLimiterRequest::CheckToken { token_hash } => {
+                let now = Date::now().as_millis();
+                let username = self
+                    .tokens()
+                    .and_then(|t| t.check(&token_hash, now))
+                    .map_err(|e| worker::Error::RustError(format!("{e:?}")))?;
+                RateLimiterAnswer::TokenChecked { username }
+            }
+            RateLimiterRequest::SetUserCredential {
+                username,
+                credential,
+            } => {
+                self.tokens()
+                    .and_then(|t| t.set_credential(&username, credential.as_deref()))
+                    .map_err(|e| worker::Error::RustError(format!("{e:?}")))?;
+                RateLimiterAnswer::Done
+            }
         };
         Response::from_json(&answer)
     }

@@ -253,4 +253,54 @@ impl Traffic for WorkersTraffic<'_> {
             }
         })
     }
+
+    fn issue_token<'a>(
+        &'a self,
+        tenant_id: &'a str,
+        token: &'a crate::traffic::tokens::IssueToken,
+    ) -> LocalFuture<'a, std::result::Result<bool, StoreError>> {
+        Box::pin(async move {
+            let request = RateLimiterRequest::IssueToken {
+                token: token.clone(),
+            };
+            match send(self.0, tenant_id, &[], &request).await? {
+                RateLimiterAnswer::TokenIssued { issued } => Ok(issued),
+                a => Err(unexpected("rate limiter", a)),
+            }
+        })
+    }
+
+    fn check_token<'a>(
+        &'a self,
+        tenant_id: &'a str,
+        token_hash: &'a str,
+    ) -> LocalFuture<'a, std::result::Result<Option<String>, StoreError>> {
+        Box::pin(async move {
+            let request = RateLimiterRequest::CheckToken {
+                token_hash: token_hash.to_string(),
+            };
+            match send(self.0, tenant_id, &[], &request).await? {
+                RateLimiterAnswer::TokenChecked { username } => Ok(username),
+                a => Err(unexpected("rate limiter", a)),
+            }
+        })
+    }
+
+    fn set_user_credential<'a>(
+        &'a self,
+        tenant_id: &'a str,
+        username: &'a str,
+        credential: Option<&'a str>,
+    ) -> LocalFuture<'a, std::result::Result<(), StoreError>> {
+        Box::pin(async move {
+            let request = RateLimiterRequest::SetUserCredential {
+                username: username.to_string(),
+                credential: credential.map(str::to_string),
+            };
+            match send(self.0, tenant_id, &[], &request).await? {
+                RateLimiterAnswer::Done => Ok(()),
+                a => Err(unexpected("rate limiter", a)),
+            }
+        })
+    }
 }

@@ -58,3 +58,28 @@ pub fn auth_attempt(
         limiter.peek(&check, now_ms)
     }
 }
+
+/// Failed CodeB logins one user may suffer per fixed window, whichever
+/// addresses they come from (a password guessed from many addresses); the
+/// next login of that user is answered `slow_down` until the window ends,
+/// before any password is hashed.
+pub const LOGIN_FAILURES: RateLimit = RateLimit {
+    limit: 10,
+    window_seconds: 900,
+};
+
+/// Prefix of the per-user failure scopes, and of the objects that keep them.
+pub const LOGIN_FAILURE_PREFIX: &str = "loginfail:";
+
+/// The scope (and `RateLimiter` object name) of a CodeB user's failed
+/// logins: `loginfail:{tenant id}:{username}` (no tenant's own object, whose
+/// name is its bare id, can be named so).
+pub fn login_failure_scope(tenant_id: &str, username: &str) -> String {
+    format!("{LOGIN_FAILURE_PREFIX}{tenant_id}:{username}")
+}
+
+/// Whether `scope` names an object that counts failures (an address's or a
+/// user's): the only scopes [`auth_attempt`] is asked about.
+pub fn is_failure_scope(scope: &str) -> bool {
+    scope.starts_with(AUTH_FAILURE_PREFIX) || scope.starts_with(LOGIN_FAILURE_PREFIX)
+}

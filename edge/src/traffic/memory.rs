@@ -9,6 +9,9 @@ use crate::traffic::rate::*;
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 
+#[cfg(test)]
+type TestTokens = crate::traffic::tokens::SqlTokens<crate::sql::sqlite::LimitedSqlite>;
+
 #[derive(Default)]
 pub struct MemoryTraffic {
     pub limiters: RefCell<BTreeMap<String, Limiter>>,
@@ -16,6 +19,30 @@ pub struct MemoryTraffic {
     /// Accepted signatures: (tenant, storage key).
     pub signatures: RefCell<std::collections::BTreeSet<(String, String)>>,
     pub now_ms: Cell<u64>,
+    /// Each tenant's CodeB token tables, on real SQLite like the object's.
+    #[cfg(test)]
+    pub tokens: RefCell<BTreeMap<String, TestTokens>>,
+}
+
+impl MemoryTraffic {
+    /// Runs `f` on the tenant's token tables (created on first use).
+    #[cfg(test)]
+    fn with_tokens<T>(
+        &self,
+        tenant_id: &str,
+        f: impl FnOnce(&TestTokens) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let mut all = self.tokens.borrow_mut();
+        if !all.contains_key(tenant_id) {
+            let opened =
+                crate::traffic::tokens::SqlTokens::open(crate::sql::sqlite::LimitedSqlite::new())?;
+            all.insert(tenant_id.to_string(), opened);
+        }
+        match all.get(tenant_id) {
+            Some(t) => f(t),
+            None => Err(StoreError::Unavailable("token tables".into())),
+        }
+    }
 }
 
 impl Traffic for MemoryTraffic {
@@ -98,4 +125,56 @@ impl Traffic for MemoryTraffic {
             ))
         })
     }
+    fn issue_token<'a>(
+        &'a self,
+        tenant_id: &'a str,
+        token: &'a crate::traffic::tokens::IssueToken,
+    ) -> LocalFuture<'a, Result<bool, StoreError>> {
+        Box::pin(async move {
+            let now = self.now_ms.get();
+            #[cfg(test)]
+            let answer = self.with_tokens(tenant_id, |t| t.issue(token, now));
+            #[cfg(not(test))]
+            let answer = no_tokens((tenant_id, token, now));
+            answer
+        })
+    }
+    fn check_token<'a>(
+        &'a self,
+        tenant_id: &'a str,
+        token_hash: &'a str,
+    ) -> LocalFuture<'a, Result<Option<String>, StoreError>> {
+        Box::pin(async move {
+            let now = self.now_ms.get();
+            #[cfg(test)]
+            let answer = self.with_tokens(tenant_id, |t| t.check(token_hash, now));
+            #[cfg(not(test))]
+            let answer = no_tokens((tenant_id, token_hash, now));
+            answer
+        })
+    }
+    fn set_user_credential<'a>(
+        &'a self,
+        tenant_id: &'a str,
+        username: &'a str,
+        credential: Option<&'a str>,
+    ) -> LocalFuture<'a, Result<(), StoreError>> {
+        Box::pin(async move {
+            #[cfg(test)]
+            let answer = self.with_tokens(tenant_id, |t| {
+                t.set_credential(username, credential).map(|_| ())
+            });
+            #[cfg(not(test))]
+            let answer = no_tokens((tenant_id, username, credential));
+            answer
+        })
+    }
+}
+
+/// The CPU bench builds this fake without SQLite: it has no token tables.
+#[cfg(not(test))]
+fn no_tokens<A, T>(_args: A) -> Result<T, StoreError> {
+    Err(StoreError::Unavailable(
+        "no CodeB token tables in this build".into(),
+    ))
 }

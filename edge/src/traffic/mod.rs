@@ -21,6 +21,7 @@ pub mod port;
 pub mod rate;
 #[cfg(test)]
 mod tests;
+pub mod tokens;
 
 pub use auth_failures::*;
 pub use idempotency::*;

@@ -7,6 +7,7 @@ use std::pin::Pin;
 use crate::store::StoreError;
 use crate::traffic::idempotency::*;
 use crate::traffic::rate::*;
+use crate::traffic::tokens::IssueToken;
 
 pub type LocalFuture<'a, T> = Pin<Box<dyn Future<Output = T> + 'a>>;
 
@@ -42,6 +43,28 @@ pub trait Traffic {
         limit: RateLimit,
         failed: bool,
     ) -> LocalFuture<'a, Result<RateVerdict, StoreError>>;
+    /// Stores a CodeB access token in the tenant's object; `false`: the
+    /// password it was minted with is no longer the user's (see
+    /// [`crate::traffic::tokens::SqlTokens::issue`]).
+    fn issue_token<'a>(
+        &'a self,
+        tenant_id: &'a str,
+        token: &'a IssueToken,
+    ) -> LocalFuture<'a, Result<bool, StoreError>>;
+    /// The user of a live CodeB access token of the tenant (by its hash).
+    fn check_token<'a>(
+        &'a self,
+        tenant_id: &'a str,
+        token_hash: &'a str,
+    ) -> LocalFuture<'a, Result<Option<String>, StoreError>>;
+    /// Sets a CodeB user's current credential stamp (`None`: disabled or
+    /// deleted) and revokes all of their tokens.
+    fn set_user_credential<'a>(
+        &'a self,
+        tenant_id: &'a str,
+        username: &'a str,
+        credential: Option<&'a str>,
+    ) -> LocalFuture<'a, Result<(), StoreError>>;
 }
 
 /// The entry after `complete`: only an in-flight key becomes done.
@@ -82,6 +105,15 @@ pub enum RateLimiterRequest {
         limit: RateLimit,
         failed: bool,
     },
+    /// Stores a CodeB access token (see [`Traffic::issue_token`]).
+    IssueToken { token: IssueToken },
+    /// Looks a CodeB access token up by its hash.
+    CheckToken { token_hash: String },
+    /// Sets a CodeB user's credential stamp and revokes their tokens.
+    SetUserCredential {
+        username: String,
+        credential: Option<String>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -94,5 +126,11 @@ pub enum RateLimiterAnswer {
     Done,
     AuthAttempt {
         verdict: RateVerdict,
+    },
+    TokenIssued {
+        issued: bool,
+    },
+    TokenChecked {
+        username: Option<String>,
     },
 }

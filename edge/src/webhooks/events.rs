@@ -284,8 +284,10 @@ fn wants(endpoint: &WebhookEndpoint, event: WebhookEvent) -> bool {
 /// The `tenant` of CodeB's webhook bodies.
 async fn codeb_tenant(kv: &impl Kv, tenant_id: &str) -> Result<String, StoreError> {
     let tenant = get_json::<Tenant>(kv, &keys::tenant(tenant_id)).await?;
-    // CodeB tenant name
-    Ok(tenant.map_or_else(|| tenant_id.to_string(), |t| t.id))
+    Ok(tenant.map_or_else(
+        || tenant_id.to_string(),
+        |t| crate::model::codeb_tenant_name(&t),
+    ))
 }
 
 /// The deliveries of one event: a job per endpoint of `endpoints` that wants

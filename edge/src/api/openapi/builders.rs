@@ -367,6 +367,7 @@ pub(super) fn path_item(pattern: &str) -> Value {
                 "delivery_id" => ("dlv", "The webhook delivery's id."),
                 "format" => ("", "The file's format."),
                 "slug" => ("", "The saved prompt's slug."),
+                "username" => ("", "The CodeB user's name (matched lowercased)."),
                 _ => ("", "An id."),
             };
             let schema = match (name, prefix) {

@@ -231,7 +231,7 @@ pub(super) fn operation(id: RouteId) -> Value {
         RouteId::CreateTenant => op("createTenant", "admin", Auth::Admin, "Create a tenant", "A new customer account, with no agents or keys yet.")
             .body("CreateTenantRequest", true)
             .ok(201, "The tenant.", "Tenant")
-            .errors(&[E::MissingField, E::InvalidValue, E::ValueTooLong, E::OutOfRange])
+            .errors(&[E::MissingField, E::InvalidValue, E::ValueTooLong, E::OutOfRange, E::CodebHostTaken])
             .build(),
         RouteId::GetTenant => op("getTenant", "admin", Auth::Admin, "Get a tenant", "The tenant.")
             .ok(200, "The tenant.", "Tenant")
@@ -240,7 +240,7 @@ pub(super) fn operation(id: RouteId) -> Value {
         RouteId::UpdateTenant => op("updateTenant", "admin", Auth::Admin, "Update a tenant", "Rename, disable or enable a tenant, set its default agent, rate limits or concurrent-call cap.")
             .body("UpdateTenantRequest", true)
             .ok(200, "The updated tenant.", "Tenant")
-            .errors(&[E::TenantNotFound, E::InvalidValue, E::ValueTooLong, E::OutOfRange, E::UnknownAgent])
+            .errors(&[E::TenantNotFound, E::InvalidValue, E::ValueTooLong, E::OutOfRange, E::UnknownAgent, E::CodebHostTaken])
             .build(),
         RouteId::CreateAgent => op(
             "createAgent",
@@ -360,6 +360,46 @@ pub(super) fn operation(id: RouteId) -> Value {
         )
         .ok(200, "The deleted prompt's slug.", "PromptDeleted")
         .errors(&[E::TenantNotFound])
+        .build(),
+        RouteId::CreateUser => op(
+            "createUser",
+            "admin",
+            Auth::Admin,
+            "Create a CodeB user",
+            "A tenant user of the CodeB dialect, who trades `username` and `password` for an access token at `POST /oidc.ashx/token` (at the tenant's `codeb_host`; see docs/dialects.md). The username is lowercased; the password is kept only as an Argon2id hash and never shown.",
+        )
+        .body("CreateUserRequest", true)
+        .ok(201, "The user.", "User")
+        .errors(&[E::TenantNotFound, E::MissingField, E::InvalidValue, E::ValueTooLong, E::UserExists])
+        .build(),
+        RouteId::ListUsers => op("listUsers", "admin", Auth::Admin, "List CodeB users", "All CodeB users of the tenant, without their passwords.")
+            .ok(200, "The users.", "UserList")
+            .errors(&[E::TenantNotFound])
+            .build(),
+        RouteId::GetUser => op("getUser", "admin", Auth::Admin, "Get a CodeB user", "The user (the username is matched lowercased).")
+            .ok(200, "The user.", "User")
+            .errors(&[E::TenantNotFound, E::UserNotFound])
+            .build(),
+        RouteId::UpdateUser => op(
+            "updateUser",
+            "admin",
+            Auth::Admin,
+            "Update a CodeB user",
+            "Sets a new password and/or disables or enables the user. A new password or disabling revokes all of the user's access tokens at once.",
+        )
+        .body("UpdateUserRequest", true)
+        .ok(200, "The updated user.", "User")
+        .errors(&[E::TenantNotFound, E::UserNotFound, E::InvalidValue, E::ValueTooLong])
+        .build(),
+        RouteId::DeleteUser => op(
+            "deleteUser",
+            "admin",
+            Auth::Admin,
+            "Delete a CodeB user",
+            "Removes the user and revokes all of their access tokens at once.",
+        )
+        .ok(200, "The deleted user's name.", "UserDeleted")
+        .errors(&[E::TenantNotFound, E::UserNotFound])
         .build(),
         RouteId::CreateWebhook => op(
             "createWebhook",

@@ -4,6 +4,7 @@ use super::builders::*;
 use super::patterns::*;
 use crate::api::validate;
 use crate::calling_window;
+use crate::dialects::codeb_users;
 use crate::error::ErrorCode;
 use crate::limits::{
     AGENT_NAME_MAX, API_KEY_NAME_MAX, CALLER_NAME_MAX, CALL_NAME_MAX, EMAIL_MAX, ID_FIELD_MAX,
@@ -286,6 +287,7 @@ See docs/dialects.md."}),
                     "api_access",
                     json!({"type": "boolean", "description": "Off: the tenant's API keys are refused with 403 `api_access_disabled` and its dialect credentials in their dialect's words (BuildVoiceAI's 403), while calls already placed, webhooks and the admin API go on. `disabled` stops everything."}),
                 ),
+                ("codeb_host", nullable(codeb_host_schema())),
             ],
         ),
     );
@@ -471,6 +473,34 @@ A call already queued inside the window is not stopped when the window closes.";
             ("revoked_at", nullable(timestamp())),
         ]
     };
+    add(
+        "User",
+        record(
+            "A CodeB tenant user (its password is never shown).",
+            vec![
+                ("object", object_const("user")),
+                ("username", username_schema()),
+                (
+                    "disabled",
+                    json!({"type": "boolean", "description": "A disabled user gets no access tokens (`invalid_grant`)."}),
+                ),
+                ("created_at", timestamp()),
+                ("updated_at", timestamp()),
+            ],
+        ),
+    );
+    add(
+        "UserDeleted",
+        record(
+            "A CodeB user that was deleted.",
+            vec![
+                ("object", object_const("user")),
+                ("username", username_schema()),
+                ("deleted", json!({"const": true})),
+            ],
+        ),
+    );
+    add("UserList", list_of("All CodeB users of a tenant.", "User"));
     add(
         "DialectKey",
         record(
@@ -837,8 +867,43 @@ A call already queued inside the window is not stopped when the window closes.";
                         json!({"type": "boolean", "default": true, "description": "Switch off to refuse the tenant's API keys and dialect credentials (see `Tenant`)."}),
                     ),
                 ),
+                ("codeb_host", nullable(codeb_host_schema())),
             ],
             &["name"],
+        ),
+    );
+    let password = json!({"type": "string", "minLength": codeb_users::PASSWORD_MIN, "maxLength": codeb_users::PASSWORD_MAX,
+        "description": "Kept only as an Argon2id hash; never shown."});
+    add(
+        "CreateUserRequest",
+        input(
+            "A new CodeB user.",
+            vec![
+                (
+                    "username",
+                    with_description(
+                        username_schema(),
+                        "Lowercased on input; unique in the tenant (409 `user_exists`).",
+                    ),
+                ),
+                ("password", password.clone()),
+                (
+                    "disabled",
+                    nullable(json!({"type": "boolean", "default": false})),
+                ),
+            ],
+            &["username", "password"],
+        ),
+    );
+    add(
+        "UpdateUserRequest",
+        input(
+            "Fields to change; absent or null fields keep their value. A new password or disabling revokes the user's access tokens.",
+            vec![
+                ("password", nullable(password)),
+                ("disabled", nullable(json!({"type": "boolean"}))),
+            ],
+            &[],
         ),
     );
     add("UpdateTenantRequest", input("Fields to change; absent or null fields keep their value.", vec![
@@ -850,6 +915,7 @@ A call already queued inside the window is not stopped when the window closes.";
             "properties": {"per_key": schema_ref("RateLimit"), "per_ip": schema_ref("RateLimit"), "per_number": schema_ref("RateLimit")}, "additionalProperties": false}))),
         ("max_concurrent_calls", max_concurrent("Most calls leased or live at once. Unlike other fields, an explicit null removes the cap (unlimited); absent keeps it. A change applies to waiting calls once the next call is placed.")),
         ("api_access", nullable(json!({"type": "boolean", "description": "Switch the tenant's API access (API keys and dialect credentials) off or on again (see `Tenant`)."}))),
+        ("codeb_host", nullable(with_description(codeb_host_schema(), "Set or change the host CodeB serves the tenant at; unlike other fields, an explicit null removes it."))),
     ], &[]));
     let agent_input = |creating: bool| {
         let name = if creating {
@@ -1207,3 +1273,15 @@ written exactly as JavaScript's `JSON.stringify` writes it (so its Node verifier
 }
 
 // ---- operations ----
+
+/// `Tenant.codeb_host` as `dialects::codeb_users::normalize_host` accepts it (lowercased on input).
+fn codeb_host_schema() -> Value {
+    json!({"type": "string", "minLength": 1, "maxLength": codeb_users::HOST_MAX,
+        "pattern": codeb_users::HOST_PATTERN,
+        "description": "The host (optionally `:port`; a default port is left out) the CodeB dialect serves this tenant at: its token endpoint and REST paths answer for this tenant only there, and its answers and webhooks name the tenant so. Lowercased; unique among tenants (409 `codeb_host_taken`). Indexed in KV, so a change may take up to 60 s to reach every location."})
+}
+
+/// A CodeB username (`dialects::codeb_users::normalize_username`).
+fn username_schema() -> Value {
+    json!({"type": "string", "minLength": 1, "maxLength": codeb_users::USERNAME_MAX, "pattern": codeb_users::USERNAME_PATTERN})
+}

@@ -254,6 +254,8 @@ struct World {
     /// A webhook endpoint and the delivery of the call's `call.queued` to it.
     wid: String,
     did: String,
+    /// A CodeB user of the tenant.
+    user: String,
 }
 
 /// A receiver that answers every delivery with one status.
@@ -360,7 +362,19 @@ fn provision(api: &Api, name: &str) -> World {
         ),
         201,
     );
+    let user = expect(
+        api.admin(
+            "POST",
+            &format!("/admin/tenants/{tid}/users"),
+            Some(json!({"username": "alice", "password": "correct horse"})),
+        ),
+        201,
+    )["username"]
+        .as_str()
+        .unwrap()
+        .to_string();
     World {
+        user,
         tid,
         aid,
         key,
@@ -398,6 +412,7 @@ fn world_param(w: &World) -> impl Fn(&str) -> String + '_ {
         "webhook_id" => w.wid.clone(),
         "delivery_id" => w.did.clone(),
         "slug" => "reminder".to_string(),
+        "username" => w.user.clone(),
         other => panic!("unknown path parameter {other}"),
     }
 }
@@ -413,6 +428,7 @@ fn missing_id(name: &str) -> String {
         "delivery_id" => "dlv",
         "sidecar_id" => return "sc-missing".to_string(),
         "slug" => return "no-such-prompt".to_string(),
+        "username" => return "nobody".to_string(),
         other => panic!("unknown path parameter {other}"),
     };
     format!("{prefix}_00000000000000000000")
@@ -1553,6 +1569,70 @@ fn every_route_answers_as_documented() {
     let t = w.tid.clone();
     let tp = format!("/admin/tenants/{t}");
     expect(api.admin("GET", &tp, None), 200);
+    // CodeB users and hosts.
+    let up = format!("{tp}/users");
+    expect(api.admin("GET", &up, None), 200);
+    expect(api.admin("GET", &format!("{up}/{}", w.user), None), 200);
+    expect(
+        api.admin(
+            "PATCH",
+            &format!("{up}/{}", w.user),
+            Some(json!({"disabled": true})),
+        ),
+        200,
+    );
+    expect_error(
+        api.admin(
+            "POST",
+            &up,
+            Some(json!({"username": w.user, "password": "12345678"})),
+        ),
+        409,
+        "user_exists",
+    );
+    expect(
+        api.admin(
+            "POST",
+            &up,
+            Some(json!({"username": "bob", "password": "12345678"})),
+        ),
+        201,
+    );
+    expect(api.admin("DELETE", &format!("{up}/bob"), None), 200);
+    expect(
+        api.admin(
+            "PATCH",
+            &tp,
+            Some(json!({"codeb_host": "phone.main.example"})),
+        ),
+        200,
+    );
+    expect_error(
+        api.admin(
+            "POST",
+            "/admin/tenants",
+            Some(json!({"name": "n", "codeb_host": "phone.main.example"})),
+        ),
+        409,
+        "codeb_host_taken",
+    );
+    let other = expect(
+        api.admin(
+            "POST",
+            "/admin/tenants",
+            Some(json!({"name": "o", "codeb_host": "phone.other.example"})),
+        ),
+        201,
+    );
+    expect_error(
+        api.admin(
+            "PATCH",
+            &format!("/admin/tenants/{}", other["id"].as_str().unwrap()),
+            Some(json!({"codeb_host": "phone.main.example"})),
+        ),
+        409,
+        "codeb_host_taken",
+    );
     expect(
         api.admin(
             "PATCH",
@@ -2362,6 +2442,7 @@ fn every_route_answers_as_documented() {
             let code = match *missing {
                 "key_id" => "api_key_not_found".to_string(),
                 "slug" => "prompt_not_found".to_string(),
+                "username" => "user_not_found".to_string(),
                 other => format!("{}_not_found", other.trim_end_matches("_id")),
             };
             expect_error(
