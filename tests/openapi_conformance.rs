@@ -303,6 +303,18 @@ impl Ctx {
         )
         .expect(201);
         let did = self.wait_delivery(&key, "failed");
+        self.admin(
+            "POST",
+            &format!("/admin/tenants/{tid}/users"),
+            Some(json!({"username": "alice", "password": "correct horse"})),
+        )
+        .expect(201);
+        self.admin(
+            "PUT",
+            &format!("/admin/tenants/{tid}/prompts/reminder"),
+            Some(json!({"text": "Remind them."})),
+        )
+        .expect(200);
         World {
             tid,
             aid,
@@ -366,6 +378,7 @@ impl World {
             "delivery_id" => self.did.clone(),
             "format" => "txt".into(),
             "slug" => "reminder".into(),
+            "username" => "alice".into(),
             other => panic!("unknown path parameter {other}"),
         }
     }
@@ -416,6 +429,7 @@ fn missing_id(name: &str) -> String {
         // Not an id: a file extension.
         "format" => return "txt".to_string(),
         "slug" => return "no-such-prompt".to_string(),
+        "username" => return "nobody".to_string(),
         other => panic!("unknown path parameter {other}"),
     };
     format!("{prefix}_00000000000000000000")
@@ -650,6 +664,63 @@ fn admin_api_keys(c: &Ctx) {
         404,
         "dialect_key_not_found",
     );
+    // CodeB users and the tenant's CodeB host.
+    let up = format!("/admin/tenants/{}/users", w.tid);
+    c.admin("GET", &up, None).expect(200);
+    c.admin("GET", &format!("{up}/alice"), None).expect(200);
+    c.admin(
+        "PATCH",
+        &format!("{up}/alice"),
+        Some(json!({"disabled": true})),
+    )
+    .expect(200);
+    code(
+        c.admin(
+            "POST",
+            &up,
+            Some(json!({"username": "alice", "password": "12345678"})),
+        ),
+        409,
+        "user_exists",
+    );
+    code(
+        c.admin(
+            "POST",
+            &up,
+            Some(json!({"username": "bob", "password": "short"})),
+        ),
+        422,
+        "invalid_value",
+    );
+    c.admin(
+        "POST",
+        &up,
+        Some(json!({"username": "bob", "password": "12345678"})),
+    )
+    .expect(201);
+    c.admin("DELETE", &format!("{up}/bob"), None).expect(200);
+    let host = format!("phone.{}.example", w.tid.replace('_', "-"));
+    c.admin(
+        "PATCH",
+        &format!("/admin/tenants/{}", w.tid),
+        Some(json!({"codeb_host": host})),
+    )
+    .expect(200);
+    code(
+        c.admin(
+            "POST",
+            "/admin/tenants",
+            Some(json!({"name": "n", "codeb_host": host})),
+        ),
+        409,
+        "codeb_host_taken",
+    );
+    c.admin(
+        "PATCH",
+        &format!("/admin/tenants/{}", w.tid),
+        Some(json!({"codeb_host": null})),
+    )
+    .expect(200);
     // Saved prompts: put (create, replace), list, get, delete (idempotent), refusals.
     let pp = format!("/admin/tenants/{}/prompts", w.tid);
     for text in ["Remind them.", "Remind them kindly."] {
@@ -1374,6 +1445,7 @@ fn every_operation_fails_as_documented(c: &Ctx) {
             let expected = match missing {
                 "key_id" => "api_key_not_found".to_string(),
                 "slug" => "prompt_not_found".to_string(),
+                "username" => "user_not_found".to_string(),
                 other => format!("{}_not_found", other.trim_end_matches("_id")),
             };
             code(c.call(&method, &path, token, body.as_ref()), 404, &expected);
