@@ -38,6 +38,7 @@ pub mod calls;
 pub mod dialects;
 pub mod dispatch;
 pub mod traffic;
+pub mod mail;
 pub mod webhooks;
 
 pub mod calling_window;
