@@ -6,27 +6,39 @@
 //! when it can be and quoted-printable otherwise, with CRLF line ends.
 //! Dot-stuffing is the SMTP transport's ([`super::smtp::dot_stuffed`]).
 
-use super::{MailError, MailJob};
 use mail_builder::headers::date::Date;
 use mail_builder::headers::raw::Raw;
 use mail_builder::MessageBuilder;
 
-/// The message for `job`, sent from `from`. Both addresses are plain
+/// What a transcript email says (a `MailJob`'s fields).
+#[derive(Debug, Clone, Copy)]
+pub struct Parts<'a> {
+    pub to: &'a str,
+    pub subject: &'a str,
+    pub body: &'a str,
+    /// The `Message-ID`'s left part.
+    pub id: &'a str,
+    pub call_id: &'a str,
+    /// The `Date`, unix ms.
+    pub date_ms: u64,
+}
+
+/// The message, sent from `from`. Both addresses are plain
 /// (`super::is_plain_address`): the caller checked them.
-pub fn compose(from: &str, job: &MailJob) -> Result<String, MailError> {
+pub fn compose(from: &str, m: Parts<'_>) -> Result<String, String> {
     let domain = from.rsplit_once('@').map_or("localhost", |(_, d)| d);
-    let date = i64::try_from(job.created_at_ms / 1000).unwrap_or(0);
+    let date = i64::try_from(m.date_ms / 1000).unwrap_or(0);
     MessageBuilder::new()
         .from(from)
-        .to(job.to.as_str())
-        .subject(job.subject.as_str())
+        .to(m.to)
+        .subject(m.subject)
         .date(Date::new(date))
-        .message_id(format!("{}@{domain}", job.mail_id))
+        .message_id(format!("{}@{domain}", m.id))
         .header("Auto-Submitted", Raw::new("auto-generated"))
-        .header("X-Voxline-Call-Id", Raw::new(plain_token(&job.call_id)))
-        .text_body(job.body.as_str())
+        .header("X-Voxline-Call-Id", Raw::new(plain_token(m.call_id)))
+        .text_body(m.body)
         .write_to_string()
-        .map_err(|e| MailError::Compose(e.to_string()))
+        .map_err(|e| e.to_string())
 }
 
 /// An id as a header value: only the characters ids are made of.
@@ -40,7 +52,19 @@ fn plain_token(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::super::tests_support::job;
+    use super::super::MailJob;
     use super::*;
+
+    fn parts(j: &MailJob) -> Parts<'_> {
+        Parts {
+            to: &j.to,
+            subject: &j.subject,
+            body: &j.body,
+            id: &j.mail_id,
+            call_id: &j.call_id,
+            date_ms: j.created_at_ms,
+        }
+    }
 
     fn headers(msg: &str) -> Vec<&str> {
         msg.split("\r\n\r\n")
@@ -52,7 +76,7 @@ mod tests {
 
     #[test]
     fn the_message_is_rfc5322_with_crlf_and_an_encoded_utf8_body() {
-        let msg = compose("voxline@calls.example", &job()).unwrap();
+        let msg = compose("voxline@calls.example", parts(&job())).unwrap();
         let h = headers(&msg);
         assert!(h.contains(&"From: <voxline@calls.example>"), "{h:?}");
         assert!(h.contains(&"To: <ops@yourcompany.example>"), "{h:?}");
@@ -96,7 +120,7 @@ mod tests {
     fn a_non_ascii_subject_is_an_encoded_word() {
         let mut j = job();
         j.subject = "Call to +4915157610183 ended: completed, outcome bestätigt".into();
-        let msg = compose("voxline@localhost", &j).unwrap();
+        let msg = compose("voxline@localhost", parts(&j)).unwrap();
         let h = headers(&msg).join("\r\n");
         assert!(h.contains("Subject: =?utf-8?"), "{h}");
         assert!(h.contains("=C3=A4tigt?="), "{h}");

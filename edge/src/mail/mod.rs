@@ -222,7 +222,18 @@ async fn send_once(
     if !is_plain_address(&job.to) {
         return Err(MailError::InvalidRecipient);
     }
-    let raw = message::compose(from, job)?;
+    let raw = message::compose(
+        from,
+        message::Parts {
+            to: &job.to,
+            subject: &job.subject,
+            body: &job.body,
+            id: &job.mail_id,
+            call_id: &job.call_id,
+            date_ms: job.created_at_ms,
+        },
+    )
+    .map_err(MailError::Compose)?;
     transport.send(from, &job.to, raw.as_bytes()).await
 }
 

@@ -250,7 +250,8 @@ impl SmtpClient {
         }
     }
 
-    fn stage(&self) -> Stage {
+    /// The step the dialogue is at (a driver's timeout names it).
+    pub fn stage(&self) -> Stage {
         match self.state {
             State::Greeting => Stage::Greeting,
             State::Ehlo | State::Helo => Stage::Hello,
