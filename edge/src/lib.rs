@@ -39,8 +39,8 @@ pub mod api;
 pub mod calls;
 pub mod dialects;
 pub mod dispatch;
-pub mod traffic;
 pub mod mail;
+pub mod traffic;
 pub mod webhooks;
 
 pub mod calling_window;

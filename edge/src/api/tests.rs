@@ -186,6 +186,7 @@ fn a_call_with_transcript_email_gets_one_mail_job_when_it_ends() {
         )
     );
     assert_eq!(mail.subject, "Call to +4915157610183 ended: cancelled");
+    assert!(mail.mail_id.starts_with("mail_"), "{}", mail.mail_id);
     assert!(
         mail.body.contains("Ended reason: hangup_requested\n"),
         "{}",

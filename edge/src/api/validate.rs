@@ -505,6 +505,8 @@ mod tests {
             Some("ops@yourcompany.example")
         );
         assert_eq!(c.email, None);
+        // What is accepted is a plain address the mail path sends as it is.
+        assert!(crate::mail::is_plain_address("ops@yourcompany.example"));
         for bad in [
             r#""ops@example.com\r\nBcc: x@evil.example""#,
             r#""ops@example.com\n""#,
@@ -512,6 +514,12 @@ mod tests {
             r#""ops@example.com,x@evil.example""#,
             r#""\"o p\"@example.com""#,
             r#""nope""#,
+            // What the callee's `email` accepts but a header or RCPT TO must not carry.
+            r#""<ops@example.com""#,
+            r#""ops@example.com>""#,
+            r#""ops;x@example.com""#,
+            r#""o(p)s@example.com""#,
+            r#""ops@exa_mple.com""#,
         ] {
             let e = err(&format!(
                 r#"{{"phone":"+14155550100","transcript_email":{bad}}}"#

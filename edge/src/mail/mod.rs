@@ -323,13 +323,26 @@ pub fn transcript_mail(call: &EndedCall<'_>) -> (String, String) {
     (subject, body)
 }
 
-/// The job for a call's transcript email to `to`.
-pub fn transcript_job(tenant_id: &str, call: &EndedCall<'_>, to: &str, now_ms: u64) -> MailJob {
+/// The mail id of the call-end event `event_id` (`evt_<hex>` -> `mail_<hex>`):
+/// a drain that runs again after a queueing failure makes the same
+/// `Message-ID`, so a receiver can drop the duplicate.
+pub fn mail_id_for_event(event_id: &str) -> String {
+    format!("mail_{}", event_id.strip_prefix("evt_").unwrap_or(event_id))
+}
+
+/// The job for a call's transcript email to `to`, made from its end event.
+pub fn transcript_job(
+    tenant_id: &str,
+    event_id: &str,
+    call: &EndedCall<'_>,
+    to: &str,
+    now_ms: u64,
+) -> MailJob {
     let (subject, body) = transcript_mail(call);
     MailJob {
         kind: MailKind::TranscriptEmail,
         tenant_id: tenant_id.to_string(),
-        mail_id: crate::ids::random_id("mail"),
+        mail_id: mail_id_for_event(event_id),
         call_id: call.call_id.to_string(),
         to: to.to_string(),
         subject,
@@ -377,6 +390,7 @@ pub(crate) mod tests_support {
     pub fn job() -> MailJob {
         transcript_job(
             "ten_1",
+            "evt_0123456789abcdef0123",
             &ended(),
             "ops@yourcompany.example",
             1_782_216_151_000,
@@ -598,6 +612,9 @@ mod tests {
     #[test]
     fn jobs_read_back_and_are_told_from_webhook_deliveries() {
         let j = job();
+        // The id is the end event's: a drain made again gives the same Message-ID.
+        assert_eq!(j.mail_id, "mail_0123456789abcdef0123");
+        assert_eq!(mail_id_for_event("evt_ab"), "mail_ab");
         let text = serde_json::to_string(&j).unwrap();
         assert!(text.starts_with(r#"{"kind":"transcript_email","#), "{text}");
         assert_eq!(serde_json::from_str::<MailJob>(&text).unwrap(), j);

@@ -290,7 +290,11 @@ pub fn mail_job(
     let transcript = calls.transcript(&record.id)?;
     let call = post_call::ended_call(&record, &transcript, "", None, now_ms);
     Ok(Some(crate::mail::transcript_job(
-        tenant_id, &call, to, now_ms,
+        tenant_id,
+        &event.event_id,
+        &call,
+        to,
+        now_ms,
     )))
 }
 
