@@ -15,6 +15,8 @@ SIGINT.
     python tests/mail/smtp_sink.py --port 8871 --dir /tmp/mails --reject-rcpt bad@example.com
 
 --reject-rcpt ADDR answers RCPT TO:<ADDR> with 550 (to test a refused recipient).
+--auth USER:PASSWORD offers AUTH (PLAIN, LOGIN) in clear and requires it before
+MAIL FROM (a loopback test of SMTP_URL credentials; the .json gets "auth_user").
 """
 
 import argparse
@@ -23,10 +25,18 @@ import json
 import os
 import signal
 import threading
+import warnings
 
 from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import AuthResult, LoginPassword
 
 COUNTER_LOCK = threading.Lock()
+
+
+def auth_user(session):
+    """Who logged in (the authenticator's auth_data: the login), or None."""
+    data = getattr(session, "auth_data", None)
+    return data.decode("utf-8", "replace") if isinstance(data, bytes) else None
 
 
 class Sink:
@@ -58,6 +68,7 @@ class Sink:
             "rcpt_tos": envelope.rcpt_tos,
             "peer": "%s:%s" % tuple(session.peer[:2]) if session.peer else None,
             "helo": session.host_name,
+            "auth_user": auth_user(session),
             "bytes": len(data),
         }
         with open(base + ".json.part", "w") as f:
@@ -71,14 +82,31 @@ def main():
     ap.add_argument("--port", type=int, required=True)
     ap.add_argument("--dir", required=True, help="where each message is written")
     ap.add_argument("--reject-rcpt", action="append", default=[])
+    ap.add_argument("--auth", help="USER:PASSWORD required before MAIL FROM")
     args = ap.parse_args()
     os.makedirs(args.dir, exist_ok=True)
+    auth = {}
+    if args.auth:
+        user, _, password = args.auth.partition(":")
+
+        def authenticator(server, session, envelope, mechanism, auth_data):
+            ok = (
+                isinstance(auth_data, LoginPassword)
+                and auth_data.login == user.encode()
+                and auth_data.password == password.encode()
+            )
+            return AuthResult(success=ok, handled=False, auth_data=auth_data.login if ok else None)
+
+        # In clear on purpose: a loopback test server.
+        warnings.filterwarnings("ignore", message="Requiring AUTH while not requiring TLS")
+        auth = {"authenticator": authenticator, "auth_require_tls": False, "auth_required": True}
     controller = Controller(
         Sink(args.dir, args.reject_rcpt),
         hostname="127.0.0.1",
         port=args.port,
         # Keep the bytes as sent: no decoding into str.
         decode_data=False,
+        **auth,
     )
     controller.start()
     print("ready", flush=True)

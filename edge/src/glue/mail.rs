@@ -5,7 +5,7 @@
 //! (`mail_not_configured`, logged). The sender is `MAIL_FROM`.
 
 use crate::glue::env::secret_or_var;
-use crate::mail::smtp::{parse_smtp_url, SmtpClient, SmtpError, SmtpServer, Stage, Step};
+use crate::mail::smtp::{parse_smtp_url, SmtpError, SmtpServer, Stage, Step};
 use crate::mail::{self, MailError, MailJob, MailNext, MailTransport};
 use futures_util::future::{select, Either};
 use std::time::Duration;
@@ -72,6 +72,9 @@ async fn send_smtp(
 ) -> Result<(), MailError> {
     let transport = if server.tls {
         SecureTransport::On
+    } else if server.starttls {
+        // Plain until STARTTLS's 220, then `start_tls` (only allowed in this mode).
+        SecureTransport::StartTls
     } else {
         SecureTransport::Off
     };
@@ -86,7 +89,7 @@ async fn send_smtp(
     }
     // EHLO names the sender's domain: a Worker has no host name of its own.
     let hello = from.rsplit_once('@').map_or("localhost", |(_, d)| d);
-    let mut client = SmtpClient::new(hello, from, to, message);
+    let mut client = server.client(hello, from, to, message);
     let mut buf = vec![0u8; 4096];
     let result = loop {
         let n = match within(socket.read(&mut buf)).await {
@@ -100,21 +103,11 @@ async fn send_smtp(
         let Some(input) = buf.get(..n) else {
             break client.closed().map_err(smtp);
         };
-        match client.receive(input) {
-            Step::Write(out) => {
-                if out.is_empty() {
-                    continue;
-                }
-                let wrote = within(async {
-                    socket.write_all(&out).await?;
-                    socket.flush().await
-                })
-                .await;
-                match wrote {
-                    Some(Ok(())) => {}
-                    Some(Err(_)) => break client.closed().map_err(smtp),
-                    None => break Err(smtp(SmtpError::Timeout(client.stage()))),
-                }
+        let out = match client.receive(input) {
+            Step::Write(out) => out,
+            Step::StartTls => {
+                socket = socket.start_tls();
+                client.tls_started()
             }
             Step::Finish(out, done) => {
                 if !out.is_empty() {
@@ -122,6 +115,19 @@ async fn send_smtp(
                 }
                 break done.map_err(smtp);
             }
+        };
+        if out.is_empty() {
+            continue;
+        }
+        let wrote = within(async {
+            socket.write_all(&out).await?;
+            socket.flush().await
+        })
+        .await;
+        match wrote {
+            Some(Ok(())) => {}
+            Some(Err(_)) => break client.closed().map_err(smtp),
+            None => break Err(smtp(SmtpError::Timeout(client.stage()))),
         }
     };
     let _ = within(socket.close()).await;

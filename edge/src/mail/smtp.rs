@@ -3,18 +3,24 @@
 //! over a TCP `connect()` socket (`glue::mail`); tests drive it with lines.
 //!
 //! The dialogue, as lettre and mail-send speak it: wait for the 220
-//! greeting, `EHLO` (on a 5xx, `HELO` once), `MAIL FROM:<from>`,
-//! `RCPT TO:<to>`, `DATA`, on 354 the message with every line that starts
-//! with `.` doubled and then `.` alone, then `QUIT`. Every reply's code is
+//! greeting, `EHLO` (on a 5xx, `HELO` once, when no extension is needed);
+//! when asked, `STARTTLS` (the driver upgrades the socket, then `EHLO`
+//! again) and `AUTH PLAIN`; then `MAIL FROM:<from>`, `RCPT TO:<to>`,
+//! `DATA`, on 354 the message with every line that starts with `.` doubled
+//! and then `.` alone, then `QUIT`. Every reply's code is
 //! checked; a failure stops the dialogue with a [`SmtpError`] naming the step
 //! (and is followed by a polite `QUIT`). Replies are bounded: a line longer
 //! than [`MAX_REPLY_LINE`] or a reply of more than [`MAX_REPLY_LINES`] lines
 //! is a `smtp_bad_reply`, never a growing buffer.
 //!
-//! TLS is the socket's: `smtps://` opens it with TLS from the start. Not
-//! done: AUTH, STARTTLS (the Worker's socket could upgrade, but this client
-//! does not negotiate it) and pipelining.
+//! TLS is the socket's: `smtps://` opens it with TLS from the start,
+//! `?tls=required` (lettre's spelling) upgrades it after `STARTTLS`; bytes
+//! the server sent after STARTTLS's 220 are refused, not carried into the
+//! TLS session (CVE-2011-0411). Credentials go only over TLS, or to a
+//! loopback server. Not done: AUTH mechanisms other than PLAIN, pipelining.
 
+use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::Engine as _;
 use std::fmt;
 
 /// RFC 5321 4.5.3.1.5: a reply line is at most 512 octets with its CRLF;
@@ -30,6 +36,8 @@ const MAX_ERROR_TEXT: usize = 200;
 pub enum Stage {
     Greeting,
     Hello,
+    StartTls,
+    Auth,
     MailFrom,
     RcptTo,
     Data,
@@ -41,6 +49,8 @@ impl Stage {
         match self {
             Stage::Greeting => "greeting",
             Stage::Hello => "hello",
+            Stage::StartTls => "starttls",
+            Stage::Auth => "auth",
             Stage::MailFrom => "mail_from",
             Stage::RcptTo => "rcpt_to",
             Stage::Data => "data",
@@ -68,6 +78,9 @@ pub enum SmtpError {
         code: u16,
         text: String,
     },
+    /// The server does not offer what the configuration requires
+    /// (`STARTTLS`, or `AUTH PLAIN`).
+    Unavailable(Stage),
 }
 
 impl SmtpError {
@@ -80,11 +93,15 @@ impl SmtpError {
             SmtpError::Rejected { stage, .. } => match stage {
                 Stage::Greeting => "smtp_greeting_rejected",
                 Stage::Hello => "smtp_hello_rejected",
+                Stage::StartTls => "smtp_starttls_rejected",
+                Stage::Auth => "smtp_auth_failed",
                 Stage::MailFrom => "smtp_sender_rejected",
                 Stage::RcptTo => "smtp_recipient_rejected",
                 Stage::Data => "smtp_data_rejected",
                 Stage::Message => "smtp_message_rejected",
             },
+            SmtpError::Unavailable(Stage::StartTls) => "smtp_starttls_unavailable",
+            SmtpError::Unavailable(_) => "smtp_auth_unavailable",
         }
     }
 
@@ -93,7 +110,7 @@ impl SmtpError {
     pub fn is_transient(&self) -> bool {
         match self {
             SmtpError::Connect(_) | SmtpError::Timeout(_) | SmtpError::Closed(_) => true,
-            SmtpError::BadReply(..) => false,
+            SmtpError::BadReply(..) | SmtpError::Unavailable(_) => false,
             SmtpError::Rejected { code, .. } => (400..500).contains(code),
         }
     }
@@ -108,15 +125,46 @@ impl fmt::Display for SmtpError {
             }
             SmtpError::BadReply(s, why) => write!(f, "{} at {}: {why}", self.code(), s.as_str()),
             SmtpError::Rejected { code, text, .. } => write!(f, "{}: {code} {text}", self.code()),
+            SmtpError::Unavailable(s) => {
+                write!(
+                    f,
+                    "{}: the server does not offer {}",
+                    self.code(),
+                    s.as_str()
+                )
+            }
         }
     }
 }
 
-/// One complete server reply: its code and its lines' texts joined by spaces.
+/// One complete server reply: its code, its lines' texts joined by spaces
+/// (cut for errors), and each line's start in upper case (EHLO keywords).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reply {
     pub code: u16,
     pub text: String,
+    pub lines: Vec<String>,
+}
+
+/// Characters of each reply line kept to read EHLO keywords from.
+const MAX_KEYWORD_LINE: usize = 128;
+
+impl Reply {
+    /// Whether an EHLO reply offers `keyword` (its first line is the greeting).
+    fn offers(&self, keyword: &str) -> bool {
+        self.lines
+            .iter()
+            .skip(1)
+            .any(|l| l.split_ascii_whitespace().next() == Some(keyword))
+    }
+
+    /// Whether an EHLO reply offers `AUTH` with `mechanism` (also the old `AUTH=` form).
+    fn offers_auth(&self, mechanism: &str) -> bool {
+        self.lines.iter().skip(1).any(|l| {
+            let mut words = l.split(|c: char| c.is_ascii_whitespace() || c == '=');
+            words.next() == Some("AUTH") && words.any(|w| w == mechanism)
+        })
+    }
 }
 
 /// Collects server bytes into lines and lines into replies, bounded.
@@ -125,7 +173,7 @@ struct ReplyReader {
     line: Vec<u8>,
     code: Option<u16>,
     text: String,
-    lines: usize,
+    lines: Vec<String>,
 }
 
 impl ReplyReader {
@@ -169,8 +217,7 @@ impl ReplyReader {
             return Err(format!("a multiline reply changed its code: {:?}", shown()));
         }
         self.code = Some(code);
-        self.lines += 1;
-        if self.lines > MAX_REPLY_LINES {
+        if self.lines.len() >= MAX_REPLY_LINES {
             return Err(format!("a reply of more than {MAX_REPLY_LINES} lines"));
         }
         let (more, text) = match line.get(3) {
@@ -179,6 +226,13 @@ impl ReplyReader {
             Some(b'-') => (true, line.get(4..).unwrap_or_default()),
             Some(_) => return Err(format!("not an SMTP reply: {:?}", shown())),
         };
+        self.lines.push(
+            String::from_utf8_lossy(text)
+                .chars()
+                .take(MAX_KEYWORD_LINE)
+                .collect::<String>()
+                .to_ascii_uppercase(),
+        );
         if self.text.len() < MAX_ERROR_TEXT {
             if !self.text.is_empty() {
                 self.text.push(' ');
@@ -194,8 +248,8 @@ impl ReplyReader {
             .take(MAX_ERROR_TEXT)
             .collect();
         self.code = None;
-        self.lines = 0;
-        Ok(Some(Reply { code, text }))
+        let lines = std::mem::take(&mut self.lines);
+        Ok(Some(Reply { code, text, lines }))
     }
 }
 
@@ -204,6 +258,10 @@ enum State {
     Greeting,
     Ehlo,
     Helo,
+    StartTls,
+    /// STARTTLS was accepted: the driver upgrades the socket.
+    TlsPending,
+    Auth,
     MailFrom,
     RcptTo,
     Data,
@@ -219,6 +277,25 @@ pub enum Step {
     Write(Vec<u8>),
     /// Write these bytes (a `QUIT`, or nothing), then close: the dialogue is over.
     Finish(Vec<u8>, Result<(), SmtpError>),
+    /// Upgrade the connection to TLS now, then call [`SmtpClient::tls_started`].
+    StartTls,
+}
+
+/// A user name and password for `AUTH PLAIN`; `Debug` does not show the password.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Credentials {
+    pub user: String,
+    pub password: String,
+}
+
+impl fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "Credentials {{ user: {:?}, password: <redacted> }}",
+            self.user
+        )
+    }
 }
 
 /// One message to one recipient. Addresses go into commands as given, so the
@@ -233,6 +310,10 @@ pub struct SmtpClient {
     data: Vec<u8>,
     reader: ReplyReader,
     outcome: Option<Result<(), SmtpError>>,
+    /// Say STARTTLS before anything else (and fail if it is not offered).
+    starttls: bool,
+    tls_done: bool,
+    auth: Option<Credentials>,
 }
 
 impl SmtpClient {
@@ -247,7 +328,36 @@ impl SmtpClient {
             data: dot_stuffed(message),
             reader: ReplyReader::default(),
             outcome: None,
+            starttls: false,
+            tls_done: false,
+            auth: None,
         }
+    }
+
+    /// Requires STARTTLS: the dialogue fails `smtp_starttls_unavailable`
+    /// when the server does not offer it.
+    pub fn with_starttls(mut self) -> SmtpClient {
+        self.starttls = true;
+        self
+    }
+
+    /// Logs in with `AUTH PLAIN` after EHLO (and STARTTLS): fails
+    /// `smtp_auth_unavailable` when the server does not offer it.
+    pub fn with_auth(mut self, credentials: Credentials) -> SmtpClient {
+        self.auth = Some(credentials);
+        self
+    }
+
+    /// The socket is TLS now: say EHLO again (RFC 3207 4.2: what was
+    /// learnt before is forgotten).
+    pub fn tls_started(&mut self) -> Vec<u8> {
+        let mut out = Vec::new();
+        if self.state == State::TlsPending {
+            self.tls_done = true;
+            Self::command(&mut out, &format!("EHLO {}", self.hello_name));
+            self.state = State::Ehlo;
+        }
+        out
     }
 
     /// The step the dialogue is at (a driver's timeout names it).
@@ -255,6 +365,8 @@ impl SmtpClient {
         match self.state {
             State::Greeting => Stage::Greeting,
             State::Ehlo | State::Helo => Stage::Hello,
+            State::StartTls | State::TlsPending => Stage::StartTls,
+            State::Auth => Stage::Auth,
             State::MailFrom => Stage::MailFrom,
             State::RcptTo => Stage::RcptTo,
             State::Data => Stage::Data,
@@ -274,6 +386,21 @@ impl SmtpClient {
         while self.state != State::Finished {
             match self.reader.next(input, &mut at) {
                 Ok(Some(reply)) => {
+                    if self.state == State::StartTls && reply.code == 220 {
+                        // Nothing may follow the 220 in clear: it would be read as if
+                        // it came through TLS.
+                        if at < input.len() || !self.reader.line.is_empty() {
+                            let err = SmtpError::BadReply(
+                                Stage::StartTls,
+                                "data after STARTTLS's 220".into(),
+                            );
+                            self.state = State::Finished;
+                            self.outcome = Some(Err(err.clone()));
+                            return Step::Finish(out, Err(err));
+                        }
+                        self.state = State::TlsPending;
+                        return Step::StartTls;
+                    }
                     if let Some(done) = self.on_reply(reply, &mut out) {
                         self.state = State::Finished;
                         self.outcome = Some(done.clone());
@@ -326,23 +453,54 @@ impl SmtpClient {
         }))
     }
 
+    /// A required extension is missing: QUIT and fail.
+    fn unavailable(&self, stage: Stage, out: &mut Vec<u8>) -> Option<Result<(), SmtpError>> {
+        Self::command(out, "QUIT");
+        Some(Err(SmtpError::Unavailable(stage)))
+    }
+
+    fn mail_from(&mut self, out: &mut Vec<u8>) {
+        Self::command(out, &format!("MAIL FROM:<{}>", self.from));
+        self.state = State::MailFrom;
+    }
+
     /// Handles one reply; `Some` when the dialogue is over.
     fn on_reply(&mut self, reply: Reply, out: &mut Vec<u8>) -> Option<Result<(), SmtpError>> {
         let ok = |code: u16| reply.code == code;
+        let needs_ehlo = (self.starttls && !self.tls_done) || self.auth.is_some();
         match self.state {
             State::Greeting if ok(220) => {
                 Self::command(out, &format!("EHLO {}", self.hello_name));
                 self.state = State::Ehlo;
             }
-            // An old server that does not know EHLO: say HELO once.
-            State::Ehlo if (500..=504).contains(&reply.code) || reply.code == 550 => {
+            // An old server that does not know EHLO: say HELO once (when no
+            // extension is needed).
+            State::Ehlo
+                if !needs_ehlo && ((500..=504).contains(&reply.code) || reply.code == 550) =>
+            {
                 Self::command(out, &format!("HELO {}", self.hello_name));
                 self.state = State::Helo;
             }
-            State::Ehlo | State::Helo if ok(250) => {
-                Self::command(out, &format!("MAIL FROM:<{}>", self.from));
-                self.state = State::MailFrom;
+            State::Ehlo if ok(250) && self.starttls && !self.tls_done => {
+                if !reply.offers("STARTTLS") {
+                    return self.unavailable(Stage::StartTls, out);
+                }
+                Self::command(out, "STARTTLS");
+                self.state = State::StartTls;
             }
+            State::Ehlo if ok(250) && self.auth.is_some() => {
+                if !reply.offers_auth("PLAIN") {
+                    return self.unavailable(Stage::Auth, out);
+                }
+                let Some(c) = &self.auth else {
+                    return self.unavailable(Stage::Auth, out);
+                };
+                let token = format!("\0{}\0{}", c.user, c.password);
+                Self::command(out, &format!("AUTH PLAIN {}", BASE64.encode(token)));
+                self.state = State::Auth;
+            }
+            State::Auth if ok(235) => self.mail_from(out),
+            State::Ehlo | State::Helo if ok(250) => self.mail_from(out),
             State::MailFrom if ok(250) => {
                 Self::command(out, &format!("RCPT TO:<{}>", self.to));
                 self.state = State::RcptTo;
@@ -406,18 +564,49 @@ pub fn dot_stuffed(message: &[u8]) -> Vec<u8> {
     out
 }
 
-/// Where `SMTP_URL` points: `smtp://host[:port]` (port 25 by default), or
-/// `smtps://host[:port]`, TLS from the first byte (port 465 by default).
+/// Where `SMTP_URL` points: `smtp://host[:port]` (port 25 by default),
+/// `smtps://host[:port]` (TLS from the first byte, port 465), or
+/// `smtp://host:587?tls=required` (STARTTLS, required); with
+/// `user:password@` (percent-encoded) for `AUTH PLAIN`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SmtpServer {
     pub host: String,
     pub port: u16,
     /// Implicit TLS (`smtps://`): the socket speaks TLS before SMTP.
     pub tls: bool,
+    /// STARTTLS before anything else (`?tls=required`).
+    pub starttls: bool,
+    pub credentials: Option<Credentials>,
 }
 
-/// Reads `SMTP_URL`. Credentials are refused by name rather than ignored:
-/// this client has no AUTH.
+impl SmtpServer {
+    /// A client for one message to this server, with its TLS and AUTH settings.
+    pub fn client(&self, hello_name: &str, from: &str, to: &str, message: &[u8]) -> SmtpClient {
+        let mut client = SmtpClient::new(hello_name, from, to, message);
+        if self.starttls {
+            client = client.with_starttls();
+        }
+        if let Some(c) = &self.credentials {
+            client = client.with_auth(c.clone());
+        }
+        client
+    }
+}
+
+fn is_loopback(host: &url::Host<&str>) -> bool {
+    match host {
+        // smtp:// is not a special scheme: its host is opaque text, an IP address too.
+        url::Host::Domain(d) => {
+            d.eq_ignore_ascii_case("localhost")
+                || d.parse::<std::net::IpAddr>().is_ok_and(|a| a.is_loopback())
+        }
+        url::Host::Ipv4(a) => a.is_loopback(),
+        url::Host::Ipv6(a) => a.is_loopback(),
+    }
+}
+
+/// Reads `SMTP_URL`. Credentials are accepted only with TLS (`smtps://` or
+/// `?tls=required`) or to a loopback host: never sent in clear over a network.
 pub fn parse_smtp_url(s: &str) -> Result<SmtpServer, String> {
     let url = url::Url::parse(s.trim()).map_err(|e| format!("SMTP_URL is not a URL: {e}"))?;
     let tls = match url.scheme() {
@@ -429,19 +618,50 @@ pub fn parse_smtp_url(s: &str) -> Result<SmtpServer, String> {
             ))
         }
     };
-    if !url.username().is_empty() || url.password().is_some() {
-        return Err("SMTP_URL: credentials are not supported (no SMTP AUTH)".into());
+    let mut starttls = false;
+    for (k, v) in url.query_pairs() {
+        match (k.as_ref(), v.as_ref()) {
+            ("tls", "required") if !tls => starttls = true,
+            ("tls", "none") => {}
+            _ => {
+                return Err(format!(
+                    "SMTP_URL: unknown parameter {k}={v} (only tls=required)"
+                ))
+            }
+        }
     }
-    let host = match url.host() {
-        Some(url::Host::Domain(d)) if !d.is_empty() => d.to_string(),
-        Some(url::Host::Ipv4(a)) => a.to_string(),
-        Some(url::Host::Ipv6(a)) => a.to_string(),
+    let host = url.host().ok_or("SMTP_URL has no host")?;
+    let name = match &host {
+        url::Host::Domain(d) if !d.is_empty() => d.to_string(),
+        url::Host::Ipv4(a) => a.to_string(),
+        url::Host::Ipv6(a) => a.to_string(),
         _ => return Err("SMTP_URL has no host".into()),
     };
+    let decode = |t: &str| {
+        percent_encoding::percent_decode_str(t)
+            .decode_utf8()
+            .map(|c| c.into_owned())
+            .map_err(|_| "SMTP_URL: the credentials are not UTF-8".to_string())
+    };
+    let credentials = if url.username().is_empty() && url.password().is_none() {
+        None
+    } else {
+        if !(tls || starttls || is_loopback(&host)) {
+            return Err(
+                "SMTP_URL: credentials need smtps:// or ?tls=required (or a loopback host)".into(),
+            );
+        }
+        Some(Credentials {
+            user: decode(url.username())?,
+            password: decode(url.password().unwrap_or(""))?,
+        })
+    };
     Ok(SmtpServer {
-        host,
+        host: name,
         port: url.port().unwrap_or(if tls { 465 } else { 25 }),
         tls,
+        starttls,
+        credentials,
     })
 }
 
@@ -462,6 +682,7 @@ mod tests {
         match step {
             Step::Write(b) => String::from_utf8(b).unwrap(),
             Step::Finish(b, r) => panic!("finished early: {r:?} after {:?}", String::from_utf8(b)),
+            Step::StartTls => panic!("asked for TLS"),
         }
     }
 
@@ -642,13 +863,16 @@ mod tests {
 
     #[test]
     fn smtp_urls() {
+        let server = |host: &str, port, tls, starttls, credentials| SmtpServer {
+            host: host.into(),
+            port,
+            tls,
+            starttls,
+            credentials,
+        };
         assert_eq!(
             parse_smtp_url("smtp://127.0.0.1:2525"),
-            Ok(SmtpServer {
-                host: "127.0.0.1".into(),
-                port: 2525,
-                tls: false
-            })
+            Ok(server("127.0.0.1", 2525, false, false, None))
         );
         assert_eq!(
             parse_smtp_url("smtp://mail.example.com").map(|s| s.port),
@@ -656,16 +880,134 @@ mod tests {
         );
         assert_eq!(
             parse_smtp_url("smtps://mail.example.com"),
-            Ok(SmtpServer {
-                host: "mail.example.com".into(),
-                port: 465,
-                tls: true
-            })
+            Ok(server("mail.example.com", 465, true, false, None))
         );
+        let user = Credentials {
+            user: "api+x@example.com".into(),
+            password: "p:ss w/rd".into(),
+        };
+        assert_eq!(
+            parse_smtp_url(
+                "smtp://api%2Bx%40example.com:p%3Ass%20w%2Frd@mail.example.com:587?tls=required"
+            ),
+            Ok(server(
+                "mail.example.com",
+                587,
+                false,
+                true,
+                Some(user.clone())
+            ))
+        );
+        assert_eq!(
+            parse_smtp_url("smtps://api%2Bx%40example.com:p%3Ass%20w%2Frd@mail.example.com")
+                .map(|s| s.credentials),
+            Ok(Some(user))
+        );
+        // Credentials in clear only to this machine.
         assert!(parse_smtp_url("smtp://u:p@mail.example.com")
             .unwrap_err()
             .contains("credentials"));
+        assert!(parse_smtp_url("smtp://u:p@127.0.0.1:2525").is_ok());
+        assert!(parse_smtp_url("smtp://mail.example.com?tls=maybe").is_err());
         assert!(parse_smtp_url("http://mail.example.com").is_err());
         assert!(parse_smtp_url("mail.example.com:25").is_err());
+    }
+
+    fn reply_all(c: &mut SmtpClient, replies: &[&[u8]]) {
+        for r in replies {
+            let _ = written(c.receive(r));
+        }
+    }
+
+    #[test]
+    fn starttls_upgrades_then_says_ehlo_again() {
+        let mut c = client().with_starttls();
+        let _ = c.receive(b"220 x\r\n");
+        assert_eq!(
+            written(c.receive(b"250-x\r\n250-PIPELINING\r\n250 STARTTLS\r\n")),
+            "STARTTLS\r\n"
+        );
+        assert_eq!(c.receive(b"220 go ahead\r\n"), Step::StartTls);
+        assert_eq!(c.tls_started(), b"EHLO voxline.local\r\n");
+        // After TLS: no second STARTTLS, straight on.
+        assert_eq!(
+            written(c.receive(b"250-x\r\n250 8BITMIME\r\n")),
+            "MAIL FROM:<voxline@localhost>\r\n"
+        );
+        // A server that does not offer it: fail, never send in clear.
+        let mut c = client().with_starttls();
+        let _ = c.receive(b"220 x\r\n");
+        match c.receive(b"250-x\r\n250 SIZE 1000\r\n") {
+            Step::Finish(out, Err(e)) => {
+                assert_eq!(out, b"QUIT\r\n");
+                assert_eq!(
+                    (e.code(), e.is_transient()),
+                    ("smtp_starttls_unavailable", false)
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        // Nor with HELO.
+        let mut c = client().with_starttls();
+        let _ = c.receive(b"220 x\r\n");
+        assert!(matches!(
+            c.receive(b"502 no\r\n"),
+            Step::Finish(
+                _,
+                Err(SmtpError::Rejected {
+                    stage: Stage::Hello,
+                    ..
+                })
+            )
+        ));
+    }
+
+    #[test]
+    fn bytes_after_starttls_220_are_refused() {
+        let mut c = client().with_starttls();
+        reply_all(&mut c, &[b"220 x\r\n", b"250-x\r\n250 STARTTLS\r\n"]);
+        match c.receive(b"220 go ahead\r\n250 injected\r\n") {
+            Step::Finish(_, Err(e)) => assert_eq!(
+                e,
+                SmtpError::BadReply(Stage::StartTls, "data after STARTTLS's 220".into())
+            ),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn auth_plain_logs_in_before_mail_from() {
+        let creds = Credentials {
+            user: "u".into(),
+            password: "p".into(),
+        };
+        assert!(!format!("{creds:?}").contains("\"p\""));
+        let mut c = client().with_auth(creds.clone());
+        let _ = c.receive(b"220 x\r\n");
+        // python3 -c 'import base64;print(base64.b64encode(b"\0u\0p"))'
+        assert_eq!(
+            written(c.receive(b"250-x\r\n250-AUTH LOGIN PLAIN\r\n250 8BITMIME\r\n")),
+            "AUTH PLAIN AHUAcA==\r\n"
+        );
+        assert_eq!(
+            written(c.receive(b"235 2.7.0 Authentication successful\r\n")),
+            "MAIL FROM:<voxline@localhost>\r\n"
+        );
+        // The old `AUTH=` spelling counts; a wrong password is final.
+        let mut c = client().with_auth(creds.clone());
+        reply_all(&mut c, &[b"220 x\r\n", b"250-x\r\n250 AUTH=PLAIN\r\n"]);
+        match c.receive(b"535 5.7.8 bad credentials\r\n") {
+            Step::Finish(_, Err(e)) => {
+                assert_eq!((e.code(), e.is_transient()), ("smtp_auth_failed", false))
+            }
+            other => panic!("{other:?}"),
+        }
+        // No AUTH PLAIN offered: fail rather than send unauthenticated.
+        let mut c = client().with_auth(creds);
+        let _ = c.receive(b"220 x\r\n");
+        match c.receive(b"250-x\r\n250 AUTH CRAM-MD5\r\n") {
+            Step::Finish(_, Err(e)) => assert_eq!(e.code(), "smtp_auth_unavailable"),
+            other => panic!("{other:?}"),
+        }
     }
 }
