@@ -15,6 +15,8 @@
 //! - [`calls`]: a tenant's calls: the call store (the one writer), the call
 //!   state machine and recording uploads.
 //! - [`webhooks`]: webhook events, their delivery jobs and signatures.
+//! - [`mail`]: the transcript email (its job, message and sans-IO SMTP
+//!   client), made with a call's end and sent through the delivery queue.
 //! - [`dispatch`]: the per-region dispatch queue (its waiting line, the port
 //!   the API and the call store reach it through) and the edge's half of the
 //!   sidecar link.
@@ -37,6 +39,7 @@ pub mod api;
 pub mod calls;
 pub mod dialects;
 pub mod dispatch;
+pub mod mail;
 pub mod traffic;
 pub mod webhooks;
 

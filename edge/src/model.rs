@@ -441,6 +441,10 @@ pub struct CallRecord {
     #[serde(default)]
     pub caller_name: Option<String>,
     pub email: Option<String>,
+    /// Where the transcript and outcome are emailed when the call ends
+    /// (`mail`); not the callee's `email`.
+    #[serde(default)]
+    pub transcript_email: Option<String>,
     pub metadata: Option<Metadata>,
     pub agent_id: String,
     pub system_prompt: Option<String>,
@@ -659,6 +663,7 @@ pub fn test_call(status: CallStatus) -> CallRecord {
         name: None,
         caller_name: None,
         email: None,
+        transcript_email: None,
         metadata: None,
         agent_id: "agt_1".into(),
         system_prompt: None,

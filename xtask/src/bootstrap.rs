@@ -44,6 +44,10 @@ const SCHEMATHESIS_VERSION: &str = "4.32.5";
 /// The HTTP client the seed documents' own Python samples use (the dialect
 /// suite runs them as written, tests/dialects.rs); also a schemathesis dependency.
 const REQUESTS_VERSION: &str = "2.34.2";
+/// The e2e suites' local SMTP sink (tests/mail/smtp_sink.py) for transcript emails.
+const AIOSMTPD_VERSION: &str = "1.4.6";
+/// CodeB's documented webhook verifier sample is a Flask app (issue 14's e2e).
+const FLASK_VERSION: &str = "3.1.3";
 /// Rust targets: the Worker's, and WASI for the CPU bench (edge/bench-wasm).
 const RUST_TARGETS: &[&str] = &["wasm32-unknown-unknown", "wasm32-wasip1"];
 
@@ -74,7 +78,8 @@ pub fn venv_python() -> PathBuf {
     tools_dir().join("venv/bin/python")
 }
 
-/// `.tools/venv` with the pinned `standardwebhooks`, `wasmtime` and `schemathesis` from PyPI.
+/// `.tools/venv` with the pinned `standardwebhooks`, `wasmtime`, `schemathesis`,
+/// `requests`, `aiosmtpd` and `flask` from PyPI.
 fn ensure_venv() -> Result<(), String> {
     let venv = tools_dir().join("venv");
     let python = venv_python();
@@ -83,6 +88,8 @@ fn ensure_venv() -> Result<(), String> {
         ("wasmtime", WASMTIME_PY_VERSION),
         ("schemathesis", SCHEMATHESIS_VERSION),
         ("requests", REQUESTS_VERSION),
+        ("aiosmtpd", AIOSMTPD_VERSION),
+        ("flask", FLASK_VERSION),
     ];
     let probe = "import importlib.metadata as m, sys\nfor p in sys.argv[1:]:\n    try: print(m.version(p))\n    except Exception: print('-')";
     let have = output(

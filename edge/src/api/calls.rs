@@ -240,6 +240,7 @@ pub(crate) async fn place_call<K: Kv, D: DispatchQueues>(
         name: input.name,
         caller_name: input.caller_name,
         email: input.email,
+        transcript_email: input.transcript_email,
         metadata: input.metadata,
         agent_id: agent.id.clone(),
         system_prompt: input.system_prompt.or(agent.system_prompt),

@@ -143,6 +143,69 @@ fn call_is_created_with_agent_defaults_and_read_back() {
 }
 
 #[test]
+fn a_call_with_transcript_email_gets_one_mail_job_when_it_ends() {
+    let w = World::new();
+    let (tid, key) = w.tenant(true);
+    let place = |body: Value| {
+        let r = w.send("POST", "/v1/calls", Some(&key), Some(body));
+        assert_eq!(r.status, 201, "{}", r.body);
+        r.body_json()
+    };
+    let mailed = place(
+        json!({"phone": "+4915157610183", "email": "alex@example.org",
+        "transcript_email": "ops@yourcompany.example", "schedule_at": "2025-11-26T00:00:00Z"}),
+    );
+    assert_eq!(mailed["transcript_email"], "ops@yourcompany.example");
+    assert_eq!(
+        mailed["email"], "alex@example.org",
+        "the callee's, unchanged"
+    );
+    let plain = place(json!({"phone": "+14155550100", "schedule_at": "2025-11-26T00:00:00Z"}));
+    assert_eq!(plain["transcript_email"], Value::Null);
+    assert!(w.outbox.take_mails().is_empty(), "no mail before the end");
+    for call in [&mailed, &plain] {
+        let id = call["id"].as_str().unwrap();
+        let h = w.send("POST", &format!("/v1/calls/{id}/hangup"), Some(&key), None);
+        assert_eq!(h.body_json()["status"], "cancelled");
+    }
+    let mails = w.outbox.take_mails();
+    assert_eq!(mails.len(), 1, "{mails:?}");
+    let mail = &mails[0];
+    assert_eq!(
+        (
+            mail.tenant_id.as_str(),
+            mail.call_id.as_str(),
+            mail.to.as_str(),
+            mail.attempt
+        ),
+        (
+            tid.as_str(),
+            mailed["id"].as_str().unwrap(),
+            "ops@yourcompany.example",
+            1
+        )
+    );
+    assert_eq!(mail.subject, "Call to +4915157610183 ended: cancelled");
+    assert!(mail.mail_id.starts_with("mail_"), "{}", mail.mail_id);
+    assert!(
+        mail.body.contains("Ended reason: hangup_requested\n"),
+        "{}",
+        mail.body
+    );
+    // It crosses the queue as a mail, and a webhook delivery as before.
+    let queued = crate::webhooks::delivery::QueueJob::Mail(mail.clone());
+    let text = serde_json::to_string(&queued).unwrap();
+    assert_eq!(
+        serde_json::from_str::<crate::webhooks::delivery::QueueJob>(&text).unwrap(),
+        queued
+    );
+    // Hanging up again ends nothing: still one mail.
+    let id = mailed["id"].as_str().unwrap();
+    w.send("POST", &format!("/v1/calls/{id}/hangup"), Some(&key), None);
+    assert!(w.outbox.take_mails().is_empty());
+}
+
+#[test]
 fn scheduled_call_and_hangup_are_idempotent() {
     let w = World::new();
     let (_, key) = w.tenant(true);

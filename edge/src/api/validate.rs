@@ -17,6 +17,7 @@ pub const CREATE_CALL_FIELDS: &[&str] = &[
     "name",
     "caller_name",
     "email",
+    "transcript_email",
     "metadata",
     "agent_id",
     "system_prompt",
@@ -46,6 +47,8 @@ pub struct CreateCallInput {
     /// The caller-ID label the callee is shown (SIP From display-name).
     pub caller_name: Option<String>,
     pub email: Option<String>,
+    /// Where the transcript is emailed when the call ends (see `mail`).
+    pub transcript_email: Option<String>,
     /// The client's JSON text (see `model::Metadata`).
     pub metadata: Option<Metadata>,
     pub agent_id: Option<String>,
@@ -122,6 +125,10 @@ pub fn create_call(
     if let Some(e) = &email {
         check_email(e)?;
     }
+    let transcript_email = f.str_opt("transcript_email", EMAIL_MAX)?;
+    if let Some(e) = &transcript_email {
+        check_transcript_email(e)?;
+    }
     let metadata = match f.object_opt("metadata")? {
         None => None,
         Some(_) => Some(raw_metadata(body)?),
@@ -186,6 +193,7 @@ pub fn create_call(
         name: f.str_opt("name", CALL_NAME_MAX)?,
         caller_name: caller_name(&f)?,
         email,
+        transcript_email,
         metadata,
         agent_id,
         system_prompt: f.str_opt("system_prompt", MAX_PROMPT_CHARS)?,
@@ -295,6 +303,37 @@ fn check_email(s: &str) -> Result<(), ApiError> {
             ErrorCode::InvalidEmail,
             "email",
             "email must look like name@example.com",
+        ))
+    }
+}
+
+/// `transcript_email`: an address that goes into a mail header (`To:`) and an
+/// SMTP command (`RCPT TO:<...>`), so only RFC 5321's dot-atom local part and
+/// a domain of LDH labels (ASCII letters, digits, `-`): no CR/LF, space,
+/// quote, angle bracket, comma or anything else a header or a command could
+/// be split on. The OpenAPI document publishes this very pattern.
+pub const TRANSCRIPT_EMAIL_PATTERN: &str = r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*@[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)+$";
+
+/// Whether `s` is a transcript email address ([`TRANSCRIPT_EMAIL_PATTERN`]);
+/// the mail path checks it again before it writes a header.
+pub fn is_transcript_email(s: &str) -> bool {
+    static PATTERN: std::sync::OnceLock<regex_lite::Regex> = std::sync::OnceLock::new();
+    s.len() <= EMAIL_MAX
+        && PATTERN
+            .get_or_init(|| {
+                regex_lite::Regex::new(TRANSCRIPT_EMAIL_PATTERN).expect("a valid constant pattern")
+            })
+            .is_match(s)
+}
+
+fn check_transcript_email(s: &str) -> Result<(), ApiError> {
+    if is_transcript_email(s) {
+        Ok(())
+    } else {
+        Err(ApiError::field(
+            ErrorCode::InvalidEmail,
+            "transcript_email",
+            "transcript_email must look like name@example.com (ASCII letters, digits and . _ + - etc.; no spaces, quotes or line breaks)",
         ))
     }
 }
@@ -475,6 +514,42 @@ mod tests {
         .unwrap();
         assert_eq!(c.schedule_at.as_deref(), Some("2025-11-26T09:00:00.000Z"));
         assert_eq!(c.metadata.unwrap().as_str(), r#"{"crm":7}"#);
+    }
+
+    #[test]
+    fn transcript_email_is_kept_and_refuses_header_injection() {
+        let c = call(r#"{"phone":"+14155550100","transcript_email":"ops@yourcompany.example"}"#)
+            .unwrap();
+        assert_eq!(
+            c.transcript_email.as_deref(),
+            Some("ops@yourcompany.example")
+        );
+        assert_eq!(c.email, None);
+        // What is accepted is a plain address the mail path sends as it is.
+        assert!(crate::mail::is_plain_address("ops@yourcompany.example"));
+        for bad in [
+            r#""ops@example.com\r\nBcc: x@evil.example""#,
+            r#""ops@example.com\n""#,
+            r#""Ops <ops@example.com>""#,
+            r#""ops@example.com,x@evil.example""#,
+            r#""\"o p\"@example.com""#,
+            r#""nope""#,
+            // What the callee's `email` accepts but a header or RCPT TO must not carry.
+            r#""<ops@example.com""#,
+            r#""ops@example.com>""#,
+            r#""ops;x@example.com""#,
+            r#""o(p)s@example.com""#,
+            r#""ops@exa_mple.com""#,
+        ] {
+            let e = err(&format!(
+                r#"{{"phone":"+14155550100","transcript_email":{bad}}}"#
+            ));
+            assert_eq!(
+                e,
+                (ErrorCode::InvalidEmail, Some("transcript_email".into())),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

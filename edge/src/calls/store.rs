@@ -1197,8 +1197,9 @@ pub fn whitelist_add(rows: &impl CallRows, phone: &str, now_ms: u64) -> Result<b
 }
 
 /// Turns pending events into webhook deliveries (endpoints are read from KV,
-/// configuration) and hands them to `send`; an event leaves the outbox only
-/// once all its deliveries were accepted. True when events remain (a send
+/// configuration) and, for a call's end, its transcript email
+/// (`webhooks::events::mail_job`), and hands them to `send`; an event leaves
+/// the outbox only once all its jobs were accepted. True when events remain (a send
 /// failed, or more than one batch was pending). `links` makes dialect bodies'
 /// `recording_url` (none: null).
 pub async fn drain_outbox<F, Fut>(
@@ -1210,7 +1211,7 @@ pub async fn drain_outbox<F, Fut>(
     mut send: F,
 ) -> Result<bool, StoreError>
 where
-    F: FnMut(Vec<crate::webhooks::delivery::DeliveryJob>) -> Fut,
+    F: FnMut(Vec<crate::webhooks::delivery::QueueJob>) -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
     let events = rows.events(DRAIN_BATCH)?;
@@ -1221,10 +1222,17 @@ where
     let endpoints = crate::webhooks::events::endpoints(kv, tenant_id).await?;
     let calls = StoredCalls(rows);
     for (id, event) in events {
-        let jobs = crate::webhooks::events::jobs_for_event(
+        use crate::webhooks::delivery::QueueJob;
+        let mut jobs: Vec<QueueJob> = crate::webhooks::events::jobs_for_event(
             kv, tenant_id, &endpoints, &event, &calls, links, now_ms,
         )
-        .await?;
+        .await?
+        .into_iter()
+        .map(QueueJob::Webhook)
+        .collect();
+        if let Some(mail) = crate::webhooks::events::mail_job(tenant_id, &event, &calls, now_ms)? {
+            jobs.push(QueueJob::Mail(mail));
+        }
         if !jobs.is_empty() && !send(jobs).await {
             return Ok(true);
         }
@@ -1313,7 +1321,7 @@ pub mod memory {
             Ok(())
         }
 
-        /// Moves every tenant's pending events into `outbox` as deliveries.
+        /// Moves every tenant's pending events into `outbox` as deliveries and mails.
         pub async fn drain(
             &self,
             kv: &impl crate::store::Kv,
@@ -1330,7 +1338,7 @@ pub mod memory {
                     links.as_ref(),
                     self.now_ms.get(),
                     |jobs| {
-                        outbox.push(jobs);
+                        outbox.push_queued(jobs);
                         std::future::ready(true)
                     },
                 )

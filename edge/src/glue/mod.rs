@@ -5,6 +5,7 @@
 mod call_store;
 mod dispatch_queue;
 mod env;
+mod mail;
 mod rate_limiter;
 mod recordings;
 mod stubs;

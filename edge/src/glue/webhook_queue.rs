@@ -3,11 +3,13 @@
 //! (`#[event(queue)]`, same Worker) runs the pure [`delivery::process`] on
 //! each with a `fetch`-backed [`WebhookHttp`] and acks, re-queues (retry
 //! delays are per job, so a new message carries the next attempt), or lets
-//! the queue retry a job whose outcome could not be recorded.
+//! the queue retry a job whose outcome could not be recorded. The same
+//! queue carries the transcript emails ([`QueueJob::Mail`], `glue::mail`).
 
 use crate::engine_keys::SealingKey;
 use crate::glue::env::{WorkersKv, KV_BINDING};
-use crate::webhooks::delivery::{self, DeliveryJob, HttpReply, Next, WebhookHttp};
+use crate::glue::mail::WorkerMail;
+use crate::webhooks::delivery::{self, DeliveryJob, HttpReply, Next, QueueJob, WebhookHttp};
 use futures_util::future::{join_all, select, Either};
 use std::time::Duration;
 use worker::{
@@ -48,8 +50,9 @@ pub async fn send_jobs(env: &Env, jobs: Vec<DeliveryJob>) {
 
 /// Sends jobs to the delivery queue; false if any could not be queued (the
 /// caller keeps the event and tries again: a delivery may then go out twice,
-/// with the same `webhook-id`, which receivers deduplicate on).
-pub async fn send_all(env: &Env, jobs: Vec<DeliveryJob>) -> bool {
+/// with the same `webhook-id`, which receivers deduplicate on; a mail with
+/// the same `Message-ID`).
+pub async fn send_all(env: &Env, jobs: Vec<QueueJob>) -> bool {
     let queue = match env.queue(QUEUE_BINDING) {
         Ok(q) => q,
         Err(e) => {
@@ -59,18 +62,22 @@ pub async fn send_all(env: &Env, jobs: Vec<DeliveryJob>) -> bool {
     };
     for job in &jobs {
         if let Err(e) = send_one(&queue, job, 0).await {
-            console_log!(
-                "webhooks: queueing {} ({}) failed: {e}",
-                job.delivery_id,
-                job.event_type
-            );
+            let (id, what) = match job {
+                QueueJob::Webhook(j) => (j.delivery_id.as_str(), j.event_type.as_str()),
+                QueueJob::Mail(j) => (j.mail_id.as_str(), "transcript_email"),
+            };
+            console_log!("webhooks: queueing {id} ({what}) failed: {e}");
             return false;
         }
     }
     true
 }
 
-async fn send_one(queue: &worker::Queue, job: &DeliveryJob, delay_seconds: u32) -> Result<()> {
+async fn send_one(
+    queue: &worker::Queue,
+    job: &impl serde::Serialize,
+    delay_seconds: u32,
+) -> Result<()> {
     let text = serde_json::to_string(job).map_err(|e| worker::Error::RustError(e.to_string()))?;
     let mut msg = MessageBuilder::new(text);
     if delay_seconds > 0 {
@@ -123,23 +130,54 @@ impl WebhookHttp for FetchHttp {
     }
 }
 
+/// One transcript email: sent (or given up, logged) and acked, or queued
+/// again after its retry delay.
+async fn handle_mail(
+    env: &Env,
+    queue: &worker::Queue,
+    transport: &WorkerMail,
+    job: crate::mail::MailJob,
+    msg: RawMessage,
+) {
+    let from = crate::glue::mail::mail_from(env);
+    let Some((job, delay_seconds)) = crate::glue::mail::run(job, &from, transport).await else {
+        return msg.ack();
+    };
+    match send_one(queue, &QueueJob::Mail(job), delay_seconds).await {
+        Ok(()) => msg.ack(),
+        Err(e) => {
+            // The old job runs again later: one extra attempt, nothing lost.
+            console_log!("mail: re-queueing failed: {e}");
+            msg.retry_with_options(
+                &QueueRetryOptionsBuilder::new()
+                    .with_delay_seconds(delay_seconds.max(1))
+                    .build(),
+            );
+        }
+    }
+}
+
 async fn handle(
     env: &Env,
     queue: &worker::Queue,
+    mail: &WorkerMail,
     kv: &WorkersKv,
     dev_mode: bool,
     sealing: Option<&SealingKey>,
     msg: RawMessage,
 ) {
-    let Some(job) = msg
+    let job = match msg
         .body()
         .as_string()
-        .and_then(|t| serde_json::from_str::<DeliveryJob>(&t).ok())
-    else {
-        console_log!("webhooks: unreadable queue message {} dropped", msg.id());
-        return msg.ack();
+        .and_then(|t| serde_json::from_str::<QueueJob>(&t).ok())
+    {
+        Some(QueueJob::Webhook(job)) => job,
+        Some(QueueJob::Mail(job)) => return handle_mail(env, queue, mail, job, msg).await,
+        None => {
+            console_log!("webhooks: unreadable queue message {} dropped", msg.id());
+            return msg.ack();
+        }
     };
-    let _ = env;
     let clock = || Date::now().as_millis();
     match delivery::process(kv, &FetchHttp, job, &clock, dev_mode, sealing).await {
         Ok(Next::Done) => msg.ack(),
@@ -178,12 +216,13 @@ pub async fn consume(batch: MessageBatch<String>, env: Env, _ctx: Context) -> Re
         .var("VOXLINE_ENV")
         .is_ok_and(|v| v.to_string() == "development");
     let sealing = crate::glue::env::sealing_key(&env);
+    let mail = WorkerMail::from_env(&env);
     // Attempts of one batch run concurrently: one slow receiver (up to the
     // attempt timeout) does not hold up the others.
     join_all(
         batch
             .raw_iter()
-            .map(|msg| handle(&env, &queue, &kv, dev_mode, sealing.as_ref(), msg)),
+            .map(|msg| handle(&env, &queue, &mail, &kv, dev_mode, sealing.as_ref(), msg)),
     )
     .await;
     Ok(())

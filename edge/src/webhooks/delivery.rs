@@ -5,6 +5,7 @@
 use crate::dialects::Dialect;
 use crate::engine_keys::{SealingKey, SecretOwner, SecretUnavailable};
 use crate::ids::{self, rfc3339_ms};
+use crate::mail::MailJob;
 use crate::model::{keys, DialectKeyInfo, WebhookEndpoint, WebhookFormat};
 use crate::store::{get_json, put_json, Kv, StoreError};
 use crate::url_guard;
@@ -36,7 +37,10 @@ pub fn min_retry_step(dev_mode: bool) -> u32 {
 /// Jobs a request produced; the glue sends them to the queue once the
 /// request is handled (the service itself never touches the queue).
 #[derive(Debug, Default)]
-pub struct Outbox(std::cell::RefCell<Vec<DeliveryJob>>);
+pub struct Outbox(
+    std::cell::RefCell<Vec<DeliveryJob>>,
+    std::cell::RefCell<Vec<MailJob>>,
+);
 
 impl Outbox {
     pub fn push(&self, jobs: Vec<DeliveryJob>) {
@@ -45,6 +49,29 @@ impl Outbox {
     pub fn take(&self) -> Vec<DeliveryJob> {
         std::mem::take(&mut *self.0.borrow_mut())
     }
+    /// Webhook deliveries and mails, as the drain hands them over.
+    pub fn push_queued(&self, jobs: Vec<QueueJob>) {
+        for job in jobs {
+            match job {
+                QueueJob::Webhook(j) => self.0.borrow_mut().push(j),
+                QueueJob::Mail(j) => self.1.borrow_mut().push(j),
+            }
+        }
+    }
+    pub fn take_mails(&self) -> Vec<MailJob> {
+        std::mem::take(&mut *self.1.borrow_mut())
+    }
+}
+
+/// What the delivery queue carries: a webhook delivery, or a mail (the
+/// transcript email, `mail`). A mail job's `kind` field tells them apart;
+/// webhook jobs are written exactly as before, so messages queued by an
+/// earlier version read as they did.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum QueueJob {
+    Mail(MailJob),
+    Webhook(DeliveryJob),
 }
 
 /// One delivery of one event to one endpoint, as a queue message. It carries
@@ -691,6 +718,30 @@ mod tests {
         ))
         .unwrap()
         .unwrap()
+    }
+
+    #[test]
+    fn queued_webhook_jobs_read_as_before_and_mail_jobs_as_mails() {
+        // A delivery as an earlier version queued it (no `kind`).
+        let old = r#"{"tenant_id":"t","delivery_id":"dlv_1","endpoint_id":"we_1","event_id":"evt_1","event_type":"call.completed","payload":"{}","call_id":"call_1","created_at_ms":1,"attempt":1,"step":0,"due_at_ms":1}"#;
+        let job: QueueJob = serde_json::from_str(old).unwrap();
+        let QueueJob::Webhook(delivery) = &job else {
+            panic!("{job:?}")
+        };
+        assert_eq!(delivery.delivery_id, "dlv_1");
+        let again = serde_json::to_string(&job).unwrap();
+        assert_eq!(
+            serde_json::from_str::<DeliveryJob>(&again).unwrap(),
+            *delivery,
+            "written as a plain delivery"
+        );
+        let mail = crate::mail::tests_support::job();
+        let text = serde_json::to_string(&QueueJob::Mail(mail.clone())).unwrap();
+        assert_eq!(text, serde_json::to_string(&mail).unwrap());
+        assert_eq!(
+            serde_json::from_str::<QueueJob>(&text).unwrap(),
+            QueueJob::Mail(mail)
+        );
     }
 
     #[test]

@@ -269,6 +269,36 @@ pub fn is_post_call_event(event: WebhookEvent) -> bool {
     )
 }
 
+/// The transcript email of a call's end: one job when `event` is the end
+/// ([`is_post_call_event`], emitted once per call) and the call was placed
+/// with a `transcript_email`; rendered from the record and transcript as
+/// they are now, like the dialect bodies. None for a call gone from its store.
+pub fn mail_job(
+    tenant_id: &str,
+    event: &PendingEvent,
+    calls: &impl CallSource,
+    now_ms: u64,
+) -> Result<Option<crate::mail::MailJob>, StoreError> {
+    if !is_post_call_event(event.event_type) {
+        return Ok(None);
+    }
+    let Some(record) = calls.record(&event.call_id)? else {
+        return Ok(None);
+    };
+    let Some(to) = record.transcript_email.as_deref() else {
+        return Ok(None);
+    };
+    let transcript = calls.transcript(&record.id)?;
+    let call = post_call::ended_call(&record, &transcript, "", None, now_ms);
+    Ok(Some(crate::mail::transcript_job(
+        tenant_id,
+        &event.event_id,
+        &call,
+        to,
+        now_ms,
+    )))
+}
+
 /// Whether `endpoint` is sent `event` at all, before its agent filter: a
 /// native endpoint the events it subscribed to, a dialect endpoint the call's
 /// end only.

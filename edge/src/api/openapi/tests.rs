@@ -1116,6 +1116,35 @@ fn documented_patterns_agree_with_the_validators() {
             "caller_name {s:?}"
         );
     }
+    for s in [
+        "a@b.c",
+        "ops@yourcompany.example",
+        "x.y+z@sub.example.co.uk",
+        "o'brien@example-mail.ie",
+        "nope",
+        "@b.c",
+        "a@b",
+        "a@b.c\r\nBcc: x@evil.example",
+        "a@b.c\n",
+        "a b@c.d",
+        "\"a\"@b.c",
+        "a@b.c>",
+        "<a@b.c",
+        "a@b.c,x@evil.example",
+        "a@-b.c",
+        "a@b-.c",
+        "a@b..c",
+        ".a@b.c",
+        "a..b@c.d",
+        "é@ü.de",
+        "a@[127.0.0.1]",
+    ] {
+        assert_eq!(
+            matches_pattern(validate::TRANSCRIPT_EMAIL_PATTERN, s),
+            call_ok(json!({"transcript_email": s})),
+            "transcript_email {s:?}"
+        );
+    }
     for s in ["alloy", "a.b_c-d", "A1", "", "a b", "é", "a/b", "a\n"] {
         assert_eq!(
             matches_pattern(VOICE_PATTERN, s),

@@ -89,6 +89,13 @@ fn the_documents_create_body_places_a_call_with_every_field_and_whitelists_the_n
         .unwrap()
         .starts_with("You are calling Alex"));
     assert_eq!(rec.voice.as_deref(), Some("Aoede"));
+    // The document's `email` is where the transcript goes, not the callee's address.
+    assert_eq!(
+        rec.transcript_email.as_deref(),
+        Some("ops@yourcompany.example")
+    );
+    assert_eq!(rec.email, None);
+    assert_eq!(rec.caller_name.as_deref(), Some("Reminder"));
     assert_eq!(rec.language, "en-US");
     assert_eq!(
         (rec.max_seconds, rec.retries, rec.retry_delay_minutes),
