@@ -137,7 +137,7 @@ impl SmtpSink {
         std::fs::create_dir_all(&mail_dir).map_err(|e| e.to_string())?;
         let child = Command::new(python())
             .arg(repo_root().join("tests/mail/smtp_sink.py"))
-            .arg(port.to_string())
+            .args(["--port", &port.to_string(), "--dir"])
             .arg(&mail_dir)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -402,7 +402,8 @@ fn the_documents_four_steps_place_and_report_a_real_call(w: &World) {
     assert_eq!(json.status, 200, "{}", json.text);
     assert_eq!(json.json["callId"], id.as_str());
     // The transcript and outcome, mailed to the request's `email`.
-    let mail = w.smtp.wait_for(&id, Duration::from_secs(30));
+    let native_id = id.replace("oac-", "call_");
+    let mail = w.smtp.wait_for(&native_id, Duration::from_secs(30));
     assert!(mail.contains("ops@yourcompany.example"), "{mail}");
     assert!(mail.contains("You are calling Alex"), "{mail}");
 }
