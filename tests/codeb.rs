@@ -442,14 +442,7 @@ fn scheduled_calls_are_listed_and_cancelled(w: &World) {
         "{}",
         r.text
     );
-    let soon = {
-        let t = std::time::SystemTime::now() + Duration::from_secs(86_400);
-        let secs = t.duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
-        // RFC 3339 UTC by hand: days since the epoch to a civil date.
-        let days = (secs / 86_400) as i64;
-        let (y, m, d) = civil_from_days(days);
-        format!("{y:04}-{m:02}-{d:02}T09:00:00Z")
-    };
+    let soon = tomorrow_at_nine();
     let mut body = body;
     body["scheduleAtUtc"] = json!(soon);
     let r = codeb(w, "POST", "/api.ashx/v1/calls", &token, Some(&body));
@@ -544,6 +537,76 @@ fn documented_errors_in_codebs_shape(w: &World) {
     assert_eq!(r.status, 404, "{}", r.text);
     let r = codeb(w, "PUT", "/api.ashx/v1/calls", &token, None);
     assert_eq!(r.status, 405, "{}", r.text);
+    // 409: a second call to a number while its first is scheduled.
+    let soon = json!({"phone": "+4915157610777", "email": "ops@yourcompany.example",
+        "systemPrompt": "Say hello.", "apiKey": AI_API_KEY, "scheduleAtUtc": tomorrow_at_nine()});
+    let r = codeb(w, "POST", "/api.ashx/v1/calls", &token, Some(&soon));
+    assert_eq!(r.status, 200, "{}", r.text);
+    let first = r.json["callId"].as_str().unwrap().to_string();
+    let r = codeb(w, "POST", "/api.ashx/v1/calls", &token, Some(&soon));
+    assert_eq!(
+        (r.status, r.json["error"].as_str()),
+        (409, Some("call_in_progress")),
+        "{}",
+        r.text
+    );
+    codeb(
+        w,
+        "POST",
+        &format!("/api.ashx/v1/calls/{first}/hangup"),
+        &token,
+        None,
+    );
+    // The token endpoint's OAuth errors: another grant, a host that serves no tenant,
+    // and a user's failed logins spent (429 slow_down, with Retry-After).
+    let form = |body: &str, host: Option<&str>| {
+        let mut headers = vec![("content-type", "application/x-www-form-urlencoded")];
+        if let Some(h) = host {
+            headers.push(("host", h));
+        }
+        w.edge
+            .request("POST", "/oidc.ashx/token", &headers, Some(body.as_bytes()))
+            .unwrap()
+    };
+    let r = form("grant_type=client_credentials&scope=openid", None);
+    assert_eq!(
+        (r.status, r.json["error"].as_str()),
+        (400, Some("unsupported_grant_type")),
+        "{}",
+        r.text
+    );
+    let r = form(
+        "grant_type=password&username=alice&password=x",
+        Some("phone.nobody.example"),
+    );
+    assert_eq!(
+        (r.status, r.json["error"].as_str()),
+        (400, Some("invalid_request")),
+        "{}",
+        r.text
+    );
+    w.edge
+        .admin(
+            "POST",
+            &format!("/admin/tenants/{}/users", w.tenant.id),
+            Some(&json!({"username": "mallory", "password": "mallory's password"})),
+        )
+        .expect(201);
+    let mut last = None;
+    for _ in 0..12 {
+        last = Some(form(
+            "grant_type=password&username=mallory&password=guess&scope=openid",
+            None,
+        ));
+    }
+    let r = last.unwrap();
+    assert_eq!(
+        (r.status, r.json["error"].as_str()),
+        (429, Some("slow_down")),
+        "{}",
+        r.text
+    );
+    assert!(r.header("retry-after").is_some(), "{}", r.text);
     // API access off: 403; on again.
     let tp = format!("/admin/tenants/{}", w.tenant.id);
     w.edge
@@ -559,6 +622,14 @@ fn documented_errors_in_codebs_shape(w: &World) {
         "{}",
         r.text
     );
+}
+
+/// 09:00 UTC tomorrow, RFC 3339 (a time `scheduleAtUtc` accepts).
+fn tomorrow_at_nine() -> String {
+    let t = std::time::SystemTime::now() + Duration::from_secs(86_400);
+    let secs = t.duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let (y, m, d) = civil_from_days((secs / 86_400) as i64);
+    format!("{y:04}-{m:02}-{d:02}T09:00:00Z")
 }
 
 /// Days since 1970-01-01 to (year, month, day) (Howard Hinnant's algorithm).
