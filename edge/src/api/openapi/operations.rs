@@ -356,10 +356,10 @@ pub(super) fn operation(id: RouteId) -> Value {
             "admin",
             Auth::Admin,
             "Delete a saved prompt",
-            "Idempotent: deleting a prompt that is not there answers the same. Calls already accepted keep the text they were created with.",
+            "Idempotent: deleting a prompt that is not there answers the same. Calls already accepted keep the text they were created with. A `slug` of another shape names no prompt: 404 `prompt_not_found`.",
         )
         .ok(200, "The deleted prompt's slug.", "PromptDeleted")
-        .errors(&[E::TenantNotFound])
+        .errors(&[E::TenantNotFound, E::PromptNotFound])
         .build(),
         RouteId::CreateUser => op(
             "createUser",
