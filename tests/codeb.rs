@@ -178,22 +178,6 @@ impl SmtpSink {
     }
 }
 
-/// Runs a command from the repository root; its stdout and stderr together.
-fn run(cmd: &mut Command, what: &str) -> String {
-    let out = cmd
-        .current_dir(repo_root())
-        .stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("{what}: {e}"));
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    println!("  {what}: {}", text.trim());
-    text
-}
-
 /// A copy of a document sample with its host (and password) filled in: the
 /// only edits the document asks of a reader.
 fn filled_sample(w: &World, name: &str, password: &str) -> PathBuf {
@@ -211,7 +195,7 @@ fn filled_sample(w: &World, name: &str, password: &str) -> PathBuf {
 /// Step 1: the token sample; its output (the token on success).
 fn token_sample(w: &World, password: &str) -> String {
     let script = filled_sample(w, "token_sample.py", password);
-    run(Command::new(python()).arg(script), "token sample")
+    run_sample(Command::new(python()).arg(script), "token sample")
 }
 
 fn token(w: &World) -> String {
@@ -227,7 +211,7 @@ fn token(w: &World) -> String {
 /// Step 2: the call sample with `CODEB_TOKEN`; the printed call id.
 fn place_call_sample(w: &World, token: &str) -> String {
     let script = filled_sample(w, "place_call_sample.py", PASSWORD);
-    let out = run(
+    let out = run_sample(
         Command::new(python())
             .arg(script)
             .env("CODEB_TOKEN", token)
@@ -361,7 +345,7 @@ fn the_documents_four_steps_place_and_report_a_real_call(w: &World) {
         path.starts_with("outbound-ai-") && path.ends_with(&format!("-{id}.txt")),
         "{path}"
     );
-    let transcript = run(
+    let transcript = run_sample(
         Command::new("bash")
             .arg("-c")
             .arg(format!(

@@ -177,28 +177,12 @@ fn phone(w: &World, name: &str, number: &str, words: &str) -> ChildGuard {
     start_baresip(&w.dir, name, number, w.trunk_port, &wav, "PCMU", 60).unwrap()
 }
 
-/// Runs a sample program; its stdout and stderr together.
-fn run(cmd: &mut Command, what: &str) -> String {
-    let out = cmd
-        .current_dir(repo_root())
-        .stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("{what}: {e}"));
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    println!("  {what}: {}", text.trim());
-    text
-}
-
 fn samples() -> PathBuf {
     repo_root().join("tests/dialects")
 }
 
 fn node_sample(w: &World, api_key: &str, secret: &str) -> String {
-    run(
+    run_sample(
         Command::new("node")
             .arg(samples().join("voiceb_sample.js"))
             .env("API_KEY", api_key)
@@ -210,7 +194,7 @@ fn node_sample(w: &World, api_key: &str, secret: &str) -> String {
 }
 
 fn python_sample(w: &World, api_key: &str, secret: &str) -> String {
-    run(
+    run_sample(
         Command::new(python())
             .arg(samples().join("voiceb_sample.py"))
             .env("API_KEY", api_key)
@@ -225,7 +209,7 @@ fn python_sample(w: &World, api_key: &str, secret: &str) -> String {
 /// backslash-newline continuation in the original); they are put back.
 fn curl(command: &str, what: &str) -> String {
     let command = command.replace(" \\ ", " \\\n");
-    run(
+    run_sample(
         Command::new("bash").args(["-c", &format!("{command} -s -w '\\nHTTP %{{http_code}}'")]),
         what,
     )

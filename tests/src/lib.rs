@@ -994,3 +994,21 @@ impl Drop for WebhookReceiver {
         self.stop();
     }
 }
+
+/// Runs a client program (a document's sample, a `curl` command) from the
+/// repository root, stdin closed; its stdout and stderr together, also
+/// printed under the case as `  {what}: ...`.
+pub fn run_sample(cmd: &mut Command, what: &str) -> String {
+    let out = cmd
+        .current_dir(repo_root())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("{what}: {e}"));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    println!("  {what}: {}", text.trim());
+    text
+}

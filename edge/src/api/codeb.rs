@@ -10,9 +10,9 @@
 //! credentials. Its bearer is a tenant user's access token or a native `ak_`
 //! API key ("Either works on every endpoint on this page").
 
-use crate::api::auth::{client_ip, key_and_ip_checks};
-use crate::api::calls::{new_call_checks, place_call};
+use crate::api::calls::place_call;
 use crate::api::codeb_auth::CodebPrincipal;
+use crate::api::dialects::admit_new_call;
 use crate::api::env::Env;
 use crate::api::validate;
 use crate::calls::store::ListFilter;
@@ -22,7 +22,6 @@ use crate::dispatch::port::DispatchQueues;
 use crate::http::{ApiRequest, ApiResponse};
 use crate::model::{keys, Agent, CallRecord, Tenant};
 use crate::store::{get_json, Kv};
-use crate::traffic::{Admission, IdemVerdict};
 
 /// The whole answer to a request on a CodeB path.
 pub(crate) async fn serve<K: Kv, D: DispatchQueues>(
@@ -126,32 +125,18 @@ async fn create<K: Kv, D: DispatchQueues>(
     let native = native_body(&wanted, &agent.id, &prompt);
     let input = validate::create_call(Some("application/json"), &native, env.now_ms)
         .map_err(|e| codeb_refusal(&e))?;
-    let limits = tenant.rate_limits;
-    let admission = Admission {
-        checks: key_and_ip_checks(&limits, &caller.limit_key_id(), req)
-            .into_iter()
-            .chain(new_call_checks(
-                &agent,
-                &limits,
-                &input.phone,
-                client_ip(req),
-            ))
-            .collect(),
-        idempotency: None,
-        signature: None,
-    };
-    let admitted = env
-        .traffic
-        .admit(&tenant.id, &admission)
-        .await
-        .map_err(internal)?;
-    rate_headers.extend(admitted.rate.headers());
-    if !admitted.rate.allowed {
-        return Err(CodebError::RateLimited {
-            retry_after_seconds: admitted.rate.reset_seconds,
-        });
-    }
-    debug_assert!(matches!(admitted.idempotency, IdemVerdict::None));
+    let key_id = caller.limit_key_id();
+    admit_new_call(
+        env,
+        req,
+        tenant,
+        &agent,
+        &key_id,
+        &input.phone,
+        rate_headers,
+    )
+    .await
+    .map_err(|r| CodebError::from(&r))?;
     let record = place_call(env, tenant, input, agent, None, None)
         .await
         .map_err(|e| codeb_refusal(&e))?;

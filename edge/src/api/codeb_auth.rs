@@ -57,22 +57,12 @@ pub(crate) fn request_host(req: &ApiRequest) -> Option<String> {
 
 /// A credential that failed, counted against the client address like a
 /// wrong native API key: `Unauthorized`, or `RateLimited` once the address
-/// has spent its failures.
+/// has spent its failures (as on the other dialects' paths).
 async fn failed_credential<K: Kv, D: DispatchQueues>(
     env: &Env<'_, K, D>,
     req: &ApiRequest,
 ) -> CodebError {
-    let scope = traffic::auth_failure_scope(client_ip(req));
-    match env
-        .traffic
-        .auth_attempt(&scope, env.auth_failures, true)
-        .await
-    {
-        Ok(v) if !v.allowed => CodebError::RateLimited {
-            retry_after_seconds: v.reset_seconds,
-        },
-        _ => CodebError::Unauthorized,
-    }
+    CodebError::from(&crate::api::dialects::failed_credential(env, req).await)
 }
 
 /// Whether a credential of `tenant` may be used at `host`: at its

@@ -178,16 +178,45 @@ async fn place<K: Kv, D: DispatchQueues>(
     let input = validate::create_call(Some("application/json"), &native, env.now_ms)
         .map_err(|e| Refusal::from_native(&e))?;
     // 7. Admission: the credential's, the address's and the number's limits.
+    admit_new_call(
+        env,
+        req,
+        &tenant,
+        &agent,
+        &auth.key_id,
+        &input.phone,
+        rate_headers,
+    )
+    .await?;
+    // 8. The call, on the native path.
+    let placed_with = PlacedWith {
+        dialect,
+        key_id: auth.key_id.clone(),
+    };
+    let record = place_call(env, &tenant, input, agent, None, Some(placed_with))
+        .await
+        .map_err(|e| Refusal::from_native(&e))?;
+    Ok((record.id, record.status))
+}
+
+/// Admits a dialect's new call in the tenant's traffic object, as `POST
+/// /v1/calls` is admitted: the credential's (`key:{key_id}`) and the client
+/// address's request limits, the number's and the agent's per-address limit;
+/// the tightest limit's `X-RateLimit-*` go into `rate_headers`.
+pub(crate) async fn admit_new_call<K: Kv, D: DispatchQueues>(
+    env: &Env<'_, K, D>,
+    req: &ApiRequest,
+    tenant: &Tenant,
+    agent: &Agent,
+    key_id: &str,
+    phone: &str,
+    rate_headers: &mut Vec<(String, String)>,
+) -> Result<(), Refusal> {
     let limits = tenant.rate_limits;
     let admission = Admission {
-        checks: key_and_ip_checks(&limits, &auth.key_id, req)
+        checks: key_and_ip_checks(&limits, key_id, req)
             .into_iter()
-            .chain(new_call_checks(
-                &agent,
-                &limits,
-                &input.phone,
-                client_ip(req),
-            ))
+            .chain(new_call_checks(agent, &limits, phone, client_ip(req)))
             .collect(),
         idempotency: None,
         signature: None,
@@ -204,15 +233,7 @@ async fn place<K: Kv, D: DispatchQueues>(
         });
     }
     debug_assert!(matches!(admitted.idempotency, IdemVerdict::None));
-    // 8. The call, on the native path.
-    let placed_with = PlacedWith {
-        dialect,
-        key_id: auth.key_id.clone(),
-    };
-    let record = place_call(env, &tenant, input, agent, None, Some(placed_with))
-        .await
-        .map_err(|e| Refusal::from_native(&e))?;
-    Ok((record.id, record.status))
+    Ok(())
 }
 
 async fn lookup<K: Kv, D: DispatchQueues>(
@@ -229,7 +250,7 @@ async fn lookup<K: Kv, D: DispatchQueues>(
 
 /// Counts a wrong credential against the client's address; once the address
 /// has spent its failures the answer is a 429 instead (as on native routes).
-async fn failed_credential<K: Kv, D: DispatchQueues>(
+pub(crate) async fn failed_credential<K: Kv, D: DispatchQueues>(
     env: &Env<'_, K, D>,
     req: &ApiRequest,
 ) -> Refusal {
