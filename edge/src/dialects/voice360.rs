@@ -151,6 +151,16 @@ pub enum Caller {
     Developer,
 }
 
+impl Caller {
+    /// Requests per minute: per key with one, per client address without.
+    pub fn rate_limit_per_minute(self) -> u32 {
+        match self {
+            Caller::Anonymous => PUBLIC_LIMIT_PER_MINUTE,
+            Caller::User | Caller::Developer => KEY_LIMIT_PER_MINUTE,
+        }
+    }
+}
+
 /// What an admitted caller sees.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum View {
@@ -186,14 +196,6 @@ impl Access {
             Access::PublicOrDeveloper | Access::Developer => "developer",
             Access::User => "user",
             Access::UserOrDeveloper => "user or developer",
-        }
-    }
-
-    /// Whether a request without a key is limited per IP (else per key).
-    pub fn rate_limit_per_minute(caller: Caller) -> u32 {
-        match caller {
-            Caller::Anonymous => PUBLIC_LIMIT_PER_MINUTE,
-            Caller::User | Caller::Developer => KEY_LIMIT_PER_MINUTE,
         }
     }
 }
@@ -1554,6 +1556,43 @@ impl Event<'_> {
     }
 }
 
+/// Our outbound AI calls as the document's call events. `uniqueid` is the
+/// native call id, `user_id` the `pk` (as text) of the extension's owner
+/// that placed it (an AI agent's extension has one too), `our_number` the
+/// caller ID the callee was shown, when known.
+pub fn user_dial<'a>(call: &EndedCall<'a>, user_id: &'a str) -> Event<'a> {
+    Event::UserDial(UserDial {
+        dialed_number: call.phone,
+        from_user_id: user_id,
+        uniqueid: call.call_id,
+    })
+}
+
+/// `USER_HANGUP` ("an outbound call ends (user hangs up or call is not
+/// answered)"): `duration` is seconds talked, 0 unanswered.
+pub fn user_hangup<'a>(call: &EndedCall<'a>, user_id: &'a str) -> Event<'a> {
+    Event::UserHangup(UserHangup {
+        dialed_number: call.phone,
+        from_user_id: user_id,
+        uniqueid: call.call_id,
+        duration: call.duration_seconds(),
+    })
+}
+
+/// `CALL_ENDED` of an outbound call: `caller_id_number` our caller ID (null
+/// when the trunk's is not known), `dnis` the number dialled, `to_user_id`
+/// our side's user.
+pub fn call_ended<'a>(call: &EndedCall<'a>, user_id: &'a str) -> Event<'a> {
+    Event::CallEnded(CallEnded {
+        caller_id_number: call.from_phone,
+        dnis: call.phone,
+        uniqueid: call.call_id,
+        call_direction: Direction::Outbound,
+        to_user_id: Some(user_id),
+        duration: call.duration_seconds(),
+    })
+}
+
 /// `X-Voice360-Signature`: `sha256=` + hex HMAC-SHA256 of the raw body keyed
 /// with the webhook's signing secret (its UTF-8 bytes), as both of the
 /// document's verifiers compute it.
@@ -1915,8 +1954,8 @@ mod tests {
             assert_eq!(e.parts().1, "AUTH_INVALID", "{access:?} {caller:?}");
             assert_eq!(e.status(), 403);
         }
-        assert_eq!(Access::rate_limit_per_minute(Anonymous), 100);
-        assert_eq!(Access::rate_limit_per_minute(Caller::User), 1000);
+        assert_eq!(Anonymous.rate_limit_per_minute(), 100);
+        assert_eq!(Caller::User.rate_limit_per_minute(), 1000);
     }
 
     #[test]
@@ -2835,6 +2874,41 @@ mod tests {
         assert!(failed.body("12345", HOOK_NOW).ends_with(
             r#""transcription":null,"provider":"voxline","model":"gpt-realtime","total_tokens":0,"success":false,"error":"no audio"}}"#
         ));
+    }
+
+    #[test]
+    fn outbound_ai_calls_as_call_events() {
+        let call = super::super::post_call::test_call::ended(None);
+        // Answered 10:30:00.000, ended 10:32:21.400: 141 s talked.
+        assert_eq!(
+            user_dial(&call, "67890").body("12345", HOOK_NOW),
+            envelope(
+                "USER_DIAL",
+                r#"{"dialed_number": "+15551234567", "from_user_id": "67890", "uniqueid": "call_01"}"#
+            )
+        );
+        assert_eq!(
+            user_hangup(&call, "67890").body("12345", HOOK_NOW),
+            envelope(
+                "USER_HANGUP",
+                r#"{"dialed_number": "+15551234567", "from_user_id": "67890", "uniqueid": "call_01", "duration": 141}"#
+            )
+        );
+        assert_eq!(
+            call_ended(&call, "67890").body("12345", HOOK_NOW),
+            envelope(
+                "CALL_ENDED",
+                r#"{"caller_id_number": "+13239776447", "dnis": "+15551234567", "uniqueid": "call_01", "call_direction": "outbound", "to_user_id": "67890", "duration": 141}"#
+            )
+        );
+        let unanswered = EndedCall {
+            answered_ms: None,
+            from_phone: None,
+            ..call
+        };
+        let body = call_ended(&unanswered, "67890").body("12345", HOOK_NOW);
+        assert!(body.contains(r#""caller_id_number":null"#), "{body}");
+        assert!(body.ends_with(r#""duration":0}}"#), "{body}");
     }
 
     #[test]
