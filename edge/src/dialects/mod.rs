@@ -12,6 +12,7 @@ pub mod js_json;
 pub mod phone;
 pub mod post_call;
 pub mod refusal;
+pub mod voice360;
 pub mod voiceb;
 
 pub use refusal::Refusal;
