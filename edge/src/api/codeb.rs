@@ -45,7 +45,8 @@ pub(crate) async fn serve<K: Kv, D: DispatchQueues>(
     };
     let mut rate_headers = Vec::new();
     let answer = match op {
-        Operation::Token => unreachable_token(),
+        // Answered above, before authentication.
+        Operation::Token => Err(CodebError::Internal),
         Operation::CreateCall => create(env, req, &caller, &mut rate_headers).await,
         Operation::ListCalls => list(env, req, &caller).await,
         Operation::GetCall { call_id } => get(env, &caller, call_id).await,
@@ -55,11 +56,6 @@ pub(crate) async fn serve<K: Kv, D: DispatchQueues>(
     let mut resp = answer.unwrap_or_else(|e| failed(&e));
     resp.headers.extend(rate_headers);
     resp
-}
-
-/// The token endpoint is answered before authentication.
-fn unreachable_token() -> Result<ApiResponse, CodebError> {
-    Err(CodebError::Internal)
 }
 
 fn json_answer(status: u16, body: String) -> ApiResponse {
@@ -167,9 +163,8 @@ fn codeb_refusal(e: &crate::error::ApiError) -> CodebError {
     err
 }
 
-/// CodeB has no agent in its body: calls are placed with the tenant's
-/// default agent (its engine, and its prompt where `systemPrompt` is a slug
-/// the tenant has not saved... never: a slug not saved is used as text).
+/// CodeB has no agent in its body: its calls are placed with the tenant's
+/// default agent (its engine, voice and language unless the body gives them).
 async fn default_agent<K: Kv, D: DispatchQueues>(
     env: &Env<'_, K, D>,
     tenant: &Tenant,
