@@ -778,30 +778,36 @@ impl Call {
             .into_iter()
             .filter_map(|v| Challenge::parse(v).ok())
             .collect();
-        let ch = match auth::choose(&challenges, cred.realm.as_deref()) {
-            Ok(ch) => ch.clone(),
-            Err(ChooseError::NoChallenge) => return Err(not_answered),
-            // Challenged for a realm other than the trunk's: no credentials go out.
-            Err(e) => return Err(e.code()),
-        };
+        let chosen: Vec<Challenge> =
+            match auth::choose_per_realm(&challenges, cred.realm.as_deref()) {
+                Ok(chosen) => chosen.into_iter().cloned().collect(),
+                Err(ChooseError::NoChallenge) => return Err(not_answered),
+                // Challenged for a realm other than the trunk's: no credentials go out.
+                Err(e) => return Err(e.code()),
+            };
         // A second challenge for the same nonce without stale=true means our credentials are wrong.
         let repeated = self.auth_rounds > 0
-            && !ch.stale
-            && self
-                .auth_headers
-                .iter()
-                .any(|(_, v)| v.contains(&format!("nonce=\"{}\"", ch.nonce)));
+            && chosen.iter().any(|ch| {
+                !ch.stale
+                    && self
+                        .auth_headers
+                        .iter()
+                        .any(|(_, v)| v.contains(&format!("nonce=\"{}\"", ch.nonce)))
+            });
         if repeated {
             return Err(not_answered);
         }
         self.auth_rounds += 1;
         self.auth_headers.retain(|(n, _)| n != auth_name);
         let body = self.local_sdp(); // qop=auth-int hashes the INVITE body
-        let cnonce = self.random.hex(8);
-        let v = self
-            .digest
-            .authorize(&ch, &cred, "INVITE", &self.cfg.request_uri, &cnonce, &body);
-        self.auth_headers.push((auth_name.to_string(), v));
+                                     // One header per realm, never two for one realm (RFC 8760 2.4).
+        for ch in &chosen {
+            let cnonce = self.random.hex(8);
+            let v =
+                self.digest
+                    .authorize(ch, &cred, "INVITE", &self.cfg.request_uri, &cnonce, &body);
+            self.auth_headers.push((auth_name.to_string(), v));
+        }
         self.cseq += 1;
         let branch = new_branch(self.random.as_mut());
         let inv = self.build_invite(&branch);
@@ -876,17 +882,20 @@ impl Call {
                     .into_iter()
                     .filter_map(|v| Challenge::parse(v).ok())
                     .collect();
-                let Ok(ch) = auth::choose(&challenges, cred.realm.as_deref()).cloned() else {
+                let Ok(chosen) = auth::choose_per_realm(&challenges, cred.realm.as_deref()) else {
                     return self.end_after_bye(status, reason, "bye_challenged");
                 };
+                let chosen: Vec<Challenge> = chosen.into_iter().cloned().collect();
                 self.cseq += 1;
                 let (mut m, branch) = self.dialog_message("BYE", self.cseq);
                 let uri = m.uri().unwrap_or("").to_string();
-                let cnonce = self.random.hex(8);
-                m.push(
-                    an,
-                    self.digest.authorize(&ch, &cred, "BYE", &uri, &cnonce, b""),
-                );
+                for ch in &chosen {
+                    let cnonce = self.random.hex(8);
+                    m.push(
+                        an,
+                        self.digest.authorize(ch, &cred, "BYE", &uri, &cnonce, b""),
+                    );
+                }
                 self.bye = Some(NonInviteClient::new(&m, branch, now, self.cfg.timers));
             }
             TxEvent::Final(_) => self.end_after_bye(status, reason, "bye_answered"),
@@ -1594,6 +1603,66 @@ mod tests {
             auth[0].contains("algorithm=SHA-256") && auth[0].contains("nonce=\"sha\""),
             "{auth:?}"
         );
+    }
+
+    /// Issue 21: a 407 with a SHA-256 and an MD5 challenge of one realm (and
+    /// one of a second realm, as a forking proxy aggregates them) is answered
+    /// with one Proxy-Authorization per realm, the strongest of each.
+    #[test]
+    fn digest_answers_the_strongest_challenge_once_per_realm() {
+        let mut cfg = cfg();
+        cfg.credentials = Some(Credentials {
+            username: "u".into(),
+            password: "p".into(),
+            realm: None,
+        });
+        let mut c = Call::new(cfg, 0);
+        let inv = sent(&mut c).remove(0).1;
+        let ch = [
+            (
+                "Proxy-Authenticate",
+                "Digest realm=\"a\", nonce=\"a-sha\", qop=\"auth\", algorithm=SHA-256",
+            ),
+            (
+                "Proxy-Authenticate",
+                "Digest realm=\"a\", nonce=\"a-md5\", qop=\"auth\", algorithm=MD5",
+            ),
+            (
+                "Proxy-Authenticate",
+                "Digest realm=\"b\", nonce=\"b-md5\", qop=\"auth\"",
+            ),
+        ];
+        c.handle_datagram(10, from(), &reply(&inv, 407, &ch, None))
+            .unwrap();
+        let out = sent(&mut c);
+        let inv2 = &out[1].1;
+        let auth = inv2.header_lines("Proxy-Authorization");
+        assert_eq!(auth.len(), 2, "{auth:?}");
+        assert!(
+            auth[0].contains("realm=\"a\"")
+                && auth[0].contains("algorithm=SHA-256")
+                && auth[0].contains("nonce=\"a-sha\""),
+            "{auth:?}"
+        );
+        assert!(
+            auth[1].contains("realm=\"b\"") && auth[1].contains("algorithm=MD5"),
+            "{auth:?}"
+        );
+        // With the trunk's realm configured, only that realm is answered.
+        let mut cfg = self::cfg();
+        cfg.credentials = Some(Credentials {
+            username: "u".into(),
+            password: "p".into(),
+            realm: Some("b".into()),
+        });
+        let mut c = Call::new(cfg, 0);
+        let inv = sent(&mut c).remove(0).1;
+        c.handle_datagram(10, from(), &reply(&inv, 407, &ch, None))
+            .unwrap();
+        let out = sent(&mut c);
+        let auth = out[1].1.header_lines("Proxy-Authorization");
+        assert_eq!(auth.len(), 1, "{auth:?}");
+        assert!(auth[0].contains("realm=\"b\""), "{auth:?}");
     }
 
     #[test]
