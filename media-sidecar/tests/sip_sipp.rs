@@ -436,6 +436,7 @@ async fn drain_with_a_live_call(scenario: &str, reached: &'static str, hangup_gr
             username: None,
             password: None,
             realm: None,
+            in_dialog_from_trunk_only: None,
             from_number: "+15550001111".into(),
             priority: 0,
         }],

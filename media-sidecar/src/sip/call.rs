@@ -56,6 +56,11 @@ pub struct CallConfig {
     pub no_response_timeout_ms: Option<u64>,
     pub timers: Timers,
     pub user_agent: String,
+    /// Accept in-dialog requests only from `trunk` or the dialog's next hop
+    /// ([`Call::next_hop`]: first Route, else the remote target); requests
+    /// from anywhere else get 403 and change nothing (a forged BYE with the
+    /// right Call-ID and tags cannot end the call).
+    pub in_dialog_from_trunk_only: bool,
 }
 
 impl CallConfig {
@@ -82,6 +87,7 @@ impl CallConfig {
             no_response_timeout_ms: None,
             timers: Timers::default(),
             user_agent: concat!("voxline/", env!("CARGO_PKG_VERSION")).to_string(),
+            in_dialog_from_trunk_only: true,
         }
     }
 }
@@ -1131,7 +1137,22 @@ impl Call {
             self.respond(now, from, req, resp);
             return;
         }
+        if self.cfg.in_dialog_from_trunk_only && from != self.cfg.trunk && from != self.next_hop() {
+            tracing::warn!(call_id = %self.call_id, %from, method, "in-dialog request from an address that is not the trunk's: 403");
+            let resp = response_to(req, 403, None);
+            self.respond(now, from, req, resp);
+            return;
+        }
+        if self.phase == Phase::Ended {
+            // The dialog is over (a BYE ended it): a new request in it, even
+            // with a lower CSeq than the BYE's, is for a dialog that no longer
+            // exists (RFC 3261 15.1.2), not an out-of-order one (500).
+            let resp = response_to(req, 481, None);
+            self.respond(now, from, req, resp);
+            return;
+        }
         let cseq = req.cseq().0;
+        // RFC 3261 12.2.2: lower than the remote sequence number: 500.
         if self.remote_cseq.is_some_and(|c| cseq <= c) && method != "CANCEL" {
             let resp = response_to(req, 500, None);
             self.respond(now, from, req, resp);
@@ -1533,6 +1554,73 @@ mod tests {
         assert!(!c.is_done());
         c.handle_timeout(6_000 + 32_000);
         assert!(c.is_done());
+    }
+
+    /// An in-dialog request from the callee, as the tests' trunk sends it.
+    fn in_dialog(c: &Call, method: &str, cseq: u32, branch: &str) -> Message {
+        let mut m = Message::request(method, "sip:alice@127.0.0.1:5060");
+        m.push(
+            "Via",
+            format!("SIP/2.0/UDP 10.0.0.9:5080;branch=z9hG4bK{branch}"),
+        );
+        m.push("From", "<sip:bob@127.0.0.1>;tag=remote1");
+        m.push("To", format!("<sip:alice@127.0.0.1>;tag={}", c.local_tag()));
+        m.push("Call-ID", c.call_id().to_string());
+        m.push("CSeq", format!("{cseq} {method}"));
+        m
+    }
+
+    /// Issue 21: a BYE with the right Call-ID and tags from another address
+    /// ended the call, and the real callee's BYE (lower CSeq) then got 500.
+    #[test]
+    fn a_forged_bye_from_elsewhere_is_refused_and_the_real_one_ends_the_call() {
+        let forger: SocketAddr = "127.0.0.1:6666".parse().unwrap();
+        let mut c = Call::new(cfg(), 0);
+        answered(&mut c);
+        events(&mut c);
+        sent(&mut c);
+        c.handle_message(1_000, forger, &in_dialog(&c, "BYE", 100, "forged"));
+        let out = sent(&mut c);
+        assert_eq!((out[0].0, out[0].1.code()), (forger, Some(403)));
+        assert!(events(&mut c).is_empty(), "the call goes on");
+        assert_eq!(c.phase(), Phase::Confirmed);
+        // The callee's own BYE (CSeq below the forged one) ends it.
+        c.handle_message(2_000, from(), &in_dialog(&c, "BYE", 2, "real"));
+        assert_eq!(sent(&mut c)[0].1.code(), Some(200));
+        assert!(matches!(
+            &events(&mut c)[..],
+            [DialogEvent::Ended(o)] if o.reason == EndedReason::CalleeHangup
+        ));
+        // A new BYE (another transaction) for the ended dialog: 481, not 500.
+        c.handle_message(2_100, from(), &in_dialog(&c, "BYE", 1, "late"));
+        assert_eq!(sent(&mut c)[0].1.code(), Some(481));
+    }
+
+    /// With the option off (a trunk whose addresses are not known), any
+    /// address may end the call; the real callee's later BYE then gets 481
+    /// (its dialog is gone), not 500.
+    #[test]
+    fn without_the_source_check_a_bye_for_an_ended_dialog_gets_481() {
+        let forger: SocketAddr = "127.0.0.1:6666".parse().unwrap();
+        let mut cfg = cfg();
+        cfg.in_dialog_from_trunk_only = false;
+        let mut c = Call::new(cfg, 0);
+        answered(&mut c);
+        events(&mut c);
+        sent(&mut c);
+        c.handle_message(1_000, forger, &in_dialog(&c, "BYE", 100, "other"));
+        assert_eq!(sent(&mut c)[0].1.code(), Some(200));
+        assert!(matches!(&events(&mut c)[..], [DialogEvent::Ended(_)]));
+        c.handle_message(2_000, from(), &in_dialog(&c, "BYE", 2, "real"));
+        assert_eq!(sent(&mut c)[0].1.code(), Some(481));
+        // While the dialog lives, a lower CSeq is still 500 (RFC 3261 12.2.2).
+        let mut c = Call::new(self::cfg(), 0);
+        answered(&mut c);
+        sent(&mut c);
+        c.handle_message(1_000, from(), &in_dialog(&c, "OPTIONS", 5, "o5"));
+        c.handle_message(1_100, from(), &in_dialog(&c, "OPTIONS", 4, "o4"));
+        let codes: Vec<_> = sent(&mut c).iter().map(|(_, m)| m.code()).collect();
+        assert_eq!(codes, [Some(200), Some(500)]);
     }
 
     #[test]

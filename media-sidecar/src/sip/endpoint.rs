@@ -37,6 +37,9 @@ pub struct Trunk {
     /// Host part of the Request-URI/To (default: `addr`).
     pub domain: Option<String>,
     pub credentials: Option<Credentials>,
+    /// In-dialog requests only from `addr` or the dialog's next hop
+    /// ([`CallConfig::in_dialog_from_trunk_only`]). Default: on.
+    pub in_dialog_from_trunk_only: bool,
 }
 
 impl Trunk {
@@ -45,6 +48,7 @@ impl Trunk {
             addr,
             domain: None,
             credentials: None,
+            in_dialog_from_trunk_only: true,
         }
     }
 }
@@ -199,6 +203,7 @@ fn call_config(spec: &CallSpec, trunk: &Trunk, has_next: bool, local: SocketAddr
     }
     c.from_display = spec.from_display.clone();
     c.credentials = trunk.credentials.clone();
+    c.in_dialog_from_trunk_only = trunk.in_dialog_from_trunk_only;
     c.ring_timeout_ms = duration_ms(spec.ring_timeout);
     c.max_duration_ms = spec.max_duration.map(duration_ms);
     // Fail over quickly only when there is somewhere to fail over to.
