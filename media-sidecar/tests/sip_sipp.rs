@@ -32,6 +32,15 @@ struct Sipp {
 
 impl Sipp {
     async fn start(scenario: &str) -> Sipp {
+        Self::start_with(scenario, &[]).await
+    }
+
+    /// Also logs every message to `messages.log` in its directory.
+    async fn start_traced(scenario: &str) -> Sipp {
+        Self::start_with(scenario, &["-trace_msg"]).await
+    }
+
+    async fn start_with(scenario: &str, extra: &[&str]) -> Sipp {
         let sipp = SIPP.require();
         let sf = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
             .join("tests/sipp")
@@ -63,7 +72,10 @@ impl Sipp {
                 "-trace_err",
                 "-error_file",
                 dir.join("errors.log").to_str().unwrap(),
+                "-message_file",
+                dir.join("messages.log").to_str().unwrap(),
             ])
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -540,4 +552,94 @@ async fn a_drained_sidecar_cancels_a_ringing_call() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_drained_sidecar_ends_a_call_whose_bye_is_unanswered() {
     drain_with_a_live_call("uas_bye_unanswered", "answered", Duration::from_millis(500)).await;
+}
+
+/// The headers of the first `method` request sipp logged (`start_traced`),
+/// once it is there (bounded wait).
+async fn logged_request(sipp: &Sipp, method: &str) -> Vec<(String, String)> {
+    let t0 = Instant::now();
+    loop {
+        let log = std::fs::read_to_string(sipp.dir.join("messages.log")).unwrap_or_default();
+        if let Some(at) = log.find(&format!("\n{method} sip:")) {
+            let block = log[at + 1..].split("\n\n").next().unwrap_or("").to_string();
+            if block.contains("Call-ID:") {
+                return block
+                    .lines()
+                    .skip(1)
+                    .filter_map(|l| l.split_once(':'))
+                    .map(|(n, v)| (n.trim().to_string(), v.trim().to_string()))
+                    .collect();
+            }
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "sipp logged no {method}:\n{log}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn header<'a>(headers: &'a [(String, String)], name: &str) -> &'a str {
+    headers
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_str())
+        .unwrap_or_else(|| panic!("no {name} in {headers:?}"))
+}
+
+/// Issue 21: a BYE with the right Call-ID and tags from another address
+/// ended the call, and the callee's own BYE (lower CSeq) then got 500.
+#[tokio::test]
+async fn a_forged_bye_from_another_port_is_refused_and_the_callees_bye_ends_the_call() {
+    let sipp = Sipp::start_traced("uas_forged_bye").await;
+    let sip = endpoint().await;
+    let mut h = sip
+        .start_call(spec(vec![Trunk::new(sipp.addr)]))
+        .await
+        .unwrap();
+    until_answered(&mut h).await;
+    let ack = logged_request(&sipp, "ACK").await;
+    let (ours, theirs, call_id) = (
+        header(&ack, "From").to_string(),
+        header(&ack, "To").to_string(),
+        header(&ack, "Call-ID").to_string(),
+    );
+    let forger = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let f = forger.local_addr().unwrap();
+    let request = |method: &str, uri: &str, cseq: u32, from: &str, to: &str| {
+        format!(
+            "{method} {uri} SIP/2.0\r\nVia: SIP/2.0/UDP {f};branch=z9hG4bKforged{cseq}\r\n\
+             From: {from}\r\nTo: {to}\r\nCall-ID: {call_id}\r\nCSeq: {cseq} {method}\r\n\
+             Max-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+        )
+    };
+    let answer = |what: &'static str| {
+        let forger = &forger;
+        async move {
+            let mut buf = vec![0u8; 4096];
+            let (n, _) = tokio::time::timeout(Duration::from_secs(5), forger.recv_from(&mut buf))
+                .await
+                .unwrap_or_else(|_| panic!("no answer to the {what}"))
+                .unwrap();
+            String::from_utf8_lossy(&buf[..n]).into_owned()
+        }
+    };
+    // The forged BYE: the callee's tags, from another port.
+    let uri = format!("sip:+14155550199@{}", sip.local_addr());
+    let bye = request("BYE", &uri, 100, &theirs, &ours);
+    forger
+        .send_to(bye.as_bytes(), sip.local_addr())
+        .await
+        .unwrap();
+    let reply = answer("forged BYE").await;
+    assert!(reply.starts_with("SIP/2.0 403 "), "{reply}");
+    // Now sipp (the real callee) hangs up: its BYE (CSeq 1) gets 200.
+    let info = request("INFO", "sip:sipp@127.0.0.1", 1, &ours, &theirs);
+    forger.send_to(info.as_bytes(), sipp.addr).await.unwrap();
+    let o = ended(&mut h).await;
+    assert_eq!(
+        (o.status, o.reason),
+        (CallStatus::Completed, EndedReason::CalleeHangup)
+    );
+    sipp.success().await;
 }
