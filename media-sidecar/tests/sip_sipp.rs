@@ -643,3 +643,163 @@ async fn a_forged_bye_from_another_port_is_refused_and_the_callees_bye_ends_the_
     );
     sipp.success().await;
 }
+
+/// Issue 21: while the callee held the call (re-INVITE a=sendonly, our 200
+/// recvonly) the sidecar kept sending RTP. The whole sidecar (fake edge, echo
+/// engine) against sipp, whose SDP points RTP at this test's socket.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_rtp_reaches_the_callee_while_it_holds_the_call() {
+    use std::sync::Arc;
+    use tokio::sync::watch;
+    use voxline_media_sidecar::call_task::CallMode;
+    use voxline_media_sidecar::config::{self, EdgeUrl, Secret};
+    use voxline_media_sidecar::lease::driver::{run, RunOptions, Stop};
+    use voxline_media_sidecar::lease::LeaseSettings;
+    use voxline_media_sidecar::telephony::Telephony;
+    use voxline_media_sidecar::transport::http1::Http1Transport;
+    use voxline_shared::sidecar_link::RegistrationAck;
+
+    const SECRET: &str = "test-secret-0123456789abcdef";
+    let rtp = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let rtp_port = rtp.local_addr().unwrap().port().to_string();
+    let sipp = Sipp::start_with("uas_hold", &["-trace_msg", "-key", "rtp_port", &rtp_port]).await;
+    let edge = support::FakeEdge::start(
+        SECRET,
+        RegistrationAck {
+            protocol_version: 1,
+            lease_wait_ms: 1_000,
+            ack_deadline_ms: 5_000,
+            dead_after_ms: 30_000,
+        },
+    )
+    .await;
+    let telephony = config::Telephony {
+        rtp_port_min: 47_000,
+        rtp_port_max: 47_999,
+        trunks: vec![config::Trunk {
+            name: "sipp".into(),
+            host: "127.0.0.1".into(),
+            port: sipp.addr.port(),
+            transport: config::SipTransport::Udp,
+            username: None,
+            password: None,
+            realm: None,
+            in_dialog_from_trunk_only: None,
+            from_number: "+15550001111".into(),
+            priority: 0,
+        }],
+        ..config::Telephony::default()
+    };
+    let (stop, stop_rx) = watch::channel(Stop::Run);
+    let settings = LeaseSettings::new("sc-hold", "local", 1);
+    let carrier = Http1Transport::new(
+        EdgeUrl::parse(&format!("http://{}", edge.addr())).unwrap(),
+        None,
+    );
+    let sidecar = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let tel = Telephony::start(&telephony, Default::default())
+                .await
+                .unwrap();
+            let opts = RunOptions {
+                mode: CallMode::Sip(Arc::new(tel)),
+                drain_timeout: Duration::from_secs(5),
+                ..RunOptions::default()
+            };
+            run(
+                Arc::new(carrier),
+                settings,
+                Secret::new(SECRET),
+                opts,
+                stop_rx,
+            )
+            .await
+        });
+        rt.shutdown_timeout(Duration::ZERO);
+    });
+    let mut call = support::offer("h_1", 600);
+    call.engine = voxline_shared::EngineKind::Echo.into();
+    edge.offer(call);
+
+    let mut buf = vec![0u8; 2048];
+    // RTP flows once answered (comfort noise at least).
+    let first = |what: &'static str| {
+        let rtp = &rtp;
+        async move {
+            let mut buf = vec![0u8; 2048];
+            tokio::time::timeout(Duration::from_secs(10), rtp.recv_from(&mut buf))
+                .await
+                .unwrap_or_else(|_| panic!("no RTP {what}"))
+                .unwrap();
+            buf[1] & 0x80 != 0
+        }
+    };
+    first("after the answer").await;
+    let ack = logged_request(&sipp, "ACK").await;
+    let (ours, theirs, call_id) = (
+        header(&ack, "From").to_string(),
+        header(&ack, "To").to_string(),
+        header(&ack, "Call-ID").to_string(),
+    );
+    let signal = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let s = signal.local_addr().unwrap();
+    let info = |n: u32| {
+        format!(
+            "INFO sip:sipp@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP {s};branch=z9hG4bKinfo{n}\r\n\
+             From: {ours}\r\nTo: {theirs}\r\nCall-ID: {call_id}\r\nCSeq: {n} INFO\r\n\
+             Max-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+        )
+    };
+    // Hold: sipp re-INVITEs sendonly and checks our recvonly.
+    signal.send_to(info(1).as_bytes(), sipp.addr).await.unwrap();
+    let t0 = Instant::now();
+    while !std::fs::read_to_string(sipp.dir.join("messages.log"))
+        .unwrap_or_default()
+        .contains("CSeq: 1 ACK")
+    {
+        assert!(t0.elapsed() < Duration::from_secs(10), "hold not acked");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // What was in flight before the hold took effect (a few packets at most).
+    let mut in_flight = 0;
+    while tokio::time::timeout(Duration::from_millis(200), rtp.recv_from(&mut buf))
+        .await
+        .is_ok()
+    {
+        in_flight += 1;
+        assert!(in_flight < 25, "RTP sent while the callee holds the call");
+    }
+    // Held: a second without a single packet (50 at the 20 ms pace).
+    let got = tokio::time::timeout(Duration::from_secs(1), rtp.recv_from(&mut buf)).await;
+    assert!(got.is_err(), "RTP sent while the callee holds the call");
+    // Resume: RTP again, starting a talkspurt (marker).
+    signal.send_to(info(2).as_bytes(), sipp.addr).await.unwrap();
+    assert!(
+        first("after resuming").await,
+        "the first packet has the marker"
+    );
+    // The callee hangs up.
+    signal.send_to(info(3).as_bytes(), sipp.addr).await.unwrap();
+    edge.wait_for("ended", Duration::from_secs(15), |st| {
+        st.events
+            .iter()
+            .any(|e| e.call_id == "h_1" && e.kind.name() == "ended")
+            .then_some(())
+    })
+    .await;
+    sipp.success().await;
+    stop.send(Stop::Drain).unwrap();
+    tokio::time::timeout(
+        Duration::from_secs(15),
+        tokio::task::spawn_blocking(move || sidecar.join()),
+    )
+    .await
+    .expect("the sidecar exits")
+    .unwrap()
+    .unwrap();
+}

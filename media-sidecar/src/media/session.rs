@@ -339,7 +339,8 @@ impl RtpSession {
             self.send_buf.clear();
         }
         if !self.sending && sending {
-            self.talkspurt_next = true;
+            // The first packet after the gap carries the marker, voice or not.
+            self.first_packet = true;
         }
         self.sending = sending;
     }
@@ -918,7 +919,6 @@ mod tests {
             assert!(rtp_out(&mut s).is_empty(), "tick {k}");
         }
         s.set_sending(true);
-        s.push_audio(&voice);
         s.tick(4 * 20_000);
         let sent = rtp_out(&mut s);
         assert_eq!(sent.len(), 1);
