@@ -225,10 +225,26 @@ pub struct Trunk {
     /// rather than answered with these credentials. Default: any realm.
     #[serde(default)]
     pub realm: Option<String>,
+    /// Accept in-dialog requests (the callee's BYE, re-INVITE, ...) only
+    /// from the trunk's address (IP and port) or the dialog's next hop (its
+    /// first Record-Route, else the 2xx's Contact); others get 403 and leave
+    /// the call alone, so a forged BYE with the right Call-ID and tags cannot
+    /// end it. Default: on when `host` is an IP address (a fixed address),
+    /// off for a host name (it may send from addresses we never resolved).
+    #[serde(default)]
+    pub in_dialog_from_trunk_only: Option<bool>,
     /// Caller ID presented in From (E.164).
     pub from_number: String,
     #[serde(default)]
     pub priority: u32,
+}
+
+impl Trunk {
+    /// [`Trunk::in_dialog_from_trunk_only`] with its default applied.
+    pub fn in_dialog_from_trunk_only(&self) -> bool {
+        self.in_dialog_from_trunk_only
+            .unwrap_or_else(|| self.host.parse::<std::net::IpAddr>().is_ok())
+    }
 }
 
 fn default_sip_port() -> u16 {
@@ -737,6 +753,13 @@ mod tests {
         );
         assert_eq!(t.trunks[0].realm.as_deref(), Some("sip.example"));
         assert_eq!(t.trunks[1].realm, None);
+        // An IP host is a fixed address: in-dialog requests only from it.
+        assert!(t.trunks[0].in_dialog_from_trunk_only());
+        let mut named = t.trunks[0].clone();
+        named.host = "sip.example".into();
+        assert!(!named.in_dialog_from_trunk_only());
+        named.in_dialog_from_trunk_only = Some(true);
+        assert!(named.in_dialog_from_trunk_only());
         assert!(
             format!("{t:?}").contains("main-1") && !format!("{t:?}").contains("\"pw\""),
             "password printed"

@@ -64,6 +64,7 @@ impl Telephony {
                 addr,
                 domain: Some(t.host.clone()),
                 credentials,
+                in_dialog_from_trunk_only: t.in_dialog_from_trunk_only(),
             });
         }
         let sip = SipUdp::bind(SocketAddr::new(cfg.bind_ip, cfg.sip_port))

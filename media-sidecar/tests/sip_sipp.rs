@@ -32,6 +32,15 @@ struct Sipp {
 
 impl Sipp {
     async fn start(scenario: &str) -> Sipp {
+        Self::start_with(scenario, &[]).await
+    }
+
+    /// Also logs every message to `messages.log` in its directory.
+    async fn start_traced(scenario: &str) -> Sipp {
+        Self::start_with(scenario, &["-trace_msg"]).await
+    }
+
+    async fn start_with(scenario: &str, extra: &[&str]) -> Sipp {
         let sipp = SIPP.require();
         let sf = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
             .join("tests/sipp")
@@ -63,7 +72,10 @@ impl Sipp {
                 "-trace_err",
                 "-error_file",
                 dir.join("errors.log").to_str().unwrap(),
+                "-message_file",
+                dir.join("messages.log").to_str().unwrap(),
             ])
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -436,6 +448,7 @@ async fn drain_with_a_live_call(scenario: &str, reached: &'static str, hangup_gr
             username: None,
             password: None,
             realm: None,
+            in_dialog_from_trunk_only: None,
             from_number: "+15550001111".into(),
             priority: 0,
         }],
@@ -539,4 +552,254 @@ async fn a_drained_sidecar_cancels_a_ringing_call() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_drained_sidecar_ends_a_call_whose_bye_is_unanswered() {
     drain_with_a_live_call("uas_bye_unanswered", "answered", Duration::from_millis(500)).await;
+}
+
+/// The headers of the first `method` request sipp logged (`start_traced`),
+/// once it is there (bounded wait).
+async fn logged_request(sipp: &Sipp, method: &str) -> Vec<(String, String)> {
+    let t0 = Instant::now();
+    loop {
+        let log = std::fs::read_to_string(sipp.dir.join("messages.log")).unwrap_or_default();
+        if let Some(at) = log.find(&format!("\n{method} sip:")) {
+            let block = log[at + 1..].split("\n\n").next().unwrap_or("").to_string();
+            if block.contains("Call-ID:") {
+                return block
+                    .lines()
+                    .skip(1)
+                    .filter_map(|l| l.split_once(':'))
+                    .map(|(n, v)| (n.trim().to_string(), v.trim().to_string()))
+                    .collect();
+            }
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "sipp logged no {method}:\n{log}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn header<'a>(headers: &'a [(String, String)], name: &str) -> &'a str {
+    headers
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_str())
+        .unwrap_or_else(|| panic!("no {name} in {headers:?}"))
+}
+
+/// Issue 21: a BYE with the right Call-ID and tags from another address
+/// ended the call, and the callee's own BYE (lower CSeq) then got 500.
+#[tokio::test]
+async fn a_forged_bye_from_another_port_is_refused_and_the_callees_bye_ends_the_call() {
+    let sipp = Sipp::start_traced("uas_forged_bye").await;
+    let sip = endpoint().await;
+    let mut h = sip
+        .start_call(spec(vec![Trunk::new(sipp.addr)]))
+        .await
+        .unwrap();
+    until_answered(&mut h).await;
+    let ack = logged_request(&sipp, "ACK").await;
+    let (ours, theirs, call_id) = (
+        header(&ack, "From").to_string(),
+        header(&ack, "To").to_string(),
+        header(&ack, "Call-ID").to_string(),
+    );
+    let forger = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let f = forger.local_addr().unwrap();
+    let request = |method: &str, uri: &str, cseq: u32, from: &str, to: &str| {
+        format!(
+            "{method} {uri} SIP/2.0\r\nVia: SIP/2.0/UDP {f};branch=z9hG4bKforged{cseq}\r\n\
+             From: {from}\r\nTo: {to}\r\nCall-ID: {call_id}\r\nCSeq: {cseq} {method}\r\n\
+             Max-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+        )
+    };
+    let answer = |what: &'static str| {
+        let forger = &forger;
+        async move {
+            let mut buf = vec![0u8; 4096];
+            let (n, _) = tokio::time::timeout(Duration::from_secs(5), forger.recv_from(&mut buf))
+                .await
+                .unwrap_or_else(|_| panic!("no answer to the {what}"))
+                .unwrap();
+            String::from_utf8_lossy(&buf[..n]).into_owned()
+        }
+    };
+    // The forged BYE: the callee's tags, from another port.
+    let uri = format!("sip:+14155550199@{}", sip.local_addr());
+    let bye = request("BYE", &uri, 100, &theirs, &ours);
+    forger
+        .send_to(bye.as_bytes(), sip.local_addr())
+        .await
+        .unwrap();
+    let reply = answer("forged BYE").await;
+    assert!(reply.starts_with("SIP/2.0 403 "), "{reply}");
+    // Now sipp (the real callee) hangs up: its BYE (CSeq 1) gets 200.
+    let info = request("INFO", "sip:sipp@127.0.0.1", 1, &ours, &theirs);
+    forger.send_to(info.as_bytes(), sipp.addr).await.unwrap();
+    let o = ended(&mut h).await;
+    assert_eq!(
+        (o.status, o.reason),
+        (CallStatus::Completed, EndedReason::CalleeHangup)
+    );
+    sipp.success().await;
+}
+
+/// Issue 21: while the callee held the call (re-INVITE a=sendonly, our 200
+/// recvonly) the sidecar kept sending RTP. The whole sidecar (fake edge, echo
+/// engine) against sipp, whose SDP points RTP at this test's socket.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_rtp_reaches_the_callee_while_it_holds_the_call() {
+    use std::sync::Arc;
+    use tokio::sync::watch;
+    use voxline_media_sidecar::call_task::CallMode;
+    use voxline_media_sidecar::config::{self, EdgeUrl, Secret};
+    use voxline_media_sidecar::lease::driver::{run, RunOptions, Stop};
+    use voxline_media_sidecar::lease::LeaseSettings;
+    use voxline_media_sidecar::telephony::Telephony;
+    use voxline_media_sidecar::transport::http1::Http1Transport;
+    use voxline_shared::sidecar_link::RegistrationAck;
+
+    const SECRET: &str = "test-secret-0123456789abcdef";
+    let rtp = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let rtp_port = rtp.local_addr().unwrap().port().to_string();
+    let sipp = Sipp::start_with("uas_hold", &["-trace_msg", "-key", "rtp_port", &rtp_port]).await;
+    let edge = support::FakeEdge::start(
+        SECRET,
+        RegistrationAck {
+            protocol_version: 1,
+            lease_wait_ms: 1_000,
+            ack_deadline_ms: 5_000,
+            dead_after_ms: 30_000,
+        },
+    )
+    .await;
+    let telephony = config::Telephony {
+        rtp_port_min: 47_000,
+        rtp_port_max: 47_999,
+        trunks: vec![config::Trunk {
+            name: "sipp".into(),
+            host: "127.0.0.1".into(),
+            port: sipp.addr.port(),
+            transport: config::SipTransport::Udp,
+            username: None,
+            password: None,
+            realm: None,
+            in_dialog_from_trunk_only: None,
+            from_number: "+15550001111".into(),
+            priority: 0,
+        }],
+        ..config::Telephony::default()
+    };
+    let (stop, stop_rx) = watch::channel(Stop::Run);
+    let settings = LeaseSettings::new("sc-hold", "local", 1);
+    let carrier = Http1Transport::new(
+        EdgeUrl::parse(&format!("http://{}", edge.addr())).unwrap(),
+        None,
+    );
+    let sidecar = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let tel = Telephony::start(&telephony, Default::default())
+                .await
+                .unwrap();
+            let opts = RunOptions {
+                mode: CallMode::Sip(Arc::new(tel)),
+                drain_timeout: Duration::from_secs(5),
+                ..RunOptions::default()
+            };
+            run(
+                Arc::new(carrier),
+                settings,
+                Secret::new(SECRET),
+                opts,
+                stop_rx,
+            )
+            .await
+        });
+        rt.shutdown_timeout(Duration::ZERO);
+    });
+    let mut call = support::offer("h_1", 600);
+    call.engine = voxline_shared::EngineKind::Echo.into();
+    edge.offer(call);
+
+    let mut buf = vec![0u8; 2048];
+    // RTP flows once answered (comfort noise at least).
+    let first = |what: &'static str| {
+        let rtp = &rtp;
+        async move {
+            let mut buf = vec![0u8; 2048];
+            tokio::time::timeout(Duration::from_secs(10), rtp.recv_from(&mut buf))
+                .await
+                .unwrap_or_else(|_| panic!("no RTP {what}"))
+                .unwrap();
+            buf[1] & 0x80 != 0
+        }
+    };
+    first("after the answer").await;
+    let ack = logged_request(&sipp, "ACK").await;
+    let (ours, theirs, call_id) = (
+        header(&ack, "From").to_string(),
+        header(&ack, "To").to_string(),
+        header(&ack, "Call-ID").to_string(),
+    );
+    let signal = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let s = signal.local_addr().unwrap();
+    let info = |n: u32| {
+        format!(
+            "INFO sip:sipp@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP {s};branch=z9hG4bKinfo{n}\r\n\
+             From: {ours}\r\nTo: {theirs}\r\nCall-ID: {call_id}\r\nCSeq: {n} INFO\r\n\
+             Max-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+        )
+    };
+    // Hold: sipp re-INVITEs sendonly and checks our recvonly.
+    signal.send_to(info(1).as_bytes(), sipp.addr).await.unwrap();
+    let t0 = Instant::now();
+    while !std::fs::read_to_string(sipp.dir.join("messages.log"))
+        .unwrap_or_default()
+        .contains("CSeq: 1 ACK")
+    {
+        assert!(t0.elapsed() < Duration::from_secs(10), "hold not acked");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // What was in flight before the hold took effect (a few packets at most).
+    let mut in_flight = 0;
+    while tokio::time::timeout(Duration::from_millis(200), rtp.recv_from(&mut buf))
+        .await
+        .is_ok()
+    {
+        in_flight += 1;
+        assert!(in_flight < 25, "RTP sent while the callee holds the call");
+    }
+    // Held: a second without a single packet (50 at the 20 ms pace).
+    let got = tokio::time::timeout(Duration::from_secs(1), rtp.recv_from(&mut buf)).await;
+    assert!(got.is_err(), "RTP sent while the callee holds the call");
+    // Resume: RTP again, starting a talkspurt (marker).
+    signal.send_to(info(2).as_bytes(), sipp.addr).await.unwrap();
+    assert!(
+        first("after resuming").await,
+        "the first packet has the marker"
+    );
+    // The callee hangs up.
+    signal.send_to(info(3).as_bytes(), sipp.addr).await.unwrap();
+    edge.wait_for("ended", Duration::from_secs(15), |st| {
+        st.events
+            .iter()
+            .any(|e| e.call_id == "h_1" && e.kind.name() == "ended")
+            .then_some(())
+    })
+    .await;
+    sipp.success().await;
+    stop.send(Stop::Drain).unwrap();
+    tokio::time::timeout(
+        Duration::from_secs(15),
+        tokio::task::spawn_blocking(move || sidecar.join()),
+    )
+    .await
+    .expect("the sidecar exits")
+    .unwrap()
+    .unwrap();
 }

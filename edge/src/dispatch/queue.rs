@@ -78,7 +78,24 @@ pub struct Held {
     pub since_ms: u64,
     /// Highest event sequence applied (duplicates are ignored).
     pub last_seq: Option<u32>,
+    /// When the last applied event happened, as [`event_time`] placed it:
+    /// the next one is placed after it.
+    #[serde(default)]
+    pub last_at_ms: Option<u64>,
     pub call: QueuedCall,
+}
+
+/// When a held call's event happened, for its record (`ringing_at`,
+/// `answered_at`, ...): the time the sidecar stamped it (`reported_ms`, its
+/// clock), not when its batch reached us, so a 180 and a 200 sent in one
+/// batch keep their real times. Kept within what we know: not before the
+/// call was held (`since_ms`), not after `now`, and at least 1 ms after the
+/// previous event of the attempt (`last_ms`), so the order survives even when
+/// two events share a millisecond (or a skewed sidecar clock) and the
+/// timestamps sort the way the events happened.
+pub fn event_time(reported_ms: u64, since_ms: u64, last_ms: Option<u64>, now: u64) -> u64 {
+    let floor = last_ms.map_or(since_ms, |l| l.saturating_add(1).max(since_ms));
+    reported_ms.min(now).max(floor)
 }
 
 /// A held call whose sidecar stopped answering. It may still be talking to
@@ -606,6 +623,7 @@ impl Queue {
                 lease_id: lease.lease_id,
                 since_ms: now,
                 last_seq: None,
+                last_at_ms: None,
                 call: lease.call,
             },
         );
@@ -645,9 +663,7 @@ impl Queue {
         }
     }
 
-    /// Applies one event of a held call. `seq` orders a call's events; a seq
-    /// at or below the last applied one is a duplicate (at-least-once delivery).
-    /// Events of an earlier attempt (late deliveries) do not touch the current one.
+    /// [`Queue::event_at`] for an event that happened `now`.
     pub fn event(
         &mut self,
         sidecar_id: &str,
@@ -655,6 +671,25 @@ impl Queue {
         attempt: u32,
         seq: u32,
         ev: HeldEvent,
+        now: u64,
+    ) -> (EventVerdict, Option<CallUpdate>) {
+        self.event_at(sidecar_id, call_id, attempt, seq, ev, now, now)
+    }
+
+    /// Applies one event of a held call, which the sidecar stamped
+    /// `reported_ms` (placed by [`event_time`]). `seq` orders a call's events;
+    /// a seq at or below the last applied one is a duplicate (at-least-once
+    /// delivery). Events of an earlier attempt (late deliveries) do not touch
+    /// the current one.
+    #[allow(clippy::too_many_arguments)]
+    pub fn event_at(
+        &mut self,
+        sidecar_id: &str,
+        call_id: &str,
+        attempt: u32,
+        seq: u32,
+        ev: HeldEvent,
+        reported_ms: u64,
         now: u64,
     ) -> (EventVerdict, Option<CallUpdate>) {
         // A stranded call's sidecar is back and reporting on it: held again.
@@ -679,6 +714,8 @@ impl Queue {
             return (EventVerdict::Duplicate, None);
         }
         held.last_seq = Some(seq);
+        let at = event_time(reported_ms, held.since_ms, held.last_at_ms, now);
+        held.last_at_ms = Some(at);
         self.changed_calls.insert(call_id.to_string());
         let Some(held) = self.held.get(call_id) else {
             return (EventVerdict::NotHeld, None);
@@ -686,7 +723,7 @@ impl Queue {
         let update = |call: &QueuedCall, change| CallUpdate {
             call_id: call.call_id.clone(),
             tenant_id: call.tenant_id.clone(),
-            at_ms: now,
+            at_ms: at,
             change,
         };
         let change = match ev {
@@ -699,10 +736,10 @@ impl Queue {
                 sip_code,
             } => {
                 let held = self.held.remove(call_id).expect("checked above");
-                return (
-                    EventVerdict::Applied,
-                    Some(self.end_attempt(held.call, status, reason, sip_code, now)),
-                );
+                // Retries are timed from now; `ended_at` is when it ended.
+                let mut ended = self.end_attempt(held.call, status, reason, sip_code, now);
+                ended.at_ms = at;
+                return (EventVerdict::Applied, Some(ended));
             }
         };
         (EventVerdict::Applied, Some(update(&held.call, change)))

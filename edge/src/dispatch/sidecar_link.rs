@@ -358,8 +358,15 @@ fn handle_op(
                 let tenant_id = q.held.get(&ev.call_id).map(|h| h.call.tenant_id.clone());
                 // Duplicates and events of calls no longer held are acknowledged
                 // too: resending them could never succeed.
-                let (outcome, update) =
-                    q.event(sid, &ev.call_id, ev.attempt, ev.seq, held_event, now);
+                let (outcome, update) = q.event_at(
+                    sid,
+                    &ev.call_id,
+                    ev.attempt,
+                    ev.seq,
+                    held_event,
+                    ev.at_ms,
+                    now,
+                );
                 updates.extend(update);
                 let (EventVerdict::Applied, Some(tenant_id)) = (outcome, tenant_id) else {
                     continue;
@@ -524,6 +531,9 @@ mod tests {
         let r = handle(&mut q, &env(SidecarOp::Events, "n5", events), 70, &T);
         assert_eq!(r.body["accepted"], 4);
         let changes: Vec<_> = r.updates.iter().map(|u| u.change.clone()).collect();
+        // Each at the time the sidecar stamped it, not the batch's arrival (70).
+        let times: Vec<u64> = r.updates.iter().map(|u| u.at_ms).collect();
+        assert_eq!(times, [40, 50, 60]);
         assert_eq!(
             changes,
             vec![
@@ -536,6 +546,52 @@ mod tests {
                 }
             ]
         );
+    }
+
+    /// Issue 21: a 180 and a 200 in the same millisecond, reported in one
+    /// batch, gave `ringing_at == answered_at` (both the batch's arrival).
+    #[test]
+    fn events_keep_the_sidecars_times_and_their_order() {
+        let mut q = Queue::default();
+        let reg = json!({"protocol_version": 1, "sidecar_id": "sc-1", "region": "local", "capacity": 1, "version": "0.1.0"});
+        handle(&mut q, &env(SidecarOp::Register, "n1", reg), 0, &T);
+        q.enqueue(queued());
+        let mut r = lease_reply(&mut q, "sc-1", 1, 10, &T);
+        r.finish(|_| None, None);
+        let lease: LeaseResponse = serde_json::from_value(r.body).unwrap();
+        let ack = json!({"protocol_version": 1, "sidecar_id": "sc-1", "lease_id": lease.offers[0].lease_id, "call_id": "call_1", "accepted": true});
+        handle(&mut q, &env(SidecarOp::Ack, "n2", ack), 20, &T);
+        let events = json!({"protocol_version": 1, "sidecar_id": "sc-1", "events": [
+            {"call_id": "call_1", "attempt": 1, "seq": 1, "at_ms": 35, "kind": {"type": "ringing"}},
+            {"call_id": "call_1", "attempt": 1, "seq": 2, "at_ms": 35, "kind": {"type": "answered"}}
+        ]});
+        let r = handle(&mut q, &env(SidecarOp::Events, "n3", events), 900, &T);
+        let mut record = crate::model::test_call(CallStatus::Dialing);
+        for u in &r.updates {
+            crate::calls::state::apply(&mut record, u).unwrap();
+        }
+        let (ringing, answered) = (record.ringing_at.unwrap(), record.answered_at.unwrap());
+        assert_eq!(ringing, crate::ids::rfc3339_ms(35), "the sidecar's time");
+        assert!(answered > ringing, "{ringing} {answered}");
+        // A sidecar clock ahead of ours is held to now; one behind, to when
+        // the call was held; never before the previous event.
+        let events = json!({"protocol_version": 1, "sidecar_id": "sc-1", "events": [
+            {"call_id": "call_1", "attempt": 1, "seq": 3, "at_ms": 5, "kind": {"type": "transcript_turn", "role": "user", "text": "hi", "start_ms": 0, "end_ms": 1}},
+            {"call_id": "call_1", "attempt": 1, "seq": 4, "at_ms": 99_999, "kind": {"type": "ended", "status": "completed",
+              "reason": "callee_hangup", "timings": {"dispatched_ms": 20, "ended_ms": 99_999}}}
+        ]});
+        let r = handle(&mut q, &env(SidecarOp::Events, "n4", events), 1_000, &T);
+        assert_eq!(only_at(&r.updates), 1_000);
+        assert_eq!(
+            crate::dispatch::queue::event_time(5, 20, Some(36), 1_000),
+            37
+        );
+        assert_eq!(crate::dispatch::queue::event_time(5, 20, None, 1_000), 20);
+    }
+
+    fn only_at(updates: &[CallUpdate]) -> u64 {
+        assert_eq!(updates.len(), 1, "{updates:?}");
+        updates[0].at_ms
     }
 
     #[test]

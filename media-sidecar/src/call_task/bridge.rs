@@ -33,7 +33,7 @@ use voxline_shared::{CallStatus, EndedReason};
 
 use super::{HangupCause, SHUTDOWN_REASON};
 use crate::engine::{EngineError, EngineEvent};
-use crate::sip::sdp::Negotiated;
+use crate::sip::sdp::{Direction, Negotiated};
 use crate::sip::{DialogEnd, DialogEvent};
 
 /// The silence timeout when the offer names none (the edge always does).
@@ -102,6 +102,11 @@ pub enum Action {
     StartMedia(Negotiated),
     /// The callee moved its RTP (re-INVITE / UPDATE).
     SetMediaRemote(SocketAddr),
+    /// Whether RTP may go out: `false` while the negotiated direction makes
+    /// us recvonly or inactive (the callee holds the call).
+    SetMediaSending(bool),
+    /// Tell the engine the call is on hold (`true`) or resumed (`false`).
+    EngineHold(bool),
     /// Play this engine audio (8 kHz PCM) to the callee.
     SendToMedia(Vec<i16>),
     /// Barge-in: drop the engine audio queued and not yet played.
@@ -158,7 +163,16 @@ pub struct Bridge {
     shutdown: bool,
     /// The sidecar is stopping at once: no `ended` event.
     stopping: bool,
+    /// The callee holds the call (we may not send): no RTP out, no audio to
+    /// the engine.
+    on_hold: bool,
     finished: bool,
+}
+
+/// Whether we may send RTP given the callee's SDP direction (RFC 3264 6.1:
+/// they receive when sendrecv or recvonly).
+fn we_may_send(neg: &Negotiated) -> bool {
+    matches!(neg.direction, Direction::SendRecv | Direction::RecvOnly)
 }
 
 impl Bridge {
@@ -182,6 +196,7 @@ impl Bridge {
             hangup_sent: None,
             shutdown: false,
             stopping: false,
+            on_hold: false,
             finished: false,
         };
         b.emit(now, EventKind::Dialing);
@@ -247,14 +262,29 @@ impl Bridge {
                 self.timings.answered_ms = Some(self.emit(now, EventKind::Answered));
                 self.silence = Some(SilenceWatch::new(now, self.cfg.silence_timeout));
                 tracing::info!(call_id = %self.call_id, codec = neg.codec.encoding_name(), pt = neg.pt, remote = %neg.remote_rtp, "answered; media negotiated");
+                let held = !we_may_send(&neg);
                 self.actions.push_back(Action::StartMedia(neg));
+                self.set_hold(held);
             }
             DialogEvent::MediaUpdated(neg) => {
                 self.actions
                     .push_back(Action::SetMediaRemote(neg.remote_rtp));
+                self.set_hold(!we_may_send(&neg));
             }
             DialogEvent::Ended(outcome) => self.dialog_ended(now, outcome),
         }
+    }
+
+    /// Hold (the callee's SDP does not let us send) or resume: tells the
+    /// media and the engine once per change.
+    fn set_hold(&mut self, held: bool) {
+        if held == self.on_hold {
+            return;
+        }
+        self.on_hold = held;
+        tracing::info!(call_id = %self.call_id, on_hold = held, "the callee changed the hold state");
+        self.actions.push_back(Action::SetMediaSending(!held));
+        self.actions.push_back(Action::EngineHold(held));
     }
 
     /// The SIP driver went away without ending the call.
@@ -305,6 +335,10 @@ impl Bridge {
             return;
         }
         self.engine = EngineState::Live;
+        if self.on_hold {
+            // Held before the engine was there (answered `sendonly`).
+            self.actions.push_back(Action::EngineHold(true));
+        }
     }
 
     /// The engine did not start, or failed since (the driver drops it):
@@ -334,7 +368,9 @@ impl Bridge {
         if let Some(w) = self.silence.as_mut() {
             w.heard(now, &pcm);
         }
-        if self.engine == EngineState::Live {
+        // On hold the callee hears nothing and what we hear is hold music:
+        // the engine gets none of it.
+        if self.engine == EngineState::Live && !self.on_hold {
             self.actions
                 .push_back(Action::EnginePlayed(self.playout.heard(now)));
             self.actions.push_back(Action::SendToEngine(pcm));

@@ -230,6 +230,16 @@ impl CallIo<'_> {
                         let _ = m.set_remote(addr, None).await;
                     }
                 }
+                Action::SetMediaSending(on) => {
+                    if let Some(m) = &self.media {
+                        let _ = m.set_sending(on).await;
+                    }
+                }
+                Action::EngineHold(on) => {
+                    if let Some(en) = self.engine.as_mut() {
+                        en.hold(on);
+                    }
+                }
                 Action::SendToMedia(pcm) => {
                     if let Some(m) = &self.media {
                         let _ = m.send(pcm).await;

@@ -145,6 +145,15 @@ pub trait Engine: Send {
     fn played(&mut self, played_ms: u64);
     fn close(&mut self) -> impl Future<Output = ()> + Send;
 
+    /// The callee put the call on hold (`true`: a re-INVITE made us
+    /// recvonly or inactive) or took it off (`false`). While held the bridge
+    /// feeds the engine none of the callee's audio (hold music is not
+    /// speech) and none of its audio reaches the callee. Engines keep their
+    /// session as it is; the default ignores it.
+    fn hold(&mut self, on_hold: bool) {
+        let _ = on_hold;
+    }
+
     /// Answers a [`EngineEvent::FunctionCall`] (`output` is usually JSON).
     /// Engines without tools ignore it.
     fn function_result(
@@ -167,6 +176,7 @@ pub trait DynEngine: Send {
         -> BoxFuture<'a, Result<(), EngineError>>;
     fn next_event_dyn(&mut self) -> BoxFuture<'_, Result<EngineEvent, EngineError>>;
     fn played_dyn(&mut self, played_ms: u64);
+    fn hold_dyn(&mut self, on_hold: bool);
     fn close_dyn(&mut self) -> BoxFuture<'_, ()>;
     fn function_result_dyn<'a>(
         &'a mut self,
@@ -187,6 +197,9 @@ impl<E: Engine> DynEngine for E {
     }
     fn played_dyn(&mut self, played_ms: u64) {
         self.played(played_ms)
+    }
+    fn hold_dyn(&mut self, on_hold: bool) {
+        self.hold(on_hold)
     }
     fn close_dyn(&mut self) -> BoxFuture<'_, ()> {
         Box::pin(self.close())
@@ -218,6 +231,9 @@ impl Engine for BoxedEngine {
     }
     fn played(&mut self, played_ms: u64) {
         self.0.played_dyn(played_ms)
+    }
+    fn hold(&mut self, on_hold: bool) {
+        self.0.hold_dyn(on_hold)
     }
     async fn close(&mut self) {
         self.0.close_dyn().await

@@ -341,6 +341,7 @@ enum Cmd {
         rtp: SocketAddr,
         rtcp: Option<SocketAddr>,
     },
+    SetSending(bool),
     Stop,
 }
 
@@ -413,6 +414,15 @@ impl MediaHandle {
     ) -> Result<(), MediaError> {
         self.cmd_tx
             .send(Cmd::SetRemote { rtp, rtcp })
+            .await
+            .map_err(|_| MediaError::Closed)
+    }
+
+    /// Whether RTP goes out ([`RtpSession::set_sending`]): off while the
+    /// negotiated direction makes us recvonly or inactive (held).
+    pub async fn set_sending(&self, sending: bool) -> Result<(), MediaError> {
+        self.cmd_tx
+            .send(Cmd::SetSending(sending))
             .await
             .map_err(|_| MediaError::Closed)
     }
@@ -543,6 +553,7 @@ impl Task {
                         let _ = reply.send(self.session.send_dtmf(&digits, duration_ms));
                     }
                     Some(Cmd::SetRemote { rtp, rtcp }) => self.session.set_remote(rtp, rtcp),
+                    Some(Cmd::SetSending(on)) => self.session.set_sending(on),
                 },
                 _ = interval.tick() => {
                     for _ in 0..READ_BUDGET {

@@ -248,6 +248,9 @@ pub struct RtpSession {
     first_packet: bool,
     talkspurt_next: bool,
     send_buf: VecDeque<i16>,
+    /// The negotiated direction lets us send (sendrecv/sendonly); off while
+    /// the callee holds the call (we are recvonly or inactive).
+    sending: bool,
     last_tick: Option<(u64, u32)>,
     // addressing
     dest_rtp: SocketAddr,
@@ -289,6 +292,7 @@ impl RtpSession {
             first_packet: true,
             talkspurt_next: true,
             send_buf: VecDeque::new(),
+            sending: true,
             last_tick: None,
             dest_rtp: cfg.remote_rtp,
             dest_rtcp,
@@ -324,6 +328,25 @@ impl RtpSession {
 
     pub fn remote_rtcp(&self) -> SocketAddr {
         self.dest_rtcp
+    }
+
+    /// Whether RTP goes out (RFC 3264 5.1: none while we are recvonly or
+    /// inactive). While off, ticks send nothing (DTMF and audio queued are
+    /// dropped; RTCP goes on) and the RTP clock keeps running, so the first
+    /// packet after resuming carries the elapsed time and a marker.
+    pub fn set_sending(&mut self, sending: bool) {
+        if self.sending && !sending {
+            self.send_buf.clear();
+        }
+        if !self.sending && sending {
+            // The first packet after the gap carries the marker, voice or not.
+            self.first_packet = true;
+        }
+        self.sending = sending;
+    }
+
+    pub fn is_sending(&self) -> bool {
+        self.sending
     }
 
     /// New remote addresses (re-INVITE): unlatches.
@@ -699,12 +722,17 @@ impl RtpSession {
 
         // --- send
         let mut sent = vec![0i16; FRAME_8K];
-        let dtmf = if self.cfg.payload.telephone_event.is_some() {
+        let dtmf = if !self.sending {
+            self.send_buf.clear();
+            None
+        } else if self.cfg.payload.telephone_event.is_some() {
             self.dtmf_tx.tick(ts)
         } else {
             None
         };
-        if let Some(ev) = dtmf {
+        if !self.sending {
+            // On hold: nothing goes out.
+        } else if let Some(ev) = dtmf {
             let pt = self.cfg.payload.telephone_event.expect("checked");
             let bytes = ev.payload.to_bytes();
             self.send_rtp(ev.marker, pt, ev.timestamp, &bytes);
@@ -873,6 +901,30 @@ mod tests {
         assert_eq!(ts, [1000, 1160, 1320, 1480, 1640, 1800]);
         assert!(sent[0].1.iter().all(|&b| b == 0xFF)); // comfort silence is mu-law zero
         assert!(sent.iter().all(|p| p.2 == addr("10.0.0.1:4000")));
+    }
+
+    /// Issue 21: while the callee holds the call (we answered recvonly),
+    /// RTP kept going out.
+    #[test]
+    fn no_rtp_goes_out_while_not_sending_and_it_resumes_with_a_marker() {
+        let mut s = session("10.0.0.1:4000");
+        let voice = vec![1000i16; 160];
+        s.push_audio(&voice);
+        s.tick(0);
+        assert_eq!(rtp_out(&mut s).len(), 1);
+        s.set_sending(false);
+        for k in 1..=3u64 {
+            s.push_audio(&voice);
+            s.tick(k * 20_000);
+            assert!(rtp_out(&mut s).is_empty(), "tick {k}");
+        }
+        s.set_sending(true);
+        s.tick(4 * 20_000);
+        let sent = rtp_out(&mut s);
+        assert_eq!(sent.len(), 1);
+        let h = &sent[0].0;
+        assert!(h.marker, "a new talkspurt");
+        assert_eq!((h.sequence, h.timestamp), (65_531, 1000 + 4 * 160));
     }
 
     #[test]

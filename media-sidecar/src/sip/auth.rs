@@ -234,6 +234,35 @@ pub fn choose<'a>(
     best.ok_or(ChooseError::RealmMismatch)
 }
 
+/// The challenges to answer, one per realm (RFC 3261 22.3: a forking proxy
+/// may aggregate challenges of several realms; RFC 8760 2.4 / RFC 7616 3.7:
+/// of one realm's challenges, one per algorithm, answer only one): for each
+/// realm (only `realm` when set), the strongest supported algorithm, the
+/// first offered between equals. In the order the realms first appear.
+pub fn choose_per_realm<'a>(
+    challenges: &'a [Challenge],
+    realm: Option<&str>,
+) -> Result<Vec<&'a Challenge>, ChooseError> {
+    if challenges.is_empty() {
+        return Err(ChooseError::NoChallenge);
+    }
+    let mut best: Vec<&Challenge> = Vec::new();
+    for c in challenges
+        .iter()
+        .filter(|c| realm.is_none_or(|r| r == c.realm))
+    {
+        match best.iter_mut().find(|b| b.realm == c.realm) {
+            Some(b) if c.algorithm.strength() > b.algorithm.strength() => *b = c,
+            Some(_) => {}
+            None => best.push(c),
+        }
+    }
+    if best.is_empty() {
+        return Err(ChooseError::RealmMismatch);
+    }
+    Ok(best)
+}
+
 /// Computes `Authorization`/`Proxy-Authorization` values. Keeps the nonce
 /// count per nonce (RFC 2617 3.2.2: nc counts requests sent with one nonce).
 #[derive(Debug, Clone, Default)]

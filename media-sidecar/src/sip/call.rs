@@ -56,6 +56,11 @@ pub struct CallConfig {
     pub no_response_timeout_ms: Option<u64>,
     pub timers: Timers,
     pub user_agent: String,
+    /// Accept in-dialog requests only from `trunk` or the dialog's next hop
+    /// ([`Call::next_hop`]: first Route, else the remote target); requests
+    /// from anywhere else get 403 and change nothing (a forged BYE with the
+    /// right Call-ID and tags cannot end the call).
+    pub in_dialog_from_trunk_only: bool,
 }
 
 impl CallConfig {
@@ -82,6 +87,7 @@ impl CallConfig {
             no_response_timeout_ms: None,
             timers: Timers::default(),
             user_agent: concat!("voxline/", env!("CARGO_PKG_VERSION")).to_string(),
+            in_dialog_from_trunk_only: true,
         }
     }
 }
@@ -778,30 +784,36 @@ impl Call {
             .into_iter()
             .filter_map(|v| Challenge::parse(v).ok())
             .collect();
-        let ch = match auth::choose(&challenges, cred.realm.as_deref()) {
-            Ok(ch) => ch.clone(),
-            Err(ChooseError::NoChallenge) => return Err(not_answered),
-            // Challenged for a realm other than the trunk's: no credentials go out.
-            Err(e) => return Err(e.code()),
-        };
+        let chosen: Vec<Challenge> =
+            match auth::choose_per_realm(&challenges, cred.realm.as_deref()) {
+                Ok(chosen) => chosen.into_iter().cloned().collect(),
+                Err(ChooseError::NoChallenge) => return Err(not_answered),
+                // Challenged for a realm other than the trunk's: no credentials go out.
+                Err(e) => return Err(e.code()),
+            };
         // A second challenge for the same nonce without stale=true means our credentials are wrong.
         let repeated = self.auth_rounds > 0
-            && !ch.stale
-            && self
-                .auth_headers
-                .iter()
-                .any(|(_, v)| v.contains(&format!("nonce=\"{}\"", ch.nonce)));
+            && chosen.iter().any(|ch| {
+                !ch.stale
+                    && self
+                        .auth_headers
+                        .iter()
+                        .any(|(_, v)| v.contains(&format!("nonce=\"{}\"", ch.nonce)))
+            });
         if repeated {
             return Err(not_answered);
         }
         self.auth_rounds += 1;
         self.auth_headers.retain(|(n, _)| n != auth_name);
         let body = self.local_sdp(); // qop=auth-int hashes the INVITE body
-        let cnonce = self.random.hex(8);
-        let v = self
-            .digest
-            .authorize(&ch, &cred, "INVITE", &self.cfg.request_uri, &cnonce, &body);
-        self.auth_headers.push((auth_name.to_string(), v));
+                                     // One header per realm, never two for one realm (RFC 8760 2.4).
+        for ch in &chosen {
+            let cnonce = self.random.hex(8);
+            let v =
+                self.digest
+                    .authorize(ch, &cred, "INVITE", &self.cfg.request_uri, &cnonce, &body);
+            self.auth_headers.push((auth_name.to_string(), v));
+        }
         self.cseq += 1;
         let branch = new_branch(self.random.as_mut());
         let inv = self.build_invite(&branch);
@@ -876,17 +888,20 @@ impl Call {
                     .into_iter()
                     .filter_map(|v| Challenge::parse(v).ok())
                     .collect();
-                let Ok(ch) = auth::choose(&challenges, cred.realm.as_deref()).cloned() else {
+                let Ok(chosen) = auth::choose_per_realm(&challenges, cred.realm.as_deref()) else {
                     return self.end_after_bye(status, reason, "bye_challenged");
                 };
+                let chosen: Vec<Challenge> = chosen.into_iter().cloned().collect();
                 self.cseq += 1;
                 let (mut m, branch) = self.dialog_message("BYE", self.cseq);
                 let uri = m.uri().unwrap_or("").to_string();
-                let cnonce = self.random.hex(8);
-                m.push(
-                    an,
-                    self.digest.authorize(&ch, &cred, "BYE", &uri, &cnonce, b""),
-                );
+                for ch in &chosen {
+                    let cnonce = self.random.hex(8);
+                    m.push(
+                        an,
+                        self.digest.authorize(ch, &cred, "BYE", &uri, &cnonce, b""),
+                    );
+                }
                 self.bye = Some(NonInviteClient::new(&m, branch, now, self.cfg.timers));
             }
             TxEvent::Final(_) => self.end_after_bye(status, reason, "bye_answered"),
@@ -1122,7 +1137,22 @@ impl Call {
             self.respond(now, from, req, resp);
             return;
         }
+        if self.cfg.in_dialog_from_trunk_only && from != self.cfg.trunk && from != self.next_hop() {
+            tracing::warn!(call_id = %self.call_id, %from, method, "in-dialog request from an address that is not the trunk's: 403");
+            let resp = response_to(req, 403, None);
+            self.respond(now, from, req, resp);
+            return;
+        }
+        if self.phase == Phase::Ended {
+            // The dialog is over (a BYE ended it): a new request in it, even
+            // with a lower CSeq than the BYE's, is for a dialog that no longer
+            // exists (RFC 3261 15.1.2), not an out-of-order one (500).
+            let resp = response_to(req, 481, None);
+            self.respond(now, from, req, resp);
+            return;
+        }
         let cseq = req.cseq().0;
+        // RFC 3261 12.2.2: lower than the remote sequence number: 500.
         if self.remote_cseq.is_some_and(|c| cseq <= c) && method != "CANCEL" {
             let resp = response_to(req, 500, None);
             self.respond(now, from, req, resp);
@@ -1526,6 +1556,73 @@ mod tests {
         assert!(c.is_done());
     }
 
+    /// An in-dialog request from the callee, as the tests' trunk sends it.
+    fn in_dialog(c: &Call, method: &str, cseq: u32, branch: &str) -> Message {
+        let mut m = Message::request(method, "sip:alice@127.0.0.1:5060");
+        m.push(
+            "Via",
+            format!("SIP/2.0/UDP 10.0.0.9:5080;branch=z9hG4bK{branch}"),
+        );
+        m.push("From", "<sip:bob@127.0.0.1>;tag=remote1");
+        m.push("To", format!("<sip:alice@127.0.0.1>;tag={}", c.local_tag()));
+        m.push("Call-ID", c.call_id().to_string());
+        m.push("CSeq", format!("{cseq} {method}"));
+        m
+    }
+
+    /// Issue 21: a BYE with the right Call-ID and tags from another address
+    /// ended the call, and the real callee's BYE (lower CSeq) then got 500.
+    #[test]
+    fn a_forged_bye_from_elsewhere_is_refused_and_the_real_one_ends_the_call() {
+        let forger: SocketAddr = "127.0.0.1:6666".parse().unwrap();
+        let mut c = Call::new(cfg(), 0);
+        answered(&mut c);
+        events(&mut c);
+        sent(&mut c);
+        c.handle_message(1_000, forger, &in_dialog(&c, "BYE", 100, "forged"));
+        let out = sent(&mut c);
+        assert_eq!((out[0].0, out[0].1.code()), (forger, Some(403)));
+        assert!(events(&mut c).is_empty(), "the call goes on");
+        assert_eq!(c.phase(), Phase::Confirmed);
+        // The callee's own BYE (CSeq below the forged one) ends it.
+        c.handle_message(2_000, from(), &in_dialog(&c, "BYE", 2, "real"));
+        assert_eq!(sent(&mut c)[0].1.code(), Some(200));
+        assert!(matches!(
+            &events(&mut c)[..],
+            [DialogEvent::Ended(o)] if o.reason == EndedReason::CalleeHangup
+        ));
+        // A new BYE (another transaction) for the ended dialog: 481, not 500.
+        c.handle_message(2_100, from(), &in_dialog(&c, "BYE", 1, "late"));
+        assert_eq!(sent(&mut c)[0].1.code(), Some(481));
+    }
+
+    /// With the option off (a trunk whose addresses are not known), any
+    /// address may end the call; the real callee's later BYE then gets 481
+    /// (its dialog is gone), not 500.
+    #[test]
+    fn without_the_source_check_a_bye_for_an_ended_dialog_gets_481() {
+        let forger: SocketAddr = "127.0.0.1:6666".parse().unwrap();
+        let mut cfg = cfg();
+        cfg.in_dialog_from_trunk_only = false;
+        let mut c = Call::new(cfg, 0);
+        answered(&mut c);
+        events(&mut c);
+        sent(&mut c);
+        c.handle_message(1_000, forger, &in_dialog(&c, "BYE", 100, "other"));
+        assert_eq!(sent(&mut c)[0].1.code(), Some(200));
+        assert!(matches!(&events(&mut c)[..], [DialogEvent::Ended(_)]));
+        c.handle_message(2_000, from(), &in_dialog(&c, "BYE", 2, "real"));
+        assert_eq!(sent(&mut c)[0].1.code(), Some(481));
+        // While the dialog lives, a lower CSeq is still 500 (RFC 3261 12.2.2).
+        let mut c = Call::new(self::cfg(), 0);
+        answered(&mut c);
+        sent(&mut c);
+        c.handle_message(1_000, from(), &in_dialog(&c, "OPTIONS", 5, "o5"));
+        c.handle_message(1_100, from(), &in_dialog(&c, "OPTIONS", 4, "o4"));
+        let codes: Vec<_> = sent(&mut c).iter().map(|(_, m)| m.code()).collect();
+        assert_eq!(codes, [Some(200), Some(500)]);
+    }
+
     #[test]
     fn digest_retry_increments_cseq_and_keeps_call_id() {
         let mut cfg = cfg();
@@ -1594,6 +1691,66 @@ mod tests {
             auth[0].contains("algorithm=SHA-256") && auth[0].contains("nonce=\"sha\""),
             "{auth:?}"
         );
+    }
+
+    /// Issue 21: a 407 with a SHA-256 and an MD5 challenge of one realm (and
+    /// one of a second realm, as a forking proxy aggregates them) is answered
+    /// with one Proxy-Authorization per realm, the strongest of each.
+    #[test]
+    fn digest_answers_the_strongest_challenge_once_per_realm() {
+        let mut cfg = cfg();
+        cfg.credentials = Some(Credentials {
+            username: "u".into(),
+            password: "p".into(),
+            realm: None,
+        });
+        let mut c = Call::new(cfg, 0);
+        let inv = sent(&mut c).remove(0).1;
+        let ch = [
+            (
+                "Proxy-Authenticate",
+                "Digest realm=\"a\", nonce=\"a-sha\", qop=\"auth\", algorithm=SHA-256",
+            ),
+            (
+                "Proxy-Authenticate",
+                "Digest realm=\"a\", nonce=\"a-md5\", qop=\"auth\", algorithm=MD5",
+            ),
+            (
+                "Proxy-Authenticate",
+                "Digest realm=\"b\", nonce=\"b-md5\", qop=\"auth\"",
+            ),
+        ];
+        c.handle_datagram(10, from(), &reply(&inv, 407, &ch, None))
+            .unwrap();
+        let out = sent(&mut c);
+        let inv2 = &out[1].1;
+        let auth = inv2.header_lines("Proxy-Authorization");
+        assert_eq!(auth.len(), 2, "{auth:?}");
+        assert!(
+            auth[0].contains("realm=\"a\"")
+                && auth[0].contains("algorithm=SHA-256")
+                && auth[0].contains("nonce=\"a-sha\""),
+            "{auth:?}"
+        );
+        assert!(
+            auth[1].contains("realm=\"b\"") && auth[1].contains("algorithm=MD5"),
+            "{auth:?}"
+        );
+        // With the trunk's realm configured, only that realm is answered.
+        let mut cfg = self::cfg();
+        cfg.credentials = Some(Credentials {
+            username: "u".into(),
+            password: "p".into(),
+            realm: Some("b".into()),
+        });
+        let mut c = Call::new(cfg, 0);
+        let inv = sent(&mut c).remove(0).1;
+        c.handle_datagram(10, from(), &reply(&inv, 407, &ch, None))
+            .unwrap();
+        let out = sent(&mut c);
+        let auth = out[1].1.header_lines("Proxy-Authorization");
+        assert_eq!(auth.len(), 1, "{auth:?}");
+        assert!(auth[0].contains("realm=\"b\""), "{auth:?}");
     }
 
     #[test]

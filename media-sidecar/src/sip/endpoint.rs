@@ -37,6 +37,9 @@ pub struct Trunk {
     /// Host part of the Request-URI/To (default: `addr`).
     pub domain: Option<String>,
     pub credentials: Option<Credentials>,
+    /// In-dialog requests only from `addr` or the dialog's next hop
+    /// ([`CallConfig::in_dialog_from_trunk_only`]). Default: on.
+    pub in_dialog_from_trunk_only: bool,
 }
 
 impl Trunk {
@@ -45,6 +48,7 @@ impl Trunk {
             addr,
             domain: None,
             credentials: None,
+            in_dialog_from_trunk_only: true,
         }
     }
 }
@@ -194,11 +198,12 @@ fn call_config(spec: &CallSpec, trunk: &Trunk, has_next: bool, local: SocketAddr
         spec.media.clone(),
     );
     if let Some(d) = &trunk.domain {
-        c.request_uri = format!("sip:{}@{d}", spec.to_user);
+        c.request_uri = format!("sip:{}@{}", spec.to_user, uri_host(d, trunk.addr.port()));
         c.to_uri = c.request_uri.clone();
     }
     c.from_display = spec.from_display.clone();
     c.credentials = trunk.credentials.clone();
+    c.in_dialog_from_trunk_only = trunk.in_dialog_from_trunk_only;
     c.ring_timeout_ms = duration_ms(spec.ring_timeout);
     c.max_duration_ms = spec.max_duration.map(duration_ms);
     // Fail over quickly only when there is somewhere to fail over to.
@@ -207,6 +212,30 @@ fn call_config(spec: &CallSpec, trunk: &Trunk, has_next: bool, local: SocketAddr
     }
     c.timers = spec.timers;
     c
+}
+
+/// The SIP port a URI without one means (RFC 3261 19.1.2, UDP/TCP).
+pub const DEFAULT_SIP_PORT: u16 = 5060;
+
+/// `domain` as the hostport of a trunk's Request-URI and To: the trunk's
+/// `port` is kept unless it is the default (proxies route on the
+/// Request-URI, and one without a port means 5060); an IPv6 literal is
+/// bracketed; a domain that already names a port is left as it is.
+pub fn uri_host(domain: &str, port: u16) -> String {
+    let bare = domain.trim_start_matches('[').trim_end_matches(']');
+    let host = if bare.parse::<std::net::Ipv6Addr>().is_ok() {
+        format!("[{bare}]")
+    } else if domain.starts_with('[') || domain.contains(':') {
+        // `[v6]:port` or `host:port`: already has its port.
+        return domain.to_string();
+    } else {
+        domain.to_string()
+    };
+    if port == DEFAULT_SIP_PORT {
+        host
+    } else {
+        format!("{host}:{port}")
+    }
 }
 
 /// Timers further out than this (about 35 years) are clamped to it, so that
@@ -724,6 +753,35 @@ mod tests {
     fn the_same_seed_and_inputs_give_the_same_bytes() {
         assert_eq!(answered_call(7), answered_call(7));
         assert_ne!(answered_call(7), answered_call(8));
+    }
+
+    /// Issue 21: `sip:+1...@host` for a trunk on port 5080 sent proxies that
+    /// route on the Request-URI to 5060.
+    #[test]
+    fn the_request_uri_and_to_keep_the_trunks_port() {
+        let mut h = Harness::new(13);
+        let mut s = spec(&["198.51.100.1:5080"]);
+        s.trunks[0].domain = Some("trunk.example.com".into());
+        h.start(s);
+        let inv = only(h.sent());
+        let text = String::from_utf8_lossy(&inv.bytes).into_owned();
+        assert!(
+            text.starts_with("INVITE sip:+14155550100@trunk.example.com:5080 SIP/2.0\r\n"),
+            "{text}"
+        );
+        assert!(
+            inv.msg
+                .header("To")
+                .is_some_and(|t| t.contains("<sip:+14155550100@trunk.example.com:5080>")),
+            "{text}"
+        );
+        assert_eq!(uri_host("trunk.example.com", 5060), "trunk.example.com");
+        assert_eq!(uri_host("2001:db8::1", 5080), "[2001:db8::1]:5080");
+        assert_eq!(uri_host("[2001:db8::1]", 5060), "[2001:db8::1]");
+        assert_eq!(
+            uri_host("trunk.example.com:5099", 5080),
+            "trunk.example.com:5099"
+        );
     }
 
     #[test]

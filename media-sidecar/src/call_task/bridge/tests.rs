@@ -674,3 +674,61 @@ fn playout_clock_counts_only_audio_heard() {
     c.enqueue(t0 + ms(9_000), 100);
     assert_eq!(c.heard(t0 + ms(9_050)), 850);
 }
+
+/// Issue 21: a re-INVITE `a=sendonly` (the callee holds the call; we answer
+/// recvonly) stops our RTP and tells the engine; `sendrecv` resumes both.
+#[test]
+fn the_callees_hold_stops_sending_and_tells_the_engine_until_resumed() {
+    let (mut b, t0) = answered(30);
+    let mut held = neg();
+    held.direction = Direction::SendOnly;
+    b.handle_dialog_event(t0 + ms(3_000), DialogEvent::MediaUpdated(held.clone()));
+    assert_eq!(
+        drain(&mut b),
+        [
+            Action::SetMediaRemote(held.remote_rtp),
+            Action::SetMediaSending(false),
+            Action::EngineHold(true)
+        ]
+    );
+    // Hold music is not fed to the engine.
+    b.heard(t0 + ms(3_020), speech());
+    assert_eq!(drain(&mut b), []);
+    // The same hold again (a refresh) changes nothing; inactive is held too.
+    held.direction = Direction::Inactive;
+    b.handle_dialog_event(t0 + ms(3_100), DialogEvent::MediaUpdated(held));
+    assert_eq!(drain(&mut b), [Action::SetMediaRemote(neg().remote_rtp)]);
+    b.handle_dialog_event(t0 + ms(4_000), DialogEvent::MediaUpdated(neg()));
+    assert_eq!(
+        drain(&mut b),
+        [
+            Action::SetMediaRemote(neg().remote_rtp),
+            Action::SetMediaSending(true),
+            Action::EngineHold(false)
+        ]
+    );
+    b.heard(t0 + ms(4_020), speech());
+    assert!(drain(&mut b).contains(&Action::SendToEngine(speech())));
+}
+
+/// Answered `sendonly`: held from the start; the engine learns it once live.
+#[test]
+fn an_answer_that_holds_stops_sending_from_the_start() {
+    let (mut b, t0) = dispatched(30);
+    let mut held = neg();
+    held.direction = Direction::SendOnly;
+    b.handle_dialog_event(t0 + ms(1_000), DialogEvent::Answered(held.clone()));
+    assert_eq!(
+        drain(&mut b),
+        [
+            emit(EventKind::Answered, D + 1_000),
+            Action::StartMedia(held),
+            Action::SetMediaSending(false),
+            Action::EngineHold(true)
+        ]
+    );
+    b.media_started(t0 + ms(1_000));
+    assert_eq!(drain(&mut b), [Action::StartEngine]);
+    b.engine_started(t0 + ms(1_000));
+    assert_eq!(drain(&mut b), [Action::EngineHold(true)]);
+}
