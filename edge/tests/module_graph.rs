@@ -119,6 +119,15 @@ fn the_check_sees_circles_through_paths_groups_and_re_exports() {
             "// crate::a::X\n/// [`crate::a`]\n#[cfg(test)]\nmod tests {\n    use crate::a::X;\n}\n",
         ),
     ]));
+    // Braces in a test's string, raw string and char literals and comments do not end it early.
+    assert!(!cyclic_groups(&[
+        ("", "pub mod a; pub mod b;"),
+        ("a", "use crate::b::T;"),
+        (
+            "b",
+            "#[cfg(test)]\nmod tests {\n    const S: &str = \"}}\\\"}\";\n    const R: &str = r#\"}\"#;\n    const C: char = '}'; // }\n    use crate::a::X;\n}\n",
+        ),
+    ]));
     // A mod.rs reaching into its own child, which uses the mod.rs: a file circle.
     let edges = file_edges(&files(&[
         ("", "pub mod a;"),
@@ -192,18 +201,22 @@ fn read_tree(root: &Path, dir: &Path, out: &mut Vec<(ModPath, String)>) {
 fn production_text(text: &str) -> (String, Vec<String>) {
     let mut out = String::new();
     let mut test_mods = Vec::new();
-    let mut lines = text.lines().map(strip_comment).peekable();
-    while let Some(line) = lines.next() {
+    let mut lines = text.lines().peekable();
+    while let Some(raw) = lines.next() {
+        let line = strip_comment(raw);
         if line.trim() != "#[cfg(test)]" {
             out.push_str(&line);
             out.push('\n');
             continue;
         }
         // Skip the item the attribute applies to: further attributes, then
-        // one line ending in `;` or everything up to its closing brace.
+        // one line ending in `;` or everything up to its closing brace
+        // (braces in string and char literals and in comments do not count).
         let mut depth = 0i32;
         let mut opened = false;
-        for item in lines.by_ref() {
+        let mut lexer = Lexer::default();
+        for raw in lines.by_ref() {
+            let item = strip_comment(raw);
             let t = item.trim();
             if !opened && t.starts_with("#[") {
                 continue;
@@ -217,15 +230,9 @@ fn production_text(text: &str) -> (String, Vec<String>) {
                     test_mods.push(name.trim().to_string());
                 }
             }
-            for c in item.chars() {
-                match c {
-                    '{' => {
-                        depth += 1;
-                        opened = true;
-                    }
-                    '}' => depth -= 1,
-                    _ => {}
-                }
+            for delta in lexer.code_braces(raw) {
+                depth += delta;
+                opened |= delta > 0;
             }
             if (opened && depth <= 0) || (!opened && t.ends_with(';')) {
                 break;
@@ -233,6 +240,72 @@ fn production_text(text: &str) -> (String, Vec<String>) {
         }
     }
     (out, test_mods)
+}
+
+/// Where a scan of Rust source stands between lines: inside a string
+/// literal (a raw one with this many `#`s) or not.
+#[derive(Default)]
+struct Lexer {
+    in_string: bool,
+    raw_hashes: Option<usize>,
+}
+
+impl Lexer {
+    /// +1 per `{` and -1 per `}` of code in `line`: not in string or char
+    /// literals (which may span lines) nor after a `//` comment.
+    fn code_braces(&mut self, line: &str) -> Vec<i32> {
+        let chars: Vec<char> = line.chars().collect();
+        let mut out = Vec::new();
+        let mut i = 0;
+        while i < chars.len() {
+            let c = chars[i];
+            if self.in_string {
+                match self.raw_hashes {
+                    Some(n)
+                        if c == '"'
+                            && chars[i + 1..].iter().take(n).filter(|h| **h == '#').count()
+                                == n =>
+                    {
+                        self.in_string = false;
+                        i += n;
+                    }
+                    Some(_) => {}
+                    None if c == '\\' => i += 1,
+                    None if c == '"' => self.in_string = false,
+                    None => {}
+                }
+            } else if c == '/' && chars.get(i + 1) == Some(&'/') {
+                break;
+            } else if c == '"' {
+                self.in_string = true;
+                self.raw_hashes = None;
+            } else if c == 'r'
+                && matches!(chars.get(i + 1), Some('"' | '#'))
+                && (i == 0 || !chars[i - 1].is_alphanumeric())
+            {
+                let hashes = chars[i + 1..].iter().take_while(|h| **h == '#').count();
+                if chars.get(i + 1 + hashes) == Some(&'"') {
+                    self.in_string = true;
+                    self.raw_hashes = Some(hashes);
+                    i += 1 + hashes;
+                }
+            } else if c == '\'' {
+                // A char literal: 'x', or an escape ('\'', '\u{7f}'); else a lifetime.
+                if chars.get(i + 2) == Some(&'\'') {
+                    i += 2;
+                } else if chars.get(i + 1) == Some(&'\\') {
+                    let close = (i + 3..chars.len().min(i + 12)).find(|j| chars[*j] == '\'');
+                    i = close.unwrap_or(i);
+                }
+            } else if c == '{' {
+                out.push(1);
+            } else if c == '}' {
+                out.push(-1);
+            }
+            i += 1;
+        }
+        out
+    }
 }
 
 /// The line without a `//` comment (doc comments included); `//` inside a
