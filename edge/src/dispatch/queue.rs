@@ -753,7 +753,8 @@ impl Queue {
     }
 
     /// Ends one attempt; retries per the call's policy when the outcome
-    /// allows (no answer, busy, failure, lost media), else final.
+    /// allows (no answer, busy, failure, lost media; not a decline or a
+    /// definite SIP refusal: `voxline_shared::sip_outcome`), else final.
     fn end_attempt(
         &mut self,
         mut call: QueuedCall,
@@ -762,10 +763,8 @@ impl Queue {
         sip_code: Option<u16>,
         now: u64,
     ) -> CallUpdate {
-        let retryable = matches!(
-            status,
-            CallStatus::NoAnswer | CallStatus::Busy | CallStatus::Failed
-        ) && reason != EndedReason::HangupRequested;
+        // One table for both halves: 603 and definite 4xx/6xx are final.
+        let retryable = voxline_shared::sip_outcome::worth_redialling(status, reason, sip_code);
         let (call_id, tenant_id) = (call.call_id.clone(), call.tenant_id.clone());
         self.touch(&call_id);
         let change = if retryable && call.attempt <= call.retries {
@@ -1934,6 +1933,38 @@ mod tests {
                 sip_code: Some(486)
             }
         );
+    }
+
+    #[test]
+    fn a_decline_or_a_definite_refusal_is_final_despite_retries() {
+        for (status, reason, code) in [
+            (CallStatus::Busy, EndedReason::Declined, 603),
+            // A sidecar older than the table reports 603 as busy: the code decides.
+            (CallStatus::Busy, EndedReason::Busy, 603),
+            (CallStatus::Failed, EndedReason::Rejected, 404),
+            (CallStatus::Failed, EndedReason::Rejected, 604),
+        ] {
+            let mut q = Queue::default();
+            q.enqueue(call("c1", 0, 3));
+            let (o, _) = q.lease("s1", 1, 0, &T);
+            q.ack("s1", &o[0].lease_id, true, 0);
+            let end = HeldEvent::Ended {
+                status,
+                reason,
+                sip_code: Some(code),
+            };
+            let (_, u) = q.event("s1", "c1", 1, 1, end, 10);
+            assert_eq!(
+                u.unwrap().change,
+                CallChange::Ended {
+                    status,
+                    reason,
+                    sip_code: Some(code)
+                },
+                "{code}"
+            );
+            assert!(q.lease("s1", 1, 10_000_000, &T).0.is_empty(), "{code}");
+        }
     }
 
     #[test]
