@@ -31,6 +31,7 @@ fn outcome(status: CallStatus, reason: EndedReason, sip_code: Option<u16>) -> Di
         sip_code,
         try_next_trunk: false,
         detail: "test".into(),
+        retry_after_s: None,
     }
 }
 
