@@ -282,6 +282,7 @@ mod tests {
         EventKind::Ended {
             status: CallStatus::Completed,
             reason: EndedReason::AgentHangup,
+            retry_after_s: None,
             sip_code: None,
             timings: Timings {
                 dispatched_ms: 1,

@@ -425,6 +425,7 @@ async fn a_restart_resends_spooled_events_and_holds_their_calls_until_acked() {
                 kind: EventKind::Ended {
                     status: CallStatus::Completed,
                     reason: EndedReason::AgentHangup,
+                    retry_after_s: None,
                     sip_code: None,
                     timings: Timings {
                         dispatched_ms: at,

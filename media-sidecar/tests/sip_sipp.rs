@@ -226,6 +226,47 @@ async fn busy_486() {
     sipp.success().await;
 }
 
+/// 603 after ringing: the person declined. Its own reason (not `busy`), no
+/// other trunk (a 6xx is final everywhere), and the edge never redials it.
+#[tokio::test]
+async fn decline_603_is_final_and_never_redialled() {
+    let sipp = Sipp::start("uas_decline").await;
+    let sip = endpoint().await;
+    let mut h = sip
+        .start_call(spec(vec![Trunk::new(sipp.addr), Trunk::new(sipp.addr)]))
+        .await
+        .unwrap();
+    let o = ended(&mut h).await;
+    assert_eq!(
+        (o.status, o.reason, o.sip_code, o.try_next_trunk),
+        (CallStatus::Busy, EndedReason::Declined, Some(603), false)
+    );
+    assert!(!voxline_shared::sip_outcome::worth_redialling(
+        o.status, o.reason, o.sip_code
+    ));
+    sipp.success().await;
+}
+
+/// 404: the number does not exist; dialling it again would get a 404 again.
+#[tokio::test]
+async fn not_found_404_is_final_and_never_redialled() {
+    let sipp = Sipp::start("uas_404").await;
+    let sip = endpoint().await;
+    let mut h = sip
+        .start_call(spec(vec![Trunk::new(sipp.addr)]))
+        .await
+        .unwrap();
+    let o = ended(&mut h).await;
+    assert_eq!(
+        (o.status, o.reason, o.sip_code, o.try_next_trunk),
+        (CallStatus::Failed, EndedReason::Rejected, Some(404), false)
+    );
+    assert!(!voxline_shared::sip_outcome::worth_redialling(
+        o.status, o.reason, o.sip_code
+    ));
+    sipp.success().await;
+}
+
 #[tokio::test]
 async fn failover_503_to_second_trunk_within_2s() {
     let down = Sipp::start("uas_503").await;
@@ -256,6 +297,44 @@ async fn failover_503_to_second_trunk_within_2s() {
     );
     down.success().await;
     up.success().await;
+}
+
+/// 503 with `Retry-After: 300`: the call fails over at once, and the trunk
+/// rests: a later call with only that trunk is not dialled but ends with
+/// the wait, so the edge redials no earlier (sipp requires one INVITE only).
+#[tokio::test]
+async fn a_503_with_retry_after_rests_the_trunk_and_fails_over() {
+    let down = Sipp::start("uas_503_retry_after").await;
+    let up = Sipp::start("uas_answer").await;
+    let sip = endpoint().await;
+    let mut h = sip
+        .start_call(spec(vec![Trunk::new(down.addr), Trunk::new(up.addr)]))
+        .await
+        .unwrap();
+    match next(&mut h).await {
+        Event::Failover { trunk: 0, end } => {
+            assert_eq!((end.sip_code, end.retry_after_s), (Some(503), Some(300)));
+        }
+        e => panic!("expected failover, got {e:?}"),
+    }
+    until_answered(&mut h).await;
+    h.hangup(EndedReason::AgentHangup).await;
+    ended(&mut h).await;
+    let down_addr = down.addr;
+    down.success().await;
+    up.success().await;
+
+    let mut alone = sip
+        .start_call(spec(vec![Trunk::new(down_addr)]))
+        .await
+        .unwrap();
+    let o = ended(&mut alone).await;
+    assert_eq!(
+        (o.status, o.detail.as_str(), o.sip_code),
+        (CallStatus::Failed, "trunks_resting", None)
+    );
+    let wait = o.retry_after_s.expect("the wait is reported");
+    assert!((290..=300).contains(&wait), "{wait}");
 }
 
 #[tokio::test]

@@ -22,7 +22,8 @@ pub enum CallStatus {
     Failed,
     /// Nobody answered within the ring timeout.
     NoAnswer,
-    /// The callee was busy or declined.
+    /// The callee was busy (`ended_reason` `busy`) or declined
+    /// (`declined`, never dialled again).
     Busy,
     /// Hung up through the API before it was answered, or never dialled.
     Cancelled,
@@ -91,6 +92,9 @@ pub enum EndedReason {
     MaxDurationReached,
     NoAnswer,
     Busy,
+    /// The callee declined the call (SIP 603): never dialled again.
+    Declined,
+    /// The trunk or network gave a definite refusal (404, 410, 484, 604, ...).
     Rejected,
     TrunkError,
     MediaLost,

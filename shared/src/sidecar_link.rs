@@ -432,6 +432,11 @@ pub enum EventKind {
         #[serde(default)]
         sip_code: Option<u16>,
         timings: Timings,
+        /// Dial again no earlier than this many seconds from now (the
+        /// trunk's or callee's SIP `Retry-After`, at most an hour); absent
+        /// when none was given. Older edges ignore it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        retry_after_s: Option<u32>,
     },
     /// An event kind added after this build: acknowledged and ignored, so a
     /// sidecar newer than its edge never has a batch refused for it.
@@ -692,6 +697,33 @@ mod tests {
     }
 
     #[test]
+    fn ended_carries_retry_after_only_when_given() {
+        let json = r#"{"type":"ended","status":"failed","reason":"trunk_error","sip_code":503,
+            "timings":{"dispatched_ms":1,"ended_ms":2},"retry_after_s":300}"#;
+        let kind: EventKind = serde_json::from_str(json).unwrap();
+        assert!(matches!(
+            kind,
+            EventKind::Ended {
+                retry_after_s: Some(300),
+                ..
+            }
+        ));
+        // An older sidecar's event has none.
+        let old = json.replace(r#","retry_after_s":300"#, "");
+        let kind: EventKind = serde_json::from_str(&old).unwrap();
+        assert!(matches!(
+            kind,
+            EventKind::Ended {
+                retry_after_s: None,
+                ..
+            }
+        ));
+        assert!(!serde_json::to_string(&kind)
+            .unwrap()
+            .contains("retry_after"));
+    }
+
+    #[test]
     fn events_wire_form() {
         let ended = CallEvent {
             call_id: "c_1".into(),
@@ -701,6 +733,7 @@ mod tests {
             kind: EventKind::Ended {
                 status: CallStatus::Completed,
                 reason: EndedReason::AgentHangup,
+                retry_after_s: None,
                 sip_code: None,
                 timings: Timings {
                     dispatched_ms: 1_700_000_000_000,

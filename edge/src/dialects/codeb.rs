@@ -701,6 +701,7 @@ pub fn ended_reason_word(reason: EndedReason) -> &'static str {
         EndedReason::MaxDurationReached => "max-duration",
         EndedReason::NoAnswer => "no-answer",
         EndedReason::Busy => "busy",
+        EndedReason::Declined => "declined",
         EndedReason::Rejected => "rejected",
         EndedReason::TrunkError => "trunk-error",
         EndedReason::MediaLost => "media-lost",

@@ -199,6 +199,31 @@ pub enum CallChange {
 }
 
 /// What a sidecar reports about a call it holds.
+/// A sidecar's `Retry-After` is honoured up to an hour (the sidecar bounds
+/// it too; this keeps a hostile sidecar from parking a call for years).
+const MAX_RETRY_AFTER_S: u32 = 3_600;
+
+/// How one attempt ended, as [`Queue::end_attempt`] weighs it.
+#[derive(Debug, Clone, Copy)]
+struct AttemptEnd {
+    status: CallStatus,
+    reason: EndedReason,
+    sip_code: Option<u16>,
+    retry_after_s: Option<u32>,
+}
+
+impl AttemptEnd {
+    /// The sidecar went silent or dropped the call: retryable like any failure.
+    fn media_lost() -> Self {
+        AttemptEnd {
+            status: CallStatus::Failed,
+            reason: EndedReason::MediaLost,
+            sip_code: None,
+            retry_after_s: None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub enum HeldEvent {
     Ringing,
@@ -207,6 +232,8 @@ pub enum HeldEvent {
         status: CallStatus,
         reason: EndedReason,
         sip_code: Option<u16>,
+        /// The sidecar's "dial again no earlier than" (SIP `Retry-After`).
+        retry_after_s: Option<u32>,
     },
     /// Transcript turns and the like: no state change.
     Other,
@@ -734,10 +761,17 @@ impl Queue {
                 status,
                 reason,
                 sip_code,
+                retry_after_s,
             } => {
                 let held = self.held.remove(call_id).expect("checked above");
                 // Retries are timed from now; `ended_at` is when it ended.
-                let mut ended = self.end_attempt(held.call, status, reason, sip_code, now);
+                let end = AttemptEnd {
+                    status,
+                    reason,
+                    sip_code,
+                    retry_after_s,
+                };
+                let mut ended = self.end_attempt(held.call, end, now);
                 ended.at_ms = at;
                 return (EventVerdict::Applied, Some(ended));
             }
@@ -777,36 +811,30 @@ impl Queue {
                 .remove(&call_id)
                 .or_else(|| self.stranded.remove(&call_id).map(|s| s.held));
             if let Some(held) = held {
-                updates.push(self.end_attempt(
-                    held.call,
-                    CallStatus::Failed,
-                    EndedReason::MediaLost,
-                    None,
-                    now,
-                ));
+                updates.push(self.end_attempt(held.call, AttemptEnd::media_lost(), now));
             }
         }
         updates
     }
 
     /// Ends one attempt; retries per the call's policy when the outcome
-    /// allows (no answer, busy, failure, lost media), else final.
-    fn end_attempt(
-        &mut self,
-        mut call: QueuedCall,
-        status: CallStatus,
-        reason: EndedReason,
-        sip_code: Option<u16>,
-        now: u64,
-    ) -> CallUpdate {
-        let retryable = matches!(
+    /// allows (no answer, busy, failure, lost media; not a decline or a
+    /// definite SIP refusal: `voxline_shared::sip_outcome`), else final.
+    fn end_attempt(&mut self, mut call: QueuedCall, end: AttemptEnd, now: u64) -> CallUpdate {
+        let AttemptEnd {
             status,
-            CallStatus::NoAnswer | CallStatus::Busy | CallStatus::Failed
-        ) && reason != EndedReason::HangupRequested;
+            reason,
+            sip_code,
+            retry_after_s,
+        } = end;
+        // One table for both halves: 603 and definite 4xx/6xx are final.
+        let retryable = voxline_shared::sip_outcome::worth_redialling(status, reason, sip_code);
         let (call_id, tenant_id) = (call.call_id.clone(), call.tenant_id.clone());
         self.touch(&call_id);
         let change = if retryable && call.attempt <= call.retries {
-            let after_delay = now + call.retry_delay_ms;
+            // Never sooner than the trunk or callee asked (Retry-After, bounded).
+            let asked_ms = u64::from(retry_after_s.unwrap_or(0).min(MAX_RETRY_AFTER_S)) * 1_000;
+            let after_delay = now + call.retry_delay_ms.max(asked_ms);
             let retry_at_ms = call
                 .calling_window
                 .as_ref()
@@ -950,13 +978,7 @@ impl Queue {
             if held_calls.contains(&call_id) {
                 self.held.insert(call_id, s.held);
             } else {
-                updates.push(self.end_attempt(
-                    s.held.call,
-                    CallStatus::Failed,
-                    EndedReason::MediaLost,
-                    None,
-                    now,
-                ));
+                updates.push(self.end_attempt(s.held.call, AttemptEnd::media_lost(), now));
             }
         }
         // Calls it runs that are not its own (any more): it must stop them.
@@ -1079,6 +1101,7 @@ mod tests {
         let done = HeldEvent::Ended {
             status: CallStatus::Completed,
             reason: EndedReason::CalleeHangup,
+            retry_after_s: None,
             sip_code: None,
         };
         q.event("s1", "a1", 1, 1, done, 5);
@@ -1138,6 +1161,7 @@ mod tests {
         let done = HeldEvent::Ended {
             status: CallStatus::Completed,
             reason: EndedReason::CalleeHangup,
+            retry_after_s: None,
             sip_code: None,
         };
         q.ack("s1", &o[0].lease_id, true, 2);
@@ -1246,6 +1270,7 @@ mod tests {
         let done = HeldEvent::Ended {
             status: CallStatus::Completed,
             reason: EndedReason::CalleeHangup,
+            retry_after_s: None,
             sip_code: None,
         };
         q.event("s1", "c1", 1, 1, done, 2);
@@ -1552,6 +1577,7 @@ mod tests {
         let busy = HeldEvent::Ended {
             status: CallStatus::Busy,
             reason: EndedReason::Busy,
+            retry_after_s: None,
             sip_code: Some(486),
         };
         q.event("s1", &o[0].call.call_id, 1, 2, busy, 4); // retried: waiting again
@@ -1612,6 +1638,7 @@ mod tests {
         let done = HeldEvent::Ended {
             status: CallStatus::Completed,
             reason: EndedReason::CalleeHangup,
+            retry_after_s: None,
             sip_code: None,
         };
         let (_, u) = q.event("s1", "c1", 1, 1, done, 41_000);
@@ -1663,6 +1690,7 @@ mod tests {
         let done = HeldEvent::Ended {
             status: CallStatus::Completed,
             reason: EndedReason::CalleeHangup,
+            retry_after_s: None,
             sip_code: None,
         };
         q.register("s1", 1, SURELY_OVER + 1);
@@ -1832,6 +1860,7 @@ mod tests {
         let ended = HeldEvent::Ended {
             status: CallStatus::Completed,
             reason: EndedReason::CalleeHangup,
+            retry_after_s: None,
             sip_code: None,
         };
         let (_, u) = q.event("s1", "c1", 1, 3, ended.clone(), 5);
@@ -1860,6 +1889,7 @@ mod tests {
         let busy = HeldEvent::Ended {
             status: CallStatus::Busy,
             reason: EndedReason::Busy,
+            retry_after_s: None,
             sip_code: Some(486),
         };
         q.event("s1", "c1", 1, 1, busy, 1);
@@ -1928,6 +1958,7 @@ mod tests {
         let busy = HeldEvent::Ended {
             status: CallStatus::Busy,
             reason: EndedReason::Busy,
+            retry_after_s: None,
             sip_code: Some(486),
         };
         let (_, u) = q.event("s1", "c1", 1, 1, busy, wed_1759 + 10);
@@ -1946,6 +1977,7 @@ mod tests {
         let busy = || HeldEvent::Ended {
             status: CallStatus::Busy,
             reason: EndedReason::Busy,
+            retry_after_s: None,
             sip_code: Some(486),
         };
         let (o, _) = q.lease("s1", 1, 0, &T);
@@ -1971,6 +2003,70 @@ mod tests {
                 sip_code: Some(486)
             }
         );
+    }
+
+    #[test]
+    fn a_retry_after_puts_the_redial_off_bounded_to_an_hour() {
+        for (asked, retry_at_ms) in [
+            (None, 60_010),     // the call's own delay (1 minute)
+            (Some(30), 60_010), // shorter than that: the delay wins
+            (Some(300), 300_010),
+            (Some(u32::MAX), 3_600_010),
+        ] {
+            let mut q = Queue::default();
+            q.enqueue(call("c1", 0, 1));
+            let (o, _) = q.lease("s1", 1, 0, &T);
+            q.ack("s1", &o[0].lease_id, true, 0);
+            let end = HeldEvent::Ended {
+                status: CallStatus::Failed,
+                reason: EndedReason::TrunkError,
+                sip_code: Some(503),
+                retry_after_s: asked,
+            };
+            let (_, u) = q.event("s1", "c1", 1, 1, end, 10);
+            assert!(
+                matches!(u.unwrap().change, CallChange::RetryScheduled { retry_at_ms: at, .. } if at == retry_at_ms),
+                "{asked:?}"
+            );
+            assert!(
+                q.lease("s1", 1, retry_at_ms - 1, &T).0.is_empty(),
+                "{asked:?}"
+            );
+            assert_eq!(q.lease("s1", 1, retry_at_ms, &T).0.len(), 1, "{asked:?}");
+        }
+    }
+
+    #[test]
+    fn a_decline_or_a_definite_refusal_is_final_despite_retries() {
+        for (status, reason, code) in [
+            (CallStatus::Busy, EndedReason::Declined, 603),
+            // A sidecar older than the table reports 603 as busy: the code decides.
+            (CallStatus::Busy, EndedReason::Busy, 603),
+            (CallStatus::Failed, EndedReason::Rejected, 404),
+            (CallStatus::Failed, EndedReason::Rejected, 604),
+        ] {
+            let mut q = Queue::default();
+            q.enqueue(call("c1", 0, 3));
+            let (o, _) = q.lease("s1", 1, 0, &T);
+            q.ack("s1", &o[0].lease_id, true, 0);
+            let end = HeldEvent::Ended {
+                status,
+                reason,
+                retry_after_s: None,
+                sip_code: Some(code),
+            };
+            let (_, u) = q.event("s1", "c1", 1, 1, end, 10);
+            assert_eq!(
+                u.unwrap().change,
+                CallChange::Ended {
+                    status,
+                    reason,
+                    sip_code: Some(code)
+                },
+                "{code}"
+            );
+            assert!(q.lease("s1", 1, 10_000_000, &T).0.is_empty(), "{code}");
+        }
     }
 
     #[test]

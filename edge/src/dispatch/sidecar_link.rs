@@ -344,11 +344,13 @@ fn handle_op(
                         status,
                         reason,
                         sip_code,
+                        retry_after_s,
                         ..
                     } => HeldEvent::Ended {
                         status: *status,
                         reason: *reason,
                         sip_code: *sip_code,
+                        retry_after_s: *retry_after_s,
                     },
                     EventKind::Dialing
                     | EventKind::TranscriptTurn { .. }

@@ -78,6 +78,8 @@ pub struct CallEnd {
     /// The final SIP response code that decided it, if any.
     pub sip_code: Option<u16>,
     pub timings: Timings,
+    /// Dial again no earlier than this (the SIP `Retry-After`).
+    pub retry_after_s: Option<u32>,
 }
 
 impl CallEnd {
@@ -86,6 +88,7 @@ impl CallEnd {
         EventKind::Ended {
             status: self.status,
             reason: self.reason,
+            retry_after_s: self.retry_after_s,
             sip_code: self.sip_code,
             timings: self.timings,
         }
@@ -159,6 +162,8 @@ pub struct Bridge {
     hangup_at: Option<Instant>,
     /// We hung up, for this reason (the `ended` reason then).
     hangup_sent: Option<EndedReason>,
+    /// The dialog's `Retry-After`, passed on in the `ended` event.
+    retry_after_s: Option<u32>,
     /// Cut short by the sidecar's shutdown: the call ends `failed`.
     shutdown: bool,
     /// The sidecar is stopping at once: no `ended` event.
@@ -194,6 +199,7 @@ impl Bridge {
             silence: None,
             hangup_at: None,
             hangup_sent: None,
+            retry_after_s: None,
             shutdown: false,
             stopping: false,
             on_hold: false,
@@ -308,6 +314,7 @@ impl Bridge {
             _ if self.shutdown => CallStatus::Failed,
             (_, s) => s,
         };
+        self.retry_after_s = end.retry_after_s;
         self.finish(now, status, reason, end.sip_code);
     }
 
@@ -491,6 +498,7 @@ impl Bridge {
             reason,
             sip_code,
             timings: self.timings,
+            retry_after_s: self.retry_after_s,
         });
         self.actions.push_back(Action::Finish(end));
     }

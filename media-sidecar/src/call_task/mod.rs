@@ -94,6 +94,7 @@ fn ended(status: CallStatus, reason: EndedReason, timings: Timings) -> EventKind
     EventKind::Ended {
         status,
         reason,
+        retry_after_s: None,
         sip_code: None,
         timings,
     }

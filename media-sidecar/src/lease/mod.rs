@@ -741,6 +741,7 @@ impl LeaseClient {
                     let kind = EventKind::Ended {
                         status: CallStatus::Failed,
                         reason: EndedReason::MediaLost,
+                        retry_after_s: None,
                         sip_code: None,
                         timings,
                     };
@@ -1430,6 +1431,7 @@ impl LeaseClient {
             let kind = EventKind::Ended {
                 status: CallStatus::Cancelled,
                 reason: EndedReason::HangupRequested,
+                retry_after_s: None,
                 sip_code: None,
                 timings: Timings {
                     dispatched_ms: now_ms,
@@ -1468,6 +1470,7 @@ impl LeaseClient {
         let kind = EventKind::Ended {
             status: CallStatus::Failed,
             reason,
+            retry_after_s: None,
             sip_code: None,
             timings,
         };

@@ -874,6 +874,7 @@ fn ended(now: u64) -> EventKind {
     EventKind::Ended {
         status: CallStatus::Completed,
         reason: EndedReason::AgentHangup,
+        retry_after_s: None,
         sip_code: None,
         timings: Timings {
             dispatched_ms: now - 10,
@@ -1812,6 +1813,7 @@ fn refused_credentials_hang_up_every_call_and_registering_goes_on() {
             EventKind::Ended {
                 status: CallStatus::Completed,
                 reason: EndedReason::HangupRequested,
+                retry_after_s: None,
                 sip_code: None,
                 timings: Timings {
                     dispatched_ms: T0,
@@ -1938,6 +1940,7 @@ fn a_call_whose_task_died_ends_failed_and_frees_its_slot() {
         EventKind::Ended {
             status: CallStatus::Failed,
             reason: EndedReason::EngineError,
+            retry_after_s: None,
             sip_code: None,
             timings: Timings {
                 dispatched_ms: t0,

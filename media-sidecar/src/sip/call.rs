@@ -150,6 +150,10 @@ pub struct DialogEnd {
     pub try_next_trunk: bool,
     /// Short machine-readable detail (e.g. `timer_b`, `sdp_no_common_codec`).
     pub detail: String,
+    /// The final response's `Retry-After` in seconds (bounded by
+    /// [`msg::MAX_RETRY_AFTER_S`]): a 5xx trunk rests that long, and the
+    /// call is dialled again no earlier.
+    pub retry_after_s: Option<u32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -169,15 +173,12 @@ pub enum DialogEvent {
     Ended(DialogEnd),
 }
 
-/// The final-response mapping (RFC code -> call status, reason, failover).
+/// The final-response mapping (RFC code -> call status, reason, failover):
+/// the table in [`voxline_shared::sip_outcome`], shared with the edge's
+/// redial decision.
 pub fn classify_final(code: u16) -> (CallStatus, EndedReason, bool) {
-    match code {
-        486 | 600 | 603 => (CallStatus::Busy, EndedReason::Busy, false),
-        408 | 480 => (CallStatus::NoAnswer, EndedReason::NoAnswer, true),
-        503 | 504 => (CallStatus::Failed, EndedReason::TrunkError, true),
-        401 | 407 | 500..=599 => (CallStatus::Failed, EndedReason::TrunkError, false),
-        _ => (CallStatus::Failed, EndedReason::Rejected, false),
-    }
+    let f = voxline_shared::sip_outcome::sip_final(code);
+    (f.status, f.reason, f.next_trunk)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -297,6 +298,8 @@ pub struct Call {
     /// A provisional response above 100 arrived: the callee was alerted on
     /// this trunk, so a later 408/480/503 must not ring them again elsewhere.
     alerted: bool,
+    /// The final response's `Retry-After`, for the [`DialogEnd`].
+    retry_after_s: Option<u32>,
     early: Option<Negotiated>,
     media: Option<Negotiated>,
     local_dir: Direction,
@@ -375,6 +378,7 @@ impl Call {
             ack_2xx: None,
             ringing_sent: false,
             alerted: false,
+            retry_after_s: None,
             early: None,
             media: None,
             local_dir: Direction::SendRecv,
@@ -665,6 +669,10 @@ impl Call {
                     self.on_2xx(&r, now);
                     return;
                 }
+                self.retry_after_s = r
+                    .header("Retry-After")
+                    .and_then(msg::retry_after_seconds)
+                    .filter(|s| *s > 0);
                 let mut detail = "final_response";
                 if code == 401 || code == 407 {
                     match self.try_auth(&r, now) {
@@ -937,6 +945,7 @@ impl Call {
             sip_code,
             try_next_trunk: failover,
             detail: detail.to_string(),
+            retry_after_s: self.retry_after_s,
         }));
     }
 
@@ -1785,16 +1794,19 @@ mod tests {
 
     #[test]
     fn final_response_mapping() {
-        for (code, status, failover) in [
-            (486, CallStatus::Busy, false),
-            (600, CallStatus::Busy, false),
-            (603, CallStatus::Busy, false),
-            (480, CallStatus::NoAnswer, true),
-            (408, CallStatus::NoAnswer, true),
-            (503, CallStatus::Failed, true),
-            (504, CallStatus::Failed, true),
-            (404, CallStatus::Failed, false),
-            (500, CallStatus::Failed, false),
+        use EndedReason as R;
+        for (code, status, reason, failover) in [
+            (486, CallStatus::Busy, R::Busy, false),
+            (600, CallStatus::Busy, R::Busy, false),
+            // The callee declined: its own outcome, and a 6xx ends the call everywhere.
+            (603, CallStatus::Busy, R::Declined, false),
+            (604, CallStatus::Failed, R::Rejected, false),
+            (480, CallStatus::NoAnswer, R::NoAnswer, true),
+            (408, CallStatus::NoAnswer, R::NoAnswer, true),
+            (503, CallStatus::Failed, R::TrunkError, true),
+            (504, CallStatus::Failed, R::TrunkError, true),
+            (404, CallStatus::Failed, R::Rejected, false),
+            (500, CallStatus::Failed, R::TrunkError, true),
         ] {
             let mut c = Call::new(cfg(), 0);
             let inv = sent(&mut c).remove(0).1;
@@ -1805,8 +1817,8 @@ mod tests {
                 panic!("{code}: {ev:?}")
             };
             assert_eq!(
-                (o.status, o.sip_code, o.try_next_trunk),
-                (status, Some(code), failover),
+                (o.status, o.reason, o.sip_code, o.try_next_trunk),
+                (status, reason, Some(code), failover),
                 "{code}"
             );
         }

@@ -21,7 +21,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use voxline_shared::EndedReason;
+use voxline_shared::{CallStatus, EndedReason};
 
 use super::auth::Credentials;
 use super::call::{out_of_dialog_reply, Call, CallConfig, DialogEnd, DialogEvent, Transmit};
@@ -259,6 +259,59 @@ pub struct Endpoint {
     next_id: u64,
     transmits: VecDeque<Transmit>,
     events: VecDeque<(CallId, Event)>,
+    /// Trunks that answered a 5xx with `Retry-After`: skipped until then
+    /// (ms on the dialogs' clock). At most [`MAX_RESTING_TRUNKS`].
+    resting: BTreeMap<SocketAddr, u64>,
+}
+
+/// Trunks remembered as resting at once (trunks come from the config, so
+/// this is only a bound against surprises).
+const MAX_RESTING_TRUNKS: usize = 256;
+
+/// After `end` on the trunk at `addr`: a 5xx with `Retry-After` makes it rest.
+fn note_rest(resting: &mut BTreeMap<SocketAddr, u64>, addr: SocketAddr, end: &DialogEnd, ms: u64) {
+    let Some(secs) = end.retry_after_s.filter(|s| *s > 0) else {
+        return;
+    };
+    if !end.sip_code.is_some_and(|c| (500..600).contains(&c)) {
+        return;
+    }
+    resting.retain(|_, until| *until > ms);
+    if resting.len() < MAX_RESTING_TRUNKS || resting.contains_key(&addr) {
+        let until = ms.saturating_add(u64::from(secs) * 1_000);
+        let slot = resting.entry(addr).or_insert(until);
+        *slot = (*slot).max(until);
+        tracing::info!(trunk = %addr, secs, "trunk asked for rest (Retry-After)");
+    }
+}
+
+/// The first trunk at or after `from` that is not resting at `ms`.
+fn usable_trunk(
+    resting: &BTreeMap<SocketAddr, u64>,
+    trunks: &[Trunk],
+    from: usize,
+    ms: u64,
+) -> Option<usize> {
+    (from..trunks.len()).find(|i| {
+        trunks
+            .get(*i)
+            .is_some_and(|t| resting.get(&t.addr).is_none_or(|until| *until <= ms))
+    })
+}
+
+/// When every trunk rests: the seconds until the first is usable again.
+fn all_resting_for_s(
+    resting: &BTreeMap<SocketAddr, u64>,
+    trunks: &[Trunk],
+    ms: u64,
+) -> Option<u32> {
+    let mut soonest: Option<u64> = None;
+    for t in trunks {
+        let until = resting.get(&t.addr).copied().filter(|u| *u > ms)?;
+        soonest = Some(soonest.map_or(until, |s| s.min(until)));
+    }
+    let wait_ms = soonest?.saturating_sub(ms);
+    Some(u32::try_from(wait_ms.div_ceil(1_000)).unwrap_or(u32::MAX))
 }
 
 impl std::fmt::Debug for Endpoint {
@@ -283,6 +336,7 @@ impl Endpoint {
             next_id: 0,
             transmits: VecDeque::new(),
             events: VecDeque::new(),
+            resting: BTreeMap::new(),
         }
     }
 
@@ -309,18 +363,37 @@ impl Endpoint {
         self.calls.get(&id).map(|a| a.sip_call_id.as_str())
     }
 
-    /// Starts a call on its first trunk; the INVITE is ready at once.
+    /// Starts a call on its first trunk that is not resting (Retry-After);
+    /// the INVITE is ready at once. When every trunk rests, the call ends at
+    /// once (`trunks_resting`, with the wait as its `retry_after_s`).
     pub fn start_call(&mut self, spec: CallSpec, now: Instant) -> Result<CallId, StartError> {
-        let Some(first) = spec.trunks.first() else {
+        if spec.trunks.is_empty() {
             return Err(StartError::NoTrunk);
-        };
+        }
         if self.dialogs.len() >= self.config.max_dialogs {
             return Err(StartError::TooManyDialogs);
         }
         let ms = self.ms(now);
         self.next_id += 1;
         let id = CallId(self.next_id);
-        let cfg = call_config(&spec, first, spec.trunks.len() > 1, self.config.local);
+        let Some((index, first)) = usable_trunk(&self.resting, &spec.trunks, 0, ms)
+            .and_then(|i| spec.trunks.get(i).map(|t| (i, t)))
+        else {
+            tracing::info!(to = %spec.to_user, "every trunk rests (Retry-After); not dialling");
+            let end = DialogEnd {
+                status: CallStatus::Failed,
+                reason: EndedReason::TrunkError,
+                sip_code: None,
+                try_next_trunk: false,
+                detail: "trunks_resting".into(),
+                retry_after_s: all_resting_for_s(&self.resting, &spec.trunks, ms),
+            };
+            self.events
+                .push_back((id, Event::Call(DialogEvent::Ended(end))));
+            return Ok(id);
+        };
+        let has_next = usable_trunk(&self.resting, &spec.trunks, index + 1, ms).is_some();
+        let cfg = call_config(&spec, first, has_next, self.config.local);
         let call = Call::with_random(cfg, ms, self.random.fork());
         let sip_call_id = call.call_id().to_string();
         tracing::info!(%sip_call_id, to = %spec.to_user, trunk = %first.addr, "INVITE");
@@ -335,7 +408,7 @@ impl Endpoint {
             id,
             Attempts {
                 spec,
-                trunk: 0,
+                trunk: index,
                 sip_call_id,
                 hangup: false,
             },
@@ -440,12 +513,17 @@ impl Endpoint {
                         d.owner = None;
                         continue;
                     };
-                    let DialogEvent::Ended(end) = ev else {
+                    let DialogEvent::Ended(mut end) = ev else {
                         self.events.push_back((id, Event::Call(ev)));
                         continue;
                     };
                     d.owner = None;
-                    if end.try_next_trunk && !a.hangup && a.trunk + 1 < a.spec.trunks.len() {
+                    if let Some(t) = a.spec.trunks.get(a.trunk) {
+                        note_rest(&mut self.resting, t.addr, &end, ms);
+                    }
+                    let next = usable_trunk(&self.resting, &a.spec.trunks, a.trunk + 1, ms)
+                        .filter(|_| end.try_next_trunk && !a.hangup);
+                    if let Some(next) = next {
                         tracing::info!(trunk = a.trunk, code = ?end.sip_code, detail = %end.detail, "trunk failed; trying the next");
                         self.events.push_back((
                             id,
@@ -454,16 +532,20 @@ impl Endpoint {
                                 end,
                             },
                         ));
-                        failed_over.push(id);
+                        failed_over.push((id, next));
                     } else {
+                        // Every trunk resting: redial no earlier than the first is back.
+                        if let Some(wait) = all_resting_for_s(&self.resting, &a.spec.trunks, ms) {
+                            end.retry_after_s = Some(end.retry_after_s.unwrap_or(0).max(wait));
+                        }
                         self.calls.remove(&id);
                         self.events
                             .push_back((id, Event::Call(DialogEvent::Ended(end))));
                     }
                 }
             }
-            for id in &failed_over {
-                self.next_trunk(*id, ms);
+            for (id, next) in &failed_over {
+                self.next_trunk(*id, *next, ms);
             }
             self.dialogs.retain(|_, d| !d.call.is_done());
             if failed_over.is_empty() {
@@ -474,15 +556,15 @@ impl Endpoint {
 
     /// Starts the attempt on the call's next trunk (its INVITE is drained
     /// by the next round of [`Endpoint::pump`]).
-    fn next_trunk(&mut self, id: CallId, ms: u64) {
+    fn next_trunk(&mut self, id: CallId, next: usize, ms: u64) {
         let Some(a) = self.calls.get_mut(&id) else {
             return;
         };
-        a.trunk += 1;
+        a.trunk = next;
         let Some(trunk) = a.spec.trunks.get(a.trunk) else {
             return;
         };
-        let has_next = a.trunk + 1 < a.spec.trunks.len();
+        let has_next = usable_trunk(&self.resting, &a.spec.trunks, next + 1, ms).is_some();
         let cfg = call_config(&a.spec, trunk, has_next, self.config.local);
         let call = Call::with_random(cfg, ms, self.random.fork());
         a.sip_call_id = call.call_id().to_string();
@@ -899,6 +981,91 @@ mod tests {
             ) && ev.iter().all(|(i, _)| *i == id),
             "{ev:?}"
         );
+    }
+
+    #[test]
+    fn a_503_with_retry_after_rests_the_trunk_until_then() {
+        let mut h = Harness::new(14);
+        let first = h.start(spec(&[TRUNK_A, TRUNK_B]));
+        let inv_a = only(h.sent()).msg;
+        h.now_ms = 30;
+        let busy_trunk = TRUNK.reply_with(&inv_a, 503, &[("Retry-After", "300 (maintenance)")]);
+        h.recv(TRUNK.addr, &busy_trunk).unwrap();
+        assert_eq!(methods(&h.sent()), ["ACK", "INVITE"], "failed over to B");
+        let ev = only(h.events());
+        let (_, Event::Failover { trunk: 0, end }) = ev else {
+            panic!("{ev:?}")
+        };
+        assert_eq!((end.sip_code, end.retry_after_s), (Some(503), Some(300)));
+        h.ep.hangup(first, EndedReason::HangupRequested, h.now());
+        h.sent();
+        h.events();
+
+        // Meanwhile the next call skips trunk A and goes straight to B.
+        h.now_ms = 10_000;
+        let second = h.start(spec(&[TRUNK_A, TRUNK_B]));
+        let inv = only(h.sent());
+        assert_eq!(inv.dest, addr(TRUNK_B));
+        h.ep.hangup(second, EndedReason::HangupRequested, h.now());
+        h.sent();
+        h.events();
+
+        // With only trunk A, the call is not dialled: it ends at once and
+        // says how long to wait (what is left of the 300 s).
+        let alone = h.start(spec(&[TRUNK_A]));
+        assert!(h.sent().is_empty(), "nothing sent to a resting trunk");
+        let ev = only(h.events());
+        let (i, Event::Call(DialogEvent::Ended(end))) = ev else {
+            panic!("{ev:?}")
+        };
+        assert_eq!(
+            (i, end.status, end.detail.as_str(), end.retry_after_s),
+            (alone, CallStatus::Failed, "trunks_resting", Some(291))
+        );
+
+        // Once the rest is over, trunk A is used again.
+        h.now_ms = 300_030;
+        h.start(spec(&[TRUNK_A, TRUNK_B]));
+        assert_eq!(only(h.sent()).dest, addr(TRUNK_A));
+    }
+
+    #[test]
+    fn a_503_with_retry_after_on_the_last_trunk_reports_the_wait() {
+        let mut h = Harness::new(15);
+        h.start(spec(&[TRUNK_A]));
+        let inv = only(h.sent()).msg;
+        let hostile = TRUNK.reply_with(&inv, 503, &[("Retry-After", "99999999999999999999")]);
+        h.recv(TRUNK.addr, &hostile).unwrap();
+        let ev = only(h.events());
+        let (_, Event::Call(DialogEvent::Ended(end))) = ev else {
+            panic!("{ev:?}")
+        };
+        // Bounded to an hour, whatever the trunk said.
+        assert_eq!(
+            (end.sip_code, end.retry_after_s),
+            (Some(503), Some(msg::MAX_RETRY_AFTER_S))
+        );
+    }
+
+    #[test]
+    fn a_486_with_retry_after_does_not_rest_the_trunk() {
+        let mut h = Harness::new(16);
+        h.start(spec(&[TRUNK_A]));
+        let inv = only(h.sent()).msg;
+        h.recv(
+            TRUNK.addr,
+            &TRUNK.reply_with(&inv, 486, &[("Retry-After", "60")]),
+        )
+        .unwrap();
+        let ev = only(h.events());
+        let (_, Event::Call(DialogEvent::Ended(end))) = ev else {
+            panic!("{ev:?}")
+        };
+        // The callee's wait, passed on for the redial; the trunk is fine.
+        assert_eq!(end.retry_after_s, Some(60));
+        h.sent();
+        h.start(spec(&[TRUNK_A]));
+        assert_eq!(only(h.sent()).dest, addr(TRUNK_A));
     }
 
     #[test]

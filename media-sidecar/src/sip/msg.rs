@@ -954,6 +954,33 @@ impl Message {
     }
 }
 
+/// `Retry-After` values beyond this (an hour) are cut to it: a trunk is
+/// never shunned, nor a redial put off, for longer on one answer's word.
+pub const MAX_RETRY_AFTER_S: u32 = 3_600;
+
+/// The seconds of a `Retry-After` value (RFC 3261 §20.33: `delta-seconds
+/// [ comment ] *( SEMI retry-param )`), at most [`MAX_RETRY_AFTER_S`]; `None`
+/// when it does not start with delta-seconds. Any input, never a panic.
+pub fn retry_after_seconds(value: &str) -> Option<u32> {
+    let v = value.trim_start();
+    let digits = v.bytes().take_while(u8::is_ascii_digit).count();
+    let (Some(number), Some(rest)) = (v.get(..digits), v.get(digits..)) else {
+        return None;
+    };
+    let rest = rest.trim_start();
+    if number.is_empty() || !(rest.is_empty() || rest.starts_with(['(', ';'])) {
+        return None;
+    }
+    // Past nine significant digits it is over the bound anyway (and u32).
+    let significant = number.trim_start_matches('0');
+    let secs = if significant.len() > 9 {
+        MAX_RETRY_AFTER_S
+    } else {
+        significant.parse::<u32>().unwrap_or(0)
+    };
+    Some(secs.min(MAX_RETRY_AFTER_S))
+}
+
 /// `CSeq: number SP method`, number < 2^31 (RFC 3261 8.1.1.5).
 pub fn parse_cseq(v: &str) -> Result<(u32, &str), ParseError> {
     let mut it = v.split([' ', '\t']).filter(|s| !s.is_empty());
@@ -1083,5 +1110,30 @@ mod tests {
             collapse_lws("a  \t b \"c  \\\"  d\"   e"),
             "a b \"c  \\\"  d\" e"
         );
+    }
+
+    #[test]
+    fn retry_after_is_parsed_per_rfc_3261_and_bounded() {
+        for (v, want) in [
+            ("300", Some(300)),
+            ("  300  ", Some(300)),
+            ("18000;duration=3600", Some(MAX_RETRY_AFTER_S)),
+            ("120 (I'm in a meeting)", Some(120)),
+            ("120 (in a meeting) ;duration=60;x", Some(120)),
+            ("0", Some(0)),
+            ("0000000000000000000000000042", Some(42)),
+            ("99999999999999999999999999999", Some(MAX_RETRY_AFTER_S)),
+            ("4294967296", Some(MAX_RETRY_AFTER_S)),
+            ("", None),
+            ("-5", None),
+            ("abc", None),
+            ("12abc", None),
+            ("1.5", None),
+            ("Fri, 04 Dec 2026 08:00:00 GMT", None),
+            ("\u{663}\u{663}", None),
+            ("5\u{663}", None),
+        ] {
+            assert_eq!(retry_after_seconds(v), want, "{v:?}");
+        }
     }
 }

@@ -36,13 +36,14 @@ pub(super) const CALLER_NAME_PATTERN: &str =
     r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$";
 /// Every [`EndedReason`], in declaration order. `ended_reason_index` below
 /// matches exhaustively, so a new variant does not compile until listed here.
-pub(super) const ENDED_REASONS: [EndedReason; 12] = [
+pub(super) const ENDED_REASONS: [EndedReason; 13] = [
     EndedReason::HangupRequested,
     EndedReason::CalleeHangup,
     EndedReason::AgentHangup,
     EndedReason::MaxDurationReached,
     EndedReason::NoAnswer,
     EndedReason::Busy,
+    EndedReason::Declined,
     EndedReason::Rejected,
     EndedReason::TrunkError,
     EndedReason::MediaLost,
@@ -59,12 +60,13 @@ pub(super) fn ended_reason_index(r: EndedReason) -> usize {
         EndedReason::MaxDurationReached => 3,
         EndedReason::NoAnswer => 4,
         EndedReason::Busy => 5,
-        EndedReason::Rejected => 6,
-        EndedReason::TrunkError => 7,
-        EndedReason::MediaLost => 8,
-        EndedReason::EngineError => 9,
-        EndedReason::DispatchUnavailable => 10,
-        EndedReason::SilenceTimeout => 11,
+        EndedReason::Declined => 6,
+        EndedReason::Rejected => 7,
+        EndedReason::TrunkError => 8,
+        EndedReason::MediaLost => 9,
+        EndedReason::EngineError => 10,
+        EndedReason::DispatchUnavailable => 11,
+        EndedReason::SilenceTimeout => 12,
     }
 }
 pub(super) const SIDECAR_ID_PATTERN: &str = "^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$";

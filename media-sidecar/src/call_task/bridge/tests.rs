@@ -31,6 +31,7 @@ fn outcome(status: CallStatus, reason: EndedReason, sip_code: Option<u16>) -> Di
         sip_code,
         try_next_trunk: false,
         detail: "test".into(),
+        retry_after_s: None,
     }
 }
 
@@ -71,6 +72,7 @@ fn finish(
         status,
         reason,
         sip_code,
+        retry_after_s: None,
         timings: Timings {
             dispatched_ms: D,
             ringing_ms,
@@ -214,6 +216,29 @@ fn an_answered_call_with_a_transcript_ends_when_the_callee_hangs_up() {
     b.hangup_command(t0 + ms(9_020), Some(HangupCause::Requested));
     b.dialog_lost(t0 + ms(9_020));
     assert_eq!(drain(&mut b), []);
+}
+
+#[test]
+fn a_retry_after_reaches_the_ended_event() {
+    let (mut b, t0) = dispatched(30);
+    let mut end = outcome(CallStatus::Failed, EndedReason::TrunkError, Some(503));
+    end.retry_after_s = Some(300);
+    b.handle_dialog_event(t0 + ms(100), DialogEvent::Ended(end));
+    let actions = drain(&mut b);
+    let Some(Action::Finish(Some(call_end))) = actions.last() else {
+        panic!("{actions:?}")
+    };
+    assert!(
+        matches!(
+            call_end.event(),
+            EventKind::Ended {
+                retry_after_s: Some(300),
+                sip_code: Some(503),
+                ..
+            }
+        ),
+        "{call_end:?}"
+    );
 }
 
 #[test]
