@@ -489,40 +489,49 @@ async fn dropping_the_handle_hangs_up() {
 
 // ------------------------------------------------ the whole sidecar, drained
 
-/// A sidecar with one trunk (sipp) and a fake edge, draining with a short
-/// timeout while the call is live (`reached` is its last event). From then
-/// on the edge refuses event batches, so the call's end must be in the spool.
-async fn drain_with_a_live_call(scenario: &str, reached: &'static str, hangup_grace: Duration) {
-    use std::sync::Arc;
-    use tokio::sync::watch;
-    use voxline_media_sidecar::call_task::CallMode;
-    use voxline_media_sidecar::config::{self, EdgeUrl, Secret};
-    use voxline_media_sidecar::event_spool::EventSpool;
-    use voxline_media_sidecar::lease::driver::{run, RunOptions, Stop};
-    use voxline_media_sidecar::lease::LeaseSettings;
-    use voxline_media_sidecar::telephony::Telephony;
-    use voxline_media_sidecar::transport::http1::Http1Transport;
-    use voxline_shared::sidecar_link::{paths, EventKind, RegistrationAck};
+/// The secret the whole-sidecar tests' fake edge and sidecar share.
+const LINK_SECRET: &str = "test-secret-0123456789abcdef";
 
-    const SECRET: &str = "test-secret-0123456789abcdef";
-    let sipp = Sipp::start(scenario).await;
-    let edge = support::FakeEdge::start(
-        SECRET,
-        RegistrationAck {
+/// A fake edge for the whole-sidecar tests (quick lease polls, patient deadlines).
+async fn fake_edge() -> support::FakeEdge {
+    support::FakeEdge::start(
+        LINK_SECRET,
+        voxline_shared::sidecar_link::RegistrationAck {
             protocol_version: 1,
             lease_wait_ms: 1_000,
             ack_deadline_ms: 5_000,
             dead_after_ms: 30_000,
         },
     )
-    .await;
+    .await
+}
+
+/// The whole sidecar (lease loop, SIP to one sipp trunk on `sipp_port`, RTP
+/// in `rtp_ports`) leasing from `edge`, on its own runtime in a thread that
+/// shuts it down the moment `run` returns: what has not been sent by then
+/// never is, as when the process exits. `opts.mode` is set to SIP here.
+fn spawn_sidecar(
+    edge: &support::FakeEdge,
+    sipp_port: u16,
+    rtp_ports: (u16, u16),
+    settings: voxline_media_sidecar::lease::LeaseSettings,
+    opts: voxline_media_sidecar::lease::driver::RunOptions,
+    stop_rx: tokio::sync::watch::Receiver<voxline_media_sidecar::lease::driver::Stop>,
+) -> std::thread::JoinHandle<voxline_media_sidecar::lease::driver::RunSummary> {
+    use std::sync::Arc;
+    use voxline_media_sidecar::call_task::CallMode;
+    use voxline_media_sidecar::config::{self, EdgeUrl, Secret};
+    use voxline_media_sidecar::lease::driver::{run, RunOptions};
+    use voxline_media_sidecar::telephony::Telephony;
+    use voxline_media_sidecar::transport::http1::Http1Transport;
+
     let telephony = config::Telephony {
-        rtp_port_min: 46_000,
-        rtp_port_max: 46_999,
+        rtp_port_min: rtp_ports.0,
+        rtp_port_max: rtp_ports.1,
         trunks: vec![config::Trunk {
             name: "sipp".into(),
             host: "127.0.0.1".into(),
-            port: sipp.addr.port(),
+            port: sipp_port,
             transport: config::SipTransport::Udp,
             username: None,
             password: None,
@@ -533,24 +542,11 @@ async fn drain_with_a_live_call(scenario: &str, reached: &'static str, hangup_gr
         }],
         ..config::Telephony::default()
     };
-    let events_dir = voxline_testkit::temp_dir("drain-events");
-    let (stop, stop_rx) = watch::channel(Stop::Run);
-    let mut settings = LeaseSettings::new("sc-drain", "local", 1);
-    settings.backoff_initial_ms = 100;
-    settings.backoff_max_ms = 400;
     let carrier = Http1Transport::new(
         EdgeUrl::parse(&format!("http://{}", edge.addr())).unwrap(),
         None,
     );
-    let opts = RunOptions {
-        drain_timeout: Duration::from_millis(300),
-        hangup_grace,
-        events_dir: Some(events_dir.clone()),
-        ..RunOptions::default()
-    };
-    // The sidecar runs on its own runtime, shut down the moment `run`
-    // returns: what has not been sent by then never is, as when the process exits.
-    let sidecar = std::thread::spawn(move || {
+    std::thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -567,7 +563,7 @@ async fn drain_with_a_live_call(scenario: &str, reached: &'static str, hangup_gr
             run(
                 Arc::new(carrier),
                 settings,
-                Secret::new(SECRET),
+                Secret::new(LINK_SECRET),
                 opts,
                 stop_rx,
             )
@@ -575,7 +571,40 @@ async fn drain_with_a_live_call(scenario: &str, reached: &'static str, hangup_gr
         });
         rt.shutdown_timeout(Duration::ZERO);
         summary
-    });
+    })
+}
+
+/// A sidecar with one trunk (sipp) and a fake edge, draining with a short
+/// timeout while the call is live (`reached` is its last event). From then
+/// on the edge refuses event batches, so the call's end must be in the spool.
+async fn drain_with_a_live_call(scenario: &str, reached: &'static str, hangup_grace: Duration) {
+    use tokio::sync::watch;
+    use voxline_media_sidecar::event_spool::EventSpool;
+    use voxline_media_sidecar::lease::driver::{RunOptions, Stop};
+    use voxline_media_sidecar::lease::LeaseSettings;
+    use voxline_shared::sidecar_link::{paths, EventKind};
+
+    let sipp = Sipp::start(scenario).await;
+    let edge = fake_edge().await;
+    let events_dir = voxline_testkit::temp_dir("drain-events");
+    let (stop, stop_rx) = watch::channel(Stop::Run);
+    let mut settings = LeaseSettings::new("sc-drain", "local", 1);
+    settings.backoff_initial_ms = 100;
+    settings.backoff_max_ms = 400;
+    let opts = RunOptions {
+        drain_timeout: Duration::from_millis(300),
+        hangup_grace,
+        events_dir: Some(events_dir.clone()),
+        ..RunOptions::default()
+    };
+    let sidecar = spawn_sidecar(
+        &edge,
+        sipp.addr.port(),
+        (46_000, 46_999),
+        settings,
+        opts,
+        stop_rx,
+    );
     let mut call = support::offer("k_1", 600);
     call.engine = voxline_shared::EngineKind::Echo.into();
     edge.offer(call);
@@ -728,79 +757,28 @@ async fn a_forged_bye_from_another_port_is_refused_and_the_callees_bye_ends_the_
 /// engine) against sipp, whose SDP points RTP at this test's socket.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_rtp_reaches_the_callee_while_it_holds_the_call() {
-    use std::sync::Arc;
     use tokio::sync::watch;
-    use voxline_media_sidecar::call_task::CallMode;
-    use voxline_media_sidecar::config::{self, EdgeUrl, Secret};
-    use voxline_media_sidecar::lease::driver::{run, RunOptions, Stop};
+    use voxline_media_sidecar::lease::driver::{RunOptions, Stop};
     use voxline_media_sidecar::lease::LeaseSettings;
-    use voxline_media_sidecar::telephony::Telephony;
-    use voxline_media_sidecar::transport::http1::Http1Transport;
-    use voxline_shared::sidecar_link::RegistrationAck;
 
-    const SECRET: &str = "test-secret-0123456789abcdef";
     let rtp = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let rtp_port = rtp.local_addr().unwrap().port().to_string();
     let sipp = Sipp::start_with("uas_hold", &["-trace_msg", "-key", "rtp_port", &rtp_port]).await;
-    let edge = support::FakeEdge::start(
-        SECRET,
-        RegistrationAck {
-            protocol_version: 1,
-            lease_wait_ms: 1_000,
-            ack_deadline_ms: 5_000,
-            dead_after_ms: 30_000,
-        },
-    )
-    .await;
-    let telephony = config::Telephony {
-        rtp_port_min: 47_000,
-        rtp_port_max: 47_999,
-        trunks: vec![config::Trunk {
-            name: "sipp".into(),
-            host: "127.0.0.1".into(),
-            port: sipp.addr.port(),
-            transport: config::SipTransport::Udp,
-            username: None,
-            password: None,
-            realm: None,
-            in_dialog_from_trunk_only: None,
-            from_number: "+15550001111".into(),
-            priority: 0,
-        }],
-        ..config::Telephony::default()
-    };
+    let edge = fake_edge().await;
     let (stop, stop_rx) = watch::channel(Stop::Run);
     let settings = LeaseSettings::new("sc-hold", "local", 1);
-    let carrier = Http1Transport::new(
-        EdgeUrl::parse(&format!("http://{}", edge.addr())).unwrap(),
-        None,
+    let opts = RunOptions {
+        drain_timeout: Duration::from_secs(5),
+        ..RunOptions::default()
+    };
+    let sidecar = spawn_sidecar(
+        &edge,
+        sipp.addr.port(),
+        (47_000, 47_999),
+        settings,
+        opts,
+        stop_rx,
     );
-    let sidecar = std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async move {
-            let tel = Telephony::start(&telephony, Default::default())
-                .await
-                .unwrap();
-            let opts = RunOptions {
-                mode: CallMode::Sip(Arc::new(tel)),
-                drain_timeout: Duration::from_secs(5),
-                ..RunOptions::default()
-            };
-            run(
-                Arc::new(carrier),
-                settings,
-                Secret::new(SECRET),
-                opts,
-                stop_rx,
-            )
-            .await
-        });
-        rt.shutdown_timeout(Duration::ZERO);
-    });
     let mut call = support::offer("h_1", 600);
     call.engine = voxline_shared::EngineKind::Echo.into();
     edge.offer(call);
