@@ -219,7 +219,8 @@ impl Bridge {
         if self.finished || self.hangup_sent.is_some() {
             return None;
         }
-        let silence = self.silence.map(|w| w.deadline());
+        // On hold nobody is expected to speak: no silence deadline.
+        let silence = self.silence.filter(|_| !self.on_hold).map(|w| w.deadline());
         match (self.hangup_at, silence) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -237,7 +238,7 @@ impl Bridge {
         }
         if self.hangup_at.is_some_and(|at| now >= at) {
             self.hang_up(EndedReason::AgentHangup);
-        } else if self.silence.is_some_and(|w| now >= w.deadline()) {
+        } else if !self.on_hold && self.silence.is_some_and(|w| now >= w.deadline()) {
             tracing::info!(call_id = %self.call_id, timeout_seconds = self.cfg.silence_timeout.as_secs(), "nobody spoke; hanging up");
             self.hang_up(EndedReason::SilenceTimeout);
         }
@@ -270,24 +271,31 @@ impl Bridge {
                 tracing::info!(call_id = %self.call_id, codec = neg.codec.encoding_name(), pt = neg.pt, remote = %neg.remote_rtp, "answered; media negotiated");
                 let held = !we_may_send(&neg);
                 self.actions.push_back(Action::StartMedia(neg));
-                self.set_hold(held);
+                self.set_hold(now, held);
             }
             DialogEvent::MediaUpdated(neg) => {
                 self.actions
                     .push_back(Action::SetMediaRemote(neg.remote_rtp));
-                self.set_hold(!we_may_send(&neg));
+                self.set_hold(now, !we_may_send(&neg));
             }
             DialogEvent::Ended(outcome) => self.dialog_ended(now, outcome),
         }
     }
 
     /// Hold (the callee's SDP does not let us send) or resume: tells the
-    /// media and the engine once per change.
-    fn set_hold(&mut self, held: bool) {
+    /// media and the engine once per change. The silence timeout waits while
+    /// the call is held and starts afresh when it resumes (hold music, or
+    /// none, is not the callee's silence).
+    fn set_hold(&mut self, now: Instant, held: bool) {
         if held == self.on_hold {
             return;
         }
         self.on_hold = held;
+        if !held {
+            if let Some(w) = self.silence.as_mut() {
+                w.activity(now);
+            }
+        }
         tracing::info!(call_id = %self.call_id, on_hold = held, "the callee changed the hold state");
         self.actions.push_back(Action::SetMediaSending(!held));
         self.actions.push_back(Action::EngineHold(held));

@@ -757,3 +757,28 @@ fn an_answer_that_holds_stops_sending_from_the_start() {
     b.engine_started(t0 + ms(1_000));
     assert_eq!(drain(&mut b), [Action::EngineHold(true)]);
 }
+
+/// Issue 21: the silence timeout waits while the callee holds the call (a
+/// long hold is no silence of the callee's) and starts afresh on resume.
+#[test]
+fn a_hold_longer_than_the_silence_timeout_does_not_hang_up() {
+    let (mut b, t0) = answered(30);
+    let mut held = neg();
+    held.direction = Direction::SendOnly;
+    b.handle_dialog_event(t0 + ms(10_000), DialogEvent::MediaUpdated(held));
+    drain(&mut b);
+    assert_eq!(b.poll_timeout(), None, "no silence deadline while held");
+    b.handle_timeout(t0 + ms(120_000));
+    assert!(!b.is_finished(), "{:?}", drain(&mut b));
+    // Resumed after two minutes: 30 s of silence from now, not from before the hold.
+    b.handle_dialog_event(t0 + ms(130_000), DialogEvent::MediaUpdated(neg()));
+    drain(&mut b);
+    assert_eq!(b.poll_timeout(), Some(t0 + ms(160_000)));
+    b.handle_timeout(t0 + ms(159_000));
+    assert!(!b.is_finished());
+    b.handle_timeout(t0 + ms(160_000));
+    assert!(
+        drain(&mut b).contains(&Action::Hangup(EndedReason::SilenceTimeout)),
+        "hangs up 30 s after the resume"
+    );
+}
