@@ -210,33 +210,34 @@ async fn callee_hangs_up_and_gets_200() {
     sipp.success().await;
 }
 
-#[tokio::test]
-async fn busy_486() {
-    let sipp = Sipp::start("uas_busy").await;
+/// Dials sipp playing `scenario` (on `trunks` trunks, all the same sipp) and
+/// returns the call's outcome, once sipp has run its scenario to the end.
+async fn final_answer(scenario: &str, trunks: usize) -> DialogEnd {
+    let sipp = Sipp::start(scenario).await;
     let sip = endpoint().await;
     let mut h = sip
-        .start_call(spec(vec![Trunk::new(sipp.addr)]))
+        .start_call(spec(vec![Trunk::new(sipp.addr); trunks]))
         .await
         .unwrap();
     let o = ended(&mut h).await;
+    sipp.success().await;
+    o
+}
+
+#[tokio::test]
+async fn busy_486() {
+    let o = final_answer("uas_busy", 1).await;
     assert_eq!(
         (o.status, o.reason, o.sip_code, o.try_next_trunk),
         (CallStatus::Busy, EndedReason::Busy, Some(486), false)
     );
-    sipp.success().await;
 }
 
 /// 603 after ringing: the person declined. Its own reason (not `busy`), no
 /// other trunk (a 6xx is final everywhere), and the edge never redials it.
 #[tokio::test]
 async fn decline_603_is_final_and_never_redialled() {
-    let sipp = Sipp::start("uas_decline").await;
-    let sip = endpoint().await;
-    let mut h = sip
-        .start_call(spec(vec![Trunk::new(sipp.addr), Trunk::new(sipp.addr)]))
-        .await
-        .unwrap();
-    let o = ended(&mut h).await;
+    let o = final_answer("uas_decline", 2).await;
     assert_eq!(
         (o.status, o.reason, o.sip_code, o.try_next_trunk),
         (CallStatus::Busy, EndedReason::Declined, Some(603), false)
@@ -244,19 +245,12 @@ async fn decline_603_is_final_and_never_redialled() {
     assert!(!voxline_shared::sip_outcome::worth_redialling(
         o.status, o.reason, o.sip_code
     ));
-    sipp.success().await;
 }
 
 /// 404: the number does not exist; dialling it again would get a 404 again.
 #[tokio::test]
 async fn not_found_404_is_final_and_never_redialled() {
-    let sipp = Sipp::start("uas_404").await;
-    let sip = endpoint().await;
-    let mut h = sip
-        .start_call(spec(vec![Trunk::new(sipp.addr)]))
-        .await
-        .unwrap();
-    let o = ended(&mut h).await;
+    let o = final_answer("uas_404", 1).await;
     assert_eq!(
         (o.status, o.reason, o.sip_code, o.try_next_trunk),
         (CallStatus::Failed, EndedReason::Rejected, Some(404), false)
@@ -264,7 +258,6 @@ async fn not_found_404_is_final_and_never_redialled() {
     assert!(!voxline_shared::sip_outcome::worth_redialling(
         o.status, o.reason, o.sip_code
     ));
-    sipp.success().await;
 }
 
 #[tokio::test]
