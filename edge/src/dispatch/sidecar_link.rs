@@ -550,10 +550,9 @@ mod tests {
         );
     }
 
-    /// Issue 21: a 180 and a 200 in the same millisecond, reported in one
-    /// batch, gave `ringing_at == answered_at` (both the batch's arrival).
-    #[test]
-    fn events_keep_the_sidecars_times_and_their_order() {
+    /// A queue whose one call (`call_1`) sidecar `sc-1` leased at 10 and
+    /// acked at 20 (nonces `n1`, `n2` spent).
+    fn held_call() -> Queue {
         let mut q = Queue::default();
         let reg = json!({"protocol_version": 1, "sidecar_id": "sc-1", "region": "local", "capacity": 1, "version": "0.1.0"});
         handle(&mut q, &env(SidecarOp::Register, "n1", reg), 0, &T);
@@ -562,7 +561,18 @@ mod tests {
         r.finish(|_| None, None);
         let lease: LeaseResponse = serde_json::from_value(r.body).unwrap();
         let ack = json!({"protocol_version": 1, "sidecar_id": "sc-1", "lease_id": lease.offers[0].lease_id, "call_id": "call_1", "accepted": true});
-        handle(&mut q, &env(SidecarOp::Ack, "n2", ack), 20, &T);
+        assert_eq!(
+            handle(&mut q, &env(SidecarOp::Ack, "n2", ack), 20, &T).status,
+            200
+        );
+        q
+    }
+
+    /// Issue 21: a 180 and a 200 in the same millisecond, reported in one
+    /// batch, gave `ringing_at == answered_at` (both the batch's arrival).
+    #[test]
+    fn events_keep_the_sidecars_times_and_their_order() {
+        let mut q = held_call();
         let events = json!({"protocol_version": 1, "sidecar_id": "sc-1", "events": [
             {"call_id": "call_1", "attempt": 1, "seq": 1, "at_ms": 35, "kind": {"type": "ringing"}},
             {"call_id": "call_1", "attempt": 1, "seq": 2, "at_ms": 35, "kind": {"type": "answered"}}
@@ -599,18 +609,7 @@ mod tests {
     #[test]
     fn a_transcript_turn_longer_than_the_limit_is_cut_on_a_char_boundary() {
         use crate::transcript::{Change, MAX_TURN_CHARS, TRUNCATED_MARKER};
-        let mut q = Queue::default();
-        let reg = json!({"protocol_version": 1, "sidecar_id": "sc-1", "region": "local", "capacity": 1, "version": "0.1.0"});
-        handle(&mut q, &env(SidecarOp::Register, "n1", reg), 0, &T);
-        q.enqueue(queued());
-        let mut r = lease_reply(&mut q, "sc-1", 1, 10, &T);
-        r.finish(|_| None, None);
-        let lease: LeaseResponse = serde_json::from_value(r.body).unwrap();
-        let ack = json!({"protocol_version": 1, "sidecar_id": "sc-1", "lease_id": lease.offers[0].lease_id, "call_id": "call_1", "accepted": true});
-        assert_eq!(
-            handle(&mut q, &env(SidecarOp::Ack, "n2", ack), 20, &T).status,
-            200
-        );
+        let mut q = held_call();
         // Multi-byte characters: a byte cut would split one.
         let long = "é".repeat(MAX_TURN_CHARS * 3);
         let events = json!({"protocol_version": 1, "sidecar_id": "sc-1", "events": [
