@@ -114,6 +114,22 @@ fn endpoint(w: &World, tid: &str, body: Value) -> Value {
     r.body_json()
 }
 
+/// Asks for a delivery again with the tenant's API key (202); the job it queued.
+fn redeliver(w: &World, key: &str, delivery_id: &str) -> DeliveryJob {
+    let r = w.send(
+        "POST",
+        &format!("/v1/webhooks/deliveries/{delivery_id}/redeliver"),
+        Some(key),
+        None,
+    );
+    assert_eq!(r.status, 202, "{}", r.body);
+    w.outbox
+        .take()
+        .into_iter()
+        .find(|j| j.delivery_id == delivery_id)
+        .expect("the redelivery")
+}
+
 fn id(v: &Value) -> String {
     v["id"].as_str().unwrap().to_string()
 }
@@ -331,20 +347,7 @@ fn a_buildvoiceai_call_that_ends_is_delivered_once_signed_with_the_key_that_plac
         &format!("/admin/tenants/{tid}/dialect-keys/{}", id(&placing)),
         None,
     );
-    let did = &job.delivery_id;
-    let r = w.send(
-        "POST",
-        &format!("/v1/webhooks/deliveries/{did}/redeliver"),
-        Some(&native_key),
-        None,
-    );
-    assert_eq!(r.status, 202, "{}", r.body);
-    let again = w
-        .outbox
-        .take()
-        .into_iter()
-        .find(|j| &j.delivery_id == did)
-        .expect("the redelivery");
+    let again = redeliver(&w, &native_key, &job.delivery_id);
     assert_eq!(again.format, WebhookFormat::BuildVoiceAi);
     assert_eq!(run(&w, &http, again, w.now.get()), Next::Done);
     let resent = http.sent.borrow()[1].clone();
@@ -860,20 +863,7 @@ fn a_codeb_endpoint_gets_finished_and_transcript_saved_for_its_agents_calls_sign
         None,
     );
     let new_secret = rotated["secret"].as_str().unwrap();
-    let did = &two[0].delivery_id;
-    let r = w.send(
-        "POST",
-        &format!("/v1/webhooks/deliveries/{did}/redeliver"),
-        Some(&key),
-        None,
-    );
-    assert_eq!(r.status, 202, "{}", r.body);
-    let again = w
-        .outbox
-        .take()
-        .into_iter()
-        .find(|j| &j.delivery_id == did)
-        .expect("the redelivery");
+    let again = redeliver(&w, &key, &two[0].delivery_id);
     assert_eq!(again.format, WebhookFormat::Codeb);
     assert_eq!(run(&w, &http, again, w.now.get()), Next::Done);
     let resent = http.sent.borrow()[2].clone();
