@@ -49,18 +49,6 @@ fn samples() -> PathBuf {
     repo_root().join("tests/codeb")
 }
 
-/// Polls `ready` every 50 ms for up to 10 s.
-fn wait_until(what: &str, ready: impl Fn() -> bool) -> Result<(), String> {
-    let until = Instant::now() + Duration::from_secs(10);
-    while !ready() {
-        if Instant::now() > until {
-            return Err(format!("{what} did not start"));
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Ok(())
-}
-
 /// The document's Flask receiver (`tests/codeb/webhook_receiver.py`).
 struct Receiver {
     log: PathBuf,
@@ -86,9 +74,9 @@ impl Receiver {
             .spawn()
             .map_err(|e| format!("python: {e}"))?;
         let child = ChildGuard(child);
-        wait_until("the Flask receiver", || {
-            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-        })?;
+        if !wait_tcp(port, Duration::from_secs(10)) {
+            return Err("the Flask receiver did not start".into());
+        }
         Ok(Receiver { log, _child: child })
     }
 
@@ -145,9 +133,9 @@ impl SmtpSink {
             .spawn()
             .map_err(|e| format!("python: {e}"))?;
         let child = ChildGuard(child);
-        wait_until("the SMTP sink", || {
-            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-        })?;
+        if !wait_tcp(port, Duration::from_secs(10)) {
+            return Err("the SMTP sink did not start".into());
+        }
         Ok(SmtpSink {
             port,
             dir: mail_dir,

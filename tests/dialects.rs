@@ -74,12 +74,8 @@ impl Receiver {
             .spawn()
             .map_err(|e| format!("node: {e}"))?;
         let child = ChildGuard(child);
-        let until = std::time::Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            if std::time::Instant::now() > until {
-                return Err("the dialect receiver did not start".into());
-            }
-            std::thread::sleep(Duration::from_millis(50));
+        if !wait_tcp(port, Duration::from_secs(10)) {
+            return Err("the dialect receiver did not start".into());
         }
         Ok(Receiver {
             port,
