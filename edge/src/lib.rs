@@ -50,6 +50,7 @@ pub mod http;
 pub mod ids;
 pub mod limits;
 pub mod model;
+pub mod numbers;
 pub mod password;
 pub mod recording_links;
 pub mod sql;

@@ -13,6 +13,20 @@
 //! | `POST /v1/sidecar/events`   | [`EventBatch`]   | [`EventsAck`]       |
 //! | `POST /v1/sidecar/deregister` | [`Deregistration`] | `{"protocol_version"}` |
 //! | `POST /v1/sidecar/recording` | the WAV bytes (`audio/wav`); [`RecordingManifest`] in the `x-voxline-recording` header | [`RecordingReceipt`] |
+//! | `POST /v1/sidecar/message-results` | [`MessageResult`] | [`MessageResultAck`] |
+//! | `POST /v1/sidecar/inbound-messages` | [`InboundMessage`] | [`InboundMessageReceipt`] |
+//!
+//! Text messages (SMS sent as SIP MESSAGE, RFC 3428) ride the same lease:
+//! [`LeaseResponse::messages`] hands a sidecar [`MessageOffer`]s to send
+//! through its trunk. They are **at most once**: there is no ack step and no
+//! re-lease; the sidecar sends each `message_id` once (it remembers the ids it
+//! has sent) and reports the trunk's final answer as a [`MessageResult`]; the
+//! edge fails a message whose result has not come by its `deadline_ms`
+//! (a text sent twice is worse than one reported lost). A MESSAGE the trunk
+//! sends us becomes an [`InboundMessage`]; the sidecar answers the trunk only
+//! after the edge's answer (2xx: `200 OK`; `404`: the number is nobody's, `404
+//! Not Found`; anything else or no answer: `480 Temporarily Unavailable`, so the
+//! trunk retries and nothing is lost).
 //!
 //! The recording upload is the one request whose body is not JSON: what is
 //! signed is the manifest (compact JSON, exactly as sent in the header), and
@@ -60,6 +74,8 @@ pub mod paths {
     pub const EVENTS: &str = "/v1/sidecar/events";
     pub const RECORDING: &str = "/v1/sidecar/recording";
     pub const DEREGISTER: &str = "/v1/sidecar/deregister";
+    pub const MESSAGE_RESULTS: &str = "/v1/sidecar/message-results";
+    pub const INBOUND_MESSAGES: &str = "/v1/sidecar/inbound-messages";
 }
 
 /// The header carrying a recording upload's [`RecordingManifest`].
@@ -232,6 +248,10 @@ pub struct LeaseResponse {
     pub offers: Vec<Offer>,
     #[serde(default)]
     pub commands: Vec<Command>,
+    /// Text messages to send through the trunk (not counted in `free_slots`;
+    /// at most [`MAX_MESSAGES_PER_LEASE`]). Absent from edges that predate them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub messages: Vec<MessageOffer>,
 }
 
 impl LeaseResponse {
@@ -240,8 +260,122 @@ impl LeaseResponse {
             protocol_version: PROTOCOL_VERSION,
             offers: vec![],
             commands: vec![],
+            messages: vec![],
         }
     }
+}
+
+/// Most [`MessageOffer`]s in one [`LeaseResponse`].
+pub const MAX_MESSAGES_PER_LEASE: usize = 20;
+
+/// Longest text message body, in characters (Unicode scalar values). The
+/// public APIs may bound it lower (Voice360: 160).
+pub const MAX_MESSAGE_CHARS: usize = 1600;
+
+/// One text message for a sidecar to send as a SIP MESSAGE (RFC 3428,
+/// `Content-Type: text/plain;charset=UTF-8`) through its trunk, with the
+/// trunk's digest credentials when challenged.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MessageOffer {
+    /// `msg_<hex>`: unique; the sidecar sends each id at most once.
+    pub message_id: String,
+    pub tenant_id: String,
+    /// E.164: one of the tenant's numbers (the From user part).
+    pub from: String,
+    /// E.164 (the Request-URI and To user part).
+    pub to: String,
+    /// At most [`MAX_MESSAGE_CHARS`] characters.
+    pub body: String,
+    /// Absolute (unix ms, edge clock): after this the edge reports the
+    /// message failed (`no_result`); a sidecar that has not sent it by then
+    /// must not send it.
+    pub deadline_ms: u64,
+}
+
+/// What became of a [`MessageOffer`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MessageOutcome {
+    /// The trunk answered 2xx (accepted for delivery; not yet delivered).
+    Sent,
+    /// A final non-2xx, a transaction timeout, or the sidecar could not send.
+    Failed,
+}
+
+/// `POST /v1/sidecar/message-results`: the trunk's final answer to one
+/// message. Idempotent on the edge (the first result of a message wins).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MessageResult {
+    pub protocol_version: u32,
+    pub sidecar_id: String,
+    pub message_id: String,
+    pub outcome: MessageOutcome,
+    /// The trunk's final status code; `None` when none came (timeout, transport).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sip_code: Option<u16>,
+    /// A stable word for a failure: `rejected` (final 4xx-6xx), `timeout`,
+    /// `transport`, `expired` (the deadline passed before sending), `no_trunk`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// The IMDN `Message-ID` (RFC 5438) the sidecar put on the MESSAGE, so a
+    /// later delivery notification can be matched to this message.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub imdn_message_id: Option<String>,
+    /// When the final answer came (unix ms, sidecar clock).
+    pub at_ms: u64,
+}
+
+/// The edge's 2xx answer to a [`MessageResult`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MessageResultAck {
+    #[serde(default = "default_version")]
+    pub protocol_version: u32,
+    pub message_id: String,
+}
+
+/// What a MESSAGE from the trunk carried.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum InboundContent {
+    /// A text message (`text/plain`), at most [`MAX_MESSAGE_CHARS`] characters.
+    Text { body: String },
+    /// A delivery notification (`message/imdn+xml`, RFC 5438) about a
+    /// message we sent: `imdn_message_id` is the one in our [`MessageResult`];
+    /// `status` is the IMDN word (`delivered`, `failed`, `forbidden`, `error`).
+    DeliveryReport {
+        imdn_message_id: String,
+        status: String,
+    },
+    /// A kind added after this build: acknowledged and ignored.
+    #[serde(other)]
+    Unknown,
+}
+
+/// `POST /v1/sidecar/inbound-messages`: a MESSAGE the trunk sent us.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InboundMessage {
+    pub protocol_version: u32,
+    pub sidecar_id: String,
+    pub region: String,
+    /// The sender (E.164 where the From user part is a number, else as given).
+    pub from: String,
+    /// The number it was sent to (E.164): decides the tenant.
+    pub to: String,
+    pub content: InboundContent,
+    /// The SIP Call-ID of the MESSAGE: with `from`, the edge dedupes a
+    /// retransmission the sidecar forwarded twice.
+    pub sip_call_id: String,
+    /// When it arrived (unix ms, sidecar clock).
+    pub received_ms: u64,
+}
+
+/// The edge's 2xx answer to an [`InboundMessage`]: recorded (or a duplicate).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InboundMessageReceipt {
+    #[serde(default = "default_version")]
+    pub protocol_version: u32,
+    /// The message's id at the edge (`msg_<hex>`), or the one it reported on.
+    pub message_id: String,
 }
 
 /// Longest [`Offer::caller_name`], in characters (the create-call API's bound too).
@@ -504,6 +638,56 @@ pub struct EventsAck {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn text_messages_ride_the_lease_and_old_peers_ignore_them() {
+        // An edge that predates messages sends none; a sidecar that predates
+        // them ignores the unknown member (serde's default).
+        let r: LeaseResponse =
+            serde_json::from_value(json!({"protocol_version":1,"offers":[],"commands":[]}))
+                .unwrap();
+        assert!(r.messages.is_empty());
+        assert!(serde_json::to_value(LeaseResponse::empty())
+            .unwrap()
+            .get("messages")
+            .is_none());
+        let m = MessageOffer {
+            message_id: "msg_1".into(),
+            tenant_id: "acme".into(),
+            from: "+14155550100".into(),
+            to: "+14155550111".into(),
+            body: "hi".into(),
+            deadline_ms: 5,
+        };
+        let mut r = LeaseResponse::empty();
+        r.messages.push(m.clone());
+        let v = serde_json::to_value(&r).unwrap();
+        assert_eq!(v["messages"][0]["message_id"], "msg_1");
+        assert_eq!(
+            serde_json::from_value::<LeaseResponse>(v).unwrap().messages,
+            vec![m]
+        );
+
+        let inbound: InboundMessage = serde_json::from_value(json!({"protocol_version":1,
+            "sidecar_id":"sc","region":"eu","from":"+1","to":"+2","sip_call_id":"x","received_ms":1,
+            "content":{"type":"delivery_report","imdn_message_id":"m1","status":"delivered"}}))
+        .unwrap();
+        assert_eq!(
+            inbound.content,
+            InboundContent::DeliveryReport {
+                imdn_message_id: "m1".into(),
+                status: "delivered".into()
+            }
+        );
+        let later: InboundContent =
+            serde_json::from_value(json!({"type":"read_receipt","x":1})).unwrap();
+        assert_eq!(later, InboundContent::Unknown);
+        let result: MessageResult = serde_json::from_value(json!({"protocol_version":1,
+            "sidecar_id":"sc","message_id":"msg_1","outcome":"failed","sip_code":488,
+            "reason":"rejected","at_ms":9}))
+        .unwrap();
+        assert_eq!(result.outcome, MessageOutcome::Failed);
+    }
 
     #[test]
     fn ids_follow_one_rule() {

@@ -145,6 +145,7 @@ impl LeaseAnswer {
             protocol_version: PROTOCOL_VERSION,
             offers,
             commands: self.commands,
+            messages: vec![],
         };
         (response, missing)
     }

@@ -57,6 +57,7 @@ fn lease_resp(offers: Vec<Offer>, commands: Vec<Command>) -> Reply {
         protocol_version: 1,
         offers,
         commands,
+        messages: vec![],
     })
 }
 
@@ -779,6 +780,7 @@ fn lease_response_with_another_protocol_version_is_refused() {
             protocol_version: 7,
             offers: vec![offer(1, T0 + 5_000)],
             commands: vec![],
+            messages: vec![],
         }),
     );
     let a = h.actions();

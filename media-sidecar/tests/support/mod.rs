@@ -256,6 +256,7 @@ impl FakeEdge {
                                     protocol_version: 1,
                                     offers,
                                     commands,
+                                    messages: vec![],
                                 },
                             );
                         }
