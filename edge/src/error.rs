@@ -50,6 +50,10 @@ error_codes! {
     WebhookNotFound => ("webhook_not_found", 404, "No webhook endpoint with this id for this tenant."),
     DeliveryNotFound => ("delivery_not_found", 404, "No webhook delivery with this id for this tenant."),
     UserNotFound => ("user_not_found", 404, "No CodeB user with this username for this tenant."),
+    NumberNotFound => ("number_not_found", 404, "The tenant has no phone number like this (E.164 in the path, `+` written as is or as `%2B`)."),
+    DirectoryUserNotFound => ("directory_user_not_found", 404, "No directory user with this `pk` for this tenant."),
+    QueueNotFound => ("queue_not_found", 404, "No call queue with this `pk` for this tenant."),
+    Voice360KeyNotFound => ("voice360_key_not_found", 404, "No Voice360 API key with this id for this tenant."),
     RecordingNotFound => ("recording_not_found", 404, "The call has no stored recording (not requested, not answered, or not uploaded yet); the message says which."),
     MethodNotAllowed => ("method_not_allowed", 405, "The route exists but not for this HTTP method."),
     LeaseNotHeld => ("lease_not_held", 409, "Sidecar link: the lease expired or was re-leased; do not dial that call."),
@@ -58,6 +62,10 @@ error_codes! {
     RecordingNotHeld => ("recording_not_held", 409, "Sidecar link: a recording was uploaded by a sidecar that did not hold that attempt of the call."),
     RecordingNotRequested => ("recording_not_requested", 409, "Sidecar link: a recording was uploaded for a call placed without `record: true`."),
     UserExists => ("user_exists", 409, "The tenant already has a CodeB user with this username."),
+    NumberTaken => ("number_taken", 409, "Another tenant holds this phone number."),
+    Voice360AccountTaken => ("voice360_account_taken", 409, "Another tenant is served as this `voice360_account`."),
+    ExtensionTaken => ("extension_taken", 409, "Another user or queue of the tenant has this extension."),
+    DirectoryFull => ("directory_full", 409, "The tenant's directory holds the most users, queues or keys it may (2,000 each)."),
     CodebHostTaken => ("codeb_host_taken", 409, "Another tenant is served at this `codeb_host`."),
     WebhookDisabled => ("webhook_disabled", 409, "The delivery's webhook endpoint is disabled or was deleted; enable it (PATCH) first."),
     PayloadTooLarge => ("payload_too_large", 413, "The request body is larger than the endpoint accepts."),
@@ -152,7 +160,8 @@ mod tests {
             assert!(c
                 .as_str()
                 .chars()
-                .all(|ch| ch.is_ascii_lowercase() || ch == '_'));
+                .all(|ch| ch.is_ascii_lowercase() || ch.is_ascii_digit() || ch == '_'));
+            assert!(c.as_str().starts_with(|ch: char| ch.is_ascii_lowercase()));
             assert!((400..600).contains(&c.http_status()));
             assert!(!c.describe().is_empty());
         }

@@ -38,6 +38,7 @@
 pub mod api;
 pub mod calls;
 pub mod dialects;
+pub mod directory;
 pub mod dispatch;
 pub mod mail;
 pub mod traffic;

@@ -66,6 +66,12 @@ pub mod keys {
         format!("codebhost/{host}")
     }
     /// A CodeB tenant user ([`super::CodebUser`]) by its lowercase username.
+    /// The tenant a Voice360 `{account_id}` names (`Tenant.voice360_account`):
+    /// read to route a request, never to decide who holds the account (the
+    /// claims object does).
+    pub fn voice360_account(account: &str) -> String {
+        format!("voice360acct/{account}")
+    }
     pub fn codeb_user(tid: &str, username: &str) -> String {
         format!("user/{tid}/{username}")
     }
@@ -121,6 +127,10 @@ pub struct Tenant {
     /// at: CodeB isolates tenants per domain. Indexed in KV (`keys::codeb_host`).
     #[serde(default)]
     pub codeb_host: Option<String>,
+    /// The `{account_id}` Voice360 clients name this tenant by
+    /// (`/v3/voice/{account_id}/...`): unique across tenants (a claim).
+    #[serde(default)]
+    pub voice360_account: Option<String>,
 }
 
 fn yes() -> bool {

@@ -41,6 +41,15 @@ pub enum NumberStatus {
 impl NumberStatus {
     pub const NAMES: [&'static str; 3] = ["active", "inactive", "porting"];
 
+    pub fn parse(s: &str) -> Option<NumberStatus> {
+        match s {
+            "active" => Some(NumberStatus::Active),
+            "inactive" => Some(NumberStatus::Inactive),
+            "porting" => Some(NumberStatus::Porting),
+            _ => None,
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             NumberStatus::Active => "active",
@@ -66,8 +75,12 @@ pub enum NumberRoute {
 /// One phone number of a tenant (`number/{e164}`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PhoneNumber {
-    /// E.164: `+` and 8-15 digits.
+    /// E.164: `+` and 7-15 digits (`api::validate::check_e164`).
     pub number: String,
+    /// A small integer naming the number in the tenant (Voice360's `pk`),
+    /// allocated once per number by the tenant's directory.
+    #[serde(default)]
+    pub pk: u64,
     pub tenant_id: String,
     /// A label for people (`"Main Line"`).
     #[serde(default)]

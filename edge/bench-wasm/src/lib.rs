@@ -134,6 +134,7 @@ impl World {
             default_region: "local",
             traffic: &self.traffic,
             calls: &self.calls,
+            directory: &NoDirectory,
             outbox: &self.outbox,
             sealing_key: Some(&self.sealing),
             auth_failures: voxline_edge::traffic::AUTH_FAILURES,
@@ -338,4 +339,25 @@ pub fn password_verify(rounds: usize) -> Value {
         "rounds": rounds,
         "cases": cases,
     })
+}
+
+/// The bench times the native call path, which never reads a tenant's
+/// directory (only the Voice360 routes do): any request to it is refused.
+struct NoDirectory;
+
+impl voxline_edge::directory::Directory for NoDirectory {
+    fn send<'a>(
+        &'a self,
+        _object: &'a str,
+        _request: voxline_edge::directory::DirectoryRequest,
+    ) -> voxline_edge::traffic::LocalFuture<
+        'a,
+        Result<voxline_edge::directory::DirectoryAnswer, voxline_edge::store::StoreError>,
+    > {
+        Box::pin(async {
+            Err(voxline_edge::store::StoreError::Unavailable(
+                "the bench has no directory".into(),
+            ))
+        })
+    }
 }

@@ -145,6 +145,23 @@ pub(crate) async fn admin_route<K: Kv, D: DispatchQueues>(
         | RouteId::GetUser
         | RouteId::UpdateUser
         | RouteId::DeleteUser => crate::api::codeb_users::route(env, req, id, &tenant, sub).await,
+        RouteId::PutNumber => crate::api::numbers::put_number(env, req, &tenant, sub).await,
+        RouteId::ListNumbers => crate::api::numbers::list_numbers(env, &tenant).await,
+        RouteId::GetNumber => crate::api::numbers::get_number(env, &tenant, sub).await,
+        RouteId::DeleteNumber => crate::api::numbers::delete_number(env, &tenant, sub).await,
+        RouteId::CreateDirectoryUser
+        | RouteId::ListDirectoryUsers
+        | RouteId::UpdateDirectoryUser
+        | RouteId::DeleteDirectoryUser
+        | RouteId::CreateQueue
+        | RouteId::ListQueues
+        | RouteId::UpdateQueue
+        | RouteId::DeleteQueue
+        | RouteId::CreateVoice360Key
+        | RouteId::ListVoice360Keys
+        | RouteId::RevokeVoice360Key => {
+            crate::api::directory::route(env, req, id, &tenant, sub).await
+        }
         RouteId::CreateWebhook
         | RouteId::ListWebhooks
         | RouteId::GetWebhook
@@ -217,12 +234,17 @@ pub(crate) async fn create_tenant<K: Kv, D: DispatchQueues>(
             "max_concurrent_calls",
             "api_access",
             "codeb_host",
+            "voice360_account",
         ],
     )?;
     let id = ids::random_id("ten");
     let codeb_host = codeb_host_field(&f)?.flatten();
     if let Some(host) = &codeb_host {
         check_host_free(env, host, &id).await?;
+    }
+    let voice360_account = crate::api::directory::account_field(&f)?.flatten();
+    if let Some(account) = &voice360_account {
+        crate::api::directory::claim_account(env, account, &id).await?;
     }
     let tenant = Tenant {
         id,
@@ -234,9 +256,11 @@ pub(crate) async fn create_tenant<K: Kv, D: DispatchQueues>(
         max_concurrent_calls: max_concurrent_calls(&f)?,
         api_access: f.bool_opt("api_access")?.unwrap_or(true),
         codeb_host,
+        voice360_account,
     };
     put_json(env.kv, &keys::tenant(&tenant.id), &tenant, None).await?;
     index_host(env, &tenant, None).await?;
+    crate::api::directory::index_account(env, &tenant, None).await?;
     Ok(ApiResponse::json(201, &tenant_public(&tenant)))
 }
 
@@ -255,9 +279,17 @@ pub(crate) async fn update_tenant<K: Kv, D: DispatchQueues>(
             "max_concurrent_calls",
             "api_access",
             "codeb_host",
+            "voice360_account",
         ],
     )?;
     let previous_host = tenant.codeb_host.clone();
+    let previous_account = tenant.voice360_account.clone();
+    if let Some(account) = crate::api::directory::account_field(&f)? {
+        if let Some(a) = &account {
+            crate::api::directory::claim_account(env, a, &tenant.id).await?;
+        }
+        tenant.voice360_account = account;
+    }
     if let Some(host) = codeb_host_field(&f)? {
         if let Some(h) = &host {
             check_host_free(env, h, &tenant.id).await?;
@@ -297,6 +329,7 @@ pub(crate) async fn update_tenant<K: Kv, D: DispatchQueues>(
     }
     put_json(env.kv, &keys::tenant(&tenant.id), &tenant, None).await?;
     index_host(env, &tenant, previous_host.as_deref()).await?;
+    crate::api::directory::index_account(env, &tenant, previous_account.as_deref()).await?;
     Ok(ApiResponse::json(200, &tenant_public(&tenant)))
 }
 

@@ -22,6 +22,9 @@ pub struct Env<'a, K: Kv, D: DispatchQueues> {
     pub traffic: &'a dyn Traffic,
     /// Each tenant's calls: the `CallStore` Durable Objects in the Worker.
     pub calls: &'a dyn Calls,
+    /// Each tenant's directory and the cross-tenant claims: the `Directory`
+    /// Durable Objects in the Worker.
+    pub directory: &'a dyn crate::directory::Directory,
     /// Webhook deliveries this request produced; the glue queues them.
     pub outbox: &'a crate::webhooks::delivery::Outbox,
     /// `VOXLINE_SEALING_KEY`: seals engine API keys (none: they are refused).

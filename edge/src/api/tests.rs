@@ -23,6 +23,7 @@ struct World {
     /// The tenants' call stores, with the dispatch queue they talk to (`calls.dispatch_queues`).
     calls: MemoryCalls<SqlCallRows<LimitedSqlite>>,
     traffic: MemoryTraffic,
+    directory: crate::directory::memory::MemoryDirectory,
     /// Webhook jobs requests queued (the Worker sends them to Cloudflare Queues).
     outbox: crate::webhooks::delivery::Outbox,
     now: std::cell::Cell<u64>,
@@ -35,6 +36,7 @@ impl World {
             kv: MemoryKv::default(),
             calls: test_calls(),
             traffic: MemoryTraffic::default(),
+            directory: Default::default(),
             outbox: Default::default(),
             now: std::cell::Cell::new(NOW),
             sealing: Some(crate::webhooks::delivery::tests_support::sealing_key()),
@@ -67,6 +69,7 @@ impl World {
         self.now.set(self.now.get() + 1);
         self.traffic.now_ms.set(self.now.get());
         self.calls.now_ms.set(self.now.get());
+        self.directory.now_ms.set(self.now.get());
         self.calls.dispatch_queues.now_ms.set(self.now.get());
         self.kv.now_ms.set(self.now.get());
         let env = Env {
@@ -78,6 +81,7 @@ impl World {
             default_region: "local",
             traffic: &self.traffic,
             calls: &self.calls,
+            directory: &self.directory,
             outbox: &self.outbox,
             sealing_key: self.sealing.as_ref(),
             auth_failures: crate::traffic::AUTH_FAILURES,

@@ -284,7 +284,7 @@ pub fn check_e164(field: &str, s: &str) -> Result<(), ApiError> {
     }
 }
 
-fn check_email(s: &str) -> Result<(), ApiError> {
+pub(crate) fn check_email(s: &str) -> Result<(), ApiError> {
     let ok = match s.split_once('@') {
         Some((local, domain)) => {
             !local.is_empty()

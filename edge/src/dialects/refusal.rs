@@ -98,6 +98,15 @@ impl Refusal {
             | E::UserNotFound
             | E::UserExists
             | E::CodebHostTaken
+            // Admin API only (numbers, directory, Voice360 keys).
+            | E::NumberNotFound
+            | E::DirectoryUserNotFound
+            | E::QueueNotFound
+            | E::Voice360KeyNotFound
+            | E::NumberTaken
+            | E::Voice360AccountTaken
+            | E::ExtensionTaken
+            | E::DirectoryFull
             | E::EngineKeysUnavailable
             | E::SecretsUnavailable
             | E::InternalError

@@ -249,7 +249,7 @@ pub enum Routed<'a> {
 
 /// An `{account_id}`: the document's are integers (`61`); ours name a
 /// tenant, so 1-64 of ASCII letters, digits, `-` and `_`.
-fn account_id_ok(s: &str) -> bool {
+pub fn account_id_ok(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= MAX_ACCOUNT_ID_CHARS
         && s.bytes()

@@ -3,6 +3,7 @@
 //! one access-log line per request (never headers, never bodies).
 
 mod call_store;
+mod directory;
 mod dispatch_queue;
 mod env;
 mod mail;
@@ -97,6 +98,7 @@ async fn fetch(mut req: Request, env: Env, _ctx: Context) -> Result<Response> {
     let dispatch_queues = crate::glue::stubs::WorkersDispatchQueues(&env);
     let traffic = crate::glue::stubs::WorkersTraffic(&env);
     let calls = crate::glue::stubs::WorkersCalls(&env);
+    let directory = crate::glue::stubs::WorkersDirectory(&env);
     let outbox = crate::webhooks::delivery::Outbox::default();
     let sealing_key = sealing_key(&env);
     let senv = ServiceEnv {
@@ -108,6 +110,7 @@ async fn fetch(mut req: Request, env: Env, _ctx: Context) -> Result<Response> {
         default_region: &default_region,
         traffic: &traffic,
         calls: &calls,
+        directory: &directory,
         outbox: &outbox,
         sealing_key: sealing_key.as_ref(),
         auth_failures: auth_failures(&env),

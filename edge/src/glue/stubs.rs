@@ -23,6 +23,7 @@ use worker::{Env, Method, Request, RequestInit};
 pub const CALL_STORE_BINDING: &str = "CALL_STORE";
 pub const DISPATCH_QUEUE_BINDING: &str = "DISPATCH";
 pub const RATE_LIMITER_BINDING: &str = "RATE_LIMITER";
+pub const DIRECTORY_BINDING: &str = "DIRECTORY";
 /// The region a `DispatchQueue` object serves, sent with every request to it.
 pub const REGION_HEADER: &str = "x-voxline-region";
 
@@ -58,6 +59,25 @@ impl ObjectRequest for RateLimiterRequest {
     type Answer = RateLimiterAnswer;
     const BINDING: &'static str = RATE_LIMITER_BINDING;
     const KIND: &'static str = "rate limiter";
+}
+
+impl ObjectRequest for crate::directory::DirectoryRequest {
+    type Answer = crate::directory::DirectoryAnswer;
+    const BINDING: &'static str = DIRECTORY_BINDING;
+    const KIND: &'static str = "directory";
+}
+
+/// The Worker's handle on the tenants' directories (and the claims object).
+pub struct WorkersDirectory<'a>(pub &'a Env);
+
+impl crate::directory::Directory for WorkersDirectory<'_> {
+    fn send<'a>(
+        &'a self,
+        object: &'a str,
+        request: crate::directory::DirectoryRequest,
+    ) -> LocalFuture<'a, std::result::Result<crate::directory::DirectoryAnswer, StoreError>> {
+        Box::pin(async move { send(self.0, object, &[], &request).await })
+    }
 }
 
 /// Sends `request` to the object called `name` in its namespace and decodes

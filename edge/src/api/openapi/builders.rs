@@ -368,11 +368,16 @@ pub(super) fn path_item(pattern: &str) -> Value {
                 "format" => ("", "The file's format."),
                 "slug" => ("", "The saved prompt's slug."),
                 "username" => ("", "The CodeB user's name (matched lowercased)."),
+                "number" => ("", "The phone number, E.164 (`+` as is or `%2B`)."),
+                "pk" => ("", "The directory user's or queue's `pk`."),
+                "voice360_key_id" => ("v360k", "The Voice360 key's id."),
                 _ => ("", "An id."),
             };
             let schema = match (name, prefix) {
                 ("sidecar_id", _) => json!({"type": "string", "pattern": SIDECAR_ID_PATTERN}),
                 ("format", _) => json!({"type": "string", "enum": ["txt", "json"]}),
+                ("number", _) => json!({"type": "string", "pattern": "^(\\+|%2[bB])[1-9][0-9]{6,14}$"}),
+                ("pk", _) => json!({"type": "string", "pattern": PK_PATTERN}),
                 ("slug", _) => json!({"type": "string", "minLength": 1, "maxLength": crate::api::prompts::SLUG_MAX, "pattern": "^[a-z0-9][a-z0-9-]*$"}),
                 (_, "") => json!({"type": "string", "minLength": 1}),
                 _ => id_schema(prefix),

@@ -26,6 +26,7 @@ mod builders;
 mod checker;
 mod codeb;
 mod dialects;
+mod directory;
 mod operations;
 mod patterns;
 mod schemas;

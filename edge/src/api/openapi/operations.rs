@@ -84,7 +84,25 @@ secret; after a rotation the new secret signs at once. Retried per the endpoint'
 }
 pub(super) fn operation(id: RouteId) -> Value {
     use ErrorCode as E;
+    if let Some(op) = super::directory::operation(id) {
+        return op;
+    }
     match id {
+        RouteId::PutNumber
+        | RouteId::ListNumbers
+        | RouteId::GetNumber
+        | RouteId::DeleteNumber
+        | RouteId::CreateDirectoryUser
+        | RouteId::ListDirectoryUsers
+        | RouteId::UpdateDirectoryUser
+        | RouteId::DeleteDirectoryUser
+        | RouteId::CreateQueue
+        | RouteId::ListQueues
+        | RouteId::UpdateQueue
+        | RouteId::DeleteQueue
+        | RouteId::CreateVoice360Key
+        | RouteId::ListVoice360Keys
+        | RouteId::RevokeVoice360Key => json!({}), // documented in `directory.rs` (returned above)
         RouteId::Health => op("healthCheck", "meta", Auth::None, "Liveness check", "Answers 200 while the edge is up.")
             .ok(200, "The edge is up.", "Health")
             .build(),
@@ -231,7 +249,7 @@ pub(super) fn operation(id: RouteId) -> Value {
         RouteId::CreateTenant => op("createTenant", "admin", Auth::Admin, "Create a tenant", "A new customer account, with no agents or keys yet.")
             .body("CreateTenantRequest", true)
             .ok(201, "The tenant.", "Tenant")
-            .errors(&[E::MissingField, E::InvalidValue, E::ValueTooLong, E::OutOfRange, E::CodebHostTaken])
+            .errors(&[E::MissingField, E::InvalidValue, E::ValueTooLong, E::OutOfRange, E::CodebHostTaken, E::Voice360AccountTaken])
             .build(),
         RouteId::GetTenant => op("getTenant", "admin", Auth::Admin, "Get a tenant", "The tenant.")
             .ok(200, "The tenant.", "Tenant")
@@ -240,7 +258,7 @@ pub(super) fn operation(id: RouteId) -> Value {
         RouteId::UpdateTenant => op("updateTenant", "admin", Auth::Admin, "Update a tenant", "Rename, disable or enable a tenant, set its default agent, rate limits or concurrent-call cap.")
             .body("UpdateTenantRequest", true)
             .ok(200, "The updated tenant.", "Tenant")
-            .errors(&[E::TenantNotFound, E::InvalidValue, E::ValueTooLong, E::OutOfRange, E::UnknownAgent, E::CodebHostTaken])
+            .errors(&[E::TenantNotFound, E::InvalidValue, E::ValueTooLong, E::OutOfRange, E::UnknownAgent, E::CodebHostTaken, E::Voice360AccountTaken])
             .build(),
         RouteId::CreateAgent => op(
             "createAgent",

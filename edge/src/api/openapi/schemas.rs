@@ -289,6 +289,10 @@ See docs/dialects.md."}),
                     json!({"type": "boolean", "description": "Off: the tenant's API keys are refused with 403 `api_access_disabled` and its dialect credentials in their dialect's words (BuildVoiceAI's 403), while calls already placed, webhooks and the admin API go on. `disabled` stops everything."}),
                 ),
                 ("codeb_host", nullable(codeb_host_schema())),
+                (
+                    "voice360_account",
+                    nullable(super::directory::account_schema()),
+                ),
             ],
         ),
     );
@@ -871,6 +875,10 @@ A call already queued inside the window is not stopped when the window closes.";
                     ),
                 ),
                 ("codeb_host", nullable(codeb_host_schema())),
+                (
+                    "voice360_account",
+                    nullable(super::directory::account_schema()),
+                ),
             ],
             &["name"],
         ),
@@ -919,6 +927,7 @@ A call already queued inside the window is not stopped when the window closes.";
         ("max_concurrent_calls", max_concurrent("Most calls leased or live at once. Unlike other fields, an explicit null removes the cap (unlimited); absent keeps it. A change applies to waiting calls once the next call is placed.")),
         ("api_access", nullable(json!({"type": "boolean", "description": "Switch the tenant's API access (API keys and dialect credentials) off or on again (see `Tenant`)."}))),
         ("codeb_host", nullable(with_description(codeb_host_schema(), "Set or change the host CodeB serves the tenant at; unlike other fields, an explicit null removes it."))),
+        ("voice360_account", nullable(with_description(super::directory::account_schema(), "Set or change the Voice360 account id of the tenant; unlike other fields, an explicit null removes it."))),
     ], &[]));
     let agent_input = |creating: bool| {
         let name = if creating {
@@ -1152,6 +1161,7 @@ internal names, numeric IPv4 forms, IPv6 forms embedding an IPv4 address and `us
         ("region", json!({"type": "string", "maxLength": 64, "pattern": SIDECAR_ID_PATTERN,
             "description": "The dispatch region whose calls this sidecar dials."})),
     ], &["sidecar_id", "region"]));
+    super::directory::schemas(&mut s);
     Value::Object(s)
 }
 

@@ -56,6 +56,7 @@ struct Api {
         crate::calls::store::SqlCallRows<crate::sql::sqlite::LimitedSqlite>,
     >,
     traffic: MemoryTraffic,
+    directory: crate::directory::memory::MemoryDirectory,
     /// Webhook jobs the requests queued.
     outbox: crate::webhooks::delivery::Outbox,
     spec: Value,
@@ -74,6 +75,7 @@ impl Api {
             kv: MemoryKv::default(),
             calls: crate::calls::store::memory::test_calls(),
             traffic: MemoryTraffic::default(),
+            directory: Default::default(),
             outbox: Default::default(),
             checker: Checker::new(&spec),
             spec,
@@ -116,6 +118,7 @@ impl Api {
             default_region: "local",
             traffic: &self.traffic,
             calls: &self.calls,
+            directory: &self.directory,
             outbox: &self.outbox,
             sealing_key: Some(&self.sealing),
             auth_failures: crate::traffic::RateLimit {
@@ -256,6 +259,10 @@ struct World {
     did: String,
     /// A CodeB user of the tenant.
     user: String,
+    /// A phone number of the tenant; its directory user and queue are both
+    /// `pk` 1 (each tenant's counters start at 1); a Voice360 key.
+    number: String,
+    v360kid: String,
 }
 
 /// A receiver that answers every delivery with one status.
@@ -373,8 +380,50 @@ fn provision(api: &Api, name: &str) -> World {
         .as_str()
         .unwrap()
         .to_string();
+    // Numbers are unique across tenants: one per provisioned tenant.
+    static NEXT_NUMBER: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = NEXT_NUMBER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let number = format!("+1415556{:04}", n % 10_000);
+    expect(
+        api.admin(
+            "PUT",
+            &format!("/admin/tenants/{tid}/numbers/{number}"),
+            Some(json!({"name": "Main Line", "sms_enabled": true})),
+        ),
+        201,
+    );
+    let upk = expect(
+        api.admin(
+            "POST",
+            &format!("/admin/tenants/{tid}/directory/users"),
+            Some(json!({"extension": "1001", "first_name": "John", "last_name": "Smith"})),
+        ),
+        201,
+    )["pk"]
+        .clone();
+    assert_eq!(upk, 1);
+    let qpk = expect(
+        api.admin(
+            "POST",
+            &format!("/admin/tenants/{tid}/directory/queues"),
+            Some(json!({"name": "Sales Queue", "extension": "8001", "members": [1]})),
+        ),
+        201,
+    )["pk"]
+        .clone();
+    assert_eq!(qpk, 1);
+    let v360kid = id_of(&expect(
+        api.admin(
+            "POST",
+            &format!("/admin/tenants/{tid}/voice360-keys"),
+            Some(json!({"kind": "user", "user_pk": 1})),
+        ),
+        201,
+    ));
     World {
         user,
+        number,
+        v360kid,
         tid,
         aid,
         key,
@@ -413,6 +462,9 @@ fn world_param(w: &World) -> impl Fn(&str) -> String + '_ {
         "delivery_id" => w.did.clone(),
         "slug" => "reminder".to_string(),
         "username" => w.user.clone(),
+        "number" => w.number.clone(),
+        "pk" => "1".to_string(),
+        "voice360_key_id" => w.v360kid.clone(),
         other => panic!("unknown path parameter {other}"),
     }
 }
@@ -429,6 +481,9 @@ fn missing_id(name: &str) -> String {
         "sidecar_id" => return "sc-missing".to_string(),
         "slug" => return "no-such-prompt".to_string(),
         "username" => return "nobody".to_string(),
+        "number" => return "+19995550000".to_string(),
+        "pk" => return "999999".to_string(),
+        "voice360_key_id" => "v360k",
         other => panic!("unknown path parameter {other}"),
     };
     format!("{prefix}_00000000000000000000")
@@ -1628,6 +1683,164 @@ fn every_route_answers_as_documented() {
         201,
     );
     expect(api.admin("DELETE", &format!("{up}/bob"), None), 200);
+    // Phone numbers, the directory and Voice360 keys.
+    let np = format!("{tp}/numbers");
+    let n = format!("{np}/{}", w.number);
+    expect(api.admin("GET", &np, None), 200);
+    let got = expect(api.admin("GET", &n, None), 200);
+    assert_eq!(
+        (got["number"].as_str(), got["sms_enabled"].as_bool()),
+        (Some(w.number.as_str()), Some(true))
+    );
+    let routed = expect(
+        api.admin(
+            "PUT",
+            &format!("{np}/%2B{}", &w.number[1..]),
+            Some(json!({"route": {"kind": "queue", "queue_id": 1}, "status": "porting"})),
+        ),
+        200,
+    );
+    assert_eq!(
+        (routed["pk"].clone(), routed["status"].as_str()),
+        (got["pk"].clone(), Some("porting"))
+    );
+    let other_tenant = provision(&api, "numbers-other");
+    expect_error(
+        api.admin(
+            "PUT",
+            &format!("/admin/tenants/{}/numbers/{}", other_tenant.tid, w.number),
+            Some(json!({})),
+        ),
+        409,
+        "number_taken",
+    );
+    let spare = format!("{np}/+14155557777");
+    expect(api.admin("PUT", &spare, Some(json!({}))), 201);
+    expect(api.admin("DELETE", &spare, None), 200);
+    expect_error(api.admin("GET", &spare, None), 404, "number_not_found");
+    let dp = format!("{tp}/directory");
+    expect(api.admin("GET", &format!("{dp}/users"), None), 200);
+    expect(api.admin("GET", &format!("{dp}/queues"), None), 200);
+    let person = json!({"extension": "1001", "first_name": "Jane", "time_zone": "Europe/Paris"});
+    let jane = expect(
+        api.admin("PUT", &format!("{dp}/users/1"), Some(person)),
+        200,
+    );
+    assert_eq!(
+        (jane["pk"].clone(), jane["caller_id"].as_str()),
+        (json!(1), Some("Jane"))
+    );
+    expect_error(
+        api.admin(
+            "POST",
+            &format!("{dp}/users"),
+            Some(json!({"extension": "8001", "first_name": "X"})),
+        ),
+        409,
+        "extension_taken",
+    );
+    let second = expect(
+        api.admin(
+            "POST",
+            &format!("{dp}/users"),
+            Some(json!({"extension": "1002", "first_name": "B"})),
+        ),
+        201,
+    );
+    expect_error(
+        api.admin(
+            "PUT",
+            &format!("{dp}/users/{}", second["pk"]),
+            Some(json!({"extension": "1001", "first_name": "B"})),
+        ),
+        409,
+        "extension_taken",
+    );
+    expect_error(
+        api.admin(
+            "POST",
+            &format!("{dp}/queues"),
+            Some(json!({"name": "Q", "extension": "1002"})),
+        ),
+        409,
+        "extension_taken",
+    );
+    let queue = json!({"name": "Sales Queue", "extension": "8001", "strategy": "rrmemory", "members": [1, second["pk"]]});
+    expect(
+        api.admin("PUT", &format!("{dp}/queues/1"), Some(queue)),
+        200,
+    );
+    expect_error(
+        api.admin(
+            "PUT",
+            &format!("{dp}/queues/1"),
+            Some(json!({"name": "Q", "extension": "1002"})),
+        ),
+        409,
+        "extension_taken",
+    );
+    let spare_queue = expect(
+        api.admin(
+            "POST",
+            &format!("{dp}/queues"),
+            Some(json!({"name": "Spare", "extension": "8009"})),
+        ),
+        201,
+    );
+    expect(
+        api.admin(
+            "DELETE",
+            &format!("{dp}/queues/{}", spare_queue["pk"]),
+            None,
+        ),
+        200,
+    );
+    expect(
+        api.admin("DELETE", &format!("{dp}/users/{}", second["pk"]), None),
+        200,
+    );
+    let kp = format!("{tp}/voice360-keys");
+    let dev = expect(
+        api.admin(
+            "POST",
+            &kp,
+            Some(json!({"kind": "developer", "name": "crm"})),
+        ),
+        201,
+    );
+    assert!(dev["key"].as_str().unwrap().starts_with("v360_dev_"));
+    expect(api.admin("GET", &kp, None), 200);
+    expect(
+        api.admin("DELETE", &format!("{kp}/{}", id_of(&dev)), None),
+        200,
+    );
+    // A directory holds 2,000 keys at most (and as many users and queues).
+    let limited = provision(&api, "directory-full");
+    let lkp = format!("/admin/tenants/{}/voice360-keys", limited.tid);
+    for _ in 1..crate::directory::MAX_ITEMS {
+        expect(
+            api.admin("POST", &lkp, Some(json!({"kind": "developer"}))),
+            201,
+        );
+    }
+    expect_error(
+        api.admin("POST", &lkp, Some(json!({"kind": "developer"}))),
+        409,
+        "directory_full",
+    );
+    expect(
+        api.admin("PATCH", &tp, Some(json!({"voice360_account": "61"}))),
+        200,
+    );
+    expect_error(
+        api.admin(
+            "PATCH",
+            &format!("/admin/tenants/{}", other_tenant.tid),
+            Some(json!({"voice360_account": "61"})),
+        ),
+        409,
+        "voice360_account_taken",
+    );
     expect(
         api.admin(
             "PATCH",
@@ -2460,6 +2673,10 @@ fn every_route_answers_as_documented() {
             if *missing == "slug" && matches!(*method, "PUT" | "DELETE") {
                 continue;
             }
+            // A number's PUT adds it.
+            if *missing == "number" && *method == "PUT" {
+                continue;
+            }
             let path = fill(pattern, |name| {
                 if name == *missing {
                     missing_id(name)
@@ -2472,6 +2689,8 @@ fn every_route_answers_as_documented() {
                 "key_id" => "api_key_not_found".to_string(),
                 "slug" => "prompt_not_found".to_string(),
                 "username" => "user_not_found".to_string(),
+                "pk" if pattern.contains("/users/") => "directory_user_not_found".to_string(),
+                "pk" => "queue_not_found".to_string(),
                 other => format!("{}_not_found", other.trim_end_matches("_id")),
             };
             expect_error(

@@ -79,6 +79,7 @@ fn authenticate(w: &World, host: &str, bearer: &str) -> Result<CodebPrincipal, C
         default_region: "local",
         traffic: &w.traffic,
         calls: &w.calls,
+        directory: &w.directory,
         outbox: &w.outbox,
         sealing_key: w.sealing.as_ref(),
         auth_failures: crate::traffic::AUTH_FAILURES,

@@ -1,0 +1,722 @@
+//! Each tenant's directory: the people and AI agents that have extensions,
+//! the call queues, the Voice360 API keys, and the counters that allocate
+//! their `pk`s. A `Directory` Durable Object per tenant (SQLite storage, one
+//! row per item) in the Worker, so an extension is unique and a `pk` is
+//! never handed out twice, however many requests race.
+//!
+//! The object named [`CLAIMS_OBJECT`] holds the names that must be unique
+//! across tenants (phone numbers, Voice360 account ids): a claim is decided
+//! there, never by reading KV back (KV may be a minute stale).
+//!
+//! Pure: [`handle`] runs a [`DirectoryRequest`] against the [`Sql`] port;
+//! the Worker glue (`glue::directory`) only feeds it. Native tests run it
+//! against real SQLite with the platform's limits.
+
+pub mod records;
+
+use crate::sql::{int_at, text_at, Sql, SqlValue};
+use crate::store::StoreError;
+use crate::traffic::LocalFuture;
+use serde::{Deserialize, Serialize};
+
+pub use records::{
+    DirectoryQueue, DirectoryUser, QueueFields, UserFields, UserKind, V360Key, V360KeyKind,
+};
+
+/// The one object that decides cross-tenant claims.
+pub const CLAIMS_OBJECT: &str = "_claims";
+
+/// Most users, queues or keys in one tenant's directory (every list is
+/// answered whole, so it is bounded).
+pub const MAX_ITEMS: u64 = 2_000;
+
+/// What a claim is on: one namespace each.
+pub mod claim_kinds {
+    pub const NUMBER: &str = "number";
+    pub const VOICE360_ACCOUNT: &str = "voice360_account";
+}
+
+/// One request to a directory object; the wire form of [`Directory`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum DirectoryRequest {
+    /// Creates a user (`pk: None`) or replaces user `pk`'s fields.
+    SaveUser {
+        pk: Option<u64>,
+        fields: UserFields,
+    },
+    DeleteUser {
+        pk: u64,
+    },
+    ListUsers,
+    /// Creates a queue (`pk: None`) or replaces queue `pk`'s fields.
+    SaveQueue {
+        pk: Option<u64>,
+        fields: QueueFields,
+    },
+    DeleteQueue {
+        pk: u64,
+    },
+    ListQueues,
+    /// Stores a minted key (by the SHA-256 of its text).
+    AddKey {
+        key: V360Key,
+    },
+    RevokeKey {
+        id: String,
+    },
+    ListKeys,
+    /// The live key with this hash, if any.
+    FindKey {
+        hash: String,
+    },
+    /// The next `pk` of a counter: 1, 2, 3...
+    NextPk {
+        counter: String,
+    },
+    /// The `pk` of `key` in `counter`'s namespace: allocated on first ask,
+    /// the same ever after (a phone number's `pk`).
+    PkFor {
+        counter: String,
+        key: String,
+    },
+    /// Claims `value` in `kind` for `owner`; answers the holder afterwards
+    /// (the owner itself when the claim succeeded or was already its own).
+    Claim {
+        kind: String,
+        value: String,
+        owner: String,
+    },
+    /// Gives up `owner`'s claim (a claim of another owner stays).
+    Release {
+        kind: String,
+        value: String,
+        owner: String,
+    },
+}
+
+/// Why a directory change was refused.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "refusal", rename_all = "snake_case")]
+pub enum DirectoryRefusal {
+    /// Another user or queue of the tenant has this extension.
+    ExtensionTaken {
+        extension: String,
+    },
+    UserNotFound,
+    QueueNotFound,
+    /// A queue member names no user of the tenant.
+    UnknownMember {
+        user_pk: u64,
+    },
+    /// The directory holds [`MAX_ITEMS`] of this kind already.
+    Full,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "answer", rename_all = "snake_case")]
+pub enum DirectoryAnswer {
+    User {
+        user: DirectoryUser,
+    },
+    Users {
+        users: Vec<DirectoryUser>,
+    },
+    Queue {
+        queue: DirectoryQueue,
+    },
+    Queues {
+        queues: Vec<DirectoryQueue>,
+    },
+    Keys {
+        keys: Vec<V360Key>,
+    },
+    Key {
+        key: Option<V360Key>,
+    },
+    Pk {
+        pk: u64,
+    },
+    Holder {
+        owner: String,
+    },
+    /// A delete or revoke: whether there was something to remove.
+    Removed {
+        removed: bool,
+    },
+    Done,
+    Refused {
+        refusal: DirectoryRefusal,
+    },
+}
+
+/// How a request reaches a directory object: a Durable Object stub in the
+/// Worker, a direct call in native tests.
+pub trait Directory {
+    /// `object`: a tenant id, or [`CLAIMS_OBJECT`].
+    fn send<'a>(
+        &'a self,
+        object: &'a str,
+        request: DirectoryRequest,
+    ) -> LocalFuture<'a, Result<DirectoryAnswer, StoreError>>;
+}
+
+const SCHEMA: &[&str] = &[
+    "CREATE TABLE IF NOT EXISTS users (pk INTEGER PRIMARY KEY, json TEXT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS queues (pk INTEGER PRIMARY KEY, json TEXT NOT NULL)",
+    // Users and queues share one extension plan.
+    "CREATE TABLE IF NOT EXISTS extensions (ext TEXT PRIMARY KEY, kind TEXT NOT NULL, pk INTEGER NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS keys (hash TEXT PRIMARY KEY, id TEXT NOT NULL UNIQUE, json TEXT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, next INTEGER NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS pks (counter TEXT NOT NULL, key TEXT NOT NULL, pk INTEGER NOT NULL, PRIMARY KEY (counter, key))",
+    "CREATE TABLE IF NOT EXISTS claims (kind TEXT NOT NULL, value TEXT NOT NULL, owner TEXT NOT NULL, PRIMARY KEY (kind, value))",
+];
+
+/// Creates the tables (idempotent).
+pub fn open(sql: &impl Sql) -> Result<(), StoreError> {
+    for statement in SCHEMA {
+        sql.exec(statement, vec![])?;
+    }
+    Ok(())
+}
+
+fn corrupt(what: &str, e: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt(format!("{what}: {e}"))
+}
+
+fn to_json<T: Serialize>(v: &T) -> Result<String, StoreError> {
+    serde_json::to_string(v).map_err(|e| corrupt("directory row", e))
+}
+
+fn rows_of<T: serde::de::DeserializeOwned>(
+    sql: &impl Sql,
+    query: &str,
+    args: Vec<SqlValue>,
+    what: &str,
+) -> Result<Vec<T>, StoreError> {
+    sql.exec(query, args)?
+        .iter()
+        .map(|row| {
+            let text = text_at(row, 0, what)?;
+            serde_json::from_str(&text).map_err(|e| corrupt(what, e))
+        })
+        .collect()
+}
+
+fn next_pk(sql: &impl Sql, counter: &str) -> Result<u64, StoreError> {
+    let rows = sql.exec(
+        "INSERT INTO counters (name, next) VALUES (?, 1) \
+         ON CONFLICT(name) DO UPDATE SET next = next + 1 RETURNING next",
+        vec![counter.into()],
+    )?;
+    let n = rows
+        .first()
+        .ok_or_else(|| corrupt("counter", "no row"))
+        .and_then(|r| int_at(r, 0, "counter"))?;
+    u64::try_from(n).map_err(|e| corrupt("counter", e))
+}
+
+fn count(sql: &impl Sql, table: &str) -> Result<u64, StoreError> {
+    let rows = sql.exec(&format!("SELECT COUNT(*) FROM {table}"), vec![])?;
+    let n = rows
+        .first()
+        .ok_or_else(|| corrupt("count", "no row"))
+        .and_then(|r| int_at(r, 0, "count"))?;
+    Ok(u64::try_from(n).unwrap_or(0))
+}
+
+/// The holder of `ext` other than (`kind`, `pk`), if any.
+fn extension_holder(
+    sql: &impl Sql,
+    ext: &str,
+    kind: &str,
+    pk: u64,
+) -> Result<Option<()>, StoreError> {
+    let rows = sql.exec(
+        "SELECT kind, pk FROM extensions WHERE ext = ?",
+        vec![ext.into()],
+    )?;
+    for row in rows {
+        let k = text_at(&row, 0, "extension kind")?;
+        let p = int_at(&row, 1, "extension pk")?;
+        if k != kind || u64::try_from(p).ok() != Some(pk) {
+            return Ok(Some(()));
+        }
+    }
+    Ok(None)
+}
+
+fn set_extension(sql: &impl Sql, kind: &str, pk: u64, ext: Option<&str>) -> Result<(), StoreError> {
+    sql.exec(
+        "DELETE FROM extensions WHERE kind = ? AND pk = ?",
+        vec![kind.into(), pk.into()],
+    )?;
+    if let Some(ext) = ext {
+        sql.exec(
+            "INSERT INTO extensions (ext, kind, pk) VALUES (?, ?, ?)",
+            vec![ext.into(), kind.into(), pk.into()],
+        )?;
+    }
+    Ok(())
+}
+
+fn refused(refusal: DirectoryRefusal) -> Result<DirectoryAnswer, StoreError> {
+    Ok(DirectoryAnswer::Refused { refusal })
+}
+
+fn user(sql: &impl Sql, pk: u64) -> Result<Option<DirectoryUser>, StoreError> {
+    Ok(rows_of(
+        sql,
+        "SELECT json FROM users WHERE pk = ?",
+        vec![pk.into()],
+        "user",
+    )?
+    .into_iter()
+    .next())
+}
+
+fn queue(sql: &impl Sql, pk: u64) -> Result<Option<DirectoryQueue>, StoreError> {
+    Ok(rows_of(
+        sql,
+        "SELECT json FROM queues WHERE pk = ?",
+        vec![pk.into()],
+        "queue",
+    )?
+    .into_iter()
+    .next())
+}
+
+/// Runs one request. Synchronous: inside the object every statement of a
+/// request belongs to one implicit transaction (no await between them).
+pub fn handle(
+    sql: &impl Sql,
+    request: DirectoryRequest,
+    now_ms: u64,
+) -> Result<DirectoryAnswer, StoreError> {
+    let now = crate::ids::rfc3339_ms(now_ms);
+    match request {
+        DirectoryRequest::SaveUser { pk, fields } => {
+            let existing = match pk {
+                Some(pk) => match user(sql, pk)? {
+                    Some(u) => Some(u),
+                    None => return refused(DirectoryRefusal::UserNotFound),
+                },
+                None => {
+                    if count(sql, "users")? >= MAX_ITEMS {
+                        return refused(DirectoryRefusal::Full);
+                    }
+                    None
+                }
+            };
+            let pk_now = existing.as_ref().map(|u| u.pk);
+            if extension_holder(sql, &fields.extension, "user", pk_now.unwrap_or(0))?.is_some() {
+                return refused(DirectoryRefusal::ExtensionTaken {
+                    extension: fields.extension,
+                });
+            }
+            let saved = match existing {
+                Some(old) => DirectoryUser {
+                    fields,
+                    updated_at: now,
+                    ..old
+                },
+                None => DirectoryUser {
+                    pk: next_pk(sql, "user")?,
+                    sip_endpoint_id: next_pk(sql, "sip_endpoint")?,
+                    fields,
+                    created_at: now.clone(),
+                    updated_at: now,
+                },
+            };
+            sql.exec(
+                "INSERT OR REPLACE INTO users (pk, json) VALUES (?, ?)",
+                vec![saved.pk.into(), to_json(&saved)?.into()],
+            )?;
+            set_extension(sql, "user", saved.pk, Some(&saved.fields.extension))?;
+            Ok(DirectoryAnswer::User { user: saved })
+        }
+        DirectoryRequest::DeleteUser { pk } => {
+            let rows = sql.exec(
+                "DELETE FROM users WHERE pk = ? RETURNING pk",
+                vec![pk.into()],
+            )?;
+            if rows.is_empty() {
+                return Ok(DirectoryAnswer::Removed { removed: false });
+            }
+            set_extension(sql, "user", pk, None)?;
+            // Their keys end with them, and they leave every queue.
+            for key in rows_of::<V360Key>(sql, "SELECT json FROM keys", vec![], "key")? {
+                if key.user_pk == Some(pk) {
+                    sql.exec("DELETE FROM keys WHERE id = ?", vec![key.id.into()])?;
+                }
+            }
+            for mut q in rows_of::<DirectoryQueue>(sql, "SELECT json FROM queues", vec![], "queue")?
+            {
+                if q.fields.members.contains(&pk) {
+                    q.fields.members.retain(|m| *m != pk);
+                    q.updated_at.clone_from(&now);
+                    sql.exec(
+                        "UPDATE queues SET json = ? WHERE pk = ?",
+                        vec![to_json(&q)?.into(), q.pk.into()],
+                    )?;
+                }
+            }
+            Ok(DirectoryAnswer::Removed { removed: true })
+        }
+        DirectoryRequest::ListUsers => Ok(DirectoryAnswer::Users {
+            users: rows_of(sql, "SELECT json FROM users ORDER BY pk", vec![], "user")?,
+        }),
+        DirectoryRequest::SaveQueue { pk, fields } => {
+            let existing = match pk {
+                Some(pk) => match queue(sql, pk)? {
+                    Some(q) => Some(q),
+                    None => return refused(DirectoryRefusal::QueueNotFound),
+                },
+                None => {
+                    if count(sql, "queues")? >= MAX_ITEMS {
+                        return refused(DirectoryRefusal::Full);
+                    }
+                    None
+                }
+            };
+            for member in &fields.members {
+                if user(sql, *member)?.is_none() {
+                    return refused(DirectoryRefusal::UnknownMember { user_pk: *member });
+                }
+            }
+            let pk_now = existing.as_ref().map(|q| q.pk);
+            if extension_holder(sql, &fields.extension, "queue", pk_now.unwrap_or(0))?.is_some() {
+                return refused(DirectoryRefusal::ExtensionTaken {
+                    extension: fields.extension,
+                });
+            }
+            let saved = match existing {
+                Some(old) => DirectoryQueue {
+                    fields,
+                    updated_at: now,
+                    ..old
+                },
+                None => DirectoryQueue {
+                    pk: next_pk(sql, "queue")?,
+                    fields,
+                    created_at: now.clone(),
+                    updated_at: now,
+                },
+            };
+            sql.exec(
+                "INSERT OR REPLACE INTO queues (pk, json) VALUES (?, ?)",
+                vec![saved.pk.into(), to_json(&saved)?.into()],
+            )?;
+            set_extension(sql, "queue", saved.pk, Some(&saved.fields.extension))?;
+            Ok(DirectoryAnswer::Queue { queue: saved })
+        }
+        DirectoryRequest::DeleteQueue { pk } => {
+            let rows = sql.exec(
+                "DELETE FROM queues WHERE pk = ? RETURNING pk",
+                vec![pk.into()],
+            )?;
+            set_extension(sql, "queue", pk, None)?;
+            Ok(DirectoryAnswer::Removed {
+                removed: !rows.is_empty(),
+            })
+        }
+        DirectoryRequest::ListQueues => Ok(DirectoryAnswer::Queues {
+            queues: rows_of(sql, "SELECT json FROM queues ORDER BY pk", vec![], "queue")?,
+        }),
+        DirectoryRequest::AddKey { key } => {
+            if count(sql, "keys")? >= MAX_ITEMS {
+                return refused(DirectoryRefusal::Full);
+            }
+            if let Some(pk) = key.user_pk {
+                if user(sql, pk)?.is_none() {
+                    return refused(DirectoryRefusal::UserNotFound);
+                }
+            }
+            sql.exec(
+                "INSERT INTO keys (hash, id, json) VALUES (?, ?, ?)",
+                vec![
+                    key.hash.clone().into(),
+                    key.id.clone().into(),
+                    to_json(&key)?.into(),
+                ],
+            )?;
+            Ok(DirectoryAnswer::Done)
+        }
+        DirectoryRequest::RevokeKey { id } => {
+            let rows = sql.exec(
+                "DELETE FROM keys WHERE id = ? RETURNING id",
+                vec![id.into()],
+            )?;
+            Ok(DirectoryAnswer::Removed {
+                removed: !rows.is_empty(),
+            })
+        }
+        DirectoryRequest::ListKeys => Ok(DirectoryAnswer::Keys {
+            keys: rows_of(sql, "SELECT json FROM keys ORDER BY id", vec![], "key")?,
+        }),
+        DirectoryRequest::FindKey { hash } => Ok(DirectoryAnswer::Key {
+            key: rows_of(
+                sql,
+                "SELECT json FROM keys WHERE hash = ?",
+                vec![hash.into()],
+                "key",
+            )?
+            .into_iter()
+            .next(),
+        }),
+        DirectoryRequest::NextPk { counter } => Ok(DirectoryAnswer::Pk {
+            pk: next_pk(sql, &format!("n:{counter}"))?,
+        }),
+        DirectoryRequest::PkFor { counter, key } => {
+            let rows = sql.exec(
+                "SELECT pk FROM pks WHERE counter = ? AND key = ?",
+                vec![counter.clone().into(), key.clone().into()],
+            )?;
+            if let Some(row) = rows.first() {
+                let pk = int_at(row, 0, "pk")?;
+                return Ok(DirectoryAnswer::Pk {
+                    pk: u64::try_from(pk).map_err(|e| corrupt("pk", e))?,
+                });
+            }
+            let pk = next_pk(sql, &format!("n:{counter}"))?;
+            sql.exec(
+                "INSERT INTO pks (counter, key, pk) VALUES (?, ?, ?)",
+                vec![counter.into(), key.into(), pk.into()],
+            )?;
+            Ok(DirectoryAnswer::Pk { pk })
+        }
+        DirectoryRequest::Claim { kind, value, owner } => {
+            sql.exec(
+                "INSERT INTO claims (kind, value, owner) VALUES (?, ?, ?) \
+                 ON CONFLICT(kind, value) DO NOTHING",
+                vec![kind.clone().into(), value.clone().into(), owner.into()],
+            )?;
+            let rows = sql.exec(
+                "SELECT owner FROM claims WHERE kind = ? AND value = ?",
+                vec![kind.into(), value.into()],
+            )?;
+            let owner = rows
+                .first()
+                .ok_or_else(|| corrupt("claim", "no row"))
+                .and_then(|r| text_at(r, 0, "claim owner"))?;
+            Ok(DirectoryAnswer::Holder { owner })
+        }
+        DirectoryRequest::Release { kind, value, owner } => {
+            let rows = sql.exec(
+                "DELETE FROM claims WHERE kind = ? AND value = ? AND owner = ? RETURNING owner",
+                vec![kind.into(), value.into(), owner.into()],
+            )?;
+            Ok(DirectoryAnswer::Removed {
+                removed: !rows.is_empty(),
+            })
+        }
+    }
+}
+
+fn unexpected(a: DirectoryAnswer) -> StoreError {
+    StoreError::Corrupt(format!("unexpected directory answer {a:?}"))
+}
+
+/// Typed calls over any [`Directory`].
+pub mod ops {
+    use super::*;
+
+    pub async fn save_user(
+        d: &dyn Directory,
+        tenant: &str,
+        pk: Option<u64>,
+        fields: UserFields,
+    ) -> Result<Result<DirectoryUser, DirectoryRefusal>, StoreError> {
+        match d
+            .send(tenant, DirectoryRequest::SaveUser { pk, fields })
+            .await?
+        {
+            DirectoryAnswer::User { user } => Ok(Ok(user)),
+            DirectoryAnswer::Refused { refusal } => Ok(Err(refusal)),
+            a => Err(unexpected(a)),
+        }
+    }
+
+    pub async fn save_queue(
+        d: &dyn Directory,
+        tenant: &str,
+        pk: Option<u64>,
+        fields: QueueFields,
+    ) -> Result<Result<DirectoryQueue, DirectoryRefusal>, StoreError> {
+        match d
+            .send(tenant, DirectoryRequest::SaveQueue { pk, fields })
+            .await?
+        {
+            DirectoryAnswer::Queue { queue } => Ok(Ok(queue)),
+            DirectoryAnswer::Refused { refusal } => Ok(Err(refusal)),
+            a => Err(unexpected(a)),
+        }
+    }
+
+    pub async fn users(d: &dyn Directory, tenant: &str) -> Result<Vec<DirectoryUser>, StoreError> {
+        match d.send(tenant, DirectoryRequest::ListUsers).await? {
+            DirectoryAnswer::Users { users } => Ok(users),
+            a => Err(unexpected(a)),
+        }
+    }
+
+    pub async fn queues(
+        d: &dyn Directory,
+        tenant: &str,
+    ) -> Result<Vec<DirectoryQueue>, StoreError> {
+        match d.send(tenant, DirectoryRequest::ListQueues).await? {
+            DirectoryAnswer::Queues { queues } => Ok(queues),
+            a => Err(unexpected(a)),
+        }
+    }
+
+    pub async fn keys(d: &dyn Directory, tenant: &str) -> Result<Vec<V360Key>, StoreError> {
+        match d.send(tenant, DirectoryRequest::ListKeys).await? {
+            DirectoryAnswer::Keys { keys } => Ok(keys),
+            a => Err(unexpected(a)),
+        }
+    }
+
+    pub async fn find_key(
+        d: &dyn Directory,
+        tenant: &str,
+        hash: &str,
+    ) -> Result<Option<V360Key>, StoreError> {
+        let request = DirectoryRequest::FindKey {
+            hash: hash.to_string(),
+        };
+        match d.send(tenant, request).await? {
+            DirectoryAnswer::Key { key } => Ok(key),
+            a => Err(unexpected(a)),
+        }
+    }
+
+    pub async fn add_key(
+        d: &dyn Directory,
+        tenant: &str,
+        key: V360Key,
+    ) -> Result<Result<(), DirectoryRefusal>, StoreError> {
+        match d.send(tenant, DirectoryRequest::AddKey { key }).await? {
+            DirectoryAnswer::Done => Ok(Ok(())),
+            DirectoryAnswer::Refused { refusal } => Ok(Err(refusal)),
+            a => Err(unexpected(a)),
+        }
+    }
+
+    /// Deletes, revokes: whether something was removed.
+    pub async fn remove(
+        d: &dyn Directory,
+        object: &str,
+        request: DirectoryRequest,
+    ) -> Result<bool, StoreError> {
+        match d.send(object, request).await? {
+            DirectoryAnswer::Removed { removed } => Ok(removed),
+            a => Err(unexpected(a)),
+        }
+    }
+
+    pub async fn next_pk(
+        d: &dyn Directory,
+        tenant: &str,
+        counter: &str,
+    ) -> Result<u64, StoreError> {
+        let request = DirectoryRequest::NextPk {
+            counter: counter.to_string(),
+        };
+        match d.send(tenant, request).await? {
+            DirectoryAnswer::Pk { pk } => Ok(pk),
+            a => Err(unexpected(a)),
+        }
+    }
+
+    pub async fn pk_for(
+        d: &dyn Directory,
+        tenant: &str,
+        counter: &str,
+        key: &str,
+    ) -> Result<u64, StoreError> {
+        let request = DirectoryRequest::PkFor {
+            counter: counter.to_string(),
+            key: key.to_string(),
+        };
+        match d.send(tenant, request).await? {
+            DirectoryAnswer::Pk { pk } => Ok(pk),
+            a => Err(unexpected(a)),
+        }
+    }
+
+    /// Claims `value` for `owner` across tenants: `true` when it is now
+    /// (or already was) `owner`'s.
+    pub async fn claim(
+        d: &dyn Directory,
+        kind: &str,
+        value: &str,
+        owner: &str,
+    ) -> Result<bool, StoreError> {
+        let request = DirectoryRequest::Claim {
+            kind: kind.to_string(),
+            value: value.to_string(),
+            owner: owner.to_string(),
+        };
+        match d.send(CLAIMS_OBJECT, request).await? {
+            DirectoryAnswer::Holder { owner: holder } => Ok(holder == owner),
+            a => Err(unexpected(a)),
+        }
+    }
+
+    pub async fn release(
+        d: &dyn Directory,
+        kind: &str,
+        value: &str,
+        owner: &str,
+    ) -> Result<bool, StoreError> {
+        let request = DirectoryRequest::Release {
+            kind: kind.to_string(),
+            value: value.to_string(),
+            owner: owner.to_string(),
+        };
+        remove(d, CLAIMS_OBJECT, request).await
+    }
+}
+
+/// In-process directories over real SQLite, one per object name.
+#[cfg(test)]
+pub mod memory {
+    use super::*;
+    use crate::sql::sqlite::LimitedSqlite;
+    use std::cell::{Cell, RefCell};
+    use std::collections::BTreeMap;
+
+    #[derive(Default)]
+    pub struct MemoryDirectory {
+        objects: RefCell<BTreeMap<String, LimitedSqlite>>,
+        pub now_ms: Cell<u64>,
+    }
+
+    impl Directory for MemoryDirectory {
+        fn send<'a>(
+            &'a self,
+            object: &'a str,
+            request: DirectoryRequest,
+        ) -> LocalFuture<'a, Result<DirectoryAnswer, StoreError>> {
+            Box::pin(async move {
+                // The wire form, as the Worker sends it.
+                let text = serde_json::to_string(&request).map_err(|e| corrupt("request", e))?;
+                let request: DirectoryRequest =
+                    serde_json::from_str(&text).map_err(|e| corrupt("request", e))?;
+                let mut objects = self.objects.borrow_mut();
+                let db = objects.entry(object.to_string()).or_insert_with(|| {
+                    let db = LimitedSqlite::new();
+                    open(&db).expect("schema");
+                    db
+                });
+                let answer = handle(&*db, request, self.now_ms.get())?;
+                let text = serde_json::to_string(&answer).map_err(|e| corrupt("answer", e))?;
+                serde_json::from_str(&text).map_err(|e| corrupt("answer", e))
+            })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
