@@ -507,6 +507,15 @@ pub struct CallRecord {
     /// Set when a dialect's credential placed the call (not in the public JSON).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub placed_with: Option<PlacedWith>,
+    /// The caller ID number (E.164, one of the tenant's numbers) the callee
+    /// is shown, when not the trunk's (Voice360's `caller_id`; not in the
+    /// public JSON yet).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub caller_number: Option<String>,
+    /// The directory user (`pk`) whose extension placed the call (Voice360's
+    /// `from`; not in the public JSON).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from_user: Option<u64>,
 }
 
 /// A call's `metadata`: the client's JSON object as text, exactly as given
@@ -649,6 +658,8 @@ impl CallRecord {
         };
         fields.insert("object".into(), json!("call"));
         fields.remove("placed_with");
+        fields.remove("caller_number");
+        fields.remove("from_user");
         object_with_raw(
             &fields,
             "metadata",
@@ -703,6 +714,8 @@ pub fn test_call(status: CallStatus) -> CallRecord {
         engine_api_key_set: false,
         silence_timeout_seconds: DEFAULT_SILENCE_TIMEOUT_SECONDS,
         placed_with: None,
+        caller_number: None,
+        from_user: None,
     }
 }
 

@@ -403,6 +403,11 @@ pub struct Offer {
     /// it again). Absent from edges that predate it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub caller_name: Option<String>,
+    /// The caller ID number (E.164) the callee is shown: the From header's
+    /// user part for this call, over the trunk's own. The edge sends only
+    /// one of the tenant's numbers. Absent from edges that predate it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub caller_number: Option<String>,
     pub agent_id: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub system_prompt: Option<String>,

@@ -189,7 +189,16 @@ pub(crate) async fn create_call<K: Kv, D: DispatchQueues>(
     agent: Agent,
     idempotency: Option<IdemRequest>,
 ) -> Result<ApiResponse> {
-    match place_call(env, tenant, input, agent, idempotency, None).await {
+    match place_call(
+        env,
+        tenant,
+        input,
+        agent,
+        idempotency,
+        CallOrigin::default(),
+    )
+    .await
+    {
         Ok(record) => Ok(ApiResponse::json_text(201, record.to_public_json())
             .with_header("Location", format!("/v1/calls/{}", record.id))),
         // A slot frees when a call ends, which no clock can tell: a polling hint.
@@ -197,6 +206,17 @@ pub(crate) async fn create_call<K: Kv, D: DispatchQueues>(
             .with_header("Retry-After", CONCURRENCY_RETRY_AFTER_SECONDS.to_string())),
         Err(e) => Err(e),
     }
+}
+
+/// Who placed a call, beyond the API key: what only some APIs say.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct CallOrigin {
+    /// A dialect's credential (for its webhooks).
+    pub placed_with: Option<model::PlacedWith>,
+    /// The caller ID number, one of the tenant's (checked by the caller).
+    pub caller_number: Option<String>,
+    /// The directory user whose extension placed it.
+    pub from_user: Option<u64>,
 }
 
 /// Writes a validated, admitted call and queues it in its region: the one
@@ -207,8 +227,13 @@ pub(crate) async fn place_call<K: Kv, D: DispatchQueues>(
     mut input: validate::CreateCallInput,
     agent: Agent,
     idempotency: Option<IdemRequest>,
-    placed_with: Option<model::PlacedWith>,
+    origin: CallOrigin,
 ) -> Result<CallRecord> {
+    let CallOrigin {
+        placed_with,
+        caller_number,
+        from_user,
+    } = origin;
     let now = rfc3339_ms(env.now_ms);
     let reject_over_cap = input.reject_over_cap;
     let scheduled_reason = apply_calling_window(&agent, &mut input, env.now_ms)?;
@@ -273,6 +298,8 @@ pub(crate) async fn place_call<K: Kv, D: DispatchQueues>(
             .or(agent.silence_timeout_seconds)
             .unwrap_or(model::DEFAULT_SILENCE_TIMEOUT_SECONDS),
         placed_with,
+        caller_number,
+        from_user,
     };
     let mut queued = port::queued_call(&tenant.id, &record, env.now_ms);
     queued.max_concurrent = tenant.max_concurrent_calls;

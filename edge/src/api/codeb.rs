@@ -133,7 +133,7 @@ async fn create<K: Kv, D: DispatchQueues>(
     )
     .await
     .map_err(|r| CodebError::from(&r))?;
-    let record = place_call(env, tenant, input, agent, None, None)
+    let record = place_call(env, tenant, input, agent, None, Default::default())
         .await
         .map_err(|e| codeb_refusal(&e))?;
     // The call is placed: a whitelist that cannot be written is reported

@@ -193,7 +193,11 @@ async fn place<K: Kv, D: DispatchQueues>(
         dialect,
         key_id: auth.key_id.clone(),
     };
-    let record = place_call(env, &tenant, input, agent, None, Some(placed_with))
+    let origin = crate::api::calls::CallOrigin {
+        placed_with: Some(placed_with),
+        ..Default::default()
+    };
+    let record = place_call(env, &tenant, input, agent, None, origin)
         .await
         .map_err(|e| Refusal::from_native(&e))?;
     Ok((record.id, record.status))

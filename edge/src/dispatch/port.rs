@@ -49,6 +49,7 @@ pub fn queued_call(tenant_id: &str, record: &CallRecord, now_ms: u64) -> QueuedC
         offer: Some(OfferBody {
             phone: record.phone.clone(),
             caller_name: record.caller_name.clone(),
+            caller_number: record.caller_number.clone(),
             agent_id: record.agent_id.clone(),
             system_prompt: record.system_prompt.clone(),
             voice: record.voice.clone(),

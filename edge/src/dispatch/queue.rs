@@ -137,6 +137,7 @@ pub fn offer(lease: &Lease, body: OfferBody, key: Option<&SealingKey>) -> Offer 
         attempt: lease.call.attempt,
         phone: body.phone,
         caller_name: body.caller_name,
+        caller_number: body.caller_number,
         agent_id: body.agent_id,
         system_prompt: body.system_prompt,
         voice: body.voice,

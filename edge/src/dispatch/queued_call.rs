@@ -66,6 +66,9 @@ pub struct OfferBody {
     /// The caller-ID label (SIP From display-name), when the call has one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub caller_name: Option<String>,
+    /// The caller ID number (E.164, one of the tenant's), when the call has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub caller_number: Option<String>,
     pub agent_id: String,
     #[serde(default)]
     pub system_prompt: Option<String>,
@@ -98,6 +101,7 @@ impl OfferBody {
         OfferBody {
             phone: phone.into(),
             caller_name: None,
+            caller_number: None,
             agent_id: "agt_1".into(),
             system_prompt: None,
             voice: None,

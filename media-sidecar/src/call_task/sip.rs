@@ -303,6 +303,12 @@ fn call_spec(
     cfg: &crate::config::Telephony,
     sdp: OfferConfig,
 ) -> CallSpec {
+    // The call's own caller ID number over the trunks' (the edge sends only
+    // a tenant's E.164 number; checked again, so nothing else reaches the header).
+    let from_number = match offer.caller_number.as_deref() {
+        Some(n) if is_e164(n) => n,
+        _ => from_number,
+    };
     let mut spec = CallSpec::new(trunks, &offer.phone, from_number, sdp);
     if let Some(name) = &offer.caller_name {
         // Quoted, cleaned and bounded where the header is written.
@@ -312,6 +318,13 @@ fn call_spec(
     spec.max_duration = Some(Duration::from_secs(u64::from(offer.max_seconds)));
     spec.failover_timeout = Some(Duration::from_millis(u64::from(cfg.failover_timeout_ms)));
     spec
+}
+
+/// `+` then 7 to 15 digits, the first not 0.
+fn is_e164(n: &str) -> bool {
+    n.strip_prefix('+').is_some_and(|d| {
+        (7..=15).contains(&d.len()) && d.bytes().all(|b| b.is_ascii_digit()) && !d.starts_with('0')
+    })
 }
 
 /// Which key goes to which endpoint. A key travels only with its own URL:
@@ -441,9 +454,10 @@ mod credential_tests {
         use crate::random::SeededRandom;
         use crate::sip::endpoint::{Endpoint, EndpointConfig, Trunk};
         use std::time::Instant;
-        let from_of = |caller_name: Option<&str>| {
+        let from_with = |caller_name: Option<&str>, caller_number: Option<&str>| {
             let offer = Offer {
                 caller_name: caller_name.map(str::to_string),
+                caller_number: caller_number.map(str::to_string),
                 ..offer_with_engine_url("wss://api.openai.com/v1/realtime")
             };
             let trunks = vec![Trunk::new("198.51.100.1:5060".parse().unwrap())];
@@ -468,6 +482,7 @@ mod credential_tests {
             assert_eq!(invite.method(), Some("INVITE"));
             invite.header("From").unwrap().to_string()
         };
+        let from_of = |caller_name: Option<&str>| from_with(caller_name, None);
         let named = from_of(Some("Reminder"));
         assert!(
             named.starts_with("\"Reminder\" <sip:+14155550199@192.0.2.1:5060>;tag="),
@@ -484,6 +499,17 @@ mod credential_tests {
             hostile.starts_with("\"AContact: <sip:x@evil>\" <sip:+14155550199@"),
             "{hostile}"
         );
+        // The call's own caller ID number is the From user part; anything
+        // but an E.164 number leaves the trunk's.
+        let own = from_with(None, Some("+15559876543"));
+        assert!(
+            own.starts_with("<sip:+15559876543@192.0.2.1:5060>;tag="),
+            "{own}"
+        );
+        for bad in ["+1555x", "15559876543", "+1@evil", ""] {
+            let kept = from_with(None, Some(bad));
+            assert!(kept.starts_with("<sip:+14155550199@"), "{bad}: {kept}");
+        }
     }
 
     fn offer_with_engine_url(url: &str) -> Offer {
@@ -494,6 +520,7 @@ mod credential_tests {
             attempt: 1,
             phone: "+14155550100".into(),
             caller_name: None,
+            caller_number: None,
             agent_id: "ag_1".into(),
             system_prompt: None,
             voice: None,

@@ -35,6 +35,7 @@ fn offer(n: u32, deadline_ms: u64) -> Offer {
         attempt: 1,
         phone: "+14155550100".into(),
         caller_name: None,
+        caller_number: None,
         agent_id: "ag_1".into(),
         system_prompt: None,
         voice: None,

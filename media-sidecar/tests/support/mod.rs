@@ -359,6 +359,7 @@ pub fn offer(call: &str, max_seconds: u32) -> Offer {
         attempt: 1,
         phone: "+14155550100".into(),
         caller_name: None,
+        caller_number: None,
         agent_id: "ag_1".into(),
         system_prompt: Some("Be brief.".into()),
         voice: None,
