@@ -27,6 +27,7 @@ pub mod prompts;
 pub mod request_signing;
 pub mod router;
 pub mod validate;
+pub mod voice360;
 pub mod webhooks;
 
 use crate::api::admin::admin_route;
@@ -82,6 +83,9 @@ async fn route_request<K: Kv, D: DispatchQueues>(
     // The seed APIs' paths first: none is a native path (checked by a test).
     if let Some(routed) = crate::dialects::codeb::route(&req.method, &req.path) {
         return Ok(crate::api::codeb::serve(env, req, routed).await);
+    }
+    if let Some(routed) = crate::dialects::voice360::route(&req.method, &req.path) {
+        return Ok(crate::api::voice360::serve(env, req, routed).await);
     }
     if let Some(dialect) = crate::dialects::route(&req.path) {
         return Ok(crate::api::dialects::serve(env, req, dialect).await);

@@ -2264,6 +2264,7 @@ mod codeb;
 mod codeb_auth;
 mod dialect_webhooks;
 mod dialects;
+mod voice360;
 
 #[test]
 fn deleting_the_default_agent_clears_the_default_and_keeps_accepted_calls() {

@@ -555,7 +555,7 @@ impl V360Error {
         .unwrap_or_default()
     }
 
-    fn bad(field: &'static str, message: impl Into<String>) -> V360Error {
+    pub fn bad(field: &'static str, message: impl Into<String>) -> V360Error {
         V360Error::BadRequest {
             field: Some(field),
             message: message.into(),
