@@ -285,6 +285,12 @@ pub struct Telephony {
     /// one they support is used. Default: `["pcmu", "pcma", "opus"]`.
     #[serde(default = "default_codecs")]
     pub codecs: Vec<Codec>,
+    /// Texts (SMS) go out wrapped in CPIM (`message/cpim`) with IMDN header
+    /// fields asking for delivery notifications (RFC 5438), for trunks that
+    /// report delivery that way. Default off: a bare `text/plain` MESSAGE
+    /// (RFC 3428), which every trunk that takes texts understands.
+    #[serde(default)]
+    pub text_imdn: bool,
     #[serde(default)]
     pub trunks: Vec<Trunk>,
 }
@@ -300,6 +306,7 @@ impl Default for Telephony {
             failover_timeout_ms: default_failover_ms(),
             recordings_dir: None,
             codecs: default_codecs(),
+            text_imdn: false,
             trunks: Vec::new(),
         }
     }
