@@ -229,7 +229,9 @@ pub struct Trunk {
     /// from the trunk's address (IP and port) or the dialog's next hop (its
     /// first Record-Route, else the 2xx's Contact); others get 403 and leave
     /// the call alone, so a forged BYE with the right Call-ID and tags cannot
-    /// end it. Default: on when `host` is an IP address (a fixed address),
+    /// end it. Texts (out-of-dialog MESSAGE) are taken by the same rule: from
+    /// the trunk's address only while on, from anywhere while off. Default:
+    /// on when `host` is an IP address (a fixed address),
     /// off for a host name (it may send from addresses we never resolved).
     #[serde(default)]
     pub in_dialog_from_trunk_only: Option<bool>,
