@@ -1775,4 +1775,42 @@ mod tests {
         h.recv(TRUNK_A, &text_from_trunk("z9hG4bKsms6")).unwrap();
         assert_eq!(only(h.sent()).msg.code(), Some(403));
     }
+
+    #[test]
+    fn a_text_asking_for_delivery_reports_goes_in_cpim() {
+        let mut h = Harness::new(26);
+        let mut spec = text_spec(&[TRUNK_A]);
+        spec.imdn = Some(text_message::Imdn {
+            message_id: "msg_9".into(),
+            date_time: "2026-12-04T10:00:00.000Z".into(),
+        });
+        h.ep.send_message(spec, h.now()).unwrap();
+        let m = only(h.sent()).msg;
+        assert_eq!(m.content_type(), Some("message/cpim"));
+        let body = String::from_utf8(m.body.clone()).unwrap();
+        assert!(body.contains("imdn.Message-ID: msg_9\r\n"), "{body}");
+        assert!(body.ends_with("\r\n\r\nhello"), "{body}");
+    }
+
+    #[test]
+    fn a_text_whose_every_trunk_rests_ends_no_trunk_unsent() {
+        let mut h = Harness::new(27);
+        h.ep.send_message(text_spec(&[TRUNK_A]), h.now()).unwrap();
+        let m = only(h.sent()).msg;
+        let rest = TRUNK.reply_with(&m, 503, &[("Retry-After", "120")]);
+        h.recv(TRUNK.addr, &rest).unwrap();
+        assert_eq!(text_ends(&mut h)[0].1.sip_code, Some(503));
+        h.now_ms = 1_000;
+        let id = h.ep.send_message(text_spec(&[TRUNK_A]), h.now()).unwrap();
+        assert!(h.sent().is_empty(), "nothing to a resting trunk");
+        let ends = text_ends(&mut h);
+        assert_eq!(
+            (ends[0].0, ends[0].1.sip_code, ends[0].1.reason),
+            (id, None, Some(text_message::reasons::NO_TRUNK))
+        );
+        assert_eq!(
+            h.ep.send_message(text_spec(&[]), h.now()),
+            Err(StartError::NoTrunk)
+        );
+    }
 }
