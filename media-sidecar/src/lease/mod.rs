@@ -170,6 +170,9 @@ fn bound_event(kind: &mut EventKind) {
 pub const MAX_REMEMBERED_MESSAGES: usize = 10_000;
 /// ...for at most this long: the edge never offers a message again later.
 pub const REMEMBER_MESSAGES_MS: u64 = 24 * 3_600 * 1_000;
+/// Results waiting for the edge at most; beyond, the oldest is given up
+/// (the edge fails a message whose result never comes, `no_result`).
+pub const MAX_PENDING_RESULTS: usize = 10_000;
 /// Longest `message_id` taken (a longer one is not a message of ours).
 pub const MAX_MESSAGE_ID_CHARS: usize = 128;
 /// Forwarding an inbound text gets this long before the trunk is told 480
@@ -1064,6 +1067,17 @@ impl LeaseClient {
     }
 
     fn queue_result(&mut self, now_ms: u64, message_id: &str, r: MessageReport) {
+        if self.results.len() >= MAX_PENDING_RESULTS {
+            // Not the front while it is in flight: its reply pops it.
+            let oldest = usize::from(self.result_in_flight);
+            if let Some(dropped) = self.results.remove(oldest) {
+                self.notice(Notice::MessageResultDropped {
+                    message_id: dropped.message_id,
+                    status: 0,
+                    detail: "too many results waiting for the edge".into(),
+                });
+            }
+        }
         self.results.push_back(MessageResult {
             protocol_version: PROTOCOL_VERSION,
             sidecar_id: self.s.sidecar_id.clone(),

@@ -2436,3 +2436,28 @@ fn an_inbound_text_is_forwarded_and_the_edges_answer_becomes_the_trunks() {
     h.c.forward_inbound(3, inbound_text());
     assert_eq!(inbound_answers(&h.actions()), [(3, 480)]);
 }
+
+#[test]
+fn results_waiting_for_an_unreachable_edge_are_bounded() {
+    let mut h = H::registered(1);
+    let failed = MessageReport {
+        outcome: MessageOutcome::Failed,
+        sip_code: None,
+        reason: Some("expired".into()),
+        imdn_message_id: None,
+    };
+    h.c.queue_result(h.now, "msg_first", failed.clone());
+    let (id, r) = result_requests(&h.all_tx()).remove(0);
+    assert_eq!(r.message_id, "msg_first");
+    for i in 0..MAX_PENDING_RESULTS + 3 {
+        h.c.queue_result(h.now, &format!("msg_{i}"), failed.clone());
+    }
+    assert_eq!(h.c.pending_message_results(), MAX_PENDING_RESULTS);
+    // The one in flight stays at the front until its reply.
+    h.reply(id, status(200));
+    let next = result_requests(&h.all_tx()).remove(0).1;
+    assert_eq!(
+        next.message_id, "msg_4",
+        "the oldest waiting ones were given up"
+    );
+}
