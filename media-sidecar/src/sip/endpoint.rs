@@ -1467,6 +1467,15 @@ mod tests {
         let r = only(h.sent());
         assert_eq!((r.dest, r.msg.code()), (addr(prober), Some(200)));
         assert!(r.msg.header("Allow").is_some_and(|a| a.contains("INVITE")));
+        // Texts are taken out of dialog: a trunk's probe is told so.
+        assert!(r
+            .msg
+            .header("Allow")
+            .is_some_and(|a| a.ends_with(", MESSAGE")));
+        assert!(r
+            .msg
+            .header("Accept")
+            .is_some_and(|a| a.contains("text/plain")));
         h.recv(prober, &req("INVITE")).unwrap();
         assert_eq!(only(h.sent()).msg.code(), Some(481));
         // No answer to an ACK, nor to a stray response.
