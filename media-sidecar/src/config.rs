@@ -229,7 +229,9 @@ pub struct Trunk {
     /// from the trunk's address (IP and port) or the dialog's next hop (its
     /// first Record-Route, else the 2xx's Contact); others get 403 and leave
     /// the call alone, so a forged BYE with the right Call-ID and tags cannot
-    /// end it. Default: on when `host` is an IP address (a fixed address),
+    /// end it. Texts (out-of-dialog MESSAGE) are taken by the same rule: from
+    /// the trunk's address only while on, from anywhere while off. Default:
+    /// on when `host` is an IP address (a fixed address),
     /// off for a host name (it may send from addresses we never resolved).
     #[serde(default)]
     pub in_dialog_from_trunk_only: Option<bool>,
@@ -285,6 +287,12 @@ pub struct Telephony {
     /// one they support is used. Default: `["pcmu", "pcma", "opus"]`.
     #[serde(default = "default_codecs")]
     pub codecs: Vec<Codec>,
+    /// Texts (SMS) go out wrapped in CPIM (`message/cpim`) with IMDN header
+    /// fields asking for delivery notifications (RFC 5438), for trunks that
+    /// report delivery that way. Default off: a bare `text/plain` MESSAGE
+    /// (RFC 3428), which every trunk that takes texts understands.
+    #[serde(default)]
+    pub text_imdn: bool,
     #[serde(default)]
     pub trunks: Vec<Trunk>,
 }
@@ -300,6 +308,7 @@ impl Default for Telephony {
             failover_timeout_ms: default_failover_ms(),
             recordings_dir: None,
             codecs: default_codecs(),
+            text_imdn: false,
             trunks: Vec::new(),
         }
     }

@@ -4,13 +4,19 @@
 //! [`crate::call_task::sip`].
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::mpsc;
+use voxline_shared::sidecar_link::MessageOffer;
 
 use crate::config;
 use crate::engine::guard::AllowedHosts;
 use crate::media::PortAllocator;
 use crate::sip::auth::Credentials;
-use crate::sip::udp::{SipUdp, Trunk};
+use crate::sip::endpoint::EndpointConfig;
+use crate::sip::text_message::{self, reasons, Imdn, MessageEnd, MessageSpec};
+use crate::sip::transaction::Timers;
+use crate::sip::udp::{DriverError, InboundRequest, SipUdp, Trunk};
 
 /// What every call of this sidecar shares.
 pub struct Telephony {
@@ -21,6 +27,8 @@ pub struct Telephony {
     pub(crate) cfg: config::Telephony,
     /// The operator's exceptions to the guard on tenants' engine URLs.
     pub(crate) engine_allowed_hosts: AllowedHosts,
+    /// The texts the trunks send us, until the lease driver takes them.
+    inbound: Mutex<Option<mpsc::Receiver<InboundRequest>>>,
 }
 
 impl std::fmt::Debug for Telephony {
@@ -67,7 +75,9 @@ impl Telephony {
                 in_dialog_from_trunk_only: t.in_dialog_from_trunk_only(),
             });
         }
-        let sip = SipUdp::bind(SocketAddr::new(cfg.bind_ip, cfg.sip_port))
+        let mut endpoint = EndpointConfig::new(SocketAddr::new(cfg.bind_ip, cfg.sip_port));
+        endpoint.inbound_trunks = trunks.clone();
+        let (sip, inbound) = SipUdp::bind_with(endpoint)
             .await
             .map_err(|e| format!("cannot bind SIP on {}:{}: {e}", cfg.bind_ip, cfg.sip_port))?;
         let ports = PortAllocator::new(cfg.bind_ip, cfg.rtp_port_min..=cfg.rtp_port_max);
@@ -79,7 +89,39 @@ impl Telephony {
             from_number: first.from_number.clone(),
             cfg: cfg.clone(),
             engine_allowed_hosts,
+            inbound: Mutex::new(Some(inbound)),
         })
+    }
+
+    /// The texts the trunks send us (once: the lease driver takes them).
+    pub fn take_inbound(&self) -> Option<mpsc::Receiver<InboundRequest>> {
+        self.inbound.lock().ok()?.take()
+    }
+
+    /// Sends one text through the trunks (in priority order; the next only
+    /// after a 503) and returns how it ended. `now_ms`: unix ms (the CPIM
+    /// `DateTime` when `text_imdn` is on). The IMDN Message-ID, when one was
+    /// asked for, is the offer's `message_id`.
+    pub async fn send_message(&self, offer: &MessageOffer, now_ms: u64) -> MessageEnd {
+        let spec = MessageSpec {
+            trunks: self.trunks.clone(),
+            to_user: offer.to.clone(),
+            from_user: offer.from.clone(),
+            body: offer.body.clone(),
+            imdn: self.cfg.text_imdn.then(|| Imdn {
+                message_id: offer.message_id.clone(),
+                date_time: text_message::rfc3339_utc(now_ms),
+            }),
+            timers: Timers::default(),
+        };
+        match self.sip.send_message(spec).await {
+            Ok(end) => end,
+            Err(DriverError::NoTrunk) => MessageEnd::failed(reasons::NO_TRUNK, None),
+            Err(e) => {
+                tracing::warn!(message_id = %offer.message_id, error = %e, "text not sent");
+                MessageEnd::failed(reasons::TRANSPORT, None)
+            }
+        }
     }
 
     pub fn sip_addr(&self) -> SocketAddr {

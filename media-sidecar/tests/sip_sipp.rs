@@ -41,11 +41,15 @@ impl Sipp {
     }
 
     async fn start_with(scenario: &str, extra: &[&str]) -> Sipp {
+        Self::start_on(scenario, free_udp_port(), extra).await
+    }
+
+    /// On `port` (e.g. a trunk port the sidecar was configured with).
+    async fn start_on(scenario: &str, port: u16, extra: &[&str]) -> Sipp {
         let sipp = SIPP.require();
         let sf = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
             .join("tests/sipp")
             .join(format!("{scenario}.xml"));
-        let port = free_udp_port();
         let dir = std::env::temp_dir().join(format!("voxline-sipp-{}-{port}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let child = Command::new(sipp)
@@ -511,14 +515,22 @@ fn spawn_sidecar(
     opts: voxline_media_sidecar::lease::driver::RunOptions,
     stop_rx: tokio::sync::watch::Receiver<voxline_media_sidecar::lease::driver::Stop>,
 ) -> std::thread::JoinHandle<voxline_media_sidecar::lease::driver::RunSummary> {
-    use std::sync::Arc;
-    use voxline_media_sidecar::call_task::CallMode;
-    use voxline_media_sidecar::config::{self, EdgeUrl, Secret};
-    use voxline_media_sidecar::lease::driver::{run, RunOptions};
-    use voxline_media_sidecar::telephony::Telephony;
-    use voxline_media_sidecar::transport::http1::Http1Transport;
+    spawn_sidecar_with(
+        edge,
+        sipp_telephony(sipp_port, rtp_ports),
+        settings,
+        opts,
+        stop_rx,
+    )
+}
 
-    let telephony = config::Telephony {
+/// `[telephony]` with one trunk: sipp on `sipp_port`.
+fn sipp_telephony(
+    sipp_port: u16,
+    rtp_ports: (u16, u16),
+) -> voxline_media_sidecar::config::Telephony {
+    use voxline_media_sidecar::config;
+    config::Telephony {
         rtp_port_min: rtp_ports.0,
         rtp_port_max: rtp_ports.1,
         trunks: vec![config::Trunk {
@@ -534,7 +546,24 @@ fn spawn_sidecar(
             priority: 0,
         }],
         ..config::Telephony::default()
-    };
+    }
+}
+
+/// [`spawn_sidecar`] with this `[telephony]`.
+fn spawn_sidecar_with(
+    edge: &support::FakeEdge,
+    telephony: voxline_media_sidecar::config::Telephony,
+    settings: voxline_media_sidecar::lease::LeaseSettings,
+    opts: voxline_media_sidecar::lease::driver::RunOptions,
+    stop_rx: tokio::sync::watch::Receiver<voxline_media_sidecar::lease::driver::Stop>,
+) -> std::thread::JoinHandle<voxline_media_sidecar::lease::driver::RunSummary> {
+    use std::sync::Arc;
+    use voxline_media_sidecar::call_task::CallMode;
+    use voxline_media_sidecar::config::{EdgeUrl, Secret};
+    use voxline_media_sidecar::lease::driver::{run, RunOptions};
+    use voxline_media_sidecar::telephony::Telephony;
+    use voxline_media_sidecar::transport::http1::Http1Transport;
+
     let carrier = Http1Transport::new(
         EdgeUrl::parse(&format!("http://{}", edge.addr())).unwrap(),
         None,
@@ -852,4 +881,182 @@ async fn no_rtp_reaches_the_callee_while_it_holds_the_call() {
     .expect("the sidecar exits")
     .unwrap()
     .unwrap();
+}
+
+// ------------------------------------------------------- texts (SIP MESSAGE)
+
+/// The whole sidecar with sipp as its one trunk (`credentials`: alice /
+/// s3cret) and SIP on `sip_port`, registered with `edge`. Stop it with
+/// [`stop_sidecar`].
+async fn texting_sidecar(
+    edge: &support::FakeEdge,
+    sipp_port: u16,
+    sip_port: u16,
+    credentials: bool,
+) -> (
+    tokio::sync::watch::Sender<voxline_media_sidecar::lease::driver::Stop>,
+    std::thread::JoinHandle<voxline_media_sidecar::lease::driver::RunSummary>,
+) {
+    use voxline_media_sidecar::config::Secret;
+    use voxline_media_sidecar::lease::driver::{RunOptions, Stop};
+    use voxline_media_sidecar::lease::LeaseSettings;
+
+    let mut telephony = sipp_telephony(sipp_port, (48_000, 48_099));
+    telephony.sip_port = sip_port;
+    if credentials {
+        let trunk = &mut telephony.trunks[0];
+        trunk.username = Some("alice".into());
+        trunk.password = Some(Secret::new("s3cret"));
+    }
+    let (stop, stop_rx) = tokio::sync::watch::channel(Stop::Run);
+    let opts = RunOptions {
+        drain_timeout: Duration::from_secs(5),
+        ..RunOptions::default()
+    };
+    let sidecar = spawn_sidecar_with(
+        edge,
+        telephony,
+        LeaseSettings::new("sc-text", "local", 1),
+        opts,
+        stop_rx,
+    );
+    edge.wait_for("registration", Duration::from_secs(10), |s| {
+        (!s.registrations.is_empty()).then_some(())
+    })
+    .await;
+    (stop, sidecar)
+}
+
+async fn stop_sidecar(
+    stop: tokio::sync::watch::Sender<voxline_media_sidecar::lease::driver::Stop>,
+    sidecar: std::thread::JoinHandle<voxline_media_sidecar::lease::driver::RunSummary>,
+) -> voxline_media_sidecar::lease::driver::RunSummary {
+    stop.send(voxline_media_sidecar::lease::driver::Stop::Drain)
+        .unwrap();
+    tokio::time::timeout(
+        Duration::from_secs(15),
+        tokio::task::spawn_blocking(move || sidecar.join()),
+    )
+    .await
+    .expect("the sidecar exits")
+    .unwrap()
+    .unwrap()
+}
+
+fn text_offer(id: &str) -> voxline_shared::sidecar_link::MessageOffer {
+    voxline_shared::sidecar_link::MessageOffer {
+        message_id: id.into(),
+        tenant_id: "ten_1".into(),
+        from: "+15550001111".into(),
+        to: "+14155550111".into(),
+        body: "Hello from voxline ☺".into(),
+        deadline_ms: voxline_testkit::now_ms() + 60_000,
+    }
+}
+
+/// The edge's result for `message_id` (waits for it).
+async fn text_result(
+    edge: &support::FakeEdge,
+    message_id: &str,
+) -> voxline_shared::sidecar_link::MessageResult {
+    edge.wait_for("message result", Duration::from_secs(15), |s| {
+        s.message_results
+            .iter()
+            .find(|r| r.message_id == message_id)
+            .cloned()
+    })
+    .await
+}
+
+/// Issue 15: a text goes out as a MESSAGE, is challenged (401) and sent
+/// again with Digest credentials that sipp verifies; the trunk's 202 is
+/// reported to the edge as `sent`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_text_is_challenged_then_accepted_and_reported_sent() {
+    use voxline_shared::sidecar_link::MessageOutcome;
+    let sipp = Sipp::start_traced("uas_message_auth401").await;
+    let edge = fake_edge().await;
+    let (stop, sidecar) = texting_sidecar(&edge, sipp.addr.port(), 0, true).await;
+    edge.message(text_offer("msg_sipp1"));
+    let r = text_result(&edge, "msg_sipp1").await;
+    assert_eq!(
+        (
+            r.outcome,
+            r.sip_code,
+            r.reason.as_deref(),
+            r.sidecar_id.as_str()
+        ),
+        (MessageOutcome::Sent, Some(202), None, "sc-text")
+    );
+    let message = logged_request(&sipp, "MESSAGE").await;
+    assert_eq!(
+        header(&message, "To"),
+        format!("<sip:+14155550111@127.0.0.1:{}>", sipp.addr.port())
+    );
+    assert!(header(&message, "From").starts_with("<sip:+15550001111@127.0.0.1:"));
+    sipp.success().await;
+    let summary = stop_sidecar(stop, sidecar).await;
+    assert!(summary.clean_exit, "{summary:?}");
+    let s = edge.state.lock().unwrap();
+    assert_eq!(s.message_results.len(), 1, "sent and reported once");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_text_the_trunk_refuses_is_reported_failed_rejected() {
+    use voxline_shared::sidecar_link::MessageOutcome;
+    let sipp = Sipp::start("uas_message_488").await;
+    let edge = fake_edge().await;
+    let (stop, sidecar) = texting_sidecar(&edge, sipp.addr.port(), 0, false).await;
+    edge.message(text_offer("msg_sipp2"));
+    let r = text_result(&edge, "msg_sipp2").await;
+    assert_eq!(
+        (r.outcome, r.sip_code, r.reason.as_deref()),
+        (MessageOutcome::Failed, Some(488), Some("rejected"))
+    );
+    sipp.success().await;
+    stop_sidecar(stop, sidecar).await;
+}
+
+/// The trunk (sipp as UAC) sends a text; the sidecar answers it only once
+/// the edge has: its 2xx becomes 200, its 404 becomes 404 (sipp requires
+/// that code, and retransmits until it gets an answer).
+async fn inbound_text_answered(scenario: &str, edge_status: u16) {
+    use voxline_shared::sidecar_link::InboundContent;
+    let edge = fake_edge().await;
+    edge.state.lock().unwrap().inbound_status = edge_status;
+    let (sipp_port, sip_port) = (free_udp_port(), free_udp_port());
+    let (stop, sidecar) = texting_sidecar(&edge, sipp_port, sip_port, false).await;
+    let target = format!("127.0.0.1:{sip_port}");
+    let sipp = Sipp::start_on(scenario, sipp_port, &[target.as_str()]).await;
+    sipp.success().await;
+    {
+        let s = edge.state.lock().unwrap();
+        assert_eq!(s.inbound.len(), 1, "forwarded once: {:?}", s.inbound);
+        let m = &s.inbound[0];
+        assert_eq!(
+            (
+                m.from.as_str(),
+                m.to.as_str(),
+                m.sidecar_id.as_str(),
+                m.region.as_str()
+            ),
+            ("+14155550111", "+14155550100", "sc-text", "local")
+        );
+        let InboundContent::Text { body } = &m.content else {
+            panic!("{m:?}")
+        };
+        assert_eq!(body.trim_end(), "Hello from sipp");
+        assert!(!m.sip_call_id.is_empty());
+    }
+    stop_sidecar(stop, sidecar).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_text_from_the_trunk_reaches_the_edge_and_the_trunk_gets_200() {
+    inbound_text_answered("uac_message", 200).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_text_to_a_number_the_edge_does_not_know_gets_404() {
+    inbound_text_answered("uac_message_404", 404).await;
 }

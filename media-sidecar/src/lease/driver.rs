@@ -14,6 +14,12 @@
 //! exits at once; calls still held then are failed by the edge once it stops
 //! hearing from this sidecar.
 //!
+//! Texts: [`Action::SendMessage`] runs as its own task through the
+//! telephony's SIP endpoint (no trunk: it fails `no_trunk` at once) and
+//! comes back as [`Msg::MessageDone`]; texts the trunks send us are read from
+//! [`crate::telephony::Telephony::take_inbound`], forwarded by the core, and
+//! the edge's answer goes back to the SIP side by the text's token.
+//!
 //! Restarts: uploads left in the recording spool are resumed, and events left
 //! unacknowledged in the event spool ([`crate::event_spool`]) are loaded into
 //! the core before it first registers (their calls are held again).
@@ -30,8 +36,10 @@ use voxline_shared::signing::{signed_headers, Target};
 use crate::call_task::{run_call, CallMode, HangupCause, SHUTDOWN_REASON};
 use crate::config::Secret;
 use crate::lease::{
-    Action, LeaseClient, LeaseSettings, LinkRefusal, Notice, Reply, Request, RequestId, Transmit,
+    Action, LeaseClient, LeaseSettings, LinkRefusal, MessageReport, Notice, Reply, Request,
+    RequestId, Transmit,
 };
+use crate::sip::udp::InboundRequest;
 use crate::transport::Transport;
 use voxline_shared::sidecar_link::HEADER_RECORDING_MANIFEST;
 
@@ -60,6 +68,11 @@ pub enum Msg {
     },
     /// A call's finished recording, to upload.
     Upload(crate::lease::Upload),
+    /// How a text handed out by [`Action::SendMessage`] ended.
+    MessageDone {
+        message_id: String,
+        report: MessageReport,
+    },
 }
 
 /// What the owner of the sidecar asks of it.
@@ -238,6 +251,31 @@ fn log_notice(n: Notice) {
         } => {
             error!(%call_id, ?status, %detail, path = %path.display(), "recording upload given up; the file stays on disk")
         }
+        Notice::MessageDuplicate { message_id } => {
+            info!(%message_id, "text offered again; it was sent once already")
+        }
+        Notice::MessageExpired { message_id } => {
+            warn!(%message_id, "text offered after its deadline; not sent")
+        }
+        Notice::MessageRefused { message_id, why } => {
+            warn!(%message_id, why, "text offer cannot be sent")
+        }
+        Notice::MessageResultFailed {
+            message_id,
+            status,
+            detail,
+            retry_at_ms,
+        } => {
+            warn!(%message_id, ?status, %detail, retry_in_ms = retry_at_ms.saturating_sub(now_ms()), "text result not delivered")
+        }
+        Notice::MessageResultDropped {
+            message_id,
+            status,
+            detail,
+        } => error!(%message_id, status, %detail, "edge refused a text result; given up"),
+        Notice::InboundNotTaken { status, detail } => {
+            warn!(?status, %detail, "edge did not take an inbound text; the trunk gets 480")
+        }
     }
 }
 
@@ -354,6 +392,10 @@ fn handle_msg<C: Transport>(core: &mut LeaseClient, d: &mut Driver<C>, msg: Msg)
             d.hangups_requested.remove(&call_id);
         }
         Msg::Upload(upload) => core.queue_upload(upload),
+        Msg::MessageDone { message_id, report } => {
+            tracing::info!(%message_id, outcome = ?report.outcome, sip_code = ?report.sip_code, reason = ?report.reason, "text ended");
+            core.message_done(now_ms(), &message_id, report);
+        }
     }
 }
 
@@ -372,6 +414,9 @@ struct Driver<C: Transport> {
     started: u64,
     /// Set by [`Action::Halt`]: stop once the call tasks have ended.
     halted: Option<LinkRefusal>,
+    /// Inbound texts waiting for the edge's answer, by token.
+    inbound_waiting: HashMap<u64, oneshot::Sender<u16>>,
+    next_inbound: u64,
 }
 
 impl<C: Transport> Driver<C> {
@@ -445,6 +490,49 @@ impl<C: Transport> Driver<C> {
                 crate::recordings::remove(&upload);
             }
             Action::Notice(n) => log_notice(n),
+            Action::SendMessage(offer) => {
+                let tx = self.tx.clone();
+                let telephony = match &self.mode {
+                    CallMode::Sip(tel) => Some(tel.clone()),
+                    _ => None,
+                };
+                tracing::info!(message_id = %offer.message_id, to = %offer.to, "sending text");
+                self.requests.spawn(async move {
+                    let (end, imdn) = match telephony {
+                        Some(tel) => {
+                            let imdn = tel.cfg.text_imdn.then(|| offer.message_id.clone());
+                            (tel.send_message(&offer, now_ms()).await, imdn)
+                        }
+                        None => (
+                            crate::sip::text_message::MessageEnd::failed(
+                                crate::sip::text_message::reasons::NO_TRUNK,
+                                None,
+                            ),
+                            None,
+                        ),
+                    };
+                    let report = MessageReport {
+                        outcome: end.outcome,
+                        sip_code: end.sip_code,
+                        reason: end.reason.map(str::to_string),
+                        // Matched by the edge against later delivery notifications.
+                        imdn_message_id: imdn.filter(|_| {
+                            end.outcome == voxline_shared::sidecar_link::MessageOutcome::Sent
+                        }),
+                    };
+                    let _ = tx
+                        .send(Msg::MessageDone {
+                            message_id: offer.message_id.clone(),
+                            report,
+                        })
+                        .await;
+                });
+            }
+            Action::InboundAnswered { token, sip_code } => {
+                if let Some(answer) = self.inbound_waiting.remove(&token) {
+                    let _ = answer.send(sip_code);
+                }
+            }
             Action::Halt(r) => {
                 tracing::error!(
                     path = r.path, status = r.status, code = %r.code, detail = %r.detail,
@@ -455,6 +543,36 @@ impl<C: Transport> Driver<C> {
             }
         }
     }
+}
+
+/// The next inbound text, if the telephony gives them (else never).
+async fn next_inbound(rx: &mut Option<mpsc::Receiver<InboundRequest>>) -> Option<InboundRequest> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+fn forward_inbound<C: Transport>(core: &mut LeaseClient, d: &mut Driver<C>, req: InboundRequest) {
+    d.next_inbound += 1;
+    let token = d.next_inbound;
+    // Answers that never came (the SIP side answered 480 itself) are dropped here.
+    d.inbound_waiting.retain(|_, a| !a.is_closed());
+    d.inbound_waiting.insert(token, req.answer);
+    let t = req.text;
+    core.forward_inbound(
+        token,
+        voxline_shared::sidecar_link::InboundMessage {
+            protocol_version: voxline_shared::sidecar_link::PROTOCOL_VERSION,
+            sidecar_id: String::new(),
+            region: String::new(),
+            from: t.from,
+            to: t.to,
+            content: t.content,
+            sip_call_id: t.sip_call_id,
+            received_ms: now_ms(),
+        },
+    );
 }
 
 /// Tells every live call to hang up because the sidecar is stopping.
@@ -508,6 +626,12 @@ pub async fn run<C: Transport>(
         mode: opts.mode.clone(),
         started: 0,
         halted: None,
+        inbound_waiting: HashMap::new(),
+        next_inbound: 0,
+    };
+    let mut inbound_rx = match &opts.mode {
+        CallMode::Sip(tel) => tel.take_inbound(),
+        _ => None,
     };
     let mut core = LeaseClient::new(settings);
     if let Some(dir) = &opts.recordings_dir {
@@ -603,6 +727,7 @@ pub async fn run<C: Transport>(
         let drain_at = drain_until.unwrap_or_else(|| tokio::time::Instant::now() + far);
         tokio::select! {
             Some(msg) = rx.recv() => handle_msg(&mut core, &mut d, msg),
+            Some(req) = next_inbound(&mut inbound_rx) => forward_inbound(&mut core, &mut d, req),
             Some(dead) = d.call_tasks.next_dead(), if !d.call_tasks.is_empty() => {
                 // Whatever the task sent before it died comes first (its
                 // `ended`, if it got that far).

@@ -58,6 +58,18 @@
 //!   client: every call held here is hung up as for refused credentials, no
 //!   request goes out any more, and [`Action::Halt`] tells the driver to stop
 //!   and say why, rather than retry forever with a warning per try.
+//! - Text messages ([`MessageOffer`]s in a lease answer) are sent at most
+//!   once: each `message_id` is remembered (the last
+//!   [`MAX_REMEMBERED_MESSAGES`], for [`REMEMBER_MESSAGES_MS`]) before
+//!   [`Action::SendMessage`] asks the driver to send it, and a repeat is
+//!   ignored. One whose deadline has passed is not sent (`expired`). Each
+//!   end is reported as a [`MessageResult`], retried with backoff until a
+//!   2xx, or dropped on an answer no retry can fix (`400`, `404`, `409`,
+//!   `413`, `422`).
+//! - A text the trunk sent us is forwarded once ([`LeaseClient::forward_inbound`]);
+//!   the edge's answer becomes the trunk's ([`Action::InboundAnswered`]:
+//!   2xx -> 200, 404 -> 404, anything else or no answer -> 480, and the
+//!   trunk retries).
 //!
 //! [`driver`] is the thin tokio shell that runs it.
 
@@ -68,8 +80,9 @@ use std::path::PathBuf;
 
 use voxline_shared::sidecar_link::{
     check_version, paths, reject_reasons, Ack, CallEvent, Command, Deregistration, EventBatch,
-    EventKind, EventsAck, LeaseRequest, LeaseResponse, Offer, RecordingManifest, Registration,
-    RegistrationAck, Timings, MAX_LEASE_WAIT_MS, PROTOCOL_VERSION,
+    EventKind, EventsAck, InboundMessage, LeaseRequest, LeaseResponse, MessageOffer,
+    MessageOutcome, MessageResult, Offer, RecordingManifest, Registration, RegistrationAck,
+    Timings, MAX_LEASE_WAIT_MS, MAX_MESSAGE_CHARS, PROTOCOL_VERSION,
 };
 use voxline_shared::{CallStatus, EndedReason};
 
@@ -153,6 +166,28 @@ fn bound_event(kind: &mut EventKind) {
     }
 }
 
+/// Text message ids remembered as sent (at most this many)...
+pub const MAX_REMEMBERED_MESSAGES: usize = 10_000;
+/// ...for at most this long: the edge never offers a message again later.
+pub const REMEMBER_MESSAGES_MS: u64 = 24 * 3_600 * 1_000;
+/// Results waiting for the edge at most; beyond, the oldest is given up
+/// (the edge fails a message whose result never comes, `no_result`).
+pub const MAX_PENDING_RESULTS: usize = 10_000;
+/// Longest `message_id` taken (a longer one is not a message of ours).
+pub const MAX_MESSAGE_ID_CHARS: usize = 128;
+/// Forwarding an inbound text gets this long before the trunk is told 480
+/// (the SIP side answers 480 itself after 8 s).
+pub const INBOUND_FORWARD_TIMEOUT_MS: u64 = 7_000;
+
+/// How one text message ended, for its [`MessageResult`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessageReport {
+    pub outcome: MessageOutcome,
+    pub sip_code: Option<u16>,
+    pub reason: Option<String>,
+    pub imdn_message_id: Option<String>,
+}
+
 /// Acks are retried at most this far apart.
 pub const ACK_RETRY_MAX_MS: u64 = 1_000;
 
@@ -187,6 +222,10 @@ pub enum Request {
     Recording(Upload),
     /// The last request, as the sidecar exits (see [`LeaseClient::farewell`]).
     Deregister(Deregistration),
+    /// How a text message ended.
+    MessageResult(MessageResult),
+    /// A text the trunk sent us.
+    InboundMessage(InboundMessage),
 }
 
 /// One recording to upload.
@@ -205,6 +244,8 @@ impl Request {
             Request::Events(_) => paths::EVENTS,
             Request::Recording(_) => paths::RECORDING,
             Request::Deregister(_) => paths::DEREGISTER,
+            Request::MessageResult(_) => paths::MESSAGE_RESULTS,
+            Request::InboundMessage(_) => paths::INBOUND_MESSAGES,
         }
     }
 
@@ -218,6 +259,8 @@ impl Request {
             Request::Lease(m) => serde_json::to_vec(m),
             Request::Ack(m) => serde_json::to_vec(m),
             Request::Events(m) => serde_json::to_vec(m),
+            Request::MessageResult(m) => serde_json::to_vec(m),
+            Request::InboundMessage(m) => serde_json::to_vec(m),
         };
         r.expect("protocol types always serialize")
     }
@@ -230,6 +273,8 @@ impl Request {
             Request::Recording(u) => 30_000 + u.manifest.bytes / 64,
             // Sent while exiting: an edge that does not answer fast is not waited for.
             Request::Deregister(_) => 2_000,
+            // The trunk waits for our answer: inside the SIP side's bound.
+            Request::InboundMessage(_) => INBOUND_FORWARD_TIMEOUT_MS,
             _ => 15_000,
         }
     }
@@ -269,6 +314,12 @@ pub enum Action {
     /// The edge refused the link for good: stop once the calls being hung
     /// up have ended, and report why (a configuration or version mismatch).
     Halt(LinkRefusal),
+    /// Send this text through the trunk, once; report its end with
+    /// [`LeaseClient::message_done`].
+    SendMessage(Box<MessageOffer>),
+    /// The edge answered inbound text `token` (see
+    /// [`LeaseClient::forward_inbound`]): answer the trunk with `sip_code`.
+    InboundAnswered { token: u64, sip_code: u16 },
 }
 
 /// A refusal of the link that no retry can fix, read from an error answer.
@@ -440,6 +491,37 @@ pub enum Notice {
         detail: String,
         path: PathBuf,
     },
+    /// A text already sent (or reported) here was offered again: ignored.
+    MessageDuplicate {
+        message_id: String,
+    },
+    /// A text whose deadline had passed: not sent, reported `expired`.
+    MessageExpired {
+        message_id: String,
+    },
+    /// A text offer that cannot be sent (bad number, body or id): reported
+    /// `rejected` when it has a usable id, else dropped.
+    MessageRefused {
+        message_id: String,
+        why: &'static str,
+    },
+    MessageResultFailed {
+        message_id: String,
+        status: Option<u16>,
+        detail: String,
+        retry_at_ms: u64,
+    },
+    /// A result the edge refused for good (or does not know): given up.
+    MessageResultDropped {
+        message_id: String,
+        status: u16,
+        detail: String,
+    },
+    /// The edge did not take an inbound text (the trunk gets 480 and retries).
+    InboundNotTaken {
+        status: Option<u16>,
+        detail: String,
+    },
 }
 
 /// Why [`LeaseClient::emit`] refused an event.
@@ -555,6 +637,10 @@ enum InFlight {
         count: usize,
     },
     Upload,
+    MessageResult,
+    Inbound {
+        token: u64,
+    },
 }
 
 impl InFlight {
@@ -565,6 +651,8 @@ impl InFlight {
             InFlight::Ack => paths::ACK,
             InFlight::Events { .. } => paths::EVENTS,
             InFlight::Upload => paths::RECORDING,
+            InFlight::MessageResult => paths::MESSAGE_RESULTS,
+            InFlight::Inbound { .. } => paths::INBOUND_MESSAGES,
         }
     }
 }
@@ -634,6 +722,18 @@ pub struct LeaseClient {
     store: Option<Box<dyn EventStore>>,
     /// Set once the edge refused the link for good: nothing more is sent.
     halted: Option<LinkRefusal>,
+    /// Text message ids sent (or reported) here, with when; and their order.
+    sent_messages: BTreeMap<String, u64>,
+    sent_order: VecDeque<(u64, String)>,
+    /// Texts handed to the driver whose end has not come yet.
+    sending: std::collections::BTreeSet<String>,
+    /// Results to deliver, oldest first (the front may be in flight).
+    results: VecDeque<MessageResult>,
+    result_in_flight: bool,
+    results_retry_at_ms: u64,
+    results_backoff: Backoff,
+    /// Inbound texts to forward now, with the driver's token.
+    inbound: VecDeque<(u64, InboundMessage)>,
 }
 
 impl LeaseClient {
@@ -662,6 +762,14 @@ impl LeaseClient {
             draining: false,
             store: None,
             halted: None,
+            sent_messages: BTreeMap::new(),
+            sent_order: VecDeque::new(),
+            sending: Default::default(),
+            results: VecDeque::new(),
+            result_in_flight: false,
+            results_retry_at_ms: 0,
+            results_backoff: link_backoff,
+            inbound: VecDeque::new(),
         }
     }
 
@@ -873,6 +981,131 @@ impl LeaseClient {
             && self.events.is_empty()
             && self.acks.is_empty()
             && self.uploads.is_empty()
+            && self.sending.is_empty()
+            && self.results.is_empty()
+    }
+
+    /// Message results waiting for the edge (including one in flight).
+    pub fn pending_message_results(&self) -> usize {
+        self.results.len()
+    }
+
+    /// Texts handed to the driver and not yet ended.
+    pub fn messages_sending(&self) -> usize {
+        self.sending.len()
+    }
+
+    /// Remembers `message_id` as sent (bounded: see [`MAX_REMEMBERED_MESSAGES`]).
+    fn remember_message(&mut self, now_ms: u64, message_id: &str) {
+        while let Some((at, _)) = self.sent_order.front() {
+            let old = now_ms.saturating_sub(*at) >= REMEMBER_MESSAGES_MS;
+            if !old && self.sent_order.len() < MAX_REMEMBERED_MESSAGES {
+                break;
+            }
+            if let Some((_, id)) = self.sent_order.pop_front() {
+                self.sent_messages.remove(&id);
+            }
+        }
+        self.sent_messages.insert(message_id.to_string(), now_ms);
+        self.sent_order.push_back((now_ms, message_id.to_string()));
+    }
+
+    fn on_message_offer(&mut self, now_ms: u64, m: MessageOffer) {
+        let message_id = m.message_id.clone();
+        let id_ok = !message_id.is_empty()
+            && message_id.chars().count() <= MAX_MESSAGE_ID_CHARS
+            && message_id.chars().all(|c| !c.is_control());
+        if !id_ok {
+            let shown: String = message_id.chars().take(MAX_MESSAGE_ID_CHARS).collect();
+            return self.notice(Notice::MessageRefused {
+                message_id: shown,
+                why: "unusable message_id",
+            });
+        }
+        if self.sent_messages.contains_key(&message_id) {
+            return self.notice(Notice::MessageDuplicate { message_id });
+        }
+        self.remember_message(now_ms, &message_id);
+        let refused = if !crate::sip::text_message::is_e164(&m.to) {
+            Some("`to` is not an E.164 number")
+        } else if !crate::sip::text_message::is_e164(&m.from) {
+            Some("`from` is not an E.164 number")
+        } else if m.body.chars().count() > MAX_MESSAGE_CHARS {
+            Some("body over MAX_MESSAGE_CHARS")
+        } else {
+            None
+        };
+        let failed = |reason: &str| MessageReport {
+            outcome: MessageOutcome::Failed,
+            sip_code: None,
+            reason: Some(reason.to_string()),
+            imdn_message_id: None,
+        };
+        if let Some(why) = refused {
+            self.notice(Notice::MessageRefused {
+                message_id: message_id.clone(),
+                why,
+            });
+            return self.queue_result(now_ms, &message_id, failed("rejected"));
+        }
+        if m.deadline_ms <= now_ms {
+            self.notice(Notice::MessageExpired {
+                message_id: message_id.clone(),
+            });
+            return self.queue_result(now_ms, &message_id, failed("expired"));
+        }
+        self.sending.insert(message_id);
+        self.actions.push_back(Action::SendMessage(Box::new(m)));
+    }
+
+    /// How a text handed out by [`Action::SendMessage`] ended: reported to the
+    /// edge (once; a second report of the same id is ignored).
+    pub fn message_done(&mut self, now_ms: u64, message_id: &str, report: MessageReport) {
+        if self.sending.remove(message_id) {
+            self.queue_result(now_ms, message_id, report);
+        }
+    }
+
+    fn queue_result(&mut self, now_ms: u64, message_id: &str, r: MessageReport) {
+        if self.results.len() >= MAX_PENDING_RESULTS {
+            // Not the front while it is in flight: its reply pops it.
+            let oldest = usize::from(self.result_in_flight);
+            if let Some(dropped) = self.results.remove(oldest) {
+                self.notice(Notice::MessageResultDropped {
+                    message_id: dropped.message_id,
+                    status: 0,
+                    detail: "too many results waiting for the edge".into(),
+                });
+            }
+        }
+        self.results.push_back(MessageResult {
+            protocol_version: PROTOCOL_VERSION,
+            sidecar_id: self.s.sidecar_id.clone(),
+            message_id: message_id.to_string(),
+            outcome: r.outcome,
+            sip_code: r.sip_code,
+            reason: r.reason,
+            imdn_message_id: r.imdn_message_id,
+            at_ms: now_ms,
+        });
+    }
+
+    /// Forwards a text the trunk sent us (`sidecar_id`, `region` and the
+    /// version are filled in here). Its answer comes back as
+    /// [`Action::InboundAnswered`] with `token`; at once (480) when the
+    /// sidecar is not registered.
+    pub fn forward_inbound(&mut self, token: u64, mut m: InboundMessage) {
+        if self.phase != Phase::Registered || self.halted.is_some() {
+            self.actions.push_back(Action::InboundAnswered {
+                token,
+                sip_code: 480,
+            });
+            return;
+        }
+        m.protocol_version = PROTOCOL_VERSION;
+        m.sidecar_id = self.s.sidecar_id.clone();
+        m.region = self.s.region.clone();
+        self.inbound.push_back((token, m));
     }
 
     fn wait_ms(&self) -> u32 {
@@ -962,6 +1195,15 @@ impl LeaseClient {
             return None;
         }
 
+        // The trunk is waiting for the answer.
+        if let Some((token, m)) = self.inbound.pop_front() {
+            let id = self.new_id(InFlight::Inbound { token });
+            return Some(Transmit {
+                id,
+                request: Request::InboundMessage(m),
+            });
+        }
+
         if !self.events_in_flight && !self.events.is_empty() && now_ms >= self.events_retry_at_ms {
             let max_count = self.events.len().min(self.s.max_batch_events.max(1));
             // Bounded by size too: the first event always goes (each is
@@ -988,6 +1230,18 @@ impl LeaseClient {
                     events,
                 }),
             });
+        }
+
+        if !self.result_in_flight && now_ms >= self.results_retry_at_ms {
+            if let Some(front) = self.results.front() {
+                let result = front.clone();
+                self.result_in_flight = true;
+                let id = self.new_id(InFlight::MessageResult);
+                return Some(Transmit {
+                    id,
+                    request: Request::MessageResult(result),
+                });
+            }
         }
 
         // Behind the events: a recording never delays a call's status.
@@ -1043,6 +1297,12 @@ impl LeaseClient {
                 }
                 if !self.upload_in_flight && self.events.is_empty() && !self.uploads.is_empty() {
                     at(self.uploads_retry_at_ms);
+                }
+                if !self.result_in_flight && !self.results.is_empty() {
+                    at(self.results_retry_at_ms);
+                }
+                if !self.inbound.is_empty() {
+                    at(0);
                 }
             }
         }
@@ -1117,7 +1377,75 @@ impl LeaseClient {
             InFlight::Ack => self.on_ack(now_ms, id, reply),
             InFlight::Events { count } => self.on_events(now_ms, count, reply),
             InFlight::Upload => self.on_upload(now_ms, reply),
+            InFlight::MessageResult => self.on_message_result(now_ms, reply),
+            InFlight::Inbound { token } => self.on_inbound(now_ms, token, reply),
         }
+    }
+
+    fn on_message_result(&mut self, now_ms: u64, reply: Reply) {
+        self.result_in_flight = false;
+        let Some(message_id) = self.results.front().map(|r| r.message_id.clone()) else {
+            return;
+        };
+        let class = match &reply {
+            // An edge without the path, or that does not know the message: never better.
+            Reply::Http { status: 404, .. } => Class::Invalid,
+            Reply::Http { status, .. } => classify(*status),
+            Reply::Failed(_) | Reply::Unsendable(_) => Class::Retry,
+        };
+        let (status, detail) = describe(&reply);
+        match class {
+            Class::Ok => {
+                self.results_backoff.reset();
+                self.results.pop_front();
+            }
+            Class::Invalid | Class::Conflict => {
+                self.results_backoff.reset();
+                self.results.pop_front();
+                self.notice(Notice::MessageResultDropped {
+                    message_id,
+                    status: status.unwrap_or(0),
+                    detail,
+                });
+            }
+            Class::Reauth => {
+                if let Some(code) = status {
+                    self.reregister(now_ms, paths::MESSAGE_RESULTS, code);
+                }
+                self.results_retry_at_ms = now_ms;
+            }
+            Class::Retry => {
+                let delay = self.results_backoff.fail();
+                self.results_retry_at_ms = now_ms + delay;
+                self.notice(Notice::MessageResultFailed {
+                    message_id,
+                    status,
+                    detail,
+                    retry_at_ms: now_ms + delay,
+                });
+            }
+        }
+    }
+
+    fn on_inbound(&mut self, now_ms: u64, token: u64, reply: Reply) {
+        let sip_code = match &reply {
+            Reply::Http { status, .. } if (200..300).contains(status) => 200,
+            Reply::Http { status: 404, .. } => 404,
+            _ => {
+                if let Reply::Http {
+                    status: status @ (401 | 410),
+                    ..
+                } = &reply
+                {
+                    self.reregister(now_ms, paths::INBOUND_MESSAGES, *status);
+                }
+                let (status, detail) = describe(&reply);
+                self.notice(Notice::InboundNotTaken { status, detail });
+                480
+            }
+        };
+        self.actions
+            .push_back(Action::InboundAnswered { token, sip_code });
     }
 
     fn on_register(&mut self, now_ms: u64, id: RequestId, reply: Reply) {
@@ -1246,7 +1574,7 @@ impl LeaseClient {
             return self.lease_failed(now_ms, Some(status), "protocol version mismatch".into());
         }
         self.link_backoff.reset();
-        let empty = resp.offers.is_empty() && resp.commands.is_empty();
+        let empty = resp.offers.is_empty() && resp.commands.is_empty() && resp.messages.is_empty();
         self.next_lease_at_ms = if empty {
             sent_ms + self.s.min_empty_poll_interval_ms
         } else {
@@ -1257,6 +1585,9 @@ impl LeaseClient {
         }
         for offer in resp.offers {
             self.on_offer(now_ms, offer);
+        }
+        for m in resp.messages {
+            self.on_message_offer(now_ms, m);
         }
     }
 

@@ -1210,7 +1210,10 @@ fn random_runs_keep_the_invariants() {
                         assert!(running.contains(&call_id));
                         total_hangups += 1;
                     }
-                    Action::Notice(_) | Action::UploadDone(_) => {}
+                    Action::Notice(_)
+                    | Action::UploadDone(_)
+                    | Action::SendMessage(_)
+                    | Action::InboundAnswered { .. } => {}
                     Action::Halt(r) => panic!("no answer here halts the client: {r:?}"),
                 }
             }
@@ -1270,7 +1273,10 @@ fn random_runs_keep_the_invariants() {
                                     accepted: b.events.len() as u32,
                                 })
                             }
-                            Request::Recording(_) | Request::Deregister(_) => status(200),
+                            Request::Recording(_)
+                            | Request::Deregister(_)
+                            | Request::MessageResult(_)
+                            | Request::InboundMessage(_) => status(200),
                         }
                     };
                     h.reply(t.id, reply);
@@ -1324,7 +1330,10 @@ fn random_runs_keep_the_invariants() {
                         accepted: 0,
                     })
                 }
-                Request::Recording(_) | Request::Deregister(_) => status(200),
+                Request::Recording(_)
+                | Request::Deregister(_)
+                | Request::MessageResult(_)
+                | Request::InboundMessage(_) => status(200),
             };
             h.reply(t.id, reply);
         }
@@ -2164,4 +2173,292 @@ fn other_signature_refusals_do_not_halt() {
             Some(Request::Register(_))
         ));
     }
+}
+
+// ------------------------------------------------------------ text messages
+
+fn text_offer(id: &str, deadline_ms: u64) -> MessageOffer {
+    MessageOffer {
+        message_id: id.into(),
+        tenant_id: "ten_1".into(),
+        from: "+14155550100".into(),
+        to: "+14155550111".into(),
+        body: "hello".into(),
+        deadline_ms,
+    }
+}
+
+fn lease_with_texts(h: &mut H, messages: Vec<MessageOffer>) {
+    let (id, _) = h.lease();
+    h.reply(
+        id,
+        ok(LeaseResponse {
+            protocol_version: 1,
+            offers: vec![],
+            commands: vec![],
+            messages,
+        }),
+    );
+}
+
+fn sends(actions: &[Action]) -> Vec<String> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::SendMessage(m) => Some(m.message_id.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn result_requests(txs: &[Transmit]) -> Vec<(RequestId, MessageResult)> {
+    txs.iter()
+        .filter_map(|t| match &t.request {
+            Request::MessageResult(r) => Some((t.id, r.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+fn sent_report(code: u16) -> MessageReport {
+    MessageReport {
+        outcome: MessageOutcome::Sent,
+        sip_code: Some(code),
+        reason: None,
+        imdn_message_id: None,
+    }
+}
+
+#[test]
+fn a_text_offer_is_sent_once_and_its_end_reported_to_the_edge() {
+    let mut h = H::registered(1);
+    let now = h.now;
+    lease_with_texts(&mut h, vec![text_offer("msg_1", now + 30_000)]);
+    let actions = h.actions();
+    assert_eq!(sends(&actions), ["msg_1"]);
+    assert!(!h.c.is_idle(), "a text being sent keeps a drain waiting");
+    // Nothing to report yet.
+    assert!(result_requests(&h.all_tx()).is_empty());
+    h.now += 200;
+    h.c.message_done(h.now, "msg_1", sent_report(202));
+    let txs = h.all_tx();
+    let results = result_requests(&txs);
+    assert_eq!(results.len(), 1);
+    let (rid, r) = &results[0];
+    assert_eq!(
+        Request::MessageResult(r.clone()).path(),
+        paths::MESSAGE_RESULTS
+    );
+    assert_eq!(
+        (
+            r.message_id.as_str(),
+            r.outcome,
+            r.sip_code,
+            r.reason.as_deref(),
+            r.at_ms
+        ),
+        ("msg_1", MessageOutcome::Sent, Some(202), None, h.now)
+    );
+    assert_eq!(r.sidecar_id, "sc-1");
+    h.reply(
+        *rid,
+        ok(voxline_shared::sidecar_link::MessageResultAck {
+            protocol_version: 1,
+            message_id: "msg_1".into(),
+        }),
+    );
+    assert_eq!(h.c.pending_message_results(), 0);
+    // A second end of the same text is not reported again.
+    h.c.message_done(h.now, "msg_1", sent_report(200));
+    assert!(result_requests(&h.all_tx()).is_empty());
+}
+
+#[test]
+fn a_text_offered_again_is_not_sent_twice() {
+    let mut h = H::registered(1);
+    let m = text_offer("msg_dup", h.now + 30_000);
+    lease_with_texts(&mut h, vec![m.clone(), m.clone()]);
+    assert_eq!(sends(&h.actions()), ["msg_dup"]);
+    h.c.message_done(h.now, "msg_dup", sent_report(200));
+    // Offered again in a later lease while its result is in flight.
+    let txs = h.all_tx();
+    assert_eq!(result_requests(&txs).len(), 1);
+    let lease = txs
+        .iter()
+        .find(|t| matches!(t.request, Request::Lease(_)))
+        .unwrap();
+    h.reply(
+        lease.id,
+        ok(LeaseResponse {
+            protocol_version: 1,
+            offers: vec![],
+            commands: vec![],
+            messages: vec![m],
+        }),
+    );
+    let actions = h.actions();
+    assert!(sends(&actions).is_empty());
+    assert!(notices(&actions)
+        .iter()
+        .any(|n| matches!(n, Notice::MessageDuplicate { message_id } if message_id == "msg_dup")));
+    assert_eq!(h.c.pending_message_results(), 1, "one result only");
+}
+
+#[test]
+fn remembered_text_ids_are_bounded() {
+    let mut h = H::registered(1);
+    for i in 0..MAX_REMEMBERED_MESSAGES + 5 {
+        h.c.remember_message(h.now, &format!("msg_{i}"));
+    }
+    assert_eq!(h.c.sent_messages.len(), MAX_REMEMBERED_MESSAGES);
+    assert!(!h.c.sent_messages.contains_key("msg_0"));
+    // And forgotten after a day.
+    h.now += REMEMBER_MESSAGES_MS;
+    h.c.remember_message(h.now, "msg_new");
+    assert_eq!(h.c.sent_messages.len(), 1);
+    assert_eq!(h.c.sent_order.len(), 1);
+}
+
+#[test]
+fn an_expired_text_is_not_sent_and_reported_expired() {
+    let mut h = H::registered(1);
+    let now = h.now;
+    lease_with_texts(
+        &mut h,
+        vec![text_offer("msg_old", now), text_offer("msg_ok", now + 1)],
+    );
+    assert_eq!(sends(&h.actions()), ["msg_ok"]);
+    let results = result_requests(&h.all_tx());
+    assert_eq!(results.len(), 1);
+    let r = &results[0].1;
+    assert_eq!(
+        (
+            r.message_id.as_str(),
+            r.outcome,
+            r.sip_code,
+            r.reason.as_deref()
+        ),
+        ("msg_old", MessageOutcome::Failed, None, Some("expired"))
+    );
+}
+
+#[test]
+fn a_text_to_a_non_number_is_refused_not_sent() {
+    let mut h = H::registered(1);
+    let mut bad = text_offer("msg_bad", h.now + 30_000);
+    bad.to = "+1415\r\nX-Evil: 1".into();
+    let mut long = text_offer("msg_long", h.now + 30_000);
+    long.body = "x".repeat(MAX_MESSAGE_CHARS + 1);
+    lease_with_texts(&mut h, vec![bad, long]);
+    assert!(sends(&h.actions()).is_empty());
+    let reasons: Vec<_> = result_requests(&h.all_tx())
+        .into_iter()
+        .map(|(_, r)| (r.message_id, r.reason))
+        .collect();
+    // One result in flight at a time: the first now.
+    assert_eq!(
+        reasons,
+        [("msg_bad".to_string(), Some("rejected".to_string()))]
+    );
+}
+
+#[test]
+fn text_results_are_retried_with_backoff_and_dropped_on_a_permanent_refusal() {
+    let mut h = H::registered(1);
+    let now = h.now;
+    lease_with_texts(
+        &mut h,
+        vec![text_offer("msg_a", now), text_offer("msg_b", now)],
+    );
+    h.actions();
+    let (id, r) = result_requests(&h.all_tx()).remove(0);
+    assert_eq!(r.message_id, "msg_a");
+    h.reply(id, status(503));
+    assert!(result_requests(&h.all_tx()).is_empty(), "backing off");
+    h.now += 500;
+    let (id, r) = result_requests(&h.all_tx()).remove(0);
+    assert_eq!(r.message_id, "msg_a", "the same result again");
+    h.reply(id, status(422));
+    let actions = h.actions();
+    assert!(notices(&actions)
+        .iter()
+        .any(|n| matches!(n, Notice::MessageResultDropped { status: 422, .. })));
+    let (id, r) = result_requests(&h.all_tx()).remove(0);
+    assert_eq!(r.message_id, "msg_b");
+    h.reply(id, status(200));
+    assert!(h.c.is_idle());
+}
+
+fn inbound_text() -> InboundMessage {
+    InboundMessage {
+        protocol_version: 1,
+        sidecar_id: String::new(),
+        region: String::new(),
+        from: "+14155550111".into(),
+        to: "+14155550100".into(),
+        content: voxline_shared::sidecar_link::InboundContent::Text { body: "hi".into() },
+        sip_call_id: "in-1@trunk".into(),
+        received_ms: T0,
+    }
+}
+
+fn inbound_answers(actions: &[Action]) -> Vec<(u64, u16)> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::InboundAnswered { token, sip_code } => Some((*token, *sip_code)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn an_inbound_text_is_forwarded_and_the_edges_answer_becomes_the_trunks() {
+    for (reply, sip) in [
+        (status(200), 200),
+        (status(404), 404),
+        (status(500), 480),
+        (Reply::Failed("timeout".into()), 480),
+    ] {
+        let mut h = H::registered(1);
+        h.c.forward_inbound(9, inbound_text());
+        let t = h.tx().expect("sent at once");
+        let Request::InboundMessage(m) = &t.request else {
+            panic!("{t:?}")
+        };
+        assert_eq!((m.sidecar_id.as_str(), m.region.as_str()), ("sc-1", "eu"));
+        assert_eq!(t.request.path(), paths::INBOUND_MESSAGES);
+        assert!(t.request.timeout_ms() < crate::sip::text_message::ANSWER_WITHIN_MS);
+        h.reply(t.id, reply);
+        assert_eq!(inbound_answers(&h.actions()), [(9, sip)]);
+    }
+    // Not registered: 480 at once, nothing sent.
+    let mut h = H::new(1);
+    h.c.forward_inbound(3, inbound_text());
+    assert_eq!(inbound_answers(&h.actions()), [(3, 480)]);
+}
+
+#[test]
+fn results_waiting_for_an_unreachable_edge_are_bounded() {
+    let mut h = H::registered(1);
+    let failed = MessageReport {
+        outcome: MessageOutcome::Failed,
+        sip_code: None,
+        reason: Some("expired".into()),
+        imdn_message_id: None,
+    };
+    h.c.queue_result(h.now, "msg_first", failed.clone());
+    let (id, r) = result_requests(&h.all_tx()).remove(0);
+    assert_eq!(r.message_id, "msg_first");
+    for i in 0..MAX_PENDING_RESULTS + 3 {
+        h.c.queue_result(h.now, &format!("msg_{i}"), failed.clone());
+    }
+    assert_eq!(h.c.pending_message_results(), MAX_PENDING_RESULTS);
+    // The one in flight stays at the front until its reply.
+    h.reply(id, status(200));
+    let next = result_requests(&h.all_tx()).remove(0).1;
+    assert_eq!(
+        next.message_id, "msg_4",
+        "the oldest waiting ones were given up"
+    );
 }

@@ -27,6 +27,8 @@ use crate::random::{OsRandom, Random};
 
 /// What we allow in-dialog.
 pub const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, UPDATE, INFO";
+/// What we allow out of dialog (an OPTIONS probe's answer): texts too.
+pub const ALLOW_OUT_OF_DIALOG: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, UPDATE, INFO, MESSAGE";
 
 /// Everything one call attempt to one trunk needs.
 #[derive(Debug, Clone)]
@@ -1265,8 +1267,11 @@ impl Call {
 pub fn out_of_dialog_reply(req: &Message, to_tag: &str) -> Message {
     if req.method() == Some("OPTIONS") {
         let mut r = response_to(req, 200, Some(to_tag));
-        r.push("Allow", ALLOW);
-        r.push("Accept", "application/sdp");
+        r.push("Allow", ALLOW_OUT_OF_DIALOG);
+        r.push(
+            "Accept",
+            format!("application/sdp, {}", super::text_message::ACCEPT),
+        );
         r
     } else {
         response_to(req, 481, Some(to_tag))

@@ -27,6 +27,10 @@ use super::auth::Credentials;
 use super::call::{out_of_dialog_reply, Call, CallConfig, DialogEnd, DialogEvent, Transmit};
 use super::msg::{self, ParseError};
 use super::sdp::OfferConfig;
+use super::text_message::{
+    self, Inbound, InboundId, InboundStep, InboundTable, InboundText, MessageClient, MessageConfig,
+    MessageEnd, MessageSpec,
+};
 use super::transaction::Timers;
 use crate::random::Random;
 
@@ -159,6 +163,13 @@ pub struct EndpointConfig {
     pub max_dialogs: usize,
     /// Larger datagrams are dropped unread.
     pub max_datagram: usize,
+    /// The trunks whose out-of-dialog MESSAGEs (texts) we take: from a
+    /// trunk's address (IP and port), or from anywhere when a trunk has
+    /// [`Trunk::in_dialog_from_trunk_only`] off (the rule of in-dialog
+    /// requests). Others get 403. Empty: every MESSAGE gets 403.
+    pub inbound_trunks: Vec<Trunk>,
+    /// Timers of inbound MESSAGE transactions (Timer J).
+    pub timers: Timers,
 }
 
 impl EndpointConfig {
@@ -167,6 +178,8 @@ impl EndpointConfig {
             local,
             max_dialogs: 4_096,
             max_datagram: msg::MAX_MESSAGE,
+            inbound_trunks: Vec::new(),
+            timers: Timers::default(),
         }
     }
 }
@@ -176,6 +189,24 @@ struct Dialog {
     call: Call,
     /// The call it serves; `None` once it ended (it only lingers then).
     owner: Option<CallId>,
+}
+
+/// The endpoint's name for one outbound text message, across its trunks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct MessageId(pub u64);
+
+/// One MESSAGE to one trunk.
+struct TextAttempt {
+    client: MessageClient,
+    /// The message it serves; `None` once it ended (it only lingers then).
+    owner: Option<MessageId>,
+}
+
+/// One outbound text across its trunks.
+struct TextAttempts {
+    spec: MessageSpec,
+    trunk: usize,
+    sip_call_id: String,
 }
 
 /// One outbound call across its attempts.
@@ -262,18 +293,32 @@ pub struct Endpoint {
     /// Trunks that answered a 5xx with `Retry-After`: skipped until then
     /// (ms on the dialogs' clock). At most [`MAX_RESTING_TRUNKS`].
     resting: BTreeMap<SocketAddr, u64>,
+    /// Outbound MESSAGE transactions by SIP Call-ID (live or lingering).
+    texts: BTreeMap<String, TextAttempt>,
+    outbound_texts: BTreeMap<MessageId, TextAttempts>,
+    next_message: u64,
+    text_ends: VecDeque<(MessageId, MessageEnd)>,
+    /// Inbound MESSAGE transactions, and those waiting for the edge.
+    inbound: InboundTable,
+    inbound_events: VecDeque<(InboundId, InboundText)>,
 }
 
 /// Trunks remembered as resting at once (trunks come from the config, so
 /// this is only a bound against surprises).
 const MAX_RESTING_TRUNKS: usize = 256;
 
-/// After `end` on the trunk at `addr`: a 5xx with `Retry-After` makes it rest.
-fn note_rest(resting: &mut BTreeMap<SocketAddr, u64>, addr: SocketAddr, end: &DialogEnd, ms: u64) {
-    let Some(secs) = end.retry_after_s.filter(|s| *s > 0) else {
+/// After a final `sip_code` on the trunk at `addr`: a 5xx with `Retry-After` makes it rest.
+fn note_rest(
+    resting: &mut BTreeMap<SocketAddr, u64>,
+    addr: SocketAddr,
+    sip_code: Option<u16>,
+    retry_after_s: Option<u32>,
+    ms: u64,
+) {
+    let Some(secs) = retry_after_s.filter(|s| *s > 0) else {
         return;
     };
-    if !end.sip_code.is_some_and(|c| (500..600).contains(&c)) {
+    if !sip_code.is_some_and(|c| (500..600).contains(&c)) {
         return;
     }
     resting.retain(|_, until| *until > ms);
@@ -337,6 +382,12 @@ impl Endpoint {
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             resting: BTreeMap::new(),
+            texts: BTreeMap::new(),
+            outbound_texts: BTreeMap::new(),
+            next_message: 0,
+            text_ends: VecDeque::new(),
+            inbound: InboundTable::default(),
+            inbound_events: VecDeque::new(),
         }
     }
 
@@ -353,9 +404,9 @@ impl Endpoint {
         self.dialogs.len()
     }
 
-    /// No dialog left, not even one absorbing retransmissions.
+    /// No dialog or MESSAGE transaction left, not even one absorbing retransmissions.
     pub fn is_idle(&self) -> bool {
-        self.dialogs.is_empty()
+        self.dialogs.is_empty() && self.texts.is_empty() && self.inbound.is_empty()
     }
 
     /// The SIP Call-ID of the call's current attempt, while it has one.
@@ -449,6 +500,17 @@ impl Endpoint {
             self.pump(ms);
             return Ok(());
         }
+        if !m.is_request() {
+            if let Some(t) = self.texts.get_mut(m.call_id()) {
+                t.client.handle_response(ms, &m);
+                self.pump_texts(ms);
+                return Ok(());
+            }
+        }
+        if m.method() == Some("MESSAGE") && m.to_tag().is_none() {
+            self.on_inbound_message(ms, from, &m);
+            return Ok(());
+        }
         // Not ours: requests get a stateless answer (an ACK gets none);
         // stray responses are dropped.
         if m.is_request() && m.method() != Some("ACK") {
@@ -471,6 +533,22 @@ impl Endpoint {
             }
         }
         self.pump(ms);
+        for t in self.texts.values_mut() {
+            if t.client.next_timeout().is_some_and(|at| at <= ms) {
+                t.client.handle_timeout(ms);
+            }
+        }
+        self.pump_texts(ms);
+        if self.inbound.next_timeout().is_some_and(|at| at <= ms) {
+            let (out, unanswered) = self.inbound.handle_timeout(ms, self.config.timers);
+            for id in unanswered {
+                tracing::warn!(
+                    inbound = id.0,
+                    "no answer from the edge in time for an inbound MESSAGE: 480"
+                );
+            }
+            self.transmits.extend(out);
+        }
     }
 
     /// When [`Endpoint::handle_timeout`] should next run.
@@ -478,8 +556,217 @@ impl Endpoint {
         self.dialogs
             .values()
             .filter_map(|d| d.call.next_timeout())
+            .chain(self.texts.values().filter_map(|t| t.client.next_timeout()))
+            .chain(self.inbound.next_timeout())
             .min()
             .map(|ms| self.epoch + Duration::from_millis(ms))
+    }
+
+    /// Sends a text as an out-of-dialog MESSAGE on its first trunk that is
+    /// not resting; the next trunk is tried only after a 503 (see
+    /// [`MessageEnd::try_next_trunk`]). Its end comes from
+    /// [`Endpoint::poll_message_end`] (at once, `no_trunk`, when every trunk rests).
+    pub fn send_message(
+        &mut self,
+        spec: MessageSpec,
+        now: Instant,
+    ) -> Result<MessageId, StartError> {
+        if spec.trunks.is_empty() {
+            return Err(StartError::NoTrunk);
+        }
+        if self.texts.len() >= self.config.max_dialogs {
+            return Err(StartError::TooManyDialogs);
+        }
+        let ms = self.ms(now);
+        self.next_message += 1;
+        let id = MessageId(self.next_message);
+        let Some(index) = usable_trunk(&self.resting, &spec.trunks, 0, ms) else {
+            tracing::info!(to = %spec.to_user, "every trunk rests (Retry-After); text not sent");
+            self.text_ends.push_back((
+                id,
+                MessageEnd::failed(text_message::reasons::NO_TRUNK, None),
+            ));
+            return Ok(id);
+        };
+        self.outbound_texts.insert(
+            id,
+            TextAttempts {
+                spec,
+                trunk: index,
+                sip_call_id: String::new(),
+            },
+        );
+        self.text_attempt(id, ms);
+        self.pump_texts(ms);
+        Ok(id)
+    }
+
+    /// Starts the MESSAGE of text `id` on its current trunk.
+    fn text_attempt(&mut self, id: MessageId, ms: u64) {
+        let Some(a) = self.outbound_texts.get_mut(&id) else {
+            return;
+        };
+        let Some(trunk) = a.spec.trunks.get(a.trunk) else {
+            return;
+        };
+        let host = match &trunk.domain {
+            Some(d) => uri_host(d, trunk.addr.port()),
+            None => trunk.addr.to_string(),
+        };
+        let request_uri = format!("sip:{}@{host}", a.spec.to_user);
+        let from_uri = format!("sip:{}@{}", a.spec.from_user, self.config.local);
+        let (content_type, body) = match &a.spec.imdn {
+            Some(imdn) => (
+                "message/cpim".to_string(),
+                text_message::cpim_body(&from_uri, &request_uri, &a.spec.body, imdn),
+            ),
+            None => (
+                "text/plain;charset=UTF-8".to_string(),
+                a.spec.body.clone().into_bytes(),
+            ),
+        };
+        let cfg = MessageConfig {
+            trunk: trunk.addr,
+            to_uri: request_uri.clone(),
+            request_uri,
+            from_uri,
+            local: self.config.local,
+            credentials: trunk.credentials.clone(),
+            content_type,
+            body,
+            timers: a.spec.timers,
+            user_agent: concat!("voxline/", env!("CARGO_PKG_VERSION")).to_string(),
+        };
+        let client = MessageClient::new(cfg, ms, self.random.fork());
+        a.sip_call_id = client.call_id().to_string();
+        tracing::info!(sip_call_id = %a.sip_call_id, to = %a.spec.to_user, trunk = %trunk.addr, "MESSAGE");
+        self.texts.insert(
+            a.sip_call_id.clone(),
+            TextAttempt {
+                client,
+                owner: Some(id),
+            },
+        );
+    }
+
+    /// Moves the MESSAGE transactions' datagrams and ends out; a 503 tries
+    /// the next trunk; finished transactions are dropped.
+    fn pump_texts(&mut self, ms: u64) {
+        loop {
+            let mut next = Vec::new();
+            for t in self.texts.values_mut() {
+                while let Some(x) = t.client.poll_transmit() {
+                    self.transmits.push_back(x);
+                }
+                let Some(end) = t.client.poll_end() else {
+                    continue;
+                };
+                let Some(id) = t.owner.take() else {
+                    continue;
+                };
+                let Some(a) = self.outbound_texts.get_mut(&id) else {
+                    continue;
+                };
+                if let Some(trunk) = a.spec.trunks.get(a.trunk) {
+                    note_rest(
+                        &mut self.resting,
+                        trunk.addr,
+                        end.sip_code,
+                        end.retry_after_s,
+                        ms,
+                    );
+                }
+                let after = usable_trunk(&self.resting, &a.spec.trunks, a.trunk + 1, ms)
+                    .filter(|_| end.try_next_trunk);
+                match after {
+                    Some(i) => {
+                        tracing::info!(code = ?end.sip_code, "trunk did not take the text; trying the next");
+                        a.trunk = i;
+                        next.push(id);
+                    }
+                    None => {
+                        self.outbound_texts.remove(&id);
+                        self.text_ends.push_back((id, end));
+                    }
+                }
+            }
+            for id in &next {
+                self.text_attempt(*id, ms);
+            }
+            self.texts.retain(|_, t| !t.client.is_done());
+            if next.is_empty() {
+                break;
+            }
+        }
+    }
+
+    /// The end of some outbound text (one per [`Endpoint::send_message`]).
+    pub fn poll_message_end(&mut self) -> Option<(MessageId, MessageEnd)> {
+        self.text_ends.pop_front()
+    }
+
+    /// An inbound text for the edge; answer it with [`Endpoint::answer_inbound`]
+    /// (unanswered within [`text_message::ANSWER_WITHIN_MS`]: 480).
+    pub fn poll_inbound(&mut self) -> Option<(InboundId, InboundText)> {
+        self.inbound_events.pop_front()
+    }
+
+    /// The SIP answer to inbound text `id` (the first one counts).
+    pub fn answer_inbound(&mut self, id: InboundId, code: u16, now: Instant) {
+        let ms = self.ms(now);
+        if let Some(t) = self.inbound.answer(ms, id, code, self.config.timers) {
+            self.transmits.push_back(t);
+        }
+    }
+
+    /// Whether a MESSAGE from `from` may be taken (see [`EndpointConfig::inbound_trunks`]).
+    fn is_trunk_source(&self, from: SocketAddr) -> bool {
+        self.config
+            .inbound_trunks
+            .iter()
+            .any(|t| t.addr == from || !t.in_dialog_from_trunk_only)
+    }
+
+    fn on_inbound_message(&mut self, ms: u64, from: SocketAddr, m: &msg::Message) {
+        match self.inbound.step(m) {
+            InboundStep::Repeat(again) => {
+                self.transmits.extend(again);
+                return;
+            }
+            InboundStep::Full => {
+                let tag = self.random.hex(6);
+                let r = text_message::answer_to(m, 503, &tag);
+                self.transmits.push_back(Transmit {
+                    dest: from,
+                    bytes: r.to_bytes(),
+                });
+                return;
+            }
+            InboundStep::New => {}
+        }
+        let tag = self.random.hex(6);
+        let timers = self.config.timers;
+        if !self.is_trunk_source(from) {
+            tracing::warn!(%from, "MESSAGE from an address that is not a trunk's: 403");
+            self.transmits
+                .extend(self.inbound.answer_now(ms, from, m, 403, tag, timers));
+            return;
+        }
+        match text_message::parse_inbound(m) {
+            Inbound::Forward(text) => {
+                let id = self.inbound.wait(ms, from, m, tag);
+                tracing::info!(inbound = id.0, sip_call_id = %text.sip_call_id, to = %text.to, "inbound MESSAGE");
+                self.inbound_events.push_back((id, text));
+            }
+            Inbound::Ignore => self
+                .transmits
+                .extend(self.inbound.answer_now(ms, from, m, 200, tag, timers)),
+            Inbound::Refuse(code) => {
+                tracing::info!(%from, code, "inbound MESSAGE refused");
+                self.transmits
+                    .extend(self.inbound.answer_now(ms, from, m, code, tag, timers));
+            }
+        }
     }
 
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
@@ -519,7 +806,13 @@ impl Endpoint {
                     };
                     d.owner = None;
                     if let Some(t) = a.spec.trunks.get(a.trunk) {
-                        note_rest(&mut self.resting, t.addr, &end, ms);
+                        note_rest(
+                            &mut self.resting,
+                            t.addr,
+                            end.sip_code,
+                            end.retry_after_s,
+                            ms,
+                        );
                     }
                     let next = usable_trunk(&self.resting, &a.spec.trunks, a.trunk + 1, ms)
                         .filter(|_| end.try_next_trunk && !a.hangup);
@@ -1174,6 +1467,15 @@ mod tests {
         let r = only(h.sent());
         assert_eq!((r.dest, r.msg.code()), (addr(prober), Some(200)));
         assert!(r.msg.header("Allow").is_some_and(|a| a.contains("INVITE")));
+        // Texts are taken out of dialog: a trunk's probe is told so.
+        assert!(r
+            .msg
+            .header("Allow")
+            .is_some_and(|a| a.ends_with(", MESSAGE")));
+        assert!(r
+            .msg
+            .header("Accept")
+            .is_some_and(|a| a.contains("text/plain")));
         h.recv(prober, &req("INVITE")).unwrap();
         assert_eq!(only(h.sent()).msg.code(), Some(481));
         // No answer to an ACK, nor to a stray response.
@@ -1320,5 +1622,204 @@ mod tests {
         h.advance_to(40_000);
         assert!(h.ep.is_idle());
         h.start(spec(&[TRUNK_A]));
+    }
+
+    // ------------------------------------------------------------ texts
+
+    fn text_spec(trunks: &[&str]) -> MessageSpec {
+        MessageSpec {
+            trunks: trunks.iter().map(|t| Trunk::new(addr(t))).collect(),
+            to_user: "+14155550111".into(),
+            from_user: "+14155550100".into(),
+            body: "hello".into(),
+            imdn: None,
+            timers: Timers::default(),
+        }
+    }
+
+    fn text_ends(h: &mut Harness) -> Vec<(MessageId, MessageEnd)> {
+        std::iter::from_fn(|| h.ep.poll_message_end()).collect()
+    }
+
+    #[test]
+    fn a_text_goes_to_the_trunk_and_a_503_moves_it_to_the_next() {
+        let mut h = Harness::new(20);
+        let id =
+            h.ep.send_message(text_spec(&[TRUNK_A, TRUNK_B]), h.now())
+                .unwrap();
+        let first = only(h.sent());
+        assert_eq!(
+            (first.dest, first.msg.method(), first.msg.uri()),
+            (
+                addr(TRUNK_A),
+                Some("MESSAGE"),
+                Some("sip:+14155550111@198.51.100.1:5060")
+            )
+        );
+        h.recv(TRUNK.addr, &TRUNK.reply(&first.msg, 503)).unwrap();
+        let second = only(h.sent());
+        assert_eq!(
+            (second.dest, second.msg.method()),
+            (addr(TRUNK_B), Some("MESSAGE"))
+        );
+        assert!(text_ends(&mut h).is_empty());
+        h.recv(TRUNK_2.addr, &TRUNK_2.reply(&second.msg, 202))
+            .unwrap();
+        let ends = text_ends(&mut h);
+        assert_eq!(ends.len(), 1);
+        assert_eq!(
+            (ends[0].0, ends[0].1.outcome, ends[0].1.sip_code),
+            (
+                id,
+                voxline_shared::sidecar_link::MessageOutcome::Sent,
+                Some(202)
+            )
+        );
+        h.advance_to(60_000);
+        assert!(h.ep.is_idle());
+    }
+
+    #[test]
+    fn a_rejected_text_is_not_sent_elsewhere() {
+        let mut h = Harness::new(21);
+        h.ep.send_message(text_spec(&[TRUNK_A, TRUNK_B]), h.now())
+            .unwrap();
+        let m = only(h.sent()).msg;
+        h.recv(TRUNK.addr, &TRUNK.reply(&m, 488)).unwrap();
+        assert!(h.sent().is_empty(), "no second trunk for a 488");
+        let ends = text_ends(&mut h);
+        assert_eq!(
+            (ends[0].1.sip_code, ends[0].1.reason),
+            (Some(488), Some(text_message::reasons::REJECTED))
+        );
+    }
+
+    fn text_from_trunk(branch: &str) -> Vec<u8> {
+        let mut m = Message::request("MESSAGE", "sip:+14155550100@192.0.2.1:5060");
+        m.push("Via", format!("SIP/2.0/UDP {TRUNK_A};branch={branch}"));
+        m.push("From", "<sip:+14155550111@198.51.100.1>;tag=tr1");
+        m.push("To", "<sip:+14155550100@192.0.2.1>");
+        m.push("Call-ID", format!("sms-{branch}@trunk"));
+        m.push("CSeq", "7 MESSAGE");
+        m.push("Content-Type", "text/plain;charset=UTF-8");
+        m.body = b"hi back".to_vec();
+        m.to_bytes()
+    }
+
+    fn with_trunks(seed: u64) -> Harness {
+        let mut config = EndpointConfig::new(addr(LOCAL));
+        config.inbound_trunks = vec![Trunk::new(addr(TRUNK_A))];
+        Harness::with_config(seed, config)
+    }
+
+    #[test]
+    fn an_inbound_text_is_answered_only_when_the_edge_has_and_retransmissions_are_absorbed() {
+        let mut h = with_trunks(22);
+        let req = text_from_trunk("z9hG4bKsms1");
+        h.recv(TRUNK_A, &req).unwrap();
+        assert!(h.sent().is_empty(), "no answer before the edge's");
+        let (id, text) = h.ep.poll_inbound().expect("handed up");
+        assert_eq!(
+            (
+                text.from.as_str(),
+                text.to.as_str(),
+                text.sip_call_id.as_str()
+            ),
+            ("+14155550111", "+14155550100", "sms-z9hG4bKsms1@trunk")
+        );
+        // The trunk retransmits meanwhile: absorbed, not handed up again.
+        h.now_ms = 500;
+        h.recv(TRUNK_A, &req).unwrap();
+        assert!(h.sent().is_empty() && h.ep.poll_inbound().is_none());
+        h.ep.answer_inbound(id, 200, h.now());
+        let ok = only(h.sent());
+        assert_eq!(
+            (ok.dest, ok.msg.code(), ok.msg.cseq()),
+            (addr(TRUNK_A), Some(200), (7, "MESSAGE"))
+        );
+        assert!(ok.msg.to_tag().is_some());
+        // A retransmission after the answer gets the same answer.
+        h.now_ms = 1_500;
+        h.recv(TRUNK_A, &req).unwrap();
+        assert_eq!(only(h.sent()).bytes, ok.bytes);
+        assert!(h.ep.poll_inbound().is_none());
+        h.advance_to(40_000);
+        assert!(h.ep.is_idle(), "forgotten after Timer J");
+    }
+
+    #[test]
+    fn an_inbound_text_the_edge_does_not_answer_in_time_gets_480() {
+        let mut h = with_trunks(23);
+        h.recv(TRUNK_A, &text_from_trunk("z9hG4bKsms2")).unwrap();
+        let (id, _) = h.ep.poll_inbound().unwrap();
+        let out = h.advance_to(text_message::ANSWER_WITHIN_MS);
+        assert_eq!(only(out).msg.code(), Some(480));
+        // A late answer changes nothing.
+        h.ep.answer_inbound(id, 200, h.now());
+        assert!(h.sent().is_empty());
+    }
+
+    #[test]
+    fn texts_from_elsewhere_get_403_and_bad_ones_their_code() {
+        let mut h = with_trunks(24);
+        h.recv("203.0.113.9:5060", &text_from_trunk("z9hG4bKsms3"))
+            .unwrap();
+        assert_eq!(only(h.sent()).msg.code(), Some(403));
+        // From the trunk's IP but another port: not the trunk.
+        h.recv("198.51.100.1:5099", &text_from_trunk("z9hG4bKsms4"))
+            .unwrap();
+        assert_eq!(only(h.sent()).msg.code(), Some(403));
+        assert!(h.ep.poll_inbound().is_none());
+        let mut m = msg::parse(&text_from_trunk("z9hG4bKsms5")).unwrap();
+        m.headers.retain(|(n, _)| n != "Content-Type");
+        m.push("Content-Type", "application/vnd.gsma.rcs-ft-http+xml");
+        h.recv(TRUNK_A, &m.to_bytes()).unwrap();
+        let r = only(h.sent()).msg;
+        assert_eq!(
+            (r.code(), r.header("Accept")),
+            (Some(415), Some(text_message::ACCEPT))
+        );
+        // Without any trunk configured, nobody's texts are taken.
+        let mut h = Harness::new(25);
+        h.recv(TRUNK_A, &text_from_trunk("z9hG4bKsms6")).unwrap();
+        assert_eq!(only(h.sent()).msg.code(), Some(403));
+    }
+
+    #[test]
+    fn a_text_asking_for_delivery_reports_goes_in_cpim() {
+        let mut h = Harness::new(26);
+        let mut spec = text_spec(&[TRUNK_A]);
+        spec.imdn = Some(text_message::Imdn {
+            message_id: "msg_9".into(),
+            date_time: "2026-12-04T10:00:00.000Z".into(),
+        });
+        h.ep.send_message(spec, h.now()).unwrap();
+        let m = only(h.sent()).msg;
+        assert_eq!(m.content_type(), Some("message/cpim"));
+        let body = String::from_utf8(m.body.clone()).unwrap();
+        assert!(body.contains("imdn.Message-ID: msg_9\r\n"), "{body}");
+        assert!(body.ends_with("\r\n\r\nhello"), "{body}");
+    }
+
+    #[test]
+    fn a_text_whose_every_trunk_rests_ends_no_trunk_unsent() {
+        let mut h = Harness::new(27);
+        h.ep.send_message(text_spec(&[TRUNK_A]), h.now()).unwrap();
+        let m = only(h.sent()).msg;
+        let rest = TRUNK.reply_with(&m, 503, &[("Retry-After", "120")]);
+        h.recv(TRUNK.addr, &rest).unwrap();
+        assert_eq!(text_ends(&mut h)[0].1.sip_code, Some(503));
+        h.now_ms = 1_000;
+        let id = h.ep.send_message(text_spec(&[TRUNK_A]), h.now()).unwrap();
+        assert!(h.sent().is_empty(), "nothing to a resting trunk");
+        let ends = text_ends(&mut h);
+        assert_eq!(
+            (ends[0].0, ends[0].1.sip_code, ends[0].1.reason),
+            (id, None, Some(text_message::reasons::NO_TRUNK))
+        );
+        assert_eq!(
+            h.ep.send_message(text_spec(&[]), h.now()),
+            Err(StartError::NoTrunk)
+        );
     }
 }

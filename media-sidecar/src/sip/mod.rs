@@ -10,6 +10,9 @@
 //!   server side for in-dialog BYE / re-INVITE / UPDATE / OPTIONS.
 //! - [`endpoint`]: many calls on one address, sans-IO: Call-ID demux,
 //!   stateless 481 / OPTIONS replies, trunk failover, bounds.
+//! - [`text_message`]: texts (SMS) as out-of-dialog MESSAGE (RFC 3428):
+//!   the client transaction with Digest retry, inbound parsing (text,
+//!   IMDN delivery notifications, CPIM), the inbound server transactions.
 //! - [`udp`]: the tokio driver of the endpoint (one UDP socket), an async
 //!   API for the call task.
 
@@ -18,6 +21,7 @@ pub mod call;
 pub mod endpoint;
 pub mod msg;
 pub mod sdp;
+pub mod text_message;
 pub mod transaction;
 pub mod udp;
 

@@ -24,8 +24,9 @@ use tokio::time::Instant;
 use voxline_shared::EndedReason;
 
 use super::call::DialogEvent;
-use super::endpoint::{CallId, Endpoint, EndpointConfig, StartError};
+use super::endpoint::{CallId, Endpoint, EndpointConfig, MessageId, StartError};
 pub use super::endpoint::{CallSpec, Event, Trunk};
+use super::text_message::{InboundId, InboundText, MessageEnd, MessageSpec};
 use crate::random::OsRandom;
 
 #[derive(Debug, thiserror::Error)]
@@ -57,6 +58,19 @@ enum Cmd {
         id: CallId,
         reason: EndedReason,
     },
+    SendMessage {
+        spec: Box<MessageSpec>,
+        reply: oneshot::Sender<Result<MessageEnd, StartError>>,
+    },
+}
+
+/// A text the trunk sent us, waiting for the edge's answer: send the SIP
+/// status for the trunk on `answer` (2xx, 404, 480...). Dropped: 480; not
+/// answered within [`super::text_message::ANSWER_WITHIN_MS`]: 480.
+#[derive(Debug)]
+pub struct InboundRequest {
+    pub text: InboundText,
+    pub answer: oneshot::Sender<u16>,
 }
 
 /// Handle on one outbound call (across failover attempts).
@@ -100,6 +114,7 @@ impl std::fmt::Debug for Cmd {
         f.write_str(match self {
             Cmd::Start { .. } => "Start",
             Cmd::Hangup { .. } => "Hangup",
+            Cmd::SendMessage { .. } => "SendMessage",
         })
     }
 }
@@ -121,12 +136,48 @@ impl SipUdp {
 
     /// Uses an already bound socket; `advertise` goes into Via/Contact (e.g. a public address).
     pub fn start(sock: UdpSocket, advertise: SocketAddr) -> SipUdp {
+        Self::start_with(sock, EndpointConfig::new(advertise), None)
+    }
+
+    /// Binds `config.local` (port 0: any; the bound address is advertised)
+    /// and starts the driver with `config`. The texts its trunks send us
+    /// ([`EndpointConfig::inbound_trunks`]) come out of the receiver; while
+    /// it is not read (full or dropped), they get 480.
+    pub async fn bind_with(
+        mut config: EndpointConfig,
+    ) -> std::io::Result<(SipUdp, mpsc::Receiver<InboundRequest>)> {
+        let sock = UdpSocket::bind(config.local).await?;
+        config.local = sock.local_addr()?;
+        let (tx, rx) = mpsc::channel(64);
+        Ok((Self::start_with(sock, config, Some(tx)), rx))
+    }
+
+    fn start_with(
+        sock: UdpSocket,
+        config: EndpointConfig,
+        inbound: Option<mpsc::Sender<InboundRequest>>,
+    ) -> SipUdp {
         let (cmd, rx) = mpsc::channel(256);
-        tokio::spawn(run(sock, advertise, rx));
-        SipUdp {
-            cmd,
-            local: advertise,
+        let local = config.local;
+        tokio::spawn(run(sock, config, rx, inbound));
+        SipUdp { cmd, local }
+    }
+
+    /// Sends a text as a SIP MESSAGE (see [`super::endpoint::Endpoint::send_message`])
+    /// and waits for its end.
+    pub async fn send_message(&self, spec: MessageSpec) -> Result<MessageEnd, DriverError> {
+        if spec.trunks.is_empty() {
+            return Err(DriverError::NoTrunk);
         }
+        let (reply, rx) = oneshot::channel();
+        self.cmd
+            .send(Cmd::SendMessage {
+                spec: Box::new(spec),
+                reply,
+            })
+            .await
+            .map_err(|_| DriverError::Stopped)?;
+        Ok(rx.await.map_err(|_| DriverError::Stopped)??)
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -161,6 +212,12 @@ struct Driver {
     endpoint: Endpoint,
     /// Event senders of the calls not yet ended.
     handles: HashMap<CallId, mpsc::Sender<Event>>,
+    /// Who waits for each text's end.
+    texts: HashMap<MessageId, oneshot::Sender<Result<MessageEnd, StartError>>>,
+    /// Where inbound texts go (`None`: they get 480).
+    inbound: Option<mpsc::Sender<InboundRequest>>,
+    /// The edge's answers to inbound texts, back from their waiting tasks.
+    answers: mpsc::Sender<(InboundId, u16)>,
 }
 
 fn now() -> std::time::Instant {
@@ -197,6 +254,40 @@ impl Driver {
                 self.handles.remove(&id);
             }
         }
+        while let Some((id, end)) = self.endpoint.poll_message_end() {
+            if let Some(reply) = self.texts.remove(&id) {
+                let _ = reply.send(Ok(end));
+            }
+        }
+        while let Some((id, text)) = self.endpoint.poll_inbound() {
+            self.forward_inbound(id, text);
+        }
+        // Answers queued by the above (480s) go out now.
+        while let Some(t) = self.endpoint.poll_transmit() {
+            if let Err(e) = self.sock.send_to(&t.bytes, t.dest).await {
+                tracing::warn!(dest = %t.dest, error = %e, "sip send failed");
+            }
+        }
+    }
+
+    /// Hands an inbound text to its reader; its answer comes back through
+    /// `answers` (480 if the reader drops it or is not there).
+    fn forward_inbound(&mut self, id: InboundId, text: InboundText) {
+        let (answer, answered) = oneshot::channel();
+        let taken = self
+            .inbound
+            .as_ref()
+            .is_some_and(|tx| tx.try_send(InboundRequest { text, answer }).is_ok());
+        if !taken {
+            tracing::warn!(inbound = id.0, "nobody takes inbound texts now: 480");
+            self.endpoint.answer_inbound(id, 480, now());
+            return;
+        }
+        let answers = self.answers.clone();
+        tokio::spawn(async move {
+            let code = answered.await.unwrap_or(480);
+            let _ = answers.send((id, code)).await;
+        });
     }
 
     fn on_cmd(&mut self, cmd: Cmd) {
@@ -213,15 +304,32 @@ impl Driver {
                 let _ = reply.send(started);
             }
             Cmd::Hangup { id, reason } => self.endpoint.hangup(id, reason, now()),
+            Cmd::SendMessage { spec, reply } => match self.endpoint.send_message(*spec, now()) {
+                Ok(id) => {
+                    self.texts.insert(id, reply);
+                }
+                Err(e) => {
+                    let _ = reply.send(Err(e));
+                }
+            },
         }
     }
 }
 
-async fn run(sock: UdpSocket, local: SocketAddr, mut rx: mpsc::Receiver<Cmd>) {
+async fn run(
+    sock: UdpSocket,
+    config: EndpointConfig,
+    mut rx: mpsc::Receiver<Cmd>,
+    inbound: Option<mpsc::Sender<InboundRequest>>,
+) {
+    let (answers, mut answers_rx) = mpsc::channel(64);
     let mut d = Driver {
         sock,
-        endpoint: Endpoint::new(EndpointConfig::new(local), Box::new(OsRandom), now()),
+        endpoint: Endpoint::new(config, Box::new(OsRandom), now()),
         handles: HashMap::new(),
+        texts: HashMap::new(),
+        inbound,
+        answers,
     };
     let mut buf = vec![0u8; 65_536];
     let mut open = true;
@@ -247,6 +355,7 @@ async fn run(sock: UdpSocket, local: SocketAddr, mut rx: mpsc::Receiver<Cmd>) {
                 Some(c) => d.on_cmd(c),
                 None => open = false,
             },
+            Some((id, code)) = answers_rx.recv() => d.endpoint.answer_inbound(id, code, now()),
             _ = tokio::time::sleep_until(deadline) => d.endpoint.handle_timeout(now()),
         }
     }

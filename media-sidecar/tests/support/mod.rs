@@ -148,6 +148,14 @@ pub struct EdgeState {
     pub fail_next: Vec<(String, u16)>,
     /// Answer every request with this status and error code (before verifying).
     pub refuse_all: Option<(u16, &'static str)>,
+    /// Text messages to hand out with the next lease answer.
+    pub messages: VecDeque<MessageOffer>,
+    /// `POST /message-results` received, in order (duplicates included).
+    pub message_results: Vec<MessageResult>,
+    /// `POST /inbound-messages` received, in order.
+    pub inbound: Vec<InboundMessage>,
+    /// The status `/inbound-messages` answers (0: 200).
+    pub inbound_status: u16,
 }
 
 pub struct FakeEdge {
@@ -249,14 +257,16 @@ impl FakeEdge {
                         let n = (l.free_slots as usize).min(s.offers.len());
                         let offers: Vec<Offer> = s.offers.drain(..n).collect();
                         let commands: Vec<Command> = s.commands.drain(..).collect();
-                        if !offers.is_empty() || !commands.is_empty() {
+                        let m = s.messages.len().min(MAX_MESSAGES_PER_LEASE);
+                        let messages: Vec<MessageOffer> = s.messages.drain(..m).collect();
+                        if !offers.is_empty() || !commands.is_empty() || !messages.is_empty() {
                             return json(
                                 200,
                                 &LeaseResponse {
                                     protocol_version: 1,
                                     offers,
                                     commands,
-                                    messages: vec![],
+                                    messages,
                                 },
                             );
                         }
@@ -297,8 +307,41 @@ impl FakeEdge {
                     },
                 )
             }
+            paths::MESSAGE_RESULTS => {
+                let r: MessageResult = serde_json::from_slice(&req.body).unwrap();
+                let message_id = r.message_id.clone();
+                st.lock().unwrap().message_results.push(r);
+                json(
+                    200,
+                    &MessageResultAck {
+                        protocol_version: 1,
+                        message_id,
+                    },
+                )
+            }
+            paths::INBOUND_MESSAGES => {
+                let m: InboundMessage = serde_json::from_slice(&req.body).unwrap();
+                let mut s = st.lock().unwrap();
+                s.inbound.push(m);
+                match s.inbound_status {
+                    0 | 200 => json(
+                        200,
+                        &InboundMessageReceipt {
+                            protocol_version: 1,
+                            message_id: format!("msg_in{}", s.inbound.len()),
+                        },
+                    ),
+                    code => err(code, "number_unknown"),
+                }
+            }
             _ => err(404, "not_found"),
         }
+    }
+
+    /// A text message for the next lease answer.
+    pub fn message(&self, m: MessageOffer) {
+        self.state.lock().unwrap().messages.push_back(m);
+        self.wake.notify_waiters();
     }
 
     pub fn addr(&self) -> SocketAddr {
