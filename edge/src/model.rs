@@ -306,17 +306,21 @@ pub enum WebhookFormat {
     BuildVoiceAi,
     Calldock,
     Codeb,
+    /// Voice360: one event type per endpoint (`voice360_event`).
+    Voice360,
 }
 
 impl WebhookFormat {
-    pub const ALL: [WebhookFormat; 4] = [
+    pub const ALL: [WebhookFormat; 5] = [
         WebhookFormat::Native,
         WebhookFormat::BuildVoiceAi,
         WebhookFormat::Calldock,
         WebhookFormat::Codeb,
+        WebhookFormat::Voice360,
     ];
     /// The names, in the order of [`WebhookFormat::ALL`] (as serde writes them).
-    pub const NAMES: [&'static str; 4] = ["native", "buildvoiceai", "calldock", "codeb"];
+    pub const NAMES: [&'static str; 5] =
+        ["native", "buildvoiceai", "calldock", "codeb", "voice360"];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -324,6 +328,7 @@ impl WebhookFormat {
             WebhookFormat::BuildVoiceAi => "buildvoiceai",
             WebhookFormat::Calldock => "calldock",
             WebhookFormat::Codeb => "codeb",
+            WebhookFormat::Voice360 => "voice360",
         }
     }
 
@@ -342,7 +347,10 @@ impl WebhookFormat {
     pub fn retry_schedule(self, own: &[u32]) -> &[u32] {
         match self {
             WebhookFormat::BuildVoiceAi => &crate::dialects::buildvoiceai::RETRY_SCHEDULE,
-            WebhookFormat::Native | WebhookFormat::Calldock | WebhookFormat::Codeb => own,
+            WebhookFormat::Native
+            | WebhookFormat::Calldock
+            | WebhookFormat::Codeb
+            | WebhookFormat::Voice360 => own,
         }
     }
 
@@ -358,9 +366,10 @@ impl WebhookFormat {
             WebhookFormat::BuildVoiceAi => {
                 u64::from(crate::dialects::buildvoiceai::RESPONSE_TIMEOUT_SECONDS) * 1000
             }
-            WebhookFormat::Native | WebhookFormat::Calldock | WebhookFormat::Codeb => {
-                DEFAULT_ATTEMPT_TIMEOUT_MS
-            }
+            WebhookFormat::Native
+            | WebhookFormat::Calldock
+            | WebhookFormat::Codeb
+            | WebhookFormat::Voice360 => DEFAULT_ATTEMPT_TIMEOUT_MS,
         }
     }
 }
@@ -397,6 +406,9 @@ pub struct WebhookEndpoint {
     /// Only calls of this agent (None: every call of the tenant).
     #[serde(default)]
     pub agent_id: Option<String>,
+    /// A `voice360` endpoint's one event type ("Event Type": `CALL_ENDED`, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub voice360_event: Option<String>,
 }
 
 impl WebhookEndpoint {
@@ -412,7 +424,7 @@ impl WebhookEndpoint {
             .and(self.previous_secret_expires_ms)
             .map(crate::ids::rfc3339_ms);
         json!({"id": self.id, "object": "webhook_endpoint", "url": self.url, "format": self.format,
-               "agent_id": self.agent_id, "events": self.events,
+               "agent_id": self.agent_id, "events": self.events, "voice360_event": self.voice360_event,
                "enabled": self.enabled, "disabled_reason": self.disabled_reason, "retry_schedule": self.effective_retry_schedule(),
                "previous_secret_expires_at": overlap_until, "created_at": self.created_at,
                "updated_at": self.updated_at.as_ref().unwrap_or(&self.created_at)})

@@ -32,6 +32,7 @@ pub const WEBHOOK_FIELDS: &[&str] = &[
     "retry_schedule",
     "format",
     "agent_id",
+    "voice360_event",
 ];
 /// KV list calls one listing request may spend when a filter skips keys.
 const LIST_MAX_SCANS: usize = 10;
@@ -148,7 +149,26 @@ fn schedule_field(f: &Fields, dev_mode: bool) -> Result<Option<Vec<u32>>> {
     Ok(steps.map(|s| s.into_iter().map(|n| n as u32).collect()))
 }
 
-/// `format`: `native`, `buildvoiceai`, `calldock` or `codeb` (None: absent or null).
+/// `voice360_event`: one of Voice360's event types. `None`: absent;
+/// `Some(None)`: an explicit null.
+fn voice360_event_field(f: &Fields) -> Result<Option<Option<String>>> {
+    let Some(name) = f.str_opt("voice360_event", WEBHOOK_EVENT_MAX)? else {
+        return Ok(f.is_null("voice360_event").then_some(None));
+    };
+    match crate::dialects::voice360::EventType::parse(&name) {
+        Some(t) => Ok(Some(Some(t.as_str().to_string()))),
+        None => Err(ApiError::field(
+            ErrorCode::InvalidValue,
+            "voice360_event",
+            format!(
+                "unknown Voice360 event type '{}'",
+                name.chars().take(40).collect::<String>()
+            ),
+        )),
+    }
+}
+
+/// `format`: `native`, `buildvoiceai`, `calldock`, `codeb` or `voice360` (None: absent or null).
 fn format_field(f: &Fields) -> Result<Option<WebhookFormat>> {
     let Some(name) = f.str_opt("format", WEBHOOK_EVENT_MAX)? else {
         return Ok(None);
@@ -193,6 +213,34 @@ async fn agent_field<K: Kv, D: DispatchQueues>(
 /// its own (the vendor's is fixed). Checked on the endpoint as it would be
 /// stored, so a change of `format` is checked against the other fields too.
 fn check_format(endpoint: &WebhookEndpoint, schedule_given: bool) -> Result<()> {
+    let voice360 = endpoint.format == WebhookFormat::Voice360;
+    match (&endpoint.voice360_event, voice360) {
+        (None, true) => {
+            return Err(ApiError::field(
+                ErrorCode::MissingField,
+                "voice360_event",
+                "a voice360 endpoint listens for one event type: voice360_event (e.g. CALL_ENDED)",
+            ))
+        }
+        // Named on `format`: the event type says the endpoint is Voice360's.
+        (Some(_), false) => {
+            return Err(ApiError::field(
+                ErrorCode::InvalidValue,
+                "format",
+                "an endpoint with a voice360_event has format voice360",
+            ))
+        }
+        _ => {}
+    }
+    let retries = endpoint.retry_schedule.len() as u32;
+    let (min, max) = crate::dialects::voice360::RETRIES_RANGE;
+    if voice360 && !(min..=max).contains(&retries) {
+        return Err(ApiError::field(
+            ErrorCode::InvalidValue,
+            "retry_schedule",
+            format!("a voice360 endpoint retries {min} to {max} times: give {min} to {max} delays"),
+        ));
+    }
     if !endpoint.format.is_dialect() {
         return Ok(());
     }
@@ -267,6 +315,7 @@ async fn create<K: Kv, D: DispatchQueues>(
         updated_at: Some(now),
         format,
         agent_id,
+        voice360_event: voice360_event_field(&f)?.flatten(),
     };
     check_format(&endpoint, schedule.is_some())?;
     put_json(
@@ -303,6 +352,9 @@ async fn update<K: Kv, D: DispatchQueues>(
     if let Some(agent_id) = agent_field(env, &f, tenant).await? {
         endpoint.agent_id = agent_id;
     }
+    if let Some(event) = voice360_event_field(&f)? {
+        endpoint.voice360_event = event;
+    }
     check_format(&endpoint, schedule.is_some())?;
     if let Some(enabled) = f.bool_opt("enabled")? {
         if enabled {
@@ -333,8 +385,19 @@ async fn rotate<K: Kv, D: DispatchQueues>(
             delivery::MAX_ROTATION_OVERLAP_SECONDS as i64,
         )?
     };
-    let overlap_ms =
-        overlap_seconds.map_or(delivery::DEFAULT_ROTATION_OVERLAP_SECONDS, |s| s as u64) * 1000;
+    // Voice360: "The old secret stops being valid the moment you confirm."
+    let overlap_ms = if endpoint.format == WebhookFormat::Voice360 {
+        if overlap_seconds.is_some_and(|s| s > 0) {
+            return Err(ApiError::field(
+                ErrorCode::InvalidValue,
+                "overlap_seconds",
+                "a voice360 endpoint's old secret ends at once: overlap_seconds must be 0 or absent",
+            ));
+        }
+        0
+    } else {
+        overlap_seconds.map_or(delivery::DEFAULT_ROTATION_OVERLAP_SECONDS, |s| s as u64) * 1000
+    };
     let sealing = secrets_sealing_key(env.sealing_key)?;
     let secret = ids::mint_webhook_secret();
     let new = StoredSecret::seal(sealing, owner(&tenant.id, wid), &secret);

@@ -513,6 +513,11 @@ async fn signature_headers(
             Some(secret) => Ok(post_call::codeb_headers(secret, &job.payload)),
             None => Err("the endpoint has no secret".into()),
         }),
+        // Voice360: the current secret only (a rotation ends the old one at once).
+        WebhookFormat::Voice360 => secrets().and_then(|secrets| match secrets.first() {
+            Some(secret) => Ok(post_call::voice360_headers(secret, &job.payload)),
+            None => Err("the endpoint has no secret".into()),
+        }),
         WebhookFormat::BuildVoiceAi => {
             buildvoiceai_token(kv, &job.tenant_id, job.placed_with_key.as_deref(), sealing)
                 .await?
@@ -623,6 +628,7 @@ pub(crate) mod tests_support {
             updated_at: None,
             format: WebhookFormat::Native,
             agent_id: None,
+            voice360_event: None,
         };
         block_on(put_json(kv, &keys::webhook(tenant, &e.id), &e, None)).unwrap();
         e

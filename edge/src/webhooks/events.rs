@@ -308,7 +308,27 @@ fn wants(endpoint: &WebhookEndpoint, event: WebhookEvent) -> bool {
         WebhookFormat::BuildVoiceAi | WebhookFormat::Calldock | WebhookFormat::Codeb => {
             endpoint.enabled && is_post_call_event(event)
         }
+        WebhookFormat::Voice360 => {
+            use crate::dialects::voice360::EventType as T;
+            let listens = endpoint.voice360_event.as_deref().and_then(T::parse);
+            endpoint.enabled
+                && match listens {
+                    Some(T::UserDial) => event == WebhookEvent::CallQueued,
+                    Some(T::UserHangup | T::CallEnded) => is_post_call_event(event),
+                    Some(T::TranscriptionFinished) => event == WebhookEvent::TranscriptSaved,
+                    _ => false,
+                }
+        }
     }
+}
+
+/// The `account_id` of Voice360's webhook bodies: the tenant's
+/// `voice360_account`, else its id.
+async fn voice360_account(kv: &impl Kv, tenant_id: &str) -> Result<String, StoreError> {
+    let tenant = get_json::<Tenant>(kv, &keys::tenant(tenant_id)).await?;
+    Ok(tenant
+        .and_then(|t| t.voice360_account)
+        .unwrap_or_else(|| tenant_id.to_string()))
 }
 
 /// The `tenant` of CodeB's webhook bodies.
@@ -353,6 +373,7 @@ pub async fn jobs_for_event(
     let mut rendered: Vec<(WebhookFormat, Vec<String>)> = Vec::new();
     let mut ended: Option<(Transcript, String)> = None;
     let mut codeb_name: Option<String> = None;
+    let mut account_id: Option<String> = None;
     let mut jobs = Vec::new();
     for endpoint in wanted {
         if let Some(agent) = &endpoint.agent_id {
@@ -364,7 +385,11 @@ pub async fn jobs_for_event(
             (WebhookFormat::Native, _) => vec![event.payload.clone()],
             (_, None) => continue,
             (format, Some(record)) => {
-                if let Some((_, bodies)) = rendered.iter().find(|(f, _)| *f == format) {
+                if let (Some(found), false) = (
+                    rendered.iter().find(|(f, _)| *f == format),
+                    format == WebhookFormat::Voice360,
+                ) {
+                    let (_, bodies) = found;
                     bodies.clone()
                 } else {
                     if ended.is_none() {
@@ -381,6 +406,9 @@ pub async fn jobs_for_event(
                     if format == WebhookFormat::Codeb && codeb_name.is_none() {
                         codeb_name = Some(codeb_tenant(kv, tenant_id).await?);
                     }
+                    if format == WebhookFormat::Voice360 && account_id.is_none() {
+                        account_id = Some(voice360_account(kv, tenant_id).await?);
+                    }
                     let recording_url = post_call::recording_url(links, tenant_id, record, now_ms);
                     let call = post_call::ended_call(
                         record,
@@ -389,14 +417,23 @@ pub async fn jobs_for_event(
                         recording_url,
                         now_ms,
                     );
-                    let bodies = post_call::bodies(
-                        format,
-                        &call,
-                        codeb_name.as_deref().unwrap_or(tenant_id),
-                        now_ms,
-                    );
-                    rendered.push((format, bodies.clone()));
-                    bodies
+                    if format == WebhookFormat::Voice360 {
+                        // One event type per endpoint: rendered per endpoint.
+                        let event_type = endpoint.voice360_event.as_deref().unwrap_or("");
+                        let account = account_id.as_deref().unwrap_or(tenant_id);
+                        post_call::voice360_body(event_type, &call, record, account, now_ms)
+                            .into_iter()
+                            .collect()
+                    } else {
+                        let bodies = post_call::bodies(
+                            format,
+                            &call,
+                            codeb_name.as_deref().unwrap_or(tenant_id),
+                            now_ms,
+                        );
+                        rendered.push((format, bodies.clone()));
+                        bodies
+                    }
                 }
             }
         };

@@ -47,7 +47,7 @@ pub fn ended_call<'a>(
         agent_id: &record.agent_id,
         agent_name,
         phone: &record.phone,
-        from_phone: None,
+        from_phone: record.caller_number.as_deref(),
         status: record.status,
         ended_reason: record.ended_reason,
         attempt: record.attempts,
@@ -107,7 +107,8 @@ pub fn bodies(
     now_ms: u64,
 ) -> Vec<String> {
     match format {
-        WebhookFormat::Native => vec![],
+        // Rendered per endpoint (one event type each): `voice360_body`.
+        WebhookFormat::Native | WebhookFormat::Voice360 => vec![],
         WebhookFormat::BuildVoiceAi => vec![buildvoiceai::call_completed_body(call)],
         WebhookFormat::Calldock => vec![calldock::post_call_body(call, now_ms)],
         WebhookFormat::Codeb => {
@@ -121,6 +122,73 @@ pub fn bodies(
                 .collect()
         }
     }
+}
+
+/// The body a `voice360` endpoint listening for `event_type` is sent about
+/// this call, if any. `USER_DIAL` (at the call's creation) and `USER_HANGUP`
+/// (at its end) are about a user's call: only calls placed from a directory
+/// user's extension (`from_user`). `CALL_ENDED` is every call's end;
+/// `TRANSCRIPTION_FINISHED` follows `transcript.saved` (an answered call's
+/// transcript; provider and model are the call's engine, `total_tokens` 0 as
+/// no engine reports tokens to the edge).
+pub fn voice360_body(
+    event_type: &str,
+    call: &EndedCall<'_>,
+    record: &CallRecord,
+    account_id: &str,
+    now_ms: u64,
+) -> Option<String> {
+    use crate::dialects::voice360::{self as v360, EventType as T};
+    let user = record.from_user.map(|pk| pk.to_string());
+    let body = |event: v360::Event<'_>| event.body(account_id, now_ms);
+    Some(match T::parse(event_type)? {
+        T::UserDial => body(v360::user_dial(call, user.as_deref()?)),
+        T::UserHangup => body(v360::user_hangup(call, user.as_deref()?)),
+        T::CallEnded => match &user {
+            Some(u) => body(v360::call_ended(call, u)),
+            None => body(v360::Event::CallEnded(v360::CallEnded {
+                caller_id_number: call.from_phone,
+                dnis: call.phone,
+                uniqueid: call.call_id,
+                call_direction: v360::Direction::Outbound,
+                to_user_id: None,
+                duration: call.duration_seconds(),
+            })),
+        },
+        T::TranscriptionFinished => {
+            let heard = !call.turns.is_empty();
+            let transcription = heard.then(|| {
+                v360::transcription_json(
+                    call,
+                    account_id,
+                    call.call_id,
+                    &v360::Recap::default(),
+                    now_ms,
+                )
+            });
+            body(v360::Event::TranscriptionFinished(
+                v360::TranscriptionFinished {
+                    uniqueid: call.call_id,
+                    transcription,
+                    provider: record.engine.as_str(),
+                    model: record.model.as_deref().unwrap_or(""),
+                    total_tokens: 0,
+                    success: heard,
+                    error: (!heard).then_some("no speech was transcribed"),
+                },
+            ))
+        }
+        _ => return None,
+    })
+}
+
+/// Voice360's header: `X-Voice360-Signature: sha256=<hex HMAC-SHA256 of the
+/// raw body>` keyed with the endpoint's secret string (UTF-8 bytes).
+pub fn voice360_headers(secret: &str, body: &str) -> Vec<(String, String)> {
+    vec![(
+        crate::dialects::voice360::HEADER_SIGNATURE.to_string(),
+        crate::dialects::voice360::signature(secret.as_bytes(), body.as_bytes()),
+    )]
 }
 
 /// BuildVoiceAI's header: `X-Signature`, hex HMAC-SHA256 of the raw body

@@ -447,7 +447,7 @@ pub(super) fn operation(id: RouteId) -> Value {
         )
         .body("UpdateWebhookRequest", true)
         .ok(200, "The updated endpoint.", "WebhookEndpoint")
-        .errors(&[E::TenantNotFound, E::WebhookNotFound, E::InvalidValue, E::ValueTooLong, E::OutOfRange, E::InvalidUrl, E::UnknownAgent])
+        .errors(&[E::TenantNotFound, E::WebhookNotFound, E::InvalidValue, E::ValueTooLong, E::OutOfRange, E::InvalidUrl, E::UnknownAgent, E::MissingField])
         .build(),
         RouteId::DeleteWebhook => op("deleteWebhook", "admin", Auth::Admin, "Delete a webhook endpoint", "Stops deliveries to it; ones already queued end as `failed`. The delivery log stays.")
             .ok(200, "The deleted endpoint.", "WebhookEndpoint")

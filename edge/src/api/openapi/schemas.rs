@@ -599,6 +599,7 @@ A call already queued inside the window is not stopped when the window closes.";
             ("format", schema_ref("WebhookFormat")),
             ("agent_id", nullable(with_description(id_schema("agt"), "Only calls of this agent are delivered; null: every call of the tenant."))),
             ("events", json!({"type": "array", "items": schema_ref("WebhookEvent"), "description": "Empty means every event (always empty for a dialect format, which is sent the call's end only)."})),
+            ("voice360_event", nullable(voice360_event())),
             ("enabled", json!({"type": "boolean"})),
             ("disabled_reason", nullable(json!({"type": "string", "description": "Set when the edge disabled the endpoint itself (it answered 410 Gone); cleared by enabling it."}))),
             ("retry_schedule", json!({"type": "array", "items": {"type": "integer", "minimum": 1},
@@ -1104,12 +1105,13 @@ internal names, numeric IPv4 forms, IPv6 forms embedding an IPv4 address and `us
     };
     let format = |with_default: bool| {
         let mut f = json!({"type": "string", "enum": WebhookFormat::NAMES,
-            "description": "What the endpoint is sent and how it is signed (see `WebhookFormat`). A dialect format (`buildvoiceai`, `calldock`, `codeb`) is sent the call's end only: `events` must then be empty (422 `invalid_value`); `buildvoiceai` retries on BuildVoiceAI's fixed schedule, so `retry_schedule` is refused with it (422 `invalid_value`)."});
+            "description": "What the endpoint is sent and how it is signed (see `WebhookFormat`). `voice360` is sent its one `voice360_event`. A dialect format (`buildvoiceai`, `calldock`, `codeb`) is sent the call's end only: `events` must then be empty (422 `invalid_value`); `buildvoiceai` retries on BuildVoiceAI's fixed schedule, so `retry_schedule` is refused with it (422 `invalid_value`)."});
         if with_default {
             f["default"] = json!(WebhookFormat::Native.as_str());
         }
         nullable(f)
     };
+    let v360_event = |what: &str| nullable(with_description(voice360_event(), what));
     let webhook_agent = |absent: &str| {
         nullable(
             json!({"type": "string", "maxLength": ID_FIELD_MAX, "pattern": "^agt_[0-9a-f]{10,40}$",
@@ -1139,6 +1141,12 @@ internal names, numeric IPv4 forms, IPv6 forms embedding an IPv4 address and `us
                     "agent_id",
                     webhook_agent("null or absent: every call of the tenant."),
                 ),
+                (
+                    "voice360_event",
+                    v360_event(
+                        "Required with `format: voice360` (its one event type), refused otherwise.",
+                    ),
+                ),
             ],
             &["url"],
         ),
@@ -1150,6 +1158,7 @@ internal names, numeric IPv4 forms, IPv6 forms embedding an IPv4 address and `us
         ("retry_schedule", schedule(false)),
         ("format", format(false)),
         ("agent_id", webhook_agent("null: remove the filter; absent: keep it.")),
+        ("voice360_event", v360_event("A `voice360` endpoint's event type.")),
     ], &[]));
     add("RotateWebhookSecretRequest", input("Optional body.", vec![
         ("overlap_seconds", nullable(with_description(
@@ -1204,7 +1213,7 @@ written exactly as JavaScript's `JSON.stringify` writes it (so its Node verifier
             ("call_id", id_schema("call")),
             ("agent_id", id_schema("agt")),
             ("phone_number", text()),
-            ("from_phone_number", json!({"type": "null", "description": "Null: the caller ID is the sidecar's trunk's, unknown to the edge."})),
+            ("from_phone_number", nullable(json!({"type": "string", "description": "The call's own caller ID number (one of the tenant's), when it has one; null: the sidecar's trunk's, unknown to the edge."}))),
             ("status", json!({"type": "string", "enum": ["done", "no_answer", "busy", "cancelled", "failed"]})),
             ("intent", nullable(with_description(text(), "The engine's outcome."))),
             ("intent_confidence", json!({"type": "null", "description": "Null: the engines give no confidence."})),
@@ -1286,6 +1295,15 @@ written exactly as JavaScript's `JSON.stringify` writes it (so its Node verifier
 }
 
 // ---- operations ----
+
+/// A Voice360 webhook's "Event Type".
+fn voice360_event() -> Value {
+    let names: Vec<&str> = crate::dialects::voice360::EventType::ALL
+        .iter()
+        .map(|e| e.as_str())
+        .collect();
+    json!({"type": "string", "enum": names, "description": "The one Voice360 event type a `voice360` endpoint listens for. Served today: `USER_DIAL` (a call placed from a directory user's extension, when it is created), `USER_HANGUP` (its end), `CALL_ENDED` (every call's end), `TRANSCRIPTION_FINISHED` (after an answered call's transcript). Signed `X-Voice360-Signature: sha256=<hex HMAC-SHA256 of the raw body>` with the endpoint's secret; retries: 1 to 10 (`retry_schedule`); a rotation ends the old secret at once."})
+}
 
 /// `Tenant.codeb_host` as `dialects::codeb_users::normalize_host` accepts it (lowercased on input).
 fn codeb_host_schema() -> Value {

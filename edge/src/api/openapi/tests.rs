@@ -1037,6 +1037,7 @@ fn dialect_post_call_bodies_match_their_schemas() {
                 }
                 WebhookFormat::Codeb => "CodebOutboundAiFinished",
                 WebhookFormat::Native => panic!("no native endpoint"),
+                WebhookFormat::Voice360 => panic!("no voice360 endpoint"),
             };
             let payload: Value = serde_json::from_str(&job.payload).unwrap();
             checker

@@ -17,15 +17,15 @@ use voxline_shared::sidecar_link::paths;
 
 /// One POST as the receiver saw it.
 #[derive(Debug, Clone)]
-struct Sent {
+pub(super) struct Sent {
     url: String,
     headers: Vec<(String, String)>,
-    body: String,
+    pub(super) body: String,
     timeout_ms: u64,
 }
 
 impl Sent {
-    fn header(&self, name: &str) -> Option<&str> {
+    pub(super) fn header(&self, name: &str) -> Option<&str> {
         self.headers
             .iter()
             .find(|(k, _)| k.eq_ignore_ascii_case(name))
@@ -35,9 +35,9 @@ impl Sent {
 
 /// A receiver answering from a script (200 once the script is used up).
 #[derive(Default)]
-struct Receiver {
+pub(super) struct Receiver {
     replies: RefCell<Vec<HttpReply>>,
-    sent: RefCell<Vec<Sent>>,
+    pub(super) sent: RefCell<Vec<Sent>>,
 }
 
 impl Receiver {
@@ -82,7 +82,7 @@ impl WebhookHttp for Receiver {
     }
 }
 
-fn run(w: &World, http: &Receiver, job: DeliveryJob, at_ms: u64) -> Next {
+pub(super) fn run(w: &World, http: &Receiver, job: DeliveryJob, at_ms: u64) -> Next {
     block_on(delivery::process(
         &w.kv,
         http,
@@ -103,7 +103,7 @@ fn delivery_record(w: &World, tid: &str, job: &DeliveryJob) -> DeliveryRecord {
     .unwrap()
 }
 
-fn endpoint(w: &World, tid: &str, body: Value) -> Value {
+pub(super) fn endpoint(w: &World, tid: &str, body: Value) -> Value {
     let r = w.send(
         "POST",
         &format!("/admin/tenants/{tid}/webhooks"),

@@ -45,7 +45,7 @@ fn header<'r>(r: &'r ApiResponse, name: &str) -> Option<&'r str> {
         .map(|(_, v)| v.as_str())
 }
 
-struct Account {
+pub(super) struct Account {
     tid: String,
     aid: String,
     dev: String,
@@ -54,7 +54,7 @@ struct Account {
 
 /// Account 61: an AI agent at 1001, John Smith (a person) at 1002 with a
 /// user key, a queue with both, two numbers; a developer key.
-fn account(w: &World) -> Account {
+pub(super) fn account(w: &World) -> Account {
     let (tid, aid, _) = super::dialects::tenant_with_agent(w);
     let tp = format!("/admin/tenants/{tid}");
     w.admin("PATCH", &tp, Some(json!({"voice360_account": ACCOUNT})));
@@ -372,4 +372,107 @@ fn a_call_from_an_ai_agents_extension_is_the_agents_call() {
         &body.to_string(),
     );
     assert_eq!(error_code(&r), (400, "BAD_REQUEST".into()));
+}
+
+#[test]
+fn voice360_endpoints_get_their_one_event_type_signed_as_the_document_verifies() {
+    use super::dialect_webhooks::{answered_call, dial_and_report, endpoint, run, Receiver};
+    use crate::webhooks::delivery::Next;
+    let w = World::new();
+    let a = account(&w);
+    let tp = format!("/admin/tenants/{}/webhooks", a.tid);
+    let hook = |event: &str| {
+        endpoint(
+            &w,
+            &a.tid,
+            json!({"url": format!("https://hooks.example.com/{event}"), "format": "voice360",
+                   "voice360_event": event, "retry_schedule": [30, 60, 120]}),
+        )
+    };
+    let dial = hook("USER_DIAL");
+    let ended = hook("CALL_ENDED");
+    let hangup = hook("USER_HANGUP");
+    let transcription = hook("TRANSCRIPTION_FINISHED");
+    // The document's rules: one event type, 1-10 retries.
+    for bad in [
+        json!({"url": "https://h.example.com/x", "format": "voice360"}),
+        json!({"url": "https://h.example.com/x", "format": "voice360", "voice360_event": "NOPE"}),
+        json!({"url": "https://h.example.com/x", "format": "voice360", "voice360_event": "CALL_ENDED", "retry_schedule": []}),
+        json!({"url": "https://h.example.com/x", "voice360_event": "CALL_ENDED"}),
+    ] {
+        let r = w.send("POST", &tp, Some(super::ADMIN), Some(bad.clone()));
+        assert_eq!(r.status, 422, "{bad}: {}", r.body);
+    }
+    let body = json!({"from": "1001", "to": "+15551234567", "caller_id": "+15551112222"});
+    let r = send(
+        &w,
+        "POST",
+        "/call/outbound",
+        Some(&a.dev),
+        "198.51.100.2",
+        &body.to_string(),
+    );
+    let call_id = ok(&r)["result"]["call_id"].as_str().unwrap().to_string();
+    dial_and_report(
+        &w,
+        &[(
+            call_id.as_str(),
+            answered_call("Yes, I will be there.", "confirmed"),
+        )],
+    );
+    let jobs = w.outbox.take();
+    let of = |hook: &Value| -> Vec<crate::webhooks::delivery::DeliveryJob> {
+        jobs.iter()
+            .filter(|j| j.endpoint_id == hook["id"].as_str().unwrap())
+            .cloned()
+            .collect()
+    };
+    let body_of = |hook: &Value| -> Value {
+        let js = of(hook);
+        assert_eq!(js.len(), 1, "{hook}: {js:?}");
+        serde_json::from_str(&js[0].payload).unwrap()
+    };
+    let d = body_of(&dial);
+    assert_eq!(d["event_name"], "USER_DIAL");
+    assert_eq!(d["account_id"], ACCOUNT);
+    assert!(d["timestamp"].is_u64());
+    assert_eq!(
+        d["metadata"],
+        json!({"dialed_number": "+15551234567", "from_user_id": "1", "uniqueid": call_id})
+    );
+    let e = body_of(&ended);
+    assert_eq!(e["metadata"]["caller_id_number"], "+15551112222");
+    assert_eq!(e["metadata"]["dnis"], "+15551234567");
+    assert_eq!(e["metadata"]["call_direction"], "outbound");
+    assert_eq!(e["metadata"]["to_user_id"], "1");
+    assert_eq!(body_of(&hangup)["metadata"]["from_user_id"], "1");
+    let t = body_of(&transcription);
+    assert_eq!(t["metadata"]["success"], true);
+    let analytics: Value =
+        serde_json::from_str(t["metadata"]["transcription"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        analytics["Transcript"][1]["Content"],
+        "Yes, I will be there."
+    );
+    // Signed with the endpoint's secret: `sha256=` + hex HMAC of the raw body.
+    let http = Receiver::default();
+    let job = of(&ended).remove(0);
+    assert_eq!(run(&w, &http, job, w.now.get()), Next::Done);
+    let sent = http.sent.borrow()[0].clone();
+    let secret = ended["secret"].as_str().unwrap();
+    assert_eq!(
+        sent.header("X-Voice360-Signature"),
+        Some(format!("sha256={}", super::dialects::hmac_hex(secret, &sent.body)).as_str())
+    );
+    // A rotation ends the old secret at once (no overlap may be asked for).
+    let rotate = format!("{tp}/{}/rotate", ended["id"].as_str().unwrap());
+    let r = w.send(
+        "POST",
+        &rotate,
+        Some(super::ADMIN),
+        Some(json!({"overlap_seconds": 60})),
+    );
+    assert_eq!(r.status, 422, "{}", r.body);
+    let rotated = w.admin("POST", &rotate, None);
+    assert_eq!(rotated["previous_secret_expires_at"], Value::Null);
 }
