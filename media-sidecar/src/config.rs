@@ -233,6 +233,11 @@ pub struct Trunk {
     /// off for a host name (it may send from addresses we never resolved).
     #[serde(default)]
     pub in_dialog_from_trunk_only: Option<bool>,
+    /// Send `Require: 100rel`: the trunk must send its provisional responses
+    /// reliably (RFC 3262; we PRACK them). `Supported: 100rel` is always
+    /// sent, so a trunk may use them anyway. Default: off.
+    #[serde(default)]
+    pub require_100rel: bool,
     /// Caller ID presented in From (E.164).
     pub from_number: String,
     #[serde(default)]
@@ -1052,5 +1057,20 @@ capacity = 8
         let p = write("broken.toml", "edge_url = ");
         let e = Config::load_with(Some(&p), env(&[])).unwrap_err();
         assert!(matches!(e, ConfigError::Parse { .. }), "{e}");
+    }
+
+    /// Issue 21: the per-trunk SIP capability keys and their defaults.
+    #[test]
+    fn sip_capability_keys_per_trunk() {
+        let text = format!(
+            "{FULL}\n[[telephony.trunks]]\nname = \"a\"\nhost = \"127.0.0.1\"\nfrom_number = \"+15550001111\"\nrequire_100rel = true\n\n[[telephony.trunks]]\nname = \"b\"\nhost = \"127.0.0.1\"\nfrom_number = \"+15550001111\"\n"
+        );
+        let f = write("sip-keys.toml", &text);
+        let c = Config::load_with(Some(&f), env(&[])).unwrap();
+        let [a, b] = &c.telephony.trunks[..] else {
+            panic!("{:?}", c.telephony.trunks)
+        };
+        assert!(a.require_100rel);
+        assert!(!b.require_100rel);
     }
 }

@@ -65,6 +65,7 @@ impl Telephony {
                 domain: Some(t.host.clone()),
                 credentials,
                 in_dialog_from_trunk_only: t.in_dialog_from_trunk_only(),
+                require_100rel: t.require_100rel,
             });
         }
         let sip = SipUdp::bind(SocketAddr::new(cfg.bind_ip, cfg.sip_port))

@@ -530,6 +530,7 @@ fn spawn_sidecar(
             password: None,
             realm: None,
             in_dialog_from_trunk_only: None,
+            require_100rel: false,
             from_number: "+15550001111".into(),
             priority: 0,
         }],
@@ -852,4 +853,34 @@ async fn no_rtp_reaches_the_callee_while_it_holds_the_call() {
     .expect("the sidecar exits")
     .unwrap()
     .unwrap();
+}
+
+/// Issue 21 (RFC 3262): a reliable 183 with early-media SDP is PRACKed
+/// (sipp checks the RAck), its SDP is the answer, the 200 completes the call.
+#[tokio::test]
+async fn a_reliable_183_is_pracked_and_the_call_answered() {
+    let sipp = Sipp::start("uas_prack").await;
+    let sip = endpoint().await;
+    let mut trunk = Trunk::new(sipp.addr);
+    trunk.require_100rel = true;
+    let mut h = sip.start_call(spec(vec![trunk])).await.unwrap();
+    let early = match next(&mut h).await {
+        Event::Call(DialogEvent::Ringing {
+            code: 183,
+            early_media: Some(n),
+        }) => n,
+        e => panic!("unexpected {e:?}"),
+    };
+    assert_eq!(early.codec, Codec::Pcmu);
+    match next(&mut h).await {
+        Event::Call(DialogEvent::Answered(n)) => assert_eq!(n, early),
+        e => panic!("unexpected {e:?}"),
+    }
+    h.hangup(EndedReason::HangupRequested).await;
+    let o = ended(&mut h).await;
+    assert_eq!(
+        (o.status, o.reason),
+        (CallStatus::Completed, EndedReason::HangupRequested)
+    );
+    sipp.success().await;
 }

@@ -26,7 +26,10 @@ use super::transaction::{IctState, InviteClient, NonInviteClient, Timers, TxEven
 use crate::random::{OsRandom, Random};
 
 /// What we allow in-dialog.
-pub const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, UPDATE, INFO";
+pub const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, UPDATE, INFO, PRACK";
+
+/// The `100rel` option tag (RFC 3262: reliable provisional responses).
+pub const TAG_100REL: &str = "100rel";
 
 /// Everything one call attempt to one trunk needs.
 #[derive(Debug, Clone)]
@@ -61,6 +64,9 @@ pub struct CallConfig {
     /// from anywhere else get 403 and change nothing (a forged BYE with the
     /// right Call-ID and tags cannot end the call).
     pub in_dialog_from_trunk_only: bool,
+    /// Send `Require: 100rel` (RFC 3262): the trunk must send its 18x
+    /// reliably (we PRACK them). `Supported: 100rel` is always sent.
+    pub require_100rel: bool,
 }
 
 impl CallConfig {
@@ -88,6 +94,7 @@ impl CallConfig {
             timers: Timers::default(),
             user_agent: concat!("voxline/", env!("CARGO_PKG_VERSION")).to_string(),
             in_dialog_from_trunk_only: true,
+            require_100rel: false,
         }
     }
 }
@@ -260,6 +267,30 @@ struct Cached {
     expires: u64,
 }
 
+/// The early dialog of the last reliable provisional response (RFC 3262):
+/// where its PRACK goes and which RSeq it acknowledged.
+#[derive(Debug)]
+struct EarlyDialog {
+    to_tag: String,
+    /// The 1xx's To header (with the tag), the PRACK's To.
+    remote_to: String,
+    target: String,
+    routes: Vec<String>,
+    /// RSeq of the last reliable provisional PRACKed in it.
+    rseq: u32,
+}
+
+/// The RSeq of a reliable provisional response (`Require: 100rel` and a
+/// valid `RSeq`, RFC 3262 7.1: 1 to 2**31-1), else `None` (read as unreliable).
+pub fn reliable_rseq(r: &Message) -> Option<u32> {
+    let required = r
+        .header_list("Require")
+        .iter()
+        .any(|t| t.eq_ignore_ascii_case(TAG_100REL));
+    let rseq: u32 = r.header("RSeq")?.trim().parse().ok()?;
+    (required && (1..=0x7fff_ffff).contains(&rseq)).then_some(rseq)
+}
+
 #[derive(Debug)]
 struct Retrans2xx {
     cseq: u32,
@@ -301,6 +332,13 @@ pub struct Call {
     /// The final response's `Retry-After`, for the [`DialogEnd`].
     retry_after_s: Option<u32>,
     early: Option<Negotiated>,
+    /// The early SDP came in a reliable provisional response: it is the
+    /// answer (RFC 3262 5), and SDP in later responses is ignored (RFC 3261 13.2.1).
+    early_is_answer: bool,
+    early_dialog: Option<EarlyDialog>,
+    prack: Option<NonInviteClient>,
+    prack_dest: SocketAddr,
+    prack_auth_tried: bool,
     media: Option<Negotiated>,
     local_dir: Direction,
     sdp_version: u64,
@@ -380,6 +418,11 @@ impl Call {
             alerted: false,
             retry_after_s: None,
             early: None,
+            early_is_answer: false,
+            early_dialog: None,
+            prack: None,
+            prack_dest: cfg.trunk,
+            prack_auth_tried: false,
             media: None,
             local_dir: Direction::SendRecv,
             sdp_version: 1,
@@ -458,6 +501,10 @@ impl Call {
             m.push(n, v.clone());
         }
         m.push("Allow", ALLOW);
+        m.push("Supported", TAG_100REL);
+        if self.cfg.require_100rel {
+            m.push("Require", TAG_100REL);
+        }
         m.push("User-Agent", self.cfg.user_agent.clone());
         m.push("Content-Type", "application/sdp");
         m.body = self.local_sdp();
@@ -476,19 +523,36 @@ impl Call {
     /// The in-dialog request itself and its branch. Built, never re-parsed:
     /// the target and route set were checked when the 2xx arrived.
     fn dialog_message(&mut self, method: &str, cseq: u32) -> (Message, String) {
+        let (target, route_set, to) = (
+            self.remote_target.clone(),
+            self.route_set.clone(),
+            self.remote_to.clone(),
+        );
+        self.request_in(method, cseq, &target, &route_set, &to)
+    }
+
+    /// A request in the dialog (or early dialog) with this remote target,
+    /// route set and To, and its branch.
+    fn request_in(
+        &mut self,
+        method: &str,
+        cseq: u32,
+        target: &str,
+        route_set: &[String],
+        to: &str,
+    ) -> (Message, String) {
         // RFC 3261 12.2.1.1: a first route without `;lr` is a strict router.
-        let strict = self
-            .route_set
+        let strict = route_set
             .first()
             .and_then(|r| msg::parse_name_addr(r).ok())
             .filter(|a| !uri_has_param(&a.uri, "lr"));
         let (uri, routes): (String, Vec<String>) = match strict {
             Some(first) => {
-                let mut rs: Vec<String> = self.route_set[1..].to_vec();
-                rs.push(format!("<{}>", self.remote_target));
+                let mut rs: Vec<String> = route_set.get(1..).unwrap_or_default().to_vec();
+                rs.push(format!("<{target}>"));
                 (first.uri, rs)
             }
-            None => (self.remote_target.clone(), self.route_set.clone()),
+            None => (target.to_string(), route_set.to_vec()),
         };
         let mut m = Message::request(method, &uri);
         let branch = new_branch(self.random.as_mut());
@@ -498,7 +562,7 @@ impl Call {
         }
         m.push("Max-Forwards", "70");
         m.push("From", self.from_header.clone());
-        m.push("To", self.remote_to.clone());
+        m.push("To", to.to_string());
         m.push("Call-ID", self.call_id.clone());
         m.push("CSeq", format!("{cseq} {method}"));
         if method == "ACK" {
@@ -513,11 +577,15 @@ impl Call {
     /// Where in-dialog requests go: the first Route, else the remote target,
     /// when it is an IP literal; else the trunk (no DNS here).
     fn next_hop(&self) -> SocketAddr {
-        let hop = match self.route_set.first() {
+        self.hop_of(&self.remote_target, &self.route_set)
+    }
+
+    fn hop_of(&self, target: &str, route_set: &[String]) -> SocketAddr {
+        let hop = match route_set.first() {
             Some(r) => msg::parse_name_addr(r)
                 .ok()
                 .and_then(|a| uri_socket_addr(&a.uri)),
-            None => uri_socket_addr(&self.remote_target),
+            None => uri_socket_addr(target),
         };
         hop.unwrap_or(self.cfg.trunk)
     }
@@ -572,6 +640,11 @@ impl Call {
                     b.on_response(r, now);
                 }
             }
+            "PRACK" => {
+                if let Some(p) = self.prack.as_mut().filter(|p| p.branch == branch) {
+                    p.on_response(r, now);
+                }
+            }
             _ => {}
         }
     }
@@ -618,6 +691,22 @@ impl Call {
                 moved = true;
                 self.on_bye_event(ev, now);
             }
+            let mut prack_events = Vec::new();
+            if let Some(p) = self.prack.as_mut() {
+                while let Some(bytes) = p.poll_transmit() {
+                    self.out.push_back(Transmit {
+                        dest: self.prack_dest,
+                        bytes,
+                    });
+                }
+                while let Some(ev) = p.poll_event() {
+                    prack_events.push(ev);
+                }
+            }
+            for ev in prack_events {
+                moved = true;
+                self.on_prack_event(ev, now);
+            }
             if !moved {
                 break;
             }
@@ -640,15 +729,31 @@ impl Call {
                 if code > 100 {
                     self.alerted = true;
                 }
+                let reliable = if code > 100 && !self.ended {
+                    reliable_rseq(&r)
+                } else {
+                    None
+                };
+                if let Some(rseq) = reliable {
+                    if !self.prack_reliable(&r, rseq, now) {
+                        // A retransmission (re-PRACKed) or out of order: not news.
+                        return;
+                    }
+                }
                 if code == 100 || self.phase != Phase::Calling && self.phase != Phase::Early {
                     return;
                 }
                 self.phase = Phase::Early;
-                let early = if r.has_sdp() {
+                // RFC 3261 13.2.1: once an answer came reliably, SDP in later
+                // responses to the INVITE is ignored.
+                let early = if r.has_sdp() && !self.early_is_answer {
                     sdp::negotiate(&self.cfg.media, &r.body).ok()
                 } else {
                     None
                 };
+                if reliable.is_some() && early.is_some() {
+                    self.early_is_answer = true;
+                }
                 if !self.ringing_sent {
                     self.ringing_sent = true;
                     self.early = early.clone();
@@ -750,10 +855,19 @@ impl Call {
             self.send_bye(now, CallStatus::Failed, EndedReason::TrunkError);
             return;
         }
-        let neg = if r.has_sdp() {
-            sdp::negotiate(&self.cfg.media, &r.body).map_err(|e| e.code())
-        } else {
-            self.early.clone().ok_or("sdp_missing_in_answer")
+        let neg = match (&self.early, self.early_is_answer) {
+            // The answer came in a reliable 18x (RFC 3262 5): the 2xx's SDP,
+            // if any, is ignored (RFC 3261 13.2.1), even when it differs.
+            (Some(early), true) => {
+                if r.has_sdp()
+                    && sdp::negotiate(&self.cfg.media, &r.body).ok().as_ref() != Some(early)
+                {
+                    tracing::warn!(call_id = %self.call_id, "2xx SDP differs from the reliable 18x's answer: ignored (RFC 3261 13.2.1)");
+                }
+                Ok(early.clone())
+            }
+            _ if r.has_sdp() => sdp::negotiate(&self.cfg.media, &r.body).map_err(|e| e.code()),
+            _ => self.early.clone().ok_or("sdp_missing_in_answer"),
         };
         match neg {
             Ok(n) => {
@@ -830,6 +944,113 @@ impl Call {
         Ok(())
     }
 
+    /// A reliable provisional response (RSeq `rseq`): PRACK it (RFC 3262 4).
+    /// `true` when it is new; `false` for a retransmission (its PRACK is
+    /// sent again, the same transaction) or one out of order (not PRACKed).
+    fn prack_reliable(&mut self, r: &Message, rseq: u32, now: u64) -> bool {
+        let Some(to_tag) = r.to_tag() else {
+            // No early dialog to PRACK in: read it as unreliable.
+            return true;
+        };
+        if let Some(d) = self.early_dialog.as_ref().filter(|d| d.to_tag == to_tag) {
+            if rseq == d.rseq {
+                if let Some(p) = self.prack.as_mut() {
+                    p.retransmit_now();
+                }
+                return false;
+            }
+            if Some(rseq) != d.rseq.checked_add(1) {
+                tracing::debug!(call_id = %self.call_id, rseq, last = d.rseq, "reliable 1xx out of order: not PRACKed");
+                return false;
+            }
+        }
+        let target = r
+            .contact_uri()
+            .unwrap_or_else(|| self.cfg.request_uri.clone());
+        let routes: Vec<String> = r.record_route().into_iter().rev().collect();
+        let (target, routes) = match check_dialog_target(&target, &routes) {
+            Ok(()) => (target, routes),
+            Err(_) => (self.cfg.request_uri.clone(), Vec::new()),
+        };
+        let d = EarlyDialog {
+            to_tag,
+            remote_to: r.header("To").unwrap_or("").to_string(),
+            target,
+            routes,
+            rseq,
+        };
+        self.prack_dest = self.hop_of(&d.target, &d.routes);
+        self.early_dialog = Some(d);
+        self.prack_auth_tried = false;
+        self.send_prack(now, None);
+        true
+    }
+
+    /// PRACKs the early dialog's last reliable 1xx, with credentials for
+    /// `challenge` (a 401/407 to the previous PRACK) if given.
+    fn send_prack(&mut self, now: u64, challenge: Option<&Message>) {
+        let Some(d) = self.early_dialog.as_ref() else {
+            return;
+        };
+        let rack = format!("{} {} INVITE", d.rseq, self.invite.cseq);
+        let (target, routes, to) = (d.target.clone(), d.routes.clone(), d.remote_to.clone());
+        self.cseq += 1;
+        let (mut m, branch) = self.request_in("PRACK", self.cseq, &target, &routes, &to);
+        m.push("RAck", rack);
+        if let Some(ch) = challenge {
+            if !self.authorize(ch, &mut m, "PRACK") {
+                return;
+            }
+        }
+        self.prack = Some(NonInviteClient::new(&m, branch, now, self.cfg.timers));
+    }
+
+    fn on_prack_event(&mut self, ev: TxEvent, now: u64) {
+        match ev {
+            TxEvent::Final(r) if matches!(r.code(), Some(401 | 407)) && !self.prack_auth_tried => {
+                self.prack_auth_tried = true;
+                self.send_prack(now, Some(&r));
+            }
+            TxEvent::Final(r) if !matches!(r.code(), Some(200..=299)) => {
+                // The UAS goes on retransmitting the 1xx, then gives up with
+                // a 5xx to the INVITE (RFC 3262 3): that decides the call.
+                tracing::info!(call_id = %self.call_id, code = ?r.code(), "PRACK refused");
+            }
+            _ => {}
+        }
+    }
+
+    /// Adds credentials answering the 401/407 `r` to the in-dialog request
+    /// `m` (`method`, its Request-URI as sent). `false`: none to give.
+    fn authorize(&mut self, r: &Message, m: &mut Message, method: &str) -> bool {
+        let Some(cred) = self.cfg.credentials.clone() else {
+            return false;
+        };
+        let (chn, an) = if r.code() == Some(407) {
+            ("Proxy-Authenticate", "Proxy-Authorization")
+        } else {
+            ("WWW-Authenticate", "Authorization")
+        };
+        let challenges: Vec<Challenge> = r
+            .header_lines(chn)
+            .into_iter()
+            .filter_map(|v| Challenge::parse(v).ok())
+            .collect();
+        let Ok(chosen) = auth::choose_per_realm(&challenges, cred.realm.as_deref()) else {
+            return false;
+        };
+        let chosen: Vec<Challenge> = chosen.into_iter().cloned().collect();
+        let uri = m.uri().unwrap_or("").to_string();
+        for ch in &chosen {
+            let cnonce = self.random.hex(8);
+            let v = self
+                .digest
+                .authorize(ch, &cred, method, &uri, &cnonce, &m.body);
+            m.push(an, v);
+        }
+        true
+    }
+
     fn send_cancel(&mut self, now: u64) {
         let inv = self.invite.request();
         let mut c = Message::request("CANCEL", inv.uri().unwrap_or(""));
@@ -882,33 +1103,10 @@ impl Call {
             TxEvent::Provisional(_) => {}
             TxEvent::Final(r) if matches!(r.code(), Some(401 | 407)) && !self.bye_auth_tried => {
                 self.bye_auth_tried = true;
-                let Some(cred) = self.cfg.credentials.clone() else {
-                    return self.end_after_bye(status, reason, "bye_challenged");
-                };
-                let proxy = r.code() == Some(407);
-                let (chn, an) = if proxy {
-                    ("Proxy-Authenticate", "Proxy-Authorization")
-                } else {
-                    ("WWW-Authenticate", "Authorization")
-                };
-                let challenges: Vec<Challenge> = r
-                    .header_lines(chn)
-                    .into_iter()
-                    .filter_map(|v| Challenge::parse(v).ok())
-                    .collect();
-                let Ok(chosen) = auth::choose_per_realm(&challenges, cred.realm.as_deref()) else {
-                    return self.end_after_bye(status, reason, "bye_challenged");
-                };
-                let chosen: Vec<Challenge> = chosen.into_iter().cloned().collect();
                 self.cseq += 1;
                 let (mut m, branch) = self.dialog_message("BYE", self.cseq);
-                let uri = m.uri().unwrap_or("").to_string();
-                for ch in &chosen {
-                    let cnonce = self.random.hex(8);
-                    m.push(
-                        an,
-                        self.digest.authorize(ch, &cred, "BYE", &uri, &cnonce, b""),
-                    );
+                if !self.authorize(&r, &mut m, "BYE") {
+                    return self.end_after_bye(status, reason, "bye_challenged");
                 }
                 self.bye = Some(NonInviteClient::new(&m, branch, now, self.cfg.timers));
             }
@@ -982,6 +1180,9 @@ impl Call {
         if let Some(b) = self.bye.as_mut() {
             b.on_timer(now);
         }
+        if let Some(p) = self.prack.as_mut() {
+            p.on_timer(now);
+        }
         self.pump(now);
         if self.ring_deadline.is_some_and(|d| now >= d) {
             self.ring_deadline = None;
@@ -1041,6 +1242,7 @@ impl Call {
             self.invite.next_timer(),
             self.cancel.as_ref().and_then(|c| c.next_timer()),
             self.bye.as_ref().and_then(|b| b.next_timer()),
+            self.prack.as_ref().and_then(|p| p.next_timer()),
             self.ring_deadline,
             self.no_response_deadline
                 .filter(|_| !self.got_provisional && !self.ended),
@@ -1079,6 +1281,7 @@ impl Call {
                 .as_ref()
                 .is_none_or(|c| c.next_timer().is_none())
             && self.bye.as_ref().is_none_or(|b| b.next_timer().is_none())
+            && self.prack.as_ref().is_none_or(|p| p.next_timer().is_none())
             && self.cache.is_empty()
             && self.reinvite_2xx.is_none()
             && self.out.is_empty()
@@ -1945,6 +2148,166 @@ mod tests {
         assert!(
             matches!(&events(&mut c)[..], [DialogEvent::Answered(n)] if n.remote_rtp.port() == 7078)
         );
+    }
+
+    const OTHER_SDP: &str = "v=0\r\no=- 1 2 IN IP4 10.0.0.9\r\ns=-\r\nc=IN IP4 10.0.0.9\r\nt=0 0\r\nm=audio 9000 RTP/AVP 0\r\n";
+
+    /// A reliable provisional response (RFC 3262) from the early dialog `remote1`.
+    fn reliable(inv: &Message, code: u16, rseq: u32, sdp: Option<&str>) -> Vec<u8> {
+        let rseq = rseq.to_string();
+        let extra = [
+            ("Require", "100rel"),
+            ("RSeq", rseq.as_str()),
+            ("Contact", "<sip:bob@10.0.0.9:5080>"),
+        ];
+        reply(inv, code, &extra, sdp)
+    }
+
+    /// Issue 21: a reliable 183 with SDP is PRACKed in its early dialog, its
+    /// SDP is the answer (a different one in the 200 is ignored, RFC 3261
+    /// 13.2.1), and its retransmission is PRACKed again but not reported twice.
+    #[test]
+    fn a_reliable_183_is_pracked_and_its_sdp_is_the_answer() {
+        let mut c = Call::new(cfg(), 0);
+        let inv = sent(&mut c).remove(0).1;
+        assert_eq!(inv.header("Supported"), Some("100rel"));
+        assert_eq!(inv.header("Require"), None);
+        assert!(inv.header("Allow").unwrap().contains("PRACK"));
+        c.handle_datagram(10, from(), &reliable(&inv, 183, 7, Some(ANSWER_SDP)))
+            .unwrap();
+        let out = sent(&mut c);
+        let [(dest, prack)] = &out[..] else {
+            panic!("{out:?}")
+        };
+        assert_eq!(
+            *dest,
+            "10.0.0.9:5080".parse().unwrap(),
+            "to the 183's Contact"
+        );
+        assert_eq!(prack.method(), Some("PRACK"));
+        assert_eq!(prack.uri(), Some("sip:bob@10.0.0.9:5080"));
+        assert_eq!(prack.cseq(), (2, "PRACK"));
+        assert_eq!(prack.header("RAck"), Some("7 1 INVITE"));
+        assert_eq!(prack.to_tag().as_deref(), Some("remote1"));
+        assert_eq!(prack.call_id(), inv.call_id());
+        assert!(matches!(
+            &events(&mut c)[..],
+            [DialogEvent::Ringing { code: 183, early_media: Some(n) }] if n.remote_rtp.port() == 7078
+        ));
+        // The 183 again (our PRACK was lost): the same PRACK again, no event.
+        c.handle_datagram(500, from(), &reliable(&inv, 183, 7, Some(ANSWER_SDP)))
+            .unwrap();
+        let again = sent(&mut c);
+        assert_eq!(again.len(), 1);
+        assert_eq!(again[0].1.top_branch(), prack.top_branch());
+        assert_eq!(again[0].1.cseq(), (2, "PRACK"));
+        assert!(events(&mut c).is_empty());
+        c.handle_datagram(510, from(), &reply(prack, 200, &[], None))
+            .unwrap();
+        // Once answered, the PRACK is never retransmitted.
+        c.handle_timeout(5_000);
+        assert!(sent(&mut c).is_empty());
+        // The 200 carries another SDP: the reliable 183's answer stands.
+        let contact = [("Contact", "<sip:bob@10.0.0.9:5080>")];
+        c.handle_datagram(6_000, from(), &reply(&inv, 200, &contact, Some(OTHER_SDP)))
+            .unwrap();
+        assert!(
+            matches!(&events(&mut c)[..], [DialogEvent::Answered(n)] if n.remote_rtp.port() == 7078)
+        );
+        let ack = sent(&mut c).remove(0).1;
+        assert_eq!((ack.method(), ack.cseq()), (Some("ACK"), (1, "ACK")));
+        c.hangup(7_000, EndedReason::HangupRequested);
+        assert_eq!(sent(&mut c)[0].1.cseq(), (3, "BYE"));
+    }
+
+    /// An unreliable 183's SDP is only a preview: the 200's SDP decides.
+    #[test]
+    fn an_unreliable_183s_sdp_gives_way_to_the_200s() {
+        let mut c = Call::new(cfg(), 0);
+        let inv = sent(&mut c).remove(0).1;
+        c.handle_datagram(10, from(), &reply(&inv, 183, &[], Some(ANSWER_SDP)))
+            .unwrap();
+        assert!(sent(&mut c).is_empty(), "no PRACK for an unreliable 1xx");
+        events(&mut c);
+        let contact = [("Contact", "<sip:bob@10.0.0.9:5080>")];
+        c.handle_datagram(20, from(), &reply(&inv, 200, &contact, Some(OTHER_SDP)))
+            .unwrap();
+        assert!(
+            matches!(&events(&mut c)[..], [DialogEvent::Answered(n)] if n.remote_rtp.port() == 9000)
+        );
+    }
+
+    #[test]
+    fn reliable_1xx_out_of_order_are_not_pracked_and_require_100rel_is_an_option() {
+        let mut c = Call::new(
+            CallConfig {
+                require_100rel: true,
+                ..cfg()
+            },
+            0,
+        );
+        let inv = sent(&mut c).remove(0).1;
+        assert_eq!(inv.header("Require"), Some("100rel"));
+        c.handle_datagram(10, from(), &reliable(&inv, 180, 1, None))
+            .unwrap();
+        assert_eq!(sent(&mut c)[0].1.header("RAck"), Some("1 1 INVITE"));
+        // RSeq 3 skips 2: not PRACKed (RFC 3262 4); then 2 is.
+        c.handle_datagram(20, from(), &reliable(&inv, 183, 3, None))
+            .unwrap();
+        assert!(sent(&mut c).is_empty());
+        c.handle_datagram(30, from(), &reliable(&inv, 183, 2, Some(ANSWER_SDP)))
+            .unwrap();
+        let out = sent(&mut c);
+        assert_eq!(
+            (out[0].1.header("RAck"), out[0].1.cseq()),
+            (Some("2 1 INVITE"), (3, "PRACK"))
+        );
+        let ev = events(&mut c);
+        assert!(
+            matches!(&ev[..], [DialogEvent::Ringing { code: 180, early_media: None }, DialogEvent::EarlyMedia(n)] if n.remote_rtp.port() == 7078),
+            "{ev:?}"
+        );
+        // Without Require: 100rel (or without a valid RSeq) it is unreliable.
+        c.handle_datagram(40, from(), &reply(&inv, 183, &[("RSeq", "4")], None))
+            .unwrap();
+        c.handle_datagram(
+            40,
+            from(),
+            &reply(&inv, 183, &[("Require", "100rel"), ("RSeq", "0")], None),
+        )
+        .unwrap();
+        assert!(sent(&mut c).is_empty());
+    }
+
+    /// A PRACK challenged like the INVITE is sent again with credentials.
+    #[test]
+    fn a_challenged_prack_is_sent_again_with_credentials() {
+        let mut cfg = cfg();
+        cfg.credentials = Some(Credentials {
+            username: "u".into(),
+            password: "p".into(),
+            realm: None,
+        });
+        let mut c = Call::new(cfg, 0);
+        let inv = sent(&mut c).remove(0).1;
+        c.handle_datagram(10, from(), &reliable(&inv, 180, 1, None))
+            .unwrap();
+        let prack = sent(&mut c).remove(0).1;
+        let ch = [(
+            "Proxy-Authenticate",
+            "Digest realm=\"r\", nonce=\"n1\", qop=\"auth\"",
+        )];
+        c.handle_datagram(20, from(), &reply(&prack, 407, &ch, None))
+            .unwrap();
+        let prack2 = sent(&mut c).remove(0).1;
+        assert_eq!(prack2.cseq(), (3, "PRACK"));
+        assert_eq!(prack2.header("RAck"), Some("1 1 INVITE"));
+        let pa = prack2.header("Proxy-Authorization").unwrap();
+        assert!(pa.contains("uri=\"sip:bob@10.0.0.9:5080\""), "{pa}");
+        // A second challenge is not answered again.
+        c.handle_datagram(30, from(), &reply(&prack2, 407, &ch, None))
+            .unwrap();
+        assert!(sent(&mut c).is_empty());
     }
 
     /// Found by the `sip_call` fuzz target: after `no_response` (the driver

@@ -40,6 +40,8 @@ pub struct Trunk {
     /// In-dialog requests only from `addr` or the dialog's next hop
     /// ([`CallConfig::in_dialog_from_trunk_only`]). Default: on.
     pub in_dialog_from_trunk_only: bool,
+    /// [`CallConfig::require_100rel`]. Default: off.
+    pub require_100rel: bool,
 }
 
 impl Trunk {
@@ -49,6 +51,7 @@ impl Trunk {
             domain: None,
             credentials: None,
             in_dialog_from_trunk_only: true,
+            require_100rel: false,
         }
     }
 }
@@ -204,6 +207,7 @@ fn call_config(spec: &CallSpec, trunk: &Trunk, has_next: bool, local: SocketAddr
     c.from_display = spec.from_display.clone();
     c.credentials = trunk.credentials.clone();
     c.in_dialog_from_trunk_only = trunk.in_dialog_from_trunk_only;
+    c.require_100rel = trunk.require_100rel;
     c.ring_timeout_ms = duration_ms(spec.ring_timeout);
     c.max_duration_ms = spec.max_duration.map(duration_ms);
     // Fail over quickly only when there is somewhere to fail over to.
