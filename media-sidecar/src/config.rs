@@ -238,6 +238,14 @@ pub struct Trunk {
     /// sent, so a trunk may use them anyway. Default: off.
     #[serde(default)]
     pub require_100rel: bool,
+    /// Session timer (RFC 4028): the `Session-Expires` our INVITE asks for,
+    /// seconds; `0` sends none. Default 1800.
+    #[serde(default = "default_session_expires")]
+    pub session_expires_seconds: u32,
+    /// `Min-SE`: the shortest session interval accepted (90 to
+    /// `session_expires_seconds`). Default 90 (the RFC's floor).
+    #[serde(default = "default_min_se")]
+    pub min_se_seconds: u32,
     /// Caller ID presented in From (E.164).
     pub from_number: String,
     #[serde(default)]
@@ -250,6 +258,14 @@ impl Trunk {
         self.in_dialog_from_trunk_only
             .unwrap_or_else(|| self.host.parse::<std::net::IpAddr>().is_ok())
     }
+}
+
+fn default_session_expires() -> u32 {
+    1_800
+}
+
+fn default_min_se() -> u32 {
+    90
 }
 
 fn default_sip_port() -> u16 {
@@ -372,6 +388,15 @@ impl Telephony {
             }
             if t.password.is_some() && t.username.is_none() {
                 return Err(format!("trunk `{}` has a password but no username", t.name));
+            }
+            let se = t.session_expires_seconds;
+            if !(90..=86_400).contains(&t.min_se_seconds)
+                || se != 0 && !(t.min_se_seconds..=86_400).contains(&se)
+            {
+                return Err(format!(
+                    "trunk `{}`: min_se_seconds {} must be in 90..=86400 and session_expires_seconds {se} 0 (off) or in min_se_seconds..=86400",
+                    t.name, t.min_se_seconds
+                ));
             }
         }
         self.trunks.sort_by_key(|t| t.priority);
@@ -1072,5 +1097,36 @@ capacity = 8
         };
         assert!(a.require_100rel);
         assert!(!b.require_100rel);
+        assert_eq!(
+            (a.session_expires_seconds, a.min_se_seconds),
+            (1800, 90),
+            "defaults"
+        );
+        let text = text.replace(
+            "require_100rel = true\n",
+            "require_100rel = true\nsession_expires_seconds = 600\nmin_se_seconds = 120\n",
+        );
+        let c = Config::load_with(Some(&write("sip-keys2.toml", &text)), env(&[])).unwrap();
+        let a = &c.telephony.trunks[0];
+        assert_eq!((a.session_expires_seconds, a.min_se_seconds), (600, 120));
+        for bad in [
+            "session_expires_seconds = 60\n",
+            "min_se_seconds = 30\n",
+            "min_se_seconds = 900\nsession_expires_seconds = 600\n",
+        ] {
+            let t = text.replace("session_expires_seconds = 600\nmin_se_seconds = 120\n", bad);
+            let e = Config::load_with(Some(&write("sip-keys3.toml", &t)), env(&[]))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("min_se_seconds"), "{bad}: {e}");
+        }
+        let t = text.replace(
+            "session_expires_seconds = 600\n",
+            "session_expires_seconds = 0\n",
+        );
+        assert!(
+            Config::load_with(Some(&write("sip-keys4.toml", &t)), env(&[])).is_ok(),
+            "0 = off"
+        );
     }
 }

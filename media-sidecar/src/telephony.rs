@@ -10,6 +10,7 @@ use crate::config;
 use crate::engine::guard::AllowedHosts;
 use crate::media::PortAllocator;
 use crate::sip::auth::Credentials;
+use crate::sip::session_timer::SessionTimerConfig;
 use crate::sip::udp::{SipUdp, Trunk};
 
 /// What every call of this sidecar shares.
@@ -66,6 +67,11 @@ impl Telephony {
                 credentials,
                 in_dialog_from_trunk_only: t.in_dialog_from_trunk_only(),
                 require_100rel: t.require_100rel,
+                session_timer: (t.session_expires_seconds > 0).then_some(SessionTimerConfig {
+                    expires_s: t.session_expires_seconds,
+                    min_se_s: t.min_se_seconds,
+                    ms_per_s: 1_000,
+                }),
             });
         }
         let sip = SipUdp::bind(SocketAddr::new(cfg.bind_ip, cfg.sip_port))

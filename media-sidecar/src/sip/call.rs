@@ -22,6 +22,10 @@ use voxline_shared::{CallStatus, EndedReason};
 use super::auth::{self, Challenge, ChooseError, Credentials, DigestClient};
 use super::msg::{self, response_to, Message, ParseError};
 use super::sdp::{self, Direction, Negotiated, OfferConfig};
+use super::session_timer::{
+    self as st, Refresher, SessionTimerConfig, MAX_422_RETRIES, MAX_SESSION_EXPIRES_S,
+    MIN_SE_FLOOR_S,
+};
 use super::transaction::{IctState, InviteClient, NonInviteClient, Timers, TxEvent};
 use crate::random::{OsRandom, Random};
 
@@ -67,6 +71,9 @@ pub struct CallConfig {
     /// Send `Require: 100rel` (RFC 3262): the trunk must send its 18x
     /// reliably (we PRACK them). `Supported: 100rel` is always sent.
     pub require_100rel: bool,
+    /// Session timers (RFC 4028): what our INVITE asks for; `None`: no
+    /// `Session-Expires` sent (a peer's refreshes are still answered).
+    pub session_timer: Option<SessionTimerConfig>,
 }
 
 impl CallConfig {
@@ -95,6 +102,7 @@ impl CallConfig {
             user_agent: concat!("voxline/", env!("CARGO_PKG_VERSION")).to_string(),
             in_dialog_from_trunk_only: true,
             require_100rel: false,
+            session_timer: Some(SessionTimerConfig::default()),
         }
     }
 }
@@ -291,6 +299,16 @@ pub fn reliable_rseq(r: &Message) -> Option<u32> {
     (required && (1..=0x7fff_ffff).contains(&rseq)).then_some(rseq)
 }
 
+/// The live session timer (RFC 4028) of a confirmed dialog.
+#[derive(Debug)]
+struct Session {
+    interval_s: u32,
+    /// When we refresh next (we are the refresher).
+    refresh_at: Option<u64>,
+    /// Not refreshed by then (by either side): BYE.
+    expire_at: u64,
+}
+
 #[derive(Debug)]
 struct Retrans2xx {
     cseq: u32,
@@ -339,6 +357,19 @@ pub struct Call {
     prack: Option<NonInviteClient>,
     prack_dest: SocketAddr,
     prack_auth_tried: bool,
+    /// `Session-Expires` / `Min-SE` we ask for (a 422 raises them).
+    se_request_s: u32,
+    min_se_s: u32,
+    se_422_rounds: u32,
+    session: Option<Session>,
+    /// The peer's `Allow` lists UPDATE: refresh with it, else re-INVITE.
+    peer_allows_update: bool,
+    refresh_invite: Option<InviteClient>,
+    refresh_update: Option<NonInviteClient>,
+    /// The ACK of the refresh re-INVITE's 2xx (sent again on a retransmission).
+    refresh_ack: Option<Transmit>,
+    refresh_auth_tried: bool,
+    refresh_422_rounds: u32,
     media: Option<Negotiated>,
     local_dir: Direction,
     sdp_version: u64,
@@ -423,6 +454,18 @@ impl Call {
             prack: None,
             prack_dest: cfg.trunk,
             prack_auth_tried: false,
+            se_request_s: cfg.session_timer.map_or(0, |t| t.expires_s),
+            min_se_s: cfg
+                .session_timer
+                .map_or(MIN_SE_FLOOR_S, |t| t.min_se_s.max(MIN_SE_FLOOR_S)),
+            se_422_rounds: 0,
+            session: None,
+            peer_allows_update: false,
+            refresh_invite: None,
+            refresh_update: None,
+            refresh_ack: None,
+            refresh_auth_tried: false,
+            refresh_422_rounds: 0,
             media: None,
             local_dir: Direction::SendRecv,
             sdp_version: 1,
@@ -501,14 +544,27 @@ impl Call {
             m.push(n, v.clone());
         }
         m.push("Allow", ALLOW);
-        m.push("Supported", TAG_100REL);
+        m.push("Supported", self.supported());
         if self.cfg.require_100rel {
             m.push("Require", TAG_100REL);
+        }
+        if self.cfg.session_timer.is_some() {
+            m.push("Session-Expires", self.se_request_s.to_string());
+            m.push("Min-SE", self.min_se_s.to_string());
         }
         m.push("User-Agent", self.cfg.user_agent.clone());
         m.push("Content-Type", "application/sdp");
         m.body = self.local_sdp();
         m
+    }
+
+    /// Our `Supported` option tags.
+    fn supported(&self) -> &'static str {
+        if self.cfg.session_timer.is_some() {
+            "100rel, timer"
+        } else {
+            TAG_100REL
+        }
     }
 
     /// An in-dialog request (ACK for 2xx, BYE) and where to send it.
@@ -630,6 +686,23 @@ impl Call {
                     self.invite.on_response(r, now);
                 }
             }
+            "INVITE" => {
+                if let Some(t) = self.refresh_invite.as_mut().filter(|t| t.branch == branch) {
+                    let code = r.code().unwrap_or(0);
+                    if t.state() == IctState::Terminated && (200..300).contains(&code) {
+                        if let Some(a) = &self.refresh_ack {
+                            self.out.push_back(a.clone());
+                        }
+                    } else {
+                        t.on_response(r, now);
+                    }
+                }
+            }
+            "UPDATE" => {
+                if let Some(t) = self.refresh_update.as_mut().filter(|t| t.branch == branch) {
+                    t.on_response(r, now);
+                }
+            }
             "CANCEL" => {
                 if let Some(c) = self.cancel.as_mut().filter(|c| c.branch == branch) {
                     c.on_response(r, now);
@@ -707,6 +780,28 @@ impl Call {
                 moved = true;
                 self.on_prack_event(ev, now);
             }
+            let hop = self.next_hop();
+            let mut refresh_events = Vec::new();
+            if let Some(t) = self.refresh_invite.as_mut() {
+                while let Some(bytes) = t.poll_transmit() {
+                    self.out.push_back(Transmit { dest: hop, bytes });
+                }
+                while let Some(ev) = t.poll_event() {
+                    refresh_events.push(ev);
+                }
+            }
+            if let Some(t) = self.refresh_update.as_mut() {
+                while let Some(bytes) = t.poll_transmit() {
+                    self.out.push_back(Transmit { dest: hop, bytes });
+                }
+                while let Some(ev) = t.poll_event() {
+                    refresh_events.push(ev);
+                }
+            }
+            for ev in refresh_events {
+                moved = true;
+                self.on_refresh_event(ev, now);
+            }
             if !moved {
                 break;
             }
@@ -779,6 +874,12 @@ impl Call {
                     .and_then(msg::retry_after_seconds)
                     .filter(|s| *s > 0);
                 let mut detail = "final_response";
+                if code == 422 {
+                    if self.retry_422(&r, now) {
+                        return; // Re-sent with the larger interval.
+                    }
+                    detail = "session_interval_too_small";
+                }
                 if code == 401 || code == 407 {
                     match self.try_auth(&r, now) {
                         Ok(()) => return, // Re-sent with credentials.
@@ -875,6 +976,11 @@ impl Call {
                 self.media = Some(n.clone());
                 self.max_deadline = self.cfg.max_duration_ms.map(|d| now + d);
                 self.events.push_back(DialogEvent::Answered(n));
+                self.peer_allows_update = st::lists(r, "Allow", "UPDATE");
+                if let Some((s, who)) = st::session_expires(r) {
+                    // `uac` (or none named) is us; `uas` the callee.
+                    self.start_session(now, s, who != Some(Refresher::Uas));
+                }
             }
             Err(code) => {
                 self.phase = Phase::Confirmed;
@@ -936,12 +1042,187 @@ impl Call {
                     .authorize(ch, &cred, "INVITE", &self.cfg.request_uri, &cnonce, &body);
             self.auth_headers.push((auth_name.to_string(), v));
         }
+        self.resend_invite(now);
+        Ok(())
+    }
+
+    /// The INVITE again, as a new transaction (CSeq+1, new branch) of the
+    /// same call (Call-ID, From tag), after a 401/407 or 422.
+    fn resend_invite(&mut self, now: u64) {
         self.cseq += 1;
         let branch = new_branch(self.random.as_mut());
         let inv = self.build_invite(&branch);
         self.invite = InviteClient::new(inv, branch, now, self.cfg.timers);
         self.got_provisional = false;
-        Ok(())
+        self.early_dialog = None;
+    }
+
+    /// A 422 to the INVITE (RFC 4028 6): ask again with its larger `Min-SE`
+    /// as our interval, at most [`MAX_422_RETRIES`] times; `false` when not
+    /// retried (no timers asked for, no usable `Min-SE`, or enough rounds).
+    fn retry_422(&mut self, r: &Message, now: u64) -> bool {
+        if self.cfg.session_timer.is_none()
+            || self.ended
+            || self.plan.is_some()
+            || self.se_422_rounds >= MAX_422_RETRIES
+        {
+            return false;
+        }
+        let Some(min) =
+            st::min_se(r).filter(|m| *m > self.se_request_s && *m <= MAX_SESSION_EXPIRES_S)
+        else {
+            return false;
+        };
+        self.se_422_rounds += 1;
+        self.min_se_s = min;
+        self.se_request_s = min;
+        self.resend_invite(now);
+        true
+    }
+
+    /// Starts (or restarts, after a refresh) the session timer: we refresh
+    /// at half the interval, or wait for the peer's refresh until the
+    /// expiry minus its margin (RFC 4028 10); either way BYE by then.
+    fn start_session(&mut self, now: u64, interval_s: u32, we_refresh: bool) {
+        let Some(cfg) = self.cfg.session_timer else {
+            return;
+        };
+        // Never below the RFC's floor: a peer cannot make us refresh in a loop.
+        let interval = interval_s.clamp(MIN_SE_FLOOR_S, MAX_SESSION_EXPIRES_S);
+        let expire_s = if we_refresh {
+            interval
+        } else {
+            st::expiry_after_s(interval)
+        };
+        self.session = Some(Session {
+            interval_s: interval,
+            refresh_at: we_refresh.then(|| now.saturating_add(cfg.ms(interval) / 2)),
+            expire_at: now.saturating_add(cfg.ms(expire_s)),
+        });
+    }
+
+    /// Refreshes the session (RFC 4028 7.4): UPDATE without a body when the
+    /// peer allows UPDATE, else a re-INVITE with our SDP unchanged (same
+    /// `o=` version). With credentials for `challenge` if given.
+    fn send_refresh(&mut self, now: u64, challenge: Option<&Message>) {
+        let Some(interval) = self.session.as_ref().map(|s| s.interval_s) else {
+            return;
+        };
+        let busy = self
+            .refresh_invite
+            .as_ref()
+            .is_some_and(|t| matches!(t.state(), IctState::Calling | IctState::Proceeding))
+            || self.refresh_update.as_ref().is_some_and(|t| {
+                matches!(
+                    t.state(),
+                    super::transaction::NictState::Trying
+                        | super::transaction::NictState::Proceeding
+                )
+            });
+        if busy && challenge.is_none() {
+            return;
+        }
+        let method = if self.peer_allows_update {
+            "UPDATE"
+        } else {
+            "INVITE"
+        };
+        self.cseq += 1;
+        let (mut m, branch) = self.dialog_message(method, self.cseq);
+        m.push("Contact", self.contact());
+        m.push("Supported", self.supported());
+        m.push(
+            "Session-Expires",
+            format!("{};refresher=uac", interval.max(self.min_se_s)),
+        );
+        m.push("Min-SE", self.min_se_s.to_string());
+        if method == "INVITE" {
+            m.push("Allow", ALLOW);
+            m.push("Content-Type", "application/sdp");
+            m.body = self.local_sdp();
+        }
+        if let Some(ch) = challenge {
+            if !self.authorize(ch, &mut m, method) {
+                return;
+            }
+        }
+        tracing::debug!(call_id = %self.call_id, method, interval, "session refresh");
+        if method == "INVITE" {
+            self.refresh_invite = Some(InviteClient::new(m, branch, now, self.cfg.timers));
+        } else {
+            self.refresh_update = Some(NonInviteClient::new(&m, branch, now, self.cfg.timers));
+        }
+    }
+
+    fn on_refresh_event(&mut self, ev: TxEvent, now: u64) {
+        let r = match ev {
+            TxEvent::Provisional(_) => return,
+            TxEvent::Final(r) => r,
+            TxEvent::Timeout => {
+                return self.refresh_failed(now);
+            }
+        };
+        let code = r.code().unwrap_or(500);
+        let is_invite = r.cseq().1 == "INVITE";
+        if is_invite && (200..300).contains(&code) {
+            // ACKed even when the call is ending meanwhile (it stops the 2xx).
+            let ack = self.dialog_request("ACK", r.cseq().0);
+            self.out.push_back(ack.clone());
+            self.refresh_ack = Some(ack);
+        }
+        if self.phase != Phase::Confirmed {
+            return;
+        }
+        match code {
+            200..=299 => {
+                self.refresh_auth_tried = false;
+                self.refresh_422_rounds = 0;
+                if is_invite && r.has_sdp() {
+                    if let Ok(n) = sdp::negotiate(&self.cfg.media, &r.body) {
+                        if self.media.as_ref() != Some(&n) {
+                            self.media = Some(n.clone());
+                            self.events.push_back(DialogEvent::MediaUpdated(n));
+                        }
+                    }
+                }
+                match st::session_expires(&r) {
+                    Some((s, who)) => self.start_session(now, s, who != Some(Refresher::Uas)),
+                    // RFC 4028 7.4: no Session-Expires in the 2xx, no expiry.
+                    None => self.session = None,
+                }
+            }
+            401 | 407 if !self.refresh_auth_tried => {
+                self.refresh_auth_tried = true;
+                self.send_refresh(now, Some(&r));
+            }
+            422 if self.refresh_422_rounds < MAX_422_RETRIES => {
+                let min = st::min_se(&r).filter(|m| *m <= MAX_SESSION_EXPIRES_S);
+                if let (Some(min), Some(s)) = (min, self.session.as_mut()) {
+                    self.refresh_422_rounds += 1;
+                    self.min_se_s = self.min_se_s.max(min);
+                    s.interval_s = s.interval_s.max(min);
+                    self.send_refresh(now, None);
+                }
+            }
+            491 => {
+                // Glare (RFC 3261 14.1): we own the Call-ID, so 2.1 to 4 s.
+                let jitter = u64::from_str_radix(&self.random.hex(1), 16).unwrap_or(0);
+                if let Some(s) = self.session.as_mut() {
+                    s.refresh_at = Some(now + 2_100 + jitter * 7);
+                }
+            }
+            408 | 481 => self.refresh_failed(now),
+            // Anything else: the session lasts until it expires.
+            _ => tracing::info!(call_id = %self.call_id, code, "session refresh refused"),
+        }
+    }
+
+    /// RFC 3261 12.2.1.2: a 408/481 (or no answer) to an in-dialog request ends the dialog.
+    fn refresh_failed(&mut self, now: u64) {
+        if self.phase == Phase::Confirmed {
+            self.detail_override = Some("session_refresh_failed");
+            self.send_bye(now, CallStatus::Failed, EndedReason::TrunkError);
+        }
     }
 
     /// A reliable provisional response (RSeq `rseq`): PRACK it (RFC 3262 4).
@@ -1090,6 +1371,7 @@ impl Call {
         self.plan = Some((status, reason));
         self.phase = Phase::Terminating;
         self.max_deadline = None;
+        self.session = None;
         self.cseq += 1;
         let (m, branch) = self.dialog_message("BYE", self.cseq);
         self.bye = Some(NonInviteClient::new(&m, branch, now, self.cfg.timers));
@@ -1133,6 +1415,7 @@ impl Call {
         }
         self.ended = true;
         self.phase = Phase::Ended;
+        self.session = None;
         self.ring_deadline = None;
         self.max_deadline = None;
         self.cancel_deadline = None;
@@ -1183,7 +1466,25 @@ impl Call {
         if let Some(p) = self.prack.as_mut() {
             p.on_timer(now);
         }
+        if let Some(t) = self.refresh_invite.as_mut() {
+            t.on_timer(now);
+        }
+        if let Some(t) = self.refresh_update.as_mut() {
+            t.on_timer(now);
+        }
         self.pump(now);
+        if self.phase == Phase::Confirmed {
+            if let Some(s) = self.session.as_mut() {
+                if now >= s.expire_at {
+                    tracing::info!(call_id = %self.call_id, "session expired without a refresh (RFC 4028): BYE");
+                    self.detail_override = Some("session_expired");
+                    self.send_bye(now, CallStatus::Failed, EndedReason::TrunkError);
+                } else if s.refresh_at.is_some_and(|t| now >= t) {
+                    s.refresh_at = None;
+                    self.send_refresh(now, None);
+                }
+            }
+        }
         if self.ring_deadline.is_some_and(|d| now >= d) {
             self.ring_deadline = None;
             if matches!(self.phase, Phase::Calling | Phase::Early) && self.plan.is_none() {
@@ -1243,6 +1544,11 @@ impl Call {
             self.cancel.as_ref().and_then(|c| c.next_timer()),
             self.bye.as_ref().and_then(|b| b.next_timer()),
             self.prack.as_ref().and_then(|p| p.next_timer()),
+            self.refresh_invite.as_ref().and_then(|t| t.next_timer()),
+            self.refresh_update.as_ref().and_then(|t| t.next_timer()),
+            self.session
+                .as_ref()
+                .map(|s| s.refresh_at.unwrap_or(s.expire_at).min(s.expire_at)),
             self.ring_deadline,
             self.no_response_deadline
                 .filter(|_| !self.got_provisional && !self.ended),
@@ -1282,6 +1588,14 @@ impl Call {
                 .is_none_or(|c| c.next_timer().is_none())
             && self.bye.as_ref().is_none_or(|b| b.next_timer().is_none())
             && self.prack.as_ref().is_none_or(|p| p.next_timer().is_none())
+            && self
+                .refresh_invite
+                .as_ref()
+                .is_none_or(|t| t.next_timer().is_none())
+            && self
+                .refresh_update
+                .as_ref()
+                .is_none_or(|t| t.next_timer().is_none())
             && self.cache.is_empty()
             && self.reinvite_2xx.is_none()
             && self.out.is_empty()
@@ -1396,6 +1710,15 @@ impl Call {
                 }
             }
             "INVITE" | "UPDATE" if self.phase == Phase::Confirmed => {
+                let se = st::session_expires(req);
+                if let Some((s, _)) = se.filter(|(s, _)| *s < self.min_se_s) {
+                    // RFC 4028 8.1: too short for us: 422 with our Min-SE.
+                    tracing::info!(call_id = %self.call_id, s, "session refresh interval too small: 422");
+                    let mut resp = response_to(req, 422, None);
+                    resp.push("Min-SE", self.min_se_s.to_string());
+                    self.respond(now, from, req, resp);
+                    return;
+                }
                 let mut resp = response_to(req, 200, None);
                 if req.has_sdp() {
                     match sdp::negotiate(&self.cfg.media, &req.body) {
@@ -1417,6 +1740,7 @@ impl Call {
                 }
                 resp.push("Contact", self.contact());
                 resp.push("Allow", ALLOW);
+                self.answer_refresh(now, req, se, &mut resp);
                 if method == "INVITE" || req.has_sdp() {
                     resp.push("Content-Type", "application/sdp");
                     resp.body = self.local_sdp();
@@ -1460,6 +1784,42 @@ impl Call {
                 self.respond(now, from, req, resp);
             }
         }
+    }
+}
+
+impl Call {
+    /// The session timer of our 2xx to the peer's re-INVITE/UPDATE (RFC
+    /// 4028 9): its `Session-Expires` and refresher if it named them (none
+    /// named: it refreshes, being the one refreshing now); without one, our
+    /// running timer goes on with us as the refresher (`refresher=uas`).
+    fn answer_refresh(
+        &mut self,
+        now: u64,
+        req: &Message,
+        se: Option<(u32, Option<Refresher>)>,
+        resp: &mut Message,
+    ) {
+        if self.cfg.session_timer.is_none() {
+            return;
+        }
+        let (interval, we_refresh) = match (se, &self.session) {
+            (Some((s, who)), _) => (s, who == Some(Refresher::Uas)),
+            (None, Some(cur)) => (cur.interval_s, true),
+            (None, None) => return,
+        };
+        let who = if we_refresh {
+            Refresher::Uas
+        } else {
+            Refresher::Uac
+        };
+        resp.push(
+            "Session-Expires",
+            format!("{interval};refresher={}", who.as_str()),
+        );
+        if !we_refresh || st::lists(req, "Supported", "timer") {
+            resp.push("Require", "timer");
+        }
+        self.start_session(now, interval, we_refresh);
     }
 }
 
@@ -2170,7 +2530,7 @@ mod tests {
     fn a_reliable_183_is_pracked_and_its_sdp_is_the_answer() {
         let mut c = Call::new(cfg(), 0);
         let inv = sent(&mut c).remove(0).1;
-        assert_eq!(inv.header("Supported"), Some("100rel"));
+        assert!(st::lists(&inv, "Supported", "100rel"));
         assert_eq!(inv.header("Require"), None);
         assert!(inv.header("Allow").unwrap().contains("PRACK"));
         c.handle_datagram(10, from(), &reliable(&inv, 183, 7, Some(ANSWER_SDP)))
@@ -2308,6 +2668,232 @@ mod tests {
         c.handle_datagram(30, from(), &reply(&prack2, 407, &ch, None))
             .unwrap();
         assert!(sent(&mut c).is_empty());
+    }
+
+    /// INVITE -> 200 with these extra headers (Contact 10.0.0.9:5080) -> ACK.
+    fn answered_with(c: &mut Call, extra: &[(&str, &str)]) -> Message {
+        let inv = sent(c).remove(0).1;
+        let mut h = extra.to_vec();
+        h.push(("Contact", "<sip:bob@10.0.0.9:5080>"));
+        c.handle_datagram(20, from(), &reply(&inv, 200, &h, Some(ANSWER_SDP)))
+            .unwrap();
+        assert!(matches!(&events(c)[..], [DialogEvent::Answered(_)]));
+        assert_eq!(sent(c)[0].1.method(), Some("ACK"));
+        inv
+    }
+
+    const CALLEE: &str = "10.0.0.9:5080";
+
+    /// Issue 21 (RFC 4028): the INVITE asks for a session timer; a 200
+    /// naming us (`refresher=uac`) makes us refresh at half the interval, by
+    /// UPDATE when the callee allows it, and its 2xx restarts the timer.
+    #[test]
+    fn we_refresh_the_session_by_update_at_half_the_interval() {
+        let mut c = Call::new(cfg(), 0);
+        let inv = answered_with(
+            &mut c,
+            &[
+                ("Session-Expires", "90;refresher=uac"),
+                ("Allow", "INVITE, ACK, BYE, UPDATE"),
+            ],
+        );
+        assert!(st::lists(&inv, "Supported", "timer"));
+        assert_eq!(
+            (inv.header("Session-Expires"), inv.header("Min-SE")),
+            (Some("1800"), Some("90"))
+        );
+        assert_eq!(c.next_timeout(), Some(20 + 45_000));
+        c.handle_timeout(20 + 44_999);
+        assert!(sent(&mut c).is_empty());
+        c.handle_timeout(20 + 45_000);
+        let (dest, up) = sent(&mut c).remove(0);
+        assert_eq!(dest, CALLEE.parse().unwrap());
+        assert_eq!((up.method(), up.cseq()), (Some("UPDATE"), (2, "UPDATE")));
+        assert_eq!(up.uri(), Some("sip:bob@10.0.0.9:5080"));
+        assert_eq!(up.header("Session-Expires"), Some("90;refresher=uac"));
+        assert_eq!(up.header("Min-SE"), Some("90"));
+        assert!(up.header("Contact").is_some() && up.body.is_empty());
+        let se = [("Session-Expires", "90;refresher=uac")];
+        c.handle_datagram(45_100, from(), &reply(&up, 200, &se, None))
+            .unwrap();
+        assert!(events(&mut c).is_empty(), "a refresh is not news");
+        c.handle_timeout(45_100 + 44_999);
+        assert!(sent(&mut c).is_empty());
+        c.handle_timeout(45_100 + 45_000);
+        assert_eq!(sent(&mut c)[0].1.cseq(), (3, "UPDATE"));
+    }
+
+    /// Without UPDATE in the callee's Allow: a re-INVITE with our SDP
+    /// unchanged (the same `o=` version), ACKed; a 481 to a refresh ends the call.
+    #[test]
+    fn without_update_we_refresh_by_reinvite_with_the_same_sdp_version() {
+        let mut c = Call::new(cfg(), 0);
+        let inv = answered_with(&mut c, &[("Session-Expires", "120;refresher=uac")]);
+        c.handle_timeout(20 + 60_000);
+        let (dest, re) = sent(&mut c).remove(0);
+        assert_eq!(dest, CALLEE.parse().unwrap());
+        assert_eq!((re.method(), re.cseq()), (Some("INVITE"), (2, "INVITE")));
+        assert_eq!(re.header("Session-Expires"), Some("120;refresher=uac"));
+        let origin = |m: &Message| {
+            String::from_utf8_lossy(&m.body)
+                .lines()
+                .find(|l| l.starts_with("o="))
+                .map(str::to_string)
+        };
+        assert!(origin(&re).is_some());
+        assert_eq!(origin(&re), origin(&inv), "unchanged SDP keeps its version");
+        let se = [("Session-Expires", "120;refresher=uac")];
+        c.handle_datagram(60_100, from(), &reply(&re, 200, &se, Some(ANSWER_SDP)))
+            .unwrap();
+        let ack = sent(&mut c).remove(0).1;
+        assert_eq!((ack.method(), ack.cseq()), (Some("ACK"), (2, "ACK")));
+        assert!(events(&mut c).is_empty(), "the same media: no update");
+        // The 200 again: ACKed again.
+        c.handle_datagram(60_200, from(), &reply(&re, 200, &se, Some(ANSWER_SDP)))
+            .unwrap();
+        assert_eq!(sent(&mut c)[0].1.method(), Some("ACK"));
+        // Next refresh: 481 (the callee lost the dialog): BYE.
+        c.handle_timeout(60_100 + 60_000);
+        let re2 = sent(&mut c).remove(0).1;
+        assert_eq!(re2.cseq(), (3, "INVITE"));
+        c.handle_datagram(120_200, from(), &reply(&re2, 481, &[], None))
+            .unwrap();
+        let out = sent(&mut c);
+        let bye = &out
+            .iter()
+            .find(|(_, m)| m.method() == Some("BYE"))
+            .unwrap()
+            .1;
+        c.handle_datagram(120_300, from(), &reply(bye, 200, &[], None))
+            .unwrap();
+        assert!(matches!(
+            &events(&mut c)[..],
+            [DialogEvent::Ended(o)] if o.detail == "session_refresh_failed" && o.status == CallStatus::Failed
+        ));
+    }
+
+    /// The callee refreshes (`refresher=uas`): its refreshes are answered
+    /// with the interval and restart the timer; without one by the expiry
+    /// minus min(32 s, interval/3) we send BYE and the call ends `session_expired`.
+    #[test]
+    fn when_the_callee_stops_refreshing_we_hang_up_at_the_expiry() {
+        let mut c = Call::new(cfg(), 0);
+        answered_with(&mut c, &[("Session-Expires", "90;refresher=uas")]);
+        assert_eq!(c.next_timeout(), Some(20 + 60_000));
+        // The callee refreshes at +30 s by UPDATE.
+        let mut up = in_dialog(&c, "UPDATE", 2, "up2");
+        up.push("Session-Expires", "90;refresher=uac");
+        up.push("Supported", "timer");
+        c.handle_message(30_000, from(), &up);
+        let r = sent(&mut c).remove(0).1;
+        assert_eq!(r.code(), Some(200));
+        assert_eq!(r.header("Session-Expires"), Some("90;refresher=uac"));
+        assert_eq!(r.header("Require"), Some("timer"));
+        assert!(events(&mut c).is_empty());
+        c.handle_timeout(20 + 60_000);
+        assert!(sent(&mut c).is_empty(), "refreshed: not expired yet");
+        // A refresh below our Min-SE: 422 with it, the timer unchanged.
+        let mut short = in_dialog(&c, "UPDATE", 3, "up3");
+        short.push("Session-Expires", "60");
+        c.handle_message(40_000, from(), &short);
+        let r = sent(&mut c).remove(0).1;
+        assert_eq!((r.code(), r.header("Min-SE")), (Some(422), Some("90")));
+        // No refresh comes: BYE at +60 s after the last one.
+        c.handle_timeout(89_999);
+        assert!(sent(&mut c).is_empty());
+        c.handle_timeout(90_000);
+        let bye = sent(&mut c).remove(0).1;
+        assert_eq!(bye.method(), Some("BYE"));
+        c.handle_datagram(90_100, from(), &reply(&bye, 200, &[], None))
+            .unwrap();
+        assert!(matches!(
+            &events(&mut c)[..],
+            [DialogEvent::Ended(o)] if o.detail == "session_expired"
+                && (o.status, o.reason) == (CallStatus::Failed, EndedReason::TrunkError)
+        ));
+    }
+
+    /// A callee's re-INVITE without Session-Expires keeps our timer, with us
+    /// as the refresher (`refresher=uas` in our 200).
+    #[test]
+    fn a_reinvite_without_session_expires_keeps_the_timer_with_us_refreshing() {
+        let mut c = Call::new(cfg(), 0);
+        answered_with(&mut c, &[("Session-Expires", "90;refresher=uas")]);
+        let mut re = in_dialog(&c, "INVITE", 2, "re2");
+        re.push("Content-Type", "application/sdp");
+        re.body = ANSWER_SDP.as_bytes().to_vec();
+        c.handle_message(10_000, from(), &re);
+        let r = sent(&mut c).remove(0).1;
+        assert_eq!(r.header("Session-Expires"), Some("90;refresher=uas"));
+        assert_eq!(
+            r.header("Require"),
+            None,
+            "it did not say it supports timer"
+        );
+        assert_eq!(
+            c.next_timeout().map(|t| t.min(10_000 + 45_000)),
+            Some(10_000 + 500)
+        );
+        c.handle_message(10_100, from(), &{
+            let mut a = in_dialog(&c, "ACK", 2, "ack2");
+            a.body.clear();
+            a
+        });
+        events(&mut c);
+        c.handle_timeout(10_000 + 45_000);
+        assert_eq!(sent(&mut c)[0].1.cseq(), (2, "INVITE"));
+    }
+
+    /// Issue 21: a 422 raises Session-Expires and Min-SE to its Min-SE, at
+    /// most twice; then the call fails with the 422 (a trunk error another
+    /// trunk may not have; never redialled as is).
+    #[test]
+    fn a_422_raises_the_session_interval_at_most_twice() {
+        let mut c = Call::new(cfg(), 0);
+        let mut inv = sent(&mut c).remove(0).1;
+        for (round, min) in [(2, "1900"), (3, "3600")] {
+            c.handle_datagram(10, from(), &reply(&inv, 422, &[("Min-SE", min)], None))
+                .unwrap();
+            let out = sent(&mut c);
+            assert_eq!(out[0].1.method(), Some("ACK"));
+            inv = out[1].1.clone();
+            assert_eq!(inv.cseq(), (round, "INVITE"));
+            assert_eq!(
+                (inv.header("Session-Expires"), inv.header("Min-SE")),
+                (Some(min), Some(min))
+            );
+        }
+        c.handle_datagram(20, from(), &reply(&inv, 422, &[("Min-SE", "7200")], None))
+            .unwrap();
+        let ev = events(&mut c);
+        assert!(
+            matches!(&ev[..], [DialogEvent::Ended(o)] if o.sip_code == Some(422)
+                && o.detail == "session_interval_too_small"
+                && (o.status, o.reason, o.try_next_trunk) == (CallStatus::Failed, EndedReason::TrunkError, true)),
+            "{ev:?}"
+        );
+        // A 422 whose Min-SE is not above what we asked is not retried.
+        let mut c = Call::new(cfg(), 0);
+        let inv = sent(&mut c).remove(0).1;
+        c.handle_datagram(10, from(), &reply(&inv, 422, &[("Min-SE", "600")], None))
+            .unwrap();
+        assert!(matches!(&events(&mut c)[..], [DialogEvent::Ended(o)] if o.sip_code == Some(422)));
+    }
+
+    /// Without `session_timer`, no Session-Expires and no timer.
+    #[test]
+    fn session_timers_can_be_off() {
+        let mut c = Call::new(
+            CallConfig {
+                session_timer: None,
+                ..cfg()
+            },
+            0,
+        );
+        let inv = answered_with(&mut c, &[("Session-Expires", "90;refresher=uac")]);
+        assert_eq!(inv.header("Session-Expires"), None);
+        assert_eq!(inv.header("Supported"), Some("100rel"));
+        assert_eq!(c.next_timeout(), None);
     }
 
     /// Found by the `sip_call` fuzz target: after `no_response` (the driver

@@ -27,6 +27,7 @@ use super::auth::Credentials;
 use super::call::{out_of_dialog_reply, Call, CallConfig, DialogEnd, DialogEvent, Transmit};
 use super::msg::{self, ParseError};
 use super::sdp::OfferConfig;
+use super::session_timer::SessionTimerConfig;
 use super::transaction::Timers;
 use crate::random::Random;
 
@@ -42,6 +43,8 @@ pub struct Trunk {
     pub in_dialog_from_trunk_only: bool,
     /// [`CallConfig::require_100rel`]. Default: off.
     pub require_100rel: bool,
+    /// [`CallConfig::session_timer`]. Default: 1800 s, Min-SE 90 s.
+    pub session_timer: Option<SessionTimerConfig>,
 }
 
 impl Trunk {
@@ -52,6 +55,7 @@ impl Trunk {
             credentials: None,
             in_dialog_from_trunk_only: true,
             require_100rel: false,
+            session_timer: Some(SessionTimerConfig::default()),
         }
     }
 }
@@ -208,6 +212,7 @@ fn call_config(spec: &CallSpec, trunk: &Trunk, has_next: bool, local: SocketAddr
     c.credentials = trunk.credentials.clone();
     c.in_dialog_from_trunk_only = trunk.in_dialog_from_trunk_only;
     c.require_100rel = trunk.require_100rel;
+    c.session_timer = trunk.session_timer;
     c.ring_timeout_ms = duration_ms(spec.ring_timeout);
     c.max_duration_ms = spec.max_duration.map(duration_ms);
     // Fail over quickly only when there is somewhere to fail over to.

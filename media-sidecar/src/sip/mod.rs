@@ -4,6 +4,7 @@
 //!   folding, strict start lines; stable error codes; rsip 0.4 typed view).
 //! - [`auth`]: Digest (MD5/SHA-256, qop=auth, hex nonce count).
 //! - [`sdp`]: offer PCMU/PCMA/opus/telephone-event; parse the answer.
+//! - [`session_timer`]: RFC 4028 header values and arithmetic.
 //! - [`transaction`]: RFC 3261 INVITE / non-INVITE client transactions.
 //! - [`call`]: the UAC dialog: INVITE -> 1xx -> 2xx/ACK -> BYE, CANCEL,
 //!   auth retry, final-response mapping, trunk failover signal, and the
@@ -18,6 +19,7 @@ pub mod call;
 pub mod endpoint;
 pub mod msg;
 pub mod sdp;
+pub mod session_timer;
 pub mod transaction;
 pub mod udp;
 
