@@ -308,6 +308,18 @@ pub struct Telephony {
     pub codecs: Vec<Codec>,
     #[serde(default)]
     pub trunks: Vec<Trunk>,
+    /// 301/302 redirects followed per call at most (0 to 10; 0: none).
+    /// Only to the trunks' hosts and `redirect_allowed_addresses`. Default 3.
+    #[serde(default = "default_max_redirects")]
+    pub max_redirects: u32,
+    /// `IP:port`s, beyond the trunks, a 3xx may send a call to (dialled
+    /// without credentials). Default: none.
+    #[serde(default)]
+    pub redirect_allowed_addresses: Vec<std::net::SocketAddr>,
+}
+
+fn default_max_redirects() -> u32 {
+    3
 }
 
 impl Default for Telephony {
@@ -322,6 +334,8 @@ impl Default for Telephony {
             recordings_dir: None,
             codecs: default_codecs(),
             trunks: Vec::new(),
+            max_redirects: default_max_redirects(),
+            redirect_allowed_addresses: Vec::new(),
         }
     }
 }
@@ -362,6 +376,12 @@ impl Telephony {
             return Err(format!(
                 "codecs {:?} must list pcmu, pcma or opus, each at most once",
                 self.codecs
+            ));
+        }
+        if self.max_redirects > 10 {
+            return Err(format!(
+                "max_redirects {} is not in 0..=10",
+                self.max_redirects
             ));
         }
         let mut names = std::collections::HashSet::new();
@@ -1120,6 +1140,26 @@ capacity = 8
                 .to_string();
             assert!(e.contains("min_se_seconds"), "{bad}: {e}");
         }
+        assert_eq!(
+            (
+                c.telephony.max_redirects,
+                c.telephony.redirect_allowed_addresses.len()
+            ),
+            (3, 0),
+            "redirect defaults"
+        );
+        let r = text.replace(
+            "[[telephony.trunks]]\nname = \"a\"",
+            "[telephony]\nmax_redirects = 2\nredirect_allowed_addresses = [\"127.0.0.1:5072\"]\n\n[[telephony.trunks]]\nname = \"a\"",
+        );
+        let c = Config::load_with(Some(&write("sip-keys5.toml", &r)), env(&[])).unwrap();
+        assert_eq!(c.telephony.max_redirects, 2);
+        assert_eq!(
+            c.telephony.redirect_allowed_addresses,
+            ["127.0.0.1:5072".parse::<std::net::SocketAddr>().unwrap()]
+        );
+        let r = r.replace("max_redirects = 2", "max_redirects = 11");
+        assert!(Config::load_with(Some(&write("sip-keys6.toml", &r)), env(&[])).is_err());
         let t = text.replace(
             "session_expires_seconds = 600\n",
             "session_expires_seconds = 0\n",

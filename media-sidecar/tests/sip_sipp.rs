@@ -945,3 +945,50 @@ async fn a_422_is_retried_with_the_larger_interval() {
     assert_eq!(o.status, CallStatus::Completed);
     sipp.success().await;
 }
+
+/// Issue 21: sipp A answers 302 with the number on sipp B (another
+/// configured trunk on another loopback port); the call follows it with a
+/// new INVITE (CSeq 2, same Call-ID, sipp B logs it) and B answers it.
+#[tokio::test]
+async fn a_302_to_another_trunk_is_followed_and_answered_there() {
+    let b = Sipp::start_traced("uas_answer").await;
+    let port = b.addr.port().to_string();
+    let a = Sipp::start_with("uas_redirect", &["-set", "target_port", &port]).await;
+    let sip = endpoint().await;
+    let mut h = sip
+        .start_call(spec(vec![Trunk::new(a.addr), Trunk::new(b.addr)]))
+        .await
+        .unwrap();
+    until_answered(&mut h).await;
+    let invite = logged_request(&b, "INVITE").await;
+    assert_eq!(header(&invite, "CSeq"), "2 INVITE");
+    h.hangup(EndedReason::HangupRequested).await;
+    let o = ended(&mut h).await;
+    assert_eq!(o.status, CallStatus::Completed);
+    a.success().await;
+    b.success().await;
+}
+
+/// A 302 to a host that is neither a trunk nor allowed is not dialled: the
+/// call ends with the 302 (`rejected`, never redialled).
+#[tokio::test]
+async fn a_302_to_an_unknown_host_is_not_followed() {
+    let nobody = free_udp_port().to_string();
+    let a = Sipp::start_with("uas_redirect", &["-set", "target_port", &nobody]).await;
+    let sip = endpoint().await;
+    let mut h = sip
+        .start_call(spec(vec![Trunk::new(a.addr)]))
+        .await
+        .unwrap();
+    let o = ended(&mut h).await;
+    assert_eq!(
+        (o.status, o.reason, o.sip_code, o.detail.as_str()),
+        (
+            CallStatus::Failed,
+            EndedReason::Rejected,
+            Some(302),
+            "redirect_target_not_allowed"
+        )
+    );
+    a.success().await;
+}

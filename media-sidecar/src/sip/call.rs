@@ -21,6 +21,7 @@ use voxline_shared::{CallStatus, EndedReason};
 
 use super::auth::{self, Challenge, ChooseError, Credentials, DigestClient};
 use super::msg::{self, response_to, Message, ParseError};
+use super::redirect::{self, RedirectPolicy};
 use super::sdp::{self, Direction, Negotiated, OfferConfig};
 use super::session_timer::{
     self as st, Refresher, SessionTimerConfig, MAX_422_RETRIES, MAX_SESSION_EXPIRES_S,
@@ -74,6 +75,9 @@ pub struct CallConfig {
     /// Session timers (RFC 4028): what our INVITE asks for; `None`: no
     /// `Session-Expires` sent (a peer's refreshes are still answered).
     pub session_timer: Option<SessionTimerConfig>,
+    /// Which 301/302 targets the call follows ([`redirect`]). The trunk
+    /// itself (`trunk`, `request_uri`'s host) is always among them.
+    pub redirect: RedirectPolicy,
 }
 
 impl CallConfig {
@@ -103,6 +107,7 @@ impl CallConfig {
             in_dialog_from_trunk_only: true,
             require_100rel: false,
             session_timer: Some(SessionTimerConfig::default()),
+            redirect: RedirectPolicy::default(),
         }
     }
 }
@@ -370,6 +375,9 @@ pub struct Call {
     refresh_ack: Option<Transmit>,
     refresh_auth_tried: bool,
     refresh_422_rounds: u32,
+    /// Redirects followed, and the URIs tried ([`redirect::loop_key`]).
+    redirects: u32,
+    tried_uris: Vec<String>,
     media: Option<Negotiated>,
     local_dir: Direction,
     sdp_version: u64,
@@ -466,6 +474,8 @@ impl Call {
             refresh_ack: None,
             refresh_auth_tried: false,
             refresh_422_rounds: 0,
+            redirects: 0,
+            tried_uris: vec![redirect::loop_key(&cfg.request_uri)],
             media: None,
             local_dir: Direction::SendRecv,
             sdp_version: 1,
@@ -874,6 +884,12 @@ impl Call {
                     .and_then(msg::retry_after_seconds)
                     .filter(|s| *s > 0);
                 let mut detail = "final_response";
+                if code == 301 || code == 302 {
+                    match self.follow_redirect(&r, now) {
+                        Ok(()) => return, // The INVITE went to the new target.
+                        Err(d) => detail = d,
+                    }
+                }
                 if code == 422 {
                     if self.retry_422(&r, now) {
                         return; // Re-sent with the larger interval.
@@ -1055,6 +1071,50 @@ impl Call {
         self.invite = InviteClient::new(inv, branch, now, self.cfg.timers);
         self.got_provisional = false;
         self.early_dialog = None;
+    }
+
+    /// A 301/302 to the INVITE (RFC 3261 8.1.3.4): the INVITE again (CSeq+1,
+    /// new branch, same Call-ID, From and To) to the best allowed Contact,
+    /// on that target's address with its credentials. `Err(detail)`: not
+    /// followed ([`redirect::choose`]); the call ends with the 3xx.
+    fn follow_redirect(&mut self, r: &Message, now: u64) -> Result<(), &'static str> {
+        if self.ended || self.plan.is_some() {
+            return Err("final_response");
+        }
+        let mut policy = self.cfg.redirect.clone();
+        if let Some((host, port)) = redirect::sip_host_port(&self.cfg.request_uri) {
+            // The trunk we are on may always send us to itself.
+            policy.targets.push(redirect::RedirectTarget {
+                host,
+                port,
+                addr: self.cfg.trunk,
+                credentials: self.cfg.credentials.clone(),
+                in_dialog_from_trunk_only: self.cfg.in_dialog_from_trunk_only,
+            });
+        }
+        let (uri, target) = redirect::choose(&policy, r, &self.tried_uris, self.redirects)
+            .map_err(|why| {
+                tracing::info!(call_id = %self.call_id, code = ?r.code(), why = why.code(), "redirect not followed");
+                why.code()
+            })?;
+        tracing::info!(call_id = %self.call_id, code = ?r.code(), %uri, to = %target.addr, "following redirect");
+        self.redirects += 1;
+        if self.tried_uris.len() < 16 {
+            self.tried_uris.push(redirect::loop_key(&uri));
+        }
+        self.cfg.trunk = target.addr;
+        self.cfg.request_uri = uri.clone();
+        self.cfg.credentials = target.credentials;
+        self.cfg.in_dialog_from_trunk_only = target.in_dialog_from_trunk_only;
+        self.remote_target = uri;
+        self.auth_headers.clear();
+        self.auth_rounds = 0;
+        self.digest = DigestClient::default();
+        self.retry_after_s = None;
+        self.prack_dest = target.addr;
+        self.no_response_deadline = self.cfg.no_response_timeout_ms.map(|ms| now + ms);
+        self.resend_invite(now);
+        Ok(())
     }
 
     /// A 422 to the INVITE (RFC 4028 6): ask again with its larger `Min-SE`
@@ -2894,6 +2954,129 @@ mod tests {
         assert_eq!(inv.header("Session-Expires"), None);
         assert_eq!(inv.header("Supported"), Some("100rel"));
         assert_eq!(c.next_timeout(), None);
+    }
+
+    const TRUNK_B: &str = "198.51.100.2:5060";
+
+    fn with_trunk_b() -> CallConfig {
+        let mut cfg = cfg();
+        cfg.redirect.targets.push(redirect::RedirectTarget {
+            host: "sip.b.example".into(),
+            port: 5060,
+            addr: TRUNK_B.parse().unwrap(),
+            credentials: Some(Credentials {
+                username: "b-user".into(),
+                password: "p".into(),
+                realm: None,
+            }),
+            in_dialog_from_trunk_only: true,
+        });
+        cfg
+    }
+
+    /// Issue 21: a 302 to another configured trunk is followed: the INVITE
+    /// again (same Call-ID, From and To, CSeq+1, new branch) to its address
+    /// with its credentials; the call goes on there.
+    #[test]
+    fn a_302_to_another_configured_trunk_is_followed() {
+        let mut c = Call::new(with_trunk_b(), 0);
+        let inv = sent(&mut c).remove(0).1;
+        let contact = [(
+            "Contact",
+            "<sip:+1555@evil.example>;q=1, <sip:+1555@sip.b.example?X-Y=1>;q=0.7",
+        )];
+        c.handle_datagram(10, from(), &reply(&inv, 302, &contact, None))
+            .unwrap();
+        let out = sent(&mut c);
+        assert_eq!((out[0].0, out[0].1.method()), (from(), Some("ACK")));
+        let (dest, inv2) = &out[1];
+        assert_eq!(*dest, TRUNK_B.parse().unwrap());
+        assert_eq!(inv2.uri(), Some("sip:+1555@sip.b.example"));
+        assert_eq!(inv2.cseq(), (2, "INVITE"));
+        assert_eq!(inv2.call_id(), inv.call_id());
+        assert_eq!(inv2.header("From"), inv.header("From"));
+        assert_eq!(inv2.header("To"), inv.header("To"));
+        assert_ne!(inv2.top_branch(), inv.top_branch());
+        assert!(events(&mut c).is_empty(), "the same call goes on");
+        // Trunk B challenges: its own credentials answer.
+        let ch = [("Proxy-Authenticate", "Digest realm=\"b\", nonce=\"nb\"")];
+        c.handle_datagram(20, TRUNK_B.parse().unwrap(), &reply(inv2, 407, &ch, None))
+            .unwrap();
+        let inv3 = sent(&mut c).remove(1).1;
+        let pa = inv3.header("Proxy-Authorization").unwrap();
+        assert!(
+            pa.contains("username=\"b-user\"") && pa.contains("uri=\"sip:+1555@sip.b.example\""),
+            "{pa}"
+        );
+        let h = [("Contact", "<sip:bob@198.51.100.2>")];
+        c.handle_datagram(
+            30,
+            TRUNK_B.parse().unwrap(),
+            &reply(&inv3, 200, &h, Some(ANSWER_SDP)),
+        )
+        .unwrap();
+        assert!(matches!(&events(&mut c)[..], [DialogEvent::Answered(_)]));
+    }
+
+    /// A redirect to a host that is not a configured trunk or allowed
+    /// address is never dialled: the call ends with the 302 (another trunk
+    /// may take it; never redialled). Back to a URI already tried: a loop.
+    #[test]
+    fn redirects_elsewhere_loops_and_beyond_the_limit_are_not_followed() {
+        let end_of = |contact: &str, max: u32, hops: usize| {
+            let mut cfg = with_trunk_b();
+            cfg.redirect.max_redirects = max;
+            let mut c = Call::new(cfg, 0);
+            let mut inv = sent(&mut c).remove(0).1;
+            for _ in 0..hops {
+                c.handle_datagram(
+                    10,
+                    from(),
+                    &reply(&inv, 302, &[("Contact", "<sip:+2@127.0.0.1:5070>")], None),
+                )
+                .unwrap();
+                inv = sent(&mut c).remove(1).1;
+            }
+            c.handle_datagram(20, from(), &reply(&inv, 302, &[("Contact", contact)], None))
+                .unwrap();
+            let out = sent(&mut c);
+            assert_eq!(out.len(), 1, "only the ACK: {out:?}");
+            match &events(&mut c)[..] {
+                [DialogEvent::Ended(o)] => o.clone(),
+                ev => panic!("{ev:?}"),
+            }
+        };
+        let o = end_of("<sip:+1@203.0.113.66:5060>", 3, 0);
+        assert_eq!(
+            (
+                o.sip_code,
+                o.detail.as_str(),
+                o.status,
+                o.reason,
+                o.try_next_trunk
+            ),
+            (
+                Some(302),
+                "redirect_target_not_allowed",
+                CallStatus::Failed,
+                EndedReason::Rejected,
+                true
+            )
+        );
+        // The trunk itself may redirect to itself (another number), once per URI.
+        assert_eq!(
+            end_of("<sip:bob@127.0.0.1:5070>", 3, 1).detail,
+            "redirect_loop"
+        );
+        assert_eq!(
+            end_of("<sip:+3@127.0.0.1:5070>", 1, 1).detail,
+            "redirect_limit"
+        );
+        assert_eq!(
+            end_of("<sip:+3@127.0.0.1:5070>", 0, 0).detail,
+            "redirect_limit"
+        );
+        assert_eq!(end_of("<tel:+3>", 3, 0).detail, "redirect_no_target");
     }
 
     /// Found by the `sip_call` fuzz target: after `no_response` (the driver

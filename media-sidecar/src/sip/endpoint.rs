@@ -26,6 +26,7 @@ use voxline_shared::{CallStatus, EndedReason};
 use super::auth::Credentials;
 use super::call::{out_of_dialog_reply, Call, CallConfig, DialogEnd, DialogEvent, Transmit};
 use super::msg::{self, ParseError};
+use super::redirect::{RedirectPolicy, RedirectTarget};
 use super::sdp::OfferConfig;
 use super::session_timer::SessionTimerConfig;
 use super::transaction::Timers;
@@ -77,6 +78,12 @@ pub struct CallSpec {
     /// A trunk that sends nothing back within this is skipped (when another remains).
     pub failover_timeout: Option<Duration>,
     pub timers: Timers,
+    /// 301/302 redirects followed per call at most (0: none). Targets: the
+    /// spec's trunks and `redirect_allowed` ([`super::redirect`]).
+    pub max_redirects: u32,
+    /// Addresses (beyond the trunks) a redirect may lead to; dialled
+    /// without credentials.
+    pub redirect_allowed: Vec<SocketAddr>,
 }
 
 impl CallSpec {
@@ -91,6 +98,8 @@ impl CallSpec {
             max_duration: None,
             failover_timeout: Some(Duration::from_secs(2)),
             timers: Timers::default(),
+            max_redirects: 3,
+            redirect_allowed: Vec::new(),
         }
     }
 }
@@ -220,7 +229,41 @@ fn call_config(spec: &CallSpec, trunk: &Trunk, has_next: bool, local: SocketAddr
         c.no_response_timeout_ms = spec.failover_timeout.map(duration_ms);
     }
     c.timers = spec.timers;
+    c.redirect = redirect_policy(spec);
     c
+}
+
+/// Where a redirect may lead: every trunk of the call (by its configured
+/// host and by its address, with its credentials) and the allowed addresses.
+fn redirect_policy(spec: &CallSpec) -> RedirectPolicy {
+    let mut targets: Vec<RedirectTarget> = spec
+        .trunks
+        .iter()
+        .map(|t| RedirectTarget {
+            host: t
+                .domain
+                .clone()
+                .unwrap_or_else(|| t.addr.ip().to_string())
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_ascii_lowercase(),
+            port: t.addr.port(),
+            addr: t.addr,
+            credentials: t.credentials.clone(),
+            in_dialog_from_trunk_only: t.in_dialog_from_trunk_only,
+        })
+        .collect();
+    targets.extend(spec.redirect_allowed.iter().map(|a| RedirectTarget {
+        host: a.ip().to_string(),
+        port: a.port(),
+        addr: *a,
+        credentials: None,
+        in_dialog_from_trunk_only: true,
+    }));
+    RedirectPolicy {
+        max_redirects: spec.max_redirects,
+        targets,
+    }
 }
 
 /// The SIP port a URI without one means (RFC 3261 19.1.2, UDP/TCP).
