@@ -235,6 +235,19 @@ pub struct Trunk {
     /// off for a host name (it may send from addresses we never resolved).
     #[serde(default)]
     pub in_dialog_from_trunk_only: Option<bool>,
+    /// Send `Require: 100rel`: the trunk must send its provisional responses
+    /// reliably (RFC 3262; we PRACK them). `Supported: 100rel` is always
+    /// sent, so a trunk may use them anyway. Default: off.
+    #[serde(default)]
+    pub require_100rel: bool,
+    /// Session timer (RFC 4028): the `Session-Expires` our INVITE asks for,
+    /// seconds; `0` sends none. Default 1800.
+    #[serde(default = "default_session_expires")]
+    pub session_expires_seconds: u32,
+    /// `Min-SE`: the shortest session interval accepted (90 to
+    /// `session_expires_seconds`). Default 90 (the RFC's floor).
+    #[serde(default = "default_min_se")]
+    pub min_se_seconds: u32,
     /// Caller ID presented in From (E.164).
     pub from_number: String,
     #[serde(default)]
@@ -247,6 +260,14 @@ impl Trunk {
         self.in_dialog_from_trunk_only
             .unwrap_or_else(|| self.host.parse::<std::net::IpAddr>().is_ok())
     }
+}
+
+fn default_session_expires() -> u32 {
+    1_800
+}
+
+fn default_min_se() -> u32 {
+    90
 }
 
 fn default_sip_port() -> u16 {
@@ -295,6 +316,18 @@ pub struct Telephony {
     pub text_imdn: bool,
     #[serde(default)]
     pub trunks: Vec<Trunk>,
+    /// 301/302 redirects followed per call at most (0 to 10; 0: none).
+    /// Only to the trunks' hosts and `redirect_allowed_addresses`. Default 3.
+    #[serde(default = "default_max_redirects")]
+    pub max_redirects: u32,
+    /// `IP:port`s, beyond the trunks, a 3xx may send a call to (dialled
+    /// without credentials). Default: none.
+    #[serde(default)]
+    pub redirect_allowed_addresses: Vec<std::net::SocketAddr>,
+}
+
+fn default_max_redirects() -> u32 {
+    3
 }
 
 impl Default for Telephony {
@@ -310,6 +343,8 @@ impl Default for Telephony {
             codecs: default_codecs(),
             text_imdn: false,
             trunks: Vec::new(),
+            max_redirects: default_max_redirects(),
+            redirect_allowed_addresses: Vec::new(),
         }
     }
 }
@@ -352,6 +387,12 @@ impl Telephony {
                 self.codecs
             ));
         }
+        if self.max_redirects > 10 {
+            return Err(format!(
+                "max_redirects {} is not in 0..=10",
+                self.max_redirects
+            ));
+        }
         let mut names = std::collections::HashSet::new();
         for t in &mut self.trunks {
             if !is_valid_id(&t.name) || !names.insert(t.name.clone()) {
@@ -376,6 +417,15 @@ impl Telephony {
             }
             if t.password.is_some() && t.username.is_none() {
                 return Err(format!("trunk `{}` has a password but no username", t.name));
+            }
+            let se = t.session_expires_seconds;
+            if !(90..=86_400).contains(&t.min_se_seconds)
+                || se != 0 && !(t.min_se_seconds..=86_400).contains(&se)
+            {
+                return Err(format!(
+                    "trunk `{}`: min_se_seconds {} must be in 90..=86400 and session_expires_seconds {se} 0 (off) or in min_se_seconds..=86400",
+                    t.name, t.min_se_seconds
+                ));
             }
         }
         self.trunks.sort_by_key(|t| t.priority);
@@ -1061,5 +1111,71 @@ capacity = 8
         let p = write("broken.toml", "edge_url = ");
         let e = Config::load_with(Some(&p), env(&[])).unwrap_err();
         assert!(matches!(e, ConfigError::Parse { .. }), "{e}");
+    }
+
+    /// Issue 21: the per-trunk SIP capability keys and their defaults.
+    #[test]
+    fn sip_capability_keys_per_trunk() {
+        let text = format!(
+            "{FULL}\n[[telephony.trunks]]\nname = \"a\"\nhost = \"127.0.0.1\"\nfrom_number = \"+15550001111\"\nrequire_100rel = true\n\n[[telephony.trunks]]\nname = \"b\"\nhost = \"127.0.0.1\"\nfrom_number = \"+15550001111\"\n"
+        );
+        let f = write("sip-keys.toml", &text);
+        let c = Config::load_with(Some(&f), env(&[])).unwrap();
+        let [a, b] = &c.telephony.trunks[..] else {
+            panic!("{:?}", c.telephony.trunks)
+        };
+        assert!(a.require_100rel);
+        assert!(!b.require_100rel);
+        assert_eq!(
+            (a.session_expires_seconds, a.min_se_seconds),
+            (1800, 90),
+            "defaults"
+        );
+        let text = text.replace(
+            "require_100rel = true\n",
+            "require_100rel = true\nsession_expires_seconds = 600\nmin_se_seconds = 120\n",
+        );
+        let c = Config::load_with(Some(&write("sip-keys2.toml", &text)), env(&[])).unwrap();
+        let a = &c.telephony.trunks[0];
+        assert_eq!((a.session_expires_seconds, a.min_se_seconds), (600, 120));
+        for bad in [
+            "session_expires_seconds = 60\n",
+            "min_se_seconds = 30\n",
+            "min_se_seconds = 900\nsession_expires_seconds = 600\n",
+        ] {
+            let t = text.replace("session_expires_seconds = 600\nmin_se_seconds = 120\n", bad);
+            let e = Config::load_with(Some(&write("sip-keys3.toml", &t)), env(&[]))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("min_se_seconds"), "{bad}: {e}");
+        }
+        assert_eq!(
+            (
+                c.telephony.max_redirects,
+                c.telephony.redirect_allowed_addresses.len()
+            ),
+            (3, 0),
+            "redirect defaults"
+        );
+        let r = text.replace(
+            "[[telephony.trunks]]\nname = \"a\"",
+            "[telephony]\nmax_redirects = 2\nredirect_allowed_addresses = [\"127.0.0.1:5072\"]\n\n[[telephony.trunks]]\nname = \"a\"",
+        );
+        let c = Config::load_with(Some(&write("sip-keys5.toml", &r)), env(&[])).unwrap();
+        assert_eq!(c.telephony.max_redirects, 2);
+        assert_eq!(
+            c.telephony.redirect_allowed_addresses,
+            ["127.0.0.1:5072".parse::<std::net::SocketAddr>().unwrap()]
+        );
+        let r = r.replace("max_redirects = 2", "max_redirects = 11");
+        assert!(Config::load_with(Some(&write("sip-keys6.toml", &r)), env(&[])).is_err());
+        let t = text.replace(
+            "session_expires_seconds = 600\n",
+            "session_expires_seconds = 0\n",
+        );
+        assert!(
+            Config::load_with(Some(&write("sip-keys4.toml", &t)), env(&[])).is_ok(),
+            "0 = off"
+        );
     }
 }

@@ -14,6 +14,7 @@ use crate::engine::guard::AllowedHosts;
 use crate::media::PortAllocator;
 use crate::sip::auth::Credentials;
 use crate::sip::endpoint::EndpointConfig;
+use crate::sip::session_timer::SessionTimerConfig;
 use crate::sip::text_message::{self, reasons, Imdn, MessageEnd, MessageSpec};
 use crate::sip::transaction::Timers;
 use crate::sip::udp::{DriverError, InboundRequest, SipUdp, Trunk};
@@ -73,6 +74,12 @@ impl Telephony {
                 domain: Some(t.host.clone()),
                 credentials,
                 in_dialog_from_trunk_only: t.in_dialog_from_trunk_only(),
+                require_100rel: t.require_100rel,
+                session_timer: (t.session_expires_seconds > 0).then_some(SessionTimerConfig {
+                    expires_s: t.session_expires_seconds,
+                    min_se_s: t.min_se_seconds,
+                    ms_per_s: 1_000,
+                }),
             });
         }
         let mut endpoint = EndpointConfig::new(SocketAddr::new(cfg.bind_ip, cfg.sip_port));

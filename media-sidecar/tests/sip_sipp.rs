@@ -17,6 +17,7 @@ use tokio::process::{Child, Command};
 use voxline_media_sidecar::sip::auth::Credentials;
 use voxline_media_sidecar::sip::call::{DialogEnd, DialogEvent};
 use voxline_media_sidecar::sip::sdp::{Codec, OfferConfig};
+use voxline_media_sidecar::sip::session_timer::SessionTimerConfig;
 use voxline_media_sidecar::sip::udp::{CallHandle, CallSpec, Event, SipUdp, Trunk};
 use voxline_shared::{CallStatus, EndedReason};
 use voxline_testkit::{free_udp_port, udp_port_bound, SIPP};
@@ -542,6 +543,9 @@ fn sipp_telephony(
             password: None,
             realm: None,
             in_dialog_from_trunk_only: None,
+            require_100rel: false,
+            session_expires_seconds: 1800,
+            min_se_seconds: 90,
             from_number: "+15550001111".into(),
             priority: 0,
         }],
@@ -1059,4 +1063,139 @@ async fn a_text_from_the_trunk_reaches_the_edge_and_the_trunk_gets_200() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_text_to_a_number_the_edge_does_not_know_gets_404() {
     inbound_text_answered("uac_message_404", 404).await;
+}
+
+/// Issue 21 (RFC 3262): a reliable 183 with early-media SDP is PRACKed
+/// (sipp checks the RAck), its SDP is the answer, the 200 completes the call.
+#[tokio::test]
+async fn a_reliable_183_is_pracked_and_the_call_answered() {
+    let sipp = Sipp::start("uas_prack").await;
+    let sip = endpoint().await;
+    let mut trunk = Trunk::new(sipp.addr);
+    trunk.require_100rel = true;
+    let mut h = sip.start_call(spec(vec![trunk])).await.unwrap();
+    let early = match next(&mut h).await {
+        Event::Call(DialogEvent::Ringing {
+            code: 183,
+            early_media: Some(n),
+        }) => n,
+        e => panic!("unexpected {e:?}"),
+    };
+    assert_eq!(early.codec, Codec::Pcmu);
+    match next(&mut h).await {
+        Event::Call(DialogEvent::Answered(n)) => assert_eq!(n, early),
+        e => panic!("unexpected {e:?}"),
+    }
+    h.hangup(EndedReason::HangupRequested).await;
+    let o = ended(&mut h).await;
+    assert_eq!(
+        (o.status, o.reason),
+        (CallStatus::Completed, EndedReason::HangupRequested)
+    );
+    sipp.success().await;
+}
+
+/// Issue 21 (RFC 4028): the callee makes us the refresher of a 90 s
+/// session (the RFC's floor); we refresh at half of it by UPDATE (sipp
+/// checks the wire) or, when the callee does not allow UPDATE, by re-INVITE
+/// with our SDP's version unchanged. The session-timer second is 40 ms here
+/// (`ms_per_s`, not a config key) so the refresh comes after 1.8 s, not 45 s;
+/// the timing itself is tested sans-IO in `sip::call`.
+async fn refreshed_by(scenario: &str) {
+    let sipp = Sipp::start(scenario).await;
+    let sip = endpoint().await;
+    let mut trunk = Trunk::new(sipp.addr);
+    trunk.session_timer = Some(SessionTimerConfig {
+        ms_per_s: 40,
+        ..SessionTimerConfig::default()
+    });
+    let mut h = sip.start_call(spec(vec![trunk])).await.unwrap();
+    match next(&mut h).await {
+        Event::Call(DialogEvent::Answered(_)) => {}
+        e => panic!("unexpected {e:?}"),
+    }
+    // sipp hangs up once it has seen (and answered) the refresh.
+    let o = ended(&mut h).await;
+    assert_eq!(
+        (o.status, o.reason),
+        (CallStatus::Completed, EndedReason::CalleeHangup)
+    );
+    sipp.success().await;
+}
+
+#[tokio::test]
+async fn the_session_is_refreshed_by_update() {
+    refreshed_by("uas_session_update").await;
+}
+
+#[tokio::test]
+async fn the_session_is_refreshed_by_reinvite_without_update() {
+    refreshed_by("uas_session_reinvite").await;
+}
+
+/// Issue 21 (RFC 4028 6): a 422 is followed by the INVITE again with its
+/// Min-SE as our interval (sipp checks it), and that call is answered.
+#[tokio::test]
+async fn a_422_is_retried_with_the_larger_interval() {
+    let sipp = Sipp::start("uas_422").await;
+    let sip = endpoint().await;
+    let mut h = sip
+        .start_call(spec(vec![Trunk::new(sipp.addr)]))
+        .await
+        .unwrap();
+    match next(&mut h).await {
+        Event::Call(DialogEvent::Answered(_)) => {}
+        e => panic!("unexpected {e:?}"),
+    }
+    h.hangup(EndedReason::HangupRequested).await;
+    let o = ended(&mut h).await;
+    assert_eq!(o.status, CallStatus::Completed);
+    sipp.success().await;
+}
+
+/// Issue 21: sipp A answers 302 with the number on sipp B (another
+/// configured trunk on another loopback port); the call follows it with a
+/// new INVITE (CSeq 2, same Call-ID, sipp B logs it) and B answers it.
+#[tokio::test]
+async fn a_302_to_another_trunk_is_followed_and_answered_there() {
+    let b = Sipp::start_traced("uas_answer").await;
+    let port = b.addr.port().to_string();
+    let a = Sipp::start_with("uas_redirect", &["-set", "target_port", &port]).await;
+    let sip = endpoint().await;
+    let mut h = sip
+        .start_call(spec(vec![Trunk::new(a.addr), Trunk::new(b.addr)]))
+        .await
+        .unwrap();
+    until_answered(&mut h).await;
+    let invite = logged_request(&b, "INVITE").await;
+    assert_eq!(header(&invite, "CSeq"), "2 INVITE");
+    h.hangup(EndedReason::HangupRequested).await;
+    let o = ended(&mut h).await;
+    assert_eq!(o.status, CallStatus::Completed);
+    a.success().await;
+    b.success().await;
+}
+
+/// A 302 to a host that is neither a trunk nor allowed is not dialled: the
+/// call ends with the 302 (`rejected`, never redialled).
+#[tokio::test]
+async fn a_302_to_an_unknown_host_is_not_followed() {
+    let nobody = free_udp_port().to_string();
+    let a = Sipp::start_with("uas_redirect", &["-set", "target_port", &nobody]).await;
+    let sip = endpoint().await;
+    let mut h = sip
+        .start_call(spec(vec![Trunk::new(a.addr)]))
+        .await
+        .unwrap();
+    let o = ended(&mut h).await;
+    assert_eq!(
+        (o.status, o.reason, o.sip_code, o.detail.as_str()),
+        (
+            CallStatus::Failed,
+            EndedReason::Rejected,
+            Some(302),
+            "redirect_target_not_allowed"
+        )
+    );
+    a.success().await;
 }

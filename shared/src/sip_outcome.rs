@@ -11,7 +11,9 @@
 //! | 603 Decline | `busy` / `declined` | no | **never** |
 //! | 401, 407 (our credentials refused) | `failed` / `trunk_error` | no | yes |
 //! | 5xx (503, 504, 500, ...) | `failed` / `trunk_error` | yes | yes |
-//! | other 3xx, 4xx (404, 410, 484, 403, 488, ...) | `failed` / `rejected` | no | never |
+//! | 422 Session Interval Too Small (after our retries with its Min-SE) | `failed` / `trunk_error` | yes | never |
+//! | 3xx (a redirect not followed: no allowed target, a loop, or past the limit) | `failed` / `rejected` | yes | never |
+//! | other 4xx (404, 410, 484, 403, 488, ...) | `failed` / `rejected` | no | never |
 //! | other 6xx (604, 606, ...) | `failed` / `rejected` | no | never |
 //!
 //! A 6xx is final everywhere (RFC 3261 §21.6): no other trunk is tried, and
@@ -43,8 +45,14 @@ pub fn sip_final(code: u16) -> SipFinal {
         486 | 600 => (S::Busy, R::Busy, false, true),
         603 => (S::Busy, R::Declined, false, false),
         401 | 407 => (S::Failed, R::TrunkError, false, true),
+        // The sidecar already asked again with the 422's Min-SE: this trunk
+        // and our session-timer settings disagree; another trunk may not.
+        422 => (S::Failed, R::TrunkError, true, false),
         500..=599 => (S::Failed, R::TrunkError, true, true),
-        300..=499 | 600..=699 => (S::Failed, R::Rejected, false, false),
+        // The sidecar follows the 301/302s it may; what reaches here this
+        // trunk could not route for us, another trunk may.
+        300..=399 => (S::Failed, R::Rejected, true, false),
+        400..=499 | 600..=699 => (S::Failed, R::Rejected, false, false),
         _ => (S::Failed, R::TrunkError, false, true),
     };
     SipFinal {
@@ -88,10 +96,11 @@ mod tests {
             (603, S::Busy, R::Declined, false, false),
             (401, S::Failed, R::TrunkError, false, true),
             (407, S::Failed, R::TrunkError, false, true),
+            (422, S::Failed, R::TrunkError, true, false),
             (500, S::Failed, R::TrunkError, true, true),
             (503, S::Failed, R::TrunkError, true, true),
             (504, S::Failed, R::TrunkError, true, true),
-            (302, S::Failed, R::Rejected, false, false),
+            (302, S::Failed, R::Rejected, true, false),
             (403, S::Failed, R::Rejected, false, false),
             (404, S::Failed, R::Rejected, false, false),
             (410, S::Failed, R::Rejected, false, false),

@@ -317,6 +317,8 @@ fn call_spec(
     spec.ring_timeout = Duration::from_secs(u64::from(cfg.ring_timeout_seconds));
     spec.max_duration = Some(Duration::from_secs(u64::from(offer.max_seconds)));
     spec.failover_timeout = Some(Duration::from_millis(u64::from(cfg.failover_timeout_ms)));
+    spec.max_redirects = cfg.max_redirects;
+    spec.redirect_allowed = cfg.redirect_allowed_addresses.clone();
     spec
 }
 

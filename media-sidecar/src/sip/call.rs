@@ -21,14 +21,23 @@ use voxline_shared::{CallStatus, EndedReason};
 
 use super::auth::{self, Challenge, ChooseError, Credentials, DigestClient};
 use super::msg::{self, response_to, Message, ParseError};
+use super::redirect::{self, RedirectPolicy};
 use super::sdp::{self, Direction, Negotiated, OfferConfig};
+use super::session_timer::{
+    self as st, Refresher, SessionTimerConfig, MAX_422_RETRIES, MAX_SESSION_EXPIRES_S,
+    MIN_SE_FLOOR_S,
+};
 use super::transaction::{IctState, InviteClient, NonInviteClient, Timers, TxEvent};
 use crate::random::{OsRandom, Random};
 
 /// What we allow in-dialog.
-pub const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, UPDATE, INFO";
+pub const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, UPDATE, INFO, PRACK";
 /// What we allow out of dialog (an OPTIONS probe's answer): texts too.
-pub const ALLOW_OUT_OF_DIALOG: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, UPDATE, INFO, MESSAGE";
+pub const ALLOW_OUT_OF_DIALOG: &str =
+    "INVITE, ACK, CANCEL, BYE, OPTIONS, UPDATE, INFO, PRACK, MESSAGE";
+
+/// The `100rel` option tag (RFC 3262: reliable provisional responses).
+pub const TAG_100REL: &str = "100rel";
 
 /// Everything one call attempt to one trunk needs.
 #[derive(Debug, Clone)]
@@ -63,6 +72,15 @@ pub struct CallConfig {
     /// from anywhere else get 403 and change nothing (a forged BYE with the
     /// right Call-ID and tags cannot end the call).
     pub in_dialog_from_trunk_only: bool,
+    /// Send `Require: 100rel` (RFC 3262): the trunk must send its 18x
+    /// reliably (we PRACK them). `Supported: 100rel` is always sent.
+    pub require_100rel: bool,
+    /// Session timers (RFC 4028): what our INVITE asks for; `None`: no
+    /// `Session-Expires` sent (a peer's refreshes are still answered).
+    pub session_timer: Option<SessionTimerConfig>,
+    /// Which 301/302 targets the call follows ([`redirect`]). The trunk
+    /// itself (`trunk`, `request_uri`'s host) is always among them.
+    pub redirect: RedirectPolicy,
 }
 
 impl CallConfig {
@@ -90,6 +108,9 @@ impl CallConfig {
             timers: Timers::default(),
             user_agent: concat!("voxline/", env!("CARGO_PKG_VERSION")).to_string(),
             in_dialog_from_trunk_only: true,
+            require_100rel: false,
+            session_timer: Some(SessionTimerConfig::default()),
+            redirect: RedirectPolicy::default(),
         }
     }
 }
@@ -262,6 +283,40 @@ struct Cached {
     expires: u64,
 }
 
+/// The early dialog of the last reliable provisional response (RFC 3262):
+/// where its PRACK goes and which RSeq it acknowledged.
+#[derive(Debug)]
+struct EarlyDialog {
+    to_tag: String,
+    /// The 1xx's To header (with the tag), the PRACK's To.
+    remote_to: String,
+    target: String,
+    routes: Vec<String>,
+    /// RSeq of the last reliable provisional PRACKed in it.
+    rseq: u32,
+}
+
+/// The RSeq of a reliable provisional response (`Require: 100rel` and a
+/// valid `RSeq`, RFC 3262 7.1: 1 to 2**31-1), else `None` (read as unreliable).
+pub fn reliable_rseq(r: &Message) -> Option<u32> {
+    let required = r
+        .header_list("Require")
+        .iter()
+        .any(|t| t.eq_ignore_ascii_case(TAG_100REL));
+    let rseq: u32 = r.header("RSeq")?.trim().parse().ok()?;
+    (required && (1..=0x7fff_ffff).contains(&rseq)).then_some(rseq)
+}
+
+/// The live session timer (RFC 4028) of a confirmed dialog.
+#[derive(Debug)]
+struct Session {
+    interval_s: u32,
+    /// When we refresh next (we are the refresher).
+    refresh_at: Option<u64>,
+    /// Not refreshed by then (by either side): BYE.
+    expire_at: u64,
+}
+
 #[derive(Debug)]
 struct Retrans2xx {
     cseq: u32,
@@ -303,6 +358,29 @@ pub struct Call {
     /// The final response's `Retry-After`, for the [`DialogEnd`].
     retry_after_s: Option<u32>,
     early: Option<Negotiated>,
+    /// The early SDP came in a reliable provisional response: it is the
+    /// answer (RFC 3262 5), and SDP in later responses is ignored (RFC 3261 13.2.1).
+    early_is_answer: bool,
+    early_dialog: Option<EarlyDialog>,
+    prack: Option<NonInviteClient>,
+    prack_dest: SocketAddr,
+    prack_auth_tried: bool,
+    /// `Session-Expires` / `Min-SE` we ask for (a 422 raises them).
+    se_request_s: u32,
+    min_se_s: u32,
+    se_422_rounds: u32,
+    session: Option<Session>,
+    /// The peer's `Allow` lists UPDATE: refresh with it, else re-INVITE.
+    peer_allows_update: bool,
+    refresh_invite: Option<InviteClient>,
+    refresh_update: Option<NonInviteClient>,
+    /// The ACK of the refresh re-INVITE's 2xx (sent again on a retransmission).
+    refresh_ack: Option<Transmit>,
+    refresh_auth_tried: bool,
+    refresh_422_rounds: u32,
+    /// Redirects followed, and the URIs tried ([`redirect::loop_key`]).
+    redirects: u32,
+    tried_uris: Vec<String>,
     media: Option<Negotiated>,
     local_dir: Direction,
     sdp_version: u64,
@@ -382,6 +460,25 @@ impl Call {
             alerted: false,
             retry_after_s: None,
             early: None,
+            early_is_answer: false,
+            early_dialog: None,
+            prack: None,
+            prack_dest: cfg.trunk,
+            prack_auth_tried: false,
+            se_request_s: cfg.session_timer.map_or(0, |t| t.expires_s),
+            min_se_s: cfg
+                .session_timer
+                .map_or(MIN_SE_FLOOR_S, |t| t.min_se_s.max(MIN_SE_FLOOR_S)),
+            se_422_rounds: 0,
+            session: None,
+            peer_allows_update: false,
+            refresh_invite: None,
+            refresh_update: None,
+            refresh_ack: None,
+            refresh_auth_tried: false,
+            refresh_422_rounds: 0,
+            redirects: 0,
+            tried_uris: vec![redirect::loop_key(&cfg.request_uri)],
             media: None,
             local_dir: Direction::SendRecv,
             sdp_version: 1,
@@ -460,10 +557,27 @@ impl Call {
             m.push(n, v.clone());
         }
         m.push("Allow", ALLOW);
+        m.push("Supported", self.supported());
+        if self.cfg.require_100rel {
+            m.push("Require", TAG_100REL);
+        }
+        if self.cfg.session_timer.is_some() {
+            m.push("Session-Expires", self.se_request_s.to_string());
+            m.push("Min-SE", self.min_se_s.to_string());
+        }
         m.push("User-Agent", self.cfg.user_agent.clone());
         m.push("Content-Type", "application/sdp");
         m.body = self.local_sdp();
         m
+    }
+
+    /// Our `Supported` option tags.
+    fn supported(&self) -> &'static str {
+        if self.cfg.session_timer.is_some() {
+            "100rel, timer"
+        } else {
+            TAG_100REL
+        }
     }
 
     /// An in-dialog request (ACK for 2xx, BYE) and where to send it.
@@ -478,19 +592,36 @@ impl Call {
     /// The in-dialog request itself and its branch. Built, never re-parsed:
     /// the target and route set were checked when the 2xx arrived.
     fn dialog_message(&mut self, method: &str, cseq: u32) -> (Message, String) {
+        let (target, route_set, to) = (
+            self.remote_target.clone(),
+            self.route_set.clone(),
+            self.remote_to.clone(),
+        );
+        self.request_in(method, cseq, &target, &route_set, &to)
+    }
+
+    /// A request in the dialog (or early dialog) with this remote target,
+    /// route set and To, and its branch.
+    fn request_in(
+        &mut self,
+        method: &str,
+        cseq: u32,
+        target: &str,
+        route_set: &[String],
+        to: &str,
+    ) -> (Message, String) {
         // RFC 3261 12.2.1.1: a first route without `;lr` is a strict router.
-        let strict = self
-            .route_set
+        let strict = route_set
             .first()
             .and_then(|r| msg::parse_name_addr(r).ok())
             .filter(|a| !uri_has_param(&a.uri, "lr"));
         let (uri, routes): (String, Vec<String>) = match strict {
             Some(first) => {
-                let mut rs: Vec<String> = self.route_set[1..].to_vec();
-                rs.push(format!("<{}>", self.remote_target));
+                let mut rs: Vec<String> = route_set.get(1..).unwrap_or_default().to_vec();
+                rs.push(format!("<{target}>"));
                 (first.uri, rs)
             }
-            None => (self.remote_target.clone(), self.route_set.clone()),
+            None => (target.to_string(), route_set.to_vec()),
         };
         let mut m = Message::request(method, &uri);
         let branch = new_branch(self.random.as_mut());
@@ -500,7 +631,7 @@ impl Call {
         }
         m.push("Max-Forwards", "70");
         m.push("From", self.from_header.clone());
-        m.push("To", self.remote_to.clone());
+        m.push("To", to.to_string());
         m.push("Call-ID", self.call_id.clone());
         m.push("CSeq", format!("{cseq} {method}"));
         if method == "ACK" {
@@ -515,11 +646,15 @@ impl Call {
     /// Where in-dialog requests go: the first Route, else the remote target,
     /// when it is an IP literal; else the trunk (no DNS here).
     fn next_hop(&self) -> SocketAddr {
-        let hop = match self.route_set.first() {
+        self.hop_of(&self.remote_target, &self.route_set)
+    }
+
+    fn hop_of(&self, target: &str, route_set: &[String]) -> SocketAddr {
+        let hop = match route_set.first() {
             Some(r) => msg::parse_name_addr(r)
                 .ok()
                 .and_then(|a| uri_socket_addr(&a.uri)),
-            None => uri_socket_addr(&self.remote_target),
+            None => uri_socket_addr(target),
         };
         hop.unwrap_or(self.cfg.trunk)
     }
@@ -564,6 +699,23 @@ impl Call {
                     self.invite.on_response(r, now);
                 }
             }
+            "INVITE" => {
+                if let Some(t) = self.refresh_invite.as_mut().filter(|t| t.branch == branch) {
+                    let code = r.code().unwrap_or(0);
+                    if t.state() == IctState::Terminated && (200..300).contains(&code) {
+                        if let Some(a) = &self.refresh_ack {
+                            self.out.push_back(a.clone());
+                        }
+                    } else {
+                        t.on_response(r, now);
+                    }
+                }
+            }
+            "UPDATE" => {
+                if let Some(t) = self.refresh_update.as_mut().filter(|t| t.branch == branch) {
+                    t.on_response(r, now);
+                }
+            }
             "CANCEL" => {
                 if let Some(c) = self.cancel.as_mut().filter(|c| c.branch == branch) {
                     c.on_response(r, now);
@@ -572,6 +724,11 @@ impl Call {
             "BYE" => {
                 if let Some(b) = self.bye.as_mut().filter(|b| b.branch == branch) {
                     b.on_response(r, now);
+                }
+            }
+            "PRACK" => {
+                if let Some(p) = self.prack.as_mut().filter(|p| p.branch == branch) {
+                    p.on_response(r, now);
                 }
             }
             _ => {}
@@ -620,6 +777,44 @@ impl Call {
                 moved = true;
                 self.on_bye_event(ev, now);
             }
+            let mut prack_events = Vec::new();
+            if let Some(p) = self.prack.as_mut() {
+                while let Some(bytes) = p.poll_transmit() {
+                    self.out.push_back(Transmit {
+                        dest: self.prack_dest,
+                        bytes,
+                    });
+                }
+                while let Some(ev) = p.poll_event() {
+                    prack_events.push(ev);
+                }
+            }
+            for ev in prack_events {
+                moved = true;
+                self.on_prack_event(ev, now);
+            }
+            let hop = self.next_hop();
+            let mut refresh_events = Vec::new();
+            if let Some(t) = self.refresh_invite.as_mut() {
+                while let Some(bytes) = t.poll_transmit() {
+                    self.out.push_back(Transmit { dest: hop, bytes });
+                }
+                while let Some(ev) = t.poll_event() {
+                    refresh_events.push(ev);
+                }
+            }
+            if let Some(t) = self.refresh_update.as_mut() {
+                while let Some(bytes) = t.poll_transmit() {
+                    self.out.push_back(Transmit { dest: hop, bytes });
+                }
+                while let Some(ev) = t.poll_event() {
+                    refresh_events.push(ev);
+                }
+            }
+            for ev in refresh_events {
+                moved = true;
+                self.on_refresh_event(ev, now);
+            }
             if !moved {
                 break;
             }
@@ -642,15 +837,31 @@ impl Call {
                 if code > 100 {
                     self.alerted = true;
                 }
+                let reliable = if code > 100 && !self.ended {
+                    reliable_rseq(&r)
+                } else {
+                    None
+                };
+                if let Some(rseq) = reliable {
+                    if !self.prack_reliable(&r, rseq, now) {
+                        // A retransmission (re-PRACKed) or out of order: not news.
+                        return;
+                    }
+                }
                 if code == 100 || self.phase != Phase::Calling && self.phase != Phase::Early {
                     return;
                 }
                 self.phase = Phase::Early;
-                let early = if r.has_sdp() {
+                // RFC 3261 13.2.1: once an answer came reliably, SDP in later
+                // responses to the INVITE is ignored.
+                let early = if r.has_sdp() && !self.early_is_answer {
                     sdp::negotiate(&self.cfg.media, &r.body).ok()
                 } else {
                     None
                 };
+                if reliable.is_some() && early.is_some() {
+                    self.early_is_answer = true;
+                }
                 if !self.ringing_sent {
                     self.ringing_sent = true;
                     self.early = early.clone();
@@ -676,6 +887,18 @@ impl Call {
                     .and_then(msg::retry_after_seconds)
                     .filter(|s| *s > 0);
                 let mut detail = "final_response";
+                if code == 301 || code == 302 {
+                    match self.follow_redirect(&r, now) {
+                        Ok(()) => return, // The INVITE went to the new target.
+                        Err(d) => detail = d,
+                    }
+                }
+                if code == 422 {
+                    if self.retry_422(&r, now) {
+                        return; // Re-sent with the larger interval.
+                    }
+                    detail = "session_interval_too_small";
+                }
                 if code == 401 || code == 407 {
                     match self.try_auth(&r, now) {
                         Ok(()) => return, // Re-sent with credentials.
@@ -752,10 +975,19 @@ impl Call {
             self.send_bye(now, CallStatus::Failed, EndedReason::TrunkError);
             return;
         }
-        let neg = if r.has_sdp() {
-            sdp::negotiate(&self.cfg.media, &r.body).map_err(|e| e.code())
-        } else {
-            self.early.clone().ok_or("sdp_missing_in_answer")
+        let neg = match (&self.early, self.early_is_answer) {
+            // The answer came in a reliable 18x (RFC 3262 5): the 2xx's SDP,
+            // if any, is ignored (RFC 3261 13.2.1), even when it differs.
+            (Some(early), true) => {
+                if r.has_sdp()
+                    && sdp::negotiate(&self.cfg.media, &r.body).ok().as_ref() != Some(early)
+                {
+                    tracing::warn!(call_id = %self.call_id, "2xx SDP differs from the reliable 18x's answer: ignored (RFC 3261 13.2.1)");
+                }
+                Ok(early.clone())
+            }
+            _ if r.has_sdp() => sdp::negotiate(&self.cfg.media, &r.body).map_err(|e| e.code()),
+            _ => self.early.clone().ok_or("sdp_missing_in_answer"),
         };
         match neg {
             Ok(n) => {
@@ -763,6 +995,11 @@ impl Call {
                 self.media = Some(n.clone());
                 self.max_deadline = self.cfg.max_duration_ms.map(|d| now + d);
                 self.events.push_back(DialogEvent::Answered(n));
+                self.peer_allows_update = st::lists(r, "Allow", "UPDATE");
+                if let Some((s, who)) = st::session_expires(r) {
+                    // `uac` (or none named) is us; `uas` the callee.
+                    self.start_session(now, s, who != Some(Refresher::Uas));
+                }
             }
             Err(code) => {
                 self.phase = Phase::Confirmed;
@@ -824,12 +1061,338 @@ impl Call {
                     .authorize(ch, &cred, "INVITE", &self.cfg.request_uri, &cnonce, &body);
             self.auth_headers.push((auth_name.to_string(), v));
         }
+        self.resend_invite(now);
+        Ok(())
+    }
+
+    /// The INVITE again, as a new transaction (CSeq+1, new branch) of the
+    /// same call (Call-ID, From tag), after a 401/407 or 422.
+    fn resend_invite(&mut self, now: u64) {
         self.cseq += 1;
         let branch = new_branch(self.random.as_mut());
         let inv = self.build_invite(&branch);
         self.invite = InviteClient::new(inv, branch, now, self.cfg.timers);
         self.got_provisional = false;
+        self.early_dialog = None;
+    }
+
+    /// A 301/302 to the INVITE (RFC 3261 8.1.3.4): the INVITE again (CSeq+1,
+    /// new branch, same Call-ID, From and To) to the best allowed Contact,
+    /// on that target's address with its credentials. `Err(detail)`: not
+    /// followed ([`redirect::choose`]); the call ends with the 3xx.
+    fn follow_redirect(&mut self, r: &Message, now: u64) -> Result<(), &'static str> {
+        if self.ended || self.plan.is_some() {
+            return Err("final_response");
+        }
+        let mut policy = self.cfg.redirect.clone();
+        if let Some((host, port)) = redirect::sip_host_port(&self.cfg.request_uri) {
+            // The trunk we are on may always send us to itself.
+            policy.targets.push(redirect::RedirectTarget {
+                host,
+                port,
+                addr: self.cfg.trunk,
+                credentials: self.cfg.credentials.clone(),
+                in_dialog_from_trunk_only: self.cfg.in_dialog_from_trunk_only,
+            });
+        }
+        let (uri, target) = redirect::choose(&policy, r, &self.tried_uris, self.redirects)
+            .map_err(|why| {
+                tracing::info!(call_id = %self.call_id, code = ?r.code(), why = why.code(), "redirect not followed");
+                why.code()
+            })?;
+        tracing::info!(call_id = %self.call_id, code = ?r.code(), %uri, to = %target.addr, "following redirect");
+        self.redirects += 1;
+        if self.tried_uris.len() < 16 {
+            self.tried_uris.push(redirect::loop_key(&uri));
+        }
+        self.cfg.trunk = target.addr;
+        self.cfg.request_uri = uri.clone();
+        self.cfg.credentials = target.credentials;
+        self.cfg.in_dialog_from_trunk_only = target.in_dialog_from_trunk_only;
+        self.remote_target = uri;
+        self.auth_headers.clear();
+        self.auth_rounds = 0;
+        self.digest = DigestClient::default();
+        self.retry_after_s = None;
+        self.prack_dest = target.addr;
+        self.no_response_deadline = self.cfg.no_response_timeout_ms.map(|ms| now + ms);
+        self.resend_invite(now);
         Ok(())
+    }
+
+    /// A 422 to the INVITE (RFC 4028 6): ask again with its larger `Min-SE`
+    /// as our interval, at most [`MAX_422_RETRIES`] times; `false` when not
+    /// retried (no timers asked for, no usable `Min-SE`, or enough rounds).
+    fn retry_422(&mut self, r: &Message, now: u64) -> bool {
+        if self.cfg.session_timer.is_none()
+            || self.ended
+            || self.plan.is_some()
+            || self.se_422_rounds >= MAX_422_RETRIES
+        {
+            return false;
+        }
+        let Some(min) =
+            st::min_se(r).filter(|m| *m > self.se_request_s && *m <= MAX_SESSION_EXPIRES_S)
+        else {
+            return false;
+        };
+        self.se_422_rounds += 1;
+        self.min_se_s = min;
+        self.se_request_s = min;
+        self.resend_invite(now);
+        true
+    }
+
+    /// Starts (or restarts, after a refresh) the session timer: we refresh
+    /// at half the interval, or wait for the peer's refresh until the
+    /// expiry minus its margin (RFC 4028 10); either way BYE by then.
+    fn start_session(&mut self, now: u64, interval_s: u32, we_refresh: bool) {
+        let Some(cfg) = self.cfg.session_timer else {
+            return;
+        };
+        // Never below the RFC's floor: a peer cannot make us refresh in a loop.
+        let interval = interval_s.clamp(MIN_SE_FLOOR_S, MAX_SESSION_EXPIRES_S);
+        let expire_s = if we_refresh {
+            interval
+        } else {
+            st::expiry_after_s(interval)
+        };
+        self.session = Some(Session {
+            interval_s: interval,
+            refresh_at: we_refresh.then(|| now.saturating_add(cfg.ms(interval) / 2)),
+            expire_at: now.saturating_add(cfg.ms(expire_s)),
+        });
+    }
+
+    /// Refreshes the session (RFC 4028 7.4): UPDATE without a body when the
+    /// peer allows UPDATE, else a re-INVITE with our SDP unchanged (same
+    /// `o=` version). With credentials for `challenge` if given.
+    fn send_refresh(&mut self, now: u64, challenge: Option<&Message>) {
+        let Some(interval) = self.session.as_ref().map(|s| s.interval_s) else {
+            return;
+        };
+        let busy = self
+            .refresh_invite
+            .as_ref()
+            .is_some_and(|t| matches!(t.state(), IctState::Calling | IctState::Proceeding))
+            || self.refresh_update.as_ref().is_some_and(|t| {
+                matches!(
+                    t.state(),
+                    super::transaction::NictState::Trying
+                        | super::transaction::NictState::Proceeding
+                )
+            });
+        if busy && challenge.is_none() {
+            return;
+        }
+        let method = if self.peer_allows_update {
+            "UPDATE"
+        } else {
+            "INVITE"
+        };
+        self.cseq += 1;
+        let (mut m, branch) = self.dialog_message(method, self.cseq);
+        m.push("Contact", self.contact());
+        m.push("Supported", self.supported());
+        m.push(
+            "Session-Expires",
+            format!("{};refresher=uac", interval.max(self.min_se_s)),
+        );
+        m.push("Min-SE", self.min_se_s.to_string());
+        if method == "INVITE" {
+            m.push("Allow", ALLOW);
+            m.push("Content-Type", "application/sdp");
+            m.body = self.local_sdp();
+        }
+        if let Some(ch) = challenge {
+            if !self.authorize(ch, &mut m, method) {
+                return;
+            }
+        }
+        tracing::debug!(call_id = %self.call_id, method, interval, "session refresh");
+        if method == "INVITE" {
+            self.refresh_invite = Some(InviteClient::new(m, branch, now, self.cfg.timers));
+        } else {
+            self.refresh_update = Some(NonInviteClient::new(&m, branch, now, self.cfg.timers));
+        }
+    }
+
+    fn on_refresh_event(&mut self, ev: TxEvent, now: u64) {
+        let r = match ev {
+            TxEvent::Provisional(_) => return,
+            TxEvent::Final(r) => r,
+            TxEvent::Timeout => {
+                return self.refresh_failed(now);
+            }
+        };
+        let code = r.code().unwrap_or(500);
+        let is_invite = r.cseq().1 == "INVITE";
+        if is_invite && (200..300).contains(&code) {
+            // ACKed even when the call is ending meanwhile (it stops the 2xx).
+            let ack = self.dialog_request("ACK", r.cseq().0);
+            self.out.push_back(ack.clone());
+            self.refresh_ack = Some(ack);
+        }
+        if self.phase != Phase::Confirmed {
+            return;
+        }
+        match code {
+            200..=299 => {
+                self.refresh_auth_tried = false;
+                self.refresh_422_rounds = 0;
+                if is_invite && r.has_sdp() {
+                    if let Ok(n) = sdp::negotiate(&self.cfg.media, &r.body) {
+                        if self.media.as_ref() != Some(&n) {
+                            self.media = Some(n.clone());
+                            self.events.push_back(DialogEvent::MediaUpdated(n));
+                        }
+                    }
+                }
+                match st::session_expires(&r) {
+                    Some((s, who)) => self.start_session(now, s, who != Some(Refresher::Uas)),
+                    // RFC 4028 7.4: no Session-Expires in the 2xx, no expiry.
+                    None => self.session = None,
+                }
+            }
+            401 | 407 if !self.refresh_auth_tried => {
+                self.refresh_auth_tried = true;
+                self.send_refresh(now, Some(&r));
+            }
+            422 if self.refresh_422_rounds < MAX_422_RETRIES => {
+                let min = st::min_se(&r).filter(|m| *m <= MAX_SESSION_EXPIRES_S);
+                if let (Some(min), Some(s)) = (min, self.session.as_mut()) {
+                    self.refresh_422_rounds += 1;
+                    self.min_se_s = self.min_se_s.max(min);
+                    s.interval_s = s.interval_s.max(min);
+                    self.send_refresh(now, None);
+                }
+            }
+            491 => {
+                // Glare (RFC 3261 14.1): we own the Call-ID, so 2.1 to 4 s.
+                let jitter = u64::from_str_radix(&self.random.hex(1), 16).unwrap_or(0);
+                if let Some(s) = self.session.as_mut() {
+                    s.refresh_at = Some(now + 2_100 + jitter * 7);
+                }
+            }
+            408 | 481 => self.refresh_failed(now),
+            // Anything else: the session lasts until it expires.
+            _ => tracing::info!(call_id = %self.call_id, code, "session refresh refused"),
+        }
+    }
+
+    /// RFC 3261 12.2.1.2: a 408/481 (or no answer) to an in-dialog request ends the dialog.
+    fn refresh_failed(&mut self, now: u64) {
+        if self.phase == Phase::Confirmed {
+            self.detail_override = Some("session_refresh_failed");
+            self.send_bye(now, CallStatus::Failed, EndedReason::TrunkError);
+        }
+    }
+
+    /// A reliable provisional response (RSeq `rseq`): PRACK it (RFC 3262 4).
+    /// `true` when it is new; `false` for a retransmission (its PRACK is
+    /// sent again, the same transaction) or one out of order (not PRACKed).
+    fn prack_reliable(&mut self, r: &Message, rseq: u32, now: u64) -> bool {
+        let Some(to_tag) = r.to_tag() else {
+            // No early dialog to PRACK in: read it as unreliable.
+            return true;
+        };
+        if let Some(d) = self.early_dialog.as_ref().filter(|d| d.to_tag == to_tag) {
+            if rseq == d.rseq {
+                if let Some(p) = self.prack.as_mut() {
+                    p.retransmit_now();
+                }
+                return false;
+            }
+            if Some(rseq) != d.rseq.checked_add(1) {
+                tracing::debug!(call_id = %self.call_id, rseq, last = d.rseq, "reliable 1xx out of order: not PRACKed");
+                return false;
+            }
+        }
+        let target = r
+            .contact_uri()
+            .unwrap_or_else(|| self.cfg.request_uri.clone());
+        let routes: Vec<String> = r.record_route().into_iter().rev().collect();
+        let (target, routes) = match check_dialog_target(&target, &routes) {
+            Ok(()) => (target, routes),
+            Err(_) => (self.cfg.request_uri.clone(), Vec::new()),
+        };
+        let d = EarlyDialog {
+            to_tag,
+            remote_to: r.header("To").unwrap_or("").to_string(),
+            target,
+            routes,
+            rseq,
+        };
+        self.prack_dest = self.hop_of(&d.target, &d.routes);
+        self.early_dialog = Some(d);
+        self.prack_auth_tried = false;
+        self.send_prack(now, None);
+        true
+    }
+
+    /// PRACKs the early dialog's last reliable 1xx, with credentials for
+    /// `challenge` (a 401/407 to the previous PRACK) if given.
+    fn send_prack(&mut self, now: u64, challenge: Option<&Message>) {
+        let Some(d) = self.early_dialog.as_ref() else {
+            return;
+        };
+        let rack = format!("{} {} INVITE", d.rseq, self.invite.cseq);
+        let (target, routes, to) = (d.target.clone(), d.routes.clone(), d.remote_to.clone());
+        self.cseq += 1;
+        let (mut m, branch) = self.request_in("PRACK", self.cseq, &target, &routes, &to);
+        m.push("RAck", rack);
+        if let Some(ch) = challenge {
+            if !self.authorize(ch, &mut m, "PRACK") {
+                return;
+            }
+        }
+        self.prack = Some(NonInviteClient::new(&m, branch, now, self.cfg.timers));
+    }
+
+    fn on_prack_event(&mut self, ev: TxEvent, now: u64) {
+        match ev {
+            TxEvent::Final(r) if matches!(r.code(), Some(401 | 407)) && !self.prack_auth_tried => {
+                self.prack_auth_tried = true;
+                self.send_prack(now, Some(&r));
+            }
+            TxEvent::Final(r) if !matches!(r.code(), Some(200..=299)) => {
+                // The UAS goes on retransmitting the 1xx, then gives up with
+                // a 5xx to the INVITE (RFC 3262 3): that decides the call.
+                tracing::info!(call_id = %self.call_id, code = ?r.code(), "PRACK refused");
+            }
+            _ => {}
+        }
+    }
+
+    /// Adds credentials answering the 401/407 `r` to the in-dialog request
+    /// `m` (`method`, its Request-URI as sent). `false`: none to give.
+    fn authorize(&mut self, r: &Message, m: &mut Message, method: &str) -> bool {
+        let Some(cred) = self.cfg.credentials.clone() else {
+            return false;
+        };
+        let (chn, an) = if r.code() == Some(407) {
+            ("Proxy-Authenticate", "Proxy-Authorization")
+        } else {
+            ("WWW-Authenticate", "Authorization")
+        };
+        let challenges: Vec<Challenge> = r
+            .header_lines(chn)
+            .into_iter()
+            .filter_map(|v| Challenge::parse(v).ok())
+            .collect();
+        let Ok(chosen) = auth::choose_per_realm(&challenges, cred.realm.as_deref()) else {
+            return false;
+        };
+        let chosen: Vec<Challenge> = chosen.into_iter().cloned().collect();
+        let uri = m.uri().unwrap_or("").to_string();
+        for ch in &chosen {
+            let cnonce = self.random.hex(8);
+            let v = self
+                .digest
+                .authorize(ch, &cred, method, &uri, &cnonce, &m.body);
+            m.push(an, v);
+        }
+        true
     }
 
     fn send_cancel(&mut self, now: u64) {
@@ -871,6 +1434,7 @@ impl Call {
         self.plan = Some((status, reason));
         self.phase = Phase::Terminating;
         self.max_deadline = None;
+        self.session = None;
         self.cseq += 1;
         let (m, branch) = self.dialog_message("BYE", self.cseq);
         self.bye = Some(NonInviteClient::new(&m, branch, now, self.cfg.timers));
@@ -884,33 +1448,10 @@ impl Call {
             TxEvent::Provisional(_) => {}
             TxEvent::Final(r) if matches!(r.code(), Some(401 | 407)) && !self.bye_auth_tried => {
                 self.bye_auth_tried = true;
-                let Some(cred) = self.cfg.credentials.clone() else {
-                    return self.end_after_bye(status, reason, "bye_challenged");
-                };
-                let proxy = r.code() == Some(407);
-                let (chn, an) = if proxy {
-                    ("Proxy-Authenticate", "Proxy-Authorization")
-                } else {
-                    ("WWW-Authenticate", "Authorization")
-                };
-                let challenges: Vec<Challenge> = r
-                    .header_lines(chn)
-                    .into_iter()
-                    .filter_map(|v| Challenge::parse(v).ok())
-                    .collect();
-                let Ok(chosen) = auth::choose_per_realm(&challenges, cred.realm.as_deref()) else {
-                    return self.end_after_bye(status, reason, "bye_challenged");
-                };
-                let chosen: Vec<Challenge> = chosen.into_iter().cloned().collect();
                 self.cseq += 1;
                 let (mut m, branch) = self.dialog_message("BYE", self.cseq);
-                let uri = m.uri().unwrap_or("").to_string();
-                for ch in &chosen {
-                    let cnonce = self.random.hex(8);
-                    m.push(
-                        an,
-                        self.digest.authorize(ch, &cred, "BYE", &uri, &cnonce, b""),
-                    );
+                if !self.authorize(&r, &mut m, "BYE") {
+                    return self.end_after_bye(status, reason, "bye_challenged");
                 }
                 self.bye = Some(NonInviteClient::new(&m, branch, now, self.cfg.timers));
             }
@@ -937,6 +1478,7 @@ impl Call {
         }
         self.ended = true;
         self.phase = Phase::Ended;
+        self.session = None;
         self.ring_deadline = None;
         self.max_deadline = None;
         self.cancel_deadline = None;
@@ -984,7 +1526,28 @@ impl Call {
         if let Some(b) = self.bye.as_mut() {
             b.on_timer(now);
         }
+        if let Some(p) = self.prack.as_mut() {
+            p.on_timer(now);
+        }
+        if let Some(t) = self.refresh_invite.as_mut() {
+            t.on_timer(now);
+        }
+        if let Some(t) = self.refresh_update.as_mut() {
+            t.on_timer(now);
+        }
         self.pump(now);
+        if self.phase == Phase::Confirmed {
+            if let Some(s) = self.session.as_mut() {
+                if now >= s.expire_at {
+                    tracing::info!(call_id = %self.call_id, "session expired without a refresh (RFC 4028): BYE");
+                    self.detail_override = Some("session_expired");
+                    self.send_bye(now, CallStatus::Failed, EndedReason::TrunkError);
+                } else if s.refresh_at.is_some_and(|t| now >= t) {
+                    s.refresh_at = None;
+                    self.send_refresh(now, None);
+                }
+            }
+        }
         if self.ring_deadline.is_some_and(|d| now >= d) {
             self.ring_deadline = None;
             if matches!(self.phase, Phase::Calling | Phase::Early) && self.plan.is_none() {
@@ -1043,6 +1606,12 @@ impl Call {
             self.invite.next_timer(),
             self.cancel.as_ref().and_then(|c| c.next_timer()),
             self.bye.as_ref().and_then(|b| b.next_timer()),
+            self.prack.as_ref().and_then(|p| p.next_timer()),
+            self.refresh_invite.as_ref().and_then(|t| t.next_timer()),
+            self.refresh_update.as_ref().and_then(|t| t.next_timer()),
+            self.session
+                .as_ref()
+                .map(|s| s.refresh_at.unwrap_or(s.expire_at).min(s.expire_at)),
             self.ring_deadline,
             self.no_response_deadline
                 .filter(|_| !self.got_provisional && !self.ended),
@@ -1081,6 +1650,15 @@ impl Call {
                 .as_ref()
                 .is_none_or(|c| c.next_timer().is_none())
             && self.bye.as_ref().is_none_or(|b| b.next_timer().is_none())
+            && self.prack.as_ref().is_none_or(|p| p.next_timer().is_none())
+            && self
+                .refresh_invite
+                .as_ref()
+                .is_none_or(|t| t.next_timer().is_none())
+            && self
+                .refresh_update
+                .as_ref()
+                .is_none_or(|t| t.next_timer().is_none())
             && self.cache.is_empty()
             && self.reinvite_2xx.is_none()
             && self.out.is_empty()
@@ -1195,6 +1773,15 @@ impl Call {
                 }
             }
             "INVITE" | "UPDATE" if self.phase == Phase::Confirmed => {
+                let se = st::session_expires(req);
+                if let Some((s, _)) = se.filter(|(s, _)| *s < self.min_se_s) {
+                    // RFC 4028 8.1: too short for us: 422 with our Min-SE.
+                    tracing::info!(call_id = %self.call_id, s, "session refresh interval too small: 422");
+                    let mut resp = response_to(req, 422, None);
+                    resp.push("Min-SE", self.min_se_s.to_string());
+                    self.respond(now, from, req, resp);
+                    return;
+                }
                 let mut resp = response_to(req, 200, None);
                 if req.has_sdp() {
                     match sdp::negotiate(&self.cfg.media, &req.body) {
@@ -1216,6 +1803,7 @@ impl Call {
                 }
                 resp.push("Contact", self.contact());
                 resp.push("Allow", ALLOW);
+                self.answer_refresh(now, req, se, &mut resp);
                 if method == "INVITE" || req.has_sdp() {
                     resp.push("Content-Type", "application/sdp");
                     resp.body = self.local_sdp();
@@ -1259,6 +1847,42 @@ impl Call {
                 self.respond(now, from, req, resp);
             }
         }
+    }
+}
+
+impl Call {
+    /// The session timer of our 2xx to the peer's re-INVITE/UPDATE (RFC
+    /// 4028 9): its `Session-Expires` and refresher if it named them (none
+    /// named: it refreshes, being the one refreshing now); without one, our
+    /// running timer goes on with us as the refresher (`refresher=uas`).
+    fn answer_refresh(
+        &mut self,
+        now: u64,
+        req: &Message,
+        se: Option<(u32, Option<Refresher>)>,
+        resp: &mut Message,
+    ) {
+        if self.cfg.session_timer.is_none() {
+            return;
+        }
+        let (interval, we_refresh) = match (se, &self.session) {
+            (Some((s, who)), _) => (s, who == Some(Refresher::Uas)),
+            (None, Some(cur)) => (cur.interval_s, true),
+            (None, None) => return,
+        };
+        let who = if we_refresh {
+            Refresher::Uas
+        } else {
+            Refresher::Uac
+        };
+        resp.push(
+            "Session-Expires",
+            format!("{interval};refresher={}", who.as_str()),
+        );
+        if !we_refresh || st::lists(req, "Supported", "timer") {
+            resp.push("Require", "timer");
+        }
+        self.start_session(now, interval, we_refresh);
     }
 }
 
@@ -1950,6 +2574,515 @@ mod tests {
         assert!(
             matches!(&events(&mut c)[..], [DialogEvent::Answered(n)] if n.remote_rtp.port() == 7078)
         );
+    }
+
+    const OTHER_SDP: &str = "v=0\r\no=- 1 2 IN IP4 10.0.0.9\r\ns=-\r\nc=IN IP4 10.0.0.9\r\nt=0 0\r\nm=audio 9000 RTP/AVP 0\r\n";
+
+    /// A reliable provisional response (RFC 3262) from the early dialog `remote1`.
+    fn reliable(inv: &Message, code: u16, rseq: u32, sdp: Option<&str>) -> Vec<u8> {
+        let rseq = rseq.to_string();
+        let extra = [
+            ("Require", "100rel"),
+            ("RSeq", rseq.as_str()),
+            ("Contact", "<sip:bob@10.0.0.9:5080>"),
+        ];
+        reply(inv, code, &extra, sdp)
+    }
+
+    /// Issue 21: a reliable 183 with SDP is PRACKed in its early dialog, its
+    /// SDP is the answer (a different one in the 200 is ignored, RFC 3261
+    /// 13.2.1), and its retransmission is PRACKed again but not reported twice.
+    #[test]
+    fn a_reliable_183_is_pracked_and_its_sdp_is_the_answer() {
+        let mut c = Call::new(cfg(), 0);
+        let inv = sent(&mut c).remove(0).1;
+        assert!(st::lists(&inv, "Supported", "100rel"));
+        assert_eq!(inv.header("Require"), None);
+        assert!(inv.header("Allow").unwrap().contains("PRACK"));
+        c.handle_datagram(10, from(), &reliable(&inv, 183, 7, Some(ANSWER_SDP)))
+            .unwrap();
+        let out = sent(&mut c);
+        let [(dest, prack)] = &out[..] else {
+            panic!("{out:?}")
+        };
+        assert_eq!(
+            *dest,
+            "10.0.0.9:5080".parse().unwrap(),
+            "to the 183's Contact"
+        );
+        assert_eq!(prack.method(), Some("PRACK"));
+        assert_eq!(prack.uri(), Some("sip:bob@10.0.0.9:5080"));
+        assert_eq!(prack.cseq(), (2, "PRACK"));
+        assert_eq!(prack.header("RAck"), Some("7 1 INVITE"));
+        assert_eq!(prack.to_tag().as_deref(), Some("remote1"));
+        assert_eq!(prack.call_id(), inv.call_id());
+        assert!(matches!(
+            &events(&mut c)[..],
+            [DialogEvent::Ringing { code: 183, early_media: Some(n) }] if n.remote_rtp.port() == 7078
+        ));
+        // The 183 again (our PRACK was lost): the same PRACK again, no event.
+        c.handle_datagram(500, from(), &reliable(&inv, 183, 7, Some(ANSWER_SDP)))
+            .unwrap();
+        let again = sent(&mut c);
+        assert_eq!(again.len(), 1);
+        assert_eq!(again[0].1.top_branch(), prack.top_branch());
+        assert_eq!(again[0].1.cseq(), (2, "PRACK"));
+        assert!(events(&mut c).is_empty());
+        c.handle_datagram(510, from(), &reply(prack, 200, &[], None))
+            .unwrap();
+        // Once answered, the PRACK is never retransmitted.
+        c.handle_timeout(5_000);
+        assert!(sent(&mut c).is_empty());
+        // The 200 carries another SDP: the reliable 183's answer stands.
+        let contact = [("Contact", "<sip:bob@10.0.0.9:5080>")];
+        c.handle_datagram(6_000, from(), &reply(&inv, 200, &contact, Some(OTHER_SDP)))
+            .unwrap();
+        assert!(
+            matches!(&events(&mut c)[..], [DialogEvent::Answered(n)] if n.remote_rtp.port() == 7078)
+        );
+        let ack = sent(&mut c).remove(0).1;
+        assert_eq!((ack.method(), ack.cseq()), (Some("ACK"), (1, "ACK")));
+        c.hangup(7_000, EndedReason::HangupRequested);
+        assert_eq!(sent(&mut c)[0].1.cseq(), (3, "BYE"));
+    }
+
+    /// An unreliable 183's SDP is only a preview: the 200's SDP decides.
+    #[test]
+    fn an_unreliable_183s_sdp_gives_way_to_the_200s() {
+        let mut c = Call::new(cfg(), 0);
+        let inv = sent(&mut c).remove(0).1;
+        c.handle_datagram(10, from(), &reply(&inv, 183, &[], Some(ANSWER_SDP)))
+            .unwrap();
+        assert!(sent(&mut c).is_empty(), "no PRACK for an unreliable 1xx");
+        events(&mut c);
+        let contact = [("Contact", "<sip:bob@10.0.0.9:5080>")];
+        c.handle_datagram(20, from(), &reply(&inv, 200, &contact, Some(OTHER_SDP)))
+            .unwrap();
+        assert!(
+            matches!(&events(&mut c)[..], [DialogEvent::Answered(n)] if n.remote_rtp.port() == 9000)
+        );
+    }
+
+    #[test]
+    fn reliable_1xx_out_of_order_are_not_pracked_and_require_100rel_is_an_option() {
+        let mut c = Call::new(
+            CallConfig {
+                require_100rel: true,
+                ..cfg()
+            },
+            0,
+        );
+        let inv = sent(&mut c).remove(0).1;
+        assert_eq!(inv.header("Require"), Some("100rel"));
+        c.handle_datagram(10, from(), &reliable(&inv, 180, 1, None))
+            .unwrap();
+        assert_eq!(sent(&mut c)[0].1.header("RAck"), Some("1 1 INVITE"));
+        // RSeq 3 skips 2: not PRACKed (RFC 3262 4); then 2 is.
+        c.handle_datagram(20, from(), &reliable(&inv, 183, 3, None))
+            .unwrap();
+        assert!(sent(&mut c).is_empty());
+        c.handle_datagram(30, from(), &reliable(&inv, 183, 2, Some(ANSWER_SDP)))
+            .unwrap();
+        let out = sent(&mut c);
+        assert_eq!(
+            (out[0].1.header("RAck"), out[0].1.cseq()),
+            (Some("2 1 INVITE"), (3, "PRACK"))
+        );
+        let ev = events(&mut c);
+        assert!(
+            matches!(&ev[..], [DialogEvent::Ringing { code: 180, early_media: None }, DialogEvent::EarlyMedia(n)] if n.remote_rtp.port() == 7078),
+            "{ev:?}"
+        );
+        // Without Require: 100rel (or without a valid RSeq) it is unreliable.
+        c.handle_datagram(40, from(), &reply(&inv, 183, &[("RSeq", "4")], None))
+            .unwrap();
+        c.handle_datagram(
+            40,
+            from(),
+            &reply(&inv, 183, &[("Require", "100rel"), ("RSeq", "0")], None),
+        )
+        .unwrap();
+        assert!(sent(&mut c).is_empty());
+    }
+
+    /// A PRACK challenged like the INVITE is sent again with credentials.
+    #[test]
+    fn a_challenged_prack_is_sent_again_with_credentials() {
+        let mut cfg = cfg();
+        cfg.credentials = Some(Credentials {
+            username: "u".into(),
+            password: "p".into(),
+            realm: None,
+        });
+        let mut c = Call::new(cfg, 0);
+        let inv = sent(&mut c).remove(0).1;
+        c.handle_datagram(10, from(), &reliable(&inv, 180, 1, None))
+            .unwrap();
+        let prack = sent(&mut c).remove(0).1;
+        let ch = [(
+            "Proxy-Authenticate",
+            "Digest realm=\"r\", nonce=\"n1\", qop=\"auth\"",
+        )];
+        c.handle_datagram(20, from(), &reply(&prack, 407, &ch, None))
+            .unwrap();
+        let prack2 = sent(&mut c).remove(0).1;
+        assert_eq!(prack2.cseq(), (3, "PRACK"));
+        assert_eq!(prack2.header("RAck"), Some("1 1 INVITE"));
+        let pa = prack2.header("Proxy-Authorization").unwrap();
+        assert!(pa.contains("uri=\"sip:bob@10.0.0.9:5080\""), "{pa}");
+        // A second challenge is not answered again.
+        c.handle_datagram(30, from(), &reply(&prack2, 407, &ch, None))
+            .unwrap();
+        assert!(sent(&mut c).is_empty());
+    }
+
+    /// INVITE -> 200 with these extra headers (Contact 10.0.0.9:5080) -> ACK.
+    fn answered_with(c: &mut Call, extra: &[(&str, &str)]) -> Message {
+        let inv = sent(c).remove(0).1;
+        let mut h = extra.to_vec();
+        h.push(("Contact", "<sip:bob@10.0.0.9:5080>"));
+        c.handle_datagram(20, from(), &reply(&inv, 200, &h, Some(ANSWER_SDP)))
+            .unwrap();
+        assert!(matches!(&events(c)[..], [DialogEvent::Answered(_)]));
+        assert_eq!(sent(c)[0].1.method(), Some("ACK"));
+        inv
+    }
+
+    const CALLEE: &str = "10.0.0.9:5080";
+
+    /// Issue 21 (RFC 4028): the INVITE asks for a session timer; a 200
+    /// naming us (`refresher=uac`) makes us refresh at half the interval, by
+    /// UPDATE when the callee allows it, and its 2xx restarts the timer.
+    #[test]
+    fn we_refresh_the_session_by_update_at_half_the_interval() {
+        let mut c = Call::new(cfg(), 0);
+        let inv = answered_with(
+            &mut c,
+            &[
+                ("Session-Expires", "90;refresher=uac"),
+                ("Allow", "INVITE, ACK, BYE, UPDATE"),
+            ],
+        );
+        assert!(st::lists(&inv, "Supported", "timer"));
+        assert_eq!(
+            (inv.header("Session-Expires"), inv.header("Min-SE")),
+            (Some("1800"), Some("90"))
+        );
+        assert_eq!(c.next_timeout(), Some(20 + 45_000));
+        c.handle_timeout(20 + 44_999);
+        assert!(sent(&mut c).is_empty());
+        c.handle_timeout(20 + 45_000);
+        let (dest, up) = sent(&mut c).remove(0);
+        assert_eq!(dest, CALLEE.parse().unwrap());
+        assert_eq!((up.method(), up.cseq()), (Some("UPDATE"), (2, "UPDATE")));
+        assert_eq!(up.uri(), Some("sip:bob@10.0.0.9:5080"));
+        assert_eq!(up.header("Session-Expires"), Some("90;refresher=uac"));
+        assert_eq!(up.header("Min-SE"), Some("90"));
+        assert!(up.header("Contact").is_some() && up.body.is_empty());
+        let se = [("Session-Expires", "90;refresher=uac")];
+        c.handle_datagram(45_100, from(), &reply(&up, 200, &se, None))
+            .unwrap();
+        assert!(events(&mut c).is_empty(), "a refresh is not news");
+        c.handle_timeout(45_100 + 44_999);
+        assert!(sent(&mut c).is_empty());
+        c.handle_timeout(45_100 + 45_000);
+        assert_eq!(sent(&mut c)[0].1.cseq(), (3, "UPDATE"));
+    }
+
+    /// Without UPDATE in the callee's Allow: a re-INVITE with our SDP
+    /// unchanged (the same `o=` version), ACKed; a 481 to a refresh ends the call.
+    #[test]
+    fn without_update_we_refresh_by_reinvite_with_the_same_sdp_version() {
+        let mut c = Call::new(cfg(), 0);
+        let inv = answered_with(&mut c, &[("Session-Expires", "120;refresher=uac")]);
+        c.handle_timeout(20 + 60_000);
+        let (dest, re) = sent(&mut c).remove(0);
+        assert_eq!(dest, CALLEE.parse().unwrap());
+        assert_eq!((re.method(), re.cseq()), (Some("INVITE"), (2, "INVITE")));
+        assert_eq!(re.header("Session-Expires"), Some("120;refresher=uac"));
+        let origin = |m: &Message| {
+            String::from_utf8_lossy(&m.body)
+                .lines()
+                .find(|l| l.starts_with("o="))
+                .map(str::to_string)
+        };
+        assert!(origin(&re).is_some());
+        assert_eq!(origin(&re), origin(&inv), "unchanged SDP keeps its version");
+        let se = [("Session-Expires", "120;refresher=uac")];
+        c.handle_datagram(60_100, from(), &reply(&re, 200, &se, Some(ANSWER_SDP)))
+            .unwrap();
+        let ack = sent(&mut c).remove(0).1;
+        assert_eq!((ack.method(), ack.cseq()), (Some("ACK"), (2, "ACK")));
+        assert!(events(&mut c).is_empty(), "the same media: no update");
+        // The 200 again: ACKed again.
+        c.handle_datagram(60_200, from(), &reply(&re, 200, &se, Some(ANSWER_SDP)))
+            .unwrap();
+        assert_eq!(sent(&mut c)[0].1.method(), Some("ACK"));
+        // Next refresh: 481 (the callee lost the dialog): BYE.
+        c.handle_timeout(60_100 + 60_000);
+        let re2 = sent(&mut c).remove(0).1;
+        assert_eq!(re2.cseq(), (3, "INVITE"));
+        c.handle_datagram(120_200, from(), &reply(&re2, 481, &[], None))
+            .unwrap();
+        let out = sent(&mut c);
+        let bye = &out
+            .iter()
+            .find(|(_, m)| m.method() == Some("BYE"))
+            .unwrap()
+            .1;
+        c.handle_datagram(120_300, from(), &reply(bye, 200, &[], None))
+            .unwrap();
+        assert!(matches!(
+            &events(&mut c)[..],
+            [DialogEvent::Ended(o)] if o.detail == "session_refresh_failed" && o.status == CallStatus::Failed
+        ));
+    }
+
+    /// The callee refreshes (`refresher=uas`): its refreshes are answered
+    /// with the interval and restart the timer; without one by the expiry
+    /// minus min(32 s, interval/3) we send BYE and the call ends `session_expired`.
+    #[test]
+    fn when_the_callee_stops_refreshing_we_hang_up_at_the_expiry() {
+        let mut c = Call::new(cfg(), 0);
+        answered_with(&mut c, &[("Session-Expires", "90;refresher=uas")]);
+        assert_eq!(c.next_timeout(), Some(20 + 60_000));
+        // The callee refreshes at +30 s by UPDATE.
+        let mut up = in_dialog(&c, "UPDATE", 2, "up2");
+        up.push("Session-Expires", "90;refresher=uac");
+        up.push("Supported", "timer");
+        c.handle_message(30_000, from(), &up);
+        let r = sent(&mut c).remove(0).1;
+        assert_eq!(r.code(), Some(200));
+        assert_eq!(r.header("Session-Expires"), Some("90;refresher=uac"));
+        assert_eq!(r.header("Require"), Some("timer"));
+        assert!(events(&mut c).is_empty());
+        c.handle_timeout(20 + 60_000);
+        assert!(sent(&mut c).is_empty(), "refreshed: not expired yet");
+        // A refresh below our Min-SE: 422 with it, the timer unchanged.
+        let mut short = in_dialog(&c, "UPDATE", 3, "up3");
+        short.push("Session-Expires", "60");
+        c.handle_message(40_000, from(), &short);
+        let r = sent(&mut c).remove(0).1;
+        assert_eq!((r.code(), r.header("Min-SE")), (Some(422), Some("90")));
+        // No refresh comes: BYE at +60 s after the last one.
+        c.handle_timeout(89_999);
+        assert!(sent(&mut c).is_empty());
+        c.handle_timeout(90_000);
+        let bye = sent(&mut c).remove(0).1;
+        assert_eq!(bye.method(), Some("BYE"));
+        c.handle_datagram(90_100, from(), &reply(&bye, 200, &[], None))
+            .unwrap();
+        assert!(matches!(
+            &events(&mut c)[..],
+            [DialogEvent::Ended(o)] if o.detail == "session_expired"
+                && (o.status, o.reason) == (CallStatus::Failed, EndedReason::TrunkError)
+        ));
+    }
+
+    /// A callee's re-INVITE without Session-Expires keeps our timer, with us
+    /// as the refresher (`refresher=uas` in our 200).
+    #[test]
+    fn a_reinvite_without_session_expires_keeps_the_timer_with_us_refreshing() {
+        let mut c = Call::new(cfg(), 0);
+        answered_with(&mut c, &[("Session-Expires", "90;refresher=uas")]);
+        let mut re = in_dialog(&c, "INVITE", 2, "re2");
+        re.push("Content-Type", "application/sdp");
+        re.body = ANSWER_SDP.as_bytes().to_vec();
+        c.handle_message(10_000, from(), &re);
+        let r = sent(&mut c).remove(0).1;
+        assert_eq!(r.header("Session-Expires"), Some("90;refresher=uas"));
+        assert_eq!(
+            r.header("Require"),
+            None,
+            "it did not say it supports timer"
+        );
+        assert_eq!(
+            c.next_timeout().map(|t| t.min(10_000 + 45_000)),
+            Some(10_000 + 500)
+        );
+        c.handle_message(10_100, from(), &{
+            let mut a = in_dialog(&c, "ACK", 2, "ack2");
+            a.body.clear();
+            a
+        });
+        events(&mut c);
+        c.handle_timeout(10_000 + 45_000);
+        assert_eq!(sent(&mut c)[0].1.cseq(), (2, "INVITE"));
+    }
+
+    /// Issue 21: a 422 raises Session-Expires and Min-SE to its Min-SE, at
+    /// most twice; then the call fails with the 422 (a trunk error another
+    /// trunk may not have; never redialled as is).
+    #[test]
+    fn a_422_raises_the_session_interval_at_most_twice() {
+        let mut c = Call::new(cfg(), 0);
+        let mut inv = sent(&mut c).remove(0).1;
+        for (round, min) in [(2, "1900"), (3, "3600")] {
+            c.handle_datagram(10, from(), &reply(&inv, 422, &[("Min-SE", min)], None))
+                .unwrap();
+            let out = sent(&mut c);
+            assert_eq!(out[0].1.method(), Some("ACK"));
+            inv = out[1].1.clone();
+            assert_eq!(inv.cseq(), (round, "INVITE"));
+            assert_eq!(
+                (inv.header("Session-Expires"), inv.header("Min-SE")),
+                (Some(min), Some(min))
+            );
+        }
+        c.handle_datagram(20, from(), &reply(&inv, 422, &[("Min-SE", "7200")], None))
+            .unwrap();
+        let ev = events(&mut c);
+        assert!(
+            matches!(&ev[..], [DialogEvent::Ended(o)] if o.sip_code == Some(422)
+                && o.detail == "session_interval_too_small"
+                && (o.status, o.reason, o.try_next_trunk) == (CallStatus::Failed, EndedReason::TrunkError, true)),
+            "{ev:?}"
+        );
+        // A 422 whose Min-SE is not above what we asked is not retried.
+        let mut c = Call::new(cfg(), 0);
+        let inv = sent(&mut c).remove(0).1;
+        c.handle_datagram(10, from(), &reply(&inv, 422, &[("Min-SE", "600")], None))
+            .unwrap();
+        assert!(matches!(&events(&mut c)[..], [DialogEvent::Ended(o)] if o.sip_code == Some(422)));
+    }
+
+    /// Without `session_timer`, no Session-Expires and no timer.
+    #[test]
+    fn session_timers_can_be_off() {
+        let mut c = Call::new(
+            CallConfig {
+                session_timer: None,
+                ..cfg()
+            },
+            0,
+        );
+        let inv = answered_with(&mut c, &[("Session-Expires", "90;refresher=uac")]);
+        assert_eq!(inv.header("Session-Expires"), None);
+        assert_eq!(inv.header("Supported"), Some("100rel"));
+        assert_eq!(c.next_timeout(), None);
+    }
+
+    const TRUNK_B: &str = "198.51.100.2:5060";
+
+    fn with_trunk_b() -> CallConfig {
+        let mut cfg = cfg();
+        cfg.redirect.targets.push(redirect::RedirectTarget {
+            host: "sip.b.example".into(),
+            port: 5060,
+            addr: TRUNK_B.parse().unwrap(),
+            credentials: Some(Credentials {
+                username: "b-user".into(),
+                password: "p".into(),
+                realm: None,
+            }),
+            in_dialog_from_trunk_only: true,
+        });
+        cfg
+    }
+
+    /// Issue 21: a 302 to another configured trunk is followed: the INVITE
+    /// again (same Call-ID, From and To, CSeq+1, new branch) to its address
+    /// with its credentials; the call goes on there.
+    #[test]
+    fn a_302_to_another_configured_trunk_is_followed() {
+        let mut c = Call::new(with_trunk_b(), 0);
+        let inv = sent(&mut c).remove(0).1;
+        let contact = [(
+            "Contact",
+            "<sip:+1555@evil.example>;q=1, <sip:+1555@sip.b.example?X-Y=1>;q=0.7",
+        )];
+        c.handle_datagram(10, from(), &reply(&inv, 302, &contact, None))
+            .unwrap();
+        let out = sent(&mut c);
+        assert_eq!((out[0].0, out[0].1.method()), (from(), Some("ACK")));
+        let (dest, inv2) = &out[1];
+        assert_eq!(*dest, TRUNK_B.parse().unwrap());
+        assert_eq!(inv2.uri(), Some("sip:+1555@sip.b.example"));
+        assert_eq!(inv2.cseq(), (2, "INVITE"));
+        assert_eq!(inv2.call_id(), inv.call_id());
+        assert_eq!(inv2.header("From"), inv.header("From"));
+        assert_eq!(inv2.header("To"), inv.header("To"));
+        assert_ne!(inv2.top_branch(), inv.top_branch());
+        assert!(events(&mut c).is_empty(), "the same call goes on");
+        // Trunk B challenges: its own credentials answer.
+        let ch = [("Proxy-Authenticate", "Digest realm=\"b\", nonce=\"nb\"")];
+        c.handle_datagram(20, TRUNK_B.parse().unwrap(), &reply(inv2, 407, &ch, None))
+            .unwrap();
+        let inv3 = sent(&mut c).remove(1).1;
+        let pa = inv3.header("Proxy-Authorization").unwrap();
+        assert!(
+            pa.contains("username=\"b-user\"") && pa.contains("uri=\"sip:+1555@sip.b.example\""),
+            "{pa}"
+        );
+        let h = [("Contact", "<sip:bob@198.51.100.2>")];
+        c.handle_datagram(
+            30,
+            TRUNK_B.parse().unwrap(),
+            &reply(&inv3, 200, &h, Some(ANSWER_SDP)),
+        )
+        .unwrap();
+        assert!(matches!(&events(&mut c)[..], [DialogEvent::Answered(_)]));
+    }
+
+    /// A redirect to a host that is not a configured trunk or allowed
+    /// address is never dialled: the call ends with the 302 (another trunk
+    /// may take it; never redialled). Back to a URI already tried: a loop.
+    #[test]
+    fn redirects_elsewhere_loops_and_beyond_the_limit_are_not_followed() {
+        let end_of = |contact: &str, max: u32, hops: usize| {
+            let mut cfg = with_trunk_b();
+            cfg.redirect.max_redirects = max;
+            let mut c = Call::new(cfg, 0);
+            let mut inv = sent(&mut c).remove(0).1;
+            for _ in 0..hops {
+                c.handle_datagram(
+                    10,
+                    from(),
+                    &reply(&inv, 302, &[("Contact", "<sip:+2@127.0.0.1:5070>")], None),
+                )
+                .unwrap();
+                inv = sent(&mut c).remove(1).1;
+            }
+            c.handle_datagram(20, from(), &reply(&inv, 302, &[("Contact", contact)], None))
+                .unwrap();
+            let out = sent(&mut c);
+            assert_eq!(out.len(), 1, "only the ACK: {out:?}");
+            match &events(&mut c)[..] {
+                [DialogEvent::Ended(o)] => o.clone(),
+                ev => panic!("{ev:?}"),
+            }
+        };
+        let o = end_of("<sip:+1@203.0.113.66:5060>", 3, 0);
+        assert_eq!(
+            (
+                o.sip_code,
+                o.detail.as_str(),
+                o.status,
+                o.reason,
+                o.try_next_trunk
+            ),
+            (
+                Some(302),
+                "redirect_target_not_allowed",
+                CallStatus::Failed,
+                EndedReason::Rejected,
+                true
+            )
+        );
+        // The trunk itself may redirect to itself (another number), once per URI.
+        assert_eq!(
+            end_of("<sip:bob@127.0.0.1:5070>", 3, 1).detail,
+            "redirect_loop"
+        );
+        assert_eq!(
+            end_of("<sip:+3@127.0.0.1:5070>", 1, 1).detail,
+            "redirect_limit"
+        );
+        assert_eq!(
+            end_of("<sip:+3@127.0.0.1:5070>", 0, 0).detail,
+            "redirect_limit"
+        );
+        assert_eq!(end_of("<tel:+3>", 3, 0).detail, "redirect_no_target");
     }
 
     /// Found by the `sip_call` fuzz target: after `no_response` (the driver

@@ -26,7 +26,9 @@ use voxline_shared::{CallStatus, EndedReason};
 use super::auth::Credentials;
 use super::call::{out_of_dialog_reply, Call, CallConfig, DialogEnd, DialogEvent, Transmit};
 use super::msg::{self, ParseError};
+use super::redirect::{RedirectPolicy, RedirectTarget};
 use super::sdp::OfferConfig;
+use super::session_timer::SessionTimerConfig;
 use super::text_message::{
     self, Inbound, InboundId, InboundStep, InboundTable, InboundText, MessageClient, MessageConfig,
     MessageEnd, MessageSpec,
@@ -44,6 +46,10 @@ pub struct Trunk {
     /// In-dialog requests only from `addr` or the dialog's next hop
     /// ([`CallConfig::in_dialog_from_trunk_only`]). Default: on.
     pub in_dialog_from_trunk_only: bool,
+    /// [`CallConfig::require_100rel`]. Default: off.
+    pub require_100rel: bool,
+    /// [`CallConfig::session_timer`]. Default: 1800 s, Min-SE 90 s.
+    pub session_timer: Option<SessionTimerConfig>,
 }
 
 impl Trunk {
@@ -53,6 +59,8 @@ impl Trunk {
             domain: None,
             credentials: None,
             in_dialog_from_trunk_only: true,
+            require_100rel: false,
+            session_timer: Some(SessionTimerConfig::default()),
         }
     }
 }
@@ -74,6 +82,12 @@ pub struct CallSpec {
     /// A trunk that sends nothing back within this is skipped (when another remains).
     pub failover_timeout: Option<Duration>,
     pub timers: Timers,
+    /// 301/302 redirects followed per call at most (0: none). Targets: the
+    /// spec's trunks and `redirect_allowed` ([`super::redirect`]).
+    pub max_redirects: u32,
+    /// Addresses (beyond the trunks) a redirect may lead to; dialled
+    /// without credentials.
+    pub redirect_allowed: Vec<SocketAddr>,
 }
 
 impl CallSpec {
@@ -88,6 +102,8 @@ impl CallSpec {
             max_duration: None,
             failover_timeout: Some(Duration::from_secs(2)),
             timers: Timers::default(),
+            max_redirects: 3,
+            redirect_allowed: Vec::new(),
         }
     }
 }
@@ -235,6 +251,8 @@ fn call_config(spec: &CallSpec, trunk: &Trunk, has_next: bool, local: SocketAddr
     c.from_display = spec.from_display.clone();
     c.credentials = trunk.credentials.clone();
     c.in_dialog_from_trunk_only = trunk.in_dialog_from_trunk_only;
+    c.require_100rel = trunk.require_100rel;
+    c.session_timer = trunk.session_timer;
     c.ring_timeout_ms = duration_ms(spec.ring_timeout);
     c.max_duration_ms = spec.max_duration.map(duration_ms);
     // Fail over quickly only when there is somewhere to fail over to.
@@ -242,7 +260,41 @@ fn call_config(spec: &CallSpec, trunk: &Trunk, has_next: bool, local: SocketAddr
         c.no_response_timeout_ms = spec.failover_timeout.map(duration_ms);
     }
     c.timers = spec.timers;
+    c.redirect = redirect_policy(spec);
     c
+}
+
+/// Where a redirect may lead: every trunk of the call (by its configured
+/// host and by its address, with its credentials) and the allowed addresses.
+fn redirect_policy(spec: &CallSpec) -> RedirectPolicy {
+    let mut targets: Vec<RedirectTarget> = spec
+        .trunks
+        .iter()
+        .map(|t| RedirectTarget {
+            host: t
+                .domain
+                .clone()
+                .unwrap_or_else(|| t.addr.ip().to_string())
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_ascii_lowercase(),
+            port: t.addr.port(),
+            addr: t.addr,
+            credentials: t.credentials.clone(),
+            in_dialog_from_trunk_only: t.in_dialog_from_trunk_only,
+        })
+        .collect();
+    targets.extend(spec.redirect_allowed.iter().map(|a| RedirectTarget {
+        host: a.ip().to_string(),
+        port: a.port(),
+        addr: *a,
+        credentials: None,
+        in_dialog_from_trunk_only: true,
+    }));
+    RedirectPolicy {
+        max_redirects: spec.max_redirects,
+        targets,
+    }
 }
 
 /// The SIP port a URI without one means (RFC 3261 19.1.2, UDP/TCP).

@@ -4,6 +4,8 @@
 //!   folding, strict start lines; stable error codes; rsip 0.4 typed view).
 //! - [`auth`]: Digest (MD5/SHA-256, qop=auth, hex nonce count).
 //! - [`sdp`]: offer PCMU/PCMA/opus/telephone-event; parse the answer.
+//! - [`redirect`]: which 3xx Contact a call may follow (configured hosts only).
+//! - [`session_timer`]: RFC 4028 header values and arithmetic.
 //! - [`transaction`]: RFC 3261 INVITE / non-INVITE client transactions.
 //! - [`call`]: the UAC dialog: INVITE -> 1xx -> 2xx/ACK -> BYE, CANCEL,
 //!   auth retry, final-response mapping, trunk failover signal, and the
@@ -20,7 +22,9 @@ pub mod auth;
 pub mod call;
 pub mod endpoint;
 pub mod msg;
+pub mod redirect;
 pub mod sdp;
+pub mod session_timer;
 pub mod text_message;
 pub mod transaction;
 pub mod udp;

@@ -319,6 +319,15 @@ impl NonInviteClient {
     pub fn is_terminated(&self) -> bool {
         self.state == NictState::Terminated
     }
+
+    /// Sends the request again now, while no final response has come (the
+    /// TU saw a sign it was lost, e.g. a reliable 1xx retransmitted at us
+    /// while its PRACK is out); timers are unchanged.
+    pub fn retransmit_now(&mut self) {
+        if matches!(self.state, NictState::Trying | NictState::Proceeding) {
+            self.out.push_back(self.wire.clone());
+        }
+    }
 }
 
 #[cfg(test)]
