@@ -1269,7 +1269,11 @@ fn engine_keys_are_sealed_everywhere_and_opened_only_for_the_sidecar() {
         w.now.get(),
         &crate::dispatch::queue::DispatchTimings::default(),
     );
-    let answer = crate::dispatch::sidecar_link::LeaseAnswer { leases, commands };
+    let answer = crate::dispatch::sidecar_link::LeaseAnswer {
+        leases,
+        commands,
+        messages: vec![],
+    };
     let reply = serde_json::to_value(answer.into_response(|_| None, Some(&sealing)).0).unwrap();
     let key_for = |phone: &str| {
         reply["offers"]
@@ -2260,6 +2264,7 @@ mod codeb;
 mod codeb_auth;
 mod dialect_webhooks;
 mod dialects;
+mod messages;
 
 #[test]
 fn deleting_the_default_agent_clears_the_default_and_keeps_accepted_calls() {
