@@ -50,6 +50,7 @@ pub mod error;
 pub mod http;
 pub mod ids;
 pub mod limits;
+pub mod messages;
 pub mod model;
 pub mod numbers;
 pub mod password;

@@ -21,6 +21,7 @@ pub mod directory;
 pub mod env;
 pub mod fields;
 pub mod list;
+pub mod messages;
 pub mod numbers;
 pub mod openapi;
 pub mod prompts;
@@ -97,7 +98,7 @@ async fn route_request<K: Kv, D: DispatchQueues>(
                 format!("{} takes POST only", req.path),
             ));
         }
-        return crate::dispatch::sidecar_request::sidecar_request(
+        let resp = crate::dispatch::sidecar_request::sidecar_request(
             env.kv,
             env.dispatch_queues,
             env.sealing_key,
@@ -106,7 +107,12 @@ async fn route_request<K: Kv, D: DispatchQueues>(
             req,
             op,
         )
-        .await;
+        .await?;
+        // An inbound text, admitted (signature, fields, nonce): to its number's tenant.
+        if op == SidecarOp::InboundMessages && resp.status == 200 {
+            return crate::api::messages::inbound_message(env, req).await;
+        }
+        return Ok(resp);
     }
     let (id, params) = match route(&req.method, &req.path) {
         Match::Found(id, params) => (id, params),
@@ -138,7 +144,10 @@ async fn route_request<K: Kv, D: DispatchQueues>(
         | RouteId::GetTranscript
         | RouteId::GetTranscriptAs
         | RouteId::GetRecording
-        | RouteId::HangupCall => v1_route(env, req, id, p(0)).await,
+        | RouteId::HangupCall
+        | RouteId::CreateMessage
+        | RouteId::ListMessages
+        | RouteId::GetMessage => v1_route(env, req, id, p(0)).await,
         RouteId::ListDeliveries | RouteId::GetDelivery | RouteId::RedeliverDelivery => {
             v1_route(env, req, id, p(0)).await
         }
@@ -171,6 +180,24 @@ async fn route_request<K: Kv, D: DispatchQueues>(
 }
 
 // ---- authentication ----
+
+/// The request's `Idempotency-Key`, bound to its method, path and body.
+fn idempotency_of(req: &ApiRequest) -> Result<Option<IdemRequest>> {
+    let Some(key) = req.header("idempotency-key") else {
+        return Ok(None);
+    };
+    if !traffic::valid_idempotency_key(key) {
+        return Err(ApiError::field(
+            ErrorCode::InvalidParameter,
+            "Idempotency-Key",
+            "Idempotency-Key must be 1-255 visible ASCII characters",
+        ));
+    }
+    Ok(Some(IdemRequest {
+        key: key.to_string(),
+        fingerprint: ids::fingerprint(&req.method, &req.path, &req.body),
+    }))
+}
 
 /// Authenticates once, then admits the request in the tenant's `RateLimiter`
 /// object in one round trip (API key, client IP and, for a new call, the
@@ -244,23 +271,14 @@ async fn v1_route<K: Kv, D: DispatchQueues>(
                 client_ip(req),
             ));
         }
-        if let Some(key) = req.header("idempotency-key") {
-            if !traffic::valid_idempotency_key(key) {
-                return Err(ApiError::field(
-                    ErrorCode::InvalidParameter,
-                    "Idempotency-Key",
-                    "Idempotency-Key must be 1-255 visible ASCII characters",
-                ));
-            }
-            idempotency = Some(IdemRequest {
-                key: key.to_string(),
-                fingerprint: ids::fingerprint(&req.method, &req.path, &req.body),
-            });
-        }
+        idempotency = idempotency_of(req)?;
         Some(prepared)
     } else {
         None
     };
+    if id == RouteId::CreateMessage {
+        idempotency = idempotency_of(req)?;
+    }
     let admission = Admission {
         checks,
         idempotency,
@@ -336,6 +354,12 @@ async fn v1_route<K: Kv, D: DispatchQueues>(
         }
         (RouteId::GetRecording, _) => crate::api::calls::get_recording(env, &tenant.id, cid).await,
         (RouteId::HangupCall, _) => hangup_call(env, req, &tenant, cid).await,
+        (RouteId::CreateMessage, _) => {
+            let idem = admission.idempotency.clone();
+            crate::api::messages::create_message(env, req, &tenant, idem).await
+        }
+        (RouteId::ListMessages, _) => crate::api::messages::list_messages(env, req, &tenant).await,
+        (RouteId::GetMessage, _) => crate::api::messages::get_message(env, &tenant, cid).await,
         (RouteId::ListDeliveries | RouteId::GetDelivery | RouteId::RedeliverDelivery, _) => {
             crate::api::webhooks::tenant_route(env, req, id, &tenant, cid).await
         }

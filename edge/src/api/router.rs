@@ -15,6 +15,10 @@ pub enum RouteId {
     /// A call's recording through a signed link (`recording_links`), without an API key.
     GetRecordingByLink,
     HangupCall,
+    /// Send a text message.
+    CreateMessage,
+    ListMessages,
+    GetMessage,
     CreateTenant,
     GetTenant,
     UpdateTenant,
@@ -91,6 +95,9 @@ pub const ROUTES: &[(&str, &str, RouteId)] = &[
         RouteId::GetRecording,
     ),
     ("POST", "/v1/calls/{call_id}/hangup", RouteId::HangupCall),
+    ("POST", "/v1/messages", RouteId::CreateMessage),
+    ("GET", "/v1/messages", RouteId::ListMessages),
+    ("GET", "/v1/messages/{message_id}", RouteId::GetMessage),
     (
         "GET",
         "/v1/recordings/{tenant_id}/{call_id}",

@@ -1273,7 +1273,11 @@ fn engine_keys_are_sealed_everywhere_and_opened_only_for_the_sidecar() {
         w.now.get(),
         &crate::dispatch::queue::DispatchTimings::default(),
     );
-    let answer = crate::dispatch::sidecar_link::LeaseAnswer { leases, commands };
+    let answer = crate::dispatch::sidecar_link::LeaseAnswer {
+        leases,
+        commands,
+        messages: vec![],
+    };
     let reply = serde_json::to_value(answer.into_response(|_| None, Some(&sealing)).0).unwrap();
     let key_for = |phone: &str| {
         reply["offers"]
@@ -2264,6 +2268,7 @@ mod codeb;
 mod codeb_auth;
 mod dialect_webhooks;
 mod dialects;
+mod messages;
 mod voice360;
 
 #[test]

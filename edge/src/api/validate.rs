@@ -129,20 +129,7 @@ pub fn create_call(
     if let Some(e) = &transcript_email {
         check_transcript_email(e)?;
     }
-    let metadata = match f.object_opt("metadata")? {
-        None => None,
-        Some(_) => Some(raw_metadata(body)?),
-    };
-    if let Some(m) = &metadata {
-        let size = m.as_str().len();
-        if size > MAX_METADATA_BYTES {
-            return Err(ApiError::field(
-                ErrorCode::MetadataTooLarge,
-                "metadata",
-                format!("metadata is {size} bytes serialized; the limit is {MAX_METADATA_BYTES}"),
-            ));
-        }
-    }
+    let metadata = metadata(&f, body)?;
     let agent_id = f.str_opt("agent_id", ID_FIELD_MAX)?;
     if let Some(a) = &agent_id {
         if !crate::ids::is_id(a, "agt") {
@@ -223,6 +210,26 @@ pub fn create_call(
     })
 }
 
+/// The optional `metadata` object, as the client wrote it and at most
+/// [`MAX_METADATA_BYTES`] serialized (calls and text messages alike).
+pub fn metadata(f: &Fields, body: &[u8]) -> Result<Option<Metadata>, ApiError> {
+    let metadata = match f.object_opt("metadata")? {
+        None => None,
+        Some(_) => Some(raw_metadata(body)?),
+    };
+    if let Some(m) = &metadata {
+        let size = m.as_str().len();
+        if size > MAX_METADATA_BYTES {
+            return Err(ApiError::field(
+                ErrorCode::MetadataTooLarge,
+                "metadata",
+                format!("metadata is {size} bytes serialized; the limit is {MAX_METADATA_BYTES}"),
+            ));
+        }
+    }
+    Ok(metadata)
+}
+
 /// `metadata` as the client wrote it, from the body already checked by
 /// `parse_object` (strict JSON, no duplicate keys) and found to be an object.
 fn raw_metadata(body: &[u8]) -> Result<Metadata, ApiError> {
@@ -269,11 +276,7 @@ fn silence_timeout(f: &Fields) -> Result<Option<u32>, ApiError> {
 
 /// E.164: `+`, a non-zero country code digit, 7 to 15 digits in all.
 pub fn check_e164(field: &str, s: &str) -> Result<(), ApiError> {
-    let digits = s.strip_prefix('+').unwrap_or("");
-    let ok = (7..=15).contains(&digits.len())
-        && digits.bytes().all(|b| b.is_ascii_digit())
-        && !digits.starts_with('0');
-    if ok {
+    if crate::messages::is_e164(s) {
         Ok(())
     } else {
         Err(ApiError::field(

@@ -14,19 +14,26 @@
 //! Nothing here is read from KV except configuration (webhook endpoints, when
 //! an event is turned into deliveries).
 
+use crate::calls::messages::{InboundVerdict, MessageCreated, MessageFilter, NewMessage};
 use crate::calls::state;
+use crate::dispatch::message_line::EnqueueMessageVerdict;
 use crate::dispatch::port::DispatchQueues;
 use crate::dispatch::queue::{CallChange, CallUpdate, CancelVerdict, EnqueueVerdict};
 use crate::dispatch::queued_call::QueuedCall;
 use crate::ids::rfc3339_ms;
+use crate::messages::{reasons, MessageChange, MessageDirection, MessageEvent, MessageStatus};
+use crate::messages::{MessageRecord, MessageUpdate};
 use crate::model::CallRecord;
 use crate::sql::{int_at, text_at, Sql, SqlValue};
 use crate::store::StoreError;
 use crate::traffic::{IdemRequest, LocalFuture};
 use crate::transcript::{Change, Transcript, TranscriptUpdate, Turn};
+use crate::webhooks::events::message_event_payload;
 use crate::webhooks::events::{PendingEvent, WebhookEvent};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
+use voxline_shared::sidecar_link::InboundContent;
+use voxline_shared::sidecar_link::InboundMessage;
 use voxline_shared::{CallStatus, EndedReason};
 
 /// An `Idempotency-Key` names the call it created for this long.
@@ -80,6 +87,11 @@ pub trait CallRows {
     /// The oldest pending events, with their row ids.
     fn events(&self, limit: u32) -> Result<Vec<(i64, PendingEvent)>, StoreError>;
     fn delete_event(&self, id: i64) -> Result<(), StoreError>;
+    fn message(&self, id: &str) -> Result<Option<MessageRecord>, StoreError>;
+    fn put_message(&self, record: &MessageRecord) -> Result<(), StoreError>;
+    fn delete_message(&self, id: &str) -> Result<(), StoreError>;
+    /// Public listing rows (`MessageRecord::summary`) matching `f`, at most `f.limit`.
+    fn list_messages(&self, f: &MessageFilter) -> Result<Vec<Value>, StoreError>;
 }
 
 fn corrupt(what: &str, e: impl std::fmt::Display) -> StoreError {
@@ -115,6 +127,8 @@ const SCHEMA: &[&str] = &[
     "CREATE TABLE IF NOT EXISTS idem (k TEXT PRIMARY KEY, fingerprint TEXT NOT NULL, call_id TEXT NOT NULL, expires_ms INTEGER NOT NULL) WITHOUT ROWID",
     "CREATE INDEX IF NOT EXISTS idem_by_expiry ON idem (expires_ms)",
     "CREATE TABLE IF NOT EXISTS outbox (id INTEGER PRIMARY KEY AUTOINCREMENT, event TEXT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS messages (id TEXT PRIMARY KEY, direction TEXT NOT NULL, status TEXT NOT NULL, summary TEXT NOT NULL, body TEXT NOT NULL) WITHOUT ROWID",
+    "CREATE INDEX IF NOT EXISTS messages_by_status ON messages (status, id)",
 ];
 
 impl<S: Sql> CallRows for SqlCallRows<S> {
@@ -272,6 +286,57 @@ impl<S: Sql> CallRows for SqlCallRows<S> {
             .exec("DELETE FROM outbox WHERE id = ?", vec![id.into()])?;
         Ok(())
     }
+
+    fn message(&self, id: &str) -> Result<Option<MessageRecord>, StoreError> {
+        let rows = self
+            .0
+            .exec("SELECT body FROM messages WHERE id = ?", vec![id.into()])?;
+        rows.first()
+            .map(|r| from_text("message", &text_at(r, 0, "message")?))
+            .transpose()
+    }
+
+    fn put_message(&self, m: &MessageRecord) -> Result<(), StoreError> {
+        self.0.exec(
+            "INSERT OR REPLACE INTO messages (id, direction, status, summary, body) VALUES (?, ?, ?, ?, ?)",
+            vec![
+                m.id.as_str().into(),
+                m.direction.as_str().into(),
+                m.status.as_str().into(),
+                to_text(&m.summary())?.into(),
+                to_text(m)?.into(),
+            ],
+        )?;
+        Ok(())
+    }
+
+    fn delete_message(&self, id: &str) -> Result<(), StoreError> {
+        self.0
+            .exec("DELETE FROM messages WHERE id = ?", vec![id.into()])?;
+        Ok(())
+    }
+
+    fn list_messages(&self, f: &MessageFilter) -> Result<Vec<Value>, StoreError> {
+        let mut query = "SELECT summary FROM messages WHERE id > ?".to_string();
+        let mut args: Vec<SqlValue> = vec![f.after_id.clone().unwrap_or_default().into()];
+        if let Some(d) = f.direction {
+            query.push_str(" AND direction = ?");
+            args.push(d.as_str().into());
+        }
+        if !f.statuses.is_empty() {
+            query.push_str(" AND status IN (");
+            query.push_str(&vec!["?"; f.statuses.len()].join(", "));
+            query.push(')');
+            args.extend(f.statuses.iter().map(|s| SqlValue::from(s.as_str())));
+        }
+        query.push_str(" ORDER BY id LIMIT ?");
+        args.push(i64::from(f.limit).into());
+        self.0
+            .exec(&query, args)?
+            .iter()
+            .map(|r| from_text("message listing row", &text_at(r, 0, "summary")?))
+            .collect()
+    }
 }
 
 /// [`CallRows`] in plain maps, for the CPU bench (wasm32-wasip1 has no SQLite).
@@ -288,6 +353,7 @@ pub mod memory_rows {
         values: RefCell<BTreeMap<String, String>>,
         idem: RefCell<BTreeMap<String, IdemClaim>>,
         events: RefCell<BTreeMap<i64, PendingEvent>>,
+        messages: RefCell<BTreeMap<String, MessageRecord>>,
     }
 
     impl CallRows for MemoryCallRows {
@@ -383,6 +449,33 @@ pub mod memory_rows {
             self.events.borrow_mut().remove(&id);
             Ok(())
         }
+        fn message(&self, id: &str) -> Result<Option<MessageRecord>, StoreError> {
+            Ok(self.messages.borrow().get(id).cloned())
+        }
+        fn put_message(&self, m: &MessageRecord) -> Result<(), StoreError> {
+            self.messages.borrow_mut().insert(m.id.clone(), m.clone());
+            Ok(())
+        }
+        fn delete_message(&self, id: &str) -> Result<(), StoreError> {
+            self.messages.borrow_mut().remove(id);
+            Ok(())
+        }
+        fn list_messages(&self, f: &MessageFilter) -> Result<Vec<Value>, StoreError> {
+            let after = f.after_id.clone().unwrap_or_default();
+            Ok(self
+                .messages
+                .borrow()
+                .range::<String, _>((
+                    std::ops::Bound::Excluded(&after),
+                    std::ops::Bound::Unbounded,
+                ))
+                .map(|(_, m)| m)
+                .filter(|m| f.direction.is_none_or(|d| d == m.direction))
+                .filter(|m| f.statuses.is_empty() || f.statuses.contains(&m.status))
+                .take(f.limit as usize)
+                .map(MessageRecord::summary)
+                .collect())
+        }
     }
 }
 
@@ -401,6 +494,7 @@ pub struct Report {
 pub enum ReportItem {
     Call { update: CallUpdate },
     Transcript { update: TranscriptUpdate },
+    Message { update: MessageUpdate },
 }
 
 impl ReportItem {
@@ -410,6 +504,7 @@ impl ReportItem {
     pub fn in_order(
         updates: Vec<CallUpdate>,
         turns: Vec<TranscriptUpdate>,
+        messages: Vec<MessageUpdate>,
     ) -> impl Iterator<Item = ReportItem> {
         turns
             .into_iter()
@@ -419,12 +514,18 @@ impl ReportItem {
                     .into_iter()
                     .map(|update| ReportItem::Call { update }),
             )
+            .chain(
+                messages
+                    .into_iter()
+                    .map(|update| ReportItem::Message { update }),
+            )
     }
 
     pub fn tenant_id(&self) -> &str {
         match self {
             ReportItem::Call { update } => &update.tenant_id,
             ReportItem::Transcript { update } => &update.tenant_id,
+            ReportItem::Message { update } => &update.tenant_id,
         }
     }
 }
@@ -601,6 +702,7 @@ pub fn apply_reports(
                     rows.put_value(&summary_key(&update.call_id), &to_text(&merged)?)?;
                 }
             },
+            ReportItem::Message { update } => apply_message_update(rows, update, now_ms, log)?,
         }
         last = report.seq;
     }
@@ -790,6 +892,211 @@ pub fn recording(rows: &impl CallRows, call_id: &str) -> Result<Option<Recording
         .transpose()
 }
 
+// ---- text messages (types: `calls::messages`) ----
+
+fn imdn_key(imdn_message_id: &str) -> String {
+    format!("imdn:{imdn_message_id}")
+}
+
+fn inbound_key(from: &str, sip_call_id: &str) -> String {
+    format!("inbound:{from}\n{sip_call_id}")
+}
+
+/// Queues `event` about `record` in the outbox (same step as the change).
+fn push_message_event(
+    rows: &impl CallRows,
+    event: MessageEvent,
+    record: &MessageRecord,
+    now_ms: u64,
+) -> Result<(), StoreError> {
+    let event_id = crate::ids::random_id("evt");
+    rows.push_event(&PendingEvent {
+        payload: message_event_payload(event, &event_id, record, now_ms),
+        event_id,
+        event_type: WebhookEvent::from(event),
+        call_id: record.id.clone(),
+        created_ms: now_ms,
+    })
+}
+
+/// Creates an outbound message: its row (with the idempotency claim) first,
+/// so every report from the queue finds it, then its queue entry.
+pub async fn create_message(
+    rows: &impl CallRows,
+    queues: &impl DispatchQueues,
+    new: NewMessage,
+    now_ms: u64,
+) -> Result<MessageCreated, StoreError> {
+    if let Some(idem) = &new.idempotency {
+        if let Some(claim) = rows.idem(&idem.key)?.filter(|c| c.expires_ms > now_ms) {
+            if claim.fingerprint != idem.fingerprint {
+                return Ok(MessageCreated::KeyReused);
+            }
+            if let Some(record) = rows.message(&claim.call_id)? {
+                return Ok(MessageCreated::Existing { record });
+            }
+        }
+    }
+    let record = new.record;
+    rows.put_message(&record)?;
+    if let Some(idem) = &new.idempotency {
+        rows.put_idem(
+            &idem.key,
+            &IdemClaim {
+                fingerprint: idem.fingerprint.clone(),
+                call_id: record.id.clone(),
+                expires_ms: now_ms + IDEMPOTENCY_TTL_MS,
+            },
+        )?;
+    }
+    match queues.enqueue_message(&record.region, &new.queued).await {
+        Ok(EnqueueMessageVerdict::Accepted | EnqueueMessageVerdict::AlreadyKnown) => {
+            // Reports about it may have arrived while the queue answered.
+            let current = rows.message(&record.id)?.unwrap_or(record);
+            Ok(MessageCreated::Created { record: current })
+        }
+        Ok(EnqueueMessageVerdict::Full) => {
+            rows.delete_message(&record.id)?;
+            if let Some(idem) = &new.idempotency {
+                rows.delete_idem(&idem.key)?;
+            }
+            Ok(MessageCreated::QueueFull)
+        }
+        Err(_) => {
+            let mut failed = record;
+            let change = MessageChange::Failed {
+                reason: reasons::DISPATCH_UNAVAILABLE.into(),
+                sip_code: None,
+                imdn_message_id: None,
+            };
+            if let Ok(Some(event)) = crate::messages::apply(&mut failed, &change, now_ms) {
+                rows.put_message(&failed)?;
+                push_message_event(rows, event, &failed, now_ms)?;
+            }
+            Ok(MessageCreated::DispatchUnavailable { record: failed })
+        }
+    }
+}
+
+/// Applies one change from the region's queue (or a delivery report): the
+/// first outcome wins; what the status does not allow is logged and dropped.
+pub fn apply_message_update(
+    rows: &impl CallRows,
+    update: &MessageUpdate,
+    now_ms: u64,
+    log: &mut dyn FnMut(String),
+) -> Result<(), StoreError> {
+    let Some(mut record) = rows.message(&update.message_id)? else {
+        log(format!(
+            "message {} not found for {:?}",
+            update.message_id, update.change
+        ));
+        return Ok(());
+    };
+    apply_message_to(rows, &mut record, update, now_ms, log)
+}
+
+fn apply_message_to(
+    rows: &impl CallRows,
+    record: &mut MessageRecord,
+    update: &MessageUpdate,
+    now_ms: u64,
+    log: &mut dyn FnMut(String),
+) -> Result<(), StoreError> {
+    match crate::messages::apply(record, &update.change, update.at_ms) {
+        Ok(event) => {
+            rows.put_message(record)?;
+            if let Some(imdn) = &record.imdn_message_id {
+                rows.put_value(&imdn_key(imdn), &record.id)?;
+            }
+            if let Some(event) = event {
+                push_message_event(rows, event, record, now_ms)?;
+            }
+        }
+        Err(u) => log(format!(
+            "message {}: {:?} on a {} message dropped (first outcome wins)",
+            update.message_id,
+            update.change,
+            u.from.as_str()
+        )),
+    }
+    Ok(())
+}
+
+/// A MESSAGE the trunk sent to one of this tenant's numbers: a text is
+/// stored once per (sender, SIP Call-ID); a delivery report updates the
+/// outbound message whose IMDN `Message-ID` it names.
+pub fn inbound_message(
+    rows: &impl CallRows,
+    m: &InboundMessage,
+    now_ms: u64,
+) -> Result<InboundVerdict, StoreError> {
+    match &m.content {
+        InboundContent::Text { body } => {
+            let key = inbound_key(&m.from, &m.sip_call_id);
+            if let Some(message_id) = rows.value(&key)? {
+                return Ok(InboundVerdict::Duplicate { message_id });
+            }
+            let now = rfc3339_ms(now_ms);
+            let record = MessageRecord {
+                id: crate::ids::message_id(now_ms),
+                direction: MessageDirection::Inbound,
+                status: MessageStatus::Received,
+                from: m.from.clone(),
+                to: m.to.clone(),
+                body: body.clone(),
+                metadata: None,
+                region: m.region.clone(),
+                sidecar_id: Some(m.sidecar_id.clone()),
+                sip_code: None,
+                failure_reason: None,
+                created_at: now.clone(),
+                updated_at: now,
+                sending_at: None,
+                sent_at: None,
+                failed_at: None,
+                delivered_at: None,
+                // The sidecar's clock, never ahead of ours.
+                received_at: Some(rfc3339_ms(m.received_ms.min(now_ms))),
+                imdn_message_id: None,
+                sip_call_id: Some(m.sip_call_id.clone()),
+            };
+            rows.put_message(&record)?;
+            rows.put_value(&key, &record.id)?;
+            push_message_event(rows, MessageEvent::Received, &record, now_ms)?;
+            Ok(InboundVerdict::Stored {
+                message_id: record.id,
+            })
+        }
+        InboundContent::DeliveryReport {
+            imdn_message_id,
+            status,
+        } => {
+            let found = match rows.value(&imdn_key(imdn_message_id))? {
+                Some(id) => rows.message(&id)?,
+                None => None,
+            };
+            let Some(mut record) = found else {
+                return Ok(InboundVerdict::NoSuchMessage);
+            };
+            if let Some(change) = crate::messages::delivery_change(status) {
+                // The sidecar's clock, never ahead of ours.
+                let update = MessageUpdate {
+                    message_id: record.id.clone(),
+                    tenant_id: String::new(),
+                    at_ms: m.received_ms.min(now_ms),
+                    change,
+                };
+                apply_message_to(rows, &mut record, &update, now_ms, &mut |_| {})?;
+            }
+            Ok(InboundVerdict::Reported {
+                message_id: record.id,
+            })
+        }
+        InboundContent::Unknown => Ok(InboundVerdict::Ignored),
+    }
+}
+
 // ---- the port the API talks to ----
 
 /// A call and, once one was saved, its recording's metadata.
@@ -848,6 +1155,29 @@ pub trait Calls {
         tenant_id: &'a str,
         phone: &'a str,
     ) -> LocalFuture<'a, Result<bool, StoreError>>;
+    /// [`create_message`]: stores an outbound text message and queues it.
+    fn create_message<'a>(
+        &'a self,
+        tenant_id: &'a str,
+        new: &'a NewMessage,
+    ) -> LocalFuture<'a, Result<MessageCreated, StoreError>>;
+    fn get_message<'a>(
+        &'a self,
+        tenant_id: &'a str,
+        message_id: &'a str,
+    ) -> LocalFuture<'a, Result<Option<MessageRecord>, StoreError>>;
+    /// At most `f.limit` listing rows.
+    fn list_messages<'a>(
+        &'a self,
+        tenant_id: &'a str,
+        f: &'a MessageFilter,
+    ) -> LocalFuture<'a, Result<Vec<Value>, StoreError>>;
+    /// [`inbound_message`]: a MESSAGE the trunk sent to one of the tenant's numbers.
+    fn inbound_message<'a>(
+        &'a self,
+        tenant_id: &'a str,
+        message: &'a InboundMessage,
+    ) -> LocalFuture<'a, Result<InboundVerdict, StoreError>>;
 }
 
 /// One request to a tenant's `CallStore` object, and its answer: the wire
@@ -885,6 +1215,18 @@ pub enum CallStoreRequest {
     /// target number"): `added` is false when it was there already.
     WhitelistAdd {
         phone: String,
+    },
+    CreateMessage {
+        new: Box<NewMessage>,
+    },
+    GetMessage {
+        message_id: String,
+    },
+    ListMessages {
+        filter: MessageFilter,
+    },
+    InboundMessage {
+        message: Box<InboundMessage>,
     },
     /// From a region's queue: its numbered reports for this tenant.
     Reports {
@@ -926,6 +1268,15 @@ pub enum CallStoreAnswer {
     },
     Whitelisted {
         added: bool,
+    },
+    MessageCreated {
+        created: MessageCreated,
+    },
+    Message {
+        record: Option<MessageRecord>,
+    },
+    Inbound {
+        verdict: InboundVerdict,
     },
 }
 
@@ -1123,6 +1474,64 @@ impl<T: CallStoreTransport> Calls for T {
             }
         })
     }
+    fn create_message<'a>(
+        &'a self,
+        tenant_id: &'a str,
+        new: &'a NewMessage,
+    ) -> LocalFuture<'a, Result<MessageCreated, StoreError>> {
+        Box::pin(async move {
+            let request = CallStoreRequest::CreateMessage {
+                new: Box::new(new.clone()),
+            };
+            match self.send(tenant_id, request).await? {
+                CallStoreAnswer::MessageCreated { created } => Ok(created),
+                a => Err(unexpected(a)),
+            }
+        })
+    }
+    fn get_message<'a>(
+        &'a self,
+        tenant_id: &'a str,
+        message_id: &'a str,
+    ) -> LocalFuture<'a, Result<Option<MessageRecord>, StoreError>> {
+        Box::pin(async move {
+            let request = CallStoreRequest::GetMessage {
+                message_id: message_id.into(),
+            };
+            match self.send(tenant_id, request).await? {
+                CallStoreAnswer::Message { record } => Ok(record),
+                a => Err(unexpected(a)),
+            }
+        })
+    }
+    fn list_messages<'a>(
+        &'a self,
+        tenant_id: &'a str,
+        f: &'a MessageFilter,
+    ) -> LocalFuture<'a, Result<Vec<Value>, StoreError>> {
+        Box::pin(async move {
+            let request = CallStoreRequest::ListMessages { filter: f.clone() };
+            match self.send(tenant_id, request).await? {
+                CallStoreAnswer::List { rows } => Ok(rows),
+                a => Err(unexpected(a)),
+            }
+        })
+    }
+    fn inbound_message<'a>(
+        &'a self,
+        tenant_id: &'a str,
+        message: &'a InboundMessage,
+    ) -> LocalFuture<'a, Result<InboundVerdict, StoreError>> {
+        Box::pin(async move {
+            let request = CallStoreRequest::InboundMessage {
+                message: Box::new(message.clone()),
+            };
+            match self.send(tenant_id, request).await? {
+                CallStoreAnswer::Inbound { verdict } => Ok(verdict),
+                a => Err(unexpected(a)),
+            }
+        })
+    }
 }
 
 /// Runs one request against a tenant's rows: the whole of the Durable
@@ -1173,6 +1582,18 @@ pub async fn handle(
         }
         CallStoreRequest::WhitelistAdd { phone } => CallStoreAnswer::Whitelisted {
             added: whitelist_add(rows, &phone, now_ms)?,
+        },
+        CallStoreRequest::CreateMessage { new } => CallStoreAnswer::MessageCreated {
+            created: create_message(rows, queues, *new, now_ms).await?,
+        },
+        CallStoreRequest::GetMessage { message_id } => CallStoreAnswer::Message {
+            record: rows.message(&message_id)?,
+        },
+        CallStoreRequest::ListMessages { filter } => CallStoreAnswer::List {
+            rows: rows.list_messages(&filter)?,
+        },
+        CallStoreRequest::InboundMessage { message } => CallStoreAnswer::Inbound {
+            verdict: inbound_message(rows, &message, now_ms)?,
         },
         CallStoreRequest::Reports { region, reports } => CallStoreAnswer::Applied {
             up_to: apply_reports(rows, &region, &reports, now_ms, log)?,
@@ -1298,9 +1719,10 @@ pub mod memory {
         /// the tenants' rows, numbered like the Durable Object numbers them.
         pub fn apply_queue_reports(&self) -> Result<(), StoreError> {
             let (updates, turns) = self.dispatch_queues.take_reports();
+            let messages = self.dispatch_queues.take_message_reports();
             let mut seq = self.dispatch_queues.report_seq.get();
             let mut by_tenant: BTreeMap<String, Vec<Report>> = BTreeMap::new();
-            let items = ReportItem::in_order(updates, turns);
+            let items = ReportItem::in_order(updates, turns, messages);
             for item in items {
                 seq += 1;
                 by_tenant

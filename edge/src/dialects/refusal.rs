@@ -55,6 +55,10 @@ impl Refusal {
                     retry_after_seconds: crate::limits::CONCURRENCY_RETRY_AFTER_SECONDS,
                 }
             }
+            // A text's `from` that cannot send texts: the request is wrong.
+            E::UnknownNumber | E::NumberNotSmsCapable => {
+                Refusal::InvalidRequest(e.message.clone())
+            }
             E::InvalidJson
             | E::UnknownField
             | E::InvalidParameter
@@ -83,6 +87,8 @@ impl Refusal {
             | E::RegionMismatch
             | E::NotFound
             | E::CallNotFound
+            | E::MessageNotFound
+            | E::NumberNotFound
             | E::SidecarNotFound
             | E::WebhookNotFound
             | E::DeliveryNotFound
@@ -99,7 +105,6 @@ impl Refusal {
             | E::UserExists
             | E::CodebHostTaken
             // Admin API only (numbers, directory, Voice360 keys).
-            | E::NumberNotFound
             | E::DirectoryUserNotFound
             | E::QueueNotFound
             | E::Voice360KeyNotFound

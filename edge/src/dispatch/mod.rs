@@ -4,6 +4,7 @@
 //! reach the queues through ([`port`]), and the checked sidecar link messages
 //! ([`sidecar_link`]).
 
+pub mod message_line;
 pub mod port;
 pub mod queue;
 pub mod queued_call;

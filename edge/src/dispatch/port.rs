@@ -3,6 +3,7 @@
 //! from its record. What the queue changes reaches each call's record as
 //! numbered reports to the tenant's `CallStore` (see `calls::store`).
 
+use crate::dispatch::message_line::{EnqueueMessageVerdict, QueuedMessage};
 use crate::dispatch::queue::{CancelVerdict, EnqueueVerdict};
 use crate::dispatch::queued_call::{OfferBody, QueuedCall};
 use crate::dispatch::sidecar_link::SidecarEnvelope;
@@ -16,6 +17,12 @@ use serde_json::Value;
 pub trait DispatchQueues {
     async fn enqueue(&self, region: &str, call: &QueuedCall) -> Result<EnqueueVerdict, StoreError>;
     async fn cancel(&self, region: &str, call_id: &str) -> Result<CancelVerdict, StoreError>;
+    /// Queues a text message for the region's sidecars (no call slot needed).
+    async fn enqueue_message(
+        &self,
+        region: &str,
+        message: &QueuedMessage,
+    ) -> Result<EnqueueMessageVerdict, StoreError>;
     /// Forwards a verified sidecar request; returns the HTTP status and body.
     async fn sidecar(
         &self,
@@ -89,6 +96,8 @@ pub mod memory {
         /// to the tenants' call stores.
         pub updates: RefCell<Vec<CallUpdate>>,
         pub turns: RefCell<Vec<TranscriptUpdate>>,
+        /// Text message changes the Durable Object would report.
+        pub message_updates: RefCell<Vec<crate::messages::MessageUpdate>>,
         /// The last report number handed out.
         pub report_seq: std::cell::Cell<u64>,
     }
@@ -101,6 +110,35 @@ pub mod memory {
                 std::mem::take(&mut *self.turns.borrow_mut()),
             )
         }
+
+        /// The text message changes since the last call.
+        pub fn take_message_reports(&self) -> Vec<crate::messages::MessageUpdate> {
+            std::mem::take(&mut *self.message_updates.borrow_mut())
+        }
+
+        /// Time passes in every queue, as the Durable Object's alarm lets it.
+        pub fn tick_all(&self) {
+            let now = self.now_ms.get();
+            for q in self.queues.borrow_mut().values_mut() {
+                self.updates
+                    .borrow_mut()
+                    .extend(q.tick(now, &DispatchTimings::default()));
+                self.message_updates
+                    .borrow_mut()
+                    .extend(q.messages.tick(now));
+            }
+        }
+
+        /// Lets time pass in `q` first, like the Durable Object on every request.
+        fn ticked(&self, q: &mut Queue) {
+            let now = self.now_ms.get();
+            self.updates
+                .borrow_mut()
+                .extend(q.tick(now, &DispatchTimings::default()));
+            self.message_updates
+                .borrow_mut()
+                .extend(q.messages.tick(now));
+        }
     }
 
     impl DispatchQueues for MemoryDispatchQueues {
@@ -112,18 +150,24 @@ pub mod memory {
         ) -> Result<EnqueueVerdict, StoreError> {
             let mut queues = self.queues.borrow_mut();
             let q = queues.entry(region.to_string()).or_default();
-            self.updates
-                .borrow_mut()
-                .extend(q.tick(self.now_ms.get(), &DispatchTimings::default()));
+            self.ticked(q);
             Ok(q.enqueue(call.clone()))
         }
         async fn cancel(&self, region: &str, call_id: &str) -> Result<CancelVerdict, StoreError> {
             let mut queues = self.queues.borrow_mut();
             let q = queues.entry(region.to_string()).or_default();
-            self.updates
-                .borrow_mut()
-                .extend(q.tick(self.now_ms.get(), &DispatchTimings::default()));
+            self.ticked(q);
             Ok(q.cancel(call_id))
+        }
+        async fn enqueue_message(
+            &self,
+            region: &str,
+            message: &QueuedMessage,
+        ) -> Result<EnqueueMessageVerdict, StoreError> {
+            let mut queues = self.queues.borrow_mut();
+            let q = queues.entry(region.to_string()).or_default();
+            self.ticked(q);
+            Ok(q.messages.enqueue(message.clone()))
         }
         async fn sidecar(
             &self,
@@ -132,15 +176,14 @@ pub mod memory {
         ) -> Result<(u16, Value), StoreError> {
             let mut queues = self.queues.borrow_mut();
             let q = queues.entry(region.to_string()).or_default();
-            self.updates
-                .borrow_mut()
-                .extend(q.tick(self.now_ms.get(), &DispatchTimings::default()));
+            self.ticked(q);
             let mut reply =
                 sidecar_link::handle(q, envelope, self.now_ms.get(), &DispatchTimings::default());
             // Bodies stay on the calls here; no sealing key in tests.
             reply.finish(|_| None, None);
             self.updates.borrow_mut().extend(reply.updates);
             self.turns.borrow_mut().extend(reply.turns);
+            self.message_updates.borrow_mut().extend(reply.messages);
             Ok((reply.status, reply.body))
         }
     }
@@ -157,6 +200,9 @@ pub enum DispatchQueueRequest {
     Cancel {
         call_id: String,
     },
+    EnqueueMessage {
+        message: QueuedMessage,
+    },
     /// A sidecar link request the Worker verified.
     Sidecar {
         envelope: SidecarEnvelope,
@@ -171,6 +217,9 @@ pub enum DispatchQueueAnswer {
     },
     Cancel {
         outcome: CancelVerdict,
+    },
+    EnqueuedMessage {
+        outcome: EnqueueMessageVerdict,
     },
     /// The HTTP status and body the Worker answers the sidecar with.
     Sidecar {

@@ -290,6 +290,9 @@ pub struct Queue {
     /// Held calls of sidecars presumed dead, by call id (see [`Stranded`]).
     #[serde(default)]
     pub stranded: BTreeMap<String, Stranded>,
+    /// Text messages waiting for a sidecar or out with one (their own rows).
+    #[serde(default)]
+    pub messages: crate::dispatch::message_line::MessageLine,
     /// Calls changed since the last [`Queue::take_changes`]: the
     /// Durable Object rewrites only their rows.
     #[serde(skip)]
@@ -1022,6 +1025,7 @@ impl Queue {
             .chain(sidecars)
             .chain(future_ready)
             .chain(stranded)
+            .chain(self.messages.next_deadline())
             .min()
     }
 
@@ -1032,6 +1036,7 @@ impl Queue {
         // sidecar's open poll is answered (empty) at once.
         self.departed.contains_key(sidecar_id)
             || self.commands.get(sidecar_id).is_some_and(|c| !c.is_empty())
+            || self.messages.has_waiting()
             || self
                 .next_offerable(now, &self.in_flight_by_tenant())
                 .is_some()
@@ -1426,6 +1431,7 @@ mod tests {
         let answer = crate::dispatch::sidecar_link::LeaseAnswer {
             leases: o,
             commands: vec![],
+            messages: vec![],
         };
         let (reply, missing) = answer.into_response(|id| bodies.get(id).cloned(), None);
         assert!(missing.is_empty());

@@ -4,17 +4,20 @@
 //! [`Queue`] and returns the reply, the call updates to report to the call stores,
 //! and, for an empty lease poll, how long to hold the poll open.
 
+use crate::dispatch::message_line::ResultVerdict;
 use crate::dispatch::queue::{
     self, AckVerdict, CallUpdate, Command, DispatchTimings, EventVerdict, HeldEvent, Lease, Queue,
 };
 use crate::dispatch::queued_call::OfferBody;
 use crate::engine_keys::SealingKey;
 use crate::error::{ApiError, ErrorCode};
+use crate::messages::{MessageUpdate, MAX_MATCH_ID_CHARS};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use voxline_shared::sidecar_link::{
-    check_version, Ack, AckReceipt, Deregistration, EventBatch, EventKind, LeaseRequest,
-    LeaseResponse, Registration, RegistrationAck, PROTOCOL_VERSION,
+    check_version, Ack, AckReceipt, Deregistration, EventBatch, EventKind, InboundContent,
+    InboundMessage, LeaseRequest, LeaseResponse, MessageOffer, MessageResult, MessageResultAck,
+    Registration, RegistrationAck, MAX_MESSAGES_PER_LEASE, MAX_MESSAGE_CHARS, PROTOCOL_VERSION,
 };
 
 /// How long an accepted call may be missing from the sidecar's `held_calls`
@@ -55,6 +58,10 @@ pub enum SidecarOp {
     /// spent here (the same replay store as every other link request). Never
     /// routed from a path: uploads have their own (`recordings`).
     Recording,
+    /// The trunk's final answer to a text message this sidecar was handed.
+    MessageResults,
+    /// A text message (or a delivery report) the trunk sent us.
+    InboundMessages,
 }
 
 impl SidecarOp {
@@ -66,6 +73,8 @@ impl SidecarOp {
             paths::ACK => Some(SidecarOp::Ack),
             paths::EVENTS => Some(SidecarOp::Events),
             paths::DEREGISTER => Some(SidecarOp::Deregister),
+            paths::MESSAGE_RESULTS => Some(SidecarOp::MessageResults),
+            paths::INBOUND_MESSAGES => Some(SidecarOp::InboundMessages),
             _ => None,
         }
     }
@@ -83,6 +92,10 @@ pub enum SidecarMessage {
     Deregister(Deregistration),
     /// A recording upload the Worker admitted: only its nonce is spent here.
     Recording,
+    MessageResult(MessageResult),
+    /// Only its nonce is spent here; the Worker then stores it in the
+    /// tenant's call store (the number's tenant, from KV).
+    InboundMessage(InboundMessage),
 }
 
 impl SidecarMessage {
@@ -92,7 +105,11 @@ impl SidecarMessage {
             SidecarMessage::Register(m) => Some(&m.region),
             SidecarMessage::Lease(m) => Some(&m.region),
             SidecarMessage::Deregister(m) => Some(&m.region),
-            SidecarMessage::Ack(_) | SidecarMessage::Events(_) | SidecarMessage::Recording => None,
+            SidecarMessage::InboundMessage(m) => Some(&m.region),
+            SidecarMessage::Ack(_)
+            | SidecarMessage::Events(_)
+            | SidecarMessage::Recording
+            | SidecarMessage::MessageResult(_) => None,
         }
     }
 }
@@ -112,11 +129,13 @@ pub struct SidecarEnvelope {
 pub struct LeaseAnswer {
     pub leases: Vec<Lease>,
     pub commands: Vec<Command>,
+    /// Text messages handed out with this answer (already `sending`).
+    pub messages: Vec<MessageOffer>,
 }
 
 impl LeaseAnswer {
     pub fn is_empty(&self) -> bool {
-        self.leases.is_empty() && self.commands.is_empty()
+        self.leases.is_empty() && self.commands.is_empty() && self.messages.is_empty()
     }
 
     /// The protocol answer. A call's body is its own when it still has it,
@@ -145,7 +164,7 @@ impl LeaseAnswer {
             protocol_version: PROTOCOL_VERSION,
             offers,
             commands: self.commands,
-            messages: vec![],
+            messages: self.messages,
         };
         (response, missing)
     }
@@ -161,6 +180,8 @@ pub struct Reply {
     pub updates: Vec<CallUpdate>,
     /// Transcript turns to append (held calls only, duplicates dropped).
     pub turns: Vec<crate::transcript::TranscriptUpdate>,
+    /// Text message changes to report to the tenants' call stores.
+    pub messages: Vec<MessageUpdate>,
     /// An empty lease poll: hold it open until this time or until work arrives.
     pub hold_open_until: Option<u64>,
 }
@@ -173,6 +194,7 @@ impl Reply {
             lease: None,
             updates: Vec::new(),
             turns: Vec::new(),
+            messages: Vec::new(),
             hold_open_until: None,
         }
     }
@@ -183,6 +205,7 @@ impl Reply {
             lease: None,
             updates: Vec::new(),
             turns: Vec::new(),
+            messages: Vec::new(),
             hold_open_until: None,
         }
     }
@@ -229,6 +252,8 @@ pub fn parse_message(op: SidecarOp, raw: &[u8], signer: &str) -> Result<SidecarM
         SidecarOp::Ack => SidecarMessage::Ack(parse(&value)?),
         SidecarOp::Events => SidecarMessage::Events(parse(&value)?),
         SidecarOp::Deregister => SidecarMessage::Deregister(parse(&value)?),
+        SidecarOp::MessageResults => SidecarMessage::MessageResult(parse(&value)?),
+        SidecarOp::InboundMessages => SidecarMessage::InboundMessage(parse(&value)?),
         SidecarOp::Recording => {
             return Err(ApiError::new(
                 ErrorCode::NotFound,
@@ -242,6 +267,8 @@ pub fn parse_message(op: SidecarOp, raw: &[u8], signer: &str) -> Result<SidecarM
         SidecarMessage::Ack(m) => (m.protocol_version, &m.sidecar_id),
         SidecarMessage::Events(m) => (m.protocol_version, &m.sidecar_id),
         SidecarMessage::Deregister(m) => (m.protocol_version, &m.sidecar_id),
+        SidecarMessage::MessageResult(m) => (m.protocol_version, &m.sidecar_id),
+        SidecarMessage::InboundMessage(m) => (m.protocol_version, &m.sidecar_id),
         SidecarMessage::Recording => (PROTOCOL_VERSION, &String::new()),
     };
     check_version(version)
@@ -252,7 +279,61 @@ pub fn parse_message(op: SidecarOp, raw: &[u8], signer: &str) -> Result<SidecarM
             "the body's sidecar_id is not the signer's",
         ));
     }
+    check_message_fields(&message)?;
     Ok(message)
+}
+
+/// The text-message fields that become storage keys or records: bounded,
+/// so a sidecar cannot make keys or rows of any size. 422: never retried.
+fn check_message_fields(message: &SidecarMessage) -> Result<(), ApiError> {
+    let too_long = |field: &str, s: &str, max: usize| {
+        (s.chars().count() > max).then(|| {
+            ApiError::field(
+                ErrorCode::ValueTooLong,
+                field,
+                format!("{field} is longer than {max} characters"),
+            )
+        })
+    };
+    let problem = match message {
+        SidecarMessage::MessageResult(r) => {
+            let id = (!crate::ids::is_id(&r.message_id, "msg")).then(|| {
+                ApiError::field(ErrorCode::InvalidValue, "message_id", "not a message id")
+            });
+            id.or_else(|| {
+                too_long(
+                    "imdn_message_id",
+                    r.imdn_message_id.as_deref().unwrap_or(""),
+                    MAX_MATCH_ID_CHARS,
+                )
+            })
+        }
+        SidecarMessage::InboundMessage(m) => {
+            let body = match &m.content {
+                InboundContent::Text { body } => too_long("content.body", body, MAX_MESSAGE_CHARS),
+                InboundContent::DeliveryReport {
+                    imdn_message_id,
+                    status,
+                } => too_long(
+                    "content.imdn_message_id",
+                    imdn_message_id,
+                    MAX_MATCH_ID_CHARS,
+                )
+                .or_else(|| too_long("content.status", status, MAX_MATCH_ID_CHARS)),
+                InboundContent::Unknown => None,
+            };
+            too_long("from", &m.from, MAX_MATCH_ID_CHARS)
+                .or_else(|| too_long("sip_call_id", &m.sip_call_id, MAX_MATCH_ID_CHARS))
+                .or(body)
+                .or_else(|| {
+                    (!crate::messages::is_e164(&m.to)).then(|| {
+                        ApiError::field(ErrorCode::InvalidPhoneNumber, "to", "to must be E.164")
+                    })
+                })
+        }
+        _ => None,
+    };
+    problem.map_or(Ok(()), Err)
 }
 
 fn not_registered() -> ApiError {
@@ -283,7 +364,22 @@ fn handle_op(
 ) -> Result<Reply, ApiError> {
     let sid = env.sidecar_id.as_str();
     match &env.message {
-        SidecarMessage::Recording => Ok(Reply::ok(json!({"protocol_version": PROTOCOL_VERSION}))),
+        SidecarMessage::Recording | SidecarMessage::InboundMessage(_) => {
+            Ok(Reply::ok(json!({"protocol_version": PROTOCOL_VERSION})))
+        }
+        SidecarMessage::MessageResult(result) => {
+            let ack = MessageResultAck {
+                protocol_version: PROTOCOL_VERSION,
+                message_id: result.message_id.clone(),
+            };
+            let mut reply = Reply::ok(serde_json::to_value(ack).unwrap_or(Value::Null));
+            // A second result, a late one, another sidecar's: acknowledged
+            // (resending could never succeed) and dropped: the first wins.
+            if let ResultVerdict::Recorded(update) = q.messages.result(sid, result, now) {
+                reply.messages.push(update);
+            }
+            Ok(reply)
+        }
         SidecarMessage::Register(reg) => {
             q.register(sid, reg.capacity, now);
             let ack = RegistrationAck {
@@ -420,8 +516,19 @@ pub fn lease_reply(
     t: &DispatchTimings,
 ) -> Reply {
     let (leases, commands) = q.lease(sidecar_id, free_slots, now, t);
+    // Texts need no call slot; a departed sidecar's open poll gets none.
+    let (messages, sending) = if q.departed.contains_key(sidecar_id) {
+        (Vec::new(), Vec::new())
+    } else {
+        q.messages.hand_out(sidecar_id, now, MAX_MESSAGES_PER_LEASE)
+    };
     let mut reply = Reply::ok(Value::Null);
-    reply.lease = Some(LeaseAnswer { leases, commands });
+    reply.lease = Some(LeaseAnswer {
+        leases,
+        commands,
+        messages,
+    });
+    reply.messages = sending;
     reply
 }
 

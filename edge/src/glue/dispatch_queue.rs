@@ -9,6 +9,7 @@
 use crate::calls::store::{
     CallStoreAnswer, CallStoreRequest, CallStoreTransport, Report, ReportItem,
 };
+use crate::dispatch::message_line::{MessageLine, MessageRow, MessageRowChange};
 use crate::dispatch::port::{DispatchQueueAnswer, DispatchQueueRequest};
 use crate::dispatch::queue::{
     CallRow, CallUpdate, CancelVerdict, DispatchTimings, EnqueueVerdict, Queue, QueueMeta,
@@ -18,6 +19,7 @@ use crate::dispatch::sidecar_link::{self, SidecarMessage};
 use crate::glue::env::var_u64;
 use crate::glue::env::DoSql;
 use crate::glue::stubs::REGION_HEADER;
+use crate::messages::MessageUpdate;
 use crate::sql::{int_at, text_at, Sql};
 use crate::store::StoreError;
 use crate::transcript::TranscriptUpdate;
@@ -50,6 +52,8 @@ const SCHEMA: &[&str] = &[
     "CREATE TABLE IF NOT EXISTS q_calls (call_id TEXT PRIMARY KEY, body TEXT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS q_nonces (nonce TEXT PRIMARY KEY, forget_after INTEGER NOT NULL) WITHOUT ROWID",
     "CREATE INDEX IF NOT EXISTS q_nonces_by_expiry ON q_nonces (forget_after)",
+    // Text messages, one row per message waiting for a sidecar or out with one.
+    "CREATE TABLE IF NOT EXISTS q_messages (message_id TEXT PRIMARY KEY, body TEXT NOT NULL) WITHOUT ROWID",
     // Sidecars, their commands, counters: small, one value.
     "CREATE TABLE IF NOT EXISTS q_meta (k TEXT PRIMARY KEY, v TEXT NOT NULL) WITHOUT ROWID",
 ];
@@ -152,13 +156,29 @@ impl DispatchQueue {
                 ))
             })
             .collect::<std::result::Result<Vec<_>, StoreError>>()?;
-        Ok(Queue::from_rows(meta, calls, nonces))
+        let mut messages = Vec::new();
+        for row in self
+            .sql
+            .exec("SELECT message_id, body FROM q_messages", vec![])?
+        {
+            match serde_json::from_str::<MessageRow>(&text_at(&row, 1, "message row")?) {
+                Ok(m) => messages.push(m),
+                Err(e) => console_log!(
+                    "dispatch: unreadable message row {:?} skipped: {e}",
+                    row.first()
+                ),
+            }
+        }
+        let mut q = Queue::from_rows(meta, calls, nonces);
+        q.messages = MessageLine::from_rows(messages);
+        Ok(q)
     }
 
     /// Writes the rows of the calls that changed, new nonces, and the meta value.
     fn write_rows(
         &self,
         rows: Vec<(String, Option<CallRow>)>,
+        messages: Vec<MessageRowChange>,
         nonces: Vec<(String, u64)>,
         meta: &QueueMeta,
         now: u64,
@@ -177,6 +197,22 @@ impl DispatchQueue {
                     self.sql.exec(
                         "DELETE FROM q_calls WHERE call_id = ?",
                         vec![call_id.into()],
+                    )?;
+                }
+            }
+        }
+        for (message_id, row) in messages {
+            match row {
+                Some(row) => {
+                    self.sql.exec(
+                        "INSERT OR REPLACE INTO q_messages (message_id, body) VALUES (?, ?)",
+                        vec![message_id.into(), encode(&row)?.into()],
+                    )?;
+                }
+                None => {
+                    self.sql.exec(
+                        "DELETE FROM q_messages WHERE message_id = ?",
+                        vec![message_id.into()],
                     )?;
                 }
             }
@@ -214,11 +250,12 @@ impl DispatchQueue {
     /// dropped (reloaded from storage by the next request), so memory is never
     /// ahead of what is stored.
     async fn persist(&self, now: u64, t: &DispatchTimings) -> Result<()> {
-        let (rows, nonces, meta, next) = self.with(|q| {
+        let (rows, messages, nonces, meta, next) = self.with(|q| {
             let (rows, nonces) = q.take_changes();
-            (rows, nonces, q.meta(), q.next_deadline(now, t))
+            let messages = q.messages.take_changes();
+            (rows, messages, nonces, q.meta(), q.next_deadline(now, t))
         });
-        if let Err(e) = self.write_rows(rows, nonces, &meta, now) {
+        if let Err(e) = self.write_rows(rows, messages, nonces, &meta, now) {
             *self.queue.borrow_mut() = None;
             return Err(worker::Error::RustError(format!(
                 "storing the queue: {e:?}"
@@ -293,8 +330,13 @@ impl DispatchQueue {
     /// Writes what changed as numbered report rows, in order (turns before
     /// the updates of the same batch: a `transcript.saved` sent when the call
     /// ends must hold every turn). Synchronous: one transaction with the change.
-    fn record_reports(&self, turns: Vec<TranscriptUpdate>, updates: Vec<CallUpdate>) {
-        if turns.is_empty() && updates.is_empty() {
+    fn record_reports(
+        &self,
+        turns: Vec<TranscriptUpdate>,
+        updates: Vec<CallUpdate>,
+        messages: Vec<MessageUpdate>,
+    ) {
+        if turns.is_empty() && updates.is_empty() && messages.is_empty() {
             return;
         }
         if let Err(e) = self.ensure_schema() {
@@ -306,7 +348,7 @@ impl DispatchQueue {
                 self.forget_offer_body(&u.call_id);
             }
         }
-        let items = ReportItem::in_order(updates, turns);
+        let items = ReportItem::in_order(updates, turns, messages);
         for item in items {
             let text = match serde_json::to_string(&item) {
                 Ok(t) => t,
@@ -417,8 +459,8 @@ impl DispatchQueue {
 
     /// Expired leases and dead sidecars are handled on every request too, so
     /// a late alarm never delays them.
-    async fn tick(&self, now: u64, t: &DispatchTimings) -> Vec<CallUpdate> {
-        self.with(|q| q.tick(now, t))
+    async fn tick(&self, now: u64, t: &DispatchTimings) -> (Vec<CallUpdate>, Vec<MessageUpdate>) {
+        self.with(|q| (q.tick(now, t), q.messages.tick(now)))
     }
 }
 
@@ -458,7 +500,7 @@ impl worker::DurableObject for DispatchQueue {
             self.state.storage().put(REGION_KEY, &region).await?;
             *self.region_stored.borrow_mut() = Some(region.clone());
         }
-        let mut updates = self.tick(now, &t).await;
+        let (mut updates, mut message_updates) = self.tick(now, &t).await;
         let mut turns = Vec::new();
         let answer = match request {
             DispatchQueueRequest::Enqueue { call } => {
@@ -491,10 +533,15 @@ impl worker::DurableObject for DispatchQueue {
                 }
                 DispatchQueueAnswer::Cancel { outcome }
             }
+            DispatchQueueRequest::EnqueueMessage { message } => {
+                let outcome = self.with(|q| q.messages.enqueue(message));
+                DispatchQueueAnswer::EnqueuedMessage { outcome }
+            }
             DispatchQueueRequest::Sidecar { envelope } => {
                 let mut reply = self.with(|q| sidecar_link::handle(q, &envelope, now, &t));
                 self.finish_offers(&mut reply);
                 updates.extend(reply.updates);
+                message_updates.extend(reply.messages);
                 turns = reply.turns;
                 let (status, body) = match reply.hold_open_until {
                     None => (reply.status, reply.body),
@@ -503,6 +550,7 @@ impl worker::DurableObject for DispatchQueue {
                         self.record_reports(
                             std::mem::take(&mut turns),
                             std::mem::take(&mut updates),
+                            std::mem::take(&mut message_updates),
                         );
                         self.persist(now, &t).await?;
                         self.deliver_reports(&region).await;
@@ -529,6 +577,8 @@ impl worker::DurableObject for DispatchQueue {
                                     sidecar_link::lease_reply(q, sid, free_slots, now, &t)
                                 });
                                 self.finish_offers(&mut r);
+                                // Handed out: `sending`, reported with this answer's change.
+                                self.record_reports(Vec::new(), Vec::new(), r.messages);
                                 self.persist(now, &t).await?;
                                 break (r.status, r.body);
                             }
@@ -538,7 +588,7 @@ impl worker::DurableObject for DispatchQueue {
                 DispatchQueueAnswer::Sidecar { status, body }
             }
         };
-        self.record_reports(turns, updates);
+        self.record_reports(turns, updates, message_updates);
         self.persist(Date::now().as_millis(), &t).await?;
         self.wake_polls();
         self.deliver_reports(&region).await;
@@ -549,8 +599,8 @@ impl worker::DurableObject for DispatchQueue {
         let t = timings(&self.env);
         self.ensure_loaded().await?;
         let now = Date::now().as_millis();
-        let updates = self.tick(now, &t).await;
-        self.record_reports(Vec::new(), updates);
+        let (updates, messages) = self.tick(now, &t).await;
+        self.record_reports(Vec::new(), updates, messages);
         self.persist(now, &t).await?;
         self.wake_polls();
         if let Some(region) = self

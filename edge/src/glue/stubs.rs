@@ -184,6 +184,20 @@ impl DispatchQueues for WorkersDispatchQueues<'_> {
         }
     }
 
+    async fn enqueue_message(
+        &self,
+        region: &str,
+        message: &crate::dispatch::message_line::QueuedMessage,
+    ) -> std::result::Result<crate::dispatch::message_line::EnqueueMessageVerdict, StoreError> {
+        let request = DispatchQueueRequest::EnqueueMessage {
+            message: message.clone(),
+        };
+        match self.send(region, &request).await? {
+            DispatchQueueAnswer::EnqueuedMessage { outcome } => Ok(outcome),
+            a => Err(unexpected("dispatch queue", a)),
+        }
+    }
+
     async fn sidecar(
         &self,
         region: &str,

@@ -3,6 +3,7 @@
 
 use crate::dialects::Dialect;
 use crate::ids::{self, rfc3339_ms};
+use crate::messages::{MessageEvent, MessageRecord};
 use crate::model::{keys, Agent, CallRecord, Tenant, WebhookEndpoint, WebhookFormat};
 use crate::recording_links::RecordingLinks;
 use crate::store::{get_json, Kv, StoreError};
@@ -31,11 +32,21 @@ pub enum WebhookEvent {
     TranscriptSaved,
     #[serde(rename = "recording.saved")]
     RecordingSaved,
+    #[serde(rename = "message.sent")]
+    MessageSent,
+    #[serde(rename = "message.failed")]
+    MessageFailed,
+    #[serde(rename = "message.received")]
+    MessageReceived,
+    #[serde(rename = "message.delivered")]
+    MessageDelivered,
+    #[serde(rename = "message.undelivered")]
+    MessageUndelivered,
 }
 
 impl WebhookEvent {
     /// Every event type, in the order of [`WEBHOOK_EVENTS`].
-    pub const ALL: [WebhookEvent; 7] = [
+    pub const ALL: [WebhookEvent; 12] = [
         WebhookEvent::CallQueued,
         WebhookEvent::CallRinging,
         WebhookEvent::CallAnswered,
@@ -43,6 +54,11 @@ impl WebhookEvent {
         WebhookEvent::CallFailed,
         WebhookEvent::TranscriptSaved,
         WebhookEvent::RecordingSaved,
+        WebhookEvent::MessageSent,
+        WebhookEvent::MessageFailed,
+        WebhookEvent::MessageReceived,
+        WebhookEvent::MessageDelivered,
+        WebhookEvent::MessageUndelivered,
     ];
 
     /// The name on the wire, as serde writes it.
@@ -55,11 +71,47 @@ impl WebhookEvent {
             WebhookEvent::CallFailed => "call.failed",
             WebhookEvent::TranscriptSaved => "transcript.saved",
             WebhookEvent::RecordingSaved => "recording.saved",
+            WebhookEvent::MessageSent => "message.sent",
+            WebhookEvent::MessageFailed => "message.failed",
+            WebhookEvent::MessageReceived => "message.received",
+            WebhookEvent::MessageDelivered => "message.delivered",
+            WebhookEvent::MessageUndelivered => "message.undelivered",
+        }
+    }
+
+    /// The text message event this is, if it is one.
+    pub fn message_event(self) -> Option<MessageEvent> {
+        match self {
+            WebhookEvent::MessageSent => Some(MessageEvent::Sent),
+            WebhookEvent::MessageFailed => Some(MessageEvent::Failed),
+            WebhookEvent::MessageReceived => Some(MessageEvent::Received),
+            WebhookEvent::MessageDelivered => Some(MessageEvent::Delivered),
+            WebhookEvent::MessageUndelivered => Some(MessageEvent::Undelivered),
+            WebhookEvent::CallQueued
+            | WebhookEvent::CallRinging
+            | WebhookEvent::CallAnswered
+            | WebhookEvent::CallCompleted
+            | WebhookEvent::CallFailed
+            | WebhookEvent::TranscriptSaved
+            | WebhookEvent::RecordingSaved => None,
         }
     }
 
     pub fn parse(s: &str) -> Option<WebhookEvent> {
         WebhookEvent::ALL.into_iter().find(|e| e.as_str() == s)
+    }
+}
+
+/// A text message's internal event as a native event type.
+impl From<MessageEvent> for WebhookEvent {
+    fn from(e: MessageEvent) -> Self {
+        match e {
+            MessageEvent::Sent => WebhookEvent::MessageSent,
+            MessageEvent::Failed => WebhookEvent::MessageFailed,
+            MessageEvent::Received => WebhookEvent::MessageReceived,
+            MessageEvent::Delivered => WebhookEvent::MessageDelivered,
+            MessageEvent::Undelivered => WebhookEvent::MessageUndelivered,
+        }
     }
 }
 
@@ -86,6 +138,8 @@ pub const WEBHOOK_EVENTS: &[&str] = &{
 pub struct PendingEvent {
     pub event_id: String,
     pub event_type: WebhookEvent,
+    /// The call the event is about, or the text message (`msg_...`) for
+    /// the `message.*` events.
     pub call_id: String,
     /// The exact body every endpoint receives.
     pub payload: String,
@@ -177,6 +231,23 @@ pub fn call_event_payload(
     match serde_json::value::RawValue::from_string(data) {
         Ok(raw) => envelope(event_type, event_id, now_ms, &raw),
         Err(_) => event_payload(event_type, event_id, now_ms, Value::Object(fields)),
+    }
+}
+
+/// The native body of a text message event: the common envelope with the
+/// public message record (as `GET /v1/messages/{id}` shows it) as `data`.
+/// Another format renders from the same [`PendingEvent`]: its
+/// `event_type.message_event()` and the record in this payload's `data`.
+pub fn message_event_payload(
+    event: MessageEvent,
+    event_id: &str,
+    record: &MessageRecord,
+    now_ms: u64,
+) -> String {
+    let data = record.to_public_json();
+    match serde_json::value::RawValue::from_string(data) {
+        Ok(raw) => envelope(event.into(), event_id, now_ms, &raw),
+        Err(_) => event_payload(event.into(), event_id, now_ms, record.to_public()),
     }
 }
 
@@ -448,21 +519,28 @@ pub async fn jobs_for_event(
             _ => None,
         };
         // One job per body (CodeB's two share the event: its id and type).
-        jobs.extend(payloads.into_iter().map(|payload| DeliveryJob {
-            tenant_id: tenant_id.to_string(),
-            delivery_id: delivery_id(now_ms),
-            endpoint_id: endpoint.id.clone(),
-            event_id: event.event_id.clone(),
-            event_type: event.event_type.to_string(),
-            payload,
-            call_id: Some(event.call_id.clone()),
-            created_at_ms: event.created_ms,
-            attempt: 1,
-            step: 0,
-            due_at_ms: now_ms,
-            manual: false,
-            format: endpoint.format,
-            placed_with_key: placed_with_key.clone(),
+        jobs.extend(payloads.into_iter().map(|payload| {
+            DeliveryJob {
+                tenant_id: tenant_id.to_string(),
+                delivery_id: delivery_id(now_ms),
+                endpoint_id: endpoint.id.clone(),
+                event_id: event.event_id.clone(),
+                event_type: event.event_type.to_string(),
+                payload,
+                // A text message's event is about no call.
+                call_id: event
+                    .event_type
+                    .message_event()
+                    .is_none()
+                    .then(|| event.call_id.clone()),
+                created_at_ms: event.created_ms,
+                attempt: 1,
+                step: 0,
+                due_at_ms: now_ms,
+                manual: false,
+                format: endpoint.format,
+                placed_with_key: placed_with_key.clone(),
+            }
         }));
     }
     Ok(jobs)

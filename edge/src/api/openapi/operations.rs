@@ -6,10 +6,12 @@ use super::patterns::*;
 use crate::api::router::RouteId;
 use crate::error::ErrorCode;
 use crate::limits::{LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX};
+use crate::messages::MessageStatus;
 use crate::recording_links::LINK_LIFETIME_SECONDS;
 use crate::traffic;
 use crate::webhooks::events::WebhookEvent;
 use serde_json::{json, Map, Value};
+use voxline_shared::sidecar_link::MAX_MESSAGE_CHARS;
 
 /// What the edge POSTs to webhook endpoints (OpenAPI 3.1 `webhooks`).
 pub(super) fn webhook_operations() -> Value {
@@ -23,6 +25,11 @@ pub(super) fn webhook_operations() -> Value {
             | WebhookEvent::CallAnswered
             | WebhookEvent::CallCompleted
             | WebhookEvent::CallFailed => ("WebhookCallEvent", "A change of the call's status."),
+            WebhookEvent::MessageSent => ("WebhookMessageEvent", "The trunk accepted an outbound text message (SIP 2xx): `status` `sent`. Not yet delivered: `message.delivered` follows if the carrier reports delivery."),
+            WebhookEvent::MessageFailed => ("WebhookMessageEvent", "An outbound text message could not be sent: `status` `failed`, with `failure_reason` and, when the trunk answered, `sip_code`."),
+            WebhookEvent::MessageReceived => ("WebhookMessageEvent", "A text message to one of the tenant's numbers (`sms_enabled`) arrived: `direction` `inbound`, `status` `received`."),
+            WebhookEvent::MessageDelivered => ("WebhookMessageEvent", "The carrier reported an outbound text message delivered (an IMDN delivery notification, RFC 5438): `status` `delivered`."),
+            WebhookEvent::MessageUndelivered => ("WebhookMessageEvent", "The carrier reported an outbound text message not delivered (IMDN `failed`, `forbidden` or `error`, in `failure_reason`): `status` `undelivered`."),
         };
         out.insert(event.to_string(), json!({"post": {
             "operationId": format!("webhook_{}", event.as_str().replace('.', "_")),
@@ -246,6 +253,59 @@ pub(super) fn operation(id: RouteId) -> Value {
         .ok(202, "The call is live; the hangup was requested.", "Call")
         .errors(&[E::CallNotFound])
         .build(),
+        RouteId::CreateMessage => op(
+            "sendMessage",
+            "messages",
+            Auth::ApiKey,
+            "Send a text message",
+            &format!("Accepts a text message (SMS) and queues it for a media sidecar of the deployment's region, which sends it through its SIP trunk as a SIP MESSAGE (RFC 3428): 202 with the message, status `queued`. `from` must be one of the tenant's numbers that can send texts (`sms_enabled` and `active`): else 422 `unknown_number` or `number_not_sms_capable`. `body` is 1 to {MAX_MESSAGE_CHARS} characters. It is handed to a sidecar at most once (status `sending`) and never sent twice: the trunk's final answer makes it `sent` or `failed` (`message.sent` / `message.failed`); with no answer within {} s of the hand-out it is `failed` with `failure_reason` `no_result`, and one no sidecar took within {} minutes `failed` with `no_sidecar`. A carrier's delivery report then makes a sent message `delivered` or `undelivered`.", crate::messages::RESULT_DEADLINE_MS / 1000, crate::messages::QUEUED_TTL_MS / 60_000),
+        )
+        .body("SendMessageRequest", true)
+        .query(json!([
+            {"name": "Idempotency-Key", "in": "header", "required": false,
+             "description": format!("Makes retries safe: 1-{} visible ASCII characters, remembered for 24 h per tenant. The same key with the same request (method, path, raw body) returns the original status and body with `Idempotent-Replayed: true` and sends no second message; with a different request 422 `idempotency_key_reused`; while the first is still running 409 `idempotency_key_in_flight`. Malformed: 400 `invalid_parameter`.", traffic::IDEMPOTENCY_KEY_MAX),
+             "schema": {"type": "string", "minLength": 1, "maxLength": traffic::IDEMPOTENCY_KEY_MAX, "pattern": IDEMPOTENCY_KEY_PATTERN}}
+        ]))
+        .ok_with_headers(202, "The message was accepted and queued (or, with `Idempotent-Replayed: true`, a replay of the first answer to this `Idempotency-Key`).", "Message", json!({"Location": {"description": "The message's URL, `/v1/messages/{message_id}`.", "schema": {"type": "string"}}}))
+        .errors(&[
+            E::InvalidParameter,
+            E::IdempotencyKeyInFlight,
+            E::IdempotencyKeyReused,
+            E::MissingField,
+            E::InvalidValue,
+            E::ValueTooLong,
+            E::InvalidPhoneNumber,
+            E::MetadataTooLarge,
+            E::UnknownNumber,
+            E::NumberNotSmsCapable,
+        ])
+        .build(),
+        RouteId::ListMessages => op(
+            "listMessages",
+            "messages",
+            Auth::ApiKey,
+            "List text messages",
+            "The tenant's text messages, sent and received, newest first, as summaries (without `metadata`). Unknown or repeated query parameters are refused with 400 `invalid_parameter`.",
+        )
+        .query(json!([
+            {"name": "direction", "in": "query", "required": false, "description": "Only `outbound` (sent) or `inbound` (received) messages.",
+             "schema": schema_ref("MessageDirection")},
+            {"name": "status", "in": "query", "required": false, "style": "form", "explode": false,
+             "description": format!("Only messages in one of these statuses, comma-separated (e.g. `sent,delivered`). One of: {}.", MessageStatus::ALL.map(MessageStatus::as_str).join(", ")),
+             "schema": {"type": "array", "minItems": 1, "items": schema_ref("MessageStatus")}},
+            {"name": "limit", "in": "query", "required": false, "description": "Page size.",
+             "schema": {"type": "integer", "minimum": 1, "maximum": LIST_LIMIT_MAX, "default": LIST_LIMIT_DEFAULT}},
+            {"name": "cursor", "in": "query", "required": false,
+             "description": "`next_cursor` of the previous page; only valid with the same `direction` and `status` filters (else 400 `invalid_cursor`).",
+             "schema": {"type": "string", "minLength": 1}}
+        ]))
+        .ok(200, "A page of messages.", "MessageList")
+        .errors(&[E::InvalidParameter, E::InvalidCursor])
+        .build(),
+        RouteId::GetMessage => op("getMessage", "messages", Auth::ApiKey, "Get a text message", "The message and its current status.")
+            .ok(200, "The message.", "Message")
+            .errors(&[E::MessageNotFound])
+            .build(),
         RouteId::CreateTenant => op("createTenant", "admin", Auth::Admin, "Create a tenant", "A new customer account, with no agents or keys yet.")
             .body("CreateTenantRequest", true)
             .ok(201, "The tenant.", "Tenant")

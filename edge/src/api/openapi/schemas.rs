@@ -12,11 +12,13 @@ use crate::limits::{
     MAX_SCHEDULE_AHEAD_DAYS, MAX_SECONDS, MODEL_MAX, RETRIES, RETRY_DELAY_MINUTES, SCHEDULE_AT_MAX,
     TENANT_NAME_MAX, VOICE_MAX, WEBHOOK_EVENT_MAX, WEBHOOK_URL_MAX,
 };
+use crate::messages::{MessageDirection, MessageStatus};
 use crate::model::{Engine, WebhookFormat};
 use crate::traffic;
 use crate::webhooks::delivery::{self, DeliveryStatus};
 use crate::webhooks::events::{WebhookEvent, WEBHOOK_EVENTS};
 use serde_json::{json, Map, Value};
+use voxline_shared::sidecar_link::MAX_MESSAGE_CHARS;
 
 pub(super) fn schemas() -> Value {
     let engine = json!({"type": "string", "enum": Engine::NAMES,
@@ -254,6 +256,132 @@ See docs/dialects.md."}),
     add(
         "CallList",
         list_of("A page of calls, newest first.", "CallSummary"),
+    );
+
+    add(
+        "MessageStatus",
+        json!({"type": "string", "enum": MessageStatus::ALL.map(MessageStatus::as_str), "description":
+        "Sent (`outbound`): `queued` (waiting for a media sidecar), `sending` (handed to one, at most once), `sent` (the trunk accepted it) or \
+`failed` (see `failure_reason`), then `delivered` or `undelivered` when the carrier reports it. Received (`inbound`): `received`."}),
+    );
+    add(
+        "MessageDirection",
+        json!({"type": "string", "enum": MessageDirection::ALL.map(MessageDirection::as_str),
+        "description": "`outbound`: sent from one of the tenant's numbers; `inbound`: received on one."}),
+    );
+    let message_fields = |full: bool| {
+        let mut f = vec![
+            ("id", id_schema("msg")),
+            ("object", object_const("message")),
+            ("direction", schema_ref("MessageDirection")),
+            ("status", schema_ref("MessageStatus")),
+            (
+                "from",
+                json!({"type": "string", "description": "Sent: the tenant's number (E.164). Received: the sender, E.164 where the trunk gave a number."}),
+            ),
+            (
+                "to",
+                json!({"type": "string", "description": "Sent: the recipient (E.164). Received: the tenant's number (E.164)."}),
+            ),
+            (
+                "body",
+                json!({"type": "string", "maxLength": MAX_MESSAGE_CHARS, "description": "The text."}),
+            ),
+            (
+                "sip_code",
+                nullable(
+                    json!({"type": "integer", "description": "The trunk's final SIP status to the MESSAGE, once it answered."}),
+                ),
+            ),
+            (
+                "failure_reason",
+                nullable(
+                    json!({"type": "string", "description": "Why it failed or was not delivered: `rejected` (a final 4xx-6xx), `timeout`, `transport`, `expired`, `no_trunk` (the sidecar's), `no_result` (no result from the sidecar in time), `no_sidecar` (no sidecar took it in time), `dispatch_unavailable`; for `undelivered` the carrier's IMDN status (`failed`, `forbidden`, `error`)."}),
+                ),
+            ),
+            ("created_at", timestamp()),
+            ("updated_at", timestamp()),
+            (
+                "sending_at",
+                nullable(with_description(
+                    timestamp(),
+                    "When it was handed to a media sidecar.",
+                )),
+            ),
+            (
+                "sent_at",
+                nullable(with_description(timestamp(), "When the trunk accepted it.")),
+            ),
+            (
+                "failed_at",
+                nullable(with_description(
+                    timestamp(),
+                    "When it failed, or was reported undelivered.",
+                )),
+            ),
+            (
+                "delivered_at",
+                nullable(with_description(
+                    timestamp(),
+                    "When the carrier reported it delivered.",
+                )),
+            ),
+            (
+                "received_at",
+                nullable(with_description(
+                    timestamp(),
+                    "Received messages: when it arrived.",
+                )),
+            ),
+        ];
+        if full {
+            f.push(("metadata", nullable(json!({"type": "object", "description": "Your metadata, as given when sending."}))));
+        }
+        f
+    };
+    add(
+        "Message",
+        record(
+            "A text message (SMS), sent or received.",
+            message_fields(true),
+        ),
+    );
+    add(
+        "MessageSummary",
+        record(
+            "A message as listed (`Message` without `metadata`).",
+            message_fields(false),
+        ),
+    );
+    add(
+        "MessageList",
+        list_of("A page of messages, newest first.", "MessageSummary"),
+    );
+    add(
+        "SendMessageRequest",
+        input(
+            "A text message to send.",
+            vec![
+                (
+                    "from",
+                    with_description(
+                        phone.clone(),
+                        "One of the tenant's numbers with `sms_enabled`, `active`.",
+                    ),
+                ),
+                ("to", with_description(phone.clone(), "The recipient.")),
+                (
+                    "body",
+                    json!({"type": "string", "minLength": 1, "maxLength": MAX_MESSAGE_CHARS, "pattern": "\\S",
+                "description": format!("The text: 1 to {MAX_MESSAGE_CHARS} characters (Unicode scalar values), not blank. Longer texts go as one MESSAGE; the trunk or carrier may split them.")}),
+                ),
+                (
+                    "metadata",
+                    json!({"type": "object", "description": format!("Your own JSON object, returned with the message and its webhooks; at most {MAX_METADATA_BYTES} bytes serialized.")}),
+                ),
+            ],
+            &["from", "to", "body"],
+        ),
     );
 
     add(
@@ -656,7 +784,7 @@ A call already queued inside the window is not stopped when the window closes.";
                 ("next_attempt_at", nullable(timestamp())),
                 ("last_error", nullable(json!({"type": "string"}))),
                 ("payload", json!({"description": "The exact body sent (a dialect endpoint's is its dialect's).", "anyOf": [
-                    schema_ref("WebhookCallEvent"), schema_ref("WebhookTranscriptEvent"), schema_ref("WebhookRecordingEvent"),
+                    schema_ref("WebhookCallEvent"), schema_ref("WebhookTranscriptEvent"), schema_ref("WebhookRecordingEvent"), schema_ref("WebhookMessageEvent"),
                     schema_ref("BuildVoiceAiCallCompleted"), schema_ref("CalldockPostCall"),
                     schema_ref("CodebOutboundAiFinished"), schema_ref("CodebTranscriptSaved")]})),
                 ("attempts", json!({"type": "array", "items": schema_ref("WebhookAttempt"), "description": "Every attempt, oldest first."})),
@@ -775,6 +903,24 @@ A call already queued inside the window is not stopped when the window closes.";
         envelope(
             WebhookEvent::RecordingSaved.as_str(),
             schema_ref("Recording"),
+        ),
+    );
+    add(
+        "WebhookMessageEvent",
+        record(
+            "The body POSTed for the `message.*` events, signed like every event.",
+            vec![
+                (
+                    "id",
+                    json!({"type": "string", "pattern": "^evt_", "description": "Equals the `webhook-id` header."}),
+                ),
+                (
+                    "type",
+                    json!({"type": "string", "enum": WebhookEvent::ALL.iter().filter(|e| e.message_event().is_some()).map(|e| e.as_str()).collect::<Vec<_>>()}),
+                ),
+                ("timestamp", timestamp()),
+                ("data", schema_ref("Message")),
+            ],
         ),
     );
     add_dialect_bodies(&mut add);

@@ -66,6 +66,8 @@ struct Api {
     sealing: crate::engine_keys::SealingKey,
     /// Wrong credentials allowed per address: unlimited but where a test lowers it.
     auth_limit: std::cell::Cell<u32>,
+    /// Headers every request carries (an `Idempotency-Key`), where a test sets them.
+    extra_headers: RefCell<Vec<(String, String)>>,
 }
 
 impl Api {
@@ -83,6 +85,7 @@ impl Api {
             // The key test fixtures seal their secrets with.
             sealing: crate::webhooks::delivery::tests_support::sealing_key(),
             auth_limit: std::cell::Cell::new(crate::traffic::LIMIT_MAX),
+            extra_headers: RefCell::default(),
         }
     }
 
@@ -104,7 +107,7 @@ impl Api {
             content_type: ct.map(Into::into),
             authorization: token.map(|t| format!("Bearer {t}")),
             body: body.to_vec(),
-            headers: Vec::new(),
+            headers: self.extra_headers.borrow().clone(),
         };
         self.traffic.now_ms.set(NOW);
         self.calls.now_ms.set(NOW);
@@ -263,6 +266,8 @@ struct World {
     /// `pk` 1 (each tenant's counters start at 1); a Voice360 key.
     number: String,
     v360kid: String,
+    /// A text message the tenant sent from its number.
+    mid: String,
 }
 
 /// A receiver that answers every delivery with one status.
@@ -420,7 +425,17 @@ fn provision(api: &Api, name: &str) -> World {
         ),
         201,
     ));
+    let message = expect(
+        api.send(
+            "POST",
+            "/v1/messages",
+            Some(&key),
+            Some(&json!({"from": number, "to": "+14155550199", "body": "hello"})),
+        ),
+        202,
+    );
     World {
+        mid: id_of(&message),
         user,
         number,
         v360kid,
@@ -434,6 +449,17 @@ fn provision(api: &Api, name: &str) -> World {
         wid: id_of(&wh),
         did,
     }
+}
+
+/// A number of `tid` in KV, as the numbers admin API writes it.
+/// Adds (or changes) a number of the tenant through the admin API.
+fn put_number(api: &Api, tid: &str, e164: &str, sms_enabled: bool) {
+    let r = api.admin(
+        "PUT",
+        &format!("/admin/tenants/{tid}/numbers/{e164}"),
+        Some(json!({"sms_enabled": sms_enabled})),
+    );
+    assert!(r.status == 200 || r.status == 201, "{}", r.body);
 }
 
 /// `pattern` with its `{params}` replaced.
@@ -460,6 +486,7 @@ fn world_param(w: &World) -> impl Fn(&str) -> String + '_ {
         "sidecar_id" => w.sid.clone(),
         "webhook_id" => w.wid.clone(),
         "delivery_id" => w.did.clone(),
+        "message_id" => w.mid.clone(),
         "slug" => "reminder".to_string(),
         "username" => w.user.clone(),
         "number" => w.number.clone(),
@@ -478,6 +505,7 @@ fn missing_id(name: &str) -> String {
         "call_id" => "call",
         "webhook_id" => "wh",
         "delivery_id" => "dlv",
+        "message_id" => "msg",
         "sidecar_id" => return "sc-missing".to_string(),
         "slug" => return "no-such-prompt".to_string(),
         "username" => return "nobody".to_string(),
@@ -2035,6 +2063,9 @@ fn every_route_answers_as_documented() {
         "invalid_value",
     );
 
+    // Text messages.
+    messages_answer_as_documented(&api, &w);
+
     // Calls.
     let key = Some(w.key.as_str());
     let created = api.send("POST", "/v1/calls", key, Some(&json!({
@@ -2426,10 +2457,11 @@ fn every_route_answers_as_documented() {
         ),
         200,
     );
-    for (method, pattern, _) in ROUTES
-        .iter()
-        .filter(|r| r.1.starts_with("/v1/calls") || r.1.starts_with("/v1/webhooks"))
-    {
+    for (method, pattern, _) in ROUTES.iter().filter(|r| {
+        r.1.starts_with("/v1/calls")
+            || r.1.starts_with("/v1/webhooks")
+            || r.1.starts_with("/v1/messages")
+    }) {
         let body = (*method == "POST").then(|| json!({"phone": "+14155550123"}));
         let body = if pattern.ends_with("/hangup") {
             Some(json!({}))
@@ -2867,4 +2899,122 @@ fn codeb_answers_match_their_documented_schemas() {
             None,
         ),
     );
+}
+
+/// `/v1/messages`: every documented answer but the generic ones.
+fn messages_answer_as_documented(api: &Api, w: &World) {
+    let key = Some(w.key.as_str());
+    put_number(api, &w.tid, "+14155557000", true);
+    put_number(api, &w.tid, "+14155557001", false);
+    let send = |body: Value| api.send("POST", "/v1/messages", key, Some(&body));
+    let text = |from: &str, to: &str, body: &str| json!({"from": from, "to": to, "body": body});
+    let sent = expect(
+        send(
+            json!({"from": "+14155557000", "to": "+442071838750", "body": "Hi ✓", "metadata": {"crm": 7}}),
+        ),
+        202,
+    );
+    assert_eq!(sent["status"], "queued");
+    expect(
+        api.send("GET", &format!("/v1/messages/{}", id_of(&sent)), key, None),
+        200,
+    );
+    let page = expect(
+        api.send(
+            "GET",
+            "/v1/messages?direction=outbound&status=queued&limit=1",
+            key,
+            None,
+        ),
+        200,
+    );
+    let cursor = page["next_cursor"].as_str().expect("two queued messages");
+    expect(
+        api.send(
+            "GET",
+            &format!("/v1/messages?direction=outbound&status=queued&limit=1&cursor={cursor}"),
+            key,
+            None,
+        ),
+        200,
+    );
+    expect_error(
+        api.send("GET", &format!("/v1/messages?cursor={cursor}"), key, None),
+        400,
+        "invalid_cursor",
+    );
+    expect_error(
+        api.send("GET", "/v1/messages?direction=up", key, None),
+        400,
+        "invalid_parameter",
+    );
+    for (body, code) in [
+        (text("+14155559999", "+14155550199", "x"), "unknown_number"),
+        (
+            text("+14155557001", "+14155550199", "x"),
+            "number_not_sms_capable",
+        ),
+        (text("+14155557000", "12", "x"), "invalid_phone_number"),
+        (text("+14155557000", "+14155550199", " "), "invalid_value"),
+        (
+            text(
+                "+14155557000",
+                "+14155550199",
+                &"x".repeat(voxline_shared::sidecar_link::MAX_MESSAGE_CHARS + 1),
+            ),
+            "value_too_long",
+        ),
+        (
+            json!({"from": "+14155557000", "to": "+14155550199"}),
+            "missing_field",
+        ),
+        (
+            json!({"from": "+14155557000", "to": "+14155550199", "body": "x", "metadata": {"k": "m".repeat(MAX_METADATA_BYTES)}}),
+            "metadata_too_large",
+        ),
+    ] {
+        expect_error(send(body), 422, code);
+    }
+    // Idempotency: replay, reuse, in flight, malformed.
+    let body = text("+14155557000", "+14155550199", "once");
+    let with_key = |k: &str, body: &Value| {
+        *api.extra_headers.borrow_mut() = vec![("idempotency-key".into(), k.into())];
+        let r = api.send("POST", "/v1/messages", key, Some(body));
+        api.extra_headers.borrow_mut().clear();
+        r
+    };
+    let first = expect(with_key("m-1", &body), 202);
+    assert_eq!(expect(with_key("m-1", &body), 202), first);
+    expect_error(
+        with_key("m-1", &text("+14155557000", "+14155550199", "twice")),
+        422,
+        "idempotency_key_reused",
+    );
+    expect_error(with_key("a b", &body), 400, "invalid_parameter");
+    let pending = crate::traffic::Admission {
+        checks: vec![crate::traffic::Check {
+            scope: "test".into(),
+            limit: crate::traffic::RateLimit {
+                limit: 10,
+                window_seconds: 60,
+            },
+            new_work_only: false,
+        }],
+        idempotency: Some(crate::traffic::IdemRequest {
+            key: "m-2".into(),
+            fingerprint: crate::ids::fingerprint(
+                "POST",
+                "/v1/messages",
+                body.to_string().as_bytes(),
+            ),
+        }),
+        signature: None,
+    };
+    block_on(crate::traffic::Traffic::admit(
+        &api.traffic,
+        &w.tid,
+        &pending,
+    ))
+    .unwrap();
+    expect_error(with_key("m-2", &body), 409, "idempotency_key_in_flight");
 }
