@@ -208,7 +208,8 @@ async fn run<K: Kv, D: DispatchQueues>(
         }
         Operation::SendSms => {
             let sms = v360::read_sms_send(&req.body)?;
-            return Err(send_sms(env, tenant, who.key.as_ref(), &sms).await);
+            let result = send_sms(env, tenant, who.key.as_ref(), &sms).await?;
+            v360::ok_body(&result, op.message(), env.now_ms)
         }
     };
     Ok(body)
@@ -609,15 +610,46 @@ async fn outbound_call<K: Kv, D: DispatchQueues>(
     Ok(record.id)
 }
 
-/// `POST /sms/send`: texts go out through the native text messages (being
-/// built); until then refused as unavailable, never faked.
+/// `POST /sms/send`: a native text message (`api::messages::send_message`),
+/// sent through a sidecar's trunk; the answer says `queued` (the trunk's
+/// answer comes later, as `SMS_SENT` or a failure). A user key sends only
+/// from its user's numbers (those routed to them or whose texts they get).
 async fn send_sms<K: Kv, D: DispatchQueues>(
-    _env: &Env<'_, K, D>,
-    _tenant: &Tenant,
-    _key: Option<&V360Key>,
-    _sms: &v360::SmsSend,
-) -> V360Error {
-    V360Error::ServiceUnavailable {
-        retry_after_seconds: None,
+    env: &Env<'_, K, D>,
+    tenant: &Tenant,
+    key: Option<&V360Key>,
+    sms: &v360::SmsSend,
+) -> Result<v360::Json, V360Error> {
+    if let Some(pk) = key.and_then(|k| k.user_pk) {
+        let numbers = tenant_numbers(env, tenant).await?;
+        let theirs = numbers.iter().any(|n| {
+            n.number == sms.from && (number_user(n) == Some(pk) || n.sms_user_id == Some(pk))
+        });
+        if !theirs {
+            return Err(V360Error::bad("from", "from must be one of your numbers"));
+        }
     }
+    let message = crate::api::messages::SendMessage {
+        from: sms.from.clone(),
+        to: sms.to.clone(),
+        body: sms.message.clone(),
+        metadata: None,
+        idempotency: None,
+    };
+    let record = crate::api::messages::send_message(env, tenant, message)
+        .await
+        .map_err(|e| match e.code {
+            crate::error::ErrorCode::UnknownNumber
+            | crate::error::ErrorCode::NumberNotSmsCapable => V360Error::bad(
+                "from",
+                "from must be one of the account's numbers with SMS enabled",
+            ),
+            _ => V360Error::from(&Refusal::from_native(&e)),
+        })?;
+    Ok(v360::sms_result(
+        &record.id,
+        record.status.as_str(),
+        sms,
+        env.now_ms,
+    ))
 }

@@ -387,6 +387,9 @@ fn wants(endpoint: &WebhookEndpoint, event: WebhookEvent) -> bool {
                     Some(T::UserDial) => event == WebhookEvent::CallQueued,
                     Some(T::UserHangup | T::CallEnded) => is_post_call_event(event),
                     Some(T::TranscriptionFinished) => event == WebhookEvent::TranscriptSaved,
+                    Some(T::SmsSent) => event == WebhookEvent::MessageSent,
+                    Some(T::SmsReceived) => event == WebhookEvent::MessageReceived,
+                    Some(T::SmsDelivered) => event == WebhookEvent::MessageDelivered,
                     _ => false,
                 }
         }
@@ -452,8 +455,20 @@ pub async fn jobs_for_event(
                 continue;
             }
         }
+        let is_message = event.event_type.message_event().is_some();
         let payloads = match (endpoint.format, &record) {
             (WebhookFormat::Native, _) => vec![event.payload.clone()],
+            // A text message: rendered from the public record in the native payload.
+            (WebhookFormat::Voice360, _) if is_message => {
+                if account_id.is_none() {
+                    account_id = Some(voice360_account(kv, tenant_id).await?);
+                }
+                let event_type = endpoint.voice360_event.as_deref().unwrap_or("");
+                let account = account_id.as_deref().unwrap_or(tenant_id);
+                post_call::voice360_message_body(event_type, &event.payload, account, now_ms)
+                    .into_iter()
+                    .collect()
+            }
             (_, None) => continue,
             (format, Some(record)) => {
                 if let (Some(found), false) = (

@@ -182,6 +182,46 @@ pub fn voice360_body(
     })
 }
 
+/// The body a `voice360` endpoint listening for `event_type` is sent about a
+/// text message, from the native event's payload (its `data` is the public
+/// message record): `SMS_SENT` (the trunk took it), `SMS_RECEIVED`,
+/// `SMS_DELIVERED` (the carrier's delivery report). `sms_sent_by_user_id` is
+/// null: the record does not say which user's key sent it.
+pub fn voice360_message_body(
+    event_type: &str,
+    native_payload: &str,
+    account_id: &str,
+    now_ms: u64,
+) -> Option<String> {
+    use crate::dialects::voice360::{self as v360, EventType as T};
+    let payload: serde_json::Value = serde_json::from_str(native_payload).ok()?;
+    let data = &payload["data"];
+    let text = |k: &str| data[k].as_str().unwrap_or("");
+    let (from, to, body, id) = (text("from"), text("to"), text("body"), text("id"));
+    let event = match T::parse(event_type)? {
+        T::SmsSent => v360::Event::SmsSent(v360::SmsSent {
+            from_number: from,
+            to_number: vec![to],
+            body,
+            message_id: id,
+            sms_sent_by_user_id: None,
+        }),
+        T::SmsReceived => v360::Event::SmsReceived(v360::SmsReceived {
+            from_number: from,
+            to_number: to,
+            body,
+            message_id: id,
+        }),
+        T::SmsDelivered => v360::Event::SmsDelivered(v360::SmsDelivered {
+            to_number: vec![to],
+            message_id: id,
+            status: "delivered",
+        }),
+        _ => return None,
+    };
+    Some(event.body(account_id, now_ms))
+}
+
 /// Voice360's header: `X-Voice360-Signature: sha256=<hex HMAC-SHA256 of the
 /// raw body>` keyed with the endpoint's secret string (UTF-8 bytes).
 pub fn voice360_headers(secret: &str, body: &str) -> Vec<(String, String)> {

@@ -476,3 +476,114 @@ fn voice360_endpoints_get_their_one_event_type_signed_as_the_document_verifies()
     let rotated = w.admin("POST", &rotate, None);
     assert_eq!(rotated["previous_secret_expires_at"], Value::Null);
 }
+
+#[test]
+fn texts_are_sent_from_the_accounts_numbers_and_reported_as_sms_events() {
+    use super::TestSidecar;
+    use voxline_shared::sidecar_link::paths;
+    let w = World::new();
+    let a = account(&w);
+    let ip = "198.51.100.3";
+    let tp = format!("/admin/tenants/{}/webhooks", a.tid);
+    let hook = |event: &str| {
+        super::dialect_webhooks::endpoint(
+            &w,
+            &a.tid,
+            json!({"url": format!("https://hooks.example.com/{event}"), "format": "voice360",
+                   "voice360_event": event}),
+        )
+    };
+    let sent_hook = hook("SMS_SENT");
+    let received_hook = hook("SMS_RECEIVED");
+    let _ = tp;
+    let sc = TestSidecar::create(&w, "sc-v360-text");
+    sc.send(
+        &w,
+        paths::REGISTER,
+        json!({"region": "local", "capacity": 1, "version": "t"}),
+    );
+    // A user key sends from its user's number only; 160 characters at most.
+    let text =
+        json!({"from": "+15551234567", "to": "+15550001234", "message": "Hello from Voice360!"});
+    let r = send(
+        &w,
+        "POST",
+        "/sms/send",
+        Some(&a.user_key),
+        ip,
+        &text.to_string(),
+    );
+    let v = ok(&r);
+    assert_eq!(v["message"], "SMS sent successfully");
+    assert_eq!(v["result"]["status"], "queued");
+    let message_id = v["result"]["message_id"].as_str().unwrap().to_string();
+    let not_theirs = json!({"from": "+15551112222", "to": "+15550001234", "message": "x"});
+    let r = send(
+        &w,
+        "POST",
+        "/sms/send",
+        Some(&a.user_key),
+        ip,
+        &not_theirs.to_string(),
+    );
+    assert_eq!(r.body_json()["details"]["field"], "from");
+    // A number without SMS (the AI line), with a developer key: 400 on `from`.
+    let r = send(
+        &w,
+        "POST",
+        "/sms/send",
+        Some(&a.dev),
+        ip,
+        &not_theirs.to_string(),
+    );
+    assert_eq!(error_code(&r), (400, "BAD_REQUEST".into()));
+    let long = json!({"from": "+15551234567", "to": "+15550001234", "message": "x".repeat(161)});
+    let r = send(&w, "POST", "/sms/send", Some(&a.dev), ip, &long.to_string());
+    assert_eq!(r.body_json()["details"]["field"], "message");
+    // The sidecar sends it; the trunk's 200 is SMS_SENT.
+    let offers = sc.send(
+        &w,
+        paths::LEASE,
+        json!({"region": "local", "free_slots": 0, "held_calls": [], "wait_ms": 0}),
+    );
+    assert_eq!(offers["messages"][0]["message_id"], message_id.as_str());
+    w.outbox.take();
+    sc.send(
+        &w,
+        paths::MESSAGE_RESULTS,
+        json!({"message_id": message_id, "outcome": "sent", "sip_code": 200, "at_ms": w.now.get()}),
+    );
+    let jobs = w.outbox.take();
+    let of = |hook: &Value| -> Vec<Value> {
+        jobs.iter()
+            .filter(|j| j.endpoint_id == hook["id"].as_str().unwrap())
+            .map(|j| serde_json::from_str(&j.payload).unwrap())
+            .collect()
+    };
+    let sent = of(&sent_hook);
+    assert_eq!(sent.len(), 1, "{jobs:?}");
+    assert_eq!(sent[0]["event_name"], "SMS_SENT");
+    assert_eq!(
+        sent[0]["metadata"],
+        json!({"from_number": "+15551234567", "to_number": ["+15550001234"], "body": "Hello from Voice360!",
+               "message_id": message_id, "sms_sent_by_user_id": null})
+    );
+    assert!(of(&received_hook).is_empty());
+    // A text from the trunk to the account's number: SMS_RECEIVED.
+    sc.send(
+        &w,
+        paths::INBOUND_MESSAGES,
+        json!({"region": "local", "from": "+15550001234", "to": "+15551234567", "sip_call_id": "in-1",
+               "received_ms": w.now.get(), "content": {"type": "text", "body": "See you at nine"}}),
+    );
+    let jobs = w.outbox.take();
+    let received: Vec<Value> = jobs
+        .iter()
+        .filter(|j| j.endpoint_id == received_hook["id"].as_str().unwrap())
+        .map(|j| serde_json::from_str(&j.payload).unwrap())
+        .collect();
+    assert_eq!(received.len(), 1, "{jobs:?}");
+    assert_eq!(received[0]["metadata"]["from_number"], "+15550001234");
+    assert_eq!(received[0]["metadata"]["to_number"], "+15551234567");
+    assert_eq!(received[0]["metadata"]["body"], "See you at nine");
+}
