@@ -92,7 +92,7 @@ fn a_text_is_sent_through_the_trunk_delivered_and_answered(w: &World) {
         port,
         &[("[text]", TEXT), ("[tenant_number]", NUMBER)],
     );
-    let _sidecar = start_sip_sidecar(&w.edge, &w.dir, "sc-sms", port, "").unwrap();
+    let _sidecar = start_sip_sidecar(&w.edge, &w.dir, "sc-sms", port, "text_imdn = true").unwrap();
     let sent = w
         .edge
         .call(

@@ -1017,7 +1017,7 @@ fn admin_webhooks(c: &Ctx) {
         c.admin(
             "POST",
             &wp,
-            Some(json!({"url": "https://example.com/h", "events": vec!["call.queued"; 8]})),
+            Some(json!({"url": "https://example.com/h", "events": vec!["call.queued"; 64]})),
         ),
         422,
         "out_of_range",

@@ -234,14 +234,25 @@ pub(crate) async fn check_host_free<K: Kv, D: DispatchQueues>(
     host: &str,
     tenant_id: &str,
 ) -> Result<()> {
-    match tenant_at_host(env, host).await? {
-        Some(other) if other.id != tenant_id => Err(ApiError::field(
+    let taken = || {
+        ApiError::field(
             ErrorCode::CodebHostTaken,
             "codeb_host",
             format!("another tenant is served at '{host}'"),
-        )),
-        _ => Ok(()),
+        )
+    };
+    // Hosts set before claims existed are only in the KV index.
+    if let Some(other) = tenant_at_host(env, host).await? {
+        if other.id != tenant_id {
+            return Err(taken());
+        }
     }
+    // Decided exactly by the claims object, never by reading KV back.
+    let kind = crate::directory::claim_kinds::CODEB_HOST;
+    if !crate::directory::ops::claim(env.directory, kind, host, tenant_id).await? {
+        return Err(taken());
+    }
+    Ok(())
 }
 
 /// After the tenant record is written: the index follows its `codeb_host`
@@ -260,6 +271,8 @@ pub(crate) async fn index_host<K: Kv, D: DispatchQueues>(
         if owner.as_deref() == Some(tenant.id.as_str()) {
             env.kv.delete(&keys::codeb_host(old)).await?;
         }
+        let kind = crate::directory::claim_kinds::CODEB_HOST;
+        crate::directory::ops::release(env.directory, kind, old, &tenant.id).await?;
     }
     Ok(())
 }

@@ -5,7 +5,7 @@
 //! never handed out twice, however many requests race.
 //!
 //! The object named [`CLAIMS_OBJECT`] holds the names that must be unique
-//! across tenants (phone numbers, Voice360 account ids): a claim is decided
+//! across tenants (phone numbers, Voice360 account ids, CodeB hosts): a claim is decided
 //! there, never by reading KV back (KV may be a minute stale).
 //!
 //! Pure: [`handle`] runs a [`DirectoryRequest`] against the [`Sql`] port;
@@ -34,6 +34,7 @@ pub const MAX_ITEMS: u64 = 2_000;
 pub mod claim_kinds {
     pub const NUMBER: &str = "number";
     pub const VOICE360_ACCOUNT: &str = "voice360_account";
+    pub const CODEB_HOST: &str = "codeb_host";
 }
 
 /// One request to a directory object; the wire form of [`Directory`].
