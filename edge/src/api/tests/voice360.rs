@@ -551,7 +551,7 @@ fn texts_are_sent_from_the_accounts_numbers_and_reported_as_sms_events() {
     sc.send(
         &w,
         paths::MESSAGE_RESULTS,
-        json!({"message_id": message_id, "outcome": "sent", "sip_code": 200, "at_ms": w.now.get()}),
+        json!({"message_id": message_id, "outcome": "sent", "sip_code": 200, "imdn_message_id": "imdn-9", "at_ms": w.now.get()}),
     );
     let jobs = w.outbox.take();
     let of = |hook: &Value| -> Vec<Value> {
@@ -569,6 +569,26 @@ fn texts_are_sent_from_the_accounts_numbers_and_reported_as_sms_events() {
                "message_id": message_id, "sms_sent_by_user_id": null})
     );
     assert!(of(&received_hook).is_empty());
+    // The carrier's delivery report: SMS_DELIVERED.
+    let delivered_hook = hook("SMS_DELIVERED");
+    sc.send(
+        &w,
+        paths::INBOUND_MESSAGES,
+        json!({"region": "local", "from": "+15550001234", "to": "+15551234567", "sip_call_id": "dr-1",
+               "received_ms": w.now.get(),
+               "content": {"type": "delivery_report", "imdn_message_id": "imdn-9", "status": "delivered"}}),
+    );
+    let jobs = w.outbox.take();
+    let delivered: Vec<Value> = jobs
+        .iter()
+        .filter(|j| j.endpoint_id == delivered_hook["id"].as_str().unwrap())
+        .map(|j| serde_json::from_str(&j.payload).unwrap())
+        .collect();
+    assert_eq!(delivered.len(), 1, "{jobs:?}");
+    assert_eq!(
+        delivered[0]["metadata"],
+        json!({"to_number": ["+15550001234"], "message_id": message_id, "status": "delivered"})
+    );
     // A text from the trunk to the account's number: SMS_RECEIVED.
     sc.send(
         &w,
