@@ -747,6 +747,53 @@ pub enum Created {
     },
 }
 
+/// What a live idempotency claim says about a create request.
+enum Earlier {
+    /// No claim: create.
+    None,
+    /// The key was used with another request.
+    KeyReused,
+    /// The key created this id (a call or a message) before.
+    Created(String),
+}
+
+fn earlier_claim(
+    rows: &impl CallRows,
+    idem: Option<&IdemRequest>,
+    now_ms: u64,
+) -> Result<Earlier, StoreError> {
+    let Some(idem) = idem else {
+        return Ok(Earlier::None);
+    };
+    Ok(
+        match rows.idem(&idem.key)?.filter(|c| c.expires_ms > now_ms) {
+            None => Earlier::None,
+            Some(claim) if claim.fingerprint != idem.fingerprint => Earlier::KeyReused,
+            Some(claim) => Earlier::Created(claim.call_id),
+        },
+    )
+}
+
+/// Claims the idempotency key (if any) for the id just created.
+fn claim_key(
+    rows: &impl CallRows,
+    idem: Option<&IdemRequest>,
+    id: &str,
+    now_ms: u64,
+) -> Result<(), StoreError> {
+    if let Some(idem) = idem {
+        rows.put_idem(
+            &idem.key,
+            &IdemClaim {
+                fingerprint: idem.fingerprint.clone(),
+                call_id: id.to_string(),
+                expires_ms: now_ms + IDEMPOTENCY_TTL_MS,
+            },
+        )?;
+    }
+    Ok(())
+}
+
 /// Creates a call: its record first (so every report from the queue finds
 /// it) together with the idempotency claim, then its queue entry. A call the
 /// queue refuses never existed for the client and is deleted again.
@@ -756,28 +803,18 @@ pub async fn create(
     new: NewCall,
     now_ms: u64,
 ) -> Result<Created, StoreError> {
-    if let Some(idem) = &new.idempotency {
-        if let Some(claim) = rows.idem(&idem.key)?.filter(|c| c.expires_ms > now_ms) {
-            if claim.fingerprint != idem.fingerprint {
-                return Ok(Created::KeyReused);
-            }
-            if let Some(record) = rows.call(&claim.call_id)? {
+    match earlier_claim(rows, new.idempotency.as_ref(), now_ms)? {
+        Earlier::KeyReused => return Ok(Created::KeyReused),
+        Earlier::Created(id) => {
+            if let Some(record) = rows.call(&id)? {
                 return Ok(Created::Existing { record });
             }
         }
+        Earlier::None => {}
     }
     let record = new.record;
     rows.put_call(&record)?;
-    if let Some(idem) = &new.idempotency {
-        rows.put_idem(
-            &idem.key,
-            &IdemClaim {
-                fingerprint: idem.fingerprint.clone(),
-                call_id: record.id.clone(),
-                expires_ms: now_ms + IDEMPOTENCY_TTL_MS,
-            },
-        )?;
-    }
+    claim_key(rows, new.idempotency.as_ref(), &record.id, now_ms)?;
     match queues.enqueue(&record.region, &new.queued).await {
         Ok(EnqueueVerdict::Accepted | EnqueueVerdict::AlreadyKnown) => {
             // Reports about it may have arrived while the queue answered.
@@ -927,28 +964,18 @@ pub async fn create_message(
     new: NewMessage,
     now_ms: u64,
 ) -> Result<MessageCreated, StoreError> {
-    if let Some(idem) = &new.idempotency {
-        if let Some(claim) = rows.idem(&idem.key)?.filter(|c| c.expires_ms > now_ms) {
-            if claim.fingerprint != idem.fingerprint {
-                return Ok(MessageCreated::KeyReused);
-            }
-            if let Some(record) = rows.message(&claim.call_id)? {
+    match earlier_claim(rows, new.idempotency.as_ref(), now_ms)? {
+        Earlier::KeyReused => return Ok(MessageCreated::KeyReused),
+        Earlier::Created(id) => {
+            if let Some(record) = rows.message(&id)? {
                 return Ok(MessageCreated::Existing { record });
             }
         }
+        Earlier::None => {}
     }
     let record = new.record;
     rows.put_message(&record)?;
-    if let Some(idem) = &new.idempotency {
-        rows.put_idem(
-            &idem.key,
-            &IdemClaim {
-                fingerprint: idem.fingerprint.clone(),
-                call_id: record.id.clone(),
-                expires_ms: now_ms + IDEMPOTENCY_TTL_MS,
-            },
-        )?;
-    }
+    claim_key(rows, new.idempotency.as_ref(), &record.id, now_ms)?;
     match queues.enqueue_message(&record.region, &new.queued).await {
         Ok(EnqueueMessageVerdict::Accepted | EnqueueMessageVerdict::AlreadyKnown) => {
             // Reports about it may have arrived while the queue answered.

@@ -45,6 +45,14 @@ fn header<'r>(r: &'r ApiResponse, name: &str) -> Option<&'r str> {
         .map(|(_, v)| v.as_str())
 }
 
+/// The bodies of `jobs` for the endpoint `hook` (as the admin API showed it).
+fn bodies_to(jobs: &[crate::webhooks::delivery::DeliveryJob], hook: &Value) -> Vec<Value> {
+    jobs.iter()
+        .filter(|j| j.endpoint_id == hook["id"].as_str().unwrap_or_default())
+        .map(|j| serde_json::from_str(&j.payload).unwrap())
+        .collect()
+}
+
 pub(super) struct Account {
     tid: String,
     aid: String,
@@ -421,16 +429,10 @@ fn voice360_endpoints_get_their_one_event_type_signed_as_the_document_verifies()
         )],
     );
     let jobs = w.outbox.take();
-    let of = |hook: &Value| -> Vec<crate::webhooks::delivery::DeliveryJob> {
-        jobs.iter()
-            .filter(|j| j.endpoint_id == hook["id"].as_str().unwrap())
-            .cloned()
-            .collect()
-    };
     let body_of = |hook: &Value| -> Value {
-        let js = of(hook);
-        assert_eq!(js.len(), 1, "{hook}: {js:?}");
-        serde_json::from_str(&js[0].payload).unwrap()
+        let bodies = bodies_to(&jobs, hook);
+        assert_eq!(bodies.len(), 1, "{hook}: {bodies:?}");
+        bodies[0].clone()
     };
     let d = body_of(&dial);
     assert_eq!(d["event_name"], "USER_DIAL");
@@ -456,7 +458,11 @@ fn voice360_endpoints_get_their_one_event_type_signed_as_the_document_verifies()
     );
     // Signed with the endpoint's secret: `sha256=` + hex HMAC of the raw body.
     let http = Receiver::default();
-    let job = of(&ended).remove(0);
+    let job = jobs
+        .iter()
+        .find(|j| j.endpoint_id == ended["id"].as_str().unwrap_or_default())
+        .cloned()
+        .expect("the CALL_ENDED delivery");
     assert_eq!(run(&w, &http, job, w.now.get()), Next::Done);
     let sent = http.sent.borrow()[0].clone();
     let secret = ended["secret"].as_str().unwrap();
@@ -554,13 +560,7 @@ fn texts_are_sent_from_the_accounts_numbers_and_reported_as_sms_events() {
         json!({"message_id": message_id, "outcome": "sent", "sip_code": 200, "imdn_message_id": "imdn-9", "at_ms": w.now.get()}),
     );
     let jobs = w.outbox.take();
-    let of = |hook: &Value| -> Vec<Value> {
-        jobs.iter()
-            .filter(|j| j.endpoint_id == hook["id"].as_str().unwrap())
-            .map(|j| serde_json::from_str(&j.payload).unwrap())
-            .collect()
-    };
-    let sent = of(&sent_hook);
+    let sent = bodies_to(&jobs, &sent_hook);
     assert_eq!(sent.len(), 1, "{jobs:?}");
     assert_eq!(sent[0]["event_name"], "SMS_SENT");
     assert_eq!(
@@ -568,7 +568,7 @@ fn texts_are_sent_from_the_accounts_numbers_and_reported_as_sms_events() {
         json!({"from_number": "+15551234567", "to_number": ["+15550001234"], "body": "Hello from Voice360!",
                "message_id": message_id, "sms_sent_by_user_id": null})
     );
-    assert!(of(&received_hook).is_empty());
+    assert!(bodies_to(&jobs, &received_hook).is_empty());
     // The carrier's delivery report: SMS_DELIVERED.
     let delivered_hook = hook("SMS_DELIVERED");
     sc.send(
@@ -579,11 +579,7 @@ fn texts_are_sent_from_the_accounts_numbers_and_reported_as_sms_events() {
                "content": {"type": "delivery_report", "imdn_message_id": "imdn-9", "status": "delivered"}}),
     );
     let jobs = w.outbox.take();
-    let delivered: Vec<Value> = jobs
-        .iter()
-        .filter(|j| j.endpoint_id == delivered_hook["id"].as_str().unwrap())
-        .map(|j| serde_json::from_str(&j.payload).unwrap())
-        .collect();
+    let delivered = bodies_to(&jobs, &delivered_hook);
     assert_eq!(delivered.len(), 1, "{jobs:?}");
     assert_eq!(
         delivered[0]["metadata"],
@@ -597,11 +593,7 @@ fn texts_are_sent_from_the_accounts_numbers_and_reported_as_sms_events() {
                "received_ms": w.now.get(), "content": {"type": "text", "body": "See you at nine"}}),
     );
     let jobs = w.outbox.take();
-    let received: Vec<Value> = jobs
-        .iter()
-        .filter(|j| j.endpoint_id == received_hook["id"].as_str().unwrap())
-        .map(|j| serde_json::from_str(&j.payload).unwrap())
-        .collect();
+    let received = bodies_to(&jobs, &received_hook);
     assert_eq!(received.len(), 1, "{jobs:?}");
     assert_eq!(received[0]["metadata"]["from_number"], "+15550001234");
     assert_eq!(received[0]["metadata"]["to_number"], "+15551234567");
