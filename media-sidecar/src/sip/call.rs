@@ -27,7 +27,9 @@ use super::session_timer::{
     self as st, Refresher, SessionTimerConfig, MAX_422_RETRIES, MAX_SESSION_EXPIRES_S,
     MIN_SE_FLOOR_S,
 };
-use super::transaction::{IctState, InviteClient, NonInviteClient, Timers, TxEvent};
+use super::transaction::{
+    ClientTransaction, IctState, InviteClient, NonInviteClient, Timers, TxEvent,
+};
 use crate::random::{OsRandom, Random};
 
 /// What we allow in-dialog.
@@ -113,6 +115,22 @@ impl CallConfig {
             redirect: RedirectPolicy::default(),
         }
     }
+}
+
+/// Queues what a client transaction has to send (to `dest`) and returns
+/// its events; nothing for a transaction that does not exist.
+fn drain<T: ClientTransaction>(
+    tx: Option<&mut T>,
+    dest: SocketAddr,
+    out: &mut VecDeque<Transmit>,
+) -> Vec<TxEvent> {
+    let Some(tx) = tx else {
+        return Vec::new();
+    };
+    while let Some(bytes) = tx.poll_transmit() {
+        out.push_back(Transmit { dest, bytes });
+    }
+    std::iter::from_fn(|| tx.poll_event()).collect()
 }
 
 /// Longest display-name written, in characters (longer ones are cut).
@@ -738,81 +756,29 @@ impl Call {
     /// Drains the transactions' datagrams and events until nothing moves.
     fn pump(&mut self, now: u64) {
         loop {
-            let mut moved = false;
-            while let Some(b) = self.invite.poll_transmit() {
-                self.out.push_back(Transmit {
-                    dest: self.cfg.trunk,
-                    bytes: b,
-                });
-            }
-            while let Some(ev) = self.invite.poll_event() {
-                moved = true;
+            let trunk = self.cfg.trunk;
+            let invite_events = drain(Some(&mut self.invite), trunk, &mut self.out);
+            // 200 to CANCEL means nothing for the call; the INVITE's 487 does.
+            drain(self.cancel.as_mut(), trunk, &mut self.out);
+            let hop = self.next_hop();
+            let bye_events = drain(self.bye.as_mut(), hop, &mut self.out);
+            let prack_events = drain(self.prack.as_mut(), self.prack_dest, &mut self.out);
+            let mut refresh_events = drain(self.refresh_invite.as_mut(), hop, &mut self.out);
+            refresh_events.extend(drain(self.refresh_update.as_mut(), hop, &mut self.out));
+            let moved = !(invite_events.is_empty()
+                && bye_events.is_empty()
+                && prack_events.is_empty()
+                && refresh_events.is_empty());
+            for ev in invite_events {
                 self.on_invite_event(ev, now);
             }
-            if let Some(c) = self.cancel.as_mut() {
-                while let Some(b) = c.poll_transmit() {
-                    self.out.push_back(Transmit {
-                        dest: self.cfg.trunk,
-                        bytes: b,
-                    });
-                }
-                while c.poll_event().is_some() {
-                    // 200 to CANCEL means nothing for the call; the INVITE's 487 does.
-                }
-            }
-            let bye_dest = self.next_hop();
-            let mut bye_events = Vec::new();
-            if let Some(b) = self.bye.as_mut() {
-                while let Some(bytes) = b.poll_transmit() {
-                    self.out.push_back(Transmit {
-                        dest: bye_dest,
-                        bytes,
-                    });
-                }
-                while let Some(ev) = b.poll_event() {
-                    bye_events.push(ev);
-                }
-            }
             for ev in bye_events {
-                moved = true;
                 self.on_bye_event(ev, now);
             }
-            let mut prack_events = Vec::new();
-            if let Some(p) = self.prack.as_mut() {
-                while let Some(bytes) = p.poll_transmit() {
-                    self.out.push_back(Transmit {
-                        dest: self.prack_dest,
-                        bytes,
-                    });
-                }
-                while let Some(ev) = p.poll_event() {
-                    prack_events.push(ev);
-                }
-            }
             for ev in prack_events {
-                moved = true;
                 self.on_prack_event(ev, now);
             }
-            let hop = self.next_hop();
-            let mut refresh_events = Vec::new();
-            if let Some(t) = self.refresh_invite.as_mut() {
-                while let Some(bytes) = t.poll_transmit() {
-                    self.out.push_back(Transmit { dest: hop, bytes });
-                }
-                while let Some(ev) = t.poll_event() {
-                    refresh_events.push(ev);
-                }
-            }
-            if let Some(t) = self.refresh_update.as_mut() {
-                while let Some(bytes) = t.poll_transmit() {
-                    self.out.push_back(Transmit { dest: hop, bytes });
-                }
-                while let Some(ev) = t.poll_event() {
-                    refresh_events.push(ev);
-                }
-            }
             for ev in refresh_events {
-                moved = true;
                 self.on_refresh_event(ev, now);
             }
             if !moved {

@@ -72,6 +72,31 @@ pub struct InviteClient {
     events: VecDeque<TxEvent>,
 }
 
+/// What every client transaction gives its owner: datagrams to send and
+/// events, polled until empty.
+pub trait ClientTransaction {
+    fn poll_transmit(&mut self) -> Option<Vec<u8>>;
+    fn poll_event(&mut self) -> Option<TxEvent>;
+}
+
+impl ClientTransaction for InviteClient {
+    fn poll_transmit(&mut self) -> Option<Vec<u8>> {
+        InviteClient::poll_transmit(self)
+    }
+    fn poll_event(&mut self) -> Option<TxEvent> {
+        InviteClient::poll_event(self)
+    }
+}
+
+impl ClientTransaction for NonInviteClient {
+    fn poll_transmit(&mut self) -> Option<Vec<u8>> {
+        NonInviteClient::poll_transmit(self)
+    }
+    fn poll_event(&mut self) -> Option<TxEvent> {
+        NonInviteClient::poll_event(self)
+    }
+}
+
 impl InviteClient {
     /// Starts the transaction: the request is queued for sending at once.
     pub fn new(request: Message, branch: String, now: u64, timers: Timers) -> Self {
