@@ -50,10 +50,7 @@ fn samples() -> PathBuf {
 }
 
 /// The document's Flask receiver (`tests/codeb/webhook_receiver.py`).
-struct Receiver {
-    log: PathBuf,
-    _child: ChildGuard,
-}
+struct Receiver(SampleReceiver);
 
 impl Receiver {
     fn url_on(port: u16) -> String {
@@ -61,52 +58,24 @@ impl Receiver {
     }
 
     fn start(dir: &Path, port: u16, secret: &str) -> Result<Receiver, String> {
-        let log = dir.join("codeb-received.jsonl");
-        let _ = std::fs::remove_file(&log);
-        let child = Command::new(python())
-            .arg(samples().join("webhook_receiver.py"))
-            .arg(port.to_string())
-            .arg(&log)
-            .env("CODEB_WEBHOOK_SECRET", secret)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.join("flask.log")).map_err(|e| e.to_string())?)
-            .spawn()
-            .map_err(|e| format!("python: {e}"))?;
-        let child = ChildGuard(child);
-        if !wait_tcp(port, Duration::from_secs(10)) {
-            return Err("the Flask receiver did not start".into());
-        }
-        Ok(Receiver { log, _child: child })
+        let mut cmd = Command::new(python());
+        cmd.arg(samples().join("webhook_receiver.py"))
+            .env("CODEB_WEBHOOK_SECRET", secret);
+        SampleReceiver::start(cmd, dir, "codeb-received", port).map(Receiver)
     }
 
     fn lines(&self) -> Vec<Value> {
-        std::fs::read_to_string(&self.log)
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| serde_json::from_str(l).ok())
-            .collect()
+        self.0.lines()
     }
 
     /// Waits for a delivery of `event` about `call_id`; returns its log line.
     fn wait_for(&self, event: &str, call_id: &str, within: Duration) -> Value {
-        let until = Instant::now() + within;
-        loop {
-            let found = self.lines().into_iter().find(|l| {
-                l["body"].as_str().is_some_and(|b| {
-                    b.contains(&format!("\"type\":\"{event}\"")) && b.contains(call_id)
-                })
-            });
-            if let Some(line) = found {
-                return line;
-            }
-            assert!(
-                Instant::now() < until,
-                "no {event} for {call_id}; received {:#?}",
-                self.lines()
-            );
-            std::thread::sleep(Duration::from_millis(200));
-        }
+        let kind = format!("\"type\":\"{event}\"");
+        self.0.wait_for(
+            &format!("{event} for {call_id}"),
+            |b| b.contains(&kind) && b.contains(call_id),
+            within,
+        )
     }
 }
 

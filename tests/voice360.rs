@@ -51,10 +51,7 @@ fn samples() -> PathBuf {
 }
 
 /// One of the document's verifiers, listening for one event type.
-struct Receiver {
-    log: PathBuf,
-    _child: ChildGuard,
-}
+struct Receiver(SampleReceiver);
 
 impl Receiver {
     /// `node`: the Express sample, else the Flask one.
@@ -65,10 +62,6 @@ impl Receiver {
         secret: &str,
     ) -> Result<(String, Receiver), String> {
         let port = free_tcp_port();
-        let log = dir.join(format!("received-{event}.jsonl"));
-        let _ = std::fs::remove_file(&log);
-        let stderr = std::fs::File::create(dir.join(format!("receiver-{event}.log")))
-            .map_err(|e| e.to_string())?;
         let mut cmd = if node {
             let mut c = Command::new("node");
             c.arg(samples().join("receiver.js"))
@@ -79,51 +72,17 @@ impl Receiver {
             c.arg(samples().join("receiver.py"));
             c
         };
-        let child = cmd
-            .arg(port.to_string())
-            .arg(&log)
-            .env("VOICE360_WEBHOOK_SECRET", secret)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(stderr)
-            .spawn()
-            .map_err(|e| format!("receiver: {e}"))?;
-        let child = ChildGuard(child);
-        if !wait_tcp(port, Duration::from_secs(10)) {
-            return Err(format!("the {event} receiver did not start"));
-        }
+        cmd.env("VOICE360_WEBHOOK_SECRET", secret);
+        let receiver = SampleReceiver::start(cmd, dir, &format!("received-{event}"), port)?;
         let url = format!("http://127.0.0.1:{port}/voice360-webhook");
-        Ok((url, Receiver { log, _child: child }))
-    }
-
-    fn lines(&self) -> Vec<Value> {
-        std::fs::read_to_string(&self.log)
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| serde_json::from_str(l).ok())
-            .collect()
+        Ok((url, Receiver(receiver)))
     }
 
     /// Waits for a delivery whose body contains `needle`; returns (answer, body).
     fn wait_for(&self, needle: &str, within: Duration) -> (u64, Value) {
-        let until = Instant::now() + within;
-        loop {
-            let found = self
-                .lines()
-                .into_iter()
-                .find(|l| l["body"].as_str().is_some_and(|b| b.contains(needle)));
-            if let Some(line) = found {
-                let body = serde_json::from_str(line["body"].as_str().unwrap_or(""))
-                    .unwrap_or(Value::Null);
-                return (line["answered"].as_u64().unwrap_or(0), body);
-            }
-            assert!(
-                Instant::now() < until,
-                "no delivery containing {needle}; received {:#?}",
-                self.lines()
-            );
-            std::thread::sleep(Duration::from_millis(200));
-        }
+        let line = self.0.wait_for(needle, |b| b.contains(needle), within);
+        let body = serde_json::from_str(line["body"].as_str().unwrap_or("")).unwrap_or(Value::Null);
+        (line["answered"].as_u64().unwrap_or(0), body)
     }
 }
 

@@ -1012,3 +1012,70 @@ pub fn run_sample(cmd: &mut Command, what: &str) -> String {
     println!("  {what}: {}", text.trim());
     text
 }
+
+/// A document's webhook receiver sample, run as a child process: `cmd PORT
+/// LOG`, writing one JSON line per request it answered (`path`, `answered`,
+/// `signature`, `body`: the wrappers in `tests/codeb/` and `tests/voice360/`).
+pub struct SampleReceiver {
+    log: PathBuf,
+    _child: ChildGuard,
+}
+
+impl SampleReceiver {
+    /// Starts `cmd` with the port and the log file (`{name}.jsonl` in `dir`)
+    /// appended, its stderr in `{name}.log`; waits until it listens.
+    pub fn start(
+        mut cmd: Command,
+        dir: &Path,
+        name: &str,
+        port: u16,
+    ) -> Result<SampleReceiver, String> {
+        let log = dir.join(format!("{name}.jsonl"));
+        let _ = std::fs::remove_file(&log);
+        let stderr =
+            std::fs::File::create(dir.join(format!("{name}.log"))).map_err(|e| e.to_string())?;
+        let child = cmd
+            .arg(port.to_string())
+            .arg(&log)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .map_err(|e| format!("{name}: {e}"))?;
+        let child = ChildGuard(child);
+        if !voxline_testkit::wait_tcp(port, Duration::from_secs(10)) {
+            return Err(format!("the {name} receiver did not start"));
+        }
+        Ok(SampleReceiver { log, _child: child })
+    }
+
+    /// Every request answered so far.
+    pub fn lines(&self) -> Vec<Value> {
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+
+    /// Waits for a request whose raw body passes `wanted`; returns its log line.
+    #[track_caller]
+    pub fn wait_for(&self, what: &str, wanted: impl Fn(&str) -> bool, within: Duration) -> Value {
+        let until = Instant::now() + within;
+        loop {
+            let found = self
+                .lines()
+                .into_iter()
+                .find(|l| l["body"].as_str().is_some_and(&wanted));
+            if let Some(line) = found {
+                return line;
+            }
+            assert!(
+                Instant::now() < until,
+                "no {what}; received {:#?}",
+                self.lines()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
