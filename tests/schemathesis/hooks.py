@@ -44,7 +44,22 @@ SEMANTIC_MESSAGES = {
     ),
     # A calling window needs two different times: not expressible between two
     # properties in JSON Schema.
-    "invalid_value": ("end must differ from start",),
+    "invalid_value": (
+        "end must differ from start",
+        # Voice360 directory: whether a user, queue, agent or number exists
+        # is the tenant's state; an agent id only on an AI agent is a
+        # dependency between two properties.
+        "which is no user of this tenant",
+        "names no agent, user or queue of this tenant",
+        "names no user of this tenant",
+        "only an ai_agent user has an 'agent_id'",
+        "a developer key is the account's",
+    ),
+    # The same dependencies, the other way round.
+    "missing_field": (
+        "an ai_agent user names its agent",
+        "a user key names its user",
+    ),
 }
 
 

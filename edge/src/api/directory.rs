@@ -10,7 +10,7 @@ use crate::api::list::list_response;
 use crate::dialects::voice360;
 use crate::directory::{
     claim_kinds, ops, DirectoryRefusal, DirectoryRequest, QueueFields, UserFields, UserKind,
-    V360Key, V360KeyKind,
+    V360Key, V360KeyKind, MAX_PK,
 };
 use crate::dispatch::port::DispatchQueues;
 use crate::error::{ApiError, ErrorCode};
@@ -38,13 +38,15 @@ fn queue_not_found(pk: &str) -> ApiError {
     ApiError::new(ErrorCode::QueueNotFound, format!("no queue {shown}"))
 }
 
-/// A `pk` path segment: 1-18 digits, no leading zero.
+/// A `pk` path segment: digits, no leading zero, at most [`MAX_PK`].
 fn path_pk(segment: &str) -> Option<u64> {
     let ok = !segment.is_empty()
-        && segment.len() <= 18
+        && segment.len() <= 16
         && !segment.starts_with('0')
         && segment.bytes().all(|b| b.is_ascii_digit());
-    ok.then(|| segment.parse().ok()).flatten()
+    ok.then(|| segment.parse().ok())
+        .flatten()
+        .filter(|pk| *pk <= MAX_PK)
 }
 
 fn refusal(r: DirectoryRefusal) -> ApiError {
@@ -227,7 +229,7 @@ fn queue_fields(req: &ApiRequest) -> Result<QueueFields> {
         Ok(f.int_opt(name, 0, 86_400)?.map_or(default, |n| n as u32))
     };
     let members = f
-        .int_list_opt("members", 200, 1, i64::MAX)?
+        .int_list_opt("members", 200, 1, MAX_PK as i64)?
         .unwrap_or_default()
         .into_iter()
         .map(|n| n as u64)
@@ -378,7 +380,7 @@ async fn create_key<K: Kv, D: DispatchQueues>(
             ))
         }
     };
-    let user_pk = f.int_opt("user_pk", 1, i64::MAX)?.map(|n| n as u64);
+    let user_pk = f.int_opt("user_pk", 1, MAX_PK as i64)?.map(|n| n as u64);
     match (kind, user_pk) {
         (V360KeyKind::User, None) => {
             return Err(ApiError::field(

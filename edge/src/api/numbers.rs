@@ -159,7 +159,7 @@ pub(crate) async fn put_number<K: Kv, D: DispatchQueues>(
         Some(v) => Some(read_route(env, tenant, &v).await?),
         None => None,
     };
-    let sms_user_id = match f.int_opt("sms_user_id", 1, i64::MAX)? {
+    let sms_user_id = match f.int_opt("sms_user_id", 1, crate::directory::MAX_PK as i64)? {
         Some(pk) => {
             let pk = pk as u64;
             let known = ops::users(env.directory, &tenant.id)

@@ -30,6 +30,10 @@ pub const CLAIMS_OBJECT: &str = "_claims";
 /// answered whole, so it is bounded).
 pub const MAX_ITEMS: u64 = 2_000;
 
+/// The largest `pk` taken anywhere (2^53 - 1): a Durable Object binds SQL
+/// integers through JavaScript numbers, which hold no larger integer exactly.
+pub const MAX_PK: u64 = (1 << 53) - 1;
+
 /// What a claim is on: one namespace each.
 pub mod claim_kinds {
     pub const NUMBER: &str = "number";

@@ -116,7 +116,12 @@ fn string(pattern: &str, description: &str) -> Value {
 }
 
 fn pk(description: &str) -> Value {
-    json!({"type": "integer", "minimum": 1, "description": description})
+    json!({"type": "integer", "minimum": 1, "maximum": crate::directory::MAX_PK, "description": description})
+}
+
+/// A name people read: not blank.
+fn name_schema(description: &str) -> Value {
+    json!({"type": "string", "minLength": 1, "maxLength": 100, "pattern": "\\S", "description": description})
 }
 
 fn number_route() -> Value {
@@ -147,7 +152,7 @@ fn user_fields() -> Vec<(&'static str, Value)> {
         ),
         (
             "first_name",
-            with_description(string_max(100), "First name (for an AI agent: its name)."),
+            name_schema("First name (for an AI agent: its name); not blank."),
         ),
         (
             "last_name",
@@ -182,10 +187,7 @@ fn queue_fields() -> Vec<(&'static str, Value)> {
     vec![
         (
             "name",
-            with_description(
-                string_max(100),
-                "The queue's name for people (`queue_name`).",
-            ),
+            name_schema("The queue's name for people (`queue_name`); not blank."),
         ),
         (
             "extension",

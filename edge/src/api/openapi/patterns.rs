@@ -72,4 +72,4 @@ pub(super) fn ended_reason_index(r: EndedReason) -> usize {
 pub(super) const SIDECAR_ID_PATTERN: &str = "^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$";
 
 /// A directory user's or queue's `pk` in a path: 1-18 digits, no leading zero.
-pub(super) const PK_PATTERN: &str = "^[1-9][0-9]{0,17}$";
+pub(super) const PK_PATTERN: &str = "^[1-9][0-9]{0,15}$";
