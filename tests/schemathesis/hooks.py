@@ -25,6 +25,9 @@ SEMANTIC_CODES = {
     "idempotency_key_reused",
     # A well-formed cursor the API did not issue for this query.
     "invalid_cursor",
+    # A text's `from` is not (or cannot text from) one of the tenant's numbers.
+    "unknown_number",
+    "number_not_sms_capable",
 }
 
 # Refusals that are semantic only with these message parts.

@@ -81,7 +81,16 @@ async fn read_route<K: Kv, D: DispatchQueues>(
     tenant: &Tenant,
     v: &Map<String, Value>,
 ) -> Result<NumberRoute> {
-    let route: NumberRoute = serde_json::from_value(Value::Object(v.clone())).map_err(|_| {
+    // JSON has one number type: `3.0` is the integer 3 (as the schema says).
+    let mut v = v.clone();
+    for key in ["user_id", "queue_id"] {
+        if let Some(f) = v.get(key).and_then(Value::as_f64) {
+            if f.fract() == 0.0 && (1.0..=crate::directory::MAX_PK as f64).contains(&f) {
+                v.insert(key.to_string(), Value::from(f as u64));
+            }
+        }
+    }
+    let route: NumberRoute = serde_json::from_value(Value::Object(v)).map_err(|_| {
         ApiError::field(
             ErrorCode::InvalidValue,
             "route",

@@ -119,6 +119,24 @@ fn pk(description: &str) -> Value {
     json!({"type": "integer", "minimum": 1, "maximum": crate::directory::MAX_PK, "description": description})
 }
 
+/// A request body's fields: those not `required` may be null (null means
+/// absent, as everywhere in the API).
+fn request_fields<'a>(fields: Vec<(&'a str, Value)>, required: &[&str]) -> Vec<(&'a str, Value)> {
+    fields
+        .into_iter()
+        .map(|(name, schema)| {
+            let already = schema["type"]
+                .as_array()
+                .is_some_and(|t| t.contains(&json!("null")));
+            if required.contains(&name) || already {
+                (name, schema)
+            } else {
+                (name, nullable(schema))
+            }
+        })
+        .collect()
+}
+
 /// A name people read: not blank.
 fn name_schema(description: &str) -> Value {
     json!({"type": "string", "minLength": 1, "maxLength": 100, "pattern": "\\S", "description": description})
@@ -165,7 +183,12 @@ fn user_fields() -> Vec<(&'static str, Value)> {
                 "Display name on calls (`callerID`); defaults to the first and last name.",
             ),
         ),
-        ("email", opt(json!({"type": "string", "maxLength": 254}))),
+        (
+            "email",
+            opt(
+                json!({"type": "string", "maxLength": 254, "pattern": super::patterns::EMAIL_PATTERN}),
+            ),
+        ),
         (
             "voicemail_enabled",
             json!({"type": "boolean", "default": false}),
@@ -321,7 +344,7 @@ pub(super) fn schemas(add: &mut Map<String, Value>) {
         "DirectoryUserRequest",
         input(
             "A directory user (create and replace take the whole user).",
-            user_fields(),
+            request_fields(user_fields(), &["extension", "first_name"]),
             &["extension", "first_name"],
         ),
     );
@@ -341,7 +364,7 @@ pub(super) fn schemas(add: &mut Map<String, Value>) {
         "QueueRequest",
         input(
             "A call queue (create and replace take the whole queue).",
-            queue_fields(),
+            request_fields(queue_fields(), &["name", "extension"]),
             &["name", "extension"],
         ),
     );

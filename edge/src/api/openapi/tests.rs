@@ -1725,7 +1725,7 @@ fn every_route_answers_as_documented() {
         api.admin(
             "PUT",
             &format!("{np}/%2B{}", &w.number[1..]),
-            Some(json!({"route": {"kind": "queue", "queue_id": 1}, "status": "porting"})),
+            Some(json!({"route": {"kind": "queue", "queue_id": 1.0}, "status": "porting"})),
         ),
         200,
     );
