@@ -7,7 +7,7 @@
 //! // After the answer:
 //! let mut media = bound.start(MediaConfig::new(Codec::Pcmu, PayloadMap::default_for(Codec::Pcmu), remote))?;
 //! media.send(frame_160_samples).await?;        // paced: waits when ~1 s is queued
-//! while let Some(frame) = media.recv().await {} // one 160-sample frame per 20 ms
+//! while let Some(frame) = media.recv().await {} // 160-sample frames as they arrive
 //! media.send_dtmf("123#", 100).await?;
 //! let stats = media.stop().await;
 //! ```
@@ -17,7 +17,10 @@
 //! (`MissedTickBehavior::Burst`: a stalled task catches up, so the RTP
 //! timestamps keep following real time), reads both sockets (the tick first
 //! whenever it is due, so a flood of datagrams cannot hold it up), and
-//! publishes stats on a watch channel. Received frames go to a bounded channel; if the
+//! publishes stats on a watch channel. Received audio is not held for the
+//! tick: a packet in order goes to the call side as soon as it is read, and
+//! the task also wakes when the jitter buffer gives up a missing packet
+//! ([`RtpSession::poll_timeout`]). Received frames go to a bounded channel; if the
 //! call side stops reading, the newest frames are dropped (counted) rather
 //! than stalling the media. Recording runs on its own thread.
 
@@ -375,7 +378,8 @@ impl MediaHandle {
         self.sender.flush()
     }
 
-    /// The next 20 ms of received audio (160 samples); None once stopped.
+    /// The next 20 ms of received audio (160 samples), as soon as it has
+    /// arrived in order; None once stopped.
     pub async fn recv(&mut self) -> Option<Vec<i16>> {
         self.frames_rx.recv().await
     }
@@ -496,6 +500,14 @@ enum Received {
     Rtcp(std::io::Result<(usize, SocketAddr)>),
 }
 
+/// Sleeps until `at`, or forever.
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
 /// The next datagram of either socket; when both have one, either may come
 /// first (tokio picks at random).
 async fn recv_either(
@@ -537,7 +549,9 @@ impl Task {
         let mut rtp_buf = vec![0u8; 2048];
         let mut rtcp_buf = vec![0u8; 2048];
         let mut recv_dropped = 0u64;
+        let at = |us: u64| tokio::time::Instant::from_std(start + Duration::from_micros(us));
         loop {
+            let jitter_deadline = self.session.poll_timeout().map(at);
             // The tick comes before the sockets: they can be readable all the
             // time (a flood), the tick is due once per 20 ms and must not wait.
             // Before it plays out, the tick takes what is already queued (a
@@ -586,11 +600,9 @@ impl Task {
                     if let Some(r) = &self.recorder {
                         let _ = r.tx.try_send((frame.sent, frame.received.clone()));
                     }
-                    if self.frames_tx.try_send(frame.received).is_err() {
-                        recv_dropped += 1;
-                    }
                     self.stats_tx.send_replace(self.session.stats());
                 }
+                _ = sleep_until(jitter_deadline) => self.session.handle_timeout(now_us()),
                 got = recv_either(&self.rtp, &mut rtp_buf, &self.rtcp, &mut rtcp_buf) => match got {
                     // Errors (e.g. ICMP port unreachable surfacing as ECONNREFUSED) are not fatal.
                     Received::Rtp(Ok((n, from))) => {
@@ -601,6 +613,11 @@ impl Task {
                     }
                     Received::Rtp(Err(_)) | Received::Rtcp(Err(_)) => {}
                 },
+            }
+            while let Some(heard) = self.session.poll_heard() {
+                if self.frames_tx.try_send(heard).is_err() {
+                    recv_dropped += 1;
+                }
             }
             self.flush_io().await;
         }

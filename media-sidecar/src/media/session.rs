@@ -6,9 +6,14 @@
 //!   arrive on the RTP socket and are told apart by the packet type);
 //! - calls [`RtpSession::tick`] every 20 ms of its clock: the session sends one
 //!   packet (app audio, else comfort silence, or a DTMF event packet) and
-//!   returns the 20 ms frame to play (after the jitter buffer) and the frame it
-//!   sent (for the recorder);
-//! - sends what [`RtpSession::poll_transmit`] yields and reads
+//!   returns the frame it sent and the frame heard in that slot (for the
+//!   recorder);
+//! - calls [`RtpSession::handle_timeout`] at [`RtpSession::poll_timeout`]
+//!   (the jitter buffer gives up a missing packet);
+//! - after each of these, takes what was heard from
+//!   [`RtpSession::poll_heard`] (160-sample frames, released by the jitter
+//!   buffer as soon as they are in order: no playout clock, issue 17), sends
+//!   what [`RtpSession::poll_transmit`] yields and reads
 //!   [`RtpSession::poll_event`].
 //!
 //! Rules:
@@ -190,8 +195,59 @@ pub enum SessionEvent {
 pub struct TickFrame {
     /// The 20 ms (160 samples, 8 kHz) we sent (silence when idle or during DTMF).
     pub sent: Vec<i16>,
-    /// The 20 ms we play out (after the jitter buffer and concealment).
+    /// 20 ms of what was heard, for the recording: the stream of
+    /// [`RtpSession::poll_heard`] held [`RECORD_DELAY_FRAMES`] frames behind,
+    /// so the recording's channels stay aligned while packets arrive unevenly.
     pub received: Vec<i16>,
+}
+
+/// Frames the recording's received channel lags what was heard, so an
+/// unevenly arriving stream still fills each tick's slot.
+pub const RECORD_DELAY_FRAMES: usize = 2;
+
+/// Heard frames held for [`RtpSession::poll_heard`]; the driver takes them
+/// after every input, so more means nobody is reading (the oldest go).
+const HEARD_QUEUE_FRAMES: usize = 50;
+
+/// The received channel of the recording: heard audio taken one frame per
+/// tick, [`RECORD_DELAY_FRAMES`] behind. Audio that misses its tick leaves
+/// silence in its slot and is skipped when it comes, so the channel never
+/// shifts against the sent one; a stream faster than our clock is trimmed.
+#[derive(Debug, Default)]
+struct RecordTap {
+    fifo: VecDeque<i16>,
+    started: bool,
+    /// Samples owed to slots already written as silence.
+    skip: usize,
+}
+
+impl RecordTap {
+    fn push(&mut self, pcm: &[i16]) {
+        let owed = self.skip.min(pcm.len());
+        self.skip -= owed;
+        self.fifo.extend(&pcm[owed..]);
+        let cap = (RECORD_DELAY_FRAMES + 3) * FRAME_8K;
+        if self.fifo.len() > cap {
+            let excess = self.fifo.len() - cap;
+            self.fifo.drain(..excess);
+        }
+    }
+
+    fn take(&mut self) -> Vec<i16> {
+        let mut out = vec![0i16; FRAME_8K];
+        if !self.started {
+            if self.fifo.len() < RECORD_DELAY_FRAMES * FRAME_8K {
+                return out;
+            }
+            self.started = true;
+        }
+        let n = self.fifo.len().min(FRAME_8K);
+        for (o, s) in out.iter_mut().zip(self.fifo.drain(..n)) {
+            *o = s;
+        }
+        self.skip = (self.skip + FRAME_8K - n).min((RECORD_DELAY_FRAMES + 1) * FRAME_8K);
+        out
+    }
 }
 
 /// Counters and estimates of a session.
@@ -227,6 +283,8 @@ pub struct SessionStats {
     pub dtmf_received: u64,
     pub comfort_noise_received: u64,
     pub codec_errors: u64,
+    /// Heard frames dropped because the driver did not take them.
+    pub heard_dropped: u64,
 }
 
 struct Remote {
@@ -264,7 +322,11 @@ pub struct RtpSession {
     // receiving
     remote: Option<Remote>,
     candidate: Option<(u32, u16)>,
+    /// Decoded audio not yet a whole frame.
     pcm_fifo: Vec<i16>,
+    /// Whole frames heard, for [`RtpSession::poll_heard`].
+    heard: VecDeque<Vec<i16>>,
+    record_tap: RecordTap,
     // rtcp
     next_rtcp_us: Option<u64>,
     rng: u32,
@@ -303,6 +365,8 @@ impl RtpSession {
             remote: None,
             candidate: None,
             pcm_fifo: Vec::with_capacity(4 * FRAME_8K),
+            heard: VecDeque::new(),
+            record_tap: RecordTap::default(),
             next_rtcp_us: None,
             rng: cfg.ssrc | 1,
             out: VecDeque::new(),
@@ -422,6 +486,58 @@ impl RtpSession {
 
     pub fn poll_event(&mut self) -> Option<SessionEvent> {
         self.events.pop_front()
+    }
+
+    /// The next 20 ms (160 samples, 8 kHz) heard from the remote, in order,
+    /// as soon as the jitter buffer releases it (packets in order at once, a
+    /// missing one concealed when its wait runs out).
+    pub fn poll_heard(&mut self) -> Option<Vec<i16>> {
+        self.heard.pop_front()
+    }
+
+    /// When [`RtpSession::handle_timeout`] is due next (µs), if ever.
+    pub fn poll_timeout(&mut self) -> Option<u64> {
+        self.jb.next_deadline_us()
+    }
+
+    /// Time has come (see [`RtpSession::poll_timeout`]): conceals what the
+    /// jitter buffer gives up, releasing what it held behind it.
+    pub fn handle_timeout(&mut self, now_us: u64) {
+        self.release(now_us);
+    }
+
+    /// Decodes what the jitter buffer releases now into whole heard frames.
+    fn release(&mut self, now_us: u64) {
+        // Bounded: the buffer holds at most max_packets, plus catch-up frames.
+        for _ in 0..256 {
+            let r = match self.jb.pop(now_us) {
+                Playout::Packet { payload, dur, .. } => {
+                    match self.dec.decode(&payload, &mut self.pcm_fifo) {
+                        Ok(()) => Ok(()),
+                        Err(_) => {
+                            self.stats.codec_errors += 1;
+                            self.dec.conceal(dur, None, &mut self.pcm_fifo)
+                        }
+                    }
+                }
+                Playout::Lost { dur, next, .. } => {
+                    self.dec.conceal(dur, next.as_deref(), &mut self.pcm_fifo)
+                }
+                Playout::Wait { .. } => break,
+            };
+            if r.is_err() {
+                self.stats.codec_errors += 1;
+            }
+            while self.pcm_fifo.len() >= FRAME_8K {
+                let frame: Vec<i16> = self.pcm_fifo.drain(..FRAME_8K).collect();
+                self.record_tap.push(&frame);
+                if self.heard.len() >= HEARD_QUEUE_FRAMES {
+                    self.heard.pop_front();
+                    self.stats.heard_dropped += 1;
+                }
+                self.heard.push_back(frame);
+            }
+        }
     }
 
     fn clock(&self) -> u64 {
@@ -551,6 +667,7 @@ impl RtpSession {
             return;
         }
         self.jb.insert(now_us, ts, dur, p.payload.to_vec());
+        self.release(now_us);
     }
 
     /// A datagram arrived on the RTCP socket.
@@ -759,33 +876,9 @@ impl RtpSession {
             self.scratch = payload;
         }
 
-        // --- receive
-        let mut guard = 0;
-        while self.pcm_fifo.len() < FRAME_8K && guard < 16 {
-            guard += 1;
-            let r = match self.jb.pop(now_us) {
-                Playout::Packet { payload, dur, .. } => {
-                    match self.dec.decode(&payload, &mut self.pcm_fifo) {
-                        Ok(()) => Ok(()),
-                        Err(_) => {
-                            self.stats.codec_errors += 1;
-                            self.dec.conceal(dur, None, &mut self.pcm_fifo)
-                        }
-                    }
-                }
-                Playout::Lost { dur, next, .. } => {
-                    self.dec.conceal(dur, next.as_deref(), &mut self.pcm_fifo)
-                }
-                Playout::Wait { dur } => self.dec.wait(dur, &mut self.pcm_fifo),
-            };
-            if r.is_err() {
-                self.stats.codec_errors += 1;
-            }
-        }
-        if self.pcm_fifo.len() < FRAME_8K {
-            self.pcm_fifo.resize(FRAME_8K, 0);
-        }
-        let received: Vec<i16> = self.pcm_fifo.drain(..FRAME_8K).collect();
+        // --- receive: whatever is due (the driver also wakes at poll_timeout).
+        self.release(now_us);
+        let received = self.record_tap.take();
         if let Some(d) = self.dtmf_rx.poll(now_us) {
             self.stats.dtmf_received += 1;
             self.events.push_back(SessionEvent::Dtmf(d));
@@ -875,6 +968,71 @@ mod tests {
             &mut d,
         );
         d
+    }
+
+    /// Issue 17: a packet in order is heard when it arrives, not at the
+    /// next tick; a missing one is concealed at the session's timeout, and
+    /// what was held behind it follows at once.
+    #[test]
+    fn inbound_audio_is_heard_on_arrival_and_a_gap_at_the_timeout() {
+        let mut s = session("10.0.0.1:4000");
+        let from = addr("10.0.0.1:4000");
+        for i in 0..5u16 {
+            s.handle_rtp(3_000 + i as u64 * 20_000, from, &pkt(7, i, 160 * i as u32));
+            let f = s
+                .poll_heard()
+                .expect("heard on arrival, no tick in between");
+            assert_eq!(f.len(), FRAME_8K);
+            assert!(s.poll_heard().is_none());
+        }
+        // Packet 5 is lost; 6 arrives and is held for it (the wait: 40 ms
+        // until the buffer has seen 10 packets, plus 2 ms of grace).
+        s.handle_rtp(123_000, from, &pkt(7, 6, 960));
+        assert!(s.poll_heard().is_none());
+        let t = s.poll_timeout().expect("a missing packet is awaited");
+        assert!(t > 123_000 && t <= 103_000 + 42_000, "{t}");
+        s.handle_timeout(t - 1);
+        assert!(s.poll_heard().is_none(), "not before its time");
+        s.handle_timeout(t);
+        assert!(s.poll_heard().is_some(), "the concealed frame");
+        assert!(s.poll_heard().is_some(), "packet 6");
+        assert!(s.poll_heard().is_none());
+        assert_eq!(s.stats().jitter_buffer.lost, 1);
+    }
+
+    #[test]
+    fn hostile_streams_do_not_panic_or_grow_the_queues() {
+        let mut s = session("10.0.0.1:4000");
+        let from = addr("10.0.0.1:4000");
+        let mut lcg = 42u64;
+        let mut now = 0u64;
+        for k in 0..20_000u32 {
+            lcg = lcg
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            let r = (lcg >> 16) as u32;
+            now += u64::from(r % 25_000);
+            // SSRC flapping between three, sequence and timestamp jumps.
+            let ssrc = [7, 8, 9][(r % 3) as usize];
+            let seq = if r.is_multiple_of(5) { r as u16 } else { k as u16 };
+            let ts = if r.is_multiple_of(7) { r } else { k.wrapping_mul(160) };
+            s.handle_rtp(now, from, &pkt(ssrc, seq, ts));
+            if let Some(t) = s.poll_timeout() {
+                if t <= now {
+                    s.handle_timeout(now);
+                }
+            }
+            if k % 3 == 0 {
+                s.tick(now);
+                while s.poll_transmit().is_some() {}
+                while s.poll_event().is_some() {}
+            }
+            let st = s.stats();
+            assert!(st.jitter_buffer.queued_packets <= 64, "{st:?}");
+            assert!(s.heard.len() <= HEARD_QUEUE_FRAMES);
+            assert!(s.pcm_fifo.len() < 2 * FRAME_8K + 5_000);
+            assert!(s.record_tap.fifo.len() <= (RECORD_DELAY_FRAMES + 3) * FRAME_8K);
+        }
     }
 
     #[test]
