@@ -13,9 +13,10 @@
 //! ```
 //!
 //! (`MediaSession::start(&ports, cfg)` does both steps when the remote is
-//! already known.) The task ticks every 20 ms on tokio's clock
-//! (`MissedTickBehavior::Burst`: a stalled task catches up, so the RTP
-//! timestamps keep following real time), reads both sockets (the tick first
+//! already known.) The task sends a packet per 20 ms slot on tokio's clock
+//! (a stalled task catches up, so the RTP timestamps keep following real
+//! time; the first frame of a burst of engine audio goes out as soon as it
+//! is queued, see [`RtpSession`]'s pacing), reads both sockets (the slot first
 //! whenever it is due, so a flood of datagrams cannot hold it up), and
 //! publishes stats on a watch channel. Received audio is not held for the
 //! tick: a packet in order goes to the call side as soon as it is read, and
@@ -543,20 +544,28 @@ impl Task {
     async fn run(mut self) -> MediaStats {
         let start = Instant::now();
         let now_us = move || start.elapsed().as_micros() as u64;
-        let mut interval = tokio::time::interval(TICK);
-        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+        let at = move |us: u64| tokio::time::Instant::from_std(start + Duration::from_micros(us));
         let mut gen = self.generation.load(Ordering::Acquire);
         let mut rtp_buf = vec![0u8; 2048];
         let mut rtcp_buf = vec![0u8; 2048];
         let mut recv_dropped = 0u64;
-        let at = |us: u64| tokio::time::Instant::from_std(start + Duration::from_micros(us));
+        let mut audio_open = true;
         loop {
-            let jitter_deadline = self.session.poll_timeout().map(at);
-            // The tick comes before the sockets: they can be readable all the
-            // time (a flood), the tick is due once per 20 ms and must not wait.
-            // Before it plays out, the tick takes what is already queued (a
+            let g = self.generation.load(Ordering::Acquire);
+            if g != gen {
+                self.session.clear_audio();
+                gen = g;
+            }
+            // The session's next slot to send (early when audio is queued:
+            // the first frame of a burst goes at once) or the jitter buffer's
+            // deadline.
+            let due = self.session.poll_timeout().map(at);
+            let wants_audio = audio_open && self.session.queued_samples() < 2 * FRAME_8K;
+            // The timeout comes before the sockets: they can be readable all
+            // the time (a flood), a slot is due once per 20 ms and must not
+            // wait. Before it sends, it takes what is already queued (a
             // stalled task catches up on its packets first), at most
-            // READ_BUDGET datagrams per socket. Between ticks the two sockets
+            // READ_BUDGET datagrams per socket. Between slots the two sockets
             // share the task without priority, so a flood on one does not
             // shut out the other.
             tokio::select! {
@@ -569,7 +578,7 @@ impl Task {
                     Some(Cmd::SetRemote { rtp, rtcp }) => self.session.set_remote(rtp, rtcp),
                     Some(Cmd::SetSending(on)) => self.session.set_sending(on),
                 },
-                _ = interval.tick() => {
+                _ = sleep_until(due) => {
                     for _ in 0..READ_BUDGET {
                         match self.rtp.try_recv_from(&mut rtp_buf) {
                             Ok((n, from)) => self.session.handle_rtp(now_us(), from, &rtp_buf[..n]),
@@ -584,11 +593,6 @@ impl Task {
                             Err(_) => {}
                         }
                     }
-                    let g = self.generation.load(Ordering::Acquire);
-                    if g != gen {
-                        self.session.clear_audio();
-                        gen = g;
-                    }
                     while self.session.queued_samples() < 2 * FRAME_8K {
                         match self.audio_rx.try_recv() {
                             Ok((fg, pcm)) if fg == gen => self.session.push_audio(&pcm),
@@ -596,13 +600,25 @@ impl Task {
                             Err(_) => break,
                         }
                     }
-                    let frame = self.session.tick(now_us());
-                    if let Some(r) = &self.recorder {
-                        let _ = r.tx.try_send((frame.sent, frame.received.clone()));
+                    self.session.handle_timeout(now_us());
+                    let mut sent = false;
+                    while let Some(frame) = self.session.poll_slot() {
+                        sent = true;
+                        if let Some(r) = &self.recorder {
+                            let _ = r.tx.try_send((frame.sent, frame.received));
+                        }
                     }
-                    self.stats_tx.send_replace(self.session.stats());
+                    if sent {
+                        self.stats_tx.send_replace(self.session.stats());
+                    }
                 }
-                _ = sleep_until(jitter_deadline) => self.session.handle_timeout(now_us()),
+                // Audio from the engine wakes the task: with a slot free it
+                // goes out now, not at the next slot's time.
+                got = self.audio_rx.recv(), if wants_audio => match got {
+                    Some((fg, pcm)) if fg == gen => self.session.push_audio(&pcm),
+                    Some(_) => {} // flushed
+                    None => audio_open = false,
+                },
                 got = recv_either(&self.rtp, &mut rtp_buf, &self.rtcp, &mut rtcp_buf) => match got {
                     // Errors (e.g. ICMP port unreachable surfacing as ECONNREFUSED) are not fatal.
                     Received::Rtp(Ok((n, from))) => {

@@ -4,22 +4,33 @@
 //! - feeds every datagram of the RTP socket to [`RtpSession::handle_rtp`] and
 //!   of the RTCP socket to [`RtpSession::handle_rtcp`] (with `rtcp_mux` both
 //!   arrive on the RTP socket and are told apart by the packet type);
-//! - calls [`RtpSession::tick`] every 20 ms of its clock: the session sends one
-//!   packet (app audio, else comfort silence, or a DTMF event packet) and
-//!   returns the frame it sent and the frame heard in that slot (for the
-//!   recorder);
-//! - calls [`RtpSession::handle_timeout`] at [`RtpSession::poll_timeout`]
-//!   (the jitter buffer gives up a missing packet);
-//! - after each of these, takes what was heard from
+//! - calls [`RtpSession::handle_timeout`] at [`RtpSession::poll_timeout`]:
+//!   the session sends the packets whose time has come, one per 20 ms slot
+//!   (app audio, else comfort silence, or a DTMF event packet; the frames
+//!   sent and heard per slot for the recorder come from
+//!   [`RtpSession::poll_slot`]), and the jitter buffer gives up a missing
+//!   packet when its wait runs out;
+//! - after each input, takes what was heard from
 //!   [`RtpSession::poll_heard`] (160-sample frames, released by the jitter
 //!   buffer as soon as they are in order: no playout clock, issue 17), sends
 //!   what [`RtpSession::poll_transmit`] yields and reads
 //!   [`RtpSession::poll_event`].
 //!
+//! ([`RtpSession::tick`] sends the next slot at once, whatever the time: for
+//! tests and fuzzing.)
+//!
 //! Rules:
-//! - Outgoing: our SSRC, sequence and timestamp start random; the timestamp
-//!   advances one frame per tick whatever is sent (audio, silence, DTMF), so it
-//!   tracks the wall clock. The marker bit is set on the first packet and on
+//! - Outgoing: our SSRC, sequence and timestamp start random; slot k is due
+//!   at `start + k * 20 ms` and carries timestamp `initial + k * frame`
+//!   whatever is sent (audio, silence, DTMF), so the timestamp tracks the wall
+//!   clock. Pacing (issue 17): a slot goes out at its time at the latest; app
+//!   audio may take it earlier, as soon as a whole frame is queued, when the
+//!   slot before carried no audio (the first frame of a burst leaves at once:
+//!   the pacing clock re-phases) or 20 ms after the one before (the rest of
+//!   the burst, at the frame rate). So a talkspurt runs up to one frame ahead
+//!   of the timestamp grid and never behind it, and never waits a whole slot;
+//!   when it ends, silence goes back on the grid (no drift accumulates).
+//!   DTMF and hold keep to the grid. The marker bit is set on the first packet and on
 //!   the first audio packet of each talkspurt (after comfort silence or a
 //!   DTMF event), never otherwise.
 //! - Comfort silence: when the app has nothing queued we still send encoded
@@ -310,6 +321,14 @@ pub struct RtpSession {
     /// the callee holds the call (we are recvonly or inactive).
     sending: bool,
     last_tick: Option<(u64, u32)>,
+    /// The send clock: when slot 0 was due (set by the first timeout).
+    slot_zero_us: Option<u64>,
+    /// The next slot to send.
+    next_slot: u64,
+    /// When the last slot went out, and whether it carried app audio.
+    last_sent: Option<(u64, bool)>,
+    /// Slots sent by timeouts, for the recorder.
+    slots: VecDeque<TickFrame>,
     // addressing
     dest_rtp: SocketAddr,
     dest_rtcp: SocketAddr,
@@ -356,6 +375,10 @@ impl RtpSession {
             send_buf: VecDeque::new(),
             sending: true,
             last_tick: None,
+            slot_zero_us: None,
+            next_slot: 0,
+            last_sent: None,
+            slots: VecDeque::new(),
             dest_rtp: cfg.remote_rtp,
             dest_rtcp,
             latched: false,
@@ -495,15 +518,85 @@ impl RtpSession {
         self.heard.pop_front()
     }
 
-    /// When [`RtpSession::handle_timeout`] is due next (µs), if ever.
+    /// When [`RtpSession::handle_timeout`] is due next (µs): the next slot
+    /// to send, or the jitter buffer's deadline, whichever is first.
     pub fn poll_timeout(&mut self) -> Option<u64> {
-        self.jb.next_deadline_us()
+        let send = match self.slot_zero_us {
+            None => 0,
+            Some(_) => self.next_send_us(),
+        };
+        Some(match self.jb.next_deadline_us() {
+            Some(d) => d.min(send),
+            None => send,
+        })
     }
 
-    /// Time has come (see [`RtpSession::poll_timeout`]): conceals what the
+    /// When slot `k` is due on the grid.
+    fn slot_us(&self, k: u64) -> u64 {
+        let frame_us = 1_000_000 * u64::from(self.cfg.codec.frame_ts())
+            / u64::from(self.cfg.codec.clock_rate());
+        self.slot_zero_us
+            .unwrap_or(0)
+            .saturating_add(k.saturating_mul(frame_us))
+    }
+
+    /// When the next slot may go out: on the grid, or earlier with a whole
+    /// frame of app audio queued (see the module's pacing rule).
+    fn next_send_us(&self) -> u64 {
+        let grid = self.slot_us(self.next_slot);
+        let audio_ready = self.sending
+            && self.send_buf.len() >= FRAME_8K
+            && (self.cfg.payload.telephone_event.is_none() || self.dtmf_tx.idle());
+        match self.last_sent {
+            Some((at, voice)) if audio_ready => {
+                let frame_us = self.slot_us(1) - self.slot_us(0);
+                let earliest = if voice {
+                    at.saturating_add(frame_us)
+                } else {
+                    at
+                };
+                earliest.min(grid)
+            }
+            _ => grid,
+        }
+    }
+
+    /// Time has come (see [`RtpSession::poll_timeout`]): sends the slots
+    /// that are due (a stalled caller catches up, at most a second's worth;
+    /// older slots are skipped, their timestamps too), and conceals what the
     /// jitter buffer gives up, releasing what it held behind it.
     pub fn handle_timeout(&mut self, now_us: u64) {
         self.release(now_us);
+        if self.slot_zero_us.is_none() {
+            self.slot_zero_us = Some(now_us);
+        }
+        const CATCH_UP_SLOTS: u64 = 50;
+        let frame_us = self.slot_us(1) - self.slot_us(0);
+        let behind = now_us.saturating_sub(self.slot_us(self.next_slot)) / frame_us.max(1);
+        if behind > CATCH_UP_SLOTS {
+            let skip = behind - CATCH_UP_SLOTS;
+            self.next_slot += skip;
+            self.ts = self
+                .ts
+                .wrapping_add((skip as u32).wrapping_mul(self.cfg.codec.frame_ts()));
+        }
+        for _ in 0..=CATCH_UP_SLOTS {
+            if now_us < self.next_send_us() {
+                break;
+            }
+            let slot_at = self.slot_us(self.next_slot);
+            let frame = self.send_slot(now_us, slot_at);
+            self.slots.push_back(frame);
+            if self.slots.len() > 2 * CATCH_UP_SLOTS as usize {
+                self.slots.pop_front();
+            }
+        }
+    }
+
+    /// A slot sent by [`RtpSession::handle_timeout`]: what went out and
+    /// what was heard, 20 ms each (for the recorder).
+    pub fn poll_slot(&mut self) -> Option<TickFrame> {
+        self.slots.pop_front()
     }
 
     /// Decodes what the jitter buffer releases now into whole heard frames.
@@ -831,11 +924,22 @@ impl RtpSession {
         });
     }
 
-    /// One 20 ms step: sends one packet, renders one frame, maybe RTCP.
+    /// Sends the next slot now, whatever the time (tests and fuzzing; the
+    /// driver uses [`RtpSession::handle_timeout`]).
     pub fn tick(&mut self, now_us: u64) -> TickFrame {
+        self.send_slot(now_us, now_us)
+    }
+
+    /// One 20 ms slot, due on the grid at `slot_us`, sent now: one packet,
+    /// one frame for the recorder, maybe RTCP.
+    fn send_slot(&mut self, now_us: u64, slot_us: u64) -> TickFrame {
         let ts = self.ts;
         self.ts = self.ts.wrapping_add(self.cfg.codec.frame_ts());
-        self.last_tick = Some((now_us, ts));
+        self.next_slot += 1;
+        // The timestamp grid, for the RTCP sender report (a slot sent early
+        // still stands for its own time).
+        self.last_tick = Some((slot_us, ts));
+        let mut voice_sent = false;
 
         // --- send
         let mut sent = vec![0i16; FRAME_8K];
@@ -863,6 +967,7 @@ impl RtpSession {
                     sent[i] = s;
                 }
                 self.stats.voice_frames_sent += 1;
+                voice_sent = true;
             }
             let marker = self.first_packet || (voice && self.talkspurt_next);
             self.talkspurt_next = !voice;
@@ -875,6 +980,8 @@ impl RtpSession {
             }
             self.scratch = payload;
         }
+
+        self.last_sent = Some((now_us, voice_sent));
 
         // --- receive: whatever is due (the driver also wakes at poll_timeout).
         self.release(now_us);
@@ -970,6 +1077,59 @@ mod tests {
         d
     }
 
+    /// Runs the session's clock from `from` to `until` (µs) the way the
+    /// driver does: handle_timeout at each poll_timeout (at once when that is
+    /// past). Returns (sent at, header).
+    fn run_clock(s: &mut RtpSession, from: u64, until: u64) -> Vec<(u64, RtpHeader)> {
+        let mut out = vec![];
+        let mut now = from;
+        while let Some(t) = s.poll_timeout().map(|t| t.max(now)).filter(|&t| t <= until) {
+            now = t;
+            s.handle_timeout(t);
+            while s.poll_slot().is_some() {}
+            out.extend(rtp_out(s).into_iter().map(|p| (t, p.0)));
+        }
+        out
+    }
+
+    /// Issue 17: the first frame of a burst of app audio leaves as soon as
+    /// it is queued (the pacing clock re-phases), the rest follow at the
+    /// frame rate, and silence returns to the timestamp grid afterwards.
+    #[test]
+    fn a_burst_leaves_at_once_then_paces_at_the_frame_rate() {
+        let mut s = session("10.0.0.1:4000");
+        s.cfg.payload.telephone_event = None;
+        // Idle: comfort silence on the 20 ms grid.
+        let idle = run_clock(&mut s, 0, 46_000);
+        let times: Vec<u64> = idle.iter().map(|p| p.0).collect();
+        assert_eq!(times, [0, 20_000, 40_000]);
+        // 47 ms: the engine produces four frames at once.
+        s.push_audio(&[1000; 4 * FRAME_8K]);
+        let burst = run_clock(&mut s, 47_000, 200_000);
+        let got: Vec<(u64, bool, u32)> = burst
+            .iter()
+            .map(|(t, h)| (*t, h.marker, h.timestamp.wrapping_sub(1000) / 160))
+            .collect();
+        // Not at 60 ms (the next slot): at 47 ms, when it was queued; then
+        // every 20 ms; slot timestamps consecutive; silence back on the
+        // grid (slot 7 at 140 ms).
+        assert_eq!(
+            got[..6],
+            [
+                (47_000, true, 3),
+                (67_000, false, 4),
+                (87_000, false, 5),
+                (107_000, false, 6),
+                (140_000, false, 7),
+                (160_000, false, 8),
+            ]
+        );
+        assert_eq!(s.stats().voice_frames_sent, 4);
+        // Less than a frame queued waits for the slot (padded), as before.
+        s.push_audio(&[1000; 80]);
+        assert_eq!(s.poll_timeout(), Some(220_000));
+    }
+
     /// Issue 17: a packet in order is heard when it arrives, not at the
     /// next tick; a missing one is concealed at the session's timeout, and
     /// what was held behind it follows at once.
@@ -989,7 +1149,9 @@ mod tests {
         // until the buffer has seen 10 packets, plus 2 ms of grace).
         s.handle_rtp(123_000, from, &pkt(7, 6, 960));
         assert!(s.poll_heard().is_none());
-        let t = s.poll_timeout().expect("a missing packet is awaited");
+        let t =
+            s.jb.next_deadline_us()
+                .expect("a missing packet is awaited");
         assert!(t > 123_000 && t <= 103_000 + 42_000, "{t}");
         s.handle_timeout(t - 1);
         assert!(s.poll_heard().is_none(), "not before its time");
@@ -1014,8 +1176,16 @@ mod tests {
             now += u64::from(r % 25_000);
             // SSRC flapping between three, sequence and timestamp jumps.
             let ssrc = [7, 8, 9][(r % 3) as usize];
-            let seq = if r.is_multiple_of(5) { r as u16 } else { k as u16 };
-            let ts = if r.is_multiple_of(7) { r } else { k.wrapping_mul(160) };
+            let seq = if r.is_multiple_of(5) {
+                r as u16
+            } else {
+                k as u16
+            };
+            let ts = if r.is_multiple_of(7) {
+                r
+            } else {
+                k.wrapping_mul(160)
+            };
             s.handle_rtp(now, from, &pkt(ssrc, seq, ts));
             if let Some(t) = s.poll_timeout() {
                 if t <= now {
