@@ -26,8 +26,9 @@
 //!   clock. Pacing (issue 17): a slot goes out at its time at the latest; app
 //!   audio may take it earlier, as soon as a whole frame is queued, when the
 //!   slot before carried no audio (the first frame of a burst leaves at once:
-//!   the pacing clock re-phases) or 20 ms after the one before (the rest of
-//!   the burst, at the frame rate). So a talkspurt runs up to one frame ahead
+//!   the pacing clock re-phases) or, for the burst's n-th frame, n * 20 ms
+//!   after its first (the rest at the frame rate, counted from the burst's
+//!   start, so a real-time producer's jitter never adds up). So a talkspurt runs up to one frame ahead
 //!   of the timestamp grid and never behind it, and never waits a whole slot;
 //!   when it ends, silence goes back on the grid (no drift accumulates).
 //!   DTMF and hold keep to the grid. The marker bit is set on the first packet and on
@@ -325,8 +326,13 @@ pub struct RtpSession {
     slot_zero_us: Option<u64>,
     /// The next slot to send.
     next_slot: u64,
-    /// When the last slot went out, and whether it carried app audio.
-    last_sent: Option<(u64, bool)>,
+    /// When the last slot went out.
+    last_sent_us: Option<u64>,
+    /// The talkspurt going out: when its first frame left, and how many
+    /// frames have. Frame n of it may leave at `start + n * 20 ms` (counted
+    /// from its start, not from the frame before: a producer in real time
+    /// whose frames come a little early or late never adds up a delay).
+    spurt: Option<(u64, u64)>,
     /// Slots sent by timeouts, for the recorder.
     slots: VecDeque<TickFrame>,
     // addressing
@@ -377,7 +383,8 @@ impl RtpSession {
             last_tick: None,
             slot_zero_us: None,
             next_slot: 0,
-            last_sent: None,
+            last_sent_us: None,
+            spurt: None,
             slots: VecDeque::new(),
             dest_rtp: cfg.remote_rtp,
             dest_rtcp,
@@ -547,18 +554,17 @@ impl RtpSession {
         let audio_ready = self.sending
             && self.send_buf.len() >= FRAME_8K
             && (self.cfg.payload.telephone_event.is_none() || self.dtmf_tx.idle());
-        match self.last_sent {
-            Some((at, voice)) if audio_ready => {
-                let frame_us = self.slot_us(1) - self.slot_us(0);
-                let earliest = if voice {
-                    at.saturating_add(frame_us)
-                } else {
-                    at
-                };
-                earliest.min(grid)
-            }
-            _ => grid,
+        if !audio_ready {
+            return grid;
         }
+        let frame_us = self.slot_us(1) - self.slot_us(0);
+        let earliest = match (self.spurt, self.last_sent_us) {
+            (Some((start, n)), _) => start.saturating_add(n.saturating_mul(frame_us)),
+            // Idle: a burst's first frame leaves at once.
+            (None, Some(at)) => at,
+            (None, None) => grid,
+        };
+        earliest.min(grid)
     }
 
     /// Time has come (see [`RtpSession::poll_timeout`]): sends the slots
@@ -981,7 +987,12 @@ impl RtpSession {
             self.scratch = payload;
         }
 
-        self.last_sent = Some((now_us, voice_sent));
+        self.last_sent_us = Some(now_us);
+        self.spurt = match (voice_sent, self.spurt) {
+            (false, _) => None,
+            (true, None) => Some((now_us, 1)),
+            (true, Some((start, n))) => Some((start, n + 1)),
+        };
 
         // --- receive: whatever is due (the driver also wakes at poll_timeout).
         self.release(now_us);
@@ -1128,6 +1139,42 @@ mod tests {
         // Less than a frame queued waits for the slot (padded), as before.
         s.push_audio(&[1000; 80]);
         assert_eq!(s.poll_timeout(), Some(220_000));
+    }
+
+    /// Issue 17: frames produced in real time with a little jitter (an echo,
+    /// a streaming engine) each leave when they come; the pacing does not
+    /// ratchet them onto the next slot.
+    #[test]
+    fn a_real_time_producer_is_never_held_for_its_jitter() {
+        let mut s = session("10.0.0.1:4000");
+        s.cfg.payload.telephone_event = None;
+        run_clock(&mut s, 0, 13_000);
+        // Frame k comes at 13 ms + 20 k, up to 1.5 ms early or late.
+        let jitter = [0i64, -1_500, 1_000, -500, 1_500, -1_000];
+        let mut worst = 0u64;
+        let mut now = 13_000u64;
+        for k in 0..300u64 {
+            let at = (13_000 + 20_000 * k as i64 + jitter[(k % 6) as usize]) as u64;
+            run_clock(&mut s, now, at);
+            s.push_audio(&[1000; FRAME_8K]);
+            // When the frame leaves (the voice count goes up).
+            now = at;
+            let left = loop {
+                let t = s.poll_timeout().unwrap().max(now);
+                assert!(t < at + 20_000, "frame {k} not sent within a slot");
+                now = t;
+                let before = s.stats().voice_frames_sent;
+                s.handle_timeout(t);
+                while s.poll_slot().is_some() {}
+                rtp_out(&mut s);
+                if s.stats().voice_frames_sent > before {
+                    break t;
+                }
+            };
+            worst = worst.max(left - at);
+        }
+        assert!(worst <= 1_500, "a frame waited {worst} us");
+        assert_eq!(s.stats().voice_frames_sent, 300);
     }
 
     /// Issue 17: a packet in order is heard when it arrives, not at the
