@@ -26,10 +26,15 @@
 //!   clock. Pacing (issue 17): a slot goes out at its time at the latest; app
 //!   audio may take it earlier, as soon as a whole frame is queued, when the
 //!   slot before carried no audio (the first frame of a burst leaves at once:
-//!   the pacing clock re-phases) or, for the burst's n-th frame, n * 20 ms
-//!   after its first (the rest at the frame rate, counted from the burst's
-//!   start, so a real-time producer's jitter never adds up). So a talkspurt runs up to one frame ahead
-//!   of the timestamp grid and never behind it, and never waits a whole slot;
+//!   the pacing clock re-phases), else as a token bucket of one and a half
+//!   frames at the frame rate allows (GCRA: a frame is due 20 ms after the
+//!   previous one was due or left, whichever is later, and may leave up to
+//!   30 ms early). So a burst's frames leave at 0, 0, 10, 30, 50 ... ms,
+//!   while a producer in real time (an echo, a streaming engine) is never
+//!   held for its jitter, nor left a frame behind by a concealed loss (the
+//!   concealment and the next packet come together; the gap before them
+//!   refilled the bucket). A talkspurt runs less than three frames ahead of
+//!   the timestamp grid and never behind it, and never waits a whole slot;
 //!   when it ends, silence goes back on the grid (no drift accumulates).
 //!   DTMF and hold keep to the grid. The marker bit is set on the first packet and on
 //!   the first audio packet of each talkspurt (after comfort silence or a
@@ -328,11 +333,10 @@ pub struct RtpSession {
     next_slot: u64,
     /// When the last slot went out.
     last_sent_us: Option<u64>,
-    /// The talkspurt going out: when its first frame left, and how many
-    /// frames have. Frame n of it may leave at `start + n * 20 ms` (counted
-    /// from its start, not from the frame before: a producer in real time
-    /// whose frames come a little early or late never adds up a delay).
-    spurt: Option<(u64, u64)>,
+    /// Pacing of app audio (GCRA, a token bucket of one and a half frames):
+    /// the time the next frame is due at the frame rate; it may leave up to
+    /// 30 ms before. `None` when the last slot carried no app audio.
+    pace_due_us: Option<u64>,
     /// Slots sent by timeouts, for the recorder.
     slots: VecDeque<TickFrame>,
     // addressing
@@ -384,7 +388,7 @@ impl RtpSession {
             slot_zero_us: None,
             next_slot: 0,
             last_sent_us: None,
-            spurt: None,
+            pace_due_us: None,
             slots: VecDeque::new(),
             dest_rtp: cfg.remote_rtp,
             dest_rtcp,
@@ -558,8 +562,8 @@ impl RtpSession {
             return grid;
         }
         let frame_us = self.slot_us(1) - self.slot_us(0);
-        let earliest = match (self.spurt, self.last_sent_us) {
-            (Some((start, n)), _) => start.saturating_add(n.saturating_mul(frame_us)),
+        let earliest = match (self.pace_due_us, self.last_sent_us) {
+            (Some(due), _) => due.saturating_sub(frame_us + frame_us / 2),
             // Idle: a burst's first frame leaves at once.
             (None, Some(at)) => at,
             (None, None) => grid,
@@ -988,11 +992,12 @@ impl RtpSession {
         }
 
         self.last_sent_us = Some(now_us);
-        self.spurt = match (voice_sent, self.spurt) {
-            (false, _) => None,
-            (true, None) => Some((now_us, 1)),
-            (true, Some((start, n))) => Some((start, n + 1)),
-        };
+        let frame_us = self.slot_us(1) - self.slot_us(0);
+        self.pace_due_us = voice_sent.then(|| {
+            self.pace_due_us
+                .map_or(now_us, |due| due.max(now_us))
+                .saturating_add(frame_us)
+        });
 
         // --- receive: whatever is due (the driver also wakes at poll_timeout).
         self.release(now_us);
@@ -1121,16 +1126,17 @@ mod tests {
             .iter()
             .map(|(t, h)| (*t, h.marker, h.timestamp.wrapping_sub(1000) / 160))
             .collect();
-        // Not at 60 ms (the next slot): at 47 ms, when it was queued; then
-        // every 20 ms; slot timestamps consecutive; silence back on the
-        // grid (slot 7 at 140 ms).
+        // Not at 60 ms (the next slot): at 47 ms, when it was queued, with
+        // the second (the pacing allows 30 ms ahead); then every 20 ms from
+        // 10 ms later; slot timestamps consecutive; silence back on the grid
+        // (slot 7 at 140 ms).
         assert_eq!(
             got[..6],
             [
                 (47_000, true, 3),
-                (67_000, false, 4),
-                (87_000, false, 5),
-                (107_000, false, 6),
+                (47_000, false, 4),
+                (57_000, false, 5),
+                (77_000, false, 6),
                 (140_000, false, 7),
                 (160_000, false, 8),
             ]
@@ -1143,7 +1149,8 @@ mod tests {
 
     /// Issue 17: frames produced in real time with a little jitter (an echo,
     /// a streaming engine) each leave when they come; the pacing does not
-    /// ratchet them onto the next slot.
+    /// ratchet them onto the next slot, and a concealed loss (nothing, then
+    /// the concealment and the next frame together) leaves no backlog.
     #[test]
     fn a_real_time_producer_is_never_held_for_its_jitter() {
         let mut s = session("10.0.0.1:4000");
@@ -1155,7 +1162,17 @@ mod tests {
         let mut now = 13_000u64;
         for k in 0..300u64 {
             let at = (13_000 + 20_000 * k as i64 + jitter[(k % 6) as usize]) as u64;
+            if k % 100 == 50 {
+                continue; // lost: concealed 22 ms later, with the next
+            }
+            let at = if k % 100 == 51 { at + 2_000 } else { at };
             run_clock(&mut s, now, at);
+            if k % 100 == 51 {
+                s.push_audio(&[1000; FRAME_8K]);
+                s.handle_timeout(at);
+                while s.poll_slot().is_some() {}
+                rtp_out(&mut s);
+            }
             s.push_audio(&[1000; FRAME_8K]);
             // When the frame leaves (the voice count goes up).
             now = at;
