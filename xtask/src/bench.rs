@@ -539,7 +539,7 @@ pub fn run_bench() -> Result<(), String> {
     // the region, which these sidecars would lease first.
     let media = crate::bench_media::media_bench(&edge, &release_bin, &dir)?;
     // The local engine: answer -> first AI audio, CPU per call.
-    crate::bench_calls::local_parts(&edge, &release_bin, &dir, &mut calls);
+    crate::bench_calls::local_parts(&edge, &release_bin, &dir, &mut calls, true);
     // The cloud engine against the fake OpenAI Realtime server.
     crate::bench_calls::cloud_parts(&edge, &release_bin, &dir, &mut calls);
     drop(edge);

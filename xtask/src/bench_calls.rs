@@ -824,13 +824,16 @@ pub fn cloud_parts(edge: &Edge, bin: &Path, dir: &Path, out: &mut CallsBench) {
 /// The local-engine parts (first audio, CPU), against a running edge. A
 /// failure is recorded in `out.local_error` (and reported), not returned, so
 /// the bench's other figures still make it into docs/bench.md.
-pub fn local_parts(edge: &Edge, bin: &Path, dir: &Path, out: &mut CallsBench) {
+/// `with_load`: also the CPU per call (long); without, first audio only.
+pub fn local_parts(edge: &Edge, bin: &Path, dir: &Path, out: &mut CallsBench, with_load: bool) {
     let r = (|| -> Result<(), String> {
         let tenant = crate::bench_media::bench_tenant(edge, "local-bench", "local", Some(SCRIPT))?;
         out.first_audio = crate::step("answer -> first AI audio (local engine)", || {
             first_audio(edge, &tenant, bin, dir)
         })?;
-        out.local = local_load(edge, &tenant, bin, dir)?;
+        if with_load {
+            out.local = local_load(edge, &tenant, bin, dir)?;
+        }
         Ok(())
     })();
     if let Err(e) = r {
@@ -1204,7 +1207,9 @@ pub fn run_calls_only() -> Result<(), String> {
     }
     drop(caddy);
     if want("local") {
-        local_parts(&edge, &bin, &dir, &mut c);
+        local_parts(&edge, &bin, &dir, &mut c, true);
+    } else if want("local-first-audio") {
+        local_parts(&edge, &bin, &dir, &mut c, false);
     }
     if want("cloud") {
         cloud_parts(&edge, &bin, &dir, &mut c);

@@ -12,7 +12,8 @@
 //! - `bench-media` only the sidecar's CPU/memory per call and media latency, printed
 //!   (`VOXLINE_BENCH_ONLY=load|latency` for one part)
 //! - `bench-calls` only API->INVITE, answer->first AI audio and local-engine CPU, printed
-//!   (PNGs into docs/bench/; `VOXLINE_BENCH_ONLY=invite|local|cloud` for one part;
+//!   (PNGs into docs/bench/; `VOXLINE_BENCH_ONLY=invite|local|local-first-audio|cloud`
+//!   for one part;
 //!   `VOXLINE_BENCH_RING_MS` how long sipp rings, `VOXLINE_BENCH_FAKE_DELAY_MS` the fake
 //!   OpenAI Realtime server's delay)
 //! - `fuzz`       coverage-guided fuzzing (libFuzzer, stable Rust), every target for a bounded
