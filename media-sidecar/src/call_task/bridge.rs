@@ -340,9 +340,9 @@ impl Bridge {
         // A hangup we asked for keeps our reason; otherwise the dialog's.
         let reason = self.hangup_sent.unwrap_or(end.reason);
         let status = match (self.hangup_sent, end.status) {
-            (Some(EndedReason::EngineError | EndedReason::MediaLost), CallStatus::Completed) => {
-                CallStatus::Failed
-            }
+            // Our failure, answered or not (an engine that fails while the
+            // phone rings cancels the call: `failed`, not `cancelled`).
+            (Some(EndedReason::EngineError | EndedReason::MediaLost), _) => CallStatus::Failed,
             // Cut short by the sidecar's shutdown, even before the answer.
             _ if self.shutdown => CallStatus::Failed,
             (_, s) => s,

@@ -570,6 +570,37 @@ fn an_engine_or_media_that_does_not_start_ends_the_call_at_once() {
     );
 }
 
+/// Issue 17: the engine fails while the phone rings (e.g. a wrong key): the
+/// call is cancelled before anyone answers into dead air, and it ends
+/// `failed` / `engine_error`, not `cancelled`.
+#[test]
+fn an_engine_failing_while_ringing_cancels_the_call_as_failed() {
+    let (mut b, t0) = dispatched(30);
+    b.handle_dialog_event(t0 + ms(500), ringing());
+    drain(&mut b);
+    b.engine_failed(t0 + ms(700), &EngineError::Auth("bad key".into()));
+    assert_eq!(drain(&mut b), [Action::Hangup(EndedReason::EngineError)]);
+    b.handle_dialog_event(
+        t0 + ms(800),
+        ended(
+            CallStatus::Cancelled,
+            EndedReason::HangupRequested,
+            Some(487),
+        ),
+    );
+    assert_eq!(
+        drain(&mut b),
+        [finish(
+            CallStatus::Failed,
+            EndedReason::EngineError,
+            Some(487),
+            Some(D + 500),
+            None,
+            D + 800
+        )]
+    );
+}
+
 #[test]
 fn a_barge_in_flushes_the_media_and_tells_the_engine_what_was_heard() {
     let (mut b, t0) = answered(30);
