@@ -76,7 +76,10 @@ impl JitterConfig {
         JitterConfig {
             clock_rate,
             frame_ts: clock_rate / 50,
-            min_delay_ms: 20,
+            // The least wait for a missing packet. Not 20: a sender that
+            // re-phases its talkspurts (ours does, see media::session) sends
+            // up to a frame early, and the silence after looks 20 ms late.
+            min_delay_ms: 30,
             max_delay_ms: 400,
             initial_delay_ms: 40,
             window: 250,
@@ -180,8 +183,11 @@ impl Model {
 /// target (the percentile) would otherwise race our own timer.
 const GRACE_MS: u32 = 2;
 
-/// Largest clock drift we model (2%); real clocks are within 0.01-0.1%.
-const MAX_SLOPE: f64 = 0.02;
+/// Largest clock drift we model (0.2%); real clocks are within 0.01-0.1%.
+/// More is a step in the path's delay (or a sender re-phasing its
+/// talkspurts), not drift: extrapolated as drift, a 20 ms step became a 40 ms
+/// error in the expected arrival (measured).
+const MAX_SLOPE: f64 = 0.002;
 /// Smaller estimated drifts (500 ppm) are treated as none.
 const MIN_SLOPE: f64 = 0.0005;
 
@@ -583,14 +589,15 @@ mod tests {
         expect[200] = -1;
         assert_eq!(seq, expect);
         assert_eq!((s.lost, s.late), (2, 0), "{s:?}");
-        // The loss costs the next packet at most the wait (20 ms, steady path).
+        // The loss costs the next packet at most the wait (30 ms, steady
+        // path) less the 20 ms it came after the lost one.
         let concealed_at = out[100].1;
         assert!(
-            concealed_at <= 100 * FRAME_US + 3_000 + 22_000,
+            concealed_at <= 100 * FRAME_US + 3_000 + 32_000,
             "{concealed_at}"
         );
         let w = waited(&out, arrival);
-        assert!(w.iter().all(|&w| w <= 2_000), "{w:?}");
+        assert!(w.iter().all(|&w| w <= 12_000), "{w:?}");
 
         // Nothing follows: each missing frame is concealed at its deadline,
         // one per 20 ms, so the consumer hears the pause in real time.
@@ -603,7 +610,7 @@ mod tests {
             concealed.windows(2).all(|w| w[1] - w[0] == FRAME_US),
             "{concealed:?}"
         );
-        assert!(concealed[0] <= 50 * FRAME_US + 3_000 + 22_000);
+        assert!(concealed[0] <= 50 * FRAME_US + 3_000 + 32_000);
     }
 
     #[test]
@@ -636,7 +643,8 @@ mod tests {
 
     #[test]
     fn sender_clock_drift_either_way() {
-        for period in [19_800.0, 20_200.0] {
+        // 0.1% either way: ten times what real clocks drift.
+        for period in [19_980.0, 20_020.0] {
             let arrival = move |i: usize| Some((i as f64 * period) as u64 + 2_000);
             let (out, s) = run(1500, arrival, 40_000_000, JitterConfig::new(8000));
             let p = played(&out);
