@@ -189,6 +189,36 @@ fn print(name: &str, o: &Outcome) {
     }
 }
 
+/// Issue 17: started while the phone rings, the engine loads its recognizer
+/// and synthesises its lines up front, then says nothing (no greeting, no
+/// clock running out) until told the callee answered; then it greets at once.
+#[tokio::test]
+async fn started_while_ringing_it_greets_only_at_the_answer() {
+    let _g = SERIAL.lock().await;
+    let mut c = config(Some(DEMO));
+    c.greet_on_answer = true;
+    let mut e = LocalEngine::connect(c).await.unwrap();
+    // A ring longer than its silence handling would allow: still nothing.
+    assert!(e.try_event().is_none());
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), e.next_event())
+            .await
+            .is_err(),
+        "an event before the answer"
+    );
+    e.answered();
+    assert!(e.now_ms() < 100, "its clock starts at the answer");
+    let first = tokio::time::timeout(Duration::from_secs(5), e.next_event())
+        .await
+        .expect("the greeting at once")
+        .unwrap();
+    assert!(
+        matches!(first, EngineEvent::Audio(ref a) if !a.is_empty()),
+        "{first:?}"
+    );
+    e.close().await;
+}
+
 #[tokio::test]
 async fn yes_answer_follows_script_and_ends() {
     let _g = SERIAL.lock().await;

@@ -600,6 +600,174 @@ async fn openai_end_call_function_ends_the_call() {
     );
 }
 
+/// Issue 17: an engine started while the callee's phone rings opens and
+/// configures its session at once, but asks for the greeting only when told
+/// the callee answered; a call never answered just closes it.
+#[tokio::test]
+async fn openai_started_while_ringing_greets_only_at_the_answer() {
+    let mut fake = openai_fake(None).await;
+    let mut c = cfg(&fake.url);
+    c.greet_on_answer = true;
+    let mut eng = openai::connect_with(c, fast_opts(Flavor::Ga))
+        .await
+        .unwrap();
+    let mut conn = fake.conn().await;
+    conn.recv_type("session.update").await;
+    // Ringing: the engine runs (the call task keeps polling it) but asks for nothing.
+    idle(&mut eng, Duration::from_millis(300)).await;
+    let sent = conn.drain();
+    assert!(
+        sent.iter().all(|v| v["type"] != "response.create"),
+        "greeted before the answer: {sent:?}"
+    );
+    eng.answered();
+    idle(&mut eng, Duration::from_millis(50)).await;
+    conn.recv_type("response.create").await;
+
+    // Never answered: closed, and it never greeted.
+    let mut c = cfg(&fake.url);
+    c.greet_on_answer = true;
+    let mut eng = openai::connect_with(c, fast_opts(Flavor::Ga))
+        .await
+        .unwrap();
+    let mut conn = fake.conn().await;
+    conn.recv_type("session.update").await;
+    idle(&mut eng, Duration::from_millis(100)).await;
+    eng.close().await;
+    let mut closed = false;
+    while let Ok(Some((_, m))) = timeout(T, conn.rx.recv()).await {
+        match m {
+            Message::Close(_) => {
+                closed = true;
+                break;
+            }
+            Message::Text(t) => assert!(!t.contains("response.create"), "{t}"),
+            _ => {}
+        }
+    }
+    assert!(closed, "the session was not closed");
+}
+
+/// Issue 17, a whole call: the call task opens and configures the cloud
+/// session while the callee's phone rings (sipp rings forever), before any
+/// answer; the edge's hangup cancels the call and the session is closed,
+/// never having greeted.
+#[tokio::test]
+async fn a_call_opens_its_engine_session_while_ringing_and_closes_it_unanswered() {
+    use voxline_media_sidecar::call_task::{sip::run_sip_call, HangupCause};
+    use voxline_media_sidecar::engine::guard::AllowedHosts;
+    use voxline_media_sidecar::lease::driver::Msg;
+    use voxline_media_sidecar::telephony::Telephony;
+    use voxline_shared::sidecar_link::{EventKind, Offer, SecretText};
+
+    let mut fake = openai_fake(None).await;
+    // sipp as the trunk: 100, 180, then waits for our CANCEL.
+    let sipp_bin = voxline_testkit::SIPP.require();
+    let port = voxline_testkit::free_udp_port();
+    let dir = std::env::temp_dir().join(format!("voxline-ring-{}-{port}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let scenario =
+        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/sipp/uas_ring_cancel.xml");
+    let mut sipp = tokio::process::Command::new(sipp_bin)
+        .current_dir(&dir)
+        .args(["-sf", scenario.to_str().unwrap(), "-i", "127.0.0.1"])
+        .args(["-p", &port.to_string(), "-m", "1", "-nostdin"])
+        .args(["-timeout", "20s", "-timeout_error"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn sipp");
+    let t0 = Instant::now();
+    while !voxline_testkit::udp_port_bound(port) {
+        assert!(t0.elapsed() < T, "sipp did not bind");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let cfg: voxline_media_sidecar::config::Telephony = toml::from_str(&format!(
+        "bind_ip = \"127.0.0.1\"\n[[trunks]]\nname = \"sipp\"\nhost = \"127.0.0.1\"\n\
+         port = {port}\nfrom_number = \"+14155550199\"\n"
+    ))
+    .unwrap();
+    let tel = Telephony::start(&cfg, AllowedHosts::parse(&["127.0.0.1"]).unwrap())
+        .await
+        .unwrap();
+    let offer = Offer {
+        tenant_id: "ten_1".into(),
+        lease_id: "l_1".into(),
+        call_id: "c_ring".into(),
+        attempt: 1,
+        phone: "+14155550100".into(),
+        caller_name: None,
+        agent_id: "ag_1".into(),
+        system_prompt: Some("Greet the callee.".into()),
+        voice: None,
+        language: "en-US".into(),
+        engine: voxline_shared::EngineKind::OpenaiRealtime.into(),
+        model: None,
+        max_seconds: 60,
+        record: false,
+        metadata: None,
+        engine_api_key: Some(SecretText::new(KEY.to_string())),
+        engine_base_url: Some(fake.url.clone()),
+        engine_key_unavailable: false,
+        silence_timeout_seconds: None,
+        ack_deadline_ms: 0,
+    };
+    let (tx, mut rx) = mpsc::channel(64);
+    let (hangup_tx, hangup_rx) = oneshot::channel();
+    let call = tokio::spawn(run_sip_call(offer, std::sync::Arc::new(tel), tx, hangup_rx));
+
+    // The session opens and is configured while the phone rings.
+    let mut conn = fake.conn().await;
+    conn.recv_type("session.update").await;
+    let mut kinds = vec![];
+    while let Ok(Msg::Event { kind, .. }) = rx.try_recv() {
+        kinds.push(kind.name());
+    }
+    assert!(!kinds.contains(&"answered"), "{kinds:?}");
+    // Nobody answers: the edge hangs up (CANCEL).
+    hangup_tx.send(HangupCause::Requested).unwrap();
+    let mut ended = None;
+    while let Ok(Some(m)) = timeout(T, rx.recv()).await {
+        match m {
+            Msg::Event {
+                kind: EventKind::Ended { status, .. },
+                ..
+            } => ended = Some(status),
+            Msg::Event { kind, .. } => kinds.push(kind.name()),
+            Msg::CallDone { .. } => break,
+            _ => {}
+        }
+    }
+    assert_eq!(
+        ended,
+        Some(voxline_shared::CallStatus::Cancelled),
+        "{kinds:?}"
+    );
+    assert!(
+        kinds.contains(&"ringing") && !kinds.contains(&"answered"),
+        "{kinds:?}"
+    );
+    // The session was closed, and never asked for the greeting.
+    let mut closed = false;
+    while let Ok(Some((_, m))) = timeout(T, conn.rx.recv()).await {
+        match m {
+            Message::Close(_) => {
+                closed = true;
+                break;
+            }
+            Message::Text(t) => assert!(!t.contains("response.create"), "{t}"),
+            _ => {}
+        }
+    }
+    assert!(closed, "the engine session was left open");
+    timeout(T, call).await.expect("call task ends").unwrap();
+    let status = timeout(T, sipp.wait()).await.expect("sipp exits").unwrap();
+    assert!(status.success(), "sipp: {status}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[tokio::test]
 async fn openai_handshake_401_is_auth() {
     let fake = openai_fake(Some(401)).await;

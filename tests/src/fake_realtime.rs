@@ -3,7 +3,9 @@
 //! It checks the bearer key at the WebSocket handshake (401 otherwise, as the
 //! real service does), sends `session.created`, acknowledges
 //! `session.update`, and answers each `response.create` with a spoken turn:
-//! one second of a 440 Hz tone as `audio/pcmu` deltas and its transcript.
+//! one second of a 440 Hz tone as `audio/pcmu` deltas and its transcript,
+//! after a fixed delay ([`FakeRealtime::start_with_delay`], 0 by default) so
+//! a bench can tell the sidecar's share from the service's.
 //! What each connection sent is kept for the test.
 
 use std::net::{TcpListener, TcpStream};
@@ -42,6 +44,12 @@ pub struct FakeRealtime {
 impl FakeRealtime {
     /// Serves until dropped; only `Bearer {key}` is let in.
     pub fn start(key: &str) -> FakeRealtime {
+        Self::start_with_delay(key, Duration::ZERO)
+    }
+
+    /// As [`FakeRealtime::start`], answering each `response.create` only
+    /// after `delay` (a stand-in for the service's own time to first audio).
+    pub fn start_with_delay(key: &str, delay: Duration) -> FakeRealtime {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind the fake realtime server");
         listener
             .set_nonblocking(true)
@@ -55,7 +63,7 @@ impl FakeRealtime {
                 match listener.accept() {
                     Ok((stream, _)) => {
                         let (conns, halt, key) = (conns.clone(), halt.clone(), key.clone());
-                        std::thread::spawn(move || serve(stream, &key, &conns, &halt));
+                        std::thread::spawn(move || serve(stream, &key, &conns, &halt, delay));
                     }
                     Err(_) => std::thread::sleep(Duration::from_millis(20)),
                 }
@@ -83,7 +91,13 @@ impl Drop for FakeRealtime {
 }
 
 #[allow(clippy::result_large_err)] // the handshake callback's type is tungstenite's
-fn serve(stream: TcpStream, key: &str, conns: &Mutex<Vec<Connection>>, halt: &AtomicBool) {
+fn serve(
+    stream: TcpStream,
+    key: &str,
+    conns: &Mutex<Vec<Connection>>,
+    halt: &AtomicBool,
+    delay: Duration,
+) {
     let _ = stream.set_nonblocking(false);
     let _ = stream.set_read_timeout(Some(Duration::from_millis(200)));
     let seen = std::cell::RefCell::new(Connection::default());
@@ -153,6 +167,7 @@ fn serve(stream: TcpStream, key: &str, conns: &Mutex<Vec<Connection>>, halt: &At
             }
             "response.create" => {
                 responses += 1;
+                std::thread::sleep(delay);
                 for event in spoken_turn(responses) {
                     if !send(&mut ws, event) {
                         return;

@@ -539,7 +539,9 @@ pub fn run_bench() -> Result<(), String> {
     // the region, which these sidecars would lease first.
     let media = crate::bench_media::media_bench(&edge, &release_bin, &dir)?;
     // The local engine: answer -> first AI audio, CPU per call.
-    crate::bench_calls::local_parts(&edge, &release_bin, &dir, &mut calls);
+    crate::bench_calls::local_parts(&edge, &release_bin, &dir, &mut calls, true);
+    // The cloud engine against the fake OpenAI Realtime server.
+    crate::bench_calls::cloud_parts(&edge, &release_bin, &dir, &mut calls);
     drop(edge);
     let throughput = edge_throughput()?;
     write_report(&results, &throughput, &cpu, &media, &calls)
@@ -712,7 +714,8 @@ fn report_text(
          Durable Objects) is. The wasm build has no SIMD or SHA instructions; native SHA-256 may use\n\
          the CPU's SHA extensions, which widens the signing ratio.\n\n\
          {media}\
-         {local}",
+         {local}\
+         {cloud}",
         date = time::OffsetDateTime::now_utc().date(),
         machine = machine(),
         runs = results.values().next().map(Vec::len).unwrap_or(0),
@@ -726,6 +729,7 @@ fn report_text(
         media = crate::bench_media::report(media),
         invite = crate::bench_calls::report_invite(calls),
         local = crate::bench_calls::report_local(calls, &media.load),
+        cloud = crate::bench_calls::report_cloud(calls),
     )
 }
 
@@ -797,6 +801,15 @@ mod tests {
                 failed: vec![],
             },
             local_error: None,
+            cloud_first_audio: Some((
+                FirstAudio {
+                    cold: Some(fa),
+                    calls: vec![fa; 3],
+                    greeting_lead_ms: None,
+                },
+                200,
+            )),
+            cloud_error: None,
         };
         let throughput = EdgeThroughput {
             empty: vec![(50.0, 160.0, 250.0)],
@@ -811,6 +824,8 @@ mod tests {
             "## API -> INVITE at the trunk",
             "## Answer -> first AI audio (local engine)",
             "## Local engine: CPU and memory per concurrent call",
+            "## Answer -> first AI audio (cloud engine)",
+            "the sidecar's share) | 60.0 |",
             "](bench/lease_latency.png)",
             "](bench/api_invite.png)",
             "](bench/media_latency.png)",

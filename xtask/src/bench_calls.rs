@@ -29,9 +29,7 @@ use time::format_description::well_known::Rfc3339;
 use voxline_e2e::{Edge, TestTenant};
 use voxline_testkit::{flite_8k, free_tcp_udp_port, mulaw_decode, mulaw_encode, Caddy, Pki};
 
-use crate::bench_media::{
-    count, count_lines, median, percentile, place_calls, LoadRun, LoadSpec, SippMedia,
-};
+use crate::bench_media::{count, count_lines, median, percentile, LoadRun, LoadSpec, SippMedia};
 
 /// The local engine's agent: the demo's appointment script, but no reply
 /// ends the call and reprompts are the most the format allows (10), so a
@@ -435,23 +433,36 @@ pub fn first_audio(
     bin: &Path,
     dir: &Path,
 ) -> Result<FirstAudio, String> {
+    first_audio_with(edge, tenant, bin, dir, "first-audio", &json!({}))
+}
+
+/// [`first_audio`] with `extra` fields in each `POST /v1/calls` body (e.g.
+/// the call's engine key and URL), sipp and the sidecar named after `name`.
+pub fn first_audio_with(
+    edge: &Edge,
+    tenant: &TestTenant,
+    bin: &Path,
+    dir: &Path,
+    name: &str,
+    extra: &serde_json::Value,
+) -> Result<FirstAudio, String> {
     let sock = UdpSocket::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
     let rtp_port = sock.local_addr().map_err(|e| e.to_string())?.port();
     let sipp_port = free_tcp_udp_port();
     let total = first_audio_calls() + 1;
-    let trace = dir.join("first-audio-sipp-messages.log");
+    let trace = dir.join(format!("{name}-sipp-messages.log"));
     let _ = std::fs::remove_file(&trace);
     let trace_s = trace.display().to_string();
     let mut sipp = crate::bench_media::start_sipp(
         dir,
-        "first-audio-sipp",
+        &format!("{name}-sipp"),
         sipp_port,
         total,
         FIRST_AUDIO_HOLD_MS,
         SippMedia::Peer(rtp_port),
         &["-trace_msg", "-message_file", &trace_s],
     )?;
-    let sidecar = crate::bench_media::start_sidecar(edge, bin, dir, "first-audio", sipp_port, 2)?;
+    let sidecar = crate::bench_media::start_sidecar(edge, bin, dir, name, sipp_port, 2)?;
     let mut buf = [0u8; 2048];
     let mut rows = Vec::new();
     for i in 0..total {
@@ -460,7 +471,14 @@ pub fn first_audio(
             .map_err(|e| e.to_string())?;
         while sock.recv_from(&mut buf).is_ok() {}
         let phone = format!("+1415560{:04}", NUMBER.fetch_add(1, Ordering::Relaxed));
-        place_calls(edge, &tenant.key, &[phone])?;
+        let mut body = json!({"phone": phone});
+        if let (Some(b), Some(x)) = (body.as_object_mut(), extra.as_object()) {
+            b.extend(x.clone());
+        }
+        let r = edge.call("POST", "/v1/calls", &tenant.key, Some(&body));
+        if r.status != 201 {
+            return Err(format!("POST /v1/calls: {} {}", r.status, r.text));
+        }
         sock.set_read_timeout(Some(Duration::from_secs(20)))
             .map_err(|e| e.to_string())?;
         let (len, _) = sock
@@ -752,18 +770,70 @@ pub struct CallsBench {
     pub local: LocalLoad,
     /// Why the local engine's figures are missing or incomplete.
     pub local_error: Option<String>,
+    /// Answer -> first AI audio, cloud engine against the fake server, and
+    /// that server's fixed delay (ms).
+    pub cloud_first_audio: Option<(FirstAudio, u64)>,
+    pub cloud_error: Option<String>,
+}
+
+/// The key the bench's fake OpenAI Realtime server lets in.
+const CLOUD_KEY: &str = "sk-bench-fake-realtime-0000";
+
+/// The fake OpenAI Realtime server's fixed delay before it answers a
+/// `response.create` (ms): `VOXLINE_BENCH_FAKE_DELAY_MS`, default 200.
+pub fn fake_delay_ms() -> u64 {
+    std::env::var("VOXLINE_BENCH_FAKE_DELAY_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200)
+}
+
+/// Answer -> first AI audio with the `openai_realtime` engine against the
+/// protocol-faithful fake server on loopback (each call's engine key and URL
+/// in its body), which answers the greeting's `response.create` after
+/// [`fake_delay_ms`]: the figure minus that delay is the sidecar's share. A
+/// failure is recorded in `out.cloud_error`, not returned.
+pub fn cloud_parts(edge: &Edge, bin: &Path, dir: &Path, out: &mut CallsBench) {
+    let delay = fake_delay_ms();
+    let fake = voxline_e2e::fake_realtime::FakeRealtime::start_with_delay(
+        CLOUD_KEY,
+        Duration::from_millis(delay),
+    );
+    let r = (|| -> Result<FirstAudio, String> {
+        let tenant = crate::bench_media::bench_tenant(
+            edge,
+            "cloud-bench",
+            "openai_realtime",
+            Some("Greet the callee."),
+        )?;
+        let extra = json!({"engine_api_key": CLOUD_KEY, "engine_base_url": fake.url});
+        crate::step(
+            "answer -> first AI audio (cloud engine, fake server)",
+            || first_audio_with(edge, &tenant, bin, dir, "cloud-first-audio", &extra),
+        )
+    })();
+    match r {
+        Ok(fa) => out.cloud_first_audio = Some((fa, delay)),
+        Err(e) => {
+            println!("  cloud engine figures incomplete: {e}");
+            out.cloud_error = Some(e);
+        }
+    }
 }
 
 /// The local-engine parts (first audio, CPU), against a running edge. A
 /// failure is recorded in `out.local_error` (and reported), not returned, so
 /// the bench's other figures still make it into docs/bench.md.
-pub fn local_parts(edge: &Edge, bin: &Path, dir: &Path, out: &mut CallsBench) {
+/// `with_load`: also the CPU per call (long); without, first audio only.
+pub fn local_parts(edge: &Edge, bin: &Path, dir: &Path, out: &mut CallsBench, with_load: bool) {
     let r = (|| -> Result<(), String> {
         let tenant = crate::bench_media::bench_tenant(edge, "local-bench", "local", Some(SCRIPT))?;
         out.first_audio = crate::step("answer -> first AI audio (local engine)", || {
             first_audio(edge, &tenant, bin, dir)
         })?;
-        out.local = local_load(edge, &tenant, bin, dir)?;
+        if with_load {
+            out.local = local_load(edge, &tenant, bin, dir)?;
+        }
         Ok(())
     })();
     if let Err(e) = r {
@@ -785,7 +855,48 @@ fn stats(v: &[f64]) -> (f64, f64, f64, f64) {
 
 /// Both report parts (for `bench-calls`).
 pub fn report(c: &CallsBench, echo_load: &[LoadRun]) -> String {
-    report_invite(c) + &report_local(c, echo_load)
+    report_invite(c) + &report_local(c, echo_load) + &report_cloud(c)
+}
+
+/// The cloud engine's first-audio section (markdown; empty without figures).
+pub fn report_cloud(c: &CallsBench) -> String {
+    if let Some(e) = &c.cloud_error {
+        return format!(
+            "## Answer -> first AI audio (cloud engine)\n\nIncomplete in this run: {}\n\n",
+            e.lines().next().unwrap_or_default()
+        );
+    }
+    let Some((fa, delay)) = &c.cloud_first_audio else {
+        return String::new();
+    };
+    if fa.calls.is_empty() {
+        return String::new();
+    }
+    let audio: Vec<f64> = fa.calls.iter().map(|r| r.audio_ms).collect();
+    let share: Vec<f64> = audio.iter().map(|a| a - *delay as f64).collect();
+    let row = |name: &str, v: &[f64]| {
+        let (p50, p99, lo, hi) = stats(v);
+        format!("| {name} | {p50:.1} | {p99:.1} | {lo:.1} | {hi:.1} |\n")
+    };
+    let rows = row("first RTP -> first audible packet", &audio)
+        + &row(
+            "the same minus the fake server's delay (the sidecar's share)",
+            &share,
+        );
+    format!(
+        "## Answer -> first AI audio (cloud engine)\n\n\
+         As the local engine's figure above, with the agent's engine `openai_realtime` pointed (per\n\
+         call: its key and base URL in the `POST /v1/calls` body) at a protocol-faithful OpenAI Realtime\n\
+         server in the bench process on loopback (`voxline_e2e::fake_realtime`: `session.created`,\n\
+         `session.updated`, and for each `response.create` a spoken turn of `audio/pcmu` deltas), which\n\
+         waits a fixed {delay} ms before it answers the greeting's `response.create`\n\
+         (`VOXLINE_BENCH_FAKE_DELAY_MS`). The callee rings {ring} ms before it answers\n\
+         (`VOXLINE_BENCH_RING_MS`); the sidecar opens and configures the session meanwhile and asks\n\
+         for the greeting at the answer. {n} calls, one at a time, after one warm-up call.\n\n\
+         | interval | p50 ms | p99 ms | min ms | max ms |\n|---|---|---|---|---|\n{rows}\n",
+        ring = crate::bench_media::ring_ms(),
+        n = fa.calls.len(),
+    )
 }
 
 /// The API -> INVITE section (markdown; empty without figures).
@@ -865,7 +976,7 @@ pub fn report_local(c: &CallsBench, echo_load: &[LoadRun]) -> String {
             .unwrap_or_else(|| "-".into());
         let lead = fa
             .greeting_lead_ms
-            .map(|ms| format!(" The greeting as flite (`{ENGINE_VOICE}`) makes it starts with {ms:.0} ms below the threshold (its lead-in, measured on flite's output here), so most of the first row is that lead-in; the engine itself is ready about when the non-silent row says."))
+            .map(|ms| format!(" The greeting as flite (`{ENGINE_VOICE}`) makes it starts with {ms:.0} ms below the threshold (its lead-in, measured on flite's output here), which the engine cuts."))
             .unwrap_or_default();
         out.push_str(&format!(
             "## Answer -> first AI audio (local engine)\n\n\
@@ -876,10 +987,11 @@ pub fn report_local(c: &CallsBench, echo_load: &[LoadRun]) -> String {
              silence, mu-law 0xFF) as soon as media starts, before the engine exists; so t0 = the first RTP\n\
              packet received from the sidecar, and t1 = the first packet of the same stream with a sample\n\
              whose decoded magnitude exceeds {thr} of 32767 (about -42 dBFS; the greeting's first audible\n\
-             sound). In between, the sidecar builds the engine for the answered call: parses the script,\n\
-             gets the script's lines from flite (cached per sidecar after the first call) and loads a\n\
-             pocketsphinx recognizer with the call's vocabulary (every call), then queues the greeting,\n\
-             which goes out on the next 20 ms media ticks. \"non-silent\" is the first packet with any\n\
+             sound). The callee rings {ring} ms first (`VOXLINE_BENCH_RING_MS`): the sidecar builds the\n\
+             engine while it rings (parses the script, gets the script's lines from flite, cached per\n\
+             sidecar after the first call and cut to their first audible sample, and loads a pocketsphinx\n\
+             recognizer with the call's vocabulary, every call) and queues the greeting when media starts\n\
+             after the answer; its first frame goes out at once. \"non-silent\" is the first packet with any\n\
              non-zero sample. The 200 OK rows add the time from sipp sending its 200 OK (its `-trace_msg`\n\
              log, wall clock) to the first RTP packet here (wall clock, same machine). {n} calls, one at a\n\
              time, through one sidecar, after one warm-up call on the fresh sidecar (which also synthesises\n\
@@ -888,6 +1000,7 @@ pub fn report_local(c: &CallsBench, echo_load: &[LoadRun]) -> String {
              ![Answer -> first AI audio, CDF](bench/first_audio.png)\n\n",
             thr = AUDIBLE,
             n = fa.calls.len(),
+            ring = crate::bench_media::ring_ms(),
         ));
     }
     let l = &c.local;
@@ -1094,7 +1207,12 @@ pub fn run_calls_only() -> Result<(), String> {
     }
     drop(caddy);
     if want("local") {
-        local_parts(&edge, &bin, &dir, &mut c);
+        local_parts(&edge, &bin, &dir, &mut c, true);
+    } else if want("local-first-audio") {
+        local_parts(&edge, &bin, &dir, &mut c, false);
+    }
+    if want("cloud") {
+        cloud_parts(&edge, &bin, &dir, &mut c);
     }
     drop(edge);
     let plots_dir = crate::root().join("docs/bench");

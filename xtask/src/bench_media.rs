@@ -255,7 +255,8 @@ pub(crate) fn start_sidecar_with(
     let config = format!(
         "edge_url = \"{edge_url}\"\nsidecar_id = \"{id}\"\nregion = \"local\"\ncapacity = {capacity}\nlease_wait_ms = {lease_wait_ms}\n\n\
          [telephony]\nbind_ip = \"127.0.0.1\"\nrtp_port_min = 30000\nrtp_port_max = 30999\nring_timeout_seconds = 20\n\n\
-         [[telephony.trunks]]\nname = \"sipp\"\nhost = \"127.0.0.1\"\nport = {trunk_port}\nfrom_number = \"+15550001111\"\n"
+         [[telephony.trunks]]\nname = \"sipp\"\nhost = \"127.0.0.1\"\nport = {trunk_port}\nfrom_number = \"+15550001111\"\n\n\
+         [engine]\nallowed_hosts = [\"127.0.0.1\"]\n"
     );
     let path = dir.join(format!("{id}.toml"));
     std::fs::write(&path, config).map_err(|e| e.to_string())?;
@@ -299,6 +300,23 @@ pub(crate) enum SippMedia<'a> {
 
 /// sipp answering `calls` calls with the hold-then-BYE scenario
 /// (`tests/sipp/bench-uas-pcap.xml` when it plays a pcap).
+/// How long the bench's callee rings between 180 and 200 (ms):
+/// `VOXLINE_BENCH_RING_MS`, default 1000 (a real phone rings for seconds;
+/// the sidecar prepares the call's engine meanwhile).
+pub fn ring_ms() -> u64 {
+    std::env::var("VOXLINE_BENCH_RING_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000)
+}
+
+fn ring_pause() -> String {
+    match ring_ms() {
+        0 => String::new(),
+        ms => format!("<pause milliseconds=\"{ms}\"/>"),
+    }
+}
+
 pub(crate) fn start_sipp(
     dir: &Path,
     name: &str,
@@ -326,6 +344,7 @@ pub(crate) fn start_sipp(
         template
             .replace("MEDIA_PORT", &media_port)
             .replace("HOLD_MS", &hold_ms.to_string())
+            .replace("<!-- RING_PAUSE -->", &ring_pause())
             .replace("PCAP_FILE", &pcap),
     )
     .map_err(|e| e.to_string())?;
@@ -751,7 +770,13 @@ pub struct MediaBench {
 pub fn media_bench(edge: &Edge, bin: &Path, dir: &Path) -> Result<MediaBench, String> {
     let tenant = echo_tenant(edge)?;
     let mut out = MediaBench::default();
-    for &n in load_ns() {
+    // `VOXLINE_BENCH_ONLY=load|latency` for one part (for `bench-media`;
+    // leave it unset for the whole bench).
+    let only = std::env::var("VOXLINE_BENCH_ONLY").unwrap_or_default();
+    let want = |part: &str| only.is_empty() || only.split(',').any(|p| p == part);
+    let load_ns: &[usize] = if want("load") { load_ns() } else { &[] };
+    let losses: &[f64] = if want("latency") { &[0.0, 0.01] } else { &[] };
+    for &n in load_ns {
         for run in 0..load_runs() {
             let r = crate::step(
                 &format!("sidecar load, {n} concurrent calls, run {}", run + 1),
@@ -761,7 +786,7 @@ pub fn media_bench(edge: &Edge, bin: &Path, dir: &Path) -> Result<MediaBench, St
             out.load.push(r);
         }
     }
-    for loss in [0.0, 0.01] {
+    for &loss in losses {
         for run in 0..latency_runs() {
             let r = crate::step(
                 &format!(

@@ -10,8 +10,12 @@
 //! - `bench-cpu`  only the edge CPU per request (native vs wasm), printed
 //! - `bench-edge` only the edge throughput, empty vs 10,000 calls stored (into docs/bench.md)
 //! - `bench-media` only the sidecar's CPU/memory per call and media latency, printed
+//!   (`VOXLINE_BENCH_ONLY=load|latency` for one part)
 //! - `bench-calls` only API->INVITE, answer->first AI audio and local-engine CPU, printed
-//!   (PNGs into docs/bench/; `VOXLINE_BENCH_ONLY=invite|local` for one part)
+//!   (PNGs into docs/bench/; `VOXLINE_BENCH_ONLY=invite|local|local-first-audio|cloud`
+//!   for one part;
+//!   `VOXLINE_BENCH_RING_MS` how long sipp rings, `VOXLINE_BENCH_FAKE_DELAY_MS` the fake
+//!   OpenAI Realtime server's delay)
 //! - `fuzz`       coverage-guided fuzzing (libFuzzer, stable Rust), every target for a bounded
 //!   time (`--seconds-per-target N`, default 75; `--merge` minimises finds into fuzz/corpus)
 

@@ -19,7 +19,14 @@
 //!   ([`PlayoutClock`]) plus [`HANGUP_DELAY`];
 //! - the edge's hangup command (CANCEL while ringing, BYE once answered: the
 //!   dialog picks), and the sidecar's shutdown;
-//! - engine failure at start or mid-call: hang up, never leave dead air.
+//! - engine failure at start or mid-call: hang up, never leave dead air;
+//! - when the engine starts (issue 17): at the first provisional response
+//!   (ringing or early media), so its session is open and configured, its
+//!   recognizer loaded and greeting synthesised before the answer (at the
+//!   answer if none came). It is told [`Action::EngineAnswered`] once the
+//!   callee answered and media runs, and only then hears the callee; what it
+//!   says before is held (bounded) and played from then. A call never
+//!   answered closes it with [`Action::Finish`].
 //!
 //! `max_seconds` is enforced by the SIP dialog itself (it sends the BYE and
 //! ends `completed` / `max_duration_reached`); the bridge maps that end.
@@ -114,9 +121,13 @@ pub enum Action {
     SendToMedia(Vec<i16>),
     /// Barge-in: drop the engine audio queued and not yet played.
     FlushMedia,
-    /// Connect the offer's engine; then tell the bridge
-    /// [`Bridge::engine_started`] or [`Bridge::engine_failed`].
+    /// Connect the offer's engine (it may take a while: keep driving the
+    /// call meanwhile); then tell the bridge [`Bridge::engine_started`] or
+    /// [`Bridge::engine_failed`].
     StartEngine,
+    /// The callee answered and media runs: the engine starts the
+    /// conversation ([`crate::engine::Engine::answered`]).
+    EngineAnswered,
     /// Feed a frame heard from the callee to the engine (a failure goes to
     /// [`Bridge::engine_failed`]).
     SendToEngine(Vec<i16>),
@@ -131,10 +142,14 @@ pub enum Action {
     Finish(Option<CallEnd>),
 }
 
+/// Engine events held while the engine runs before the answer (a greeting
+/// is a few; anything past this is dropped).
+const EARLY_EVENTS: usize = 256;
+
 /// Where the call's engine is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum EngineState {
-    /// Not asked for yet (before the answer and its media).
+    /// Not asked for yet (before the first provisional response).
     Off,
     /// [`Action::StartEngine`] is out.
     Starting,
@@ -171,6 +186,12 @@ pub struct Bridge {
     /// The callee holds the call (we may not send): no RTP out, no audio to
     /// the engine.
     on_hold: bool,
+    /// The answer's media runs.
+    media_up: bool,
+    /// [`Action::EngineAnswered`] is out: the conversation runs.
+    conversing: bool,
+    /// What the engine said before the conversation ran.
+    early_events: VecDeque<EngineEvent>,
     finished: bool,
 }
 
@@ -203,6 +224,9 @@ impl Bridge {
             shutdown: false,
             stopping: false,
             on_hold: false,
+            media_up: false,
+            conversing: false,
+            early_events: VecDeque::new(),
             finished: false,
         };
         b.emit(now, EventKind::Dialing);
@@ -263,8 +287,9 @@ impl Bridge {
                 if self.timings.ringing_ms.is_none() {
                     self.timings.ringing_ms = Some(self.emit(now, EventKind::Ringing));
                 }
+                self.start_engine();
             }
-            DialogEvent::EarlyMedia(_) => {}
+            DialogEvent::EarlyMedia(_) => self.start_engine(),
             DialogEvent::Answered(neg) => {
                 self.timings.answered_ms = Some(self.emit(now, EventKind::Answered));
                 self.silence = Some(SilenceWatch::new(now, self.cfg.silence_timeout));
@@ -315,9 +340,9 @@ impl Bridge {
         // A hangup we asked for keeps our reason; otherwise the dialog's.
         let reason = self.hangup_sent.unwrap_or(end.reason);
         let status = match (self.hangup_sent, end.status) {
-            (Some(EndedReason::EngineError | EndedReason::MediaLost), CallStatus::Completed) => {
-                CallStatus::Failed
-            }
+            // Our failure, answered or not (an engine that fails while the
+            // phone rings cancels the call: `failed`, not `cancelled`).
+            (Some(EndedReason::EngineError | EndedReason::MediaLost), _) => CallStatus::Failed,
             // Cut short by the sidecar's shutdown, even before the answer.
             _ if self.shutdown => CallStatus::Failed,
             (_, s) => s,
@@ -326,13 +351,36 @@ impl Bridge {
         self.finish(now, status, reason, end.sip_code);
     }
 
-    /// [`Action::StartMedia`] succeeded: the engine comes next.
-    pub fn media_started(&mut self, _now: Instant) {
+    /// Asks for the engine once (while ringing, or at the answer).
+    fn start_engine(&mut self) {
+        if self.engine == EngineState::Off && self.hangup_sent.is_none() {
+            self.engine = EngineState::Starting;
+            self.actions.push_back(Action::StartEngine);
+        }
+    }
+
+    /// The engine is live and the answer's media runs: the conversation
+    /// starts, with what the engine said before it.
+    fn start_conversation(&mut self, now: Instant) {
+        if self.conversing || !self.media_up || self.engine != EngineState::Live {
+            return;
+        }
+        self.conversing = true;
+        self.actions.push_back(Action::EngineAnswered);
+        for ev in std::mem::take(&mut self.early_events) {
+            self.handle_engine_event(now, ev);
+        }
+    }
+
+    /// [`Action::StartMedia`] succeeded: the engine, if not already there,
+    /// comes next.
+    pub fn media_started(&mut self, now: Instant) {
         if self.finished {
             return;
         }
-        self.engine = EngineState::Starting;
-        self.actions.push_back(Action::StartEngine);
+        self.media_up = true;
+        self.start_engine();
+        self.start_conversation(now);
     }
 
     /// [`Action::StartMedia`] failed: no call without media.
@@ -345,8 +393,8 @@ impl Bridge {
     }
 
     /// [`Action::StartEngine`] succeeded.
-    pub fn engine_started(&mut self, _now: Instant) {
-        if self.finished {
+    pub fn engine_started(&mut self, now: Instant) {
+        if self.finished || self.engine != EngineState::Starting {
             return;
         }
         self.engine = EngineState::Live;
@@ -354,6 +402,7 @@ impl Bridge {
             // Held before the engine was there (answered `sendonly`).
             self.actions.push_back(Action::EngineHold(true));
         }
+        self.start_conversation(now);
     }
 
     /// The engine did not start, or failed since (the driver drops it):
@@ -385,7 +434,7 @@ impl Bridge {
         }
         // On hold the callee hears nothing and what we hear is hold music:
         // the engine gets none of it.
-        if self.engine == EngineState::Live && !self.on_hold {
+        if self.engine == EngineState::Live && self.conversing && !self.on_hold {
             self.actions
                 .push_back(Action::EnginePlayed(self.playout.heard(now)));
             self.actions.push_back(Action::SendToEngine(pcm));
@@ -395,6 +444,14 @@ impl Bridge {
     /// An event from the engine.
     pub fn handle_engine_event(&mut self, now: Instant, ev: EngineEvent) {
         if self.finished {
+            return;
+        }
+        if !self.conversing {
+            // Before the answer: held for it (an engine waiting for the
+            // answer says nothing; this bounds one that does).
+            if self.early_events.len() < EARLY_EVENTS {
+                self.early_events.push_back(ev);
+            }
             return;
         }
         match ev {

@@ -36,6 +36,18 @@ async fn heard(media: &mut Option<MediaHandle>) -> Option<Vec<i16>> {
     }
 }
 
+/// An engine being connected (it may take seconds: the call goes on meanwhile).
+type EngineStart<'a> = std::pin::Pin<
+    Box<dyn std::future::Future<Output = Result<BoxedEngine, EngineError>> + Send + 'a>,
+>;
+
+async fn engine_connected(start: &mut Option<EngineStart<'_>>) -> Result<BoxedEngine, EngineError> {
+    match start {
+        Some(f) => f.await,
+        None => std::future::pending().await,
+    }
+}
+
 async fn engine_event(engine: &mut Option<BoxedEngine>) -> Result<EngineEvent, EngineError> {
     match engine {
         Some(e) => e.next_event().await,
@@ -82,9 +94,13 @@ pub async fn run_sip_call(
         bound: None,
         media: None,
         engine: None,
+        engine_start: None,
         hangup: Some(hangup),
     };
-    let Some(end) = io.run(bridge).await else {
+    let end = io.run(bridge).await;
+    // The IO (its engine connection under way, if any) borrows the offer.
+    drop(io);
+    let Some(end) = end else {
         // The sidecar is stopping: the call was hung up, the edge re-leases nothing.
         let _ = tx
             .send(Msg::CallDone {
@@ -135,6 +151,8 @@ struct CallIo<'a> {
     bound: Option<media::driver::BoundMedia>,
     media: Option<MediaHandle>,
     engine: Option<BoxedEngine>,
+    /// The engine while it connects (from the first provisional response).
+    engine_start: Option<EngineStart<'a>>,
     /// `None` once the command came (or its sender went).
     hangup: Option<oneshot::Receiver<HangupCause>>,
 }
@@ -176,6 +194,16 @@ impl CallIo<'_> {
                     Some(pcm) => bridge.heard(now(), pcm),
                     None => self.media = None,
                 },
+                r = engine_connected(&mut self.engine_start) => {
+                    self.engine_start = None;
+                    match r {
+                        Ok(en) => {
+                            self.engine = Some(en);
+                            bridge.engine_started(now());
+                        }
+                        Err(err) => bridge.engine_failed(now(), &err),
+                    }
+                }
                 ev = engine_event(&mut self.engine) => match ev {
                     Ok(ev) => bridge.handle_engine_event(now(), ev),
                     Err(err) => {
@@ -251,12 +279,13 @@ impl CallIo<'_> {
                     }
                 }
                 Action::StartEngine => {
-                    match make_engine(self.offer, &self.tel.engine_allowed_hosts).await {
-                        Ok(en) => {
-                            self.engine = Some(en);
-                            bridge.engine_started(now());
-                        }
-                        Err(err) => bridge.engine_failed(now(), &err),
+                    let (offer, tel) = (self.offer, self.tel);
+                    self.engine_start =
+                        Some(Box::pin(make_engine(offer, &tel.engine_allowed_hosts)));
+                }
+                Action::EngineAnswered => {
+                    if let Some(en) = self.engine.as_mut() {
+                        en.answered();
                     }
                 }
                 Action::SendToEngine(pcm) => {
@@ -278,6 +307,9 @@ impl CallIo<'_> {
                     }
                 }
                 Action::Finish(end) => {
+                    // Never answered, or over before the engine was up: a
+                    // connection under way is dropped, a live one closed.
+                    self.engine_start = None;
                     if let Some(mut en) = self.engine.take() {
                         en.close().await;
                     }
@@ -356,6 +388,8 @@ async fn make_engine(
     allowed_hosts: &AllowedHosts,
 ) -> Result<BoxedEngine, EngineError> {
     let mut cfg = EngineConfig::new(offer.call_id.clone(), offer.language.clone());
+    // Started while the phone rings; the bridge says when the callee answered.
+    cfg.greet_on_answer = true;
     cfg.system_prompt = offer.system_prompt.clone();
     cfg.voice = offer.voice.clone();
     cfg.model = offer.model.clone();

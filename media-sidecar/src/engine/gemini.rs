@@ -89,6 +89,8 @@ pub struct GeminiTranslator {
     call_id: String,
     secret: String,
     greeting: Option<String>,
+    /// Hold the greeting for the answer ([`EngineConfig::greet_on_answer`]).
+    greet_on_answer: bool,
     events: VecDeque<EngineEvent>,
     transmit: VecDeque<Value>,
     up: StreamResampler,
@@ -231,6 +233,7 @@ impl GeminiTranslator {
             call_id: cfg.call_id.clone(),
             secret: key,
             greeting: opts.greeting.clone(),
+            greet_on_answer: cfg.greet_on_answer,
             events: VecDeque::new(),
             transmit: VecDeque::from([setup_message(cfg)]),
             up,
@@ -461,6 +464,12 @@ impl Translator for GeminiTranslator {
     }
 
     fn opened(&mut self) {
+        if !self.greet_on_answer {
+            self.answered();
+        }
+    }
+
+    fn answered(&mut self) {
         if let Some(g) = self.greeting.take() {
             self.transmit.push_back(
                 json!({"clientContent": {"turns": [{"role": "user", "parts": [{"text": g}]}], "turnComplete": true}}),

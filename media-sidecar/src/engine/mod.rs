@@ -55,6 +55,11 @@ pub struct EngineConfig {
     /// these operator exceptions ([`guard`]). `None`: the operator's own URL
     /// or the vendor's default, connected to as is.
     pub url_guard: Option<guard::AllowedHosts>,
+    /// The engine is started while the callee's phone rings (issue 17): it
+    /// sets up (session configured, recognizer loaded, greeting synthesised)
+    /// but starts the conversation (the greeting, its clock) only at
+    /// [`Engine::answered`]. `false`: the call is already answered, start at once.
+    pub greet_on_answer: bool,
 }
 
 impl EngineConfig {
@@ -70,6 +75,7 @@ impl EngineConfig {
             base_url: None,
             metadata: None,
             url_guard: None,
+            greet_on_answer: false,
         }
     }
 }
@@ -154,6 +160,12 @@ pub trait Engine: Send {
         let _ = on_hold;
     }
 
+    /// The callee answered. An engine created with
+    /// [`EngineConfig::greet_on_answer`] starts the conversation now (its
+    /// greeting, and the clock its transcript offsets count from); until then
+    /// it yields no events. Others ignore it.
+    fn answered(&mut self) {}
+
     /// Answers a [`EngineEvent::FunctionCall`] (`output` is usually JSON).
     /// Engines without tools ignore it.
     fn function_result(
@@ -177,6 +189,7 @@ pub trait DynEngine: Send {
     fn next_event_dyn(&mut self) -> BoxFuture<'_, Result<EngineEvent, EngineError>>;
     fn played_dyn(&mut self, played_ms: u64);
     fn hold_dyn(&mut self, on_hold: bool);
+    fn answered_dyn(&mut self);
     fn close_dyn(&mut self) -> BoxFuture<'_, ()>;
     fn function_result_dyn<'a>(
         &'a mut self,
@@ -200,6 +213,9 @@ impl<E: Engine> DynEngine for E {
     }
     fn hold_dyn(&mut self, on_hold: bool) {
         self.hold(on_hold)
+    }
+    fn answered_dyn(&mut self) {
+        self.answered()
     }
     fn close_dyn(&mut self) -> BoxFuture<'_, ()> {
         Box::pin(self.close())
@@ -234,6 +250,9 @@ impl Engine for BoxedEngine {
     }
     fn hold(&mut self, on_hold: bool) {
         self.0.hold_dyn(on_hold)
+    }
+    fn answered(&mut self) {
+        self.0.answered_dyn()
     }
     async fn close(&mut self) {
         self.0.close_dyn().await

@@ -125,6 +125,9 @@ pub struct OpenAiTranslator {
     secret: String,
     /// `session.update` (and `response.create` when greeting), sent once `session.created` came.
     opening: Vec<Value>,
+    /// The greeting's `response.create`, held for the answer
+    /// ([`EngineConfig::greet_on_answer`]).
+    greet_on_answer: Option<Value>,
     events: VecDeque<EngineEvent>,
     transmit: VecDeque<Value>,
     /// What the callee heard, in samples (from `played`).
@@ -305,13 +308,20 @@ impl OpenAiTranslator {
     /// `key` is only used to redact error texts.
     pub fn new(cfg: &EngineConfig, model: &str, opts: &OpenAiOptions, key: String) -> Self {
         let mut opening = vec![session_update(cfg, model, opts)];
+        let mut greet_on_answer = None;
         if opts.greet {
-            opening.push(json!({"type": "response.create"}));
+            let greet = json!({"type": "response.create"});
+            if cfg.greet_on_answer {
+                greet_on_answer = Some(greet);
+            } else {
+                opening.push(greet);
+            }
         }
         OpenAiTranslator {
             call_id: cfg.call_id.clone(),
             secret: key,
             opening,
+            greet_on_answer,
             events: VecDeque::new(),
             transmit: VecDeque::new(),
             played: 0,
@@ -600,6 +610,12 @@ impl Translator for OpenAiTranslator {
 
     fn opened(&mut self) {
         self.transmit.extend(self.opening.drain(..));
+    }
+
+    fn answered(&mut self) {
+        if let Some(g) = self.greet_on_answer.take() {
+            self.transmit.push_back(g);
+        }
     }
 
     fn message(&mut self, msg: Incoming<'_>, now_ms: u64) -> Result<(), EngineError> {

@@ -41,8 +41,12 @@ pub trait Translator: Send {
 
     /// A setup-phase message: `Ok(true)` once the session is ready, an error ends it.
     fn setup_message(&mut self, msg: Incoming<'_>) -> Result<bool, EngineError>;
-    /// The session is open: queue what is sent first (session settings, greeting).
+    /// The session is open: queue what is sent first (session settings, and
+    /// the greeting unless it waits for the answer).
     fn opened(&mut self);
+    /// The callee answered ([`Engine::answered`]): queue the greeting if it
+    /// waited for this.
+    fn answered(&mut self) {}
     /// One message in an open session, at `now_ms` since the call was answered.
     /// An error ends the session (events queued before it are still handed out).
     fn message(&mut self, msg: Incoming<'_>, now_ms: u64) -> Result<(), EngineError>;
@@ -360,6 +364,13 @@ impl<T: Translator> Engine for WsSession<T> {
 
     fn played(&mut self, played_ms: u64) {
         self.translator.played(played_ms);
+    }
+
+    /// The call's clock (transcript offsets) starts now; the greeting, if it
+    /// waited, goes with the next send.
+    fn answered(&mut self) {
+        self.started = Instant::now();
+        self.translator.answered();
     }
 
     async fn close(&mut self) {

@@ -7,17 +7,21 @@
 //! // After the answer:
 //! let mut media = bound.start(MediaConfig::new(Codec::Pcmu, PayloadMap::default_for(Codec::Pcmu), remote))?;
 //! media.send(frame_160_samples).await?;        // paced: waits when ~1 s is queued
-//! while let Some(frame) = media.recv().await {} // one 160-sample frame per 20 ms
+//! while let Some(frame) = media.recv().await {} // 160-sample frames as they arrive
 //! media.send_dtmf("123#", 100).await?;
 //! let stats = media.stop().await;
 //! ```
 //!
 //! (`MediaSession::start(&ports, cfg)` does both steps when the remote is
-//! already known.) The task ticks every 20 ms on tokio's clock
-//! (`MissedTickBehavior::Burst`: a stalled task catches up, so the RTP
-//! timestamps keep following real time), reads both sockets (the tick first
+//! already known.) The task sends a packet per 20 ms slot on tokio's clock
+//! (a stalled task catches up, so the RTP timestamps keep following real
+//! time; the first frame of a burst of engine audio goes out as soon as it
+//! is queued, see [`RtpSession`]'s pacing), reads both sockets (the slot first
 //! whenever it is due, so a flood of datagrams cannot hold it up), and
-//! publishes stats on a watch channel. Received frames go to a bounded channel; if the
+//! publishes stats on a watch channel. Received audio is not held for the
+//! tick: a packet in order goes to the call side as soon as it is read, and
+//! the task also wakes when the jitter buffer gives up a missing packet
+//! ([`RtpSession::poll_timeout`]). Received frames go to a bounded channel; if the
 //! call side stops reading, the newest frames are dropped (counted) rather
 //! than stalling the media. Recording runs on its own thread.
 
@@ -375,7 +379,8 @@ impl MediaHandle {
         self.sender.flush()
     }
 
-    /// The next 20 ms of received audio (160 samples); None once stopped.
+    /// The next 20 ms of received audio (160 samples), as soon as it has
+    /// arrived in order; None once stopped.
     pub async fn recv(&mut self) -> Option<Vec<i16>> {
         self.frames_rx.recv().await
     }
@@ -496,6 +501,14 @@ enum Received {
     Rtcp(std::io::Result<(usize, SocketAddr)>),
 }
 
+/// Sleeps until `at`, or forever.
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
 /// The next datagram of either socket; when both have one, either may come
 /// first (tokio picks at random).
 async fn recv_either(
@@ -531,18 +544,28 @@ impl Task {
     async fn run(mut self) -> MediaStats {
         let start = Instant::now();
         let now_us = move || start.elapsed().as_micros() as u64;
-        let mut interval = tokio::time::interval(TICK);
-        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+        let at = move |us: u64| tokio::time::Instant::from_std(start + Duration::from_micros(us));
         let mut gen = self.generation.load(Ordering::Acquire);
         let mut rtp_buf = vec![0u8; 2048];
         let mut rtcp_buf = vec![0u8; 2048];
         let mut recv_dropped = 0u64;
+        let mut audio_open = true;
         loop {
-            // The tick comes before the sockets: they can be readable all the
-            // time (a flood), the tick is due once per 20 ms and must not wait.
-            // Before it plays out, the tick takes what is already queued (a
+            let g = self.generation.load(Ordering::Acquire);
+            if g != gen {
+                self.session.clear_audio();
+                gen = g;
+            }
+            // The session's next slot to send (early when audio is queued:
+            // the first frame of a burst goes at once) or the jitter buffer's
+            // deadline.
+            let due = self.session.poll_timeout().map(at);
+            let wants_audio = audio_open && self.session.queued_samples() < 2 * FRAME_8K;
+            // The timeout comes before the sockets: they can be readable all
+            // the time (a flood), a slot is due once per 20 ms and must not
+            // wait. Before it sends, it takes what is already queued (a
             // stalled task catches up on its packets first), at most
-            // READ_BUDGET datagrams per socket. Between ticks the two sockets
+            // READ_BUDGET datagrams per socket. Between slots the two sockets
             // share the task without priority, so a flood on one does not
             // shut out the other.
             tokio::select! {
@@ -555,7 +578,7 @@ impl Task {
                     Some(Cmd::SetRemote { rtp, rtcp }) => self.session.set_remote(rtp, rtcp),
                     Some(Cmd::SetSending(on)) => self.session.set_sending(on),
                 },
-                _ = interval.tick() => {
+                _ = sleep_until(due) => {
                     for _ in 0..READ_BUDGET {
                         match self.rtp.try_recv_from(&mut rtp_buf) {
                             Ok((n, from)) => self.session.handle_rtp(now_us(), from, &rtp_buf[..n]),
@@ -570,11 +593,6 @@ impl Task {
                             Err(_) => {}
                         }
                     }
-                    let g = self.generation.load(Ordering::Acquire);
-                    if g != gen {
-                        self.session.clear_audio();
-                        gen = g;
-                    }
                     while self.session.queued_samples() < 2 * FRAME_8K {
                         match self.audio_rx.try_recv() {
                             Ok((fg, pcm)) if fg == gen => self.session.push_audio(&pcm),
@@ -582,15 +600,25 @@ impl Task {
                             Err(_) => break,
                         }
                     }
-                    let frame = self.session.tick(now_us());
-                    if let Some(r) = &self.recorder {
-                        let _ = r.tx.try_send((frame.sent, frame.received.clone()));
+                    self.session.handle_timeout(now_us());
+                    let mut sent = false;
+                    while let Some(frame) = self.session.poll_slot() {
+                        sent = true;
+                        if let Some(r) = &self.recorder {
+                            let _ = r.tx.try_send((frame.sent, frame.received));
+                        }
                     }
-                    if self.frames_tx.try_send(frame.received).is_err() {
-                        recv_dropped += 1;
+                    if sent {
+                        self.stats_tx.send_replace(self.session.stats());
                     }
-                    self.stats_tx.send_replace(self.session.stats());
                 }
+                // Audio from the engine wakes the task: with a slot free it
+                // goes out now, not at the next slot's time.
+                got = self.audio_rx.recv(), if wants_audio => match got {
+                    Some((fg, pcm)) if fg == gen => self.session.push_audio(&pcm),
+                    Some(_) => {} // flushed
+                    None => audio_open = false,
+                },
                 got = recv_either(&self.rtp, &mut rtp_buf, &self.rtcp, &mut rtcp_buf) => match got {
                     // Errors (e.g. ICMP port unreachable surfacing as ECONNREFUSED) are not fatal.
                     Received::Rtp(Ok((n, from))) => {
@@ -601,6 +629,11 @@ impl Task {
                     }
                     Received::Rtp(Err(_)) | Received::Rtcp(Err(_)) => {}
                 },
+            }
+            while let Some(heard) = self.session.poll_heard() {
+                if self.frames_tx.try_send(heard).is_err() {
+                    recv_dropped += 1;
+                }
             }
             self.flush_io().await;
         }

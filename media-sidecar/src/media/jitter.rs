@@ -1,37 +1,48 @@
-//! Adaptive jitter buffer, sans-IO: packets go in with their arrival time,
-//! playout instructions come out when the driver's 20 ms clock asks.
+//! Reorder buffer with loss concealment, sans-IO: packets go in with their
+//! arrival time and come out as soon as they are in order. Nothing waits for a
+//! playout clock: what hears the callee is a speech engine, which takes audio
+//! as a stream (issue 17).
 //!
 //! Everything is in RTP timestamp units of the stream (8000/s for G.711,
-//! 48000/s for Opus); `now_us` is the driver's monotonic clock.
+//! 48000/s for Opus); `now_us` is the driver's monotonic clock. After every
+//! [`JitterBuffer::insert`], and whenever [`JitterBuffer::next_deadline_us`]
+//! comes, the consumer drains [`JitterBuffer::pop`] until it says
+//! [`Playout::Wait`].
 //!
-//! ## Playout rule
+//! ## Release rule
+//! The `cursor` is the next timestamp expected.
+//! - The packet at the cursor is released at once (zero added delay), and
+//!   with it every buffered packet that follows in order.
+//! - A packet ahead of the cursor (a gap: reordering or loss) is held. The
+//!   missing packet is declared **lost** (the decoder conceals it; Opus may
+//!   recover it from the next packet's FEC) and what is held is released when
+//!   its wait runs out: it was due at `ts + base(ts) + target` (below). The
+//!   packets after it set that deadline: `base` is the fastest transit seen,
+//!   so once a later packet is held, the missing one is at most a frame
+//!   short of its deadline. If it comes after all, it is **late** and
+//!   dropped. So a packet reordered by less than `target` is put back in
+//!   order, and a loss costs the packets after it at most `target` of waiting.
+//! - Nothing arrives at all (the sender paused, or the path stalled): each
+//!   frame is declared lost at its deadline (an **underrun**), so the consumer
+//!   still gets 20 ms of concealment (fading to silence) every 20 ms and an
+//!   engine's voice activity detection hears the pause.
+//!
+//! ## Delay model (how long a missing packet is waited for)
 //! For every packet we record its *transit* `d = arrival - timestamp` (both in
 //! timestamp units). Over a sliding window of the last [`JitterConfig::window`]
 //! packets we first remove the clock drift (the slope between the minima of
 //! the window's first and last quarters: the lower envelope, so late spikes
-//! do not bend it; ignored below 500 ppm), then `base = min(d)` (the fastest path) and the *target delay* is
-//! `percentile(d) - base` (the extra delay that makes that share of packets
-//! arrive in time), clamped to `[min_delay, max_delay]`. The packet stamped
-//! `ts` is due at `ts + base(ts) + target`, i.e. at time `now` the ideal
-//! playout position is about `now - base - target`, and the buffer's `cursor`
-//! (next timestamp to play) is steered towards it:
+//! do not bend it; ignored below 500 ppm), then `base = min(d)` (the fastest
+//! path) and the *target* is `percentile(d) - base` (the wait that lets that
+//! share of packets arrive in time), clamped to `[min_delay, max_delay]`.
 //!
-//! - packet at cursor present: play it, unless we are more than a frame
-//!   *early* (the target grew: **stretch**, i.e. conceal one frame without
-//!   moving the cursor) or *late* by more than 1.25 frames on average over the
-//!   last ~0.6 s with more buffered behind it (the target shrank or the
-//!   sender's clock is faster: **drop** it, at most one drop per
-//!   [`JitterConfig::drop_spacing_frames`] frames; averaging keeps one late
-//!   tick of our own timer from costing audio);
-//! - packet at cursor missing and due (`cursor <= ideal`): declare it **lost**
-//!   (the decoder conceals; Opus may recover it from the next packet's FEC) and
-//!   move on; if it arrives later it is counted **late** and dropped;
-//! - missing and not yet due: stretch (wait).
-//!
-//! So reordering within the current delay is absorbed, late packets feed the
-//! delay estimate (and so raise the target), and clock drift shows up as a
-//! slowly moving `base` that the drop/stretch rules follow.
-//! A timestamp jump of more than [`JitterConfig::reset_after_ms`] re-anchors.
+//! ## Bounds
+//! At most [`JitterConfig::max_packets`] packets are held (more are refused:
+//! `overflow`); a packet more than [`JitterConfig::max_buffer_ms`] away from
+//! the cursor is a stray unless the next one continues it (then the stream
+//! jumped: the buffer re-anchors, `resets`); a consumer that comes back long
+//! after a deadline conceals at most [`JitterConfig::max_catchup_frames`] and
+//! skips the rest (`skipped`).
 
 use std::collections::{BTreeMap, VecDeque};
 
@@ -39,22 +50,24 @@ use std::collections::{BTreeMap, VecDeque};
 pub struct JitterConfig {
     /// Timestamp units per second.
     pub clock_rate: u32,
-    /// The playout frame (20 ms) in timestamp units.
+    /// The concealment frame (20 ms) in timestamp units.
     pub frame_ts: u32,
+    /// Bounds of the wait for a missing packet (the target).
     pub min_delay_ms: u32,
     pub max_delay_ms: u32,
-    /// Target delay until the window has enough samples.
+    /// The wait until the window has enough samples.
     pub initial_delay_ms: u32,
     /// Packets in the delay-statistics window.
     pub window: usize,
     /// Share of packets that should arrive in time (0..1).
     pub percentile: f64,
-    /// Hard cap on buffered audio; beyond it the oldest packets are dropped.
+    /// How far from the cursor (either way) a packet may be; farther ones are
+    /// strays, or, when the next packet continues them, a jump of the stream.
     pub max_buffer_ms: u32,
-    /// Minimum spacing (in frames) between two adaptive drops.
-    pub drop_spacing_frames: u32,
-    /// A packet this far from the cursor (either way) re-anchors the buffer.
-    pub reset_after_ms: u32,
+    /// Most packets held (waiting for a gap before them).
+    pub max_packets: usize,
+    /// Most frames concealed at once when the consumer comes back late.
+    pub max_catchup_frames: u32,
 }
 
 impl JitterConfig {
@@ -63,14 +76,17 @@ impl JitterConfig {
         JitterConfig {
             clock_rate,
             frame_ts: clock_rate / 50,
-            min_delay_ms: 20,
+            // The least wait for a missing packet. Not 20: a sender that
+            // re-phases its talkspurts (ours does, see media::session) sends
+            // up to a frame early, and the silence after looks 20 ms late.
+            min_delay_ms: 30,
             max_delay_ms: 400,
             initial_delay_ms: 40,
             window: 250,
             percentile: 0.95,
             max_buffer_ms: 1000,
-            drop_spacing_frames: 5,
-            reset_after_ms: 5_000,
+            max_packets: 64,
+            max_catchup_frames: 10,
         }
     }
 
@@ -79,7 +95,7 @@ impl JitterConfig {
     }
 }
 
-/// What to render next. Each item covers `dur` timestamp units.
+/// What to render next.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Playout {
     /// Decode this packet.
@@ -91,9 +107,9 @@ pub enum Playout {
         dur: u32,
         next: Option<Vec<u8>>,
     },
-    /// Nothing to play yet (not started, waiting for a due packet, or
-    /// stretching to grow the delay): render `dur` of silence/concealment
-    /// without consuming any timestamp.
+    /// Nothing to release now (`dur` is one frame, for callers that count
+    /// frames); ask again after the next insert or at
+    /// [`JitterBuffer::next_deadline_us`].
     Wait { dur: u32 },
 }
 
@@ -104,18 +120,23 @@ pub enum Inserted {
     /// Its time has already been played (or concealed).
     Late,
     Duplicate,
-    /// The buffer re-anchored on this packet (first packet or timestamp jump).
+    /// The buffer re-anchored on this packet (first packet or a stream jump).
     Reset,
+    /// Refused: too far from the cursor (a stray), or the buffer is full.
+    Dropped,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct JitterStats {
     pub queued_packets: usize,
-    /// Buffered audio after the cursor, in ms.
+    /// Audio held after the cursor (waiting for a gap before it), in ms.
     pub depth_ms: f64,
-    /// Current target delay, in ms.
+    /// Current wait for a missing packet, in ms.
     pub target_ms: f64,
     pub played: u64,
+    /// Of those, packets that waited in the buffer (for a packet before
+    /// them); the others were released the moment they arrived.
+    pub held: u64,
     /// Frames concealed because the packet was missing when due while later
     /// packets were buffered (a gap: loss or lateness).
     pub lost: u64,
@@ -124,11 +145,10 @@ pub struct JitterStats {
     pub underruns: u64,
     pub late: u64,
     pub duplicates: u64,
-    /// Frames of waiting/stretching (including the initial fill).
-    pub stretched: u64,
-    /// Packets dropped to shrink the delay.
-    pub dropped: u64,
-    /// Packets dropped because the buffer was full.
+    /// Frames neither played nor concealed because the consumer came back
+    /// long after their deadline.
+    pub skipped: u64,
+    /// Packets refused: too far from the cursor, or the buffer full.
     pub overflow: u64,
     pub resets: u64,
 }
@@ -149,32 +169,49 @@ impl Model {
     fn base_at(&self, ts: i64) -> i64 {
         self.base + (self.slope * (ts - self.ts_ref) as f64).round() as i64
     }
+
+    /// When the packet stamped `ts` is given up: its expected arrival plus
+    /// the target, plus [`GRACE_MS`] (see there).
+    fn due(&self, ts: i64, grace: i64) -> i64 {
+        ts.saturating_add(self.base_at(ts))
+            .saturating_add(self.target)
+            .saturating_add(grace)
+    }
 }
 
-/// Largest clock drift we model (2%); real clocks are within 0.01-0.1%.
-const MAX_SLOPE: f64 = 0.02;
+/// Added to every deadline: a packet that arrives exactly as late as the
+/// target (the percentile) would otherwise race our own timer.
+const GRACE_MS: u32 = 2;
+
+/// Largest clock drift we model (0.2%); real clocks are within 0.01-0.1%.
+/// More is a step in the path's delay (or a sender re-phasing its
+/// talkspurts), not drift: extrapolated as drift, a 20 ms step became a 40 ms
+/// error in the expected arrival (measured).
+const MAX_SLOPE: f64 = 0.002;
 /// Smaller estimated drifts (500 ppm) are treated as none.
 const MIN_SLOPE: f64 = 0.0005;
 
 struct Entry {
     dur: u32,
     payload: Vec<u8>,
+    arrived_us: u64,
 }
 
 pub struct JitterBuffer {
     cfg: JitterConfig,
     packets: BTreeMap<i64, Entry>,
-    /// Next timestamp to play. None until the first packet.
+    /// Sum of the held packets' durations.
+    held_ts: i64,
+    /// Next timestamp to release. None until the first packet.
     cursor: Option<i64>,
-    /// True once anything was played or declared lost (the cursor is committed).
+    /// True once anything was released or declared lost (the cursor is committed).
     committed: bool,
     /// (timestamp, transit) of the last `window` packets.
     transits: VecDeque<(i64, i64)>,
     cached: Option<Model>,
-    last_drop_cursor: Option<i64>,
-    /// Smoothed lag (EMA over ~32 pops, i.e. ~0.6 s), which drives drops so
-    /// that a single late tick never costs audio.
-    lag_ema: Option<f64>,
+    /// End timestamp of the last stray: a packet that continues it makes the
+    /// stream's jump real.
+    stray_end: Option<i64>,
     stats: JitterStats,
 }
 
@@ -183,12 +220,12 @@ impl JitterBuffer {
         JitterBuffer {
             cfg,
             packets: BTreeMap::new(),
+            held_ts: 0,
             cursor: None,
             committed: false,
             transits: VecDeque::new(),
             cached: None,
-            last_drop_cursor: None,
-            lag_ema: None,
+            stray_end: None,
             stats: JitterStats::default(),
         }
     }
@@ -211,9 +248,21 @@ impl JitterBuffer {
     /// Adds a packet with extended timestamp `ts` covering `dur` units.
     pub fn insert(&mut self, now_us: u64, ts: i64, dur: u32, payload: Vec<u8>) -> Inserted {
         let now = self.now_ts(now_us);
+        let dur = dur.max(1);
         let mut outcome = Inserted::Queued;
+        let range = self.cfg.ms_to_ts(self.cfg.max_buffer_ms);
         match self.cursor {
-            Some(c) if (ts - c).abs() > self.cfg.ms_to_ts(self.cfg.reset_after_ms) => {
+            Some(c) if ts.saturating_sub(c).saturating_abs() > range => {
+                // A stray, unless it continues the previous stray: then the
+                // stream jumped, and we follow it.
+                let continues = self.stray_end.is_some_and(|end| {
+                    (0..=2 * self.cfg.frame_ts as i64).contains(&ts.saturating_sub(end))
+                });
+                if !continues {
+                    self.stray_end = Some(ts.saturating_add(dur as i64));
+                    self.stats.overflow += 1;
+                    return Inserted::Dropped;
+                }
                 self.reset();
                 self.stats.resets += 1;
                 self.cursor = Some(ts);
@@ -226,14 +275,17 @@ impl JitterBuffer {
                 outcome = Inserted::Reset;
             }
         }
+        self.stray_end = None;
         // Every packet, late or not, informs the delay estimate.
-        self.transits.push_back((ts, now - ts));
-        if self.transits.len() > self.cfg.window {
+        self.transits.push_back((ts, now.saturating_sub(ts)));
+        if self.transits.len() > self.cfg.window.max(1) {
             self.transits.pop_front();
         }
         self.cached = None;
 
-        let cursor = self.cursor.expect("set above");
+        let Some(cursor) = self.cursor else {
+            return outcome;
+        };
         if ts < cursor {
             self.stats.late += 1;
             return Inserted::Late;
@@ -242,27 +294,19 @@ impl JitterBuffer {
             self.stats.duplicates += 1;
             return Inserted::Duplicate;
         }
+        if self.packets.len() >= self.cfg.max_packets.max(1) {
+            self.stats.overflow += 1;
+            return Inserted::Dropped;
+        }
         self.packets.insert(
             ts,
             Entry {
-                dur: dur.max(1),
+                dur,
                 payload,
+                arrived_us: now_us,
             },
         );
-        // Hard cap: drop the oldest.
-        let cap = self.cfg.ms_to_ts(self.cfg.max_buffer_ms);
-        while let (Some((&first, _)), Some((&last, e))) = (
-            self.packets.first_key_value(),
-            self.packets.last_key_value(),
-        ) {
-            if last + e.dur as i64 - first <= cap {
-                break;
-            }
-            let e = self.packets.remove(&first).expect("present");
-            self.cursor = Some(first + e.dur as i64);
-            self.committed = true;
-            self.stats.overflow += 1;
-        }
+        self.held_ts += dur as i64;
         outcome
     }
 
@@ -271,7 +315,7 @@ impl JitterBuffer {
             return m;
         }
         let min_t = self.cfg.ms_to_ts(self.cfg.min_delay_ms);
-        let max_t = self.cfg.ms_to_ts(self.cfg.max_delay_ms);
+        let max_t = self.cfg.ms_to_ts(self.cfg.max_delay_ms).max(min_t);
         let n = self.transits.len();
         let ts_ref = self.transits.iter().map(|&(ts, _)| ts).max().unwrap_or(0);
         // Drift: slope between the minima of the first and last quarters of a
@@ -306,8 +350,8 @@ impl JitterBuffer {
         let target = if n < 10 {
             self.cfg.ms_to_ts(self.cfg.initial_delay_ms)
         } else {
-            let idx = ((n - 1) as f64 * self.cfg.percentile).round() as usize;
-            r[idx] - base
+            let idx = ((n - 1) as f64 * self.cfg.percentile.clamp(0.0, 1.0)).round() as usize;
+            r.get(idx).copied().unwrap_or(base) - base
         };
         let m = Model {
             ts_ref,
@@ -319,103 +363,109 @@ impl JitterBuffer {
         m
     }
 
-    /// The next thing to render at `now_us`. Call repeatedly until the
-    /// rendered audio covers the frame being produced.
-    pub fn pop(&mut self, now_us: u64) -> Playout {
-        let frame = self.cfg.frame_ts;
-        let Some(cursor) = self.cursor else {
-            self.stats.stretched += 1;
-            return Playout::Wait { dur: frame };
-        };
-        let now = self.now_ts(now_us);
-        let m = self.delay_model();
-        let lag = now - m.base_at(cursor) - m.target - cursor; // > 0: we are behind the ideal position
-        let ema = match self.lag_ema {
-            Some(e) if self.committed => e + (lag as f64 - e) / 32.0,
-            _ => lag as f64,
-        };
-        self.lag_ema = Some(ema);
+    /// When (µs) the missing packet at the cursor is given up, if one is
+    /// awaited: call [`JitterBuffer::pop`] then.
+    pub fn next_deadline_us(&mut self) -> Option<u64> {
+        let cursor = self.cursor?;
+        if !self.committed {
+            // The first packet is released at once: nothing is awaited before it.
+            return None;
+        }
+        let grace = self.cfg.ms_to_ts(GRACE_MS);
+        let due = self.delay_model().due(cursor, grace);
+        let rate = i128::from(self.cfg.clock_rate.max(1));
+        let us = (i128::from(due) * 1_000_000 + rate - 1).div_euclid(rate);
+        Some(u64::try_from(us.max(0)).unwrap_or(u64::MAX))
+    }
 
-        // Discard anything whose time has passed (reordered into the past by a cursor jump).
+    /// The next thing to release at `now_us`, or [`Playout::Wait`].
+    pub fn pop(&mut self, now_us: u64) -> Playout {
+        let frame = self.cfg.frame_ts.max(1);
+        let wait = Playout::Wait { dur: frame };
+        let Some(mut cursor) = self.cursor else {
+            return wait;
+        };
+        // Discard anything whose time has passed (overlapping the cursor:
+        // it cannot be split cleanly).
         while let Some((&ts, _)) = self.packets.first_key_value() {
             if ts >= cursor {
                 break;
             }
-            // Includes a packet overlapping the cursor: it cannot be split cleanly.
-            self.packets.remove(&ts);
+            if let Some(e) = self.packets.remove(&ts) {
+                self.held_ts -= e.dur as i64;
+            }
             self.stats.late += 1;
         }
-
-        match self.packets.first_key_value().map(|(&ts, e)| (ts, e.dur)) {
-            Some((ts, dur)) if ts == cursor => {
-                // Sustainedly behind by more than a frame and a quarter.
-                let behind_enough =
-                    self.committed && ema >= 1.25 * frame as f64 && lag >= frame as i64;
-                let more_behind = self.packets.len() >= 2;
-                let spaced = self.last_drop_cursor.is_none_or(|c| {
-                    cursor - c >= self.cfg.drop_spacing_frames as i64 * frame as i64
-                });
-                if behind_enough && more_behind && spaced {
-                    self.packets.remove(&ts);
-                    self.cursor = Some(ts + dur as i64);
-                    self.committed = true;
-                    self.last_drop_cursor = Some(ts);
-                    self.lag_ema = Some(ema - frame as f64);
-                    self.stats.dropped += 1;
+        let next = self.packets.first_key_value().map(|(&ts, _)| ts);
+        if next == Some(cursor) {
+            let Some(e) = self.packets.remove(&cursor) else {
+                return wait;
+            };
+            self.held_ts -= e.dur as i64;
+            self.cursor = Some(cursor.saturating_add(e.dur as i64));
+            self.committed = true;
+            self.stats.played += 1;
+            if now_us > e.arrived_us {
+                self.stats.held += 1;
+            }
+            return Playout::Packet {
+                ts: cursor,
+                dur: e.dur,
+                payload: e.payload,
+            };
+        }
+        if !self.committed {
+            return wait;
+        }
+        let now = self.now_ts(now_us);
+        let grace = self.cfg.ms_to_ts(GRACE_MS);
+        let due = self.delay_model().due(cursor, grace);
+        if now < due {
+            return wait;
+        }
+        // Back long after the deadline: skip what is too old to be worth
+        // concealing (never past a held packet).
+        let behind = now.saturating_sub(due) / frame as i64;
+        let cap = i64::from(self.cfg.max_catchup_frames);
+        if behind > cap {
+            let mut skip = (behind - cap) * frame as i64;
+            if let Some(n) = next {
+                skip = skip.min(n - cursor);
+            }
+            if skip > 0 {
+                cursor = cursor.saturating_add(skip);
+                self.cursor = Some(cursor);
+                self.stats.skipped += (skip / frame as i64) as u64;
+                if next == Some(cursor) {
                     return self.pop(now_us);
                 }
-                if lag < -(frame as i64) {
-                    // Early: the initial fill, or the target grew.
-                    self.stats.stretched += 1;
-                    return Playout::Wait { dur: frame };
-                }
-                let e = self.packets.remove(&ts).expect("present");
-                self.cursor = Some(ts + e.dur as i64);
-                self.committed = true;
-                self.stats.played += 1;
-                Playout::Packet {
-                    ts,
-                    dur: e.dur,
-                    payload: e.payload,
-                }
             }
-            next => {
-                if lag < 0 {
-                    self.stats.stretched += 1;
-                    return Playout::Wait { dur: frame };
-                }
-                // Due and missing: lost (or late, or the sender paused).
-                let dur = match next {
-                    Some((ts, _)) => ((ts - cursor) as u32).min(frame),
-                    None => frame,
-                };
-                let after = cursor + dur as i64;
-                let next_payload = self.packets.get(&after).map(|e| e.payload.clone());
-                self.cursor = Some(after);
-                self.committed = true;
-                if next.is_some() {
-                    self.stats.lost += 1;
-                } else {
-                    self.stats.underruns += 1;
-                }
-                Playout::Lost {
-                    ts: cursor,
-                    dur,
-                    next: next_payload,
-                }
-            }
+        }
+        let dur = match next {
+            Some(ts) => ((ts - cursor).min(frame as i64)) as u32,
+            None => frame,
+        };
+        let after = cursor.saturating_add(dur as i64);
+        let next_payload = self.packets.get(&after).map(|e| e.payload.clone());
+        self.cursor = Some(after);
+        if next.is_some() {
+            self.stats.lost += 1;
+        } else {
+            self.stats.underruns += 1;
+        }
+        Playout::Lost {
+            ts: cursor,
+            dur,
+            next: next_payload,
         }
     }
 
     pub fn stats(&mut self) -> JitterStats {
         let target = self.delay_model().target;
-        let rate = self.cfg.clock_rate as f64 / 1000.0;
+        let rate = self.cfg.clock_rate.max(1) as f64 / 1000.0;
         let mut s = self.stats;
         s.queued_packets = self.packets.len();
-        s.depth_ms = match (self.cursor, self.packets.last_key_value()) {
-            (Some(c), Some((&ts, e))) => ((ts + e.dur as i64 - c).max(0)) as f64 / rate,
-            _ => 0.0,
-        };
+        s.depth_ms = self.held_ts as f64 / rate;
         s.target_ms = target as f64 / rate;
         s
     }
@@ -427,115 +477,147 @@ mod tests {
 
     const FRAME_US: u64 = 20_000;
 
-    /// A synthetic run: packet i (timestamp i*160) arrives at `arrival(i)` µs
-    /// (None = lost); the consumer's tick k happens at `tick_at(k)` µs. Returns the
-    /// sequence of decisions per tick (the packet index played, or -1 for
-    /// concealment/wait) and the stats.
+    /// What a run released: the packet index (-1 for a concealed frame) and
+    /// when (µs), in order.
+    type Released = Vec<(i64, u64)>;
+
+    /// Event-driven like the session: packet i (timestamp i*160) arrives at
+    /// `arrival(i)` µs (None = lost); after every arrival and at every deadline
+    /// the buffer is drained. Runs until `until_us`.
     fn run(
         n: usize,
         arrival: impl Fn(usize) -> Option<u64>,
-        ticks: usize,
-        tick_at: impl Fn(usize) -> u64,
+        until_us: u64,
         cfg: JitterConfig,
-    ) -> (Vec<i64>, JitterStats) {
+    ) -> (Released, JitterStats) {
         let mut jb = JitterBuffer::new(cfg);
         let mut events: Vec<(u64, usize)> =
             (0..n).filter_map(|i| arrival(i).map(|t| (t, i))).collect();
         events.sort();
         let mut ev = events.into_iter().peekable();
         let mut out = Vec::new();
-        for k in 0..ticks {
-            let now = tick_at(k);
-            while let Some(&(t, i)) = ev.peek() {
-                if t > now {
-                    break;
+        for _ in 0..1_000_000 {
+            let deadline = jb.next_deadline_us();
+            let arriving = ev.peek().copied();
+            let now = match (arriving, deadline) {
+                (Some((t, _)), Some(d)) if d <= t => d,
+                (Some((t, i)), _) => {
+                    jb.insert(t, i as i64 * 160, 160, vec![i as u8, (i >> 8) as u8]);
+                    ev.next();
+                    t
                 }
-                jb.insert(t, i as i64 * 160, 160, vec![i as u8, (i >> 8) as u8]);
-                ev.next();
+                (None, Some(d)) => d,
+                (None, None) => break,
+            };
+            if now > until_us {
+                break;
             }
-            let mut covered = 0;
-            while covered < 160 {
-                match jb.pop(now) {
-                    Playout::Packet { ts, dur, .. } => {
-                        out.push(ts / 160);
-                        covered += dur;
-                    }
-                    Playout::Lost { dur, .. } | Playout::Wait { dur } => {
-                        out.push(-1);
-                        covered += dur;
-                    }
-                }
-            }
+            drain(&mut jb, now, &mut out);
         }
         let s = jb.stats();
         (out, s)
     }
 
-    fn steady(k: usize) -> u64 {
-        k as u64 * FRAME_US
+    fn drain(jb: &mut JitterBuffer, now: u64, out: &mut Released) {
+        for _ in 0..64 {
+            match jb.pop(now) {
+                Playout::Packet { ts, .. } => out.push((ts / 160, now)),
+                Playout::Lost { .. } => out.push((-1, now)),
+                Playout::Wait { .. } => return,
+            }
+        }
+        panic!("pop never said Wait");
     }
 
-    fn played(seq: &[i64]) -> Vec<i64> {
-        seq.iter().copied().filter(|&x| x >= 0).collect()
+    fn played(out: &Released) -> Vec<i64> {
+        out.iter().map(|x| x.0).filter(|&x| x >= 0).collect()
     }
 
-    #[test]
-    fn steady_stream_plays_everything_in_order_after_initial_delay() {
-        let (out, s) = run(
-            200,
-            |i| Some(i as u64 * FRAME_US + 5_000),
-            220,
-            steady,
-            JitterConfig::new(8000),
-        );
-        assert_eq!(played(&out), (0..200).collect::<Vec<_>>());
-        assert_eq!(s.lost, 0);
-        assert_eq!(s.late, 0);
-        // Zero jitter: the target settles at the minimum (20 ms).
-        assert_eq!(s.target_ms, 20.0);
-        let first = out.iter().position(|&x| x == 0).unwrap();
-        assert!(first <= 4, "initial fill took {first} frames");
+    /// How long packet i waited in the buffer (release - arrival).
+    fn waited(out: &Released, arrival: impl Fn(usize) -> Option<u64>) -> Vec<u64> {
+        out.iter()
+            .filter(|x| x.0 >= 0)
+            .map(|&(i, at)| at - arrival(i as usize).unwrap())
+            .collect()
     }
 
     #[test]
-    fn reorder_within_depth_is_absorbed() {
-        // Pairs swapped: packet 2k+1 arrives before 2k, 15 ms apart.
+    fn in_order_packets_are_released_on_arrival_with_zero_added_delay() {
+        // Steady, then with in-order jitter (up to 15 ms, never overtaking).
+        for jit in [0u64, 15_000] {
+            let arrival =
+                move |i: usize| Some(i as u64 * FRAME_US + 5_000 + (i as u64 * 7_919) % (jit + 1));
+            let (out, s) = run(300, arrival, 10_000_000, JitterConfig::new(8000));
+            assert_eq!(played(&out)[..], (0..300).collect::<Vec<_>>()[..]);
+            assert!(
+                waited(&out, arrival).iter().all(|&w| w == 0),
+                "jitter {jit}: a packet in order waited"
+            );
+            assert_eq!((s.lost, s.late, s.held), (0, 0, 0), "{s:?}");
+        }
+    }
+
+    #[test]
+    fn a_reordered_pair_is_released_in_order() {
+        // Packet 2k+2 arrives 5 ms before packet 2k+1.
         let arrival = |i: usize| {
             let base = i as u64 * FRAME_US + 2_000;
-            Some(if i.is_multiple_of(2) {
-                base + 25_000
-            } else {
-                base
-            })
+            Some(if i % 2 == 1 { base + 25_000 } else { base })
         };
-        let (out, s) = run(300, arrival, 330, steady, JitterConfig::new(8000));
-        assert_eq!(played(&out), (0..300).collect::<Vec<_>>());
-        assert_eq!(s.late, 0);
-        assert_eq!(s.lost, 0);
-        // Odd packets 2 ms in transit, even ones 27 ms: a 25 ms spread.
+        let (out, s) = run(300, arrival, 6_100_000, JitterConfig::new(8000));
+        assert_eq!(played(&out)[..], (0..300).collect::<Vec<_>>()[..]);
+        assert_eq!((s.lost, s.late), (0, 0), "{s:?}");
+        // The early one waits for its predecessor only (5 ms), the late one not at all.
+        let w = waited(&out, arrival);
+        assert!(w.iter().all(|&w| w <= 5_000), "{:?}", &w[..10]);
+        // Even packets 2 ms in transit, odd ones 27 ms: the wait covers the spread.
         assert!(
-            s.target_ms >= 25.0 && s.target_ms <= 30.0,
+            (25.0..=30.0).contains(&s.target_ms),
             "target {}",
             s.target_ms
         );
     }
 
     #[test]
+    fn a_gap_is_concealed_after_the_bound_and_what_follows_goes_on() {
+        let lost = |i: usize| i == 100 || i == 200;
+        let arrival = move |i: usize| (!lost(i)).then_some(i as u64 * FRAME_US + 3_000);
+        let (out, s) = run(300, arrival, 6_100_000, JitterConfig::new(8000));
+        let seq: Vec<i64> = out.iter().take(300).map(|x| x.0).collect();
+        let mut expect: Vec<i64> = (0..300).map(|i| i as i64).collect();
+        expect[100] = -1;
+        expect[200] = -1;
+        assert_eq!(seq, expect);
+        assert_eq!((s.lost, s.late), (2, 0), "{s:?}");
+        // The loss costs the next packet at most the wait (30 ms, steady
+        // path) less the 20 ms it came after the lost one.
+        let concealed_at = out[100].1;
+        assert!(
+            concealed_at <= 100 * FRAME_US + 3_000 + 32_000,
+            "{concealed_at}"
+        );
+        let w = waited(&out, arrival);
+        assert!(w.iter().all(|&w| w <= 12_000), "{w:?}");
+
+        // Nothing follows: each missing frame is concealed at its deadline,
+        // one per 20 ms, so the consumer hears the pause in real time.
+        let arrival = |i: usize| (i < 50).then_some(i as u64 * FRAME_US + 3_000);
+        let (out, s) = run(60, arrival, 2_000_000, JitterConfig::new(8000));
+        let concealed: Vec<u64> = out.iter().filter(|x| x.0 < 0).map(|x| x.1).collect();
+        assert_eq!(s.underruns as usize, concealed.len());
+        assert!(concealed.len() >= 45, "{}", concealed.len());
+        assert!(
+            concealed.windows(2).all(|w| w[1] - w[0] == FRAME_US),
+            "{concealed:?}"
+        );
+        assert!(concealed[0] <= 50 * FRAME_US + 3_000 + 32_000);
+    }
+
+    #[test]
     fn random_loss_is_concealed_and_the_rest_plays_in_order() {
         let lost = |i: usize| (i * 7919) % 20 == 3; // 5%
-        let (out, s) = run(
-            500,
-            |i| {
-                if lost(i) {
-                    None
-                } else {
-                    Some(i as u64 * FRAME_US + 3_000)
-                }
-            },
-            520,
-            steady,
-            JitterConfig::new(8000),
-        );
+        let arrival = move |i: usize| (!lost(i)).then_some(i as u64 * FRAME_US + 3_000);
+        let (out, s) = run(500, arrival, 10_100_000, JitterConfig::new(8000));
         let expect: Vec<i64> = (0..500).filter(|&i| !lost(i)).map(|i| i as i64).collect();
         assert_eq!(played(&out), expect);
         assert_eq!(s.lost as usize, (0..500).filter(|&i| lost(i)).count());
@@ -543,172 +625,130 @@ mod tests {
     }
 
     #[test]
-    fn delay_burst_grows_the_target_then_recovers() {
-        // Packets 100..110 all stuck until packet 110's time + 5 ms (a 200 ms stall), then flushed.
-        let arrival = |i: usize| {
-            let t = i as u64 * FRAME_US + 1_000;
-            Some(if (100..110).contains(&i) {
-                110 * FRAME_US + 5_000
-            } else {
-                t
-            })
-        };
-        let cfg = JitterConfig {
-            window: 100,
-            ..JitterConfig::new(8000)
-        };
-        let (out, s) = run(600, arrival, 640, steady, cfg);
-        let p = played(&out);
-        // The stall cannot be bridged by a 20 ms buffer: some packets are late.
-        assert!(s.late > 0);
-        // Everything is in order and nothing is played twice.
-        assert!(p.windows(2).all(|w| w[0] < w[1]));
-        // After the stall the target rose; once it left the window it came back down
-        // and excess delay was shed by drops, so the tail plays at the minimum delay.
-        assert!(s.dropped > 0, "{s:?}");
-        assert_eq!(s.target_ms, 20.0);
-        assert!(*p.last().unwrap() >= 595, "tail {:?}", &p[p.len() - 5..]);
-        // Every packet after the stall's late ones was played.
-        let after: Vec<i64> = p.iter().copied().filter(|&x| x >= 110).collect();
-        assert!(
-            after.len() as u64 + s.dropped >= 490,
-            "{} played after stall",
-            after.len()
-        );
-    }
-
-    #[test]
-    fn jittery_network_gets_a_matching_target() {
-        // Uniform-ish jitter 0..60 ms (deterministic LCG).
+    fn jittery_network_gets_a_matching_wait() {
+        // Uniform-ish jitter 0..60 ms (deterministic LCG), which reorders.
         let jit = |i: usize| (i as u64 * 2_654_435_761) % 60_000;
-        let (out, s) = run(
-            1000,
-            |i| Some(i as u64 * FRAME_US + jit(i)),
-            1030,
-            steady,
-            JitterConfig::new(8000),
-        );
+        let arrival = move |i: usize| Some(i as u64 * FRAME_US + jit(i));
+        let (out, s) = run(1000, arrival, 30_000_000, JitterConfig::new(8000));
         assert!(
-            s.target_ms >= 50.0 && s.target_ms <= 60.0,
+            (50.0..=60.0).contains(&s.target_ms),
             "target {}",
             s.target_ms
         );
-        // With a 95th-percentile target about 5% may be late; allow a margin.
+        // With a 95th-percentile wait about 5% may be late; allow a margin.
         assert!(s.late + s.lost <= 80, "{s:?}");
         assert!(played(&out).len() >= 930);
         assert!(played(&out).windows(2).all(|w| w[0] < w[1]));
     }
 
     #[test]
-    fn sender_clock_fast_is_handled_by_drops() {
-        // Sender 1% fast: packet i is sent at i*19.8 ms.
-        let (out, s) = run(
-            1500,
-            |i| Some((i as f64 * 19_800.0) as u64 + 2_000),
-            1480,
-            steady,
-            JitterConfig::new(8000),
-        );
-        let p = played(&out);
-        assert!(p.windows(2).all(|w| w[0] < w[1]));
-        assert!(s.dropped >= 5, "{s:?}");
-        assert!(s.depth_ms <= 100.0, "{s:?}");
-        assert_eq!(s.late, 0);
-    }
-
-    #[test]
-    fn sender_clock_slow_is_handled_by_stretching() {
-        // Sender 1% slow: packet i sent at i*20.2 ms; consumer must insert frames.
-        let (out, s) = run(
-            1000,
-            |i| Some((i as f64 * 20_200.0) as u64 + 2_000),
-            1000,
-            steady,
-            JitterConfig::new(8000),
-        );
-        let p = played(&out);
-        assert!(p.windows(2).all(|w| w[0] < w[1]));
-        assert!(s.late <= 2, "{s:?}");
-        assert!(p.len() >= 975);
-        // The stretches/concealments roughly equal the clock difference (1% of 1000 frames).
-        let conceal = out.iter().filter(|&&x| x < 0).count();
-        assert!((8..=40).contains(&conceal), "{conceal} concealed frames");
-    }
-
-    #[test]
-    fn consumer_clock_drift_too() {
-        // The consumer's clock runs 0.5% fast against a steady sender.
-        let (out, s) = run(
-            800,
-            |i| Some(i as u64 * FRAME_US + 1_000),
-            800,
-            |k| (k as f64 * 20_000.0 * 1.005) as u64,
-            JitterConfig::new(8000),
-        );
-        let p = played(&out);
-        assert!(p.windows(2).all(|w| w[0] < w[1]));
-        assert!(p.len() >= 785, "{}", p.len());
-        assert_eq!(s.late, 0);
-    }
-
-    #[test]
-    fn our_own_tick_jitter_never_costs_audio() {
-        // The consumer's timer fires up to 8 ms late (tokio under load); packets are steady.
-        let late = |k: usize| (k as u64 * 7_919 % 8) * 1_000;
-        let (out, s) = run(
-            500,
-            |i| Some(i as u64 * FRAME_US + 4_000),
-            520,
-            |k| k as u64 * FRAME_US + late(k),
-            JitterConfig::new(8000),
-        );
-        assert_eq!(played(&out), (0..500).collect::<Vec<_>>());
-        assert_eq!((s.dropped, s.late, s.lost), (0, 0, 0), "{s:?}");
-    }
-
-    #[test]
-    fn duplicates_late_and_ts_jump() {
-        let mut jb = JitterBuffer::new(JitterConfig::new(8000));
-        assert_eq!(jb.insert(0, 0, 160, vec![0]), Inserted::Reset);
-        assert_eq!(jb.insert(1_000, 160, 160, vec![1]), Inserted::Queued);
-        assert_eq!(jb.insert(2_000, 160, 160, vec![1]), Inserted::Duplicate);
-        // Play both (initial delay 60 ms).
-        let mut got = vec![];
-        for k in 0..8u64 {
-            if let Playout::Packet { ts, .. } = jb.pop(k * FRAME_US) {
-                got.push(ts)
-            }
+    fn sender_clock_drift_either_way() {
+        // 0.1% either way: ten times what real clocks drift.
+        for period in [19_980.0, 20_020.0] {
+            let arrival = move |i: usize| Some((i as f64 * period) as u64 + 2_000);
+            let (out, s) = run(1500, arrival, 40_000_000, JitterConfig::new(8000));
+            let p = played(&out);
+            assert_eq!(p.len(), 1500, "period {period}: {s:?}");
+            assert_eq!((s.late, s.lost), (0, 0), "period {period}: {s:?}");
+            assert!(waited(&out, arrival).iter().all(|&w| w == 0));
         }
-        assert_eq!(got, vec![0, 160]);
-        assert_eq!(jb.insert(170_000, 0, 160, vec![0]), Inserted::Late);
-        // A 10 s jump re-anchors.
-        assert_eq!(jb.insert(180_000, 80_000, 160, vec![9]), Inserted::Reset);
+    }
+
+    #[test]
+    fn a_consumer_back_long_after_the_deadline_conceals_a_bounded_amount() {
+        let mut jb = JitterBuffer::new(JitterConfig::new(8000));
+        for i in 0..20u64 {
+            jb.insert(i * FRAME_US, i as i64 * 160, 160, vec![0]);
+            let mut out = vec![];
+            drain(&mut jb, i * FRAME_US, &mut out);
+        }
+        // The stream stops and the consumer sleeps 10 s.
+        let mut out = vec![];
+        drain(&mut jb, 10_400_000, &mut out);
+        assert!(out.len() <= 11, "{} frames concealed at once", out.len());
         let s = jb.stats();
-        assert_eq!((s.duplicates, s.late, s.resets), (1, 1, 1));
+        assert!(s.skipped >= 480, "{s:?}");
+        // It goes on from the present: the next deadline is within a frame or two.
+        let d = jb.next_deadline_us().unwrap();
+        assert!((10_400_000..=10_460_000).contains(&d), "{d}");
+    }
+
+    #[test]
+    fn hostile_timestamps_do_not_panic_or_grow_the_buffer() {
+        let cfg = JitterConfig::new(8000);
+        let cap = cfg.max_packets;
+        let mut jb = JitterBuffer::new(cfg);
+        let mut lcg = 0x1234_5678_9abc_def0u64;
+        let mut next = || {
+            lcg = lcg
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            lcg >> 11
+        };
+        let mut now = 0u64;
+        let mut out = vec![];
+        for k in 0..20_000u64 {
+            now += next() % 30_000;
+            let r = next();
+            let ts = match r % 6 {
+                0 => (r >> 3) as i64 - (1 << 51),          // anywhere
+                1 => k as i64 * 160 + (r % 8000) as i64,   // ahead, in range
+                2 => k as i64 * 160 - (r % 16_000) as i64, // behind
+                3 => [i64::MAX - 10, i64::MIN + 10, 0][(r % 3) as usize],
+                _ => k as i64 * 160, // the stream
+            };
+            let dur = [160u32, 1, 0, 80, 5000][(r % 5) as usize];
+            jb.insert(now, ts, dur, vec![0; (r % 200) as usize]);
+            out.clear();
+            drain(&mut jb, now, &mut out);
+            if let Some(d) = jb.next_deadline_us() {
+                if d <= now {
+                    out.clear();
+                    drain(&mut jb, now, &mut out);
+                }
+            }
+            let s = jb.stats();
+            assert!(s.queued_packets <= cap, "{s:?}");
+            assert!(s.depth_ms.is_finite() && s.target_ms.is_finite());
+        }
+    }
+
+    #[test]
+    fn duplicates_late_strays_and_a_stream_jump() {
+        let mut jb = JitterBuffer::new(JitterConfig::new(8000));
+        let mut out = vec![];
+        assert_eq!(jb.insert(0, 0, 160, vec![0]), Inserted::Reset);
+        drain(&mut jb, 0, &mut out);
+        assert_eq!(jb.insert(1_000, 320, 160, vec![2]), Inserted::Queued);
+        assert_eq!(jb.insert(2_000, 320, 160, vec![2]), Inserted::Duplicate);
+        drain(&mut jb, 2_000, &mut out);
+        assert_eq!(jb.insert(3_000, 160, 160, vec![1]), Inserted::Queued);
+        drain(&mut jb, 3_000, &mut out);
+        assert_eq!(out.iter().map(|x| x.0).collect::<Vec<_>>(), [0, 1, 2]);
+        assert_eq!(jb.insert(4_000, 0, 160, vec![0]), Inserted::Late);
+        // One packet 10 s away is a stray: dropped, the stream goes on.
+        assert_eq!(jb.insert(5_000, 80_000, 160, vec![9]), Inserted::Dropped);
+        assert_eq!(jb.insert(6_000, 480, 160, vec![3]), Inserted::Queued);
+        // Two in a row there: the stream jumped, and the buffer follows.
+        assert_eq!(jb.insert(7_000, 80_000, 160, vec![9]), Inserted::Dropped);
+        assert_eq!(jb.insert(8_000, 80_160, 160, vec![9]), Inserted::Reset);
+        out.clear();
+        drain(&mut jb, 8_000, &mut out);
+        assert_eq!(out.iter().map(|x| x.0).collect::<Vec<_>>(), [501]);
+        let s = jb.stats();
+        assert_eq!((s.duplicates, s.late, s.resets, s.overflow), (1, 1, 1, 2));
     }
 
     #[test]
     fn lost_reports_next_payload_for_fec() {
-        let mut jb = JitterBuffer::new(JitterConfig {
-            initial_delay_ms: 20,
-            ..JitterConfig::new(8000)
-        });
+        let mut jb = JitterBuffer::new(JitterConfig::new(8000));
         jb.insert(0, 0, 160, vec![0]);
+        assert!(matches!(jb.pop(0), Playout::Packet { ts: 0, .. }));
         jb.insert(40_000, 320, 160, vec![2]);
-        let mut seen = vec![];
-        for k in 0..5u64 {
-            seen.push(jb.pop(40_000 + k * FRAME_US));
-        }
+        assert_eq!(jb.pop(40_000), Playout::Wait { dur: 160 });
+        let d = jb.next_deadline_us().unwrap();
         assert_eq!(
-            seen[0],
-            Playout::Packet {
-                ts: 0,
-                dur: 160,
-                payload: vec![0]
-            }
-        );
-        assert_eq!(
-            seen[1],
+            jb.pop(d),
             Playout::Lost {
                 ts: 160,
                 dur: 160,
@@ -716,7 +756,7 @@ mod tests {
             }
         );
         assert_eq!(
-            seen[2],
+            jb.pop(d),
             Playout::Packet {
                 ts: 320,
                 dur: 160,
@@ -726,18 +766,20 @@ mod tests {
     }
 
     #[test]
-    fn overflow_caps_the_buffer() {
+    fn the_buffer_holds_a_bounded_number_of_packets() {
         let cfg = JitterConfig {
-            max_buffer_ms: 200,
+            max_packets: 10,
             ..JitterConfig::new(8000)
         };
         let mut jb = JitterBuffer::new(cfg);
-        for i in 0..30i64 {
+        jb.insert(0, 0, 160, vec![]);
+        assert!(matches!(jb.pop(0), Playout::Packet { .. }));
+        // Packet 1 missing; 30 more arrive at once but only 10 are held.
+        for i in 2..32i64 {
             jb.insert(0, i * 160, 160, vec![]);
         }
         let s = jb.stats();
-        assert_eq!(s.queued_packets, 10);
-        assert_eq!(s.overflow, 20);
+        assert_eq!((s.queued_packets, s.overflow), (10, 20));
         assert!(s.depth_ms <= 200.0);
     }
 }

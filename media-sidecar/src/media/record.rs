@@ -3,7 +3,9 @@
 //! buffer).
 //!
 //! Alignment: the session produces exactly one sent frame and one received
-//! frame per 20 ms tick of its clock, and both are written for that tick, so
+//! frame per 20 ms tick of its clock (the received one from what was heard,
+//! a fixed two frames behind, since heard audio is released as it arrives
+//! rather than on the tick), and both are written for that tick, so
 //! the channels are aligned on the sidecar's wall clock (what was said at
 //! time t on each side, as heard at the sidecar). Tick slots where a side had
 //! nothing (before the stream started, DTMF suppressing audio, a gap) hold

@@ -4,17 +4,42 @@
 //! - feeds every datagram of the RTP socket to [`RtpSession::handle_rtp`] and
 //!   of the RTCP socket to [`RtpSession::handle_rtcp`] (with `rtcp_mux` both
 //!   arrive on the RTP socket and are told apart by the packet type);
-//! - calls [`RtpSession::tick`] every 20 ms of its clock: the session sends one
-//!   packet (app audio, else comfort silence, or a DTMF event packet) and
-//!   returns the 20 ms frame to play (after the jitter buffer) and the frame it
-//!   sent (for the recorder);
-//! - sends what [`RtpSession::poll_transmit`] yields and reads
+//! - calls [`RtpSession::handle_timeout`] at [`RtpSession::poll_timeout`]:
+//!   the session sends the packets whose time has come, one per 20 ms slot
+//!   (app audio, else comfort silence, or a DTMF event packet; the frames
+//!   sent and heard per slot for the recorder come from
+//!   [`RtpSession::poll_slot`]), and the jitter buffer gives up a missing
+//!   packet when its wait runs out;
+//! - after each input, takes what was heard from
+//!   [`RtpSession::poll_heard`] (160-sample frames, released by the jitter
+//!   buffer as soon as they are in order: no playout clock, issue 17), sends
+//!   what [`RtpSession::poll_transmit`] yields and reads
 //!   [`RtpSession::poll_event`].
 //!
+//! ([`RtpSession::tick`] sends the next slot at once, whatever the time: for
+//! tests and fuzzing.)
+//!
 //! Rules:
-//! - Outgoing: our SSRC, sequence and timestamp start random; the timestamp
-//!   advances one frame per tick whatever is sent (audio, silence, DTMF), so it
-//!   tracks the wall clock. The marker bit is set on the first packet and on
+//! - Outgoing: our SSRC, sequence and timestamp start random; slot k is due
+//!   at `start + k * 20 ms` and carries timestamp `initial + k * frame`
+//!   whatever is sent (audio, silence, DTMF), so the timestamp tracks the wall
+//!   clock. Pacing (issue 17): a slot goes out at its time at the latest; app
+//!   audio may take it earlier, as soon as a whole frame is queued, when the
+//!   slot before carried no audio (the first frame of a burst leaves at once:
+//!   the pacing clock re-phases), else as a token bucket of one and a half
+//!   frames at the frame rate allows (GCRA: a frame is due 20 ms after the
+//!   previous one was due or left, whichever is later, and may leave up to
+//!   30 ms early), and never more than one frame before its slot's time: a
+//!   receiver would read earlier packets as jitter (measured: a peer of ours
+//!   concealed and dropped the silence after each talkspurt sent 30-40 ms
+//!   early). So a burst's first frame leaves at once, the rest on the next
+//!   slots' early edges, and a producer in real time (an echo, a streaming
+//!   engine) is never held for its jitter; after a concealed loss (nothing,
+//!   then the concealment and the next frame together) it may stay up to a
+//!   frame behind until it pauses. A talkspurt runs up to one frame ahead of
+//!   the timestamp grid and never behind it, and never waits a whole slot;
+//!   when it ends, silence goes back on the grid (no drift accumulates).
+//!   DTMF and hold keep to the grid. The marker bit is set on the first packet and on
 //!   the first audio packet of each talkspurt (after comfort silence or a
 //!   DTMF event), never otherwise.
 //! - Comfort silence: when the app has nothing queued we still send encoded
@@ -190,8 +215,59 @@ pub enum SessionEvent {
 pub struct TickFrame {
     /// The 20 ms (160 samples, 8 kHz) we sent (silence when idle or during DTMF).
     pub sent: Vec<i16>,
-    /// The 20 ms we play out (after the jitter buffer and concealment).
+    /// 20 ms of what was heard, for the recording: the stream of
+    /// [`RtpSession::poll_heard`] held [`RECORD_DELAY_FRAMES`] frames behind,
+    /// so the recording's channels stay aligned while packets arrive unevenly.
     pub received: Vec<i16>,
+}
+
+/// Frames the recording's received channel lags what was heard, so an
+/// unevenly arriving stream still fills each tick's slot.
+pub const RECORD_DELAY_FRAMES: usize = 2;
+
+/// Heard frames held for [`RtpSession::poll_heard`]; the driver takes them
+/// after every input, so more means nobody is reading (the oldest go).
+const HEARD_QUEUE_FRAMES: usize = 50;
+
+/// The received channel of the recording: heard audio taken one frame per
+/// tick, [`RECORD_DELAY_FRAMES`] behind. Audio that misses its tick leaves
+/// silence in its slot and is skipped when it comes, so the channel never
+/// shifts against the sent one; a stream faster than our clock is trimmed.
+#[derive(Debug, Default)]
+struct RecordTap {
+    fifo: VecDeque<i16>,
+    started: bool,
+    /// Samples owed to slots already written as silence.
+    skip: usize,
+}
+
+impl RecordTap {
+    fn push(&mut self, pcm: &[i16]) {
+        let owed = self.skip.min(pcm.len());
+        self.skip -= owed;
+        self.fifo.extend(&pcm[owed..]);
+        let cap = (RECORD_DELAY_FRAMES + 3) * FRAME_8K;
+        if self.fifo.len() > cap {
+            let excess = self.fifo.len() - cap;
+            self.fifo.drain(..excess);
+        }
+    }
+
+    fn take(&mut self) -> Vec<i16> {
+        let mut out = vec![0i16; FRAME_8K];
+        if !self.started {
+            if self.fifo.len() < RECORD_DELAY_FRAMES * FRAME_8K {
+                return out;
+            }
+            self.started = true;
+        }
+        let n = self.fifo.len().min(FRAME_8K);
+        for (o, s) in out.iter_mut().zip(self.fifo.drain(..n)) {
+            *o = s;
+        }
+        self.skip = (self.skip + FRAME_8K - n).min((RECORD_DELAY_FRAMES + 1) * FRAME_8K);
+        out
+    }
 }
 
 /// Counters and estimates of a session.
@@ -227,6 +303,8 @@ pub struct SessionStats {
     pub dtmf_received: u64,
     pub comfort_noise_received: u64,
     pub codec_errors: u64,
+    /// Heard frames dropped because the driver did not take them.
+    pub heard_dropped: u64,
 }
 
 struct Remote {
@@ -252,6 +330,18 @@ pub struct RtpSession {
     /// the callee holds the call (we are recvonly or inactive).
     sending: bool,
     last_tick: Option<(u64, u32)>,
+    /// The send clock: when slot 0 was due (set by the first timeout).
+    slot_zero_us: Option<u64>,
+    /// The next slot to send.
+    next_slot: u64,
+    /// When the last slot went out.
+    last_sent_us: Option<u64>,
+    /// Pacing of app audio (GCRA, a token bucket of one and a half frames):
+    /// the time the next frame is due at the frame rate; it may leave up to
+    /// 30 ms before. `None` when the last slot carried no app audio.
+    pace_due_us: Option<u64>,
+    /// Slots sent by timeouts, for the recorder.
+    slots: VecDeque<TickFrame>,
     // addressing
     dest_rtp: SocketAddr,
     dest_rtcp: SocketAddr,
@@ -264,7 +354,11 @@ pub struct RtpSession {
     // receiving
     remote: Option<Remote>,
     candidate: Option<(u32, u16)>,
+    /// Decoded audio not yet a whole frame.
     pcm_fifo: Vec<i16>,
+    /// Whole frames heard, for [`RtpSession::poll_heard`].
+    heard: VecDeque<Vec<i16>>,
+    record_tap: RecordTap,
     // rtcp
     next_rtcp_us: Option<u64>,
     rng: u32,
@@ -294,6 +388,11 @@ impl RtpSession {
             send_buf: VecDeque::new(),
             sending: true,
             last_tick: None,
+            slot_zero_us: None,
+            next_slot: 0,
+            last_sent_us: None,
+            pace_due_us: None,
+            slots: VecDeque::new(),
             dest_rtp: cfg.remote_rtp,
             dest_rtcp,
             latched: false,
@@ -303,6 +402,8 @@ impl RtpSession {
             remote: None,
             candidate: None,
             pcm_fifo: Vec::with_capacity(4 * FRAME_8K),
+            heard: VecDeque::new(),
+            record_tap: RecordTap::default(),
             next_rtcp_us: None,
             rng: cfg.ssrc | 1,
             out: VecDeque::new(),
@@ -422,6 +523,132 @@ impl RtpSession {
 
     pub fn poll_event(&mut self) -> Option<SessionEvent> {
         self.events.pop_front()
+    }
+
+    /// The next 20 ms (160 samples, 8 kHz) heard from the remote, in order,
+    /// as soon as the jitter buffer releases it (packets in order at once, a
+    /// missing one concealed when its wait runs out).
+    pub fn poll_heard(&mut self) -> Option<Vec<i16>> {
+        self.heard.pop_front()
+    }
+
+    /// When [`RtpSession::handle_timeout`] is due next (µs): the next slot
+    /// to send, or the jitter buffer's deadline, whichever is first.
+    pub fn poll_timeout(&mut self) -> Option<u64> {
+        let send = match self.slot_zero_us {
+            None => 0,
+            Some(_) => self.next_send_us(),
+        };
+        Some(match self.jb.next_deadline_us() {
+            Some(d) => d.min(send),
+            None => send,
+        })
+    }
+
+    /// When slot `k` is due on the grid.
+    fn slot_us(&self, k: u64) -> u64 {
+        let frame_us = 1_000_000 * u64::from(self.cfg.codec.frame_ts())
+            / u64::from(self.cfg.codec.clock_rate());
+        self.slot_zero_us
+            .unwrap_or(0)
+            .saturating_add(k.saturating_mul(frame_us))
+    }
+
+    /// When the next slot may go out: on the grid, or earlier with a whole
+    /// frame of app audio queued (see the module's pacing rule).
+    fn next_send_us(&self) -> u64 {
+        let grid = self.slot_us(self.next_slot);
+        let audio_ready = self.sending
+            && self.send_buf.len() >= FRAME_8K
+            && (self.cfg.payload.telephone_event.is_none() || self.dtmf_tx.idle());
+        if !audio_ready {
+            return grid;
+        }
+        let frame_us = self.slot_us(1) - self.slot_us(0);
+        let earliest = match (self.pace_due_us, self.last_sent_us) {
+            // Never more than one frame ahead of the timestamp grid: a
+            // receiver reads earlier packets as jitter (its buffer's fastest
+            // transit drops, and the packets after the talkspurt look late).
+            (Some(due), _) => due
+                .saturating_sub(frame_us + frame_us / 2)
+                .max(grid.saturating_sub(frame_us)),
+            // Idle: a burst's first frame leaves at once.
+            (None, Some(at)) => at,
+            (None, None) => grid,
+        };
+        earliest.min(grid)
+    }
+
+    /// Time has come (see [`RtpSession::poll_timeout`]): sends the slots
+    /// that are due (a stalled caller catches up, at most a second's worth;
+    /// older slots are skipped, their timestamps too), and conceals what the
+    /// jitter buffer gives up, releasing what it held behind it.
+    pub fn handle_timeout(&mut self, now_us: u64) {
+        self.release(now_us);
+        if self.slot_zero_us.is_none() {
+            self.slot_zero_us = Some(now_us);
+        }
+        const CATCH_UP_SLOTS: u64 = 50;
+        let frame_us = self.slot_us(1) - self.slot_us(0);
+        let behind = now_us.saturating_sub(self.slot_us(self.next_slot)) / frame_us.max(1);
+        if behind > CATCH_UP_SLOTS {
+            let skip = behind - CATCH_UP_SLOTS;
+            self.next_slot += skip;
+            self.ts = self
+                .ts
+                .wrapping_add((skip as u32).wrapping_mul(self.cfg.codec.frame_ts()));
+        }
+        for _ in 0..=CATCH_UP_SLOTS {
+            if now_us < self.next_send_us() {
+                break;
+            }
+            let slot_at = self.slot_us(self.next_slot);
+            let frame = self.send_slot(now_us, slot_at);
+            self.slots.push_back(frame);
+            if self.slots.len() > 2 * CATCH_UP_SLOTS as usize {
+                self.slots.pop_front();
+            }
+        }
+    }
+
+    /// A slot sent by [`RtpSession::handle_timeout`]: what went out and
+    /// what was heard, 20 ms each (for the recorder).
+    pub fn poll_slot(&mut self) -> Option<TickFrame> {
+        self.slots.pop_front()
+    }
+
+    /// Decodes what the jitter buffer releases now into whole heard frames.
+    fn release(&mut self, now_us: u64) {
+        // Bounded: the buffer holds at most max_packets, plus catch-up frames.
+        for _ in 0..256 {
+            let r = match self.jb.pop(now_us) {
+                Playout::Packet { payload, dur, .. } => {
+                    match self.dec.decode(&payload, &mut self.pcm_fifo) {
+                        Ok(()) => Ok(()),
+                        Err(_) => {
+                            self.stats.codec_errors += 1;
+                            self.dec.conceal(dur, None, &mut self.pcm_fifo)
+                        }
+                    }
+                }
+                Playout::Lost { dur, next, .. } => {
+                    self.dec.conceal(dur, next.as_deref(), &mut self.pcm_fifo)
+                }
+                Playout::Wait { .. } => break,
+            };
+            if r.is_err() {
+                self.stats.codec_errors += 1;
+            }
+            while self.pcm_fifo.len() >= FRAME_8K {
+                let frame: Vec<i16> = self.pcm_fifo.drain(..FRAME_8K).collect();
+                self.record_tap.push(&frame);
+                if self.heard.len() >= HEARD_QUEUE_FRAMES {
+                    self.heard.pop_front();
+                    self.stats.heard_dropped += 1;
+                }
+                self.heard.push_back(frame);
+            }
+        }
     }
 
     fn clock(&self) -> u64 {
@@ -551,6 +778,7 @@ impl RtpSession {
             return;
         }
         self.jb.insert(now_us, ts, dur, p.payload.to_vec());
+        self.release(now_us);
     }
 
     /// A datagram arrived on the RTCP socket.
@@ -714,11 +942,22 @@ impl RtpSession {
         });
     }
 
-    /// One 20 ms step: sends one packet, renders one frame, maybe RTCP.
+    /// Sends the next slot now, whatever the time (tests and fuzzing; the
+    /// driver uses [`RtpSession::handle_timeout`]).
     pub fn tick(&mut self, now_us: u64) -> TickFrame {
+        self.send_slot(now_us, now_us)
+    }
+
+    /// One 20 ms slot, due on the grid at `slot_us`, sent now: one packet,
+    /// one frame for the recorder, maybe RTCP.
+    fn send_slot(&mut self, now_us: u64, slot_us: u64) -> TickFrame {
         let ts = self.ts;
         self.ts = self.ts.wrapping_add(self.cfg.codec.frame_ts());
-        self.last_tick = Some((now_us, ts));
+        self.next_slot += 1;
+        // The timestamp grid, for the RTCP sender report (a slot sent early
+        // still stands for its own time).
+        self.last_tick = Some((slot_us, ts));
+        let mut voice_sent = false;
 
         // --- send
         let mut sent = vec![0i16; FRAME_8K];
@@ -746,6 +985,7 @@ impl RtpSession {
                     sent[i] = s;
                 }
                 self.stats.voice_frames_sent += 1;
+                voice_sent = true;
             }
             let marker = self.first_packet || (voice && self.talkspurt_next);
             self.talkspurt_next = !voice;
@@ -759,33 +999,17 @@ impl RtpSession {
             self.scratch = payload;
         }
 
-        // --- receive
-        let mut guard = 0;
-        while self.pcm_fifo.len() < FRAME_8K && guard < 16 {
-            guard += 1;
-            let r = match self.jb.pop(now_us) {
-                Playout::Packet { payload, dur, .. } => {
-                    match self.dec.decode(&payload, &mut self.pcm_fifo) {
-                        Ok(()) => Ok(()),
-                        Err(_) => {
-                            self.stats.codec_errors += 1;
-                            self.dec.conceal(dur, None, &mut self.pcm_fifo)
-                        }
-                    }
-                }
-                Playout::Lost { dur, next, .. } => {
-                    self.dec.conceal(dur, next.as_deref(), &mut self.pcm_fifo)
-                }
-                Playout::Wait { dur } => self.dec.wait(dur, &mut self.pcm_fifo),
-            };
-            if r.is_err() {
-                self.stats.codec_errors += 1;
-            }
-        }
-        if self.pcm_fifo.len() < FRAME_8K {
-            self.pcm_fifo.resize(FRAME_8K, 0);
-        }
-        let received: Vec<i16> = self.pcm_fifo.drain(..FRAME_8K).collect();
+        self.last_sent_us = Some(now_us);
+        let frame_us = self.slot_us(1) - self.slot_us(0);
+        self.pace_due_us = voice_sent.then(|| {
+            self.pace_due_us
+                .map_or(now_us, |due| due.max(now_us))
+                .saturating_add(frame_us)
+        });
+
+        // --- receive: whatever is due (the driver also wakes at poll_timeout).
+        self.release(now_us);
+        let received = self.record_tap.take();
         if let Some(d) = self.dtmf_rx.poll(now_us) {
             self.stats.dtmf_received += 1;
             self.events.push_back(SessionEvent::Dtmf(d));
@@ -875,6 +1099,187 @@ mod tests {
             &mut d,
         );
         d
+    }
+
+    /// Runs the session's clock from `from` to `until` (µs) the way the
+    /// driver does: handle_timeout at each poll_timeout (at once when that is
+    /// past). Returns (sent at, header).
+    fn run_clock(s: &mut RtpSession, from: u64, until: u64) -> Vec<(u64, RtpHeader)> {
+        let mut out = vec![];
+        let mut now = from;
+        while let Some(t) = s.poll_timeout().map(|t| t.max(now)).filter(|&t| t <= until) {
+            now = t;
+            s.handle_timeout(t);
+            while s.poll_slot().is_some() {}
+            out.extend(rtp_out(s).into_iter().map(|p| (t, p.0)));
+        }
+        out
+    }
+
+    /// Issue 17: the first frame of a burst of app audio leaves as soon as
+    /// it is queued (the pacing clock re-phases), the rest follow at the
+    /// frame rate, and silence returns to the timestamp grid afterwards.
+    #[test]
+    fn a_burst_leaves_at_once_then_paces_at_the_frame_rate() {
+        let mut s = session("10.0.0.1:4000");
+        s.cfg.payload.telephone_event = None;
+        // Idle: comfort silence on the 20 ms grid.
+        let idle = run_clock(&mut s, 0, 46_000);
+        let times: Vec<u64> = idle.iter().map(|p| p.0).collect();
+        assert_eq!(times, [0, 20_000, 40_000]);
+        // 47 ms: the engine produces four frames at once.
+        s.push_audio(&[1000; 4 * FRAME_8K]);
+        let burst = run_clock(&mut s, 47_000, 200_000);
+        let got: Vec<(u64, bool, u32)> = burst
+            .iter()
+            .map(|(t, h)| (*t, h.marker, h.timestamp.wrapping_sub(1000) / 160))
+            .collect();
+        // Not at 60 ms (the next slot): at 47 ms, when it was queued; then
+        // one frame ahead of the grid, every 20 ms; slot timestamps
+        // consecutive; silence back on the grid (slot 7 at 140 ms).
+        assert_eq!(
+            got[..6],
+            [
+                (47_000, true, 3),
+                (60_000, false, 4),
+                (80_000, false, 5),
+                (100_000, false, 6),
+                (140_000, false, 7),
+                (160_000, false, 8),
+            ]
+        );
+        assert_eq!(s.stats().voice_frames_sent, 4);
+        // Less than a frame queued waits for the slot (padded), as before.
+        s.push_audio(&[1000; 80]);
+        assert_eq!(s.poll_timeout(), Some(220_000));
+    }
+
+    /// Issue 17: frames produced in real time with a little jitter (an echo,
+    /// a streaming engine) each leave when they come; the pacing does not
+    /// ratchet them onto the next slot; after a concealed loss (nothing, then
+    /// the concealment and the next frame together) they wait less than a
+    /// frame.
+    #[test]
+    fn a_real_time_producer_is_never_held_for_its_jitter() {
+        let mut s = session("10.0.0.1:4000");
+        s.cfg.payload.telephone_event = None;
+        run_clock(&mut s, 0, 13_000);
+        // Frame k comes at 13 ms + 20 k, up to 1.5 ms early or late.
+        let jitter = [0i64, -1_500, 1_000, -500, 1_500, -1_000];
+        let (mut worst, mut after_loss) = (0u64, 0u64);
+        let mut now = 13_000u64;
+        for k in 0..300u64 {
+            let at = (13_000 + 20_000 * k as i64 + jitter[(k % 6) as usize]) as u64;
+            if k % 100 == 50 {
+                continue; // lost: concealed 22 ms later, with the next
+            }
+            let at = if k % 100 == 51 { at + 2_000 } else { at };
+            run_clock(&mut s, now, at);
+            if k % 100 == 51 {
+                s.push_audio(&[1000; FRAME_8K]);
+                s.handle_timeout(at);
+                while s.poll_slot().is_some() {}
+                rtp_out(&mut s);
+            }
+            s.push_audio(&[1000; FRAME_8K]);
+            // When the frame leaves (the voice count goes up).
+            now = at;
+            let left = loop {
+                let t = s.poll_timeout().unwrap().max(now);
+                assert!(t < at + 20_000, "frame {k} not sent within a slot");
+                now = t;
+                let before = s.stats().voice_frames_sent;
+                s.handle_timeout(t);
+                while s.poll_slot().is_some() {}
+                rtp_out(&mut s);
+                if s.stats().voice_frames_sent > before {
+                    break t;
+                }
+            };
+            if k < 50 {
+                worst = worst.max(left - at);
+            } else {
+                after_loss = after_loss.max(left - at);
+            }
+        }
+        assert!(worst <= 1_500, "a frame waited {worst} us");
+        assert!(after_loss < 20_000, "a frame waited {after_loss} us");
+        assert_eq!(s.stats().voice_frames_sent, 300);
+    }
+
+    /// Issue 17: a packet in order is heard when it arrives, not at the
+    /// next tick; a missing one is concealed at the session's timeout, and
+    /// what was held behind it follows at once.
+    #[test]
+    fn inbound_audio_is_heard_on_arrival_and_a_gap_at_the_timeout() {
+        let mut s = session("10.0.0.1:4000");
+        let from = addr("10.0.0.1:4000");
+        for i in 0..5u16 {
+            s.handle_rtp(3_000 + i as u64 * 20_000, from, &pkt(7, i, 160 * i as u32));
+            let f = s
+                .poll_heard()
+                .expect("heard on arrival, no tick in between");
+            assert_eq!(f.len(), FRAME_8K);
+            assert!(s.poll_heard().is_none());
+        }
+        // Packet 5 is lost; 6 arrives and is held for it (the wait: 40 ms
+        // until the buffer has seen 10 packets, plus 2 ms of grace).
+        s.handle_rtp(123_000, from, &pkt(7, 6, 960));
+        assert!(s.poll_heard().is_none());
+        let t =
+            s.jb.next_deadline_us()
+                .expect("a missing packet is awaited");
+        assert!(t > 123_000 && t <= 103_000 + 42_000, "{t}");
+        s.handle_timeout(t - 1);
+        assert!(s.poll_heard().is_none(), "not before its time");
+        s.handle_timeout(t);
+        assert!(s.poll_heard().is_some(), "the concealed frame");
+        assert!(s.poll_heard().is_some(), "packet 6");
+        assert!(s.poll_heard().is_none());
+        assert_eq!(s.stats().jitter_buffer.lost, 1);
+    }
+
+    #[test]
+    fn hostile_streams_do_not_panic_or_grow_the_queues() {
+        let mut s = session("10.0.0.1:4000");
+        let from = addr("10.0.0.1:4000");
+        let mut lcg = 42u64;
+        let mut now = 0u64;
+        for k in 0..20_000u32 {
+            lcg = lcg
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            let r = (lcg >> 16) as u32;
+            now += u64::from(r % 25_000);
+            // SSRC flapping between three, sequence and timestamp jumps.
+            let ssrc = [7, 8, 9][(r % 3) as usize];
+            let seq = if r.is_multiple_of(5) {
+                r as u16
+            } else {
+                k as u16
+            };
+            let ts = if r.is_multiple_of(7) {
+                r
+            } else {
+                k.wrapping_mul(160)
+            };
+            s.handle_rtp(now, from, &pkt(ssrc, seq, ts));
+            if let Some(t) = s.poll_timeout() {
+                if t <= now {
+                    s.handle_timeout(now);
+                }
+            }
+            if k % 3 == 0 {
+                s.tick(now);
+                while s.poll_transmit().is_some() {}
+                while s.poll_event().is_some() {}
+            }
+            let st = s.stats();
+            assert!(st.jitter_buffer.queued_packets <= 64, "{st:?}");
+            assert!(s.heard.len() <= HEARD_QUEUE_FRAMES);
+            assert!(s.pcm_fifo.len() < 2 * FRAME_8K + 5_000);
+            assert!(s.record_tap.fifo.len() <= (RECORD_DELAY_FRAMES + 3) * FRAME_8K);
+        }
     }
 
     #[test]

@@ -102,11 +102,17 @@ fn dispatched(silence_s: u64) -> (Bridge, Instant) {
     (b, t0)
 }
 
-/// Ringing at +1 s, answered at +2 s, media and engine started.
+/// Ringing at +1 s (the engine starts, and is up at +1.5 s), answered at
+/// +2 s, media started: the conversation runs.
 fn answered(silence_s: u64) -> (Bridge, Instant) {
     let (mut b, t0) = dispatched(silence_s);
     b.handle_dialog_event(t0 + ms(1_000), ringing());
-    assert_eq!(drain(&mut b), [emit(EventKind::Ringing, D + 1_000)]);
+    assert_eq!(
+        drain(&mut b),
+        [emit(EventKind::Ringing, D + 1_000), Action::StartEngine]
+    );
+    b.engine_started(t0 + ms(1_500));
+    assert_eq!(drain(&mut b), []);
     b.handle_dialog_event(t0 + ms(2_000), DialogEvent::Answered(neg()));
     assert_eq!(
         drain(&mut b),
@@ -116,9 +122,7 @@ fn answered(silence_s: u64) -> (Bridge, Instant) {
         ]
     );
     b.media_started(t0 + ms(2_000));
-    assert_eq!(drain(&mut b), [Action::StartEngine]);
-    b.engine_started(t0 + ms(2_000));
-    assert_eq!(drain(&mut b), []);
+    assert_eq!(drain(&mut b), [Action::EngineAnswered]);
     (b, t0)
 }
 
@@ -254,8 +258,12 @@ fn a_call_never_answered_ends_with_the_dialogs_status_reason_and_code() {
     for (status, reason, code) in cases {
         let (mut b, t0) = dispatched(30);
         b.handle_dialog_event(t0 + ms(500), ringing());
-        assert_eq!(drain(&mut b), [emit(EventKind::Ringing, D + 500)]);
-        // Ringing is reported once, and no timer runs before the answer.
+        assert_eq!(
+            drain(&mut b),
+            [emit(EventKind::Ringing, D + 500), Action::StartEngine]
+        );
+        // Ringing is reported once (the engine asked for once), and no timer
+        // runs before the answer.
         b.handle_dialog_event(t0 + ms(600), ringing());
         b.handle_dialog_event(t0 + ms(700), DialogEvent::EarlyMedia(neg()));
         assert_eq!(drain(&mut b), []);
@@ -562,6 +570,37 @@ fn an_engine_or_media_that_does_not_start_ends_the_call_at_once() {
     );
 }
 
+/// Issue 17: the engine fails while the phone rings (e.g. a wrong key): the
+/// call is cancelled before anyone answers into dead air, and it ends
+/// `failed` / `engine_error`, not `cancelled`.
+#[test]
+fn an_engine_failing_while_ringing_cancels_the_call_as_failed() {
+    let (mut b, t0) = dispatched(30);
+    b.handle_dialog_event(t0 + ms(500), ringing());
+    drain(&mut b);
+    b.engine_failed(t0 + ms(700), &EngineError::Auth("bad key".into()));
+    assert_eq!(drain(&mut b), [Action::Hangup(EndedReason::EngineError)]);
+    b.handle_dialog_event(
+        t0 + ms(800),
+        ended(
+            CallStatus::Cancelled,
+            EndedReason::HangupRequested,
+            Some(487),
+        ),
+    );
+    assert_eq!(
+        drain(&mut b),
+        [finish(
+            CallStatus::Failed,
+            EndedReason::EngineError,
+            Some(487),
+            Some(D + 500),
+            None,
+            D + 800
+        )]
+    );
+}
+
 #[test]
 fn a_barge_in_flushes_the_media_and_tells_the_engine_what_was_heard() {
     let (mut b, t0) = answered(30);
@@ -632,9 +671,10 @@ fn timings_stay_in_order_when_everything_happens_in_the_same_instant() {
         [
             emit(EventKind::Dialing, D),
             emit(EventKind::Ringing, D),
+            Action::StartEngine,
             emit(EventKind::Answered, D),
             Action::StartMedia(neg()),
-            Action::StartEngine,
+            Action::EngineAnswered,
             finish(
                 CallStatus::Completed,
                 EndedReason::CalleeHangup,
@@ -651,10 +691,11 @@ fn timings_stay_in_order_when_everything_happens_in_the_same_instant() {
     b.handle_dialog_event(t0, ringing());
     b.handle_dialog_event(t0 + ms(1_500), DialogEvent::Answered(neg()));
     assert_eq!(
-        drain(&mut b)[..3],
+        drain(&mut b)[..4],
         [
             emit(EventKind::Dialing, D),
             emit(EventKind::Ringing, D),
+            Action::StartEngine,
             emit(EventKind::Answered, D + 500),
         ]
     );
@@ -755,7 +796,74 @@ fn an_answer_that_holds_stops_sending_from_the_start() {
     b.media_started(t0 + ms(1_000));
     assert_eq!(drain(&mut b), [Action::StartEngine]);
     b.engine_started(t0 + ms(1_000));
-    assert_eq!(drain(&mut b), [Action::EngineHold(true)]);
+    assert_eq!(
+        drain(&mut b),
+        [Action::EngineHold(true), Action::EngineAnswered]
+    );
+}
+
+/// Issue 17: the engine starts at the first provisional response, so it is
+/// ready at the answer; what it says before waits for the answer's media and
+/// the callee's audio reaches it only from then.
+#[test]
+fn the_engine_starts_while_ringing_and_speaks_at_the_answer() {
+    let (mut b, t0) = dispatched(30);
+    b.handle_dialog_event(t0 + ms(300), DialogEvent::EarlyMedia(neg()));
+    assert_eq!(drain(&mut b), [Action::StartEngine]);
+    b.handle_dialog_event(t0 + ms(400), ringing());
+    assert_eq!(drain(&mut b), [emit(EventKind::Ringing, D + 400)]);
+    b.engine_started(t0 + ms(800));
+    assert_eq!(drain(&mut b), []);
+    // An engine that speaks before it is told (it should not): held.
+    b.handle_engine_event(t0 + ms(900), EngineEvent::Audio(speech_ms(200)));
+    assert_eq!(drain(&mut b), []);
+    b.handle_dialog_event(t0 + ms(5_000), DialogEvent::Answered(neg()));
+    assert_eq!(
+        drain(&mut b),
+        [
+            emit(EventKind::Answered, D + 5_000),
+            Action::StartMedia(neg())
+        ]
+    );
+    b.media_started(t0 + ms(5_000));
+    assert_eq!(
+        drain(&mut b),
+        [Action::EngineAnswered, Action::SendToMedia(speech_ms(200))]
+    );
+    b.heard(t0 + ms(5_020), speech());
+    assert_eq!(
+        drain(&mut b),
+        [Action::EnginePlayed(20), Action::SendToEngine(speech())]
+    );
+}
+
+/// Issue 17: a call never answered ends with the engine (started while it
+/// rang) never told to speak; Finish closes it.
+#[test]
+fn an_engine_started_for_a_call_never_answered_is_only_closed() {
+    let (mut b, t0) = dispatched(30);
+    b.handle_dialog_event(t0 + ms(500), ringing());
+    assert_eq!(
+        drain(&mut b),
+        [emit(EventKind::Ringing, D + 500), Action::StartEngine]
+    );
+    b.engine_started(t0 + ms(900));
+    b.handle_engine_event(t0 + ms(950), EngineEvent::Audio(speech_ms(20)));
+    b.handle_dialog_event(
+        t0 + ms(30_500),
+        ended(CallStatus::NoAnswer, EndedReason::NoAnswer, Some(487)),
+    );
+    assert_eq!(
+        drain(&mut b),
+        [finish(
+            CallStatus::NoAnswer,
+            EndedReason::NoAnswer,
+            Some(487),
+            Some(D + 500),
+            None,
+            D + 30_500
+        )]
+    );
 }
 
 /// Issue 21: the silence timeout waits while the callee holds the call (a

@@ -127,6 +127,9 @@ pub struct LocalEngine {
     closed: bool,
     last_user_text: Option<String>,
     stats: LocalStats,
+    /// Started while the phone rang ([`EngineConfig::greet_on_answer`]):
+    /// no clock, no events, no greeting until [`Engine::answered`].
+    waiting_for_answer: bool,
 }
 
 impl LocalEngine {
@@ -211,11 +214,21 @@ impl LocalEngine {
             closed: false,
             last_user_text: None,
             stats: LocalStats::default(),
+            waiting_for_answer: cfg.greet_on_answer,
         };
-        if let Some(g) = e.dialog.start() {
-            e.say(g);
+        if !e.waiting_for_answer {
+            e.start_dialog();
         }
         Ok(e)
+    }
+
+    /// The call is answered: the clock starts and the greeting is queued.
+    fn start_dialog(&mut self) {
+        self.waiting_for_answer = false;
+        self.created = Instant::now();
+        if let Some(g) = self.dialog.start() {
+            self.say(g);
+        }
     }
 
     /// The parsed script (for logs and tests).
@@ -244,6 +257,9 @@ impl LocalEngine {
 
     /// Non-blocking `next_event`: results already decoded and due timers only.
     pub fn try_event(&mut self) -> Option<EngineEvent> {
+        if self.waiting_for_answer {
+            return None;
+        }
         while let Ok(r) = self.stt_rx.try_recv() {
             self.on_stt(r);
         }
@@ -477,7 +493,9 @@ impl Engine for LocalEngine {
         if self.closed {
             return Err(EngineError::Disconnected("engine closed".into()));
         }
-        self.on_frame(frame);
+        if !self.waiting_for_answer {
+            self.on_frame(frame);
+        }
         Ok(())
     }
 
@@ -489,6 +507,11 @@ impl Engine for LocalEngine {
             }
             if self.closed {
                 return Err(EngineError::Disconnected("engine closed".into()));
+            }
+            if self.waiting_for_answer {
+                // Nothing happens before the answer; the call task drops this
+                // future when it tells us (cancel-safe).
+                return std::future::pending().await;
             }
             let wait = match self.next_deadline_ms() {
                 Some(ms) => Duration::from_millis(ms.saturating_sub(self.now_ms()).max(1)),
@@ -506,6 +529,12 @@ impl Engine for LocalEngine {
 
     fn played(&mut self, played_ms: u64) {
         self.played_ms = self.played_ms.max(played_ms);
+    }
+
+    fn answered(&mut self) {
+        if self.waiting_for_answer {
+            self.start_dialog();
+        }
     }
 
     async fn close(&mut self) {

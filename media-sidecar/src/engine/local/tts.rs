@@ -14,7 +14,10 @@
 //!
 //! Voices: `kal16` (default, male diphone, fastest), `slt` (female), `rms`,
 //! `awb` (clustergen voices, ~10x slower but still far faster than real time).
-//! Output is converted to 8 kHz with a proper anti-alias filter ([`crate::media::resample::to_8k`]).
+//! Output is converted to 8 kHz with a proper anti-alias filter ([`crate::media::resample::to_8k`]),
+//! and starts with its first audible sample: flite leads every utterance with
+//! ~250 ms of near-silence, which a caller would hear as the agent's delay
+//! (issue 17; [`trim_leading_silence`]).
 
 // FFI to a C library: the one place the sidecar needs unsafe code (the
 // workspace denies it everywhere else).
@@ -122,7 +125,23 @@ pub fn synthesize(text: &str, voice: Voice) -> Result<Arc<[i16]>, String> {
 
 fn synthesize_uncached(text: &str, voice: Voice) -> Result<Vec<i16>, String> {
     let (rate, raw) = synthesize_native(text, voice)?;
-    crate::media::resample::to_8k(&raw, rate)
+    let mut pcm = crate::media::resample::to_8k(&raw, rate)?;
+    trim_leading_silence(&mut pcm);
+    Ok(pcm)
+}
+
+/// A sample above this magnitude is audible (about -48 dBFS; flite's
+/// lead-in stays below it, its speech onsets cross it within a few ms).
+const AUDIBLE: u16 = 128;
+/// Kept before the first audible sample (8 kHz), so a soft onset is not cut.
+const ONSET_KEEP: usize = 80;
+
+/// Drops what comes before the first audible sample (less [`ONSET_KEEP`]).
+/// Audio with no audible sample is left as it is.
+pub fn trim_leading_silence(pcm: &mut Vec<i16>) {
+    if let Some(first) = pcm.iter().position(|s| s.unsigned_abs() > AUDIBLE) {
+        pcm.drain(..first.saturating_sub(ONSET_KEEP));
+    }
 }
 
 /// flite's own output: (sample rate, mono PCM16). Blocking.
@@ -191,6 +210,30 @@ mod tests {
         let a = synthesize("Cache me.", Voice::Kal16).unwrap();
         let b = synthesize("Cache me.", Voice::Kal16).unwrap();
         assert!(Arc::ptr_eq(&a, &b));
+    }
+
+    /// Issue 17: a line starts with its first audible sample, not with
+    /// flite's ~250 ms lead-in.
+    #[test]
+    fn synthesised_lines_start_with_their_first_audible_sample() {
+        for v in [Voice::Kal16, Voice::Slt] {
+            let pcm = synthesize("Hi, this is Demo Dental calling.", v).unwrap();
+            let first = pcm.iter().position(|s| s.unsigned_abs() > AUDIBLE).unwrap();
+            assert!(
+                first <= ONSET_KEEP,
+                "{v:?}: first audible sample at {first}"
+            );
+        }
+        let mut x: Vec<i16> = [vec![0; 1000], vec![50; 500], vec![3000; 10]].concat();
+        trim_leading_silence(&mut x);
+        assert_eq!(x.len(), ONSET_KEEP + 10);
+        assert_eq!(x[..ONSET_KEEP], [50; ONSET_KEEP]);
+        let mut quiet = vec![10i16; 300];
+        trim_leading_silence(&mut quiet);
+        assert_eq!(quiet.len(), 300, "nothing audible: kept as is");
+        let mut early = vec![3000i16; 5];
+        trim_leading_silence(&mut early);
+        assert_eq!(early.len(), 5);
     }
 
     #[test]
