@@ -200,7 +200,7 @@ fn user_fields() -> Vec<(&'static str, Value)> {
         ("forward_number", opt(string(E164_PATTERN, "E.164."))),
         (
             "time_zone",
-            json!({"type": "string", "maxLength": 64, "default": "UTC", "description": "An IANA time zone."}),
+            json!({"type": "string", "maxLength": crate::calling_window::TIME_ZONE_MAX, "enum": crate::calling_window::time_zone_names(), "default": "UTC", "description": "An IANA time zone name, spelled exactly as in the time zone database."}),
         ),
     ]
 }
