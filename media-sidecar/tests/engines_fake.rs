@@ -699,6 +699,7 @@ async fn a_call_opens_its_engine_session_while_ringing_and_closes_it_unanswered(
         attempt: 1,
         phone: "+14155550100".into(),
         caller_name: None,
+        caller_number: None,
         agent_id: "ag_1".into(),
         system_prompt: Some("Greet the callee.".into()),
         voice: None,
