@@ -172,9 +172,7 @@ async fn run<K: Kv, D: DispatchQueues>(
             let numbers = tenant_numbers(env, tenant).await?;
             let views: Vec<NumberView> = numbers
                 .iter()
-                .filter(|n| {
-                    pk.is_some() && number_user(n) == pk || n.sms_user_id == pk && pk.is_some()
-                })
+                .filter(|n| pk.is_some() && (number_user(n) == pk || n.sms_user_id == pk))
                 .map(number_view)
                 .collect();
             v360::ok_body(&v360::numbers_result(&views), op.message(), env.now_ms)
