@@ -38,6 +38,18 @@ fn send(
     })
 }
 
+/// A keyed POST (its address does not matter: keyed limits are per key).
+fn post(w: &World, path: &str, key: &str, body: &Value) -> ApiResponse {
+    send(
+        w,
+        "POST",
+        path,
+        Some(key),
+        "198.51.100.1",
+        &body.to_string(),
+    )
+}
+
 fn header<'r>(r: &'r ApiResponse, name: &str) -> Option<&'r str> {
     r.headers
         .iter()
@@ -319,16 +331,8 @@ fn the_public_view_is_limited_to_100_a_minute_per_address() {
 fn a_call_from_an_ai_agents_extension_is_the_agents_call() {
     let w = World::new();
     let a = account(&w);
-    let ip = "198.51.100.9";
     let body = json!({"from": "1001", "to": "+1 (555) 123-4567", "caller_id": "+15551112222", "recording": true});
-    let r = send(
-        &w,
-        "POST",
-        "/call/outbound",
-        Some(&a.dev),
-        ip,
-        &body.to_string(),
-    );
+    let r = post(&w, "/call/outbound", &a.dev, &body);
     let v = ok(&r);
     assert_eq!(v["message"], "Call initiated successfully");
     assert_eq!(v["result"]["status"], "initiating");
@@ -340,45 +344,17 @@ fn a_call_from_an_ai_agents_extension_is_the_agents_call() {
     assert_eq!(record.from_user, Some(1));
     // A person's extension, an unknown one, a caller ID that is not ours.
     let person = json!({"from": "1002", "to": "+15551234567"});
-    let r = send(
-        &w,
-        "POST",
-        "/call/outbound",
-        Some(&a.dev),
-        ip,
-        &person.to_string(),
-    );
+    let r = post(&w, "/call/outbound", &a.dev, &person);
     assert_eq!(error_code(&r), (400, "BAD_REQUEST".into()));
     assert_eq!(r.body_json()["details"]["field"], "from");
     let unknown = json!({"from": "4444", "to": "+15551234567"});
-    let r = send(
-        &w,
-        "POST",
-        "/call/outbound",
-        Some(&a.dev),
-        ip,
-        &unknown.to_string(),
-    );
+    let r = post(&w, "/call/outbound", &a.dev, &unknown);
     assert_eq!(error_code(&r), (404, "NOT_FOUND".into()));
     let spoofed = json!({"from": "1001", "to": "+15551230000", "caller_id": "+15550000000"});
-    let r = send(
-        &w,
-        "POST",
-        "/call/outbound",
-        Some(&a.dev),
-        ip,
-        &spoofed.to_string(),
-    );
+    let r = post(&w, "/call/outbound", &a.dev, &spoofed);
     assert_eq!(r.body_json()["details"]["field"], "caller_id");
     // The same number again while the first call is queued: 400 on `to`.
-    let r = send(
-        &w,
-        "POST",
-        "/call/outbound",
-        Some(&a.dev),
-        ip,
-        &body.to_string(),
-    );
+    let r = post(&w, "/call/outbound", &a.dev, &body);
     assert_eq!(error_code(&r), (400, "BAD_REQUEST".into()));
 }
 
@@ -412,14 +388,7 @@ fn voice360_endpoints_get_their_one_event_type_signed_as_the_document_verifies()
         assert_eq!(r.status, 422, "{bad}: {}", r.body);
     }
     let body = json!({"from": "1001", "to": "+15551234567", "caller_id": "+15551112222"});
-    let r = send(
-        &w,
-        "POST",
-        "/call/outbound",
-        Some(&a.dev),
-        "198.51.100.2",
-        &body.to_string(),
-    );
+    let r = post(&w, "/call/outbound", &a.dev, &body);
     let call_id = ok(&r)["result"]["call_id"].as_str().unwrap().to_string();
     dial_and_report(
         &w,
@@ -489,7 +458,6 @@ fn texts_are_sent_from_the_accounts_numbers_and_reported_as_sms_events() {
     use voxline_shared::sidecar_link::paths;
     let w = World::new();
     let a = account(&w);
-    let ip = "198.51.100.3";
     let tp = format!("/admin/tenants/{}/webhooks", a.tid);
     let hook = |event: &str| {
         super::dialect_webhooks::endpoint(
@@ -511,40 +479,19 @@ fn texts_are_sent_from_the_accounts_numbers_and_reported_as_sms_events() {
     // A user key sends from its user's number only; 160 characters at most.
     let text =
         json!({"from": "+15551234567", "to": "+15550001234", "message": "Hello from Voice360!"});
-    let r = send(
-        &w,
-        "POST",
-        "/sms/send",
-        Some(&a.user_key),
-        ip,
-        &text.to_string(),
-    );
+    let r = post(&w, "/sms/send", &a.user_key, &text);
     let v = ok(&r);
     assert_eq!(v["message"], "SMS sent successfully");
     assert_eq!(v["result"]["status"], "queued");
     let message_id = v["result"]["message_id"].as_str().unwrap().to_string();
     let not_theirs = json!({"from": "+15551112222", "to": "+15550001234", "message": "x"});
-    let r = send(
-        &w,
-        "POST",
-        "/sms/send",
-        Some(&a.user_key),
-        ip,
-        &not_theirs.to_string(),
-    );
+    let r = post(&w, "/sms/send", &a.user_key, &not_theirs);
     assert_eq!(r.body_json()["details"]["field"], "from");
     // A number without SMS (the AI line), with a developer key: 400 on `from`.
-    let r = send(
-        &w,
-        "POST",
-        "/sms/send",
-        Some(&a.dev),
-        ip,
-        &not_theirs.to_string(),
-    );
+    let r = post(&w, "/sms/send", &a.dev, &not_theirs);
     assert_eq!(error_code(&r), (400, "BAD_REQUEST".into()));
     let long = json!({"from": "+15551234567", "to": "+15550001234", "message": "x".repeat(161)});
-    let r = send(&w, "POST", "/sms/send", Some(&a.dev), ip, &long.to_string());
+    let r = post(&w, "/sms/send", &a.dev, &long);
     assert_eq!(r.body_json()["details"]["field"], "message");
     // The sidecar sends it; the trunk's 200 is SMS_SENT.
     let offers = sc.send(
