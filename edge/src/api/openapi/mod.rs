@@ -33,6 +33,8 @@ mod schemas;
 #[cfg(test)]
 mod tests;
 mod voice360;
+#[cfg(test)]
+mod voice360_tests;
 
 use crate::api::router::ROUTES;
 use crate::limits::MAX_BODY_BYTES;
