@@ -32,6 +32,9 @@ mod patterns;
 mod schemas;
 #[cfg(test)]
 mod tests;
+mod voice360;
+#[cfg(test)]
+mod voice360_tests;
 
 use crate::api::router::ROUTES;
 use crate::limits::MAX_BODY_BYTES;
@@ -49,7 +52,11 @@ pub fn spec() -> Value {
             .or_insert_with(|| path_item(pattern));
         item[method.to_ascii_lowercase().as_str()] = operation(*id);
     }
-    for (path, item) in dialects::paths().into_iter().chain(codeb::paths()) {
+    for (path, item) in dialects::paths()
+        .into_iter()
+        .chain(codeb::paths())
+        .chain(voice360::paths())
+    {
         paths.insert(path.to_string(), item);
     }
     let mut tags = vec![
@@ -61,6 +68,7 @@ pub fn spec() -> Value {
     ];
     tags.extend(dialects::tags());
     tags.push(codeb::tag());
+    tags.push(voice360::tag());
     let mut security_schemes = json!({
         "bearerAuth": {
             "type": "http",
@@ -77,6 +85,11 @@ pub fn spec() -> Value {
     if let Some(m) = security_schemes.as_object_mut() {
         m.extend(dialects::security_schemes());
         m.extend(codeb::security_schemes());
+        m.extend(voice360::security_schemes());
+    }
+    let mut webhooks = webhook_operations();
+    if let Some(m) = webhooks.as_object_mut() {
+        m.extend(voice360::webhooks());
     }
     json!({
         "openapi": "3.1.0",
@@ -90,7 +103,7 @@ pub fn spec() -> Value {
         },
         "tags": tags,
         "paths": paths,
-        "webhooks": webhook_operations(),
+        "webhooks": webhooks,
         "components": {
             "securitySchemes": security_schemes,
             "schemas": schemas()
@@ -108,7 +121,7 @@ Any path that is not listed here answers 404 `not_found`; a listed path called w
 answers 405 `method_not_allowed` with an `Allow` header.\n\n\
 Tenant-scoped objects are only visible to their own tenant: another tenant's id answers 404, never 403.\n\n\
 The paths tagged `voiceb`, `buildvoiceai` and `calldock` are seed-API dialects: they answer in their \
-vendor's shapes (each operation documents its own), not the `Error` schema.\n\n\
+vendor's shapes (each operation documents its own), not the `Error` schema. So do `codeb` and `voice360` (Voice360's envelope, with its own `error_code`s).\n\n\
 `/v1/sidecar/*` is the media sidecars' HMAC-signed sidecar link (see `voxline_shared::sidecar_link`), not part of this API; \
 its error codes appear in the `Error` schema's `code` enum."
     )

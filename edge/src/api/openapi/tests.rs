@@ -696,6 +696,8 @@ fn every_route_is_documented_and_nothing_else() {
             "{method} {concrete}"
         );
     }
+    // Voice360's paths: voice360_tests::every_voice360_route_is_documented_and_nothing_else.
+    documented.retain(|(_, p)| !p.starts_with(crate::dialects::voice360::PATH_PREFIX));
     assert_eq!(documented, routes);
     for (method, path, _) in ROUTES {
         let sec = security_of(&spec, method, path);
