@@ -37,6 +37,12 @@ pub fn message_id(now_ms: u64) -> String {
     format!("msg_{inverted:012x}{}", hex::encode(random_bytes::<5>()))
 }
 
+/// Contact ids sort newest first like call ids (`con_` + inverted time + random).
+pub fn contact_id(now_ms: u64) -> String {
+    let inverted = 0xFFFF_FFFF_FFFFu64.saturating_sub(now_ms);
+    format!("con_{inverted:012x}{}", hex::encode(random_bytes::<5>()))
+}
+
 /// True for strings shaped like an id we mint (`prefix_` + lowercase hex).
 /// Checked before a KV lookup so junk never reaches storage keys.
 pub fn is_id(s: &str, prefix: &str) -> bool {

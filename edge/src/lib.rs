@@ -45,6 +45,7 @@ pub mod traffic;
 pub mod webhooks;
 
 pub mod calling_window;
+pub mod contacts;
 pub mod engine_keys;
 pub mod error;
 pub mod http;

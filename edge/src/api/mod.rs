@@ -15,6 +15,7 @@ pub mod calls;
 pub mod codeb;
 pub mod codeb_auth;
 pub mod codeb_users;
+pub mod contacts;
 pub mod dialect_keys;
 pub mod dialects;
 pub mod directory;
@@ -147,7 +148,12 @@ async fn route_request<K: Kv, D: DispatchQueues>(
         | RouteId::HangupCall
         | RouteId::CreateMessage
         | RouteId::ListMessages
-        | RouteId::GetMessage => v1_route(env, req, id, p(0)).await,
+        | RouteId::GetMessage
+        | RouteId::CreateContact
+        | RouteId::ListContacts
+        | RouteId::GetContact
+        | RouteId::UpdateContact
+        | RouteId::DeleteContact => v1_route(env, req, id, p(0)).await,
         RouteId::ListDeliveries | RouteId::GetDelivery | RouteId::RedeliverDelivery => {
             v1_route(env, req, id, p(0)).await
         }
@@ -360,6 +366,11 @@ async fn v1_route<K: Kv, D: DispatchQueues>(
         }
         (RouteId::ListMessages, _) => crate::api::messages::list_messages(env, req, &tenant).await,
         (RouteId::GetMessage, _) => crate::api::messages::get_message(env, &tenant, cid).await,
+        (RouteId::CreateContact, _) => contacts::create_contact(env, req, &tenant).await,
+        (RouteId::ListContacts, _) => contacts::list_contacts(env, req, &tenant).await,
+        (RouteId::GetContact, _) => contacts::get_contact(env, &tenant, cid).await,
+        (RouteId::UpdateContact, _) => contacts::update_contact(env, req, &tenant, cid).await,
+        (RouteId::DeleteContact, _) => contacts::delete_contact(env, &tenant, cid).await,
         (RouteId::ListDeliveries | RouteId::GetDelivery | RouteId::RedeliverDelivery, _) => {
             crate::api::webhooks::tenant_route(env, req, id, &tenant, cid).await
         }

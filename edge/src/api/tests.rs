@@ -2266,6 +2266,7 @@ fn failed_api_keys_are_counted_per_address_and_a_valid_key_never_waits_on_it() {
 
 mod codeb;
 mod codeb_auth;
+mod contacts;
 mod dialect_webhooks;
 mod dialects;
 mod messages;

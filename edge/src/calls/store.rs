@@ -14,8 +14,10 @@
 //! Nothing here is read from KV except configuration (webhook endpoints, when
 //! an event is turned into deliveries).
 
+use crate::calls::contacts::{ContactCreated, ContactFilter, ContactUpdated};
 use crate::calls::messages::{InboundVerdict, MessageCreated, MessageFilter, NewMessage};
 use crate::calls::state;
+use crate::contacts::{apply_patch, ContactEvent, ContactPatch, ContactRecord, MAX_CONTACTS};
 use crate::dispatch::message_line::EnqueueMessageVerdict;
 use crate::dispatch::port::DispatchQueues;
 use crate::dispatch::queue::{CallChange, CallUpdate, CancelVerdict, EnqueueVerdict};
@@ -28,7 +30,7 @@ use crate::sql::{int_at, text_at, Sql, SqlValue};
 use crate::store::StoreError;
 use crate::traffic::{IdemRequest, LocalFuture};
 use crate::transcript::{Change, Transcript, TranscriptUpdate, Turn};
-use crate::webhooks::events::message_event_payload;
+use crate::webhooks::events::{contact_event_payload, message_event_payload};
 use crate::webhooks::events::{PendingEvent, WebhookEvent};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -92,6 +94,13 @@ pub trait CallRows {
     fn delete_message(&self, id: &str) -> Result<(), StoreError>;
     /// Public listing rows (`MessageRecord::summary`) matching `f`, at most `f.limit`.
     fn list_messages(&self, f: &MessageFilter) -> Result<Vec<Value>, StoreError>;
+    fn contact(&self, id: &str) -> Result<Option<ContactRecord>, StoreError>;
+    /// The contact with this phone (at most one: the column is unique).
+    fn contact_by_phone(&self, phone: &str) -> Result<Option<ContactRecord>, StoreError>;
+    fn put_contact(&self, record: &ContactRecord) -> Result<(), StoreError>;
+    fn delete_contact(&self, id: &str) -> Result<(), StoreError>;
+    /// Public listing rows (`ContactRecord::summary`) matching `f`, at most `f.limit`.
+    fn list_contacts(&self, f: &ContactFilter) -> Result<Vec<Value>, StoreError>;
 }
 
 fn corrupt(what: &str, e: impl std::fmt::Display) -> StoreError {
@@ -129,6 +138,7 @@ const SCHEMA: &[&str] = &[
     "CREATE TABLE IF NOT EXISTS outbox (id INTEGER PRIMARY KEY AUTOINCREMENT, event TEXT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS messages (id TEXT PRIMARY KEY, direction TEXT NOT NULL, status TEXT NOT NULL, summary TEXT NOT NULL, body TEXT NOT NULL) WITHOUT ROWID",
     "CREATE INDEX IF NOT EXISTS messages_by_status ON messages (status, id)",
+    "CREATE TABLE IF NOT EXISTS contacts (id TEXT PRIMARY KEY, phone TEXT NOT NULL UNIQUE, summary TEXT NOT NULL, body TEXT NOT NULL) WITHOUT ROWID",
 ];
 
 impl<S: Sql> CallRows for SqlCallRows<S> {
@@ -337,6 +347,60 @@ impl<S: Sql> CallRows for SqlCallRows<S> {
             .map(|r| from_text("message listing row", &text_at(r, 0, "summary")?))
             .collect()
     }
+
+    fn contact(&self, id: &str) -> Result<Option<ContactRecord>, StoreError> {
+        let rows = self
+            .0
+            .exec("SELECT body FROM contacts WHERE id = ?", vec![id.into()])?;
+        rows.first()
+            .map(|r| from_text("contact", &text_at(r, 0, "contact")?))
+            .transpose()
+    }
+
+    fn contact_by_phone(&self, phone: &str) -> Result<Option<ContactRecord>, StoreError> {
+        let rows = self.0.exec(
+            "SELECT body FROM contacts WHERE phone = ?",
+            vec![phone.into()],
+        )?;
+        rows.first()
+            .map(|r| from_text("contact", &text_at(r, 0, "contact")?))
+            .transpose()
+    }
+
+    fn put_contact(&self, c: &ContactRecord) -> Result<(), StoreError> {
+        self.0.exec(
+            "INSERT OR REPLACE INTO contacts (id, phone, summary, body) VALUES (?, ?, ?, ?)",
+            vec![
+                c.id.as_str().into(),
+                c.phone.as_str().into(),
+                to_text(&c.summary())?.into(),
+                to_text(c)?.into(),
+            ],
+        )?;
+        Ok(())
+    }
+
+    fn delete_contact(&self, id: &str) -> Result<(), StoreError> {
+        self.0
+            .exec("DELETE FROM contacts WHERE id = ?", vec![id.into()])?;
+        Ok(())
+    }
+
+    fn list_contacts(&self, f: &ContactFilter) -> Result<Vec<Value>, StoreError> {
+        let mut query = "SELECT summary FROM contacts WHERE id > ?".to_string();
+        let mut args: Vec<SqlValue> = vec![f.after_id.clone().unwrap_or_default().into()];
+        if let Some(phone) = &f.phone {
+            query.push_str(" AND phone = ?");
+            args.push(phone.as_str().into());
+        }
+        query.push_str(" ORDER BY id LIMIT ?");
+        args.push(i64::from(f.limit).into());
+        self.0
+            .exec(&query, args)?
+            .iter()
+            .map(|r| from_text("contact listing row", &text_at(r, 0, "summary")?))
+            .collect()
+    }
 }
 
 /// [`CallRows`] in plain maps, for the CPU bench (wasm32-wasip1 has no SQLite).
@@ -354,6 +418,7 @@ pub mod memory_rows {
         idem: RefCell<BTreeMap<String, IdemClaim>>,
         events: RefCell<BTreeMap<i64, PendingEvent>>,
         messages: RefCell<BTreeMap<String, MessageRecord>>,
+        contacts: RefCell<BTreeMap<String, ContactRecord>>,
     }
 
     impl CallRows for MemoryCallRows {
@@ -474,6 +539,40 @@ pub mod memory_rows {
                 .filter(|m| f.statuses.is_empty() || f.statuses.contains(&m.status))
                 .take(f.limit as usize)
                 .map(MessageRecord::summary)
+                .collect())
+        }
+        fn contact(&self, id: &str) -> Result<Option<ContactRecord>, StoreError> {
+            Ok(self.contacts.borrow().get(id).cloned())
+        }
+        fn contact_by_phone(&self, phone: &str) -> Result<Option<ContactRecord>, StoreError> {
+            Ok(self
+                .contacts
+                .borrow()
+                .values()
+                .find(|c| c.phone == phone)
+                .cloned())
+        }
+        fn put_contact(&self, c: &ContactRecord) -> Result<(), StoreError> {
+            self.contacts.borrow_mut().insert(c.id.clone(), c.clone());
+            Ok(())
+        }
+        fn delete_contact(&self, id: &str) -> Result<(), StoreError> {
+            self.contacts.borrow_mut().remove(id);
+            Ok(())
+        }
+        fn list_contacts(&self, f: &ContactFilter) -> Result<Vec<Value>, StoreError> {
+            let after = f.after_id.clone().unwrap_or_default();
+            Ok(self
+                .contacts
+                .borrow()
+                .range::<String, _>((
+                    std::ops::Bound::Excluded(&after),
+                    std::ops::Bound::Unbounded,
+                ))
+                .map(|(_, c)| c)
+                .filter(|c| f.phone.as_ref().is_none_or(|p| *p == c.phone))
+                .take(f.limit as usize)
+                .map(ContactRecord::summary)
                 .collect())
         }
     }
@@ -1205,6 +1304,36 @@ pub trait Calls {
         tenant_id: &'a str,
         message: &'a InboundMessage,
     ) -> LocalFuture<'a, Result<InboundVerdict, StoreError>>;
+    /// [`create_contact`].
+    fn create_contact<'a>(
+        &'a self,
+        tenant_id: &'a str,
+        record: &'a ContactRecord,
+    ) -> LocalFuture<'a, Result<ContactCreated, StoreError>>;
+    fn get_contact<'a>(
+        &'a self,
+        tenant_id: &'a str,
+        contact_id: &'a str,
+    ) -> LocalFuture<'a, Result<Option<ContactRecord>, StoreError>>;
+    /// At most `f.limit` listing rows.
+    fn list_contacts<'a>(
+        &'a self,
+        tenant_id: &'a str,
+        f: &'a ContactFilter,
+    ) -> LocalFuture<'a, Result<Vec<Value>, StoreError>>;
+    /// [`update_contact`].
+    fn update_contact<'a>(
+        &'a self,
+        tenant_id: &'a str,
+        contact_id: &'a str,
+        patch: &'a ContactPatch,
+    ) -> LocalFuture<'a, Result<ContactUpdated, StoreError>>;
+    /// [`delete_contact`]: the contact as it was.
+    fn delete_contact<'a>(
+        &'a self,
+        tenant_id: &'a str,
+        contact_id: &'a str,
+    ) -> LocalFuture<'a, Result<Option<ContactRecord>, StoreError>>;
 }
 
 /// One request to a tenant's `CallStore` object, and its answer: the wire
@@ -1255,6 +1384,22 @@ pub enum CallStoreRequest {
     InboundMessage {
         message: Box<InboundMessage>,
     },
+    CreateContact {
+        record: Box<ContactRecord>,
+    },
+    GetContact {
+        contact_id: String,
+    },
+    ListContacts {
+        filter: ContactFilter,
+    },
+    UpdateContact {
+        contact_id: String,
+        patch: Box<ContactPatch>,
+    },
+    DeleteContact {
+        contact_id: String,
+    },
     /// From a region's queue: its numbered reports for this tenant.
     Reports {
         region: String,
@@ -1304,6 +1449,15 @@ pub enum CallStoreAnswer {
     },
     Inbound {
         verdict: InboundVerdict,
+    },
+    ContactCreated {
+        created: ContactCreated,
+    },
+    Contact {
+        record: Option<ContactRecord>,
+    },
+    ContactUpdated {
+        updated: ContactUpdated,
     },
 }
 
@@ -1559,6 +1713,81 @@ impl<T: CallStoreTransport> Calls for T {
             }
         })
     }
+    fn create_contact<'a>(
+        &'a self,
+        tenant_id: &'a str,
+        record: &'a ContactRecord,
+    ) -> LocalFuture<'a, Result<ContactCreated, StoreError>> {
+        Box::pin(async move {
+            let request = CallStoreRequest::CreateContact {
+                record: Box::new(record.clone()),
+            };
+            match self.send(tenant_id, request).await? {
+                CallStoreAnswer::ContactCreated { created } => Ok(created),
+                a => Err(unexpected(a)),
+            }
+        })
+    }
+    fn get_contact<'a>(
+        &'a self,
+        tenant_id: &'a str,
+        contact_id: &'a str,
+    ) -> LocalFuture<'a, Result<Option<ContactRecord>, StoreError>> {
+        Box::pin(async move {
+            let request = CallStoreRequest::GetContact {
+                contact_id: contact_id.into(),
+            };
+            match self.send(tenant_id, request).await? {
+                CallStoreAnswer::Contact { record } => Ok(record),
+                a => Err(unexpected(a)),
+            }
+        })
+    }
+    fn list_contacts<'a>(
+        &'a self,
+        tenant_id: &'a str,
+        f: &'a ContactFilter,
+    ) -> LocalFuture<'a, Result<Vec<Value>, StoreError>> {
+        Box::pin(async move {
+            let request = CallStoreRequest::ListContacts { filter: f.clone() };
+            match self.send(tenant_id, request).await? {
+                CallStoreAnswer::List { rows } => Ok(rows),
+                a => Err(unexpected(a)),
+            }
+        })
+    }
+    fn update_contact<'a>(
+        &'a self,
+        tenant_id: &'a str,
+        contact_id: &'a str,
+        patch: &'a ContactPatch,
+    ) -> LocalFuture<'a, Result<ContactUpdated, StoreError>> {
+        Box::pin(async move {
+            let request = CallStoreRequest::UpdateContact {
+                contact_id: contact_id.into(),
+                patch: Box::new(patch.clone()),
+            };
+            match self.send(tenant_id, request).await? {
+                CallStoreAnswer::ContactUpdated { updated } => Ok(updated),
+                a => Err(unexpected(a)),
+            }
+        })
+    }
+    fn delete_contact<'a>(
+        &'a self,
+        tenant_id: &'a str,
+        contact_id: &'a str,
+    ) -> LocalFuture<'a, Result<Option<ContactRecord>, StoreError>> {
+        Box::pin(async move {
+            let request = CallStoreRequest::DeleteContact {
+                contact_id: contact_id.into(),
+            };
+            match self.send(tenant_id, request).await? {
+                CallStoreAnswer::Contact { record } => Ok(record),
+                a => Err(unexpected(a)),
+            }
+        })
+    }
 }
 
 /// Runs one request against a tenant's rows: the whole of the Durable
@@ -1622,10 +1851,125 @@ pub async fn handle(
         CallStoreRequest::InboundMessage { message } => CallStoreAnswer::Inbound {
             verdict: inbound_message(rows, &message, now_ms)?,
         },
+        CallStoreRequest::CreateContact { record } => CallStoreAnswer::ContactCreated {
+            created: create_contact(rows, *record, now_ms)?,
+        },
+        CallStoreRequest::GetContact { contact_id } => CallStoreAnswer::Contact {
+            record: rows.contact(&contact_id)?,
+        },
+        CallStoreRequest::ListContacts { filter } => CallStoreAnswer::List {
+            rows: rows.list_contacts(&filter)?,
+        },
+        CallStoreRequest::UpdateContact { contact_id, patch } => CallStoreAnswer::ContactUpdated {
+            updated: update_contact(rows, &contact_id, &patch, now_ms)?,
+        },
+        CallStoreRequest::DeleteContact { contact_id } => CallStoreAnswer::Contact {
+            record: delete_contact(rows, &contact_id, now_ms)?,
+        },
         CallStoreRequest::Reports { region, reports } => CallStoreAnswer::Applied {
             up_to: apply_reports(rows, &region, &reports, now_ms, log)?,
         },
     })
+}
+
+// ---- contacts (types: `calls::contacts`) ----
+
+/// The small value counting the tenant's contacts (so the bound costs one
+/// read, however many there are).
+pub const CONTACT_COUNT_KEY: &str = "contacts/count";
+
+fn contact_count(rows: &impl CallRows) -> Result<u64, StoreError> {
+    Ok(rows
+        .value(CONTACT_COUNT_KEY)?
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0))
+}
+
+fn push_contact_event(
+    rows: &impl CallRows,
+    event: ContactEvent,
+    record: &ContactRecord,
+    updated_fields: &[&str],
+    now_ms: u64,
+) -> Result<(), StoreError> {
+    let event_id = crate::ids::random_id("evt");
+    rows.push_event(&PendingEvent {
+        payload: contact_event_payload(event, &event_id, record, updated_fields, now_ms),
+        event_id,
+        event_type: WebhookEvent::from(event),
+        call_id: record.id.clone(),
+        created_ms: now_ms,
+    })
+}
+
+/// Stores a new contact and queues `contact.created`, unless its phone is
+/// another contact's or the tenant has [`MAX_CONTACTS`].
+pub fn create_contact(
+    rows: &impl CallRows,
+    record: ContactRecord,
+    now_ms: u64,
+) -> Result<ContactCreated, StoreError> {
+    if let Some(other) = rows.contact_by_phone(&record.phone)? {
+        return Ok(ContactCreated::PhoneTaken {
+            contact_id: other.id,
+        });
+    }
+    let n = contact_count(rows)?;
+    if n >= MAX_CONTACTS {
+        return Ok(ContactCreated::Full);
+    }
+    rows.put_contact(&record)?;
+    rows.put_value(CONTACT_COUNT_KEY, &(n + 1).to_string())?;
+    push_contact_event(rows, ContactEvent::Created, &record, &[], now_ms)?;
+    Ok(ContactCreated::Created { record })
+}
+
+/// Applies `patch` to the contact and, when a value changed, queues
+/// `contact.updated` naming the changed fields.
+pub fn update_contact(
+    rows: &impl CallRows,
+    contact_id: &str,
+    patch: &ContactPatch,
+    now_ms: u64,
+) -> Result<ContactUpdated, StoreError> {
+    let Some(mut record) = rows.contact(contact_id)? else {
+        return Ok(ContactUpdated::NotFound);
+    };
+    if let Some(phone) = &patch.phone {
+        if let Some(other) = rows.contact_by_phone(phone)? {
+            if other.id != record.id {
+                return Ok(ContactUpdated::PhoneTaken {
+                    contact_id: other.id,
+                });
+            }
+        }
+    }
+    let changed = apply_patch(&mut record, patch, now_ms);
+    if !changed.is_empty() {
+        rows.put_contact(&record)?;
+        push_contact_event(rows, ContactEvent::Updated, &record, &changed, now_ms)?;
+    }
+    Ok(ContactUpdated::Updated {
+        record,
+        updated_fields: changed.into_iter().map(String::from).collect(),
+    })
+}
+
+/// Deletes the contact and queues `contact.deleted` (with the contact as it
+/// was); None when there is no such contact.
+pub fn delete_contact(
+    rows: &impl CallRows,
+    contact_id: &str,
+    now_ms: u64,
+) -> Result<Option<ContactRecord>, StoreError> {
+    let Some(record) = rows.contact(contact_id)? else {
+        return Ok(None);
+    };
+    rows.delete_contact(&record.id)?;
+    let n = contact_count(rows)?;
+    rows.put_value(CONTACT_COUNT_KEY, &n.saturating_sub(1).to_string())?;
+    push_contact_event(rows, ContactEvent::Deleted, &record, &[], now_ms)?;
+    Ok(Some(record))
 }
 
 fn whitelist_key(phone: &str) -> String {

@@ -112,6 +112,10 @@ impl Refusal {
             | E::Voice360AccountTaken
             | E::ExtensionTaken
             | E::DirectoryFull
+            // Native API only (contacts): no dialect path reaches them.
+            | E::ContactNotFound
+            | E::ContactExists
+            | E::ContactsFull
             | E::EngineKeysUnavailable
             | E::SecretsUnavailable
             | E::InternalError

@@ -1,6 +1,7 @@
 //! Webhook events: the event a call's state change produces, its payload
 //! (the exact body every endpoint receives) and the delivery jobs of one event.
 
+use crate::contacts::{ContactEvent, ContactRecord};
 use crate::dialects::Dialect;
 use crate::ids::{self, rfc3339_ms};
 use crate::messages::{MessageEvent, MessageRecord};
@@ -42,11 +43,17 @@ pub enum WebhookEvent {
     MessageDelivered,
     #[serde(rename = "message.undelivered")]
     MessageUndelivered,
+    #[serde(rename = "contact.created")]
+    ContactCreated,
+    #[serde(rename = "contact.updated")]
+    ContactUpdated,
+    #[serde(rename = "contact.deleted")]
+    ContactDeleted,
 }
 
 impl WebhookEvent {
     /// Every event type, in the order of [`WEBHOOK_EVENTS`].
-    pub const ALL: [WebhookEvent; 12] = [
+    pub const ALL: [WebhookEvent; 15] = [
         WebhookEvent::CallQueued,
         WebhookEvent::CallRinging,
         WebhookEvent::CallAnswered,
@@ -59,6 +66,9 @@ impl WebhookEvent {
         WebhookEvent::MessageReceived,
         WebhookEvent::MessageDelivered,
         WebhookEvent::MessageUndelivered,
+        WebhookEvent::ContactCreated,
+        WebhookEvent::ContactUpdated,
+        WebhookEvent::ContactDeleted,
     ];
 
     /// The name on the wire, as serde writes it.
@@ -76,6 +86,9 @@ impl WebhookEvent {
             WebhookEvent::MessageReceived => "message.received",
             WebhookEvent::MessageDelivered => "message.delivered",
             WebhookEvent::MessageUndelivered => "message.undelivered",
+            WebhookEvent::ContactCreated => "contact.created",
+            WebhookEvent::ContactUpdated => "contact.updated",
+            WebhookEvent::ContactDeleted => "contact.deleted",
         }
     }
 
@@ -93,8 +106,26 @@ impl WebhookEvent {
             | WebhookEvent::CallCompleted
             | WebhookEvent::CallFailed
             | WebhookEvent::TranscriptSaved
-            | WebhookEvent::RecordingSaved => None,
+            | WebhookEvent::RecordingSaved
+            | WebhookEvent::ContactCreated
+            | WebhookEvent::ContactUpdated
+            | WebhookEvent::ContactDeleted => None,
         }
+    }
+
+    /// The contact event this is, if it is one.
+    pub fn contact_event(self) -> Option<ContactEvent> {
+        match self {
+            WebhookEvent::ContactCreated => Some(ContactEvent::Created),
+            WebhookEvent::ContactUpdated => Some(ContactEvent::Updated),
+            WebhookEvent::ContactDeleted => Some(ContactEvent::Deleted),
+            _ => None,
+        }
+    }
+
+    /// Whether the event is about a call (not a text message or a contact).
+    pub fn is_about_a_call(self) -> bool {
+        self.message_event().is_none() && self.contact_event().is_none()
     }
 
     pub fn parse(s: &str) -> Option<WebhookEvent> {
@@ -111,6 +142,17 @@ impl From<MessageEvent> for WebhookEvent {
             MessageEvent::Received => WebhookEvent::MessageReceived,
             MessageEvent::Delivered => WebhookEvent::MessageDelivered,
             MessageEvent::Undelivered => WebhookEvent::MessageUndelivered,
+        }
+    }
+}
+
+/// A contact's event as a native event type.
+impl From<ContactEvent> for WebhookEvent {
+    fn from(e: ContactEvent) -> Self {
+        match e {
+            ContactEvent::Created => WebhookEvent::ContactCreated,
+            ContactEvent::Updated => WebhookEvent::ContactUpdated,
+            ContactEvent::Deleted => WebhookEvent::ContactDeleted,
         }
     }
 }
@@ -139,7 +181,7 @@ pub struct PendingEvent {
     pub event_id: String,
     pub event_type: WebhookEvent,
     /// The call the event is about, or the text message (`msg_...`) for
-    /// the `message.*` events.
+    /// the `message.*` events, or the contact (`con_...`) for `contact.*`.
     pub call_id: String,
     /// The exact body every endpoint receives.
     pub payload: String,
@@ -245,6 +287,40 @@ pub fn message_event_payload(
     now_ms: u64,
 ) -> String {
     let data = record.to_public_json();
+    match serde_json::value::RawValue::from_string(data) {
+        Ok(raw) => envelope(event.into(), event_id, now_ms, &raw),
+        Err(_) => event_payload(event.into(), event_id, now_ms, record.to_public()),
+    }
+}
+
+/// The native body of a contact event: the common envelope with the public
+/// contact (as `GET /v1/contacts/{id}` shows it; for `contact.deleted` as it
+/// was) as `data`, plus, for `contact.updated`, `updated_fields`: the names
+/// of the fields whose value changed. Voice360 endpoints are rendered from
+/// this payload's `data` (`post_call::voice360_contact_body`).
+pub fn contact_event_payload(
+    event: ContactEvent,
+    event_id: &str,
+    record: &ContactRecord,
+    updated_fields: &[&str],
+    now_ms: u64,
+) -> String {
+    let mut data = record.to_public_json();
+    if event == ContactEvent::Updated {
+        if let (Ok(Value::Object(mut fields)), Ok(names)) = (
+            serde_json::from_str::<Value>(&data),
+            serde_json::to_value(updated_fields),
+        ) {
+            // The record's metadata goes back in as its own text.
+            fields.remove("metadata");
+            fields.insert("updated_fields".into(), names);
+            data = crate::model::object_with_raw(
+                &fields,
+                "metadata",
+                record.metadata.as_ref().map(crate::model::Metadata::raw),
+            );
+        }
+    }
     match serde_json::value::RawValue::from_string(data) {
         Ok(raw) => envelope(event.into(), event_id, now_ms, &raw),
         Err(_) => event_payload(event.into(), event_id, now_ms, record.to_public()),
@@ -390,6 +466,9 @@ fn wants(endpoint: &WebhookEndpoint, event: WebhookEvent) -> bool {
                     Some(T::SmsSent) => event == WebhookEvent::MessageSent,
                     Some(T::SmsReceived) => event == WebhookEvent::MessageReceived,
                     Some(T::SmsDelivered) => event == WebhookEvent::MessageDelivered,
+                    Some(T::ContactCreated) => event == WebhookEvent::ContactCreated,
+                    Some(T::ContactUpdated) => event == WebhookEvent::ContactUpdated,
+                    Some(T::ContactDeleted) => event == WebhookEvent::ContactDeleted,
                     _ => false,
                 }
         }
@@ -456,6 +535,7 @@ pub async fn jobs_for_event(
             }
         }
         let is_message = event.event_type.message_event().is_some();
+        let is_contact = event.event_type.contact_event().is_some();
         let payloads = match (endpoint.format, &record) {
             (WebhookFormat::Native, _) => vec![event.payload.clone()],
             // A text message: rendered from the public record in the native payload.
@@ -466,6 +546,17 @@ pub async fn jobs_for_event(
                 let event_type = endpoint.voice360_event.as_deref().unwrap_or("");
                 let account = account_id.as_deref().unwrap_or(tenant_id);
                 post_call::voice360_message_body(event_type, &event.payload, account, now_ms)
+                    .into_iter()
+                    .collect()
+            }
+            // A contact: rendered from the public contact in the native payload.
+            (WebhookFormat::Voice360, _) if is_contact => {
+                if account_id.is_none() {
+                    account_id = Some(voice360_account(kv, tenant_id).await?);
+                }
+                let event_type = endpoint.voice360_event.as_deref().unwrap_or("");
+                let account = account_id.as_deref().unwrap_or(tenant_id);
+                post_call::voice360_contact_body(event_type, &event.payload, account, now_ms)
                     .into_iter()
                     .collect()
             }
@@ -542,11 +633,10 @@ pub async fn jobs_for_event(
                 event_id: event.event_id.clone(),
                 event_type: event.event_type.to_string(),
                 payload,
-                // A text message's event is about no call.
+                // A text message's or a contact's event is about no call.
                 call_id: event
                     .event_type
-                    .message_event()
-                    .is_none()
+                    .is_about_a_call()
                     .then(|| event.call_id.clone()),
                 created_at_ms: event.created_ms,
                 attempt: 1,

@@ -222,6 +222,54 @@ pub fn voice360_message_body(
     Some(event.body(account_id, now_ms))
 }
 
+/// The Voice360 body of a contact event for an endpoint listening to
+/// `event_type`, rendered from the native payload's `data` (the public
+/// contact): `CONTACT_CREATED`, `CONTACT_UPDATED` (`updated_fields`: the
+/// changed fields the document names, `phone`, `first_name`, `last_name`,
+/// `email`; a change of `metadata` alone is not one of them and sends
+/// nothing), `CONTACT_DELETED`. `contact_id` is our contact id (`con_...`).
+pub fn voice360_contact_body(
+    event_type: &str,
+    native_payload: &str,
+    account_id: &str,
+    now_ms: u64,
+) -> Option<String> {
+    use crate::dialects::voice360::{self as v360, EventType as T};
+    let payload: serde_json::Value = serde_json::from_str(native_payload).ok()?;
+    let data = &payload["data"];
+    let (contact_id, phone) = (data["id"].as_str()?, data["phone"].as_str()?);
+    let event = match T::parse(event_type)? {
+        T::ContactCreated => v360::Event::ContactCreated(v360::ContactCreated {
+            contact_id,
+            phone,
+            first_name: data["first_name"].as_str(),
+            last_name: data["last_name"].as_str(),
+            email: data["email"].as_str(),
+        }),
+        T::ContactUpdated => {
+            let updated_fields: Vec<&str> = data["updated_fields"]
+                .as_array()?
+                .iter()
+                .filter_map(|f| f.as_str())
+                .filter(|f| ["phone", "first_name", "last_name", "email"].contains(f))
+                .collect();
+            if updated_fields.is_empty() {
+                return None;
+            }
+            v360::Event::ContactUpdated(v360::ContactUpdated {
+                contact_id,
+                updated_fields,
+                phone,
+            })
+        }
+        T::ContactDeleted => {
+            v360::Event::ContactDeleted(v360::ContactDeleted { contact_id, phone })
+        }
+        _ => return None,
+    };
+    Some(event.body(account_id, now_ms))
+}
+
 /// Voice360's header: `X-Voice360-Signature: sha256=<hex HMAC-SHA256 of the
 /// raw body>` keyed with the endpoint's secret string (UTF-8 bytes).
 pub fn voice360_headers(secret: &str, body: &str) -> Vec<(String, String)> {
@@ -446,6 +494,63 @@ mod tests {
                 "X-Signature".to_string(),
                 "2881cd45a0be0dda4d532db65fa6bcd9c6fa442fb9f367c571c7298bb0876c2a".to_string()
             )]
+        );
+    }
+
+    /// The document's CONTACT_* examples, rendered from the native payloads
+    /// of a contact with the example's values (its id `98765`; ours are
+    /// `con_...`), byte for byte once the examples are compacted.
+    #[test]
+    fn contact_bodies_are_the_documents_examples() {
+        use crate::contacts::{test_contact, ContactEvent};
+        use crate::webhooks::events::contact_event_payload;
+        const NOW: u64 = 1_704_067_200_000;
+        let c = test_contact("98765", "+15551234567");
+        let body = |event, fields: &[&str], event_type| {
+            let native = contact_event_payload(event, "evt_1", &c, fields, NOW);
+            voice360_contact_body(event_type, &native, "12345", NOW + 999)
+        };
+        assert_eq!(
+            body(ContactEvent::Created, &[], "CONTACT_CREATED").as_deref(),
+            Some(
+                r#"{"event_name":"CONTACT_CREATED","account_id":"12345","timestamp":1704067200,"metadata":{"contact_id":"98765","phone":"+15551234567","first_name":"John","last_name":"Doe","email":"john@example.com"}}"#
+            )
+        );
+        assert_eq!(
+            body(
+                ContactEvent::Updated,
+                &["first_name", "email"],
+                "CONTACT_UPDATED"
+            )
+            .as_deref(),
+            Some(
+                r#"{"event_name":"CONTACT_UPDATED","account_id":"12345","timestamp":1704067200,"metadata":{"contact_id":"98765","updated_fields":["first_name","email"],"phone":"+15551234567"}}"#
+            )
+        );
+        assert_eq!(
+            body(ContactEvent::Deleted, &[], "CONTACT_DELETED").as_deref(),
+            Some(
+                r#"{"event_name":"CONTACT_DELETED","account_id":"12345","timestamp":1704067200,"metadata":{"contact_id":"98765","phone":"+15551234567"}}"#
+            )
+        );
+        // Fields the document does not name are left out; none left: no body.
+        assert_eq!(
+            body(ContactEvent::Updated, &["metadata"], "CONTACT_UPDATED"),
+            None
+        );
+        // A contact without names or email: nulls, as the metadata's fields are.
+        let mut bare = c.clone();
+        (bare.first_name, bare.last_name, bare.email) = (None, None, None);
+        let native = contact_event_payload(ContactEvent::Created, "evt_2", &bare, &[], NOW);
+        let v: serde_json::Value = serde_json::from_str(
+            &voice360_contact_body("CONTACT_CREATED", &native, "12345", NOW).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(v["metadata"]["first_name"], serde_json::Value::Null);
+        // A message event type is no contact body.
+        assert_eq!(
+            voice360_contact_body("SMS_SENT", &native, "12345", NOW),
+            None
         );
     }
 }

@@ -371,6 +371,7 @@ pub(super) fn path_item(pattern: &str) -> Value {
                 "number" => ("", "The phone number, E.164 (`+` as is or `%2B`)."),
                 "pk" => ("", "The directory user's or queue's `pk`."),
                 "voice360_key_id" => ("v360k", "The Voice360 key's id."),
+                "contact_id" => ("con", "The contact's id."),
                 _ => ("", "An id."),
             };
             let schema = match (name, prefix) {

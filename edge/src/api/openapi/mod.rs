@@ -25,6 +25,7 @@ mod builders;
 #[cfg(test)]
 mod checker;
 mod codeb;
+mod contacts;
 mod dialects;
 mod directory;
 mod operations;
@@ -62,6 +63,7 @@ pub fn spec() -> Value {
     let mut tags = vec![
         json!({"name": "calls", "description": "Place, inspect and hang up calls. Authenticated with a tenant API key."}),
         json!({"name": "messages", "description": "Send text messages (SMS) from the tenant's numbers and read those sent and received. Authenticated with a tenant API key."}),
+        json!({"name": "contacts", "description": "The tenant's address book: contacts with a unique phone, a name, an email and your metadata; every change is a webhook event. Authenticated with a tenant API key."}),
         json!({"name": "admin", "description": "Operator API: tenants, agents, API keys, dialect credentials and webhook endpoints. Authenticated with the admin token."}),
         json!({"name": "webhooks", "description": "The tenant's webhook delivery log and redelivery. Authenticated with a tenant API key."}),
         json!({"name": "meta", "description": "Health and this document. No authentication."}),

@@ -30,6 +30,9 @@ pub(super) fn webhook_operations() -> Value {
             WebhookEvent::MessageReceived => ("WebhookMessageEvent", "A text message to one of the tenant's numbers (`sms_enabled`) arrived: `direction` `inbound`, `status` `received`."),
             WebhookEvent::MessageDelivered => ("WebhookMessageEvent", "The carrier reported an outbound text message delivered (an IMDN delivery notification, RFC 5438): `status` `delivered`."),
             WebhookEvent::MessageUndelivered => ("WebhookMessageEvent", "The carrier reported an outbound text message not delivered (IMDN `failed`, `forbidden` or `error`, in `failure_reason`): `status` `undelivered`."),
+            WebhookEvent::ContactCreated => ("WebhookContactEvent", "A contact was created (`POST /v1/contacts`): the contact."),
+            WebhookEvent::ContactUpdated => ("WebhookContactEvent", "A contact's values changed (`PATCH /v1/contacts/{contact_id}`): the contact as it is now, with `updated_fields`, the fields that changed."),
+            WebhookEvent::ContactDeleted => ("WebhookContactEvent", "A contact was deleted: the contact as it was."),
         };
         out.insert(event.to_string(), json!({"post": {
             "operationId": format!("webhook_{}", event.as_str().replace('.', "_")),
@@ -94,6 +97,9 @@ pub(super) fn operation(id: RouteId) -> Value {
     if let Some(op) = super::directory::operation(id) {
         return op;
     }
+    if let Some(op) = super::contacts::operation(id) {
+        return op;
+    }
     match id {
         RouteId::PutNumber
         | RouteId::ListNumbers
@@ -110,6 +116,11 @@ pub(super) fn operation(id: RouteId) -> Value {
         | RouteId::CreateVoice360Key
         | RouteId::ListVoice360Keys
         | RouteId::RevokeVoice360Key => json!({}), // documented in `directory.rs` (returned above)
+        RouteId::CreateContact
+        | RouteId::ListContacts
+        | RouteId::GetContact
+        | RouteId::UpdateContact
+        | RouteId::DeleteContact => json!({}), // documented in `contacts.rs` (returned above)
         RouteId::Health => op("healthCheck", "meta", Auth::None, "Liveness check", "Answers 200 while the edge is up.")
             .ok(200, "The edge is up.", "Health")
             .build(),

@@ -784,7 +784,7 @@ A call already queued inside the window is not stopped when the window closes.";
                 ("next_attempt_at", nullable(timestamp())),
                 ("last_error", nullable(json!({"type": "string"}))),
                 ("payload", json!({"description": "The exact body sent (a dialect endpoint's is its dialect's).", "anyOf": [
-                    schema_ref("WebhookCallEvent"), schema_ref("WebhookTranscriptEvent"), schema_ref("WebhookRecordingEvent"), schema_ref("WebhookMessageEvent"),
+                    schema_ref("WebhookCallEvent"), schema_ref("WebhookTranscriptEvent"), schema_ref("WebhookRecordingEvent"), schema_ref("WebhookMessageEvent"), schema_ref("WebhookContactEvent"),
                     schema_ref("BuildVoiceAiCallCompleted"), schema_ref("CalldockPostCall"),
                     schema_ref("CodebOutboundAiFinished"), schema_ref("CodebTranscriptSaved")]})),
                 ("attempts", json!({"type": "array", "items": schema_ref("WebhookAttempt"), "description": "Every attempt, oldest first."})),
@@ -1317,6 +1317,7 @@ internal names, numeric IPv4 forms, IPv6 forms embedding an IPv4 address and `us
             "description": "The dispatch region whose calls this sidecar dials."})),
     ], &["sidecar_id", "region"]));
     super::directory::schemas(&mut s);
+    super::contacts::schemas(&mut s);
     Value::Object(s)
 }
 

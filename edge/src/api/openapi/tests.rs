@@ -268,6 +268,8 @@ struct World {
     v360kid: String,
     /// A text message the tenant sent from its number.
     mid: String,
+    /// A contact of the tenant.
+    conid: String,
 }
 
 /// A receiver that answers every delivery with one status.
@@ -434,8 +436,18 @@ fn provision(api: &Api, name: &str) -> World {
         ),
         202,
     );
+    let contact = expect(
+        api.send(
+            "POST",
+            "/v1/contacts",
+            Some(&key),
+            Some(&json!({"phone": "+14155550198"})),
+        ),
+        201,
+    );
     World {
         mid: id_of(&message),
+        conid: id_of(&contact),
         user,
         number,
         v360kid,
@@ -487,6 +499,7 @@ fn world_param(w: &World) -> impl Fn(&str) -> String + '_ {
         "webhook_id" => w.wid.clone(),
         "delivery_id" => w.did.clone(),
         "message_id" => w.mid.clone(),
+        "contact_id" => w.conid.clone(),
         "slug" => "reminder".to_string(),
         "username" => w.user.clone(),
         "number" => w.number.clone(),
@@ -506,6 +519,7 @@ fn missing_id(name: &str) -> String {
         "webhook_id" => "wh",
         "delivery_id" => "dlv",
         "message_id" => "msg",
+        "contact_id" => "con",
         "sidecar_id" => return "sc-missing".to_string(),
         "slug" => return "no-such-prompt".to_string(),
         "username" => return "nobody".to_string(),
@@ -2067,6 +2081,8 @@ fn every_route_answers_as_documented() {
 
     // Text messages.
     messages_answer_as_documented(&api, &w);
+    // Contacts.
+    contacts_answer_as_documented(&api, &w);
 
     // Calls.
     let key = Some(w.key.as_str());
@@ -2463,6 +2479,7 @@ fn every_route_answers_as_documented() {
         r.1.starts_with("/v1/calls")
             || r.1.starts_with("/v1/webhooks")
             || r.1.starts_with("/v1/messages")
+            || r.1.starts_with("/v1/contacts")
     }) {
         let body = (*method == "POST").then(|| json!({"phone": "+14155550123"}));
         let body = if pattern.ends_with("/hangup") {
@@ -3019,4 +3036,100 @@ fn messages_answer_as_documented(api: &Api, w: &World) {
     ))
     .unwrap();
     expect_error(with_key("m-2", &body), 409, "idempotency_key_in_flight");
+}
+
+/// `/v1/contacts`: every documented answer but the generic ones.
+fn contacts_answer_as_documented(api: &Api, w: &World) {
+    use crate::calls::store::CallRows;
+    let key = Some(w.key.as_str());
+    let post = |body: Value| api.send("POST", "/v1/contacts", key, Some(&body));
+    let created = expect(
+        post(
+            json!({"phone": "+442071838750", "first_name": "Ada", "last_name": "Lovelace",
+                    "email": "ada@example.org", "metadata": {"crm": 7}}),
+        ),
+        201,
+    );
+    let path = format!("/v1/contacts/{}", id_of(&created));
+    expect(api.send("GET", &path, key, None), 200);
+    let patch = |body: Value| api.send("PATCH", &path, key, Some(&body));
+    expect(
+        patch(json!({"first_name": "Augusta", "email": null, "metadata": null})),
+        200,
+    );
+    let page = expect(api.send("GET", "/v1/contacts?limit=1", key, None), 200);
+    let cursor = page["next_cursor"].as_str().expect("two contacts");
+    expect(
+        api.send(
+            "GET",
+            &format!("/v1/contacts?limit=1&cursor={cursor}"),
+            key,
+            None,
+        ),
+        200,
+    );
+    expect(
+        api.send("GET", "/v1/contacts?phone=%2B442071838750", key, None),
+        200,
+    );
+    expect_error(
+        api.send(
+            "GET",
+            &format!("/v1/contacts?phone=%2B442071838750&cursor={cursor}"),
+            key,
+            None,
+        ),
+        400,
+        "invalid_cursor",
+    );
+    expect_error(
+        api.send("GET", "/v1/contacts?phone=12", key, None),
+        400,
+        "invalid_parameter",
+    );
+    let bad = [
+        (json!({"first_name": "x"}), "missing_field"),
+        (json!({"phone": "12"}), "invalid_phone_number"),
+        (
+            json!({"phone": "+14155557100", "last_name": " "}),
+            "invalid_value",
+        ),
+        (
+            json!({"phone": "+14155557100", "first_name": "x".repeat(101)}),
+            "value_too_long",
+        ),
+        (
+            json!({"phone": "+14155557100", "email": "x"}),
+            "invalid_email",
+        ),
+        (
+            json!({"phone": "+14155557100", "metadata": {"k": "m".repeat(MAX_METADATA_BYTES)}}),
+            "metadata_too_large",
+        ),
+    ];
+    for (body, code) in &bad {
+        expect_error(post(body.clone()), 422, code);
+    }
+    for (body, code) in bad.iter().skip(1) {
+        expect_error(patch(body.clone()), 422, code);
+    }
+    expect_error(
+        post(json!({"phone": "+442071838750"})),
+        409,
+        "contact_exists",
+    );
+    expect_error(
+        patch(json!({"phone": "+14155550198"})),
+        409,
+        "contact_exists",
+    );
+    // A full address book (the counter says so).
+    let rows = api.calls.rows(&w.tid);
+    let count = crate::calls::store::CONTACT_COUNT_KEY;
+    let before = rows.value(count).unwrap().unwrap_or_default();
+    rows.put_value(count, &crate::contacts::MAX_CONTACTS.to_string())
+        .unwrap();
+    expect_error(post(json!({"phone": "+14155557101"})), 409, "contacts_full");
+    rows.put_value(count, &before).unwrap();
+    expect(api.send("DELETE", &path, key, None), 200);
 }
