@@ -412,6 +412,8 @@ impl World {
             "delivery_id" => self.did.clone(),
             // The generic cases fail before any lookup; `messages` reads a real one.
             "message_id" => "msg_00000000000000000000".into(),
+            // The same: `contacts` makes and reads real ones.
+            "contact_id" => "con_00000000000000000000".into(),
             "format" => "txt".into(),
             "slug" => "reminder".into(),
             "username" => "alice".into(),
@@ -465,6 +467,7 @@ fn missing_id(name: &str) -> String {
         "webhook_id" => "wh",
         "delivery_id" => "dlv",
         "message_id" => "msg",
+        "contact_id" => "con",
         "sidecar_id" => return "sc-missing".to_string(),
         // Not an id: a file extension.
         "format" => return "txt".to_string(),
@@ -1635,6 +1638,97 @@ fn messages(c: &Ctx) {
     }
 }
 
+/// `/v1/contacts`: create, read, list (pages, by phone), change, delete, and
+/// each refusal of the body (a full address book, 409 `contacts_full`, is
+/// produced natively: edge/src/api/openapi/tests.rs).
+fn contacts(c: &Ctx) {
+    let w = c.world("contacts");
+    let post = |body: Value| c.call("POST", "/v1/contacts", &w.key, Some(&body));
+    let first = post(
+        json!({"phone": "+442071838750", "first_name": "Ada", "last_name": "Lovelace",
+                            "email": "ada@example.org", "metadata": {"crm": 7}}),
+    )
+    .expect(201);
+    assert_eq!(first.json["object"], "contact");
+    post(json!({"phone": "+14155550198"})).expect(201);
+    let path = format!("/v1/contacts/{}", id_of(&first));
+    c.call("GET", &path, &w.key, None).expect(200);
+    let patch = |body: Value| c.call("PATCH", &path, &w.key, Some(&body));
+    let patched = patch(json!({"first_name": "Augusta", "email": null})).expect(200);
+    assert_eq!(patched.json["email"], Value::Null);
+    let page = c
+        .call("GET", "/v1/contacts?limit=1", &w.key, None)
+        .expect(200);
+    let cursor = page.json["next_cursor"]
+        .as_str()
+        .expect("a second page")
+        .to_string();
+    c.call(
+        "GET",
+        &format!("/v1/contacts?limit=1&cursor={cursor}"),
+        &w.key,
+        None,
+    )
+    .expect(200);
+    let one = c
+        .call("GET", "/v1/contacts?phone=%2B442071838750", &w.key, None)
+        .expect(200);
+    assert_eq!(one.json["data"][0]["id"], id_of(&first).as_str());
+    code(
+        c.call(
+            "GET",
+            &format!("/v1/contacts?phone=%2B442071838750&cursor={cursor}"),
+            &w.key,
+            None,
+        ),
+        400,
+        "invalid_cursor",
+    );
+    code(
+        c.call("GET", "/v1/contacts?phone=12", &w.key, None),
+        400,
+        "invalid_parameter",
+    );
+    let bad = [
+        (json!({"first_name": "x"}), "missing_field"),
+        (json!({"phone": "12"}), "invalid_phone_number"),
+        (
+            json!({"phone": "+14155557100", "last_name": " "}),
+            "invalid_value",
+        ),
+        (
+            json!({"phone": "+14155557100", "first_name": "x".repeat(101)}),
+            "value_too_long",
+        ),
+        (
+            json!({"phone": "+14155557100", "email": "x"}),
+            "invalid_email",
+        ),
+        (
+            json!({"phone": "+14155557100", "metadata": {"k": "m".repeat(16 * 1024)}}),
+            "metadata_too_large",
+        ),
+    ];
+    for (body, expected) in &bad {
+        code(post(body.clone()), 422, expected);
+    }
+    for (body, expected) in bad.iter().skip(1) {
+        code(patch(body.clone()), 422, expected);
+    }
+    code(
+        post(json!({"phone": "+442071838750"})),
+        409,
+        "contact_exists",
+    );
+    code(
+        patch(json!({"phone": "+14155550198"})),
+        409,
+        "contact_exists",
+    );
+    c.call("DELETE", &path, &w.key, None).expect(200);
+    code(c.call("GET", &path, &w.key, None), 404, "contact_not_found");
+}
+
 fn every_operation_fails_as_documented(c: &Ctx) {
     let w = c.world("failures");
     let disabled = c.world("disabled");
@@ -1751,7 +1845,8 @@ fn rate_limited_everywhere(c: &Ctx) {
         if c.security(&method, &template).as_deref() != Some("bearerAuth")
             || !(template.starts_with("/v1/calls")
                 || template.starts_with("/v1/webhooks")
-                || template.starts_with("/v1/messages"))
+                || template.starts_with("/v1/messages")
+                || template.starts_with("/v1/contacts"))
         {
             continue;
         }
@@ -1849,6 +1944,7 @@ fn main() -> std::process::ExitCode {
             ("calls_list", calls_list),
             ("calls_get_and_hangup", calls_get_and_hangup),
             ("messages", messages),
+            ("contacts", contacts),
             (
                 "every_operation_fails_as_documented",
                 every_operation_fails_as_documented,
