@@ -1449,7 +1449,7 @@ fn voice360_event() -> Value {
         .iter()
         .map(|e| e.as_str())
         .collect();
-    json!({"type": "string", "enum": names, "description": "The one Voice360 event type a `voice360` endpoint listens for. Served today: `USER_DIAL` (a call placed from a directory user's extension, when it is created), `USER_HANGUP` (its end), `CALL_ENDED` (every call's end), `TRANSCRIPTION_FINISHED` (after an answered call's transcript). Signed `X-Voice360-Signature: sha256=<hex HMAC-SHA256 of the raw body>` with the endpoint's secret; retries: 1 to 10 (`retry_schedule`); a rotation ends the old secret at once."})
+    json!({"type": "string", "enum": names, "description": "The one Voice360 event type a `voice360` endpoint listens for. Served today: `USER_DIAL` (a call placed from a directory user's extension, when it is created), `USER_HANGUP` (its end), `CALL_ENDED` (every call's end), `TRANSCRIPTION_FINISHED` (after an answered call's transcript), `SMS_SENT`, `SMS_RECEIVED`, `SMS_DELIVERED` (text messages), `CONTACT_CREATED`, `CONTACT_UPDATED`, `CONTACT_DELETED` (`/v1/contacts`; `contact_id` is the contact's `con_` id). Signed `X-Voice360-Signature: sha256=<hex HMAC-SHA256 of the raw body>` with the endpoint's secret; retries: 1 to 10 (`retry_schedule`); a rotation ends the old secret at once."})
 }
 
 /// `Tenant.codeb_host` as `dialects::codeb_users::normalize_host` accepts it (lowercased on input).
