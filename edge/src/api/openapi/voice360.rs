@@ -84,6 +84,15 @@ fn pk() -> Value {
     json!({"type": "integer", "minimum": 1})
 }
 
+/// A contact's id: ours (`con_...`).
+fn contact_id() -> Value {
+    json!({"type": "string", "pattern": "^con_[0-9a-f]{10,40}$", "description": "The contact's id (`/v1/contacts/{contact_id}`)."})
+}
+
+fn nullable_string() -> Value {
+    json!({"type": ["string", "null"]})
+}
+
 fn closed(required: &[&str], properties: Value) -> Value {
     json!({"type": "object", "additionalProperties": false, "required": required, "properties": properties})
 }
@@ -598,6 +607,24 @@ pub(super) fn metadata_schema(event: EventType) -> Option<(Value, &'static str)>
                 json!({"to_number": numbers(), "message_id": string(), "status": {"const": "delivered"}})),
             "The carrier reported an outbound text message delivered.",
         ),
+        EventType::ContactCreated => (
+            closed(&["contact_id", "phone", "first_name", "last_name", "email"],
+                json!({"contact_id": contact_id(), "phone": string(), "first_name": nullable_string(),
+                       "last_name": nullable_string(), "email": nullable_string()})),
+            "A contact was created (`POST /v1/contacts`).",
+        ),
+        EventType::ContactUpdated => (
+            closed(&["contact_id", "updated_fields", "phone"],
+                json!({"contact_id": contact_id(),
+                       "updated_fields": {"type": "array", "minItems": 1, "items": {"enum": ["phone", "first_name", "last_name", "email"]},
+                           "description": "The fields whose value changed (a change of `metadata` alone is not sent)."},
+                       "phone": string()})),
+            "A contact's phone, name or email changed (`PATCH /v1/contacts/{contact_id}`).",
+        ),
+        EventType::ContactDeleted => (
+            closed(&["contact_id", "phone"], json!({"contact_id": contact_id(), "phone": string()})),
+            "A contact was deleted.",
+        ),
         EventType::IncomingExternalCall
         | EventType::UserAnswer
         | EventType::QueueEnter
@@ -607,10 +634,7 @@ pub(super) fn metadata_schema(event: EventType) -> Option<(Value, &'static str)>
         | EventType::QueueHangup
         | EventType::QueueNoAnswer
         | EventType::QueueHangupTimeout
-        | EventType::QueueHangupAbandoned
-        | EventType::ContactCreated
-        | EventType::ContactUpdated
-        | EventType::ContactDeleted => return None,
+        | EventType::QueueHangupAbandoned => return None,
     })
 }
 

@@ -696,6 +696,29 @@ fn voice360_webhook_bodies_match_their_schemas() {
         let body = voice360_message_body(event.as_str(), &payload, "61", NOW).unwrap();
         bodies.push((event, body));
     }
+    // The contact events likewise, from a contact's native payloads.
+    let mut contact = crate::contacts::test_contact("con_00000000000000000001", "+15551234567");
+    for (event, fields) in [
+        (crate::contacts::ContactEvent::Created, vec![]),
+        (
+            crate::contacts::ContactEvent::Updated,
+            vec!["first_name", "email"],
+        ),
+        (crate::contacts::ContactEvent::Deleted, vec![]),
+    ] {
+        let payload =
+            crate::webhooks::events::contact_event_payload(event, "evt_1", &contact, &fields, NOW);
+        let event = match event {
+            crate::contacts::ContactEvent::Created => EventType::ContactCreated,
+            crate::contacts::ContactEvent::Updated => EventType::ContactUpdated,
+            crate::contacts::ContactEvent::Deleted => EventType::ContactDeleted,
+        };
+        let body =
+            crate::webhooks::post_call::voice360_contact_body(event.as_str(), &payload, "61", NOW)
+                .unwrap();
+        bodies.push((event, body));
+        contact.email = None;
+    }
     let mut sent = BTreeSet::new();
     for (event, body) in &bodies {
         let name = format!("voice360.{}", event.as_str());
@@ -737,6 +760,9 @@ fn voice360_webhook_bodies_match_their_schemas() {
         "SMS_SENT",
         "SMS_RECEIVED",
         "SMS_DELIVERED",
+        "CONTACT_CREATED",
+        "CONTACT_UPDATED",
+        "CONTACT_DELETED",
     ] {
         assert!(sent.contains(&format!("voice360.{name}")), "{name}");
     }
