@@ -77,9 +77,11 @@ pub(super) fn operation(id: RouteId) -> Option<Value> {
     })
 }
 
-/// A name field: 1 to [`MAX_NAME_CHARS`] characters, not blank.
+/// A name field: 1 to [`MAX_NAME_CHARS`] characters, not blank, no
+/// control characters (as `api::contacts` checks).
 fn name() -> Value {
-    json!({"type": "string", "minLength": 1, "maxLength": MAX_NAME_CHARS, "pattern": "\\S"})
+    json!({"type": "string", "minLength": 1, "maxLength": MAX_NAME_CHARS,
+        "pattern": r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"})
 }
 
 fn email() -> Value {

@@ -3113,6 +3113,22 @@ fn contacts_answer_as_documented(api: &Api, w: &World) {
     for (body, code) in bad.iter().skip(1) {
         expect_error(patch(body.clone()), 422, code);
     }
+    // The request schema refuses what the server refuses (a control
+    // character or only blanks in a name), and takes an ordinary one.
+    let schema = &api.spec["components"]["schemas"]["CreateContactRequest"];
+    for (name, ok) in [
+        ("Ada\u{1}", false),
+        ("Ada\u{85}x", false),
+        (" \t", false),
+        ("Ada Lovelace", true),
+        ("Zoë", true),
+    ] {
+        let body = json!({"phone": "+14155557102", "first_name": name});
+        assert_eq!(api.checker.check(schema, &body).is_ok(), ok, "{name:?}");
+        if !ok {
+            expect_error(post(body), 422, "invalid_value");
+        }
+    }
     expect_error(
         post(json!({"phone": "+442071838750"})),
         409,
