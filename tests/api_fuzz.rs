@@ -76,6 +76,9 @@ fn schemathesis(ctx: &Ctx, name: &str, paths: &str, token: &str, examples: u32) 
          [checks.positive_data_acceptance]\n\
          # 400/422 to schema-valid data are judged by hooks.py's `semantic_rejections_only`.\n\
          expected-statuses = [\"2xx\", \"3xx\", \"400\", \"401\", \"403\", \"404\", \"409\", \"422\", \"429\", \"5xx\"]\n\
+         [checks.negative_data_rejection]\n\
+         # A schema-violating body over the size limit is refused as too large (413, documented).\n\
+         expected-statuses = [\"400\", \"401\", \"403\", \"404\", \"405\", \"406\", \"409\", \"413\", \"415\", \"422\", \"428\", \"429\", \"5xx\"]\n\
          [parameters]\n\
          tenant_id = {tenant:?}\n\
          agent_id = {agent:?}\n\
