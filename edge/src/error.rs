@@ -86,7 +86,7 @@ error_codes! {
     ScheduleInPast => ("schedule_in_past", 422, "`schedule_at` must be in the future."),
     MetadataTooLarge => ("metadata_too_large", 422, "`metadata` is larger than allowed once serialized."),
     UnknownAgent => ("unknown_agent", 422, "`agent_id` names no agent of this tenant."),
-    UnknownNumber => ("unknown_number", 422, "`from` is not one of this tenant's phone numbers."),
+    UnknownNumber => ("unknown_number", 422, "The number (`from` of a text, `caller_number` of a call) is not one of this tenant's active phone numbers."),
     NumberNotSmsCapable => ("number_not_sms_capable", 422, "`from` is this tenant's number but cannot send texts now (`sms_enabled` is off, or it is not `active`)."),
     AgentRequired => ("agent_required", 422, "No `agent_id` given and the tenant has no default agent."),
     InvalidUrl => ("invalid_url", 422, "The URL is malformed or not allowed (https only; plain http only for loopback in local dev)."),

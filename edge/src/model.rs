@@ -520,8 +520,8 @@ pub struct CallRecord {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub placed_with: Option<PlacedWith>,
     /// The caller ID number (E.164, one of the tenant's numbers) the callee
-    /// is shown, when not the trunk's (Voice360's `caller_id`; not in the
-    /// public JSON yet).
+    /// is shown, when not the trunk's (`caller_number`, Voice360's
+    /// `caller_id`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub caller_number: Option<String>,
     /// The directory user (`pk`) whose extension placed the call (Voice360's
@@ -670,7 +670,8 @@ impl CallRecord {
         };
         fields.insert("object".into(), json!("call"));
         fields.remove("placed_with");
-        fields.remove("caller_number");
+        // Always present: null means the trunk's number.
+        fields.entry("caller_number").or_insert(Value::Null);
         fields.remove("from_user");
         object_with_raw(
             &fields,

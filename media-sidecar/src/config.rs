@@ -193,6 +193,16 @@ struct EngineFile {
     allowed_hosts: Vec<String>,
 }
 
+/// [`Trunk::identity_header`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum IdentityHeaderKind {
+    #[default]
+    None,
+    Pai,
+    Rpid,
+}
+
 /// SIP transport to a trunk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -250,6 +260,12 @@ pub struct Trunk {
     pub min_se_seconds: u32,
     /// Caller ID presented in From (E.164).
     pub from_number: String,
+    /// The header asserting the caller's identity beside From: `"pai"`
+    /// (P-Asserted-Identity, RFC 3325), `"rpid"` (Remote-Party-ID) or
+    /// `"none"`. Trunks that authenticate us by IP often show caller ID
+    /// only from one of them. Default `"none"`.
+    #[serde(default)]
+    pub identity_header: IdentityHeaderKind,
     #[serde(default)]
     pub priority: u32,
 }
@@ -285,6 +301,17 @@ pub struct Telephony {
     /// Address SIP and RTP sockets bind to and advertise (Via, Contact, SDP).
     #[serde(default = "default_bind_ip")]
     pub bind_ip: std::net::IpAddr,
+    /// Behind NAT: the public address trunks reach this sidecar on, written
+    /// in Via, Contact, From and the SDP (c=/o=) instead of `bind_ip`. The
+    /// NAT must map the SIP port and the RTP range to the same ports (1:1
+    /// or static port forwarding). Our Via asks for `rport` (RFC 3581) and
+    /// RTP is symmetric, so answers and media come back through the mapping.
+    #[serde(default)]
+    pub public_ip: Option<std::net::IpAddr>,
+    /// The public SIP port, when the NAT maps `sip_port` to another one.
+    /// Default: the bound port.
+    #[serde(default)]
+    pub public_sip_port: Option<u16>,
     /// Local SIP port; 0 picks a free one.
     #[serde(default)]
     pub sip_port: u16,
@@ -334,6 +361,8 @@ impl Default for Telephony {
     fn default() -> Self {
         Telephony {
             bind_ip: default_bind_ip(),
+            public_ip: None,
+            public_sip_port: None,
             sip_port: 0,
             rtp_port_min: default_rtp_min(),
             rtp_port_max: default_rtp_max(),

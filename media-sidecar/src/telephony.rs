@@ -13,6 +13,7 @@ use crate::config;
 use crate::engine::guard::AllowedHosts;
 use crate::media::PortAllocator;
 use crate::sip::auth::Credentials;
+use crate::sip::call::IdentityHeader;
 use crate::sip::endpoint::EndpointConfig;
 use crate::sip::session_timer::SessionTimerConfig;
 use crate::sip::text_message::{self, reasons, Imdn, MessageEnd, MessageSpec};
@@ -80,10 +81,18 @@ impl Telephony {
                     min_se_s: t.min_se_seconds,
                     ms_per_s: 1_000,
                 }),
+                identity: match t.identity_header {
+                    config::IdentityHeaderKind::None => IdentityHeader::None,
+                    config::IdentityHeaderKind::Pai => IdentityHeader::PAssertedIdentity,
+                    config::IdentityHeaderKind::Rpid => IdentityHeader::RemotePartyId,
+                },
             });
         }
         let mut endpoint = EndpointConfig::new(SocketAddr::new(cfg.bind_ip, cfg.sip_port));
         endpoint.inbound_trunks = trunks.clone();
+        endpoint.public = cfg
+            .public_ip
+            .map(|ip| SocketAddr::new(ip, cfg.public_sip_port.unwrap_or(0)));
         let (sip, inbound) = SipUdp::bind_with(endpoint)
             .await
             .map_err(|e| format!("cannot bind SIP on {}:{}: {e}", cfg.bind_ip, cfg.sip_port))?;

@@ -547,6 +547,7 @@ fn sipp_telephony(
             session_expires_seconds: 1800,
             min_se_seconds: 90,
             from_number: "+15550001111".into(),
+            identity_header: config::IdentityHeaderKind::None,
             priority: 0,
         }],
         ..config::Telephony::default()
@@ -875,6 +876,64 @@ async fn no_rtp_reaches_the_callee_while_it_holds_the_call() {
             .then_some(())
     })
     .await;
+    sipp.success().await;
+    stop.send(Stop::Drain).unwrap();
+    tokio::time::timeout(
+        Duration::from_secs(15),
+        tokio::task::spawn_blocking(move || sidecar.join()),
+    )
+    .await
+    .expect("the sidecar exits")
+    .unwrap()
+    .unwrap();
+}
+
+/// Issue 21: a sidecar behind NAT advertises its public address (Via,
+/// Contact, From, SDP) while binding its own, and a trunk configured for it
+/// gets the caller's identity in P-Asserted-Identity. sipp checks each
+/// header of the INVITE (`uas_nat_identity`), answers and hangs up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn behind_nat_the_public_address_is_advertised_and_identity_asserted() {
+    use tokio::sync::watch;
+    use voxline_media_sidecar::config;
+    use voxline_media_sidecar::lease::driver::{RunOptions, Stop};
+    use voxline_media_sidecar::lease::LeaseSettings;
+
+    let sipp = Sipp::start("uas_nat_identity").await;
+    let edge = fake_edge().await;
+    let (stop, stop_rx) = watch::channel(Stop::Run);
+    let mut telephony = sipp_telephony(sipp.addr.port(), (45_000, 45_099));
+    telephony.public_ip = Some("192.0.2.10".parse().unwrap());
+    telephony.public_sip_port = Some(5099);
+    telephony.trunks[0].identity_header = config::IdentityHeaderKind::Pai;
+    let sidecar = spawn_sidecar_with(
+        &edge,
+        telephony,
+        LeaseSettings::new("sc-nat", "local", 1),
+        RunOptions {
+            drain_timeout: Duration::from_secs(5),
+            ..RunOptions::default()
+        },
+        stop_rx,
+    );
+    let mut call = support::offer("n_1", 600);
+    call.engine = voxline_shared::EngineKind::Echo.into();
+    call.caller_name = Some("Reminder".into());
+    edge.offer(call);
+    let reason = edge
+        .wait_for("ended", Duration::from_secs(15), |st| {
+            st.events.iter().find_map(|e| match &e.kind {
+                voxline_shared::sidecar_link::EventKind::Ended { reason, .. }
+                    if e.call_id == "n_1" =>
+                {
+                    Some(*reason)
+                }
+                _ => None,
+            })
+        })
+        .await;
+    // Answered through the headers sipp required, and hung up by the callee.
+    assert_eq!(reason, EndedReason::CalleeHangup);
     sipp.success().await;
     stop.send(Stop::Drain).unwrap();
     tokio::time::timeout(

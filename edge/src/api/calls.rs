@@ -13,6 +13,7 @@ use crate::http::{ApiRequest, ApiResponse};
 use crate::ids::{self, rfc3339_ms};
 use crate::limits::CONCURRENCY_RETRY_AFTER_SECONDS;
 use crate::model::{self, keys, Agent, CallRecord, ScheduledReason, Tenant};
+use crate::numbers::{self, NumberStatus, PhoneNumber};
 use crate::store::{get_json, Kv};
 use crate::traffic::IdemRequest;
 use serde_json::{json, Value};
@@ -189,22 +190,47 @@ pub(crate) async fn create_call<K: Kv, D: DispatchQueues>(
     agent: Agent,
     idempotency: Option<IdemRequest>,
 ) -> Result<ApiResponse> {
-    match place_call(
-        env,
-        tenant,
-        input,
-        agent,
-        idempotency,
-        CallOrigin::default(),
-    )
-    .await
-    {
+    if let Some(n) = &input.caller_number {
+        check_caller_number(env, tenant, n).await?;
+    }
+    let origin = CallOrigin {
+        caller_number: input.caller_number.clone(),
+        ..CallOrigin::default()
+    };
+    match place_call(env, tenant, input, agent, idempotency, origin).await {
         Ok(record) => Ok(ApiResponse::json_text(201, record.to_public_json())
             .with_header("Location", format!("/v1/calls/{}", record.id))),
         // A slot frees when a call ends, which no clock can tell: a polling hint.
         Err(e) if e.code == ErrorCode::ConcurrencyLimitReached => Ok(ApiResponse::error(&e)
             .with_header("Retry-After", CONCURRENCY_RETRY_AFTER_SECONDS.to_string())),
         Err(e) => Err(e),
+    }
+}
+
+/// `caller_number` must be one of the tenant's numbers, in service: a caller
+/// ID the tenant does not hold is spoofing. Another tenant's number reads as
+/// unknown (nothing says whose it is). 422 `unknown_number`.
+async fn check_caller_number<K: Kv, D: DispatchQueues>(
+    env: &Env<'_, K, D>,
+    tenant: &Tenant,
+    number: &str,
+) -> Result<()> {
+    let held: Option<PhoneNumber> = get_json(env.kv, &numbers::keys::number(number)).await?;
+    match held.filter(|n| n.tenant_id == tenant.id) {
+        Some(n) if n.status == NumberStatus::Active => Ok(()),
+        Some(n) => Err(ApiError::field(
+            ErrorCode::UnknownNumber,
+            "caller_number",
+            format!(
+                "{number} is not in service (status: {}); only active numbers can be shown as caller ID",
+                n.status.as_str()
+            ),
+        )),
+        None => Err(ApiError::field(
+            ErrorCode::UnknownNumber,
+            "caller_number",
+            format!("{number} is not one of this tenant's numbers"),
+        )),
     }
 }
 

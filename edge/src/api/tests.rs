@@ -1458,6 +1458,71 @@ fn caller_name_is_checked_kept_on_the_call_and_offered_to_the_sidecar() {
     }
 }
 
+/// `caller_number`: only a number the tenant holds, in service; kept on
+/// the call and offered to the sidecar (the SIP From user).
+#[test]
+fn caller_number_must_be_the_tenants_active_number_and_reaches_the_sidecar() {
+    let w = World::new();
+    let (tid, key) = w.tenant(true);
+    let (other, _) = w.tenant(false);
+    let number = |tid: &str, e164: &str, status: &str| {
+        w.admin(
+            "PUT",
+            &format!("/admin/tenants/{tid}/numbers/{e164}"),
+            Some(json!({"status": status})),
+        );
+    };
+    number(&tid, "+14155550111", "active");
+    number(&tid, "+14155550112", "inactive");
+    number(&other, "+14155550113", "active");
+    let create = |body: Value| w.send("POST", "/v1/calls", Some(&key), Some(body));
+    let refused = |cn: &str| {
+        let r = create(json!({"phone": "+14155550100", "caller_number": cn}));
+        let e = r.body_json()["error"].clone();
+        (
+            r.status,
+            e["code"].as_str().unwrap_or("").to_string(),
+            e["field"].as_str().unwrap_or("").to_string(),
+        )
+    };
+    let bad = |code: &str| (422, code.to_string(), "caller_number".to_string());
+    assert_eq!(refused("4155550111"), bad("invalid_phone_number"));
+    // Not held, held by another tenant, held but out of service.
+    assert_eq!(refused("+14155550199"), bad("unknown_number"));
+    assert_eq!(refused("+14155550113"), bad("unknown_number"));
+    assert_eq!(refused("+14155550112"), bad("unknown_number"));
+
+    let sc = TestSidecar::create(&w, "sc-number");
+    sc.send(
+        &w,
+        voxline_shared::sidecar_link::paths::REGISTER,
+        json!({"region": "local", "capacity": 2, "version": "t"}),
+    );
+    let r = create(json!({"phone": "+14155550100", "caller_number": "+14155550111"}));
+    assert_eq!(r.status, 201, "{}", r.body);
+    let id = r.body_json()["id"].as_str().unwrap().to_string();
+    let shown = w
+        .send("GET", &format!("/v1/calls/{id}"), Some(&key), None)
+        .body_json();
+    assert_eq!(shown["caller_number"], "+14155550111");
+    let r = create(json!({"phone": "+14155550101"}));
+    assert_eq!(r.body_json()["caller_number"], Value::Null);
+
+    let lease = sc.send(
+        &w,
+        voxline_shared::sidecar_link::paths::LEASE,
+        json!({"region": "local", "free_slots": 2, "held_calls": [], "wait_ms": 0}),
+    );
+    let offers = lease["offers"].as_array().unwrap();
+    assert_eq!(offers.len(), 2, "{lease}");
+    for offer in offers {
+        let typed: voxline_shared::sidecar_link::Offer =
+            serde_json::from_value(offer.clone()).unwrap();
+        let want = (typed.call_id == id).then_some("+14155550111");
+        assert_eq!(typed.caller_number.as_deref(), want, "{offer}");
+    }
+}
+
 #[test]
 fn a_call_that_ends_within_a_second_is_exact_while_kv_refuses_writes_and_lags() {
     let w = World::new();

@@ -16,6 +16,7 @@ pub const CREATE_CALL_FIELDS: &[&str] = &[
     "phone",
     "name",
     "caller_name",
+    "caller_number",
     "email",
     "transcript_email",
     "metadata",
@@ -46,6 +47,10 @@ pub struct CreateCallInput {
     pub name: Option<String>,
     /// The caller-ID label the callee is shown (SIP From display-name).
     pub caller_name: Option<String>,
+    /// The caller ID number the callee is shown (SIP From user), over the
+    /// trunk's: E.164 here; that it is one of the tenant's active numbers is
+    /// the handler's check (it needs storage).
+    pub caller_number: Option<String>,
     pub email: Option<String>,
     /// Where the transcript is emailed when the call ends (see `mail`).
     pub transcript_email: Option<String>,
@@ -179,6 +184,13 @@ pub fn create_call(
         phone,
         name: f.str_opt("name", CALL_NAME_MAX)?,
         caller_name: caller_name(&f)?,
+        caller_number: match f.str_opt("caller_number", 32)? {
+            Some(n) => {
+                check_e164("caller_number", &n)?;
+                Some(n)
+            }
+            None => None,
+        },
         email,
         transcript_email,
         metadata,

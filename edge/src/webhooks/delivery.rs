@@ -819,7 +819,7 @@ mod tests {
             d["transcript_url"].as_str(),
             Some("/v1/calls/call_1/transcript")
         );
-        for k in ["recording_url", "sip_code", "caller_name"] {
+        for k in ["recording_url", "sip_code", "caller_name", "caller_number"] {
             assert!(d[k].is_null() && d.get(k).is_some(), "{k}");
         }
         let queued: Value = serde_json::from_str(&call_event_payload(

@@ -247,6 +247,7 @@ pub fn call_event_payload(
         "phone": record.phone,
         "name": record.name,
         "caller_name": record.caller_name,
+        "caller_number": record.caller_number,
         "agent_id": record.agent_id,
         "schedule_at": record.schedule_at,
         "created_at": record.created_at,

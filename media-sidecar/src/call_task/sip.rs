@@ -224,7 +224,14 @@ impl CallIo<'_> {
             tracing::warn!(call_id = %offer.call_id, error = %err, "no RTP ports: call not placed");
             EndedReason::MediaLost
         })?;
-        let mut sdp = OfferConfig::new(bound.local_rtp());
+        // Behind NAT the SDP names the public address (same port: the NAT
+        // maps the RTP range 1:1); RTP is symmetric, so media comes back.
+        let rtp = bound.local_rtp();
+        let advertised_rtp = match tel.cfg.public_ip {
+            Some(ip) => std::net::SocketAddr::new(ip, rtp.port()),
+            None => rtp,
+        };
+        let mut sdp = OfferConfig::new(advertised_rtp);
         sdp.codecs = tel.cfg.codecs.clone();
         let spec = call_spec(offer, tel.trunks.clone(), &tel.from_number, &tel.cfg, sdp);
         let call = tel.sip.start_call(spec).await.map_err(|err| {

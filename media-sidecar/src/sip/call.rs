@@ -83,6 +83,23 @@ pub struct CallConfig {
     /// Which 301/302 targets the call follows ([`redirect`]). The trunk
     /// itself (`trunk`, `request_uri`'s host) is always among them.
     pub redirect: RedirectPolicy,
+    /// The network-asserted caller identity our INVITE carries, beside From.
+    pub identity: IdentityHeader,
+}
+
+/// The header that asserts the caller's identity to a trunk that trusts us
+/// (carriers bill and show caller ID from it, some ignore From): the same
+/// display-name and URI as From, no tag.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum IdentityHeader {
+    /// From alone.
+    #[default]
+    None,
+    /// `P-Asserted-Identity` (RFC 3325), what most trunks read.
+    PAssertedIdentity,
+    /// `Remote-Party-ID` (draft-ietf-sip-privacy-04) with `party=calling;
+    /// screen=yes;privacy=off`, for older carriers and SBCs.
+    RemotePartyId,
 }
 
 impl CallConfig {
@@ -113,6 +130,7 @@ impl CallConfig {
             require_100rel: false,
             session_timer: Some(SessionTimerConfig::default()),
             redirect: RedirectPolicy::default(),
+            identity: IdentityHeader::None,
         }
     }
 }
@@ -571,6 +589,9 @@ impl Call {
         m.push("Call-ID", self.call_id.clone());
         m.push("CSeq", format!("{} INVITE", self.cseq));
         m.push("Contact", self.contact());
+        if let Some((name, value)) = self.identity_header() {
+            m.push(name, value);
+        }
         for (n, v) in &self.auth_headers {
             m.push(n, v.clone());
         }
@@ -587,6 +608,27 @@ impl Call {
         m.push("Content-Type", "application/sdp");
         m.body = self.local_sdp();
         m
+    }
+
+    /// [`CallConfig::identity`]: From's display-name and URI, without its tag.
+    fn identity_header(&self) -> Option<(&'static str, String)> {
+        let display = self
+            .cfg
+            .from_display
+            .as_deref()
+            .and_then(quoted_display_name);
+        let name_addr = match display {
+            Some(quoted) => format!("{quoted} <{}>", self.cfg.from_uri),
+            None => format!("<{}>", self.cfg.from_uri),
+        };
+        match self.cfg.identity {
+            IdentityHeader::None => None,
+            IdentityHeader::PAssertedIdentity => Some(("P-Asserted-Identity", name_addr)),
+            IdentityHeader::RemotePartyId => Some((
+                "Remote-Party-ID",
+                format!("{name_addr};party=calling;screen=yes;privacy=off"),
+            )),
+        }
     }
 
     /// Our `Supported` option tags.
@@ -1964,6 +2006,40 @@ mod tests {
         let t = c.poll_transmit().unwrap();
         let inv = msg::parse(&t.bytes).unwrap();
         (c, inv, t.bytes)
+    }
+
+    /// The INVITE's headers with this identity setting and display-name.
+    fn invite_identity(identity: IdentityHeader, display: Option<&str>) -> Message {
+        let mut c = Call::new(
+            CallConfig {
+                identity,
+                from_display: display.map(str::to_string),
+                ..cfg()
+            },
+            0,
+        );
+        msg::parse(&c.poll_transmit().unwrap().bytes).unwrap()
+    }
+
+    #[test]
+    fn the_identity_header_repeats_from_without_its_tag() {
+        let inv = invite_identity(IdentityHeader::None, Some("Reminder"));
+        assert_eq!(inv.header("P-Asserted-Identity"), None);
+        assert_eq!(inv.header("Remote-Party-ID"), None);
+
+        let inv = invite_identity(IdentityHeader::PAssertedIdentity, Some("Re \"x\""));
+        let from = inv.header("From").unwrap();
+        let pai = inv.header("P-Asserted-Identity").unwrap();
+        assert_eq!(pai, r#""Re \"x\"" <sip:alice@127.0.0.1:5060>"#);
+        assert!(from.starts_with(&format!("{pai};tag=")), "{from}");
+        assert_eq!(inv.header("Remote-Party-ID"), None);
+
+        let inv = invite_identity(IdentityHeader::RemotePartyId, None);
+        assert_eq!(
+            inv.header("Remote-Party-ID"),
+            Some("<sip:alice@127.0.0.1:5060>;party=calling;screen=yes;privacy=off")
+        );
+        assert_eq!(inv.header("P-Asserted-Identity"), None);
     }
 
     #[test]

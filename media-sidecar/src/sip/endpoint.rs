@@ -24,7 +24,9 @@ use std::time::{Duration, Instant};
 use voxline_shared::{CallStatus, EndedReason};
 
 use super::auth::Credentials;
-use super::call::{out_of_dialog_reply, Call, CallConfig, DialogEnd, DialogEvent, Transmit};
+use super::call::{
+    out_of_dialog_reply, Call, CallConfig, DialogEnd, DialogEvent, IdentityHeader, Transmit,
+};
 use super::msg::{self, ParseError};
 use super::redirect::{RedirectPolicy, RedirectTarget};
 use super::sdp::OfferConfig;
@@ -50,6 +52,8 @@ pub struct Trunk {
     pub require_100rel: bool,
     /// [`CallConfig::session_timer`]. Default: 1800 s, Min-SE 90 s.
     pub session_timer: Option<SessionTimerConfig>,
+    /// [`CallConfig::identity`]. Default: none.
+    pub identity: IdentityHeader,
 }
 
 impl Trunk {
@@ -61,6 +65,7 @@ impl Trunk {
             in_dialog_from_trunk_only: true,
             require_100rel: false,
             session_timer: Some(SessionTimerConfig::default()),
+            identity: IdentityHeader::None,
         }
     }
 }
@@ -172,8 +177,13 @@ impl DatagramError {
 /// Endpoint settings.
 #[derive(Debug, Clone)]
 pub struct EndpointConfig {
-    /// Our SIP address, advertised in Via and Contact.
+    /// Our SIP address: the socket's, and what Via, Contact and From carry
+    /// unless `public` is set.
     pub local: SocketAddr,
+    /// The address the trunks reach us on when it is not `local` (the
+    /// sidecar behind NAT with a static mapping of its SIP port): Via
+    /// sent-by, Contact and From carry it. Port 0: `local`'s port.
+    pub public: Option<SocketAddr>,
     /// Dialogs held at once, live or lingering to absorb retransmissions;
     /// [`Endpoint::start_call`] refuses beyond it.
     pub max_dialogs: usize,
@@ -192,10 +202,23 @@ impl EndpointConfig {
     pub fn new(local: SocketAddr) -> Self {
         EndpointConfig {
             local,
+            public: None,
             max_dialogs: 4_096,
             max_datagram: msg::MAX_MESSAGE,
             inbound_trunks: Vec::new(),
             timers: Timers::default(),
+        }
+    }
+}
+
+impl EndpointConfig {
+    /// What our messages carry as our address: `public` (its port 0 read as
+    /// `local`'s), else `local`.
+    pub fn advertised(&self) -> SocketAddr {
+        match self.public {
+            Some(p) if p.port() == 0 => SocketAddr::new(p.ip(), self.local.port()),
+            Some(p) => p,
+            None => self.local,
         }
     }
 }
@@ -253,6 +276,7 @@ fn call_config(spec: &CallSpec, trunk: &Trunk, has_next: bool, local: SocketAddr
     c.in_dialog_from_trunk_only = trunk.in_dialog_from_trunk_only;
     c.require_100rel = trunk.require_100rel;
     c.session_timer = trunk.session_timer;
+    c.identity = trunk.identity;
     c.ring_timeout_ms = duration_ms(spec.ring_timeout);
     c.max_duration_ms = spec.max_duration.map(duration_ms);
     // Fail over quickly only when there is somewhere to fail over to.
@@ -496,7 +520,7 @@ impl Endpoint {
             return Ok(id);
         };
         let has_next = usable_trunk(&self.resting, &spec.trunks, index + 1, ms).is_some();
-        let cfg = call_config(&spec, first, has_next, self.config.local);
+        let cfg = call_config(&spec, first, has_next, self.config.advertised());
         let call = Call::with_random(cfg, ms, self.random.fork());
         let sip_call_id = call.call_id().to_string();
         tracing::info!(%sip_call_id, to = %spec.to_user, trunk = %first.addr, "INVITE");
@@ -666,7 +690,7 @@ impl Endpoint {
             None => trunk.addr.to_string(),
         };
         let request_uri = format!("sip:{}@{host}", a.spec.to_user);
-        let from_uri = format!("sip:{}@{}", a.spec.from_user, self.config.local);
+        let from_uri = format!("sip:{}@{}", a.spec.from_user, self.config.advertised());
         let (content_type, body) = match &a.spec.imdn {
             Some(imdn) => (
                 "message/cpim".to_string(),
@@ -682,7 +706,7 @@ impl Endpoint {
             to_uri: request_uri.clone(),
             request_uri,
             from_uri,
-            local: self.config.local,
+            local: self.config.advertised(),
             credentials: trunk.credentials.clone(),
             content_type,
             body,
@@ -910,7 +934,7 @@ impl Endpoint {
             return;
         };
         let has_next = usable_trunk(&self.resting, &a.spec.trunks, next + 1, ms).is_some();
-        let cfg = call_config(&a.spec, trunk, has_next, self.config.local);
+        let cfg = call_config(&a.spec, trunk, has_next, self.config.advertised());
         let call = Call::with_random(cfg, ms, self.random.fork());
         a.sip_call_id = call.call_id().to_string();
         tracing::info!(sip_call_id = %a.sip_call_id, trunk = %trunk.addr, "INVITE (failover)");
@@ -951,6 +975,16 @@ mod tests {
             "+14155550199",
             OfferConfig::new(addr("192.0.2.1:40000")),
         )
+    }
+
+    #[test]
+    fn the_public_address_is_advertised_its_port_0_read_as_the_bound_one() {
+        let mut c = EndpointConfig::new(addr(LOCAL));
+        assert_eq!(c.advertised(), addr(LOCAL));
+        c.public = Some(addr("203.0.113.7:0"));
+        assert_eq!(c.advertised(), addr("203.0.113.7:5060"));
+        c.public = Some(addr("203.0.113.7:5099"));
+        assert_eq!(c.advertised(), addr("203.0.113.7:5099"));
     }
 
     /// One datagram the endpoint sent, parsed, with when (ms of virtual time).
