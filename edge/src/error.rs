@@ -86,6 +86,7 @@ error_codes! {
     ScheduleInPast => ("schedule_in_past", 422, "`schedule_at` must be in the future."),
     MetadataTooLarge => ("metadata_too_large", 422, "`metadata` is larger than allowed once serialized."),
     UnknownAgent => ("unknown_agent", 422, "`agent_id` names no agent of this tenant."),
+    UnknownVariable => ("unknown_variable", 422, "The call's prompt has a `{{placeholder}}` the call does not fill (not `name`, `phone`, a `metadata.KEY` with a string, number or boolean, or one of its `variables`); the message names it."),
     UnknownNumber => ("unknown_number", 422, "The number (`from` of a text, `caller_number` of a call) is not one of this tenant's active phone numbers."),
     NumberNotSmsCapable => ("number_not_sms_capable", 422, "`from` is this tenant's number but cannot send texts now (`sms_enabled` is off, or it is not `active`)."),
     AgentRequired => ("agent_required", 422, "No `agent_id` given and the tenant has no default agent."),

@@ -55,6 +55,7 @@ pub mod messages;
 pub mod model;
 pub mod numbers;
 pub mod password;
+pub mod prompt_variables;
 pub mod recording_links;
 pub mod sql;
 pub mod store;

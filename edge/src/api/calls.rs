@@ -207,6 +207,45 @@ pub(crate) async fn create_call<K: Kv, D: DispatchQueues>(
     }
 }
 
+/// The call's prompt (its own or its agent's) with its dynamic variables
+/// filled in; 422 `unknown_variable` names a placeholder the call does not
+/// fill, 422 `value_too_long` when the filled prompt outgrows the limit.
+fn fill_prompt(template: &str, input: &validate::CreateCallInput) -> Result<String> {
+    use crate::prompt_variables::{render, RenderError, Variables};
+    let metadata: Option<serde_json::Map<String, Value>> = input
+        .metadata
+        .as_ref()
+        .and_then(|m| serde_json::from_str(m.as_str()).ok());
+    let vars = Variables {
+        name: input.name.as_deref(),
+        phone: &input.phone,
+        metadata: metadata.as_ref(),
+        custom: &input.variables,
+    };
+    let filled = render(template, &vars).map_err(|e| {
+        let message = match e {
+            RenderError::Unknown(name) => format!(
+                "the prompt has {{{{{name}}}}} but the call does not fill it: give it in `variables` (or `name`/`metadata` for the built-ins)"
+            ),
+            RenderError::NotText(name) => format!(
+                "the prompt has {{{{{name}}}}} but that metadata value is not a string, number or boolean"
+            ),
+        };
+        ApiError::field(ErrorCode::UnknownVariable, "system_prompt", message)
+    })?;
+    if filled.chars().count() > crate::limits::MAX_PROMPT_CHARS {
+        return Err(ApiError::field(
+            ErrorCode::ValueTooLong,
+            "system_prompt",
+            format!(
+                "the prompt with its variables filled in is longer than {} characters",
+                crate::limits::MAX_PROMPT_CHARS
+            ),
+        ));
+    }
+    Ok(filled)
+}
+
 /// `caller_number` must be one of the tenant's numbers, in service: a caller
 /// ID the tenant does not hold is spoofing. Another tenant's number reads as
 /// unknown (nothing says whose it is). 422 `unknown_number`.
@@ -280,6 +319,10 @@ pub(crate) async fn place_call<K: Kv, D: DispatchQueues>(
                 agent.engine_base_url.clone(),
             )
         };
+    let system_prompt = match input.system_prompt.take().or(agent.system_prompt) {
+        Some(template) => Some(fill_prompt(&template, &input)?),
+        None => None,
+    };
     let record = CallRecord {
         id: ids::call_id(env.now_ms),
         status: if input.schedule_at.is_some() {
@@ -294,7 +337,7 @@ pub(crate) async fn place_call<K: Kv, D: DispatchQueues>(
         transcript_email: input.transcript_email,
         metadata: input.metadata,
         agent_id: agent.id.clone(),
-        system_prompt: input.system_prompt.or(agent.system_prompt),
+        system_prompt,
         voice: input.voice.or(agent.voice),
         language: input.language.unwrap_or(agent.language),
         engine: agent.default_engine,

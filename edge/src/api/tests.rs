@@ -1458,6 +1458,68 @@ fn caller_name_is_checked_kept_on_the_call_and_offered_to_the_sidecar() {
     }
 }
 
+/// Dynamic variables: the agent's prompt (or the call's) filled in from the
+/// call's name, phone, metadata and `variables`; a placeholder the call does
+/// not fill is refused by name, and nothing is stored.
+#[test]
+fn prompt_variables_are_filled_in_and_an_unknown_one_is_refused() {
+    let w = World::new();
+    let (tid, key) = w.tenant(false);
+    let agent = w.admin(
+        "POST",
+        &format!("/admin/tenants/{tid}/agents"),
+        Some(json!({"name": "v", "system_prompt": "Call {{ name }} at {{phone}} about order {{order_id}} ({{metadata.plan}} #{{metadata.crm}}). Reply as {\"ok\": true}."})),
+    );
+    let aid = agent["id"].as_str().unwrap().to_string();
+    let create = |body: Value| w.send("POST", "/v1/calls", Some(&key), Some(body));
+    let r = create(
+        json!({"phone": "+14155550100", "agent_id": aid, "name": "Ada",
+        "metadata": {"plan": "gold", "crm": 7}, "variables": {"order_id": "A-17"}}),
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    assert_eq!(
+        r.body_json()["system_prompt"],
+        "Call Ada at +14155550100 about order A-17 (gold #7). Reply as {\"ok\": true}."
+    );
+    // The call's own prompt is a template too.
+    let r = create(json!({"phone": "+14155550101", "agent_id": aid,
+        "system_prompt": "Hi {{who}}", "variables": {"who": "there"}}));
+    assert_eq!(r.body_json()["system_prompt"], "Hi there", "{}", r.body);
+
+    let refused = |body: Value| {
+        let r = create(body);
+        let e = r.body_json()["error"].clone();
+        (
+            r.status,
+            e["code"].as_str().unwrap_or("").to_string(),
+            e["field"].as_str().unwrap_or("").to_string(),
+            e["message"].as_str().unwrap_or("").to_string(),
+        )
+    };
+    let (status, code, field, message) = refused(json!({"phone": "+14155550102", "agent_id": aid,
+        "name": "Ada", "metadata": {"plan": "gold", "crm": 7}}));
+    assert_eq!(
+        (status, code.as_str(), field.as_str()),
+        (422, "unknown_variable", "system_prompt")
+    );
+    assert!(message.contains("{{order_id}}"), "{message}");
+    let (_, code, field, _) = refused(json!({"phone": "+14155550102", "agent_id": aid,
+        "variables": {"phone": "+1"}}));
+    assert_eq!(
+        (code.as_str(), field.as_str()),
+        ("invalid_value", "variables")
+    );
+    let (_, code, field, _) = refused(json!({"phone": "+14155550102", "agent_id": aid,
+        "variables": {"order_id": 17}}));
+    assert_eq!(
+        (code.as_str(), field.as_str()),
+        ("invalid_type", "variables.order_id")
+    );
+    // None of the refused calls exists.
+    let list = w.send("GET", "/v1/calls", Some(&key), None).body_json();
+    assert_eq!(list["data"].as_array().map(Vec::len), Some(2), "{list}");
+}
+
 /// `caller_number`: only a number the tenant holds, in service; kept on
 /// the call and offered to the sidecar (the SIP From user).
 #[test]

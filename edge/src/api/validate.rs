@@ -35,6 +35,7 @@ pub const CREATE_CALL_FIELDS: &[&str] = &[
     "engine_api_key",
     "engine_base_url",
     "silence_timeout_seconds",
+    "variables",
 ];
 /// `on_concurrency_limit`: wait in the queue (default) or be refused with 429.
 pub const ON_CONCURRENCY_LIMIT: [&str; 2] = ["queue", "reject"];
@@ -77,6 +78,8 @@ pub struct CreateCallInput {
     /// Not yet checked against the SSRF rules (the service knows the mode).
     pub engine_base_url: Option<String>,
     pub silence_timeout_seconds: Option<u32>,
+    /// The call's own prompt variables (`{{KEY}}`), in the order given.
+    pub variables: Vec<(String, String)>,
 }
 
 /// An optional `RateLimit` field (`{limit, window_seconds}`); out of range: 422 naming the part.
@@ -219,6 +222,7 @@ pub fn create_call(
         engine_api_key: engine_key(&f)?,
         engine_base_url: f.str_opt("engine_base_url", crate::engine_keys::MAX_BASE_URL_CHARS)?,
         silence_timeout_seconds: silence_timeout(&f)?,
+        variables: variables(&f)?,
     })
 }
 
@@ -278,6 +282,53 @@ fn caller_name(f: &Fields) -> Result<Option<String>, ApiError> {
         }
     }
     Ok(name)
+}
+
+/// `variables`: an object of at most [`pv::MAX_VARIABLES`] strings (each at
+/// most [`pv::MAX_VALUE_CHARS`] characters), named like identifiers, none of
+/// them a built-in (`name`, `phone`, `metadata`). 422 names the variable.
+fn variables(f: &Fields) -> Result<Vec<(String, String)>, ApiError> {
+    use crate::prompt_variables as pv;
+    let Some(map) = f.object_opt("variables")? else {
+        return Ok(Vec::new());
+    };
+    if map.len() > pv::MAX_VARIABLES {
+        return Err(ApiError::field(
+            ErrorCode::OutOfRange,
+            "variables",
+            format!("variables holds at most {} entries", pv::MAX_VARIABLES),
+        ));
+    }
+    let mut out = Vec::with_capacity(map.len());
+    for (name, value) in map {
+        let field = format!("variables.{name}");
+        if !pv::is_variable_name(&name) || pv::RESERVED.contains(&name.as_str()) {
+            return Err(ApiError::field(
+                ErrorCode::InvalidValue,
+                "variables",
+                format!(
+                    "variable names are letters, digits and _ (not starting with a digit, at most {} bytes) and not name, phone or metadata (built in): {name:?}",
+                    pv::MAX_NAME_BYTES
+                ),
+            ));
+        }
+        let Value::String(value) = value else {
+            return Err(ApiError::field(
+                ErrorCode::InvalidType,
+                &field,
+                format!("{field} must be a string"),
+            ));
+        };
+        if value.chars().count() > pv::MAX_VALUE_CHARS {
+            return Err(ApiError::field(
+                ErrorCode::ValueTooLong,
+                &field,
+                format!("{field} is longer than {} characters", pv::MAX_VALUE_CHARS),
+            ));
+        }
+        out.push((name, value));
+    }
+    Ok(out)
 }
 
 fn silence_timeout(f: &Fields) -> Result<Option<u32>, ApiError> {

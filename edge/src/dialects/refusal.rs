@@ -68,6 +68,7 @@ impl Refusal {
             | E::MissingField
             | E::InvalidType
             | E::InvalidValue
+            | E::UnknownVariable
             | E::ValueTooLong
             | E::OutOfRange
             | E::InvalidPhoneNumber
