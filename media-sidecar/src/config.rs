@@ -39,6 +39,7 @@ use serde::Deserialize;
 use voxline_shared::sidecar_link::{is_valid_id, MAX_LEASE_WAIT_MS};
 
 use crate::engine::guard::AllowedHosts;
+use crate::media::srtp::SrtpPolicy;
 use crate::media::Codec;
 
 pub const MAX_CAPACITY: u32 = 10_000;
@@ -200,6 +201,16 @@ pub enum SipTransport {
     Udp,
 }
 
+impl SipTransport {
+    /// Whether SIP messages (and so SDES keys in their SDP) are encrypted
+    /// on the way to the trunk.
+    pub fn protects_sdp(self) -> bool {
+        match self {
+            SipTransport::Udp => false,
+        }
+    }
+}
+
 fn default_codecs() -> Vec<Codec> {
     vec![Codec::Pcmu, Codec::Pcma, Codec::Opus]
 }
@@ -248,6 +259,13 @@ pub struct Trunk {
     /// `session_expires_seconds`). Default 90 (the RFC's floor).
     #[serde(default = "default_min_se")]
     pub min_se_seconds: u32,
+    /// SDES-SRTP (RFC 4568 keys in the SDP, RFC 3711 media): `"off"`
+    /// (default), `"optional"` (offered best effort in `RTP/AVP`; plain RTP
+    /// when the answer has no crypto) or `"mandatory"` (`RTP/SAVP`; a call
+    /// whose answer has no acceptable crypto fails). The keys travel in the
+    /// SDP: pair it with a TLS transport (a warning at startup otherwise).
+    #[serde(default)]
+    pub srtp: SrtpPolicy,
     /// Caller ID presented in From (E.164).
     pub from_number: String,
     #[serde(default)]
@@ -255,6 +273,11 @@ pub struct Trunk {
 }
 
 impl Trunk {
+    /// SRTP is on while the SIP transport carries its SDES keys in clear.
+    pub fn srtp_keys_exposed(&self) -> bool {
+        self.srtp.is_on() && !self.transport.protects_sdp()
+    }
+
     /// [`Trunk::in_dialog_from_trunk_only`] with its default applied.
     pub fn in_dialog_from_trunk_only(&self) -> bool {
         self.in_dialog_from_trunk_only

@@ -80,7 +80,11 @@ impl Telephony {
                     min_se_s: t.min_se_seconds,
                     ms_per_s: 1_000,
                 }),
+                srtp: t.srtp,
             });
+            if t.srtp_keys_exposed() {
+                tracing::warn!(trunk = %t.name, transport = ?t.transport, srtp = ?t.srtp, "SRTP keys travel in clear in the SIP messages to this trunk (SDES in SDP): use transport = \"tls\" in production");
+            }
         }
         let mut endpoint = EndpointConfig::new(SocketAddr::new(cfg.bind_ip, cfg.sip_port));
         endpoint.inbound_trunks = trunks.clone();

@@ -34,6 +34,7 @@ use super::text_message::{
     MessageEnd, MessageSpec,
 };
 use super::transaction::Timers;
+use crate::media::srtp::SrtpPolicy;
 use crate::random::Random;
 
 /// One SIP trunk (next hop).
@@ -50,6 +51,8 @@ pub struct Trunk {
     pub require_100rel: bool,
     /// [`CallConfig::session_timer`]. Default: 1800 s, Min-SE 90 s.
     pub session_timer: Option<SessionTimerConfig>,
+    /// SDES-SRTP on calls to this trunk ([`super::sdp`]). Default: off.
+    pub srtp: SrtpPolicy,
 }
 
 impl Trunk {
@@ -61,6 +64,7 @@ impl Trunk {
             in_dialog_from_trunk_only: true,
             require_100rel: false,
             session_timer: Some(SessionTimerConfig::default()),
+            srtp: SrtpPolicy::Off,
         }
     }
 }
@@ -253,6 +257,7 @@ fn call_config(spec: &CallSpec, trunk: &Trunk, has_next: bool, local: SocketAddr
     c.in_dialog_from_trunk_only = trunk.in_dialog_from_trunk_only;
     c.require_100rel = trunk.require_100rel;
     c.session_timer = trunk.session_timer;
+    c.media.srtp = trunk.srtp;
     c.ring_timeout_ms = duration_ms(spec.ring_timeout);
     c.max_duration_ms = spec.max_duration.map(duration_ms);
     // Fail over quickly only when there is somewhere to fail over to.
