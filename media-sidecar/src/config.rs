@@ -1136,6 +1136,41 @@ capacity = 8
         assert!(matches!(e, ConfigError::Parse { .. }), "{e}");
     }
 
+    /// Issue 21: `srtp` per trunk, off by default; keys exposed over UDP.
+    #[test]
+    fn srtp_per_trunk() {
+        let trunk = |name: &str, extra: &str| {
+            format!("\n[[telephony.trunks]]\nname = \"{name}\"\nhost = \"127.0.0.1\"\nfrom_number = \"+15550001111\"\n{extra}")
+        };
+        let text = format!(
+            "{FULL}{}{}{}",
+            trunk("a", "srtp = \"mandatory\"\n"),
+            trunk("b", "srtp = \"optional\"\n"),
+            trunk("c", "")
+        );
+        let c = Config::load_with(Some(&write("srtp.toml", &text)), env(&[])).unwrap();
+        let policies: Vec<_> = c.telephony.trunks.iter().map(|t| t.srtp).collect();
+        assert_eq!(
+            policies,
+            [SrtpPolicy::Mandatory, SrtpPolicy::Optional, SrtpPolicy::Off]
+        );
+        // SDES keys over UDP are in clear: the startup warning's condition.
+        let exposed: Vec<_> = c
+            .telephony
+            .trunks
+            .iter()
+            .map(|t| t.srtp_keys_exposed())
+            .collect();
+        assert_eq!(exposed, [true, true, false]);
+        for bad in ["srtp = \"on\"\n", "srtp = true\n", "srtp = \"SDES\"\n"] {
+            let t = format!("{FULL}{}", trunk("a", bad));
+            let e = Config::load_with(Some(&write("srtp-bad.toml", &t)), env(&[]))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("srtp"), "{bad}: {e}");
+        }
+    }
+
     /// Issue 21: the per-trunk SIP capability keys and their defaults.
     #[test]
     fn sip_capability_keys_per_trunk() {
