@@ -39,6 +39,7 @@ use serde::Deserialize;
 use voxline_shared::sidecar_link::{is_valid_id, MAX_LEASE_WAIT_MS};
 
 use crate::engine::guard::AllowedHosts;
+use crate::media::srtp::SrtpPolicy;
 use crate::media::Codec;
 
 pub const MAX_CAPACITY: u32 = 10_000;
@@ -210,6 +211,16 @@ pub enum SipTransport {
     Udp,
 }
 
+impl SipTransport {
+    /// Whether SIP messages (and so SDES keys in their SDP) are encrypted
+    /// on the way to the trunk.
+    pub fn protects_sdp(self) -> bool {
+        match self {
+            SipTransport::Udp => false,
+        }
+    }
+}
+
 fn default_codecs() -> Vec<Codec> {
     vec![Codec::Pcmu, Codec::Pcma, Codec::Opus]
 }
@@ -258,6 +269,13 @@ pub struct Trunk {
     /// `session_expires_seconds`). Default 90 (the RFC's floor).
     #[serde(default = "default_min_se")]
     pub min_se_seconds: u32,
+    /// SDES-SRTP (RFC 4568 keys in the SDP, RFC 3711 media): `"off"`
+    /// (default), `"optional"` (offered best effort in `RTP/AVP`; plain RTP
+    /// when the answer has no crypto) or `"mandatory"` (`RTP/SAVP`; a call
+    /// whose answer has no acceptable crypto fails). The keys travel in the
+    /// SDP: pair it with a TLS transport (a warning at startup otherwise).
+    #[serde(default)]
+    pub srtp: SrtpPolicy,
     /// Caller ID presented in From (E.164).
     pub from_number: String,
     /// The header asserting the caller's identity beside From: `"pai"`
@@ -271,6 +289,11 @@ pub struct Trunk {
 }
 
 impl Trunk {
+    /// SRTP is on while the SIP transport carries its SDES keys in clear.
+    pub fn srtp_keys_exposed(&self) -> bool {
+        self.srtp.is_on() && !self.transport.protects_sdp()
+    }
+
     /// [`Trunk::in_dialog_from_trunk_only`] with its default applied.
     pub fn in_dialog_from_trunk_only(&self) -> bool {
         self.in_dialog_from_trunk_only
@@ -1140,6 +1163,41 @@ capacity = 8
         let p = write("broken.toml", "edge_url = ");
         let e = Config::load_with(Some(&p), env(&[])).unwrap_err();
         assert!(matches!(e, ConfigError::Parse { .. }), "{e}");
+    }
+
+    /// Issue 21: `srtp` per trunk, off by default; keys exposed over UDP.
+    #[test]
+    fn srtp_per_trunk() {
+        let trunk = |name: &str, extra: &str| {
+            format!("\n[[telephony.trunks]]\nname = \"{name}\"\nhost = \"127.0.0.1\"\nfrom_number = \"+15550001111\"\n{extra}")
+        };
+        let text = format!(
+            "{FULL}{}{}{}",
+            trunk("a", "srtp = \"mandatory\"\n"),
+            trunk("b", "srtp = \"optional\"\n"),
+            trunk("c", "")
+        );
+        let c = Config::load_with(Some(&write("srtp.toml", &text)), env(&[])).unwrap();
+        let policies: Vec<_> = c.telephony.trunks.iter().map(|t| t.srtp).collect();
+        assert_eq!(
+            policies,
+            [SrtpPolicy::Mandatory, SrtpPolicy::Optional, SrtpPolicy::Off]
+        );
+        // SDES keys over UDP are in clear: the startup warning's condition.
+        let exposed: Vec<_> = c
+            .telephony
+            .trunks
+            .iter()
+            .map(|t| t.srtp_keys_exposed())
+            .collect();
+        assert_eq!(exposed, [true, true, false]);
+        for bad in ["srtp = \"on\"\n", "srtp = true\n", "srtp = \"SDES\"\n"] {
+            let t = format!("{FULL}{}", trunk("a", bad));
+            let e = Config::load_with(Some(&write("srtp-bad.toml", &t)), env(&[]))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("srtp"), "{bad}: {e}");
+        }
     }
 
     /// Issue 21: the per-trunk SIP capability keys and their defaults.

@@ -1,12 +1,15 @@
 //! The sidecar's one source of randomness: SIP Call-IDs, tags, branches and
-//! cnonces, RTP SSRCs and initial sequence numbers, RTP port choice, and the
-//! link's request nonces all come from here.
+//! cnonces, RTP SSRCs and initial sequence numbers, RTP port choice, the
+//! link's request nonces and SDES-SRTP keys all come from here.
 //!
 //! It reads the OS generator (`getrandom`). Should that ever fail (not
 //! expected on Linux), it does not panic: it falls back to bytes mixed from
 //! the clock and a process-wide counter, unique per call, only not secret.
-//! None of these values is a secret; they must be unpredictable enough not to
-//! be guessed off the wire, and unique.
+//! But for SDES-SRTP master keys none of these values is a secret; they must
+//! be unpredictable enough not to be guessed off the wire, and unique. The
+//! keys ([`crate::media::srtp::MasterKey::generate`], through the SIP
+//! dialog's [`OsRandom`]) are secret: they come from the OS generator, since
+//! the fallback above runs only if the kernel's generator fails.
 //!
 //! Sans-IO cores take a [`Random`] instead of calling [`fill`] (like they take
 //! `now` instead of reading the clock): [`OsRandom`] in the product,

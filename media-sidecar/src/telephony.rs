@@ -86,7 +86,11 @@ impl Telephony {
                     config::IdentityHeaderKind::Pai => IdentityHeader::PAssertedIdentity,
                     config::IdentityHeaderKind::Rpid => IdentityHeader::RemotePartyId,
                 },
+                srtp: t.srtp,
             });
+            if t.srtp_keys_exposed() {
+                tracing::warn!(trunk = %t.name, transport = ?t.transport, srtp = ?t.srtp, "SRTP keys travel in clear in the SIP messages to this trunk (SDES in SDP): use transport = \"tls\" in production");
+            }
         }
         let mut endpoint = EndpointConfig::new(SocketAddr::new(cfg.bind_ip, cfg.sip_port));
         endpoint.inbound_trunks = trunks.clone();

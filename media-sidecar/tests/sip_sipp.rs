@@ -546,6 +546,7 @@ fn sipp_telephony(
             require_100rel: false,
             session_expires_seconds: 1800,
             min_se_seconds: 90,
+            srtp: Default::default(),
             from_number: "+15550001111".into(),
             identity_header: config::IdentityHeaderKind::None,
             priority: 0,

@@ -38,4 +38,6 @@ pub use net::{
     free_sip_port, free_tcp_port, free_tcp_udp_port, free_udp_port, udp_port_bound, wait_tcp,
 };
 pub use pki::{make_pki, Pki};
-pub use process::{start_baresip, ChildGuard, Tool, BARESIP, CADDY, FLITE, SIPP};
+pub use process::{
+    start_baresip, start_baresip_with, BaresipExtras, ChildGuard, Tool, BARESIP, CADDY, FLITE, SIPP,
+};

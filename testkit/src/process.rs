@@ -124,6 +124,40 @@ pub fn start_baresip(
     codecs: &str,
     secs: u32,
 ) -> Result<ChildGuard, String> {
+    start_baresip_with(
+        dir,
+        name,
+        user,
+        port,
+        wav,
+        codecs,
+        secs,
+        &BaresipExtras::default(),
+    )
+}
+
+/// What a test adds to [`start_baresip`]'s phone.
+#[derive(Debug, Clone, Default)]
+pub struct BaresipExtras {
+    /// Appended to the account line, e.g. `;mediaenc=srtp-mand` (with the
+    /// `srtp.so` module among `modules`).
+    pub account_params: String,
+    /// More modules to load, e.g. `["srtp.so"]`.
+    pub modules: Vec<String>,
+}
+
+/// [`start_baresip`] with `extras`.
+#[allow(clippy::too_many_arguments)]
+pub fn start_baresip_with(
+    dir: &Path,
+    name: &str,
+    user: &str,
+    port: u16,
+    wav: &Path,
+    codecs: &str,
+    secs: u32,
+    extras: &BaresipExtras,
+) -> Result<ChildGuard, String> {
     let bin = BARESIP.path()?;
     let conf = dir.join(format!("baresip-{name}"));
     let _ = std::fs::remove_dir_all(&conf);
@@ -133,6 +167,10 @@ pub fn start_baresip(
     } else {
         ""
     };
+    let mut opus = opus.to_string();
+    for m in &extras.modules {
+        opus.push_str(&format!("module\t\t\t{m}\n"));
+    }
     let rtp = 40_000 + (port % 1000) * 10;
     std::fs::write(
         conf.join("config"),
@@ -152,7 +190,10 @@ pub fn start_baresip(
     .map_err(|e| e.to_string())?;
     std::fs::write(
         conf.join("accounts"),
-        format!("<sip:{user}@127.0.0.1>;regint=0;answermode=auto;audio_codecs={codecs}\n"),
+        format!(
+            "<sip:{user}@127.0.0.1>;regint=0;answermode=auto;audio_codecs={codecs}{}\n",
+            extras.account_params
+        ),
     )
     .map_err(|e| e.to_string())?;
     let log = std::fs::File::create(dir.join(format!("baresip-{name}.log")))

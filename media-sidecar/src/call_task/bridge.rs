@@ -293,7 +293,7 @@ impl Bridge {
             DialogEvent::Answered(neg) => {
                 self.timings.answered_ms = Some(self.emit(now, EventKind::Answered));
                 self.silence = Some(SilenceWatch::new(now, self.cfg.silence_timeout));
-                tracing::info!(call_id = %self.call_id, codec = neg.codec.encoding_name(), pt = neg.pt, remote = %neg.remote_rtp, "answered; media negotiated");
+                tracing::info!(call_id = %self.call_id, codec = neg.codec.encoding_name(), pt = neg.pt, remote = %neg.remote_rtp, srtp = neg.srtp.as_ref().map_or("off", |s| s.keys.suite.name()), "answered; media negotiated");
                 let held = !we_may_send(&neg);
                 self.actions.push_back(Action::StartMedia(neg));
                 self.set_hold(now, held);

@@ -485,6 +485,7 @@ fn start_media(
     };
     let mut cfg = MediaConfig::new(neg.codec, payload, neg.remote_rtp);
     cfg.record_path = recording_path(offer, tel);
+    cfg.srtp = neg.srtp.as_ref().map(|s| s.keys.clone());
     bound.start(cfg).map_err(|e| e.to_string())
 }
 

@@ -41,7 +41,9 @@ use super::codec::{CodecError, OpusSettings, FRAME_8K};
 use super::dtmf::DtmfError;
 use super::jitter::JitterConfig;
 use super::record::StereoRecorder;
+use super::rtp;
 use super::session::{Channel, PayloadMap, RtpSession, SessionConfig, SessionEvent, SessionStats};
+use super::srtp::{Packet, SrtpError, SrtpKeys, SrtpTransform};
 use super::Codec;
 
 pub type MediaEvent = SessionEvent;
@@ -59,6 +61,8 @@ pub enum MediaError {
     Dtmf(#[from] DtmfError),
     #[error("recording: {0}")]
     Recording(#[from] hound::Error),
+    #[error("srtp: {0}")]
+    Srtp(#[from] SrtpError),
     #[error("media session has stopped")]
     Closed,
 }
@@ -171,6 +175,8 @@ pub struct MediaConfig {
     pub recv_queue_frames: usize,
     pub rtcp_interval_ms: u32,
     pub cname: Option<String>,
+    /// SRTP/SRTCP with these keys (the SDP's `a=crypto`); `None`: plain RTP.
+    pub srtp: Option<SrtpKeys>,
 }
 
 impl MediaConfig {
@@ -189,6 +195,7 @@ impl MediaConfig {
             recv_queue_frames: 50,
             rtcp_interval_ms: 5_000,
             cname: None,
+            srtp: None,
         }
     }
 }
@@ -270,6 +277,7 @@ impl BoundMedia {
             scfg.cname = c;
         }
         let session = RtpSession::new(scfg)?;
+        let srtp = cfg.srtp.as_ref().map(SrtpTransform::new).transpose()?;
         let recorder = match &cfg.record_path {
             Some(p) => Some(RecorderThread::start(StereoRecorder::create(p)?)),
             None => None,
@@ -282,6 +290,7 @@ impl BoundMedia {
         let generation = Arc::new(AtomicU64::new(0));
         let task = Task {
             session,
+            srtp,
             rtp,
             rtcp,
             rtcp_mux: cfg.rtcp_mux,
@@ -477,6 +486,8 @@ impl RecorderThread {
 
 struct Task {
     session: RtpSession,
+    /// Applied to every datagram in and out when the call negotiated SRTP.
+    srtp: Option<SrtpTransform>,
     rtp: UdpSocket,
     rtcp: UdpSocket,
     rtcp_mux: bool,
@@ -524,16 +535,67 @@ async fn recv_either(
 }
 
 impl Task {
+    /// A datagram of the RTP socket (RTP, or RTCP with rtcp-mux), through
+    /// SRTP when on: a packet that does not authenticate never reaches the
+    /// session (so it cannot latch, switch SSRC or end the call).
+    fn on_rtp_socket(&mut self, now_us: u64, from: SocketAddr, data: &[u8]) {
+        let kind = if self.rtcp_mux && rtp::is_rtcp(data) {
+            Packet::Rtcp
+        } else {
+            Packet::Rtp
+        };
+        match self.srtp.as_mut().map(|s| s.unprotect(kind, data)) {
+            None => self.session.handle_rtp(now_us, from, data),
+            Some(Ok(plain)) => self.session.handle_rtp(now_us, from, &plain),
+            Some(Err(_)) => {} // counted in the SRTP stats
+        }
+    }
+
+    fn on_rtcp_socket(&mut self, now_us: u64, from: SocketAddr, data: &[u8]) {
+        match self.srtp.as_mut().map(|s| s.unprotect(Packet::Rtcp, data)) {
+            None => self.session.handle_rtcp(now_us, from, data),
+            Some(Ok(plain)) => self.session.handle_rtcp(now_us, from, &plain),
+            Some(Err(_)) => {}
+        }
+    }
+
+    /// The session's stats with the SRTP counters.
+    fn stats(&mut self) -> MediaStats {
+        let mut s = self.session.stats();
+        if let Some(srtp) = &self.srtp {
+            s.srtp = srtp.stats();
+        }
+        s
+    }
+
+    /// Sends one datagram of the session, protected when SRTP is on.
+    async fn send(&mut self, channel: Channel, data: &[u8], dest: SocketAddr) {
+        let kind = match channel {
+            Channel::Rtp => Packet::Rtp,
+            Channel::Rtcp => Packet::Rtcp,
+        };
+        let protected = match self.srtp.as_mut().map(|s| s.protect(kind, data)) {
+            None => None,
+            Some(Ok(p)) => Some(p),
+            Some(Err(e)) => {
+                tracing::debug!(error = %e, "SRTP could not protect a packet: not sent");
+                return;
+            }
+        };
+        let sock = if channel == Channel::Rtcp && !self.rtcp_mux {
+            &self.rtcp
+        } else {
+            &self.rtp
+        };
+        let data = protected.as_deref().unwrap_or(data);
+        if let Err(e) = sock.send_to(data, dest).await {
+            tracing::debug!(error = %e, %dest, "media send failed");
+        }
+    }
+
     async fn flush_io(&mut self) {
         while let Some(t) = self.session.poll_transmit() {
-            let sock = if t.channel == Channel::Rtcp && !self.rtcp_mux {
-                &self.rtcp
-            } else {
-                &self.rtp
-            };
-            if let Err(e) = sock.send_to(&t.data, t.dest).await {
-                tracing::debug!(error = %e, dest = %t.dest, "media send failed");
-            }
+            self.send(t.channel, &t.data, t.dest).await;
         }
         while let Some(e) = self.session.poll_event() {
             tracing::debug!(event = ?e, "media event");
@@ -581,14 +643,14 @@ impl Task {
                 _ = sleep_until(due) => {
                     for _ in 0..READ_BUDGET {
                         match self.rtp.try_recv_from(&mut rtp_buf) {
-                            Ok((n, from)) => self.session.handle_rtp(now_us(), from, &rtp_buf[..n]),
+                            Ok((n, from)) => self.on_rtp_socket(now_us(), from, &rtp_buf[..n]),
                             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
                             Err(_) => {}
                         }
                     }
                     for _ in 0..READ_BUDGET {
                         match self.rtcp.try_recv_from(&mut rtcp_buf) {
-                            Ok((n, from)) => self.session.handle_rtcp(now_us(), from, &rtcp_buf[..n]),
+                            Ok((n, from)) => self.on_rtcp_socket(now_us(), from, &rtcp_buf[..n]),
                             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
                             Err(_) => {}
                         }
@@ -609,7 +671,8 @@ impl Task {
                         }
                     }
                     if sent {
-                        self.stats_tx.send_replace(self.session.stats());
+                        let stats = self.stats();
+                        self.stats_tx.send_replace(stats);
                     }
                 }
                 // Audio from the engine wakes the task: with a slot free it
@@ -622,10 +685,10 @@ impl Task {
                 got = recv_either(&self.rtp, &mut rtp_buf, &self.rtcp, &mut rtcp_buf) => match got {
                     // Errors (e.g. ICMP port unreachable surfacing as ECONNREFUSED) are not fatal.
                     Received::Rtp(Ok((n, from))) => {
-                        self.session.handle_rtp(now_us(), from, &rtp_buf[..n]);
+                        self.on_rtp_socket(now_us(), from, &rtp_buf[..n]);
                     }
                     Received::Rtcp(Ok((n, from))) => {
-                        self.session.handle_rtcp(now_us(), from, &rtcp_buf[..n]);
+                        self.on_rtcp_socket(now_us(), from, &rtcp_buf[..n]);
                     }
                     Received::Rtp(Err(_)) | Received::Rtcp(Err(_)) => {}
                 },
@@ -638,8 +701,7 @@ impl Task {
             self.flush_io().await;
         }
         let bye = self.session.close(now_us());
-        let sock = if self.rtcp_mux { &self.rtp } else { &self.rtcp };
-        let _ = sock.send_to(&bye.data, bye.dest).await;
+        self.send(bye.channel, &bye.data, bye.dest).await;
         if let Some(r) = self.recorder.take() {
             drop(r.tx);
             let j = r.join;
@@ -656,7 +718,7 @@ impl Task {
                 "received frames dropped (call side not reading)"
             );
         }
-        let stats = self.session.stats();
+        let stats = self.stats();
         self.stats_tx.send_replace(stats);
         stats
     }

@@ -3,7 +3,8 @@
 //!
 //! Layering (sans-IO like [`crate::lease`]):
 //! - pure building blocks: [`g711`], [`resample`], [`codec`], [`rtp`],
-//!   [`rtcp`], [`jitter`], [`dtmf`], [`record`];
+//!   [`rtcp`], [`jitter`], [`dtmf`], [`record`], [`srtp`] (SRTP/SRTCP, a
+//!   transform the driver applies to each datagram when the call negotiated it);
 //! - [`session::RtpSession`]: one call's RTP/RTCP state machine. It owns no
 //!   socket and no clock: the driver feeds it datagrams and the time, and ticks
 //!   it every 20 ms; it answers with datagrams to send, 20 ms PCM frames heard,
@@ -26,6 +27,7 @@ pub mod resample;
 pub mod rtcp;
 pub mod rtp;
 pub mod session;
+pub mod srtp;
 
 pub use codec::FRAME_8K;
 pub use driver::{

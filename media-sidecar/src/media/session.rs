@@ -305,6 +305,9 @@ pub struct SessionStats {
     pub codec_errors: u64,
     /// Heard frames dropped because the driver did not take them.
     pub heard_dropped: u64,
+    /// SRTP's counters (all zero for plain RTP); the driver fills them in,
+    /// since it applies the transform ([`super::srtp`]).
+    pub srtp: super::srtp::SrtpStats,
 }
 
 struct Remote {

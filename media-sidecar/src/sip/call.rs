@@ -456,6 +456,9 @@ impl Call {
         if cfg.media.session_id == 0 {
             cfg.media.session_id = u64::from_str_radix(&random.hex(6), 16).unwrap_or(1);
         }
+        // Fresh SRTP keys for each attempt: a trunk that failed over never
+        // holds the key of the next trunk's call.
+        cfg.media.ensure_srtp_keys(random.as_mut());
         let call_id = format!("{}@voxline", random.hex(12));
         let local_tag = random.hex(6);
         let from_header = match cfg.from_display.as_deref().and_then(quoted_display_name) {
@@ -559,7 +562,14 @@ impl Call {
     }
 
     fn local_sdp(&self) -> Vec<u8> {
-        sdp::build(&self.cfg.media, self.sdp_version, self.local_dir).into_bytes()
+        // After the answer: only the negotiated `a=crypto` line, if any.
+        sdp::build_with(
+            &self.cfg.media,
+            self.media.as_ref(),
+            self.sdp_version,
+            self.local_dir,
+        )
+        .into_bytes()
     }
 
     fn contact(&self) -> String {
@@ -1000,6 +1010,10 @@ impl Call {
         match neg {
             Ok(n) => {
                 self.phase = Phase::Confirmed;
+                if self.cfg.media.srtp.is_on() {
+                    // Our SDP now carries the one negotiated crypto line (or none).
+                    self.sdp_version += 1;
+                }
                 self.media = Some(n.clone());
                 self.max_deadline = self.cfg.max_duration_ms.map(|d| now + d);
                 self.events.push_back(DialogEvent::Answered(n));
@@ -1250,6 +1264,9 @@ impl Call {
                 self.refresh_422_rounds = 0;
                 if is_invite && r.has_sdp() {
                     if let Ok(n) = sdp::negotiate(&self.cfg.media, &r.body) {
+                        if self.media.as_ref().map(|m| &m.srtp) != Some(&n.srtp) {
+                            tracing::warn!(call_id = %self.call_id, "re-INVITE answer changes SRTP: media keeps its keys");
+                        }
                         if self.media.as_ref() != Some(&n) {
                             self.media = Some(n.clone());
                             self.events.push_back(DialogEvent::MediaUpdated(n));
@@ -1792,9 +1809,31 @@ impl Call {
                 }
                 let mut resp = response_to(req, 200, None);
                 if req.has_sdp() {
+                    let current_keys = self
+                        .media
+                        .as_ref()
+                        .map(|m| m.srtp.as_ref().map(|s| &s.keys));
                     match sdp::negotiate(&self.cfg.media, &req.body) {
+                        // New SRTP keys (or SRTP on or off) mid-call: the
+                        // running media cannot follow; 488 keeps the session
+                        // as it is (RFC 3264 8).
+                        Ok(n)
+                            if current_keys
+                                .is_some_and(|k| k != n.srtp.as_ref().map(|s| &s.keys)) =>
+                        {
+                            tracing::info!(call_id = %self.call_id, "re-offer changes the SRTP keys: 488");
+                            let resp = response_to(req, 488, None);
+                            self.respond(now, from, req, resp);
+                            return;
+                        }
                         Ok(n) => {
                             let dir = n.direction.reversed();
+                            let tag = |m: Option<&Negotiated>| {
+                                m.and_then(|m| m.srtp.as_ref().map(|s| s.tag))
+                            };
+                            if tag(self.media.as_ref()) != tag(Some(&n)) {
+                                self.sdp_version += 1;
+                            }
                             if dir != self.local_dir {
                                 self.local_dir = dir;
                                 self.sdp_version += 1;
@@ -2154,6 +2193,120 @@ mod tests {
         let ev = events(&mut c);
         assert!(
             matches!(&ev[..], [DialogEvent::Ended(o)] if o.status == CallStatus::Completed && o.reason == EndedReason::HangupRequested)
+        );
+    }
+
+    fn srtp_call() -> Call {
+        let mut cfg = cfg();
+        cfg.media.srtp = crate::media::srtp::SrtpPolicy::Mandatory;
+        Call::new(cfg, 0)
+    }
+
+    fn sdp_version(body: &[u8]) -> u64 {
+        let s = String::from_utf8_lossy(body);
+        let o = s.lines().find(|l| l.starts_with("o=")).unwrap();
+        o.split_whitespace().nth(2).unwrap().parse().unwrap()
+    }
+
+    #[test]
+    fn srtp_mandatory_without_crypto_in_the_answer_ends_the_call() {
+        let mut c = srtp_call();
+        let inv = sent(&mut c).remove(0).1;
+        let body = String::from_utf8_lossy(&inv.body).into_owned();
+        assert!(
+            body.contains("m=audio 40000 RTP/SAVP 0 8 111 101\r\n"),
+            "{body}"
+        );
+        assert_eq!(body.matches("a=crypto:").count(), 3, "{body}");
+        let contact = [("Contact", "<sip:bob@10.0.0.9:5080>")];
+        c.handle_datagram(20, from(), &reply(&inv, 200, &contact, Some(ANSWER_SDP)))
+            .unwrap();
+        let out: Vec<_> = sent(&mut c).into_iter().map(|(_, m)| m).collect();
+        let methods: Vec<_> = out.iter().map(|m| m.method()).collect();
+        assert_eq!(methods, [Some("ACK"), Some("BYE")]);
+        c.handle_datagram(30, from(), &reply(&out[1], 200, &[], None))
+            .unwrap();
+        let ev = events(&mut c);
+        assert!(
+            matches!(&ev[..], [DialogEvent::Ended(e)] if e.detail == "sdp_no_acceptable_crypto"
+                && e.status == CallStatus::Failed && e.reason == EndedReason::TrunkError),
+            "{ev:?}"
+        );
+    }
+
+    #[test]
+    fn srtp_keys_are_settled_by_the_answer_and_a_re_offer_cannot_change_them() {
+        use base64::Engine;
+        let b64 = |b: u8| base64::engine::general_purpose::STANDARD.encode([b; 30]);
+        let mut c = srtp_call();
+        let inv = sent(&mut c).remove(0).1;
+        assert_eq!(sdp_version(&inv.body), 1);
+        let ours = String::from_utf8_lossy(&inv.body)
+            .lines()
+            .find(|l| l.starts_with("a=crypto:1 "))
+            .unwrap()
+            .to_string();
+        let answer = ANSWER_SDP.replace("RTP/AVP", "RTP/SAVP")
+            + &format!("a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:{}\r\n", b64(7));
+        let contact = [("Contact", "<sip:bob@10.0.0.9:5080>")];
+        c.handle_datagram(20, from(), &reply(&inv, 200, &contact, Some(&answer)))
+            .unwrap();
+        let ev = events(&mut c);
+        let Some(DialogEvent::Answered(n)) = ev.first() else {
+            panic!("{ev:?}")
+        };
+        let keys = &n.srtp.as_ref().unwrap().keys;
+        assert_eq!(keys.remote.as_bytes(), &[7; 30][..]);
+        assert!(ours.ends_with(&keys.local.to_base64()), "{ours}");
+        sent(&mut c);
+        // The callee's re-offer with the same key: 200 with our one line, a new version.
+        let reoffer = |cseq: u32, key: u8, c: &Call| {
+            let sdp = ANSWER_SDP.replace("RTP/AVP", "RTP/SAVP")
+                + &format!("a=crypto:5 AES_CM_128_HMAC_SHA1_80 inline:{}\r\n", b64(key));
+            let mut m = Message::request("INVITE", "sip:alice@127.0.0.1:5060");
+            m.push(
+                "Via",
+                format!("SIP/2.0/UDP 10.0.0.9:5080;branch=z9hG4bKre{cseq}"),
+            );
+            m.push("From", "<sip:bob@127.0.0.1>;tag=remote1");
+            m.push("To", format!("<sip:alice@127.0.0.1>;tag={}", c.local_tag()));
+            m.push("Call-ID", c.call_id());
+            m.push("CSeq", format!("{cseq} INVITE"));
+            m.push("Contact", "<sip:bob@10.0.0.9:5080>");
+            m.push("Content-Type", "application/sdp");
+            m.body = sdp.into_bytes();
+            msg::parse(&m.to_bytes()).unwrap()
+        };
+        c.handle_message(1_000, from(), &reoffer(10, 7, &c));
+        let (_, ok) = sent(&mut c).remove(0);
+        assert_eq!(ok.code(), Some(200));
+        let body = String::from_utf8_lossy(&ok.body).into_owned();
+        let lines: Vec<_> = body
+            .lines()
+            .filter(|l| l.starts_with("a=crypto:"))
+            .collect();
+        assert_eq!(
+            lines,
+            [format!(
+                "a=crypto:5 AES_CM_128_HMAC_SHA1_80 inline:{}",
+                keys.local.to_base64()
+            )]
+        );
+        assert!(sdp_version(&ok.body) > 1, "{body}");
+        // A new key: 488, the session stays as it was.
+        c.handle_message(2_000, from(), &reoffer(11, 8, &c));
+        let (_, refused) = sent(&mut c).remove(0);
+        assert_eq!(refused.code(), Some(488));
+        assert_eq!(
+            c.media()
+                .unwrap()
+                .srtp
+                .as_ref()
+                .unwrap()
+                .keys
+                .remote
+                .as_bytes(),
+            &[7; 30][..]
         );
     }
 

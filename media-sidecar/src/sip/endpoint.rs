@@ -36,6 +36,7 @@ use super::text_message::{
     MessageEnd, MessageSpec,
 };
 use super::transaction::Timers;
+use crate::media::srtp::SrtpPolicy;
 use crate::random::Random;
 
 /// One SIP trunk (next hop).
@@ -54,6 +55,8 @@ pub struct Trunk {
     pub session_timer: Option<SessionTimerConfig>,
     /// [`CallConfig::identity`]. Default: none.
     pub identity: IdentityHeader,
+    /// SDES-SRTP on calls to this trunk ([`super::sdp`]). Default: off.
+    pub srtp: SrtpPolicy,
 }
 
 impl Trunk {
@@ -66,6 +69,7 @@ impl Trunk {
             require_100rel: false,
             session_timer: Some(SessionTimerConfig::default()),
             identity: IdentityHeader::None,
+            srtp: SrtpPolicy::Off,
         }
     }
 }
@@ -277,6 +281,7 @@ fn call_config(spec: &CallSpec, trunk: &Trunk, has_next: bool, local: SocketAddr
     c.require_100rel = trunk.require_100rel;
     c.session_timer = trunk.session_timer;
     c.identity = trunk.identity;
+    c.media.srtp = trunk.srtp;
     c.ring_timeout_ms = duration_ms(spec.ring_timeout);
     c.max_duration_ms = spec.max_duration.map(duration_ms);
     // Fail over quickly only when there is somewhere to fail over to.

@@ -5,8 +5,21 @@
 //! whole WebRTC surface (ICE/DTLS/extmap), pulls in `url`/`rand`, and its
 //! strict parser rejects SDP some SIP trunks send (e.g. stray spaces or
 //! unknown line types). Tolerant here: unknown lines are ignored.
+//!
+//! SDES-SRTP (RFC 4568): with a trunk's `srtp` on, the offer carries one
+//! `a=crypto` line per suite we speak (`AES_CM_128_HMAC_SHA1_80` first), each
+//! with its own fresh key; `mandatory` offers `RTP/SAVP`, `optional` offers
+//! `RTP/AVP` (best effort: SRTP if the answer takes a line, plain RTP if it
+//! has none). The answer's line must name a tag and suite we offered, with
+//! one `inline:` key of exactly the suite's length (base64), no MKI, a
+//! lifetime of at least 2^20 packets if any, and no session parameter but
+//! `KDR=0` and `WSH=`. After the answer our SDP (re-INVITEs, answers to the
+//! callee's) carries the one negotiated line.
 
 use std::net::{IpAddr, SocketAddr};
+
+use crate::media::srtp::{MasterKey, SrtpKeys, SrtpPolicy, SrtpSuite};
+use crate::random::Random;
 
 /// The codecs we can offer: the sidecar's one codec enum, named here too
 /// because SDP is where most of its users meet it. PT of `Opus` is dynamic
@@ -51,6 +64,21 @@ pub struct OfferConfig {
     pub dtmf_pt: Option<u8>,
     pub ptime_ms: u32,
     pub session_id: u64,
+    /// SDES-SRTP for this attempt (the trunk's `srtp`; set by the endpoint).
+    pub srtp: SrtpPolicy,
+    /// The suites offered when `srtp` is on, most preferred first.
+    pub srtp_suites: Vec<SrtpSuite>,
+    /// Our `a=crypto` lines (tag, suite, key), made fresh for each attempt by
+    /// [`OfferConfig::ensure_srtp_keys`] when the dialog starts.
+    pub crypto: Vec<CryptoOffer>,
+}
+
+/// One `a=crypto` line we offer: its tag, suite and our key (we send with it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CryptoOffer {
+    pub tag: u32,
+    pub suite: SrtpSuite,
+    pub key: MasterKey,
 }
 
 impl OfferConfig {
@@ -62,6 +90,23 @@ impl OfferConfig {
             dtmf_pt: Some(101),
             ptime_ms: 20,
             session_id: 0,
+            srtp: SrtpPolicy::Off,
+            srtp_suites: SrtpSuite::OFFER.to_vec(),
+            crypto: Vec::new(),
+        }
+    }
+
+    /// With SRTP on and no keys yet: one fresh key per suite (tags 1, 2, ...).
+    pub fn ensure_srtp_keys(&mut self, random: &mut dyn Random) {
+        if self.srtp.is_on() && self.crypto.is_empty() {
+            self.crypto = (1..)
+                .zip(&self.srtp_suites)
+                .map(|(tag, &suite)| CryptoOffer {
+                    tag,
+                    suite,
+                    key: MasterKey::generate(suite, random),
+                })
+                .collect();
         }
     }
 
@@ -83,7 +128,39 @@ fn ip_line(ip: IpAddr) -> String {
 
 /// Our session description. `version` is bumped only when content changes.
 pub fn build(cfg: &OfferConfig, version: u64, dir: Direction) -> String {
+    build_with(cfg, None, version, dir)
+}
+
+/// Our session description once `negotiated` (if any) settled the media:
+/// then it carries only the negotiated `a=crypto` line, or none.
+pub fn build_with(
+    cfg: &OfferConfig,
+    negotiated: Option<&Negotiated>,
+    version: u64,
+    dir: Direction,
+) -> String {
     let ip = cfg.rtp_addr.ip();
+    let proto = if cfg.srtp == SrtpPolicy::Mandatory {
+        "RTP/SAVP"
+    } else {
+        "RTP/AVP"
+    };
+    let crypto_lines: Vec<String> = match negotiated {
+        _ if !cfg.srtp.is_on() => Vec::new(),
+        None => cfg.crypto.iter().map(crypto_line).collect(),
+        Some(n) => n
+            .srtp
+            .as_ref()
+            .map(|s| {
+                crypto_line(&CryptoOffer {
+                    tag: s.tag,
+                    suite: s.keys.suite,
+                    key: s.keys.local.clone(),
+                })
+            })
+            .into_iter()
+            .collect(),
+    };
     let mut pts: Vec<String> = cfg
         .codecs
         .iter()
@@ -104,7 +181,7 @@ pub fn build(cfg: &OfferConfig, version: u64, dir: Direction) -> String {
     s.push_str(&format!("c={}\r\n", ip_line(ip)));
     s.push_str("t=0 0\r\n");
     s.push_str(&format!(
-        "m=audio {} RTP/AVP {}\r\n",
+        "m=audio {} {proto} {}\r\n",
         cfg.rtp_addr.port(),
         pts.join(" ")
     ));
@@ -129,7 +206,127 @@ pub fn build(cfg: &OfferConfig, version: u64, dir: Direction) -> String {
     }
     s.push_str(&format!("a=ptime:{}\r\n", cfg.ptime_ms));
     s.push_str(&format!("a={}\r\n", dir.attr()));
+    for l in crypto_lines {
+        s.push_str(&l);
+    }
     s
+}
+
+fn crypto_line(c: &CryptoOffer) -> String {
+    format!(
+        "a=crypto:{} {} inline:{}\r\n",
+        c.tag,
+        c.suite.name(),
+        c.key.to_base64()
+    )
+}
+
+/// A remote `a=crypto` line we can use.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct RemoteCrypto {
+    tag: u32,
+    suite: SrtpSuite,
+    key: MasterKey,
+}
+
+/// `a=crypto` lines read per audio stream at most (the rest are ignored).
+const MAX_CRYPTO_LINES: usize = 16;
+
+/// The shortest key lifetime accepted (log2 of packets): we never rekey,
+/// and the longest call (`max_seconds` 3600) sends and receives 180,000
+/// packets of 20 ms each way, below 2^18.
+const MIN_KEY_LIFETIME_LOG2: u32 = 20;
+
+/// Parses the value of an `a=crypto` attribute (after `crypto:`):
+/// `<tag> <suite> inline:<key||salt>[|<lifetime>][|<MKI>:<len>] [<session params>]`.
+/// `None` for a line we cannot use (unknown suite, bad key, MKI, several
+/// keys, a short lifetime, a session parameter we do not do).
+fn parse_crypto(val: &str) -> Option<RemoteCrypto> {
+    if val.len() > 1024 {
+        return None;
+    }
+    let mut it = val.split_ascii_whitespace();
+    let tag = it.next()?;
+    if tag.is_empty() || tag.len() > 9 || !tag.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let tag: u32 = tag.parse().ok()?;
+    let suite = SrtpSuite::from_name(it.next()?)?;
+    let key_params = it.next()?;
+    // One key only: several (`;`-separated) need MKIs, which we do not do.
+    if key_params.contains(';') {
+        return None;
+    }
+    let inline = key_params
+        .get(..7)
+        .filter(|m| m.eq_ignore_ascii_case("inline:"))
+        .and(key_params.get(7..))?;
+    let mut parts = inline.split('|');
+    let b64 = parts.next()?;
+    if b64.len() > 64 {
+        return None;
+    }
+    let lifetime = parts.next();
+    if parts.next().is_some() {
+        return None; // an MKI
+    }
+    if let Some(l) = lifetime {
+        if l.contains(':') {
+            return None; // `|MKI:len` without a lifetime
+        }
+        let log2 = match l.strip_prefix("2^") {
+            Some(e) => e.parse::<u32>().ok()?,
+            None => {
+                let n: u64 = l.parse().ok()?;
+                63 - n.max(1).leading_zeros()
+            }
+        };
+        if log2 < MIN_KEY_LIFETIME_LOG2 {
+            return None;
+        }
+    }
+    use base64::Engine;
+    let engine = base64::engine::GeneralPurpose::new(
+        &base64::alphabet::STANDARD,
+        base64::engine::GeneralPurposeConfig::new()
+            .with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent),
+    );
+    let bytes = zeroize::Zeroizing::new(engine.decode(b64).ok()?);
+    let key = MasterKey::from_bytes(suite, &bytes)?;
+    for p in it {
+        let (name, value) = p.split_once('=').unwrap_or((p, ""));
+        match name.to_ascii_uppercase().as_str() {
+            // A window size hint: ours is fixed.
+            "WSH" => {}
+            // Key derivation rate 0 (derive once) is what we do.
+            "KDR" if value == "0" => {}
+            // UNENCRYPTED_SRTP/SRTCP, UNAUTHENTICATED_SRTP, FEC_*, other
+            // rates, unknown parameters: not what this line can get from us.
+            _ => return None,
+        }
+    }
+    Some(RemoteCrypto { tag, suite, key })
+}
+
+/// The remote line to use: the first (in the remote's order) whose suite we
+/// offered and, when its tag is one of ours, with that tag's suite (an
+/// answer echoes our tag; a callee's new offer has its own tags).
+fn pick_crypto(cfg: &OfferConfig, remote: &[RemoteCrypto]) -> Option<NegotiatedSrtp> {
+    remote.iter().find_map(|r| {
+        let ours = match cfg.crypto.iter().find(|c| c.tag == r.tag) {
+            Some(c) if c.suite == r.suite => c,
+            Some(_) => return None,
+            None => cfg.crypto.iter().find(|c| c.suite == r.suite)?,
+        };
+        Some(NegotiatedSrtp {
+            tag: r.tag,
+            keys: SrtpKeys {
+                suite: r.suite,
+                local: ours.key.clone(),
+                remote: r.key.clone(),
+            },
+        })
+    })
 }
 
 /// What the answer (or an updated offer) settles.
@@ -143,6 +340,15 @@ pub struct Negotiated {
     pub ptime_ms: u32,
     /// The remote side's direction attribute.
     pub direction: Direction,
+    /// SRTP, when the offer/answer settled a crypto line.
+    pub srtp: Option<NegotiatedSrtp>,
+}
+
+/// The `a=crypto` line both sides use: its tag and the keys.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NegotiatedSrtp {
+    pub tag: u32,
+    pub keys: SrtpKeys,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -154,6 +360,9 @@ pub enum SdpError {
     NoConnection,
     BadLine(String),
     NoCommonCodec,
+    /// SRTP is mandatory (or the remote asked for it) and no `a=crypto`
+    /// line of the remote SDP is one we can use.
+    NoAcceptableCrypto,
 }
 
 impl SdpError {
@@ -165,6 +374,7 @@ impl SdpError {
             SdpError::NoConnection => "sdp_no_connection",
             SdpError::BadLine(_) => "sdp_bad_line",
             SdpError::NoCommonCodec => "sdp_no_common_codec",
+            SdpError::NoAcceptableCrypto => "sdp_no_acceptable_crypto",
         }
     }
 }
@@ -211,6 +421,9 @@ pub fn negotiate(cfg: &OfferConfig, remote: &[u8]) -> Result<Negotiated, SdpErro
     let mut session_dir = Direction::SendRecv;
     struct Audio {
         port: u16,
+        secure_profile: bool,
+        crypto: Vec<RemoteCrypto>,
+        crypto_lines: usize,
         pts: Vec<u8>,
         c: Option<IpAddr>,
         rtpmap: Vec<(u8, String, u32)>,
@@ -232,7 +445,7 @@ pub fn negotiate(cfg: &OfferConfig, remote: &[u8]) -> Result<Negotiated, SdpErro
                 let mut it = v.split_whitespace();
                 let media = it.next().unwrap_or("");
                 let port = it.next().unwrap_or("");
-                let _proto = it.next();
+                let proto = it.next().unwrap_or("");
                 in_audio = media == "audio" && audio.is_none();
                 if in_audio {
                     let port: u16 = port
@@ -244,6 +457,10 @@ pub fn negotiate(cfg: &OfferConfig, remote: &[u8]) -> Result<Negotiated, SdpErro
                     let pts = it.filter_map(|p| p.parse::<u8>().ok()).collect();
                     audio = Some(Audio {
                         port,
+                        // RTP/SAVP, RTP/SAVPF, UDP/TLS/RTP/SAVP...
+                        secure_profile: proto.to_ascii_uppercase().contains("SAVP"),
+                        crypto: Vec::new(),
+                        crypto_lines: 0,
                         pts,
                         c: None,
                         rtpmap: vec![],
@@ -287,6 +504,11 @@ pub fn negotiate(cfg: &OfferConfig, remote: &[u8]) -> Result<Negotiated, SdpErro
                     }
                 } else if name == "ptime" {
                     a.ptime = val.trim().parse().ok().filter(|p| (1..=1000).contains(p));
+                } else if name == "crypto" && cfg.srtp.is_on() {
+                    a.crypto_lines += 1;
+                    if a.crypto_lines <= MAX_CRYPTO_LINES {
+                        a.crypto.extend(parse_crypto(val));
+                    }
                 }
             }
             _ => {}
@@ -323,6 +545,21 @@ pub fn negotiate(cfg: &OfferConfig, remote: &[u8]) -> Result<Negotiated, SdpErro
     } else {
         None
     };
+    let srtp = match cfg.srtp {
+        SrtpPolicy::Off => None,
+        SrtpPolicy::Mandatory => {
+            Some(pick_crypto(cfg, &a.crypto).ok_or(SdpError::NoAcceptableCrypto)?)
+        }
+        // Plain RTP only when the remote asked for no SRTP at all: with a
+        // crypto line or a secure profile it would send SRTP we cannot read.
+        SrtpPolicy::Optional => match pick_crypto(cfg, &a.crypto) {
+            Some(s) => Some(s),
+            None if a.crypto_lines > 0 || a.secure_profile => {
+                return Err(SdpError::NoAcceptableCrypto)
+            }
+            None => None,
+        },
+    };
     Ok(Negotiated {
         remote_rtp: SocketAddr::new(ip, a.port),
         codec,
@@ -330,6 +567,7 @@ pub fn negotiate(cfg: &OfferConfig, remote: &[u8]) -> Result<Negotiated, SdpErro
         dtmf_pt,
         ptime_ms: a.ptime.unwrap_or(20),
         direction: a.dir.unwrap_or(session_dir),
+        srtp,
     })
 }
 
@@ -394,5 +632,237 @@ mod tests {
             Err(SdpError::NoAudio)
         );
         assert!(negotiate(&cfg(), &[0xff, 0xfe]).is_err());
+    }
+
+    // ---- SDES-SRTP (RFC 4568)
+
+    use crate::random::SeededRandom;
+
+    fn srtp_cfg(policy: SrtpPolicy) -> OfferConfig {
+        let mut c = cfg();
+        c.srtp = policy;
+        c.ensure_srtp_keys(&mut SeededRandom::new(5));
+        c
+    }
+
+    /// A base64 key of `n` bytes, all `b`.
+    fn key64(b: u8, n: usize) -> String {
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD.encode(vec![b; n])
+    }
+
+    fn answer_with(proto: &str, crypto: &[String]) -> String {
+        let mut a = format!("v=0\r\nc=IN IP4 10.0.0.9\r\nt=0 0\r\nm=audio 7078 {proto} 0 101\r\na=rtpmap:101 telephone-event/8000\r\n");
+        for c in crypto {
+            a.push_str(&format!("a=crypto:{c}\r\n"));
+        }
+        a
+    }
+
+    fn crypto_lines(sdp: &str) -> Vec<&str> {
+        sdp.lines().filter(|l| l.starts_with("a=crypto:")).collect()
+    }
+
+    #[test]
+    fn a_mandatory_offer_is_savp_with_a_fresh_key_per_suite() {
+        let c = srtp_cfg(SrtpPolicy::Mandatory);
+        let s = build(&c, 1, Direction::SendRecv);
+        assert!(s.contains("m=audio 40000 RTP/SAVP 0 8 111 101\r\n"), "{s}");
+        let lines = crypto_lines(&s);
+        assert_eq!(lines.len(), 3, "{s}");
+        for (line, (tag, suite)) in lines.iter().zip([
+            (1, "AES_CM_128_HMAC_SHA1_80"),
+            (2, "AEAD_AES_128_GCM"),
+            (3, "AES_CM_128_HMAC_SHA1_32"),
+        ]) {
+            let want = format!("a=crypto:{tag} {suite} inline:");
+            assert!(line.starts_with(&want), "{line}");
+            let parsed = parse_crypto(line.trim_start_matches("a=crypto:")).unwrap();
+            assert_eq!(parsed.suite.name(), suite);
+            assert_eq!(parsed.key, c.crypto[tag as usize - 1].key);
+        }
+        // Keys differ per suite and per attempt (another draw of the generator).
+        assert_ne!(
+            c.crypto[0].key.as_bytes()[..16],
+            c.crypto[2].key.as_bytes()[..16]
+        );
+        let mut other = cfg();
+        other.srtp = SrtpPolicy::Mandatory;
+        other.ensure_srtp_keys(&mut SeededRandom::new(6));
+        assert_ne!(other.crypto[0].key, c.crypto[0].key);
+        // Optional: the same lines, in RTP/AVP; off: none.
+        let s = build(&srtp_cfg(SrtpPolicy::Optional), 1, Direction::SendRecv);
+        assert!(s.contains("m=audio 40000 RTP/AVP 0 8 111 101\r\n"), "{s}");
+        assert_eq!(crypto_lines(&s).len(), 3);
+        let s = build(&srtp_cfg(SrtpPolicy::Off), 1, Direction::SendRecv);
+        assert!(crypto_lines(&s).is_empty() && s.contains("RTP/AVP"), "{s}");
+    }
+
+    #[test]
+    fn the_answers_suite_and_key_are_taken_and_our_sdp_keeps_that_line_only() {
+        let c = srtp_cfg(SrtpPolicy::Mandatory);
+        let theirs = key64(0x42, 28);
+        let ans = answer_with("RTP/SAVP", &[format!("2 AEAD_AES_128_GCM inline:{theirs}")]);
+        let n = negotiate(&c, ans.as_bytes()).unwrap();
+        let srtp = n.srtp.clone().expect("SRTP negotiated");
+        assert_eq!(srtp.tag, 2);
+        assert_eq!(srtp.keys.suite, SrtpSuite::AeadAes128Gcm);
+        assert_eq!(srtp.keys.remote.as_bytes(), &[0x42; 28][..]);
+        assert_eq!(srtp.keys.local, c.crypto[1].key);
+        // Our next SDP carries only the negotiated line, with our key.
+        let s = build_with(&c, Some(&n), 2, Direction::SendRecv);
+        assert_eq!(
+            crypto_lines(&s),
+            vec![format!(
+                "a=crypto:2 AEAD_AES_128_GCM inline:{}",
+                c.crypto[1].key.to_base64()
+            )
+            .as_str()]
+        );
+        assert!(s.contains("RTP/SAVP"), "{s}");
+        // Of several lines the first usable one wins (the answerer's order).
+        let ans = answer_with(
+            "RTP/SAVP",
+            &[
+                format!("1 AES_CM_128_HMAC_SHA1_80 inline:{}|2^10", key64(1, 30)),
+                format!("3 AES_CM_128_HMAC_SHA1_32 inline:{}|2^31", key64(3, 30)),
+                format!("1 AES_CM_128_HMAC_SHA1_80 inline:{}", key64(4, 30)),
+            ],
+        );
+        let n = negotiate(&c, ans.as_bytes()).unwrap().srtp.unwrap();
+        assert_eq!((n.tag, n.keys.suite), (3, SrtpSuite::AesCm128HmacSha1_32));
+        assert_eq!(n.keys.remote.as_bytes(), &[3; 30][..]);
+    }
+
+    #[test]
+    fn mandatory_refuses_an_answer_without_acceptable_crypto() {
+        let c = srtp_cfg(SrtpPolicy::Mandatory);
+        let k = key64(7, 30);
+        let refused = [
+            vec![],
+            // Tag 1 is our AES_CM_128_HMAC_SHA1_80, not GCM.
+            vec![format!("1 AEAD_AES_128_GCM inline:{}", key64(7, 28))],
+            vec![format!("1 AES_256_CM_HMAC_SHA1_80 inline:{}", key64(7, 46))],
+            vec![format!("1 AES_CM_128_HMAC_SHA1_80 inline:{}", key64(7, 29))],
+            vec![format!("1 AES_CM_128_HMAC_SHA1_80 inline:{}", key64(7, 31))],
+            vec!["1 AES_CM_128_HMAC_SHA1_80 inline:!!notbase64!!notbase64!!notbase64!!".into()],
+            vec![format!("1 AES_CM_128_HMAC_SHA1_80 inline:{k}|2^31|1:4")],
+            vec![format!("1 AES_CM_128_HMAC_SHA1_80 inline:{k}|1:4")],
+            vec![format!("1 AES_CM_128_HMAC_SHA1_80 inline:{k}|2^19")],
+            vec![format!("1 AES_CM_128_HMAC_SHA1_80 inline:{k}|1000")],
+            vec![format!("1 AES_CM_128_HMAC_SHA1_80 inline:{k};inline:{k}")],
+            vec![format!(
+                "1 AES_CM_128_HMAC_SHA1_80 inline:{k} UNENCRYPTED_SRTCP"
+            )],
+            vec![format!(
+                "1 AES_CM_128_HMAC_SHA1_80 inline:{k} UNAUTHENTICATED_SRTP"
+            )],
+            vec![format!("1 AES_CM_128_HMAC_SHA1_80 inline:{k} KDR=24")],
+            vec![format!(
+                "1 AES_CM_128_HMAC_SHA1_80 inline:{k} FEC_ORDER=FEC_SRTP"
+            )],
+            vec![format!("1234567890 AES_CM_128_HMAC_SHA1_80 inline:{k}")],
+            vec![format!("x AES_CM_128_HMAC_SHA1_80 inline:{k}")],
+            vec![format!("1 AES_CM_128_HMAC_SHA1_80 key:{k}")],
+            vec!["1 AES_CM_128_HMAC_SHA1_80".into()],
+        ];
+        for crypto in refused {
+            assert_eq!(
+                negotiate(&c, answer_with("RTP/SAVP", &crypto).as_bytes()),
+                Err(SdpError::NoAcceptableCrypto),
+                "{crypto:?}"
+            );
+        }
+        // Accepted: a long enough lifetime, KDR=0, a window size hint, case.
+        for ok in [
+            format!("1 AES_CM_128_HMAC_SHA1_80 inline:{k}|2^31"),
+            format!("1 AES_CM_128_HMAC_SHA1_80 inline:{k}|2^48 KDR=0 WSH=64"),
+            format!("1 aes_cm_128_hmac_sha1_80 INLINE:{k}|1048576"),
+            format!(
+                "1 AES_CM_128_HMAC_SHA1_80 inline:{}",
+                k.trim_end_matches('=')
+            ),
+        ] {
+            let n = negotiate(
+                &c,
+                answer_with("RTP/SAVP", std::slice::from_ref(&ok)).as_bytes(),
+            );
+            assert_eq!(n.map(|n| n.srtp.map(|s| s.tag)), Ok(Some(1)), "{ok}");
+        }
+        assert_eq!(
+            SdpError::NoAcceptableCrypto.code(),
+            "sdp_no_acceptable_crypto"
+        );
+    }
+
+    #[test]
+    fn optional_falls_back_to_plain_rtp_only_when_the_answer_has_no_srtp() {
+        let c = srtp_cfg(SrtpPolicy::Optional);
+        let plain = negotiate(&c, answer_with("RTP/AVP", &[]).as_bytes()).unwrap();
+        assert_eq!(plain.srtp, None);
+        // Our next SDP has no crypto then.
+        let s = build_with(&c, Some(&plain), 2, Direction::SendRecv);
+        assert!(crypto_lines(&s).is_empty(), "{s}");
+        // Crypto taken in RTP/AVP (best effort), as in RTP/SAVP.
+        let k = key64(9, 30);
+        let ans = answer_with(
+            "RTP/AVP",
+            &[format!("1 AES_CM_128_HMAC_SHA1_80 inline:{k}")],
+        );
+        assert!(negotiate(&c, ans.as_bytes()).unwrap().srtp.is_some());
+        // The remote wants SRTP we cannot do: no plain fallback.
+        for ans in [
+            answer_with("RTP/SAVP", &[]),
+            answer_with(
+                "RTP/AVP",
+                &[format!("1 AES_CM_128_HMAC_SHA1_80 inline:{k}|2^8")],
+            ),
+        ] {
+            assert_eq!(
+                negotiate(&c, ans.as_bytes()),
+                Err(SdpError::NoAcceptableCrypto),
+                "{ans}"
+            );
+        }
+        // Off: crypto in the answer is ignored (as before SRTP existed).
+        let off = srtp_cfg(SrtpPolicy::Off);
+        assert_eq!(negotiate(&off, ans.as_bytes()).unwrap().srtp, None);
+    }
+
+    #[test]
+    fn hostile_crypto_lines_never_panic() {
+        let c = srtp_cfg(SrtpPolicy::Mandatory);
+        let mut r = SeededRandom::new(3);
+        let alphabet = b"0123456789 :|^;=+/ABCDEFGHIJKLMNOPQRSTUVWXYZ_abcinle\t\xc3\xa9";
+        for len in 0..200usize {
+            for _ in 0..20 {
+                let mut b = vec![0u8; len];
+                r.fill(&mut b);
+                let line: Vec<u8> = b
+                    .iter()
+                    .map(|x| alphabet[*x as usize % alphabet.len()])
+                    .collect();
+                let line = String::from_utf8_lossy(&line).into_owned();
+                let _ = parse_crypto(&line);
+                let ans = answer_with(
+                    "RTP/SAVP",
+                    &[line.clone(), format!("1 AES_CM_128_HMAC_SHA1_80 {line}")],
+                );
+                let _ = negotiate(&c, ans.as_bytes());
+            }
+        }
+        // Thousands of lines are read only up to the bound.
+        let many: Vec<String> = (0..5_000)
+            .map(|_| "1 AES_CM_128_HMAC_SHA1_80 inline:x".to_string())
+            .collect();
+        assert_eq!(
+            negotiate(&c, answer_with("RTP/SAVP", &many).as_bytes()),
+            Err(SdpError::NoAcceptableCrypto)
+        );
+        assert!(parse_crypto(&format!(
+            "1 AES_CM_128_HMAC_SHA1_80 inline:{}",
+            "A".repeat(5_000)
+        ))
+        .is_none());
     }
 }

@@ -21,6 +21,7 @@ fn neg() -> Negotiated {
         dtmf_pt: Some(101),
         ptime_ms: 20,
         direction: Direction::SendRecv,
+        srtp: None,
     }
 }
 
