@@ -30,6 +30,7 @@ use super::session_timer::{
 use super::transaction::{
     ClientTransaction, IctState, InviteClient, NonInviteClient, Timers, TxEvent,
 };
+use super::transport::Transport;
 use crate::random::{OsRandom, Random};
 
 /// What we allow in-dialog.
@@ -57,6 +58,9 @@ pub struct CallConfig {
     pub from_display: Option<String>,
     /// Our SIP address (Via sent-by and Contact host:port).
     pub local: SocketAddr,
+    /// What the trunk is reached over: Via's transport, Contact's
+    /// `transport` parameter, and (TCP/TLS) no retransmissions.
+    pub transport: Transport,
     pub credentials: Option<Credentials>,
     pub media: OfferConfig,
     /// From INVITE sent to answer; then CANCEL (no_answer).
@@ -102,6 +106,7 @@ impl CallConfig {
             from_uri: format!("sip:{from_user}@{}", host_port(local)),
             from_display: None,
             local,
+            transport: Transport::Udp,
             credentials: None,
             media,
             ring_timeout_ms: 60_000,
@@ -435,6 +440,7 @@ impl Call {
     /// As [`Call::new`], drawing every identifier from `random` (a seeded
     /// source makes the dialog's bytes the same on every run).
     pub fn with_random(mut cfg: CallConfig, now: u64, mut random: Box<dyn Random>) -> Call {
+        cfg.timers.reliable = cfg.transport.is_reliable();
         if cfg.media.session_id == 0 {
             cfg.media.session_id = u64::from_str_radix(&random.hex(6), 16).unwrap_or(1);
         }
@@ -552,12 +558,24 @@ impl Call {
             .and_then(|r| r.split_once('@'))
             .map(|(u, _)| format!("{u}@"))
             .unwrap_or_default();
-        format!("<sip:{user}{}>", host_port(self.cfg.local))
+        match self.cfg.transport.uri_param() {
+            Some(t) => format!("<sip:{user}{};transport={t}>", host_port(self.cfg.local)),
+            None => format!("<sip:{user}{}>", host_port(self.cfg.local)),
+        }
     }
 
+    /// `rport` (RFC 3581) on every transport; on TCP/TLS also `alias` (RFC
+    /// 5923): the trunk may send its requests back on our connection, the
+    /// only way they reach us (we listen on UDP only).
     fn via(&self, branch: &str) -> String {
+        let alias = if self.cfg.transport.is_reliable() {
+            ";alias"
+        } else {
+            ""
+        };
         format!(
-            "SIP/2.0/UDP {};rport;branch={branch}",
+            "SIP/2.0/{} {};rport{alias};branch={branch}",
+            self.cfg.transport.via_token(),
             host_port(self.cfg.local)
         )
     }
@@ -1482,6 +1500,71 @@ impl Call {
             _ => {}
         }
         self.pump(now);
+    }
+
+    /// The TCP/TLS connection this dialog's messages went over failed (or
+    /// the peer closed it). Not answered yet: the call ends `trunk_error`
+    /// (`transport_error`) and asks for the next trunk unless the callee
+    /// was already alerted here (as for a 408/480/503). Answered: the call
+    /// ends `failed`/`trunk_error` (`transport_error`) at once, and a BYE
+    /// goes out on a new connection to release the callee. Our own BYE or
+    /// CANCEL in flight: the call ends as planned. Nothing is retransmitted
+    /// over the lost connection; an ended dialog stops lingering.
+    pub fn transport_failed(&mut self, now: u64) {
+        const DETAIL: &str = "transport_error";
+        if self.ended {
+            self.abandon();
+            return;
+        }
+        match (self.phase, self.plan) {
+            (Phase::Confirmed, None) => {
+                self.detail_override = Some(DETAIL);
+                self.send_bye(now, CallStatus::Failed, EndedReason::TrunkError);
+                self.end(
+                    CallStatus::Failed,
+                    EndedReason::TrunkError,
+                    None,
+                    false,
+                    DETAIL,
+                );
+            }
+            (_, Some((status, reason))) => {
+                self.end(status, reason, None, false, DETAIL);
+                self.abandon();
+            }
+            (_, None) => {
+                self.end(
+                    CallStatus::Failed,
+                    EndedReason::TrunkError,
+                    None,
+                    !self.alerted,
+                    DETAIL,
+                );
+                self.abandon();
+            }
+        }
+        self.pump(now);
+    }
+
+    /// Drops every transaction and timer: the dialog is done once its
+    /// events are read (nothing left to send over a lost connection).
+    fn abandon(&mut self) {
+        let timers = self.cfg.timers;
+        self.invite = InviteClient::abandoned(timers);
+        self.cancel = None;
+        self.bye = None;
+        self.prack = None;
+        self.refresh_invite = None;
+        self.refresh_update = None;
+        self.cache.clear();
+        self.reinvite_2xx = None;
+        self.cancel_pending = false;
+        self.ring_deadline = None;
+        self.no_response_deadline = None;
+        self.max_deadline = None;
+        self.cancel_deadline = None;
+        self.session = None;
+        self.out.clear();
     }
 
     pub fn handle_timeout(&mut self, now: u64) {
