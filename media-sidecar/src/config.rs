@@ -1234,4 +1234,82 @@ capacity = 8
             "0 = off"
         );
     }
+
+    /// Issue 21: `transport = "tcp" | "tls"` per trunk, the TLS keys, the
+    /// port each implies, and the keep-alive interval.
+    #[test]
+    fn sip_transport_keys_per_trunk() {
+        let trunk = |name: &str, extra: &str| {
+            format!("\n[[telephony.trunks]]\nname = \"{name}\"\nhost = \"sip.example.com\"\nfrom_number = \"+15550001111\"\n{extra}")
+        };
+        let text = format!(
+            "{FULL}\n[telephony]\nsip_keepalive_seconds = 15\n{}{}{}{}",
+            trunk("u", ""),
+            trunk("t", "transport = \"tcp\"\n"),
+            trunk("s", "transport = \"tls\"\nca_cert = \"/etc/voxline/carrier-ca.pem\"\ntls_server_name = \"edge.example.net\"\n"),
+            trunk("p", "transport = \"tls\"\nport = 5071\n"),
+        );
+        let c = Config::load_with(Some(&write("sip-transport.toml", &text)), env(&[])).unwrap();
+        let got: Vec<_> = c
+            .telephony
+            .trunks
+            .iter()
+            .map(|t| (t.name.as_str(), t.transport, t.port))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("u", SipTransport::Udp, 5060),
+                ("t", SipTransport::Tcp, 5060),
+                ("s", SipTransport::Tls, 5061),
+                ("p", SipTransport::Tls, 5071)
+            ]
+        );
+        let s = &c.telephony.trunks[2];
+        assert_eq!(
+            (s.ca_cert.as_deref(), s.tls_server_name.as_deref()),
+            (
+                Some(Path::new("/etc/voxline/carrier-ca.pem")),
+                Some("edge.example.net")
+            )
+        );
+        assert_eq!(c.telephony.sip_keepalive_seconds, 15);
+        let plain = format!("{FULL}\n{}", trunk("u", ""));
+        let c = Config::load_with(Some(&write("sip-transport2.toml", &plain)), env(&[])).unwrap();
+        assert_eq!(c.telephony.sip_keepalive_seconds, 30, "default");
+        for (bad, says) in [
+            (trunk("x", "transport = \"sctp\"\n"), "transport"),
+            (
+                trunk("x", "ca_cert = \"/x.pem\"\n"),
+                "need transport = \"tls\"",
+            ),
+            (
+                trunk(
+                    "x",
+                    "transport = \"tcp\"\ntls_server_name = \"a.example\"\n",
+                ),
+                "need transport = \"tls\"",
+            ),
+            (
+                trunk(
+                    "x",
+                    "transport = \"tls\"\ntls_server_name = \"not a name\"\n",
+                ),
+                "tls_server_name",
+            ),
+            (
+                format!(
+                    "[telephony]\nsip_keepalive_seconds = 4000\n{}",
+                    trunk("x", "")
+                ),
+                "sip_keepalive_seconds",
+            ),
+        ] {
+            let t = format!("{FULL}\n{bad}");
+            let e = Config::load_with(Some(&write("sip-transport3.toml", &t)), env(&[]))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(says), "{bad}: {e}");
+        }
+    }
 }

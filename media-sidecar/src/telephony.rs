@@ -63,7 +63,14 @@ impl Telephony {
             ..StreamOptions::default()
         };
         for t in &cfg.trunks {
-            let addr = tokio::net::lookup_host((t.host.as_str(), t.port))
+            let transport = crate::sip::transport::Transport::from(t.transport);
+            // 0 (a config not loaded from a file): the transport's port.
+            let port = if t.port == 0 {
+                transport.default_port()
+            } else {
+                t.port
+            };
+            let addr = tokio::net::lookup_host((t.host.as_str(), port))
                 .await
                 .map_err(|e| format!("trunk `{}`: cannot resolve {}: {e}", t.name, t.host))?
                 .next()
@@ -76,7 +83,6 @@ impl Telephony {
                 }),
                 _ => None,
             };
-            let transport = crate::sip::transport::Transport::from(t.transport);
             let tls_name = (transport == crate::sip::transport::Transport::Tls)
                 .then(|| t.tls_server_name.clone().unwrap_or_else(|| t.host.clone()));
             if let Some(name) = &tls_name {

@@ -260,8 +260,24 @@ pub fn uri_has_param(uri: &str, name: &str) -> bool {
     })
 }
 
-/// `host[:port]` of a SIP URI as a socket address, if the host is an IP literal.
+/// `host[:port]` of a SIP URI as a socket address, if the host is an IP
+/// literal. Without a port: 5061 for a `sips:` URI or `transport=tls`, else
+/// 5060 (RFC 3261 19.1.2).
 pub fn uri_socket_addr(uri: &str) -> Option<SocketAddr> {
+    let tls = uri.starts_with("sips:")
+        || uri
+            .split(['?', '>'])
+            .next()
+            .unwrap_or(uri)
+            .split(';')
+            .skip(1)
+            .any(|p| {
+                p.split_once('=').is_some_and(|(n, v)| {
+                    n.trim().eq_ignore_ascii_case("transport")
+                        && v.trim().eq_ignore_ascii_case("tls")
+                })
+            });
+    let default_port = if tls { 5061 } else { 5060 };
     let rest = uri
         .strip_prefix("sip:")
         .or_else(|| uri.strip_prefix("sips:"))?;
@@ -271,12 +287,12 @@ pub fn uri_socket_addr(uri: &str) -> Option<SocketAddr> {
         let (ip, after) = v6.split_once(']')?;
         let port = after
             .strip_prefix(':')
-            .map_or(Some(5060), |p| p.parse().ok())?;
+            .map_or(Some(default_port), |p| p.parse().ok())?;
         return Some(SocketAddr::new(ip.parse().ok()?, port));
     }
     let (h, port) = match hp.split_once(':') {
         Some((h, p)) => (h, p.parse().ok()?),
-        None => (hp, 5060),
+        None => (hp, default_port),
     };
     Some(SocketAddr::new(h.parse().ok()?, port))
 }
@@ -3336,6 +3352,19 @@ mod tests {
             Some("[::1]:5062".parse().unwrap())
         );
         assert_eq!(uri_socket_addr("sip:bob@example.com"), None);
+        // TLS without a port means 5061.
+        assert_eq!(
+            uri_socket_addr("sip:10.0.0.1;transport=TLS;lr"),
+            Some("10.0.0.1:5061".parse().unwrap())
+        );
+        assert_eq!(
+            uri_socket_addr("sips:bob@[::1]"),
+            Some("[::1]:5061".parse().unwrap())
+        );
+        assert_eq!(
+            uri_socket_addr("sip:10.0.0.1;transport=tcp"),
+            Some("10.0.0.1:5060".parse().unwrap())
+        );
         assert_eq!(uri_socket_addr("tel:+1555"), None);
         assert!(uri_has_param("sip:10.0.0.1;LR", "lr") && uri_has_param("sip:p;x=1;lr=on", "lr"));
         assert!(!uri_has_param("sip:lr@10.0.0.1;maddr=lr", "lr"));

@@ -261,29 +261,39 @@ impl Driver {
             }
             true
         });
-        self.send_all().await;
-        while let Some((id, ev)) = self.endpoint.poll_event() {
-            let last = matches!(ev, Event::Call(DialogEvent::Ended(_)));
-            let Some(events) = self.handles.get(&id) else {
-                continue;
-            };
-            if events.try_send(ev).is_err() && !last {
-                tracing::warn!(call = %id, "call task not reading its SIP events; one dropped");
+        // Sending can end calls (a TCP/TLS flow that cannot take a
+        // message), and handing texts on can answer them (480): go round
+        // until a round moves nothing, so no event waits for the next wake.
+        for _ in 0..8 {
+            self.send_all().await;
+            let mut moved = false;
+            while let Some((id, ev)) = self.endpoint.poll_event() {
+                moved = true;
+                let last = matches!(ev, Event::Call(DialogEvent::Ended(_)));
+                let Some(events) = self.handles.get(&id) else {
+                    continue;
+                };
+                if events.try_send(ev).is_err() && !last {
+                    tracing::warn!(call = %id, "call task not reading its SIP events; one dropped");
+                }
+                if last {
+                    self.handles.remove(&id);
+                }
             }
-            if last {
-                self.handles.remove(&id);
+            while let Some((id, end)) = self.endpoint.poll_message_end() {
+                moved = true;
+                if let Some(reply) = self.texts.remove(&id) {
+                    let _ = reply.send(Ok(end));
+                }
+            }
+            while let Some((id, text)) = self.endpoint.poll_inbound() {
+                moved = true;
+                self.forward_inbound(id, text);
+            }
+            if !moved {
+                break;
             }
         }
-        while let Some((id, end)) = self.endpoint.poll_message_end() {
-            if let Some(reply) = self.texts.remove(&id) {
-                let _ = reply.send(Ok(end));
-            }
-        }
-        while let Some((id, text)) = self.endpoint.poll_inbound() {
-            self.forward_inbound(id, text);
-        }
-        // Answers queued by the above (480s) go out now.
-        self.send_all().await;
     }
 
     /// Sends what the endpoint has to send: datagrams on the socket, the
