@@ -209,6 +209,21 @@ pub enum IdentityHeaderKind {
 #[serde(rename_all = "lowercase")]
 pub enum SipTransport {
     Udp,
+    /// One TCP connection per trunk, reused by every call.
+    Tcp,
+    /// TLS over TCP (SIP over TLS, RFC 3261 26.2), verified against
+    /// `ca_cert` or the system roots.
+    Tls,
+}
+
+impl From<SipTransport> for crate::sip::transport::Transport {
+    fn from(t: SipTransport) -> Self {
+        match t {
+            SipTransport::Udp => crate::sip::transport::Transport::Udp,
+            SipTransport::Tcp => crate::sip::transport::Transport::Tcp,
+            SipTransport::Tls => crate::sip::transport::Transport::Tls,
+        }
+    }
 }
 
 impl SipTransport {
@@ -216,7 +231,8 @@ impl SipTransport {
     /// on the way to the trunk.
     pub fn protects_sdp(self) -> bool {
         match self {
-            SipTransport::Udp => false,
+            SipTransport::Udp | SipTransport::Tcp => false,
+            SipTransport::Tls => true,
         }
     }
 }
@@ -231,10 +247,20 @@ fn default_codecs() -> Vec<Codec> {
 pub struct Trunk {
     pub name: String,
     pub host: String,
-    #[serde(default = "default_sip_port")]
+    /// Default (0 in the file, or absent): 5060, 5061 for `tls`.
+    #[serde(default)]
     pub port: u16,
+    /// `udp` (default), `tcp` or `tls`.
     #[serde(default = "default_sip_transport")]
     pub transport: SipTransport,
+    /// `tls` only: a PEM file of the CA(s) the trunk's certificate must
+    /// chain to, instead of the system roots.
+    #[serde(default)]
+    pub ca_cert: Option<PathBuf>,
+    /// `tls` only: the name the trunk's certificate must carry (and the
+    /// SNI sent), when it is not `host` (e.g. `host` is an IP address).
+    #[serde(default)]
+    pub tls_server_name: Option<String>,
     /// Digest credentials, when the trunk challenges (401/407).
     #[serde(default)]
     pub username: Option<String>,
@@ -309,10 +335,6 @@ fn default_min_se() -> u32 {
     90
 }
 
-fn default_sip_port() -> u16 {
-    5060
-}
-
 fn default_sip_transport() -> SipTransport {
     SipTransport::Udp
 }
@@ -366,6 +388,10 @@ pub struct Telephony {
     pub text_imdn: bool,
     #[serde(default)]
     pub trunks: Vec<Trunk>,
+    /// TCP/TLS trunks: a double-CRLF keep-alive ping (RFC 5626 4.4.1) on
+    /// a connection nothing was sent on for this long; 0: none. Default 30.
+    #[serde(default = "default_sip_keepalive")]
+    pub sip_keepalive_seconds: u32,
     /// 301/302 redirects followed per call at most (0 to 10; 0: none).
     /// Only to the trunks' hosts and `redirect_allowed_addresses`. Default 3.
     #[serde(default = "default_max_redirects")]
@@ -378,6 +404,10 @@ pub struct Telephony {
 
 fn default_max_redirects() -> u32 {
     3
+}
+
+fn default_sip_keepalive() -> u32 {
+    30
 }
 
 impl Default for Telephony {
@@ -395,6 +425,7 @@ impl Default for Telephony {
             codecs: default_codecs(),
             text_imdn: false,
             trunks: Vec::new(),
+            sip_keepalive_seconds: default_sip_keepalive(),
             max_redirects: default_max_redirects(),
             redirect_allowed_addresses: Vec::new(),
         }
@@ -439,6 +470,12 @@ impl Telephony {
                 self.codecs
             ));
         }
+        if self.sip_keepalive_seconds > 3_600 {
+            return Err(format!(
+                "sip_keepalive_seconds {} is not in 0..=3600",
+                self.sip_keepalive_seconds
+            ));
+        }
         if self.max_redirects > 10 {
             return Err(format!(
                 "max_redirects {} is not in 0..=10",
@@ -452,6 +489,26 @@ impl Telephony {
             }
             if t.host.trim().is_empty() {
                 return Err(format!("trunk `{}` has no host", t.name));
+            }
+            if t.port == 0 {
+                t.port = crate::sip::transport::Transport::from(t.transport).default_port();
+            }
+            if t.transport != SipTransport::Tls
+                && (t.ca_cert.is_some() || t.tls_server_name.is_some())
+            {
+                return Err(format!(
+                    "trunk `{}`: ca_cert and tls_server_name need transport = \"tls\"",
+                    t.name
+                ));
+            }
+            if t.tls_server_name
+                .as_deref()
+                .is_some_and(|n| rustls::pki_types::ServerName::try_from(n).is_err())
+            {
+                return Err(format!(
+                    "trunk `{}`: tls_server_name is not a DNS name or IP address",
+                    t.name
+                ));
             }
             let digits = t.from_number.strip_prefix('+').unwrap_or("");
             if !(7..=15).contains(&digits.len()) || !digits.bytes().all(|b| b.is_ascii_digit()) {
@@ -1264,5 +1321,83 @@ capacity = 8
             Config::load_with(Some(&write("sip-keys4.toml", &t)), env(&[])).is_ok(),
             "0 = off"
         );
+    }
+
+    /// Issue 21: `transport = "tcp" | "tls"` per trunk, the TLS keys, the
+    /// port each implies, and the keep-alive interval.
+    #[test]
+    fn sip_transport_keys_per_trunk() {
+        let trunk = |name: &str, extra: &str| {
+            format!("\n[[telephony.trunks]]\nname = \"{name}\"\nhost = \"sip.example.com\"\nfrom_number = \"+15550001111\"\n{extra}")
+        };
+        let text = format!(
+            "{FULL}\n[telephony]\nsip_keepalive_seconds = 15\n{}{}{}{}",
+            trunk("u", ""),
+            trunk("t", "transport = \"tcp\"\n"),
+            trunk("s", "transport = \"tls\"\nca_cert = \"/etc/voxline/carrier-ca.pem\"\ntls_server_name = \"edge.example.net\"\n"),
+            trunk("p", "transport = \"tls\"\nport = 5071\n"),
+        );
+        let c = Config::load_with(Some(&write("sip-transport.toml", &text)), env(&[])).unwrap();
+        let got: Vec<_> = c
+            .telephony
+            .trunks
+            .iter()
+            .map(|t| (t.name.as_str(), t.transport, t.port))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("u", SipTransport::Udp, 5060),
+                ("t", SipTransport::Tcp, 5060),
+                ("s", SipTransport::Tls, 5061),
+                ("p", SipTransport::Tls, 5071)
+            ]
+        );
+        let s = &c.telephony.trunks[2];
+        assert_eq!(
+            (s.ca_cert.as_deref(), s.tls_server_name.as_deref()),
+            (
+                Some(Path::new("/etc/voxline/carrier-ca.pem")),
+                Some("edge.example.net")
+            )
+        );
+        assert_eq!(c.telephony.sip_keepalive_seconds, 15);
+        let plain = format!("{FULL}\n{}", trunk("u", ""));
+        let c = Config::load_with(Some(&write("sip-transport2.toml", &plain)), env(&[])).unwrap();
+        assert_eq!(c.telephony.sip_keepalive_seconds, 30, "default");
+        for (bad, says) in [
+            (trunk("x", "transport = \"sctp\"\n"), "transport"),
+            (
+                trunk("x", "ca_cert = \"/x.pem\"\n"),
+                "need transport = \"tls\"",
+            ),
+            (
+                trunk(
+                    "x",
+                    "transport = \"tcp\"\ntls_server_name = \"a.example\"\n",
+                ),
+                "need transport = \"tls\"",
+            ),
+            (
+                trunk(
+                    "x",
+                    "transport = \"tls\"\ntls_server_name = \"not a name\"\n",
+                ),
+                "tls_server_name",
+            ),
+            (
+                format!(
+                    "[telephony]\nsip_keepalive_seconds = 4000\n{}",
+                    trunk("x", "")
+                ),
+                "sip_keepalive_seconds",
+            ),
+        ] {
+            let t = format!("{FULL}\n{bad}");
+            let e = Config::load_with(Some(&write("sip-transport3.toml", &t)), env(&[]))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(says), "{bad}: {e}");
+        }
     }
 }

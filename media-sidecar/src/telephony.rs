@@ -1,4 +1,5 @@
-//! What every SIP call of the sidecar shares: the SIP socket, the RTP port
+//! What every SIP call of the sidecar shares: the SIP socket (and TCP/TLS
+//! connections to the trunks that use them), the RTP port
 //! pool, the region's trunks (in priority order), the `[telephony]` config and
 //! the guard on tenants' engine URLs. One call's task is
 //! [`crate::call_task::sip`].
@@ -16,6 +17,7 @@ use crate::sip::auth::Credentials;
 use crate::sip::call::IdentityHeader;
 use crate::sip::endpoint::EndpointConfig;
 use crate::sip::session_timer::SessionTimerConfig;
+use crate::sip::stream::StreamOptions;
 use crate::sip::text_message::{self, reasons, Imdn, MessageEnd, MessageSpec};
 use crate::sip::transaction::Timers;
 use crate::sip::udp::{DriverError, InboundRequest, SipUdp, Trunk};
@@ -56,8 +58,20 @@ impl Telephony {
             .first()
             .ok_or("no [[telephony.trunks]] configured")?;
         let mut trunks = Vec::new();
+        let mut streams = StreamOptions {
+            keepalive: (cfg.sip_keepalive_seconds > 0)
+                .then(|| std::time::Duration::from_secs(cfg.sip_keepalive_seconds.into())),
+            ..StreamOptions::default()
+        };
         for t in &cfg.trunks {
-            let addr = tokio::net::lookup_host((t.host.as_str(), t.port))
+            let transport = crate::sip::transport::Transport::from(t.transport);
+            // 0 (a config not loaded from a file): the transport's port.
+            let port = if t.port == 0 {
+                transport.default_port()
+            } else {
+                t.port
+            };
+            let addr = tokio::net::lookup_host((t.host.as_str(), port))
                 .await
                 .map_err(|e| format!("trunk `{}`: cannot resolve {}: {e}", t.name, t.host))?
                 .next()
@@ -70,7 +84,20 @@ impl Telephony {
                 }),
                 _ => None,
             };
+            let tls_name = (transport == crate::sip::transport::Transport::Tls)
+                .then(|| t.tls_server_name.clone().unwrap_or_else(|| t.host.clone()));
+            if let Some(name) = &tls_name {
+                let tls = crate::transport::tls::client_config(t.ca_cert.as_deref())
+                    .map_err(|e| format!("trunk `{}`: {e}", t.name))?;
+                // Two TLS trunks of one name share a configuration: the first's.
+                streams
+                    .tls
+                    .entry(name.clone())
+                    .or_insert_with(|| std::sync::Arc::new(tls));
+            }
             trunks.push(Trunk {
+                transport,
+                tls_name,
                 addr,
                 domain: Some(t.host.clone()),
                 credentials,
@@ -97,7 +124,7 @@ impl Telephony {
         endpoint.public = cfg
             .public_ip
             .map(|ip| SocketAddr::new(ip, cfg.public_sip_port.unwrap_or(0)));
-        let (sip, inbound) = SipUdp::bind_with(endpoint)
+        let (sip, inbound) = SipUdp::bind_with_streams(endpoint, streams)
             .await
             .map_err(|e| format!("cannot bind SIP on {}:{}: {e}", cfg.bind_ip, cfg.sip_port))?;
         let ports = PortAllocator::new(cfg.bind_ip, cfg.rtp_port_min..=cfg.rtp_port_max);

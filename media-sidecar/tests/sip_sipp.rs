@@ -539,6 +539,8 @@ fn sipp_telephony(
             host: "127.0.0.1".into(),
             port: sipp_port,
             transport: config::SipTransport::Udp,
+            ca_cert: None,
+            tls_server_name: None,
             username: None,
             password: None,
             realm: None,

@@ -13,13 +13,18 @@ const WASM_BINDGEN_VERSION: &str = "0.2.130";
 
 /// Debian packages the test suites need: caddy terminates QUIC/HTTP/3 in
 /// front of `wrangler dev`, as Cloudflare does in production; python3-venv
-/// for the webhook suite's receiver (below); sip-tester (sipp) as SIP trunk/callee;
+/// for the webhook suite's receiver (below); sip-tester (sipp) as SIP trunk/callee,
+/// kamailio with its TLS module as the TLS front of SIP-over-TLS tests;
 /// libopus-dev + pkg-config for audiopus (Opus); baresip-core (a real SIP
 /// phone) and flite (its synthetic speech) as the telephony suite's callee.
 pub const APT_PACKAGES: &[&str] = &[
     "caddy",
     "python3-venv",
     "sip-tester",
+    // The TLS front of the SIP-over-TLS tests (media-sidecar/tests/sip_streams.rs):
+    // Debian's sipp is built without TLS.
+    "kamailio",
+    "kamailio-tls-modules",
     "libopus-dev",
     "pkg-config",
     "baresip-core",

@@ -30,6 +30,7 @@ use super::session_timer::{
 use super::transaction::{
     ClientTransaction, IctState, InviteClient, NonInviteClient, Timers, TxEvent,
 };
+use super::transport::Transport;
 use crate::random::{OsRandom, Random};
 
 /// What we allow in-dialog.
@@ -57,6 +58,9 @@ pub struct CallConfig {
     pub from_display: Option<String>,
     /// Our SIP address (Via sent-by and Contact host:port).
     pub local: SocketAddr,
+    /// What the trunk is reached over: Via's transport, Contact's
+    /// `transport` parameter, and (TCP/TLS) no retransmissions.
+    pub transport: Transport,
     pub credentials: Option<Credentials>,
     pub media: OfferConfig,
     /// From INVITE sent to answer; then CANCEL (no_answer).
@@ -119,6 +123,7 @@ impl CallConfig {
             from_uri: format!("sip:{from_user}@{}", host_port(local)),
             from_display: None,
             local,
+            transport: Transport::Udp,
             credentials: None,
             media,
             ring_timeout_ms: 60_000,
@@ -273,8 +278,24 @@ pub fn uri_has_param(uri: &str, name: &str) -> bool {
     })
 }
 
-/// `host[:port]` of a SIP URI as a socket address, if the host is an IP literal.
+/// `host[:port]` of a SIP URI as a socket address, if the host is an IP
+/// literal. Without a port: 5061 for a `sips:` URI or `transport=tls`, else
+/// 5060 (RFC 3261 19.1.2).
 pub fn uri_socket_addr(uri: &str) -> Option<SocketAddr> {
+    let tls = uri.starts_with("sips:")
+        || uri
+            .split(['?', '>'])
+            .next()
+            .unwrap_or(uri)
+            .split(';')
+            .skip(1)
+            .any(|p| {
+                p.split_once('=').is_some_and(|(n, v)| {
+                    n.trim().eq_ignore_ascii_case("transport")
+                        && v.trim().eq_ignore_ascii_case("tls")
+                })
+            });
+    let default_port = if tls { 5061 } else { 5060 };
     let rest = uri
         .strip_prefix("sip:")
         .or_else(|| uri.strip_prefix("sips:"))?;
@@ -284,12 +305,12 @@ pub fn uri_socket_addr(uri: &str) -> Option<SocketAddr> {
         let (ip, after) = v6.split_once(']')?;
         let port = after
             .strip_prefix(':')
-            .map_or(Some(5060), |p| p.parse().ok())?;
+            .map_or(Some(default_port), |p| p.parse().ok())?;
         return Some(SocketAddr::new(ip.parse().ok()?, port));
     }
     let (h, port) = match hp.split_once(':') {
         Some((h, p)) => (h, p.parse().ok()?),
-        None => (hp, 5060),
+        None => (hp, default_port),
     };
     Some(SocketAddr::new(h.parse().ok()?, port))
 }
@@ -453,6 +474,7 @@ impl Call {
     /// As [`Call::new`], drawing every identifier from `random` (a seeded
     /// source makes the dialog's bytes the same on every run).
     pub fn with_random(mut cfg: CallConfig, now: u64, mut random: Box<dyn Random>) -> Call {
+        cfg.timers.reliable = cfg.transport.is_reliable();
         if cfg.media.session_id == 0 {
             cfg.media.session_id = u64::from_str_radix(&random.hex(6), 16).unwrap_or(1);
         }
@@ -580,12 +602,24 @@ impl Call {
             .and_then(|r| r.split_once('@'))
             .map(|(u, _)| format!("{u}@"))
             .unwrap_or_default();
-        format!("<sip:{user}{}>", host_port(self.cfg.local))
+        match self.cfg.transport.uri_param() {
+            Some(t) => format!("<sip:{user}{};transport={t}>", host_port(self.cfg.local)),
+            None => format!("<sip:{user}{}>", host_port(self.cfg.local)),
+        }
     }
 
+    /// `rport` (RFC 3581) on every transport; on TCP/TLS also `alias` (RFC
+    /// 5923): the trunk may send its requests back on our connection, the
+    /// only way they reach us (we listen on UDP only).
     fn via(&self, branch: &str) -> String {
+        let alias = if self.cfg.transport.is_reliable() {
+            ";alias"
+        } else {
+            ""
+        };
         format!(
-            "SIP/2.0/UDP {};rport;branch={branch}",
+            "SIP/2.0/{} {};rport{alias};branch={branch}",
+            self.cfg.transport.via_token(),
             host_port(self.cfg.local)
         )
     }
@@ -1541,6 +1575,71 @@ impl Call {
             _ => {}
         }
         self.pump(now);
+    }
+
+    /// The TCP/TLS connection this dialog's messages went over failed (or
+    /// the peer closed it). Not answered yet: the call ends `trunk_error`
+    /// (`transport_error`) and asks for the next trunk unless the callee
+    /// was already alerted here (as for a 408/480/503). Answered: the call
+    /// ends `failed`/`trunk_error` (`transport_error`) at once, and a BYE
+    /// goes out on a new connection to release the callee. Our own BYE or
+    /// CANCEL in flight: the call ends as planned. Nothing is retransmitted
+    /// over the lost connection; an ended dialog stops lingering.
+    pub fn transport_failed(&mut self, now: u64) {
+        const DETAIL: &str = "transport_error";
+        if self.ended {
+            self.abandon();
+            return;
+        }
+        match (self.phase, self.plan) {
+            (Phase::Confirmed, None) => {
+                self.detail_override = Some(DETAIL);
+                self.send_bye(now, CallStatus::Failed, EndedReason::TrunkError);
+                self.end(
+                    CallStatus::Failed,
+                    EndedReason::TrunkError,
+                    None,
+                    false,
+                    DETAIL,
+                );
+            }
+            (_, Some((status, reason))) => {
+                self.end(status, reason, None, false, DETAIL);
+                self.abandon();
+            }
+            (_, None) => {
+                self.end(
+                    CallStatus::Failed,
+                    EndedReason::TrunkError,
+                    None,
+                    !self.alerted,
+                    DETAIL,
+                );
+                self.abandon();
+            }
+        }
+        self.pump(now);
+    }
+
+    /// Drops every transaction and timer: the dialog is done once its
+    /// events are read (nothing left to send over a lost connection).
+    fn abandon(&mut self) {
+        let timers = self.cfg.timers;
+        self.invite = InviteClient::abandoned(timers);
+        self.cancel = None;
+        self.bye = None;
+        self.prack = None;
+        self.refresh_invite = None;
+        self.refresh_update = None;
+        self.cache.clear();
+        self.reinvite_2xx = None;
+        self.cancel_pending = false;
+        self.ring_deadline = None;
+        self.no_response_deadline = None;
+        self.max_deadline = None;
+        self.cancel_deadline = None;
+        self.session = None;
+        self.out.clear();
     }
 
     pub fn handle_timeout(&mut self, now: u64) {
@@ -3482,6 +3581,19 @@ mod tests {
             Some("[::1]:5062".parse().unwrap())
         );
         assert_eq!(uri_socket_addr("sip:bob@example.com"), None);
+        // TLS without a port means 5061.
+        assert_eq!(
+            uri_socket_addr("sip:10.0.0.1;transport=TLS;lr"),
+            Some("10.0.0.1:5061".parse().unwrap())
+        );
+        assert_eq!(
+            uri_socket_addr("sips:bob@[::1]"),
+            Some("[::1]:5061".parse().unwrap())
+        );
+        assert_eq!(
+            uri_socket_addr("sip:10.0.0.1;transport=tcp"),
+            Some("10.0.0.1:5060".parse().unwrap())
+        );
         assert_eq!(uri_socket_addr("tel:+1555"), None);
         assert!(uri_has_param("sip:10.0.0.1;LR", "lr") && uri_has_param("sip:p;x=1;lr=on", "lr"));
         assert!(!uri_has_param("sip:lr@10.0.0.1;maddr=lr", "lr"));

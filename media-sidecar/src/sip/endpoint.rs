@@ -1,16 +1,23 @@
-//! The SIP endpoint: many outbound calls over one UDP address, sans-IO (like
-//! quinn-proto's `Endpoint` or str0m). [`super::udp`] is its tokio driver.
+//! The SIP endpoint: many outbound calls over one local address, sans-IO
+//! (like quinn-proto's `Endpoint` or str0m). [`super::udp`] is its tokio driver.
 //!
 //! ```text
 //!  start_call(spec) -> CallId ---- INVITE ---->  trunk 0
-//!  handle_datagram(now, from, bytes)             demux by SIP Call-ID -> that dialog (a `Call`);
+//!  handle_datagram(now, from, bytes)             UDP: demux by SIP Call-ID -> that dialog (a `Call`);
+//!  handle_message(now, flow, msg)                TCP/TLS (framed by the driver): the same;
 //!                                                unknown Call-ID: stateless 481 (OPTIONS: 200)
+//!  handle_flow_failed(now, flow)                 a TCP/TLS connection was lost: its calls end
+//!                                                (`transport_error`; unanswered ones fail over)
 //!  handle_timeout(now) / poll_timeout()          retransmissions, ring / no-response / max timers
 //!  hangup(id, reason)                            CANCEL or BYE
-//!  poll_transmit() -> Transmit                   what to send where
+//!  poll_transmit() -> Outgoing                   what to send over which flow (transport + address)
 //!  poll_event() -> (CallId, Event)               dialog events; `Failover` when a trunk failed
 //!                                                and the next one is being tried
 //! ```
+//!
+//! Each dialog speaks its trunk's [`Transport`]: every message it sends goes
+//! over that transport (to the trunk, or to the route set / remote target),
+//! except that an answer goes back on the flow its request came on.
 //!
 //! Time is a [`std::time::Instant`] the caller passes in; randomness
 //! (Call-IDs, tags, branches, cnonces) comes from an injected [`Random`]. With
@@ -37,6 +44,7 @@ use super::text_message::{
 };
 use super::transaction::Timers;
 use crate::media::srtp::SrtpPolicy;
+use super::transport::{Flow, Transport};
 use crate::random::Random;
 
 /// One SIP trunk (next hop).
@@ -57,6 +65,11 @@ pub struct Trunk {
     pub identity: IdentityHeader,
     /// SDES-SRTP on calls to this trunk ([`super::sdp`]). Default: off.
     pub srtp: SrtpPolicy,
+    /// What the trunk is reached over. Default: UDP.
+    pub transport: Transport,
+    /// TLS: the name the trunk's certificate must carry (and the SNI).
+    /// Default: `domain`, else the IP address.
+    pub tls_name: Option<String>,
 }
 
 impl Trunk {
@@ -70,8 +83,33 @@ impl Trunk {
             session_timer: Some(SessionTimerConfig::default()),
             identity: IdentityHeader::None,
             srtp: SrtpPolicy::Off,
+            transport: Transport::Udp,
+            tls_name: None,
         }
     }
+
+    /// The flow the trunk's messages go over.
+    pub fn flow(&self) -> Flow {
+        let tls_name = (self.transport == Transport::Tls).then(|| {
+            self.tls_name.clone().unwrap_or_else(|| match &self.domain {
+                Some(d) => d.trim_start_matches('[').trim_end_matches(']').to_string(),
+                None => self.addr.ip().to_string(),
+            })
+        });
+        Flow {
+            transport: self.transport,
+            addr: self.addr,
+            tls_name,
+        }
+    }
+}
+
+/// One message for the driver to send over `flow` (on TCP/TLS: over that
+/// flow's connection, opened if there is none).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outgoing {
+    pub flow: Flow,
+    pub bytes: Vec<u8>,
 }
 
 /// What the call task asks for.
@@ -232,6 +270,21 @@ struct Dialog {
     call: Call,
     /// The call it serves; `None` once it ended (it only lingers then).
     owner: Option<CallId>,
+    /// Its trunk's flow: the transport (and TLS name) of all it sends.
+    flow: Flow,
+    /// The TCP/TLS flows it has used (at most [`MAX_FLOWS_PER_DIALOG`]):
+    /// losing one of them ends it.
+    used: Vec<Flow>,
+}
+
+/// Flows remembered per dialog (the trunk, a Record-Route, a Contact: a few).
+const MAX_FLOWS_PER_DIALOG: usize = 4;
+
+/// Remembers a TCP/TLS flow a dialog or text used.
+fn note_used(used: &mut Vec<Flow>, flow: &Flow) {
+    if flow.transport.is_reliable() && used.len() < MAX_FLOWS_PER_DIALOG && !used.contains(flow) {
+        used.push(flow.clone());
+    }
 }
 
 /// The endpoint's name for one outbound text message, across its trunks.
@@ -243,6 +296,8 @@ struct TextAttempt {
     client: MessageClient,
     /// The message it serves; `None` once it ended (it only lingers then).
     owner: Option<MessageId>,
+    /// Its trunk's flow.
+    flow: Flow,
 }
 
 /// One outbound text across its trunks.
@@ -271,9 +326,18 @@ fn call_config(spec: &CallSpec, trunk: &Trunk, has_next: bool, local: SocketAddr
         &spec.from_user,
         spec.media.clone(),
     );
+    c.transport = trunk.transport;
     if let Some(d) = &trunk.domain {
-        c.request_uri = format!("sip:{}@{}", spec.to_user, uri_host(d, trunk.addr.port()));
+        let host = uri_host_with_default(d, trunk.addr.port(), trunk.transport.default_port());
+        c.request_uri = format!("sip:{}@{host}", spec.to_user);
         c.to_uri = c.request_uri.clone();
+    }
+    // `sip:` with `transport=tcp|tls` rather than a `sips:` URI: a `sips:`
+    // Request-URI asks for TLS on every hop to the callee (RFC 3261 26.2,
+    // RFC 5630), which a PSTN trunk cannot promise; the parameter is what
+    // trunks document. The To URI stays bare (it does not route).
+    if let Some(t) = trunk.transport.uri_param() {
+        c.request_uri = format!("{};transport={t}", c.request_uri);
     }
     c.from_display = spec.from_display.clone();
     c.credentials = trunk.credentials.clone();
@@ -334,6 +398,12 @@ pub const DEFAULT_SIP_PORT: u16 = 5060;
 /// Request-URI, and one without a port means 5060); an IPv6 literal is
 /// bracketed; a domain that already names a port is left as it is.
 pub fn uri_host(domain: &str, port: u16) -> String {
+    uri_host_with_default(domain, port, DEFAULT_SIP_PORT)
+}
+
+/// [`uri_host`] for a transport whose default port is `default_port`
+/// (5061 for TLS).
+pub fn uri_host_with_default(domain: &str, port: u16, default_port: u16) -> String {
     let bare = domain.trim_start_matches('[').trim_end_matches(']');
     let host = if bare.parse::<std::net::Ipv6Addr>().is_ok() {
         format!("[{bare}]")
@@ -343,7 +413,7 @@ pub fn uri_host(domain: &str, port: u16) -> String {
     } else {
         domain.to_string()
     };
-    if port == DEFAULT_SIP_PORT {
+    if port == default_port {
         host
     } else {
         format!("{host}:{port}")
@@ -369,7 +439,7 @@ pub struct Endpoint {
     dialogs: BTreeMap<String, Dialog>,
     calls: BTreeMap<CallId, Attempts>,
     next_id: u64,
-    transmits: VecDeque<Transmit>,
+    transmits: VecDeque<Outgoing>,
     events: VecDeque<(CallId, Event)>,
     /// Trunks that answered a 5xx with `Retry-After`: skipped until then
     /// (ms on the dialogs' clock). At most [`MAX_RESTING_TRUNKS`].
@@ -382,7 +452,14 @@ pub struct Endpoint {
     /// Inbound MESSAGE transactions, and those waiting for the edge.
     inbound: InboundTable,
     inbound_events: VecDeque<(InboundId, InboundText)>,
+    /// The flow each inbound MESSAGE's sender used, so that its answer goes
+    /// back that way (at most [`MAX_INBOUND_FLOWS`]; forgotten when no
+    /// inbound transaction is left).
+    inbound_flows: BTreeMap<SocketAddr, Flow>,
 }
+
+/// Senders of inbound MESSAGEs remembered at once.
+const MAX_INBOUND_FLOWS: usize = 1_024;
 
 /// Trunks remembered as resting at once (trunks come from the config, so
 /// this is only a bound against surprises).
@@ -469,6 +546,27 @@ impl Endpoint {
             text_ends: VecDeque::new(),
             inbound: InboundTable::default(),
             inbound_events: VecDeque::new(),
+            inbound_flows: BTreeMap::new(),
+        }
+    }
+
+    /// An answer of the inbound MESSAGE table, on its sender's flow.
+    fn inbound_out(&self, t: Transmit) -> Outgoing {
+        let flow = self
+            .inbound_flows
+            .get(&t.dest)
+            .cloned()
+            .unwrap_or_else(|| Flow::udp(t.dest));
+        Outgoing {
+            flow,
+            bytes: t.bytes,
+        }
+    }
+
+    fn push_inbound_out(&mut self, out: impl IntoIterator<Item = Transmit>) {
+        for t in out {
+            let o = self.inbound_out(t);
+            self.transmits.push_back(o);
         }
     }
 
@@ -528,12 +626,14 @@ impl Endpoint {
         let cfg = call_config(&spec, first, has_next, self.config.advertised());
         let call = Call::with_random(cfg, ms, self.random.fork());
         let sip_call_id = call.call_id().to_string();
-        tracing::info!(%sip_call_id, to = %spec.to_user, trunk = %first.addr, "INVITE");
+        tracing::info!(%sip_call_id, to = %spec.to_user, trunk = %first.addr, transport = %first.transport, "INVITE");
         self.dialogs.insert(
             sip_call_id.clone(),
             Dialog {
                 call,
                 owner: Some(id),
+                flow: first.flow(),
+                used: Vec::new(),
             },
         );
         self.calls.insert(
@@ -563,8 +663,8 @@ impl Endpoint {
         self.pump(ms);
     }
 
-    /// One datagram from `from`. Dropped (with the reason returned for logs)
-    /// when too large or unparseable (RFC 3261 18.3).
+    /// One UDP datagram from `from`. Dropped (with the reason returned for
+    /// logs) when too large or unparseable (RFC 3261 18.3).
     pub fn handle_datagram(
         &mut self,
         now: Instant,
@@ -575,34 +675,87 @@ impl Endpoint {
             return Err(DatagramError::TooLarge(data.len()));
         }
         let m = msg::parse(data)?;
+        self.handle_message(now, Flow::udp(from), &m);
+        Ok(())
+    }
+
+    /// One message that came over `from` (a TCP/TLS message framed by the
+    /// driver's [`super::transport::StreamConn`], or a parsed datagram).
+    /// Answers go back over `from` (RFC 3261 18.2.2: on TCP/TLS, the same
+    /// connection).
+    pub fn handle_message(&mut self, now: Instant, from: Flow, m: &msg::Message) {
         let ms = self.ms(now);
         if let Some(d) = self.dialogs.get_mut(m.call_id()) {
-            d.call.handle_message(ms, from, &m);
+            d.call.handle_message(ms, from.addr, m);
+            note_used(&mut d.used, &from);
+            if m.is_request() {
+                // Its answer (and anything else now due to that address)
+                // goes back the way the request came.
+                while let Some(t) = d.call.poll_transmit() {
+                    let flow = if t.dest == from.addr {
+                        from.clone()
+                    } else {
+                        d.flow.to(t.dest)
+                    };
+                    note_used(&mut d.used, &flow);
+                    self.transmits.push_back(Outgoing {
+                        flow,
+                        bytes: t.bytes,
+                    });
+                }
+            }
             self.pump(ms);
-            return Ok(());
+            return;
         }
         if !m.is_request() {
             if let Some(t) = self.texts.get_mut(m.call_id()) {
-                t.client.handle_response(ms, &m);
+                t.client.handle_response(ms, m);
                 self.pump_texts(ms);
-                return Ok(());
+                return;
             }
         }
         if m.method() == Some("MESSAGE") && m.to_tag().is_none() {
-            self.on_inbound_message(ms, from, &m);
-            return Ok(());
+            if self.inbound_flows.len() < MAX_INBOUND_FLOWS
+                || self.inbound_flows.contains_key(&from.addr)
+            {
+                self.inbound_flows.insert(from.addr, from.clone());
+            }
+            self.on_inbound_message(ms, from.addr, m);
+            return;
         }
         // Not ours: requests get a stateless answer (an ACK gets none);
         // stray responses are dropped.
         if m.is_request() && m.method() != Some("ACK") {
             let tag = self.random.hex(6);
-            let reply = out_of_dialog_reply(&m, &tag);
-            self.transmits.push_back(Transmit {
-                dest: from,
+            let reply = out_of_dialog_reply(m, &tag);
+            self.transmits.push_back(Outgoing {
+                flow: from,
                 bytes: reply.to_bytes(),
             });
         }
-        Ok(())
+    }
+
+    /// The TCP/TLS connection of `flow` was lost (connect, read or write
+    /// failed, a framing error, or the peer closed it). Every dialog that
+    /// used it ends (`transport_error`: failover for calls not yet
+    /// answered, see [`Call::transport_failed`]); every MESSAGE sent over it
+    /// goes to its next trunk or ends `transport`. Later messages for the
+    /// flow make the driver connect again.
+    pub fn handle_flow_failed(&mut self, now: Instant, flow: &Flow) {
+        let ms = self.ms(now);
+        for d in self.dialogs.values_mut() {
+            if d.used.contains(flow) {
+                tracing::info!(sip_call_id = %d.call.call_id(), %flow, "connection lost");
+                d.call.transport_failed(ms);
+            }
+        }
+        self.pump(ms);
+        for t in self.texts.values_mut() {
+            if t.flow == *flow && !t.client.is_done() {
+                t.client.transport_failed();
+            }
+        }
+        self.pump_texts(ms);
     }
 
     /// Runs every timer due at `now`.
@@ -628,7 +781,10 @@ impl Endpoint {
                     "no answer from the edge in time for an inbound MESSAGE: 480"
                 );
             }
-            self.transmits.extend(out);
+            self.push_inbound_out(out);
+        }
+        if self.inbound.is_empty() {
+            self.inbound_flows.clear();
         }
     }
 
@@ -691,7 +847,7 @@ impl Endpoint {
             return;
         };
         let host = match &trunk.domain {
-            Some(d) => uri_host(d, trunk.addr.port()),
+            Some(d) => uri_host_with_default(d, trunk.addr.port(), trunk.transport.default_port()),
             None => trunk.addr.to_string(),
         };
         let request_uri = format!("sip:{}@{host}", a.spec.to_user);
@@ -706,12 +862,17 @@ impl Endpoint {
                 a.spec.body.clone().into_bytes(),
             ),
         };
+        let request_uri = match trunk.transport.uri_param() {
+            Some(t) => format!("{request_uri};transport={t}"),
+            None => request_uri,
+        };
         let cfg = MessageConfig {
             trunk: trunk.addr,
             to_uri: request_uri.clone(),
             request_uri,
             from_uri,
             local: self.config.advertised(),
+            transport: trunk.transport,
             credentials: trunk.credentials.clone(),
             content_type,
             body,
@@ -726,6 +887,7 @@ impl Endpoint {
             TextAttempt {
                 client,
                 owner: Some(id),
+                flow: trunk.flow(),
             },
         );
     }
@@ -737,7 +899,10 @@ impl Endpoint {
             let mut next = Vec::new();
             for t in self.texts.values_mut() {
                 while let Some(x) = t.client.poll_transmit() {
-                    self.transmits.push_back(x);
+                    self.transmits.push_back(Outgoing {
+                        flow: t.flow.to(x.dest),
+                        bytes: x.bytes,
+                    });
                 }
                 let Some(end) = t.client.poll_end() else {
                     continue;
@@ -796,7 +961,7 @@ impl Endpoint {
     pub fn answer_inbound(&mut self, id: InboundId, code: u16, now: Instant) {
         let ms = self.ms(now);
         if let Some(t) = self.inbound.answer(ms, id, code, self.config.timers) {
-            self.transmits.push_back(t);
+            self.push_inbound_out([t]);
         }
     }
 
@@ -811,16 +976,16 @@ impl Endpoint {
     fn on_inbound_message(&mut self, ms: u64, from: SocketAddr, m: &msg::Message) {
         match self.inbound.step(m) {
             InboundStep::Repeat(again) => {
-                self.transmits.extend(again);
+                self.push_inbound_out(again);
                 return;
             }
             InboundStep::Full => {
                 let tag = self.random.hex(6);
                 let r = text_message::answer_to(m, 503, &tag);
-                self.transmits.push_back(Transmit {
+                self.push_inbound_out([Transmit {
                     dest: from,
                     bytes: r.to_bytes(),
-                });
+                }]);
                 return;
             }
             InboundStep::New => {}
@@ -829,8 +994,8 @@ impl Endpoint {
         let timers = self.config.timers;
         if !self.is_trunk_source(from) {
             tracing::warn!(%from, "MESSAGE from an address that is not a trunk's: 403");
-            self.transmits
-                .extend(self.inbound.answer_now(ms, from, m, 403, tag, timers));
+            let out = self.inbound.answer_now(ms, from, m, 403, tag, timers);
+            self.push_inbound_out(out);
             return;
         }
         match text_message::parse_inbound(m) {
@@ -839,18 +1004,19 @@ impl Endpoint {
                 tracing::info!(inbound = id.0, sip_call_id = %text.sip_call_id, to = %text.to, "inbound MESSAGE");
                 self.inbound_events.push_back((id, text));
             }
-            Inbound::Ignore => self
-                .transmits
-                .extend(self.inbound.answer_now(ms, from, m, 200, tag, timers)),
+            Inbound::Ignore => {
+                let out = self.inbound.answer_now(ms, from, m, 200, tag, timers);
+                self.push_inbound_out(out);
+            }
             Inbound::Refuse(code) => {
                 tracing::info!(%from, code, "inbound MESSAGE refused");
-                self.transmits
-                    .extend(self.inbound.answer_now(ms, from, m, code, tag, timers));
+                let out = self.inbound.answer_now(ms, from, m, code, tag, timers);
+                self.push_inbound_out(out);
             }
         }
     }
 
-    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+    pub fn poll_transmit(&mut self) -> Option<Outgoing> {
         self.transmits.pop_front()
     }
 
@@ -867,7 +1033,12 @@ impl Endpoint {
             let mut failed_over = Vec::new();
             for (sip_call_id, d) in self.dialogs.iter_mut() {
                 while let Some(t) = d.call.poll_transmit() {
-                    self.transmits.push_back(t);
+                    let flow = d.flow.to(t.dest);
+                    note_used(&mut d.used, &flow);
+                    self.transmits.push_back(Outgoing {
+                        flow,
+                        bytes: t.bytes,
+                    });
                 }
                 while let Some(ev) = d.call.poll_event() {
                     let Some(id) = d.owner else {
@@ -942,12 +1113,14 @@ impl Endpoint {
         let cfg = call_config(&a.spec, trunk, has_next, self.config.advertised());
         let call = Call::with_random(cfg, ms, self.random.fork());
         a.sip_call_id = call.call_id().to_string();
-        tracing::info!(sip_call_id = %a.sip_call_id, trunk = %trunk.addr, "INVITE (failover)");
+        tracing::info!(sip_call_id = %a.sip_call_id, trunk = %trunk.addr, transport = %trunk.transport, "INVITE (failover)");
         self.dialogs.insert(
             a.sip_call_id.clone(),
             Dialog {
                 call,
                 owner: Some(id),
+                flow: trunk.flow(),
+                used: Vec::new(),
             },
         );
     }
@@ -997,6 +1170,7 @@ mod tests {
     struct Sent {
         at: u64,
         dest: SocketAddr,
+        flow: Flow,
         msg: Message,
         bytes: Vec<u8>,
     }
@@ -1034,7 +1208,8 @@ mod tests {
             std::iter::from_fn(|| self.ep.poll_transmit())
                 .map(|t| Sent {
                     at: self.now_ms,
-                    dest: t.dest,
+                    dest: t.flow.addr,
+                    flow: t.flow,
                     msg: msg::parse(&t.bytes).expect("the endpoint sends what it parses"),
                     bytes: t.bytes,
                 })
@@ -1713,6 +1888,228 @@ mod tests {
         h.advance_to(40_000);
         assert!(h.ep.is_idle());
         h.start(spec(&[TRUNK_A]));
+    }
+
+    // ------------------------------------------------------- transports
+
+    fn stream_trunk(a: &str, transport: Transport) -> Trunk {
+        let mut t = Trunk::new(addr(a));
+        t.transport = transport;
+        t
+    }
+
+    fn stream_spec(trunks: Vec<Trunk>) -> CallSpec {
+        let mut s = spec(&[]);
+        s.trunks = trunks;
+        s
+    }
+
+    /// A message from the trunk over `flow`.
+    fn recv_on(h: &mut Harness, flow: &Flow, bytes: &[u8]) {
+        let m = msg::parse(bytes).unwrap();
+        h.ep.handle_message(h.now(), flow.clone(), &m);
+    }
+
+    /// RFC 3261 17.1.1.2 / 18: over TCP the INVITE goes out once, over the
+    /// trunk's TCP flow, saying TCP in Via and Contact; Timer B still ends it.
+    #[test]
+    fn a_tcp_trunk_gets_tcp_via_and_contact_and_no_retransmissions() {
+        let mut h = Harness::new(40);
+        let id = h.start(stream_spec(vec![stream_trunk(TRUNK_A, Transport::Tcp)]));
+        let inv = only(h.sent());
+        assert_eq!(
+            inv.flow,
+            Flow {
+                transport: Transport::Tcp,
+                addr: addr(TRUNK_A),
+                tls_name: None
+            }
+        );
+        let via = inv.msg.header("Via").unwrap();
+        assert!(
+            via.starts_with("SIP/2.0/TCP 192.0.2.1:5060;rport;alias;branch=z9hG4bK"),
+            "{via}"
+        );
+        assert_eq!(
+            inv.msg.header("Contact"),
+            Some("<sip:+14155550199@192.0.2.1:5060;transport=tcp>")
+        );
+        assert_eq!(
+            inv.msg.uri(),
+            Some("sip:+14155550100@198.51.100.1:5060;transport=tcp")
+        );
+        // Nothing more until Timer B (64*T1): no Timer A on a stream.
+        let out = h.advance_to(31_999);
+        assert!(out.is_empty(), "{:?}", methods(&out));
+        assert!(h.events().is_empty());
+        h.advance_to(32_000);
+        let ev = only(h.events());
+        assert_eq!((ev.0, ended(&ev).detail.as_str()), (id, "timer_b"));
+        // A UDP trunk still retransmits (the rule is per transport).
+        let mut h = Harness::new(41);
+        h.start(spec(&[TRUNK_A]));
+        h.sent();
+        assert_eq!(methods(&h.advance_to(1_600)), ["INVITE", "INVITE"]);
+    }
+
+    /// TLS: `sip:` Request-URI with `transport=tls` (5061 implied), the
+    /// trunk's host as the TLS name; the callee's BYE over the connection is
+    /// answered on it, the BYE's retransmission too; a request that came
+    /// over UDP is answered over UDP.
+    #[test]
+    fn a_tls_trunk_is_addressed_by_name_and_answers_go_back_on_their_flow() {
+        let mut h = Harness::new(42);
+        let mut t = stream_trunk("198.51.100.1:5061", Transport::Tls);
+        t.domain = Some("sip.example.com".into());
+        let id = h.start(stream_spec(vec![t.clone()]));
+        let inv = only(h.sent());
+        let flow = t.flow();
+        assert_eq!(flow.tls_name.as_deref(), Some("sip.example.com"));
+        assert_eq!(inv.flow, flow);
+        assert_eq!(
+            inv.msg.uri(),
+            Some("sip:+14155550100@sip.example.com;transport=tls")
+        );
+        assert_eq!(
+            inv.msg.header("To"),
+            Some("<sip:+14155550100@sip.example.com>")
+        );
+        assert!(inv
+            .msg
+            .header("Via")
+            .is_some_and(|v| v.starts_with("SIP/2.0/TLS ")));
+        assert!(inv
+            .msg
+            .header("Contact")
+            .is_some_and(|c| c.ends_with(";transport=tls>")));
+        let trunk = FakeTrunk {
+            addr: "198.51.100.1:5061",
+            tag: "tls-trunk",
+        };
+        recv_on(&mut h, &flow, &trunk.answer(&inv.msg));
+        let ack = only(h.sent());
+        assert_eq!((ack.msg.method(), &ack.flow), (Some("ACK"), &flow));
+        h.events();
+        let bye = trunk.bye(&inv.msg);
+        recv_on(&mut h, &flow, &bye);
+        let ok = only(h.sent());
+        assert_eq!((ok.msg.code(), &ok.flow), (Some(200), &flow));
+        assert_eq!(ended(&only(h.events())).reason, EndedReason::CalleeHangup);
+        // The same BYE again over UDP (a confused trunk): answered over UDP.
+        recv_on(&mut h, &Flow::udp(addr("198.51.100.1:5061")), &bye);
+        let again = only(h.sent());
+        assert_eq!(again.flow, Flow::udp(addr("198.51.100.1:5061")));
+        assert_eq!(again.bytes, ok.bytes);
+        // Unknown Call-IDs are answered on the flow they came on, too.
+        let mut stray = msg::parse(&bye).unwrap();
+        stray.headers.retain(|(n, _)| n != "Call-ID");
+        stray.push("Call-ID", "unknown@x");
+        h.ep.handle_message(h.now(), flow.clone(), &stray);
+        let r = only(h.sent());
+        assert_eq!((r.msg.code(), &r.flow), (Some(481), &flow));
+        let _ = id;
+    }
+
+    /// The connection dies before an answer: the call fails over (the
+    /// detail says why); after the answer: it ends `transport_error` at
+    /// once and a BYE goes out (the driver connects again for it).
+    #[test]
+    fn a_lost_connection_fails_over_unanswered_calls_and_ends_answered_ones() {
+        let mut h = Harness::new(43);
+        let a = stream_trunk(TRUNK_A, Transport::Tcp);
+        let id = h.start(stream_spec(vec![a.clone(), Trunk::new(addr(TRUNK_B))]));
+        only(h.sent());
+        h.now_ms = 50;
+        h.ep.handle_flow_failed(h.now(), &a.flow());
+        let ev = h.events();
+        assert!(
+            matches!(&ev[..], [(i, Event::Failover { trunk: 0, end })]
+                if *i == id && end.detail == "transport_error"
+                    && end.reason == EndedReason::TrunkError),
+            "{ev:?}"
+        );
+        let second = only(h.sent());
+        assert_eq!(
+            (second.msg.method(), second.flow),
+            (Some("INVITE"), Flow::udp(addr(TRUNK_B)))
+        );
+        // Another flow failing changes nothing for it.
+        h.ep.handle_flow_failed(h.now(), &a.flow());
+        assert!(h.events().is_empty() && h.sent().is_empty());
+        assert!(h.ep.dialog_count() == 1, "the TCP dialog is gone at once");
+
+        // Answered over TCP, then the connection drops.
+        let mut h = Harness::new(44);
+        let id = h.start(stream_spec(vec![a.clone(), Trunk::new(addr(TRUNK_B))]));
+        let inv = only(h.sent()).msg;
+        recv_on(&mut h, &a.flow(), &TRUNK.answer(&inv));
+        h.sent();
+        h.events();
+        h.now_ms = 10_000;
+        h.ep.handle_flow_failed(h.now(), &a.flow());
+        let ev = only(h.events());
+        let end = ended(&ev);
+        assert_eq!(
+            (
+                ev.0,
+                end.status,
+                end.reason,
+                end.detail.as_str(),
+                end.try_next_trunk
+            ),
+            (
+                id,
+                CallStatus::Failed,
+                EndedReason::TrunkError,
+                "transport_error",
+                false
+            )
+        );
+        let bye = only(h.sent());
+        assert_eq!((bye.msg.method(), bye.flow), (Some("BYE"), a.flow()));
+        // That connection fails too: the dialog is dropped, nothing retried.
+        h.ep.handle_flow_failed(h.now(), &a.flow());
+        assert!(h.sent().is_empty() && h.events().is_empty());
+        assert!(h.ep.is_idle());
+    }
+
+    /// Once the callee was alerted on a trunk, a lost connection does not
+    /// ring them again elsewhere (as for a 408/480/503).
+    #[test]
+    fn a_lost_connection_after_ringing_ends_the_call_without_failover() {
+        let mut h = Harness::new(45);
+        let a = stream_trunk(TRUNK_A, Transport::Tcp);
+        let id = h.start(stream_spec(vec![a.clone(), Trunk::new(addr(TRUNK_B))]));
+        let inv = only(h.sent()).msg;
+        recv_on(&mut h, &a.flow(), &TRUNK.reply(&inv, 180));
+        h.events();
+        h.ep.handle_flow_failed(h.now(), &a.flow());
+        let ev = only(h.events());
+        assert_eq!((ev.0, ended(&ev).detail.as_str()), (id, "transport_error"));
+        assert!(h.sent().is_empty(), "no CANCEL, no second INVITE");
+    }
+
+    #[test]
+    fn a_text_whose_connection_fails_goes_to_the_next_trunk() {
+        let mut h = Harness::new(46);
+        let a = stream_trunk(TRUNK_A, Transport::Tcp);
+        let mut spec = text_spec(&[TRUNK_B]);
+        spec.trunks.insert(0, a.clone());
+        h.ep.send_message(spec, h.now()).unwrap();
+        let first = only(h.sent());
+        assert_eq!(first.flow, a.flow());
+        assert!(first
+            .msg
+            .header("Via")
+            .is_some_and(|v| v.starts_with("SIP/2.0/TCP ")));
+        assert!(first
+            .msg
+            .uri()
+            .is_some_and(|u| u.ends_with(";transport=tcp")));
+        assert!(h.advance_to(10_000).is_empty(), "no Timer E over TCP");
+        h.ep.handle_flow_failed(h.now(), &a.flow());
+        let second = only(h.sent());
+        assert_eq!(second.flow, Flow::udp(addr(TRUNK_B)));
     }
 
     // ------------------------------------------------------------ texts

@@ -15,8 +15,12 @@
 //! - [`text_message`]: texts (SMS) as out-of-dialog MESSAGE (RFC 3428):
 //!   the client transaction with Digest retry, inbound parsing (text,
 //!   IMDN delivery notifications, CPIM), the inbound server transactions.
-//! - [`udp`]: the tokio driver of the endpoint (one UDP socket), an async
-//!   API for the call task.
+//! - [`transport`]: UDP / TCP / TLS as the endpoint sees them ([`transport::Flow`]),
+//!   and one TCP/TLS connection's protocol, sans-IO (framing, keep-alives).
+//! - [`udp`]: the tokio driver of the endpoint (one UDP socket, and the
+//!   TCP/TLS connections of [`stream`]), an async API for the call task.
+//! - [`stream`]: the tokio side of TCP/TLS connections (connect, TLS, read
+//!   and write around [`transport::StreamConn`]).
 
 pub mod auth;
 pub mod call;
@@ -25,8 +29,10 @@ pub mod msg;
 pub mod redirect;
 pub mod sdp;
 pub mod session_timer;
+pub mod stream;
 pub mod text_message;
 pub mod transaction;
+pub mod transport;
 pub mod udp;
 
 pub use call::{Call, CallConfig, DialogEnd, DialogEvent};

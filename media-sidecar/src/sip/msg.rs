@@ -1058,10 +1058,28 @@ pub fn response_to(req: &Message, code: u16, to_tag: Option<&str>) -> Message {
     m
 }
 
-/// TCP/TLS framing: feed bytes, take whole messages (Content-Length required).
+/// Most bytes a stream connection buffers: room for one largest message
+/// (header section and body each up to [`MAX_MESSAGE`]) and a little more.
+pub const MAX_STREAM_BUFFER: usize = 2 * MAX_MESSAGE + 1_024;
+
+/// One unit read off a TCP/TLS stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Frame {
+    Message(Message),
+    /// A double CRLF between messages: the peer's keep-alive ping (RFC 5626
+    /// 3.5.1), to be answered with a single CRLF.
+    Ping,
+    /// A lone CRLF between messages: the pong to our ping.
+    Pong,
+}
+
+/// TCP/TLS framing: feed bytes, take whole messages (Content-Length
+/// required) and keep-alives. The buffer is bounded by
+/// [`MAX_STREAM_BUFFER`]: past it the stream is refused (`too_large`).
 #[derive(Debug, Default)]
 pub struct StreamFramer {
     buf: Vec<u8>,
+    overflow: bool,
 }
 
 impl StreamFramer {
@@ -1069,18 +1087,58 @@ impl StreamFramer {
         Self::default()
     }
 
+    /// Buffers `bytes`; beyond [`MAX_STREAM_BUFFER`] they are dropped and
+    /// the stream is failed (the next frame is `Err(TooLarge)`).
     pub fn push(&mut self, bytes: &[u8]) {
+        if self.overflow || self.buf.len().saturating_add(bytes.len()) > MAX_STREAM_BUFFER {
+            self.overflow = true;
+            return;
+        }
         self.buf.extend_from_slice(bytes);
     }
 
-    /// `None`: need more bytes. `Some(Err)`: the stream is corrupt (close it).
+    /// Bytes buffered, not yet a whole message.
+    pub fn buffered(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// The next message, skipping keep-alives. `None`: need more bytes.
+    /// `Some(Err)`: the stream is corrupt (close it).
     pub fn next_message(&mut self) -> Option<Result<Message, ParseError>> {
+        loop {
+            match self.next_frame()? {
+                Ok(Frame::Message(m)) => return Some(Ok(m)),
+                Ok(Frame::Ping | Frame::Pong) => {}
+                Err(e) => return Some(Err(e)),
+            }
+        }
+    }
+
+    /// The next frame. `None`: need more bytes. `Some(Err)`: the stream is
+    /// corrupt (close it).
+    pub fn next_frame(&mut self) -> Option<Result<Frame, ParseError>> {
+        if self.overflow {
+            return Some(Err(ParseError::TooLarge));
+        }
         let lead = self
             .buf
             .iter()
             .take_while(|b| **b == b'\r' || **b == b'\n')
             .count();
         if lead > 0 {
+            // Keep-alives sit between messages (RFC 5626 3.5.1); other
+            // stray CR/LF bytes there are tolerated (RFC 3261 7.5).
+            if self.buf.starts_with(b"\r\n\r\n") {
+                self.buf.drain(..4);
+                return Some(Ok(Frame::Ping));
+            }
+            if self.buf.starts_with(b"\r\n") && (lead == 2 || self.buf.len() == 2) {
+                self.buf.drain(..2);
+                return Some(Ok(Frame::Pong));
+            }
+            if lead == self.buf.len() && lead < 4 {
+                return None; // maybe the start of a ping
+            }
             self.buf.drain(..lead);
         }
         if self.buf.is_empty() {
@@ -1095,7 +1153,7 @@ impl StreamFramer {
         match parse_framed(&self.buf, true) {
             Ok((m, used)) => {
                 self.buf.drain(..used);
-                Some(Ok(m))
+                Some(Ok(Frame::Message(m)))
             }
             Err(ParseError::BodyTruncated { declared, .. }) if declared <= MAX_MESSAGE => None,
             Err(e) => Some(Err(e)),

@@ -29,6 +29,7 @@ use super::auth::{self, Challenge, ChooseError, Credentials, DigestClient};
 use super::call::{new_branch, Transmit};
 use super::msg::{self, response_to, Message};
 use super::transaction::{NonInviteClient, Timers, TxEvent};
+use super::transport::Transport;
 use crate::random::Random;
 
 /// Stable words for a failed message (`MessageResult::reason`).
@@ -155,6 +156,8 @@ pub struct MessageConfig {
     pub to_uri: String,
     pub from_uri: String,
     pub local: SocketAddr,
+    /// Via's transport; TCP/TLS: no retransmissions.
+    pub transport: Transport,
     pub credentials: Option<Credentials>,
     pub content_type: String,
     pub body: Vec<u8>,
@@ -227,7 +230,8 @@ impl std::fmt::Debug for MessageClient {
 
 impl MessageClient {
     /// Starts it: the MESSAGE is ready to send at once.
-    pub fn new(cfg: MessageConfig, now: u64, mut random: Box<dyn Random>) -> MessageClient {
+    pub fn new(mut cfg: MessageConfig, now: u64, mut random: Box<dyn Random>) -> MessageClient {
+        cfg.timers.reliable = cfg.transport.is_reliable();
         let call_id = format!("{}@voxline", random.hex(12));
         let from_header = format!("<{}>;tag={}", cfg.from_uri, random.hex(6));
         let branch = new_branch(random.as_mut());
@@ -265,7 +269,11 @@ impl MessageClient {
         let mut m = Message::request("MESSAGE", &self.cfg.request_uri);
         m.push(
             "Via",
-            format!("SIP/2.0/UDP {};rport;branch={branch}", self.cfg.local),
+            format!(
+                "SIP/2.0/{} {};rport;branch={branch}",
+                self.cfg.transport.via_token(),
+                self.cfg.local
+            ),
         );
         m.push("Max-Forwards", "70");
         m.push("From", self.from_header.clone());
@@ -299,6 +307,18 @@ impl MessageClient {
 
     pub fn next_timeout(&self) -> Option<u64> {
         self.tx.next_timer()
+    }
+
+    /// The TCP/TLS connection the MESSAGE went over failed: it ends
+    /// `transport` and may go to the next trunk (the trunk never took it,
+    /// as far as we can know).
+    pub fn transport_failed(&mut self) {
+        self.tx.abandon();
+        self.out.clear();
+        self.finish(MessageEnd {
+            try_next_trunk: true,
+            ..MessageEnd::failed(reasons::TRANSPORT, None)
+        });
     }
 
     pub fn poll_transmit(&mut self) -> Option<Transmit> {

@@ -1,4 +1,7 @@
-//! RFC 3261 17.1 client transactions as sans-IO state machines (UDP timers).
+//! RFC 3261 17.1 client transactions as sans-IO state machines. Over a
+//! reliable transport ([`Timers::reliable`]) nothing is retransmitted
+//! (Timers A and E are not set, D and K are zero), while Timers B and F
+//! still bound the wait for a final response (RFC 3261 17.1.1.2, 17.1.2.2).
 //!
 //! Each is fed responses (already matched to it by branch + CSeq method) and
 //! the time (`now`, milliseconds on any monotonic clock), and yields datagrams
@@ -16,6 +19,9 @@ pub struct Timers {
     pub t1: u64,
     pub t2: u64,
     pub t4: u64,
+    /// The transport is TCP or TLS: no retransmissions, no lingering
+    /// to absorb them.
+    pub reliable: bool,
 }
 
 impl Default for Timers {
@@ -24,6 +30,7 @@ impl Default for Timers {
             t1: 500,
             t2: 4_000,
             t4: 5_000,
+            reliable: false,
         }
     }
 }
@@ -32,6 +39,29 @@ impl Timers {
     /// Timer B / F / H / J: 64*T1.
     pub fn t64(&self) -> u64 {
         self.t1.saturating_mul(64)
+    }
+
+    /// The first retransmission interval (Timer A / E): none when reliable.
+    pub fn retransmit_after(&self) -> Option<u64> {
+        (!self.reliable).then_some(self.t1)
+    }
+
+    /// How long a completed transaction lingers to absorb retransmissions:
+    /// Timer D (64*T1; 0 when reliable), Timer K (T4; 0 when reliable).
+    pub fn timer_d(&self) -> u64 {
+        if self.reliable {
+            0
+        } else {
+            self.t64()
+        }
+    }
+
+    pub fn timer_k(&self) -> u64 {
+        if self.reliable {
+            0
+        } else {
+            self.t4
+        }
     }
 }
 
@@ -109,7 +139,7 @@ impl InviteClient {
             wire: wire.clone(),
             timers,
             state: IctState::Calling,
-            a_at: Some(now + timers.t1),
+            a_at: timers.retransmit_after().map(|t1| now + t1),
             a_interval: timers.t1,
             b_at: Some(now + timers.t64()),
             d_at: None,
@@ -123,6 +153,20 @@ impl InviteClient {
 
     pub fn state(&self) -> IctState {
         self.state
+    }
+
+    /// A terminated transaction standing in for one given up (its
+    /// connection was lost): no timer, nothing to send.
+    pub fn abandoned(timers: Timers) -> Self {
+        let mut t = InviteClient::new(
+            Message::request("INVITE", "sip:invalid"),
+            String::new(),
+            0,
+            timers,
+        );
+        t.out.clear();
+        t.terminate();
+        t
     }
 
     pub fn request(&self) -> &Message {
@@ -146,8 +190,8 @@ impl InviteClient {
                 self.state = IctState::Completed;
                 self.a_at = None;
                 self.b_at = None;
-                // Timer D: 64*T1 (= 32 s with the default T1) on UDP.
-                self.d_at = Some(now + self.timers.t64());
+                // Timer D: 64*T1 (= 32 s with the default T1) on UDP, 0 on TCP/TLS.
+                self.d_at = Some(now + self.timers.timer_d());
                 let ack = non2xx_ack(&self.request, resp).to_bytes();
                 self.out.push_back(ack.clone());
                 self.ack = Some(ack);
@@ -264,7 +308,7 @@ impl NonInviteClient {
             wire: wire.clone(),
             timers,
             state: NictState::Trying,
-            e_at: Some(now + timers.t1),
+            e_at: timers.retransmit_after().map(|t1| now + t1),
             e_interval: timers.t1,
             f_at: Some(now + timers.t64()),
             k_at: None,
@@ -290,7 +334,7 @@ impl NonInviteClient {
                 self.state = NictState::Completed;
                 self.e_at = None;
                 self.f_at = None;
-                self.k_at = Some(now + self.timers.t4);
+                self.k_at = Some(now + self.timers.timer_k());
                 self.events.push_back(TxEvent::Final(resp.clone()));
             }
             _ => {}
@@ -343,6 +387,16 @@ impl NonInviteClient {
 
     pub fn is_terminated(&self) -> bool {
         self.state == NictState::Terminated
+    }
+
+    /// Gives the transaction up (its connection was lost): terminated, no
+    /// timer, nothing more to send, no event.
+    pub fn abandon(&mut self) {
+        self.state = NictState::Terminated;
+        self.e_at = None;
+        self.f_at = None;
+        self.k_at = None;
+        self.out.clear();
     }
 
     /// Sends the request again now, while no final response has come (the
@@ -468,6 +522,43 @@ mod tests {
         }
         assert_eq!(&sends[..6], &[500, 1500, 3500, 7500, 11500, 15500]);
         assert_eq!(t.poll_event(), Some(TxEvent::Timeout));
+    }
+
+    /// RFC 3261 17.1.1.2 / 17.1.2.2: over TCP/TLS the request goes out
+    /// once; Timer B/F still end the wait; D and K do not linger.
+    #[test]
+    fn reliable_transports_send_once_and_keep_timers_b_and_f() {
+        let timers = Timers {
+            reliable: true,
+            ..Timers::default()
+        };
+        let mut t = InviteClient::new(invite(), "z9hG4bKabc".into(), 0, timers);
+        assert_eq!(drain(&mut t), 1);
+        assert_eq!(t.next_timer(), Some(32_000), "only Timer B");
+        t.on_timer(32_000);
+        assert_eq!(drain(&mut t), 0, "never retransmitted");
+        assert_eq!(t.poll_event(), Some(TxEvent::Timeout));
+        // A non-2xx is ACKed once and the transaction ends at once (D = 0).
+        let mut t = InviteClient::new(invite(), "z9hG4bKabc".into(), 0, timers);
+        drain(&mut t);
+        t.on_response(&resp(486, "INVITE"), 100);
+        assert_eq!(drain(&mut t), 1, "the ACK");
+        assert_eq!(t.next_timer(), Some(100));
+        t.on_timer(100);
+        assert_eq!(t.state(), IctState::Terminated);
+        // Non-INVITE: no Timer E, Timer F at 64*T1, no Timer K.
+        let bye = Message::request("BYE", "sip:bob@127.0.0.1");
+        let mut t = NonInviteClient::new(&bye, "z9hG4bKb".into(), 0, timers);
+        assert!(t.poll_transmit().is_some());
+        assert_eq!(t.next_timer(), Some(32_000));
+        t.on_timer(32_000);
+        assert!(t.poll_transmit().is_none());
+        assert_eq!(t.poll_event(), Some(TxEvent::Timeout));
+        let mut t = NonInviteClient::new(&bye, "z9hG4bKb".into(), 0, timers);
+        t.poll_transmit();
+        t.on_response(&resp(200, "BYE"), 20);
+        t.on_timer(20);
+        assert!(t.is_terminated());
     }
 
     #[test]

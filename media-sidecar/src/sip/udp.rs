@@ -1,6 +1,8 @@
 //! The thin tokio driver around the sans-IO [`Endpoint`]: one UDP socket,
-//! a sleep until [`Endpoint::poll_timeout`], and channels to the call tasks.
-//! Call-ID demux, stateless replies and trunk failover are the endpoint's.
+//! the TCP/TLS connections of [`super::stream`] (one per flow, opened on
+//! the first message to it), a sleep until [`Endpoint::poll_timeout`], and
+//! channels to the call tasks. Call-ID demux, stateless replies, trunk
+//! failover and what goes over which transport are the endpoint's.
 //!
 //! ```ignore
 //! let sip = SipUdp::bind("127.0.0.1:5060".parse()?).await?;
@@ -24,9 +26,11 @@ use tokio::time::Instant;
 use voxline_shared::EndedReason;
 
 use super::call::DialogEvent;
-use super::endpoint::{CallId, Endpoint, EndpointConfig, MessageId, StartError};
+use super::endpoint::{CallId, Endpoint, EndpointConfig, MessageId, Outgoing, StartError};
 pub use super::endpoint::{CallSpec, Event, Trunk};
+use super::stream::{ConnEvent, Connections, StreamOptions};
 use super::text_message::{InboundId, InboundText, MessageEnd, MessageSpec};
+use super::transport::{Flow, Transport};
 use crate::random::OsRandom;
 
 #[derive(Debug, thiserror::Error)]
@@ -144,12 +148,21 @@ impl SipUdp {
     /// ([`EndpointConfig::inbound_trunks`]) come out of the receiver; while
     /// it is not read (full or dropped), they get 480.
     pub async fn bind_with(
+        config: EndpointConfig,
+    ) -> std::io::Result<(SipUdp, mpsc::Receiver<InboundRequest>)> {
+        Self::bind_with_streams(config, StreamOptions::default()).await
+    }
+
+    /// As [`SipUdp::bind_with`], with TCP/TLS connections set up by
+    /// `streams` (keep-alives, the TLS configurations of the trunks).
+    pub async fn bind_with_streams(
         mut config: EndpointConfig,
+        streams: StreamOptions,
     ) -> std::io::Result<(SipUdp, mpsc::Receiver<InboundRequest>)> {
         let sock = UdpSocket::bind(config.local).await?;
         config.local = sock.local_addr()?;
         let (tx, rx) = mpsc::channel(64);
-        Ok((Self::start_with(sock, config, Some(tx)), rx))
+        Ok((Self::start_full(sock, config, streams, Some(tx)), rx))
     }
 
     fn start_with(
@@ -157,9 +170,18 @@ impl SipUdp {
         config: EndpointConfig,
         inbound: Option<mpsc::Sender<InboundRequest>>,
     ) -> SipUdp {
+        Self::start_full(sock, config, StreamOptions::default(), inbound)
+    }
+
+    fn start_full(
+        sock: UdpSocket,
+        config: EndpointConfig,
+        streams: StreamOptions,
+        inbound: Option<mpsc::Sender<InboundRequest>>,
+    ) -> SipUdp {
         let (cmd, rx) = mpsc::channel(256);
         let local = config.local;
-        tokio::spawn(run(sock, config, rx, inbound));
+        tokio::spawn(run(sock, config, streams, rx, inbound));
         SipUdp { cmd, local }
     }
 
@@ -209,6 +231,8 @@ impl SipUdp {
 
 struct Driver {
     sock: UdpSocket,
+    /// The TCP/TLS connections, one per flow.
+    streams: Connections,
     endpoint: Endpoint,
     /// Event senders of the calls not yet ended.
     handles: HashMap<CallId, mpsc::Sender<Event>>,
@@ -237,35 +261,81 @@ impl Driver {
             }
             true
         });
-        while let Some(t) = self.endpoint.poll_transmit() {
-            if let Err(e) = self.sock.send_to(&t.bytes, t.dest).await {
-                tracing::warn!(dest = %t.dest, error = %e, "sip send failed");
+        // Sending can end calls (a TCP/TLS flow that cannot take a
+        // message), and handing texts on can answer them (480): go round
+        // until a round moves nothing, so no event waits for the next wake.
+        for _ in 0..8 {
+            self.send_all().await;
+            let mut moved = false;
+            while let Some((id, ev)) = self.endpoint.poll_event() {
+                moved = true;
+                let last = matches!(ev, Event::Call(DialogEvent::Ended(_)));
+                let Some(events) = self.handles.get(&id) else {
+                    continue;
+                };
+                if events.try_send(ev).is_err() && !last {
+                    tracing::warn!(call = %id, "call task not reading its SIP events; one dropped");
+                }
+                if last {
+                    self.handles.remove(&id);
+                }
+            }
+            while let Some((id, end)) = self.endpoint.poll_message_end() {
+                moved = true;
+                if let Some(reply) = self.texts.remove(&id) {
+                    let _ = reply.send(Ok(end));
+                }
+            }
+            while let Some((id, text)) = self.endpoint.poll_inbound() {
+                moved = true;
+                self.forward_inbound(id, text);
+            }
+            if !moved {
+                break;
             }
         }
-        while let Some((id, ev)) = self.endpoint.poll_event() {
-            let last = matches!(ev, Event::Call(DialogEvent::Ended(_)));
-            let Some(events) = self.handles.get(&id) else {
-                continue;
-            };
-            if events.try_send(ev).is_err() && !last {
-                tracing::warn!(call = %id, "call task not reading its SIP events; one dropped");
+    }
+
+    /// Sends what the endpoint has to send: datagrams on the socket, the
+    /// rest to their flows' connections. A flow whose message could not be
+    /// queued is reported failed (its calls end or fail over), and what
+    /// that queues goes out too; a few rounds at most.
+    async fn send_all(&mut self) {
+        for _ in 0..4 {
+            let mut failed: Vec<Flow> = Vec::new();
+            while let Some(Outgoing { flow, bytes }) = self.endpoint.poll_transmit() {
+                if flow.transport == Transport::Udp {
+                    if let Err(e) = self.sock.send_to(&bytes, flow.addr).await {
+                        tracing::warn!(dest = %flow.addr, error = %e, "sip send failed");
+                    }
+                    continue;
+                }
+                if failed.contains(&flow) {
+                    continue;
+                }
+                if let Err(e) = self.streams.send(&flow, bytes) {
+                    tracing::warn!(%flow, error = e.code(), "sip send failed");
+                    failed.push(flow);
+                }
             }
-            if last {
-                self.handles.remove(&id);
+            if failed.is_empty() {
+                return;
+            }
+            for flow in &failed {
+                self.endpoint.handle_flow_failed(now(), flow);
             }
         }
-        while let Some((id, end)) = self.endpoint.poll_message_end() {
-            if let Some(reply) = self.texts.remove(&id) {
-                let _ = reply.send(Ok(end));
-            }
-        }
-        while let Some((id, text)) = self.endpoint.poll_inbound() {
-            self.forward_inbound(id, text);
-        }
-        // Answers queued by the above (480s) go out now.
-        while let Some(t) = self.endpoint.poll_transmit() {
-            if let Err(e) = self.sock.send_to(&t.bytes, t.dest).await {
-                tracing::warn!(dest = %t.dest, error = %e, "sip send failed");
+    }
+
+    /// What a TCP/TLS connection reported.
+    fn on_conn_event(&mut self, ev: ConnEvent) {
+        match ev {
+            ConnEvent::Message { flow, msg } => self.endpoint.handle_message(now(), flow, &msg),
+            ConnEvent::Closed { flow, id, reason } => {
+                if self.streams.closed(&flow, id) {
+                    tracing::debug!(%flow, %reason, "SIP connection lost");
+                    self.endpoint.handle_flow_failed(now(), &flow);
+                }
             }
         }
     }
@@ -319,12 +389,15 @@ impl Driver {
 async fn run(
     sock: UdpSocket,
     config: EndpointConfig,
+    streams: StreamOptions,
     mut rx: mpsc::Receiver<Cmd>,
     inbound: Option<mpsc::Sender<InboundRequest>>,
 ) {
     let (answers, mut answers_rx) = mpsc::channel(64);
+    let (conn_tx, mut conn_rx) = mpsc::channel(256);
     let mut d = Driver {
         sock,
+        streams: Connections::new(streams, conn_tx),
         endpoint: Endpoint::new(config, Box::new(OsRandom), now()),
         handles: HashMap::new(),
         texts: HashMap::new(),
@@ -356,6 +429,7 @@ async fn run(
                 None => open = false,
             },
             Some((id, code)) = answers_rx.recv() => d.endpoint.answer_inbound(id, code, now()),
+            Some(ev) = conn_rx.recv() => d.on_conn_event(ev),
             _ = tokio::time::sleep_until(deadline) => d.endpoint.handle_timeout(now()),
         }
     }

@@ -16,6 +16,7 @@ fn cfg(credentials: Option<Credentials>) -> MessageConfig {
         to_uri: "sip:+14155550111@trunk.example.com".into(),
         from_uri: format!("sip:+14155550100@{LOCAL}"),
         local: addr(LOCAL),
+        transport: Transport::Udp,
         credentials,
         content_type: "text/plain;charset=UTF-8".into(),
         body: "héllo".as_bytes().to_vec(),
