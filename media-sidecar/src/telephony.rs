@@ -13,7 +13,8 @@ use crate::config;
 use crate::engine::guard::AllowedHosts;
 use crate::media::PortAllocator;
 use crate::sip::auth::Credentials;
-use crate::sip::endpoint::EndpointConfig;
+use crate::sip::endpoint::{uri_host, EndpointConfig};
+use crate::sip::register::{RegisterConfig, RegistrationStatus};
 use crate::sip::session_timer::SessionTimerConfig;
 use crate::sip::text_message::{self, reasons, Imdn, MessageEnd, MessageSpec};
 use crate::sip::transaction::Timers;
@@ -55,23 +56,60 @@ impl Telephony {
             .first()
             .ok_or("no [[telephony.trunks]] configured")?;
         let mut trunks = Vec::new();
+        let mut registrations = Vec::new();
         for t in &cfg.trunks {
-            let addr = tokio::net::lookup_host((t.host.as_str(), t.port))
-                .await
-                .map_err(|e| format!("trunk `{}`: cannot resolve {}: {e}", t.name, t.host))?
-                .next()
-                .ok_or_else(|| format!("trunk `{}`: {} has no address", t.name, t.host))?;
+            // Through an outbound proxy, the proxy is what must resolve.
+            let proxy = match &t.outbound_proxy {
+                Some(p) => Some(
+                    config::parse_host_port(p).map_err(|e| format!("trunk `{}`: {e}", t.name))?,
+                ),
+                None => None,
+            };
+            let (hop_host, hop_port) = proxy.clone().unwrap_or((t.host.clone(), t.port));
+            let addr = resolve(&t.name, &hop_host, hop_port).await?;
+            let outbound_route = proxy.map(|(h, p)| format!("<sip:{};lr>", uri_host(&h, p)));
             let credentials = match (&t.username, &t.password) {
                 (Some(u), Some(p)) => Some(Credentials {
-                    username: u.clone(),
+                    username: t.auth_username.clone().unwrap_or_else(|| u.clone()),
                     password: String::from_utf8_lossy(p.expose()).into_owned(),
                     realm: t.realm.clone(),
                 }),
                 _ => None,
             };
+            if let (true, Some(user)) = (t.register, &t.username) {
+                let (reg_host, reg_port) = match &t.registrar {
+                    Some(r) => config::parse_host_port(r)
+                        .map_err(|e| format!("trunk `{}`: {e}", t.name))?,
+                    None => (t.host.clone(), t.port),
+                };
+                let dest = match &outbound_route {
+                    Some(_) => addr,
+                    None => resolve(&t.name, &reg_host, reg_port).await?,
+                };
+                // Local address and Contact: the endpoint's, set when it binds.
+                let mut r = RegisterConfig::new(
+                    &t.name,
+                    dest,
+                    user,
+                    &uri_host(&t.host, t.port),
+                    SocketAddr::new(cfg.bind_ip, cfg.sip_port),
+                );
+                r.registrar_uri = format!("sip:{}", uri_host(&reg_host, reg_port));
+                r.route = outbound_route.clone();
+                r.credentials = credentials.clone();
+                r.expires_s = t.register_expires_seconds;
+                registrations.push(r);
+            }
             trunks.push(Trunk {
                 addr,
-                domain: Some(t.host.clone()),
+                // With a proxy, `addr` has the proxy's port: the Request-URI keeps the trunk's.
+                domain: Some(if outbound_route.is_some() {
+                    uri_host(&t.host, t.port)
+                } else {
+                    t.host.clone()
+                }),
+                outbound_route,
+                registration: t.register.then(|| t.name.clone()),
                 credentials,
                 in_dialog_from_trunk_only: t.in_dialog_from_trunk_only(),
                 require_100rel: t.require_100rel,
@@ -84,6 +122,7 @@ impl Telephony {
         }
         let mut endpoint = EndpointConfig::new(SocketAddr::new(cfg.bind_ip, cfg.sip_port));
         endpoint.inbound_trunks = trunks.clone();
+        endpoint.registrations = registrations;
         let (sip, inbound) = SipUdp::bind_with(endpoint)
             .await
             .map_err(|e| format!("cannot bind SIP on {}:{}: {e}", cfg.bind_ip, cfg.sip_port))?;
@@ -134,4 +173,28 @@ impl Telephony {
     pub fn sip_addr(&self) -> SocketAddr {
         self.sip.local_addr()
     }
+
+    /// Where the trunks' registrations stand (for health and metrics;
+    /// empty when no trunk registers or the SIP driver stopped).
+    pub async fn registrations(&self) -> Vec<RegistrationStatus> {
+        self.sip.registrations().await.unwrap_or_default()
+    }
+
+    /// Removes the registered bindings (shutdown), waiting at most `within`.
+    pub async fn unregister(&self, within: std::time::Duration) {
+        if self.trunks.iter().any(|t| t.registration.is_some())
+            && !self.sip.unregister(within).await
+        {
+            tracing::warn!("un-REGISTER not confirmed in time");
+        }
+    }
+}
+
+/// The first address of `host:port`.
+async fn resolve(trunk: &str, host: &str, port: u16) -> Result<SocketAddr, String> {
+    tokio::net::lookup_host((host, port))
+        .await
+        .map_err(|e| format!("trunk `{trunk}`: cannot resolve {host}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("trunk `{trunk}`: {host} has no address"))
 }

@@ -548,6 +548,11 @@ fn sipp_telephony(
             min_se_seconds: 90,
             from_number: "+15550001111".into(),
             priority: 0,
+            register: false,
+            register_expires_seconds: 3_600,
+            registrar: None,
+            auth_username: None,
+            outbound_proxy: None,
         }],
         ..config::Telephony::default()
     }

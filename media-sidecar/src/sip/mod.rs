@@ -15,6 +15,8 @@
 //! - [`text_message`]: texts (SMS) as out-of-dialog MESSAGE (RFC 3428):
 //!   the client transaction with Digest retry, inbound parsing (text,
 //!   IMDN delivery notifications, CPIM), the inbound server transactions.
+//! - [`register`]: a trunk's registration (REGISTER with Digest, refresh
+//!   before expiry, 423, retry with backoff, un-REGISTER on shutdown).
 //! - [`udp`]: the tokio driver of the endpoint (one UDP socket), an async
 //!   API for the call task.
 
@@ -23,6 +25,7 @@ pub mod call;
 pub mod endpoint;
 pub mod msg;
 pub mod redirect;
+pub mod register;
 pub mod sdp;
 pub mod session_timer;
 pub mod text_message;
