@@ -460,10 +460,9 @@ impl Registration {
 
     fn pump(&mut self, now: u64) {
         self.drain_tx();
-        loop {
-            let Some(ev) = self.tx.as_mut().and_then(NonInviteClient::poll_event) else {
-                break;
-            };
+        // Events of the transaction in flight; an auth retry or a 423 puts
+        // a new one there (polled on, it has none yet).
+        while let Some(ev) = self.tx.as_mut().and_then(NonInviteClient::poll_event) {
             match ev {
                 TxEvent::Provisional(_) => {}
                 TxEvent::Timeout => self.fail(now, RegisterError::Timeout, None, None),
