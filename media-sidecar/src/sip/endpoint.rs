@@ -1980,6 +1980,19 @@ mod tests {
                 Some("sip:+14155550199@sip.carrier.example".to_string())
             )
         );
+        // A text too: From in the binding's domain.
+        let mut text = text_spec(&[TRUNK_A]);
+        text.trunks = vec![registered_trunk()];
+        h.ep.send_message(text, h.now()).unwrap();
+        let m = only(h.sent());
+        assert_eq!(
+            (m.dest, m.msg.method(), m.msg.from().map(|f| f.uri)),
+            (
+                addr(TRUNK_A),
+                Some("MESSAGE"),
+                Some("sip:+14155550100@sip.carrier.example".to_string())
+            )
+        );
         // The provider's INVITE to our binding (inbound calls: issue 16) is
         // answered as any stray request, and the registration stays.
         let mut incoming = Message::request("INVITE", "sip:acct@192.0.2.1:5060");
