@@ -312,6 +312,33 @@ pub struct Trunk {
     pub identity_header: IdentityHeaderKind,
     #[serde(default)]
     pub priority: u32,
+    /// Register with the trunk (RFC 3261 10): our Contact is bound under
+    /// `sip:<username>@<host>` and calls go out through that binding (its
+    /// Contact, From in `host`'s domain, the same credentials); while it is
+    /// not bound, the trunk is skipped (no other trunk: the call fails,
+    /// `trunk_not_registered`). Needs `username` and a password. Default: off.
+    #[serde(default)]
+    pub register: bool,
+    /// The Expires asked for, seconds (60..=86400; the registrar may grant
+    /// less, or ask for more with 423). Refreshed at max(half, expiry - 60 s)
+    /// of what it grants. Default 3600.
+    #[serde(default = "default_register_expires")]
+    pub register_expires_seconds: u32,
+    /// `host[:port]` of the registrar (REGISTER's destination and
+    /// Request-URI). Default: the trunk's `host` and `port`.
+    #[serde(default)]
+    pub registrar: Option<String>,
+    /// The Digest username when it differs from `username` (the
+    /// address-of-record's user). Default: `username`.
+    #[serde(default)]
+    pub auth_username: Option<String>,
+    /// `host[:port]` of an outbound proxy (RFC 3261 8.1.2): every request
+    /// for this trunk (INVITE, REGISTER, MESSAGE, in-dialog requests while
+    /// the dialog has no Record-Route) is sent to the proxy's address with
+    /// `Route: <sip:proxy;lr>`; the Request-URI stays the trunk's. `host`
+    /// then need not resolve here. Default: none (straight to `host`).
+    #[serde(default)]
+    pub outbound_proxy: Option<String>,
 }
 
 impl Trunk {
@@ -325,6 +352,45 @@ impl Trunk {
         self.in_dialog_from_trunk_only
             .unwrap_or_else(|| self.host.parse::<std::net::IpAddr>().is_ok())
     }
+}
+
+fn default_register_expires() -> u32 {
+    3_600
+}
+
+/// `host[:port]` (an IPv6 address in brackets when a port follows) as the
+/// host and the port (default 5060).
+pub fn parse_host_port(s: &str) -> Result<(String, u16), String> {
+    let s = s.trim();
+    let bad = || format!("`{s}` is not host[:port]");
+    if s.is_empty() || s.contains(|c: char| c.is_whitespace() || ";/@<>".contains(c)) {
+        return Err(bad());
+    }
+    if s.parse::<std::net::Ipv6Addr>().is_ok() {
+        return Ok((s.to_string(), 5060));
+    }
+    let (host, port) = if let Some(rest) = s.strip_prefix('[') {
+        let (ip, after) = rest.split_once(']').ok_or_else(bad)?;
+        ip.parse::<std::net::Ipv6Addr>().map_err(|_| bad())?;
+        let port = match after {
+            "" => None,
+            p => Some(p.strip_prefix(':').ok_or_else(bad)?),
+        };
+        (ip.to_string(), port)
+    } else {
+        match s.split_once(':') {
+            Some((h, p)) => (h.to_string(), Some(p)),
+            None => (s.to_string(), None),
+        }
+    };
+    let port = match port {
+        Some(p) => p.parse::<u16>().ok().filter(|p| *p > 0).ok_or_else(bad)?,
+        None => 5060,
+    };
+    if host.is_empty() {
+        return Err(bad());
+    }
+    Ok((host, port))
 }
 
 fn default_session_expires() -> u32 {
@@ -526,6 +592,38 @@ impl Telephony {
             }
             if t.password.is_some() && t.username.is_none() {
                 return Err(format!("trunk `{}` has a password but no username", t.name));
+            }
+            if t.auth_username.is_some() && t.username.is_none() {
+                return Err(format!(
+                    "trunk `{}` has an auth_username but no username",
+                    t.name
+                ));
+            }
+            if t.register && (t.username.is_none() || t.password.is_none()) {
+                return Err(format!(
+                    "trunk `{}`: register = true needs username and a password (${var})",
+                    t.name
+                ));
+            }
+            if !(60..=86_400).contains(&t.register_expires_seconds) {
+                return Err(format!(
+                    "trunk `{}`: register_expires_seconds {} is not in 60..=86400",
+                    t.name, t.register_expires_seconds
+                ));
+            }
+            for (key, v) in [
+                ("registrar", &t.registrar),
+                ("outbound_proxy", &t.outbound_proxy),
+            ] {
+                if let Some(v) = v {
+                    parse_host_port(v).map_err(|e| format!("trunk `{}`: {key}: {e}", t.name))?;
+                }
+            }
+            if t.registrar.is_some() && !t.register {
+                return Err(format!(
+                    "trunk `{}` has a registrar but register is off",
+                    t.name
+                ));
             }
             let se = t.session_expires_seconds;
             if !(90..=86_400).contains(&t.min_se_seconds)
@@ -891,6 +989,80 @@ mod tests {
             &format!("{FULL}\n[engine]\nallowed_host = [\"x\"]\n"),
         );
         assert!(Config::load_with(Some(&f), env(&[])).is_err());
+    }
+
+    #[test]
+    fn registration_and_outbound_proxy_keys_are_read_and_checked() {
+        let trunk = |extra: &str| {
+            format!(
+                "{FULL}\n[[telephony.trunks]]\nname = \"reg\"\nhost = \"sip.carrier.example\"\nfrom_number = \"+15550001111\"\n{extra}"
+            )
+        };
+        let load = |extra: &str, pw: bool| {
+            let f = write("register.toml", &trunk(extra));
+            let pairs: &[(&str, &str)] = if pw {
+                &[("VOXLINE_TRUNK_REG_PASSWORD", "pw")]
+            } else {
+                &[]
+            };
+            Config::load_with(Some(&f), env(pairs))
+        };
+        let c = load(
+            "username = \"acct\"\nregister = true\nregistrar = \"reg.carrier.example:5070\"\nauth_username = \"acct-auth\"\noutbound_proxy = \"[2001:db8::1]:5080\"\n",
+            true,
+        )
+        .unwrap();
+        let t = &c.telephony.trunks[0];
+        assert!(t.register);
+        assert_eq!(t.register_expires_seconds, 3_600, "default");
+        assert_eq!(t.registrar.as_deref(), Some("reg.carrier.example:5070"));
+        assert_eq!(t.auth_username.as_deref(), Some("acct-auth"));
+        assert_eq!(t.outbound_proxy.as_deref(), Some("[2001:db8::1]:5080"));
+        // Off by default.
+        let c = load("", false).unwrap();
+        let t = &c.telephony.trunks[0];
+        assert!(!t.register && t.outbound_proxy.is_none() && t.registrar.is_none());
+        for (extra, pw, words) in [
+            ("register = true\n", false, "needs username"),
+            (
+                "username = \"a\"\nregister = true\n",
+                false,
+                "needs username",
+            ),
+            (
+                "username = \"a\"\nregister = true\nregister_expires_seconds = 10\n",
+                true,
+                "register_expires_seconds",
+            ),
+            (
+                "outbound_proxy = \"sip:proxy;lr\"\n",
+                false,
+                "outbound_proxy",
+            ),
+            ("outbound_proxy = \"proxy:0\"\n", false, "outbound_proxy"),
+            (
+                "username = \"a\"\nregistrar = \"r\"\n",
+                true,
+                "register is off",
+            ),
+            ("auth_username = \"b\"\n", false, "no username"),
+        ] {
+            let e = load(extra, pw).unwrap_err();
+            assert!(e.to_string().contains(words), "{extra}: {e}");
+        }
+        assert_eq!(
+            parse_host_port("proxy.example"),
+            Ok(("proxy.example".into(), 5060))
+        );
+        assert_eq!(
+            parse_host_port("10.0.0.1:5070"),
+            Ok(("10.0.0.1".into(), 5070))
+        );
+        assert_eq!(parse_host_port("::1"), Ok(("::1".into(), 5060)));
+        assert_eq!(parse_host_port("[::1]:5062"), Ok(("::1".into(), 5062)));
+        for bad in ["", "host:", ":5060", "[::1", "[x]:1", "h:99999", "a b"] {
+            assert!(parse_host_port(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -15,7 +15,8 @@ use crate::engine::guard::AllowedHosts;
 use crate::media::PortAllocator;
 use crate::sip::auth::Credentials;
 use crate::sip::call::IdentityHeader;
-use crate::sip::endpoint::EndpointConfig;
+use crate::sip::endpoint::{uri_host, EndpointConfig};
+use crate::sip::register::{RegisterConfig, RegistrationStatus};
 use crate::sip::session_timer::SessionTimerConfig;
 use crate::sip::stream::StreamOptions;
 use crate::sip::text_message::{self, reasons, Imdn, MessageEnd, MessageSpec};
@@ -57,36 +58,17 @@ impl Telephony {
             .trunks
             .first()
             .ok_or("no [[telephony.trunks]] configured")?;
+        let local = SocketAddr::new(cfg.bind_ip, cfg.sip_port);
         let mut trunks = Vec::new();
         let mut streams = StreamOptions {
             keepalive: (cfg.sip_keepalive_seconds > 0)
                 .then(|| std::time::Duration::from_secs(cfg.sip_keepalive_seconds.into())),
             ..StreamOptions::default()
         };
+        let mut registrations = Vec::new();
         for t in &cfg.trunks {
-            let transport = crate::sip::transport::Transport::from(t.transport);
-            // 0 (a config not loaded from a file): the transport's port.
-            let port = if t.port == 0 {
-                transport.default_port()
-            } else {
-                t.port
-            };
-            let addr = tokio::net::lookup_host((t.host.as_str(), port))
-                .await
-                .map_err(|e| format!("trunk `{}`: cannot resolve {}: {e}", t.name, t.host))?
-                .next()
-                .ok_or_else(|| format!("trunk `{}`: {} has no address", t.name, t.host))?;
-            let credentials = match (&t.username, &t.password) {
-                (Some(u), Some(p)) => Some(Credentials {
-                    username: u.clone(),
-                    password: String::from_utf8_lossy(p.expose()).into_owned(),
-                    realm: t.realm.clone(),
-                }),
-                _ => None,
-            };
-            let tls_name = (transport == crate::sip::transport::Transport::Tls)
-                .then(|| t.tls_server_name.clone().unwrap_or_else(|| t.host.clone()));
-            if let Some(name) = &tls_name {
+            let (trunk, registration) = trunk_of(t, local).await?;
+            if let Some(name) = &trunk.tls_name {
                 let tls = crate::transport::tls::client_config(t.ca_cert.as_deref())
                     .map_err(|e| format!("trunk `{}`: {e}", t.name))?;
                 // Two TLS trunks of one name share a configuration: the first's.
@@ -95,40 +77,24 @@ impl Telephony {
                     .entry(name.clone())
                     .or_insert_with(|| std::sync::Arc::new(tls));
             }
-            trunks.push(Trunk {
-                transport,
-                tls_name,
-                addr,
-                domain: Some(t.host.clone()),
-                credentials,
-                in_dialog_from_trunk_only: t.in_dialog_from_trunk_only(),
-                require_100rel: t.require_100rel,
-                session_timer: (t.session_expires_seconds > 0).then_some(SessionTimerConfig {
-                    expires_s: t.session_expires_seconds,
-                    min_se_s: t.min_se_seconds,
-                    ms_per_s: 1_000,
-                }),
-                identity: match t.identity_header {
-                    config::IdentityHeaderKind::None => IdentityHeader::None,
-                    config::IdentityHeaderKind::Pai => IdentityHeader::PAssertedIdentity,
-                    config::IdentityHeaderKind::Rpid => IdentityHeader::RemotePartyId,
-                },
-                srtp: t.srtp,
-            });
             if t.srtp_keys_exposed() {
                 tracing::warn!(trunk = %t.name, transport = ?t.transport, srtp = ?t.srtp, "SRTP keys travel in clear in the SIP messages to this trunk (SDES in SDP): use transport = \"tls\" in production");
             }
+            trunks.push(trunk);
+            registrations.extend(registration);
         }
-        let mut endpoint = EndpointConfig::new(SocketAddr::new(cfg.bind_ip, cfg.sip_port));
+        let mut endpoint = EndpointConfig::new(local);
         endpoint.inbound_trunks = trunks.clone();
         endpoint.public = cfg
             .public_ip
             .map(|ip| SocketAddr::new(ip, cfg.public_sip_port.unwrap_or(0)));
+        let registering = registrations.len();
+        endpoint.registrations = registrations;
         let (sip, inbound) = SipUdp::bind_with_streams(endpoint, streams)
             .await
             .map_err(|e| format!("cannot bind SIP on {}:{}: {e}", cfg.bind_ip, cfg.sip_port))?;
         let ports = PortAllocator::new(cfg.bind_ip, cfg.rtp_port_min..=cfg.rtp_port_max);
-        tracing::info!(sip = %sip.local_addr(), trunks = trunks.len(), "telephony ready");
+        tracing::info!(sip = %sip.local_addr(), trunks = trunks.len(), registering, "telephony ready");
         Ok(Telephony {
             sip,
             ports,
@@ -173,5 +139,242 @@ impl Telephony {
 
     pub fn sip_addr(&self) -> SocketAddr {
         self.sip.local_addr()
+    }
+
+    /// Where the trunks' registrations stand (for health and metrics;
+    /// empty when no trunk registers or the SIP driver stopped).
+    pub async fn registrations(&self) -> Vec<RegistrationStatus> {
+        self.sip.registrations().await.unwrap_or_default()
+    }
+
+    /// Removes the registered bindings (shutdown), waiting at most `within`.
+    pub async fn unregister(&self, within: std::time::Duration) {
+        if self.trunks.iter().any(|t| t.registration.is_some())
+            && !self.sip.unregister(within).await
+        {
+            tracing::warn!("un-REGISTER not confirmed in time");
+        }
+    }
+}
+
+/// One configured trunk as the endpoint dials it, and its registration if it
+/// registers (`local`: our SIP address, fixed by the endpoint once bound).
+async fn trunk_of(
+    t: &config::Trunk,
+    local: SocketAddr,
+) -> Result<(Trunk, Option<RegisterConfig>), String> {
+    let transport = crate::sip::transport::Transport::from(t.transport);
+    // 0 (a config not loaded from a file): the transport's port.
+    let port = if t.port == 0 {
+        transport.default_port()
+    } else {
+        t.port
+    };
+    // Through an outbound proxy, the proxy is what must resolve.
+    let proxy = match &t.outbound_proxy {
+        Some(p) => {
+            Some(config::parse_host_port(p).map_err(|e| format!("trunk `{}`: {e}", t.name))?)
+        }
+        None => None,
+    };
+    let (hop_host, hop_port) = proxy.clone().unwrap_or((t.host.clone(), port));
+    let addr = resolve(&t.name, &hop_host, hop_port).await?;
+    let outbound_route = proxy.map(|(h, p)| format!("<sip:{};lr>", uri_host(&h, p)));
+    let credentials = match (&t.username, &t.password) {
+        (Some(u), Some(p)) => Some(Credentials {
+            username: t.auth_username.clone().unwrap_or_else(|| u.clone()),
+            password: String::from_utf8_lossy(p.expose()).into_owned(),
+            realm: t.realm.clone(),
+        }),
+        _ => None,
+    };
+    let mut registration = None;
+    if let (true, Some(user)) = (t.register, &t.username) {
+        let (reg_host, reg_port) = match &t.registrar {
+            Some(r) => {
+                config::parse_host_port(r).map_err(|e| format!("trunk `{}`: {e}", t.name))?
+            }
+            None => (t.host.clone(), port),
+        };
+        let dest = match &outbound_route {
+            Some(_) => addr,
+            None => resolve(&t.name, &reg_host, reg_port).await?,
+        };
+        // Local address and Contact: the endpoint's, set when it binds.
+        let mut r = RegisterConfig::new(&t.name, dest, user, &uri_host(&t.host, port), local);
+        r.registrar_uri = format!("sip:{}", uri_host(&reg_host, reg_port));
+        r.route = outbound_route.clone();
+        r.credentials = credentials.clone();
+        r.expires_s = t.register_expires_seconds;
+        registration = Some(r);
+    }
+    let trunk = Trunk {
+        addr,
+        // With a proxy, `addr` has the proxy's port: the Request-URI keeps the trunk's.
+        domain: Some(if outbound_route.is_some() {
+            uri_host(&t.host, port)
+        } else {
+            t.host.clone()
+        }),
+        outbound_route,
+        registration: t.register.then(|| t.name.clone()),
+        credentials,
+        in_dialog_from_trunk_only: t.in_dialog_from_trunk_only(),
+        require_100rel: t.require_100rel,
+        session_timer: (t.session_expires_seconds > 0).then_some(SessionTimerConfig {
+            expires_s: t.session_expires_seconds,
+            min_se_s: t.min_se_seconds,
+            ms_per_s: 1_000,
+        }),
+        identity: match t.identity_header {
+            config::IdentityHeaderKind::None => IdentityHeader::None,
+            config::IdentityHeaderKind::Pai => IdentityHeader::PAssertedIdentity,
+            config::IdentityHeaderKind::Rpid => IdentityHeader::RemotePartyId,
+        },
+        srtp: t.srtp,
+        transport,
+        tls_name: (transport == crate::sip::transport::Transport::Tls)
+            .then(|| t.tls_server_name.clone().unwrap_or_else(|| t.host.clone())),
+    };
+    Ok((trunk, registration))
+}
+
+/// The first address of `host:port`.
+async fn resolve(trunk: &str, host: &str, port: u16) -> Result<SocketAddr, String> {
+    tokio::net::lookup_host((host, port))
+        .await
+        .map_err(|e| format!("trunk `{trunk}`: cannot resolve {host}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("trunk `{trunk}`: {host} has no address"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Secret;
+
+    fn trunk(host: &str, port: u16) -> config::Trunk {
+        config::Trunk {
+            name: "carrier".into(),
+            host: host.into(),
+            port,
+            transport: config::SipTransport::Udp,
+            username: Some("acct".into()),
+            password: Some(Secret::new("pw")),
+            realm: None,
+            in_dialog_from_trunk_only: None,
+            require_100rel: false,
+            session_expires_seconds: 1800,
+            min_se_seconds: 90,
+            from_number: "+15550001111".into(),
+            priority: 0,
+            register: false,
+            register_expires_seconds: 3_600,
+            registrar: None,
+            auth_username: None,
+            outbound_proxy: None,
+            identity_header: config::IdentityHeaderKind::None,
+            srtp: crate::media::srtp::SrtpPolicy::Off,
+            ca_cert: None,
+            tls_server_name: None,
+        }
+    }
+
+    const LOCAL: &str = "127.0.0.1:5060";
+
+    #[tokio::test]
+    async fn a_plain_trunk_has_no_route_and_no_registration() {
+        let (t, reg) = trunk_of(&trunk("127.0.0.1", 5070), LOCAL.parse().unwrap())
+            .await
+            .unwrap();
+        assert_eq!(
+            (
+                t.addr,
+                t.domain.as_deref(),
+                t.outbound_route,
+                t.registration
+            ),
+            (
+                "127.0.0.1:5070".parse().unwrap(),
+                Some("127.0.0.1"),
+                None,
+                None
+            )
+        );
+        assert_eq!(t.credentials.unwrap().username, "acct");
+        assert!(reg.is_none());
+    }
+
+    #[tokio::test]
+    async fn a_registering_trunk_registers_at_its_registrar_as_its_username() {
+        let mut c = trunk("127.0.0.1", 5070);
+        c.register = true;
+        c.register_expires_seconds = 600;
+        c.registrar = Some("127.0.0.2:5080".into());
+        c.auth_username = Some("acct-auth".into());
+        let (t, reg) = trunk_of(&c, LOCAL.parse().unwrap()).await.unwrap();
+        let reg = reg.expect("a registration");
+        assert_eq!(t.registration.as_deref(), Some("carrier"));
+        assert_eq!(t.addr, "127.0.0.1:5070".parse().unwrap());
+        // Digest with the auth username, calls and REGISTERs alike.
+        assert_eq!(t.credentials.as_ref().unwrap().username, "acct-auth");
+        assert_eq!(reg.credentials, t.credentials);
+        assert_eq!(
+            (
+                reg.dest,
+                reg.registrar_uri.as_str(),
+                reg.aor(),
+                reg.expires_s,
+                reg.route
+            ),
+            (
+                "127.0.0.2:5080".parse().unwrap(),
+                "sip:127.0.0.2:5080",
+                "sip:acct@127.0.0.1:5070".to_string(),
+                600,
+                None
+            )
+        );
+        // The registrar defaults to the trunk.
+        c.registrar = None;
+        let (_, reg) = trunk_of(&c, LOCAL.parse().unwrap()).await.unwrap();
+        let reg = reg.unwrap();
+        assert_eq!(
+            (reg.dest, reg.registrar_uri.as_str()),
+            ("127.0.0.1:5070".parse().unwrap(), "sip:127.0.0.1:5070")
+        );
+    }
+
+    #[tokio::test]
+    async fn through_an_outbound_proxy_only_the_proxy_must_resolve() {
+        let mut c = trunk("trunk.invalid", 5060);
+        c.outbound_proxy = Some("127.0.0.3:5090".into());
+        c.register = true;
+        let (t, reg) = trunk_of(&c, LOCAL.parse().unwrap()).await.unwrap();
+        let route = Some("<sip:127.0.0.3:5090;lr>".to_string());
+        assert_eq!(
+            (t.addr, t.domain.as_deref(), &t.outbound_route),
+            (
+                "127.0.0.3:5090".parse().unwrap(),
+                Some("trunk.invalid"),
+                &route
+            )
+        );
+        let reg = reg.unwrap();
+        assert_eq!(
+            (reg.dest, reg.registrar_uri.as_str(), &reg.route),
+            (
+                "127.0.0.3:5090".parse().unwrap(),
+                "sip:trunk.invalid",
+                &route
+            )
+        );
+        // A trunk port other than 5060 stays in the Request-URI's host.
+        c.port = 5070;
+        let (t, _) = trunk_of(&c, LOCAL.parse().unwrap()).await.unwrap();
+        assert_eq!(t.domain.as_deref(), Some("trunk.invalid:5070"));
+        // Without the proxy, the unresolvable host is an error.
+        c.outbound_proxy = None;
+        assert!(trunk_of(&c, LOCAL.parse().unwrap()).await.is_err());
     }
 }

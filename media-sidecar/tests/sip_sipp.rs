@@ -16,6 +16,8 @@ use std::time::{Duration, Instant};
 use tokio::process::{Child, Command};
 use voxline_media_sidecar::sip::auth::Credentials;
 use voxline_media_sidecar::sip::call::{DialogEnd, DialogEvent};
+use voxline_media_sidecar::sip::endpoint::EndpointConfig;
+use voxline_media_sidecar::sip::register::{RegisterConfig, RegistrationState, RegistrationStatus};
 use voxline_media_sidecar::sip::sdp::{Codec, OfferConfig};
 use voxline_media_sidecar::sip::session_timer::SessionTimerConfig;
 use voxline_media_sidecar::sip::udp::{CallHandle, CallSpec, Event, SipUdp, Trunk};
@@ -47,6 +49,11 @@ impl Sipp {
 
     /// On `port` (e.g. a trunk port the sidecar was configured with).
     async fn start_on(scenario: &str, port: u16, extra: &[&str]) -> Sipp {
+        Self::start_calls(scenario, port, 1, extra).await
+    }
+
+    /// Until `calls` sipp calls (SIP Call-IDs) ran to their end.
+    async fn start_calls(scenario: &str, port: u16, calls: u32, extra: &[&str]) -> Sipp {
         let sipp = SIPP.require();
         let sf = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
             .join("tests/sipp")
@@ -67,7 +74,7 @@ impl Sipp {
             ])
             .args([
                 "-m",
-                "1",
+                &calls.to_string(),
                 "-nostdin",
                 "-timeout",
                 &format!("{SIPP_TIMEOUT_S}s"),
@@ -552,6 +559,11 @@ fn sipp_telephony(
             from_number: "+15550001111".into(),
             identity_header: config::IdentityHeaderKind::None,
             priority: 0,
+            register: false,
+            register_expires_seconds: 3_600,
+            registrar: None,
+            auth_username: None,
+            outbound_proxy: None,
         }],
         ..config::Telephony::default()
     }
@@ -1260,4 +1272,207 @@ async fn a_302_to_an_unknown_host_is_not_followed() {
         )
     );
     a.success().await;
+}
+
+// ------------------------------------------ registration, outbound proxy (issue 21)
+
+/// Waits (bounded) until the sidecar's one registration satisfies `done`.
+async fn registration_until(
+    sip: &SipUdp,
+    what: &str,
+    done: impl Fn(&RegistrationStatus) -> bool,
+) -> RegistrationStatus {
+    let t0 = Instant::now();
+    loop {
+        let all = sip.registrations().await.unwrap();
+        if let Some(s) = all.first().filter(|s| done(s)) {
+            return s.clone();
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "registration never {what}: {all:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// sipp is the registrar and the trunk: our REGISTER is challenged and its
+/// Digest verified; the 200 grants 2 s (Contact `expires` over `Expires`),
+/// so the refresh comes after 1 s, answering the same nonce again (sipp
+/// verifies it too); then a call goes out through the binding (its Contact,
+/// the account's credentials, verified by sipp); at the end the un-REGISTER.
+/// sipp exits 0 only if every step came, in order, with its checks.
+#[tokio::test]
+async fn registers_with_digest_refreshes_and_calls_through_the_binding() {
+    let sipp = Sipp::start_calls("uas_registrar", free_udp_port(), 2, &["-trace_msg"]).await;
+    let mut config = EndpointConfig::new("127.0.0.1:0".parse().unwrap());
+    let domain = format!("voxline.test:{}", sipp.addr.port());
+    let mut reg = RegisterConfig::new(
+        "sipp",
+        sipp.addr,
+        "acct",
+        &domain,
+        "127.0.0.1:0".parse().unwrap(),
+    );
+    reg.credentials = Some(Credentials {
+        username: "acct-auth".into(),
+        password: "pw".into(),
+        realm: None,
+    });
+    config.registrations = vec![reg];
+    let (sip, _inbound) = SipUdp::bind_with(config).await.unwrap();
+    let mut trunk = with_creds(sipp.addr, "acct-auth", "pw");
+    trunk.domain = Some("voxline.test".into());
+    trunk.registration = Some("sipp".into());
+
+    let first = registration_until(&sip, "bound", |s| s.bound).await;
+    assert_eq!(
+        (first.state, first.granted_expires_s, first.last_code),
+        (RegistrationState::Registered, Some(2), Some(200))
+    );
+    let t0 = Instant::now();
+    let refreshed = registration_until(&sip, "refreshed", |s| s.registrations >= 2).await;
+    assert_eq!(refreshed.granted_expires_s, Some(60));
+    assert!(
+        t0.elapsed() < Duration::from_secs(2),
+        "refreshed at half of 2 s"
+    );
+
+    let mut h = sip.start_call(spec(vec![trunk])).await.unwrap();
+    until_answered(&mut h).await;
+    h.hangup(EndedReason::HangupRequested).await;
+    assert_eq!(ended(&mut h).await.status, CallStatus::Completed);
+
+    assert!(
+        sip.unregister(Duration::from_secs(5)).await,
+        "un-REGISTER answered"
+    );
+    let gone = sip.registrations().await.unwrap();
+    assert_eq!(
+        (gone[0].state, gone[0].bound),
+        (RegistrationState::Unregistered, false)
+    );
+    // The INVITE came from the binding: its Contact and its domain.
+    let register = logged_request(&sipp, "REGISTER").await;
+    let invite = logged_request(&sipp, "INVITE").await;
+    assert_eq!(header(&invite, "Contact"), header(&register, "Contact"));
+    assert!(
+        header(&invite, "From").starts_with(&format!("<sip:+14155550199@{domain}>;tag=")),
+        "{}",
+        header(&invite, "From")
+    );
+    sipp.success().await;
+}
+
+/// Calls to a registering trunk whose registration has not succeeded fail at
+/// once, `trunk_not_registered`, rather than going out unregistered.
+#[tokio::test]
+async fn a_call_to_a_trunk_not_registered_fails_clearly() {
+    // Nobody answers the REGISTER here.
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let registrar = silent.local_addr().unwrap();
+    let mut config = EndpointConfig::new("127.0.0.1:0".parse().unwrap());
+    config.registrations = vec![RegisterConfig::new(
+        "quiet",
+        registrar,
+        "acct",
+        "voxline.test",
+        "127.0.0.1:0".parse().unwrap(),
+    )];
+    let (sip, _inbound) = SipUdp::bind_with(config).await.unwrap();
+    let mut trunk = Trunk::new(registrar);
+    trunk.registration = Some("quiet".into());
+    let mut h = sip.start_call(spec(vec![trunk])).await.unwrap();
+    let o = ended(&mut h).await;
+    assert_eq!(
+        (o.status, o.reason, o.detail.as_str(), o.sip_code),
+        (
+            CallStatus::Failed,
+            EndedReason::TrunkError,
+            "trunk_not_registered",
+            None
+        )
+    );
+    let s = sip.registrations().await.unwrap();
+    assert_eq!(
+        (s[0].state, s[0].bound),
+        (RegistrationState::Registering, false)
+    );
+}
+
+/// sipp as the outbound proxy: the INVITE reaches it with the trunk's
+/// Request-URI and `Route: <sip:proxy;lr>`; the callee's Contact (where
+/// nobody listens) gets the ACK and BYE through the proxy too.
+#[tokio::test]
+async fn an_outbound_proxy_gets_the_invite_with_its_route_and_the_trunks_request_uri() {
+    let sipp = Sipp::start_traced("uas_proxy").await;
+    let sip = endpoint().await;
+    let mut trunk = Trunk::new(sipp.addr);
+    trunk.domain = Some("trunk.invalid:5080".into());
+    trunk.outbound_route = Some(format!("<sip:{};lr>", sipp.addr));
+    let mut h = sip.start_call(spec(vec![trunk])).await.unwrap();
+    until_answered(&mut h).await;
+    h.hangup(EndedReason::HangupRequested).await;
+    assert_eq!(ended(&mut h).await.status, CallStatus::Completed);
+    let invite = logged_request(&sipp, "INVITE").await;
+    assert_eq!(header(&invite, "Route"), format!("<sip:{};lr>", sipp.addr));
+    assert_eq!(
+        header(&invite, "To"),
+        "<sip:+14155550100@trunk.invalid:5080>"
+    );
+    sipp.success().await;
+}
+
+/// The whole sidecar with a `register = true` trunk (sipp the registrar):
+/// it registers at start (Digest verified by sipp) and, drained, removes
+/// its binding (Expires: 0) before it exits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopping_sidecar_unregisters_its_trunk() {
+    use voxline_media_sidecar::config::Secret;
+    use voxline_media_sidecar::lease::driver::{RunOptions, Stop};
+    use voxline_media_sidecar::lease::LeaseSettings;
+
+    let sipp = Sipp::start_traced("uas_registrar_unregister").await;
+    let edge = fake_edge().await;
+    let mut telephony = sipp_telephony(sipp.addr.port(), (48_100, 48_199));
+    let trunk = &mut telephony.trunks[0];
+    trunk.username = Some("acct".into());
+    trunk.password = Some(Secret::new("pw"));
+    trunk.register = true;
+    let (stop, stop_rx) = tokio::sync::watch::channel(Stop::Run);
+    let sidecar = spawn_sidecar_with(
+        &edge,
+        telephony,
+        LeaseSettings::new("sc-reg", "local", 1),
+        RunOptions {
+            drain_timeout: Duration::from_secs(5),
+            ..RunOptions::default()
+        },
+        stop_rx,
+    );
+    // Registered (the 200 went out once sipp logged the second REGISTER).
+    let t0 = Instant::now();
+    loop {
+        let log = std::fs::read_to_string(sipp.dir.join("messages.log")).unwrap_or_default();
+        if log.matches("SIP/2.0 200 OK").count() >= 1 {
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "never registered:\n{log}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let register = logged_request(&sipp, "REGISTER").await;
+    assert_eq!(
+        (header(&register, "To"), header(&register, "Expires")),
+        (
+            format!("<sip:acct@127.0.0.1:{}>", sipp.addr.port()).as_str(),
+            "3600"
+        )
+    );
+    let summary = stop_sidecar(stop, sidecar).await;
+    assert!(summary.clean_exit, "{summary:?}");
+    // sipp exits 0 only once the un-REGISTER came and was answered.
+    sipp.success().await;
 }

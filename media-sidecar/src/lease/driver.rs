@@ -601,6 +601,9 @@ fn end_unfinished_calls<C: Transport>(core: &mut LeaseClient, d: &Driver<C>) {
     }
 }
 
+/// How long a stopping sidecar waits for its un-REGISTERs to be answered.
+const UNREGISTER_WITHIN: Duration = Duration::from_secs(2);
+
 /// Runs the sidecar until `stop` says so (or its sender is dropped: `Now`).
 pub async fn run<C: Transport>(
     transport: Arc<C>,
@@ -795,6 +798,11 @@ pub async fn run<C: Transport>(
             Ok(Err(e)) => tracing::warn!(error = %e, "deregistration not sent"),
             Err(_) => tracing::warn!("deregistration unanswered"),
         }
+    }
+    // The calls are over: remove our bindings at the trunks' registrars, so
+    // they stop sending calls to an address nobody answers.
+    if let CallMode::Sip(tel) = &d.mode {
+        tel.unregister(UNREGISTER_WITHIN).await;
     }
     d.calls.clear();
     d.call_tasks.abort_all();

@@ -87,6 +87,14 @@ pub struct CallConfig {
     /// Which 301/302 targets the call follows ([`redirect`]). The trunk
     /// itself (`trunk`, `request_uri`'s host) is always among them.
     pub redirect: RedirectPolicy,
+    /// Our Contact URI (a registered binding's); default `sip:<From user>@local`.
+    pub contact: Option<String>,
+    /// The outbound proxy's pre-loaded route (RFC 3261 8.1.2), e.g.
+    /// `<sip:proxy.example;lr>`: sent as `Route` on the INVITE (and its
+    /// CANCEL/ACK), and on in-dialog requests while the dialog's route set
+    /// (Record-Route) is empty; `trunk` is then the proxy's address and the
+    /// Request-URI stays the trunk's.
+    pub outbound_route: Option<String>,
     /// The network-asserted caller identity our INVITE carries, beside From.
     pub identity: IdentityHeader,
 }
@@ -135,6 +143,8 @@ impl CallConfig {
             require_100rel: false,
             session_timer: Some(SessionTimerConfig::default()),
             redirect: RedirectPolicy::default(),
+            contact: None,
+            outbound_route: None,
             identity: IdentityHeader::None,
         }
     }
@@ -595,6 +605,9 @@ impl Call {
     }
 
     fn contact(&self) -> String {
+        if let Some(c) = &self.cfg.contact {
+            return format!("<{c}>");
+        }
         let user = self
             .cfg
             .from_uri
@@ -627,6 +640,9 @@ impl Call {
     fn build_invite(&self, branch: &str) -> Message {
         let mut m = Message::request("INVITE", &self.cfg.request_uri);
         m.push("Via", self.via(branch));
+        if let Some(r) = &self.cfg.outbound_route {
+            m.push("Route", r.clone());
+        }
         m.push("Max-Forwards", "70");
         m.push("From", self.from_header.clone());
         m.push("To", format!("<{}>", self.cfg.to_uri));
@@ -714,6 +730,8 @@ impl Call {
         route_set: &[String],
         to: &str,
     ) -> (Message, String) {
+        let preloaded = self.preloaded(route_set);
+        let route_set = preloaded.as_slice();
         // RFC 3261 12.2.1.1: a first route without `;lr` is a strict router.
         let strict = route_set
             .first()
@@ -753,7 +771,19 @@ impl Call {
         self.hop_of(&self.remote_target, &self.route_set)
     }
 
+    /// A dialog's route set, or the outbound proxy's route while it is
+    /// empty: a trunk reached through a proxy is always reached through it.
+    fn preloaded(&self, route_set: &[String]) -> Vec<String> {
+        match &self.cfg.outbound_route {
+            Some(r) if route_set.is_empty() => vec![r.clone()],
+            _ => route_set.to_vec(),
+        }
+    }
+
     fn hop_of(&self, target: &str, route_set: &[String]) -> SocketAddr {
+        if route_set.is_empty() && self.cfg.outbound_route.is_some() {
+            return self.cfg.trunk;
+        }
         let hop = match route_set.first() {
             Some(r) => msg::parse_name_addr(r)
                 .ok()
@@ -1161,7 +1191,11 @@ impl Call {
         if self.tried_uris.len() < 16 {
             self.tried_uris.push(redirect::loop_key(&uri));
         }
-        self.cfg.trunk = target.addr;
+        // Through an outbound proxy, the new target is reached through it too.
+        if self.cfg.outbound_route.is_none() {
+            self.cfg.trunk = target.addr;
+            self.prack_dest = target.addr;
+        }
         self.cfg.request_uri = uri.clone();
         self.cfg.credentials = target.credentials;
         self.cfg.in_dialog_from_trunk_only = target.in_dialog_from_trunk_only;
@@ -1170,7 +1204,6 @@ impl Call {
         self.auth_rounds = 0;
         self.digest = DigestClient::default();
         self.retry_after_s = None;
-        self.prack_dest = target.addr;
         self.no_response_deadline = self.cfg.no_response_timeout_ms.map(|ms| now + ms);
         self.resend_invite(now);
         Ok(())

@@ -13,6 +13,9 @@
 //!  poll_transmit() -> Outgoing                   what to send over which flow (transport + address)
 //!  poll_event() -> (CallId, Event)               dialog events; `Failover` when a trunk failed
 //!                                                and the next one is being tried
+//!  registrations() / unregister_all(now)         the trunks' registrations ([`super::register`]):
+//!                                                started with the endpoint, refreshed by its timers;
+//!                                                a trunk with a registration is dialled only while bound
 //! ```
 //!
 //! Each dialog speaks its trunk's [`Transport`]: every message it sends goes
@@ -36,6 +39,7 @@ use super::call::{
 };
 use super::msg::{self, ParseError};
 use super::redirect::{RedirectPolicy, RedirectTarget};
+use super::register::{RegisterConfig, Registration, RegistrationStatus};
 use super::sdp::OfferConfig;
 use super::session_timer::SessionTimerConfig;
 use super::text_message::{
@@ -70,6 +74,13 @@ pub struct Trunk {
     /// TLS: the name the trunk's certificate must carry (and the SNI).
     /// Default: `domain`, else the IP address.
     pub tls_name: Option<String>,
+    /// [`CallConfig::outbound_route`]: requests go to `addr` (the proxy's)
+    /// with this `Route`; the Request-URI keeps `domain`. Default: none.
+    pub outbound_route: Option<String>,
+    /// The name of the registration ([`EndpointConfig::registrations`])
+    /// this trunk's calls and texts go out through: its Contact, its From
+    /// domain; the trunk is skipped while it is not bound. Default: none.
+    pub registration: Option<String>,
 }
 
 impl Trunk {
@@ -85,6 +96,8 @@ impl Trunk {
             srtp: SrtpPolicy::Off,
             transport: Transport::Udp,
             tls_name: None,
+            outbound_route: None,
+            registration: None,
         }
     }
 
@@ -238,6 +251,9 @@ pub struct EndpointConfig {
     pub inbound_trunks: Vec<Trunk>,
     /// Timers of inbound MESSAGE transactions (Timer J).
     pub timers: Timers,
+    /// The trunks' registrations, started with the endpoint (their `local`
+    /// and Contact's host:port are set to [`EndpointConfig::local`] there).
+    pub registrations: Vec<RegisterConfig>,
 }
 
 impl EndpointConfig {
@@ -249,6 +265,7 @@ impl EndpointConfig {
             max_datagram: msg::MAX_MESSAGE,
             inbound_trunks: Vec::new(),
             timers: Timers::default(),
+            registrations: Vec::new(),
         }
     }
 }
@@ -318,7 +335,13 @@ struct Attempts {
     hangup: bool,
 }
 
-fn call_config(spec: &CallSpec, trunk: &Trunk, has_next: bool, local: SocketAddr) -> CallConfig {
+fn call_config(
+    spec: &CallSpec,
+    trunk: &Trunk,
+    has_next: bool,
+    local: SocketAddr,
+    registrations: &[Registration],
+) -> CallConfig {
     let mut c = CallConfig::new(
         trunk.addr,
         local,
@@ -354,8 +377,57 @@ fn call_config(spec: &CallSpec, trunk: &Trunk, has_next: bool, local: SocketAddr
     }
     c.timers = spec.timers;
     c.redirect = redirect_policy(spec);
+    c.outbound_route = trunk.outbound_route.clone();
+    // Through the registered binding: its Contact, and From in its domain
+    // (what registration-based trunks check calls against).
+    if let Some(reg) = binding_of(registrations, trunk) {
+        c.contact = Some(reg.contact.clone());
+        c.from_uri = format!("sip:{}@{}", spec.from_user, reg.domain);
+    }
     c
 }
+
+/// The registration a trunk's requests go out through, if it has one.
+fn binding_of<'a>(registrations: &'a [Registration], trunk: &Trunk) -> Option<&'a RegisterConfig> {
+    let name = trunk.registration.as_deref()?;
+    registrations
+        .iter()
+        .find(|r| r.name() == name)
+        .map(Registration::config)
+}
+
+/// Whether a trunk can be dialled as far as registration goes: it has none,
+/// or its binding is live at `ms`.
+fn registered(registrations: &[Registration], trunk: &Trunk, ms: u64) -> bool {
+    trunk.registration.as_deref().is_none_or(|name| {
+        registrations
+            .iter()
+            .any(|r| r.name() == name && r.is_bound(ms))
+    })
+}
+
+/// When no trunk can be dialled and some only lack their registration: the
+/// seconds until the soonest one tries again (a registration under way:
+/// [`REGISTERING_WAIT_S`]).
+fn unregistered_wait_s(registrations: &[Registration], trunks: &[Trunk], ms: u64) -> Option<u32> {
+    trunks
+        .iter()
+        .filter(|t| !registered(registrations, t, ms))
+        .filter_map(|t| {
+            let name = t.registration.as_deref()?;
+            let r = registrations.iter().find(|r| r.name() == name)?;
+            Some(match r.retry_at() {
+                Some(at) => u32::try_from(at.saturating_sub(ms).div_ceil(1_000))
+                    .unwrap_or(u32::MAX)
+                    .max(1),
+                None => REGISTERING_WAIT_S,
+            })
+        })
+        .min()
+}
+
+/// The redial hint of a call refused while a registration is under way.
+const REGISTERING_WAIT_S: u32 = 5;
 
 /// Where a redirect may lead: every trunk of the call (by its configured
 /// host and by its address, with its credentials) and the allowed addresses.
@@ -456,6 +528,8 @@ pub struct Endpoint {
     /// back that way (at most [`MAX_INBOUND_FLOWS`]; forgotten when no
     /// inbound transaction is left).
     inbound_flows: BTreeMap<SocketAddr, Flow>,
+    /// The trunks' registrations, in config order.
+    registrations: Vec<Registration>,
 }
 
 /// Senders of inbound MESSAGEs remembered at once.
@@ -488,17 +562,20 @@ fn note_rest(
     }
 }
 
-/// The first trunk at or after `from` that is not resting at `ms`.
+/// The first trunk at or after `from` that is not resting at `ms` and, if
+/// it registers, is bound.
 fn usable_trunk(
     resting: &BTreeMap<SocketAddr, u64>,
+    registrations: &[Registration],
     trunks: &[Trunk],
     from: usize,
     ms: u64,
 ) -> Option<usize> {
     (from..trunks.len()).find(|i| {
-        trunks
-            .get(*i)
-            .is_some_and(|t| resting.get(&t.addr).is_none_or(|until| *until <= ms))
+        trunks.get(*i).is_some_and(|t| {
+            resting.get(&t.addr).is_none_or(|until| *until <= ms)
+                && registered(registrations, t, ms)
+        })
     })
 }
 
@@ -529,8 +606,19 @@ impl std::fmt::Debug for Endpoint {
 
 impl Endpoint {
     /// `now` is time zero; every later `now` must not be earlier.
-    pub fn new(config: EndpointConfig, random: Box<dyn Random>, now: Instant) -> Endpoint {
-        Endpoint {
+    pub fn new(config: EndpointConfig, mut random: Box<dyn Random>, now: Instant) -> Endpoint {
+        let registrations = config
+            .registrations
+            .iter()
+            .map(|r| {
+                let mut r = r.clone();
+                // Behind NAT the binding names the public address.
+                r.local = config.advertised();
+                r.contact = format!("sip:{}@{}", r.user, config.advertised());
+                Registration::new(r, 0, random.fork())
+            })
+            .collect();
+        let mut ep = Endpoint {
             config,
             epoch: now,
             random,
@@ -547,7 +635,10 @@ impl Endpoint {
             inbound: InboundTable::default(),
             inbound_events: VecDeque::new(),
             inbound_flows: BTreeMap::new(),
-        }
+            registrations,
+        };
+        ep.pump_registrations();
+        ep
     }
 
     /// An answer of the inbound MESSAGE table, on its sender's flow.
@@ -583,9 +674,52 @@ impl Endpoint {
         self.dialogs.len()
     }
 
-    /// No dialog or MESSAGE transaction left, not even one absorbing retransmissions.
+    /// No dialog or MESSAGE transaction left, not even one absorbing
+    /// retransmissions, and no un-REGISTER under way (live registrations do
+    /// not count: they last as long as the endpoint).
     pub fn is_idle(&self) -> bool {
-        self.dialogs.is_empty() && self.texts.is_empty() && self.inbound.is_empty()
+        self.dialogs.is_empty()
+            && self.texts.is_empty()
+            && self.inbound.is_empty()
+            && self
+                .registrations
+                .iter()
+                .all(|r| r.state() != super::register::RegistrationState::Unregistering)
+    }
+
+    /// Where each registration stands (config order).
+    pub fn registrations(&self, now: Instant) -> Vec<RegistrationStatus> {
+        let ms = self.ms(now);
+        self.registrations.iter().map(|r| r.status(ms)).collect()
+    }
+
+    /// Removes every binding (shutdown): un-REGISTERs go out now; see
+    /// [`Endpoint::is_unregistered`]. Trunks that register are not dialled
+    /// from then on.
+    pub fn unregister_all(&mut self, now: Instant) {
+        let ms = self.ms(now);
+        for r in &mut self.registrations {
+            r.unregister(ms);
+        }
+        self.pump_registrations();
+    }
+
+    /// Every registration is gone (its un-REGISTER answered or given up).
+    pub fn is_unregistered(&self) -> bool {
+        self.registrations.iter().all(Registration::is_unregistered)
+    }
+
+    fn pump_registrations(&mut self) {
+        for r in &mut self.registrations {
+            // REGISTER goes over UDP (a registration over TCP/TLS is not
+            // supported yet: the trunk's transport is for its calls).
+            while let Some(t) = r.poll_transmit() {
+                self.transmits.push_back(Outgoing {
+                    flow: Flow::udp(t.dest),
+                    bytes: t.bytes,
+                });
+            }
+        }
     }
 
     /// The SIP Call-ID of the call's current attempt, while it has one.
@@ -606,24 +740,52 @@ impl Endpoint {
         let ms = self.ms(now);
         self.next_id += 1;
         let id = CallId(self.next_id);
-        let Some((index, first)) = usable_trunk(&self.resting, &spec.trunks, 0, ms)
-            .and_then(|i| spec.trunks.get(i).map(|t| (i, t)))
+        let Some((index, first)) =
+            usable_trunk(&self.resting, &self.registrations, &spec.trunks, 0, ms)
+                .and_then(|i| spec.trunks.get(i).map(|t| (i, t)))
         else {
-            tracing::info!(to = %spec.to_user, "every trunk rests (Retry-After); not dialling");
+            let unregistered = unregistered_wait_s(&self.registrations, &spec.trunks, ms);
+            let (detail, retry_after_s) = match unregistered {
+                Some(wait) => {
+                    tracing::warn!(to = %spec.to_user, "no trunk registered (or not resting); not dialling");
+                    let resting = all_resting_for_s(&self.resting, &spec.trunks, ms);
+                    ("trunk_not_registered", Some(wait.max(resting.unwrap_or(0))))
+                }
+                None => {
+                    tracing::info!(to = %spec.to_user, "every trunk rests (Retry-After); not dialling");
+                    (
+                        "trunks_resting",
+                        all_resting_for_s(&self.resting, &spec.trunks, ms),
+                    )
+                }
+            };
             let end = DialogEnd {
                 status: CallStatus::Failed,
                 reason: EndedReason::TrunkError,
                 sip_code: None,
                 try_next_trunk: false,
-                detail: "trunks_resting".into(),
-                retry_after_s: all_resting_for_s(&self.resting, &spec.trunks, ms),
+                detail: detail.into(),
+                retry_after_s,
             };
             self.events
                 .push_back((id, Event::Call(DialogEvent::Ended(end))));
             return Ok(id);
         };
-        let has_next = usable_trunk(&self.resting, &spec.trunks, index + 1, ms).is_some();
-        let cfg = call_config(&spec, first, has_next, self.config.advertised());
+        let has_next = usable_trunk(
+            &self.resting,
+            &self.registrations,
+            &spec.trunks,
+            index + 1,
+            ms,
+        )
+        .is_some();
+        let cfg = call_config(
+            &spec,
+            first,
+            has_next,
+            self.config.advertised(),
+            &self.registrations,
+        );
         let call = Call::with_random(cfg, ms, self.random.fork());
         let sip_call_id = call.call_id().to_string();
         tracing::info!(%sip_call_id, to = %spec.to_user, trunk = %first.addr, transport = %first.transport, "INVITE");
@@ -713,6 +875,15 @@ impl Endpoint {
                 self.pump_texts(ms);
                 return;
             }
+            if let Some(r) = self
+                .registrations
+                .iter_mut()
+                .find(|r| r.call_id() == m.call_id())
+            {
+                r.handle_response(ms, m);
+                self.pump_registrations();
+                return;
+            }
         }
         if m.method() == Some("MESSAGE") && m.to_tag().is_none() {
             if self.inbound_flows.len() < MAX_INBOUND_FLOWS
@@ -773,6 +944,12 @@ impl Endpoint {
             }
         }
         self.pump_texts(ms);
+        for r in &mut self.registrations {
+            if r.next_timeout().is_some_and(|at| at <= ms) {
+                r.handle_timeout(ms);
+            }
+        }
+        self.pump_registrations();
         if self.inbound.next_timeout().is_some_and(|at| at <= ms) {
             let (out, unanswered) = self.inbound.handle_timeout(ms, self.config.timers);
             for id in unanswered {
@@ -795,6 +972,11 @@ impl Endpoint {
             .filter_map(|d| d.call.next_timeout())
             .chain(self.texts.values().filter_map(|t| t.client.next_timeout()))
             .chain(self.inbound.next_timeout())
+            .chain(
+                self.registrations
+                    .iter()
+                    .filter_map(Registration::next_timeout),
+            )
             .min()
             .map(|ms| self.epoch + Duration::from_millis(ms))
     }
@@ -817,7 +999,8 @@ impl Endpoint {
         let ms = self.ms(now);
         self.next_message += 1;
         let id = MessageId(self.next_message);
-        let Some(index) = usable_trunk(&self.resting, &spec.trunks, 0, ms) else {
+        let Some(index) = usable_trunk(&self.resting, &self.registrations, &spec.trunks, 0, ms)
+        else {
             tracing::info!(to = %spec.to_user, "every trunk rests (Retry-After); text not sent");
             self.text_ends.push_back((
                 id,
@@ -851,7 +1034,10 @@ impl Endpoint {
             None => trunk.addr.to_string(),
         };
         let request_uri = format!("sip:{}@{host}", a.spec.to_user);
-        let from_uri = format!("sip:{}@{}", a.spec.from_user, self.config.advertised());
+        let from_uri = match binding_of(&self.registrations, trunk) {
+            Some(reg) => format!("sip:{}@{}", a.spec.from_user, reg.domain),
+            None => format!("sip:{}@{}", a.spec.from_user, self.config.advertised()),
+        };
         let (content_type, body) = match &a.spec.imdn {
             Some(imdn) => (
                 "message/cpim".to_string(),
@@ -878,6 +1064,7 @@ impl Endpoint {
             body,
             timers: a.spec.timers,
             user_agent: concat!("voxline/", env!("CARGO_PKG_VERSION")).to_string(),
+            route: trunk.outbound_route.clone(),
         };
         let client = MessageClient::new(cfg, ms, self.random.fork());
         a.sip_call_id = client.call_id().to_string();
@@ -922,8 +1109,14 @@ impl Endpoint {
                         ms,
                     );
                 }
-                let after = usable_trunk(&self.resting, &a.spec.trunks, a.trunk + 1, ms)
-                    .filter(|_| end.try_next_trunk);
+                let after = usable_trunk(
+                    &self.resting,
+                    &self.registrations,
+                    &a.spec.trunks,
+                    a.trunk + 1,
+                    ms,
+                )
+                .filter(|_| end.try_next_trunk);
                 match after {
                     Some(i) => {
                         tracing::info!(code = ?end.sip_code, "trunk did not take the text; trying the next");
@@ -1066,8 +1259,14 @@ impl Endpoint {
                             ms,
                         );
                     }
-                    let next = usable_trunk(&self.resting, &a.spec.trunks, a.trunk + 1, ms)
-                        .filter(|_| end.try_next_trunk && !a.hangup);
+                    let next = usable_trunk(
+                        &self.resting,
+                        &self.registrations,
+                        &a.spec.trunks,
+                        a.trunk + 1,
+                        ms,
+                    )
+                    .filter(|_| end.try_next_trunk && !a.hangup);
                     if let Some(next) = next {
                         tracing::info!(trunk = a.trunk, code = ?end.sip_code, detail = %end.detail, "trunk failed; trying the next");
                         self.events.push_back((
@@ -1109,8 +1308,21 @@ impl Endpoint {
         let Some(trunk) = a.spec.trunks.get(a.trunk) else {
             return;
         };
-        let has_next = usable_trunk(&self.resting, &a.spec.trunks, next + 1, ms).is_some();
-        let cfg = call_config(&a.spec, trunk, has_next, self.config.advertised());
+        let has_next = usable_trunk(
+            &self.resting,
+            &self.registrations,
+            &a.spec.trunks,
+            next + 1,
+            ms,
+        )
+        .is_some();
+        let cfg = call_config(
+            &a.spec,
+            trunk,
+            has_next,
+            self.config.advertised(),
+            &self.registrations,
+        );
         let call = Call::with_random(cfg, ms, self.random.fork());
         a.sip_call_id = call.call_id().to_string();
         tracing::info!(sip_call_id = %a.sip_call_id, trunk = %trunk.addr, transport = %trunk.transport, "INVITE (failover)");
@@ -2110,6 +2322,273 @@ mod tests {
         h.ep.handle_flow_failed(h.now(), &a.flow());
         let second = only(h.sent());
         assert_eq!(second.flow, Flow::udp(addr(TRUNK_B)));
+    }
+
+    // ---------------------------------------------- registration, proxy
+
+    /// An endpoint whose trunk A registers (as `acct` in `sip.carrier.example`).
+    fn registering(seed: u64) -> Harness {
+        let mut config = EndpointConfig::new(addr(LOCAL));
+        let mut reg = RegisterConfig::new(
+            "carrier",
+            addr(TRUNK_A),
+            "acct",
+            "sip.carrier.example",
+            addr("0.0.0.0:1"),
+        );
+        reg.expires_s = 600;
+        config.registrations = vec![reg];
+        Harness::with_config(seed, config)
+    }
+
+    fn registered_trunk() -> Trunk {
+        let mut t = Trunk::new(addr(TRUNK_A));
+        t.domain = Some("sip.carrier.example".into());
+        t.registration = Some("carrier".into());
+        t
+    }
+
+    #[test]
+    fn a_registering_trunk_is_dialled_only_while_bound_and_through_its_binding() {
+        let mut h = registering(30);
+        let register = only(h.sent());
+        assert_eq!(
+            (
+                register.dest,
+                register.msg.method(),
+                register.msg.header("Contact")
+            ),
+            (
+                addr(TRUNK_A),
+                Some("REGISTER"),
+                Some("<sip:acct@192.0.2.1:5060>")
+            ),
+            "the Contact names the endpoint's own address"
+        );
+        let status = h.ep.registrations(h.now());
+        assert_eq!((status.len(), status[0].bound), (1, false));
+        // Not bound yet: alone, the trunk cannot be dialled...
+        let id = h.start(spec_with(vec![registered_trunk()]));
+        assert!(h.sent().is_empty());
+        let ev = only(h.events());
+        let end = ended(&ev);
+        assert_eq!(
+            (
+                ev.0,
+                end.status,
+                end.reason,
+                end.detail.as_str(),
+                end.retry_after_s
+            ),
+            (
+                id,
+                CallStatus::Failed,
+                EndedReason::TrunkError,
+                "trunk_not_registered",
+                Some(REGISTERING_WAIT_S)
+            )
+        );
+        // ...and with another one, that one is dialled.
+        h.start(spec_with(vec![
+            registered_trunk(),
+            Trunk::new(addr(TRUNK_B)),
+        ]));
+        assert_eq!(only(h.sent()).dest, addr(TRUNK_B));
+        h.events();
+        // Bound: calls go out through the binding.
+        h.now_ms = 100;
+        h.recv(
+            TRUNK_A,
+            &TRUNK.reply_with(&register.msg, 200, &[("Expires", "600")]),
+        )
+        .unwrap();
+        assert!(h.ep.registrations(h.now())[0].bound);
+        h.start(spec_with(vec![
+            registered_trunk(),
+            Trunk::new(addr(TRUNK_B)),
+        ]));
+        let inv = only(h.sent());
+        assert_eq!(
+            (
+                inv.dest,
+                inv.msg.uri(),
+                inv.msg.header("Contact"),
+                inv.msg.from().map(|f| f.uri)
+            ),
+            (
+                addr(TRUNK_A),
+                Some("sip:+14155550100@sip.carrier.example"),
+                Some("<sip:acct@192.0.2.1:5060>"),
+                Some("sip:+14155550199@sip.carrier.example".to_string())
+            )
+        );
+        // A text too: From in the binding's domain.
+        let mut text = text_spec(&[TRUNK_A]);
+        text.trunks = vec![registered_trunk()];
+        h.ep.send_message(text, h.now()).unwrap();
+        let m = only(h.sent());
+        assert_eq!(
+            (m.dest, m.msg.method(), m.msg.from().map(|f| f.uri)),
+            (
+                addr(TRUNK_A),
+                Some("MESSAGE"),
+                Some("sip:+14155550100@sip.carrier.example".to_string())
+            )
+        );
+        // The provider's INVITE to our binding (inbound calls: issue 16) is
+        // answered as any stray request, and the registration stays.
+        let mut incoming = Message::request("INVITE", "sip:acct@192.0.2.1:5060");
+        incoming.push("Via", format!("SIP/2.0/UDP {TRUNK_A};branch=z9hG4bKin1"));
+        incoming.push("From", "<sip:+14155550111@sip.carrier.example>;tag=in1");
+        incoming.push("To", "<sip:acct@sip.carrier.example>");
+        incoming.push("Call-ID", "inbound-1@carrier");
+        incoming.push("CSeq", "1 INVITE");
+        h.recv(TRUNK_A, &incoming.to_bytes()).unwrap();
+        let r = only(h.sent());
+        assert_eq!(
+            (r.msg.code(), r.msg.call_id()),
+            (Some(481), "inbound-1@carrier")
+        );
+        assert!(h.ep.registrations(h.now())[0].bound);
+        // Refreshed before it lapses: at 100 ms + 540 s.
+        let out = h.advance_to(100 + 540_000);
+        let refresh = out
+            .iter()
+            .find(|s| s.msg.method() == Some("REGISTER"))
+            .expect("refreshed");
+        assert_eq!((refresh.at, refresh.msg.cseq().0), (100 + 540_000, 2));
+    }
+
+    fn spec_with(trunks: Vec<Trunk>) -> CallSpec {
+        CallSpec::new(
+            trunks,
+            "+14155550100",
+            "+14155550199",
+            OfferConfig::new(addr("192.0.2.1:40000")),
+        )
+    }
+
+    #[test]
+    fn unregister_all_removes_the_binding_and_stops_dialling_the_trunk() {
+        let mut h = registering(31);
+        let register = only(h.sent());
+        h.recv(TRUNK_A, &TRUNK.reply(&register.msg, 200)).unwrap();
+        assert!(!h.ep.is_unregistered());
+        h.ep.unregister_all(h.now());
+        let un = only(h.sent());
+        assert_eq!(
+            (un.msg.method(), un.msg.header("Expires")),
+            (Some("REGISTER"), Some("0"))
+        );
+        assert!(!h.ep.is_idle(), "an un-REGISTER under way");
+        let id = h.start(spec_with(vec![registered_trunk()]));
+        assert_eq!(ended(&only(h.events())).detail, "trunk_not_registered");
+        let _ = id;
+        h.sent();
+        h.recv(TRUNK_A, &TRUNK.reply(&un.msg, 200)).unwrap();
+        assert!(h.ep.is_unregistered());
+        let s = &h.ep.registrations(h.now())[0];
+        assert_eq!(
+            (s.state, s.bound),
+            (
+                super::super::register::RegistrationState::Unregistered,
+                false
+            )
+        );
+        h.advance_to(10_000);
+        assert!(h.ep.is_idle());
+        assert_eq!(h.ep.poll_timeout(), None, "no refresh after un-REGISTER");
+    }
+
+    #[test]
+    fn an_outbound_proxy_gets_every_request_with_its_route_and_the_trunks_request_uri() {
+        const PROXY: &str = "198.51.100.9:5070";
+        let proxied = || {
+            let mut t = Trunk::new(addr(PROXY));
+            t.domain = Some("trunk.example:5080".into());
+            t.outbound_route = Some("<sip:proxy.example:5070;lr>".into());
+            t
+        };
+        let mut h = Harness::new(32);
+        let id = h.start(spec_with(vec![proxied()]));
+        let inv = only(h.sent());
+        assert_eq!(
+            (
+                inv.dest,
+                inv.msg.uri(),
+                inv.msg.header_lines("Route"),
+                inv.msg.header("To")
+            ),
+            (
+                addr(PROXY),
+                Some("sip:+14155550100@trunk.example:5080"),
+                vec!["<sip:proxy.example:5070;lr>"],
+                Some("<sip:+14155550100@trunk.example:5080>")
+            )
+        );
+        // Answered without Record-Route: the ACK and BYE still go through the
+        // proxy, to the callee's Contact.
+        let proxy = FakeTrunk {
+            addr: PROXY,
+            tag: "callee",
+        };
+        h.recv(PROXY, &proxy.answer(&inv.msg)).unwrap();
+        let ack = only(h.sent());
+        assert_eq!(
+            (
+                ack.dest,
+                ack.msg.method(),
+                ack.msg.uri(),
+                ack.msg.header_lines("Route")
+            ),
+            (
+                addr(PROXY),
+                Some("ACK"),
+                Some("sip:callee@198.51.100.9:5070"),
+                vec!["<sip:proxy.example:5070;lr>"]
+            )
+        );
+        h.ep.hangup(id, EndedReason::AgentHangup, h.now());
+        let bye = only(h.sent());
+        assert_eq!(
+            (bye.dest, bye.msg.method(), bye.msg.header_lines("Route")),
+            (
+                addr(PROXY),
+                Some("BYE"),
+                vec!["<sip:proxy.example:5070;lr>"]
+            )
+        );
+        // A CANCEL follows its INVITE's route.
+        let id = h.start(spec_with(vec![proxied()]));
+        let inv = only(h.sent());
+        h.recv(PROXY, &proxy.reply(&inv.msg, 180)).unwrap();
+        h.ep.hangup(id, EndedReason::HangupRequested, h.now());
+        let cancel = only(h.sent());
+        assert_eq!(
+            (
+                cancel.dest,
+                cancel.msg.method(),
+                cancel.msg.header_lines("Route")
+            ),
+            (
+                addr(PROXY),
+                Some("CANCEL"),
+                vec!["<sip:proxy.example:5070;lr>"]
+            )
+        );
+        // A text too.
+        let mut t = text_spec(&[PROXY]);
+        t.trunks = vec![proxied()];
+        h.ep.send_message(t, h.now()).unwrap();
+        let m = only(h.sent());
+        assert_eq!(
+            (m.dest, m.msg.uri(), m.msg.header_lines("Route")),
+            (
+                addr(PROXY),
+                Some("sip:+14155550111@trunk.example:5080"),
+                vec!["<sip:proxy.example:5070;lr>"]
+            )
+        );
     }
 
     // ------------------------------------------------------------ texts

@@ -15,6 +15,8 @@
 //! - [`text_message`]: texts (SMS) as out-of-dialog MESSAGE (RFC 3428):
 //!   the client transaction with Digest retry, inbound parsing (text,
 //!   IMDN delivery notifications, CPIM), the inbound server transactions.
+//! - [`register`]: a trunk's registration (REGISTER with Digest, refresh
+//!   before expiry, 423, retry with backoff, un-REGISTER on shutdown).
 //! - [`transport`]: UDP / TCP / TLS as the endpoint sees them ([`transport::Flow`]),
 //!   and one TCP/TLS connection's protocol, sans-IO (framing, keep-alives).
 //! - [`udp`]: the tokio driver of the endpoint (one UDP socket, and the
@@ -27,6 +29,7 @@ pub mod call;
 pub mod endpoint;
 pub mod msg;
 pub mod redirect;
+pub mod register;
 pub mod sdp;
 pub mod session_timer;
 pub mod stream;

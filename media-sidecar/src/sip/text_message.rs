@@ -163,6 +163,8 @@ pub struct MessageConfig {
     pub body: Vec<u8>,
     pub timers: Timers,
     pub user_agent: String,
+    /// The outbound proxy's pre-loaded `Route` (`trunk` is then the proxy's address).
+    pub route: Option<String>,
 }
 
 /// `text/plain` in a CPIM message (RFC 3862) with the IMDN header fields
@@ -275,6 +277,9 @@ impl MessageClient {
                 self.cfg.local
             ),
         );
+        if let Some(r) = &self.cfg.route {
+            m.push("Route", r.clone());
+        }
         m.push("Max-Forwards", "70");
         m.push("From", self.from_header.clone());
         m.push("To", format!("<{}>", self.cfg.to_uri));

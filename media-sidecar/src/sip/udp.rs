@@ -29,6 +29,7 @@ use super::call::DialogEvent;
 use super::endpoint::{CallId, Endpoint, EndpointConfig, MessageId, Outgoing, StartError};
 pub use super::endpoint::{CallSpec, Event, Trunk};
 use super::stream::{ConnEvent, Connections, StreamOptions};
+use super::register::RegistrationStatus;
 use super::text_message::{InboundId, InboundText, MessageEnd, MessageSpec};
 use super::transport::{Flow, Transport};
 use crate::random::OsRandom;
@@ -65,6 +66,13 @@ enum Cmd {
     SendMessage {
         spec: Box<MessageSpec>,
         reply: oneshot::Sender<Result<MessageEnd, StartError>>,
+    },
+    Registrations {
+        reply: oneshot::Sender<Vec<RegistrationStatus>>,
+    },
+    /// Un-REGISTER every binding; answered once all are gone.
+    Unregister {
+        done: oneshot::Sender<()>,
     },
 }
 
@@ -119,6 +127,8 @@ impl std::fmt::Debug for Cmd {
             Cmd::Start { .. } => "Start",
             Cmd::Hangup { .. } => "Hangup",
             Cmd::SendMessage { .. } => "SendMessage",
+            Cmd::Registrations { .. } => "Registrations",
+            Cmd::Unregister { .. } => "Unregister",
         })
     }
 }
@@ -206,6 +216,28 @@ impl SipUdp {
         self.local
     }
 
+    /// Where the trunks' registrations stand ([`EndpointConfig::registrations`]).
+    pub async fn registrations(&self) -> Result<Vec<RegistrationStatus>, DriverError> {
+        let (reply, rx) = oneshot::channel();
+        self.cmd
+            .send(Cmd::Registrations { reply })
+            .await
+            .map_err(|_| DriverError::Stopped)?;
+        rx.await.map_err(|_| DriverError::Stopped)
+    }
+
+    /// Removes every registered binding (REGISTER, Expires 0) and waits,
+    /// at most `within`, until the registrars answered; `false` when some
+    /// did not in time (or the driver stopped). Trunks that register are not
+    /// dialled afterwards.
+    pub async fn unregister(&self, within: std::time::Duration) -> bool {
+        let (done, rx) = oneshot::channel();
+        if self.cmd.send(Cmd::Unregister { done }).await.is_err() {
+            return false;
+        }
+        matches!(tokio::time::timeout(within, rx).await, Ok(Ok(())))
+    }
+
     pub async fn start_call(&self, spec: CallSpec) -> Result<CallHandle, DriverError> {
         if spec.trunks.is_empty() {
             return Err(DriverError::NoTrunk);
@@ -242,6 +274,8 @@ struct Driver {
     inbound: Option<mpsc::Sender<InboundRequest>>,
     /// The edge's answers to inbound texts, back from their waiting tasks.
     answers: mpsc::Sender<(InboundId, u16)>,
+    /// Who waits for the un-REGISTERs to finish.
+    unregistered: Vec<oneshot::Sender<()>>,
 }
 
 fn now() -> std::time::Instant {
@@ -338,6 +372,11 @@ impl Driver {
                 }
             }
         }
+        if !self.unregistered.is_empty() && self.endpoint.is_unregistered() {
+            for done in self.unregistered.drain(..) {
+                let _ = done.send(());
+            }
+        }
     }
 
     /// Hands an inbound text to its reader; its answer comes back through
@@ -382,6 +421,13 @@ impl Driver {
                     let _ = reply.send(Err(e));
                 }
             },
+            Cmd::Registrations { reply } => {
+                let _ = reply.send(self.endpoint.registrations(now()));
+            }
+            Cmd::Unregister { done } => {
+                self.endpoint.unregister_all(now());
+                self.unregistered.push(done);
+            }
         }
     }
 }
@@ -403,6 +449,7 @@ async fn run(
         texts: HashMap::new(),
         inbound,
         answers,
+        unregistered: Vec::new(),
     };
     let mut buf = vec![0u8; 65_536];
     let mut open = true;

@@ -22,6 +22,7 @@ fn cfg(credentials: Option<Credentials>) -> MessageConfig {
         body: "héllo".as_bytes().to_vec(),
         timers: Timers::default(),
         user_agent: "voxline/test".into(),
+        route: None,
     }
 }
 
