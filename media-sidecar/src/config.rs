@@ -209,9 +209,14 @@ fn default_codecs() -> Vec<Codec> {
 #[serde(deny_unknown_fields)]
 pub struct Trunk {
     pub name: String,
+    /// An IP address, or a host name resolved as RFC 3263 says (see `port`).
     pub host: String,
-    #[serde(default = "default_sip_port")]
-    pub port: u16,
+    /// The trunk's SIP port. Set: `host`'s A/AAAA records on this port. Unset
+    /// with a host name: NAPTR, then SRV (`_sip._udp.<host>`), then A/AAAA on
+    /// the port SRV names (5060 without SRV); every address found is tried in
+    /// turn like a trunk of its own ([`crate::sip::dns`]). Unset with an IP: 5060.
+    #[serde(default)]
+    pub port: Option<u16>,
     #[serde(default = "default_sip_transport")]
     pub transport: SipTransport,
     /// Digest credentials, when the trunk challenges (401/407).
@@ -270,10 +275,6 @@ fn default_min_se() -> u32 {
     90
 }
 
-fn default_sip_port() -> u16 {
-    5060
-}
-
 fn default_sip_transport() -> SipTransport {
     SipTransport::Udp
 }
@@ -324,6 +325,32 @@ pub struct Telephony {
     /// without credentials). Default: none.
     #[serde(default)]
     pub redirect_allowed_addresses: Vec<std::net::SocketAddr>,
+    /// Name servers that resolve trunk host names (`"IP"` or `"IP:port"`,
+    /// port 53 by default), asked over UDP (TCP for truncated answers).
+    /// Default (empty): the system's, from /etc/resolv.conf.
+    #[serde(default, deserialize_with = "dns_servers")]
+    pub dns_servers: Vec<std::net::SocketAddr>,
+}
+
+/// `dns_servers`: `"IP"` (port 53) or `"IP:port"` (`"[v6]:port"`).
+fn dns_servers<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Vec<std::net::SocketAddr>, D::Error> {
+    let raw = Vec::<String>::deserialize(d)?;
+    raw.iter()
+        .map(|s| {
+            s.parse::<std::net::SocketAddr>()
+                .or_else(|_| {
+                    s.parse::<std::net::IpAddr>()
+                        .map(|ip| std::net::SocketAddr::new(ip, 53))
+                })
+                .map_err(|_| {
+                    serde::de::Error::custom(format!(
+                        "dns_servers: `{s}` is not an IP address or IP:port"
+                    ))
+                })
+        })
+        .collect()
 }
 
 fn default_max_redirects() -> u32 {
@@ -345,6 +372,7 @@ impl Default for Telephony {
             trunks: Vec::new(),
             max_redirects: default_max_redirects(),
             redirect_allowed_addresses: Vec::new(),
+            dns_servers: Vec::new(),
         }
     }
 }
@@ -808,8 +836,9 @@ mod tests {
                 t.trunks[0].port,
                 t.trunks[0].password.as_ref().map(|p| p.expose().to_vec())
             ),
-            (5060, Some(b"pw".to_vec()))
+            (None, Some(b"pw".to_vec()))
         );
+        assert_eq!(t.trunks[1].port, Some(5071));
         assert_eq!(t.trunks[0].realm.as_deref(), Some("sip.example"));
         assert_eq!(t.trunks[1].realm, None);
         // An IP host is a fixed address: in-dialog requests only from it.
@@ -1177,5 +1206,26 @@ capacity = 8
             Config::load_with(Some(&write("sip-keys4.toml", &t)), env(&[])).is_ok(),
             "0 = off"
         );
+    }
+
+    /// Issue 21: `[telephony] dns_servers` (IP or IP:port) for trunk host names.
+    #[test]
+    fn dns_servers_are_ip_or_ip_and_port() {
+        let t = format!(
+            "{FULL}\n[telephony]\ndns_servers = [\"127.0.0.1:5353\", \"192.0.2.53\", \"[::1]:53\"]\n"
+        );
+        let c = Config::load_with(Some(&write("dns.toml", &t)), env(&[])).unwrap();
+        let want: Vec<std::net::SocketAddr> = ["127.0.0.1:5353", "192.0.2.53:53", "[::1]:53"]
+            .iter()
+            .map(|s| s.parse().unwrap())
+            .collect();
+        assert_eq!(c.telephony.dns_servers, want);
+        let c = Config::load_with(Some(&write("dns-none.toml", FULL)), env(&[])).unwrap();
+        assert!(c.telephony.dns_servers.is_empty(), "default: the system's");
+        let bad = t.replace("192.0.2.53", "ns.example");
+        let e = Config::load_with(Some(&write("dns-bad.toml", &bad)), env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("dns_servers"), "{e}");
     }
 }

@@ -42,6 +42,9 @@ pub struct Trunk {
     pub addr: SocketAddr,
     /// Host part of the Request-URI/To (default: `addr`).
     pub domain: Option<String>,
+    /// URIs name `domain` without a port: `addr` was found through DNS SRV
+    /// for it (RFC 3263), whose port is not the URI's. Default: off.
+    pub uri_without_port: bool,
     pub credentials: Option<Credentials>,
     /// In-dialog requests only from `addr` or the dialog's next hop
     /// ([`CallConfig::in_dialog_from_trunk_only`]). Default: on.
@@ -57,6 +60,7 @@ impl Trunk {
         Trunk {
             addr,
             domain: None,
+            uri_without_port: false,
             credentials: None,
             in_dialog_from_trunk_only: true,
             require_100rel: false,
@@ -245,7 +249,7 @@ fn call_config(spec: &CallSpec, trunk: &Trunk, has_next: bool, local: SocketAddr
         spec.media.clone(),
     );
     if let Some(d) = &trunk.domain {
-        c.request_uri = format!("sip:{}@{}", spec.to_user, uri_host(d, trunk.addr.port()));
+        c.request_uri = format!("sip:{}@{}", spec.to_user, trunk_uri_host(trunk, d));
         c.to_uri = c.request_uri.clone();
     }
     c.from_display = spec.from_display.clone();
@@ -319,6 +323,16 @@ pub fn uri_host(domain: &str, port: u16) -> String {
     } else {
         format!("{host}:{port}")
     }
+}
+
+/// The hostport of `trunk`'s URIs, `domain` being its [`Trunk::domain`].
+fn trunk_uri_host(trunk: &Trunk, domain: &str) -> String {
+    let port = if trunk.uri_without_port {
+        DEFAULT_SIP_PORT
+    } else {
+        trunk.addr.port()
+    };
+    uri_host(domain, port)
 }
 
 /// Timers further out than this (about 35 years) are clamped to it, so that
@@ -662,7 +676,7 @@ impl Endpoint {
             return;
         };
         let host = match &trunk.domain {
-            Some(d) => uri_host(d, trunk.addr.port()),
+            Some(d) => trunk_uri_host(trunk, d),
             None => trunk.addr.to_string(),
         };
         let request_uri = format!("sip:{}@{host}", a.spec.to_user);
@@ -1209,6 +1223,24 @@ mod tests {
             uri_host("trunk.example.com:5099", 5080),
             "trunk.example.com:5099"
         );
+    }
+
+    /// Issue 21 (RFC 3263): a trunk address found through SRV keeps the
+    /// configured name alone in the Request-URI and To; SRV's port is not the URI's.
+    #[test]
+    fn a_trunk_found_through_srv_names_the_host_without_a_port() {
+        let mut h = Harness::new(13);
+        let mut s = spec(&["198.51.100.1:5080"]);
+        s.trunks[0].domain = Some("trunk.example.com".into());
+        s.trunks[0].uri_without_port = true;
+        h.start(s);
+        let inv = only(h.sent());
+        let text = String::from_utf8_lossy(&inv.bytes).into_owned();
+        assert!(
+            text.starts_with("INVITE sip:+14155550100@trunk.example.com SIP/2.0\r\n"),
+            "{text}"
+        );
+        assert_eq!(inv.dest, "198.51.100.1:5080".parse().unwrap());
     }
 
     #[test]

@@ -15,11 +15,14 @@
 //! - [`text_message`]: texts (SMS) as out-of-dialog MESSAGE (RFC 3428):
 //!   the client transaction with Digest retry, inbound parsing (text,
 //!   IMDN delivery notifications, CPIM), the inbound server transactions.
+//! - [`dns`]: trunk hosts resolved as RFC 3263 says (NAPTR, SRV with
+//!   weights, A/AAAA; TTL refresh), sans-IO, with a hickory-resolver driver.
 //! - [`udp`]: the tokio driver of the endpoint (one UDP socket), an async
 //!   API for the call task.
 
 pub mod auth;
 pub mod call;
+pub mod dns;
 pub mod endpoint;
 pub mod msg;
 pub mod redirect;
