@@ -188,36 +188,6 @@ pub fn start_baresip(
     Ok(guard)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_missing_tool_names_its_package() {
-        let e = Tool {
-            name: "voxline-no-such-tool",
-            package: "no-such-package",
-        }
-        .path()
-        .unwrap_err();
-        assert!(e.contains("apt-get install -y no-such-package"), "{e}");
-    }
-
-    #[test]
-    fn a_guard_stops_its_child_on_drop_with_sigterm() {
-        let child = Command::new("sleep").arg("30").spawn().unwrap();
-        let pid = child.id();
-        let mut guard = ChildGuard(child);
-        assert_eq!(guard.pid(), pid);
-        assert!(guard.wait_exit(Duration::from_millis(100)).is_none());
-        guard.terminate(Duration::from_secs(5));
-        let status = guard.wait_exit(Duration::ZERO).expect("exited");
-        use std::os::unix::process::ExitStatusExt;
-        assert_eq!(status.signal(), Some(libc::SIGTERM));
-        drop(guard); // already reaped: no signal sent again
-    }
-}
-
 /// dnsmasq as the only name server of the test zone `zone` on
 /// 127.0.0.1:`port` (UDP and TCP): it answers from `records` (dnsmasq
 /// options such as `--srv-host=...`, `--naptr-record=...`,
@@ -267,4 +237,34 @@ pub fn start_dnsmasq(
         std::thread::sleep(Duration::from_millis(20));
     }
     Ok(guard)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_tool_names_its_package() {
+        let e = Tool {
+            name: "voxline-no-such-tool",
+            package: "no-such-package",
+        }
+        .path()
+        .unwrap_err();
+        assert!(e.contains("apt-get install -y no-such-package"), "{e}");
+    }
+
+    #[test]
+    fn a_guard_stops_its_child_on_drop_with_sigterm() {
+        let child = Command::new("sleep").arg("30").spawn().unwrap();
+        let pid = child.id();
+        let mut guard = ChildGuard(child);
+        assert_eq!(guard.pid(), pid);
+        assert!(guard.wait_exit(Duration::from_millis(100)).is_none());
+        guard.terminate(Duration::from_secs(5));
+        let status = guard.wait_exit(Duration::ZERO).expect("exited");
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(status.signal(), Some(libc::SIGTERM));
+        drop(guard); // already reaped: no signal sent again
+    }
 }
