@@ -125,6 +125,10 @@ impl TrunkTable {
         e.in_flight = false;
         match result {
             Ok(answer) => {
+                let failures = e.refresh.failures();
+                if e.answer.as_ref() == Some(&answer) && failures > 0 {
+                    tracing::info!(trunk = %e.name, failures, "trunk DNS refresh recovered");
+                }
                 if e.answer.as_ref() != Some(&answer) && !e.request.is_literal() {
                     let addrs: Vec<String> = answer
                         .targets
