@@ -246,10 +246,14 @@ fn default_codecs() -> Vec<Codec> {
 #[serde(deny_unknown_fields)]
 pub struct Trunk {
     pub name: String,
+    /// An IP address, or a host name resolved as RFC 3263 says (see `port`).
     pub host: String,
-    /// Default (0 in the file, or absent): 5060, 5061 for `tls`.
+    /// The trunk's SIP port. Set: `host`'s A/AAAA records on this port. Unset
+    /// with a host name: NAPTR, then SRV (`_sip._udp.<host>`), then A/AAAA on
+    /// the port SRV names (without SRV: 5060, 5061 for `tls`); every address found is tried in
+    /// turn like a trunk of its own ([`crate::sip::dns`]). Unset with an IP: 5060 (5061 for `tls`).
     #[serde(default)]
-    pub port: u16,
+    pub port: Option<u16>,
     /// `udp` (default), `tcp` or `tls`.
     #[serde(default = "default_sip_transport")]
     pub transport: SipTransport,
@@ -466,6 +470,32 @@ pub struct Telephony {
     /// without credentials). Default: none.
     #[serde(default)]
     pub redirect_allowed_addresses: Vec<std::net::SocketAddr>,
+    /// Name servers that resolve trunk host names (`"IP"` or `"IP:port"`,
+    /// port 53 by default), asked over UDP (TCP for truncated answers).
+    /// Default (empty): the system's, from /etc/resolv.conf.
+    #[serde(default, deserialize_with = "dns_servers")]
+    pub dns_servers: Vec<std::net::SocketAddr>,
+}
+
+/// `dns_servers`: `"IP"` (port 53) or `"IP:port"` (`"[v6]:port"`).
+fn dns_servers<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Vec<std::net::SocketAddr>, D::Error> {
+    let raw = Vec::<String>::deserialize(d)?;
+    raw.iter()
+        .map(|s| {
+            s.parse::<std::net::SocketAddr>()
+                .or_else(|_| {
+                    s.parse::<std::net::IpAddr>()
+                        .map(|ip| std::net::SocketAddr::new(ip, 53))
+                })
+                .map_err(|_| {
+                    serde::de::Error::custom(format!(
+                        "dns_servers: `{s}` is not an IP address or IP:port"
+                    ))
+                })
+        })
+        .collect()
 }
 
 fn default_max_redirects() -> u32 {
@@ -494,6 +524,7 @@ impl Default for Telephony {
             sip_keepalive_seconds: default_sip_keepalive(),
             max_redirects: default_max_redirects(),
             redirect_allowed_addresses: Vec::new(),
+            dns_servers: Vec::new(),
         }
     }
 }
@@ -556,8 +587,9 @@ impl Telephony {
             if t.host.trim().is_empty() {
                 return Err(format!("trunk `{}` has no host", t.name));
             }
-            if t.port == 0 {
-                t.port = crate::sip::transport::Transport::from(t.transport).default_port();
+            // 0 reads as unset: the transport's port (or DNS SRV's).
+            if t.port == Some(0) {
+                t.port = None;
             }
             if t.transport != SipTransport::Tls
                 && (t.ca_cert.is_some() || t.tls_server_name.is_some())
@@ -1089,8 +1121,9 @@ mod tests {
                 t.trunks[0].port,
                 t.trunks[0].password.as_ref().map(|p| p.expose().to_vec())
             ),
-            (5060, Some(b"pw".to_vec()))
+            (None, Some(b"pw".to_vec()))
         );
+        assert_eq!(t.trunks[1].port, Some(5071));
         assert_eq!(t.trunks[0].realm.as_deref(), Some("sip.example"));
         assert_eq!(t.trunks[1].realm, None);
         // An IP host is a fixed address: in-dialog requests only from it.
@@ -1519,10 +1552,10 @@ capacity = 8
         assert_eq!(
             got,
             [
-                ("u", SipTransport::Udp, 5060),
-                ("t", SipTransport::Tcp, 5060),
-                ("s", SipTransport::Tls, 5061),
-                ("p", SipTransport::Tls, 5071)
+                ("u", SipTransport::Udp, None),
+                ("t", SipTransport::Tcp, None),
+                ("s", SipTransport::Tls, None),
+                ("p", SipTransport::Tls, Some(5071))
             ]
         );
         let s = &c.telephony.trunks[2];
@@ -1571,5 +1604,26 @@ capacity = 8
                 .to_string();
             assert!(e.contains(says), "{bad}: {e}");
         }
+    }
+
+    /// Issue 21: `[telephony] dns_servers` (IP or IP:port) for trunk host names.
+    #[test]
+    fn dns_servers_are_ip_or_ip_and_port() {
+        let t = format!(
+            "{FULL}\n[telephony]\ndns_servers = [\"127.0.0.1:5353\", \"192.0.2.53\", \"[::1]:53\"]\n"
+        );
+        let c = Config::load_with(Some(&write("dns.toml", &t)), env(&[])).unwrap();
+        let want: Vec<std::net::SocketAddr> = ["127.0.0.1:5353", "192.0.2.53:53", "[::1]:53"]
+            .iter()
+            .map(|s| s.parse().unwrap())
+            .collect();
+        assert_eq!(c.telephony.dns_servers, want);
+        let c = Config::load_with(Some(&write("dns-none.toml", FULL)), env(&[])).unwrap();
+        assert!(c.telephony.dns_servers.is_empty(), "default: the system's");
+        let bad = t.replace("192.0.2.53", "ns.example");
+        let e = Config::load_with(Some(&write("dns-bad.toml", &bad)), env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("dns_servers"), "{e}");
     }
 }

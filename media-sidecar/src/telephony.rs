@@ -1,10 +1,11 @@
 //! What every SIP call of the sidecar shares: the SIP socket (and TCP/TLS
-//! connections to the trunks that use them), the RTP port
-//! pool, the region's trunks (in priority order), the `[telephony]` config and
-//! the guard on tenants' engine URLs. One call's task is
-//! [`crate::call_task::sip`].
+//! connections to the trunks that use them), the RTP port pool, the region's
+//! trunks (in priority order, each host resolved as RFC 3263 says and kept
+//! fresh by its TTL: [`crate::sip::dns`]) and their registrations, the
+//! `[telephony]` config and the guard on tenants' engine URLs. One call's
+//! task is [`crate::call_task::sip`].
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::mpsc;
@@ -13,8 +14,12 @@ use voxline_shared::sidecar_link::MessageOffer;
 use crate::config;
 use crate::engine::guard::AllowedHosts;
 use crate::media::PortAllocator;
+use crate::random::OsRandom;
 use crate::sip::auth::Credentials;
 use crate::sip::call::IdentityHeader;
+use crate::sip::dns::resolver::{DnsLookup, HickoryLookup, NoLookup};
+use crate::sip::dns::table::{run_refresher, TrunkSource, TrunkTable};
+use crate::sip::dns::{Families, Request};
 use crate::sip::endpoint::{uri_host, EndpointConfig};
 use crate::sip::register::{RegisterConfig, RegistrationStatus};
 use crate::sip::session_timer::SessionTimerConfig;
@@ -27,7 +32,12 @@ use crate::sip::udp::{DriverError, InboundRequest, SipUdp, Trunk};
 pub struct Telephony {
     pub(crate) sip: SipUdp,
     pub(crate) ports: Arc<PortAllocator>,
-    pub(crate) trunks: Vec<Trunk>,
+    /// The configured trunks and their addresses (refreshed in the background).
+    trunk_table: Arc<TrunkTable>,
+    /// The DNS refresher's task, stopped with us.
+    refresher: Option<tokio::task::AbortHandle>,
+    /// How many trunks register (their bindings are removed at shutdown).
+    registering: usize,
     pub(crate) from_number: String,
     pub(crate) cfg: config::Telephony,
     /// The operator's exceptions to the guard on tenants' engine URLs.
@@ -40,15 +50,31 @@ impl std::fmt::Debug for Telephony {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "Telephony(sip {}, {} trunks)",
+            "Telephony(sip {}, {} trunks resolved)",
             self.sip.local_addr(),
-            self.trunks.len()
+            self.trunk_table.resolved_count()
         )
     }
 }
 
+impl Drop for Telephony {
+    fn drop(&mut self) {
+        if let Some(task) = &self.refresher {
+            task.abort();
+        }
+    }
+}
+
+/// tokio's clock as a std instant (paused time in tests moves it).
+fn now() -> std::time::Instant {
+    tokio::time::Instant::now().into_std()
+}
+
 impl Telephony {
-    /// Binds the SIP socket and resolves the trunks (in priority order).
+    /// Binds the SIP socket and resolves the trunks (in priority order; a
+    /// host name as RFC 3263 says, through `dns_servers` or the system's
+    /// name servers). A trunk that does not resolve yet is logged and
+    /// retried in the background; none resolving is an error.
     /// `engine_allowed_hosts`: `[engine] allowed_hosts` from the config.
     pub async fn start(
         cfg: &config::Telephony,
@@ -59,16 +85,17 @@ impl Telephony {
             .first()
             .ok_or("no [[telephony.trunks]] configured")?;
         let local = SocketAddr::new(cfg.bind_ip, cfg.sip_port);
-        let mut trunks = Vec::new();
+        let families = Families::reachable_from(cfg.bind_ip);
         let mut streams = StreamOptions {
             keepalive: (cfg.sip_keepalive_seconds > 0)
                 .then(|| std::time::Duration::from_secs(cfg.sip_keepalive_seconds.into())),
             ..StreamOptions::default()
         };
+        let mut sources = Vec::new();
         let mut registrations = Vec::new();
         for t in &cfg.trunks {
-            let (trunk, registration) = trunk_of(t, local).await?;
-            if let Some(name) = &trunk.tls_name {
+            let (template, request, registration) = trunk_of(t, local, families).await?;
+            if let Some(name) = &template.tls_name {
                 let tls = crate::transport::tls::client_config(t.ca_cert.as_deref())
                     .map_err(|e| format!("trunk `{}`: {e}", t.name))?;
                 // Two TLS trunks of one name share a configuration: the first's.
@@ -80,11 +107,31 @@ impl Telephony {
             if t.srtp_keys_exposed() {
                 tracing::warn!(trunk = %t.name, transport = ?t.transport, srtp = ?t.srtp, "SRTP keys travel in clear in the SIP messages to this trunk (SDES in SDP): use transport = \"tls\" in production");
             }
-            trunks.push(trunk);
+            sources.push(TrunkSource {
+                name: t.name.clone(),
+                template,
+                request,
+            });
             registrations.extend(registration);
         }
+        let needs_dns = sources.iter().any(|s| !s.request.is_literal());
+        let lookup: Arc<dyn DnsLookup> = if needs_dns {
+            Arc::new(HickoryLookup::new(&cfg.dns_servers).map_err(|e| e.to_string())?)
+        } else {
+            Arc::new(NoLookup)
+        };
+        let trunk_table = Arc::new(TrunkTable::new(sources, now()));
+        trunk_table.refresh_due(lookup.as_ref(), now).await;
+        if trunk_table.resolved_count() == 0 {
+            return Err("no trunk could be resolved (see the log)".into());
+        }
+        let refresher = needs_dns.then(|| {
+            tokio::spawn(run_refresher(Arc::downgrade(&trunk_table), lookup)).abort_handle()
+        });
         let mut endpoint = EndpointConfig::new(local);
-        endpoint.inbound_trunks = trunks.clone();
+        // Texts are taken from the addresses resolved now (a trunk with a
+        // host name takes them from anywhere unless `in_dialog_from_trunk_only`).
+        endpoint.inbound_trunks = trunk_table.trunks(&mut OsRandom);
         endpoint.public = cfg
             .public_ip
             .map(|ip| SocketAddr::new(ip, cfg.public_sip_port.unwrap_or(0)));
@@ -94,16 +141,31 @@ impl Telephony {
             .await
             .map_err(|e| format!("cannot bind SIP on {}:{}: {e}", cfg.bind_ip, cfg.sip_port))?;
         let ports = PortAllocator::new(cfg.bind_ip, cfg.rtp_port_min..=cfg.rtp_port_max);
-        tracing::info!(sip = %sip.local_addr(), trunks = trunks.len(), registering, "telephony ready");
+        tracing::info!(
+            sip = %sip.local_addr(),
+            trunks = cfg.trunks.len(),
+            resolved = trunk_table.resolved_count(),
+            registering,
+            "telephony ready"
+        );
         Ok(Telephony {
             sip,
             ports,
-            trunks,
+            trunk_table,
+            refresher,
+            registering,
             from_number: first.from_number.clone(),
             cfg: cfg.clone(),
             engine_allowed_hosts,
             inbound: Mutex::new(Some(inbound)),
         })
+    }
+
+    /// The trunks one call or text tries, in order: configured priority,
+    /// then each trunk's addresses (SRV priority, SRV weights drawn now).
+    /// Never waits for DNS.
+    pub fn trunks(&self) -> Vec<Trunk> {
+        self.trunk_table.trunks(&mut OsRandom)
     }
 
     /// The texts the trunks send us (once: the lease driver takes them).
@@ -117,7 +179,7 @@ impl Telephony {
     /// asked for, is the offer's `message_id`.
     pub async fn send_message(&self, offer: &MessageOffer, now_ms: u64) -> MessageEnd {
         let spec = MessageSpec {
-            trunks: self.trunks.clone(),
+            trunks: self.trunks(),
             to_user: offer.to.clone(),
             from_user: offer.from.clone(),
             body: offer.body.clone(),
@@ -149,27 +211,25 @@ impl Telephony {
 
     /// Removes the registered bindings (shutdown), waiting at most `within`.
     pub async fn unregister(&self, within: std::time::Duration) {
-        if self.trunks.iter().any(|t| t.registration.is_some())
-            && !self.sip.unregister(within).await
-        {
+        if self.registering > 0 && !self.sip.unregister(within).await {
             tracing::warn!("un-REGISTER not confirmed in time");
         }
     }
 }
 
-/// One configured trunk as the endpoint dials it, and its registration if it
+/// One configured trunk as the endpoint dials it: its settings (`addr` is
+/// filled per address its next hop resolves to), the DNS request for that
+/// next hop (the trunk, or its outbound proxy), and its registration if it
 /// registers (`local`: our SIP address, fixed by the endpoint once bound).
 async fn trunk_of(
     t: &config::Trunk,
     local: SocketAddr,
-) -> Result<(Trunk, Option<RegisterConfig>), String> {
+    families: Families,
+) -> Result<(Trunk, Request, Option<RegisterConfig>), String> {
     let transport = crate::sip::transport::Transport::from(t.transport);
-    // 0 (a config not loaded from a file): the transport's port.
-    let port = if t.port == 0 {
-        transport.default_port()
-    } else {
-        t.port
-    };
+    // Where the port matters beyond DNS (a proxy's Route, the registrar):
+    // the configured one, else the transport's.
+    let port = t.port.unwrap_or(transport.default_port());
     // Through an outbound proxy, the proxy is what must resolve.
     let proxy = match &t.outbound_proxy {
         Some(p) => {
@@ -177,9 +237,14 @@ async fn trunk_of(
         }
         None => None,
     };
-    let (hop_host, hop_port) = proxy.clone().unwrap_or((t.host.clone(), port));
-    let addr = resolve(&t.name, &hop_host, hop_port).await?;
-    let outbound_route = proxy.map(|(h, p)| format!("<sip:{};lr>", uri_host(&h, p)));
+    let request = match &proxy {
+        Some((h, p)) => Request::new(h, Some(*p), t.transport.into(), families),
+        None => Request::new(&t.host, t.port, t.transport.into(), families),
+    }
+    .map_err(|e| format!("trunk `{}`: {e}", t.name))?;
+    let outbound_route = proxy
+        .as_ref()
+        .map(|(h, p)| format!("<sip:{};lr>", uri_host(h, *p)));
     let credentials = match (&t.username, &t.password) {
         (Some(u), Some(p)) => Some(Credentials {
             username: t.auth_username.clone().unwrap_or_else(|| u.clone()),
@@ -196,8 +261,9 @@ async fn trunk_of(
             }
             None => (t.host.clone(), port),
         };
-        let dest = match &outbound_route {
-            Some(_) => addr,
+        // The registrar is resolved once, by the system's resolver (A/AAAA).
+        let dest = match &proxy {
+            Some((h, p)) => resolve(&t.name, h, *p).await?,
             None => resolve(&t.name, &reg_host, reg_port).await?,
         };
         // Local address and Contact: the endpoint's, set when it binds.
@@ -209,13 +275,14 @@ async fn trunk_of(
         registration = Some(r);
     }
     let trunk = Trunk {
-        addr,
+        addr: SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0),
         // With a proxy, `addr` has the proxy's port: the Request-URI keeps the trunk's.
         domain: Some(if outbound_route.is_some() {
             uri_host(&t.host, port)
         } else {
             t.host.clone()
         }),
+        uri_without_port: false,
         outbound_route,
         registration: t.register.then(|| t.name.clone()),
         credentials,
@@ -236,7 +303,7 @@ async fn trunk_of(
         tls_name: (transport == crate::sip::transport::Transport::Tls)
             .then(|| t.tls_server_name.clone().unwrap_or_else(|| t.host.clone())),
     };
-    Ok((trunk, registration))
+    Ok((trunk, request, registration))
 }
 
 /// The first address of `host:port`.
@@ -257,7 +324,7 @@ mod tests {
         config::Trunk {
             name: "carrier".into(),
             host: host.into(),
-            port,
+            port: Some(port),
             transport: config::SipTransport::Udp,
             username: Some("acct".into()),
             password: Some(Secret::new("pw")),
@@ -282,24 +349,33 @@ mod tests {
 
     const LOCAL: &str = "127.0.0.1:5060";
 
+    async fn plan(c: &config::Trunk) -> Result<(Trunk, Request, Option<RegisterConfig>), String> {
+        trunk_of(
+            c,
+            LOCAL.parse().unwrap(),
+            Families::reachable_from(LOCAL.parse::<SocketAddr>().unwrap().ip()),
+        )
+        .await
+    }
+
+    /// The request for this next hop, as configured (a literal needs no DNS).
+    fn hop(host: &str, port: u16) -> Request {
+        Request::new(
+            host,
+            Some(port),
+            crate::sip::dns::Transport::Udp,
+            Families::reachable_from(LOCAL.parse::<SocketAddr>().unwrap().ip()),
+        )
+        .unwrap()
+    }
+
     #[tokio::test]
     async fn a_plain_trunk_has_no_route_and_no_registration() {
-        let (t, reg) = trunk_of(&trunk("127.0.0.1", 5070), LOCAL.parse().unwrap())
-            .await
-            .unwrap();
+        let (t, request, reg) = plan(&trunk("127.0.0.1", 5070)).await.unwrap();
+        assert_eq!(request, hop("127.0.0.1", 5070));
         assert_eq!(
-            (
-                t.addr,
-                t.domain.as_deref(),
-                t.outbound_route,
-                t.registration
-            ),
-            (
-                "127.0.0.1:5070".parse().unwrap(),
-                Some("127.0.0.1"),
-                None,
-                None
-            )
+            (t.domain.as_deref(), t.outbound_route, t.registration),
+            (Some("127.0.0.1"), None, None)
         );
         assert_eq!(t.credentials.unwrap().username, "acct");
         assert!(reg.is_none());
@@ -312,10 +388,10 @@ mod tests {
         c.register_expires_seconds = 600;
         c.registrar = Some("127.0.0.2:5080".into());
         c.auth_username = Some("acct-auth".into());
-        let (t, reg) = trunk_of(&c, LOCAL.parse().unwrap()).await.unwrap();
+        let (t, request, reg) = plan(&c).await.unwrap();
         let reg = reg.expect("a registration");
         assert_eq!(t.registration.as_deref(), Some("carrier"));
-        assert_eq!(t.addr, "127.0.0.1:5070".parse().unwrap());
+        assert_eq!(request, hop("127.0.0.1", 5070));
         // Digest with the auth username, calls and REGISTERs alike.
         assert_eq!(t.credentials.as_ref().unwrap().username, "acct-auth");
         assert_eq!(reg.credentials, t.credentials);
@@ -337,7 +413,7 @@ mod tests {
         );
         // The registrar defaults to the trunk.
         c.registrar = None;
-        let (_, reg) = trunk_of(&c, LOCAL.parse().unwrap()).await.unwrap();
+        let (_, _, reg) = plan(&c).await.unwrap();
         let reg = reg.unwrap();
         assert_eq!(
             (reg.dest, reg.registrar_uri.as_str()),
@@ -350,15 +426,11 @@ mod tests {
         let mut c = trunk("trunk.invalid", 5060);
         c.outbound_proxy = Some("127.0.0.3:5090".into());
         c.register = true;
-        let (t, reg) = trunk_of(&c, LOCAL.parse().unwrap()).await.unwrap();
+        let (t, request, reg) = plan(&c).await.unwrap();
         let route = Some("<sip:127.0.0.3:5090;lr>".to_string());
         assert_eq!(
-            (t.addr, t.domain.as_deref(), &t.outbound_route),
-            (
-                "127.0.0.3:5090".parse().unwrap(),
-                Some("trunk.invalid"),
-                &route
-            )
+            (request, t.domain.as_deref(), &t.outbound_route),
+            (hop("127.0.0.3", 5090), Some("trunk.invalid"), &route)
         );
         let reg = reg.unwrap();
         assert_eq!(
@@ -370,11 +442,15 @@ mod tests {
             )
         );
         // A trunk port other than 5060 stays in the Request-URI's host.
-        c.port = 5070;
-        let (t, _) = trunk_of(&c, LOCAL.parse().unwrap()).await.unwrap();
+        c.port = Some(5070);
+        let (t, _, _) = plan(&c).await.unwrap();
         assert_eq!(t.domain.as_deref(), Some("trunk.invalid:5070"));
-        // Without the proxy, the unresolvable host is an error.
+        // Without the proxy, the trunk's host is what resolves (by DNS, in
+        // the background), and a registrar that does not resolve is an error.
         c.outbound_proxy = None;
-        assert!(trunk_of(&c, LOCAL.parse().unwrap()).await.is_err());
+        assert!(plan(&c).await.is_err());
+        c.register = false;
+        let (_, request, _) = plan(&c).await.unwrap();
+        assert!(!request.is_literal());
     }
 }

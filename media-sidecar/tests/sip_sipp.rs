@@ -544,7 +544,7 @@ fn sipp_telephony(
         trunks: vec![config::Trunk {
             name: "sipp".into(),
             host: "127.0.0.1".into(),
-            port: sipp_port,
+            port: Some(sipp_port),
             transport: config::SipTransport::Udp,
             ca_cert: None,
             tls_server_name: None,
@@ -1475,4 +1475,172 @@ async fn a_stopping_sidecar_unregisters_its_trunk() {
     assert!(summary.clean_exit, "{summary:?}");
     // sipp exits 0 only once the un-REGISTER came and was answered.
     sipp.success().await;
+}
+
+// ------------------------------------------- trunk host names (DNS, RFC 3263)
+
+/// The request line of the first `method` request sipp logged (`start_traced`).
+async fn logged_request_line(sipp: &Sipp, method: &str) -> String {
+    logged_request(sipp, method).await;
+    let log = std::fs::read_to_string(sipp.dir.join("messages.log")).unwrap_or_default();
+    let at = log.find(&format!("\n{method} sip:")).expect("logged");
+    log[at + 1..]
+        .lines()
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_string()
+}
+
+/// dnsmasq as the name server of the zone `voxline.test` on a free loopback
+/// port, answering from `records` (TTL 60 s); stopped (and its directory
+/// removed) when dropped.
+struct TestZone {
+    dns: voxline_testkit::ChildGuard,
+    addr: SocketAddr,
+    dir: PathBuf,
+}
+
+impl TestZone {
+    fn start(records: &[String]) -> TestZone {
+        let port = voxline_testkit::free_tcp_udp_port();
+        let dir = voxline_testkit::temp_dir("dns-zone");
+        let dns = voxline_testkit::start_dnsmasq(&dir, port, "voxline.test", 60, records)
+            .unwrap_or_else(|e| panic!("{e}"));
+        TestZone {
+            dns,
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            dir,
+        }
+    }
+}
+
+impl Drop for TestZone {
+    fn drop(&mut self) {
+        self.dns.terminate(Duration::from_secs(2));
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// `[telephony]` whose one trunk is the host name `host`, no port (so
+/// NAPTR/SRV apply), resolved through `dns`.
+fn dns_telephony(
+    host: &str,
+    dns: SocketAddr,
+    rtp_ports: (u16, u16),
+) -> voxline_media_sidecar::config::Telephony {
+    let mut t = sipp_telephony(0, rtp_ports);
+    t.trunks[0].host = host.into();
+    t.trunks[0].port = None;
+    t.dns_servers = vec![dns];
+    t
+}
+
+/// Issue 21 (RFC 3263 / RFC 2782): a trunk host name with two SRV targets,
+/// priority 10 -> a sipp that answers 503, priority 20 -> a sipp that answers
+/// 200. The whole sidecar dials the first, fails over on the 503 and the
+/// call is answered on the second; the Request-URI names the host alone
+/// (SRV's port is not the URI's).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn srv_targets_are_dialled_by_priority_and_a_503_fails_over_to_the_next() {
+    use voxline_media_sidecar::lease::driver::{RunOptions, Stop};
+    use voxline_media_sidecar::lease::LeaseSettings;
+
+    let down = Sipp::start("uas_503").await;
+    let up = Sipp::start_traced("uas_answer").await;
+    let zone = TestZone::start(&[
+        format!(
+            "--srv-host=_sip._udp.trunk.voxline.test,b.voxline.test,{},20,0",
+            up.addr.port()
+        ),
+        format!(
+            "--srv-host=_sip._udp.trunk.voxline.test,a.voxline.test,{},10,0",
+            down.addr.port()
+        ),
+        "--host-record=a.voxline.test,127.0.0.1".into(),
+        "--host-record=b.voxline.test,127.0.0.1".into(),
+    ]);
+    let edge = fake_edge().await;
+    let (stop, stop_rx) = tokio::sync::watch::channel(Stop::Run);
+    let opts = RunOptions {
+        drain_timeout: Duration::from_millis(300),
+        hangup_grace: Duration::from_secs(10),
+        ..RunOptions::default()
+    };
+    let sidecar = spawn_sidecar_with(
+        &edge,
+        dns_telephony("trunk.voxline.test", zone.addr, (49_000, 49_099)),
+        LeaseSettings::new("sc-dns", "local", 1),
+        opts,
+        stop_rx,
+    );
+    let mut call = support::offer("k_dns", 600);
+    call.engine = voxline_shared::EngineKind::Echo.into();
+    edge.offer(call);
+    edge.wait_for("answered", Duration::from_secs(15), |s| {
+        s.events
+            .iter()
+            .any(|e| e.call_id == "k_dns" && e.kind.name() == "answered")
+            .then_some(())
+    })
+    .await;
+    assert_eq!(
+        logged_request_line(&up, "INVITE").await,
+        "INVITE sip:+14155550100@trunk.voxline.test SIP/2.0"
+    );
+    let invite = logged_request(&up, "INVITE").await;
+    assert_eq!(
+        header(&invite, "To"),
+        "<sip:+14155550100@trunk.voxline.test>"
+    );
+    // Draining hangs the call up (BYE), so the answering sipp's scenario ends.
+    stop_sidecar(stop, sidecar).await;
+    // The 503 trunk was dialled (INVITE, our ACK of the 503) before the other.
+    down.success().await;
+    up.success().await;
+}
+
+/// Issue 21 (RFC 3263 4.1): NAPTR -> SRV -> A. The host's NAPTR records
+/// lead (for UDP: `SIP+D2U`, not the better-ordered `SIPS+D2T`) to an SRV
+/// name other than `_sip._udp.<host>` (which exists too, as a decoy), and
+/// its target's A record to the sipp that answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn naptr_leads_to_srv_and_srv_to_the_address_that_answers() {
+    use voxline_media_sidecar::telephony::Telephony;
+
+    let up = Sipp::start_traced("uas_answer").await;
+    let decoy_port = free_udp_port();
+    let zone = TestZone::start(&[
+        "--naptr-record=naptr.voxline.test,10,10,s,SIPS+D2T,,_sips._tcp.tls.voxline.test".into(),
+        "--naptr-record=naptr.voxline.test,20,10,s,SIP+D2U,,_sip._udp.proxy.voxline.test".into(),
+        format!(
+            "--srv-host=_sip._udp.proxy.voxline.test,c.voxline.test,{},10,0",
+            up.addr.port()
+        ),
+        format!("--srv-host=_sip._udp.naptr.voxline.test,c.voxline.test,{decoy_port},10,0"),
+        format!("--srv-host=_sips._tcp.tls.voxline.test,c.voxline.test,{decoy_port},10,0"),
+        "--host-record=c.voxline.test,127.0.0.1".into(),
+    ]);
+    let cfg = dns_telephony("naptr.voxline.test", zone.addr, (49_100, 49_199));
+    let tel = Telephony::start(&cfg, Default::default())
+        .await
+        .expect("the trunk resolves");
+    let trunks = tel.trunks();
+    assert_eq!(
+        trunks
+            .iter()
+            .map(|t| (t.addr, t.domain.as_deref(), t.uri_without_port))
+            .collect::<Vec<_>>(),
+        [(up.addr, Some("naptr.voxline.test"), true)]
+    );
+    let sip = endpoint().await;
+    let mut h = sip.start_call(spec(trunks)).await.unwrap();
+    until_answered(&mut h).await;
+    assert_eq!(
+        logged_request_line(&up, "INVITE").await,
+        "INVITE sip:+14155550100@naptr.voxline.test SIP/2.0"
+    );
+    h.hangup(EndedReason::HangupRequested).await;
+    ended(&mut h).await;
+    up.success().await;
 }

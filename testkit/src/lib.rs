@@ -9,8 +9,8 @@
 //! - [`caddy`]: a real caddy as the TLS / HTTP/3 front of a loopback upstream;
 //! - [`net`]: free loopback ports (TCP, UDP, both, SIP pairs), "is it bound yet";
 //! - [`process`]: child processes stopped on drop, external tools located
-//!   (caddy, sipp, baresip, flite) with the Debian package to install, and a
-//!   baresip phone as a callee;
+//!   (caddy, sipp, baresip, flite, dnsmasq) with the Debian package to install, a
+//!   baresip phone as a callee and dnsmasq as a test zone's name server;
 //! - [`dsp`]: test signals (tones), G.711 mu-law as a reference independent of
 //!   the product's codec, resampling to 8 kHz, correlation and alignment;
 //! - [`files`]: temporary directories, WAV files, log tails, the wall clock.
@@ -39,5 +39,6 @@ pub use net::{
 };
 pub use pki::{make_pki, Pki};
 pub use process::{
-    start_baresip, start_baresip_with, BaresipExtras, ChildGuard, Tool, BARESIP, CADDY, FLITE, SIPP,
+    start_baresip, start_baresip_with, start_dnsmasq, BaresipExtras, ChildGuard, Tool, BARESIP,
+    CADDY, DNSMASQ, FLITE, SIPP,
 };

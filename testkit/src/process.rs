@@ -36,14 +36,24 @@ pub const FLITE: Tool = Tool {
     name: "flite",
     package: "flite",
 };
+/// A name server for test zones (NAPTR, SRV, A records of SIP trunks).
+/// `dnsmasq-base`: the program without the system service `dnsmasq` adds.
+pub const DNSMASQ: Tool = Tool {
+    name: "dnsmasq",
+    package: "dnsmasq-base",
+};
 
 impl Tool {
-    /// Where it is installed: the first match on `PATH`, then /usr/bin and
-    /// /usr/local/bin; an error naming the package otherwise.
+    /// Where it is installed: the first match on `PATH`, then /usr/bin,
+    /// /usr/local/bin and /usr/sbin (dnsmasq); an error naming the package otherwise.
     pub fn path(&self) -> Result<PathBuf, String> {
         let path = std::env::var_os("PATH").unwrap_or_default();
         std::env::split_paths(&path)
-            .chain([PathBuf::from("/usr/bin"), PathBuf::from("/usr/local/bin")])
+            .chain([
+                PathBuf::from("/usr/bin"),
+                PathBuf::from("/usr/local/bin"),
+                PathBuf::from("/usr/sbin"),
+            ])
             .map(|d| d.join(self.name))
             .find(|p| p.is_file())
             .ok_or_else(|| {
@@ -215,6 +225,57 @@ pub fn start_baresip_with(
             return Err(format!("baresip did not bind 127.0.0.1:{port}"));
         }
         std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(guard)
+}
+
+/// dnsmasq as the only name server of the test zone `zone` on
+/// 127.0.0.1:`port` (UDP and TCP): it answers from `records` (dnsmasq
+/// options such as `--srv-host=...`, `--naptr-record=...`,
+/// `--host-record=...`) with TTL `ttl_s`, NXDOMAIN for other names in the
+/// zone, and asks no one else. Its log (every query) is `dir/dnsmasq-<port>.log`.
+pub fn start_dnsmasq(
+    dir: &Path,
+    port: u16,
+    zone: &str,
+    ttl_s: u32,
+    records: &[String],
+) -> Result<ChildGuard, String> {
+    let bin = DNSMASQ.path()?;
+    let log = dir.join(format!("dnsmasq-{port}.log"));
+    let child = Command::new(bin)
+        .args([
+            "--keep-in-foreground",
+            "--conf-file=/dev/null",
+            "--no-resolv",
+            "--no-hosts",
+            "--no-poll",
+            "--bind-interfaces",
+            "--listen-address=127.0.0.1",
+            "--pid-file=",
+            "--log-queries",
+        ])
+        .arg(format!("--log-facility={}", log.display()))
+        .arg(format!("--port={port}"))
+        .arg(format!("--local=/{zone}/"))
+        .arg(format!("--local-ttl={ttl_s}"))
+        .args(records)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("cannot start dnsmasq: {e}"))?;
+    let mut guard = ChildGuard(child);
+    let t0 = Instant::now();
+    while !crate::net::udp_port_bound(port) {
+        if let Some(status) = guard.wait_exit(Duration::ZERO) {
+            let tail = std::fs::read_to_string(&log).unwrap_or_default();
+            return Err(format!("dnsmasq exited {status}: {tail}"));
+        }
+        if t0.elapsed() > Duration::from_secs(5) {
+            return Err(format!("dnsmasq did not bind 127.0.0.1:{port}"));
+        }
+        std::thread::sleep(Duration::from_millis(20));
     }
     Ok(guard)
 }

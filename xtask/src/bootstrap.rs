@@ -35,6 +35,9 @@ pub const APT_PACKAGES: &[&str] = &[
     "flite1-dev",
     // `cargo xtask bench` draws its plots' text with DejaVu Sans (no fontconfig needed).
     "fonts-dejavu-core",
+    // The name server of the sidecar's trunk DNS tests (NAPTR/SRV/A, media-sidecar/tests/sip_sipp.rs);
+    // the program alone, without the system service of the `dnsmasq` package.
+    "dnsmasq-base",
 ];
 /// The reference Standard Webhooks library the webhook e2e receiver
 /// (tests/webhooks/receiver.py) verifies deliveries with, unmodified.

@@ -233,7 +233,7 @@ impl CallIo<'_> {
         };
         let mut sdp = OfferConfig::new(advertised_rtp);
         sdp.codecs = tel.cfg.codecs.clone();
-        let spec = call_spec(offer, tel.trunks.clone(), &tel.from_number, &tel.cfg, sdp);
+        let spec = call_spec(offer, tel.trunks(), &tel.from_number, &tel.cfg, sdp);
         let call = tel.sip.start_call(spec).await.map_err(|err| {
             tracing::warn!(call_id = %offer.call_id, error = %err, "SIP driver refused the call");
             EndedReason::TrunkError

@@ -47,8 +47,8 @@ use super::text_message::{
     MessageEnd, MessageSpec,
 };
 use super::transaction::Timers;
-use crate::media::srtp::SrtpPolicy;
 use super::transport::{Flow, Transport};
+use crate::media::srtp::SrtpPolicy;
 use crate::random::Random;
 
 /// One SIP trunk (next hop).
@@ -57,6 +57,9 @@ pub struct Trunk {
     pub addr: SocketAddr,
     /// Host part of the Request-URI/To (default: `addr`).
     pub domain: Option<String>,
+    /// URIs name `domain` without a port: `addr` was found through DNS SRV
+    /// for it (RFC 3263), whose port is not the URI's. Default: off.
+    pub uri_without_port: bool,
     pub credentials: Option<Credentials>,
     /// In-dialog requests only from `addr` or the dialog's next hop
     /// ([`CallConfig::in_dialog_from_trunk_only`]). Default: on.
@@ -88,6 +91,7 @@ impl Trunk {
         Trunk {
             addr,
             domain: None,
+            uri_without_port: false,
             credentials: None,
             in_dialog_from_trunk_only: true,
             require_100rel: false,
@@ -351,8 +355,7 @@ fn call_config(
     );
     c.transport = trunk.transport;
     if let Some(d) = &trunk.domain {
-        let host = uri_host_with_default(d, trunk.addr.port(), trunk.transport.default_port());
-        c.request_uri = format!("sip:{}@{host}", spec.to_user);
+        c.request_uri = format!("sip:{}@{}", spec.to_user, trunk_uri_host(trunk, d));
         c.to_uri = c.request_uri.clone();
     }
     // `sip:` with `transport=tcp|tls` rather than a `sips:` URI: a `sips:`
@@ -490,6 +493,17 @@ pub fn uri_host_with_default(domain: &str, port: u16, default_port: u16) -> Stri
     } else {
         format!("{host}:{port}")
     }
+}
+
+/// The hostport of `trunk`'s URIs, `domain` being its [`Trunk::domain`].
+fn trunk_uri_host(trunk: &Trunk, domain: &str) -> String {
+    let default_port = trunk.transport.default_port();
+    let port = if trunk.uri_without_port {
+        default_port
+    } else {
+        trunk.addr.port()
+    };
+    uri_host_with_default(domain, port, default_port)
 }
 
 /// Timers further out than this (about 35 years) are clamped to it, so that
@@ -1030,7 +1044,7 @@ impl Endpoint {
             return;
         };
         let host = match &trunk.domain {
-            Some(d) => uri_host_with_default(d, trunk.addr.port(), trunk.transport.default_port()),
+            Some(d) => trunk_uri_host(trunk, d),
             None => trunk.addr.to_string(),
         };
         let request_uri = format!("sip:{}@{host}", a.spec.to_user);
@@ -1635,6 +1649,24 @@ mod tests {
             uri_host("trunk.example.com:5099", 5080),
             "trunk.example.com:5099"
         );
+    }
+
+    /// Issue 21 (RFC 3263): a trunk address found through SRV keeps the
+    /// configured name alone in the Request-URI and To; SRV's port is not the URI's.
+    #[test]
+    fn a_trunk_found_through_srv_names_the_host_without_a_port() {
+        let mut h = Harness::new(13);
+        let mut s = spec(&["198.51.100.1:5080"]);
+        s.trunks[0].domain = Some("trunk.example.com".into());
+        s.trunks[0].uri_without_port = true;
+        h.start(s);
+        let inv = only(h.sent());
+        let text = String::from_utf8_lossy(&inv.bytes).into_owned();
+        assert!(
+            text.starts_with("INVITE sip:+14155550100@trunk.example.com SIP/2.0\r\n"),
+            "{text}"
+        );
+        assert_eq!(inv.dest, "198.51.100.1:5080".parse().unwrap());
     }
 
     #[test]

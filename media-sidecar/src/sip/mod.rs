@@ -15,6 +15,8 @@
 //! - [`text_message`]: texts (SMS) as out-of-dialog MESSAGE (RFC 3428):
 //!   the client transaction with Digest retry, inbound parsing (text,
 //!   IMDN delivery notifications, CPIM), the inbound server transactions.
+//! - [`dns`]: trunk hosts resolved as RFC 3263 says (NAPTR, SRV with
+//!   weights, A/AAAA; TTL refresh), sans-IO, with a hickory-resolver driver.
 //! - [`register`]: a trunk's registration (REGISTER with Digest, refresh
 //!   before expiry, 423, retry with backoff, un-REGISTER on shutdown).
 //! - [`transport`]: UDP / TCP / TLS as the endpoint sees them ([`transport::Flow`]),
@@ -26,6 +28,7 @@
 
 pub mod auth;
 pub mod call;
+pub mod dns;
 pub mod endpoint;
 pub mod msg;
 pub mod redirect;
