@@ -328,6 +328,11 @@ impl Driver {
                 break;
             }
         }
+        if !self.unregistered.is_empty() && self.endpoint.is_unregistered() {
+            for done in self.unregistered.drain(..) {
+                let _ = done.send(());
+            }
+        }
     }
 
     /// Sends what the endpoint has to send: datagrams on the socket, the
@@ -370,11 +375,6 @@ impl Driver {
                     tracing::debug!(%flow, %reason, "SIP connection lost");
                     self.endpoint.handle_flow_failed(now(), &flow);
                 }
-            }
-        }
-        if !self.unregistered.is_empty() && self.endpoint.is_unregistered() {
-            for done in self.unregistered.drain(..) {
-                let _ = done.send(());
             }
         }
     }
