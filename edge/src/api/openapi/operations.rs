@@ -33,6 +33,7 @@ pub(super) fn webhook_operations() -> Value {
             WebhookEvent::ContactCreated => ("WebhookContactEvent", "A contact was created (`POST /v1/contacts`): the contact."),
             WebhookEvent::ContactUpdated => ("WebhookContactEvent", "A contact's values changed (`PATCH /v1/contacts/{contact_id}`): the contact as it is now, with `updated_fields`, the fields that changed."),
             WebhookEvent::ContactDeleted => ("WebhookContactEvent", "A contact was deleted: the contact as it was."),
+            WebhookEvent::CampaignCompleted => ("WebhookCampaignEvent", "Sent once when a campaign has finished: every contact dialled and every call ended (`status` `completed`), or cancelled once its last call in flight has ended (`status` `cancelled`); `data` is the campaign with its final `counts`. Endpoints with an `agent_id` filter do not receive it."),
         };
         out.insert(event.to_string(), json!({"post": {
             "operationId": format!("webhook_{}", event.as_str().replace('.', "_")),
