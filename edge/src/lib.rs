@@ -48,6 +48,7 @@ pub mod traffic;
 pub mod webhooks;
 
 pub mod calling_window;
+pub mod campaign_notice;
 pub mod contacts;
 pub mod engine_keys;
 pub mod error;

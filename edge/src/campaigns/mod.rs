@@ -155,14 +155,7 @@ pub enum Placement {
     Halt { reason: String },
 }
 
-/// A call of a campaign changed: from its tenant's call store (outbox).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct CallNotice {
-    pub campaign_id: String,
-    pub row: u32,
-    pub call_id: String,
-    pub status: CallStatus,
-}
+pub use crate::campaign_notice::CallNotice;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

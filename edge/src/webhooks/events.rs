@@ -256,6 +256,7 @@ pub fn call_event_payload(
         "name": record.name,
         "caller_name": record.caller_name,
         "caller_number": record.caller_number,
+        "campaign_id": record.campaign_id,
         "agent_id": record.agent_id,
         "schedule_at": record.schedule_at,
         "created_at": record.created_at,

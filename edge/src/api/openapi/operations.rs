@@ -101,6 +101,9 @@ pub(super) fn operation(id: RouteId) -> Value {
     if let Some(op) = super::contacts::operation(id) {
         return op;
     }
+    if let Some(op) = super::campaigns::operation(id) {
+        return op;
+    }
     match id {
         RouteId::PutNumber
         | RouteId::ListNumbers
@@ -122,6 +125,13 @@ pub(super) fn operation(id: RouteId) -> Value {
         | RouteId::GetContact
         | RouteId::UpdateContact
         | RouteId::DeleteContact => json!({}), // documented in `contacts.rs` (returned above)
+        RouteId::CreateCampaign
+        | RouteId::ListCampaigns
+        | RouteId::GetCampaign
+        | RouteId::StartCampaign
+        | RouteId::PauseCampaign
+        | RouteId::ResumeCampaign
+        | RouteId::CancelCampaign => json!({}), // documented in `campaigns.rs` (returned above)
         RouteId::Health => op("healthCheck", "meta", Auth::None, "Liveness check", "Answers 200 while the edge is up.")
             .ok(200, "The edge is up.", "Health")
             .build(),

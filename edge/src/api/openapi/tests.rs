@@ -57,6 +57,7 @@ struct Api {
     >,
     traffic: MemoryTraffic,
     directory: crate::directory::memory::MemoryDirectory,
+    campaigns: crate::campaigns::memory::MemoryCampaigns,
     /// Webhook jobs the requests queued.
     outbox: crate::webhooks::delivery::Outbox,
     spec: Value,
@@ -78,6 +79,7 @@ impl Api {
             calls: crate::calls::store::memory::test_calls(),
             traffic: MemoryTraffic::default(),
             directory: Default::default(),
+            campaigns: Default::default(),
             outbox: Default::default(),
             checker: Checker::new(&spec),
             spec,
@@ -112,6 +114,7 @@ impl Api {
         self.traffic.now_ms.set(NOW);
         self.calls.now_ms.set(NOW);
         self.calls.dispatch_queues.now_ms.set(NOW);
+        self.campaigns.now_ms.set(NOW);
         let env = Env {
             kv,
             dispatch_queues: &self.calls.dispatch_queues,
@@ -128,6 +131,7 @@ impl Api {
                 limit: self.auth_limit.get(),
                 ..crate::traffic::AUTH_FAILURES
             },
+            campaigns: &self.campaigns,
         };
         let resp = block_on(handle(&env, &req));
         block_on(self.calls.drain(kv, &self.outbox)).unwrap();
