@@ -660,6 +660,7 @@ pub async fn run_alarm<K: Kv, D: DispatchQueues>(
     else {
         return Ok(());
     };
+    let lease = *lease;
     let spec = &lease.spec;
     let tenant = get_json::<Tenant>(env.kv, &keys::tenant(&spec.tenant_id)).await?;
     let agent = get_json::<Agent>(env.kv, &keys::agent(&spec.tenant_id, &spec.agent_id)).await?;

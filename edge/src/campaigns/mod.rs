@@ -216,7 +216,7 @@ pub enum CampaignAnswer {
         status: CampaignStatus,
     },
     Leased {
-        lease: Option<Lease>,
+        lease: Option<Box<Lease>>,
     },
     Done,
 }
@@ -767,7 +767,7 @@ pub fn handle(
             }
         }
         CampaignRequest::Lease => Ok(CampaignAnswer::Leased {
-            lease: lease(sql, now_ms)?,
+            lease: lease(sql, now_ms)?.map(Box::new),
         }),
         CampaignRequest::Placed { row, placement } => {
             if let Some(r) = existing {
@@ -848,10 +848,11 @@ pub mod memory {
     use crate::sql::sqlite::LimitedSqlite;
     use std::cell::{Cell, RefCell};
     use std::collections::BTreeMap;
+    use std::rc::Rc;
 
     #[derive(Default)]
     pub struct MemoryCampaigns {
-        pub objects: RefCell<BTreeMap<String, LimitedSqlite>>,
+        pub objects: RefCell<BTreeMap<String, Rc<LimitedSqlite>>>,
         /// Each object's alarm, as its glue sets it after every request.
         pub alarms: RefCell<BTreeMap<String, Option<u64>>>,
         pub now_ms: Cell<u64>,
@@ -866,9 +867,10 @@ pub mod memory {
         ) -> Result<(), StoreError> {
             let ids: Vec<String> = self.objects.borrow().keys().cloned().collect();
             for id in ids {
-                let objects = self.objects.borrow();
-                let Some(db) = objects.get(&id) else { continue };
-                while drain_outbox(db, kv, self.now_ms.get(), |jobs| {
+                let Some(db) = self.objects.borrow().get(&id).cloned() else {
+                    continue;
+                };
+                while drain_outbox(&*db, kv, self.now_ms.get(), |jobs| {
                     outbox.push_queued(jobs);
                     std::future::ready(true)
                 })
@@ -893,12 +895,16 @@ pub mod memory {
                 let text = serde_json::to_string(&request).map_err(|e| corrupt("request", e))?;
                 let request: CampaignRequest =
                     serde_json::from_str(&text).map_err(|e| corrupt("request", e))?;
-                let mut objects = self.objects.borrow_mut();
-                let db = objects.entry(campaign_id.to_string()).or_insert_with(|| {
-                    let db = LimitedSqlite::new();
-                    open(&db).expect("schema");
-                    db
-                });
+                let db = self
+                    .objects
+                    .borrow_mut()
+                    .entry(campaign_id.to_string())
+                    .or_insert_with(|| {
+                        let db = LimitedSqlite::new();
+                        open(&db).expect("schema");
+                        Rc::new(db)
+                    })
+                    .clone();
                 let now = self.now_ms.get();
                 let answer = handle(&*db, request, now)?;
                 self.alarms

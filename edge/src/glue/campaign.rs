@@ -5,7 +5,10 @@
 //! `place_call`, report back) against this object's own rows.
 
 use crate::campaigns::{self, CampaignAnswer, CampaignRequest, Campaigns};
-use crate::glue::env::{DoSql, WorkersKv, KV_BINDING};
+use crate::glue::env::{
+    auth_failures, dev_mode, sealing_key, secret_or_var, DoSql, WorkersKv, KV_BINDING,
+};
+use crate::glue::stubs::CampaignEnvelope;
 use crate::store::StoreError;
 use crate::traffic::LocalFuture;
 use std::cell::Cell;
@@ -13,13 +16,6 @@ use worker::{console_log, durable_object, Date, Env, Request, Response, Result, 
 
 /// A drain that could not hand the event to the queue runs again this much later.
 const DRAIN_RETRY_MS: u64 = 2_000;
-
-/// What the Worker sends to a campaign's object.
-#[derive(serde::Serialize, serde::Deserialize)]
-pub(crate) struct CampaignEnvelope {
-    pub campaign_id: String,
-    pub request: CampaignRequest,
-}
 
 #[durable_object]
 pub struct Campaign {
@@ -133,11 +129,48 @@ impl worker::DurableObject for Campaign {
             return Response::ok("");
         };
         let own = Own(&sql);
-        if let Err(e) = crate::glue::run_campaign_alarm(&self.env, &own, &id).await {
+        if let Err(e) = run_alarm(&self.env, &own, &id).await {
             console_log!("campaign {id}: alarm: {e:?}");
         }
         let left = self.drain(&sql).await;
         self.rearm(&sql, left).await;
         Response::ok("")
     }
+}
+
+/// A campaign object's alarm: the service's `run_alarm` against the Worker's
+/// ports, with the object's own rows as its campaigns.
+async fn run_alarm(
+    env: &Env,
+    campaigns: &dyn crate::campaigns::Campaigns,
+    campaign_id: &str,
+) -> std::result::Result<(), crate::store::StoreError> {
+    let unavailable = |e: worker::Error| crate::store::StoreError::Unavailable(e.to_string());
+    let kv = WorkersKv(env.kv(KV_BINDING).map_err(unavailable)?);
+    let default_region =
+        secret_or_var(env, "DEFAULT_REGION").unwrap_or_else(|| "local".to_string());
+    let dispatch_queues = crate::glue::stubs::WorkersDispatchQueues(env);
+    let traffic = crate::glue::stubs::WorkersTraffic(env);
+    let calls = crate::glue::stubs::WorkersCalls(env);
+    let directory = crate::glue::stubs::WorkersDirectory(env);
+    let outbox = crate::webhooks::delivery::Outbox::default();
+    let sealing_key = sealing_key(env);
+    let senv = crate::api::env::Env {
+        kv: &kv,
+        dispatch_queues: &dispatch_queues,
+        now_ms: worker::Date::now().as_millis(),
+        admin_token: None,
+        dev_mode: dev_mode(env),
+        default_region: &default_region,
+        traffic: &traffic,
+        calls: &calls,
+        directory: &directory,
+        outbox: &outbox,
+        sealing_key: sealing_key.as_ref(),
+        auth_failures: auth_failures(env),
+        campaigns,
+    };
+    let result = crate::api::campaigns::run_alarm(&senv, campaign_id).await;
+    crate::glue::webhook_queue::send_jobs(env, outbox.take()).await;
+    result
 }

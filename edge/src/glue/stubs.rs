@@ -68,7 +68,14 @@ impl ObjectRequest for crate::directory::DirectoryRequest {
     const KIND: &'static str = "directory";
 }
 
-impl ObjectRequest for crate::glue::campaign::CampaignEnvelope {
+/// What the Worker (or a call store) sends to a campaign's object.
+#[derive(Serialize, Deserialize)]
+pub(crate) struct CampaignEnvelope {
+    pub campaign_id: String,
+    pub request: crate::campaigns::CampaignRequest,
+}
+
+impl ObjectRequest for CampaignEnvelope {
     type Answer = crate::campaigns::CampaignAnswer;
     const BINDING: &'static str = CAMPAIGN_BINDING;
     const KIND: &'static str = "campaign";
@@ -84,7 +91,7 @@ impl crate::campaigns::Campaigns for WorkersCampaigns<'_> {
         request: crate::campaigns::CampaignRequest,
     ) -> LocalFuture<'a, std::result::Result<crate::campaigns::CampaignAnswer, StoreError>> {
         Box::pin(async move {
-            let envelope = crate::glue::campaign::CampaignEnvelope {
+            let envelope = CampaignEnvelope {
                 campaign_id: campaign_id.to_string(),
                 request,
             };
