@@ -43,6 +43,12 @@ pub fn contact_id(now_ms: u64) -> String {
     format!("con_{inverted:012x}{}", hex::encode(random_bytes::<5>()))
 }
 
+/// Campaign ids sort newest first like call ids (`cmp_` + inverted time + random).
+pub fn campaign_id(now_ms: u64) -> String {
+    let inverted = 0xFFFF_FFFF_FFFFu64.saturating_sub(now_ms);
+    format!("cmp_{inverted:012x}{}", hex::encode(random_bytes::<5>()))
+}
+
 /// True for strings shaped like an id we mint (`prefix_` + lowercase hex).
 /// Checked before a KV lookup so junk never reaches storage keys.
 pub fn is_id(s: &str, prefix: &str) -> bool {

@@ -14,6 +14,8 @@
 //!   OpenAPI document; it uses every group below.
 //! - [`calls`]: a tenant's calls: the call store (the one writer), the call
 //!   state machine and recording uploads.
+//! - [`campaigns`]: a campaign's contacts, their state machine and its
+//!   pacing (the `Campaign` Durable Object's pure core).
 //! - [`webhooks`]: webhook events, their delivery jobs and signatures.
 //! - [`mail`]: the transcript email (its job, message and sans-IO SMTP
 //!   client), made with a call's end and sent through the delivery queue.
@@ -37,6 +39,7 @@
 
 pub mod api;
 pub mod calls;
+pub mod campaigns;
 pub mod dialects;
 pub mod directory;
 pub mod dispatch;
@@ -45,6 +48,7 @@ pub mod traffic;
 pub mod webhooks;
 
 pub mod calling_window;
+pub mod campaign_notice;
 pub mod contacts;
 pub mod engine_keys;
 pub mod error;

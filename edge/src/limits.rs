@@ -7,6 +7,8 @@
 
 /// Largest body any JSON endpoint accepts (the sidecar link's too).
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
+/// Largest body of `POST /v1/campaigns` (up to 100,000 contacts, JSON or CSV).
+pub const MAX_CAMPAIGN_BODY_BYTES: usize = 16 * 1024 * 1024;
 
 /// Page size of a listing when `limit` is not given.
 pub const LIST_LIMIT_DEFAULT: u32 = 20;

@@ -528,6 +528,13 @@ pub struct CallRecord {
     /// `from`; not in the public JSON).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub from_user: Option<u64>,
+    /// The campaign that placed the call (`cmp_...`; public, null otherwise).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub campaign_id: Option<String>,
+    /// The campaign contact's row the call is for (not in the public JSON):
+    /// its notices name the row.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub campaign_row: Option<u32>,
 }
 
 /// A call's `metadata`: the client's JSON object as text, exactly as given
@@ -673,6 +680,8 @@ impl CallRecord {
         // Always present: null means the trunk's number.
         fields.entry("caller_number").or_insert(Value::Null);
         fields.remove("from_user");
+        fields.remove("campaign_row");
+        fields.entry("campaign_id").or_insert(Value::Null);
         object_with_raw(
             &fields,
             "metadata",
@@ -729,6 +738,8 @@ pub fn test_call(status: CallStatus) -> CallRecord {
         placed_with: None,
         caller_number: None,
         from_user: None,
+        campaign_id: None,
+        campaign_row: None,
     }
 }
 

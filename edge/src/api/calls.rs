@@ -282,6 +282,8 @@ pub(crate) struct CallOrigin {
     pub caller_number: Option<String>,
     /// The directory user whose extension placed it.
     pub from_user: Option<u64>,
+    /// The campaign and the contact row it placed the call for.
+    pub campaign: Option<(String, u32)>,
 }
 
 /// Writes a validated, admitted call and queues it in its region: the one
@@ -298,7 +300,9 @@ pub(crate) async fn place_call<K: Kv, D: DispatchQueues>(
         placed_with,
         caller_number,
         from_user,
+        campaign,
     } = origin;
+    let (campaign_id, campaign_row) = campaign.unzip();
     let now = rfc3339_ms(env.now_ms);
     let reject_over_cap = input.reject_over_cap;
     let scheduled_reason = apply_calling_window(&agent, &mut input, env.now_ms)?;
@@ -369,6 +373,8 @@ pub(crate) async fn place_call<K: Kv, D: DispatchQueues>(
         placed_with,
         caller_number,
         from_user,
+        campaign_id,
+        campaign_row,
     };
     let mut queued = port::queued_call(&tenant.id, &record, env.now_ms);
     queued.max_concurrent = tenant.max_concurrent_calls;

@@ -25,6 +25,8 @@ pub struct Env<'a, K: Kv, D: DispatchQueues> {
     /// Each tenant's directory and the cross-tenant claims: the `Directory`
     /// Durable Objects in the Worker.
     pub directory: &'a dyn crate::directory::Directory,
+    /// Each campaign: its `Campaign` Durable Object in the Worker.
+    pub campaigns: &'a dyn crate::campaigns::Campaigns,
     /// Webhook deliveries this request produced; the glue queues them.
     pub outbox: &'a crate::webhooks::delivery::Outbox,
     /// `VOXLINE_SEALING_KEY`: seals engine API keys (none: they are refused).

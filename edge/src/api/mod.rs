@@ -12,6 +12,7 @@
 pub mod admin;
 pub mod auth;
 pub mod calls;
+pub mod campaigns;
 pub mod codeb;
 pub mod codeb_auth;
 pub mod codeb_users;
@@ -40,6 +41,7 @@ use crate::api::calls::{
     create_call, get_call, get_transcript, hangup_call, list_calls, prepare_call,
 };
 use crate::api::router::{route, Match, RouteId};
+use crate::campaigns::Action;
 use crate::engine_keys::secret_unavailable;
 
 use crate::dispatch::port::DispatchQueues;
@@ -153,7 +155,14 @@ async fn route_request<K: Kv, D: DispatchQueues>(
         | RouteId::ListContacts
         | RouteId::GetContact
         | RouteId::UpdateContact
-        | RouteId::DeleteContact => v1_route(env, req, id, p(0)).await,
+        | RouteId::DeleteContact
+        | RouteId::CreateCampaign
+        | RouteId::ListCampaigns
+        | RouteId::GetCampaign
+        | RouteId::StartCampaign
+        | RouteId::PauseCampaign
+        | RouteId::ResumeCampaign
+        | RouteId::CancelCampaign => v1_route(env, req, id, p(0)).await,
         RouteId::ListDeliveries | RouteId::GetDelivery | RouteId::RedeliverDelivery => {
             v1_route(env, req, id, p(0)).await
         }
@@ -282,7 +291,7 @@ async fn v1_route<K: Kv, D: DispatchQueues>(
     } else {
         None
     };
-    if id == RouteId::CreateMessage {
+    if matches!(id, RouteId::CreateMessage | RouteId::CreateCampaign) {
         idempotency = idempotency_of(req)?;
     }
     let admission = Admission {
@@ -371,6 +380,21 @@ async fn v1_route<K: Kv, D: DispatchQueues>(
         (RouteId::GetContact, _) => contacts::get_contact(env, &tenant, cid).await,
         (RouteId::UpdateContact, _) => contacts::update_contact(env, req, &tenant, cid).await,
         (RouteId::DeleteContact, _) => contacts::delete_contact(env, &tenant, cid).await,
+        (RouteId::CreateCampaign, _) => campaigns::create_campaign(env, req, &tenant).await,
+        (RouteId::ListCampaigns, _) => campaigns::list_campaigns(env, req, &tenant).await,
+        (RouteId::GetCampaign, _) => campaigns::get_campaign(env, &tenant, cid).await,
+        (RouteId::StartCampaign, _) => {
+            campaigns::control_campaign(env, req, &tenant, cid, Action::Start).await
+        }
+        (RouteId::PauseCampaign, _) => {
+            campaigns::control_campaign(env, req, &tenant, cid, Action::Pause).await
+        }
+        (RouteId::ResumeCampaign, _) => {
+            campaigns::control_campaign(env, req, &tenant, cid, Action::Resume).await
+        }
+        (RouteId::CancelCampaign, _) => {
+            campaigns::control_campaign(env, req, &tenant, cid, Action::Cancel).await
+        }
         (RouteId::ListDeliveries | RouteId::GetDelivery | RouteId::RedeliverDelivery, _) => {
             crate::api::webhooks::tenant_route(env, req, id, &tenant, cid).await
         }

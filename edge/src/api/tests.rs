@@ -24,6 +24,8 @@ struct World {
     calls: MemoryCalls<SqlCallRows<LimitedSqlite>>,
     traffic: MemoryTraffic,
     directory: crate::directory::memory::MemoryDirectory,
+    /// Each campaign's object (its alarm kept, fired by `campaign_alarm`).
+    campaigns: crate::campaigns::memory::MemoryCampaigns,
     /// Webhook jobs requests queued (the Worker sends them to Cloudflare Queues).
     outbox: crate::webhooks::delivery::Outbox,
     now: std::cell::Cell<u64>,
@@ -37,6 +39,7 @@ impl World {
             calls: test_calls(),
             traffic: MemoryTraffic::default(),
             directory: Default::default(),
+            campaigns: Default::default(),
             outbox: Default::default(),
             now: std::cell::Cell::new(NOW),
             sealing: Some(crate::webhooks::delivery::tests_support::sealing_key()),
@@ -67,7 +70,19 @@ impl World {
     fn send_req(&self, req: &ApiRequest) -> ApiResponse {
         // Each request gets a later clock, like real traffic.
         self.now.set(self.now.get() + 1);
+        self.with_env(|env| block_on(handle(env, req)))
+    }
+
+    /// Runs `f` against the ports at the current clock, then what the
+    /// Durable Objects do after answering: the queue reports to the call
+    /// stores, which hand their events to the delivery queue and their
+    /// campaign notices to the campaigns' objects.
+    fn with_env<T>(
+        &self,
+        f: impl FnOnce(&Env<'_, MemoryKv, crate::dispatch::port::memory::MemoryDispatchQueues>) -> T,
+    ) -> T {
         self.traffic.now_ms.set(self.now.get());
+        self.campaigns.now_ms.set(self.now.get());
         self.calls.now_ms.set(self.now.get());
         self.directory.now_ms.set(self.now.get());
         self.calls.dispatch_queues.now_ms.set(self.now.get());
@@ -85,13 +100,29 @@ impl World {
             outbox: &self.outbox,
             sealing_key: self.sealing.as_ref(),
             auth_failures: crate::traffic::AUTH_FAILURES,
+            campaigns: &self.campaigns,
         };
-        let resp = block_on(handle(&env, req));
-        // What the Durable Objects do after answering: the queue reports to
-        // the call stores, which hand their events to the delivery queue.
-        self.calls.apply_queue_reports().unwrap();
-        block_on(self.calls.drain(&self.kv, &self.outbox)).unwrap();
-        resp
+        let out = f(&env);
+        self.settle();
+        out
+    }
+
+    /// Reports applied, outboxes drained, campaign notices delivered.
+    fn settle(&self) {
+        use crate::campaigns::{CampaignRequest, Campaigns};
+        loop {
+            self.calls.apply_queue_reports().unwrap();
+            block_on(self.calls.drain(&self.kv, &self.outbox)).unwrap();
+            let notices = self.outbox.take_campaign_notices();
+            if notices.is_empty() {
+                break;
+            }
+            for notice in notices {
+                let id = notice.campaign_id.clone();
+                block_on(self.campaigns.send(&id, CampaignRequest::Notice { notice })).unwrap();
+            }
+        }
+        block_on(self.campaigns.drain(&self.kv, &self.outbox)).unwrap();
     }
 
     fn admin(&self, method: &str, path: &str, body: Option<Value>) -> Value {
@@ -2391,6 +2422,7 @@ fn failed_api_keys_are_counted_per_address_and_a_valid_key_never_waits_on_it() {
     assert_eq!(from("192.0.2.11", "ak_wrong").status, 401);
 }
 
+mod campaigns;
 mod codeb;
 mod codeb_auth;
 mod contacts;

@@ -601,6 +601,7 @@ async fn outbound_call<K: Kv, D: DispatchQueues>(
         placed_with: None,
         caller_number: call.caller_id.clone(),
         from_user: Some(user.pk),
+        campaign: None,
     };
     let record = place_call(env, tenant, input, agent, None, origin)
         .await

@@ -101,6 +101,10 @@ pub trait CallRows {
     fn delete_contact(&self, id: &str) -> Result<(), StoreError>;
     /// Public listing rows (`ContactRecord::summary`) matching `f`, at most `f.limit`.
     fn list_contacts(&self, f: &ContactFilter) -> Result<Vec<Value>, StoreError>;
+    /// Remembers one of the tenant's campaigns (the index its listing reads).
+    fn put_campaign(&self, campaign_id: &str) -> Result<(), StoreError>;
+    /// The tenant's campaign ids after `after` in id order (newest first), at most `limit`.
+    fn list_campaigns(&self, after: Option<&str>, limit: u32) -> Result<Vec<String>, StoreError>;
 }
 
 fn corrupt(what: &str, e: impl std::fmt::Display) -> StoreError {
@@ -139,6 +143,8 @@ const SCHEMA: &[&str] = &[
     "CREATE TABLE IF NOT EXISTS messages (id TEXT PRIMARY KEY, direction TEXT NOT NULL, status TEXT NOT NULL, summary TEXT NOT NULL, body TEXT NOT NULL) WITHOUT ROWID",
     "CREATE INDEX IF NOT EXISTS messages_by_status ON messages (status, id)",
     "CREATE TABLE IF NOT EXISTS contacts (id TEXT PRIMARY KEY, phone TEXT NOT NULL UNIQUE, summary TEXT NOT NULL, body TEXT NOT NULL) WITHOUT ROWID",
+    // The tenant's campaigns (each is its own `Campaign` object): ids only.
+    "CREATE TABLE IF NOT EXISTS campaigns (id TEXT PRIMARY KEY) WITHOUT ROWID",
 ];
 
 impl<S: Sql> CallRows for SqlCallRows<S> {
@@ -401,6 +407,25 @@ impl<S: Sql> CallRows for SqlCallRows<S> {
             .map(|r| from_text("contact listing row", &text_at(r, 0, "summary")?))
             .collect()
     }
+
+    fn put_campaign(&self, campaign_id: &str) -> Result<(), StoreError> {
+        self.0.exec(
+            "INSERT OR IGNORE INTO campaigns (id) VALUES (?)",
+            vec![campaign_id.into()],
+        )?;
+        Ok(())
+    }
+
+    fn list_campaigns(&self, after: Option<&str>, limit: u32) -> Result<Vec<String>, StoreError> {
+        self.0
+            .exec(
+                "SELECT id FROM campaigns WHERE id > ? ORDER BY id LIMIT ?",
+                vec![after.unwrap_or("").into(), i64::from(limit).into()],
+            )?
+            .iter()
+            .map(|r| text_at(r, 0, "campaign id"))
+            .collect()
+    }
 }
 
 /// [`CallRows`] in plain maps, for the CPU bench (wasm32-wasip1 has no SQLite).
@@ -419,6 +444,7 @@ pub mod memory_rows {
         events: RefCell<BTreeMap<i64, PendingEvent>>,
         messages: RefCell<BTreeMap<String, MessageRecord>>,
         contacts: RefCell<BTreeMap<String, ContactRecord>>,
+        campaigns: RefCell<std::collections::BTreeSet<String>>,
     }
 
     impl CallRows for MemoryCallRows {
@@ -573,6 +599,25 @@ pub mod memory_rows {
                 .filter(|c| f.phone.as_ref().is_none_or(|p| *p == c.phone))
                 .take(f.limit as usize)
                 .map(ContactRecord::summary)
+                .collect())
+        }
+        fn put_campaign(&self, campaign_id: &str) -> Result<(), StoreError> {
+            self.campaigns.borrow_mut().insert(campaign_id.to_string());
+            Ok(())
+        }
+        fn list_campaigns(
+            &self,
+            after: Option<&str>,
+            limit: u32,
+        ) -> Result<Vec<String>, StoreError> {
+            let after = after.unwrap_or("");
+            Ok(self
+                .campaigns
+                .borrow()
+                .iter()
+                .filter(|id| id.as_str() > after)
+                .take(limit as usize)
+                .cloned()
                 .collect())
         }
     }
@@ -1334,6 +1379,19 @@ pub trait Calls {
         tenant_id: &'a str,
         contact_id: &'a str,
     ) -> LocalFuture<'a, Result<Option<ContactRecord>, StoreError>>;
+    /// Adds a campaign to the tenant's index of campaigns.
+    fn index_campaign<'a>(
+        &'a self,
+        tenant_id: &'a str,
+        campaign_id: &'a str,
+    ) -> LocalFuture<'a, Result<(), StoreError>>;
+    /// A page of the tenant's campaign ids, newest first.
+    fn list_campaigns<'a>(
+        &'a self,
+        tenant_id: &'a str,
+        after: Option<&'a str>,
+        limit: u32,
+    ) -> LocalFuture<'a, Result<Vec<String>, StoreError>>;
 }
 
 /// One request to a tenant's `CallStore` object, and its answer: the wire
@@ -1400,6 +1458,13 @@ pub enum CallStoreRequest {
     DeleteContact {
         contact_id: String,
     },
+    IndexCampaign {
+        campaign_id: String,
+    },
+    ListCampaigns {
+        after: Option<String>,
+        limit: u32,
+    },
     /// From a region's queue: its numbered reports for this tenant.
     Reports {
         region: String,
@@ -1459,6 +1524,10 @@ pub enum CallStoreAnswer {
     ContactUpdated {
         updated: ContactUpdated,
     },
+    Campaigns {
+        ids: Vec<String>,
+    },
+    Done,
 }
 
 /// How a request reaches a tenant's store: a Durable Object stub in the
@@ -1788,6 +1857,38 @@ impl<T: CallStoreTransport> Calls for T {
             }
         })
     }
+    fn index_campaign<'a>(
+        &'a self,
+        tenant_id: &'a str,
+        campaign_id: &'a str,
+    ) -> LocalFuture<'a, Result<(), StoreError>> {
+        Box::pin(async move {
+            let request = CallStoreRequest::IndexCampaign {
+                campaign_id: campaign_id.into(),
+            };
+            match self.send(tenant_id, request).await? {
+                CallStoreAnswer::Done => Ok(()),
+                a => Err(unexpected(a)),
+            }
+        })
+    }
+    fn list_campaigns<'a>(
+        &'a self,
+        tenant_id: &'a str,
+        after: Option<&'a str>,
+        limit: u32,
+    ) -> LocalFuture<'a, Result<Vec<String>, StoreError>> {
+        Box::pin(async move {
+            let request = CallStoreRequest::ListCampaigns {
+                after: after.map(str::to_string),
+                limit,
+            };
+            match self.send(tenant_id, request).await? {
+                CallStoreAnswer::Campaigns { ids } => Ok(ids),
+                a => Err(unexpected(a)),
+            }
+        })
+    }
 }
 
 /// Runs one request against a tenant's rows: the whole of the Durable
@@ -1865,6 +1966,13 @@ pub async fn handle(
         },
         CallStoreRequest::DeleteContact { contact_id } => CallStoreAnswer::Contact {
             record: delete_contact(rows, &contact_id, now_ms)?,
+        },
+        CallStoreRequest::IndexCampaign { campaign_id } => {
+            rows.put_campaign(&campaign_id)?;
+            CallStoreAnswer::Done
+        }
+        CallStoreRequest::ListCampaigns { after, limit } => CallStoreAnswer::Campaigns {
+            ids: rows.list_campaigns(after.as_deref(), limit)?,
         },
         CallStoreRequest::Reports { region, reports } => CallStoreAnswer::Applied {
             up_to: apply_reports(rows, &region, &reports, now_ms, log)?,
@@ -2025,12 +2133,41 @@ where
         if let Some(mail) = crate::webhooks::events::mail_job(tenant_id, &event, &calls, now_ms)? {
             jobs.push(QueueJob::Mail(mail));
         }
+        if let Some(notice) = campaign_notice(rows, &event)? {
+            jobs.push(QueueJob::Campaign(notice));
+        }
         if !jobs.is_empty() && !send(jobs).await {
             return Ok(true);
         }
         rows.delete_event(id)?;
     }
     Ok(full)
+}
+
+/// A campaign's call was placed or has ended: its campaign's object is told
+/// (from the outbox, so the notice leaves with the change that caused it and
+/// is sent again until accepted; the object applies it once).
+fn campaign_notice(
+    rows: &impl CallRows,
+    event: &PendingEvent,
+) -> Result<Option<crate::campaign_notice::CallNotice>, StoreError> {
+    let placed_or_ended = event.event_type == WebhookEvent::CallQueued
+        || crate::webhooks::events::is_post_call_event(event.event_type);
+    if !placed_or_ended {
+        return Ok(None);
+    }
+    let Some(record) = rows.call(&event.call_id)? else {
+        return Ok(None);
+    };
+    let (Some(campaign_id), Some(row)) = (record.campaign_id, record.campaign_row) else {
+        return Ok(None);
+    };
+    Ok(Some(crate::campaign_notice::CallNotice {
+        campaign_id,
+        row,
+        call_id: record.id,
+        status: record.status,
+    }))
 }
 
 /// The calls of these rows, as making deliveries reads them (a dialect

@@ -117,6 +117,10 @@ impl Refusal {
             | E::ContactNotFound
             | E::ContactExists
             | E::ContactsFull
+            // Native API only (campaigns).
+            | E::CampaignNotFound
+            | E::CampaignStateConflict
+            | E::InvalidContacts
             | E::EngineKeysUnavailable
             | E::SecretsUnavailable
             | E::InternalError

@@ -3,6 +3,7 @@
 //! one access-log line per request (never headers, never bodies).
 
 mod call_store;
+mod campaign;
 mod directory;
 mod dispatch_queue;
 mod env;
@@ -49,9 +50,15 @@ async fn fetch(mut req: Request, env: Env, _ctx: Context) -> Result<Response> {
         .get("content-length")?
         .and_then(|v| v.trim().parse().ok());
     // Refuse oversized bodies before buffering them; the service re-checks
-    // the real length (chunked uploads carry no Content-Length).
+    // the real length (chunked uploads carry no Content-Length). A campaign's
+    // contact list may be larger than any other body.
+    let max_body = if method == "POST" && url.path() == "/v1/campaigns" {
+        crate::limits::MAX_CAMPAIGN_BODY_BYTES
+    } else {
+        MAX_BODY_BYTES
+    };
     let body = match declared_len {
-        Some(n) if n > MAX_BODY_BYTES => vec![0; MAX_BODY_BYTES + 1],
+        Some(n) if n > max_body => vec![0; max_body + 1],
         _ => match req.bytes().await {
             Ok(bytes) => bytes,
             Err(e) => {
@@ -101,6 +108,7 @@ async fn fetch(mut req: Request, env: Env, _ctx: Context) -> Result<Response> {
     let directory = crate::glue::stubs::WorkersDirectory(&env);
     let outbox = crate::webhooks::delivery::Outbox::default();
     let sealing_key = sealing_key(&env);
+    let campaigns = crate::glue::stubs::WorkersCampaigns(&env);
     let senv = ServiceEnv {
         kv: &kv,
         dispatch_queues: &dispatch_queues,
@@ -114,6 +122,7 @@ async fn fetch(mut req: Request, env: Env, _ctx: Context) -> Result<Response> {
         outbox: &outbox,
         sealing_key: sealing_key.as_ref(),
         auth_failures: auth_failures(&env),
+        campaigns: &campaigns,
     };
     let resp = api::handle(&senv, &api_req).await;
     // Webhook jobs go to the queue before the answer, so an accepted change's

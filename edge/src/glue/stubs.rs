@@ -24,6 +24,7 @@ pub const CALL_STORE_BINDING: &str = "CALL_STORE";
 pub const DISPATCH_QUEUE_BINDING: &str = "DISPATCH";
 pub const RATE_LIMITER_BINDING: &str = "RATE_LIMITER";
 pub const DIRECTORY_BINDING: &str = "DIRECTORY";
+pub const CAMPAIGN_BINDING: &str = "CAMPAIGN";
 /// The region a `DispatchQueue` object serves, sent with every request to it.
 pub const REGION_HEADER: &str = "x-voxline-region";
 
@@ -65,6 +66,38 @@ impl ObjectRequest for crate::directory::DirectoryRequest {
     type Answer = crate::directory::DirectoryAnswer;
     const BINDING: &'static str = DIRECTORY_BINDING;
     const KIND: &'static str = "directory";
+}
+
+/// What the Worker (or a call store) sends to a campaign's object.
+#[derive(Serialize, Deserialize)]
+pub(crate) struct CampaignEnvelope {
+    pub campaign_id: String,
+    pub request: crate::campaigns::CampaignRequest,
+}
+
+impl ObjectRequest for CampaignEnvelope {
+    type Answer = crate::campaigns::CampaignAnswer;
+    const BINDING: &'static str = CAMPAIGN_BINDING;
+    const KIND: &'static str = "campaign";
+}
+
+/// The Worker's (and the call stores') handle on the campaigns' objects.
+pub struct WorkersCampaigns<'a>(pub &'a Env);
+
+impl crate::campaigns::Campaigns for WorkersCampaigns<'_> {
+    fn send<'a>(
+        &'a self,
+        campaign_id: &'a str,
+        request: crate::campaigns::CampaignRequest,
+    ) -> LocalFuture<'a, std::result::Result<crate::campaigns::CampaignAnswer, StoreError>> {
+        Box::pin(async move {
+            let envelope = CampaignEnvelope {
+                campaign_id: campaign_id.to_string(),
+                request,
+            };
+            send(self.0, campaign_id, &[], &envelope).await
+        })
+    }
 }
 
 /// The Worker's handle on the tenants' directories (and the claims object).

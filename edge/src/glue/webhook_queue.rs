@@ -61,10 +61,24 @@ pub async fn send_all(env: &Env, jobs: Vec<QueueJob>) -> bool {
         }
     };
     for job in &jobs {
+        // A campaign's call notice goes to its object, not to the queue.
+        if let QueueJob::Campaign(notice) = job {
+            use crate::campaigns::{CampaignRequest, Campaigns};
+            let campaigns = crate::glue::stubs::WorkersCampaigns(env);
+            let request = CampaignRequest::Notice {
+                notice: notice.clone(),
+            };
+            if let Err(e) = campaigns.send(&notice.campaign_id, request).await {
+                console_log!("campaign {}: notice failed: {e:?}", notice.campaign_id);
+                return false;
+            }
+            continue;
+        }
         if let Err(e) = send_one(&queue, job, 0).await {
             let (id, what) = match job {
                 QueueJob::Webhook(j) => (j.delivery_id.as_str(), j.event_type.as_str()),
                 QueueJob::Mail(j) => (j.mail_id.as_str(), "transcript_email"),
+                QueueJob::Campaign(n) => (n.call_id.as_str(), "campaign_notice"),
             };
             console_log!("webhooks: queueing {id} ({what}) failed: {e}");
             return false;
@@ -173,6 +187,11 @@ async fn handle(
     {
         Some(QueueJob::Webhook(job)) => job,
         Some(QueueJob::Mail(job)) => return handle_mail(env, queue, mail, job, msg).await,
+        // Never queued (send_all hands notices to the campaign's object).
+        Some(QueueJob::Campaign(_)) => {
+            msg.ack();
+            return;
+        }
         None => {
             console_log!("webhooks: unreadable queue message {} dropped", msg.id());
             return msg.ack();

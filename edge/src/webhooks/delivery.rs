@@ -40,6 +40,7 @@ pub fn min_retry_step(dev_mode: bool) -> u32 {
 pub struct Outbox(
     std::cell::RefCell<Vec<DeliveryJob>>,
     std::cell::RefCell<Vec<MailJob>>,
+    std::cell::RefCell<Vec<crate::campaign_notice::CallNotice>>,
 );
 
 impl Outbox {
@@ -55,16 +56,22 @@ impl Outbox {
             match job {
                 QueueJob::Webhook(j) => self.0.borrow_mut().push(j),
                 QueueJob::Mail(j) => self.1.borrow_mut().push(j),
+                QueueJob::Campaign(n) => self.2.borrow_mut().push(n),
             }
         }
     }
     pub fn take_mails(&self) -> Vec<MailJob> {
         std::mem::take(&mut *self.1.borrow_mut())
     }
+    /// Campaign notices (the Worker sends each to its campaign's object).
+    pub fn take_campaign_notices(&self) -> Vec<crate::campaign_notice::CallNotice> {
+        std::mem::take(&mut *self.2.borrow_mut())
+    }
 }
 
 /// What the delivery queue carries: a webhook delivery, or a mail (the
-/// transcript email, `mail`). A mail job's `kind` field tells them apart;
+/// transcript email, `mail`); and what an outbox drain hands over besides,
+/// a campaign's call notice. A mail job's `kind` field tells them apart;
 /// webhook jobs are written exactly as before, so messages queued by an
 /// earlier version read as they did.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -72,6 +79,9 @@ impl Outbox {
 pub enum QueueJob {
     Mail(MailJob),
     Webhook(DeliveryJob),
+    /// A campaign's call was placed or ended: for its `Campaign` object
+    /// (the call store's drain sends it there directly, not to the queue).
+    Campaign(crate::campaign_notice::CallNotice),
 }
 
 /// One delivery of one event to one endpoint, as a queue message. It carries
@@ -819,7 +829,13 @@ mod tests {
             d["transcript_url"].as_str(),
             Some("/v1/calls/call_1/transcript")
         );
-        for k in ["recording_url", "sip_code", "caller_name", "caller_number"] {
+        for k in [
+            "recording_url",
+            "sip_code",
+            "caller_name",
+            "caller_number",
+            "campaign_id",
+        ] {
             assert!(d[k].is_null() && d.get(k).is_some(), "{k}");
         }
         let queued: Value = serde_json::from_str(&call_event_payload(

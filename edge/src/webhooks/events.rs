@@ -49,11 +49,13 @@ pub enum WebhookEvent {
     ContactUpdated,
     #[serde(rename = "contact.deleted")]
     ContactDeleted,
+    #[serde(rename = "campaign.completed")]
+    CampaignCompleted,
 }
 
 impl WebhookEvent {
     /// Every event type, in the order of [`WEBHOOK_EVENTS`].
-    pub const ALL: [WebhookEvent; 15] = [
+    pub const ALL: [WebhookEvent; 16] = [
         WebhookEvent::CallQueued,
         WebhookEvent::CallRinging,
         WebhookEvent::CallAnswered,
@@ -69,6 +71,7 @@ impl WebhookEvent {
         WebhookEvent::ContactCreated,
         WebhookEvent::ContactUpdated,
         WebhookEvent::ContactDeleted,
+        WebhookEvent::CampaignCompleted,
     ];
 
     /// The name on the wire, as serde writes it.
@@ -89,6 +92,7 @@ impl WebhookEvent {
             WebhookEvent::ContactCreated => "contact.created",
             WebhookEvent::ContactUpdated => "contact.updated",
             WebhookEvent::ContactDeleted => "contact.deleted",
+            WebhookEvent::CampaignCompleted => "campaign.completed",
         }
     }
 
@@ -109,7 +113,8 @@ impl WebhookEvent {
             | WebhookEvent::RecordingSaved
             | WebhookEvent::ContactCreated
             | WebhookEvent::ContactUpdated
-            | WebhookEvent::ContactDeleted => None,
+            | WebhookEvent::ContactDeleted
+            | WebhookEvent::CampaignCompleted => None,
         }
     }
 
@@ -123,9 +128,11 @@ impl WebhookEvent {
         }
     }
 
-    /// Whether the event is about a call (not a text message or a contact).
+    /// Whether the event is about a call (not a text message, a contact or a campaign).
     pub fn is_about_a_call(self) -> bool {
-        self.message_event().is_none() && self.contact_event().is_none()
+        self.message_event().is_none()
+            && self.contact_event().is_none()
+            && self != WebhookEvent::CampaignCompleted
     }
 
     pub fn parse(s: &str) -> Option<WebhookEvent> {
@@ -181,7 +188,8 @@ pub struct PendingEvent {
     pub event_id: String,
     pub event_type: WebhookEvent,
     /// The call the event is about, or the text message (`msg_...`) for
-    /// the `message.*` events, or the contact (`con_...`) for `contact.*`.
+    /// the `message.*` events, the contact (`con_...`) for `contact.*`, the
+    /// campaign (`cmp_...`) for `campaign.completed`.
     pub call_id: String,
     /// The exact body every endpoint receives.
     pub payload: String,
@@ -248,6 +256,7 @@ pub fn call_event_payload(
         "name": record.name,
         "caller_name": record.caller_name,
         "caller_number": record.caller_number,
+        "campaign_id": record.campaign_id,
         "agent_id": record.agent_id,
         "schedule_at": record.schedule_at,
         "created_at": record.created_at,

@@ -22,6 +22,7 @@
 //! [`WEBHOOK_EVENTS`]: crate::webhooks::events::WEBHOOK_EVENTS
 
 mod builders;
+mod campaigns;
 #[cfg(test)]
 mod checker;
 mod codeb;
@@ -63,6 +64,7 @@ pub fn spec() -> Value {
     let mut tags = vec![
         json!({"name": "calls", "description": "Place, inspect and hang up calls. Authenticated with a tenant API key."}),
         json!({"name": "messages", "description": "Send text messages (SMS) from the tenant's numbers and read those sent and received. Authenticated with a tenant API key."}),
+        json!({"name": "campaigns", "description": "Campaigns: a list of contacts (JSON or CSV, up to 100,000) dialled by one agent at a pacing rate within a concurrency limit and a calling window; start, pause, resume, cancel, progress counts and a `campaign.completed` webhook. Authenticated with a tenant API key."}),
         json!({"name": "contacts", "description": "The tenant's address book: contacts with a unique phone, a name, an email and your metadata; every change is a webhook event. Authenticated with a tenant API key."}),
         json!({"name": "admin", "description": "Operator API: tenants, agents, API keys, dialect credentials and webhook endpoints. Authenticated with the admin token."}),
         json!({"name": "webhooks", "description": "The tenant's webhook delivery log and redelivery. Authenticated with a tenant API key."}),

@@ -33,6 +33,7 @@ pub(super) fn webhook_operations() -> Value {
             WebhookEvent::ContactCreated => ("WebhookContactEvent", "A contact was created (`POST /v1/contacts`): the contact."),
             WebhookEvent::ContactUpdated => ("WebhookContactEvent", "A contact's values changed (`PATCH /v1/contacts/{contact_id}`): the contact as it is now, with `updated_fields`, the fields that changed."),
             WebhookEvent::ContactDeleted => ("WebhookContactEvent", "A contact was deleted: the contact as it was."),
+            WebhookEvent::CampaignCompleted => ("WebhookCampaignEvent", "Sent once when a campaign has finished: every contact dialled and every call ended (`status` `completed`), or cancelled once its last call in flight has ended (`status` `cancelled`); `data` is the campaign with its final `counts`. Endpoints with an `agent_id` filter do not receive it."),
         };
         out.insert(event.to_string(), json!({"post": {
             "operationId": format!("webhook_{}", event.as_str().replace('.', "_")),
@@ -100,6 +101,9 @@ pub(super) fn operation(id: RouteId) -> Value {
     if let Some(op) = super::contacts::operation(id) {
         return op;
     }
+    if let Some(op) = super::campaigns::operation(id) {
+        return op;
+    }
     match id {
         RouteId::PutNumber
         | RouteId::ListNumbers
@@ -121,6 +125,13 @@ pub(super) fn operation(id: RouteId) -> Value {
         | RouteId::GetContact
         | RouteId::UpdateContact
         | RouteId::DeleteContact => json!({}), // documented in `contacts.rs` (returned above)
+        RouteId::CreateCampaign
+        | RouteId::ListCampaigns
+        | RouteId::GetCampaign
+        | RouteId::StartCampaign
+        | RouteId::PauseCampaign
+        | RouteId::ResumeCampaign
+        | RouteId::CancelCampaign => json!({}), // documented in `campaigns.rs` (returned above)
         RouteId::Health => op("healthCheck", "meta", Auth::None, "Liveness check", "Answers 200 while the edge is up.")
             .ok(200, "The edge is up.", "Health")
             .build(),

@@ -74,34 +74,36 @@ subscription secret). A rotation signs `calldock` and `codeb` deliveries with th
 See docs/dialects.md."}),
     );
 
+    let mut error = record(
+        "The failure.",
+        vec![
+            (
+                "code",
+                json!({"type": "string", "enum": ErrorCode::ALL.iter().map(|c| c.as_str()).collect::<Vec<_>>(),
+                "description": error_code_description()}),
+            ),
+            (
+                "message",
+                json!({"type": "string", "minLength": 1, "description": "For humans; wording may change."}),
+            ),
+            (
+                "field",
+                nullable(
+                    json!({"type": "string", "description": "The body field or query parameter at fault, if any."}),
+                ),
+            ),
+        ],
+    );
+    // Only with `invalid_contacts`: not required.
+    error["properties"]["rows"] = json!({"type": "array", "description": "`invalid_contacts` only: the invalid contact rows (at most 100).",
+        "items": {"type": "object", "required": ["row", "code", "field", "message"], "properties": {
+            "row": {"type": "integer", "minimum": 1, "description": "A JSON contact's 1-based position in `contacts`; a CSV row's line (the header is line 1)."},
+            "code": {"type": "string", "description": "What is wrong, as an error code (`invalid_phone_number`, `missing_field`, `invalid_value`, ...)."},
+            "field": {"type": ["string", "null"]},
+            "message": {"type": "string"}}}});
     add(
         "Error",
-        record(
-            "The one error shape of the API.",
-            vec![(
-                "error",
-                record(
-                    "The failure.",
-                    vec![
-                        (
-                            "code",
-                            json!({"type": "string", "enum": ErrorCode::ALL.iter().map(|c| c.as_str()).collect::<Vec<_>>(),
-                            "description": error_code_description()}),
-                        ),
-                        (
-                            "message",
-                            json!({"type": "string", "minLength": 1, "description": "For humans; wording may change."}),
-                        ),
-                        (
-                            "field",
-                            nullable(
-                                json!({"type": "string", "description": "The body field or query parameter at fault, if any."}),
-                            ),
-                        ),
-                    ],
-                ),
-            )],
-        ),
+        record("The one error shape of the API.", vec![("error", error)]),
     );
     add(
         "OpenApiDocument",
@@ -137,6 +139,7 @@ See docs/dialects.md."}),
                 ("name", nullable(json!({"type": "string"}))),
                 ("caller_name", nullable(json!({"type": "string", "description": "The caller-ID label the callee is shown (SIP `From` display-name); null: the trunk's."}))),
                 ("caller_number", nullable(with_description(phone.clone(), "The caller ID number the callee is shown (SIP `From` user), one of the tenant's numbers; null: the trunk's."))),
+                ("campaign_id", nullable(with_description(id_schema("cmp"), "The campaign that placed the call (`/v1/campaigns/{campaign_id}`); null for a call placed otherwise."))),
                 ("email", nullable(json!({"type": "string"}))),
                 ("transcript_email", nullable(json!({"type": "string", "description": "Where the transcript and outcome are emailed when the call ends."}))),
                 ("metadata", nullable(json!({"type": "object", "description": "Your own data, returned as given."}))),
@@ -856,6 +859,7 @@ A call already queued inside the window is not stopped when the window closes.";
                 ("name", nullable(json!({"type": "string"}))),
                 ("caller_name", nullable(json!({"type": "string", "description": "The caller-ID label the callee is shown (SIP `From` display-name); null: the trunk's."}))),
                 ("caller_number", nullable(with_description(phone.clone(), "The caller ID number the callee is shown (SIP `From` user), one of the tenant's numbers; null: the trunk's."))),
+                ("campaign_id", nullable(with_description(id_schema("cmp"), "The campaign that placed the call; null for a call placed otherwise."))),
                 ("agent_id", id_schema("agt")),
                 ("metadata", nullable(json!({"type": "object", "description": "Your metadata, as given when placing the call."}))),
                 ("schedule_at", nullable(timestamp())),
@@ -1325,6 +1329,7 @@ internal names, numeric IPv4 forms, IPv6 forms embedding an IPv4 address and `us
     ], &["sidecar_id", "region"]));
     super::directory::schemas(&mut s);
     super::contacts::schemas(&mut s);
+    super::campaigns::schemas(&mut s);
     Value::Object(s)
 }
 

@@ -57,6 +57,7 @@ struct Api {
     >,
     traffic: MemoryTraffic,
     directory: crate::directory::memory::MemoryDirectory,
+    campaigns: crate::campaigns::memory::MemoryCampaigns,
     /// Webhook jobs the requests queued.
     outbox: crate::webhooks::delivery::Outbox,
     spec: Value,
@@ -78,6 +79,7 @@ impl Api {
             calls: crate::calls::store::memory::test_calls(),
             traffic: MemoryTraffic::default(),
             directory: Default::default(),
+            campaigns: Default::default(),
             outbox: Default::default(),
             checker: Checker::new(&spec),
             spec,
@@ -112,6 +114,7 @@ impl Api {
         self.traffic.now_ms.set(NOW);
         self.calls.now_ms.set(NOW);
         self.calls.dispatch_queues.now_ms.set(NOW);
+        self.campaigns.now_ms.set(NOW);
         let env = Env {
             kv,
             dispatch_queues: &self.calls.dispatch_queues,
@@ -128,6 +131,7 @@ impl Api {
                 limit: self.auth_limit.get(),
                 ..crate::traffic::AUTH_FAILURES
             },
+            campaigns: &self.campaigns,
         };
         let resp = block_on(handle(&env, &req));
         block_on(self.calls.drain(kv, &self.outbox)).unwrap();
@@ -270,6 +274,8 @@ struct World {
     mid: String,
     /// A contact of the tenant.
     conid: String,
+    /// A campaign of the tenant (created, not started).
+    cmpid: String,
 }
 
 /// A receiver that answers every delivery with one status.
@@ -445,9 +451,19 @@ fn provision(api: &Api, name: &str) -> World {
         ),
         201,
     );
+    let campaign = expect(
+        api.send(
+            "POST",
+            "/v1/campaigns",
+            Some(&key),
+            Some(&json!({"contacts": [{"phone": "+14155550197"}]})),
+        ),
+        201,
+    );
     World {
         mid: id_of(&message),
         conid: id_of(&contact),
+        cmpid: id_of(&campaign),
         user,
         number,
         v360kid,
@@ -500,6 +516,7 @@ fn world_param(w: &World) -> impl Fn(&str) -> String + '_ {
         "delivery_id" => w.did.clone(),
         "message_id" => w.mid.clone(),
         "contact_id" => w.conid.clone(),
+        "campaign_id" => w.cmpid.clone(),
         "slug" => "reminder".to_string(),
         "username" => w.user.clone(),
         "number" => w.number.clone(),
@@ -520,6 +537,7 @@ fn missing_id(name: &str) -> String {
         "delivery_id" => "dlv",
         "message_id" => "msg",
         "contact_id" => "con",
+        "campaign_id" => "cmp",
         "sidecar_id" => return "sc-missing".to_string(),
         "slug" => return "no-such-prompt".to_string(),
         "username" => return "nobody".to_string(),
@@ -2083,6 +2101,7 @@ fn every_route_answers_as_documented() {
     messages_answer_as_documented(&api, &w);
     // Contacts.
     contacts_answer_as_documented(&api, &w);
+    campaigns_answer_as_documented(&api, &w);
 
     // Calls.
     let key = Some(w.key.as_str());
@@ -2480,6 +2499,7 @@ fn every_route_answers_as_documented() {
             || r.1.starts_with("/v1/webhooks")
             || r.1.starts_with("/v1/messages")
             || r.1.starts_with("/v1/contacts")
+            || r.1.starts_with("/v1/campaigns")
     }) {
         let body = (*method == "POST").then(|| json!({"phone": "+14155550123"}));
         let body = if pattern.ends_with("/hangup") {
@@ -2643,6 +2663,7 @@ fn every_route_answers_as_documented() {
         200,
     );
     let too_big = format!("{{{}}}", " ".repeat(MAX_BODY_BYTES));
+    let too_big_campaign = format!("{{{}}}", " ".repeat(MAX_CAMPAIGN_BODY_BYTES));
     for (method, pattern, _) in ROUTES {
         let Some(scheme) = security_of(&spec, method, pattern) else {
             continue;
@@ -2689,6 +2710,10 @@ fn every_route_answers_as_documented() {
         }
         if !operation_of(&spec, method, pattern)["requestBody"].is_null() {
             let j = Some(JSON_CT);
+            let too_big = match *pattern {
+                "/v1/campaigns" => &too_big_campaign,
+                _ => &too_big,
+            };
             expect_error(
                 api.raw(method, &path, Some(token), j, too_big.as_bytes()),
                 413,
@@ -3148,4 +3173,143 @@ fn contacts_answer_as_documented(api: &Api, w: &World) {
     expect_error(post(json!({"phone": "+14155557101"})), 409, "contacts_full");
     rows.put_value(count, &before).unwrap();
     expect(api.send("DELETE", &path, key, None), 200);
+}
+
+/// `/v1/campaigns`: every documented answer but the generic ones.
+fn campaigns_answer_as_documented(api: &Api, w: &World) {
+    let key = Some(w.key.as_str());
+    let post = |body: Value| api.send("POST", "/v1/campaigns", key, Some(&body));
+    let created = expect(
+        post(
+            json!({"name": "docs", "calling_window": {"days": ["mon"], "start": "09:00", "end": "17:00", "time_zone": "Europe/Berlin"},
+            "contacts": [{"phone": "+14155550190", "name": "Ada", "metadata": {"a": 1}}, {"phone": "+14155550191"}]}),
+        ),
+        201,
+    );
+    let path = format!("/v1/campaigns/{}", id_of(&created));
+    let csv = api.raw(
+        "POST",
+        "/v1/campaigns?calls_per_minute=5&record=true",
+        key,
+        Some("text/csv"),
+        b"phone,name,crm\n+14155550192,Bo,1\n",
+    );
+    assert_eq!(csv.status, 201, "{}", csv.body);
+    let bad = expect_error(
+        post(json!({"contacts": [{"phone": "+1"}, {"phone": "+1"}]})),
+        422,
+        "invalid_contacts",
+    );
+    assert_eq!(bad["error"]["rows"].as_array().unwrap().len(), 2);
+    expect_error(post(json!({})), 422, "missing_field");
+    expect_error(
+        post(json!({"contacts": [{"phone": "+14155550190"}], "calls_per_minute": 0})),
+        422,
+        "out_of_range",
+    );
+    expect_error(
+        post(
+            json!({"contacts": [{"phone": "+14155550190"}], "agent_id": "agt_00000000000000000000"}),
+        ),
+        422,
+        "unknown_agent",
+    );
+    expect_error(
+        api.send(
+            "POST",
+            "/v1/campaigns?x=1",
+            key,
+            Some(&json!({"contacts": []})),
+        ),
+        400,
+        "invalid_parameter",
+    );
+    expect(api.send("GET", &path, key, None), 200);
+    for action in ["start", "pause", "resume", "cancel"] {
+        expect(
+            api.send("POST", &format!("{path}/{action}"), key, None),
+            200,
+        );
+    }
+    for action in ["start", "pause", "resume"] {
+        expect_error(
+            api.send("POST", &format!("{path}/{action}"), key, None),
+            409,
+            "campaign_state_conflict",
+        );
+    }
+    // A disabled agent: 409.
+    let t = &w.tid;
+    let off = expect(
+        api.admin(
+            "POST",
+            &format!("/admin/tenants/{t}/agents"),
+            Some(json!({"name": "off"})),
+        ),
+        201,
+    );
+    expect(
+        api.admin(
+            "PATCH",
+            &format!("/admin/tenants/{t}/agents/{}", id_of(&off)),
+            Some(json!({"enabled": false})),
+        ),
+        200,
+    );
+    expect_error(
+        post(json!({"contacts": [{"phone": "+14155550190"}], "agent_id": id_of(&off)})),
+        409,
+        "agent_disabled",
+    );
+    // A completed campaign cannot be cancelled: its one call placed and ended.
+    let done = expect(post(json!({"contacts": [{"phone": "+14155550193"}]})), 201);
+    let done_path = format!("/v1/campaigns/{}", id_of(&done));
+    expect(
+        api.send("POST", &format!("{done_path}/start"), key, None),
+        200,
+    );
+    {
+        use crate::campaigns::{CampaignRequest, Campaigns, Placement};
+        let id = id_of(&done);
+        block_on(api.campaigns.send(&id, CampaignRequest::Lease)).unwrap();
+        let placement = Placement::Placed {
+            call_id: "call_00000000000000000001".into(),
+            status: CallStatus::Completed,
+        };
+        block_on(
+            api.campaigns
+                .send(&id, CampaignRequest::Placed { row: 1, placement }),
+        )
+        .unwrap();
+    }
+    assert_eq!(
+        expect(api.send("GET", &done_path, key, None), 200)["status"],
+        "completed"
+    );
+    expect_error(
+        api.send("POST", &format!("{done_path}/cancel"), key, None),
+        409,
+        "campaign_state_conflict",
+    );
+    let page = expect(api.send("GET", "/v1/campaigns?limit=1", key, None), 200);
+    let cursor = page["next_cursor"].as_str().expect("more campaigns");
+    expect(
+        api.send(
+            "GET",
+            &format!("/v1/campaigns?limit=1&cursor={cursor}"),
+            key,
+            None,
+        ),
+        200,
+    );
+    expect_error(
+        api.send("GET", "/v1/campaigns?limit=0", key, None),
+        400,
+        "invalid_parameter",
+    );
+    expect_error(
+        api.send("GET", "/v1/campaigns?cursor=zz", key, None),
+        400,
+        "invalid_cursor",
+    );
 }
