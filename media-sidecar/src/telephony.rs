@@ -20,12 +20,28 @@ use crate::sip::text_message::{self, reasons, Imdn, MessageEnd, MessageSpec};
 use crate::sip::transaction::Timers;
 use crate::sip::udp::{DriverError, InboundRequest, SipUdp, Trunk};
 
+/// What a SIGHUP may change (see [`Telephony::reload`]): the trunks and
+/// the per-call limits. A call loads it once when it is placed and keeps
+/// that snapshot to its end.
+#[derive(Debug, Clone)]
+pub struct DialPlan {
+    /// Resolved, in priority order.
+    pub trunks: Vec<Trunk>,
+    /// The first trunk's caller ID.
+    pub from_number: String,
+    /// `[telephony]` as in force: the reloadable keys (trunks, ring and
+    /// failover timeouts, redirects, codecs) from the latest good config,
+    /// the rest (sockets, addresses, recordings) as at start.
+    pub cfg: config::Telephony,
+}
+
 /// What every call of this sidecar shares.
 pub struct Telephony {
     pub(crate) sip: SipUdp,
     pub(crate) ports: Arc<PortAllocator>,
-    pub(crate) trunks: Vec<Trunk>,
-    pub(crate) from_number: String,
+    /// Swapped whole by [`Telephony::reload`]; readers never wait.
+    dial_plan: arc_swap::ArcSwap<DialPlan>,
+    /// `[telephony]` as at start (what a reload cannot change).
     pub(crate) cfg: config::Telephony,
     /// The operator's exceptions to the guard on tenants' engine URLs.
     pub(crate) engine_allowed_hosts: AllowedHosts,
@@ -39,9 +55,48 @@ impl std::fmt::Debug for Telephony {
             f,
             "Telephony(sip {}, {} trunks)",
             self.sip.local_addr(),
-            self.trunks.len()
+            self.dial_plan.load().trunks.len()
         )
     }
+}
+
+/// Resolves the configured trunks (in the order given: `finish` sorted
+/// them by priority) into what the SIP endpoint dials.
+pub async fn resolve_trunks(cfg: &config::Telephony) -> Result<Vec<Trunk>, String> {
+    let mut trunks = Vec::new();
+    for t in &cfg.trunks {
+        let addr = tokio::net::lookup_host((t.host.as_str(), t.port))
+            .await
+            .map_err(|e| format!("trunk `{}`: cannot resolve {}: {e}", t.name, t.host))?
+            .next()
+            .ok_or_else(|| format!("trunk `{}`: {} has no address", t.name, t.host))?;
+        let credentials = match (&t.username, &t.password) {
+            (Some(u), Some(p)) => Some(Credentials {
+                username: u.clone(),
+                password: String::from_utf8_lossy(p.expose()).into_owned(),
+                realm: t.realm.clone(),
+            }),
+            _ => None,
+        };
+        trunks.push(Trunk {
+            addr,
+            domain: Some(t.host.clone()),
+            credentials,
+            in_dialog_from_trunk_only: t.in_dialog_from_trunk_only(),
+            require_100rel: t.require_100rel,
+            session_timer: (t.session_expires_seconds > 0).then_some(SessionTimerConfig {
+                expires_s: t.session_expires_seconds,
+                min_se_s: t.min_se_seconds,
+                ms_per_s: 1_000,
+            }),
+            identity: match t.identity_header {
+                config::IdentityHeaderKind::None => IdentityHeader::None,
+                config::IdentityHeaderKind::Pai => IdentityHeader::PAssertedIdentity,
+                config::IdentityHeaderKind::Rpid => IdentityHeader::RemotePartyId,
+            },
+        });
+    }
+    Ok(trunks)
 }
 
 impl Telephony {
@@ -55,39 +110,7 @@ impl Telephony {
             .trunks
             .first()
             .ok_or("no [[telephony.trunks]] configured")?;
-        let mut trunks = Vec::new();
-        for t in &cfg.trunks {
-            let addr = tokio::net::lookup_host((t.host.as_str(), t.port))
-                .await
-                .map_err(|e| format!("trunk `{}`: cannot resolve {}: {e}", t.name, t.host))?
-                .next()
-                .ok_or_else(|| format!("trunk `{}`: {} has no address", t.name, t.host))?;
-            let credentials = match (&t.username, &t.password) {
-                (Some(u), Some(p)) => Some(Credentials {
-                    username: u.clone(),
-                    password: String::from_utf8_lossy(p.expose()).into_owned(),
-                    realm: t.realm.clone(),
-                }),
-                _ => None,
-            };
-            trunks.push(Trunk {
-                addr,
-                domain: Some(t.host.clone()),
-                credentials,
-                in_dialog_from_trunk_only: t.in_dialog_from_trunk_only(),
-                require_100rel: t.require_100rel,
-                session_timer: (t.session_expires_seconds > 0).then_some(SessionTimerConfig {
-                    expires_s: t.session_expires_seconds,
-                    min_se_s: t.min_se_seconds,
-                    ms_per_s: 1_000,
-                }),
-                identity: match t.identity_header {
-                    config::IdentityHeaderKind::None => IdentityHeader::None,
-                    config::IdentityHeaderKind::Pai => IdentityHeader::PAssertedIdentity,
-                    config::IdentityHeaderKind::Rpid => IdentityHeader::RemotePartyId,
-                },
-            });
-        }
+        let trunks = resolve_trunks(cfg).await?;
         let mut endpoint = EndpointConfig::new(SocketAddr::new(cfg.bind_ip, cfg.sip_port));
         endpoint.inbound_trunks = trunks.clone();
         endpoint.public = cfg
@@ -101,12 +124,68 @@ impl Telephony {
         Ok(Telephony {
             sip,
             ports,
-            trunks,
-            from_number: first.from_number.clone(),
+            dial_plan: arc_swap::ArcSwap::from_pointee(DialPlan {
+                trunks,
+                from_number: first.from_number.clone(),
+                cfg: cfg.clone(),
+            }),
             cfg: cfg.clone(),
             engine_allowed_hosts,
             inbound: Mutex::new(Some(inbound)),
         })
+    }
+
+    /// The dial plan in force now (a snapshot: a reload does not change it).
+    pub fn dial_plan(&self) -> Arc<DialPlan> {
+        self.dial_plan.load_full()
+    }
+
+    /// SIGHUP: rebuilds the dial plan from `new` (a config already checked)
+    /// and swaps it in. New calls and texts use it; calls in progress keep
+    /// the plan they were placed with. Keys that need a restart (sockets,
+    /// addresses, RTP range, recordings) keep their start values, and are
+    /// named in the answer when `new` changes them. Inbound texts are still
+    /// taken from the trunk addresses known at start (the SIP endpoint's).
+    /// On error nothing changes.
+    pub async fn reload(&self, new: &config::Telephony) -> Result<Vec<&'static str>, String> {
+        let first = new
+            .trunks
+            .first()
+            .ok_or("no [[telephony.trunks]] in the new config: keeping the old ones")?;
+        let trunks = resolve_trunks(new).await?;
+        let old = &self.cfg;
+        let mut cfg = new.clone();
+        let mut kept = Vec::new();
+        macro_rules! keep {
+            ($($field:ident),*) => {$(
+                if cfg.$field != old.$field {
+                    kept.push(stringify!($field));
+                    cfg.$field = old.$field.clone();
+                }
+            )*};
+        }
+        keep!(
+            bind_ip,
+            public_ip,
+            public_sip_port,
+            sip_port,
+            rtp_port_min,
+            rtp_port_max
+        );
+        // The spool path main() settled at start (the file may name none).
+        cfg.recordings_dir = old.recordings_dir.clone();
+        let plan = DialPlan {
+            trunks,
+            from_number: first.from_number.clone(),
+            cfg,
+        };
+        tracing::info!(
+            trunks = plan.trunks.len(),
+            ring_timeout_s = plan.cfg.ring_timeout_seconds,
+            "dial plan reloaded"
+        );
+        self.dial_plan.store(Arc::new(plan));
+        Ok(kept)
     }
 
     /// The texts the trunks send us (once: the lease driver takes them).
@@ -120,7 +199,7 @@ impl Telephony {
     /// asked for, is the offer's `message_id`.
     pub async fn send_message(&self, offer: &MessageOffer, now_ms: u64) -> MessageEnd {
         let spec = MessageSpec {
-            trunks: self.trunks.clone(),
+            trunks: self.dial_plan.load().trunks.clone(),
             to_user: offer.to.clone(),
             from_user: offer.from.clone(),
             body: offer.body.clone(),

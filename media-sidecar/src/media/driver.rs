@@ -658,6 +658,7 @@ impl Task {
         }
         let stats = self.session.stats();
         self.stats_tx.send_replace(stats);
+        crate::metrics::global().media_ended(self.session.config().codec, &stats);
         stats
     }
 }
