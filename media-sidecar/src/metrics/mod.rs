@@ -196,7 +196,8 @@ fn codec_label(c: Codec) -> &'static str {
 
 impl Metrics {
     pub fn new() -> Metrics {
-        let mut r = Registry::with_prefix("voxline");
+        let mut root = Registry::default();
+        let r = root.sub_registry_with_prefix("voxline");
         let m = Metrics {
             registry: Registry::default(),
             health: Health::default(),
@@ -291,8 +292,12 @@ impl Metrics {
             "SIGHUP reloads of trunks and limits, by result.",
             m.reloads.clone(),
         );
-        r.register_collector(Box::new(process::ProcessCollector));
-        Metrics { registry: r, ..m }
+        // Prometheus' standard names, without our prefix.
+        root.register_collector(Box::new(process::ProcessCollector));
+        Metrics {
+            registry: root,
+            ..m
+        }
     }
 
     /// The OpenMetrics text of every metric.
@@ -499,7 +504,11 @@ mod tests {
             Some("1")
         );
         assert_eq!(sample(&t, "voxline_edge_registered "), Some("1"));
-        assert!(t.contains("process_resident_memory_bytes "), "{t}");
+        assert!(
+            t.lines()
+                .any(|l| l.starts_with("process_resident_memory_bytes ")),
+            "{t}"
+        );
         assert!(t.trim_end().ends_with("# EOF"));
         assert_eq!(m.health.check(), Ok(()));
     }
@@ -527,6 +536,45 @@ mod tests {
                 format!("\"{}\"", reason_label(r))
             );
         }
+    }
+
+    /// The example dashboard (deploy/grafana-dashboard.json) asks only for
+    /// metrics this build exports.
+    #[test]
+    fn the_example_dashboard_uses_our_metric_names() {
+        let dash = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/deploy/grafana-dashboard.json"
+        ))
+        .unwrap();
+        let json: serde_json::Value = serde_json::from_str(&dash).expect("valid JSON");
+        let exported = Metrics::new().encode();
+        let declared: std::collections::HashSet<&str> = exported
+            .lines()
+            .filter_map(|l| l.strip_prefix("# TYPE "))
+            .filter_map(|l| l.split(' ').next())
+            .collect();
+        let mut used = 0;
+        for panel in json["panels"].as_array().unwrap() {
+            for target in panel["targets"].as_array().unwrap() {
+                let expr = target["expr"].as_str().unwrap();
+                for word in expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+                    if !(word.starts_with("voxline_") || word.starts_with("process_")) {
+                        continue;
+                    }
+                    let base = ["_bucket", "_count", "_sum", "_total"]
+                        .iter()
+                        .find_map(|s| word.strip_suffix(s))
+                        .unwrap_or(word);
+                    assert!(
+                        declared.contains(base),
+                        "{word} in `{expr}` is not exported"
+                    );
+                    used += 1;
+                }
+            }
+        }
+        assert!(used >= 10, "{used}");
     }
 
     #[test]
