@@ -466,3 +466,116 @@ async fn check_config_names_every_problem_at_once() {
         spool.display()
     );
 }
+
+/// Waits until the scrape shows `voxline_config_reloads_total{result}` = `n`.
+async fn wait_reloads(metrics_port: u16, result: &str, n: f64) {
+    let until = Instant::now() + Duration::from_secs(10);
+    loop {
+        let s = Scrape::take(metrics_port).await;
+        if s.value("voxline_config_reloads_total", &[("result", result)]) == Some(n) {
+            return;
+        }
+        assert!(
+            Instant::now() < until,
+            "no {result} reload: {:?}",
+            s.names()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// SIGHUP with a config that has a problem changes nothing (the next call
+/// still goes to the old trunk); with a good one, the next call goes to the
+/// new trunk and the new capacity is offered to the edge.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_sends_the_next_call_to_the_new_trunk() {
+    let old_trunk = Sipp::start("uas_busy").await;
+    let new_trunk = Sipp::start("uas_busy").await;
+    let edge = fake_edge().await;
+    let dir = voxline_testkit::temp_dir("operator-reload");
+    let metrics_port = free_tcp_port();
+    let config = dir.join("sidecar.toml");
+    let spool = dir.join("spool");
+    let telephony = |port: u16| {
+        format!(
+            "rtp_port_min = 48000\nrtp_port_max = 48999\n{}",
+            trunk("carrier", port)
+        )
+    };
+    write_config(
+        &config,
+        &edge,
+        &spool,
+        &telephony(old_trunk.port),
+        metrics_port,
+    );
+    let log = dir.join("sidecar.log");
+    let child = spawn_binary(&config, &log, &[]);
+    wait_for_get(metrics_port, "/healthz", Duration::from_secs(20), |s, _| {
+        s == 200
+    })
+    .await;
+
+    // A config with a problem (and the new trunk): refused whole.
+    write_config(
+        &config,
+        &edge,
+        &spool,
+        &telephony(new_trunk.port),
+        metrics_port,
+    );
+    let good = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, good.replace("capacity = 2", "capacity = 0")).unwrap();
+    signal(&child, "HUP");
+    wait_reloads(metrics_port, "failed", 1.0).await;
+    edge.offer(echo_offer("c_before"));
+    let end = ended(&edge, "c_before").await;
+    assert!(
+        matches!(
+            end,
+            EventKind::Ended {
+                sip_code: Some(486),
+                ..
+            }
+        ),
+        "{end:?}"
+    );
+    old_trunk.success().await;
+
+    // The good config: the new trunk, and capacity 3.
+    std::fs::write(&config, good.replace("capacity = 2", "capacity = 3")).unwrap();
+    signal(&child, "HUP");
+    wait_reloads(metrics_port, "ok", 1.0).await;
+    edge.offer(echo_offer("c_after"));
+    let end = ended(&edge, "c_after").await;
+    assert!(
+        matches!(
+            end,
+            EventKind::Ended {
+                sip_code: Some(486),
+                ..
+            }
+        ),
+        "{end:?}"
+    );
+    // The new trunk took the INVITE (the old sipp has exited).
+    new_trunk.success().await;
+    edge.wait_for("a lease offering 3 slots", Duration::from_secs(10), |s| {
+        s.leases.iter().any(|l| l.free_slots == 3).then_some(())
+    })
+    .await;
+    let scrape = Scrape::take(metrics_port).await;
+    assert_eq!(
+        scrape.value("voxline_sip_final_responses_total", &[("code", "486")]),
+        Some(2.0)
+    );
+    assert_eq!(
+        scrape.value(
+            "voxline_calls_ended_total",
+            &[("status", "busy"), ("reason", "busy")]
+        ),
+        Some(2.0)
+    );
+    let log = std::fs::read_to_string(&log).unwrap();
+    assert!(log.contains("reload refused"), "{log}");
+}
