@@ -14,12 +14,17 @@
 //! # Engine hosts a call's or agent's `engine_base_url` may reach although
 //! # they are not public addresses: exact host names, IPs or CIDR networks.
 //! allowed_hosts = ["engine.internal", "10.20.0.0/16"]
+//!
+//! [metrics]
+//! # Prometheus metrics on GET /metrics and GET /healthz; off when absent.
+//! # A bare port ("9464") means loopback.
+//! listen = "127.0.0.1:9464"
 //! ```
 //!
 //! Every key can be overridden by an environment variable (an empty value counts
 //! as unset): `VOXLINE_EDGE_URL`, `VOXLINE_SIDECAR_ID`, `VOXLINE_REGION`,
 //! `VOXLINE_SIDECAR_SECRET`, `VOXLINE_CAPACITY`, `VOXLINE_TRANSPORT`,
-//! `VOXLINE_CA_CERT`, `VOXLINE_LEASE_WAIT_MS`. The file is optional when the
+//! `VOXLINE_CA_CERT`, `VOXLINE_LEASE_WAIT_MS`, `VOXLINE_METRICS_LISTEN`. The file is optional when the
 //! environment supplies everything required.
 //!
 //! ## Choosing the transport
@@ -184,6 +189,9 @@ pub struct Config {
     /// `[engine] allowed_hosts`: the operator's exceptions to the guard on
     /// tenants' engine URLs (see [`crate::engine::guard`]).
     pub engine_allowed_hosts: AllowedHosts,
+    /// `[metrics] listen`: where Prometheus metrics and `/healthz` are
+    /// served (see [`crate::metrics`]); `None`: not served (the default).
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 /// `[engine]` in the config file.
@@ -547,34 +555,36 @@ fn default_failover_ms() -> u32 {
 
 impl Telephony {
     /// Checks ranges and trunks; fills trunk passwords from the environment.
-    fn finish(mut self, env: &dyn Fn(&str) -> Option<String>) -> Result<Telephony, String> {
+    /// Every problem found is named (not only the first).
+    fn finish(mut self, env: &dyn Fn(&str) -> Option<String>) -> Result<Telephony, Vec<String>> {
+        let mut problems = Vec::new();
         if self.rtp_port_min == 0 || self.rtp_port_min > self.rtp_port_max {
-            return Err(format!(
+            problems.push(format!(
                 "rtp ports {}..={} are not a range",
                 self.rtp_port_min, self.rtp_port_max
             ));
         }
         if self.ring_timeout_seconds == 0 || self.ring_timeout_seconds > 300 {
-            return Err(format!(
+            problems.push(format!(
                 "ring_timeout_seconds {} is not in 1..=300",
                 self.ring_timeout_seconds
             ));
         }
         let mut seen = std::collections::HashSet::new();
         if self.codecs.is_empty() || !self.codecs.iter().all(|c| seen.insert(*c)) {
-            return Err(format!(
+            problems.push(format!(
                 "codecs {:?} must list pcmu, pcma or opus, each at most once",
                 self.codecs
             ));
         }
         if self.sip_keepalive_seconds > 3_600 {
-            return Err(format!(
+            problems.push(format!(
                 "sip_keepalive_seconds {} is not in 0..=3600",
                 self.sip_keepalive_seconds
             ));
         }
         if self.max_redirects > 10 {
-            return Err(format!(
+            problems.push(format!(
                 "max_redirects {} is not in 0..=10",
                 self.max_redirects
             ));
@@ -582,10 +592,10 @@ impl Telephony {
         let mut names = std::collections::HashSet::new();
         for t in &mut self.trunks {
             if !is_valid_id(&t.name) || !names.insert(t.name.clone()) {
-                return Err(format!("trunk name `{}` is invalid or repeated", t.name));
+                problems.push(format!("trunk name `{}` is invalid or repeated", t.name));
             }
             if t.host.trim().is_empty() {
-                return Err(format!("trunk `{}` has no host", t.name));
+                problems.push(format!("trunk `{}` has no host", t.name));
             }
             // 0 reads as unset: the transport's port (or DNS SRV's).
             if t.port == Some(0) {
@@ -594,7 +604,7 @@ impl Telephony {
             if t.transport != SipTransport::Tls
                 && (t.ca_cert.is_some() || t.tls_server_name.is_some())
             {
-                return Err(format!(
+                problems.push(format!(
                     "trunk `{}`: ca_cert and tls_server_name need transport = \"tls\"",
                     t.name
                 ));
@@ -603,14 +613,14 @@ impl Telephony {
                 .as_deref()
                 .is_some_and(|n| rustls::pki_types::ServerName::try_from(n).is_err())
             {
-                return Err(format!(
+                problems.push(format!(
                     "trunk `{}`: tls_server_name is not a DNS name or IP address",
                     t.name
                 ));
             }
             let digits = t.from_number.strip_prefix('+').unwrap_or("");
             if !(7..=15).contains(&digits.len()) || !digits.bytes().all(|b| b.is_ascii_digit()) {
-                return Err(format!(
+                problems.push(format!(
                     "trunk `{}`: from_number `{}` is not E.164",
                     t.name, t.from_number
                 ));
@@ -623,22 +633,22 @@ impl Telephony {
                 t.password = Some(Secret(p));
             }
             if t.password.is_some() && t.username.is_none() {
-                return Err(format!("trunk `{}` has a password but no username", t.name));
+                problems.push(format!("trunk `{}` has a password but no username", t.name));
             }
             if t.auth_username.is_some() && t.username.is_none() {
-                return Err(format!(
+                problems.push(format!(
                     "trunk `{}` has an auth_username but no username",
                     t.name
                 ));
             }
             if t.register && (t.username.is_none() || t.password.is_none()) {
-                return Err(format!(
+                problems.push(format!(
                     "trunk `{}`: register = true needs username and a password (${var})",
                     t.name
                 ));
             }
             if !(60..=86_400).contains(&t.register_expires_seconds) {
-                return Err(format!(
+                problems.push(format!(
                     "trunk `{}`: register_expires_seconds {} is not in 60..=86400",
                     t.name, t.register_expires_seconds
                 ));
@@ -647,12 +657,12 @@ impl Telephony {
                 ("registrar", &t.registrar),
                 ("outbound_proxy", &t.outbound_proxy),
             ] {
-                if let Some(v) = v {
-                    parse_host_port(v).map_err(|e| format!("trunk `{}`: {key}: {e}", t.name))?;
+                if let Some(Err(e)) = v.as_deref().map(parse_host_port) {
+                    problems.push(format!("trunk `{}`: {key}: {e}", t.name));
                 }
             }
             if t.registrar.is_some() && !t.register {
-                return Err(format!(
+                problems.push(format!(
                     "trunk `{}` has a registrar but register is off",
                     t.name
                 ));
@@ -661,15 +671,44 @@ impl Telephony {
             if !(90..=86_400).contains(&t.min_se_seconds)
                 || se != 0 && !(t.min_se_seconds..=86_400).contains(&se)
             {
-                return Err(format!(
+                problems.push(format!(
                     "trunk `{}`: min_se_seconds {} must be in 90..=86400 and session_expires_seconds {se} 0 (off) or in min_se_seconds..=86400",
                     t.name, t.min_se_seconds
                 ));
             }
         }
+        if !problems.is_empty() {
+            return Err(problems);
+        }
         self.trunks.sort_by_key(|t| t.priority);
         Ok(self)
     }
+}
+
+/// `[metrics]` in the config file: the Prometheus endpoint (off by default).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MetricsFile {
+    #[serde(default)]
+    listen: Option<String>,
+}
+
+/// The default metrics port (Prometheus' registry of exporter ports has
+/// 9464 for OpenTelemetry-style exporters; nothing else of ours uses it).
+pub const DEFAULT_METRICS_PORT: u16 = 9464;
+
+/// Parses `[metrics] listen`: `IP:port`, or a bare port (`"9464"`, `":9464"`)
+/// meaning loopback, since metrics and `/healthz` are for this host's
+/// scraper unless the operator says otherwise.
+pub fn parse_metrics_listen(s: &str) -> Result<std::net::SocketAddr, String> {
+    let s = s.trim();
+    let port_only = s.strip_prefix(':').unwrap_or(s);
+    if let Ok(port) = port_only.parse::<u16>() {
+        return Ok(std::net::SocketAddr::from(([127, 0, 0, 1], port)));
+    }
+    s.parse().map_err(|_| {
+        format!("`{s}` is not IP:port (e.g. \"127.0.0.1:{DEFAULT_METRICS_PORT}\") or a port")
+    })
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -704,6 +743,7 @@ struct FileConfig {
     lease_wait_ms: Option<u32>,
     telephony: Option<Telephony>,
     engine: Option<EngineFile>,
+    metrics: Option<MetricsFile>,
 }
 
 /// A value and where it came from, for error messages.
@@ -718,25 +758,46 @@ impl Config {
         Config::load_with(path, |k| std::env::var(k).ok())
     }
 
-    /// Like [`load`](Self::load) with an injectable environment (for tests).
+    /// Like [`load`](Self::load) with an injectable environment (for tests):
+    /// the first problem found.
     pub fn load_with(
         path: Option<&Path>,
         env: impl Fn(&str) -> Option<String>,
     ) -> Result<Config, ConfigError> {
+        Config::check_with(path, env).map_err(|mut all| all.swap_remove(0))
+    }
+
+    /// [`load`](Self::load) naming every problem at once (`--check-config`).
+    pub fn check(path: Option<&Path>) -> Result<Config, Vec<ConfigError>> {
+        Config::check_with(path, |k| std::env::var(k).ok())
+    }
+
+    /// [`check`](Self::check) with an injectable environment. Never empty
+    /// on `Err`. A file that cannot be read or parsed is one problem (no key
+    /// can be checked then); otherwise every key is checked.
+    pub fn check_with(
+        path: Option<&Path>,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Config, Vec<ConfigError>> {
         let (file, file_name) = match path {
             Some(p) => {
-                let text = std::fs::read_to_string(p).map_err(|e| ConfigError::Read {
-                    path: p.to_path_buf(),
-                    msg: e.to_string(),
+                let text = std::fs::read_to_string(p).map_err(|e| {
+                    vec![ConfigError::Read {
+                        path: p.to_path_buf(),
+                        msg: e.to_string(),
+                    }]
                 })?;
-                let f: FileConfig = toml::from_str(&text).map_err(|e| ConfigError::Parse {
-                    path: p.to_path_buf(),
-                    msg: e.to_string().trim().to_string(),
+                let f: FileConfig = toml::from_str(&text).map_err(|e| {
+                    vec![ConfigError::Parse {
+                        path: p.to_path_buf(),
+                        msg: e.to_string().trim().to_string(),
+                    }]
                 })?;
                 (f, p.display().to_string())
             }
             None => (FileConfig::default(), String::new()),
         };
+        let mut problems: Vec<ConfigError> = Vec::new();
         let env = |k: &str| env(k).filter(|v| !v.trim().is_empty());
         let pick = |key: &'static str,
                     var: &'static str,
@@ -753,8 +814,15 @@ impl Config {
                 from: format!("{file_name}: {key}"),
             })
         };
-        let required = |key: &'static str, var: &'static str, v: Option<Sourced<String>>| {
-            v.ok_or(ConfigError::Missing { key, env: var })
+        let required = |problems: &mut Vec<ConfigError>,
+                        key: &'static str,
+                        var: &'static str,
+                        v: Option<Sourced<String>>|
+         -> Option<Sourced<String>> {
+            if v.is_none() {
+                problems.push(ConfigError::Missing { key, env: var });
+            }
+            v
         };
         let invalid = |key: &'static str, s: &Sourced<String>, msg: String| ConfigError::Invalid {
             key,
@@ -763,45 +831,53 @@ impl Config {
         };
 
         let url = required(
+            &mut problems,
             "edge_url",
             "VOXLINE_EDGE_URL",
             pick("edge_url", "VOXLINE_EDGE_URL", file.edge_url),
-        )?;
-        let edge = EdgeUrl::parse(url.value.trim()).map_err(|m| invalid("edge_url", &url, m))?;
+        );
+        let edge = url.and_then(|url| {
+            EdgeUrl::parse(url.value.trim())
+                .map_err(|m| problems.push(invalid("edge_url", &url, m)))
+                .ok()
+        });
 
         let id = required(
+            &mut problems,
             "sidecar_id",
             "VOXLINE_SIDECAR_ID",
             pick("sidecar_id", "VOXLINE_SIDECAR_ID", file.sidecar_id),
-        )?;
-        if !is_valid_id(&id.value) {
-            return Err(invalid(
+        );
+        if let Some(id) = id.as_ref().filter(|id| !is_valid_id(&id.value)) {
+            problems.push(invalid(
                 "sidecar_id",
-                &id,
+                id,
                 "use 1 to 64 of [A-Za-z0-9._-], starting with a letter or digit".into(),
             ));
         }
         let region = required(
+            &mut problems,
             "region",
             "VOXLINE_REGION",
             pick("region", "VOXLINE_REGION", file.region),
-        )?;
-        if !is_valid_id(&region.value) {
-            return Err(invalid(
+        );
+        if let Some(r) = region.as_ref().filter(|r| !is_valid_id(&r.value)) {
+            problems.push(invalid(
                 "region",
-                &region,
+                r,
                 "use 1 to 64 of [A-Za-z0-9._-], starting with a letter or digit".into(),
             ));
         }
         let secret = required(
+            &mut problems,
             "secret",
             "VOXLINE_SIDECAR_SECRET",
             pick("secret", "VOXLINE_SIDECAR_SECRET", file.secret),
-        )?;
-        if secret.value.trim() != secret.value {
-            return Err(invalid(
+        );
+        if let Some(s) = secret.as_ref().filter(|s| s.value.trim() != s.value) {
+            problems.push(invalid(
                 "secret",
-                &secret,
+                s,
                 "has leading or trailing whitespace".into(),
             ));
         }
@@ -812,25 +888,34 @@ impl Config {
                     value: v,
                     from: "$VOXLINE_CAPACITY".into(),
                 };
-                s.value.trim().parse::<u32>().map_err(|_| {
-                    invalid(
-                        "capacity",
-                        &s,
-                        format!("`{}` is not a whole number", s.value),
-                    )
-                })?
+                s.value
+                    .trim()
+                    .parse::<u32>()
+                    .map_err(|_| {
+                        problems.push(invalid(
+                            "capacity",
+                            &s,
+                            format!("`{}` is not a whole number", s.value),
+                        ))
+                    })
+                    .ok()
             }
-            None => file.capacity.ok_or(ConfigError::Missing {
-                key: "capacity",
-                env: "VOXLINE_CAPACITY",
-            })?,
+            None => {
+                if file.capacity.is_none() {
+                    problems.push(ConfigError::Missing {
+                        key: "capacity",
+                        env: "VOXLINE_CAPACITY",
+                    });
+                }
+                file.capacity
+            }
         };
-        if capacity == 0 || capacity > MAX_CAPACITY {
+        if let Some(capacity) = capacity.filter(|c| *c == 0 || *c > MAX_CAPACITY) {
             let s = Sourced {
                 value: capacity.to_string(),
                 from: "capacity".into(),
             };
-            return Err(invalid(
+            problems.push(invalid(
                 "capacity",
                 &s,
                 format!("{capacity} is not in 1..={MAX_CAPACITY}"),
@@ -843,60 +928,63 @@ impl Config {
                     value: v,
                     from: "$VOXLINE_LEASE_WAIT_MS".into(),
                 };
-                Some(
-                    s.value
-                        .trim()
-                        .parse::<u32>()
-                        .map_err(|_| invalid("lease_wait_ms", &s, "not a whole number".into()))?,
-                )
+                s.value
+                    .trim()
+                    .parse::<u32>()
+                    .map_err(|_| {
+                        problems.push(invalid("lease_wait_ms", &s, "not a whole number".into()))
+                    })
+                    .ok()
             }
             None => file.lease_wait_ms,
         };
-        if let Some(w) = lease_wait_ms {
-            if w == 0 || w > MAX_LEASE_WAIT_MS {
-                let s = Sourced {
-                    value: w.to_string(),
-                    from: "lease_wait_ms".into(),
-                };
-                return Err(invalid(
-                    "lease_wait_ms",
-                    &s,
-                    format!("{w} is not in 1..={MAX_LEASE_WAIT_MS}"),
-                ));
-            }
+        if let Some(w) = lease_wait_ms.filter(|w| *w == 0 || *w > MAX_LEASE_WAIT_MS) {
+            let s = Sourced {
+                value: w.to_string(),
+                from: "lease_wait_ms".into(),
+            };
+            problems.push(invalid(
+                "lease_wait_ms",
+                &s,
+                format!("{w} is not in 1..={MAX_LEASE_WAIT_MS}"),
+            ));
         }
 
         let transport = match pick("transport", "VOXLINE_TRANSPORT", file.transport) {
             Some(t) => {
                 let tr = match t.value.trim() {
-                    "h3" => Transport::H3,
-                    "http1" => Transport::Http1,
+                    "h3" => Some(Transport::H3),
+                    "http1" => Some(Transport::Http1),
                     other => {
-                        return Err(invalid(
+                        problems.push(invalid(
                             "transport",
                             &t,
                             format!("`{other}`: use \"h3\" or \"http1\""),
-                        ))
+                        ));
+                        None
                     }
                 };
-                if tr == Transport::H3 && !edge.tls {
-                    return Err(invalid(
-                        "transport",
-                        &t,
-                        "h3 needs TLS: the edge_url must be https:// (or https+h3://)".into(),
-                    ));
-                }
-                if tr == Transport::Http1 && edge.h3_scheme {
-                    return Err(invalid(
-                        "transport",
-                        &t,
-                        "conflicts with the https+h3:// edge_url".into(),
-                    ));
+                match (tr, &edge) {
+                    (Some(Transport::H3), Some(edge)) if !edge.tls => {
+                        problems.push(invalid(
+                            "transport",
+                            &t,
+                            "h3 needs TLS: the edge_url must be https:// (or https+h3://)".into(),
+                        ));
+                    }
+                    (Some(Transport::Http1), Some(edge)) if edge.h3_scheme => {
+                        problems.push(invalid(
+                            "transport",
+                            &t,
+                            "conflicts with the https+h3:// edge_url".into(),
+                        ));
+                    }
+                    _ => {}
                 }
                 tr
             }
-            None if edge.h3_scheme => Transport::H3,
-            None => Transport::Http1,
+            None if edge.as_ref().is_some_and(|e| e.h3_scheme) => Some(Transport::H3),
+            None => Some(Transport::Http1),
         };
 
         let ca_cert = match env("VOXLINE_CA_CERT") {
@@ -909,51 +997,88 @@ impl Config {
                 from: format!("{file_name}: ca_cert"),
             }),
         };
-        if let Some(c) = &ca_cert {
-            if !c.value.is_file() {
-                return Err(ConfigError::Invalid {
-                    key: "ca_cert",
-                    source_: c.from.clone(),
-                    msg: format!("{} is not a readable file", c.value.display()),
-                });
-            }
+        if let Some(c) = ca_cert.as_ref().filter(|c| !c.value.is_file()) {
+            problems.push(ConfigError::Invalid {
+                key: "ca_cert",
+                source_: c.from.clone(),
+                msg: format!("{} is not a readable file", c.value.display()),
+            });
         }
 
+        let telephony_source = if file_name.is_empty() {
+            "defaults".to_string()
+        } else {
+            format!("{file_name}: [telephony]")
+        };
         let telephony = file
             .telephony
             .unwrap_or_default()
             .finish(&env)
-            .map_err(|msg| ConfigError::Invalid {
-                key: "telephony",
-                source_: if file_name.is_empty() {
-                    "defaults".into()
-                } else {
-                    format!("{file_name}: [telephony]")
-                },
-                msg,
-            })?;
+            .map_err(|msgs| {
+                problems.extend(msgs.into_iter().map(|msg| ConfigError::Invalid {
+                    key: "telephony",
+                    source_: telephony_source.clone(),
+                    msg,
+                }))
+            })
+            .ok();
 
         let engine_allowed_hosts =
-            AllowedHosts::parse(&file.engine.unwrap_or_default().allowed_hosts).map_err(|msg| {
-                ConfigError::Invalid {
-                    key: "engine.allowed_hosts",
-                    source_: format!("{file_name}: [engine]"),
-                    msg,
-                }
-            })?;
+            AllowedHosts::parse(&file.engine.unwrap_or_default().allowed_hosts)
+                .map_err(|msg| {
+                    problems.push(ConfigError::Invalid {
+                        key: "engine.allowed_hosts",
+                        source_: format!("{file_name}: [engine]"),
+                        msg,
+                    })
+                })
+                .ok();
 
-        Ok(Config {
-            telephony,
-            engine_allowed_hosts,
+        let metrics_listen = match pick(
+            "[metrics] listen",
+            "VOXLINE_METRICS_LISTEN",
+            file.metrics.unwrap_or_default().listen,
+        ) {
+            Some(l) => parse_metrics_listen(&l.value)
+                .map_err(|m| problems.push(invalid("metrics.listen", &l, m)))
+                .ok(),
+            None => None,
+        };
+
+        match (
             edge,
-            sidecar_id: id.value,
-            region: region.value,
-            secret: Secret(secret.value),
+            id,
+            region,
+            secret,
             capacity,
             transport,
-            ca_cert: ca_cert.map(|c| c.value),
-            lease_wait_ms,
-        })
+            telephony,
+            engine_allowed_hosts,
+        ) {
+            (
+                Some(edge),
+                Some(id),
+                Some(region),
+                Some(secret),
+                Some(capacity),
+                Some(transport),
+                Some(telephony),
+                Some(engine_allowed_hosts),
+            ) if problems.is_empty() => Ok(Config {
+                telephony,
+                engine_allowed_hosts,
+                edge,
+                sidecar_id: id.value,
+                region: region.value,
+                secret: Secret(secret.value),
+                capacity,
+                transport,
+                ca_cert: ca_cert.map(|c| c.value),
+                lease_wait_ms,
+                metrics_listen,
+            }),
+            _ => Err(problems),
+        }
     }
 }
 
@@ -1460,6 +1585,57 @@ capacity = 8
                 .to_string();
             assert!(e.contains("srtp"), "{bad}: {e}");
         }
+    }
+
+    /// Issue 19: `--check-config` names every problem, not only the first.
+    #[test]
+    fn check_names_every_problem_at_once() {
+        let text = format!(
+            "{}\n[telephony]\nring_timeout_seconds = 0\n\n[[telephony.trunks]]\nname = \"t\"\nhost = \"127.0.0.1\"\nfrom_number = \"555\"\n\n[metrics]\nlisten = \"not-an-address\"\n",
+            FULL.replace("capacity = 8", "capacity = 0")
+                .replace("region = \"eu\"", "")
+        );
+        let f = write("check-many.toml", &text);
+        let all = Config::check_with(Some(&f), env(&[])).unwrap_err();
+        let shown: Vec<String> = all.iter().map(|e| e.to_string()).collect();
+        let expect = [
+            "`region` is required",
+            "0 is not in 1..=10000",
+            "ring_timeout_seconds 0 is not in 1..=300",
+            "from_number `555` is not E.164",
+            "`metrics.listen`",
+        ];
+        assert_eq!(shown.len(), expect.len(), "{shown:#?}");
+        for (e, s) in expect.iter().zip(&shown) {
+            assert!(s.contains(e), "{e} not in {s}");
+        }
+        // The first of them is what `load` reports.
+        assert_eq!(Config::load_with(Some(&f), env(&[])).unwrap_err(), all[0]);
+    }
+
+    #[test]
+    fn metrics_listen_is_off_by_default_and_loopback_for_a_bare_port() {
+        let f = write("metrics-none.toml", FULL);
+        assert_eq!(
+            Config::load_with(Some(&f), env(&[]))
+                .unwrap()
+                .metrics_listen,
+            None
+        );
+        let f = write(
+            "metrics-port.toml",
+            &format!("{FULL}\n[metrics]\nlisten = \"9464\"\n"),
+        );
+        let c = Config::load_with(Some(&f), env(&[])).unwrap();
+        assert_eq!(c.metrics_listen, Some("127.0.0.1:9464".parse().unwrap()));
+        let c =
+            Config::load_with(Some(&f), env(&[("VOXLINE_METRICS_LISTEN", "[::1]:9500")])).unwrap();
+        assert_eq!(c.metrics_listen, Some("[::1]:9500".parse().unwrap()));
+        assert_eq!(
+            parse_metrics_listen(":9464"),
+            Ok("127.0.0.1:9464".parse().unwrap())
+        );
+        assert!(parse_metrics_listen("localhost:9464").is_err());
     }
 
     /// Issue 21: the per-trunk SIP capability keys and their defaults.

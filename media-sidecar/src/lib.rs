@@ -15,6 +15,7 @@ pub mod engine;
 pub mod event_spool;
 pub mod lease;
 pub mod media;
+pub mod metrics;
 pub mod random;
 pub mod recordings;
 pub mod sip;

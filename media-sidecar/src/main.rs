@@ -19,7 +19,8 @@ USAGE:
 OPTIONS:
     --config PATH         TOML config file (default: $VOXLINE_SIDECAR_CONFIG; optional
                           when the environment sets everything)
-    --check-config        Validate the configuration, print it (secret redacted), exit
+    --check-config        Check the configuration and name every problem found; exit 0
+                          (and print it, secrets redacted) or 1. Starts nothing
     --simulate-answer[=S] DEV/TEST AID ONLY (no SIP): every call
                           pretends to ring, be answered, and end after S seconds
                           (default 5, fractions allowed) as completed/agent_hangup.
@@ -38,9 +39,17 @@ CONFIG (file keys; each overridable by the environment variable shown):
     transport      VOXLINE_TRANSPORT       \"h3\" | \"http1\" (default: h3 for https+h3://, else http1)
     ca_cert        VOXLINE_CA_CERT         PEM CA to trust instead of the system store
     lease_wait_ms  VOXLINE_LEASE_WAIT_MS   long-poll wait until the edge sets it
+    [metrics] listen VOXLINE_METRICS_LISTEN  IP:port (a bare port: loopback) for GET /metrics
+                                           and GET /healthz; off when unset
+
+SIGNALS: SIGINT/SIGTERM drain and stop (see --drain-timeout). SIGHUP reloads the
+trunks and limits ([telephony] trunks, ring/failover timeouts, redirects, codecs;
+capacity) from the config file: new calls use them, calls in progress keep theirs.
+A config with problems is refused whole (they are logged) and the old one stays.
 
 EXIT STATUS: 0 after a clean stop (nothing held or undelivered), 2 for a bad
 configuration, 3 when calls or events were abandoned (drain timeout, second signal).
+With --check-config: 0 when the configuration is good, 1 when it is not.
 
 LOGS: stderr; filter with VOXLINE_LOG (or RUST_LOG), e.g. `debug` or
 `voxline_media_sidecar=debug,info`. Default `info`.
@@ -147,6 +156,9 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if args.check {
+        return check_config(args.config.as_deref());
+    }
     let mut cfg = match Config::load(args.config.as_deref()) {
         Ok(c) => c,
         Err(e) => {
@@ -181,10 +193,6 @@ fn main() -> ExitCode {
         return ExitCode::from(2);
     }
     cfg.telephony.recordings_dir = Some(spool);
-    if args.check {
-        println!("{cfg:#?}");
-        return ExitCode::SUCCESS;
-    }
     init_logs();
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -198,6 +206,18 @@ fn main() -> ExitCode {
         }
     };
     rt.block_on(async move {
+        // First: SIGHUP's default action would end the process.
+        let mut hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+        let metrics = voxline_media_sidecar::metrics::global();
+        if let Some(addr) = cfg.metrics_listen {
+            match voxline_media_sidecar::metrics::server::start(addr, metrics).await {
+                Ok(local) => tracing::info!(%local, "metrics on http://{local}/metrics and /healthz"),
+                Err(e) => {
+                    eprintln!("voxline-media-sidecar: cannot serve metrics on {addr}: {e}");
+                    return ExitCode::from(2);
+                }
+            }
+        }
         let transport = match AnyTransport::from_config(&cfg) {
             Ok(c) => Arc::new(c),
             Err(e) => {
@@ -230,6 +250,9 @@ fn main() -> ExitCode {
                 let _ = stop_tx.send(if n == 1 { Stop::Drain } else { Stop::Now });
             }
         });
+        use voxline_media_sidecar::metrics::SipState;
+        let dials = args.simulate.is_none() && !cfg.telephony.trunks.is_empty();
+        metrics.health.set_sip(if dials { SipState::NotBound } else { SipState::NotUsed });
         let mode = match args.simulate {
             Some(talk) => CallMode::SimulateAnswer(talk),
             None if cfg.telephony.trunks.is_empty() => {
@@ -237,15 +260,33 @@ fn main() -> ExitCode {
                 CallMode::Placeholder
             }
             None => match voxline_media_sidecar::telephony::Telephony::start(&cfg.telephony, cfg.engine_allowed_hosts.clone()).await {
-                Ok(tel) => CallMode::Sip(Arc::new(tel)),
+                Ok(tel) => {
+                    metrics.health.set_sip(SipState::Bound);
+                    CallMode::Sip(Arc::new(tel))
+                }
                 Err(e) => {
                     eprintln!("voxline-media-sidecar: telephony: {e}");
                     return ExitCode::from(2);
                 }
             },
         };
+        let (capacity_tx, capacity_rx) = tokio::sync::watch::channel(cfg.capacity);
+        if let Some(mut hangups) = hangups.take() {
+            let telephony = match &mode {
+                CallMode::Sip(tel) => Some(tel.clone()),
+                _ => None,
+            };
+            let (path, start) = (args.config.clone(), cfg.clone());
+            tokio::spawn(async move {
+                while hangups.recv().await.is_some() {
+                    let ok = reload(path.as_deref(), &start, telephony.as_deref(), &capacity_tx).await;
+                    metrics.reloaded(ok);
+                }
+            });
+        }
         let opts = RunOptions {
             mode,
+            capacity_updates: Some(capacity_rx),
             drain_timeout: args.drain_timeout,
             recordings_dir: cfg.telephony.recordings_dir.clone(),
             events_dir: Some(events_dir),
@@ -264,4 +305,86 @@ fn main() -> ExitCode {
             ExitCode::from(3)
         }
     })
+}
+
+/// `--check-config`: every problem at once, nothing started or created.
+fn check_config(path: Option<&std::path::Path>) -> ExitCode {
+    match Config::check(path) {
+        Ok(cfg) => {
+            println!("{cfg:#?}");
+            println!("configuration OK");
+            ExitCode::SUCCESS
+        }
+        Err(problems) => {
+            let n = problems.len();
+            eprintln!(
+                "voxline-media-sidecar: the configuration has {n} problem{}:",
+                if n == 1 { "" } else { "s" }
+            );
+            for p in problems {
+                eprintln!("  - {p}");
+            }
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// SIGHUP: reads the config again and applies what can change while calls
+/// run (trunks and limits). A config with problems changes nothing.
+async fn reload(
+    path: Option<&std::path::Path>,
+    start: &Config,
+    telephony: Option<&voxline_media_sidecar::telephony::Telephony>,
+    capacity: &tokio::sync::watch::Sender<u32>,
+) -> bool {
+    tracing::info!("SIGHUP: reloading trunks and limits");
+    let new = match Config::check(path) {
+        Ok(c) => c,
+        Err(problems) => {
+            for p in &problems {
+                tracing::error!(problem = %p, "reload refused: the configuration has problems");
+            }
+            return false;
+        }
+    };
+    let restart_only = [
+        ("edge_url", new.edge != start.edge),
+        ("sidecar_id", new.sidecar_id != start.sidecar_id),
+        ("region", new.region != start.region),
+        ("secret", new.secret != start.secret),
+        ("transport", new.transport != start.transport),
+        ("ca_cert", new.ca_cert != start.ca_cert),
+        ("lease_wait_ms", new.lease_wait_ms != start.lease_wait_ms),
+        ("metrics.listen", new.metrics_listen != start.metrics_listen),
+        (
+            "engine.allowed_hosts",
+            new.engine_allowed_hosts != start.engine_allowed_hosts,
+        ),
+    ];
+    for (key, _) in restart_only.iter().filter(|(_, changed)| *changed) {
+        tracing::warn!(
+            key,
+            "changed in the config, but applies only after a restart"
+        );
+    }
+    match telephony {
+        Some(tel) => match tel.reload(&new.telephony).await {
+            Ok(kept) => {
+                for key in kept {
+                    tracing::warn!(key = %format!("telephony.{key}"), "changed in the config, but applies only after a restart");
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "reload refused: trunks unchanged");
+                return false;
+            }
+        },
+        None if !new.telephony.trunks.is_empty() => {
+            tracing::warn!("trunks configured, but this sidecar started without SIP: they apply after a restart")
+        }
+        None => {}
+    }
+    capacity.send_replace(new.capacity);
+    tracing::info!(capacity = new.capacity, "reload applied");
+    true
 }

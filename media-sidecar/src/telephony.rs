@@ -5,6 +5,7 @@
 //! `[telephony]` config and the guard on tenants' engine URLs. One call's
 //! task is [`crate::call_task::sip`].
 
+use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
 
@@ -28,17 +29,77 @@ use crate::sip::text_message::{self, reasons, Imdn, MessageEnd, MessageSpec};
 use crate::sip::transaction::Timers;
 use crate::sip::udp::{DriverError, InboundRequest, SipUdp, Trunk};
 
+/// What a SIGHUP may change (see [`Telephony::reload`]): the trunks and
+/// the per-call limits. A call loads it once when it is placed and keeps
+/// that snapshot to its end.
+pub struct DialPlan {
+    /// The configured trunks and their addresses (refreshed in the
+    /// background while the plan lives: [`crate::sip::dns`]).
+    trunk_table: Arc<TrunkTable>,
+    /// The DNS refresher's task, stopped with the plan.
+    refresher: Option<tokio::task::AbortHandle>,
+    /// The first trunk's caller ID.
+    pub from_number: String,
+    /// `[telephony]` as in force: the reloadable keys (trunks, ring and
+    /// failover timeouts, redirects, codecs) from the latest good config,
+    /// the rest (sockets, addresses, recordings) as at start.
+    pub cfg: config::Telephony,
+}
+
+impl DialPlan {
+    /// The trunks one call or text tries, in order: configured priority,
+    /// then each trunk's addresses (SRV priority, SRV weights drawn now).
+    /// Never waits for DNS.
+    pub fn trunks(&self) -> Vec<Trunk> {
+        self.trunk_table.trunks(&mut OsRandom)
+    }
+
+    /// Configured trunks with at least one address.
+    pub fn resolved_count(&self) -> usize {
+        self.trunk_table.resolved_count()
+    }
+}
+
+impl std::fmt::Debug for DialPlan {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DialPlan")
+            .field("trunks", &self.cfg.trunks.len())
+            .field("resolved", &self.resolved_count())
+            .field("from_number", &self.from_number)
+            .finish()
+    }
+}
+
+impl Drop for DialPlan {
+    fn drop(&mut self) {
+        if let Some(task) = &self.refresher {
+            task.abort();
+        }
+    }
+}
+
+/// The trunks of a `[telephony]`, resolved (or being resolved) for the endpoint.
+pub struct ResolvedTrunks {
+    table: Arc<TrunkTable>,
+    refresher: Option<tokio::task::AbortHandle>,
+    /// The trunks that register, in config order.
+    registrations: Vec<RegisterConfig>,
+    /// The TLS client configuration per trunk certificate name.
+    tls: HashMap<String, Arc<rustls::ClientConfig>>,
+}
+
 /// What every call of this sidecar shares.
 pub struct Telephony {
     pub(crate) sip: SipUdp,
     pub(crate) ports: Arc<PortAllocator>,
-    /// The configured trunks and their addresses (refreshed in the background).
-    trunk_table: Arc<TrunkTable>,
-    /// The DNS refresher's task, stopped with us.
-    refresher: Option<tokio::task::AbortHandle>,
-    /// How many trunks register (their bindings are removed at shutdown).
-    registering: usize,
-    pub(crate) from_number: String,
+    /// Swapped whole by [`Telephony::reload`]; readers never wait.
+    dial_plan: arc_swap::ArcSwap<DialPlan>,
+    /// The names of the trunks that register, and of the TLS trunks'
+    /// certificates, as at start: a reload cannot change them (the SIP
+    /// endpoint holds them).
+    registered_trunks: Vec<String>,
+    tls_names: Vec<String>,
+    /// `[telephony]` as at start (what a reload cannot change).
     pub(crate) cfg: config::Telephony,
     /// The operator's exceptions to the guard on tenants' engine URLs.
     pub(crate) engine_allowed_hosts: AllowedHosts,
@@ -52,22 +113,67 @@ impl std::fmt::Debug for Telephony {
             f,
             "Telephony(sip {}, {} trunks resolved)",
             self.sip.local_addr(),
-            self.trunk_table.resolved_count()
+            self.dial_plan.load().resolved_count()
         )
-    }
-}
-
-impl Drop for Telephony {
-    fn drop(&mut self) {
-        if let Some(task) = &self.refresher {
-            task.abort();
-        }
     }
 }
 
 /// tokio's clock as a std instant (paused time in tests moves it).
 fn now() -> std::time::Instant {
     tokio::time::Instant::now().into_std()
+}
+
+/// Resolves the configured trunks (in the order given: `finish` sorted
+/// them by priority) into what the SIP endpoint dials: a host name as RFC
+/// 3263 says, through `dns_servers` or the system's name servers, kept
+/// fresh by a background task. A trunk that does not resolve yet is logged
+/// and retried in the background; none resolving is an error. `local`: our
+/// SIP address (registrations' Contact until the endpoint binds).
+pub async fn resolve_trunks(
+    cfg: &config::Telephony,
+    local: SocketAddr,
+) -> Result<ResolvedTrunks, String> {
+    let families = Families::reachable_from(cfg.bind_ip);
+    let mut tls = HashMap::new();
+    let mut sources = Vec::new();
+    let mut registrations = Vec::new();
+    for t in &cfg.trunks {
+        let (template, request, registration) = trunk_of(t, local, families).await?;
+        if let Some(name) = &template.tls_name {
+            let client = crate::transport::tls::client_config(t.ca_cert.as_deref())
+                .map_err(|e| format!("trunk `{}`: {e}", t.name))?;
+            // Two TLS trunks of one name share a configuration: the first's.
+            tls.entry(name.clone()).or_insert_with(|| Arc::new(client));
+        }
+        if t.srtp_keys_exposed() {
+            tracing::warn!(trunk = %t.name, transport = ?t.transport, srtp = ?t.srtp, "SRTP keys travel in clear in the SIP messages to this trunk (SDES in SDP): use transport = \"tls\" in production");
+        }
+        sources.push(TrunkSource {
+            name: t.name.clone(),
+            template,
+            request,
+        });
+        registrations.extend(registration);
+    }
+    let needs_dns = sources.iter().any(|s| !s.request.is_literal());
+    let lookup: Arc<dyn DnsLookup> = if needs_dns {
+        Arc::new(HickoryLookup::new(&cfg.dns_servers).map_err(|e| e.to_string())?)
+    } else {
+        Arc::new(NoLookup)
+    };
+    let table = Arc::new(TrunkTable::new(sources, now()));
+    table.refresh_due(lookup.as_ref(), now).await;
+    if table.resolved_count() == 0 {
+        return Err("no trunk could be resolved (see the log)".into());
+    }
+    let refresher = needs_dns
+        .then(|| tokio::spawn(run_refresher(Arc::downgrade(&table), lookup)).abort_handle());
+    Ok(ResolvedTrunks {
+        table,
+        refresher,
+        registrations,
+        tls,
+    })
 }
 
 impl Telephony {
@@ -85,58 +191,29 @@ impl Telephony {
             .first()
             .ok_or("no [[telephony.trunks]] configured")?;
         let local = SocketAddr::new(cfg.bind_ip, cfg.sip_port);
-        let families = Families::reachable_from(cfg.bind_ip);
-        let mut streams = StreamOptions {
+        let resolved = resolve_trunks(cfg, local).await?;
+        let streams = StreamOptions {
             keepalive: (cfg.sip_keepalive_seconds > 0)
                 .then(|| std::time::Duration::from_secs(cfg.sip_keepalive_seconds.into())),
+            tls: resolved.tls.clone(),
             ..StreamOptions::default()
         };
-        let mut sources = Vec::new();
-        let mut registrations = Vec::new();
-        for t in &cfg.trunks {
-            let (template, request, registration) = trunk_of(t, local, families).await?;
-            if let Some(name) = &template.tls_name {
-                let tls = crate::transport::tls::client_config(t.ca_cert.as_deref())
-                    .map_err(|e| format!("trunk `{}`: {e}", t.name))?;
-                // Two TLS trunks of one name share a configuration: the first's.
-                streams
-                    .tls
-                    .entry(name.clone())
-                    .or_insert_with(|| std::sync::Arc::new(tls));
-            }
-            if t.srtp_keys_exposed() {
-                tracing::warn!(trunk = %t.name, transport = ?t.transport, srtp = ?t.srtp, "SRTP keys travel in clear in the SIP messages to this trunk (SDES in SDP): use transport = \"tls\" in production");
-            }
-            sources.push(TrunkSource {
-                name: t.name.clone(),
-                template,
-                request,
-            });
-            registrations.extend(registration);
-        }
-        let needs_dns = sources.iter().any(|s| !s.request.is_literal());
-        let lookup: Arc<dyn DnsLookup> = if needs_dns {
-            Arc::new(HickoryLookup::new(&cfg.dns_servers).map_err(|e| e.to_string())?)
-        } else {
-            Arc::new(NoLookup)
-        };
-        let trunk_table = Arc::new(TrunkTable::new(sources, now()));
-        trunk_table.refresh_due(lookup.as_ref(), now).await;
-        if trunk_table.resolved_count() == 0 {
-            return Err("no trunk could be resolved (see the log)".into());
-        }
-        let refresher = needs_dns.then(|| {
-            tokio::spawn(run_refresher(Arc::downgrade(&trunk_table), lookup)).abort_handle()
-        });
+        let registered_trunks: Vec<String> = resolved
+            .registrations
+            .iter()
+            .map(|r| r.name.clone())
+            .collect();
+        let mut tls_names: Vec<String> = resolved.tls.keys().cloned().collect();
+        tls_names.sort();
         let mut endpoint = EndpointConfig::new(local);
         // Texts are taken from the addresses resolved now (a trunk with a
         // host name takes them from anywhere unless `in_dialog_from_trunk_only`).
-        endpoint.inbound_trunks = trunk_table.trunks(&mut OsRandom);
+        endpoint.inbound_trunks = resolved.table.trunks(&mut OsRandom);
         endpoint.public = cfg
             .public_ip
             .map(|ip| SocketAddr::new(ip, cfg.public_sip_port.unwrap_or(0)));
-        let registering = registrations.len();
-        endpoint.registrations = registrations;
+        let registering = resolved.registrations.len();
+        endpoint.registrations = resolved.registrations;
         let (sip, inbound) = SipUdp::bind_with_streams(endpoint, streams)
             .await
             .map_err(|e| format!("cannot bind SIP on {}:{}: {e}", cfg.bind_ip, cfg.sip_port))?;
@@ -144,28 +221,95 @@ impl Telephony {
         tracing::info!(
             sip = %sip.local_addr(),
             trunks = cfg.trunks.len(),
-            resolved = trunk_table.resolved_count(),
+            resolved = resolved.table.resolved_count(),
             registering,
             "telephony ready"
         );
         Ok(Telephony {
             sip,
             ports,
-            trunk_table,
-            refresher,
-            registering,
-            from_number: first.from_number.clone(),
+            dial_plan: arc_swap::ArcSwap::from_pointee(DialPlan {
+                trunk_table: resolved.table,
+                refresher: resolved.refresher,
+                from_number: first.from_number.clone(),
+                cfg: cfg.clone(),
+            }),
+            registered_trunks,
+            tls_names,
             cfg: cfg.clone(),
             engine_allowed_hosts,
             inbound: Mutex::new(Some(inbound)),
         })
     }
 
-    /// The trunks one call or text tries, in order: configured priority,
-    /// then each trunk's addresses (SRV priority, SRV weights drawn now).
-    /// Never waits for DNS.
-    pub fn trunks(&self) -> Vec<Trunk> {
-        self.trunk_table.trunks(&mut OsRandom)
+    /// The dial plan in force now (a snapshot: a reload does not change it).
+    pub fn dial_plan(&self) -> Arc<DialPlan> {
+        self.dial_plan.load_full()
+    }
+
+    /// SIGHUP: rebuilds the dial plan from `new` (a config already checked)
+    /// and swaps it in. New calls and texts use it; calls in progress keep
+    /// the plan they were placed with. Keys that need a restart (sockets,
+    /// addresses, RTP range, recordings) keep their start values, and are
+    /// named in the answer when `new` changes them. Inbound texts are still
+    /// taken from the trunk addresses known at start (the SIP endpoint's).
+    /// On error nothing changes.
+    pub async fn reload(&self, new: &config::Telephony) -> Result<Vec<&'static str>, String> {
+        let first = new
+            .trunks
+            .first()
+            .ok_or("no [[telephony.trunks]] in the new config: keeping the old ones")?;
+        let resolved = resolve_trunks(new, self.sip.local_addr()).await?;
+        // The endpoint's registrations and the driver's TLS configurations
+        // are fixed at start.
+        let registered: Vec<String> = resolved
+            .registrations
+            .iter()
+            .map(|r| r.name.clone())
+            .collect();
+        let mut tls_names: Vec<String> = resolved.tls.keys().cloned().collect();
+        tls_names.sort();
+        if registered != self.registered_trunks || tls_names != self.tls_names {
+            return Err(
+                "trunks that register, or TLS trunks' certificate names, changed: that needs a restart; keeping the old trunks"
+                    .into(),
+            );
+        }
+        let old = &self.cfg;
+        let mut cfg = new.clone();
+        let mut kept = Vec::new();
+        macro_rules! keep {
+            ($($field:ident),*) => {$(
+                if cfg.$field != old.$field {
+                    kept.push(stringify!($field));
+                    cfg.$field = old.$field.clone();
+                }
+            )*};
+        }
+        keep!(
+            bind_ip,
+            public_ip,
+            public_sip_port,
+            sip_port,
+            rtp_port_min,
+            rtp_port_max
+        );
+        // The spool path main() settled at start (the file may name none).
+        cfg.recordings_dir = old.recordings_dir.clone();
+        let plan = DialPlan {
+            trunk_table: resolved.table,
+            refresher: resolved.refresher,
+            from_number: first.from_number.clone(),
+            cfg,
+        };
+        tracing::info!(
+            trunks = plan.cfg.trunks.len(),
+            resolved = plan.resolved_count(),
+            ring_timeout_s = plan.cfg.ring_timeout_seconds,
+            "dial plan reloaded"
+        );
+        self.dial_plan.store(Arc::new(plan));
+        Ok(kept)
     }
 
     /// The texts the trunks send us (once: the lease driver takes them).
@@ -179,7 +323,7 @@ impl Telephony {
     /// asked for, is the offer's `message_id`.
     pub async fn send_message(&self, offer: &MessageOffer, now_ms: u64) -> MessageEnd {
         let spec = MessageSpec {
-            trunks: self.trunks(),
+            trunks: self.dial_plan.load().trunks(),
             to_user: offer.to.clone(),
             from_user: offer.from.clone(),
             body: offer.body.clone(),
@@ -211,7 +355,7 @@ impl Telephony {
 
     /// Removes the registered bindings (shutdown), waiting at most `within`.
     pub async fn unregister(&self, within: std::time::Duration) {
-        if self.registering > 0 && !self.sip.unregister(within).await {
+        if !self.registered_trunks.is_empty() && !self.sip.unregister(within).await {
             tracing::warn!("un-REGISTER not confirmed in time");
         }
     }

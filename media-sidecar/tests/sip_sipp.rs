@@ -1625,7 +1625,7 @@ async fn naptr_leads_to_srv_and_srv_to_the_address_that_answers() {
     let tel = Telephony::start(&cfg, Default::default())
         .await
         .expect("the trunk resolves");
-    let trunks = tel.trunks();
+    let trunks = tel.dial_plan().trunks();
     assert_eq!(
         trunks
             .iter()

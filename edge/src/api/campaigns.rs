@@ -722,6 +722,8 @@ async fn place_contact<K: Kv, D: DispatchQueues>(
         engine_api_key: None,
         engine_base_url: None,
         silence_timeout_seconds: None,
+        // The agent's prompt is filled from the contact's name and metadata.
+        variables: Vec::new(),
     };
     let origin = CallOrigin {
         campaign: Some((spec.id.clone(), row)),

@@ -96,6 +96,7 @@ pub async fn run_sip_call(
         engine: None,
         engine_start: None,
         hangup: Some(hangup),
+        latency: Default::default(),
     };
     let end = io.run(bridge).await;
     // The IO (its engine connection under way, if any) borrows the offer.
@@ -155,6 +156,8 @@ struct CallIo<'a> {
     engine_start: Option<EngineStart<'a>>,
     /// `None` once the command came (or its sender went).
     hangup: Option<oneshot::Receiver<HangupCause>>,
+    /// Engine timings for the metrics.
+    latency: crate::metrics::CallLatency,
 }
 
 impl CallIo<'_> {
@@ -182,9 +185,13 @@ impl CallIo<'_> {
                 ev = call.next_event() => match ev {
                     None => bridge.dialog_lost(now()),
                     Some(Event::Failover { trunk, end }) => {
+                        end.sip_code.inspect(|c| crate::metrics::global().sip_final_response(*c));
                         tracing::info!(call_id = %self.offer.call_id, trunk, detail = %end.detail, code = ?end.sip_code, "trunk failed over");
                     }
-                    Some(Event::Call(ev)) => bridge.handle_dialog_event(now(), ev),
+                    Some(Event::Call(ev)) => {
+                        crate::metrics::global().dialog_event(&ev);
+                        bridge.handle_dialog_event(now(), ev)
+                    }
                 },
                 r = command(&mut self.hangup) => {
                     self.hangup = None;
@@ -198,6 +205,7 @@ impl CallIo<'_> {
                     self.engine_start = None;
                     match r {
                         Ok(en) => {
+                            self.latency.engine_connected(crate::metrics::engine_label(&self.offer.engine), now());
                             self.engine = Some(en);
                             bridge.engine_started(now());
                         }
@@ -231,9 +239,11 @@ impl CallIo<'_> {
             Some(ip) => std::net::SocketAddr::new(ip, rtp.port()),
             None => rtp,
         };
+        // The dial plan in force now (SIGHUP swaps it); this call keeps it.
+        let plan = tel.dial_plan();
         let mut sdp = OfferConfig::new(advertised_rtp);
-        sdp.codecs = tel.cfg.codecs.clone();
-        let spec = call_spec(offer, tel.trunks(), &tel.from_number, &tel.cfg, sdp);
+        sdp.codecs = plan.cfg.codecs.clone();
+        let spec = call_spec(offer, plan.trunks(), &plan.from_number, &plan.cfg, sdp);
         let call = tel.sip.start_call(spec).await.map_err(|err| {
             tracing::warn!(call_id = %offer.call_id, error = %err, "SIP driver refused the call");
             EndedReason::TrunkError
@@ -276,6 +286,8 @@ impl CallIo<'_> {
                     }
                 }
                 Action::SendToMedia(pcm) => {
+                    self.latency
+                        .audio_sent(crate::metrics::engine_label(&self.offer.engine), now());
                     if let Some(m) = &self.media {
                         let _ = m.send(pcm).await;
                     }
@@ -286,11 +298,13 @@ impl CallIo<'_> {
                     }
                 }
                 Action::StartEngine => {
+                    self.latency.engine_asked(now());
                     let (offer, tel) = (self.offer, self.tel);
                     self.engine_start =
                         Some(Box::pin(make_engine(offer, &tel.engine_allowed_hosts)));
                 }
                 Action::EngineAnswered => {
+                    self.latency.answered(now());
                     if let Some(en) = self.engine.as_mut() {
                         en.answered();
                     }

@@ -100,6 +100,9 @@ pub struct RunOptions {
     /// event is kept there, and a previous run's are sent first. `None`:
     /// events live in memory only.
     pub events_dir: Option<std::path::PathBuf>,
+    /// A new capacity (SIGHUP reload): offered from the next lease poll on;
+    /// calls held beyond it keep going.
+    pub capacity_updates: Option<watch::Receiver<u32>>,
 }
 
 impl Default for RunOptions {
@@ -110,6 +113,7 @@ impl Default for RunOptions {
             hangup_grace: DEFAULT_HANGUP_GRACE,
             recordings_dir: None,
             events_dir: None,
+            capacity_updates: None,
         }
     }
 }
@@ -307,6 +311,11 @@ impl CallTasks {
         self.set.is_empty()
     }
 
+    /// Call tasks running (not reaped yet).
+    pub(crate) fn len(&self) -> usize {
+        self.calls.len()
+    }
+
     /// The calls whose tasks have not been reaped yet.
     pub(crate) fn call_ids(&self) -> impl Iterator<Item = &String> {
         self.calls.values()
@@ -368,7 +377,8 @@ fn bury(
     };
     tracing::error!(call_id = %dead.call_id, "call task {how}; ending the call as failed");
     match core.fail_call(now_ms(), &dead.call_id, DEAD_TASK_REASON) {
-        Ok(_) => {}
+        Ok(_) => crate::metrics::global()
+            .call_ended(voxline_shared::CallStatus::Failed, DEAD_TASK_REASON),
         // It got its own `ended` out before it died: nothing to add.
         Err(crate::lease::EmitError::AlreadyEnded) => {}
         Err(e) => tracing::warn!(call_id = %dead.call_id, ?e, "could not end the dead call's task"),
@@ -383,6 +393,7 @@ fn handle_msg<C: Transport>(core: &mut LeaseClient, d: &mut Driver<C>, msg: Msg)
             at_ms,
             kind,
         } => {
+            crate::metrics::global().call_event(&kind);
             if let Err(e) = core.emit(at_ms, &call_id, kind) {
                 tracing::warn!(%call_id, ?e, "event not recorded");
             }
@@ -446,14 +457,19 @@ impl<C: Transport> Driver<C> {
             };
             let limit = Duration::from_millis(t.request.timeout_ms());
             tracing::debug!(id = t.id, path, bytes = body.len(), "request");
+            let sent = std::time::Instant::now();
             let reply = match tokio::time::timeout(limit, transport.post(path, headers, body)).await {
                 Ok(Ok(r)) => {
+                    crate::metrics::global().edge_request(path, Some(r.status), sent.elapsed());
                     tracing::debug!(id = t.id, path, status = r.status, version = ?r.version, "response");
                     Reply::Http { status: r.status, body: r.body }
                 }
                 Ok(Err(e)) => Reply::Failed(e.to_string()),
                 Err(_) => Reply::Failed(format!("no answer within {} ms", limit.as_millis())),
             };
+            if matches!(reply, Reply::Failed(_)) {
+                crate::metrics::global().edge_request(path, None, sent.elapsed());
+            }
             let _ = tx.send(Msg::Reply { id: t.id, reply }).await;
         });
     }
@@ -471,6 +487,7 @@ impl<C: Transport> Driver<C> {
                 let (hang_tx, hang_rx) = oneshot::channel();
                 self.calls.insert(offer.call_id.clone(), hang_tx);
                 self.started += 1;
+                crate::metrics::global().call_started();
                 let call_id = offer.call_id.clone();
                 self.call_tasks.spawn(
                     call_id,
@@ -575,6 +592,20 @@ fn forward_inbound<C: Transport>(core: &mut LeaseClient, d: &mut Driver<C>, req:
     );
 }
 
+/// The next capacity a reload set (else never; a closed channel: never again).
+async fn capacity_update(rx: &mut Option<watch::Receiver<u32>>) -> Option<u32> {
+    match rx {
+        Some(r) => match r.changed().await {
+            Ok(()) => Some(*r.borrow_and_update()),
+            Err(_) => {
+                *rx = None;
+                None
+            }
+        },
+        None => std::future::pending().await,
+    }
+}
+
 /// Tells every live call to hang up because the sidecar is stopping.
 fn hang_up_for_shutdown(calls: &mut HashMap<String, oneshot::Sender<HangupCause>>) {
     for (call_id, h) in calls.drain() {
@@ -596,6 +627,7 @@ fn end_unfinished_calls<C: Transport>(core: &mut LeaseClient, d: &Driver<C>) {
         };
         // An error: its own `ended` is in, or it was never started; nothing to add.
         if core.fail_call(now, call_id, reason).is_ok() {
+            crate::metrics::global().call_ended(voxline_shared::CallStatus::Failed, reason);
             tracing::warn!(%call_id, ?reason, "call did not finish hanging up in time; ended as failed");
         }
     }
@@ -665,6 +697,7 @@ pub async fn run<C: Transport>(
             }
         }
     }
+    let mut capacity_updates = opts.capacity_updates.clone();
     let mut drain_until: Option<tokio::time::Instant> = None;
     // Set when the drain timed out and the live calls were told to hang up.
     let mut hanging_up = false;
@@ -705,6 +738,8 @@ pub async fn run<C: Transport>(
                 break;
             }
         }
+        crate::metrics::global().link_state(core.is_registered(), core.is_draining());
+        crate::metrics::global().set_calls_active(d.call_tasks.len());
         if drain_until.is_some() && core.is_idle() {
             tracing::info!("drained");
             break;
@@ -741,6 +776,10 @@ pub async fn run<C: Transport>(
                 bury(&mut core, &mut d.calls, dead);
             }
             _ = tokio::time::sleep(sleep) => {}
+            Some(capacity) = capacity_update(&mut capacity_updates) => {
+                tracing::info!(capacity, "capacity reloaded");
+                core.set_capacity(capacity);
+            }
             changed = stop.changed() => {
                 let s = if changed.is_ok() { *stop.borrow_and_update() } else { Stop::Now };
                 match s {

@@ -928,6 +928,13 @@ impl LeaseClient {
         self.calls.contains_key(call_id)
     }
 
+    /// A new capacity (a SIGHUP reload): the free slots of the next lease
+    /// poll follow it; calls held beyond it keep going. Bounded as the
+    /// config is (1..=[`crate::config::MAX_CAPACITY`]).
+    pub fn set_capacity(&mut self, capacity: u32) {
+        self.s.capacity = capacity.clamp(1, crate::config::MAX_CAPACITY);
+    }
+
     /// Slots we can offer the edge now (`0` while draining).
     pub fn free_slots(&self) -> u32 {
         if self.draining {

@@ -720,6 +720,7 @@ impl Task {
         }
         let stats = self.stats();
         self.stats_tx.send_replace(stats);
+        crate::metrics::global().media_ended(self.session.config().codec, &stats);
         stats
     }
 }
