@@ -218,6 +218,8 @@ pub struct TickFrame {
     /// 20 ms of what was heard, for the recording: the stream of
     /// [`RtpSession::poll_heard`] held [`RECORD_DELAY_FRAMES`] frames behind,
     /// so the recording's channels stay aligned while packets arrive unevenly.
+    /// `sent` is held as many frames behind, so both channels keep real time
+    /// against each other (an echo never leads what it echoes).
     pub received: Vec<i16>,
 }
 
@@ -362,6 +364,8 @@ pub struct RtpSession {
     /// Whole frames heard, for [`RtpSession::poll_heard`].
     heard: VecDeque<Vec<i16>>,
     record_tap: RecordTap,
+    /// The last [`RECORD_DELAY_FRAMES`] frames sent, for the recording.
+    sent_tap: VecDeque<Vec<i16>>,
     // rtcp
     next_rtcp_us: Option<u64>,
     rng: u32,
@@ -407,6 +411,7 @@ impl RtpSession {
             pcm_fifo: Vec::with_capacity(4 * FRAME_8K),
             heard: VecDeque::new(),
             record_tap: RecordTap::default(),
+            sent_tap: VecDeque::with_capacity(RECORD_DELAY_FRAMES + 1),
             next_rtcp_us: None,
             rng: cfg.ssrc | 1,
             out: VecDeque::new(),
@@ -1032,6 +1037,13 @@ impl RtpSession {
             }
             Some(_) => {}
         }
+        // The recording's sent channel lags as the received one does.
+        self.sent_tap.push_back(sent);
+        let sent = if self.sent_tap.len() > RECORD_DELAY_FRAMES {
+            self.sent_tap.pop_front().unwrap_or_default()
+        } else {
+            vec![0i16; FRAME_8K]
+        };
         TickFrame { sent, received }
     }
 

@@ -68,14 +68,10 @@ pub const MAX_TTL: Duration = Duration::from_secs(86_400);
 pub const RETRY_MIN: Duration = Duration::from_secs(2);
 pub const RETRY_MAX: Duration = Duration::from_secs(60);
 
-/// The SIP transport a trunk is reached over: it picks the NAPTR service,
-/// the SRV prefix and the default port.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Transport {
-    Udp,
-    Tcp,
-    Tls,
-}
+/// The SIP transport a trunk is reached over (one type for the whole SIP
+/// stack); here what it picks in DNS: the NAPTR service and the SRV prefix
+/// (the default port is [`Transport::default_port`]).
+pub use crate::sip::transport::Transport;
 
 impl Transport {
     /// The NAPTR service field (RFC 3263 section 4.1).
@@ -93,32 +89,6 @@ impl Transport {
             Transport::Udp => "_sip._udp",
             Transport::Tcp => "_sip._tcp",
             Transport::Tls => "_sips._tcp",
-        }
-    }
-
-    /// The port when neither the config nor SRV names one (RFC 3261 19.1.2).
-    pub fn default_port(self) -> u16 {
-        match self {
-            Transport::Udp | Transport::Tcp => 5060,
-            Transport::Tls => 5061,
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Transport::Udp => "udp",
-            Transport::Tcp => "tcp",
-            Transport::Tls => "tls",
-        }
-    }
-}
-
-impl From<crate::config::SipTransport> for Transport {
-    fn from(t: crate::config::SipTransport) -> Self {
-        match t {
-            crate::config::SipTransport::Udp => Transport::Udp,
-            crate::config::SipTransport::Tcp => Transport::Tcp,
-            crate::config::SipTransport::Tls => Transport::Tls,
         }
     }
 }
