@@ -4,6 +4,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::{json, Map, Value};
+use voxline_shared::sidecar_link::FirstSpeaker;
 use voxline_shared::{CallStatus, EndedReason};
 
 use crate::engine_keys::StoredSecret;
@@ -206,6 +207,11 @@ pub struct Agent {
     /// For this agent's calls, unless a call sets its own (None: 30 s).
     #[serde(default)]
     pub silence_timeout_seconds: Option<u32>,
+    /// Who speaks first once a call is answered: the agent greets at the
+    /// answer (`agent`, the default), or waits for the callee's first words
+    /// (`callee`). Agents stored before it are `agent`.
+    #[serde(default)]
+    pub first_speaker: FirstSpeaker,
 }
 
 /// Stored under `apikeyid/{tenant}/{key}`; the hash links to the auth record.
@@ -528,6 +534,10 @@ pub struct CallRecord {
     /// `from`; not in the public JSON).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub from_user: Option<u64>,
+    /// Its agent's `first_speaker` when the call was placed (for the offer;
+    /// not in the public JSON).
+    #[serde(default, skip_serializing_if = "FirstSpeaker::is_agent")]
+    pub first_speaker: FirstSpeaker,
 }
 
 /// A call's `metadata`: the client's JSON object as text, exactly as given
@@ -672,6 +682,7 @@ impl CallRecord {
         fields.remove("placed_with");
         fields.remove("caller_number");
         fields.remove("from_user");
+        fields.remove("first_speaker");
         object_with_raw(
             &fields,
             "metadata",
@@ -728,6 +739,7 @@ pub fn test_call(status: CallStatus) -> CallRecord {
         placed_with: None,
         caller_number: None,
         from_user: None,
+        first_speaker: FirstSpeaker::Agent,
     }
 }
 

@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 use voxline_media_sidecar::engine::local::script::normalize;
 use voxline_media_sidecar::engine::local::tts::{synthesize, Voice};
 use voxline_media_sidecar::engine::local::LocalEngine;
-use voxline_media_sidecar::engine::{Engine, EngineConfig, EngineEvent, FRAME_SAMPLES};
+use voxline_media_sidecar::engine::{
+    Engine, EngineConfig, EngineEvent, FirstSpeaker, FRAME_SAMPLES,
+};
 use voxline_media_sidecar::media::g711::Law;
 use voxline_shared::sidecar_link::Role;
 
@@ -33,6 +35,8 @@ enum Trigger {
     AfterAiLine(usize, u64),
     /// This long after the n-th AI line started playing (talks over it).
     IntoAiLine(usize, u64),
+    /// At this time of the call (ms after the answer).
+    At(u64),
 }
 
 struct Turn {
@@ -100,6 +104,7 @@ async fn run_call(engine: &mut LocalEngine, turns: Vec<Turn>, max_ms: u64) -> Ou
                 let due = match turn.trigger {
                     Trigger::AfterAiLine(n, gap) => ai_done.get(n - 1).map(|d| d + gap),
                     Trigger::IntoAiLine(n, after) => ai_started.get(n - 1).map(|s| s + after),
+                    Trigger::At(at) => Some(at),
                 };
                 if due.is_some_and(|d| t >= d) {
                     let turn = turns.next().unwrap();
@@ -215,6 +220,83 @@ async fn started_while_ringing_it_greets_only_at_the_answer() {
     assert!(
         matches!(first, EngineEvent::Audio(ref a) if !a.is_empty()),
         "{first:?}"
+    );
+    e.close().await;
+}
+
+/// Issue 17, `first_speaker: callee`: answered, the engine says nothing
+/// while the callee is silent and while they say "Hello?"; it greets when
+/// their turn ends, takes their first words for a hello (not an answer to
+/// the script), and the script goes on from there.
+#[tokio::test]
+async fn callee_first_greets_only_after_the_callee_spoke() {
+    let _g = SERIAL.lock().await;
+    let mut c = config(Some(DEMO));
+    c.greet_on_answer = true;
+    c.first_speaker = FirstSpeaker::Callee;
+    let mut e = LocalEngine::connect(c).await.unwrap();
+    e.answered();
+    assert!(e.greeting_held());
+    let hello_at = 1_500;
+    let hello_ms = synthesize("Hello?", Voice::Slt).unwrap().len() as u64 / 8;
+    let o = run_call(
+        &mut e,
+        vec![
+            Turn {
+                trigger: Trigger::At(hello_at),
+                text: "Hello?",
+            },
+            Turn {
+                trigger: Trigger::AfterAiLine(1, 500),
+                text: "Yes, I can make it.",
+            },
+        ],
+        60_000,
+    )
+    .await;
+    print("callee first", &o);
+    let first_audio = o
+        .events
+        .iter()
+        .find(|(_, e)| matches!(e, EngineEvent::Audio(_)))
+        .map(|(t, _)| *t)
+        .expect("a greeting");
+    assert!(
+        first_audio >= hello_at + hello_ms,
+        "greeted at {first_audio} ms, before the callee's hello ended ({} ms)",
+        hello_at + hello_ms
+    );
+    assert!(
+        first_audio < hello_at + hello_ms + 1_500,
+        "greeted only at {first_audio} ms"
+    );
+    assert_eq!(o.ai.first(), Some(&e.script().greeting), "{:?}", o.ai);
+    // "Hello?" is not taken for an answer (no reprompt): the yes is.
+    assert_eq!(
+        o.ai.get(1).map(String::as_str),
+        Some("Great, see you tomorrow. Goodbye!"),
+        "{:?} {:?}",
+        o.ai,
+        o.user
+    );
+    assert_eq!(o.user.len(), 2, "{:?}", o.user);
+    assert!(o.end.is_some());
+    e.close().await;
+
+    // A callee who says nothing is greeted after the wait, not never.
+    let mut c = config(Some(DEMO));
+    c.first_speaker = FirstSpeaker::Callee;
+    let mut e = LocalEngine::connect(c).await.unwrap();
+    let o = run_call(&mut e, vec![], 5_000).await;
+    let first_audio = o
+        .events
+        .iter()
+        .find(|(_, e)| matches!(e, EngineEvent::Audio(_)))
+        .map(|(t, _)| *t)
+        .expect("a greeting after the wait");
+    assert!(
+        (3_000..3_200).contains(&first_audio),
+        "greeted at {first_audio} ms"
     );
     e.close().await;
 }

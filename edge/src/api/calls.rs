@@ -300,6 +300,7 @@ pub(crate) async fn place_call<K: Kv, D: DispatchQueues>(
         placed_with,
         caller_number,
         from_user,
+        first_speaker: agent.first_speaker,
     };
     let mut queued = port::queued_call(&tenant.id, &record, env.now_ms);
     queued.max_concurrent = tenant.max_concurrent_calls;

@@ -27,6 +27,11 @@
 //! `Interrupt` when the callee talks over a line for `barge_in_ms` (the line is
 //! cut; closing lines with `[end]` are not interruptible); `Summary` +
 //! `EndCall` once a closing line has been played.
+//!
+//! Who speaks first ([`EngineConfig::first_speaker`], issue 17): `agent`
+//! greets at the answer; `callee` holds the greeting until the end of the
+//! callee's first utterance (VAD), which is transcribed but not taken as an
+//! answer, or until [`LocalConfig::callee_first_wait_ms`] pass in silence.
 
 pub mod script;
 pub mod stt;
@@ -61,6 +66,9 @@ pub struct LocalConfig {
     pub max_utterance_ms: u64,
     /// Voice when the call's `voice` is not a flite voice name.
     pub default_voice: Voice,
+    /// `first_speaker: callee`: how long after the answer a callee who says
+    /// nothing is waited for before the agent greets anyway.
+    pub callee_first_wait_ms: u64,
 }
 
 impl Default for LocalConfig {
@@ -71,6 +79,7 @@ impl Default for LocalConfig {
             preroll_ms: 300,
             max_utterance_ms: 15_000,
             default_voice: Voice::Kal16,
+            callee_first_wait_ms: 3_000,
         }
     }
 }
@@ -130,6 +139,10 @@ pub struct LocalEngine {
     /// Started while the phone rang ([`EngineConfig::greet_on_answer`]):
     /// no clock, no events, no greeting until [`Engine::answered`].
     waiting_for_answer: bool,
+    /// `first_speaker: callee` ([`EngineConfig::first_speaker`]): the
+    /// greeting waits for the end of the callee's first utterance (or
+    /// [`LocalConfig::callee_first_wait_ms`] of their silence).
+    greeting_held: bool,
 }
 
 impl LocalEngine {
@@ -215,6 +228,7 @@ impl LocalEngine {
             last_user_text: None,
             stats: LocalStats::default(),
             waiting_for_answer: cfg.greet_on_answer,
+            greeting_held: cfg.first_speaker == super::FirstSpeaker::Callee,
         };
         if !e.waiting_for_answer {
             e.start_dialog();
@@ -222,13 +236,26 @@ impl LocalEngine {
         Ok(e)
     }
 
-    /// The call is answered: the clock starts and the greeting is queued.
+    /// The call is answered: the clock starts and the greeting is queued
+    /// (held for the callee's first words when they speak first).
     fn start_dialog(&mut self) {
         self.waiting_for_answer = false;
         self.created = Instant::now();
+        if !self.greeting_held {
+            self.greet();
+        }
+    }
+
+    fn greet(&mut self) {
+        self.greeting_held = false;
         if let Some(g) = self.dialog.start() {
             self.say(g);
         }
+    }
+
+    /// Whether the greeting still waits for the callee to speak first.
+    pub fn greeting_held(&self) -> bool {
+        self.greeting_held
     }
 
     /// The parsed script (for logs and tests).
@@ -268,6 +295,7 @@ impl LocalEngine {
     }
 
     fn say(&mut self, s: Say) {
+        let synth_started = Instant::now();
         let pcm = match self.lines.get(&s.text) {
             Some(p) => p.clone(),
             None => match tts::synthesize(&s.text, self.voice) {
@@ -282,6 +310,11 @@ impl LocalEngine {
             },
         };
         let dur = pcm.len() as u64 / 8;
+        latency_mark(
+            &self.call_id,
+            "reply_queued",
+            synth_started.elapsed().as_micros() as u64,
+        );
         let now = self.now_ms();
         let start = self.playing.as_ref().map_or(now, |p| p.end_ms.max(now));
         // A line still "playing" (overlap without barge-in) is finished first.
@@ -364,6 +397,13 @@ impl LocalEngine {
                 self.finish_line(false);
             }
         }
+        if self.greeting_held {
+            // Callee first: nobody spoke after the answer, greet anyway.
+            if self.utt.is_none() && now >= self.cfg.callee_first_wait_ms {
+                self.greet();
+            }
+            return;
+        }
         if self.playing.is_none()
             && !self.dialog.ended()
             && self.utt.is_none()
@@ -379,6 +419,9 @@ impl LocalEngine {
 
     /// When (engine clock) the next timer is due.
     fn next_deadline_ms(&self) -> Option<u64> {
+        if self.greeting_held {
+            return self.utt.is_none().then_some(self.cfg.callee_first_wait_ms);
+        }
         if let Some(p) = &self.playing {
             return Some(p.end_ms);
         }
@@ -393,6 +436,7 @@ impl LocalEngine {
             overlap_only: false,
         });
         self.stats.stt_decode_ms += r.decode_ms;
+        latency_mark(&self.call_id, "recognised", r.decode_ms * 1000);
         self.last_activity_ms = self.last_activity_ms.max(r.end_ms).max(self.now_ms());
         let text = r.text.trim().to_string();
         tracing::debug!(call_id = %self.call_id, text = %text, decode_ms = r.decode_ms, "recognised");
@@ -425,10 +469,22 @@ impl LocalEngine {
             return;
         };
         self.stats.utterances += 1;
+        latency_mark(
+            &self.call_id,
+            "endpoint",
+            self.audio_ms.saturating_sub(end_ms) * 1000,
+        );
         self.send_stt(SttCmd::End { start_ms, end_ms });
+        // The callee's first words when they speak first ("Hello?") are
+        // transcribed, not taken as an answer to a greeting not yet said.
+        let before_greeting = self.greeting_held;
         self.pending.push_back(UttMeta {
-            overlap_only: overlapped && !barged,
+            overlap_only: (overlapped && !barged) || before_greeting,
         });
+        if before_greeting {
+            // Greet at the end of their turn, without waiting for the recognizer.
+            self.greet();
+        }
     }
 
     fn on_frame(&mut self, frame: &[i16]) {
@@ -485,6 +541,21 @@ impl LocalEngine {
         while self.preroll.len() > keep {
             self.preroll.pop_front();
         }
+    }
+}
+
+/// One step of a turn, for the turn-latency bench (`cargo xtask bench-turn`):
+/// `endpoint` (the VAD decided the callee's turn ended; `took_us`: audio
+/// since their last voiced frame), `recognised` (`took_us`: the decoder's
+/// finishing pass), `reply_queued` (`took_us`: getting the line's audio,
+/// cached or synthesised). Debug level, target `voxline_latency`; `unix_us`
+/// is the wall clock, comparable with the bench's packet times.
+fn latency_mark(call_id: &str, stage: &'static str, took_us: u64) {
+    if tracing::enabled!(target: "voxline_latency", tracing::Level::DEBUG) {
+        let unix_us = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_micros() as u64);
+        tracing::debug!(target: "voxline_latency", call_id, stage, took_us, unix_us, "latency mark");
     }
 }
 
