@@ -28,6 +28,12 @@
 //! cut; closing lines with `[end]` are not interruptible); `Summary` +
 //! `EndCall` once a closing line has been played.
 //!
+//! End of turn: the VAD's hangover (700 ms without voice), or sooner: after
+//! [`LocalConfig::quick_endpoint_ms`] of pause the recognizer is asked for
+//! the words so far, and when they already answer the script (a rule
+//! matches) the turn ends there (issue 17: a known answer is replied to
+//! about 400 ms sooner; other speech keeps the patient hangover).
+//!
 //! Who speaks first ([`EngineConfig::first_speaker`], issue 17): `agent`
 //! greets at the answer; `callee` holds the greeting until the end of the
 //! callee's first utterance (VAD), which is transcribed but not taken as an
@@ -52,6 +58,10 @@ use tts::Voice;
 use vad::{Vad, VadConfig, VadEvent};
 
 const FRAME_MS: u64 = 20;
+/// RMS of a frame above which it is not a pause (about -38 dBFS, the call
+/// task's speech level): the VAD scores some speech sounds unvoiced, so a
+/// quick end of turn also wants the line quiet.
+pub const QUIET_RMS: f64 = 400.0;
 const AUDIO_CHUNK: usize = 1600; // 200 ms
 
 /// Tunables (defaults suit telephone calls).
@@ -60,6 +70,11 @@ pub struct LocalConfig {
     pub vad: VadConfig,
     /// Talk-over needed to interrupt our playback.
     pub barge_in_ms: u64,
+    /// A pause this long in the callee's speech (no voice, and no frame
+    /// above [`QUIET_RMS`]) ends their turn early when
+    /// the words so far already answer the script (a rule matches); other
+    /// speech waits for the VAD's full hangover ([`VadConfig::hangover_ms`]).
+    pub quick_endpoint_ms: u64,
     /// Audio kept from before the VAD onset and given to the recognizer.
     pub preroll_ms: u64,
     /// An utterance longer than this is cut and recognised.
@@ -75,7 +90,8 @@ impl Default for LocalConfig {
     fn default() -> Self {
         LocalConfig {
             vad: VadConfig::default(),
-            barge_in_ms: 300,
+            barge_in_ms: 100,
+            quick_endpoint_ms: 350,
             preroll_ms: 300,
             max_utterance_ms: 15_000,
             default_voice: Voice::Kal16,
@@ -143,6 +159,13 @@ pub struct LocalEngine {
     /// greeting waits for the end of the callee's first utterance (or
     /// [`LocalConfig::callee_first_wait_ms`] of their silence).
     greeting_held: bool,
+    /// The callee's last voiced time (stream ms) at which the words so far
+    /// were asked for ([`SttCmd::Peek`]): once per pause.
+    peeked_at: Option<u64>,
+    /// Peeks whose words have not come back yet.
+    peeks_out: usize,
+    /// Stream time after the last frame above [`QUIET_RMS`].
+    loud_until_ms: u64,
 }
 
 impl LocalEngine {
@@ -229,6 +252,9 @@ impl LocalEngine {
             stats: LocalStats::default(),
             waiting_for_answer: cfg.greet_on_answer,
             greeting_held: cfg.first_speaker == super::FirstSpeaker::Callee,
+            peeked_at: None,
+            peeks_out: 0,
+            loud_until_ms: 0,
         };
         if !e.waiting_for_answer {
             e.start_dialog();
@@ -272,9 +298,10 @@ impl LocalEngine {
         self.audio_ms.max(self.created.elapsed().as_millis() as u64)
     }
 
-    /// Utterances handed to the recognizer whose result has not come back yet.
+    /// Utterances (and requests for the words so far) handed to the
+    /// recognizer whose result has not come back yet.
     pub fn stt_pending(&self) -> usize {
-        self.pending.len()
+        self.pending.len() + self.peeks_out
     }
 
     /// Whether a line is (estimated to be) playing.
@@ -432,6 +459,10 @@ impl LocalEngine {
     }
 
     fn on_stt(&mut self, r: SttResult) {
+        if r.partial {
+            self.on_partial(r);
+            return;
+        }
         let meta = self.pending.pop_front().unwrap_or(UttMeta {
             overlap_only: false,
         });
@@ -455,6 +486,24 @@ impl LocalEngine {
         }
         if let Some(s) = self.dialog.on_user(&text) {
             self.say(s);
+        }
+    }
+
+    /// The words so far, asked for in a pause: when the callee is still in
+    /// that pause and the words answer the script, their turn ends now.
+    fn on_partial(&mut self, r: SttResult) {
+        self.peeks_out = self.peeks_out.saturating_sub(1);
+        let still_paused = self.utt.is_some() && self.vad.last_voiced_ms() == Some(r.end_ms);
+        if !still_paused || self.dialog.ended() {
+            return;
+        }
+        let words = script::normalize(&r.text);
+        if self.dialog.script.match_rule(&words).is_none() {
+            return;
+        }
+        tracing::debug!(call_id = %self.call_id, text = %r.text, "the callee's words answer the script: end of turn");
+        if let Some(VadEvent::SpeechEnd { start_ms, end_ms }) = self.vad.force_end() {
+            self.end_utterance(start_ms, end_ms);
         }
     }
 
@@ -490,6 +539,11 @@ impl LocalEngine {
     fn on_frame(&mut self, frame: &[i16]) {
         let ev = self.vad.push(frame);
         self.audio_ms += FRAME_MS;
+        let energy =
+            frame.iter().map(|&s| f64::from(s).powi(2)).sum::<f64>() / frame.len().max(1) as f64;
+        if energy.sqrt() > QUIET_RMS {
+            self.loud_until_ms = self.audio_ms;
+        }
         // Playback may have ended by now; updates `playing` before barge-in checks.
         self.tick();
         match ev {
@@ -529,6 +583,20 @@ impl LocalEngine {
                 self.events.push_back(EngineEvent::Interrupt);
                 self.finish_line(true);
                 self.utt = Some((start_ms, overlapped, true));
+            }
+            // A pause: ask for the words so far (once per pause); they may
+            // end the turn before the full hangover ([`Self::on_partial`]).
+            if let Some(voiced) = self.vad.last_voiced_ms() {
+                let quiet_since = voiced.max(self.loud_until_ms);
+                if self.audio_ms.saturating_sub(quiet_since) >= self.cfg.quick_endpoint_ms
+                    && self.peeked_at != Some(voiced)
+                {
+                    self.peeked_at = Some(voiced);
+                    self.peeks_out += 1;
+                    self.send_stt(SttCmd::Peek {
+                        voiced_end_ms: voiced,
+                    });
+                }
             }
             if self.audio_ms.saturating_sub(start_ms) >= self.cfg.max_utterance_ms {
                 if let Some(VadEvent::SpeechEnd { start_ms, end_ms }) = self.vad.force_end() {
