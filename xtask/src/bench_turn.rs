@@ -119,7 +119,8 @@ answers after 1 s of ringing with an SDP pointing at an RTP peer in the test. Th
 callee: a packet every 20 ms, mu-law silence or a flite `slt` voice saying \"Maybe, perhaps.\"; \
 it times every packet from the sidecar, audible when a sample decodes above 256 (about -42 \
 dBFS). The agent's script answers \"maybe\" and \"perhaps\" with a long line (and anything else \
-with another), so no call ends early. Load average when it ran: {}.\n\n",
+with another), so no call ends early. Load average when it ran: {} (2 cores: above 2, other builds were \
+sharing them).\n\n",
         b.load
     ));
     t.push_str(
@@ -162,7 +163,9 @@ queued (`FlushMedia`). OpenAI Realtime: a fake server in the test speaks each li
 audio deltas, watches the audio the sidecar streams to it, and {:.0} ms after the callee's first \
 audible frame sends `input_audio_buffer.speech_started`; those {:.0} ms are subtracted, so the \
 figure is the sidecar's share (forwarding the callee's audio, the Interrupt, the flush, and the \
-packet cadence: an engine frame may leave up to one frame before its slot).\n\n",
+packet cadence: while a line plays each frame leaves up to one frame before its slot, so the \
+frame already sent when the flush comes still plays, and the first silent packet goes out on \
+the next slot's time: 20-40 ms of the figures, the local engine's included).\n\n",
         b.fake_delay_ms, b.fake_delay_ms
     ));
     t.push_str("| engine | n | p50 ms | p90 ms | min ms | max ms |\n|---|---|---|---|---|---|\n");
