@@ -22,6 +22,9 @@
 //!
 //! The local engine's steps come from its `voxline_latency` debug marks
 //! (endpoint, recognised, reply queued; wall clock).
+//!
+//! One test here is not a benchmark and runs with the others:
+//! `an_offer_with_the_callee_first_greets_only_after_the_callee_spoke`.
 #![cfg(feature = "local-engine")]
 
 use std::sync::{Arc, Mutex};
@@ -152,6 +155,16 @@ struct Rig {
 }
 
 async fn place(offer_engine: EngineKind, rtp_port: u16, hold_ms: u64, base: Option<String>) -> Rig {
+    place_with(offer_engine, rtp_port, hold_ms, base, FirstSpeaker::Agent).await
+}
+
+async fn place_with(
+    offer_engine: EngineKind,
+    rtp_port: u16,
+    hold_ms: u64,
+    base: Option<String>,
+    first_speaker: FirstSpeaker,
+) -> Rig {
     let sipp_bin = voxline_testkit::SIPP.require();
     let port = voxline_testkit::free_udp_port();
     let dir = std::env::temp_dir().join(format!("voxline-lat-{}-{port}", std::process::id()));
@@ -215,7 +228,7 @@ async fn place(offer_engine: EngineKind, rtp_port: u16, hold_ms: u64, base: Opti
         engine_key_unavailable: false,
         silence_timeout_seconds: Some(120),
         ack_deadline_ms: 0,
-        first_speaker: FirstSpeaker::Agent,
+        first_speaker,
     };
     let (tx, mut rx) = mpsc::channel(256);
     let (hangup_tx, hangup_rx) = oneshot::channel();
@@ -595,5 +608,82 @@ async fn barge_in_latency_openai_realtime() {
     report(
         json!({"bench": "barge_in_openai", "latency_ms": latency, "turns": all.len(),
         "fake_delay_ms": FAKE_DELAY_MS}),
+    );
+}
+
+/// Issue 17, a whole call from an offer with `first_speaker: callee`: the
+/// agent says nothing while the callee is silent after the answer, nor
+/// while they say "Hello?"; its greeting comes once they stopped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_offer_with_the_callee_first_greets_only_after_the_callee_spoke() {
+    let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let rtp = sock.local_addr().unwrap().port();
+    let rig = place_with(EngineKind::Local, rtp, 30_000, None, FirstSpeaker::Callee).await;
+    let hello = synthesize("Hello?", Voice::Slt).unwrap();
+    let mut codes = Vec::new();
+    Law::Mu.encode(&hello, &mut codes);
+    let mut buf = [0u8; 1500];
+    let (_, remote) = tokio::time::timeout(Duration::from_secs(20), sock.recv_from(&mut buf))
+        .await
+        .expect("RTP from the sidecar")
+        .unwrap();
+    let answered = std::time::Instant::now();
+    // 1.5 s of silence, then "Hello?", then silence; 20 ms a packet.
+    let silent_frames = 75;
+    let frames: Vec<Vec<u8>> = std::iter::repeat_n(vec![0xFFu8; 160], silent_frames)
+        .chain(codes.chunks(160).map(|c| {
+            let mut f = c.to_vec();
+            f.resize(160, 0xFF);
+            f
+        }))
+        .collect();
+    let last_voice = frames.iter().rposition(|f| audible(f)).unwrap();
+    let mut tick = tokio::time::interval(Duration::from_millis(20));
+    let mut sent = 0usize;
+    let mut spoke_until = None;
+    let mut greeted = None;
+    let deadline = answered + Duration::from_secs(10);
+    while greeted.is_none() && std::time::Instant::now() < deadline {
+        tokio::select! {
+            r = sock.recv_from(&mut buf) => {
+                let Ok((n, _)) = r else { continue };
+                if n > 12 && audible(&buf[12..n]) {
+                    greeted = Some(std::time::Instant::now());
+                }
+            }
+            _ = tick.tick() => {
+                let payload = frames.get(sent).cloned().unwrap_or_else(|| vec![0xFF; 160]);
+                if sent == last_voice {
+                    spoke_until = Some(std::time::Instant::now());
+                }
+                sent += 1;
+                let seq = sent as u16;
+                let mut pkt = vec![0x80, 0x00];
+                pkt.extend_from_slice(&seq.to_be_bytes());
+                pkt.extend_from_slice(&(u32::from(seq) * 160).to_be_bytes());
+                pkt.extend_from_slice(&0x5EED_0003u32.to_be_bytes());
+                pkt.extend_from_slice(&payload);
+                let _ = sock.send_to(&pkt, remote).await;
+            }
+        }
+    }
+    rig.end().await;
+    let greeted = greeted.expect("the agent never greeted");
+    let Some(spoke_until) = spoke_until else {
+        panic!(
+            "greeted {:?} after the answer, before the callee's hello ended",
+            greeted - answered
+        );
+    };
+    assert!(
+        greeted > spoke_until,
+        "greeted {:?} after the answer, before the callee's hello ended ({:?})",
+        greeted - answered,
+        spoke_until - answered
+    );
+    assert!(
+        greeted - spoke_until < Duration::from_millis(1_500),
+        "greeted only {:?} after the callee spoke",
+        greeted - spoke_until
     );
 }
