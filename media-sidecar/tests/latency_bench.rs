@@ -59,6 +59,12 @@ retries: 10\n\
 
 const CALLEE_LINE: &str = "Maybe, perhaps.";
 
+/// The same, but no rule can match what the recognizer hears (its words
+/// are the script's): every turn waits for the VAD's full hangover.
+fn script_unknown() -> String {
+    SCRIPT.replace("maybe|perhaps ->", "certainly perhaps maybe certainly ->")
+}
+
 fn unix_us() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -155,7 +161,15 @@ struct Rig {
 }
 
 async fn place(offer_engine: EngineKind, rtp_port: u16, hold_ms: u64, base: Option<String>) -> Rig {
-    place_with(offer_engine, rtp_port, hold_ms, base, FirstSpeaker::Agent).await
+    place_with(
+        offer_engine,
+        rtp_port,
+        hold_ms,
+        base,
+        FirstSpeaker::Agent,
+        SCRIPT,
+    )
+    .await
 }
 
 async fn place_with(
@@ -164,6 +178,7 @@ async fn place_with(
     hold_ms: u64,
     base: Option<String>,
     first_speaker: FirstSpeaker,
+    script: &str,
 ) -> Rig {
     let sipp_bin = voxline_testkit::SIPP.require();
     let port = voxline_testkit::free_udp_port();
@@ -215,7 +230,7 @@ async fn place_with(
         caller_name: None,
         caller_number: None,
         agent_id: "ag_1".into(),
-        system_prompt: Some(SCRIPT.into()),
+        system_prompt: Some(script.into()),
         voice: Some("kal16".into()),
         language: "en-US".into(),
         engine: offer_engine.into(),
@@ -430,10 +445,21 @@ fn breakdown(turns: &[Turn], marks: &[(String, u64, u64)]) -> Vec<[f64; 4]> {
 }
 
 /// Local engine: turn latency (end of the callee's utterance -> first
-/// audible reply) with its breakdown.
+/// audible reply) with its breakdown, for an answer the script knows.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "a benchmark: cargo xtask bench-turn"]
 async fn turn_latency_local_engine() {
+    turn_latency(SCRIPT, "turn_local").await
+}
+
+/// The same for speech the script does not know (the full hangover).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a benchmark: cargo xtask bench-turn"]
+async fn turn_latency_local_engine_unknown_answer() {
+    turn_latency(&script_unknown(), "turn_local_unknown").await
+}
+
+async fn turn_latency(script: &str, name: &str) {
     let cap = capture();
     let calls = if quick() { 1 } else { 3 };
     let turns = if quick() { 4 } else { 8 };
@@ -441,7 +467,15 @@ async fn turn_latency_local_engine() {
     for _ in 0..calls {
         let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
         let rtp = sock.local_addr().unwrap().port();
-        let rig = place(EngineKind::Local, rtp, 120_000, None).await;
+        let rig = place_with(
+            EngineKind::Local,
+            rtp,
+            120_000,
+            None,
+            FirstSpeaker::Agent,
+            script,
+        )
+        .await;
         let got = callee(sock, Mode::Turn, turns, Duration::from_secs(110)).await;
         rig.end().await;
         all.extend(got);
@@ -454,7 +488,7 @@ async fn turn_latency_local_engine() {
         .collect();
     assert!(!latency.is_empty(), "no turn measured");
     report(
-        json!({"bench": "turn_local", "latency_ms": latency, "turns": all.len(),
+        json!({"bench": name, "latency_ms": latency, "turns": all.len(),
         "breakdown_ms": parts, "breakdown": ["endpoint wait", "recognition", "synthesis", "to the wire"]}),
     );
 }
@@ -618,7 +652,15 @@ async fn barge_in_latency_openai_realtime() {
 async fn an_offer_with_the_callee_first_greets_only_after_the_callee_spoke() {
     let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let rtp = sock.local_addr().unwrap().port();
-    let rig = place_with(EngineKind::Local, rtp, 30_000, None, FirstSpeaker::Callee).await;
+    let rig = place_with(
+        EngineKind::Local,
+        rtp,
+        30_000,
+        None,
+        FirstSpeaker::Callee,
+        SCRIPT,
+    )
+    .await;
     let hello = synthesize("Hello?", Voice::Slt).unwrap();
     let mut codes = Vec::new();
     Law::Mu.encode(&hello, &mut codes);
