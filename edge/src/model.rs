@@ -4,6 +4,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::{json, Map, Value};
+use voxline_shared::sidecar_link::FirstSpeaker;
 use voxline_shared::{CallStatus, EndedReason};
 
 use crate::engine_keys::StoredSecret;
@@ -206,6 +207,11 @@ pub struct Agent {
     /// For this agent's calls, unless a call sets its own (None: 30 s).
     #[serde(default)]
     pub silence_timeout_seconds: Option<u32>,
+    /// Who speaks first once a call is answered: the agent greets at the
+    /// answer (`agent`, the default), or waits for the callee's first words
+    /// (`callee`). Agents stored before it are `agent`.
+    #[serde(default)]
+    pub first_speaker: FirstSpeaker,
 }
 
 /// Stored under `apikeyid/{tenant}/{key}`; the hash links to the auth record.
@@ -535,6 +541,10 @@ pub struct CallRecord {
     /// its notices name the row.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub campaign_row: Option<u32>,
+    /// Its agent's `first_speaker` when the call was placed (for the offer;
+    /// not in the public JSON).
+    #[serde(default, skip_serializing_if = "FirstSpeaker::is_agent")]
+    pub first_speaker: FirstSpeaker,
 }
 
 /// A call's `metadata`: the client's JSON object as text, exactly as given
@@ -682,6 +692,7 @@ impl CallRecord {
         fields.remove("from_user");
         fields.remove("campaign_row");
         fields.entry("campaign_id").or_insert(Value::Null);
+        fields.remove("first_speaker");
         object_with_raw(
             &fields,
             "metadata",
@@ -740,6 +751,7 @@ pub fn test_call(status: CallStatus) -> CallRecord {
         from_user: None,
         campaign_id: None,
         campaign_row: None,
+        first_speaker: FirstSpeaker::Agent,
     }
 }
 

@@ -546,3 +546,78 @@ async fn serial() -> tokio::sync::MutexGuard<'static, ()> {
     static LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
     LOCK.lock().await
 }
+
+/// Issue 17, barge-in: once the call side flushes (the engine's
+/// `Interrupt`), no more of the engine audio queued before it goes out: the
+/// peer gets no audible packet after the flush but the one already on the
+/// wire, though 3 s of audio were queued; audio sent after the flush plays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flush_stops_queued_engine_audio_at_once() {
+    let _g = serial().await;
+    let peer = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let ports = PortAllocator::new("127.0.0.1".parse().unwrap(), 33_000..=33_099);
+    let bound = MediaSession::bind(&ports).unwrap();
+    let mut cfg = MediaConfig::new(
+        Codec::Pcmu,
+        PayloadMap::default_for(Codec::Pcmu),
+        peer.local_addr().unwrap(),
+    );
+    cfg.send_queue_frames = 200;
+    let media = bound.start(cfg).unwrap();
+    // 3 s of a loud tone, queued at once (as an engine's line is).
+    let tone: Vec<i16> = (0..24_000)
+        .map(|i| ((i as f64 * 0.3).sin() * 8000.0) as i16)
+        .collect();
+    for c in tone.chunks(1600) {
+        media.send(c.to_vec()).await.unwrap();
+    }
+    let audible = |p: &[u8]| {
+        let mut pcm = Vec::new();
+        voxline_media_sidecar::media::g711::Law::Mu.decode(p, &mut pcm);
+        pcm.iter().any(|s| s.unsigned_abs() > 256)
+    };
+    let mut buf = [0u8; 1500];
+    let mut heard = 0;
+    while heard < 10 {
+        let (n, _) = tokio::time::timeout(Duration::from_secs(5), peer.recv_from(&mut buf))
+            .await
+            .expect("RTP")
+            .unwrap();
+        if n > 12 && audible(&buf[12..n]) {
+            heard += 1;
+        }
+    }
+    // Right after a packet arrived: the next one is a slot (20 ms) away.
+    media.flush();
+    let flushed_at = std::time::Instant::now();
+    let mut after = Vec::new();
+    let until = flushed_at + Duration::from_millis(600);
+    while let Ok(Ok((n, _))) = tokio::time::timeout_at(until.into(), peer.recv_from(&mut buf)).await
+    {
+        if n > 12 && audible(&buf[12..n]) {
+            after.push(flushed_at.elapsed());
+        }
+    }
+    // Anything later than a few ms after the flush left after it.
+    let late: Vec<_> = after
+        .iter()
+        .filter(|d| **d > Duration::from_millis(5))
+        .collect();
+    assert!(
+        late.is_empty(),
+        "audible packets after the flush: {after:?} (of ~140 queued)"
+    );
+    // The stream goes on: new audio after the flush is played.
+    media.send(tone[..1600].to_vec()).await.unwrap();
+    let mut resumed = false;
+    let until = std::time::Instant::now() + Duration::from_secs(2);
+    while let Ok(Ok((n, _))) = tokio::time::timeout_at(until.into(), peer.recv_from(&mut buf)).await
+    {
+        if n > 12 && audible(&buf[12..n]) {
+            resumed = true;
+            break;
+        }
+    }
+    assert!(resumed, "audio after the flush was not played");
+    media.stop().await;
+}

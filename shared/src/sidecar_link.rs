@@ -447,6 +447,46 @@ pub struct Offer {
     pub engine_key_unavailable: bool,
     /// Absolute (unix ms, edge clock): the ack must reach the edge before this.
     pub ack_deadline_ms: u64,
+    /// Who speaks first once the callee answers (the call's agent setting):
+    /// the agent greets at the answer, or waits for the callee's first words.
+    /// Absent (and so `agent`) from edges that predate it.
+    #[serde(default, skip_serializing_if = "FirstSpeaker::is_agent")]
+    pub first_speaker: FirstSpeaker,
+}
+
+/// Who speaks first once a call is answered (an agent's `first_speaker`,
+/// issue 17). The same words in the API, in KV and on the sidecar link.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FirstSpeaker {
+    /// The agent greets as soon as the callee answers.
+    #[default]
+    Agent,
+    /// The agent waits for the callee's first words (a person who answers
+    /// with "Hello?"), then greets; a callee who stays silent is greeted
+    /// after the engine's own silence wait.
+    Callee,
+}
+
+impl FirstSpeaker {
+    pub const ALL: [FirstSpeaker; 2] = [FirstSpeaker::Agent, FirstSpeaker::Callee];
+
+    /// The wire and API name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FirstSpeaker::Agent => "agent",
+            FirstSpeaker::Callee => "callee",
+        }
+    }
+
+    /// The API name back (`None` for anything else).
+    pub fn parse(s: &str) -> Option<FirstSpeaker> {
+        FirstSpeaker::ALL.into_iter().find(|f| f.as_str() == s)
+    }
+
+    pub fn is_agent(&self) -> bool {
+        *self == FirstSpeaker::Agent
+    }
 }
 
 /// A secret inside a message: a plain JSON string on the wire, never shown by
@@ -772,6 +812,30 @@ mod tests {
             assert_eq!(back["silence_timeout_seconds"], 12);
             assert!(back.get("silence_timeout_secs").is_none());
         }
+    }
+
+    /// Issue 17: an offer from an edge before `first_speaker` lets the agent
+    /// speak first; `agent` is not sent (old sidecars), `callee` is.
+    #[test]
+    fn the_first_speaker_is_the_agent_unless_the_offer_says_callee() {
+        let old = json!({"lease_id":"l","call_id":"c","attempt":1,"phone":"+1","agent_id":"a",
+            "language":"en","engine":"local","max_seconds":60,"record":false,"ack_deadline_ms":1});
+        let o: Offer = serde_json::from_value(old.clone()).unwrap();
+        assert_eq!(o.first_speaker, FirstSpeaker::Agent);
+        assert!(serde_json::to_value(&o)
+            .unwrap()
+            .get("first_speaker")
+            .is_none());
+        let mut callee = old;
+        callee["first_speaker"] = json!("callee");
+        let o: Offer = serde_json::from_value(callee).unwrap();
+        assert_eq!(o.first_speaker, FirstSpeaker::Callee);
+        assert_eq!(serde_json::to_value(&o).unwrap()["first_speaker"], "callee");
+        for f in FirstSpeaker::ALL {
+            assert_eq!(FirstSpeaker::parse(f.as_str()), Some(f));
+            assert_eq!(serde_json::to_value(f).unwrap(), f.as_str());
+        }
+        assert_eq!(FirstSpeaker::parse("caller"), None);
     }
 
     #[test]

@@ -544,7 +544,10 @@ pub fn run_bench() -> Result<(), String> {
     crate::bench_calls::cloud_parts(&edge, &release_bin, &dir, &mut calls);
     drop(edge);
     let throughput = edge_throughput()?;
-    write_report(&results, &throughput, &cpu, &media, &calls)
+    write_report(&results, &throughput, &cpu, &media, &calls)?;
+    // Turn and barge-in latency: whole calls without the edge.
+    let turn = crate::bench_turn::measure()?;
+    crate::bench_turn::write_section(&turn)
 }
 
 fn machine() -> String {

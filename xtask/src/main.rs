@@ -16,6 +16,8 @@
 //!   for one part;
 //!   `VOXLINE_BENCH_RING_MS` how long sipp rings, `VOXLINE_BENCH_FAKE_DELAY_MS` the fake
 //!   OpenAI Realtime server's delay)
+//! - `bench-turn` only turn and barge-in latency (whole calls from an offer, no edge: the
+//!   sidecar's `latency_bench` test in release), into docs/bench.md
 //! - `fuzz`       coverage-guided fuzzing (libFuzzer, stable Rust), every target for a bounded
 //!   time (`--seconds-per-target N`, default 75; `--merge` minimises finds into fuzz/corpus)
 
@@ -23,6 +25,7 @@ mod bench;
 mod bench_calls;
 mod bench_media;
 mod bench_plot;
+mod bench_turn;
 mod bootstrap;
 mod demo;
 mod fuzz;
@@ -144,7 +147,7 @@ fn test() -> Result<(), String> {
 }
 
 fn usage() -> Result<(), String> {
-    Err("usage: cargo xtask <bootstrap|build-edge|test|lint|demo [--once]|bench|bench-cpu|bench-edge|bench-media|bench-calls|fuzz [--seconds-per-target N] [--merge] [target...]>".into())
+    Err("usage: cargo xtask <bootstrap|build-edge|test|lint|demo [--once]|bench|bench-cpu|bench-edge|bench-media|bench-calls|bench-turn|fuzz [--seconds-per-target N] [--merge] [target...]>".into())
 }
 
 fn main() -> ExitCode {
@@ -163,6 +166,7 @@ fn main() -> ExitCode {
         Some("bench-edge") => bench::run_edge_only(),
         Some("bench-media") => bench_media::run_media_only(),
         Some("bench-calls") => bench_calls::run_calls_only(),
+        Some("bench-turn") => bench_turn::run_turn_only(),
         Some("demo") => demo::run_demo(args.iter().any(|a| a == "--once")),
         Some("fuzz") => fuzz::run_fuzz(&args[1..]),
         _ => usage(),

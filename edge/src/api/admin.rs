@@ -366,6 +366,7 @@ pub(crate) async fn create_agent<K: Kv, D: DispatchQueues>(
         engine_api_key_sealed,
         engine_base_url: input.engine_base_url.flatten(),
         silence_timeout_seconds: input.silence_timeout_seconds,
+        first_speaker: input.first_speaker.unwrap_or_default(),
     };
     put_json(env.kv, &keys::agent(&tenant.id, &agent.id), &agent, None).await?;
     // The first agent becomes the default unless the client says otherwise.
@@ -413,6 +414,7 @@ pub(crate) async fn update_agent<K: Kv, D: DispatchQueues>(
     agent.silence_timeout_seconds = input
         .silence_timeout_seconds
         .or(agent.silence_timeout_seconds);
+    agent.first_speaker = input.first_speaker.unwrap_or(agent.first_speaker);
     // Unlike the other fields, an explicit null removes the window.
     if let Some(window) = input.calling_window {
         agent.calling_window = window;

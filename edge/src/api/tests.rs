@@ -2477,3 +2477,99 @@ fn deleting_the_default_agent_clears_the_default_and_keeps_accepted_calls() {
         (404, "agent_not_found".into())
     );
 }
+
+/// Issue 17: an agent's `first_speaker` (default `agent`) is validated,
+/// shown, changed by PATCH, and reaches the sidecar in each call's offer.
+#[test]
+fn an_agents_first_speaker_reaches_the_offer() {
+    let w = World::new();
+    let (tid, key) = w.tenant(false);
+    let agents = format!("/admin/tenants/{tid}/agents");
+    let plain = w.admin("POST", &agents, Some(json!({"name": "plain"})));
+    assert_eq!(plain["first_speaker"], "agent", "the default");
+    let listener = w.admin(
+        "POST",
+        &agents,
+        Some(json!({"name": "listener", "first_speaker": "callee"})),
+    );
+    assert_eq!(listener["first_speaker"], "callee");
+    for bad in [json!("caller"), json!(""), json!(1), json!("Callee")] {
+        let r = w.send(
+            "POST",
+            &agents,
+            Some(ADMIN),
+            Some(json!({"name": "x", "first_speaker": bad})),
+        );
+        assert_eq!(r.status, 422, "{bad}: {}", r.body);
+        assert_eq!(r.body_json()["error"]["field"], "first_speaker", "{bad}");
+    }
+    let aid = |a: &Value| a["id"].as_str().unwrap().to_string();
+    // PATCH without it keeps it; with it changes it.
+    let kept = w.admin(
+        "PATCH",
+        &format!("{agents}/{}", aid(&listener)),
+        Some(json!({"voice": "slt"})),
+    );
+    assert_eq!(kept["first_speaker"], "callee");
+    let got = w.admin("GET", &format!("{agents}/{}", aid(&listener)), None);
+    assert_eq!(got["first_speaker"], "callee");
+    let flipped = w.admin(
+        "PATCH",
+        &format!("{agents}/{}", aid(&plain)),
+        Some(json!({"first_speaker": "callee"})),
+    );
+    assert_eq!(flipped["first_speaker"], "callee");
+    let back = w.admin(
+        "PATCH",
+        &format!("{agents}/{}", aid(&plain)),
+        Some(json!({"first_speaker": "agent"})),
+    );
+    assert_eq!(back["first_speaker"], "agent");
+    // Calls of each agent: the offer says who speaks first.
+    for (phone, agent) in [("+14155550111", &plain), ("+14155550112", &listener)] {
+        let r = w.send(
+            "POST",
+            "/v1/calls",
+            Some(&key),
+            Some(json!({"phone": phone, "agent_id": aid(agent)})),
+        );
+        assert_eq!(r.status, 201, "{}", r.body);
+        assert!(
+            r.body_json().get("first_speaker").is_none(),
+            "an agent setting, not in the call's JSON"
+        );
+    }
+    let mut queues = w.calls.dispatch_queues.queues.borrow_mut();
+    let q = queues.get_mut("local").unwrap();
+    q.register("sc-1", 10, NOW);
+    let (leases, commands) = q.lease(
+        "sc-1",
+        10,
+        w.now.get(),
+        &crate::dispatch::queue::DispatchTimings::default(),
+    );
+    let answer = crate::dispatch::sidecar_link::LeaseAnswer {
+        leases,
+        commands,
+        messages: vec![],
+    };
+    let reply = answer.into_response(|_| None, None).0;
+    let first = |phone: &str| {
+        reply
+            .offers
+            .iter()
+            .find(|o| o.phone == phone)
+            .map(|o| o.first_speaker)
+    };
+    use voxline_shared::sidecar_link::FirstSpeaker;
+    assert_eq!(first("+14155550111"), Some(FirstSpeaker::Agent));
+    assert_eq!(first("+14155550112"), Some(FirstSpeaker::Callee));
+    let wire = serde_json::to_value(&reply).unwrap();
+    let on_wire: Vec<Value> = wire["offers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["first_speaker"].clone())
+        .collect();
+    assert!(on_wire.contains(&json!("callee")), "{on_wire:?}");
+}

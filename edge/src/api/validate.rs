@@ -11,6 +11,7 @@ use crate::limits::{
 };
 use crate::model::{Engine, Metadata};
 use serde_json::Value;
+use voxline_shared::sidecar_link::FirstSpeaker;
 
 pub const CREATE_CALL_FIELDS: &[&str] = &[
     "phone",
@@ -462,6 +463,7 @@ pub const AGENT_FIELDS: &[&str] = &[
     "engine_api_key",
     "engine_base_url",
     "silence_timeout_seconds",
+    "first_speaker",
 ];
 
 /// Agent fields as given; `None` means "not in the body" (PATCH keeps the old value).
@@ -485,6 +487,8 @@ pub struct AgentInput {
     pub engine_api_key: Option<Option<String>>,
     pub engine_base_url: Option<Option<String>>,
     pub silence_timeout_seconds: Option<u32>,
+    /// `agent` or `callee`.
+    pub first_speaker: Option<FirstSpeaker>,
 }
 
 pub fn agent(
@@ -540,6 +544,16 @@ pub fn agent(
             u => u.map(Some),
         },
         silence_timeout_seconds: silence_timeout(&f)?,
+        first_speaker: match f.str_opt("first_speaker", 16)? {
+            None => None,
+            Some(s) => Some(FirstSpeaker::parse(&s).ok_or_else(|| {
+                ApiError::field(
+                    ErrorCode::InvalidValue,
+                    "first_speaker",
+                    "first_speaker must be one of agent, callee",
+                )
+            })?),
+        },
     })
 }
 

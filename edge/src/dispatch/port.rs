@@ -71,6 +71,7 @@ pub fn queued_call(tenant_id: &str, record: &CallRecord, now_ms: u64) -> QueuedC
                 .map(crate::model::Metadata::to_value),
             engine_base_url: record.engine_base_url.clone(),
             silence_timeout_seconds: Some(record.silence_timeout_seconds),
+            first_speaker: record.first_speaker,
             // Set by the caller when the call or its agent has a key.
             engine_api_key_sealed: None,
         }),

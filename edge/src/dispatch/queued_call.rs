@@ -2,6 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use voxline_shared::sidecar_link::FirstSpeaker;
 use voxline_shared::EngineKind;
 
 /// A call as the queue knows it: routing and retry policy plus the offer
@@ -88,6 +89,9 @@ pub struct OfferBody {
     /// Stored as `silence_timeout_secs` before the rename.
     #[serde(default, alias = "silence_timeout_secs")]
     pub silence_timeout_seconds: Option<u32>,
+    /// Its agent's `first_speaker` (bodies stored before it: `agent`).
+    #[serde(default, skip_serializing_if = "FirstSpeaker::is_agent")]
+    pub first_speaker: FirstSpeaker,
     /// The call's engine key, sealed (see `engine_keys`) while the call
     /// waits: opened only into the offer that leaves for a sidecar.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -113,6 +117,7 @@ impl OfferBody {
             metadata: None,
             engine_base_url: None,
             silence_timeout_seconds: None,
+            first_speaker: FirstSpeaker::Agent,
             engine_api_key_sealed: None,
         }
     }
@@ -140,6 +145,15 @@ mod tests {
             ),
             (EngineKind::GeminiLive, Some(12), Some("v1.x"))
         );
+        // Stored before `first_speaker`: the agent speaks first.
+        assert_eq!(body.first_speaker, FirstSpeaker::Agent);
+        let callee = OfferBody {
+            first_speaker: FirstSpeaker::Callee,
+            ..OfferBody::example("+14155550100")
+        };
+        let text = serde_json::to_value(&callee).unwrap();
+        assert_eq!(text["first_speaker"], "callee");
+        assert_eq!(serde_json::from_value::<OfferBody>(text).unwrap(), callee);
         // A queued call persisted after its body was taken out.
         let row = json!({"call_id": "c", "tenant_id": "t", "ready_at_ms": 0, "attempt": 1,
             "retries": 0, "retry_delay_ms": 0, "offer": null});

@@ -411,6 +411,7 @@ async fn make_engine(
     let mut cfg = EngineConfig::new(offer.call_id.clone(), offer.language.clone());
     // Started while the phone rings; the bridge says when the callee answered.
     cfg.greet_on_answer = true;
+    cfg.first_speaker = offer.first_speaker;
     cfg.system_prompt = offer.system_prompt.clone();
     cfg.voice = offer.voice.clone();
     cfg.model = offer.model.clone();
@@ -593,6 +594,7 @@ mod credential_tests {
             engine_key_unavailable: false,
             silence_timeout_seconds: None,
             ack_deadline_ms: 0,
+            first_speaker: voxline_shared::sidecar_link::FirstSpeaker::Agent,
         }
     }
 

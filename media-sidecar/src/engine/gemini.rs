@@ -232,7 +232,12 @@ impl GeminiTranslator {
         Ok(GeminiTranslator {
             call_id: cfg.call_id.clone(),
             secret: key,
-            greeting: opts.greeting.clone(),
+            // A callee who speaks first is answered by Gemini's own
+            // activity detection: no greeting turn of ours.
+            greeting: opts
+                .greeting
+                .clone()
+                .filter(|_| cfg.first_speaker == super::FirstSpeaker::Agent),
             greet_on_answer: cfg.greet_on_answer,
             events: VecDeque::new(),
             transmit: VecDeque::from([setup_message(cfg)]),
@@ -538,6 +543,7 @@ impl GeminiEngine {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::FirstSpeaker;
 
     #[test]
     fn rates() {
@@ -605,6 +611,33 @@ mod tests {
         let bytes: Vec<u8> = pcm.iter().flat_map(|s| s.to_le_bytes()).collect();
         json!({"serverContent": {"modelTurn": {"parts": [{"inlineData": {
             "mimeType": "audio/pcm;rate=8000", "data": B64.encode(bytes)}}]}}})
+    }
+
+    /// Issue 17, `first_speaker: callee`: no greeting turn of ours, at
+    /// setup or at the answer.
+    #[test]
+    fn a_callee_first_call_sends_no_greeting_turn() {
+        for greet_on_answer in [false, true] {
+            let mut cfg = EngineConfig::new("call-1", "en-US");
+            cfg.first_speaker = FirstSpeaker::Callee;
+            cfg.greet_on_answer = greet_on_answer;
+            let opts = GeminiOptions {
+                greeting: Some("Hello now.".into()),
+                ..GeminiOptions::default()
+            };
+            let mut t = GeminiTranslator::new(&cfg, &opts, "g-key".into()).unwrap();
+            sent(&mut t);
+            t.opened();
+            t.answered();
+            assert_eq!(sent(&mut t), Vec::<Value>::new());
+            // The same call with the agent first greets.
+            cfg.first_speaker = FirstSpeaker::Agent;
+            let mut t = GeminiTranslator::new(&cfg, &opts, "g-key".into()).unwrap();
+            sent(&mut t);
+            t.opened();
+            t.answered();
+            assert_eq!(sent(&mut t).len(), 1);
+        }
     }
 
     #[test]

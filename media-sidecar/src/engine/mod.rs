@@ -20,6 +20,8 @@
 use std::future::Future;
 use std::pin::Pin;
 
+pub use voxline_shared::sidecar_link::FirstSpeaker;
+
 pub mod echo;
 pub mod gemini;
 pub mod guard;
@@ -60,6 +62,10 @@ pub struct EngineConfig {
     /// but starts the conversation (the greeting, its clock) only at
     /// [`Engine::answered`]. `false`: the call is already answered, start at once.
     pub greet_on_answer: bool,
+    /// Who speaks first (the agent's `first_speaker`): with
+    /// [`FirstSpeaker::Callee`] the engine greets only after the callee's
+    /// first words, not at the answer.
+    pub first_speaker: FirstSpeaker,
 }
 
 impl EngineConfig {
@@ -76,6 +82,7 @@ impl EngineConfig {
             metadata: None,
             url_guard: None,
             greet_on_answer: false,
+            first_speaker: FirstSpeaker::Agent,
         }
     }
 }

@@ -309,7 +309,9 @@ impl OpenAiTranslator {
     pub fn new(cfg: &EngineConfig, model: &str, opts: &OpenAiOptions, key: String) -> Self {
         let mut opening = vec![session_update(cfg, model, opts)];
         let mut greet_on_answer = None;
-        if opts.greet {
+        // A callee who speaks first is answered by the server's VAD turn
+        // (`create_response`): no greeting of our own.
+        if opts.greet && cfg.first_speaker == super::FirstSpeaker::Agent {
             let greet = json!({"type": "response.create"});
             if cfg.greet_on_answer {
                 greet_on_answer = Some(greet);
@@ -677,6 +679,7 @@ impl OpenAiEngine {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::FirstSpeaker;
 
     #[test]
     fn auth_errors_are_recognised_and_redacted() {
@@ -766,6 +769,42 @@ mod tests {
         assert_eq!(
             t.setup_message(Incoming::Text("{")).unwrap_err().code(),
             "protocol"
+        );
+    }
+
+    /// Issue 17, `first_speaker: callee`: no `response.create` of ours, at
+    /// setup or at the answer; the server VAD's turn answers the callee.
+    #[test]
+    fn a_callee_first_call_sends_no_greeting() {
+        for (first, greet_on_answer) in [
+            (FirstSpeaker::Agent, true),
+            (FirstSpeaker::Callee, true),
+            (FirstSpeaker::Callee, false),
+        ] {
+            let mut cfg = EngineConfig::new("call-1", "en-US");
+            cfg.first_speaker = first;
+            cfg.greet_on_answer = greet_on_answer;
+            let opts = OpenAiOptions::default();
+            let mut t = OpenAiTranslator::new(&cfg, "gpt-realtime", &opts, "sk".into());
+            t.opened();
+            t.answered();
+            let creates = sent(&mut t)
+                .into_iter()
+                .filter(|m| m["type"] == "response.create")
+                .count();
+            let expected = usize::from(first == FirstSpeaker::Agent);
+            assert_eq!(
+                creates, expected,
+                "{first:?} greet_on_answer={greet_on_answer}"
+            );
+        }
+        // The server's VAD still creates the responses.
+        let mut cfg = EngineConfig::new("call-1", "en-US");
+        cfg.first_speaker = FirstSpeaker::Callee;
+        let update = session_update(&cfg, "gpt-realtime", &OpenAiOptions::default());
+        assert_eq!(
+            update["session"]["audio"]["input"]["turn_detection"]["create_response"],
+            true
         );
     }
 

@@ -338,7 +338,8 @@ impl MediaSender {
             .map_err(|_| MediaError::Closed)
     }
 
-    /// Discards everything queued so far (barge-in). Takes effect within a tick.
+    /// Discards everything queued so far (barge-in): no audio queued before
+    /// the flush is sent after it (the next slot already sends what came after).
     pub fn flush(&self) {
         self.generation.fetch_add(1, Ordering::AcqRel);
     }
@@ -603,6 +604,17 @@ impl Task {
         }
     }
 
+    /// Takes in a flush ([`MediaSender::flush`]): the audio queued in the
+    /// session is dropped. Returns the current generation.
+    fn sync_generation(&mut self, gen: &mut u64) -> u64 {
+        let g = self.generation.load(Ordering::Acquire);
+        if g != *gen {
+            self.session.clear_audio();
+            *gen = g;
+        }
+        g
+    }
+
     async fn run(mut self) -> MediaStats {
         let start = Instant::now();
         let now_us = move || start.elapsed().as_micros() as u64;
@@ -613,11 +625,7 @@ impl Task {
         let mut recv_dropped = 0u64;
         let mut audio_open = true;
         loop {
-            let g = self.generation.load(Ordering::Acquire);
-            if g != gen {
-                self.session.clear_audio();
-                gen = g;
-            }
+            self.sync_generation(&mut gen);
             // The session's next slot to send (early when audio is queued:
             // the first frame of a burst goes at once) or the jitter buffer's
             // deadline.
@@ -641,6 +649,9 @@ impl Task {
                     Some(Cmd::SetSending(on)) => self.session.set_sending(on),
                 },
                 _ = sleep_until(due) => {
+                    // A flush while we slept (barge-in): nothing queued
+                    // before it may take this slot.
+                    self.sync_generation(&mut gen);
                     for _ in 0..READ_BUDGET {
                         match self.rtp.try_recv_from(&mut rtp_buf) {
                             Ok((n, from)) => self.on_rtp_socket(now_us(), from, &rtp_buf[..n]),
@@ -678,7 +689,9 @@ impl Task {
                 // Audio from the engine wakes the task: with a slot free it
                 // goes out now, not at the next slot's time.
                 got = self.audio_rx.recv(), if wants_audio => match got {
-                    Some((fg, pcm)) if fg == gen => self.session.push_audio(&pcm),
+                    Some((fg, pcm)) if fg == self.sync_generation(&mut gen) => {
+                        self.session.push_audio(&pcm)
+                    }
                     Some(_) => {} // flushed
                     None => audio_open = false,
                 },

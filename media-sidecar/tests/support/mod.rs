@@ -417,5 +417,6 @@ pub fn offer(call: &str, max_seconds: u32) -> Offer {
         engine_key_unavailable: false,
         silence_timeout_seconds: None,
         ack_deadline_ms: now_ms() + 5_000,
+        first_speaker: voxline_shared::sidecar_link::FirstSpeaker::Agent,
     }
 }

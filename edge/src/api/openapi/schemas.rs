@@ -18,7 +18,10 @@ use crate::traffic;
 use crate::webhooks::delivery::{self, DeliveryStatus};
 use crate::webhooks::events::{WebhookEvent, WEBHOOK_EVENTS};
 use serde_json::{json, Map, Value};
-use voxline_shared::sidecar_link::MAX_MESSAGE_CHARS;
+use voxline_shared::sidecar_link::{FirstSpeaker, MAX_MESSAGE_CHARS};
+
+/// An agent's `first_speaker`, as the API documents it.
+const FIRST_SPEAKER_DOC: &str = "Who speaks first once a call is answered: `agent` greets the callee at once; `callee` waits for the callee's first words (a person answering \"Hello?\"), greets when they stop speaking, and greets anyway after a few seconds of silence (the local engine: 3 s; cloud engines answer the callee's first turn by their own voice activity detection). Default `agent`.";
 
 pub(super) fn schemas() -> Value {
     let engine = json!({"type": "string", "enum": Engine::NAMES,
@@ -501,6 +504,11 @@ See docs/dialects.md."}),
                 json!({"type": "integer", "minimum": SILENCE_TIMEOUT.0, "maximum": SILENCE_TIMEOUT.1,
             "description": "For this agent's calls unless a call sets its own; null: 30."}),
             ),
+        ),
+        (
+            "first_speaker",
+            json!({"type": "string", "enum": FirstSpeaker::ALL.map(FirstSpeaker::as_str),
+            "description": FIRST_SPEAKER_DOC}),
         ),
     ];
     add(
@@ -1150,6 +1158,14 @@ A call already queued inside the window is not stopped when the window closes.";
                     json!({"type": "integer", "minimum": SILENCE_TIMEOUT.0, "maximum": SILENCE_TIMEOUT.1,
                 "description": "Hang up this agent's calls after this long with neither side speaking, unless a call sets its own (default 30)."}),
                 ),
+            ),
+            (
+                "first_speaker",
+                opt(if creating {
+                    json!({"type": "string", "enum": FirstSpeaker::ALL.map(FirstSpeaker::as_str), "default": "agent", "description": FIRST_SPEAKER_DOC})
+                } else {
+                    json!({"type": "string", "enum": FirstSpeaker::ALL.map(FirstSpeaker::as_str), "description": FIRST_SPEAKER_DOC})
+                }),
             ),
             (
                 "engine_api_key",

@@ -27,6 +27,17 @@
 //! `Interrupt` when the callee talks over a line for `barge_in_ms` (the line is
 //! cut; closing lines with `[end]` are not interruptible); `Summary` +
 //! `EndCall` once a closing line has been played.
+//!
+//! End of turn: the VAD's hangover (700 ms without voice), or sooner: after
+//! [`LocalConfig::quick_endpoint_ms`] of pause the recognizer is asked for
+//! the words so far, and when they already answer the script (a rule
+//! matches) the turn ends there (issue 17: a known answer is replied to
+//! about 400 ms sooner; other speech keeps the patient hangover).
+//!
+//! Who speaks first ([`EngineConfig::first_speaker`], issue 17): `agent`
+//! greets at the answer; `callee` holds the greeting until the end of the
+//! callee's first utterance (VAD), which is transcribed but not taken as an
+//! answer, or until [`LocalConfig::callee_first_wait_ms`] pass in silence.
 
 pub mod script;
 pub mod stt;
@@ -47,6 +58,10 @@ use tts::Voice;
 use vad::{Vad, VadConfig, VadEvent};
 
 const FRAME_MS: u64 = 20;
+/// RMS of a frame above which it is not a pause (about -38 dBFS, the call
+/// task's speech level): the VAD scores some speech sounds unvoiced, so a
+/// quick end of turn also wants the line quiet.
+pub const QUIET_RMS: f64 = 400.0;
 const AUDIO_CHUNK: usize = 1600; // 200 ms
 
 /// Tunables (defaults suit telephone calls).
@@ -55,22 +70,32 @@ pub struct LocalConfig {
     pub vad: VadConfig,
     /// Talk-over needed to interrupt our playback.
     pub barge_in_ms: u64,
+    /// A pause this long in the callee's speech (no voice, and no frame
+    /// above [`QUIET_RMS`]) ends their turn early when
+    /// the words so far already answer the script (a rule matches); other
+    /// speech waits for the VAD's full hangover ([`VadConfig::hangover_ms`]).
+    pub quick_endpoint_ms: u64,
     /// Audio kept from before the VAD onset and given to the recognizer.
     pub preroll_ms: u64,
     /// An utterance longer than this is cut and recognised.
     pub max_utterance_ms: u64,
     /// Voice when the call's `voice` is not a flite voice name.
     pub default_voice: Voice,
+    /// `first_speaker: callee`: how long after the answer a callee who says
+    /// nothing is waited for before the agent greets anyway.
+    pub callee_first_wait_ms: u64,
 }
 
 impl Default for LocalConfig {
     fn default() -> Self {
         LocalConfig {
             vad: VadConfig::default(),
-            barge_in_ms: 300,
+            barge_in_ms: 100,
+            quick_endpoint_ms: 350,
             preroll_ms: 300,
             max_utterance_ms: 15_000,
             default_voice: Voice::Kal16,
+            callee_first_wait_ms: 3_000,
         }
     }
 }
@@ -130,6 +155,17 @@ pub struct LocalEngine {
     /// Started while the phone rang ([`EngineConfig::greet_on_answer`]):
     /// no clock, no events, no greeting until [`Engine::answered`].
     waiting_for_answer: bool,
+    /// `first_speaker: callee` ([`EngineConfig::first_speaker`]): the
+    /// greeting waits for the end of the callee's first utterance (or
+    /// [`LocalConfig::callee_first_wait_ms`] of their silence).
+    greeting_held: bool,
+    /// The callee's last voiced time (stream ms) at which the words so far
+    /// were asked for ([`SttCmd::Peek`]): once per pause.
+    peeked_at: Option<u64>,
+    /// Peeks whose words have not come back yet.
+    peeks_out: usize,
+    /// Stream time after the last frame above [`QUIET_RMS`].
+    loud_until_ms: u64,
 }
 
 impl LocalEngine {
@@ -215,6 +251,10 @@ impl LocalEngine {
             last_user_text: None,
             stats: LocalStats::default(),
             waiting_for_answer: cfg.greet_on_answer,
+            greeting_held: cfg.first_speaker == super::FirstSpeaker::Callee,
+            peeked_at: None,
+            peeks_out: 0,
+            loud_until_ms: 0,
         };
         if !e.waiting_for_answer {
             e.start_dialog();
@@ -222,13 +262,26 @@ impl LocalEngine {
         Ok(e)
     }
 
-    /// The call is answered: the clock starts and the greeting is queued.
+    /// The call is answered: the clock starts and the greeting is queued
+    /// (held for the callee's first words when they speak first).
     fn start_dialog(&mut self) {
         self.waiting_for_answer = false;
         self.created = Instant::now();
+        if !self.greeting_held {
+            self.greet();
+        }
+    }
+
+    fn greet(&mut self) {
+        self.greeting_held = false;
         if let Some(g) = self.dialog.start() {
             self.say(g);
         }
+    }
+
+    /// Whether the greeting still waits for the callee to speak first.
+    pub fn greeting_held(&self) -> bool {
+        self.greeting_held
     }
 
     /// The parsed script (for logs and tests).
@@ -245,9 +298,10 @@ impl LocalEngine {
         self.audio_ms.max(self.created.elapsed().as_millis() as u64)
     }
 
-    /// Utterances handed to the recognizer whose result has not come back yet.
+    /// Utterances (and requests for the words so far) handed to the
+    /// recognizer whose result has not come back yet.
     pub fn stt_pending(&self) -> usize {
-        self.pending.len()
+        self.pending.len() + self.peeks_out
     }
 
     /// Whether a line is (estimated to be) playing.
@@ -268,6 +322,7 @@ impl LocalEngine {
     }
 
     fn say(&mut self, s: Say) {
+        let synth_started = Instant::now();
         let pcm = match self.lines.get(&s.text) {
             Some(p) => p.clone(),
             None => match tts::synthesize(&s.text, self.voice) {
@@ -282,6 +337,11 @@ impl LocalEngine {
             },
         };
         let dur = pcm.len() as u64 / 8;
+        latency_mark(
+            &self.call_id,
+            "reply_queued",
+            synth_started.elapsed().as_micros() as u64,
+        );
         let now = self.now_ms();
         let start = self.playing.as_ref().map_or(now, |p| p.end_ms.max(now));
         // A line still "playing" (overlap without barge-in) is finished first.
@@ -364,6 +424,13 @@ impl LocalEngine {
                 self.finish_line(false);
             }
         }
+        if self.greeting_held {
+            // Callee first: nobody spoke after the answer, greet anyway.
+            if self.utt.is_none() && now >= self.cfg.callee_first_wait_ms {
+                self.greet();
+            }
+            return;
+        }
         if self.playing.is_none()
             && !self.dialog.ended()
             && self.utt.is_none()
@@ -379,6 +446,9 @@ impl LocalEngine {
 
     /// When (engine clock) the next timer is due.
     fn next_deadline_ms(&self) -> Option<u64> {
+        if self.greeting_held {
+            return self.utt.is_none().then_some(self.cfg.callee_first_wait_ms);
+        }
         if let Some(p) = &self.playing {
             return Some(p.end_ms);
         }
@@ -389,10 +459,15 @@ impl LocalEngine {
     }
 
     fn on_stt(&mut self, r: SttResult) {
+        if r.partial {
+            self.on_partial(r);
+            return;
+        }
         let meta = self.pending.pop_front().unwrap_or(UttMeta {
             overlap_only: false,
         });
         self.stats.stt_decode_ms += r.decode_ms;
+        latency_mark(&self.call_id, "recognised", r.decode_ms * 1000);
         self.last_activity_ms = self.last_activity_ms.max(r.end_ms).max(self.now_ms());
         let text = r.text.trim().to_string();
         tracing::debug!(call_id = %self.call_id, text = %text, decode_ms = r.decode_ms, "recognised");
@@ -414,6 +489,24 @@ impl LocalEngine {
         }
     }
 
+    /// The words so far, asked for in a pause: when the callee is still in
+    /// that pause and the words answer the script, their turn ends now.
+    fn on_partial(&mut self, r: SttResult) {
+        self.peeks_out = self.peeks_out.saturating_sub(1);
+        let still_paused = self.utt.is_some() && self.vad.last_voiced_ms() == Some(r.end_ms);
+        if !still_paused || self.dialog.ended() {
+            return;
+        }
+        let words = script::normalize(&r.text);
+        if self.dialog.script.match_rule(&words).is_none() {
+            return;
+        }
+        tracing::debug!(call_id = %self.call_id, text = %r.text, "the callee's words answer the script: end of turn");
+        if let Some(VadEvent::SpeechEnd { start_ms, end_ms }) = self.vad.force_end() {
+            self.end_utterance(start_ms, end_ms);
+        }
+    }
+
     fn send_stt(&self, cmd: SttCmd) {
         if let Some(w) = &self.stt {
             w.send(cmd);
@@ -425,15 +518,32 @@ impl LocalEngine {
             return;
         };
         self.stats.utterances += 1;
+        latency_mark(
+            &self.call_id,
+            "endpoint",
+            self.audio_ms.saturating_sub(end_ms) * 1000,
+        );
         self.send_stt(SttCmd::End { start_ms, end_ms });
+        // The callee's first words when they speak first ("Hello?") are
+        // transcribed, not taken as an answer to a greeting not yet said.
+        let before_greeting = self.greeting_held;
         self.pending.push_back(UttMeta {
-            overlap_only: overlapped && !barged,
+            overlap_only: (overlapped && !barged) || before_greeting,
         });
+        if before_greeting {
+            // Greet at the end of their turn, without waiting for the recognizer.
+            self.greet();
+        }
     }
 
     fn on_frame(&mut self, frame: &[i16]) {
         let ev = self.vad.push(frame);
         self.audio_ms += FRAME_MS;
+        let energy =
+            frame.iter().map(|&s| f64::from(s).powi(2)).sum::<f64>() / frame.len().max(1) as f64;
+        if energy.sqrt() > QUIET_RMS {
+            self.loud_until_ms = self.audio_ms;
+        }
         // Playback may have ended by now; updates `playing` before barge-in checks.
         self.tick();
         match ev {
@@ -474,6 +584,20 @@ impl LocalEngine {
                 self.finish_line(true);
                 self.utt = Some((start_ms, overlapped, true));
             }
+            // A pause: ask for the words so far (once per pause); they may
+            // end the turn before the full hangover ([`Self::on_partial`]).
+            if let Some(voiced) = self.vad.last_voiced_ms() {
+                let quiet_since = voiced.max(self.loud_until_ms);
+                if self.audio_ms.saturating_sub(quiet_since) >= self.cfg.quick_endpoint_ms
+                    && self.peeked_at != Some(voiced)
+                {
+                    self.peeked_at = Some(voiced);
+                    self.peeks_out += 1;
+                    self.send_stt(SttCmd::Peek {
+                        voiced_end_ms: voiced,
+                    });
+                }
+            }
             if self.audio_ms.saturating_sub(start_ms) >= self.cfg.max_utterance_ms {
                 if let Some(VadEvent::SpeechEnd { start_ms, end_ms }) = self.vad.force_end() {
                     self.end_utterance(start_ms, end_ms);
@@ -485,6 +609,21 @@ impl LocalEngine {
         while self.preroll.len() > keep {
             self.preroll.pop_front();
         }
+    }
+}
+
+/// One step of a turn, for the turn-latency bench (`cargo xtask bench-turn`):
+/// `endpoint` (the VAD decided the callee's turn ended; `took_us`: audio
+/// since their last voiced frame), `recognised` (`took_us`: the decoder's
+/// finishing pass), `reply_queued` (`took_us`: getting the line's audio,
+/// cached or synthesised). Debug level, target `voxline_latency`; `unix_us`
+/// is the wall clock, comparable with the bench's packet times.
+fn latency_mark(call_id: &str, stage: &'static str, took_us: u64) {
+    if tracing::enabled!(target: "voxline_latency", tracing::Level::DEBUG) {
+        let unix_us = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_micros() as u64);
+        tracing::debug!(target: "voxline_latency", call_id, stage, took_us, unix_us, "latency mark");
     }
 }
 

@@ -469,6 +469,24 @@ impl Recognizer {
         unsafe { ps_process_raw(self.ps, pcm.as_ptr(), pcm.len(), 0, 0) };
     }
 
+    /// The best hypothesis so far, the utterance going on (lower case; empty
+    /// outside an utterance).
+    pub fn partial(&mut self) -> String {
+        if !self.in_utt {
+            return String::new();
+        }
+        // SAFETY: ps is live and in an utterance (partial results are
+        // supported there); the hyp string is copied at once.
+        unsafe {
+            let mut score = 0i32;
+            let h = ps_get_hyp(self.ps, &mut score);
+            if h.is_null() {
+                return String::new();
+            }
+            CStr::from_ptr(h).to_string_lossy().to_lowercase()
+        }
+    }
+
     /// Ends the utterance; the best hypothesis, lower case, words separated by spaces.
     pub fn finish(&mut self) -> String {
         if !self.in_utt {
@@ -508,6 +526,11 @@ pub enum SttCmd {
     },
     /// Drop the current utterance without a result.
     Cancel,
+    /// The words so far, the utterance going on: a result with `partial`
+    /// set and `end_ms` = this `voiced_end_ms` (which pause it was asked in).
+    Peek {
+        voiced_end_ms: u64,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -517,6 +540,8 @@ pub struct SttResult {
     pub end_ms: u64,
     /// Wall time the decoder spent finishing the utterance.
     pub decode_ms: u64,
+    /// An answer to [`SttCmd::Peek`]: the utterance goes on.
+    pub partial: bool,
 }
 
 /// A dedicated decoding thread per call. Dropping the handle ends the thread.
@@ -561,6 +586,7 @@ impl SttWorker {
                                     start_ms,
                                     end_ms,
                                     decode_ms,
+                                    partial: false,
                                 })
                                 .is_err()
                             {
@@ -569,6 +595,23 @@ impl SttWorker {
                         }
                         SttCmd::Cancel => {
                             let _ = rec.finish();
+                        }
+                        SttCmd::Peek { voiced_end_ms } => {
+                            let t = std::time::Instant::now();
+                            let text = rec.partial();
+                            let decode_ms = t.elapsed().as_millis() as u64;
+                            if results
+                                .send(SttResult {
+                                    text,
+                                    start_ms: 0,
+                                    end_ms: voiced_end_ms,
+                                    decode_ms,
+                                    partial: true,
+                                })
+                                .is_err()
+                            {
+                                return;
+                            }
                         }
                     }
                 }
