@@ -28,6 +28,9 @@ SEMANTIC_CODES = {
     # A text's `from` is not (or cannot text from) one of the tenant's numbers.
     "unknown_number",
     "number_not_sms_capable",
+    # A prompt's {{placeholder}} the call's variables, name or metadata do
+    # not fill (the prompt may be the agent's, which the request cannot see).
+    "unknown_variable",
 }
 
 # Refusals that are semantic only with these message parts.
@@ -57,6 +60,8 @@ SEMANTIC_MESSAGES = {
         "names no user of this tenant",
         "only an ai_agent user has an 'agent_id'",
         "a developer key is the account's",
+        # A campaign setting may come in the query string or the body, once.
+        "is given both in the query string and in the body",
     ),
     # The same dependencies, the other way round.
     "missing_field": (

@@ -136,8 +136,9 @@ fn test() -> Result<(), String> {
     step("media sidecar build", || {
         run(Command::new("cargo").args(["build", "-p", "voxline-media-sidecar"]))
     })?;
+    // Every suite runs even when one fails: a red run names all that failed.
     step("end-to-end suites (wrangler dev)", || {
-        run(Command::new("cargo").args(["test", "-p", "voxline-e2e"]))
+        run(Command::new("cargo").args(["test", "--no-fail-fast", "-p", "voxline-e2e"]))
     })?;
     println!(
         "\nall tests passed in {:.0} s",

@@ -327,6 +327,40 @@ fn contacts_from_csv(body: &[u8]) -> Result<Vec<NewContact>> {
 /// A CSV upload's settings, from the query string, as the JSON fields they
 /// would be (`calling_window` is JSON text; numbers and booleans as written).
 fn settings_from_query(query: &str) -> Result<Fields> {
+    let map = query_settings(query)?;
+    parse_object(
+        Some("application/json"),
+        Value::Object(map).to_string().as_bytes(),
+        usize::MAX,
+        CAMPAIGN_SETTINGS,
+    )
+}
+
+/// A JSON body with the settings of the query string added (the document
+/// allows them there for every content type); a setting given in both is
+/// 422 `invalid_value`. A body that is not a JSON object is left as it is,
+/// for the body's own parser to refuse.
+fn with_query_settings(query: &str, body: &[u8]) -> Result<Vec<u8>> {
+    let settings = query_settings(query)?;
+    let Ok(Value::Object(mut fields)) = serde_json::from_slice::<Value>(body) else {
+        return Ok(body.to_vec());
+    };
+    for (name, value) in settings {
+        if fields.get(&name).is_some_and(|v| !v.is_null()) {
+            return Err(ApiError::field(
+                ErrorCode::InvalidValue,
+                &name,
+                format!("{name} is given both in the query string and in the body; give it once"),
+            ));
+        }
+        fields.insert(name, value);
+    }
+    serde_json::to_vec(&Value::Object(fields))
+        .map_err(|_| ApiError::new(ErrorCode::InternalError, "the settings could not be merged"))
+}
+
+/// The campaign settings of a query string, typed as their JSON fields.
+fn query_settings(query: &str) -> Result<Map<String, Value>> {
     let values = parse_query_params(
         query,
         [
@@ -362,12 +396,7 @@ fn settings_from_query(query: &str) -> Result<Fields> {
         };
         map.insert(name.to_string(), typed);
     }
-    parse_object(
-        Some("application/json"),
-        Value::Object(map).to_string().as_bytes(),
-        usize::MAX,
-        CAMPAIGN_SETTINGS,
-    )
+    Ok(map)
 }
 
 /// The campaign's settings, checked (the agent is resolved by the caller).
@@ -482,19 +511,23 @@ async fn create<K: Kv, D: DispatchQueues>(
         let s = settings(&f)?;
         (s, contacts_from_csv(&req.body)?)
     } else {
-        if !req.query.is_empty() {
-            parse_query_params(&req.query, [])?;
-        }
+        let merged;
+        let body: &[u8] = if req.query.is_empty() {
+            &req.body
+        } else {
+            merged = with_query_settings(&req.query, &req.body)?;
+            &merged
+        };
         let mut allowed = CAMPAIGN_SETTINGS.to_vec();
         allowed.push("contacts");
         let f = parse_object(
             req.content_type.as_deref(),
-            &req.body,
+            body,
             MAX_CAMPAIGN_BODY_BYTES,
             &allowed,
         )?;
         let s = settings(&f)?;
-        (s, contacts_from_json(&f, &req.body)?)
+        (s, contacts_from_json(&f, body)?)
     };
     let agent = campaign_agent(env, tenant, settings.agent_id.as_deref()).await?;
     let id = ids::campaign_id(env.now_ms);

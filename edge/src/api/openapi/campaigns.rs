@@ -17,7 +17,7 @@ use crate::traffic;
 use crate::webhooks::events::WebhookEvent;
 use serde_json::{json, Map, Value};
 
-const CSV_DOC: &str = "A CSV upload (`Content-Type: text/csv`, RFC 4180, UTF-8): a header row naming a `phone` column (required), optionally `name`, and any other columns, which become each contact's `metadata` (a string per non-empty cell, keyed by the lower-cased header). The campaign's settings are then the query parameters (`calling_window` as URL-encoded JSON).";
+const CSV_DOC: &str = "A CSV upload (`Content-Type: text/csv`, RFC 4180, UTF-8): a header row naming a `phone` column (required), optionally `name`, and any other columns, which become each contact's `metadata` (a string per non-empty cell, keyed by the lower-cased header). The campaign's settings are then the query parameters (`calling_window` as URL-encoded JSON); with a JSON body they may be given there or in the query string, once.";
 
 /// The operation of a campaign route; `None` for every other route.
 pub(super) fn operation(id: RouteId) -> Option<Value> {
@@ -44,15 +44,15 @@ pub(super) fn operation(id: RouteId) -> Option<Value> {
                 {"name": "Idempotency-Key", "in": "header", "required": false,
                  "description": "As for `POST /v1/calls`: the same key and request answer the first campaign again with `Idempotent-Replayed: true`.",
                  "schema": {"type": "string", "minLength": 1, "maxLength": traffic::IDEMPOTENCY_KEY_MAX, "pattern": IDEMPOTENCY_KEY_PATTERN}},
-                {"name": "name", "in": "query", "required": false, "description": "CSV uploads only (a JSON body takes no query parameters, 400 `invalid_parameter`): the campaign's `name`.", "schema": {"type": "string", "maxLength": CAMPAIGN_NAME_MAX}},
-                {"name": "agent_id", "in": "query", "required": false, "description": "CSV uploads only: `agent_id`.", "schema": id_schema("agt")},
-                {"name": "calling_window", "in": "query", "required": false, "description": "CSV uploads only: `calling_window` as JSON text.", "schema": {"type": "string"}},
-                {"name": "max_concurrent_calls", "in": "query", "required": false, "description": "CSV uploads only.", "schema": int_range(MAX_CONCURRENT_CALLS)},
-                {"name": "calls_per_minute", "in": "query", "required": false, "description": "CSV uploads only.", "schema": int_range(CALLS_PER_MINUTE)},
-                {"name": "max_seconds", "in": "query", "required": false, "description": "CSV uploads only.", "schema": int_range(MAX_SECONDS)},
-                {"name": "retries", "in": "query", "required": false, "description": "CSV uploads only.", "schema": int_range(RETRIES)},
-                {"name": "retry_delay_minutes", "in": "query", "required": false, "description": "CSV uploads only.", "schema": int_range(RETRY_DELAY_MINUTES)},
-                {"name": "record", "in": "query", "required": false, "description": "CSV uploads only: `true` or `false`.", "schema": {"type": "boolean"}}
+                {"name": "name", "in": "query", "required": false, "description": "The campaign's `name`. Every setting may come as a query parameter (a CSV upload's only way) or, with a JSON body, in the body: once (both: 422 `invalid_value`).", "schema": {"type": "string", "maxLength": CAMPAIGN_NAME_MAX}},
+                {"name": "agent_id", "in": "query", "required": false, "description": "`agent_id`.", "schema": id_schema("agt")},
+                {"name": "calling_window", "in": "query", "required": false, "description": "`calling_window` as JSON text.", "schema": {"type": "string"}},
+                {"name": "max_concurrent_calls", "in": "query", "required": false, "description": "As the body field.", "schema": int_range(MAX_CONCURRENT_CALLS)},
+                {"name": "calls_per_minute", "in": "query", "required": false, "description": "As the body field.", "schema": int_range(CALLS_PER_MINUTE)},
+                {"name": "max_seconds", "in": "query", "required": false, "description": "As the body field.", "schema": int_range(MAX_SECONDS)},
+                {"name": "retries", "in": "query", "required": false, "description": "As the body field.", "schema": int_range(RETRIES)},
+                {"name": "retry_delay_minutes", "in": "query", "required": false, "description": "As the body field.", "schema": int_range(RETRY_DELAY_MINUTES)},
+                {"name": "record", "in": "query", "required": false, "description": "`true` or `false`.", "schema": {"type": "boolean"}}
             ]))
             .ok_with_headers(201, "The campaign (or, with `Idempotent-Replayed: true`, a replay of the first answer to this `Idempotency-Key`).", "Campaign", json!({"Location": {"description": "The campaign's URL, `/v1/campaigns/{campaign_id}`.", "schema": {"type": "string"}}}))
             .errors(&[

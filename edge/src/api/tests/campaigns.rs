@@ -441,3 +441,52 @@ fn cancel_skips_the_rest_and_listing_and_tenants_are_separate() {
         json!([])
     );
 }
+
+/// The document lets every setting come as a query parameter whatever the
+/// content type: with a JSON body they add to the body's, and one given in
+/// both places is refused rather than silently picking one.
+#[test]
+fn a_json_campaign_takes_settings_from_the_query_string_once() {
+    let w = World::new();
+    let key = tenant(&w);
+    let json_request = |query: &str, body: Value| ApiRequest {
+        method: "POST".into(),
+        scheme: "https".into(),
+        path: "/v1/campaigns".into(),
+        query: query.into(),
+        content_type: Some("application/json".into()),
+        authorization: Some(format!("Bearer {key}")),
+        body: body.to_string().into_bytes(),
+        headers: Vec::new(),
+    };
+    let contacts = json!([{"phone": "+14155550401"}]);
+    let c = ok(
+        w.send_req(&json_request(
+            "name=from-query&calls_per_minute=7",
+            json!({"contacts": contacts, "max_concurrent_calls": 2}),
+        )),
+        201,
+    );
+    assert_eq!(
+        (
+            &c["name"],
+            &c["calls_per_minute"],
+            &c["max_concurrent_calls"]
+        ),
+        (&json!("from-query"), &json!(7), &json!(2)),
+        "{c}"
+    );
+    let r = w.send_req(&json_request(
+        "calls_per_minute=7",
+        json!({"contacts": contacts, "calls_per_minute": 8}),
+    ));
+    assert_eq!(r.status, 422, "{}", r.body);
+    let e = r.body_json()["error"].clone();
+    assert_eq!(
+        (e["code"].as_str(), e["field"].as_str()),
+        (Some("invalid_value"), Some("calls_per_minute"))
+    );
+    // Unknown query parameters are still refused.
+    let r = w.send_req(&json_request("colour=blue", json!({"contacts": contacts})));
+    assert_eq!(r.status, 400, "{}", r.body);
+}
