@@ -118,6 +118,17 @@ impl std::fmt::Debug for Telephony {
     }
 }
 
+impl ResolvedTrunks {
+    /// What a reload cannot change: the names of the trunks that register,
+    /// and the TLS trunks' certificate names (sorted).
+    fn fixed_names(&self) -> (Vec<String>, Vec<String>) {
+        let registered = self.registrations.iter().map(|r| r.name.clone()).collect();
+        let mut tls: Vec<String> = self.tls.keys().cloned().collect();
+        tls.sort();
+        (registered, tls)
+    }
+}
+
 /// tokio's clock as a std instant (paused time in tests moves it).
 fn now() -> std::time::Instant {
     tokio::time::Instant::now().into_std()
@@ -198,13 +209,7 @@ impl Telephony {
             tls: resolved.tls.clone(),
             ..StreamOptions::default()
         };
-        let registered_trunks: Vec<String> = resolved
-            .registrations
-            .iter()
-            .map(|r| r.name.clone())
-            .collect();
-        let mut tls_names: Vec<String> = resolved.tls.keys().cloned().collect();
-        tls_names.sort();
+        let (registered_trunks, tls_names) = resolved.fixed_names();
         let mut endpoint = EndpointConfig::new(local);
         // Texts are taken from the addresses resolved now (a trunk with a
         // host name takes them from anywhere unless `in_dialog_from_trunk_only`).
@@ -262,14 +267,7 @@ impl Telephony {
         let resolved = resolve_trunks(new, self.sip.local_addr()).await?;
         // The endpoint's registrations and the driver's TLS configurations
         // are fixed at start.
-        let registered: Vec<String> = resolved
-            .registrations
-            .iter()
-            .map(|r| r.name.clone())
-            .collect();
-        let mut tls_names: Vec<String> = resolved.tls.keys().cloned().collect();
-        tls_names.sort();
-        if registered != self.registered_trunks || tls_names != self.tls_names {
+        if resolved.fixed_names() != (self.registered_trunks.clone(), self.tls_names.clone()) {
             return Err(
                 "trunks that register, or TLS trunks' certificate names, changed: that needs a restart; keeping the old trunks"
                     .into(),

@@ -13,7 +13,7 @@
 use md5::{Digest, Md5};
 use sha2::Sha256;
 
-use super::msg::{is_token_char, ParseError};
+use super::msg::{is_token_char, Message, ParseError};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Algorithm {
@@ -232,6 +232,28 @@ pub fn choose<'a>(
         }
     }
     best.ok_or(ChooseError::RealmMismatch)
+}
+
+/// What a 401 or 407 asks us to answer: the header the answer goes in
+/// (`Authorization`, or `Proxy-Authorization` for a 407) and the challenges
+/// [`choose_per_realm`] picks among its `WWW-Authenticate` /
+/// `Proxy-Authenticate` headers (unparsable and non-Digest ones skipped).
+pub fn challenges_to_answer(
+    r: &Message,
+    realm: Option<&str>,
+) -> Result<(&'static str, Vec<Challenge>), ChooseError> {
+    let (challenge_name, answer_name) = if r.code() == Some(407) {
+        ("Proxy-Authenticate", "Proxy-Authorization")
+    } else {
+        ("WWW-Authenticate", "Authorization")
+    };
+    let challenges: Vec<Challenge> = r
+        .header_lines(challenge_name)
+        .into_iter()
+        .filter_map(|v| Challenge::parse(v).ok())
+        .collect();
+    let chosen = choose_per_realm(&challenges, realm)?;
+    Ok((answer_name, chosen.into_iter().cloned().collect()))
 }
 
 /// The challenges to answer, one per realm (RFC 3261 22.3: a forking proxy

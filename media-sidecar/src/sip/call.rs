@@ -19,7 +19,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use voxline_shared::{CallStatus, EndedReason};
 
-use super::auth::{self, Challenge, ChooseError, Credentials, DigestClient};
+use super::auth::{self, ChooseError, Credentials, DigestClient};
 use super::msg::{self, response_to, Message, ParseError};
 use super::redirect::{self, RedirectPolicy};
 use super::sdp::{self, Direction, Negotiated, OfferConfig};
@@ -1106,24 +1106,12 @@ impl Call {
         if self.ended || self.plan.is_some() || self.auth_rounds >= 2 {
             return Err(not_answered);
         }
-        let code = r.code().unwrap_or(0);
-        let (ch_name, auth_name) = if code == 407 {
-            ("Proxy-Authenticate", "Proxy-Authorization")
-        } else {
-            ("WWW-Authenticate", "Authorization")
+        let (auth_name, chosen) = match auth::challenges_to_answer(r, cred.realm.as_deref()) {
+            Ok(answer) => answer,
+            Err(ChooseError::NoChallenge) => return Err(not_answered),
+            // Challenged for a realm other than the trunk's: no credentials go out.
+            Err(e) => return Err(e.code()),
         };
-        let challenges: Vec<Challenge> = r
-            .header_lines(ch_name)
-            .into_iter()
-            .filter_map(|v| Challenge::parse(v).ok())
-            .collect();
-        let chosen: Vec<Challenge> =
-            match auth::choose_per_realm(&challenges, cred.realm.as_deref()) {
-                Ok(chosen) => chosen.into_iter().cloned().collect(),
-                Err(ChooseError::NoChallenge) => return Err(not_answered),
-                // Challenged for a realm other than the trunk's: no credentials go out.
-                Err(e) => return Err(e.code()),
-            };
         // A second challenge for the same nonce without stale=true means our credentials are wrong.
         let repeated = self.auth_rounds > 0
             && chosen.iter().any(|ch| {
@@ -1462,20 +1450,9 @@ impl Call {
         let Some(cred) = self.cfg.credentials.clone() else {
             return false;
         };
-        let (chn, an) = if r.code() == Some(407) {
-            ("Proxy-Authenticate", "Proxy-Authorization")
-        } else {
-            ("WWW-Authenticate", "Authorization")
-        };
-        let challenges: Vec<Challenge> = r
-            .header_lines(chn)
-            .into_iter()
-            .filter_map(|v| Challenge::parse(v).ok())
-            .collect();
-        let Ok(chosen) = auth::choose_per_realm(&challenges, cred.realm.as_deref()) else {
+        let Ok((an, chosen)) = auth::challenges_to_answer(r, cred.realm.as_deref()) else {
             return false;
         };
-        let chosen: Vec<Challenge> = chosen.into_iter().cloned().collect();
         let uri = m.uri().unwrap_or("").to_string();
         for ch in &chosen {
             let cnonce = self.random.hex(8);

@@ -27,7 +27,7 @@
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 
-use super::auth::{self, Challenge, ChooseError, Credentials, DigestClient};
+use super::auth::{self, Challenge, Credentials, DigestClient};
 use super::call::{new_branch, Transmit};
 use super::msg::{self, Message};
 use super::transaction::{NonInviteClient, Timers, TxEvent};
@@ -586,21 +586,9 @@ impl Registration {
         if self.auth_rounds >= MAX_AUTH_ROUNDS {
             return false;
         }
-        let (ch_name, auth_name) = if r.code() == Some(407) {
-            ("Proxy-Authenticate", "Proxy-Authorization")
-        } else {
-            ("WWW-Authenticate", "Authorization")
+        let Ok((auth_name, chosen)) = auth::challenges_to_answer(r, cred.realm.as_deref()) else {
+            return false;
         };
-        let challenges: Vec<Challenge> = r
-            .header_lines(ch_name)
-            .into_iter()
-            .filter_map(|v| Challenge::parse(v).ok())
-            .collect();
-        let chosen: Vec<Challenge> =
-            match auth::choose_per_realm(&challenges, cred.realm.as_deref()) {
-                Ok(chosen) => chosen.into_iter().cloned().collect(),
-                Err(ChooseError::NoChallenge | ChooseError::RealmMismatch) => return false,
-            };
         // The nonce we just answered, again and not stale: the credentials are wrong.
         let repeated = self.auth_rounds > 0
             && chosen.iter().any(|ch| {

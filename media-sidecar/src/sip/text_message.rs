@@ -25,7 +25,7 @@ use std::net::SocketAddr;
 
 use voxline_shared::sidecar_link::{InboundContent, MessageOutcome, MAX_MESSAGE_CHARS};
 
-use super::auth::{self, Challenge, ChooseError, Credentials, DigestClient};
+use super::auth::{self, Credentials, DigestClient};
 use super::call::{new_branch, Transmit};
 use super::msg::{self, response_to, Message};
 use super::transaction::{NonInviteClient, Timers, TxEvent};
@@ -403,21 +403,9 @@ impl MessageClient {
         if self.ended || self.auth_rounds >= 2 {
             return false;
         }
-        let (ch_name, auth_name) = if r.code() == Some(407) {
-            ("Proxy-Authenticate", "Proxy-Authorization")
-        } else {
-            ("WWW-Authenticate", "Authorization")
+        let Ok((auth_name, chosen)) = auth::challenges_to_answer(r, cred.realm.as_deref()) else {
+            return false;
         };
-        let challenges: Vec<Challenge> = r
-            .header_lines(ch_name)
-            .into_iter()
-            .filter_map(|v| Challenge::parse(v).ok())
-            .collect();
-        let chosen: Vec<Challenge> =
-            match auth::choose_per_realm(&challenges, cred.realm.as_deref()) {
-                Ok(chosen) => chosen.into_iter().cloned().collect(),
-                Err(ChooseError::NoChallenge | ChooseError::RealmMismatch) => return false,
-            };
         // The same nonce again without stale=true: our credentials are wrong.
         let repeated = self.auth_rounds > 0
             && chosen.iter().any(|ch| {

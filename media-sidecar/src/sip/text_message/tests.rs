@@ -1,5 +1,6 @@
 use super::*;
 use crate::random::SeededRandom;
+use crate::sip::auth::Challenge;
 use crate::sip::msg::parse;
 
 const TRUNK: &str = "198.51.100.1:5060";
