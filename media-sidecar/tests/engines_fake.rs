@@ -897,44 +897,14 @@ async fn openai_unreachable_is_unavailable() {
 
 // ------------------------------------------------------------ logging / Send
 
-/// A `MakeWriter` collecting everything logged.
-#[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Vec<u8>>>);
+#[path = "common/log_capture.rs"]
+mod log_capture;
+use log_capture::Capture;
 
-impl std::io::Write for Capture {
-    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(b);
-        Ok(b.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Capture {
-    type Writer = Capture;
-    fn make_writer(&'a self) -> Capture {
-        self.clone()
-    }
-}
-
-/// One process-wide TRACE subscriber writing to a buffer, installed once.
-/// (Thread-local `set_default` subscribers race on tracing's global callsite
-/// interest cache when tests run in parallel, so they can miss lines.) Every
-/// test's logs land here; the key tests assert no key appears anywhere.
+/// Every test's logs land in one buffer (TRACE); the key tests assert no
+/// key appears anywhere.
 fn capture_logs() -> Capture {
-    static CAP: std::sync::OnceLock<Capture> = std::sync::OnceLock::new();
-    CAP.get_or_init(|| {
-        let cap = Capture::default();
-        let sub = tracing_subscriber::fmt()
-            .with_max_level(tracing::Level::TRACE)
-            .with_writer(cap.clone())
-            .with_ansi(false)
-            .finish();
-        tracing::subscriber::set_global_default(sub).expect("first subscriber");
-        cap
-    })
-    .clone()
+    log_capture::capture_logs(tracing::Level::TRACE)
 }
 
 #[tokio::test]

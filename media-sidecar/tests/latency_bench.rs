@@ -91,42 +91,14 @@ fn report(v: Value) {
 
 // ---- the `voxline_latency` marks, from a process-wide log capture ----
 
-#[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Capture {
-    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(b);
-        Ok(b.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Capture {
-    type Writer = Capture;
-    fn make_writer(&'a self) -> Capture {
-        self.clone()
-    }
-}
+#[path = "common/log_capture.rs"]
+mod log_capture;
+use log_capture::Capture;
 
 fn capture() -> Capture {
-    static CAP: std::sync::OnceLock<Capture> = std::sync::OnceLock::new();
-    CAP.get_or_init(|| {
-        let cap = Capture::default();
-        let sub = tracing_subscriber::fmt()
-            .with_max_level(tracing::Level::DEBUG)
-            .with_writer(cap.clone())
-            .with_ansi(false)
-            .finish();
-        tracing::subscriber::set_global_default(sub).expect("first subscriber");
-        cap
-    })
-    .clone()
+    log_capture::capture_logs(tracing::Level::DEBUG)
 }
 
-/// (stage, took_us, unix_us) of every mark logged so far.
 fn marks(cap: &Capture) -> Vec<(String, u64, u64)> {
     let text = String::from_utf8_lossy(&cap.0.lock().unwrap()).to_string();
     let field = |line: &str, name: &str| -> Option<String> {
