@@ -375,6 +375,7 @@ pub(crate) async fn place_call<K: Kv, D: DispatchQueues>(
         from_user,
         campaign_id,
         campaign_row,
+        direction: model::CallDirection::Outbound,
     };
     let mut queued = port::queued_call(&tenant.id, &record, env.now_ms);
     queued.max_concurrent = tenant.max_concurrent_calls;
