@@ -455,6 +455,20 @@ impl SidecarRecord {
     }
 }
 
+/// Who placed a call: we dialled out (`outbound`, the API's calls) or a
+/// caller dialled one of the tenant's numbers (`inbound`, issue 16).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CallDirection {
+    #[default]
+    Outbound,
+    Inbound,
+}
+
+impl CallDirection {
+    pub const NAMES: [&'static str; 2] = ["outbound", "inbound"];
+}
+
 /// A call as stored and as returned by `GET /v1/calls/{id}`. Settings are
 /// resolved against the agent when the call is created, so later agent edits
 /// do not change calls already accepted.
@@ -545,6 +559,11 @@ pub struct CallRecord {
     /// not in the public JSON).
     #[serde(default, skip_serializing_if = "FirstSpeaker::is_agent")]
     pub first_speaker: FirstSpeaker,
+    /// `outbound` (stored before inbound calls existed: read as such) or
+    /// `inbound`: then `phone` is the caller and `caller_number` the
+    /// tenant's number that was called.
+    #[serde(default)]
+    pub direction: CallDirection,
 }
 
 /// A call's `metadata`: the client's JSON object as text, exactly as given
@@ -702,7 +721,7 @@ impl CallRecord {
 
     /// A listing row: what `GET /v1/calls` shows of each call.
     pub fn summary(&self) -> Value {
-        json!({"id": self.id, "object": "call", "status": self.status, "phone": self.phone, "agent_id": self.agent_id,
+        json!({"id": self.id, "object": "call", "status": self.status, "direction": self.direction, "phone": self.phone, "agent_id": self.agent_id,
                "created_at": self.created_at, "updated_at": self.updated_at, "ended_reason": self.ended_reason})
     }
 }
@@ -752,6 +771,7 @@ pub fn test_call(status: CallStatus) -> CallRecord {
         campaign_id: None,
         campaign_row: None,
         first_speaker: FirstSpeaker::Agent,
+        direction: CallDirection::Outbound,
     }
 }
 

@@ -1644,3 +1644,102 @@ async fn naptr_leads_to_srv_and_srv_to_the_address_that_answers() {
     ended(&mut h).await;
     up.success().await;
 }
+
+// ------------------------------------------------- inbound calls (issue 16)
+
+/// sipp as the trunk calls the sidecar's number: it rings (100, 180) while
+/// the edge decides, the edge's offer (echo engine) is answered with 200 and
+/// an SDP answer, the ACK confirms it, and sipp's BYE ends it; the edge
+/// hears of it once, and gets the call's events as for an outbound call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_from_the_trunk_is_answered_by_the_agent_and_ended_by_the_callers_bye() {
+    use voxline_shared::sidecar_link::InboundDecision;
+    let edge = fake_edge().await;
+    let mut offer = support::offer("c_in1", 60);
+    offer.lease_id = "inbound_c_in1".into();
+    offer.phone = "+14155550111".into();
+    offer.caller_number = Some("+14155550100".into());
+    offer.engine = voxline_shared::EngineKind::Echo.into();
+    edge.decide_inbound(InboundDecision::Answer {
+        offer: Box::new(offer),
+    });
+    let (sipp_port, sip_port) = (free_udp_port(), free_udp_port());
+    let (stop, sidecar) = texting_sidecar(&edge, sipp_port, sip_port, false).await;
+    let target = format!("127.0.0.1:{sip_port}");
+    let sipp = Sipp::start_on("uac_inbound_call", sipp_port, &[target.as_str()]).await;
+    sipp.success().await;
+    edge.wait_for("the call's end", Duration::from_secs(10), |s| {
+        s.events
+            .iter()
+            .find(|e| e.call_id == "c_in1" && e.kind.is_ended())
+            .map(|e| e.kind.clone())
+    })
+    .await;
+    {
+        let s = edge.state.lock().unwrap();
+        assert_eq!(
+            s.inbound_calls.len(),
+            1,
+            "asked once: {:?}",
+            s.inbound_calls
+        );
+        let c = &s.inbound_calls[0];
+        assert_eq!(
+            (
+                c.called.as_str(),
+                c.caller.as_str(),
+                c.sidecar_id.as_str(),
+                c.region.as_str()
+            ),
+            ("+14155550100", "+14155550111", "sc-text", "local")
+        );
+        let ended = s
+            .events
+            .iter()
+            .find(|e| e.call_id == "c_in1" && e.kind.is_ended())
+            .unwrap();
+        let voxline_shared::sidecar_link::EventKind::Ended {
+            status,
+            reason,
+            timings,
+            ..
+        } = &ended.kind
+        else {
+            unreachable!()
+        };
+        assert_eq!(
+            (*status, *reason),
+            (
+                voxline_shared::CallStatus::Completed,
+                voxline_shared::EndedReason::CalleeHangup
+            )
+        );
+        assert!(timings.answered_ms.is_some(), "{timings:?}");
+    }
+    let kinds = edge.kinds_of("c_in1");
+    assert!(kinds.contains(&"answered"), "{kinds:?}");
+    assert!(
+        !kinds.contains(&"ringing"),
+        "the edge made it ringing already: {kinds:?}"
+    );
+    let summary = stop_sidecar(stop, sidecar).await;
+    assert!(summary.clean_exit, "{summary:?}");
+}
+
+/// The edge says the number is nobody's: the caller, rung meanwhile, gets 404.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_to_a_number_the_edge_does_not_know_is_refused_404() {
+    let edge = fake_edge().await;
+    let (sipp_port, sip_port) = (free_udp_port(), free_udp_port());
+    let (stop, sidecar) = texting_sidecar(&edge, sipp_port, sip_port, false).await;
+    let target = format!("127.0.0.1:{sip_port}");
+    let sipp = Sipp::start_on("uac_inbound_call_404", sipp_port, &[target.as_str()]).await;
+    sipp.success().await;
+    {
+        let s = edge.state.lock().unwrap();
+        assert_eq!(s.inbound_calls.len(), 1);
+        assert_eq!(s.inbound_calls[0].called, "+14155550199");
+        assert!(s.events.is_empty(), "no call: {:?}", s.events);
+    }
+    stop_sidecar(stop, sidecar).await;
+}

@@ -15,6 +15,14 @@
 //! | `POST /v1/sidecar/recording` | the WAV bytes (`audio/wav`); [`RecordingManifest`] in the `x-voxline-recording` header | [`RecordingReceipt`] |
 //! | `POST /v1/sidecar/message-results` | [`MessageResult`] | [`MessageResultAck`] |
 //! | `POST /v1/sidecar/inbound-messages` | [`InboundMessage`] | [`InboundMessageReceipt`] |
+//! | `POST /v1/sidecar/inbound-calls` | [`InboundCall`] | [`InboundCallAnswer`] |
+//!
+//! Calls a trunk places to one of a tenant's numbers (issue 16): the sidecar
+//! rings the caller (180) and asks the edge with one [`InboundCall`]; the
+//! edge answers in that round trip with an [`Offer`] the sidecar runs as it
+//! runs a leased one (the call is already held by that sidecar: no ack), or
+//! with the SIP code to refuse the caller with. No answer, or not a 2xx:
+//! `480 Temporarily Unavailable`.
 //!
 //! Text messages (SMS sent as SIP MESSAGE, RFC 3428) ride the same lease:
 //! [`LeaseResponse::messages`] hands a sidecar [`MessageOffer`]s to send
@@ -76,6 +84,7 @@ pub mod paths {
     pub const DEREGISTER: &str = "/v1/sidecar/deregister";
     pub const MESSAGE_RESULTS: &str = "/v1/sidecar/message-results";
     pub const INBOUND_MESSAGES: &str = "/v1/sidecar/inbound-messages";
+    pub const INBOUND_CALLS: &str = "/v1/sidecar/inbound-calls";
 }
 
 /// The header carrying a recording upload's [`RecordingManifest`].
@@ -376,6 +385,60 @@ pub struct InboundMessageReceipt {
     pub protocol_version: u32,
     /// The message's id at the edge (`msg_<hex>`), or the one it reported on.
     pub message_id: String,
+}
+
+/// `POST /v1/sidecar/inbound-calls`: an INVITE a trunk sent us, ringing
+/// now. Not retried by the sidecar (the caller is waiting): one request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InboundCall {
+    pub protocol_version: u32,
+    pub sidecar_id: String,
+    pub region: String,
+    /// The number called (E.164, the Request-URI or To user part): decides
+    /// the tenant and the route.
+    pub called: String,
+    /// Who calls (the From user part; E.164 where it is a number, else as given).
+    pub caller: String,
+    /// The INVITE's SIP Call-ID (logs).
+    pub sip_call_id: String,
+    /// When the INVITE arrived (unix ms, sidecar clock).
+    pub received_ms: u64,
+}
+
+/// Why an [`InboundCall`] is refused (`reason` of [`InboundDecision::Refuse`]).
+pub mod inbound_refusals {
+    /// No tenant has the number, or it is not in service: `404`.
+    pub const UNKNOWN_NUMBER: &str = "unknown_number";
+    /// The number has no route this edge can answer (none, or a person or
+    /// a queue: not yet served): `480`.
+    pub const NO_ROUTE: &str = "no_route";
+    /// The number's agent is gone or disabled: `480`.
+    pub const AGENT_UNAVAILABLE: &str = "agent_unavailable";
+    /// The tenant's concurrent-call cap is reached: `486`.
+    pub const AT_CAPACITY: &str = "at_capacity";
+    /// The edge could not store the call: `503`.
+    pub const UNAVAILABLE: &str = "unavailable";
+}
+
+/// What the edge decided about an [`InboundCall`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "decision", rename_all = "snake_case")]
+pub enum InboundDecision {
+    /// Answer it and run this offer (its `phone` is the caller, its
+    /// `caller_number` the number called; `lease_id` and `ack_deadline_ms`
+    /// mean nothing: the call is this sidecar's already).
+    Answer { offer: Box<Offer> },
+    /// Refuse the caller with `sip_code` (see [`inbound_refusals`]).
+    Refuse { sip_code: u16, reason: String },
+}
+
+/// The edge's 2xx answer to an [`InboundCall`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InboundCallAnswer {
+    #[serde(default = "default_version")]
+    pub protocol_version: u32,
+    #[serde(flatten)]
+    pub decision: InboundDecision,
 }
 
 /// Longest [`Offer::caller_name`], in characters (the create-call API's bound too).
@@ -732,6 +795,38 @@ mod tests {
             "reason":"rejected","at_ms":9}))
         .unwrap();
         assert_eq!(result.outcome, MessageOutcome::Failed);
+    }
+
+    #[test]
+    fn an_inbound_call_is_answered_with_an_offer_or_refused_with_a_code() {
+        let refuse: InboundCallAnswer = serde_json::from_value(json!({"protocol_version":1,
+            "decision":"refuse","sip_code":404,"reason":"unknown_number"}))
+        .unwrap();
+        assert_eq!(
+            refuse.decision,
+            InboundDecision::Refuse {
+                sip_code: 404,
+                reason: inbound_refusals::UNKNOWN_NUMBER.into()
+            }
+        );
+        let answer: InboundCallAnswer = serde_json::from_value(json!({"protocol_version":1,
+            "decision":"answer","offer":{"lease_id":"inbound","call_id":"c","attempt":1,
+            "phone":"+14155550111","caller_number":"+14155550100","agent_id":"a","language":"en",
+            "engine":"echo","max_seconds":60,"record":false,"ack_deadline_ms":0}}))
+        .unwrap();
+        let InboundDecision::Answer { offer } = &answer.decision else {
+            panic!("{answer:?}")
+        };
+        assert_eq!(offer.caller_number.as_deref(), Some("+14155550100"));
+        let v = serde_json::to_value(&answer).unwrap();
+        assert_eq!(
+            (v["decision"].as_str(), v["offer"]["call_id"].as_str()),
+            (Some("answer"), Some("c"))
+        );
+        assert_eq!(
+            serde_json::from_value::<InboundCallAnswer>(v).unwrap(),
+            answer
+        );
     }
 
     #[test]

@@ -22,6 +22,7 @@ pub mod dialects;
 pub mod directory;
 pub mod env;
 pub mod fields;
+pub mod inbound_calls;
 pub mod list;
 pub mod messages;
 pub mod numbers;
@@ -114,6 +115,10 @@ async fn route_request<K: Kv, D: DispatchQueues>(
         // An inbound text, admitted (signature, fields, nonce): to its number's tenant.
         if op == SidecarOp::InboundMessages && resp.status == 200 {
             return crate::api::messages::inbound_message(env, req).await;
+        }
+        // An inbound call, admitted likewise: its number's route answers.
+        if op == SidecarOp::InboundCalls && resp.status == 200 {
+            return crate::api::inbound_calls::inbound_call(env, req).await;
         }
         return Ok(resp);
     }

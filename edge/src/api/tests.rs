@@ -2428,6 +2428,7 @@ mod codeb_auth;
 mod contacts;
 mod dialect_webhooks;
 mod dialects;
+mod inbound_calls;
 mod messages;
 mod voice360;
 

@@ -194,7 +194,16 @@ impl<S: Sql> CallRows for SqlCallRows<S> {
         self.0
             .exec(&query, args)?
             .iter()
-            .map(|r| from_text("call listing row", &text_at(r, 0, column)?))
+            .map(|r| {
+                let mut row: Value = from_text("call listing row", &text_at(r, 0, column)?)?;
+                // Rows written before inbound calls existed are outbound.
+                if let Some(fields) = row.as_object_mut().filter(|_| !f.records) {
+                    fields
+                        .entry("direction")
+                        .or_insert_with(|| json!(crate::model::CallDirection::Outbound));
+                }
+                Ok(row)
+            })
             .collect()
     }
 
@@ -963,7 +972,16 @@ pub async fn create(
         Ok(EnqueueVerdict::Accepted | EnqueueVerdict::AlreadyKnown) => {
             // Reports about it may have arrived while the queue answered.
             let current = rows.call(&record.id)?.unwrap_or(record);
-            push_call_event(rows, WebhookEvent::CallQueued, &current, now_ms)?;
+            let event = match &new.queued.held_by {
+                // An inbound call is created ringing, held by the sidecar
+                // that rings its caller: the holder its recording needs.
+                Some(sidecar_id) => {
+                    rows.put_value(&holder_key(&current.id, 1), sidecar_id)?;
+                    WebhookEvent::CallRinging
+                }
+                None => WebhookEvent::CallQueued,
+            };
+            push_call_event(rows, event, &current, now_ms)?;
             Ok(Created::Created { record: current })
         }
         Ok(EnqueueVerdict::Duplicate { call_id }) => {

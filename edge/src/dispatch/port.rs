@@ -53,6 +53,8 @@ pub fn queued_call(tenant_id: &str, record: &CallRecord, now_ms: u64) -> QueuedC
         reject_over_cap: false,
         calling_window: None,
         max_seconds: record.max_seconds,
+        // Set by the caller for an inbound call.
+        held_by: None,
         offer: Some(OfferBody {
             phone: record.phone.clone(),
             caller_name: record.caller_name.clone(),

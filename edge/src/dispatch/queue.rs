@@ -422,6 +422,9 @@ impl Queue {
         if self.knows(&call.call_id) {
             return EnqueueVerdict::AlreadyKnown; // idempotent: a retried enqueue must not dial twice
         }
+        if let Some(sidecar_id) = call.held_by.clone() {
+            return self.hold_inbound(call, sidecar_id);
+        }
         if let Some(other) = self.in_progress_to(&call) {
             return EnqueueVerdict::Duplicate {
                 call_id: other.to_string(),
@@ -458,6 +461,36 @@ impl Queue {
         call.reject_over_cap = false;
         self.touch(&call.call_id);
         self.waiting.push_back(call);
+        EnqueueVerdict::Accepted
+    }
+
+    /// An inbound call its sidecar is ringing: held by that sidecar from
+    /// now, exactly like an acked offer (its events, hangup commands, loss
+    /// and reconciliation are the same), if the tenant is under its cap.
+    /// Waiting calls do not count against it: a caller is answered now or
+    /// never, and a queued outbound call waits for the next free slot anyway.
+    fn hold_inbound(&mut self, mut call: QueuedCall, sidecar_id: String) -> EnqueueVerdict {
+        if let Some(limit) = call.max_concurrent {
+            let active = self.in_flight(&call.tenant_id);
+            if active >= limit {
+                return EnqueueVerdict::ConcurrencyLimit { limit, active };
+            }
+        }
+        let now = self.last_tick_ms;
+        call.reject_over_cap = false;
+        call.retries = 0;
+        self.touch(&call.call_id);
+        self.held.insert(
+            call.call_id.clone(),
+            Held {
+                sidecar_id,
+                lease_id: format!("inbound_{}", call.call_id),
+                since_ms: now,
+                last_seq: None,
+                last_at_ms: None,
+                call,
+            },
+        );
         EnqueueVerdict::Accepted
     }
 
@@ -1120,6 +1153,60 @@ mod tests {
         assert_eq!(ids(&q.lease("s1", 10, 8, &T).0), ["a3"]);
         q.tick(8 + T.ack_deadline_ms, &T);
         assert_eq!(ids(&q.lease("s1", 10, 9 + T.ack_deadline_ms, &T).0), ["a3"]);
+    }
+
+    #[test]
+    fn an_inbound_call_is_held_by_its_sidecar_at_once_and_counts_against_the_cap() {
+        let mut q = Queue::default();
+        q.tick(100, &T);
+        let inbound = |id: &str| QueuedCall {
+            held_by: Some("s1".into()),
+            retries: 3,
+            ..capped(id, "ten_a", 2)
+        };
+        assert_eq!(q.enqueue(inbound("in1")), EnqueueVerdict::Accepted);
+        let held = &q.held["in1"];
+        assert_eq!(
+            (held.sidecar_id.as_str(), held.since_ms, held.call.retries),
+            ("s1", 100, 0),
+            "held from now by the ringing sidecar; a caller is never redialled"
+        );
+        assert_eq!(q.enqueue(inbound("in1")), EnqueueVerdict::AlreadyKnown);
+        // An outbound call takes the second slot; a third caller is refused.
+        assert_eq!(
+            q.enqueue(capped("out1", "ten_a", 2)),
+            EnqueueVerdict::Accepted
+        );
+        let (o, _) = q.lease("s1", 10, 101, &T);
+        assert_eq!(ids(&o), ["out1"]);
+        assert_eq!(
+            q.enqueue(inbound("in2")),
+            EnqueueVerdict::ConcurrencyLimit {
+                limit: 2,
+                active: 2
+            }
+        );
+        assert!(!q.knows("in2"));
+        // Its events are a held call's: the end frees the slot.
+        let (v, u) = q.event("s1", "in1", 1, 1, HeldEvent::Answered, 102);
+        assert_eq!(
+            (v, u.map(|u| u.change)),
+            (EventVerdict::Applied, Some(CallChange::Answered))
+        );
+        let done = HeldEvent::Ended {
+            status: CallStatus::Completed,
+            reason: EndedReason::CalleeHangup,
+            retry_after_s: None,
+            sip_code: None,
+        };
+        let (_, u) = q.event("s1", "in1", 1, 2, done, 103);
+        assert!(matches!(u.unwrap().change, CallChange::Ended { .. }));
+        assert_eq!(q.enqueue(inbound("in2")), EnqueueVerdict::Accepted);
+        // Another sidecar's events about it are not applied.
+        assert_eq!(
+            q.event("s2", "in2", 1, 1, HeldEvent::Answered, 104).0,
+            EventVerdict::NotHeld
+        );
     }
 
     #[test]

@@ -48,6 +48,12 @@ pub struct QueuedCall {
     /// whatever happens, which bounds how long a stranded one can still run.
     #[serde(default = "default_max_seconds")]
     pub max_seconds: u32,
+    /// An inbound call (issue 16): the sidecar that is ringing its caller
+    /// and asked for it. Enqueueing it makes it that sidecar's held call at
+    /// once (no lease, no ack), or refuses it at the tenant's cap: a caller
+    /// cannot wait in the queue.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub held_by: Option<String>,
 }
 
 /// For entries queued before `max_seconds` was carried: the API's maximum.

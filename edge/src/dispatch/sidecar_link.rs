@@ -15,9 +15,10 @@ use crate::messages::{MessageUpdate, MAX_MATCH_ID_CHARS};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use voxline_shared::sidecar_link::{
-    check_version, Ack, AckReceipt, Deregistration, EventBatch, EventKind, InboundContent,
-    InboundMessage, LeaseRequest, LeaseResponse, MessageOffer, MessageResult, MessageResultAck,
-    Registration, RegistrationAck, MAX_MESSAGES_PER_LEASE, MAX_MESSAGE_CHARS, PROTOCOL_VERSION,
+    check_version, Ack, AckReceipt, Deregistration, EventBatch, EventKind, InboundCall,
+    InboundContent, InboundMessage, LeaseRequest, LeaseResponse, MessageOffer, MessageResult,
+    MessageResultAck, Registration, RegistrationAck, MAX_MESSAGES_PER_LEASE, MAX_MESSAGE_CHARS,
+    PROTOCOL_VERSION,
 };
 
 /// How long an accepted call may be missing from the sidecar's `held_calls`
@@ -62,6 +63,8 @@ pub enum SidecarOp {
     MessageResults,
     /// A text message (or a delivery report) the trunk sent us.
     InboundMessages,
+    /// A call a trunk placed to one of our numbers, ringing now (issue 16).
+    InboundCalls,
 }
 
 impl SidecarOp {
@@ -75,6 +78,7 @@ impl SidecarOp {
             paths::DEREGISTER => Some(SidecarOp::Deregister),
             paths::MESSAGE_RESULTS => Some(SidecarOp::MessageResults),
             paths::INBOUND_MESSAGES => Some(SidecarOp::InboundMessages),
+            paths::INBOUND_CALLS => Some(SidecarOp::InboundCalls),
             _ => None,
         }
     }
@@ -96,6 +100,10 @@ pub enum SidecarMessage {
     /// Only its nonce is spent here; the Worker then stores it in the
     /// tenant's call store (the number's tenant, from KV).
     InboundMessage(InboundMessage),
+    /// Only its nonce is spent here; the Worker then finds the number's
+    /// route (KV) and has the tenant's call store create the call, which
+    /// this queue then holds for the sidecar (`QueuedCall::held_by`).
+    InboundCall(InboundCall),
 }
 
 impl SidecarMessage {
@@ -106,6 +114,7 @@ impl SidecarMessage {
             SidecarMessage::Lease(m) => Some(&m.region),
             SidecarMessage::Deregister(m) => Some(&m.region),
             SidecarMessage::InboundMessage(m) => Some(&m.region),
+            SidecarMessage::InboundCall(m) => Some(&m.region),
             SidecarMessage::Ack(_)
             | SidecarMessage::Events(_)
             | SidecarMessage::Recording
@@ -254,6 +263,7 @@ pub fn parse_message(op: SidecarOp, raw: &[u8], signer: &str) -> Result<SidecarM
         SidecarOp::Deregister => SidecarMessage::Deregister(parse(&value)?),
         SidecarOp::MessageResults => SidecarMessage::MessageResult(parse(&value)?),
         SidecarOp::InboundMessages => SidecarMessage::InboundMessage(parse(&value)?),
+        SidecarOp::InboundCalls => SidecarMessage::InboundCall(parse(&value)?),
         SidecarOp::Recording => {
             return Err(ApiError::new(
                 ErrorCode::NotFound,
@@ -269,6 +279,7 @@ pub fn parse_message(op: SidecarOp, raw: &[u8], signer: &str) -> Result<SidecarM
         SidecarMessage::Deregister(m) => (m.protocol_version, &m.sidecar_id),
         SidecarMessage::MessageResult(m) => (m.protocol_version, &m.sidecar_id),
         SidecarMessage::InboundMessage(m) => (m.protocol_version, &m.sidecar_id),
+        SidecarMessage::InboundCall(m) => (m.protocol_version, &m.sidecar_id),
         SidecarMessage::Recording => (PROTOCOL_VERSION, &String::new()),
     };
     check_version(version)
@@ -331,6 +342,17 @@ fn check_message_fields(message: &SidecarMessage) -> Result<(), ApiError> {
                     })
                 })
         }
+        SidecarMessage::InboundCall(c) => too_long("caller", &c.caller, MAX_MATCH_ID_CHARS)
+            .or_else(|| too_long("sip_call_id", &c.sip_call_id, MAX_MATCH_ID_CHARS))
+            .or_else(|| {
+                (!crate::messages::is_e164(&c.called)).then(|| {
+                    ApiError::field(
+                        ErrorCode::InvalidPhoneNumber,
+                        "called",
+                        "called must be E.164",
+                    )
+                })
+            }),
         _ => None,
     };
     problem.map_or(Ok(()), Err)
@@ -364,7 +386,9 @@ fn handle_op(
 ) -> Result<Reply, ApiError> {
     let sid = env.sidecar_id.as_str();
     match &env.message {
-        SidecarMessage::Recording | SidecarMessage::InboundMessage(_) => {
+        SidecarMessage::Recording
+        | SidecarMessage::InboundMessage(_)
+        | SidecarMessage::InboundCall(_) => {
             Ok(Reply::ok(json!({"protocol_version": PROTOCOL_VERSION})))
         }
         SidecarMessage::MessageResult(result) => {

@@ -249,6 +249,7 @@ pub fn call_event_payload(
         "object": "call",
         "id": record.id,
         "status": record.status,
+        "direction": record.direction,
         "ended_reason": record.ended_reason,
         "sip_code": record.sip_code,
         "attempts": record.attempts,

@@ -20,7 +20,7 @@ use crate::engine::{BoxedEngine, Engine, EngineConfig, EngineError, EngineEvent}
 use crate::lease::driver::{now_ms, Msg};
 use crate::media::{self, MediaConfig, MediaHandle, MediaSession, PayloadMap};
 use crate::sip::sdp::{Negotiated, OfferConfig};
-use crate::sip::udp::{CallHandle, CallSpec, Event};
+use crate::sip::udp::{CallHandle, CallSpec, Event, IncomingCall};
 use crate::telephony::Telephony;
 
 /// The driver's clock (tokio's, so paused-time tests see the same time).
@@ -79,6 +79,29 @@ pub async fn run_sip_call(
     tx: mpsc::Sender<Msg>,
     hangup: oneshot::Receiver<HangupCause>,
 ) {
+    run_dialog(offer, tel, tx, hangup, None).await
+}
+
+/// Runs a call a trunk placed to us (issue 16) as an outbound one runs,
+/// from the answer on: the same bridge, media, engine, events and
+/// recording. `incoming` is ringing; it is answered here (200 with our SDP).
+pub async fn run_inbound_call(
+    offer: Offer,
+    tel: Arc<Telephony>,
+    tx: mpsc::Sender<Msg>,
+    hangup: oneshot::Receiver<HangupCause>,
+    incoming: IncomingCall,
+) {
+    run_dialog(offer, tel, tx, hangup, Some(incoming)).await
+}
+
+async fn run_dialog(
+    offer: Offer,
+    tel: Arc<Telephony>,
+    tx: mpsc::Sender<Msg>,
+    hangup: oneshot::Receiver<HangupCause>,
+    incoming: Option<IncomingCall>,
+) {
     let e = Emitter::new(&offer.call_id, tx.clone());
     let bridge = Bridge::new(
         &offer.call_id,
@@ -97,6 +120,7 @@ pub async fn run_sip_call(
         engine_start: None,
         hangup: Some(hangup),
         latency: Default::default(),
+        incoming,
     };
     let end = io.run(bridge).await;
     // The IO (its engine connection under way, if any) borrows the offer.
@@ -158,6 +182,8 @@ struct CallIo<'a> {
     hangup: Option<oneshot::Receiver<HangupCause>>,
     /// Engine timings for the metrics.
     latency: crate::metrics::CallLatency,
+    /// An inbound call, ringing: answered instead of placing one.
+    incoming: Option<IncomingCall>,
 }
 
 impl CallIo<'_> {
@@ -167,7 +193,11 @@ impl CallIo<'_> {
         if let Some(end) = self.perform_all(&mut bridge).await {
             return end;
         }
-        if let Err(reason) = self.place().await {
+        let placed = match self.incoming.take() {
+            Some(incoming) => self.answer(incoming).await,
+            None => self.place().await,
+        };
+        if let Err(reason) = placed {
             bridge.not_placed(now(), reason);
         }
         loop {
@@ -224,9 +254,18 @@ impl CallIo<'_> {
         }
     }
 
-    /// Binds the RTP ports and sends the INVITE; the reason the call fails
-    /// with if either cannot be done.
-    async fn place(&mut self) -> Result<(), EndedReason> {
+    /// Binds the RTP ports: they and our SDP settings (the codecs of the
+    /// dial plan in force now).
+    fn bind_media(
+        &self,
+    ) -> Result<
+        (
+            media::driver::BoundMedia,
+            OfferConfig,
+            Arc<crate::telephony::DialPlan>,
+        ),
+        EndedReason,
+    > {
         let (offer, tel) = (self.offer, self.tel);
         let bound = MediaSession::bind(&tel.ports).map_err(|err| {
             tracing::warn!(call_id = %offer.call_id, error = %err, "no RTP ports: call not placed");
@@ -243,6 +282,28 @@ impl CallIo<'_> {
         let plan = tel.dial_plan();
         let mut sdp = OfferConfig::new(advertised_rtp);
         sdp.codecs = plan.cfg.codecs.clone();
+        Ok((bound, sdp, plan))
+    }
+
+    /// Answers a ringing inbound call (200 with our SDP answer; our BYE
+    /// after the offer's `max_seconds`).
+    async fn answer(&mut self, incoming: IncomingCall) -> Result<(), EndedReason> {
+        let (bound, sdp, _plan) = self.bind_media()?;
+        let max = Duration::from_secs(u64::from(self.offer.max_seconds));
+        let call = incoming.answer(sdp, Some(max)).await.map_err(|why| {
+            tracing::warn!(call_id = %self.offer.call_id, %why, "inbound call not answered");
+            EndedReason::MediaLost
+        })?;
+        self.bound = Some(bound);
+        self.call = Some(call);
+        Ok(())
+    }
+
+    /// Binds the RTP ports and sends the INVITE; the reason the call fails
+    /// with if either cannot be done.
+    async fn place(&mut self) -> Result<(), EndedReason> {
+        let (offer, tel) = (self.offer, self.tel);
+        let (bound, sdp, plan) = self.bind_media()?;
         let spec = call_spec(offer, plan.trunks(), &plan.from_number, &plan.cfg, sdp);
         let call = tel.sip.start_call(spec).await.map_err(|err| {
             tracing::warn!(call_id = %offer.call_id, error = %err, "SIP driver refused the call");

@@ -30,7 +30,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinSet;
-use voxline_shared::sidecar_link::EventKind;
+use voxline_shared::sidecar_link::{EventKind, InboundDecision};
 use voxline_shared::signing::{signed_headers, Target};
 
 use crate::call_task::{run_call, CallMode, HangupCause, SHUTDOWN_REASON};
@@ -39,7 +39,7 @@ use crate::lease::{
     Action, LeaseClient, LeaseSettings, LinkRefusal, MessageReport, Notice, Reply, Request,
     RequestId, Transmit,
 };
-use crate::sip::udp::InboundRequest;
+use crate::sip::udp::{InboundRequest, IncomingCall};
 use crate::transport::Transport;
 use voxline_shared::sidecar_link::HEADER_RECORDING_MANIFEST;
 
@@ -428,6 +428,8 @@ struct Driver<C: Transport> {
     /// Inbound texts waiting for the edge's answer, by token.
     inbound_waiting: HashMap<u64, oneshot::Sender<u16>>,
     next_inbound: u64,
+    /// Inbound calls ringing while the edge decides, by token.
+    calls_ringing: HashMap<u64, IncomingCall>,
 }
 
 impl<C: Transport> Driver<C> {
@@ -545,6 +547,49 @@ impl<C: Transport> Driver<C> {
                         .await;
                 });
             }
+            Action::InboundCallDecided { token, decision } => {
+                let Some(incoming) = self.calls_ringing.remove(&token) else {
+                    return;
+                };
+                match (decision, &self.mode) {
+                    (InboundDecision::Answer { offer }, CallMode::Sip(tel)) => {
+                        tracing::info!(
+                            call_id = %offer.call_id, caller = %offer.phone, called = ?offer.caller_number,
+                            engine = %offer.engine, "answering inbound call"
+                        );
+                        if self.calls.contains_key(&offer.call_id) {
+                            return;
+                        }
+                        let (hang_tx, hang_rx) = oneshot::channel();
+                        self.calls.insert(offer.call_id.clone(), hang_tx);
+                        self.started += 1;
+                        crate::metrics::global().call_started();
+                        let call_id = offer.call_id.clone();
+                        self.call_tasks.spawn(
+                            call_id,
+                            crate::call_task::sip::run_inbound_call(
+                                *offer,
+                                tel.clone(),
+                                self.tx.clone(),
+                                hang_rx,
+                                incoming,
+                            ),
+                        );
+                    }
+                    (InboundDecision::Answer { .. }, _) => {
+                        self.requests.spawn(incoming.refuse(480));
+                    }
+                    (InboundDecision::Refuse { sip_code, reason }, _) => {
+                        tracing::info!(sip_call_id = %incoming.offer.sip_call_id, sip_code, %reason, "inbound call refused");
+                        let code = if (400..700).contains(&sip_code) {
+                            sip_code
+                        } else {
+                            480
+                        };
+                        self.requests.spawn(incoming.refuse(code));
+                    }
+                }
+            }
             Action::InboundAnswered { token, sip_code } => {
                 if let Some(answer) = self.inbound_waiting.remove(&token) {
                     let _ = answer.send(sip_code);
@@ -590,6 +635,37 @@ fn forward_inbound<C: Transport>(core: &mut LeaseClient, d: &mut Driver<C>, req:
             received_ms: now_ms(),
         },
     );
+}
+
+/// The next inbound call, if the telephony gives them (else never).
+async fn next_inbound_call(rx: &mut Option<mpsc::Receiver<IncomingCall>>) -> Option<IncomingCall> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Asks the edge about a ringing inbound call; it rings until the decision.
+fn forward_inbound_call<C: Transport>(
+    core: &mut LeaseClient,
+    d: &mut Driver<C>,
+    incoming: IncomingCall,
+) {
+    d.next_inbound += 1;
+    let token = d.next_inbound;
+    let o = &incoming.offer;
+    let call = voxline_shared::sidecar_link::InboundCall {
+        protocol_version: voxline_shared::sidecar_link::PROTOCOL_VERSION,
+        sidecar_id: String::new(),
+        region: String::new(),
+        called: o.called.clone(),
+        caller: o.caller.clone(),
+        sip_call_id: o.sip_call_id.clone(),
+        received_ms: now_ms(),
+    };
+    tracing::info!(sip_call_id = %o.sip_call_id, called = %o.called, caller = %o.caller, "inbound call ringing; asking the edge");
+    d.calls_ringing.insert(token, incoming);
+    core.forward_inbound_call(token, call);
 }
 
 /// The next capacity a reload set (else never; a closed channel: never again).
@@ -663,6 +739,11 @@ pub async fn run<C: Transport>(
         halted: None,
         inbound_waiting: HashMap::new(),
         next_inbound: 0,
+        calls_ringing: HashMap::new(),
+    };
+    let mut inbound_call_rx = match &opts.mode {
+        CallMode::Sip(tel) => tel.sip.take_inbound_calls().await.ok(),
+        _ => None,
     };
     let mut inbound_rx = match &opts.mode {
         CallMode::Sip(tel) => tel.take_inbound(),
@@ -766,6 +847,7 @@ pub async fn run<C: Transport>(
         tokio::select! {
             Some(msg) = rx.recv() => handle_msg(&mut core, &mut d, msg),
             Some(req) = next_inbound(&mut inbound_rx) => forward_inbound(&mut core, &mut d, req),
+            Some(call) = next_inbound_call(&mut inbound_call_rx) => forward_inbound_call(&mut core, &mut d, call),
             Some(dead) = d.call_tasks.next_dead(), if !d.call_tasks.is_empty() => {
                 // Whatever the task sent before it died comes first (its
                 // `ended`, if it got that far).

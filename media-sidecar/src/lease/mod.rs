@@ -80,9 +80,10 @@ use std::path::PathBuf;
 
 use voxline_shared::sidecar_link::{
     check_version, paths, reject_reasons, Ack, CallEvent, Command, Deregistration, EventBatch,
-    EventKind, EventsAck, InboundMessage, LeaseRequest, LeaseResponse, MessageOffer,
-    MessageOutcome, MessageResult, Offer, RecordingManifest, Registration, RegistrationAck,
-    Timings, MAX_LEASE_WAIT_MS, MAX_MESSAGE_CHARS, PROTOCOL_VERSION,
+    EventKind, EventsAck, InboundCall, InboundCallAnswer, InboundDecision, InboundMessage,
+    LeaseRequest, LeaseResponse, MessageOffer, MessageOutcome, MessageResult, Offer,
+    RecordingManifest, Registration, RegistrationAck, Timings, MAX_LEASE_WAIT_MS,
+    MAX_MESSAGE_CHARS, PROTOCOL_VERSION,
 };
 use voxline_shared::{CallStatus, EndedReason};
 
@@ -178,6 +179,9 @@ pub const MAX_MESSAGE_ID_CHARS: usize = 128;
 /// Forwarding an inbound text gets this long before the trunk is told 480
 /// (the SIP side answers 480 itself after 8 s).
 pub const INBOUND_FORWARD_TIMEOUT_MS: u64 = 7_000;
+/// Asking the edge about an inbound call gets this long before the caller
+/// is refused with 480 (the SIP side itself refuses after 10 s).
+pub const INBOUND_CALL_TIMEOUT_MS: u64 = 6_000;
 
 /// How one text message ended, for its [`MessageResult`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -226,6 +230,8 @@ pub enum Request {
     MessageResult(MessageResult),
     /// A text the trunk sent us.
     InboundMessage(InboundMessage),
+    /// A call a trunk placed to us, ringing.
+    InboundCall(InboundCall),
 }
 
 /// One recording to upload.
@@ -246,6 +252,7 @@ impl Request {
             Request::Deregister(_) => paths::DEREGISTER,
             Request::MessageResult(_) => paths::MESSAGE_RESULTS,
             Request::InboundMessage(_) => paths::INBOUND_MESSAGES,
+            Request::InboundCall(_) => paths::INBOUND_CALLS,
         }
     }
 
@@ -261,6 +268,7 @@ impl Request {
             Request::Events(m) => serde_json::to_vec(m),
             Request::MessageResult(m) => serde_json::to_vec(m),
             Request::InboundMessage(m) => serde_json::to_vec(m),
+            Request::InboundCall(m) => serde_json::to_vec(m),
         };
         r.expect("protocol types always serialize")
     }
@@ -275,6 +283,7 @@ impl Request {
             Request::Deregister(_) => 2_000,
             // The trunk waits for our answer: inside the SIP side's bound.
             Request::InboundMessage(_) => INBOUND_FORWARD_TIMEOUT_MS,
+            Request::InboundCall(_) => INBOUND_CALL_TIMEOUT_MS,
             _ => 15_000,
         }
     }
@@ -320,6 +329,13 @@ pub enum Action {
     /// The edge answered inbound text `token` (see
     /// [`LeaseClient::forward_inbound`]): answer the trunk with `sip_code`.
     InboundAnswered { token: u64, sip_code: u16 },
+    /// The decision about inbound call `token` (see
+    /// [`LeaseClient::forward_inbound_call`]): answer it and run the offer
+    /// (the call is held here already), or refuse the caller with a code.
+    InboundCallDecided {
+        token: u64,
+        decision: InboundDecision,
+    },
 }
 
 /// A refusal of the link that no retry can fix, read from an error answer.
@@ -641,6 +657,9 @@ enum InFlight {
     Inbound {
         token: u64,
     },
+    InboundCall {
+        token: u64,
+    },
 }
 
 impl InFlight {
@@ -653,6 +672,7 @@ impl InFlight {
             InFlight::Upload => paths::RECORDING,
             InFlight::MessageResult => paths::MESSAGE_RESULTS,
             InFlight::Inbound { .. } => paths::INBOUND_MESSAGES,
+            InFlight::InboundCall { .. } => paths::INBOUND_CALLS,
         }
     }
 }
@@ -734,6 +754,8 @@ pub struct LeaseClient {
     results_backoff: Backoff,
     /// Inbound texts to forward now, with the driver's token.
     inbound: VecDeque<(u64, InboundMessage)>,
+    /// Inbound calls to ask the edge about now, with the driver's token.
+    inbound_calls: VecDeque<(u64, InboundCall)>,
 }
 
 impl LeaseClient {
@@ -770,6 +792,7 @@ impl LeaseClient {
             results_retry_at_ms: 0,
             results_backoff: link_backoff,
             inbound: VecDeque::new(),
+            inbound_calls: VecDeque::new(),
         }
     }
 
@@ -1115,6 +1138,78 @@ impl LeaseClient {
         self.inbound.push_back((token, m));
     }
 
+    /// Asks the edge about a call a trunk placed to us, ringing now
+    /// (`sidecar_id`, `region` and the version are filled in here). The
+    /// decision comes back as [`Action::InboundCallDecided`] with `token`:
+    /// at once when this sidecar cannot take it (not registered, draining:
+    /// 480; every slot taken: 503, so the trunk may try another sidecar).
+    pub fn forward_inbound_call(&mut self, token: u64, mut call: InboundCall) {
+        let refuse = |sip_code: u16| InboundDecision::Refuse {
+            sip_code,
+            reason: "sidecar_unavailable".into(),
+        };
+        let decision = if self.phase != Phase::Registered || self.halted.is_some() || self.draining
+        {
+            Some(refuse(480))
+        } else if self.free_slots() == 0 {
+            Some(refuse(503))
+        } else {
+            None
+        };
+        if let Some(decision) = decision {
+            self.actions
+                .push_back(Action::InboundCallDecided { token, decision });
+            return;
+        }
+        call.protocol_version = PROTOCOL_VERSION;
+        call.sidecar_id = self.s.sidecar_id.clone();
+        call.region = self.s.region.clone();
+        self.inbound_calls.push_back((token, call));
+    }
+
+    fn on_inbound_call(&mut self, now_ms: u64, token: u64, reply: Reply) {
+        let answer = match &reply {
+            Reply::Http { status, body } if (200..300).contains(status) => {
+                serde_json::from_slice::<InboundCallAnswer>(body).ok()
+            }
+            Reply::Http {
+                status: status @ (401 | 410),
+                ..
+            } => {
+                self.reregister(now_ms, paths::INBOUND_CALLS, *status);
+                None
+            }
+            _ => None,
+        };
+        let decision = match answer.map(|a| a.decision) {
+            Some(InboundDecision::Answer { offer }) => {
+                // Held here from now on, like an acked offer: in `held_calls`,
+                // a slot taken, its events numbered.
+                self.calls
+                    .entry(offer.call_id.clone())
+                    .or_insert_with(|| HeldCall {
+                        lease_id: offer.lease_id.clone(),
+                        attempt: offer.attempt,
+                        last_seq: 0,
+                        state: CallState::Active { hangup_sent: false },
+                        reached: Reached::default(),
+                    });
+                InboundDecision::Answer { offer }
+            }
+            Some(refused @ InboundDecision::Refuse { .. }) => refused,
+            None => {
+                let (status, detail) = describe(&reply);
+                self.notice(Notice::InboundNotTaken { status, detail });
+                InboundDecision::Refuse {
+                    sip_code: 480,
+                    reason: "edge_unavailable".into(),
+                }
+            }
+        };
+        self.actions
+            .push_back(Action::InboundCallDecided { token, decision });
+    }
+
     fn wait_ms(&self) -> u32 {
         let mut wait = match self.timing {
             Some(t) if t.lease_wait_ms > 0 => t.lease_wait_ms,
@@ -1202,6 +1297,14 @@ impl LeaseClient {
             return None;
         }
 
+        // A caller is waiting for the answer.
+        if let Some((token, call)) = self.inbound_calls.pop_front() {
+            let id = self.new_id(InFlight::InboundCall { token });
+            return Some(Transmit {
+                id,
+                request: Request::InboundCall(call),
+            });
+        }
         // The trunk is waiting for the answer.
         if let Some((token, m)) = self.inbound.pop_front() {
             let id = self.new_id(InFlight::Inbound { token });
@@ -1308,7 +1411,7 @@ impl LeaseClient {
                 if !self.result_in_flight && !self.results.is_empty() {
                     at(self.results_retry_at_ms);
                 }
-                if !self.inbound.is_empty() {
+                if !self.inbound.is_empty() || !self.inbound_calls.is_empty() {
                     at(0);
                 }
             }
@@ -1386,6 +1489,7 @@ impl LeaseClient {
             InFlight::Upload => self.on_upload(now_ms, reply),
             InFlight::MessageResult => self.on_message_result(now_ms, reply),
             InFlight::Inbound { token } => self.on_inbound(now_ms, token, reply),
+            InFlight::InboundCall { token } => self.on_inbound_call(now_ms, token, reply),
         }
     }
 

@@ -1214,7 +1214,8 @@ fn random_runs_keep_the_invariants() {
                     Action::Notice(_)
                     | Action::UploadDone(_)
                     | Action::SendMessage(_)
-                    | Action::InboundAnswered { .. } => {}
+                    | Action::InboundAnswered { .. }
+                    | Action::InboundCallDecided { .. } => {}
                     Action::Halt(r) => panic!("no answer here halts the client: {r:?}"),
                 }
             }
@@ -1277,7 +1278,8 @@ fn random_runs_keep_the_invariants() {
                             Request::Recording(_)
                             | Request::Deregister(_)
                             | Request::MessageResult(_)
-                            | Request::InboundMessage(_) => status(200),
+                            | Request::InboundMessage(_)
+                            | Request::InboundCall(_) => status(200),
                         }
                     };
                     h.reply(t.id, reply);
@@ -1334,7 +1336,8 @@ fn random_runs_keep_the_invariants() {
                 Request::Recording(_)
                 | Request::Deregister(_)
                 | Request::MessageResult(_)
-                | Request::InboundMessage(_) => status(200),
+                | Request::InboundMessage(_)
+                | Request::InboundCall(_) => status(200),
             };
             h.reply(t.id, reply);
         }
@@ -2462,4 +2465,99 @@ fn results_waiting_for_an_unreachable_edge_are_bounded() {
         next.message_id, "msg_4",
         "the oldest waiting ones were given up"
     );
+}
+
+fn inbound_call() -> InboundCall {
+    InboundCall {
+        protocol_version: 0,
+        sidecar_id: String::new(),
+        region: String::new(),
+        called: "+14155550100".into(),
+        caller: "+14155550111".into(),
+        sip_call_id: "in-1@trunk".into(),
+        received_ms: 1,
+    }
+}
+
+fn decisions(actions: &[Action]) -> Vec<(u64, InboundDecision)> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::InboundCallDecided { token, decision } => Some((*token, decision.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+fn refused_with(d: &InboundDecision) -> Option<u16> {
+    match d {
+        InboundDecision::Refuse { sip_code, .. } => Some(*sip_code),
+        InboundDecision::Answer { .. } => None,
+    }
+}
+
+#[test]
+fn an_inbound_call_answered_by_the_edge_is_held_here_and_its_events_numbered() {
+    let mut h = H::registered(1);
+    h.c.forward_inbound_call(4, inbound_call());
+    let t = h.tx().expect("asked at once");
+    let Request::InboundCall(c) = &t.request else {
+        panic!("{t:?}")
+    };
+    assert_eq!((c.sidecar_id.as_str(), c.region.as_str()), ("sc-1", "eu"));
+    assert_eq!(t.request.path(), paths::INBOUND_CALLS);
+    assert!(t.request.timeout_ms() < crate::sip::uas::DECIDE_WITHIN_MS);
+    let mut o = offer(7, 0);
+    o.lease_id = "inbound_c_7".into();
+    h.reply(
+        t.id,
+        ok(InboundCallAnswer {
+            protocol_version: 1,
+            decision: InboundDecision::Answer {
+                offer: Box::new(o.clone()),
+            },
+        }),
+    );
+    let d = decisions(&h.actions());
+    assert!(matches!(&d[..], [(4, InboundDecision::Answer { offer })] if offer.call_id == "c_7"));
+    // Held like an acked offer: listed in polls, its slot taken, its events sent.
+    assert_eq!(h.c.held_calls(), ["c_7"]);
+    assert_eq!(h.c.free_slots(), 0);
+    assert_eq!(h.c.emit(h.now, "c_7", EventKind::Answered), Ok(1));
+
+    // The sidecar full: 503 at once (another sidecar may take it), nothing asked.
+    h.c.forward_inbound_call(5, inbound_call());
+    let d = decisions(&h.actions());
+    assert_eq!(refused_with(&d[0].1), Some(503));
+}
+
+#[test]
+fn an_inbound_call_the_edge_refuses_or_does_not_answer_is_refused_with_its_code() {
+    for (reply, code) in [
+        (
+            ok(InboundCallAnswer {
+                protocol_version: 1,
+                decision: InboundDecision::Refuse {
+                    sip_code: 404,
+                    reason: "unknown_number".into(),
+                },
+            }),
+            404,
+        ),
+        (status(500), 480),
+        (status(200), 480),
+        (Reply::Failed("timeout".into()), 480),
+    ] {
+        let mut h = H::registered(1);
+        h.c.forward_inbound_call(9, inbound_call());
+        let t = h.tx().expect("asked");
+        h.reply(t.id, reply);
+        let d = decisions(&h.actions());
+        assert_eq!((d[0].0, refused_with(&d[0].1)), (9, Some(code)));
+        assert!(h.c.held_calls().is_empty());
+    }
+    // Not registered: 480 at once.
+    let mut h = H::new(1);
+    h.c.forward_inbound_call(3, inbound_call());
+    assert_eq!(refused_with(&decisions(&h.actions())[0].1), Some(480));
 }

@@ -48,6 +48,7 @@ use super::text_message::{
 };
 use super::transaction::Timers;
 use super::transport::{Flow, Transport};
+use super::uas::Uas;
 use crate::media::srtp::SrtpPolicy;
 use crate::random::Random;
 
@@ -285,6 +286,45 @@ impl EndpointConfig {
         }
     }
 }
+
+/// The endpoint's name for one inbound call (issue 16).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct InboundCallId(pub u64);
+
+/// A call a trunk placed to us, ringing (100 and 180 sent): the driver asks
+/// the edge, then [`Endpoint::answer_inbound_call`] or
+/// [`Endpoint::refuse_inbound_call`] (neither within
+/// [`super::uas::DECIDE_WITHIN_MS`]: 480).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InboundCallOffer {
+    /// The number called (E.164, from the Request-URI, else the To).
+    pub called: String,
+    /// The From user part (E.164 when it is a number, else as given, bounded).
+    pub caller: String,
+    pub sip_call_id: String,
+    /// The trunk's address it came from.
+    pub from: SocketAddr,
+}
+
+/// What becomes of an inbound call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InboundCallEvent {
+    /// A new call, ringing: decide about it.
+    Offered(InboundCallOffer),
+    /// Its dialog's events (`Answered`, then `Ended` last), as an outbound call's.
+    Call(DialogEvent),
+}
+
+/// One inbound call's dialog.
+struct InboundDialog {
+    uas: Uas,
+    id: InboundCallId,
+    /// The flow its INVITE came on: what it sends goes back that way.
+    flow: Flow,
+}
+
+/// Longest caller (From user part) passed on.
+const MAX_CALLER_CHARS: usize = 128;
 
 /// One attempt on one trunk.
 struct Dialog {
@@ -544,6 +584,11 @@ pub struct Endpoint {
     inbound_flows: BTreeMap<SocketAddr, Flow>,
     /// The trunks' registrations, in config order.
     registrations: Vec<Registration>,
+    /// Inbound calls by SIP Call-ID (live or lingering); with `dialogs`
+    /// at most [`EndpointConfig::max_dialogs`].
+    inbound_calls: BTreeMap<String, InboundDialog>,
+    next_inbound_call: u64,
+    inbound_call_events: VecDeque<(InboundCallId, InboundCallEvent)>,
 }
 
 /// Senders of inbound MESSAGEs remembered at once.
@@ -650,6 +695,9 @@ impl Endpoint {
             inbound_events: VecDeque::new(),
             inbound_flows: BTreeMap::new(),
             registrations,
+            inbound_calls: BTreeMap::new(),
+            next_inbound_call: 0,
+            inbound_call_events: VecDeque::new(),
         };
         ep.pump_registrations();
         ep
@@ -693,6 +741,7 @@ impl Endpoint {
     /// not count: they last as long as the endpoint).
     pub fn is_idle(&self) -> bool {
         self.dialogs.is_empty()
+            && self.inbound_calls.is_empty()
             && self.texts.is_empty()
             && self.inbound.is_empty()
             && self
@@ -883,6 +932,15 @@ impl Endpoint {
             self.pump(ms);
             return;
         }
+        if let Some(d) = self.inbound_calls.get_mut(m.call_id()) {
+            d.uas.handle_message(ms, m);
+            self.pump_inbound_calls(ms);
+            return;
+        }
+        if m.method() == Some("INVITE") && m.to_tag().is_none() {
+            self.on_inbound_invite(ms, from, m);
+            return;
+        }
         if !m.is_request() {
             if let Some(t) = self.texts.get_mut(m.call_id()) {
                 t.client.handle_response(ms, m);
@@ -935,6 +993,12 @@ impl Endpoint {
             }
         }
         self.pump(ms);
+        for d in self.inbound_calls.values_mut() {
+            if d.flow == *flow {
+                d.uas.transport_failed(ms);
+            }
+        }
+        self.pump_inbound_calls(ms);
         for t in self.texts.values_mut() {
             if t.flow == *flow && !t.client.is_done() {
                 t.client.transport_failed();
@@ -952,6 +1016,12 @@ impl Endpoint {
             }
         }
         self.pump(ms);
+        for d in self.inbound_calls.values_mut() {
+            if d.uas.next_timeout().is_some_and(|at| at <= ms) {
+                d.uas.handle_timeout(ms);
+            }
+        }
+        self.pump_inbound_calls(ms);
         for t in self.texts.values_mut() {
             if t.client.next_timeout().is_some_and(|at| at <= ms) {
                 t.client.handle_timeout(ms);
@@ -985,6 +1055,11 @@ impl Endpoint {
             .values()
             .filter_map(|d| d.call.next_timeout())
             .chain(self.texts.values().filter_map(|t| t.client.next_timeout()))
+            .chain(
+                self.inbound_calls
+                    .values()
+                    .filter_map(|d| d.uas.next_timeout()),
+            )
             .chain(self.inbound.next_timeout())
             .chain(
                 self.registrations
@@ -1221,6 +1296,144 @@ impl Endpoint {
                 self.push_inbound_out(out);
             }
         }
+    }
+
+    /// An INVITE from outside any dialog: taken from a trunk only (403
+    /// otherwise), within the dialog bound (503), to a number (404);
+    /// ringing at once, then offered to the driver.
+    fn on_inbound_invite(&mut self, ms: u64, from: Flow, m: &msg::Message) {
+        let tag = self.random.hex(6);
+        let refuse = |code: u16| Outgoing {
+            flow: from.clone(),
+            bytes: msg::response_to(m, code, Some(&tag)).to_bytes(),
+        };
+        if !self.is_trunk_source(from.addr) {
+            tracing::warn!(from = %from.addr, "INVITE from an address that is not a trunk's: 403");
+            self.transmits.push_back(refuse(403));
+            return;
+        }
+        if self.dialogs.len() + self.inbound_calls.len() >= self.config.max_dialogs {
+            tracing::warn!(from = %from.addr, "too many SIP dialogs: inbound INVITE gets 503");
+            self.transmits.push_back(refuse(503));
+            return;
+        }
+        let user_of = |uri: Option<String>| {
+            uri.as_deref()
+                .and_then(text_message::uri_user)
+                .map(str::to_string)
+        };
+        let called = user_of(m.uri().map(str::to_string))
+            .and_then(|u| text_message::e164_of_user(&u))
+            .or_else(|| {
+                user_of(m.to().map(|t| t.uri)).and_then(|u| text_message::e164_of_user(&u))
+            });
+        let Some(called) = called else {
+            tracing::info!(from = %from.addr, "inbound INVITE to no number: 404");
+            self.transmits.push_back(refuse(404));
+            return;
+        };
+        let caller_user = user_of(m.from().map(|f| f.uri)).unwrap_or_default();
+        let caller = text_message::e164_of_user(&caller_user)
+            .unwrap_or_else(|| caller_user.chars().take(MAX_CALLER_CHARS).collect());
+        let mut timers = self.config.timers;
+        timers.reliable = from.transport.is_reliable();
+        let uas = Uas::new(
+            m,
+            from.addr,
+            self.config.advertised(),
+            timers,
+            ms,
+            self.random.fork(),
+        );
+        self.next_inbound_call += 1;
+        let id = InboundCallId(self.next_inbound_call);
+        let sip_call_id = m.call_id().to_string();
+        tracing::info!(%sip_call_id, %called, %caller, trunk = %from.addr, "inbound INVITE");
+        self.inbound_calls.insert(
+            sip_call_id.clone(),
+            InboundDialog {
+                uas,
+                id,
+                flow: from.clone(),
+            },
+        );
+        self.inbound_call_events.push_back((
+            id,
+            InboundCallEvent::Offered(InboundCallOffer {
+                called,
+                caller,
+                sip_call_id,
+                from: from.addr,
+            }),
+        ));
+        self.pump_inbound_calls(ms);
+    }
+
+    fn inbound_call_mut(&mut self, id: InboundCallId) -> Option<&mut InboundDialog> {
+        self.inbound_calls.values_mut().find(|d| d.id == id)
+    }
+
+    /// Answers inbound call `id` (200 with our SDP answer built from
+    /// `media`; our BYE after `max_duration`); an offer we cannot take is refused with 488 (the error).
+    pub fn answer_inbound_call(
+        &mut self,
+        id: InboundCallId,
+        media: &OfferConfig,
+        max_duration: Option<Duration>,
+        now: Instant,
+    ) -> Result<(), super::sdp::SdpError> {
+        let ms = self.ms(now);
+        let result = match self.inbound_call_mut(id) {
+            Some(d) => {
+                if let Some(max) = max_duration {
+                    d.uas.limit(ms, duration_ms(max));
+                }
+                d.uas.answer(ms, media)
+            }
+            None => Ok(()),
+        };
+        self.pump_inbound_calls(ms);
+        result
+    }
+
+    /// Refuses inbound call `id` with `code` (4xx-6xx), before an answer.
+    pub fn refuse_inbound_call(&mut self, id: InboundCallId, code: u16, now: Instant) {
+        let ms = self.ms(now);
+        if let Some(d) = self.inbound_call_mut(id) {
+            d.uas.refuse(ms, code);
+        }
+        self.pump_inbound_calls(ms);
+    }
+
+    /// Ends inbound call `id` from our side (480 while ringing, else BYE).
+    pub fn hangup_inbound_call(&mut self, id: InboundCallId, reason: EndedReason, now: Instant) {
+        let ms = self.ms(now);
+        if let Some(d) = self.inbound_call_mut(id) {
+            d.uas.hangup(ms, reason);
+        }
+        self.pump_inbound_calls(ms);
+    }
+
+    /// The next event of some inbound call.
+    pub fn poll_inbound_call(&mut self) -> Option<(InboundCallId, InboundCallEvent)> {
+        self.inbound_call_events.pop_front()
+    }
+
+    /// Moves the inbound dialogs' messages and events out; forgets those done.
+    fn pump_inbound_calls(&mut self, _ms: u64) {
+        for d in self.inbound_calls.values_mut() {
+            while let Some(t) = d.uas.poll_transmit() {
+                self.transmits.push_back(Outgoing {
+                    flow: d.flow.to(t.dest),
+                    bytes: t.bytes,
+                });
+            }
+            while let Some(ev) = d.uas.poll_event() {
+                self.inbound_call_events
+                    .push_back((d.id, InboundCallEvent::Call(ev)));
+            }
+        }
+        self.inbound_calls.retain(|_, d| !d.uas.is_done());
     }
 
     pub fn poll_transmit(&mut self) -> Option<Outgoing> {
@@ -1986,8 +2199,10 @@ mod tests {
             .msg
             .header("Accept")
             .is_some_and(|a| a.contains("text/plain")));
+        // An INVITE from outside any dialog is an inbound call (issue 16):
+        // from an address that is no trunk's, 403.
         h.recv(prober, &req("INVITE")).unwrap();
-        assert_eq!(only(h.sent()).msg.code(), Some(481));
+        assert_eq!(only(h.sent()).msg.code(), Some(403));
         // No answer to an ACK, nor to a stray response.
         h.recv(prober, &req("ACK")).unwrap();
         let inv = msg::parse(&req("INVITE")).unwrap();
@@ -2467,8 +2682,9 @@ mod tests {
                 Some("sip:+14155550100@sip.carrier.example".to_string())
             )
         );
-        // The provider's INVITE to our binding (inbound calls: issue 16) is
-        // answered as any stray request, and the registration stays.
+        // The provider's INVITE to our binding is an inbound call (issue
+        // 16); this endpoint takes none from it (no inbound trunks): 403,
+        // and the registration stays.
         let mut incoming = Message::request("INVITE", "sip:acct@192.0.2.1:5060");
         incoming.push("Via", format!("SIP/2.0/UDP {TRUNK_A};branch=z9hG4bKin1"));
         incoming.push("From", "<sip:+14155550111@sip.carrier.example>;tag=in1");
@@ -2479,7 +2695,7 @@ mod tests {
         let r = only(h.sent());
         assert_eq!(
             (r.msg.code(), r.msg.call_id()),
-            (Some(481), "inbound-1@carrier")
+            (Some(403), "inbound-1@carrier")
         );
         assert!(h.ep.registrations(h.now())[0].bound);
         // Refreshed before it lapses: at 100 ms + 540 s.
@@ -2691,6 +2907,289 @@ mod tests {
             (ends[0].1.sip_code, ends[0].1.reason),
             (Some(488), Some(text_message::reasons::REJECTED))
         );
+    }
+
+    // ---- inbound calls (issue 16) ----
+
+    const OFFER_SDP: &str = "v=0\r\no=- 7 7 IN IP4 198.51.100.1\r\ns=-\r\nc=IN IP4 198.51.100.1\r\nt=0 0\r\nm=audio 6000 RTP/AVP 8 0 101\r\na=rtpmap:8 PCMA/8000\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:101 telephone-event/8000\r\n";
+
+    /// The trunk's INVITE to `to` (Call-ID `in-{branch}`), with an SDP offer.
+    fn invite_from_trunk(branch: &str, to: &str) -> Vec<u8> {
+        invite_from_trunk_with(branch, to, OFFER_SDP)
+    }
+
+    fn invite_from_trunk_with(branch: &str, to: &str, sdp: &str) -> Vec<u8> {
+        let mut m = Message::request("INVITE", &format!("sip:{to}@192.0.2.1:5060"));
+        m.push("Via", format!("SIP/2.0/UDP {TRUNK_A};branch={branch}"));
+        m.push("Max-Forwards", "70");
+        m.push(
+            "From",
+            "\"Ada\" <sip:+14155550111@198.51.100.1>;tag=caller1",
+        );
+        m.push("To", format!("<sip:{to}@192.0.2.1>"));
+        m.push("Call-ID", format!("in-{branch}@trunk"));
+        m.push("CSeq", "1 INVITE");
+        m.push("Contact", format!("<sip:+14155550111@{TRUNK_A}>"));
+        m.push("Content-Type", "application/sdp");
+        m.body = sdp.as_bytes().to_vec();
+        m.to_bytes()
+    }
+
+    /// A request in the dialog the trunk's INVITE made (our tag from `answer`).
+    fn in_dialog(
+        method: &str,
+        invite: &[u8],
+        answer: &Message,
+        branch: &str,
+        cseq: u32,
+    ) -> Vec<u8> {
+        let invite = msg::parse(invite).unwrap();
+        // A 2xx's Contact is the target; an ACK of a refusal goes to the INVITE's.
+        let target = answer
+            .contact_uri()
+            .unwrap_or_else(|| invite.uri().unwrap_or_default().to_string());
+        let mut m = Message::request(method, &target);
+        m.push("Via", format!("SIP/2.0/UDP {TRUNK_A};branch={branch}"));
+        m.push("From", invite.header("From").unwrap());
+        m.push("To", answer.header("To").unwrap());
+        m.push("Call-ID", invite.call_id());
+        m.push("CSeq", format!("{cseq} {method}"));
+        m.to_bytes()
+    }
+
+    fn codes(sent: &[Sent]) -> Vec<u16> {
+        sent.iter().filter_map(|s| s.msg.code()).collect()
+    }
+
+    fn inbound_events(h: &mut Harness) -> Vec<(InboundCallId, InboundCallEvent)> {
+        std::iter::from_fn(|| h.ep.poll_inbound_call()).collect()
+    }
+
+    fn media() -> OfferConfig {
+        OfferConfig::new(addr("192.0.2.1:40000"))
+    }
+
+    /// Rings (100, 180), is offered, answered with 200 + SDP; the ACK stops
+    /// the retransmissions; the caller's BYE ends it.
+    #[test]
+    fn an_inbound_call_rings_is_answered_acked_and_ended_by_the_callers_bye() {
+        let mut h = with_trunks(31);
+        let invite = invite_from_trunk("z9hG4bKin1", "+14155550100");
+        h.recv(TRUNK_A, &invite).unwrap();
+        let sent = h.sent();
+        assert_eq!(codes(&sent), [100, 180], "ringback while the edge decides");
+        assert!(sent.iter().all(|s| s.dest == addr(TRUNK_A)));
+        let events = inbound_events(&mut h);
+        let (id, InboundCallEvent::Offered(offer)) = only(events) else {
+            panic!("not offered")
+        };
+        assert_eq!(
+            (
+                offer.called.as_str(),
+                offer.caller.as_str(),
+                offer.sip_call_id.as_str()
+            ),
+            ("+14155550100", "+14155550111", "in-z9hG4bKin1@trunk")
+        );
+        // The trunk retransmits the INVITE: the 180 again, nothing new offered.
+        h.now_ms = 400;
+        h.recv(TRUNK_A, &invite).unwrap();
+        assert_eq!(codes(&h.sent()), [180]);
+        assert!(inbound_events(&mut h).is_empty());
+
+        h.now_ms = 600;
+        h.ep.answer_inbound_call(id, &media(), None, h.now())
+            .unwrap();
+        let ok = only(h.sent());
+        assert_eq!(ok.msg.code(), Some(200));
+        let sdp = String::from_utf8(ok.msg.body.clone()).unwrap();
+        assert!(
+            sdp.contains("m=audio 40000 RTP/AVP 8 101"),
+            "PCMA, the caller's first: {sdp}"
+        );
+        assert!(ok.msg.to_tag().is_some() && ok.msg.contact_uri().is_some());
+        let Some((_, InboundCallEvent::Call(DialogEvent::Answered(n)))) =
+            inbound_events(&mut h).pop()
+        else {
+            panic!("answered")
+        };
+        assert_eq!(
+            (n.codec, n.remote_rtp),
+            (crate::media::Codec::Pcma, addr("198.51.100.1:6000"))
+        );
+        // No ACK yet: Timer G retransmits the 200 (T1, 2*T1, ...).
+        let again = h.advance_to(600 + 1_600);
+        assert_eq!(codes(&again), [200, 200]);
+        h.recv(
+            TRUNK_A,
+            &in_dialog("ACK", &invite, &ok.msg, "z9hG4bKack", 1),
+        )
+        .unwrap();
+        assert!(h.advance_to(20_000).is_empty(), "the ACK stops them");
+
+        h.recv(
+            TRUNK_A,
+            &in_dialog("BYE", &invite, &ok.msg, "z9hG4bKbye", 2),
+        )
+        .unwrap();
+        let bye_ok = only(h.sent());
+        assert_eq!((bye_ok.msg.code(), bye_ok.msg.cseq().1), (Some(200), "BYE"));
+        let Some((_, InboundCallEvent::Call(DialogEvent::Ended(end)))) =
+            inbound_events(&mut h).pop()
+        else {
+            panic!("ended")
+        };
+        assert_eq!(
+            (end.status, end.reason),
+            (CallStatus::Completed, EndedReason::CalleeHangup)
+        );
+        h.advance_to(60_000);
+        assert!(h.ep.is_idle(), "forgotten after lingering");
+    }
+
+    #[test]
+    fn our_hangup_of_an_answered_inbound_call_sends_bye_to_the_callers_contact() {
+        let mut h = with_trunks(32);
+        let invite = invite_from_trunk("z9hG4bKin2", "+14155550100");
+        h.recv(TRUNK_A, &invite).unwrap();
+        h.sent();
+        let (id, _) = only(inbound_events(&mut h));
+        h.ep.answer_inbound_call(id, &media(), None, h.now())
+            .unwrap();
+        let ok = only(h.sent());
+        h.recv(
+            TRUNK_A,
+            &in_dialog("ACK", &invite, &ok.msg, "z9hG4bKack2", 1),
+        )
+        .unwrap();
+        inbound_events(&mut h);
+        h.ep.hangup_inbound_call(id, EndedReason::AgentHangup, h.now());
+        let bye = only(h.sent());
+        assert_eq!(bye.msg.method(), Some("BYE"));
+        assert_eq!(bye.msg.uri(), Some("sip:+14155550111@198.51.100.1:5060"));
+        assert_eq!(bye.msg.to_tag().as_deref(), Some("caller1"));
+        assert_eq!(bye.msg.from_tag(), ok.msg.to_tag());
+        let Some((_, InboundCallEvent::Call(DialogEvent::Ended(end)))) =
+            inbound_events(&mut h).pop()
+        else {
+            panic!("ended")
+        };
+        assert_eq!(end.reason, EndedReason::AgentHangup);
+        h.recv(TRUNK_A, &TRUNK.reply(&bye.msg, 200)).unwrap();
+        assert!(
+            h.advance_to(60_000).is_empty(),
+            "answered: no BYE retransmissions"
+        );
+        assert!(h.ep.is_idle());
+    }
+
+    #[test]
+    fn a_cancel_before_the_answer_gets_200_and_the_invite_487() {
+        let mut h = with_trunks(33);
+        let invite = invite_from_trunk("z9hG4bKin3", "+14155550100");
+        h.recv(TRUNK_A, &invite).unwrap();
+        h.sent();
+        let (id, _) = only(inbound_events(&mut h));
+        let parsed = msg::parse(&invite).unwrap();
+        let mut cancel = Message::request("CANCEL", parsed.uri().unwrap());
+        for n in ["Via", "From", "To", "Call-ID"] {
+            cancel.push(n, parsed.header(n).unwrap());
+        }
+        cancel.push("CSeq", "1 CANCEL");
+        h.recv(TRUNK_A, &cancel.to_bytes()).unwrap();
+        let sent = h.sent();
+        let answers: Vec<(u16, String)> = sent
+            .iter()
+            .map(|s| (s.msg.code().unwrap(), s.msg.cseq().1.to_string()))
+            .collect();
+        assert_eq!(answers, [(200, "CANCEL".into()), (487, "INVITE".into())]);
+        let Some((_, InboundCallEvent::Call(DialogEvent::Ended(end)))) =
+            inbound_events(&mut h).pop()
+        else {
+            panic!("ended")
+        };
+        assert_eq!(
+            (end.status, end.sip_code),
+            (CallStatus::Cancelled, Some(487))
+        );
+        // Too late now: the edge's answer changes nothing.
+        h.ep.answer_inbound_call(id, &media(), None, h.now())
+            .unwrap();
+        assert!(h.sent().is_empty());
+    }
+
+    #[test]
+    fn inbound_invites_from_elsewhere_get_403_and_the_edges_refusal_its_code() {
+        let mut h = with_trunks(34);
+        h.recv(
+            "203.0.113.66:5060",
+            &invite_from_trunk("z9hG4bKx", "+14155550100"),
+        )
+        .unwrap();
+        let s = only(h.sent());
+        assert_eq!(
+            (s.msg.code(), s.dest),
+            (Some(403), addr("203.0.113.66:5060"))
+        );
+        assert!(inbound_events(&mut h).is_empty(), "never offered");
+
+        // Not a number: 404 at once.
+        h.recv(TRUNK_A, &invite_from_trunk("z9hG4bKy", "frontdesk"))
+            .unwrap();
+        assert_eq!(codes(&h.sent()), [404]);
+
+        // The edge says the number is nobody's (404) or unreachable (480).
+        for (branch, code) in [("z9hG4bKr1", 404), ("z9hG4bKr2", 480), ("z9hG4bKr3", 486)] {
+            let invite = invite_from_trunk(branch, "+14155550100");
+            h.recv(TRUNK_A, &invite).unwrap();
+            h.sent();
+            let (id, _) = only(inbound_events(&mut h));
+            h.ep.refuse_inbound_call(id, code, h.now());
+            let refused = only(h.sent());
+            assert_eq!(refused.msg.code(), Some(code));
+            // Its ACK stops the retransmissions of the refusal.
+            h.recv(TRUNK_A, &in_dialog("ACK", &invite, &refused.msg, branch, 1))
+                .unwrap();
+            let Some((_, InboundCallEvent::Call(DialogEvent::Ended(end)))) =
+                inbound_events(&mut h).pop()
+            else {
+                panic!("ended")
+            };
+            assert_eq!(end.sip_code, Some(code));
+        }
+        // Nobody decides: 480 after DECIDE_WITHIN_MS.
+        h.recv(TRUNK_A, &invite_from_trunk("z9hG4bKslow", "+14155550100"))
+            .unwrap();
+        h.sent();
+        inbound_events(&mut h);
+        let later = h.advance_to(h.now_ms + crate::sip::uas::DECIDE_WITHIN_MS);
+        let answered: Vec<(String, u16)> = later
+            .iter()
+            .map(|s| (s.msg.call_id().to_string(), s.msg.code().unwrap_or(0)))
+            .collect();
+        assert_eq!(
+            answered,
+            [("in-z9hG4bKslow@trunk".to_string(), 480)],
+            "the acked refusals are quiet; the undecided call gets 480"
+        );
+    }
+
+    #[test]
+    fn an_offer_without_a_common_codec_gets_488() {
+        let mut h = with_trunks(35);
+        let g729 = OFFER_SDP.replace("RTP/AVP 8 0 101", "RTP/AVP 18").replace(
+            "a=rtpmap:8 PCMA/8000\r\na=rtpmap:0 PCMU/8000\r\n",
+            "a=rtpmap:18 G729/8000\r\n",
+        );
+        let raw = invite_from_trunk_with("z9hG4bKg7", "+14155550100", &g729);
+        h.recv(TRUNK_A, &raw).unwrap();
+        h.sent();
+        let (id, _) = only(inbound_events(&mut h));
+        assert!(h
+            .ep
+            .answer_inbound_call(id, &media(), None, h.now())
+            .is_err());
+        assert_eq!(codes(&h.sent()), [488]);
     }
 
     fn text_from_trunk(branch: &str) -> Vec<u8> {

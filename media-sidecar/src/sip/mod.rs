@@ -39,6 +39,7 @@ pub mod stream;
 pub mod text_message;
 pub mod transaction;
 pub mod transport;
+pub mod uas;
 pub mod udp;
 
 pub use call::{Call, CallConfig, DialogEnd, DialogEvent};

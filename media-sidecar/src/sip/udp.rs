@@ -26,9 +26,14 @@ use tokio::time::Instant;
 use voxline_shared::EndedReason;
 
 use super::call::DialogEvent;
-use super::endpoint::{CallId, Endpoint, EndpointConfig, MessageId, Outgoing, StartError};
+pub use super::endpoint::InboundCallOffer;
+use super::endpoint::{
+    CallId, Endpoint, EndpointConfig, InboundCallEvent, InboundCallId, MessageId, Outgoing,
+    StartError,
+};
 pub use super::endpoint::{CallSpec, Event, Trunk};
 use super::register::RegistrationStatus;
+use super::sdp::OfferConfig;
 use super::stream::{ConnEvent, Connections, StreamOptions};
 use super::text_message::{InboundId, InboundText, MessageEnd, MessageSpec};
 use super::transport::{Flow, Transport};
@@ -60,8 +65,22 @@ enum Cmd {
         reply: oneshot::Sender<Result<CallId, StartError>>,
     },
     Hangup {
-        id: CallId,
+        id: CallKey,
         reason: EndedReason,
+    },
+    /// Inbound calls go to this receiver from now on (a second one replaces it).
+    TakeInboundCalls {
+        calls: mpsc::Sender<IncomingCall>,
+    },
+    AnswerInbound {
+        id: InboundCallId,
+        media: Box<OfferConfig>,
+        max_duration: Option<std::time::Duration>,
+        reply: oneshot::Sender<Result<(), String>>,
+    },
+    RefuseInbound {
+        id: InboundCallId,
+        code: u16,
     },
     SendMessage {
         spec: Box<MessageSpec>,
@@ -85,10 +104,60 @@ pub struct InboundRequest {
     pub answer: oneshot::Sender<u16>,
 }
 
-/// Handle on one outbound call (across failover attempts).
+/// Which call a handle is for: one we placed, or one a trunk placed to us.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum CallKey {
+    Out(CallId),
+    In(InboundCallId),
+}
+
+/// A call a trunk placed to us, ringing (100 and 180 sent): answer it (the
+/// call then runs on the returned [`CallHandle`], whose first event is
+/// `Answered`) or refuse it with a SIP code. Dropped undecided: 480.
+#[derive(Debug)]
+pub struct IncomingCall {
+    pub offer: InboundCallOffer,
+    handle: CallHandle,
+}
+
+impl IncomingCall {
+    /// 200 with our SDP answer from `media`; an offer we cannot take is
+    /// refused (488) and its error returned.
+    pub async fn answer(
+        self,
+        media: OfferConfig,
+        max_duration: Option<std::time::Duration>,
+    ) -> Result<CallHandle, String> {
+        let CallKey::In(id) = self.handle.id else {
+            return Err("not an inbound call".into());
+        };
+        let (reply, rx) = oneshot::channel();
+        self.handle
+            .cmd
+            .send(Cmd::AnswerInbound {
+                id,
+                media: Box::new(media),
+                max_duration,
+                reply,
+            })
+            .await
+            .map_err(|_| DriverError::Stopped.to_string())?;
+        rx.await.map_err(|_| DriverError::Stopped.to_string())??;
+        Ok(self.handle)
+    }
+
+    /// Refuses the call with `code` (4xx-6xx).
+    pub async fn refuse(self, code: u16) {
+        if let CallKey::In(id) = self.handle.id {
+            let _ = self.handle.cmd.send(Cmd::RefuseInbound { id, code }).await;
+        }
+    }
+}
+
+/// Handle on one call: outbound (across failover attempts) or inbound.
 #[derive(Debug)]
 pub struct CallHandle {
-    id: CallId,
+    id: CallKey,
     events: mpsc::Receiver<Event>,
     cmd: mpsc::Sender<Cmd>,
 }
@@ -126,6 +195,9 @@ impl std::fmt::Debug for Cmd {
         f.write_str(match self {
             Cmd::Start { .. } => "Start",
             Cmd::Hangup { .. } => "Hangup",
+            Cmd::TakeInboundCalls { .. } => "TakeInboundCalls",
+            Cmd::AnswerInbound { .. } => "AnswerInbound",
+            Cmd::RefuseInbound { .. } => "RefuseInbound",
             Cmd::SendMessage { .. } => "SendMessage",
             Cmd::Registrations { .. } => "Registrations",
             Cmd::Unregister { .. } => "Unregister",
@@ -191,7 +263,7 @@ impl SipUdp {
     ) -> SipUdp {
         let (cmd, rx) = mpsc::channel(256);
         let local = config.local;
-        tokio::spawn(run(sock, config, streams, rx, inbound));
+        tokio::spawn(run(sock, config, streams, rx, inbound, cmd.downgrade()));
         SipUdp { cmd, local }
     }
 
@@ -214,6 +286,18 @@ impl SipUdp {
 
     pub fn local_addr(&self) -> SocketAddr {
         self.local
+    }
+
+    /// Calls the trunks place to us ([`EndpointConfig::inbound_trunks`])
+    /// from now on; while none is taken (full, dropped, never asked) they
+    /// are refused with 480.
+    pub async fn take_inbound_calls(&self) -> Result<mpsc::Receiver<IncomingCall>, DriverError> {
+        let (tx, rx) = mpsc::channel(64);
+        self.cmd
+            .send(Cmd::TakeInboundCalls { calls: tx })
+            .await
+            .map_err(|_| DriverError::Stopped)?;
+        Ok(rx)
     }
 
     /// Where the trunks' registrations stand ([`EndpointConfig::registrations`]).
@@ -254,7 +338,7 @@ impl SipUdp {
             .map_err(|_| DriverError::Stopped)?;
         let id = rrx.await.map_err(|_| DriverError::Stopped)??;
         Ok(CallHandle {
-            id,
+            id: CallKey::Out(id),
             events: erx,
             cmd: self.cmd.clone(),
         })
@@ -267,7 +351,12 @@ struct Driver {
     streams: Connections,
     endpoint: Endpoint,
     /// Event senders of the calls not yet ended.
-    handles: HashMap<CallId, mpsc::Sender<Event>>,
+    handles: HashMap<CallKey, mpsc::Sender<Event>>,
+    /// Where inbound calls go (`None`: refused with 480).
+    inbound_calls: Option<mpsc::Sender<IncomingCall>>,
+    /// The command channel, for the handles of inbound calls (weak: the
+    /// driver stops when every [`SipUdp`] and handle is gone).
+    cmd: mpsc::WeakSender<Cmd>,
     /// Who waits for each text's end.
     texts: HashMap<MessageId, oneshot::Sender<Result<MessageEnd, StartError>>>,
     /// Where inbound texts go (`None`: they get 480).
@@ -289,8 +378,13 @@ impl Driver {
         let endpoint = &mut self.endpoint;
         self.handles.retain(|id, events| {
             if events.is_closed() {
-                tracing::info!(call = %id, "call handle dropped; hanging up");
-                endpoint.hangup(*id, EndedReason::HangupRequested, now());
+                tracing::info!(call = ?id, "call handle dropped; hanging up");
+                match id {
+                    CallKey::Out(id) => endpoint.hangup(*id, EndedReason::HangupRequested, now()),
+                    CallKey::In(id) => {
+                        endpoint.hangup_inbound_call(*id, EndedReason::HangupRequested, now())
+                    }
+                }
                 return false;
             }
             true
@@ -303,15 +397,13 @@ impl Driver {
             let mut moved = false;
             while let Some((id, ev)) = self.endpoint.poll_event() {
                 moved = true;
-                let last = matches!(ev, Event::Call(DialogEvent::Ended(_)));
-                let Some(events) = self.handles.get(&id) else {
-                    continue;
-                };
-                if events.try_send(ev).is_err() && !last {
-                    tracing::warn!(call = %id, "call task not reading its SIP events; one dropped");
-                }
-                if last {
-                    self.handles.remove(&id);
+                self.deliver(CallKey::Out(id), ev);
+            }
+            while let Some((id, ev)) = self.endpoint.poll_inbound_call() {
+                moved = true;
+                match ev {
+                    InboundCallEvent::Offered(offer) => self.offer_inbound_call(id, offer),
+                    InboundCallEvent::Call(ev) => self.deliver(CallKey::In(id), Event::Call(ev)),
                 }
             }
             while let Some((id, end)) = self.endpoint.poll_message_end() {
@@ -332,6 +424,48 @@ impl Driver {
             for done in self.unregistered.drain(..) {
                 let _ = done.send(());
             }
+        }
+    }
+
+    /// Hands a call's event to its task; the last one forgets the call.
+    fn deliver(&mut self, key: CallKey, ev: Event) {
+        let last = matches!(ev, Event::Call(DialogEvent::Ended(_)));
+        let Some(events) = self.handles.get(&key) else {
+            return;
+        };
+        if events.try_send(ev).is_err() && !last {
+            tracing::warn!(call = ?key, "call task not reading its SIP events; one dropped");
+        }
+        if last {
+            self.handles.remove(&key);
+        }
+    }
+
+    /// Hands a ringing inbound call to its taker (480 when there is none).
+    fn offer_inbound_call(&mut self, id: InboundCallId, offer: InboundCallOffer) {
+        let Some(cmd) = self.cmd.upgrade() else {
+            self.endpoint.refuse_inbound_call(id, 480, now());
+            return;
+        };
+        let (etx, erx) = mpsc::channel(32);
+        let incoming = IncomingCall {
+            offer,
+            handle: CallHandle {
+                id: CallKey::In(id),
+                events: erx,
+                cmd,
+            },
+        };
+        // A taker that is full or gone drops the call (its handle's hangup: 480).
+        let taken = self
+            .inbound_calls
+            .as_ref()
+            .is_some_and(|tx| tx.try_send(incoming).is_ok());
+        if taken {
+            self.handles.insert(CallKey::In(id), etx);
+        } else {
+            tracing::warn!(inbound_call = id.0, "nobody takes inbound calls now: 480");
+            self.endpoint.refuse_inbound_call(id, 480, now());
         }
     }
 
@@ -408,11 +542,32 @@ impl Driver {
             } => {
                 let started = self.endpoint.start_call(*spec, now());
                 if let Ok(id) = started {
-                    self.handles.insert(id, events);
+                    self.handles.insert(CallKey::Out(id), events);
                 }
                 let _ = reply.send(started);
             }
-            Cmd::Hangup { id, reason } => self.endpoint.hangup(id, reason, now()),
+            Cmd::Hangup {
+                id: CallKey::Out(id),
+                reason,
+            } => self.endpoint.hangup(id, reason, now()),
+            Cmd::Hangup {
+                id: CallKey::In(id),
+                reason,
+            } => self.endpoint.hangup_inbound_call(id, reason, now()),
+            Cmd::TakeInboundCalls { calls } => self.inbound_calls = Some(calls),
+            Cmd::AnswerInbound {
+                id,
+                media,
+                max_duration,
+                reply,
+            } => {
+                let r = self
+                    .endpoint
+                    .answer_inbound_call(id, &media, max_duration, now())
+                    .map_err(|e| e.to_string());
+                let _ = reply.send(r);
+            }
+            Cmd::RefuseInbound { id, code } => self.endpoint.refuse_inbound_call(id, code, now()),
             Cmd::SendMessage { spec, reply } => match self.endpoint.send_message(*spec, now()) {
                 Ok(id) => {
                     self.texts.insert(id, reply);
@@ -438,6 +593,7 @@ async fn run(
     streams: StreamOptions,
     mut rx: mpsc::Receiver<Cmd>,
     inbound: Option<mpsc::Sender<InboundRequest>>,
+    cmd: mpsc::WeakSender<Cmd>,
 ) {
     let (answers, mut answers_rx) = mpsc::channel(64);
     let (conn_tx, mut conn_rx) = mpsc::channel(256);
@@ -446,6 +602,8 @@ async fn run(
         streams: Connections::new(streams, conn_tx),
         endpoint: Endpoint::new(config, Box::new(OsRandom), now()),
         handles: HashMap::new(),
+        inbound_calls: None,
+        cmd,
         texts: HashMap::new(),
         inbound,
         answers,

@@ -156,6 +156,10 @@ pub struct EdgeState {
     pub inbound: Vec<InboundMessage>,
     /// The status `/inbound-messages` answers (0: 200).
     pub inbound_status: u16,
+    /// `POST /inbound-calls` received, in order.
+    pub inbound_calls: Vec<voxline_shared::sidecar_link::InboundCall>,
+    /// What `/inbound-calls` decides, in order (none left: refuse 404).
+    pub inbound_decisions: VecDeque<voxline_shared::sidecar_link::InboundDecision>,
 }
 
 pub struct FakeEdge {
@@ -334,8 +338,34 @@ impl FakeEdge {
                     code => err(code, "number_unknown"),
                 }
             }
+            paths::INBOUND_CALLS => {
+                use voxline_shared::sidecar_link::{InboundCallAnswer, InboundDecision};
+                let c: voxline_shared::sidecar_link::InboundCall =
+                    serde_json::from_slice(&req.body).unwrap();
+                let mut s = st.lock().unwrap();
+                s.inbound_calls.push(c);
+                let decision = s
+                    .inbound_decisions
+                    .pop_front()
+                    .unwrap_or(InboundDecision::Refuse {
+                        sip_code: 404,
+                        reason: "unknown_number".into(),
+                    });
+                json(
+                    200,
+                    &InboundCallAnswer {
+                        protocol_version: 1,
+                        decision,
+                    },
+                )
+            }
             _ => err(404, "not_found"),
         }
+    }
+
+    /// What the next `/inbound-calls` decides.
+    pub fn decide_inbound(&self, d: voxline_shared::sidecar_link::InboundDecision) {
+        self.state.lock().unwrap().inbound_decisions.push_back(d);
     }
 
     /// A text message for the next lease answer.

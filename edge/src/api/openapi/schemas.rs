@@ -122,12 +122,21 @@ See docs/dialects.md."}),
         ),
     );
 
+    let call_direction = json!({"type": "string", "enum": crate::model::CallDirection::NAMES,
+        "description": "`outbound`: placed through the API (we dialled `phone`); `inbound`: `phone` called the tenant's number `caller_number` and the number's agent answered."});
     let call_fields = |full: bool| {
         let mut f = vec![
             ("id", id_schema("call")),
             ("object", object_const("call")),
             ("status", schema_ref("CallStatus")),
-            ("phone", phone.clone()),
+            ("direction", call_direction.clone()),
+            (
+                "phone",
+                with_description(
+                    phone.clone(),
+                    "The number called (`outbound`), or the caller (`inbound`).",
+                ),
+            ),
             ("agent_id", id_schema("agt")),
             ("created_at", timestamp()),
             ("updated_at", timestamp()),
@@ -860,6 +869,7 @@ A call already queued inside the window is not stopped when the window closes.";
                 ("object", object_const("call")),
                 ("id", id_schema("call")),
                 ("status", schema_ref("CallStatus")),
+                ("direction", call_direction.clone()),
                 ("ended_reason", nullable(json!({"type": "string", "enum": ended_reason_names()}))),
                 ("sip_code", nullable(json!({"type": "integer"}))),
                 ("attempts", json!({"type": "integer", "minimum": 0})),
