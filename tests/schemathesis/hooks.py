@@ -63,6 +63,12 @@ SEMANTIC_MESSAGES = {
         # A campaign setting may come in the query string or the body, once.
         "is given both in the query string and in the body",
     ),
+    # A campaign's `calling_window` in the query string is JSON text: the
+    # document can only call it a string; the JSON inside is checked as the
+    # body's `calling_window` is.
+    "invalid_type": (
+        "calling_window must be a JSON object (URL-encoded)",
+    ),
     # The same dependencies, the other way round.
     "missing_field": (
         "an ai_agent user names its agent",

@@ -1,0 +1,233 @@
+//! End-to-end inbound calls (issue 16, slice 1) against the real edge
+//! (wrangler dev) and a real sidecar: sipp, as the trunk, calls one of the
+//! tenant's numbers on the sidecar's SIP port; the sidecar rings, asks the
+//! edge (`POST /v1/sidecar/inbound-calls`), and the number's agent (the
+//! `echo` engine) answers; sipp hangs up after two seconds. Asserts the call
+//! in the API (`direction: inbound`, `phone` the caller, `caller_number` the
+//! number), its signed webhooks, and that a number nobody holds is refused
+//! 404 with no call left behind. The sipp scenarios are the sidecar's own
+//! (`media-sidecar/tests/sipp/uac_inbound_call*.xml`).
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+use voxline_e2e::*;
+use voxline_testkit::*;
+
+/// The tenant's number the scenario calls, and the caller it calls from.
+const NUMBER: &str = "+14155550100";
+const CALLER: &str = "+14155550111";
+
+struct World {
+    edge: Edge,
+    tenant: TestTenant,
+    dir: PathBuf,
+    hooks: WebhookReceiver,
+    /// The sidecar's SIP port, and the trunk's (sipp's) port it takes calls from.
+    sip_port: u16,
+    trunk_port: u16,
+    _sidecar: ChildGuard,
+}
+
+impl SuiteContext for World {
+    fn diagnostics(&self) -> String {
+        self.edge.diagnostics() + &log_tails(&self.dir, 30)
+    }
+}
+
+/// sipp as the calling trunk, running `scenario` once against the sidecar;
+/// its exit status (0: every step came as the scenario says).
+fn call_in(w: &World, scenario: &str) -> std::process::ExitStatus {
+    let sf = repo_root().join("media-sidecar/tests/sipp").join(scenario);
+    let log = std::fs::File::create(w.dir.join(format!("sipp-{scenario}.log"))).unwrap();
+    let mut child = ChildGuard(
+        Command::new(SIPP.require())
+            .args(["-sf", sf.to_str().unwrap()])
+            .arg(format!("127.0.0.1:{}", w.sip_port))
+            .args(["-i", "127.0.0.1", "-p", &w.trunk_port.to_string()])
+            .args(["-m", "1", "-nostdin", "-timeout", "30s", "-timeout_error"])
+            .args(["-trace_msg"])
+            .current_dir(&w.dir)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("sipp"),
+    );
+    child
+        .wait_exit(Duration::from_secs(40))
+        .expect("sipp finishes its scenario")
+}
+
+fn inbound_calls(w: &World) -> Vec<Value> {
+    w.edge
+        .call("GET", "/v1/calls?limit=100", &w.tenant.key, None)
+        .expect(200)
+        .json["data"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|c| c["direction"] == "inbound")
+        .collect()
+}
+
+fn a_call_to_the_tenants_number_is_answered_by_its_agent(w: &World) {
+    let status = call_in(w, "uac_inbound_call.xml");
+    assert!(status.success(), "sipp: {status} {}", log_tails(&w.dir, 30));
+    let listed = inbound_calls(w);
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    let id = listed[0]["id"].as_str().expect("id").to_string();
+    let call = w.edge.wait_call_status(
+        &w.tenant.key,
+        &id,
+        &["completed", "failed"],
+        Duration::from_secs(30),
+    );
+    assert_eq!(
+        (
+            call["status"].as_str(),
+            call["ended_reason"].as_str(),
+            call["direction"].as_str(),
+            call["phone"].as_str(),
+            call["caller_number"].as_str(),
+            call["agent_id"].as_str()
+        ),
+        (
+            Some("completed"),
+            Some("callee_hangup"),
+            Some("inbound"),
+            Some(CALLER),
+            Some(NUMBER),
+            Some(w.tenant.agent_id.as_str())
+        ),
+        "{call}"
+    );
+    assert!(call["answered_at"].is_string(), "{call}");
+
+    let got = w
+        .hooks
+        .wait_for(
+            "inbound",
+            Duration::from_secs(30),
+            "call.completed",
+            |got| {
+                got.iter()
+                    .any(|r| WebhookReceiver::event(r)["type"] == "call.completed")
+            },
+        )
+        .unwrap();
+    assert!(got.iter().all(|r| r["verified"] == true), "{got:?}");
+    for r in &got {
+        let e = WebhookReceiver::event(r);
+        if e["type"].as_str().is_some_and(|t| t.starts_with("call.")) {
+            assert_eq!(e["data"]["id"], id.as_str(), "{e}");
+            assert_eq!(e["data"]["direction"], "inbound", "{e}");
+        }
+    }
+    let types: Vec<String> = got
+        .iter()
+        .map(|r| {
+            WebhookReceiver::event(r)["type"]
+                .as_str()
+                .unwrap_or("")
+                .to_string()
+        })
+        .collect();
+    for t in ["call.answered", "call.completed"] {
+        assert!(types.iter().any(|x| x == t), "no {t} in {types:?}");
+    }
+}
+
+fn a_number_nobody_holds_is_refused_404(w: &World) {
+    let before = inbound_calls(w).len();
+    let status = call_in(w, "uac_inbound_call_404.xml");
+    assert!(status.success(), "sipp: {status} {}", log_tails(&w.dir, 30));
+    assert_eq!(inbound_calls(w).len(), before, "no call for a refused one");
+}
+
+fn main() -> std::process::ExitCode {
+    run_suite(
+        "inbound",
+        || {
+            if !sidecar_bin().exists() {
+                return Err(format!(
+                    "{} is missing: `cargo build -p voxline-media-sidecar`",
+                    sidecar_bin().display()
+                ));
+            }
+            let opts = EdgeOptions::fresh("inbound").fast_dispatch();
+            let dir = opts.state_dir.parent().unwrap().to_path_buf();
+            let edge = Edge::start(opts)?;
+            let tenant = edge.provision_tenant("inbound");
+            edge.admin(
+                "PATCH",
+                &format!("/admin/tenants/{}/agents/{}", tenant.id, tenant.agent_id),
+                Some(&json!({"default_engine": "echo"})),
+            )
+            .expect(200);
+            edge.admin(
+                "PUT",
+                &format!("/admin/tenants/{}/numbers/{NUMBER}", tenant.id),
+                Some(&json!({"status": "active", "route": {"kind": "agent", "agent_id": tenant.agent_id}})),
+            )
+            .expect(200);
+            let mut hooks = WebhookReceiver::new(&dir);
+            hooks.start();
+            let endpoint = json!({"url": hooks.url("inbound"), "retry_schedule": [1, 2]});
+            let created = edge
+                .admin(
+                    "POST",
+                    &format!("/admin/tenants/{}/webhooks", tenant.id),
+                    Some(&endpoint),
+                )
+                .expect(201);
+            hooks.expect_secrets(
+                "inbound",
+                &[created.json["secret"].as_str().unwrap_or_default()],
+            );
+            let (sip_port, trunk_port) = (free_tcp_udp_port(), free_tcp_udp_port());
+            let sidecar = start_sip_sidecar(
+                &edge,
+                &dir,
+                "sc-inbound",
+                trunk_port,
+                &format!("sip_port = {sip_port}"),
+            )?;
+            // Calls are taken only once the sidecar is registered with the edge.
+            let log = dir.join("sidecar-sc-inbound.log");
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while !std::fs::read_to_string(&log)
+                .unwrap_or_default()
+                .contains("registered with the edge")
+            {
+                if Instant::now() > deadline {
+                    return Err(format!(
+                        "the sidecar did not register: {}",
+                        std::fs::read_to_string(&log).unwrap_or_default()
+                    ));
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            Ok(World {
+                edge,
+                tenant,
+                dir,
+                hooks,
+                sip_port,
+                trunk_port,
+                _sidecar: sidecar,
+            })
+        },
+        &[
+            (
+                "a_call_to_the_tenants_number_is_answered_by_its_agent",
+                a_call_to_the_tenants_number_is_answered_by_its_agent,
+            ),
+            (
+                "a_number_nobody_holds_is_refused_404",
+                a_number_nobody_holds_is_refused_404,
+            ),
+        ],
+    )
+}
