@@ -171,7 +171,7 @@ fn main() -> std::process::ExitCode {
                 &format!("/admin/tenants/{}/numbers/{NUMBER}", tenant.id),
                 Some(&json!({"status": "active", "route": {"kind": "agent", "agent_id": tenant.agent_id}})),
             )
-            .expect(200);
+            .expect(201);
             let mut hooks = WebhookReceiver::new(&dir);
             hooks.start();
             let endpoint = json!({"url": hooks.url("inbound"), "retry_schedule": [1, 2]});

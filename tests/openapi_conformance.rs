@@ -21,6 +21,8 @@ const HTTP_METHODS: [&str; 8] = [
 ];
 /// Larger than any JSON endpoint accepts (64 KiB).
 const TOO_BIG: usize = 64 * 1024 + 1;
+/// Over `POST /v1/campaigns`' own limit (16 MiB).
+const CAMPAIGN_TOO_BIG: usize = 16 * 1024 * 1024 + 1;
 
 struct Ctx {
     edge: Edge,
@@ -414,6 +416,8 @@ impl World {
             "message_id" => "msg_00000000000000000000".into(),
             // The same: `contacts` makes and reads real ones.
             "contact_id" => "con_00000000000000000000".into(),
+            // The same: `campaigns` makes and reads real ones.
+            "campaign_id" => "cmp_00000000000000000000".into(),
             "format" => "txt".into(),
             "slug" => "reminder".into(),
             "username" => "alice".into(),
@@ -468,6 +472,7 @@ fn missing_id(name: &str) -> String {
         "delivery_id" => "dlv",
         "message_id" => "msg",
         "contact_id" => "con",
+        "campaign_id" => "cmp",
         "sidecar_id" => return "sc-missing".to_string(),
         // Not an id: a file extension.
         "format" => return "txt".to_string(),
@@ -1641,6 +1646,132 @@ fn messages(c: &Ctx) {
 /// `/v1/contacts`: create, read, list (pages, by phone), change, delete, and
 /// each refusal of the body (a full address book, 409 `contacts_full`, is
 /// produced natively: edge/src/api/openapi/tests.rs).
+/// Campaigns: created from JSON and CSV, read, listed by page, started,
+/// paused, resumed and cancelled; each refusal its route documents.
+fn campaigns(c: &Ctx) {
+    let w = c.world("campaigns");
+    let post = |body: Value| c.call("POST", "/v1/campaigns", &w.key, Some(&body));
+    let first = post(json!({"name": "one", "contacts": [{"phone": "+14155550170"}]})).expect(201);
+    assert_eq!(first.json["object"], "campaign");
+    let csv = c
+        .raw(
+            "POST",
+            "/v1/campaigns?name=two&calls_per_minute=6",
+            Some(&w.key),
+            Some("text/csv"),
+            Some(b"phone,name\n+14155550171,Ada\n"),
+        )
+        .expect(201);
+    assert_eq!(csv.json["counts"]["total"], 1);
+    let path = format!("/v1/campaigns/{}", id_of(&first));
+    c.call("GET", &path, &w.key, None).expect(200);
+    let page = c
+        .call("GET", "/v1/campaigns?limit=1", &w.key, None)
+        .expect(200);
+    assert!(page.json["next_cursor"].is_string(), "{}", page.text);
+    code(
+        c.call("GET", "/v1/campaigns?cursor=nope", &w.key, None),
+        400,
+        "invalid_cursor",
+    );
+    code(
+        c.call("GET", "/v1/campaigns?colour=blue", &w.key, None),
+        400,
+        "invalid_parameter",
+    );
+    code(
+        c.call(
+            "POST",
+            "/v1/campaigns?colour=blue",
+            &w.key,
+            Some(&json!({"contacts": [{"phone": "+14155550172"}]})),
+        ),
+        400,
+        "invalid_parameter",
+    );
+    code(
+        post(json!({"contacts": [{"phone": "12"}]})),
+        422,
+        "invalid_contacts",
+    );
+    code(post(json!({"name": "x"})), 422, "missing_field");
+    // The agent disabled: 409 (and enabled again).
+    let agent = format!("/admin/tenants/{}/agents/{}", w.tid, w.aid);
+    c.admin("PATCH", &agent, Some(json!({"enabled": false})))
+        .expect(200);
+    code(
+        post(json!({"contacts": [{"phone": "+14155550173"}]})),
+        409,
+        "agent_disabled",
+    );
+    c.admin("PATCH", &agent, Some(json!({"enabled": true})))
+        .expect(200);
+    let act =
+        |what: &str, body: Option<&Value>| c.call("POST", &format!("{path}/{what}"), &w.key, body);
+    // Resuming a campaign never started: its status does not allow it.
+    code(act("resume", None), 409, "campaign_state_conflict");
+    code(act("pause", None), 409, "campaign_state_conflict");
+    for what in ["start", "pause", "resume", "cancel"] {
+        act(what, Some(&json!({}))).expect(200);
+        code(
+            act(what, Some(&json!({"reason": "x"}))),
+            400,
+            "unknown_field",
+        );
+        code(
+            c.raw(
+                "POST",
+                &format!("{path}/{what}"),
+                Some(&w.key),
+                Some(JSON_CT),
+                Some(b"[1]"),
+            ),
+            422,
+            "invalid_type",
+        );
+    }
+    code(act("start", None), 409, "campaign_state_conflict");
+    // A campaign whose one contact the call API refuses (the world's own call
+    // to that number is queued: `call_in_progress`) completes at once, and a
+    // completed campaign cannot be cancelled.
+    let done = post(json!({"contacts": [{"phone": "+14155550199"}]})).expect(201);
+    let done_path = format!("/v1/campaigns/{}", id_of(&done));
+    c.call("POST", &format!("{done_path}/start"), &w.key, None)
+        .expect(200);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let now = c.call("GET", &done_path, &w.key, None).expect(200);
+        if now.json["status"] == "completed" {
+            assert_eq!(now.json["counts"]["not_placed"], 1, "{}", now.text);
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the campaign never completed: {}",
+            now.text
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    code(
+        c.call("POST", &format!("{done_path}/cancel"), &w.key, None),
+        409,
+        "campaign_state_conflict",
+    );
+    let other = c.world("campaigns-other");
+    code(
+        c.call("GET", &path, &other.key, None),
+        404,
+        "campaign_not_found",
+    );
+    for what in ["start", "pause", "resume", "cancel"] {
+        code(
+            c.call("POST", &format!("{path}/{what}"), &other.key, None),
+            404,
+            "campaign_not_found",
+        );
+    }
+}
+
 fn contacts(c: &Ctx) {
     let w = c.world("contacts");
     let post = |body: Value| c.call("POST", "/v1/contacts", &w.key, Some(&body));
@@ -1774,6 +1905,14 @@ fn every_operation_fails_as_documented(c: &Ctx) {
         }
         if !c.operation(&method, &template)["requestBody"].is_null() {
             let j = Some(JSON_CT);
+            // A campaign's contacts may fill 16 MiB; every other body 64 KiB.
+            let campaign_too_big;
+            let too_big = if template == "/v1/campaigns" {
+                campaign_too_big = format!("{{{}}}", " ".repeat(CAMPAIGN_TOO_BIG));
+                &campaign_too_big
+            } else {
+                &too_big
+            };
             code(
                 c.raw(&method, &path, Some(token), j, Some(too_big.as_bytes())),
                 413,
@@ -1846,14 +1985,17 @@ fn rate_limited_everywhere(c: &Ctx) {
             || !(template.starts_with("/v1/calls")
                 || template.starts_with("/v1/webhooks")
                 || template.starts_with("/v1/messages")
-                || template.starts_with("/v1/contacts"))
+                || template.starts_with("/v1/contacts")
+                || template.starts_with("/v1/campaigns"))
         {
             continue;
         }
         let path = fill(&template, |n| w.param(n));
         let body = (method == "POST").then(|| {
-            if template.ends_with("/hangup") {
+            if template.ends_with("/hangup") || template.starts_with("/v1/campaigns/") {
                 json!({})
+            } else if template == "/v1/campaigns" {
+                json!({"contacts": [{"phone": "+14155550160"}]})
             } else {
                 json!({"phone": "+14155550160"})
             }
@@ -1945,6 +2087,7 @@ fn main() -> std::process::ExitCode {
             ("calls_get_and_hangup", calls_get_and_hangup),
             ("messages", messages),
             ("contacts", contacts),
+            ("campaigns", campaigns),
             (
                 "every_operation_fails_as_documented",
                 every_operation_fails_as_documented,

@@ -413,7 +413,16 @@ async fn create_key<K: Kv, D: DispatchQueues>(
     };
     ops::add_key(env.directory, &tenant.id, key.clone())
         .await?
-        .map_err(refusal)?;
+        .map_err(|r| match (r, user_pk) {
+            // A body that names a user who does not exist is a bad request
+            // (422, like an unknown `agent_id`), not a missing resource.
+            (DirectoryRefusal::UserNotFound, Some(pk)) => ApiError::field(
+                ErrorCode::InvalidValue,
+                "user_pk",
+                format!("'user_pk' names {pk}, which is no user of this tenant"),
+            ),
+            (r, _) => refusal(r),
+        })?;
     let mut shown = key.to_public();
     shown["key"] = json!(clear);
     Ok(ApiResponse::json(201, &shown))

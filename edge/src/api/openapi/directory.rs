@@ -96,7 +96,7 @@ pub(super) fn operation(id: RouteId) -> Option<Value> {
         )
         .body("CreateVoice360KeyRequest", true)
         .ok(201, "The key, with its clear text.", "Voice360KeyCreated")
-        .errors(&[E::TenantNotFound, E::DirectoryUserNotFound, E::DirectoryFull])
+        .errors(&[E::TenantNotFound, E::DirectoryFull])
         .errors(&body_errors)
         .build(),
         RouteId::ListVoice360Keys => admin("listVoice360Keys", "List Voice360 API keys", "All live Voice360 keys of the tenant, without their text.")

@@ -160,6 +160,8 @@ pub(super) fn operation(id: RouteId) -> Value {
             E::IdempotencyKeyInFlight,
             E::IdempotencyKeyReused,
             E::AgentDisabled,
+            E::UnknownNumber,
+            E::UnknownVariable,
             E::MissingField,
             E::InvalidValue,
             E::ValueTooLong,
