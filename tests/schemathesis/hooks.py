@@ -60,6 +60,7 @@ SEMANTIC_MESSAGES = {
         "names no user of this tenant",
         "only an ai_agent user has an 'agent_id'",
         "a developer key is the account's",
+        "the CSV header row could not be read",
         # A campaign setting may come in the query string or the body, once.
         "is given both in the query string and in the body",
     ),
@@ -69,8 +70,11 @@ SEMANTIC_MESSAGES = {
     "invalid_type": (
         "calling_window must be a JSON object (URL-encoded)",
     ),
-    # The same dependencies, the other way round.
+    # The same dependencies, the other way round; and a CSV upload's
+    # structure (a header row naming a `phone` column, RFC 4180 rows), which
+    # a JSON Schema of a string cannot state.
     "missing_field": (
+        "the CSV header row must name a 'phone' column",
         "an ai_agent user names its agent",
         "a user key names its user",
     ),
