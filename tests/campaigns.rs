@@ -330,18 +330,12 @@ fn main() -> std::process::ExitCode {
             let tenant = edge.provision_tenant("campaigning");
             let mut hooks = WebhookReceiver::new(&dir);
             hooks.start();
-            let endpoint = json!({"url": hooks.url("campaigns"), "retry_schedule": [1, 2],
-                "events": ["campaign.completed"]});
-            let created = edge
-                .admin(
-                    "POST",
-                    &format!("/admin/tenants/{}/webhooks", tenant.id),
-                    Some(&endpoint),
-                )
-                .expect(201);
-            hooks.expect_secrets(
+            hooks.subscribe(
+                &edge,
+                &tenant.id,
                 "campaigns",
-                &[created.json["secret"].as_str().unwrap_or_default()],
+                json!({"retry_schedule": [1, 2],
+                "events": ["campaign.completed"]}),
             );
             Ok(World {
                 edge,

@@ -591,12 +591,7 @@ fn main() -> std::process::ExitCode {
     run_suite(
         "codeb",
         || {
-            if !sidecar_bin().exists() {
-                return Err(format!(
-                    "{} is missing: `cargo build -p voxline-media-sidecar`",
-                    sidecar_bin().display()
-                ));
-            }
+            require_sidecar_bin()?;
             let mut opts = EdgeOptions::fresh("codeb").fast_dispatch();
             let dir = opts.state_dir.parent().unwrap().to_path_buf();
             let smtp = SmtpSink::start(&dir)?;

@@ -537,29 +537,18 @@ fn main() -> std::process::ExitCode {
     run_suite(
         "full_stack",
         || {
-            if !sidecar_bin().exists() {
-                return Err(format!(
-                    "{} is missing: `cargo build -p voxline-media-sidecar`",
-                    sidecar_bin().display()
-                ));
-            }
+            require_sidecar_bin()?;
             let opts = EdgeOptions::fresh("full_stack").fast_dispatch();
             let dir = opts.state_dir.parent().unwrap().to_path_buf();
             let edge = Edge::start(opts)?;
             let tenant = edge.provision_tenant("full-stack");
             let mut hooks = WebhookReceiver::new(&dir);
             hooks.start();
-            let endpoint = json!({"url": hooks.url("artifacts"), "events": ["transcript.saved", "recording.saved"]});
-            let created = edge
-                .admin(
-                    "POST",
-                    &format!("/admin/tenants/{}/webhooks", tenant.id),
-                    Some(&endpoint),
-                )
-                .expect(201);
-            hooks.expect_secrets(
+            hooks.subscribe(
+                &edge,
+                &tenant.id,
                 "artifacts",
-                &[created.json["secret"].as_str().unwrap_or_default()],
+                json!({"events": ["transcript.saved", "recording.saved"]}),
             );
             Ok(World {
                 edge,

@@ -150,12 +150,7 @@ fn main() -> std::process::ExitCode {
     run_suite(
         "inbound",
         || {
-            if !sidecar_bin().exists() {
-                return Err(format!(
-                    "{} is missing: `cargo build -p voxline-media-sidecar`",
-                    sidecar_bin().display()
-                ));
-            }
+            require_sidecar_bin()?;
             let opts = EdgeOptions::fresh("inbound").fast_dispatch();
             let dir = opts.state_dir.parent().unwrap().to_path_buf();
             let edge = Edge::start(opts)?;
@@ -174,17 +169,11 @@ fn main() -> std::process::ExitCode {
             .expect(201);
             let mut hooks = WebhookReceiver::new(&dir);
             hooks.start();
-            let endpoint = json!({"url": hooks.url("inbound"), "retry_schedule": [1, 2]});
-            let created = edge
-                .admin(
-                    "POST",
-                    &format!("/admin/tenants/{}/webhooks", tenant.id),
-                    Some(&endpoint),
-                )
-                .expect(201);
-            hooks.expect_secrets(
+            hooks.subscribe(
+                &edge,
+                &tenant.id,
                 "inbound",
-                &[created.json["secret"].as_str().unwrap_or_default()],
+                json!({"retry_schedule": [1, 2]}),
             );
             let (sip_port, trunk_port) = (free_tcp_udp_port(), free_tcp_udp_port());
             let sidecar = start_sip_sidecar(

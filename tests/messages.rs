@@ -193,12 +193,7 @@ fn main() -> std::process::ExitCode {
     run_suite(
         "messages",
         || {
-            if !sidecar_bin().exists() {
-                return Err(format!(
-                    "{} is missing: `cargo build -p voxline-media-sidecar`",
-                    sidecar_bin().display()
-                ));
-            }
+            require_sidecar_bin()?;
             let opts = EdgeOptions::fresh("messages").fast_dispatch();
             let dir = opts.state_dir.parent().unwrap().to_path_buf();
             let edge = Edge::start(opts)?;
@@ -220,19 +215,8 @@ fn main() -> std::process::ExitCode {
             }
             let mut hooks = WebhookReceiver::new(&dir);
             hooks.start();
-            let endpoint = json!({"url": hooks.url("texts"), "retry_schedule": [1, 2],
-                "events": ["message.sent", "message.failed", "message.received", "message.delivered", "message.undelivered"]});
-            let created = edge
-                .admin(
-                    "POST",
-                    &format!("/admin/tenants/{}/webhooks", tenant.id),
-                    Some(&endpoint),
-                )
-                .expect(201);
-            hooks.expect_secrets(
-                "texts",
-                &[created.json["secret"].as_str().unwrap_or_default()],
-            );
+            hooks.subscribe(&edge, &tenant.id, "texts", json!({"retry_schedule": [1, 2],
+                "events": ["message.sent", "message.failed", "message.received", "message.delivered", "message.undelivered"]}));
             Ok(World {
                 edge,
                 tenant,

@@ -167,12 +167,7 @@ fn main() -> std::process::ExitCode {
     run_suite(
         "sidecar_process",
         || {
-            if !sidecar_bin().exists() {
-                return Err(format!(
-                    "{} is missing: `cargo build -p voxline-media-sidecar`",
-                    sidecar_bin().display()
-                ));
-            }
+            require_sidecar_bin()?;
             let opts = EdgeOptions::fresh("sidecar_process").fast_dispatch();
             let dir = opts.state_dir.parent().unwrap().to_path_buf();
             let edge = Edge::start(opts)?;

@@ -642,12 +642,7 @@ fn main() -> std::process::ExitCode {
     run_suite(
         "telephony",
         || {
-            if !sidecar_bin().exists() {
-                return Err(format!(
-                    "{} is missing: `cargo build -p voxline-media-sidecar`",
-                    sidecar_bin().display()
-                ));
-            }
+            require_sidecar_bin()?;
             let opts = EdgeOptions::fresh("telephony");
             let dir = opts.state_dir.parent().unwrap().to_path_buf();
             let edge = Edge::start(opts)?;

@@ -490,6 +490,19 @@ pub fn sidecar_bin() -> PathBuf {
         .unwrap_or_else(|| repo_root().join("target/debug/voxline-media-sidecar"))
 }
 
+/// `Err` naming the build command when the sidecar binary is not built (a
+/// suite's setup says so rather than failing case by case).
+pub fn require_sidecar_bin() -> Result<(), String> {
+    if sidecar_bin().exists() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{} is missing: `cargo build -p voxline-media-sidecar`",
+            sidecar_bin().display()
+        ))
+    }
+}
+
 /// A running sidecar process; dropped = SIGTERM then SIGKILL.
 pub struct Sidecar {
     child: Option<ChildGuard>,
@@ -947,6 +960,22 @@ impl WebhookReceiver {
     /// Tells the receiver the secrets hook `name` is signed with.
     pub fn expect_secrets(&self, name: &str, secrets: &[&str]) {
         self.configure(name, json!({"secrets": secrets}));
+    }
+
+    /// Adds a webhook endpoint of `tenant_id` pointing at hook `name`
+    /// (`endpoint`: more fields of the endpoint, e.g. `events`,
+    /// `retry_schedule`) and tells the receiver its secret.
+    pub fn subscribe(&self, edge: &Edge, tenant_id: &str, name: &str, endpoint: Value) {
+        let mut body = endpoint;
+        body["url"] = json!(self.url(name));
+        let created = edge
+            .admin(
+                "POST",
+                &format!("/admin/tenants/{tenant_id}/webhooks"),
+                Some(&body),
+            )
+            .expect(201);
+        self.expect_secrets(name, &[created.json["secret"].as_str().unwrap_or_default()]);
     }
 
     /// Waits until `pred` holds for what `name` received; returns it.
