@@ -1250,6 +1250,57 @@ async fn a_302_to_another_trunk_is_followed_and_answered_there() {
     b.success().await;
 }
 
+/// Issue 21, a 302 chain: trunk A redirects to trunk B, which redirects to
+/// trunk C, which answers: each hop a new INVITE of the same call (same
+/// Call-ID, CSeq 2 then 3), within `max_redirects`.
+#[tokio::test]
+async fn a_chain_of_302s_is_followed_hop_by_hop() {
+    let c = Sipp::start_traced("uas_answer").await;
+    let c_port = c.addr.port().to_string();
+    let b = Sipp::start_with(
+        "uas_redirect",
+        &["-set", "target_port", &c_port, "-trace_msg"],
+    )
+    .await;
+    let b_port = b.addr.port().to_string();
+    let a = Sipp::start_with(
+        "uas_redirect",
+        &["-set", "target_port", &b_port, "-trace_msg"],
+    )
+    .await;
+    let sip = endpoint().await;
+    let mut h = sip
+        .start_call(spec(vec![
+            Trunk::new(a.addr),
+            Trunk::new(b.addr),
+            Trunk::new(c.addr),
+        ]))
+        .await
+        .unwrap();
+    until_answered(&mut h).await;
+    let at_a = logged_request(&a, "INVITE").await;
+    let at_b = logged_request(&b, "INVITE").await;
+    let at_c = logged_request(&c, "INVITE").await;
+    assert_eq!(
+        (
+            header(&at_a, "CSeq"),
+            header(&at_b, "CSeq"),
+            header(&at_c, "CSeq")
+        ),
+        ("1 INVITE", "2 INVITE", "3 INVITE")
+    );
+    let call_id = header(&at_a, "Call-ID");
+    assert_eq!(
+        (header(&at_b, "Call-ID"), header(&at_c, "Call-ID")),
+        (call_id, call_id)
+    );
+    h.hangup(EndedReason::HangupRequested).await;
+    assert_eq!(ended(&mut h).await.status, CallStatus::Completed);
+    a.success().await;
+    b.success().await;
+    c.success().await;
+}
+
 /// A 302 to a host that is neither a trunk nor allowed is not dialled: the
 /// call ends with the 302 (`rejected`, never redialled).
 #[tokio::test]
