@@ -5,9 +5,9 @@
 //! call store, the webhooks and the API all hold, so a leaf.
 
 use crate::ids::rfc3339_ms;
-use crate::model::{object_with_raw, Metadata};
+use crate::model::{public_record_json, Metadata};
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Map, Value};
+use serde_json::Value;
 
 /// The most contacts a tenant keeps (`contacts_full` beyond).
 pub const MAX_CONTACTS: u64 = 100_000;
@@ -39,16 +39,7 @@ impl ContactRecord {
     /// The API's and the webhooks' shape: `object: "contact"`, `metadata`
     /// as the client wrote it.
     pub fn to_public_json(&self) -> String {
-        let mut fields = match serde_json::to_value(self) {
-            Ok(Value::Object(m)) => m,
-            _ => Map::new(),
-        };
-        fields.insert("object".into(), json!("contact"));
-        object_with_raw(
-            &fields,
-            "metadata",
-            self.metadata.as_ref().map(Metadata::raw),
-        )
+        public_record_json(self, "contact", &[], &[], self.metadata.as_ref())
     }
 
     pub fn to_public(&self) -> Value {

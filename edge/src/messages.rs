@@ -10,9 +10,9 @@
 //! Inbound: `received`, and nothing after.
 
 use crate::ids::rfc3339_ms;
-use crate::model::{object_with_raw, Metadata};
+use crate::model::{public_record_json, Metadata};
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Map, Value};
+use serde_json::Value;
 
 /// How long a sidecar has, from the lease answer that handed it a message,
 /// to report the trunk's final answer (`MessageOffer::deadline_ms`); after it
@@ -150,19 +150,12 @@ impl MessageRecord {
     /// The API's and the webhooks' shape: `object: "message"`, internal
     /// matching fields left out, `metadata` as the client wrote it.
     pub fn to_public_json(&self) -> String {
-        let mut fields = match serde_json::to_value(self) {
-            Ok(Value::Object(m)) => m,
-            _ => Map::new(),
-        };
-        fields.insert("object".into(), json!("message"));
-        fields.remove("imdn_message_id");
-        fields.remove("sip_call_id");
-        fields.remove("sidecar_id");
-        fields.remove("region");
-        object_with_raw(
-            &fields,
-            "metadata",
-            self.metadata.as_ref().map(Metadata::raw),
+        public_record_json(
+            self,
+            "message",
+            &["imdn_message_id", "sip_call_id", "sidecar_id", "region"],
+            &[],
+            self.metadata.as_ref(),
         )
     }
 

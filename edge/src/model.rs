@@ -663,6 +663,30 @@ pub fn compact_json(text: &str) -> String {
     out
 }
 
+/// A stored record's public JSON text: its fields with `object` set,
+/// `hidden` (internal fields) left out, `always` present (null when unset),
+/// and `metadata` as the client wrote it (see [`Metadata`]).
+pub fn public_record_json<T: Serialize>(
+    record: &T,
+    object: &str,
+    hidden: &[&str],
+    always: &[&str],
+    metadata: Option<&Metadata>,
+) -> String {
+    let mut fields = match serde_json::to_value(record) {
+        Ok(Value::Object(m)) => m,
+        _ => Map::new(),
+    };
+    fields.insert("object".into(), json!(object));
+    for name in hidden {
+        fields.remove(*name);
+    }
+    for name in always {
+        fields.entry(*name).or_insert(Value::Null);
+    }
+    object_with_raw(&fields, "metadata", metadata.map(Metadata::raw))
+}
+
 /// The JSON text of `fields` plus `name` set to `raw` verbatim (null when
 /// None); a `name` already in `fields` is replaced.
 pub fn object_with_raw(fields: &Map<String, Value>, name: &str, raw: Option<&RawValue>) -> String {
@@ -700,22 +724,14 @@ impl CallRecord {
     /// The public JSON text of the call, `metadata` exactly as the client
     /// gave it (a `Value` would sort its keys and rewrite its numbers).
     pub fn to_public_json(&self) -> String {
-        let mut fields = match serde_json::to_value(self) {
-            Ok(Value::Object(m)) => m,
-            _ => Map::new(),
-        };
-        fields.insert("object".into(), json!("call"));
-        fields.remove("placed_with");
-        // Always present: null means the trunk's number.
-        fields.entry("caller_number").or_insert(Value::Null);
-        fields.remove("from_user");
-        fields.remove("campaign_row");
-        fields.entry("campaign_id").or_insert(Value::Null);
-        fields.remove("first_speaker");
-        object_with_raw(
-            &fields,
-            "metadata",
-            self.metadata.as_ref().map(Metadata::raw),
+        // `caller_number` and `campaign_id` always present: null means the
+        // trunk's number, no campaign.
+        public_record_json(
+            self,
+            "call",
+            &["placed_with", "from_user", "campaign_row", "first_speaker"],
+            &["caller_number", "campaign_id"],
+            self.metadata.as_ref(),
         )
     }
 
