@@ -305,24 +305,26 @@ async fn callee_first_greets_only_after_the_callee_spoke() {
     e.close().await;
 }
 
-/// Issue 17: a pause after words that answer the script ends the callee's
-/// turn early (`quick_endpoint_ms`); words the script does not know wait
-/// for the VAD's full hangover.
+/// Issue 17: a pause after words that answer the script, or that sound
+/// finished although the script does not know them, ends the callee's turn
+/// early (`quick_endpoint_ms`) instead of after the VAD's full 700 ms
+/// hangover. (Words that trail off keep the hangover:
+/// `script::sounds_finished`'s unit test.)
 #[tokio::test]
-async fn a_known_answer_ends_the_turn_before_the_full_hangover() {
+async fn a_finished_turn_ends_before_the_full_hangover() {
     let _g = SERIAL.lock().await;
     // A script whose only answer is a long phrase nobody says here: the
-    // recognizer's words never match it, so the turn waits for the hangover.
+    // recognizer's words never match it, yet they sound finished.
     let unmatched = DEMO
         .replace(
             "yes|yeah|sure|i can ->",
             "absolutely certainly yes indeed ->",
         )
         .replace("no|can't|cannot ->", "definitely certainly not indeed ->");
-    // (what the callee says, the script, whether it knows the answer)
-    for (said, script, known) in [
-        ("Yes, I can make it.", DEMO.to_string(), true),
-        ("Yes, I can make it.", unmatched, false),
+    // (what the callee says, the script)
+    for (said, script) in [
+        ("Yes, I can make it.", DEMO.to_string()),
+        ("Yes, I can make it.", unmatched),
     ] {
         let mut e = LocalEngine::connect(config(Some(&script))).await.unwrap();
         let o = run_call(
@@ -345,17 +347,10 @@ async fn a_known_answer_ends_the_turn_before_the_full_hangover() {
             .next()
             .expect("a reply");
         let wait = reply_at - spoke_until;
-        if known {
-            assert!(
-                wait < 500,
-                "{said:?}: replied {wait} ms after the last voiced frame"
-            );
-        } else {
-            assert!(
-                wait >= 700,
-                "{said:?}: replied {wait} ms after the last voiced frame"
-            );
-        }
+        assert!(
+            wait < 600,
+            "{said:?}: replied {wait} ms after the last voiced frame (the hangover is 700)"
+        );
         e.close().await;
     }
 }

@@ -60,7 +60,7 @@ retries: 10\n\
 const CALLEE_LINE: &str = "Maybe, perhaps.";
 
 /// The same, but no rule can match what the recognizer hears (its words
-/// are the script's): every turn waits for the VAD's full hangover.
+/// are the script's): the turn ends because the words sound finished.
 fn script_unknown() -> String {
     SCRIPT.replace("maybe|perhaps ->", "certainly perhaps maybe certainly ->")
 }
@@ -424,7 +424,7 @@ async fn turn_latency_local_engine() {
     turn_latency(SCRIPT, "turn_local").await
 }
 
-/// The same for speech the script does not know (the full hangover).
+/// The same for speech the script does not know (it sounds finished).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "a benchmark: cargo xtask bench-turn"]
 async fn turn_latency_local_engine_unknown_answer() {

@@ -26,7 +26,7 @@ pub struct TurnBench {
     pub turn: Vec<f64>,
     /// Per turn: endpoint wait, recognition, synthesis, to the wire (ms).
     pub parts: Vec<[f64; 4]>,
-    /// The same for speech the script does not know (the full hangover).
+    /// The same for speech the script does not know (it sounds finished).
     pub turn_unknown: Vec<f64>,
     pub parts_unknown: Vec<[f64; 4]>,
     pub barge_local: Vec<f64>,
@@ -143,8 +143,9 @@ callee speaks; from the moment the packet with the utterance's last audible samp
 the first audible packet of the reply. The steps come from the engine's `voxline_latency` debug \
 marks (wall clock): *endpoint wait* until the engine decided the turn was over (a pause of \
 `quick_endpoint_ms`, 350 ms, with no voice and no frame above -38 dBFS, after which the words so \
-far are asked of the recognizer; they answer the script here, so the turn ends then; speech the \
-script does not know waits for the VAD's 700 ms hangover instead), *recognition* (pocketsphinx's \
+far are asked of the recognizer; when they answer the script, or sound finished (they do not end \
+on \"and\", \"the\", \"um\", a number...), the turn ends then; speech that trails off waits for \
+the VAD's 700 ms hangover instead), *recognition* (pocketsphinx's \
 final pass), *synthesis* (the line's audio: synthesised while the phone rang, so a cache hit), \
 *to the wire* (the reply queued -> its first audible packet here).\n\n",
     );
@@ -173,7 +174,7 @@ final pass), *synthesis* (the line's audio: synthesised while the phone rang, so
         "\nFor a known answer the steps' medians add up to {:.0} ms of the {:.0} ms median; the rest \
 is the step boundaries' own timing (the recognizer's answer reaching the call task). Speech the \
 script does not know (the same calls, but the script's answers are phrases the recognizer never \
-puts together) waits for the full hangover; its reply, the fallback line, starts with the soft \
+puts together) ends at the same pause, as it sounds finished (\"maybe, perhaps\"); its reply, the fallback line, starts with the soft \
 's' of \"Sorry\", under the bench's audibility threshold for about 20 ms, which *to the wire* \
 counts.\n\n",
         names

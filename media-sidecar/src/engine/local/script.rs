@@ -81,32 +81,33 @@ pub struct Script {
     pub warnings: Vec<String>,
 }
 
+const ONES: [&str; 20] = [
+    "zero",
+    "one",
+    "two",
+    "three",
+    "four",
+    "five",
+    "six",
+    "seven",
+    "eight",
+    "nine",
+    "ten",
+    "eleven",
+    "twelve",
+    "thirteen",
+    "fourteen",
+    "fifteen",
+    "sixteen",
+    "seventeen",
+    "eighteen",
+    "nineteen",
+];
+const TENS: [&str; 10] = [
+    "", "", "twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety",
+];
+
 fn spell_number(n: u64) -> Option<String> {
-    const ONES: [&str; 20] = [
-        "zero",
-        "one",
-        "two",
-        "three",
-        "four",
-        "five",
-        "six",
-        "seven",
-        "eight",
-        "nine",
-        "ten",
-        "eleven",
-        "twelve",
-        "thirteen",
-        "fourteen",
-        "fifteen",
-        "sixteen",
-        "seventeen",
-        "eighteen",
-        "nineteen",
-    ];
-    const TENS: [&str; 10] = [
-        "", "", "twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety",
-    ];
     match n {
         0..=19 => Some(ONES[n as usize].to_string()),
         20..=99 => Some(if n.is_multiple_of(10) {
@@ -124,6 +125,33 @@ fn spell_number(n: u64) -> Option<String> {
         }
         _ => None,
     }
+}
+
+/// Words after which a speaker who pauses usually goes on: conjunctions,
+/// articles, prepositions, fillers ("I'd like to ... um").
+const CONTINUATION_WORDS: &[&str] = &[
+    "a", "an", "the", "and", "or", "but", "because", "cause", "if", "to", "of", "for", "with",
+    "at", "in", "from", "by", "about", "my", "your", "our", "their", "i", "i'm", "we", "it's",
+    "um", "uh", "er", "erm", "hmm", "let's",
+];
+
+/// Number words besides [`ONES`] and [`TENS`]: a pause inside a phone
+/// number or a date is a pause, not an end.
+const MORE_NUMBER_WORDS: &[&str] = &["oh", "hundred", "thousand", "double", "triple"];
+
+/// Whether `words` (normalised) sound like a finished turn: something was
+/// said and it does not end on a word people pause after and go on
+/// (issue 17: such a turn ends at the quick endpoint instead of the VAD's
+/// full hangover; Vapi's and LiveKit's endpointing wait longer in the
+/// same places).
+pub fn sounds_finished(words: &[String]) -> bool {
+    words.last().is_some_and(|last| {
+        let last = last.as_str();
+        !CONTINUATION_WORDS.contains(&last)
+            && !ONES.contains(&last)
+            && !TENS.contains(&last)
+            && !MORE_NUMBER_WORDS.contains(&last)
+    })
 }
 
 /// Lower case, `’` -> `'`, anything but letters/digits/apostrophes -> space,
@@ -479,6 +507,29 @@ impl Dialog {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_turn_sounds_finished_unless_it_ends_on_a_word_people_go_on_after() {
+        for said in [
+            "Yes, I can make it.",
+            "Maybe.",
+            "Yes I can",
+            "I think so",
+            "It's Tuesday",
+        ] {
+            assert!(sounds_finished(&normalize(said)), "{said:?}");
+        }
+        for said in [
+            "",
+            "I would like to",
+            "Yes and",
+            "My number is 5 5 5",
+            "um",
+            "Well, the",
+        ] {
+            assert!(!sounds_finished(&normalize(said)), "{said:?}");
+        }
+    }
 
     pub const DEMO: &str = "You are a friendly receptionist.\n[script]\n\
         greeting: Hi, this is Demo Dental calling to confirm your appointment tomorrow at 10. Can you make it?\n\
