@@ -96,7 +96,10 @@ fn place(w: &World, body: Value) -> String {
 }
 
 fn set_engine(w: &World, engine: &str) {
-    let body = json!({"default_engine": engine, "system_prompt": SCRIPT});
+    // Issue 18: every answered call is analysed after it ends.
+    let body = json!({"default_engine": engine, "system_prompt": SCRIPT, "analysis": {
+        "success_outcomes": ["yes"],
+        "data_schema": {"type": "object", "properties": {"make_it": {"type": "boolean"}}}}});
     w.edge
         .admin(
             "PATCH",
@@ -179,6 +182,25 @@ fn a_scripted_conversation_with_a_real_phone(w: &World) {
         t["text"]
     );
     println!("{}", t["text"].as_str().unwrap());
+    // The post-call analysis: the script's outcome is a success, and the
+    // callee's answer to "Can you make it?" fills `make_it`.
+    let analysis = &call["analysis"];
+    assert_eq!(
+        (
+            analysis["success"].as_bool(),
+            &analysis["data"],
+            analysis["sentiment"].as_str(),
+            analysis["source"].as_str()
+        ),
+        (
+            Some(true),
+            &json!({"make_it": true}),
+            Some("positive"),
+            Some("local")
+        ),
+        "{analysis}"
+    );
+    assert_eq!(analysis["summary"], t["summary"], "{analysis}");
     check_artifacts(w, &id, &t);
 }
 
@@ -211,6 +233,30 @@ fn check_artifacts(w: &World, id: &str, transcript: &Value) {
         (&transcript["turns"], &transcript["outcome"])
     );
     assert_eq!(saved["data"]["call_status"], "completed");
+    let call = w
+        .edge
+        .call("GET", &format!("/v1/calls/{id}"), &w.tenant.key, None)
+        .expect(200)
+        .json;
+    assert_eq!(saved["data"]["analysis"], call["analysis"]);
+    let completed = w
+        .hooks
+        .wait_for(
+            "artifacts",
+            Duration::from_secs(10),
+            "call.completed",
+            |got| {
+                got.iter()
+                    .map(WebhookReceiver::event)
+                    .any(|e| e["type"] == "call.completed" && e["data"]["id"] == id)
+            },
+        )
+        .unwrap()
+        .iter()
+        .map(WebhookReceiver::event)
+        .find(|e| e["type"] == "call.completed" && e["data"]["id"] == id)
+        .unwrap();
+    assert_eq!(completed["data"]["analysis"], call["analysis"]);
     let rec = of_call(&got, "recording.saved").unwrap()["data"].clone();
     assert_eq!(
         (rec["attempt"].as_u64(), rec["content_type"].as_str()),
@@ -548,7 +594,7 @@ fn main() -> std::process::ExitCode {
                 &edge,
                 &tenant.id,
                 "artifacts",
-                json!({"events": ["transcript.saved", "recording.saved"]}),
+                json!({"events": ["transcript.saved", "recording.saved", "call.completed"]}),
             );
             Ok(World {
                 edge,

@@ -4,6 +4,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::{json, Map, Value};
+use voxline_shared::analysis::{AnalysisPlan, CallAnalysis};
 use voxline_shared::sidecar_link::FirstSpeaker;
 use voxline_shared::{CallStatus, EndedReason};
 
@@ -212,6 +213,10 @@ pub struct Agent {
     /// (`callee`). Agents stored before it are `agent`.
     #[serde(default)]
     pub first_speaker: FirstSpeaker,
+    /// Post-call analysis of this agent's calls (None: none; see
+    /// `voxline_shared::analysis`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub analysis: Option<AnalysisPlan>,
 }
 
 /// Stored under `apikeyid/{tenant}/{key}`; the hash links to the auth record.
@@ -564,6 +569,13 @@ pub struct CallRecord {
     /// tenant's number that was called.
     #[serde(default)]
     pub direction: CallDirection,
+    /// Its agent's `analysis` when the call was placed (not in the public JSON).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub analysis_plan: Option<AnalysisPlan>,
+    /// The post-call analysis, once an answered call with a plan has ended
+    /// (public, null otherwise).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub analysis: Option<CallAnalysis>,
 }
 
 /// A call's `metadata`: the client's JSON object as text, exactly as given
@@ -729,8 +741,14 @@ impl CallRecord {
         public_record_json(
             self,
             "call",
-            &["placed_with", "from_user", "campaign_row", "first_speaker"],
-            &["caller_number", "campaign_id"],
+            &[
+                "placed_with",
+                "from_user",
+                "campaign_row",
+                "first_speaker",
+                "analysis_plan",
+            ],
+            &["caller_number", "campaign_id", "analysis"],
             self.metadata.as_ref(),
         )
     }
@@ -788,6 +806,8 @@ pub fn test_call(status: CallStatus) -> CallRecord {
         campaign_row: None,
         first_speaker: FirstSpeaker::Agent,
         direction: CallDirection::Outbound,
+        analysis_plan: None,
+        analysis: None,
     }
 }
 

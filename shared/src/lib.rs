@@ -3,6 +3,7 @@
 //! Everything here is plain data with serde, plus pure HMAC signing; no I/O, no
 //! clocks, no randomness (time and nonces come in as arguments).
 
+pub mod analysis;
 pub mod call;
 pub mod engine;
 pub mod ip_ranges;

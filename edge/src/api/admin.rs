@@ -200,6 +200,7 @@ pub(crate) fn agent_public(a: &Agent, tenant: &Tenant) -> Value {
     v["engine_api_key_set"] = json!(a.engine_api_key_sealed.is_some());
     v["engine_base_url"] = json!(a.engine_base_url);
     v["default"] = json!(tenant.default_agent_id.as_deref() == Some(a.id.as_str()));
+    v["analysis"] = json!(a.analysis);
     v
 }
 
@@ -367,6 +368,7 @@ pub(crate) async fn create_agent<K: Kv, D: DispatchQueues>(
         engine_base_url: input.engine_base_url.flatten(),
         silence_timeout_seconds: input.silence_timeout_seconds,
         first_speaker: input.first_speaker.unwrap_or_default(),
+        analysis: input.analysis.flatten(),
     };
     put_json(env.kv, &keys::agent(&tenant.id, &agent.id), &agent, None).await?;
     // The first agent becomes the default unless the client says otherwise.
@@ -415,6 +417,10 @@ pub(crate) async fn update_agent<K: Kv, D: DispatchQueues>(
         .silence_timeout_seconds
         .or(agent.silence_timeout_seconds);
     agent.first_speaker = input.first_speaker.unwrap_or(agent.first_speaker);
+    // Like the calling window: an explicit null removes it.
+    if let Some(plan) = input.analysis {
+        agent.analysis = plan;
+    }
     // Unlike the other fields, an explicit null removes the window.
     if let Some(window) = input.calling_window {
         agent.calling_window = window;

@@ -377,6 +377,8 @@ pub(crate) async fn place_call<K: Kv, D: DispatchQueues>(
         campaign_row,
         first_speaker: agent.first_speaker,
         direction: model::CallDirection::Outbound,
+        analysis_plan: agent.analysis.clone(),
+        analysis: None,
     };
     let mut queued = port::queued_call(&tenant.id, &record, env.now_ms);
     queued.max_concurrent = tenant.max_concurrent_calls;

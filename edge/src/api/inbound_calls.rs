@@ -204,5 +204,7 @@ fn inbound_record(
         // As the agent says: for a caller who waits to be greeted, `agent`.
         first_speaker: agent.first_speaker,
         direction: CallDirection::Inbound,
+        analysis_plan: agent.analysis.clone(),
+        analysis: None,
     }
 }

@@ -2574,3 +2574,146 @@ fn an_agents_first_speaker_reaches_the_offer() {
         .collect();
     assert!(on_wire.contains(&json!("callee")), "{on_wire:?}");
 }
+
+/// Issue 18: an agent's `analysis` plan is checked part by part, and each
+/// answered call of the agent ends with its analysis on the record, in
+/// `call.completed` and in `transcript.saved`.
+#[test]
+fn an_answered_call_of_an_agent_with_an_analysis_plan_ends_analysed() {
+    let w = World::new();
+    let (tid, key) = w.tenant(false);
+    let agents = format!("/admin/tenants/{tid}/agents");
+    for (bad, field) in [
+        (
+            json!({"success_outcomes": "yes"}),
+            "analysis.success_outcomes",
+        ),
+        (
+            json!({"success_outcomes": [""]}),
+            "analysis.success_outcomes",
+        ),
+        (json!({"success_criteria": ""}), "analysis.success_criteria"),
+        (
+            json!({"data_schema": {"type": "object", "properties": {"a": {"type": "array"}}}}),
+            "analysis.data_schema",
+        ),
+        (
+            json!({"data_schema": {"type": "object", "properties": {}}}),
+            "analysis.data_schema",
+        ),
+    ] {
+        let r = w.send(
+            "POST",
+            &agents,
+            Some(ADMIN),
+            Some(json!({"name": "a", "analysis": bad})),
+        );
+        let e = &r.body_json()["error"];
+        assert_eq!(
+            (r.status, e["code"].as_str(), e["field"].as_str()),
+            (422, Some("invalid_value"), Some(field)),
+            "{bad}: {}",
+            r.body
+        );
+    }
+    let r = w.send(
+        "POST",
+        &agents,
+        Some(ADMIN),
+        Some(json!({"name": "a", "analysis": {"sucess_outcomes": []}})),
+    );
+    assert_eq!(
+        (r.status, r.body_json()["error"]["field"].as_str()),
+        (400, Some("analysis.sucess_outcomes")),
+        "{}",
+        r.body
+    );
+    let plan = json!({"success_outcomes": ["yes"],
+        "data_schema": {"type": "object", "properties": {
+            "confirmed": {"type": "boolean"},
+            "preferred_day": {"type": "string", "enum": ["Monday", "Tuesday"]}}}});
+    let agent = w.admin(
+        "POST",
+        &agents,
+        Some(json!({"name": "a", "analysis": plan})),
+    );
+    assert_eq!(agent["analysis"], plan, "{agent}");
+    w.admin(
+        "POST",
+        &format!("/admin/tenants/{tid}/webhooks"),
+        Some(json!({"url": "https://hooks.example.com/v"})),
+    );
+    let sc = TestSidecar::create(&w, "sc-1");
+    sc.send(
+        &w,
+        voxline_shared::sidecar_link::paths::REGISTER,
+        json!({"region": "local", "capacity": 2, "version": "t"}),
+    );
+    let id = w
+        .send(
+            "POST",
+            "/v1/calls",
+            Some(&key),
+            Some(json!({"phone": "+14155550100"})),
+        )
+        .body_json()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let lease = sc.send(
+        &w,
+        voxline_shared::sidecar_link::paths::LEASE,
+        json!({"region": "local", "free_slots": 2, "held_calls": [], "wait_ms": 0}),
+    );
+    let offer = &lease["offers"][0];
+    sc.send(
+        &w,
+        voxline_shared::sidecar_link::paths::ACK,
+        json!({"lease_id": offer["lease_id"], "call_id": id, "accepted": true}),
+    );
+    let before = w
+        .send("GET", &format!("/v1/calls/{id}"), Some(&key), None)
+        .body_json();
+    assert!(
+        before["analysis"].is_null() && before.get("analysis_plan").is_none(),
+        "{before}"
+    );
+    sc.events(&w, &id, &[
+        json!({"type": "ringing"}),
+        json!({"type": "answered"}),
+        json!({"type": "transcript_turn", "role": "agent", "text": "Hello! Is this confirmed for you?", "start_ms": 0, "end_ms": 500}),
+        json!({"type": "transcript_turn", "role": "callee", "text": "Yes, great, thanks.", "start_ms": 600, "end_ms": 900}),
+        json!({"type": "transcript_turn", "role": "agent", "text": "Which preferred day, Monday or Tuesday?", "start_ms": 1000, "end_ms": 1500}),
+        json!({"type": "transcript_turn", "role": "callee", "text": "Tuesday please", "start_ms": 1600, "end_ms": 1900}),
+        json!({"type": "summary", "summary": "Confirmed for Tuesday.", "outcome": "yes"}),
+        json!({"type": "ended", "status": "completed", "reason": "callee_hangup", "timings": {"dispatched_ms": 0, "ringing_ms": 1, "answered_ms": 2, "ended_ms": 3}}),
+    ]);
+    let want = json!({"summary": "Confirmed for Tuesday.", "sentiment": "positive", "success": true,
+        "data": {"confirmed": true, "preferred_day": "Tuesday"}, "source": "local"});
+    let call = w
+        .send("GET", &format!("/v1/calls/{id}"), Some(&key), None)
+        .body_json();
+    assert_eq!(call["analysis"], want, "{call}");
+    let jobs = w.outbox.take();
+    for event in ["call.completed", "transcript.saved"] {
+        let body: Value = jobs
+            .iter()
+            .find(|j| j.event_type == event)
+            .map(|j| serde_json::from_str(&j.payload).unwrap())
+            .unwrap_or_else(|| {
+                panic!(
+                    "no {event}: {:?}",
+                    jobs.iter().map(|j| &j.event_type).collect::<Vec<_>>()
+                )
+            });
+        assert_eq!(body["data"]["analysis"], want, "{event}: {body}");
+    }
+    // Removed with an explicit null: the next call has none.
+    let aid = agent["id"].as_str().unwrap();
+    let agent = w.admin(
+        "PATCH",
+        &format!("{agents}/{aid}"),
+        Some(json!({"analysis": null})),
+    );
+    assert!(agent["analysis"].is_null(), "{agent}");
+}

@@ -11,6 +11,7 @@ use crate::limits::{
 };
 use crate::model::{Engine, Metadata};
 use serde_json::Value;
+use voxline_shared::analysis::AnalysisPlan;
 use voxline_shared::sidecar_link::FirstSpeaker;
 
 pub const CREATE_CALL_FIELDS: &[&str] = &[
@@ -464,6 +465,7 @@ pub const AGENT_FIELDS: &[&str] = &[
     "engine_base_url",
     "silence_timeout_seconds",
     "first_speaker",
+    "analysis",
 ];
 
 /// Agent fields as given; `None` means "not in the body" (PATCH keeps the old value).
@@ -489,6 +491,8 @@ pub struct AgentInput {
     pub silence_timeout_seconds: Option<u32>,
     /// `agent` or `callee`.
     pub first_speaker: Option<FirstSpeaker>,
+    /// Like `calling_window`: an explicit null removes it.
+    pub analysis: Option<Option<AnalysisPlan>>,
 }
 
 pub fn agent(
@@ -554,6 +558,87 @@ pub fn agent(
                 )
             })?),
         },
+        analysis: match f.object_opt("analysis")? {
+            None if f.is_null("analysis") => Some(None),
+            None => None,
+            Some(m) => Some(Some(analysis_plan(m)?)),
+        },
+    })
+}
+
+/// Largest `analysis` object accepted (its JSON text).
+const MAX_ANALYSIS_BYTES: usize = 16 * 1024;
+
+/// An agent's `analysis` (see `voxline_shared::analysis`): each part
+/// checked, the schema field by field.
+fn analysis_plan(m: serde_json::Map<String, Value>) -> Result<AnalysisPlan, ApiError> {
+    use voxline_shared::analysis::{MAX_LIST_ITEMS, MAX_NAME_CHARS, MAX_TEXT_CHARS};
+    let bad = |field: &str, why: String| ApiError::field(ErrorCode::InvalidValue, field, why);
+    if serde_json::to_string(&m).map_or(usize::MAX, |t| t.len()) > MAX_ANALYSIS_BYTES {
+        return Err(bad(
+            "analysis",
+            format!("analysis must be at most {MAX_ANALYSIS_BYTES} bytes of JSON"),
+        ));
+    }
+    if let Some(unknown) = m
+        .keys()
+        .find(|k| !["success_outcomes", "success_criteria", "data_schema"].contains(&k.as_str()))
+    {
+        return Err(ApiError::field(
+            ErrorCode::UnknownField,
+            &format!("analysis.{unknown}"),
+            format!("unknown field analysis.{unknown}: expected success_outcomes, success_criteria, data_schema"),
+        ));
+    }
+    let success_outcomes = match m.get("success_outcomes") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(v) => v
+            .as_array()
+            .filter(|a| a.len() <= MAX_LIST_ITEMS)
+            .and_then(|a| {
+                a.iter()
+                    .map(|o| {
+                        o.as_str()
+                            .map(str::trim)
+                            .filter(|o| !o.is_empty() && o.chars().count() <= MAX_NAME_CHARS)
+                            .map(String::from)
+                    })
+                    .collect::<Option<Vec<String>>>()
+            })
+            .ok_or_else(|| {
+                bad(
+                    "analysis.success_outcomes",
+                    format!("analysis.success_outcomes must be at most {MAX_LIST_ITEMS} non-empty strings of at most {MAX_NAME_CHARS} characters"),
+                )
+            })?,
+    };
+    let success_criteria = match m.get("success_criteria") {
+        None | Some(Value::Null) => None,
+        Some(v) => Some(
+            v.as_str()
+                .map(str::trim)
+                .filter(|c| !c.is_empty() && c.chars().count() <= MAX_TEXT_CHARS)
+                .map(String::from)
+                .ok_or_else(|| {
+                    bad(
+                        "analysis.success_criteria",
+                        format!("analysis.success_criteria must be a non-empty string of at most {MAX_TEXT_CHARS} characters"),
+                    )
+                })?,
+        ),
+    };
+    let data_schema = match m.get("data_schema") {
+        None | Some(Value::Null) => None,
+        Some(schema) => {
+            voxline_shared::analysis::schema_fields(schema)
+                .map_err(|why| bad("analysis.data_schema", why))?;
+            Some(schema.clone())
+        }
+    };
+    Ok(AnalysisPlan {
+        success_outcomes,
+        success_criteria,
+        data_schema,
     })
 }
 

@@ -34,6 +34,7 @@ use crate::webhooks::events::{contact_event_payload, message_event_payload};
 use crate::webhooks::events::{PendingEvent, WebhookEvent};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
+use voxline_shared::analysis::{analyse_locally, CallAnalysis, Line};
 use voxline_shared::sidecar_link::InboundContent;
 use voxline_shared::sidecar_link::InboundMessage;
 use voxline_shared::{CallStatus, EndedReason};
@@ -773,6 +774,33 @@ pub fn transcript(rows: &impl CallRows, call_id: &str) -> Result<Transcript, Sto
     })
 }
 
+/// The post-call analysis of a call that has just ended: for an answered
+/// call whose agent asked for one (`analysis_plan`), read from its
+/// transcript, summary and outcome by `voxline_shared::analysis`'s rules.
+fn analyse(rows: &impl CallRows, record: &CallRecord) -> Result<Option<CallAnalysis>, StoreError> {
+    let Some(plan) = record.analysis_plan.as_ref() else {
+        return Ok(None);
+    };
+    if record.answered_at.is_none() {
+        return Ok(None);
+    }
+    let t = transcript(rows, &record.id)?;
+    let lines: Vec<Line<'_>> = t
+        .turns
+        .iter()
+        .map(|turn| Line {
+            callee: turn.role == crate::transcript::Role::Callee,
+            text: &turn.text,
+        })
+        .collect();
+    Ok(Some(analyse_locally(
+        plan,
+        &lines,
+        t.summary.as_deref(),
+        t.outcome.as_deref(),
+    )))
+}
+
 /// The events a stored change causes: the call event, and `transcript.saved`
 /// once an answered call has ended (its turns were applied before: the queue
 /// reports them first).
@@ -788,6 +816,7 @@ fn events_for_change(
     if record.status.is_terminal() && !before.is_terminal() && record.answered_at.is_some() {
         let mut data = crate::transcript::to_json(&record.id, &transcript(rows, &record.id)?);
         data["call_status"] = json!(record.status);
+        data["analysis"] = json!(record.analysis);
         data["url"] = json!(format!("/v1/calls/{}/transcript", record.id));
         push_event_with(
             rows,
@@ -832,6 +861,9 @@ pub fn apply_reports(
                             } = &update.change
                             {
                                 rows.put_value(&holder_key(&record.id, *attempt), sidecar_id)?;
+                            }
+                            if record.status.is_terminal() && !before.is_terminal() {
+                                record.analysis = analyse(rows, &record)?;
                             }
                             rows.put_call(&record)?;
                             events_for_change(rows, before, &record, now_ms)?;

@@ -271,6 +271,8 @@ pub fn call_event_payload(
         "transcript_url": format!("/v1/calls/{}/transcript", record.id),
         // The recording is uploaded after the call ends: `recording.saved` carries it.
         "recording_url": null,
+        // The post-call analysis, when the agent asks for one (set as the call ends).
+        "analysis": record.analysis,
     });
     // The client's metadata goes out as its own JSON text (see `model::Metadata`).
     let Value::Object(fields) = data else {

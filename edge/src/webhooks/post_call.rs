@@ -62,9 +62,24 @@ pub fn ended_call<'a>(
         dispatched_ms: ms(&record.dispatched_at),
         answered_ms: ms(&record.answered_at),
         ended_ms: ms(&record.ended_at).unwrap_or(now_ms),
-        summary: transcript.summary.as_deref(),
+        // The call's post-call analysis when its agent asked for one (a
+        // cloud engine's reading may differ from the lexicon's).
+        summary: record
+            .analysis
+            .as_ref()
+            .and_then(|a| a.summary.as_deref())
+            .or(transcript.summary.as_deref()),
         outcome: transcript.outcome.as_deref(),
-        sentiment: Some(sentiment(transcript.outcome.as_deref(), callee_words).as_str()),
+        sentiment: Some(
+            record
+                .analysis
+                .as_ref()
+                .map_or_else(
+                    || sentiment(transcript.outcome.as_deref(), callee_words),
+                    |a| a.sentiment,
+                )
+                .as_str(),
+        ),
         turns: transcript
             .turns
             .iter()

@@ -122,6 +122,30 @@ See docs/dialects.md."}),
         ),
     );
 
+    add(
+        "AnalysisPlan",
+        json!({"type": "object", "additionalProperties": false,
+        "description": "What the post-call analysis of an agent's calls reads. Every answered call of the agent gets a `CallAnalysis` when it ends: from the engine's outcome and the callee's words by fixed rules (`source: local`).",
+        "properties": {
+            "success_outcomes": {"type": "array", "maxItems": voxline_shared::analysis::MAX_LIST_ITEMS,
+                "items": {"type": "string", "minLength": 1, "maxLength": voxline_shared::analysis::MAX_NAME_CHARS},
+                "description": "Engine outcomes (the local script's `outcome`, e.g. `yes`) that mean the call reached its goal: `success` is whether the call's outcome is one of them (case-insensitive). Empty or absent: `success` is null."},
+            "success_criteria": {"type": "string", "minLength": 1, "maxLength": voxline_shared::analysis::MAX_TEXT_CHARS,
+                "description": "What success means, in words, for an engine with a language model that reads the call."},
+            "data_schema": {"type": "object", "description": "A JSON Schema `object` of the data to extract: 1 to 20 `properties` (names of A-Z a-z 0-9 _), each `string` (optionally with `enum`), `number`, `integer` or `boolean`, with an optional `description`. Local rules take the callee's answer to the agent's last turn that names the field (its name's words, `_` as a space), else everything the callee said: `enum` the value said last, `boolean` the last yes or no, `number`/`integer` the first number (digits, or spelled below 100), `string` the answer's words (only when asked)."}}}),
+    );
+    add(
+        "CallAnalysis",
+        json!({"type": "object", "required": ["summary", "sentiment", "success", "data", "source"],
+        "description": "The post-call analysis of an answered call whose agent has an `analysis` plan.",
+        "properties": {
+            "summary": {"type": ["string", "null"], "description": "The engine's summary, else the callee's first words."},
+            "sentiment": {"type": "string", "enum": ["positive", "neutral", "negative"], "description": "A lexicon reading of the engine's outcome, else of the callee's words."},
+            "success": {"type": ["boolean", "null"], "description": "Whether the call reached its goal (`success_outcomes`); null when the plan gives no way to tell."},
+            "data": {"type": ["object", "null"], "description": "The `data_schema`'s fields, each null when not found; null without a schema."},
+            "source": {"type": "string", "enum": ["local", "engine"], "description": "`local`: the fixed rules; `engine`: the call's engine read the call."}}}),
+    );
+
     let call_direction = json!({"type": "string", "enum": crate::model::CallDirection::NAMES,
         "description": "`outbound`: placed through the API (we dialled `phone`); `inbound`: `phone` called the tenant's number `caller_number` and the number's agent answered."});
     let call_fields = |full: bool| {
@@ -152,6 +176,7 @@ See docs/dialects.md."}),
                 ("caller_name", nullable(json!({"type": "string", "description": "The caller-ID label the callee is shown (SIP `From` display-name); null: the trunk's."}))),
                 ("caller_number", nullable(with_description(phone.clone(), "The caller ID number the callee is shown (SIP `From` user), one of the tenant's numbers; null: the trunk's."))),
                 ("campaign_id", nullable(with_description(id_schema("cmp"), "The campaign that placed the call (`/v1/campaigns/{campaign_id}`); null for a call placed otherwise."))),
+                ("analysis", nullable(with_description(schema_ref("CallAnalysis"), "The post-call analysis, set when an answered call whose agent has an `analysis` plan ends; null otherwise."))),
                 ("email", nullable(json!({"type": "string"}))),
                 ("transcript_email", nullable(json!({"type": "string", "description": "Where the transcript and outcome are emailed when the call ends."}))),
                 ("metadata", nullable(json!({"type": "object", "description": "Your own data, returned as given."}))),
@@ -518,6 +543,13 @@ See docs/dialects.md."}),
             "first_speaker",
             json!({"type": "string", "enum": FirstSpeaker::ALL.map(FirstSpeaker::as_str),
             "description": FIRST_SPEAKER_DOC}),
+        ),
+        (
+            "analysis",
+            nullable(with_description(
+                schema_ref("AnalysisPlan"),
+                "The post-call analysis of this agent's calls; null: none.",
+            )),
         ),
     ];
     add(
@@ -890,6 +922,7 @@ A call already queued inside the window is not stopped when the window closes.";
                 ("talk_seconds", maybe_seconds("From answer to end; null until the call ends or if it was never answered.")),
                 ("transcript_url", json!({"type": "string", "description": "The call's transcript (`GET`, with your API key); complete once `transcript.saved` was sent."})),
                 ("recording_url", json!({"type": "null", "description": "Always null here: a recording is uploaded after the call ends, and `recording.saved` carries its URL."})),
+                ("analysis", nullable(with_description(schema_ref("CallAnalysis"), "The post-call analysis (set in the event of the call's end when its agent has an `analysis` plan and it was answered); null otherwise."))),
             ])),
         ],
     ));
@@ -916,6 +949,13 @@ A call already queued inside the window is not stopped when the window closes.";
     transcript_data.push((
         "url",
         json!({"type": "string", "description": "Where the transcript can be fetched again."}),
+    ));
+    transcript_data.push((
+        "analysis",
+        nullable(with_description(
+            schema_ref("CallAnalysis"),
+            "The post-call analysis when the call's agent has an `analysis` plan; null otherwise.",
+        )),
     ));
     let transcript_data = record("The call's whole transcript.", transcript_data);
     add(
@@ -1176,6 +1216,17 @@ A call already queued inside the window is not stopped when the window closes.";
                 } else {
                     json!({"type": "string", "enum": FirstSpeaker::ALL.map(FirstSpeaker::as_str), "description": FIRST_SPEAKER_DOC})
                 }),
+            ),
+            (
+                "analysis",
+                opt(with_description(
+                    schema_ref("AnalysisPlan"),
+                    if creating {
+                        "Post-call analysis of this agent's calls (see `AnalysisPlan`). Invalid parts: 422 `invalid_value` naming them."
+                    } else {
+                        "Replaces the agent's analysis plan. Unlike other fields, an explicit null removes it; absent keeps it."
+                    },
+                )),
             ),
             (
                 "engine_api_key",
