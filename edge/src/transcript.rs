@@ -53,6 +53,35 @@ pub enum Change {
         summary: Option<String>,
         outcome: Option<String>,
     },
+    /// The engine's post-call analysis (kept over the edge's own rules).
+    Analysis(Box<voxline_shared::analysis::CallAnalysis>),
+}
+
+/// An engine's analysis as the edge keeps it: marked `engine`, its summary
+/// and text values bounded, at most the fields a plan may have (the plan
+/// check happened at the sidecar; this bounds what any sidecar can store).
+pub fn bound_analysis(
+    mut a: voxline_shared::analysis::CallAnalysis,
+) -> voxline_shared::analysis::CallAnalysis {
+    use voxline_shared::analysis::{
+        cut, AnalysisSource, MAX_DATA_FIELDS, MAX_SUMMARY_CHARS, MAX_VALUE_CHARS,
+    };
+    a.source = AnalysisSource::Engine;
+    a.summary = a.summary.map(|s| cut(&s, MAX_SUMMARY_CHARS));
+    if let Some(data) = a.data.as_mut() {
+        let keep: Vec<String> = data.keys().take(MAX_DATA_FIELDS).cloned().collect();
+        data.retain(|k, _| keep.contains(k));
+        for v in data.values_mut() {
+            match v {
+                serde_json::Value::String(s) => *s = cut(s, MAX_VALUE_CHARS),
+                serde_json::Value::Array(_) | serde_json::Value::Object(_) => {
+                    *v = serde_json::Value::Null
+                }
+                _ => {}
+            }
+        }
+    }
+    a
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -600,6 +600,84 @@ async fn openai_end_call_function_ends_the_call() {
     );
 }
 
+/// Issue 18: after the call the session is asked for the post-call
+/// analysis (a text-only response in the same conversation) and its JSON
+/// answer, checked against the plan, is the engine's analysis; a server that
+/// answers with prose gives none (the edge's rules then stand in).
+#[tokio::test]
+async fn openai_gives_the_post_call_analysis_in_its_session() {
+    use voxline_shared::analysis::{AnalysisPlan, AnalysisSource, Sentiment};
+    let plan = AnalysisPlan {
+        success_outcomes: vec![],
+        success_criteria: Some("The patient confirms the appointment.".into()),
+        data_schema: Some(json!({"type": "object", "properties": {
+            "confirmed": {"type": "boolean"}, "day": {"type": "string", "enum": ["Tuesday"]}}})),
+    };
+    for (reply, want) in [
+        (
+            r#"{"summary": "The patient confirmed Tuesday.", "sentiment": "positive", "success": true, "data": {"confirmed": true, "day": "Tuesday"}}"#,
+            true,
+        ),
+        ("I'm sorry, I can only speak.", false),
+    ] {
+        let mut fake = openai_fake(None).await;
+        let mut eng = openai::connect_with(cfg(&fake.url), fast_opts(Flavor::Ga))
+            .await
+            .unwrap();
+        let mut conn = fake.conn().await;
+        conn.recv_type("session.update").await;
+        let server = tokio::spawn(async move {
+            // (The greeting's `response.create` came first.)
+            let asked = loop {
+                let (_, v) = conn.recv_type("response.create").await;
+                if v["response"].is_object() {
+                    break v;
+                }
+            };
+            let (half, rest) = reply.split_at(reply.len() / 2);
+            for d in [half, rest] {
+                conn.send(
+                    json!({"type": "response.output_text.delta", "response_id": "resp_a",
+                    "item_id": "item_a", "output_index": 0, "content_index": 0, "delta": d}),
+                );
+            }
+            conn.send(
+                json!({"type": "response.output_text.done", "response_id": "resp_a",
+                "item_id": "item_a", "output_index": 0, "content_index": 0, "text": reply}),
+            );
+            (asked, conn)
+        });
+        let got = timeout(T, eng.analyse(&plan)).await.expect("in time");
+        let (asked, _conn) = server.await.unwrap();
+        assert_eq!(asked["response"]["output_modalities"], json!(["text"]));
+        let instructions = asked["response"]["instructions"].as_str().unwrap();
+        assert!(
+            instructions.contains("The patient confirms the appointment.")
+                && instructions.contains("\"confirmed\""),
+            "{instructions}"
+        );
+        if want {
+            let a = got.expect("an analysis");
+            assert_eq!(
+                (a.summary.as_deref(), a.sentiment, a.success, a.source),
+                (
+                    Some("The patient confirmed Tuesday."),
+                    Sentiment::Positive,
+                    Some(true),
+                    AnalysisSource::Engine
+                )
+            );
+            assert_eq!(
+                Value::Object(a.data.unwrap()),
+                json!({"confirmed": true, "day": "Tuesday"})
+            );
+        } else {
+            assert_eq!(got, None);
+        }
+        eng.close().await;
+    }
+}
+
 /// Issue 17: an engine started while the callee's phone rings opens and
 /// configures its session at once, but asks for the greeting only when told
 /// the callee answered; a call never answered just closes it.
@@ -715,6 +793,7 @@ async fn a_call_opens_its_engine_session_while_ringing_and_closes_it_unanswered(
         silence_timeout_seconds: None,
         ack_deadline_ms: 0,
         first_speaker: voxline_shared::sidecar_link::FirstSpeaker::Agent,
+        analysis: None,
     };
     let (tx, mut rx) = mpsc::channel(64);
     let (hangup_tx, hangup_rx) = oneshot::channel();

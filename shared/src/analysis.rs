@@ -31,7 +31,7 @@ pub const MAX_SUMMARY_CHARS: usize = 2_000;
 pub const MAX_VALUE_CHARS: usize = 500;
 
 /// What an agent asks of the analysis (`analysis` on the agent).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AnalysisPlan {
     /// Engine outcomes (the local script's `outcome`, e.g. `yes`) that mean
     /// the call reached its goal. Empty: success is judged by
@@ -59,7 +59,7 @@ pub enum AnalysisSource {
 }
 
 /// The analysis of one ended call.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CallAnalysis {
     pub summary: Option<String>,
     pub sentiment: Sentiment,
@@ -126,9 +126,8 @@ pub fn schema_fields(schema: &Value) -> Result<Vec<Field>, String> {
         let at = |what: &str| format!("data_schema.properties.{name}: {what}");
         let spec = spec.as_object().ok_or_else(|| at("must be an object"))?;
         if let Some(d) = spec.get("description") {
-            if !d
-                .as_str()
-                .is_some_and(|d| d.chars().count() <= MAX_TEXT_CHARS)
+            if d.as_str()
+                .is_none_or(|d| d.chars().count() > MAX_TEXT_CHARS)
             {
                 return Err(at(&format!(
                     "description must be a string of at most {MAX_TEXT_CHARS} characters"
@@ -192,9 +191,9 @@ fn words(text: &str) -> Vec<String> {
     };
     let mut out = Vec::new();
     let mut word = String::new();
-    for i in 0..chars.len() {
+    for (i, c) in chars.iter().enumerate() {
         if keep(i) {
-            word.extend(chars[i].to_lowercase());
+            word.extend(c.to_lowercase());
         } else if !word.is_empty() {
             out.push(std::mem::take(&mut word).replace('\u{2019}', "'"));
             if out.len() == MAX_WORDS {

@@ -515,6 +515,11 @@ pub struct Offer {
     /// Absent (and so `agent`) from edges that predate it.
     #[serde(default, skip_serializing_if = "FirstSpeaker::is_agent")]
     pub first_speaker: FirstSpeaker,
+    /// The agent's post-call analysis plan: an engine that can read the
+    /// call (a cloud engine) is asked for its analysis before the end is
+    /// reported. Absent: none (and from edges that predate it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub analysis: Option<crate::analysis::AnalysisPlan>,
 }
 
 /// Who speaks first once a call is answered (an agent's `first_speaker`,
@@ -666,6 +671,12 @@ pub enum EventKind {
         #[serde(default)]
         outcome: Option<String>,
     },
+    /// The post-call analysis the call's engine gave (a cloud engine's
+    /// language model read the call; issue 18), sent before `ended`. The
+    /// edge keeps it over its own rules. Older edges ignore it.
+    Analysis {
+        analysis: crate::analysis::CallAnalysis,
+    },
     /// Always the last event of a call (for one attempt).
     Ended {
         /// Terminal: completed | failed | no_answer | busy | cancelled.
@@ -699,6 +710,7 @@ impl EventKind {
             EventKind::Answered => "answered",
             EventKind::TranscriptTurn { .. } => "transcript_turn",
             EventKind::Summary { .. } => "summary",
+            EventKind::Analysis { .. } => "analysis",
             EventKind::Unknown => "unknown",
             EventKind::Ended { .. } => "ended",
         }

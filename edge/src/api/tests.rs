@@ -2708,6 +2708,65 @@ fn an_answered_call_of_an_agent_with_an_analysis_plan_ends_analysed() {
             });
         assert_eq!(body["data"]["analysis"], want, "{event}: {body}");
     }
+    // An engine's own analysis, reported before the end, is kept instead
+    // (bounded, marked `engine`).
+    let id = w
+        .send(
+            "POST",
+            "/v1/calls",
+            Some(&key),
+            Some(json!({"phone": "+14155550101"})),
+        )
+        .body_json()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let lease = sc.send(
+        &w,
+        voxline_shared::sidecar_link::paths::LEASE,
+        json!({"region": "local", "free_slots": 2, "held_calls": [], "wait_ms": 0}),
+    );
+    let offer = &lease["offers"][0];
+    assert_eq!(
+        offer["analysis"], plan,
+        "the plan travels with the offer: {offer}"
+    );
+    sc.send(
+        &w,
+        voxline_shared::sidecar_link::paths::ACK,
+        json!({"lease_id": offer["lease_id"], "call_id": id, "accepted": true}),
+    );
+    let engine = json!({"summary": "x".repeat(5000), "sentiment": "negative", "success": false,
+        "data": {"confirmed": false, "preferred_day": null}, "source": "local"});
+    sc.events(&w, &id, &[
+        json!({"type": "answered"}),
+        json!({"type": "transcript_turn", "role": "callee", "text": "Yes, great.", "start_ms": 600, "end_ms": 900}),
+        json!({"type": "analysis", "analysis": engine}),
+        json!({"type": "ended", "status": "completed", "reason": "callee_hangup", "timings": {"dispatched_ms": 0, "answered_ms": 2, "ended_ms": 3}}),
+    ]);
+    let call = w
+        .send("GET", &format!("/v1/calls/{id}"), Some(&key), None)
+        .body_json();
+    let a = &call["analysis"];
+    assert_eq!(
+        (
+            a["source"].as_str(),
+            a["sentiment"].as_str(),
+            &a["success"],
+            &a["data"]
+        ),
+        (
+            Some("engine"),
+            Some("negative"),
+            &json!(false),
+            &json!({"confirmed": false, "preferred_day": null})
+        ),
+        "{call}"
+    );
+    assert_eq!(
+        a["summary"].as_str().map(|s| s.chars().count()),
+        Some(voxline_shared::analysis::MAX_SUMMARY_CHARS)
+    );
     // Removed with an explicit null: the next call has none.
     let aid = agent["id"].as_str().unwrap();
     let agent = w.admin(

@@ -692,6 +692,11 @@ fn summary_key(call_id: &str) -> String {
     format!("summary:{call_id}")
 }
 
+/// The engine's post-call analysis of the call, when it gave one.
+fn engine_analysis_key(call_id: &str) -> String {
+    format!("analysis:{call_id}")
+}
+
 fn recording_key(call_id: &str) -> String {
     format!("recording:{call_id}")
 }
@@ -775,14 +780,18 @@ pub fn transcript(rows: &impl CallRows, call_id: &str) -> Result<Transcript, Sto
 }
 
 /// The post-call analysis of a call that has just ended: for an answered
-/// call whose agent asked for one (`analysis_plan`), read from its
-/// transcript, summary and outcome by `voxline_shared::analysis`'s rules.
+/// call whose agent asked for one (`analysis_plan`), the engine's when it
+/// gave one (reported before the end), else read from its transcript,
+/// summary and outcome by `voxline_shared::analysis`'s rules.
 fn analyse(rows: &impl CallRows, record: &CallRecord) -> Result<Option<CallAnalysis>, StoreError> {
     let Some(plan) = record.analysis_plan.as_ref() else {
         return Ok(None);
     };
     if record.answered_at.is_none() {
         return Ok(None);
+    }
+    if let Some(text) = rows.value(&engine_analysis_key(&record.id))? {
+        return Ok(Some(from_text("analysis", &text)?));
     }
     let t = transcript(rows, &record.id)?;
     let lines: Vec<Line<'_>> = t
@@ -886,6 +895,10 @@ pub fn apply_reports(
                     );
                     rows.put_value(&summary_key(&update.call_id), &to_text(&merged)?)?;
                 }
+                Change::Analysis(analysis) => rows.put_value(
+                    &engine_analysis_key(&update.call_id),
+                    &to_text(analysis.as_ref())?,
+                )?,
             },
             ReportItem::Message { update } => apply_message_update(rows, update, now_ms, log)?,
         }

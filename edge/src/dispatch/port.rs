@@ -74,6 +74,7 @@ pub fn queued_call(tenant_id: &str, record: &CallRecord, now_ms: u64) -> QueuedC
             engine_base_url: record.engine_base_url.clone(),
             silence_timeout_seconds: Some(record.silence_timeout_seconds),
             first_speaker: record.first_speaker,
+            analysis: record.analysis_plan.clone(),
             // Set by the caller when the call or its agent has a key.
             engine_api_key_sealed: None,
         }),

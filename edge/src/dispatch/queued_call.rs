@@ -98,6 +98,9 @@ pub struct OfferBody {
     /// Its agent's `first_speaker` (bodies stored before it: `agent`).
     #[serde(default, skip_serializing_if = "FirstSpeaker::is_agent")]
     pub first_speaker: FirstSpeaker,
+    /// Its agent's post-call analysis plan (bodies stored before it: none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub analysis: Option<voxline_shared::analysis::AnalysisPlan>,
     /// The call's engine key, sealed (see `engine_keys`) while the call
     /// waits: opened only into the offer that leaves for a sidecar.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -124,6 +127,7 @@ impl OfferBody {
             engine_base_url: None,
             silence_timeout_seconds: None,
             first_speaker: FirstSpeaker::Agent,
+            analysis: None,
             engine_api_key_sealed: None,
         }
     }

@@ -476,6 +476,7 @@ fn handle_op(
                     EventKind::Dialing
                     | EventKind::TranscriptTurn { .. }
                     | EventKind::Summary { .. }
+                    | EventKind::Analysis { .. }
                     | EventKind::Unknown => HeldEvent::Other,
                 };
                 let tenant_id = q.held.get(&ev.call_id).map(|h| h.call.tenant_id.clone());
@@ -511,6 +512,9 @@ fn handle_op(
                         summary: summary.clone(),
                         outcome: outcome.clone(),
                     },
+                    EventKind::Analysis { analysis } => Change::Analysis(Box::new(
+                        crate::transcript::bound_analysis(analysis.clone()),
+                    )),
                     _ => continue,
                 };
                 turns.push(TranscriptUpdate {

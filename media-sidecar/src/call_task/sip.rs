@@ -393,6 +393,22 @@ impl CallIo<'_> {
                     // connection under way is dropped, a live one closed.
                     self.engine_start = None;
                     if let Some(mut en) = self.engine.take() {
+                        // An answered call whose agent asked for it: the
+                        // engine's own analysis, before the end is reported.
+                        let answered = end.is_some_and(|e| e.timings.answered_ms.is_some());
+                        if let (true, Some(plan)) = (answered, self.offer.analysis.as_ref()) {
+                            if let Some(analysis) = en.analyse(plan).await {
+                                let at_ms = end.map_or(0, |e| e.timings.ended_ms);
+                                self.emitter
+                                    .emit_at(
+                                        voxline_shared::sidecar_link::EventKind::Analysis {
+                                            analysis,
+                                        },
+                                        at_ms,
+                                    )
+                                    .await;
+                            }
+                        }
                         en.close().await;
                     }
                     if let Some(m) = self.media.take() {
@@ -656,6 +672,7 @@ mod credential_tests {
             silence_timeout_seconds: None,
             ack_deadline_ms: 0,
             first_speaker: voxline_shared::sidecar_link::FirstSpeaker::Agent,
+            analysis: None,
         }
     }
 

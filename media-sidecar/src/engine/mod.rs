@@ -19,6 +19,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use voxline_shared::analysis::{AnalysisPlan, CallAnalysis};
 
 pub use voxline_shared::sidecar_link::FirstSpeaker;
 
@@ -183,6 +184,18 @@ pub trait Engine: Send {
         let _ = (call_id, output);
         async { Ok(()) }
     }
+
+    /// After the call (issue 18): the engine's own post-call analysis per
+    /// `plan`, within its time bound, or `None` (it has no language model
+    /// to read the call, it failed, or it gave no usable answer; the edge
+    /// then applies its keyword rules).
+    fn analyse(
+        &mut self,
+        plan: &AnalysisPlan,
+    ) -> impl Future<Output = Option<CallAnalysis>> + Send {
+        let _ = plan;
+        async { None }
+    }
 }
 
 /// A boxed future, as returned by [`DynEngine`].
@@ -203,6 +216,8 @@ pub trait DynEngine: Send {
         call_id: &'a str,
         output: &'a str,
     ) -> BoxFuture<'a, Result<(), EngineError>>;
+    fn analyse_dyn<'a>(&'a mut self, plan: &'a AnalysisPlan)
+        -> BoxFuture<'a, Option<CallAnalysis>>;
 }
 
 impl<E: Engine> DynEngine for E {
@@ -233,6 +248,12 @@ impl<E: Engine> DynEngine for E {
         output: &'a str,
     ) -> BoxFuture<'a, Result<(), EngineError>> {
         Box::pin(self.function_result(call_id, output))
+    }
+    fn analyse_dyn<'a>(
+        &'a mut self,
+        plan: &'a AnalysisPlan,
+    ) -> BoxFuture<'a, Option<CallAnalysis>> {
+        Box::pin(self.analyse(plan))
     }
 }
 
@@ -266,5 +287,8 @@ impl Engine for BoxedEngine {
     }
     async fn function_result(&mut self, call_id: &str, output: &str) -> Result<(), EngineError> {
         self.0.function_result_dyn(call_id, output).await
+    }
+    async fn analyse(&mut self, plan: &AnalysisPlan) -> Option<CallAnalysis> {
+        self.0.analyse_dyn(plan).await
     }
 }

@@ -54,6 +54,7 @@ use super::session::{
 use super::ws::redact;
 use super::{EngineConfig, EngineError, EngineEvent};
 use crate::media::g711::Law;
+use voxline_shared::analysis::{engine_instructions, AnalysisPlan};
 
 pub const DEFAULT_BASE_URL: &str = "wss://api.openai.com";
 pub const DEFAULT_MODEL: &str = "gpt-realtime";
@@ -145,7 +146,15 @@ pub struct OpenAiTranslator {
     user_spans: BoundedMap<(u64, Option<u64>)>,
     /// Function call id -> name (from `response.output_item.added`).
     fn_names: BoundedMap<String>,
+    /// Which session shape we send (the analysis request differs).
+    flavor: Flavor,
+    /// The post-call analysis: asked for (text so far), and its whole text.
+    analysis: Option<String>,
+    analysis_done: Option<String>,
 }
+
+/// Longest post-call analysis text kept (the model's JSON answer).
+const MAX_ANALYSIS_TEXT: usize = 64 * 1024;
 
 /// Connects with the default options (GA flavor).
 pub async fn connect(cfg: EngineConfig) -> Result<OpenAiEngine, EngineError> {
@@ -334,6 +343,9 @@ impl OpenAiTranslator {
             dropped_items: Vec::new(),
             user_spans: BoundedMap::default(),
             fn_names: BoundedMap::default(),
+            flavor: opts.flavor,
+            analysis: None,
+            analysis_done: None,
         }
     }
 
@@ -564,6 +576,22 @@ impl OpenAiTranslator {
                     });
                 }
             }
+            // Text only comes from the post-call analysis (the call's
+            // responses are audio): its deltas, then the whole text.
+            "response.output_text.delta" | "response.text.delta" => {
+                if let (Some(text), Some(d)) = (self.analysis.as_mut(), v["delta"].as_str()) {
+                    limits::push_capped(text, d, MAX_ANALYSIS_TEXT);
+                }
+            }
+            "response.output_text.done" | "response.text.done" => {
+                if let Some(mut text) = self.analysis.take() {
+                    if let Some(whole) = v["text"].as_str() {
+                        text.clear();
+                        limits::push_capped(&mut text, whole, MAX_ANALYSIS_TEXT);
+                    }
+                    self.analysis_done = Some(text);
+                }
+            }
             "error" => {
                 let (e, fatal) = classify_error(&v["error"], &self.secret);
                 if fatal {
@@ -652,6 +680,25 @@ impl Translator for OpenAiTranslator {
             "item": {"type": "function_call_output", "call_id": call_id, "output": output},
         }));
         self.transmit.push_back(json!({"type": "response.create"}));
+    }
+
+    /// A text-only response in the call's own conversation, whose
+    /// instructions ask for the analysis as one JSON object.
+    fn request_analysis(&mut self, plan: &AnalysisPlan) -> bool {
+        let instructions = engine_instructions(plan);
+        let response = match self.flavor {
+            Flavor::Ga => json!({"output_modalities": ["text"], "instructions": instructions}),
+            Flavor::Beta => json!({"modalities": ["text"], "instructions": instructions}),
+        };
+        self.transmit
+            .push_back(json!({"type": "response.create", "response": response}));
+        self.analysis = Some(String::new());
+        self.analysis_done = None;
+        true
+    }
+
+    fn analysis_reply(&mut self) -> Option<String> {
+        self.analysis_done.take()
     }
 
     fn close_error(&self, frame: Option<&CloseFrame>) -> EngineError {
@@ -978,6 +1025,62 @@ mod tests {
                 json!({"type": "response.create"}),
             ]
         );
+    }
+
+    /// Issue 18: after the call, a text-only response asks for the
+    /// analysis; its text (deltas, then the whole) is the reply.
+    #[test]
+    fn the_post_call_analysis_is_a_text_response_in_the_same_conversation() {
+        let mut t = translator();
+        let plan = AnalysisPlan {
+            success_criteria: Some("They confirm.".into()),
+            ..AnalysisPlan::default()
+        };
+        assert!(t.request_analysis(&plan));
+        let asked = sent(&mut t);
+        assert_eq!(asked.len(), 1, "{asked:?}");
+        assert_eq!(asked[0]["type"], "response.create");
+        assert_eq!(asked[0]["response"]["output_modalities"], json!(["text"]));
+        assert!(asked[0]["response"]["instructions"]
+            .as_str()
+            .unwrap()
+            .contains("They confirm."));
+        assert_eq!(t.analysis_reply(), None);
+        feed(
+            &mut t,
+            json!({"type": "response.output_text.delta", "delta": "{\"summary\":"}),
+            10,
+        );
+        assert_eq!(t.analysis_reply(), None);
+        feed(
+            &mut t,
+            json!({"type": "response.output_text.done", "text": "{\"summary\": \"ok\"}"}),
+            11,
+        );
+        assert_eq!(t.analysis_reply().as_deref(), Some("{\"summary\": \"ok\"}"));
+        assert_eq!(t.analysis_reply(), None, "handed out once");
+        // Text that was not asked for is not an analysis.
+        feed(
+            &mut t,
+            json!({"type": "response.output_text.done", "text": "hello"}),
+            12,
+        );
+        assert_eq!(t.analysis_reply(), None);
+        // A server that never sends the whole text: the deltas, bounded.
+        assert!(t.request_analysis(&plan));
+        let big = "x".repeat(MAX_ANALYSIS_TEXT);
+        feed(
+            &mut t,
+            json!({"type": "response.text.delta", "delta": big}),
+            13,
+        );
+        feed(
+            &mut t,
+            json!({"type": "response.text.delta", "delta": "more"}),
+            14,
+        );
+        feed(&mut t, json!({"type": "response.text.done"}), 15);
+        assert_eq!(t.analysis_reply().map(|r| r.len()), Some(MAX_ANALYSIS_TEXT));
     }
 
     #[test]

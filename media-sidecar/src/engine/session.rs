@@ -14,6 +14,7 @@
 //! maps socket errors, and closes. Once failed, a session stays failed.
 
 use std::time::Duration;
+use voxline_shared::analysis::{from_engine_reply, AnalysisPlan, CallAnalysis};
 
 use serde_json::Value;
 use tokio::time::Instant;
@@ -56,6 +57,16 @@ pub trait Translator: Send {
     fn played(&mut self, played_ms: u64);
     /// The answer to a [`EngineEvent::FunctionCall`].
     fn function_result(&mut self, call_id: &str, output: &str);
+    /// After the call: queue the request for the post-call analysis
+    /// (`false`: this engine cannot give one).
+    fn request_analysis(&mut self, plan: &AnalysisPlan) -> bool {
+        let _ = plan;
+        false
+    }
+    /// The engine's whole answer to [`Translator::request_analysis`], once it came.
+    fn analysis_reply(&mut self) -> Option<String> {
+        None
+    }
     /// The error a close frame from the server means.
     fn close_error(&self, frame: Option<&CloseFrame>) -> EngineError;
     /// Next event for the call task.
@@ -388,7 +399,49 @@ impl<T: Translator> Engine for WsSession<T> {
         self.translator.function_result(call_id, output);
         self.send_or_fail().await
     }
+
+    /// Asks for the analysis and reads the session until its answer, for at
+    /// most [`ANALYSIS_TIMEOUT`]; what else the ended call's session still
+    /// says is dropped. Any failure is `None` (logged): the edge's rules
+    /// then stand in.
+    async fn analyse(&mut self, plan: &AnalysisPlan) -> Option<CallAnalysis> {
+        if self.alive().is_err() || !self.translator.request_analysis(plan) {
+            return None;
+        }
+        let deadline = Instant::now() + ANALYSIS_TIMEOUT;
+        loop {
+            if let Some(text) = self.translator.analysis_reply() {
+                let analysis = from_engine_reply(plan, &text);
+                if analysis.is_none() {
+                    tracing::warn!(call_id = %self.call_id, "{}: the post-call analysis was no JSON object", T::NAME);
+                }
+                return analysis;
+            }
+            while self.translator.poll_event().is_some() {}
+            if let Err(e) = self.send_or_fail().await {
+                tracing::warn!(call_id = %self.call_id, error = %e, "{}: no post-call analysis", T::NAME);
+                return None;
+            }
+            tokio::select! {
+                f = ws::next_frame(&mut self.ws) => {
+                    self.keepalive.received(Instant::now());
+                    if let Err(e) = self.on_frame(f) {
+                        let e = self.fail(e);
+                        tracing::warn!(call_id = %self.call_id, error = %e, "{}: no post-call analysis", T::NAME);
+                        return None;
+                    }
+                }
+                _ = tokio::time::sleep_until(deadline) => {
+                    tracing::warn!(call_id = %self.call_id, "{}: no post-call analysis within {:?}", T::NAME, ANALYSIS_TIMEOUT);
+                    return None;
+                }
+            }
+        }
+    }
 }
+
+/// How long an engine's post-call analysis is waited for.
+pub const ANALYSIS_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// The call's API key for `vendor`, or `Auth` when there is none.
 pub fn api_key(cfg: &super::EngineConfig, vendor: &str) -> Result<String, EngineError> {

@@ -155,6 +155,11 @@ pub fn bound_text(text: &mut String, max: usize) {
 fn bound_event(kind: &mut EventKind) {
     match kind {
         EventKind::TranscriptTurn { text, .. } => bound_text(text, MAX_TEXT_CHARS),
+        EventKind::Analysis { analysis } => {
+            if let Some(t) = analysis.summary.as_mut() {
+                bound_text(t, voxline_shared::analysis::MAX_SUMMARY_CHARS);
+            }
+        }
         EventKind::Summary { summary, outcome } => {
             if let Some(t) = summary {
                 bound_text(t, MAX_TEXT_CHARS);
