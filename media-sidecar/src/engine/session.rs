@@ -56,6 +56,9 @@ pub trait Translator: Send {
     fn played(&mut self, played_ms: u64);
     /// The answer to a [`EngineEvent::FunctionCall`].
     fn function_result(&mut self, call_id: &str, output: &str);
+    /// The callee pressed keys: `text` is [`super::dtmf_text`] of them, sent
+    /// as the callee's text with a request to answer it.
+    fn keypad(&mut self, text: &str);
     /// The error a close frame from the server means.
     fn close_error(&self, frame: Option<&CloseFrame>) -> EngineError;
     /// Next event for the call task.
@@ -386,6 +389,12 @@ impl<T: Translator> Engine for WsSession<T> {
     async fn function_result(&mut self, call_id: &str, output: &str) -> Result<(), EngineError> {
         self.alive()?;
         self.translator.function_result(call_id, output);
+        self.send_or_fail().await
+    }
+
+    async fn keypad(&mut self, digits: &str) -> Result<(), EngineError> {
+        self.alive()?;
+        self.translator.keypad(&super::dtmf_text(digits));
         self.send_or_fail().await
     }
 }

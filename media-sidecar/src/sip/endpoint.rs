@@ -888,6 +888,34 @@ impl Endpoint {
         self.pump(ms);
     }
 
+    /// Presses `keys` on call `id` as SIP INFO ([`Call::send_dtmf_info`]);
+    /// its [`DialogEvent::KeysSent`] follows. Unknown or ended calls are ignored.
+    pub fn send_dtmf_info(&mut self, id: CallId, keys: &str, key_ms: u32, now: Instant) {
+        let ms = self.ms(now);
+        let Some(a) = self.calls.get(&id) else {
+            return;
+        };
+        if let Some(d) = self.dialogs.get_mut(&a.sip_call_id) {
+            d.call.send_dtmf_info(ms, keys, key_ms);
+        }
+        self.pump(ms);
+    }
+
+    /// As [`Endpoint::send_dtmf_info`] for inbound call `id`.
+    pub fn send_dtmf_info_inbound(
+        &mut self,
+        id: InboundCallId,
+        keys: &str,
+        key_ms: u32,
+        now: Instant,
+    ) {
+        let ms = self.ms(now);
+        if let Some(d) = self.inbound_call_mut(id) {
+            d.uas.send_dtmf_info(ms, keys, key_ms);
+        }
+        self.pump_inbound_calls(ms);
+    }
+
     /// One UDP datagram from `from`. Dropped (with the reason returned for
     /// logs) when too large or unparseable (RFC 3261 18.3).
     pub fn handle_datagram(

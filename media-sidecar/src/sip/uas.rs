@@ -429,12 +429,26 @@ impl Uas {
             "OPTIONS" | "UPDATE" | "INFO" => {
                 let ok = response_to(m, 200, Some(&self.to_tag)).to_bytes();
                 self.send(ok);
+                let talking = matches!(self.phase, UasPhase::Answered | UasPhase::Confirmed);
+                if method == "INFO" && talking {
+                    if let Some(key) = super::call::info_dtmf_key(m) {
+                        self.events.push_back(DialogEvent::KeyPressed(key));
+                    }
+                }
             }
             _ => {
                 let r = response_to(m, 405, Some(&self.to_tag)).to_bytes();
                 self.send(r);
             }
         }
+    }
+
+    /// Keys as SIP INFO are not sent on inbound calls yet: answered with an
+    /// error at once (RFC 4733 events work when `telephone-event` was negotiated).
+    pub fn send_dtmf_info(&mut self, _now: u64, _keys: &str, _key_ms: u32) {
+        self.events.push_back(DialogEvent::KeysSent(Err(
+            "SIP INFO keys are not supported on inbound calls".into(),
+        )));
     }
 
     /// The dialog's transport failed (TCP/TLS): the call is over.
