@@ -1794,3 +1794,268 @@ async fn a_call_to_a_number_the_edge_does_not_know_is_refused_404() {
     }
     stop_sidecar(stop, sidecar).await;
 }
+
+// ------------------------------------------------ the keypad (issue 18)
+
+/// The local engine's IVR script of the keypad tests: press 2 then # at
+/// the answer, and on the callee's 1 say a line and hang up.
+#[cfg(feature = "local-engine")]
+const IVR_SCRIPT: &str = "[script]\ngreeting: [dtmf 2#]\n\
+    1|press 1 -> Thanks for pressing one. [end]\n\
+    silence 20s -> Are you still there?\n[/script]";
+
+/// One whole-sidecar call with the local engine and `IVR_SCRIPT` to sipp
+/// running `scenario`; `during` runs once the call is offered (the test's
+/// own part of the callee). Returns the call's transcript turns (role,
+/// text) and its `ended` reason, once sipp ran to its end.
+#[cfg(feature = "local-engine")]
+async fn ivr_call<F: std::future::Future<Output = ()>>(
+    scenario: &str,
+    extra: &[&str],
+    call_id: &str,
+    rtp_ports: (u16, u16),
+    during: F,
+) -> (
+    Vec<(voxline_shared::sidecar_link::Role, String)>,
+    EndedReason,
+) {
+    use tokio::sync::watch;
+    use voxline_media_sidecar::lease::driver::{RunOptions, Stop};
+    use voxline_media_sidecar::lease::LeaseSettings;
+    use voxline_shared::sidecar_link::EventKind;
+
+    let sipp = Sipp::start_with(scenario, extra).await;
+    let edge = fake_edge().await;
+    let (stop, stop_rx) = watch::channel(Stop::Run);
+    let opts = RunOptions {
+        drain_timeout: Duration::from_secs(5),
+        ..RunOptions::default()
+    };
+    let sidecar = spawn_sidecar(
+        &edge,
+        sipp.addr.port(),
+        rtp_ports,
+        LeaseSettings::new(&format!("sc-{call_id}"), "local", 1),
+        opts,
+        stop_rx,
+    );
+    let mut call = support::offer(call_id, 600);
+    call.engine = voxline_shared::EngineKind::Local.into();
+    call.system_prompt = Some(IVR_SCRIPT.into());
+    edge.offer(call);
+    during.await;
+    let reason = edge
+        .wait_for("ended", Duration::from_secs(30), |st| {
+            st.events.iter().find_map(|e| match &e.kind {
+                EventKind::Ended { reason, .. } if e.call_id == call_id => Some(*reason),
+                _ => None,
+            })
+        })
+        .await;
+    sipp.success().await;
+    let turns = {
+        let st = edge.state.lock().unwrap();
+        let mut evs: Vec<_> = st.events.iter().filter(|e| e.call_id == call_id).collect();
+        evs.sort_by_key(|e| e.seq);
+        evs.iter()
+            .filter_map(|e| match &e.kind {
+                EventKind::TranscriptTurn { role, text, .. } => Some((*role, text.clone())),
+                _ => None,
+            })
+            .collect()
+    };
+    stop.send(Stop::Drain).unwrap();
+    tokio::time::timeout(
+        Duration::from_secs(15),
+        tokio::task::spawn_blocking(move || sidecar.join()),
+    )
+    .await
+    .expect("the sidecar exits")
+    .unwrap()
+    .unwrap();
+    (turns, reason)
+}
+
+/// What `ivr_call`'s transcript must show: the agent's keys pressed as the
+/// send_dtmf tool (`method`), the callee's 1 as `[DTMF 1]`, and the line
+/// the script says for it (so the key reached the engine).
+#[cfg(feature = "local-engine")]
+fn assert_ivr_transcript(turns: &[(voxline_shared::sidecar_link::Role, String)], method: &str) {
+    use voxline_shared::sidecar_link::Role;
+    let tool = turns
+        .iter()
+        .find(|(r, t)| *r == Role::Agent && t.starts_with("[tool send_dtmf "))
+        .unwrap_or_else(|| panic!("no send_dtmf turn: {turns:?}"));
+    assert!(
+        tool.1
+            .starts_with(r#"[tool send_dtmf {"digits":"2#"} -> {"#),
+        "{tool:?}"
+    );
+    let result: serde_json::Value = serde_json::from_str(
+        tool.1
+            .split(" -> ")
+            .nth(1)
+            .and_then(|r| r.strip_suffix(']'))
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        result,
+        serde_json::json!({"ok": true, "digits": "2#", "method": method})
+    );
+    let pressed = turns
+        .iter()
+        .position(|(r, t)| *r == Role::Callee && t == "[DTMF 1]")
+        .unwrap_or_else(|| panic!("the callee's key is not in the transcript: {turns:?}"));
+    let said = turns
+        .iter()
+        .position(|(r, t)| *r == Role::Agent && t == "Thanks for pressing one.")
+        .unwrap_or_else(|| panic!("the engine did not answer the key: {turns:?}"));
+    assert!(pressed < said, "{turns:?}");
+}
+
+/// Issue 18, SIP INFO: sipp answers without telephone-event, so the agent's
+/// keys (its script's `[dtmf 2#]`) go as INFO `application/dtmf-relay`;
+/// sipp's regexps check `Signal=2` then `Signal=#` (it fails otherwise).
+/// sipp then presses 1 by INFO: answered 200, it reaches the local engine
+/// (whose script answers it and hangs up) and the transcript.
+#[cfg(feature = "local-engine")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ivr_over_sip_info_gets_the_agents_keys_and_its_key_reaches_the_engine() {
+    let (turns, reason) = ivr_call(
+        "uas_ivr_info",
+        &["-trace_msg"],
+        "ivr_info",
+        (49_200, 49_299),
+        async {},
+    )
+    .await;
+    assert_ivr_transcript(&turns, "sip_info");
+    assert_eq!(reason, EndedReason::AgentHangup);
+}
+
+/// Issue 18, RFC 4733: sipp answers with telephone-event and RTP to this
+/// test's socket, which decodes the agent's keys from the RTP events it
+/// gets (2 then #, each once, by its end packets), then presses 1 itself
+/// with RFC 4733 events; the key reaches the local engine and the transcript.
+#[cfg(feature = "local-engine")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ivr_over_rfc4733_gets_the_agents_keys_and_its_key_reaches_the_engine() {
+    use voxline_media_sidecar::media::dtmf::{DtmfReceiver, DtmfSender};
+    use voxline_media_sidecar::media::rtp::{self, RtpHeader};
+
+    let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let port = sock.local_addr().unwrap().port().to_string();
+    let callee = async move {
+        // The agent's keys, decoded as a phone would: events of PT 101.
+        let mut rx = DtmfReceiver::new(8_000);
+        let mut keys = String::new();
+        let mut buf = vec![0u8; 2048];
+        let mut ours = None;
+        let t0 = Instant::now();
+        while keys.len() < 2 {
+            let (n, from) = tokio::time::timeout(Duration::from_secs(15), sock.recv_from(&mut buf))
+                .await
+                .expect("RTP from the sidecar")
+                .unwrap();
+            ours = Some(from);
+            let Ok(p) = rtp::parse(&buf[..n]) else {
+                continue;
+            };
+            if p.header.payload_type == 101 {
+                let now_us = t0.elapsed().as_micros() as u64;
+                for d in rx.on_packet(now_us, p.header.timestamp, p.payload) {
+                    keys.push(d.digit);
+                    assert!(d.duration_ms >= 100, "{d:?}");
+                }
+            }
+        }
+        assert_eq!(keys, "2#");
+        // Press 1: RFC 4733 events from the SDP's address to the sidecar's RTP port.
+        let to = ours.unwrap();
+        let mut tx = DtmfSender::new(8_000);
+        tx.push("1", 160).unwrap();
+        let mut seq = 1000u16;
+        for k in 0..30u32 {
+            let ts = 80_000 + k * 160;
+            let mut out = Vec::new();
+            match tx.tick(ts) {
+                Some(ev) => {
+                    let h = RtpHeader {
+                        marker: ev.marker,
+                        payload_type: 101,
+                        sequence: seq,
+                        timestamp: ev.timestamp,
+                        ssrc: 0x5151,
+                    };
+                    rtp::write(&h, &ev.payload.to_bytes(), &mut out);
+                }
+                None => {
+                    let h = RtpHeader {
+                        marker: false,
+                        payload_type: 0,
+                        sequence: seq,
+                        timestamp: ts,
+                        ssrc: 0x5151,
+                    };
+                    rtp::write(&h, &[0xFF; 160], &mut out);
+                }
+            }
+            seq = seq.wrapping_add(1);
+            sock.send_to(&out, to).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // Keep the socket (and so the port) until the call ends.
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 2048];
+            while tokio::time::timeout(Duration::from_secs(30), sock.recv_from(&mut buf))
+                .await
+                .is_ok()
+            {}
+        });
+    };
+    let (turns, reason) = ivr_call(
+        "uas_ivr_rtp",
+        &["-key", "rtp_port", &port],
+        "ivr_rtp",
+        (49_300, 49_399),
+        callee,
+    )
+    .await;
+    assert_ivr_transcript(&turns, "rfc4733");
+    assert_eq!(reason, EndedReason::AgentHangup);
+}
+
+/// Issue 18, the callee's keys from a real recording: sipp plays the RFC
+/// 4733 capture Debian's sip-tester ships (`dtmf_2833_1.pcap`: key 1,
+/// telephone-event 101) from its media port once answered; the key reaches
+/// the local engine (its script answers it and hangs up) and the transcript.
+#[cfg(feature = "local-engine")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_sipp_plays_from_its_rfc4733_capture_reaches_the_engine() {
+    use voxline_shared::sidecar_link::Role;
+    let pcap = "/usr/share/sip-tester/dtmf_2833_1.pcap";
+    assert!(
+        std::path::Path::new(pcap).is_file(),
+        "{pcap} missing (Debian package sip-tester)"
+    );
+    let media_port = free_udp_port().to_string();
+    let (turns, reason) = ivr_call(
+        "uas_pcap_dtmf",
+        &["-mp", &media_port],
+        "ivr_pcap",
+        (49_400, 49_499),
+        async {},
+    )
+    .await;
+    let pressed = turns
+        .iter()
+        .position(|(r, t)| *r == Role::Callee && t == "[DTMF 1]")
+        .unwrap_or_else(|| panic!("the key is not in the transcript: {turns:?}"));
+    let said = turns
+        .iter()
+        .position(|(r, t)| *r == Role::Agent && t == "Thanks for pressing one.")
+        .unwrap_or_else(|| panic!("the engine did not answer the key: {turns:?}"));
+    assert!(pressed < said, "{turns:?}");
+    assert_eq!(reason, EndedReason::AgentHangup);
+}
