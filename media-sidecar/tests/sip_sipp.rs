@@ -1835,7 +1835,7 @@ async fn ivr_call<F: std::future::Future<Output = ()>>(
         &edge,
         sipp.addr.port(),
         rtp_ports,
-        LeaseSettings::new(&format!("sc-{call_id}"), "local", 1),
+        LeaseSettings::new(format!("sc-{call_id}"), "local", 1),
         opts,
         stop_rx,
     );
