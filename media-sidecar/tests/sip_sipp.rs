@@ -577,6 +577,18 @@ fn spawn_sidecar_with(
     opts: voxline_media_sidecar::lease::driver::RunOptions,
     stop_rx: tokio::sync::watch::Receiver<voxline_media_sidecar::lease::driver::Stop>,
 ) -> std::thread::JoinHandle<voxline_media_sidecar::lease::driver::RunSummary> {
+    spawn_sidecar_allowing(edge, telephony, Default::default(), settings, opts, stop_rx)
+}
+
+/// [`spawn_sidecar_with`], engine URLs on `allowed` hosts let through (`[engine] allowed_hosts`).
+fn spawn_sidecar_allowing(
+    edge: &support::FakeEdge,
+    telephony: voxline_media_sidecar::config::Telephony,
+    allowed: voxline_media_sidecar::engine::guard::AllowedHosts,
+    settings: voxline_media_sidecar::lease::LeaseSettings,
+    opts: voxline_media_sidecar::lease::driver::RunOptions,
+    stop_rx: tokio::sync::watch::Receiver<voxline_media_sidecar::lease::driver::Stop>,
+) -> std::thread::JoinHandle<voxline_media_sidecar::lease::driver::RunSummary> {
     use std::sync::Arc;
     use voxline_media_sidecar::call_task::CallMode;
     use voxline_media_sidecar::config::{EdgeUrl, Secret};
@@ -595,9 +607,7 @@ fn spawn_sidecar_with(
             .build()
             .unwrap();
         let summary = rt.block_on(async move {
-            let tel = Telephony::start(&telephony, Default::default())
-                .await
-                .unwrap();
+            let tel = Telephony::start(&telephony, allowed).await.unwrap();
             let opts = RunOptions {
                 mode: CallMode::Sip(Arc::new(tel)),
                 ..opts
@@ -2058,4 +2068,199 @@ async fn a_key_sipp_plays_from_its_rfc4733_capture_reaches_the_engine() {
         .unwrap_or_else(|| panic!("the engine did not answer the key: {turns:?}"));
     assert!(pressed < said, "{turns:?}");
     assert_eq!(reason, EndedReason::AgentHangup);
+}
+
+/// A protocol-faithful OpenAI Realtime stand-in (GA events) for the keypad
+/// test: on the greeting's `response.create` it calls `send_dtmf` with
+/// "2#"; once the callee's keys came as a user text item, its next response
+/// calls `end_call`; other responses say nothing. Every message the
+/// sidecar sent is kept.
+async fn fake_openai_ivr() -> (
+    String,
+    std::sync::Arc<std::sync::Mutex<Vec<serde_json::Value>>>,
+) {
+    use futures_util::{SinkExt, StreamExt};
+    use serde_json::{json, Value};
+    use tokio_tungstenite::tungstenite::Message;
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("ws://{}", listener.local_addr().unwrap());
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = seen.clone();
+    tokio::spawn(async move {
+        let Ok((tcp, _)) = listener.accept().await else {
+            return;
+        };
+        let Ok(mut ws) = tokio_tungstenite::accept_async(tcp).await else {
+            return;
+        };
+        let text = |v: Value| Message::text(v.to_string());
+        let _ = ws
+            .send(text(
+                json!({"type": "session.created", "session": {"id": "sess_ivr"}}),
+            ))
+            .await;
+        let (mut responses, mut keys_heard) = (0, false);
+        let call = |n: u32, name: &str, args: &str| {
+            let (resp, item) = (format!("resp_{n}"), format!("item_f{n}"));
+            vec![
+                json!({"type": "response.created", "response": {"id": resp, "status": "in_progress"}}),
+                json!({"type": "response.output_item.added", "response_id": resp, "output_index": 0,
+                       "item": {"id": item, "type": "function_call", "call_id": format!("call_{n}"), "name": name}}),
+                json!({"type": "response.function_call_arguments.done", "response_id": resp, "item_id": item,
+                       "output_index": 0, "call_id": format!("call_{n}"), "name": name, "arguments": args}),
+                json!({"type": "response.done", "response": {"id": resp, "status": "completed"}}),
+            ]
+        };
+        while let Some(Ok(msg)) = ws.next().await {
+            let Message::Text(t) = msg else { continue };
+            let Ok(v) = serde_json::from_str::<Value>(t.as_str()) else {
+                continue;
+            };
+            log.lock().unwrap().push(v.clone());
+            let out = match v["type"].as_str().unwrap_or("") {
+                "session.update" => {
+                    vec![json!({"type": "session.updated", "session": v["session"]})]
+                }
+                "conversation.item.create" if v["item"]["type"] == "message" => {
+                    keys_heard = true;
+                    vec![]
+                }
+                "response.create" => {
+                    responses += 1;
+                    match (responses, keys_heard) {
+                        (1, _) => call(1, "send_dtmf", r#"{"digits":"2#"}"#),
+                        (n, true) => call(n, "end_call", r#"{"reason":"menu done"}"#),
+                        (n, false) => vec![json!({"type": "response.done",
+                            "response": {"id": format!("resp_{n}"), "status": "completed"}})],
+                    }
+                }
+                _ => vec![],
+            };
+            for o in out {
+                if ws.send(text(o)).await.is_err() {
+                    return;
+                }
+            }
+        }
+    });
+    (url, seen)
+}
+
+/// Issue 18 with a cloud engine: the OpenAI Realtime engine (a local fake,
+/// the real one is a paid service) calls `send_dtmf`; sipp, answering
+/// without telephone-event, checks the INFOs carry 2 then # and presses 1
+/// by INFO; the engine gets `send_dtmf`'s result once sipp has answered
+/// both, then the key as a user text item `[DTMF 1]`, and its `end_call`
+/// hangs up. Each tool call and the key are in the transcript.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cloud_engine_presses_keys_with_send_dtmf_and_hears_the_callees() {
+    use tokio::sync::watch;
+    use voxline_media_sidecar::engine::guard::AllowedHosts;
+    use voxline_media_sidecar::lease::driver::{RunOptions, Stop};
+    use voxline_media_sidecar::lease::LeaseSettings;
+    use voxline_shared::sidecar_link::{EventKind, Role, SecretText};
+
+    let (url, seen) = fake_openai_ivr().await;
+    let sipp = Sipp::start("uas_ivr_info").await;
+    let edge = fake_edge().await;
+    let (stop, stop_rx) = watch::channel(Stop::Run);
+    let sidecar = spawn_sidecar_allowing(
+        &edge,
+        sipp_telephony(sipp.addr.port(), (49_500, 49_599)),
+        AllowedHosts::parse(&["127.0.0.1"]).unwrap(),
+        LeaseSettings::new("sc-ivr-openai", "local", 1),
+        RunOptions {
+            drain_timeout: Duration::from_secs(5),
+            ..RunOptions::default()
+        },
+        stop_rx,
+    );
+    let mut call = support::offer("ivr_openai", 600);
+    call.engine = voxline_shared::EngineKind::OpenaiRealtime.into();
+    call.engine_base_url = Some(url);
+    call.engine_api_key = Some(SecretText::new("sk-fake-0123456789".to_string()));
+    edge.offer(call);
+    let reason = edge
+        .wait_for("ended", Duration::from_secs(30), |st| {
+            st.events.iter().find_map(|e| match &e.kind {
+                EventKind::Ended { reason, .. } if e.call_id == "ivr_openai" => Some(*reason),
+                _ => None,
+            })
+        })
+        .await;
+    sipp.success().await;
+    assert_eq!(reason, EndedReason::AgentHangup);
+    let turns: Vec<(Role, String)> = {
+        let st = edge.state.lock().unwrap();
+        let mut evs: Vec<_> = st
+            .events
+            .iter()
+            .filter(|e| e.call_id == "ivr_openai")
+            .collect();
+        evs.sort_by_key(|e| e.seq);
+        evs.iter()
+            .filter_map(|e| match &e.kind {
+                EventKind::TranscriptTurn { role, text, .. } => Some((*role, text.clone())),
+                _ => None,
+            })
+            .collect()
+    };
+    let texts: Vec<&str> = turns.iter().map(|(_, t)| t.as_str()).collect();
+    let dtmf_turn = texts
+        .iter()
+        .position(|t| {
+            t.starts_with(r#"[tool send_dtmf {"digits":"2#"} -> "#)
+                && t.contains(r#""method":"sip_info""#)
+        })
+        .unwrap_or_else(|| panic!("{turns:?}"));
+    let key_turn = turns
+        .iter()
+        .position(|(r, t)| *r == Role::Callee && t == "[DTMF 1]")
+        .unwrap_or_else(|| panic!("{turns:?}"));
+    let end_turn = texts
+        .iter()
+        .position(|t| t.starts_with(r#"[tool end_call {"reason":"menu done"} -> {"ok":true}]"#))
+        .unwrap_or_else(|| panic!("{turns:?}"));
+    assert!(dtmf_turn < key_turn && key_turn < end_turn, "{turns:?}");
+    // What the engine was told, in order: the tools declared, send_dtmf's
+    // result (after the keys played), the key as the callee's text.
+    let sent = seen.lock().unwrap().clone();
+    let update = sent.iter().find(|v| v["type"] == "session.update").unwrap();
+    let tools: Vec<&str> = update["session"]["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|t| t["name"].as_str())
+        .collect();
+    assert_eq!(tools, ["send_dtmf", "end_call"]);
+    let result = sent
+        .iter()
+        .position(|v| {
+            v["item"]["type"] == "function_call_output"
+                && v["item"]["call_id"] == "call_1"
+                && v["item"]["output"]
+                    .as_str()
+                    .is_some_and(|o| o.contains("sip_info"))
+        })
+        .unwrap_or_else(|| panic!("no send_dtmf result: {sent:?}"));
+    let key = sent
+        .iter()
+        .position(|v| {
+            v["type"] == "conversation.item.create"
+                && v["item"]["role"] == "user"
+                && v["item"]["content"][0]["text"] == "[DTMF 1]"
+        })
+        .unwrap_or_else(|| panic!("the key did not reach the engine: {sent:?}"));
+    assert!(result < key, "{sent:?}");
+    assert_eq!(sent[key + 1]["type"], "response.create");
+    stop.send(Stop::Drain).unwrap();
+    tokio::time::timeout(
+        Duration::from_secs(15),
+        tokio::task::spawn_blocking(move || sidecar.join()),
+    )
+    .await
+    .expect("the sidecar exits")
+    .unwrap()
+    .unwrap();
 }

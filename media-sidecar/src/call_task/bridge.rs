@@ -832,6 +832,8 @@ impl Bridge {
     ) {
         self.finished = true;
         self.engine = EngineState::Gone;
+        // Keys pressed just before the end still reach the transcript.
+        self.flush_keypad(now);
         self.timings.ended_ms = self.at_ms(now);
         let end = (!self.stopping).then_some(CallEnd {
             status,

@@ -948,6 +948,18 @@ fn the_callees_keys_reach_the_engine_and_the_transcript_in_groups() {
     // A key that is none is ignored.
     b.keypad(t0 + ms(22_000), 'x');
     assert_eq!(b.poll_timeout().unwrap(), t0 + ms(50_000));
+    // Keys pressed just before the callee hangs up are in the transcript.
+    b.keypad(t0 + ms(23_000), '9');
+    b.handle_dialog_event(
+        t0 + ms(23_200),
+        ended(CallStatus::Completed, EndedReason::CalleeHangup, None),
+    );
+    let acts = drain(&mut b);
+    assert!(
+        matches!(&acts[..], [Action::Emit { kind: EventKind::TranscriptTurn { text, .. }, .. }, Action::Finish(_)]
+            if text == "[DTMF 9]"),
+        "{acts:?}"
+    );
     // Keys before the conversation runs are dropped.
     let (mut early, t1) = dispatched(30);
     early.keypad(t1 + ms(10), '1');
