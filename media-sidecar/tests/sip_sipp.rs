@@ -2264,3 +2264,55 @@ async fn a_cloud_engine_presses_keys_with_send_dtmf_and_hears_the_callees() {
     .unwrap()
     .unwrap();
 }
+
+/// Issue 18 on an inbound call: sipp calls in (no telephone-event in its
+/// offer), the local engine's script presses 2# as SIP INFO to the caller
+/// (sipp's regexps check them), sipp presses 1 by INFO, the script answers
+/// it and hangs up (sipp expects the BYE).
+#[cfg(feature = "local-engine")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_inbound_caller_gets_the_agents_keys_as_sip_info_and_its_key_reaches_the_engine() {
+    use voxline_shared::sidecar_link::{EventKind, InboundDecision, Role};
+    let edge = fake_edge().await;
+    let mut offer = support::offer("c_in_ivr", 60);
+    offer.lease_id = "inbound_c_in_ivr".into();
+    offer.phone = "+14155550111".into();
+    offer.caller_number = Some("+14155550100".into());
+    offer.engine = voxline_shared::EngineKind::Local.into();
+    offer.system_prompt = Some(IVR_SCRIPT.into());
+    edge.decide_inbound(InboundDecision::Answer {
+        offer: Box::new(offer),
+    });
+    let (sipp_port, sip_port) = (free_udp_port(), free_udp_port());
+    let (stop, sidecar) = texting_sidecar(&edge, sipp_port, sip_port, false).await;
+    let target = format!("127.0.0.1:{sip_port}");
+    let sipp = Sipp::start_on("uac_inbound_ivr_info", sipp_port, &[target.as_str()]).await;
+    sipp.success().await;
+    let reason = edge
+        .wait_for("the call's end", Duration::from_secs(10), |s| {
+            s.events.iter().find_map(|e| match &e.kind {
+                EventKind::Ended { reason, .. } if e.call_id == "c_in_ivr" => Some(*reason),
+                _ => None,
+            })
+        })
+        .await;
+    assert_eq!(reason, EndedReason::AgentHangup);
+    let turns: Vec<(Role, String)> = {
+        let s = edge.state.lock().unwrap();
+        let mut evs: Vec<_> = s
+            .events
+            .iter()
+            .filter(|e| e.call_id == "c_in_ivr")
+            .collect();
+        evs.sort_by_key(|e| e.seq);
+        evs.iter()
+            .filter_map(|e| match &e.kind {
+                EventKind::TranscriptTurn { role, text, .. } => Some((*role, text.clone())),
+                _ => None,
+            })
+            .collect()
+    };
+    assert_ivr_transcript(&turns, "sip_info");
+    let summary = stop_sidecar(stop, sidecar).await;
+    assert!(summary.clean_exit, "{summary:?}");
+}
