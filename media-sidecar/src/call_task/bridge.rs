@@ -595,6 +595,15 @@ impl Bridge {
             }
         }
         tracing::info!(call_id = %self.call_id, on_hold = held, "the callee changed the hold state");
+        if held
+            && self
+                .dtmf_out
+                .as_ref()
+                .is_some_and(|d| d.via == DtmfVia::Rtp)
+        {
+            // The media drops keys queued while held.
+            self.dtmf_sent(now, Err("the callee put the call on hold".into()));
+        }
         self.actions.push_back(Action::SetMediaSending(!held));
         self.actions.push_back(Action::EngineHold(held));
     }

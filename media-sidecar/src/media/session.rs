@@ -449,6 +449,7 @@ impl RtpSession {
     pub fn set_sending(&mut self, sending: bool) {
         if self.sending && !sending {
             self.send_buf.clear();
+            self.dtmf_tx.clear();
         }
         if !self.sending && sending {
             // The first packet after the gap carries the marker, voice or not.
@@ -1560,6 +1561,14 @@ mod tests {
             .filter(|e| *e == SessionEvent::DtmfSent)
             .collect();
         assert_eq!(sent.len(), 1);
+        // Keys queued when the callee holds the call are dropped with the audio.
+        s.send_dtmf("9", 40).unwrap();
+        s.set_sending(false);
+        s.set_sending(true);
+        for k in 6..10u64 {
+            s.tick(k * 20_000);
+            assert!(rtp_out(&mut s).iter().all(|p| p.0.payload_type == 0));
+        }
         let mut no_te = session("10.0.0.1:4000");
         no_te.cfg.payload.telephone_event = None;
         assert_eq!(no_te.send_dtmf("1", 40), Err(DtmfError::NotNegotiated));

@@ -1112,3 +1112,27 @@ fn end_call_hangs_up_after_pending_audio_and_keys() {
         "{acts:?}"
     );
 }
+
+/// Keys being pressed when the callee holds the call are dropped by the
+/// media: `send_dtmf` is answered with an error at once.
+#[test]
+fn a_hold_fails_the_keys_being_pressed() {
+    let (mut b, t0) = answered(30);
+    b.handle_engine_event(
+        t0 + ms(3_000),
+        tool_call("send_dtmf", "h", r#"{"digits":"1"}"#),
+    );
+    drain(&mut b);
+    let mut held = neg();
+    held.direction = Direction::SendOnly;
+    b.handle_dialog_event(t0 + ms(3_100), DialogEvent::MediaUpdated(held));
+    let acts = drain(&mut b);
+    assert!(
+        acts.iter()
+            .any(|a| matches!(a, Action::FunctionResult { call_id, output }
+            if call_id == "h" && output.contains("dtmf_failed") && output.contains("hold"))),
+        "{acts:?}"
+    );
+    b.media_dtmf_sent(t0 + ms(3_200));
+    assert_eq!(drain(&mut b), [], "answered once");
+}
