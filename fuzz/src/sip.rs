@@ -43,6 +43,13 @@ pub fn sip_parser(data: &[u8]) {
                 m.content_type(),
                 m.has_sdp(),
             );
+            // A key from an INFO is always a real key (issue 18).
+            if let Some(key) = voxline_media_sidecar::sip::call::info_dtmf_key(&m) {
+                assert!(
+                    voxline_media_sidecar::call_task::tools::KEYS.contains(key),
+                    "INFO gave {key:?}"
+                );
+            }
             for (name, value) in &m.headers {
                 let _ = m.header_list(name);
                 let _ = msg::parse_name_addr(value);

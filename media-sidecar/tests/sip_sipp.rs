@@ -577,6 +577,18 @@ fn spawn_sidecar_with(
     opts: voxline_media_sidecar::lease::driver::RunOptions,
     stop_rx: tokio::sync::watch::Receiver<voxline_media_sidecar::lease::driver::Stop>,
 ) -> std::thread::JoinHandle<voxline_media_sidecar::lease::driver::RunSummary> {
+    spawn_sidecar_allowing(edge, telephony, Default::default(), settings, opts, stop_rx)
+}
+
+/// [`spawn_sidecar_with`], engine URLs on `allowed` hosts let through (`[engine] allowed_hosts`).
+fn spawn_sidecar_allowing(
+    edge: &support::FakeEdge,
+    telephony: voxline_media_sidecar::config::Telephony,
+    allowed: voxline_media_sidecar::engine::guard::AllowedHosts,
+    settings: voxline_media_sidecar::lease::LeaseSettings,
+    opts: voxline_media_sidecar::lease::driver::RunOptions,
+    stop_rx: tokio::sync::watch::Receiver<voxline_media_sidecar::lease::driver::Stop>,
+) -> std::thread::JoinHandle<voxline_media_sidecar::lease::driver::RunSummary> {
     use std::sync::Arc;
     use voxline_media_sidecar::call_task::CallMode;
     use voxline_media_sidecar::config::{EdgeUrl, Secret};
@@ -595,9 +607,7 @@ fn spawn_sidecar_with(
             .build()
             .unwrap();
         let summary = rt.block_on(async move {
-            let tel = Telephony::start(&telephony, Default::default())
-                .await
-                .unwrap();
+            let tel = Telephony::start(&telephony, allowed).await.unwrap();
             let opts = RunOptions {
                 mode: CallMode::Sip(Arc::new(tel)),
                 ..opts
@@ -1793,4 +1803,516 @@ async fn a_call_to_a_number_the_edge_does_not_know_is_refused_404() {
         assert!(s.events.is_empty(), "no call: {:?}", s.events);
     }
     stop_sidecar(stop, sidecar).await;
+}
+
+// ------------------------------------------------ the keypad (issue 18)
+
+/// The local engine's IVR script of the keypad tests: press 2 then # at
+/// the answer, and on the callee's 1 say a line and hang up.
+#[cfg(feature = "local-engine")]
+const IVR_SCRIPT: &str = "[script]\ngreeting: [dtmf 2#]\n\
+    1|press 1 -> Thanks for pressing one. [end]\n\
+    silence 20s -> Are you still there?\n[/script]";
+
+/// One whole-sidecar call with the local engine and `IVR_SCRIPT` to sipp
+/// running `scenario`; `during` runs once the call is offered (the test's
+/// own part of the callee). Returns the call's transcript turns (role,
+/// text) and its `ended` reason, once sipp ran to its end.
+#[cfg(feature = "local-engine")]
+async fn ivr_call<F: std::future::Future<Output = ()>>(
+    scenario: &str,
+    extra: &[&str],
+    call_id: &str,
+    rtp_ports: (u16, u16),
+    during: F,
+) -> (
+    Vec<(voxline_shared::sidecar_link::Role, String)>,
+    EndedReason,
+) {
+    use tokio::sync::watch;
+    use voxline_media_sidecar::lease::driver::{RunOptions, Stop};
+    use voxline_media_sidecar::lease::LeaseSettings;
+    use voxline_shared::sidecar_link::EventKind;
+
+    let sipp = Sipp::start_with(scenario, extra).await;
+    let edge = fake_edge().await;
+    let (stop, stop_rx) = watch::channel(Stop::Run);
+    let opts = RunOptions {
+        drain_timeout: Duration::from_secs(5),
+        ..RunOptions::default()
+    };
+    let sidecar = spawn_sidecar(
+        &edge,
+        sipp.addr.port(),
+        rtp_ports,
+        LeaseSettings::new(format!("sc-{call_id}"), "local", 1),
+        opts,
+        stop_rx,
+    );
+    let mut call = support::offer(call_id, 600);
+    call.engine = voxline_shared::EngineKind::Local.into();
+    call.system_prompt = Some(IVR_SCRIPT.into());
+    edge.offer(call);
+    during.await;
+    let reason = edge
+        .wait_for("ended", Duration::from_secs(30), |st| {
+            st.events.iter().find_map(|e| match &e.kind {
+                EventKind::Ended { reason, .. } if e.call_id == call_id => Some(*reason),
+                _ => None,
+            })
+        })
+        .await;
+    sipp.success().await;
+    let turns = {
+        let st = edge.state.lock().unwrap();
+        let mut evs: Vec<_> = st.events.iter().filter(|e| e.call_id == call_id).collect();
+        evs.sort_by_key(|e| e.seq);
+        evs.iter()
+            .filter_map(|e| match &e.kind {
+                EventKind::TranscriptTurn { role, text, .. } => Some((*role, text.clone())),
+                _ => None,
+            })
+            .collect()
+    };
+    stop.send(Stop::Drain).unwrap();
+    tokio::time::timeout(
+        Duration::from_secs(15),
+        tokio::task::spawn_blocking(move || sidecar.join()),
+    )
+    .await
+    .expect("the sidecar exits")
+    .unwrap()
+    .unwrap();
+    (turns, reason)
+}
+
+/// What `ivr_call`'s transcript must show: the agent's keys pressed as the
+/// send_dtmf tool (`method`), the callee's 1 as `[DTMF 1]`, and the line
+/// the script says for it (so the key reached the engine).
+#[cfg(feature = "local-engine")]
+fn assert_ivr_transcript(turns: &[(voxline_shared::sidecar_link::Role, String)], method: &str) {
+    use voxline_shared::sidecar_link::Role;
+    let tool = turns
+        .iter()
+        .find(|(r, t)| *r == Role::Agent && t.starts_with("[tool send_dtmf "))
+        .unwrap_or_else(|| panic!("no send_dtmf turn: {turns:?}"));
+    assert!(
+        tool.1
+            .starts_with(r#"[tool send_dtmf {"digits":"2#"} -> {"#),
+        "{tool:?}"
+    );
+    let result: serde_json::Value = serde_json::from_str(
+        tool.1
+            .split(" -> ")
+            .nth(1)
+            .and_then(|r| r.strip_suffix(']'))
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        result,
+        serde_json::json!({"ok": true, "digits": "2#", "method": method})
+    );
+    let pressed = turns
+        .iter()
+        .position(|(r, t)| *r == Role::Callee && t == "[DTMF 1]")
+        .unwrap_or_else(|| panic!("the callee's key is not in the transcript: {turns:?}"));
+    let said = turns
+        .iter()
+        .position(|(r, t)| *r == Role::Agent && t == "Thanks for pressing one.")
+        .unwrap_or_else(|| panic!("the engine did not answer the key: {turns:?}"));
+    assert!(pressed < said, "{turns:?}");
+}
+
+/// Issue 18, SIP INFO: sipp answers without telephone-event, so the agent's
+/// keys (its script's `[dtmf 2#]`) go as INFO `application/dtmf-relay`;
+/// sipp's regexps check `Signal=2` then `Signal=#` (it fails otherwise).
+/// sipp then presses 1 by INFO: answered 200, it reaches the local engine
+/// (whose script answers it and hangs up) and the transcript.
+#[cfg(feature = "local-engine")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ivr_over_sip_info_gets_the_agents_keys_and_its_key_reaches_the_engine() {
+    let (turns, reason) = ivr_call(
+        "uas_ivr_info",
+        &["-trace_msg"],
+        "ivr_info",
+        (49_200, 49_299),
+        async {},
+    )
+    .await;
+    assert_ivr_transcript(&turns, "sip_info");
+    assert_eq!(reason, EndedReason::AgentHangup);
+}
+
+/// Issue 18, RFC 4733: sipp answers with telephone-event and RTP to this
+/// test's socket, which decodes the agent's keys from the RTP events it
+/// gets (2 then #, each once, by its end packets), then presses 1 itself
+/// with RFC 4733 events; the key reaches the local engine and the transcript.
+#[cfg(feature = "local-engine")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ivr_over_rfc4733_gets_the_agents_keys_and_its_key_reaches_the_engine() {
+    use voxline_media_sidecar::media::dtmf::{DtmfReceiver, DtmfSender};
+    use voxline_media_sidecar::media::rtp::{self, RtpHeader};
+
+    let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let port = sock.local_addr().unwrap().port().to_string();
+    let callee = async move {
+        // The agent's keys, decoded as a phone would: events of PT 101.
+        let mut rx = DtmfReceiver::new(8_000);
+        let mut keys = String::new();
+        let mut buf = vec![0u8; 2048];
+        let mut ours = None;
+        let t0 = Instant::now();
+        while keys.len() < 2 {
+            let (n, from) = tokio::time::timeout(Duration::from_secs(15), sock.recv_from(&mut buf))
+                .await
+                .expect("RTP from the sidecar")
+                .unwrap();
+            ours = Some(from);
+            let Ok(p) = rtp::parse(&buf[..n]) else {
+                continue;
+            };
+            if p.header.payload_type == 101 {
+                let now_us = t0.elapsed().as_micros() as u64;
+                for d in rx.on_packet(now_us, p.header.timestamp, p.payload) {
+                    keys.push(d.digit);
+                    assert!(d.duration_ms >= 100, "{d:?}");
+                }
+            }
+        }
+        assert_eq!(keys, "2#");
+        // Press 1: RFC 4733 events from the SDP's address to the sidecar's RTP port.
+        let to = ours.unwrap();
+        let mut tx = DtmfSender::new(8_000);
+        tx.push("1", 160).unwrap();
+        let mut seq = 1000u16;
+        for k in 0..30u32 {
+            let ts = 80_000 + k * 160;
+            let mut out = Vec::new();
+            match tx.tick(ts) {
+                Some(ev) => {
+                    let h = RtpHeader {
+                        marker: ev.marker,
+                        payload_type: 101,
+                        sequence: seq,
+                        timestamp: ev.timestamp,
+                        ssrc: 0x5151,
+                    };
+                    rtp::write(&h, &ev.payload.to_bytes(), &mut out);
+                }
+                None => {
+                    let h = RtpHeader {
+                        marker: false,
+                        payload_type: 0,
+                        sequence: seq,
+                        timestamp: ts,
+                        ssrc: 0x5151,
+                    };
+                    rtp::write(&h, &[0xFF; 160], &mut out);
+                }
+            }
+            seq = seq.wrapping_add(1);
+            sock.send_to(&out, to).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // Keep the socket (and so the port) until the call ends.
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 2048];
+            while tokio::time::timeout(Duration::from_secs(30), sock.recv_from(&mut buf))
+                .await
+                .is_ok()
+            {}
+        });
+    };
+    let (turns, reason) = ivr_call(
+        "uas_ivr_rtp",
+        &["-key", "rtp_port", &port],
+        "ivr_rtp",
+        (49_300, 49_399),
+        callee,
+    )
+    .await;
+    assert_ivr_transcript(&turns, "rfc4733");
+    assert_eq!(reason, EndedReason::AgentHangup);
+}
+
+/// Issue 18, the callee's keys from a real recording: sipp plays the RFC
+/// 4733 capture Debian's sip-tester ships (`dtmf_2833_1.pcap`: key 1,
+/// telephone-event 101) from its media port once answered; the key reaches
+/// the local engine (its script answers it and hangs up) and the transcript.
+#[cfg(feature = "local-engine")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_sipp_plays_from_its_rfc4733_capture_reaches_the_engine() {
+    use voxline_shared::sidecar_link::Role;
+    let pcap = "/usr/share/sip-tester/dtmf_2833_1.pcap";
+    assert!(
+        std::path::Path::new(pcap).is_file(),
+        "{pcap} missing (Debian package sip-tester)"
+    );
+    let media_port = free_udp_port().to_string();
+    let (turns, reason) = ivr_call(
+        "uas_pcap_dtmf",
+        &["-mp", &media_port],
+        "ivr_pcap",
+        (49_400, 49_499),
+        async {},
+    )
+    .await;
+    let pressed = turns
+        .iter()
+        .position(|(r, t)| *r == Role::Callee && t == "[DTMF 1]")
+        .unwrap_or_else(|| panic!("the key is not in the transcript: {turns:?}"));
+    let said = turns
+        .iter()
+        .position(|(r, t)| *r == Role::Agent && t == "Thanks for pressing one.")
+        .unwrap_or_else(|| panic!("the engine did not answer the key: {turns:?}"));
+    assert!(pressed < said, "{turns:?}");
+    assert_eq!(reason, EndedReason::AgentHangup);
+}
+
+/// A protocol-faithful OpenAI Realtime stand-in (GA events) for the keypad
+/// test: on the greeting's `response.create` it calls `send_dtmf` with
+/// "2#"; once the callee's keys came as a user text item, its next response
+/// calls `end_call`; other responses say nothing. Every message the
+/// sidecar sent is kept.
+async fn fake_openai_ivr() -> (
+    String,
+    std::sync::Arc<std::sync::Mutex<Vec<serde_json::Value>>>,
+) {
+    use futures_util::{SinkExt, StreamExt};
+    use serde_json::{json, Value};
+    use tokio_tungstenite::tungstenite::Message;
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("ws://{}", listener.local_addr().unwrap());
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = seen.clone();
+    tokio::spawn(async move {
+        let Ok((tcp, _)) = listener.accept().await else {
+            return;
+        };
+        let Ok(mut ws) = tokio_tungstenite::accept_async(tcp).await else {
+            return;
+        };
+        let text = |v: Value| Message::text(v.to_string());
+        let _ = ws
+            .send(text(
+                json!({"type": "session.created", "session": {"id": "sess_ivr"}}),
+            ))
+            .await;
+        let (mut responses, mut keys_heard) = (0, false);
+        let call = |n: u32, name: &str, args: &str| {
+            let (resp, item) = (format!("resp_{n}"), format!("item_f{n}"));
+            vec![
+                json!({"type": "response.created", "response": {"id": resp, "status": "in_progress"}}),
+                json!({"type": "response.output_item.added", "response_id": resp, "output_index": 0,
+                       "item": {"id": item, "type": "function_call", "call_id": format!("call_{n}"), "name": name}}),
+                json!({"type": "response.function_call_arguments.done", "response_id": resp, "item_id": item,
+                       "output_index": 0, "call_id": format!("call_{n}"), "name": name, "arguments": args}),
+                json!({"type": "response.done", "response": {"id": resp, "status": "completed"}}),
+            ]
+        };
+        while let Some(Ok(msg)) = ws.next().await {
+            let Message::Text(t) = msg else { continue };
+            let Ok(v) = serde_json::from_str::<Value>(t.as_str()) else {
+                continue;
+            };
+            log.lock().unwrap().push(v.clone());
+            let out = match v["type"].as_str().unwrap_or("") {
+                "session.update" => {
+                    vec![json!({"type": "session.updated", "session": v["session"]})]
+                }
+                "conversation.item.create" if v["item"]["type"] == "message" => {
+                    keys_heard = true;
+                    vec![]
+                }
+                "response.create" => {
+                    responses += 1;
+                    match (responses, keys_heard) {
+                        (1, _) => call(1, "send_dtmf", r#"{"digits":"2#"}"#),
+                        (n, true) => call(n, "end_call", r#"{"reason":"menu done"}"#),
+                        (n, false) => vec![json!({"type": "response.done",
+                            "response": {"id": format!("resp_{n}"), "status": "completed"}})],
+                    }
+                }
+                _ => vec![],
+            };
+            for o in out {
+                if ws.send(text(o)).await.is_err() {
+                    return;
+                }
+            }
+        }
+    });
+    (url, seen)
+}
+
+/// Issue 18 with a cloud engine: the OpenAI Realtime engine (a local fake,
+/// the real one is a paid service) calls `send_dtmf`; sipp, answering
+/// without telephone-event, checks the INFOs carry 2 then # and presses 1
+/// by INFO; the engine gets `send_dtmf`'s result once sipp has answered
+/// both, then the key as a user text item `[DTMF 1]`, and its `end_call`
+/// hangs up. Each tool call and the key are in the transcript.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cloud_engine_presses_keys_with_send_dtmf_and_hears_the_callees() {
+    use tokio::sync::watch;
+    use voxline_media_sidecar::engine::guard::AllowedHosts;
+    use voxline_media_sidecar::lease::driver::{RunOptions, Stop};
+    use voxline_media_sidecar::lease::LeaseSettings;
+    use voxline_shared::sidecar_link::{EventKind, Role, SecretText};
+
+    let (url, seen) = fake_openai_ivr().await;
+    let sipp = Sipp::start("uas_ivr_info").await;
+    let edge = fake_edge().await;
+    let (stop, stop_rx) = watch::channel(Stop::Run);
+    let sidecar = spawn_sidecar_allowing(
+        &edge,
+        sipp_telephony(sipp.addr.port(), (49_500, 49_599)),
+        AllowedHosts::parse(&["127.0.0.1"]).unwrap(),
+        LeaseSettings::new("sc-ivr-openai", "local", 1),
+        RunOptions {
+            drain_timeout: Duration::from_secs(5),
+            ..RunOptions::default()
+        },
+        stop_rx,
+    );
+    let mut call = support::offer("ivr_openai", 600);
+    call.engine = voxline_shared::EngineKind::OpenaiRealtime.into();
+    call.engine_base_url = Some(url);
+    call.engine_api_key = Some(SecretText::new("sk-fake-0123456789".to_string()));
+    edge.offer(call);
+    let reason = edge
+        .wait_for("ended", Duration::from_secs(30), |st| {
+            st.events.iter().find_map(|e| match &e.kind {
+                EventKind::Ended { reason, .. } if e.call_id == "ivr_openai" => Some(*reason),
+                _ => None,
+            })
+        })
+        .await;
+    sipp.success().await;
+    assert_eq!(reason, EndedReason::AgentHangup);
+    let turns: Vec<(Role, String)> = {
+        let st = edge.state.lock().unwrap();
+        let mut evs: Vec<_> = st
+            .events
+            .iter()
+            .filter(|e| e.call_id == "ivr_openai")
+            .collect();
+        evs.sort_by_key(|e| e.seq);
+        evs.iter()
+            .filter_map(|e| match &e.kind {
+                EventKind::TranscriptTurn { role, text, .. } => Some((*role, text.clone())),
+                _ => None,
+            })
+            .collect()
+    };
+    let texts: Vec<&str> = turns.iter().map(|(_, t)| t.as_str()).collect();
+    let dtmf_turn = texts
+        .iter()
+        .position(|t| {
+            t.starts_with(r#"[tool send_dtmf {"digits":"2#"} -> "#)
+                && t.contains(r#""method":"sip_info""#)
+        })
+        .unwrap_or_else(|| panic!("{turns:?}"));
+    let key_turn = turns
+        .iter()
+        .position(|(r, t)| *r == Role::Callee && t == "[DTMF 1]")
+        .unwrap_or_else(|| panic!("{turns:?}"));
+    let end_turn = texts
+        .iter()
+        .position(|t| t.starts_with(r#"[tool end_call {"reason":"menu done"} -> {"ok":true}]"#))
+        .unwrap_or_else(|| panic!("{turns:?}"));
+    assert!(dtmf_turn < key_turn && key_turn < end_turn, "{turns:?}");
+    // What the engine was told, in order: the tools declared, send_dtmf's
+    // result (after the keys played), the key as the callee's text.
+    let sent = seen.lock().unwrap().clone();
+    let update = sent.iter().find(|v| v["type"] == "session.update").unwrap();
+    let tools: Vec<&str> = update["session"]["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|t| t["name"].as_str())
+        .collect();
+    assert_eq!(tools, ["send_dtmf", "end_call"]);
+    let result = sent
+        .iter()
+        .position(|v| {
+            v["item"]["type"] == "function_call_output"
+                && v["item"]["call_id"] == "call_1"
+                && v["item"]["output"]
+                    .as_str()
+                    .is_some_and(|o| o.contains("sip_info"))
+        })
+        .unwrap_or_else(|| panic!("no send_dtmf result: {sent:?}"));
+    let key = sent
+        .iter()
+        .position(|v| {
+            v["type"] == "conversation.item.create"
+                && v["item"]["role"] == "user"
+                && v["item"]["content"][0]["text"] == "[DTMF 1]"
+        })
+        .unwrap_or_else(|| panic!("the key did not reach the engine: {sent:?}"));
+    assert!(result < key, "{sent:?}");
+    assert_eq!(sent[key + 1]["type"], "response.create");
+    stop.send(Stop::Drain).unwrap();
+    tokio::time::timeout(
+        Duration::from_secs(15),
+        tokio::task::spawn_blocking(move || sidecar.join()),
+    )
+    .await
+    .expect("the sidecar exits")
+    .unwrap()
+    .unwrap();
+}
+
+/// Issue 18 on an inbound call: sipp calls in (no telephone-event in its
+/// offer), the local engine's script presses 2# as SIP INFO to the caller
+/// (sipp's regexps check them), sipp presses 1 by INFO, the script answers
+/// it and hangs up (sipp expects the BYE).
+#[cfg(feature = "local-engine")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_inbound_caller_gets_the_agents_keys_as_sip_info_and_its_key_reaches_the_engine() {
+    use voxline_shared::sidecar_link::{EventKind, InboundDecision, Role};
+    let edge = fake_edge().await;
+    let mut offer = support::offer("c_in_ivr", 60);
+    offer.lease_id = "inbound_c_in_ivr".into();
+    offer.phone = "+14155550111".into();
+    offer.caller_number = Some("+14155550100".into());
+    offer.engine = voxline_shared::EngineKind::Local.into();
+    offer.system_prompt = Some(IVR_SCRIPT.into());
+    edge.decide_inbound(InboundDecision::Answer {
+        offer: Box::new(offer),
+    });
+    let (sipp_port, sip_port) = (free_udp_port(), free_udp_port());
+    let (stop, sidecar) = texting_sidecar(&edge, sipp_port, sip_port, false).await;
+    let target = format!("127.0.0.1:{sip_port}");
+    let sipp = Sipp::start_on("uac_inbound_ivr_info", sipp_port, &[target.as_str()]).await;
+    sipp.success().await;
+    let reason = edge
+        .wait_for("the call's end", Duration::from_secs(10), |s| {
+            s.events.iter().find_map(|e| match &e.kind {
+                EventKind::Ended { reason, .. } if e.call_id == "c_in_ivr" => Some(*reason),
+                _ => None,
+            })
+        })
+        .await;
+    assert_eq!(reason, EndedReason::AgentHangup);
+    let turns: Vec<(Role, String)> = {
+        let s = edge.state.lock().unwrap();
+        let mut evs: Vec<_> = s
+            .events
+            .iter()
+            .filter(|e| e.call_id == "c_in_ivr")
+            .collect();
+        evs.sort_by_key(|e| e.seq);
+        evs.iter()
+            .filter_map(|e| match &e.kind {
+                EventKind::TranscriptTurn { role, text, .. } => Some((*role, text.clone())),
+                _ => None,
+            })
+            .collect()
+    };
+    assert_ivr_transcript(&turns, "sip_info");
+    let summary = stop_sidecar(stop, sidecar).await;
+    assert!(summary.clean_exit, "{summary:?}");
 }

@@ -28,6 +28,17 @@
 //!   says before is held (bounded) and played from then. A call never
 //!   answered closes it with [`Action::Finish`].
 //!
+//! - the keypad (issue 18): keys the callee pressed (RFC 4733 or SIP INFO)
+//!   grouped while they come within [`KEYPAD_GAP`] of each other, then
+//!   given to the engine ([`Action::EngineKeypad`]) and the transcript as
+//!   one callee turn `[DTMF 12#]` ([`crate::engine::dtmf_text`]);
+//! - the built-in tools ([`super::tools`]): `send_dtmf` presses keys
+//!   ([`Action::SendDtmf`], RFC 4733 when `telephone-event` was negotiated,
+//!   else SIP INFO) and answers the engine once they have played (or after
+//!   [`DTMF_TOOL_TIMEOUT`]); `end_call` hangs up after the pending audio;
+//!   any other name gets an error result at once. Each call and its result
+//!   is one agent turn `[tool NAME ARGS -> RESULT]`.
+//!
 //! `max_seconds` is enforced by the SIP dialog itself (it sends the BYE and
 //! ends `completed` / `max_duration_reached`); the bridge maps that end.
 
@@ -38,10 +49,12 @@ use std::time::{Duration, Instant};
 use voxline_shared::sidecar_link::{EventKind, Offer, Timings};
 use voxline_shared::{CallStatus, EndedReason};
 
+use super::tools::{self, ToolRequest};
 use super::{HangupCause, SHUTDOWN_REASON};
-use crate::engine::{EngineError, EngineEvent};
+use crate::engine::{dtmf_text, EngineError, EngineEvent};
 use crate::sip::sdp::{Direction, Negotiated};
 use crate::sip::{DialogEnd, DialogEvent};
+use voxline_shared::sidecar_link::Role;
 
 /// The silence timeout when the offer names none (the edge always does).
 pub const DEFAULT_SILENCE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -49,6 +62,17 @@ pub const DEFAULT_SILENCE_TIMEOUT: Duration = Duration::from_secs(30);
 /// After the engine ends the call, how long past the end of its last words
 /// the BYE waits (so the callee hears them out).
 pub const HANGUP_DELAY: Duration = Duration::from_millis(300);
+
+/// Keys the callee presses within this of each other are one group (one
+/// engine input, one transcript turn `[DTMF 123]`).
+pub const KEYPAD_GAP: Duration = Duration::from_millis(1_000);
+
+/// The most keys in one group (more start the next group).
+pub const MAX_KEYPAD_GROUP: usize = 32;
+
+/// A `send_dtmf` whose keys were not reported played by then is answered
+/// with an error (never a hang): 32 keys of 120 ms with their gaps take 6.4 s.
+pub const DTMF_TOOL_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// RMS of a 20 ms frame above which the callee counts as speaking (about
 /// -38 dBFS: above line noise and comfort noise, below quiet speech).
@@ -133,6 +157,15 @@ pub enum Action {
     SendToEngine(Vec<i16>),
     /// Tell the engine how much of its audio (ms) the callee has heard.
     EnginePlayed(u64),
+    /// Give the engine the keys the callee pressed (one group; a failure
+    /// goes to [`Bridge::engine_failed`]).
+    EngineKeypad(String),
+    /// Press these keys (checked: [`tools::KEYS`], at most
+    /// [`tools::MAX_TOOL_DIGITS`]) `via` RTP events or SIP INFO; then tell
+    /// the bridge [`Bridge::dtmf_sent`] once they have played (or failed).
+    SendDtmf { digits: String, via: DtmfVia },
+    /// Answer the engine's tool call `call_id` with `output` (JSON).
+    FunctionResult { call_id: String, output: String },
     /// Hang up the SIP call: BYE if answered, CANCEL if not. The dialog's
     /// `Ended` follows.
     Hangup(EndedReason),
@@ -140,6 +173,43 @@ pub enum Action {
     /// `end`'s `ended` event. `None`: the sidecar is stopping at once, no
     /// `ended` (the edge settles the call). Always the last action.
     Finish(Option<CallEnd>),
+}
+
+/// How keys are pressed on the call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DtmfVia {
+    /// RFC 4733 telephone-events in the RTP stream (negotiated `telephone-event`).
+    Rtp,
+    /// SIP INFO `application/dtmf-relay`, one request per key (the fallback).
+    SipInfo,
+}
+
+impl DtmfVia {
+    /// The `method` of `send_dtmf`'s result.
+    pub fn name(self) -> &'static str {
+        match self {
+            DtmfVia::Rtp => "rfc4733",
+            DtmfVia::SipInfo => "sip_info",
+        }
+    }
+}
+
+/// Keys the callee is pressing, not yet handed on.
+#[derive(Debug, Clone)]
+struct KeypadGroup {
+    digits: String,
+    first: Instant,
+    last: Instant,
+}
+
+/// A `send_dtmf` whose keys are being played.
+#[derive(Debug, Clone)]
+struct PendingDtmf {
+    call_id: String,
+    arguments: String,
+    digits: String,
+    via: DtmfVia,
+    asked: Instant,
 }
 
 /// Engine events held while the engine runs before the answer (a greeting
@@ -192,6 +262,12 @@ pub struct Bridge {
     conversing: bool,
     /// What the engine said before the conversation ran.
     early_events: VecDeque<EngineEvent>,
+    /// The callee negotiated `telephone-event` (keys go as RFC 4733 events).
+    telephone_event: bool,
+    /// Keys the callee is pressing ([`KEYPAD_GAP`]).
+    keypad: Option<KeypadGroup>,
+    /// Our `send_dtmf` being played (one at a time).
+    dtmf_out: Option<PendingDtmf>,
     finished: bool,
 }
 
@@ -227,6 +303,9 @@ impl Bridge {
             media_up: false,
             conversing: false,
             early_events: VecDeque::new(),
+            telephone_event: false,
+            keypad: None,
+            dtmf_out: None,
             finished: false,
         };
         b.emit(now, EventKind::Dialing);
@@ -245,10 +324,17 @@ impl Bridge {
         }
         // On hold nobody is expected to speak: no silence deadline.
         let silence = self.silence.filter(|_| !self.on_hold).map(|w| w.deadline());
-        match (self.hangup_at, silence) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        // The hangup waits for keys being pressed (their own deadline).
+        let hangup = self.hangup_at.filter(|_| self.dtmf_out.is_none());
+        [
+            hangup,
+            silence,
+            self.keypad.as_ref().map(|k| k.last + KEYPAD_GAP),
+            self.dtmf_out.as_ref().map(|d| d.asked + DTMF_TOOL_TIMEOUT),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     /// Whether [`Action::Finish`] has been given.
@@ -260,7 +346,22 @@ impl Bridge {
         if self.finished || self.hangup_sent.is_some() {
             return;
         }
-        if self.hangup_at.is_some_and(|at| now >= at) {
+        if self
+            .keypad
+            .as_ref()
+            .is_some_and(|k| now >= k.last + KEYPAD_GAP)
+        {
+            self.flush_keypad(now);
+        }
+        if self
+            .dtmf_out
+            .as_ref()
+            .is_some_and(|d| now >= d.asked + DTMF_TOOL_TIMEOUT)
+        {
+            tracing::warn!(call_id = %self.call_id, "keys not reported played in time");
+            self.dtmf_sent(now, Err("the keys were not played in time".into()));
+        }
+        if self.hangup_at.is_some_and(|at| now >= at) && self.dtmf_out.is_none() {
             self.hang_up(EndedReason::AgentHangup);
         } else if !self.on_hold && self.silence.is_some_and(|w| now >= w.deadline()) {
             tracing::info!(call_id = %self.call_id, timeout_seconds = self.cfg.silence_timeout.as_secs(), "nobody spoke; hanging up");
@@ -295,16 +396,188 @@ impl Bridge {
                 self.silence = Some(SilenceWatch::new(now, self.cfg.silence_timeout));
                 tracing::info!(call_id = %self.call_id, codec = neg.codec.encoding_name(), pt = neg.pt, remote = %neg.remote_rtp, srtp = neg.srtp.as_ref().map_or("off", |s| s.keys.suite.name()), "answered; media negotiated");
                 let held = !we_may_send(&neg);
+                self.telephone_event = neg.dtmf_pt.is_some();
                 self.actions.push_back(Action::StartMedia(neg));
                 self.set_hold(now, held);
             }
             DialogEvent::MediaUpdated(neg) => {
+                self.telephone_event = neg.dtmf_pt.is_some();
                 self.actions
                     .push_back(Action::SetMediaRemote(neg.remote_rtp));
                 self.set_hold(now, !we_may_send(&neg));
             }
             DialogEvent::Ended(outcome) => self.dialog_ended(now, outcome),
+            DialogEvent::KeyPressed(digit) => self.keypad(now, digit),
+            DialogEvent::KeysSent(result) => {
+                if self
+                    .dtmf_out
+                    .as_ref()
+                    .is_some_and(|d| d.via == DtmfVia::SipInfo)
+                {
+                    self.dtmf_sent(now, result);
+                }
+            }
         }
+    }
+
+    /// A key the callee pressed (RFC 4733 event or SIP INFO). Ignored until
+    /// the conversation runs (nobody listens yet).
+    pub fn keypad(&mut self, now: Instant, digit: char) {
+        if self.finished || !self.conversing {
+            return;
+        }
+        let Some(digit) =
+            crate::media::dtmf::event_code(digit).and_then(crate::media::dtmf::event_digit)
+        else {
+            return;
+        };
+        tracing::info!(call_id = %self.call_id, %digit, "the callee pressed a key");
+        if let Some(w) = self.silence.as_mut() {
+            w.activity(now);
+        }
+        let group = self.keypad.get_or_insert_with(|| KeypadGroup {
+            digits: String::new(),
+            first: now,
+            last: now,
+        });
+        group.digits.push(digit);
+        group.last = now;
+        if group.digits.len() >= MAX_KEYPAD_GROUP {
+            self.flush_keypad(now);
+        }
+    }
+
+    /// The keys pressed so far go to the transcript and the engine.
+    fn flush_keypad(&mut self, now: Instant) {
+        let Some(group) = self.keypad.take() else {
+            return;
+        };
+        let (start_ms, end_ms) = (self.offset_ms(group.first), self.offset_ms(group.last));
+        self.emit(
+            now,
+            EventKind::TranscriptTurn {
+                role: Role::Callee,
+                text: dtmf_text(&group.digits),
+                start_ms,
+                end_ms,
+            },
+        );
+        if self.engine == EngineState::Live {
+            self.actions.push_back(Action::EngineKeypad(group.digits));
+        }
+    }
+
+    /// The media reports the RFC 4733 keys it was given all sent.
+    pub fn media_dtmf_sent(&mut self, now: Instant) {
+        if self
+            .dtmf_out
+            .as_ref()
+            .is_some_and(|d| d.via == DtmfVia::Rtp)
+        {
+            self.dtmf_sent(now, Ok(()));
+        }
+    }
+
+    /// Our keys ([`Action::SendDtmf`]) have been played (`Ok`) or could
+    /// not be: the engine gets `send_dtmf`'s result.
+    pub fn dtmf_sent(&mut self, now: Instant, result: Result<(), String>) {
+        let Some(d) = self.dtmf_out.take() else {
+            return;
+        };
+        let output = match result {
+            Ok(()) => tools::dtmf_output(&d.digits, d.via.name()),
+            Err(why) => tools::error_output("dtmf_failed", &why),
+        };
+        self.tool_answered(
+            now,
+            d.asked,
+            tools::SEND_DTMF,
+            &d.arguments,
+            d.call_id,
+            output,
+        );
+        if self.finished || self.hangup_sent.is_some() {
+            return;
+        }
+        // An `end_call` waited for the keys.
+        if self.hangup_at.is_some_and(|at| now >= at) {
+            self.hang_up(EndedReason::AgentHangup);
+        }
+    }
+
+    /// The engine called tool `name`.
+    fn function_call(&mut self, now: Instant, name: String, call_id: String, arguments: String) {
+        tracing::info!(call_id = %self.call_id, tool = %name, "engine tool call");
+        match tools::request(&name, &arguments) {
+            ToolRequest::SendDtmf { digits } => {
+                if self.dtmf_out.is_some() {
+                    let output = tools::error_output("busy", "keys are being pressed already");
+                    return self.tool_answered(now, now, &name, &arguments, call_id, output);
+                }
+                let via = if self.telephone_event {
+                    DtmfVia::Rtp
+                } else {
+                    DtmfVia::SipInfo
+                };
+                self.dtmf_out = Some(PendingDtmf {
+                    call_id,
+                    arguments,
+                    digits: digits.clone(),
+                    via,
+                    asked: now,
+                });
+                self.actions.push_back(Action::SendDtmf { digits, via });
+            }
+            ToolRequest::EndCall => {
+                let output = tools::end_call_output();
+                self.tool_answered(now, now, &name, &arguments, call_id, output);
+                self.end_after_playout(now);
+            }
+            ToolRequest::Refused { output } => {
+                self.tool_answered(now, now, &name, &arguments, call_id, output);
+            }
+        }
+    }
+
+    /// A tool call's result: to the engine, and one agent turn in the transcript.
+    fn tool_answered(
+        &mut self,
+        now: Instant,
+        asked: Instant,
+        name: &str,
+        arguments: &str,
+        call_id: String,
+        output: String,
+    ) {
+        let text = tools::tool_turn_text(name, arguments, &output);
+        let (start_ms, end_ms) = (self.offset_ms(asked), self.offset_ms(now));
+        self.emit(
+            now,
+            EventKind::TranscriptTurn {
+                role: Role::Agent,
+                text,
+                start_ms,
+                end_ms,
+            },
+        );
+        if self.engine == EngineState::Live {
+            self.actions
+                .push_back(Action::FunctionResult { call_id, output });
+        }
+    }
+
+    /// Hang up once the engine's last words have played (and keys being
+    /// pressed are done), plus the hangup delay.
+    fn end_after_playout(&mut self, now: Instant) {
+        let at = self.playout.done_at().max(now) + self.cfg.hangup_delay;
+        self.hangup_at = Some(self.hangup_at.map_or(at, |t| t.min(at)));
+    }
+
+    /// ms since the answer (transcript offsets), 0 before it.
+    fn offset_ms(&self, at: Instant) -> u64 {
+        self.timings
+            .answered_ms
+            .map_or(0, |answered| self.at_ms(at).saturating_sub(answered))
     }
 
     /// Hold (the callee's SDP does not let us send) or resume: tells the
@@ -322,6 +595,15 @@ impl Bridge {
             }
         }
         tracing::info!(call_id = %self.call_id, on_hold = held, "the callee changed the hold state");
+        if held
+            && self
+                .dtmf_out
+                .as_ref()
+                .is_some_and(|d| d.via == DtmfVia::Rtp)
+        {
+            // The media drops keys queued while held.
+            self.dtmf_sent(now, Err("the callee put the call on hold".into()));
+        }
         self.actions.push_back(Action::SetMediaSending(!held));
         self.actions.push_back(Action::EngineHold(held));
     }
@@ -495,11 +777,13 @@ impl Bridge {
             }
             EngineEvent::EndCall { reason } => {
                 tracing::info!(call_id = %self.call_id, %reason, "engine ends the call");
-                self.hangup_at = Some(self.playout.done_at().max(now) + self.cfg.hangup_delay);
+                self.end_after_playout(now);
             }
-            EngineEvent::FunctionCall { name, .. } => {
-                tracing::info!(call_id = %self.call_id, %name, "engine function call (not handled)");
-            }
+            EngineEvent::FunctionCall {
+                name,
+                call_id,
+                arguments,
+            } => self.function_call(now, name, call_id, arguments),
             EngineEvent::Summary { summary, outcome } => {
                 self.emit(now, EventKind::Summary { summary, outcome });
             }
@@ -557,6 +841,8 @@ impl Bridge {
     ) {
         self.finished = true;
         self.engine = EngineState::Gone;
+        // Keys pressed just before the end still reach the transcript.
+        self.flush_keypad(now);
         self.timings.ended_ms = self.at_ms(now);
         let end = (!self.stopping).then_some(CallEnd {
             status,

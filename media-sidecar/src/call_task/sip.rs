@@ -13,7 +13,8 @@ use tokio::sync::{mpsc, oneshot};
 use voxline_shared::sidecar_link::{Offer, SecretText};
 use voxline_shared::EndedReason;
 
-use super::bridge::{Action, Bridge, BridgeConfig, CallEnd};
+use super::bridge::{Action, Bridge, BridgeConfig, CallEnd, DtmfVia};
+use super::tools::TOOL_DIGIT_MS;
 use super::{Emitter, HangupCause};
 use crate::engine::guard::AllowedHosts;
 use crate::engine::{BoxedEngine, Engine, EngineConfig, EngineError, EngineEvent};
@@ -28,11 +29,24 @@ fn now() -> std::time::Instant {
     tokio::time::Instant::now().into_std()
 }
 
-/// Receives one frame heard from the callee, or waits forever without media.
-async fn heard(media: &mut Option<MediaHandle>) -> Option<Vec<i16>> {
-    match media {
-        Some(m) => m.recv().await,
-        None => std::future::pending().await,
+/// What the media task gave: a frame heard from the callee, or an event.
+enum MediaInput {
+    Heard(Vec<i16>),
+    Event(media::MediaEvent),
+    /// The media task is gone.
+    Closed,
+}
+
+/// The next frame heard from the callee or media event (a key the callee
+/// pressed, our keys sent), or waits forever without media.
+async fn media_input(media: &mut Option<MediaHandle>) -> MediaInput {
+    let Some(m) = media else {
+        return std::future::pending().await;
+    };
+    let (frames, events) = m.receivers();
+    tokio::select! {
+        f = frames.recv() => f.map_or(MediaInput::Closed, MediaInput::Heard),
+        Some(e) = events.recv() => MediaInput::Event(e),
     }
 }
 
@@ -227,9 +241,12 @@ impl CallIo<'_> {
                     self.hangup = None;
                     bridge.hangup_command(now(), r.ok());
                 }
-                frame = heard(&mut self.media) => match frame {
-                    Some(pcm) => bridge.heard(now(), pcm),
-                    None => self.media = None,
+                input = media_input(&mut self.media) => match input {
+                    MediaInput::Heard(pcm) => bridge.heard(now(), pcm),
+                    MediaInput::Event(media::MediaEvent::Dtmf(d)) => bridge.keypad(now(), d.digit),
+                    MediaInput::Event(media::MediaEvent::DtmfSent) => bridge.media_dtmf_sent(now()),
+                    MediaInput::Event(_) => {}
+                    MediaInput::Closed => self.media = None,
                 },
                 r = engine_connected(&mut self.engine_start) => {
                     self.engine_start = None;
@@ -383,6 +400,42 @@ impl CallIo<'_> {
                         en.played(ms);
                     }
                 }
+                Action::EngineKeypad(digits) => {
+                    if let Some(en) = self.engine.as_mut() {
+                        if let Err(err) = en.keypad(&digits).await {
+                            self.engine = None;
+                            bridge.engine_failed(now(), &err);
+                        }
+                    }
+                }
+                Action::FunctionResult { call_id, output } => {
+                    if let Some(en) = self.engine.as_mut() {
+                        if let Err(err) = en.function_result(&call_id, &output).await {
+                            self.engine = None;
+                            bridge.engine_failed(now(), &err);
+                        }
+                    }
+                }
+                Action::SendDtmf { digits, via } => match via {
+                    DtmfVia::Rtp => {
+                        let sent = match &self.media {
+                            Some(m) => m
+                                .send_dtmf(&digits, TOOL_DIGIT_MS)
+                                .await
+                                .map_err(|e| e.to_string()),
+                            None => Err("no media".into()),
+                        };
+                        // Played: the media's `DtmfSent` says when.
+                        if let Err(why) = sent {
+                            bridge.dtmf_sent(now(), Err(why));
+                        }
+                    }
+                    DtmfVia::SipInfo => match &self.call {
+                        // Answered by the dialog's `KeysSent`.
+                        Some(call) => call.send_dtmf_info(&digits, TOOL_DIGIT_MS).await,
+                        None => bridge.dtmf_sent(now(), Err("no SIP dialog".into())),
+                    },
+                },
                 Action::Hangup(reason) => {
                     if let Some(call) = &self.call {
                         call.hangup(reason).await;

@@ -162,11 +162,9 @@ pub fn setup_message(cfg: &EngineConfig) -> Value {
     if let Some(p) = &cfg.system_prompt {
         setup["systemInstruction"] = json!({"parts": [{"text": p}]});
     }
-    if let Some(tools) = cfg
-        .metadata
-        .as_ref()
-        .and_then(|m| m.get("tools"))
-        .and_then(|t| t.as_array())
+    // The agent's tools (`metadata.tools`) and the built-in ones.
+    let tools =
+        crate::call_task::tools::with_builtins(cfg.metadata.as_ref().and_then(|m| m.get("tools")));
     {
         // Same declarations as for OpenAI ({type, name, description, parameters}).
         let decls: Vec<Value> = tools
@@ -519,6 +517,12 @@ impl Translator for GeminiTranslator {
         );
     }
 
+    fn keypad(&mut self, text: &str) {
+        self.transmit.push_back(
+            json!({"clientContent": {"turns": [{"role": "user", "parts": [{"text": text}]}], "turnComplete": true}}),
+        );
+    }
+
     fn close_error(&self, frame: Option<&CloseFrame>) -> EngineError {
         close_error(frame, &self.secret)
     }
@@ -815,6 +819,25 @@ mod tests {
         let e = feed(&mut t, json!({"goAway": {"timeLeft": "2s"}}), 0).unwrap_err();
         assert_eq!(e.code(), "disconnected");
         assert!(t.message(Incoming::Text("nonsense"), 0).is_ok());
+    }
+
+    /// Issue 18: the callee's keys are a client text turn.
+    #[test]
+    fn keys_are_a_client_text_turn() {
+        let mut t = translator(None);
+        sent(&mut t);
+        t.keypad(&crate::engine::dtmf_text("7"));
+        assert_eq!(
+            sent(&mut t),
+            vec![
+                json!({"clientContent": {"turns": [{"role": "user", "parts": [{"text": "[DTMF 7]"}]}],
+                        "turnComplete": true}})
+            ]
+        );
+        let setup = setup_message(&EngineConfig::new("c", "en-US"));
+        let decls = &setup["setup"]["tools"][0]["functionDeclarations"];
+        assert_eq!(decls[0]["name"], "send_dtmf");
+        assert_eq!(decls[1]["name"], "end_call");
     }
 
     /// `played_ms * 8` and the timeline sums overflowed on huge counters

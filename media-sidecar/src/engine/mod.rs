@@ -42,6 +42,13 @@ pub const FRAME_SAMPLES: usize = 160;
 /// Sample rate of the audio crossing the trait, both ways.
 pub const SAMPLE_RATE: u32 = 8_000;
 
+/// How keys the callee pressed (DTMF) are written, the same for every engine
+/// and in the transcript: `[DTMF 12#]` (one group of keys pressed within
+/// [`crate::call_task::bridge::KEYPAD_GAP`] of each other).
+pub fn dtmf_text(digits: &str) -> String {
+    format!("[DTMF {digits}]")
+}
+
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
     pub call_id: String,
@@ -174,6 +181,14 @@ pub trait Engine: Send {
     /// it yields no events. Others ignore it.
     fn answered(&mut self) {}
 
+    /// The callee pressed `digits` (one group; 0-9 * # A-D). Cloud engines
+    /// take it as the callee's text [`dtmf_text`] and answer it; the local
+    /// engine matches the keys against its script. The default ignores it.
+    fn keypad(&mut self, digits: &str) -> impl Future<Output = Result<(), EngineError>> + Send {
+        let _ = digits;
+        async { Ok(()) }
+    }
+
     /// Answers a [`EngineEvent::FunctionCall`] (`output` is usually JSON).
     /// Engines without tools ignore it.
     fn function_result(
@@ -211,6 +226,7 @@ pub trait DynEngine: Send {
     fn hold_dyn(&mut self, on_hold: bool);
     fn answered_dyn(&mut self);
     fn close_dyn(&mut self) -> BoxFuture<'_, ()>;
+    fn keypad_dyn<'a>(&'a mut self, digits: &'a str) -> BoxFuture<'a, Result<(), EngineError>>;
     fn function_result_dyn<'a>(
         &'a mut self,
         call_id: &'a str,
@@ -241,6 +257,9 @@ impl<E: Engine> DynEngine for E {
     }
     fn close_dyn(&mut self) -> BoxFuture<'_, ()> {
         Box::pin(self.close())
+    }
+    fn keypad_dyn<'a>(&'a mut self, digits: &'a str) -> BoxFuture<'a, Result<(), EngineError>> {
+        Box::pin(self.keypad(digits))
     }
     fn function_result_dyn<'a>(
         &'a mut self,
@@ -284,6 +303,9 @@ impl Engine for BoxedEngine {
     }
     async fn close(&mut self) {
         self.0.close_dyn().await
+    }
+    async fn keypad(&mut self, digits: &str) -> Result<(), EngineError> {
+        self.0.keypad_dyn(digits).await
     }
     async fn function_result(&mut self, call_id: &str, output: &str) -> Result<(), EngineError> {
         self.0.function_result_dyn(call_id, output).await

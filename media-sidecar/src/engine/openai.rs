@@ -203,12 +203,11 @@ pub(crate) fn primary_language(tag: &str) -> Option<String> {
     (p.len() == 2 || p.len() == 3).then_some(p)
 }
 
-fn tools(cfg: &EngineConfig) -> Option<Value> {
-    cfg.metadata
-        .as_ref()
-        .and_then(|m| m.get("tools"))
-        .filter(|t| t.is_array())
-        .cloned()
+/// The agent's tools (`metadata.tools`) and the built-in ones
+/// ([`crate::call_task::tools`]).
+fn tools(cfg: &EngineConfig) -> Value {
+    let declared = cfg.metadata.as_ref().and_then(|m| m.get("tools"));
+    Value::Array(crate::call_task::tools::with_builtins(declared))
 }
 
 /// The `session.update` we send (public for the tests' expectations).
@@ -251,10 +250,8 @@ pub fn session_update(cfg: &EngineConfig, model: &str, opts: &OpenAiOptions) -> 
     if let Some(p) = &cfg.system_prompt {
         s["instructions"] = json!(p);
     }
-    if let Some(t) = tools(cfg) {
-        s["tools"] = t;
-        s["tool_choice"] = json!("auto");
-    }
+    s["tools"] = tools(cfg);
+    s["tool_choice"] = json!("auto");
     json!({"type": "session.update", "session": s})
 }
 
@@ -701,6 +698,14 @@ impl Translator for OpenAiTranslator {
         self.analysis_done.take()
     }
 
+    fn keypad(&mut self, text: &str) {
+        self.transmit.push_back(json!({
+            "type": "conversation.item.create",
+            "item": {"type": "message", "role": "user", "content": [{"type": "input_text", "text": text}]},
+        }));
+        self.transmit.push_back(json!({"type": "response.create"}));
+    }
+
     fn close_error(&self, frame: Option<&CloseFrame>) -> EngineError {
         close_error(frame, &self.secret)
     }
@@ -1081,6 +1086,32 @@ mod tests {
         );
         feed(&mut t, json!({"type": "response.text.done"}), 15);
         assert_eq!(t.analysis_reply().map(|r| r.len()), Some(MAX_ANALYSIS_TEXT));
+    }
+
+    /// Issue 18: the callee's keys are a user text item, then a response;
+    /// the built-in tools are declared beside the agent's own.
+    #[test]
+    fn keys_are_user_text_and_builtin_tools_are_declared() {
+        let mut t = translator();
+        t.keypad(&crate::engine::dtmf_text("12#"));
+        assert_eq!(
+            sent(&mut t),
+            vec![
+                json!({"type": "conversation.item.create", "item": {"type": "message", "role": "user",
+                       "content": [{"type": "input_text", "text": "[DTMF 12#]"}]}}),
+                json!({"type": "response.create"}),
+            ]
+        );
+        let mut cfg = EngineConfig::new("c", "en-US");
+        cfg.metadata = Some(json!({"tools": [{"type": "function", "name": "book_slot"}]}));
+        let u = session_update(&cfg, "m", &OpenAiOptions::default());
+        let names: Vec<_> = u["session"]["tools"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(names, ["book_slot", "send_dtmf", "end_call"]);
     }
 
     #[test]

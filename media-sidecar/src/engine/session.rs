@@ -67,6 +67,9 @@ pub trait Translator: Send {
     fn analysis_reply(&mut self) -> Option<String> {
         None
     }
+    /// The callee pressed keys: `text` is [`super::dtmf_text`] of them, sent
+    /// as the callee's text with a request to answer it.
+    fn keypad(&mut self, text: &str);
     /// The error a close frame from the server means.
     fn close_error(&self, frame: Option<&CloseFrame>) -> EngineError;
     /// Next event for the call task.
@@ -437,6 +440,12 @@ impl<T: Translator> Engine for WsSession<T> {
                 }
             }
         }
+    }
+
+    async fn keypad(&mut self, digits: &str) -> Result<(), EngineError> {
+        self.alive()?;
+        self.translator.keypad(&super::dtmf_text(digits));
+        self.send_or_fail().await
     }
 }
 

@@ -399,6 +399,16 @@ impl MediaHandle {
         self.frames_rx.try_recv().ok()
     }
 
+    /// Both receivers at once (frames heard, events), to wait on either.
+    pub fn receivers(
+        &mut self,
+    ) -> (
+        &mut mpsc::Receiver<Vec<i16>>,
+        &mut mpsc::Receiver<MediaEvent>,
+    ) {
+        (&mut self.frames_rx, &mut self.events_rx)
+    }
+
     pub async fn next_event(&mut self) -> Option<MediaEvent> {
         self.events_rx.recv().await
     }

@@ -137,6 +137,13 @@ impl DtmfSender {
         Ok(())
     }
 
+    /// Drops every key queued or playing (the stream stops: hold).
+    pub fn clear(&mut self) {
+        self.queue.clear();
+        self.active = None;
+        self.gap_left = 0;
+    }
+
     /// True while an event (or its end retransmissions) owns the stream.
     pub fn busy(&self) -> bool {
         self.active.is_some()

@@ -206,6 +206,9 @@ pub enum SessionEvent {
         new: u32,
     },
     Dtmf(DtmfDigit),
+    /// The keys queued by [`RtpSession::send_dtmf`] have all been sent
+    /// (each with its end packets).
+    DtmfSent,
     /// The remote sent RTCP BYE.
     Bye,
 }
@@ -446,6 +449,7 @@ impl RtpSession {
     pub fn set_sending(&mut self, sending: bool) {
         if self.sending && !sending {
             self.send_buf.clear();
+            self.dtmf_tx.clear();
         }
         if !self.sending && sending {
             // The first packet after the gap carries the marker, voice or not.
@@ -969,6 +973,7 @@ impl RtpSession {
 
         // --- send
         let mut sent = vec![0i16; FRAME_8K];
+        let dtmf_was_idle = self.dtmf_tx.idle();
         let dtmf = if !self.sending {
             self.send_buf.clear();
             None
@@ -985,6 +990,9 @@ impl RtpSession {
             self.send_rtp(ev.marker, pt, ev.timestamp, &bytes);
             self.stats.dtmf_packets_sent += 1;
             self.talkspurt_next = true;
+            if !dtmf_was_idle && self.dtmf_tx.idle() {
+                self.events.push_back(SessionEvent::DtmfSent);
+            }
         } else {
             let voice = !self.send_buf.is_empty();
             if voice {
@@ -1548,6 +1556,19 @@ mod tests {
             ]
         );
         assert!(out[..4].iter().all(|p| p.0.timestamp == 1000));
+        // Reported sent once, with its last end packet.
+        let sent: Vec<_> = std::iter::from_fn(|| s.poll_event())
+            .filter(|e| *e == SessionEvent::DtmfSent)
+            .collect();
+        assert_eq!(sent.len(), 1);
+        // Keys queued when the callee holds the call are dropped with the audio.
+        s.send_dtmf("9", 40).unwrap();
+        s.set_sending(false);
+        s.set_sending(true);
+        for k in 6..10u64 {
+            s.tick(k * 20_000);
+            assert!(rtp_out(&mut s).iter().all(|p| p.0.payload_type == 0));
+        }
         let mut no_te = session("10.0.0.1:4000");
         no_te.cfg.payload.telephone_event = None;
         assert_eq!(no_te.send_dtmf("1", 40), Err(DtmfError::NotNegotiated));

@@ -243,8 +243,51 @@ pub enum DialogEvent {
     Answered(Negotiated),
     /// The callee changed the session (re-INVITE / UPDATE with SDP).
     MediaUpdated(Negotiated),
+    /// The callee pressed a key, sent as SIP INFO (`application/dtmf-relay`
+    /// or `application/dtmf`, [`info_dtmf_key`]); answered 200.
+    KeyPressed(char),
+    /// The keys of [`Call::send_dtmf_info`] were all answered 2xx (`Ok`),
+    /// or one was refused or timed out (`Err`: why; the rest are dropped).
+    KeysSent(Result<(), String>),
     /// Always last.
     Ended(DialogEnd),
+}
+
+/// The most keys queued for SIP INFO at once.
+pub const MAX_INFO_KEYS: usize = 64;
+
+/// The key a SIP INFO carries (RFC 6086 with the de-facto DTMF packages):
+/// `application/dtmf-relay` (`Signal=5`, `Signal=#` or `Signal=11`, and
+/// `Duration=`) or `application/dtmf` (the key alone). `None` for any other
+/// INFO (it is still answered 200).
+pub fn info_dtmf_key(req: &Message) -> Option<char> {
+    let ct = req.content_type()?.to_ascii_lowercase();
+    let body = std::str::from_utf8(&req.body).ok()?;
+    let value = if ct.starts_with("application/dtmf-relay") {
+        body.lines().find_map(|l| {
+            let (k, v) = l.split_once('=')?;
+            k.trim().eq_ignore_ascii_case("signal").then(|| v.trim())
+        })?
+    } else if ct.starts_with("application/dtmf") {
+        body.trim()
+    } else {
+        return None;
+    };
+    let mut chars = value.chars();
+    match (chars.next(), chars.next()) {
+        (Some(c), None) => {
+            crate::media::dtmf::event_code(c).and_then(crate::media::dtmf::event_digit)
+        }
+        _ => value
+            .parse::<u8>()
+            .ok()
+            .and_then(crate::media::dtmf::event_digit),
+    }
+}
+
+/// The body of an INFO pressing `key` for `duration_ms` (`application/dtmf-relay`).
+pub fn dtmf_relay_body(key: char, duration_ms: u32) -> String {
+    format!("Signal={key}\r\nDuration={duration_ms}\r\n")
 }
 
 /// The final-response mapping (RFC code -> call status, reason, failover):
@@ -455,6 +498,12 @@ pub struct Call {
     no_response_deadline: Option<u64>,
     max_deadline: Option<u64>,
     remote_cseq: Option<u32>,
+    /// Keys still to send as SIP INFO ([`Call::send_dtmf_info`]), one
+    /// transaction at a time, and how long each is held.
+    info_keys: VecDeque<char>,
+    info_key_ms: u32,
+    info: Option<NonInviteClient>,
+    info_auth_tried: bool,
     cache: Vec<Cached>,
     reinvite_2xx: Option<Retrans2xx>,
     out: VecDeque<Transmit>,
@@ -557,6 +606,10 @@ impl Call {
             no_response_deadline: cfg.no_response_timeout_ms.map(|ms| now + ms),
             max_deadline: None,
             remote_cseq: None,
+            info_keys: VecDeque::new(),
+            info_key_ms: 0,
+            info: None,
+            info_auth_tried: false,
             cache: Vec::new(),
             reinvite_2xx: None,
             out: VecDeque::new(),
@@ -865,6 +918,11 @@ impl Call {
                     p.on_response(r, now);
                 }
             }
+            "INFO" => {
+                if let Some(t) = self.info.as_mut().filter(|t| t.branch == branch) {
+                    t.on_response(r, now);
+                }
+            }
             _ => {}
         }
     }
@@ -881,10 +939,12 @@ impl Call {
             let prack_events = drain(self.prack.as_mut(), self.prack_dest, &mut self.out);
             let mut refresh_events = drain(self.refresh_invite.as_mut(), hop, &mut self.out);
             refresh_events.extend(drain(self.refresh_update.as_mut(), hop, &mut self.out));
+            let info_events = drain(self.info.as_mut(), hop, &mut self.out);
             let moved = !(invite_events.is_empty()
                 && bye_events.is_empty()
                 && prack_events.is_empty()
-                && refresh_events.is_empty());
+                && refresh_events.is_empty()
+                && info_events.is_empty());
             for ev in invite_events {
                 self.on_invite_event(ev, now);
             }
@@ -896,6 +956,9 @@ impl Call {
             }
             for ev in refresh_events {
                 self.on_refresh_event(ev, now);
+            }
+            for ev in info_events {
+                self.on_info_event(ev, now);
             }
             if !moved {
                 break;
@@ -1360,6 +1423,86 @@ impl Call {
         }
     }
 
+    /// Presses `keys` (checked by the caller: 0-9 * # A-D) as SIP INFO
+    /// `application/dtmf-relay`, one transaction per key, each after the
+    /// previous one's 2xx; [`DialogEvent::KeysSent`] once all are answered
+    /// (or at once with an error when the call is not answered).
+    pub fn send_dtmf_info(&mut self, now: u64, keys: &str, key_ms: u32) {
+        if self.phase != Phase::Confirmed {
+            self.events.push_back(DialogEvent::KeysSent(
+                Err("the call is not answered".into()),
+            ));
+            return;
+        }
+        if self.info_keys.len() + keys.chars().count() > MAX_INFO_KEYS {
+            self.events
+                .push_back(DialogEvent::KeysSent(Err("too many keys queued".into())));
+            return;
+        }
+        // Keys are queued while an INFO is in flight (its key first).
+        let idle = self.info_keys.is_empty();
+        self.info_key_ms = key_ms;
+        self.info_keys.extend(keys.chars());
+        if idle {
+            self.send_info(now, None);
+        }
+        self.pump(now);
+    }
+
+    /// The next key's INFO (with credentials for `challenge` if given:
+    /// the same key again).
+    fn send_info(&mut self, now: u64, challenge: Option<&Message>) {
+        let Some(&key) = self.info_keys.front() else {
+            return;
+        };
+        self.cseq += 1;
+        let (mut m, branch) = self.dialog_message("INFO", self.cseq);
+        m.push("Contact", self.contact());
+        m.push("Content-Type", "application/dtmf-relay");
+        m.body = dtmf_relay_body(key, self.info_key_ms).into_bytes();
+        if let Some(ch) = challenge {
+            if !self.authorize(ch, &mut m, "INFO") {
+                self.info_keys.clear();
+                self.events.push_back(DialogEvent::KeysSent(Err(
+                    "INFO challenged without credentials".into(),
+                )));
+                return;
+            }
+        }
+        self.info = Some(NonInviteClient::new(&m, branch, now, self.cfg.timers));
+    }
+
+    fn on_info_event(&mut self, ev: TxEvent, now: u64) {
+        let fail = |c: &mut Call, why: String| {
+            c.info_keys.clear();
+            c.events.push_back(DialogEvent::KeysSent(Err(why)));
+        };
+        match ev {
+            TxEvent::Provisional(_) => {}
+            TxEvent::Final(r) if matches!(r.code(), Some(200..=299)) => {
+                self.info_auth_tried = false;
+                self.info_keys.pop_front();
+                if self.info_keys.is_empty() {
+                    self.events.push_back(DialogEvent::KeysSent(Ok(())));
+                } else if self.phase == Phase::Confirmed {
+                    self.send_info(now, None);
+                } else {
+                    fail(self, "the call ended".into());
+                }
+            }
+            TxEvent::Final(r) if matches!(r.code(), Some(401 | 407)) && !self.info_auth_tried => {
+                self.info_auth_tried = true;
+                self.send_info(now, Some(&r));
+            }
+            TxEvent::Final(r) => {
+                let code = r.code().unwrap_or(0);
+                tracing::info!(call_id = %self.call_id, code, "INFO refused");
+                fail(self, format!("the callee answered the INFO {code}"));
+            }
+            TxEvent::Timeout => fail(self, "no answer to the INFO".into()),
+        }
+    }
+
     /// RFC 3261 12.2.1.2: a 408/481 (or no answer) to an in-dialog request ends the dialog.
     fn refresh_failed(&mut self, now: u64) {
         if self.phase == Phase::Confirmed {
@@ -1641,6 +1784,8 @@ impl Call {
         self.prack = None;
         self.refresh_invite = None;
         self.refresh_update = None;
+        self.info = None;
+        self.info_keys.clear();
         self.cache.clear();
         self.reinvite_2xx = None;
         self.cancel_pending = false;
@@ -1667,6 +1812,9 @@ impl Call {
             t.on_timer(now);
         }
         if let Some(t) = self.refresh_update.as_mut() {
+            t.on_timer(now);
+        }
+        if let Some(t) = self.info.as_mut() {
             t.on_timer(now);
         }
         self.pump(now);
@@ -1743,6 +1891,7 @@ impl Call {
             self.prack.as_ref().and_then(|p| p.next_timer()),
             self.refresh_invite.as_ref().and_then(|t| t.next_timer()),
             self.refresh_update.as_ref().and_then(|t| t.next_timer()),
+            self.info.as_ref().and_then(|t| t.next_timer()),
             self.session
                 .as_ref()
                 .map(|s| s.refresh_at.unwrap_or(s.expire_at).min(s.expire_at)),
@@ -1793,6 +1942,7 @@ impl Call {
                 .refresh_update
                 .as_ref()
                 .is_none_or(|t| t.next_timer().is_none())
+            && self.info.as_ref().is_none_or(|t| t.next_timer().is_none())
             && self.cache.is_empty()
             && self.reinvite_2xx.is_none()
             && self.out.is_empty()
@@ -1992,6 +2142,11 @@ impl Call {
                 resp.push("Allow", ALLOW);
                 resp.push("Accept", "application/sdp");
                 self.respond(now, from, req, resp);
+                if method == "INFO" && self.phase == Phase::Confirmed {
+                    if let Some(key) = info_dtmf_key(req) {
+                        self.events.push_back(DialogEvent::KeyPressed(key));
+                    }
+                }
             }
             "CANCEL" | "INVITE" | "UPDATE" => {
                 let resp = response_to(req, 481, None);
@@ -2536,6 +2691,77 @@ mod tests {
         // A new BYE (another transaction) for the ended dialog: 481, not 500.
         c.handle_message(2_100, from(), &in_dialog(&c, "BYE", 1, "late"));
         assert_eq!(sent(&mut c)[0].1.code(), Some(481));
+    }
+
+    /// Issue 18: keys the callee sends as SIP INFO are events (answered
+    /// 200), and ours go one INFO per key, each after the last one's 2xx.
+    #[test]
+    fn keys_as_sip_info_both_ways() {
+        let mut c = Call::new(cfg(), 0);
+        // Not answered yet: refused at once.
+        c.send_dtmf_info(5, "1", 100);
+        assert_eq!(
+            events(&mut c),
+            [DialogEvent::KeysSent(
+                Err("the call is not answered".into())
+            )]
+        );
+        answered(&mut c);
+        events(&mut c);
+        sent(&mut c);
+        let info = |cseq: u32, ct: &str, body: &str| {
+            let mut m = in_dialog(&c, "INFO", cseq, &format!("i{cseq}"));
+            m.push("Content-Type", ct.to_string());
+            m.body = body.as_bytes().to_vec();
+            m
+        };
+        let keys = [
+            info(5, "application/dtmf-relay", "Signal=5\r\nDuration=160\r\n"),
+            info(6, "application/dtmf-relay", "Signal= 11\r\nDuration=100"),
+            info(7, "application/dtmf", "*"),
+            info(8, "application/dtmf-relay", "Signal=x"),
+            info(9, "application/json", "{}"),
+        ];
+        for k in &keys {
+            c.handle_message(1_000, from(), k);
+        }
+        let codes: Vec<_> = sent(&mut c).iter().map(|(_, m)| m.code()).collect();
+        assert_eq!(codes, [Some(200); 5]);
+        assert_eq!(
+            events(&mut c),
+            [
+                DialogEvent::KeyPressed('5'),
+                DialogEvent::KeyPressed('#'),
+                DialogEvent::KeyPressed('*')
+            ]
+        );
+        // Ours: "1#" is two INFOs, the second after the first's 200.
+        c.send_dtmf_info(2_000, "1#", 120);
+        let out = sent(&mut c);
+        assert_eq!(out.len(), 1);
+        let first = &out[0].1;
+        assert_eq!(first.method(), Some("INFO"));
+        assert_eq!(first.content_type(), Some("application/dtmf-relay"));
+        assert_eq!(first.body, b"Signal=1\r\nDuration=120\r\n");
+        assert_eq!(info_dtmf_key(first), Some('1'));
+        c.handle_datagram(2_050, from(), &reply(first, 200, &[], None))
+            .unwrap();
+        let out = sent(&mut c);
+        assert_eq!(info_dtmf_key(&out[0].1), Some('#'));
+        assert!(out[0].1.cseq().0 > first.cseq().0);
+        assert_eq!(events(&mut c), []);
+        c.handle_datagram(2_100, from(), &reply(&out[0].1, 200, &[], None))
+            .unwrap();
+        assert_eq!(events(&mut c), [DialogEvent::KeysSent(Ok(()))]);
+        // Refused: the rest is dropped, the error reported.
+        c.send_dtmf_info(3_000, "23", 120);
+        let out = sent(&mut c);
+        c.handle_datagram(3_050, from(), &reply(&out[0].1, 415, &[], None))
+            .unwrap();
+        assert!(
+            matches!(&events(&mut c)[..], [DialogEvent::KeysSent(Err(e))] if e.contains("415"))
+        );
+        assert!(sent(&mut c).iter().all(|(_, m)| m.method() != Some("INFO")));
     }
 
     /// With the option off (a trunk whose addresses are not known), any

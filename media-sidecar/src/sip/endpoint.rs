@@ -888,6 +888,34 @@ impl Endpoint {
         self.pump(ms);
     }
 
+    /// Presses `keys` on call `id` as SIP INFO ([`Call::send_dtmf_info`]);
+    /// its [`DialogEvent::KeysSent`] follows. Unknown or ended calls are ignored.
+    pub fn send_dtmf_info(&mut self, id: CallId, keys: &str, key_ms: u32, now: Instant) {
+        let ms = self.ms(now);
+        let Some(a) = self.calls.get(&id) else {
+            return;
+        };
+        if let Some(d) = self.dialogs.get_mut(&a.sip_call_id) {
+            d.call.send_dtmf_info(ms, keys, key_ms);
+        }
+        self.pump(ms);
+    }
+
+    /// As [`Endpoint::send_dtmf_info`] for inbound call `id`.
+    pub fn send_dtmf_info_inbound(
+        &mut self,
+        id: InboundCallId,
+        keys: &str,
+        key_ms: u32,
+        now: Instant,
+    ) {
+        let ms = self.ms(now);
+        if let Some(d) = self.inbound_call_mut(id) {
+            d.uas.send_dtmf_info(ms, keys, key_ms);
+        }
+        self.pump_inbound_calls(ms);
+    }
+
     /// One UDP datagram from `from`. Dropped (with the reason returned for
     /// logs) when too large or unparseable (RFC 3261 18.3).
     pub fn handle_datagram(
@@ -3081,6 +3109,65 @@ mod tests {
             "answered: no BYE retransmissions"
         );
         assert!(h.ep.is_idle());
+    }
+
+    /// Issue 18: keys both ways on an inbound call as SIP INFO: the
+    /// caller's (answered 200, an event) and ours (one INFO per key to the
+    /// caller's Contact, each after the last one's 200, CSeq counting up,
+    /// our BYE after them).
+    #[test]
+    fn keys_go_both_ways_as_sip_info_on_an_inbound_call() {
+        let mut h = with_trunks(34);
+        let invite = invite_from_trunk("z9hG4bKin4", "+14155550100");
+        h.recv(TRUNK_A, &invite).unwrap();
+        h.sent();
+        let (id, _) = only(inbound_events(&mut h));
+        h.ep.send_dtmf_info_inbound(id, "1", 120, h.now());
+        assert!(h.sent().is_empty(), "nothing sent while ringing");
+        assert!(matches!(
+            inbound_events(&mut h).pop(),
+            Some((_, InboundCallEvent::Call(DialogEvent::KeysSent(Err(_)))))
+        ));
+        h.ep.answer_inbound_call(id, &media(), None, h.now())
+            .unwrap();
+        let ok = only(h.sent());
+        h.recv(
+            TRUNK_A,
+            &in_dialog("ACK", &invite, &ok.msg, "z9hG4bKack4", 1),
+        )
+        .unwrap();
+        inbound_events(&mut h);
+        // The caller presses 5.
+        let mut info = msg::parse(&in_dialog("INFO", &invite, &ok.msg, "z9hG4bKinfo4", 2)).unwrap();
+        info.push("Content-Type", "application/dtmf-relay");
+        info.body = b"Signal=5\r\nDuration=160\r\n".to_vec();
+        h.recv(TRUNK_A, &info.to_bytes()).unwrap();
+        assert_eq!(codes(&h.sent()), [200]);
+        assert!(matches!(
+            inbound_events(&mut h).pop(),
+            Some((_, InboundCallEvent::Call(DialogEvent::KeyPressed('5'))))
+        ));
+        // We press 1#.
+        h.ep.send_dtmf_info_inbound(id, "1#", 120, h.now());
+        let first = only(h.sent());
+        assert_eq!(first.msg.method(), Some("INFO"));
+        assert_eq!(first.msg.uri(), Some("sip:+14155550111@198.51.100.1:5060"));
+        assert_eq!(first.msg.cseq(), (1, "INFO"));
+        assert_eq!(first.msg.from_tag(), ok.msg.to_tag());
+        assert_eq!(crate::sip::call::info_dtmf_key(&first.msg), Some('1'));
+        h.recv(TRUNK_A, &TRUNK.reply(&first.msg, 200)).unwrap();
+        let second = only(h.sent());
+        assert_eq!(second.msg.cseq(), (2, "INFO"));
+        assert_eq!(crate::sip::call::info_dtmf_key(&second.msg), Some('#'));
+        assert!(inbound_events(&mut h).is_empty());
+        h.recv(TRUNK_A, &TRUNK.reply(&second.msg, 200)).unwrap();
+        assert!(matches!(
+            inbound_events(&mut h).pop(),
+            Some((_, InboundCallEvent::Call(DialogEvent::KeysSent(Ok(())))))
+        ));
+        h.ep.hangup_inbound_call(id, EndedReason::AgentHangup, h.now());
+        let bye = only(h.sent());
+        assert_eq!(bye.msg.cseq(), (3, "BYE"));
     }
 
     #[test]

@@ -21,10 +21,10 @@ use std::net::SocketAddr;
 
 use voxline_shared::{CallStatus, EndedReason};
 
-use super::call::{DialogEnd, DialogEvent, Transmit};
+use super::call::{dtmf_relay_body, DialogEnd, DialogEvent, Transmit, MAX_INFO_KEYS};
 use super::msg::{response_to, Message};
 use super::sdp::{self, Negotiated, OfferConfig, SdpError};
-use super::transaction::Timers;
+use super::transaction::{NonInviteClient, Timers, TxEvent};
 use crate::random::Random;
 
 /// A ringing call neither answered nor refused within this (the edge's
@@ -74,6 +74,13 @@ pub struct Uas {
     resend: Option<Resend>,
     /// Our BYE's branch, to match its answer.
     bye_branch: Option<String>,
+    /// The CSeq of our last request in the dialog (INFO, BYE).
+    local_cseq: u32,
+    /// Keys still to send as SIP INFO ([`Uas::send_dtmf_info`]); the
+    /// first is in flight on `info`.
+    info_keys: VecDeque<char>,
+    info_key_ms: u32,
+    info: Option<NonInviteClient>,
     negotiated: Option<Negotiated>,
     /// Our SDP answer (repeated in a session-refresh re-INVITE's 200).
     answer_sdp: Option<String>,
@@ -133,6 +140,10 @@ impl Uas {
             final_bytes: None,
             resend: None,
             bye_branch: None,
+            local_cseq: 0,
+            info_keys: VecDeque::new(),
+            info_key_ms: 0,
+            info: None,
             negotiated: None,
             answer_sdp: None,
             linger_until: None,
@@ -184,6 +195,8 @@ impl Uas {
         }
         self.phase = UasPhase::Done;
         self.resend = None;
+        self.info = None;
+        self.info_keys.clear();
         let linger = if self.timers.reliable {
             0
         } else {
@@ -295,33 +308,119 @@ impl Uas {
         }
     }
 
-    fn send_bye(&mut self, now: u64, reason: EndedReason) {
-        let Some(caller) = self.invite.from() else {
-            self.finish(now, end(CallStatus::Completed, reason, None, "no_from"));
-            return;
-        };
+    /// A request of ours in the dialog (the next CSeq) and its branch;
+    /// `None` when the INVITE had no usable From.
+    fn dialog_request(&mut self, method: &str) -> Option<(Message, String)> {
+        let caller = self.invite.from()?;
         // The caller's Contact is its target; its Record-Route our route set.
         let target = self
             .invite
             .contact_uri()
             .unwrap_or_else(|| caller.uri.clone());
         let branch = format!("z9hG4bK{}", self.random.hex(12));
-        let mut bye = Message::request("BYE", &target);
-        bye.push(
+        let mut m = Message::request(method, &target);
+        m.push(
             "Via",
             format!("SIP/2.0/UDP {};branch={branch};rport", self.local),
         );
-        bye.push("Max-Forwards", "70");
+        m.push("Max-Forwards", "70");
         for r in self.invite.record_route() {
-            bye.push("Route", r);
+            m.push("Route", r);
         }
         // From and To swap: we are the INVITE's To (with our tag).
         let to = self.invite.header("To").unwrap_or_default();
-        bye.push("From", format!("{to};tag={}", self.to_tag));
-        bye.push("To", self.invite.header("From").unwrap_or_default());
-        bye.push("Call-ID", self.invite.call_id());
-        bye.push("CSeq", "1 BYE");
-        bye.push("User-Agent", self.user_agent.clone());
+        m.push("From", format!("{to};tag={}", self.to_tag));
+        m.push("To", self.invite.header("From").unwrap_or_default());
+        m.push("Call-ID", self.invite.call_id());
+        self.local_cseq += 1;
+        m.push("CSeq", format!("{} {method}", self.local_cseq));
+        m.push("User-Agent", self.user_agent.clone());
+        Some((m, branch))
+    }
+
+    /// Presses `keys` (checked by the caller) as SIP INFO
+    /// `application/dtmf-relay`, one transaction per key, each after the
+    /// previous one's 2xx; [`DialogEvent::KeysSent`] once all are answered
+    /// (at once with an error before the answer or after the end).
+    pub fn send_dtmf_info(&mut self, now: u64, keys: &str, key_ms: u32) {
+        let refuse = |u: &mut Uas, why: &str| {
+            u.events
+                .push_back(DialogEvent::KeysSent(Err(why.to_string())));
+        };
+        if !matches!(self.phase, UasPhase::Answered | UasPhase::Confirmed) {
+            return refuse(self, "the call is not answered");
+        }
+        if self.info_keys.len() + keys.chars().count() > MAX_INFO_KEYS {
+            return refuse(self, "too many keys queued");
+        }
+        // Keys are queued while an INFO is in flight (its key first).
+        let idle = self.info_keys.is_empty();
+        self.info_key_ms = key_ms;
+        self.info_keys.extend(keys.chars());
+        if idle {
+            self.send_info(now);
+        }
+    }
+
+    fn send_info(&mut self, now: u64) {
+        let Some(&key) = self.info_keys.front() else {
+            return;
+        };
+        let Some((mut m, branch)) = self.dialog_request("INFO") else {
+            self.info_keys.clear();
+            self.events.push_back(DialogEvent::KeysSent(Err(
+                "no caller address to send INFO to".into(),
+            )));
+            return;
+        };
+        m.push("Contact", self.contact());
+        m.push("Content-Type", "application/dtmf-relay");
+        m.body = dtmf_relay_body(key, self.info_key_ms).into_bytes();
+        self.info = Some(NonInviteClient::new(&m, branch, now, self.timers));
+        self.pump_info(now);
+    }
+
+    /// Sends what the INFO transaction has to send and acts on its events.
+    fn pump_info(&mut self, now: u64) {
+        let Some(t) = self.info.as_mut() else { return };
+        let out: Vec<Vec<u8>> = std::iter::from_fn(|| t.poll_transmit()).collect();
+        let events: Vec<TxEvent> = std::iter::from_fn(|| t.poll_event()).collect();
+        for bytes in out {
+            self.send(bytes);
+        }
+        for ev in events {
+            let failed = match ev {
+                TxEvent::Provisional(_) => continue,
+                TxEvent::Final(r) if matches!(r.code(), Some(200..=299)) => {
+                    self.info_keys.pop_front();
+                    if self.info_keys.is_empty() {
+                        self.events.push_back(DialogEvent::KeysSent(Ok(())));
+                        None
+                    } else if matches!(self.phase, UasPhase::Answered | UasPhase::Confirmed) {
+                        self.send_info(now);
+                        None
+                    } else {
+                        Some("the call ended".to_string())
+                    }
+                }
+                TxEvent::Final(r) => Some(format!(
+                    "the caller answered the INFO {}",
+                    r.code().unwrap_or(0)
+                )),
+                TxEvent::Timeout => Some("no answer to the INFO".into()),
+            };
+            if let Some(why) = failed {
+                self.info_keys.clear();
+                self.events.push_back(DialogEvent::KeysSent(Err(why)));
+            }
+        }
+    }
+
+    fn send_bye(&mut self, now: u64, reason: EndedReason) {
+        let Some((bye, branch)) = self.dialog_request("BYE") else {
+            self.finish(now, end(CallStatus::Completed, reason, None, "no_from"));
+            return;
+        };
         let bytes = bye.to_bytes();
         self.send(bytes.clone());
         self.bye_branch = Some(branch);
@@ -355,6 +454,15 @@ impl Uas {
     /// A message of this dialog (same Call-ID) from `from`.
     pub fn handle_message(&mut self, now: u64, m: &Message) {
         if !m.is_request() {
+            if let Some(t) = self
+                .info
+                .as_mut()
+                .filter(|t| m.top_branch().as_deref() == Some(t.branch.as_str()))
+            {
+                t.on_response(m, now);
+                self.pump_info(now);
+                return;
+            }
             // The answer to our BYE.
             let ours = m.top_branch().is_some() && m.top_branch() == self.bye_branch;
             if ours && m.code().is_some_and(|c| c >= 200) {
@@ -429,6 +537,12 @@ impl Uas {
             "OPTIONS" | "UPDATE" | "INFO" => {
                 let ok = response_to(m, 200, Some(&self.to_tag)).to_bytes();
                 self.send(ok);
+                let talking = matches!(self.phase, UasPhase::Answered | UasPhase::Confirmed);
+                if method == "INFO" && talking {
+                    if let Some(key) = super::call::info_dtmf_key(m) {
+                        self.events.push_back(DialogEvent::KeyPressed(key));
+                    }
+                }
             }
             _ => {
                 let r = response_to(m, 405, Some(&self.to_tag)).to_bytes();
@@ -453,6 +567,10 @@ impl Uas {
     }
 
     pub fn handle_timeout(&mut self, now: u64) {
+        if let Some(t) = self.info.as_mut() {
+            t.on_timer(now);
+            self.pump_info(now);
+        }
         if self.phase == UasPhase::Ringing && self.decide_by <= now {
             tracing::warn!(sip_call_id = %self.call_id(), "inbound call not decided in time: 480");
             self.refuse(now, 480);
@@ -506,6 +624,7 @@ impl Uas {
             .as_ref()
             .map(|r| r.next.min(r.deadline))
             .into_iter()
+            .chain(self.info.as_ref().and_then(|t| t.next_timer()))
             .chain(self.linger_until)
             .chain(deciding)
             .chain(limit)

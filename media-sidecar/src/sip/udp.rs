@@ -68,6 +68,11 @@ enum Cmd {
         id: CallKey,
         reason: EndedReason,
     },
+    SendDtmfInfo {
+        id: CallKey,
+        keys: String,
+        key_ms: u32,
+    },
     /// Inbound calls go to this receiver from now on (a second one replaces it).
     TakeInboundCalls {
         calls: mpsc::Sender<IncomingCall>,
@@ -168,6 +173,19 @@ impl CallHandle {
         self.events.recv().await
     }
 
+    /// Presses `keys` as SIP INFO (`application/dtmf-relay`), one request
+    /// per key; `Event::Call(DialogEvent::KeysSent(_))` follows.
+    pub async fn send_dtmf_info(&self, keys: &str, key_ms: u32) {
+        let _ = self
+            .cmd
+            .send(Cmd::SendDtmfInfo {
+                id: self.id,
+                keys: keys.to_string(),
+                key_ms,
+            })
+            .await;
+    }
+
     /// BYE if answered, CANCEL if not. Idempotent.
     pub async fn hangup(&self, reason: EndedReason) {
         let _ = self
@@ -195,6 +213,7 @@ impl std::fmt::Debug for Cmd {
         f.write_str(match self {
             Cmd::Start { .. } => "Start",
             Cmd::Hangup { .. } => "Hangup",
+            Cmd::SendDtmfInfo { .. } => "SendDtmfInfo",
             Cmd::TakeInboundCalls { .. } => "TakeInboundCalls",
             Cmd::AnswerInbound { .. } => "AnswerInbound",
             Cmd::RefuseInbound { .. } => "RefuseInbound",
@@ -554,6 +573,18 @@ impl Driver {
                 id: CallKey::In(id),
                 reason,
             } => self.endpoint.hangup_inbound_call(id, reason, now()),
+            Cmd::SendDtmfInfo {
+                id: CallKey::Out(id),
+                keys,
+                key_ms,
+            } => self.endpoint.send_dtmf_info(id, &keys, key_ms, now()),
+            Cmd::SendDtmfInfo {
+                id: CallKey::In(id),
+                keys,
+                key_ms,
+            } => self
+                .endpoint
+                .send_dtmf_info_inbound(id, &keys, key_ms, now()),
             Cmd::TakeInboundCalls { calls } => self.inbound_calls = Some(calls),
             Cmd::AnswerInbound {
                 id,

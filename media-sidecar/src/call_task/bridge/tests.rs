@@ -180,7 +180,8 @@ fn an_answered_call_with_a_transcript_ends_when_the_callee_hangs_up() {
             D + 3_100
         )]
     );
-    // A function call is only logged; a re-INVITE moves the media.
+    // A tool nobody knows is answered with an error at once (never a
+    // hang), and shown in the transcript; a re-INVITE moves the media.
     b.handle_engine_event(
         t0 + ms(3_200),
         EngineEvent::FunctionCall {
@@ -189,7 +190,25 @@ fn an_answered_call_with_a_transcript_ends_when_the_callee_hangs_up() {
             arguments: "{}".into(),
         },
     );
-    assert_eq!(drain(&mut b), []);
+    let output = tools::error_output("unknown_tool", "no tool named \"f\"");
+    assert_eq!(
+        drain(&mut b),
+        [
+            emit(
+                EventKind::TranscriptTurn {
+                    role: Role::Agent,
+                    text: format!("[tool f {{}} -> {output}]"),
+                    start_ms: 1_200,
+                    end_ms: 1_200,
+                },
+                D + 3_200
+            ),
+            Action::FunctionResult {
+                call_id: "fc".into(),
+                output
+            }
+        ]
+    );
     let mut moved = neg();
     moved.remote_rtp = "192.0.2.8:40002".parse().unwrap();
     b.handle_dialog_event(t0 + ms(3_300), DialogEvent::MediaUpdated(moved));
@@ -890,4 +909,230 @@ fn a_hold_longer_than_the_silence_timeout_does_not_hang_up() {
         drain(&mut b).contains(&Action::Hangup(EndedReason::SilenceTimeout)),
         "hangs up 30 s after the resume"
     );
+}
+
+/// Keys the callee presses within [`KEYPAD_GAP`] of each other are one
+/// group: one callee turn `[DTMF ..]` and one input to the engine.
+#[test]
+fn the_callees_keys_reach_the_engine_and_the_transcript_in_groups() {
+    let (mut b, t0) = answered(30);
+    // Before the answer nobody listens: see `answered` (not conversing yet
+    // is covered by a fresh bridge below).
+    b.keypad(t0 + ms(3_000), '1');
+    b.keypad(t0 + ms(3_400), '2');
+    b.handle_dialog_event(t0 + ms(3_900), DialogEvent::KeyPressed('#'));
+    assert_eq!(drain(&mut b), []);
+    assert_eq!(b.poll_timeout(), Some(t0 + ms(4_900)));
+    b.handle_timeout(t0 + ms(4_900));
+    assert_eq!(
+        drain(&mut b),
+        [
+            emit(
+                EventKind::TranscriptTurn {
+                    role: Role::Callee,
+                    text: "[DTMF 12#]".into(),
+                    start_ms: 1_000,
+                    end_ms: 1_900,
+                },
+                D + 4_900
+            ),
+            Action::EngineKeypad("12#".into())
+        ]
+    );
+    // A later key is a group of its own; keys count as activity.
+    b.keypad(t0 + ms(20_000), '5');
+    b.handle_timeout(t0 + ms(21_000));
+    let acts = drain(&mut b);
+    assert_eq!(acts.last(), Some(&Action::EngineKeypad("5".into())));
+    assert!(b.poll_timeout().unwrap() >= t0 + ms(50_000));
+    // A key that is none is ignored.
+    b.keypad(t0 + ms(22_000), 'x');
+    assert_eq!(b.poll_timeout().unwrap(), t0 + ms(50_000));
+    // Keys pressed just before the callee hangs up are in the transcript.
+    b.keypad(t0 + ms(23_000), '9');
+    b.handle_dialog_event(
+        t0 + ms(23_200),
+        ended(CallStatus::Completed, EndedReason::CalleeHangup, None),
+    );
+    let acts = drain(&mut b);
+    assert!(
+        matches!(&acts[..], [Action::Emit { kind: EventKind::TranscriptTurn { text, .. }, .. }, Action::Finish(_)]
+            if text == "[DTMF 9]"),
+        "{acts:?}"
+    );
+    // Keys before the conversation runs are dropped.
+    let (mut early, t1) = dispatched(30);
+    early.keypad(t1 + ms(10), '1');
+    assert_eq!(drain(&mut early), []);
+    assert_eq!(early.poll_timeout(), None);
+}
+
+fn tool_call(name: &str, id: &str, args: &str) -> EngineEvent {
+    EngineEvent::FunctionCall {
+        name: name.into(),
+        call_id: id.into(),
+        arguments: args.into(),
+    }
+}
+
+/// `send_dtmf` presses the keys (RFC 4733 with `telephone-event`) and
+/// answers the engine once they have played, not before.
+#[test]
+fn send_dtmf_is_answered_once_the_keys_have_played() {
+    let (mut b, t0) = answered(30);
+    b.handle_engine_event(
+        t0 + ms(3_000),
+        tool_call("send_dtmf", "t1", r#"{"digits":"2#"}"#),
+    );
+    assert_eq!(
+        drain(&mut b),
+        [Action::SendDtmf {
+            digits: "2#".into(),
+            via: DtmfVia::Rtp
+        }]
+    );
+    // A second one while the first plays is refused (busy), at once.
+    b.handle_engine_event(
+        t0 + ms(3_100),
+        tool_call("send_dtmf", "t2", r#"{"digits":"3"}"#),
+    );
+    let acts = drain(&mut b);
+    assert!(
+        matches!(&acts[..], [Action::Emit { .. }, Action::FunctionResult { call_id, output }]
+            if call_id == "t2" && output.contains("busy")),
+        "{acts:?}"
+    );
+    // A SIP INFO report does not answer an RTP press.
+    b.handle_dialog_event(t0 + ms(3_200), DialogEvent::KeysSent(Ok(())));
+    assert_eq!(drain(&mut b), []);
+    b.media_dtmf_sent(t0 + ms(3_500));
+    let output = tools::dtmf_output("2#", "rfc4733");
+    assert_eq!(
+        drain(&mut b),
+        [
+            emit(
+                EventKind::TranscriptTurn {
+                    role: Role::Agent,
+                    text: format!(r#"[tool send_dtmf {{"digits":"2#"}} -> {output}]"#),
+                    start_ms: 1_000,
+                    end_ms: 1_500,
+                },
+                D + 3_500
+            ),
+            Action::FunctionResult {
+                call_id: "t1".into(),
+                output
+            }
+        ]
+    );
+    // Bad digits: an error result, nothing pressed.
+    b.handle_engine_event(
+        t0 + ms(4_000),
+        tool_call("send_dtmf", "t3", r#"{"digits":"9x"}"#),
+    );
+    let acts = drain(&mut b);
+    assert!(
+        matches!(&acts[..], [Action::Emit { .. }, Action::FunctionResult { call_id, output }]
+            if call_id == "t3" && output.contains("invalid_arguments")),
+        "{acts:?}"
+    );
+}
+
+/// Without `telephone-event` the keys go as SIP INFO; keys never reported
+/// played are answered with an error after [`DTMF_TOOL_TIMEOUT`].
+#[test]
+fn without_telephone_event_keys_go_as_sip_info_and_never_hang() {
+    let (mut b, t0) = dispatched(300);
+    b.handle_dialog_event(t0 + ms(1_000), ringing());
+    b.engine_started(t0 + ms(1_100));
+    let mut no_te = neg();
+    no_te.dtmf_pt = None;
+    b.handle_dialog_event(t0 + ms(2_000), DialogEvent::Answered(no_te));
+    b.media_started(t0 + ms(2_000));
+    drain(&mut b);
+    b.handle_engine_event(
+        t0 + ms(3_000),
+        tool_call("send_dtmf", "i1", r#"{"digits":"1"}"#),
+    );
+    assert_eq!(
+        drain(&mut b),
+        [Action::SendDtmf {
+            digits: "1".into(),
+            via: DtmfVia::SipInfo
+        }]
+    );
+    b.handle_dialog_event(t0 + ms(3_100), DialogEvent::KeysSent(Ok(())));
+    let acts = drain(&mut b);
+    assert!(
+        matches!(&acts[..], [Action::Emit { .. }, Action::FunctionResult { output, .. }]
+            if output.contains("sip_info")),
+        "{acts:?}"
+    );
+    b.handle_engine_event(
+        t0 + ms(4_000),
+        tool_call("send_dtmf", "i2", r#"{"digits":"2"}"#),
+    );
+    drain(&mut b);
+    assert_eq!(b.poll_timeout(), Some(t0 + ms(4_000) + DTMF_TOOL_TIMEOUT));
+    b.handle_timeout(t0 + ms(4_000) + DTMF_TOOL_TIMEOUT);
+    let acts = drain(&mut b);
+    assert!(
+        matches!(&acts[..], [Action::Emit { .. }, Action::FunctionResult { call_id, output }]
+            if call_id == "i2" && output.contains("dtmf_failed")),
+        "{acts:?}"
+    );
+}
+
+/// `end_call` is answered at once and hangs up after the audio queued,
+/// and after keys still being pressed.
+#[test]
+fn end_call_hangs_up_after_pending_audio_and_keys() {
+    let (mut b, t0) = answered(30);
+    b.handle_engine_event(t0 + ms(3_000), EngineEvent::Audio(speech_ms(1_000)));
+    b.handle_engine_event(
+        t0 + ms(3_000),
+        tool_call("send_dtmf", "k", r#"{"digits":"9"}"#),
+    );
+    b.handle_engine_event(t0 + ms(3_000), tool_call("end_call", "e", "{}"));
+    let acts = drain(&mut b);
+    assert!(
+        acts.iter()
+            .any(|a| matches!(a, Action::FunctionResult { call_id, .. } if call_id == "e")),
+        "{acts:?}"
+    );
+    // The audio ends at +4 s, plus the delay; the keys are still pressed then.
+    assert_eq!(b.poll_timeout(), Some(t0 + ms(3_000) + DTMF_TOOL_TIMEOUT));
+    b.handle_timeout(t0 + ms(4_300));
+    assert!(!drain(&mut b).contains(&Action::Hangup(EndedReason::AgentHangup)));
+    b.media_dtmf_sent(t0 + ms(4_500));
+    let acts = drain(&mut b);
+    assert_eq!(
+        acts.last(),
+        Some(&Action::Hangup(EndedReason::AgentHangup)),
+        "{acts:?}"
+    );
+}
+
+/// Keys being pressed when the callee holds the call are dropped by the
+/// media: `send_dtmf` is answered with an error at once.
+#[test]
+fn a_hold_fails_the_keys_being_pressed() {
+    let (mut b, t0) = answered(30);
+    b.handle_engine_event(
+        t0 + ms(3_000),
+        tool_call("send_dtmf", "h", r#"{"digits":"1"}"#),
+    );
+    drain(&mut b);
+    let mut held = neg();
+    held.direction = Direction::SendOnly;
+    b.handle_dialog_event(t0 + ms(3_100), DialogEvent::MediaUpdated(held));
+    let acts = drain(&mut b);
+    assert!(
+        acts.iter()
+            .any(|a| matches!(a, Action::FunctionResult { call_id, output }
+            if call_id == "h" && output.contains("dtmf_failed") && output.contains("hold"))),
+        "{acts:?}"
+    );
+    b.media_dtmf_sent(t0 + ms(3_200));
+    assert_eq!(drain(&mut b), [], "answered once");
 }

@@ -106,6 +106,8 @@ struct Playing {
     text: String,
     cause: Cause,
     end_call: bool,
+    /// `[dtmf KEYS]`: pressed once the line has played.
+    keys: Option<String>,
     /// Engine clock span (estimated).
     start_ms: u64,
     end_ms: u64,
@@ -168,6 +170,8 @@ pub struct LocalEngine {
     peeks_out: usize,
     /// Stream time after the last frame above [`QUIET_RMS`].
     loud_until_ms: u64,
+    /// `send_dtmf` calls made so far (their ids).
+    tool_calls: u64,
 }
 
 impl LocalEngine {
@@ -257,6 +261,7 @@ impl LocalEngine {
             peeked_at: None,
             peeks_out: 0,
             loud_until_ms: 0,
+            tool_calls: 0,
         };
         if !e.waiting_for_answer {
             e.start_dialog();
@@ -324,6 +329,19 @@ impl LocalEngine {
     }
 
     fn say(&mut self, s: Say) {
+        if s.text.is_empty() {
+            // Keys alone: pressed now, after any line still playing.
+            if self.playing.is_some() {
+                self.finish_line(false);
+            }
+            if let Some(keys) = &s.keys {
+                self.press(keys);
+            }
+            if s.end {
+                self.end_call(s.cause);
+            }
+            return;
+        }
         let synth_started = Instant::now();
         let pcm = match self.lines.get(&s.text) {
             Some(p) => p.clone(),
@@ -354,6 +372,7 @@ impl LocalEngine {
             text: s.text,
             cause: s.cause,
             end_call: s.end,
+            keys: s.keys,
             start_ms: start,
             end_ms: start + dur,
             out_start: self.emitted_ms,
@@ -390,16 +409,41 @@ impl LocalEngine {
             start_ms: p.start_ms,
             end_ms,
         });
-        if p.end_call && !self.end_sent {
+        if let Some(keys) = &p.keys {
+            self.press(keys);
+        }
+        if p.end_call {
+            self.end_call(p.cause);
+        }
+    }
+
+    /// Presses `keys` through the built-in `send_dtmf` tool (the bridge
+    /// plays them; its result needs no answer here).
+    fn press(&mut self, keys: &str) {
+        self.tool_calls += 1;
+        self.events.push_back(EngineEvent::FunctionCall {
+            name: crate::call_task::tools::SEND_DTMF.into(),
+            call_id: format!("local-{}", self.tool_calls),
+            arguments: serde_json::json!({ "digits": keys }).to_string(),
+        });
+    }
+
+    /// The script ended the call (after a line of `cause`): the summary and
+    /// the end, once.
+    fn end_call(&mut self, cause: Cause) {
+        if !self.end_sent {
             self.end_sent = true;
-            let (outcome, reason) = match p.cause {
-                Cause::Rule(i) => (
-                    self.dialog.script.rules[i]
-                        .phrases
-                        .first()
-                        .map(|ph| ph.join(" ")),
-                    "script_end",
-                ),
+            let (outcome, reason) = match cause {
+                Cause::Rule(i) => {
+                    let rule = &self.dialog.script.rules[i];
+                    (
+                        rule.phrases
+                            .first()
+                            .map(|ph| ph.join(" "))
+                            .or_else(|| rule.keys.first().cloned()),
+                        "script_end",
+                    )
+                }
                 Cause::NoMatch => (Some("no_match".to_string()), "script_end"),
                 Cause::Goodbye => (Some("no_answer".to_string()), "retries_exhausted"),
                 Cause::Greeting | Cause::Silence => (None, "script_end"),
@@ -678,6 +722,29 @@ impl Engine for LocalEngine {
         if self.waiting_for_answer {
             self.start_dialog();
         }
+    }
+
+    /// Keys the callee pressed: matched against the script's key answers
+    /// (the bridge puts them in the transcript).
+    async fn keypad(&mut self, digits: &str) -> Result<(), EngineError> {
+        if self.closed {
+            return Err(EngineError::Disconnected("engine closed".into()));
+        }
+        if self.waiting_for_answer {
+            return Ok(());
+        }
+        tracing::debug!(call_id = %self.call_id, %digits, "keys pressed");
+        self.last_user_text = Some(super::dtmf_text(digits));
+        self.last_activity_ms = self.last_activity_ms.max(self.now_ms());
+        if self.greeting_held {
+            // The callee spoke first, with keys: greet.
+            self.greet();
+            return Ok(());
+        }
+        if let Some(s) = self.dialog.on_keys(digits) {
+            self.say(s);
+        }
+        Ok(())
     }
 
     async fn close(&mut self) {

@@ -38,6 +38,16 @@
 //!   says the goodbye and ends; likewise after N silence prompts.
 //! - `goodbye:` (default "Thank you for your time. Goodbye.") closes a call
 //!   that ran out of retries; it always ends the call.
+//! - The keypad (issue 18). Keys the callee presses (one group, e.g. `12#`)
+//!   are matched like words against the rules' key answers: a phrase that
+//!   is only keys (`1`, `12#`, `*`) or `press` and keys (`press 1`,
+//!   `press A`) matches exactly that group; `press 1` also matches the
+//!   spoken words "press one". Keys nothing matches are a no-match.
+//! - `[dtmf KEYS]` in a line (the greeting, a reply): after the line's
+//!   words have played, the agent presses KEYS (0-9 * # A-D, at most 32)
+//!   through the `send_dtmf` tool, e.g. to navigate an IVR:
+//!   `press 2|for sales -> [dtmf 2]` or `greeting: [dtmf 1234#]`. A line
+//!   of keys alone says nothing; with `[end]` the call ends once they played.
 //!
 //! A prompt without a `[script]` block gets a default script: the greeting is
 //! the prompt's first sentence, and whatever the callee answers is followed
@@ -52,22 +62,28 @@ pub const DEFAULT_GREETING: &str = "Hello, this is an automated call.";
 pub const DEFAULT_SILENCE: Duration = Duration::from_secs(8);
 pub const DEFAULT_RETRIES: u32 = 2;
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct Line {
     pub text: String,
     pub end: bool,
+    /// `[dtmf KEYS]`: keys pressed once the text has played.
+    pub keys: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Rule {
     /// Each phrase as normalised words.
     pub phrases: Vec<Vec<String>>,
+    /// Key groups the callee may press for this rule (`1`, `press 12#`).
+    pub keys: Vec<String>,
     pub reply: Line,
 }
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Script {
     pub greeting: String,
+    /// `[dtmf KEYS]` in the greeting.
+    pub greeting_keys: Option<String>,
     pub rules: Vec<Rule>,
     /// Said on no match.
     pub fallback: Line,
@@ -183,7 +199,9 @@ pub fn normalize(s: &str) -> Vec<String> {
     out
 }
 
-fn parse_line_text(s: &str) -> Line {
+/// A line's text, its `[end]` and its `[dtmf KEYS]` (a bad KEYS is a
+/// warning and no keys).
+fn parse_line(s: &str, warnings: &mut Vec<String>) -> Line {
     let mut text = s.trim().to_string();
     let mut end = false;
     // ASCII lowercasing keeps every byte offset, and "[end]" is ASCII: `i..i + 5`
@@ -192,10 +210,44 @@ fn parse_line_text(s: &str) -> Line {
         text.replace_range(i..i + 5, "");
         end = true;
     }
+    let mut keys = None;
+    if let Some(i) = text.to_ascii_lowercase().find("[dtmf") {
+        match text[i..].find(']') {
+            Some(len) => {
+                let inner = text[i + 5..i + len].to_string();
+                text.replace_range(i..i + len + 1, "");
+                match crate::call_task::tools::check_digits(&inner) {
+                    Ok(k) => keys = Some(k),
+                    Err(why) => warnings.push(format!("bad [dtmf] keys in {s:?}: {why}")),
+                }
+            }
+            None => warnings.push(format!("unclosed [dtmf in {s:?}")),
+        }
+    }
     Line {
         text: text.split_whitespace().collect::<Vec<_>>().join(" "),
         end,
+        keys,
     }
+}
+
+/// The key group an answer phrase stands for: keys alone (`1`, `12#`,
+/// `*`; digits, `*` and `#` only) or `press` and keys (`press 1`, `press A`).
+fn phrase_keys(phrase: &str) -> Option<String> {
+    let p = phrase.trim();
+    let lower = p.to_ascii_lowercase();
+    let (rest, letters_ok) = match lower.strip_prefix("press ") {
+        Some(_) => (&p[6..], true),
+        None => (p, false),
+    };
+    let keys: String = rest.chars().filter(|c| !c.is_whitespace()).collect();
+    let only_keys = !keys.is_empty()
+        && keys
+            .chars()
+            .all(|c| c.is_ascii_digit() || c == '*' || c == '#' || letters_ok);
+    only_keys
+        .then(|| crate::call_task::tools::check_digits(&keys).ok())
+        .flatten()
 }
 
 fn parse_duration(s: &str) -> Option<Duration> {
@@ -250,10 +302,11 @@ impl Script {
         };
         let mut s = Script {
             greeting: String::new(),
+            greeting_keys: None,
             rules: Vec::new(),
             fallback: Line {
                 text: DEFAULT_REPROMPT.into(),
-                end: false,
+                ..Line::default()
             },
             silence_after: DEFAULT_SILENCE,
             silence_text: DEFAULT_SILENCE_TEXT.into(),
@@ -272,8 +325,8 @@ impl Script {
             }
             if let Some((lhs, rhs)) = line.split_once("->") {
                 let lhs = lhs.trim();
-                let reply = parse_line_text(rhs);
-                if reply.text.is_empty() {
+                let reply = parse_line(rhs, &mut s.warnings);
+                if reply.text.is_empty() && reply.keys.is_none() {
                     s.warnings.push(format!("empty reply: {line:?}"));
                     continue;
                 }
@@ -293,15 +346,25 @@ impl Script {
                         None => s.warnings.push(format!("bad silence duration: {line:?}")),
                     }
                 } else {
+                    // Keys with `*`, `#` or letters are no words to hear.
+                    let spoken = |p: &&str| {
+                        phrase_keys(p).is_none_or(|k| k.chars().all(|c| c.is_ascii_digit()))
+                    };
                     let phrases: Vec<Vec<String>> = lhs
                         .split('|')
+                        .filter(spoken)
                         .map(normalize)
                         .filter(|p| !p.is_empty())
                         .collect();
-                    if phrases.is_empty() {
+                    let keys: Vec<String> = lhs.split('|').filter_map(phrase_keys).collect();
+                    if phrases.is_empty() && keys.is_empty() {
                         s.warnings.push(format!("rule without answers: {line:?}"));
                     } else {
-                        s.rules.push(Rule { phrases, reply });
+                        s.rules.push(Rule {
+                            phrases,
+                            keys,
+                            reply,
+                        });
                     }
                 }
                 continue;
@@ -309,8 +372,11 @@ impl Script {
             if let Some((k, v)) = line.split_once(':') {
                 let v = v.trim();
                 match k.trim().to_ascii_lowercase().as_str() {
-                    "greeting" => s.greeting = parse_line_text(v).text,
-                    "goodbye" => s.goodbye = parse_line_text(v).text,
+                    "greeting" => {
+                        let l = parse_line(v, &mut s.warnings);
+                        (s.greeting, s.greeting_keys) = (l.text, l.keys);
+                    }
+                    "goodbye" => s.goodbye = parse_line(v, &mut s.warnings).text,
                     "retries" => match v.parse() {
                         Ok(n) if n <= 10 => s.retries = n,
                         _ => s.warnings.push(format!("bad retries: {line:?}")),
@@ -321,7 +387,7 @@ impl Script {
             }
             s.warnings.push(format!("unparsed line: {line:?}"));
         }
-        if s.greeting.is_empty() {
+        if s.greeting.is_empty() && s.greeting_keys.is_none() {
             let outside: String = lines[..start].join(" ");
             s.greeting = first_sentence(&outside).unwrap_or_else(|| DEFAULT_GREETING.into());
             s.warnings
@@ -333,10 +399,12 @@ impl Script {
     fn default_for(prompt: &str) -> Script {
         Script {
             greeting: first_sentence(prompt).unwrap_or_else(|| DEFAULT_GREETING.into()),
+            greeting_keys: None,
             rules: Vec::new(),
             fallback: Line {
                 text: DEFAULT_GOODBYE.into(),
                 end: true,
+                keys: None,
             },
             silence_after: DEFAULT_SILENCE,
             silence_text: DEFAULT_SILENCE_TEXT.into(),
@@ -386,8 +454,18 @@ impl Script {
         v.push(self.fallback.text.clone());
         v.push(self.silence_text.clone());
         v.push(self.goodbye.clone());
+        // A line of keys alone says nothing.
+        v.retain(|l| !l.is_empty());
         v.dedup();
         v
+    }
+
+    /// The rule a group of keys the callee pressed selects: the first whose
+    /// key answers name exactly that group.
+    pub fn match_keys(&self, keys: &str) -> Option<usize> {
+        self.rules
+            .iter()
+            .position(|r| r.keys.iter().any(|k| k.eq_ignore_ascii_case(keys)))
     }
 
     /// The rule `words` select: longest matching phrase, then earliest rule.
@@ -418,9 +496,12 @@ pub enum Cause {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Say {
+    /// Empty for a line of keys alone.
     pub text: String,
     pub end: bool,
     pub cause: Cause,
+    /// Keys to press once the text has played (`[dtmf KEYS]`).
+    pub keys: Option<String>,
 }
 
 /// The dialog state machine. Timing (when silence has lasted long enough,
@@ -449,11 +530,27 @@ impl Dialog {
     }
 
     fn say(&mut self, text: String, end: bool, cause: Cause) -> Option<Say> {
+        self.say_line(
+            Line {
+                text,
+                end,
+                keys: None,
+            },
+            cause,
+        )
+    }
+
+    fn say_line(&mut self, line: Line, cause: Cause) -> Option<Say> {
         if self.ended {
             return None;
         }
-        self.ended = end;
-        Some(Say { text, end, cause })
+        self.ended = line.end;
+        Some(Say {
+            text: line.text,
+            end: line.end,
+            cause,
+            keys: line.keys,
+        })
     }
 
     fn goodbye(&mut self) -> Option<Say> {
@@ -463,8 +560,29 @@ impl Dialog {
 
     /// The call was answered.
     pub fn start(&mut self) -> Option<Say> {
-        let g = self.script.greeting.clone();
-        self.say(g, false, Cause::Greeting)
+        let g = Line {
+            text: self.script.greeting.clone(),
+            end: false,
+            keys: self.script.greeting_keys.clone(),
+        };
+        self.say_line(g, Cause::Greeting)
+    }
+
+    /// The callee pressed `keys` (one group): the rule naming them, else a
+    /// no-match as for words.
+    pub fn on_keys(&mut self, keys: &str) -> Option<Say> {
+        if keys.is_empty() || self.ended {
+            return None;
+        }
+        self.silences = 0;
+        match self.script.match_keys(keys) {
+            Some(i) => {
+                self.no_match = 0;
+                let r = self.script.rules[i].reply.clone();
+                self.say_line(r, Cause::Rule(i))
+            }
+            None => self.no_match(),
+        }
     }
 
     /// The callee said `text` (recognised). Empty text (noise) is ignored.
@@ -478,17 +596,23 @@ impl Dialog {
             Some(i) => {
                 self.no_match = 0;
                 let r = self.script.rules[i].reply.clone();
-                self.say(r.text, r.end, Cause::Rule(i))
+                self.say_line(r, Cause::Rule(i))
             }
-            None if self.script.fallback.end => {
+            None => self.no_match(),
+        }
+    }
+
+    fn no_match(&mut self) -> Option<Say> {
+        match () {
+            () if self.script.fallback.end => {
                 let f = self.script.fallback.clone();
-                self.say(f.text, true, Cause::NoMatch)
+                self.say_line(f, Cause::NoMatch)
             }
-            None if self.no_match >= self.script.retries => self.goodbye(),
-            None => {
+            () if self.no_match >= self.script.retries => self.goodbye(),
+            () => {
                 self.no_match += 1;
                 let f = self.script.fallback.clone();
-                self.say(f.text, false, Cause::NoMatch)
+                self.say_line(f, Cause::NoMatch)
             }
         }
     }
@@ -567,7 +691,8 @@ mod tests {
             s.rules[0].reply,
             Line {
                 text: "Great, see you tomorrow. Goodbye!".into(),
-                end: true
+                end: true,
+                keys: None,
             }
         );
         assert_eq!(s.rules[1].phrases[1], vec!["can't"]);
@@ -683,5 +808,60 @@ mod tests {
         assert_eq!(s.silence_text, "Hello?");
         assert!(s.rules[0].reply.end && s.rules[0].reply.text == "Ok");
         assert_eq!(s.warnings.len(), 3, "{:?}", s.warnings); // bogus, foo, no greeting
+    }
+
+    #[test]
+    fn keys_match_key_answers_and_lines_press_keys() {
+        let s = Script::from_prompt(Some(
+            "[script]\ngreeting: Main menu. [dtmf 1] \n\
+             press 1|billing -> Billing. [dtmf 12#]\n\
+             2|press *|sales -> [dtmf 2] [end]\n\
+             press a|bad -> Letters.\n\
+             bye -> [dtmf 9x]\n",
+        ));
+        assert_eq!(
+            (s.greeting.as_str(), s.greeting_keys.as_deref()),
+            ("Main menu.", Some("1"))
+        );
+        assert_eq!(s.rules[0].keys, ["1"]);
+        assert_eq!(s.rules[0].phrases, [vec!["press", "one"], vec!["billing"]]);
+        assert_eq!(s.rules[0].reply.keys.as_deref(), Some("12#"));
+        assert_eq!(s.rules[1].keys, ["2", "*"]);
+        assert_eq!(
+            s.rules[1].reply,
+            Line {
+                text: String::new(),
+                end: true,
+                keys: Some("2".into())
+            }
+        );
+        // `press a` is the key A; the word "bad" is not keys.
+        assert_eq!(s.rules[2].keys, ["A"]);
+        // Bad keys: a warning, and a rule with nothing to say is dropped.
+        assert_eq!(s.rules.len(), 3, "{:?}", s.rules);
+        assert_eq!(s.warnings.len(), 2, "{:?}", s.warnings);
+        assert!(!s.all_lines().contains(&String::new()));
+        assert_eq!(s.match_keys("1"), Some(0));
+        assert_eq!(s.match_keys("*"), Some(1));
+        assert_eq!(s.match_keys("a"), Some(2));
+        assert_eq!(s.match_keys("12"), None, "a group matches whole");
+        // Spoken, "press one" still matches.
+        assert_eq!(s.match_rule(&normalize("press one please")), Some(0));
+
+        let mut d = Dialog::new(s);
+        let g = d.start().unwrap();
+        assert_eq!(
+            (g.text.as_str(), g.keys.as_deref()),
+            ("Main menu.", Some("1"))
+        );
+        assert_eq!(d.on_keys("7").unwrap().cause, Cause::NoMatch);
+        let r = d.on_keys("1").unwrap();
+        assert_eq!((r.cause, r.keys.as_deref()), (Cause::Rule(0), Some("12#")));
+        let r = d.on_keys("2").unwrap();
+        assert_eq!(
+            (r.end, r.text.as_str(), r.keys.as_deref()),
+            (true, "", Some("2"))
+        );
+        assert!(d.ended());
     }
 }
