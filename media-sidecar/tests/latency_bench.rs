@@ -216,6 +216,8 @@ async fn place_with(
         silence_timeout_seconds: Some(120),
         ack_deadline_ms: 0,
         first_speaker,
+        amd: Default::default(),
+        amd_message: None,
     };
     let (tx, mut rx) = mpsc::channel(256);
     let (hangup_tx, hangup_rx) = oneshot::channel();

@@ -476,6 +476,7 @@ fn handle_op(
                     EventKind::Dialing
                     | EventKind::TranscriptTurn { .. }
                     | EventKind::Summary { .. }
+                    | EventKind::AnsweredBy { .. }
                     | EventKind::Unknown => HeldEvent::Other,
                 };
                 let tenant_id = q.held.get(&ev.call_id).map(|h| h.call.tenant_id.clone());

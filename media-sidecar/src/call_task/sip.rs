@@ -353,6 +353,10 @@ impl CallIo<'_> {
                         let _ = m.send(pcm).await;
                     }
                 }
+                Action::PlayMessage(text) => {
+                    let pcm = synthesize_message(self.offer, text).await;
+                    bridge.message_audio(now(), pcm);
+                }
                 Action::FlushMedia => {
                     if let Some(m) = &self.media {
                         m.flush();
@@ -405,6 +409,32 @@ impl CallIo<'_> {
         }
         None
     }
+}
+
+/// `leave_message`'s text in the offer's voice (flite, the local engine's
+/// TTS, off the async threads); `None` without the local engine or when
+/// flite fails (the bridge lets the agent speak then).
+#[cfg(feature = "local-engine")]
+async fn synthesize_message(offer: &Offer, text: String) -> Option<Vec<i16>> {
+    use crate::engine::local::tts::{synthesize, Voice};
+    let voice = offer
+        .voice
+        .as_deref()
+        .and_then(Voice::parse)
+        .unwrap_or(Voice::Kal16);
+    match tokio::task::spawn_blocking(move || synthesize(&text, voice)).await {
+        Ok(Ok(pcm)) => Some(pcm.to_vec()),
+        Ok(Err(err)) => {
+            tracing::warn!(call_id = %offer.call_id, error = %err, "flite failed on the message");
+            None
+        }
+        Err(_) => None,
+    }
+}
+
+#[cfg(not(feature = "local-engine"))]
+async fn synthesize_message(_offer: &Offer, _text: String) -> Option<Vec<i16>> {
+    None
 }
 
 /// What the SIP endpoint is asked to dial for `offer`: its number from the
@@ -656,6 +686,8 @@ mod credential_tests {
             silence_timeout_seconds: None,
             ack_deadline_ms: 0,
             first_speaker: voxline_shared::sidecar_link::FirstSpeaker::Agent,
+            amd: Default::default(),
+            amd_message: None,
         }
     }
 

@@ -51,6 +51,8 @@ fn offer(n: u32, deadline_ms: u64) -> Offer {
         silence_timeout_seconds: None,
         ack_deadline_ms: deadline_ms,
         first_speaker: voxline_shared::sidecar_link::FirstSpeaker::Agent,
+        amd: Default::default(),
+        amd_message: None,
     }
 }
 
