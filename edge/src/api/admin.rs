@@ -367,6 +367,8 @@ pub(crate) async fn create_agent<K: Kv, D: DispatchQueues>(
         engine_base_url: input.engine_base_url.flatten(),
         silence_timeout_seconds: input.silence_timeout_seconds,
         first_speaker: input.first_speaker.unwrap_or_default(),
+        amd: input.amd.unwrap_or_default(),
+        amd_message: input.amd_message.flatten(),
     };
     put_json(env.kv, &keys::agent(&tenant.id, &agent.id), &agent, None).await?;
     // The first agent becomes the default unless the client says otherwise.
@@ -415,6 +417,10 @@ pub(crate) async fn update_agent<K: Kv, D: DispatchQueues>(
         .silence_timeout_seconds
         .or(agent.silence_timeout_seconds);
     agent.first_speaker = input.first_speaker.unwrap_or(agent.first_speaker);
+    agent.amd = input.amd.unwrap_or(agent.amd);
+    if let Some(message) = input.amd_message {
+        agent.amd_message = message;
+    }
     // Unlike the other fields, an explicit null removes the window.
     if let Some(window) = input.calling_window {
         agent.calling_window = window;

@@ -377,6 +377,10 @@ pub(crate) async fn place_call<K: Kv, D: DispatchQueues>(
         campaign_row,
         first_speaker: agent.first_speaker,
         direction: model::CallDirection::Outbound,
+        amd: input.amd.unwrap_or(agent.amd),
+        amd_message: input.amd_message.or(agent.amd_message),
+        answered_by: None,
+        amd_decision_ms: None,
     };
     let mut queued = port::queued_call(&tenant.id, &record, env.now_ms);
     queued.max_concurrent = tenant.max_concurrent_calls;

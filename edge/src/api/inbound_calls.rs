@@ -204,5 +204,10 @@ fn inbound_record(
         // As the agent says: for a caller who waits to be greeted, `agent`.
         first_speaker: agent.first_speaker,
         direction: CallDirection::Inbound,
+        // Someone called us: nobody's machine to detect.
+        amd: Default::default(),
+        amd_message: None,
+        answered_by: None,
+        amd_decision_ms: None,
     }
 }

@@ -74,6 +74,8 @@ pub fn queued_call(tenant_id: &str, record: &CallRecord, now_ms: u64) -> QueuedC
             engine_base_url: record.engine_base_url.clone(),
             silence_timeout_seconds: Some(record.silence_timeout_seconds),
             first_speaker: record.first_speaker,
+            amd: record.amd,
+            amd_message: record.amd_message.clone(),
             // Set by the caller when the call or its agent has a key.
             engine_api_key_sealed: None,
         }),

@@ -153,8 +153,8 @@ pub fn offer(lease: &Lease, body: OfferBody, key: Option<&SealingKey>) -> Offer 
         engine_key_unavailable,
         ack_deadline_ms: lease.deadline_ms,
         first_speaker: body.first_speaker,
-        amd: Default::default(),
-        amd_message: None,
+        amd: body.amd,
+        amd_message: body.amd_message,
     }
 }
 

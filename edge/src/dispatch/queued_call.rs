@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use voxline_shared::sidecar_link::FirstSpeaker;
+use voxline_shared::sidecar_link::{AmdMode, FirstSpeaker};
 use voxline_shared::EngineKind;
 
 /// A call as the queue knows it: routing and retry policy plus the offer
@@ -98,6 +98,11 @@ pub struct OfferBody {
     /// Its agent's `first_speaker` (bodies stored before it: `agent`).
     #[serde(default, skip_serializing_if = "FirstSpeaker::is_agent")]
     pub first_speaker: FirstSpeaker,
+    /// Answering-machine detection (bodies stored before it: `off`).
+    #[serde(default, skip_serializing_if = "AmdMode::is_off")]
+    pub amd: AmdMode,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub amd_message: Option<String>,
     /// The call's engine key, sealed (see `engine_keys`) while the call
     /// waits: opened only into the offer that leaves for a sidecar.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -124,6 +129,8 @@ impl OfferBody {
             engine_base_url: None,
             silence_timeout_seconds: None,
             first_speaker: FirstSpeaker::Agent,
+            amd: AmdMode::Off,
+            amd_message: None,
             engine_api_key_sealed: None,
         }
     }

@@ -512,6 +512,13 @@ fn handle_op(
                         summary: summary.clone(),
                         outcome: outcome.clone(),
                     },
+                    EventKind::AnsweredBy {
+                        answered_by,
+                        decision_ms,
+                    } => Change::AnsweredBy {
+                        answered_by: *answered_by,
+                        decision_ms: *decision_ms,
+                    },
                     _ => continue,
                 };
                 turns.push(TranscriptUpdate {
