@@ -103,12 +103,11 @@ async fn run_dialog(
     incoming: Option<IncomingCall>,
 ) {
     let e = Emitter::new(&offer.call_id, tx.clone());
-    let bridge = Bridge::new(
-        &offer.call_id,
-        BridgeConfig::for_offer(&offer),
-        now(),
-        now_ms(),
-    );
+    let mut bridge_cfg = BridgeConfig::for_offer(&offer);
+    // The dial plan in force (SIGHUP may change it).
+    bridge_cfg.amd_detector.max_decision =
+        Duration::from_millis(u64::from(tel.dial_plan().cfg.amd_decision_ms));
+    let bridge = Bridge::new(&offer.call_id, bridge_cfg, now(), now_ms());
     let mut io = CallIo {
         offer: &offer,
         tel: &tel,
