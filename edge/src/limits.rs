@@ -66,3 +66,6 @@ pub const RETRY_DELAY_MINUTES: (i64, i64, i64) = (1, 1440, 5);
 /// `silence_timeout_seconds`: the range calls and agents accept (the default
 /// is `model::DEFAULT_SILENCE_TIMEOUT_SECONDS`).
 pub const SILENCE_TIMEOUT_SECONDS: (i64, i64) = (10, 3600);
+
+/// `amd_message` (calls and agents): the words left on an answering machine.
+pub const AMD_MESSAGE_MAX: usize = 1_000;

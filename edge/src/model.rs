@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::{json, Map, Value};
 use voxline_shared::analysis::{AnalysisPlan, CallAnalysis};
-use voxline_shared::sidecar_link::FirstSpeaker;
+use voxline_shared::sidecar_link::{AmdMode, AnsweredBy, FirstSpeaker};
 use voxline_shared::{CallStatus, EndedReason};
 
 use crate::engine_keys::StoredSecret;
@@ -217,6 +217,14 @@ pub struct Agent {
     /// `voxline_shared::analysis`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub analysis: Option<AnalysisPlan>,
+    /// Answering-machine detection for this agent's calls, unless a call
+    /// sets its own (issue 18): `off` (agents stored before it), `hangup`,
+    /// `leave_message`, `continue`.
+    #[serde(default)]
+    pub amd: AmdMode,
+    /// `leave_message`'s words (None: the agent speaks its own greeting).
+    #[serde(default)]
+    pub amd_message: Option<String>,
 }
 
 /// Stored under `apikeyid/{tenant}/{key}`; the hash links to the auth record.
@@ -576,6 +584,20 @@ pub struct CallRecord {
     /// (public, null otherwise).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub analysis: Option<CallAnalysis>,
+    /// Answering-machine detection (the call's `amd`, else its agent's;
+    /// calls stored before it: `off`).
+    #[serde(default)]
+    pub amd: AmdMode,
+    /// `leave_message`'s words (the call's, else its agent's).
+    #[serde(default)]
+    pub amd_message: Option<String>,
+    /// Who answered, as detection decided (null: not detected, or not
+    /// answered).
+    #[serde(default)]
+    pub answered_by: Option<AnsweredBy>,
+    /// From the answer to that decision, in ms.
+    #[serde(default)]
+    pub amd_decision_ms: Option<u64>,
 }
 
 /// A call's `metadata`: the client's JSON object as text, exactly as given
@@ -808,6 +830,10 @@ pub fn test_call(status: CallStatus) -> CallRecord {
         direction: CallDirection::Outbound,
         analysis_plan: None,
         analysis: None,
+        amd: AmdMode::Off,
+        amd_message: None,
+        answered_by: None,
+        amd_decision_ms: None,
     }
 }
 

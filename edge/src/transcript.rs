@@ -53,6 +53,15 @@ pub enum Change {
         summary: Option<String>,
         outcome: Option<String>,
     },
+    /// Answering-machine detection's verdict (issue 18): not a line of the
+    /// transcript but the call record's `answered_by` and
+    /// `amd_decision_ms`, carried in the same order as the turns so it
+    /// lands before the `ended` change of the same batch (and so is in
+    /// `call.completed`).
+    AnsweredBy {
+        answered_by: voxline_shared::sidecar_link::AnsweredBy,
+        decision_ms: u64,
+    },
     /// The engine's post-call analysis (kept over the edge's own rules).
     Analysis(Box<voxline_shared::analysis::CallAnalysis>),
 }

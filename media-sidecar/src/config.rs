@@ -450,6 +450,10 @@ pub struct Telephony {
     /// A trunk that has not answered the INVITE at all within this is skipped.
     #[serde(default = "default_failover_ms")]
     pub failover_timeout_ms: u32,
+    /// Answering-machine detection (an offer's `amd`) decides within this
+    /// long after the answer, else says `unknown` (1000-10000; default 4000).
+    #[serde(default = "default_amd_decision_ms")]
+    pub amd_decision_ms: u32,
     /// Where per-call stereo WAV recordings go when an offer asks for one.
     #[serde(default)]
     pub recordings_dir: Option<PathBuf>,
@@ -525,6 +529,7 @@ impl Default for Telephony {
             rtp_port_max: default_rtp_max(),
             ring_timeout_seconds: default_ring_timeout(),
             failover_timeout_ms: default_failover_ms(),
+            amd_decision_ms: default_amd_decision_ms(),
             recordings_dir: None,
             codecs: default_codecs(),
             text_imdn: false,
@@ -549,6 +554,10 @@ fn default_rtp_max() -> u16 {
 fn default_ring_timeout() -> u32 {
     30
 }
+fn default_amd_decision_ms() -> u32 {
+    4_000
+}
+
 fn default_failover_ms() -> u32 {
     2_000
 }
@@ -568,6 +577,12 @@ impl Telephony {
             problems.push(format!(
                 "ring_timeout_seconds {} is not in 1..=300",
                 self.ring_timeout_seconds
+            ));
+        }
+        if !(1_000..=10_000).contains(&self.amd_decision_ms) {
+            problems.push(format!(
+                "amd_decision_ms {} is not in 1000..=10000",
+                self.amd_decision_ms
             ));
         }
         let mut seen = std::collections::HashSet::new();
@@ -1591,7 +1606,7 @@ capacity = 8
     #[test]
     fn check_names_every_problem_at_once() {
         let text = format!(
-            "{}\n[telephony]\nring_timeout_seconds = 0\n\n[[telephony.trunks]]\nname = \"t\"\nhost = \"127.0.0.1\"\nfrom_number = \"555\"\n\n[metrics]\nlisten = \"not-an-address\"\n",
+            "{}\n[telephony]\nring_timeout_seconds = 0\namd_decision_ms = 500\n\n[[telephony.trunks]]\nname = \"t\"\nhost = \"127.0.0.1\"\nfrom_number = \"555\"\n\n[metrics]\nlisten = \"not-an-address\"\n",
             FULL.replace("capacity = 8", "capacity = 0")
                 .replace("region = \"eu\"", "")
         );
@@ -1602,6 +1617,7 @@ capacity = 8
             "`region` is required",
             "0 is not in 1..=10000",
             "ring_timeout_seconds 0 is not in 1..=300",
+            "amd_decision_ms 500 is not in 1000..=10000",
             "from_number `555` is not E.164",
             "`metrics.listen`",
         ];

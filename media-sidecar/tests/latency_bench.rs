@@ -217,6 +217,8 @@ async fn place_with(
         ack_deadline_ms: 0,
         first_speaker,
         analysis: None,
+        amd: Default::default(),
+        amd_message: None,
     };
     let (tx, mut rx) = mpsc::channel(256);
     let (hangup_tx, hangup_rx) = oneshot::channel();

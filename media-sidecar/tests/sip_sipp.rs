@@ -54,10 +54,15 @@ impl Sipp {
 
     /// Until `calls` sipp calls (SIP Call-IDs) ran to their end.
     async fn start_calls(scenario: &str, port: u16, calls: u32, extra: &[&str]) -> Sipp {
-        let sipp = SIPP.require();
         let sf = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
             .join("tests/sipp")
             .join(format!("{scenario}.xml"));
+        Self::start_sf(scenario, sf, port, calls, extra).await
+    }
+
+    /// `scenario`'s file at `sf` (one the test wrote).
+    async fn start_sf(scenario: &str, sf: PathBuf, port: u16, calls: u32, extra: &[&str]) -> Sipp {
+        let sipp = SIPP.require();
         let dir = std::env::temp_dir().join(format!("voxline-sipp-{}-{port}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let child = Command::new(sipp)
@@ -2315,4 +2320,264 @@ async fn an_inbound_caller_gets_the_agents_keys_as_sip_info_and_its_key_reaches_
     assert_ivr_transcript(&turns, "sip_info");
     let summary = stop_sidecar(stop, sidecar).await;
     assert!(summary.clean_exit, "{summary:?}");
+}
+
+// ------------------------------------------- answering-machine detection (issue 18)
+
+/// An answering machine's audio for sipp to play: a flite greeting (the
+/// `slt` voice), 400 ms of quiet, a 1 kHz beep of 500 ms, 3 s of quiet, all
+/// over faint line noise; with where the beep ends (ms from the start).
+fn machine_audio(dir: &std::path::Path) -> (Vec<i16>, u64) {
+    let greeting = voxline_testkit::flite_8k(
+        dir,
+        "slt",
+        "Hi, you have reached the Smith family. We cannot come to the phone right now. \
+         Please leave a message after the tone.",
+    )
+    .expect("flite");
+    let mut pcm = greeting;
+    pcm.extend(std::iter::repeat_n(0i16, 3_200));
+    pcm.extend(voxline_testkit::tone(8_000, &[(1_000.0, 8_000.0)], 4_000));
+    let beep_end_ms = pcm.len() as u64 / 8;
+    pcm.extend(std::iter::repeat_n(0i16, 24_000));
+    // Faint hiss (about -56 dBFS), deterministic.
+    let mut x = 0x2545_F491u32;
+    for s in &mut pcm {
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        *s = s.saturating_add((x % 101) as i16 - 50);
+    }
+    pcm.truncate(pcm.len() / 160 * 160);
+    (pcm, beep_end_ms)
+}
+
+/// sipp as the machine: answers, plays `pcm` from its media port, expects
+/// our BYE. The scenario names the pcap the test wrote.
+async fn sipp_machine(pcm: &[i16], port: u16) -> Sipp {
+    let dir = std::env::temp_dir().join(format!("voxline-amd-{}-{port}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let pcap = dir.join("machine.pcap");
+    voxline_testkit::write_pcap(&pcap, pcm).unwrap();
+    let template = std::fs::read_to_string(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/sipp/uas_amd_pcap.xml"),
+    )
+    .unwrap();
+    let sf = dir.join("uas_amd_pcap.xml");
+    std::fs::write(&sf, template.replace("PCAP_FILE", pcap.to_str().unwrap())).unwrap();
+    let mp = free_udp_port().to_string();
+    Sipp::start_sf("uas_amd_pcap", sf, port, 1, &["-mp", &mp, "-trace_msg"]).await
+}
+
+/// The `answered_by` verdict and the `ended` event of `call`, with the
+/// `answered` and `ended` event times.
+async fn amd_outcome(
+    edge: &support::FakeEdge,
+    call: &str,
+) -> (
+    voxline_shared::sidecar_link::AnsweredBy,
+    u64,
+    CallStatus,
+    EndedReason,
+    u64,
+) {
+    use voxline_shared::sidecar_link::EventKind;
+    edge.wait_for("ended", Duration::from_secs(20), |st| {
+        let of_call = || st.events.iter().filter(|e| e.call_id == call);
+        let (status, reason, ended_at) = of_call().find_map(|e| match &e.kind {
+            EventKind::Ended { status, reason, .. } => Some((*status, *reason, e.at_ms)),
+            _ => None,
+        })?;
+        let answered_at =
+            of_call().find_map(|e| (e.kind == EventKind::Answered).then_some(e.at_ms))?;
+        let (who, ms) = of_call().find_map(|e| match &e.kind {
+            EventKind::AnsweredBy {
+                answered_by,
+                decision_ms,
+            } => Some((*answered_by, *decision_ms)),
+            _ => None,
+        })?;
+        Some((who, ms, status, reason, ended_at - answered_at))
+    })
+    .await
+}
+
+async fn stop_amd_sidecar(
+    stop: tokio::sync::watch::Sender<voxline_media_sidecar::lease::driver::Stop>,
+    sidecar: std::thread::JoinHandle<voxline_media_sidecar::lease::driver::RunSummary>,
+) {
+    stop.send(voxline_media_sidecar::lease::driver::Stop::Drain)
+        .unwrap();
+    tokio::time::timeout(
+        Duration::from_secs(15),
+        tokio::task::spawn_blocking(move || sidecar.join()),
+    )
+    .await
+    .expect("the sidecar exits")
+    .unwrap()
+    .unwrap();
+}
+
+/// Issue 18, `amd: hangup`: sipp plays a machine's greeting and beep (a
+/// pcap); the sidecar decides `machine` from the greeting's length and
+/// hangs up (BYE, which sipp requires) long before the greeting ends: the
+/// call ends `completed` / `answering_machine`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn amd_hangup_byes_a_machine_soon_after_deciding() {
+    use tokio::sync::watch;
+    use voxline_media_sidecar::lease::driver::{RunOptions, Stop};
+    use voxline_media_sidecar::lease::LeaseSettings;
+    use voxline_shared::sidecar_link::{AmdMode, AnsweredBy};
+
+    let dir = voxline_testkit::temp_dir("amd-hangup");
+    let (pcm, _) = machine_audio(&dir);
+    let sipp = sipp_machine(&pcm, free_udp_port()).await;
+    let edge = fake_edge().await;
+    let (stop, stop_rx) = watch::channel(Stop::Run);
+    let sidecar = spawn_sidecar(
+        &edge,
+        sipp.addr.port(),
+        (44_400, 44_499),
+        LeaseSettings::new("sc-amd-h", "local", 1),
+        RunOptions {
+            drain_timeout: Duration::from_secs(5),
+            ..RunOptions::default()
+        },
+        stop_rx,
+    );
+    let mut call = support::offer("amd_h", 600);
+    call.engine = voxline_shared::EngineKind::Echo.into();
+    call.amd = AmdMode::Hangup;
+    edge.offer(call);
+    let (who, decision_ms, status, reason, talked_ms) = amd_outcome(&edge, "amd_h").await;
+    eprintln!("decided {who:?} at {decision_ms} ms; ended {talked_ms} ms after the answer");
+    assert_eq!(who, AnsweredBy::Machine);
+    assert_eq!(
+        (status, reason),
+        (CallStatus::Completed, EndedReason::AnsweringMachine)
+    );
+    // The greeting alone is over 5 s; speech past 2.5 s decides.
+    let greeting_ms = pcm.len() as u64 / 8 - 400 - 500 - 3_000;
+    assert!(greeting_ms > 5_000, "{greeting_ms}");
+    assert!(
+        (2_000..=4_000).contains(&decision_ms),
+        "decided at {decision_ms} ms"
+    );
+    assert!(
+        talked_ms >= decision_ms && talked_ms < decision_ms + 1_000,
+        "BYE {talked_ms} ms after the answer, decided at {decision_ms} ms"
+    );
+    sipp.success().await;
+    stop_amd_sidecar(stop, sidecar).await;
+}
+
+/// Issue 18, `amd: leave_message`: sipp plays the machine; the sidecar
+/// decides `machine`, stays quiet through the greeting and the beep, then
+/// speaks the message (RTP from us, audible, only after the beep) and hangs
+/// up. To see our RTP on the wire a relay stands between sipp and the
+/// sidecar: the sidecar advertises 127.0.0.2 (its `public_ip`), where the
+/// relay takes sipp's packets and passes them on from its own socket, so
+/// the sidecar's symmetric RTP latches onto the relay and sends there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn amd_leave_message_speaks_after_the_beep_then_byes() {
+    use tokio::net::UdpSocket;
+    use tokio::sync::watch;
+    use voxline_media_sidecar::lease::driver::{RunOptions, Stop};
+    use voxline_media_sidecar::lease::LeaseSettings;
+    use voxline_shared::sidecar_link::{AmdMode, AnsweredBy};
+
+    let dir = voxline_testkit::temp_dir("amd-leave");
+    let (pcm, beep_end_ms) = machine_audio(&dir);
+    let sipp = sipp_machine(&pcm, free_udp_port()).await;
+    let edge = fake_edge().await;
+    // One RTP port pair, so the relay knows the sidecar's port.
+    let rtp_port = 44_600;
+    let relay_in = UdpSocket::bind(("127.0.0.2", rtp_port)).await.unwrap();
+    let relay_out = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let (stop, stop_rx) = watch::channel(Stop::Run);
+    let mut telephony = sipp_telephony(sipp.addr.port(), (rtp_port, rtp_port + 1));
+    telephony.bind_ip = "127.0.0.1".parse().unwrap();
+    telephony.public_ip = Some("127.0.0.2".parse().unwrap());
+    let sidecar = spawn_sidecar_with(
+        &edge,
+        telephony,
+        LeaseSettings::new("sc-amd-l", "local", 1),
+        RunOptions {
+            drain_timeout: Duration::from_secs(5),
+            ..RunOptions::default()
+        },
+        stop_rx,
+    );
+    let mut call = support::offer("amd_l", 600);
+    call.engine = voxline_shared::EngineKind::Echo.into();
+    call.amd = AmdMode::LeaveMessage;
+    call.amd_message = Some("Hello, this is Demo Dental. Please call us back. Goodbye.".into());
+    edge.offer(call);
+
+    // Relay sipp's packets; note when the first came (the pcap's start) and
+    // when each packet of ours arrived, with its loudness.
+    let sidecar_rtp = std::net::SocketAddr::from(([127, 0, 0, 1], rtp_port));
+    let relay = async {
+        let (mut a, mut b) = (vec![0u8; 2048], vec![0u8; 2048]);
+        let mut started: Option<Instant> = None;
+        let mut ours: Vec<(u64, f64)> = Vec::new();
+        let until = Instant::now() + Duration::from_secs(25);
+        loop {
+            tokio::select! {
+                r = relay_in.recv_from(&mut a) => {
+                    let (n, _) = r.unwrap();
+                    started.get_or_insert_with(Instant::now);
+                    relay_out.send_to(&a[..n], sidecar_rtp).await.unwrap();
+                }
+                r = relay_out.recv_from(&mut b) => {
+                    let (n, from) = r.unwrap();
+                    if from != sidecar_rtp || n <= 12 {
+                        continue;
+                    }
+                    let Some(t0) = started else { continue };
+                    let samples: Vec<f64> = b[12..n].iter().map(|&c| f64::from(voxline_testkit::mulaw_decode(c))).collect();
+                    let rms = (samples.iter().map(|v| v * v).sum::<f64>() / samples.len() as f64).sqrt();
+                    ours.push((t0.elapsed().as_millis() as u64, rms));
+                }
+                _ = tokio::time::sleep_until(until.into()) => break,
+            }
+            if edge.kinds_of("amd_l").contains(&"ended") {
+                break;
+            }
+        }
+        ours
+    };
+    let ours = relay.await;
+    let (who, decision_ms, status, reason, _) = amd_outcome(&edge, "amd_l").await;
+    assert_eq!(who, AnsweredBy::Machine);
+    assert!(
+        (2_000..=4_000).contains(&decision_ms),
+        "decided at {decision_ms} ms"
+    );
+    assert_eq!(
+        (status, reason),
+        (CallStatus::Completed, EndedReason::AgentHangup)
+    );
+    // Our RTP reached the relay (latched), silent until the beep ended.
+    assert!(ours.len() > 50, "RTP from us: {} packets", ours.len());
+    let audible: Vec<u64> = ours
+        .iter()
+        .filter(|(_, rms)| *rms > 300.0)
+        .map(|(t, _)| *t)
+        .collect();
+    let first = *audible.first().expect("the message was spoken");
+    eprintln!(
+        "decided machine at {decision_ms} ms; beep ended at {beep_end_ms} ms; ours: {} packets, first audible at {first} ms, last at {} ms",
+        ours.len(),
+        audible.last().unwrap()
+    );
+    assert!(
+        first + 60 >= beep_end_ms && first <= beep_end_ms + 1_500,
+        "first audible packet of ours at {first} ms; the beep ended at {beep_end_ms} ms"
+    );
+    // The message (a few seconds of speech), then the BYE.
+    let spoken_ms = audible.last().unwrap() - first;
+    assert!(spoken_ms > 1_500, "spoke for {spoken_ms} ms");
+    sipp.success().await;
+    stop_amd_sidecar(stop, sidecar).await;
 }

@@ -103,6 +103,9 @@ pub enum EndedReason {
     DispatchUnavailable,
     /// Neither side said anything for the call's `silence_timeout_seconds`.
     SilenceTimeout,
+    /// Answering-machine detection heard a machine and the call's `amd` is
+    /// `hangup` (issue 18): we hung up without speaking.
+    AnsweringMachine,
 }
 
 #[cfg(test)]

@@ -520,6 +520,90 @@ pub struct Offer {
     /// reported. Absent: none (and from edges that predate it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub analysis: Option<crate::analysis::AnalysisPlan>,
+    /// Answering-machine detection and what to do about a machine (the
+    /// call's or its agent's `amd`, issue 18). Absent (and so `off`) from
+    /// edges that predate it.
+    #[serde(default, skip_serializing_if = "AmdMode::is_off")]
+    pub amd: AmdMode,
+    /// With `amd: leave_message`: the words to leave on a machine after its
+    /// beep (synthesised by the sidecar's local TTS); `None`: the agent
+    /// speaks its own greeting instead. Then the sidecar hangs up.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub amd_message: Option<String>,
+}
+
+/// Answering-machine detection for a call (issue 18): whether the sidecar
+/// classifies who answered and what it does when a machine did. The same
+/// words in the API, in KV and on the sidecar link.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AmdMode {
+    /// No detection: the conversation starts at the answer.
+    #[default]
+    Off,
+    /// A machine is hung up on at once (`ended_reason` `answering_machine`).
+    Hangup,
+    /// A machine gets a message after its beep (or the end of its greeting),
+    /// then the call ends.
+    LeaveMessage,
+    /// Detect and report only; the conversation runs as usual.
+    Continue,
+}
+
+impl AmdMode {
+    pub const ALL: [AmdMode; 4] = [
+        AmdMode::Off,
+        AmdMode::Hangup,
+        AmdMode::LeaveMessage,
+        AmdMode::Continue,
+    ];
+
+    /// The wire and API name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AmdMode::Off => "off",
+            AmdMode::Hangup => "hangup",
+            AmdMode::LeaveMessage => "leave_message",
+            AmdMode::Continue => "continue",
+        }
+    }
+
+    /// The API name back (`None` for anything else).
+    pub fn parse(s: &str) -> Option<AmdMode> {
+        AmdMode::ALL.into_iter().find(|m| m.as_str() == s)
+    }
+
+    pub fn is_off(&self) -> bool {
+        *self == AmdMode::Off
+    }
+}
+
+/// Who answered a call, as answering-machine detection decided (the call's
+/// `answered_by`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AnsweredBy {
+    Human,
+    Machine,
+    /// No decision within the detector's time bound (silence, or speech that
+    /// fits neither pattern).
+    Unknown,
+}
+
+impl AnsweredBy {
+    pub const ALL: [AnsweredBy; 3] = [AnsweredBy::Human, AnsweredBy::Machine, AnsweredBy::Unknown];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AnsweredBy::Human => "human",
+            AnsweredBy::Machine => "machine",
+            AnsweredBy::Unknown => "unknown",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<AnsweredBy> {
+        AnsweredBy::ALL.into_iter().find(|a| a.as_str() == s)
+    }
 }
 
 /// Who speaks first once a call is answered (an agent's `first_speaker`,
@@ -677,6 +761,13 @@ pub enum EventKind {
     Analysis {
         analysis: crate::analysis::CallAnalysis,
     },
+    /// Answering-machine detection decided (once per attempt, only when
+    /// the offer's `amd` is not `off`).
+    AnsweredBy {
+        answered_by: AnsweredBy,
+        /// From the answer to the decision, in ms.
+        decision_ms: u64,
+    },
     /// Always the last event of a call (for one attempt).
     Ended {
         /// Terminal: completed | failed | no_answer | busy | cancelled.
@@ -711,6 +802,7 @@ impl EventKind {
             EventKind::TranscriptTurn { .. } => "transcript_turn",
             EventKind::Summary { .. } => "summary",
             EventKind::Analysis { .. } => "analysis",
+            EventKind::AnsweredBy { .. } => "answered_by",
             EventKind::Unknown => "unknown",
             EventKind::Ended { .. } => "ended",
         }
@@ -943,6 +1035,49 @@ mod tests {
             assert_eq!(serde_json::to_value(f).unwrap(), f.as_str());
         }
         assert_eq!(FirstSpeaker::parse("caller"), None);
+    }
+
+    /// Issue 18: an offer from an edge before `amd` detects nothing; `off` is
+    /// not sent (old sidecars), the others are, with the message; the
+    /// `answered_by` event round-trips and an old sidecar's batch never has it.
+    #[test]
+    fn amd_is_off_unless_the_offer_says_otherwise() {
+        let old = json!({"lease_id":"l","call_id":"c","attempt":1,"phone":"+1","agent_id":"a",
+            "language":"en","engine":"local","max_seconds":60,"record":false,"ack_deadline_ms":1});
+        let o: Offer = serde_json::from_value(old.clone()).unwrap();
+        assert_eq!(o.amd, AmdMode::Off);
+        assert_eq!(o.amd_message, None);
+        let v = serde_json::to_value(&o).unwrap();
+        assert!(v.get("amd").is_none() && v.get("amd_message").is_none());
+        let mut lm = old;
+        lm["amd"] = json!("leave_message");
+        lm["amd_message"] = json!("Call us back");
+        let o: Offer = serde_json::from_value(lm).unwrap();
+        assert_eq!(o.amd, AmdMode::LeaveMessage);
+        assert_eq!(o.amd_message.as_deref(), Some("Call us back"));
+        assert_eq!(serde_json::to_value(&o).unwrap()["amd"], "leave_message");
+        for m in AmdMode::ALL {
+            assert_eq!(AmdMode::parse(m.as_str()), Some(m));
+            assert_eq!(serde_json::to_value(m).unwrap(), m.as_str());
+        }
+        for a in AnsweredBy::ALL {
+            assert_eq!(AnsweredBy::parse(a.as_str()), Some(a));
+            assert_eq!(serde_json::to_value(a).unwrap(), a.as_str());
+        }
+        let ev = EventKind::AnsweredBy {
+            answered_by: AnsweredBy::Machine,
+            decision_ms: 2500,
+        };
+        let j = serde_json::to_value(&ev).unwrap();
+        assert_eq!(
+            j,
+            json!({"type":"answered_by","answered_by":"machine","decision_ms":2500})
+        );
+        assert_eq!(serde_json::from_value::<EventKind>(j).unwrap(), ev);
+        assert_eq!(
+            serde_json::to_value(EndedReason::AnsweringMachine).unwrap(),
+            "answering_machine"
+        );
     }
 
     #[test]

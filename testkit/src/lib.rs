@@ -33,7 +33,7 @@ pub use caddy::Caddy;
 pub use dsp::{
     amp_at, best_lag, find_in, flite_8k, mulaw_decode, mulaw_encode, ncc, resample_to_8k, tone,
 };
-pub use files::{log_tails, now_ms, read_wav, temp_dir, write_wav};
+pub use files::{log_tails, now_ms, read_wav, temp_dir, write_pcap, write_wav};
 pub use net::{
     free_sip_port, free_tcp_port, free_tcp_udp_port, free_udp_port, udp_port_bound, wait_tcp,
 };

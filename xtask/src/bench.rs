@@ -547,7 +547,10 @@ pub fn run_bench() -> Result<(), String> {
     write_report(&results, &throughput, &cpu, &media, &calls)?;
     // Turn and barge-in latency: whole calls without the edge.
     let turn = crate::bench_turn::measure()?;
-    crate::bench_turn::write_section(&turn)
+    crate::bench_turn::write_section(&turn)?;
+    // Answering-machine detection on a generated set (no calls at all).
+    let amd = crate::bench_amd::measure()?;
+    crate::bench_amd::write_section(&amd)
 }
 
 fn machine() -> String {

@@ -27,7 +27,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use serde_json::json;
 use time::format_description::well_known::Rfc3339;
 use voxline_e2e::{Edge, TestTenant};
-use voxline_testkit::{flite_8k, free_tcp_udp_port, mulaw_decode, mulaw_encode, Caddy, Pki};
+use voxline_testkit::{flite_8k, free_tcp_udp_port, mulaw_decode, write_pcap, Caddy, Pki};
 
 use crate::bench_media::{count, count_lines, median, percentile, LoadRun, LoadSpec, SippMedia};
 
@@ -592,71 +592,6 @@ pub fn first_audio_with(
 }
 
 // ------------------------------------------------------- local engine load
-
-/// The callee's RTP as a pcap (Ethernet/IPv4/UDP, PCMU, 20 ms packets) for
-/// sipp's `play_pcap_audio`: 8 kHz PCM -> mu-law, one packet per 160 samples.
-pub fn write_pcap(path: &Path, pcm: &[i16]) -> Result<(), String> {
-    let mut out = Vec::with_capacity(24 + pcm.len() / 160 * (16 + 42 + 172));
-    // Global header: microsecond stamps, snaplen 65535, link type Ethernet.
-    out.extend_from_slice(&0xA1B2_C3D4u32.to_le_bytes());
-    out.extend_from_slice(&2u16.to_le_bytes());
-    out.extend_from_slice(&4u16.to_le_bytes());
-    out.extend_from_slice(&[0; 8]);
-    out.extend_from_slice(&65_535u32.to_le_bytes());
-    out.extend_from_slice(&1u32.to_le_bytes());
-    for (i, frame) in pcm.chunks_exact(160).enumerate() {
-        let mut rtp = Vec::with_capacity(172);
-        rtp.extend_from_slice(&[0x80, if i == 0 { 0x80 } else { 0x00 }]);
-        rtp.extend_from_slice(&(i as u16).to_be_bytes());
-        rtp.extend_from_slice(&((i as u32) * 160).to_be_bytes());
-        rtp.extend_from_slice(&0x5EED_0002u32.to_be_bytes());
-        rtp.extend(frame.iter().map(|&s| mulaw_encode(s)));
-        let udp_len = 8 + rtp.len();
-        let ip_len = 20 + udp_len;
-        let mut ip = vec![
-            0x45,
-            0,
-            (ip_len >> 8) as u8,
-            ip_len as u8,
-            0,
-            0,
-            0x40,
-            0,
-            64,
-            17,
-            0,
-            0,
-            127,
-            0,
-            0,
-            1,
-            127,
-            0,
-            0,
-            1,
-        ];
-        let sum = ip
-            .chunks(2)
-            .map(|w| u32::from(u16::from_be_bytes([w[0], w[1]])))
-            .sum::<u32>();
-        let sum = !(((sum & 0xFFFF) + (sum >> 16)) as u16);
-        ip[10..12].copy_from_slice(&sum.to_be_bytes());
-        let t = i as u64 * 20_000;
-        let frame_len = 14 + ip_len;
-        out.extend_from_slice(&((t / 1_000_000) as u32).to_le_bytes());
-        out.extend_from_slice(&((t % 1_000_000) as u32).to_le_bytes());
-        out.extend_from_slice(&(frame_len as u32).to_le_bytes());
-        out.extend_from_slice(&(frame_len as u32).to_le_bytes());
-        out.extend_from_slice(&[0, 0, 0, 0, 0, 2, 0, 0, 0, 0, 0, 1, 0x08, 0x00]);
-        out.extend_from_slice(&ip);
-        out.extend_from_slice(&6000u16.to_be_bytes());
-        out.extend_from_slice(&6002u16.to_be_bytes());
-        out.extend_from_slice(&(udp_len as u16).to_be_bytes());
-        out.extend_from_slice(&[0, 0]);
-        out.extend_from_slice(&rtp);
-    }
-    std::fs::write(path, out).map_err(|e| format!("write {}: {e}", path.display()))
-}
 
 /// The speaking callee's track: `CALLEE_FIRST_S` s of silence (the greeting
 /// plays), then `CALLEE_LINE` every `CALLEE_PERIOD_S` s; returns the pcap.
@@ -1291,22 +1226,5 @@ mod tests {
         let t = sipp_200_ok_times(log);
         assert_eq!(t.len(), 2);
         assert!((t[1] - t[0] - 4_750.0).abs() < 1e-3, "{t:?}");
-    }
-
-    #[test]
-    fn pcap_has_one_ethernet_udp_rtp_record_per_20_ms() {
-        let path = std::env::temp_dir().join(format!("xtask-pcap-{}.pcap", std::process::id()));
-        write_pcap(&path, &vec![0i16; 160 * 3]).unwrap();
-        let b = std::fs::read(&path).unwrap();
-        let _ = std::fs::remove_file(&path);
-        assert_eq!(b.len(), 24 + 3 * (16 + 14 + 20 + 8 + 12 + 160));
-        assert_eq!(&b[..4], &[0xD4, 0xC3, 0xB2, 0xA1]);
-        // Second record: 20 ms after the first; its RTP payload is mu-law silence.
-        let rec = 24 + 16 + 214;
-        assert_eq!(
-            u32::from_le_bytes([b[rec + 4], b[rec + 5], b[rec + 6], b[rec + 7]]),
-            20_000
-        );
-        assert!(b[rec + 16 + 54..rec + 16 + 214].iter().all(|&x| x == 0xFF));
     }
 }

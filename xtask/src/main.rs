@@ -18,10 +18,14 @@
 //!   OpenAI Realtime server's delay)
 //! - `bench-turn` only turn and barge-in latency (whole calls from an offer, no edge: the
 //!   sidecar's `latency_bench` test in release), into docs/bench.md
+//! - `bench-amd`  only answering-machine detection: precision/recall of `machine` and decision
+//!   times on a flite-generated labelled set (the sidecar's `amd_bench` test in release), into
+//!   docs/bench.md
 //! - `fuzz`       coverage-guided fuzzing (libFuzzer, stable Rust), every target for a bounded
 //!   time (`--seconds-per-target N`, default 75; `--merge` minimises finds into fuzz/corpus)
 
 mod bench;
+mod bench_amd;
 mod bench_calls;
 mod bench_media;
 mod bench_plot;
@@ -148,7 +152,7 @@ fn test() -> Result<(), String> {
 }
 
 fn usage() -> Result<(), String> {
-    Err("usage: cargo xtask <bootstrap|build-edge|test|lint|demo [--once]|bench|bench-cpu|bench-edge|bench-media|bench-calls|bench-turn|fuzz [--seconds-per-target N] [--merge] [target...]>".into())
+    Err("usage: cargo xtask <bootstrap|build-edge|test|lint|demo [--once]|bench|bench-cpu|bench-edge|bench-media|bench-calls|bench-turn|bench-amd|fuzz [--seconds-per-target N] [--merge] [target...]>".into())
 }
 
 fn main() -> ExitCode {
@@ -168,6 +172,7 @@ fn main() -> ExitCode {
         Some("bench-media") => bench_media::run_media_only(),
         Some("bench-calls") => bench_calls::run_calls_only(),
         Some("bench-turn") => bench_turn::run_turn_only(),
+        Some("bench-amd") => bench_amd::run_amd_only(),
         Some("demo") => demo::run_demo(args.iter().any(|a| a == "--once")),
         Some("fuzz") => fuzz::run_fuzz(&args[1..]),
         _ => usage(),

@@ -369,6 +369,8 @@ pub(crate) async fn create_agent<K: Kv, D: DispatchQueues>(
         silence_timeout_seconds: input.silence_timeout_seconds,
         first_speaker: input.first_speaker.unwrap_or_default(),
         analysis: input.analysis.flatten(),
+        amd: input.amd.unwrap_or_default(),
+        amd_message: input.amd_message.flatten(),
     };
     put_json(env.kv, &keys::agent(&tenant.id, &agent.id), &agent, None).await?;
     // The first agent becomes the default unless the client says otherwise.
@@ -420,6 +422,10 @@ pub(crate) async fn update_agent<K: Kv, D: DispatchQueues>(
     // Like the calling window: an explicit null removes it.
     if let Some(plan) = input.analysis {
         agent.analysis = plan;
+    }
+    agent.amd = input.amd.unwrap_or(agent.amd);
+    if let Some(message) = input.amd_message {
+        agent.amd_message = message;
     }
     // Unlike the other fields, an explicit null removes the window.
     if let Some(window) = input.calling_window {

@@ -379,6 +379,10 @@ pub(crate) async fn place_call<K: Kv, D: DispatchQueues>(
         direction: model::CallDirection::Outbound,
         analysis_plan: agent.analysis.clone(),
         analysis: None,
+        amd: input.amd.unwrap_or(agent.amd),
+        amd_message: input.amd_message.or(agent.amd_message),
+        answered_by: None,
+        amd_decision_ms: None,
     };
     let mut queued = port::queued_call(&tenant.id, &record, env.now_ms);
     queued.max_concurrent = tenant.max_concurrent_calls;

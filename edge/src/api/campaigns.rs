@@ -757,6 +757,9 @@ async fn place_contact<K: Kv, D: DispatchQueues>(
         silence_timeout_seconds: None,
         // The agent's prompt is filled from the contact's name and metadata.
         variables: Vec::new(),
+        // The agent's answering-machine detection.
+        amd: None,
+        amd_message: None,
     };
     let origin = CallOrigin {
         campaign: Some((spec.id.clone(), row)),

@@ -206,5 +206,10 @@ fn inbound_record(
         direction: CallDirection::Inbound,
         analysis_plan: agent.analysis.clone(),
         analysis: None,
+        // Someone called us: nobody's machine to detect.
+        amd: Default::default(),
+        amd_message: None,
+        answered_by: None,
+        amd_decision_ms: None,
     }
 }

@@ -2776,3 +2776,192 @@ fn an_answered_call_of_an_agent_with_an_analysis_plan_ends_analysed() {
     );
     assert!(agent["analysis"].is_null(), "{agent}");
 }
+
+/// Issue 18: `amd` (agent default `off`, a call's own over its agent's) and
+/// `amd_message` are validated, shown, reach the sidecar in the offer; the
+/// sidecar's `answered_by` verdict lands on the call record and in
+/// `call.completed` with its decision time, before the `ended` of the same
+/// batch; a call without detection shows nulls.
+#[test]
+fn amd_settings_reach_the_offer_and_the_verdict_reaches_record_and_webhook() {
+    let w = World::new();
+    let (tid, key) = w.tenant(false);
+    w.admin(
+        "POST",
+        &format!("/admin/tenants/{tid}/webhooks"),
+        Some(json!({"url": "https://hooks.example.com/v"})),
+    );
+    let agents = format!("/admin/tenants/{tid}/agents");
+    let plain = w.admin("POST", &agents, Some(json!({"name": "plain"})));
+    assert_eq!(
+        (plain["amd"].as_str(), &plain["amd_message"]),
+        (Some("off"), &Value::Null)
+    );
+    let vm = w.admin(
+        "POST",
+        &agents,
+        Some(json!({"name": "vm", "amd": "leave_message", "amd_message": "Please call us back."})),
+    );
+    assert_eq!(vm["amd"], "leave_message");
+    for (field, bad) in [
+        ("amd", json!("beep")),
+        ("amd", json!(true)),
+        ("amd", json!("Hangup")),
+        ("amd_message", json!(7)),
+        ("amd_message", json!("x".repeat(1001))),
+    ] {
+        let r = w.send(
+            "POST",
+            &agents,
+            Some(ADMIN),
+            Some(json!({"name": "x", field: bad})),
+        );
+        assert_eq!(r.status, 422, "{bad}: {}", r.body);
+        assert_eq!(r.body_json()["error"]["field"], field, "{bad}");
+        let r = w.send(
+            "POST",
+            "/v1/calls",
+            Some(&key),
+            Some(json!({"phone": "+14155550199", field: bad})),
+        );
+        assert_eq!(r.status, 422, "{bad}: {}", r.body);
+        assert_eq!(r.body_json()["error"]["field"], field, "{bad}");
+    }
+    let aid = |a: &Value| a["id"].as_str().unwrap().to_string();
+    // PATCH: kept when absent, changed when given, a null message removed.
+    let patched = w.admin(
+        "PATCH",
+        &format!("{agents}/{}", aid(&plain)),
+        Some(json!({"amd": "continue"})),
+    );
+    assert_eq!(patched["amd"], "continue");
+    let cleared = w.admin(
+        "PATCH",
+        &format!("{agents}/{}", aid(&vm)),
+        Some(json!({"amd_message": null})),
+    );
+    assert_eq!(
+        (cleared["amd"].as_str(), &cleared["amd_message"]),
+        (Some("leave_message"), &Value::Null)
+    );
+    w.admin(
+        "PATCH",
+        &format!("{agents}/{}", aid(&vm)),
+        Some(json!({"amd_message": "Please call us back."})),
+    );
+    // Calls: the agent's setting, or the call's own.
+    let place = |phone: &str, extra: Value| -> String {
+        let mut body = json!({"phone": phone});
+        body.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        let r = w.send("POST", "/v1/calls", Some(&key), Some(body));
+        assert_eq!(r.status, 201, "{}", r.body);
+        let call = r.body_json();
+        assert!(
+            call["answered_by"].is_null() && call["amd_decision_ms"].is_null(),
+            "{call}"
+        );
+        call["id"].as_str().unwrap().to_string()
+    };
+    let by_agent = place("+14155550121", json!({"agent_id": aid(&vm)}));
+    let own = place(
+        "+14155550122",
+        json!({"agent_id": aid(&vm), "amd": "hangup", "amd_message": "Bye"}),
+    );
+    let off = place(
+        "+14155550123",
+        json!({"agent_id": aid(&plain), "amd": "off"}),
+    );
+    let sc = TestSidecar::create(&w, "sc-1");
+    sc.send(
+        &w,
+        voxline_shared::sidecar_link::paths::REGISTER,
+        json!({"region": "local", "capacity": 5, "version": "t"}),
+    );
+    let lease = sc.send(
+        &w,
+        voxline_shared::sidecar_link::paths::LEASE,
+        json!({"region": "local", "free_slots": 5, "held_calls": [], "wait_ms": 0}),
+    );
+    let offers = lease["offers"].as_array().unwrap();
+    let offer_of = |id: &str| offers.iter().find(|o| o["call_id"] == id).unwrap().clone();
+    let o = offer_of(&by_agent);
+    assert_eq!(
+        (o["amd"].as_str(), o["amd_message"].as_str()),
+        (Some("leave_message"), Some("Please call us back."))
+    );
+    let o = offer_of(&own);
+    assert_eq!(
+        (o["amd"].as_str(), o["amd_message"].as_str()),
+        (Some("hangup"), Some("Bye"))
+    );
+    let o = offer_of(&off);
+    assert!(
+        o.get("amd").is_none() && o.get("amd_message").is_none(),
+        "{o}"
+    );
+    for o in offers {
+        sc.send(
+            &w,
+            voxline_shared::sidecar_link::paths::ACK,
+            json!({"lease_id": o["lease_id"], "call_id": o["call_id"], "accepted": true}),
+        );
+    }
+    w.settle();
+    w.outbox.take();
+    // The machine call: the verdict and the end in one batch.
+    sc.events(&w, &own, &[
+        json!({"type": "ringing"}),
+        json!({"type": "answered"}),
+        json!({"type": "answered_by", "answered_by": "machine", "decision_ms": 2640}),
+        json!({"type": "ended", "status": "completed", "reason": "answering_machine", "timings": {"dispatched_ms": 0, "ringing_ms": 1, "answered_ms": 2, "ended_ms": 3000}}),
+    ]);
+    sc.events(&w, &off, &[
+        json!({"type": "ringing"}),
+        json!({"type": "answered"}),
+        json!({"type": "ended", "status": "completed", "reason": "callee_hangup", "timings": {"dispatched_ms": 0, "ringing_ms": 1, "answered_ms": 2, "ended_ms": 3000}}),
+    ]);
+    w.settle();
+    let call = w
+        .send("GET", &format!("/v1/calls/{own}"), Some(&key), None)
+        .body_json();
+    assert_eq!(
+        (
+            call["answered_by"].as_str(),
+            call["amd_decision_ms"].as_u64(),
+            call["ended_reason"].as_str(),
+            call["amd"].as_str()
+        ),
+        (
+            Some("machine"),
+            Some(2640),
+            Some("answering_machine"),
+            Some("hangup")
+        ),
+        "{call}"
+    );
+    let jobs = w.outbox.take();
+    let completed = |id: &str| -> Value {
+        jobs.iter()
+            .filter(|j| j.event_type == "call.completed")
+            .map(|j| serde_json::from_str::<Value>(&j.payload).unwrap())
+            .find(|p| p["data"]["id"] == id)
+            .unwrap_or_else(|| panic!("no call.completed for {id}"))
+    };
+    let c = completed(&own);
+    assert_eq!(
+        (
+            c["data"]["answered_by"].as_str(),
+            c["data"]["amd_decision_ms"].as_u64(),
+            c["data"]["ended_reason"].as_str()
+        ),
+        (Some("machine"), Some(2640), Some("answering_machine")),
+        "{c}"
+    );
+    let c = completed(&off);
+    assert!(
+        c["data"]["answered_by"].is_null() && c["data"]["amd_decision_ms"].is_null(),
+        "present and null without detection: {c}"
+    );
+}

@@ -5,14 +5,15 @@ use crate::api::fields::{parse_object, Fields};
 use crate::error::{ApiError, ErrorCode};
 use crate::ids::{parse_rfc3339_utc_ms, rfc3339_ms};
 use crate::limits::{
-    AGENT_NAME_MAX, CALLER_NAME_MAX, CALL_NAME_MAX, EMAIL_MAX, ID_FIELD_MAX, LANGUAGE_MAX,
-    MAX_BODY_BYTES, MAX_METADATA_BYTES, MAX_PROMPT_CHARS, MAX_SCHEDULE_AHEAD_DAYS, MAX_SECONDS,
-    MODEL_MAX, RETRIES, RETRY_DELAY_MINUTES, SCHEDULE_AT_MAX, SILENCE_TIMEOUT_SECONDS, VOICE_MAX,
+    AGENT_NAME_MAX, AMD_MESSAGE_MAX, CALLER_NAME_MAX, CALL_NAME_MAX, EMAIL_MAX, ID_FIELD_MAX,
+    LANGUAGE_MAX, MAX_BODY_BYTES, MAX_METADATA_BYTES, MAX_PROMPT_CHARS, MAX_SCHEDULE_AHEAD_DAYS,
+    MAX_SECONDS, MODEL_MAX, RETRIES, RETRY_DELAY_MINUTES, SCHEDULE_AT_MAX, SILENCE_TIMEOUT_SECONDS,
+    VOICE_MAX,
 };
 use crate::model::{Engine, Metadata};
 use serde_json::Value;
 use voxline_shared::analysis::AnalysisPlan;
-use voxline_shared::sidecar_link::FirstSpeaker;
+use voxline_shared::sidecar_link::{AmdMode, FirstSpeaker};
 
 pub const CREATE_CALL_FIELDS: &[&str] = &[
     "phone",
@@ -38,6 +39,8 @@ pub const CREATE_CALL_FIELDS: &[&str] = &[
     "engine_base_url",
     "silence_timeout_seconds",
     "variables",
+    "amd",
+    "amd_message",
 ];
 /// `on_concurrency_limit`: wait in the queue (default) or be refused with 429.
 pub const ON_CONCURRENCY_LIMIT: [&str; 2] = ["queue", "reject"];
@@ -82,6 +85,10 @@ pub struct CreateCallInput {
     pub silence_timeout_seconds: Option<u32>,
     /// The call's own prompt variables (`{{KEY}}`), in the order given.
     pub variables: Vec<(String, String)>,
+    /// Answering-machine detection (None: the agent's).
+    pub amd: Option<AmdMode>,
+    /// `leave_message`'s words (None: the agent's).
+    pub amd_message: Option<String>,
 }
 
 /// An optional `RateLimit` field (`{limit, window_seconds}`); out of range: 422 naming the part.
@@ -225,6 +232,8 @@ pub fn create_call(
         engine_base_url: f.str_opt("engine_base_url", crate::engine_keys::MAX_BASE_URL_CHARS)?,
         silence_timeout_seconds: silence_timeout(&f)?,
         variables: variables(&f)?,
+        amd: amd(&f)?,
+        amd_message: f.str_opt("amd_message", AMD_MESSAGE_MAX)?,
     })
 }
 
@@ -331,6 +340,20 @@ fn variables(f: &Fields) -> Result<Vec<(String, String)>, ApiError> {
         out.push((name, value));
     }
     Ok(out)
+}
+
+/// `amd`: `off`, `hangup`, `leave_message` or `continue`.
+fn amd(f: &Fields) -> Result<Option<AmdMode>, ApiError> {
+    match f.str_opt("amd", 16)? {
+        None => Ok(None),
+        Some(s) => AmdMode::parse(&s).map(Some).ok_or_else(|| {
+            ApiError::field(
+                ErrorCode::InvalidValue,
+                "amd",
+                "amd must be one of off, hangup, leave_message, continue",
+            )
+        }),
+    }
 }
 
 fn silence_timeout(f: &Fields) -> Result<Option<u32>, ApiError> {
@@ -466,6 +489,8 @@ pub const AGENT_FIELDS: &[&str] = &[
     "silence_timeout_seconds",
     "first_speaker",
     "analysis",
+    "amd",
+    "amd_message",
 ];
 
 /// Agent fields as given; `None` means "not in the body" (PATCH keeps the old value).
@@ -493,6 +518,9 @@ pub struct AgentInput {
     pub first_speaker: Option<FirstSpeaker>,
     /// Like `calling_window`: an explicit null removes it.
     pub analysis: Option<Option<AnalysisPlan>>,
+    pub amd: Option<AmdMode>,
+    /// Like `calling_window`: an explicit null removes it.
+    pub amd_message: Option<Option<String>>,
 }
 
 pub fn agent(
@@ -557,6 +585,11 @@ pub fn agent(
                     "first_speaker must be one of agent, callee",
                 )
             })?),
+        },
+        amd: amd(&f)?,
+        amd_message: match f.str_opt("amd_message", AMD_MESSAGE_MAX)? {
+            None if f.is_null("amd_message") => Some(None),
+            m => m.map(Some),
         },
         analysis: match f.object_opt("analysis")? {
             None if f.is_null("analysis") => Some(None),

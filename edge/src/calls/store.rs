@@ -899,6 +899,19 @@ pub fn apply_reports(
                     &engine_analysis_key(&update.call_id),
                     &to_text(analysis.as_ref())?,
                 )?,
+                Change::AnsweredBy {
+                    answered_by,
+                    decision_ms,
+                } => match rows.call(&update.call_id)? {
+                    // The verdict of the attempt that was answered: a
+                    // retry's (if any) replaces it.
+                    Some(mut record) => {
+                        record.answered_by = Some(*answered_by);
+                        record.amd_decision_ms = Some(*decision_ms);
+                        rows.put_call(&record)?;
+                    }
+                    None => log(format!("call {} not found for answered_by", update.call_id)),
+                },
             },
             ReportItem::Message { update } => apply_message_update(rows, update, now_ms, log)?,
         }

@@ -708,6 +708,7 @@ pub fn ended_reason_word(reason: EndedReason) -> &'static str {
         EndedReason::EngineError => "engine-error",
         EndedReason::DispatchUnavailable => "dispatch-unavailable",
         EndedReason::SilenceTimeout => "silence-timeout",
+        EndedReason::AnsweringMachine => "answering-machine",
     }
 }
 

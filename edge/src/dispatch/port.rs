@@ -75,6 +75,8 @@ pub fn queued_call(tenant_id: &str, record: &CallRecord, now_ms: u64) -> QueuedC
             silence_timeout_seconds: Some(record.silence_timeout_seconds),
             first_speaker: record.first_speaker,
             analysis: record.analysis_plan.clone(),
+            amd: record.amd,
+            amd_message: record.amd_message.clone(),
             // Set by the caller when the call or its agent has a key.
             engine_api_key_sealed: None,
         }),

@@ -154,6 +154,8 @@ pub fn offer(lease: &Lease, body: OfferBody, key: Option<&SealingKey>) -> Offer 
         ack_deadline_ms: lease.deadline_ms,
         first_speaker: body.first_speaker,
         analysis: body.analysis,
+        amd: body.amd,
+        amd_message: body.amd_message,
     }
 }
 

@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use voxline_shared::sidecar_link::FirstSpeaker;
+use voxline_shared::sidecar_link::{AmdMode, FirstSpeaker};
 use voxline_shared::EngineKind;
 
 /// A call as the queue knows it: routing and retry policy plus the offer
@@ -101,6 +101,11 @@ pub struct OfferBody {
     /// Its agent's post-call analysis plan (bodies stored before it: none).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub analysis: Option<voxline_shared::analysis::AnalysisPlan>,
+    /// Answering-machine detection (bodies stored before it: `off`).
+    #[serde(default, skip_serializing_if = "AmdMode::is_off")]
+    pub amd: AmdMode,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub amd_message: Option<String>,
     /// The call's engine key, sealed (see `engine_keys`) while the call
     /// waits: opened only into the offer that leaves for a sidecar.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -128,6 +133,8 @@ impl OfferBody {
             silence_timeout_seconds: None,
             first_speaker: FirstSpeaker::Agent,
             analysis: None,
+            amd: AmdMode::Off,
+            amd_message: None,
             engine_api_key_sealed: None,
         }
     }

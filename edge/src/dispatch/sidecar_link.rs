@@ -477,6 +477,7 @@ fn handle_op(
                     | EventKind::TranscriptTurn { .. }
                     | EventKind::Summary { .. }
                     | EventKind::Analysis { .. }
+                    | EventKind::AnsweredBy { .. }
                     | EventKind::Unknown => HeldEvent::Other,
                 };
                 let tenant_id = q.held.get(&ev.call_id).map(|h| h.call.tenant_id.clone());
@@ -515,6 +516,13 @@ fn handle_op(
                     EventKind::Analysis { analysis } => Change::Analysis(Box::new(
                         crate::transcript::bound_analysis(analysis.clone()),
                     )),
+                    EventKind::AnsweredBy {
+                        answered_by,
+                        decision_ms,
+                    } => Change::AnsweredBy {
+                        answered_by: *answered_by,
+                        decision_ms: *decision_ms,
+                    },
                     _ => continue,
                 };
                 turns.push(TranscriptUpdate {

@@ -267,6 +267,10 @@ pub fn call_event_payload(
         "ended_at": record.ended_at,
         "ring_seconds": ring_seconds,
         "talk_seconds": talk_seconds,
+        // Answering-machine detection's verdict (null: not asked, or not
+        // answered).
+        "answered_by": record.answered_by,
+        "amd_decision_ms": record.amd_decision_ms,
         // Complete once the call has ended (`transcript.saved` says so).
         "transcript_url": format!("/v1/calls/{}/transcript", record.id),
         // The recording is uploaded after the call ends: `recording.saved` carries it.

@@ -38,6 +38,15 @@
 //!   [`DTMF_TOOL_TIMEOUT`]); `end_call` hangs up after the pending audio;
 //!   any other name gets an error result at once. Each call and its result
 //!   is one agent turn `[tool NAME ARGS -> RESULT]`.
+//! - answering-machine detection (issue 18, the offer's `amd`): from the
+//!   answer the callee's frames also go to an [`AmdDetector`]; its verdict is
+//!   the `answered_by` event. With `hangup` or `leave_message` the
+//!   conversation waits for it (at most [`AmdConfig::max_decision`]); a
+//!   machine is hung up on (`answering_machine`) or, once it records (its
+//!   beep ended, or its greeting and a silence), gets the offer's message
+//!   ([`Action::PlayMessage`], then the BYE) or the agent's own greeting
+//!   (the BYE once the agent has been quiet for [`AGENT_MESSAGE_TAIL`]).
+//!   `continue` only reports. `unknown` is treated as a person.
 //!
 //! `max_seconds` is enforced by the SIP dialog itself (it sends the BYE and
 //! ends `completed` / `max_duration_reached`); the bridge maps that end.
@@ -46,12 +55,13 @@ use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use voxline_shared::sidecar_link::{EventKind, Offer, Timings};
+use voxline_shared::sidecar_link::{AmdMode, AnsweredBy, EventKind, Offer, Timings};
 use voxline_shared::{CallStatus, EndedReason};
 
 use super::tools::{self, ToolRequest};
 use super::{HangupCause, SHUTDOWN_REASON};
 use crate::engine::{dtmf_text, EngineError, EngineEvent};
+use crate::media::amd::{AmdConfig, AmdDetector, AmdEvent};
 use crate::sip::sdp::{Direction, Negotiated};
 use crate::sip::{DialogEnd, DialogEvent};
 use voxline_shared::sidecar_link::Role;
@@ -74,17 +84,26 @@ pub const MAX_KEYPAD_GROUP: usize = 32;
 /// with an error (never a hang): 32 keys of 120 ms with their gaps take 6.4 s.
 pub const DTMF_TOOL_TIMEOUT: Duration = Duration::from_secs(15);
 
+/// `leave_message` spoken by the agent: the BYE once its audio has played
+/// out and it has said nothing more for this long.
+pub const AGENT_MESSAGE_TAIL: Duration = Duration::from_secs(2);
+
 /// RMS of a 20 ms frame above which the callee counts as speaking (about
 /// -38 dBFS: above line noise and comfort noise, below quiet speech).
 const SPEECH_RMS: f64 = 400.0;
 
 /// What a bridge is configured with.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BridgeConfig {
     /// Hang up when nobody has spoken for this long (from the answer).
     pub silence_timeout: Duration,
     /// See [`HANGUP_DELAY`].
     pub hangup_delay: Duration,
+    /// Answering-machine detection (the offer's `amd`).
+    pub amd: AmdMode,
+    /// `leave_message`: the words to leave (`None`: the agent speaks).
+    pub amd_message: Option<String>,
+    pub amd_detector: AmdConfig,
 }
 
 impl BridgeConfig {
@@ -97,6 +116,9 @@ impl BridgeConfig {
                     Duration::from_secs(u64::from(s))
                 }),
             hangup_delay: HANGUP_DELAY,
+            amd: offer.amd,
+            amd_message: offer.amd_message.clone().filter(|m| !m.trim().is_empty()),
+            amd_detector: AmdConfig::default(),
         }
     }
 }
@@ -145,6 +167,9 @@ pub enum Action {
     SendToMedia(Vec<i16>),
     /// Barge-in: drop the engine audio queued and not yet played.
     FlushMedia,
+    /// `leave_message`: synthesise this text and hand the audio to
+    /// [`Bridge::message_audio`] (`None` when it cannot: the agent speaks).
+    PlayMessage(String),
     /// Connect the offer's engine (it may take a while: keep driving the
     /// call meanwhile); then tell the bridge [`Bridge::engine_started`] or
     /// [`Bridge::engine_failed`].
@@ -229,6 +254,18 @@ enum EngineState {
     Gone,
 }
 
+/// Where answering-machine detection is in a call.
+#[derive(Debug)]
+struct Amd {
+    det: AmdDetector,
+    /// The answer: the detector's time zero.
+    answered_at: Instant,
+    /// The verdict, once given.
+    answered_by: Option<AnsweredBy>,
+    /// The conversation waits (`hangup`, `leave_message` until released).
+    holds: bool,
+}
+
 /// One SIP call's bridge between the dialog, the media and the engine.
 #[derive(Debug)]
 pub struct Bridge {
@@ -256,6 +293,12 @@ pub struct Bridge {
     /// The callee holds the call (we may not send): no RTP out, no audio to
     /// the engine.
     on_hold: bool,
+    /// Answering-machine detection, from the answer (when the offer asks).
+    amd: Option<Amd>,
+    /// `leave_message` by the agent: hang up after its words (see
+    /// [`AGENT_MESSAGE_TAIL`]); armed once it has said something.
+    agent_message: bool,
+    agent_spoke: bool,
     /// The answer's media runs.
     media_up: bool,
     /// [`Action::EngineAnswered`] is out: the conversation runs.
@@ -300,6 +343,9 @@ impl Bridge {
             shutdown: false,
             stopping: false,
             on_hold: false,
+            amd: None,
+            agent_message: false,
+            agent_spoke: false,
             media_up: false,
             conversing: false,
             early_events: VecDeque::new(),
@@ -326,11 +372,19 @@ impl Bridge {
         let silence = self.silence.filter(|_| !self.on_hold).map(|w| w.deadline());
         // The hangup waits for keys being pressed (their own deadline).
         let hangup = self.hangup_at.filter(|_| self.dtmf_out.is_none());
+        let amd = self
+            .amd
+            .as_ref()
+            .and_then(|a| Some(a.answered_at + a.det.poll_timeout()?));
+        let agent_message = (self.agent_message && self.agent_spoke)
+            .then(|| self.playout.done_at() + AGENT_MESSAGE_TAIL);
         [
             hangup,
             silence,
             self.keypad.as_ref().map(|k| k.last + KEYPAD_GAP),
             self.dtmf_out.as_ref().map(|d| d.asked + DTMF_TOOL_TIMEOUT),
+            amd,
+            agent_message,
         ]
         .into_iter()
         .flatten()
@@ -345,6 +399,15 @@ impl Bridge {
     pub fn handle_timeout(&mut self, now: Instant) {
         if self.finished || self.hangup_sent.is_some() {
             return;
+        }
+        if let Some(a) = self.amd.as_mut() {
+            let ev = a
+                .det
+                .handle_timeout(now.saturating_duration_since(a.answered_at));
+            self.amd_event(now, ev);
+            if self.hangup_sent.is_some() || self.finished {
+                return;
+            }
         }
         if self
             .keypad
@@ -362,6 +425,12 @@ impl Bridge {
             self.dtmf_sent(now, Err("the keys were not played in time".into()));
         }
         if self.hangup_at.is_some_and(|at| now >= at) && self.dtmf_out.is_none() {
+            self.hang_up(EndedReason::AgentHangup);
+        } else if self.agent_message
+            && self.agent_spoke
+            && now >= self.playout.done_at() + AGENT_MESSAGE_TAIL
+        {
+            tracing::info!(call_id = %self.call_id, "the agent left its message; hanging up");
             self.hang_up(EndedReason::AgentHangup);
         } else if !self.on_hold && self.silence.is_some_and(|w| now >= w.deadline()) {
             tracing::info!(call_id = %self.call_id, timeout_seconds = self.cfg.silence_timeout.as_secs(), "nobody spoke; hanging up");
@@ -394,6 +463,14 @@ impl Bridge {
             DialogEvent::Answered(neg) => {
                 self.timings.answered_ms = Some(self.emit(now, EventKind::Answered));
                 self.silence = Some(SilenceWatch::new(now, self.cfg.silence_timeout));
+                if self.cfg.amd != AmdMode::Off && self.amd.is_none() {
+                    self.amd = Some(Amd {
+                        det: AmdDetector::new(self.cfg.amd_detector),
+                        answered_at: now,
+                        answered_by: None,
+                        holds: matches!(self.cfg.amd, AmdMode::Hangup | AmdMode::LeaveMessage),
+                    });
+                }
                 tracing::info!(call_id = %self.call_id, codec = neg.codec.encoding_name(), pt = neg.pt, remote = %neg.remote_rtp, srtp = neg.srtp.as_ref().map_or("off", |s| s.keys.suite.name()), "answered; media negotiated");
                 let held = !we_may_send(&neg);
                 self.telephone_event = neg.dtmf_pt.is_some();
@@ -644,7 +721,11 @@ impl Bridge {
     /// The engine is live and the answer's media runs: the conversation
     /// starts, with what the engine said before it.
     fn start_conversation(&mut self, now: Instant) {
-        if self.conversing || !self.media_up || self.engine != EngineState::Live {
+        if self.conversing
+            || !self.media_up
+            || self.engine != EngineState::Live
+            || self.amd.as_ref().is_some_and(|a| a.holds)
+        {
             return;
         }
         self.conversing = true;
@@ -714,6 +795,15 @@ impl Bridge {
         if let Some(w) = self.silence.as_mut() {
             w.heard(now, &pcm);
         }
+        if let Some(a) = self.amd.as_mut() {
+            let ev = a
+                .det
+                .push(now.saturating_duration_since(a.answered_at), &pcm);
+            self.amd_event(now, ev);
+            if self.finished {
+                return;
+            }
+        }
         // On hold the callee hears nothing and what we hear is hold music:
         // the engine gets none of it.
         if self.engine == EngineState::Live && self.conversing && !self.on_hold {
@@ -738,6 +828,7 @@ impl Bridge {
         }
         match ev {
             EngineEvent::Audio(pcm) => {
+                self.agent_spoke |= SilenceWatch::is_speech(&pcm);
                 self.playout.enqueue(now, pcm.len() as u64 / 8);
                 if let Some(w) = self.silence.as_mut() {
                     w.engine_audio(&pcm, self.playout.done_at());
@@ -788,6 +879,75 @@ impl Bridge {
                 self.emit(now, EventKind::Summary { summary, outcome });
             }
         }
+    }
+
+    /// What the detector said (if anything), acted on per the offer's `amd`.
+    fn amd_event(&mut self, now: Instant, ev: Option<AmdEvent>) {
+        let Some(a) = self.amd.as_mut() else { return };
+        match ev {
+            None => {}
+            Some(AmdEvent::Decided(d)) => {
+                a.answered_by = Some(d.answered_by);
+                tracing::info!(call_id = %self.call_id, answered_by = d.answered_by.as_str(), decision_ms = d.decision_ms, cue = ?d.cue, amd = self.cfg.amd.as_str(), "answering-machine detection decided");
+                let machine = d.answered_by == AnsweredBy::Machine;
+                if !machine {
+                    // A person (or nobody we could tell): talk.
+                    a.holds = false;
+                }
+                self.emit(
+                    now,
+                    EventKind::AnsweredBy {
+                        answered_by: d.answered_by,
+                        decision_ms: d.decision_ms,
+                    },
+                );
+                if machine && self.cfg.amd == AmdMode::Hangup {
+                    self.hang_up(EndedReason::AnsweringMachine);
+                } else {
+                    self.start_conversation(now);
+                }
+            }
+            Some(AmdEvent::ReadyForMessage { at_ms, cue }) => {
+                if self.cfg.amd != AmdMode::LeaveMessage || self.hangup_sent.is_some() {
+                    return;
+                }
+                tracing::info!(call_id = %self.call_id, at_ms, ?cue, "the machine records; leaving the message");
+                match self.cfg.amd_message.clone() {
+                    Some(text) => self.actions.push_back(Action::PlayMessage(text)),
+                    None => self.leave_by_agent(now),
+                }
+            }
+        }
+    }
+
+    /// `leave_message` with no text (or none could be synthesised): the
+    /// agent speaks, and the call ends once it has.
+    fn leave_by_agent(&mut self, now: Instant) {
+        self.agent_message = true;
+        if let Some(a) = self.amd.as_mut() {
+            a.holds = false;
+        }
+        self.start_conversation(now);
+    }
+
+    /// The answer to [`Action::PlayMessage`]: its 8 kHz audio, played to the
+    /// machine and followed by the BYE; `None`: it could not be synthesised,
+    /// the agent speaks instead.
+    pub fn message_audio(&mut self, now: Instant, pcm: Option<Vec<i16>>) {
+        if self.finished || self.hangup_sent.is_some() {
+            return;
+        }
+        let Some(pcm) = pcm.filter(|p| !p.is_empty()) else {
+            tracing::warn!(call_id = %self.call_id, "the message could not be synthesised; the agent speaks");
+            self.leave_by_agent(now);
+            return;
+        };
+        self.playout.enqueue(now, pcm.len() as u64 / 8);
+        if let Some(w) = self.silence.as_mut() {
+            w.engine_audio(&pcm, self.playout.done_at());
+        }
+        self.actions.push_back(Action::SendToMedia(pcm));
+        self.hangup_at = Some(self.playout.done_at() + self.cfg.hangup_delay);
     }
 
     /// The edge's hangup command, or `None` when its sender is gone (the

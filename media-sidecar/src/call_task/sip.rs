@@ -117,12 +117,11 @@ async fn run_dialog(
     incoming: Option<IncomingCall>,
 ) {
     let e = Emitter::new(&offer.call_id, tx.clone());
-    let bridge = Bridge::new(
-        &offer.call_id,
-        BridgeConfig::for_offer(&offer),
-        now(),
-        now_ms(),
-    );
+    let mut bridge_cfg = BridgeConfig::for_offer(&offer);
+    // The dial plan in force (SIGHUP may change it).
+    bridge_cfg.amd_detector.max_decision =
+        Duration::from_millis(u64::from(tel.dial_plan().cfg.amd_decision_ms));
+    let bridge = Bridge::new(&offer.call_id, bridge_cfg, now(), now_ms());
     let mut io = CallIo {
         offer: &offer,
         tel: &tel,
@@ -370,6 +369,10 @@ impl CallIo<'_> {
                         let _ = m.send(pcm).await;
                     }
                 }
+                Action::PlayMessage(text) => {
+                    let pcm = synthesize_message(self.offer, text).await;
+                    bridge.message_audio(now(), pcm);
+                }
                 Action::FlushMedia => {
                     if let Some(m) = &self.media {
                         m.flush();
@@ -474,6 +477,32 @@ impl CallIo<'_> {
         }
         None
     }
+}
+
+/// `leave_message`'s text in the offer's voice (flite, the local engine's
+/// TTS, off the async threads); `None` without the local engine or when
+/// flite fails (the bridge lets the agent speak then).
+#[cfg(feature = "local-engine")]
+async fn synthesize_message(offer: &Offer, text: String) -> Option<Vec<i16>> {
+    use crate::engine::local::tts::{synthesize, Voice};
+    let voice = offer
+        .voice
+        .as_deref()
+        .and_then(Voice::parse)
+        .unwrap_or(Voice::Kal16);
+    match tokio::task::spawn_blocking(move || synthesize(&text, voice)).await {
+        Ok(Ok(pcm)) => Some(pcm.to_vec()),
+        Ok(Err(err)) => {
+            tracing::warn!(call_id = %offer.call_id, error = %err, "flite failed on the message");
+            None
+        }
+        Err(_) => None,
+    }
+}
+
+#[cfg(not(feature = "local-engine"))]
+async fn synthesize_message(_offer: &Offer, _text: String) -> Option<Vec<i16>> {
+    None
 }
 
 /// What the SIP endpoint is asked to dial for `offer`: its number from the
@@ -726,6 +755,8 @@ mod credential_tests {
             ack_deadline_ms: 0,
             first_speaker: voxline_shared::sidecar_link::FirstSpeaker::Agent,
             analysis: None,
+            amd: Default::default(),
+            amd_message: None,
         }
     }
 

@@ -52,6 +52,8 @@ fn offer(n: u32, deadline_ms: u64) -> Offer {
         ack_deadline_ms: deadline_ms,
         first_speaker: voxline_shared::sidecar_link::FirstSpeaker::Agent,
         analysis: None,
+        amd: Default::default(),
+        amd_message: None,
     }
 }
 

@@ -17,6 +17,7 @@
 //! The call side always works in **8 kHz mono 16-bit PCM, 20 ms frames (160
 //! samples)**, whatever the codec on the wire.
 
+pub mod amd;
 pub mod codec;
 pub mod driver;
 pub mod dtmf;

@@ -183,6 +183,7 @@ fn reason_label(r: EndedReason) -> &'static str {
         R::EngineError => "engine_error",
         R::DispatchUnavailable => "dispatch_unavailable",
         R::SilenceTimeout => "silence_timeout",
+        R::AnsweringMachine => "answering_machine",
     }
 }
 

@@ -449,5 +449,7 @@ pub fn offer(call: &str, max_seconds: u32) -> Offer {
         ack_deadline_ms: now_ms() + 5_000,
         first_speaker: voxline_shared::sidecar_link::FirstSpeaker::Agent,
         analysis: None,
+        amd: Default::default(),
+        amd_message: None,
     }
 }

@@ -36,7 +36,7 @@ pub(super) const CALLER_NAME_PATTERN: &str =
     r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$";
 /// Every [`EndedReason`], in declaration order. `ended_reason_index` below
 /// matches exhaustively, so a new variant does not compile until listed here.
-pub(super) const ENDED_REASONS: [EndedReason; 13] = [
+pub(super) const ENDED_REASONS: [EndedReason; 14] = [
     EndedReason::HangupRequested,
     EndedReason::CalleeHangup,
     EndedReason::AgentHangup,
@@ -50,6 +50,7 @@ pub(super) const ENDED_REASONS: [EndedReason; 13] = [
     EndedReason::EngineError,
     EndedReason::DispatchUnavailable,
     EndedReason::SilenceTimeout,
+    EndedReason::AnsweringMachine,
 ];
 #[allow(dead_code)] // exists for its exhaustiveness; the tests call it
 pub(super) fn ended_reason_index(r: EndedReason) -> usize {
@@ -67,6 +68,7 @@ pub(super) fn ended_reason_index(r: EndedReason) -> usize {
         EndedReason::EngineError => 10,
         EndedReason::DispatchUnavailable => 11,
         EndedReason::SilenceTimeout => 12,
+        EndedReason::AnsweringMachine => 13,
     }
 }
 pub(super) const SIDECAR_ID_PATTERN: &str = "^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$";

@@ -18,7 +18,12 @@ use crate::traffic;
 use crate::webhooks::delivery::{self, DeliveryStatus};
 use crate::webhooks::events::{WebhookEvent, WEBHOOK_EVENTS};
 use serde_json::{json, Map, Value};
-use voxline_shared::sidecar_link::{FirstSpeaker, MAX_MESSAGE_CHARS};
+use voxline_shared::sidecar_link::{AmdMode, AnsweredBy, FirstSpeaker, MAX_MESSAGE_CHARS};
+
+/// `amd`, as the API documents it (calls and agents).
+const AMD_DOC: &str = "Answering-machine detection (issue 18): `off` (the default) starts the conversation at the answer; otherwise the sidecar classifies who answered from the greeting's length and cadence, a beep and silence, within 4 s (`answered_by`, `amd_decision_ms`), and then `hangup` hangs up on a machine at once (`ended_reason` `answering_machine`), `leave_message` waits for the machine's beep (or the end of its greeting and 1.5 s of silence), speaks `amd_message` (or, without one, lets the agent speak its greeting) and hangs up, `continue` only reports. With `hangup` and `leave_message` the agent waits for the verdict before it speaks; `unknown` is treated as a person.";
+/// `amd_message`, as the API documents it.
+const AMD_MESSAGE_DOC: &str = "With `amd: leave_message`: the words left on the machine after its beep, synthesised by the sidecar's local voice; null or absent: the agent speaks its own greeting instead.";
 
 /// An agent's `first_speaker`, as the API documents it.
 const FIRST_SPEAKER_DOC: &str = "Who speaks first once a call is answered: `agent` greets the callee at once; `callee` waits for the callee's first words (a person answering \"Hello?\"), greets when they stop speaking, and greets anyway after a few seconds of silence (the local engine: 3 s; cloud engines answer the callee's first turn by their own voice activity detection). Default `agent`.";
@@ -206,6 +211,11 @@ See docs/dialects.md."}),
                     "description": "Why `schedule_at` differs from what was asked: `calling_window`, the call would have started outside its agent's calling window and was moved to the window's next start."}))),
                 ("engine_base_url", nullable(json!({"type": "string", "description": "Where the engine connects (the call's or its agent's); null: the engine's default."}))),
                 ("engine_api_key_set", json!({"type": "boolean", "description": "An engine API key came with the call or its agent. The key is never returned."})),
+                ("amd", json!({"type": "string", "enum": AmdMode::ALL.map(AmdMode::as_str), "description": AMD_DOC})),
+                ("amd_message", nullable(json!({"type": "string", "description": AMD_MESSAGE_DOC}))),
+                ("answered_by", nullable(json!({"type": "string", "enum": AnsweredBy::ALL.map(AnsweredBy::as_str),
+                    "description": "Who answered, as answering-machine detection decided: `human`, `machine`, or `unknown` (no decision within its time bound). Null when `amd` is `off` or the call was not answered."}))),
+                ("amd_decision_ms", nullable(json!({"type": "integer", "minimum": 0, "description": "From the answer to the `answered_by` decision, in milliseconds."}))),
             ]);
         }
         f
@@ -550,6 +560,14 @@ See docs/dialects.md."}),
                 schema_ref("AnalysisPlan"),
                 "The post-call analysis of this agent's calls; null: none.",
             )),
+        ),
+        (
+            "amd",
+            json!({"type": "string", "enum": AmdMode::ALL.map(AmdMode::as_str), "description": AMD_DOC}),
+        ),
+        (
+            "amd_message",
+            nullable(json!({"type": "string", "description": AMD_MESSAGE_DOC})),
         ),
     ];
     add(
@@ -920,6 +938,9 @@ A call already queued inside the window is not stopped when the window closes.";
                 ("ended_at", nullable(timestamp())),
                 ("ring_seconds", maybe_seconds("From dialing (or ringing) to answer or end.")),
                 ("talk_seconds", maybe_seconds("From answer to end; null until the call ends or if it was never answered.")),
+                ("answered_by", nullable(json!({"type": "string", "enum": AnsweredBy::ALL.map(AnsweredBy::as_str),
+                    "description": "Who answered, as answering-machine detection decided (`human`, `machine`, `unknown`); null when the call's `amd` is `off` or it was not answered."}))),
+                ("amd_decision_ms", nullable(json!({"type": "integer", "minimum": 0, "description": "From the answer to the `answered_by` decision, in milliseconds."}))),
                 ("transcript_url", json!({"type": "string", "description": "The call's transcript (`GET`, with your API key); complete once `transcript.saved` was sent."})),
                 ("recording_url", json!({"type": "null", "description": "Always null here: a recording is uploaded after the call ends, and `recording.saved` carries its URL."})),
                 ("analysis", nullable(with_description(schema_ref("CallAnalysis"), "The post-call analysis (set in the event of the call's end when its agent has an `analysis` plan and it was answered); null otherwise."))),
@@ -1042,6 +1063,8 @@ A call already queued inside the window is not stopped when the window closes.";
             ("model", nullable(with_description(string_max(MODEL_MAX), "Overrides the agent's model."))),
             ("max_seconds", nullable(with_description(int_range(MAX_SECONDS), "Longest the call may last once answered, in seconds."))),
             ("silence_timeout_seconds", nullable(with_description(int_range(SILENCE_TIMEOUT), "Hang up (`ended_reason` `silence_timeout`) after this long with neither side speaking; default: the agent's, else 30."))),
+            ("amd", nullable(json!({"type": "string", "enum": AmdMode::ALL.map(AmdMode::as_str), "description": format!("{AMD_DOC} Default: the agent's.")}))),
+            ("amd_message", nullable(json!({"type": "string", "maxLength": crate::limits::AMD_MESSAGE_MAX, "description": format!("{AMD_MESSAGE_DOC} Default: the agent's.")}))),
             ("variables", nullable(json!({"type": "object", "maxProperties": crate::prompt_variables::MAX_VARIABLES,
                 "propertyNames": {"pattern": "^[A-Za-z_][A-Za-z0-9_]{0,63}$", "not": {"enum": crate::prompt_variables::RESERVED}},
                 "additionalProperties": {"type": "string", "maxLength": crate::prompt_variables::MAX_VALUE_CHARS},
@@ -1207,6 +1230,24 @@ A call already queued inside the window is not stopped when the window closes.";
                 opt(
                     json!({"type": "integer", "minimum": SILENCE_TIMEOUT.0, "maximum": SILENCE_TIMEOUT.1,
                 "description": "Hang up this agent's calls after this long with neither side speaking, unless a call sets its own (default 30)."}),
+                ),
+            ),
+            (
+                "amd",
+                opt(if creating {
+                    json!({"type": "string", "enum": AmdMode::ALL.map(AmdMode::as_str), "default": "off", "description": AMD_DOC})
+                } else {
+                    json!({"type": "string", "enum": AmdMode::ALL.map(AmdMode::as_str), "description": AMD_DOC})
+                }),
+            ),
+            (
+                "amd_message",
+                opt(
+                    json!({"type": "string", "maxLength": crate::limits::AMD_MESSAGE_MAX, "description": if creating {
+                        AMD_MESSAGE_DOC
+                    } else {
+                        "Replaces the agent's `amd_message`. Unlike other fields, an explicit null removes it; absent keeps it."
+                    }}),
                 ),
             ),
             (

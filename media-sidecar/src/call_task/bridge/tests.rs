@@ -91,6 +91,9 @@ fn cfg(silence_s: u64) -> BridgeConfig {
     BridgeConfig {
         silence_timeout: Duration::from_secs(silence_s),
         hangup_delay: HANGUP_DELAY,
+        amd: AmdMode::Off,
+        amd_message: None,
+        amd_detector: AmdConfig::default(),
     }
 }
 
@@ -1135,4 +1138,233 @@ fn a_hold_fails_the_keys_being_pressed() {
     );
     b.media_dtmf_sent(t0 + ms(3_200));
     assert_eq!(drain(&mut b), [], "answered once");
+}
+/// Ringing, engine up, answered at +2 s with `amd` on, media started:
+/// the conversation waits for the verdict unless `amd` is `continue`.
+fn answered_amd(mode: AmdMode, message: Option<&str>) -> (Bridge, Instant) {
+    let t0 = Instant::now();
+    let c = BridgeConfig {
+        amd: mode,
+        amd_message: message.map(str::to_string),
+        ..cfg(30)
+    };
+    let mut b = Bridge::new("c_test", c, t0, D);
+    b.handle_dialog_event(t0 + ms(1_000), ringing());
+    b.engine_started(t0 + ms(1_500));
+    // The engine's greeting, ready before the answer: held.
+    b.handle_engine_event(t0 + ms(1_600), EngineEvent::Audio(speech_ms(500)));
+    b.handle_dialog_event(t0 + ms(2_000), DialogEvent::Answered(neg()));
+    drain(&mut b);
+    b.media_started(t0 + ms(2_000));
+    let expect: &[Action] = if mode == AmdMode::Continue {
+        &[Action::EngineAnswered, Action::SendToMedia(speech_ms(500))]
+    } else {
+        &[]
+    };
+    assert_eq!(drain(&mut b), expect, "{mode:?}");
+    (b, t0)
+}
+
+/// A 20 ms frame of a 1 kHz tone (a voicemail beep).
+fn beep_frame(i: usize) -> Vec<i16> {
+    (0..160)
+        .map(|n| {
+            let t = (i * 160 + n) as f64 / 8000.0;
+            (8000.0 * (2.0 * std::f64::consts::PI * 1000.0 * t).sin()) as i16
+        })
+        .collect()
+}
+
+/// Feeds frames heard from +2 s (the answer) on, one per 20 ms, from the
+/// answer's `from_ms`; every action that came out, with its frame's time.
+fn hear(
+    b: &mut Bridge,
+    t0: Instant,
+    from_ms: u64,
+    frames: impl IntoIterator<Item = Vec<i16>>,
+) -> (Vec<Action>, u64) {
+    let mut out = vec![];
+    let mut at = from_ms;
+    for f in frames {
+        at += 20;
+        b.heard(t0 + ms(2_000 + at), f);
+        out.extend(drain(b));
+    }
+    (out, at)
+}
+
+fn emitted_answered_by(actions: &[Action]) -> Option<(AnsweredBy, u64)> {
+    actions.iter().find_map(|a| match a {
+        Action::Emit {
+            kind:
+                EventKind::AnsweredBy {
+                    answered_by,
+                    decision_ms,
+                },
+            ..
+        } => Some((*answered_by, *decision_ms)),
+        _ => None,
+    })
+}
+
+/// Issue 18, `amd: hangup`: a long greeting is a machine; no word of the
+/// agent's is played, the `answered_by` event is out and the BYE follows
+/// at once, the call ending `completed` / `answering_machine`.
+#[test]
+fn amd_hangup_hangs_up_on_a_machine_without_a_word() {
+    let (mut b, t0) = answered_amd(AmdMode::Hangup, None);
+    let (out, _) = hear(&mut b, t0, 0, std::iter::repeat_n(speech(), 150));
+    let (who, decision_ms) = emitted_answered_by(&out).expect("a verdict");
+    assert_eq!(who, AnsweredBy::Machine);
+    assert!((2_500..=2_600).contains(&decision_ms), "{decision_ms}");
+    assert!(
+        out.contains(&Action::Hangup(EndedReason::AnsweringMachine)),
+        "{out:?}"
+    );
+    assert!(
+        !out.iter().any(|a| matches!(
+            a,
+            Action::EngineAnswered | Action::SendToMedia(_) | Action::SendToEngine(_)
+        )),
+        "{out:?}"
+    );
+    assert_eq!(b.poll_timeout(), None);
+    b.handle_dialog_event(
+        t0 + ms(6_000),
+        ended(CallStatus::Completed, EndedReason::AgentHangup, None),
+    );
+    let fin = drain(&mut b);
+    assert!(
+        matches!(
+            fin.last(),
+            Some(Action::Finish(Some(CallEnd {
+                status: CallStatus::Completed,
+                reason: EndedReason::AnsweringMachine,
+                ..
+            })))
+        ),
+        "{fin:?}"
+    );
+}
+
+/// `amd: hangup` and a person: "Hello?" then silence; the conversation
+/// starts at the verdict with the greeting held since the answer.
+#[test]
+fn amd_hangup_lets_a_person_talk_after_a_short_hello() {
+    let (mut b, t0) = answered_amd(AmdMode::Hangup, None);
+    let frames = std::iter::repeat_n(speech(), 25).chain(std::iter::repeat_n(vec![0i16; 160], 60));
+    let (out, _) = hear(&mut b, t0, 0, frames);
+    let (who, decision_ms) = emitted_answered_by(&out).expect("a verdict");
+    assert_eq!(who, AnsweredBy::Human);
+    assert!((1_260..=1_340).contains(&decision_ms), "{decision_ms}");
+    assert!(out.contains(&Action::EngineAnswered), "{out:?}");
+    assert!(
+        out.contains(&Action::SendToMedia(speech_ms(500))),
+        "{out:?}"
+    );
+    assert!(!out.iter().any(|a| matches!(a, Action::Hangup(_))));
+}
+
+/// Nothing heard at all (RTP silent): `unknown` at the bound, from the
+/// timer, and the call goes on as with a person.
+#[test]
+fn amd_without_any_audio_is_unknown_at_the_bound() {
+    let (mut b, t0) = answered_amd(AmdMode::Hangup, None);
+    assert_eq!(b.poll_timeout(), Some(t0 + ms(2_000 + 4_000)));
+    b.handle_timeout(t0 + ms(6_000));
+    let out = drain(&mut b);
+    assert_eq!(
+        emitted_answered_by(&out),
+        Some((AnsweredBy::Unknown, 4_000))
+    );
+    assert!(out.contains(&Action::EngineAnswered), "{out:?}");
+}
+
+/// `amd: continue`: the conversation runs from the answer; the verdict is
+/// reported and nothing else happens.
+#[test]
+fn amd_continue_only_reports() {
+    let (mut b, t0) = answered_amd(AmdMode::Continue, None);
+    let (out, _) = hear(&mut b, t0, 0, std::iter::repeat_n(speech(), 150));
+    assert_eq!(
+        emitted_answered_by(&out).map(|v| v.0),
+        Some(AnsweredBy::Machine)
+    );
+    assert!(!out
+        .iter()
+        .any(|a| matches!(a, Action::Hangup(_) | Action::PlayMessage(_))));
+    assert!(out.iter().any(|a| matches!(a, Action::SendToEngine(_))));
+}
+
+/// `amd: leave_message` with a text: after the greeting and the beep the
+/// message is asked for, played, and the BYE follows its end.
+#[test]
+fn amd_leave_message_speaks_after_the_beep_then_hangs_up() {
+    let (mut b, t0) = answered_amd(AmdMode::LeaveMessage, Some("Please call us back."));
+    let (out, at) = hear(&mut b, t0, 0, std::iter::repeat_n(speech(), 200));
+    assert_eq!(
+        emitted_answered_by(&out).map(|v| v.0),
+        Some(AnsweredBy::Machine)
+    );
+    assert!(
+        !out.iter().any(|a| matches!(
+            a,
+            Action::Hangup(_) | Action::PlayMessage(_) | Action::EngineAnswered
+        )),
+        "{out:?}"
+    );
+    // Silence, then the beep: nothing until the beep ends.
+    let (out, at) = hear(&mut b, t0, at, std::iter::repeat_n(vec![0i16; 160], 20));
+    assert_eq!(out, []);
+    let (out, at) = hear(&mut b, t0, at, (0..25).map(beep_frame));
+    assert_eq!(out, []);
+    let (out, at) = hear(&mut b, t0, at, std::iter::repeat_n(vec![0i16; 160], 3));
+    assert_eq!(
+        out,
+        [Action::PlayMessage("Please call us back.".into())],
+        "beep ended at {at}"
+    );
+    let spoken = t0 + ms(2_000 + at);
+    b.message_audio(spoken, Some(speech_ms(1_000)));
+    assert_eq!(drain(&mut b), [Action::SendToMedia(speech_ms(1_000))]);
+    assert_eq!(b.poll_timeout(), Some(spoken + ms(1_000) + HANGUP_DELAY));
+    b.handle_timeout(spoken + ms(1_000) + HANGUP_DELAY);
+    assert_eq!(drain(&mut b), [Action::Hangup(EndedReason::AgentHangup)]);
+}
+
+/// `leave_message` with no text: the agent's own greeting is the message;
+/// the BYE comes once it has played out and the agent stayed quiet.
+#[test]
+fn amd_leave_message_without_a_text_lets_the_agent_speak_then_hangs_up() {
+    let (mut b, t0) = answered_amd(AmdMode::LeaveMessage, None);
+    let frames =
+        std::iter::repeat_n(speech(), 200).chain(std::iter::repeat_n(vec![0i16; 160], 100));
+    let (out, at) = hear(&mut b, t0, 0, frames);
+    let answered_at = out
+        .iter()
+        .position(|a| *a == Action::EngineAnswered)
+        .expect("agent speaks");
+    assert_eq!(out[answered_at + 1], Action::SendToMedia(speech_ms(500)));
+    // Greeting ended at 4000 ms; + 1500 ms of silence.
+    let (who, _) = emitted_answered_by(&out).unwrap();
+    assert_eq!(who, AnsweredBy::Machine);
+    assert!(at >= 5_500);
+    let due = b.poll_timeout().expect("the BYE is due");
+    b.handle_timeout(due);
+    assert_eq!(drain(&mut b), [Action::Hangup(EndedReason::AgentHangup)]);
+}
+
+/// `leave_message` whose text cannot be synthesised falls back to the agent.
+#[test]
+fn amd_leave_message_falls_back_to_the_agent_without_tts() {
+    let (mut b, t0) = answered_amd(AmdMode::LeaveMessage, Some("Hi"));
+    let frames =
+        std::iter::repeat_n(speech(), 200).chain(std::iter::repeat_n(vec![0i16; 160], 100));
+    let (out, at) = hear(&mut b, t0, 0, frames);
+    assert!(out.contains(&Action::PlayMessage("Hi".into())));
+    b.message_audio(t0 + ms(2_000 + at), None);
+    assert_eq!(
+        drain(&mut b),
+        [Action::EngineAnswered, Action::SendToMedia(speech_ms(500))]
+    );
 }
