@@ -76,6 +76,8 @@ pub fn queued_call(tenant_id: &str, record: &CallRecord, now_ms: u64) -> QueuedC
             first_speaker: record.first_speaker,
             // Set by the caller when the call or its agent has a key.
             engine_api_key_sealed: None,
+            // Set by the caller from the agent.
+            tools: Vec::new(),
         }),
     }
 }

@@ -153,6 +153,7 @@ pub fn offer(lease: &Lease, body: OfferBody, key: Option<&SealingKey>) -> Offer 
         engine_key_unavailable,
         ack_deadline_ms: lease.deadline_ms,
         first_speaker: body.first_speaker,
+        tools: body.tools,
     }
 }
 
