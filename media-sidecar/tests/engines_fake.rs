@@ -715,6 +715,7 @@ async fn a_call_opens_its_engine_session_while_ringing_and_closes_it_unanswered(
         silence_timeout_seconds: None,
         ack_deadline_ms: 0,
         first_speaker: voxline_shared::sidecar_link::FirstSpeaker::Agent,
+        tools: Vec::new(),
     };
     let (tx, mut rx) = mpsc::channel(64);
     let (hangup_tx, hangup_rx) = oneshot::channel();

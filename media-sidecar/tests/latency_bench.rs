@@ -216,6 +216,7 @@ async fn place_with(
         silence_timeout_seconds: Some(120),
         ack_deadline_ms: 0,
         first_speaker,
+        tools: Vec::new(),
     };
     let (tx, mut rx) = mpsc::channel(256);
     let (hangup_tx, hangup_rx) = oneshot::channel();

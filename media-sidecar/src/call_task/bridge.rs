@@ -133,6 +133,14 @@ pub enum Action {
     SendToEngine(Vec<i16>),
     /// Tell the engine how much of its audio (ms) the callee has heard.
     EnginePlayed(u64),
+    /// Ask the edge for a customer tool's answer without holding up the
+    /// call; then tell the bridge [`Bridge::tool_answered`] (issue 18).
+    AskTool(super::tools::ToolAsk),
+    /// Give the engine a tool call's output (`function_result`).
+    ToolResult {
+        tool_call_id: String,
+        output: String,
+    },
     /// Hang up the SIP call: BYE if answered, CANCEL if not. The dialog's
     /// `Ended` follows.
     Hangup(EndedReason),
@@ -193,6 +201,8 @@ pub struct Bridge {
     /// What the engine said before the conversation ran.
     early_events: VecDeque<EngineEvent>,
     finished: bool,
+    /// Customer tool calls waiting for the edge (issue 18).
+    tools: super::tools::ToolCalls,
 }
 
 /// Whether we may send RTP given the callee's SDP direction (RFC 3264 6.1:
@@ -228,6 +238,7 @@ impl Bridge {
             conversing: false,
             early_events: VecDeque::new(),
             finished: false,
+            tools: Default::default(),
         };
         b.emit(now, EventKind::Dialing);
         b
@@ -497,6 +508,13 @@ impl Bridge {
                 tracing::info!(call_id = %self.call_id, %reason, "engine ends the call");
                 self.hangup_at = Some(self.playout.done_at().max(now) + self.cfg.hangup_delay);
             }
+            EngineEvent::FunctionCall {
+                name,
+                call_id,
+                arguments,
+            } if super::tools::is_customer_tool(&name) => {
+                self.customer_tool(now, call_id, name, arguments);
+            }
             EngineEvent::FunctionCall { name, .. } => {
                 tracing::info!(call_id = %self.call_id, %name, "engine function call (not handled)");
             }
@@ -504,6 +522,65 @@ impl Bridge {
                 self.emit(now, EventKind::Summary { summary, outcome });
             }
         }
+    }
+
+    /// The engine called a customer tool: asked of the edge, or answered
+    /// at once when the call has too many waiting.
+    fn customer_tool(
+        &mut self,
+        now: Instant,
+        tool_call_id: String,
+        name: String,
+        arguments: String,
+    ) {
+        if let Some(w) = self.silence.as_mut() {
+            // Waiting for a tool is not silence on the line.
+            w.activity(now);
+        }
+        let at = self.since_answer_ms(now);
+        match self.tools.start(tool_call_id, name, arguments, at) {
+            super::tools::Started::Ask(ask) => self.actions.push_back(Action::AskTool(ask)),
+            super::tools::Started::Done(done) => self.tool_done(now, done),
+        }
+    }
+
+    /// The edge's answer to a tool call (issue 18): the engine gets its
+    /// output, the call's events the `tool_call`.
+    pub fn tool_answered(
+        &mut self,
+        now: Instant,
+        tool_call_id: &str,
+        answer: &voxline_shared::sidecar_link::ToolCallAnswer,
+    ) {
+        if self.finished {
+            return;
+        }
+        let at = self.since_answer_ms(now);
+        if let Some(done) = self.tools.finish(tool_call_id, answer, at) {
+            if let Some(w) = self.silence.as_mut() {
+                w.activity(now);
+            }
+            self.tool_done(now, done);
+        }
+    }
+
+    fn tool_done(&mut self, now: Instant, done: super::tools::ToolDone) {
+        self.emit(now, done.event);
+        if self.engine == EngineState::Live {
+            self.actions.push_back(Action::ToolResult {
+                tool_call_id: done.tool_call_id,
+                output: done.output,
+            });
+        }
+    }
+
+    /// Offset (ms) from the answer, as transcript turns are stamped.
+    fn since_answer_ms(&self, now: Instant) -> u64 {
+        let answered = self
+            .timings
+            .answered_ms
+            .unwrap_or(self.timings.dispatched_ms);
+        self.at_ms(now).saturating_sub(answered)
     }
 
     /// The edge's hangup command, or `None` when its sender is gone (the

@@ -15,6 +15,7 @@
 
 pub mod bridge;
 pub mod sip;
+pub mod tools;
 
 use std::time::Duration;
 

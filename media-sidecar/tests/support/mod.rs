@@ -448,5 +448,6 @@ pub fn offer(call: &str, max_seconds: u32) -> Offer {
         silence_timeout_seconds: None,
         ack_deadline_ms: now_ms() + 5_000,
         first_speaker: voxline_shared::sidecar_link::FirstSpeaker::Agent,
+        tools: Vec::new(),
     }
 }
