@@ -148,23 +148,17 @@ fn parse_one(i: usize, item: &Value, dev_mode: bool) -> Result<AgentTool> {
     let (min, max, default) = TOOL_TIMEOUT_MS;
     let timeout_ms = match m.get("timeout_ms") {
         None | Some(Value::Null) => default,
-        Some(v) => match v.as_i64() {
-            Some(n) if (min..=max).contains(&n) => n,
-            Some(_) => {
+        // JSON Schema's integers include `8000.0`, as the API's other integers do.
+        Some(Value::Number(n)) => match n.as_f64() {
+            Some(f) if f.fract() == 0.0 && (min as f64..=max as f64).contains(&f) => f as i64,
+            Some(f) if f.fract() == 0.0 => {
                 return Err(ApiError::field(
                     ErrorCode::OutOfRange,
                     &at("timeout_ms"),
                     format!("'timeout_ms' must be between {min} and {max}"),
                 ))
             }
-            None if v.is_number() => {
-                return Err(ApiError::field(
-                    ErrorCode::OutOfRange,
-                    &at("timeout_ms"),
-                    format!("'timeout_ms' must be an integer between {min} and {max}"),
-                ))
-            }
-            None => {
+            _ => {
                 return Err(ApiError::field(
                     ErrorCode::InvalidType,
                     &at("timeout_ms"),
@@ -172,6 +166,13 @@ fn parse_one(i: usize, item: &Value, dev_mode: bool) -> Result<AgentTool> {
                 ))
             }
         },
+        Some(_) => {
+            return Err(ApiError::field(
+                ErrorCode::InvalidType,
+                &at("timeout_ms"),
+                "'timeout_ms' must be an integer",
+            ))
+        }
     };
     Ok(AgentTool {
         name,
@@ -271,6 +272,16 @@ mod tests {
             refused(json!([tool(json!({"timeout_ms": 20001}))])),
             (ErrorCode::OutOfRange, "tools[0].timeout_ms".into())
         );
+        assert_eq!(
+            refused(json!([tool(json!({"timeout_ms": 500.5}))])),
+            (ErrorCode::InvalidType, "tools[0].timeout_ms".into())
+        );
+        assert_eq!(
+            refused(json!([tool(json!({"timeout_ms": "500"}))])),
+            (ErrorCode::InvalidType, "tools[0].timeout_ms".into())
+        );
+        let whole = parse(&json!([tool(json!({"timeout_ms": 500.0}))]), false).unwrap();
+        assert_eq!(whole[0].timeout_ms, 500);
         assert_eq!(
             refused(json!([tool(json!({"parameters": {"type": "string"}}))])),
             (ErrorCode::InvalidValue, "tools[0].parameters".into())

@@ -545,7 +545,7 @@ See docs/dialects.md."}),
             "description": {"type": "string", "maxLength": crate::limits::TOOL_DESCRIPTION_MAX, "description": "What the tool does and when to call it, for the model. Say that the answer may take a moment: the model then tells the caller."},
             "parameters": {"type": "object", "required": ["type"], "properties": {"type": {"const": "object"}},
                            "description": "A JSON Schema of the arguments, `\"type\": \"object\"` (at most 8 KiB serialized). Default: no arguments."},
-            "url": {"type": "string", "maxLength": WEBHOOK_URL_MAX, "description": "Where the edge POSTs the call: https to a public host (plain http to loopback only in local development), no user name or password (422 `invalid_url`)."},
+            "url": {"type": "string", "minLength": 1, "maxLength": WEBHOOK_URL_MAX, "pattern": WEBHOOK_URL_PATTERN, "description": "Where the edge POSTs the call: https to a public host (plain http to loopback only in local development), no user name or password (422 `invalid_url`)."},
             "timeout_ms": {"type": "integer", "minimum": crate::limits::TOOL_TIMEOUT_MS.0, "maximum": crate::limits::TOOL_TIMEOUT_MS.1, "default": crate::limits::TOOL_TIMEOUT_MS.2,
                            "description": "How long the edge waits for the answer (`tool_timeout` after)."}
         }}),
