@@ -165,6 +165,8 @@ pub enum SecretOwner<'a> {
     ApiKeySigning { tenant: &'a str, key_id: &'a str },
     /// A dialect credential's secret: VoiceB's API Secret, BuildVoiceAI's token.
     DialectKey { tenant: &'a str, key_id: &'a str },
+    /// An agent's tools secret: signs its customer tools' requests (issue 18).
+    AgentTools { tenant: &'a str, agent: &'a str },
 }
 
 impl SecretOwner<'_> {
@@ -180,6 +182,9 @@ impl SecretOwner<'_> {
             }
             SecretOwner::DialectKey { tenant, key_id } => {
                 format!("secret:dialect_key:{tenant}:{key_id}")
+            }
+            SecretOwner::AgentTools { tenant, agent } => {
+                format!("secret:agent_tools:{tenant}:{agent}")
             }
         }
     }

@@ -69,3 +69,13 @@ pub const SILENCE_TIMEOUT_SECONDS: (i64, i64) = (10, 3600);
 
 /// `amd_message` (calls and agents): the words left on an answering machine.
 pub const AMD_MESSAGE_MAX: usize = 1_000;
+/// An agent's customer tools (issue 18): how many, and the bounds of each.
+pub const MAX_AGENT_TOOLS: usize = 16;
+/// A tool's `name`: 1-64 of `A-Za-z0-9_-`.
+pub const TOOL_NAME_MAX: usize = 64;
+/// A tool's `description`, in characters.
+pub const TOOL_DESCRIPTION_MAX: usize = 1_024;
+/// A tool's `parameters` JSON Schema, serialized.
+pub const TOOL_PARAMETERS_MAX_BYTES: usize = 8 * 1024;
+/// A tool's `timeout_ms`: (min, max, default).
+pub const TOOL_TIMEOUT_MS: (i64, i64, i64) = (100, 20_000, 8_000);

@@ -225,6 +225,44 @@ pub struct Agent {
     /// `leave_message`'s words (None: the agent speaks its own greeting).
     #[serde(default)]
     pub amd_message: Option<String>,
+    /// Customer tools the engine may call mid-call (issue 18); the edge
+    /// POSTs each call to the tool's URL (`api::tool_calls`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tools: Vec<AgentTool>,
+    /// Signs the tools' requests (Standard Webhooks, `whsec_...`), sealed;
+    /// minted when the agent first gets tools, shown once then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tools_secret: Option<StoredSecret>,
+}
+
+/// One customer tool of an agent: what the model sees (name, description,
+/// parameters) and where the edge sends its calls (url, timeout_ms).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AgentTool {
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    /// A JSON Schema object.
+    pub parameters: Value,
+    pub url: String,
+    /// How long the edge waits for the tool's answer.
+    #[serde(default = "default_tool_timeout_ms")]
+    pub timeout_ms: u32,
+}
+
+fn default_tool_timeout_ms() -> u32 {
+    crate::limits::TOOL_TIMEOUT_MS.2 as u32
+}
+
+impl AgentTool {
+    /// What the sidecar's engine declares (no URL: it never leaves the edge).
+    pub fn offered(&self) -> voxline_shared::sidecar_link::OfferedTool {
+        voxline_shared::sidecar_link::OfferedTool {
+            name: self.name.clone(),
+            description: self.description.clone(),
+            parameters: self.parameters.clone(),
+        }
+    }
 }
 
 /// Stored under `apikeyid/{tenant}/{key}`; the hash links to the auth record.

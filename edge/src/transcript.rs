@@ -116,6 +116,7 @@ pub fn render_text(turns: &[Turn]) -> String {
                 match t.role {
                     Role::Agent => "AGENT",
                     Role::Callee => "CALLEE",
+                    Role::Tool => "TOOL",
                 },
                 t.text
             )
@@ -126,6 +127,33 @@ pub fn render_text(turns: &[Turn]) -> String {
 pub fn to_json(call_id: &str, t: &Transcript) -> Value {
     json!({"object": "transcript", "call_id": call_id, "turns": t.turns, "summary": t.summary,
            "outcome": t.outcome, "text": render_text(&t.turns)})
+}
+
+/// Longest arguments / output a tool turn's text quotes (characters each).
+const TOOL_TURN_QUOTE_CHARS: usize = 1_000;
+
+/// A tool turn's text: `name {arguments} -> output` or `name {arguments} ->
+/// error code`, each part cut to [`TOOL_TURN_QUOTE_CHARS`].
+pub fn tool_turn_text(
+    name: &str,
+    arguments: &str,
+    output: Option<&str>,
+    error: Option<&str>,
+) -> String {
+    let cut = |s: &str| -> String {
+        if s.chars().count() <= TOOL_TURN_QUOTE_CHARS {
+            s.to_string()
+        } else {
+            let head: String = s.chars().take(TOOL_TURN_QUOTE_CHARS).collect();
+            format!("{head}{TRUNCATED_MARKER}")
+        }
+    };
+    let result = match (output, error) {
+        (_, Some(code)) => format!("error {code}"),
+        (Some(out), None) => cut(out),
+        (None, None) => String::new(),
+    };
+    bound_turn_text(&format!("{name} {} -> {result}", cut(arguments)))
 }
 
 #[cfg(test)]

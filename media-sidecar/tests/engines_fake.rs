@@ -796,6 +796,7 @@ async fn a_call_opens_its_engine_session_while_ringing_and_closes_it_unanswered(
         analysis: None,
         amd: Default::default(),
         amd_message: None,
+        tools: Vec::new(),
     };
     let (tx, mut rx) = mpsc::channel(64);
     let (hangup_tx, hangup_rx) = oneshot::channel();

@@ -219,6 +219,7 @@ async fn place_with(
         analysis: None,
         amd: Default::default(),
         amd_message: None,
+        tools: Vec::new(),
     };
     let (tx, mut rx) = mpsc::channel(256);
     let (hangup_tx, hangup_rx) = oneshot::channel();

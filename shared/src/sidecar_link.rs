@@ -85,6 +85,7 @@ pub mod paths {
     pub const MESSAGE_RESULTS: &str = "/v1/sidecar/message-results";
     pub const INBOUND_MESSAGES: &str = "/v1/sidecar/inbound-messages";
     pub const INBOUND_CALLS: &str = "/v1/sidecar/inbound-calls";
+    pub const TOOL_CALLS: &str = "/v1/sidecar/tool-calls";
 }
 
 /// The header carrying a recording upload's [`RecordingManifest`].
@@ -530,6 +531,11 @@ pub struct Offer {
     /// speaks its own greeting instead. Then the sidecar hangs up.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub amd_message: Option<String>,
+    /// The customer tools of the call's agent (issue 18): what the engine
+    /// declares to the model. Never their URLs or secrets: the edge calls
+    /// them ([`ToolCall`]). Absent (none) from edges that predate it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tools: Vec<OfferedTool>,
 }
 
 /// Answering-machine detection for a call (issue 18): whether the sidecar
@@ -604,6 +610,88 @@ impl AnsweredBy {
     pub fn parse(s: &str) -> Option<AnsweredBy> {
         AnsweredBy::ALL.into_iter().find(|a| a.as_str() == s)
     }
+}
+
+/// A customer tool as the engine declares it to the model (an agent's
+/// `tools` entry without its URL and timeout).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OfferedTool {
+    /// `[A-Za-z0-9_-]{1,64}`, never a built-in tool's name.
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    /// A JSON Schema object (the function's parameters).
+    pub parameters: serde_json::Value,
+}
+
+/// Tools the sidecar runs itself (never an agent's tool name).
+pub const BUILT_IN_TOOLS: [&str; 3] = ["end_call", "send_dtmf", "transfer"];
+
+/// Longest [`ToolCall::arguments`] (bytes of JSON text) a sidecar sends.
+pub const MAX_TOOL_ARGUMENTS_BYTES: usize = 16 * 1024;
+/// Longest [`ToolCallAnswer::output`] (bytes) the edge returns: the tool's
+/// answer, cut to this.
+pub const MAX_TOOL_OUTPUT_BYTES: usize = 64 * 1024;
+
+/// `POST /v1/sidecar/tool-calls`: the engine of a call this sidecar holds
+/// called one of the call's customer tools; the edge POSTs it to the
+/// tenant's URL and answers with the result ([`ToolCallAnswer`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ToolCall {
+    pub protocol_version: u32,
+    pub sidecar_id: String,
+    pub call_id: String,
+    pub attempt: u32,
+    /// The engine's id of this invocation (OpenAI `call_id`, Gemini `id`).
+    pub tool_call_id: String,
+    pub name: String,
+    /// The model's arguments, a JSON text (at most [`MAX_TOOL_ARGUMENTS_BYTES`]).
+    pub arguments: String,
+}
+
+/// Why a tool call gave no result (`error.code` of a [`ToolCallAnswer`]).
+pub mod tool_errors {
+    /// The tool's URL did not answer within its `timeout_ms`.
+    pub const TIMEOUT: &str = "tool_timeout";
+    /// The tool's URL answered with a status outside 2xx, or the request failed.
+    pub const HTTP_ERROR: &str = "tool_http_error";
+    /// The call's agent has no tool of that name (any more).
+    pub const UNKNOWN: &str = "tool_unknown";
+    /// The tool's URL is refused by the edge's SSRF guard.
+    pub const BLOCKED_URL: &str = "tool_blocked_url";
+    /// The model's arguments are not a JSON object.
+    pub const BAD_ARGUMENTS: &str = "tool_bad_arguments";
+    /// The answer was larger than [`super::MAX_TOOL_OUTPUT_BYTES`].
+    pub const RESPONSE_TOO_LARGE: &str = "tool_response_too_large";
+    /// The sidecar already runs its limit of tool calls for this call.
+    pub const BUSY: &str = "tool_busy";
+    /// The edge could not be asked, or could not answer (link error).
+    pub const UNAVAILABLE: &str = "tool_unavailable";
+}
+
+/// A tool call's failure: a stable code (see [`tool_errors`]) and words for people.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ToolError {
+    pub code: String,
+    #[serde(default)]
+    pub message: String,
+}
+
+/// The edge's 2xx answer to a [`ToolCall`]: the tool's answer (`ok`), or why
+/// there is none. Either way the engine gets an output and the call goes on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ToolCallAnswer {
+    #[serde(default = "default_version")]
+    pub protocol_version: u32,
+    pub ok: bool,
+    /// The tool's response body (JSON text or plain text) when `ok`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<ToolError>,
+    /// How long the tool's URL took (ms), when it was asked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_ms: Option<u64>,
 }
 
 /// Who speaks first once a call is answered (an agent's `first_speaker`,
@@ -707,16 +795,20 @@ pub enum Role {
     Agent,
     #[serde(alias = "user")]
     Callee,
+    /// A customer tool's call and its result (issue 18), recorded by the edge
+    /// from [`EventKind::ToolCall`]; sidecars never send it as a turn's role.
+    Tool,
 }
 
 impl Role {
-    pub const ALL: [Role; 2] = [Role::Agent, Role::Callee];
+    pub const ALL: [Role; 3] = [Role::Agent, Role::Callee, Role::Tool];
 
     /// The wire and API name.
     pub fn as_str(self) -> &'static str {
         match self {
             Role::Agent => "agent",
             Role::Callee => "callee",
+            Role::Tool => "tool",
         }
     }
 }
@@ -768,6 +860,25 @@ pub enum EventKind {
         /// From the answer to the decision, in ms.
         decision_ms: u64,
     },
+    /// A customer tool the engine called and what came back (issue 18):
+    /// the edge keeps it as a `tool` turn of the transcript. Older edges
+    /// ignore it ([`EventKind::Unknown`]).
+    ToolCall {
+        tool_call_id: String,
+        name: String,
+        /// The model's arguments (JSON text, as sent to the edge).
+        arguments: String,
+        ok: bool,
+        /// The tool's answer (`ok`), as given to the engine.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        output: Option<String>,
+        /// A [`tool_errors`] code (not `ok`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error_code: Option<String>,
+        /// Offsets from the answer, in ms: the engine's call, the result.
+        start_ms: u64,
+        end_ms: u64,
+    },
     /// Always the last event of a call (for one attempt).
     Ended {
         /// Terminal: completed | failed | no_answer | busy | cancelled.
@@ -803,6 +914,7 @@ impl EventKind {
             EventKind::Summary { .. } => "summary",
             EventKind::Analysis { .. } => "analysis",
             EventKind::AnsweredBy { .. } => "answered_by",
+            EventKind::ToolCall { .. } => "tool_call",
             EventKind::Unknown => "unknown",
             EventKind::Ended { .. } => "ended",
         }

@@ -52,6 +52,8 @@ SEMANTIC_MESSAGES = {
     # properties in JSON Schema.
     "invalid_value": (
         "end must differ from start",
+        # An agent's tool names are unique: not expressible across array items.
+        "two tools are named",
         # Voice360 directory: whether a user, queue, agent or number exists
         # is the tenant's state; an agent id only on an AI agent is a
         # dependency between two properties.

@@ -138,6 +138,7 @@ impl World {
             outbox: &self.outbox,
             sealing_key: Some(&self.sealing),
             auth_failures: voxline_edge::traffic::AUTH_FAILURES,
+            tool_http: &voxline_edge::webhooks::tool_calls::NoToolHttp,
             campaigns: &voxline_edge::campaigns::NoCampaigns,
         };
         let resp = block_on(handle(&env, req));

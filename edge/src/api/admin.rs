@@ -196,7 +196,10 @@ pub(crate) fn agent_public(a: &Agent, tenant: &Tenant) -> Value {
     // The key never leaves, sealed or not: only whether there is one.
     if let Value::Object(m) = &mut v {
         m.remove("engine_api_key_sealed");
+        m.remove("tools_secret");
     }
+    v["tools"] = json!(a.tools);
+    v["tools_secret_set"] = json!(a.tools_secret.is_some());
     v["engine_api_key_set"] = json!(a.engine_api_key_sealed.is_some());
     v["engine_base_url"] = json!(a.engine_base_url);
     v["default"] = json!(tenant.default_agent_id.as_deref() == Some(a.id.as_str()));
@@ -339,7 +342,7 @@ pub(crate) async fn create_agent<K: Kv, D: DispatchQueues>(
     req: &ApiRequest,
     tenant: &mut Tenant,
 ) -> Result<ApiResponse> {
-    let input = validate::agent(req.content_type.as_deref(), &req.body, true)?;
+    let input = validate::agent(req.content_type.as_deref(), &req.body, true, env.dev_mode)?;
     check_engine_credentials(
         env,
         matches!(input.engine_api_key, Some(Some(_))),
@@ -350,7 +353,7 @@ pub(crate) async fn create_agent<K: Kv, D: DispatchQueues>(
         None => None,
     };
     let now = rfc3339_ms(env.now_ms);
-    let agent = Agent {
+    let mut agent = Agent {
         id: ids::random_id("agt"),
         name: input.name.unwrap_or_default(),
         system_prompt: input.system_prompt,
@@ -371,7 +374,10 @@ pub(crate) async fn create_agent<K: Kv, D: DispatchQueues>(
         analysis: input.analysis.flatten(),
         amd: input.amd.unwrap_or_default(),
         amd_message: input.amd_message.flatten(),
+        tools: input.tools.unwrap_or_default(),
+        tools_secret: None,
     };
+    let minted = mint_tools_secret(env, &tenant.id, &mut agent, input.rotate_tools_secret)?;
     put_json(env.kv, &keys::agent(&tenant.id, &agent.id), &agent, None).await?;
     // The first agent becomes the default unless the client says otherwise.
     let make_default = input
@@ -381,7 +387,10 @@ pub(crate) async fn create_agent<K: Kv, D: DispatchQueues>(
         tenant.default_agent_id = Some(agent.id.clone());
         put_json(env.kv, &keys::tenant(&tenant.id), tenant, None).await?;
     }
-    Ok(ApiResponse::json(201, &agent_public(&agent, tenant)))
+    Ok(ApiResponse::json(
+        201,
+        &with_tools_secret(agent_public(&agent, tenant), minted),
+    ))
 }
 
 pub(crate) async fn update_agent<K: Kv, D: DispatchQueues>(
@@ -391,7 +400,7 @@ pub(crate) async fn update_agent<K: Kv, D: DispatchQueues>(
     aid: &str,
 ) -> Result<ApiResponse> {
     let mut agent = load_agent(env, &tenant.id, aid).await?;
-    let input = validate::agent(req.content_type.as_deref(), &req.body, false)?;
+    let input = validate::agent(req.content_type.as_deref(), &req.body, false, env.dev_mode)?;
     check_engine_credentials(
         env,
         matches!(input.engine_api_key, Some(Some(_))),
@@ -431,6 +440,10 @@ pub(crate) async fn update_agent<K: Kv, D: DispatchQueues>(
     if let Some(window) = input.calling_window {
         agent.calling_window = window;
     }
+    if let Some(tools) = input.tools {
+        agent.tools = tools;
+    }
+    let minted = mint_tools_secret(env, &tenant.id, &mut agent, input.rotate_tools_secret)?;
     agent.updated_at = rfc3339_ms(env.now_ms);
     put_json(env.kv, &keys::agent(&tenant.id, &agent.id), &agent, None).await?;
     let is_default = tenant.default_agent_id.as_deref() == Some(agent.id.as_str());
@@ -445,7 +458,40 @@ pub(crate) async fn update_agent<K: Kv, D: DispatchQueues>(
         }
         _ => {}
     }
-    Ok(ApiResponse::json(200, &agent_public(&agent, tenant)))
+    Ok(ApiResponse::json(
+        200,
+        &with_tools_secret(agent_public(&agent, tenant), minted),
+    ))
+}
+
+/// Mints the agent's tools secret when it first has tools (or when asked to
+/// rotate it): the clear secret, which leaves the edge this once.
+fn mint_tools_secret<K: Kv, D: DispatchQueues>(
+    env: &Env<'_, K, D>,
+    tid: &str,
+    agent: &mut Agent,
+    rotate: bool,
+) -> Result<Option<String>> {
+    let first = agent.tools_secret.is_none() && !agent.tools.is_empty();
+    if !first && !rotate {
+        return Ok(None);
+    }
+    let sealing = secrets_sealing_key(env.sealing_key)?;
+    let secret = ids::mint_webhook_secret();
+    let owner = SecretOwner::AgentTools {
+        tenant: tid,
+        agent: &agent.id,
+    };
+    agent.tools_secret = Some(StoredSecret::seal(sealing, owner, &secret));
+    Ok(Some(secret))
+}
+
+/// The agent's public form plus its new tools secret, if one was minted.
+fn with_tools_secret(mut body: Value, minted: Option<String>) -> Value {
+    if let Some(secret) = minted {
+        body["tools_secret"] = json!(secret);
+    }
+    body
 }
 
 /// Removes the agent. Calls already accepted keep the settings they were

@@ -391,6 +391,7 @@ pub(crate) async fn place_call<K: Kv, D: DispatchQueues>(
     queued.reject_over_cap = reject_over_cap;
     if let Some(offer) = queued.offer.as_mut() {
         offer.engine_api_key_sealed = sealed_key;
+        offer.tools = agent.tools.iter().map(model::AgentTool::offered).collect();
     }
     // The tenant's call store writes the record, then queues it in its
     // region; a call the queue refuses is deleted again (it never existed).

@@ -34,6 +34,8 @@ pub struct Env<'a, K: Kv, D: DispatchQueues> {
     /// Wrong credentials allowed per client address and window
     /// (`traffic::AUTH_FAILURES` unless the Worker's vars say otherwise).
     pub auth_failures: traffic::RateLimit,
+    /// POSTs customer tools' calls (issue 18): `fetch` in the Worker.
+    pub tool_http: &'a dyn crate::webhooks::tool_calls::ToolHttp,
 }
 
 pub(crate) type Result<T> = std::result::Result<T, ApiError>;

@@ -193,6 +193,11 @@ impl Fields {
         self.present(name).is_some()
     }
 
+    /// The field as given, `null` included (None: not in the body).
+    pub fn raw(&self, name: &str) -> Option<&Value> {
+        self.map.get(name)
+    }
+
     /// Given as an explicit `null` (for the few PATCH fields where null removes a setting).
     pub fn is_null(&self, name: &str) -> bool {
         matches!(self.map.get(name), Some(Value::Null))

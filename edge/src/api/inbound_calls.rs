@@ -107,6 +107,7 @@ pub async fn decide<K: Kv, D: DispatchQueues>(
     queued.held_by = Some(call.sidecar_id.clone());
     if let Some(offer) = queued.offer.as_mut() {
         offer.engine_api_key_sealed = agent.engine_api_key_sealed.clone();
+        offer.tools = agent.tools.iter().map(model::AgentTool::offered).collect();
     }
     let new = NewCall {
         record,

@@ -10,6 +10,7 @@
 //! The sidecar link is routed to [`crate::dispatch::sidecar_request`].
 
 pub mod admin;
+pub mod agent_tools;
 pub mod auth;
 pub mod calls;
 pub mod campaigns;
@@ -30,6 +31,7 @@ pub mod openapi;
 pub mod prompts;
 pub mod request_signing;
 pub mod router;
+pub mod tool_calls;
 pub mod validate;
 pub mod voice360;
 pub mod webhooks;
@@ -119,6 +121,12 @@ async fn route_request<K: Kv, D: DispatchQueues>(
         // An inbound call, admitted likewise: its number's route answers.
         if op == SidecarOp::InboundCalls && resp.status == 200 {
             return crate::api::inbound_calls::inbound_call(env, req).await;
+        }
+        // A tool call of a call this sidecar holds: the edge calls the tool.
+        if op == SidecarOp::ToolCalls && resp.status == 200 {
+            let admitted: serde_json::Value =
+                serde_json::from_str(&resp.body).unwrap_or(serde_json::Value::Null);
+            return crate::api::tool_calls::tool_call(env, req, &admitted).await;
         }
         return Ok(resp);
     }

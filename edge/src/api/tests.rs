@@ -30,6 +30,58 @@ struct World {
     outbox: crate::webhooks::delivery::Outbox,
     now: std::cell::Cell<u64>,
     sealing: Option<crate::engine_keys::SealingKey>,
+    /// Customer tools' URLs: records each POST, answers as told.
+    tool_http: FakeToolHttp,
+}
+
+/// A tool server stand-in for [`World`]: every POST (url, headers, body) is
+/// kept; the answer is `answer` (a 200 with `{}` until a test sets one).
+/// One POST a tool received: url, headers, body.
+type SeenToolPost = (String, Vec<(String, String)>, String);
+
+#[derive(Default)]
+struct FakeToolHttp {
+    seen: std::cell::RefCell<Vec<SeenToolPost>>,
+    answer: std::cell::RefCell<
+        Option<
+            std::result::Result<
+                crate::webhooks::tool_calls::ToolReply,
+                crate::webhooks::tool_calls::ToolHttpError,
+            >,
+        >,
+    >,
+}
+
+impl crate::webhooks::tool_calls::ToolHttp for FakeToolHttp {
+    fn post<'a>(
+        &'a self,
+        url: &'a str,
+        headers: &'a [(String, String)],
+        body: &'a str,
+        _timeout_ms: u64,
+        _max_body_bytes: usize,
+    ) -> crate::traffic::port::LocalFuture<
+        'a,
+        std::result::Result<
+            crate::webhooks::tool_calls::ToolReply,
+            crate::webhooks::tool_calls::ToolHttpError,
+        >,
+    > {
+        self.seen
+            .borrow_mut()
+            .push((url.into(), headers.to_vec(), body.into()));
+        let answer = self.answer.borrow().clone().unwrap_or_else(|| {
+            Ok(crate::webhooks::tool_calls::ToolReply {
+                status: 200,
+                body: b"{}".to_vec(),
+                too_large: false,
+            })
+        });
+        Box::pin(async move { answer })
+    }
+    fn now_ms(&self) -> u64 {
+        NOW
+    }
 }
 
 impl World {
@@ -43,6 +95,7 @@ impl World {
             outbox: Default::default(),
             now: std::cell::Cell::new(NOW),
             sealing: Some(crate::webhooks::delivery::tests_support::sealing_key()),
+            tool_http: FakeToolHttp::default(),
         }
     }
 
@@ -100,6 +153,7 @@ impl World {
             outbox: &self.outbox,
             sealing_key: self.sealing.as_ref(),
             auth_failures: crate::traffic::AUTH_FAILURES,
+            tool_http: &self.tool_http,
             campaigns: &self.campaigns,
         };
         let out = f(&env);
@@ -2430,6 +2484,7 @@ mod dialect_webhooks;
 mod dialects;
 mod inbound_calls;
 mod messages;
+mod tool_calls;
 mod voice360;
 
 #[test]

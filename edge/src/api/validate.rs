@@ -491,6 +491,8 @@ pub const AGENT_FIELDS: &[&str] = &[
     "analysis",
     "amd",
     "amd_message",
+    "tools",
+    "rotate_tools_secret",
 ];
 
 /// Agent fields as given; `None` means "not in the body" (PATCH keeps the old value).
@@ -521,12 +523,17 @@ pub struct AgentInput {
     pub amd: Option<AmdMode>,
     /// Like `calling_window`: an explicit null removes it.
     pub amd_message: Option<Option<String>>,
+    /// The whole list (PATCH replaces it; `null` or `[]` removes them).
+    pub tools: Option<Vec<crate::model::AgentTool>>,
+    /// Mint a new tools secret (shown once in the answer).
+    pub rotate_tools_secret: bool,
 }
 
 pub fn agent(
     content_type: Option<&str>,
     body: &[u8],
     creating: bool,
+    dev_mode: bool,
 ) -> Result<AgentInput, ApiError> {
     let f = parse_object(content_type, body, MAX_BODY_BYTES, AGENT_FIELDS)?;
     // Never blank: required on create, and a PATCH may not blank it either.
@@ -596,6 +603,11 @@ pub fn agent(
             None => None,
             Some(m) => Some(Some(analysis_plan(m)?)),
         },
+        tools: match f.raw("tools") {
+            None => None,
+            Some(v) => Some(crate::api::agent_tools::parse(v, dev_mode)?),
+        },
+        rotate_tools_secret: f.bool_opt("rotate_tools_secret")?.unwrap_or(false),
     })
 }
 
@@ -904,15 +916,17 @@ mod tests {
     #[test]
     fn agent_create_requires_name_and_checks_engine() {
         assert_eq!(
-            agent(JSON, br#"{}"#, true).unwrap_err().code,
+            agent(JSON, br#"{}"#, true, false).unwrap_err().code,
             ErrorCode::MissingField
         );
-        assert!(agent(JSON, br#"{}"#, false).unwrap().name.is_none());
+        assert!(agent(JSON, br#"{}"#, false, false).unwrap().name.is_none());
         assert_eq!(
-            agent(JSON, br#"{"name":" "}"#, false).unwrap_err().code,
+            agent(JSON, br#"{"name":" "}"#, false, false)
+                .unwrap_err()
+                .code,
             ErrorCode::InvalidValue
         );
-        let e = agent(JSON, br#"{"name":"a","default_engine":"gpt"}"#, true).unwrap_err();
+        let e = agent(JSON, br#"{"name":"a","default_engine":"gpt"}"#, true, false).unwrap_err();
         assert_eq!(
             (e.code, e.field.as_deref()),
             (ErrorCode::InvalidValue, Some("default_engine"))
@@ -921,6 +935,7 @@ mod tests {
             JSON,
             br#"{"name":"a","default_engine":"gemini_live","enabled":false,"default":true}"#,
             true,
+            false,
         )
         .unwrap();
         assert_eq!(

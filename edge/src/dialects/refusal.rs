@@ -99,6 +99,7 @@ impl Refusal {
             | E::LeaseNotHeld
             | E::SidecarNotRegistered
             | E::RecordingNotHeld
+            | E::CallNotHeld
             | E::RecordingNotRequested
             | E::WebhookDisabled
             // Admin API only (CodeB users and hosts): never on a dialect path.

@@ -79,6 +79,8 @@ pub fn queued_call(tenant_id: &str, record: &CallRecord, now_ms: u64) -> QueuedC
             amd_message: record.amd_message.clone(),
             // Set by the caller when the call or its agent has a key.
             engine_api_key_sealed: None,
+            // Set by the caller from the agent.
+            tools: Vec::new(),
         }),
     }
 }

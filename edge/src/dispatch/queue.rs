@@ -156,6 +156,7 @@ pub fn offer(lease: &Lease, body: OfferBody, key: Option<&SealingKey>) -> Offer 
         analysis: body.analysis,
         amd: body.amd,
         amd_message: body.amd_message,
+        tools: body.tools,
     }
 }
 

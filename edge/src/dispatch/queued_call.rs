@@ -110,6 +110,10 @@ pub struct OfferBody {
     /// waits: opened only into the offer that leaves for a sidecar.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub engine_api_key_sealed: Option<String>,
+    /// Its agent's customer tools as the engine declares them (no URLs;
+    /// set by the caller from the agent).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tools: Vec<voxline_shared::sidecar_link::OfferedTool>,
 }
 
 #[cfg(test)]
@@ -136,6 +140,7 @@ impl OfferBody {
             amd: AmdMode::Off,
             amd_message: None,
             engine_api_key_sealed: None,
+            tools: Vec::new(),
         }
     }
 }

@@ -17,8 +17,8 @@ use serde_json::{json, Value};
 use voxline_shared::sidecar_link::{
     check_version, Ack, AckReceipt, Deregistration, EventBatch, EventKind, InboundCall,
     InboundContent, InboundMessage, LeaseRequest, LeaseResponse, MessageOffer, MessageResult,
-    MessageResultAck, Registration, RegistrationAck, MAX_MESSAGES_PER_LEASE, MAX_MESSAGE_CHARS,
-    PROTOCOL_VERSION,
+    MessageResultAck, Registration, RegistrationAck, ToolCall, MAX_MESSAGES_PER_LEASE,
+    MAX_MESSAGE_CHARS, MAX_TOOL_ARGUMENTS_BYTES, PROTOCOL_VERSION,
 };
 
 /// How long an accepted call may be missing from the sidecar's `held_calls`
@@ -65,6 +65,8 @@ pub enum SidecarOp {
     InboundMessages,
     /// A call a trunk placed to one of our numbers, ringing now (issue 16).
     InboundCalls,
+    /// A customer tool the engine of a held call called (issue 18).
+    ToolCalls,
 }
 
 impl SidecarOp {
@@ -79,6 +81,7 @@ impl SidecarOp {
             paths::MESSAGE_RESULTS => Some(SidecarOp::MessageResults),
             paths::INBOUND_MESSAGES => Some(SidecarOp::InboundMessages),
             paths::INBOUND_CALLS => Some(SidecarOp::InboundCalls),
+            paths::TOOL_CALLS => Some(SidecarOp::ToolCalls),
             _ => None,
         }
     }
@@ -104,6 +107,10 @@ pub enum SidecarMessage {
     /// route (KV) and has the tenant's call store create the call, which
     /// this queue then holds for the sidecar (`QueuedCall::held_by`).
     InboundCall(InboundCall),
+    /// Checked here (this sidecar holds that attempt of the call) and
+    /// answered with the call's tenant and agent; the Worker then calls the
+    /// tool (`api::tool_calls`).
+    ToolCall(ToolCall),
 }
 
 impl SidecarMessage {
@@ -118,6 +125,7 @@ impl SidecarMessage {
             SidecarMessage::Ack(_)
             | SidecarMessage::Events(_)
             | SidecarMessage::Recording
+            | SidecarMessage::ToolCall(_)
             | SidecarMessage::MessageResult(_) => None,
         }
     }
@@ -264,6 +272,7 @@ pub fn parse_message(op: SidecarOp, raw: &[u8], signer: &str) -> Result<SidecarM
         SidecarOp::MessageResults => SidecarMessage::MessageResult(parse(&value)?),
         SidecarOp::InboundMessages => SidecarMessage::InboundMessage(parse(&value)?),
         SidecarOp::InboundCalls => SidecarMessage::InboundCall(parse(&value)?),
+        SidecarOp::ToolCalls => SidecarMessage::ToolCall(parse(&value)?),
         SidecarOp::Recording => {
             return Err(ApiError::new(
                 ErrorCode::NotFound,
@@ -280,6 +289,7 @@ pub fn parse_message(op: SidecarOp, raw: &[u8], signer: &str) -> Result<SidecarM
         SidecarMessage::MessageResult(m) => (m.protocol_version, &m.sidecar_id),
         SidecarMessage::InboundMessage(m) => (m.protocol_version, &m.sidecar_id),
         SidecarMessage::InboundCall(m) => (m.protocol_version, &m.sidecar_id),
+        SidecarMessage::ToolCall(m) => (m.protocol_version, &m.sidecar_id),
         SidecarMessage::Recording => (PROTOCOL_VERSION, &String::new()),
     };
     check_version(version)
@@ -353,6 +363,28 @@ fn check_message_fields(message: &SidecarMessage) -> Result<(), ApiError> {
                     )
                 })
             }),
+        SidecarMessage::ToolCall(t) => {
+            too_long("tool_call_id", &t.tool_call_id, MAX_MATCH_ID_CHARS)
+                .or_else(|| too_long("call_id", &t.call_id, MAX_MATCH_ID_CHARS))
+                .or_else(|| {
+                    let name_ok = (1..=64).contains(&t.name.len())
+                        && t.name
+                            .bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+                    (!name_ok).then(|| {
+                        ApiError::field(ErrorCode::InvalidValue, "name", "not a tool name")
+                    })
+                })
+                .or_else(|| {
+                    (t.arguments.len() > MAX_TOOL_ARGUMENTS_BYTES).then(|| {
+                        ApiError::field(
+                            ErrorCode::ValueTooLong,
+                            "arguments",
+                            format!("arguments are longer than {MAX_TOOL_ARGUMENTS_BYTES} bytes"),
+                        )
+                    })
+                })
+        }
         _ => None,
     };
     problem.map_or(Ok(()), Err)
@@ -390,6 +422,27 @@ fn handle_op(
         | SidecarMessage::InboundMessage(_)
         | SidecarMessage::InboundCall(_) => {
             Ok(Reply::ok(json!({"protocol_version": PROTOCOL_VERSION})))
+        }
+        SidecarMessage::ToolCall(t) => {
+            // Only the sidecar holding this attempt may spend the tenant's tools.
+            let held = q
+                .held
+                .get(&t.call_id)
+                .filter(|h| h.sidecar_id == sid && h.call.attempt == t.attempt)
+                .ok_or_else(|| {
+                    ApiError::new(
+                        ErrorCode::CallNotHeld,
+                        format!(
+                            "call {} (attempt {}) is not held by this sidecar",
+                            t.call_id, t.attempt
+                        ),
+                    )
+                })?;
+            Ok(Reply::ok(json!({
+                "protocol_version": PROTOCOL_VERSION,
+                "tenant_id": held.call.tenant_id,
+                "agent_id": held.call.agent_id,
+            })))
         }
         SidecarMessage::MessageResult(result) => {
             let ack = MessageResultAck {
@@ -478,6 +531,7 @@ fn handle_op(
                     | EventKind::Summary { .. }
                     | EventKind::Analysis { .. }
                     | EventKind::AnsweredBy { .. }
+                    | EventKind::ToolCall { .. }
                     | EventKind::Unknown => HeldEvent::Other,
                 };
                 let tenant_id = q.held.get(&ev.call_id).map(|h| h.call.tenant_id.clone());
@@ -523,6 +577,25 @@ fn handle_op(
                         answered_by: *answered_by,
                         decision_ms: *decision_ms,
                     },
+                    EventKind::ToolCall {
+                        name,
+                        arguments,
+                        output,
+                        error_code,
+                        start_ms,
+                        end_ms,
+                        ..
+                    } => Change::Turn(Turn {
+                        role: crate::transcript::Role::Tool,
+                        text: crate::transcript::tool_turn_text(
+                            name,
+                            arguments,
+                            output.as_deref(),
+                            error_code.as_deref(),
+                        ),
+                        start_ms: *start_ms,
+                        end_ms: *end_ms,
+                    }),
                     _ => continue,
                 };
                 turns.push(TranscriptUpdate {

@@ -168,6 +168,7 @@ async fn run_alarm(
         outbox: &outbox,
         sealing_key: sealing_key.as_ref(),
         auth_failures: auth_failures(env),
+        tool_http: &crate::webhooks::tool_calls::NoToolHttp,
         campaigns,
     };
     let result = crate::api::campaigns::run_alarm(&senv, campaign_id).await;

@@ -11,6 +11,7 @@ mod mail;
 mod rate_limiter;
 mod recordings;
 mod stubs;
+mod tool_http;
 mod webhook_queue;
 
 use crate::api;
@@ -122,6 +123,7 @@ async fn fetch(mut req: Request, env: Env, _ctx: Context) -> Result<Response> {
         outbox: &outbox,
         sealing_key: sealing_key.as_ref(),
         auth_failures: auth_failures(&env),
+        tool_http: &crate::glue::tool_http::FetchToolHttp,
         campaigns: &campaigns,
     };
     let resp = api::handle(&senv, &api_req).await;

@@ -18,3 +18,4 @@ pub mod delivery;
 pub mod events;
 pub mod post_call;
 pub mod signing;
+pub mod tool_calls;

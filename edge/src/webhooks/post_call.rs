@@ -18,10 +18,13 @@ fn primary_language(tag: &str) -> &str {
     tag.split('-').next().unwrap_or(tag)
 }
 
-fn speaker(role: Role) -> Speaker {
+/// The dialects know two speakers; a tool turn (issue 18) is neither and is
+/// left out of their transcripts.
+fn speaker(role: Role) -> Option<Speaker> {
     match role {
-        Role::Agent => Speaker::Agent,
-        Role::Callee => Speaker::Callee,
+        Role::Agent => Some(Speaker::Agent),
+        Role::Callee => Some(Speaker::Callee),
+        Role::Tool => None,
     }
 }
 
@@ -83,10 +86,12 @@ pub fn ended_call<'a>(
         turns: transcript
             .turns
             .iter()
-            .map(|t| Turn {
-                speaker: speaker(t.role),
-                text: &t.text,
-                start_ms: t.start_ms,
+            .filter_map(|t| {
+                Some(Turn {
+                    speaker: speaker(t.role)?,
+                    text: &t.text,
+                    start_ms: t.start_ms,
+                })
             })
             .collect(),
         recording_url,

@@ -191,6 +191,14 @@ pub enum Action {
     SendDtmf { digits: String, via: DtmfVia },
     /// Answer the engine's tool call `call_id` with `output` (JSON).
     FunctionResult { call_id: String, output: String },
+    /// Ask the edge for a customer tool's answer without holding up the
+    /// call; then tell the bridge [`Bridge::tool_answered`] (issue 18).
+    AskTool(super::customer_tools::ToolAsk),
+    /// Give the engine a tool call's output (`function_result`).
+    ToolResult {
+        tool_call_id: String,
+        output: String,
+    },
     /// Hang up the SIP call: BYE if answered, CANCEL if not. The dialog's
     /// `Ended` follows.
     Hangup(EndedReason),
@@ -312,6 +320,8 @@ pub struct Bridge {
     /// Our `send_dtmf` being played (one at a time).
     dtmf_out: Option<PendingDtmf>,
     finished: bool,
+    /// Customer tool calls waiting for the edge (issue 18).
+    tools: super::customer_tools::ToolCalls,
 }
 
 /// Whether we may send RTP given the callee's SDP direction (RFC 3264 6.1:
@@ -353,6 +363,7 @@ impl Bridge {
             keypad: None,
             dtmf_out: None,
             finished: false,
+            tools: Default::default(),
         };
         b.emit(now, EventKind::Dialing);
         b
@@ -565,7 +576,7 @@ impl Bridge {
             Ok(()) => tools::dtmf_output(&d.digits, d.via.name()),
             Err(why) => tools::error_output("dtmf_failed", &why),
         };
-        self.tool_answered(
+        self.builtin_tool_answered(
             now,
             d.asked,
             tools::SEND_DTMF,
@@ -589,7 +600,7 @@ impl Bridge {
             ToolRequest::SendDtmf { digits } => {
                 if self.dtmf_out.is_some() {
                     let output = tools::error_output("busy", "keys are being pressed already");
-                    return self.tool_answered(now, now, &name, &arguments, call_id, output);
+                    return self.builtin_tool_answered(now, now, &name, &arguments, call_id, output);
                 }
                 let via = if self.telephone_event {
                     DtmfVia::Rtp
@@ -607,17 +618,17 @@ impl Bridge {
             }
             ToolRequest::EndCall => {
                 let output = tools::end_call_output();
-                self.tool_answered(now, now, &name, &arguments, call_id, output);
+                self.builtin_tool_answered(now, now, &name, &arguments, call_id, output);
                 self.end_after_playout(now);
             }
             ToolRequest::Refused { output } => {
-                self.tool_answered(now, now, &name, &arguments, call_id, output);
+                self.builtin_tool_answered(now, now, &name, &arguments, call_id, output);
             }
         }
     }
 
-    /// A tool call's result: to the engine, and one agent turn in the transcript.
-    fn tool_answered(
+    /// A built-in tool call's result: to the engine, and one agent turn in the transcript.
+    fn builtin_tool_answered(
         &mut self,
         now: Instant,
         asked: Instant,
@@ -874,6 +885,13 @@ impl Bridge {
                 name,
                 call_id,
                 arguments,
+            } if super::customer_tools::is_customer_tool(&name) => {
+                self.customer_tool(now, call_id, name, arguments);
+            }
+            EngineEvent::FunctionCall {
+                name,
+                call_id,
+                arguments,
             } => self.function_call(now, name, call_id, arguments),
             EngineEvent::Summary { summary, outcome } => {
                 self.emit(now, EventKind::Summary { summary, outcome });
@@ -949,6 +967,59 @@ impl Bridge {
         self.actions.push_back(Action::SendToMedia(pcm));
         self.hangup_at = Some(self.playout.done_at() + self.cfg.hangup_delay);
     }
+
+    /// The engine called a customer tool: asked of the edge, or answered
+    /// at once when the call has too many waiting.
+    fn customer_tool(
+        &mut self,
+        now: Instant,
+        tool_call_id: String,
+        name: String,
+        arguments: String,
+    ) {
+        if let Some(w) = self.silence.as_mut() {
+            // Waiting for a tool is not silence on the line.
+            w.activity(now);
+        }
+        let at = self.offset_ms(now);
+        match self.tools.start(tool_call_id, name, arguments, at) {
+            super::customer_tools::Started::Ask(ask) => {
+                self.actions.push_back(Action::AskTool(ask))
+            }
+            super::customer_tools::Started::Done(done) => self.tool_done(now, done),
+        }
+    }
+
+    /// The edge's answer to a tool call (issue 18): the engine gets its
+    /// output, the call's events the `tool_call`.
+    pub fn tool_answered(
+        &mut self,
+        now: Instant,
+        tool_call_id: &str,
+        answer: &voxline_shared::sidecar_link::ToolCallAnswer,
+    ) {
+        if self.finished {
+            return;
+        }
+        let at = self.offset_ms(now);
+        if let Some(done) = self.tools.finish(tool_call_id, answer, at) {
+            if let Some(w) = self.silence.as_mut() {
+                w.activity(now);
+            }
+            self.tool_done(now, done);
+        }
+    }
+
+    fn tool_done(&mut self, now: Instant, done: super::customer_tools::ToolDone) {
+        self.emit(now, done.event);
+        if self.engine == EngineState::Live {
+            self.actions.push_back(Action::ToolResult {
+                tool_call_id: done.tool_call_id,
+                output: done.output,
+            });
+        }
+    }
+
 
     /// The edge's hangup command, or `None` when its sender is gone (the
     /// sidecar is stopping at once). Ignored once we have hung up.

@@ -14,6 +14,7 @@
 //! No phone is called.
 
 pub mod bridge;
+pub mod customer_tools;
 pub mod sip;
 pub mod tools;
 

@@ -122,10 +122,15 @@ async fn run_dialog(
     bridge_cfg.amd_detector.max_decision =
         Duration::from_millis(u64::from(tel.dial_plan().cfg.amd_decision_ms));
     let bridge = Bridge::new(&offer.call_id, bridge_cfg, now(), now_ms());
+    // Tool answers come back here; tasks outliving the call send into nothing.
+    let (tool_tx, tool_rx) = mpsc::channel(super::customer_tools::MAX_TOOL_CALLS_PER_CALL);
     let mut io = CallIo {
         offer: &offer,
         tel: &tel,
         emitter: &e,
+        link: tx.clone(),
+        tool_tx,
+        tool_rx,
         call: None,
         bound: None,
         media: None,
@@ -184,6 +189,11 @@ struct CallIo<'a> {
     offer: &'a Offer,
     tel: &'a Telephony,
     emitter: &'a Emitter,
+    /// The lease driver: tool calls go to the edge through it.
+    link: mpsc::Sender<Msg>,
+    /// Answers of the tool calls asked ([`Action::AskTool`]), by tool call id.
+    tool_tx: mpsc::Sender<(String, voxline_shared::sidecar_link::ToolCallAnswer)>,
+    tool_rx: mpsc::Receiver<(String, voxline_shared::sidecar_link::ToolCallAnswer)>,
     call: Option<CallHandle>,
     /// The RTP ports, bound before the offer, until the answer starts media.
     bound: Option<media::driver::BoundMedia>,
@@ -265,6 +275,9 @@ impl CallIo<'_> {
                         bridge.engine_failed(now(), &err);
                     }
                 },
+                Some((tool_call_id, answer)) = self.tool_rx.recv() => {
+                    bridge.tool_answered(now(), &tool_call_id, &answer);
+                }
                 _ = until(deadline) => bridge.handle_timeout(now()),
             }
         }
@@ -406,6 +419,29 @@ impl CallIo<'_> {
                 Action::EngineKeypad(digits) => {
                     if let Some(en) = self.engine.as_mut() {
                         if let Err(err) = en.keypad(&digits).await {
+                            self.engine = None;
+                            bridge.engine_failed(now(), &err);
+                        }
+                    }
+                }
+                Action::AskTool(ask) => {
+                    tracing::info!(call_id = %self.offer.call_id, tool = %ask.name, tool_call_id = %ask.tool_call_id, "tool call: asking the edge");
+                    // Never awaited here: media and the engine go on meanwhile.
+                    let (link, tool_tx) = (self.link.clone(), self.tool_tx.clone());
+                    let (call_id, attempt) = (self.offer.call_id.clone(), self.offer.attempt);
+                    tokio::spawn(async move {
+                        let id = ask.tool_call_id.clone();
+                        let answer =
+                            super::customer_tools::ask_edge(link, call_id, attempt, ask).await;
+                        let _ = tool_tx.send((id, answer)).await;
+                    });
+                }
+                Action::ToolResult {
+                    tool_call_id,
+                    output,
+                } => {
+                    if let Some(en) = self.engine.as_mut() {
+                        if let Err(err) = en.function_result(&tool_call_id, &output).await {
                             self.engine = None;
                             bridge.engine_failed(now(), &err);
                         }
@@ -575,6 +611,7 @@ async fn make_engine(
     cfg.voice = offer.voice.clone();
     cfg.model = offer.model.clone();
     cfg.metadata = offer.metadata.clone();
+    cfg.tools = offer.tools.clone();
     // The call's key and endpoint (its own or its agent's) win over the
     // sidecar's environment; a key the edge could not open is an auth failure.
     let credentials =
@@ -757,6 +794,7 @@ mod credential_tests {
             analysis: None,
             amd: Default::default(),
             amd_message: None,
+            tools: Vec::new(),
         }
     }
 

@@ -3,7 +3,7 @@
 //! - Connects `{base_url or wss://generativelanguage.googleapis.com}/ws/google.ai.generativelanguage.v1beta.GenerativeService.BidiGenerateContent?key=..`,
 //!   sends `setup` (model, system instruction, prebuilt voice, language,
 //!   AUDIO responses, input and output audio transcription, tools from
-//!   `metadata.tools`) and waits for `setupComplete` (bounded). Then sends a
+//!   `metadata.tools` and the offer's customer tools) and waits for `setupComplete` (bounded). Then sends a
 //!   `clientContent` turn asking the model to greet, unless disabled.
 //! - Callee audio: 8 kHz -> 16 kHz (rubato FFT resampler, anti-aliased) ->
 //!   `realtimeInput.audio` base64 PCM16LE `audio/pcm;rate=16000`.
@@ -159,12 +159,12 @@ pub fn setup_message(cfg: &EngineConfig) -> Value {
         "inputAudioTranscription": {},
         "outputAudioTranscription": {},
     });
-    if let Some(p) = &cfg.system_prompt {
+    if let Some(p) = cfg.instructions() {
         setup["systemInstruction"] = json!({"parts": [{"text": p}]});
     }
-    // The agent's tools (`metadata.tools`) and the built-in ones.
-    let tools =
-        crate::call_task::tools::with_builtins(cfg.metadata.as_ref().and_then(|m| m.get("tools")));
+    // The agent's tools (`metadata.tools`, its customer tools) and the built-in ones.
+    let declared = Value::Array(cfg.declared_tools());
+    let tools = crate::call_task::tools::with_builtins(Some(&declared));
     {
         // Same declarations as for OpenAI ({type, name, description, parameters}).
         let decls: Vec<Value> = tools
@@ -864,5 +864,23 @@ mod tests {
                 end_ms: 10
             })
         );
+    }
+
+    #[test]
+    fn offered_customer_tools_are_function_declarations() {
+        let mut cfg = EngineConfig::new("c1", "en-US");
+        cfg.tools = vec![voxline_shared::sidecar_link::OfferedTool {
+            name: "lookup_order".into(),
+            description: "Look up an order".into(),
+            parameters: json!({"type": "object"}),
+        }];
+        let setup = super::setup_message(&cfg);
+        let decls = &setup["setup"]["tools"][0]["functionDeclarations"];
+        assert_eq!(decls[0]["name"], "lookup_order");
+        assert_eq!(decls[0]["description"], "Look up an order");
+        let text = setup["setup"]["systemInstruction"]["parts"][0]["text"]
+            .as_str()
+            .unwrap();
+        assert!(text.contains("One moment, please."), "{text}");
     }
 }

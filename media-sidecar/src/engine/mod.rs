@@ -74,9 +74,53 @@ pub struct EngineConfig {
     /// [`FirstSpeaker::Callee`] the engine greets only after the callee's
     /// first words, not at the answer.
     pub first_speaker: FirstSpeaker,
+    /// The agent's customer tools (issue 18; the offer's `tools`), declared
+    /// to the model beside any in `metadata.tools`.
+    pub tools: Vec<voxline_shared::sidecar_link::OfferedTool>,
 }
 
+/// Added to the instructions of a cloud engine whose call has customer
+/// tools: a tool's answer comes from the customer's server (up to its
+/// timeout), and the model, not the sidecar, is the voice on the line, so
+/// the model is asked to say so before it waits (the honest filler: no
+/// sidecar audio is mixed into the model's).
+pub const TOOL_FILLER_INSTRUCTION: &str = "Some of your tools take a few seconds to answer. \
+Before you call one, briefly tell the caller that you are checking (for example \"One moment, please.\"), \
+then call it. If a tool answers with an error, tell the caller you could not get that information right now.";
+
 impl EngineConfig {
+    /// The function declarations for the model, OpenAI's shape
+    /// (`{type: "function", name, description, parameters}`): those in
+    /// `metadata.tools` as given, then the agent's customer tools (a name
+    /// already declared in the metadata is not declared twice).
+    pub fn declared_tools(&self) -> Vec<serde_json::Value> {
+        let mut out: Vec<serde_json::Value> = self
+            .metadata
+            .as_ref()
+            .and_then(|m| m.get("tools"))
+            .and_then(|t| t.as_array())
+            .cloned()
+            .unwrap_or_default();
+        for t in &self.tools {
+            if out.iter().any(|d| d["name"] == t.name.as_str()) {
+                continue;
+            }
+            out.push(serde_json::json!({"type": "function", "name": t.name,
+                "description": t.description, "parameters": t.parameters}));
+        }
+        out
+    }
+
+    /// The system prompt, with [`TOOL_FILLER_INSTRUCTION`] when the call has
+    /// customer tools.
+    pub fn instructions(&self) -> Option<String> {
+        match (&self.system_prompt, self.tools.is_empty()) {
+            (p, true) => p.clone(),
+            (Some(p), false) => Some(format!("{p}\n\n{TOOL_FILLER_INSTRUCTION}")),
+            (None, false) => Some(TOOL_FILLER_INSTRUCTION.to_string()),
+        }
+    }
+
     /// A config with only the call id and language set.
     pub fn new(call_id: impl Into<String>, language: impl Into<String>) -> Self {
         EngineConfig {
@@ -91,6 +135,7 @@ impl EngineConfig {
             url_guard: None,
             greet_on_answer: false,
             first_speaker: FirstSpeaker::Agent,
+            tools: Vec::new(),
         }
     }
 }

@@ -25,7 +25,9 @@
 //!   frame from the server (events or pongs to our pings) for
 //!   `idle_timeout` -> `Timeout`. After an error the engine stays failed.
 //! - Tools: `metadata.tools` (array of `{type:"function",name,description,parameters}`)
-//!   is passed to the session; a call of a function named `end_call` also
+//!   and the offer's customer tools ([`EngineConfig::declared_tools`]) are
+//!   passed to the session, with [`super::TOOL_FILLER_INSTRUCTION`] added to
+//!   the instructions when there are customer tools; a call of a function named `end_call` also
 //!   yields [`EngineEvent::EndCall`] (reason from its `reason` argument).
 //!
 //! The API key is sent in a header only and redacted from every error text.
@@ -203,11 +205,11 @@ pub(crate) fn primary_language(tag: &str) -> Option<String> {
     (p.len() == 2 || p.len() == 3).then_some(p)
 }
 
-/// The agent's tools (`metadata.tools`) and the built-in ones
-/// ([`crate::call_task::tools`]).
+/// The agent's tools (`metadata.tools`, its customer tools, issue 18) and
+/// the built-in ones ([`crate::call_task::tools`]).
 fn tools(cfg: &EngineConfig) -> Value {
-    let declared = cfg.metadata.as_ref().and_then(|m| m.get("tools"));
-    Value::Array(crate::call_task::tools::with_builtins(declared))
+    let declared = Value::Array(cfg.declared_tools());
+    Value::Array(crate::call_task::tools::with_builtins(Some(&declared)))
 }
 
 /// The `session.update` we send (public for the tests' expectations).
@@ -247,7 +249,7 @@ pub fn session_update(cfg: &EngineConfig, model: &str, opts: &OpenAiOptions) -> 
             s
         }
     };
-    if let Some(p) = &cfg.system_prompt {
+    if let Some(p) = cfg.instructions() {
         s["instructions"] = json!(p);
     }
     s["tools"] = tools(cfg);
@@ -1169,5 +1171,36 @@ mod tests {
                 EngineEvent::Audio(mu(&[0x55; 800])),
             ]
         );
+    }
+
+    #[test]
+    fn offered_customer_tools_are_declared_with_the_filler_instruction() {
+        let mut cfg = EngineConfig::new("c1", "en-US");
+        cfg.system_prompt = Some("Be brief.".into());
+        cfg.metadata = Some(
+            json!({"tools": [{"type": "function", "name": "from_metadata",
+            "parameters": {"type": "object"}}]}),
+        );
+        cfg.tools = vec![voxline_shared::sidecar_link::OfferedTool {
+            name: "lookup_order".into(),
+            description: "Look up an order".into(),
+            parameters: json!({"type": "object", "properties": {"order": {"type": "string"}}}),
+        }];
+        let update = session_update(&cfg, "gpt-realtime", &OpenAiOptions::default());
+        let tools = update["session"]["tools"].as_array().unwrap();
+        let names: Vec<&str> = tools.iter().map(|t| t["name"].as_str().unwrap()).collect();
+        assert_eq!(names, ["from_metadata", "lookup_order", "send_dtmf", "end_call"]);
+        assert_eq!(tools[1]["type"], "function");
+        assert_eq!(
+            tools[1]["parameters"]["properties"]["order"]["type"],
+            "string"
+        );
+        let instructions = update["session"]["instructions"].as_str().unwrap();
+        assert!(instructions.starts_with("Be brief."));
+        assert!(instructions.contains("One moment, please."));
+        // Without customer tools the prompt is sent as written.
+        cfg.tools.clear();
+        let update = session_update(&cfg, "gpt-realtime", &OpenAiOptions::default());
+        assert_eq!(update["session"]["instructions"], "Be brief.");
     }
 }

@@ -73,6 +73,12 @@ pub enum Msg {
         message_id: String,
         report: MessageReport,
     },
+    /// A call task asks the edge to call a customer tool (issue 18); the
+    /// answer comes back on `answer`.
+    ToolCall {
+        call: voxline_shared::sidecar_link::ToolCall,
+        answer: oneshot::Sender<voxline_shared::sidecar_link::ToolCallAnswer>,
+    },
 }
 
 /// What the owner of the sidecar asks of it.
@@ -407,6 +413,14 @@ fn handle_msg<C: Transport>(core: &mut LeaseClient, d: &mut Driver<C>, msg: Msg)
             tracing::info!(%message_id, outcome = ?report.outcome, sip_code = ?report.sip_code, reason = ?report.reason, "text ended");
             core.message_done(now_ms(), &message_id, report);
         }
+        Msg::ToolCall { call, answer } => {
+            d.next_tool_call += 1;
+            let token = d.next_tool_call;
+            // Callers that stopped waiting (their call ended) are dropped here.
+            d.tools_waiting.retain(|_, a| !a.is_closed());
+            d.tools_waiting.insert(token, answer);
+            core.forward_tool_call(token, call);
+        }
     }
 }
 
@@ -430,6 +444,9 @@ struct Driver<C: Transport> {
     next_inbound: u64,
     /// Inbound calls ringing while the edge decides, by token.
     calls_ringing: HashMap<u64, IncomingCall>,
+    /// Call tasks waiting for a tool's answer, by token.
+    tools_waiting: HashMap<u64, oneshot::Sender<voxline_shared::sidecar_link::ToolCallAnswer>>,
+    next_tool_call: u64,
 }
 
 impl<C: Transport> Driver<C> {
@@ -590,6 +607,11 @@ impl<C: Transport> Driver<C> {
                     }
                 }
             }
+            Action::ToolCallAnswered { token, answer } => {
+                if let Some(waiting) = self.tools_waiting.remove(&token) {
+                    let _ = waiting.send(answer);
+                }
+            }
             Action::InboundAnswered { token, sip_code } => {
                 if let Some(answer) = self.inbound_waiting.remove(&token) {
                     let _ = answer.send(sip_code);
@@ -740,6 +762,8 @@ pub async fn run<C: Transport>(
         inbound_waiting: HashMap::new(),
         next_inbound: 0,
         calls_ringing: HashMap::new(),
+        tools_waiting: HashMap::new(),
+        next_tool_call: 0,
     };
     let mut inbound_call_rx = match &opts.mode {
         CallMode::Sip(tel) => tel.sip.take_inbound_calls().await.ok(),

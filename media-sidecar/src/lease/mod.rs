@@ -82,8 +82,8 @@ use voxline_shared::sidecar_link::{
     check_version, paths, reject_reasons, Ack, CallEvent, Command, Deregistration, EventBatch,
     EventKind, EventsAck, InboundCall, InboundCallAnswer, InboundDecision, InboundMessage,
     LeaseRequest, LeaseResponse, MessageOffer, MessageOutcome, MessageResult, Offer,
-    RecordingManifest, Registration, RegistrationAck, Timings, MAX_LEASE_WAIT_MS,
-    MAX_MESSAGE_CHARS, PROTOCOL_VERSION,
+    RecordingManifest, Registration, RegistrationAck, Timings, ToolCall, ToolCallAnswer,
+    MAX_LEASE_WAIT_MS, MAX_MESSAGE_CHARS, PROTOCOL_VERSION,
 };
 use voxline_shared::{CallStatus, EndedReason};
 
@@ -187,6 +187,12 @@ pub const INBOUND_FORWARD_TIMEOUT_MS: u64 = 7_000;
 /// Asking the edge about an inbound call gets this long before the caller
 /// is refused with 480 (the SIP side itself refuses after 10 s).
 pub const INBOUND_CALL_TIMEOUT_MS: u64 = 6_000;
+/// A tool call's request: the edge waits up to a tool's 20 s timeout, plus
+/// the link's own time.
+pub const TOOL_CALL_TIMEOUT_MS: u64 = 25_000;
+/// Tool calls waiting to be sent (all calls together); more are answered
+/// `tool_busy` at once.
+pub const MAX_QUEUED_TOOL_CALLS: usize = 64;
 
 /// How one text message ended, for its [`MessageResult`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -237,6 +243,8 @@ pub enum Request {
     InboundMessage(InboundMessage),
     /// A call a trunk placed to us, ringing.
     InboundCall(InboundCall),
+    /// A customer tool the engine of a held call called (issue 18).
+    ToolCall(ToolCall),
 }
 
 /// One recording to upload.
@@ -258,6 +266,7 @@ impl Request {
             Request::MessageResult(_) => paths::MESSAGE_RESULTS,
             Request::InboundMessage(_) => paths::INBOUND_MESSAGES,
             Request::InboundCall(_) => paths::INBOUND_CALLS,
+            Request::ToolCall(_) => paths::TOOL_CALLS,
         }
     }
 
@@ -274,6 +283,7 @@ impl Request {
             Request::MessageResult(m) => serde_json::to_vec(m),
             Request::InboundMessage(m) => serde_json::to_vec(m),
             Request::InboundCall(m) => serde_json::to_vec(m),
+            Request::ToolCall(m) => serde_json::to_vec(m),
         };
         r.expect("protocol types always serialize")
     }
@@ -289,6 +299,7 @@ impl Request {
             // The trunk waits for our answer: inside the SIP side's bound.
             Request::InboundMessage(_) => INBOUND_FORWARD_TIMEOUT_MS,
             Request::InboundCall(_) => INBOUND_CALL_TIMEOUT_MS,
+            Request::ToolCall(_) => TOOL_CALL_TIMEOUT_MS,
             _ => 15_000,
         }
     }
@@ -341,6 +352,9 @@ pub enum Action {
         token: u64,
         decision: InboundDecision,
     },
+    /// The answer to tool call `token` (see [`LeaseClient::forward_tool_call`]):
+    /// the edge's, or a failure with a `tool_errors` code.
+    ToolCallAnswered { token: u64, answer: ToolCallAnswer },
 }
 
 /// A refusal of the link that no retry can fix, read from an error answer.
@@ -665,6 +679,9 @@ enum InFlight {
     InboundCall {
         token: u64,
     },
+    ToolCall {
+        token: u64,
+    },
 }
 
 impl InFlight {
@@ -678,6 +695,7 @@ impl InFlight {
             InFlight::MessageResult => paths::MESSAGE_RESULTS,
             InFlight::Inbound { .. } => paths::INBOUND_MESSAGES,
             InFlight::InboundCall { .. } => paths::INBOUND_CALLS,
+            InFlight::ToolCall { .. } => paths::TOOL_CALLS,
         }
     }
 }
@@ -710,6 +728,20 @@ fn snippet(body: &[u8]) -> String {
         format!("{cut}...")
     } else {
         s.to_string()
+    }
+}
+
+/// A tool call's failed answer, made on this side of the link.
+pub fn tool_failure(code: &str, message: &str) -> ToolCallAnswer {
+    ToolCallAnswer {
+        protocol_version: PROTOCOL_VERSION,
+        ok: false,
+        output: None,
+        error: Some(voxline_shared::sidecar_link::ToolError {
+            code: code.to_string(),
+            message: message.to_string(),
+        }),
+        duration_ms: None,
     }
 }
 
@@ -761,6 +793,9 @@ pub struct LeaseClient {
     inbound: VecDeque<(u64, InboundMessage)>,
     /// Inbound calls to ask the edge about now, with the driver's token.
     inbound_calls: VecDeque<(u64, InboundCall)>,
+    /// Tool calls to send now, with the driver's token (bounded:
+    /// [`MAX_QUEUED_TOOL_CALLS`]).
+    tool_calls: VecDeque<(u64, ToolCall)>,
 }
 
 impl LeaseClient {
@@ -798,6 +833,7 @@ impl LeaseClient {
             results_backoff: link_backoff,
             inbound: VecDeque::new(),
             inbound_calls: VecDeque::new(),
+            tool_calls: VecDeque::new(),
         }
     }
 
@@ -1172,6 +1208,62 @@ impl LeaseClient {
         self.inbound_calls.push_back((token, call));
     }
 
+    /// Asks the edge to call a customer tool for a call held here (issue
+    /// 18; `sidecar_id` and the version are filled in here). The answer
+    /// comes back as [`Action::ToolCallAnswered`] with `token`: at once,
+    /// failed, when the link cannot carry it now.
+    pub fn forward_tool_call(&mut self, token: u64, mut call: ToolCall) {
+        use voxline_shared::sidecar_link::tool_errors;
+        let refused = if self.phase != Phase::Registered || self.halted.is_some() {
+            Some((
+                tool_errors::UNAVAILABLE,
+                "the sidecar is not linked to the edge",
+            ))
+        } else if self.tool_calls.len() >= MAX_QUEUED_TOOL_CALLS {
+            Some((tool_errors::BUSY, "too many tool calls waiting"))
+        } else {
+            None
+        };
+        if let Some((code, message)) = refused {
+            let answer = tool_failure(code, message);
+            self.actions
+                .push_back(Action::ToolCallAnswered { token, answer });
+            return;
+        }
+        call.protocol_version = PROTOCOL_VERSION;
+        call.sidecar_id = self.s.sidecar_id.clone();
+        self.tool_calls.push_back((token, call));
+    }
+
+    fn on_tool_call(&mut self, now_ms: u64, token: u64, reply: Reply) {
+        let answer = match &reply {
+            Reply::Http { status, body } if (200..300).contains(status) => {
+                serde_json::from_slice::<ToolCallAnswer>(body).ok()
+            }
+            Reply::Http {
+                status: status @ (401 | 410),
+                ..
+            } => {
+                self.reregister(now_ms, paths::TOOL_CALLS, *status);
+                None
+            }
+            _ => None,
+        };
+        let answer = answer.unwrap_or_else(|| {
+            let (status, detail) = describe(&reply);
+            let message = match status {
+                Some(s) => format!("the edge answered {s}: {detail}"),
+                None => format!("the edge did not answer: {detail}"),
+            };
+            tool_failure(
+                voxline_shared::sidecar_link::tool_errors::UNAVAILABLE,
+                &message,
+            )
+        });
+        self.actions
+            .push_back(Action::ToolCallAnswered { token, answer });
+    }
+
     fn on_inbound_call(&mut self, now_ms: u64, token: u64, reply: Reply) {
         let answer = match &reply {
             Reply::Http { status, body } if (200..300).contains(status) => {
@@ -1310,6 +1402,14 @@ impl LeaseClient {
                 request: Request::InboundCall(call),
             });
         }
+        // An engine (and a callee) is waiting for the answer.
+        if let Some((token, call)) = self.tool_calls.pop_front() {
+            let id = self.new_id(InFlight::ToolCall { token });
+            return Some(Transmit {
+                id,
+                request: Request::ToolCall(call),
+            });
+        }
         // The trunk is waiting for the answer.
         if let Some((token, m)) = self.inbound.pop_front() {
             let id = self.new_id(InFlight::Inbound { token });
@@ -1416,7 +1516,10 @@ impl LeaseClient {
                 if !self.result_in_flight && !self.results.is_empty() {
                     at(self.results_retry_at_ms);
                 }
-                if !self.inbound.is_empty() || !self.inbound_calls.is_empty() {
+                if !self.inbound.is_empty()
+                    || !self.inbound_calls.is_empty()
+                    || !self.tool_calls.is_empty()
+                {
                     at(0);
                 }
             }
@@ -1495,6 +1598,7 @@ impl LeaseClient {
             InFlight::MessageResult => self.on_message_result(now_ms, reply),
             InFlight::Inbound { token } => self.on_inbound(now_ms, token, reply),
             InFlight::InboundCall { token } => self.on_inbound_call(now_ms, token, reply),
+            InFlight::ToolCall { token } => self.on_tool_call(now_ms, token, reply),
         }
     }
 

@@ -54,6 +54,7 @@ fn offer(n: u32, deadline_ms: u64) -> Offer {
         analysis: None,
         amd: Default::default(),
         amd_message: None,
+        tools: Vec::new(),
     }
 }
 
@@ -1218,7 +1219,8 @@ fn random_runs_keep_the_invariants() {
                     | Action::UploadDone(_)
                     | Action::SendMessage(_)
                     | Action::InboundAnswered { .. }
-                    | Action::InboundCallDecided { .. } => {}
+                    | Action::InboundCallDecided { .. }
+                    | Action::ToolCallAnswered { .. } => {}
                     Action::Halt(r) => panic!("no answer here halts the client: {r:?}"),
                 }
             }
@@ -1282,7 +1284,8 @@ fn random_runs_keep_the_invariants() {
                             | Request::Deregister(_)
                             | Request::MessageResult(_)
                             | Request::InboundMessage(_)
-                            | Request::InboundCall(_) => status(200),
+                            | Request::InboundCall(_)
+                            | Request::ToolCall(_) => status(200),
                         }
                     };
                     h.reply(t.id, reply);
@@ -1340,7 +1343,8 @@ fn random_runs_keep_the_invariants() {
                 | Request::Deregister(_)
                 | Request::MessageResult(_)
                 | Request::InboundMessage(_)
-                | Request::InboundCall(_) => status(200),
+                | Request::InboundCall(_)
+                | Request::ToolCall(_) => status(200),
             };
             h.reply(t.id, reply);
         }
@@ -2563,4 +2567,73 @@ fn an_inbound_call_the_edge_refuses_or_does_not_answer_is_refused_with_its_code(
     let mut h = H::new(1);
     h.c.forward_inbound_call(3, inbound_call());
     assert_eq!(refused_with(&decisions(&h.actions())[0].1), Some(480));
+}
+
+fn tool_call() -> voxline_shared::sidecar_link::ToolCall {
+    voxline_shared::sidecar_link::ToolCall {
+        protocol_version: 0,
+        sidecar_id: String::new(),
+        call_id: "c_7".into(),
+        attempt: 1,
+        tool_call_id: "fc_1".into(),
+        name: "lookup_order".into(),
+        arguments: "{}".into(),
+    }
+}
+
+fn tool_answers(actions: &[Action]) -> Vec<(u64, voxline_shared::sidecar_link::ToolCallAnswer)> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::ToolCallAnswered { token, answer } => Some((*token, answer.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Issue 18: a tool call goes out at once as `POST /v1/sidecar/tool-calls`
+/// (signer's id filled in, bounded in time) and its answer comes back by
+/// token; a link that cannot answer is `tool_unavailable`, never a hang.
+#[test]
+fn a_tool_call_is_sent_at_once_and_answered_by_token() {
+    use voxline_shared::sidecar_link::ToolCallAnswer;
+    let mut h = H::registered(1);
+    h.c.forward_tool_call(3, tool_call());
+    let t = h.tx().expect("asked at once");
+    let Request::ToolCall(c) = &t.request else {
+        panic!("{t:?}")
+    };
+    assert_eq!((c.sidecar_id.as_str(), c.protocol_version), ("sc-1", 1));
+    assert_eq!(t.request.path(), paths::TOOL_CALLS);
+    assert_eq!(t.request.timeout_ms(), crate::lease::TOOL_CALL_TIMEOUT_MS);
+    let edge = ToolCallAnswer {
+        protocol_version: 1,
+        ok: true,
+        output: Some(r#"{"status":"shipped"}"#.into()),
+        error: None,
+        duration_ms: Some(120),
+    };
+    h.reply(t.id, ok(edge.clone()));
+    assert_eq!(tool_answers(&h.actions()), [(3, edge)]);
+
+    for reply in [status(409), status(500), Reply::Failed("timeout".into())] {
+        h.c.forward_tool_call(4, tool_call());
+        let t = h.tx().expect("asked");
+        h.reply(t.id, reply);
+        let a = tool_answers(&h.actions());
+        assert_eq!(a.len(), 1);
+        assert_eq!(a[0].0, 4);
+        assert!(!a[0].1.ok);
+        assert_eq!(a[0].1.error.as_ref().unwrap().code, "tool_unavailable");
+    }
+}
+
+#[test]
+fn a_tool_call_while_not_registered_is_answered_unavailable_at_once() {
+    // Not registered yet: nothing is sent, the engine hears at once.
+    let mut h = H::new(1);
+    h.c.forward_tool_call(8, tool_call());
+    let a = tool_answers(&h.actions());
+    assert_eq!(a.len(), 1, "{a:?}");
+    assert_eq!(a[0].1.error.as_ref().unwrap().code, "tool_unavailable");
 }

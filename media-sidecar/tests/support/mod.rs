@@ -451,5 +451,6 @@ pub fn offer(call: &str, max_seconds: u32) -> Offer {
         analysis: None,
         amd: Default::default(),
         amd_message: None,
+        tools: Vec::new(),
     }
 }

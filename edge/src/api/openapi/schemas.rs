@@ -569,13 +569,36 @@ See docs/dialects.md."}),
             "amd_message",
             nullable(json!({"type": "string", "description": AMD_MESSAGE_DOC})),
         ),
-    ];
-    add(
-        "Agent",
-        record(
-            "An AI agent: the defaults a call starts from.",
-            agent_fields,
+        (
+            "tools",
+            json!({"type": "array", "items": schema_ref("AgentTool"), "description": "Customer tools the engine may call mid-call; the edge POSTs each call to the tool's `url`."}),
         ),
+        (
+            "tools_secret_set",
+            json!({"type": "boolean", "description": "The agent has a tools secret (minted with its first tools). The secret is shown only when minted."}),
+        ),
+    ];
+    let mut agent_schema = record(
+        "An AI agent: the defaults a call starts from.",
+        agent_fields,
+    );
+    agent_schema["properties"]["tools_secret"] = json!({"type": "string", "pattern": "^whsec_[A-Za-z0-9+/]+={0,2}$",
+        "description": "Only in the answer that minted it (the agent's first tools, or `rotate_tools_secret`): the Standard Webhooks secret that signs this agent's tool requests (`webhook-id`, `webhook-timestamp`, `webhook-signature`)."});
+    add("Agent", agent_schema);
+    add(
+        "AgentTool",
+        json!({"type": "object", "additionalProperties": false, "required": ["name", "url"],
+        "description": "A customer tool (issue 18). When the engine calls it, the edge (never the sidecar) POSTs `{type: \"tool.call\", call_id, agent_id, tool_call_id, name, arguments, metadata}` to `url`, signed with the agent's tools secret like a webhook, waits up to `timeout_ms` for a 2xx answer (at most 64 KiB, JSON or text) and gives that answer to the engine. Failures reach the engine as error codes: `tool_timeout`, `tool_http_error`, `tool_response_too_large`, `tool_blocked_url`, `tool_unknown`, `tool_bad_arguments`.",
+        "properties": {
+            "name": {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$", "not": {"enum": voxline_shared::sidecar_link::BUILT_IN_TOOLS},
+                     "description": "The function name the model sees; unique per agent, not a built-in tool's (`end_call`, `send_dtmf`, `transfer`)."},
+            "description": {"type": "string", "maxLength": crate::limits::TOOL_DESCRIPTION_MAX, "description": "What the tool does and when to call it, for the model. Say that the answer may take a moment: the model then tells the caller."},
+            "parameters": {"type": "object", "required": ["type"], "properties": {"type": {"const": "object"}},
+                           "description": "A JSON Schema of the arguments, `\"type\": \"object\"` (at most 8 KiB serialized). Default: no arguments."},
+            "url": {"type": "string", "minLength": 1, "maxLength": WEBHOOK_URL_MAX, "pattern": WEBHOOK_URL_PATTERN, "description": "Where the edge POSTs the call: https to a public host (plain http to loopback only in local development), no user name or password (422 `invalid_url`)."},
+            "timeout_ms": {"type": "integer", "minimum": crate::limits::TOOL_TIMEOUT_MS.0, "maximum": crate::limits::TOOL_TIMEOUT_MS.1, "default": crate::limits::TOOL_TIMEOUT_MS.2,
+                           "description": "How long the edge waits for the answer (`tool_timeout` after)."}
+        }}),
     );
     let calling_window_doc = "Weekdays and a wall-clock span in an IANA time zone during which the agent's calls may start. \
 A call placed (or with a `schedule_at`) outside it is moved to the next window start (`scheduled`, `scheduled_reason: calling_window`) \
@@ -1268,6 +1291,23 @@ A call already queued inside the window is not stopped when the window closes.";
                         "Replaces the agent's analysis plan. Unlike other fields, an explicit null removes it; absent keeps it."
                     },
                 )),
+            ),
+            (
+                "tools",
+                opt(
+                    json!({"type": "array", "maxItems": crate::limits::MAX_AGENT_TOOLS, "items": schema_ref("AgentTool"),
+                    "description": if creating {
+                        "Customer tools (at most 16, names unique). The answer carries the agent's new `tools_secret` when there are any."
+                    } else {
+                        "Replaces the agent's tools; null or `[]` removes them. The agent's first tools mint its `tools_secret`, carried in this answer."
+                    }}),
+                ),
+            ),
+            (
+                "rotate_tools_secret",
+                opt(
+                    json!({"type": "boolean", "description": "true mints a new tools secret (carried in this answer, `tools_secret`); the old one stops signing at once."}),
+                ),
             ),
             (
                 "engine_api_key",

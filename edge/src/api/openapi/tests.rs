@@ -132,6 +132,7 @@ impl Api {
                 ..crate::traffic::AUTH_FAILURES
             },
             campaigns: &self.campaigns,
+            tool_http: &crate::webhooks::tool_calls::NoToolHttp,
         };
         let resp = block_on(handle(&env, &req));
         block_on(self.calls.drain(kv, &self.outbox)).unwrap();
@@ -1533,6 +1534,16 @@ fn probe_request_schema(
             );
             fails_with(with(name, json!([min as f64 + 0.5])), "invalid_type", name);
             fails_with(with(name, json!(["1"])), "invalid_type", name);
+        } else if primary == "array" && p["items"].get("$ref").is_some() {
+            // Arrays of objects (an agent's `tools`): the items' rules are
+            // tested where they are read (`api::agent_tools`); here the empty
+            // list is accepted and a non-object item refused.
+            accepted_field(with(name, json!([])), name);
+            fails_with(
+                with(name, json!([1])),
+                "invalid_type",
+                &format!("{name}[0]"),
+            );
         } else if primary == "array" {
             let items = &p["items"];
             let values = items["enum"]

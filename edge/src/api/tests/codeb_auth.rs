@@ -83,6 +83,7 @@ fn authenticate(w: &World, host: &str, bearer: &str) -> Result<CodebPrincipal, C
         outbox: &w.outbox,
         sealing_key: w.sealing.as_ref(),
         auth_failures: crate::traffic::AUTH_FAILURES,
+        tool_http: &crate::webhooks::tool_calls::NoToolHttp,
         campaigns: &w.campaigns,
     };
     let req = ApiRequest {

@@ -183,24 +183,25 @@ fn an_answered_call_with_a_transcript_ends_when_the_callee_hangs_up() {
             D + 3_100
         )]
     );
-    // A tool nobody knows is answered with an error at once (never a
-    // hang), and shown in the transcript; a re-INVITE moves the media.
+    // A built-in name the bridge does not run (`transfer`, reserved) is
+    // answered with an error at once (never a hang), and shown in the
+    // transcript; a re-INVITE moves the media.
     b.handle_engine_event(
         t0 + ms(3_200),
         EngineEvent::FunctionCall {
-            name: "f".into(),
+            name: "transfer".into(),
             call_id: "fc".into(),
             arguments: "{}".into(),
         },
     );
-    let output = tools::error_output("unknown_tool", "no tool named \"f\"");
+    let output = tools::error_output("unknown_tool", "no tool named \"transfer\"");
     assert_eq!(
         drain(&mut b),
         [
             emit(
                 EventKind::TranscriptTurn {
                     role: Role::Agent,
-                    text: format!("[tool f {{}} -> {output}]"),
+                    text: format!("[tool transfer {{}} -> {output}]"),
                     start_ms: 1_200,
                     end_ms: 1_200,
                 },
@@ -1367,4 +1368,94 @@ fn amd_leave_message_falls_back_to_the_agent_without_tts() {
         drain(&mut b),
         [Action::EngineAnswered, Action::SendToMedia(speech_ms(500))]
     );
+}
+
+/// Issue 18: a customer tool is asked of the edge (an action, never a wait:
+/// audio keeps flowing), its answer goes to the engine and into a
+/// `tool_call` event stamped from the answer; a fifth at once is `tool_busy`.
+#[test]
+fn customer_tools_are_asked_of_the_edge_without_holding_up_the_call() {
+    use crate::call_task::customer_tools::ToolAsk;
+    use voxline_shared::sidecar_link::ToolCallAnswer;
+    let (mut b, t0) = answered(30);
+    let call = |b: &mut Bridge, at: u64, id: &str| {
+        b.handle_engine_event(
+            t0 + ms(at),
+            EngineEvent::FunctionCall {
+                name: "lookup_order".into(),
+                call_id: id.into(),
+                arguments: r#"{"order":"A-17"}"#.into(),
+            },
+        )
+    };
+    call(&mut b, 3_000, "fc_1");
+    assert_eq!(
+        drain(&mut b),
+        [Action::AskTool(ToolAsk {
+            tool_call_id: "fc_1".into(),
+            name: "lookup_order".into(),
+            arguments: r#"{"order":"A-17"}"#.into(),
+        })]
+    );
+    // The call goes on while the tool runs.
+    b.handle_engine_event(t0 + ms(3_100), EngineEvent::Audio(speech_ms(20)));
+    assert_eq!(drain(&mut b), [Action::SendToMedia(speech_ms(20))]);
+    b.heard(t0 + ms(3_120), speech());
+    assert!(drain(&mut b).contains(&Action::SendToEngine(speech())));
+
+    let answer = ToolCallAnswer {
+        protocol_version: 1,
+        ok: true,
+        output: Some(r#"{"status":"shipped"}"#.into()),
+        error: None,
+        duration_ms: Some(700),
+    };
+    b.tool_answered(t0 + ms(3_800), "fc_1", &answer);
+    assert_eq!(
+        drain(&mut b),
+        [
+            emit(
+                EventKind::ToolCall {
+                    tool_call_id: "fc_1".into(),
+                    name: "lookup_order".into(),
+                    arguments: r#"{"order":"A-17"}"#.into(),
+                    ok: true,
+                    output: Some(r#"{"status":"shipped"}"#.into()),
+                    error_code: None,
+                    // Offsets from the answer (+2 s), as transcript turns are.
+                    start_ms: 1_000,
+                    end_ms: 1_800,
+                },
+                D + 3_800
+            ),
+            Action::ToolResult {
+                tool_call_id: "fc_1".into(),
+                output: r#"{"status":"shipped"}"#.into(),
+            }
+        ]
+    );
+    // Answered once: a late duplicate is dropped.
+    b.tool_answered(t0 + ms(3_900), "fc_1", &answer);
+    assert_eq!(drain(&mut b), []);
+
+    // Four at once are asked; the fifth is answered `tool_busy` at once.
+    for (i, id) in ["a", "b", "c", "d"].iter().enumerate() {
+        call(&mut b, 4_000 + i as u64, id);
+        assert!(matches!(drain(&mut b)[..], [Action::AskTool(_)]));
+    }
+    call(&mut b, 4_100, "e");
+    let actions = drain(&mut b);
+    assert!(
+        matches!(&actions[..], [Action::Emit { kind: EventKind::ToolCall { ok: false, error_code: Some(code), .. }, .. }, Action::ToolResult { tool_call_id, output }]
+            if code == "tool_busy" && tool_call_id == "e" && output.contains("tool_busy")),
+        "{actions:?}"
+    );
+    // After the end, answers are dropped.
+    b.handle_dialog_event(
+        t0 + ms(5_000),
+        ended(CallStatus::Completed, EndedReason::CalleeHangup, None),
+    );
+    drain(&mut b);
+    b.tool_answered(t0 + ms(5_100), "a", &answer);
+    assert_eq!(drain(&mut b), []);
 }
