@@ -22,7 +22,7 @@ function h(tag, attrs, ...children) {
     else if (k === "text") el.textContent = v;
     else el.setAttribute(k, v === true ? "" : String(v));
   }
-  for (const c of children.flat()) {
+  for (const c of children.flat(Infinity)) {
     if (c === null || c === undefined || c === false) continue;
     el.append(c instanceof Node ? c : document.createTextNode(String(c)));
   }
@@ -36,7 +36,7 @@ function s(tag, attrs, ...children) {
     if (k === "text") el.textContent = v;
     else el.setAttribute(k, String(v));
   }
-  for (const c of children.flat()) if (c) el.append(c);
+  for (const c of children.flat(Infinity)) if (c) el.append(c);
   return el;
 }
 
@@ -192,6 +192,8 @@ async function render() {
   } catch (e) {
     main.append(errorBox(e));
   }
+  // A new view: keyboard and screen-reader users start at its content.
+  main.focus({ preventScroll: true });
 }
 
 // ---- calls list, plots ----
@@ -300,10 +302,10 @@ function plots(calls) {
   const hmax = Math.max(1, ...hist);
   const durText = talk.length ? names.map((n, i) => `${hist[i]} ${n}`).join(", ") : "no answered calls";
   const durations = h("figure", { class: "plot" }, h("h2", { text: "Talk time" }),
-    s("svg", { width: 300, height: H + 16, viewBox: `0 0 300 ${H + 16}`, role: "img", "aria-label": `Talk time of answered calls: ${durText}` },
-      hist.map((n, i) => s("rect", { x: i * 50 + 4, y: H - (n / hmax) * (H - 10), width: 42, height: (n / hmax) * (H - 10), fill: "#0b4f9c" },
+    s("svg", { width: 320, height: H + 16, viewBox: `0 0 320 ${H + 16}`, role: "img", "aria-label": `Talk time of answered calls: ${durText}` },
+      hist.map((n, i) => s("rect", { x: i * 53 + 4, y: H - (n / hmax) * (H - 10), width: 42, height: (n / hmax) * (H - 10), fill: "#0b4f9c" },
         s("title", { text: `${n} calls ${names[i]}` }))),
-      names.map((n, i) => s("text", { x: i * 50 + 4, y: H + 13, "font-size": 10, fill: "#4a4a4a", text: n }))),
+      names.map((n, i) => s("text", { x: i * 53 + 4, y: H + 13, "font-size": 10, fill: "#4a4a4a", text: n }))),
     h("figcaption", { text: durText }));
   return [perHour, answerRate, durations];
 }
