@@ -145,10 +145,11 @@ fn schemathesis(ctx: &Ctx, name: &str, paths: &str, token: &str, examples: u32) 
 
 fn v1_operations(ctx: &Ctx) {
     // Not Calldock's `/v1/make-call`: a dialect, with its own credentials (tests/dialects.rs).
+    // The console's page and assets (no credentials) with them.
     schemathesis(
         ctx,
         "v1",
-        "^/(v1/(?!make-call$)|healthz)",
+        "^/(v1/(?!make-call$)|healthz|console)",
         &ctx.tenant.key,
         60,
     );

@@ -149,11 +149,12 @@ impl Ctx {
         let is_text = r
             .header("content-type")
             .is_some_and(|c| c.starts_with("text/plain"));
-        // A documented binary body (the recording's audio/wav) is checked by type only.
+        // A documented binary body (the recording's audio/wav) or page (the
+        // console's HTML, script, style) is checked by media type only (no parameters).
         let binary = r
             .header("content-type")
             .filter(|c| !c.starts_with("text/plain") && *c != JSON_CT)
-            .map(String::from);
+            .map(|c| c.split(';').next().unwrap_or(c).trim().to_string());
         let template = self.spec["paths"]
             .as_object()
             .unwrap()
@@ -476,6 +477,8 @@ fn missing_id(name: &str) -> String {
         "sidecar_id" => return "sc-missing".to_string(),
         // Not an id: a file extension.
         "format" => return "txt".to_string(),
+        // The console's assets are files.
+        "asset" => return "app.js".to_string(),
         "slug" => return "no-such-prompt".to_string(),
         "username" => return "nobody".to_string(),
         "number" => return "+19995550000".to_string(),
@@ -568,6 +571,30 @@ fn meta(c: &Ctx) {
     assert_eq!(
         c.raw("GET", "/healthz", None, None, None).expect(200).json,
         json!({"ok": true})
+    );
+    // The console: its page and assets without credentials, each with the policy.
+    for (path, media_type) in [
+        ("/console", "text/html"),
+        ("/console/app.js", "text/javascript"),
+        ("/console/app.css", "text/css"),
+    ] {
+        let r = c.raw("GET", path, None, None, None).expect(200);
+        assert!(
+            r.header("content-type")
+                .is_some_and(|t| t.starts_with(media_type)),
+            "{path}: {:?}",
+            r.header("content-type")
+        );
+        assert!(
+            r.header("content-security-policy")
+                .is_some_and(|p| p.contains("script-src 'self'")),
+            "{path}"
+        );
+    }
+    code(
+        c.raw("GET", "/console/nope.js", None, None, None),
+        404,
+        "not_found",
     );
     code(c.raw("GET", "/v1/nope", None, None, None), 404, "not_found");
     let r = code(

@@ -16,6 +16,8 @@
 //!   state machine and recording uploads.
 //! - [`campaigns`]: a campaign's contacts, their state machine and its
 //!   pacing (the `Campaign` Durable Object's pure core).
+//! - [`console`]: the operator console's page, script and style sheet
+//!   (served by the API, calling it from the browser; a leaf).
 //! - [`webhooks`]: webhook events, their delivery jobs and signatures.
 //! - [`mail`]: the transcript email (its job, message and sans-IO SMTP
 //!   client), made with a call's end and sent through the delivery queue.
@@ -40,6 +42,7 @@
 pub mod api;
 pub mod calls;
 pub mod campaigns;
+pub mod console;
 pub mod dialects;
 pub mod directory;
 pub mod dispatch;

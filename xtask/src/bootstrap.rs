@@ -38,6 +38,10 @@ pub const APT_PACKAGES: &[&str] = &[
     // The name server of the sidecar's trunk DNS tests (NAPTR/SRV/A, media-sidecar/tests/sip_sipp.rs);
     // the program alone, without the system service of the `dnsmasq` package.
     "dnsmasq-base",
+    // The console's e2e (tests/console.rs): headless Chromium driven by Selenium through chromedriver.
+    "chromium",
+    "chromium-driver",
+    "python3-selenium",
 ];
 /// The reference Standard Webhooks library the webhook e2e receiver
 /// (tests/webhooks/receiver.py) verifies deliveries with, unmodified.

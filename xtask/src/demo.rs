@@ -134,6 +134,12 @@ pub fn run_demo(once: bool) -> Result<(), String> {
         start_sip_sidecar(&edge, &dir, "demo-local-1", callee_port, "")
     })?;
     stopped(&stop)?;
+    // Open it before the call goes out: the call is on its list while it runs.
+    println!(
+        "\nconsole: {}/console\n  log in with the API key {key}\n  operators: admin token in {} with tenant id {tenant_id}",
+        edge.base,
+        dir.join("admin-token").display()
+    );
 
     let call = step("place the call (POST /v1/calls)", || {
         let r = edge.call(

@@ -154,6 +154,8 @@ async fn route_request<K: Kv, D: DispatchQueues>(
     match id {
         RouteId::Health => Ok(ApiResponse::json(200, &json!({"ok": true}))),
         RouteId::OpenApi => Ok(ApiResponse::json(200, &crate::api::openapi::spec())),
+        RouteId::Console => Ok(crate::console::page()),
+        RouteId::ConsoleAsset => crate::console::asset(p(0)),
         RouteId::CreateCall
         | RouteId::ListCalls
         | RouteId::GetCall

@@ -5,6 +5,10 @@
 pub enum RouteId {
     Health,
     OpenApi,
+    /// The operator console's page (`crate::console`), no credentials: its script asks for them.
+    Console,
+    /// The console's script or style sheet.
+    ConsoleAsset,
     CreateCall,
     ListCalls,
     GetCall,
@@ -88,6 +92,8 @@ pub enum RouteId {
 pub const ROUTES: &[(&str, &str, RouteId)] = &[
     ("GET", "/healthz", RouteId::Health),
     ("GET", "/v1/openapi.json", RouteId::OpenApi),
+    ("GET", "/console", RouteId::Console),
+    ("GET", "/console/{asset}", RouteId::ConsoleAsset),
     ("POST", "/v1/calls", RouteId::CreateCall),
     ("GET", "/v1/calls", RouteId::ListCalls),
     ("GET", "/v1/calls/{call_id}", RouteId::GetCall),

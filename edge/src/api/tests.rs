@@ -3020,3 +3020,27 @@ fn amd_settings_reach_the_offer_and_the_verdict_reaches_record_and_webhook() {
         "present and null without detection: {c}"
     );
 }
+
+#[test]
+fn the_console_is_served_without_credentials_with_its_policy() {
+    let w = World::new();
+    let page = w.send("GET", "/console", None, None);
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(header(&page, "content-type").is_some_and(|v| v.starts_with("text/html")));
+    assert_eq!(
+        header(&page, "content-security-policy"),
+        Some(crate::console::CONTENT_SECURITY_POLICY)
+    );
+    assert!(page.body.contains("id=\"login-form\""));
+    let js = w.send("GET", "/console/app.js", None, None);
+    assert_eq!(js.status, 200);
+    assert!(header(&js, "content-type").is_some_and(|v| v.starts_with("text/javascript")));
+    let missing = w.send("GET", "/console/nope.js", None, None);
+    assert_eq!(
+        (missing.status, World::code(&missing).as_str()),
+        (404, "not_found")
+    );
+    // GET only; a trailing slash is not the page.
+    assert_eq!(w.send("POST", "/console", None, None).status, 405);
+    assert_eq!(w.send("GET", "/console/", None, None).status, 404);
+}

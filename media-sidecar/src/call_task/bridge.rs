@@ -600,7 +600,8 @@ impl Bridge {
             ToolRequest::SendDtmf { digits } => {
                 if self.dtmf_out.is_some() {
                     let output = tools::error_output("busy", "keys are being pressed already");
-                    return self.builtin_tool_answered(now, now, &name, &arguments, call_id, output);
+                    return self
+                        .builtin_tool_answered(now, now, &name, &arguments, call_id, output);
                 }
                 let via = if self.telephone_event {
                     DtmfVia::Rtp
@@ -1019,7 +1020,6 @@ impl Bridge {
             });
         }
     }
-
 
     /// The edge's hangup command, or `None` when its sender is gone (the
     /// sidecar is stopping at once). Ignored once we have hung up.

@@ -1189,7 +1189,10 @@ mod tests {
         let update = session_update(&cfg, "gpt-realtime", &OpenAiOptions::default());
         let tools = update["session"]["tools"].as_array().unwrap();
         let names: Vec<&str> = tools.iter().map(|t| t["name"].as_str().unwrap()).collect();
-        assert_eq!(names, ["from_metadata", "lookup_order", "send_dtmf", "end_call"]);
+        assert_eq!(
+            names,
+            ["from_metadata", "lookup_order", "send_dtmf", "end_call"]
+        );
         assert_eq!(tools[1]["type"], "function");
         assert_eq!(
             tools[1]["parameters"]["properties"]["order"]["type"],

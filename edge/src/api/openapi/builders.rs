@@ -175,6 +175,24 @@ impl Op {
         self
     }
 
+    /// A text body of one of `content_types` (HTML, script, style), with response headers.
+    pub(super) fn ok_files(
+        mut self,
+        description: &str,
+        content_types: &[&str],
+        headers: Value,
+    ) -> Op {
+        let content: Map<String, Value> = content_types
+            .iter()
+            .map(|ct| (ct.to_string(), json!({"schema": {"type": "string"}})))
+            .collect();
+        self.success.push((
+            200,
+            json!({"description": description, "headers": headers, "content": content}),
+        ));
+        self
+    }
+
     pub(super) fn ok_with_headers(
         mut self,
         status: u16,
@@ -372,18 +390,20 @@ pub(super) fn path_item(pattern: &str) -> Value {
                 "pk" => ("", "The directory user's or queue's `pk`."),
                 "voice360_key_id" => ("v360k", "The Voice360 key's id."),
                 "contact_id" => ("con", "The contact's id."),
+                "asset" => ("", "The console asset's file name."),
                 _ => ("", "An id."),
             };
             let schema = match (name, prefix) {
                 ("sidecar_id", _) => json!({"type": "string", "pattern": SIDECAR_ID_PATTERN}),
                 ("format", _) => json!({"type": "string", "enum": ["txt", "json"]}),
+                ("asset", _) => json!({"type": "string", "enum": crate::console::ASSETS.iter().map(|a| a.0).collect::<Vec<_>>()}),
                 ("number", _) => json!({"type": "string", "pattern": "^(\\+|%2[bB])[1-9][0-9]{6,14}$"}),
                 ("pk", _) => json!({"type": "string", "pattern": PK_PATTERN}),
                 ("slug", _) => json!({"type": "string", "minLength": 1, "maxLength": crate::api::prompts::SLUG_MAX, "pattern": "^[a-z0-9][a-z0-9-]*$"}),
                 (_, "") => json!({"type": "string", "minLength": 1}),
                 _ => id_schema(prefix),
             };
-            let description = if name == "format" { what.to_string() } else { format!("{what} An id of another shape answers 404.") };
+            let description = if name == "format" || name == "asset" { what.to_string() } else { format!("{what} An id of another shape answers 404.") };
             json!({"name": name, "in": "path", "required": true, "description": description, "schema": schema})
         })
         .collect();

@@ -69,6 +69,7 @@ pub fn spec() -> Value {
         json!({"name": "admin", "description": "Operator API: tenants, agents, API keys, dialect credentials and webhook endpoints. Authenticated with the admin token."}),
         json!({"name": "webhooks", "description": "The tenant's webhook delivery log and redelivery. Authenticated with a tenant API key."}),
         json!({"name": "meta", "description": "Health and this document. No authentication."}),
+        json!({"name": "console", "description": "The operator console: its page and assets. No authentication: the page asks for credentials and calls this API with them."}),
     ];
     tags.extend(dialects::tags());
     tags.push(codeb::tag());

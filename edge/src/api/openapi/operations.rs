@@ -93,6 +93,14 @@ secret; after a rotation the new secret signs at once. Retried per the endpoint'
     }}));
     Value::Object(out)
 }
+/// What every console answer carries (`crate::console`).
+fn console_headers() -> Value {
+    json!({
+        "Content-Security-Policy": {"description": "The console's policy: scripts, styles and connections to this origin only, media also from `blob:`, no framing.",
+            "schema": {"const": crate::console::CONTENT_SECURITY_POLICY}},
+        "X-Content-Type-Options": {"schema": {"const": "nosniff"}}
+    })
+}
 pub(super) fn operation(id: RouteId) -> Value {
     use ErrorCode as E;
     if let Some(op) = super::directory::operation(id) {
@@ -134,6 +142,18 @@ pub(super) fn operation(id: RouteId) -> Value {
         | RouteId::CancelCampaign => json!({}), // documented in `campaigns.rs` (returned above)
         RouteId::Health => op("healthCheck", "meta", Auth::None, "Liveness check", "Answers 200 while the edge is up.")
             .ok(200, "The edge is up.", "Health")
+            .build(),
+        RouteId::Console => op("getConsole", "console", Auth::None, "The operator console",
+            "The console's one HTML page (views by URL fragment: `#/calls`, `#/calls/{call_id}`, `#/agents`, `#/keys`, `#/webhooks`, `#/sidecars`). \
+It holds no data and needs no credentials: its script asks for a tenant API key and/or the admin token, keeps them in the tab's `sessionStorage` \
+and calls this API with them as `Authorization: Bearer`. Served with a strict `Content-Security-Policy` (this origin only, no inline script, \
+`blob:` media for the recording, no framing).")
+            .ok_files("The page.", &["text/html"], console_headers())
+            .build(),
+        RouteId::ConsoleAsset => op("getConsoleAsset", "console", Auth::None, "The console's script or style sheet",
+            "`app.js` (an ES module, `text/javascript`) or `app.css` (`text/css`), compiled into the Worker. Any other name answers 404 `not_found`.")
+            .ok_files("The asset.", &["text/javascript", "text/css"], console_headers())
+            .errors(&[E::NotFound])
             .build(),
         RouteId::OpenApi => op("getOpenApi", "meta", Auth::None, "This OpenAPI document", "The OpenAPI 3.1 description of the API.")
             .ok(200, "The document.", "OpenApiDocument")
