@@ -485,6 +485,227 @@ fn files_containing(dir: &Path, needle: &[u8]) -> Vec<PathBuf> {
     hits
 }
 
+/// A tool server on loopback for one request: what it was sent (head and
+/// body), answered with `answer` as JSON.
+struct ToolServer {
+    url: String,
+    got: std::sync::mpsc::Receiver<(String, Vec<u8>)>,
+}
+
+fn tool_server(answer: &'static str) -> ToolServer {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/tools/lookup", listener.local_addr().unwrap());
+    let (tx, got) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let Ok((stream, _)) = listener.accept() else {
+            return;
+        };
+        let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+        let mut reader = BufReader::new(stream);
+        let mut head = String::new();
+        loop {
+            let mut line = String::new();
+            if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                break;
+            }
+            head.push_str(&line);
+        }
+        let len = head
+            .lines()
+            .find_map(|l| {
+                let (k, v) = l.split_once(':')?;
+                k.eq_ignore_ascii_case("content-length")
+                    .then(|| v.trim().parse::<usize>().ok())?
+            })
+            .unwrap_or(0)
+            .min(1 << 20);
+        let mut body = vec![0; len];
+        let _ = reader.read_exact(&mut body);
+        let mut stream = reader.into_inner();
+        let _ = write!(
+            stream,
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{answer}",
+            answer.len()
+        );
+        let _ = tx.send((head, body));
+    });
+    ToolServer { url, got }
+}
+
+/// Standard Webhooks: `v1,` + base64(HMAC-SHA256(secret, "{id}.{ts}.{body}")).
+fn standard_webhooks_signature(secret: &str, id: &str, ts: &str, body: &[u8]) -> String {
+    use base64::Engine as _;
+    use hmac::Mac as _;
+    let key = base64::engine::general_purpose::STANDARD
+        .decode(secret.trim_start_matches("whsec_"))
+        .expect("a whsec_ secret");
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(&key).unwrap();
+    mac.update(format!("{id}.{ts}.").as_bytes());
+    mac.update(body);
+    format!(
+        "v1,{}",
+        base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
+    )
+}
+
+/// Issue 18, end to end: the cloud engine (the fake OpenAI Realtime server)
+/// calls the agent's customer tool mid-call; the sidecar asks the edge, the
+/// edge POSTs to the tool's URL (a server here) signed with the agent's
+/// tools secret, and the answer reaches the engine as `function_call_output`
+/// and the transcript as a `tool` turn. After the call the engine is asked,
+/// in the same session, for the post-call analysis, whose answer is on the
+/// call (`source: engine`) and in `call.completed`'s data.
+fn a_cloud_engine_calls_a_customer_tool_and_analyses_the_call(w: &World) {
+    const KEY: &str = "sk-e2e-TOOLS-KEY-0077";
+    let reply = r#"{"summary": "The order A-17 has shipped.", "sentiment": "positive", "success": true, "data": {"order_status": "shipped"}}"#;
+    let fake = fake_realtime::FakeRealtime::start_with(
+        KEY,
+        Duration::ZERO,
+        fake_realtime::Behaviour {
+            tool_call: Some(("lookup_order".into(), r#"{"order":"A-17"}"#.into())),
+            text_reply: Some(reply.into()),
+        },
+    );
+    let tool = tool_server(r#"{"status":"shipped"}"#);
+    let body = json!({"name": "orders", "default_engine": "openai_realtime", "model": "gpt-realtime-test",
+        "system_prompt": "Tell the caller where their order is.",
+        "tools": [{"name": "lookup_order", "description": "Finds an order by its number.",
+                   "parameters": {"type": "object", "properties": {"order": {"type": "string"}}, "required": ["order"]},
+                   "url": tool.url, "timeout_ms": 5000}],
+        "analysis": {"success_criteria": "The caller learns where the order is.",
+                     "data_schema": {"type": "object", "properties": {"order_status": {"type": "string"}}}}});
+    let agent = w
+        .edge
+        .admin(
+            "POST",
+            &format!("/admin/tenants/{}/agents", w.tenant.id),
+            Some(&body),
+        )
+        .expect(201)
+        .json;
+    let secret = agent["tools_secret"]
+        .as_str()
+        .expect("the tools secret, shown once")
+        .to_string();
+    let stream = w.dir.join("signal-5s.ulaw");
+    std::fs::write(
+        &stream,
+        test_signal(5.0)
+            .iter()
+            .map(|&s| mulaw_encode(s))
+            .collect::<Vec<u8>>(),
+    )
+    .unwrap();
+    let port = free_tcp_udp_port();
+    let _sipp = start_sipp(&w.dir, port, &stream, 6_000);
+    let _sidecar = start_sidecar_with(w, "tel-tools", port, "");
+    let call = json!({"phone": "+14155550320", "agent_id": agent["id"], "engine_api_key": KEY,
+        "engine_base_url": fake.url, "metadata": {"crm": "o-17"}});
+    let id = w
+        .edge
+        .call("POST", "/v1/calls", &w.tenant.key, Some(&call))
+        .expect(201)
+        .json["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    // The edge's request to the tool: signed, with the model's arguments.
+    let (head, sent) = tool
+        .got
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the tool was called");
+    let header = |name: &str| {
+        head.lines()
+            .find_map(|l| {
+                let (k, v) = l.split_once(':')?;
+                k.eq_ignore_ascii_case(name).then(|| v.trim().to_string())
+            })
+            .unwrap_or_else(|| panic!("no {name} in {head}"))
+    };
+    let signature = standard_webhooks_signature(
+        &secret,
+        &header("webhook-id"),
+        &header("webhook-timestamp"),
+        &sent,
+    );
+    assert!(
+        header("webhook-signature")
+            .split(' ')
+            .any(|s| s == signature),
+        "bad signature: {head}"
+    );
+    let request: Value = serde_json::from_slice(&sent).unwrap();
+    assert_eq!(
+        (
+            request["type"].as_str(),
+            request["call_id"].as_str(),
+            request["name"].as_str(),
+            &request["arguments"],
+            &request["metadata"]
+        ),
+        (
+            Some("tool.call"),
+            Some(id.as_str()),
+            Some("lookup_order"),
+            &json!({"order": "A-17"}),
+            &json!({"crm": "o-17"})
+        ),
+        "{request}"
+    );
+
+    let call = wait_status(
+        w,
+        &id,
+        &["completed", "failed", "busy", "no_answer", "cancelled"],
+        Duration::from_secs(40),
+    );
+    assert_eq!(call["status"], "completed", "{call}");
+    // The tool's answer reached the engine, and the engine was asked for
+    // its analysis with the agent's criteria and schema.
+    let conns = fake.connections();
+    let c = conns.first().expect("a session");
+    assert_eq!(
+        c.function_outputs,
+        [(
+            "call_fc_1".to_string(),
+            r#"{"status":"shipped"}"#.to_string()
+        )]
+    );
+    assert!(
+        c.text_requests.len() == 1
+            && c.text_requests[0].contains("The caller learns where the order is.")
+            && c.text_requests[0].contains("order_status"),
+        "{:?}",
+        c.text_requests
+    );
+    let t = w
+        .edge
+        .call(
+            "GET",
+            &format!("/v1/calls/{id}/transcript"),
+            &w.tenant.key,
+            None,
+        )
+        .expect(200)
+        .json;
+    let turns = t["turns"].as_array().unwrap();
+    assert!(
+        turns.iter().any(|turn| turn["role"] == "tool"
+            && turn["text"]
+                .as_str()
+                .is_some_and(|x| x.contains("lookup_order") && x.contains("shipped"))),
+        "no tool turn: {t}"
+    );
+    assert_eq!(
+        call["analysis"],
+        json!({"summary": "The order A-17 has shipped.", "sentiment": "positive", "success": true,
+               "data": {"order_status": "shipped"}, "source": "engine"}),
+        "{call}"
+    );
+}
+
 fn a_call_brings_its_own_engine_key_and_endpoint(w: &World) {
     const KEY: &str = "sk-e2e-CALL-KEY-0042";
     let fake = fake_realtime::FakeRealtime::start(KEY);
@@ -718,6 +939,10 @@ fn main() -> std::process::ExitCode {
             (
                 "a_call_brings_its_own_engine_key_and_endpoint",
                 a_call_brings_its_own_engine_key_and_endpoint,
+            ),
+            (
+                "a_cloud_engine_calls_a_customer_tool_and_analyses_the_call",
+                a_cloud_engine_calls_a_customer_tool_and_analyses_the_call,
             ),
             (
                 "a_wrong_engine_key_ends_the_call_at_once",

@@ -49,7 +49,7 @@ pub fn edge_json(data: &[u8]) {
             }
             Err(e) => check_error(&e),
         },
-        2 | 3 => match validate::agent(content_type, body, sel % 8 == 2) {
+        2 | 3 => match validate::agent(content_type, body, sel % 8 == 2, sel % 16 < 8) {
             Ok(a) => {
                 if let Some(Some(w)) = &a.calling_window {
                     for at in [0, NOW_MS, NOW_MS + 123_456_789, u64::MAX / 2] {

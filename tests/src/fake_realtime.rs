@@ -7,6 +7,12 @@
 //! after a fixed delay ([`FakeRealtime::start_with_delay`], 0 by default) so
 //! a bench can tell the sidecar's share from the service's.
 //! What each connection sent is kept for the test.
+//!
+//! With a [`Behaviour`] it also calls a function after its first turn (as
+//! the model does for a tool: `response.output_item.added` of type
+//! `function_call`, then `response.function_call_arguments.done`), keeps the
+//! `function_call_output` items it is given, and answers a text-only
+//! `response.create` (the post-call analysis) with a text response.
 
 use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -32,6 +38,19 @@ pub struct Connection {
     pub refused: bool,
     /// The `type` of every JSON message the client sent, in order.
     pub received: Vec<String>,
+    /// `(call_id, output)` of every `function_call_output` item it was given.
+    pub function_outputs: Vec<(String, String)>,
+    /// The instructions of each text-only `response.create` (the analysis).
+    pub text_requests: Vec<String>,
+}
+
+/// What the fake does besides speaking.
+#[derive(Debug, Clone, Default)]
+pub struct Behaviour {
+    /// After its first spoken turn, call this function: (name, arguments JSON).
+    pub tool_call: Option<(String, String)>,
+    /// The text it answers a text-only response with.
+    pub text_reply: Option<String>,
 }
 
 pub struct FakeRealtime {
@@ -50,6 +69,11 @@ impl FakeRealtime {
     /// As [`FakeRealtime::start`], answering each `response.create` only
     /// after `delay` (a stand-in for the service's own time to first audio).
     pub fn start_with_delay(key: &str, delay: Duration) -> FakeRealtime {
+        Self::start_with(key, delay, Behaviour::default())
+    }
+
+    /// As [`FakeRealtime::start_with_delay`], doing what `behaviour` says too.
+    pub fn start_with(key: &str, delay: Duration, behaviour: Behaviour) -> FakeRealtime {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind the fake realtime server");
         listener
             .set_nonblocking(true)
@@ -63,7 +87,10 @@ impl FakeRealtime {
                 match listener.accept() {
                     Ok((stream, _)) => {
                         let (conns, halt, key) = (conns.clone(), halt.clone(), key.clone());
-                        std::thread::spawn(move || serve(stream, &key, &conns, &halt, delay));
+                        let behaviour = behaviour.clone();
+                        std::thread::spawn(move || {
+                            serve(stream, &key, &conns, &halt, delay, &behaviour)
+                        });
                     }
                     Err(_) => std::thread::sleep(Duration::from_millis(20)),
                 }
@@ -97,6 +124,7 @@ fn serve(
     conns: &Mutex<Vec<Connection>>,
     halt: &AtomicBool,
     delay: Duration,
+    behaviour: &Behaviour,
 ) {
     let _ = stream.set_nonblocking(false);
     let _ = stream.set_read_timeout(Some(Duration::from_millis(200)));
@@ -165,6 +193,34 @@ fn serve(
                     json!({"type": "session.updated", "event_id": "ev_1", "session": v["session"]}),
                 );
             }
+            "conversation.item.create"
+                if v["item"]["type"].as_str() == Some("function_call_output") =>
+            {
+                let (call_id, output) = (
+                    v["item"]["call_id"].as_str().unwrap_or("").to_string(),
+                    v["item"]["output"].as_str().unwrap_or("").to_string(),
+                );
+                if let Ok(mut all) = conns.lock() {
+                    all[index].function_outputs.push((call_id, output));
+                }
+            }
+            "response.create"
+                if v["response"]["output_modalities"]
+                    .as_array()
+                    .is_some_and(|m| m.iter().all(|m| m == "text")) =>
+            {
+                let instructions = v["response"]["instructions"].as_str().unwrap_or("");
+                if let Ok(mut all) = conns.lock() {
+                    all[index].text_requests.push(instructions.to_string());
+                }
+                if let Some(reply) = &behaviour.text_reply {
+                    for event in text_turn(reply) {
+                        if !send(&mut ws, event) {
+                            return;
+                        }
+                    }
+                }
+            }
             "response.create" => {
                 responses += 1;
                 std::thread::sleep(delay);
@@ -173,10 +229,54 @@ fn serve(
                         return;
                     }
                 }
+                if let (1, Some((name, arguments))) = (responses, &behaviour.tool_call) {
+                    for event in function_call(name, arguments) {
+                        if !send(&mut ws, event) {
+                            return;
+                        }
+                    }
+                }
             }
             _ => {}
         }
     }
+}
+
+/// The model calling a function: its item, then its arguments.
+fn function_call(name: &str, arguments: &str) -> Vec<Value> {
+    let (resp, item, call_id) = ("resp_fc", "item_fc_1", "call_fc_1");
+    vec![
+        json!({"type": "response.created", "response": {"id": resp, "status": "in_progress"}}),
+        json!({"type": "response.output_item.added", "response_id": resp, "output_index": 0,
+               "item": {"id": item, "type": "function_call", "call_id": call_id, "name": name, "arguments": ""}}),
+        json!({"type": "response.function_call_arguments.done", "response_id": resp, "item_id": item,
+               "output_index": 0, "call_id": call_id, "name": name, "arguments": arguments}),
+        json!({"type": "response.done", "response": {"id": resp, "status": "completed", "output": []}}),
+    ]
+}
+
+/// A text-only response: its text in two deltas, then whole.
+fn text_turn(text: &str) -> Vec<Value> {
+    let (resp, item) = ("resp_text", "item_text_1");
+    let cut = text
+        .char_indices()
+        .nth(text.chars().count() / 2)
+        .map_or(0, |(i, _)| i);
+    let mut out = vec![
+        json!({"type": "response.created", "response": {"id": resp, "status": "in_progress"}}),
+    ];
+    for d in [&text[..cut], &text[cut..]] {
+        out.push(
+            json!({"type": "response.output_text.delta", "response_id": resp, "item_id": item,
+                        "output_index": 0, "content_index": 0, "delta": d}),
+        );
+    }
+    out.push(
+        json!({"type": "response.output_text.done", "response_id": resp, "item_id": item,
+                    "output_index": 0, "content_index": 0, "text": text}),
+    );
+    out.push(json!({"type": "response.done", "response": {"id": resp, "status": "completed", "output": []}}));
+    out
 }
 
 /// One response: created, the item, 1 s of audio in 200 ms deltas, done.
