@@ -53,6 +53,17 @@ fn test_signal(seconds: f64) -> Vec<i16> {
         .collect()
 }
 
+/// `seconds` of [`test_signal`] as a mu-law file for sipp to stream.
+fn signal_file(w: &World, seconds: f64) -> PathBuf {
+    let stream = w.dir.join(format!("signal-{seconds}s.ulaw"));
+    let ulaw: Vec<u8> = test_signal(seconds)
+        .iter()
+        .map(|&s| mulaw_encode(s))
+        .collect();
+    std::fs::write(&stream, ulaw).unwrap();
+    stream
+}
+
 fn start_sipp(dir: &Path, port: u16, stream: &Path, stream_ms: u64) -> ChildGuard {
     let template =
         std::fs::read_to_string(repo_root().join("tests/sipp/uas_stream_bye.xml")).unwrap();
@@ -588,15 +599,7 @@ fn a_cloud_engine_calls_a_customer_tool_and_analyses_the_call(w: &World) {
         .as_str()
         .expect("the tools secret, shown once")
         .to_string();
-    let stream = w.dir.join("signal-5s.ulaw");
-    std::fs::write(
-        &stream,
-        test_signal(5.0)
-            .iter()
-            .map(|&s| mulaw_encode(s))
-            .collect::<Vec<u8>>(),
-    )
-    .unwrap();
+    let stream = signal_file(w, 5.0);
     let port = free_tcp_udp_port();
     let _sipp = start_sipp(&w.dir, port, &stream, 6_000);
     let _sidecar = start_sidecar_with(w, "tel-tools", port, "");
@@ -710,15 +713,7 @@ fn a_call_brings_its_own_engine_key_and_endpoint(w: &World) {
     const KEY: &str = "sk-e2e-CALL-KEY-0042";
     let fake = fake_realtime::FakeRealtime::start(KEY);
     let agent = realtime_agent(w);
-    let stream = w.dir.join("signal-2s.ulaw");
-    std::fs::write(
-        &stream,
-        test_signal(2.0)
-            .iter()
-            .map(|&s| mulaw_encode(s))
-            .collect::<Vec<u8>>(),
-    )
-    .unwrap();
+    let stream = signal_file(w, 2.0);
     let port = free_tcp_udp_port();
     let _sipp = start_sipp(&w.dir, port, &stream, 5_000);
     let _sidecar = start_sidecar_with(w, "tel-ai", port, "");
@@ -822,15 +817,7 @@ fn a_call_brings_its_own_engine_key_and_endpoint(w: &World) {
 fn a_wrong_engine_key_ends_the_call_at_once(w: &World) {
     let fake = fake_realtime::FakeRealtime::start("sk-e2e-RIGHT-KEY");
     let agent = realtime_agent(w);
-    let stream = w.dir.join("signal-8s.ulaw");
-    std::fs::write(
-        &stream,
-        test_signal(8.0)
-            .iter()
-            .map(|&s| mulaw_encode(s))
-            .collect::<Vec<u8>>(),
-    )
-    .unwrap();
+    let stream = signal_file(w, 8.0);
     let port = free_tcp_udp_port();
     let _sipp = start_sipp(&w.dir, port, &stream, 9_000);
     let _sidecar = start_sidecar_with(w, "tel-badkey", port, "");

@@ -258,7 +258,8 @@ fn yes_or_no(words: &[String]) -> Option<bool> {
     })
 }
 
-const UNITS: [&str; 20] = [
+/// Number words below twenty, by value (also the local engine's).
+pub const UNITS: [&str; 20] = [
     "zero",
     "one",
     "two",
@@ -280,7 +281,8 @@ const UNITS: [&str; 20] = [
     "eighteen",
     "nineteen",
 ];
-const TENS: [&str; 8] = [
+/// The tens' words from twenty, by value (`TENS[0]` is twenty).
+pub const TENS: [&str; 8] = [
     "twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety",
 ];
 

@@ -1418,6 +1418,29 @@ struct TestSidecar {
 }
 
 impl TestSidecar {
+    /// Places a call with `body` (API key `key`), leases it to this sidecar
+    /// (registered in region `local`) and accepts it: its id and offer.
+    fn place_and_accept(&self, w: &World, key: &str, body: Value) -> (String, Value) {
+        let id = w
+            .send("POST", "/v1/calls", Some(key), Some(body))
+            .body_json()["id"]
+            .as_str()
+            .expect("a call id")
+            .to_string();
+        let lease = self.send(
+            w,
+            voxline_shared::sidecar_link::paths::LEASE,
+            json!({"region": "local", "free_slots": 2, "held_calls": [], "wait_ms": 0}),
+        );
+        let offer = lease["offers"][0].clone();
+        self.send(
+            w,
+            voxline_shared::sidecar_link::paths::ACK,
+            json!({"lease_id": offer["lease_id"], "call_id": id, "accepted": true}),
+        );
+        (id, offer)
+    }
+
     fn create(w: &World, id: &str) -> TestSidecar {
         let s = w.admin(
             "POST",
@@ -1694,28 +1717,7 @@ fn a_call_that_ends_within_a_second_is_exact_while_kv_refuses_writes_and_lags() 
         voxline_shared::sidecar_link::paths::REGISTER,
         json!({"region": "local", "capacity": 2, "version": "t"}),
     );
-    let id = w
-        .send(
-            "POST",
-            "/v1/calls",
-            Some(&key),
-            Some(json!({"phone": "+14155550100"})),
-        )
-        .body_json()["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let lease = sc.send(
-        &w,
-        voxline_shared::sidecar_link::paths::LEASE,
-        json!({"region": "local", "free_slots": 2, "held_calls": [], "wait_ms": 0}),
-    );
-    let offer = &lease["offers"][0];
-    sc.send(
-        &w,
-        voxline_shared::sidecar_link::paths::ACK,
-        json!({"lease_id": offer["lease_id"], "call_id": id, "accepted": true}),
-    );
+    let (id, _offer) = sc.place_and_accept(&w, &key, json!({"phone": "+14155550100"}));
     // Dialing, ringing, answered, two turns and the end: all within a few milliseconds.
     sc.events(&w, &id, &[
         json!({"type": "ringing"}),
@@ -2704,28 +2706,7 @@ fn an_answered_call_of_an_agent_with_an_analysis_plan_ends_analysed() {
         voxline_shared::sidecar_link::paths::REGISTER,
         json!({"region": "local", "capacity": 2, "version": "t"}),
     );
-    let id = w
-        .send(
-            "POST",
-            "/v1/calls",
-            Some(&key),
-            Some(json!({"phone": "+14155550100"})),
-        )
-        .body_json()["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let lease = sc.send(
-        &w,
-        voxline_shared::sidecar_link::paths::LEASE,
-        json!({"region": "local", "free_slots": 2, "held_calls": [], "wait_ms": 0}),
-    );
-    let offer = &lease["offers"][0];
-    sc.send(
-        &w,
-        voxline_shared::sidecar_link::paths::ACK,
-        json!({"lease_id": offer["lease_id"], "call_id": id, "accepted": true}),
-    );
+    let (id, _offer) = sc.place_and_accept(&w, &key, json!({"phone": "+14155550100"}));
     let before = w
         .send("GET", &format!("/v1/calls/{id}"), Some(&key), None)
         .body_json();
@@ -2765,31 +2746,10 @@ fn an_answered_call_of_an_agent_with_an_analysis_plan_ends_analysed() {
     }
     // An engine's own analysis, reported before the end, is kept instead
     // (bounded, marked `engine`).
-    let id = w
-        .send(
-            "POST",
-            "/v1/calls",
-            Some(&key),
-            Some(json!({"phone": "+14155550101"})),
-        )
-        .body_json()["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let lease = sc.send(
-        &w,
-        voxline_shared::sidecar_link::paths::LEASE,
-        json!({"region": "local", "free_slots": 2, "held_calls": [], "wait_ms": 0}),
-    );
-    let offer = &lease["offers"][0];
+    let (id, offer) = sc.place_and_accept(&w, &key, json!({"phone": "+14155550101"}));
     assert_eq!(
         offer["analysis"], plan,
         "the plan travels with the offer: {offer}"
-    );
-    sc.send(
-        &w,
-        voxline_shared::sidecar_link::paths::ACK,
-        json!({"lease_id": offer["lease_id"], "call_id": id, "accepted": true}),
     );
     let engine = json!({"summary": "x".repeat(5000), "sentiment": "negative", "success": false,
         "data": {"confirmed": false, "preferred_day": null}, "source": "local"});

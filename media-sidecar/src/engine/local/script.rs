@@ -55,6 +55,9 @@
 
 use std::time::Duration;
 
+// Number words, shared with the post-call analysis's rules.
+use voxline_shared::analysis::{TENS, UNITS as ONES};
+
 pub const DEFAULT_REPROMPT: &str = "Sorry, I didn't catch that. Could you say that again?";
 pub const DEFAULT_SILENCE_TEXT: &str = "Are you still there?";
 pub const DEFAULT_GOODBYE: &str = "Thank you for your time. Goodbye.";
@@ -97,39 +100,17 @@ pub struct Script {
     pub warnings: Vec<String>,
 }
 
-const ONES: [&str; 20] = [
-    "zero",
-    "one",
-    "two",
-    "three",
-    "four",
-    "five",
-    "six",
-    "seven",
-    "eight",
-    "nine",
-    "ten",
-    "eleven",
-    "twelve",
-    "thirteen",
-    "fourteen",
-    "fifteen",
-    "sixteen",
-    "seventeen",
-    "eighteen",
-    "nineteen",
-];
-const TENS: [&str; 10] = [
-    "", "", "twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety",
-];
-
 fn spell_number(n: u64) -> Option<String> {
     match n {
         0..=19 => Some(ONES[n as usize].to_string()),
         20..=99 => Some(if n.is_multiple_of(10) {
-            TENS[(n / 10) as usize].to_string()
+            TENS[(n / 10 - 2) as usize].to_string()
         } else {
-            format!("{} {}", TENS[(n / 10) as usize], ONES[(n % 10) as usize])
+            format!(
+                "{} {}",
+                TENS[(n / 10 - 2) as usize],
+                ONES[(n % 10) as usize]
+            )
         }),
         100..=999 => {
             let rest = if n.is_multiple_of(100) {
