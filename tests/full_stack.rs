@@ -10,14 +10,14 @@ use std::time::Duration;
 use voxline_e2e::*;
 use voxline_testkit::*;
 
-const SCRIPT: &str = "You call patients of Demo Dental to confirm tomorrow's appointment.
+const SCRIPT: &str = r#"You call patients of Demo Dental to confirm tomorrow's appointment.
 [script]
 greeting: Hello, this is Demo Dental calling about your appointment tomorrow at ten. Can you make it?
-yes|yeah|sure|i can -> Great, we will see you tomorrow at ten. Goodbye! [end]
+yes|yeah|sure|i can -> [tool confirm_appointment {"confirmed": true}] Great, we will see you tomorrow at ten. Goodbye! [end]
 no|can't|cannot -> No problem, we will call you to find a new time. Goodbye! [end]
 * -> Sorry, I didn't catch that. Can you make it tomorrow at ten?
 goodbye: Thank you, goodbye.
-[/script]";
+[/script]"#;
 
 struct World {
     edge: Edge,
@@ -123,6 +123,25 @@ fn callee_wav(dir: &Path, words: &str) -> PathBuf {
 
 fn a_scripted_conversation_with_a_real_phone(w: &World) {
     set_engine(w, "local");
+    // The script's yes calls the agent's customer tool (issue 18).
+    let tool = ToolServer::start(r#"{"booked": true}"#);
+    let agent = w
+        .edge
+        .admin(
+            "PATCH",
+            &format!(
+                "/admin/tenants/{}/agents/{}",
+                w.tenant.id, w.tenant.agent_id
+            ),
+            Some(
+                &json!({"rotate_tools_secret": true, "tools": [{"name": "confirm_appointment",
+                "parameters": {"type": "object", "properties": {"confirmed": {"type": "boolean"}}},
+                "url": tool.url}]}),
+            ),
+        )
+        .expect(200)
+        .json;
+    let secret = agent["tools_secret"].as_str().unwrap().to_string();
     let port = free_sip_port();
     let wav = callee_wav(&w.dir, "Yes, I can make it.");
     let _phone = start_baresip(&w.dir, "yes", "+15555550101", port, &wav, "PCMU", 60).unwrap();
@@ -157,7 +176,26 @@ fn a_scripted_conversation_with_a_real_phone(w: &World) {
             .is_some_and(|s| s.contains("script_end")),
         "{t}"
     );
-    let turns = t["turns"].as_array().unwrap();
+    // The tool the yes called: the edge's signed request, and a `tool` turn.
+    let req = tool
+        .next(Duration::from_secs(5))
+        .expect("the script's tool was called");
+    assert!(req.signed_by(&secret), "{}", req.head);
+    let sent: Value = serde_json::from_slice(&req.body).unwrap();
+    assert_eq!(
+        (sent["name"].as_str(), &sent["arguments"]),
+        (Some("confirm_appointment"), &json!({"confirmed": true}))
+    );
+    let all = t["turns"].as_array().unwrap();
+    assert!(
+        all.iter().any(|turn| turn["role"] == "tool"
+            && turn["text"]
+                .as_str()
+                .is_some_and(|x| x.contains("confirm_appointment") && x.contains("booked"))),
+        "{}",
+        t["text"]
+    );
+    let turns: Vec<&Value> = all.iter().filter(|turn| turn["role"] != "tool").collect();
     let roles: Vec<&str> = turns.iter().map(|t| t["role"].as_str().unwrap()).collect();
     assert_eq!(roles, ["agent", "callee", "agent"], "{}", t["text"]);
     assert!(

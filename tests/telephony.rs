@@ -496,70 +496,6 @@ fn files_containing(dir: &Path, needle: &[u8]) -> Vec<PathBuf> {
     hits
 }
 
-/// A tool server on loopback for one request: what it was sent (head and
-/// body), answered with `answer` as JSON.
-struct ToolServer {
-    url: String,
-    got: std::sync::mpsc::Receiver<(String, Vec<u8>)>,
-}
-
-fn tool_server(answer: &'static str) -> ToolServer {
-    use std::io::{BufRead, BufReader, Read, Write};
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}/tools/lookup", listener.local_addr().unwrap());
-    let (tx, got) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let Ok((stream, _)) = listener.accept() else {
-            return;
-        };
-        let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
-        let mut reader = BufReader::new(stream);
-        let mut head = String::new();
-        loop {
-            let mut line = String::new();
-            if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
-                break;
-            }
-            head.push_str(&line);
-        }
-        let len = head
-            .lines()
-            .find_map(|l| {
-                let (k, v) = l.split_once(':')?;
-                k.eq_ignore_ascii_case("content-length")
-                    .then(|| v.trim().parse::<usize>().ok())?
-            })
-            .unwrap_or(0)
-            .min(1 << 20);
-        let mut body = vec![0; len];
-        let _ = reader.read_exact(&mut body);
-        let mut stream = reader.into_inner();
-        let _ = write!(
-            stream,
-            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{answer}",
-            answer.len()
-        );
-        let _ = tx.send((head, body));
-    });
-    ToolServer { url, got }
-}
-
-/// Standard Webhooks: `v1,` + base64(HMAC-SHA256(secret, "{id}.{ts}.{body}")).
-fn standard_webhooks_signature(secret: &str, id: &str, ts: &str, body: &[u8]) -> String {
-    use base64::Engine as _;
-    use hmac::Mac as _;
-    let key = base64::engine::general_purpose::STANDARD
-        .decode(secret.trim_start_matches("whsec_"))
-        .expect("a whsec_ secret");
-    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(&key).unwrap();
-    mac.update(format!("{id}.{ts}.").as_bytes());
-    mac.update(body);
-    format!(
-        "v1,{}",
-        base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
-    )
-}
-
 /// Issue 18, end to end: the cloud engine (the fake OpenAI Realtime server)
 /// calls the agent's customer tool mid-call; the sidecar asks the edge, the
 /// edge POSTs to the tool's URL (a server here) signed with the agent's
@@ -578,7 +514,7 @@ fn a_cloud_engine_calls_a_customer_tool_and_analyses_the_call(w: &World) {
             text_reply: Some(reply.into()),
         },
     );
-    let tool = tool_server(r#"{"status":"shipped"}"#);
+    let tool = ToolServer::start(r#"{"status":"shipped"}"#);
     let body = json!({"name": "orders", "default_engine": "openai_realtime", "model": "gpt-realtime-test",
         "system_prompt": "Tell the caller where their order is.",
         "tools": [{"name": "lookup_order", "description": "Finds an order by its number.",
@@ -615,30 +551,11 @@ fn a_cloud_engine_calls_a_customer_tool_and_analyses_the_call(w: &World) {
         .to_string();
 
     // The edge's request to the tool: signed, with the model's arguments.
-    let (head, sent) = tool
-        .got
-        .recv_timeout(Duration::from_secs(30))
+    let got = tool
+        .next(Duration::from_secs(30))
         .expect("the tool was called");
-    let header = |name: &str| {
-        head.lines()
-            .find_map(|l| {
-                let (k, v) = l.split_once(':')?;
-                k.eq_ignore_ascii_case(name).then(|| v.trim().to_string())
-            })
-            .unwrap_or_else(|| panic!("no {name} in {head}"))
-    };
-    let signature = standard_webhooks_signature(
-        &secret,
-        &header("webhook-id"),
-        &header("webhook-timestamp"),
-        &sent,
-    );
-    assert!(
-        header("webhook-signature")
-            .split(' ')
-            .any(|s| s == signature),
-        "bad signature: {head}"
-    );
+    assert!(got.signed_by(&secret), "bad signature: {}", got.head);
+    let sent = got.body;
     let request: Value = serde_json::from_slice(&sent).unwrap();
     assert_eq!(
         (

@@ -1108,3 +1108,112 @@ impl SampleReceiver {
         }
     }
 }
+
+/// A customer tool's server on loopback (issue 18): answers every POST with
+/// a fixed JSON body and keeps what it was sent, for the e2e suites and the
+/// demo.
+pub struct ToolServer {
+    /// `http://127.0.0.1:{port}/tools`: the URL to give the agent's tool.
+    pub url: String,
+    got: std::sync::mpsc::Receiver<ToolRequest>,
+}
+
+/// One request a [`ToolServer`] was sent.
+#[derive(Debug, Clone)]
+pub struct ToolRequest {
+    /// The request line and headers, as sent.
+    pub head: String,
+    pub body: Vec<u8>,
+}
+
+impl ToolRequest {
+    /// A header's value (the first of that name, any case).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.head.lines().find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case(name).then(|| v.trim())
+        })
+    }
+
+    /// Whether its Standard Webhooks signature is `secret`'s (`whsec_...`):
+    /// `v1,` + base64(HMAC-SHA256(secret, "{webhook-id}.{webhook-timestamp}.{body}")).
+    pub fn signed_by(&self, secret: &str) -> bool {
+        use base64::Engine as _;
+        use hmac::Mac as _;
+        let (Some(id), Some(ts), Some(sigs)) = (
+            self.header("webhook-id"),
+            self.header("webhook-timestamp"),
+            self.header("webhook-signature"),
+        ) else {
+            return false;
+        };
+        let Ok(key) =
+            base64::engine::general_purpose::STANDARD.decode(secret.trim_start_matches("whsec_"))
+        else {
+            return false;
+        };
+        let Ok(mut mac) = hmac::Hmac::<sha2::Sha256>::new_from_slice(&key) else {
+            return false;
+        };
+        mac.update(format!("{id}.{ts}.").as_bytes());
+        mac.update(&self.body);
+        let want = format!(
+            "v1,{}",
+            base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
+        );
+        sigs.split(' ').any(|s| s == want)
+    }
+}
+
+impl ToolServer {
+    /// Serves (a thread) until the process ends, answering `answer`.
+    pub fn start(answer: &'static str) -> ToolServer {
+        use std::io::{BufRead, BufReader, Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind the tool server");
+        let url = format!(
+            "http://{}/tools",
+            listener.local_addr().expect("its address")
+        );
+        let (tx, got) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+                let mut reader = BufReader::new(stream);
+                let mut head = String::new();
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                        break;
+                    }
+                    head.push_str(&line);
+                }
+                let mut req = ToolRequest {
+                    head,
+                    body: Vec::new(),
+                };
+                let len = req
+                    .header("content-length")
+                    .and_then(|v| v.parse::<usize>().ok())
+                    .unwrap_or(0)
+                    .min(1 << 20);
+                req.body = vec![0; len];
+                let _ = reader.read_exact(&mut req.body);
+                let mut stream = reader.into_inner();
+                let _ = write!(
+                    stream,
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{answer}",
+                    answer.len()
+                );
+                if tx.send(req).is_err() {
+                    return;
+                }
+            }
+        });
+        ToolServer { url, got }
+    }
+
+    /// The next request it was sent, waiting at most `within`.
+    pub fn next(&self, within: Duration) -> Option<ToolRequest> {
+        self.got.recv_timeout(within).ok()
+    }
+}

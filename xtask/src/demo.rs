@@ -7,8 +7,10 @@
 //! package. Provisions a tenant, an appointment-reminder agent (local offline
 //! engine) and an API key through the admin API, places the call through the
 //! public API, shows its progress live, then prints the transcript, the
-//! verified webhooks and where the recording is. Everything it started is
-//! stopped at the end, or on Ctrl-C.
+//! verified webhooks and where the recording is. The agent's script calls a
+//! customer tool (`confirm_appointment`) when the callee says yes: the edge
+//! POSTs it, signed, to a tool server the demo runs, which checks the
+//! signature. Everything it started is stopped at the end, or on Ctrl-C.
 
 use crate::{bootstrap, build_edge, root, run, step};
 use serde_json::{json, Value};
@@ -17,20 +19,20 @@ use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use voxline_e2e::{start_sip_sidecar, Edge, EdgeOptions, Resp, WebhookReceiver};
+use voxline_e2e::{start_sip_sidecar, Edge, EdgeOptions, Resp, ToolServer, WebhookReceiver};
 use voxline_testkit::{flite_8k, free_sip_port, start_baresip, write_wav};
 
 const CALLEE: &str = "+15555550123";
 
-const PROMPT: &str = "You call patients of Demo Dental to confirm tomorrow's appointment.
+const PROMPT: &str = r#"You call patients of Demo Dental to confirm tomorrow's appointment.
 [script]
 greeting: Hello, this is Demo Dental calling about your appointment tomorrow at ten. Can you make it?
-yes|yeah|sure|i can -> Great, we will see you tomorrow at ten. Goodbye! [end]
+yes|yeah|sure|i can -> [tool confirm_appointment {"confirmed": true}] Great, we will see you tomorrow at ten. Goodbye! [end]
 no|can't|cannot -> No problem, we will call you to find a new time. Goodbye! [end]
 * -> Sorry, I didn't catch that. Can you make it tomorrow at ten?
 silence 8s -> Are you still there?
 goodbye: Thank you, goodbye.
-[/script]";
+[/script]"#;
 
 fn check(r: &Resp, status: u16) -> Result<(), String> {
     if r.status == status {
@@ -90,8 +92,12 @@ pub fn run_demo(once: bool) -> Result<(), String> {
         })
     })?;
     stopped(&stop)?;
-    let (tenant_id, agent_id) = step("demo tenant and agent", || provision(&edge, &dir))?;
-    println!("  tenant {tenant_id}, agent {agent_id} (local engine, appointment-reminder script)");
+    // The customer's tool (the script calls it on a yes), on loopback.
+    let tool = ToolServer::start(r#"{"booked": true, "reference": "DD-1042"}"#);
+    let (tenant_id, agent_id, tools_secret) = step("demo tenant and agent", || {
+        provision(&edge, &dir, &tool.url)
+    })?;
+    println!("  tenant {tenant_id}, agent {agent_id} (local engine, appointment-reminder script, tool confirm_appointment at {})", tool.url);
     let key = step("demo API key", || {
         let r = edge.admin(
             "POST",
@@ -201,9 +207,22 @@ pub fn run_demo(once: bool) -> Result<(), String> {
         None,
     );
     println!(
-        "summary: {}\noutcome: {}",
-        summary.json["summary"], summary.json["outcome"]
+        "summary: {}\noutcome: {}\nanalysis: {}",
+        summary.json["summary"], summary.json["outcome"], final_call["analysis"]
     );
+    match tool.next(Duration::from_secs(1)) {
+        Some(req) => println!(
+            "\ntool server: {} {} (signature {})",
+            req.head.lines().next().unwrap_or(""),
+            String::from_utf8_lossy(&req.body),
+            if req.signed_by(&tools_secret) {
+                "verified"
+            } else {
+                "WRONG"
+            }
+        ),
+        None => println!("\ntool server: not called (the callee's answer was not a yes)"),
+    }
 
     // Webhooks arrive through the queue within a few seconds; the recording
     // is uploaded after the call ends (recording.saved).
@@ -291,10 +310,23 @@ fn load_or_create_admin_token(dir: &Path) -> Result<String, String> {
 }
 
 /// Reuses the demo tenant across runs (ids in `demo.json`); the agent's
-/// script is refreshed each run.
-fn provision(edge: &Edge, dir: &Path) -> Result<(String, String), String> {
+/// script, its tool (at `tool_url`, this run's) and its analysis plan are
+/// refreshed each run: (tenant id, agent id, the tools secret, new each run).
+fn provision(edge: &Edge, dir: &Path, tool_url: &str) -> Result<(String, String, String), String> {
     let path = dir.join("demo.json");
-    let agent = json!({"name": "Appointment reminder", "system_prompt": PROMPT, "language": "en-US", "default_engine": "local"});
+    let agent = json!({"name": "Appointment reminder", "system_prompt": PROMPT, "language": "en-US", "default_engine": "local",
+        "tools": [{"name": "confirm_appointment", "description": "Marks tomorrow's appointment confirmed.",
+                   "parameters": {"type": "object", "properties": {"confirmed": {"type": "boolean"}}},
+                   "url": tool_url, "timeout_ms": 5000}],
+        "rotate_tools_secret": true,
+        "analysis": {"success_outcomes": ["yes"],
+                     "data_schema": {"type": "object", "properties": {"make_it": {"type": "boolean"}}}}});
+    let secret = |r: &Resp| -> Result<String, String> {
+        r.json["tools_secret"]
+            .as_str()
+            .map(String::from)
+            .ok_or_else(|| format!("no tools_secret in {}", r.text))
+    };
     if let Some(saved) = std::fs::read_to_string(&path)
         .ok()
         .and_then(|s| serde_json::from_str::<Value>(&s).ok())
@@ -309,7 +341,7 @@ fn provision(edge: &Edge, dir: &Path) -> Result<(String, String), String> {
             Some(&agent),
         );
         if r.status == 200 {
-            return Ok((tid.to_string(), aid.to_string()));
+            return Ok((tid.to_string(), aid.to_string(), secret(&r)?));
         }
     }
     let t = edge.admin(
@@ -331,5 +363,5 @@ fn provision(edge: &Edge, dir: &Path) -> Result<(String, String), String> {
         json!({"tenant_id": tid, "agent_id": aid}).to_string(),
     )
     .map_err(|e| e.to_string())?;
-    Ok((tid, aid))
+    Ok((tid, aid, secret(&a)?))
 }

@@ -329,6 +329,9 @@ impl LocalEngine {
     }
 
     fn say(&mut self, s: Say) {
+        if let Some(tool) = &s.tool {
+            self.call_tool(tool);
+        }
         if s.text.is_empty() {
             // Keys alone: pressed now, after any line still playing.
             if self.playing.is_some() {
@@ -415,6 +418,17 @@ impl LocalEngine {
         if p.end_call {
             self.end_call(p.cause);
         }
+    }
+
+    /// Calls the line's customer tool (the bridge asks the edge; its
+    /// answer is in the transcript, not read back).
+    fn call_tool(&mut self, tool: &script::ScriptTool) {
+        self.tool_calls += 1;
+        self.events.push_back(EngineEvent::FunctionCall {
+            name: tool.name.clone(),
+            call_id: format!("local-{}", self.tool_calls),
+            arguments: tool.arguments.clone(),
+        });
     }
 
     /// Presses `keys` through the built-in `send_dtmf` tool (the bridge

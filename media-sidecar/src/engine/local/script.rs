@@ -48,6 +48,12 @@
 //!   through the `send_dtmf` tool, e.g. to navigate an IVR:
 //!   `press 2|for sales -> [dtmf 2]` or `greeting: [dtmf 1234#]`. A line
 //!   of keys alone says nothing; with `[end]` the call ends once they played.
+//! - `[tool NAME {JSON}]` in a reply (issue 18): as the line starts, the
+//!   agent calls its customer tool NAME with those arguments (a JSON object;
+//!   absent: `{}`), e.g. `yes -> [tool confirm_appointment {"confirmed": true}]
+//!   Great, see you then.`; the edge calls the tool's URL and the call and
+//!   its answer are a `tool` turn of the transcript. The answer is not read
+//!   back to the callee (a script has no words for it).
 //!
 //! A prompt without a `[script]` block gets a default script: the greeting is
 //! the prompt's first sentence, and whatever the callee answers is followed
@@ -71,6 +77,68 @@ pub struct Line {
     pub end: bool,
     /// `[dtmf KEYS]`: keys pressed once the text has played.
     pub keys: Option<String>,
+    /// `[tool NAME {JSON}]`: a customer tool called as the line starts.
+    pub tool: Option<ScriptTool>,
+}
+
+/// A customer tool a script line calls: its name and arguments (JSON object text).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScriptTool {
+    pub name: String,
+    pub arguments: String,
+}
+
+/// Longest `[tool ..]` arguments, as JSON text.
+const MAX_SCRIPT_TOOL_ARGUMENTS: usize = 4_096;
+
+/// `[tool NAME {JSON}]` found in `text` at `i` (the `[`): the tool and the
+/// length of the tag, or why it is no tool.
+fn parse_tool_tag(text: &str, i: usize) -> Result<(ScriptTool, usize), String> {
+    let rest = &text[i + "[tool".len()..];
+    let body = rest.trim_start();
+    let name_len = body
+        .find(|c: char| c.is_whitespace() || c == ']' || c == '{')
+        .unwrap_or(body.len());
+    let name = &body[..name_len];
+    let valid = (1..=64).contains(&name.len())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    if !valid {
+        return Err(format!(
+            "tool names are 1-64 of A-Z a-z 0-9 _ - ({name:?} is not)"
+        ));
+    }
+    let after_name = body[name_len..].trim_start();
+    let (arguments, after_args) = if after_name.starts_with('{') {
+        let mut values =
+            serde_json::Deserializer::from_str(after_name).into_iter::<serde_json::Value>();
+        match values.next() {
+            Some(Ok(v)) if v.is_object() => {
+                let used = values.byte_offset();
+                (v.to_string(), after_name[used..].trim_start())
+            }
+            _ => return Err("the arguments must be one JSON object".into()),
+        }
+    } else {
+        ("{}".to_string(), after_name)
+    };
+    if arguments.len() > MAX_SCRIPT_TOOL_ARGUMENTS {
+        return Err(format!(
+            "the arguments are over {MAX_SCRIPT_TOOL_ARGUMENTS} bytes"
+        ));
+    }
+    if !after_args.starts_with(']') {
+        return Err("no closing ]".into());
+    }
+    let len = text.len() - i - (after_args.len() - 1);
+    Ok((
+        ScriptTool {
+            name: name.to_string(),
+            arguments,
+        },
+        len,
+    ))
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -205,10 +273,21 @@ fn parse_line(s: &str, warnings: &mut Vec<String>) -> Line {
             None => warnings.push(format!("unclosed [dtmf in {s:?}")),
         }
     }
+    let mut tool = None;
+    if let Some(i) = text.to_ascii_lowercase().find("[tool") {
+        match parse_tool_tag(&text, i) {
+            Ok((t, len)) => {
+                text.replace_range(i..i + len, "");
+                tool = Some(t);
+            }
+            Err(why) => warnings.push(format!("bad [tool] in {s:?}: {why}")),
+        }
+    }
     Line {
         text: text.split_whitespace().collect::<Vec<_>>().join(" "),
         end,
         keys,
+        tool,
     }
 }
 
@@ -307,7 +386,7 @@ impl Script {
             if let Some((lhs, rhs)) = line.split_once("->") {
                 let lhs = lhs.trim();
                 let reply = parse_line(rhs, &mut s.warnings);
-                if reply.text.is_empty() && reply.keys.is_none() {
+                if reply.text.is_empty() && reply.keys.is_none() && reply.tool.is_none() {
                     s.warnings.push(format!("empty reply: {line:?}"));
                     continue;
                 }
@@ -385,7 +464,7 @@ impl Script {
             fallback: Line {
                 text: DEFAULT_GOODBYE.into(),
                 end: true,
-                keys: None,
+                ..Line::default()
             },
             silence_after: DEFAULT_SILENCE,
             silence_text: DEFAULT_SILENCE_TEXT.into(),
@@ -483,6 +562,8 @@ pub struct Say {
     pub cause: Cause,
     /// Keys to press once the text has played (`[dtmf KEYS]`).
     pub keys: Option<String>,
+    /// A customer tool to call as the line starts (`[tool ..]`).
+    pub tool: Option<ScriptTool>,
 }
 
 /// The dialog state machine. Timing (when silence has lasted long enough,
@@ -515,7 +596,7 @@ impl Dialog {
             Line {
                 text,
                 end,
-                keys: None,
+                ..Line::default()
             },
             cause,
         )
@@ -531,6 +612,7 @@ impl Dialog {
             end: line.end,
             cause,
             keys: line.keys,
+            tool: line.tool,
         })
     }
 
@@ -543,8 +625,8 @@ impl Dialog {
     pub fn start(&mut self) -> Option<Say> {
         let g = Line {
             text: self.script.greeting.clone(),
-            end: false,
             keys: self.script.greeting_keys.clone(),
+            ..Line::default()
         };
         self.say_line(g, Cause::Greeting)
     }
@@ -614,6 +696,47 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_reply_may_call_a_customer_tool() {
+        let s = Script::from_prompt(Some(
+            "[script]\ngreeting: Hi.\n\
+             yes -> [tool confirm_appointment {\"confirmed\": true, \"slots\": [1, 2]}] Great. [end]\n\
+             no -> [TOOL log_refusal] Alright.\n\
+             maybe -> [tool bad name {}] Hmm.\n\
+             later -> Fine. [tool late {\"a\": 1}\n\
+             [/script]",
+        ));
+        assert_eq!(
+            s.rules[0].reply,
+            Line {
+                text: "Great.".into(),
+                end: true,
+                keys: None,
+                tool: Some(ScriptTool {
+                    name: "confirm_appointment".into(),
+                    arguments: r#"{"confirmed":true,"slots":[1,2]}"#.into()
+                }),
+            }
+        );
+        assert_eq!(
+            (
+                s.rules[1].reply.text.as_str(),
+                s.rules[1].reply.tool.as_ref().map(|t| t.arguments.as_str())
+            ),
+            ("Alright.", Some("{}"))
+        );
+        assert_eq!(s.rules[2].reply.tool, None);
+        assert_eq!(s.rules[3].reply.tool, None);
+        assert_eq!(s.warnings.len(), 2, "{:?}", s.warnings);
+        let mut d = Dialog::new(s);
+        d.start();
+        let said = d.on_user("yes").unwrap();
+        assert_eq!(
+            said.tool.map(|t| t.name),
+            Some("confirm_appointment".into())
+        );
+    }
+
+    #[test]
     fn a_turn_sounds_finished_unless_it_ends_on_a_word_people_go_on_after() {
         for said in [
             "Yes, I can make it.",
@@ -673,7 +796,7 @@ mod tests {
             Line {
                 text: "Great, see you tomorrow. Goodbye!".into(),
                 end: true,
-                keys: None,
+                ..Line::default()
             }
         );
         assert_eq!(s.rules[1].phrases[1], vec!["can't"]);
@@ -813,7 +936,8 @@ mod tests {
             Line {
                 text: String::new(),
                 end: true,
-                keys: Some("2".into())
+                keys: Some("2".into()),
+                tool: None,
             }
         );
         // `press a` is the key A; the word "bad" is not keys.
