@@ -550,7 +550,36 @@ pub fn run_bench() -> Result<(), String> {
     crate::bench_turn::write_section(&turn)?;
     // Answering-machine detection on a generated set (no calls at all).
     let amd = crate::bench_amd::measure()?;
-    crate::bench_amd::write_section(&amd)
+    crate::bench_amd::write_section(&amd)?;
+    let campaigns = crate::bench_campaign::measure()?;
+    crate::bench_campaign::write_section(&campaigns)
+}
+
+/// Puts a generated `section` (from its `begin` marker to its `end` one)
+/// into the markdown file at `path`: in place of the last one, else before
+/// the hand-measured sections, else at the end.
+pub fn write_marked_section(
+    path: &std::path::Path,
+    begin: &str,
+    end: &str,
+    section: &str,
+) -> Result<(), String> {
+    const HAND_MEASURED: &str =
+        "<!-- Below: measured by hand, kept as they are by `cargo xtask bench`. -->";
+    let md = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let new = match (md.find(begin), md.find(end)) {
+        (Some(a), Some(z)) if z > a => {
+            let rest = md[z + end.len()..].trim_start_matches('\n');
+            format!("{}{section}{rest}", &md[..a])
+        }
+        _ => match md.find(HAND_MEASURED) {
+            Some(at) => format!("{}{section}{}", &md[..at], &md[at..]),
+            None => format!("{md}\n{section}"),
+        },
+    };
+    std::fs::write(path, new).map_err(|e| format!("write {}: {e}", path.display()))?;
+    println!("wrote a section of {}", path.display());
+    Ok(())
 }
 
 fn machine() -> String {

@@ -21,12 +21,15 @@
 //! - `bench-amd`  only answering-machine detection: precision/recall of `machine` and decision
 //!   times on a flite-generated labelled set (the sidecar's `amd_bench` test in release), into
 //!   docs/bench.md
+//! - `bench-campaign` only the campaign dialling rate against the configured pacing (wrangler
+//!   dev and a simulating sidecar), into docs/bench.md
 //! - `fuzz`       coverage-guided fuzzing (libFuzzer, stable Rust), every target for a bounded
 //!   time (`--seconds-per-target N`, default 75; `--merge` minimises finds into fuzz/corpus)
 
 mod bench;
 mod bench_amd;
 mod bench_calls;
+mod bench_campaign;
 mod bench_media;
 mod bench_plot;
 mod bench_turn;
@@ -152,7 +155,7 @@ fn test() -> Result<(), String> {
 }
 
 fn usage() -> Result<(), String> {
-    Err("usage: cargo xtask <bootstrap|build-edge|test|lint|demo [--once]|bench|bench-cpu|bench-edge|bench-media|bench-calls|bench-turn|bench-amd|fuzz [--seconds-per-target N] [--merge] [target...]>".into())
+    Err("usage: cargo xtask <bootstrap|build-edge|test|lint|demo [--once]|bench|bench-cpu|bench-edge|bench-media|bench-calls|bench-turn|bench-amd|bench-campaign|fuzz [--seconds-per-target N] [--merge] [target...]>".into())
 }
 
 fn main() -> ExitCode {
@@ -173,6 +176,7 @@ fn main() -> ExitCode {
         Some("bench-calls") => bench_calls::run_calls_only(),
         Some("bench-turn") => bench_turn::run_turn_only(),
         Some("bench-amd") => bench_amd::run_amd_only(),
+        Some("bench-campaign") => bench_campaign::run_campaign_only(),
         Some("demo") => demo::run_demo(args.iter().any(|a| a == "--once")),
         Some("fuzz") => fuzz::run_fuzz(&args[1..]),
         _ => usage(),
