@@ -392,7 +392,7 @@ and calls this API with them as `Authorization: Bearer`. Served with a strict `C
         )
         .body("UpdateAgentRequest", true)
         .ok(200, "The updated agent.", "Agent")
-        .errors(&[E::TenantNotFound, E::AgentNotFound, E::InvalidValue, E::ValueTooLong, E::OutOfRange, E::InvalidLanguage, E::InvalidUrl, E::EngineKeysUnavailable])
+        .errors(&[E::TenantNotFound, E::AgentNotFound, E::MissingField, E::InvalidValue, E::ValueTooLong, E::OutOfRange, E::InvalidLanguage, E::InvalidUrl, E::EngineKeysUnavailable])
         .build(),
         RouteId::DeleteAgent => op(
             "deleteAgent",

@@ -133,11 +133,21 @@ See docs/dialects.md."}),
         "description": "What the post-call analysis of an agent's calls reads. Every answered call of the agent gets a `CallAnalysis` when it ends: from the engine's outcome and the callee's words by fixed rules (`source: local`).",
         "properties": {
             "success_outcomes": {"type": "array", "maxItems": voxline_shared::analysis::MAX_LIST_ITEMS,
-                "items": {"type": "string", "minLength": 1, "maxLength": voxline_shared::analysis::MAX_NAME_CHARS},
+                "items": {"type": "string", "minLength": 1, "maxLength": voxline_shared::analysis::MAX_NAME_CHARS, "pattern": "\\S"},
                 "description": "Engine outcomes (the local script's `outcome`, e.g. `yes`) that mean the call reached its goal: `success` is whether the call's outcome is one of them (case-insensitive). Empty or absent: `success` is null."},
-            "success_criteria": {"type": "string", "minLength": 1, "maxLength": voxline_shared::analysis::MAX_TEXT_CHARS,
+            "success_criteria": {"type": "string", "minLength": 1, "maxLength": voxline_shared::analysis::MAX_TEXT_CHARS, "pattern": "\\S",
                 "description": "What success means, in words, for an engine with a language model that reads the call."},
-            "data_schema": {"type": "object", "description": "A JSON Schema `object` of the data to extract: 1 to 20 `properties` (names of A-Z a-z 0-9 _), each `string` (optionally with `enum`), `number`, `integer` or `boolean`, with an optional `description`. Local rules take the callee's answer to the agent's last turn that names the field (its name's words, `_` as a space), else everything the callee said: `enum` the value said last, `boolean` the last yes or no, `number`/`integer` the first number (digits, or spelled below 100), `string` the answer's words (only when asked)."}}}),
+            "data_schema": {"type": "object", "required": ["type", "properties"],
+                "properties": {
+                    "type": {"const": "object"},
+                    "properties": {"type": "object", "minProperties": 1, "maxProperties": voxline_shared::analysis::MAX_DATA_FIELDS,
+                        "propertyNames": {"pattern": "^[A-Za-z0-9_]{1,64}$"},
+                        "additionalProperties": {"type": "object", "required": ["type"], "properties": {
+                            "type": {"enum": ["string", "number", "integer", "boolean"]},
+                            "description": {"type": "string", "maxLength": voxline_shared::analysis::MAX_TEXT_CHARS},
+                            "enum": {"type": "array", "minItems": 1, "maxItems": voxline_shared::analysis::MAX_LIST_ITEMS,
+                                "items": {"type": "string", "minLength": 1, "maxLength": voxline_shared::analysis::MAX_NAME_CHARS, "pattern": "\\S"}}}}}},
+                "description": "A JSON Schema `object` of the data to extract: 1 to 20 `properties` (names of A-Z a-z 0-9 _), each `string` (optionally with `enum`), `number`, `integer` or `boolean`, with an optional `description`. Local rules take the callee's answer to the agent's last turn that names the field (its name's words, `_` as a space), else everything the callee said: `enum` the value said last, `boolean` the last yes or no, `number`/`integer` the first number (digits, or spelled below 100), `string` the answer's words (only when asked)."}}}),
     );
     add(
         "CallAnalysis",
