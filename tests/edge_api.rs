@@ -855,10 +855,10 @@ fn admin_agents(edge: &Edge) {
         Some("default"),
     );
     err(
-        edge.admin("POST", &base, Some(&json!({"name": "x", "tools": []}))),
+        edge.admin("POST", &base, Some(&json!({"name": "x", "functions": []}))),
         400,
         "unknown_field",
-        Some("tools"),
+        Some("functions"),
     );
     err(
         edge.admin("POST", &base, Some(&json!({"name": "x".repeat(101)}))),
