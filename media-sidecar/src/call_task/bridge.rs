@@ -189,16 +189,13 @@ pub enum Action {
     /// [`tools::MAX_TOOL_DIGITS`]) `via` RTP events or SIP INFO; then tell
     /// the bridge [`Bridge::dtmf_sent`] once they have played (or failed).
     SendDtmf { digits: String, via: DtmfVia },
-    /// Answer the engine's tool call `call_id` with `output` (JSON).
+    /// Answer the engine's tool call `call_id` with `output` (JSON): a
+    /// built-in tool's result or a customer tool's answer
+    /// (`Engine::function_result`).
     FunctionResult { call_id: String, output: String },
     /// Ask the edge for a customer tool's answer without holding up the
     /// call; then tell the bridge [`Bridge::tool_answered`] (issue 18).
     AskTool(super::customer_tools::ToolAsk),
-    /// Give the engine a tool call's output (`function_result`).
-    ToolResult {
-        tool_call_id: String,
-        output: String,
-    },
     /// Hang up the SIP call: BYE if answered, CANCEL if not. The dialog's
     /// `Ended` follows.
     Hangup(EndedReason),
@@ -1014,8 +1011,8 @@ impl Bridge {
     fn tool_done(&mut self, now: Instant, done: super::customer_tools::ToolDone) {
         self.emit(now, done.event);
         if self.engine == EngineState::Live {
-            self.actions.push_back(Action::ToolResult {
-                tool_call_id: done.tool_call_id,
+            self.actions.push_back(Action::FunctionResult {
+                call_id: done.tool_call_id,
                 output: done.output,
             });
         }

@@ -436,17 +436,6 @@ impl CallIo<'_> {
                         let _ = tool_tx.send((id, answer)).await;
                     });
                 }
-                Action::ToolResult {
-                    tool_call_id,
-                    output,
-                } => {
-                    if let Some(en) = self.engine.as_mut() {
-                        if let Err(err) = en.function_result(&tool_call_id, &output).await {
-                            self.engine = None;
-                            bridge.engine_failed(now(), &err);
-                        }
-                    }
-                }
                 Action::FunctionResult { call_id, output } => {
                     if let Some(en) = self.engine.as_mut() {
                         if let Err(err) = en.function_result(&call_id, &output).await {

@@ -1428,8 +1428,8 @@ fn customer_tools_are_asked_of_the_edge_without_holding_up_the_call() {
                 },
                 D + 3_800
             ),
-            Action::ToolResult {
-                tool_call_id: "fc_1".into(),
+            Action::FunctionResult {
+                call_id: "fc_1".into(),
                 output: r#"{"status":"shipped"}"#.into(),
             }
         ]
@@ -1446,8 +1446,8 @@ fn customer_tools_are_asked_of_the_edge_without_holding_up_the_call() {
     call(&mut b, 4_100, "e");
     let actions = drain(&mut b);
     assert!(
-        matches!(&actions[..], [Action::Emit { kind: EventKind::ToolCall { ok: false, error_code: Some(code), .. }, .. }, Action::ToolResult { tool_call_id, output }]
-            if code == "tool_busy" && tool_call_id == "e" && output.contains("tool_busy")),
+        matches!(&actions[..], [Action::Emit { kind: EventKind::ToolCall { ok: false, error_code: Some(code), .. }, .. }, Action::FunctionResult { call_id, output }]
+            if code == "tool_busy" && call_id == "e" && output.contains("tool_busy")),
         "{actions:?}"
     );
     // After the end, answers are dropped.
