@@ -1891,6 +1891,35 @@ async fn ivr_call<F: std::future::Future<Output = ()>>(
     (turns, reason)
 }
 
+/// The transcript turns `call_id` reported to the fake edge, in order.
+fn call_turns(
+    edge: &support::FakeEdge,
+    call_id: &str,
+) -> Vec<(voxline_shared::sidecar_link::Role, String)> {
+    use voxline_shared::sidecar_link::EventKind;
+    let st = edge.state.lock().unwrap();
+    let mut evs: Vec<_> = st.events.iter().filter(|e| e.call_id == call_id).collect();
+    evs.sort_by_key(|e| e.seq);
+    evs.iter()
+        .filter_map(|e| match &e.kind {
+            EventKind::TranscriptTurn { role, text, .. } => Some((*role, text.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Why `call_id` ended, once it has (waiting at most `within`).
+async fn ended_reason(edge: &support::FakeEdge, call_id: &str, within: Duration) -> EndedReason {
+    use voxline_shared::sidecar_link::EventKind;
+    edge.wait_for("the call's end", within, |st| {
+        st.events.iter().find_map(|e| match &e.kind {
+            EventKind::Ended { reason, .. } if e.call_id == call_id => Some(*reason),
+            _ => None,
+        })
+    })
+    .await
+}
+
 /// What `ivr_call`'s transcript must show: the agent's keys pressed as the
 /// send_dtmf tool (`method`), the callee's 1 as `[DTMF 1]`, and the line
 /// the script says for it (so the key reached the engine).
@@ -2164,7 +2193,7 @@ async fn a_cloud_engine_presses_keys_with_send_dtmf_and_hears_the_callees() {
     use voxline_media_sidecar::engine::guard::AllowedHosts;
     use voxline_media_sidecar::lease::driver::{RunOptions, Stop};
     use voxline_media_sidecar::lease::LeaseSettings;
-    use voxline_shared::sidecar_link::{EventKind, Role, SecretText};
+    use voxline_shared::sidecar_link::{Role, SecretText};
 
     let (url, seen) = fake_openai_ivr().await;
     let sipp = Sipp::start("uas_ivr_info").await;
@@ -2186,31 +2215,10 @@ async fn a_cloud_engine_presses_keys_with_send_dtmf_and_hears_the_callees() {
     call.engine_base_url = Some(url);
     call.engine_api_key = Some(SecretText::new("sk-fake-0123456789".to_string()));
     edge.offer(call);
-    let reason = edge
-        .wait_for("ended", Duration::from_secs(30), |st| {
-            st.events.iter().find_map(|e| match &e.kind {
-                EventKind::Ended { reason, .. } if e.call_id == "ivr_openai" => Some(*reason),
-                _ => None,
-            })
-        })
-        .await;
+    let reason = ended_reason(&edge, "ivr_openai", Duration::from_secs(30)).await;
     sipp.success().await;
     assert_eq!(reason, EndedReason::AgentHangup);
-    let turns: Vec<(Role, String)> = {
-        let st = edge.state.lock().unwrap();
-        let mut evs: Vec<_> = st
-            .events
-            .iter()
-            .filter(|e| e.call_id == "ivr_openai")
-            .collect();
-        evs.sort_by_key(|e| e.seq);
-        evs.iter()
-            .filter_map(|e| match &e.kind {
-                EventKind::TranscriptTurn { role, text, .. } => Some((*role, text.clone())),
-                _ => None,
-            })
-            .collect()
-    };
+    let turns = call_turns(&edge, "ivr_openai");
     let texts: Vec<&str> = turns.iter().map(|(_, t)| t.as_str()).collect();
     let dtmf_turn = texts
         .iter()
@@ -2277,7 +2285,7 @@ async fn a_cloud_engine_presses_keys_with_send_dtmf_and_hears_the_callees() {
 #[cfg(feature = "local-engine")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_inbound_caller_gets_the_agents_keys_as_sip_info_and_its_key_reaches_the_engine() {
-    use voxline_shared::sidecar_link::{EventKind, InboundDecision, Role};
+    use voxline_shared::sidecar_link::InboundDecision;
     let edge = fake_edge().await;
     let mut offer = support::offer("c_in_ivr", 60);
     offer.lease_id = "inbound_c_in_ivr".into();
@@ -2293,30 +2301,9 @@ async fn an_inbound_caller_gets_the_agents_keys_as_sip_info_and_its_key_reaches_
     let target = format!("127.0.0.1:{sip_port}");
     let sipp = Sipp::start_on("uac_inbound_ivr_info", sipp_port, &[target.as_str()]).await;
     sipp.success().await;
-    let reason = edge
-        .wait_for("the call's end", Duration::from_secs(10), |s| {
-            s.events.iter().find_map(|e| match &e.kind {
-                EventKind::Ended { reason, .. } if e.call_id == "c_in_ivr" => Some(*reason),
-                _ => None,
-            })
-        })
-        .await;
+    let reason = ended_reason(&edge, "c_in_ivr", Duration::from_secs(10)).await;
     assert_eq!(reason, EndedReason::AgentHangup);
-    let turns: Vec<(Role, String)> = {
-        let s = edge.state.lock().unwrap();
-        let mut evs: Vec<_> = s
-            .events
-            .iter()
-            .filter(|e| e.call_id == "c_in_ivr")
-            .collect();
-        evs.sort_by_key(|e| e.seq);
-        evs.iter()
-            .filter_map(|e| match &e.kind {
-                EventKind::TranscriptTurn { role, text, .. } => Some((*role, text.clone())),
-                _ => None,
-            })
-            .collect()
-    };
+    let turns = call_turns(&edge, "c_in_ivr");
     assert_ivr_transcript(&turns, "sip_info");
     let summary = stop_sidecar(stop, sidecar).await;
     assert!(summary.clean_exit, "{summary:?}");
