@@ -185,6 +185,18 @@ pub fn with_builtins(declared: Option<&Value>) -> Vec<Value> {
 mod tests {
     use super::*;
 
+    /// The names the bridge runs are the ones the edge refuses for an
+    /// agent's own tools (one list of reserved names on the link).
+    #[test]
+    fn the_built_in_names_are_reserved_on_the_link() {
+        for name in [SEND_DTMF, END_CALL] {
+            assert!(
+                voxline_shared::sidecar_link::BUILT_IN_TOOLS.contains(&name),
+                "{name}"
+            );
+        }
+    }
+
     #[test]
     fn send_dtmf_takes_only_bounded_keys() {
         assert_eq!(
