@@ -2389,22 +2389,6 @@ async fn amd_outcome(
     .await
 }
 
-async fn stop_amd_sidecar(
-    stop: tokio::sync::watch::Sender<voxline_media_sidecar::lease::driver::Stop>,
-    sidecar: std::thread::JoinHandle<voxline_media_sidecar::lease::driver::RunSummary>,
-) {
-    stop.send(voxline_media_sidecar::lease::driver::Stop::Drain)
-        .unwrap();
-    tokio::time::timeout(
-        Duration::from_secs(15),
-        tokio::task::spawn_blocking(move || sidecar.join()),
-    )
-    .await
-    .expect("the sidecar exits")
-    .unwrap()
-    .unwrap();
-}
-
 /// Issue 18, `amd: hangup`: sipp plays a machine's greeting and beep (a
 /// pcap); the sidecar decides `machine` from the greeting's length and
 /// hangs up (BYE, which sipp requires) long before the greeting ends: the
@@ -2455,7 +2439,7 @@ async fn amd_hangup_byes_a_machine_soon_after_deciding() {
         "BYE {talked_ms} ms after the answer, decided at {decision_ms} ms"
     );
     sipp.success().await;
-    stop_amd_sidecar(stop, sidecar).await;
+    stop_sidecar(stop, sidecar).await;
 }
 
 /// Issue 18, `amd: leave_message`: sipp plays the machine; the sidecar
@@ -2566,5 +2550,5 @@ async fn amd_leave_message_speaks_after_the_beep_then_byes() {
     let spoken_ms = audible.last().unwrap() - first;
     assert!(spoken_ms > 1_500, "spoke for {spoken_ms} ms");
     sipp.success().await;
-    stop_amd_sidecar(stop, sidecar).await;
+    stop_sidecar(stop, sidecar).await;
 }
