@@ -783,17 +783,17 @@ pub fn transcript(rows: &impl CallRows, call_id: &str) -> Result<Transcript, Sto
 /// call whose agent asked for one (`analysis_plan`), the engine's when it
 /// gave one (reported before the end), else read from its transcript,
 /// summary and outcome by `voxline_shared::analysis`'s rules.
-fn analyse(rows: &impl CallRows, record: &CallRecord) -> Result<Option<CallAnalysis>, StoreError> {
+fn analyse(
+    rows: &impl CallRows,
+    record: &CallRecord,
+    t: &Transcript,
+) -> Result<Option<CallAnalysis>, StoreError> {
     let Some(plan) = record.analysis_plan.as_ref() else {
         return Ok(None);
     };
-    if record.answered_at.is_none() {
-        return Ok(None);
-    }
     if let Some(text) = rows.value(&engine_analysis_key(&record.id))? {
         return Ok(Some(from_text("analysis", &text)?));
     }
-    let t = transcript(rows, &record.id)?;
     let lines: Vec<Line<'_>> = t
         .turns
         .iter()
@@ -810,20 +810,35 @@ fn analyse(rows: &impl CallRows, record: &CallRecord) -> Result<Option<CallAnaly
     )))
 }
 
+/// Whether this change ended an answered call: its transcript is then
+/// complete (the queue reports the turns first) and is saved and analysed.
+fn ended_answered(before: CallStatus, record: &CallRecord) -> bool {
+    record.status.is_terminal() && !before.is_terminal() && record.answered_at.is_some()
+}
+
 /// The events a stored change causes: the call event, and `transcript.saved`
-/// once an answered call has ended (its turns were applied before: the queue
-/// reports them first).
+/// once an answered call has ended (`ended`: its transcript, when the caller
+/// has read it already).
 fn events_for_change(
     rows: &impl CallRows,
     before: CallStatus,
     record: &CallRecord,
+    ended: Option<&Transcript>,
     now_ms: u64,
 ) -> Result<(), StoreError> {
     if let Some(event) = crate::webhooks::events::event_for_change(before, record) {
         push_call_event(rows, event, record, now_ms)?;
     }
-    if record.status.is_terminal() && !before.is_terminal() && record.answered_at.is_some() {
-        let mut data = crate::transcript::to_json(&record.id, &transcript(rows, &record.id)?);
+    if ended_answered(before, record) {
+        let read;
+        let t = match ended {
+            Some(t) => t,
+            None => {
+                read = transcript(rows, &record.id)?;
+                &read
+            }
+        };
+        let mut data = crate::transcript::to_json(&record.id, t);
         data["call_status"] = json!(record.status);
         data["analysis"] = json!(record.analysis);
         data["url"] = json!(format!("/v1/calls/{}/transcript", record.id));
@@ -871,11 +886,18 @@ pub fn apply_reports(
                             {
                                 rows.put_value(&holder_key(&record.id, *attempt), sidecar_id)?;
                             }
-                            if record.status.is_terminal() && !before.is_terminal() {
-                                record.analysis = analyse(rows, &record)?;
+                            // An answered call's transcript, read once for
+                            // its analysis and its `transcript.saved`.
+                            let ended = if ended_answered(before, &record) {
+                                Some(transcript(rows, &record.id)?)
+                            } else {
+                                None
+                            };
+                            if let Some(t) = &ended {
+                                record.analysis = analyse(rows, &record, t)?;
                             }
                             rows.put_call(&record)?;
-                            events_for_change(rows, before, &record, now_ms)?;
+                            events_for_change(rows, before, &record, ended.as_ref(), now_ms)?;
                         }
                         Err(e) => log(format!("call {}: {e}; update dropped", update.call_id)),
                     }
@@ -1108,7 +1130,7 @@ pub async fn hangup(
         record.ended_at = Some(now);
         record.next_attempt_at = None;
         rows.put_call(&record)?;
-        events_for_change(rows, before, &record, now_ms)?;
+        events_for_change(rows, before, &record, None, now_ms)?;
         return Ok(Some((200, record)));
     }
     // Signalled: the sidecar ends it and reports. Unknown: the queue has
