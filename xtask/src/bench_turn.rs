@@ -133,8 +133,8 @@ answers after 1 s of ringing with an SDP pointing at an RTP peer in the test. Th
 callee: a packet every 20 ms, mu-law silence or a flite `slt` voice saying \"Maybe, perhaps.\"; \
 it times every packet from the sidecar, audible when a sample decodes above 256 (about -42 \
 dBFS). The agent's script answers \"maybe\" and \"perhaps\" with a long line (and anything else \
-with another), so no call ends early. Load average when it ran: {} (2 cores: above 2, other builds were \
-sharing them).\n\n",
+with another), so no call ends early. Load average when it ran: {} (2 cores: above 2, other \
+work was sharing them).\n\n",
         b.load
     ));
     t.push_str(
