@@ -242,6 +242,133 @@ fn a_scripted_conversation_with_a_real_phone(w: &World) {
     check_artifacts(w, &id, &t);
 }
 
+/// An answering machine for baresip to play from its answer: a flite
+/// greeting (the `slt` voice), 400 ms of quiet, a 1 kHz beep of 500 ms,
+/// then quiet, over faint deterministic line noise.
+fn machine_wav(dir: &Path) -> PathBuf {
+    let mut pcm = flite_8k(
+        dir,
+        "slt",
+        "Hi, you have reached the Smith family. We cannot come to the phone right now. \
+         Please leave a message after the tone.",
+    )
+    .unwrap();
+    pcm.extend(vec![0i16; 3_200]);
+    pcm.extend(tone(8_000, &[(1_000.0, 8_000.0)], 4_000));
+    pcm.extend(vec![0i16; 8_000 * 20]);
+    let mut x = 0x2545_F491u32;
+    for s in &mut pcm {
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        *s = s.saturating_add((x % 101) as i16 - 50);
+    }
+    let path = dir.join("machine.wav");
+    write_wav(&path, 8000, &pcm).unwrap();
+    path
+}
+
+/// A person for baresip to play: "Hello?" soon after picking up, then
+/// quiet while the agent greets, then the answer to its question.
+fn human_wav(dir: &Path) -> PathBuf {
+    let mut pcm = vec![0i16; 8000 / 2];
+    pcm.extend(flite_8k(dir, "slt", "Hello?").unwrap());
+    pcm.resize(8000 * 11, 0);
+    pcm.extend(flite_8k(dir, "slt", "No, I cannot.").unwrap());
+    pcm.extend(vec![0i16; 8000 * 9]);
+    let path = dir.join("human.wav");
+    write_wav(&path, 8000, &pcm).unwrap();
+    path
+}
+
+/// The `call.completed` webhook of call `id`, once delivered and verified.
+fn completed_webhook(w: &World, id: &str) -> Value {
+    let of_call = |got: &[Value]| -> Option<Value> {
+        got.iter()
+            .filter(|r| r["verified"] == true)
+            .map(WebhookReceiver::event)
+            .find(|e| e["type"] == "call.completed" && e["data"]["id"] == id)
+    };
+    let got = w
+        .hooks
+        .wait_for("artifacts", Duration::from_secs(30), "call.completed", |got| {
+            of_call(got).is_some()
+        })
+        .unwrap();
+    of_call(&got).unwrap()
+}
+
+/// Issue 18 through wrangler dev: a call placed with `amd: hangup` to a
+/// phone that plays a machine's greeting and beep is hung up as soon as
+/// the detector decides, and ends `answering_machine`; the same agent's
+/// call to a person who says "Hello?" goes on as a conversation. The
+/// verdict and its timing are on the call and in `call.completed`.
+fn answering_machine_detection_through_the_stack(w: &World) {
+    set_engine(w, "local");
+    let terminal = &["completed", "failed", "busy", "no_answer", "cancelled"];
+    let port = free_sip_port();
+    let wav = machine_wav(&w.dir);
+    let phone = start_baresip(&w.dir, "machine", "+15555550102", port, &wav, "PCMU", 60).unwrap();
+    let sc = sidecar(w, "fs-amd-machine", port);
+    let id = place(w, json!({"phone": "+15555550102", "amd": "hangup"}));
+    let call = wait_status(w, &id, terminal, Duration::from_secs(60));
+    assert_eq!(
+        (
+            call["status"].as_str(),
+            call["ended_reason"].as_str(),
+            call["answered_by"].as_str()
+        ),
+        (Some("completed"), Some("answering_machine"), Some("machine")),
+        "{call}"
+    );
+    let decided = call["amd_decision_ms"].as_u64().expect("amd_decision_ms");
+    // The greeting alone is over 5 s; the detector decides on its length.
+    assert!((1_500..=4_500).contains(&decided), "decided at {decided} ms");
+    let hook = completed_webhook(w, &id);
+    assert_eq!(
+        (
+            hook["data"]["answered_by"].as_str(),
+            hook["data"]["amd_decision_ms"].as_u64()
+        ),
+        (Some("machine"), Some(decided)),
+        "{hook}"
+    );
+    drop(sc);
+    drop(phone);
+
+    let port = free_sip_port();
+    let wav = human_wav(&w.dir);
+    let _phone = start_baresip(&w.dir, "human", "+15555550103", port, &wav, "PCMU", 60).unwrap();
+    let _sc = sidecar(w, "fs-amd-human", port);
+    let id = place(w, json!({"phone": "+15555550103", "amd": "hangup"}));
+    let call = wait_status(w, &id, terminal, Duration::from_secs(60));
+    assert_eq!(
+        (
+            call["status"].as_str(),
+            call["ended_reason"].as_str(),
+            call["answered_by"].as_str()
+        ),
+        (Some("completed"), Some("agent_hangup"), Some("human")),
+        "{call}"
+    );
+    let decided = call["amd_decision_ms"].as_u64().expect("amd_decision_ms");
+    assert!(decided <= 4_000, "decided at {decided} ms");
+    // The person was talked to: greeted, answered "no", and said goodbye to.
+    let t = w
+        .edge
+        .call(
+            "GET",
+            &format!("/v1/calls/{id}/transcript"),
+            &w.tenant.key,
+            None,
+        )
+        .expect(200)
+        .json;
+    assert_eq!(t["outcome"], "no", "{t}");
+    let hook = completed_webhook(w, &id);
+    assert_eq!(hook["data"]["answered_by"], "human", "{hook}");
+}
+
 /// The transcript and the recording reached the edge, R2 and the webhooks.
 fn check_artifacts(w: &World, id: &str, transcript: &Value) {
     let of_call = |got: &[Value], kind: &str| -> Option<Value> {
@@ -645,6 +772,10 @@ fn main() -> std::process::ExitCode {
             (
                 "a_scripted_conversation_with_a_real_phone",
                 a_scripted_conversation_with_a_real_phone,
+            ),
+            (
+                "answering_machine_detection_through_the_stack",
+                answering_machine_detection_through_the_stack,
             ),
             (
                 "a_busy_trunk_is_retried_per_policy_and_ends_busy",
