@@ -154,6 +154,9 @@ pub struct BaresipExtras {
     pub account_params: String,
     /// More modules to load, e.g. `["srtp.so"]`.
     pub modules: Vec<String>,
+    /// Commands baresip runs once started (`-e`), e.g. `/dial sip:...`
+    /// (long commands need `menu.so` among `modules`).
+    pub commands: Vec<String>,
 }
 
 /// [`start_baresip`] with `extras`.
@@ -212,6 +215,7 @@ pub fn start_baresip_with(
         .arg("-f")
         .arg(&conf)
         .args(["-t", &secs.to_string()])
+        .args(extras.commands.iter().flat_map(|c| ["-e", c.as_str()]))
         .current_dir(&conf)
         .stdin(Stdio::null())
         .stdout(log.try_clone().map_err(|e| e.to_string())?)

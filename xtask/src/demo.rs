@@ -11,6 +11,13 @@
 //! customer tool (`confirm_appointment`) when the callee says yes: the edge
 //! POSTs it, signed, to a tool server the demo runs, which checks the
 //! signature. Everything it started is stopped at the end, or on Ctrl-C.
+//!
+//! `--inbound` turns it around (issue 16): the baresip phone is the caller.
+//! It dials one of the tenant's numbers on the sidecar's SIP port (the
+//! sidecar takes calls from its trunk, which is that phone); the number
+//! routes to the same agent, now with a script for people who call in, and
+//! the call goes the same way from there (transcript, tool, webhooks,
+//! recording).
 
 use crate::{bootstrap, build_edge, root, run, step};
 use serde_json::{json, Value};
@@ -20,9 +27,26 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use voxline_e2e::{start_sip_sidecar, Edge, EdgeOptions, Resp, ToolServer, WebhookReceiver};
-use voxline_testkit::{flite_8k, free_sip_port, start_baresip, write_wav};
+use voxline_testkit::{
+    flite_8k, free_sip_port, free_tcp_udp_port, start_baresip, start_baresip_with, write_wav,
+    BaresipExtras,
+};
 
 const CALLEE: &str = "+15555550123";
+
+/// `--inbound`: the tenant's number the phone calls (routed to the agent).
+const DEMO_NUMBER: &str = "+14155550100";
+
+/// `--inbound`: the agent's script for people who call in.
+const INBOUND_PROMPT: &str = r#"You answer calls to Demo Dental from patients about tomorrow's appointment.
+[script]
+greeting: Thank you for calling Demo Dental. Are you calling to confirm your appointment tomorrow at ten?
+yes|yeah|sure|i can -> [tool confirm_appointment {"confirmed": true}] Great, you are confirmed for tomorrow at ten. Goodbye! [end]
+no|can't|cannot -> No problem, we will call you to find a new time. Goodbye! [end]
+* -> Sorry, I didn't catch that. Are you calling to confirm tomorrow at ten?
+silence 8s -> Are you still there?
+goodbye: Thank you, goodbye.
+[/script]"#;
 
 const PROMPT: &str = r#"You call patients of Demo Dental to confirm tomorrow's appointment.
 [script]
@@ -63,7 +87,7 @@ fn callee_wav(dir: &Path) -> Result<PathBuf, String> {
     Ok(path)
 }
 
-pub fn run_demo(once: bool) -> Result<(), String> {
+pub fn run_demo(once: bool, inbound: bool) -> Result<(), String> {
     step("bootstrap", bootstrap::ensure_all)?;
     step("edge wasm build", build_edge)?;
     step("media sidecar build", || {
@@ -94,10 +118,30 @@ pub fn run_demo(once: bool) -> Result<(), String> {
     stopped(&stop)?;
     // The customer's tool (the script calls it on a yes), on loopback.
     let tool = ToolServer::start(r#"{"booked": true, "reference": "DD-1042"}"#);
+    let prompt = if inbound { INBOUND_PROMPT } else { PROMPT };
     let (tenant_id, agent_id, tools_secret) = step("demo tenant and agent", || {
-        provision(&edge, &dir, &tool.url)
+        provision(&edge, &dir, &tool.url, prompt)
     })?;
     println!("  tenant {tenant_id}, agent {agent_id} (local engine, appointment-reminder script, tool confirm_appointment at {})", tool.url);
+    if inbound {
+        step("the tenant's number, routed to the agent", || {
+            let r = edge.admin(
+                "PUT",
+                &format!("/admin/tenants/{tenant_id}/numbers/{DEMO_NUMBER}"),
+                Some(
+                    &json!({"status": "active", "route": {"kind": "agent", "agent_id": agent_id}}),
+                ),
+            );
+            if r.status == 200 || r.status == 201 {
+                Ok(())
+            } else {
+                Err(format!(
+                    "expected HTTP 200 or 201, got {}: {}",
+                    r.status, r.text
+                ))
+            }
+        })?;
+    }
     let key = step("demo API key", || {
         let r = edge.admin(
             "POST",
@@ -128,16 +172,27 @@ pub fn run_demo(once: bool) -> Result<(), String> {
     })?;
     hooks.expect_secrets("demo", &[webhook["secret"].as_str().unwrap_or_default()]);
 
-    // The callee: a baresip phone that auto-answers.
-    let callee_port = free_sip_port();
-    let wav = step("callee voice (flite)", || callee_wav(&dir))?;
-    let _callee = step("callee phone (baresip on 127.0.0.1)", || {
-        start_baresip(&dir, "callee", CALLEE, callee_port, &wav, "PCMU", 60)
-    })?;
+    // The phone: a baresip that auto-answers (outbound), or that calls the
+    // tenant's number (`--inbound`); the sidecar's trunk either way.
+    let phone_port = free_sip_port();
+    let sip_port = free_tcp_udp_port();
+    let wav = step("the phone's voice (flite)", || callee_wav(&dir))?;
+    let mut _phone = None;
+    if !inbound {
+        _phone = Some(step("callee phone (baresip on 127.0.0.1)", || {
+            start_baresip(&dir, "callee", CALLEE, phone_port, &wav, "PCMU", 60)
+        })?);
+    }
 
     // The media sidecar of region `local`, whose trunk is that phone.
     let _sidecar = step("media sidecar (region local)", || {
-        start_sip_sidecar(&edge, &dir, "demo-local-1", callee_port, "")
+        start_sip_sidecar(
+            &edge,
+            &dir,
+            "demo-local-1",
+            phone_port,
+            &format!("sip_port = {sip_port}"),
+        )
     })?;
     stopped(&stop)?;
     // Open it before the call goes out: the call is on its list while it runs.
@@ -147,18 +202,57 @@ pub fn run_demo(once: bool) -> Result<(), String> {
         dir.join("admin-token").display()
     );
 
-    let call = step("place the call (POST /v1/calls)", || {
-        let r = edge.call(
-            "POST",
-            "/v1/calls",
-            &key,
-            Some(&json!({"phone": CALLEE, "name": "Ada", "record": true,
-            "metadata": {"source": "cargo xtask demo"}})),
-        );
-        check(&r, 201)?;
-        Ok(r.json)
-    })?;
-    let call_id = call["id"].as_str().unwrap_or_default().to_string();
+    let call_id = if inbound {
+        step("the sidecar registered with the edge", || {
+            wait_registered(&dir.join("sidecar-demo-local-1.log"))
+        })?;
+        let before = inbound_call_ids(&edge, &key)?;
+        _phone = Some(step(
+            &format!("the phone calls {DEMO_NUMBER} (baresip on 127.0.0.1)"),
+            || {
+                let extras = BaresipExtras {
+                    modules: vec!["menu.so".into()],
+                    commands: vec![format!("/dial sip:{DEMO_NUMBER}@127.0.0.1:{sip_port}")],
+                    ..BaresipExtras::default()
+                };
+                start_baresip_with(
+                    &dir, "caller", CALLEE, phone_port, &wav, "PCMU", 60, &extras,
+                )
+            },
+        )?);
+        step("the inbound call (GET /v1/calls)", || {
+            let deadline = Instant::now() + Duration::from_secs(20);
+            loop {
+                stopped(&stop)?;
+                if let Some(id) = inbound_call_ids(&edge, &key)?
+                    .into_iter()
+                    .find(|id| !before.contains(id))
+                {
+                    return Ok(id);
+                }
+                if Instant::now() > deadline {
+                    return Err(format!(
+                        "no inbound call within 20 s; see {}",
+                        dir.join("baresip-caller.log").display()
+                    ));
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        })?
+    } else {
+        let call = step("place the call (POST /v1/calls)", || {
+            let r = edge.call(
+                "POST",
+                "/v1/calls",
+                &key,
+                Some(&json!({"phone": CALLEE, "name": "Ada", "record": true,
+                "metadata": {"source": "cargo xtask demo"}})),
+            );
+            check(&r, 201)?;
+            Ok(r.json)
+        })?;
+        call["id"].as_str().unwrap_or_default().to_string()
+    };
     println!("\ncall {call_id}:");
     let started = Instant::now();
     let mut last = String::new();
@@ -296,6 +390,41 @@ pub fn run_demo(once: bool) -> Result<(), String> {
     Ok(())
 }
 
+/// Waits until the sidecar's log says it registered with the edge (calls
+/// come in only after that).
+fn wait_registered(log: &Path) -> Result<(), String> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .contains("registered with the edge")
+    {
+        if Instant::now() > deadline {
+            return Err(format!(
+                "the sidecar did not register within 30 s; see {}",
+                log.display()
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Ok(())
+}
+
+/// The ids of the tenant's inbound calls (the newest 100).
+fn inbound_call_ids(edge: &Edge, key: &str) -> Result<Vec<String>, String> {
+    let r = edge.call("GET", "/v1/calls?limit=100", key, None);
+    check(&r, 200)?;
+    Ok(r.json["data"]
+        .as_array()
+        .map(|calls| {
+            calls
+                .iter()
+                .filter(|c| c["direction"] == "inbound")
+                .filter_map(|c| c["id"].as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default())
+}
+
 /// The local admin token lives in `.voxline/demo/admin-token` (gitignored).
 fn load_or_create_admin_token(dir: &Path) -> Result<String, String> {
     let path = dir.join("admin-token");
@@ -312,9 +441,14 @@ fn load_or_create_admin_token(dir: &Path) -> Result<String, String> {
 /// Reuses the demo tenant across runs (ids in `demo.json`); the agent's
 /// script, its tool (at `tool_url`, this run's) and its analysis plan are
 /// refreshed each run: (tenant id, agent id, the tools secret, new each run).
-fn provision(edge: &Edge, dir: &Path, tool_url: &str) -> Result<(String, String, String), String> {
+fn provision(
+    edge: &Edge,
+    dir: &Path,
+    tool_url: &str,
+    prompt: &str,
+) -> Result<(String, String, String), String> {
     let path = dir.join("demo.json");
-    let agent = json!({"name": "Appointment reminder", "system_prompt": PROMPT, "language": "en-US", "default_engine": "local",
+    let agent = json!({"name": "Appointment reminder", "system_prompt": prompt, "language": "en-US", "default_engine": "local",
         "tools": [{"name": "confirm_appointment", "description": "Marks tomorrow's appointment confirmed.",
                    "parameters": {"type": "object", "properties": {"confirmed": {"type": "boolean"}}},
                    "url": tool_url, "timeout_ms": 5000}],

@@ -5,7 +5,8 @@
 //! - `test`       bootstrap, fmt and clippy (native + wasm32), host unit tests, wasm build,
 //!   end-to-end suites
 //! - `lint`       only the fmt and clippy checks of `test`
-//! - `demo`       run the stack locally and place a call (`--once` to exit after)
+//! - `demo`       run the stack locally and place a call (`--once` to exit after;
+//!                `--inbound`: the phone calls the AI instead)
 //! - `bench`      measured figures into docs/bench.md
 //! - `bench-cpu`  only the edge CPU per request (native vs wasm), printed
 //! - `bench-edge` only the edge throughput, empty vs 10,000 calls stored (into docs/bench.md)
@@ -155,7 +156,7 @@ fn test() -> Result<(), String> {
 }
 
 fn usage() -> Result<(), String> {
-    Err("usage: cargo xtask <bootstrap|build-edge|test|lint|demo [--once]|bench|bench-cpu|bench-edge|bench-media|bench-calls|bench-turn|bench-amd|bench-campaign|fuzz [--seconds-per-target N] [--merge] [target...]>".into())
+    Err("usage: cargo xtask <bootstrap|build-edge|test|lint|demo [--once] [--inbound]|bench|bench-cpu|bench-edge|bench-media|bench-calls|bench-turn|bench-amd|bench-campaign|fuzz [--seconds-per-target N] [--merge] [target...]>".into())
 }
 
 fn main() -> ExitCode {
@@ -177,7 +178,10 @@ fn main() -> ExitCode {
         Some("bench-turn") => bench_turn::run_turn_only(),
         Some("bench-amd") => bench_amd::run_amd_only(),
         Some("bench-campaign") => bench_campaign::run_campaign_only(),
-        Some("demo") => demo::run_demo(args.iter().any(|a| a == "--once")),
+        Some("demo") => demo::run_demo(
+            args.iter().any(|a| a == "--once"),
+            args.iter().any(|a| a == "--inbound"),
+        ),
         Some("fuzz") => fuzz::run_fuzz(&args[1..]),
         _ => usage(),
     };
