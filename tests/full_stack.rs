@@ -291,9 +291,12 @@ fn completed_webhook(w: &World, id: &str) -> Value {
     };
     let got = w
         .hooks
-        .wait_for("artifacts", Duration::from_secs(30), "call.completed", |got| {
-            of_call(got).is_some()
-        })
+        .wait_for(
+            "artifacts",
+            Duration::from_secs(30),
+            "call.completed",
+            |got| of_call(got).is_some(),
+        )
         .unwrap();
     of_call(&got).unwrap()
 }
@@ -318,12 +321,19 @@ fn answering_machine_detection_through_the_stack(w: &World) {
             call["ended_reason"].as_str(),
             call["answered_by"].as_str()
         ),
-        (Some("completed"), Some("answering_machine"), Some("machine")),
+        (
+            Some("completed"),
+            Some("answering_machine"),
+            Some("machine")
+        ),
         "{call}"
     );
     let decided = call["amd_decision_ms"].as_u64().expect("amd_decision_ms");
     // The greeting alone is over 5 s; the detector decides on its length.
-    assert!((1_500..=4_500).contains(&decided), "decided at {decided} ms");
+    assert!(
+        (1_500..=4_500).contains(&decided),
+        "decided at {decided} ms"
+    );
     let hook = completed_webhook(w, &id);
     assert_eq!(
         (

@@ -6,7 +6,7 @@
 //!   end-to-end suites
 //! - `lint`       only the fmt and clippy checks of `test`
 //! - `demo`       run the stack locally and place a call (`--once` to exit after;
-//!                `--inbound`: the phone calls the AI instead)
+//!   `--inbound`: the phone calls the AI instead)
 //! - `bench`      measured figures into docs/bench.md
 //! - `bench-cpu`  only the edge CPU per request (native vs wasm), printed
 //! - `bench-edge` only the edge throughput, empty vs 10,000 calls stored (into docs/bench.md)
