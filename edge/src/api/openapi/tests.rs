@@ -294,6 +294,7 @@ impl crate::webhooks::delivery::WebhookHttp for Answer {
         Ok(crate::webhooks::delivery::HttpReply {
             status: self.0,
             retry_after: None,
+            body_snippet: Some("ok".into()),
         })
     }
 }
@@ -2594,6 +2595,32 @@ fn every_route_answers_as_documented() {
     expect(
         api.raw("POST", &format!("{whp}/rotate"), Some(ADMIN), None, b""),
         200,
+    );
+    // A test event: refused while the endpoint is disabled, then queued.
+    expect_error(
+        api.admin("POST", &format!("{whp}/test"), None),
+        409,
+        "webhook_disabled",
+    );
+    expect(
+        api.admin("PATCH", &whp, Some(json!({"enabled": true}))),
+        200,
+    );
+    let tested = expect(api.admin("POST", &format!("{whp}/test"), None), 202);
+    assert_eq!(tested["event_type"], "webhook.test", "{tested}");
+    expect_error(
+        api.admin("POST", &format!("{whp}/test"), Some(json!({"x": 1}))),
+        400,
+        "unknown_field",
+    );
+    expect_error(
+        api.admin(
+            "POST",
+            &format!("{tp}/webhooks/wh_0123456789abcdef/test"),
+            None,
+        ),
+        404,
+        "webhook_not_found",
     );
     expect_error(
         api.admin(
