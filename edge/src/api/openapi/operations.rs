@@ -575,8 +575,9 @@ and calls this API with them as `Authorization: Bearer`. Served with a strict `C
             "Send a webhook endpoint a test event",
             "Queues one `webhook.test` event (`WebhookTestEvent`) for this endpoint, whatever events it subscribes to, on the path every event takes: signed as the endpoint's format signs (Standard Webhooks for `native`), delivered through the queue and retried by the endpoint's schedule. The delivery is in the tenant's delivery log at once (`pending`, `GET /v1/webhooks/deliveries/{delivery_id}`), then with each attempt and the receiver's answer. No body, or an empty JSON object.",
         )
+        .body("TestWebhookRequest", false)
         .ok(202, "Queued; the delivery as logged.", "WebhookDelivery")
-        .errors(&[E::TenantNotFound, E::WebhookNotFound, E::WebhookDisabled, E::UnknownField])
+        .errors(&[E::TenantNotFound, E::WebhookNotFound, E::WebhookDisabled])
         .build(),
         RouteId::ListDeliveries => op(
             "listWebhookDeliveries",

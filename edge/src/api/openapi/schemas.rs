@@ -1568,6 +1568,14 @@ internal names, numeric IPv4 forms, IPv6 forms embedding an IPv4 address and `us
         ("agent_id", webhook_agent("null: remove the filter; absent: keep it.")),
         ("voice360_event", v360_event("A `voice360` endpoint's event type.")),
     ], &[]));
+    add(
+        "TestWebhookRequest",
+        input(
+            "Optional body: none, or an empty object (a test event has no settings).",
+            vec![],
+            &[],
+        ),
+    );
     add("RotateWebhookSecretRequest", input("Optional body.", vec![
         ("overlap_seconds", nullable(with_description(
             int_range((0, delivery::MAX_ROTATION_OVERLAP_SECONDS as i64, delivery::DEFAULT_ROTATION_OVERLAP_SECONDS as i64)),

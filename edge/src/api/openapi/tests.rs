@@ -3365,3 +3365,54 @@ fn campaigns_answer_as_documented(api: &Api, w: &World) {
         "invalid_cursor",
     );
 }
+
+/// A tool call's entry of the delivery log, sent or not, matches the
+/// delivery schemas (full and listed), as webhook deliveries do.
+#[test]
+fn tool_call_log_entries_match_the_delivery_schemas() {
+    use crate::webhooks::tool_calls::ToolRequestLog;
+    use voxline_shared::sidecar_link::{ToolCallAnswer, ToolError, PROTOCOL_VERSION};
+    let spec = spec();
+    let checker = Checker::new(&spec);
+    let body = json!({"type": "tool.call", "call_id": "call_0123456789abcdef", "agent_id": "agt_0123456789abcdef",
+        "tool_call_id": "fc_1", "name": "lookup_order", "arguments": {"order": "A-17"}, "metadata": null});
+    let sent = ToolRequestLog {
+        url: "https://tools.example.com/orders".into(),
+        webhook_id: "msg_0123456789abcdef01234567".into(),
+        body: body.to_string(),
+        status_code: Some(200),
+        response_snippet: Some("{\"status\":\"shipped\"}".into()),
+        at_ms: NOW,
+        duration_ms: 120,
+    };
+    let ok = ToolCallAnswer {
+        protocol_version: PROTOCOL_VERSION,
+        ok: true,
+        output: Some("{}".into()),
+        error: None,
+        duration_ms: Some(120),
+    };
+    let refused = ToolCallAnswer {
+        ok: false,
+        output: None,
+        error: Some(ToolError {
+            code: "tool_unknown".into(),
+            message: "no such tool".into(),
+        }),
+        ..ok.clone()
+    };
+    for (log, answer) in [(sent, ok), (ToolRequestLog::not_sent("", NOW), refused)] {
+        let record = log.record("call_0123456789abcdef", &answer);
+        let full: Value = serde_json::from_str(&record.to_public_json()).unwrap();
+        checker
+            .check(&schema_ref("WebhookDelivery"), &full)
+            .unwrap_or_else(|e| panic!("{full}: {e}"));
+        let id = record.id.clone();
+        let listed =
+            crate::webhooks::delivery::delivery_summary_from_metadata(&id, &record.list_metadata());
+        checker
+            .check(&schema_ref("WebhookDeliverySummary"), &listed)
+            .unwrap_or_else(|e| panic!("{listed}: {e}"));
+        assert_eq!(listed["kind"], "tool_call");
+    }
+}
