@@ -6,9 +6,12 @@
 //! waits, alerts and screenshots are its job, not a hand-written client's).
 //! The browser logs in, watches the call placed here go from `queued` (the
 //! sidecar starts only once the list shows it) to `completed` on the live list, plays the recording, seeks from a transcript turn,
-//! redelivers a webhook and sees the new attempt, mints and revokes a key.
-//! Each page's screenshot goes to docs/console/*.png. What the browser
-//! reports is checked here against the API.
+//! redelivers a webhook and sees the new attempt, mints and revokes a key,
+//! edits the agent (a refused value shown next to its field, then a
+//! keyboard-only save), sends the webhook endpoint a test event and follows
+//! it to the receiver's answer, and reads the sidecar's load and its plotted
+//! lease turnarounds. Each page's screenshot goes to docs/console/*.png.
+//! What the browser reports is checked here against the API.
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
@@ -26,6 +29,9 @@ no|can't|cannot -> No problem, we will call you to find a new time. Goodbye! [en
 * -> Sorry, I didn't catch that. Can you make it tomorrow at ten?
 goodbye: Thank you, goodbye.
 [/script]";
+
+/// What the webhook receiver answers: the delivery log keeps its start.
+const RECEIVER_ANSWER: &str = "received by the console suite";
 
 struct World {
     edge: Edge,
@@ -68,6 +74,8 @@ fn the_console_in_chromium_follows_a_real_call(w: &World) {
         .env("CONSOLE_KEY", &w.tenant.key)
         .env("CONSOLE_ADMIN", &w.edge.admin_token)
         .env("CONSOLE_TENANT", &w.tenant.id)
+        .env("CONSOLE_AGENT", &w.tenant.agent_id)
+        .env("CONSOLE_SIDECAR", "console-1")
         .env("CONSOLE_SHOTS", &shots)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -300,11 +308,148 @@ fn the_console_in_chromium_follows_a_real_call(w: &World) {
         .unwrap()
         .contains(&w.hooks.url("console")));
     assert!(r["sidecars_text"].as_str().unwrap().contains("console-1"));
+    // The agent edit: the refused value was shown next to its field (and
+    // focused), the saved one is the API's and the page shows it.
+    let edit = &r["agent_edit"];
+    let refused = &edit["refused"];
+    let silence_id = format!("agent-{}-silence_timeout_seconds", w.tenant.agent_id);
+    assert!(
+        !refused["error"].as_str().unwrap_or("").is_empty(),
+        "{edit}"
+    );
+    assert_eq!(refused["aria_invalid"], "true", "{edit}");
+    assert_eq!(refused["focused"], json!(silence_id), "{edit}");
+    assert!(
+        refused["described_by"]
+            .as_str()
+            .unwrap_or("")
+            .contains(&format!("{silence_id}-error")),
+        "{edit}"
+    );
+    let agent = w
+        .edge
+        .admin(
+            "GET",
+            &format!(
+                "/admin/tenants/{}/agents/{}",
+                w.tenant.id, w.tenant.agent_id
+            ),
+            None,
+        )
+        .expect(200)
+        .json;
+    assert_eq!(agent["name"], "Appointment reminders (edited)", "{agent}");
+    assert_eq!(agent["silence_timeout_seconds"], 45, "{agent}");
+    assert_eq!(edit["title"], agent["name"], "{edit}");
+    assert_eq!(edit["name_shown"], agent["name"], "{edit}");
+    assert_eq!(edit["silence_shown"], "45", "{edit}");
+
+    // The test event: a new delivery in the log, delivered to the receiver
+    // (verified there), with the receiver's answer.
+    let test = &r["test_send"];
+    let tid = test["delivery_id"].as_str().unwrap();
+    let d = w
+        .edge
+        .call(
+            "GET",
+            &format!("/v1/webhooks/deliveries/{tid}"),
+            &w.tenant.key,
+            None,
+        )
+        .expect(200)
+        .json;
+    assert_eq!(
+        (&d["event_type"], &d["status"], &d["kind"]),
+        (
+            &json!("webhook.test"),
+            &json!("delivered"),
+            &json!("webhook")
+        ),
+        "{d}"
+    );
+    assert_eq!(test["status"], "delivered", "{test}");
+    let answer = &d["attempts"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(answer["status_code"], 200, "{d}");
+    assert_eq!(answer["response_snippet"], RECEIVER_ANSWER, "{d}");
+    assert!(
+        test["text"]
+            .as_str()
+            .unwrap_or("")
+            .contains(RECEIVER_ANSWER),
+        "{test}"
+    );
+    let tested = w
+        .hooks
+        .received("console")
+        .into_iter()
+        .filter(|r| WebhookReceiver::event(r)["type"] == "webhook.test")
+        .collect::<Vec<_>>();
+    assert!(
+        tested.len() == 1 && tested[0]["verified"] == true,
+        "{tested:?}"
+    );
+    assert_eq!(tested[0]["webhook_id"], d["event_id"]);
+    // Not a call's delivery: the call page's list (call_id filter) leaves it out.
+    let of_call = w
+        .edge
+        .call(
+            "GET",
+            &format!("/v1/webhooks/deliveries?call_id={id}"),
+            &w.tenant.key,
+            None,
+        )
+        .expect(200)
+        .json;
+    let of_call = of_call["data"].as_array().unwrap();
+    assert!(!of_call.is_empty());
+    assert!(
+        of_call.iter().all(|x| x["call_id"] == json!(id)),
+        "{of_call:?}"
+    );
+
+    // The sidecar's load as the API has it (its call is over), and the
+    // turnaround samples the page plotted.
+    let sidecars = w
+        .edge
+        .admin("GET", "/admin/sidecars", None)
+        .expect(200)
+        .json;
+    let sc = sidecars["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["id"] == "console-1")
+        .cloned()
+        .unwrap();
+    let load = &sc["load"];
+    assert_eq!(load["capacity"], 4, "{sc}");
+    let shown = &r["sidecar_load"];
+    assert_eq!(
+        shown["load"],
+        json!(format!("{} / {}", load["active_calls"], load["capacity"])),
+        "{shown} vs {sc}"
+    );
+    assert!(shown["points"].as_u64().unwrap() >= 1, "{shown}");
+    assert!(
+        !load["lease_turnaround_samples"]
+            .as_array()
+            .unwrap()
+            .is_empty(),
+        "{sc}"
+    );
+
     // Nothing the page needs is blocked by its own policy, no script error.
     assert_eq!(r["csp_violations"], json!([]), "{r}");
     assert_eq!(r["script_errors"], json!([]), "{r}");
     for page in [
-        "login", "calls", "call", "keys", "agents", "webhooks", "sidecars",
+        "login",
+        "calls",
+        "call",
+        "keys",
+        "agents",
+        "webhooks",
+        "webhooks-test",
+        "sidecars",
     ] {
         let png = std::fs::read(shots.join(format!("{page}.png"))).unwrap();
         assert!(png.starts_with(b"\x89PNG"), "{page}.png");
@@ -335,6 +480,7 @@ fn main() -> std::process::ExitCode {
                 "console",
                 json!({"events": ["call.completed", "transcript.saved"]}),
             );
+            hooks.configure_one("console", "body", json!(RECEIVER_ANSWER));
             Ok(World {
                 edge,
                 tenant,

@@ -2,7 +2,8 @@
 python3-selenium), for tests/console.rs.
 
 Protocol with the Rust suite: environment CONSOLE_URL, CONSOLE_KEY, CONSOLE_ADMIN,
-CONSOLE_TENANT, CONSOLE_SHOTS (where the screenshots go). Prints `READY` once logged in
+CONSOLE_TENANT, CONSOLE_AGENT (the agent to edit), CONSOLE_SIDECAR (the sidecar whose
+load to read), CONSOLE_SHOTS (where the screenshots go). Prints `READY` once logged in
 and watching the calls list, then reads one line from stdin: the id of the call the
 suite placed. Every wait is bounded; the last line is `RESULT <json>` (exit 0) or a
 failure (exit 1).
@@ -16,11 +17,14 @@ import time
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
 
 URL = os.environ["CONSOLE_URL"]
 KEY = os.environ["CONSOLE_KEY"]
 ADMIN = os.environ["CONSOLE_ADMIN"]
 TENANT = os.environ["CONSOLE_TENANT"]
+AGENT = os.environ["CONSOLE_AGENT"]
+SIDECAR = os.environ["CONSOLE_SIDECAR"]
 SHOTS = os.environ["CONSOLE_SHOTS"]
 TERMINAL = {"completed", "failed", "busy", "no_answer", "cancelled"}
 
@@ -181,13 +185,66 @@ def run(driver, result):
     result["minted"] = {"id": key_id, "key": minted}
     shot(driver, "keys", 900)  # after the revocation: the key in the picture is dead
 
+    edit_agent(driver, result)
+    test_send(driver, result)
+    sidecar_load(driver, result)
+
     for page, title, height in [("agents", "Agents", 900), ("webhooks", "Webhook endpoints", 800),
-                                ("sidecars", "Sidecars", 700)]:
+                                ("sidecars", "Sidecars", 900)]:
         driver.get(URL + f"/console#/{page}")
         wait(f"the {page} page", lambda: driver.find_element(By.TAG_NAME, "h1").text == title
              and driver.find_elements(By.CSS_SELECTOR, "main section, main table"))
         result[f"{page}_text"] = driver.find_element(By.ID, "main").text[:2000]
         shot(driver, page, height)
+
+
+def edit_agent(driver, result):
+    """A refused value is shown next to its field; then a keyboard-only save."""
+    driver.get(URL + "/console#/agents")
+    fid = f"agent-{AGENT}"
+    silence = wait("the agent form", lambda: driver.find_element(By.ID, f"{fid}-silence_timeout_seconds"))
+    silence.clear()
+    silence.send_keys("5")
+    click(driver, "the save button", f'form[data-agent="{AGENT}"] button.save-agent')
+    error = wait("the field's error", lambda: driver.find_element(By.ID, f"{fid}-silence_timeout_seconds-error").text)
+    refused = {"error": error, "aria_invalid": silence.get_attribute("aria-invalid"),
+               "focused": driver.switch_to.active_element.get_attribute("id"),
+               "described_by": silence.get_attribute("aria-describedby")}
+    silence = driver.find_element(By.ID, f"{fid}-silence_timeout_seconds")
+    silence.clear()
+    silence.send_keys("45")
+    name = driver.find_element(By.ID, f"{fid}-name")
+    name.clear()
+    name.send_keys("Appointment reminders (edited)")
+    name.send_keys(Keys.ENTER)  # the form's implicit submission: no mouse
+    wait("the saved agent", lambda: driver.find_elements(By.CSS_SELECTOR, f'section[data-agent-id="{AGENT}"][data-saved="true"]'))
+    section = driver.find_element(By.CSS_SELECTOR, f'section[data-agent-id="{AGENT}"]')
+    result["agent_edit"] = {"refused": refused, "title": section.find_element(By.TAG_NAME, "h2").text,
+                            "silence_shown": driver.find_element(By.ID, f"{fid}-silence_timeout_seconds").get_attribute("value"),
+                            "name_shown": driver.find_element(By.ID, f"{fid}-name").get_attribute("value")}
+
+
+def test_send(driver, result):
+    """The endpoint's test event, followed until the log says how it went."""
+    driver.get(URL + "/console#/webhooks")
+    click(driver, "the test-send button", "button.test-send")
+    item = wait("the test delivery's outcome", lambda: driver.find_element(By.CSS_SELECTOR, "#test-deliveries li[data-final]"),
+                seconds=30)
+    wait("its attempt", lambda: "HTTP" in item.text, seconds=10)
+    result["test_send"] = {"delivery_id": item.get_attribute("data-delivery-id"), "status": item.get_attribute("data-final"),
+                           "text": item.text}
+    shot(driver, "webhooks-test", 800)
+
+
+def sidecar_load(driver, result):
+    """The sidecar's calls against its capacity and its plotted lease turnarounds."""
+    driver.get(URL + "/console#/sidecars")
+    row = f'tr[data-sidecar-id="{SIDECAR}"]'
+    load = wait("the sidecar's load", lambda: driver.find_element(By.CSS_SELECTOR, row + " td.load").text)
+    plot = f'figure[data-sidecar-plot="{SIDECAR}"]'
+    wait("a plotted turnaround", lambda: driver.find_elements(By.CSS_SELECTOR, plot + " circle"), seconds=20)
+    result["sidecar_load"] = {"load": load, "points": len(driver.find_elements(By.CSS_SELECTOR, plot + " circle")),
+                              "caption": driver.find_element(By.CSS_SELECTOR, plot + " figcaption").text}
 
 
 if __name__ == "__main__":

@@ -957,6 +957,15 @@ impl WebhookReceiver {
         std::fs::rename(tmp, &self.config).unwrap();
     }
 
+    /// Sets one setting of hook `name`, keeping the others (its secrets).
+    pub fn configure_one(&self, name: &str, key: &str, value: Value) {
+        let all: Value =
+            serde_json::from_str(&std::fs::read_to_string(&self.config).unwrap()).unwrap();
+        let mut cfg = all.get(name).cloned().unwrap_or_else(|| json!({}));
+        cfg[key] = value;
+        self.configure(name, cfg);
+    }
+
     /// Tells the receiver the secrets hook `name` is signed with.
     pub fn expect_secrets(&self, name: &str, secrets: &[&str]) {
         self.configure(name, json!({"secrets": secrets}));

@@ -7,10 +7,11 @@ file on every request, so the test can change it at any time (and restart
 the process, for "receiver down"):
 
     {"<hook name>": {"secrets": ["whsec_..."], "status": 200,
-                     "retry_after": "3", "fail_times": 1}}
+                     "retry_after": "3", "fail_times": 1, "body": "ok"}}
 
 POST /hook/<name>: verified with any listed secret -> answers `status`
-(default 200; after `fail_times` non-2xx answers, 200). Not verified -> 401.
+(default 200; after `fail_times` non-2xx answers, 200) with `body` (default
+none). Not verified -> 401.
 """
 
 import argparse
@@ -79,11 +80,13 @@ def main():
             }
             with LOCK, open(args.log, "a") as f:
                 f.write(json.dumps(record) + "\n")
+            answer = cfg.get("body", "").encode() if verified_with is not None else b""
             self.send_response(status)
             if retry_after is not None:
                 self.send_header("Retry-After", str(retry_after))
-            self.send_header("Content-Length", "0")
+            self.send_header("Content-Length", str(len(answer)))
             self.end_headers()
+            self.wfile.write(answer)
 
     server = ThreadingHTTPServer(("127.0.0.1", args.port), Handler)
     print("ready", flush=True)

@@ -80,6 +80,63 @@ pub(crate) async fn revoke_sidecar<K: Kv, D: DispatchQueues>(
     Ok(ApiResponse::json(200, &sidecar.to_public()))
 }
 
+/// `GET /admin/sidecars`: every sidecar with, for those its region's
+/// dispatch queue counts as live, its `load` (calls it holds and is offered
+/// against its capacity, the free slots of its last poll, when it was last
+/// seen) and the link's lease turnaround (see `dispatch::link_timing`):
+/// summary and samples. One request per region with a live sidecar.
+async fn list_sidecars<K: Kv, D: DispatchQueues>(env: &Env<'_, K, D>) -> Result<ApiResponse> {
+    let list: Vec<SidecarRecord> = list_values(env, keys::SIDECARS_PREFIX).await?;
+    let mut regions: Vec<&str> = list
+        .iter()
+        .filter(|s| s.revoked_at.is_none())
+        .map(|s| s.region.as_str())
+        .collect();
+    regions.sort_unstable();
+    regions.dedup();
+    let mut live = std::collections::BTreeMap::new();
+    for region in regions {
+        for status in env.dispatch_queues.sidecar_status(region).await? {
+            live.insert((region.to_string(), status.sidecar_id.clone()), status);
+        }
+    }
+    let data = list
+        .iter()
+        .map(|s| {
+            let mut v = s.to_public();
+            let status = live.get(&(s.region.clone(), s.id.clone()));
+            v["load"] = status
+                .filter(|_| s.revoked_at.is_none())
+                .map_or(Value::Null, sidecar_load);
+            v
+        })
+        .collect();
+    Ok(list_response(data))
+}
+
+/// A live sidecar's `load`, as the API shows it.
+fn sidecar_load(s: &crate::dispatch::queue::SidecarStatus) -> Value {
+    let mut ms: Vec<u64> = s.samples.iter().map(|x| x.turnaround_ms).collect();
+    let last = ms.last().copied();
+    ms.sort_unstable();
+    // The lower median: a sample that was measured, never an average of two.
+    let p50 = (!ms.is_empty()).then(|| ms[(ms.len() - 1) / 2]);
+    let samples: Vec<Value> = s
+        .samples
+        .iter()
+        .map(|x| json!({"at": rfc3339_ms(x.at_ms), "turnaround_ms": x.turnaround_ms}))
+        .collect();
+    json!({
+        "active_calls": s.active_calls,
+        "offered_calls": s.offered_calls,
+        "capacity": s.capacity,
+        "free_slots": s.free_slots,
+        "last_seen_at": rfc3339_ms(s.last_seen_ms),
+        "lease_turnaround_ms": {"last": last, "p50": p50, "max": ms.last().copied()},
+        "lease_turnaround_samples": samples,
+    })
+}
+
 // ---- admin ----
 
 pub(crate) async fn admin_route<K: Kv, D: DispatchQueues>(
@@ -92,12 +149,7 @@ pub(crate) async fn admin_route<K: Kv, D: DispatchQueues>(
     match id {
         RouteId::CreateTenant => return create_tenant(env, req).await,
         RouteId::CreateSidecar => return create_sidecar(env, req).await,
-        RouteId::ListSidecars => {
-            let list: Vec<SidecarRecord> = list_values(env, keys::SIDECARS_PREFIX).await?;
-            return Ok(list_response(
-                list.iter().map(SidecarRecord::to_public).collect(),
-            ));
-        }
+        RouteId::ListSidecars => return list_sidecars(env).await,
         RouteId::RevokeSidecar => return revoke_sidecar(env, tid).await,
         _ => {}
     }
@@ -167,7 +219,8 @@ pub(crate) async fn admin_route<K: Kv, D: DispatchQueues>(
         | RouteId::GetWebhook
         | RouteId::UpdateWebhook
         | RouteId::DeleteWebhook
-        | RouteId::RotateWebhookSecret => {
+        | RouteId::RotateWebhookSecret
+        | RouteId::TestWebhook => {
             crate::api::webhooks::admin_route(env, req, id, &tenant, sub).await
         }
         _ => Err(ApiError::new(

@@ -79,6 +79,8 @@ pub enum RouteId {
     UpdateWebhook,
     DeleteWebhook,
     RotateWebhookSecret,
+    /// Send the endpoint a `webhook.test` event.
+    TestWebhook,
     ListDeliveries,
     GetDelivery,
     RedeliverDelivery,
@@ -285,6 +287,11 @@ pub const ROUTES: &[(&str, &str, RouteId)] = &[
         "POST",
         "/admin/tenants/{tenant_id}/webhooks/{webhook_id}/rotate",
         RouteId::RotateWebhookSecret,
+    ),
+    (
+        "POST",
+        "/admin/tenants/{tenant_id}/webhooks/{webhook_id}/test",
+        RouteId::TestWebhook,
     ),
     ("GET", "/v1/webhooks/deliveries", RouteId::ListDeliveries),
     (

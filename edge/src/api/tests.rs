@@ -200,6 +200,45 @@ impl World {
         (tid, k["key"].as_str().unwrap().to_string())
     }
 
+    /// Runs every queued webhook job once against a receiver answering
+    /// `status` with `body` (their attempts land in the delivery log); the
+    /// requests it got: (url, headers, body).
+    fn deliver_all(&self, status: u16, body: &str) -> Vec<SeenToolPost> {
+        struct Receiver<'a>(u16, &'a str, std::cell::RefCell<Vec<SeenToolPost>>);
+        impl crate::webhooks::delivery::WebhookHttp for Receiver<'_> {
+            async fn post(
+                &self,
+                url: &str,
+                headers: &[(String, String)],
+                body: &str,
+                _: u64,
+            ) -> std::result::Result<crate::webhooks::delivery::HttpReply, String> {
+                self.2
+                    .borrow_mut()
+                    .push((url.into(), headers.to_vec(), body.into()));
+                Ok(crate::webhooks::delivery::HttpReply {
+                    status: self.0,
+                    retry_after: None,
+                    body_snippet: crate::webhooks::delivery::response_snippet(self.1.as_bytes()),
+                })
+            }
+        }
+        let receiver = Receiver(status, body, Default::default());
+        let at = self.now.get();
+        for job in self.outbox.take() {
+            block_on(crate::webhooks::delivery::process(
+                &self.kv,
+                &receiver,
+                job,
+                &|| at,
+                false,
+                self.sealing.as_ref(),
+            ))
+            .unwrap();
+        }
+        receiver.2.into_inner()
+    }
+
     fn code(r: &ApiResponse) -> String {
         r.body_json()["error"]["code"]
             .as_str()
@@ -2232,6 +2271,7 @@ fn secrets_minted_by_the_admin_api_are_stored_sealed_and_still_verify_and_sign()
             Ok(crate::webhooks::delivery::HttpReply {
                 status: 204,
                 retry_after: None,
+                body_snippet: None,
             })
         }
     }
@@ -2482,10 +2522,12 @@ mod campaigns;
 mod codeb;
 mod codeb_auth;
 mod contacts;
+mod delivery_log;
 mod dialect_webhooks;
 mod dialects;
 mod inbound_calls;
 mod messages;
+mod sidecar_load;
 mod tool_calls;
 mod voice360;
 

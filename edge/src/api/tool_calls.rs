@@ -5,7 +5,10 @@
 //! tool is found on the call's agent (KV), its secret opened, and
 //! [`webhooks::tool_calls::call_tool`] POSTs it. The answer is always 200 with
 //! a [`ToolCallAnswer`]: a failed tool is an answer the engine hears, not a
-//! link error. The tool's URL and secret never leave the edge.
+//! link error. The tool's URL and secret never leave the edge. Each tool call
+//! the call's record names is one entry of the tenant's delivery log (`kind:
+//! tool_call`: URL, status, the answer's start, latency), written before the
+//! answer goes back.
 
 use crate::api::env::{Env, Result};
 use crate::dispatch::port::DispatchQueues;
@@ -13,8 +16,8 @@ use crate::engine_keys::SecretOwner;
 use crate::error::{ApiError, ErrorCode};
 use crate::http::{ApiRequest, ApiResponse};
 use crate::model::{keys, Agent};
-use crate::store::{get_json, Kv};
-use crate::webhooks::tool_calls::{call_tool, failed, ToolInvocation};
+use crate::store::{get_json, put_json, Kv};
+use crate::webhooks::tool_calls::{call_tool, failed, ToolInvocation, ToolRequestLog};
 use serde_json::Value;
 use voxline_shared::sidecar_link::{tool_errors, ToolCall, ToolCallAnswer};
 
@@ -32,7 +35,18 @@ pub(crate) async fn tool_call<K: Kv, D: DispatchQueues>(
         )
     })?;
     let tenant_id = admitted["tenant_id"].as_str().unwrap_or_default();
-    let answer = answer(env, tenant_id, &call).await?;
+    let (answer, log) = answer(env, tenant_id, &call).await?;
+    // The delivery log's entry. Its loss must not cost the engine its
+    // answer: a failed write is left out of the log (the transcript's
+    // `tool` turn still has the call and its result).
+    let entry = log.record(&call.call_id, &answer);
+    let _ = put_json(
+        env.kv,
+        &keys::webhook_delivery(tenant_id, &entry.id),
+        &entry,
+        Some(&entry.list_metadata()),
+    )
+    .await;
     let body = serde_json::to_value(&answer).unwrap_or(Value::Null);
     let mut resp = ApiResponse::json(200, &body);
     // The Worker's request log names a failed tool by its code.
@@ -58,7 +72,7 @@ async fn answer<K: Kv, D: DispatchQueues>(
     env: &Env<'_, K, D>,
     tenant_id: &str,
     call: &ToolCall,
-) -> Result<ToolCallAnswer> {
+) -> Result<(ToolCallAnswer, ToolRequestLog)> {
     let record = env
         .calls
         .get(tenant_id, &call.call_id)
@@ -71,10 +85,13 @@ async fn answer<K: Kv, D: DispatchQueues>(
         })?;
     let agent: Option<Agent> = get_json(env.kv, &keys::agent(tenant_id, &record.agent_id)).await?;
     let Some(agent) = agent else {
-        return Ok(failed(
-            tool_errors::UNKNOWN,
-            "the call's agent no longer exists",
-            None,
+        return Ok((
+            failed(
+                tool_errors::UNKNOWN,
+                "the call's agent no longer exists",
+                None,
+            ),
+            ToolRequestLog::not_sent("", env.now_ms),
         ));
     };
     let tool = agent.tools.iter().find(|t| t.name == call.name);
@@ -88,10 +105,13 @@ async fn answer<K: Kv, D: DispatchQueues>(
         ) {
             Ok(s) => s,
             Err(_) => {
-                return Ok(failed(
-                    tool_errors::UNAVAILABLE,
-                    "the agent's tools secret cannot be opened",
-                    None,
+                return Ok((
+                    failed(
+                        tool_errors::UNAVAILABLE,
+                        "the agent's tools secret cannot be opened",
+                        None,
+                    ),
+                    ToolRequestLog::not_sent(tool.map_or("", |t| t.url.as_str()), env.now_ms),
                 ))
             }
         },

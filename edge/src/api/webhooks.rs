@@ -1,6 +1,7 @@
 //! The webhook routes: endpoints under the admin API (create, read, change,
-//! delete, rotate the secret) and the tenant's delivery log under
-//! `/v1/webhooks/deliveries` (list, read, redeliver). Pure, like the rest of `api`.
+//! delete, rotate the secret, send a test event) and the tenant's delivery
+//! log under `/v1/webhooks/deliveries` (list, read, redeliver; webhook
+//! deliveries and customer tool requests). Pure, like the rest of `api`.
 
 use crate::api::env::Env;
 use crate::api::fields::{parse_request, Fields};
@@ -19,7 +20,10 @@ use crate::limits::{ID_FIELD_MAX, WEBHOOK_EVENT_MAX, WEBHOOK_URL_MAX};
 use crate::model::{keys, Agent, Tenant, WebhookEndpoint, WebhookFormat};
 use crate::store::{get_json, put_json, Kv};
 use crate::url_guard;
-use crate::webhooks::delivery::{self, DeliveryRecord, DeliveryStatus};
+use crate::webhooks::delivery::{
+    self, DeliveryJob, DeliveryKind, DeliveryRecord, DeliveryStatus, TEST_EVENT_TYPE,
+    TOOL_CALL_EVENT_TYPE,
+};
 use crate::webhooks::events::WEBHOOK_EVENTS;
 use serde_json::{json, Value};
 
@@ -64,6 +68,7 @@ pub(crate) async fn admin_route<K: Kv, D: DispatchQueues>(
             Ok(ApiResponse::json(200, &endpoint.to_public()))
         }
         RouteId::RotateWebhookSecret => rotate(env, req, tenant, wid).await,
+        RouteId::TestWebhook => test_send(env, req, tenant, wid).await,
         _ => Err(ApiError::new(
             ErrorCode::InternalError,
             "route without handler",
@@ -410,6 +415,65 @@ async fn rotate<K: Kv, D: DispatchQueues>(
     Ok(ApiResponse::json(200, &created_body(&endpoint, &secret)))
 }
 
+/// `POST .../webhooks/{id}/test`: one `webhook.test` event for this
+/// endpoint, whatever it subscribes to, through the path every event takes
+/// (the delivery queue, signed as the endpoint's format signs, retried by
+/// its schedule), so it is in the delivery log with each attempt and the
+/// receiver's answer. Answers 202 with the delivery as logged (`pending`).
+async fn test_send<K: Kv, D: DispatchQueues>(
+    env: &Env<'_, K, D>,
+    req: &ApiRequest,
+    tenant: &Tenant,
+    wid: &str,
+) -> Result<ApiResponse> {
+    if !req.body.iter().all(u8::is_ascii_whitespace) {
+        parse_request(req, &[] as &[&str])?;
+    }
+    let endpoint = load(env, &tenant.id, wid).await?;
+    if !endpoint.enabled {
+        return Err(ApiError::new(
+            ErrorCode::WebhookDisabled,
+            format!("webhook endpoint '{wid}' is disabled; enable it (PATCH) first"),
+        ));
+    }
+    let event_id = ids::random_id("evt");
+    let data = json!({
+        "endpoint_id": endpoint.id,
+        "tenant_id": tenant.id,
+        "message": "A test event: this endpoint receives voxline webhooks signed with its secret.",
+    });
+    let payload = json!({"id": event_id, "type": TEST_EVENT_TYPE,
+                         "timestamp": rfc3339_ms(env.now_ms), "data": data})
+    .to_string();
+    let job = DeliveryJob {
+        tenant_id: tenant.id.clone(),
+        delivery_id: delivery::delivery_id(env.now_ms),
+        endpoint_id: endpoint.id.clone(),
+        event_id,
+        event_type: TEST_EVENT_TYPE.to_string(),
+        payload,
+        call_id: None,
+        created_at_ms: env.now_ms,
+        attempt: 1,
+        step: 0,
+        due_at_ms: env.now_ms,
+        manual: true,
+        format: endpoint.format,
+        placed_with_key: None,
+    };
+    // Logged at once (pending), so the log lists it before its first attempt.
+    let record = DeliveryRecord::from_job(&job);
+    put_json(
+        env.kv,
+        &keys::webhook_delivery(&tenant.id, &record.id),
+        &record,
+        Some(&record.list_metadata()),
+    )
+    .await?;
+    env.outbox.push(vec![job]);
+    Ok(ApiResponse::json_text(202, record.to_public_json()))
+}
+
 // ---- the delivery log ----
 
 async fn load_delivery<K: Kv, D: DispatchQueues>(
@@ -435,6 +499,14 @@ async fn redeliver<K: Kv, D: DispatchQueues>(
     did: &str,
 ) -> Result<ApiResponse> {
     let record = load_delivery(env, &tenant.id, did).await?;
+    if record.kind == DeliveryKind::ToolCall {
+        return Err(ApiError::new(
+            ErrorCode::NotRedeliverable,
+            format!(
+                "'{did}' is a tool call's request, made once during its call; it is not sent again"
+            ),
+        ));
+    }
     let endpoint: Option<WebhookEndpoint> =
         get_json(env.kv, &keys::webhook(&tenant.id, &record.endpoint_id)).await?;
     if !endpoint.is_some_and(|e| e.enabled) {
@@ -454,26 +526,62 @@ async fn redeliver<K: Kv, D: DispatchQueues>(
 struct Query {
     events: Vec<String>,
     statuses: Vec<String>,
+    kinds: Vec<String>,
+    call_id: Option<String>,
     filter_text: String,
     limit: u32,
     kv_cursor: Option<String>,
 }
 
+/// `call_id`: an id as the API mints them (letters, digits, `_`).
+fn call_id_param(call_id: Option<String>) -> Result<Option<String>> {
+    match call_id {
+        Some(c)
+            if c.is_empty()
+                || c.len() > ID_FIELD_MAX
+                || !c.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') =>
+        {
+            Err(ApiError::field(
+                ErrorCode::InvalidParameter,
+                "call_id",
+                format!(
+                    "call_id must be a call id (letters, digits and _, at most {ID_FIELD_MAX})"
+                ),
+            ))
+        }
+        c => Ok(c),
+    }
+}
+
 fn parse_query(query: &str) -> Result<Query> {
-    let [event, status, limit, cursor] =
-        parse_query_params(query, ["event", "status", "limit", "cursor"])?;
-    let events = parse_list_filter("event", event.as_deref(), WEBHOOK_EVENTS)?;
+    let [event, status, kind, call_id, limit, cursor] = parse_query_params(
+        query,
+        ["event", "status", "kind", "call_id", "limit", "cursor"],
+    )?;
+    // Besides the events endpoints subscribe to: test events and tool calls.
+    let event_types: Vec<&str> = WEBHOOK_EVENTS
+        .iter()
+        .copied()
+        .chain([TEST_EVENT_TYPE, TOOL_CALL_EVENT_TYPE])
+        .collect();
+    let events = parse_list_filter("event", event.as_deref(), &event_types)?;
     let statuses = parse_list_filter("status", status.as_deref(), &DeliveryStatus::NAMES)?;
+    let kinds = parse_list_filter("kind", kind.as_deref(), &DeliveryKind::NAMES)?;
+    let call_id = call_id_param(call_id)?;
     let filter_text = format!(
-        "{}|{}",
+        "{}|{}|{}|{}",
         event.unwrap_or_default(),
-        status.unwrap_or_default()
+        status.unwrap_or_default(),
+        kind.unwrap_or_default(),
+        call_id.as_deref().unwrap_or_default()
     );
     let limit = parse_list_limit(limit)?;
     let kv_cursor = decode_list_cursor(cursor, &filter_text)?;
     Ok(Query {
         events,
         statuses,
+        kinds,
+        call_id,
         filter_text,
         limit,
         kv_cursor,
@@ -495,10 +603,20 @@ async fn list_deliveries<K: Kv, D: DispatchQueues>(
         let page = env.kv.list(&prefix, want, cursor.as_deref()).await?;
         for entry in page.keys {
             let meta = entry.metadata.unwrap_or(Value::Null);
-            let wanted = |filter: &[String], v: &Value| {
-                filter.is_empty() || v.as_str().is_some_and(|s| filter.iter().any(|f| f == s))
+            let wanted = |filter: &[String], v: Option<&str>| {
+                filter.is_empty() || v.is_some_and(|s| filter.iter().any(|f| f == s))
             };
-            if wanted(&q.events, &meta["e"]) && wanted(&q.statuses, &meta["s"]) {
+            // Entries written before kinds existed are webhook deliveries.
+            let kind = meta["t"].as_str().unwrap_or(DeliveryKind::Webhook.as_str());
+            let of_the_call = q
+                .call_id
+                .as_deref()
+                .is_none_or(|c| meta["k"].as_str() == Some(c));
+            if wanted(&q.events, meta["e"].as_str())
+                && wanted(&q.statuses, meta["s"].as_str())
+                && wanted(&q.kinds, Some(kind))
+                && of_the_call
+            {
                 let id = entry.name.strip_prefix(&prefix).unwrap_or(&entry.name);
                 data.push(delivery::delivery_summary_from_metadata(id, &meta));
             }

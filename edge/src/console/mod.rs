@@ -9,11 +9,11 @@
 //! framing, no inline script.
 //!
 //! A leaf: it imports only [`crate::http`] and [`crate::error`] (and the
-//! shared call statuses).
+//! shared call statuses and engine kinds).
 
 use crate::error::{ApiError, ErrorCode};
 use crate::http::ApiResponse;
-use voxline_shared::CallStatus;
+use voxline_shared::{CallStatus, EngineKind};
 
 /// The page (`GET /console`).
 const INDEX_HTML: &str = include_str!("assets/index.html");
@@ -59,13 +59,23 @@ pub fn page() -> ApiResponse {
 }
 
 /// The page with what the code knows filled in: the call statuses of the
-/// calls list's filter (so it cannot drift from [`CallStatus::ALL`]).
+/// calls list's filter and the engines of the agent form (so they cannot
+/// drift from [`CallStatus::ALL`] and [`EngineKind::NAMES`]).
 pub fn render_page() -> String {
-    let options: String = CallStatus::ALL
-        .iter()
-        .map(|s| format!("<option value=\"{0}\">{0}</option>", s.as_str()))
-        .collect();
-    INDEX_HTML.replace("<!--STATUS_OPTIONS-->", &options)
+    let options = |names: &mut dyn Iterator<Item = &str>| -> String {
+        names
+            .map(|s| format!("<option value=\"{s}\">{s}</option>"))
+            .collect()
+    };
+    INDEX_HTML
+        .replace(
+            "<!--STATUS_OPTIONS-->",
+            &options(&mut CallStatus::ALL.iter().map(|s| s.as_str())),
+        )
+        .replace(
+            "<!--ENGINE_OPTIONS-->",
+            &options(&mut EngineKind::NAMES.iter().copied()),
+        )
 }
 
 /// `GET /console/{asset}`: the script or the style sheet; 404 `not_found` otherwise.

@@ -72,9 +72,10 @@ fn api_calls_of_the_script() -> Vec<(String, String)> {
 #[test]
 fn every_api_call_of_the_script_is_a_route_of_the_api() {
     let calls = api_calls_of_the_script();
-    // Calls, transcript, recording, deliveries, redeliver, agents, keys
-    // (list, mint, revoke), webhooks (list, add, rotate), sidecars, tenant.
-    assert!(calls.len() >= 14, "{calls:?}");
+    // Calls, transcript, recording, deliveries, redeliver, agents (list,
+    // edit), keys (list, mint, revoke), webhooks (list, add, rotate, test),
+    // sidecars, tenant.
+    assert!(calls.len() >= 17, "{calls:?}");
     for (method, path) in &calls {
         assert!(
             matches!(route(method, path), Match::Found(..)),
@@ -89,6 +90,10 @@ fn every_api_call_of_the_script_is_a_route_of_the_api() {
         ("POST", "/admin/tenants/x/api-keys"),
         ("DELETE", "/admin/tenants/x/api-keys/x"),
         ("POST", "/admin/tenants/x/webhooks/x/rotate"),
+        ("POST", "/admin/tenants/x/webhooks/x/test"),
+        ("PATCH", "/admin/tenants/x/agents/x"),
+        ("GET", "/v1/webhooks/deliveries"),
+        ("GET", "/v1/webhooks/deliveries/x"),
         ("GET", "/admin/sidecars"),
     ] {
         assert!(
@@ -104,6 +109,16 @@ fn every_api_call_of_the_script_is_a_route_of_the_api() {
 fn the_page_lists_every_call_status_and_links_only_served_assets() {
     let page = render_page();
     assert!(!page.contains("<!--STATUS_OPTIONS-->"));
+    assert!(!page.contains("<!--ENGINE_OPTIONS-->"));
+    // The agent form's engines are the engine kinds, in their template.
+    let engines = &page[page.find("id=\"engine-options\"").expect("engine template")..];
+    let engines = &engines[..engines.find("</template>").unwrap()];
+    for e in EngineKind::NAMES {
+        assert!(
+            engines.contains(&format!("<option value=\"{e}\">{e}</option>")),
+            "no engine option {e}"
+        );
+    }
     for s in CallStatus::ALL {
         let option = format!("<option value=\"{0}\">{0}</option>", s.as_str());
         assert!(
@@ -198,4 +213,26 @@ fn assets_carry_their_type_and_the_policy_and_unknown_names_are_404() {
         .headers
         .iter()
         .any(|(k, v)| k == "Content-Security-Policy" && v == CONTENT_SECURITY_POLICY));
+}
+
+#[test]
+fn the_agent_form_edits_only_fields_the_agent_api_validates_and_labels_each() {
+    let fields = &APP_JS[APP_JS.find("const AGENT_FIELDS = [").expect("AGENT_FIELDS")..];
+    let fields = &fields[..fields.find("];").unwrap()];
+    let names: Vec<&str> = fields
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("[\""))
+        .filter_map(|l| l.split('"').next())
+        .collect();
+    assert!(names.len() >= 7, "{names:?}");
+    for n in &names {
+        assert!(
+            crate::api::validate::AGENT_FIELDS.contains(n),
+            "the console edits '{n}', which the agent API does not take"
+        );
+    }
+    // Each input is labelled (for=) and described by its hint and error.
+    assert!(APP_JS.contains("h(\"label\", { for: fid(f), text: label })"));
+    assert!(APP_JS.contains("\"aria-describedby\": `${fid(f)}-hint ${fid(f)}-error`"));
+    assert!(APP_JS.contains("setAttribute(\"aria-invalid\", \"true\")"));
 }

@@ -102,6 +102,7 @@ impl Refusal {
             | E::CallNotHeld
             | E::RecordingNotRequested
             | E::WebhookDisabled
+            | E::NotRedeliverable
             // Admin API only (CodeB users and hosts): never on a dialect path.
             | E::UserNotFound
             | E::UserExists

@@ -4,7 +4,7 @@
 //! numbered reports to the tenant's `CallStore` (see `calls::store`).
 
 use crate::dispatch::message_line::{EnqueueMessageVerdict, QueuedMessage};
-use crate::dispatch::queue::{CancelVerdict, EnqueueVerdict};
+use crate::dispatch::queue::{CancelVerdict, EnqueueVerdict, SidecarStatus};
 use crate::dispatch::queued_call::{OfferBody, QueuedCall};
 use crate::dispatch::sidecar_link::SidecarEnvelope;
 use crate::ids::parse_rfc3339_utc_ms;
@@ -29,6 +29,8 @@ pub trait DispatchQueues {
         region: &str,
         envelope: &SidecarEnvelope,
     ) -> Result<(u16, Value), StoreError>;
+    /// The region's live sidecars with their load and link timing (read only).
+    async fn sidecar_status(&self, region: &str) -> Result<Vec<SidecarStatus>, StoreError>;
 }
 
 /// The queue's view of a new call: its routing, retry policy and offer fields.
@@ -194,6 +196,12 @@ pub mod memory {
             self.message_updates.borrow_mut().extend(reply.messages);
             Ok((reply.status, reply.body))
         }
+        async fn sidecar_status(&self, region: &str) -> Result<Vec<SidecarStatus>, StoreError> {
+            let mut queues = self.queues.borrow_mut();
+            let q = queues.entry(region.to_string()).or_default();
+            self.ticked(q);
+            Ok(q.sidecar_status())
+        }
     }
 }
 
@@ -215,6 +223,8 @@ pub enum DispatchQueueRequest {
     Sidecar {
         envelope: SidecarEnvelope,
     },
+    /// The operators' view of the region's sidecars.
+    SidecarStatus,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -233,6 +243,9 @@ pub enum DispatchQueueAnswer {
     Sidecar {
         status: u16,
         body: Value,
+    },
+    SidecarStatus {
+        sidecars: Vec<SidecarStatus>,
     },
 }
 
@@ -284,6 +297,7 @@ mod tests {
                     message: SidecarMessage::Recording,
                 },
             },
+            DispatchQueueRequest::SidecarStatus,
         ];
         for request in requests {
             let text = serde_json::to_string(&request).unwrap();
@@ -308,6 +322,20 @@ mod tests {
             DispatchQueueAnswer::Sidecar {
                 status: 409,
                 body: json!({"error": {"code": "lease_not_held"}}),
+            },
+            DispatchQueueAnswer::SidecarStatus {
+                sidecars: vec![SidecarStatus {
+                    sidecar_id: "sc-1".into(),
+                    capacity: 4,
+                    free_slots: Some(3),
+                    active_calls: 1,
+                    offered_calls: 0,
+                    last_seen_ms: 5,
+                    samples: vec![crate::dispatch::link_timing::LinkSample {
+                        at_ms: 5,
+                        turnaround_ms: 2,
+                    }],
+                }],
             },
         ];
         for answer in answers {

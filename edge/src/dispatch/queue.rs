@@ -111,7 +111,31 @@ pub struct Stranded {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SidecarSeen {
     pub last_seen_ms: u64,
+    /// As registered (the sidecar's `capacity`).
     pub capacity: u32,
+    /// When the queue last answered one of its lease polls (the start of a
+    /// turnaround, see [`crate::dispatch::link_timing`]).
+    #[serde(default)]
+    pub last_answered_ms: Option<u64>,
+    /// The free slots its last lease poll reported.
+    #[serde(default)]
+    pub free_slots: Option<u32>,
+}
+
+/// A sidecar of the region as the operators' API shows it: what it
+/// registered, what it reported last, what the queue holds for it, and its
+/// link's turnaround samples.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SidecarStatus {
+    pub sidecar_id: String,
+    pub capacity: u32,
+    pub free_slots: Option<u32>,
+    /// Calls this queue has it holding (acked offers, inbound calls).
+    pub active_calls: u32,
+    /// Offers leased to it and not acked yet.
+    pub offered_calls: u32,
+    pub last_seen_ms: u64,
+    pub samples: Vec<crate::dispatch::link_timing::LinkSample>,
 }
 
 /// A command for a sidecar, delivered through its next or open poll: the
@@ -298,6 +322,9 @@ pub struct Queue {
     /// Text messages waiting for a sidecar or out with one (their own rows).
     #[serde(default)]
     pub messages: crate::dispatch::message_line::MessageLine,
+    /// The link's turnaround samples (their own rows).
+    #[serde(skip)]
+    pub link: crate::dispatch::link_timing::LinkTiming,
     /// Calls changed since the last [`Queue::take_changes`]: the
     /// Durable Object rewrites only their rows.
     #[serde(skip)]
@@ -583,6 +610,40 @@ impl Queue {
         updates
     }
 
+    /// The region's live sidecars (registered, not departed), by id.
+    pub fn sidecar_status(&self) -> Vec<SidecarStatus> {
+        self.sidecars
+            .iter()
+            .map(|(id, seen)| SidecarStatus {
+                sidecar_id: id.clone(),
+                capacity: seen.capacity,
+                free_slots: seen.free_slots,
+                active_calls: self.held.values().filter(|h| &h.sidecar_id == id).count() as u32,
+                offered_calls: self.leased.iter().filter(|l| &l.sidecar_id == id).count() as u32,
+                last_seen_ms: seen.last_seen_ms,
+                samples: self.link.samples(id),
+            })
+            .collect()
+    }
+
+    /// A lease poll of a registered sidecar arrived: its turnaround sample
+    /// and the free slots it reports.
+    pub fn poll_arrived(&mut self, sidecar_id: &str, free_slots: u32, now: u64) {
+        let Some(seen) = self.sidecars.get_mut(sidecar_id) else {
+            return;
+        };
+        seen.free_slots = Some(free_slots);
+        let answered = seen.last_answered_ms;
+        self.link.poll_arrived(sidecar_id, answered, now);
+    }
+
+    /// The queue answers a lease poll of `sidecar_id` now.
+    pub fn poll_answered(&mut self, sidecar_id: &str, now: u64) {
+        if let Some(seen) = self.sidecars.get_mut(sidecar_id) {
+            seen.last_answered_ms = Some(now);
+        }
+    }
+
     pub fn register(&mut self, sidecar_id: &str, capacity: u32, now: u64) {
         self.departed.remove(sidecar_id);
         let seen = self
@@ -591,6 +652,8 @@ impl Queue {
             .or_insert(SidecarSeen {
                 last_seen_ms: now,
                 capacity,
+                last_answered_ms: None,
+                free_slots: None,
             });
         seen.last_seen_ms = now;
         seen.capacity = capacity;
@@ -615,6 +678,8 @@ impl Queue {
             .or_insert(SidecarSeen {
                 last_seen_ms: now,
                 capacity: free_slots,
+                last_answered_ms: None,
+                free_slots: None,
             });
         seen.last_seen_ms = now;
         let commands = self.commands.remove(sidecar_id).unwrap_or_default();

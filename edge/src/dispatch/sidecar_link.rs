@@ -476,6 +476,7 @@ fn handle_op(
             if !q.sidecars.contains_key(sid) {
                 return Err(not_registered());
             }
+            q.poll_arrived(sid, req.free_slots, now);
             let updates = q.reconcile(sid, &req.held_calls, now, HELD_GRACE_MS);
             let mut reply = lease_reply(q, sid, req.free_slots, now, t);
             reply.updates = updates;
@@ -625,6 +626,8 @@ pub fn lease_reply(
     t: &DispatchTimings,
 ) -> Reply {
     let (leases, commands) = q.lease(sidecar_id, free_slots, now, t);
+    // The start of the next turnaround (a held-open poll's answer moves it on).
+    q.poll_answered(sidecar_id, now);
     // Texts need no call slot; a departed sidecar's open poll gets none.
     let (messages, sending) = if q.departed.contains_key(sidecar_id) {
         (Vec::new(), Vec::new())

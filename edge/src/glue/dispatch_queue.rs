@@ -9,6 +9,7 @@
 use crate::calls::store::{
     CallStoreAnswer, CallStoreRequest, CallStoreTransport, Report, ReportItem,
 };
+use crate::dispatch::link_timing::{LinkChanges, LinkSample, LinkTiming};
 use crate::dispatch::message_line::{MessageLine, MessageRow, MessageRowChange};
 use crate::dispatch::port::{DispatchQueueAnswer, DispatchQueueRequest};
 use crate::dispatch::queue::{
@@ -56,6 +57,9 @@ const SCHEMA: &[&str] = &[
     "CREATE TABLE IF NOT EXISTS q_messages (message_id TEXT PRIMARY KEY, body TEXT NOT NULL) WITHOUT ROWID",
     // Sidecars, their commands, counters: small, one value.
     "CREATE TABLE IF NOT EXISTS q_meta (k TEXT PRIMARY KEY, v TEXT NOT NULL) WITHOUT ROWID",
+    // The link's lease turnaround, one row per sample, the newest
+    // `link_timing::MAX_LINK_SAMPLES` per sidecar.
+    "CREATE TABLE IF NOT EXISTS q_link (sidecar_id TEXT NOT NULL, at_ms INTEGER NOT NULL, turnaround_ms INTEGER NOT NULL, PRIMARY KEY (sidecar_id, at_ms)) WITHOUT ROWID",
 ];
 
 pub fn timings(env: &Env) -> DispatchTimings {
@@ -169,21 +173,58 @@ impl DispatchQueue {
                 ),
             }
         }
+        let samples = self
+            .sql
+            .exec(
+                "SELECT sidecar_id, at_ms, turnaround_ms FROM q_link",
+                vec![],
+            )?
+            .iter()
+            .map(|r| {
+                Ok((
+                    text_at(r, 0, "sidecar_id")?,
+                    LinkSample {
+                        at_ms: int_at(r, 1, "at_ms")?.max(0) as u64,
+                        turnaround_ms: int_at(r, 2, "turnaround_ms")?.max(0) as u64,
+                    },
+                ))
+            })
+            .collect::<std::result::Result<Vec<_>, StoreError>>()?;
         let mut q = Queue::from_rows(meta, calls, nonces);
         q.messages = MessageLine::from_rows(messages);
+        q.link = LinkTiming::from_rows(samples);
         Ok(q)
     }
 
-    /// Writes the rows of the calls that changed, new nonces, and the meta value.
+    /// Writes the rows of the calls that changed, new nonces, new link
+    /// samples (dropping those past the bound), and the meta value.
     fn write_rows(
         &self,
         rows: Vec<(String, Option<CallRow>)>,
         messages: Vec<MessageRowChange>,
         nonces: Vec<(String, u64)>,
+        link: LinkChanges,
         meta: &QueueMeta,
         now: u64,
     ) -> std::result::Result<(), StoreError> {
         self.ensure_schema()?;
+        let (samples, oldest_kept) = link;
+        for (sidecar_id, sample) in samples {
+            self.sql.exec(
+                "INSERT OR REPLACE INTO q_link (sidecar_id, at_ms, turnaround_ms) VALUES (?, ?, ?)",
+                vec![
+                    sidecar_id.into(),
+                    sample.at_ms.into(),
+                    sample.turnaround_ms.into(),
+                ],
+            )?;
+        }
+        for (sidecar_id, oldest) in oldest_kept {
+            self.sql.exec(
+                "DELETE FROM q_link WHERE sidecar_id = ? AND at_ms < ?",
+                vec![sidecar_id.into(), oldest.into()],
+            )?;
+        }
         for (call_id, row) in rows {
             match row {
                 Some(row) => {
@@ -250,12 +291,20 @@ impl DispatchQueue {
     /// dropped (reloaded from storage by the next request), so memory is never
     /// ahead of what is stored.
     async fn persist(&self, now: u64, t: &DispatchTimings) -> Result<()> {
-        let (rows, messages, nonces, meta, next) = self.with(|q| {
+        let (rows, messages, nonces, link, meta, next) = self.with(|q| {
             let (rows, nonces) = q.take_changes();
             let messages = q.messages.take_changes();
-            (rows, messages, nonces, q.meta(), q.next_deadline(now, t))
+            let link = q.link.take_new();
+            (
+                rows,
+                messages,
+                nonces,
+                link,
+                q.meta(),
+                q.next_deadline(now, t),
+            )
         });
-        if let Err(e) = self.write_rows(rows, messages, nonces, &meta, now) {
+        if let Err(e) = self.write_rows(rows, messages, nonces, link, &meta, now) {
             *self.queue.borrow_mut() = None;
             return Err(worker::Error::RustError(format!(
                 "storing the queue: {e:?}"
@@ -537,6 +586,9 @@ impl worker::DurableObject for DispatchQueue {
                 let outcome = self.with(|q| q.messages.enqueue(message));
                 DispatchQueueAnswer::EnqueuedMessage { outcome }
             }
+            DispatchQueueRequest::SidecarStatus => DispatchQueueAnswer::SidecarStatus {
+                sidecars: self.with(|q| q.sidecar_status()),
+            },
             DispatchQueueRequest::Sidecar { envelope } => {
                 let mut reply = self.with(|q| sidecar_link::handle(q, &envelope, now, &t));
                 self.finish_offers(&mut reply);

@@ -244,6 +244,19 @@ impl DispatchQueues for WorkersDispatchQueues<'_> {
             a => Err(unexpected("dispatch queue", a)),
         }
     }
+
+    async fn sidecar_status(
+        &self,
+        region: &str,
+    ) -> std::result::Result<Vec<crate::dispatch::queue::SidecarStatus>, StoreError> {
+        match self
+            .send(region, &DispatchQueueRequest::SidecarStatus)
+            .await?
+        {
+            DispatchQueueAnswer::SidecarStatus { sidecars } => Ok(sidecars),
+            a => Err(unexpected("dispatch queue", a)),
+        }
+    }
 }
 
 /// The Worker's handle on the tenants' `RateLimiter` objects.

@@ -11,6 +11,7 @@ use crate::glue::env::{WorkersKv, KV_BINDING};
 use crate::glue::mail::WorkerMail;
 use crate::webhooks::delivery::{self, DeliveryJob, HttpReply, Next, QueueJob, WebhookHttp};
 use futures_util::future::{join_all, select, Either};
+use futures_util::StreamExt;
 use std::time::Duration;
 use worker::{
     console_log, event, AbortController, Context, Date, Delay, Env, Fetch, Headers, MessageBatch,
@@ -125,16 +126,30 @@ impl WebhookHttp for FetchHttp {
         let controller = AbortController::default();
         let signal = controller.signal();
         let fetch = Fetch::Request(req);
-        let send = std::pin::pin!(fetch.send_with_signal(&signal));
+        // The answer and the start of its body (for the log), within the timeout.
+        let send = std::pin::pin!(async {
+            let mut resp = fetch.send_with_signal(&signal).await?;
+            let retry_after = resp.headers().get("retry-after").ok().flatten();
+            let status = resp.status_code();
+            let mut head = Vec::new();
+            if let Ok(mut stream) = resp.stream() {
+                while head.len() < delivery::RESPONSE_SNIPPET_BYTES {
+                    match stream.next().await {
+                        Some(Ok(chunk)) => head.extend_from_slice(&chunk),
+                        // A body cut short still leaves its status to log.
+                        Some(Err(_)) | None => break,
+                    }
+                }
+            }
+            Ok::<_, worker::Error>(HttpReply {
+                status,
+                retry_after,
+                body_snippet: delivery::response_snippet(&head),
+            })
+        });
         let timeout = Delay::from(Duration::from_millis(timeout_ms));
         match select(send, timeout).await {
-            Either::Left((Ok(resp), _)) => {
-                let retry_after = resp.headers().get("retry-after").ok().flatten();
-                Ok(HttpReply {
-                    status: resp.status_code(),
-                    retry_after,
-                })
-            }
+            Either::Left((Ok(reply), _)) => Ok(reply),
             Either::Left((Err(e), _)) => Err(format!("request failed: {e}")),
             Either::Right(_) => {
                 controller.abort();

@@ -148,7 +148,56 @@ pub struct AttemptLog {
     pub error: Option<String>,
     pub duration_ms: u64,
     pub manual: bool,
+    /// The start of the receiver's answer body ([`RESPONSE_SNIPPET_CHARS`]
+    /// characters at most); null when none came (attempts logged before it too).
+    #[serde(default)]
+    pub response_snippet: Option<String>,
 }
+
+/// How much of a receiver's answer the log keeps per attempt (characters).
+pub const RESPONSE_SNIPPET_CHARS: usize = 256;
+/// How many bytes of an answer are read for it (a UTF-8 character is at most 4).
+pub const RESPONSE_SNIPPET_BYTES: usize = RESPONSE_SNIPPET_CHARS * 4;
+
+/// The log's snippet of an answer body: at most [`RESPONSE_SNIPPET_CHARS`]
+/// characters (lossy for bytes that are not UTF-8); None for an empty body.
+pub fn response_snippet(body: &[u8]) -> Option<String> {
+    let head = &body[..body.len().min(RESPONSE_SNIPPET_BYTES)];
+    let text: String = String::from_utf8_lossy(head)
+        .chars()
+        .take(RESPONSE_SNIPPET_CHARS)
+        .collect();
+    (!text.is_empty()).then_some(text)
+}
+
+/// What an entry of the delivery log records: a webhook event sent to an
+/// endpoint (real events and test events), or a customer tool's request
+/// made by the edge during a call (issue 18: `api::tool_calls`), logged
+/// once with its answer and never sent again.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeliveryKind {
+    /// Records written before kinds existed are webhook deliveries.
+    #[default]
+    Webhook,
+    ToolCall,
+}
+
+impl DeliveryKind {
+    pub const NAMES: [&'static str; 2] = ["webhook", "tool_call"];
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliveryKind::Webhook => "webhook",
+            DeliveryKind::ToolCall => "tool_call",
+        }
+    }
+}
+
+/// The `type` of a test event (`POST .../webhooks/{id}/test`): no endpoint
+/// subscribes to it, every endpoint can be sent one.
+pub const TEST_EVENT_TYPE: &str = "webhook.test";
+/// The `event_type` of a tool call's log entry (the request body's `type`).
+pub const TOOL_CALL_EVENT_TYPE: &str = "tool.call";
 
 /// The delivery log record, `whdlv/{tenant}/{delivery}`: one per delivery,
 /// rewritten after each attempt (attempts are seconds apart, within KV's
@@ -172,10 +221,14 @@ pub struct DeliveryRecord {
     pub format: WebhookFormat,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub placed_with_key: Option<String>,
+    /// A webhook delivery or a tool call's request.
+    #[serde(default)]
+    pub kind: DeliveryKind,
 }
 
 impl DeliveryRecord {
-    fn from_job(job: &DeliveryJob) -> DeliveryRecord {
+    /// The record of a job not attempted yet (`pending`, no attempts).
+    pub fn from_job(job: &DeliveryJob) -> DeliveryRecord {
         DeliveryRecord {
             id: job.delivery_id.clone(),
             endpoint_id: job.endpoint_id.clone(),
@@ -191,6 +244,7 @@ impl DeliveryRecord {
             updated_at: rfc3339_ms(job.created_at_ms),
             format: job.format,
             placed_with_key: job.placed_with_key.clone(),
+            kind: DeliveryKind::Webhook,
         }
     }
 
@@ -201,13 +255,16 @@ impl DeliveryRecord {
     /// KV key metadata: what a listing shows without reading records.
     pub fn list_metadata(&self) -> Value {
         json!({"e": self.event_type, "s": self.status, "w": self.endpoint_id, "c": self.created_at,
-               "u": self.updated_at, "n": self.attempts.len(), "h": self.last_status_code(), "k": self.call_id})
+               "u": self.updated_at, "n": self.attempts.len(), "h": self.last_status_code(), "k": self.call_id,
+               "t": self.kind})
     }
 
     /// The public JSON text; `payload` is the body as sent, verbatim (a
     /// `Value` would reorder a call's metadata and rewrite its numbers).
     pub fn to_public_json(&self) -> String {
-        let fields = json!({"id": self.id, "object": "webhook_delivery", "endpoint_id": self.endpoint_id, "event_id": self.event_id,
+        let endpoint_id = (!self.endpoint_id.is_empty()).then_some(&self.endpoint_id);
+        let fields = json!({"id": self.id, "object": "webhook_delivery", "kind": self.kind,
+               "endpoint_id": endpoint_id, "event_id": self.event_id,
                "event_type": self.event_type, "call_id": self.call_id, "status": self.status,
                "attempt_count": self.attempts.len(), "last_status_code": self.last_status_code(),
                "next_attempt_at": self.next_attempt_at, "last_error": self.last_error,
@@ -242,7 +299,10 @@ impl DeliveryRecord {
 
 /// A listing row rebuilt from KV metadata alone.
 pub fn delivery_summary_from_metadata(id: &str, m: &Value) -> Value {
-    json!({"id": id, "object": "webhook_delivery", "endpoint_id": m["w"], "event_type": m["e"], "call_id": m["k"],
+    // Entries listed before kinds existed are webhook deliveries; a tool call has no endpoint.
+    let kind = m["t"].as_str().unwrap_or(DeliveryKind::Webhook.as_str());
+    let endpoint_id = m["w"].as_str().filter(|w| !w.is_empty());
+    json!({"id": id, "object": "webhook_delivery", "kind": kind, "endpoint_id": endpoint_id, "event_type": m["e"], "call_id": m["k"],
            "status": m["s"], "attempt_count": m["n"], "last_status_code": m["h"], "created_at": m["c"], "updated_at": m["u"]})
 }
 
@@ -302,6 +362,8 @@ impl WebhookEndpoint {
 pub struct HttpReply {
     pub status: u16,
     pub retry_after: Option<String>,
+    /// The answer body's start, as [`response_snippet`] keeps it.
+    pub body_snippet: Option<String>,
 }
 
 /// The outbound HTTP the consumer needs: one POST, abandoned after
@@ -425,6 +487,7 @@ pub async fn process(
         error: error.clone(),
         duration_ms: done_at.saturating_sub(now),
         manual: job.manual,
+        response_snippet: reply.as_ref().and_then(|r| r.body_snippet.clone()),
     });
     record.updated_at = rfc3339_ms(done_at);
     record.next_attempt_at = None;
@@ -701,6 +764,7 @@ mod tests {
         Ok(HttpReply {
             status,
             retry_after: None,
+            body_snippet: None,
         })
     }
 
@@ -1030,6 +1094,7 @@ mod tests {
             Ok(HttpReply {
                 status: 429,
                 retry_after: Some("4".into()),
+                body_snippet: Some("slow down".into()),
             }),
             ok(410),
         ]);
@@ -1057,6 +1122,13 @@ mod tests {
             .unwrap();
         assert!(!stored.enabled && stored.disabled_reason.unwrap().contains("410"));
         assert_eq!(record(&kv, &job).status, DeliveryStatus::Failed);
+        // Each attempt keeps the start of the receiver's answer, when it had one.
+        let snippets: Vec<Option<String>> = record(&kv, &job)
+            .attempts
+            .iter()
+            .map(|a| a.response_snippet.clone())
+            .collect();
+        assert_eq!(snippets, vec![Some("slow down".to_string()), None]);
         // Later jobs for the disabled endpoint end without a request.
         let later = first_job_for(&kv, &e.id, &job);
         assert_eq!(
@@ -1147,6 +1219,23 @@ mod tests {
         let r = record(&kv, &job);
         assert!(
             r.status == DeliveryStatus::Failed && r.last_error.unwrap().contains("not allowed")
+        );
+    }
+
+    #[test]
+    fn a_response_snippet_is_bounded_in_characters_and_lossy() {
+        assert_eq!(response_snippet(b""), None);
+        assert_eq!(
+            response_snippet(b"{\"ok\":true}").as_deref(),
+            Some("{\"ok\":true}")
+        );
+        let long = "\u{e9}".repeat(RESPONSE_SNIPPET_CHARS + 50);
+        let s = response_snippet(long.as_bytes()).unwrap();
+        assert_eq!(s.chars().count(), RESPONSE_SNIPPET_CHARS);
+        assert!(s.chars().all(|c| c == '\u{e9}'));
+        assert_eq!(
+            response_snippet(&[0xff, b'a']).as_deref(),
+            Some("\u{fffd}a")
         );
     }
 }

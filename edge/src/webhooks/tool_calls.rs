@@ -5,9 +5,14 @@
 //! webhook (Standard Webhooks), bounded in time and size. [`call_tool`] is
 //! pure over the [`ToolHttp`] port (`fetch` in the Worker).
 
+use crate::ids::rfc3339_ms;
 use crate::model::AgentTool;
 use crate::traffic::port::LocalFuture;
 use crate::url_guard;
+use crate::webhooks::delivery::{
+    delivery_id, response_snippet, AttemptLog, DeliveryKind, DeliveryRecord, DeliveryStatus,
+    TOOL_CALL_EVENT_TYPE,
+};
 use crate::webhooks::signing;
 use serde_json::{json, Value};
 use voxline_shared::sidecar_link::{
@@ -110,42 +115,121 @@ pub fn failed(code: &str, message: impl Into<String>, duration_ms: Option<u64>) 
     }
 }
 
+/// What the edge sent for one tool call and what came back: the tool
+/// call's entry in the tenant's delivery log ([`ToolRequestLog::record`]).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ToolRequestLog {
+    /// The tool's URL (empty when the agent has no tool of that name).
+    pub url: String,
+    /// The request's `webhook-id` (empty when nothing was signed).
+    pub webhook_id: String,
+    /// The signed request body (empty when nothing was sent).
+    pub body: String,
+    /// The tool's HTTP status; None when no answer came or nothing was sent.
+    pub status_code: Option<u16>,
+    pub response_snippet: Option<String>,
+    /// Unix ms (edge clock) the call was asked for.
+    pub at_ms: u64,
+    pub duration_ms: u64,
+}
+
+impl ToolRequestLog {
+    /// A tool call that sent nothing (no tool, bad arguments, a refused URL,
+    /// no secret): its entry says why.
+    pub fn not_sent(url: &str, at_ms: u64) -> ToolRequestLog {
+        ToolRequestLog {
+            url: url.to_string(),
+            at_ms,
+            ..ToolRequestLog::default()
+        }
+    }
+
+    /// The delivery log entry (`kind: tool_call`, one attempt) of this
+    /// request and the answer the engine got: `delivered` when the tool
+    /// answered 2xx within its bounds, else `failed` with the answer's code.
+    pub fn record(&self, call_id: &str, answer: &ToolCallAnswer) -> DeliveryRecord {
+        let error = answer
+            .error
+            .as_ref()
+            .map(|e| format!("{}: {}", e.code, e.message));
+        let at = rfc3339_ms(self.at_ms);
+        DeliveryRecord {
+            id: delivery_id(self.at_ms),
+            endpoint_id: String::new(),
+            event_id: self.webhook_id.clone(),
+            event_type: TOOL_CALL_EVENT_TYPE.to_string(),
+            call_id: Some(call_id.to_string()),
+            status: if answer.ok {
+                DeliveryStatus::Delivered
+            } else {
+                DeliveryStatus::Failed
+            },
+            payload: self.body.clone(),
+            attempts: vec![AttemptLog {
+                attempt: 1,
+                at: at.clone(),
+                url: self.url.clone(),
+                status_code: self.status_code,
+                error: error.clone(),
+                duration_ms: self.duration_ms,
+                manual: false,
+                response_snippet: self.response_snippet.clone(),
+            }],
+            next_attempt_at: None,
+            last_error: error,
+            created_at: at,
+            updated_at: rfc3339_ms(self.at_ms + self.duration_ms),
+            format: crate::model::WebhookFormat::Native,
+            placed_with_key: None,
+            kind: DeliveryKind::ToolCall,
+        }
+    }
+}
+
 /// Calls `tool` (`None`: the agent has no tool of the asked name) and says
-/// what the engine gets back. Never an `Err`: every failure is an answer
-/// with a [`tool_errors`] code, so the engine can tell the callee.
+/// what the engine gets back, with what was sent for the delivery log.
+/// Never an `Err`: every failure is an answer with a [`tool_errors`] code,
+/// so the engine can tell the callee.
 pub async fn call_tool(
     http: &dyn ToolHttp,
     tool: Option<&AgentTool>,
     name: &str,
     inv: &ToolInvocation<'_>,
-) -> ToolCallAnswer {
+) -> (ToolCallAnswer, ToolRequestLog) {
     let Some(tool) = tool else {
-        return failed(
-            tool_errors::UNKNOWN,
-            format!("the call's agent has no tool '{name}'"),
-            None,
+        return (
+            failed(
+                tool_errors::UNKNOWN,
+                format!("the call's agent has no tool '{name}'"),
+                None,
+            ),
+            ToolRequestLog::not_sent("", inv.now_ms),
         );
     };
+    let mut log = ToolRequestLog::not_sent(&tool.url, inv.now_ms);
     let arguments: Value = match serde_json::from_str(inv.arguments) {
         Ok(v @ Value::Object(_)) => v,
         Ok(_) | Err(_) => {
-            return failed(
-                tool_errors::BAD_ARGUMENTS,
-                "the arguments are not a JSON object",
-                None,
+            return (
+                failed(
+                    tool_errors::BAD_ARGUMENTS,
+                    "the arguments are not a JSON object",
+                    None,
+                ),
+                log,
             )
         }
     };
     // Checked again on every call: a rule change or an older record must not slip through.
     if let Err(why) = url_guard::check_webhook(&tool.url, inv.dev_mode) {
-        return failed(tool_errors::BLOCKED_URL, why, None);
+        return (failed(tool_errors::BLOCKED_URL, why, None), log);
     }
     let body = request_body(tool, inv, arguments).to_string();
     let msg_id = format!("msg_{}", inv.tool_call_id_digest());
     let headers = match signing::headers(&[inv.secret], &msg_id, inv.now_ms / 1000, body.as_bytes())
     {
         Ok(h) => h,
-        Err(e) => return failed(tool_errors::UNAVAILABLE, e.to_string(), None),
+        Err(e) => return (failed(tool_errors::UNAVAILABLE, e.to_string(), None), log),
     };
     let mut headers: Vec<(String, String)> = headers
         .into_iter()
@@ -163,8 +247,16 @@ pub async fn call_tool(
             MAX_TOOL_OUTPUT_BYTES,
         )
         .await;
-    let took = Some(http.now_ms().saturating_sub(started));
-    match reply {
+    let took_ms = http.now_ms().saturating_sub(started);
+    let took = Some(took_ms);
+    log.webhook_id = msg_id;
+    log.duration_ms = took_ms;
+    if let Ok(r) = &reply {
+        log.status_code = Some(r.status);
+        log.response_snippet = response_snippet(&r.body);
+    }
+    log.body = body;
+    let answer = match reply {
         Err(ToolHttpError::Timeout) => failed(
             tool_errors::TIMEOUT,
             format!("no answer within {} ms", tool.timeout_ms),
@@ -189,7 +281,8 @@ pub async fn call_tool(
             error: None,
             duration_ms: took,
         },
-    }
+    };
+    (answer, log)
 }
 
 impl ToolInvocation<'_> {
@@ -285,7 +378,7 @@ mod tests {
     }
 
     fn run(http: &FakeTool, t: Option<&AgentTool>, args: &str) -> ToolCallAnswer {
-        block_on(call_tool(http, t, "lookup_order", &inv(args)))
+        block_on(call_tool(http, t, "lookup_order", &inv(args))).0
     }
 
     #[test]
@@ -368,5 +461,60 @@ mod tests {
         assert_eq!(code(run(&http, Some(&private), "{}")), "tool_blocked_url");
         // None of those reached the network.
         assert!(http.seen.borrow().is_empty());
+    }
+
+    #[test]
+    fn each_tool_call_is_one_logged_request_with_its_answer() {
+        let t = tool("https://tools.example.com/lookup");
+        let http = fake(ok_reply(200, r#"{"status":"shipped"}"#));
+        let (answer, log) = block_on(call_tool(&http, Some(&t), "lookup_order", &inv("{}")));
+        let r = log.record("call_1", &answer);
+        assert_eq!(r.kind, DeliveryKind::ToolCall);
+        assert_eq!(r.status, DeliveryStatus::Delivered);
+        assert_eq!(r.call_id.as_deref(), Some("call_1"));
+        assert_eq!(r.event_type, "tool.call");
+        // The entry is what was sent: the signed body and its webhook-id.
+        let (_, headers, body, _, _) = http.seen.borrow()[0].clone();
+        assert_eq!(r.payload, body);
+        assert!(headers
+            .iter()
+            .any(|(k, v)| k == "webhook-id" && *v == r.event_id));
+        let a = &r.attempts[..];
+        assert_eq!(a.len(), 1);
+        assert_eq!(a[0].url, "https://tools.example.com/lookup");
+        assert_eq!(a[0].status_code, Some(200));
+        assert_eq!(a[0].duration_ms, 40);
+        assert_eq!(
+            a[0].response_snippet.as_deref(),
+            Some(r#"{"status":"shipped"}"#)
+        );
+        assert_eq!(a[0].error, None);
+
+        // A failed tool: its status, answer and code are logged.
+        let http = fake(ok_reply(503, "down for maintenance"));
+        let (answer, log) = block_on(call_tool(&http, Some(&t), "lookup_order", &inv("{}")));
+        let r = log.record("call_1", &answer);
+        assert_eq!(r.status, DeliveryStatus::Failed);
+        assert_eq!(r.attempts[0].status_code, Some(503));
+        assert_eq!(
+            r.attempts[0].response_snippet.as_deref(),
+            Some("down for maintenance")
+        );
+        assert!(r.last_error.unwrap().starts_with("tool_http_error: "));
+
+        // Nothing sent (a refused URL): logged with its URL and why, no status.
+        let private = tool("https://192.168.1.10/lookup");
+        let (answer, log) = block_on(call_tool(&http, Some(&private), "lookup_order", &inv("{}")));
+        let r = log.record("call_1", &answer);
+        assert_eq!(
+            (r.attempts[0].url.as_str(), r.attempts[0].status_code),
+            ("https://192.168.1.10/lookup", None)
+        );
+        assert!(r.attempts[0]
+            .error
+            .as_deref()
+            .unwrap()
+            .starts_with("tool_blocked_url"));
+        assert_eq!(r.payload, "");
     }
 }

@@ -568,18 +568,33 @@ and calls this API with them as `Authorization: Bearer`. Served with a strict `C
         .ok(200, "The endpoint with its new secret.", "WebhookEndpointCreated")
         .errors(&[E::TenantNotFound, E::WebhookNotFound, E::OutOfRange, E::SecretsUnavailable])
         .build(),
+        RouteId::TestWebhook => op(
+            "testWebhookEndpoint",
+            "admin",
+            Auth::Admin,
+            "Send a webhook endpoint a test event",
+            "Queues one `webhook.test` event (`WebhookTestEvent`) for this endpoint, whatever events it subscribes to, on the path every event takes: signed as the endpoint's format signs (Standard Webhooks for `native`), delivered through the queue and retried by the endpoint's schedule. The delivery is in the tenant's delivery log at once (`pending`, `GET /v1/webhooks/deliveries/{delivery_id}`), then with each attempt and the receiver's answer. No body, or an empty JSON object.",
+        )
+        .body("TestWebhookRequest", false)
+        .ok(202, "Queued; the delivery as logged.", "WebhookDelivery")
+        .errors(&[E::TenantNotFound, E::WebhookNotFound, E::WebhookDisabled])
+        .build(),
         RouteId::ListDeliveries => op(
             "listWebhookDeliveries",
             "webhooks",
             Auth::ApiKey,
             "List webhook deliveries",
-            "The tenant's webhook delivery log, newest first, as summaries. Filters may leave a page short while `has_more` is true: follow `next_cursor` until null.",
+            "The tenant's delivery log, newest first, as summaries: webhook deliveries (`kind: webhook`, test events included) and the customer tools' requests of its calls (`kind: tool_call`). Filters may leave a page short while `has_more` is true: follow `next_cursor` until null.",
         )
         .query(json!([
             {"name": "event", "in": "query", "required": false, "style": "form", "explode": false,
-             "description": "Only these event types, comma-separated.", "schema": {"type": "array", "minItems": 1, "items": schema_ref("WebhookEvent")}},
+             "description": "Only these event types, comma-separated (`webhook.test` and `tool.call` too).", "schema": {"type": "array", "minItems": 1, "items": {"anyOf": [schema_ref("WebhookEvent"), {"type": "string", "enum": ["webhook.test", "tool.call"]}]}}},
             {"name": "status", "in": "query", "required": false, "style": "form", "explode": false,
              "description": "Only deliveries in these statuses, comma-separated.", "schema": {"type": "array", "minItems": 1, "items": schema_ref("WebhookDeliveryStatus")}},
+            {"name": "kind", "in": "query", "required": false, "style": "form", "explode": false,
+             "description": "Only these kinds, comma-separated: `webhook`, `tool_call`.", "schema": {"type": "array", "minItems": 1, "items": {"type": "string", "enum": ["webhook", "tool_call"]}}},
+            {"name": "call_id", "in": "query", "required": false,
+             "description": "Only the entries of this call (its events' deliveries and its tool calls).", "schema": {"type": "string", "minLength": 1, "maxLength": 64, "pattern": "^[A-Za-z0-9_]+$"}},
             {"name": "limit", "in": "query", "required": false, "description": "Page size.",
              "schema": {"type": "integer", "minimum": 1, "maximum": LIST_LIMIT_MAX, "default": LIST_LIMIT_DEFAULT}},
             {"name": "cursor", "in": "query", "required": false,
@@ -600,7 +615,7 @@ and calls this API with them as `Authorization: Bearer`. Served with a strict `C
             "Queues the same event (same body and `webhook-id`) to the same endpoint again, with a fresh retry schedule; the new attempts appear in the log marked `manual`. Any request body is ignored.",
         )
         .ok(202, "Queued; the delivery as it stands.", "WebhookDelivery")
-        .errors(&[E::DeliveryNotFound, E::WebhookDisabled])
+        .errors(&[E::DeliveryNotFound, E::WebhookDisabled, E::NotRedeliverable])
         .build(),
         RouteId::CreateSidecar => op(
             "createSidecar",
@@ -613,7 +628,7 @@ and calls this API with them as `Authorization: Bearer`. Served with a strict `C
         .ok(201, "The sidecar, with its secret.", "SidecarCreated")
         .errors(&[E::MissingField, E::InvalidValue, E::ValueTooLong, E::SecretsUnavailable])
         .build(),
-        RouteId::ListSidecars => op("listSidecars", "admin", Auth::Admin, "List sidecars", "All sidecars, without their secrets.")
+        RouteId::ListSidecars => op("listSidecars", "admin", Auth::Admin, "List sidecars", "All sidecars, without their secrets; each live one with its `load` from its region's dispatch queue: calls held and offered against its capacity, the free slots of its last poll, when it was last seen, and its link's lease turnaround (summary and the newest samples).")
             .ok(200, "The sidecars.", "SidecarList")
             .build(),
         RouteId::RevokeSidecar => op("revokeSidecar", "admin", Auth::Admin, "Revoke a sidecar", "Its signatures stop being accepted. Idempotent.")

@@ -5,6 +5,7 @@ use super::patterns::*;
 use crate::api::validate;
 use crate::calling_window;
 use crate::dialects::codeb_users;
+use crate::dispatch::link_timing::MAX_LINK_SAMPLES;
 use crate::error::ErrorCode;
 use crate::limits::{
     AGENT_NAME_MAX, API_KEY_NAME_MAX, CALLER_NAME_MAX, CALL_NAME_MAX, EMAIL_MAX, ID_FIELD_MAX,
@@ -15,7 +16,10 @@ use crate::limits::{
 use crate::messages::{MessageDirection, MessageStatus};
 use crate::model::{Engine, WebhookFormat};
 use crate::traffic;
-use crate::webhooks::delivery::{self, DeliveryStatus};
+use crate::webhooks::delivery::{
+    self, DeliveryKind, DeliveryStatus, RESPONSE_SNIPPET_CHARS, TEST_EVENT_TYPE,
+    TOOL_CALL_EVENT_TYPE,
+};
 use crate::webhooks::events::{WebhookEvent, WEBHOOK_EVENTS};
 use serde_json::{json, Map, Value};
 use voxline_shared::sidecar_link::{AmdMode, AnsweredBy, FirstSpeaker, MAX_MESSAGE_CHARS};
@@ -868,8 +872,23 @@ A call already queued inside the window is not stopped when the window closes.";
         let mut f = vec![
             ("id", id_schema("dlv")),
             ("object", object_const("webhook_delivery")),
-            ("endpoint_id", id_schema("wh")),
-            ("event_type", with_description(schema_ref("WebhookEvent"), "The event delivered; for a dialect endpoint the call's end that caused it (`call.completed` or `call.failed`; both of a `codeb` endpoint's deliveries, told apart by the payload's `type`).")),
+            (
+                "kind",
+                json!({"type": "string", "enum": DeliveryKind::NAMES,
+                "description": "`webhook`: an event sent to a webhook endpoint (test events too). `tool_call`: a customer tool's request, made by the edge once during a call (issue 18): never retried or redelivered (409 `not_redeliverable`)."}),
+            ),
+            (
+                "endpoint_id",
+                nullable(with_description(
+                    id_schema("wh"),
+                    "The endpoint; null for a `tool_call`.",
+                )),
+            ),
+            (
+                "event_type",
+                json!({"description": "The event delivered; for a dialect endpoint the call's end that caused it (`call.completed` or `call.failed`; both of a `codeb` endpoint's deliveries, told apart by the payload's `type`). `webhook.test`: a test event (`POST /admin/tenants/{tenant_id}/webhooks/{webhook_id}/test`); `tool.call`: a tool call's request.",
+                "anyOf": [schema_ref("WebhookEvent"), {"type": "string", "enum": [TEST_EVENT_TYPE, TOOL_CALL_EVENT_TYPE]}]}),
+            ),
             ("call_id", nullable(id_schema("call"))),
             ("status", schema_ref("WebhookDeliveryStatus")),
             ("attempt_count", json!({"type": "integer", "minimum": 0})),
@@ -884,13 +903,14 @@ A call already queued inside the window is not stopped when the window closes.";
         ];
         if full {
             f.extend([
-                ("event_id", json!({"type": "string", "pattern": "^evt_", "description": "The `webhook-id` header: the same on every attempt and redelivery."})),
+                ("event_id", json!({"type": "string", "pattern": "^(evt_|msg_)|^$", "description": "The `webhook-id` header: the same on every attempt and redelivery (`msg_...` for a tool call; empty when nothing was sent)."})),
                 ("next_attempt_at", nullable(timestamp())),
                 ("last_error", nullable(json!({"type": "string"}))),
                 ("payload", json!({"description": "The exact body sent (a dialect endpoint's is its dialect's).", "anyOf": [
                     schema_ref("WebhookCallEvent"), schema_ref("WebhookTranscriptEvent"), schema_ref("WebhookRecordingEvent"), schema_ref("WebhookMessageEvent"), schema_ref("WebhookContactEvent"),
                     schema_ref("BuildVoiceAiCallCompleted"), schema_ref("CalldockPostCall"),
-                    schema_ref("CodebOutboundAiFinished"), schema_ref("CodebTranscriptSaved")]})),
+                    schema_ref("CodebOutboundAiFinished"), schema_ref("CodebTranscriptSaved"),
+                    schema_ref("WebhookTestEvent"), schema_ref("ToolCallRequest"), {"type": "null", "description": "A tool call that sent nothing (no such tool, bad arguments, a refused URL)."}]})),
                 ("attempts", json!({"type": "array", "items": schema_ref("WebhookAttempt"), "description": "Every attempt, oldest first."})),
             ]);
         }
@@ -914,11 +934,43 @@ A call already queued inside the window is not stopped when the window closes.";
                 ("duration_ms", json!({"type": "integer", "minimum": 0})),
                 (
                     "manual",
-                    json!({"type": "boolean", "description": "Made by a manual redelivery."}),
+                    json!({"type": "boolean", "description": "Made by a manual redelivery or a test-send."}),
+                ),
+                (
+                    "response_snippet",
+                    nullable(
+                        json!({"type": "string", "maxLength": RESPONSE_SNIPPET_CHARS,
+                        "description": "The start of the receiver's answer body (at most 256 characters, bytes that are not UTF-8 replaced); null when no body came."}),
+                    ),
                 ),
             ],
         ),
     );
+    add("WebhookTestEvent", record(
+        "The body of a test event (`POST /admin/tenants/{tenant_id}/webhooks/{webhook_id}/test`), signed as the endpoint's format signs its events.",
+        vec![
+            ("id", json!({"type": "string", "pattern": "^evt_"})),
+            ("type", json!({"const": TEST_EVENT_TYPE})),
+            ("timestamp", timestamp()),
+            ("data", record("What was tested.", vec![
+                ("endpoint_id", id_schema("wh")),
+                ("tenant_id", id_schema("ten")),
+                ("message", json!({"type": "string"})),
+            ])),
+        ],
+    ));
+    add("ToolCallRequest", record(
+        "The body the edge POSTs to a customer tool's URL (issue 18), signed per Standard Webhooks with the agent's tools secret.",
+        vec![
+            ("type", json!({"const": TOOL_CALL_EVENT_TYPE})),
+            ("call_id", id_schema("call")),
+            ("agent_id", id_schema("agt")),
+            ("tool_call_id", json!({"type": "string", "description": "The engine's id of this call."})),
+            ("name", json!({"type": "string"})),
+            ("arguments", json!({"type": "object", "description": "The model's arguments."})),
+            ("metadata", json!({"description": "The call's `metadata` (null when none)."})),
+        ],
+    ));
     add(
         "WebhookDelivery",
         record(
@@ -1059,6 +1111,34 @@ A call already queued inside the window is not stopped when the window closes.";
         ]
     };
     add("Sidecar", record("A media sidecar's credentials (it signs its requests to /v1/sidecar/* with the secret).", sidecar_fields()));
+    let mut listed = sidecar_fields();
+    listed.push(("load", nullable(schema_ref("SidecarLoad"))));
+    add("SidecarListed", record("A sidecar as listed: its credentials' record and, while its region's dispatch queue counts it live (registered, polling, not presumed dead), its `load`; null otherwise (offline or revoked).", listed));
+    let count = |d: &str| json!({"type": "integer", "minimum": 0, "description": d});
+    add("SidecarLoad", record(
+        "A live sidecar's load and its link's timing, as its region's dispatch queue sees them.",
+        vec![
+            ("active_calls", count("Calls the queue has it holding (acked offers and inbound calls).")),
+            ("offered_calls", count("Offers leased to it, not acked yet.")),
+            ("capacity", count("Concurrent calls it registered for.")),
+            ("free_slots", nullable(count("The free call slots its last lease poll reported (null before its first poll)."))),
+            ("last_seen_at", with_description(timestamp(), "Its last request on the link.")),
+            ("lease_turnaround_ms", record(
+                "Summary of the samples: the last, the (lower) median and the largest; null without samples.",
+                vec![
+                    ("last", nullable(count("ms"))),
+                    ("p50", nullable(count("ms"))),
+                    ("max", nullable(count("ms"))),
+                ],
+            )),
+            ("lease_turnaround_samples", json!({"type": "array", "maxItems": MAX_LINK_SAMPLES,
+                "description": "Its newest lease turnarounds, oldest first: from the queue's answer to one lease poll to the arrival of its next (the link's round trip plus the sidecar's time to poll again; the edge's clock only). Polls after a gap over 30 s (a reconnect) are not samples.",
+                "items": record("One lease poll's turnaround.", vec![
+                    ("at", with_description(timestamp(), "When the poll arrived.")),
+                    ("turnaround_ms", count("ms")),
+                ])})),
+        ],
+    ));
     let mut created = sidecar_fields();
     created.push((
         "secret",
@@ -1071,7 +1151,10 @@ A call already queued inside the window is not stopped when the window closes.";
     );
     add(
         "SidecarList",
-        list_of("All sidecars, revoked ones included.", "Sidecar"),
+        list_of(
+            "All sidecars, revoked ones included, each with its load.",
+            "SidecarListed",
+        ),
     );
 
     // ---- request bodies ----
@@ -1485,6 +1568,14 @@ internal names, numeric IPv4 forms, IPv6 forms embedding an IPv4 address and `us
         ("agent_id", webhook_agent("null: remove the filter; absent: keep it.")),
         ("voice360_event", v360_event("A `voice360` endpoint's event type.")),
     ], &[]));
+    add(
+        "TestWebhookRequest",
+        input(
+            "Optional body: none, or an empty object (a test event has no settings).",
+            vec![],
+            &[],
+        ),
+    );
     add("RotateWebhookSecretRequest", input("Optional body.", vec![
         ("overlap_seconds", nullable(with_description(
             int_range((0, delivery::MAX_ROTATION_OVERLAP_SECONDS as i64, delivery::DEFAULT_ROTATION_OVERLAP_SECONDS as i64)),

@@ -294,6 +294,7 @@ impl crate::webhooks::delivery::WebhookHttp for Answer {
         Ok(crate::webhooks::delivery::HttpReply {
             status: self.0,
             retry_after: None,
+            body_snippet: Some("ok".into()),
         })
     }
 }
@@ -2595,6 +2596,32 @@ fn every_route_answers_as_documented() {
         api.raw("POST", &format!("{whp}/rotate"), Some(ADMIN), None, b""),
         200,
     );
+    // A test event: refused while the endpoint is disabled, then queued.
+    expect_error(
+        api.admin("POST", &format!("{whp}/test"), None),
+        409,
+        "webhook_disabled",
+    );
+    expect(
+        api.admin("PATCH", &whp, Some(json!({"enabled": true}))),
+        200,
+    );
+    let tested = expect(api.admin("POST", &format!("{whp}/test"), None), 202);
+    assert_eq!(tested["event_type"], "webhook.test", "{tested}");
+    expect_error(
+        api.admin("POST", &format!("{whp}/test"), Some(json!({"x": 1}))),
+        400,
+        "unknown_field",
+    );
+    expect_error(
+        api.admin(
+            "POST",
+            &format!("{tp}/webhooks/wh_0123456789abcdef/test"),
+            None,
+        ),
+        404,
+        "webhook_not_found",
+    );
     expect_error(
         api.admin(
             "PATCH",
@@ -3337,4 +3364,55 @@ fn campaigns_answer_as_documented(api: &Api, w: &World) {
         400,
         "invalid_cursor",
     );
+}
+
+/// A tool call's entry of the delivery log, sent or not, matches the
+/// delivery schemas (full and listed), as webhook deliveries do.
+#[test]
+fn tool_call_log_entries_match_the_delivery_schemas() {
+    use crate::webhooks::tool_calls::ToolRequestLog;
+    use voxline_shared::sidecar_link::{ToolCallAnswer, ToolError, PROTOCOL_VERSION};
+    let spec = spec();
+    let checker = Checker::new(&spec);
+    let body = json!({"type": "tool.call", "call_id": "call_0123456789abcdef", "agent_id": "agt_0123456789abcdef",
+        "tool_call_id": "fc_1", "name": "lookup_order", "arguments": {"order": "A-17"}, "metadata": null});
+    let sent = ToolRequestLog {
+        url: "https://tools.example.com/orders".into(),
+        webhook_id: "msg_0123456789abcdef01234567".into(),
+        body: body.to_string(),
+        status_code: Some(200),
+        response_snippet: Some("{\"status\":\"shipped\"}".into()),
+        at_ms: NOW,
+        duration_ms: 120,
+    };
+    let ok = ToolCallAnswer {
+        protocol_version: PROTOCOL_VERSION,
+        ok: true,
+        output: Some("{}".into()),
+        error: None,
+        duration_ms: Some(120),
+    };
+    let refused = ToolCallAnswer {
+        ok: false,
+        output: None,
+        error: Some(ToolError {
+            code: "tool_unknown".into(),
+            message: "no such tool".into(),
+        }),
+        ..ok.clone()
+    };
+    for (log, answer) in [(sent, ok), (ToolRequestLog::not_sent("", NOW), refused)] {
+        let record = log.record("call_0123456789abcdef", &answer);
+        let full: Value = serde_json::from_str(&record.to_public_json()).unwrap();
+        checker
+            .check(&schema_ref("WebhookDelivery"), &full)
+            .unwrap_or_else(|e| panic!("{full}: {e}"));
+        let id = record.id.clone();
+        let listed =
+            crate::webhooks::delivery::delivery_summary_from_metadata(&id, &record.list_metadata());
+        checker
+            .check(&schema_ref("WebhookDeliverySummary"), &listed)
+            .unwrap_or_else(|e| panic!("{listed}: {e}"));
+        assert_eq!(listed["kind"], "tool_call");
+    }
 }

@@ -47,6 +47,7 @@ impl Receiver {
             .map(|(status, retry_after)| HttpReply {
                 status: *status,
                 retry_after: retry_after.map(str::to_string),
+                body_snippet: None,
             })
             .collect();
         Receiver {
@@ -75,6 +76,7 @@ impl WebhookHttp for Receiver {
             HttpReply {
                 status: 200,
                 retry_after: None,
+                body_snippet: None,
             }
         } else {
             replies.remove(0)

@@ -287,3 +287,116 @@ fn failures_are_answers_with_codes_and_only_the_holder_may_ask() {
     );
     assert_eq!(w.tool_http.seen.borrow().len(), 2);
 }
+
+#[test]
+fn every_tool_call_is_an_entry_of_the_delivery_log() {
+    let w = World::new();
+    let (_tid, key, _aid, _secret, sc, call_id, _offer) = call_with_tools(&w);
+    *w.tool_http.answer.borrow_mut() = Some(Ok(ToolReply {
+        status: 200,
+        body: br#"{"status":"shipped"}"#.to_vec(),
+        too_large: false,
+    }));
+    assert!(ask(&w, &sc, &call_id, "lookup_order", r#"{"order":"A-17"}"#).ok);
+    *w.tool_http.answer.borrow_mut() = Some(Ok(ToolReply {
+        status: 503,
+        body: b"maintenance".to_vec(),
+        too_large: false,
+    }));
+    assert!(!ask(&w, &sc, &call_id, "lookup_order", r#"{"order":"B-2"}"#).ok);
+    // Nothing sent: an unknown tool is an entry too, with why.
+    assert!(!ask(&w, &sc, &call_id, "cancel_order", "{}").ok);
+
+    let list = |query: &str| -> Vec<Value> {
+        let r = w.send(
+            "GET",
+            &format!("/v1/webhooks/deliveries{query}"),
+            Some(&key),
+            None,
+        );
+        assert_eq!(r.status, 200, "{}", r.body);
+        r.body_json()["data"].as_array().unwrap().clone()
+    };
+    let tools = list("?kind=tool_call");
+    assert_eq!(tools.len(), 3, "{tools:?}");
+    assert!(tools.iter().all(|d| d["call_id"] == json!(call_id)
+        && d["kind"] == "tool_call"
+        && d["event_type"] == "tool.call"
+        && d["endpoint_id"].is_null()));
+    // Newest first: the unknown tool, the 503, the answer.
+    let statuses: Vec<&str> = tools
+        .iter()
+        .map(|d| d["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(statuses, ["failed", "failed", "delivered"]);
+    assert_eq!(list(&format!("?call_id={call_id}&kind=tool_call")).len(), 3);
+    assert!(list("?kind=webhook").iter().all(|d| d["kind"] == "webhook"));
+    assert_eq!(list("?event=tool.call").len(), 3);
+
+    let get = |d: &Value| {
+        w.send(
+            "GET",
+            &format!("/v1/webhooks/deliveries/{}", d["id"].as_str().unwrap()),
+            Some(&key),
+            None,
+        )
+        .body_json()
+    };
+    // The answered call: URL, status, the answer's start, latency, attempt 1, the body sent.
+    let ok = get(&tools[2]);
+    let a = &ok["attempts"][0];
+    assert_eq!(
+        (
+            &a["attempt"],
+            &a["url"],
+            &a["status_code"],
+            &a["response_snippet"]
+        ),
+        (
+            &json!(1),
+            &json!(TOOL_URL),
+            &json!(200),
+            &json!(r#"{"status":"shipped"}"#)
+        )
+    );
+    assert!(a["duration_ms"].is_u64(), "{ok}");
+    assert_eq!(ok["payload"]["arguments"], json!({"order": "A-17"}));
+    assert_eq!(ok["payload"]["type"], "tool.call");
+    assert!(ok["event_id"].as_str().unwrap().starts_with("msg_"));
+    let seen = w.tool_http.seen.borrow()[0].clone();
+    assert!(seen
+        .1
+        .iter()
+        .any(|(k, v)| k == "webhook-id" && *v == ok["event_id"]));
+    // The refused one keeps the tool's answer and the code the engine got.
+    let refused = get(&tools[1]);
+    assert_eq!(refused["attempts"][0]["status_code"], 503);
+    assert_eq!(refused["attempts"][0]["response_snippet"], "maintenance");
+    assert!(refused["last_error"]
+        .as_str()
+        .unwrap()
+        .starts_with("tool_http_error"));
+    let unknown = get(&tools[0]);
+    assert!(unknown["payload"].is_null(), "{unknown}");
+    assert!(unknown["attempts"][0]["status_code"].is_null());
+    assert!(unknown["last_error"]
+        .as_str()
+        .unwrap()
+        .starts_with("tool_unknown"));
+
+    // Made once during the call: never sent again.
+    let r = w.send(
+        "POST",
+        &format!(
+            "/v1/webhooks/deliveries/{}/redeliver",
+            tools[2]["id"].as_str().unwrap()
+        ),
+        Some(&key),
+        None,
+    );
+    assert_eq!(
+        (r.status, r.body_json()["error"]["code"].clone()),
+        (409, json!("not_redeliverable"))
+    );
+    assert_eq!(w.tool_http.seen.borrow().len(), 2);
+}

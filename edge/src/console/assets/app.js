@@ -78,6 +78,7 @@ class ApiError extends Error {
   constructor(status, body) {
     super((body && body.error && body.error.message) || `HTTP ${status}`);
     this.status = status;
+    this.field = body && body.error && body.error.field; // the request field it is about
   }
 }
 
@@ -337,7 +338,7 @@ async function callView(id) {
   const events = h("div", {}, callEvents(call));
   const player = h("section", { id: "recording-section", "aria-labelledby": "rec-title" }, h("h2", { id: "rec-title", text: "Recording and transcript" }),
     h("p", { class: "note", id: "recording-note", text: "The recording and transcript appear when the call has ended." }));
-  const deliveries = h("section", { id: "deliveries", "aria-labelledby": "dlv-title" }, h("h2", { id: "dlv-title", text: "Webhook deliveries" }));
+  const deliveries = h("section", { id: "deliveries", "aria-labelledby": "dlv-title" }, h("h2", { id: "dlv-title", text: "Webhook deliveries and tool calls" }));
   view(`Call ${id}`, h("p", {}, h("a", { href: "#/calls", text: "All calls" })), facts,
     h("h2", { text: "Events" }), events, player, deliveries);
   let loaded = false;
@@ -457,10 +458,15 @@ function drawWave(canvas, wave, audio, transcript) {
   g.fillStyle = "#111"; g.fillRect(x - 1, 0, 3, H);
 }
 
-// The call's deliveries (from the newest 100 of the tenant's), each with its attempts.
+function attemptText(a) {
+  return `#${a.attempt} ${fmtTime(a.at)}: ${a.status_code === null ? "no answer" : `HTTP ${a.status_code}`}${a.error ? ` (${a.error})` : ""}, ` +
+    `${a.duration_ms} ms${a.manual ? ", manual" : ""}${a.response_snippet ? `; answered: ${a.response_snippet}` : ""}`;
+}
+
+// The call's entries of the delivery log (its newest 100): webhook deliveries and tool calls, with their attempts.
 async function loadDeliveries(callId, section) {
-  const list = await api("GET", "/v1/webhooks/deliveries?limit=100");
-  const mine = (list.data || []).filter(d => d.call_id === callId);
+  const list = await api("GET", `/v1/webhooks/deliveries?limit=100&call_id=${encodeURIComponent(callId)}`);
+  const mine = list.data || [];
   // Each delivery's attempts only when the list says it changed.
   const signature = JSON.stringify(mine.map(d => [d.id, d.status, d.attempt_count, d.updated_at]));
   if (section.dataset.signature === signature) return;
@@ -468,14 +474,13 @@ async function loadDeliveries(callId, section) {
   section.dataset.signature = signature;
   const focused = document.activeElement && document.activeElement.dataset.delivery;
   section.replaceChildren(section.firstChild, details.length ? h("table", { id: "deliveries-table" },
-    h("caption", { text: "Each event sent to each endpoint, with every attempt and the receiver's answer" }),
+    h("caption", { text: "Each event sent to each endpoint and each tool call's request, with every attempt and the receiver's answer" }),
     h("thead", {}, h("tr", {}, ["Event", "Status", "Attempts (answer)", ""].map(t => h("th", { scope: "col", text: t })))),
-    h("tbody", {}, details.map(d => h("tr", { "data-delivery-id": d.id },
-      h("td", { text: d.event_type }),
+    h("tbody", {}, details.map(d => h("tr", { "data-delivery-id": d.id, "data-kind": d.kind },
+      h("td", { text: d.kind === "tool_call" ? `tool call ${(d.payload && d.payload.name) || ""}` : d.event_type }),
       h("td", {}, statusCell(d.status)),
-      h("td", {}, h("ol", { class: "attempts" }, d.attempts.map(a => h("li", { "data-attempt": a.attempt },
-        `#${a.attempt} ${fmtTime(a.at)}: ${a.status_code === null ? "no answer" : `HTTP ${a.status_code}`}${a.error ? ` (${a.error})` : ""}, ${a.duration_ms} ms${a.manual ? ", manual" : ""}`)))),
-      h("td", {}, h("button", { type: "button", class: "redeliver", "data-delivery": d.id, "aria-label": `Redeliver ${d.event_type}`,
+      h("td", {}, h("ol", { class: "attempts" }, d.attempts.map(a => h("li", { "data-attempt": a.attempt }, attemptText(a))))),
+      h("td", {}, d.kind === "tool_call" ? "" : h("button", { type: "button", class: "redeliver", "data-delivery": d.id, "aria-label": `Redeliver ${d.event_type}`,
         onclick: async ev => {
           ev.target.disabled = true;
           try { await api("POST", `/v1/webhooks/deliveries/${encodeURIComponent(d.id)}/redeliver`); announce(`Redelivery of ${d.event_type} queued`); }
@@ -492,10 +497,76 @@ function settingsList(obj, skip) {
     [h("dt", { text: k }), h("dd", { text: v === null ? "-" : typeof v === "object" ? JSON.stringify(v) : String(v) })]));
 }
 
+// The agent settings the console edits: [field, label, kind, hint].
+const AGENT_FIELDS = [
+  ["name", "Name", "text", "Required; at most 200 characters."],
+  ["system_prompt", "Prompt", "textarea", "The instructions; a local-engine script's greeting is its first message."],
+  ["first_speaker", "Who speaks first", "select", "agent: the agent greets at the answer; callee: it waits for the callee."],
+  ["default_engine", "Engine", "select", ""],
+  ["voice", "Voice", "text", "Letters, digits, - _ ."],
+  ["model", "Model", "text", "The engine's model name."],
+  ["language", "Language", "text", "BCP-47, e.g. en-US."],
+  ["silence_timeout_seconds", "Silence timeout (seconds)", "number", "10-3600: hang up after this long with neither side speaking."],
+];
+
+function agentForm(a, onSaved) {
+  const fid = f => `agent-${a.id}-${f}`;
+  const inputs = {};
+  const options = { default_engine: [...document.getElementById("engine-options").content.querySelectorAll("option")].map(o => o.value),
+    first_speaker: ["agent", "callee"] };
+  const fields = AGENT_FIELDS.map(([f, label, kind, hint]) => {
+    const v = a[f] === null || a[f] === undefined ? "" : String(a[f]);
+    const attrs = { id: fid(f), name: f, "data-field": f, "aria-describedby": `${fid(f)}-hint ${fid(f)}-error` };
+    const input = kind === "textarea" ? h("textarea", { ...attrs, rows: 6 })
+      : kind === "select" ? h("select", attrs, options[f].map(o => h("option", { value: o, text: o })))
+      : h("input", { ...attrs, type: kind, autocomplete: "off", spellcheck: "false", required: f === "name" });
+    input.value = v;
+    inputs[f] = input;
+    return h("div", { class: "field" }, h("label", { for: fid(f), text: label }), input,
+      h("small", { id: `${fid(f)}-hint`, class: "note", text: hint }),
+      h("p", { id: `${fid(f)}-error`, class: "error field-error", "aria-live": "polite" }));
+  });
+  const status = h("p", { class: "note", role: "status" });
+  const form = h("form", { class: "agent-form", "data-agent": a.id, novalidate: true, onsubmit: async ev => {
+    ev.preventDefault();
+    for (const el of form.querySelectorAll("[aria-invalid]")) el.removeAttribute("aria-invalid");
+    for (const el of form.querySelectorAll(".field-error")) el.textContent = "";
+    // Only what changed goes in the PATCH; the API validates it.
+    const body = {};
+    for (const [f, , kind] of AGENT_FIELDS) {
+      const before = a[f] === null || a[f] === undefined ? "" : String(a[f]);
+      const now = inputs[f].value;
+      if (now === before) continue;
+      body[f] = kind === "number" && now.trim() !== "" && !isNaN(Number(now)) ? Number(now) : now;
+    }
+    if (!Object.keys(body).length) { status.textContent = "Nothing changed."; return; }
+    try {
+      const saved = await api("PATCH", tenantPath(`/agents/${encodeURIComponent(a.id)}`), { as: "admin", body });
+      announce(`Agent ${saved.name} saved`);
+      onSaved(saved);
+    } catch (e) {
+      const input = e.field && form.querySelector(`[data-field="${CSS.escape(e.field.split(/[.[]/)[0])}"]`);
+      if (input) {
+        input.setAttribute("aria-invalid", "true");
+        document.getElementById(`${input.id}-error`).textContent = e.message;
+        input.focus();
+      } else status.replaceChildren(errorBox(e));
+    }
+  } }, fields, h("button", { type: "submit", class: "save-agent", text: `Save ${a.name || a.id}` }), status);
+  return form;
+}
+
 async function agentsView() {
   const page = await api("GET", tenantPath("/agents"), { as: "admin" });
-  view("Agents", ...(page.data || []).map(a => h("section", { "data-agent-id": a.id }, h("h2", { text: `${a.name || a.id}` }),
-    settingsList(a, ["object", "name"]))));
+  const section = a => {
+    const el = h("section", { "data-agent-id": a.id, "aria-labelledby": `agent-${a.id}-title` },
+      h("h2", { id: `agent-${a.id}-title`, text: `${a.name || a.id}` }),
+      agentForm(a, saved => { const next = section(saved); next.dataset.saved = "true"; el.replaceWith(next); next.querySelector("h2").focus(); }),
+      h("details", {}, h("summary", { text: "All settings" }), settingsList(a, ["object"])));
+    el.querySelector("h2").setAttribute("tabindex", "-1");
+    return el;
+  };
+  view("Agents", ...(page.data || []).map(section));
 }
 
 async function keysView() {
@@ -543,7 +614,29 @@ async function webhooksView() {
         h("td", {}, h("button", { type: "button", "aria-label": `Rotate the secret of ${w.url}`, onclick: async () => {
           const r = await api("POST", tenantPath(`/webhooks/${encodeURIComponent(w.id)}/rotate`), { as: "admin", body: {} });
           out.replaceChildren(h("p", { text: `New secret of ${w.url} (shown once; the old one keeps signing during the overlap):` }), h("p", { class: "secret", text: r.secret }));
-        } }, "Rotate secret")))))));
+        } }, "Rotate secret"), " ",
+        h("button", { type: "button", class: "test-send", "data-webhook": w.id, disabled: !w.enabled, "aria-label": `Send a test event to ${w.url}`,
+          onclick: async ev => {
+            ev.target.disabled = true;
+            try { testSent(await api("POST", tenantPath(`/webhooks/${encodeURIComponent(w.id)}/test`), { as: "admin" }), w.url); }
+            catch (e) { out.replaceChildren(errorBox(e)); }
+            finally { ev.target.disabled = false; }
+          } }, "Send test")))))));
+  };
+  // Test events sent from this page, each followed in the delivery log (with the tenant's API key).
+  const tests = h("ol", { id: "test-deliveries", "aria-label": "Test events sent from this page" });
+  const testSent = (d, url) => {
+    const li = h("li", { "data-delivery-id": d.id }, `Test event to ${url}: `, statusCell(d.status), h("span", { class: "attempts" }));
+    tests.prepend(li);
+    announce(`Test event to ${url} queued`);
+    if (!session().key) { li.append(" (log in with the tenant's API key as well to follow it)"); return; }
+    every(POLL_MS, li, async () => {
+      if (li.dataset.final) return;
+      const now = await api("GET", `/v1/webhooks/deliveries/${encodeURIComponent(d.id)}`);
+      if (now.status !== "pending") li.dataset.final = now.status;
+      li.replaceChildren(`Test event to ${url}: `, statusCell(now.status),
+        h("span", { class: "attempts", text: now.attempts.length ? ` ${now.attempts.map(attemptText).join("; ")}` : "" }));
+    });
   };
   const form = h("form", { class: "filters", onsubmit: async ev => {
     ev.preventDefault();
@@ -554,28 +647,60 @@ async function webhooksView() {
       await refresh();
     } catch (e) { out.replaceChildren(errorBox(e)); }
   } }, h("div", { class: "field" }, h("label", { for: "wh-url", text: "New endpoint URL" }), url), h("button", { type: "submit", text: "Add endpoint" }));
-  view("Webhook endpoints", form, out,
-    h("p", { class: "note", text: "Test-send: the API has no test event yet; redeliver a past delivery from a call's page instead." }), table);
+  view("Webhook endpoints", form, out, table, h("h2", { text: "Test events" }), tests);
   await refresh();
 }
 
+// A sidecar's lease turnaround samples over time (ms, edge clock).
+function turnaroundPlot(sc, load) {
+  const pts = load.lease_turnaround_samples;
+  const t = load.lease_turnaround_ms;
+  const text = pts.length ? `${pts.length} samples; last ${t.last} ms, median ${t.p50} ms, max ${t.max} ms` : "no samples yet";
+  const W = 360, H = 120, max = Math.max(1, ...pts.map(p => p.turnaround_ms));
+  const x = i => pts.length > 1 ? (i / (pts.length - 1)) * (W - 8) + 4 : W / 2;
+  const y = v => H - 4 - (v / max) * (H - 16);
+  return h("figure", { class: "plot", "data-sidecar-plot": sc.id },
+    h("h3", { text: `${sc.id}: lease turnaround` }),
+    s("svg", { width: W, height: H + 16, viewBox: `0 0 ${W} ${H + 16}`, role: "img", "aria-label": `Lease turnaround of ${sc.id}: ${text}` },
+      s("line", { x1: 0, y1: H, x2: W, y2: H, stroke: "#767676" }),
+      pts.length > 1 ? s("polyline", { points: pts.map((p, i) => `${x(i)},${y(p.turnaround_ms)}`).join(" "), fill: "none", stroke: "#0b4f9c", "stroke-width": 2 }) : null,
+      pts.map((p, i) => s("circle", { cx: x(i), cy: y(p.turnaround_ms), r: 2.5, fill: "#0b4f9c" }, s("title", { text: `${fmtTime(p.at)}: ${p.turnaround_ms} ms` }))),
+      s("text", { x: 2, y: 11, "font-size": 11, fill: "#4a4a4a", text: `${max} ms` }),
+      s("text", { x: 2, y: H + 13, "font-size": 11, fill: "#4a4a4a", text: pts.length ? fmtTime(pts[0].at).slice(11) : "" }),
+      s("text", { x: W - 64, y: H + 13, "font-size": 11, fill: "#4a4a4a", text: pts.length ? fmtTime(pts[pts.length - 1].at).slice(11) : "" })),
+    h("figcaption", { class: "turnaround", text }));
+}
+
 async function sidecarsView() {
-  const page = await api("GET", "/admin/sidecars", { as: "admin" });
-  const sess = session();
-  let active = null;
-  if (sess.key) {
-    active = {};
-    for (const st of ["dialing", "ringing", "in_progress"]) for (const c of await fetchCalls(st)) active[c.region] = (active[c.region] || 0) + 1;
-  }
-  const regions = {};
-  for (const sc of page.data || []) (regions[sc.region] ||= []).push(sc);
-  view("Sidecars", h("p", { class: "note", text: active
-    ? "Load: this tenant's calls in progress per region (the API does not report a sidecar's own load yet)."
-    : "Load: log in with a tenant API key as well to see calls in progress per region (the API does not report a sidecar's own load yet)." }),
-    ...Object.entries(regions).map(([region, list]) => h("section", { "data-region": region },
-      h("h2", { text: `Region ${region}${active ? `: ${active[region] || 0} calls in progress` : ""}` }),
-      h("table", {}, h("thead", {}, h("tr", {}, ["Sidecar", "Created", "Revoked"].map(t => h("th", { scope: "col", text: t })))),
-        h("tbody", {}, list.map(sc => h("tr", {}, h("td", { text: sc.id }), h("td", { text: fmtTime(sc.created_at) }), h("td", { text: sc.revoked_at ? fmtTime(sc.revoked_at) : "" }))))))));
+  const slot = h("div", { id: "sidecars-slot" });
+  view("Sidecars", h("p", { class: "note", text: "Each live sidecar's calls against its capacity, as its region's dispatch queue holds them, " +
+    "and its link's lease turnaround: from the edge's answer to one lease poll to the arrival of the next (the link's round trip plus the sidecar's time to poll again), on the edge's clock." }), slot);
+  const refresh = async () => {
+    const page = await api("GET", "/admin/sidecars", { as: "admin" });
+    const regions = {};
+    for (const sc of page.data || []) (regions[sc.region] ||= []).push(sc);
+    slot.replaceChildren(...Object.entries(regions).map(([region, list]) => {
+      const live = list.filter(sc => sc.load);
+      const active = live.reduce((n, sc) => n + sc.load.active_calls, 0), cap = live.reduce((n, sc) => n + sc.load.capacity, 0);
+      return h("section", { "data-region": region },
+        h("h2", { text: `Region ${region}: ${live.length} live, ${active} of ${cap} call slots in use` }),
+        h("table", {}, h("thead", {}, h("tr", {}, ["Sidecar", "State", "Calls / capacity", "Offered", "Free slots (last poll)", "Last seen", "Turnaround last / median / max"].map(t => h("th", { scope: "col", text: t })))),
+          h("tbody", {}, list.map(sc => {
+            const l = sc.load, t = l && l.lease_turnaround_ms;
+            return h("tr", { "data-sidecar-id": sc.id },
+              h("td", { text: sc.id }),
+              h("td", { text: sc.revoked_at ? `revoked ${fmtTime(sc.revoked_at)}` : l ? "live" : "offline" }),
+              h("td", { class: "load", text: l ? `${l.active_calls} / ${l.capacity}` : "" }),
+              h("td", { text: l ? String(l.offered_calls) : "" }),
+              h("td", { text: l && l.free_slots !== null ? String(l.free_slots) : "" }),
+              h("td", { text: l ? fmtTime(l.last_seen_at) : "" }),
+              h("td", { text: t && t.last !== null ? `${t.last} / ${t.p50} / ${t.max} ms` : "" }));
+          }))),
+        h("div", { class: "plots" }, live.map(sc => turnaroundPlot(sc, sc.load))));
+    }));
+  };
+  await refresh();
+  every(POLL_MS * 2, slot, refresh);
 }
 
 // ---- start ----
