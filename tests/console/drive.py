@@ -85,6 +85,12 @@ def main():
         result["csp_violations"] = csp
         result["script_errors"] = errors
         log("RESULT " + json.dumps(result))
+    except Exception:
+        # What the page said before it failed (script errors, refused requests).
+        for e in driver.get_log("browser"):
+            log(f"page {e['level']}: {e['message']}")
+        log("page text: " + driver.find_element(By.TAG_NAME, "body").text[:1500].replace("\n", " | "))
+        raise
     finally:
         driver.quit()
 

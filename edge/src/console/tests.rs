@@ -110,6 +110,12 @@ fn the_page_lists_every_call_status_and_links_only_served_assets() {
     let page = render_page();
     assert!(!page.contains("<!--STATUS_OPTIONS-->"));
     assert!(!page.contains("<!--ENGINE_OPTIONS-->"));
+    // Every view replaces <main>'s children, so the templates the script
+    // reads after login live outside it.
+    let main_end = page.find("</main>").expect("main");
+    for t in ["id=\"status-options\"", "id=\"engine-options\""] {
+        assert!(page.find(t).expect(t) > main_end, "{t} inside <main>");
+    }
     // The agent form's engines are the engine kinds, in their template.
     let engines = &page[page.find("id=\"engine-options\"").expect("engine template")..];
     let engines = &engines[..engines.find("</template>").unwrap()];
