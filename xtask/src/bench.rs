@@ -552,7 +552,9 @@ pub fn run_bench() -> Result<(), String> {
     let amd = crate::bench_amd::measure()?;
     crate::bench_amd::write_section(&amd)?;
     let campaigns = crate::bench_campaign::measure()?;
-    crate::bench_campaign::write_section(&campaigns)
+    crate::bench_campaign::write_section(&campaigns)?;
+    let (inbound, load) = crate::bench_inbound::measure()?;
+    crate::bench_inbound::write_section(&inbound, &load)
 }
 
 /// Puts a generated `section` (from its `begin` marker to its `end` one)

@@ -24,6 +24,8 @@
 //!   docs/bench.md
 //! - `bench-campaign` only the campaign dialling rate against the configured pacing (wrangler
 //!   dev and a simulating sidecar), into docs/bench.md
+//! - `bench-inbound` only inbound call setup (the trunk's INVITE -> our 200 OK, sipp calling
+//!   a tenant's number on a release sidecar with wrangler dev), into docs/bench.md
 //! - `fuzz`       coverage-guided fuzzing (libFuzzer, stable Rust), every target for a bounded
 //!   time (`--seconds-per-target N`, default 75; `--merge` minimises finds into fuzz/corpus)
 
@@ -31,6 +33,7 @@ mod bench;
 mod bench_amd;
 mod bench_calls;
 mod bench_campaign;
+mod bench_inbound;
 mod bench_media;
 mod bench_plot;
 mod bench_turn;
@@ -156,7 +159,7 @@ fn test() -> Result<(), String> {
 }
 
 fn usage() -> Result<(), String> {
-    Err("usage: cargo xtask <bootstrap|build-edge|test|lint|demo [--once] [--inbound]|bench|bench-cpu|bench-edge|bench-media|bench-calls|bench-turn|bench-amd|bench-campaign|fuzz [--seconds-per-target N] [--merge] [target...]>".into())
+    Err("usage: cargo xtask <bootstrap|build-edge|test|lint|demo [--once] [--inbound]|bench|bench-cpu|bench-edge|bench-media|bench-calls|bench-turn|bench-amd|bench-campaign|bench-inbound|fuzz [--seconds-per-target N] [--merge] [target...]>".into())
 }
 
 fn main() -> ExitCode {
@@ -178,6 +181,7 @@ fn main() -> ExitCode {
         Some("bench-turn") => bench_turn::run_turn_only(),
         Some("bench-amd") => bench_amd::run_amd_only(),
         Some("bench-campaign") => bench_campaign::run_campaign_only(),
+        Some("bench-inbound") => bench_inbound::run_inbound_only(),
         Some("demo") => demo::run_demo(
             args.iter().any(|a| a == "--once"),
             args.iter().any(|a| a == "--inbound"),
