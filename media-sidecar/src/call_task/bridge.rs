@@ -214,10 +214,10 @@ pub enum Action {
     /// Blind transfer by REFER to `destination` (E.164): the dialog's
     /// [`DialogEvent::Refer`] events follow (to [`Bridge::handle_dialog_event`]).
     Refer { destination: String },
-    /// Dial `destination` (E.164) as the transfer's second leg; its dialog
-    /// events go to [`Bridge::transferee_event`], a leg that cannot be
-    /// placed to [`Bridge::transferee_failed`].
-    DialTransferee { destination: String },
+    /// Dial `target` as the transfer's second leg; its dialog events go
+    /// to [`Bridge::transferee_event`], a leg that cannot be placed to
+    /// [`Bridge::transferee_failed`].
+    DialTransferee { target: transfer::LegTarget },
     /// The second leg answered: start its media (not recorded: the callee's
     /// leg records both sides); then [`Bridge::transferee_media_started`] or
     /// [`Bridge::transferee_media_failed`].
@@ -912,7 +912,7 @@ impl Bridge {
         self.transferee_live = true;
         self.transferee_hung_up = false;
         self.actions.push_back(Action::DialTransferee {
-            destination: t.destination.clone(),
+            target: transfer::LegTarget::Number(t.destination.clone()),
         });
     }
 

@@ -15,6 +15,7 @@ use voxline_shared::EndedReason;
 
 use super::bridge::{Action, Bridge, BridgeConfig, CallEnd, DtmfVia};
 use super::tools::TOOL_DIGIT_MS;
+use super::transfer::LegTarget;
 use super::{Emitter, HangupCause};
 use crate::engine::guard::AllowedHosts;
 use crate::engine::{BoxedEngine, Engine, EngineConfig, EngineError, EngineEvent};
@@ -394,14 +395,23 @@ impl CallIo<'_> {
         Ok(())
     }
 
-    /// Dials the transfer's destination through the trunks in force (its
-    /// own RTP ports; the call's caller ID).
-    async fn dial_transferee(&mut self, destination: &str) -> Result<(), String> {
+    /// Dials the transfer's second leg (its own RTP ports; the call's
+    /// caller ID): a number through the trunks in force, a contact URI at
+    /// its address.
+    async fn dial_transferee(&mut self, target: &LegTarget) -> Result<(), String> {
         let (bound, sdp, plan) = self
             .bind_media()
             .map_err(|_| "no RTP ports for the second leg".to_string())?;
-        let mut spec = call_spec(self.offer, plan.trunks(), &plan.from_number, &plan.cfg, sdp);
-        spec.to_user = destination.to_string();
+        let (trunks, user) = match target {
+            LegTarget::Number(n) => (plan.trunks(), n.clone()),
+            LegTarget::Contact(uri) => {
+                let (trunk, user) = super::transfer::contact_leg(uri)
+                    .ok_or_else(|| format!("cannot dial contact {uri:?}"))?;
+                (vec![trunk], user)
+            }
+        };
+        let mut spec = call_spec(self.offer, trunks, &plan.from_number, &plan.cfg, sdp);
+        spec.to_user = user;
         spec.ring_timeout = super::transfer::TRANSFER_RING_TIMEOUT;
         // The callee's leg keeps the call's `max_seconds` (its end ends this one).
         spec.max_duration = None;
@@ -411,7 +421,7 @@ impl CallIo<'_> {
             .start_call(spec)
             .await
             .map_err(|e| e.to_string())?;
-        tracing::info!(call_id = %self.offer.call_id, %destination, "transfer: dialling the second leg");
+        tracing::info!(call_id = %self.offer.call_id, ?target, "transfer: dialling the second leg");
         self.transferee_bound = Some(bound);
         self.transferee = Some(call);
         Ok(())
@@ -557,8 +567,8 @@ impl CallIo<'_> {
                     Some(call) => call.refer(&destination).await,
                     None => bridge.transferee_failed(now(), "no SIP dialog"),
                 },
-                Action::DialTransferee { destination } => {
-                    if let Err(why) = self.dial_transferee(&destination).await {
+                Action::DialTransferee { target } => {
+                    if let Err(why) = self.dial_transferee(&target).await {
                         bridge.transferee_failed(now(), &why);
                     }
                 }

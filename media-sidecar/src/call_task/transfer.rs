@@ -26,6 +26,7 @@ use std::collections::VecDeque;
 use std::time::Duration;
 
 use crate::media::codec::FRAME_8K;
+use crate::sip::endpoint::Trunk;
 
 /// How long the second leg may ring before the transfer fails `no_answer`.
 pub const TRANSFER_RING_TIMEOUT: Duration = Duration::from_secs(30);
@@ -45,6 +46,40 @@ const SAMPLES_PER_MS: usize = 8;
 /// failure.
 pub fn refer_falls_back(code: u16) -> bool {
     matches!(code, 405 | 420 | 489 | 501)
+}
+
+/// Where a second leg goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LegTarget {
+    /// A number (E.164), dialled through the trunks in force, as the call was
+    /// (the `transfer` tool's only kind: an engine never names an address).
+    Number(String),
+    /// A SIP contact URI with an IP address (a registered user's phone,
+    /// e.g. `sip:alice@192.0.2.5:5062`, once issue 16's routing hands one
+    /// over), dialled directly: see [`contact_leg`].
+    Contact(String),
+}
+
+/// The "trunk" and user a contact URI is dialled as: its address (an IP
+/// literal and port; no DNS here) over UDP, and its user part. `None` for
+/// a URI without a user, with a host name, or that does not parse.
+pub fn contact_leg(uri: &str) -> Option<(Trunk, String)> {
+    let addr = crate::sip::call::uri_socket_addr(uri)?;
+    let rest = uri
+        .strip_prefix("sip:")
+        .or_else(|| uri.strip_prefix("sips:"))?;
+    let user = rest.rsplit_once('@').map_or("", |(u, _)| u);
+    if user.is_empty()
+        || user
+            .chars()
+            .any(|c| c.is_control() || matches!(c, '<' | '>' | '"' | ' '))
+    {
+        return None;
+    }
+    let mut trunk = Trunk::new(addr);
+    // Requests in its dialog come from the phone itself.
+    trunk.in_dialog_from_trunk_only = true;
+    Some((trunk, user.to_string()))
 }
 
 /// One of the two legs of a bridged call.
@@ -231,6 +266,29 @@ mod tests {
             sent.iter().map(|&a| f64::from(a).powi(2)).sum::<f64>() / sent.len() as f64;
         // G.711 twice: still about 30 dB signal to noise.
         assert!(10.0 * (power / err).log10() > 25.0, "SNR too low");
+    }
+
+    #[test]
+    fn a_contact_uri_is_dialled_at_its_address_as_its_user() {
+        let (t, user) = contact_leg("sip:alice@192.0.2.5:5062;transport=udp").unwrap();
+        assert_eq!(
+            (t.addr, user.as_str()),
+            ("192.0.2.5:5062".parse().unwrap(), "alice")
+        );
+        let (t, user) = contact_leg("sip:bob@[2001:db8::7]").unwrap();
+        assert_eq!(
+            (t.addr, user.as_str()),
+            ("[2001:db8::7]:5060".parse().unwrap(), "bob")
+        );
+        for bad in [
+            "sip:alice@phone.example",
+            "sip:192.0.2.5:5062",
+            "tel:+14155550100",
+            "sip:a b@192.0.2.5",
+            "nonsense",
+        ] {
+            assert!(contact_leg(bad).is_none(), "{bad}");
+        }
     }
 
     #[test]

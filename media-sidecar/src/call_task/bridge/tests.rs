@@ -1501,7 +1501,7 @@ fn without_refer_the_sidecar_bridges_a_second_leg_and_relays_audio() {
     assert_eq!(
         drain(&mut b),
         [Action::DialTransferee {
-            destination: "+15550002222".into()
+            target: transfer::LegTarget::Number("+15550002222".into())
         }]
     );
     // While it rings the conversation goes on: the engine hears the callee.
