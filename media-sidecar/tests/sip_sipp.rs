@@ -2919,3 +2919,66 @@ async fn a_bridged_transfer_relays_audio_both_ways_and_the_transferees_bye_ends_
 async fn a_bridged_transfer_ends_both_legs_when_the_callee_hangs_up() {
     bridged_transfer(0, (42_300, 42_399), "xfer_bridge_b").await;
 }
+
+/// Issue 18, the local engine: a script rule answers the callee's key 1
+/// (sipp's RFC 4733 recording) with `[tool transfer {...}]`, the built-in
+/// tool; the trunk takes REFER, so sipp gets the REFER, accepts it, NOTIFYs
+/// 200, and expects our BYE. The call ends `transferred`.
+#[cfg(feature = "local-engine")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_local_engine_script_transfers_on_a_key_by_refer() {
+    use voxline_media_sidecar::lease::driver::{RunOptions, Stop};
+    use voxline_media_sidecar::lease::LeaseSettings;
+    use voxline_shared::sidecar_link::Role;
+    let pcap = "/usr/share/sip-tester/dtmf_2833_1.pcap";
+    assert!(
+        std::path::Path::new(pcap).is_file(),
+        "{pcap} missing (Debian package sip-tester)"
+    );
+    let media_port = free_udp_port().to_string();
+    let sipp = Sipp::start_with("uas_pcap_refer", &["-mp", &media_port]).await;
+    let edge = fake_edge().await;
+    let mut tel = sipp_telephony(sipp.addr.port(), (42_400, 42_499));
+    tel.trunks[0].refer = true;
+    let (stop, stop_rx) = tokio::sync::watch::channel(Stop::Run);
+    let sidecar = spawn_sidecar_with(
+        &edge,
+        tel,
+        LeaseSettings::new("sc-local-refer", "local", 1),
+        RunOptions {
+            drain_timeout: Duration::from_secs(5),
+            ..RunOptions::default()
+        },
+        stop_rx,
+    );
+    let mut call = support::offer("xfer_local", 600);
+    call.engine = voxline_shared::EngineKind::Local.into();
+    call.system_prompt = Some(
+        "[script]\ngreeting: Press one for a person.\n\
+         1 -> [tool transfer {\"destination\":\"+15550002222\"}] Transferring you now.\n\
+         silence 20s -> Are you still there?\n[/script]"
+            .into(),
+    );
+    edge.offer(call);
+    let reason = ended_reason(&edge, "xfer_local", Duration::from_secs(30)).await;
+    sipp.success().await;
+    assert_eq!(reason, EndedReason::Transferred);
+    assert_eq!(
+        transferred_events(&edge, "xfer_local"),
+        [("+15550002222".to_string(), "refer".to_string())]
+    );
+    let turns = call_turns(&edge, "xfer_local");
+    let key = turns
+        .iter()
+        .position(|(r, t)| *r == Role::Callee && t == "[DTMF 1]")
+        .unwrap_or_else(|| panic!("{turns:?}"));
+    let tool = turns
+        .iter()
+        .position(|(r, t)| {
+            *r == Role::Agent
+                && t.starts_with(r#"[tool transfer {"destination":"+15550002222"} -> {"destination":"+15550002222","method":"refer","ok":true}]"#)
+        })
+        .unwrap_or_else(|| panic!("{turns:?}"));
+    assert!(key < tool, "{turns:?}");
+    stop_transfer_sidecar(stop, sidecar).await;
+}
