@@ -64,6 +64,12 @@ pub enum Change {
     },
     /// The engine's post-call analysis (kept over the edge's own rules).
     Analysis(Box<voxline_shared::analysis::CallAnalysis>),
+    /// The agent transferred the callee (issue 16): `call.transferred`.
+    Transferred {
+        destination: String,
+        method: String,
+        at_offset_ms: u64,
+    },
 }
 
 /// An engine's analysis as the edge keeps it: marked `engine`, its summary

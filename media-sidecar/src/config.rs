@@ -299,6 +299,12 @@ pub struct Trunk {
     /// sent, so a trunk may use them anyway. Default: off.
     #[serde(default)]
     pub require_100rel: bool,
+    /// The trunk takes blind transfers by REFER (RFC 3515): the `transfer`
+    /// tool sends a REFER with `Refer-To` and ends our side once the trunk's
+    /// NOTIFY reports the target answered. Off (default): the sidecar dials
+    /// the target itself through the trunks and bridges the two legs.
+    #[serde(default)]
+    pub refer: bool,
     /// Session timer (RFC 4028): the `Session-Expires` our INVITE asks for,
     /// seconds; `0` sends none. Default 1800.
     #[serde(default = "default_session_expires")]

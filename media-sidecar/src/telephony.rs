@@ -430,6 +430,7 @@ async fn trunk_of(
         credentials,
         in_dialog_from_trunk_only: t.in_dialog_from_trunk_only(),
         require_100rel: t.require_100rel,
+        refer: t.refer,
         session_timer: (t.session_expires_seconds > 0).then_some(SessionTimerConfig {
             expires_s: t.session_expires_seconds,
             min_se_s: t.min_se_seconds,
@@ -473,6 +474,7 @@ mod tests {
             realm: None,
             in_dialog_from_trunk_only: None,
             require_100rel: false,
+            refer: false,
             session_expires_seconds: 1800,
             min_se_seconds: 90,
             from_number: "+15550001111".into(),

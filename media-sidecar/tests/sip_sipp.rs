@@ -558,6 +558,7 @@ fn sipp_telephony(
             realm: None,
             in_dialog_from_trunk_only: None,
             require_100rel: false,
+            refer: false,
             session_expires_seconds: 1800,
             min_se_seconds: 90,
             srtp: Default::default(),
@@ -2246,7 +2247,7 @@ async fn a_cloud_engine_presses_keys_with_send_dtmf_and_hears_the_callees() {
         .iter()
         .filter_map(|t| t["name"].as_str())
         .collect();
-    assert_eq!(tools, ["send_dtmf", "end_call"]);
+    assert_eq!(tools, ["send_dtmf", "end_call", "transfer"]);
     let result = sent
         .iter()
         .position(|v| {
@@ -2551,4 +2552,433 @@ async fn amd_leave_message_speaks_after_the_beep_then_byes() {
     assert!(spoken_ms > 1_500, "spoke for {spoken_ms} ms");
     sipp.success().await;
     stop_sidecar(stop, sidecar).await;
+}
+
+// ------------------------------------------------ transfers (issues 16, 18)
+
+/// An OpenAI Realtime stand-in (GA events) whose first response (the
+/// greeting) calls the `transfer` tool with `arguments`; later responses
+/// say nothing. Every message the sidecar sent is kept.
+async fn fake_openai_transfer(
+    arguments: &'static str,
+) -> (
+    String,
+    std::sync::Arc<std::sync::Mutex<Vec<serde_json::Value>>>,
+) {
+    use futures_util::{SinkExt, StreamExt};
+    use serde_json::{json, Value};
+    use tokio_tungstenite::tungstenite::Message;
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("ws://{}", listener.local_addr().unwrap());
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = seen.clone();
+    tokio::spawn(async move {
+        let Ok((tcp, _)) = listener.accept().await else {
+            return;
+        };
+        let Ok(mut ws) = tokio_tungstenite::accept_async(tcp).await else {
+            return;
+        };
+        let text = |v: Value| Message::text(v.to_string());
+        let _ = ws
+            .send(text(
+                json!({"type": "session.created", "session": {"id": "sess_xfer"}}),
+            ))
+            .await;
+        let mut responses = 0;
+        while let Some(Ok(msg)) = ws.next().await {
+            let Message::Text(t) = msg else { continue };
+            let Ok(v) = serde_json::from_str::<Value>(t.as_str()) else {
+                continue;
+            };
+            log.lock().unwrap().push(v.clone());
+            let out = match v["type"].as_str().unwrap_or("") {
+                "session.update" => {
+                    vec![json!({"type": "session.updated", "session": v["session"]})]
+                }
+                "response.create" => {
+                    responses += 1;
+                    let resp = format!("resp_{responses}");
+                    if responses == 1 {
+                        vec![
+                            json!({"type": "response.created", "response": {"id": resp, "status": "in_progress"}}),
+                            json!({"type": "response.output_item.added", "response_id": resp, "output_index": 0,
+                                   "item": {"id": "item_x", "type": "function_call", "call_id": "call_x", "name": "transfer"}}),
+                            json!({"type": "response.function_call_arguments.done", "response_id": resp, "item_id": "item_x",
+                                   "output_index": 0, "call_id": "call_x", "name": "transfer", "arguments": arguments}),
+                            json!({"type": "response.done", "response": {"id": resp, "status": "completed"}}),
+                        ]
+                    } else {
+                        vec![
+                            json!({"type": "response.done", "response": {"id": resp, "status": "completed"}}),
+                        ]
+                    }
+                }
+                _ => vec![],
+            };
+            for o in out {
+                if ws.send(text(o)).await.is_err() {
+                    return;
+                }
+            }
+        }
+    });
+    (url, seen)
+}
+
+/// A sidecar on `telephony` (cloud engine URLs on loopback allowed) and a
+/// call `call_id` on the fake OpenAI engine at `url`.
+fn transfer_sidecar(
+    edge: &support::FakeEdge,
+    telephony: voxline_media_sidecar::config::Telephony,
+    sidecar_id: &str,
+    call_id: &str,
+    url: String,
+    record: bool,
+) -> (
+    tokio::sync::watch::Sender<voxline_media_sidecar::lease::driver::Stop>,
+    std::thread::JoinHandle<voxline_media_sidecar::lease::driver::RunSummary>,
+) {
+    use voxline_media_sidecar::engine::guard::AllowedHosts;
+    use voxline_media_sidecar::lease::driver::{RunOptions, Stop};
+    use voxline_media_sidecar::lease::LeaseSettings;
+    use voxline_shared::sidecar_link::SecretText;
+    let (stop, stop_rx) = tokio::sync::watch::channel(Stop::Run);
+    let sidecar = spawn_sidecar_allowing(
+        edge,
+        telephony,
+        AllowedHosts::parse(&["127.0.0.1"]).unwrap(),
+        LeaseSettings::new(sidecar_id, "local", 1),
+        RunOptions {
+            drain_timeout: Duration::from_secs(5),
+            ..RunOptions::default()
+        },
+        stop_rx,
+    );
+    let mut call = support::offer(call_id, 120);
+    call.engine = voxline_shared::EngineKind::OpenaiRealtime.into();
+    call.engine_base_url = Some(url);
+    call.engine_api_key = Some(SecretText::new("sk-fake-0123456789".to_string()));
+    call.record = record;
+    edge.offer(call);
+    (stop, sidecar)
+}
+
+async fn stop_transfer_sidecar(
+    stop: tokio::sync::watch::Sender<voxline_media_sidecar::lease::driver::Stop>,
+    sidecar: std::thread::JoinHandle<voxline_media_sidecar::lease::driver::RunSummary>,
+) {
+    stop.send(voxline_media_sidecar::lease::driver::Stop::Drain)
+        .unwrap();
+    tokio::time::timeout(
+        Duration::from_secs(15),
+        tokio::task::spawn_blocking(move || sidecar.join()),
+    )
+    .await
+    .expect("the sidecar exits")
+    .unwrap()
+    .unwrap();
+}
+
+/// The `transferred` events `call_id` reported: (destination, method).
+fn transferred_events(edge: &support::FakeEdge, call_id: &str) -> Vec<(String, String)> {
+    use voxline_shared::sidecar_link::EventKind;
+    let st = edge.state.lock().unwrap();
+    st.events
+        .iter()
+        .filter(|e| e.call_id == call_id)
+        .filter_map(|e| match &e.kind {
+            EventKind::Transferred {
+                destination,
+                method,
+                ..
+            } => Some((destination.clone(), method.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Issue 16/18, a trunk configured with `refer = true`: the engine's
+/// `transfer` becomes a REFER (sipp checks Refer-To and Referred-By),
+/// sipp accepts it (202) and reports the destination's answer by NOTIFY
+/// (sipfrag `SIP/2.0 200 OK`), and the sidecar then hangs up its side
+/// (sipp expects the BYE). The call ends `transferred`, with the tool turn
+/// and the `transferred` event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trunk_taking_refer_gets_the_transfer_and_our_side_hangs_up() {
+    let (url, _seen) = fake_openai_transfer(r#"{"destination":"+15550002222"}"#).await;
+    let sipp = Sipp::start("uas_refer").await;
+    let edge = fake_edge().await;
+    let mut tel = sipp_telephony(sipp.addr.port(), (42_100, 42_199));
+    tel.trunks[0].refer = true;
+    let (stop, sidecar) = transfer_sidecar(&edge, tel, "sc-refer", "xfer_refer", url, false);
+    let reason = ended_reason(&edge, "xfer_refer", Duration::from_secs(30)).await;
+    sipp.success().await;
+    assert_eq!(reason, EndedReason::Transferred);
+    assert_eq!(
+        transferred_events(&edge, "xfer_refer"),
+        [("+15550002222".to_string(), "refer".to_string())]
+    );
+    let turns = call_turns(&edge, "xfer_refer");
+    assert!(
+        turns.iter().any(|(_, t)| t
+            == r#"[tool transfer {"destination":"+15550002222"} -> {"destination":"+15550002222","method":"refer","ok":true}]"#),
+        "{turns:?}"
+    );
+    stop_transfer_sidecar(stop, sidecar).await;
+}
+
+/// One leg's media as a phone would do it, on the socket its SDP named:
+/// sends a `send_hz` tone encoded with `encode` from the first packet the
+/// sidecar sent it (symmetric RTP), decodes what arrives with `decode`, and
+/// returns how many 20 ms frames of it carried the `expect_hz` tone.
+async fn tone_leg(
+    sock: tokio::net::UdpSocket,
+    payload_type: u8,
+    encode: fn(i16) -> u8,
+    decode: fn(u8) -> i16,
+    send_hz: f64,
+    expect_hz: f64,
+    run_for: Duration,
+) -> usize {
+    use voxline_media_sidecar::media::rtp::{self, RtpHeader};
+    use voxline_testkit::dsp::{amp_at, tone};
+    let mut buf = vec![0u8; 2048];
+    let t0 = Instant::now();
+    let mut sidecar = None;
+    let mut heard = 0;
+    let mut seq = 1u16;
+    let mut ts = 0u32;
+    let mut next_send = Instant::now();
+    let signal = tone(8_000, &[(send_hz, 6_000.0)], 8_000 * 60);
+    let mut at = 0usize;
+    while t0.elapsed() < run_for {
+        if let Some(to) = sidecar {
+            while Instant::now() >= next_send {
+                let frame: Vec<u8> = signal[at..at + 160].iter().map(|&s| encode(s)).collect();
+                at = (at + 160) % (signal.len() - 160);
+                let h = RtpHeader {
+                    marker: seq == 1,
+                    payload_type,
+                    sequence: seq,
+                    timestamp: ts,
+                    ssrc: 0x7e57_0000 + u32::from(payload_type),
+                };
+                let mut out = Vec::new();
+                rtp::write(&h, &frame, &mut out);
+                let _ = sock.send_to(&out, to).await;
+                seq = seq.wrapping_add(1);
+                ts = ts.wrapping_add(160);
+                next_send += Duration::from_millis(20);
+            }
+        }
+        let Ok(Ok((n, from))) =
+            tokio::time::timeout(Duration::from_millis(10), sock.recv_from(&mut buf)).await
+        else {
+            continue;
+        };
+        if sidecar.is_none() {
+            sidecar = Some(from);
+            next_send = Instant::now();
+        }
+        let Ok(p) = rtp::parse(&buf[..n]) else {
+            continue;
+        };
+        if p.header.payload_type != payload_type || p.payload.len() < 160 {
+            continue;
+        }
+        let pcm: Vec<i16> = p.payload.iter().map(|&b| decode(b)).collect();
+        // The tone, clearly: well above silence and above the sent one.
+        let (want, own) = (amp_at(&pcm, 8_000, expect_hz), amp_at(&pcm, 8_000, send_hz));
+        if want > 1_000.0 && want > 4.0 * own {
+            heard += 1;
+        }
+    }
+    heard
+}
+
+/// The stereo recording of `call_id` in `dir` (left, right), once written.
+async fn recording_channels(dir: &std::path::Path, call_id: &str) -> (Vec<i16>, Vec<i16>) {
+    let path = dir.join(format!("{call_id}-1.wav"));
+    let t0 = Instant::now();
+    loop {
+        if let Ok(mut r) = hound::WavReader::open(&path) {
+            let spec = r.spec();
+            assert_eq!((spec.channels, spec.sample_rate), (2, 8_000));
+            let all: Vec<i16> = r.samples::<i16>().map(|s| s.unwrap()).collect();
+            let left = all.iter().step_by(2).copied().collect();
+            let right = all.iter().skip(1).step_by(2).copied().collect();
+            return (left, right);
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "no recording at {path:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// 20 ms frames of `pcm` in which the `hz` tone is clearly there.
+fn frames_with_tone(pcm: &[i16], hz: f64) -> usize {
+    pcm.chunks_exact(160)
+        .filter(|f| voxline_testkit::dsp::amp_at(f, 8_000, hz) > 1_000.0)
+        .count()
+}
+
+/// Issue 16/18, bridged: the trunk is not configured for REFER, so the
+/// engine's `transfer` makes the sidecar dial +15550002222 through the
+/// trunk (sipp's second call) and bridge it to the callee once it
+/// answered. The callee's leg is PCMU, the transferee's PCMA: each test
+/// socket sends its own tone and must hear the other's (transcoded through
+/// the sidecar), the recording holds the callee's tone on the right and the
+/// transferee's on the left, and `hangs_up` (0: the callee, 1: the
+/// transferee) sends a BYE that ends both legs (sipp expects the other BYE).
+async fn bridged_transfer(hangs_up: usize, rtp: (u16, u16), call_id: &str) {
+    use voxline_testkit::dsp::{alaw_decode, alaw_encode, mulaw_decode, mulaw_encode};
+    let (url, seen) =
+        fake_openai_transfer(r#"{"destination":"+15550002222","mode":"blind"}"#).await;
+    let callee = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let transferee = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let mode = |leg: usize| if leg == hangs_up { "bye" } else { "wait" };
+    let dir = voxline_testkit::temp_dir("xfer-bridge");
+    let inf = dir.join("legs.csv");
+    std::fs::write(
+        &inf,
+        format!(
+            "SEQUENTIAL\n{};0;PCMU;{};\n{};8;PCMA;{};\n",
+            callee.local_addr().unwrap().port(),
+            mode(0),
+            transferee.local_addr().unwrap().port(),
+            mode(1)
+        ),
+    )
+    .unwrap();
+    let port = free_udp_port();
+    let sipp = Sipp::start_calls("uas_bridge", port, 2, &["-inf", inf.to_str().unwrap()]).await;
+    let edge = fake_edge().await;
+    let recordings = dir.join("recordings");
+    std::fs::create_dir_all(&recordings).unwrap();
+    let mut tel = sipp_telephony(port, rtp);
+    tel.recordings_dir = Some(recordings.clone());
+    let (stop, sidecar) = transfer_sidecar(&edge, tel, "sc-bridge", call_id, url, true);
+    let run = Duration::from_secs(6);
+    let (callee_heard, transferee_heard) = tokio::join!(
+        tone_leg(callee, 0, mulaw_encode, mulaw_decode, 600.0, 1_400.0, run),
+        tone_leg(transferee, 8, alaw_encode, alaw_decode, 1_400.0, 600.0, run),
+    );
+    let reason = ended_reason(&edge, call_id, Duration::from_secs(30)).await;
+    sipp.success().await;
+    assert_eq!(reason, EndedReason::Transferred);
+    // About 2-3 s of each tone crossed the bridge (the legs overlap that long).
+    assert!(
+        callee_heard >= 25,
+        "the callee heard {callee_heard} frames of the transferee"
+    );
+    assert!(
+        transferee_heard >= 25,
+        "the transferee heard {transferee_heard} frames of the callee"
+    );
+    assert_eq!(
+        transferred_events(&edge, call_id),
+        [("+15550002222".to_string(), "bridge".to_string())]
+    );
+    let turns = call_turns(&edge, call_id);
+    assert!(
+        turns.iter().any(|(_, t)| t.starts_with(r#"[tool transfer {"destination":"+15550002222","mode":"blind"} -> {"destination":"+15550002222","method":"bridge","ok":true}]"#)),
+        "{turns:?}"
+    );
+    // The engine was closed once bridged: it heard nothing after its tool call.
+    let sent = seen.lock().unwrap().clone();
+    assert!(
+        !sent
+            .iter()
+            .any(|v| v["item"]["type"] == "function_call_output"),
+        "a detached engine got a result: {sent:?}"
+    );
+    let (left, right) = recording_channels(&recordings, call_id).await;
+    assert!(
+        frames_with_tone(&right, 600.0) >= 25,
+        "the callee is not on the recording's right"
+    );
+    assert!(
+        frames_with_tone(&left, 1_400.0) >= 25,
+        "the transferee is not on the recording's left"
+    );
+    assert_eq!(frames_with_tone(&left, 600.0), 0, "the callee leaked left");
+    stop_transfer_sidecar(stop, sidecar).await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bridged_transfer_relays_audio_both_ways_and_the_transferees_bye_ends_both() {
+    bridged_transfer(1, (42_200, 42_299), "xfer_bridge_a").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bridged_transfer_ends_both_legs_when_the_callee_hangs_up() {
+    bridged_transfer(0, (42_300, 42_399), "xfer_bridge_b").await;
+}
+
+/// Issue 18, the local engine: a script rule answers the callee's key 1
+/// (sipp's RFC 4733 recording) with `[tool transfer {...}]`, the built-in
+/// tool; the trunk takes REFER, so sipp gets the REFER, accepts it, NOTIFYs
+/// 200, and expects our BYE. The call ends `transferred`.
+#[cfg(feature = "local-engine")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_local_engine_script_transfers_on_a_key_by_refer() {
+    use voxline_media_sidecar::lease::driver::{RunOptions, Stop};
+    use voxline_media_sidecar::lease::LeaseSettings;
+    use voxline_shared::sidecar_link::Role;
+    let pcap = "/usr/share/sip-tester/dtmf_2833_1.pcap";
+    assert!(
+        std::path::Path::new(pcap).is_file(),
+        "{pcap} missing (Debian package sip-tester)"
+    );
+    let media_port = free_udp_port().to_string();
+    let sipp = Sipp::start_with("uas_pcap_refer", &["-mp", &media_port]).await;
+    let edge = fake_edge().await;
+    let mut tel = sipp_telephony(sipp.addr.port(), (42_400, 42_499));
+    tel.trunks[0].refer = true;
+    let (stop, stop_rx) = tokio::sync::watch::channel(Stop::Run);
+    let sidecar = spawn_sidecar_with(
+        &edge,
+        tel,
+        LeaseSettings::new("sc-local-refer", "local", 1),
+        RunOptions {
+            drain_timeout: Duration::from_secs(5),
+            ..RunOptions::default()
+        },
+        stop_rx,
+    );
+    let mut call = support::offer("xfer_local", 600);
+    call.engine = voxline_shared::EngineKind::Local.into();
+    call.system_prompt = Some(
+        "[script]\ngreeting: Press one for a person.\n\
+         1 -> [tool transfer {\"destination\":\"+15550002222\"}] Transferring you now.\n\
+         silence 20s -> Are you still there?\n[/script]"
+            .into(),
+    );
+    edge.offer(call);
+    let reason = ended_reason(&edge, "xfer_local", Duration::from_secs(30)).await;
+    sipp.success().await;
+    assert_eq!(reason, EndedReason::Transferred);
+    assert_eq!(
+        transferred_events(&edge, "xfer_local"),
+        [("+15550002222".to_string(), "refer".to_string())]
+    );
+    let turns = call_turns(&edge, "xfer_local");
+    let key = turns
+        .iter()
+        .position(|(r, t)| *r == Role::Callee && t == "[DTMF 1]")
+        .unwrap_or_else(|| panic!("{turns:?}"));
+    let tool = turns
+        .iter()
+        .position(|(r, t)| {
+            *r == Role::Agent
+                && t.starts_with(r#"[tool transfer {"destination":"+15550002222"} -> {"destination":"+15550002222","method":"refer","ok":true}]"#)
+        })
+        .unwrap_or_else(|| panic!("{turns:?}"));
+    assert!(key < tool, "{turns:?}");
+    stop_transfer_sidecar(stop, sidecar).await;
 }

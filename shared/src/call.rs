@@ -106,6 +106,10 @@ pub enum EndedReason {
     /// Answering-machine detection heard a machine and the call's `amd` is
     /// `hangup` (issue 18): we hung up without speaking.
     AnsweringMachine,
+    /// The agent transferred the callee (issue 16, the `transfer` tool):
+    /// by REFER (the trunk took the call over and our side hung up), or
+    /// bridged to a second leg that then ended (either side hung up).
+    Transferred,
 }
 
 #[cfg(test)]

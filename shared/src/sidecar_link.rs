@@ -879,6 +879,17 @@ pub enum EventKind {
         start_ms: u64,
         end_ms: u64,
     },
+    /// The callee was handed to another party (issue 16, the `transfer`
+    /// tool): `method` `refer` (the trunk took the call over: our side ends
+    /// next) or `bridge` (the sidecar dialled `destination` and relays the
+    /// two legs; the recording keeps the callee on the right and the
+    /// transferred-to party on the left). Older edges ignore it.
+    Transferred {
+        destination: String,
+        method: String,
+        /// Offset from the answer, in ms: when the destination answered.
+        at_offset_ms: u64,
+    },
     /// Always the last event of a call (for one attempt).
     Ended {
         /// Terminal: completed | failed | no_answer | busy | cancelled.
@@ -915,6 +926,7 @@ impl EventKind {
             EventKind::Analysis { .. } => "analysis",
             EventKind::AnsweredBy { .. } => "answered_by",
             EventKind::ToolCall { .. } => "tool_call",
+            EventKind::Transferred { .. } => "transferred",
             EventKind::Unknown => "unknown",
             EventKind::Ended { .. } => "ended",
         }

@@ -60,6 +60,39 @@ pub fn mulaw_decode(code: u8) -> i16 {
     }
 }
 
+/// G.711 A-law encoding (the ITU-T reference's segment search).
+pub fn alaw_encode(sample: i16) -> u8 {
+    const SEG_END: [i32; 8] = [0x1F, 0x3F, 0x7F, 0xFF, 0x1FF, 0x3FF, 0x7FF, 0xFFF];
+    let mut pcm = i32::from(sample) >> 3;
+    let mask = if pcm >= 0 {
+        0xD5
+    } else {
+        pcm = -pcm - 1;
+        0x55
+    };
+    let Some(seg) = SEG_END.iter().position(|&end| pcm <= end) else {
+        return (0x7F ^ mask) as u8;
+    };
+    let mantissa = if seg < 2 { pcm >> 1 } else { pcm >> seg } & 0x0F;
+    (((seg as i32) << 4 | mantissa) ^ mask) as u8
+}
+
+/// G.711 A-law decoding (ITU-T reference).
+pub fn alaw_decode(code: u8) -> i16 {
+    let a = i32::from(code ^ 0x55);
+    let mut t = (a & 0x0F) << 4;
+    let seg = (a & 0x70) >> 4;
+    match seg {
+        0 => t += 8,
+        1 => t += 0x108,
+        _ => {
+            t += 0x108;
+            t <<= seg - 1;
+        }
+    }
+    (if a & 0x80 != 0 { t } else { -t }) as i16
+}
+
 /// Integer-factor decimation to 8 kHz behind a windowed-sinc low-pass at 3.6 kHz.
 pub fn resample_to_8k(x: &[f64], rate: u32) -> Vec<f64> {
     assert!(
@@ -172,6 +205,23 @@ mod tests {
         for b in 0..=255u8 {
             let x = mulaw_decode(b);
             assert_eq!(mulaw_decode(mulaw_encode(x)), x, "code {b:#x}");
+        }
+    }
+
+    #[test]
+    fn a_law_round_trips_and_silence_is_small() {
+        assert_eq!(alaw_encode(0), 0xD5);
+        assert_eq!(alaw_decode(0xD5), 8);
+        for x in [-32000i16, -1000, -100, -9, 9, 100, 1000, 8000, 32000] {
+            let y = alaw_decode(alaw_encode(x));
+            assert!(
+                (i32::from(x) - i32::from(y)).abs() <= i32::from(x).abs() / 16 + 16,
+                "{x} -> {y}"
+            );
+        }
+        for b in 0..=255u8 {
+            let x = alaw_decode(b);
+            assert_eq!(alaw_encode(x), b, "code {b:#x}");
         }
     }
 

@@ -3023,6 +3023,85 @@ fn amd_settings_reach_the_offer_and_the_verdict_reaches_record_and_webhook() {
     );
 }
 
+/// Issue 16: a sidecar's `transferred` event becomes `call.transferred`
+/// (the call with its `transfer`), and the call ends `transferred`.
+#[test]
+fn a_transfer_reaches_the_webhooks_and_the_call_ends_transferred() {
+    let w = World::new();
+    let (tid, key) = w.tenant(true);
+    w.admin(
+        "POST",
+        &format!("/admin/tenants/{tid}/webhooks"),
+        Some(json!({"url": "https://hooks.example.com/x"})),
+    );
+    let r = w.send(
+        "POST",
+        "/v1/calls",
+        Some(&key),
+        Some(json!({"phone": "+14155550131"})),
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    let id = r.body_json()["id"].as_str().unwrap().to_string();
+    let sc = TestSidecar::create(&w, "sc-1");
+    sc.send(
+        &w,
+        voxline_shared::sidecar_link::paths::REGISTER,
+        json!({"region": "local", "capacity": 5, "version": "t"}),
+    );
+    let lease = sc.send(
+        &w,
+        voxline_shared::sidecar_link::paths::LEASE,
+        json!({"region": "local", "free_slots": 5, "held_calls": [], "wait_ms": 0}),
+    );
+    let o = lease["offers"][0].clone();
+    sc.send(
+        &w,
+        voxline_shared::sidecar_link::paths::ACK,
+        json!({"lease_id": o["lease_id"], "call_id": o["call_id"], "accepted": true}),
+    );
+    w.settle();
+    w.outbox.take();
+    sc.events(&w, &id, &[
+        json!({"type": "ringing"}),
+        json!({"type": "answered"}),
+        json!({"type": "transcript_turn", "role": "agent", "text": "[tool transfer {\"destination\":\"+15550002222\"} -> {\"ok\":true}]", "start_ms": 100, "end_ms": 900}),
+        json!({"type": "transferred", "destination": "+15550002222", "method": "bridge", "at_offset_ms": 900}),
+        json!({"type": "ended", "status": "completed", "reason": "transferred", "timings": {"dispatched_ms": 0, "ringing_ms": 1, "answered_ms": 2, "ended_ms": 9000}}),
+    ]);
+    w.settle();
+    let call = w
+        .send("GET", &format!("/v1/calls/{id}"), Some(&key), None)
+        .body_json();
+    assert_eq!(
+        (call["status"].as_str(), call["ended_reason"].as_str()),
+        (Some("completed"), Some("transferred")),
+        "{call}"
+    );
+    let jobs = w.outbox.take();
+    let transferred: Vec<Value> = jobs
+        .iter()
+        .filter(|j| j.event_type == "call.transferred")
+        .map(|j| serde_json::from_str::<Value>(&j.payload).unwrap())
+        .collect();
+    assert_eq!(transferred.len(), 1, "{jobs:?}");
+    let t = &transferred[0];
+    assert_eq!(t["type"], "call.transferred", "{t}");
+    assert_eq!(t["data"]["id"], id.as_str());
+    assert_eq!(
+        t["data"]["transfer"],
+        json!({"destination": "+15550002222", "method": "bridge", "at_offset_ms": 900})
+    );
+    // It came before the end.
+    let order: Vec<&str> = jobs.iter().map(|j| j.event_type.as_str()).collect();
+    let at = |e: &str| {
+        order
+            .iter()
+            .position(|x| *x == e)
+            .unwrap_or_else(|| panic!("{order:?}"))
+    };
+    assert!(at("call.transferred") < at("call.completed"), "{order:?}");
+}
+
 #[test]
 fn the_console_is_served_without_credentials_with_its_policy() {
     let w = World::new();

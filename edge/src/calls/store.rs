@@ -934,6 +934,29 @@ pub fn apply_reports(
                     }
                     None => log(format!("call {} not found for answered_by", update.call_id)),
                 },
+                Change::Transferred {
+                    destination,
+                    method,
+                    at_offset_ms,
+                } => match rows.call(&update.call_id)? {
+                    Some(record) => {
+                        let event_id = crate::ids::random_id("evt");
+                        let payload = crate::webhooks::events::call_transferred_payload(
+                            &event_id,
+                            &record,
+                            now_ms,
+                            json!({"destination": destination, "method": method, "at_offset_ms": at_offset_ms}),
+                        );
+                        rows.push_event(&PendingEvent {
+                            event_id,
+                            event_type: WebhookEvent::CallTransferred,
+                            call_id: record.id.clone(),
+                            payload,
+                            created_ms: now_ms,
+                        })?;
+                    }
+                    None => log(format!("call {} not found for transferred", update.call_id)),
+                },
             },
             ReportItem::Message { update } => apply_message_update(rows, update, now_ms, log)?,
         }

@@ -709,6 +709,7 @@ pub fn ended_reason_word(reason: EndedReason) -> &'static str {
         EndedReason::DispatchUnavailable => "dispatch-unavailable",
         EndedReason::SilenceTimeout => "silence-timeout",
         EndedReason::AnsweringMachine => "answering-machine",
+        EndedReason::Transferred => "transferred",
     }
 }
 

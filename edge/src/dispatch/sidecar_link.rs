@@ -533,6 +533,7 @@ fn handle_op(
                     | EventKind::Analysis { .. }
                     | EventKind::AnsweredBy { .. }
                     | EventKind::ToolCall { .. }
+                    | EventKind::Transferred { .. }
                     | EventKind::Unknown => HeldEvent::Other,
                 };
                 let tenant_id = q.held.get(&ev.call_id).map(|h| h.call.tenant_id.clone());
@@ -571,6 +572,16 @@ fn handle_op(
                     EventKind::Analysis { analysis } => Change::Analysis(Box::new(
                         crate::transcript::bound_analysis(analysis.clone()),
                     )),
+                    EventKind::Transferred {
+                        destination,
+                        method,
+                        at_offset_ms,
+                    } => Change::Transferred {
+                        // Bounded: a sidecar's text, kept in the outbox.
+                        destination: destination.chars().take(64).collect(),
+                        method: method.chars().take(16).collect(),
+                        at_offset_ms: *at_offset_ms,
+                    },
                     EventKind::AnsweredBy {
                         answered_by,
                         decision_ms,

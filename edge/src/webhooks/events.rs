@@ -29,6 +29,9 @@ pub enum WebhookEvent {
     CallCompleted,
     #[serde(rename = "call.failed")]
     CallFailed,
+    /// The agent transferred the callee (issue 16, the `transfer` tool).
+    #[serde(rename = "call.transferred")]
+    CallTransferred,
     #[serde(rename = "transcript.saved")]
     TranscriptSaved,
     #[serde(rename = "recording.saved")]
@@ -55,7 +58,7 @@ pub enum WebhookEvent {
 
 impl WebhookEvent {
     /// Every event type, in the order of [`WEBHOOK_EVENTS`].
-    pub const ALL: [WebhookEvent; 16] = [
+    pub const ALL: [WebhookEvent; 17] = [
         WebhookEvent::CallQueued,
         WebhookEvent::CallRinging,
         WebhookEvent::CallAnswered,
@@ -72,6 +75,7 @@ impl WebhookEvent {
         WebhookEvent::ContactUpdated,
         WebhookEvent::ContactDeleted,
         WebhookEvent::CampaignCompleted,
+        WebhookEvent::CallTransferred,
     ];
 
     /// The name on the wire, as serde writes it.
@@ -93,6 +97,7 @@ impl WebhookEvent {
             WebhookEvent::ContactUpdated => "contact.updated",
             WebhookEvent::ContactDeleted => "contact.deleted",
             WebhookEvent::CampaignCompleted => "campaign.completed",
+            WebhookEvent::CallTransferred => "call.transferred",
         }
     }
 
@@ -109,6 +114,7 @@ impl WebhookEvent {
             | WebhookEvent::CallAnswered
             | WebhookEvent::CallCompleted
             | WebhookEvent::CallFailed
+            | WebhookEvent::CallTransferred
             | WebhookEvent::TranscriptSaved
             | WebhookEvent::RecordingSaved
             | WebhookEvent::ContactCreated
@@ -290,6 +296,26 @@ pub fn call_event_payload(
     match serde_json::value::RawValue::from_string(data) {
         Ok(raw) => envelope(event_type, event_id, now_ms, &raw),
         Err(_) => event_payload(event_type, event_id, now_ms, Value::Object(fields)),
+    }
+}
+
+/// `call.transferred`'s body: the call (as [`call_event_payload`] gives
+/// it) with `transfer`: where the callee was handed (`destination`), how
+/// (`method`: `refer`, the trunk took the call over; `bridge`, the sidecar
+/// bridges a second leg) and when (`at_offset_ms` from the answer).
+pub fn call_transferred_payload(
+    event_id: &str,
+    record: &CallRecord,
+    now_ms: u64,
+    transfer: Value,
+) -> String {
+    let body = call_event_payload(WebhookEvent::CallTransferred, event_id, record, now_ms);
+    match serde_json::from_str::<Value>(&body) {
+        Ok(mut v) => {
+            v["data"]["transfer"] = transfer;
+            v.to_string()
+        }
+        Err(_) => body,
     }
 }
 

@@ -48,6 +48,17 @@
 //!   (the BYE once the agent has been quiet for [`AGENT_MESSAGE_TAIL`]).
 //!   `continue` only reports. `unknown` is treated as a person.
 //!
+//! - transfers (issues 16 and 18, the `transfer` tool; [`super::transfer`]):
+//!   a REFER first ([`Action::Refer`]); where the dialog does not take it,
+//!   a second leg dialled ([`Action::DialTransferee`]) and, once it
+//!   answered and its media runs, the engine detached
+//!   ([`Action::DetachEngine`]) and the two legs' audio relayed
+//!   ([`Action::SendToTransferee`] one way, [`Action::SendToMedia`] the
+//!   other, so the callee's recording keeps both). A failure (busy, no
+//!   answer, refused) answers the engine with a stable error code and the
+//!   conversation goes on. Once transferred, either leg's end hangs up the
+//!   other and the call ends `transferred`.
+//!
 //! `max_seconds` is enforced by the SIP dialog itself (it sends the BYE and
 //! ends `completed` / `max_duration_reached`); the bridge maps that end.
 
@@ -59,6 +70,7 @@ use voxline_shared::sidecar_link::{AmdMode, AnsweredBy, EventKind, Offer, Timing
 use voxline_shared::{CallStatus, EndedReason};
 
 use super::tools::{self, ToolRequest};
+use super::transfer::{self, Leg, Relay};
 use super::{HangupCause, SHUTDOWN_REASON};
 use crate::engine::{dtmf_text, EngineError, EngineEvent};
 use crate::media::amd::{AmdConfig, AmdDetector, AmdEvent};
@@ -199,6 +211,25 @@ pub enum Action {
     /// Hang up the SIP call: BYE if answered, CANCEL if not. The dialog's
     /// `Ended` follows.
     Hangup(EndedReason),
+    /// Blind transfer by REFER to `destination` (E.164): the dialog's
+    /// [`DialogEvent::Refer`] events follow (to [`Bridge::handle_dialog_event`]).
+    Refer { destination: String },
+    /// Dial `target` as the transfer's second leg; its dialog events go
+    /// to [`Bridge::transferee_event`], a leg that cannot be placed to
+    /// [`Bridge::transferee_failed`].
+    DialTransferee { target: transfer::LegTarget },
+    /// The second leg answered: start its media (not recorded: the callee's
+    /// leg records both sides); then [`Bridge::transferee_media_started`] or
+    /// [`Bridge::transferee_media_failed`].
+    StartTransfereeMedia(Negotiated),
+    /// The transferee moved its RTP (re-INVITE / UPDATE).
+    SetTransfereeRemote(SocketAddr),
+    /// Relay this 20 ms frame, heard from the callee, to the transferee.
+    SendToTransferee(Vec<i16>),
+    /// Hang up the second leg (BYE, or CANCEL while it rings).
+    HangupTransferee(EndedReason),
+    /// Close the engine: the callee has been handed over.
+    DetachEngine,
     /// The call is over: close the engine and stop the media, then emit
     /// `end`'s `ended` event. `None`: the sidecar is stopping at once, no
     /// `ended` (the edge settles the call). Always the last action.
@@ -240,6 +271,31 @@ struct PendingDtmf {
     digits: String,
     via: DtmfVia,
     asked: Instant,
+}
+
+/// Where a transfer is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TransferStage {
+    /// The REFER is out; its NOTIFYs tell.
+    Referring,
+    /// The second leg is being dialled.
+    Dialing,
+    /// It answered; its media is starting.
+    MediaStarting,
+    /// The legs are bridged.
+    Bridged,
+    /// The trunk took the call over (REFER): our side hangs up.
+    Referred,
+}
+
+/// The engine's `transfer` being carried out.
+#[derive(Debug, Clone)]
+struct Transfer {
+    tool_call_id: String,
+    arguments: String,
+    destination: String,
+    asked: Instant,
+    stage: TransferStage,
 }
 
 /// Engine events held while the engine runs before the answer (a greeting
@@ -319,6 +375,13 @@ pub struct Bridge {
     finished: bool,
     /// Customer tool calls waiting for the edge (issue 18).
     tools: super::customer_tools::ToolCalls,
+    /// A `transfer` under way or done (issue 16).
+    transfer: Option<Transfer>,
+    /// The second leg exists (dialled, not ended) and whether we hung it up.
+    transferee_live: bool,
+    transferee_hung_up: bool,
+    /// The bridged legs' audio.
+    relay: Relay,
 }
 
 /// Whether we may send RTP given the callee's SDP direction (RFC 3264 6.1:
@@ -361,6 +424,10 @@ impl Bridge {
             dtmf_out: None,
             finished: false,
             tools: Default::default(),
+            transfer: None,
+            transferee_live: false,
+            transferee_hung_up: false,
+            relay: Relay::default(),
         };
         b.emit(now, EventKind::Dialing);
         b
@@ -386,7 +453,13 @@ impl Bridge {
             .and_then(|a| Some(a.answered_at + a.det.poll_timeout()?));
         let agent_message = (self.agent_message && self.agent_spoke)
             .then(|| self.playout.done_at() + AGENT_MESSAGE_TAIL);
+        let refer = self
+            .transfer
+            .as_ref()
+            .filter(|t| t.stage == TransferStage::Referring)
+            .map(|t| t.asked + transfer::REFER_TIMEOUT);
         [
+            refer,
             hangup,
             silence,
             self.keypad.as_ref().map(|k| k.last + KEYPAD_GAP),
@@ -407,6 +480,12 @@ impl Bridge {
     pub fn handle_timeout(&mut self, now: Instant) {
         if self.finished || self.hangup_sent.is_some() {
             return;
+        }
+        if self.transfer.as_ref().is_some_and(|t| {
+            t.stage == TransferStage::Referring && now >= t.asked + transfer::REFER_TIMEOUT
+        }) {
+            tracing::info!(call_id = %self.call_id, "the REFER's NOTIFYs reported no answer in time");
+            self.transfer_failed(now, Some(408), "the destination did not answer in time");
         }
         if let Some(a) = self.amd.as_mut() {
             let ev = a
@@ -492,6 +571,7 @@ impl Bridge {
                 self.set_hold(now, !we_may_send(&neg));
             }
             DialogEvent::Ended(outcome) => self.dialog_ended(now, outcome),
+            DialogEvent::Refer(ev) => self.refer_event(now, ev),
             DialogEvent::KeyPressed(digit) => self.keypad(now, digit),
             DialogEvent::KeysSent(result) => {
                 if self
@@ -614,6 +694,9 @@ impl Bridge {
                 });
                 self.actions.push_back(Action::SendDtmf { digits, via });
             }
+            ToolRequest::Transfer { destination } => {
+                self.start_transfer(now, call_id, arguments, destination)
+            }
             ToolRequest::EndCall => {
                 let output = tools::end_call_output();
                 self.builtin_tool_answered(now, now, &name, &arguments, call_id, output);
@@ -705,8 +788,14 @@ impl Bridge {
     fn dialog_ended(&mut self, now: Instant, end: DialogEnd) {
         // `detail` says why (e.g. `auth_realm_mismatch`, `bye_timeout`).
         tracing::info!(call_id = %self.call_id, detail = %end.detail, code = ?end.sip_code, "SIP call ended");
-        // A hangup we asked for keeps our reason; otherwise the dialog's.
-        let reason = self.hangup_sent.unwrap_or(end.reason);
+        // A hangup we asked for keeps our reason; otherwise the dialog's
+        // (a callee who hangs up on the party they were handed to: `transferred`).
+        let reason = match (self.hangup_sent, end.reason) {
+            (Some(r), _) => r,
+            (None, EndedReason::CalleeHangup) if self.is_bridged() => EndedReason::Transferred,
+            (None, r) => r,
+        };
+        self.hang_up_transferee(reason);
         let status = match (self.hangup_sent, end.status) {
             // Our failure, answered or not (an engine that fails while the
             // phone rings cancels the call: `failed`, not `cancelled`).
@@ -717,6 +806,259 @@ impl Bridge {
         };
         self.retry_after_s = end.retry_after_s;
         self.finish(now, status, reason, end.sip_code);
+    }
+
+    /// The legs are bridged (the engine is detached).
+    fn is_bridged(&self) -> bool {
+        self.transfer
+            .as_ref()
+            .is_some_and(|t| t.stage == TransferStage::Bridged)
+    }
+
+    /// The callee has been handed over (bridged, or referred to the trunk).
+    fn is_transferred(&self) -> bool {
+        self.transfer
+            .as_ref()
+            .is_some_and(|t| matches!(t.stage, TransferStage::Bridged | TransferStage::Referred))
+    }
+
+    /// The engine called `transfer`: a REFER first (the dialog says whether
+    /// the trunk takes it), else a second leg.
+    fn start_transfer(
+        &mut self,
+        now: Instant,
+        tool_call_id: String,
+        arguments: String,
+        destination: String,
+    ) {
+        let refused = if self.transfer.is_some() {
+            Some(("transfer_in_progress", "a transfer is under way already"))
+        } else if !self.media_up || self.hangup_sent.is_some() || self.hangup_at.is_some() {
+            Some(("transfer_failed", "the call is not up or is ending"))
+        } else {
+            None
+        };
+        if let Some((code, why)) = refused {
+            let output = tools::error_output(code, why);
+            return self.builtin_tool_answered(
+                now,
+                now,
+                tools::TRANSFER,
+                &arguments,
+                tool_call_id,
+                output,
+            );
+        }
+        tracing::info!(call_id = %self.call_id, %destination, "transfer asked");
+        if let Some(w) = self.silence.as_mut() {
+            // Waiting for the destination is not silence on the line.
+            w.activity(now + transfer::TRANSFER_RING_TIMEOUT);
+        }
+        self.transfer = Some(Transfer {
+            tool_call_id,
+            arguments,
+            destination: destination.clone(),
+            asked: now,
+            stage: TransferStage::Referring,
+        });
+        self.actions.push_back(Action::Refer { destination });
+    }
+
+    /// How the REFER goes (RFC 3515): not taken (a second leg instead),
+    /// refused, or the NOTIFYs' progress.
+    fn refer_event(&mut self, now: Instant, ev: crate::sip::ReferEvent) {
+        use crate::sip::ReferEvent;
+        let Some(t) = self
+            .transfer
+            .as_mut()
+            .filter(|t| t.stage == TransferStage::Referring)
+        else {
+            return;
+        };
+        match ev {
+            ReferEvent::NotSupported(why) => {
+                tracing::info!(call_id = %self.call_id, why, "no REFER: the sidecar bridges a second leg");
+                self.dial_transferee(now);
+            }
+            ReferEvent::Refused(code) if transfer::refer_falls_back(code) => {
+                tracing::info!(call_id = %self.call_id, code, "the trunk does not take REFER: the sidecar bridges a second leg");
+                self.dial_transferee(now);
+            }
+            ReferEvent::Refused(code) => {
+                self.transfer_failed(now, Some(code), "the trunk refused the transfer");
+            }
+            ReferEvent::Accepted => {
+                tracing::info!(call_id = %self.call_id, "REFER accepted");
+            }
+            ReferEvent::Progress { code, .. } if (200..300).contains(&code) => {
+                t.stage = TransferStage::Referred;
+                tracing::info!(call_id = %self.call_id, "the trunk connected the transfer; hanging up our side");
+                self.transfer_succeeded(now, "refer");
+                self.hang_up(EndedReason::Transferred);
+            }
+            ReferEvent::Progress { code, terminated } if code >= 300 || terminated => {
+                let code = (code >= 300).then_some(code);
+                self.transfer_failed(now, code, "the destination did not take the call");
+            }
+            ReferEvent::Progress { .. } => {}
+        }
+    }
+
+    fn dial_transferee(&mut self, _now: Instant) {
+        let Some(t) = self.transfer.as_mut() else {
+            return;
+        };
+        t.stage = TransferStage::Dialing;
+        self.transferee_live = true;
+        self.transferee_hung_up = false;
+        self.actions.push_back(Action::DialTransferee {
+            target: transfer::LegTarget::Number(t.destination.clone()),
+        });
+    }
+
+    /// The second leg could not be placed at all (no RTP port, no trunk).
+    pub fn transferee_failed(&mut self, now: Instant, why: &str) {
+        if self.finished {
+            return;
+        }
+        tracing::warn!(call_id = %self.call_id, %why, "the transfer's leg was not placed");
+        self.transferee_live = false;
+        self.transfer_failed(now, None, "the transfer could not be placed");
+    }
+
+    /// An event of the second leg's dialog.
+    pub fn transferee_event(&mut self, now: Instant, ev: DialogEvent) {
+        if self.finished {
+            return;
+        }
+        let stage = self.transfer.as_ref().map(|t| t.stage);
+        match ev {
+            DialogEvent::Answered(neg) if stage == Some(TransferStage::Dialing) => {
+                tracing::info!(call_id = %self.call_id, codec = neg.codec.encoding_name(), "the transfer's destination answered");
+                if let Some(t) = self.transfer.as_mut() {
+                    t.stage = TransferStage::MediaStarting;
+                }
+                self.actions.push_back(Action::StartTransfereeMedia(neg));
+            }
+            DialogEvent::MediaUpdated(neg) => {
+                self.actions
+                    .push_back(Action::SetTransfereeRemote(neg.remote_rtp));
+            }
+            DialogEvent::Ended(end) => {
+                self.transferee_live = false;
+                tracing::info!(call_id = %self.call_id, detail = %end.detail, code = ?end.sip_code, "the transfer's leg ended");
+                match stage {
+                    Some(TransferStage::Dialing | TransferStage::MediaStarting) => {
+                        let code = end.sip_code.or(match end.reason {
+                            EndedReason::NoAnswer => Some(408),
+                            EndedReason::Busy => Some(486),
+                            _ => None,
+                        });
+                        self.transfer_failed(now, code, "the destination did not take the call");
+                    }
+                    // The person the callee was handed to hung up.
+                    Some(TransferStage::Bridged) => self.hang_up(EndedReason::Transferred),
+                    _ => {}
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// [`Action::StartTransfereeMedia`] succeeded: the legs are bridged.
+    pub fn transferee_media_started(&mut self, now: Instant) {
+        if self.finished {
+            return;
+        }
+        let Some(t) = self
+            .transfer
+            .as_mut()
+            .filter(|t| t.stage == TransferStage::MediaStarting)
+        else {
+            return;
+        };
+        t.stage = TransferStage::Bridged;
+        self.relay = Relay::default();
+        self.transfer_succeeded(now, "bridge");
+    }
+
+    /// [`Action::StartTransfereeMedia`] failed: the second leg is hung up
+    /// and the conversation goes on.
+    pub fn transferee_media_failed(&mut self, now: Instant, why: &str) {
+        if self.finished {
+            return;
+        }
+        tracing::warn!(call_id = %self.call_id, %why, "the transfer's media did not start");
+        self.hang_up_transferee(EndedReason::MediaLost);
+        self.transfer_failed(now, None, "the transfer's audio could not be connected");
+    }
+
+    /// A 20 ms frame heard from the transferee: to the callee (and so into
+    /// the recording's left channel).
+    pub fn transferee_heard(&mut self, _now: Instant, pcm: Vec<i16>) {
+        if self.finished || !self.is_bridged() {
+            return;
+        }
+        self.relay.heard(Leg::Transferee, &pcm);
+        while let Some(f) = self.relay.next_frame(Leg::Callee) {
+            self.actions.push_back(Action::SendToMedia(f));
+        }
+    }
+
+    /// The callee was handed over (`method`: `refer` or `bridge`): the tool
+    /// turn, the `transferred` event, the engine detached and its audio
+    /// not yet played dropped; no silence timeout from now on.
+    fn transfer_succeeded(&mut self, now: Instant, method: &str) {
+        let Some(t) = self.transfer.clone() else {
+            return;
+        };
+        self.engine = EngineState::Gone;
+        self.actions.push_back(Action::DetachEngine);
+        self.playout.interrupt(now);
+        self.actions.push_back(Action::FlushMedia);
+        self.silence = None;
+        self.amd = None;
+        self.agent_message = false;
+        self.hangup_at = None;
+        let output = tools::transfer_output(&t.destination, method);
+        self.builtin_tool_answered(
+            now,
+            t.asked,
+            tools::TRANSFER,
+            &t.arguments,
+            t.tool_call_id,
+            output,
+        );
+        let at_offset_ms = self.offset_ms(now);
+        self.emit(
+            now,
+            EventKind::Transferred {
+                destination: t.destination,
+                method: method.to_string(),
+                at_offset_ms,
+            },
+        );
+    }
+
+    /// The transfer did not happen: the engine hears why (a stable code)
+    /// and the conversation goes on.
+    fn transfer_failed(&mut self, now: Instant, code: Option<u16>, why: &str) {
+        let Some(t) = self.transfer.take() else {
+            return;
+        };
+        tracing::info!(call_id = %self.call_id, ?code, %why, "transfer failed");
+        if let Some(w) = self.silence.as_mut() {
+            w.activity(now);
+        }
+        let output = tools::transfer_error_output(code, why);
+        self.builtin_tool_answered(
+            now,
+            t.asked,
+            tools::TRANSFER,
+            &t.arguments,
+            t.tool_call_id,
+            output,
+        );
     }
 
     /// Asks for the engine once (while ringing, or at the answer).
@@ -780,7 +1122,8 @@ impl Bridge {
     /// The engine did not start, or failed since (the driver drops it):
     /// never leave the callee in dead air, end at once.
     pub fn engine_failed(&mut self, _now: Instant, err: &EngineError) {
-        if self.finished {
+        if self.finished || self.is_transferred() {
+            // Detached on purpose: the call goes on without it.
             return;
         }
         match self.engine {
@@ -799,6 +1142,14 @@ impl Bridge {
     /// A 20 ms frame heard from the callee.
     pub fn heard(&mut self, now: Instant, pcm: Vec<i16>) {
         if self.finished {
+            return;
+        }
+        if self.is_bridged() {
+            // The transferee hears the callee now; the engine is gone.
+            self.relay.heard(Leg::Callee, &pcm);
+            while let Some(f) = self.relay.next_frame(Leg::Transferee) {
+                self.actions.push_back(Action::SendToTransferee(f));
+            }
             return;
         }
         if let Some(w) = self.silence.as_mut() {
@@ -1044,6 +1395,15 @@ impl Bridge {
         if self.hangup_sent.is_none() {
             self.hangup_sent = Some(reason);
             self.actions.push_back(Action::Hangup(reason));
+        }
+        self.hang_up_transferee(reason);
+    }
+
+    /// Hangs up the second leg, if there is one, once.
+    fn hang_up_transferee(&mut self, reason: EndedReason) {
+        if self.transferee_live && !self.transferee_hung_up {
+            self.transferee_hung_up = true;
+            self.actions.push_back(Action::HangupTransferee(reason));
         }
     }
 

@@ -17,6 +17,7 @@ pub mod bridge;
 pub mod customer_tools;
 pub mod sip;
 pub mod tools;
+pub mod transfer;
 
 use std::time::Duration;
 

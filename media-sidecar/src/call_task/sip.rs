@@ -15,6 +15,7 @@ use voxline_shared::EndedReason;
 
 use super::bridge::{Action, Bridge, BridgeConfig, CallEnd, DtmfVia};
 use super::tools::TOOL_DIGIT_MS;
+use super::transfer::LegTarget;
 use super::{Emitter, HangupCause};
 use crate::engine::guard::AllowedHosts;
 use crate::engine::{BoxedEngine, Engine, EngineConfig, EngineError, EngineEvent};
@@ -58,6 +59,22 @@ type EngineStart<'a> = std::pin::Pin<
 async fn engine_connected(start: &mut Option<EngineStart<'_>>) -> Result<BoxedEngine, EngineError> {
     match start {
         Some(f) => f.await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The next event of the transfer's second leg, or waits forever without one.
+async fn leg_event(leg: &mut Option<CallHandle>) -> Option<Event> {
+    match leg {
+        Some(c) => c.next_event().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The next frame heard from the transferee, or waits forever without media.
+async fn leg_frame(media: &mut Option<MediaHandle>) -> Option<Vec<i16>> {
+    match media {
+        Some(m) => m.recv().await,
         None => std::future::pending().await,
     }
 }
@@ -139,6 +156,9 @@ async fn run_dialog(
         hangup: Some(hangup),
         latency: Default::default(),
         incoming,
+        transferee: None,
+        transferee_bound: None,
+        transferee_media: None,
     };
     let end = io.run(bridge).await;
     // The IO (its engine connection under way, if any) borrows the offer.
@@ -207,6 +227,11 @@ struct CallIo<'a> {
     latency: crate::metrics::CallLatency,
     /// An inbound call, ringing: answered instead of placing one.
     incoming: Option<IncomingCall>,
+    /// The transfer's second leg (issue 16), its RTP ports until it
+    /// answers, then its media.
+    transferee: Option<CallHandle>,
+    transferee_bound: Option<media::driver::BoundMedia>,
+    transferee_media: Option<MediaHandle>,
 }
 
 impl CallIo<'_> {
@@ -278,6 +303,33 @@ impl CallIo<'_> {
                 Some((tool_call_id, answer)) = self.tool_rx.recv() => {
                     bridge.tool_answered(now(), &tool_call_id, &answer);
                 }
+                ev = leg_event(&mut self.transferee) => match ev {
+                    Some(Event::Failover { trunk, end }) => {
+                        tracing::info!(call_id = %self.offer.call_id, trunk, detail = %end.detail, code = ?end.sip_code, "transfer leg: trunk failed over");
+                    }
+                    Some(Event::Call(ev)) => {
+                        let last = matches!(ev, crate::sip::DialogEvent::Ended(_));
+                        bridge.transferee_event(now(), ev);
+                        if last {
+                            self.drop_transferee().await;
+                        }
+                    }
+                    None => {
+                        self.drop_transferee().await;
+                        bridge.transferee_event(now(), crate::sip::DialogEvent::Ended(crate::sip::DialogEnd {
+                            status: voxline_shared::CallStatus::Failed,
+                            reason: EndedReason::TrunkError,
+                            sip_code: None,
+                            try_next_trunk: false,
+                            detail: "dialog_lost".into(),
+                            retry_after_s: None,
+                        }));
+                    }
+                },
+                pcm = leg_frame(&mut self.transferee_media) => match pcm {
+                    Some(pcm) => bridge.transferee_heard(now(), pcm),
+                    None => self.transferee_media = None,
+                },
                 _ = until(deadline) => bridge.handle_timeout(now()),
             }
         }
@@ -341,6 +393,48 @@ impl CallIo<'_> {
         self.bound = Some(bound);
         self.call = Some(call);
         Ok(())
+    }
+
+    /// Dials the transfer's second leg (its own RTP ports; the call's
+    /// caller ID): a number through the trunks in force, a contact URI at
+    /// its address.
+    async fn dial_transferee(&mut self, target: &LegTarget) -> Result<(), String> {
+        let (bound, sdp, plan) = self
+            .bind_media()
+            .map_err(|_| "no RTP ports for the second leg".to_string())?;
+        let (trunks, user) = match target {
+            LegTarget::Number(n) => (plan.trunks(), n.clone()),
+            LegTarget::Contact(uri) => {
+                let (trunk, user) = super::transfer::contact_leg(uri)
+                    .ok_or_else(|| format!("cannot dial contact {uri:?}"))?;
+                (vec![trunk], user)
+            }
+        };
+        let mut spec = call_spec(self.offer, trunks, &plan.from_number, &plan.cfg, sdp);
+        spec.to_user = user;
+        spec.ring_timeout = super::transfer::TRANSFER_RING_TIMEOUT;
+        // The callee's leg keeps the call's `max_seconds` (its end ends this one).
+        spec.max_duration = None;
+        let call = self
+            .tel
+            .sip
+            .start_call(spec)
+            .await
+            .map_err(|e| e.to_string())?;
+        tracing::info!(call_id = %self.offer.call_id, ?target, "transfer: dialling the second leg");
+        self.transferee_bound = Some(bound);
+        self.transferee = Some(call);
+        Ok(())
+    }
+
+    /// The second leg is over: its handle and media go.
+    async fn drop_transferee(&mut self) {
+        self.transferee = None;
+        self.transferee_bound = None;
+        if let Some(m) = self.transferee_media.take() {
+            let stats = m.stop().await;
+            tracing::info!(call_id = %self.offer.call_id, ?stats, "transfer leg media stopped");
+        }
     }
 
     /// Performs the bridge's actions until none is left; `Some` once it has
@@ -469,6 +563,47 @@ impl CallIo<'_> {
                         call.hangup(reason).await;
                     }
                 }
+                Action::Refer { destination } => match &self.call {
+                    Some(call) => call.refer(&destination).await,
+                    None => bridge.transferee_failed(now(), "no SIP dialog"),
+                },
+                Action::DialTransferee { target } => {
+                    if let Err(why) = self.dial_transferee(&target).await {
+                        bridge.transferee_failed(now(), &why);
+                    }
+                }
+                Action::StartTransfereeMedia(neg) => {
+                    match start_media_unrecorded(self.transferee_bound.take(), &neg) {
+                        Ok(m) => {
+                            self.transferee_media = Some(m);
+                            bridge.transferee_media_started(now());
+                        }
+                        Err(why) => bridge.transferee_media_failed(now(), &why),
+                    }
+                }
+                Action::SetTransfereeRemote(addr) => {
+                    if let Some(m) = &self.transferee_media {
+                        let _ = m.set_remote(addr, None).await;
+                    }
+                }
+                Action::SendToTransferee(pcm) => {
+                    if let Some(m) = &self.transferee_media {
+                        // Never waits: a leg that cannot keep up loses audio.
+                        let _ = m.sender().try_send(pcm);
+                    }
+                }
+                Action::HangupTransferee(reason) => {
+                    if let Some(leg) = &self.transferee {
+                        leg.hangup(reason).await;
+                    }
+                }
+                Action::DetachEngine => {
+                    self.engine_start = None;
+                    if let Some(mut en) = self.engine.take() {
+                        tracing::info!(call_id = %self.offer.call_id, "transferred: engine detached");
+                        en.close().await;
+                    }
+                }
                 Action::Finish(end) => {
                     // Never answered, or over before the engine was up: a
                     // connection under way is dropped, a live one closed.
@@ -496,6 +631,8 @@ impl CallIo<'_> {
                         let stats = m.stop().await;
                         tracing::info!(call_id = %self.offer.call_id, ?stats, "media stopped");
                     }
+                    // A second leg still up is hung up as its handle goes.
+                    self.drop_transferee().await;
                     return Some(end);
                 }
             }
@@ -559,12 +696,7 @@ fn call_spec(
     spec
 }
 
-/// `+` then 7 to 15 digits, the first not 0.
-fn is_e164(n: &str) -> bool {
-    n.strip_prefix('+').is_some_and(|d| {
-        (7..=15).contains(&d.len()) && d.bytes().all(|b| b.is_ascii_digit()) && !d.starts_with('0')
-    })
-}
+use super::tools::is_e164;
 
 /// Which key goes to which endpoint. A key travels only with its own URL:
 /// the offer's pair (the call's or its agent's, as the edge chose) when it
@@ -669,6 +801,23 @@ fn recording_path(offer: &Offer, tel: &Telephony) -> Option<std::path::PathBuf> 
         )),
         _ => None,
     }
+}
+
+/// A leg's media without recording (the transfer's second leg: the
+/// callee's leg records both sides).
+fn start_media_unrecorded(
+    bound: Option<media::driver::BoundMedia>,
+    neg: &Negotiated,
+) -> Result<MediaHandle, String> {
+    let bound = bound.ok_or("media already started")?;
+    let payload = PayloadMap {
+        audio: neg.pt,
+        telephone_event: neg.dtmf_pt,
+        comfort_noise: None,
+    };
+    let mut cfg = MediaConfig::new(neg.codec, payload, neg.remote_rtp);
+    cfg.srtp = neg.srtp.as_ref().map(|s| s.keys.clone());
+    bound.start(cfg).map_err(|e| e.to_string())
 }
 
 fn start_media(

@@ -9,6 +9,14 @@
 //!   "123#", "method": "rfc4733"|"sip_info"}` once the keys have been played.
 //! - `end_call` `{"reason": "..."}` (optional): answered `{"ok": true}` at
 //!   once; the call ends after the agent's pending audio has played.
+//! - `transfer` `{"destination": "+14155550100", "mode": "blind"}` (issue
+//!   16; `mode` optional, `blind` the only one so far): hands the callee to
+//!   the destination. By REFER where the call's trunk takes it (`refer`),
+//!   else the sidecar dials the destination and bridges the two legs
+//!   ([`super::transfer`]). Answered once the destination answered
+//!   (`{"ok": true, "destination": ..., "method": "refer"|"bridge"}`; the
+//!   engine is then detached) or with an error whose `error` is one of
+//!   [`TRANSFER_ERRORS`] (the agent says so and the call goes on).
 //!
 //! In the transcript a tool call is one agent turn, `[tool NAME ARGS ->
 //! RESULT]` ([`tool_turn_text`]), from the call to its result.
@@ -19,6 +27,20 @@ use serde_json::{json, Value};
 pub const SEND_DTMF: &str = "send_dtmf";
 /// Ends the call after the pending audio.
 pub const END_CALL: &str = "end_call";
+/// Hands the callee to another number (issue 16).
+pub const TRANSFER: &str = "transfer";
+
+/// The stable `error` codes of a failed `transfer`: the destination was
+/// busy, did not answer in time, refused (4xx-6xx other than busy), or the
+/// transfer could not be tried (`transfer_failed`: no trunk, no media, the
+/// dial plan refused it), or one is already under way.
+pub const TRANSFER_ERRORS: [&str; 5] = [
+    "busy",
+    "no_answer",
+    "rejected",
+    "transfer_failed",
+    "transfer_in_progress",
+];
 
 /// The keys `send_dtmf` may press (RFC 4733 events 0-15), upper case.
 pub const KEYS: &str = "0123456789*#ABCD";
@@ -39,6 +61,8 @@ pub enum ToolRequest {
     SendDtmf { digits: String },
     /// End the call after the pending audio.
     EndCall,
+    /// Hand the callee to `destination` (checked: E.164).
+    Transfer { destination: String },
     /// Not run: answer the engine with this error result at once.
     Refused { output: String },
 }
@@ -96,6 +120,34 @@ pub fn request(name: &str, arguments: &str) -> ToolRequest {
             }
         }
         END_CALL => ToolRequest::EndCall,
+        TRANSFER => {
+            let Some(destination) = args.get("destination").and_then(Value::as_str) else {
+                return ToolRequest::Refused {
+                    output: error_output("invalid_arguments", "destination (a string) is required"),
+                };
+            };
+            match args.get("mode") {
+                None | Some(Value::Null) => {}
+                Some(Value::String(m)) if m == "blind" => {}
+                Some(_) => {
+                    return ToolRequest::Refused {
+                        output: error_output("invalid_arguments", "mode must be \"blind\""),
+                    }
+                }
+            }
+            let destination = destination.trim();
+            if !is_e164(destination) {
+                return ToolRequest::Refused {
+                    output: error_output(
+                        "invalid_arguments",
+                        "destination must be an E.164 number (+ and 7-15 digits)",
+                    ),
+                };
+            }
+            ToolRequest::Transfer {
+                destination: destination.to_string(),
+            }
+        }
         _ => ToolRequest::Refused {
             output: error_output(
                 "unknown_tool",
@@ -108,6 +160,37 @@ pub fn request(name: &str, arguments: &str) -> ToolRequest {
 /// `send_dtmf`'s result once the keys have been played.
 pub fn dtmf_output(digits: &str, method: &str) -> String {
     json!({"ok": true, "digits": digits, "method": method}).to_string()
+}
+
+/// `+` then 7 to 15 digits, the first not 0.
+pub fn is_e164(n: &str) -> bool {
+    n.strip_prefix('+').is_some_and(|d| {
+        (7..=15).contains(&d.len()) && d.bytes().all(|b| b.is_ascii_digit()) && !d.starts_with('0')
+    })
+}
+
+/// `transfer`'s result once the destination answered (`method`: `refer`
+/// or `bridge`).
+pub fn transfer_output(destination: &str, method: &str) -> String {
+    json!({"ok": true, "destination": destination, "method": method}).to_string()
+}
+
+/// `transfer`'s error result for a final SIP answer `code` from the
+/// destination (or 408 for no answer in time): its [`TRANSFER_ERRORS`] code.
+pub fn transfer_error_code(code: u16) -> &'static str {
+    match code {
+        486 | 600 => "busy",
+        408 | 480 | 487 => "no_answer",
+        400..=699 => "rejected",
+        _ => "transfer_failed",
+    }
+}
+
+/// `transfer`'s error result for a final SIP answer `code` (see
+/// [`transfer_error_code`]); `sip_code` included when known.
+pub fn transfer_error_output(code: Option<u16>, message: &str) -> String {
+    let error = code.map_or("transfer_failed", transfer_error_code);
+    json!({"ok": false, "error": error, "message": message, "sip_code": code}).to_string()
 }
 
 /// `end_call`'s result.
@@ -163,6 +246,19 @@ pub fn declarations() -> Vec<Value> {
                 "properties": {"reason": {"type": "string", "description": "Why the call ends."}},
             },
         }),
+        json!({
+            "type": "function",
+            "name": TRANSFER,
+            "description": "Transfer the caller to another phone number (blind transfer). Say that you are transferring them first. Answered once the other party picked up (you are then disconnected), or with an error (busy, no_answer, rejected, transfer_failed) after which the call goes on with you.",
+            "parameters": {
+                "type": "object",
+                "properties": {
+                    "destination": {"type": "string", "description": "The number to transfer to, E.164 (e.g. +14155550100)."},
+                    "mode": {"type": "string", "enum": ["blind"], "description": "How: blind (the only mode so far)."},
+                },
+                "required": ["destination"],
+            },
+        }),
     ]
 }
 
@@ -189,7 +285,7 @@ mod tests {
     /// agent's own tools (one list of reserved names on the link).
     #[test]
     fn the_built_in_names_are_reserved_on_the_link() {
-        for name in [SEND_DTMF, END_CALL] {
+        for name in [SEND_DTMF, END_CALL, TRANSFER] {
             assert!(
                 voxline_shared::sidecar_link::BUILT_IN_TOOLS.contains(&name),
                 "{name}"
@@ -249,6 +345,63 @@ mod tests {
     }
 
     #[test]
+    fn transfer_takes_an_e164_destination_and_only_blind_mode() {
+        assert_eq!(
+            request(TRANSFER, r#"{"destination":"+14155550100"}"#),
+            ToolRequest::Transfer {
+                destination: "+14155550100".into()
+            }
+        );
+        assert_eq!(
+            request(
+                TRANSFER,
+                r#"{"destination":" +14155550100 ","mode":"blind"}"#
+            ),
+            ToolRequest::Transfer {
+                destination: "+14155550100".into()
+            }
+        );
+        for bad in [
+            r#"{}"#,
+            r#"{"destination":"14155550100"}"#,
+            r#"{"destination":"+1415x"}"#,
+            r#"{"destination":"+1@evil"}"#,
+            r#"{"destination":"+14155550100","mode":"warm"}"#,
+            r#"{"destination":5}"#,
+        ] {
+            let ToolRequest::Refused { output } = request(TRANSFER, bad) else {
+                panic!("{bad} was taken");
+            };
+            let v: Value = serde_json::from_str(&output).unwrap();
+            assert_eq!(v["error"], "invalid_arguments", "{bad}");
+        }
+    }
+
+    #[test]
+    fn transfer_failures_have_stable_codes() {
+        for (code, want) in [
+            (486, "busy"),
+            (600, "busy"),
+            (408, "no_answer"),
+            (480, "no_answer"),
+            (487, "no_answer"),
+            (404, "rejected"),
+            (603, "rejected"),
+            (500, "rejected"),
+            (200, "transfer_failed"),
+        ] {
+            assert_eq!(transfer_error_code(code), want, "{code}");
+            assert!(TRANSFER_ERRORS.contains(&want));
+        }
+        let v: Value =
+            serde_json::from_str(&transfer_error_output(Some(486), "the line is busy")).unwrap();
+        assert_eq!(
+            v,
+            json!({"ok": false, "error": "busy", "message": "the line is busy", "sip_code": 486})
+        );
+    }
+
+    #[test]
     fn a_tool_turn_is_one_bounded_line() {
         let out = dtmf_output("2", "rfc4733");
         assert_eq!(
@@ -266,8 +419,8 @@ mod tests {
         let own = json!([{"type": "function", "name": "end_call", "description": "mine"}]);
         let all = with_builtins(Some(&own));
         let names: Vec<_> = all.iter().map(|t| t["name"].as_str().unwrap()).collect();
-        assert_eq!(names, ["end_call", "send_dtmf"]);
+        assert_eq!(names, ["end_call", "send_dtmf", "transfer"]);
         assert_eq!(all[0]["description"], "mine");
-        assert_eq!(with_builtins(None).len(), 2);
+        assert_eq!(with_builtins(None).len(), 3);
     }
 }

@@ -1113,7 +1113,7 @@ mod tests {
             .iter()
             .map(|t| t["name"].as_str().unwrap())
             .collect();
-        assert_eq!(names, ["book_slot", "send_dtmf", "end_call"]);
+        assert_eq!(names, ["book_slot", "send_dtmf", "end_call", "transfer"]);
     }
 
     #[test]
@@ -1191,7 +1191,13 @@ mod tests {
         let names: Vec<&str> = tools.iter().map(|t| t["name"].as_str().unwrap()).collect();
         assert_eq!(
             names,
-            ["from_metadata", "lookup_order", "send_dtmf", "end_call"]
+            [
+                "from_metadata",
+                "lookup_order",
+                "send_dtmf",
+                "end_call",
+                "transfer"
+            ]
         );
         assert_eq!(tools[1]["type"], "function");
         assert_eq!(

@@ -338,6 +338,15 @@ impl MediaSender {
             .map_err(|_| MediaError::Closed)
     }
 
+    /// As [`MediaSender::send`] without waiting: `Err` when the queue is
+    /// full (the audio is dropped) or the media has stopped.
+    pub fn try_send(&self, pcm: Vec<i16>) -> Result<(), MediaError> {
+        let g = self.generation.load(Ordering::Acquire);
+        self.audio_tx
+            .try_send((g, pcm))
+            .map_err(|_| MediaError::Closed)
+    }
+
     /// Discards everything queued so far (barge-in): no audio queued before
     /// the flush is sent after it (the next slot already sends what came after).
     pub fn flush(&self) {

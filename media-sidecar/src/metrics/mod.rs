@@ -183,6 +183,7 @@ fn reason_label(r: EndedReason) -> &'static str {
         R::EngineError => "engine_error",
         R::DispatchUnavailable => "dispatch_unavailable",
         R::SilenceTimeout => "silence_timeout",
+        R::Transferred => "transferred",
         R::AnsweringMachine => "answering_machine",
     }
 }
@@ -531,6 +532,8 @@ mod tests {
             R::EngineError,
             R::DispatchUnavailable,
             R::SilenceTimeout,
+            R::AnsweringMachine,
+            R::Transferred,
         ] {
             assert_eq!(
                 serde_json::to_string(&r).unwrap(),

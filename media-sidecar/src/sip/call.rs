@@ -34,7 +34,7 @@ use super::transport::Transport;
 use crate::random::{OsRandom, Random};
 
 /// What we allow in-dialog.
-pub const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, UPDATE, INFO, PRACK";
+pub const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, UPDATE, INFO, PRACK, NOTIFY";
 /// What we allow out of dialog (an OPTIONS probe's answer): texts too.
 pub const ALLOW_OUT_OF_DIALOG: &str =
     "INVITE, ACK, CANCEL, BYE, OPTIONS, UPDATE, INFO, PRACK, MESSAGE";
@@ -97,6 +97,10 @@ pub struct CallConfig {
     pub outbound_route: Option<String>,
     /// The network-asserted caller identity our INVITE carries, beside From.
     pub identity: IdentityHeader,
+    /// The trunk takes blind transfers by REFER (RFC 3515): [`Call::refer`]
+    /// sends one; otherwise it answers [`ReferEvent::NotSupported`] at once
+    /// (the caller bridges a second leg instead). Default: off.
+    pub refer: bool,
 }
 
 /// The header that asserts the caller's identity to a trunk that trusts us
@@ -146,6 +150,7 @@ impl CallConfig {
             contact: None,
             outbound_route: None,
             identity: IdentityHeader::None,
+            refer: false,
         }
     }
 }
@@ -249,8 +254,42 @@ pub enum DialogEvent {
     /// The keys of [`Call::send_dtmf_info`] were all answered 2xx (`Ok`),
     /// or one was refused or timed out (`Err`: why; the rest are dropped).
     KeysSent(Result<(), String>),
+    /// How a blind transfer by REFER ([`Call::refer`]) goes.
+    Refer(ReferEvent),
     /// Always last.
     Ended(DialogEnd),
+}
+
+/// The steps of a blind transfer by REFER (RFC 3515): the REFER's own
+/// answer, then the NOTIFYs whose `message/sipfrag` bodies tell how the
+/// trunk's call to the target goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReferEvent {
+    /// No REFER was sent: the trunk is not configured for it (`refer` off),
+    /// the call is not answered, or a transfer is already under way. Why.
+    NotSupported(&'static str),
+    /// The REFER was accepted (2xx, normally 202): NOTIFYs follow.
+    Accepted,
+    /// The REFER itself was refused with this final code (408: no answer).
+    Refused(u16),
+    /// A NOTIFY: the status line of its sipfrag (`SIP/2.0 180 Ringing` ->
+    /// 180); `terminated` when its `Subscription-State` is `terminated`.
+    /// A code of 200 or more is the transfer's outcome.
+    Progress { code: u16, terminated: bool },
+}
+
+/// The status code of a `message/sipfrag` body (RFC 3420) as NOTIFYs of a
+/// REFER subscription carry it (RFC 3515 2.4.5): its first line,
+/// `SIP/2.0 <code> <reason>`. `None` for anything else.
+pub fn sipfrag_status(body: &[u8]) -> Option<u16> {
+    let text = std::str::from_utf8(body.get(..body.len().min(256))?).ok()?;
+    let line = text.lines().next()?.trim();
+    let mut parts = line.split_whitespace();
+    if parts.next()? != "SIP/2.0" {
+        return None;
+    }
+    let code: u16 = parts.next()?.parse().ok()?;
+    (100..=699).contains(&code).then_some(code)
 }
 
 /// The most keys queued for SIP INFO at once.
@@ -504,6 +543,11 @@ pub struct Call {
     info_key_ms: u32,
     info: Option<NonInviteClient>,
     info_auth_tried: bool,
+    /// The REFER in flight ([`Call::refer`]) and its target (kept while
+    /// the subscription's NOTIFYs may come: they are taken only then).
+    refer: Option<NonInviteClient>,
+    refer_to: Option<String>,
+    refer_auth_tried: bool,
     cache: Vec<Cached>,
     reinvite_2xx: Option<Retrans2xx>,
     out: VecDeque<Transmit>,
@@ -610,6 +654,9 @@ impl Call {
             info_key_ms: 0,
             info: None,
             info_auth_tried: false,
+            refer: None,
+            refer_to: None,
+            refer_auth_tried: false,
             cache: Vec::new(),
             reinvite_2xx: None,
             out: VecDeque::new(),
@@ -923,6 +970,11 @@ impl Call {
                     t.on_response(r, now);
                 }
             }
+            "REFER" => {
+                if let Some(t) = self.refer.as_mut().filter(|t| t.branch == branch) {
+                    t.on_response(r, now);
+                }
+            }
             _ => {}
         }
     }
@@ -940,11 +992,13 @@ impl Call {
             let mut refresh_events = drain(self.refresh_invite.as_mut(), hop, &mut self.out);
             refresh_events.extend(drain(self.refresh_update.as_mut(), hop, &mut self.out));
             let info_events = drain(self.info.as_mut(), hop, &mut self.out);
+            let refer_events = drain(self.refer.as_mut(), hop, &mut self.out);
             let moved = !(invite_events.is_empty()
                 && bye_events.is_empty()
                 && prack_events.is_empty()
                 && refresh_events.is_empty()
-                && info_events.is_empty());
+                && info_events.is_empty()
+                && refer_events.is_empty());
             for ev in invite_events {
                 self.on_invite_event(ev, now);
             }
@@ -959,6 +1013,9 @@ impl Call {
             }
             for ev in info_events {
                 self.on_info_event(ev, now);
+            }
+            for ev in refer_events {
+                self.on_refer_event(ev, now);
             }
             if !moved {
                 break;
@@ -1503,6 +1560,90 @@ impl Call {
         }
     }
 
+    /// Blind transfer (RFC 3515): asks the trunk to call `target` (a SIP
+    /// URI, or a number: then in the trunk's domain) in our place with a REFER; [`DialogEvent::Refer`] events follow
+    /// (at once [`ReferEvent::NotSupported`] when the trunk is not
+    /// configured for REFER, the call is not answered, or a REFER is
+    /// already out). The dialog stays up: the caller hangs up once the
+    /// NOTIFYs report the target answered.
+    pub fn refer(&mut self, now: u64, target: &str) {
+        let why = if !self.cfg.refer {
+            Some("refer_off")
+        } else if self.phase != Phase::Confirmed {
+            Some("not_answered")
+        } else if self.refer_to.is_some() {
+            Some("refer_in_progress")
+        } else {
+            None
+        };
+        if let Some(why) = why {
+            self.events
+                .push_back(DialogEvent::Refer(ReferEvent::NotSupported(why)));
+            return;
+        }
+        // A number alone goes to the trunk, as our INVITE's Request-URI did.
+        let target = if target.contains(':') {
+            target.to_string()
+        } else {
+            let host = self
+                .cfg
+                .request_uri
+                .split_once('@')
+                .map_or(self.cfg.request_uri.as_str(), |(_, h)| h);
+            format!("sip:{target}@{host}")
+        };
+        self.refer_to = Some(target);
+        self.send_refer(now, None);
+        self.pump(now);
+    }
+
+    /// The REFER (with credentials for `challenge` if given).
+    fn send_refer(&mut self, now: u64, challenge: Option<&Message>) {
+        let Some(target) = self.refer_to.clone() else {
+            return;
+        };
+        self.cseq += 1;
+        let (mut m, branch) = self.dialog_message("REFER", self.cseq);
+        m.push("Contact", self.contact());
+        m.push("Refer-To", format!("<{target}>"));
+        m.push("Referred-By", format!("<{}>", self.cfg.from_uri));
+        if let Some(ch) = challenge {
+            if !self.authorize(ch, &mut m, "REFER") {
+                self.refer_to = None;
+                self.events
+                    .push_back(DialogEvent::Refer(ReferEvent::Refused(401)));
+                return;
+            }
+        }
+        self.refer = Some(NonInviteClient::new(&m, branch, now, self.cfg.timers));
+    }
+
+    fn on_refer_event(&mut self, ev: TxEvent, now: u64) {
+        match ev {
+            TxEvent::Provisional(_) => {}
+            TxEvent::Final(r) if matches!(r.code(), Some(200..=299)) => {
+                self.events
+                    .push_back(DialogEvent::Refer(ReferEvent::Accepted));
+            }
+            TxEvent::Final(r) if matches!(r.code(), Some(401 | 407)) && !self.refer_auth_tried => {
+                self.refer_auth_tried = true;
+                self.send_refer(now, Some(&r));
+            }
+            TxEvent::Final(r) => {
+                let code = r.code().unwrap_or(500);
+                tracing::info!(call_id = %self.call_id, code, "REFER refused");
+                self.refer_to = None;
+                self.events
+                    .push_back(DialogEvent::Refer(ReferEvent::Refused(code)));
+            }
+            TxEvent::Timeout => {
+                self.refer_to = None;
+                self.events
+                    .push_back(DialogEvent::Refer(ReferEvent::Refused(408)));
+            }
+        }
+    }
+
     /// RFC 3261 12.2.1.2: a 408/481 (or no answer) to an in-dialog request ends the dialog.
     fn refresh_failed(&mut self, now: u64) {
         if self.phase == Phase::Confirmed {
@@ -1786,6 +1927,7 @@ impl Call {
         self.refresh_update = None;
         self.info = None;
         self.info_keys.clear();
+        self.refer = None;
         self.cache.clear();
         self.reinvite_2xx = None;
         self.cancel_pending = false;
@@ -1815,6 +1957,9 @@ impl Call {
             t.on_timer(now);
         }
         if let Some(t) = self.info.as_mut() {
+            t.on_timer(now);
+        }
+        if let Some(t) = self.refer.as_mut() {
             t.on_timer(now);
         }
         self.pump(now);
@@ -1892,6 +2037,7 @@ impl Call {
             self.refresh_invite.as_ref().and_then(|t| t.next_timer()),
             self.refresh_update.as_ref().and_then(|t| t.next_timer()),
             self.info.as_ref().and_then(|t| t.next_timer()),
+            self.refer.as_ref().and_then(|t| t.next_timer()),
             self.session
                 .as_ref()
                 .map(|s| s.refresh_at.unwrap_or(s.expire_at).min(s.expire_at)),
@@ -1943,6 +2089,7 @@ impl Call {
                 .as_ref()
                 .is_none_or(|t| t.next_timer().is_none())
             && self.info.as_ref().is_none_or(|t| t.next_timer().is_none())
+            && self.refer.as_ref().is_none_or(|t| t.next_timer().is_none())
             && self.cache.is_empty()
             && self.reinvite_2xx.is_none()
             && self.out.is_empty()
@@ -2148,7 +2295,46 @@ impl Call {
                     }
                 }
             }
-            "CANCEL" | "INVITE" | "UPDATE" => {
+            // RFC 3515 2.4.4: the REFER's implicit subscription (`Event:
+            // refer`); any other NOTIFY is for no subscription of ours (481).
+            "NOTIFY"
+                if self.refer_to.is_some()
+                    && req
+                        .header("Event")
+                        .and_then(|e| e.split(';').next())
+                        .is_some_and(|e| e.trim().eq_ignore_ascii_case("refer")) =>
+            {
+                let resp = response_to(req, 200, None);
+                self.respond(now, from, req, resp);
+                let terminated = req
+                    .header("Subscription-State")
+                    .and_then(|s| s.split(';').next())
+                    .is_some_and(|s| s.trim().eq_ignore_ascii_case("terminated"));
+                match sipfrag_status(&req.body) {
+                    Some(code) => {
+                        if code >= 200 || terminated {
+                            // The outcome: no further NOTIFY is taken.
+                            self.refer_to = None;
+                        }
+                        self.events
+                            .push_back(DialogEvent::Refer(ReferEvent::Progress {
+                                code,
+                                terminated,
+                            }));
+                    }
+                    None if terminated => {
+                        // Ended without a final status: the transfer's fate is unknown.
+                        self.refer_to = None;
+                        self.events
+                            .push_back(DialogEvent::Refer(ReferEvent::Progress {
+                                code: 487,
+                                terminated,
+                            }));
+                    }
+                    None => {}
+                }
+            }
+            "CANCEL" | "INVITE" | "UPDATE" | "NOTIFY" => {
                 let resp = response_to(req, 481, None);
                 self.respond(now, from, req, resp);
             }
@@ -2762,6 +2948,154 @@ mod tests {
             matches!(&events(&mut c)[..], [DialogEvent::KeysSent(Err(e))] if e.contains("415"))
         );
         assert!(sent(&mut c).iter().all(|(_, m)| m.method() != Some("INFO")));
+    }
+
+    /// Issue 16: a blind transfer by REFER (RFC 3515): Refer-To and
+    /// Referred-By, the 202, the NOTIFYs' sipfrag progress answered 200, the
+    /// final status ending the subscription (a later NOTIFY gets 481).
+    #[test]
+    fn a_refer_is_sent_and_its_notify_progress_reported() {
+        // Not configured for REFER: refused at once, nothing sent.
+        let mut off = Call::new(cfg(), 0);
+        answered(&mut off);
+        events(&mut off);
+        sent(&mut off);
+        off.refer(100, "sip:+15550002222@127.0.0.1:5070");
+        assert_eq!(
+            events(&mut off),
+            [DialogEvent::Refer(ReferEvent::NotSupported("refer_off"))]
+        );
+        assert!(sent(&mut off).is_empty());
+
+        let mut c = Call::new(
+            CallConfig {
+                refer: true,
+                ..cfg()
+            },
+            0,
+        );
+        c.refer(5, "sip:x@127.0.0.1");
+        assert_eq!(
+            events(&mut c),
+            [DialogEvent::Refer(ReferEvent::NotSupported("not_answered"))]
+        );
+        answered(&mut c);
+        events(&mut c);
+        sent(&mut c);
+        c.refer(1_000, "+15550002222");
+        let out = sent(&mut c);
+        assert_eq!(out.len(), 1, "{out:?}");
+        let (dest, refer) = &out[0];
+        assert_eq!(refer.method(), Some("REFER"));
+        // In the dialog: its route set's first hop, its Call-ID and tags.
+        assert_eq!(*dest, "10.0.0.1:5061".parse().unwrap());
+        assert_eq!(refer.call_id(), c.call_id());
+        assert_eq!(refer.to_tag().as_deref(), Some("remote1"));
+        assert_eq!(
+            refer.header("Refer-To"),
+            Some("<sip:+15550002222@127.0.0.1:5070>")
+        );
+        assert_eq!(
+            refer.header("Referred-By"),
+            Some("<sip:alice@127.0.0.1:5060>")
+        );
+        // A second transfer while this one runs: refused.
+        c.refer(1_001, "sip:y@127.0.0.1");
+        assert_eq!(
+            events(&mut c),
+            [DialogEvent::Refer(ReferEvent::NotSupported(
+                "refer_in_progress"
+            ))]
+        );
+        c.handle_datagram(1_010, from(), &reply(refer, 202, &[], None))
+            .unwrap();
+        assert_eq!(events(&mut c), [DialogEvent::Refer(ReferEvent::Accepted)]);
+        let notify = |c: &Call, cseq: u32, state: &str, frag: &str| {
+            let mut m = in_dialog(c, "NOTIFY", cseq, &format!("n{cseq}"));
+            m.push("Event", "refer");
+            m.push("Subscription-State", state.to_string());
+            m.push("Content-Type", "message/sipfrag;version=2.0");
+            m.body = frag.as_bytes().to_vec();
+            m
+        };
+        let trying = notify(&c, 10, "active;expires=60", "SIP/2.0 100 Trying\r\n");
+        c.handle_message(1_100, from(), &trying);
+        let ok = notify(&c, 11, "terminated;reason=noresource", "SIP/2.0 200 OK\r\n");
+        c.handle_message(1_200, from(), &ok);
+        let codes: Vec<_> = sent(&mut c).iter().map(|(_, m)| m.code()).collect();
+        assert_eq!(codes, [Some(200), Some(200)]);
+        assert_eq!(
+            events(&mut c),
+            [
+                DialogEvent::Refer(ReferEvent::Progress {
+                    code: 100,
+                    terminated: false
+                }),
+                DialogEvent::Refer(ReferEvent::Progress {
+                    code: 200,
+                    terminated: true
+                }),
+            ]
+        );
+        // The subscription is over: another NOTIFY is for nothing of ours.
+        let late = notify(&c, 12, "active", "SIP/2.0 180 Ringing\r\n");
+        c.handle_message(1_300, from(), &late);
+        let codes: Vec<_> = sent(&mut c).iter().map(|(_, m)| m.code()).collect();
+        assert_eq!(codes, [Some(481)]);
+        assert_eq!(events(&mut c), []);
+        // The call itself is still up: the caller hangs up.
+        assert_eq!(c.phase(), Phase::Confirmed);
+    }
+
+    #[test]
+    fn a_refused_or_unanswered_refer_is_reported_with_its_code() {
+        let mut c = Call::new(
+            CallConfig {
+                refer: true,
+                ..cfg()
+            },
+            0,
+        );
+        answered(&mut c);
+        events(&mut c);
+        sent(&mut c);
+        c.refer(1_000, "sip:+15550002222@127.0.0.1:5070");
+        let refer = sent(&mut c).remove(0).1;
+        c.handle_datagram(1_010, from(), &reply(&refer, 603, &[], None))
+            .unwrap();
+        assert_eq!(
+            events(&mut c),
+            [DialogEvent::Refer(ReferEvent::Refused(603))]
+        );
+        // Another may follow; this one is never answered (Timer F: 64*T1).
+        c.refer(2_000, "sip:+15550002222@127.0.0.1:5070");
+        assert_eq!(sent(&mut c).len(), 1);
+        let mut t = 2_000;
+        while t < 2_000 + 64 * 500 + 1 {
+            t += 500;
+            c.handle_timeout(t);
+        }
+        let evs = events(&mut c);
+        assert_eq!(evs, [DialogEvent::Refer(ReferEvent::Refused(408))]);
+    }
+
+    #[test]
+    fn sipfrag_status_lines() {
+        assert_eq!(sipfrag_status(b"SIP/2.0 200 OK\r\n"), Some(200));
+        assert_eq!(sipfrag_status(b"SIP/2.0 486 Busy Here"), Some(486));
+        assert_eq!(
+            sipfrag_status(b"SIP/2.0 100 Trying\r\nVia: x\r\n"),
+            Some(100)
+        );
+        for bad in [
+            &b""[..],
+            b"HTTP/1.1 200 OK",
+            b"SIP/2.0 abc",
+            b"SIP/2.0 999 x",
+            b"\xff\xfe",
+        ] {
+            assert_eq!(sipfrag_status(bad), None, "{bad:?}");
+        }
     }
 
     /// With the option off (a trunk whose addresses are not known), any

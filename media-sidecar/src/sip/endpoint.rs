@@ -85,6 +85,8 @@ pub struct Trunk {
     /// this trunk's calls and texts go out through: its Contact, its From
     /// domain; the trunk is skipped while it is not bound. Default: none.
     pub registration: Option<String>,
+    /// [`CallConfig::refer`]: blind transfers by REFER. Default: off.
+    pub refer: bool,
 }
 
 impl Trunk {
@@ -103,6 +105,7 @@ impl Trunk {
             tls_name: None,
             outbound_route: None,
             registration: None,
+            refer: false,
         }
     }
 
@@ -411,6 +414,7 @@ fn call_config(
     c.require_100rel = trunk.require_100rel;
     c.session_timer = trunk.session_timer;
     c.identity = trunk.identity;
+    c.refer = trunk.refer;
     c.media.srtp = trunk.srtp;
     c.ring_timeout_ms = duration_ms(spec.ring_timeout);
     c.max_duration_ms = spec.max_duration.map(duration_ms);
@@ -897,6 +901,19 @@ impl Endpoint {
         };
         if let Some(d) = self.dialogs.get_mut(&a.sip_call_id) {
             d.call.send_dtmf_info(ms, keys, key_ms);
+        }
+        self.pump(ms);
+    }
+
+    /// Blind transfer of call `id` to `target` by REFER ([`Call::refer`]);
+    /// its [`DialogEvent::Refer`] events follow. Unknown or ended calls are ignored.
+    pub fn refer(&mut self, id: CallId, target: &str, now: Instant) {
+        let ms = self.ms(now);
+        let Some(a) = self.calls.get(&id) else {
+            return;
+        };
+        if let Some(d) = self.dialogs.get_mut(&a.sip_call_id) {
+            d.call.refer(ms, target);
         }
         self.pump(ms);
     }

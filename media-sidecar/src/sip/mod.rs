@@ -42,5 +42,5 @@ pub mod transport;
 pub mod uas;
 pub mod udp;
 
-pub use call::{Call, CallConfig, DialogEnd, DialogEvent};
+pub use call::{Call, CallConfig, DialogEnd, DialogEvent, ReferEvent};
 pub use endpoint::{CallId, Endpoint, EndpointConfig};

@@ -73,6 +73,10 @@ enum Cmd {
         keys: String,
         key_ms: u32,
     },
+    Refer {
+        id: CallKey,
+        target: String,
+    },
     /// Inbound calls go to this receiver from now on (a second one replaces it).
     TakeInboundCalls {
         calls: mpsc::Sender<IncomingCall>,
@@ -186,6 +190,20 @@ impl CallHandle {
             .await;
     }
 
+    /// Blind transfer to `target` (a SIP URI) by REFER;
+    /// `Event::Call(DialogEvent::Refer(_))` events follow
+    /// ([`super::ReferEvent::NotSupported`] at once for a call a trunk
+    /// placed to us: not offered there yet).
+    pub async fn refer(&self, target: &str) {
+        let _ = self
+            .cmd
+            .send(Cmd::Refer {
+                id: self.id,
+                target: target.to_string(),
+            })
+            .await;
+    }
+
     /// BYE if answered, CANCEL if not. Idempotent.
     pub async fn hangup(&self, reason: EndedReason) {
         let _ = self
@@ -214,6 +232,7 @@ impl std::fmt::Debug for Cmd {
             Cmd::Start { .. } => "Start",
             Cmd::Hangup { .. } => "Hangup",
             Cmd::SendDtmfInfo { .. } => "SendDtmfInfo",
+            Cmd::Refer { .. } => "Refer",
             Cmd::TakeInboundCalls { .. } => "TakeInboundCalls",
             Cmd::AnswerInbound { .. } => "AnswerInbound",
             Cmd::RefuseInbound { .. } => "RefuseInbound",
@@ -585,6 +604,19 @@ impl Driver {
             } => self
                 .endpoint
                 .send_dtmf_info_inbound(id, &keys, key_ms, now()),
+            Cmd::Refer {
+                id: CallKey::Out(id),
+                target,
+            } => self.endpoint.refer(id, &target, now()),
+            Cmd::Refer {
+                id: key @ CallKey::In(_),
+                ..
+            } => self.deliver(
+                key,
+                Event::Call(DialogEvent::Refer(super::ReferEvent::NotSupported(
+                    "inbound_call",
+                ))),
+            ),
             Cmd::TakeInboundCalls { calls } => self.inbound_calls = Some(calls),
             Cmd::AnswerInbound {
                 id,

@@ -25,6 +25,7 @@ pub(super) fn webhook_operations() -> Value {
             | WebhookEvent::CallAnswered
             | WebhookEvent::CallCompleted
             | WebhookEvent::CallFailed => ("WebhookCallEvent", "A change of the call's status."),
+            WebhookEvent::CallTransferred => ("WebhookCallEvent", "The agent transferred the callee (its `transfer` tool, once the destination answered): the call, with `transfer` (`destination`, `method` `refer` (the trunk took the call over) or `bridge` (the sidecar relays the callee and the destination, recorded), `at_offset_ms` from the answer). The call ends later with `ended_reason` `transferred`."),
             WebhookEvent::MessageSent => ("WebhookMessageEvent", "The trunk accepted an outbound text message (SIP 2xx): `status` `sent`. Not yet delivered: `message.delivered` follows if the carrier reports delivery."),
             WebhookEvent::MessageFailed => ("WebhookMessageEvent", "An outbound text message could not be sent: `status` `failed`, with `failure_reason` and, when the trunk answered, `sip_code`."),
             WebhookEvent::MessageReceived => ("WebhookMessageEvent", "A text message to one of the tenant's numbers (`sms_enabled`) arrived: `direction` `inbound`, `status` `received`."),

@@ -36,7 +36,7 @@ pub(super) const CALLER_NAME_PATTERN: &str =
     r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$";
 /// Every [`EndedReason`], in declaration order. `ended_reason_index` below
 /// matches exhaustively, so a new variant does not compile until listed here.
-pub(super) const ENDED_REASONS: [EndedReason; 14] = [
+pub(super) const ENDED_REASONS: [EndedReason; 15] = [
     EndedReason::HangupRequested,
     EndedReason::CalleeHangup,
     EndedReason::AgentHangup,
@@ -51,6 +51,7 @@ pub(super) const ENDED_REASONS: [EndedReason; 14] = [
     EndedReason::DispatchUnavailable,
     EndedReason::SilenceTimeout,
     EndedReason::AnsweringMachine,
+    EndedReason::Transferred,
 ];
 #[allow(dead_code)] // exists for its exhaustiveness; the tests call it
 pub(super) fn ended_reason_index(r: EndedReason) -> usize {
@@ -69,6 +70,7 @@ pub(super) fn ended_reason_index(r: EndedReason) -> usize {
         EndedReason::DispatchUnavailable => 11,
         EndedReason::SilenceTimeout => 12,
         EndedReason::AnsweringMachine => 13,
+        EndedReason::Transferred => 14,
     }
 }
 pub(super) const SIDECAR_ID_PATTERN: &str = "^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$";

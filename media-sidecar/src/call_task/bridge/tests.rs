@@ -183,9 +183,9 @@ fn an_answered_call_with_a_transcript_ends_when_the_callee_hangs_up() {
             D + 3_100
         )]
     );
-    // A built-in name the bridge does not run (`transfer`, reserved) is
-    // answered with an error at once (never a hang), and shown in the
-    // transcript; a re-INVITE moves the media.
+    // A built-in tool called without what it needs (`transfer` without a
+    // destination) is answered with an error at once (never a hang), and
+    // shown in the transcript; a re-INVITE moves the media.
     b.handle_engine_event(
         t0 + ms(3_200),
         EngineEvent::FunctionCall {
@@ -194,7 +194,7 @@ fn an_answered_call_with_a_transcript_ends_when_the_callee_hangs_up() {
             arguments: "{}".into(),
         },
     );
-    let output = tools::error_output("unknown_tool", "no tool named \"transfer\"");
+    let output = tools::error_output("invalid_arguments", "destination (a string) is required");
     assert_eq!(
         drain(&mut b),
         [
@@ -1458,4 +1458,316 @@ fn customer_tools_are_asked_of_the_edge_without_holding_up_the_call() {
     drain(&mut b);
     b.tool_answered(t0 + ms(5_100), "a", &answer);
     assert_eq!(drain(&mut b), []);
+}
+
+// ---------------------------------------------------------------- transfers
+
+const XFER_ARGS: &str = r#"{"destination":"+15550002222"}"#;
+
+/// The engine asks for a transfer at +3 s: a REFER first.
+fn transfer_asked() -> (Bridge, Instant) {
+    let (mut b, t0) = answered(30);
+    b.handle_engine_event(t0 + ms(3_000), tool_call("transfer", "x1", XFER_ARGS));
+    assert_eq!(
+        drain(&mut b),
+        [Action::Refer {
+            destination: "+15550002222".into()
+        }]
+    );
+    (b, t0)
+}
+
+fn leg_neg() -> Negotiated {
+    Negotiated {
+        remote_rtp: "192.0.2.8:41000".parse().unwrap(),
+        codec: Codec::Pcma,
+        pt: 8,
+        ..neg()
+    }
+}
+
+/// Without REFER, the second leg is dialled, bridged once its media runs
+/// (engine detached, tool turn, `transferred` event), audio is relayed
+/// both ways in 20 ms frames, and the callee's BYE hangs up the second
+/// leg: the call ends `transferred`.
+#[test]
+fn without_refer_the_sidecar_bridges_a_second_leg_and_relays_audio() {
+    use crate::sip::ReferEvent;
+    let (mut b, t0) = transfer_asked();
+    b.handle_dialog_event(
+        t0 + ms(3_001),
+        DialogEvent::Refer(ReferEvent::NotSupported("refer_off")),
+    );
+    assert_eq!(
+        drain(&mut b),
+        [Action::DialTransferee {
+            target: transfer::LegTarget::Number("+15550002222".into())
+        }]
+    );
+    // While it rings the conversation goes on: the engine hears the callee.
+    b.heard(t0 + ms(4_000), speech());
+    assert!(drain(&mut b)
+        .iter()
+        .any(|a| matches!(a, Action::SendToEngine(_))));
+    b.transferee_event(t0 + ms(5_000), ringing());
+    b.transferee_event(t0 + ms(8_000), DialogEvent::Answered(leg_neg()));
+    assert_eq!(drain(&mut b), [Action::StartTransfereeMedia(leg_neg())]);
+    b.transferee_media_started(t0 + ms(8_000));
+    let output = tools::transfer_output("+15550002222", "bridge");
+    assert_eq!(
+        drain(&mut b),
+        [
+            Action::DetachEngine,
+            Action::FlushMedia,
+            emit(
+                EventKind::TranscriptTurn {
+                    role: Role::Agent,
+                    text: format!("[tool transfer {XFER_ARGS} -> {output}]"),
+                    start_ms: 1_000,
+                    end_ms: 6_000,
+                },
+                D + 8_000
+            ),
+            emit(
+                EventKind::Transferred {
+                    destination: "+15550002222".into(),
+                    method: "bridge".into(),
+                    at_offset_ms: 6_000,
+                },
+                D + 8_000
+            ),
+        ]
+    );
+    // No silence timeout once bridged, and the engine is gone for good.
+    assert_eq!(b.poll_timeout(), None);
+    b.engine_failed(
+        t0 + ms(8_100),
+        &EngineError::Disconnected("detached".into()),
+    );
+    assert_eq!(drain(&mut b), []);
+    // Callee -> transferee and back, frame by frame; nothing to the engine.
+    let callee = speech();
+    b.heard(t0 + ms(8_020), callee.clone());
+    assert_eq!(drain(&mut b), [Action::SendToTransferee(callee)]);
+    let person: Vec<i16> = (0..160).map(|i| (i * 10) as i16).collect();
+    b.transferee_heard(t0 + ms(8_040), person.clone());
+    assert_eq!(drain(&mut b), [Action::SendToMedia(person)]);
+    // The callee hangs up: the second leg goes too; `transferred`.
+    b.handle_dialog_event(
+        t0 + ms(20_000),
+        ended(CallStatus::Completed, EndedReason::CalleeHangup, None),
+    );
+    assert_eq!(
+        drain(&mut b),
+        [
+            Action::HangupTransferee(EndedReason::Transferred),
+            finish(
+                CallStatus::Completed,
+                EndedReason::Transferred,
+                None,
+                Some(D + 1_000),
+                Some(D + 2_000),
+                D + 20_000
+            ),
+        ]
+    );
+}
+
+/// The transferee hangs up first: the callee's leg is hung up (BYE).
+#[test]
+fn the_transferees_bye_hangs_up_the_callee() {
+    use crate::sip::ReferEvent;
+    let (mut b, t0) = transfer_asked();
+    b.handle_dialog_event(t0 + ms(3_001), DialogEvent::Refer(ReferEvent::Refused(501)));
+    assert!(matches!(
+        &drain(&mut b)[..],
+        [Action::DialTransferee { .. }]
+    ));
+    b.transferee_event(t0 + ms(4_000), DialogEvent::Answered(leg_neg()));
+    b.transferee_media_started(t0 + ms(4_000));
+    drain(&mut b);
+    b.transferee_event(
+        t0 + ms(9_000),
+        ended(CallStatus::Completed, EndedReason::CalleeHangup, None),
+    );
+    assert_eq!(drain(&mut b), [Action::Hangup(EndedReason::Transferred)]);
+    b.handle_dialog_event(
+        t0 + ms(9_050),
+        ended(CallStatus::Completed, EndedReason::AgentHangup, None),
+    );
+    assert_eq!(
+        drain(&mut b),
+        [finish(
+            CallStatus::Completed,
+            EndedReason::Transferred,
+            None,
+            Some(D + 1_000),
+            Some(D + 2_000),
+            D + 9_050
+        )]
+    );
+}
+
+/// A busy or unanswered destination answers the engine with a stable
+/// error code; the conversation goes on (and a new transfer may follow).
+#[test]
+fn a_busy_destination_is_an_error_result_and_the_call_goes_on() {
+    use crate::sip::ReferEvent;
+    let (mut b, t0) = transfer_asked();
+    b.handle_dialog_event(
+        t0 + ms(3_001),
+        DialogEvent::Refer(ReferEvent::NotSupported("refer_off")),
+    );
+    drain(&mut b);
+    b.transferee_event(
+        t0 + ms(4_000),
+        ended(CallStatus::Busy, EndedReason::Busy, Some(486)),
+    );
+    let acts = drain(&mut b);
+    let [Action::Emit {
+        kind: EventKind::TranscriptTurn { text, .. },
+        ..
+    }, Action::FunctionResult { call_id, output }] = &acts[..]
+    else {
+        panic!("{acts:?}")
+    };
+    assert_eq!(call_id, "x1");
+    let v: serde_json::Value = serde_json::from_str(output).unwrap();
+    assert_eq!(
+        (v["ok"].as_bool(), v["error"].as_str()),
+        (Some(false), Some("busy"))
+    );
+    assert!(text.starts_with("[tool transfer "), "{text}");
+    // The engine still hears the callee, and a second try is taken.
+    b.heard(t0 + ms(4_100), speech());
+    assert!(drain(&mut b)
+        .iter()
+        .any(|a| matches!(a, Action::SendToEngine(_))));
+    b.handle_engine_event(t0 + ms(5_000), tool_call("transfer", "x2", XFER_ARGS));
+    assert!(matches!(&drain(&mut b)[..], [Action::Refer { .. }]));
+    // ... but not a third one while it runs.
+    b.handle_engine_event(t0 + ms(5_001), tool_call("transfer", "x3", XFER_ARGS));
+    let acts = drain(&mut b);
+    assert!(
+        matches!(&acts[..], [Action::Emit { .. }, Action::FunctionResult { call_id, output }]
+            if call_id == "x3" && output.contains("transfer_in_progress")),
+        "{acts:?}"
+    );
+}
+
+/// REFER (RFC 3515): the NOTIFY's 200 sipfrag hands the call over; our
+/// side says BYE and the call ends `transferred`.
+#[test]
+fn a_refer_whose_notify_reports_200_ends_our_side_transferred() {
+    use crate::sip::ReferEvent;
+    let (mut b, t0) = transfer_asked();
+    b.handle_dialog_event(t0 + ms(3_050), DialogEvent::Refer(ReferEvent::Accepted));
+    b.handle_dialog_event(
+        t0 + ms(3_100),
+        DialogEvent::Refer(ReferEvent::Progress {
+            code: 100,
+            terminated: false,
+        }),
+    );
+    assert_eq!(drain(&mut b), []);
+    b.handle_dialog_event(
+        t0 + ms(6_000),
+        DialogEvent::Refer(ReferEvent::Progress {
+            code: 200,
+            terminated: true,
+        }),
+    );
+    let acts = drain(&mut b);
+    assert_eq!(acts[0], Action::DetachEngine);
+    assert!(acts.contains(&emit(
+        EventKind::Transferred {
+            destination: "+15550002222".into(),
+            method: "refer".into(),
+            at_offset_ms: 4_000,
+        },
+        D + 6_000
+    )));
+    assert_eq!(acts.last(), Some(&Action::Hangup(EndedReason::Transferred)));
+    assert!(
+        !acts
+            .iter()
+            .any(|a| matches!(a, Action::HangupTransferee(_))),
+        "{acts:?}"
+    );
+    b.handle_dialog_event(
+        t0 + ms(6_050),
+        ended(CallStatus::Completed, EndedReason::AgentHangup, None),
+    );
+    assert!(matches!(
+        &drain(&mut b)[..],
+        [Action::Finish(Some(CallEnd {
+            status: CallStatus::Completed,
+            reason: EndedReason::Transferred,
+            ..
+        }))]
+    ));
+}
+
+/// A REFER the destination does not answer (NOTIFY 480), or one whose
+/// NOTIFYs never report an answer, is an error result; the call goes on.
+#[test]
+fn a_refer_that_fails_or_times_out_is_an_error_result() {
+    use crate::sip::ReferEvent;
+    let (mut b, t0) = transfer_asked();
+    b.handle_dialog_event(
+        t0 + ms(5_000),
+        DialogEvent::Refer(ReferEvent::Progress {
+            code: 480,
+            terminated: true,
+        }),
+    );
+    let acts = drain(&mut b);
+    assert!(
+        matches!(&acts[..], [Action::Emit { .. }, Action::FunctionResult { output, .. }]
+            if output.contains(r#""error":"no_answer""#)),
+        "{acts:?}"
+    );
+    // Again, and the trunk stays silent.
+    b.handle_engine_event(t0 + ms(6_000), tool_call("transfer", "x2", XFER_ARGS));
+    drain(&mut b);
+    let deadline = t0 + ms(6_000) + transfer::REFER_TIMEOUT;
+    assert_eq!(b.poll_timeout(), Some(deadline));
+    b.handle_timeout(deadline);
+    let acts = drain(&mut b);
+    assert!(
+        matches!(&acts[..], [Action::Emit { .. }, Action::FunctionResult { call_id, output }]
+            if call_id == "x2" && output.contains(r#""error":"no_answer""#)),
+        "{acts:?}"
+    );
+    // A late NOTIFY changes nothing.
+    b.handle_dialog_event(
+        deadline + ms(1),
+        DialogEvent::Refer(ReferEvent::Progress {
+            code: 200,
+            terminated: true,
+        }),
+    );
+    assert_eq!(drain(&mut b), []);
+}
+
+/// The edge's hangup while bridged hangs up both legs.
+#[test]
+fn the_edges_hangup_while_bridged_hangs_up_both_legs() {
+    use crate::sip::ReferEvent;
+    let (mut b, t0) = transfer_asked();
+    b.handle_dialog_event(
+        t0 + ms(3_001),
+        DialogEvent::Refer(ReferEvent::NotSupported("inbound_call")),
+    );
+    b.transferee_event(t0 + ms(4_000), DialogEvent::Answered(leg_neg()));
+    b.transferee_media_started(t0 + ms(4_000));
+    drain(&mut b);
+    b.hangup_command(t0 + ms(5_000), Some(HangupCause::Requested));
+    assert_eq!(
+        drain(&mut b),
+        [
+            Action::Hangup(EndedReason::HangupRequested),
+            Action::HangupTransferee(EndedReason::HangupRequested)
+        ]
+    );
 }

@@ -53,7 +53,9 @@
 //!   absent: `{}`), e.g. `yes -> [tool confirm_appointment {"confirmed": true}]
 //!   Great, see you then.`; the edge calls the tool's URL and the call and
 //!   its answer are a `tool` turn of the transcript. The answer is not read
-//!   back to the callee (a script has no words for it).
+//!   back to the callee (a script has no words for it). A built-in tool's
+//!   name runs that tool in the sidecar, e.g. `1 -> [tool transfer
+//!   {"destination": "+14155550100"}] Transferring you now.`
 //!
 //! A prompt without a `[script]` block gets a default script: the greeting is
 //! the prompt's first sentence, and whatever the callee answers is followed
