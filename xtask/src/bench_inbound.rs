@@ -172,7 +172,7 @@ pub fn report(sorted_ms: &[f64], load: &str) -> String {
         "From the trunk's INVITE to its 200 OK, for a call to one of a tenant's numbers routed to \
 an AI agent (`echo` engine): sipp, as the trunk, calls the number on the release-built \
 sidecar's SIP port, one call at a time after one warm-up call, and times each INVITE -> 200 OK \
-(sipp's `rtd`, `-trace_rtt`). In between the sidecar rings (100, 180 at once), asks the edge in \
+(sipp's `rtd`, `-trace_rtt`, in whole ms). In between the sidecar rings (100, 180 at once), asks the edge in \
 one round trip (`POST /v1/sidecar/inbound-calls` over HTTP/1.1 to `wrangler dev`: the number's \
 tenant and route from KV, the call created in the tenant's `CallStore` and held for this sidecar \
 in the region's dispatch queue), starts the engine and answers with its SDP. Load average when \
