@@ -542,36 +542,7 @@ fn sipp_telephony(
     sipp_port: u16,
     rtp_ports: (u16, u16),
 ) -> voxline_media_sidecar::config::Telephony {
-    use voxline_media_sidecar::config;
-    config::Telephony {
-        rtp_port_min: rtp_ports.0,
-        rtp_port_max: rtp_ports.1,
-        trunks: vec![config::Trunk {
-            name: "sipp".into(),
-            host: "127.0.0.1".into(),
-            port: Some(sipp_port),
-            transport: config::SipTransport::Udp,
-            ca_cert: None,
-            tls_server_name: None,
-            username: None,
-            password: None,
-            realm: None,
-            in_dialog_from_trunk_only: None,
-            require_100rel: false,
-            session_expires_seconds: 1800,
-            min_se_seconds: 90,
-            srtp: Default::default(),
-            from_number: "+15550001111".into(),
-            identity_header: config::IdentityHeaderKind::None,
-            priority: 0,
-            register: false,
-            register_expires_seconds: 3_600,
-            registrar: None,
-            auth_username: None,
-            outbound_proxy: None,
-        }],
-        ..config::Telephony::default()
-    }
+    support::one_trunk_telephony(sipp_port, rtp_ports)
 }
 
 /// [`spawn_sidecar`] with this `[telephony]`.
