@@ -2486,6 +2486,7 @@ mod dialect_webhooks;
 mod dialects;
 mod inbound_calls;
 mod messages;
+mod phone_registrations;
 mod tool_calls;
 mod voice360;
 
