@@ -586,7 +586,7 @@ impl Registrar {
     /// The SIP endpoint's registrar settings; `None` when off.
     pub fn endpoint_config(&self) -> Option<crate::sip::registrar::RegistrarConfig> {
         self.enabled
-            .then(|| crate::sip::registrar::RegistrarConfig {
+            .then_some(crate::sip::registrar::RegistrarConfig {
                 min_expires_seconds: self.min_expires_seconds,
                 max_expires_seconds: self.max_expires_seconds,
                 default_expires_seconds: self.default_expires_seconds,

@@ -251,7 +251,7 @@ pub enum Request {
     /// A customer tool the engine of a held call called (issue 18).
     ToolCall(ToolCall),
     /// A user's phone REGISTERed with us (issue 16).
-    PhoneRegistration(PhoneRegistration),
+    PhoneRegistration(Box<PhoneRegistration>),
 }
 
 /// One recording to upload.
@@ -1486,7 +1486,7 @@ impl LeaseClient {
             let id = self.new_id(InFlight::PhoneRegistration { token });
             return Some(Transmit {
                 id,
-                request: Request::PhoneRegistration(registration),
+                request: Request::PhoneRegistration(Box::new(registration)),
             });
         }
         // An engine (and a callee) is waiting for the answer.
