@@ -9,7 +9,6 @@
 mod support;
 
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::watch;
@@ -46,12 +45,7 @@ fn spawn_sidecar(
     sip_port: u16,
     stop_rx: watch::Receiver<Stop>,
 ) -> std::thread::JoinHandle<RunSummary> {
-    use voxline_media_sidecar::call_task::CallMode;
-    use voxline_media_sidecar::config::{self, EdgeUrl, Secret};
-    use voxline_media_sidecar::lease::driver::run;
-    use voxline_media_sidecar::telephony::Telephony;
-    use voxline_media_sidecar::transport::http1::Http1Transport;
-
+    use voxline_media_sidecar::config;
     // One trunk nothing listens on: only phones talk to this sidecar.
     let mut telephony = support::one_trunk_telephony(free_udp_port(), (47_000, 47_099));
     telephony.sip_port = sip_port;
@@ -61,36 +55,15 @@ fn spawn_sidecar(
         default_expires_seconds: 20,
         ..config::Registrar::default()
     };
-    let carrier = Http1Transport::new(
-        EdgeUrl::parse(&format!("http://{}", edge.addr())).unwrap(),
-        None,
-    );
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
-        let summary = rt.block_on(async move {
-            let tel = Telephony::start(&telephony, Default::default())
-                .await
-                .unwrap();
-            let opts = RunOptions {
-                mode: CallMode::Sip(Arc::new(tel)),
-                ..RunOptions::default()
-            };
-            run(
-                Arc::new(carrier),
-                LeaseSettings::new("sc-reg", "local", 2),
-                Secret::new(LINK_SECRET),
-                opts,
-                stop_rx,
-            )
-            .await
-        });
-        rt.shutdown_timeout(Duration::ZERO);
-        summary
-    })
+    support::spawn_sip_sidecar(
+        edge,
+        LINK_SECRET,
+        telephony,
+        Default::default(),
+        LeaseSettings::new("sc-reg", "local", 2),
+        RunOptions::default(),
+        stop_rx,
+    )
 }
 
 /// (Call-ID, CSeq, contacts with their expiry, remove_all, accepted) of

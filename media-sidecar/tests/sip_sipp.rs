@@ -565,41 +565,15 @@ fn spawn_sidecar_allowing(
     opts: voxline_media_sidecar::lease::driver::RunOptions,
     stop_rx: tokio::sync::watch::Receiver<voxline_media_sidecar::lease::driver::Stop>,
 ) -> std::thread::JoinHandle<voxline_media_sidecar::lease::driver::RunSummary> {
-    use std::sync::Arc;
-    use voxline_media_sidecar::call_task::CallMode;
-    use voxline_media_sidecar::config::{EdgeUrl, Secret};
-    use voxline_media_sidecar::lease::driver::{run, RunOptions};
-    use voxline_media_sidecar::telephony::Telephony;
-    use voxline_media_sidecar::transport::http1::Http1Transport;
-
-    let carrier = Http1Transport::new(
-        EdgeUrl::parse(&format!("http://{}", edge.addr())).unwrap(),
-        None,
-    );
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
-        let summary = rt.block_on(async move {
-            let tel = Telephony::start(&telephony, allowed).await.unwrap();
-            let opts = RunOptions {
-                mode: CallMode::Sip(Arc::new(tel)),
-                ..opts
-            };
-            run(
-                Arc::new(carrier),
-                settings,
-                Secret::new(LINK_SECRET),
-                opts,
-                stop_rx,
-            )
-            .await
-        });
-        rt.shutdown_timeout(Duration::ZERO);
-        summary
-    })
+    support::spawn_sip_sidecar(
+        edge,
+        LINK_SECRET,
+        telephony,
+        allowed,
+        settings,
+        opts,
+        stop_rx,
+    )
 }
 
 /// A sidecar with one trunk (sipp) and a fake edge, draining with a short

@@ -585,3 +585,46 @@ pub fn one_trunk_telephony(
         ..config::Telephony::default()
     }
 }
+
+/// The whole sidecar with this `[telephony]` (engine URLs on `allowed`
+/// hosts let through), linked to `edge` over HTTP/1.1 with `secret`, in a
+/// runtime of its own; its summary when `stop_rx` stops it.
+#[allow(dead_code)]
+pub fn spawn_sip_sidecar(
+    edge: &FakeEdge,
+    secret: &str,
+    telephony: voxline_media_sidecar::config::Telephony,
+    allowed: voxline_media_sidecar::engine::guard::AllowedHosts,
+    settings: voxline_media_sidecar::lease::LeaseSettings,
+    opts: voxline_media_sidecar::lease::driver::RunOptions,
+    stop_rx: tokio::sync::watch::Receiver<voxline_media_sidecar::lease::driver::Stop>,
+) -> std::thread::JoinHandle<voxline_media_sidecar::lease::driver::RunSummary> {
+    use voxline_media_sidecar::call_task::CallMode;
+    use voxline_media_sidecar::config::{EdgeUrl, Secret};
+    use voxline_media_sidecar::lease::driver::{run, RunOptions};
+    use voxline_media_sidecar::telephony::Telephony;
+    use voxline_media_sidecar::transport::http1::Http1Transport;
+
+    let carrier = Http1Transport::new(
+        EdgeUrl::parse(&format!("http://{}", edge.addr())).unwrap(),
+        None,
+    );
+    let secret = Secret::new(secret);
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let summary = rt.block_on(async move {
+            let tel = Telephony::start(&telephony, allowed).await.unwrap();
+            let opts = RunOptions {
+                mode: CallMode::Sip(Arc::new(tel)),
+                ..opts
+            };
+            run(Arc::new(carrier), settings, secret, opts, stop_rx).await
+        });
+        rt.shutdown_timeout(Duration::ZERO);
+        summary
+    })
+}

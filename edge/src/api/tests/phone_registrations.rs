@@ -81,6 +81,26 @@ pub(super) fn decide(w: &World, sc: &TestSidecar, body: Value) -> PhoneRegistrat
         .decision
 }
 
+/// `decide` for `phone`'s REGISTER answered with its own password by MD5.
+fn md5_register(
+    w: &World,
+    sc: &TestSidecar,
+    phone: &Phone,
+    call_id: &str,
+    cseq: u32,
+    contacts: &[(&str, u32)],
+) -> PhoneRegistrationDecision {
+    let body = register_body(
+        phone,
+        &phone.password,
+        Algorithm::Md5,
+        call_id,
+        cseq,
+        contacts,
+    );
+    decide(w, sc, body)
+}
+
 /// The contacts an accepted registration lists.
 fn contacts(d: &PhoneRegistrationDecision) -> Vec<(String, u32)> {
     match d {
@@ -210,22 +230,14 @@ fn a_phone_registers_refreshes_and_unregisters_with_its_digest() {
     let w = World::new();
     let (tid, pk, sc) = tenant_with_person(&w, "sc-reg");
     let phone = sip_password(&w, &tid, pk);
+    let md5 = |phone: &Phone, call_id: &str, cseq: u32, contacts: &[(&str, u32)]| {
+        md5_register(&w, &sc, phone, call_id, cseq, contacts)
+    };
     let a = "sip:1002@127.0.0.1:5062";
     let b = "sip:1002@127.0.0.1:5064;transport=tcp";
 
     // MD5 and SHA-256 answers are both checked against the stored HA1s.
-    let d = decide(
-        &w,
-        &sc,
-        register_body(
-            &phone,
-            &phone.password,
-            Algorithm::Md5,
-            "c1",
-            1,
-            &[(a, 600)],
-        ),
-    );
+    let d = md5(&phone, "c1", 1, &[(a, 600)]);
     let PhoneRegistrationDecision::Accept {
         tenant_id,
         user_pk,
@@ -291,91 +303,34 @@ fn a_phone_registers_refreshes_and_unregisters_with_its_digest() {
     assert_eq!(refusal(&d), (404, "unknown_user"));
 
     // The same Call-ID changes a binding only with a higher CSeq.
-    let d = decide(
-        &w,
-        &sc,
-        register_body(
-            &phone,
-            &phone.password,
-            Algorithm::Md5,
-            "c1",
-            1,
-            &[(a, 900)],
-        ),
-    );
+    let d = md5(&phone, "c1", 1, &[(a, 900)]);
     assert_eq!(refusal(&d), (500, "out_of_order"));
-    let d = decide(
-        &w,
-        &sc,
-        register_body(
-            &phone,
-            &phone.password,
-            Algorithm::Md5,
-            "c1",
-            2,
-            &[(a, 900)],
-        ),
-    );
+    let d = md5(&phone, "c1", 2, &[(a, 900)]);
     assert_eq!(contacts(&d)[0], (a.to_string(), 900));
 
     // Expires 0 removes one binding; a query (no contacts) lists the rest.
-    let d = decide(
-        &w,
-        &sc,
-        register_body(&phone, &phone.password, Algorithm::Md5, "c1", 3, &[(a, 0)]),
-    );
+    let d = md5(&phone, "c1", 3, &[(a, 0)]);
     assert_eq!(contacts(&d), vec![(b.to_string(), 300)]);
-    let d = decide(
-        &w,
-        &sc,
-        register_body(&phone, &phone.password, Algorithm::Md5, "c3", 1, &[]),
-    );
+    let d = md5(&phone, "c3", 1, &[]);
     assert_eq!(contacts(&d), vec![(b.to_string(), 300)]);
 
     // A binding lapses at its expiry.
     w.now.set(w.now.get() + 301_000);
-    let d = decide(
-        &w,
-        &sc,
-        register_body(&phone, &phone.password, Algorithm::Md5, "c3", 2, &[]),
-    );
+    let d = md5(&phone, "c3", 2, &[]);
     assert_eq!(contacts(&d), vec![]);
     assert_eq!(listed_user(&w, &tid, pk)["registrations"], json!([]));
 
     // `Contact: *` removes all; a new password forgets the old phones.
-    decide(
-        &w,
-        &sc,
-        register_body(
-            &phone,
-            &phone.password,
-            Algorithm::Md5,
-            "c4",
-            1,
-            &[(a, 60), (b, 60)],
-        ),
-    );
+    md5(&phone, "c4", 1, &[(a, 60), (b, 60)]);
     let mut all = register_body(&phone, &phone.password, Algorithm::Md5, "c5", 1, &[]);
     all["remove_all"] = json!(true);
     assert_eq!(contacts(&decide(&w, &sc, all)), vec![]);
-    decide(
-        &w,
-        &sc,
-        register_body(&phone, &phone.password, Algorithm::Md5, "c4", 2, &[(a, 60)]),
-    );
+    md5(&phone, "c4", 2, &[(a, 60)]);
     let new = sip_password(&w, &tid, pk);
     assert_eq!(listed_user(&w, &tid, pk)["registrations"], json!([]));
-    let old = decide(
-        &w,
-        &sc,
-        register_body(&phone, &phone.password, Algorithm::Md5, "c4", 3, &[(a, 60)]),
-    );
+    let old = md5(&phone, "c4", 3, &[(a, 60)]);
     assert_eq!(refusal(&old), (403, "bad_credentials"));
-    let d = decide(
-        &w,
-        &sc,
-        register_body(&new, &new.password, Algorithm::Md5, "c4", 4, &[(a, 60)]),
-    );
+    let d = md5(&new, "c4", 4, &[(a, 60)]);
     assert_eq!(contacts(&d).len(), 1);
 }
 
@@ -385,6 +340,9 @@ fn a_user_holds_a_bounded_number_of_bindings() {
     let w = World::new();
     let (tid, pk, sc) = tenant_with_person(&w, "sc-bound");
     let phone = sip_password(&w, &tid, pk);
+    let md5 = |phone: &Phone, call_id: &str, cseq: u32, contacts: &[(&str, u32)]| {
+        md5_register(&w, &sc, phone, call_id, cseq, contacts)
+    };
     let uris: Vec<String> = (0..=MAX_PHONE_CONTACTS)
         .map(|i| format!("sip:1002@127.0.0.1:{}", 6000 + i))
         .collect();
@@ -392,32 +350,13 @@ fn a_user_holds_a_bounded_number_of_bindings() {
         .iter()
         .map(|u| (u.as_str(), 60))
         .collect();
-    let d = decide(
-        &w,
-        &sc,
-        register_body(&phone, &phone.password, Algorithm::Md5, "c1", 1, &first),
-    );
+    let d = md5(&phone, "c1", 1, &first);
     assert_eq!(contacts(&d).len(), MAX_PHONE_CONTACTS);
     let one_more = [(uris[MAX_PHONE_CONTACTS].as_str(), 60)];
-    let d = decide(
-        &w,
-        &sc,
-        register_body(&phone, &phone.password, Algorithm::Md5, "c2", 1, &one_more),
-    );
+    let d = md5(&phone, "c2", 1, &one_more);
     assert_eq!(refusal(&d), (403, "too_many_bindings"));
     // A refresh of a held binding is still taken.
-    let d = decide(
-        &w,
-        &sc,
-        register_body(
-            &phone,
-            &phone.password,
-            Algorithm::Md5,
-            "c1",
-            2,
-            &first[..1],
-        ),
-    );
+    let d = md5(&phone, "c1", 2, &first[..1]);
     assert_eq!(contacts(&d).len(), MAX_PHONE_CONTACTS);
     // More contacts than the link allows in one request: 422 at the door.
     let too_many: Vec<(&str, u32)> = uris.iter().map(|u| (u.as_str(), 60)).collect();
