@@ -7,6 +7,12 @@
 //! number), its signed webhooks, and that a number nobody holds is refused
 //! 404 with no call left behind. The sipp scenarios are the sidecar's own
 //! (`media-sidecar/tests/sipp/uac_inbound_call*.xml`).
+//!
+//! Users' phones (issue 16): a person gets a SIP password from the admin
+//! API; baresip registers with the sidecar as that user (Digest checked by
+//! the edge's `Directory`), the admin view lists the registration and
+//! Voice360's availability shows the person online; when baresip quits
+//! (un-REGISTER) both say so again.
 
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -17,6 +23,8 @@ use voxline_testkit::*;
 /// The tenant's number the scenario calls, and the caller it calls from.
 const NUMBER: &str = "+14155550100";
 const CALLER: &str = "+14155550111";
+/// The tenant's Voice360 account (for the availability its people show).
+const V360_ACCOUNT: &str = "inbound16";
 
 struct World {
     edge: Edge,
@@ -139,6 +147,115 @@ fn a_call_to_the_tenants_number_is_answered_by_its_agent(w: &World) {
     }
 }
 
+/// Voice360's public availability of the tenant's users.
+fn availability(w: &World) -> Value {
+    let r = w
+        .edge
+        .request(
+            "GET",
+            &format!("/v3/voice/{V360_ACCOUNT}/availability"),
+            &[("cf-connecting-ip", "203.0.113.9")],
+            None,
+        )
+        .expect("availability");
+    assert_eq!(r.status, 200, "{}", r.text);
+    r.json["result"].clone()
+}
+
+/// The live registrations the admin API lists for user `pk`.
+fn registrations(w: &World, pk: u64) -> Vec<Value> {
+    let list = w
+        .edge
+        .admin(
+            "GET",
+            &format!("/admin/tenants/{}/directory/users", w.tenant.id),
+            None,
+        )
+        .expect(200);
+    list.json["data"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .into_iter()
+        .find(|u| u["pk"] == pk)
+        .and_then(|u| u["registrations"].as_array().cloned())
+        .unwrap_or_default()
+}
+
+fn a_persons_phone_registers_and_makes_them_available(w: &World) {
+    let tp = format!("/admin/tenants/{}", w.tenant.id);
+    w.edge
+        .admin(
+            "PATCH",
+            &tp,
+            Some(&json!({"voice360_account": V360_ACCOUNT})),
+        )
+        .expect(200);
+    let user = w
+        .edge
+        .admin(
+            "POST",
+            &format!("{tp}/directory/users"),
+            Some(&json!({"extension": "1002", "first_name": "John"})),
+        )
+        .expect(201)
+        .json;
+    let pk = user["pk"].as_u64().expect("pk");
+    let sip = w
+        .edge
+        .admin(
+            "POST",
+            &format!("{tp}/directory/users/{pk}/sip-password"),
+            None,
+        )
+        .expect(201)
+        .json["sip"]
+        .clone();
+    let (username, password) = (
+        sip["username"].as_str().expect("username").to_string(),
+        sip["password"].as_str().expect("password").to_string(),
+    );
+    assert_eq!(username, format!("{pk}.{}", w.tenant.id));
+    let offline = availability(w);
+    assert_eq!(offline[0]["devices_registered"], false, "{offline}");
+
+    // baresip registers with the sidecar (Expires 10, refreshed), then quits.
+    let registrar = format!("127.0.0.1:{}", w.sip_port);
+    let mut phone =
+        start_registering_baresip(&w.dir, "phone", &username, &registrar, &password, 10, 14)
+            .expect("baresip");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let regs = loop {
+        let regs = registrations(w, pk);
+        if !regs.is_empty() {
+            break regs;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no registration: {}",
+            log_tails(&w.dir, 30)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(regs[0]["sidecar_id"], "sc-inbound", "{regs:?}");
+    assert_eq!(regs[0]["transport"], "udp");
+    let online = availability(w);
+    assert_eq!(online[0]["devices_registered"], true, "{online}");
+
+    // It quits: the un-REGISTER takes the binding away.
+    phone.wait_exit(Duration::from_secs(20));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !registrations(w, pk).is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "still registered: {}",
+            log_tails(&w.dir, 30)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(availability(w)[0]["devices_registered"], false);
+}
+
 fn a_number_nobody_holds_is_refused_404(w: &World) {
     let before = inbound_calls(w).len();
     let status = call_in(w, "uac_inbound_call_404.xml");
@@ -181,7 +298,10 @@ fn main() -> std::process::ExitCode {
                 &dir,
                 "sc-inbound",
                 trunk_port,
-                &format!("sip_port = {sip_port}"),
+                // Phones register with it too (`[registrar]`, short expiries).
+                &format!(
+                    "sip_port = {sip_port}\n\n[registrar]\nenabled = true\nmin_expires_seconds = 10\ndefault_expires_seconds = 20\n"
+                ),
             )?;
             // Calls are taken only once the sidecar is registered with the edge.
             let log = dir.join("sidecar-sc-inbound.log");
@@ -216,6 +336,10 @@ fn main() -> std::process::ExitCode {
             (
                 "a_number_nobody_holds_is_refused_404",
                 a_number_nobody_holds_is_refused_404,
+            ),
+            (
+                "a_persons_phone_registers_and_makes_them_available",
+                a_persons_phone_registers_and_makes_them_available,
             ),
         ],
     )

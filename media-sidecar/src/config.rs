@@ -493,6 +493,114 @@ pub struct Telephony {
     /// Default (empty): the system's, from /etc/resolv.conf.
     #[serde(default, deserialize_with = "dns_servers")]
     pub dns_servers: Vec<std::net::SocketAddr>,
+    /// `[registrar]` (a section of its own in the file): users' phones
+    /// register with this sidecar's SIP endpoint (issue 16).
+    #[serde(skip)]
+    pub registrar: Registrar,
+}
+
+/// `[registrar]` in the config file: the registrar for users' SIP phones
+/// (issue 16). Phones REGISTER as `<user pk>.<tenant id>` in realm
+/// `voxline` with the password the edge's admin API set; the edge checks
+/// their Digest answers and holds the bindings. Off by default.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Registrar {
+    #[serde(default)]
+    pub enabled: bool,
+    /// Shorter expiries are refused with 423 and `Min-Expires`. Default 60.
+    #[serde(default = "default_min_expires")]
+    pub min_expires_seconds: u32,
+    /// Longer expiries are shortened to this. Default 3600.
+    #[serde(default = "default_max_expires")]
+    pub max_expires_seconds: u32,
+    /// A Contact that asks for no expiry gets this. Default 600.
+    #[serde(default = "default_default_expires")]
+    pub default_expires_seconds: u32,
+    /// Phones (Contacts) one user may register here, 1 to 10. Default 5.
+    #[serde(default = "default_bindings_per_user")]
+    pub max_bindings_per_user: u32,
+    /// Phones registered here in all. Default 10000.
+    #[serde(default = "default_max_bindings")]
+    pub max_bindings: u32,
+    /// Challenge with SHA-256 (first) as well as MD5 (RFC 8760). Off by
+    /// default: phones that know only MD5 may refuse the whole challenge.
+    #[serde(default)]
+    pub digest_sha256: bool,
+}
+
+fn default_min_expires() -> u32 {
+    60
+}
+fn default_max_expires() -> u32 {
+    3_600
+}
+fn default_default_expires() -> u32 {
+    600
+}
+fn default_bindings_per_user() -> u32 {
+    5
+}
+fn default_max_bindings() -> u32 {
+    10_000
+}
+
+impl Default for Registrar {
+    fn default() -> Self {
+        Registrar {
+            enabled: false,
+            min_expires_seconds: default_min_expires(),
+            max_expires_seconds: default_max_expires(),
+            default_expires_seconds: default_default_expires(),
+            max_bindings_per_user: default_bindings_per_user(),
+            max_bindings: default_max_bindings(),
+            digest_sha256: false,
+        }
+    }
+}
+
+impl Registrar {
+    /// Every problem of the section, named.
+    fn problems(&self) -> Vec<String> {
+        let mut p = Vec::new();
+        if self.min_expires_seconds == 0
+            || self.min_expires_seconds > self.default_expires_seconds
+            || self.default_expires_seconds > self.max_expires_seconds
+            || self.max_expires_seconds > 86_400
+        {
+            p.push(format!(
+                "expiries must be 1 <= min_expires_seconds ({}) <= default_expires_seconds ({}) <= max_expires_seconds ({}) <= 86400",
+                self.min_expires_seconds, self.default_expires_seconds, self.max_expires_seconds
+            ));
+        }
+        let per_user_max = voxline_shared::sidecar_link::MAX_PHONE_CONTACTS as u32;
+        if !(1..=per_user_max).contains(&self.max_bindings_per_user) {
+            p.push(format!(
+                "max_bindings_per_user {} is not in 1..={per_user_max}",
+                self.max_bindings_per_user
+            ));
+        }
+        if !(1..=1_000_000).contains(&self.max_bindings) {
+            p.push(format!(
+                "max_bindings {} is not in 1..=1000000",
+                self.max_bindings
+            ));
+        }
+        p
+    }
+
+    /// The SIP endpoint's registrar settings; `None` when off.
+    pub fn endpoint_config(&self) -> Option<crate::sip::registrar::RegistrarConfig> {
+        self.enabled
+            .then_some(crate::sip::registrar::RegistrarConfig {
+                min_expires_seconds: self.min_expires_seconds,
+                max_expires_seconds: self.max_expires_seconds,
+                default_expires_seconds: self.default_expires_seconds,
+                max_bindings_per_user: self.max_bindings_per_user as usize,
+                max_bindings: self.max_bindings as usize,
+                digest_sha256: self.digest_sha256,
+            })
+    }
 }
 
 /// `dns_servers`: `"IP"` (port 53) or `"IP:port"` (`"[v6]:port"`).
@@ -544,6 +652,7 @@ impl Default for Telephony {
             max_redirects: default_max_redirects(),
             redirect_allowed_addresses: Vec::new(),
             dns_servers: Vec::new(),
+            registrar: Registrar::default(),
         }
     }
 }
@@ -765,6 +874,7 @@ struct FileConfig {
     telephony: Option<Telephony>,
     engine: Option<EngineFile>,
     metrics: Option<MetricsFile>,
+    registrar: Option<Registrar>,
 }
 
 /// A value and where it came from, for error messages.
@@ -1043,6 +1153,19 @@ impl Config {
                 }))
             })
             .ok();
+
+        let registrar = file.registrar.unwrap_or_default();
+        for msg in registrar.problems() {
+            problems.push(ConfigError::Invalid {
+                key: "registrar",
+                source_: format!("{file_name}: [registrar]"),
+                msg,
+            });
+        }
+        let telephony = telephony.map(|mut t| {
+            t.registrar = registrar;
+            t
+        });
 
         let engine_allowed_hosts =
             AllowedHosts::parse(&file.engine.unwrap_or_default().allowed_hosts)
@@ -1658,6 +1781,45 @@ capacity = 8
             Ok("127.0.0.1:9464".parse().unwrap())
         );
         assert!(parse_metrics_listen("localhost:9464").is_err());
+    }
+
+    /// Issue 16: `[registrar]` is off by default, read into the telephony
+    /// settings, and its bounds are checked.
+    #[test]
+    fn registrar_keys_are_read_and_checked() {
+        let f = write("registrar-none.toml", FULL);
+        let c = Config::load_with(Some(&f), env(&[])).unwrap();
+        assert!(!c.telephony.registrar.enabled);
+        assert_eq!(c.telephony.registrar.endpoint_config(), None);
+        let f = write(
+            "registrar-on.toml",
+            &format!("{FULL}\n[registrar]\nenabled = true\nmin_expires_seconds = 30\nmax_bindings_per_user = 2\n"),
+        );
+        let c = Config::load_with(Some(&f), env(&[])).unwrap();
+        let r = c.telephony.registrar.endpoint_config().unwrap();
+        assert_eq!(
+            (
+                r.min_expires_seconds,
+                r.default_expires_seconds,
+                r.max_expires_seconds
+            ),
+            (30, 600, 3_600)
+        );
+        assert_eq!((r.max_bindings_per_user, r.digest_sha256), (2, false));
+        let f = write(
+            "registrar-bad.toml",
+            &format!("{FULL}\n[registrar]\nenabled = true\nmin_expires_seconds = 900\nmax_bindings_per_user = 11\n"),
+        );
+        let problems = Config::check_with(Some(&f), env(&[])).unwrap_err();
+        let text: Vec<String> = problems.iter().map(ToString::to_string).collect();
+        assert!(
+            text.iter().any(|p| p.contains("min_expires_seconds (900)")),
+            "{text:?}"
+        );
+        assert!(
+            text.iter().any(|p| p.contains("max_bindings_per_user 11")),
+            "{text:?}"
+        );
     }
 
     /// Issue 21: the per-trunk SIP capability keys and their defaults.

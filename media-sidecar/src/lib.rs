@@ -8,6 +8,7 @@
 //!   [`telephony`]: what the SIP calls share.
 //! - [`config`]: TOML file + environment.
 //! - [`recordings`], [`event_spool`]: what survives a restart (uploads, unacknowledged events).
+//! - [`registrations`]: the users' phones registered here (issue 16).
 
 pub mod call_task;
 pub mod config;
@@ -18,6 +19,7 @@ pub mod media;
 pub mod metrics;
 pub mod random;
 pub mod recordings;
+pub mod registrations;
 pub mod sip;
 pub mod telephony;
 pub mod transport;

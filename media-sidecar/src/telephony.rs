@@ -219,6 +219,7 @@ impl Telephony {
             .map(|ip| SocketAddr::new(ip, cfg.public_sip_port.unwrap_or(0)));
         let registering = resolved.registrations.len();
         endpoint.registrations = resolved.registrations;
+        endpoint.registrar = cfg.registrar.endpoint_config();
         let (sip, inbound) = SipUdp::bind_with_streams(endpoint, streams)
             .await
             .map_err(|e| format!("cannot bind SIP on {}:{}: {e}", cfg.bind_ip, cfg.sip_port))?;
@@ -290,7 +291,8 @@ impl Telephony {
             public_sip_port,
             sip_port,
             rtp_port_min,
-            rtp_port_max
+            rtp_port_max,
+            registrar
         );
         // The spool path main() settled at start (the file may name none).
         cfg.recordings_dir = old.recordings_dir.clone();

@@ -542,37 +542,7 @@ fn sipp_telephony(
     sipp_port: u16,
     rtp_ports: (u16, u16),
 ) -> voxline_media_sidecar::config::Telephony {
-    use voxline_media_sidecar::config;
-    config::Telephony {
-        rtp_port_min: rtp_ports.0,
-        rtp_port_max: rtp_ports.1,
-        trunks: vec![config::Trunk {
-            name: "sipp".into(),
-            host: "127.0.0.1".into(),
-            port: Some(sipp_port),
-            transport: config::SipTransport::Udp,
-            ca_cert: None,
-            tls_server_name: None,
-            username: None,
-            password: None,
-            realm: None,
-            in_dialog_from_trunk_only: None,
-            require_100rel: false,
-            refer: false,
-            session_expires_seconds: 1800,
-            min_se_seconds: 90,
-            srtp: Default::default(),
-            from_number: "+15550001111".into(),
-            identity_header: config::IdentityHeaderKind::None,
-            priority: 0,
-            register: false,
-            register_expires_seconds: 3_600,
-            registrar: None,
-            auth_username: None,
-            outbound_proxy: None,
-        }],
-        ..config::Telephony::default()
-    }
+    support::one_trunk_telephony(sipp_port, rtp_ports)
 }
 
 /// [`spawn_sidecar`] with this `[telephony]`.
@@ -595,41 +565,15 @@ fn spawn_sidecar_allowing(
     opts: voxline_media_sidecar::lease::driver::RunOptions,
     stop_rx: tokio::sync::watch::Receiver<voxline_media_sidecar::lease::driver::Stop>,
 ) -> std::thread::JoinHandle<voxline_media_sidecar::lease::driver::RunSummary> {
-    use std::sync::Arc;
-    use voxline_media_sidecar::call_task::CallMode;
-    use voxline_media_sidecar::config::{EdgeUrl, Secret};
-    use voxline_media_sidecar::lease::driver::{run, RunOptions};
-    use voxline_media_sidecar::telephony::Telephony;
-    use voxline_media_sidecar::transport::http1::Http1Transport;
-
-    let carrier = Http1Transport::new(
-        EdgeUrl::parse(&format!("http://{}", edge.addr())).unwrap(),
-        None,
-    );
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
-        let summary = rt.block_on(async move {
-            let tel = Telephony::start(&telephony, allowed).await.unwrap();
-            let opts = RunOptions {
-                mode: CallMode::Sip(Arc::new(tel)),
-                ..opts
-            };
-            run(
-                Arc::new(carrier),
-                settings,
-                Secret::new(LINK_SECRET),
-                opts,
-                stop_rx,
-            )
-            .await
-        });
-        rt.shutdown_timeout(Duration::ZERO);
-        summary
-    })
+    support::spawn_sip_sidecar(
+        edge,
+        LINK_SECRET,
+        telephony,
+        allowed,
+        settings,
+        opts,
+        stop_rx,
+    )
 }
 
 /// A sidecar with one trunk (sipp) and a fake edge, draining with a short

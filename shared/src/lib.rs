@@ -9,6 +9,7 @@ pub mod engine;
 pub mod ip_ranges;
 pub mod sidecar_link;
 pub mod signing;
+pub mod sip_digest;
 pub mod sip_outcome;
 
 pub use call::{CallStatus, EndedReason};

@@ -16,6 +16,7 @@
 //! | `POST /v1/sidecar/message-results` | [`MessageResult`] | [`MessageResultAck`] |
 //! | `POST /v1/sidecar/inbound-messages` | [`InboundMessage`] | [`InboundMessageReceipt`] |
 //! | `POST /v1/sidecar/inbound-calls` | [`InboundCall`] | [`InboundCallAnswer`] |
+//! | `POST /v1/sidecar/registrations` | [`PhoneRegistration`] | [`PhoneRegistrationAnswer`] |
 //!
 //! Calls a trunk places to one of a tenant's numbers (issue 16): the sidecar
 //! rings the caller (180) and asks the edge with one [`InboundCall`]; the
@@ -23,6 +24,13 @@
 //! runs a leased one (the call is already held by that sidecar: no ack), or
 //! with the SIP code to refuse the caller with. No answer, or not a 2xx:
 //! `480 Temporarily Unavailable`.
+//!
+//! Users' SIP phones register with a sidecar (issue 16): the sidecar
+//! challenges a REGISTER with Digest, and forwards the answer with one
+//! [`PhoneRegistration`]; the edge checks it against the HA1 it stores for
+//! the user (see [`phone_accounts`]), records the bindings, and answers in
+//! that round trip with the user and their bindings, or a refusal with the
+//! SIP code to answer the phone with. No answer, or not a 2xx: `503`.
 //!
 //! Text messages (SMS sent as SIP MESSAGE, RFC 3428) ride the same lease:
 //! [`LeaseResponse::messages`] hands a sidecar [`MessageOffer`]s to send
@@ -86,6 +94,7 @@ pub mod paths {
     pub const INBOUND_MESSAGES: &str = "/v1/sidecar/inbound-messages";
     pub const INBOUND_CALLS: &str = "/v1/sidecar/inbound-calls";
     pub const TOOL_CALLS: &str = "/v1/sidecar/tool-calls";
+    pub const REGISTRATIONS: &str = "/v1/sidecar/registrations";
 }
 
 /// The header carrying a recording upload's [`RecordingManifest`].
@@ -440,6 +449,150 @@ pub struct InboundCallAnswer {
     pub protocol_version: u32,
     #[serde(flatten)]
     pub decision: InboundDecision,
+}
+
+/// How a user's SIP phone names its account (issue 16). One realm for
+/// every tenant, so the HA1 the edge stores stays valid whichever sidecar
+/// the phone registers with; one username per directory user that names
+/// the tenant and the user, so any sidecar (serving many tenants) and the
+/// edge find the user from what the phone sends alone.
+pub mod phone_accounts {
+    /// The Digest realm of every phone account.
+    pub const REALM: &str = "voxline";
+
+    /// `<user pk>.<tenant id>`, e.g. `7.ten_0123456789abcdef0123`: the pk
+    /// (not the extension, which may change) keeps HA1 valid for the life
+    /// of the user.
+    pub fn username(tenant_id: &str, user_pk: u64) -> String {
+        format!("{user_pk}.{tenant_id}")
+    }
+
+    /// (tenant id, user pk) of a [`username`]; `None` for anything else.
+    pub fn parse_username(username: &str) -> Option<(&str, u64)> {
+        let (pk, tenant) = username.split_once('.')?;
+        let pk_ok = !pk.is_empty()
+            && pk.len() <= 16
+            && !pk.starts_with('0')
+            && pk.bytes().all(|b| b.is_ascii_digit());
+        let tenant_ok = tenant.strip_prefix("ten_").is_some_and(|h| {
+            (10..=40).contains(&h.len())
+                && h.bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        });
+        if !pk_ok || !tenant_ok {
+            return None;
+        }
+        Some((tenant, pk.parse().ok()?))
+    }
+}
+
+/// Most contacts one [`PhoneRegistration`] may carry, and most bindings the
+/// edge keeps per user.
+pub const MAX_PHONE_CONTACTS: usize = 10;
+
+/// The Digest answer of a REGISTER, as the phone sent it (`Authorization`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DigestAnswer {
+    pub username: String,
+    pub realm: String,
+    pub nonce: String,
+    pub uri: String,
+    /// The request's method (`REGISTER`): part of what is hashed.
+    pub method: String,
+    pub response: String,
+    /// `MD5` when the phone named none.
+    pub algorithm: String,
+    #[serde(default)]
+    pub qop: Option<String>,
+    #[serde(default)]
+    pub nc: Option<String>,
+    #[serde(default)]
+    pub cnonce: Option<String>,
+}
+
+/// One Contact of a REGISTER with the expiry the sidecar grants it
+/// (already within its configured bounds; 0 removes the binding).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RequestedContact {
+    pub uri: String,
+    pub expires_seconds: u32,
+}
+
+/// `POST /v1/sidecar/registrations`: a phone's REGISTER whose Digest
+/// answer the sidecar could not check itself (it holds no credentials).
+/// Not retried by the sidecar (the phone retries).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PhoneRegistration {
+    pub protocol_version: u32,
+    pub sidecar_id: String,
+    pub region: String,
+    pub digest: DigestAnswer,
+    /// The REGISTER's Call-ID and CSeq number: the edge applies a binding's
+    /// change only in order (RFC 3261 10.3 step 7).
+    pub sip_call_id: String,
+    pub cseq: u32,
+    /// The bindings to add, refresh (expiry > 0) or remove (0). Empty:
+    /// the REGISTER only asks for the current list.
+    #[serde(default)]
+    pub contacts: Vec<RequestedContact>,
+    /// `Contact: *` with `Expires: 0`: every binding of the user goes.
+    #[serde(default)]
+    pub remove_all: bool,
+    /// Where the REGISTER came from (`ip:port`) and over what (`udp`,
+    /// `tcp`, `tls`): the phone is reached there, through this sidecar.
+    pub source: String,
+    pub transport: String,
+    /// When the REGISTER arrived (unix ms, sidecar clock).
+    pub received_ms: u64,
+}
+
+/// Why a [`PhoneRegistration`] is refused (`reason` of [`PhoneRegistrationDecision::Refuse`]).
+pub mod registration_refusals {
+    /// The username names no user (or the tenant is gone or disabled): `404`.
+    pub const UNKNOWN_USER: &str = "unknown_user";
+    /// The Digest answer is wrong, or the user has no SIP password: `403`.
+    pub const BAD_CREDENTIALS: &str = "bad_credentials";
+    /// The user holds [`super::MAX_PHONE_CONTACTS`] bindings already: `403`.
+    pub const TOO_MANY_BINDINGS: &str = "too_many_bindings";
+    /// A REGISTER of the same Call-ID with a CSeq not above the binding's
+    /// (a retransmission or a reordering): `500`.
+    pub const OUT_OF_ORDER: &str = "out_of_order";
+    /// The edge could not store it: `503`.
+    pub const UNAVAILABLE: &str = "unavailable";
+}
+
+/// One live binding of a user (what a 200 to REGISTER lists).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PhoneBinding {
+    pub contact: String,
+    /// Seconds left.
+    pub expires_seconds: u32,
+    /// The sidecar holding it (a phone is reached only through it).
+    pub sidecar_id: String,
+}
+
+/// What the edge decided about a [`PhoneRegistration`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "decision", rename_all = "snake_case")]
+pub enum PhoneRegistrationDecision {
+    /// Recorded: the user, and all their live bindings (any sidecar's).
+    Accept {
+        tenant_id: String,
+        user_pk: u64,
+        extension: String,
+        bindings: Vec<PhoneBinding>,
+    },
+    /// Answer the phone with `sip_code` (see [`registration_refusals`]).
+    Refuse { sip_code: u16, reason: String },
+}
+
+/// The edge's 2xx answer to a [`PhoneRegistration`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PhoneRegistrationAnswer {
+    #[serde(default = "default_version")]
+    pub protocol_version: u32,
+    #[serde(flatten)]
+    pub decision: PhoneRegistrationDecision,
 }
 
 /// Longest [`Offer::caller_name`], in characters (the create-call API's bound too).
@@ -1418,6 +1571,52 @@ mod tests {
             EventsAck {
                 protocol_version: 1,
                 accepted: 1
+            }
+        );
+    }
+
+    #[test]
+    fn a_phone_account_names_its_tenant_and_user() {
+        let name = phone_accounts::username("ten_0123456789abcdef0123", 7);
+        assert_eq!(name, "7.ten_0123456789abcdef0123");
+        assert_eq!(
+            phone_accounts::parse_username(&name),
+            Some(("ten_0123456789abcdef0123", 7))
+        );
+        for bad in [
+            "",
+            "7",
+            "07.ten_0123456789abcdef0123",
+            "x.ten_0123456789abcdef0123",
+            "7.ten_XYZ",
+            "7.agt_0123456789abcdef0123",
+            "7.ten_0123456789abcdef0123.x",
+            "99999999999999999.ten_0123456789abcdef0123",
+        ] {
+            assert_eq!(phone_accounts::parse_username(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_phone_registration_is_accepted_with_bindings_or_refused_with_a_code() {
+        let accept: PhoneRegistrationAnswer = serde_json::from_str(
+            r#"{"protocol_version":1,"decision":"accept","tenant_id":"ten_1","user_pk":7,"extension":"1002",
+                "bindings":[{"contact":"sip:a@127.0.0.1:5062","expires_seconds":60,"sidecar_id":"sc1"}]}"#,
+        )
+        .unwrap();
+        let PhoneRegistrationDecision::Accept { bindings, .. } = &accept.decision else {
+            panic!("{accept:?}")
+        };
+        assert_eq!(bindings[0].expires_seconds, 60);
+        let refuse: PhoneRegistrationAnswer = serde_json::from_str(
+            r#"{"decision":"refuse","sip_code":403,"reason":"bad_credentials"}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            refuse.decision,
+            PhoneRegistrationDecision::Refuse {
+                sip_code: 403,
+                reason: registration_refusals::BAD_CREDENTIALS.into()
             }
         );
     }

@@ -209,20 +209,7 @@ pub fn start_baresip_with(
         ),
     )
     .map_err(|e| e.to_string())?;
-    let log = std::fs::File::create(dir.join(format!("baresip-{name}.log")))
-        .map_err(|e| e.to_string())?;
-    let child = Command::new(bin)
-        .arg("-f")
-        .arg(&conf)
-        .args(["-t", &secs.to_string()])
-        .args(extras.commands.iter().flat_map(|c| ["-e", c.as_str()]))
-        .current_dir(&conf)
-        .stdin(Stdio::null())
-        .stdout(log.try_clone().map_err(|e| e.to_string())?)
-        .stderr(log)
-        .spawn()
-        .map_err(|e| format!("baresip (Debian package baresip-core): {e}"))?;
-    let guard = ChildGuard(child);
+    let guard = spawn_baresip(&bin, dir, name, &conf, secs, &extras.commands)?;
     let until = Instant::now() + Duration::from_secs(5);
     while std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok() {
         if Instant::now() > until {
@@ -231,6 +218,70 @@ pub fn start_baresip_with(
         std::thread::sleep(Duration::from_millis(50));
     }
     Ok(guard)
+}
+
+/// baresip with the config directory `conf`, quitting after `secs`; its
+/// output in `dir/baresip-<name>.log`.
+fn spawn_baresip(
+    bin: &Path,
+    dir: &Path,
+    name: &str,
+    conf: &Path,
+    secs: u32,
+    commands: &[String],
+) -> Result<ChildGuard, String> {
+    let log = std::fs::File::create(dir.join(format!("baresip-{name}.log")))
+        .map_err(|e| e.to_string())?;
+    let child = Command::new(bin)
+        .arg("-f")
+        .arg(conf)
+        .args(["-t", &secs.to_string()])
+        .args(commands.iter().flat_map(|c| ["-e", c.as_str()]))
+        .current_dir(conf)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().map_err(|e| e.to_string())?)
+        .stderr(log)
+        .spawn()
+        .map_err(|e| format!("baresip (Debian package baresip-core): {e}"))?;
+    Ok(ChildGuard(child))
+}
+
+/// baresip as a user's phone (issue 16): registers `user` with the
+/// registrar at `registrar` (`IP:port`) with Digest (`password`) every
+/// `regint` seconds, on loopback, without audio; quits after `secs`
+/// (un-REGISTERing). Its log is `dir/baresip-<name>.log`.
+pub fn start_registering_baresip(
+    dir: &Path,
+    name: &str,
+    user: &str,
+    registrar: &str,
+    password: &str,
+    regint: u32,
+    secs: u32,
+) -> Result<ChildGuard, String> {
+    let bin = BARESIP.path()?;
+    let conf = dir.join(format!("baresip-{name}"));
+    let _ = std::fs::remove_dir_all(&conf);
+    std::fs::create_dir_all(&conf).map_err(|e| e.to_string())?;
+    let port = crate::net::free_udp_port();
+    std::fs::write(
+        conf.join("config"),
+        format!(
+            "poll_method\t\tepoll\nsip_listen\t\t127.0.0.1:{port}\nnet_interface\t\t127.0.0.1\n\
+             audio_player\t\tnull\naudio_source\t\tnull\naudio_alert\t\tnull\n\
+             module_path\t\t/usr/lib/baresip/modules\nmodule\t\t\tg711.so\n\
+             module_app\t\taccount.so\n"
+        ),
+    )
+    .map_err(|e| e.to_string())?;
+    std::fs::write(
+        conf.join("accounts"),
+        format!(
+            "<sip:{user}@{registrar}>;auth_pass={password};regint={regint};audio_codecs=PCMU\n"
+        ),
+    )
+    .map_err(|e| e.to_string())?;
+    spawn_baresip(&bin, dir, name, &conf, secs, &[])
 }
 
 /// dnsmasq as the only name server of the test zone `zone` on

@@ -211,9 +211,8 @@ pub(crate) async fn admin_route<K: Kv, D: DispatchQueues>(
         | RouteId::DeleteQueue
         | RouteId::CreateVoice360Key
         | RouteId::ListVoice360Keys
-        | RouteId::RevokeVoice360Key => {
-            crate::api::directory::route(env, req, id, &tenant, sub).await
-        }
+        | RouteId::RevokeVoice360Key
+        | RouteId::SetSipPassword => crate::api::directory::route(env, req, id, &tenant, sub).await,
         RouteId::CreateWebhook
         | RouteId::ListWebhooks
         | RouteId::GetWebhook

@@ -270,7 +270,18 @@ pub(crate) async fn route<K: Kv, D: DispatchQueues>(
         }
         RouteId::ListDirectoryUsers => {
             let users = ops::users(d, t).await?;
-            Ok(list_response(users.iter().map(|u| u.to_public()).collect()))
+            let bindings = crate::api::phone_registrations::bindings_by_user(env, t).await?;
+            Ok(list_response(
+                users
+                    .iter()
+                    .map(|u| u.to_public_with(bindings.get(&u.pk).map_or(&[][..], Vec::as_slice)))
+                    .collect(),
+            ))
+        }
+        RouteId::SetSipPassword => {
+            let pk = path_pk(sub).ok_or_else(|| user_not_found(sub))?;
+            crate::api::phone_registrations::set_password(env, tenant, pk, user_not_found(sub))
+                .await
         }
         RouteId::UpdateDirectoryUser => {
             let pk = path_pk(sub).ok_or_else(|| user_not_found(sub))?;
@@ -282,7 +293,9 @@ pub(crate) async fn route<K: Kv, D: DispatchQueues>(
             let user = ops::save_user(d, t, Some(pk), fields)
                 .await?
                 .map_err(refusal)?;
-            Ok(ApiResponse::json(200, &user.to_public()))
+            let bindings = crate::api::phone_registrations::bindings_by_user(env, t).await?;
+            let shown = user.to_public_with(bindings.get(&pk).map_or(&[][..], Vec::as_slice));
+            Ok(ApiResponse::json(200, &shown))
         }
         RouteId::DeleteDirectoryUser => {
             let pk = path_pk(sub).ok_or_else(|| user_not_found(sub))?;

@@ -51,13 +51,7 @@ pub(crate) async fn inbound_call<K: Kv, D: DispatchQueues>(
     env: &Env<'_, K, D>,
     req: &ApiRequest,
 ) -> Result<ApiResponse> {
-    // Parsed and checked once already (`sidecar_link::parse_message`).
-    let call: InboundCall = serde_json::from_slice(&req.body).map_err(|e| {
-        ApiError::new(
-            ErrorCode::InvalidType,
-            format!("not a valid protocol message: {e}"),
-        )
-    })?;
+    let call: InboundCall = admitted_message(req)?;
     let decision = decide(env, &call).await?;
     // The Worker's request log names a refusal by its reason.
     let refused = match &decision {
@@ -68,10 +62,30 @@ pub(crate) async fn inbound_call<K: Kv, D: DispatchQueues>(
         protocol_version: PROTOCOL_VERSION,
         decision,
     };
+    Ok(decided(&answer, refused))
+}
+
+/// The body of a sidecar link request the link admitted (parsed and
+/// checked once already, `sidecar_link::parse_message`).
+pub(crate) fn admitted_message<T: serde::de::DeserializeOwned>(req: &ApiRequest) -> Result<T> {
+    serde_json::from_slice(&req.body).map_err(|e| {
+        ApiError::new(
+            ErrorCode::InvalidType,
+            format!("not a valid protocol message: {e}"),
+        )
+    })
+}
+
+/// 200 with a decision for the sidecar; a refusal is an answer, not an
+/// error, and the Worker's request log names it by its reason (`refused`).
+pub(crate) fn decided<T: serde::Serialize>(
+    answer: &T,
+    refused: Option<&'static str>,
+) -> ApiResponse {
     let body = serde_json::to_value(answer).unwrap_or(serde_json::Value::Null);
     let mut resp = ApiResponse::json(200, &body);
     resp.error_code = refused;
-    Ok(resp)
+    resp
 }
 
 /// What to do with an inbound call: refuse it with a SIP code, or create

@@ -28,6 +28,7 @@ pub mod list;
 pub mod messages;
 pub mod numbers;
 pub mod openapi;
+pub mod phone_registrations;
 pub mod prompts;
 pub mod request_signing;
 pub mod router;
@@ -121,6 +122,10 @@ async fn route_request<K: Kv, D: DispatchQueues>(
         // An inbound call, admitted likewise: its number's route answers.
         if op == SidecarOp::InboundCalls && resp.status == 200 {
             return crate::api::inbound_calls::inbound_call(env, req).await;
+        }
+        // A phone's REGISTER, admitted likewise: its user's directory decides.
+        if op == SidecarOp::Registrations && resp.status == 200 {
+            return crate::api::phone_registrations::register(env, req).await;
         }
         // A tool call of a call this sidecar holds: the edge calls the tool.
         if op == SidecarOp::ToolCalls && resp.status == 200 {

@@ -73,6 +73,7 @@ pub enum RouteId {
     CreateVoice360Key,
     ListVoice360Keys,
     RevokeVoice360Key,
+    SetSipPassword,
     CreateWebhook,
     ListWebhooks,
     GetWebhook,
@@ -350,6 +351,11 @@ pub const ROUTES: &[(&str, &str, RouteId)] = &[
         "DELETE",
         "/admin/tenants/{tenant_id}/directory/users/{pk}",
         RouteId::DeleteDirectoryUser,
+    ),
+    (
+        "POST",
+        "/admin/tenants/{tenant_id}/directory/users/{pk}/sip-password",
+        RouteId::SetSipPassword,
     ),
     (
         "POST",

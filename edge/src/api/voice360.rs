@@ -100,7 +100,7 @@ async fn run<K: Kv, D: DispatchQueues>(
                 .await
                 .map_err(storage)?;
             let live = live_calls(env, tenant).await?;
-            let online = online_agents(env, tenant, &users).await?;
+            let online = online_users(env, tenant, &users).await?;
             let presences: Vec<UserPresence> = users
                 .iter()
                 .map(|u| presence(u, &online, &live, env.now_ms))
@@ -138,7 +138,7 @@ async fn run<K: Kv, D: DispatchQueues>(
                 .await
                 .map_err(storage)?;
             let live = live_calls(env, tenant).await?;
-            let online = online_agents(env, tenant, &users).await?;
+            let online = online_users(env, tenant, &users).await?;
             let value = |q: &DirectoryQueue| {
                 let load = queue_load(q, &users, &online, &live);
                 v360::queue_availability_value(&queue_view(q, &users), load)
@@ -347,16 +347,27 @@ async fn live_calls<K: Kv, D: DispatchQueues>(
         .collect())
 }
 
-/// The `pk`s of AI-agent users whose agent can take calls now (exists and is
-/// enabled). People are online once their phones register (not yet served:
-/// no registrar, so no person is online).
-async fn online_agents<K: Kv, D: DispatchQueues>(
+/// The `pk`s of the users online now: AI-agent users whose agent can take
+/// calls (exists and is enabled), and people with a phone registered now
+/// (a live binding in the directory, issue 16). Online and not on a call
+/// (no `channels`) is available.
+async fn online_users<K: Kv, D: DispatchQueues>(
     env: &Env<'_, K, D>,
     tenant: &Tenant,
     users: &[DirectoryUser],
 ) -> Result<Vec<u64>, V360Error> {
+    let registered: std::collections::BTreeSet<u64> = ops::bindings(env.directory, &tenant.id)
+        .await
+        .map_err(storage)?
+        .into_iter()
+        .filter(|b| b.expires_ms > env.now_ms)
+        .map(|b| b.user_pk)
+        .collect();
     let mut online = Vec::new();
     for u in users {
+        if u.fields.kind == UserKind::Person && registered.contains(&u.pk) {
+            online.push(u.pk);
+        }
         if let (UserKind::AiAgent, Some(aid)) = (u.fields.kind, u.fields.agent_id.as_deref()) {
             let agent: Option<Agent> = if ids::is_id(aid, "agt") {
                 get_json(env.kv, &keys::agent(&tenant.id, aid))

@@ -20,7 +20,12 @@ use crate::traffic::LocalFuture;
 use serde::{Deserialize, Serialize};
 
 pub use records::{
-    DirectoryQueue, DirectoryUser, QueueFields, UserFields, UserKind, V360Key, V360KeyKind,
+    BindingRow, DirectoryQueue, DirectoryUser, QueueFields, SipCredentials, UserFields, UserKind,
+    V360Key, V360KeyKind,
+};
+use voxline_shared::sidecar_link::{
+    registration_refusals, PhoneBinding, PhoneRegistration, PhoneRegistrationDecision,
+    MAX_PHONE_CONTACTS,
 };
 
 /// The one object that decides cross-tenant claims.
@@ -98,6 +103,20 @@ pub enum DirectoryRequest {
         value: String,
         owner: String,
     },
+    /// Sets (or, `None`, removes) user `pk`'s SIP phone account; the
+    /// bindings made with the old password go.
+    SetSip {
+        pk: u64,
+        sip: Option<SipCredentials>,
+    },
+    /// A phone's REGISTER for user `user_pk`: its Digest answer checked
+    /// against the stored HA1, then its bindings recorded (issue 16).
+    RegisterPhone {
+        user_pk: u64,
+        registration: PhoneRegistration,
+    },
+    /// Every live binding of the tenant's phones (expired ones are dropped).
+    ListBindings,
 }
 
 /// Why a directory change was refused.
@@ -153,6 +172,12 @@ pub enum DirectoryAnswer {
     Refused {
         refusal: DirectoryRefusal,
     },
+    PhoneRegistration {
+        decision: PhoneRegistrationDecision,
+    },
+    Bindings {
+        bindings: Vec<BindingRow>,
+    },
 }
 
 /// How a request reaches a directory object: a Durable Object stub in the
@@ -175,6 +200,11 @@ const SCHEMA: &[&str] = &[
     "CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, next INTEGER NOT NULL)",
     "CREATE TABLE IF NOT EXISTS pks (counter TEXT NOT NULL, key TEXT NOT NULL, pk INTEGER NOT NULL, PRIMARY KEY (counter, key))",
     "CREATE TABLE IF NOT EXISTS claims (kind TEXT NOT NULL, value TEXT NOT NULL, owner TEXT NOT NULL, PRIMARY KEY (kind, value))",
+    // One row per binding of a user's phone (issue 16).
+    "CREATE TABLE IF NOT EXISTS bindings (user_pk INTEGER NOT NULL, contact TEXT NOT NULL, \
+     sidecar_id TEXT NOT NULL, region TEXT NOT NULL, source TEXT NOT NULL, transport TEXT NOT NULL, \
+     expires_ms INTEGER NOT NULL, sip_call_id TEXT NOT NULL, cseq INTEGER NOT NULL, \
+     PRIMARY KEY (user_pk, contact))",
 ];
 
 /// Creates the tables (idempotent).
@@ -331,6 +361,7 @@ pub fn handle(
                     fields,
                     created_at: now.clone(),
                     updated_at: now,
+                    sip: None,
                 },
             };
             sql.exec(
@@ -349,6 +380,7 @@ pub fn handle(
                 return Ok(DirectoryAnswer::Removed { removed: false });
             }
             set_extension(sql, "user", pk, None)?;
+            sql.exec("DELETE FROM bindings WHERE user_pk = ?", vec![pk.into()])?;
             // Their keys end with them, and they leave every queue.
             for key in rows_of::<V360Key>(sql, "SELECT json FROM keys", vec![], "key")? {
                 if key.user_pk == Some(pk) {
@@ -515,7 +547,195 @@ pub fn handle(
                 removed: !rows.is_empty(),
             })
         }
+        DirectoryRequest::SetSip { pk, sip } => {
+            let Some(mut u) = user(sql, pk)? else {
+                return refused(DirectoryRefusal::UserNotFound);
+            };
+            u.sip = sip;
+            u.updated_at = now;
+            sql.exec(
+                "UPDATE users SET json = ? WHERE pk = ?",
+                vec![to_json(&u)?.into(), pk.into()],
+            )?;
+            sql.exec("DELETE FROM bindings WHERE user_pk = ?", vec![pk.into()])?;
+            Ok(DirectoryAnswer::User { user: u })
+        }
+        DirectoryRequest::RegisterPhone {
+            user_pk,
+            registration,
+        } => Ok(DirectoryAnswer::PhoneRegistration {
+            decision: register_phone(sql, user_pk, &registration, now_ms)?,
+        }),
+        DirectoryRequest::ListBindings => {
+            sql.exec(
+                "DELETE FROM bindings WHERE expires_ms <= ?",
+                vec![now_ms.into()],
+            )?;
+            Ok(DirectoryAnswer::Bindings {
+                bindings: bindings(sql, None)?,
+            })
+        }
     }
+}
+
+const BINDING_COLUMNS: &str =
+    "user_pk, contact, sidecar_id, region, source, transport, expires_ms, sip_call_id, cseq";
+
+/// The bindings of `user_pk` (all users' when `None`), by user and contact.
+fn bindings(sql: &impl Sql, user_pk: Option<u64>) -> Result<Vec<BindingRow>, StoreError> {
+    let rows = match user_pk {
+        Some(pk) => sql.exec(
+            &format!("SELECT {BINDING_COLUMNS} FROM bindings WHERE user_pk = ? ORDER BY contact"),
+            vec![pk.into()],
+        )?,
+        None => sql.exec(
+            &format!("SELECT {BINDING_COLUMNS} FROM bindings ORDER BY user_pk, contact"),
+            vec![],
+        )?,
+    };
+    let n = |row: &crate::sql::Row, i: usize, what: &str| -> Result<u64, StoreError> {
+        u64::try_from(int_at(row, i, what)?).map_err(|e| corrupt(what, e))
+    };
+    rows.iter()
+        .map(|r| {
+            Ok(BindingRow {
+                user_pk: n(r, 0, "binding user")?,
+                contact: text_at(r, 1, "binding contact")?,
+                sidecar_id: text_at(r, 2, "binding sidecar")?,
+                region: text_at(r, 3, "binding region")?,
+                source: text_at(r, 4, "binding source")?,
+                transport: text_at(r, 5, "binding transport")?,
+                expires_ms: n(r, 6, "binding expiry")?,
+                sip_call_id: text_at(r, 7, "binding call id")?,
+                cseq: u32::try_from(n(r, 8, "binding cseq")?).unwrap_or(u32::MAX),
+            })
+        })
+        .collect()
+}
+
+fn refuse_phone(sip_code: u16, reason: &str) -> PhoneRegistrationDecision {
+    PhoneRegistrationDecision::Refuse {
+        sip_code,
+        reason: reason.to_string(),
+    }
+}
+
+/// A phone's REGISTER (RFC 3261 10.3 steps 5-8, the registrar's part the
+/// sidecar cannot do): the Digest answer checked against the user's stored
+/// HA1, then every change checked before any is written (a CSeq not above
+/// a binding's of the same Call-ID aborts the whole request), then the
+/// bindings added, refreshed or removed.
+fn register_phone(
+    sql: &impl Sql,
+    user_pk: u64,
+    reg: &PhoneRegistration,
+    now_ms: u64,
+) -> Result<PhoneRegistrationDecision, StoreError> {
+    use voxline_shared::sip_digest::{verify, Algorithm, DigestInput};
+    let Some(u) = user(sql, user_pk)?.filter(|u| u.fields.kind == UserKind::Person) else {
+        return Ok(refuse_phone(404, registration_refusals::UNKNOWN_USER));
+    };
+    let bad = || Ok(refuse_phone(403, registration_refusals::BAD_CREDENTIALS));
+    let Some(creds) = &u.sip else {
+        return bad();
+    };
+    let d = &reg.digest;
+    let Some(algorithm) = Algorithm::parse(&d.algorithm) else {
+        return bad();
+    };
+    let qop = d.qop.as_deref().filter(|q| !q.is_empty());
+    if d.username != creds.username
+        || d.realm != creds.realm
+        || !matches!(qop, None | Some("auth"))
+        || !d.method.eq_ignore_ascii_case("REGISTER")
+    {
+        return bad();
+    }
+    let input = DigestInput {
+        algorithm,
+        nonce: &d.nonce,
+        method: &d.method,
+        uri: &d.uri,
+        qop,
+        nc: d.nc.as_deref().unwrap_or(""),
+        cnonce: d.cnonce.as_deref().unwrap_or(""),
+        body: b"",
+    };
+    if !verify(creds.ha1_for(algorithm), &input, &d.response) {
+        return bad();
+    }
+    sql.exec(
+        "DELETE FROM bindings WHERE user_pk = ? AND expires_ms <= ?",
+        vec![user_pk.into(), now_ms.into()],
+    )?;
+    let live = bindings(sql, Some(user_pk))?;
+    // A binding of the same Call-ID changes only with a higher CSeq.
+    let stale = |b: &BindingRow| b.sip_call_id == reg.sip_call_id && reg.cseq <= b.cseq;
+    if reg.remove_all {
+        if live.iter().any(stale) {
+            return Ok(refuse_phone(500, registration_refusals::OUT_OF_ORDER));
+        }
+        sql.exec(
+            "DELETE FROM bindings WHERE user_pk = ?",
+            vec![user_pk.into()],
+        )?;
+    } else {
+        let mut added = 0;
+        for c in &reg.contacts {
+            match live.iter().find(|b| b.contact == c.uri) {
+                Some(b) if stale(b) => {
+                    return Ok(refuse_phone(500, registration_refusals::OUT_OF_ORDER))
+                }
+                Some(_) => {}
+                None if c.expires_seconds > 0 => added += 1,
+                None => {}
+            }
+        }
+        if added > 0 && live.len() + added > MAX_PHONE_CONTACTS {
+            return Ok(refuse_phone(403, registration_refusals::TOO_MANY_BINDINGS));
+        }
+        for c in &reg.contacts {
+            if c.expires_seconds == 0 {
+                sql.exec(
+                    "DELETE FROM bindings WHERE user_pk = ? AND contact = ?",
+                    vec![user_pk.into(), c.uri.clone().into()],
+                )?;
+                continue;
+            }
+            let expires_ms = now_ms.saturating_add(u64::from(c.expires_seconds) * 1000);
+            sql.exec(
+                &format!(
+                    "INSERT OR REPLACE INTO bindings ({BINDING_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                ),
+                vec![
+                    user_pk.into(),
+                    c.uri.clone().into(),
+                    reg.sidecar_id.clone().into(),
+                    reg.region.clone().into(),
+                    reg.source.clone().into(),
+                    reg.transport.clone().into(),
+                    expires_ms.into(),
+                    reg.sip_call_id.clone().into(),
+                    u64::from(reg.cseq).into(),
+                ],
+            )?;
+        }
+    }
+    let bindings = bindings(sql, Some(user_pk))?
+        .into_iter()
+        .map(|b| PhoneBinding {
+            expires_seconds: u32::try_from(b.expires_ms.saturating_sub(now_ms).div_ceil(1000))
+                .unwrap_or(u32::MAX),
+            contact: b.contact,
+            sidecar_id: b.sidecar_id,
+        })
+        .collect();
+    Ok(PhoneRegistrationDecision::Accept {
+        tenant_id: String::new(),
+        user_pk,
+        extension: u.fields.extension.clone(),
+        bindings,
+    })
 }
 
 fn unexpected(a: DirectoryAnswer) -> StoreError {
@@ -665,6 +885,44 @@ pub mod ops {
         };
         match d.send(CLAIMS_OBJECT, request).await? {
             DirectoryAnswer::Holder { owner: holder } => Ok(holder == owner),
+            a => Err(unexpected(a)),
+        }
+    }
+
+    /// Sets or removes a user's SIP phone account.
+    pub async fn set_sip(
+        d: &dyn Directory,
+        tenant: &str,
+        pk: u64,
+        sip: Option<SipCredentials>,
+    ) -> Result<Result<DirectoryUser, DirectoryRefusal>, StoreError> {
+        match d.send(tenant, DirectoryRequest::SetSip { pk, sip }).await? {
+            DirectoryAnswer::User { user } => Ok(Ok(user)),
+            DirectoryAnswer::Refused { refusal } => Ok(Err(refusal)),
+            a => Err(unexpected(a)),
+        }
+    }
+
+    pub async fn register_phone(
+        d: &dyn Directory,
+        tenant: &str,
+        user_pk: u64,
+        registration: PhoneRegistration,
+    ) -> Result<PhoneRegistrationDecision, StoreError> {
+        let request = DirectoryRequest::RegisterPhone {
+            user_pk,
+            registration,
+        };
+        match d.send(tenant, request).await? {
+            DirectoryAnswer::PhoneRegistration { decision } => Ok(decision),
+            a => Err(unexpected(a)),
+        }
+    }
+
+    /// Every live binding of the tenant's phones.
+    pub async fn bindings(d: &dyn Directory, tenant: &str) -> Result<Vec<BindingRow>, StoreError> {
+        match d.send(tenant, DirectoryRequest::ListBindings).await? {
+            DirectoryAnswer::Bindings { bindings } => Ok(bindings),
             a => Err(unexpected(a)),
         }
     }

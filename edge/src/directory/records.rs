@@ -62,13 +62,101 @@ pub struct DirectoryUser {
     pub fields: UserFields,
     pub created_at: String,
     pub updated_at: String,
+    /// The user's SIP phone account, once a password was set (issue 16).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sip: Option<SipCredentials>,
+}
+
+/// A person's SIP phone account: the username phones register with and the
+/// Digest HA1s of its password (RFC 7616: H(`username:realm:password`) with
+/// MD5 and with SHA-256). The password itself is shown once when set and
+/// never stored; an HA1 opens only this realm's account, and is never shown.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SipCredentials {
+    /// `voxline_shared::sidecar_link::phone_accounts::username`.
+    pub username: String,
+    pub realm: String,
+    pub ha1_md5: String,
+    pub ha1_sha256: String,
+    pub password_set_at: String,
+}
+
+impl SipCredentials {
+    /// The account of `username` with `password`, set at `now`.
+    pub fn new(username: String, realm: &str, password: &str, now: String) -> SipCredentials {
+        use voxline_shared::sip_digest::{ha1, Algorithm};
+        SipCredentials {
+            ha1_md5: ha1(Algorithm::Md5, &username, realm, password),
+            ha1_sha256: ha1(Algorithm::Sha256, &username, realm, password),
+            username,
+            realm: realm.to_string(),
+            password_set_at: now,
+        }
+    }
+
+    /// The stored HA1 an algorithm starts from.
+    pub fn ha1_for(&self, alg: voxline_shared::sip_digest::Algorithm) -> &str {
+        match alg.base() {
+            voxline_shared::sip_digest::Algorithm::Sha256 => &self.ha1_sha256,
+            _ => &self.ha1_md5,
+        }
+    }
+
+    /// What the admin API shows: never an HA1.
+    pub fn to_public(&self) -> Value {
+        json!({
+            "username": self.username,
+            "realm": self.realm,
+            "password_set_at": self.password_set_at,
+        })
+    }
 }
 
 impl DirectoryUser {
     pub fn to_public(&self) -> Value {
         let mut v = serde_json::to_value(self).unwrap_or(Value::Null);
         v["object"] = json!("directory_user");
+        v["sip"] = self
+            .sip
+            .as_ref()
+            .map_or(Value::Null, SipCredentials::to_public);
+        v["registrations"] = json!([]);
         v
+    }
+
+    /// [`DirectoryUser::to_public`] with the user's live `bindings`.
+    pub fn to_public_with(&self, bindings: &[BindingRow]) -> Value {
+        let mut v = self.to_public();
+        v["registrations"] = Value::Array(bindings.iter().map(BindingRow::to_public).collect());
+        v
+    }
+}
+
+/// One binding of a user's phone, as the directory stores it (a row of
+/// `bindings`) and the admin API shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BindingRow {
+    pub user_pk: u64,
+    pub contact: String,
+    pub sidecar_id: String,
+    pub region: String,
+    pub source: String,
+    pub transport: String,
+    pub expires_ms: u64,
+    pub sip_call_id: String,
+    pub cseq: u32,
+}
+
+impl BindingRow {
+    pub fn to_public(&self) -> Value {
+        json!({
+            "contact": self.contact,
+            "sidecar_id": self.sidecar_id,
+            "region": self.region,
+            "source": self.source,
+            "transport": self.transport,
+            "expires_at": crate::ids::rfc3339_ms(self.expires_ms),
+        })
     }
 }
 

@@ -17,13 +17,16 @@ use serde_json::{json, Value};
 use voxline_shared::sidecar_link::{
     check_version, Ack, AckReceipt, Deregistration, EventBatch, EventKind, InboundCall,
     InboundContent, InboundMessage, LeaseRequest, LeaseResponse, MessageOffer, MessageResult,
-    MessageResultAck, Registration, RegistrationAck, ToolCall, MAX_MESSAGES_PER_LEASE,
-    MAX_MESSAGE_CHARS, MAX_TOOL_ARGUMENTS_BYTES, PROTOCOL_VERSION,
+    MessageResultAck, PhoneRegistration, Registration, RegistrationAck, ToolCall,
+    MAX_MESSAGES_PER_LEASE, MAX_MESSAGE_CHARS, MAX_PHONE_CONTACTS, MAX_TOOL_ARGUMENTS_BYTES,
+    PROTOCOL_VERSION,
 };
 
 /// How long an accepted call may be missing from the sidecar's `held_calls`
 /// before it counts as lost (a poll may have been sent just before the ack).
 pub const HELD_GRACE_MS: u64 = 5_000;
+/// Longest Contact URI of a phone's binding, in characters.
+pub const MAX_CONTACT_URI_CHARS: usize = 512;
 pub const NONCE_WINDOW_MS: u64 = voxline_shared::signing::DEFAULT_WINDOW_SECONDS * 1000;
 
 /// Outside development the link is taken over HTTPS only: it carries signed
@@ -67,6 +70,8 @@ pub enum SidecarOp {
     InboundCalls,
     /// A customer tool the engine of a held call called (issue 18).
     ToolCalls,
+    /// A user's SIP phone REGISTERed with the sidecar (issue 16).
+    Registrations,
 }
 
 impl SidecarOp {
@@ -82,6 +87,7 @@ impl SidecarOp {
             paths::INBOUND_MESSAGES => Some(SidecarOp::InboundMessages),
             paths::INBOUND_CALLS => Some(SidecarOp::InboundCalls),
             paths::TOOL_CALLS => Some(SidecarOp::ToolCalls),
+            paths::REGISTRATIONS => Some(SidecarOp::Registrations),
             _ => None,
         }
     }
@@ -111,6 +117,9 @@ pub enum SidecarMessage {
     /// answered with the call's tenant and agent; the Worker then calls the
     /// tool (`api::tool_calls`).
     ToolCall(ToolCall),
+    /// Only its nonce is spent here; the Worker then has the tenant's
+    /// directory check the phone's answer and record its bindings.
+    PhoneRegistration(Box<PhoneRegistration>),
 }
 
 impl SidecarMessage {
@@ -122,6 +131,7 @@ impl SidecarMessage {
             SidecarMessage::Deregister(m) => Some(&m.region),
             SidecarMessage::InboundMessage(m) => Some(&m.region),
             SidecarMessage::InboundCall(m) => Some(&m.region),
+            SidecarMessage::PhoneRegistration(m) => Some(&m.region),
             SidecarMessage::Ack(_)
             | SidecarMessage::Events(_)
             | SidecarMessage::Recording
@@ -273,6 +283,7 @@ pub fn parse_message(op: SidecarOp, raw: &[u8], signer: &str) -> Result<SidecarM
         SidecarOp::InboundMessages => SidecarMessage::InboundMessage(parse(&value)?),
         SidecarOp::InboundCalls => SidecarMessage::InboundCall(parse(&value)?),
         SidecarOp::ToolCalls => SidecarMessage::ToolCall(parse(&value)?),
+        SidecarOp::Registrations => SidecarMessage::PhoneRegistration(parse(&value)?),
         SidecarOp::Recording => {
             return Err(ApiError::new(
                 ErrorCode::NotFound,
@@ -290,6 +301,7 @@ pub fn parse_message(op: SidecarOp, raw: &[u8], signer: &str) -> Result<SidecarM
         SidecarMessage::InboundMessage(m) => (m.protocol_version, &m.sidecar_id),
         SidecarMessage::InboundCall(m) => (m.protocol_version, &m.sidecar_id),
         SidecarMessage::ToolCall(m) => (m.protocol_version, &m.sidecar_id),
+        SidecarMessage::PhoneRegistration(m) => (m.protocol_version, &m.sidecar_id),
         SidecarMessage::Recording => (PROTOCOL_VERSION, &String::new()),
     };
     check_version(version)
@@ -363,6 +375,48 @@ fn check_message_fields(message: &SidecarMessage) -> Result<(), ApiError> {
                     )
                 })
             }),
+        SidecarMessage::PhoneRegistration(r) => {
+            let d = &r.digest;
+            let digest = [
+                ("digest.username", &d.username),
+                ("digest.realm", &d.realm),
+                ("digest.nonce", &d.nonce),
+                ("digest.uri", &d.uri),
+                ("digest.method", &d.method),
+                ("digest.response", &d.response),
+                ("digest.algorithm", &d.algorithm),
+                ("sip_call_id", &r.sip_call_id),
+                ("source", &r.source),
+                ("transport", &r.transport),
+            ];
+            let optional = [
+                ("digest.qop", &d.qop),
+                ("digest.nc", &d.nc),
+                ("digest.cnonce", &d.cnonce),
+            ];
+            digest
+                .iter()
+                .find_map(|(f, v)| too_long(f, v, MAX_MATCH_ID_CHARS))
+                .or_else(|| {
+                    optional.iter().find_map(|(f, v)| {
+                        too_long(f, v.as_deref().unwrap_or(""), MAX_MATCH_ID_CHARS)
+                    })
+                })
+                .or_else(|| {
+                    (r.contacts.len() > MAX_PHONE_CONTACTS).then(|| {
+                        ApiError::field(
+                            ErrorCode::ValueTooLong,
+                            "contacts",
+                            format!("at most {MAX_PHONE_CONTACTS} contacts"),
+                        )
+                    })
+                })
+                .or_else(|| {
+                    r.contacts
+                        .iter()
+                        .find_map(|c| too_long("contacts.uri", &c.uri, MAX_CONTACT_URI_CHARS))
+                })
+        }
         SidecarMessage::ToolCall(t) => {
             too_long("tool_call_id", &t.tool_call_id, MAX_MATCH_ID_CHARS)
                 .or_else(|| too_long("call_id", &t.call_id, MAX_MATCH_ID_CHARS))
@@ -420,7 +474,8 @@ fn handle_op(
     match &env.message {
         SidecarMessage::Recording
         | SidecarMessage::InboundMessage(_)
-        | SidecarMessage::InboundCall(_) => {
+        | SidecarMessage::InboundCall(_)
+        | SidecarMessage::PhoneRegistration(_) => {
             Ok(Reply::ok(json!({"protocol_version": PROTOCOL_VERSION})))
         }
         SidecarMessage::ToolCall(t) => {

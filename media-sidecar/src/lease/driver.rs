@@ -39,7 +39,7 @@ use crate::lease::{
     Action, LeaseClient, LeaseSettings, LinkRefusal, MessageReport, Notice, Reply, Request,
     RequestId, Transmit,
 };
-use crate::sip::udp::{InboundRequest, IncomingCall};
+use crate::sip::udp::{InboundRequest, IncomingCall, PhoneRegisterRequest};
 use crate::transport::Transport;
 use voxline_shared::sidecar_link::HEADER_RECORDING_MANIFEST;
 
@@ -286,6 +286,9 @@ fn log_notice(n: Notice) {
         Notice::InboundNotTaken { status, detail } => {
             warn!(?status, %detail, "edge did not take an inbound text; the trunk gets 480")
         }
+        Notice::PhoneRegistrationNotTaken { status, detail } => {
+            warn!(?status, %detail, "edge gave no answer to a phone's REGISTER; the phone gets 503")
+        }
     }
 }
 
@@ -447,6 +450,11 @@ struct Driver<C: Transport> {
     /// Call tasks waiting for a tool's answer, by token.
     tools_waiting: HashMap<u64, oneshot::Sender<voxline_shared::sidecar_link::ToolCallAnswer>>,
     next_tool_call: u64,
+    /// Phones' REGISTERs waiting for the edge's answer, by token (issue 16).
+    registrations_waiting: HashMap<
+        u64,
+        oneshot::Sender<Option<voxline_shared::sidecar_link::PhoneRegistrationAnswer>>,
+    >,
 }
 
 impl<C: Transport> Driver<C> {
@@ -612,6 +620,11 @@ impl<C: Transport> Driver<C> {
                     let _ = waiting.send(answer);
                 }
             }
+            Action::PhoneRegistrationAnswered { token, answer } => {
+                if let Some(waiting) = self.registrations_waiting.remove(&token) {
+                    let _ = waiting.send(answer);
+                }
+            }
             Action::InboundAnswered { token, sip_code } => {
                 if let Some(answer) = self.inbound_waiting.remove(&token) {
                     let _ = answer.send(sip_code);
@@ -657,6 +670,29 @@ fn forward_inbound<C: Transport>(core: &mut LeaseClient, d: &mut Driver<C>, req:
             received_ms: now_ms(),
         },
     );
+}
+
+/// The next phone REGISTER, if the telephony has a registrar (else never).
+async fn next_phone_registration(
+    rx: &mut Option<mpsc::Receiver<PhoneRegisterRequest>>,
+) -> Option<PhoneRegisterRequest> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+fn forward_phone_registration<C: Transport>(
+    core: &mut LeaseClient,
+    d: &mut Driver<C>,
+    req: PhoneRegisterRequest,
+) {
+    d.next_inbound += 1;
+    let token = d.next_inbound;
+    // Answers nobody waits for any more (the phone got 503) are dropped here.
+    d.registrations_waiting.retain(|_, a| !a.is_closed());
+    d.registrations_waiting.insert(token, req.answer);
+    core.forward_phone_registration(now_ms(), token, req.registration);
 }
 
 /// The next inbound call, if the telephony gives them (else never).
@@ -763,6 +799,7 @@ pub async fn run<C: Transport>(
         next_inbound: 0,
         calls_ringing: HashMap::new(),
         tools_waiting: HashMap::new(),
+        registrations_waiting: HashMap::new(),
         next_tool_call: 0,
     };
     let mut inbound_call_rx = match &opts.mode {
@@ -771,6 +808,12 @@ pub async fn run<C: Transport>(
     };
     let mut inbound_rx = match &opts.mode {
         CallMode::Sip(tel) => tel.take_inbound(),
+        _ => None,
+    };
+    let mut phone_registration_rx = match &opts.mode {
+        CallMode::Sip(tel) if tel.cfg.registrar.enabled => {
+            tel.sip.take_phone_registrations().await.ok()
+        }
         _ => None,
     };
     let mut core = LeaseClient::new(settings);
@@ -872,6 +915,7 @@ pub async fn run<C: Transport>(
             Some(msg) = rx.recv() => handle_msg(&mut core, &mut d, msg),
             Some(req) = next_inbound(&mut inbound_rx) => forward_inbound(&mut core, &mut d, req),
             Some(call) = next_inbound_call(&mut inbound_call_rx) => forward_inbound_call(&mut core, &mut d, call),
+            Some(reg) = next_phone_registration(&mut phone_registration_rx) => forward_phone_registration(&mut core, &mut d, reg),
             Some(dead) = d.call_tasks.next_dead(), if !d.call_tasks.is_empty() => {
                 // Whatever the task sent before it died comes first (its
                 // `ended`, if it got that far).

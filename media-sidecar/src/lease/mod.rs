@@ -82,8 +82,8 @@ use voxline_shared::sidecar_link::{
     check_version, paths, reject_reasons, Ack, CallEvent, Command, Deregistration, EventBatch,
     EventKind, EventsAck, InboundCall, InboundCallAnswer, InboundDecision, InboundMessage,
     LeaseRequest, LeaseResponse, MessageOffer, MessageOutcome, MessageResult, Offer,
-    RecordingManifest, Registration, RegistrationAck, Timings, ToolCall, ToolCallAnswer,
-    MAX_LEASE_WAIT_MS, MAX_MESSAGE_CHARS, PROTOCOL_VERSION,
+    PhoneRegistration, PhoneRegistrationAnswer, RecordingManifest, Registration, RegistrationAck,
+    Timings, ToolCall, ToolCallAnswer, MAX_LEASE_WAIT_MS, MAX_MESSAGE_CHARS, PROTOCOL_VERSION,
 };
 use voxline_shared::{CallStatus, EndedReason};
 
@@ -193,6 +193,11 @@ pub const TOOL_CALL_TIMEOUT_MS: u64 = 25_000;
 /// Tool calls waiting to be sent (all calls together); more are answered
 /// `tool_busy` at once.
 pub const MAX_QUEUED_TOOL_CALLS: usize = 64;
+/// A phone's REGISTER asked of the edge (issue 16): the phone retransmits
+/// meanwhile, and the SIP side answers 503 itself after 20 s.
+pub const PHONE_REGISTRATION_TIMEOUT_MS: u64 = 10_000;
+/// Phones' REGISTERs waiting to be sent; more are answered at once (503).
+pub const MAX_QUEUED_PHONE_REGISTRATIONS: usize = 128;
 
 /// How one text message ended, for its [`MessageResult`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -245,6 +250,8 @@ pub enum Request {
     InboundCall(InboundCall),
     /// A customer tool the engine of a held call called (issue 18).
     ToolCall(ToolCall),
+    /// A user's phone REGISTERed with us (issue 16).
+    PhoneRegistration(Box<PhoneRegistration>),
 }
 
 /// One recording to upload.
@@ -267,6 +274,7 @@ impl Request {
             Request::InboundMessage(_) => paths::INBOUND_MESSAGES,
             Request::InboundCall(_) => paths::INBOUND_CALLS,
             Request::ToolCall(_) => paths::TOOL_CALLS,
+            Request::PhoneRegistration(_) => paths::REGISTRATIONS,
         }
     }
 
@@ -284,6 +292,7 @@ impl Request {
             Request::InboundMessage(m) => serde_json::to_vec(m),
             Request::InboundCall(m) => serde_json::to_vec(m),
             Request::ToolCall(m) => serde_json::to_vec(m),
+            Request::PhoneRegistration(m) => serde_json::to_vec(m),
         };
         r.expect("protocol types always serialize")
     }
@@ -300,6 +309,7 @@ impl Request {
             Request::InboundMessage(_) => INBOUND_FORWARD_TIMEOUT_MS,
             Request::InboundCall(_) => INBOUND_CALL_TIMEOUT_MS,
             Request::ToolCall(_) => TOOL_CALL_TIMEOUT_MS,
+            Request::PhoneRegistration(_) => PHONE_REGISTRATION_TIMEOUT_MS,
             _ => 15_000,
         }
     }
@@ -355,6 +365,13 @@ pub enum Action {
     /// The answer to tool call `token` (see [`LeaseClient::forward_tool_call`]):
     /// the edge's, or a failure with a `tool_errors` code.
     ToolCallAnswered { token: u64, answer: ToolCallAnswer },
+    /// The edge's answer to phone REGISTER `token` (see
+    /// [`LeaseClient::forward_phone_registration`]); `None`: no usable
+    /// answer (the phone gets 503).
+    PhoneRegistrationAnswered {
+        token: u64,
+        answer: Option<PhoneRegistrationAnswer>,
+    },
 }
 
 /// A refusal of the link that no retry can fix, read from an error answer.
@@ -557,6 +574,11 @@ pub enum Notice {
         status: Option<u16>,
         detail: String,
     },
+    /// The edge gave no usable answer to a phone's REGISTER (503 to the phone).
+    PhoneRegistrationNotTaken {
+        status: Option<u16>,
+        detail: String,
+    },
 }
 
 /// Why [`LeaseClient::emit`] refused an event.
@@ -682,6 +704,9 @@ enum InFlight {
     ToolCall {
         token: u64,
     },
+    PhoneRegistration {
+        token: u64,
+    },
 }
 
 impl InFlight {
@@ -696,6 +721,7 @@ impl InFlight {
             InFlight::Inbound { .. } => paths::INBOUND_MESSAGES,
             InFlight::InboundCall { .. } => paths::INBOUND_CALLS,
             InFlight::ToolCall { .. } => paths::TOOL_CALLS,
+            InFlight::PhoneRegistration { .. } => paths::REGISTRATIONS,
         }
     }
 }
@@ -796,6 +822,9 @@ pub struct LeaseClient {
     /// Tool calls to send now, with the driver's token (bounded:
     /// [`MAX_QUEUED_TOOL_CALLS`]).
     tool_calls: VecDeque<(u64, ToolCall)>,
+    /// Phones' REGISTERs to send now, with the driver's token (bounded:
+    /// [`MAX_QUEUED_PHONE_REGISTRATIONS`]).
+    phone_registrations: VecDeque<(u64, PhoneRegistration)>,
 }
 
 impl LeaseClient {
@@ -834,6 +863,7 @@ impl LeaseClient {
             inbound: VecDeque::new(),
             inbound_calls: VecDeque::new(),
             tool_calls: VecDeque::new(),
+            phone_registrations: VecDeque::new(),
         }
     }
 
@@ -1235,6 +1265,55 @@ impl LeaseClient {
         self.tool_calls.push_back((token, call));
     }
 
+    /// Asks the edge about a phone's REGISTER (`sidecar_id`, `region`, the
+    /// version and the time are filled in here). The answer comes back as
+    /// [`Action::PhoneRegistrationAnswered`] with `token`: at once, `None`,
+    /// when the link cannot carry it now.
+    pub fn forward_phone_registration(
+        &mut self,
+        now_ms: u64,
+        token: u64,
+        mut registration: PhoneRegistration,
+    ) {
+        if self.phase != Phase::Registered
+            || self.halted.is_some()
+            || self.phone_registrations.len() >= MAX_QUEUED_PHONE_REGISTRATIONS
+        {
+            self.actions.push_back(Action::PhoneRegistrationAnswered {
+                token,
+                answer: None,
+            });
+            return;
+        }
+        registration.protocol_version = PROTOCOL_VERSION;
+        registration.sidecar_id = self.s.sidecar_id.clone();
+        registration.region = self.s.region.clone();
+        registration.received_ms = now_ms;
+        self.phone_registrations.push_back((token, registration));
+    }
+
+    fn on_phone_registration(&mut self, now_ms: u64, token: u64, reply: Reply) {
+        let answer = match &reply {
+            Reply::Http { status, body } if (200..300).contains(status) => {
+                serde_json::from_slice::<PhoneRegistrationAnswer>(body).ok()
+            }
+            Reply::Http {
+                status: status @ (401 | 410),
+                ..
+            } => {
+                self.reregister(now_ms, paths::REGISTRATIONS, *status);
+                None
+            }
+            _ => None,
+        };
+        if answer.is_none() {
+            let (status, detail) = describe(&reply);
+            self.notice(Notice::PhoneRegistrationNotTaken { status, detail });
+        }
+        self.actions
+            .push_back(Action::PhoneRegistrationAnswered { token, answer });
+    }
+
     fn on_tool_call(&mut self, now_ms: u64, token: u64, reply: Reply) {
         let answer = match &reply {
             Reply::Http { status, body } if (200..300).contains(status) => {
@@ -1402,6 +1481,14 @@ impl LeaseClient {
                 request: Request::InboundCall(call),
             });
         }
+        // A phone is waiting (and retransmitting) for the answer.
+        if let Some((token, registration)) = self.phone_registrations.pop_front() {
+            let id = self.new_id(InFlight::PhoneRegistration { token });
+            return Some(Transmit {
+                id,
+                request: Request::PhoneRegistration(Box::new(registration)),
+            });
+        }
         // An engine (and a callee) is waiting for the answer.
         if let Some((token, call)) = self.tool_calls.pop_front() {
             let id = self.new_id(InFlight::ToolCall { token });
@@ -1519,6 +1606,7 @@ impl LeaseClient {
                 if !self.inbound.is_empty()
                     || !self.inbound_calls.is_empty()
                     || !self.tool_calls.is_empty()
+                    || !self.phone_registrations.is_empty()
                 {
                     at(0);
                 }
@@ -1599,6 +1687,9 @@ impl LeaseClient {
             InFlight::Inbound { token } => self.on_inbound(now_ms, token, reply),
             InFlight::InboundCall { token } => self.on_inbound_call(now_ms, token, reply),
             InFlight::ToolCall { token } => self.on_tool_call(now_ms, token, reply),
+            InFlight::PhoneRegistration { token } => {
+                self.on_phone_registration(now_ms, token, reply)
+            }
         }
     }
 

@@ -1220,7 +1220,8 @@ fn random_runs_keep_the_invariants() {
                     | Action::SendMessage(_)
                     | Action::InboundAnswered { .. }
                     | Action::InboundCallDecided { .. }
-                    | Action::ToolCallAnswered { .. } => {}
+                    | Action::ToolCallAnswered { .. }
+                    | Action::PhoneRegistrationAnswered { .. } => {}
                     Action::Halt(r) => panic!("no answer here halts the client: {r:?}"),
                 }
             }
@@ -1285,7 +1286,8 @@ fn random_runs_keep_the_invariants() {
                             | Request::MessageResult(_)
                             | Request::InboundMessage(_)
                             | Request::InboundCall(_)
-                            | Request::ToolCall(_) => status(200),
+                            | Request::ToolCall(_)
+                            | Request::PhoneRegistration(_) => status(200),
                         }
                     };
                     h.reply(t.id, reply);
@@ -1344,7 +1346,8 @@ fn random_runs_keep_the_invariants() {
                 | Request::MessageResult(_)
                 | Request::InboundMessage(_)
                 | Request::InboundCall(_)
-                | Request::ToolCall(_) => status(200),
+                | Request::ToolCall(_)
+                | Request::PhoneRegistration(_) => status(200),
             };
             h.reply(t.id, reply);
         }
@@ -2636,4 +2639,93 @@ fn a_tool_call_while_not_registered_is_answered_unavailable_at_once() {
     let a = tool_answers(&h.actions());
     assert_eq!(a.len(), 1, "{a:?}");
     assert_eq!(a[0].1.error.as_ref().unwrap().code, "tool_unavailable");
+}
+
+fn phone_registration() -> voxline_shared::sidecar_link::PhoneRegistration {
+    use voxline_shared::sidecar_link::{DigestAnswer, RequestedContact};
+    voxline_shared::sidecar_link::PhoneRegistration {
+        protocol_version: 0,
+        sidecar_id: String::new(),
+        region: String::new(),
+        digest: DigestAnswer {
+            username: "7.ten_0123456789abcdef0123".into(),
+            realm: "voxline".into(),
+            nonce: "n".into(),
+            uri: "sip:127.0.0.1".into(),
+            method: "REGISTER".into(),
+            response: "r".into(),
+            algorithm: "MD5".into(),
+            qop: None,
+            nc: None,
+            cnonce: None,
+        },
+        sip_call_id: "reg@phone".into(),
+        cseq: 2,
+        contacts: vec![RequestedContact {
+            uri: "sip:a@127.0.0.1:5062".into(),
+            expires_seconds: 60,
+        }],
+        remove_all: false,
+        source: "127.0.0.1:5062".into(),
+        transport: "udp".into(),
+        received_ms: 0,
+    }
+}
+
+fn registration_answers(
+    actions: &[Action],
+) -> Vec<(
+    u64,
+    Option<voxline_shared::sidecar_link::PhoneRegistrationAnswer>,
+)> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::PhoneRegistrationAnswered { token, answer } => Some((*token, answer.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Issue 16: a phone's REGISTER goes out at once as `POST
+/// /v1/sidecar/registrations` (signer's id, region and time filled in) and
+/// the edge's decision comes back by token; anything else is `None` (the
+/// phone gets 503), and so is a REGISTER while the link is down.
+#[test]
+fn a_phone_registration_is_sent_at_once_and_answered_by_token() {
+    use voxline_shared::sidecar_link::{PhoneRegistrationAnswer, PhoneRegistrationDecision};
+    let mut h = H::registered(1);
+    h.c.forward_phone_registration(1_234, 5, phone_registration());
+    let t = h.tx().expect("asked at once");
+    let Request::PhoneRegistration(r) = &t.request else {
+        panic!("{t:?}")
+    };
+    assert_eq!(
+        (r.sidecar_id.as_str(), r.protocol_version, r.received_ms),
+        ("sc-1", 1, 1_234)
+    );
+    assert_eq!(t.request.path(), paths::REGISTRATIONS);
+    assert_eq!(
+        t.request.timeout_ms(),
+        crate::lease::PHONE_REGISTRATION_TIMEOUT_MS
+    );
+    let edge = PhoneRegistrationAnswer {
+        protocol_version: 1,
+        decision: PhoneRegistrationDecision::Refuse {
+            sip_code: 403,
+            reason: "bad_credentials".into(),
+        },
+    };
+    h.reply(t.id, ok(edge.clone()));
+    assert_eq!(registration_answers(&h.actions()), [(5, Some(edge))]);
+    for reply in [status(500), Reply::Failed("timeout".into())] {
+        h.c.forward_phone_registration(0, 6, phone_registration());
+        let t = h.tx().expect("asked");
+        h.reply(t.id, reply);
+        assert_eq!(registration_answers(&h.actions()), [(6, None)]);
+    }
+    let mut down = H::new(1);
+    down.c
+        .forward_phone_registration(0, 7, phone_registration());
+    assert_eq!(registration_answers(&down.actions()), [(7, None)]);
 }

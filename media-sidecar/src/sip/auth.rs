@@ -10,58 +10,10 @@
 //! challenge for that realm: credentials are never hashed for a realm the
 //! operator did not name.
 
-use md5::{Digest, Md5};
-use sha2::Sha256;
+pub use voxline_shared::sip_digest::Algorithm;
+use voxline_shared::sip_digest::{quote, response, DigestInput};
 
-use super::msg::{is_token_char, Message, ParseError};
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Algorithm {
-    Md5,
-    Md5Sess,
-    Sha256,
-    Sha256Sess,
-}
-
-impl Algorithm {
-    fn parse(s: &str) -> Option<Algorithm> {
-        Some(match s.to_ascii_uppercase().as_str() {
-            "MD5" => Algorithm::Md5,
-            "MD5-SESS" => Algorithm::Md5Sess,
-            "SHA-256" => Algorithm::Sha256,
-            "SHA-256-SESS" => Algorithm::Sha256Sess,
-            _ => return None,
-        })
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Algorithm::Md5 => "MD5",
-            Algorithm::Md5Sess => "MD5-sess",
-            Algorithm::Sha256 => "SHA-256",
-            Algorithm::Sha256Sess => "SHA-256-sess",
-        }
-    }
-
-    fn hash(self, s: &str) -> String {
-        match self {
-            Algorithm::Md5 | Algorithm::Md5Sess => hex::encode(Md5::digest(s.as_bytes())),
-            Algorithm::Sha256 | Algorithm::Sha256Sess => hex::encode(Sha256::digest(s.as_bytes())),
-        }
-    }
-
-    /// Higher is stronger: SHA-256(-sess) over MD5(-sess).
-    fn strength(self) -> u8 {
-        match self {
-            Algorithm::Md5 | Algorithm::Md5Sess => 0,
-            Algorithm::Sha256 | Algorithm::Sha256Sess => 1,
-        }
-    }
-
-    fn is_sess(self) -> bool {
-        matches!(self, Algorithm::Md5Sess | Algorithm::Sha256Sess)
-    }
-}
+use super::msg::{Message, ParseError};
 
 /// A parsed `WWW-Authenticate` / `Proxy-Authenticate` Digest challenge.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -75,66 +27,10 @@ pub struct Challenge {
     pub stale: bool,
 }
 
-/// `key=value` / `key="quoted"` pairs separated by commas.
+/// `key=value` / `key="quoted"` pairs (the shared Digest parser).
 fn auth_params(s: &str) -> Result<Vec<(String, String)>, ParseError> {
-    let c: Vec<char> = s.chars().collect();
-    let (n, mut i) = (c.len(), 0);
-    let mut out = Vec::new();
-    let bad = || ParseError::BadHeader("Digest challenge".into());
-    loop {
-        while i < n && (c[i] == ' ' || c[i] == '\t' || c[i] == ',') {
-            i += 1;
-        }
-        if i >= n {
-            break;
-        }
-        let ks = i;
-        while i < n && is_token_char(c[i]) {
-            i += 1;
-        }
-        if ks == i {
-            return Err(bad());
-        }
-        let key: String = c[ks..i].iter().collect::<String>().to_ascii_lowercase();
-        while i < n && (c[i] == ' ' || c[i] == '\t') {
-            i += 1;
-        }
-        if i >= n || c[i] != '=' {
-            return Err(bad());
-        }
-        i += 1;
-        while i < n && (c[i] == ' ' || c[i] == '\t') {
-            i += 1;
-        }
-        let mut v = String::new();
-        if i < n && c[i] == '"' {
-            i += 1;
-            let mut closed = false;
-            while i < n {
-                let ch = c[i];
-                i += 1;
-                if ch == '\\' && i < n {
-                    v.push(c[i]);
-                    i += 1;
-                } else if ch == '"' {
-                    closed = true;
-                    break;
-                } else {
-                    v.push(ch);
-                }
-            }
-            if !closed {
-                return Err(bad());
-            }
-        } else {
-            while i < n && c[i] != ',' && c[i] != ' ' && c[i] != '\t' {
-                v.push(c[i]);
-                i += 1;
-            }
-        }
-        out.push((key, v));
-    }
-    Ok(out)
+    voxline_shared::sip_digest::auth_params(s)
+        .map_err(|_| ParseError::BadHeader("Digest challenge".into()))
 }
 
 impl Challenge {
@@ -319,25 +215,21 @@ impl DigestClient {
             None
         };
         let nc = format!("{:08x}", self.nc);
-        let mut ha1 = alg.hash(&format!("{}:{}:{}", cred.username, ch.realm, cred.password));
-        if alg.is_sess() {
-            ha1 = alg.hash(&format!("{ha1}:{}:{cnonce}", ch.nonce));
-        }
-        let ha2 = match qop {
-            Some("auth-int") => {
-                let hb = match alg {
-                    Algorithm::Md5 | Algorithm::Md5Sess => hex::encode(Md5::digest(body)),
-                    _ => hex::encode(Sha256::digest(body)),
-                };
-                alg.hash(&format!("{method}:{uri}:{hb}"))
-            }
-            _ => alg.hash(&format!("{method}:{uri}")),
-        };
-        let response = match qop {
-            Some(q) => alg.hash(&format!("{ha1}:{}:{nc}:{cnonce}:{q}:{ha2}", ch.nonce)),
-            None => alg.hash(&format!("{ha1}:{}:{ha2}", ch.nonce)),
-        };
-        let q = |s: &str| s.replace('\\', "\\\\").replace('"', "\\\"");
+        let ha1 = voxline_shared::sip_digest::ha1(alg, &cred.username, &ch.realm, &cred.password);
+        let response = response(
+            &ha1,
+            &DigestInput {
+                algorithm: alg,
+                nonce: &ch.nonce,
+                method,
+                uri,
+                qop,
+                nc: &nc,
+                cnonce,
+                body,
+            },
+        );
+        let q = quote;
         let mut v = format!(
             "Digest username=\"{}\", realm=\"{}\", nonce=\"{}\", uri=\"{}\", response=\"{}\", algorithm={}",
             q(&cred.username),

@@ -40,6 +40,7 @@ use super::call::{
 use super::msg::{self, ParseError};
 use super::redirect::{RedirectPolicy, RedirectTarget};
 use super::register::{RegisterConfig, Registration, RegistrationStatus};
+use super::registrar::{PendingId, Registrar, RegistrarConfig, RegistrarStep};
 use super::sdp::OfferConfig;
 use super::session_timer::SessionTimerConfig;
 use super::text_message::{
@@ -262,6 +263,9 @@ pub struct EndpointConfig {
     /// The trunks' registrations, started with the endpoint (their `local`
     /// and Contact's host:port are set to [`EndpointConfig::local`] there).
     pub registrations: Vec<RegisterConfig>,
+    /// The registrar for users' phones (issue 16): REGISTERs from addresses
+    /// that are no trunk's go to it. `None`: they get 481 as before.
+    pub registrar: Option<RegistrarConfig>,
 }
 
 impl EndpointConfig {
@@ -274,6 +278,7 @@ impl EndpointConfig {
             inbound_trunks: Vec::new(),
             timers: Timers::default(),
             registrations: Vec::new(),
+            registrar: None,
         }
     }
 }
@@ -593,6 +598,9 @@ pub struct Endpoint {
     inbound_calls: BTreeMap<String, InboundDialog>,
     next_inbound_call: u64,
     inbound_call_events: VecDeque<(InboundCallId, InboundCallEvent)>,
+    /// Users' phones' REGISTERs (issue 16), and those waiting for the edge.
+    registrar: Option<Registrar>,
+    phone_registrations: VecDeque<(PendingId, voxline_shared::sidecar_link::PhoneRegistration)>,
 }
 
 /// Senders of inbound MESSAGEs remembered at once.
@@ -681,7 +689,14 @@ impl Endpoint {
                 Registration::new(r, 0, random.fork())
             })
             .collect();
+        let registrar = config.registrar.clone().map(|c| {
+            let mut key = [0u8; 32];
+            random.fill(&mut key);
+            Registrar::new(c, key)
+        });
         let mut ep = Endpoint {
+            registrar,
+            phone_registrations: VecDeque::new(),
             config,
             epoch: now,
             random,
@@ -1002,6 +1017,18 @@ impl Endpoint {
                 return;
             }
         }
+        if m.method() == Some("REGISTER") && self.registrar.is_some() {
+            // A trunk's REGISTER (to us) is not a phone's: it stays refused.
+            let from_trunk = self
+                .config
+                .inbound_trunks
+                .iter()
+                .any(|t| t.addr == from.addr);
+            if !from_trunk {
+                self.on_phone_register(ms, from, m);
+                return;
+            }
+        }
         if m.method() == Some("MESSAGE") && m.to_tag().is_none() {
             if self.inbound_flows.len() < MAX_INBOUND_FLOWS
                 || self.inbound_flows.contains_key(&from.addr)
@@ -1092,6 +1119,15 @@ impl Endpoint {
         if self.inbound.is_empty() {
             self.inbound_flows.clear();
         }
+        if let Some(r) = self.registrar.as_mut() {
+            for (flow, reply) in r.expire(ms) {
+                tracing::warn!(sip_call_id = %reply.call_id(), "no answer from the edge in time for a phone's REGISTER: 503");
+                self.transmits.push_back(Outgoing {
+                    flow,
+                    bytes: reply.to_bytes(),
+                });
+            }
+        }
     }
 
     /// When [`Endpoint::handle_timeout`] should next run.
@@ -1110,6 +1146,11 @@ impl Endpoint {
                 self.registrations
                     .iter()
                     .filter_map(Registration::next_timeout),
+            )
+            .chain(
+                self.registrar
+                    .as_ref()
+                    .and_then(Registrar::next_deadline_ms),
             )
             .min()
             .map(|ms| self.epoch + Duration::from_millis(ms))
@@ -1290,6 +1331,70 @@ impl Endpoint {
         if let Some(t) = self.inbound.answer(ms, id, code, self.config.timers) {
             self.push_inbound_out([t]);
         }
+    }
+
+    /// A phone's REGISTER: answered at once, or asked of the edge
+    /// ([`Endpoint::poll_phone_registration`]).
+    fn on_phone_register(&mut self, ms: u64, from: Flow, m: &msg::Message) {
+        let tag = self.random.hex(6);
+        let Some(r) = self.registrar.as_mut() else {
+            return;
+        };
+        match r.on_register(ms, &from, m, &tag) {
+            RegistrarStep::Reply(reply) => self.transmits.push_back(Outgoing {
+                flow: from,
+                bytes: reply.to_bytes(),
+            }),
+            RegistrarStep::AskEdge(id, registration) => {
+                tracing::info!(sip_call_id = %m.call_id(), user = %registration.digest.username, phone = %from.addr, "phone REGISTER; asking the edge");
+                self.phone_registrations.push_back((id, *registration));
+            }
+            RegistrarStep::Absorbed => {}
+        }
+    }
+
+    /// A phone's REGISTER for the edge to decide; answer it with
+    /// [`Endpoint::answer_phone_registration`] (not within
+    /// [`super::registrar::EDGE_WITHIN_MS`]: 503).
+    pub fn poll_phone_registration(
+        &mut self,
+    ) -> Option<(PendingId, voxline_shared::sidecar_link::PhoneRegistration)> {
+        self.phone_registrations.pop_front()
+    }
+
+    /// The edge's answer to phone REGISTER `id` (`None`: none came).
+    pub fn answer_phone_registration(
+        &mut self,
+        id: PendingId,
+        answer: Option<voxline_shared::sidecar_link::PhoneRegistrationAnswer>,
+        now: Instant,
+    ) {
+        let ms = self.ms(now);
+        if let Some((flow, reply)) = self
+            .registrar
+            .as_mut()
+            .and_then(|r| r.on_edge_answer(ms, id, answer))
+        {
+            self.transmits.push_back(Outgoing {
+                flow,
+                bytes: reply.to_bytes(),
+            });
+        }
+    }
+
+    /// The live contacts of a directory user's phones registered here
+    /// (issue 16: where a call to the user rings).
+    pub fn phone_contacts(
+        &self,
+        tenant: &str,
+        user_pk: u64,
+        now: Instant,
+    ) -> Vec<crate::registrations::PhoneContact> {
+        let ms = self.ms(now);
+        self.registrar
+            .as_ref()
+            .map(|r| r.registrations().contacts_for(tenant, user_pk, ms))
+            .unwrap_or_default()
     }
 
     /// Whether a MESSAGE from `from` may be taken (see [`EndpointConfig::inbound_trunks`]).

@@ -17,6 +17,9 @@
 //!   IMDN delivery notifications, CPIM), the inbound server transactions.
 //! - [`dns`]: trunk hosts resolved as RFC 3263 says (NAPTR, SRV with
 //!   weights, A/AAAA; TTL refresh), sans-IO, with a hickory-resolver driver.
+//! - [`registrar`]: the registrar for users' phones (issue 16): Digest
+//!   challenges with stateless nonces, 423, `Contact: *`, bounds; the edge
+//!   checks the answers and holds the bindings.
 //! - [`register`]: a trunk's registration (REGISTER with Digest, refresh
 //!   before expiry, 423, retry with backoff, un-REGISTER on shutdown).
 //! - [`transport`]: UDP / TCP / TLS as the endpoint sees them ([`transport::Flow`]),
@@ -33,6 +36,7 @@ pub mod endpoint;
 pub mod msg;
 pub mod redirect;
 pub mod register;
+pub mod registrar;
 pub mod sdp;
 pub mod session_timer;
 pub mod stream;

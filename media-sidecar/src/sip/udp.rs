@@ -33,6 +33,7 @@ use super::endpoint::{
 };
 pub use super::endpoint::{CallSpec, Event, Trunk};
 use super::register::RegistrationStatus;
+use super::registrar::PendingId;
 use super::sdp::OfferConfig;
 use super::stream::{ConnEvent, Connections, StreamOptions};
 use super::text_message::{InboundId, InboundText, MessageEnd, MessageSpec};
@@ -102,6 +103,24 @@ enum Cmd {
     Unregister {
         done: oneshot::Sender<()>,
     },
+    /// Phones' REGISTERs go to this receiver from now on (issue 16).
+    TakePhoneRegistrations {
+        registrations: mpsc::Sender<PhoneRegisterRequest>,
+    },
+    /// The live contacts of a user's phones registered here.
+    PhoneContacts {
+        tenant: String,
+        user_pk: u64,
+        reply: oneshot::Sender<Vec<crate::registrations::PhoneContact>>,
+    },
+}
+
+/// A phone's REGISTER waiting for the edge (issue 16): send the edge's
+/// answer on `answer` (`None`, or dropped: the phone gets 503).
+#[derive(Debug)]
+pub struct PhoneRegisterRequest {
+    pub registration: voxline_shared::sidecar_link::PhoneRegistration,
+    pub answer: oneshot::Sender<Option<voxline_shared::sidecar_link::PhoneRegistrationAnswer>>,
 }
 
 /// A text the trunk sent us, waiting for the edge's answer: send the SIP
@@ -239,6 +258,8 @@ impl std::fmt::Debug for Cmd {
             Cmd::SendMessage { .. } => "SendMessage",
             Cmd::Registrations { .. } => "Registrations",
             Cmd::Unregister { .. } => "Unregister",
+            Cmd::TakePhoneRegistrations { .. } => "TakePhoneRegistrations",
+            Cmd::PhoneContacts { .. } => "PhoneContacts",
         })
     }
 }
@@ -338,6 +359,37 @@ impl SipUdp {
         Ok(rx)
     }
 
+    /// Phones' REGISTERs ([`EndpointConfig::registrar`]) from now on;
+    /// while none is taken they get 503.
+    pub async fn take_phone_registrations(
+        &self,
+    ) -> Result<mpsc::Receiver<PhoneRegisterRequest>, DriverError> {
+        let (tx, rx) = mpsc::channel(64);
+        self.cmd
+            .send(Cmd::TakePhoneRegistrations { registrations: tx })
+            .await
+            .map_err(|_| DriverError::Stopped)?;
+        Ok(rx)
+    }
+
+    /// The live contacts of user `user_pk` of `tenant` registered here.
+    pub async fn phone_contacts(
+        &self,
+        tenant: &str,
+        user_pk: u64,
+    ) -> Result<Vec<crate::registrations::PhoneContact>, DriverError> {
+        let (reply, rx) = oneshot::channel();
+        self.cmd
+            .send(Cmd::PhoneContacts {
+                tenant: tenant.to_string(),
+                user_pk,
+                reply,
+            })
+            .await
+            .map_err(|_| DriverError::Stopped)?;
+        rx.await.map_err(|_| DriverError::Stopped)
+    }
+
     /// Where the trunks' registrations stand ([`EndpointConfig::registrations`]).
     pub async fn registrations(&self) -> Result<Vec<RegistrationStatus>, DriverError> {
         let (reply, rx) = oneshot::channel();
@@ -403,6 +455,13 @@ struct Driver {
     answers: mpsc::Sender<(InboundId, u16)>,
     /// Who waits for the un-REGISTERs to finish.
     unregistered: Vec<oneshot::Sender<()>>,
+    /// Where phones' REGISTERs go (`None`: 503).
+    phone_registrations: Option<mpsc::Sender<PhoneRegisterRequest>>,
+    /// The edge's answers to phones' REGISTERs, back from their waiting tasks.
+    registration_answers: mpsc::Sender<(
+        PendingId,
+        Option<voxline_shared::sidecar_link::PhoneRegistrationAnswer>,
+    )>,
 }
 
 fn now() -> std::time::Instant {
@@ -453,6 +512,10 @@ impl Driver {
             while let Some((id, text)) = self.endpoint.poll_inbound() {
                 moved = true;
                 self.forward_inbound(id, text);
+            }
+            while let Some((id, registration)) = self.endpoint.poll_phone_registration() {
+                moved = true;
+                self.forward_phone_registration(id, registration);
             }
             if !moved {
                 break;
@@ -571,6 +634,32 @@ impl Driver {
         });
     }
 
+    /// Hands a phone's REGISTER to the edge's asker (503 when there is none).
+    fn forward_phone_registration(
+        &mut self,
+        id: PendingId,
+        registration: voxline_shared::sidecar_link::PhoneRegistration,
+    ) {
+        let (answer, answered) = oneshot::channel();
+        let taken = self.phone_registrations.as_ref().is_some_and(|tx| {
+            tx.try_send(PhoneRegisterRequest {
+                registration,
+                answer,
+            })
+            .is_ok()
+        });
+        if !taken {
+            tracing::warn!("nobody takes phones' REGISTERs now: 503");
+            self.endpoint.answer_phone_registration(id, None, now());
+            return;
+        }
+        let answers = self.registration_answers.clone();
+        tokio::spawn(async move {
+            let answer = answered.await.ok().flatten();
+            let _ = answers.send((id, answer)).await;
+        });
+    }
+
     fn on_cmd(&mut self, cmd: Cmd) {
         match cmd {
             Cmd::Start {
@@ -646,6 +735,16 @@ impl Driver {
                 self.endpoint.unregister_all(now());
                 self.unregistered.push(done);
             }
+            Cmd::TakePhoneRegistrations { registrations } => {
+                self.phone_registrations = Some(registrations)
+            }
+            Cmd::PhoneContacts {
+                tenant,
+                user_pk,
+                reply,
+            } => {
+                let _ = reply.send(self.endpoint.phone_contacts(&tenant, user_pk, now()));
+            }
         }
     }
 }
@@ -659,6 +758,7 @@ async fn run(
     cmd: mpsc::WeakSender<Cmd>,
 ) {
     let (answers, mut answers_rx) = mpsc::channel(64);
+    let (registration_answers, mut registration_answers_rx) = mpsc::channel(64);
     let (conn_tx, mut conn_rx) = mpsc::channel(256);
     let mut d = Driver {
         sock,
@@ -671,6 +771,8 @@ async fn run(
         inbound,
         answers,
         unregistered: Vec::new(),
+        phone_registrations: None,
+        registration_answers,
     };
     let mut buf = vec![0u8; 65_536];
     let mut open = true;
@@ -697,6 +799,9 @@ async fn run(
                 None => open = false,
             },
             Some((id, code)) = answers_rx.recv() => d.endpoint.answer_inbound(id, code, now()),
+            Some((id, answer)) = registration_answers_rx.recv() => {
+                d.endpoint.answer_phone_registration(id, answer, now())
+            }
             Some(ev) = conn_rx.recv() => d.on_conn_event(ev),
             _ = tokio::time::sleep_until(deadline) => d.endpoint.handle_timeout(now()),
         }

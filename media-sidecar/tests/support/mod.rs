@@ -160,6 +160,85 @@ pub struct EdgeState {
     pub inbound_calls: Vec<voxline_shared::sidecar_link::InboundCall>,
     /// What `/inbound-calls` decides, in order (none left: refuse 404).
     pub inbound_decisions: VecDeque<voxline_shared::sidecar_link::InboundDecision>,
+    /// Phone accounts (SIP username, password) `/registrations` knows.
+    pub phone_accounts: Vec<(String, String)>,
+    /// `POST /registrations` received, in order, with what was decided.
+    pub phone_registrations: Vec<(PhoneRegistration, PhoneRegistrationDecision)>,
+    /// Live bindings: (username, contact) -> expiry (unix ms).
+    pub phone_bindings: std::collections::BTreeMap<(String, String), u64>,
+}
+
+impl EdgeState {
+    /// What the edge decides about a phone's REGISTER, as the real one
+    /// does: the Digest answer checked (the shared `sip_digest::verify`)
+    /// against the HA1 of the account's password, then the bindings.
+    fn decide_registration(
+        &mut self,
+        r: &PhoneRegistration,
+        now: u64,
+    ) -> PhoneRegistrationDecision {
+        use voxline_shared::sip_digest::{ha1, verify, Algorithm, DigestInput};
+        let refuse = |sip_code: u16, reason: &str| PhoneRegistrationDecision::Refuse {
+            sip_code,
+            reason: reason.into(),
+        };
+        let d = &r.digest;
+        let Some((_, password)) = self.phone_accounts.iter().find(|(u, _)| *u == d.username) else {
+            return refuse(404, "unknown_user");
+        };
+        let Some(alg) = Algorithm::parse(&d.algorithm) else {
+            return refuse(403, "bad_credentials");
+        };
+        let input = DigestInput {
+            algorithm: alg,
+            nonce: &d.nonce,
+            method: &d.method,
+            uri: &d.uri,
+            qop: d.qop.as_deref(),
+            nc: d.nc.as_deref().unwrap_or(""),
+            cnonce: d.cnonce.as_deref().unwrap_or(""),
+            body: b"",
+        };
+        if d.realm != phone_accounts::REALM
+            || !verify(
+                &ha1(alg, &d.username, &d.realm, password),
+                &input,
+                &d.response,
+            )
+        {
+            return refuse(403, "bad_credentials");
+        }
+        let user = d.username.clone();
+        self.phone_bindings.retain(|_, exp| *exp > now);
+        if r.remove_all {
+            self.phone_bindings.retain(|(u, _), _| *u != user);
+        }
+        for c in &r.contacts {
+            let key = (user.clone(), c.uri.clone());
+            if c.expires_seconds == 0 {
+                self.phone_bindings.remove(&key);
+            } else {
+                self.phone_bindings
+                    .insert(key, now + u64::from(c.expires_seconds) * 1000);
+            }
+        }
+        let (tenant, pk) = phone_accounts::parse_username(&user).unwrap_or(("", 0));
+        PhoneRegistrationDecision::Accept {
+            tenant_id: tenant.to_string(),
+            user_pk: pk,
+            extension: "1002".into(),
+            bindings: self
+                .phone_bindings
+                .iter()
+                .filter(|((u, _), _)| *u == user)
+                .map(|((_, c), exp)| PhoneBinding {
+                    contact: c.clone(),
+                    expires_seconds: (exp.saturating_sub(now) / 1000) as u32,
+                    sidecar_id: r.sidecar_id.clone(),
+                })
+                .collect(),
+        }
+    }
 }
 
 pub struct FakeEdge {
@@ -359,6 +438,19 @@ impl FakeEdge {
                     },
                 )
             }
+            paths::REGISTRATIONS => {
+                let r: PhoneRegistration = serde_json::from_slice(&req.body).unwrap();
+                let mut s = st.lock().unwrap();
+                let decision = s.decide_registration(&r, now_ms());
+                s.phone_registrations.push((r, decision.clone()));
+                json(
+                    200,
+                    &PhoneRegistrationAnswer {
+                        protocol_version: 1,
+                        decision,
+                    },
+                )
+            }
             _ => err(404, "not_found"),
         }
     }
@@ -453,4 +545,87 @@ pub fn offer(call: &str, max_seconds: u32) -> Offer {
         amd_message: None,
         tools: Vec::new(),
     }
+}
+
+/// `[telephony]` with one UDP trunk on 127.0.0.1:`trunk_port` (no
+/// credentials, no registration) and RTP on `rtp_ports`.
+#[allow(dead_code)]
+pub fn one_trunk_telephony(
+    trunk_port: u16,
+    rtp_ports: (u16, u16),
+) -> voxline_media_sidecar::config::Telephony {
+    use voxline_media_sidecar::config;
+    config::Telephony {
+        rtp_port_min: rtp_ports.0,
+        rtp_port_max: rtp_ports.1,
+        trunks: vec![config::Trunk {
+            name: "trunk".into(),
+            host: "127.0.0.1".into(),
+            port: Some(trunk_port),
+            transport: config::SipTransport::Udp,
+            ca_cert: None,
+            tls_server_name: None,
+            username: None,
+            password: None,
+            realm: None,
+            in_dialog_from_trunk_only: None,
+            require_100rel: false,
+            refer: false,
+            session_expires_seconds: 1800,
+            min_se_seconds: 90,
+            srtp: Default::default(),
+            from_number: "+15550001111".into(),
+            identity_header: config::IdentityHeaderKind::None,
+            priority: 0,
+            register: false,
+            register_expires_seconds: 3_600,
+            registrar: None,
+            auth_username: None,
+            outbound_proxy: None,
+        }],
+        ..config::Telephony::default()
+    }
+}
+
+/// The whole sidecar with this `[telephony]` (engine URLs on `allowed`
+/// hosts let through), linked to `edge` over HTTP/1.1 with `secret`, in a
+/// runtime of its own; its summary when `stop_rx` stops it.
+#[allow(dead_code)]
+pub fn spawn_sip_sidecar(
+    edge: &FakeEdge,
+    secret: &str,
+    telephony: voxline_media_sidecar::config::Telephony,
+    allowed: voxline_media_sidecar::engine::guard::AllowedHosts,
+    settings: voxline_media_sidecar::lease::LeaseSettings,
+    opts: voxline_media_sidecar::lease::driver::RunOptions,
+    stop_rx: tokio::sync::watch::Receiver<voxline_media_sidecar::lease::driver::Stop>,
+) -> std::thread::JoinHandle<voxline_media_sidecar::lease::driver::RunSummary> {
+    use voxline_media_sidecar::call_task::CallMode;
+    use voxline_media_sidecar::config::{EdgeUrl, Secret};
+    use voxline_media_sidecar::lease::driver::{run, RunOptions};
+    use voxline_media_sidecar::telephony::Telephony;
+    use voxline_media_sidecar::transport::http1::Http1Transport;
+
+    let carrier = Http1Transport::new(
+        EdgeUrl::parse(&format!("http://{}", edge.addr())).unwrap(),
+        None,
+    );
+    let secret = Secret::new(secret);
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let summary = rt.block_on(async move {
+            let tel = Telephony::start(&telephony, allowed).await.unwrap();
+            let opts = RunOptions {
+                mode: CallMode::Sip(Arc::new(tel)),
+                ..opts
+            };
+            run(Arc::new(carrier), settings, secret, opts, stop_rx).await
+        });
+        rt.shutdown_timeout(Duration::ZERO);
+        summary
+    })
 }

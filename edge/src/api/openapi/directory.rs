@@ -103,6 +103,14 @@ pub(super) fn operation(id: RouteId) -> Option<Value> {
             .ok(200, "The keys.", "Voice360KeyList")
             .errors(&[E::TenantNotFound])
             .build(),
+        RouteId::SetSipPassword => admin(
+            "setSipPassword",
+            "Set a person's SIP password",
+            "Gives the user a new random SIP password for their phones and shows it in this answer only (the edge keeps only its Digest HA1s, MD5 and SHA-256, over `username:realm:password`). Phones register with the sidecar as `sip.username` (`<pk>.<tenant id>`) in realm `voxline`; those registered with the previous password must register again. A person only (an `ai_agent` user is 422 `invalid_value`).",
+        )
+        .ok(201, "The user, with the new password in `sip.password`.", "DirectoryUserWithSipPassword")
+        .errors(&[E::TenantNotFound, E::DirectoryUserNotFound, E::InvalidValue])
+        .build(),
         RouteId::RevokeVoice360Key => admin("revokeVoice360Key", "Revoke a Voice360 API key", "The key stops working at once.")
             .ok(200, "The revoked key's id.", "Voice360KeyRevoked")
             .errors(&[E::TenantNotFound, E::Voice360KeyNotFound])
@@ -332,9 +340,74 @@ pub(super) fn schemas(add: &mut Map<String, Value>) {
     user.extend(user_fields());
     user.push(("created_at", timestamp()));
     user.push(("updated_at", timestamp()));
+    let sip_account = |password: bool| {
+        let mut fields = vec![
+            (
+                "username",
+                string(
+                    "^[1-9][0-9]{0,15}\\.ten_[0-9a-f]{10,40}$",
+                    "The SIP username (`<pk>.<tenant id>`) the user's phones register with.",
+                ),
+            ),
+            (
+                "realm",
+                object_const(voxline_shared::sidecar_link::phone_accounts::REALM),
+            ),
+            ("password_set_at", timestamp()),
+        ];
+        if password {
+            fields.push((
+                "password",
+                json!({"type": "string", "pattern": "^[A-Za-z0-9]{24}$", "description": "The SIP password. Shown only in this response."}),
+            ));
+        }
+        record(
+            "The user's SIP phone account (a person's, once a password was set).",
+            fields,
+        )
+    };
+    let registration = record(
+        "A live registration of one of the user's phones.",
+        vec![
+            (
+                "contact",
+                json!({"type": "string", "description": "The phone's Contact URI."}),
+            ),
+            (
+                "sidecar_id",
+                json!({"type": "string", "description": "The sidecar the phone registered with (it is reached through it)."}),
+            ),
+            ("region", json!({"type": "string"})),
+            (
+                "source",
+                json!({"type": "string", "description": "Where the REGISTER came from (`ip:port`)."}),
+            ),
+            (
+                "transport",
+                json!({"type": "string", "enum": ["udp", "tcp", "tls"]}),
+            ),
+            ("expires_at", timestamp()),
+        ],
+    );
+    user.push(("sip", nullable(sip_account(false))));
+    user.push((
+        "registrations",
+        json!({"type": "array", "items": registration, "description": "The user's phones registered now (expired ones left out): a person is available while one is registered."}),
+    ));
+    let mut with_password = user.clone();
+    if let Some(slot) = with_password.iter_mut().find(|(k, _)| *k == "sip") {
+        slot.1 = sip_account(true);
+    }
     put(
         "DirectoryUser",
         record("A user of the tenant's directory.", user),
+    );
+    put(
+        "DirectoryUserWithSipPassword",
+        record(
+            "A directory user with their new SIP password.",
+            with_password,
+        ),
     );
     put(
         "DirectoryUserList",

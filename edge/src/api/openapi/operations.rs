@@ -128,7 +128,8 @@ pub(super) fn operation(id: RouteId) -> Value {
         | RouteId::DeleteQueue
         | RouteId::CreateVoice360Key
         | RouteId::ListVoice360Keys
-        | RouteId::RevokeVoice360Key => json!({}), // documented in `directory.rs` (returned above)
+        | RouteId::RevokeVoice360Key
+        | RouteId::SetSipPassword => json!({}), // documented in `directory.rs` (returned above)
         RouteId::CreateContact
         | RouteId::ListContacts
         | RouteId::GetContact

@@ -1845,6 +1845,42 @@ fn every_route_answers_as_documented() {
         409,
         "extension_taken",
     );
+    // A person's SIP password (shown once); an AI agent's user has no phones.
+    let sip = expect(
+        api.admin(
+            "POST",
+            &format!("{dp}/users/{}/sip-password", second["pk"]),
+            None,
+        ),
+        201,
+    );
+    assert!(sip["sip"]["password"].is_string(), "{sip}");
+    let ai = expect(
+        api.admin(
+            "POST",
+            &format!("{dp}/users"),
+            Some(json!({"kind": "ai_agent", "agent_id": w.aid, "extension": "1077", "first_name": "Ava"})),
+        ),
+        201,
+    );
+    expect_error(
+        api.admin(
+            "POST",
+            &format!("{dp}/users/{}/sip-password", ai["pk"]),
+            None,
+        ),
+        422,
+        "invalid_value",
+    );
+    expect_error(
+        api.admin("POST", &format!("{dp}/users/999/sip-password"), None),
+        404,
+        "directory_user_not_found",
+    );
+    expect(
+        api.admin("DELETE", &format!("{dp}/users/{}", ai["pk"]), None),
+        200,
+    );
     expect_error(
         api.admin(
             "POST",

@@ -546,3 +546,55 @@ fn texts_are_sent_from_the_accounts_numbers_and_reported_as_sms_events() {
     assert_eq!(received[0]["metadata"]["to_number"], "+15551234567");
     assert_eq!(received[0]["metadata"]["body"], "See you at nine");
 }
+
+#[test]
+fn a_person_is_online_while_a_phone_is_registered() {
+    use super::phone_registrations::{decide, register_body, sip_password};
+    use voxline_shared::sip_digest::Algorithm;
+    let w = World::new();
+    let a = account(&w);
+    let ip = "198.51.100.8";
+    let john_pk = ok(&get(&w, "/availability", None, ip))["result"][1]["pk"]
+        .as_u64()
+        .unwrap();
+    let sc = super::TestSidecar::create(&w, "sc-presence");
+    sc.send(
+        &w,
+        voxline_shared::sidecar_link::paths::REGISTER,
+        json!({"region": "local", "capacity": 4, "version": "t"}),
+    );
+    let phone = sip_password(&w, &a.tid, john_pk);
+    let contact = [("sip:1002@127.0.0.1:5062", 120)];
+    let body = register_body(&phone, &phone.password, Algorithm::Md5, "p1", 1, &contact);
+    decide(&w, &sc, body);
+    let users = ok(&get(&w, "/availability", None, ip));
+    assert_eq!(users["result"][1]["presence_id"], "1002");
+    assert_eq!(users["result"][1]["devices_registered"], true, "{users}");
+    // Registered and on no call: available, so the queue counts him.
+    let qa = ok(&get(&w, "/availability/queues", Some(&a.dev), ip));
+    assert_eq!(qa["result"][0]["agents_online"], 2, "{qa}");
+    // Unregistered: offline again.
+    let gone = [("sip:1002@127.0.0.1:5062", 0)];
+    decide(
+        &w,
+        &sc,
+        register_body(&phone, &phone.password, Algorithm::Md5, "p1", 2, &gone),
+    );
+    let users = ok(&get(&w, "/availability", None, ip));
+    assert_eq!(users["result"][1]["devices_registered"], false);
+    // A binding that lapses takes him offline too.
+    decide(
+        &w,
+        &sc,
+        register_body(&phone, &phone.password, Algorithm::Md5, "p1", 3, &contact),
+    );
+    assert_eq!(
+        ok(&get(&w, "/availability", None, ip))["result"][1]["devices_registered"],
+        true
+    );
+    w.now.set(w.now.get() + 121_000);
+    assert_eq!(
+        ok(&get(&w, "/availability", None, ip))["result"][1]["devices_registered"],
+        false
+    );
+}
