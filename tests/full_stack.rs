@@ -379,6 +379,88 @@ fn answering_machine_detection_through_the_stack(w: &World) {
     assert_eq!(hook["data"]["answered_by"], "human", "{hook}");
 }
 
+/// Issues 16 and 18 through wrangler dev: the agent's script answers the
+/// callee's key 1 (sipp plays sip-tester's RFC 4733 recording) with the
+/// built-in `transfer` tool; the trunk takes REFER (`refer = true`), so sipp
+/// gets a REFER for the destination, accepts it, reports 200 in a NOTIFY
+/// sipfrag and expects our BYE. The call ends `transferred`, and
+/// `call.transferred` says where to and how.
+fn an_agent_transfers_the_callee_by_refer(w: &World) {
+    set_engine(w, "local");
+    let pcap = "/usr/share/sip-tester/dtmf_2833_1.pcap";
+    assert!(Path::new(pcap).is_file(), "{pcap} (Debian sip-tester)");
+    let port = free_sip_port();
+    let scenario = repo_root().join("media-sidecar/tests/sipp/uas_pcap_refer.xml");
+    let log = std::fs::File::create(w.dir.join("sipp-refer.log")).unwrap();
+    let mut sipp = ChildGuard(
+        Command::new(SIPP.require())
+            .arg("-sf")
+            .arg(&scenario)
+            .args([
+                "-i",
+                "127.0.0.1",
+                "-p",
+                &port.to_string(),
+                "-mi",
+                "127.0.0.1",
+            ])
+            .args(["-mp", &free_tcp_udp_port().to_string()])
+            .args(["-m", "1", "-nostdin", "-timeout", "60s", "-timeout_error"])
+            .arg("-trace_msg")
+            .current_dir(&w.dir)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("sipp"),
+    );
+    let _sc = start_sip_sidecar_with_trunk(&w.edge, &w.dir, "fs-refer", port, "", "refer = true")
+        .unwrap();
+    let script = "[script]\ngreeting: Press one for a person.\n\
+                  1 -> [tool transfer {\"destination\":\"+15550002222\"}] Transferring you now.\n\
+                  silence 20s -> Are you still there?\n[/script]";
+    let id = place(w, json!({"phone": "+15555550104", "system_prompt": script}));
+    let call = wait_status(
+        w,
+        &id,
+        &["completed", "failed", "busy", "no_answer", "cancelled"],
+        Duration::from_secs(60),
+    );
+    assert_eq!(
+        (call["status"].as_str(), call["ended_reason"].as_str()),
+        (Some("completed"), Some("transferred")),
+        "{call}"
+    );
+    let status = sipp
+        .wait_exit(Duration::from_secs(20))
+        .expect("sipp finishes its scenario");
+    assert!(status.success(), "sipp: {status}");
+    let of_call = |got: &[Value]| -> Option<Value> {
+        got.iter()
+            .filter(|r| r["verified"] == true)
+            .map(WebhookReceiver::event)
+            .find(|e| e["type"] == "call.transferred" && e["data"]["id"] == id)
+    };
+    let got = w
+        .hooks
+        .wait_for(
+            "artifacts",
+            Duration::from_secs(30),
+            "call.transferred",
+            |got| of_call(got).is_some(),
+        )
+        .unwrap();
+    let hook = of_call(&got).unwrap();
+    assert_eq!(
+        (
+            hook["data"]["transfer"]["destination"].as_str(),
+            hook["data"]["transfer"]["method"].as_str()
+        ),
+        (Some("+15550002222"), Some("refer")),
+        "{hook}"
+    );
+}
+
 /// The transcript and the recording reached the edge, R2 and the webhooks.
 fn check_artifacts(w: &World, id: &str, transcript: &Value) {
     let of_call = |got: &[Value], kind: &str| -> Option<Value> {
@@ -769,7 +851,7 @@ fn main() -> std::process::ExitCode {
                 &edge,
                 &tenant.id,
                 "artifacts",
-                json!({"events": ["transcript.saved", "recording.saved", "call.completed"]}),
+                json!({"events": ["transcript.saved", "recording.saved", "call.completed", "call.transferred"]}),
             );
             Ok(World {
                 edge,
@@ -786,6 +868,10 @@ fn main() -> std::process::ExitCode {
             (
                 "answering_machine_detection_through_the_stack",
                 answering_machine_detection_through_the_stack,
+            ),
+            (
+                "an_agent_transfers_the_callee_by_refer",
+                an_agent_transfers_the_callee_by_refer,
             ),
             (
                 "a_busy_trunk_is_retried_per_policy_and_ends_busy",

@@ -223,6 +223,7 @@ async fn srtp_call_both_ways(
     let extras = BaresipExtras {
         account_params: account_params.to_string(),
         modules: vec!["srtp.so".into()],
+        ..BaresipExtras::default()
     };
     let mut baresip =
         start_baresip_with(&dir, name, user, port, &wav, "PCMU", 20, &extras).unwrap();

@@ -785,6 +785,19 @@ pub fn start_sip_sidecar(
     trunk_port: u16,
     telephony_extra: &str,
 ) -> Result<ChildGuard, String> {
+    start_sip_sidecar_with_trunk(edge, dir, id, trunk_port, telephony_extra, "")
+}
+
+/// [`start_sip_sidecar`] with `trunk_extra` lines in its trunk's table
+/// (e.g. `refer = true`).
+pub fn start_sip_sidecar_with_trunk(
+    edge: &Edge,
+    dir: &Path,
+    id: &str,
+    trunk_port: u16,
+    telephony_extra: &str,
+    trunk_extra: &str,
+) -> Result<ChildGuard, String> {
     let cred = edge.admin(
         "POST",
         "/admin/sidecars",
@@ -802,7 +815,7 @@ pub fn start_sip_sidecar(
     let config = format!(
         "edge_url = \"{}\"\nsidecar_id = \"{id}\"\nregion = \"local\"\ncapacity = 4\nlease_wait_ms = 1000\n\n\
          [telephony]\nbind_ip = \"127.0.0.1\"\nrtp_port_min = {rtp}\nrtp_port_max = {}\nring_timeout_seconds = 20\nrecordings_dir = \"{}\"\n{telephony_extra}\n\n\
-         [[telephony.trunks]]\nname = \"callee\"\nhost = \"127.0.0.1\"\nport = {trunk_port}\nfrom_number = \"+15550001111\"\n\n\
+         [[telephony.trunks]]\nname = \"callee\"\nhost = \"127.0.0.1\"\nport = {trunk_port}\nfrom_number = \"+15550001111\"\n{trunk_extra}\n\n\
          [engine]\nallowed_hosts = [\"127.0.0.1\"]\n",
         edge.base,
         rtp + 19,
