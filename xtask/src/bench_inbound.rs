@@ -148,7 +148,10 @@ pub fn measure() -> Result<(Vec<f64>, String), String> {
         .contains("registered with the edge")
     {
         if Instant::now() > deadline {
-            return Err(format!("the sidecar did not register; see {}", log.display()));
+            return Err(format!(
+                "the sidecar did not register; see {}",
+                log.display()
+            ));
         }
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -178,7 +181,9 @@ tenant and route from KV, the call created in the tenant's `CallStore` and held 
 in the region's dispatch queue), starts the engine and answers with its SDP. Load average when \
 it ran: {load} (2 cores).\n\n"
     ));
-    t.push_str("| calls | p50 ms | p90 ms | p99 ms | min ms | max ms |\n|---|---|---|---|---|---|\n");
+    t.push_str(
+        "| calls | p50 ms | p90 ms | p99 ms | min ms | max ms |\n|---|---|---|---|---|---|\n",
+    );
     if sorted_ms.is_empty() {
         t.push_str("| 0 | - | - | - | - | - |\n");
     } else {
