@@ -281,22 +281,20 @@ fn human_wav(dir: &Path) -> PathBuf {
     path
 }
 
-/// The `call.completed` webhook of call `id`, once delivered and verified.
-fn completed_webhook(w: &World, id: &str) -> Value {
+/// The `kind` webhook of call `id` (e.g. `call.completed`), once
+/// delivered and verified.
+fn webhook_of(w: &World, kind: &str, id: &str) -> Value {
     let of_call = |got: &[Value]| -> Option<Value> {
         got.iter()
             .filter(|r| r["verified"] == true)
             .map(WebhookReceiver::event)
-            .find(|e| e["type"] == "call.completed" && e["data"]["id"] == id)
+            .find(|e| e["type"] == kind && e["data"]["id"] == id)
     };
     let got = w
         .hooks
-        .wait_for(
-            "artifacts",
-            Duration::from_secs(30),
-            "call.completed",
-            |got| of_call(got).is_some(),
-        )
+        .wait_for("artifacts", Duration::from_secs(30), kind, |got| {
+            of_call(got).is_some()
+        })
         .unwrap();
     of_call(&got).unwrap()
 }
@@ -334,7 +332,7 @@ fn answering_machine_detection_through_the_stack(w: &World) {
         (1_500..=4_500).contains(&decided),
         "decided at {decided} ms"
     );
-    let hook = completed_webhook(w, &id);
+    let hook = webhook_of(w, "call.completed", &id);
     assert_eq!(
         (
             hook["data"]["answered_by"].as_str(),
@@ -375,7 +373,7 @@ fn answering_machine_detection_through_the_stack(w: &World) {
         .expect(200)
         .json;
     assert_eq!(t["outcome"], "no", "{t}");
-    let hook = completed_webhook(w, &id);
+    let hook = webhook_of(w, "call.completed", &id);
     assert_eq!(hook["data"]["answered_by"], "human", "{hook}");
 }
 
@@ -435,22 +433,7 @@ fn an_agent_transfers_the_callee_by_refer(w: &World) {
         .wait_exit(Duration::from_secs(20))
         .expect("sipp finishes its scenario");
     assert!(status.success(), "sipp: {status}");
-    let of_call = |got: &[Value]| -> Option<Value> {
-        got.iter()
-            .filter(|r| r["verified"] == true)
-            .map(WebhookReceiver::event)
-            .find(|e| e["type"] == "call.transferred" && e["data"]["id"] == id)
-    };
-    let got = w
-        .hooks
-        .wait_for(
-            "artifacts",
-            Duration::from_secs(30),
-            "call.transferred",
-            |got| of_call(got).is_some(),
-        )
-        .unwrap();
-    let hook = of_call(&got).unwrap();
+    let hook = webhook_of(w, "call.transferred", &id);
     assert_eq!(
         (
             hook["data"]["transfer"]["destination"].as_str(),

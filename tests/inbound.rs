@@ -304,20 +304,7 @@ fn main() -> std::process::ExitCode {
                 ),
             )?;
             // Calls are taken only once the sidecar is registered with the edge.
-            let log = dir.join("sidecar-sc-inbound.log");
-            let deadline = Instant::now() + Duration::from_secs(30);
-            while !std::fs::read_to_string(&log)
-                .unwrap_or_default()
-                .contains("registered with the edge")
-            {
-                if Instant::now() > deadline {
-                    return Err(format!(
-                        "the sidecar did not register: {}",
-                        std::fs::read_to_string(&log).unwrap_or_default()
-                    ));
-                }
-                std::thread::sleep(Duration::from_millis(100));
-            }
+            wait_sidecar_registered(&dir.join("sidecar-sc-inbound.log"), Duration::from_secs(30))?;
             Ok(World {
                 edge,
                 tenant,

@@ -263,7 +263,8 @@ pub fn start_registering_baresip(
     let conf = dir.join(format!("baresip-{name}"));
     let _ = std::fs::remove_dir_all(&conf);
     std::fs::create_dir_all(&conf).map_err(|e| e.to_string())?;
-    let port = crate::net::free_udp_port();
+    // baresip binds UDP and TCP here, and TLS on the next port.
+    let port = crate::net::free_sip_port();
     std::fs::write(
         conf.join("config"),
         format!(

@@ -841,6 +841,26 @@ pub fn start_sip_sidecar_with_trunk(
     Ok(ChildGuard(child))
 }
 
+/// Waits until the sidecar whose log is `log` (from [`start_sip_sidecar`]:
+/// `dir/sidecar-<id>.log`) says it registered with the edge: inbound calls
+/// are taken only after that.
+pub fn wait_sidecar_registered(log: &Path, within: Duration) -> Result<(), String> {
+    let deadline = Instant::now() + within;
+    while !std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .contains("registered with the edge")
+    {
+        if Instant::now() > deadline {
+            return Err(format!(
+                "the sidecar did not register with the edge within {within:?}; see {}",
+                log.display()
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Ok(())
+}
+
 impl Edge {
     /// Polls a call until its status is one of `want`; panics after `within`.
     #[track_caller]

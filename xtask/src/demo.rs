@@ -26,7 +26,10 @@ use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use voxline_e2e::{start_sip_sidecar, Edge, EdgeOptions, Resp, ToolServer, WebhookReceiver};
+use voxline_e2e::{
+    start_sip_sidecar, wait_sidecar_registered, Edge, EdgeOptions, Resp, ToolServer,
+    WebhookReceiver,
+};
 use voxline_testkit::{
     flite_8k, free_sip_port, free_tcp_udp_port, start_baresip, start_baresip_with, write_wav,
     BaresipExtras,
@@ -204,7 +207,10 @@ pub fn run_demo(once: bool, inbound: bool) -> Result<(), String> {
 
     let call_id = if inbound {
         step("the sidecar registered with the edge", || {
-            wait_registered(&dir.join("sidecar-demo-local-1.log"))
+            wait_sidecar_registered(
+                &dir.join("sidecar-demo-local-1.log"),
+                Duration::from_secs(30),
+            )
         })?;
         let before = inbound_call_ids(&edge, &key)?;
         _phone = Some(step(
@@ -386,25 +392,6 @@ pub fn run_demo(once: bool, inbound: bool) -> Result<(), String> {
             "the call ended {} ({})",
             final_call["status"], final_call["ended_reason"]
         ));
-    }
-    Ok(())
-}
-
-/// Waits until the sidecar's log says it registered with the edge (calls
-/// come in only after that).
-fn wait_registered(log: &Path) -> Result<(), String> {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !std::fs::read_to_string(log)
-        .unwrap_or_default()
-        .contains("registered with the edge")
-    {
-        if Instant::now() > deadline {
-            return Err(format!(
-                "the sidecar did not register within 30 s; see {}",
-                log.display()
-            ));
-        }
-        std::thread::sleep(Duration::from_millis(100));
     }
     Ok(())
 }
