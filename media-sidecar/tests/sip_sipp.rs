@@ -2049,22 +2049,24 @@ async fn a_key_sipp_plays_from_its_rfc4733_capture_reaches_the_engine() {
     assert_eq!(reason, EndedReason::AgentHangup);
 }
 
-/// A protocol-faithful OpenAI Realtime stand-in (GA events) for the keypad
-/// test: on the greeting's `response.create` it calls `send_dtmf` with
-/// "2#"; once the callee's keys came as a user text item, its next response
-/// calls `end_call`; other responses say nothing. Every message the
-/// sidecar sent is kept.
-async fn fake_openai_ivr() -> (
-    String,
-    std::sync::Arc<std::sync::Mutex<Vec<serde_json::Value>>>,
-) {
+/// Every message a fake OpenAI Realtime server got from the sidecar.
+type SeenMessages = std::sync::Arc<std::sync::Mutex<Vec<serde_json::Value>>>;
+
+/// A protocol-faithful OpenAI Realtime stand-in (GA events) on loopback for
+/// one session: `session.created`, `session.updated` for each
+/// `session.update`, and for every other client message what `respond`
+/// returns. Every message the sidecar sent is kept.
+async fn fake_openai(
+    session_id: &'static str,
+    mut respond: impl FnMut(&serde_json::Value) -> Vec<serde_json::Value> + Send + 'static,
+) -> (String, SeenMessages) {
     use futures_util::{SinkExt, StreamExt};
     use serde_json::{json, Value};
     use tokio_tungstenite::tungstenite::Message;
 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("ws://{}", listener.local_addr().unwrap());
-    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = SeenMessages::default();
     let log = seen.clone();
     tokio::spawn(async move {
         let Ok((tcp, _)) = listener.accept().await else {
@@ -2076,45 +2078,19 @@ async fn fake_openai_ivr() -> (
         let text = |v: Value| Message::text(v.to_string());
         let _ = ws
             .send(text(
-                json!({"type": "session.created", "session": {"id": "sess_ivr"}}),
+                json!({"type": "session.created", "session": {"id": session_id}}),
             ))
             .await;
-        let (mut responses, mut keys_heard) = (0, false);
-        let call = |n: u32, name: &str, args: &str| {
-            let (resp, item) = (format!("resp_{n}"), format!("item_f{n}"));
-            vec![
-                json!({"type": "response.created", "response": {"id": resp, "status": "in_progress"}}),
-                json!({"type": "response.output_item.added", "response_id": resp, "output_index": 0,
-                       "item": {"id": item, "type": "function_call", "call_id": format!("call_{n}"), "name": name}}),
-                json!({"type": "response.function_call_arguments.done", "response_id": resp, "item_id": item,
-                       "output_index": 0, "call_id": format!("call_{n}"), "name": name, "arguments": args}),
-                json!({"type": "response.done", "response": {"id": resp, "status": "completed"}}),
-            ]
-        };
         while let Some(Ok(msg)) = ws.next().await {
             let Message::Text(t) = msg else { continue };
             let Ok(v) = serde_json::from_str::<Value>(t.as_str()) else {
                 continue;
             };
             log.lock().unwrap().push(v.clone());
-            let out = match v["type"].as_str().unwrap_or("") {
-                "session.update" => {
-                    vec![json!({"type": "session.updated", "session": v["session"]})]
-                }
-                "conversation.item.create" if v["item"]["type"] == "message" => {
-                    keys_heard = true;
-                    vec![]
-                }
-                "response.create" => {
-                    responses += 1;
-                    match (responses, keys_heard) {
-                        (1, _) => call(1, "send_dtmf", r#"{"digits":"2#"}"#),
-                        (n, true) => call(n, "end_call", r#"{"reason":"menu done"}"#),
-                        (n, false) => vec![json!({"type": "response.done",
-                            "response": {"id": format!("resp_{n}"), "status": "completed"}})],
-                    }
-                }
-                _ => vec![],
+            let out = if v["type"] == "session.update" {
+                vec![json!({"type": "session.updated", "session": v["session"]})]
+            } else {
+                respond(&v)
             };
             for o in out {
                 if ws.send(text(o)).await.is_err() {
@@ -2124,6 +2100,55 @@ async fn fake_openai_ivr() -> (
         }
     });
     (url, seen)
+}
+
+/// Response `n` of a fake OpenAI Realtime server: a call of tool `name`
+/// with `args` (`call_id` `call_{n}`), or nothing when `name` is `None`.
+fn fake_openai_response(n: u32, tool: Option<(&str, &str)>) -> Vec<serde_json::Value> {
+    use serde_json::json;
+    let resp = format!("resp_{n}");
+    let Some((name, args)) = tool else {
+        return vec![
+            json!({"type": "response.done", "response": {"id": resp, "status": "completed"}}),
+        ];
+    };
+    let (item, call) = (format!("item_f{n}"), format!("call_{n}"));
+    vec![
+        json!({"type": "response.created", "response": {"id": resp, "status": "in_progress"}}),
+        json!({"type": "response.output_item.added", "response_id": resp, "output_index": 0,
+               "item": {"id": item, "type": "function_call", "call_id": call, "name": name}}),
+        json!({"type": "response.function_call_arguments.done", "response_id": resp, "item_id": item,
+               "output_index": 0, "call_id": call, "name": name, "arguments": args}),
+        json!({"type": "response.done", "response": {"id": resp, "status": "completed"}}),
+    ]
+}
+
+/// The fake OpenAI engine of the keypad test: on the greeting's
+/// `response.create` it calls `send_dtmf` with "2#"; once the callee's keys
+/// came as a user text item, its next response calls `end_call`; other
+/// responses say nothing.
+async fn fake_openai_ivr() -> (String, SeenMessages) {
+    let (mut responses, mut keys_heard) = (0, false);
+    fake_openai("sess_ivr", move |v| {
+        match v["type"].as_str().unwrap_or("") {
+            "conversation.item.create" if v["item"]["type"] == "message" => {
+                keys_heard = true;
+                vec![]
+            }
+            "response.create" => {
+                responses += 1;
+                match (responses, keys_heard) {
+                    (1, _) => fake_openai_response(1, Some(("send_dtmf", r#"{"digits":"2#"}"#))),
+                    (n, true) => {
+                        fake_openai_response(n, Some(("end_call", r#"{"reason":"menu done"}"#)))
+                    }
+                    (n, false) => fake_openai_response(n, None),
+                }
+            }
+            _ => vec![],
+        }
+    })
+    .await
 }
 
 /// Issue 18 with a cloud engine: the OpenAI Realtime engine (a local fake,
@@ -2500,75 +2525,20 @@ async fn amd_leave_message_speaks_after_the_beep_then_byes() {
 
 // ------------------------------------------------ transfers (issues 16, 18)
 
-/// An OpenAI Realtime stand-in (GA events) whose first response (the
+/// The fake OpenAI engine of the transfer tests: its first response (the
 /// greeting) calls the `transfer` tool with `arguments`; later responses
-/// say nothing. Every message the sidecar sent is kept.
-async fn fake_openai_transfer(
-    arguments: &'static str,
-) -> (
-    String,
-    std::sync::Arc<std::sync::Mutex<Vec<serde_json::Value>>>,
-) {
-    use futures_util::{SinkExt, StreamExt};
-    use serde_json::{json, Value};
-    use tokio_tungstenite::tungstenite::Message;
-
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("ws://{}", listener.local_addr().unwrap());
-    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-    let log = seen.clone();
-    tokio::spawn(async move {
-        let Ok((tcp, _)) = listener.accept().await else {
-            return;
-        };
-        let Ok(mut ws) = tokio_tungstenite::accept_async(tcp).await else {
-            return;
-        };
-        let text = |v: Value| Message::text(v.to_string());
-        let _ = ws
-            .send(text(
-                json!({"type": "session.created", "session": {"id": "sess_xfer"}}),
-            ))
-            .await;
-        let mut responses = 0;
-        while let Some(Ok(msg)) = ws.next().await {
-            let Message::Text(t) = msg else { continue };
-            let Ok(v) = serde_json::from_str::<Value>(t.as_str()) else {
-                continue;
-            };
-            log.lock().unwrap().push(v.clone());
-            let out = match v["type"].as_str().unwrap_or("") {
-                "session.update" => {
-                    vec![json!({"type": "session.updated", "session": v["session"]})]
-                }
-                "response.create" => {
-                    responses += 1;
-                    let resp = format!("resp_{responses}");
-                    if responses == 1 {
-                        vec![
-                            json!({"type": "response.created", "response": {"id": resp, "status": "in_progress"}}),
-                            json!({"type": "response.output_item.added", "response_id": resp, "output_index": 0,
-                                   "item": {"id": "item_x", "type": "function_call", "call_id": "call_x", "name": "transfer"}}),
-                            json!({"type": "response.function_call_arguments.done", "response_id": resp, "item_id": "item_x",
-                                   "output_index": 0, "call_id": "call_x", "name": "transfer", "arguments": arguments}),
-                            json!({"type": "response.done", "response": {"id": resp, "status": "completed"}}),
-                        ]
-                    } else {
-                        vec![
-                            json!({"type": "response.done", "response": {"id": resp, "status": "completed"}}),
-                        ]
-                    }
-                }
-                _ => vec![],
-            };
-            for o in out {
-                if ws.send(text(o)).await.is_err() {
-                    return;
-                }
-            }
+/// say nothing.
+async fn fake_openai_transfer(arguments: &'static str) -> (String, SeenMessages) {
+    let mut responses = 0;
+    fake_openai("sess_xfer", move |v| {
+        if v["type"] != "response.create" {
+            return vec![];
         }
-    });
-    (url, seen)
+        responses += 1;
+        let tool = (responses == 1).then_some(("transfer", arguments));
+        fake_openai_response(responses, tool)
+    })
+    .await
 }
 
 /// A sidecar on `telephony` (cloud engine URLs on loopback allowed) and a
