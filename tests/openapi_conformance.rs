@@ -991,6 +991,33 @@ fn admin_directory(c: &Ctx) {
         .expect(201);
     c.admin("DELETE", &format!("{dp}/queues/{}", q.json["pk"]), None)
         .expect(200);
+    // A person's SIP password (shown once); an AI agent's user has no phones.
+    let sip = c
+        .admin(
+            "POST",
+            &format!("{dp}/users/{second_pk}/sip-password"),
+            None,
+        )
+        .expect(201);
+    assert!(sip.json["sip"]["password"].is_string(), "{}", sip.text);
+    let ai = c
+        .admin(
+            "POST",
+            &format!("{dp}/users"),
+            Some(json!({"kind": "ai_agent", "agent_id": w.aid, "extension": "1077", "first_name": "Ava"})),
+        )
+        .expect(201);
+    code(
+        c.admin(
+            "POST",
+            &format!("{dp}/users/{}/sip-password", ai.json["pk"]),
+            None,
+        ),
+        422,
+        "invalid_value",
+    );
+    c.admin("DELETE", &format!("{dp}/users/{}", ai.json["pk"]), None)
+        .expect(200);
     c.admin("DELETE", &format!("{dp}/users/{second_pk}"), None)
         .expect(200);
     let kp = format!("{tp}/voice360-keys");
@@ -1019,14 +1046,20 @@ fn admin_directory(c: &Ctx) {
 fn admin_webhooks(c: &Ctx) {
     let w = c.world("webhooks");
     let wp = format!("/admin/tenants/{}/webhooks", w.tid);
-    c.admin(
-        "POST",
-        &wp,
-        Some(
-            json!({"url": "http://127.0.0.1:9/hook", "events": ["call.completed", "call.failed"]}),
-        ),
-    )
-    .expect(201);
+    let local = c
+        .admin(
+            "POST",
+            &wp,
+            Some(
+                json!({"url": "http://127.0.0.1:9/hook", "events": ["call.completed", "call.failed"]}),
+            ),
+        )
+        .expect(201);
+    // A test event through the delivery path (to a closed loopback port).
+    let tested = c
+        .admin("POST", &format!("{wp}/{}/test", id_of(&local)), None)
+        .expect(202);
+    assert_eq!(tested.json["event_type"], "webhook.test", "{}", tested.text);
     c.admin(
         "POST",
         &wp,
@@ -1092,6 +1125,11 @@ fn admin_webhooks(c: &Ctx) {
         Some(json!({"enabled": false, "events": ["call.failed"]})),
     )
     .expect(200);
+    code(
+        c.admin("POST", &format!("{ep}/test"), None),
+        409,
+        "webhook_disabled",
+    );
     code(
         c.admin("PATCH", &ep, Some(json!({"retry_schedule": [0]}))),
         422,

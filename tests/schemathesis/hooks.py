@@ -61,6 +61,8 @@ SEMANTIC_MESSAGES = {
         "names no agent, user or queue of this tenant",
         "names no user of this tenant",
         "only an ai_agent user has an 'agent_id'",
+        # Only a person (a stored user's kind) has SIP phones and a password.
+        "only a person has SIP phones",
         "a developer key is the account's",
         "the CSV header row could not be read",
         # A campaign setting may come in the query string or the body, once.
