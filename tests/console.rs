@@ -193,16 +193,7 @@ fn the_console_in_chromium_follows_a_real_call(w: &World) {
     assert!(r["played_to"].as_f64().unwrap() > 0.5, "{r}");
 
     // The transcript shown is the API's, and a turn seeks to its start.
-    let t = w
-        .edge
-        .call(
-            "GET",
-            &format!("/v1/calls/{id}/transcript"),
-            &w.tenant.key,
-            None,
-        )
-        .expect(200)
-        .json;
+    let t = w.edge.transcript(&w.tenant.key, &id);
     let api_turns: Vec<(String, u64)> = t["turns"]
         .as_array()
         .unwrap()

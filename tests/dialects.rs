@@ -236,16 +236,7 @@ fn completed(w: &World, id: &str, number: &str) -> Value {
     assert_eq!(call["status"], "completed", "{call}");
     assert_eq!(call["phone"], number, "{call}");
     assert_eq!(call["agent_id"], w.tenant.agent_id.as_str(), "{call}");
-    let t = w
-        .edge
-        .call(
-            "GET",
-            &format!("/v1/calls/{id}/transcript"),
-            &w.tenant.key,
-            None,
-        )
-        .expect(200)
-        .json;
+    let t = w.edge.transcript(&w.tenant.key, id);
     let roles: Vec<&str> = t["turns"]
         .as_array()
         .map(|turns| turns.iter().filter_map(|x| x["role"].as_str()).collect())

@@ -10,6 +10,9 @@ use std::time::Duration;
 use voxline_e2e::*;
 use voxline_testkit::*;
 
+/// The statuses a call ends in.
+const TERMINAL: &[&str] = &["completed", "failed", "busy", "no_answer", "cancelled"];
+
 const SCRIPT: &str = r#"You call patients of Demo Dental to confirm tomorrow's appointment.
 [script]
 greeting: Hello, this is Demo Dental calling about your appointment tomorrow at ten. Can you make it?
@@ -147,27 +150,13 @@ fn a_scripted_conversation_with_a_real_phone(w: &World) {
     let _phone = start_baresip(&w.dir, "yes", "+15555550101", port, &wav, "PCMU", 60).unwrap();
     let _sc = sidecar(w, "fs-1", port);
     let id = place(w, json!({"phone": "+15555550101", "record": true}));
-    let call = wait_status(
-        w,
-        &id,
-        &["completed", "failed", "busy", "no_answer", "cancelled"],
-        Duration::from_secs(60),
-    );
+    let call = wait_status(w, &id, TERMINAL, Duration::from_secs(60));
     assert_eq!(
         (call["status"].as_str(), call["ended_reason"].as_str()),
         (Some("completed"), Some("agent_hangup")),
         "{call}"
     );
-    let t = w
-        .edge
-        .call(
-            "GET",
-            &format!("/v1/calls/{id}/transcript"),
-            &w.tenant.key,
-            None,
-        )
-        .expect(200)
-        .json;
+    let t = w.edge.transcript(&w.tenant.key, &id);
     // The script's outcome: the caller's answer matched the "yes" rule.
     assert_eq!(t["outcome"], "yes", "{t}");
     assert!(
@@ -306,13 +295,12 @@ fn webhook_of(w: &World, kind: &str, id: &str) -> Value {
 /// verdict and its timing are on the call and in `call.completed`.
 fn answering_machine_detection_through_the_stack(w: &World) {
     set_engine(w, "local");
-    let terminal = &["completed", "failed", "busy", "no_answer", "cancelled"];
     let port = free_sip_port();
     let wav = machine_wav(&w.dir);
     let phone = start_baresip(&w.dir, "machine", "+15555550102", port, &wav, "PCMU", 60).unwrap();
     let sc = sidecar(w, "fs-amd-machine", port);
     let id = place(w, json!({"phone": "+15555550102", "amd": "hangup"}));
-    let call = wait_status(w, &id, terminal, Duration::from_secs(60));
+    let call = wait_status(w, &id, TERMINAL, Duration::from_secs(60));
     assert_eq!(
         (
             call["status"].as_str(),
@@ -349,7 +337,7 @@ fn answering_machine_detection_through_the_stack(w: &World) {
     let _phone = start_baresip(&w.dir, "human", "+15555550103", port, &wav, "PCMU", 60).unwrap();
     let _sc = sidecar(w, "fs-amd-human", port);
     let id = place(w, json!({"phone": "+15555550103", "amd": "hangup"}));
-    let call = wait_status(w, &id, terminal, Duration::from_secs(60));
+    let call = wait_status(w, &id, TERMINAL, Duration::from_secs(60));
     assert_eq!(
         (
             call["status"].as_str(),
@@ -362,16 +350,7 @@ fn answering_machine_detection_through_the_stack(w: &World) {
     let decided = call["amd_decision_ms"].as_u64().expect("amd_decision_ms");
     assert!(decided <= 4_000, "decided at {decided} ms");
     // The person was talked to: greeted, answered "no", and said goodbye to.
-    let t = w
-        .edge
-        .call(
-            "GET",
-            &format!("/v1/calls/{id}/transcript"),
-            &w.tenant.key,
-            None,
-        )
-        .expect(200)
-        .json;
+    let t = w.edge.transcript(&w.tenant.key, &id);
     assert_eq!(t["outcome"], "no", "{t}");
     let hook = webhook_of(w, "call.completed", &id);
     assert_eq!(hook["data"]["answered_by"], "human", "{hook}");
@@ -418,12 +397,7 @@ fn an_agent_transfers_the_callee_by_refer(w: &World) {
                   1 -> [tool transfer {\"destination\":\"+15550002222\"}] Transferring you now.\n\
                   silence 20s -> Are you still there?\n[/script]";
     let id = place(w, json!({"phone": "+15555550104", "system_prompt": script}));
-    let call = wait_status(
-        w,
-        &id,
-        &["completed", "failed", "busy", "no_answer", "cancelled"],
-        Duration::from_secs(60),
-    );
+    let call = wait_status(w, &id, TERMINAL, Duration::from_secs(60));
     assert_eq!(
         (call["status"].as_str(), call["ended_reason"].as_str()),
         (Some("completed"), Some("transferred")),

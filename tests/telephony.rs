@@ -600,16 +600,7 @@ fn a_cloud_engine_calls_a_customer_tool_and_analyses_the_call(w: &World) {
         "{:?}",
         c.text_requests
     );
-    let t = w
-        .edge
-        .call(
-            "GET",
-            &format!("/v1/calls/{id}/transcript"),
-            &w.tenant.key,
-            None,
-        )
-        .expect(200)
-        .json;
+    let t = w.edge.transcript(&w.tenant.key, &id);
     let turns = t["turns"].as_array().unwrap();
     assert!(
         turns.iter().any(|turn| turn["role"] == "tool"
@@ -688,16 +679,7 @@ fn a_call_brings_its_own_engine_key_and_endpoint(w: &World) {
             c.received.iter().take(5).collect::<Vec<_>>()
         );
     }
-    let t = w
-        .edge
-        .call(
-            "GET",
-            &format!("/v1/calls/{id}/transcript"),
-            &w.tenant.key,
-            None,
-        )
-        .expect(200)
-        .json;
+    let t = w.edge.transcript(&w.tenant.key, &id);
     assert_eq!(
         (
             t["turns"][0]["role"].as_str(),

@@ -862,6 +862,15 @@ pub fn wait_sidecar_registered(log: &Path, within: Duration) -> Result<(), Strin
 }
 
 impl Edge {
+    /// A call's transcript as JSON (`GET /v1/calls/{id}/transcript`, 200
+    /// expected).
+    #[track_caller]
+    pub fn transcript(&self, key: &str, id: &str) -> Value {
+        self.call("GET", &format!("/v1/calls/{id}/transcript"), key, None)
+            .expect(200)
+            .json
+    }
+
     /// Polls a call until its status is one of `want`; panics after `within`.
     #[track_caller]
     pub fn wait_call_status(&self, key: &str, id: &str, want: &[&str], within: Duration) -> Value {
