@@ -636,6 +636,10 @@ pub struct CallRecord {
     /// From the answer to that decision, in ms.
     #[serde(default)]
     pub amd_decision_ms: Option<u64>,
+    /// An inbound call to a person (issue 16): the directory user (`pk`)
+    /// whose phones it rings; its `agent_id` is then empty (no AI answers).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rings_user: Option<u64>,
 }
 
 /// A call's `metadata`: the client's JSON object as text, exactly as given
@@ -872,6 +876,7 @@ pub fn test_call(status: CallStatus) -> CallRecord {
         amd_message: None,
         answered_by: None,
         amd_decision_ms: None,
+        rings_user: None,
     }
 }
 

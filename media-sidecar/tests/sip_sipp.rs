@@ -1755,6 +1755,62 @@ async fn a_call_to_a_number_the_edge_does_not_know_is_refused_404() {
     stop_sidecar(stop, sidecar).await;
 }
 
+/// The edge says the number rings a person: until this sidecar forks to
+/// their phones, the caller gets 480 and the call ends `no_answer` at the
+/// edge (never left ringing there).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_the_edge_routes_to_a_person_is_refused_480_and_ended_no_answer() {
+    use voxline_shared::sidecar_link::{EventKind, InboundDecision, RingUser};
+    let edge = fake_edge().await;
+    let mut offer = support::offer("c_ring1", 60);
+    offer.lease_id = "inbound_c_ring1".into();
+    offer.phone = "+14155550111".into();
+    offer.caller_number = Some("+14155550100".into());
+    offer.agent_id = String::new();
+    edge.decide_inbound(InboundDecision::RingUser {
+        offer: Box::new(offer),
+        ring: RingUser {
+            user_pk: 12,
+            extension: "1002".into(),
+            display_name: "John".into(),
+            ring_timeout_seconds: 30,
+            forward_number: None,
+        },
+    });
+    let (sipp_port, sip_port) = (free_udp_port(), free_udp_port());
+    let (stop, sidecar) = texting_sidecar(&edge, sipp_port, sip_port, false).await;
+    let target = format!("127.0.0.1:{sip_port}");
+    let sipp = Sipp::start_on("uac_inbound_call_480", sipp_port, &[target.as_str()]).await;
+    sipp.success().await;
+    let ended = edge
+        .wait_for("the call's end", Duration::from_secs(10), |s| {
+            s.events
+                .iter()
+                .find(|e| e.call_id == "c_ring1" && e.kind.is_ended())
+                .map(|e| e.kind.clone())
+        })
+        .await;
+    let EventKind::Ended {
+        status,
+        reason,
+        sip_code,
+        ..
+    } = ended
+    else {
+        unreachable!()
+    };
+    assert_eq!(
+        (status, reason, sip_code),
+        (
+            voxline_shared::CallStatus::NoAnswer,
+            voxline_shared::EndedReason::NoAnswer,
+            Some(480)
+        )
+    );
+    let summary = stop_sidecar(stop, sidecar).await;
+    assert!(summary.clean_exit, "{summary:?}");
+}
+
 // ------------------------------------------------ the keypad (issue 18)
 
 /// The local engine's IVR script of the keypad tests: press 2 then # at

@@ -419,8 +419,8 @@ pub struct InboundCall {
 pub mod inbound_refusals {
     /// No tenant has the number, or it is not in service: `404`.
     pub const UNKNOWN_NUMBER: &str = "unknown_number";
-    /// The number has no route this edge can answer (none, or a person or
-    /// a queue: not yet served): `480`.
+    /// The number has no route this edge can answer (none, or a queue: not
+    /// yet served): `480`.
     pub const NO_ROUTE: &str = "no_route";
     /// The number's agent is gone or disabled: `480`.
     pub const AGENT_UNAVAILABLE: &str = "agent_unavailable";
@@ -428,6 +428,32 @@ pub mod inbound_refusals {
     pub const AT_CAPACITY: &str = "at_capacity";
     /// The edge could not store the call: `503`.
     pub const UNAVAILABLE: &str = "unavailable";
+    /// The number's person has no phone registered with the asking sidecar
+    /// (and no forwarding), or is gone: `480`.
+    pub const USER_UNAVAILABLE: &str = "user_unavailable";
+}
+
+/// How long a person's phones ring before the caller hears 480 (a user's
+/// profile has no ring timeout of its own yet).
+pub const DEFAULT_RING_TIMEOUT_SECONDS: u32 = 30;
+
+/// The person an inbound call rings (issue 16): the sidecar forks an INVITE
+/// to each contact it holds for `user_pk` of the offer's tenant, the first
+/// answer is bridged to the caller, and nothing answering within
+/// `ring_timeout_seconds` ends the call `no_answer`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RingUser {
+    /// The directory user's `pk`.
+    pub user_pk: u64,
+    pub extension: String,
+    /// Their name on calls (the directory's `caller_id`).
+    pub display_name: String,
+    pub ring_timeout_seconds: u32,
+    /// The profile forwards calls here (E.164): when none of their phones
+    /// is registered here (the edge then answers with this alone) or none
+    /// answers. Absent: no forwarding.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forward_number: Option<String>,
 }
 
 /// What the edge decided about an [`InboundCall`].
@@ -438,6 +464,11 @@ pub enum InboundDecision {
     /// `caller_number` the number called; `lease_id` and `ack_deadline_ms`
     /// mean nothing: the call is this sidecar's already).
     Answer { offer: Box<Offer> },
+    /// Ring a person's phones (the number routes to a user): the offer
+    /// carries the call (its `agent_id` is empty, its engine runs nothing),
+    /// `ring` says whom. Sidecars that predate it cannot read the answer and
+    /// refuse the caller.
+    RingUser { offer: Box<Offer>, ring: RingUser },
     /// Refuse the caller with `sip_code` (see [`inbound_refusals`]).
     Refuse { sip_code: u16, reason: String },
 }

@@ -383,6 +383,7 @@ pub(crate) async fn place_call<K: Kv, D: DispatchQueues>(
         amd_message: input.amd_message.or(agent.amd_message),
         answered_by: None,
         amd_decision_ms: None,
+        rings_user: None,
     };
     let mut queued = port::queued_call(&tenant.id, &record, env.now_ms);
     queued.max_concurrent = tenant.max_concurrent_calls;

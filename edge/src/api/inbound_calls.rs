@@ -20,7 +20,8 @@ use crate::model::{self, keys, Agent, CallDirection, CallRecord, Tenant};
 use crate::numbers::{self, NumberRoute, NumberStatus, PhoneNumber};
 use crate::store::{get_json, Kv};
 use voxline_shared::sidecar_link::{
-    inbound_refusals, InboundCall, InboundCallAnswer, InboundDecision, PROTOCOL_VERSION,
+    inbound_refusals, InboundCall, InboundCallAnswer, InboundDecision, Offer, RingUser,
+    DEFAULT_RING_TIMEOUT_SECONDS, PROTOCOL_VERSION,
 };
 use voxline_shared::CallStatus;
 
@@ -29,12 +30,13 @@ use crate::api::env::{Env, Result};
 /// An inbound call's `max_seconds` (the API's default for placed calls).
 pub const INBOUND_MAX_SECONDS: u32 = crate::limits::MAX_SECONDS.2 as u32;
 
-const REFUSALS: [&str; 5] = [
+const REFUSALS: [&str; 6] = [
     inbound_refusals::UNKNOWN_NUMBER,
     inbound_refusals::NO_ROUTE,
     inbound_refusals::AGENT_UNAVAILABLE,
     inbound_refusals::AT_CAPACITY,
     inbound_refusals::UNAVAILABLE,
+    inbound_refusals::USER_UNAVAILABLE,
 ];
 
 fn refuse(sip_code: u16, reason: &str) -> InboundDecision {
@@ -56,7 +58,7 @@ pub(crate) async fn inbound_call<K: Kv, D: DispatchQueues>(
     // The Worker's request log names a refusal by its reason.
     let refused = match &decision {
         InboundDecision::Refuse { reason, .. } => REFUSALS.iter().copied().find(|r| r == reason),
-        InboundDecision::Answer { .. } => None,
+        InboundDecision::Answer { .. } | InboundDecision::RingUser { .. } => None,
     };
     let answer = InboundCallAnswer {
         protocol_version: PROTOCOL_VERSION,
@@ -101,9 +103,12 @@ pub async fn decide<K: Kv, D: DispatchQueues>(
     };
     let agent_id = match &number.route {
         Some(NumberRoute::Agent { agent_id }) => agent_id.clone(),
-        // A person or a queue: not reached by inbound calls yet (issue 16's
-        // later slices); the request log says `no_route`.
-        Some(NumberRoute::User { .. } | NumberRoute::Queue { .. }) | None => {
+        Some(NumberRoute::User { user_id }) => {
+            return ring_user(env, call, &number, *user_id).await
+        }
+        // A queue: not reached by inbound calls yet (issue 16's later
+        // slices); the request log says `no_route`.
+        Some(NumberRoute::Queue { .. }) | None => {
             return Ok(refuse(480, inbound_refusals::NO_ROUTE))
         }
     };
@@ -116,12 +121,90 @@ pub async fn decide<K: Kv, D: DispatchQueues>(
         return Ok(refuse(480, inbound_refusals::AGENT_UNAVAILABLE));
     };
     let record = inbound_record(env.now_ms, call, &number, &agent);
+    let held = create_held(env, call, &tenant, record, |offer| {
+        offer.engine_api_key_sealed = agent.engine_api_key_sealed.clone();
+        offer.tools = agent.tools.iter().map(model::AgentTool::offered).collect();
+    })
+    .await?;
+    Ok(match held {
+        Ok(offer) => InboundDecision::Answer {
+            offer: Box::new(offer),
+        },
+        Err(refusal) => refusal,
+    })
+}
+
+/// A number routed to person `user_pk` (issue 16): their phones registered
+/// with the asking sidecar ring (the sidecar holds the contacts; the edge
+/// knows which sidecar holds a binding). None there: their forwarding
+/// number if the profile forwards, else `user_unavailable`. Only a person
+/// is rung: an `ai_agent` user answers through its agent's route.
+async fn ring_user<K: Kv, D: DispatchQueues>(
+    env: &Env<'_, K, D>,
+    call: &InboundCall,
+    number: &PhoneNumber,
+    user_pk: u64,
+) -> Result<InboundDecision> {
+    use crate::directory::{ops, UserKind};
+    let unavailable = || Ok(refuse(480, inbound_refusals::USER_UNAVAILABLE));
+    let tenant: Option<Tenant> = get_json(env.kv, &keys::tenant(&number.tenant_id)).await?;
+    let Some(tenant) = tenant.filter(|t| !t.disabled) else {
+        return unavailable();
+    };
+    let users = ops::users(env.directory, &tenant.id).await?;
+    let Some(user) = users
+        .into_iter()
+        .find(|u| u.pk == user_pk && u.fields.kind == UserKind::Person)
+    else {
+        return unavailable();
+    };
+    // A live binding of theirs that the asking sidecar holds.
+    let here = ops::bindings(env.directory, &tenant.id)
+        .await?
+        .iter()
+        .any(|b| {
+            b.user_pk == user_pk && b.sidecar_id == call.sidecar_id && b.expires_ms > env.now_ms
+        });
+    let forward_number = user
+        .fields
+        .forward_number
+        .clone()
+        .filter(|n| user.fields.forward_enabled && !n.is_empty());
+    if !here && forward_number.is_none() {
+        return unavailable();
+    }
+    let ring = RingUser {
+        user_pk,
+        extension: user.fields.extension.clone(),
+        display_name: user.fields.caller_id.clone(),
+        ring_timeout_seconds: DEFAULT_RING_TIMEOUT_SECONDS,
+        forward_number,
+    };
+    let record = ring_user_record(env.now_ms, call, number, user_pk);
+    let held = create_held(env, call, &tenant, record, |_| {}).await?;
+    Ok(match held {
+        Ok(offer) => InboundDecision::RingUser {
+            offer: Box::new(offer),
+            ring,
+        },
+        Err(refusal) => refusal,
+    })
+}
+
+/// Creates `record` as a call held by the asking sidecar (within the
+/// tenant's cap) and gives its offer, or the refusal the caller hears.
+async fn create_held<K: Kv, D: DispatchQueues>(
+    env: &Env<'_, K, D>,
+    call: &InboundCall,
+    tenant: &Tenant,
+    record: CallRecord,
+    complete_offer: impl FnOnce(&mut crate::dispatch::queued_call::OfferBody),
+) -> Result<std::result::Result<Offer, InboundDecision>> {
     let mut queued = port::queued_call(&tenant.id, &record, env.now_ms);
     queued.max_concurrent = tenant.max_concurrent_calls;
     queued.held_by = Some(call.sidecar_id.clone());
     if let Some(offer) = queued.offer.as_mut() {
-        offer.engine_api_key_sealed = agent.engine_api_key_sealed.clone();
-        offer.tools = agent.tools.iter().map(model::AgentTool::offered).collect();
+        complete_offer(offer);
     }
     let new = NewCall {
         record,
@@ -131,7 +214,7 @@ pub async fn decide<K: Kv, D: DispatchQueues>(
     match env.calls.create(&tenant.id, &new).await? {
         Created::Created { record } => {
             let Some(body) = new.queued.offer.clone() else {
-                return Ok(refuse(503, inbound_refusals::UNAVAILABLE));
+                return Ok(Err(refuse(503, inbound_refusals::UNAVAILABLE)));
             };
             let lease = Lease {
                 lease_id: format!("inbound_{}", record.id),
@@ -139,16 +222,76 @@ pub async fn decide<K: Kv, D: DispatchQueues>(
                 deadline_ms: 0,
                 call: new.queued,
             };
-            let offer = queue::offer(&lease, body, env.sealing_key);
-            Ok(InboundDecision::Answer {
-                offer: Box::new(offer),
-            })
+            Ok(Ok(queue::offer(&lease, body, env.sealing_key)))
         }
-        Created::ConcurrencyLimit { .. } => Ok(refuse(486, inbound_refusals::AT_CAPACITY)),
+        Created::ConcurrencyLimit { .. } => Ok(Err(refuse(486, inbound_refusals::AT_CAPACITY))),
         Created::DispatchUnavailable { .. }
         | Created::Existing { .. }
         | Created::KeyReused
-        | Created::Duplicate { .. } => Ok(refuse(503, inbound_refusals::UNAVAILABLE)),
+        | Created::Duplicate { .. } => Ok(Err(refuse(503, inbound_refusals::UNAVAILABLE))),
+    }
+}
+
+/// The call record of an inbound call that rings person `user_pk`: no
+/// agent (`agent_id` empty), no prompt, an engine that runs nothing;
+/// recorded (the bridge keeps both sides).
+fn ring_user_record(
+    now_ms: u64,
+    call: &InboundCall,
+    number: &PhoneNumber,
+    user_pk: u64,
+) -> CallRecord {
+    let now = rfc3339_ms(now_ms);
+    CallRecord {
+        id: ids::call_id(now_ms),
+        status: CallStatus::Ringing,
+        phone: call.caller.clone(),
+        name: None,
+        caller_name: None,
+        email: None,
+        transcript_email: None,
+        metadata: None,
+        agent_id: String::new(),
+        system_prompt: None,
+        voice: None,
+        language: "en-US".to_string(),
+        engine: model::Engine::Local,
+        model: None,
+        max_seconds: INBOUND_MAX_SECONDS,
+        retries: 0,
+        retry_delay_minutes: 1,
+        schedule_at: None,
+        record: true,
+        region: call.region.clone(),
+        attempts: 1,
+        dispatched_at: Some(now.clone()),
+        ringing_at: Some(now.clone()),
+        answered_at: None,
+        next_attempt_at: None,
+        sip_code: None,
+        created_at: now.clone(),
+        updated_at: now,
+        hangup_requested_at: None,
+        ended_at: None,
+        ended_reason: None,
+        scheduled_reason: None,
+        engine_base_url: None,
+        engine_api_key_set: false,
+        silence_timeout_seconds: model::DEFAULT_SILENCE_TIMEOUT_SECONDS,
+        placed_with: None,
+        caller_number: Some(number.number.clone()),
+        from_user: None,
+        campaign_id: None,
+        campaign_row: None,
+        first_speaker: Default::default(),
+        direction: CallDirection::Inbound,
+        analysis_plan: None,
+        analysis: None,
+        amd: Default::default(),
+        amd_message: None,
+        answered_by: None,
+        amd_decision_ms: None,
+        rings_user: Some(user_pk),
     }
 }
 
@@ -226,5 +369,6 @@ fn inbound_record(
         amd_message: None,
         answered_by: None,
         amd_decision_ms: None,
+        rings_user: None,
     }
 }

@@ -604,6 +604,42 @@ impl<C: Transport> Driver<C> {
                     (InboundDecision::Answer { .. }, _) => {
                         self.requests.spawn(incoming.refuse(480));
                     }
+                    (InboundDecision::RingUser { offer, ring }, _) => {
+                        // Forking to the person's phones is not built yet:
+                        // the caller hears 480 and the edge's call ends
+                        // `no_answer`, never left ringing.
+                        tracing::warn!(
+                            call_id = %offer.call_id, user_pk = ring.user_pk,
+                            "inbound call rings a person: not supported by this sidecar yet; 480"
+                        );
+                        self.requests.spawn(incoming.refuse(480));
+                        let e = crate::call_task::Emitter::new(&offer.call_id, self.tx.clone());
+                        let tx = self.tx.clone();
+                        self.requests.spawn(async move {
+                            let at = now_ms();
+                            e.emit_at(
+                                EventKind::Ended {
+                                    status: voxline_shared::CallStatus::NoAnswer,
+                                    reason: voxline_shared::EndedReason::NoAnswer,
+                                    sip_code: Some(480),
+                                    timings: voxline_shared::sidecar_link::Timings {
+                                        dispatched_ms: at,
+                                        ringing_ms: None,
+                                        answered_ms: None,
+                                        ended_ms: at,
+                                    },
+                                    retry_after_s: None,
+                                },
+                                at,
+                            )
+                            .await;
+                            let _ = tx
+                                .send(Msg::CallDone {
+                                    call_id: offer.call_id,
+                                })
+                                .await;
+                        });
+                    }
                     (InboundDecision::Refuse { sip_code, reason }, _) => {
                         tracing::info!(sip_call_id = %incoming.offer.sip_call_id, sip_code, %reason, "inbound call refused");
                         let code = if (400..700).contains(&sip_code) {

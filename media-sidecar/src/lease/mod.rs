@@ -1343,6 +1343,20 @@ impl LeaseClient {
             .push_back(Action::ToolCallAnswered { token, answer });
     }
 
+    /// An inbound call the edge created for us is held here from now on,
+    /// like an acked offer: in `held_calls`, a slot taken, its events numbered.
+    fn hold_inbound(&mut self, offer: &Offer) {
+        self.calls
+            .entry(offer.call_id.clone())
+            .or_insert_with(|| HeldCall {
+                lease_id: offer.lease_id.clone(),
+                attempt: offer.attempt,
+                last_seq: 0,
+                state: CallState::Active { hangup_sent: false },
+                reached: Reached::default(),
+            });
+    }
+
     fn on_inbound_call(&mut self, now_ms: u64, token: u64, reply: Reply) {
         let answer = match &reply {
             Reply::Http { status, body } if (200..300).contains(status) => {
@@ -1359,18 +1373,12 @@ impl LeaseClient {
         };
         let decision = match answer.map(|a| a.decision) {
             Some(InboundDecision::Answer { offer }) => {
-                // Held here from now on, like an acked offer: in `held_calls`,
-                // a slot taken, its events numbered.
-                self.calls
-                    .entry(offer.call_id.clone())
-                    .or_insert_with(|| HeldCall {
-                        lease_id: offer.lease_id.clone(),
-                        attempt: offer.attempt,
-                        last_seq: 0,
-                        state: CallState::Active { hangup_sent: false },
-                        reached: Reached::default(),
-                    });
+                self.hold_inbound(&offer);
                 InboundDecision::Answer { offer }
+            }
+            Some(InboundDecision::RingUser { offer, ring }) => {
+                self.hold_inbound(&offer);
+                InboundDecision::RingUser { offer, ring }
             }
             Some(refused @ InboundDecision::Refuse { .. }) => refused,
             None => {

@@ -2502,8 +2502,60 @@ fn decisions(actions: &[Action]) -> Vec<(u64, InboundDecision)> {
 fn refused_with(d: &InboundDecision) -> Option<u16> {
     match d {
         InboundDecision::Refuse { sip_code, .. } => Some(*sip_code),
-        InboundDecision::Answer { .. } => None,
+        InboundDecision::Answer { .. } | InboundDecision::RingUser { .. } => None,
     }
+}
+
+#[test]
+fn an_inbound_call_that_rings_a_person_is_held_here_like_an_answered_one() {
+    let mut h = H::registered(1);
+    h.c.forward_inbound_call(6, inbound_call());
+    let t = h.tx().expect("asked at once");
+    let mut o = offer(8, 0);
+    o.lease_id = "inbound_c_8".into();
+    o.agent_id = String::new();
+    let ring = voxline_shared::sidecar_link::RingUser {
+        user_pk: 12,
+        extension: "1002".into(),
+        display_name: "John".into(),
+        ring_timeout_seconds: 30,
+        forward_number: None,
+    };
+    let answer = InboundCallAnswer {
+        protocol_version: 1,
+        decision: InboundDecision::RingUser {
+            offer: Box::new(o),
+            ring: ring.clone(),
+        },
+    };
+    // The wire form the edge sends.
+    let wire = serde_json::to_value(&answer).unwrap();
+    assert_eq!(
+        (wire["decision"].as_str(), wire["ring"]["user_pk"].as_u64()),
+        (Some("ring_user"), Some(12))
+    );
+    h.reply(t.id, ok(answer));
+    let d = decisions(&h.actions());
+    assert!(
+        matches!(&d[..], [(6, InboundDecision::RingUser { offer, ring: r })] if offer.call_id == "c_8" && *r == ring),
+        "{d:?}"
+    );
+    assert_eq!(h.c.held_calls(), ["c_8"]);
+    assert_eq!(h.c.free_slots(), 0);
+    // Its end reaches the edge.
+    let ended = EventKind::Ended {
+        status: voxline_shared::CallStatus::NoAnswer,
+        reason: voxline_shared::EndedReason::NoAnswer,
+        sip_code: Some(480),
+        timings: voxline_shared::sidecar_link::Timings {
+            dispatched_ms: 1,
+            ringing_ms: None,
+            answered_ms: None,
+            ended_ms: 1,
+        },
+        retry_after_s: None,
+    };
+    assert_eq!(h.c.emit(h.now, "c_8", ended), Ok(1));
 }
 
 #[test]

@@ -58,7 +58,9 @@ fn ring(w: &World, sc: &TestSidecar, called: &str, caller: &str) -> InboundDecis
 fn refusal(d: &InboundDecision) -> (u16, &str) {
     match d {
         InboundDecision::Refuse { sip_code, reason } => (*sip_code, reason.as_str()),
-        InboundDecision::Answer { offer } => panic!("answered: {offer:?}"),
+        InboundDecision::Answer { offer } | InboundDecision::RingUser { offer, .. } => {
+            panic!("answered: {offer:?}")
+        }
     }
 }
 
@@ -265,4 +267,206 @@ fn a_sidecar_of_another_region_or_a_malformed_number_is_refused_by_the_link() {
         (r.status, r.body_json()["error"]["code"].as_str()),
         (422, Some("invalid_phone_number"))
     );
+}
+
+/// Person John (1002) of a tenant whose `NUMBER` routes to him, his SIP
+/// phone registered (one binding) with sidecar `sc`.
+fn tenant_ringing_john(w: &World, sc: &str) -> (String, String, u64, TestSidecar) {
+    use super::phone_registrations::{decide, register_body, sip_password};
+    let (tid, key) = w.tenant(false);
+    let john = w.admin(
+        "POST",
+        &format!("/admin/tenants/{tid}/directory/users"),
+        Some(json!({"extension": "1002", "first_name": "John"})),
+    );
+    let pk = john["pk"].as_u64().unwrap();
+    let sidecar = TestSidecar::create(w, sc);
+    sidecar.send(
+        w,
+        paths::REGISTER,
+        json!({"region": "local", "capacity": 4, "version": "t"}),
+    );
+    w.admin(
+        "PUT",
+        &format!("/admin/tenants/{tid}/numbers/{NUMBER}"),
+        Some(json!({"route": {"kind": "user", "user_id": pk}})),
+    );
+    w.admin(
+        "POST",
+        &format!("/admin/tenants/{tid}/webhooks"),
+        Some(json!({"url": "https://hooks.example.com/c"})),
+    );
+    let phone = sip_password(w, &tid, pk);
+    let body = register_body(
+        &phone,
+        &phone.password,
+        voxline_shared::sip_digest::Algorithm::Md5,
+        "reg1",
+        1,
+        &[("sip:1002@127.0.0.1:5062", 600)],
+    );
+    let d = decide(w, &sidecar, body);
+    assert!(
+        matches!(
+            d,
+            voxline_shared::sidecar_link::PhoneRegistrationDecision::Accept { .. }
+        ),
+        "{d:?}"
+    );
+    w.outbox.take();
+    (tid, key, pk, sidecar)
+}
+
+#[test]
+fn a_call_to_a_number_routed_to_a_person_rings_their_phones_on_the_asking_sidecar() {
+    let w = World::new();
+    let (_tid, key, pk, sc) = tenant_ringing_john(&w, "sc-john");
+    let d = ring(&w, &sc, NUMBER, CALLER);
+    let InboundDecision::RingUser { offer, ring } = d else {
+        panic!("{d:?}")
+    };
+    assert_eq!(
+        (
+            ring.user_pk,
+            ring.extension.as_str(),
+            ring.display_name.as_str(),
+            ring.ring_timeout_seconds,
+            ring.forward_number.as_deref()
+        ),
+        (pk, "1002", "John", 30, None)
+    );
+    assert_eq!(
+        (
+            offer.phone.as_str(),
+            offer.caller_number.as_deref(),
+            offer.agent_id.as_str(),
+            offer.system_prompt.as_deref(),
+            offer.record
+        ),
+        (CALLER, Some(NUMBER), "", None, true),
+        "no agent answers; the bridge is recorded"
+    );
+    let id = offer.call_id.clone();
+    let ringing = webhooks(&w, "call.ringing");
+    assert_eq!(ringing.len(), 1, "the call is created ringing");
+    assert_eq!(ringing[0]["data"]["direction"], "inbound");
+
+    // Held by the sidecar: its events apply, as for an AI's inbound call.
+    sc.events(
+        &w,
+        &id,
+        &[
+            json!({"type": "answered"}),
+            json!({"type": "ended", "status": "completed", "reason": "callee_hangup",
+                "timings": {"dispatched_ms": 0, "answered_ms": 1, "ended_ms": 2}}),
+        ],
+    );
+    let call = w
+        .send("GET", &format!("/v1/calls/{id}"), Some(&key), None)
+        .body_json();
+    assert_eq!(
+        (
+            call["direction"].as_str(),
+            call["status"].as_str(),
+            call["phone"].as_str()
+        ),
+        (Some("inbound"), Some("completed"), Some(CALLER))
+    );
+    let types: Vec<String> = w.outbox.take().into_iter().map(|j| j.event_type).collect();
+    assert!(
+        types.iter().any(|t| t == "call.answered") && types.iter().any(|t| t == "call.completed"),
+        "{types:?}"
+    );
+}
+
+#[test]
+fn a_person_without_a_phone_on_the_asking_sidecar_is_unavailable_unless_they_forward() {
+    let w = World::new();
+    let (tid, _key, _pk, _sc) = tenant_ringing_john(&w, "sc-john2");
+    // John's phone is registered with sc-john2, not with this sidecar.
+    let other = TestSidecar::create(&w, "sc-elsewhere");
+    // Nonces are spent per region: its own range.
+    other.nonce.set(1 << 32);
+    other.send(
+        &w,
+        paths::REGISTER,
+        json!({"region": "local", "capacity": 4, "version": "t"}),
+    );
+    assert_eq!(
+        refusal(&ring(&w, &other, NUMBER, CALLER)),
+        (480, "user_unavailable")
+    );
+
+    // Ann has no phone at all but forwards her calls.
+    let ann = w.admin(
+        "POST",
+        &format!("/admin/tenants/{tid}/directory/users"),
+        Some(json!({"extension": "1003", "first_name": "Ann",
+            "forward_enabled": true, "forward_number": "+14155550123"})),
+    );
+    let ann_pk = ann["pk"].as_u64().unwrap();
+    w.admin(
+        "PUT",
+        &format!("/admin/tenants/{tid}/numbers/+14155550103"),
+        Some(json!({"route": {"kind": "user", "user_id": ann_pk}})),
+    );
+    let d = ring(&w, &other, "+14155550103", CALLER);
+    let InboundDecision::RingUser { ring: ann_ring, .. } = d else {
+        panic!("{d:?}")
+    };
+    assert_eq!(
+        (ann_ring.user_pk, ann_ring.forward_number.as_deref()),
+        (ann_pk, Some("+14155550123"))
+    );
+
+    // Bob has no phone and forwards nowhere (a number set but forwarding off).
+    let bob = w.admin(
+        "POST",
+        &format!("/admin/tenants/{tid}/directory/users"),
+        Some(json!({"extension": "1004", "first_name": "Bob",
+            "forward_enabled": false, "forward_number": "+14155550124"})),
+    );
+    w.admin(
+        "PUT",
+        &format!("/admin/tenants/{tid}/numbers/+14155550104"),
+        Some(json!({"route": {"kind": "user", "user_id": bob["pk"]}})),
+    );
+    assert_eq!(
+        refusal(&ring(&w, &other, "+14155550104", CALLER)),
+        (480, "user_unavailable")
+    );
+
+    // A user deleted from the directory after the number was routed to them.
+    let carl = w.admin(
+        "POST",
+        &format!("/admin/tenants/{tid}/directory/users"),
+        Some(json!({"extension": "1005", "first_name": "Carl",
+            "forward_enabled": true, "forward_number": "+14155550125"})),
+    );
+    w.admin(
+        "PUT",
+        &format!("/admin/tenants/{tid}/numbers/+14155550105"),
+        Some(json!({"route": {"kind": "user", "user_id": carl["pk"]}})),
+    );
+    w.admin(
+        "DELETE",
+        &format!("/admin/tenants/{tid}/directory/users/{}", carl["pk"]),
+        None,
+    );
+    assert_eq!(
+        refusal(&ring(&w, &other, "+14155550105", CALLER)),
+        (480, "user_unavailable")
+    );
+
+    // Only the forwarding call was created.
+    let calls = w.with_env(|env| {
+        futures::executor::block_on(env.calls.list(
+            &tid,
+            &crate::calls::store::ListFilter {
+                limit: 10,
+                ..Default::default()
+            },
+        ))
+    });
+    assert_eq!(calls.unwrap().len(), 1);
 }
