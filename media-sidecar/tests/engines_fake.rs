@@ -797,6 +797,7 @@ async fn a_call_opens_its_engine_session_while_ringing_and_closes_it_unanswered(
         amd: Default::default(),
         amd_message: None,
         tools: Vec::new(),
+        connect: None,
     };
     let (tx, mut rx) = mpsc::channel(64);
     let (hangup_tx, hangup_rx) = oneshot::channel();

@@ -220,6 +220,7 @@ async fn place_with(
         amd: Default::default(),
         amd_message: None,
         tools: Vec::new(),
+        connect: None,
     };
     let (tx, mut rx) = mpsc::channel(256);
     let (hangup_tx, hangup_rx) = oneshot::channel();

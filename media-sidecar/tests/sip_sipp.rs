@@ -1775,6 +1775,7 @@ async fn a_call_the_edge_routes_to_a_person_is_refused_480_and_ended_no_answer()
             display_name: "John".into(),
             ring_timeout_seconds: 30,
             forward_number: None,
+            voicemail: false,
         },
     });
     let (sipp_port, sip_port) = (free_udp_port(), free_udp_port());

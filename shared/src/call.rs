@@ -110,6 +110,12 @@ pub enum EndedReason {
     /// by REFER (the trunk took the call over and our side hung up), or
     /// bridged to a second leg that then ended (either side hung up).
     Transferred,
+    /// Nobody answered a person's call and the caller left a message
+    /// (issue 16: the profile's voicemail); the message is the recording.
+    Voicemail,
+    /// The caller waited a queue's longest wait and nobody answered, with
+    /// no agent to overflow to (issue 16).
+    QueueTimeout,
 }
 
 #[cfg(test)]

@@ -454,6 +454,78 @@ pub struct RingUser {
     /// answers. Absent: no forwarding.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub forward_number: Option<String>,
+    /// The profile's voicemail is on: a call nobody answered (and not
+    /// forwarded) is answered with a greeting and the caller's message is
+    /// recorded (the call's recording; `ended` reason `voicemail`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub voicemail: bool,
+}
+
+/// The most members one queue call rings ([`QueuePlan::members`]).
+pub const MAX_QUEUE_MEMBERS: usize = 50;
+
+/// A queue an inbound call waits in (issue 16), decided by the edge: the
+/// sidecar answers the caller, plays hold audio and says their position,
+/// rings the members (all at once, or one after another in the order
+/// given: the edge orders them by the queue's strategy), bridges the first
+/// that answers, and after `max_wait_seconds` overflows as `overflow` says.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueuePlan {
+    /// The directory queue's `pk`.
+    pub queue_pk: u64,
+    pub name: String,
+    pub extension: String,
+    /// Ring every available member at once (`ringall`); otherwise one at a
+    /// time, in `members`' order.
+    pub ring_all: bool,
+    /// At most [`MAX_QUEUE_MEMBERS`], in ring order. Members on a call (the
+    /// edge's view) are left out unless the queue rings members in use.
+    pub members: Vec<RingUser>,
+    /// How long one member (or one ring-all round) rings.
+    pub member_timeout_seconds: u32,
+    /// The pause between two rounds of ringing.
+    pub retry_seconds: u32,
+    /// The longest the caller waits before the overflow.
+    pub max_wait_seconds: u32,
+    /// Say the caller's position every this many seconds (0: never).
+    #[serde(default)]
+    pub announce_every_seconds: u32,
+    /// The caller's position when they entered (1: next), as the edge
+    /// counted the calls waiting in this queue.
+    #[serde(default = "first_position")]
+    pub position: u32,
+    pub overflow: QueueOverflow,
+}
+
+fn first_position() -> u32 {
+    1
+}
+
+/// What happens to a caller nobody in the queue answered in time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum QueueOverflow {
+    /// The offer's agent answers (its engine starts on the caller's leg).
+    Agent,
+    /// The caller leaves a message (`ended` reason `voicemail`).
+    Voicemail,
+    /// The call ends `no_answer` / `queue_timeout`.
+    #[default]
+    Hangup,
+}
+
+/// A person's call the sidecar connects without an engine (issue 16),
+/// carried by the offer ([`Offer::connect`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Connect {
+    /// Click-to-call: ring `user`'s phones first (the contacts registered
+    /// with the sidecar that leased the offer; none there: the call fails
+    /// `no_answer` / 480); once one answers, dial the offer's `phone`
+    /// through the trunks with the offer's `caller_number` as caller ID, and
+    /// bridge the two legs (recorded both sides when the offer says
+    /// `record`).
+    ClickToCall { user: RingUser },
 }
 
 /// What the edge decided about an [`InboundCall`].
@@ -469,6 +541,9 @@ pub enum InboundDecision {
     /// `ring` says whom. Sidecars that predate it cannot read the answer and
     /// refuse the caller.
     RingUser { offer: Box<Offer>, ring: RingUser },
+    /// Put the caller in a queue ([`QueuePlan`]); the offer carries the
+    /// call and, with [`QueueOverflow::Agent`], the overflow agent's engine.
+    Queue { offer: Box<Offer>, queue: QueuePlan },
     /// Refuse the caller with `sip_code` (see [`inbound_refusals`]).
     Refuse { sip_code: u16, reason: String },
 }
@@ -720,6 +795,10 @@ pub struct Offer {
     /// them ([`ToolCall`]). Absent (none) from edges that predate it.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tools: Vec<OfferedTool>,
+    /// A person's call, connected without an engine (issue 16): absent for
+    /// an agent's call. Sidecars that predate it would run it as an agent's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connect: Option<Connect>,
 }
 
 /// Answering-machine detection for a call (issue 18): whether the sidecar
@@ -1009,6 +1088,34 @@ pub struct Timings {
     pub ended_ms: u64,
 }
 
+/// The steps of a person's leg ([`EventKind::Leg`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LegStep {
+    Dialing,
+    Ringing,
+    Answered,
+    Ended,
+}
+
+/// The steps of a caller's wait in a queue ([`EventKind::Queue`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum QueueStep {
+    /// Answered and waiting (hold audio from now).
+    Entered,
+    /// Their position was said again.
+    Announced,
+    /// A ring round ended with nobody answering (Voice360 `QUEUE_NO_ANSWER`).
+    NoAnswer,
+    /// A member answered: the caller leaves the queue, bridged.
+    Connected,
+    /// The longest wait passed: the caller leaves for the overflow.
+    TimedOut,
+    /// The caller hung up while waiting.
+    Abandoned,
+}
+
 /// What happened in a call. JSON: an object tagged by `"type"`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -1074,6 +1181,35 @@ pub enum EventKind {
         /// Offset from the answer, in ms: when the destination answered.
         at_offset_ms: u64,
     },
+    /// A person's leg of the call (issue 16): a phone of `user_pk` rung
+    /// (the person a number routes to, a queue member, the click-to-call
+    /// extension), or the number dialled (`destination`: a forward, the
+    /// click-to-call callee). Older edges ignore it.
+    Leg {
+        step: LegStep,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        user_pk: Option<u64>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        destination: Option<String>,
+        /// `ended`: the leg's final SIP code, if it had one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        sip_code: Option<u16>,
+        /// `ended`: how long the leg talked (0 if it never answered).
+        #[serde(default)]
+        talk_ms: u64,
+    },
+    /// The caller's wait in a queue (issue 16). Older edges ignore it.
+    Queue {
+        step: QueueStep,
+        queue_pk: u64,
+        /// The caller's position (1: next), at `entered` and each
+        /// announcement.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        position: Option<u32>,
+        /// Since the caller entered, in ms.
+        #[serde(default)]
+        wait_ms: u64,
+    },
     /// Always the last event of a call (for one attempt).
     Ended {
         /// Terminal: completed | failed | no_answer | busy | cancelled.
@@ -1111,6 +1247,8 @@ impl EventKind {
             EventKind::AnsweredBy { .. } => "answered_by",
             EventKind::ToolCall { .. } => "tool_call",
             EventKind::Transferred { .. } => "transferred",
+            EventKind::Leg { .. } => "leg",
+            EventKind::Queue { .. } => "queue",
             EventKind::Unknown => "unknown",
             EventKind::Ended { .. } => "ended",
         }

@@ -58,7 +58,9 @@ pub(crate) async fn inbound_call<K: Kv, D: DispatchQueues>(
     // The Worker's request log names a refusal by its reason.
     let refused = match &decision {
         InboundDecision::Refuse { reason, .. } => REFUSALS.iter().copied().find(|r| r == reason),
-        InboundDecision::Answer { .. } | InboundDecision::RingUser { .. } => None,
+        InboundDecision::Answer { .. }
+        | InboundDecision::RingUser { .. }
+        | InboundDecision::Queue { .. } => None,
     };
     let answer = InboundCallAnswer {
         protocol_version: PROTOCOL_VERSION,
@@ -179,6 +181,7 @@ async fn ring_user<K: Kv, D: DispatchQueues>(
         display_name: user.fields.caller_id.clone(),
         ring_timeout_seconds: DEFAULT_RING_TIMEOUT_SECONDS,
         forward_number,
+        voicemail: false,
     };
     let record = ring_user_record(env.now_ms, call, number, user_pk);
     let held = create_held(env, call, &tenant, record, |_| {}).await?;

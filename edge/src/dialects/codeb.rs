@@ -710,6 +710,8 @@ pub fn ended_reason_word(reason: EndedReason) -> &'static str {
         EndedReason::SilenceTimeout => "silence-timeout",
         EndedReason::AnsweringMachine => "answering-machine",
         EndedReason::Transferred => "transferred",
+        EndedReason::Voicemail => "voicemail",
+        EndedReason::QueueTimeout => "queue-timeout",
     }
 }
 

@@ -589,6 +589,8 @@ fn handle_op(
                     | EventKind::AnsweredBy { .. }
                     | EventKind::ToolCall { .. }
                     | EventKind::Transferred { .. }
+                    | EventKind::Leg { .. }
+                    | EventKind::Queue { .. }
                     | EventKind::Unknown => HeldEvent::Other,
                 };
                 let tenant_id = q.held.get(&ev.call_id).map(|h| h.call.tenant_id.clone());

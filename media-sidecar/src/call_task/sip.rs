@@ -933,6 +933,7 @@ mod credential_tests {
             amd: Default::default(),
             amd_message: None,
             tools: Vec::new(),
+            connect: None,
         }
     }
 

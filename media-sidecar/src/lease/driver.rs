@@ -604,13 +604,17 @@ impl<C: Transport> Driver<C> {
                     (InboundDecision::Answer { .. }, _) => {
                         self.requests.spawn(incoming.refuse(480));
                     }
-                    (InboundDecision::RingUser { offer, ring }, _) => {
-                        // Forking to the person's phones is not built yet:
-                        // the caller hears 480 and the edge's call ends
+                    (
+                        InboundDecision::RingUser { offer, .. }
+                        | InboundDecision::Queue { offer, .. },
+                        _,
+                    ) => {
+                        // Ringing a person's phones and queues are not built
+                        // yet: the caller hears 480 and the edge's call ends
                         // `no_answer`, never left ringing.
                         tracing::warn!(
-                            call_id = %offer.call_id, user_pk = ring.user_pk,
-                            "inbound call rings a person: not supported by this sidecar yet; 480"
+                            call_id = %offer.call_id,
+                            "inbound call rings a person or a queue: not supported by this sidecar yet; 480"
                         );
                         self.requests.spawn(incoming.refuse(480));
                         let e = crate::call_task::Emitter::new(&offer.call_id, self.tx.clone());

@@ -1380,6 +1380,10 @@ impl LeaseClient {
                 self.hold_inbound(&offer);
                 InboundDecision::RingUser { offer, ring }
             }
+            Some(InboundDecision::Queue { offer, queue }) => {
+                self.hold_inbound(&offer);
+                InboundDecision::Queue { offer, queue }
+            }
             Some(refused @ InboundDecision::Refuse { .. }) => refused,
             None => {
                 let (status, detail) = describe(&reply);

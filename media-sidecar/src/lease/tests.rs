@@ -55,6 +55,7 @@ fn offer(n: u32, deadline_ms: u64) -> Offer {
         amd: Default::default(),
         amd_message: None,
         tools: Vec::new(),
+        connect: None,
     }
 }
 
@@ -2502,7 +2503,9 @@ fn decisions(actions: &[Action]) -> Vec<(u64, InboundDecision)> {
 fn refused_with(d: &InboundDecision) -> Option<u16> {
     match d {
         InboundDecision::Refuse { sip_code, .. } => Some(*sip_code),
-        InboundDecision::Answer { .. } | InboundDecision::RingUser { .. } => None,
+        InboundDecision::Answer { .. }
+        | InboundDecision::RingUser { .. }
+        | InboundDecision::Queue { .. } => None,
     }
 }
 
@@ -2520,6 +2523,7 @@ fn an_inbound_call_that_rings_a_person_is_held_here_like_an_answered_one() {
         display_name: "John".into(),
         ring_timeout_seconds: 30,
         forward_number: None,
+        voicemail: false,
     };
     let answer = InboundCallAnswer {
         protocol_version: 1,

@@ -185,6 +185,8 @@ fn reason_label(r: EndedReason) -> &'static str {
         R::SilenceTimeout => "silence_timeout",
         R::Transferred => "transferred",
         R::AnsweringMachine => "answering_machine",
+        R::Voicemail => "voicemail",
+        R::QueueTimeout => "queue_timeout",
     }
 }
 
@@ -534,6 +536,8 @@ mod tests {
             R::SilenceTimeout,
             R::AnsweringMachine,
             R::Transferred,
+            R::Voicemail,
+            R::QueueTimeout,
         ] {
             assert_eq!(
                 serde_json::to_string(&r).unwrap(),

@@ -544,6 +544,7 @@ pub fn offer(call: &str, max_seconds: u32) -> Offer {
         amd: Default::default(),
         amd_message: None,
         tools: Vec::new(),
+        connect: None,
     }
 }
 

@@ -36,7 +36,7 @@ pub(super) const CALLER_NAME_PATTERN: &str =
     r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$";
 /// Every [`EndedReason`], in declaration order. `ended_reason_index` below
 /// matches exhaustively, so a new variant does not compile until listed here.
-pub(super) const ENDED_REASONS: [EndedReason; 15] = [
+pub(super) const ENDED_REASONS: [EndedReason; 17] = [
     EndedReason::HangupRequested,
     EndedReason::CalleeHangup,
     EndedReason::AgentHangup,
@@ -52,6 +52,8 @@ pub(super) const ENDED_REASONS: [EndedReason; 15] = [
     EndedReason::SilenceTimeout,
     EndedReason::AnsweringMachine,
     EndedReason::Transferred,
+    EndedReason::Voicemail,
+    EndedReason::QueueTimeout,
 ];
 #[allow(dead_code)] // exists for its exhaustiveness; the tests call it
 pub(super) fn ended_reason_index(r: EndedReason) -> usize {
@@ -71,6 +73,8 @@ pub(super) fn ended_reason_index(r: EndedReason) -> usize {
         EndedReason::SilenceTimeout => 12,
         EndedReason::AnsweringMachine => 13,
         EndedReason::Transferred => 14,
+        EndedReason::Voicemail => 15,
+        EndedReason::QueueTimeout => 16,
     }
 }
 pub(super) const SIDECAR_ID_PATTERN: &str = "^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$";

@@ -58,7 +58,9 @@ fn ring(w: &World, sc: &TestSidecar, called: &str, caller: &str) -> InboundDecis
 fn refusal(d: &InboundDecision) -> (u16, &str) {
     match d {
         InboundDecision::Refuse { sip_code, reason } => (*sip_code, reason.as_str()),
-        InboundDecision::Answer { offer } | InboundDecision::RingUser { offer, .. } => {
+        InboundDecision::Answer { offer }
+        | InboundDecision::RingUser { offer, .. }
+        | InboundDecision::Queue { offer, .. } => {
             panic!("answered: {offer:?}")
         }
     }
