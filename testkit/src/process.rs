@@ -285,6 +285,76 @@ pub fn start_registering_baresip(
     spawn_baresip(&bin, dir, name, &conf, secs, &[])
 }
 
+/// How a registered phone ([`start_phone`]) behaves.
+#[derive(Debug, Clone, Default)]
+pub struct PhoneOptions {
+    /// Answer calls at once (`answermode=auto`); otherwise they ring until
+    /// cancelled.
+    pub auto_answer: bool,
+    /// What it says once answered (8 kHz mono WAV); silence without one.
+    pub wav: Option<PathBuf>,
+    /// baresip's `call_max_calls`: with 1, a second call while one is up
+    /// is refused `486 Busy Here`. 0: baresip's default.
+    pub max_calls: u32,
+}
+
+/// baresip as a user's phone that takes calls (issue 16): registers `user`
+/// with the registrar at `registrar` with Digest (`password`) every
+/// `regint` seconds, answers as `opts` says, records what it sends and
+/// hears (`dir/baresip-<name>/dumps/dump-*-enc.wav` / `-dec.wav`), and quits
+/// after `secs` (un-REGISTERing). Its log is `dir/baresip-<name>.log`.
+#[allow(clippy::too_many_arguments)]
+pub fn start_phone(
+    dir: &Path,
+    name: &str,
+    user: &str,
+    registrar: &str,
+    password: &str,
+    regint: u32,
+    secs: u32,
+    opts: &PhoneOptions,
+) -> Result<ChildGuard, String> {
+    let bin = BARESIP.path()?;
+    let conf = dir.join(format!("baresip-{name}"));
+    let _ = std::fs::remove_dir_all(&conf);
+    std::fs::create_dir_all(conf.join("dumps")).map_err(|e| e.to_string())?;
+    // baresip binds UDP and TCP here, and TLS on the next port.
+    let port = crate::net::free_sip_port();
+    let rtp = 40_000 + (port % 1000) * 10;
+    let source = match &opts.wav {
+        Some(wav) => format!("aufile,{}", wav.display()),
+        None => "null".to_string(),
+    };
+    let max_calls = match opts.max_calls {
+        0 => String::new(),
+        n => format!("call_max_calls\t\t{n}\n"),
+    };
+    std::fs::write(
+        conf.join("config"),
+        format!(
+            "poll_method\t\tepoll\nsip_listen\t\t127.0.0.1:{port}\nnet_interface\t\t127.0.0.1\n\
+             audio_player\t\talsa,null\naudio_source\t\t{source}\naudio_alert\t\talsa,null\n\
+             ausrc_srate\t\t8000\nauplay_srate\t\t8000\nausrc_channels\t\t1\nauplay_channels\t\t1\n\
+             rtp_ports\t\t{rtp}-{rtp_max}\nsnd_path\t\t{dumps}\n{max_calls}\
+             module_path\t\t/usr/lib/baresip/modules\n\
+             module\t\t\tg711.so\nmodule\t\t\taufile.so\nmodule\t\t\talsa.so\nmodule\t\t\tsndfile.so\n\
+             module_app\t\taccount.so\n",
+            rtp_max = rtp + 9,
+            dumps = conf.join("dumps").display(),
+        ),
+    )
+    .map_err(|e| e.to_string())?;
+    let answermode = if opts.auto_answer { "auto" } else { "manual" };
+    std::fs::write(
+        conf.join("accounts"),
+        format!(
+            "<sip:{user}@{registrar}>;auth_pass={password};regint={regint};answermode={answermode};audio_codecs=PCMU\n"
+        ),
+    )
+    .map_err(|e| e.to_string())?;
+    spawn_baresip(&bin, dir, name, &conf, secs, &[])
+}
+
 /// dnsmasq as the only name server of the test zone `zone` on
 /// 127.0.0.1:`port` (UDP and TCP): it answers from `records` (dnsmasq
 /// options such as `--srv-host=...`, `--naptr-record=...`,
