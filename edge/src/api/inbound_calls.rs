@@ -20,8 +20,7 @@ use crate::model::{self, keys, Agent, CallDirection, CallRecord, Tenant};
 use crate::numbers::{self, NumberRoute, NumberStatus, PhoneNumber};
 use crate::store::{get_json, Kv};
 use voxline_shared::sidecar_link::{
-    inbound_refusals, InboundCall, InboundCallAnswer, InboundDecision, Offer, RingUser,
-    DEFAULT_RING_TIMEOUT_SECONDS, PROTOCOL_VERSION,
+    inbound_refusals, InboundCall, InboundCallAnswer, InboundDecision, Offer, PROTOCOL_VERSION,
 };
 use voxline_shared::CallStatus;
 
@@ -172,17 +171,12 @@ async fn ring_user<K: Kv, D: DispatchQueues>(
         .forward_number
         .clone()
         .filter(|n| user.fields.forward_enabled && !n.is_empty());
-    if !here && forward_number.is_none() {
+    // Voicemail takes the call nobody answered, phones here or not.
+    let voicemail = user.fields.voicemail_enabled;
+    if !here && forward_number.is_none() && !voicemail {
         return unavailable();
     }
-    let ring = RingUser {
-        user_pk,
-        extension: user.fields.extension.clone(),
-        display_name: user.fields.caller_id.clone(),
-        ring_timeout_seconds: DEFAULT_RING_TIMEOUT_SECONDS,
-        forward_number,
-        voicemail: false,
-    };
+    let ring = user.ring_user(forward_number, voicemail);
     let record = ring_user_record(env.now_ms, call, number, user_pk);
     let held = create_held(env, call, &tenant, record, |_| {}).await?;
     Ok(match held {

@@ -2527,6 +2527,7 @@ mod dialect_webhooks;
 mod dialects;
 mod inbound_calls;
 mod messages;
+mod people_calls;
 mod phone_registrations;
 mod sidecar_load;
 mod tool_calls;

@@ -11,7 +11,9 @@
 //! is in Voice360's envelope.
 
 use crate::api::auth::client_ip;
-use crate::api::calls::{new_call_checks, place_call, CallOrigin};
+use crate::api::calls::{
+    new_call_checks, person_call_checks, place_call, place_person_call, CallOrigin,
+};
 use crate::api::validate;
 use crate::dialects::voice360::{
     self as v360, Caller, Channel, Direction, KeyKind, Member, NumberView, Operation, QueueLoad,
@@ -536,8 +538,10 @@ async fn key_user<K: Kv, D: DispatchQueues>(
         .ok_or(V360Error::NotFound { what: "user" })
 }
 
-/// A call from an AI agent's extension: the native create-call with that
-/// agent, admitted per number like every call, placed on the native path.
+/// A call from an extension: an AI agent's is the native create-call with
+/// that agent; a person's is click-to-call (issue 16: their phones ring,
+/// then `to` is dialled and bridged). Admitted per number like every call,
+/// placed on the native path.
 async fn outbound_call<K: Kv, D: DispatchQueues>(
     env: &Env<'_, K, D>,
     req: &ApiRequest,
@@ -552,14 +556,10 @@ async fn outbound_call<K: Kv, D: DispatchQueues>(
         .find(|u| u.fields.extension == call.from)
         .ok_or(V360Error::NotFound { what: "extension" })?;
     let agent_id = match (user.fields.kind, user.fields.agent_id.as_deref()) {
-        (UserKind::AiAgent, Some(aid)) => aid,
-        _ => {
-            // Ringing a person's phone first and bridging is the inbound and
-            // extensions work (issue 16): refused, never faked.
-            return Err(V360Error::bad(
-                "from",
-                "This extension is a person's: calls from a person's extension need their registered phone, which this deployment does not serve yet; use an AI agent's extension",
-            ));
+        (UserKind::AiAgent, Some(aid)) => Some(aid),
+        (UserKind::Person, _) => None,
+        (UserKind::AiAgent, None) => {
+            return Err(V360Error::from(&Refusal::AgentNotConfigured));
         }
     };
     if let Some(cid) = &call.caller_id {
@@ -574,17 +574,42 @@ async fn outbound_call<K: Kv, D: DispatchQueues>(
             ));
         }
     }
-    let native = serde_json::json!({
-        "phone": call.to,
-        "agent_id": agent_id,
-        "record": call.recording,
-    });
+    let native = match agent_id {
+        Some(agent_id) => serde_json::json!({
+            "phone": call.to,
+            "agent_id": agent_id,
+            "record": call.recording,
+        }),
+        None => serde_json::json!({
+            "phone": call.to,
+            "from_extension": call.from,
+            "record": call.recording,
+        }),
+    };
     let input = validate::create_call(
         Some("application/json"),
         native.to_string().as_bytes(),
         env.now_ms,
     )
     .map_err(|e| V360Error::from(&Refusal::from_native(&e)))?;
+    let origin = CallOrigin {
+        placed_with: None,
+        caller_number: call.caller_id.clone(),
+        from_user: Some(user.pk),
+        campaign: None,
+    };
+    let Some(agent_id) = agent_id else {
+        admit_call(
+            env,
+            tenant,
+            person_call_checks(&tenant.rate_limits, &input.phone),
+        )
+        .await?;
+        let record = place_person_call(env, tenant, input, user, None, origin)
+            .await
+            .map_err(|e| V360Error::from(&Refusal::from_native(&e)))?;
+        return Ok(record.id);
+    };
     let agent: Agent = get_json(env.kv, &keys::agent(&tenant.id, agent_id))
         .await
         .map_err(storage)?
@@ -592,8 +617,26 @@ async fn outbound_call<K: Kv, D: DispatchQueues>(
     if !agent.enabled {
         return Err(V360Error::from(&Refusal::AgentDisabled));
     }
+    admit_call(
+        env,
+        tenant,
+        new_call_checks(&agent, &tenant.rate_limits, &input.phone, client_ip(req)),
+    )
+    .await?;
+    let record = place_call(env, tenant, input, agent, None, origin)
+        .await
+        .map_err(|e| V360Error::from(&Refusal::from_native(&e)))?;
+    Ok(record.id)
+}
+
+/// A new call's own limits (its number's, its agent's per address).
+async fn admit_call<K: Kv, D: DispatchQueues>(
+    env: &Env<'_, K, D>,
+    tenant: &Tenant,
+    checks: Vec<Check>,
+) -> Result<(), V360Error> {
     let admission = Admission {
-        checks: new_call_checks(&agent, &tenant.rate_limits, &input.phone, client_ip(req)),
+        checks,
         idempotency: None,
         signature: None,
     };
@@ -608,16 +651,7 @@ async fn outbound_call<K: Kv, D: DispatchQueues>(
             retry_after_seconds: admitted.rate.reset_seconds,
         });
     }
-    let origin = CallOrigin {
-        placed_with: None,
-        caller_number: call.caller_id.clone(),
-        from_user: Some(user.pk),
-        campaign: None,
-    };
-    let record = place_call(env, tenant, input, agent, None, origin)
-        .await
-        .map_err(|e| V360Error::from(&Refusal::from_native(&e)))?;
-    Ok(record.id)
+    Ok(())
 }
 
 /// `POST /sms/send`: a native text message (`api::messages::send_message`),

@@ -124,6 +124,25 @@ impl DirectoryUser {
         v
     }
 
+    /// How a sidecar rings this person (issue 16): their extension, their
+    /// `callerID` as the display name, the default ring time; `forward_number`
+    /// when the call may forward, `voicemail` when a call nobody answered
+    /// goes to their voicemail.
+    pub fn ring_user(
+        &self,
+        forward_number: Option<String>,
+        voicemail: bool,
+    ) -> voxline_shared::sidecar_link::RingUser {
+        voxline_shared::sidecar_link::RingUser {
+            user_pk: self.pk,
+            extension: self.fields.extension.clone(),
+            display_name: self.fields.caller_id.clone(),
+            ring_timeout_seconds: voxline_shared::sidecar_link::DEFAULT_RING_TIMEOUT_SECONDS,
+            forward_number,
+            voicemail,
+        }
+    }
+
     /// [`DirectoryUser::to_public`] with the user's live `bindings`.
     pub fn to_public_with(&self, bindings: &[BindingRow]) -> Value {
         let mut v = self.to_public();

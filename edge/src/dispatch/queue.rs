@@ -181,7 +181,7 @@ pub fn offer(lease: &Lease, body: OfferBody, key: Option<&SealingKey>) -> Offer 
         amd: body.amd,
         amd_message: body.amd_message,
         tools: body.tools,
-        connect: None,
+        connect: body.connect,
     }
 }
 

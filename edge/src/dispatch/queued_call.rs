@@ -114,6 +114,10 @@ pub struct OfferBody {
     /// set by the caller from the agent).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tools: Vec<voxline_shared::sidecar_link::OfferedTool>,
+    /// A person's call without an engine (issue 16: click-to-call rings the
+    /// person first); bodies stored before it: none (an agent's call).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connect: Option<voxline_shared::sidecar_link::Connect>,
 }
 
 #[cfg(test)]
@@ -141,6 +145,7 @@ impl OfferBody {
             amd_message: None,
             engine_api_key_sealed: None,
             tools: Vec::new(),
+            connect: None,
         }
     }
 }

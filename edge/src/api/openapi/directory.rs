@@ -48,7 +48,7 @@ pub(super) fn operation(id: RouteId) -> Option<Value> {
         RouteId::CreateDirectoryUser => admin(
             "createDirectoryUser",
             "Add a directory user",
-            "A person (their SIP phones ring) or one of the tenant's AI agents (`kind: ai_agent` with `agent_id`), with an extension unique among the tenant's users and queues (409 `extension_taken`). Voice360 clients see users in `/availability` and `/user/profile`; a call `from` an AI agent's extension is that agent's call.",
+            "A person (their SIP phones ring) or one of the tenant's AI agents (`kind: ai_agent` with `agent_id`), with an extension unique among the tenant's users and queues (409 `extension_taken`). Voice360 clients see users in `/availability` and `/user/profile`; a call `from` an AI agent's extension is that agent's call, from a person's their click-to-call (issue 16).",
         )
         .body("DirectoryUserRequest", true)
         .ok(201, "The user, with its allocated `pk`.", "DirectoryUser")

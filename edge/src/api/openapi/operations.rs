@@ -165,7 +165,7 @@ and calls this API with them as `Authorization: Bearer`. Served with a strict `C
             "calls",
             Auth::ApiKey,
             "Place a call",
-            "Accepts a call and queues it for a media sidecar (status `queued`), or holds it until `schedule_at` (status `scheduled`). Settings not given are taken from the agent. One call at a time per agent and number: while another call of the same agent to the same number is queued, scheduled (including between retries) or live, the request is refused with 409 `call_in_progress` and nothing is created.",
+            "Accepts a call and queues it for a media sidecar (status `queued`), or holds it until `schedule_at` (status `scheduled`). Settings not given are taken from the agent. With `from_extension` instead of an agent, a person's click-to-call: their phones ring first, then `phone` is dialled and bridged. One call at a time per agent (or person) and number: while another call of the same agent to the same number is queued, scheduled (including between retries) or live, the request is refused with 409 `call_in_progress` and nothing is created.",
         )
         .body("CreateCallRequest", true)
         .query(json!([
@@ -195,6 +195,7 @@ and calls this API with them as `Authorization: Bearer`. Served with a strict `C
             E::ScheduleInPast,
             E::MetadataTooLarge,
             E::UnknownAgent,
+            E::UnknownExtension,
             E::AgentRequired,
             E::InvalidUrl,
             E::EngineKeysUnavailable,

@@ -2438,6 +2438,35 @@ fn every_route_answers_as_documented() {
         422,
         "unknown_agent",
     );
+    // Click-to-call: a person's extension (issue 16), or none.
+    expect_error(
+        api.send(
+            "POST",
+            "/v1/calls",
+            key,
+            Some(&json!({"phone": "+14155550100", "from_extension": "7777"})),
+        ),
+        422,
+        "unknown_extension",
+    );
+    expect(
+        api.admin(
+            "POST",
+            &format!("{tp}/directory/users"),
+            Some(json!({"extension": "7777", "first_name": "Pat"})),
+        ),
+        201,
+    );
+    let c2c = expect(
+        api.send(
+            "POST",
+            "/v1/calls",
+            key,
+            Some(&json!({"phone": "+14155550177", "from_extension": "7777"})),
+        ),
+        201,
+    );
+    assert_eq!(c2c["agent_id"], "", "{c2c}");
     let bare = id_of(&expect(
         api.admin("POST", "/admin/tenants", Some(json!({"name": "bare"}))),
         201,

@@ -56,7 +56,7 @@ pub(super) fn template(op: Operation) -> (&'static str, &'static str) {
 }
 
 pub(super) fn tag() -> Value {
-    json!({"name": TAG, "description": "Dialect: the Voice360 API v3 (seed document `voice360-api-v3.txt`) at `/v3/voice/{account_id}/...`, where `account_id` is a tenant's `voice360_account` (admin API). Users, queues and keys are the tenant's directory (`/admin/tenants/{tenant_id}/directory/...`, `/voice360-keys`), numbers its phone numbers; `POST /call/outbound` from an AI agent's extension places that agent's call on the same pipeline as `POST /v1/calls`. Every answer is Voice360's envelope: `{result, error: false, message, timestamp}` or `{result: null, error: true, message, error_code, details?, timestamp}`."})
+    json!({"name": TAG, "description": "Dialect: the Voice360 API v3 (seed document `voice360-api-v3.txt`) at `/v3/voice/{account_id}/...`, where `account_id` is a tenant's `voice360_account` (admin API). Users, queues and keys are the tenant's directory (`/admin/tenants/{tenant_id}/directory/...`, `/voice360-keys`), numbers its phone numbers; `POST /call/outbound` from an AI agent's extension places that agent's call on the same pipeline as `POST /v1/calls`, from a person's extension their click-to-call. Every answer is Voice360's envelope: `{result, error: false, message, timestamp}` or `{result: null, error: true, message, error_code, details?, timestamp}`."})
 }
 
 pub(super) fn security_schemes() -> Map<String, Value> {
@@ -492,7 +492,7 @@ fn summary(op: Operation) -> (&'static str, &'static str, &'static str) {
             "Numbers routed to the user or whose texts go to them."),
         Operation::UserProfile => ("voice360UserProfile", "Voice360: the key's user's profile", "The directory user the key belongs to."),
         Operation::OutboundCall => ("voice360OutboundCall", "Voice360: place a call from an extension",
-            "A call from an AI agent's extension is that agent's call on the native pipeline (`POST /v1/calls`'s validation, limits and record); `caller_id` is the SIP From user. A native refusal keeps its meaning: a call to this number already live is 400 on `to` (the document has no 409)."),
+            "A call from an AI agent's extension is that agent's call on the native pipeline (`POST /v1/calls`'s validation, limits and record); from a person's extension it is their click-to-call (`POST /v1/calls` with `from_extension`: their phones ring first, then `to` is dialled and bridged; without `caller_id` their own number is shown). `caller_id` is the SIP From user. A native refusal keeps its meaning: a call to this number already live is 400 on `to` (the document has no 409)."),
         Operation::SendSms => ("voice360SendSms", "Voice360: send a text message",
             "A native text message (`POST /v1/messages`) sent through a sidecar's trunk."),
     }
