@@ -449,6 +449,8 @@ pub(crate) async fn place_call<K: Kv, D: DispatchQueues>(
         answered_by: None,
         amd_decision_ms: None,
         rings_user: None,
+        queue: None,
+        answered_user: None,
     };
     let mut queued = port::queued_call(&tenant.id, &record, env.now_ms);
     queued.max_concurrent = tenant.max_concurrent_calls;
@@ -604,6 +606,8 @@ pub(crate) async fn place_person_call<K: Kv, D: DispatchQueues>(
         answered_by: None,
         amd_decision_ms: None,
         rings_user: None,
+        queue: None,
+        answered_user: None,
     };
     let mut queued = port::queued_call(&tenant.id, &record, env.now_ms);
     queued.max_concurrent = tenant.max_concurrent_calls;

@@ -289,6 +289,8 @@ fn ring_user_record(
         answered_by: None,
         amd_decision_ms: None,
         rings_user: Some(user_pk),
+        queue: None,
+        answered_user: None,
     }
 }
 
@@ -367,5 +369,7 @@ fn inbound_record(
         answered_by: None,
         amd_decision_ms: None,
         rings_user: None,
+        queue: None,
+        answered_user: None,
     }
 }

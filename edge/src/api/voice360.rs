@@ -386,18 +386,35 @@ async fn online_users<K: Kv, D: DispatchQueues>(
     Ok(online)
 }
 
+/// The user's live calls: those they placed (outbound: to the callee), and
+/// the inbound ones their phones ring or took (from the caller, to them).
 fn channels<'a>(user: &'a DirectoryUser, live: &'a [CallRecord], now_ms: u64) -> Vec<Channel<'a>> {
     live.iter()
-        .filter(|c| c.from_user == Some(user.pk))
-        .map(|c| Channel {
-            to: &c.phone,
-            from: &user.fields.extension,
-            call_seconds: c
-                .answered_at
-                .as_deref()
-                .and_then(ids::parse_rfc3339_utc_ms)
-                .map_or(0, |t| now_ms.saturating_sub(t) / 1000),
-            direction: Direction::Outbound,
+        .filter(|c| c.has_user(user.pk))
+        .map(|c| {
+            let inbound = c.direction == crate::model::CallDirection::Inbound;
+            Channel {
+                to: if inbound {
+                    &user.fields.extension
+                } else {
+                    &c.phone
+                },
+                from: if inbound {
+                    &c.phone
+                } else {
+                    &user.fields.extension
+                },
+                call_seconds: c
+                    .answered_at
+                    .as_deref()
+                    .and_then(ids::parse_rfc3339_utc_ms)
+                    .map_or(0, |t| now_ms.saturating_sub(t) / 1000),
+                direction: if inbound {
+                    Direction::Inbound
+                } else {
+                    Direction::Outbound
+                },
+            }
         })
         .collect()
 }
@@ -469,7 +486,7 @@ fn queue_load(
     for pk in members {
         if online.contains(pk) {
             agents_online += 1;
-            if live.iter().any(|c| c.from_user == Some(*pk)) {
+            if live.iter().any(|c| c.has_user(*pk)) {
                 agents_on_call += 1;
             }
         }
@@ -477,8 +494,11 @@ fn queue_load(
     QueueLoad {
         agents_online,
         agents_on_call,
-        // Calls routed to a queue come with inbound calls (issue 16): none yet.
-        active_calls: 0,
+        // The queue's callers on the line: waiting, or connected to a member.
+        active_calls: live
+            .iter()
+            .filter(|c| c.queue.as_ref().is_some_and(|cq| cq.pk == q.pk))
+            .count() as u32,
     }
 }
 
