@@ -657,6 +657,10 @@ pub struct CallQueue {
     pub pk: u64,
     /// Its `name` (the friendly one: Voice360's `queue_name`).
     pub name: String,
+    /// The caller has left the queue (connected to a member, timed out or
+    /// hung up), as the sidecar's `queue` events said: no longer waiting.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub left: bool,
 }
 
 /// A call's `metadata`: the client's JSON object as text, exactly as given

@@ -629,6 +629,51 @@ pub(crate) fn person_conversation(user_pk: u64) -> String {
     format!("user:{user_pk}")
 }
 
+/// The tenant's calls on the line now (dialing, ringing, talking), at most
+/// the list limit.
+pub(crate) async fn live_calls<K: Kv, D: DispatchQueues>(
+    env: &Env<'_, K, D>,
+    tenant_id: &str,
+) -> Result<Vec<CallRecord>> {
+    calls_with(
+        env,
+        tenant_id,
+        vec![
+            CallStatus::Dialing,
+            CallStatus::Ringing,
+            CallStatus::InProgress,
+        ],
+    )
+    .await
+}
+
+/// The tenant's latest calls, newest first, at most the list limit.
+pub(crate) async fn recent_calls<K: Kv, D: DispatchQueues>(
+    env: &Env<'_, K, D>,
+    tenant_id: &str,
+) -> Result<Vec<CallRecord>> {
+    calls_with(env, tenant_id, Vec::new()).await
+}
+
+async fn calls_with<K: Kv, D: DispatchQueues>(
+    env: &Env<'_, K, D>,
+    tenant_id: &str,
+    statuses: Vec<CallStatus>,
+) -> Result<Vec<CallRecord>> {
+    let filter = ListFilter {
+        statuses,
+        after_id: None,
+        offset: 0,
+        limit: crate::limits::LIST_LIMIT_MAX,
+        records: true,
+    };
+    let rows = env.calls.list(tenant_id, &filter).await?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|row| serde_json::from_value(row).ok())
+        .collect())
+}
+
 pub(crate) fn call_not_found(cid: &str) -> ApiError {
     ApiError::new(ErrorCode::CallNotFound, format!("no call '{cid}'"))
 }

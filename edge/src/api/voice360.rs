@@ -477,11 +477,15 @@ fn queue_load(
     online: &[u64],
     live: &[CallRecord],
 ) -> QueueLoad {
-    let members = q
+    // Each member once (a queue may list one twice).
+    let mut members: Vec<&u64> = q
         .fields
         .members
         .iter()
-        .filter(|pk| users.iter().any(|u| u.pk == **pk));
+        .filter(|pk| users.iter().any(|u| u.pk == **pk))
+        .collect();
+    members.sort_unstable();
+    members.dedup();
     let (mut agents_online, mut agents_on_call) = (0u32, 0u32);
     for pk in members {
         if online.contains(pk) {

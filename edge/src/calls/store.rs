@@ -37,7 +37,7 @@ use serde_json::{json, Value};
 use voxline_shared::analysis::{analyse_locally, CallAnalysis, Line};
 use voxline_shared::sidecar_link::InboundContent;
 use voxline_shared::sidecar_link::InboundMessage;
-use voxline_shared::sidecar_link::LegStep;
+use voxline_shared::sidecar_link::{LegStep, QueueStep};
 use voxline_shared::{CallStatus, EndedReason};
 
 /// An `Idempotency-Key` names the call it created for this long.
@@ -990,7 +990,16 @@ pub fn apply_reports(
                     position,
                     wait_ms,
                 } => match rows.call(&update.call_id)? {
-                    Some(record) => {
+                    Some(mut record) => {
+                        // Leaving the queue: it no longer waits there.
+                        let leaves = matches!(
+                            step,
+                            QueueStep::Connected | QueueStep::TimedOut | QueueStep::Abandoned
+                        );
+                        if let Some(q) = record.queue.as_mut().filter(|q| leaves && !q.left) {
+                            q.left = true;
+                            rows.put_call(&record)?;
+                        }
                         let name = record
                             .queue
                             .as_ref()

@@ -688,6 +688,7 @@ mod tests {
             queue: Some(crate::model::CallQueue {
                 pk: 123,
                 name: "Sales Queue".into(),
+                left: false,
             }),
             ..crate::model::test_call(CallStatus::InProgress)
         };

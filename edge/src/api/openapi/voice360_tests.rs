@@ -705,6 +705,7 @@ fn voice360_webhook_bodies_match_their_schemas() {
             queue: Some(crate::model::CallQueue {
                 pk: 100134,
                 name: "Sales Queue".into(),
+                left: false,
             }),
             ..crate::model::test_call(voxline_shared::CallStatus::InProgress)
         };

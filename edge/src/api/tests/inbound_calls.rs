@@ -55,7 +55,7 @@ pub(super) fn ring(w: &World, sc: &TestSidecar, called: &str, caller: &str) -> I
         .decision
 }
 
-fn refusal(d: &InboundDecision) -> (u16, &str) {
+pub(super) fn refusal(d: &InboundDecision) -> (u16, &str) {
     match d {
         InboundDecision::Refuse { sip_code, reason } => (*sip_code, reason.as_str()),
         InboundDecision::Answer { offer }

@@ -298,3 +298,518 @@ fn a_persons_legs_are_call_leg_events_and_their_answer_is_user_answer_then_call_
     );
     let _ = key;
 }
+
+// ---- queues ----
+
+const QUEUE_NUMBER: &str = "+14155550150";
+
+/// A person of `tid` at `ext`, their phone registered with `sc`: their pk.
+fn person_here(w: &World, tid: &str, sc: &super::TestSidecar, ext: &str, name: &str) -> u64 {
+    use super::phone_registrations::{decide, register_body, sip_password};
+    let u = w.admin(
+        "POST",
+        &format!("/admin/tenants/{tid}/directory/users"),
+        Some(json!({"extension": ext, "first_name": name})),
+    );
+    let pk = u["pk"].as_u64().unwrap();
+    let phone = sip_password(w, tid, pk);
+    let contact = format!("sip:{ext}@127.0.0.1:5070");
+    let body = register_body(
+        &phone,
+        &phone.password,
+        voxline_shared::sip_digest::Algorithm::Md5,
+        &format!("reg-{ext}"),
+        1,
+        &[(contact.as_str(), 600)],
+    );
+    decide(w, sc, body);
+    pk
+}
+
+/// A queue of `tid` with `body` (name and extension added), `QUEUE_NUMBER`
+/// routed to it: its pk.
+fn queue_on_number(w: &World, tid: &str, mut body: Value) -> u64 {
+    body["name"] = json!("Sales Queue");
+    body["extension"] = json!("8001");
+    let q = w.admin(
+        "POST",
+        &format!("/admin/tenants/{tid}/directory/queues"),
+        Some(body),
+    );
+    let pk = q["pk"].as_u64().expect("a queue");
+    w.admin(
+        "PUT",
+        &format!("/admin/tenants/{tid}/numbers/{QUEUE_NUMBER}"),
+        Some(json!({"route": {"kind": "queue", "queue_id": pk}})),
+    );
+    pk
+}
+
+fn queued(
+    d: voxline_shared::sidecar_link::InboundDecision,
+) -> (
+    Box<voxline_shared::sidecar_link::Offer>,
+    voxline_shared::sidecar_link::QueuePlan,
+) {
+    match d {
+        voxline_shared::sidecar_link::InboundDecision::Queue { offer, queue } => (offer, queue),
+        other => panic!("not queued: {other:?}"),
+    }
+}
+
+fn member_pks(plan: &voxline_shared::sidecar_link::QueuePlan) -> Vec<u64> {
+    plan.members.iter().map(|m| m.user_pk).collect()
+}
+
+#[test]
+fn a_call_to_a_queue_waits_while_the_members_here_ring_in_order_and_counts_its_position() {
+    use voxline_shared::sidecar_link::QueueOverflow;
+    let w = World::new();
+    let (tid, key, john, sc) = tenant_ringing_john(&w, "sc-queue");
+    let ann = person_here(&w, &tid, &sc, "1003", "Ann");
+    // Bob has no phone; an AI agent's user cannot be rung.
+    let bob = w.admin(
+        "POST",
+        &format!("/admin/tenants/{tid}/directory/users"),
+        Some(json!({"extension": "1004", "first_name": "Bob"})),
+    )["pk"]
+        .as_u64()
+        .unwrap();
+    let q = queue_on_number(
+        &w,
+        &tid,
+        json!({"strategy": "linear", "timeout": 15, "retry": 4, "members": [ann, bob, john, ann],
+               "max_wait_seconds": 120, "announce_every_seconds": 30}),
+    );
+    let shown = w.admin(
+        "GET",
+        &format!("/admin/tenants/{tid}/directory/queues"),
+        None,
+    );
+    assert_eq!(shown["data"][0]["overflow"], json!({"kind": "hangup"}));
+    let (offer, plan) = queued(ring(&w, &sc, QUEUE_NUMBER, CALLER));
+    assert_eq!(
+        member_pks(&plan),
+        [ann, john],
+        "in the queue's order, once each"
+    );
+    assert_eq!(
+        (
+            plan.queue_pk,
+            plan.name.as_str(),
+            plan.extension.as_str(),
+            plan.ring_all,
+            plan.member_timeout_seconds,
+            plan.retry_seconds,
+            plan.max_wait_seconds,
+            plan.announce_every_seconds,
+            plan.position,
+            plan.overflow
+        ),
+        (
+            q,
+            "Sales Queue",
+            "8001",
+            false,
+            15,
+            4,
+            120,
+            30,
+            1,
+            QueueOverflow::Hangup
+        )
+    );
+    assert_eq!(plan.members[0].extension, "1003");
+    assert_eq!(
+        (
+            offer.agent_id.as_str(),
+            offer.phone.as_str(),
+            offer.caller_number.as_deref(),
+            offer.record
+        ),
+        ("", CALLER, Some(QUEUE_NUMBER), true)
+    );
+    let first = offer.call_id.clone();
+    let record = w.calls.rows(&tid).call(&first).unwrap().unwrap();
+    assert_eq!(record.queue.as_ref().map(|q| q.pk), Some(q));
+
+    // A second caller is second in line.
+    let (second, plan) = queued(ring(&w, &sc, QUEUE_NUMBER, "+14155550178"));
+    assert_eq!(plan.position, 2);
+    // Ann answers the first: it leaves the queue, and Ann is on a call, so
+    // the next caller rings John only, and is second (the second waits).
+    sc.events(
+        &w,
+        &first,
+        &[
+            json!({"type": "answered"}),
+            json!({"type": "queue", "step": "entered", "queue_pk": q, "position": 1}),
+            json!({"type": "leg", "step": "answered", "user_pk": ann}),
+            json!({"type": "queue", "step": "connected", "queue_pk": q, "wait_ms": 9_000}),
+        ],
+    );
+    let (_, plan) = queued(ring(&w, &sc, QUEUE_NUMBER, "+14155550179"));
+    assert_eq!((member_pks(&plan), plan.position), (vec![john], 2));
+    // Queue availability counts the queue's live calls; Ann is on a call.
+    w.admin(
+        "PATCH",
+        &format!("/admin/tenants/{tid}"),
+        Some(json!({"voice360_account": "62"})),
+    );
+    let qa = w
+        .send_req(&crate::http::ApiRequest {
+            method: "GET".into(),
+            scheme: "https".into(),
+            path: format!("/v3/voice/62/availability/queues/{q}"),
+            headers: vec![("cf-connecting-ip".into(), "198.51.100.9".into())],
+            ..Default::default()
+        })
+        .body_json();
+    assert_eq!(
+        (
+            qa["result"]["active_calls"].as_u64(),
+            qa["result"]["agents_online"].as_u64(),
+            qa["result"]["agents_on_call"].as_u64()
+        ),
+        (Some(3), Some(2), Some(1)),
+        "{qa}"
+    );
+    let _ = (second, key);
+}
+
+#[test]
+fn ringinuse_rrmemory_and_the_queues_limits() {
+    let w = World::new();
+    let (tid, _key, john, sc) = tenant_ringing_john(&w, "sc-rr");
+    let ann = person_here(&w, &tid, &sc, "1003", "Ann");
+    let cid = person_here(&w, &tid, &sc, "1005", "Cid");
+    // Round robin with memory: each call starts one member further on,
+    // members in use rung too.
+    let q = queue_on_number(
+        &w,
+        &tid,
+        json!({"strategy": "rrmemory", "ringinuse": true, "members": [john, ann, cid]}),
+    );
+    let orders: Vec<Vec<u64>> = (0..4)
+        .map(|i| {
+            let caller = format!("+1415555020{i}");
+            member_pks(&queued(ring(&w, &sc, QUEUE_NUMBER, &caller)).1)
+        })
+        .collect();
+    assert_eq!(
+        orders,
+        [
+            vec![john, ann, cid],
+            vec![ann, cid, john],
+            vec![cid, john, ann],
+            vec![john, ann, cid]
+        ]
+    );
+    // ringall: everyone at once; at most `maxlen` callers wait (4 do now).
+    w.admin(
+        "PUT",
+        &format!("/admin/tenants/{tid}/directory/queues/{q}"),
+        Some(
+            json!({"name": "Sales Queue", "extension": "8001", "strategy": "ringall",
+                    "ringinuse": true, "maxlen": 4, "members": [john, ann]}),
+        ),
+    );
+    assert_eq!(
+        super::inbound_calls::refusal(&ring(&w, &sc, QUEUE_NUMBER, "+14155550210")),
+        (486, "at_capacity")
+    );
+    w.admin(
+        "PUT",
+        &format!("/admin/tenants/{tid}/directory/queues/{q}"),
+        Some(
+            json!({"name": "Sales Queue", "extension": "8001", "strategy": "ringall",
+                    "ringinuse": true, "members": [john, ann]}),
+        ),
+    );
+    let (_, plan) = queued(ring(&w, &sc, QUEUE_NUMBER, "+14155550211"));
+    assert!(plan.ring_all);
+    assert_eq!(plan.position, 5);
+    // Nobody to ring: joining an empty queue is refused when it says so.
+    w.admin(
+        "PUT",
+        &format!("/admin/tenants/{tid}/directory/queues/{q}"),
+        Some(
+            json!({"name": "Sales Queue", "extension": "8001", "joinempty": false, "members": []}),
+        ),
+    );
+    assert_eq!(
+        super::inbound_calls::refusal(&ring(&w, &sc, QUEUE_NUMBER, "+14155550212")),
+        (480, "user_unavailable")
+    );
+    // A number routed to a queue that is gone: no route.
+    w.admin(
+        "DELETE",
+        &format!("/admin/tenants/{tid}/directory/queues/{q}"),
+        None,
+    );
+    assert_eq!(
+        super::inbound_calls::refusal(&ring(&w, &sc, QUEUE_NUMBER, "+14155550213")),
+        (480, "no_route")
+    );
+}
+
+#[test]
+fn a_queue_overflowing_to_an_agent_offers_that_agents_engine() {
+    use voxline_shared::sidecar_link::QueueOverflow;
+    let w = World::new();
+    let (tid, _key, john, sc) = tenant_ringing_john(&w, "sc-overflow");
+    let agent = w.admin(
+        "POST",
+        &format!("/admin/tenants/{tid}/agents"),
+        Some(
+            json!({"name": "backup", "voice": "alloy", "default_engine": "echo",
+                    "system_prompt": "Take a message from {{phone}}."}),
+        ),
+    );
+    let aid = agent["id"].as_str().unwrap();
+    let qp = format!("/admin/tenants/{tid}/directory/queues");
+    // The overflow is validated: an agent of the tenant, a known kind.
+    for (bad, code) in [
+        (
+            json!({"kind": "agent", "agent_id": "agt_00000000000000000000"}),
+            "unknown_agent",
+        ),
+        (json!({"kind": "agent"}), "missing_field"),
+        (json!({"kind": "ivr"}), "invalid_value"),
+        (json!({"kind": "hangup", "agent_id": aid}), "unknown_field"),
+    ] {
+        let r = w.send(
+            "POST",
+            &qp,
+            Some(super::ADMIN),
+            Some(json!({"name": "Q", "extension": "8009", "overflow": bad})),
+        );
+        assert_eq!(
+            (
+                r.status,
+                r.body_json()["error"]["code"].as_str().map(str::to_string)
+            ),
+            (
+                if code == "unknown_field" { 400 } else { 422 },
+                Some(code.to_string())
+            ),
+            "{bad}: {}",
+            r.body
+        );
+        assert_eq!(r.body_json()["error"]["field"], "overflow");
+    }
+    let r = w.send(
+        "POST",
+        &qp,
+        Some(super::ADMIN),
+        Some(json!({"name": "Q", "extension": "8009", "max_wait_seconds": 5})),
+    );
+    assert_eq!(r.status, 422, "{}", r.body);
+    queue_on_number(
+        &w,
+        &tid,
+        json!({"members": [john], "overflow": {"kind": "agent", "agent_id": aid}}),
+    );
+    let (offer, plan) = queued(ring(&w, &sc, QUEUE_NUMBER, CALLER));
+    assert_eq!(plan.overflow, QueueOverflow::Agent);
+    assert_eq!(plan.max_wait_seconds, 300, "the default wait");
+    assert_eq!(
+        (
+            offer.agent_id.as_str(),
+            offer.engine.as_str(),
+            offer.system_prompt.as_deref()
+        ),
+        (aid, "echo", Some("Take a message from +14155550177.")),
+        "built like the agent's answered call"
+    );
+    // The agent disabled: the overflow hangs up.
+    w.admin(
+        "PATCH",
+        &format!("/admin/tenants/{tid}/agents/{aid}"),
+        Some(json!({"enabled": false})),
+    );
+    let (offer, plan) = queued(ring(&w, &sc, QUEUE_NUMBER, "+14155550188"));
+    assert_eq!(
+        (plan.overflow, offer.agent_id.as_str()),
+        (QueueOverflow::Hangup, "")
+    );
+}
+
+#[test]
+fn queue_events_of_a_waiting_caller_are_voice360_queue_webhooks() {
+    let w = World::new();
+    let (tid, _key, john, sc) = tenant_ringing_john(&w, "sc-qhooks");
+    w.admin(
+        "PATCH",
+        &format!("/admin/tenants/{tid}"),
+        Some(json!({"voice360_account": "63"})),
+    );
+    let q = queue_on_number(&w, &tid, json!({"members": [john]}));
+    let hooks: Vec<(&str, Value)> = [
+        "QUEUE_ENTER",
+        "QUEUE_MEMBER_DIAL",
+        "QUEUE_MEMBER_ANSWER",
+        "QUEUE_MEMBER_DIAL_HANGUP",
+        "QUEUE_NO_ANSWER",
+        "QUEUE_HANGUP",
+        "QUEUE_HANGUP_TIMEOUT",
+        "QUEUE_HANGUP_ABANDONED",
+        "USER_ANSWER",
+    ]
+    .into_iter()
+    .map(|e| (e, v360_hook(&w, &tid, e)))
+    .collect();
+    let (offer, _) = queued(ring(&w, &sc, QUEUE_NUMBER, CALLER));
+    let id = offer.call_id.clone();
+    w.outbox.take();
+    let sent = |jobs: &[crate::webhooks::delivery::DeliveryJob]| -> Vec<(String, Value)> {
+        hooks
+            .iter()
+            .flat_map(|(name, hook)| {
+                bodies_to(jobs, hook)
+                    .into_iter()
+                    .map(|b| (name.to_string(), b["metadata"].clone()))
+            })
+            .collect()
+    };
+    // Entered, a round nobody answered, John rung again and answering.
+    sc.events(
+        &w,
+        &id,
+        &[
+            json!({"type": "answered"}),
+            json!({"type": "queue", "step": "entered", "queue_pk": q, "position": 1}),
+            json!({"type": "leg", "step": "dialing", "user_pk": john}),
+            json!({"type": "leg", "step": "ended", "user_pk": john, "sip_code": 480}),
+            json!({"type": "queue", "step": "no_answer", "queue_pk": q, "wait_ms": 20_500}),
+            json!({"type": "queue", "step": "announced", "queue_pk": q, "position": 1, "wait_ms": 30_000}),
+            json!({"type": "leg", "step": "dialing", "user_pk": john}),
+            json!({"type": "leg", "step": "answered", "user_pk": john}),
+            json!({"type": "queue", "step": "connected", "queue_pk": q, "wait_ms": 31_250}),
+        ],
+    );
+    let jobs = w.outbox.take();
+    let got = sent(&jobs);
+    let names: Vec<&str> = got.iter().map(|(n, _)| n.as_str()).collect();
+    // One per endpoint per matching step (grouped by endpoint here).
+    assert_eq!(
+        names,
+        [
+            "QUEUE_ENTER",
+            "QUEUE_MEMBER_DIAL",
+            "QUEUE_MEMBER_DIAL",
+            "QUEUE_MEMBER_ANSWER",
+            "QUEUE_MEMBER_DIAL_HANGUP",
+            "QUEUE_NO_ANSWER",
+            "QUEUE_HANGUP",
+            "USER_ANSWER"
+        ],
+        "{got:?}"
+    );
+    let by = |name: &str| got.iter().find(|(n, _)| n == name).unwrap().1.clone();
+    let qs = q.to_string();
+    assert_eq!(
+        by("QUEUE_ENTER"),
+        json!({"queue_id": qs, "queuecall_id": id, "uniqueid": id, "queuename": qs,
+               "callerid_number": CALLER, "callerid_name": null})
+    );
+    assert_eq!(
+        by("QUEUE_MEMBER_DIAL_HANGUP")["duration"],
+        0,
+        "the unanswered leg talked 0 s"
+    );
+    assert_eq!(
+        by("QUEUE_NO_ANSWER"),
+        json!({"caller_id_number": CALLER, "queue_name": "Sales Queue", "queue_id": qs, "wait_time": 20})
+    );
+    assert_eq!(by("QUEUE_HANGUP")["duration"], json!(31.25));
+    assert_eq!(by("QUEUE_HANGUP")["dnis"], QUEUE_NUMBER);
+    assert_eq!(by("QUEUE_MEMBER_ANSWER")["to_user_id"], john.to_string());
+    // Native: every step, announcements included.
+    let queue_steps: Vec<String> = of_type(&jobs, "call.queue")
+        .iter()
+        .map(|e| e["data"]["queue"]["step"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        queue_steps,
+        ["entered", "no_answer", "announced", "connected"]
+    );
+    // Another caller times out, a third hangs up waiting.
+    for (caller, step, name) in [
+        ("+14155550190", "timed_out", "QUEUE_HANGUP_TIMEOUT"),
+        ("+14155550191", "abandoned", "QUEUE_HANGUP_ABANDONED"),
+    ] {
+        let (offer, _) = queued(ring(&w, &sc, QUEUE_NUMBER, caller));
+        w.outbox.take();
+        sc.events(
+            &w,
+            &offer.call_id,
+            &[
+                json!({"type": "answered"}),
+                json!({"type": "queue", "step": "entered", "queue_pk": q, "position": 1}),
+                json!({"type": "queue", "step": step, "queue_pk": q, "wait_ms": 300_000}),
+            ],
+        );
+        let got = sent(&w.outbox.take());
+        let names: Vec<&str> = got.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["QUEUE_ENTER", "QUEUE_HANGUP", name], "{got:?}");
+        assert_eq!(got[2].1["wait_time"], 300);
+    }
+}
+
+#[test]
+fn leastrecent_fewestcalls_and_random_order_the_members_from_the_history() {
+    use crate::api::inbound_calls::{ring_order, Ordering};
+    use crate::dialects::voice360::Strategy;
+    use crate::model::{test_call, CallQueue, CallRecord};
+    use voxline_shared::CallStatus;
+    let ended = |user: u64, at: &str, queue: Option<u64>| CallRecord {
+        answered_user: Some(user),
+        ended_at: Some(at.into()),
+        queue: queue.map(|pk| CallQueue {
+            pk,
+            name: "Q".into(),
+            left: true,
+        }),
+        ..test_call(CallStatus::Completed)
+    };
+    // Newest first, as the call store lists them: 2 ended last, 1 before,
+    // 3 long ago; 4 never had a call; 5 is on one now.
+    let history = vec![
+        CallRecord {
+            answered_user: Some(5),
+            ..test_call(CallStatus::InProgress)
+        },
+        ended(2, "2026-11-25T14:40:00.000Z", Some(7)),
+        ended(1, "2026-11-25T14:30:00.000Z", Some(7)),
+        ended(2, "2026-11-25T14:20:00.000Z", Some(7)),
+        ended(3, "2026-11-25T10:00:00.000Z", Some(8)),
+    ];
+    let o = |random: [u8; 32]| Ordering {
+        queue_pk: 7,
+        turn: 1,
+        history: &history,
+        random,
+        now_ms: crate::ids::parse_rfc3339_utc_ms("2026-11-25T15:00:00Z").unwrap(),
+    };
+    let order = |s: Strategy, random: [u8; 32]| {
+        let mut pks = vec![5, 1, 2, 3, 4];
+        ring_order(s, &mut pks, &o(random));
+        pks
+    };
+    assert_eq!(order(Strategy::LeastRecent, [0; 32]), [4, 3, 1, 2, 5]);
+    // Calls of queue 7 answered: 2 twice, 1 once, the others none (3's
+    // was another queue's); ties keep the listed order.
+    assert_eq!(order(Strategy::FewestCalls, [0; 32]), [5, 3, 4, 1, 2]);
+    assert_eq!(order(Strategy::Linear, [9; 32]), [5, 1, 2, 3, 4]);
+    // Random: a permutation, which the randomness decides.
+    let a = order(Strategy::Random, [1; 32]);
+    let b = order(
+        Strategy::Random,
+        core::array::from_fn(|i| (i * 37 + 11) as u8),
+    );
+    let mut sorted = a.clone();
+    sorted.sort_unstable();
+    assert_eq!(sorted, [1, 2, 3, 4, 5]);
+    assert_ne!(a, b);
+}
