@@ -614,6 +614,16 @@ pub(crate) async fn place_person_call<K: Kv, D: DispatchQueues>(
     queued.reject_over_cap = input.reject_over_cap;
     // The same conversation: this person and this number (no agent).
     queued.agent_id = person_conversation(user.pk);
+    // Their phones ring from the sidecars they registered with.
+    let mut sidecars: Vec<String> = crate::directory::ops::bindings(env.directory, &tenant.id)
+        .await?
+        .into_iter()
+        .filter(|b| b.user_pk == user.pk && b.expires_ms > env.now_ms)
+        .map(|b| b.sidecar_id)
+        .collect();
+    sidecars.sort_unstable();
+    sidecars.dedup();
+    queued.sidecars = sidecars;
     if let Some(offer) = queued.offer.as_mut() {
         offer.connect = Some(Connect::ClickToCall {
             // Their own call: no forwarding, no voicemail.

@@ -54,6 +54,11 @@ pub struct QueuedCall {
     /// cannot wait in the queue.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub held_by: Option<String>,
+    /// Only these sidecars may lease the call while one of them is
+    /// registered (empty: any). A click-to-call (issue 16) goes to a sidecar
+    /// that holds a phone of its person; with all of them gone, to any.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sidecars: Vec<String>,
 }
 
 /// For entries queued before `max_seconds` was carried: the API's maximum.

@@ -52,6 +52,20 @@ fn a_call_from_a_persons_extension_rings_them_first_with_their_number_as_caller_
         .expect("the stored call");
     assert_eq!(record.from_user, Some(pk));
 
+    // Another sidecar of the region, without John's phone, is not offered it.
+    let other = super::TestSidecar::create(&w, "sc-c2c-other");
+    other.nonce.set(1 << 32);
+    other.send(
+        &w,
+        paths::REGISTER,
+        json!({"region": "local", "capacity": 4, "version": "t"}),
+    );
+    let lease = other.send(
+        &w,
+        paths::LEASE,
+        json!({"region": "local", "free_slots": 2, "held_calls": [], "wait_ms": 0}),
+    );
+    assert_eq!(lease["offers"], json!([]), "{lease}");
     // The sidecar's offer says whom to ring first; no engine is set up.
     let lease = sc.send(
         &w,
