@@ -72,7 +72,7 @@ pub(super) fn operation(id: RouteId) -> Option<Value> {
         RouteId::CreateQueue => admin("createQueue", "Add a call queue", "A call queue with its members (directory users, in order) and Asterisk-style settings; its extension is unique among the tenant's users and queues.")
             .body("QueueRequest", true)
             .ok(201, "The queue, with its allocated `pk`.", "Queue")
-            .errors(&[E::TenantNotFound, E::ExtensionTaken, E::DirectoryFull])
+            .errors(&[E::TenantNotFound, E::ExtensionTaken, E::DirectoryFull, E::UnknownAgent])
             .errors(&body_errors)
             .build(),
         RouteId::ListQueues => admin("listQueues", "List call queues", "All call queues of the tenant, in `pk` order.")
@@ -82,7 +82,7 @@ pub(super) fn operation(id: RouteId) -> Option<Value> {
         RouteId::UpdateQueue => admin("updateQueue", "Replace a call queue", "Replaces every field of the queue (the same body as create).")
             .body("QueueRequest", true)
             .ok(200, "The queue.", "Queue")
-            .errors(&[E::TenantNotFound, E::QueueNotFound, E::ExtensionTaken])
+            .errors(&[E::TenantNotFound, E::QueueNotFound, E::ExtensionTaken, E::UnknownAgent])
             .errors(&body_errors)
             .build(),
         RouteId::DeleteQueue => admin("deleteQueue", "Delete a call queue", "The queue goes; numbers routed to it answer no more.")
