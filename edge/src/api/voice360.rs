@@ -28,7 +28,6 @@ use crate::model::{keys, Agent, CallRecord, Tenant};
 use crate::numbers::{NumberRoute, PhoneNumber};
 use crate::store::{get_json, Kv, StoreError};
 use crate::traffic::{Admission, Check, RateLimit};
-use voxline_shared::CallStatus;
 
 use crate::api::env::Env;
 
@@ -331,22 +330,9 @@ async fn live_calls<K: Kv, D: DispatchQueues>(
     env: &Env<'_, K, D>,
     tenant: &Tenant,
 ) -> Result<Vec<CallRecord>, V360Error> {
-    let filter = crate::calls::store::ListFilter {
-        statuses: vec![
-            CallStatus::Dialing,
-            CallStatus::Ringing,
-            CallStatus::InProgress,
-        ],
-        after_id: None,
-        offset: 0,
-        limit: crate::limits::LIST_LIMIT_MAX,
-        records: true,
-    };
-    let rows = env.calls.list(&tenant.id, &filter).await.map_err(storage)?;
-    Ok(rows
-        .into_iter()
-        .filter_map(|row| serde_json::from_value(row).ok())
-        .collect())
+    crate::api::calls::live_calls(env, &tenant.id)
+        .await
+        .map_err(api_storage)
 }
 
 /// The `pk`s of the users online now: AI-agent users whose agent can take
@@ -512,12 +498,17 @@ async fn tenant_numbers<K: Kv, D: DispatchQueues>(
 ) -> Result<Vec<PhoneNumber>, V360Error> {
     crate::api::numbers::tenant_numbers(env, &tenant.id)
         .await
-        .map_err(|e| match e.code {
-            crate::error::ErrorCode::StorageUnavailable => V360Error::ServiceUnavailable {
-                retry_after_seconds: Some(1),
-            },
-            _ => V360Error::Internal,
-        })
+        .map_err(api_storage)
+}
+
+/// A native read's failure, as Voice360 says it.
+fn api_storage(e: crate::error::ApiError) -> V360Error {
+    match e.code {
+        crate::error::ErrorCode::StorageUnavailable => V360Error::ServiceUnavailable {
+            retry_after_seconds: Some(1),
+        },
+        _ => V360Error::Internal,
+    }
 }
 
 /// The user a number belongs to (its inbound route's user).
