@@ -193,7 +193,8 @@ async fn ring_user<K: Kv, D: DispatchQueues>(
 /// A number routed to queue `queue_pk` (issue 16): the caller waits in the
 /// queue ([`QueuePlan`]) while its members ring. Members are the people of
 /// the queue with a phone registered with the asking sidecar, without
-/// those on a live call unless the queue rings members in use, in the
+/// those on a live call unless the queue rings members in use, nor those
+/// whose call ended less than the queue's `wrapuptime` ago, in the
 /// order of its strategy ([`ring_order`]). A full queue (`maxlen`) is
 /// `at_capacity`; no member to ring and `joinempty` off, `user_unavailable`;
 /// an unknown queue, `no_route`. With an agent overflow the offer is that
@@ -231,6 +232,26 @@ async fn queue_call<K: Kv, D: DispatchQueues>(
             b.user_pk == pk && b.sidecar_id == call.sidecar_id && b.expires_ms > env.now_ms
         })
     };
+    let strategy = crate::dialects::voice360::Strategy::parse(&f.strategy)
+        .unwrap_or(crate::dialects::voice360::Strategy::RingAll);
+    let history =
+        if f.wrapuptime > 0 || matches!(strategy, Strategy::LeastRecent | Strategy::FewestCalls) {
+            crate::api::calls::recent_calls(env, &tenant.id).await?
+        } else {
+            Vec::new()
+        };
+    // A member whose call ended less than `wrapuptime` ago is wrapping up.
+    let wrapping_up = |pk: u64| {
+        let since = env.now_ms.saturating_sub(u64::from(f.wrapuptime) * 1000);
+        f.wrapuptime > 0
+            && history.iter().any(|c| {
+                c.has_user(pk)
+                    && c.ended_at
+                        .as_deref()
+                        .and_then(crate::ids::parse_rfc3339_utc_ms)
+                        .is_some_and(|end| end > since)
+            })
+    };
     let mut members: Vec<&crate::directory::DirectoryUser> = Vec::new();
     for pk in &f.members {
         let Some(u) = users
@@ -240,18 +261,10 @@ async fn queue_call<K: Kv, D: DispatchQueues>(
             continue;
         };
         let busy = !f.ringinuse && live.iter().any(|c| c.has_user(u.pk));
-        if here(u.pk) && !busy && !members.iter().any(|m| m.pk == u.pk) {
+        if here(u.pk) && !busy && !wrapping_up(u.pk) && !members.iter().any(|m| m.pk == u.pk) {
             members.push(u);
         }
     }
-    let strategy = crate::dialects::voice360::Strategy::parse(&f.strategy)
-        .unwrap_or(crate::dialects::voice360::Strategy::RingAll);
-    let history = match strategy {
-        Strategy::LeastRecent | Strategy::FewestCalls => {
-            crate::api::calls::recent_calls(env, &tenant.id).await?
-        }
-        _ => Vec::new(),
-    };
     let turn = match strategy {
         Strategy::RoundRobinMemory if !members.is_empty() => {
             ops::queue_turn(env.directory, &tenant.id, q.pk).await?

@@ -462,7 +462,7 @@ fn a_call_to_a_queue_waits_while_the_members_here_ring_in_order_and_counts_its_p
             json!({"type": "queue", "step": "connected", "queue_pk": q, "wait_ms": 9_000}),
         ],
     );
-    let (_, plan) = queued(ring(&w, &sc, QUEUE_NUMBER, "+14155550179"));
+    let (third, plan) = queued(ring(&w, &sc, QUEUE_NUMBER, "+14155550179"));
     assert_eq!((member_pks(&plan), plan.position), (vec![john], 2));
     // Queue availability counts the queue's live calls; Ann is on a call.
     w.admin(
@@ -488,7 +488,30 @@ fn a_call_to_a_queue_waits_while_the_members_here_ring_in_order_and_counts_its_p
         (Some(3), Some(2), Some(1)),
         "{qa}"
     );
-    let _ = (second, key);
+    // Ann's call ends; with a 60 s wrap-up she is rung again only after it.
+    sc.events_from(
+        &w,
+        &first,
+        5,
+        &[
+            json!({"type": "ended", "status": "completed", "reason": "callee_hangup",
+            "timings": {"dispatched_ms": 0, "answered_ms": 1, "ended_ms": 2}}),
+        ],
+    );
+    w.admin(
+        "PUT",
+        &format!("/admin/tenants/{tid}/directory/queues/{q}"),
+        Some(
+            json!({"name": "Sales Queue", "extension": "8001", "strategy": "linear",
+                    "wrapuptime": 60, "members": [ann, john]}),
+        ),
+    );
+    let (_, plan) = queued(ring(&w, &sc, QUEUE_NUMBER, "+14155550180"));
+    assert_eq!(member_pks(&plan), [john], "Ann wraps up");
+    w.now.set(w.now.get() + 61_000);
+    let (_, plan) = queued(ring(&w, &sc, QUEUE_NUMBER, "+14155550181"));
+    assert_eq!(member_pks(&plan), [ann, john], "Ann is back");
+    let _ = (second, third, key);
 }
 
 #[test]
