@@ -318,7 +318,7 @@ fn voice360_step_body(
     let queue_id = queue["queue_pk"].as_u64()?.to_string();
     let queue_name = queue["name"].as_str().unwrap_or("");
     let wait_ms = queue["wait_ms"].as_u64().unwrap_or(0);
-    let wait = |()| v360::QueueWait {
+    let wait = || v360::QueueWait {
         caller_id_number: caller,
         queue_name,
         queue_id: &queue_id,
@@ -347,9 +347,9 @@ fn voice360_step_body(
                 caller_id_number: caller,
             }))
         }
-        (T::QueueNoAnswer, "no_answer") => body(v360::Event::QueueNoAnswer(wait(()))),
-        (T::QueueHangupTimeout, "timed_out") => body(v360::Event::QueueHangupTimeout(wait(()))),
-        (T::QueueHangupAbandoned, "abandoned") => body(v360::Event::QueueHangupAbandoned(wait(()))),
+        (T::QueueNoAnswer, "no_answer") => body(v360::Event::QueueNoAnswer(wait())),
+        (T::QueueHangupTimeout, "timed_out") => body(v360::Event::QueueHangupTimeout(wait())),
+        (T::QueueHangupAbandoned, "abandoned") => body(v360::Event::QueueHangupAbandoned(wait())),
         _ => None,
     }
 }
