@@ -181,6 +181,14 @@ fn bodies_to(jobs: &[crate::webhooks::delivery::DeliveryJob], hook: &Value) -> V
         .collect()
 }
 
+/// The raw bodies (as sent, byte for byte) delivered to `hook` among `jobs`.
+fn raw_bodies_to(jobs: &[crate::webhooks::delivery::DeliveryJob], hook: &Value) -> Vec<String> {
+    jobs.iter()
+        .filter(|j| j.endpoint_id == hook["id"].as_str().unwrap_or_default())
+        .map(|j| j.payload.clone())
+        .collect()
+}
+
 fn of_type(jobs: &[crate::webhooks::delivery::DeliveryJob], t: &str) -> Vec<Value> {
     jobs.iter()
         .filter(|j| j.event_type == t && j.format == crate::model::WebhookFormat::Native)
@@ -230,13 +238,19 @@ fn a_persons_legs_are_call_leg_events_and_their_answer_is_user_answer_then_call_
     );
     assert_eq!(legs[2]["data"]["id"], id.as_str());
     // John answered: USER_ANSWER, once, as the document's example.
-    let answered = bodies_to(&jobs, &answer_hook);
+    let answered = raw_bodies_to(&jobs, &answer_hook);
     assert_eq!(answered.len(), 1, "{jobs:?}");
-    assert_eq!(answered[0]["event_name"], "USER_ANSWER");
-    assert_eq!(answered[0]["account_id"], "61");
+    // Byte for byte as the document's example, but for its values.
+    let at = answered[0]
+        .split(r#""timestamp":"#)
+        .nth(1)
+        .and_then(|t| t.split(',').next())
+        .unwrap();
     assert_eq!(
-        serde_json::to_string(&answered[0]["metadata"]).unwrap(),
-        format!(r#"{{"caller_id_number":"{CALLER}","to_user_id":"{pk}","uniqueid":"{id}"}}"#)
+        answered[0],
+        format!(
+            r#"{{"event_name":"USER_ANSWER","account_id":"61","timestamp":{at},"metadata":{{"caller_id_number":"{CALLER}","to_user_id":"{pk}","uniqueid":"{id}"}}}}"#
+        )
     );
     // Not a queue call: no queue member events.
     assert!(bodies_to(&jobs, &member_hook).is_empty());
@@ -849,4 +863,135 @@ fn leastrecent_fewestcalls_and_random_order_the_members_from_the_history() {
     sorted.sort_unstable();
     assert_eq!(sorted, [1, 2, 3, 4, 5]);
     assert_ne!(a, b);
+}
+
+#[test]
+fn a_voice360_click_to_call_is_user_dial_then_user_hangup_and_call_ended_with_its_duration() {
+    let w = World::new();
+    let (tid, _key, pk, sc) = tenant_ringing_john(&w, "sc-c2c-hooks");
+    w.admin(
+        "PATCH",
+        &format!("/admin/tenants/{tid}"),
+        Some(json!({"voice360_account": "64"})),
+    );
+    let dev = w.admin(
+        "POST",
+        &format!("/admin/tenants/{tid}/voice360-keys"),
+        Some(json!({"kind": "developer"})),
+    )["key"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let dial = v360_hook(&w, &tid, "USER_DIAL");
+    let hangup = v360_hook(&w, &tid, "USER_HANGUP");
+    let ended = v360_hook(&w, &tid, "CALL_ENDED");
+    let r = w.send_req(&crate::http::ApiRequest {
+        method: "POST".into(),
+        scheme: "https".into(),
+        path: "/v3/voice/64/call/outbound".into(),
+        content_type: Some("application/json".into()),
+        body: json!({"from": "1002", "to": CALLEE})
+            .to_string()
+            .into_bytes(),
+        headers: vec![
+            ("cf-connecting-ip".into(), "198.51.100.9".into()),
+            ("x-api-key".into(), dev),
+        ],
+        ..Default::default()
+    });
+    assert_eq!(r.status, 200, "{}", r.body);
+    let id = r.body_json()["result"]["call_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let jobs = w.outbox.take();
+    let dialed = raw_bodies_to(&jobs, &dial);
+    assert_eq!(dialed.len(), 1, "{jobs:?}");
+    assert!(
+        dialed[0].ends_with(&format!(
+            r#""metadata":{{"dialed_number":"{CALLEE}","from_user_id":"{pk}","uniqueid":"{id}"}}}}"#
+        )),
+        "{}",
+        dialed[0]
+    );
+    // The sidecar rings John, he answers, the callee is dialled and answers,
+    // 45 s later the call ends.
+    let lease = sc.send(
+        &w,
+        paths::LEASE,
+        json!({"region": "local", "free_slots": 1, "held_calls": [], "wait_ms": 0}),
+    );
+    let offer = &lease["offers"][0];
+    assert_eq!(offer["connect"]["kind"], "click_to_call");
+    sc.send(
+        &w,
+        paths::ACK,
+        json!({"lease_id": offer["lease_id"], "call_id": id, "accepted": true}),
+    );
+    let events_now = |first_seq: usize, kinds: &[Value]| {
+        let events: Vec<Value> = kinds
+            .iter()
+            .enumerate()
+            .map(|(i, k)| json!({"call_id": id, "attempt": 1, "seq": first_seq + i, "at_ms": w.now.get(), "kind": k}))
+            .collect();
+        sc.send(&w, paths::EVENTS, json!({"events": events}));
+    };
+    events_now(
+        1,
+        &[
+            json!({"type": "leg", "step": "dialing", "user_pk": pk}),
+            json!({"type": "leg", "step": "answered", "user_pk": pk}),
+            json!({"type": "leg", "step": "dialing", "destination": CALLEE}),
+            json!({"type": "answered"}),
+        ],
+    );
+    // 45 s on, the sidecar polling meanwhile (it holds the call).
+    for step in [20_000, 25_000] {
+        w.now.set(w.now.get() + step);
+        sc.send(
+            &w,
+            paths::LEASE,
+            json!({"region": "local", "free_slots": 0, "held_calls": [id], "wait_ms": 0}),
+        );
+    }
+    events_now(
+        5,
+        &[
+            json!({"type": "ended", "status": "completed", "reason": "callee_hangup",
+            "timings": {"dispatched_ms": 0, "answered_ms": 1, "ended_ms": 2}}),
+        ],
+    );
+    let jobs = w.outbox.take();
+    let legs = of_type(&jobs, "call.leg");
+    assert_eq!(legs.len(), 3);
+    assert_eq!(legs[2]["data"]["leg"]["destination"], CALLEE);
+    let hung = raw_bodies_to(&jobs, &hangup);
+    assert_eq!(hung.len(), 1, "{jobs:?}");
+    assert!(
+        hung[0].ends_with(&format!(
+            r#""metadata":{{"dialed_number":"{CALLEE}","from_user_id":"{pk}","uniqueid":"{id}","duration":45}}}}"#
+        )),
+        "{}",
+        hung[0]
+    );
+    let end = bodies_to(&jobs, &ended);
+    assert_eq!(end.len(), 1);
+    assert_eq!(
+        (
+            end[0]["metadata"]["call_direction"].as_str(),
+            end[0]["metadata"]["caller_id_number"].as_str(),
+            end[0]["metadata"]["to_user_id"].as_str(),
+            end[0]["metadata"]["duration"].as_u64()
+        ),
+        (
+            Some("outbound"),
+            Some(NUMBER),
+            Some(pk.to_string().as_str()),
+            Some(45)
+        )
+    );
+    // An outbound call's person leg is no USER_ANSWER (that is inbound's).
+    assert!(of_type(&jobs, "call.leg")
+        .iter()
+        .all(|l| l["data"]["direction"] == "outbound"));
 }
