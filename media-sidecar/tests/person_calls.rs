@@ -781,3 +781,70 @@ async fn click_to_call_without_a_registered_phone_ends_no_answer_480() {
     assert!(rig.legs("c_click2").is_empty());
     rig.stop().await;
 }
+
+/// The person hangs up first (their phone's file ends after 4 s): the
+/// caller gets our BYE and the call ends `completed` / `agent_hangup`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_person_hanging_up_ends_the_call_agent_hangup() {
+    let rig = Rig::start("person-hangs-up", (50_700, 50_799)).await;
+    let _answers = rig.phone("answers", true, 4);
+    rig.bound(1).await;
+    rig.edge.decide_inbound(InboundDecision::RingUser {
+        offer: Box::new(inbound_offer("c_person5", false)),
+        ring: ring(10, None, false),
+    });
+    let caller = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let inf = inf(
+        &rig.dir,
+        "caller.csv",
+        &[format!("{};", caller.local_addr().unwrap().port())],
+    );
+    let target = format!("127.0.0.1:{}", rig.sip_port);
+    let sipp = Sipp::start(
+        "uac_person_call_bye",
+        rig.in_port,
+        &[target.as_str(), "-inf", inf.to_str().unwrap()],
+    )
+    .await;
+    let heard = tone_leg(caller, CALLER_HZ, PERSON_HZ, Duration::from_secs(6)).await;
+    sipp.success().await;
+    assert_eq!(
+        rig.ended("c_person5").await,
+        (CallStatus::Completed, EndedReason::AgentHangup, None)
+    );
+    assert!(heard >= 25, "the caller heard {heard} frames of the phone");
+    let legs = rig.legs("c_person5");
+    let last = steps(&legs, LegStep::Ended);
+    assert_eq!(last.len(), 1, "{legs:?}");
+    assert!(last[0].talk_ms >= 2_000, "{legs:?}");
+    rig.stop().await;
+}
+
+/// The caller hangs up (CANCEL) while the person's phone rings: the phone
+/// is cancelled, the caller gets 487 and the call ends `cancelled`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_caller_cancelling_while_phones_ring_cancels_them() {
+    let rig = Rig::start("person-cancel", (50_800, 50_899)).await;
+    let _rings = rig.phone("rings", false, 20);
+    rig.bound(1).await;
+    rig.edge.decide_inbound(InboundDecision::RingUser {
+        offer: Box::new(inbound_offer("c_person6", false)),
+        ring: ring(20, None, true),
+    });
+    let target = format!("127.0.0.1:{}", rig.sip_port);
+    let sipp = Sipp::start("uac_person_cancel", rig.in_port, &[target.as_str()]).await;
+    sipp.success().await;
+    assert_eq!(
+        rig.ended("c_person6").await,
+        (CallStatus::Cancelled, EndedReason::CalleeHangup, Some(487))
+    );
+    let legs = rig.legs("c_person6");
+    let got: Vec<LegStep> = legs.iter().map(|l| l.step).collect();
+    assert_eq!(
+        got,
+        [LegStep::Dialing, LegStep::Ringing, LegStep::Ended],
+        "{legs:?}"
+    );
+    assert!(!rig.edge.kinds_of("c_person6").contains(&"answered"));
+    rig.stop().await;
+}
