@@ -848,3 +848,29 @@ async fn the_caller_cancelling_while_phones_ring_cancels_them() {
     assert!(!rig.edge.kinds_of("c_person6").contains(&"answered"));
     rig.stop().await;
 }
+
+/// No phone here, the forward number is busy and there is no voicemail:
+/// the caller gets the forward's 486 and the call ends `busy`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_forward_without_voicemail_refuses_the_caller_486_busy() {
+    let rig = Rig::start("person-forward-busy", (50_900, 50_999)).await;
+    let uas = Sipp::start("uas_busy", rig.out_port, &[]).await;
+    rig.edge.decide_inbound(InboundDecision::RingUser {
+        offer: Box::new(inbound_offer("c_person7", false)),
+        ring: ring(10, Some("+15550002222"), false),
+    });
+    let target = format!("127.0.0.1:{}", rig.sip_port);
+    let sipp = Sipp::start("uac_person_busy", rig.in_port, &[target.as_str()]).await;
+    let end = rig.ended("c_person7").await;
+    sipp.success().await;
+    uas.success().await;
+    assert_eq!(end, (CallStatus::Busy, EndedReason::Busy, Some(486)));
+    let legs = rig.legs("c_person7");
+    let ended = steps(&legs, LegStep::Ended);
+    assert_eq!(ended.len(), 1, "{legs:?}");
+    assert_eq!(
+        (ended[0].destination.as_deref(), ended[0].sip_code),
+        (Some("+15550002222"), Some(486))
+    );
+    rig.stop().await;
+}
