@@ -874,3 +874,63 @@ async fn a_busy_forward_without_voicemail_refuses_the_caller_486_busy() {
     );
     rig.stop().await;
 }
+
+/// The edge hangs up a bridged person's call (`POST /v1/calls/{id}/hangup`):
+/// both legs get our BYE and the call ends `completed` / `hangup_requested`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_edges_hangup_ends_both_legs_of_a_bridged_call() {
+    let rig = Rig::start("person-hangup-cmd", (51_000, 51_099)).await;
+    let forward = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let uas_inf = inf(
+        &rig.dir,
+        "forward.csv",
+        &[format!(
+            "{};0;PCMU;wait;",
+            forward.local_addr().unwrap().port()
+        )],
+    );
+    let uas = Sipp::start(
+        "uas_bridge",
+        rig.out_port,
+        &["-inf", uas_inf.to_str().unwrap()],
+    )
+    .await;
+    rig.edge.decide_inbound(InboundDecision::RingUser {
+        offer: Box::new(inbound_offer("c_person8", false)),
+        ring: ring(10, Some("+15550002222"), false),
+    });
+    let caller = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let inf = inf(
+        &rig.dir,
+        "caller.csv",
+        &[format!("{};", caller.local_addr().unwrap().port())],
+    );
+    let target = format!("127.0.0.1:{}", rig.sip_port);
+    let sipp = Sipp::start(
+        "uac_person_call_bye",
+        rig.in_port,
+        &[target.as_str(), "-inf", inf.to_str().unwrap()],
+    )
+    .await;
+    rig.edge
+        .wait_for("the answer", Duration::from_secs(15), |s| {
+            s.events
+                .iter()
+                .any(|e| e.call_id == "c_person8" && matches!(e.kind, EventKind::Answered))
+                .then_some(())
+        })
+        .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    rig.edge
+        .command(voxline_shared::sidecar_link::Command::Hangup {
+            call_id: "c_person8".into(),
+        });
+    sipp.success().await;
+    uas.success().await;
+    drop((forward, caller));
+    assert_eq!(
+        rig.ended("c_person8").await,
+        (CallStatus::Completed, EndedReason::HangupRequested, None)
+    );
+    rig.stop().await;
+}
