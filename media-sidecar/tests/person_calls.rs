@@ -934,3 +934,50 @@ async fn the_edges_hangup_ends_both_legs_of_a_bridged_call() {
     );
     rig.stop().await;
 }
+
+/// Click-to-call whose destination is busy: the person's answered phone is
+/// hung up and the call ends with the destination's outcome (`busy`, 486).
+/// The person's phone was shown the destination as the caller.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn click_to_call_to_a_busy_destination_hangs_up_the_person_and_ends_busy() {
+    let rig = Rig::start("person-click-busy", (51_100, 51_199)).await;
+    let _answers = rig.phone("answers", true, 20);
+    rig.bound(1).await;
+    let uas = Sipp::start("uas_busy", rig.out_port, &[]).await;
+    let mut offer = support::offer("c_click3", 60);
+    offer.tenant_id = TENANT.into();
+    offer.phone = "+15550003333".into();
+    offer.agent_id = String::new();
+    offer.connect = Some(Connect::ClickToCall {
+        user: ring(10, None, false),
+    });
+    rig.edge.offer(offer);
+    assert_eq!(
+        rig.ended("c_click3").await,
+        (CallStatus::Busy, EndedReason::Busy, Some(486))
+    );
+    uas.success().await;
+    let legs = rig.legs("c_click3");
+    let person: Vec<LegStep> = legs
+        .iter()
+        .filter(|l| l.user_pk == Some(USER_PK))
+        .map(|l| l.step)
+        .collect();
+    assert_eq!(
+        person,
+        [
+            LegStep::Dialing,
+            LegStep::Ringing,
+            LegStep::Answered,
+            LegStep::Ended
+        ],
+        "{legs:?}"
+    );
+    assert!(!rig.edge.kinds_of("c_click3").contains(&"answered"));
+    let log = std::fs::read_to_string(rig.dir.join("baresip-answers.log")).unwrap_or_default();
+    assert!(
+        log.contains("+15550003333"),
+        "the phone was not shown the destination:\n{log}"
+    );
+    rig.stop().await;
+}
