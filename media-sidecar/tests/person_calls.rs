@@ -981,3 +981,78 @@ async fn click_to_call_to_a_busy_destination_hangs_up_the_person_and_ends_busy()
     );
     rig.stop().await;
 }
+
+/// The person's phone rings unanswered, then the call is forwarded: the
+/// phone is cancelled, the forward (sipp) answers and, hanging up after
+/// 4 s, ends the call `completed` / `agent_hangup` (the person's side hung
+/// up); the caller gets our BYE.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unanswered_phone_is_cancelled_and_the_call_forwarded() {
+    let rig = Rig::start("person-ring-then-forward", (51_200, 51_299)).await;
+    let _rings = rig.phone("rings", false, 20);
+    rig.bound(1).await;
+    let forward = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let uas_inf = inf(
+        &rig.dir,
+        "forward.csv",
+        &[format!(
+            "{};0;PCMU;bye;",
+            forward.local_addr().unwrap().port()
+        )],
+    );
+    let uas = Sipp::start(
+        "uas_bridge",
+        rig.out_port,
+        &["-inf", uas_inf.to_str().unwrap()],
+    )
+    .await;
+    rig.edge.decide_inbound(InboundDecision::RingUser {
+        offer: Box::new(inbound_offer("c_person9", false)),
+        ring: ring(2, Some("+15550002222"), true),
+    });
+    let caller = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let inf = inf(
+        &rig.dir,
+        "caller.csv",
+        &[format!("{};", caller.local_addr().unwrap().port())],
+    );
+    let target = format!("127.0.0.1:{}", rig.sip_port);
+    let sipp = Sipp::start(
+        "uac_person_call_bye",
+        rig.in_port,
+        &[target.as_str(), "-inf", inf.to_str().unwrap()],
+    )
+    .await;
+    let run = Duration::from_secs(7);
+    let (caller_heard, _) = tokio::join!(
+        tone_leg(caller, CALLER_HZ, PERSON_HZ, run),
+        tone_leg(forward, PERSON_HZ, CALLER_HZ, run),
+    );
+    sipp.success().await;
+    uas.success().await;
+    assert_eq!(
+        rig.ended("c_person9").await,
+        (CallStatus::Completed, EndedReason::AgentHangup, None)
+    );
+    assert!(caller_heard >= 50, "the caller heard {caller_heard}");
+    let legs = rig.legs("c_person9");
+    let phone: Vec<LegStep> = legs
+        .iter()
+        .filter(|l| l.user_pk == Some(USER_PK))
+        .map(|l| l.step)
+        .collect();
+    assert_eq!(
+        phone,
+        [LegStep::Dialing, LegStep::Ringing, LegStep::Ended],
+        "{legs:?}"
+    );
+    let fwd: Vec<(LegStep, u64)> = legs
+        .iter()
+        .filter(|l| l.destination.is_some())
+        .map(|l| (l.step, l.talk_ms))
+        .collect();
+    assert_eq!(fwd.len(), 4, "{legs:?}");
+    assert_eq!(fwd[2].0, LegStep::Answered);
+    assert!(fwd[3].0 == LegStep::Ended && fwd[3].1 >= 3_000, "{legs:?}");
+    rig.stop().await;
+}
