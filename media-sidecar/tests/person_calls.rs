@@ -676,9 +676,9 @@ async fn voicemail_answers_beeps_and_records_the_callers_message() {
 }
 
 /// Click-to-call: the person's phone rings first (auto-answers), then the
-/// destination is dialled through the trunk (sipp answers, talks 4 s and
-/// hangs up); the legs are bridged and recorded (destination right,
-/// person left).
+/// destination is dialled through the trunk (sipp rings 3 s, the person
+/// hearing ringback, answers, talks 4 s and hangs up); the legs are
+/// bridged and recorded (destination right, person left).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn click_to_call_rings_the_person_then_dials_and_bridges_the_destination() {
     let rig = Rig::start("person-click", (50_500, 50_599)).await;
@@ -690,8 +690,9 @@ async fn click_to_call_rings_the_person_then_dials_and_bridges_the_destination()
         "dest.csv",
         &[format!("{};0;PCMU;bye;", dest.local_addr().unwrap().port())],
     );
+    // The destination rings 3 s: the person hears ringback meanwhile.
     let uas = Sipp::start(
-        "uas_bridge",
+        "uas_bridge_ring3s",
         rig.out_port,
         &["-inf", uas_inf.to_str().unwrap(), "-trace_msg"],
     )
@@ -706,7 +707,7 @@ async fn click_to_call_rings_the_person_then_dials_and_bridges_the_destination()
         user: ring(10, None, false),
     });
     rig.edge.offer(offer);
-    let dest_heard = tone_leg(dest, CALLER_HZ, PERSON_HZ, Duration::from_secs(8)).await;
+    let dest_heard = tone_leg(dest, CALLER_HZ, PERSON_HZ, Duration::from_secs(12)).await;
     let uas_dir = uas.success().await;
     assert_eq!(
         rig.ended("c_click1").await,
@@ -748,6 +749,24 @@ async fn click_to_call_rings_the_person_then_dials_and_bridges_the_destination()
     assert!(
         sent.contains("INVITE sip:+15550003333@") && sent.contains("From: <sip:+15550004444@"),
         "the destination or caller ID is wrong:\n{sent}"
+    );
+    // Ringback (440 + 480 Hz) reached the person's phone while it rang.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let phone = phone_heard(&rig.dir, "answers");
+    let ringback = phone
+        .chunks_exact(160)
+        .filter(|f| {
+            voxline_testkit::amp_at(f, 8_000, 440.0) > 1_000.0
+                && voxline_testkit::amp_at(f, 8_000, 480.0) > 1_000.0
+        })
+        .count();
+    assert!(
+        ringback >= 50,
+        "the person heard {ringback} frames of ringback"
+    );
+    assert!(
+        frames_with_tone(&phone, CALLER_HZ) >= 50,
+        "the person did not hear the destination"
     );
     let (left, right) = recording_channels(&rig.recordings, "c_click1").await;
     assert!(
