@@ -639,7 +639,7 @@ impl<C: Transport> Driver<C> {
                         // edge's call ends `no_answer`, never left ringing.
                         tracing::warn!(
                             call_id = %offer.call_id,
-                            "inbound call for a queue: not supported by this sidecar yet; 480"
+                            "inbound call for a queue (or a person, without telephony): not supported by this sidecar yet; 480"
                         );
                         self.requests.spawn(incoming.refuse(480));
                         let e = crate::call_task::Emitter::new(&offer.call_id, self.tx.clone());
