@@ -172,8 +172,22 @@ async fn run_dialog(
             .await;
         return;
     };
-    e.emit_at(end.event(), end.timings.ended_ms).await;
-    if let Some(wav) = recording_path(&offer, &tel).filter(|p| p.is_file()) {
+    report_end(&offer, &tel, &tx, &e, end.event(), end.timings.ended_ms).await;
+}
+
+/// Reports a call's `ended` (`kind`, at `at_ms`), then hands its recording
+/// (if any) to the uploader and says the call is done: every call task's
+/// last steps.
+pub(crate) async fn report_end(
+    offer: &Offer,
+    tel: &Telephony,
+    tx: &mpsc::Sender<Msg>,
+    e: &Emitter,
+    kind: voxline_shared::sidecar_link::EventKind,
+    at_ms: u64,
+) {
+    e.emit_at(kind, at_ms).await;
+    if let Some(wav) = recording_path(offer, tel).filter(|p| p.is_file()) {
         // After `ended`: the call's outcome never waits for the upload.
         let (tenant, call, attempt) = (
             offer.tenant_id.clone(),
@@ -199,7 +213,7 @@ async fn run_dialog(
     }
     let _ = tx
         .send(Msg::CallDone {
-            call_id: offer.call_id,
+            call_id: offer.call_id.clone(),
         })
         .await;
 }
@@ -347,23 +361,7 @@ impl CallIo<'_> {
         ),
         EndedReason,
     > {
-        let (offer, tel) = (self.offer, self.tel);
-        let bound = MediaSession::bind(&tel.ports).map_err(|err| {
-            tracing::warn!(call_id = %offer.call_id, error = %err, "no RTP ports: call not placed");
-            EndedReason::MediaLost
-        })?;
-        // Behind NAT the SDP names the public address (same port: the NAT
-        // maps the RTP range 1:1); RTP is symmetric, so media comes back.
-        let rtp = bound.local_rtp();
-        let advertised_rtp = match tel.cfg.public_ip {
-            Some(ip) => std::net::SocketAddr::new(ip, rtp.port()),
-            None => rtp,
-        };
-        // The dial plan in force now (SIGHUP swaps it); this call keeps it.
-        let plan = tel.dial_plan();
-        let mut sdp = OfferConfig::new(advertised_rtp);
-        sdp.codecs = plan.cfg.codecs.clone();
-        Ok((bound, sdp, plan))
+        bind_media(self.offer, self.tel)
     }
 
     /// Answers a ringing inbound call (200 with our SDP answer; our BYE
@@ -641,11 +639,43 @@ impl CallIo<'_> {
     }
 }
 
+/// Binds a leg's RTP ports: they, our SDP settings (the codecs of the
+/// dial plan in force now, the public address behind NAT) and that plan;
+/// `media_lost` when no port is free.
+pub(crate) fn bind_media(
+    offer: &Offer,
+    tel: &Telephony,
+) -> Result<
+    (
+        media::driver::BoundMedia,
+        OfferConfig,
+        Arc<crate::telephony::DialPlan>,
+    ),
+    EndedReason,
+> {
+    let bound = MediaSession::bind(&tel.ports).map_err(|err| {
+        tracing::warn!(call_id = %offer.call_id, error = %err, "no RTP ports: call not placed");
+        EndedReason::MediaLost
+    })?;
+    // Behind NAT the SDP names the public address (same port: the NAT
+    // maps the RTP range 1:1); RTP is symmetric, so media comes back.
+    let rtp = bound.local_rtp();
+    let advertised_rtp = match tel.cfg.public_ip {
+        Some(ip) => std::net::SocketAddr::new(ip, rtp.port()),
+        None => rtp,
+    };
+    // The dial plan in force now (SIGHUP swaps it); this call keeps it.
+    let plan = tel.dial_plan();
+    let mut sdp = OfferConfig::new(advertised_rtp);
+    sdp.codecs = plan.cfg.codecs.clone();
+    Ok((bound, sdp, plan))
+}
+
 /// `leave_message`'s text in the offer's voice (flite, the local engine's
 /// TTS, off the async threads); `None` without the local engine or when
 /// flite fails (the bridge lets the agent speak then).
 #[cfg(feature = "local-engine")]
-async fn synthesize_message(offer: &Offer, text: String) -> Option<Vec<i16>> {
+pub(crate) async fn synthesize_message(offer: &Offer, text: String) -> Option<Vec<i16>> {
     use crate::engine::local::tts::{synthesize, Voice};
     let voice = offer
         .voice
@@ -663,14 +693,14 @@ async fn synthesize_message(offer: &Offer, text: String) -> Option<Vec<i16>> {
 }
 
 #[cfg(not(feature = "local-engine"))]
-async fn synthesize_message(_offer: &Offer, _text: String) -> Option<Vec<i16>> {
+pub(crate) async fn synthesize_message(_offer: &Offer, _text: String) -> Option<Vec<i16>> {
     None
 }
 
 /// What the SIP endpoint is asked to dial for `offer`: its number from the
 /// trunks' caller ID, its caller name (if any) as the From display-name over
 /// any other, the configured timers and the call's duration cap.
-fn call_spec(
+pub(crate) fn call_spec(
     offer: &Offer,
     trunks: Vec<crate::sip::endpoint::Trunk>,
     from_number: &str,
@@ -792,7 +822,7 @@ async fn make_engine(
 }
 
 /// Where this attempt's recording goes, when the offer asks for one.
-fn recording_path(offer: &Offer, tel: &Telephony) -> Option<std::path::PathBuf> {
+pub(crate) fn recording_path(offer: &Offer, tel: &Telephony) -> Option<std::path::PathBuf> {
     match (&tel.cfg.recordings_dir, offer.record) {
         (Some(dir), true) => Some(crate::recordings::wav_path(
             dir,
@@ -805,7 +835,7 @@ fn recording_path(offer: &Offer, tel: &Telephony) -> Option<std::path::PathBuf> 
 
 /// A leg's media without recording (the transfer's second leg: the
 /// callee's leg records both sides).
-fn start_media_unrecorded(
+pub(crate) fn start_media_unrecorded(
     bound: Option<media::driver::BoundMedia>,
     neg: &Negotiated,
 ) -> Result<MediaHandle, String> {
@@ -820,7 +850,7 @@ fn start_media_unrecorded(
     bound.start(cfg).map_err(|e| e.to_string())
 }
 
-fn start_media(
+pub(crate) fn start_media(
     offer: &Offer,
     tel: &Telephony,
     bound: Option<media::driver::BoundMedia>,
