@@ -15,6 +15,7 @@
 
 pub mod bridge;
 pub mod customer_tools;
+pub mod hold_audio;
 pub mod queue;
 pub mod ring_user;
 pub mod sip;

@@ -115,12 +115,18 @@ impl Leg {
 enum Phase {
     /// Waiting in the queue: a round rings until `until`, or the pause
     /// between rounds lasts until `until`.
-    Ringing { until: Instant },
-    Pausing { until: Instant },
+    Ringing {
+        until: Instant,
+    },
+    Pausing {
+        until: Instant,
+    },
     /// Bridged to a member's leg.
     Bridged,
     /// Recording a voicemail message until then.
-    Voicemail { until: Instant },
+    Voicemail {
+        until: Instant,
+    },
     /// The agent took over, or the call is finished.
     Done,
 }
@@ -205,14 +211,12 @@ impl QueueCall {
     /// When [`QueueCall::handle_timeout`] is due next, if ever.
     pub fn poll_timeout(&self) -> Option<Instant> {
         match self.phase {
-            Phase::Ringing { until } | Phase::Pausing { until } => [
-                Some(until),
-                Some(self.deadline),
-                self.next_announce,
-            ]
-            .into_iter()
-            .flatten()
-            .min(),
+            Phase::Ringing { until } | Phase::Pausing { until } => {
+                [Some(until), Some(self.deadline), self.next_announce]
+                    .into_iter()
+                    .flatten()
+                    .min()
+            }
             Phase::Voicemail { until } => Some(until),
             Phase::Bridged | Phase::Done => None,
         }
@@ -453,7 +457,8 @@ impl QueueCall {
             };
             self.pending_rings = self.members.len();
             for (member, &user_pk) in self.members.iter().enumerate() {
-                self.actions.push_back(QueueAction::Ring { member, user_pk });
+                self.actions
+                    .push_back(QueueAction::Ring { member, user_pk });
             }
             if self.members.is_empty() {
                 self.round_over(now);

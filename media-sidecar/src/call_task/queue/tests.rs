@@ -137,7 +137,10 @@ fn the_caller_hanging_up_while_bridged_hangs_up_the_member() {
     let mut q = QueueCall::enter(&plan(true, QueueOverflow::Hangup), t0);
     drain(&mut q);
     let a = q.ring_started(t0, 0, 1);
-    assert!(q.ring_started(t0, 1, 0).is_empty(), "member 2 has no phone here");
+    assert!(
+        q.ring_started(t0, 1, 0).is_empty(),
+        "member 2 has no phone here"
+    );
     q.leg_answered(t0 + S, a[0]);
     drain(&mut q);
     q.caller_ended(
@@ -222,10 +225,7 @@ fn a_busy_phone_makes_its_member_busy_for_the_round_and_the_next_rings_at_once()
     );
     // Member 2 is on a call here (the driver dialled nothing): round over.
     assert!(q.ring_started(t0 + S, 1, 0).is_empty());
-    assert_eq!(
-        drain(&mut q),
-        vec![queue(QueueStep::NoAnswer, None, 1_000)]
-    );
+    assert_eq!(drain(&mut q), vec![queue(QueueStep::NoAnswer, None, 1_000)]);
 }
 
 #[test]
