@@ -17,6 +17,7 @@ pub mod bridge;
 pub mod customer_tools;
 pub mod hold_audio;
 pub mod queue;
+pub mod queue_call;
 pub mod ring_user;
 pub mod sip;
 pub mod tools;

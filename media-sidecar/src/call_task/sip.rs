@@ -110,7 +110,7 @@ pub async fn run_sip_call(
     tx: mpsc::Sender<Msg>,
     hangup: oneshot::Receiver<HangupCause>,
 ) {
-    run_dialog(offer, tel, tx, hangup, None).await
+    run_dialog(offer, tel, tx, Some(hangup), Start::Place).await
 }
 
 /// Runs a call a trunk placed to us (issue 16) as an outbound one runs,
@@ -123,22 +123,80 @@ pub async fn run_inbound_call(
     hangup: oneshot::Receiver<HangupCause>,
     incoming: IncomingCall,
 ) {
-    run_dialog(offer, tel, tx, hangup, Some(incoming)).await
+    run_dialog(offer, tel, tx, Some(hangup), Start::Answer(incoming)).await
+}
+
+/// A call answered and with its media running, handed to the bridge (a
+/// queue caller the offer's agent takes over, issue 16).
+pub(crate) struct AnsweredCall {
+    pub call: CallHandle,
+    pub media: MediaHandle,
+    /// What the answer settled.
+    pub neg: Negotiated,
+    /// The events reported so far (`answered` included).
+    pub timings: voxline_shared::sidecar_link::Timings,
+}
+
+/// Runs an answered call's agent from now on (its engine starts at once),
+/// to the end: as [`run_inbound_call`] after the answer. `hangup`: the
+/// edge's command, unless it came already.
+pub(crate) async fn run_answered_call(
+    offer: Offer,
+    tel: Arc<Telephony>,
+    tx: mpsc::Sender<Msg>,
+    hangup: Option<oneshot::Receiver<HangupCause>>,
+    answered: AnsweredCall,
+) {
+    run_dialog(offer, tel, tx, hangup, Start::Answered(Box::new(answered))).await
+}
+
+/// How a dialog starts.
+enum Start {
+    /// Place the offer's call.
+    Place,
+    /// Answer a ringing inbound call.
+    Answer(IncomingCall),
+    /// Already answered, media running.
+    Answered(Box<AnsweredCall>),
 }
 
 async fn run_dialog(
     offer: Offer,
     tel: Arc<Telephony>,
     tx: mpsc::Sender<Msg>,
-    hangup: oneshot::Receiver<HangupCause>,
-    incoming: Option<IncomingCall>,
+    hangup: Option<oneshot::Receiver<HangupCause>>,
+    start: Start,
 ) {
     let e = Emitter::new(&offer.call_id, tx.clone());
     let mut bridge_cfg = BridgeConfig::for_offer(&offer);
     // The dial plan in force (SIGHUP may change it).
     bridge_cfg.amd_detector.max_decision =
         Duration::from_millis(u64::from(tel.dial_plan().cfg.amd_decision_ms));
-    let bridge = Bridge::new(&offer.call_id, bridge_cfg, now(), now_ms());
+    let (incoming, call, media, bridge) = match start {
+        Start::Place => (
+            None,
+            None,
+            None,
+            Bridge::new(&offer.call_id, bridge_cfg, now(), now_ms()),
+        ),
+        Start::Answer(incoming) => (
+            Some(incoming),
+            None,
+            None,
+            Bridge::new(&offer.call_id, bridge_cfg, now(), now_ms()),
+        ),
+        Start::Answered(a) => {
+            let bridge = Bridge::taking_over(
+                &offer.call_id,
+                bridge_cfg,
+                now(),
+                now_ms(),
+                a.timings,
+                &a.neg,
+            );
+            (None, Some(a.call), Some(a.media), bridge)
+        }
+    };
     // Tool answers come back here; tasks outliving the call send into nothing.
     let (tool_tx, tool_rx) = mpsc::channel(super::customer_tools::MAX_TOOL_CALLS_PER_CALL);
     let mut io = CallIo {
@@ -148,12 +206,12 @@ async fn run_dialog(
         link: tx.clone(),
         tool_tx,
         tool_rx,
-        call: None,
+        call,
         bound: None,
-        media: None,
+        media,
         engine: None,
         engine_start: None,
-        hangup: Some(hangup),
+        hangup,
         latency: Default::default(),
         incoming,
         transferee: None,
@@ -173,7 +231,18 @@ async fn run_dialog(
         return;
     };
     e.emit_at(end.event(), end.timings.ended_ms).await;
-    if let Some(wav) = recording_path(&offer, &tel).filter(|p| p.is_file()) {
+    upload_recording(&offer, &tel, &tx).await;
+    let _ = tx
+        .send(Msg::CallDone {
+            call_id: offer.call_id,
+        })
+        .await;
+}
+
+/// After `ended`: the attempt's recording, if any, goes to the upload
+/// queue (the call's outcome never waits for it).
+pub(super) async fn upload_recording(offer: &Offer, tel: &Telephony, tx: &mpsc::Sender<Msg>) {
+    if let Some(wav) = recording_path(offer, tel).filter(|p| p.is_file()) {
         // After `ended`: the call's outcome never waits for the upload.
         let (tenant, call, attempt) = (
             offer.tenant_id.clone(),
@@ -197,11 +266,6 @@ async fn run_dialog(
             }
         }
     }
-    let _ = tx
-        .send(Msg::CallDone {
-            call_id: offer.call_id,
-        })
-        .await;
 }
 
 /// One call's IO: what the bridge's actions act on.
@@ -243,6 +307,8 @@ impl CallIo<'_> {
         }
         let placed = match self.incoming.take() {
             Some(incoming) => self.answer(incoming).await,
+            // Handed over answered: nothing to place.
+            None if self.call.is_some() => Ok(()),
             None => self.place().await,
         };
         if let Err(reason) = placed {
@@ -347,23 +413,7 @@ impl CallIo<'_> {
         ),
         EndedReason,
     > {
-        let (offer, tel) = (self.offer, self.tel);
-        let bound = MediaSession::bind(&tel.ports).map_err(|err| {
-            tracing::warn!(call_id = %offer.call_id, error = %err, "no RTP ports: call not placed");
-            EndedReason::MediaLost
-        })?;
-        // Behind NAT the SDP names the public address (same port: the NAT
-        // maps the RTP range 1:1); RTP is symmetric, so media comes back.
-        let rtp = bound.local_rtp();
-        let advertised_rtp = match tel.cfg.public_ip {
-            Some(ip) => std::net::SocketAddr::new(ip, rtp.port()),
-            None => rtp,
-        };
-        // The dial plan in force now (SIGHUP swaps it); this call keeps it.
-        let plan = tel.dial_plan();
-        let mut sdp = OfferConfig::new(advertised_rtp);
-        sdp.codecs = plan.cfg.codecs.clone();
-        Ok((bound, sdp, plan))
+        bind_media(self.offer, self.tel)
     }
 
     /// Answers a ringing inbound call (200 with our SDP answer; our BYE
@@ -641,11 +691,42 @@ impl CallIo<'_> {
     }
 }
 
+/// Binds a leg's RTP ports: they, our SDP settings (the codecs of the
+/// dial plan in force now) and that plan.
+pub(super) fn bind_media(
+    offer: &Offer,
+    tel: &Telephony,
+) -> Result<
+    (
+        media::driver::BoundMedia,
+        OfferConfig,
+        Arc<crate::telephony::DialPlan>,
+    ),
+    EndedReason,
+> {
+    let bound = MediaSession::bind(&tel.ports).map_err(|err| {
+        tracing::warn!(call_id = %offer.call_id, error = %err, "no RTP ports: call not placed");
+        EndedReason::MediaLost
+    })?;
+    // Behind NAT the SDP names the public address (same port: the NAT
+    // maps the RTP range 1:1); RTP is symmetric, so media comes back.
+    let rtp = bound.local_rtp();
+    let advertised_rtp = match tel.cfg.public_ip {
+        Some(ip) => std::net::SocketAddr::new(ip, rtp.port()),
+        None => rtp,
+    };
+    // The dial plan in force now (SIGHUP swaps it); this call keeps it.
+    let plan = tel.dial_plan();
+    let mut sdp = OfferConfig::new(advertised_rtp);
+    sdp.codecs = plan.cfg.codecs.clone();
+    Ok((bound, sdp, plan))
+}
+
 /// `leave_message`'s text in the offer's voice (flite, the local engine's
 /// TTS, off the async threads); `None` without the local engine or when
 /// flite fails (the bridge lets the agent speak then).
 #[cfg(feature = "local-engine")]
-async fn synthesize_message(offer: &Offer, text: String) -> Option<Vec<i16>> {
+pub(super) async fn synthesize_message(offer: &Offer, text: String) -> Option<Vec<i16>> {
     use crate::engine::local::tts::{synthesize, Voice};
     let voice = offer
         .voice
@@ -663,14 +744,14 @@ async fn synthesize_message(offer: &Offer, text: String) -> Option<Vec<i16>> {
 }
 
 #[cfg(not(feature = "local-engine"))]
-async fn synthesize_message(_offer: &Offer, _text: String) -> Option<Vec<i16>> {
+pub(super) async fn synthesize_message(_offer: &Offer, _text: String) -> Option<Vec<i16>> {
     None
 }
 
 /// What the SIP endpoint is asked to dial for `offer`: its number from the
 /// trunks' caller ID, its caller name (if any) as the From display-name over
 /// any other, the configured timers and the call's duration cap.
-fn call_spec(
+pub(super) fn call_spec(
     offer: &Offer,
     trunks: Vec<crate::sip::endpoint::Trunk>,
     from_number: &str,
@@ -805,7 +886,7 @@ fn recording_path(offer: &Offer, tel: &Telephony) -> Option<std::path::PathBuf> 
 
 /// A leg's media without recording (the transfer's second leg: the
 /// callee's leg records both sides).
-fn start_media_unrecorded(
+pub(super) fn start_media_unrecorded(
     bound: Option<media::driver::BoundMedia>,
     neg: &Negotiated,
 ) -> Result<MediaHandle, String> {
@@ -820,7 +901,7 @@ fn start_media_unrecorded(
     bound.start(cfg).map_err(|e| e.to_string())
 }
 
-fn start_media(
+pub(super) fn start_media(
     offer: &Offer,
     tel: &Telephony,
     bound: Option<media::driver::BoundMedia>,
