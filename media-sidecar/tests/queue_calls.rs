@@ -702,3 +702,48 @@ async fn hangup_overflow_ends_queue_timeout_after_hold_audio() {
     rig.stop().await;
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Nobody to ring and the overflow is `voicemail`: after the longest wait
+/// the caller hears the greeting and beep (a person's voicemail take) and
+/// leaves a message: the call ends `completed` / `voicemail` when they hang
+/// up, and the recording (forced on for a voicemail queue) holds them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn voicemail_overflow_records_the_callers_message() {
+    let dir = temp_dir("queue-voicemail");
+    let rig = rig(&dir, (47_500, 47_599)).await;
+    rig.edge.decide_inbound(InboundDecision::Queue {
+        offer: queue_offer("q_vm", false),
+        queue: plan(vec![member(1)], 3, QueueOverflow::Voicemail),
+    });
+    let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let media_port = sock.local_addr().unwrap().port();
+    let target = format!("127.0.0.1:{}", rig.sip_port);
+    let listen = tokio::spawn(caller_media(sock, Duration::from_secs(13)));
+    let sipp = start_caller(
+        &dir,
+        "uac_queue_caller_bye",
+        rig.trunk_port,
+        &target,
+        media_port,
+    )
+    .await;
+    let heard = listen.await.unwrap();
+    caller_done(sipp, &dir).await;
+    let end = rig.ended("q_vm", Duration::from_secs(15)).await;
+    assert_eq!(end, (CallStatus::Completed, EndedReason::Voicemail));
+    let steps = queue_steps(&rig.events("q_vm"));
+    assert_eq!(steps.last(), Some(&QueueStep::TimedOut), "{steps:?}");
+    // The beep (1 kHz) after the wait.
+    let beep = heard
+        .iter()
+        .position(|h| h.rms > 3_000.0)
+        .map(|i| heard[i].at_ms);
+    assert!(beep.is_some_and(|ms| ms >= 2_500), "beep at {beep:?}");
+    let (_, right) = recording_channels(&rig.recordings, "q_vm").await;
+    assert!(
+        frames_with_tone(&right, CALLER_HZ) >= 200,
+        "the message is not recorded"
+    );
+    rig.stop().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -1755,11 +1755,12 @@ async fn a_call_to_a_number_the_edge_does_not_know_is_refused_404() {
     stop_sidecar(stop, sidecar).await;
 }
 
-/// The edge says the number rings a person: until this sidecar forks to
-/// their phones, the caller gets 480 and the call ends `no_answer` at the
-/// edge (never left ringing there).
+/// The edge says the number rings a person, but none of their phones is
+/// registered with this sidecar (its registrar is off) and they neither
+/// forward nor take messages: the caller gets 480 at once and the call
+/// ends `no_answer` (a person's calls with phones: tests/person_calls.rs).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_call_the_edge_routes_to_a_person_is_refused_480_and_ended_no_answer() {
+async fn a_call_to_a_person_without_a_phone_here_is_refused_480_and_ended_no_answer() {
     use voxline_shared::sidecar_link::{EventKind, InboundDecision, RingUser};
     let edge = fake_edge().await;
     let mut offer = support::offer("c_ring1", 60);

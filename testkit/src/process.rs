@@ -285,6 +285,57 @@ pub fn start_registering_baresip(
     spawn_baresip(&bin, dir, name, &conf, secs, &[])
 }
 
+/// baresip as a user's phone that takes calls (issue 16): registers
+/// `user` with the registrar at `registrar` (`IP:port`, Digest with
+/// `password`, every 60 s), answers calls at once when `auto_answer` (else
+/// lets them ring), plays `wav` (8 kHz mono; it hangs up when the file
+/// ends) and dumps what it sends and hears (`dumps/dump-*-enc.wav` /
+/// `-dec.wav` under `dir/baresip-<name>`); quits after `secs`. Its log is
+/// `dir/baresip-<name>.log`.
+#[allow(clippy::too_many_arguments)]
+pub fn start_registering_phone(
+    dir: &Path,
+    name: &str,
+    user: &str,
+    registrar: &str,
+    password: &str,
+    wav: &Path,
+    auto_answer: bool,
+    secs: u32,
+) -> Result<ChildGuard, String> {
+    let bin = BARESIP.path()?;
+    let conf = dir.join(format!("baresip-{name}"));
+    let _ = std::fs::remove_dir_all(&conf);
+    std::fs::create_dir_all(conf.join("dumps")).map_err(|e| e.to_string())?;
+    let port = crate::net::free_sip_port();
+    let rtp = 40_000 + (port % 1000) * 10;
+    std::fs::write(
+        conf.join("config"),
+        format!(
+            "poll_method\t\tepoll\nsip_listen\t\t127.0.0.1:{port}\nnet_interface\t\t127.0.0.1\n\
+             audio_player\t\talsa,null\naudio_source\t\taufile,{wav}\naudio_alert\t\talsa,null\n\
+             ausrc_srate\t\t8000\nauplay_srate\t\t8000\nausrc_channels\t\t1\nauplay_channels\t\t1\n\
+             rtp_ports\t\t{rtp}-{rtp_max}\nsnd_path\t\t{dumps}\n\
+             module_path\t\t/usr/lib/baresip/modules\n\
+             module\t\t\tg711.so\nmodule\t\t\taufile.so\nmodule\t\t\talsa.so\nmodule\t\t\tsndfile.so\n\
+             module_app\t\taccount.so\n",
+            wav = wav.display(),
+            rtp_max = rtp + 9,
+            dumps = conf.join("dumps").display(),
+        ),
+    )
+    .map_err(|e| e.to_string())?;
+    let answer = if auto_answer { "auto" } else { "manual" };
+    std::fs::write(
+        conf.join("accounts"),
+        format!(
+            "<sip:{user}@{registrar}>;auth_pass={password};regint=60;answermode={answer};audio_codecs=PCMU\n"
+        ),
+    )
+    .map_err(|e| e.to_string())?;
+    spawn_baresip(&bin, dir, name, &conf, secs, &[])
+}
+
 /// dnsmasq as the only name server of the test zone `zone` on
 /// 127.0.0.1:`port` (UDP and TCP): it answers from `records` (dnsmasq
 /// options such as `--srv-host=...`, `--naptr-record=...`,

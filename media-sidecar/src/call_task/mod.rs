@@ -16,6 +16,7 @@
 pub mod bridge;
 pub mod customer_tools;
 pub mod hold_audio;
+pub mod person;
 pub mod queue;
 pub mod queue_call;
 pub mod ring_user;
@@ -117,6 +118,10 @@ pub async fn run_call(
     hangup: oneshot::Receiver<HangupCause>,
 ) {
     match mode {
+        // Click-to-call: a person's phone first, no engine (issue 16).
+        CallMode::Sip(tel) if offer.connect.is_some() => {
+            person::run_click_to_call(offer, tel, tx, hangup).await
+        }
         CallMode::Sip(tel) => sip::run_sip_call(offer, tel, tx, hangup).await,
         CallMode::Placeholder => run_stand_in(offer, None, tx, hangup).await,
         CallMode::SimulateAnswer(talk) => run_stand_in(offer, Some(talk), tx, hangup).await,

@@ -24,9 +24,9 @@
 //! - at `max_wait_seconds`: `queue` `timed_out`, every leg cancelled, and the
 //!   plan's overflow: `agent` hands the answered caller to the offer's AI
 //!   agent ([`QueueAction::AgentTakesOver`]: the bridge reports the rest),
-//!   `voicemail` plays a greeting and records a message for at most
-//!   [`VOICEMAIL_MAX`] (`completed` / `voicemail`), `hangup` hangs up
-//!   (`no_answer` / `queue_timeout`);
+//!   `voicemail` takes a message as a person's voicemail does
+//!   ([`QueueAction::Voicemail`]: `completed` / `voicemail`), `hangup` hangs
+//!   up (`no_answer` / `queue_timeout`);
 //! - the caller hanging up while waiting: `queue` `abandoned`, every leg
 //!   cancelled, and the call ends as the caller's dialog ended (`completed` /
 //!   `callee_hangup`: the caller was answered, so not `cancelled`, which
@@ -46,9 +46,6 @@ use voxline_shared::{CallStatus, EndedReason};
 /// The shortest pause between two rounds (a round with nobody to ring ends
 /// at once: never spin).
 pub const MIN_PAUSE: Duration = Duration::from_secs(1);
-
-/// The longest voicemail message.
-pub const VOICEMAIL_MAX: Duration = Duration::from_secs(120);
 
 /// The most member legs alive at once (every member's phones, bounded).
 pub const MAX_QUEUE_LEGS: usize = voxline_shared::sidecar_link::MAX_QUEUE_MEMBERS * 4;
@@ -76,8 +73,8 @@ pub enum QueueAction {
     /// Overflow to the offer's agent: its engine takes the caller's leg.
     /// The queue is over; the bridge reports the call's end.
     AgentTakesOver,
-    /// Overflow to voicemail: play the greeting and a beep; the caller's
-    /// leg keeps recording (the message is the call's recording).
+    /// Overflow to voicemail: greeting, beep, the message recorded (the
+    /// call's recording). The queue is over; the take reports the end.
     Voicemail,
     /// BYE the caller's leg.
     HangupCaller(EndedReason),
@@ -123,11 +120,7 @@ enum Phase {
     },
     /// Bridged to a member's leg.
     Bridged,
-    /// Recording a voicemail message until then.
-    Voicemail {
-        until: Instant,
-    },
-    /// The agent took over, or the call is finished.
+    /// The agent or voicemail took over, or the call is finished.
     Done,
 }
 
@@ -217,7 +210,6 @@ impl QueueCall {
                     .flatten()
                     .min()
             }
-            Phase::Voicemail { until } => Some(until),
             Phase::Bridged | Phase::Done => None,
         }
     }
@@ -362,9 +354,6 @@ impl QueueCall {
                 self.end_bridged_leg(now);
                 self.finish(status, reason, sip_code);
             }
-            Phase::Voicemail { .. } => {
-                self.finish(CallStatus::Completed, EndedReason::Voicemail, None);
-            }
         }
     }
 
@@ -378,7 +367,6 @@ impl QueueCall {
                 self.actions.push_back(QueueAction::Hold(false));
             }
             Phase::Bridged => self.end_bridged_leg(now),
-            Phase::Voicemail { .. } => {}
         }
         self.actions.push_back(QueueAction::HangupCaller(reason));
         self.finish(status, reason, None);
@@ -386,17 +374,8 @@ impl QueueCall {
 
     /// Time passed.
     pub fn handle_timeout(&mut self, now: Instant) {
-        match self.phase {
-            Phase::Done | Phase::Bridged => return,
-            Phase::Voicemail { until } => {
-                if now >= until {
-                    self.actions
-                        .push_back(QueueAction::HangupCaller(EndedReason::Voicemail));
-                    self.finish(CallStatus::Completed, EndedReason::Voicemail, None);
-                }
-                return;
-            }
-            Phase::Ringing { .. } | Phase::Pausing { .. } => {}
+        if matches!(self.phase, Phase::Done | Phase::Bridged) {
+            return;
         }
         if now >= self.deadline {
             self.time_out(now);
@@ -434,9 +413,7 @@ impl QueueCall {
                 self.actions.push_back(QueueAction::AgentTakesOver);
             }
             QueueOverflow::Voicemail => {
-                self.phase = Phase::Voicemail {
-                    until: now + VOICEMAIL_MAX,
-                };
+                self.phase = Phase::Done;
                 self.actions.push_back(QueueAction::Voicemail);
             }
             QueueOverflow::Hangup => {

@@ -1,27 +1,36 @@
 //! The tokio driver of a queue call (issue 16): an inbound call the edge
-//! put in a queue ([`QueuePlan`]). It answers the caller, runs the caller's
-//! media (recorded when the offer says `record`, or for a voicemail
-//! overflow), plays [`HoldPlayer`]'s audio at the media's pace, dials the
-//! members' phones registered here as the pure [`QueueCall`] says, bridges
-//! the winner through a [`Relay`], and on an `agent` overflow hands the
-//! answered caller to the bridge ([`super::sip::run_answered_call`]).
-//! Every decision is [`QueueCall`]'s; this file only does IO.
+//! put in a queue ([`QueuePlan`]). Every decision is the pure
+//! [`QueueCall`]'s; this file does the IO, on a person's call's blocks
+//! ([`super::person`]): it answers the caller ([`person::answer_caller`];
+//! recorded when the offer says `record`, or for a voicemail overflow),
+//! plays [`HoldPlayer`]'s audio at the media's pace, dials the members'
+//! phones registered here ([`person::LegPlan::phones`]), relays the
+//! winner and the caller ([`person::relay_until_one_ends`]), and on the
+//! overflow hands the answered caller to the agent's bridge
+//! ([`super::sip::run_answered_call`]) or to a person's voicemail
+//! ([`person::take_message_on`]).
+//!
+//! Why not [`person::ring_until_answered`] for the ringing: it is one
+//! fork with its own time-out; a queue rings in rounds (one member or all
+//! at once), plays hold audio and announcements meanwhile, drops a member
+//! whose phone said busy for the round, and has one deadline over all of
+//! it, so its ringing is one loop driven by [`QueueCall`].
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, OnceLock};
+use std::task::Poll;
 use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
-use tokio::task::JoinHandle;
 use voxline_shared::sidecar_link::{EventKind, Offer, QueueOverflow, QueuePlan, Timings};
 use voxline_shared::{CallStatus, EndedReason};
 
 use super::hold_audio::{self, HoldPlayer};
+use super::person::{self, AnsweredLeg, LegCtx, LegPlan, RelayEnd, Side};
 use super::queue::{LegId, QueueAction, QueueCall};
-use super::transfer::{Leg, Relay};
 use super::{Emitter, HangupCause, SHUTDOWN_REASON};
 use crate::lease::driver::{now_ms, Msg};
-use crate::media::{driver::BoundMedia, MediaHandle};
+use crate::media::driver::BoundMedia;
 use crate::sip::sdp::Negotiated;
 use crate::sip::udp::{CallHandle, Event, IncomingCall};
 use crate::sip::DialogEvent;
@@ -30,9 +39,6 @@ use crate::telephony::Telephony;
 fn now() -> std::time::Instant {
     tokio::time::Instant::now().into_std()
 }
-
-/// How long the caller's answer (the ACK's `Answered`) may take.
-const ANSWER_WITHIN: Duration = Duration::from_secs(10);
 
 /// The directory users this sidecar is bridging a call to right now
 /// (tenant, user `pk`): a queue does not ring a member who is on a call
@@ -77,33 +83,25 @@ impl Drop for InUse {
     }
 }
 
-/// One member leg being rung: its dialog's events come through a task
-/// (aborting it drops the handle: CANCEL or BYE).
+/// One member leg being rung.
 struct MemberLeg {
-    events: JoinHandle<()>,
+    call: CallHandle,
     bound: Option<BoundMedia>,
     neg: Option<Negotiated>,
 }
 
-impl Drop for MemberLeg {
-    fn drop(&mut self) {
-        self.events.abort();
-    }
-}
-
-/// The member bridged to the caller.
-struct Bridged {
-    leg: LegId,
-    _member: MemberLeg,
-    media: MediaHandle,
-    _in_use: InUse,
-}
-
-async fn member_frame(b: &mut Option<Bridged>) -> Option<Vec<i16>> {
-    match b {
-        Some(b) => b.media.recv().await,
-        None => std::future::pending().await,
-    }
+/// The next event of any leg being rung (never, without one).
+fn next_leg_event(
+    legs: &mut BTreeMap<LegId, MemberLeg>,
+) -> impl std::future::Future<Output = (LegId, Option<Event>)> + '_ {
+    std::future::poll_fn(move |cx| {
+        for (id, leg) in legs.iter_mut() {
+            if let Poll::Ready(ev) = leg.call.poll_event(cx) {
+                return Poll::Ready((*id, ev));
+            }
+        }
+        Poll::Pending
+    })
 }
 
 async fn command(
@@ -136,139 +134,120 @@ pub async fn run_queue_call(
         offer.record = true;
     }
     let e = Emitter::new(&offer.call_id, tx.clone());
+    let ctx = LegCtx {
+        offer: &offer,
+        tel: &tel,
+        emitter: &e,
+    };
     let mut timings = Timings {
         dispatched_ms: e.emit(EventKind::Dialing).await,
         ringing_ms: None,
         answered_ms: None,
         ended_ms: 0,
     };
-    let answered = answer_caller(&offer, &tel, incoming).await;
-    let (caller, media, neg) = match answered {
-        Ok(a) => a,
-        Err(reason) => {
+    let record = super::sip::recording_path(&offer, &tel);
+    let caller = match person::answer_caller(&ctx, incoming, record).await {
+        Ok(c) => c,
+        Err(why) => {
+            tracing::warn!(call_id = %offer.call_id, %why, "queue: caller not answered");
             timings.ended_ms = now_ms();
-            let end = EventKind::Ended {
-                status: CallStatus::Failed,
-                reason,
-                sip_code: None,
-                timings,
-                retry_after_s: None,
-            };
-            e.emit_at(end, timings.ended_ms).await;
-            let _ = tx
-                .send(Msg::CallDone {
-                    call_id: offer.call_id,
-                })
-                .await;
+            let end = ended(CallStatus::Failed, EndedReason::MediaLost, None, timings);
+            super::sip::report_end(&offer, &tel, &tx, &e, end, timings.ended_ms).await;
             return;
         }
     };
     timings.answered_ms = Some(e.emit(EventKind::Answered).await);
     tracing::info!(call_id = %offer.call_id, queue_pk = plan.queue_pk, members = plan.members.len(), ring_all = plan.ring_all, "queue: caller answered, waiting");
-    let (leg_tx, leg_rx) = mpsc::channel(64);
     let mut io = QueueIo {
-        offer: &offer,
+        ctx: &ctx,
         plan: &plan,
-        tel: &tel,
-        emitter: &e,
         caller,
-        media,
         hangup: Some(hangup),
-        legs: HashMap::new(),
-        leg_tx,
-        leg_rx,
+        legs: BTreeMap::new(),
         bridged: None,
-        relay: Relay::default(),
         player: HoldPlayer::new(),
-        dropped: HashSet::new(),
     };
     let q = QueueCall::enter(&plan, now());
     let outcome = io.run(q).await;
     let QueueIo {
-        caller,
-        media,
-        hangup,
-        ..
+        caller, mut hangup, ..
     } = io;
     match outcome {
         Outcome::Agent => {
             tracing::info!(call_id = %offer.call_id, "queue: nobody answered; the agent takes the call");
             let answered = super::sip::AnsweredCall {
-                call: caller,
-                media,
-                neg,
+                call: caller.call,
+                media: caller.media,
+                neg: caller.neg,
                 timings,
             };
+            drop(ctx);
             super::sip::run_answered_call(offer, tel, tx, hangup, answered).await;
+        }
+        Outcome::Voicemail => {
+            tracing::info!(call_id = %offer.call_id, "queue: nobody answered; voicemail");
+            let out = person::take_message_on(
+                &ctx,
+                caller,
+                hold_audio::VOICEMAIL_WORDS.to_string(),
+                &mut hangup,
+            )
+            .await;
+            match out.end {
+                Some((status, reason)) => {
+                    timings.ended_ms = now_ms();
+                    let end = ended(status, reason, out.sip_code, timings);
+                    super::sip::report_end(&offer, &tel, &tx, &e, end, timings.ended_ms).await;
+                }
+                None => call_done(&tx, &offer).await,
+            }
         }
         Outcome::Ended {
             status,
             reason,
             sip_code,
         } => {
-            drop(caller);
-            let stats = media.stop().await;
+            let stats = caller.media.stop().await;
+            drop(caller.call);
             tracing::info!(call_id = %offer.call_id, ?stats, ?status, ?reason, "queue call over");
             timings.ended_ms = now_ms();
-            let end = EventKind::Ended {
-                status,
-                reason,
-                sip_code,
-                timings,
-                retry_after_s: None,
-            };
-            e.emit_at(end, timings.ended_ms).await;
-            super::sip::upload_recording(&offer, &tel, &tx).await;
-            let _ = tx
-                .send(Msg::CallDone {
-                    call_id: offer.call_id,
-                })
-                .await;
+            let end = ended(status, reason, sip_code, timings);
+            super::sip::report_end(&offer, &tel, &tx, &e, end, timings.ended_ms).await;
         }
         Outcome::Stopping => {
-            drop(caller);
-            media.stop().await;
-            let _ = tx
-                .send(Msg::CallDone {
-                    call_id: offer.call_id,
-                })
-                .await;
+            caller.call.hangup(EndedReason::HangupRequested).await;
+            caller.media.stop().await;
+            call_done(&tx, &offer).await;
         }
     }
 }
 
-/// 200 with our SDP to the caller, then its media (recorded per the offer).
-async fn answer_caller(
-    offer: &Offer,
-    tel: &Telephony,
-    incoming: IncomingCall,
-) -> Result<(CallHandle, MediaHandle, Negotiated), EndedReason> {
-    let (bound, sdp, _plan) = super::sip::bind_media(offer, tel)?;
-    let max = Duration::from_secs(u64::from(offer.max_seconds));
-    let mut call = incoming.answer(sdp, Some(max)).await.map_err(|why| {
-        tracing::warn!(call_id = %offer.call_id, %why, "queue: inbound call not answered");
-        EndedReason::MediaLost
-    })?;
-    let neg = loop {
-        match tokio::time::timeout(ANSWER_WITHIN, call.next_event()).await {
-            Ok(Some(Event::Call(DialogEvent::Answered(neg)))) => break neg,
-            Ok(Some(Event::Call(DialogEvent::Ended(end)))) => {
-                tracing::info!(call_id = %offer.call_id, detail = %end.detail, "queue: caller gone before the answer");
-                return Err(EndedReason::MediaLost);
-            }
-            Ok(Some(_)) => {}
-            Ok(None) | Err(_) => return Err(EndedReason::MediaLost),
-        }
-    };
-    let media = super::sip::start_media(offer, tel, Some(bound), &neg).map_err(|why| {
-        tracing::warn!(call_id = %offer.call_id, %why, "queue: caller media did not start");
-        EndedReason::MediaLost
-    })?;
-    Ok((call, media, neg))
+fn ended(
+    status: CallStatus,
+    reason: EndedReason,
+    sip_code: Option<u16>,
+    timings: Timings,
+) -> EventKind {
+    EventKind::Ended {
+        status,
+        reason,
+        sip_code,
+        timings,
+        retry_after_s: None,
+    }
+}
+
+async fn call_done(tx: &mpsc::Sender<Msg>, offer: &Offer) {
+    let _ = tx
+        .send(Msg::CallDone {
+            call_id: offer.call_id.clone(),
+        })
+        .await;
 }
 
 enum Outcome {
     Agent,
+    Voicemail,
     Ended {
         status: CallStatus,
         reason: EndedReason,
@@ -279,21 +258,14 @@ enum Outcome {
 }
 
 struct QueueIo<'a> {
-    offer: &'a Offer,
+    ctx: &'a LegCtx<'a>,
     plan: &'a QueuePlan,
-    tel: &'a Telephony,
-    emitter: &'a Emitter,
-    caller: CallHandle,
-    media: MediaHandle,
+    caller: AnsweredLeg,
     hangup: Option<oneshot::Receiver<HangupCause>>,
-    legs: HashMap<LegId, MemberLeg>,
-    leg_tx: mpsc::Sender<(LegId, Option<Event>)>,
-    leg_rx: mpsc::Receiver<(LegId, Option<Event>)>,
-    bridged: Option<Bridged>,
-    relay: Relay,
+    legs: BTreeMap<LegId, MemberLeg>,
+    /// The member bridged to the caller, and who they are.
+    bridged: Option<(LegId, AnsweredLeg, InUse)>,
     player: HoldPlayer,
-    /// Legs dropped by us: their late events mean nothing.
-    dropped: HashSet<LegId>,
 }
 
 impl QueueIo<'_> {
@@ -304,61 +276,62 @@ impl QueueIo<'_> {
             if let Some(out) = self.perform(&mut q).await {
                 return out;
             }
-            let (frames, _events) = self.media.receivers();
+            if let Some((leg, member, _)) = self.bridged.as_mut() {
+                let leg = *leg;
+                // Bridged: the relay runs until a leg ends or a command.
+                match person::relay_until_one_ends(
+                    &mut self.caller,
+                    member,
+                    command(&mut self.hangup),
+                )
+                .await
+                {
+                    RelayEnd::Ended { side: Side::A, end } => {
+                        let (status, reason, code) = end
+                            .map_or((CallStatus::Failed, EndedReason::MediaLost, None), |e| {
+                                (e.status, e.reason, e.sip_code)
+                            });
+                        q.caller_ended(now(), status, reason, code);
+                    }
+                    RelayEnd::Ended { side: Side::B, end } => {
+                        q.leg_ended(now(), leg, end.and_then(|e| e.sip_code));
+                    }
+                    RelayEnd::Aborted(r) => {
+                        self.hangup = None;
+                        if let Some(out) = self.commanded(&mut q, r).await {
+                            return out;
+                        }
+                    }
+                }
+                continue;
+            }
+            let frames = self.caller.media.receivers().0;
             tokio::select! {
-                ev = self.caller.next_event() => match ev {
+                ev = self.caller.call.next_event() => match ev {
                     Some(Event::Call(DialogEvent::Ended(end))) => {
                         q.caller_ended(now(), end.status, end.reason, end.sip_code);
                     }
                     Some(Event::Call(DialogEvent::MediaUpdated(neg))) => {
-                        let _ = self.media.set_remote(neg.remote_rtp, None).await;
+                        let _ = self.caller.media.set_remote(neg.remote_rtp, None).await;
                     }
                     Some(_) => {}
                     None => q.caller_ended(now(), CallStatus::Failed, EndedReason::MediaLost, None),
                 },
-                heard = frames.recv() => match heard {
-                    Some(pcm) => {
-                        if let Some(b) = &self.bridged {
-                            self.relay.heard(Leg::Callee, &pcm);
-                            while let Some(f) = self.relay.next_frame(Leg::Transferee) {
-                                // Never waits: a leg that cannot keep up loses audio.
-                                let _ = b.media.sender().try_send(f);
-                            }
-                        }
-                    }
-                    None => q.caller_ended(now(), CallStatus::Failed, EndedReason::MediaLost, None),
+                // What the caller says while waiting is only recorded.
+                heard = frames.recv() => if heard.is_none() {
+                    q.caller_ended(now(), CallStatus::Failed, EndedReason::MediaLost, None);
                 },
-                pcm = member_frame(&mut self.bridged) => match pcm {
-                    Some(pcm) => {
-                        self.relay.heard(Leg::Transferee, &pcm);
-                        while let Some(f) = self.relay.next_frame(Leg::Callee) {
-                            let _ = self.media.sender().try_send(f);
-                        }
-                    }
-                    None => {
-                        // The member's media stopped: as the leg ending.
-                        if let Some(b) = self.bridged.take() {
-                            q.leg_ended(now(), b.leg, None);
-                        }
-                    }
-                },
-                Some((leg, ev)) = self.leg_rx.recv() => self.leg_event(&mut q, leg, ev).await,
+                (leg, ev) = next_leg_event(&mut self.legs) => self.leg_event(&mut q, leg, ev),
                 r = command(&mut self.hangup) => {
                     self.hangup = None;
-                    match r {
-                        Ok(HangupCause::Requested) => q.hang_up(now(), CallStatus::Completed, EndedReason::HangupRequested),
-                        Ok(HangupCause::Shutdown) => q.hang_up(now(), CallStatus::Failed, SHUTDOWN_REASON),
-                        Err(_) => {
-                            self.caller.hangup(EndedReason::HangupRequested).await;
-                            self.legs.clear();
-                            self.bridged = None;
-                            return Outcome::Stopping;
-                        }
+                    if let Some(out) = self.commanded(&mut q, r).await {
+                        return out;
                     }
                 }
-                _ = tick.tick(), if self.bridged.is_none() => {
+                _ = tick.tick() => {
                     if let Some(f) = self.player.next_frame() {
-                        let _ = self.media.sender().try_send(f);
+                        // Never waits: hold audio is paced here, 20 ms a frame.
+                        let _ = self.caller.media.sender().try_send(f);
                     }
                 }
                 _ = until(q.poll_timeout()) => q.handle_timeout(now()),
@@ -366,11 +339,31 @@ impl QueueIo<'_> {
         }
     }
 
-    /// A member leg's dialog event (`None`: its dialog went away).
-    async fn leg_event(&mut self, q: &mut QueueCall, leg: LegId, ev: Option<Event>) {
-        if self.dropped.contains(&leg) {
-            return;
+    /// The edge's hangup command (or its sender gone: the sidecar stops at
+    /// once), fed to the queue.
+    async fn commanded(
+        &mut self,
+        q: &mut QueueCall,
+        r: Result<HangupCause, oneshot::error::RecvError>,
+    ) -> Option<Outcome> {
+        match r {
+            Ok(HangupCause::Requested) => {
+                q.hang_up(now(), CallStatus::Completed, EndedReason::HangupRequested)
+            }
+            Ok(HangupCause::Shutdown) => q.hang_up(now(), CallStatus::Failed, SHUTDOWN_REASON),
+            Err(_) => {
+                self.legs.clear();
+                if let Some((_, member, _)) = self.bridged.take() {
+                    person::close_leg(self.ctx, member, EndedReason::HangupRequested, None).await;
+                }
+                return Some(Outcome::Stopping);
+            }
         }
+        None
+    }
+
+    /// A member leg's dialog event (`None`: its dialog went away).
+    fn leg_event(&mut self, q: &mut QueueCall, leg: LegId, ev: Option<Event>) {
         match ev {
             Some(Event::Call(DialogEvent::Ringing { .. })) => q.leg_ringing(now(), leg),
             Some(Event::Call(DialogEvent::Answered(neg))) => {
@@ -378,11 +371,6 @@ impl QueueIo<'_> {
                     l.neg = Some(neg);
                 }
                 q.leg_answered(now(), leg);
-            }
-            Some(Event::Call(DialogEvent::MediaUpdated(neg))) => {
-                if let Some(b) = self.bridged.as_ref().filter(|b| b.leg == leg) {
-                    let _ = b.media.set_remote(neg.remote_rtp, None).await;
-                }
             }
             Some(Event::Call(DialogEvent::Ended(end))) => {
                 self.legs.remove(&leg);
@@ -402,53 +390,58 @@ impl QueueIo<'_> {
         while let Some(action) = q.poll_action() {
             match action {
                 QueueAction::Event(kind) => {
-                    self.emitter.emit(kind).await;
+                    self.ctx.emitter.emit(kind).await;
                 }
                 QueueAction::Hold(on) => {
                     self.player.set_hold(on);
                     if !on {
                         self.player.clear();
-                        self.media.flush();
+                        self.caller.media.flush();
                     }
                 }
                 QueueAction::Announce { position } => {
-                    let pcm = self.spoken(hold_audio::position_words(position)).await;
-                    let pcm = pcm.unwrap_or_else(|| hold_audio::position_tones(position));
+                    let words = hold_audio::position_words(position);
+                    let pcm = super::sip::synthesize_message(self.ctx.offer, words)
+                        .await
+                        .unwrap_or_else(|| hold_audio::position_tones(position));
                     self.player.play(&pcm);
-                }
-                QueueAction::Voicemail => {
-                    if let Some(pcm) = self.spoken(hold_audio::VOICEMAIL_WORDS.to_string()).await {
-                        self.player.play(&pcm);
-                    }
-                    self.player.play(&hold_audio::beep());
                 }
                 QueueAction::Ring { member, user_pk } => self.ring(q, member, user_pk).await,
                 QueueAction::Drop { leg } => {
-                    self.dropped.insert(leg);
-                    // Its task goes, its handle with it: CANCEL or BYE.
-                    self.legs.remove(&leg);
-                    if self.bridged.as_ref().is_some_and(|b| b.leg == leg) {
-                        if let Some(b) = self.bridged.take() {
-                            b.media.stop().await;
+                    if let Some(l) = self.legs.remove(&leg) {
+                        // CANCEL, or BYE if its answer crossed.
+                        l.call.hangup(EndedReason::HangupRequested).await;
+                    }
+                    if self.bridged.as_ref().is_some_and(|b| b.0 == leg) {
+                        if let Some((_, mut member, _)) = self.bridged.take() {
+                            // The queue reports the leg's end itself.
+                            member.info = None;
+                            person::close_leg(self.ctx, member, EndedReason::CalleeHangup, None)
+                                .await;
                         }
                     }
                 }
                 QueueAction::Connect { leg } => self.connect(q, leg),
                 QueueAction::AgentTakesOver => {
                     self.legs.clear();
-                    self.player = HoldPlayer::new();
-                    self.media.flush();
+                    self.caller.media.flush();
                     return Some(Outcome::Agent);
                 }
-                QueueAction::HangupCaller(reason) => self.caller.hangup(reason).await,
+                QueueAction::Voicemail => {
+                    self.legs.clear();
+                    self.caller.media.flush();
+                    return Some(Outcome::Voicemail);
+                }
+                QueueAction::HangupCaller(reason) => self.caller.call.hangup(reason).await,
                 QueueAction::Finish {
                     status,
                     reason,
                     sip_code,
                 } => {
                     self.legs.clear();
-                    if let Some(b) = self.bridged.take() {
-                        b.media.stop().await;
+                    if let Some((_, mut member, _)) = self.bridged.take() {
+                        member.info = None;
+                        person::close_leg(self.ctx, member, reason, None).await;
                     }
                     return Some(Outcome::Ended {
                         status,
@@ -461,109 +454,84 @@ impl QueueIo<'_> {
         None
     }
 
-    /// Words in the offer's voice, or `None` without flite.
-    async fn spoken(&self, text: String) -> Option<Vec<i16>> {
-        super::sip::synthesize_message(self.offer, text).await
-    }
-
     /// Dials every phone of `user_pk` registered here (none if this sidecar
     /// bridges them now), as the legs the queue gives.
     async fn ring(&mut self, q: &mut QueueCall, member: usize, user_pk: u64) {
-        let tenant = &self.offer.tenant_id;
-        let contacts = if user_in_use(tenant, user_pk) {
-            tracing::info!(call_id = %self.offer.call_id, user_pk, "queue: member on a call here; skipped");
+        let (offer, tel) = (self.ctx.offer, self.ctx.tel);
+        let contacts = if user_in_use(&offer.tenant_id, user_pk) {
+            tracing::info!(call_id = %offer.call_id, user_pk, "queue: member on a call here; skipped");
             Vec::new()
         } else {
-            self.tel
-                .sip
-                .phone_contacts(tenant, user_pk)
+            tel.sip
+                .phone_contacts(&offer.tenant_id, user_pk)
                 .await
                 .unwrap_or_default()
         };
-        let mut prepared = Vec::new();
-        for c in contacts {
-            let Some((mut trunk, user)) = super::transfer::contact_leg(&c.uri) else {
-                tracing::warn!(call_id = %self.offer.call_id, user_pk, uri = %c.uri, "queue: cannot dial this contact");
-                continue;
-            };
-            // Requests go where its REGISTER came from (NAT), over its transport.
-            trunk.addr = c.source;
-            trunk.transport = c.transport;
-            let Ok((bound, sdp, plan)) = super::sip::bind_media(self.offer, self.tel) else {
-                continue;
-            };
-            let mut spec =
-                super::sip::call_spec(self.offer, vec![trunk], &plan.from_number, &plan.cfg, sdp);
-            spec.to_user = user;
-            // The member's phone shows the caller, and which queue.
-            if super::tools::is_e164(&self.offer.phone) {
-                spec.from_user = self.offer.phone.clone();
-            }
-            spec.from_display = Some(self.plan.name.clone());
-            // The queue decides when a phone has rung enough.
-            spec.ring_timeout = Duration::from_secs(u64::from(self.plan.max_wait_seconds) + 60);
-            spec.max_duration = None;
-            prepared.push((bound, spec));
-        }
-        let ids = q.ring_started(now(), member, prepared.len());
-        for (id, (bound, spec)) in ids.into_iter().zip(prepared) {
-            match self.tel.sip.start_call(spec).await {
-                Ok(mut call) => {
-                    tracing::info!(call_id = %self.offer.call_id, user_pk, leg = id, "queue: ringing a member's phone");
-                    let tx = self.leg_tx.clone();
-                    let events = tokio::spawn(async move {
-                        loop {
-                            let ev = call.next_event().await;
-                            let last =
-                                matches!(ev, None | Some(Event::Call(DialogEvent::Ended(_))));
-                            if tx.send((id, ev)).await.is_err() || last {
-                                break;
-                            }
-                        }
-                        // The handle goes here: a leg still up is hung up.
-                    });
+        // The member's phone shows the caller, and which queue.
+        let from_user = if super::tools::is_e164(&offer.phone) {
+            offer.phone.clone()
+        } else {
+            tel.dial_plan().from_number.clone()
+        };
+        let plans = LegPlan::phones(&contacts, user_pk, &from_user, Some(self.plan.name.clone()));
+        let ids = q.ring_started(now(), member, plans.len());
+        // The queue decides when a phone has rung enough; this is a backstop.
+        let ring_for = Duration::from_secs(u64::from(self.plan.max_wait_seconds) + 60);
+        for (id, plan) in ids.into_iter().zip(&plans) {
+            match person::dial(self.ctx, plan, ring_for).await {
+                Ok(rung) => {
+                    tracing::info!(call_id = %offer.call_id, user_pk, leg = id, "queue: ringing a member's phone");
                     self.legs.insert(
                         id,
                         MemberLeg {
-                            events,
-                            bound: Some(bound),
+                            call: rung.call,
+                            bound: rung.bound,
                             neg: None,
                         },
                     );
                 }
-                Err(err) => {
-                    tracing::warn!(call_id = %self.offer.call_id, user_pk, error = %err, "queue: member leg not dialled");
+                Err(why) => {
+                    tracing::warn!(call_id = %offer.call_id, user_pk, %why, "queue: member leg not dialled");
                     q.leg_ended(now(), id, None);
                 }
             }
         }
     }
 
-    /// Bridges the caller and leg `leg` (its media starts now).
+    /// Bridges the caller and leg `leg` (its media starts now; the caller's
+    /// leg records both sides).
     fn connect(&mut self, q: &mut QueueCall, leg: LegId) {
-        let started = self.legs.remove(&leg).and_then(|mut l| {
-            let neg = l.neg.take()?;
-            match super::sip::start_media_unrecorded(l.bound.take(), &neg) {
-                Ok(m) => Some((l, m)),
-                Err(why) => {
-                    tracing::warn!(call_id = %self.offer.call_id, %why, "queue: member media did not start");
-                    None
-                }
-            }
-        });
-        let Some((member, media)) = started else {
+        let Some(mut l) = self.legs.remove(&leg) else {
             q.leg_ended(now(), leg, None);
             return;
         };
+        let started = l
+            .neg
+            .take()
+            .ok_or_else(|| "no answer".to_string())
+            .and_then(|neg| {
+                person::start_leg_media(l.bound.take(), &neg, None).map(|media| (media, neg))
+            });
+        let (media, neg) = match started {
+            Ok(m) => m,
+            Err(why) => {
+                tracing::warn!(call_id = %self.ctx.offer.call_id, %why, "queue: member media did not start");
+                q.leg_ended(now(), leg, None);
+                return;
+            }
+        };
         let user_pk = q.member_of(leg).unwrap_or_default();
-        tracing::info!(call_id = %self.offer.call_id, user_pk, leg, "queue: member answered; bridged");
+        tracing::info!(call_id = %self.ctx.offer.call_id, user_pk, leg, "queue: member answered; bridged");
         self.player = HoldPlayer::new();
-        self.relay = Relay::default();
-        self.bridged = Some(Bridged {
-            leg,
-            _member: member,
+        let member = AnsweredLeg {
+            call: l.call,
             media,
-            _in_use: InUse::new(&self.offer.tenant_id, user_pk),
-        });
+            // The queue reports the member's `leg` events.
+            info: None,
+            answered_at: tokio::time::Instant::now(),
+            neg,
+        };
+        let in_use = InUse::new(&self.ctx.offer.tenant_id, user_pk);
+        self.bridged = Some((leg, member, in_use));
     }
 }

@@ -12,8 +12,10 @@
 //!   else `480` / `no_answer` ([`ForkAction::Refuse`]);
 //! - the caller hanging up (CANCEL) before an answer cancels every leg.
 //!
-//! Not wired into the call task yet: the driver that dials the legs and
-//! relays media (`super::transfer::Relay`) is the next slice.
+//! After the fork, [`after_nobody_answered`] says what a person's call
+//! does next (forward, voicemail, or refuse the caller), [`MessageTake`]
+//! when a voicemail message is over, and [`bridged_end`] how a bridged
+//! call ends by who hung up. The tokio driver is [`super::person`].
 
 use std::time::{Duration, Instant};
 
@@ -200,6 +202,123 @@ impl RingFork {
     }
 }
 
+/// What a person's call does once nobody answered their phones (or none
+/// is registered here).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NoAnswerNext {
+    /// Dial this number through the trunks and bridge it (the profile's
+    /// forwarding; the caller's number as caller ID).
+    Forward(String),
+    /// Answer and record the caller's message.
+    Voicemail,
+    /// Refuse the caller with the fork's (or the forward's) outcome.
+    Refuse,
+}
+
+/// The rule after an unanswered fork: forward first (a valid E.164
+/// `forward_number`, not tried yet), then voicemail when the profile has
+/// it, else refuse. Busy and declined phones forward too (call forwarding
+/// on busy and on no answer are one setting here).
+pub fn after_nobody_answered(
+    ring: &voxline_shared::sidecar_link::RingUser,
+    forwarded: bool,
+) -> NoAnswerNext {
+    match ring.forward_number.as_deref() {
+        Some(n) if !forwarded && super::tools::is_e164(n) => NoAnswerNext::Forward(n.to_string()),
+        _ if ring.voicemail => NoAnswerNext::Voicemail,
+        _ => NoAnswerNext::Refuse,
+    }
+}
+
+/// The longest voicemail message.
+pub const MESSAGE_MAX: Duration = Duration::from_secs(120);
+/// A message ends after this much silence.
+pub const MESSAGE_SILENCE: Duration = Duration::from_secs(10);
+/// A 20 ms frame quieter than this RMS (about -44 dBFS) is silence (line
+/// noise, comfort noise).
+pub const SILENCE_RMS: f64 = 200.0;
+
+/// Why a voicemail message ended on our side.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TakeEnd {
+    /// [`MESSAGE_MAX`] reached.
+    Cap,
+    /// [`MESSAGE_SILENCE`] of silence.
+    Silence,
+}
+
+/// When a voicemail message is over, sans-IO: fed the caller's audio and
+/// time from the beep on.
+#[derive(Debug, Clone)]
+pub struct MessageTake {
+    until: Instant,
+    last_voice: Instant,
+    silence: Duration,
+}
+
+impl MessageTake {
+    /// Recording from `now` (the beep's end) for at most `max`, ending on
+    /// `silence` of silence.
+    pub fn start(now: Instant, max: Duration, silence: Duration) -> MessageTake {
+        MessageTake {
+            until: now + max,
+            last_voice: now,
+            silence,
+        }
+    }
+
+    /// The caller's audio (8 kHz PCM) heard at `now`.
+    pub fn heard(&mut self, now: Instant, pcm: &[i16]) {
+        if pcm.is_empty() {
+            return;
+        }
+        let power = pcm.iter().map(|&s| f64::from(s).powi(2)).sum::<f64>() / pcm.len() as f64;
+        if power.sqrt() >= SILENCE_RMS {
+            self.last_voice = now;
+        }
+    }
+
+    /// When [`MessageTake::is_over`] may next say yes.
+    pub fn poll_timeout(&self) -> Instant {
+        self.until.min(self.last_voice + self.silence)
+    }
+
+    pub fn is_over(&self, now: Instant) -> Option<TakeEnd> {
+        if now >= self.until {
+            Some(TakeEnd::Cap)
+        } else if now >= self.last_voice + self.silence {
+            Some(TakeEnd::Silence)
+        } else {
+            None
+        }
+    }
+}
+
+/// Which leg of a bridged person's call hung up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HungUp {
+    /// The call's callee: the caller of an inbound call, the destination
+    /// of a click-to-call.
+    Callee,
+    /// The person's phone (or the forward): our side of the call.
+    Person,
+}
+
+/// How a bridged call ends when `who` hung up with `end` (its dialog's
+/// end): a BYE is `completed` with `callee_hangup` (the callee's) or
+/// `agent_hangup` (the person's: on a person's call they stand where the
+/// agent does); any other end (our BYE at `max_seconds`, lost media) is
+/// the dialog's own.
+pub fn bridged_end(who: HungUp, end: Option<&crate::sip::DialogEnd>) -> (CallStatus, EndedReason) {
+    match end {
+        Some(e) if e.reason != EndedReason::CalleeHangup => (e.status, e.reason),
+        _ => match who {
+            HungUp::Callee => (CallStatus::Completed, EndedReason::CalleeHangup),
+            HungUp::Person => (CallStatus::Completed, EndedReason::AgentHangup),
+        },
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -320,5 +439,121 @@ mod tests {
         assert_eq!(f.leg_answered(7), vec![]);
         assert_eq!(f.leg_failed(7, Some(486)), vec![]);
         assert!(!f.is_finished());
+    }
+
+    fn ring(forward: Option<&str>, voicemail: bool) -> voxline_shared::sidecar_link::RingUser {
+        voxline_shared::sidecar_link::RingUser {
+            user_pk: 7,
+            extension: "1002".into(),
+            display_name: "John".into(),
+            ring_timeout_seconds: 20,
+            forward_number: forward.map(str::to_string),
+            voicemail,
+        }
+    }
+
+    #[test]
+    fn nobody_answering_forwards_once_then_takes_a_message_or_refuses() {
+        let n = "+14155550123";
+        assert_eq!(
+            after_nobody_answered(&ring(Some(n), true), false),
+            NoAnswerNext::Forward(n.into())
+        );
+        assert_eq!(
+            after_nobody_answered(&ring(Some(n), true), true),
+            NoAnswerNext::Voicemail
+        );
+        assert_eq!(
+            after_nobody_answered(&ring(Some(n), false), true),
+            NoAnswerNext::Refuse
+        );
+        assert_eq!(
+            after_nobody_answered(&ring(None, true), false),
+            NoAnswerNext::Voicemail
+        );
+        assert_eq!(
+            after_nobody_answered(&ring(None, false), false),
+            NoAnswerNext::Refuse
+        );
+        // Not a number the trunks take: never dialled.
+        assert_eq!(
+            after_nobody_answered(&ring(Some("sip:x@evil"), false), false),
+            NoAnswerNext::Refuse
+        );
+    }
+
+    #[test]
+    fn a_message_ends_after_ten_seconds_of_silence_or_at_the_cap() {
+        let t0 = Instant::now();
+        let loud = vec![3_000i16; 160];
+        let quiet = vec![30i16; 160];
+        let mut m = MessageTake::start(t0, MESSAGE_MAX, MESSAGE_SILENCE);
+        assert_eq!(m.poll_timeout(), t0 + MESSAGE_SILENCE);
+        // Speaking keeps it going; line noise does not.
+        let mut t = t0;
+        for _ in 0..500 {
+            t += Duration::from_millis(20);
+            m.heard(t, &loud);
+        }
+        assert_eq!(m.is_over(t + Duration::from_secs(9)), None);
+        for _ in 0..250 {
+            t += Duration::from_millis(20);
+            m.heard(t, &quiet);
+        }
+        let spoke_until = t0 + Duration::from_secs(10);
+        assert_eq!(m.poll_timeout(), spoke_until + MESSAGE_SILENCE);
+        assert_eq!(
+            m.is_over(spoke_until + MESSAGE_SILENCE - Duration::from_millis(1)),
+            None
+        );
+        assert_eq!(
+            m.is_over(spoke_until + MESSAGE_SILENCE),
+            Some(TakeEnd::Silence)
+        );
+        // Someone talking all along stops at the cap.
+        let mut m = MessageTake::start(t0, MESSAGE_MAX, MESSAGE_SILENCE);
+        let mut t = t0;
+        while t < t0 + MESSAGE_MAX {
+            t += Duration::from_millis(20);
+            m.heard(t, &loud);
+            if t < t0 + MESSAGE_MAX {
+                assert_eq!(m.is_over(t), None);
+            }
+        }
+        assert_eq!(m.poll_timeout(), t0 + MESSAGE_MAX);
+        assert_eq!(m.is_over(t0 + MESSAGE_MAX), Some(TakeEnd::Cap));
+    }
+
+    #[test]
+    fn a_bridged_call_ends_by_who_hung_up_unless_the_dialog_ended_otherwise() {
+        use crate::sip::DialogEnd;
+        let bye = DialogEnd {
+            status: CallStatus::Completed,
+            reason: EndedReason::CalleeHangup,
+            sip_code: None,
+            try_next_trunk: false,
+            detail: "bye_received".into(),
+            retry_after_s: None,
+        };
+        assert_eq!(
+            bridged_end(HungUp::Callee, Some(&bye)),
+            (CallStatus::Completed, EndedReason::CalleeHangup)
+        );
+        assert_eq!(
+            bridged_end(HungUp::Person, Some(&bye)),
+            (CallStatus::Completed, EndedReason::AgentHangup)
+        );
+        assert_eq!(
+            bridged_end(HungUp::Person, None),
+            (CallStatus::Completed, EndedReason::AgentHangup)
+        );
+        let capped = DialogEnd {
+            reason: EndedReason::MaxDurationReached,
+            ..bye
+        };
+        assert_eq!(
+            bridged_end(HungUp::Callee, Some(&capped)),
+            (CallStatus::Completed, EndedReason::MaxDurationReached)
+        );
     }
 }

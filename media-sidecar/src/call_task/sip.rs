@@ -230,18 +230,21 @@ async fn run_dialog(
             .await;
         return;
     };
-    e.emit_at(end.event(), end.timings.ended_ms).await;
-    upload_recording(&offer, &tel, &tx).await;
-    let _ = tx
-        .send(Msg::CallDone {
-            call_id: offer.call_id,
-        })
-        .await;
+    report_end(&offer, &tel, &tx, &e, end.event(), end.timings.ended_ms).await;
 }
 
-/// After `ended`: the attempt's recording, if any, goes to the upload
-/// queue (the call's outcome never waits for it).
-pub(super) async fn upload_recording(offer: &Offer, tel: &Telephony, tx: &mpsc::Sender<Msg>) {
+/// Reports a call's `ended` (`kind`, at `at_ms`), then hands its recording
+/// (if any) to the uploader and says the call is done: every call task's
+/// last steps.
+pub(crate) async fn report_end(
+    offer: &Offer,
+    tel: &Telephony,
+    tx: &mpsc::Sender<Msg>,
+    e: &Emitter,
+    kind: voxline_shared::sidecar_link::EventKind,
+    at_ms: u64,
+) {
+    e.emit_at(kind, at_ms).await;
     if let Some(wav) = recording_path(offer, tel).filter(|p| p.is_file()) {
         // After `ended`: the call's outcome never waits for the upload.
         let (tenant, call, attempt) = (
@@ -266,6 +269,11 @@ pub(super) async fn upload_recording(offer: &Offer, tel: &Telephony, tx: &mpsc::
             }
         }
     }
+    let _ = tx
+        .send(Msg::CallDone {
+            call_id: offer.call_id.clone(),
+        })
+        .await;
 }
 
 /// One call's IO: what the bridge's actions act on.
@@ -692,8 +700,9 @@ impl CallIo<'_> {
 }
 
 /// Binds a leg's RTP ports: they, our SDP settings (the codecs of the
-/// dial plan in force now) and that plan.
-pub(super) fn bind_media(
+/// dial plan in force now, the public address behind NAT) and that plan;
+/// `media_lost` when no port is free.
+pub(crate) fn bind_media(
     offer: &Offer,
     tel: &Telephony,
 ) -> Result<
@@ -726,7 +735,7 @@ pub(super) fn bind_media(
 /// TTS, off the async threads); `None` without the local engine or when
 /// flite fails (the bridge lets the agent speak then).
 #[cfg(feature = "local-engine")]
-pub(super) async fn synthesize_message(offer: &Offer, text: String) -> Option<Vec<i16>> {
+pub(crate) async fn synthesize_message(offer: &Offer, text: String) -> Option<Vec<i16>> {
     use crate::engine::local::tts::{synthesize, Voice};
     let voice = offer
         .voice
@@ -744,14 +753,14 @@ pub(super) async fn synthesize_message(offer: &Offer, text: String) -> Option<Ve
 }
 
 #[cfg(not(feature = "local-engine"))]
-pub(super) async fn synthesize_message(_offer: &Offer, _text: String) -> Option<Vec<i16>> {
+pub(crate) async fn synthesize_message(_offer: &Offer, _text: String) -> Option<Vec<i16>> {
     None
 }
 
 /// What the SIP endpoint is asked to dial for `offer`: its number from the
 /// trunks' caller ID, its caller name (if any) as the From display-name over
 /// any other, the configured timers and the call's duration cap.
-pub(super) fn call_spec(
+pub(crate) fn call_spec(
     offer: &Offer,
     trunks: Vec<crate::sip::endpoint::Trunk>,
     from_number: &str,
@@ -873,7 +882,7 @@ async fn make_engine(
 }
 
 /// Where this attempt's recording goes, when the offer asks for one.
-fn recording_path(offer: &Offer, tel: &Telephony) -> Option<std::path::PathBuf> {
+pub(crate) fn recording_path(offer: &Offer, tel: &Telephony) -> Option<std::path::PathBuf> {
     match (&tel.cfg.recordings_dir, offer.record) {
         (Some(dir), true) => Some(crate::recordings::wav_path(
             dir,
@@ -886,7 +895,7 @@ fn recording_path(offer: &Offer, tel: &Telephony) -> Option<std::path::PathBuf> 
 
 /// A leg's media without recording (the transfer's second leg: the
 /// callee's leg records both sides).
-pub(super) fn start_media_unrecorded(
+pub(crate) fn start_media_unrecorded(
     bound: Option<media::driver::BoundMedia>,
     neg: &Negotiated,
 ) -> Result<MediaHandle, String> {
@@ -901,7 +910,7 @@ pub(super) fn start_media_unrecorded(
     bound.start(cfg).map_err(|e| e.to_string())
 }
 
-pub(super) fn start_media(
+pub(crate) fn start_media(
     offer: &Offer,
     tel: &Telephony,
     bound: Option<media::driver::BoundMedia>,

@@ -604,6 +604,31 @@ impl<C: Transport> Driver<C> {
                     (InboundDecision::Answer { .. }, _) => {
                         self.requests.spawn(incoming.refuse(480));
                     }
+                    (InboundDecision::RingUser { offer, ring }, CallMode::Sip(tel)) => {
+                        tracing::info!(
+                            call_id = %offer.call_id, caller = %offer.phone, user_pk = ring.user_pk,
+                            "inbound call rings a person"
+                        );
+                        if self.calls.contains_key(&offer.call_id) {
+                            return;
+                        }
+                        let (hang_tx, hang_rx) = oneshot::channel();
+                        self.calls.insert(offer.call_id.clone(), hang_tx);
+                        self.started += 1;
+                        crate::metrics::global().call_started();
+                        let call_id = offer.call_id.clone();
+                        self.call_tasks.spawn(
+                            call_id,
+                            crate::call_task::person::run_ring_user(
+                                *offer,
+                                ring,
+                                tel.clone(),
+                                self.tx.clone(),
+                                hang_rx,
+                                incoming,
+                            ),
+                        );
+                    }
                     (InboundDecision::Queue { offer, queue }, CallMode::Sip(tel)) => {
                         // A queue (issue 16): answered, hold audio, members
                         // rung here, the first to answer bridged, overflow.
@@ -636,12 +661,12 @@ impl<C: Transport> Driver<C> {
                         | InboundDecision::Queue { offer, .. },
                         _,
                     ) => {
-                        // Ringing a person's phones and queues are not built
-                        // yet: the caller hears 480 and the edge's call ends
+                        // A person's or a queue's call needs telephony: without
+                        // it the caller hears 480 and the edge's call ends
                         // `no_answer`, never left ringing.
                         tracing::warn!(
                             call_id = %offer.call_id,
-                            "inbound call rings a person or a queue: not supported by this sidecar yet; 480"
+                            "inbound call for a person or a queue without telephony; 480"
                         );
                         self.requests.spawn(incoming.refuse(480));
                         let e = crate::call_task::Emitter::new(&offer.call_id, self.tx.clone());

@@ -1555,6 +1555,16 @@ impl Endpoint {
         self.pump_inbound_calls(ms);
     }
 
+    /// Keeps inbound call `id` ringing for `for_` more (see
+    /// [`super::uas::Uas::keep_ringing`]).
+    pub fn keep_ringing_inbound_call(&mut self, id: InboundCallId, for_: Duration, now: Instant) {
+        let ms = self.ms(now);
+        if let Some(d) = self.inbound_call_mut(id) {
+            d.uas.keep_ringing(ms, ms.saturating_add(duration_ms(for_)));
+        }
+        self.pump_inbound_calls(ms);
+    }
+
     /// Ends inbound call `id` from our side (480 while ringing, else BYE).
     pub fn hangup_inbound_call(&mut self, id: InboundCallId, reason: EndedReason, now: Instant) {
         let ms = self.ms(now);
@@ -3381,6 +3391,26 @@ mod tests {
             [("in-z9hG4bKslow@trunk".to_string(), 480)],
             "the acked refusals are quiet; the undecided call gets 480"
         );
+    }
+
+    /// A person's call keeps the caller ringing past DECIDE_WITHIN_MS for
+    /// as long as it was asked (their phones ring meanwhile), then 480.
+    #[test]
+    fn an_inbound_call_kept_ringing_is_refused_only_when_that_time_is_up() {
+        let mut h = with_trunks(36);
+        h.recv(TRUNK_A, &invite_from_trunk("z9hG4bKkeep", "+14155550100"))
+            .unwrap();
+        h.sent();
+        let (id, _) = only(inbound_events(&mut h));
+        let t0 = h.now_ms;
+        h.ep.keep_ringing_inbound_call(id, Duration::from_secs(30), h.now());
+        let quiet = h.advance_to(t0 + crate::sip::uas::DECIDE_WITHIN_MS + 1_000);
+        assert!(
+            quiet.iter().all(|s| s.msg.code() != Some(480)),
+            "refused while kept ringing"
+        );
+        let later = h.advance_to(t0 + 30_000);
+        assert_eq!(codes(&later), [480]);
     }
 
     #[test]

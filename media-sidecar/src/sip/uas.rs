@@ -31,6 +31,10 @@ use crate::random::Random;
 /// decision lost, the driver gone) is refused with 480.
 pub const DECIDE_WITHIN_MS: u64 = 10_000;
 
+/// The longest [`Uas::keep_ringing`] keeps a call ringing (a ring timeout
+/// plus a forward's ringing; RFC 3261's Timer C is 3 minutes).
+pub const MAX_RINGING_MS: u64 = 170_000;
+
 /// Where the dialog stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum UasPhase {
@@ -282,6 +286,17 @@ impl Uas {
     }
 
     /// Refuses the call with a final `code` (4xx-6xx), before any answer.
+    /// Keeps a ringing call ringing until at least `until` (ms) instead of
+    /// refusing it at [`DECIDE_WITHIN_MS`]: the call task rings a person's
+    /// phones for their ring timeout (issue 16). Bounded by
+    /// [`MAX_RINGING_MS`] from now; nothing once answered or refused.
+    pub fn keep_ringing(&mut self, now: u64, until: u64) {
+        if self.phase == UasPhase::Ringing {
+            let until = until.min(now.saturating_add(MAX_RINGING_MS));
+            self.decide_by = self.decide_by.max(until);
+        }
+    }
+
     pub fn refuse(&mut self, now: u64, code: u16) {
         if self.phase != UasPhase::Ringing {
             return;

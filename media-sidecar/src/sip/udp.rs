@@ -92,6 +92,10 @@ enum Cmd {
         id: InboundCallId,
         code: u16,
     },
+    KeepRinging {
+        id: InboundCallId,
+        for_: std::time::Duration,
+    },
     SendMessage {
         spec: Box<MessageSpec>,
         reply: oneshot::Sender<Result<MessageEnd, StartError>>,
@@ -174,6 +178,22 @@ impl IncomingCall {
         Ok(self.handle)
     }
 
+    /// Keeps the call ringing (180 sent: the caller hears ringback) for
+    /// `for_` more rather than refusing it 480 after
+    /// [`super::uas::DECIDE_WITHIN_MS`] (at most
+    /// [`super::uas::MAX_RINGING_MS`]): while a person's phones ring.
+    pub async fn keep_ringing(&self, for_: std::time::Duration) {
+        if let CallKey::In(id) = self.handle.id {
+            let _ = self.handle.cmd.send(Cmd::KeepRinging { id, for_ }).await;
+        }
+    }
+
+    /// The call's next event while it rings: `Ended` (cancelled) when the
+    /// caller gives up before an answer; `None` once the driver stopped.
+    pub async fn next_event(&mut self) -> Option<Event> {
+        self.handle.next_event().await
+    }
+
     /// Refuses the call with `code` (4xx-6xx).
     pub async fn refuse(self, code: u16) {
         if let CallKey::In(id) = self.handle.id {
@@ -194,6 +214,15 @@ impl CallHandle {
     /// The next event; `None` after the `Ended` event (or if the driver stopped).
     pub async fn next_event(&mut self) -> Option<Event> {
         self.events.recv().await
+    }
+
+    /// [`CallHandle::next_event`] as a poll, to wait on many calls at once
+    /// (the legs a person's call forks to).
+    pub fn poll_event(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Event>> {
+        self.events.poll_recv(cx)
     }
 
     /// Presses `keys` as SIP INFO (`application/dtmf-relay`), one request
@@ -255,6 +284,7 @@ impl std::fmt::Debug for Cmd {
             Cmd::TakeInboundCalls { .. } => "TakeInboundCalls",
             Cmd::AnswerInbound { .. } => "AnswerInbound",
             Cmd::RefuseInbound { .. } => "RefuseInbound",
+            Cmd::KeepRinging { .. } => "KeepRinging",
             Cmd::SendMessage { .. } => "SendMessage",
             Cmd::Registrations { .. } => "Registrations",
             Cmd::Unregister { .. } => "Unregister",
@@ -720,6 +750,9 @@ impl Driver {
                 let _ = reply.send(r);
             }
             Cmd::RefuseInbound { id, code } => self.endpoint.refuse_inbound_call(id, code, now()),
+            Cmd::KeepRinging { id, for_ } => {
+                self.endpoint.keep_ringing_inbound_call(id, for_, now())
+            }
             Cmd::SendMessage { spec, reply } => match self.endpoint.send_message(*spec, now()) {
                 Ok(id) => {
                     self.texts.insert(id, reply);
