@@ -173,7 +173,7 @@ pub(crate) struct AnsweredLeg {
     pub info: Option<LegInfo>,
     pub answered_at: tokio::time::Instant,
     /// What its answer settled (a queue's caller handed to the agent needs it).
-    pub neg: Negotiated,
+    pub neg: Box<Negotiated>,
 }
 
 /// How [`ring_until_answered`] ended.
@@ -346,7 +346,7 @@ pub(crate) async fn ring_until_answered<A, F: Future<Output = A>>(
                                 media,
                                 info: Some(info),
                                 answered_at: tokio::time::Instant::now(),
-                                neg,
+                                neg: Box::new(neg),
                             });
                         }
                         Err(why) => {
@@ -444,7 +444,7 @@ pub(crate) async fn answer_caller(
                     media,
                     info: None,
                     answered_at: tokio::time::Instant::now(),
-                    neg,
+                    neg: Box::new(neg),
                 });
             }
             Some(Event::Call(DialogEvent::Ended(end))) => {
@@ -815,6 +815,12 @@ async fn bridge_caller(
     };
     t.answered_ms = Some(ctx.emitter.emit(EventKind::Answered).await);
     let mut person = person;
+    // On a call here: queues skip them meanwhile.
+    let _in_use = person
+        .info
+        .as_ref()
+        .and_then(|i| i.user_pk)
+        .map(|pk| super::queue_call::InUse::new(&ctx.offer.tenant_id, pk));
     let end = relay_until_one_ends(&mut caller, &mut person, command(hangup)).await;
     bridged_outcome(ctx, caller, person, end).await
 }
@@ -1082,6 +1088,8 @@ async fn click_to_call(
             };
         }
     };
+    // On a call here: queues skip them meanwhile.
+    let _in_use = super::queue_call::InUse::new(&offer.tenant_id, user.user_pk);
     // The destination, through the trunks, with the call's caller ID.
     let dial_plan = tel.dial_plan();
     let from = match offer.caller_number.as_deref() {

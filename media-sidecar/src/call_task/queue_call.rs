@@ -178,10 +178,9 @@ pub async fn run_queue_call(
             let answered = super::sip::AnsweredCall {
                 call: caller.call,
                 media: caller.media,
-                neg: caller.neg,
+                neg: *caller.neg,
                 timings,
             };
-            drop(ctx);
             super::sip::run_answered_call(offer, tel, tx, hangup, answered).await;
         }
         Outcome::Voicemail => {
@@ -529,9 +528,29 @@ impl QueueIo<'_> {
             // The queue reports the member's `leg` events.
             info: None,
             answered_at: tokio::time::Instant::now(),
-            neg,
+            neg: Box::new(neg),
         };
         let in_use = InUse::new(&self.ctx.offer.tenant_id, user_pk);
         self.bridged = Some((leg, member, in_use));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_user_is_in_use_while_any_of_their_calls_holds_a_mark() {
+        let (tenant, other) = ("ten_inuse_test", "ten_inuse_other");
+        assert!(!user_in_use(tenant, 5));
+        let a = InUse::new(tenant, 5);
+        let b = InUse::new(tenant, 5);
+        assert!(user_in_use(tenant, 5));
+        assert!(!user_in_use(tenant, 6), "another user");
+        assert!(!user_in_use(other, 5), "another tenant's user 5");
+        drop(a);
+        assert!(user_in_use(tenant, 5), "one call left");
+        drop(b);
+        assert!(!user_in_use(tenant, 5));
     }
 }
