@@ -747,3 +747,86 @@ async fn voicemail_overflow_records_the_callers_message() {
     rig.stop().await;
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `ring_all`: both members' phones ring at once; member 2's answers, so
+/// member 3's (only ringing) is cancelled and never bridged; the member
+/// hangs up first (baresip quits): `completed` / `agent_hangup`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ring_all_rings_everyone_and_the_first_answer_cancels_the_rest() {
+    let dir = temp_dir("queue-ringall");
+    let rig = rig(&dir, (47_600, 47_699)).await;
+    let wav = dir.join("member.wav");
+    write_wav(
+        &wav,
+        8_000,
+        &voxline_testkit::tone(8_000, &[(MEMBER_HZ, 6_000.0)], 8_000 * 30),
+    )
+    .unwrap();
+    let _rings = start_member(&dir, "rings", 3, rig.sip_port, Phone::Rings, 40);
+    // Quits (BYE) 9 s after starting: the member hangs up.
+    let _answers = start_member(&dir, "answers", 2, rig.sip_port, Phone::Answers(&wav), 9);
+    rig.registered(3).await;
+    rig.registered(2).await;
+    let mut p = plan(vec![member(3), member(2)], 60, QueueOverflow::Hangup);
+    p.ring_all = true;
+    p.member_timeout_seconds = 20;
+    rig.edge.decide_inbound(InboundDecision::Queue {
+        offer: queue_offer("q_all", false),
+        queue: p,
+    });
+    let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let media_port = sock.local_addr().unwrap().port();
+    let target = format!("127.0.0.1:{}", rig.sip_port);
+    let listen = tokio::spawn(caller_media(sock, Duration::from_secs(8)));
+    let sipp = start_caller(
+        &dir,
+        "uac_queue_caller_waits",
+        rig.trunk_port,
+        &target,
+        media_port,
+    )
+    .await;
+    let heard = listen.await.unwrap();
+    caller_done(sipp, &dir).await;
+    let end = rig.ended("q_all", Duration::from_secs(15)).await;
+    assert_eq!(end, (CallStatus::Completed, EndedReason::AgentHangup));
+    let evs = rig.events("q_all");
+    assert_eq!(
+        queue_steps(&evs),
+        [QueueStep::Entered, QueueStep::Connected],
+        "{evs:?}"
+    );
+    let legs = legs(&evs);
+    let of = |pk: u64| -> Vec<LegStep> {
+        legs.iter()
+            .filter(|l| l.1 == Some(pk))
+            .map(|l| l.0)
+            .collect()
+    };
+    assert_eq!(
+        of(3),
+        [LegStep::Dialing, LegStep::Ringing, LegStep::Ended],
+        "{legs:?}"
+    );
+    assert_eq!(
+        of(2).first(),
+        Some(&LegStep::Dialing),
+        "rung at once: {legs:?}"
+    );
+    assert!(of(2).contains(&LegStep::Answered), "{legs:?}");
+    assert_eq!(of(2).last(), Some(&LegStep::Ended), "{legs:?}");
+    let talk = evs.iter().rev().find_map(|e| match e {
+        EventKind::Leg {
+            step: LegStep::Ended,
+            user_pk: Some(2),
+            talk_ms,
+            ..
+        } => Some(*talk_ms),
+        _ => None,
+    });
+    assert!(talk.is_some_and(|ms| ms >= 2_000), "talk {talk:?}");
+    let member_frames = heard.iter().filter(|h| h.member > 1_000.0).count();
+    assert!(member_frames >= 50, "{member_frames} frames of the member");
+    rig.stop().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
