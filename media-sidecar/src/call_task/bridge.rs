@@ -433,6 +433,33 @@ impl Bridge {
         b
     }
 
+    /// A call already answered and with its media running (a queue caller
+    /// the agent takes over, issue 16): `timings` so far (nothing is
+    /// emitted again), `neg` what the answer settled. The engine starts
+    /// and the conversation runs as after [`Bridge::media_started`].
+    pub fn taking_over(
+        call_id: &str,
+        cfg: BridgeConfig,
+        now: Instant,
+        now_ms: u64,
+        timings: Timings,
+        neg: &Negotiated,
+    ) -> Bridge {
+        let mut b = Bridge::new(call_id, cfg, now, timings.dispatched_ms);
+        // Not `dialing` again: the call was reported answered already.
+        b.actions.clear();
+        // Event times keep counting from the dispatch.
+        let since = Duration::from_millis(now_ms.saturating_sub(timings.dispatched_ms));
+        b.started = now.checked_sub(since).unwrap_or(now);
+        b.timings = timings;
+        b.silence = Some(SilenceWatch::new(now, b.cfg.silence_timeout));
+        b.telephone_event = neg.dtmf_pt.is_some();
+        b.on_hold = !we_may_send(neg);
+        b.media_up = true;
+        b.start_engine();
+        b
+    }
+
     /// The next thing to do, if any.
     pub fn poll_action(&mut self) -> Option<Action> {
         self.actions.pop_front()

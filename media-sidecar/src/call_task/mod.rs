@@ -15,7 +15,10 @@
 
 pub mod bridge;
 pub mod customer_tools;
+pub mod hold_audio;
 pub mod person;
+pub mod queue;
+pub mod queue_call;
 pub mod ring_user;
 pub mod sip;
 pub mod tools;

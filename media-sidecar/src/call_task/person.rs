@@ -173,6 +173,8 @@ pub(crate) struct AnsweredLeg {
     /// `leg` events.
     pub info: Option<LegInfo>,
     pub answered_at: tokio::time::Instant,
+    /// What its answer settled (a queue's caller handed to the agent needs it).
+    pub neg: Box<Negotiated>,
 }
 
 /// How [`ring_until_answered`] ended.
@@ -201,14 +203,18 @@ pub(crate) struct RingOptions {
 }
 
 /// A leg being rung.
-struct RingingLeg {
-    call: CallHandle,
-    bound: Option<media::driver::BoundMedia>,
+pub(crate) struct RingingLeg {
+    pub call: CallHandle,
+    pub bound: Option<media::driver::BoundMedia>,
     rang: bool,
 }
 
 /// Dials one leg (its own RTP ports; the call's `max_seconds` as its cap).
-async fn dial(ctx: &LegCtx<'_>, plan: &LegPlan, ring_for: Duration) -> Result<RingingLeg, String> {
+pub(crate) async fn dial(
+    ctx: &LegCtx<'_>,
+    plan: &LegPlan,
+    ring_for: Duration,
+) -> Result<RingingLeg, String> {
     let (bound, sdp, dial_plan) = super::sip::bind_media(ctx.offer, ctx.tel)
         .map_err(|_| "no RTP ports for the leg".to_string())?;
     let (trunks, user) = match &plan.target {
@@ -341,6 +347,7 @@ pub(crate) async fn ring_until_answered<A, F: Future<Output = A>>(
                                 media,
                                 info: Some(info),
                                 answered_at: tokio::time::Instant::now(),
+                                neg: Box::new(neg),
                             });
                         }
                         Err(why) => {
@@ -438,6 +445,7 @@ pub(crate) async fn answer_caller(
                     media,
                     info: None,
                     answered_at: tokio::time::Instant::now(),
+                    neg: Box::new(neg),
                 });
             }
             Some(Event::Call(DialogEvent::Ended(end))) => {
@@ -617,9 +625,10 @@ fn commanded_end(cause: Option<HangupCause>, answered: bool) -> Option<(CallStat
 }
 
 /// A call's outcome: its `ended` fields, or `None` (no `ended`).
-struct Outcome {
-    end: Option<(CallStatus, EndedReason)>,
-    sip_code: Option<u16>,
+pub(crate) struct Outcome {
+    /// `None`: the sidecar stops at once (no `ended`).
+    pub end: Option<(CallStatus, EndedReason)>,
+    pub sip_code: Option<u16>,
 }
 
 impl Outcome {
@@ -807,6 +816,12 @@ async fn bridge_caller(
     };
     t.answered_ms = Some(ctx.emitter.emit(EventKind::Answered).await);
     let mut person = person;
+    // On a call here: queues skip them meanwhile.
+    let _in_use = person
+        .info
+        .as_ref()
+        .and_then(|i| i.user_pk)
+        .map(|pk| super::queue_call::InUse::new(&ctx.offer.tenant_id, pk));
     let end = relay_until_one_ends(&mut caller, &mut person, command(hangup)).await;
     bridged_outcome(ctx, caller, person, end).await
 }
@@ -890,7 +905,7 @@ async fn take_message(
     hangup: &mut Option<oneshot::Receiver<HangupCause>>,
 ) -> Outcome {
     let record = super::sip::recording_path(ctx.offer, ctx.tel);
-    let mut caller = match answer_caller(ctx, incoming, record).await {
+    let caller = match answer_caller(ctx, incoming, record).await {
         Ok(c) => c,
         Err(why) => {
             tracing::warn!(call_id = %ctx.offer.call_id, %why, "caller not answered for voicemail");
@@ -898,7 +913,19 @@ async fn take_message(
         }
     };
     t.answered_ms = Some(ctx.emitter.emit(EventKind::Answered).await);
-    let mut prompt = super::sip::synthesize_message(ctx.offer, greeting_text(ring))
+    take_message_on(ctx, caller, greeting_text(ring), hangup).await
+}
+
+/// Voicemail on an answered caller (a queue's overflow too): `greeting`,
+/// a beep, then the message as [`take_message`] records it.
+pub(crate) async fn take_message_on(
+    ctx: &LegCtx<'_>,
+    caller: AnsweredLeg,
+    greeting: String,
+    hangup: &mut Option<oneshot::Receiver<HangupCause>>,
+) -> Outcome {
+    let mut caller = caller;
+    let mut prompt = super::sip::synthesize_message(ctx.offer, greeting)
         .await
         .unwrap_or_else(|| {
             let mut p = tone(440.0, 300, 6_000.0);
@@ -1062,6 +1089,8 @@ async fn click_to_call(
             };
         }
     };
+    // On a call here: queues skip them meanwhile.
+    let _in_use = super::queue_call::InUse::new(&offer.tenant_id, user.user_pk);
     // The destination, through the trunks, with the call's caller ID.
     let dial_plan = tel.dial_plan();
     let from = match offer.caller_number.as_deref() {

@@ -110,7 +110,7 @@ pub async fn run_sip_call(
     tx: mpsc::Sender<Msg>,
     hangup: oneshot::Receiver<HangupCause>,
 ) {
-    run_dialog(offer, tel, tx, hangup, None).await
+    run_dialog(offer, tel, tx, Some(hangup), Start::Place).await
 }
 
 /// Runs a call a trunk placed to us (issue 16) as an outbound one runs,
@@ -123,22 +123,80 @@ pub async fn run_inbound_call(
     hangup: oneshot::Receiver<HangupCause>,
     incoming: IncomingCall,
 ) {
-    run_dialog(offer, tel, tx, hangup, Some(incoming)).await
+    run_dialog(offer, tel, tx, Some(hangup), Start::Answer(incoming)).await
+}
+
+/// A call answered and with its media running, handed to the bridge (a
+/// queue caller the offer's agent takes over, issue 16).
+pub(crate) struct AnsweredCall {
+    pub call: CallHandle,
+    pub media: MediaHandle,
+    /// What the answer settled.
+    pub neg: Negotiated,
+    /// The events reported so far (`answered` included).
+    pub timings: voxline_shared::sidecar_link::Timings,
+}
+
+/// Runs an answered call's agent from now on (its engine starts at once),
+/// to the end: as [`run_inbound_call`] after the answer. `hangup`: the
+/// edge's command, unless it came already.
+pub(crate) async fn run_answered_call(
+    offer: Offer,
+    tel: Arc<Telephony>,
+    tx: mpsc::Sender<Msg>,
+    hangup: Option<oneshot::Receiver<HangupCause>>,
+    answered: AnsweredCall,
+) {
+    run_dialog(offer, tel, tx, hangup, Start::Answered(Box::new(answered))).await
+}
+
+/// How a dialog starts.
+enum Start {
+    /// Place the offer's call.
+    Place,
+    /// Answer a ringing inbound call.
+    Answer(IncomingCall),
+    /// Already answered, media running.
+    Answered(Box<AnsweredCall>),
 }
 
 async fn run_dialog(
     offer: Offer,
     tel: Arc<Telephony>,
     tx: mpsc::Sender<Msg>,
-    hangup: oneshot::Receiver<HangupCause>,
-    incoming: Option<IncomingCall>,
+    hangup: Option<oneshot::Receiver<HangupCause>>,
+    start: Start,
 ) {
     let e = Emitter::new(&offer.call_id, tx.clone());
     let mut bridge_cfg = BridgeConfig::for_offer(&offer);
     // The dial plan in force (SIGHUP may change it).
     bridge_cfg.amd_detector.max_decision =
         Duration::from_millis(u64::from(tel.dial_plan().cfg.amd_decision_ms));
-    let bridge = Bridge::new(&offer.call_id, bridge_cfg, now(), now_ms());
+    let (incoming, call, media, bridge) = match start {
+        Start::Place => (
+            None,
+            None,
+            None,
+            Bridge::new(&offer.call_id, bridge_cfg, now(), now_ms()),
+        ),
+        Start::Answer(incoming) => (
+            Some(incoming),
+            None,
+            None,
+            Bridge::new(&offer.call_id, bridge_cfg, now(), now_ms()),
+        ),
+        Start::Answered(a) => {
+            let bridge = Bridge::taking_over(
+                &offer.call_id,
+                bridge_cfg,
+                now(),
+                now_ms(),
+                a.timings,
+                &a.neg,
+            );
+            (None, Some(a.call), Some(a.media), bridge)
+        }
+    };
     // Tool answers come back here; tasks outliving the call send into nothing.
     let (tool_tx, tool_rx) = mpsc::channel(super::customer_tools::MAX_TOOL_CALLS_PER_CALL);
     let mut io = CallIo {
@@ -148,12 +206,12 @@ async fn run_dialog(
         link: tx.clone(),
         tool_tx,
         tool_rx,
-        call: None,
+        call,
         bound: None,
-        media: None,
+        media,
         engine: None,
         engine_start: None,
-        hangup: Some(hangup),
+        hangup,
         latency: Default::default(),
         incoming,
         transferee: None,
@@ -257,6 +315,8 @@ impl CallIo<'_> {
         }
         let placed = match self.incoming.take() {
             Some(incoming) => self.answer(incoming).await,
+            // Handed over answered: nothing to place.
+            None if self.call.is_some() => Ok(()),
             None => self.place().await,
         };
         if let Err(reason) = placed {

@@ -629,17 +629,44 @@ impl<C: Transport> Driver<C> {
                             ),
                         );
                     }
+                    (InboundDecision::Queue { offer, queue }, CallMode::Sip(tel)) => {
+                        // A queue (issue 16): answered, hold audio, members
+                        // rung here, the first to answer bridged, overflow.
+                        tracing::info!(
+                            call_id = %offer.call_id, caller = %offer.phone, queue_pk = queue.queue_pk,
+                            members = queue.members.len(), overflow = ?queue.overflow, "inbound call queued"
+                        );
+                        if self.calls.contains_key(&offer.call_id) {
+                            return;
+                        }
+                        let (hang_tx, hang_rx) = oneshot::channel();
+                        self.calls.insert(offer.call_id.clone(), hang_tx);
+                        self.started += 1;
+                        crate::metrics::global().call_started();
+                        let call_id = offer.call_id.clone();
+                        self.call_tasks.spawn(
+                            call_id,
+                            crate::call_task::queue_call::run_queue_call(
+                                *offer,
+                                queue,
+                                tel.clone(),
+                                self.tx.clone(),
+                                hang_rx,
+                                incoming,
+                            ),
+                        );
+                    }
                     (
                         InboundDecision::RingUser { offer, .. }
                         | InboundDecision::Queue { offer, .. },
                         _,
                     ) => {
-                        // Queues are not built yet (nor a person's call
-                        // without telephony): the caller hears 480 and the
-                        // edge's call ends `no_answer`, never left ringing.
+                        // A person's or a queue's call needs telephony: without
+                        // it the caller hears 480 and the edge's call ends
+                        // `no_answer`, never left ringing.
                         tracing::warn!(
                             call_id = %offer.call_id,
-                            "inbound call for a queue (or a person, without telephony): not supported by this sidecar yet; 480"
+                            "inbound call for a person or a queue without telephony; 480"
                         );
                         self.requests.spawn(incoming.refuse(480));
                         let e = crate::call_task::Emitter::new(&offer.call_id, self.tx.clone());

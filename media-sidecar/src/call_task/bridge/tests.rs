@@ -1771,3 +1771,59 @@ fn the_edges_hangup_while_bridged_hangs_up_both_legs() {
         ]
     );
 }
+
+/// A queue caller answered 2 s after dispatch and waiting 30 s: the agent
+/// takes the call over. Nothing is reported again, the engine starts, the
+/// conversation runs once it is up, and the end carries the queue's
+/// timings, stamped from the dispatch.
+#[test]
+fn an_answered_call_handed_over_starts_the_engine_and_keeps_its_timings() {
+    let t0 = Instant::now();
+    let so_far = Timings {
+        dispatched_ms: D,
+        ringing_ms: None,
+        answered_ms: Some(D + 2_000),
+        ended_ms: 0,
+    };
+    let now = t0 + ms(32_000);
+    let mut b = Bridge::taking_over("c_q", cfg(30), now, D + 32_000, so_far, &neg());
+    assert_eq!(drain(&mut b), [Action::StartEngine]);
+    b.engine_started(now + ms(500));
+    assert_eq!(drain(&mut b), [Action::EngineAnswered]);
+    // What the caller says goes to the engine.
+    b.heard(now + ms(600), speech());
+    assert!(drain(&mut b)
+        .iter()
+        .any(|a| matches!(a, Action::SendToEngine(_))));
+    b.handle_dialog_event(
+        now + ms(10_000),
+        ended(CallStatus::Completed, EndedReason::CalleeHangup, None),
+    );
+    assert_eq!(
+        drain(&mut b),
+        [finish(
+            CallStatus::Completed,
+            EndedReason::CalleeHangup,
+            None,
+            None,
+            Some(D + 2_000),
+            D + 42_000
+        )]
+    );
+}
+
+/// Silence is counted from the hand-over, not from the answer.
+#[test]
+fn a_handed_over_call_counts_silence_from_the_hand_over() {
+    let t0 = Instant::now();
+    let so_far = Timings {
+        dispatched_ms: D,
+        ringing_ms: None,
+        answered_ms: Some(D),
+        ended_ms: 0,
+    };
+    let mut b = Bridge::taking_over("c_q", cfg(5), t0, D, so_far, &neg());
+    b.engine_started(t0);
+    drain(&mut b);
+    assert_eq!(b.poll_timeout(), Some(t0 + ms(5_000)));
+}
