@@ -291,17 +291,28 @@ fn person(w: &World, extension: &str, first_name: &str) -> (u64, String, String)
     )
 }
 
-/// A person's phone (baresip) registered with the sidecar, taking calls
-/// as `opts` says; returns once the edge lists its registration.
+/// A person's phone (baresip) registered with the sidecar, answering at
+/// once (`auto_answer`, saying `wav`) or ringing until cancelled; returns
+/// once the edge lists its registration.
 fn phone(
     w: &World,
     name: &str,
     (pk, username, password): &(u64, String, String),
-    opts: &PhoneOptions,
+    wav: &std::path::Path,
+    auto_answer: bool,
 ) -> ChildGuard {
     let registrar = format!("127.0.0.1:{}", w.sip_port);
-    let guard =
-        start_phone(&w.dir, name, username, &registrar, password, 20, 60, opts).expect("baresip");
+    let guard = start_registering_phone(
+        &w.dir,
+        name,
+        username,
+        &registrar,
+        password,
+        wav,
+        auto_answer,
+        60,
+    )
+    .expect("baresip");
     let deadline = Instant::now() + Duration::from_secs(15);
     while registrations(w, *pk).is_empty() {
         assert!(
@@ -363,13 +374,21 @@ fn call_in_talking(w: &World, number: &str, talk_ms: u32) -> std::process::ExitS
         .expect("sipp finishes its scenario")
 }
 
-/// The newest inbound call to `number`.
+/// The newest inbound call (the listing's rows are summaries), checked to
+/// be to `number`: its whole record.
 fn newest_call_to(w: &World, number: &str) -> Value {
-    inbound_calls(w)
+    let newest = inbound_calls(w)
         .into_iter()
-        .filter(|c| c["caller_number"] == number)
         .max_by(|a, b| a["created_at"].as_str().cmp(&b["created_at"].as_str()))
-        .unwrap_or_else(|| panic!("no inbound call to {number}"))
+        .expect("an inbound call");
+    let id = newest["id"].as_str().expect("id");
+    let call = w
+        .edge
+        .call("GET", &format!("/v1/calls/{id}"), &w.tenant.key, None)
+        .expect(200)
+        .json;
+    assert_eq!(call["caller_number"], number, "{call}");
+    call
 }
 
 /// A call's stereo recording through the API: (left, right) channels.
@@ -403,16 +422,7 @@ fn a_call_to_a_persons_number_rings_their_phone_and_bridges(w: &World) {
         )
         .expect(201);
     let wav = tone_wav(w, "grace", PHONE_HZ, 30);
-    let _desk = phone(
-        w,
-        "grace-desk",
-        &grace,
-        &PhoneOptions {
-            auto_answer: true,
-            wav: Some(wav),
-            max_calls: 0,
-        },
-    );
+    let _desk = phone(w, "grace-desk", &grace, &wav, true);
     let status = call_in_talking(w, NUMBER_PERSON, 4000);
     assert!(status.success(), "sipp: {status} {}", log_tails(&w.dir, 40));
     let id = newest_call_to(w, NUMBER_PERSON)["id"]
@@ -432,6 +442,37 @@ fn a_call_to_a_persons_number_rings_their_phone_and_bridges(w: &World) {
         "{call}"
     );
     assert!(call["answered_at"].is_string(), "{call}");
+    // The phone's leg, step by step, as signed `call.leg` webhooks.
+    let steps = |got: &[Value]| -> Vec<(String, Value)> {
+        got.iter()
+            .map(WebhookReceiver::event)
+            .filter(|e| e["type"] == "call.leg" && e["data"]["id"] == id.as_str())
+            .map(|e| {
+                (
+                    e["data"]["leg"]["step"].as_str().unwrap_or("").to_string(),
+                    e["data"]["leg"]["user_pk"].clone(),
+                )
+            })
+            .collect()
+    };
+    let got = w
+        .hooks
+        .wait_for(
+            "inbound",
+            Duration::from_secs(30),
+            "call.leg ended",
+            |got| steps(got).iter().any(|(s, _)| s == "ended"),
+        )
+        .unwrap();
+    assert!(got.iter().all(|r| r["verified"] == true), "{got:?}");
+    let legs = steps(&got);
+    for step in ["dialing", "answered", "ended"] {
+        assert!(
+            legs.contains(&(step.to_string(), json!(grace.0))),
+            "no {step} leg of person {}: {legs:?}",
+            grace.0
+        );
+    }
     let (left, right) = recording_channels(w, &id);
     let (l, r) = (
         &left[8000..left.len().min(8000 * 4)],
