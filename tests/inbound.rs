@@ -25,6 +25,8 @@ const NUMBER: &str = "+14155550100";
 const CALLER: &str = "+14155550111";
 /// The tenant's number that rings a person.
 const NUMBER_PERSON: &str = "+14155550103";
+/// The tenant's number routed to a queue.
+const NUMBER_QUEUE: &str = "+14155550104";
 /// Terminal call statuses.
 const TERMINAL: &[&str] = &["completed", "failed", "no_answer", "busy", "cancelled"];
 /// The tenant's Voice360 account (for the availability its people show).
@@ -291,28 +293,18 @@ fn person(w: &World, extension: &str, first_name: &str) -> (u64, String, String)
     )
 }
 
-/// A person's phone (baresip) registered with the sidecar, answering at
-/// once (`auto_answer`, saying `wav`) or ringing until cancelled; returns
-/// once the edge lists its registration.
+/// A person's phone (baresip) registered with the sidecar, taking calls
+/// as `behaviour` says; returns once the edge lists its registration.
 fn phone(
     w: &World,
     name: &str,
     (pk, username, password): &(u64, String, String),
-    wav: &std::path::Path,
-    auto_answer: bool,
+    behaviour: PhoneBehaviour<'_>,
 ) -> ChildGuard {
     let registrar = format!("127.0.0.1:{}", w.sip_port);
-    let guard = start_registering_phone(
-        &w.dir,
-        name,
-        username,
-        &registrar,
-        password,
-        wav,
-        auto_answer,
-        60,
-    )
-    .expect("baresip");
+    let guard =
+        start_registering_phone(&w.dir, name, username, &registrar, password, behaviour, 60)
+            .expect("baresip");
     let deadline = Instant::now() + Duration::from_secs(15);
     while registrations(w, *pk).is_empty() {
         assert!(
@@ -335,6 +327,8 @@ fn tone_wav(w: &World, name: &str, hz: f64, secs: usize) -> PathBuf {
 /// The caller's tone (sipp's RTP) and a person's phone's (baresip's WAV).
 const CALLER_HZ: f64 = 700.0;
 const PHONE_HZ: f64 = 440.0;
+/// A queue member's phone: a tone the hold music never plays.
+const BEA_HZ: f64 = 1100.0;
 
 /// sipp as the trunk calling `number` and talking (a [`CALLER_HZ`] tone)
 /// for `talk_ms` once answered, then hanging up; its exit status.
@@ -422,7 +416,7 @@ fn a_call_to_a_persons_number_rings_their_phone_and_bridges(w: &World) {
         )
         .expect(201);
     let wav = tone_wav(w, "grace", PHONE_HZ, 30);
-    let _desk = phone(w, "grace-desk", &grace, &wav, true);
+    let _desk = phone(w, "grace-desk", &grace, PhoneBehaviour::Answers(&wav));
     let status = call_in_talking(w, NUMBER_PERSON, 4000);
     assert!(status.success(), "sipp: {status} {}", log_tails(&w.dir, 40));
     let id = newest_call_to(w, NUMBER_PERSON)["id"]
@@ -488,6 +482,265 @@ fn a_call_to_a_persons_number_rings_their_phone_and_bridges(w: &World) {
         .expect("baresip's dump of what it heard");
     let (_, pcm) = read_wav(&heard).unwrap();
     assert!(has_tone(&pcm, CALLER_HZ), "the phone heard the caller");
+}
+
+/// The steps of `kind` (`leg` or `queue`) of call `id` among signed
+/// webhooks: each step's object (`data.leg` / `data.queue`).
+fn steps_of(got: &[Value], kind: &str, id: &str) -> Vec<Value> {
+    got.iter()
+        .map(WebhookReceiver::event)
+        .filter(|e| e["type"] == format!("call.{kind}") && e["data"]["id"] == id)
+        .map(|e| e["data"][kind].clone())
+        .collect()
+}
+
+/// Lowercase hex.
+fn hex_lower(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Whether `pcm` (8 kHz) carries a `hz` tone somewhere in 1 s windows.
+fn tone_in_some_second(pcm: &[i16], hz: f64) -> bool {
+    pcm.chunks(8000).any(|w| w.len() == 8000 && has_tone(w, hz))
+}
+
+/// A number routed to a queue of two people (issue 16's done-when): Alan's
+/// phone is busy on another call (486), Bea's answers. The caller is
+/// answered at once and hears hold audio, Alan's phone is skipped, Bea's
+/// rings and is bridged. Then, with Bea's phone only ringing, the next
+/// caller waits the queue's longest wait and the queue's overflow agent
+/// (the echo engine) takes the call.
+fn a_queue_skips_the_busy_member_bridges_the_free_one_then_overflows_to_the_agent(w: &World) {
+    let tp = format!("/admin/tenants/{}", w.tenant.id);
+    w.edge
+        .admin(
+            "PATCH",
+            &tp,
+            Some(&json!({"voice360_account": V360_ACCOUNT})),
+        )
+        .expect(200);
+    let alan = person(w, "1004", "Alan");
+    let bea = person(w, "1005", "Bea");
+    let queue = w
+        .edge
+        .admin(
+            "POST",
+            &format!("{tp}/directory/queues"),
+            Some(&json!({
+                "name": "Support", "extension": "8001", "strategy": "linear",
+                "timeout": 6, "retry": 1, "members": [alan.0, bea.0],
+                "max_wait_seconds": 10,
+                "overflow": {"kind": "agent", "agent_id": w.tenant.agent_id},
+            })),
+        )
+        .expect(201)
+        .json;
+    let queue_pk = queue["pk"].as_u64().expect("queue pk");
+    // Voice360's queue events, each to an endpoint of its own.
+    let v360: Vec<(&str, String)> = ["QUEUE_ENTER", "QUEUE_MEMBER_ANSWER", "QUEUE_HANGUP_TIMEOUT"]
+        .into_iter()
+        .map(|event| {
+            let created = w
+                .edge
+                .admin(
+                    "POST",
+                    &format!("{tp}/webhooks"),
+                    Some(&json!({"url": w.hooks.url(&format!("v360-{event}")),
+                                 "format": "voice360", "voice360_event": event,
+                                 "retry_schedule": [1]})),
+                )
+                .expect(201);
+            (
+                event,
+                created.json["secret"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+            )
+        })
+        .collect();
+    w.edge
+        .admin(
+            "PUT",
+            &format!("{tp}/numbers/{NUMBER_QUEUE}"),
+            Some(&json!({"status": "active", "route": {"kind": "queue", "queue_id": queue_pk}})),
+        )
+        .expect(201);
+    // Alan is on another call: his phone dials a socket that never answers.
+    let blackhole = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let blackhole_port = blackhole.local_addr().unwrap().port();
+    let _alan_desk = phone(
+        w,
+        "alan-desk",
+        &alan,
+        PhoneBehaviour::Busy {
+            blackhole: blackhole_port,
+        },
+    );
+    let wav = tone_wav(w, "bea", BEA_HZ, 30);
+    let bea_desk = phone(w, "bea-desk", &bea, PhoneBehaviour::Answers(&wav));
+
+    let status = call_in_talking(w, NUMBER_QUEUE, 6000);
+    assert!(status.success(), "sipp: {status} {}", log_tails(&w.dir, 40));
+    let id = newest_call_to(w, NUMBER_QUEUE)["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    let call = w
+        .edge
+        .wait_call_status(&w.tenant.key, &id, TERMINAL, Duration::from_secs(30));
+    assert_eq!(
+        (call["status"].as_str(), call["ended_reason"].as_str()),
+        (Some("completed"), Some("callee_hangup")),
+        "{call}"
+    );
+    let got = w
+        .hooks
+        .wait_for(
+            "inbound",
+            Duration::from_secs(30),
+            "call.queue connected",
+            |got| {
+                steps_of(got, "queue", &id)
+                    .iter()
+                    .any(|q| q["step"] == "connected")
+                    && steps_of(got, "leg", &id)
+                        .iter()
+                        .filter(|l| l["step"] == "ended")
+                        .count()
+                        >= 2
+            },
+        )
+        .unwrap();
+    assert!(got.iter().all(|r| r["verified"] == true), "{got:?}");
+    let queue_steps: Vec<Value> = steps_of(&got, "queue", &id)
+        .into_iter()
+        .map(|q| q["step"].clone())
+        .collect();
+    // Webhooks may arrive in any order; each step once.
+    for step in ["entered", "connected"] {
+        assert_eq!(
+            queue_steps.iter().filter(|s| **s == step).count(),
+            1,
+            "{queue_steps:?}"
+        );
+    }
+    let legs = steps_of(&got, "leg", &id);
+    let leg = |pk: u64, step: &str| {
+        legs.iter()
+            .find(|l| l["user_pk"] == pk && l["step"] == step)
+            .cloned()
+    };
+    assert_eq!(
+        leg(alan.0, "ended").map(|l| l["sip_code"].clone()),
+        Some(json!(486)),
+        "Alan's phone said busy: {legs:?}"
+    );
+    assert!(leg(alan.0, "answered").is_none(), "{legs:?}");
+    assert!(leg(bea.0, "answered").is_some(), "{legs:?}");
+    // The caller (right) and Bea (left) heard each other through the sidecar.
+    let (left, right) = recording_channels(w, &id);
+    assert!(
+        tone_in_some_second(&right, CALLER_HZ),
+        "the caller is on the right"
+    );
+    assert!(tone_in_some_second(&left, BEA_HZ), "Bea is on the left");
+
+    // Bea's phone now only rings; Alan is still busy: nobody answers, and
+    // after 10 s the agent (echo) takes the caller, who hears themselves.
+    drop(bea_desk);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !registrations(w, bea.0).is_empty() {
+        assert!(Instant::now() < deadline, "Bea's phone stays registered");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let _bea_rings = phone(w, "bea-rings", &bea, PhoneBehaviour::Rings);
+    let status = call_in_talking(w, NUMBER_QUEUE, 15_000);
+    assert!(status.success(), "sipp: {status} {}", log_tails(&w.dir, 40));
+    let id = newest_call_to(w, NUMBER_QUEUE)["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    let call = w
+        .edge
+        .wait_call_status(&w.tenant.key, &id, TERMINAL, Duration::from_secs(30));
+    assert_eq!(call["status"], "completed", "{call}");
+    let got = w
+        .hooks
+        .wait_for(
+            "inbound",
+            Duration::from_secs(30),
+            "call.queue timed_out",
+            |got| {
+                steps_of(got, "queue", &id)
+                    .iter()
+                    .any(|q| q["step"] == "timed_out")
+            },
+        )
+        .unwrap();
+    let queue_steps: Vec<Value> = steps_of(&got, "queue", &id)
+        .into_iter()
+        .map(|q| q["step"].clone())
+        .collect();
+    assert!(queue_steps.contains(&json!("no_answer")), "{queue_steps:?}");
+    assert!(
+        !queue_steps.contains(&json!("connected")),
+        "{queue_steps:?}"
+    );
+    // Voice360's bodies, signed with their endpoint's secret.
+    for (event, secret) in &v360 {
+        let name = format!("v360-{event}");
+        let got = w
+            .hooks
+            .wait_for(&name, Duration::from_secs(30), event, |got| !got.is_empty())
+            .unwrap();
+        let body = got[0]["body"].as_str().unwrap_or_default();
+        let mut mac =
+            <hmac::Hmac<sha2::Sha256> as hmac::Mac>::new_from_slice(secret.as_bytes()).unwrap();
+        hmac::Mac::update(&mut mac, body.as_bytes());
+        let want = format!(
+            "sha256={}",
+            hex_lower(&hmac::Mac::finalize(mac).into_bytes())
+        );
+        assert_eq!(
+            got[0]["voice360_signature"],
+            want.as_str(),
+            "{event}: {body}"
+        );
+        let v: Value = serde_json::from_str(body).unwrap();
+        assert_eq!(v["event_name"], *event, "{v}");
+        assert_eq!(v["account_id"], V360_ACCOUNT, "{v}");
+        let m = &v["metadata"];
+        match *event {
+            "QUEUE_ENTER" => {
+                assert_eq!(m["queue_id"], queue_pk.to_string(), "{v}");
+                assert_eq!(m["callerid_number"], CALLER, "{v}");
+            }
+            "QUEUE_MEMBER_ANSWER" => {
+                assert_eq!(m["App-Name"], "Queue", "{v}");
+                assert_eq!(m["to_user_id"], bea.0.to_string(), "{v}");
+                assert_eq!(m["dnis"], NUMBER_QUEUE, "{v}");
+            }
+            _ => {
+                assert_eq!(m["queue_name"], "Support", "{v}");
+                assert!(m["wait_time"].as_u64().is_some_and(|t| t >= 10), "{v}");
+            }
+        }
+    }
+    let (left, _) = recording_channels(w, &id);
+    let rms = |pcm: &[i16]| {
+        (pcm.iter().map(|&x| f64::from(x).powi(2)).sum::<f64>() / pcm.len().max(1) as f64).sqrt()
+    };
+    assert!(
+        rms(&left[8000..(8000 * 8).min(left.len())]) > 300.0,
+        "the caller heard hold audio while waiting"
+    );
+    // From the overflow (10 s) the echo of the caller.
+    let after = &left[(8000 * 11).min(left.len())..];
+    assert!(
+        tone_in_some_second(after, CALLER_HZ),
+        "the agent (echo) took the caller after the longest wait"
+    );
 }
 
 fn a_number_nobody_holds_is_refused_404(w: &World) {
@@ -565,6 +818,10 @@ fn main() -> std::process::ExitCode {
             (
                 "a_call_to_a_persons_number_rings_their_phone_and_bridges",
                 a_call_to_a_persons_number_rings_their_phone_and_bridges,
+            ),
+            (
+                "a_queue_skips_the_busy_member_bridges_the_free_one_then_overflows_to_the_agent",
+                a_queue_skips_the_busy_member_bridges_the_free_one_then_overflows_to_the_agent,
             ),
         ],
     )

@@ -24,7 +24,7 @@ use voxline_shared::sidecar_link::{
 use voxline_shared::{CallStatus, EndedReason};
 use voxline_testkit::{
     free_sip_port, free_udp_port, start_registering_phone, temp_dir, udp_port_bound, ChildGuard,
-    SIPP,
+    PhoneBehaviour, SIPP,
 };
 
 const LINK_SECRET: &str = "test-secret-0123456789abcdef";
@@ -189,17 +189,13 @@ impl Rig {
         let pcm = voxline_testkit::tone(8_000, &[(PERSON_HZ, 6_000.0)], 8_000 * play_s);
         voxline_testkit::write_wav(&wav, 8_000, &pcm).unwrap();
         let registrar = format!("127.0.0.1:{}", self.sip_port);
-        start_registering_phone(
-            &self.dir,
-            name,
-            USER,
-            &registrar,
-            PASSWORD,
-            &wav,
-            auto_answer,
-            40,
-        )
-        .expect("baresip (Debian package baresip-core)")
+        let behaviour = if auto_answer {
+            PhoneBehaviour::Answers(&wav)
+        } else {
+            PhoneBehaviour::Rings
+        };
+        start_registering_phone(&self.dir, name, USER, &registrar, PASSWORD, behaviour, 40)
+            .expect("baresip (Debian package baresip-core)")
     }
 
     /// Waits until the edge holds `n` bindings of `USER`.

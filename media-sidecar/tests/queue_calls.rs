@@ -23,8 +23,8 @@ use voxline_shared::sidecar_link::{
 };
 use voxline_shared::{CallStatus, EndedReason};
 use voxline_testkit::{
-    amp_at, free_sip_port, free_udp_port, temp_dir, udp_port_bound, write_wav, ChildGuard, BARESIP,
-    SIPP,
+    amp_at, free_sip_port, free_udp_port, start_registering_phone, temp_dir, udp_port_bound,
+    write_wav, ChildGuard, PhoneBehaviour, SIPP,
 };
 
 const LINK_SECRET: &str = "test-secret-0123456789abcdef";
@@ -39,81 +39,20 @@ fn username(pk: u64) -> String {
     format!("{pk}.{TENANT}")
 }
 
-/// How a member's baresip behaves when rung.
-enum Phone<'a> {
-    /// Answers at once and plays `wav`.
-    Answers(&'a Path),
-    /// Rings and never answers.
-    Rings,
-    /// On another call (it dials a socket that never answers at start, and
-    /// takes one call at most): every INVITE gets 486.
-    Busy { blackhole: u16 },
-}
-
 /// baresip registering member `pk` with the sidecar at `sidecar_port`,
-/// quitting after `secs`; its log is `dir/baresip-<name>.log`.
+/// taking calls as `phone` says, quitting after `secs`; its log is
+/// `dir/baresip-<name>.log`.
 fn start_member(
     dir: &Path,
     name: &str,
     pk: u64,
     sidecar_port: u16,
-    phone: Phone,
+    phone: PhoneBehaviour<'_>,
     secs: u32,
 ) -> ChildGuard {
-    let conf = dir.join(format!("baresip-{name}"));
-    let _ = std::fs::remove_dir_all(&conf);
-    std::fs::create_dir_all(&conf).unwrap();
-    let port = free_sip_port();
-    let rtp = 43_000 + (port % 100) * 10;
-    let (source, answer, extra, commands) = match phone {
-        Phone::Answers(wav) => (
-            format!("aufile,{}", wav.display()),
-            "auto",
-            "module\t\t\taufile.so\n".to_string(),
-            Vec::new(),
-        ),
-        Phone::Rings => ("null".to_string(), "manual", String::new(), Vec::new()),
-        Phone::Busy { blackhole } => (
-            "null".to_string(),
-            "auto",
-            "module\t\t\tmenu.so\ncall_max_calls\t\t1\n".to_string(),
-            vec![format!("/dial sip:nobody@127.0.0.1:{blackhole}")],
-        ),
-    };
-    std::fs::write(
-        conf.join("config"),
-        format!(
-            "poll_method\t\tepoll\nsip_listen\t\t127.0.0.1:{port}\nnet_interface\t\t127.0.0.1\n\
-             audio_player\t\tnull\naudio_source\t\t{source}\naudio_alert\t\tnull\n\
-             ausrc_srate\t\t8000\nauplay_srate\t\t8000\nausrc_channels\t\t1\nauplay_channels\t\t1\n\
-             rtp_ports\t\t{rtp}-{rtp_max}\n\
-             module_path\t\t/usr/lib/baresip/modules\nmodule\t\t\tg711.so\n{extra}\
-             module_app\t\taccount.so\n",
-            rtp_max = rtp + 9,
-        ),
-    )
-    .unwrap();
-    std::fs::write(
-        conf.join("accounts"),
-        format!(
-            "<sip:{}@127.0.0.1:{sidecar_port}>;auth_pass={PASSWORD};regint=60;answermode={answer};audio_codecs=PCMU\n",
-            username(pk)
-        ),
-    )
-    .unwrap();
-    let log = std::fs::File::create(dir.join(format!("baresip-{name}.log"))).unwrap();
-    let child = std::process::Command::new(BARESIP.require())
-        .arg("-f")
-        .arg(&conf)
-        .args(["-t", &secs.to_string()])
-        .args(commands.iter().flat_map(|c| ["-e", c.as_str()]))
-        .current_dir(&conf)
-        .stdin(Stdio::null())
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .spawn()
-        .expect("baresip (Debian package baresip-core)");
-    ChildGuard(child)
+    let registrar = format!("127.0.0.1:{sidecar_port}");
+    start_registering_phone(dir, name, &username(pk), &registrar, PASSWORD, phone, secs)
+        .expect("baresip (Debian package baresip-core)")
 }
 
 /// sipp as the trunk (on `port`) placing one call to the sidecar at
@@ -479,7 +418,7 @@ async fn a_busy_member_is_skipped_and_the_free_one_answers_and_is_bridged() {
         "busy",
         1,
         rig.sip_port,
-        Phone::Busy {
+        PhoneBehaviour::Busy {
             blackhole: busy_port,
         },
         40,
@@ -527,7 +466,14 @@ async fn a_busy_member_is_skipped_and_the_free_one_answers_and_is_bridged() {
         &voxline_testkit::tone(8_000, &[(MEMBER_HZ, 6_000.0)], 8_000 * 30),
     )
     .unwrap();
-    let _free = start_member(&dir, "free", 2, rig.sip_port, Phone::Answers(&wav), 40);
+    let _free = start_member(
+        &dir,
+        "free",
+        2,
+        rig.sip_port,
+        PhoneBehaviour::Answers(&wav),
+        40,
+    );
     let heard = listen.await.unwrap();
     caller_done(sipp, &dir).await;
     let end = rig.ended("q_bridged", Duration::from_secs(15)).await;
@@ -597,7 +543,7 @@ async fn a_busy_member_is_skipped_and_the_free_one_answers_and_is_bridged() {
 async fn nobody_answering_overflows_to_the_agent_on_the_answered_leg() {
     let dir = temp_dir("queue-agent");
     let rig = rig(&dir, (47_300, 47_399)).await;
-    let _rings = start_member(&dir, "rings", 3, rig.sip_port, Phone::Rings, 40);
+    let _rings = start_member(&dir, "rings", 3, rig.sip_port, PhoneBehaviour::Rings, 40);
     rig.registered(3).await;
     let mut p = plan(vec![member(3)], 4, QueueOverflow::Agent);
     p.member_timeout_seconds = 10;
@@ -762,9 +708,16 @@ async fn ring_all_rings_everyone_and_the_first_answer_cancels_the_rest() {
         &voxline_testkit::tone(8_000, &[(MEMBER_HZ, 6_000.0)], 8_000 * 30),
     )
     .unwrap();
-    let _rings = start_member(&dir, "rings", 3, rig.sip_port, Phone::Rings, 40);
+    let _rings = start_member(&dir, "rings", 3, rig.sip_port, PhoneBehaviour::Rings, 40);
     // Quits (BYE) 9 s after starting: the member hangs up.
-    let _answers = start_member(&dir, "answers", 2, rig.sip_port, Phone::Answers(&wav), 9);
+    let _answers = start_member(
+        &dir,
+        "answers",
+        2,
+        rig.sip_port,
+        PhoneBehaviour::Answers(&wav),
+        9,
+    );
     rig.registered(3).await;
     rig.registered(2).await;
     let mut p = plan(vec![member(3), member(2)], 60, QueueOverflow::Hangup);

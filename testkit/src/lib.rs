@@ -40,5 +40,6 @@ pub use net::{
 pub use pki::{make_pki, Pki};
 pub use process::{
     start_baresip, start_baresip_with, start_dnsmasq, start_registering_baresip,
-    start_registering_phone, BaresipExtras, ChildGuard, Tool, BARESIP, CADDY, DNSMASQ, FLITE, SIPP,
+    start_registering_phone, BaresipExtras, ChildGuard, PhoneBehaviour, Tool, BARESIP, CADDY,
+    DNSMASQ, FLITE, SIPP,
 };

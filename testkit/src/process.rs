@@ -285,22 +285,32 @@ pub fn start_registering_baresip(
     spawn_baresip(&bin, dir, name, &conf, secs, &[])
 }
 
+/// How a registered phone ([`start_registering_phone`]) takes calls.
+#[derive(Debug, Clone, Copy)]
+pub enum PhoneBehaviour<'a> {
+    /// Answers at once and plays this 8 kHz mono WAV (hanging up when it
+    /// ends).
+    Answers(&'a Path),
+    /// Rings and never answers.
+    Rings,
+    /// On another call: at start it dials `blackhole` (a UDP socket that
+    /// never answers) and takes one call at most, so every INVITE gets 486.
+    Busy { blackhole: u16 },
+}
+
 /// baresip as a user's phone that takes calls (issue 16): registers
 /// `user` with the registrar at `registrar` (`IP:port`, Digest with
-/// `password`, every 60 s), answers calls at once when `auto_answer` (else
-/// lets them ring), plays `wav` (8 kHz mono; it hangs up when the file
-/// ends) and dumps what it sends and hears (`dumps/dump-*-enc.wav` /
-/// `-dec.wav` under `dir/baresip-<name>`); quits after `secs`. Its log is
+/// `password`, every 60 s), behaves as `behaviour` says when called,
+/// dumps what it sends and hears (`dumps/dump-*-enc.wav` / `-dec.wav`
+/// under `dir/baresip-<name>`), and quits after `secs`. Its log is
 /// `dir/baresip-<name>.log`.
-#[allow(clippy::too_many_arguments)]
 pub fn start_registering_phone(
     dir: &Path,
     name: &str,
     user: &str,
     registrar: &str,
     password: &str,
-    wav: &Path,
-    auto_answer: bool,
+    behaviour: PhoneBehaviour<'_>,
     secs: u32,
 ) -> Result<ChildGuard, String> {
     let bin = BARESIP.path()?;
@@ -309,23 +319,36 @@ pub fn start_registering_phone(
     std::fs::create_dir_all(conf.join("dumps")).map_err(|e| e.to_string())?;
     let port = crate::net::free_sip_port();
     let rtp = 40_000 + (port % 1000) * 10;
+    let (source, answer, extra, commands) = match behaviour {
+        PhoneBehaviour::Answers(wav) => (
+            format!("aufile,{}", wav.display()),
+            "auto",
+            String::new(),
+            Vec::new(),
+        ),
+        PhoneBehaviour::Rings => ("null".to_string(), "manual", String::new(), Vec::new()),
+        PhoneBehaviour::Busy { blackhole } => (
+            "null".to_string(),
+            "auto",
+            "module\t\t\tmenu.so\ncall_max_calls\t\t1\n".to_string(),
+            vec![format!("/dial sip:nobody@127.0.0.1:{blackhole}")],
+        ),
+    };
     std::fs::write(
         conf.join("config"),
         format!(
             "poll_method\t\tepoll\nsip_listen\t\t127.0.0.1:{port}\nnet_interface\t\t127.0.0.1\n\
-             audio_player\t\talsa,null\naudio_source\t\taufile,{wav}\naudio_alert\t\talsa,null\n\
+             audio_player\t\talsa,null\naudio_source\t\t{source}\naudio_alert\t\talsa,null\n\
              ausrc_srate\t\t8000\nauplay_srate\t\t8000\nausrc_channels\t\t1\nauplay_channels\t\t1\n\
              rtp_ports\t\t{rtp}-{rtp_max}\nsnd_path\t\t{dumps}\n\
              module_path\t\t/usr/lib/baresip/modules\n\
-             module\t\t\tg711.so\nmodule\t\t\taufile.so\nmodule\t\t\talsa.so\nmodule\t\t\tsndfile.so\n\
+             module\t\t\tg711.so\nmodule\t\t\taufile.so\nmodule\t\t\talsa.so\nmodule\t\t\tsndfile.so\n{extra}\
              module_app\t\taccount.so\n",
-            wav = wav.display(),
             rtp_max = rtp + 9,
             dumps = conf.join("dumps").display(),
         ),
     )
     .map_err(|e| e.to_string())?;
-    let answer = if auto_answer { "auto" } else { "manual" };
     std::fs::write(
         conf.join("accounts"),
         format!(
@@ -333,7 +356,7 @@ pub fn start_registering_phone(
         ),
     )
     .map_err(|e| e.to_string())?;
-    spawn_baresip(&bin, dir, name, &conf, secs, &[])
+    spawn_baresip(&bin, dir, name, &conf, secs, &commands)
 }
 
 /// dnsmasq as the only name server of the test zone `zone` on
