@@ -640,6 +640,75 @@ pub struct CallRecord {
     /// whose phones it rings; its `agent_id` is then empty (no AI answers).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rings_user: Option<u64>,
+    /// The last transfer the API asked for (`POST /v1/calls/{id}/transfer`,
+    /// issue 16) and how it went; public (null when none was asked).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transfer: Option<CallTransfer>,
+}
+
+/// How long a requested transfer counts as under way without word from its
+/// sidecar (its `transferred` or `transfer_failed`): the longest a sidecar
+/// takes (a REFER's 45 s, or 30 s of ringing after it), with a margin for
+/// a sidecar too old to know the command.
+pub const TRANSFER_PENDING_MS: u64 = 90_000;
+
+/// Where a transfer the API asked for is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TransferStatus {
+    /// Sent to the sidecar holding the call; no outcome yet.
+    Requested,
+    /// The callee was handed over (`call.transferred`).
+    Completed,
+    /// It did not happen; `error` says why, and the call goes on.
+    Failed,
+}
+
+impl TransferStatus {
+    pub const ALL: [TransferStatus; 3] = [
+        TransferStatus::Requested,
+        TransferStatus::Completed,
+        TransferStatus::Failed,
+    ];
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TransferStatus::Requested => "requested",
+            TransferStatus::Completed => "completed",
+            TransferStatus::Failed => "failed",
+        }
+    }
+}
+
+/// A transfer the API asked for, on its call's record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CallTransfer {
+    /// `xfr_...`.
+    pub id: String,
+    pub status: TransferStatus,
+    /// The number asked for, or null for a person.
+    pub destination: Option<String>,
+    /// The person's extension, or null for a number.
+    pub extension: Option<String>,
+    pub mode: voxline_shared::sidecar_link::TransferMode,
+    pub requested_at: String,
+    /// When it completed or failed.
+    pub ended_at: Option<String>,
+    /// `refer`, `bridge` or `warm` (completed).
+    pub method: Option<String>,
+    /// A `transfer_errors` code (failed).
+    pub error: Option<String>,
+    /// The destination's final SIP answer, when it failed with one.
+    pub sip_code: Option<u16>,
+}
+
+impl CallTransfer {
+    /// Whether it still counts as under way at `now_ms` (requested, and
+    /// neither answered nor older than [`TRANSFER_PENDING_MS`]).
+    pub fn is_pending(&self, now_ms: u64) -> bool {
+        self.status == TransferStatus::Requested
+            && crate::ids::parse_rfc3339_utc_ms(&self.requested_at)
+                .is_none_or(|at| now_ms < at.saturating_add(TRANSFER_PENDING_MS))
+    }
 }
 
 /// A call's `metadata`: the client's JSON object as text, exactly as given
@@ -812,7 +881,7 @@ impl CallRecord {
                 "first_speaker",
                 "analysis_plan",
             ],
-            &["caller_number", "campaign_id", "analysis"],
+            &["caller_number", "campaign_id", "analysis", "transfer"],
             self.metadata.as_ref(),
         )
     }
@@ -877,6 +946,7 @@ pub fn test_call(status: CallStatus) -> CallRecord {
         answered_by: None,
         amd_decision_ms: None,
         rings_user: None,
+        transfer: None,
     }
 }
 

@@ -295,6 +295,7 @@ fn ring_user_record(
         answered_by: None,
         amd_decision_ms: None,
         rings_user: Some(user_pk),
+        transfer: None,
     }
 }
 
@@ -373,5 +374,6 @@ fn inbound_record(
         answered_by: None,
         amd_decision_ms: None,
         rings_user: None,
+        transfer: None,
     }
 }

@@ -2530,6 +2530,7 @@ mod messages;
 mod phone_registrations;
 mod sidecar_load;
 mod tool_calls;
+mod transfers;
 mod voice360;
 
 #[test]
@@ -3090,7 +3091,8 @@ fn a_transfer_reaches_the_webhooks_and_the_call_ends_transferred() {
     assert_eq!(t["data"]["id"], id.as_str());
     assert_eq!(
         t["data"]["transfer"],
-        json!({"destination": "+15550002222", "method": "bridge", "at_offset_ms": 900})
+        json!({"destination": "+15550002222", "extension": null, "method": "bridge",
+            "mode": "blind", "transfer_id": null, "at_offset_ms": 900})
     );
     // It came before the end.
     let order: Vec<&str> = jobs.iter().map(|j| j.event_type.as_str()).collect();

@@ -299,6 +299,28 @@ and calls this API with them as `Authorization: Bearer`. Served with a strict `C
         .ok(202, "The call is live; the hangup was requested.", "Call")
         .errors(&[E::CallNotFound])
         .build(),
+        RouteId::TransferCall => op(
+            "transferCall",
+            "calls",
+            Auth::ApiKey,
+            "Transfer a call",
+            &format!("Hands the callee of an answered AI call (`in_progress`) to a number (`destination`, E.164) or a person of the tenant's directory (`extension`), as the agent's own `transfer` tool does (issue 16). `blind` (the default): the sidecar holding the call sends a SIP REFER where the call's trunk takes it (a number only), else it dials the other side as a second leg and bridges the two once it answers (30 s to answer). `warm`: the callee waits on hold (hold audio) while the other side is dialled; once it answers it first hears `message` (or a briefing the sidecar composes from the conversation) spoken by the sidecar's speech synthesis, then the two are connected; a sidecar without speech synthesis connects them without the briefing. A person is rung on their phone registered with the sidecar holding the call (the one registered most recently). 202 with the call, its `transfer` `requested`; the outcome follows: `transfer.status` `completed` (with `method` `refer`, `bridge` or `warm`) and the `call.transferred` webhook, or `failed` with a stable `error` (`busy`, `no_answer`, `rejected`, `user_unavailable`: no phone of that person is registered there, `transfer_failed`, `transfer_in_progress`: the agent's own transfer was under way) after which the call goes on with the agent. A transfer without an outcome within {} s no longer counts as under way. 409: `call_not_answered`, `call_ended`, `call_not_transferable` (a call ringing a person, or its sidecar unreachable), `transfer_in_progress` (one requested and not settled, or completed); 422 `unknown_extension`.", crate::model::TRANSFER_PENDING_MS / 1000),
+        )
+        .body("TransferCallRequest", true)
+        .ok(202, "The transfer was requested from the sidecar holding the call.", "Call")
+        .errors(&[
+            E::CallNotFound,
+            E::CallNotAnswered,
+            E::CallEnded,
+            E::CallNotTransferable,
+            E::TransferInProgress,
+            E::MissingField,
+            E::InvalidValue,
+            E::ValueTooLong,
+            E::InvalidPhoneNumber,
+            E::UnknownExtension,
+        ])
+        .build(),
         RouteId::CreateMessage => op(
             "sendMessage",
             "messages",

@@ -230,6 +230,7 @@ See docs/dialects.md."}),
                 ("answered_by", nullable(json!({"type": "string", "enum": AnsweredBy::ALL.map(AnsweredBy::as_str),
                     "description": "Who answered, as answering-machine detection decided: `human`, `machine`, or `unknown` (no decision within its time bound). Null when `amd` is `off` or the call was not answered."}))),
                 ("amd_decision_ms", nullable(json!({"type": "integer", "minimum": 0, "description": "From the answer to the `answered_by` decision, in milliseconds."}))),
+                ("transfer", nullable(with_description(schema_ref("CallTransfer"), "The last transfer asked with `POST /v1/calls/{call_id}/transfer`; null when none was."))),
             ]);
         }
         f
@@ -1199,6 +1200,76 @@ A call already queued inside the window is not stopped when the window closes.";
         ],
         &["phone"],
     ));
+    add(
+        "TransferCallRequest",
+        input(
+            "Whom to hand the callee to: `destination` or `extension`, not both.",
+            vec![
+                (
+                    "destination",
+                    with_description(phone.clone(), "A number, E.164."),
+                ),
+                (
+                    "extension",
+                    json!({"type": "string", "pattern": "^[0-9]{2,16}$", "description": "The extension of a person (`kind` `person`) of the tenant's directory."}),
+                ),
+                (
+                    "mode",
+                    json!({"type": "string", "enum": ["blind", "warm"], "default": "blind",
+                    "description": "`blind`: connect as soon as the other side answers; `warm`: the callee waits on hold and the other side hears `message` first."}),
+                ),
+                (
+                    "message",
+                    json!({"type": "string", "maxLength": voxline_shared::sidecar_link::MAX_TRANSFER_MESSAGE_CHARS,
+                    "description": "`warm` only: what the person hears before they are connected (default: a briefing from the conversation)."}),
+                ),
+            ],
+            &[],
+        ),
+    );
+    add(
+        "CallTransfer",
+        record(
+            "The last transfer the API asked for, and how it went.",
+            vec![
+                ("id", id_schema("xfr")),
+                (
+                    "status",
+                    json!({"type": "string", "enum": crate::model::TransferStatus::ALL.map(crate::model::TransferStatus::as_str),
+                    "description": "`requested`: sent to the sidecar; `completed`: the callee was handed over; `failed`: it did not happen and the call went on with the agent."}),
+                ),
+                ("destination", nullable(phone.clone())),
+                ("extension", nullable(json!({"type": "string"}))),
+                ("mode", json!({"type": "string", "enum": ["blind", "warm"]})),
+                ("requested_at", timestamp()),
+                (
+                    "ended_at",
+                    nullable(with_description(
+                        timestamp(),
+                        "When it completed or failed.",
+                    )),
+                ),
+                (
+                    "method",
+                    nullable(
+                        json!({"type": "string", "enum": ["refer", "bridge", "warm"], "description": "How it completed."}),
+                    ),
+                ),
+                (
+                    "error",
+                    nullable(
+                        json!({"type": "string", "enum": voxline_shared::sidecar_link::transfer_errors::ALL, "description": "Why it failed."}),
+                    ),
+                ),
+                (
+                    "sip_code",
+                    nullable(
+                        json!({"type": "integer", "minimum": 100, "maximum": 699, "description": "The other side's final SIP answer, when it failed with one."}),
+                    ),
+                ),
+            ],
+        ),
+    );
     add(
         "HangupRequest",
         json!({"type": "object", "maxProperties": 0, "additionalProperties": false, "properties": {},

@@ -2400,6 +2400,26 @@ fn every_route_answers_as_documented() {
             q.ack("s1", &o.lease_id, true, NOW);
         }
     }
+    // Transfer: not answered (409), answered (202), asked again (409).
+    let transfer_to = |id: &str| {
+        api.send(
+            "POST",
+            &format!("/v1/calls/{id}/transfer"),
+            key,
+            Some(&json!({"destination": "+15550002222"})),
+        )
+    };
+    expect_error(transfer_to(&live), 409, "call_not_answered");
+    {
+        use crate::calls::store::CallRows;
+        let rows = api.calls.rows(&t);
+        let mut answered = rows.call(&live).unwrap().unwrap();
+        answered.status = CallStatus::InProgress;
+        rows.put_call(&answered).unwrap();
+    }
+    let asked = expect(transfer_to(&live), 202);
+    assert_eq!(asked["transfer"]["status"], "requested");
+    expect_error(transfer_to(&live), 409, "transfer_in_progress");
     let hung = expect(
         api.raw("POST", &format!("/v1/calls/{live}/hangup"), key, None, b""),
         202,
