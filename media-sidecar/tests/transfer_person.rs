@@ -81,12 +81,17 @@ async fn start_callee_trunk(port: u16, media_port: u16, dir: &Path) -> Child {
 /// registrar at 127.0.0.1:`registrar_port` (Digest), answers calls at once
 /// playing `wav`, records what it hears (`dumps/dump-*-dec.wav`), and quits
 /// after `secs` (hanging up a call it is in).
-fn start_answering_phone(dir: &Path, registrar_port: u16, wav: &Path, secs: u32) -> ChildGuard {
+fn start_answering_phone(
+    dir: &Path,
+    registrar_port: u16,
+    wav: &Path,
+    secs: u32,
+    rtp: u16,
+) -> ChildGuard {
     let conf = dir.join("baresip-person");
     let _ = std::fs::remove_dir_all(&conf);
     std::fs::create_dir_all(conf.join("dumps")).unwrap();
     let port = free_sip_port();
-    let rtp = 46_600;
     std::fs::write(
         conf.join("config"),
         format!(
@@ -126,15 +131,16 @@ fn start_answering_phone(dir: &Path, registrar_port: u16, wav: &Path, secs: u32)
 }
 
 /// The whole sidecar: the registrar on `sip_port`, sipp at `trunk_port` as
-/// its one trunk, RTP on 46_700-46_799, linked to `edge`.
+/// its one trunk, RTP on `rtp`, linked to `edge`.
 fn spawn_sidecar(
     edge: &support::FakeEdge,
     sip_port: u16,
     trunk_port: u16,
+    rtp: (u16, u16),
     stop_rx: watch::Receiver<Stop>,
 ) -> std::thread::JoinHandle<RunSummary> {
     use voxline_media_sidecar::config;
-    let mut telephony = support::one_trunk_telephony(trunk_port, (46_700, 46_799));
+    let mut telephony = support::one_trunk_telephony(trunk_port, rtp);
     telephony.sip_port = sip_port;
     telephony.registrar = config::Registrar {
         enabled: true,
@@ -156,14 +162,16 @@ fn spawn_sidecar(
 
 /// The callee's media as sipp's SDP named it: sends `CALLEE_HZ` (PCMU)
 /// from the sidecar's first packet on, and counts the 20 ms frames that
-/// carry `PERSON_HZ` clearly, until `stop` says so.
-async fn callee_media(sock: tokio::net::UdpSocket, stop: watch::Receiver<bool>) -> usize {
+/// carry `PERSON_HZ` clearly and those carrying the hold chime's first
+/// note (440 Hz), until `stop` says so.
+async fn callee_media(sock: tokio::net::UdpSocket, stop: watch::Receiver<bool>) -> (usize, usize) {
     use voxline_media_sidecar::media::rtp::{self, RtpHeader};
     let signal = tone(8_000, &[(CALLEE_HZ, 6_000.0)], 8_000 * 60);
     let mut buf = vec![0u8; 2048];
     let (mut sidecar, mut heard, mut seq, mut ts, mut at): (Option<SocketAddr>, _, u16, u32, _) =
         (None, 0, 1, 0, 0usize);
     let mut next_send = Instant::now();
+    let mut hold = 0;
     while !*stop.borrow() {
         if let Some(to) = sidecar {
             while Instant::now() >= next_send {
@@ -209,8 +217,37 @@ async fn callee_media(sock: tokio::net::UdpSocket, stop: watch::Receiver<bool>) 
         if want > 1_000.0 && want > 4.0 * own {
             heard += 1;
         }
+        if amp_at(&pcm, 8_000, 440.0) > 500.0 {
+            hold += 1;
+        }
     }
-    heard
+    (heard, hold)
+}
+
+/// What the person's phone heard, frame by frame: whether each 20 ms
+/// frame carried `hz` clearly, and whether it carried any sound at all.
+fn phone_frames(dumps: &Path, hz: f64) -> Vec<(bool, bool)> {
+    let Some(path) = std::fs::read_dir(dumps).ok().and_then(|d| {
+        d.flatten()
+            .map(|e| e.path())
+            .find(|p| p.to_string_lossy().ends_with("-dec.wav"))
+    }) else {
+        return Vec::new();
+    };
+    let Ok(mut r) = hound::WavReader::open(path) else {
+        return Vec::new();
+    };
+    let pcm: Vec<i16> = r.samples::<i16>().map_while(Result::ok).collect();
+    pcm.chunks_exact(160)
+        .map(|f| {
+            let rms = (f.iter().map(|&x| f64::from(x).powi(2)).sum::<f64>() / 160.0).sqrt();
+            // The tone alone (speech has some energy at any frequency):
+            // a pure tone of amplitude A has an RMS of A / sqrt(2).
+            let amp = amp_at(f, 8_000, hz);
+            let pure = amp > 1_000.0 && amp > 0.8 * rms * std::f64::consts::SQRT_2;
+            (pure, rms > 300.0)
+        })
+        .collect()
 }
 
 /// 20 ms frames of the WAVs baresip wrote of what it heard in which
@@ -243,6 +280,22 @@ fn phone_heard(dumps: &Path, hz: f64) -> usize {
 /// BYE) and the call ends `transferred`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_transfer_to_an_extension_rings_the_persons_phone_and_bridges_audio_both_ways() {
+    transfer_to_person(TransferMode::Blind, 46_600, (46_700, 46_799)).await;
+}
+
+/// Warm (issue 16): the callee is held (hold chime) while the phone rings
+/// and while the person hears the briefing, synthesised by flite (the
+/// local engine's speech), before the callee's voice; then the legs are
+/// bridged as for a blind transfer (`method: warm`).
+#[cfg(feature = "local-engine")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_warm_transfer_briefs_the_person_before_connecting_the_held_callee() {
+    transfer_to_person(TransferMode::Warm, 46_610, (46_800, 46_899)).await;
+}
+
+async fn transfer_to_person(mode: TransferMode, phone_rtp: u16, sidecar_rtp: (u16, u16)) {
+    let call_id = format!("xfer_person_{}", mode.as_str());
+    let call_id = call_id.as_str();
     let dir = temp_dir("xfer-person");
     let wav = dir.join("person-tone.wav");
     {
@@ -279,14 +332,14 @@ async fn a_transfer_to_an_extension_rings_the_persons_phone_and_bridges_audio_bo
         start_callee_trunk(trunk_port, callee_sock.local_addr().unwrap().port(), &dir).await;
     let sip_port = free_sip_port();
     let (stop, stop_rx) = watch::channel(Stop::Run);
-    let sidecar = spawn_sidecar(&edge, sip_port, trunk_port, stop_rx);
+    let sidecar = spawn_sidecar(&edge, sip_port, trunk_port, sidecar_rtp, stop_rx);
     edge.wait_for(
         "the sidecar's link registration",
         Duration::from_secs(20),
         |s| (!s.registrations.is_empty()).then_some(()),
     )
     .await;
-    let _phone = start_answering_phone(&dir, sip_port, &wav, 20);
+    let _phone = start_answering_phone(&dir, sip_port, &wav, 20, phone_rtp);
     edge.wait_for("the phone's binding", Duration::from_secs(15), |s| {
         s.phone_bindings
             .keys()
@@ -295,7 +348,7 @@ async fn a_transfer_to_an_extension_rings_the_persons_phone_and_bridges_audio_bo
     })
     .await;
 
-    let mut call = support::offer("xfer_person", 120);
+    let mut call = support::offer(call_id, 120);
     call.tenant_id = TENANT.into();
     call.engine = voxline_shared::EngineKind::Echo.into();
     edge.offer(call);
@@ -304,14 +357,14 @@ async fn a_transfer_to_an_extension_rings_the_persons_phone_and_bridges_audio_bo
     edge.wait_for("the callee's answer", Duration::from_secs(15), |s| {
         s.events
             .iter()
-            .any(|e| e.call_id == "xfer_person" && e.kind == EventKind::Answered)
+            .any(|e| e.call_id == call_id && e.kind == EventKind::Answered)
             .then_some(())
     })
     .await;
     // A person with no phone registered here first: `user_unavailable`,
     // and the call goes on.
     edge.command(EdgeCommand::Transfer {
-        call_id: "xfer_person".into(),
+        call_id: call_id.into(),
         transfer_id: "xfr_nobody".into(),
         target: TransferTarget::User {
             user_pk: 8,
@@ -329,7 +382,7 @@ async fn a_transfer_to_an_extension_rings_the_persons_phone_and_bridges_audio_bo
                 s.events.iter().find_map(|e| match &e.kind {
                     EventKind::TransferFailed {
                         error, transfer_id, ..
-                    } if e.call_id == "xfer_person" => Some((error.clone(), transfer_id.clone())),
+                    } if e.call_id == call_id => Some((error.clone(), transfer_id.clone())),
                     _ => None,
                 })
             },
@@ -343,23 +396,23 @@ async fn a_transfer_to_an_extension_rings_the_persons_phone_and_bridges_audio_bo
         )
     );
     edge.command(EdgeCommand::Transfer {
-        call_id: "xfer_person".into(),
+        call_id: call_id.into(),
         transfer_id: "xfr_person".into(),
         target: TransferTarget::User {
             user_pk: 7,
             extension: "1001".into(),
             display_name: Some("Alice".into()),
         },
-        mode: TransferMode::Blind,
-        message: None,
+        mode,
+        message: (mode == TransferMode::Warm)
+            .then(|| "A caller about order seventeen. Connecting you now.".into()),
     });
     let transferred = edge
         .wait_for("the transfer", Duration::from_secs(20), |s| {
             s.events.iter().find_map(|e| match &e.kind {
                 EventKind::Transferred { transfer_id, .. }
                 | EventKind::TransferFailed { transfer_id, .. }
-                    if e.call_id == "xfer_person"
-                        && transfer_id.as_deref() == Some("xfr_person") =>
+                    if e.call_id == call_id && transfer_id.as_deref() == Some("xfr_person") =>
                 {
                     Some(e.kind.clone())
                 }
@@ -369,13 +422,14 @@ async fn a_transfer_to_an_extension_rings_the_persons_phone_and_bridges_audio_bo
         .await;
     assert!(
         matches!(&transferred, EventKind::Transferred { destination, method, extension: Some(ext),
-            mode: Some(TransferMode::Blind), transfer_id: Some(id), .. }
-            if destination == "1001" && method == "bridge" && ext == "1001" && id == "xfr_person"),
+            mode: Some(m), transfer_id: Some(id), .. }
+            if destination == "1001" && ext == "1001" && id == "xfr_person" && *m == mode
+                && method == if mode == TransferMode::Warm { "warm" } else { "bridge" }),
         "{transferred:?}\n{}",
         std::fs::read_to_string(dir.join("baresip-person.log")).unwrap_or_default()
     );
     // The callee was never hung up on while the first failed.
-    assert!(!edge.kinds_of("xfer_person").contains(&"ended"));
+    assert!(!edge.kinds_of(call_id).contains(&"ended"));
     // Talk across the bridge for a while, then the phone hangs up.
     let reason = {
         let r = tokio::time::timeout(Duration::from_secs(25), async {
@@ -387,9 +441,7 @@ async fn a_transfer_to_an_extension_rings_the_persons_phone_and_bridges_audio_bo
                     .events
                     .iter()
                     .find_map(|e| match &e.kind {
-                        EventKind::Ended { reason, .. } if e.call_id == "xfer_person" => {
-                            Some(*reason)
-                        }
+                        EventKind::Ended { reason, .. } if e.call_id == call_id => Some(*reason),
                         _ => None,
                     });
                 if let Some(r) = ended {
@@ -402,7 +454,7 @@ async fn a_transfer_to_an_extension_rings_the_persons_phone_and_bridges_audio_bo
         media_stop.send(true).unwrap();
         r.expect("the call ends once the phone hangs up")
     };
-    let callee_heard = callee.await.unwrap();
+    let (callee_heard, callee_held) = callee.await.unwrap();
     assert_eq!(reason, EndedReason::Transferred);
     let status = tokio::time::timeout(Duration::from_secs(10), sipp.wait())
         .await
@@ -423,6 +475,27 @@ async fn a_transfer_to_an_extension_rings_the_persons_phone_and_bridges_audio_bo
         person_heard >= 50,
         "the person heard {person_heard} frames of the callee"
     );
+    if mode == TransferMode::Warm {
+        // The callee waited with the hold chime, and the person heard the
+        // briefing (sound, not the callee's tone) before the callee.
+        assert!(
+            callee_held >= 5,
+            "the callee heard {callee_held} frames of hold audio"
+        );
+        let frames = phone_frames(&dir.join("baresip-person/dumps"), CALLEE_HZ);
+        let first_callee = frames.iter().position(|(callee, _)| *callee);
+        let briefing = frames[..first_callee.unwrap_or(0)]
+            .iter()
+            .filter(|(_, sound)| *sound)
+            .count();
+        eprintln!("warm: callee held {callee_held} frames, briefing {briefing} frames, callee first at {first_callee:?}, person heard {person_heard}, callee heard {callee_heard}");
+        assert!(
+            briefing >= 50,
+            "the person heard {briefing} frames of the briefing before the callee (first at {first_callee:?})"
+        );
+    } else {
+        assert_eq!(callee_held, 0, "a blind transfer holds nobody");
+    }
     stop.send(Stop::Drain).unwrap();
     tokio::task::spawn_blocking(move || sidecar.join())
         .await
