@@ -233,6 +233,11 @@ pub struct Agent {
     /// minted when the agent first gets tools, shown once then.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tools_secret: Option<StoredSecret>,
+    /// The extensions of the tenant's people this agent's `transfer` tool
+    /// may reach (issue 16): resolved when a call is placed and offered
+    /// to the sidecar as `transfer_people`; no other extension is reachable.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub transfer_extensions: Vec<String>,
 }
 
 /// One customer tool of an agent: what the model sees (name, description,

@@ -296,6 +296,7 @@ pub(crate) async fn place_call<K: Kv, D: DispatchQueues>(
     idempotency: Option<IdemRequest>,
     origin: CallOrigin,
 ) -> Result<CallRecord> {
+    let transfer_people = transfer_people(env, &tenant.id, &agent).await?;
     let CallOrigin {
         placed_with,
         caller_number,
@@ -394,6 +395,7 @@ pub(crate) async fn place_call<K: Kv, D: DispatchQueues>(
     if let Some(offer) = queued.offer.as_mut() {
         offer.engine_api_key_sealed = sealed_key;
         offer.tools = agent.tools.iter().map(model::AgentTool::offered).collect();
+        offer.transfer_people = transfer_people;
     }
     // The tenant's call store writes the record, then queues it in its
     // region; a call the queue refuses is deleted again (it never existed).
@@ -551,6 +553,36 @@ pub(crate) async fn hangup_call<K: Kv, D: DispatchQueues>(
         .await?
         .ok_or_else(|| call_not_found(cid))?;
     Ok(ApiResponse::json_text(status, record.to_public_json()))
+}
+
+/// The people `agent`'s `transfer` tool may reach (its
+/// `transfer_extensions` that name a person of the tenant's directory),
+/// for the offer; the directory is read only for an agent that lists some.
+pub(crate) async fn transfer_people<K: Kv, D: DispatchQueues>(
+    env: &Env<'_, K, D>,
+    tenant_id: &str,
+    agent: &Agent,
+) -> Result<Vec<voxline_shared::sidecar_link::TransferPerson>> {
+    if agent.transfer_extensions.is_empty() {
+        return Ok(Vec::new());
+    }
+    let users = crate::directory::ops::users(env.directory, tenant_id).await?;
+    Ok(agent
+        .transfer_extensions
+        .iter()
+        .filter_map(|ext| {
+            users.iter().find(|u| {
+                u.fields.extension == *ext
+                    && u.fields.kind == crate::directory::records::UserKind::Person
+            })
+        })
+        .take(voxline_shared::sidecar_link::MAX_TRANSFER_PEOPLE)
+        .map(|u| voxline_shared::sidecar_link::TransferPerson {
+            user_pk: u.pk,
+            extension: u.fields.extension.clone(),
+            display_name: Some(u.fields.caller_id.clone()).filter(|n| !n.is_empty()),
+        })
+        .collect())
 }
 
 /// `POST /v1/calls/{id}/transfer` (issue 16): hands an answered AI call's

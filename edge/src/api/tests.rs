@@ -16,7 +16,7 @@ use serde_json::Value;
 use voxline_shared::CallStatus;
 
 const NOW: u64 = 1_764_082_200_000;
-const ADMIN: &str = "admin-secret";
+pub(crate) const ADMIN: &str = "admin-secret";
 
 struct World {
     kv: MemoryKv,

@@ -89,6 +89,7 @@ pub fn queued_call(tenant_id: &str, record: &CallRecord, now_ms: u64) -> QueuedC
             engine_api_key_sealed: None,
             // Set by the caller from the agent.
             tools: Vec::new(),
+            transfer_people: Vec::new(),
         }),
     }
 }

@@ -182,7 +182,7 @@ pub fn offer(lease: &Lease, body: OfferBody, key: Option<&SealingKey>) -> Offer 
         amd_message: body.amd_message,
         tools: body.tools,
         connect: None,
-        transfer_people: Vec::new(),
+        transfer_people: body.transfer_people,
     }
 }
 

@@ -114,6 +114,9 @@ pub struct OfferBody {
     /// set by the caller from the agent).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tools: Vec<voxline_shared::sidecar_link::OfferedTool>,
+    /// The people the agent's `transfer` tool may reach (issue 16).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub transfer_people: Vec<voxline_shared::sidecar_link::TransferPerson>,
 }
 
 #[cfg(test)]
@@ -141,6 +144,7 @@ impl OfferBody {
             amd_message: None,
             engine_api_key_sealed: None,
             tools: Vec::new(),
+            transfer_people: Vec::new(),
         }
     }
 }

@@ -797,6 +797,19 @@ async fn make_engine(
     cfg.greet_on_answer = true;
     cfg.first_speaker = offer.first_speaker;
     cfg.system_prompt = offer.system_prompt.clone();
+    // A cloud engine is told whom its `transfer` tool may reach (the local
+    // engine's prompt is its script: it names extensions itself).
+    if matches!(
+        offer.engine.known(),
+        Some(voxline_shared::EngineKind::OpenaiRealtime | voxline_shared::EngineKind::GeminiLive)
+    ) {
+        if let Some(people) = super::transfer::people_instruction(&offer.transfer_people) {
+            cfg.system_prompt = Some(match cfg.system_prompt.take() {
+                Some(p) => format!("{p}\n\n{people}"),
+                None => people,
+            });
+        }
+    }
     cfg.voice = offer.voice.clone();
     cfg.model = offer.model.clone();
     cfg.metadata = offer.metadata.clone();

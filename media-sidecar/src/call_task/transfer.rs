@@ -64,6 +64,40 @@ pub enum LegTarget {
     User { user_pk: u64, extension: String },
 }
 
+/// What a cloud engine is told of the people its `transfer` tool may
+/// reach (the offer's `transfer_people`), added to its instructions; `None`
+/// when there are none. Names are the tenant's directory's, cleaned of
+/// control characters and cut at 64 characters.
+pub fn people_instruction(
+    people: &[voxline_shared::sidecar_link::TransferPerson],
+) -> Option<String> {
+    if people.is_empty() {
+        return None;
+    }
+    let listed: Vec<String> = people
+        .iter()
+        .map(|p| {
+            let name: String = p
+                .display_name
+                .as_deref()
+                .unwrap_or("")
+                .chars()
+                .filter(|c| !c.is_control())
+                .take(64)
+                .collect();
+            match name.trim() {
+                "" => p.extension.clone(),
+                n => format!("{} ({n})", p.extension),
+            }
+        })
+        .collect();
+    Some(format!(
+        "You can transfer the caller to these people with the transfer tool's `extension`: {}. \
+         No other extension can be reached.",
+        listed.join(", ")
+    ))
+}
+
 /// Hold audio is made this much longer than the ring time, so the callee
 /// never hears it run out before the transfer has its answer.
 pub const HOLD_AUDIO_MARGIN: Duration = Duration::from_secs(5);
@@ -321,6 +355,29 @@ mod tests {
         ] {
             assert!(contact_leg(bad).is_none(), "{bad}");
         }
+    }
+
+    #[test]
+    fn the_people_the_engine_may_transfer_to_are_named_to_it() {
+        use voxline_shared::sidecar_link::TransferPerson;
+        assert_eq!(people_instruction(&[]), None);
+        let text = people_instruction(&[
+            TransferPerson {
+                user_pk: 7,
+                extension: "1001".into(),
+                display_name: Some("Alice\nSmith".into()),
+            },
+            TransferPerson {
+                user_pk: 8,
+                extension: "1002".into(),
+                display_name: None,
+            },
+        ])
+        .unwrap();
+        assert!(
+            text.contains("`extension`: 1001 (AliceSmith), 1002."),
+            "{text}"
+        );
     }
 
     #[test]

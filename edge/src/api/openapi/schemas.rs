@@ -26,6 +26,8 @@ use voxline_shared::sidecar_link::{AmdMode, AnsweredBy, FirstSpeaker, MAX_MESSAG
 
 /// `amd`, as the API documents it (calls and agents).
 const AMD_DOC: &str = "Answering-machine detection (issue 18): `off` (the default) starts the conversation at the answer; otherwise the sidecar classifies who answered from the greeting's length and cadence, a beep and silence, within 4 s (`answered_by`, `amd_decision_ms`), and then `hangup` hangs up on a machine at once (`ended_reason` `answering_machine`), `leave_message` waits for the machine's beep (or the end of its greeting and 1.5 s of silence), speaks `amd_message` (or, without one, lets the agent speak its greeting) and hangs up, `continue` only reports. With `hangup` and `leave_message` the agent waits for the verdict before it speaks; `unknown` is treated as a person.";
+/// An agent's `transfer_extensions`, as the API documents it.
+const TRANSFER_EXTENSIONS_DOC: &str = "The extensions of the tenant's people (directory users of `kind` `person`) this agent's built-in `transfer` tool may hand a caller to (issue 16), e.g. `[\"1001\"]`: each call offers the sidecar those people (an extension nobody has, or an AI agent's, is left out) and tells the model their names and extensions; the tool reaches no other extension. Numbers (`destination`) need no listing.";
 /// `amd_message`, as the API documents it.
 const AMD_MESSAGE_DOC: &str = "With `amd: leave_message`: the words left on the machine after its beep, synthesised by the sidecar's local voice; null or absent: the agent speaks its own greeting instead.";
 
@@ -591,6 +593,10 @@ See docs/dialects.md."}),
         (
             "tools_secret_set",
             json!({"type": "boolean", "description": "The agent has a tools secret (minted with its first tools). The secret is shown only when minted."}),
+        ),
+        (
+            "transfer_extensions",
+            json!({"type": "array", "items": {"type": "string", "pattern": "^[0-9]{2,16}$"}, "description": TRANSFER_EXTENSIONS_DOC}),
         ),
     ];
     let mut agent_schema = record(
@@ -1471,6 +1477,17 @@ A call already queued inside the window is not stopped when the window closes.";
                 "rotate_tools_secret",
                 opt(
                     json!({"type": "boolean", "description": "true mints a new tools secret (carried in this answer, `tools_secret`); the old one stops signing at once."}),
+                ),
+            ),
+            (
+                "transfer_extensions",
+                opt(
+                    json!({"type": "array", "maxItems": voxline_shared::sidecar_link::MAX_TRANSFER_PEOPLE, "items": {"type": "string", "pattern": "^[0-9]{2,16}$", "maxLength": 16, "example": "1001"},
+                    "description": if creating {
+                        TRANSFER_EXTENSIONS_DOC
+                    } else {
+                        "Replaces the agent's `transfer_extensions`; null or `[]` removes them."
+                    }}),
                 ),
             ),
             (

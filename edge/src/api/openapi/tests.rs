@@ -1549,6 +1549,28 @@ fn probe_request_schema(
                 "invalid_type",
                 &format!("{name}[0]"),
             );
+        } else if primary == "array" && p["items"]["pattern"].is_string() {
+            // Strings of a pattern (an agent's `transfer_extensions`): its
+            // example and the empty list taken, a string off the pattern,
+            // a non-string, too long an item and too many items refused.
+            let items = &p["items"];
+            let example = items["example"].clone();
+            accepted_field(with(name, json!([])), name);
+            accepted_field(with(name, json!([example])), name);
+            fails_with(with(name, json!(["zz_bogus"])), "invalid_value", name);
+            fails_with(with(name, json!([1])), "invalid_type", name);
+            let item_max = items["maxLength"].as_u64().unwrap() as usize;
+            fails_with(
+                with(name, json!(["1".repeat(item_max + 1)])),
+                "value_too_long",
+                name,
+            );
+            let max_items = p["maxItems"].as_u64().unwrap() as usize;
+            fails_with(
+                with(name, json!(vec![example; max_items + 1])),
+                "out_of_range",
+                name,
+            );
         } else if primary == "array" {
             let items = &p["items"];
             let values = items["enum"]

@@ -407,3 +407,84 @@ fn a_silent_sidecars_transfer_lapses_and_a_stranded_call_is_not_transferable() {
     let (s, v) = transfer(&w, &key, &id, json!({"destination": "+15550002222"}));
     assert_eq!((s, code(&v)), (409, "call_not_transferable"), "{v}");
 }
+
+/// An agent's `transfer_extensions` are the people its `transfer` tool may
+/// reach: each call offers the sidecar those that are persons of the
+/// directory (pk, extension, name), nothing else; checked, replaced and
+/// removed like the agent's other lists.
+#[test]
+fn an_agents_transfer_extensions_are_offered_as_the_people_it_may_reach() {
+    let w = World::new();
+    let (tid, key) = w.tenant(false);
+    let alice = w.admin(
+        "POST",
+        &format!("/admin/tenants/{tid}/directory/users"),
+        Some(json!({"extension": "1001", "first_name": "Alice", "caller_id": "Alice Smith"})),
+    );
+    let pk = alice["pk"].as_u64().unwrap();
+    let agent = w.admin(
+        "POST",
+        &format!("/admin/tenants/{tid}/agents"),
+        Some(json!({"name": "desk", "transfer_extensions": ["1001", "1009", "1001"]})),
+    );
+    assert_eq!(
+        agent["transfer_extensions"],
+        json!(["1001", "1009"]),
+        "{agent}"
+    );
+    let aid = agent["id"].as_str().unwrap().to_string();
+    for bad in [json!(["1"]), json!(["10a1"]), json!("1001"), json!([1001])] {
+        let r = w.send(
+            "PATCH",
+            &format!("/admin/tenants/{tid}/agents/{aid}"),
+            Some(super::ADMIN),
+            Some(json!({"transfer_extensions": bad})),
+        );
+        assert_eq!(r.status, 422, "{bad}: {}", r.body);
+        assert_eq!(r.body_json()["error"]["field"], "transfer_extensions");
+    }
+    let r = w.send(
+        "POST",
+        "/v1/calls",
+        Some(&key),
+        Some(json!({"phone": "+14155550131", "agent_id": aid})),
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    let sc = TestSidecar::create(&w, "sc-people");
+    sc.send(
+        &w,
+        paths::REGISTER,
+        json!({"region": "local", "capacity": 5, "version": "t"}),
+    );
+    let lease = poll(&w, &sc, &[]);
+    let offer: voxline_shared::sidecar_link::Offer =
+        serde_json::from_value(lease["offers"][0].clone()).unwrap();
+    assert_eq!(
+        offer.transfer_people,
+        [voxline_shared::sidecar_link::TransferPerson {
+            user_pk: pk,
+            extension: "1001".into(),
+            display_name: Some("Alice Smith".into()),
+        }]
+    );
+    // Removed: the next call offers nobody.
+    let a = w.admin(
+        "PATCH",
+        &format!("/admin/tenants/{tid}/agents/{aid}"),
+        Some(json!({"transfer_extensions": null})),
+    );
+    assert_eq!(a["transfer_extensions"], json!([]), "{a}");
+    let r = w.send(
+        "POST",
+        "/v1/calls",
+        Some(&key),
+        Some(json!({"phone": "+14155550132", "agent_id": aid})),
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    let lease = poll(&w, &sc, &[]);
+    assert!(
+        lease["offers"][0].get("transfer_people").is_none(),
+        "{}",
+        lease["offers"][0]
+    );
+}
