@@ -100,7 +100,7 @@ error_codes! {
     CallNotAnswered => ("call_not_answered", 409, "The call is not answered yet (queued, scheduled, dialing or ringing): only a call in progress can be transferred."),
     CallEnded => ("call_ended", 409, "The call has ended (or its hangup was requested): it cannot be transferred."),
     CallNotTransferable => ("call_not_transferable", 409, "The call cannot be transferred: it rings a person rather than an AI agent, or the sidecar holding it cannot be reached now; the message says which."),
-    TransferInProgress => ("transfer_in_progress", 409, "A transfer of this call is under way (its outcome is not in yet) or has completed; `transfer` on the call says which."),
+    TransferInProgress => ("transfer_in_progress", 409, "A transfer of this call is under way (its outcome is not in yet) or has completed; `transfer_request` on the call says which."),
     UnknownExtension => ("unknown_extension", 422, "`extension` names no person of the tenant's directory."),
     CallInProgress => ("call_in_progress", 409, "A call from this agent to this number is already queued, scheduled or live; the message names it."),
     IdempotencyKeyReused => ("idempotency_key_reused", 422, "This `Idempotency-Key` was used with a different request (method, path or body)."),

@@ -646,9 +646,10 @@ pub struct CallRecord {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rings_user: Option<u64>,
     /// The last transfer the API asked for (`POST /v1/calls/{id}/transfer`,
-    /// issue 16) and how it went; public (null when none was asked).
+    /// issue 16) and how it went; public (null when none was asked). Not
+    /// `transfer`: `call.transferred` has that, the event's own.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub transfer: Option<CallTransfer>,
+    pub transfer_request: Option<CallTransfer>,
 }
 
 /// How long a requested transfer counts as under way without word from its
@@ -886,7 +887,12 @@ impl CallRecord {
                 "first_speaker",
                 "analysis_plan",
             ],
-            &["caller_number", "campaign_id", "analysis", "transfer"],
+            &[
+                "caller_number",
+                "campaign_id",
+                "analysis",
+                "transfer_request",
+            ],
             self.metadata.as_ref(),
         )
     }
@@ -951,7 +957,7 @@ pub fn test_call(status: CallStatus) -> CallRecord {
         answered_by: None,
         amd_decision_ms: None,
         rings_user: None,
-        transfer: None,
+        transfer_request: None,
     }
 }
 

@@ -385,7 +385,7 @@ pub(crate) async fn place_call<K: Kv, D: DispatchQueues>(
         answered_by: None,
         amd_decision_ms: None,
         rings_user: None,
-        transfer: None,
+        transfer_request: None,
     };
     let mut queued = port::queued_call(&tenant.id, &record, env.now_ms);
     queued.max_concurrent = tenant.max_concurrent_calls;
@@ -588,8 +588,8 @@ pub(crate) async fn transfer_people<K: Kv, D: DispatchQueues>(
 /// `POST /v1/calls/{id}/transfer` (issue 16): hands an answered AI call's
 /// callee to a number (`destination`) or a person of the tenant
 /// (`extension`), `blind` or `warm`. The sidecar holding the call is told
-/// through its lease; 202 with the call, its `transfer` `requested`. The
-/// outcome comes later: `transfer.status` `completed` (and
+/// through its lease; 202 with the call, its `transfer_request` `requested`. The
+/// outcome comes later: `transfer_request.status` `completed` (and
 /// `call.transferred`) or `failed` with a stable `error`.
 pub(crate) async fn transfer_call<K: Kv, D: DispatchQueues>(
     env: &Env<'_, K, D>,

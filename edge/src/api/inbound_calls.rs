@@ -297,7 +297,7 @@ fn ring_user_record(
         answered_by: None,
         amd_decision_ms: None,
         rings_user: Some(user_pk),
-        transfer: None,
+        transfer_request: None,
     }
 }
 
@@ -376,6 +376,6 @@ fn inbound_record(
         answered_by: None,
         amd_decision_ms: None,
         rings_user: None,
-        transfer: None,
+        transfer_request: None,
     }
 }

@@ -945,7 +945,7 @@ pub fn apply_reports(
                     Some(mut record) => {
                         // The API's transfer it completes, if it is the one on the record.
                         if let Some(t) = record
-                            .transfer
+                            .transfer_request
                             .as_mut()
                             .filter(|t| transfer_id.as_deref() == Some(t.id.as_str()))
                         {
@@ -981,7 +981,7 @@ pub fn apply_reports(
                     transfer_id,
                 } => match rows.call(&update.call_id)? {
                     Some(mut record) => {
-                        if let Some(t) = record.transfer.as_mut().filter(|t| {
+                        if let Some(t) = record.transfer_request.as_mut().filter(|t| {
                             t.id == *transfer_id
                                 && t.status == crate::model::TransferStatus::Requested
                         }) {
@@ -1250,7 +1250,7 @@ pub async fn transfer(
             Some(TransferRefusal::NotAnAgentsCall)
         } else if r.status != CallStatus::InProgress {
             Some(TransferRefusal::NotAnswered)
-        } else if r.transfer.as_ref().is_some_and(|t| {
+        } else if r.transfer_request.as_ref().is_some_and(|t| {
             t.is_pending(now_ms) || t.status == crate::model::TransferStatus::Completed
         }) {
             Some(TransferRefusal::InProgress)
@@ -1289,7 +1289,7 @@ pub async fn transfer(
             (None, Some(extension))
         }
     };
-    record.transfer = Some(crate::model::CallTransfer {
+    record.transfer_request = Some(crate::model::CallTransfer {
         id: transfer_id,
         status: crate::model::TransferStatus::Requested,
         destination,

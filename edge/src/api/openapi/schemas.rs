@@ -232,7 +232,7 @@ See docs/dialects.md."}),
                 ("answered_by", nullable(json!({"type": "string", "enum": AnsweredBy::ALL.map(AnsweredBy::as_str),
                     "description": "Who answered, as answering-machine detection decided: `human`, `machine`, or `unknown` (no decision within its time bound). Null when `amd` is `off` or the call was not answered."}))),
                 ("amd_decision_ms", nullable(json!({"type": "integer", "minimum": 0, "description": "From the answer to the `answered_by` decision, in milliseconds."}))),
-                ("transfer", nullable(with_description(schema_ref("CallTransfer"), "The last transfer asked with `POST /v1/calls/{call_id}/transfer`; null when none was."))),
+                ("transfer_request", nullable(with_description(schema_ref("CallTransfer"), "The last transfer asked with `POST /v1/calls/{call_id}/transfer` and how it went; null when none was."))),
             ]);
         }
         f

@@ -2440,7 +2440,7 @@ fn every_route_answers_as_documented() {
         rows.put_call(&answered).unwrap();
     }
     let asked = expect(transfer_to(&live), 202);
-    assert_eq!(asked["transfer"]["status"], "requested");
+    assert_eq!(asked["transfer_request"]["status"], "requested");
     expect_error(transfer_to(&live), 409, "transfer_in_progress");
     let hung = expect(
         api.raw("POST", &format!("/v1/calls/{live}/hangup"), key, None, b""),

@@ -1,6 +1,6 @@
 //! `POST /v1/calls/{id}/transfer` (issue 16) over the in-memory ports: the
 //! checks, the command the holding sidecar's next poll carries, the call's
-//! `transfer` through `requested`, `failed` and `completed` as the
+//! `transfer_request` through `requested`, `failed` and `completed` as the
 //! sidecar's events say, and `call.transferred` naming the transfer.
 
 use super::{TestSidecar, World};
@@ -100,7 +100,7 @@ fn a_transfer_goes_to_the_holding_sidecar_and_its_outcome_lands_on_the_call() {
 
     let (s, v) = transfer(&w, &key, &id, json!({"destination": "+15550002222"}));
     assert_eq!(s, 202, "{v}");
-    let t = v["transfer"].clone();
+    let t = v["transfer_request"].clone();
     assert_eq!(
         (
             t["status"].as_str(),
@@ -148,14 +148,14 @@ fn a_transfer_goes_to_the_holding_sidecar_and_its_outcome_lands_on_the_call() {
     assert_eq!(
         (
             call["status"].as_str(),
-            call["transfer"]["status"].as_str(),
-            call["transfer"]["error"].as_str(),
-            call["transfer"]["sip_code"].as_u64()
+            call["transfer_request"]["status"].as_str(),
+            call["transfer_request"]["error"].as_str(),
+            call["transfer_request"]["sip_code"].as_u64()
         ),
         (Some("in_progress"), Some("failed"), Some("busy"), Some(486)),
         "{call}"
     );
-    assert!(call["transfer"]["ended_at"].is_string(), "{call}");
+    assert!(call["transfer_request"]["ended_at"].is_string(), "{call}");
     w.outbox.take();
     let (s, v) = transfer(
         &w,
@@ -164,7 +164,7 @@ fn a_transfer_goes_to_the_holding_sidecar_and_its_outcome_lands_on_the_call() {
         json!({"destination": "+15550003333", "mode": "warm", "message": "A customer about order 17."}),
     );
     assert_eq!(s, 202, "{v}");
-    let xfr2 = v["transfer"]["id"].as_str().unwrap().to_string();
+    let xfr2 = v["transfer_request"]["id"].as_str().unwrap().to_string();
     assert_ne!(xfr2, xfr);
     let cmds = transfer_commands(&poll(&w, &sc, &[&id]));
     assert!(
@@ -188,9 +188,9 @@ fn a_transfer_goes_to_the_holding_sidecar_and_its_outcome_lands_on_the_call() {
         .body_json();
     assert_eq!(
         (
-            call["transfer"]["id"].as_str(),
-            call["transfer"]["status"].as_str(),
-            call["transfer"]["method"].as_str(),
+            call["transfer_request"]["id"].as_str(),
+            call["transfer_request"]["status"].as_str(),
+            call["transfer_request"]["method"].as_str(),
         ),
         (Some(xfr2.as_str()), Some("completed"), Some("warm")),
         "{call}"
@@ -246,13 +246,13 @@ fn a_transfer_to_an_extension_names_the_person_to_the_sidecar() {
     assert_eq!(s, 202, "{v}");
     assert_eq!(
         (
-            v["transfer"]["extension"].as_str(),
-            v["transfer"]["destination"].as_str()
+            v["transfer_request"]["extension"].as_str(),
+            v["transfer_request"]["destination"].as_str()
         ),
         (Some("1001"), None),
         "{v}"
     );
-    let xfr = v["transfer"]["id"].as_str().unwrap().to_string();
+    let xfr = v["transfer_request"]["id"].as_str().unwrap().to_string();
     let cmds = transfer_commands(&poll(&w, &sc, &[&id]));
     assert_eq!(
         cmds,
@@ -281,10 +281,13 @@ fn a_transfer_to_an_extension_names_the_person_to_the_sidecar() {
     let call = w
         .send("GET", &format!("/v1/calls/{id}"), Some(&key), None)
         .body_json();
-    assert_eq!(call["transfer"]["error"], "user_unavailable", "{call}");
+    assert_eq!(
+        call["transfer_request"]["error"], "user_unavailable",
+        "{call}"
+    );
     let (s, v) = transfer(&w, &key, &id, json!({"extension": "1001"}));
     assert_eq!(s, 202, "{v}");
-    let xfr = v["transfer"]["id"].as_str().unwrap().to_string();
+    let xfr = v["transfer_request"]["id"].as_str().unwrap().to_string();
     w.outbox.take();
     events(
         &w,
@@ -390,7 +393,7 @@ fn a_silent_sidecars_transfer_lapses_and_a_stranded_call_is_not_transferable() {
     poll(&w, &sc, &[&id]);
     let (s, v) = transfer(&w, &key, &id, json!({"destination": "+15550002222"}));
     assert_eq!(s, 202, "lapsed: {v}");
-    let xfr = v["transfer"]["id"].as_str().unwrap().to_string();
+    let xfr = v["transfer_request"]["id"].as_str().unwrap().to_string();
     events(
         &w,
         &sc,
