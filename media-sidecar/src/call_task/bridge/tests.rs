@@ -2148,3 +2148,69 @@ fn a_warm_briefing_that_cannot_be_spoken_connects_at_once() {
         "{acts:?}"
     );
 }
+
+/// The tool may ask for a warm transfer too: the callee is held, the
+/// person briefed (the sidecar's own briefing: the callee's last words),
+/// and the engine's result, once bridged, says `warm`.
+#[test]
+fn the_tools_warm_transfer_briefs_with_the_callees_words_and_answers_warm() {
+    let (mut b, t0) = answered(30);
+    b.handle_engine_event(
+        t0 + ms(2_500),
+        EngineEvent::Transcript {
+            role: Role::Callee,
+            text: "I want to talk to billing.".into(),
+            start_ms: 100,
+            end_ms: 400,
+        },
+    );
+    drain(&mut b);
+    let args = r#"{"destination":"+15550002222","mode":"warm"}"#;
+    b.handle_engine_event(t0 + ms(3_000), tool_call("transfer", "x1", args));
+    let acts = drain(&mut b);
+    assert!(
+        matches!(
+            &acts[..],
+            [
+                Action::FlushMedia,
+                Action::PlayHold(_),
+                Action::DialTransferee { .. }
+            ]
+        ),
+        "no REFER for a warm transfer: {acts:?}"
+    );
+    b.transferee_event(t0 + ms(4_000), DialogEvent::Answered(leg_neg()));
+    b.transferee_media_started(t0 + ms(4_000));
+    assert_eq!(
+        drain(&mut b),
+        [
+            Action::StartTransfereeMedia(leg_neg()),
+            Action::SynthesizeBriefing(
+                "Transferred call. The caller said: I want to talk to billing.".into()
+            )
+        ]
+    );
+    b.briefing_audio(t0 + ms(4_100), Some(speech_ms(500)));
+    drain(&mut b);
+    b.handle_timeout(t0 + ms(4_600) + BRIEFING_TAIL);
+    let output = tools::transfer_output("+15550002222", "warm");
+    let acts = drain(&mut b);
+    assert!(
+        acts.contains(&emit(
+            EventKind::TranscriptTurn {
+                role: Role::Agent,
+                text: format!("[tool transfer {args} -> {output}]"),
+                start_ms: 1_000,
+                end_ms: 2_900,
+            },
+            D + 4_900
+        )),
+        "{acts:?}"
+    );
+    assert!(
+        !acts
+            .iter()
+            .any(|a| matches!(a, Action::FunctionResult { .. })),
+        "the engine is detached before its result: {acts:?}"
+    );
+}
