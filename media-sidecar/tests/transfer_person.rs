@@ -36,10 +36,13 @@ const SIPP_TIMEOUT_S: u32 = 40;
 const CALLEE_HZ: f64 = 600.0;
 const PERSON_HZ: f64 = 1_400.0;
 
-/// sipp as the trunk answering one call (`uas_bridge`): its SDP names
+/// sipp as the trunk answering one call (`scenario`: `uas_bridge`, or
+/// `uas_bridge_key_info`, which also presses 1 by SIP INFO): its SDP names
 /// `media_port`, PCMU; it waits for the sidecar's BYE.
-async fn start_callee_trunk(port: u16, media_port: u16, dir: &Path) -> Child {
-    let sf = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/sipp/uas_bridge.xml");
+async fn start_callee_trunk(scenario: &str, port: u16, media_port: u16, dir: &Path) -> Child {
+    let sf = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/sipp")
+        .join(format!("{scenario}.xml"));
     let inf = dir.join("legs.csv");
     std::fs::write(&inf, format!("SEQUENTIAL\n{media_port};0;PCMU;wait;\n")).unwrap();
     let child = Command::new(SIPP.require())
@@ -163,8 +166,13 @@ fn spawn_sidecar(
 /// The callee's media as sipp's SDP named it: sends `CALLEE_HZ` (PCMU)
 /// from the sidecar's first packet on, and counts the 20 ms frames that
 /// carry `PERSON_HZ` clearly and those carrying the hold chime's first
-/// note (440 Hz), until `stop` says so.
-async fn callee_media(sock: tokio::net::UdpSocket, stop: watch::Receiver<bool>) -> (usize, usize) {
+/// note (440 Hz), until `stop` says so. Silence instead of the tone until
+/// `talk` says so.
+async fn callee_media(
+    sock: tokio::net::UdpSocket,
+    talk: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
+) -> (usize, usize) {
     use voxline_media_sidecar::media::rtp::{self, RtpHeader};
     let signal = tone(8_000, &[(CALLEE_HZ, 6_000.0)], 8_000 * 60);
     let mut buf = vec![0u8; 2048];
@@ -175,9 +183,10 @@ async fn callee_media(sock: tokio::net::UdpSocket, stop: watch::Receiver<bool>) 
     while !*stop.borrow() {
         if let Some(to) = sidecar {
             while Instant::now() >= next_send {
+                let talking = *talk.borrow();
                 let frame: Vec<u8> = signal[at..at + 160]
                     .iter()
-                    .map(|&s| mulaw_encode(s))
+                    .map(|&s| mulaw_encode(if talking { s } else { 0 }))
                     .collect();
                 at = (at + 160) % (signal.len() - 160);
                 let h = RtpHeader {
@@ -280,7 +289,26 @@ fn phone_heard(dumps: &Path, hz: f64) -> usize {
 /// BYE) and the call ends `transferred`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_transfer_to_an_extension_rings_the_persons_phone_and_bridges_audio_both_ways() {
-    transfer_to_person(TransferMode::Blind, 46_600, (46_700, 46_799)).await;
+    transfer_to_person(How::Command(TransferMode::Blind), 46_600, (46_700, 46_799)).await;
+}
+
+/// The agent's own `transfer` tool naming extension 1001, one the offer's
+/// `transfer_people` lists: the local engine's script calls it when the
+/// callee presses 1 (SIP INFO from sipp); the same ringing and bridge,
+/// the tool's turn in the transcript.
+#[cfg(feature = "local-engine")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agents_transfer_tool_reaches_a_listed_person_by_extension() {
+    transfer_to_person(How::Tool, 46_620, (46_900, 46_999)).await;
+}
+
+/// What asks for the transfer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum How {
+    /// The edge's command (`POST /v1/calls/{id}/transfer`).
+    Command(TransferMode),
+    /// The agent's `transfer` tool (blind).
+    Tool,
 }
 
 /// Warm (issue 16): the callee is held (hold chime) while the phone rings
@@ -290,11 +318,18 @@ async fn a_transfer_to_an_extension_rings_the_persons_phone_and_bridges_audio_bo
 #[cfg(feature = "local-engine")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_warm_transfer_briefs_the_person_before_connecting_the_held_callee() {
-    transfer_to_person(TransferMode::Warm, 46_610, (46_800, 46_899)).await;
+    transfer_to_person(How::Command(TransferMode::Warm), 46_610, (46_800, 46_899)).await;
 }
 
-async fn transfer_to_person(mode: TransferMode, phone_rtp: u16, sidecar_rtp: (u16, u16)) {
-    let call_id = format!("xfer_person_{}", mode.as_str());
+async fn transfer_to_person(how: How, phone_rtp: u16, sidecar_rtp: (u16, u16)) {
+    let mode = match how {
+        How::Command(mode) => mode,
+        How::Tool => TransferMode::Blind,
+    };
+    let call_id = match how {
+        How::Command(mode) => format!("xfer_person_{}", mode.as_str()),
+        How::Tool => "xfer_person_tool".to_string(),
+    };
     let call_id = call_id.as_str();
     let dir = temp_dir("xfer-person");
     let wav = dir.join("person-tone.wav");
@@ -328,8 +363,12 @@ async fn transfer_to_person(mode: TransferMode, phone_rtp: u16, sidecar_rtp: (u1
         .push((USER.into(), PASSWORD.into()));
     let callee_sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let trunk_port = free_udp_port();
-    let mut sipp =
-        start_callee_trunk(trunk_port, callee_sock.local_addr().unwrap().port(), &dir).await;
+    let scenario = match how {
+        How::Command(_) => "uas_bridge",
+        How::Tool => "uas_bridge_key_info",
+    };
+    let media_port = callee_sock.local_addr().unwrap().port();
+    let mut sipp = start_callee_trunk(scenario, trunk_port, media_port, &dir).await;
     let sip_port = free_sip_port();
     let (stop, stop_rx) = watch::channel(Stop::Run);
     let sidecar = spawn_sidecar(&edge, sip_port, trunk_port, sidecar_rtp, stop_rx);
@@ -350,10 +389,28 @@ async fn transfer_to_person(mode: TransferMode, phone_rtp: u16, sidecar_rtp: (u1
 
     let mut call = support::offer(call_id, 120);
     call.tenant_id = TENANT.into();
-    call.engine = voxline_shared::EngineKind::Echo.into();
+    match how {
+        How::Command(_) => call.engine = voxline_shared::EngineKind::Echo.into(),
+        How::Tool => {
+            call.engine = voxline_shared::EngineKind::Local.into();
+            call.system_prompt = Some(
+                "[script]\ngreeting: Press one for Alice.\n\
+                 1 -> [tool transfer {\"extension\":\"1001\"}] Transferring you now.\n[/script]"
+                    .into(),
+            );
+            call.transfer_people = vec![voxline_shared::sidecar_link::TransferPerson {
+                user_pk: 7,
+                extension: "1001".into(),
+                display_name: Some("Alice".into()),
+            }];
+        }
+    }
     edge.offer(call);
     let (media_stop, media_stop_rx) = watch::channel(false);
-    let callee = tokio::spawn(callee_media(callee_sock, media_stop_rx));
+    // The tool's callee is quiet until transferred (a tone would be words
+    // to the local engine); the command's talks from the start.
+    let (talk, talk_rx) = watch::channel(how != How::Tool);
+    let callee = tokio::spawn(callee_media(callee_sock, talk_rx, media_stop_rx));
     edge.wait_for("the callee's answer", Duration::from_secs(15), |s| {
         s.events
             .iter()
@@ -361,58 +418,62 @@ async fn transfer_to_person(mode: TransferMode, phone_rtp: u16, sidecar_rtp: (u1
             .then_some(())
     })
     .await;
-    // A person with no phone registered here first: `user_unavailable`,
-    // and the call goes on.
-    edge.command(EdgeCommand::Transfer {
-        call_id: call_id.into(),
-        transfer_id: "xfr_nobody".into(),
-        target: TransferTarget::User {
-            user_pk: 8,
-            extension: "1002".into(),
-            display_name: None,
-        },
-        mode: TransferMode::Blind,
-        message: None,
-    });
-    let failed = edge
-        .wait_for(
-            "the first transfer's failure",
-            Duration::from_secs(10),
-            |s| {
-                s.events.iter().find_map(|e| match &e.kind {
-                    EventKind::TransferFailed {
-                        error, transfer_id, ..
-                    } if e.call_id == call_id => Some((error.clone(), transfer_id.clone())),
-                    _ => None,
-                })
+    if let How::Command(mode) = how {
+        // A person with no phone registered here first: `user_unavailable`,
+        // and the call goes on.
+        edge.command(EdgeCommand::Transfer {
+            call_id: call_id.into(),
+            transfer_id: "xfr_nobody".into(),
+            target: TransferTarget::User {
+                user_pk: 8,
+                extension: "1002".into(),
+                display_name: None,
             },
-        )
-        .await;
-    assert_eq!(
-        failed,
-        (
-            "user_unavailable".to_string(),
-            Some("xfr_nobody".to_string())
-        )
-    );
-    edge.command(EdgeCommand::Transfer {
-        call_id: call_id.into(),
-        transfer_id: "xfr_person".into(),
-        target: TransferTarget::User {
-            user_pk: 7,
-            extension: "1001".into(),
-            display_name: Some("Alice".into()),
-        },
-        mode,
-        message: (mode == TransferMode::Warm)
-            .then(|| "A caller about order seventeen. Connecting you now.".into()),
-    });
+            mode: TransferMode::Blind,
+            message: None,
+        });
+        let failed = edge
+            .wait_for(
+                "the first transfer's failure",
+                Duration::from_secs(10),
+                |s| {
+                    s.events.iter().find_map(|e| match &e.kind {
+                        EventKind::TransferFailed {
+                            error, transfer_id, ..
+                        } if e.call_id == call_id => Some((error.clone(), transfer_id.clone())),
+                        _ => None,
+                    })
+                },
+            )
+            .await;
+        assert_eq!(
+            failed,
+            (
+                "user_unavailable".to_string(),
+                Some("xfr_nobody".to_string())
+            )
+        );
+        edge.command(EdgeCommand::Transfer {
+            call_id: call_id.into(),
+            transfer_id: "xfr_person".into(),
+            target: TransferTarget::User {
+                user_pk: 7,
+                extension: "1001".into(),
+                display_name: Some("Alice".into()),
+            },
+            mode,
+            message: (mode == TransferMode::Warm)
+                .then(|| "A caller about order seventeen. Connecting you now.".into()),
+        });
+    }
     let transferred = edge
         .wait_for("the transfer", Duration::from_secs(20), |s| {
             s.events.iter().find_map(|e| match &e.kind {
                 EventKind::Transferred { transfer_id, .. }
                 | EventKind::TransferFailed { transfer_id, .. }
-                    if e.call_id == call_id && transfer_id.as_deref() == Some("xfr_person") =>
+                    if e.call_id == call_id
+                        && (transfer_id.as_deref() == Some("xfr_person")
+                            || (how == How::Tool && transfer_id.is_none())) =>
                 {
                     Some(e.kind.clone())
                 }
@@ -422,12 +483,34 @@ async fn transfer_to_person(mode: TransferMode, phone_rtp: u16, sidecar_rtp: (u1
         .await;
     assert!(
         matches!(&transferred, EventKind::Transferred { destination, method, extension: Some(ext),
-            mode: Some(m), transfer_id: Some(id), .. }
-            if destination == "1001" && ext == "1001" && id == "xfr_person" && *m == mode
+            mode: Some(m), transfer_id: id, .. }
+            if destination == "1001" && ext == "1001" && *m == mode
+                && (id.as_deref() == Some("xfr_person") || (how == How::Tool && id.is_none()))
                 && method == if mode == TransferMode::Warm { "warm" } else { "bridge" }),
         "{transferred:?}\n{}",
         std::fs::read_to_string(dir.join("baresip-person.log")).unwrap_or_default()
     );
+    talk.send(true).unwrap();
+    if how == How::Tool {
+        let turns: Vec<String> = edge
+            .state
+            .lock()
+            .unwrap()
+            .events
+            .iter()
+            .filter(|e| e.call_id == call_id)
+            .filter_map(|e| match &e.kind {
+                EventKind::TranscriptTurn { text, .. } => Some(text.clone()),
+                _ => None,
+            })
+            .collect();
+        assert!(
+            turns.iter().any(|t| t.starts_with(
+                r#"[tool transfer {"extension":"1001"} -> {"destination":"1001","method":"bridge","ok":true}]"#
+            )),
+            "{turns:?}"
+        );
+    }
     // The callee was never hung up on while the first failed.
     assert!(!edge.kinds_of(call_id).contains(&"ended"));
     // Talk across the bridge for a while, then the phone hangs up.
@@ -493,7 +576,9 @@ async fn transfer_to_person(mode: TransferMode, phone_rtp: u16, sidecar_rtp: (u1
             briefing >= 50,
             "the person heard {briefing} frames of the briefing before the callee (first at {first_callee:?})"
         );
-    } else {
+    } else if how == How::Command(TransferMode::Blind) {
+        // (The echo engine says nothing of its own; the local engine's
+        // speech has some 440 Hz in it.)
         assert_eq!(callee_held, 0, "a blind transfer holds nobody");
     }
     stop.send(Stop::Drain).unwrap();
