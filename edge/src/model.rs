@@ -653,10 +653,12 @@ pub struct CallRecord {
 }
 
 /// How long a requested transfer counts as under way without word from its
-/// sidecar (its `transferred` or `transfer_failed`): the longest a sidecar
-/// takes (a REFER's 45 s, or 30 s of ringing after it), with a margin for
-/// a sidecar too old to know the command.
-pub const TRANSFER_PENDING_MS: u64 = 90_000;
+/// sidecar (its `transferred` or `transfer_failed`): longer than a sidecar
+/// takes (a REFER's 45 s then 30 s of ringing, or a warm transfer's 30 s of
+/// ringing and a briefing of up to 1,000 characters, about 80 s spoken),
+/// so a second transfer is not sent while the first may still complete;
+/// and then a sidecar too old to know the command no longer blocks one.
+pub const TRANSFER_PENDING_MS: u64 = 180_000;
 
 /// Where a transfer the API asked for is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -1115,6 +1115,7 @@ impl Bridge {
             return;
         };
         tracing::info!(call_id = %self.call_id, destination = t.target.label(), "transfer: no phone of that person is registered here");
+        self.hold_callee(now, false);
         self.transfer_refused(
             now,
             t,
@@ -1348,12 +1349,15 @@ impl Bridge {
             return;
         };
         let error = code.map_or(transfer_errors::TRANSFER_FAILED, tools::transfer_error_code);
+        // A warm transfer's callee is back with the agent.
+        self.hold_callee(now, false);
         self.transfer_refused(now, t, error, code, why);
     }
 
     /// Ends transfer `t` (not or no longer `self.transfer`) with `error`:
-    /// the callee is back with the agent, the engine's tool gets the error
-    /// result, the edge's command a `transfer_failed` event.
+    /// the engine's tool gets the error result, the edge's command a
+    /// `transfer_failed` event. (A transfer refused while another runs
+    /// leaves that one, and its held callee, alone.)
     fn transfer_refused(
         &mut self,
         now: Instant,
@@ -1363,7 +1367,6 @@ impl Bridge {
         why: &str,
     ) {
         tracing::info!(call_id = %self.call_id, ?code, error, %why, "transfer failed");
-        self.hold_callee(now, false);
         if let Some(w) = self.silence.as_mut() {
             w.activity(now);
         }

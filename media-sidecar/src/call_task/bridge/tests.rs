@@ -2214,3 +2214,25 @@ fn the_tools_warm_transfer_briefs_with_the_callees_words_and_answers_warm() {
         "the engine is detached before its result: {acts:?}"
     );
 }
+
+/// A second transfer while a warm one holds the callee is refused without
+/// touching the first: the callee stays on hold, nothing is flushed.
+#[test]
+fn a_transfer_refused_during_a_warm_one_leaves_the_callee_on_hold() {
+    let (mut b, t0) = answered(30);
+    b.transfer_command(
+        t0 + ms(3_000),
+        order("xfr_1", person(7, "1001"), TransferMode::Warm),
+    );
+    drain(&mut b);
+    b.handle_engine_event(t0 + ms(3_500), tool_call("transfer", "x1", XFER_ARGS));
+    let acts = drain(&mut b);
+    assert!(
+        matches!(&acts[..], [Action::Emit { .. }, Action::FunctionResult { output, .. }]
+            if output.contains("transfer_in_progress")),
+        "{acts:?}"
+    );
+    // Still held: the callee's words do not reach the engine.
+    b.heard(t0 + ms(3_600), speech());
+    assert_eq!(drain(&mut b), []);
+}
