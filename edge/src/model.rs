@@ -233,6 +233,11 @@ pub struct Agent {
     /// minted when the agent first gets tools, shown once then.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tools_secret: Option<StoredSecret>,
+    /// The extensions of the tenant's people this agent's `transfer` tool
+    /// may reach (issue 16): resolved when a call is placed and offered
+    /// to the sidecar as `transfer_people`; no other extension is reachable.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub transfer_extensions: Vec<String>,
 }
 
 /// One customer tool of an agent: what the model sees (name, description,
@@ -649,6 +654,11 @@ pub struct CallRecord {
     /// JSON; their availability, Voice360's `to_user_id`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub answered_user: Option<u64>,
+    /// The last transfer the API asked for (`POST /v1/calls/{id}/transfer`,
+    /// issue 16) and how it went; public (null when none was asked). Not
+    /// `transfer`: `call.transferred` has that, the event's own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transfer_request: Option<CallTransfer>,
 }
 
 /// The queue an inbound call waits in, as the call keeps it.
@@ -661,6 +671,73 @@ pub struct CallQueue {
     /// hung up), as the sidecar's `queue` events said: no longer waiting.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub left: bool,
+}
+
+/// How long a requested transfer counts as under way without word from its
+/// sidecar (its `transferred` or `transfer_failed`): longer than a sidecar
+/// takes (a REFER's 45 s then 30 s of ringing, or a warm transfer's 30 s of
+/// ringing and a briefing of up to 1,000 characters, about 80 s spoken),
+/// so a second transfer is not sent while the first may still complete;
+/// and then a sidecar too old to know the command no longer blocks one.
+pub const TRANSFER_PENDING_MS: u64 = 180_000;
+
+/// Where a transfer the API asked for is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TransferStatus {
+    /// Sent to the sidecar holding the call; no outcome yet.
+    Requested,
+    /// The callee was handed over (`call.transferred`).
+    Completed,
+    /// It did not happen; `error` says why, and the call goes on.
+    Failed,
+}
+
+impl TransferStatus {
+    pub const ALL: [TransferStatus; 3] = [
+        TransferStatus::Requested,
+        TransferStatus::Completed,
+        TransferStatus::Failed,
+    ];
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TransferStatus::Requested => "requested",
+            TransferStatus::Completed => "completed",
+            TransferStatus::Failed => "failed",
+        }
+    }
+}
+
+/// A transfer the API asked for, on its call's record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CallTransfer {
+    /// `xfr_...`.
+    pub id: String,
+    pub status: TransferStatus,
+    /// The number asked for, or null for a person.
+    pub destination: Option<String>,
+    /// The person's extension, or null for a number.
+    pub extension: Option<String>,
+    pub mode: voxline_shared::sidecar_link::TransferMode,
+    pub requested_at: String,
+    /// When it completed or failed.
+    pub ended_at: Option<String>,
+    /// `refer`, `bridge` or `warm` (completed).
+    pub method: Option<String>,
+    /// A `transfer_errors` code (failed).
+    pub error: Option<String>,
+    /// The destination's final SIP answer, when it failed with one.
+    pub sip_code: Option<u16>,
+}
+
+impl CallTransfer {
+    /// Whether it still counts as under way at `now_ms` (requested, and
+    /// neither answered nor older than [`TRANSFER_PENDING_MS`]).
+    pub fn is_pending(&self, now_ms: u64) -> bool {
+        self.status == TransferStatus::Requested
+            && crate::ids::parse_rfc3339_utc_ms(&self.requested_at)
+                .is_none_or(|at| now_ms < at.saturating_add(TRANSFER_PENDING_MS))
+    }
 }
 
 /// A call's `metadata`: the client's JSON object as text, exactly as given
@@ -835,7 +912,12 @@ impl CallRecord {
                 "first_speaker",
                 "analysis_plan",
             ],
-            &["caller_number", "campaign_id", "analysis"],
+            &[
+                "caller_number",
+                "campaign_id",
+                "analysis",
+                "transfer_request",
+            ],
             self.metadata.as_ref(),
         )
     }
@@ -911,6 +993,7 @@ pub fn test_call(status: CallStatus) -> CallRecord {
         rings_user: None,
         queue: None,
         answered_user: None,
+        transfer_request: None,
     }
 }
 

@@ -69,6 +69,22 @@ pub enum Change {
         destination: String,
         method: String,
         at_offset_ms: u64,
+        /// A person's extension (the transfer named one).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        extension: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        mode: Option<voxline_shared::sidecar_link::TransferMode>,
+        /// The API's transfer it completes (none: the agent's tool).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        transfer_id: Option<String>,
+    },
+    /// A transfer the API asked for did not happen (issue 16): the call
+    /// record's `transfer` says why.
+    TransferFailed {
+        error: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        sip_code: Option<u16>,
+        transfer_id: String,
     },
     /// A person's leg of the call (issue 16): `call.leg`.
     Leg {

@@ -798,10 +798,17 @@ async fn a_call_opens_its_engine_session_while_ringing_and_closes_it_unanswered(
         amd_message: None,
         tools: Vec::new(),
         connect: None,
+        transfer_people: Vec::new(),
     };
     let (tx, mut rx) = mpsc::channel(64);
     let (hangup_tx, hangup_rx) = oneshot::channel();
-    let call = tokio::spawn(run_sip_call(offer, std::sync::Arc::new(tel), tx, hangup_rx));
+    let call = tokio::spawn(run_sip_call(
+        offer,
+        std::sync::Arc::new(tel),
+        tx,
+        hangup_rx,
+        tokio::sync::mpsc::channel(1).1,
+    ));
 
     // The session opens and is configured while the phone rings.
     let mut conn = fake.conn().await;

@@ -221,10 +221,17 @@ async fn place_with(
         amd_message: None,
         tools: Vec::new(),
         connect: None,
+        transfer_people: Vec::new(),
     };
     let (tx, mut rx) = mpsc::channel(256);
     let (hangup_tx, hangup_rx) = oneshot::channel();
-    let call = tokio::spawn(run_sip_call(offer, Arc::new(tel), tx, hangup_rx));
+    let call = tokio::spawn(run_sip_call(
+        offer,
+        Arc::new(tel),
+        tx,
+        hangup_rx,
+        tokio::sync::mpsc::channel(1).1,
+    ));
     tokio::spawn(async move { while rx.recv().await.is_some() {} });
     Rig {
         sipp,

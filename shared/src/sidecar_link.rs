@@ -799,6 +799,24 @@ pub struct Offer {
     /// an agent's call. Sidecars that predate it would run it as an agent's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub connect: Option<Connect>,
+    /// The people of the tenant the agent's `transfer` tool may name by
+    /// extension (issue 16): the only extensions it can reach (a model
+    /// never names an address). At most [`MAX_TRANSFER_PEOPLE`]. Absent
+    /// (none) from edges that predate it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub transfer_people: Vec<TransferPerson>,
+}
+
+/// The most people an offer lists for the `transfer` tool.
+pub const MAX_TRANSFER_PEOPLE: usize = 100;
+
+/// A person the agent may transfer to ([`Offer::transfer_people`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TransferPerson {
+    pub user_pk: u64,
+    pub extension: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub display_name: Option<String>,
 }
 
 /// Answering-machine detection for a call (issue 18): whether the sidecar
@@ -1021,9 +1039,110 @@ pub enum Command {
     /// End the call (`POST /v1/calls/{id}/hangup`). The sidecar answers with an
     /// `ended` event whose reason is `hangup_requested`.
     Hangup { call_id: String },
+    /// Hand the callee of an answered AI call to `target`
+    /// (`POST /v1/calls/{id}/transfer`, issue 16), as the agent's own
+    /// `transfer` tool does: REFER where the call's trunk takes it, else a
+    /// second leg bridged by the sidecar. One transfer at a time per call:
+    /// the sidecar runs a `transfer_id` once and refuses another while one
+    /// is under way. It answers with a `transferred` event (the callee was
+    /// handed over) or `transfer_failed`. Sidecars before it ignore it
+    /// ([`Command::Unknown`]).
+    Transfer {
+        call_id: String,
+        /// The API's id for this request (`xfr_...`).
+        transfer_id: String,
+        target: TransferTarget,
+        #[serde(default)]
+        mode: TransferMode,
+        /// `warm`: what the person hears before they are connected (else
+        /// the sidecar's own briefing). At most [`MAX_TRANSFER_MESSAGE_CHARS`].
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        message: Option<String>,
+    },
     /// A command kind added after this build; ignored.
     #[serde(other)]
     Unknown,
+}
+
+/// The longest `message` of a warm transfer, in characters.
+pub const MAX_TRANSFER_MESSAGE_CHARS: usize = 1_000;
+
+/// Whom a transfer hands the callee to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum TransferTarget {
+    /// A number (E.164), dialled through the trunks (or REFERred to).
+    Number { destination: String },
+    /// A person of the tenant's directory (the edge resolved `extension`):
+    /// the sidecar rings that user's phones registered with it; with none,
+    /// the transfer fails `user_unavailable`. Never REFERred (the trunk
+    /// cannot reach a phone registered with us).
+    User {
+        user_pk: u64,
+        extension: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        display_name: Option<String>,
+    },
+}
+
+impl TransferTarget {
+    /// What the `transferred` event and webhook name: the number, or the
+    /// person's extension.
+    pub fn label(&self) -> &str {
+        match self {
+            TransferTarget::Number { destination } => destination,
+            TransferTarget::User { extension, .. } => extension,
+        }
+    }
+}
+
+/// How a transfer connects the callee.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TransferMode {
+    /// The callee is handed over as soon as the other side answers.
+    #[default]
+    Blind,
+    /// The callee waits on hold; the person who answers hears a briefing
+    /// first, then the two are connected (a bridge, never a REFER).
+    Warm,
+}
+
+impl TransferMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TransferMode::Blind => "blind",
+            TransferMode::Warm => "warm",
+        }
+    }
+}
+
+/// The stable codes of a failed transfer (the `transfer` tool's `error`,
+/// the `transfer_failed` event's `error`).
+pub mod transfer_errors {
+    /// The destination answered busy (486, 600).
+    pub const BUSY: &str = "busy";
+    /// Nobody answered in time (408, 480, 487).
+    pub const NO_ANSWER: &str = "no_answer";
+    /// The destination or the trunk refused (another 4xx-6xx).
+    pub const REJECTED: &str = "rejected";
+    /// It could not be tried: no trunk, no media, the call is ending.
+    pub const TRANSFER_FAILED: &str = "transfer_failed";
+    /// Another transfer of this call is under way.
+    pub const TRANSFER_IN_PROGRESS: &str = "transfer_in_progress";
+    /// The person has no phone registered with the sidecar holding the call.
+    pub const USER_UNAVAILABLE: &str = "user_unavailable";
+    /// A warm transfer's briefing cannot be spoken by this sidecar.
+    pub const WARM_UNSUPPORTED: &str = "warm_unsupported";
+    pub const ALL: [&str; 7] = [
+        BUSY,
+        NO_ANSWER,
+        REJECTED,
+        TRANSFER_FAILED,
+        TRANSFER_IN_PROGRESS,
+        USER_UNAVAILABLE,
+        WARM_UNSUPPORTED,
+    ];
 }
 
 /// `POST /v1/sidecar/ack`: accept or reject one offer.
@@ -1180,6 +1299,26 @@ pub enum EventKind {
         method: String,
         /// Offset from the answer, in ms: when the destination answered.
         at_offset_ms: u64,
+        /// A transfer to a person: their extension (`destination` is then
+        /// the extension too). Older edges ignore it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        extension: Option<String>,
+        /// `blind` or `warm` (absent: blind, sidecars before it).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        mode: Option<TransferMode>,
+        /// The API's transfer this was (absent: the agent's own tool).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        transfer_id: Option<String>,
+    },
+    /// A transfer did not happen (issue 16): the callee stays with the
+    /// agent. `error` is a [`transfer_errors`] code. Older edges ignore it.
+    TransferFailed {
+        destination: String,
+        error: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        sip_code: Option<u16>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        transfer_id: Option<String>,
     },
     /// A person's leg of the call (issue 16): a phone of `user_pk` rung
     /// (the person a number routes to, a queue member, the click-to-call
@@ -1247,6 +1386,7 @@ impl EventKind {
             EventKind::AnsweredBy { .. } => "answered_by",
             EventKind::ToolCall { .. } => "tool_call",
             EventKind::Transferred { .. } => "transferred",
+            EventKind::TransferFailed { .. } => "transfer_failed",
             EventKind::Leg { .. } => "leg",
             EventKind::Queue { .. } => "queue",
             EventKind::Unknown => "unknown",
@@ -1571,7 +1711,7 @@ mod tests {
                 "agent_id":"ag_1","system_prompt":"Be brief.","voice":"alloy","language":"en-US",
                 "engine":"openai_realtime","model":"gpt-realtime","max_seconds":300,"record":true,
                 "metadata":{"crm":"42"},"ack_deadline_ms":1700000005000u64}],
-            "commands":[{"kind":"hangup","call_id":"c_0"},{"kind":"transfer","call_id":"c_9","to":"+1"}]
+            "commands":[{"kind":"hangup","call_id":"c_0"},{"kind":"mute","call_id":"c_9","leg":"callee"}]
         });
         let r: LeaseResponse = serde_json::from_value(v).unwrap();
         assert_eq!(r.offers.len(), 1);
@@ -1612,6 +1752,58 @@ mod tests {
             .unwrap(),
             json!({"kind":"hangup","call_id":"c_1"})
         );
+    }
+
+    #[test]
+    fn transfer_command_wire_form() {
+        let blind: Command = serde_json::from_value(json!({"kind":"transfer","call_id":"c_1",
+            "transfer_id":"xfr_1","target":{"kind":"number","destination":"+14155550100"}}))
+        .unwrap();
+        assert_eq!(
+            blind,
+            Command::Transfer {
+                call_id: "c_1".into(),
+                transfer_id: "xfr_1".into(),
+                target: TransferTarget::Number {
+                    destination: "+14155550100".into()
+                },
+                mode: TransferMode::Blind,
+                message: None,
+            }
+        );
+        let warm = Command::Transfer {
+            call_id: "c_1".into(),
+            transfer_id: "xfr_2".into(),
+            target: TransferTarget::User {
+                user_pk: 7,
+                extension: "1001".into(),
+                display_name: None,
+            },
+            mode: TransferMode::Warm,
+            message: Some("A customer about order 17.".into()),
+        };
+        assert_eq!(
+            serde_json::to_value(&warm).unwrap(),
+            json!({"kind":"transfer","call_id":"c_1","transfer_id":"xfr_2",
+                "target":{"kind":"user","user_pk":7,"extension":"1001"},
+                "mode":"warm","message":"A customer about order 17."})
+        );
+        let ev: EventKind = serde_json::from_value(json!({"type":"transfer_failed",
+            "destination":"1001","error":"user_unavailable"}))
+        .unwrap();
+        assert_eq!(ev.name(), "transfer_failed");
+        // A `transferred` event of a sidecar before warm transfers still reads.
+        let old: EventKind = serde_json::from_value(json!({"type":"transferred",
+            "destination":"+1415","method":"bridge","at_offset_ms":5}))
+        .unwrap();
+        assert!(matches!(
+            old,
+            EventKind::Transferred {
+                mode: None,
+                extension: None,
+                ..
+            }
+        ));
     }
 
     #[test]

@@ -33,6 +33,8 @@ SEMANTIC_CODES = {
     # A prompt's {{placeholder}} the call's variables, name or metadata do
     # not fill (the prompt may be the agent's, which the request cannot see).
     "unknown_variable",
+    # A transfer's extension names no person of the tenant's directory.
+    "unknown_extension",
 }
 
 # Refusals that are semantic only with these message parts.
@@ -72,6 +74,10 @@ SEMANTIC_MESSAGES = {
         "is a person's call, with no agent",
         # A campaign setting may come in the query string or the body, once.
         "is given both in the query string and in the body",
+        # A transfer names a number or a person, not both; its message is
+        # a warm transfer's (dependencies between properties).
+        "give destination or extension, not both",
+        "a message is what the person hears in a warm transfer",
     ),
     # A campaign's `calling_window` in the query string is JSON text: the
     # document can only call it a string; the JSON inside is checked as the
@@ -84,6 +90,8 @@ SEMANTIC_MESSAGES = {
     # a JSON Schema of a string cannot state.
     "missing_field": (
         "the CSV header row must name a 'phone' column",
+        # A transfer needs one of two optional properties.
+        "destination (an E.164 number) or extension (a person's) is required",
         "an ai_agent user names its agent",
         "a user key names its user",
     ),

@@ -251,6 +251,7 @@ pub(crate) fn agent_public(a: &Agent, tenant: &Tenant) -> Value {
         m.remove("tools_secret");
     }
     v["tools"] = json!(a.tools);
+    v["transfer_extensions"] = json!(a.transfer_extensions);
     v["tools_secret_set"] = json!(a.tools_secret.is_some());
     v["engine_api_key_set"] = json!(a.engine_api_key_sealed.is_some());
     v["engine_base_url"] = json!(a.engine_base_url);
@@ -428,6 +429,7 @@ pub(crate) async fn create_agent<K: Kv, D: DispatchQueues>(
         amd_message: input.amd_message.flatten(),
         tools: input.tools.unwrap_or_default(),
         tools_secret: None,
+        transfer_extensions: input.transfer_extensions.unwrap_or_default(),
     };
     let minted = mint_tools_secret(env, &tenant.id, &mut agent, input.rotate_tools_secret)?;
     put_json(env.kv, &keys::agent(&tenant.id, &agent.id), &agent, None).await?;
@@ -494,6 +496,9 @@ pub(crate) async fn update_agent<K: Kv, D: DispatchQueues>(
     }
     if let Some(tools) = input.tools {
         agent.tools = tools;
+    }
+    if let Some(extensions) = input.transfer_extensions {
+        agent.transfer_extensions = extensions;
     }
     let minted = mint_tools_secret(env, &tenant.id, &mut agent, input.rotate_tools_secret)?;
     agent.updated_at = rfc3339_ms(env.now_ms);

@@ -361,6 +361,7 @@ pub(crate) async fn place_call<K: Kv, D: DispatchQueues>(
     idempotency: Option<IdemRequest>,
     origin: CallOrigin,
 ) -> Result<CallRecord> {
+    let transfer_people = transfer_people(env, &tenant.id, &agent).await?;
     let CallOrigin {
         placed_with,
         caller_number,
@@ -451,6 +452,7 @@ pub(crate) async fn place_call<K: Kv, D: DispatchQueues>(
         rings_user: None,
         queue: None,
         answered_user: None,
+        transfer_request: None,
     };
     let mut queued = port::queued_call(&tenant.id, &record, env.now_ms);
     queued.max_concurrent = tenant.max_concurrent_calls;
@@ -460,6 +462,7 @@ pub(crate) async fn place_call<K: Kv, D: DispatchQueues>(
     if let Some(offer) = queued.offer.as_mut() {
         offer.engine_api_key_sealed = sealed_key;
         offer.tools = agent.tools.iter().map(model::AgentTool::offered).collect();
+        offer.transfer_people = transfer_people;
     }
     submit_call(env, tenant, record, queued, idempotency).await
 }
@@ -608,6 +611,7 @@ pub(crate) async fn place_person_call<K: Kv, D: DispatchQueues>(
         rings_user: None,
         queue: None,
         answered_user: None,
+        transfer_request: None,
     };
     let mut queued = port::queued_call(&tenant.id, &record, env.now_ms);
     queued.max_concurrent = tenant.max_concurrent_calls;
@@ -802,6 +806,160 @@ pub(crate) async fn hangup_call<K: Kv, D: DispatchQueues>(
         .await?
         .ok_or_else(|| call_not_found(cid))?;
     Ok(ApiResponse::json_text(status, record.to_public_json()))
+}
+
+/// The people `agent`'s `transfer` tool may reach (its
+/// `transfer_extensions` that name a person of the tenant's directory),
+/// for the offer; the directory is read only for an agent that lists some.
+pub(crate) async fn transfer_people<K: Kv, D: DispatchQueues>(
+    env: &Env<'_, K, D>,
+    tenant_id: &str,
+    agent: &Agent,
+) -> Result<Vec<voxline_shared::sidecar_link::TransferPerson>> {
+    if agent.transfer_extensions.is_empty() {
+        return Ok(Vec::new());
+    }
+    let users = crate::directory::ops::users(env.directory, tenant_id).await?;
+    Ok(agent
+        .transfer_extensions
+        .iter()
+        .filter_map(|ext| {
+            users.iter().find(|u| {
+                u.fields.extension == *ext
+                    && u.fields.kind == crate::directory::records::UserKind::Person
+            })
+        })
+        .take(voxline_shared::sidecar_link::MAX_TRANSFER_PEOPLE)
+        .map(|u| voxline_shared::sidecar_link::TransferPerson {
+            user_pk: u.pk,
+            extension: u.fields.extension.clone(),
+            display_name: Some(u.fields.caller_id.clone()).filter(|n| !n.is_empty()),
+        })
+        .collect())
+}
+
+/// `POST /v1/calls/{id}/transfer` (issue 16): hands an answered AI call's
+/// callee to a number (`destination`) or a person of the tenant
+/// (`extension`), `blind` or `warm`. The sidecar holding the call is told
+/// through its lease; 202 with the call, its `transfer_request` `requested`. The
+/// outcome comes later: `transfer_request.status` `completed` (and
+/// `call.transferred`) or `failed` with a stable `error`.
+pub(crate) async fn transfer_call<K: Kv, D: DispatchQueues>(
+    env: &Env<'_, K, D>,
+    req: &ApiRequest,
+    tenant: &Tenant,
+    cid: &str,
+) -> Result<ApiResponse> {
+    use crate::calls::store::{TransferAsk, TransferRefusal};
+    use voxline_shared::sidecar_link::{TransferMode, TransferTarget, MAX_TRANSFER_MESSAGE_CHARS};
+    let f = parse_request(req, &["destination", "extension", "mode", "message"])?;
+    if !ids::is_id(cid, "call") {
+        return Err(call_not_found(cid));
+    }
+    // A call that does not exist is that, whatever the body says.
+    load_call(env, &tenant.id, cid).await?;
+    let destination = f.str_opt("destination", 16)?;
+    let extension = f.str_opt("extension", 16)?;
+    let mode = match f.str_opt("mode", 8)?.as_deref() {
+        None | Some("blind") => TransferMode::Blind,
+        Some("warm") => TransferMode::Warm,
+        Some(other) => {
+            return Err(ApiError::field(
+                ErrorCode::InvalidValue,
+                "mode",
+                format!("'{other}': blind or warm"),
+            ))
+        }
+    };
+    let message = f
+        .str_opt("message", MAX_TRANSFER_MESSAGE_CHARS)?
+        .filter(|m| !m.trim().is_empty());
+    if message.is_some() && mode != TransferMode::Warm {
+        return Err(ApiError::field(
+            ErrorCode::InvalidValue,
+            "message",
+            "a message is what the person hears in a warm transfer: give mode warm, or no message",
+        ));
+    }
+    let target = match (destination, extension) {
+        (Some(_), Some(_)) => {
+            return Err(ApiError::field(
+                ErrorCode::InvalidValue,
+                "extension",
+                "give destination or extension, not both",
+            ))
+        }
+        (None, None) => {
+            return Err(ApiError::field(
+                ErrorCode::MissingField,
+                "destination",
+                "destination (an E.164 number) or extension (a person's) is required",
+            ))
+        }
+        (Some(d), None) => {
+            crate::api::validate::check_e164("destination", &d)?;
+            TransferTarget::Number { destination: d }
+        }
+        (None, Some(e)) => {
+            if !(2..=16).contains(&e.len()) || !e.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(ApiError::field(
+                    ErrorCode::InvalidValue,
+                    "extension",
+                    "an extension is 2-16 digits",
+                ));
+            }
+            let users = crate::directory::ops::users(env.directory, &tenant.id).await?;
+            let person = users
+                .into_iter()
+                .find(|u| {
+                    u.fields.extension == e
+                        && u.fields.kind == crate::directory::records::UserKind::Person
+                })
+                .ok_or_else(|| {
+                    ApiError::field(
+                        ErrorCode::UnknownExtension,
+                        "extension",
+                        format!("no person has extension {e}"),
+                    )
+                })?;
+            TransferTarget::User {
+                user_pk: person.pk,
+                extension: e,
+                display_name: Some(person.fields.caller_id).filter(|n| !n.is_empty()),
+            }
+        }
+    };
+    let ask = TransferAsk {
+        target,
+        mode,
+        message,
+    };
+    let record = match env.calls.transfer(&tenant.id, cid, &ask).await? {
+        None => return Err(call_not_found(cid)),
+        Some(Ok(record)) => record,
+        Some(Err(refusal)) => {
+            let (code, message) = match refusal {
+                TransferRefusal::Ended => (ErrorCode::CallEnded, "the call has ended"),
+                TransferRefusal::NotAnswered => {
+                    (ErrorCode::CallNotAnswered, "the call is not answered yet")
+                }
+                TransferRefusal::NotAnAgentsCall => (
+                    ErrorCode::CallNotTransferable,
+                    "the call rings a person, not an AI agent",
+                ),
+                TransferRefusal::NotHeld => (
+                    ErrorCode::CallNotTransferable,
+                    "the sidecar holding the call cannot be reached now",
+                ),
+                TransferRefusal::InProgress => (
+                    ErrorCode::TransferInProgress,
+                    "a transfer of this call is under way or done",
+                ),
+            };
+            return Err(ApiError::new(code, message));
+        }
+    };
+    Ok(ApiResponse::json_text(202, record.to_public_json()))
 }
 
 pub(crate) struct ListQuery {

@@ -124,9 +124,11 @@ pub async fn decide<K: Kv, D: DispatchQueues>(
         return Ok(refuse(480, inbound_refusals::AGENT_UNAVAILABLE));
     };
     let record = inbound_record(env.now_ms, call, &number, &agent);
+    let transfer_people = crate::api::calls::transfer_people(env, &tenant.id, &agent).await?;
     let held = create_held(env, call, &tenant, record, |offer| {
         offer.engine_api_key_sealed = agent.engine_api_key_sealed.clone();
         offer.tools = agent.tools.iter().map(model::AgentTool::offered).collect();
+        offer.transfer_people = transfer_people;
     })
     .await?;
     Ok(match held {
@@ -516,6 +518,7 @@ fn person_record(
         rings_user,
         queue: None,
         answered_user: None,
+        transfer_request: None,
     }
 }
 
@@ -596,5 +599,6 @@ fn inbound_record(
         rings_user: None,
         queue: None,
         answered_user: None,
+        transfer_request: None,
     }
 }

@@ -168,6 +168,7 @@ async fn route_request<K: Kv, D: DispatchQueues>(
         | RouteId::GetTranscriptAs
         | RouteId::GetRecording
         | RouteId::HangupCall
+        | RouteId::TransferCall
         | RouteId::CreateMessage
         | RouteId::ListMessages
         | RouteId::GetMessage
@@ -390,6 +391,9 @@ async fn v1_route<K: Kv, D: DispatchQueues>(
         }
         (RouteId::GetRecording, _) => crate::api::calls::get_recording(env, &tenant.id, cid).await,
         (RouteId::HangupCall, _) => hangup_call(env, req, &tenant, cid).await,
+        (RouteId::TransferCall, _) => {
+            crate::api::calls::transfer_call(env, req, &tenant, cid).await
+        }
         (RouteId::CreateMessage, _) => {
             let idem = admission.idempotency.clone();
             crate::api::messages::create_message(env, req, &tenant, idem).await

@@ -19,6 +19,8 @@ pub enum RouteId {
     /// A call's recording through a signed link (`recording_links`), without an API key.
     GetRecordingByLink,
     HangupCall,
+    /// Hand an AI call's callee to a number or a person (issue 16).
+    TransferCall,
     /// Send a text message.
     CreateMessage,
     ListMessages,
@@ -116,6 +118,11 @@ pub const ROUTES: &[(&str, &str, RouteId)] = &[
         RouteId::GetRecording,
     ),
     ("POST", "/v1/calls/{call_id}/hangup", RouteId::HangupCall),
+    (
+        "POST",
+        "/v1/calls/{call_id}/transfer",
+        RouteId::TransferCall,
+    ),
     ("POST", "/v1/messages", RouteId::CreateMessage),
     ("GET", "/v1/messages", RouteId::ListMessages),
     ("GET", "/v1/messages/{message_id}", RouteId::GetMessage),
@@ -461,6 +468,10 @@ mod tests {
         assert_eq!(
             route("POST", "/v1/calls/call_1/hangup"),
             Match::Found(RouteId::HangupCall, vec!["call_1"])
+        );
+        assert_eq!(
+            route("POST", "/v1/calls/call_1/transfer"),
+            Match::Found(RouteId::TransferCall, vec!["call_1"])
         );
         assert_eq!(
             route("GET", "/v1/calls/call_1/transcript.txt"),

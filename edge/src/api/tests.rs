@@ -16,7 +16,7 @@ use serde_json::Value;
 use voxline_shared::CallStatus;
 
 const NOW: u64 = 1_764_082_200_000;
-const ADMIN: &str = "admin-secret";
+pub(crate) const ADMIN: &str = "admin-secret";
 
 struct World {
     kv: MemoryKv,
@@ -2536,6 +2536,7 @@ mod people_calls;
 mod phone_registrations;
 mod sidecar_load;
 mod tool_calls;
+mod transfers;
 mod voice360;
 
 #[test]
@@ -3096,7 +3097,8 @@ fn a_transfer_reaches_the_webhooks_and_the_call_ends_transferred() {
     assert_eq!(t["data"]["id"], id.as_str());
     assert_eq!(
         t["data"]["transfer"],
-        json!({"destination": "+15550002222", "method": "bridge", "at_offset_ms": 900})
+        json!({"destination": "+15550002222", "extension": null, "method": "bridge",
+            "mode": "blind", "transfer_id": null, "at_offset_ms": 900})
     );
     // It came before the end.
     let order: Vec<&str> = jobs.iter().map(|j| j.event_type.as_str()).collect();

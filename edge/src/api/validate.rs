@@ -539,6 +539,7 @@ pub const AGENT_FIELDS: &[&str] = &[
     "amd_message",
     "tools",
     "rotate_tools_secret",
+    "transfer_extensions",
 ];
 
 /// Agent fields as given; `None` means "not in the body" (PATCH keeps the old value).
@@ -573,6 +574,8 @@ pub struct AgentInput {
     pub tools: Option<Vec<crate::model::AgentTool>>,
     /// Mint a new tools secret (shown once in the answer).
     pub rotate_tools_secret: bool,
+    /// The whole list (PATCH replaces it; `null` or `[]` removes them).
+    pub transfer_extensions: Option<Vec<String>>,
 }
 
 pub fn agent(
@@ -654,7 +657,34 @@ pub fn agent(
             Some(v) => Some(crate::api::agent_tools::parse(v, dev_mode)?),
         },
         rotate_tools_secret: f.bool_opt("rotate_tools_secret")?.unwrap_or(false),
+        transfer_extensions: transfer_extensions(&f)?,
     })
+}
+
+/// An agent's `transfer_extensions`: at most `MAX_TRANSFER_PEOPLE`
+/// extensions (2-16 digits), each once; null removes them.
+fn transfer_extensions(f: &Fields) -> Result<Option<Vec<String>>, ApiError> {
+    use voxline_shared::sidecar_link::MAX_TRANSFER_PEOPLE;
+    if f.is_null("transfer_extensions") {
+        return Ok(Some(Vec::new()));
+    }
+    let Some(list) = f.str_list_opt("transfer_extensions", MAX_TRANSFER_PEOPLE, 16)? else {
+        return Ok(None);
+    };
+    let mut out: Vec<String> = Vec::with_capacity(list.len());
+    for e in list {
+        if !(2..=16).contains(&e.len()) || !e.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(ApiError::field(
+                ErrorCode::InvalidValue,
+                "transfer_extensions",
+                format!("'{e}' is not an extension (2-16 digits)"),
+            ));
+        }
+        if !out.contains(&e) {
+            out.push(e);
+        }
+    }
+    Ok(Some(out))
 }
 
 /// Largest `analysis` object accepted (its JSON text).

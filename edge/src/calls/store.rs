@@ -939,14 +939,32 @@ pub fn apply_reports(
                     destination,
                     method,
                     at_offset_ms,
+                    extension,
+                    mode,
+                    transfer_id,
                 } => match rows.call(&update.call_id)? {
-                    Some(record) => {
+                    Some(mut record) => {
+                        // The API's transfer it completes, if it is the one on the record.
+                        if let Some(t) = record
+                            .transfer_request
+                            .as_mut()
+                            .filter(|t| transfer_id.as_deref() == Some(t.id.as_str()))
+                        {
+                            t.status = crate::model::TransferStatus::Completed;
+                            t.method = Some(method.clone());
+                            t.ended_at = Some(rfc3339_ms(now_ms));
+                            record.updated_at = rfc3339_ms(now_ms);
+                            rows.put_call(&record)?;
+                        }
                         let event_id = crate::ids::random_id("evt");
+                        let mode = mode.unwrap_or_default();
                         let payload = crate::webhooks::events::call_transferred_payload(
                             &event_id,
                             &record,
                             now_ms,
-                            json!({"destination": destination, "method": method, "at_offset_ms": at_offset_ms}),
+                            json!({"destination": destination, "extension": extension,
+                                "method": method, "mode": mode.as_str(),
+                                "transfer_id": transfer_id, "at_offset_ms": at_offset_ms}),
                         );
                         rows.push_event(&PendingEvent {
                             event_id,
@@ -1018,6 +1036,29 @@ pub fn apply_reports(
                         )?;
                     }
                     None => log(format!("call {} not found for queue", update.call_id)),
+                },
+                Change::TransferFailed {
+                    error,
+                    sip_code,
+                    transfer_id,
+                } => match rows.call(&update.call_id)? {
+                    Some(mut record) => {
+                        if let Some(t) = record.transfer_request.as_mut().filter(|t| {
+                            t.id == *transfer_id
+                                && t.status == crate::model::TransferStatus::Requested
+                        }) {
+                            t.status = crate::model::TransferStatus::Failed;
+                            t.error = Some(error.clone());
+                            t.sip_code = *sip_code;
+                            t.ended_at = Some(rfc3339_ms(now_ms));
+                            record.updated_at = rfc3339_ms(now_ms);
+                            rows.put_call(&record)?;
+                        }
+                    }
+                    None => log(format!(
+                        "call {} not found for transfer_failed",
+                        update.call_id
+                    )),
                 },
             },
             ReportItem::Message { update } => apply_message_update(rows, update, now_ms, log)?,
@@ -1244,6 +1285,109 @@ pub async fn hangup(
     // already finished with it and its ending is on the way here.
     rows.put_call(&record)?;
     Ok(Some((202, record)))
+}
+
+/// A transfer the API asks for (`POST /v1/calls/{id}/transfer`, issue 16),
+/// its target resolved (an extension to the person's `pk`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TransferAsk {
+    pub target: voxline_shared::sidecar_link::TransferTarget,
+    #[serde(default)]
+    pub mode: voxline_shared::sidecar_link::TransferMode,
+    #[serde(default)]
+    pub message: Option<String>,
+}
+
+/// Why a call cannot be transferred now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TransferRefusal {
+    /// The call has ended.
+    Ended,
+    /// Not answered yet (queued, scheduled, dialling, ringing).
+    NotAnswered,
+    /// A person's call (no agent holds the callee).
+    NotAnAgentsCall,
+    /// Another transfer of it is under way, or one has completed.
+    InProgress,
+    /// No sidecar that can be reached holds it now.
+    NotHeld,
+}
+
+/// Starts a transfer: checks the call can be transferred, hands the
+/// command to the sidecar holding it and records the transfer
+/// (`requested`). `None`: no such call.
+pub async fn transfer(
+    rows: &impl CallRows,
+    queues: &impl DispatchQueues,
+    call_id: &str,
+    ask: TransferAsk,
+    now_ms: u64,
+) -> Result<Option<Result<CallRecord, TransferRefusal>>, StoreError> {
+    let Some(record) = rows.call(call_id)? else {
+        return Ok(None);
+    };
+    let refusal = |r: &CallRecord| {
+        if r.status.is_terminal() || r.hangup_requested_at.is_some() {
+            Some(TransferRefusal::Ended)
+        } else if r.rings_user.is_some() || r.agent_id.is_empty() {
+            Some(TransferRefusal::NotAnAgentsCall)
+        } else if r.status != CallStatus::InProgress {
+            Some(TransferRefusal::NotAnswered)
+        } else if r.transfer_request.as_ref().is_some_and(|t| {
+            t.is_pending(now_ms) || t.status == crate::model::TransferStatus::Completed
+        }) {
+            Some(TransferRefusal::InProgress)
+        } else {
+            None
+        }
+    };
+    if let Some(r) = refusal(&record) {
+        return Ok(Some(Err(r)));
+    }
+    let transfer_id = crate::ids::random_id("xfr");
+    let command = voxline_shared::sidecar_link::Command::Transfer {
+        call_id: call_id.to_string(),
+        transfer_id: transfer_id.clone(),
+        target: ask.target.clone(),
+        mode: ask.mode,
+        message: ask.message,
+    };
+    let verdict = queues.transfer(&record.region, &command).await?;
+    // Reports may have changed it while the queue answered.
+    let Some(mut record) = rows.call(call_id)? else {
+        return Ok(None);
+    };
+    if let Some(r) = refusal(&record) {
+        return Ok(Some(Err(r)));
+    }
+    if verdict == crate::dispatch::queue::TransferVerdict::NotHeld {
+        return Ok(Some(Err(TransferRefusal::NotHeld)));
+    }
+    let now = rfc3339_ms(now_ms);
+    let (destination, extension) = match ask.target {
+        voxline_shared::sidecar_link::TransferTarget::Number { destination } => {
+            (Some(destination), None)
+        }
+        voxline_shared::sidecar_link::TransferTarget::User { extension, .. } => {
+            (None, Some(extension))
+        }
+    };
+    record.transfer_request = Some(crate::model::CallTransfer {
+        id: transfer_id,
+        status: crate::model::TransferStatus::Requested,
+        destination,
+        extension,
+        mode: ask.mode,
+        requested_at: now.clone(),
+        ended_at: None,
+        method: None,
+        error: None,
+        sip_code: None,
+    });
+    record.updated_at = now;
+    rows.put_call(&record)?;
+    Ok(Some(Ok(record)))
 }
 
 /// Stores an uploaded recording's metadata and queues `recording.saved`.
@@ -1507,6 +1651,13 @@ pub trait Calls {
         tenant_id: &'a str,
         call_id: &'a str,
     ) -> LocalFuture<'a, Result<Option<(u16, CallRecord)>, StoreError>>;
+    /// See [`transfer`].
+    fn transfer<'a>(
+        &'a self,
+        tenant_id: &'a str,
+        call_id: &'a str,
+        ask: &'a TransferAsk,
+    ) -> LocalFuture<'a, Result<Option<Result<CallRecord, TransferRefusal>>, StoreError>>;
     fn recording<'a>(
         &'a self,
         tenant_id: &'a str,
@@ -1619,6 +1770,10 @@ pub enum CallStoreRequest {
     Hangup {
         call_id: String,
     },
+    Transfer {
+        call_id: String,
+        ask: TransferAsk,
+    },
     Recording {
         call_id: String,
     },
@@ -1694,6 +1849,9 @@ pub enum CallStoreAnswer {
     },
     Hangup {
         result: Option<(u16, CallRecord)>,
+    },
+    Transfer {
+        result: Option<Result<CallRecord, TransferRefusal>>,
     },
     Recording {
         found: Option<CallWithRecording>,
@@ -1841,6 +1999,28 @@ impl<T: CallStoreTransport> Calls for T {
                 .await?
             {
                 CallStoreAnswer::Hangup { result } => Ok(result),
+                a => Err(unexpected(a)),
+            }
+        })
+    }
+    fn transfer<'a>(
+        &'a self,
+        tenant_id: &'a str,
+        call_id: &'a str,
+        ask: &'a TransferAsk,
+    ) -> LocalFuture<'a, Result<Option<Result<CallRecord, TransferRefusal>>, StoreError>> {
+        Box::pin(async move {
+            match self
+                .send(
+                    tenant_id,
+                    CallStoreRequest::Transfer {
+                        call_id: call_id.into(),
+                        ask: ask.clone(),
+                    },
+                )
+                .await?
+            {
+                CallStoreAnswer::Transfer { result } => Ok(result),
                 a => Err(unexpected(a)),
             }
         })
@@ -2124,6 +2304,9 @@ pub async fn handle(
         }
         CallStoreRequest::Hangup { call_id } => CallStoreAnswer::Hangup {
             result: hangup(rows, queues, &call_id, now_ms).await?,
+        },
+        CallStoreRequest::Transfer { call_id, ask } => CallStoreAnswer::Transfer {
+            result: transfer(rows, queues, &call_id, ask, now_ms).await?,
         },
         CallStoreRequest::Recording { call_id } => {
             let found = match rows.call(&call_id)? {

@@ -116,7 +116,11 @@ impl Refusal {
             | E::Voice360AccountTaken
             | E::ExtensionTaken
             | E::DirectoryFull
-            // Native API only (contacts): no dialect path reaches them.
+            // Native API only (transfers, contacts): no dialect path reaches them.
+            | E::CallNotAnswered
+            | E::CallEnded
+            | E::CallNotTransferable
+            | E::TransferInProgress
             | E::ContactNotFound
             | E::ContactExists
             | E::ContactsFull

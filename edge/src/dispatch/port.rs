@@ -4,7 +4,7 @@
 //! numbered reports to the tenant's `CallStore` (see `calls::store`).
 
 use crate::dispatch::message_line::{EnqueueMessageVerdict, QueuedMessage};
-use crate::dispatch::queue::{CancelVerdict, EnqueueVerdict, SidecarStatus};
+use crate::dispatch::queue::{CancelVerdict, EnqueueVerdict, SidecarStatus, TransferVerdict};
 use crate::dispatch::queued_call::{OfferBody, QueuedCall};
 use crate::dispatch::sidecar_link::SidecarEnvelope;
 use crate::ids::parse_rfc3339_utc_ms;
@@ -17,6 +17,12 @@ use serde_json::Value;
 pub trait DispatchQueues {
     async fn enqueue(&self, region: &str, call: &QueuedCall) -> Result<EnqueueVerdict, StoreError>;
     async fn cancel(&self, region: &str, call_id: &str) -> Result<CancelVerdict, StoreError>;
+    /// Hands a transfer command to the sidecar holding its call (issue 16).
+    async fn transfer(
+        &self,
+        region: &str,
+        command: &voxline_shared::sidecar_link::Command,
+    ) -> Result<TransferVerdict, StoreError>;
     /// Queues a text message for the region's sidecars (no call slot needed).
     async fn enqueue_message(
         &self,
@@ -87,6 +93,7 @@ pub fn queued_call(tenant_id: &str, record: &CallRecord, now_ms: u64) -> QueuedC
             tools: Vec::new(),
             // Set by the caller for a person's call.
             connect: None,
+            transfer_people: Vec::new(),
         }),
     }
 }
@@ -173,6 +180,16 @@ pub mod memory {
             self.ticked(q);
             Ok(q.cancel(call_id))
         }
+        async fn transfer(
+            &self,
+            region: &str,
+            command: &voxline_shared::sidecar_link::Command,
+        ) -> Result<TransferVerdict, StoreError> {
+            let mut queues = self.queues.borrow_mut();
+            let q = queues.entry(region.to_string()).or_default();
+            self.ticked(q);
+            Ok(q.transfer(command.clone()))
+        }
         async fn enqueue_message(
             &self,
             region: &str,
@@ -220,6 +237,10 @@ pub enum DispatchQueueRequest {
     Cancel {
         call_id: String,
     },
+    /// A `Command::Transfer` for the sidecar holding its call.
+    Transfer {
+        command: voxline_shared::sidecar_link::Command,
+    },
     EnqueueMessage {
         message: QueuedMessage,
     },
@@ -239,6 +260,9 @@ pub enum DispatchQueueAnswer {
     },
     Cancel {
         outcome: CancelVerdict,
+    },
+    Transfer {
+        outcome: TransferVerdict,
     },
     EnqueuedMessage {
         outcome: EnqueueMessageVerdict,
@@ -279,6 +303,19 @@ mod tests {
             },
             DispatchQueueRequest::Cancel {
                 call_id: "call_1".into(),
+            },
+            DispatchQueueRequest::Transfer {
+                command: voxline_shared::sidecar_link::Command::Transfer {
+                    call_id: "call_1".into(),
+                    transfer_id: "xfr_1".into(),
+                    target: voxline_shared::sidecar_link::TransferTarget::User {
+                        user_pk: 3,
+                        extension: "1001".into(),
+                        display_name: None,
+                    },
+                    mode: voxline_shared::sidecar_link::TransferMode::Warm,
+                    message: Some("Hi".into()),
+                },
             },
             DispatchQueueRequest::Sidecar {
                 envelope: SidecarEnvelope {
@@ -322,6 +359,11 @@ mod tests {
             },
             DispatchQueueAnswer::Cancel {
                 outcome: CancelVerdict::Unknown,
+            },
+            DispatchQueueAnswer::Transfer {
+                outcome: TransferVerdict::Signalled {
+                    sidecar_id: "sc-1".into(),
+                },
             },
             DispatchQueueAnswer::Sidecar {
                 status: 409,

@@ -182,6 +182,7 @@ pub fn offer(lease: &Lease, body: OfferBody, key: Option<&SealingKey>) -> Offer 
         amd_message: body.amd_message,
         tools: body.tools,
         connect: body.connect,
+        transfer_people: body.transfer_people,
     }
 }
 
@@ -289,6 +290,17 @@ pub enum CancelVerdict {
     Signalled { sidecar_id: String },
     /// The queue does not know it (ended, or another region).
     Unknown,
+}
+
+/// What the queue did with a transfer command (issue 16).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "verdict", rename_all = "snake_case")]
+pub enum TransferVerdict {
+    /// The call is held by a live sidecar: the command waits for its poll.
+    Signalled { sidecar_id: String },
+    /// Not held by a sidecar that can be reached now (waiting, offered,
+    /// stranded with a silent sidecar, ended, or another region).
+    NotHeld,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -779,6 +791,23 @@ impl Queue {
             },
         );
         (AckVerdict::Held, Some(update))
+    }
+
+    /// Hands a transfer command (`Command::Transfer`) to the sidecar
+    /// holding its call. A stranded call's sidecar is silent: the command
+    /// is not kept for it (a transfer minutes late would surprise everyone).
+    pub fn transfer(&mut self, command: Command) -> TransferVerdict {
+        let Command::Transfer { call_id, .. } = &command else {
+            return TransferVerdict::NotHeld;
+        };
+        let Some(sidecar_id) = self.held.get(call_id).map(|h| h.sidecar_id.clone()) else {
+            return TransferVerdict::NotHeld;
+        };
+        let cmds = self.commands.entry(sidecar_id.clone()).or_default();
+        if !cmds.contains(&command) {
+            cmds.push(command);
+        }
+        TransferVerdict::Signalled { sidecar_id }
     }
 
     pub fn cancel(&mut self, call_id: &str) -> CancelVerdict {
@@ -2308,6 +2337,46 @@ mod tests {
             }]
         );
         assert_eq!(q.cancel("nope"), CancelVerdict::Unknown);
+    }
+
+    #[test]
+    fn a_transfer_command_goes_to_the_holding_sidecar_once() {
+        let transfer = |call_id: &str| Command::Transfer {
+            call_id: call_id.into(),
+            transfer_id: "xfr_1".into(),
+            target: voxline_shared::sidecar_link::TransferTarget::Number {
+                destination: "+14155550100".into(),
+            },
+            mode: Default::default(),
+            message: None,
+        };
+        let mut q = Queue::default();
+        q.enqueue(call("c1", 0, 0));
+        q.enqueue(call("c2", 0, 0));
+        // Waiting, or offered and not acked: nobody to tell.
+        assert_eq!(q.transfer(transfer("c2")), TransferVerdict::NotHeld);
+        let (o, _) = q.lease("s1", 1, 0, &T);
+        assert_eq!(q.transfer(transfer("c1")), TransferVerdict::NotHeld);
+        q.ack("s1", &o[0].lease_id, true, 1);
+        for _ in 0..2 {
+            assert_eq!(
+                q.transfer(transfer("c1")),
+                TransferVerdict::Signalled {
+                    sidecar_id: "s1".into()
+                }
+            );
+        }
+        assert!(q.has_work_for("s1", 2));
+        let (_, cmds) = q.lease("s1", 0, 2, &T);
+        assert_eq!(cmds, vec![transfer("c1")], "once, however often asked");
+        assert_eq!(q.transfer(transfer("nope")), TransferVerdict::NotHeld);
+        assert_eq!(
+            q.transfer(Command::Hangup {
+                call_id: "c1".into()
+            }),
+            TransferVerdict::NotHeld,
+            "only transfers go this way"
+        );
     }
 
     #[test]

@@ -123,6 +123,9 @@ pub struct OfferBody {
     /// person first); bodies stored before it: none (an agent's call).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub connect: Option<voxline_shared::sidecar_link::Connect>,
+    /// The people the agent's `transfer` tool may reach (issue 16).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub transfer_people: Vec<voxline_shared::sidecar_link::TransferPerson>,
 }
 
 #[cfg(test)]
@@ -151,6 +154,7 @@ impl OfferBody {
             engine_api_key_sealed: None,
             tools: Vec::new(),
             connect: None,
+            transfer_people: Vec::new(),
         }
     }
 }

@@ -589,6 +589,7 @@ fn handle_op(
                     | EventKind::AnsweredBy { .. }
                     | EventKind::ToolCall { .. }
                     | EventKind::Transferred { .. }
+                    | EventKind::TransferFailed { .. }
                     | EventKind::Leg { .. }
                     | EventKind::Queue { .. }
                     | EventKind::Unknown => HeldEvent::Other,
@@ -633,11 +634,28 @@ fn handle_op(
                         destination,
                         method,
                         at_offset_ms,
+                        extension,
+                        mode,
+                        transfer_id,
                     } => Change::Transferred {
                         // Bounded: a sidecar's text, kept in the outbox.
                         destination: destination.chars().take(64).collect(),
                         method: method.chars().take(16).collect(),
                         at_offset_ms: *at_offset_ms,
+                        extension: extension.as_ref().map(|e| e.chars().take(16).collect()),
+                        mode: *mode,
+                        transfer_id: transfer_id.as_ref().map(|t| t.chars().take(64).collect()),
+                    },
+                    // Only the API's transfers are on the record.
+                    EventKind::TransferFailed {
+                        error,
+                        sip_code,
+                        transfer_id: Some(transfer_id),
+                        ..
+                    } => Change::TransferFailed {
+                        error: error.chars().take(32).collect(),
+                        sip_code: *sip_code,
+                        transfer_id: transfer_id.chars().take(64).collect(),
                     },
                     EventKind::Leg {
                         step,

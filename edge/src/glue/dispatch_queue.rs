@@ -582,6 +582,10 @@ impl worker::DurableObject for DispatchQueue {
                 }
                 DispatchQueueAnswer::Cancel { outcome }
             }
+            DispatchQueueRequest::Transfer { command } => {
+                let outcome = self.with(|q| q.transfer(command));
+                DispatchQueueAnswer::Transfer { outcome }
+            }
             DispatchQueueRequest::EnqueueMessage { message } => {
                 let outcome = self.with(|q| q.messages.enqueue(message));
                 DispatchQueueAnswer::EnqueuedMessage { outcome }

@@ -217,6 +217,20 @@ impl DispatchQueues for WorkersDispatchQueues<'_> {
         }
     }
 
+    async fn transfer(
+        &self,
+        region: &str,
+        command: &voxline_shared::sidecar_link::Command,
+    ) -> std::result::Result<crate::dispatch::queue::TransferVerdict, StoreError> {
+        let request = DispatchQueueRequest::Transfer {
+            command: command.clone(),
+        };
+        match self.send(region, &request).await? {
+            DispatchQueueAnswer::Transfer { outcome } => Ok(outcome),
+            a => Err(unexpected("dispatch queue", a)),
+        }
+    }
+
     async fn enqueue_message(
         &self,
         region: &str,

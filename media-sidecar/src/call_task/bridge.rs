@@ -66,7 +66,9 @@ use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use voxline_shared::sidecar_link::{AmdMode, AnsweredBy, EventKind, Offer, Timings};
+use voxline_shared::sidecar_link::{
+    transfer_errors, AmdMode, AnsweredBy, EventKind, Offer, Timings, TransferMode, TransferTarget,
+};
 use voxline_shared::{CallStatus, EndedReason};
 
 use super::tools::{self, ToolRequest};
@@ -116,6 +118,8 @@ pub struct BridgeConfig {
     /// `leave_message`: the words to leave (`None`: the agent speaks).
     pub amd_message: Option<String>,
     pub amd_detector: AmdConfig,
+    /// The people the `transfer` tool may name by extension (the offer's).
+    pub transfer_people: Vec<voxline_shared::sidecar_link::TransferPerson>,
 }
 
 impl BridgeConfig {
@@ -131,6 +135,7 @@ impl BridgeConfig {
             amd: offer.amd,
             amd_message: offer.amd_message.clone().filter(|m| !m.trim().is_empty()),
             amd_detector: AmdConfig::default(),
+            transfer_people: offer.transfer_people.clone(),
         }
     }
 }
@@ -228,6 +233,15 @@ pub enum Action {
     SendToTransferee(Vec<i16>),
     /// Hang up the second leg (BYE, or CANCEL while it rings).
     HangupTransferee(EndedReason),
+    /// Warm transfer: play this to the callee while they wait (hold audio,
+    /// one chunk; [`Action::FlushMedia`] cuts it when they are connected or
+    /// back with the agent).
+    PlayHold(Vec<i16>),
+    /// Warm transfer: synthesise the briefing in the call's voice and hand
+    /// the audio to [`Bridge::briefing_audio`] (`None` when it cannot).
+    SynthesizeBriefing(String),
+    /// Warm transfer: play this (the briefing) to the transferee, one chunk.
+    PlayToTransferee(Vec<i16>),
     /// Close the engine: the callee has been handed over.
     DetachEngine,
     /// The call is over: close the engine and stop the media, then emit
@@ -282,21 +296,66 @@ enum TransferStage {
     Dialing,
     /// It answered; its media is starting.
     MediaStarting,
+    /// Warm: the briefing is being synthesised ([`Action::SynthesizeBriefing`]).
+    Briefing,
+    /// Warm: the briefing plays to the person until this time.
+    BriefingPlays(Instant),
     /// The legs are bridged.
     Bridged,
     /// The trunk took the call over (REFER): our side hangs up.
     Referred,
 }
 
-/// The engine's `transfer` being carried out.
+/// Who asked for a transfer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum TransferOrigin {
+    /// The engine's `transfer` tool: answered as its tool call.
+    Tool {
+        tool_call_id: String,
+        arguments: String,
+    },
+    /// The edge's transfer command (`POST /v1/calls/{id}/transfer`):
+    /// answered with a `transferred` or `transfer_failed` event.
+    Api { transfer_id: String },
+}
+
+/// A transfer the edge's command asks for ([`Bridge::transfer_command`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TransferOrder {
+    pub transfer_id: String,
+    pub target: TransferTarget,
+    pub mode: TransferMode,
+    /// Warm: the briefing's words (else [`Bridge`] composes one).
+    pub message: Option<String>,
+}
+
+/// A transfer being carried out.
 #[derive(Debug, Clone)]
 struct Transfer {
-    tool_call_id: String,
-    arguments: String,
-    destination: String,
+    origin: TransferOrigin,
+    target: TransferTarget,
+    mode: TransferMode,
+    message: Option<String>,
     asked: Instant,
     stage: TransferStage,
 }
+
+impl Transfer {
+    /// The `destination` the events and results name: the number, or the
+    /// person's extension.
+    fn destination(&self) -> String {
+        self.target.label().to_string()
+    }
+}
+
+/// API transfer ids a call remembers (a repeated command runs once).
+const SEEN_TRANSFER_IDS: usize = 8;
+
+/// Callee turns a warm transfer's own briefing may quote.
+const BRIEFING_TURNS: usize = 3;
+
+/// Between the end of the briefing and the bridge, so its last word is heard.
+pub const BRIEFING_TAIL: Duration = Duration::from_millis(300);
 
 /// Engine events held while the engine runs before the answer (a greeting
 /// is a few; anything past this is dropped).
@@ -377,6 +436,15 @@ pub struct Bridge {
     tools: super::customer_tools::ToolCalls,
     /// A `transfer` under way or done (issue 16).
     transfer: Option<Transfer>,
+    /// The API transfers this call has run (their commands may repeat).
+    seen_transfer_ids: VecDeque<String>,
+    /// Warm: the callee waits on hold: the engine neither hears them nor
+    /// is heard.
+    callee_held: bool,
+    /// The engine's last summary and the callee's last words (a warm
+    /// transfer's own briefing).
+    last_summary: Option<String>,
+    recent_callee_turns: VecDeque<String>,
     /// The second leg exists (dialled, not ended) and whether we hung it up.
     transferee_live: bool,
     transferee_hung_up: bool,
@@ -425,6 +493,10 @@ impl Bridge {
             finished: false,
             tools: Default::default(),
             transfer: None,
+            seen_transfer_ids: VecDeque::new(),
+            callee_held: false,
+            last_summary: None,
+            recent_callee_turns: VecDeque::new(),
             transferee_live: false,
             transferee_hung_up: false,
             relay: Relay::default(),
@@ -485,8 +557,13 @@ impl Bridge {
             .as_ref()
             .filter(|t| t.stage == TransferStage::Referring)
             .map(|t| t.asked + transfer::REFER_TIMEOUT);
+        let briefing = self.transfer.as_ref().and_then(|t| match t.stage {
+            TransferStage::BriefingPlays(until) => Some(until),
+            _ => None,
+        });
         [
             refer,
+            briefing,
             hangup,
             silence,
             self.keypad.as_ref().map(|k| k.last + KEYPAD_GAP),
@@ -513,6 +590,13 @@ impl Bridge {
         }) {
             tracing::info!(call_id = %self.call_id, "the REFER's NOTIFYs reported no answer in time");
             self.transfer_failed(now, Some(408), "the destination did not answer in time");
+        }
+        if self
+            .transfer
+            .as_ref()
+            .is_some_and(|t| matches!(t.stage, TransferStage::BriefingPlays(until) if now >= until))
+        {
+            self.connect_warm(now);
         }
         if let Some(a) = self.amd.as_mut() {
             let ev = a
@@ -721,8 +805,40 @@ impl Bridge {
                 });
                 self.actions.push_back(Action::SendDtmf { digits, via });
             }
-            ToolRequest::Transfer { destination } => {
-                self.start_transfer(now, call_id, arguments, destination)
+            ToolRequest::Transfer { to, mode } => {
+                let target = match to {
+                    tools::TransferTo::Number(destination) => {
+                        TransferTarget::Number { destination }
+                    }
+                    tools::TransferTo::Extension(ext) => {
+                        match self.cfg.transfer_people.iter().find(|p| p.extension == ext) {
+                            Some(p) => TransferTarget::User {
+                                user_pk: p.user_pk,
+                                extension: p.extension.clone(),
+                                display_name: p.display_name.clone(),
+                            },
+                            None => {
+                                let output = tools::error_output(
+                                    "invalid_arguments",
+                                    &format!("{ext} is not an extension you may transfer to"),
+                                );
+                                return self.builtin_tool_answered(
+                                    now, now, &name, &arguments, call_id, output,
+                                );
+                            }
+                        }
+                    }
+                };
+                self.start_transfer(
+                    now,
+                    TransferOrigin::Tool {
+                        tool_call_id: call_id,
+                        arguments,
+                    },
+                    target,
+                    mode,
+                    None,
+                )
             }
             ToolRequest::EndCall => {
                 let output = tools::end_call_output();
@@ -849,46 +965,109 @@ impl Bridge {
             .is_some_and(|t| matches!(t.stage, TransferStage::Bridged | TransferStage::Referred))
     }
 
-    /// The engine called `transfer`: a REFER first (the dialog says whether
-    /// the trunk takes it), else a second leg.
+    /// The edge's transfer command (`POST /v1/calls/{id}/transfer`):
+    /// started as the agent's `transfer` tool starts one; its outcome is a
+    /// `transferred` or `transfer_failed` event. A `transfer_id` seen
+    /// before is ignored (the edge may repeat a command).
+    pub fn transfer_command(&mut self, now: Instant, order: TransferOrder) {
+        if self.finished || self.seen_transfer_ids.contains(&order.transfer_id) {
+            return;
+        }
+        if self.seen_transfer_ids.len() >= SEEN_TRANSFER_IDS {
+            self.seen_transfer_ids.pop_front();
+        }
+        self.seen_transfer_ids.push_back(order.transfer_id.clone());
+        tracing::info!(call_id = %self.call_id, transfer_id = %order.transfer_id, destination = order.target.label(), mode = order.mode.as_str(), "transfer command");
+        self.start_transfer(
+            now,
+            TransferOrigin::Api {
+                transfer_id: order.transfer_id,
+            },
+            order.target,
+            order.mode,
+            order.message,
+        );
+    }
+
+    /// A transfer asked by the engine or the edge: a REFER first for a
+    /// blind transfer to a number (the dialog says whether the trunk takes
+    /// it), else a second leg at once; warm: the callee is held first.
     fn start_transfer(
         &mut self,
         now: Instant,
-        tool_call_id: String,
-        arguments: String,
-        destination: String,
+        origin: TransferOrigin,
+        target: TransferTarget,
+        mode: TransferMode,
+        message: Option<String>,
     ) {
         let refused = if self.transfer.is_some() {
-            Some(("transfer_in_progress", "a transfer is under way already"))
-        } else if !self.media_up || self.hangup_sent.is_some() || self.hangup_at.is_some() {
-            Some(("transfer_failed", "the call is not up or is ending"))
+            Some((
+                transfer_errors::TRANSFER_IN_PROGRESS,
+                "a transfer is under way already",
+            ))
+        } else if !self.media_up
+            || self.hangup_sent.is_some()
+            || self.hangup_at.is_some()
+            || self.engine == EngineState::Gone
+        {
+            Some((
+                transfer_errors::TRANSFER_FAILED,
+                "the call is not up or is ending",
+            ))
         } else {
             None
         };
+        let t = Transfer {
+            origin,
+            target,
+            mode,
+            message,
+            asked: now,
+            stage: TransferStage::Referring,
+        };
         if let Some((code, why)) = refused {
-            let output = tools::error_output(code, why);
-            return self.builtin_tool_answered(
-                now,
-                now,
-                tools::TRANSFER,
-                &arguments,
-                tool_call_id,
-                output,
-            );
+            return self.transfer_refused(now, t, code, None, why);
         }
-        tracing::info!(call_id = %self.call_id, %destination, "transfer asked");
+        tracing::info!(call_id = %self.call_id, destination = t.target.label(), mode = mode.as_str(), "transfer asked");
         if let Some(w) = self.silence.as_mut() {
             // Waiting for the destination is not silence on the line.
             w.activity(now + transfer::TRANSFER_RING_TIMEOUT);
         }
-        self.transfer = Some(Transfer {
-            tool_call_id,
-            arguments,
-            destination: destination.clone(),
-            asked: now,
-            stage: TransferStage::Referring,
-        });
-        self.actions.push_back(Action::Refer { destination });
+        let refer_to = match (&t.target, mode) {
+            (TransferTarget::Number { destination }, TransferMode::Blind) => {
+                Some(destination.clone())
+            }
+            _ => None,
+        };
+        self.transfer = Some(t);
+        match refer_to {
+            Some(destination) => self.actions.push_back(Action::Refer { destination }),
+            None => {
+                if mode == TransferMode::Warm {
+                    self.hold_callee(now, true);
+                }
+                self.dial_transferee(now);
+            }
+        }
+    }
+
+    /// Warm: the callee waits (hold audio, the engine neither hears nor
+    /// is heard) or is back with the agent.
+    fn hold_callee(&mut self, now: Instant, held: bool) {
+        if held == self.callee_held {
+            return;
+        }
+        self.callee_held = held;
+        self.playout.interrupt(now);
+        self.actions.push_back(Action::FlushMedia);
+        if held {
+            self.actions
+                .push_back(Action::PlayHold(transfer::hold_audio(
+                    transfer::TRANSFER_RING_TIMEOUT + transfer::HOLD_AUDIO_MARGIN,
+                )));
+        } else if let Some(w) = self.silence.as_mut() {
+            w.activity(now);
+        }
     }
 
     /// How the REFER goes (RFC 3515): not taken (a second leg instead),
@@ -938,9 +1117,39 @@ impl Bridge {
         t.stage = TransferStage::Dialing;
         self.transferee_live = true;
         self.transferee_hung_up = false;
-        self.actions.push_back(Action::DialTransferee {
-            target: transfer::LegTarget::Number(t.destination.clone()),
-        });
+        let target = match &t.target {
+            TransferTarget::Number { destination } => {
+                transfer::LegTarget::Number(destination.clone())
+            }
+            TransferTarget::User {
+                user_pk, extension, ..
+            } => transfer::LegTarget::User {
+                user_pk: *user_pk,
+                extension: extension.clone(),
+            },
+        };
+        self.actions.push_back(Action::DialTransferee { target });
+    }
+
+    /// The person to transfer to has no phone registered here: the
+    /// transfer fails `user_unavailable` and the conversation goes on.
+    pub fn transferee_unavailable(&mut self, now: Instant) {
+        if self.finished {
+            return;
+        }
+        self.transferee_live = false;
+        let Some(t) = self.transfer.take() else {
+            return;
+        };
+        tracing::info!(call_id = %self.call_id, destination = t.target.label(), "transfer: no phone of that person is registered here");
+        self.hold_callee(now, false);
+        self.transfer_refused(
+            now,
+            t,
+            transfer_errors::USER_UNAVAILABLE,
+            None,
+            "that person has no phone registered",
+        );
     }
 
     /// The second leg could not be placed at all (no RTP port, no trunk).
@@ -975,7 +1184,12 @@ impl Bridge {
                 self.transferee_live = false;
                 tracing::info!(call_id = %self.call_id, detail = %end.detail, code = ?end.sip_code, "the transfer's leg ended");
                 match stage {
-                    Some(TransferStage::Dialing | TransferStage::MediaStarting) => {
+                    Some(
+                        TransferStage::Dialing
+                        | TransferStage::MediaStarting
+                        | TransferStage::Briefing
+                        | TransferStage::BriefingPlays(_),
+                    ) => {
                         let code = end.sip_code.or(match end.reason {
                             EndedReason::NoAnswer => Some(408),
                             EndedReason::Busy => Some(486),
@@ -1004,9 +1218,75 @@ impl Bridge {
         else {
             return;
         };
+        if t.mode == TransferMode::Warm {
+            t.stage = TransferStage::Briefing;
+            let text = t.message.clone().unwrap_or_else(|| self.briefing_text());
+            self.actions.push_back(Action::SynthesizeBriefing(text));
+            return;
+        }
         t.stage = TransferStage::Bridged;
         self.relay = Relay::default();
         self.transfer_succeeded(now, "bridge");
+    }
+
+    /// A warm transfer's own briefing: the engine's summary so far, else
+    /// the callee's last words.
+    fn briefing_text(&self) -> String {
+        let mut text = String::from("Transferred call.");
+        if let Some(summary) = &self.last_summary {
+            text.push(' ');
+            text.push_str(summary);
+        } else if !self.recent_callee_turns.is_empty() {
+            text.push_str(" The caller said: ");
+            let said: Vec<&str> = self
+                .recent_callee_turns
+                .iter()
+                .map(String::as_str)
+                .collect();
+            text.push_str(&said.join(" "));
+        }
+        text
+    }
+
+    /// The answer to [`Action::SynthesizeBriefing`]: the briefing's 8 kHz
+    /// audio, played to the person, then the legs are bridged. `None` (no
+    /// speech synthesis in this sidecar, or it failed): connected at once,
+    /// as a blind transfer would (the person has answered; hanging up on
+    /// them would be worse than an unannounced call).
+    pub fn briefing_audio(&mut self, now: Instant, pcm: Option<Vec<i16>>) {
+        if self.finished {
+            return;
+        }
+        let Some(t) = self
+            .transfer
+            .as_mut()
+            .filter(|t| t.stage == TransferStage::Briefing)
+        else {
+            return;
+        };
+        match pcm.filter(|p| !p.is_empty()) {
+            Some(pcm) => {
+                let plays = Duration::from_millis(pcm.len() as u64 / 8);
+                t.stage = TransferStage::BriefingPlays(now + plays + BRIEFING_TAIL);
+                self.actions.push_back(Action::PlayToTransferee(pcm));
+            }
+            None => {
+                tracing::warn!(call_id = %self.call_id, "the briefing could not be synthesised; connecting without it");
+                self.connect_warm(now);
+            }
+        }
+    }
+
+    /// Warm: the person has heard the briefing: the legs are bridged.
+    fn connect_warm(&mut self, now: Instant) {
+        let Some(t) = self.transfer.as_mut() else {
+            return;
+        };
+        t.stage = TransferStage::Bridged;
+        self.relay = Relay::default();
+        // The hold audio stops; the engine is detached next.
+        self.callee_held = false;
+        self.transfer_succeeded(now, "warm");
     }
 
     /// [`Action::StartTransfereeMedia`] failed: the second leg is hung up
@@ -1032,13 +1312,15 @@ impl Bridge {
         }
     }
 
-    /// The callee was handed over (`method`: `refer` or `bridge`): the tool
-    /// turn, the `transferred` event, the engine detached and its audio
-    /// not yet played dropped; no silence timeout from now on.
+    /// The callee was handed over (`method`: `refer`, `bridge` or
+    /// `warm`): the tool's result (the engine's transfer) and turn, the
+    /// `transferred` event, the engine detached and its audio not yet
+    /// played dropped; no silence timeout from now on.
     fn transfer_succeeded(&mut self, now: Instant, method: &str) {
         let Some(t) = self.transfer.clone() else {
             return;
         };
+        let destination = t.destination();
         self.engine = EngineState::Gone;
         self.actions.push_back(Action::DetachEngine);
         self.playout.interrupt(now);
@@ -1047,45 +1329,101 @@ impl Bridge {
         self.amd = None;
         self.agent_message = false;
         self.hangup_at = None;
-        let output = tools::transfer_output(&t.destination, method);
-        self.builtin_tool_answered(
-            now,
-            t.asked,
-            tools::TRANSFER,
-            &t.arguments,
-            t.tool_call_id,
-            output,
-        );
+        if let TransferOrigin::Tool {
+            tool_call_id,
+            arguments,
+        } = t.origin.clone()
+        {
+            let output = tools::transfer_output(&destination, method);
+            self.builtin_tool_answered(
+                now,
+                t.asked,
+                tools::TRANSFER,
+                &arguments,
+                tool_call_id,
+                output,
+            );
+        }
         let at_offset_ms = self.offset_ms(now);
+        let (extension, transfer_id) = (
+            match &t.target {
+                TransferTarget::User { extension, .. } => Some(extension.clone()),
+                TransferTarget::Number { .. } => None,
+            },
+            match t.origin {
+                TransferOrigin::Api { transfer_id } => Some(transfer_id),
+                TransferOrigin::Tool { .. } => None,
+            },
+        );
         self.emit(
             now,
             EventKind::Transferred {
-                destination: t.destination,
+                destination,
                 method: method.to_string(),
                 at_offset_ms,
+                extension,
+                mode: Some(t.mode),
+                transfer_id,
             },
         );
     }
 
-    /// The transfer did not happen: the engine hears why (a stable code)
-    /// and the conversation goes on.
+    /// The transfer did not happen (`code`: the destination's final SIP
+    /// answer, if any): the asker hears why (a stable code) and the
+    /// conversation goes on.
     fn transfer_failed(&mut self, now: Instant, code: Option<u16>, why: &str) {
         let Some(t) = self.transfer.take() else {
             return;
         };
-        tracing::info!(call_id = %self.call_id, ?code, %why, "transfer failed");
+        let error = code.map_or(transfer_errors::TRANSFER_FAILED, tools::transfer_error_code);
+        // A warm transfer's callee is back with the agent.
+        self.hold_callee(now, false);
+        self.transfer_refused(now, t, error, code, why);
+    }
+
+    /// Ends transfer `t` (not or no longer `self.transfer`) with `error`:
+    /// the engine's tool gets the error result, the edge's command a
+    /// `transfer_failed` event. (A transfer refused while another runs
+    /// leaves that one, and its held callee, alone.)
+    fn transfer_refused(
+        &mut self,
+        now: Instant,
+        t: Transfer,
+        error: &str,
+        code: Option<u16>,
+        why: &str,
+    ) {
+        tracing::info!(call_id = %self.call_id, ?code, error, %why, "transfer failed");
         if let Some(w) = self.silence.as_mut() {
             w.activity(now);
         }
-        let output = tools::transfer_error_output(code, why);
-        self.builtin_tool_answered(
-            now,
-            t.asked,
-            tools::TRANSFER,
-            &t.arguments,
-            t.tool_call_id,
-            output,
-        );
+        match t.origin {
+            TransferOrigin::Tool {
+                tool_call_id,
+                arguments,
+            } => {
+                let output = tools::transfer_error_output(error, code, why);
+                self.builtin_tool_answered(
+                    now,
+                    t.asked,
+                    tools::TRANSFER,
+                    &arguments,
+                    tool_call_id,
+                    output,
+                );
+            }
+            TransferOrigin::Api { transfer_id } => {
+                self.emit(
+                    now,
+                    EventKind::TransferFailed {
+                        destination: t.target.label().to_string(),
+                        error: error.to_string(),
+                        sip_code: code,
+                        transfer_id: Some(transfer_id),
+                    },
+                );
+            }
+        }
     }
 
     /// Asks for the engine once (while ringing, or at the answer).
@@ -1193,7 +1531,8 @@ impl Bridge {
         }
         // On hold the callee hears nothing and what we hear is hold music:
         // the engine gets none of it.
-        if self.engine == EngineState::Live && self.conversing && !self.on_hold {
+        if self.engine == EngineState::Live && self.conversing && !self.on_hold && !self.callee_held
+        {
             self.actions
                 .push_back(Action::EnginePlayed(self.playout.heard(now)));
             self.actions.push_back(Action::SendToEngine(pcm));
@@ -1214,6 +1553,8 @@ impl Bridge {
             return;
         }
         match ev {
+            // Warm transfer: the callee waits on hold; the agent is not heard.
+            EngineEvent::Audio(_) if self.callee_held => {}
             EngineEvent::Audio(pcm) => {
                 self.agent_spoke |= SilenceWatch::is_speech(&pcm);
                 self.playout.enqueue(now, pcm.len() as u64 / 8);
@@ -1243,6 +1584,13 @@ impl Bridge {
                 if let Some(w) = self.silence.as_mut() {
                     w.activity(now);
                 }
+                if role == Role::Callee {
+                    if self.recent_callee_turns.len() >= BRIEFING_TURNS {
+                        self.recent_callee_turns.pop_front();
+                    }
+                    self.recent_callee_turns
+                        .push_back(text.chars().take(300).collect());
+                }
                 self.emit(
                     now,
                     EventKind::TranscriptTurn {
@@ -1270,6 +1618,9 @@ impl Bridge {
                 arguments,
             } => self.function_call(now, name, call_id, arguments),
             EngineEvent::Summary { summary, outcome } => {
+                if let Some(text) = summary.as_ref().filter(|t| !t.trim().is_empty()) {
+                    self.last_summary = Some(text.chars().take(600).collect());
+                }
                 self.emit(now, EventKind::Summary { summary, outcome });
             }
         }

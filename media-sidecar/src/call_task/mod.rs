@@ -44,6 +44,10 @@ pub enum CallMode {
     SimulateAnswer(Duration),
 }
 
+/// Transfer commands a call task holds before it takes them (a command
+/// repeats at most a few times).
+pub const TRANSFER_ORDERS: usize = 4;
+
 /// Why a call task is told to hang up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HangupCause {
@@ -111,18 +115,21 @@ fn ended(status: CallStatus, reason: EndedReason, timings: Timings) -> EventKind
 /// Runs one call to its end. `hangup` fires when the call must be hung up
 /// (see [`HangupCause`]); if it is dropped instead (the sidecar is stopping
 /// at once), the task hangs up and returns without an `ended` event.
+/// `transfers` brings the edge's transfer commands (only a SIP call acts on
+/// them).
 pub async fn run_call(
     offer: Offer,
     mode: CallMode,
     tx: mpsc::Sender<Msg>,
     hangup: oneshot::Receiver<HangupCause>,
+    transfers: mpsc::Receiver<bridge::TransferOrder>,
 ) {
     match mode {
         // Click-to-call: a person's phone first, no engine (issue 16).
         CallMode::Sip(tel) if offer.connect.is_some() => {
             person::run_click_to_call(offer, tel, tx, hangup).await
         }
-        CallMode::Sip(tel) => sip::run_sip_call(offer, tel, tx, hangup).await,
+        CallMode::Sip(tel) => sip::run_sip_call(offer, tel, tx, hangup, transfers).await,
         CallMode::Placeholder => run_stand_in(offer, None, tx, hangup).await,
         CallMode::SimulateAnswer(talk) => run_stand_in(offer, Some(talk), tx, hangup).await,
     }

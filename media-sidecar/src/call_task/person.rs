@@ -227,6 +227,10 @@ pub(crate) async fn dial(
             }
             (vec![trunk], user)
         }
+        // A person's phones are planned one leg each (`LegPlan::phones`).
+        LegTarget::User { extension, .. } => {
+            return Err(format!("person {extension}: dial each of their phones"))
+        }
     };
     let mut spec = super::sip::call_spec(ctx.offer, trunks, &plan.from_user, &dial_plan.cfg, sdp);
     spec.to_user = user;
@@ -1025,7 +1029,10 @@ pub async fn run_click_to_call(
     hangup: oneshot::Receiver<HangupCause>,
 ) {
     let Some(Connect::ClickToCall { user }) = offer.connect.clone() else {
-        return super::sip::run_sip_call(offer, tel, tx, hangup).await;
+        // Not a person's call after all: an agent's, without transfer
+        // commands (their sender is gone at once).
+        let transfers = mpsc::channel(1).1;
+        return super::sip::run_sip_call(offer, tel, tx, hangup, transfers).await;
     };
     let e = Emitter::new(&offer.call_id, tx.clone());
     let ctx = LegCtx {

@@ -127,6 +127,7 @@ pub async fn run_queue_call(
     tel: Arc<Telephony>,
     tx: mpsc::Sender<Msg>,
     hangup: oneshot::Receiver<HangupCause>,
+    transfers: mpsc::Receiver<super::bridge::TransferOrder>,
     incoming: IncomingCall,
 ) {
     if plan.overflow == QueueOverflow::Voicemail {
@@ -181,7 +182,7 @@ pub async fn run_queue_call(
                 neg: *caller.neg,
                 timings,
             };
-            super::sip::run_answered_call(offer, tel, tx, hangup, answered).await;
+            super::sip::run_answered_call(offer, tel, tx, hangup, transfers, answered).await;
         }
         Outcome::Voicemail => {
             tracing::info!(call_id = %offer.call_id, "queue: nobody answered; voicemail");

@@ -13,7 +13,7 @@ use tokio::sync::{mpsc, oneshot};
 use voxline_shared::sidecar_link::{Offer, SecretText};
 use voxline_shared::EndedReason;
 
-use super::bridge::{Action, Bridge, BridgeConfig, CallEnd, DtmfVia};
+use super::bridge::{Action, Bridge, BridgeConfig, CallEnd, DtmfVia, TransferOrder};
 use super::tools::TOOL_DIGIT_MS;
 use super::transfer::LegTarget;
 use super::{Emitter, HangupCause};
@@ -103,14 +103,24 @@ async fn until(at: Option<std::time::Instant>) {
     }
 }
 
+/// The edge's transfer commands for this call (their sender gone: none
+/// will come).
+async fn transfer_order(orders: &mut mpsc::Receiver<TransferOrder>) -> TransferOrder {
+    match orders.recv().await {
+        Some(order) => order,
+        None => std::future::pending().await,
+    }
+}
+
 /// Runs one real call to its end and reports every step to the edge.
 pub async fn run_sip_call(
     offer: Offer,
     tel: Arc<Telephony>,
     tx: mpsc::Sender<Msg>,
     hangup: oneshot::Receiver<HangupCause>,
+    transfers: mpsc::Receiver<TransferOrder>,
 ) {
-    run_dialog(offer, tel, tx, Some(hangup), Start::Place).await
+    run_dialog(offer, tel, tx, Some(hangup), transfers, Start::Place).await
 }
 
 /// Runs a call a trunk placed to us (issue 16) as an outbound one runs,
@@ -121,9 +131,18 @@ pub async fn run_inbound_call(
     tel: Arc<Telephony>,
     tx: mpsc::Sender<Msg>,
     hangup: oneshot::Receiver<HangupCause>,
+    transfers: mpsc::Receiver<TransferOrder>,
     incoming: IncomingCall,
 ) {
-    run_dialog(offer, tel, tx, Some(hangup), Start::Answer(incoming)).await
+    run_dialog(
+        offer,
+        tel,
+        tx,
+        Some(hangup),
+        transfers,
+        Start::Answer(incoming),
+    )
+    .await
 }
 
 /// A call answered and with its media running, handed to the bridge (a
@@ -139,15 +158,25 @@ pub(crate) struct AnsweredCall {
 
 /// Runs an answered call's agent from now on (its engine starts at once),
 /// to the end: as [`run_inbound_call`] after the answer. `hangup`: the
-/// edge's command, unless it came already.
+/// edge's command, unless it came already; `transfers`: its transfer
+/// commands.
 pub(crate) async fn run_answered_call(
     offer: Offer,
     tel: Arc<Telephony>,
     tx: mpsc::Sender<Msg>,
     hangup: Option<oneshot::Receiver<HangupCause>>,
+    transfers: mpsc::Receiver<TransferOrder>,
     answered: AnsweredCall,
 ) {
-    run_dialog(offer, tel, tx, hangup, Start::Answered(Box::new(answered))).await
+    run_dialog(
+        offer,
+        tel,
+        tx,
+        hangup,
+        transfers,
+        Start::Answered(Box::new(answered)),
+    )
+    .await
 }
 
 /// How a dialog starts.
@@ -165,6 +194,7 @@ async fn run_dialog(
     tel: Arc<Telephony>,
     tx: mpsc::Sender<Msg>,
     hangup: Option<oneshot::Receiver<HangupCause>>,
+    transfers: mpsc::Receiver<TransferOrder>,
     start: Start,
 ) {
     let e = Emitter::new(&offer.call_id, tx.clone());
@@ -212,6 +242,7 @@ async fn run_dialog(
         engine: None,
         engine_start: None,
         hangup,
+        transfers,
         latency: Default::default(),
         incoming,
         transferee: None,
@@ -295,6 +326,8 @@ struct CallIo<'a> {
     engine_start: Option<EngineStart<'a>>,
     /// `None` once the command came (or its sender went).
     hangup: Option<oneshot::Receiver<HangupCause>>,
+    /// The edge's transfer commands (issue 16).
+    transfers: mpsc::Receiver<TransferOrder>,
     /// Engine timings for the metrics.
     latency: crate::metrics::CallLatency,
     /// An inbound call, ringing: answered instead of placing one.
@@ -349,6 +382,7 @@ impl CallIo<'_> {
                     self.hangup = None;
                     bridge.hangup_command(now(), r.ok());
                 }
+                order = transfer_order(&mut self.transfers) => bridge.transfer_command(now(), order),
                 input = media_input(&mut self.media) => match input {
                     MediaInput::Heard(pcm) => bridge.heard(now(), pcm),
                     MediaInput::Event(media::MediaEvent::Dtmf(d)) => bridge.keypad(now(), d.digit),
@@ -456,15 +490,45 @@ impl CallIo<'_> {
     /// Dials the transfer's second leg (its own RTP ports; the call's
     /// caller ID): a number through the trunks in force, a contact URI at
     /// its address.
-    async fn dial_transferee(&mut self, target: &LegTarget) -> Result<(), String> {
+    async fn dial_transferee(&mut self, target: &LegTarget) -> Result<(), DialError> {
+        // A person: their phone registered here most recently (the one
+        // that lapses last), reached where its REGISTER came from.
+        let person = match target {
+            LegTarget::User { user_pk, .. } => {
+                let contacts = self
+                    .tel
+                    .sip
+                    .phone_contacts(&self.offer.tenant_id, *user_pk)
+                    .await
+                    .map_err(|e| DialError::Failed(e.to_string()))?;
+                let newest = contacts
+                    .into_iter()
+                    .max_by_key(|c| c.expires_at_ms)
+                    .ok_or(DialError::NoContact)?;
+                Some(newest)
+            }
+            _ => None,
+        };
         let (bound, sdp, plan) = self
             .bind_media()
-            .map_err(|_| "no RTP ports for the second leg".to_string())?;
+            .map_err(|_| DialError::Failed("no RTP ports for the second leg".into()))?;
+        let contact_trunk = |uri: &str| {
+            super::transfer::contact_leg(uri)
+                .ok_or_else(|| DialError::Failed(format!("cannot dial contact {uri:?}")))
+        };
         let (trunks, user) = match target {
             LegTarget::Number(n) => (plan.trunks(), n.clone()),
             LegTarget::Contact(uri) => {
-                let (trunk, user) = super::transfer::contact_leg(uri)
-                    .ok_or_else(|| format!("cannot dial contact {uri:?}"))?;
+                let (trunk, user) = contact_trunk(uri)?;
+                (vec![trunk], user)
+            }
+            LegTarget::User { .. } => {
+                let Some(c) = &person else {
+                    return Err(DialError::NoContact);
+                };
+                let (mut trunk, user) = contact_trunk(&c.uri)?;
+                // Behind NAT the phone is reached where it registered from.
+                trunk.addr = c.source;
                 (vec![trunk], user)
             }
         };
@@ -478,7 +542,7 @@ impl CallIo<'_> {
             .sip
             .start_call(spec)
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| DialError::Failed(e.to_string()))?;
         tracing::info!(call_id = %self.offer.call_id, ?target, "transfer: dialling the second leg");
         self.transferee_bound = Some(bound);
         self.transferee = Some(call);
@@ -625,9 +689,24 @@ impl CallIo<'_> {
                     Some(call) => call.refer(&destination).await,
                     None => bridge.transferee_failed(now(), "no SIP dialog"),
                 },
-                Action::DialTransferee { target } => {
-                    if let Err(why) = self.dial_transferee(&target).await {
-                        bridge.transferee_failed(now(), &why);
+                Action::DialTransferee { target } => match self.dial_transferee(&target).await {
+                    Ok(()) => {}
+                    Err(DialError::NoContact) => bridge.transferee_unavailable(now()),
+                    Err(DialError::Failed(why)) => bridge.transferee_failed(now(), &why),
+                },
+                Action::PlayHold(pcm) => {
+                    if let Some(m) = &self.media {
+                        // One chunk; the bridge's FlushMedia cuts it.
+                        let _ = m.sender().try_send(pcm);
+                    }
+                }
+                Action::SynthesizeBriefing(text) => {
+                    let pcm = synthesize_message(self.offer, text).await;
+                    bridge.briefing_audio(now(), pcm);
+                }
+                Action::PlayToTransferee(pcm) => {
+                    if let Some(m) = &self.transferee_media {
+                        let _ = m.sender().try_send(pcm);
                     }
                 }
                 Action::StartTransfereeMedia(neg) => {
@@ -731,7 +810,14 @@ pub(crate) fn bind_media(
     Ok((bound, sdp, plan))
 }
 
-/// `leave_message`'s text in the offer's voice (flite, the local engine's
+/// Why a transfer's second leg was not dialled.
+enum DialError {
+    /// The person has no phone registered here (`user_unavailable`).
+    NoContact,
+    Failed(String),
+}
+
+/// `leave_message`'s text (and a warm transfer's briefing) in the offer's voice (flite, the local engine's
 /// TTS, off the async threads); `None` without the local engine or when
 /// flite fails (the bridge lets the agent speak then).
 #[cfg(feature = "local-engine")]
@@ -819,6 +905,19 @@ async fn make_engine(
     cfg.greet_on_answer = true;
     cfg.first_speaker = offer.first_speaker;
     cfg.system_prompt = offer.system_prompt.clone();
+    // A cloud engine is told whom its `transfer` tool may reach (the local
+    // engine's prompt is its script: it names extensions itself).
+    if matches!(
+        offer.engine.known(),
+        Some(voxline_shared::EngineKind::OpenaiRealtime | voxline_shared::EngineKind::GeminiLive)
+    ) {
+        if let Some(people) = super::transfer::people_instruction(&offer.transfer_people) {
+            cfg.system_prompt = Some(match cfg.system_prompt.take() {
+                Some(p) => format!("{p}\n\n{people}"),
+                None => people,
+            });
+        }
+    }
     cfg.voice = offer.voice.clone();
     cfg.model = offer.model.clone();
     cfg.metadata = offer.metadata.clone();
@@ -1024,6 +1123,7 @@ mod credential_tests {
             amd_message: None,
             tools: Vec::new(),
             connect: None,
+            transfer_people: Vec::new(),
         }
     }
 

@@ -9,9 +9,12 @@
 //!   "123#", "method": "rfc4733"|"sip_info"}` once the keys have been played.
 //! - `end_call` `{"reason": "..."}` (optional): answered `{"ok": true}` at
 //!   once; the call ends after the agent's pending audio has played.
-//! - `transfer` `{"destination": "+14155550100", "mode": "blind"}` (issue
-//!   16; `mode` optional, `blind` the only one so far): hands the callee to
-//!   the destination. By REFER where the call's trunk takes it (`refer`),
+//! - `transfer` `{"destination": "+14155550100", "mode": "blind"}` or
+//!   `{"extension": "1001", "mode": "warm"}` (issue 16; `mode` optional,
+//!   `blind` by default): hands the callee to the destination, or to a
+//!   person of the tenant the offer lists in `transfer_people` (any other
+//!   extension is refused: a model never names an address). A warm
+//!   transfer holds the callee and briefs the person first. By REFER where the call's trunk takes it (`refer`),
 //!   else the sidecar dials the destination and bridges the two legs
 //!   ([`super::transfer`]). Answered once the destination answered
 //!   (`{"ok": true, "destination": ..., "method": "refer"|"bridge"}`; the
@@ -34,13 +37,7 @@ pub const TRANSFER: &str = "transfer";
 /// busy, did not answer in time, refused (4xx-6xx other than busy), or the
 /// transfer could not be tried (`transfer_failed`: no trunk, no media, the
 /// dial plan refused it), or one is already under way.
-pub const TRANSFER_ERRORS: [&str; 5] = [
-    "busy",
-    "no_answer",
-    "rejected",
-    "transfer_failed",
-    "transfer_in_progress",
-];
+pub const TRANSFER_ERRORS: [&str; 7] = voxline_shared::sidecar_link::transfer_errors::ALL;
 
 /// The keys `send_dtmf` may press (RFC 4733 events 0-15), upper case.
 pub const KEYS: &str = "0123456789*#ABCD";
@@ -61,8 +58,13 @@ pub enum ToolRequest {
     SendDtmf { digits: String },
     /// End the call after the pending audio.
     EndCall,
-    /// Hand the callee to `destination` (checked: E.164).
-    Transfer { destination: String },
+    /// Hand the callee to a number (checked: E.164) or a person of the
+    /// tenant by extension (the bridge checks it against the offer's
+    /// `transfer_people`: a model never names an address).
+    Transfer {
+        to: TransferTo,
+        mode: voxline_shared::sidecar_link::TransferMode,
+    },
     /// Not run: answer the engine with this error result at once.
     Refused { output: String },
 }
@@ -89,6 +91,13 @@ pub fn check_digits(digits: &str) -> Result<String, String> {
         return Err(format!("{bad:?} is not a key (0-9, *, #, A-D)"));
     }
     Ok(keys)
+}
+
+/// Whom the `transfer` tool names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TransferTo {
+    Number(String),
+    Extension(String),
 }
 
 /// What the engine's call of tool `name` with JSON `arguments` asks for.
@@ -121,32 +130,42 @@ pub fn request(name: &str, arguments: &str) -> ToolRequest {
         }
         END_CALL => ToolRequest::EndCall,
         TRANSFER => {
-            let Some(destination) = args.get("destination").and_then(Value::as_str) else {
-                return ToolRequest::Refused {
-                    output: error_output("invalid_arguments", "destination (a string) is required"),
-                };
+            use voxline_shared::sidecar_link::TransferMode;
+            let refuse = |why: &str| ToolRequest::Refused {
+                output: error_output("invalid_arguments", why),
             };
-            match args.get("mode") {
-                None | Some(Value::Null) => {}
-                Some(Value::String(m)) if m == "blind" => {}
-                Some(_) => {
-                    return ToolRequest::Refused {
-                        output: error_output("invalid_arguments", "mode must be \"blind\""),
+            let mode = match args.get("mode") {
+                None | Some(Value::Null) => TransferMode::Blind,
+                Some(Value::String(m)) if m == "blind" => TransferMode::Blind,
+                Some(Value::String(m)) if m == "warm" => TransferMode::Warm,
+                Some(_) => return refuse("mode must be \"blind\" or \"warm\""),
+            };
+            let to = match (
+                args.get("destination").and_then(Value::as_str),
+                args.get("extension").and_then(Value::as_str),
+            ) {
+                (Some(_), Some(_)) => return refuse("give destination or extension, not both"),
+                (Some(d), None) => {
+                    let d = d.trim();
+                    if !is_e164(d) {
+                        return refuse("destination must be an E.164 number (+ and 7-15 digits)");
                     }
+                    TransferTo::Number(d.to_string())
                 }
-            }
-            let destination = destination.trim();
-            if !is_e164(destination) {
-                return ToolRequest::Refused {
-                    output: error_output(
-                        "invalid_arguments",
-                        "destination must be an E.164 number (+ and 7-15 digits)",
-                    ),
-                };
-            }
-            ToolRequest::Transfer {
-                destination: destination.to_string(),
-            }
+                (None, Some(e)) => {
+                    let e = e.trim();
+                    if !is_extension(e) {
+                        return refuse("extension must be 2-16 digits");
+                    }
+                    TransferTo::Extension(e.to_string())
+                }
+                (None, None) => {
+                    return refuse(
+                        "destination (an E.164 number) or extension (a person's) is required",
+                    )
+                }
+            };
+            ToolRequest::Transfer { to, mode }
         }
         _ => ToolRequest::Refused {
             output: error_output(
@@ -160,6 +179,11 @@ pub fn request(name: &str, arguments: &str) -> ToolRequest {
 /// `send_dtmf`'s result once the keys have been played.
 pub fn dtmf_output(digits: &str, method: &str) -> String {
     json!({"ok": true, "digits": digits, "method": method}).to_string()
+}
+
+/// A directory extension: 2 to 16 digits.
+pub fn is_extension(e: &str) -> bool {
+    (2..=16).contains(&e.len()) && e.bytes().all(|b| b.is_ascii_digit())
 }
 
 /// `+` then 7 to 15 digits, the first not 0.
@@ -186,10 +210,9 @@ pub fn transfer_error_code(code: u16) -> &'static str {
     }
 }
 
-/// `transfer`'s error result for a final SIP answer `code` (see
-/// [`transfer_error_code`]); `sip_code` included when known.
-pub fn transfer_error_output(code: Option<u16>, message: &str) -> String {
-    let error = code.map_or("transfer_failed", transfer_error_code);
+/// `transfer`'s error result: `error` one of [`TRANSFER_ERRORS`] (for a
+/// final SIP answer, [`transfer_error_code`]); `sip_code` included when known.
+pub fn transfer_error_output(error: &str, code: Option<u16>, message: &str) -> String {
     json!({"ok": false, "error": error, "message": message, "sip_code": code}).to_string()
 }
 
@@ -249,14 +272,14 @@ pub fn declarations() -> Vec<Value> {
         json!({
             "type": "function",
             "name": TRANSFER,
-            "description": "Transfer the caller to another phone number (blind transfer). Say that you are transferring them first. Answered once the other party picked up (you are then disconnected), or with an error (busy, no_answer, rejected, transfer_failed) after which the call goes on with you.",
+            "description": "Transfer the caller to another phone number or to a person of this company by extension. Say that you are transferring them first. Answered once the other party picked up (you are then disconnected), or with an error (busy, no_answer, rejected, user_unavailable, transfer_failed) after which the call goes on with you.",
             "parameters": {
                 "type": "object",
                 "properties": {
-                    "destination": {"type": "string", "description": "The number to transfer to, E.164 (e.g. +14155550100)."},
-                    "mode": {"type": "string", "enum": ["blind"], "description": "How: blind (the only mode so far)."},
+                    "destination": {"type": "string", "description": "The number to transfer to, E.164 (e.g. +14155550100). Give this or extension."},
+                    "extension": {"type": "string", "description": "A person's extension (e.g. 1001), one you were told you may transfer to. Give this or destination."},
+                    "mode": {"type": "string", "enum": ["blind", "warm"], "description": "blind (default): connect as soon as they answer; warm: the caller waits on hold and the person hears a short briefing first."},
                 },
-                "required": ["destination"],
             },
         }),
     ]
@@ -345,11 +368,13 @@ mod tests {
     }
 
     #[test]
-    fn transfer_takes_an_e164_destination_and_only_blind_mode() {
+    fn transfer_takes_an_e164_destination_or_an_extension_blind_or_warm() {
+        use voxline_shared::sidecar_link::TransferMode;
         assert_eq!(
             request(TRANSFER, r#"{"destination":"+14155550100"}"#),
             ToolRequest::Transfer {
-                destination: "+14155550100".into()
+                to: TransferTo::Number("+14155550100".into()),
+                mode: TransferMode::Blind,
             }
         );
         assert_eq!(
@@ -358,7 +383,15 @@ mod tests {
                 r#"{"destination":" +14155550100 ","mode":"blind"}"#
             ),
             ToolRequest::Transfer {
-                destination: "+14155550100".into()
+                to: TransferTo::Number("+14155550100".into()),
+                mode: TransferMode::Blind,
+            }
+        );
+        assert_eq!(
+            request(TRANSFER, r#"{"extension":"1001","mode":"warm"}"#),
+            ToolRequest::Transfer {
+                to: TransferTo::Extension("1001".into()),
+                mode: TransferMode::Warm,
             }
         );
         for bad in [
@@ -366,7 +399,10 @@ mod tests {
             r#"{"destination":"14155550100"}"#,
             r#"{"destination":"+1415x"}"#,
             r#"{"destination":"+1@evil"}"#,
-            r#"{"destination":"+14155550100","mode":"warm"}"#,
+            r#"{"destination":"+14155550100","mode":"attended"}"#,
+            r#"{"destination":"+14155550100","extension":"1001"}"#,
+            r#"{"extension":"sip:alice@192.0.2.5"}"#,
+            r#"{"extension":"1"}"#,
             r#"{"destination":5}"#,
         ] {
             let ToolRequest::Refused { output } = request(TRANSFER, bad) else {
@@ -393,8 +429,12 @@ mod tests {
             assert_eq!(transfer_error_code(code), want, "{code}");
             assert!(TRANSFER_ERRORS.contains(&want));
         }
-        let v: Value =
-            serde_json::from_str(&transfer_error_output(Some(486), "the line is busy")).unwrap();
+        let v: Value = serde_json::from_str(&transfer_error_output(
+            "busy",
+            Some(486),
+            "the line is busy",
+        ))
+        .unwrap();
         assert_eq!(
             v,
             json!({"ok": false, "error": "busy", "message": "the line is busy", "sip_code": 486})

@@ -55,9 +55,75 @@ pub enum LegTarget {
     /// (the `transfer` tool's only kind: an engine never names an address).
     Number(String),
     /// A SIP contact URI with an IP address (a registered user's phone,
-    /// e.g. `sip:alice@192.0.2.5:5062`, once issue 16's routing hands one
-    /// over), dialled directly: see [`contact_leg`].
+    /// e.g. `sip:alice@192.0.2.5:5062`), dialled directly: see [`contact_leg`].
     Contact(String),
+    /// A person of the tenant (the edge resolved their extension): their
+    /// phone registered with this sidecar most recently
+    /// ([`crate::registrations`]), dialled as a [`LegTarget::Contact`]; none
+    /// registered here: the transfer fails `user_unavailable`.
+    User { user_pk: u64, extension: String },
+}
+
+/// What a cloud engine is told of the people its `transfer` tool may
+/// reach (the offer's `transfer_people`), added to its instructions; `None`
+/// when there are none. Names are the tenant's directory's, cleaned of
+/// control characters and cut at 64 characters.
+pub fn people_instruction(
+    people: &[voxline_shared::sidecar_link::TransferPerson],
+) -> Option<String> {
+    if people.is_empty() {
+        return None;
+    }
+    let listed: Vec<String> = people
+        .iter()
+        .map(|p| {
+            let name: String = p
+                .display_name
+                .as_deref()
+                .unwrap_or("")
+                .chars()
+                .filter(|c| !c.is_control())
+                .take(64)
+                .collect();
+            match name.trim() {
+                "" => p.extension.clone(),
+                n => format!("{} ({n})", p.extension),
+            }
+        })
+        .collect();
+    Some(format!(
+        "You can transfer the caller to these people with the transfer tool's `extension`: {}. \
+         No other extension can be reached.",
+        listed.join(", ")
+    ))
+}
+
+/// Hold audio is made this much longer than the ring time, so the callee
+/// never hears it run out before the transfer has its answer.
+pub const HOLD_AUDIO_MARGIN: Duration = Duration::from_secs(5);
+
+/// What a callee on hold hears during a warm transfer, 8 kHz PCM of
+/// `length`: a soft two-tone chime (440 Hz then 554 Hz, 250 ms each, about
+/// -20 dBFS) every 3 s over silence, so they know the line is alive.
+pub fn hold_audio(length: Duration) -> Vec<i16> {
+    const PERIOD: usize = 3 * 8_000;
+    const NOTE: usize = 2_000;
+    let n = (length.as_millis() as usize) * SAMPLES_PER_MS;
+    (0..n)
+        .map(|i| {
+            let at = i % PERIOD;
+            let hz = match at {
+                a if a < NOTE => 440.0,
+                a if a < 2 * NOTE => 554.37,
+                _ => return 0,
+            };
+            // A short fade in and out of each note, so it does not click.
+            let into = at % NOTE;
+            let fade = (into.min(NOTE - into) as f64 / 160.0).min(1.0);
+            let phase = 2.0 * std::f64::consts::PI * hz * i as f64 / 8_000.0;
+            (3_000.0 * fade * phase.sin()) as i16
+        })
+        .collect()
 }
 
 /// The "trunk" and user a contact URI is dialled as: its address (an IP
@@ -289,6 +355,46 @@ mod tests {
         ] {
             assert!(contact_leg(bad).is_none(), "{bad}");
         }
+    }
+
+    #[test]
+    fn the_people_the_engine_may_transfer_to_are_named_to_it() {
+        use voxline_shared::sidecar_link::TransferPerson;
+        assert_eq!(people_instruction(&[]), None);
+        let text = people_instruction(&[
+            TransferPerson {
+                user_pk: 7,
+                extension: "1001".into(),
+                display_name: Some("Alice\nSmith".into()),
+            },
+            TransferPerson {
+                user_pk: 8,
+                extension: "1002".into(),
+                display_name: None,
+            },
+        ])
+        .unwrap();
+        assert!(
+            text.contains("`extension`: 1001 (AliceSmith), 1002."),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn hold_audio_chimes_every_three_seconds_over_silence() {
+        let pcm = hold_audio(Duration::from_secs(7));
+        assert_eq!(pcm.len(), 7 * 8_000);
+        let rms = |s: &[i16]| {
+            (s.iter().map(|&x| f64::from(x).powi(2)).sum::<f64>() / s.len() as f64).sqrt()
+        };
+        for start in [0, 24_000, 48_000] {
+            assert!(
+                rms(&pcm[start..start + 4_000]) > 1_000.0,
+                "a chime at {start}"
+            );
+            assert_eq!(rms(&pcm[start + 4_000..start + 8_000]), 0.0, "then silence");
+        }
+        assert!(pcm.iter().all(|s| s.unsigned_abs() <= 3_000), "soft");
     }
 
     #[test]

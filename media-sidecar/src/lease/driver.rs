@@ -225,6 +225,9 @@ fn log_notice(n: Notice) {
         Notice::HangupForUnknownCall { call_id } => {
             info!(%call_id, "hangup for a call we do not hold")
         }
+        Notice::TransferNotRunning { call_id } => {
+            info!(%call_id, "transfer for a call not running here; ignored")
+        }
         Notice::EventsNotSaved {
             call_id,
             attempt,
@@ -409,6 +412,7 @@ fn handle_msg<C: Transport>(core: &mut LeaseClient, d: &mut Driver<C>, msg: Msg)
         }
         Msg::CallDone { call_id } => {
             d.calls.remove(&call_id);
+            d.transfers.remove(&call_id);
             d.hangups_requested.remove(&call_id);
         }
         Msg::Upload(upload) => core.queue_upload(upload),
@@ -436,6 +440,8 @@ struct Driver<C: Transport> {
     call_tasks: CallTasks,
     /// Live calls that can still be told to hang up.
     calls: HashMap<String, oneshot::Sender<HangupCause>>,
+    /// Live calls' transfer commands (issue 16).
+    transfers: HashMap<String, mpsc::Sender<crate::call_task::bridge::TransferOrder>>,
     /// Calls the edge asked to hang up (their end is `hangup_requested`, never retried).
     hangups_requested: std::collections::HashSet<String>,
     mode: CallMode,
@@ -513,12 +519,20 @@ impl<C: Transport> Driver<C> {
                 }
                 let (hang_tx, hang_rx) = oneshot::channel();
                 self.calls.insert(offer.call_id.clone(), hang_tx);
+                let (transfer_tx, transfer_rx) = mpsc::channel(crate::call_task::TRANSFER_ORDERS);
+                self.transfers.insert(offer.call_id.clone(), transfer_tx);
                 self.started += 1;
                 crate::metrics::global().call_started();
                 let call_id = offer.call_id.clone();
                 self.call_tasks.spawn(
                     call_id,
-                    run_call(*offer, self.mode.clone(), self.tx.clone(), hang_rx),
+                    run_call(
+                        *offer,
+                        self.mode.clone(),
+                        self.tx.clone(),
+                        hang_rx,
+                        transfer_rx,
+                    ),
                 );
             }
             Action::Hangup { call_id } => match self.calls.remove(&call_id) {
@@ -528,6 +542,15 @@ impl<C: Transport> Driver<C> {
                     self.hangups_requested.insert(call_id);
                 }
                 None => tracing::debug!(%call_id, "hangup for a call that already finished"),
+            },
+            Action::Transfer { call_id, order } => match self.transfers.get(&call_id) {
+                Some(t) => {
+                    tracing::info!(%call_id, transfer_id = %order.transfer_id, "transfer requested");
+                    if t.try_send(order).is_err() {
+                        tracing::warn!(%call_id, "transfer command dropped: the call is not taking commands");
+                    }
+                }
+                None => tracing::debug!(%call_id, "transfer for a call that already finished"),
             },
             Action::UploadDone(upload) => {
                 tracing::info!(call_id = %upload.manifest.call_id, attempt = upload.manifest.attempt, bytes = upload.manifest.bytes, "recording uploaded");
@@ -587,6 +610,9 @@ impl<C: Transport> Driver<C> {
                         }
                         let (hang_tx, hang_rx) = oneshot::channel();
                         self.calls.insert(offer.call_id.clone(), hang_tx);
+                        let (transfer_tx, transfer_rx) =
+                            mpsc::channel(crate::call_task::TRANSFER_ORDERS);
+                        self.transfers.insert(offer.call_id.clone(), transfer_tx);
                         self.started += 1;
                         crate::metrics::global().call_started();
                         let call_id = offer.call_id.clone();
@@ -597,6 +623,7 @@ impl<C: Transport> Driver<C> {
                                 tel.clone(),
                                 self.tx.clone(),
                                 hang_rx,
+                                transfer_rx,
                                 incoming,
                             ),
                         );
@@ -641,6 +668,11 @@ impl<C: Transport> Driver<C> {
                         }
                         let (hang_tx, hang_rx) = oneshot::channel();
                         self.calls.insert(offer.call_id.clone(), hang_tx);
+                        // The agent an overflow hands the caller to takes
+                        // the edge's transfer commands.
+                        let (transfer_tx, transfer_rx) =
+                            mpsc::channel(crate::call_task::TRANSFER_ORDERS);
+                        self.transfers.insert(offer.call_id.clone(), transfer_tx);
                         self.started += 1;
                         crate::metrics::global().call_started();
                         let call_id = offer.call_id.clone();
@@ -652,6 +684,7 @@ impl<C: Transport> Driver<C> {
                                 tel.clone(),
                                 self.tx.clone(),
                                 hang_rx,
+                                transfer_rx,
                                 incoming,
                             ),
                         );
@@ -883,6 +916,7 @@ pub async fn run<C: Transport>(
         requests: JoinSet::new(),
         call_tasks: CallTasks::default(),
         calls: HashMap::new(),
+        transfers: HashMap::new(),
         hangups_requested: Default::default(),
         mode: opts.mode.clone(),
         started: 0,
@@ -1015,6 +1049,7 @@ pub async fn run<C: Transport>(
                     handle_msg(&mut core, &mut d, msg);
                 }
                 d.hangups_requested.remove(&dead.call_id);
+                d.transfers.remove(&dead.call_id);
                 bury(&mut core, &mut d.calls, dead);
             }
             _ = tokio::time::sleep(sleep) => {}

@@ -342,6 +342,11 @@ pub enum Action {
     StartCall(Box<Offer>),
     /// End this running call; its `ended` event must carry reason `hangup_requested`.
     Hangup { call_id: String },
+    /// Transfer this running call's callee (the edge's command, issue 16).
+    Transfer {
+        call_id: String,
+        order: crate::call_task::bridge::TransferOrder,
+    },
     /// The edge stored this recording: its local files can go.
     UploadDone(Upload),
     /// Worth a log line; no action needed.
@@ -504,6 +509,12 @@ pub enum Notice {
         accepted: u32,
     },
     HangupForUnknownCall {
+        call_id: String,
+    },
+    /// A transfer command for a call that is not running here (unknown,
+    /// not started yet, or ending): dropped; the edge's transfer fails by
+    /// time (no `transferred`).
+    TransferNotRunning {
         call_id: String,
     },
     /// The [`EventStore`] failed: these events will not survive a restart.
@@ -1917,6 +1928,29 @@ impl LeaseClient {
     fn on_command(&mut self, cmd: Command) {
         let call_id = match cmd {
             Command::Hangup { call_id } => call_id,
+            Command::Transfer {
+                call_id,
+                transfer_id,
+                target,
+                mode,
+                message,
+            } => {
+                let running = self
+                    .calls
+                    .get(&call_id)
+                    .is_some_and(|c| matches!(c.state, CallState::Active { hangup_sent: false }));
+                if !running {
+                    return self.notice(Notice::TransferNotRunning { call_id });
+                }
+                let order = crate::call_task::bridge::TransferOrder {
+                    transfer_id,
+                    target,
+                    mode,
+                    message,
+                };
+                self.actions.push_back(Action::Transfer { call_id, order });
+                return;
+            }
             Command::Unknown => return self.notice(Notice::UnknownCommand),
         };
         let Some(call) = self.calls.get_mut(&call_id) else {

@@ -56,6 +56,7 @@ fn offer(n: u32, deadline_ms: u64) -> Offer {
         amd_message: None,
         tools: Vec::new(),
         connect: None,
+        transfer_people: Vec::new(),
     }
 }
 
@@ -841,6 +842,51 @@ fn hangup_for_an_unknown_call_or_unknown_command_is_only_noted() {
     assert!(!a.iter().any(|a| matches!(a, Action::Hangup { .. })));
 }
 
+fn transfer(call: &str) -> Command {
+    Command::Transfer {
+        call_id: call.into(),
+        transfer_id: "xfr_1".into(),
+        target: voxline_shared::sidecar_link::TransferTarget::Number {
+            destination: "+15550002222".into(),
+        },
+        mode: Default::default(),
+        message: None,
+    }
+}
+
+/// The edge's transfer command reaches a running call's task; one for a
+/// call not running here, or one being hung up, is only noted.
+#[test]
+fn transfer_of_a_running_call_goes_to_its_task() {
+    let mut h = H::registered(2);
+    h.start_call(1);
+    let (id, _) = h.lease();
+    h.reply(
+        id,
+        lease_resp(vec![], vec![transfer("c_1"), transfer("c_404")]),
+    );
+    let a = h.actions();
+    let transfers: Vec<_> = a
+        .iter()
+        .filter(|a| matches!(a, Action::Transfer { .. }))
+        .collect();
+    assert!(
+        matches!(&transfers[..], [Action::Transfer { call_id, order }]
+            if call_id == "c_1" && order.transfer_id == "xfr_1"),
+        "{transfers:?}"
+    );
+    assert!(notices(&a)
+        .iter()
+        .any(|n| matches!(n, Notice::TransferNotRunning { call_id } if call_id == "c_404")));
+    let (id, _) = h.lease();
+    h.reply(id, lease_resp(vec![], vec![hangup("c_1"), transfer("c_1")]));
+    let a = h.actions();
+    assert!(
+        !a.iter().any(|a| matches!(a, Action::Transfer { .. })),
+        "{a:?}"
+    );
+}
+
 #[test]
 fn hangup_while_acking_cancels_without_dialing() {
     let mut h = H::registered(2);
@@ -1217,6 +1263,7 @@ fn random_runs_keep_the_invariants() {
                         total_hangups += 1;
                     }
                     Action::Notice(_)
+                    | Action::Transfer { .. }
                     | Action::UploadDone(_)
                     | Action::SendMessage(_)
                     | Action::InboundAnswered { .. }

@@ -545,6 +545,7 @@ pub fn offer(call: &str, max_seconds: u32) -> Offer {
         amd_message: None,
         tools: Vec::new(),
         connect: None,
+        transfer_people: Vec::new(),
     }
 }
 

@@ -25,7 +25,7 @@ pub(super) fn webhook_operations() -> Value {
             | WebhookEvent::CallAnswered
             | WebhookEvent::CallCompleted
             | WebhookEvent::CallFailed => ("WebhookCallEvent", "A change of the call's status."),
-            WebhookEvent::CallTransferred => ("WebhookCallEvent", "The agent transferred the callee (its `transfer` tool, once the destination answered): the call, with `transfer` (`destination`, `method` `refer` (the trunk took the call over) or `bridge` (the sidecar relays the callee and the destination, recorded), `at_offset_ms` from the answer). The call ends later with `ended_reason` `transferred`."),
+            WebhookEvent::CallTransferred => ("WebhookCallEvent", "The agent (its `transfer` tool) or the API (`POST /v1/calls/{call_id}/transfer`) transferred the callee, once the other side answered: the call, with `transfer` (`destination`: the number, or the person's extension; `extension`: the person's, null for a number; `method` `refer` (the trunk took the call over), `bridge` (the sidecar relays the callee and the other side, recorded) or `warm` (bridged after the person heard a briefing); `mode` `blind` or `warm`; `transfer_id`: the API's `xfr_...`, null for the agent's tool; `at_offset_ms` from the answer). The call ends later with `ended_reason` `transferred`."),
             WebhookEvent::CallLeg => ("WebhookCallEvent", "A person's leg of the call (issue 16), as the sidecar reports it: the call, with `leg` (`step` `dialing`, `ringing`, `answered` or `ended`; `user_pk`, the directory person rung: the person a number routes to, a queue member, the click-to-call's person, or null for a number dialled (`destination`: a forward, the click-to-call's callee); `sip_code`, the leg's final SIP code at `ended` if it had one; `talk_ms`, how long the leg talked, 0 before `ended` or unanswered). A person who answers an inbound call is the call's from then on (their availability)."),
             WebhookEvent::CallQueue => ("WebhookCallEvent", "A step of the caller's wait in a queue (issue 16; the number routes to a queue): the call, with `queue` (`step` `entered` (answered, waiting), `announced` (their position said again), `no_answer` (a ring round nobody answered), `connected` (a member answered: the caller leaves the queue), `timed_out` (the longest wait passed: the overflow follows) or `abandoned` (the caller hung up waiting); `queue_pk`; `name`, the queue's; `position`, the caller's (1: next) at `entered` and `announced`, else null; `wait_ms`, since the caller entered)."),
             WebhookEvent::MessageSent => ("WebhookMessageEvent", "The trunk accepted an outbound text message (SIP 2xx): `status` `sent`. Not yet delivered: `message.delivered` follows if the carrier reports delivery."),
@@ -301,6 +301,28 @@ and calls this API with them as `Authorization: Bearer`. Served with a strict `C
         .ok(200, "The call was cancelled, or had already ended.", "Call")
         .ok(202, "The call is live; the hangup was requested.", "Call")
         .errors(&[E::CallNotFound])
+        .build(),
+        RouteId::TransferCall => op(
+            "transferCall",
+            "calls",
+            Auth::ApiKey,
+            "Transfer a call",
+            &format!("Hands the callee of an answered AI call (`in_progress`) to a number (`destination`, E.164) or a person of the tenant's directory (`extension`), as the agent's own `transfer` tool does (issue 16). `blind` (the default): the sidecar holding the call sends a SIP REFER where the call's trunk takes it (a number only), else it dials the other side as a second leg and bridges the two once it answers (30 s to answer). `warm`: the callee waits on hold (hold audio) while the other side is dialled; once it answers it first hears `message` (or a briefing the sidecar composes from the conversation) spoken by the sidecar's speech synthesis, then the two are connected; a sidecar without speech synthesis connects them without the briefing. A person is rung on their phone registered with the sidecar holding the call (the one registered most recently). 202 with the call, its `transfer_request` `requested`; the outcome follows: `transfer_request.status` `completed` (with `method` `refer`, `bridge` or `warm`) and the `call.transferred` webhook, or `failed` with a stable `error` (`busy`, `no_answer`, `rejected`, `user_unavailable`: no phone of that person is registered there, `transfer_failed`, `transfer_in_progress`: the agent's own transfer was under way) after which the call goes on with the agent. A transfer without an outcome within {} s no longer counts as under way. 409: `call_not_answered`, `call_ended`, `call_not_transferable` (a call ringing a person, or its sidecar unreachable), `transfer_in_progress` (one requested and not settled, or completed); 422 `unknown_extension`.", crate::model::TRANSFER_PENDING_MS / 1000),
+        )
+        .body("TransferCallRequest", true)
+        .ok(202, "The transfer was requested from the sidecar holding the call.", "Call")
+        .errors(&[
+            E::CallNotFound,
+            E::CallNotAnswered,
+            E::CallEnded,
+            E::CallNotTransferable,
+            E::TransferInProgress,
+            E::MissingField,
+            E::InvalidValue,
+            E::ValueTooLong,
+            E::InvalidPhoneNumber,
+            E::UnknownExtension,
+        ])
         .build(),
         RouteId::CreateMessage => op(
             "sendMessage",

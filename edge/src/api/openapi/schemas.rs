@@ -26,6 +26,8 @@ use voxline_shared::sidecar_link::{AmdMode, AnsweredBy, FirstSpeaker, MAX_MESSAG
 
 /// `amd`, as the API documents it (calls and agents).
 const AMD_DOC: &str = "Answering-machine detection (issue 18): `off` (the default) starts the conversation at the answer; otherwise the sidecar classifies who answered from the greeting's length and cadence, a beep and silence, within 4 s (`answered_by`, `amd_decision_ms`), and then `hangup` hangs up on a machine at once (`ended_reason` `answering_machine`), `leave_message` waits for the machine's beep (or the end of its greeting and 1.5 s of silence), speaks `amd_message` (or, without one, lets the agent speak its greeting) and hangs up, `continue` only reports. With `hangup` and `leave_message` the agent waits for the verdict before it speaks; `unknown` is treated as a person.";
+/// An agent's `transfer_extensions`, as the API documents it.
+const TRANSFER_EXTENSIONS_DOC: &str = "The extensions of the tenant's people (directory users of `kind` `person`) this agent's built-in `transfer` tool may hand a caller to (issue 16), e.g. `[\"1001\"]`: each call offers the sidecar those people (an extension nobody has, or an AI agent's, is left out) and tells the model their names and extensions; the tool reaches no other extension. Numbers (`destination`) need no listing.";
 /// `amd_message`, as the API documents it.
 const AMD_MESSAGE_DOC: &str = "With `amd: leave_message`: the words left on the machine after its beep, synthesised by the sidecar's local voice; null or absent: the agent speaks its own greeting instead.";
 
@@ -233,6 +235,7 @@ See docs/dialects.md."}),
                 ("answered_by", nullable(json!({"type": "string", "enum": AnsweredBy::ALL.map(AnsweredBy::as_str),
                     "description": "Who answered, as answering-machine detection decided: `human`, `machine`, or `unknown` (no decision within its time bound). Null when `amd` is `off` or the call was not answered."}))),
                 ("amd_decision_ms", nullable(json!({"type": "integer", "minimum": 0, "description": "From the answer to the `answered_by` decision, in milliseconds."}))),
+                ("transfer_request", nullable(with_description(schema_ref("CallTransfer"), "The last transfer asked with `POST /v1/calls/{call_id}/transfer` and how it went; null when none was."))),
             ]);
         }
         f
@@ -593,6 +596,10 @@ See docs/dialects.md."}),
         (
             "tools_secret_set",
             json!({"type": "boolean", "description": "The agent has a tools secret (minted with its first tools). The secret is shown only when minted."}),
+        ),
+        (
+            "transfer_extensions",
+            json!({"type": "array", "items": {"type": "string", "pattern": "^[0-9]{2,16}$"}, "description": TRANSFER_EXTENSIONS_DOC}),
         ),
     ];
     let mut agent_schema = record(
@@ -1205,6 +1212,76 @@ A call already queued inside the window is not stopped when the window closes.";
         &["phone"],
     ));
     add(
+        "TransferCallRequest",
+        input(
+            "Whom to hand the callee to: `destination` or `extension`, not both.",
+            vec![
+                (
+                    "destination",
+                    with_description(phone.clone(), "A number, E.164."),
+                ),
+                (
+                    "extension",
+                    json!({"type": "string", "pattern": "^[0-9]{2,16}$", "description": "The extension of a person (`kind` `person`) of the tenant's directory."}),
+                ),
+                (
+                    "mode",
+                    json!({"type": "string", "enum": ["blind", "warm"], "default": "blind",
+                    "description": "`blind`: connect as soon as the other side answers; `warm`: the callee waits on hold and the other side hears `message` first."}),
+                ),
+                (
+                    "message",
+                    json!({"type": "string", "maxLength": voxline_shared::sidecar_link::MAX_TRANSFER_MESSAGE_CHARS,
+                    "description": "`warm` only: what the person hears before they are connected (default: a briefing from the conversation)."}),
+                ),
+            ],
+            &[],
+        ),
+    );
+    add(
+        "CallTransfer",
+        record(
+            "The last transfer the API asked for, and how it went.",
+            vec![
+                ("id", id_schema("xfr")),
+                (
+                    "status",
+                    json!({"type": "string", "enum": crate::model::TransferStatus::ALL.map(crate::model::TransferStatus::as_str),
+                    "description": "`requested`: sent to the sidecar; `completed`: the callee was handed over; `failed`: it did not happen and the call went on with the agent."}),
+                ),
+                ("destination", nullable(phone.clone())),
+                ("extension", nullable(json!({"type": "string"}))),
+                ("mode", json!({"type": "string", "enum": ["blind", "warm"]})),
+                ("requested_at", timestamp()),
+                (
+                    "ended_at",
+                    nullable(with_description(
+                        timestamp(),
+                        "When it completed or failed.",
+                    )),
+                ),
+                (
+                    "method",
+                    nullable(
+                        json!({"type": "string", "enum": ["refer", "bridge", "warm"], "description": "How it completed."}),
+                    ),
+                ),
+                (
+                    "error",
+                    nullable(
+                        json!({"type": "string", "enum": voxline_shared::sidecar_link::transfer_errors::ALL, "description": "Why it failed."}),
+                    ),
+                ),
+                (
+                    "sip_code",
+                    nullable(
+                        json!({"type": "integer", "minimum": 100, "maximum": 699, "description": "The other side's final SIP answer, when it failed with one."}),
+                    ),
+                ),
+            ],
+        ),
+    );
+    add(
         "HangupRequest",
         json!({"type": "object", "maxProperties": 0, "additionalProperties": false, "properties": {},
         "description": "Optional; if a body is sent it must be the empty object `{}`."}),
@@ -1405,6 +1482,17 @@ A call already queued inside the window is not stopped when the window closes.";
                 "rotate_tools_secret",
                 opt(
                     json!({"type": "boolean", "description": "true mints a new tools secret (carried in this answer, `tools_secret`); the old one stops signing at once."}),
+                ),
+            ),
+            (
+                "transfer_extensions",
+                opt(
+                    json!({"type": "array", "maxItems": voxline_shared::sidecar_link::MAX_TRANSFER_PEOPLE, "items": {"type": "string", "pattern": "^[0-9]{2,16}$", "maxLength": 16, "example": "1001"},
+                    "description": if creating {
+                        TRANSFER_EXTENSIONS_DOC
+                    } else {
+                        "Replaces the agent's `transfer_extensions`; null or `[]` removes them."
+                    }}),
                 ),
             ),
             (

@@ -1549,6 +1549,28 @@ fn probe_request_schema(
                 "invalid_type",
                 &format!("{name}[0]"),
             );
+        } else if primary == "array" && p["items"]["pattern"].is_string() {
+            // Strings of a pattern (an agent's `transfer_extensions`): its
+            // example and the empty list taken, a string off the pattern,
+            // a non-string, too long an item and too many items refused.
+            let items = &p["items"];
+            let example = items["example"].clone();
+            accepted_field(with(name, json!([])), name);
+            accepted_field(with(name, json!([example])), name);
+            fails_with(with(name, json!(["zz_bogus"])), "invalid_value", name);
+            fails_with(with(name, json!([1])), "invalid_type", name);
+            let item_max = items["maxLength"].as_u64().unwrap() as usize;
+            fails_with(
+                with(name, json!(["1".repeat(item_max + 1)])),
+                "value_too_long",
+                name,
+            );
+            let max_items = p["maxItems"].as_u64().unwrap() as usize;
+            fails_with(
+                with(name, json!(vec![example; max_items + 1])),
+                "out_of_range",
+                name,
+            );
         } else if primary == "array" {
             let items = &p["items"];
             let values = items["enum"]
@@ -2418,6 +2440,26 @@ fn every_route_answers_as_documented() {
             q.ack("s1", &o.lease_id, true, NOW);
         }
     }
+    // Transfer: not answered (409), answered (202), asked again (409).
+    let transfer_to = |id: &str| {
+        api.send(
+            "POST",
+            &format!("/v1/calls/{id}/transfer"),
+            key,
+            Some(&json!({"destination": "+15550002222"})),
+        )
+    };
+    expect_error(transfer_to(&live), 409, "call_not_answered");
+    {
+        use crate::calls::store::CallRows;
+        let rows = api.calls.rows(&t);
+        let mut answered = rows.call(&live).unwrap().unwrap();
+        answered.status = CallStatus::InProgress;
+        rows.put_call(&answered).unwrap();
+    }
+    let asked = expect(transfer_to(&live), 202);
+    assert_eq!(asked["transfer_request"]["status"], "requested");
+    expect_error(transfer_to(&live), 409, "transfer_in_progress");
     let hung = expect(
         api.raw("POST", &format!("/v1/calls/{live}/hangup"), key, None, b""),
         202,

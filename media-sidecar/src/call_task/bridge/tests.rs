@@ -94,6 +94,7 @@ fn cfg(silence_s: u64) -> BridgeConfig {
         amd: AmdMode::Off,
         amd_message: None,
         amd_detector: AmdConfig::default(),
+        transfer_people: Vec::new(),
     }
 }
 
@@ -194,7 +195,10 @@ fn an_answered_call_with_a_transcript_ends_when_the_callee_hangs_up() {
             arguments: "{}".into(),
         },
     );
-    let output = tools::error_output("invalid_arguments", "destination (a string) is required");
+    let output = tools::error_output(
+        "invalid_arguments",
+        "destination (an E.164 number) or extension (a person's) is required",
+    );
     assert_eq!(
         drain(&mut b),
         [
@@ -1533,6 +1537,9 @@ fn without_refer_the_sidecar_bridges_a_second_leg_and_relays_audio() {
                     destination: "+15550002222".into(),
                     method: "bridge".into(),
                     at_offset_ms: 6_000,
+                    extension: None,
+                    mode: Some(TransferMode::Blind),
+                    transfer_id: None,
                 },
                 D + 8_000
             ),
@@ -1684,6 +1691,9 @@ fn a_refer_whose_notify_reports_200_ends_our_side_transferred() {
             destination: "+15550002222".into(),
             method: "refer".into(),
             at_offset_ms: 4_000,
+            extension: None,
+            mode: Some(TransferMode::Blind),
+            transfer_id: None,
         },
         D + 6_000
     )));
@@ -1770,6 +1780,461 @@ fn the_edges_hangup_while_bridged_hangs_up_both_legs() {
             Action::HangupTransferee(EndedReason::HangupRequested)
         ]
     );
+}
+
+// ------------------------------------------------- transfers the edge asks for
+
+fn order(id: &str, target: TransferTarget, mode: TransferMode) -> TransferOrder {
+    TransferOrder {
+        transfer_id: id.into(),
+        target,
+        mode,
+        message: None,
+    }
+}
+
+fn number(n: &str) -> TransferTarget {
+    TransferTarget::Number {
+        destination: n.into(),
+    }
+}
+
+fn person(pk: u64, ext: &str) -> TransferTarget {
+    TransferTarget::User {
+        user_pk: pk,
+        extension: ext.into(),
+        display_name: None,
+    }
+}
+
+/// The edge's transfer command starts the same REFER as the tool; the
+/// outcome is a `transferred` event naming the API's transfer (no tool
+/// turn, no result to the engine), and a repeated command runs once.
+#[test]
+fn the_edges_transfer_command_refers_as_the_tool_does() {
+    use crate::sip::ReferEvent;
+    let (mut b, t0) = answered(30);
+    let o = order("xfr_1", number("+15550002222"), TransferMode::Blind);
+    b.transfer_command(t0 + ms(3_000), o.clone());
+    assert_eq!(
+        drain(&mut b),
+        [Action::Refer {
+            destination: "+15550002222".into()
+        }]
+    );
+    b.transfer_command(t0 + ms(3_010), o);
+    assert_eq!(drain(&mut b), [], "the same command again is ignored");
+    b.handle_dialog_event(
+        t0 + ms(6_000),
+        DialogEvent::Refer(ReferEvent::Progress {
+            code: 200,
+            terminated: true,
+        }),
+    );
+    assert_eq!(
+        drain(&mut b),
+        [
+            Action::DetachEngine,
+            Action::FlushMedia,
+            emit(
+                EventKind::Transferred {
+                    destination: "+15550002222".into(),
+                    method: "refer".into(),
+                    at_offset_ms: 4_000,
+                    extension: None,
+                    mode: Some(TransferMode::Blind),
+                    transfer_id: Some("xfr_1".into()),
+                },
+                D + 6_000
+            ),
+            Action::Hangup(EndedReason::Transferred),
+        ]
+    );
+}
+
+/// A command for a call not up yet, or while another transfer runs, is a
+/// `transfer_failed` event with a stable code; the call goes on.
+#[test]
+fn a_transfer_command_that_cannot_run_is_a_transfer_failed_event() {
+    let (mut b, t0) = dispatched(30);
+    b.handle_dialog_event(t0 + ms(1_000), ringing());
+    drain(&mut b);
+    b.transfer_command(
+        t0 + ms(1_500),
+        order("xfr_1", number("+15550002222"), TransferMode::Blind),
+    );
+    assert_eq!(
+        drain(&mut b),
+        [emit(
+            EventKind::TransferFailed {
+                destination: "+15550002222".into(),
+                error: "transfer_failed".into(),
+                sip_code: None,
+                transfer_id: Some("xfr_1".into()),
+            },
+            D + 1_500
+        )]
+    );
+    let (mut b, t0) = transfer_asked();
+    b.transfer_command(
+        t0 + ms(3_500),
+        order("xfr_2", person(7, "1001"), TransferMode::Blind),
+    );
+    assert_eq!(
+        drain(&mut b),
+        [emit(
+            EventKind::TransferFailed {
+                destination: "1001".into(),
+                error: "transfer_in_progress".into(),
+                sip_code: None,
+                transfer_id: Some("xfr_2".into()),
+            },
+            D + 3_500
+        )]
+    );
+}
+
+/// A transfer to a person never REFERs (the trunk cannot reach a phone
+/// registered here): their phone is dialled; none registered here is
+/// `user_unavailable` and the engine keeps the callee.
+#[test]
+fn a_transfer_to_a_person_dials_their_phone_or_fails_user_unavailable() {
+    let (mut b, t0) = answered(30);
+    b.transfer_command(
+        t0 + ms(3_000),
+        order("xfr_1", person(7, "1001"), TransferMode::Blind),
+    );
+    assert_eq!(
+        drain(&mut b),
+        [Action::DialTransferee {
+            target: transfer::LegTarget::User {
+                user_pk: 7,
+                extension: "1001".into()
+            }
+        }]
+    );
+    b.transferee_unavailable(t0 + ms(3_001));
+    assert_eq!(
+        drain(&mut b),
+        [emit(
+            EventKind::TransferFailed {
+                destination: "1001".into(),
+                error: "user_unavailable".into(),
+                sip_code: None,
+                transfer_id: Some("xfr_1".into()),
+            },
+            D + 3_001
+        )]
+    );
+    b.heard(t0 + ms(3_100), speech());
+    assert!(drain(&mut b)
+        .iter()
+        .any(|a| matches!(a, Action::SendToEngine(_))));
+    // Again, and this time the phone answers: bridged, `transferred`
+    // naming the extension.
+    b.transfer_command(
+        t0 + ms(4_000),
+        order("xfr_2", person(7, "1001"), TransferMode::Blind),
+    );
+    drain(&mut b);
+    b.transferee_event(t0 + ms(6_000), DialogEvent::Answered(leg_neg()));
+    assert_eq!(drain(&mut b), [Action::StartTransfereeMedia(leg_neg())]);
+    b.transferee_media_started(t0 + ms(6_000));
+    assert_eq!(
+        drain(&mut b),
+        [
+            Action::DetachEngine,
+            Action::FlushMedia,
+            emit(
+                EventKind::Transferred {
+                    destination: "1001".into(),
+                    method: "bridge".into(),
+                    at_offset_ms: 4_000,
+                    extension: Some("1001".into()),
+                    mode: Some(TransferMode::Blind),
+                    transfer_id: Some("xfr_2".into()),
+                },
+                D + 6_000
+            ),
+        ]
+    );
+}
+
+/// The tool may name an extension, but only one the offer lists: any
+/// other is refused before anything is dialled.
+#[test]
+fn the_tool_transfers_only_to_the_people_the_offer_lists() {
+    let t0 = Instant::now();
+    let c = BridgeConfig {
+        transfer_people: vec![voxline_shared::sidecar_link::TransferPerson {
+            user_pk: 7,
+            extension: "1001".into(),
+            display_name: Some("Alice".into()),
+        }],
+        ..cfg(30)
+    };
+    let mut b = Bridge::new("c_test", c, t0, D);
+    b.handle_dialog_event(t0 + ms(1_000), ringing());
+    b.engine_started(t0 + ms(1_500));
+    b.handle_dialog_event(t0 + ms(2_000), DialogEvent::Answered(neg()));
+    b.media_started(t0 + ms(2_000));
+    drain(&mut b);
+    b.handle_engine_event(
+        t0 + ms(3_000),
+        tool_call("transfer", "x1", r#"{"extension":"1002"}"#),
+    );
+    let acts = drain(&mut b);
+    assert!(
+        matches!(&acts[..], [Action::Emit { .. }, Action::FunctionResult { output, .. }]
+            if output.contains("invalid_arguments") && output.contains("1002")),
+        "{acts:?}"
+    );
+    b.handle_engine_event(
+        t0 + ms(3_100),
+        tool_call("transfer", "x2", r#"{"extension":"1001"}"#),
+    );
+    assert_eq!(
+        drain(&mut b),
+        [Action::DialTransferee {
+            target: transfer::LegTarget::User {
+                user_pk: 7,
+                extension: "1001".into()
+            }
+        }]
+    );
+    b.transferee_unavailable(t0 + ms(3_101));
+    let acts = drain(&mut b);
+    assert!(
+        matches!(&acts[..], [Action::Emit { .. }, Action::FunctionResult { call_id, output }]
+            if call_id == "x2" && output.contains(r#""error":"user_unavailable""#)),
+        "{acts:?}"
+    );
+}
+
+/// Warm: the callee is held (hold audio; the engine neither hears nor is
+/// heard), the person is dialled without a REFER, hears the briefing once
+/// they answer, and only then are the legs bridged (`method: warm`).
+#[test]
+fn a_warm_transfer_holds_the_callee_briefs_the_person_then_bridges() {
+    let (mut b, t0) = answered(30);
+    let mut o = order("xfr_1", number("+15550002222"), TransferMode::Warm);
+    o.message = Some("A customer about order 17.".into());
+    b.transfer_command(t0 + ms(3_000), o);
+    let acts = drain(&mut b);
+    assert!(
+        matches!(&acts[..], [Action::FlushMedia, Action::PlayHold(hold), Action::DialTransferee {
+            target: transfer::LegTarget::Number(n) }] if n == "+15550002222"
+            && hold.len() == (transfer::TRANSFER_RING_TIMEOUT + transfer::HOLD_AUDIO_MARGIN).as_millis() as usize * 8),
+        "{acts:?}"
+    );
+    // On hold: the callee's words do not reach the engine, its words not the callee.
+    b.heard(t0 + ms(3_100), speech());
+    b.handle_engine_event(t0 + ms(3_200), EngineEvent::Audio(speech_ms(100)));
+    assert_eq!(drain(&mut b), []);
+    b.transferee_event(t0 + ms(5_000), DialogEvent::Answered(leg_neg()));
+    assert_eq!(drain(&mut b), [Action::StartTransfereeMedia(leg_neg())]);
+    b.transferee_media_started(t0 + ms(5_000));
+    assert_eq!(
+        drain(&mut b),
+        [Action::SynthesizeBriefing(
+            "A customer about order 17.".into()
+        )]
+    );
+    // Not bridged while the briefing plays: the callee still hears hold audio.
+    b.briefing_audio(t0 + ms(5_200), Some(speech_ms(1_000)));
+    assert_eq!(drain(&mut b), [Action::PlayToTransferee(speech_ms(1_000))]);
+    b.heard(t0 + ms(5_300), speech());
+    assert_eq!(drain(&mut b), []);
+    let bridged_at = t0 + ms(6_200) + BRIEFING_TAIL;
+    assert_eq!(b.poll_timeout(), Some(bridged_at));
+    b.handle_timeout(bridged_at - ms(1));
+    assert_eq!(drain(&mut b), []);
+    b.handle_timeout(bridged_at);
+    assert_eq!(
+        drain(&mut b),
+        [
+            Action::DetachEngine,
+            Action::FlushMedia,
+            emit(
+                EventKind::Transferred {
+                    destination: "+15550002222".into(),
+                    method: "warm".into(),
+                    at_offset_ms: 4_500,
+                    extension: None,
+                    mode: Some(TransferMode::Warm),
+                    transfer_id: Some("xfr_1".into()),
+                },
+                D + 6_500
+            ),
+        ]
+    );
+    // Bridged: audio both ways.
+    b.heard(t0 + ms(6_600), speech());
+    assert_eq!(drain(&mut b), [Action::SendToTransferee(speech())]);
+}
+
+/// Warm, and nobody answers: the hold audio stops and the callee is back
+/// with the agent (the engine hears them again); `transfer_failed`.
+#[test]
+fn a_warm_transfer_nobody_answers_gives_the_callee_back_to_the_agent() {
+    let (mut b, t0) = answered(30);
+    b.transfer_command(
+        t0 + ms(3_000),
+        order("xfr_1", person(7, "1001"), TransferMode::Warm),
+    );
+    drain(&mut b);
+    b.transferee_event(
+        t0 + ms(33_000),
+        ended(CallStatus::NoAnswer, EndedReason::NoAnswer, Some(408)),
+    );
+    assert_eq!(
+        drain(&mut b),
+        [
+            Action::FlushMedia,
+            emit(
+                EventKind::TransferFailed {
+                    destination: "1001".into(),
+                    error: "no_answer".into(),
+                    sip_code: Some(408),
+                    transfer_id: Some("xfr_1".into()),
+                },
+                D + 33_000
+            ),
+        ]
+    );
+    b.heard(t0 + ms(33_100), speech());
+    assert!(drain(&mut b)
+        .iter()
+        .any(|a| matches!(a, Action::SendToEngine(_))));
+    b.handle_engine_event(t0 + ms(33_200), EngineEvent::Audio(speech_ms(100)));
+    assert_eq!(drain(&mut b), [Action::SendToMedia(speech_ms(100))]);
+}
+
+/// Warm without speech synthesis (no local engine), or a failed one: the
+/// person is connected at once, and the briefing the sidecar composes
+/// itself quotes the engine's summary.
+#[test]
+fn a_warm_briefing_that_cannot_be_spoken_connects_at_once() {
+    let (mut b, t0) = answered(30);
+    b.handle_engine_event(
+        t0 + ms(2_500),
+        EngineEvent::Summary {
+            summary: Some("Wants to move their delivery to Friday.".into()),
+            outcome: None,
+        },
+    );
+    drain(&mut b);
+    b.transfer_command(
+        t0 + ms(3_000),
+        order("xfr_1", number("+15550002222"), TransferMode::Warm),
+    );
+    drain(&mut b);
+    b.transferee_event(t0 + ms(5_000), DialogEvent::Answered(leg_neg()));
+    b.transferee_media_started(t0 + ms(5_000));
+    assert_eq!(
+        drain(&mut b),
+        [
+            Action::StartTransfereeMedia(leg_neg()),
+            Action::SynthesizeBriefing(
+                "Transferred call. Wants to move their delivery to Friday.".into()
+            )
+        ]
+    );
+    b.briefing_audio(t0 + ms(5_100), None);
+    let acts = drain(&mut b);
+    assert!(
+        matches!(&acts[..], [Action::DetachEngine, Action::FlushMedia, Action::Emit {
+            kind: EventKind::Transferred { method, .. }, .. }] if method == "warm"),
+        "{acts:?}"
+    );
+}
+
+/// The tool may ask for a warm transfer too: the callee is held, the
+/// person briefed (the sidecar's own briefing: the callee's last words),
+/// and the engine's result, once bridged, says `warm`.
+#[test]
+fn the_tools_warm_transfer_briefs_with_the_callees_words_and_answers_warm() {
+    let (mut b, t0) = answered(30);
+    b.handle_engine_event(
+        t0 + ms(2_500),
+        EngineEvent::Transcript {
+            role: Role::Callee,
+            text: "I want to talk to billing.".into(),
+            start_ms: 100,
+            end_ms: 400,
+        },
+    );
+    drain(&mut b);
+    let args = r#"{"destination":"+15550002222","mode":"warm"}"#;
+    b.handle_engine_event(t0 + ms(3_000), tool_call("transfer", "x1", args));
+    let acts = drain(&mut b);
+    assert!(
+        matches!(
+            &acts[..],
+            [
+                Action::FlushMedia,
+                Action::PlayHold(_),
+                Action::DialTransferee { .. }
+            ]
+        ),
+        "no REFER for a warm transfer: {acts:?}"
+    );
+    b.transferee_event(t0 + ms(4_000), DialogEvent::Answered(leg_neg()));
+    b.transferee_media_started(t0 + ms(4_000));
+    assert_eq!(
+        drain(&mut b),
+        [
+            Action::StartTransfereeMedia(leg_neg()),
+            Action::SynthesizeBriefing(
+                "Transferred call. The caller said: I want to talk to billing.".into()
+            )
+        ]
+    );
+    b.briefing_audio(t0 + ms(4_100), Some(speech_ms(500)));
+    drain(&mut b);
+    b.handle_timeout(t0 + ms(4_600) + BRIEFING_TAIL);
+    let output = tools::transfer_output("+15550002222", "warm");
+    let acts = drain(&mut b);
+    assert!(
+        acts.contains(&emit(
+            EventKind::TranscriptTurn {
+                role: Role::Agent,
+                text: format!("[tool transfer {args} -> {output}]"),
+                start_ms: 1_000,
+                end_ms: 2_900,
+            },
+            D + 4_900
+        )),
+        "{acts:?}"
+    );
+    assert!(
+        !acts
+            .iter()
+            .any(|a| matches!(a, Action::FunctionResult { .. })),
+        "the engine is detached before its result: {acts:?}"
+    );
+}
+
+/// A second transfer while a warm one holds the callee is refused without
+/// touching the first: the callee stays on hold, nothing is flushed.
+#[test]
+fn a_transfer_refused_during_a_warm_one_leaves_the_callee_on_hold() {
+    let (mut b, t0) = answered(30);
+    b.transfer_command(
+        t0 + ms(3_000),
+        order("xfr_1", person(7, "1001"), TransferMode::Warm),
+    );
+    drain(&mut b);
+    b.handle_engine_event(t0 + ms(3_500), tool_call("transfer", "x1", XFER_ARGS));
+    let acts = drain(&mut b);
+    assert!(
+        matches!(&acts[..], [Action::Emit { .. }, Action::FunctionResult { output, .. }]
+            if output.contains("transfer_in_progress")),
+        "{acts:?}"
+    );
+    // Still held: the callee's words do not reach the engine.
+    b.heard(t0 + ms(3_600), speech());
+    assert_eq!(drain(&mut b), []);
 }
 
 /// A queue caller answered 2 s after dispatch and waiting 30 s: the agent
