@@ -27,6 +27,8 @@ const CALLER: &str = "+14155550111";
 const NUMBER_PERSON: &str = "+14155550103";
 /// The tenant's number routed to a queue.
 const NUMBER_QUEUE: &str = "+14155550104";
+/// Who a click-to-call calls (sipp on the trunk).
+const CALLEE: &str = "+14155550177";
 /// Terminal call statuses.
 const TERMINAL: &[&str] = &["completed", "failed", "no_answer", "busy", "cancelled"];
 /// The tenant's Voice360 account (for the availability its people show).
@@ -539,33 +541,8 @@ fn a_queue_skips_the_busy_member_bridges_the_free_one_then_overflows_to_the_agen
     // Voice360's queue events, each to an endpoint of its own.
     let v360: Vec<(&str, String)> = ["QUEUE_ENTER", "QUEUE_MEMBER_ANSWER", "QUEUE_HANGUP_TIMEOUT"]
         .into_iter()
-        .map(|event| {
-            let created = w
-                .edge
-                .admin(
-                    "POST",
-                    &format!("{tp}/webhooks"),
-                    Some(&json!({"url": w.hooks.url(&format!("v360-{event}")),
-                                 "format": "voice360", "voice360_event": event,
-                                 "retry_schedule": [1]})),
-                )
-                .expect(201);
-            (
-                event,
-                created.json["secret"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_string(),
-            )
-        })
+        .map(|event| (event, v360_endpoint(w, event)))
         .collect();
-    w.edge
-        .admin(
-            "PUT",
-            &format!("{tp}/numbers/{NUMBER_QUEUE}"),
-            Some(&json!({"status": "active", "route": {"kind": "queue", "queue_id": queue_pk}})),
-        )
-        .expect(201);
     // Alan is on another call: his phone dials a socket that never answers.
     let blackhole = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     let blackhole_port = blackhole.local_addr().unwrap().port();
@@ -689,26 +666,7 @@ fn a_queue_skips_the_busy_member_bridges_the_free_one_then_overflows_to_the_agen
     );
     // Voice360's bodies, signed with their endpoint's secret.
     for (event, secret) in &v360 {
-        let name = format!("v360-{event}");
-        let got = w
-            .hooks
-            .wait_for(&name, Duration::from_secs(30), event, |got| !got.is_empty())
-            .unwrap();
-        let body = got[0]["body"].as_str().unwrap_or_default();
-        let mut mac =
-            <hmac::Hmac<sha2::Sha256> as hmac::Mac>::new_from_slice(secret.as_bytes()).unwrap();
-        hmac::Mac::update(&mut mac, body.as_bytes());
-        let want = format!(
-            "sha256={}",
-            hex_lower(&hmac::Mac::finalize(mac).into_bytes())
-        );
-        assert_eq!(
-            got[0]["voice360_signature"],
-            want.as_str(),
-            "{event}: {body}"
-        );
-        let v: Value = serde_json::from_str(body).unwrap();
-        assert_eq!(v["event_name"], *event, "{v}");
+        let v = v360_body(w, event, secret, |_| true);
         assert_eq!(v["account_id"], V360_ACCOUNT, "{v}");
         let m = &v["metadata"];
         match *event {
@@ -740,6 +698,190 @@ fn a_queue_skips_the_busy_member_bridges_the_free_one_then_overflows_to_the_agen
     assert!(
         tone_in_some_second(after, CALLER_HZ),
         "the agent (echo) took the caller after the longest wait"
+    );
+}
+
+/// A Voice360 endpoint of the tenant for `event`, pointing at the
+/// receiver's hook `v360-<event>`: its signing secret.
+fn v360_endpoint(w: &World, event: &str) -> String {
+    let created = w
+        .edge
+        .admin(
+            "POST",
+            &format!("/admin/tenants/{}/webhooks", w.tenant.id),
+            Some(&json!({"url": w.hooks.url(&format!("v360-{event}")),
+                         "format": "voice360", "voice360_event": event,
+                         "retry_schedule": [1]})),
+        )
+        .expect(201);
+    created.json["secret"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// The first Voice360 `event` body whose metadata `pred` accepts, its
+/// `X-Voice360-Signature` checked against `secret`.
+fn v360_body(w: &World, event: &str, secret: &str, pred: impl Fn(&Value) -> bool) -> Value {
+    let name = format!("v360-{event}");
+    let parse = |r: &Value| serde_json::from_str::<Value>(r["body"].as_str().unwrap_or("")).ok();
+    let got = w
+        .hooks
+        .wait_for(&name, Duration::from_secs(30), event, |got| {
+            got.iter().filter_map(parse).any(|v| pred(&v["metadata"]))
+        })
+        .unwrap();
+    let r = got
+        .iter()
+        .find(|r| parse(r).is_some_and(|v| pred(&v["metadata"])))
+        .unwrap();
+    let body = r["body"].as_str().unwrap_or_default();
+    let mut mac =
+        <hmac::Hmac<sha2::Sha256> as hmac::Mac>::new_from_slice(secret.as_bytes()).unwrap();
+    hmac::Mac::update(&mut mac, body.as_bytes());
+    let want = format!(
+        "sha256={}",
+        hex_lower(&hmac::Mac::finalize(mac).into_bytes())
+    );
+    assert_eq!(r["voice360_signature"], want.as_str(), "{event}: {body}");
+    let v: Value = serde_json::from_str(body).unwrap();
+    assert_eq!(v["event_name"], event, "{v}");
+    v
+}
+
+/// Click-to-call (issue 16's done-when): Voice360's `POST /call/outbound`
+/// from a person's extension rings their baresip phone, which answers;
+/// the sidecar then dials the number through the trunk (sipp), and the
+/// two hear each other through it, recorded both sides (the callee on
+/// the right, the person on the left). The person hangs up (their WAV
+/// ends). `USER_DIAL` and `USER_HANGUP` arrive signed.
+fn a_click_to_call_from_an_extension_rings_the_phone_then_bridges_the_callee(w: &World) {
+    let tp = format!("/admin/tenants/{}", w.tenant.id);
+    w.edge
+        .admin(
+            "PATCH",
+            &tp,
+            Some(&json!({"voice360_account": V360_ACCOUNT})),
+        )
+        .expect(200);
+    let dev_key = w
+        .edge
+        .admin(
+            "POST",
+            &format!("{tp}/voice360-keys"),
+            Some(&json!({"kind": "developer"})),
+        )
+        .expect(201)
+        .json["key"]
+        .as_str()
+        .expect("key")
+        .to_string();
+    let dial_secret = v360_endpoint(w, "USER_DIAL");
+    let hangup_secret = v360_endpoint(w, "USER_HANGUP");
+    let carl = person(w, "1006", "Carl");
+    let wav = tone_wav(w, "carl", PHONE_HZ, 8);
+    let _desk = phone(w, "carl-desk", &carl, PhoneBehaviour::Answers(&wav));
+
+    // The callee: sipp on the trunk answers and talks until our BYE.
+    let pcap = w.dir.join("callee.pcap");
+    write_pcap(&pcap, &tone(8000, &[(CALLER_HZ, 8000.0)], 8000 * 30)).unwrap();
+    let template =
+        std::fs::read_to_string(repo_root().join("media-sidecar/tests/sipp/uas_amd_pcap.xml"))
+            .unwrap();
+    let sf = w.dir.join("uas_callee_pcap.xml");
+    std::fs::write(&sf, template.replace("PCAP_FILE", pcap.to_str().unwrap())).unwrap();
+    let log = std::fs::File::create(w.dir.join("sipp-callee.log")).unwrap();
+    let mut callee = ChildGuard(
+        Command::new(SIPP.require())
+            .args(["-sf", sf.to_str().unwrap()])
+            .args(["-i", "127.0.0.1", "-p", &w.trunk_port.to_string()])
+            .args(["-m", "1", "-nostdin", "-timeout", "60s", "-timeout_error"])
+            .args(["-trace_msg"])
+            .current_dir(&w.dir)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("sipp"),
+    );
+    std::thread::sleep(Duration::from_millis(300));
+
+    let r = w
+        .edge
+        .request(
+            "POST",
+            &format!("/v3/voice/{V360_ACCOUNT}/call/outbound"),
+            &[
+                ("x-api-key", dev_key.as_str()),
+                ("content-type", "application/json"),
+            ],
+            Some(
+                json!({"from": "1006", "to": CALLEE, "recording": true})
+                    .to_string()
+                    .as_bytes(),
+            ),
+        )
+        .expect("call/outbound");
+    assert_eq!(r.status, 200, "{}", r.text);
+    let id = r.json["result"]["call_id"]
+        .as_str()
+        .expect("call_id")
+        .to_string();
+    let call = w
+        .edge
+        .wait_call_status(&w.tenant.key, &id, TERMINAL, Duration::from_secs(40));
+    assert_eq!(
+        (
+            call["status"].as_str(),
+            call["ended_reason"].as_str(),
+            call["phone"].as_str(),
+            call["agent_id"].as_str()
+        ),
+        (
+            Some("completed"),
+            Some("agent_hangup"),
+            Some(CALLEE),
+            Some("")
+        ),
+        "the person hung up: {call}"
+    );
+    let status = callee
+        .wait_exit(Duration::from_secs(20))
+        .expect("sipp ends");
+    assert!(
+        status.success(),
+        "sipp callee: {status} {}",
+        log_tails(&w.dir, 40)
+    );
+    let (left, right) = recording_channels(w, &id);
+    assert!(
+        tone_in_some_second(&right, CALLER_HZ),
+        "the callee is on the right"
+    );
+    assert!(
+        tone_in_some_second(&left, PHONE_HZ),
+        "the person is on the left"
+    );
+
+    let dial = v360_body(w, "USER_DIAL", &dial_secret, |m| {
+        m["uniqueid"] == id.as_str()
+    });
+    assert_eq!(
+        (
+            &dial["metadata"]["dialed_number"],
+            &dial["metadata"]["from_user_id"]
+        ),
+        (&json!(CALLEE), &json!(carl.0.to_string())),
+        "{dial}"
+    );
+    let hangup = v360_body(w, "USER_HANGUP", &hangup_secret, |m| {
+        m["uniqueid"] == id.as_str()
+    });
+    assert!(
+        hangup["metadata"]["duration"]
+            .as_u64()
+            .is_some_and(|d| d >= 3),
+        "{hangup}"
     );
 }
 
@@ -822,6 +964,10 @@ fn main() -> std::process::ExitCode {
             (
                 "a_queue_skips_the_busy_member_bridges_the_free_one_then_overflows_to_the_agent",
                 a_queue_skips_the_busy_member_bridges_the_free_one_then_overflows_to_the_agent,
+            ),
+            (
+                "a_click_to_call_from_an_extension_rings_the_phone_then_bridges_the_callee",
+                a_click_to_call_from_an_extension_rings_the_phone_then_bridges_the_callee,
             ),
         ],
     )
