@@ -783,28 +783,7 @@ fn a_click_to_call_from_an_extension_rings_the_phone_then_bridges_the_callee(w: 
     let _desk = phone(w, "carl-desk", &carl, PhoneBehaviour::Answers(&wav));
 
     // The callee: sipp on the trunk answers and talks until our BYE.
-    let pcap = w.dir.join("callee.pcap");
-    write_pcap(&pcap, &tone(8000, &[(CALLER_HZ, 8000.0)], 8000 * 30)).unwrap();
-    let template =
-        std::fs::read_to_string(repo_root().join("media-sidecar/tests/sipp/uas_amd_pcap.xml"))
-            .unwrap();
-    let sf = w.dir.join("uas_callee_pcap.xml");
-    std::fs::write(&sf, template.replace("PCAP_FILE", pcap.to_str().unwrap())).unwrap();
-    let log = std::fs::File::create(w.dir.join("sipp-callee.log")).unwrap();
-    let mut callee = ChildGuard(
-        Command::new(SIPP.require())
-            .args(["-sf", sf.to_str().unwrap()])
-            .args(["-i", "127.0.0.1", "-p", &w.trunk_port.to_string()])
-            .args(["-m", "1", "-nostdin", "-timeout", "60s", "-timeout_error"])
-            .args(["-trace_msg"])
-            .current_dir(&w.dir)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("sipp"),
-    );
-    std::thread::sleep(Duration::from_millis(300));
+    let mut callee = callee_on_trunk(w, "c2c-callee");
 
     let r = w
         .edge
@@ -882,6 +861,162 @@ fn a_click_to_call_from_an_extension_rings_the_phone_then_bridges_the_callee(w: 
             .as_u64()
             .is_some_and(|d| d >= 3),
         "{hangup}"
+    );
+}
+
+/// sipp on the trunk as a callee that answers, says a [`CALLER_HZ`] tone
+/// and waits for our BYE (at most `within`).
+fn callee_on_trunk(w: &World, name: &str) -> ChildGuard {
+    let pcap = w.dir.join("callee.pcap");
+    if !pcap.is_file() {
+        write_pcap(&pcap, &tone(8000, &[(CALLER_HZ, 8000.0)], 8000 * 30)).unwrap();
+    }
+    let template =
+        std::fs::read_to_string(repo_root().join("media-sidecar/tests/sipp/uas_amd_pcap.xml"))
+            .unwrap();
+    let sf = w.dir.join("uas_callee_pcap.xml");
+    std::fs::write(&sf, template.replace("PCAP_FILE", pcap.to_str().unwrap())).unwrap();
+    let log = std::fs::File::create(w.dir.join(format!("sipp-{name}.log"))).unwrap();
+    let guard = ChildGuard(
+        Command::new(SIPP.require())
+            .args(["-sf", sf.to_str().unwrap()])
+            .args(["-i", "127.0.0.1", "-p", &w.trunk_port.to_string()])
+            .args(["-m", "1", "-nostdin", "-timeout", "60s", "-timeout_error"])
+            .args(["-trace_msg"])
+            .current_dir(&w.dir)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("sipp"),
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    guard
+}
+
+/// A transfer from the AI to a person (issue 16's done-when): an agent's
+/// call to sipp is answered; `POST /v1/calls/{id}/transfer` names Dana's
+/// extension; the sidecar rings her registered baresip phone, which
+/// answers, and bridges her to the callee (the engine detached). The call
+/// ends `transferred` when she hangs up; `call.transferred` names her
+/// extension; the recording holds the callee and, after the transfer, her.
+fn an_api_transfer_hands_the_callee_from_the_agent_to_a_persons_phone(w: &World) {
+    let dana = person(w, "1007", "Dana");
+    let wav = tone_wav(w, "dana", PHONE_HZ, 6);
+    let _desk = phone(w, "dana-desk", &dana, PhoneBehaviour::Answers(&wav));
+    let mut callee = callee_on_trunk(w, "transfer-callee");
+    let created = w
+        .edge
+        .call(
+            "POST",
+            "/v1/calls",
+            &w.tenant.key,
+            Some(&json!({"phone": CALLEE, "agent_id": w.tenant.agent_id, "record": true})),
+        )
+        .expect(201)
+        .json;
+    let id = created["id"].as_str().expect("id").to_string();
+    let path = format!("/v1/calls/{id}/transfer");
+    w.edge.wait_call_status(
+        &w.tenant.key,
+        &id,
+        &["in_progress"],
+        Duration::from_secs(20),
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    let asked = w
+        .edge
+        .call(
+            "POST",
+            &path,
+            &w.tenant.key,
+            Some(&json!({"extension": "1007"})),
+        )
+        .expect(202)
+        .json;
+    assert_eq!(asked["transfer_request"]["status"], "requested", "{asked}");
+    let xfr = asked["transfer_request"]["id"]
+        .as_str()
+        .expect("xfr")
+        .to_string();
+    w.edge
+        .call(
+            "POST",
+            &path,
+            &w.tenant.key,
+            Some(&json!({"extension": "1007"})),
+        )
+        .expect_error(409, "transfer_in_progress");
+
+    let call = w
+        .edge
+        .wait_call_status(&w.tenant.key, &id, TERMINAL, Duration::from_secs(40));
+    assert_eq!(
+        (call["status"].as_str(), call["ended_reason"].as_str()),
+        (Some("completed"), Some("transferred")),
+        "{call}"
+    );
+    assert_eq!(
+        (
+            call["transfer_request"]["status"].as_str(),
+            call["transfer_request"]["method"].as_str()
+        ),
+        (Some("completed"), Some("bridge")),
+        "{call}"
+    );
+    let status = callee
+        .wait_exit(Duration::from_secs(20))
+        .expect("sipp ends");
+    assert!(
+        status.success(),
+        "sipp callee: {status} {}",
+        log_tails(&w.dir, 40)
+    );
+    w.edge
+        .call(
+            "POST",
+            &path,
+            &w.tenant.key,
+            Some(&json!({"extension": "1007"})),
+        )
+        .expect_error(409, "call_ended");
+
+    let got = w
+        .hooks
+        .wait_for(
+            "inbound",
+            Duration::from_secs(30),
+            "call.transferred",
+            |got| {
+                got.iter()
+                    .map(WebhookReceiver::event)
+                    .any(|e| e["type"] == "call.transferred" && e["data"]["id"] == id.as_str())
+            },
+        )
+        .unwrap();
+    let transferred = got
+        .iter()
+        .map(WebhookReceiver::event)
+        .find(|e| e["type"] == "call.transferred" && e["data"]["id"] == id.as_str())
+        .unwrap();
+    let t = &transferred["data"]["transfer"];
+    assert_eq!(
+        (
+            t["extension"].as_str(),
+            t["method"].as_str(),
+            t["transfer_id"].as_str()
+        ),
+        (Some("1007"), Some("bridge"), Some(xfr.as_str())),
+        "{transferred}"
+    );
+    let (left, right) = recording_channels(w, &id);
+    assert!(
+        tone_in_some_second(&right, CALLER_HZ),
+        "the callee is on the right"
+    );
+    assert!(
+        tone_in_some_second(&left, PHONE_HZ),
+        "after the transfer the callee hears Dana (left)"
     );
 }
 
@@ -968,6 +1103,10 @@ fn main() -> std::process::ExitCode {
             (
                 "a_click_to_call_from_an_extension_rings_the_phone_then_bridges_the_callee",
                 a_click_to_call_from_an_extension_rings_the_phone_then_bridges_the_callee,
+            ),
+            (
+                "an_api_transfer_hands_the_callee_from_the_agent_to_a_persons_phone",
+                an_api_transfer_hands_the_callee_from_the_agent_to_a_persons_phone,
             ),
         ],
     )
