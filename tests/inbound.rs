@@ -543,6 +543,13 @@ fn a_queue_skips_the_busy_member_bridges_the_free_one_then_overflows_to_the_agen
         .into_iter()
         .map(|event| (event, v360_endpoint(w, event)))
         .collect();
+    w.edge
+        .admin(
+            "PUT",
+            &format!("{tp}/numbers/{NUMBER_QUEUE}"),
+            Some(&json!({"status": "active", "route": {"kind": "queue", "queue_id": queue_pk}})),
+        )
+        .expect(201);
     // Alan is on another call: his phone dials a socket that never answers.
     let blackhole = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     let blackhole_port = blackhole.local_addr().unwrap().port();
