@@ -23,6 +23,10 @@ use voxline_testkit::*;
 /// The tenant's number the scenario calls, and the caller it calls from.
 const NUMBER: &str = "+14155550100";
 const CALLER: &str = "+14155550111";
+/// The tenant's number that rings a person.
+const NUMBER_PERSON: &str = "+14155550103";
+/// Terminal call statuses.
+const TERMINAL: &[&str] = &["completed", "failed", "no_answer", "busy", "cancelled"];
 /// The tenant's Voice360 account (for the availability its people show).
 const V360_ACCOUNT: &str = "inbound16";
 
@@ -256,6 +260,236 @@ fn a_persons_phone_registers_and_makes_them_available(w: &World) {
     assert_eq!(availability(w)[0]["devices_registered"], false);
 }
 
+/// A person of the tenant (Voice360's user) with a SIP password: their
+/// `pk`, SIP username and password.
+fn person(w: &World, extension: &str, first_name: &str) -> (u64, String, String) {
+    let tp = format!("/admin/tenants/{}", w.tenant.id);
+    let user = w
+        .edge
+        .admin(
+            "POST",
+            &format!("{tp}/directory/users"),
+            Some(&json!({"extension": extension, "first_name": first_name})),
+        )
+        .expect(201)
+        .json;
+    let pk = user["pk"].as_u64().expect("pk");
+    let sip = w
+        .edge
+        .admin(
+            "POST",
+            &format!("{tp}/directory/users/{pk}/sip-password"),
+            None,
+        )
+        .expect(201)
+        .json["sip"]
+        .clone();
+    (
+        pk,
+        sip["username"].as_str().expect("username").to_string(),
+        sip["password"].as_str().expect("password").to_string(),
+    )
+}
+
+/// A person's phone (baresip) registered with the sidecar, answering at
+/// once (`auto_answer`, saying `wav`) or ringing until cancelled; returns
+/// once the edge lists its registration.
+fn phone(
+    w: &World,
+    name: &str,
+    (pk, username, password): &(u64, String, String),
+    wav: &std::path::Path,
+    auto_answer: bool,
+) -> ChildGuard {
+    let registrar = format!("127.0.0.1:{}", w.sip_port);
+    let guard = start_registering_phone(
+        &w.dir,
+        name,
+        username,
+        &registrar,
+        password,
+        wav,
+        auto_answer,
+        60,
+    )
+    .expect("baresip");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while registrations(w, *pk).is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "{name}: no registration: {}",
+            log_tails(&w.dir, 30)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    guard
+}
+
+/// 8 kHz mono WAV of a `hz` tone lasting `secs`, in the suite's directory.
+fn tone_wav(w: &World, name: &str, hz: f64, secs: usize) -> PathBuf {
+    let path = w.dir.join(format!("{name}.wav"));
+    write_wav(&path, 8000, &tone(8000, &[(hz, 8000.0)], 8000 * secs)).unwrap();
+    path
+}
+
+/// The caller's tone (sipp's RTP) and a person's phone's (baresip's WAV).
+const CALLER_HZ: f64 = 700.0;
+const PHONE_HZ: f64 = 440.0;
+
+/// sipp as the trunk calling `number` and talking (a [`CALLER_HZ`] tone)
+/// for `talk_ms` once answered, then hanging up; its exit status.
+fn call_in_talking(w: &World, number: &str, talk_ms: u32) -> std::process::ExitStatus {
+    let pcap = w.dir.join("caller.pcap");
+    if !pcap.is_file() {
+        write_pcap(&pcap, &tone(8000, &[(CALLER_HZ, 8000.0)], 8000 * 30)).unwrap();
+    }
+    let template =
+        std::fs::read_to_string(repo_root().join("tests/sipp/uac_inbound_pcap.xml")).unwrap();
+    let sf = w.dir.join(format!("uac_inbound_pcap_{talk_ms}.xml"));
+    std::fs::write(
+        &sf,
+        template
+            .replace("PCAP_FILE", pcap.to_str().unwrap())
+            .replace("HOLD_MS", &talk_ms.to_string()),
+    )
+    .unwrap();
+    let log = std::fs::File::create(w.dir.join(format!("sipp-{number}.log"))).unwrap();
+    let mut child = ChildGuard(
+        Command::new(SIPP.require())
+            .args(["-sf", sf.to_str().unwrap()])
+            .arg(format!("127.0.0.1:{}", w.sip_port))
+            .args(["-s", number])
+            .args(["-i", "127.0.0.1", "-p", &w.trunk_port.to_string()])
+            .args(["-m", "1", "-nostdin", "-timeout", "90s", "-timeout_error"])
+            .args(["-trace_msg"])
+            .current_dir(&w.dir)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("sipp"),
+    );
+    child
+        .wait_exit(Duration::from_secs(100))
+        .expect("sipp finishes its scenario")
+}
+
+/// The newest inbound call (the listing's rows are summaries), checked to
+/// be to `number`: its whole record.
+fn newest_call_to(w: &World, number: &str) -> Value {
+    let newest = inbound_calls(w)
+        .into_iter()
+        .max_by(|a, b| a["created_at"].as_str().cmp(&b["created_at"].as_str()))
+        .expect("an inbound call");
+    let id = newest["id"].as_str().expect("id");
+    let call = w
+        .edge
+        .call("GET", &format!("/v1/calls/{id}"), &w.tenant.key, None)
+        .expect(200)
+        .json;
+    assert_eq!(call["caller_number"], number, "{call}");
+    call
+}
+
+/// A call's stereo recording through the API: (left, right) channels.
+fn recording_channels(w: &World, id: &str) -> (Vec<i16>, Vec<i16>) {
+    let wav = w
+        .edge
+        .wait_recording(&w.tenant.key, id, Duration::from_secs(20));
+    let mut reader = hound::WavReader::new(std::io::Cursor::new(&wav)).expect("a WAV file");
+    assert_eq!(reader.spec().channels, 2);
+    let samples: Vec<i16> = reader.samples::<i16>().map(|s| s.unwrap()).collect();
+    let left = samples.iter().step_by(2).copied().collect();
+    let right = samples.iter().skip(1).step_by(2).copied().collect();
+    (left, right)
+}
+
+/// Whether `pcm` (8 kHz) carries a `hz` tone.
+fn has_tone(pcm: &[i16], hz: f64) -> bool {
+    amp_at(pcm, 8000, hz) > 500.0
+}
+
+/// A number routed to a person rings their registered phone; it answers,
+/// and the caller and the person hear each other through the sidecar,
+/// which records both (the caller right, the person left).
+fn a_call_to_a_persons_number_rings_their_phone_and_bridges(w: &World) {
+    let grace = person(w, "1003", "Grace");
+    w.edge
+        .admin(
+            "PUT",
+            &format!("/admin/tenants/{}/numbers/{NUMBER_PERSON}", w.tenant.id),
+            Some(&json!({"status": "active", "route": {"kind": "user", "user_id": grace.0}})),
+        )
+        .expect(201);
+    let wav = tone_wav(w, "grace", PHONE_HZ, 30);
+    let _desk = phone(w, "grace-desk", &grace, &wav, true);
+    let status = call_in_talking(w, NUMBER_PERSON, 4000);
+    assert!(status.success(), "sipp: {status} {}", log_tails(&w.dir, 40));
+    let id = newest_call_to(w, NUMBER_PERSON)["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    let call = w
+        .edge
+        .wait_call_status(&w.tenant.key, &id, TERMINAL, Duration::from_secs(30));
+    assert_eq!(
+        (
+            call["status"].as_str(),
+            call["ended_reason"].as_str(),
+            call["phone"].as_str()
+        ),
+        (Some("completed"), Some("callee_hangup"), Some(CALLER)),
+        "{call}"
+    );
+    assert!(call["answered_at"].is_string(), "{call}");
+    // The phone's leg, step by step, as signed `call.leg` webhooks.
+    let steps = |got: &[Value]| -> Vec<(String, Value)> {
+        got.iter()
+            .map(WebhookReceiver::event)
+            .filter(|e| e["type"] == "call.leg" && e["data"]["id"] == id.as_str())
+            .map(|e| {
+                (
+                    e["data"]["leg"]["step"].as_str().unwrap_or("").to_string(),
+                    e["data"]["leg"]["user_pk"].clone(),
+                )
+            })
+            .collect()
+    };
+    let got = w
+        .hooks
+        .wait_for(
+            "inbound",
+            Duration::from_secs(30),
+            "call.leg ended",
+            |got| steps(got).iter().any(|(s, _)| s == "ended"),
+        )
+        .unwrap();
+    assert!(got.iter().all(|r| r["verified"] == true), "{got:?}");
+    let legs = steps(&got);
+    for step in ["dialing", "answered", "ended"] {
+        assert!(
+            legs.contains(&(step.to_string(), json!(grace.0))),
+            "no {step} leg of person {}: {legs:?}",
+            grace.0
+        );
+    }
+    let (left, right) = recording_channels(w, &id);
+    let (l, r) = (
+        &left[8000..left.len().min(8000 * 4)],
+        &right[8000..right.len().min(8000 * 4)],
+    );
+    assert!(has_tone(r, CALLER_HZ), "the caller is on the right channel");
+    assert!(has_tone(l, PHONE_HZ), "the person is on the left channel");
+    // And the phone itself heard the caller.
+    let heard = std::fs::read_dir(w.dir.join("baresip-grace-desk/dumps"))
+        .unwrap()
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| p.to_string_lossy().ends_with("-dec.wav"))
+        .expect("baresip's dump of what it heard");
+    let (_, pcm) = read_wav(&heard).unwrap();
+    assert!(has_tone(&pcm, CALLER_HZ), "the phone heard the caller");
+}
+
 fn a_number_nobody_holds_is_refused_404(w: &World) {
     let before = inbound_calls(w).len();
     let status = call_in(w, "uac_inbound_call_404.xml");
@@ -327,6 +561,10 @@ fn main() -> std::process::ExitCode {
             (
                 "a_persons_phone_registers_and_makes_them_available",
                 a_persons_phone_registers_and_makes_them_available,
+            ),
+            (
+                "a_call_to_a_persons_number_rings_their_phone_and_bridges",
+                a_call_to_a_persons_number_rings_their_phone_and_bridges,
             ),
         ],
     )

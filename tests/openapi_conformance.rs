@@ -967,12 +967,31 @@ fn admin_directory(c: &Ctx) {
         409,
         "extension_taken",
     );
-    c.admin(
-        "PUT",
-        &format!("{dp}/queues/1"),
-        Some(json!({"name": "Sales", "extension": "8001", "members": [1, second_pk]})),
-    )
-    .expect(200);
+    let sales = c
+        .admin(
+            "PUT",
+            &format!("{dp}/queues/1"),
+            Some(json!({"name": "Sales", "extension": "8001", "members": [1, second_pk],
+                "max_wait_seconds": 90, "announce_every_seconds": 20, "overflow": {"kind": "voicemail"}})),
+        )
+        .expect(200);
+    assert_eq!(sales.json["overflow"], json!({"kind": "voicemail"}));
+    // A queue's agent overflow is one of the tenant's agents (issue 16).
+    for (method, path) in [
+        ("POST", format!("{dp}/queues")),
+        ("PUT", format!("{dp}/queues/1")),
+    ] {
+        code(
+            c.admin(
+                method,
+                &path,
+                Some(json!({"name": "Q", "extension": "8010",
+                    "overflow": {"kind": "agent", "agent_id": "agt_00000000000000000000"}})),
+            ),
+            422,
+            "unknown_agent",
+        );
+    }
     code(
         c.admin(
             "PUT",
@@ -1412,6 +1431,47 @@ fn calls_create(c: &Ctx) {
         ),
         422,
         "unknown_agent",
+    );
+    // Click-to-call (issue 16): the world's person John is at 1001.
+    let c2c = c
+        .call(
+            "POST",
+            "/v1/calls",
+            &w.key,
+            Some(&json!({"phone": "+14155550166", "from_extension": "1001"})),
+        )
+        .expect(201);
+    assert_eq!(c2c.json["agent_id"], "");
+    assert_eq!(c2c.json["caller_name"], "John");
+    code(
+        c.call(
+            "POST",
+            "/v1/calls",
+            &w.key,
+            Some(&json!({"phone": "+14155550166", "from_extension": "1001"})),
+        ),
+        409,
+        "call_in_progress",
+    );
+    code(
+        c.call(
+            "POST",
+            "/v1/calls",
+            &w.key,
+            Some(&json!({"phone": PHONE, "from_extension": "4321"})),
+        ),
+        422,
+        "unknown_extension",
+    );
+    code(
+        c.call(
+            "POST",
+            "/v1/calls",
+            &w.key,
+            Some(&json!({"phone": PHONE, "from_extension": "1001", "voice": "alloy"})),
+        ),
+        422,
+        "invalid_value",
     );
     code(
         c.call("POST", "/v1/calls", &w.key, Some(&json!({}))),

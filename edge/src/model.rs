@@ -640,6 +640,27 @@ pub struct CallRecord {
     /// whose phones it rings; its `agent_id` is then empty (no AI answers).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rings_user: Option<u64>,
+    /// An inbound call put in a queue (issue 16): which (not in the public
+    /// JSON; its availability's `active_calls`, its Voice360 events).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue: Option<CallQueue>,
+    /// The person whose leg answered an inbound call (the one rung, a queue
+    /// member; issue 16), from the sidecar's `leg` event (not in the public
+    /// JSON; their availability, Voice360's `to_user_id`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub answered_user: Option<u64>,
+}
+
+/// The queue an inbound call waits in, as the call keeps it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CallQueue {
+    pub pk: u64,
+    /// Its `name` (the friendly one: Voice360's `queue_name`).
+    pub name: String,
+    /// The caller has left the queue (connected to a member, timed out or
+    /// hung up), as the sidecar's `queue` events said: no longer waiting.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub left: bool,
 }
 
 /// A call's `metadata`: the client's JSON object as text, exactly as given
@@ -808,6 +829,8 @@ impl CallRecord {
             &[
                 "placed_with",
                 "from_user",
+                "queue",
+                "answered_user",
                 "campaign_row",
                 "first_speaker",
                 "analysis_plan",
@@ -815,6 +838,15 @@ impl CallRecord {
             &["caller_number", "campaign_id", "analysis"],
             self.metadata.as_ref(),
         )
+    }
+
+    /// Whether directory person `user_pk` is on this call (a live one):
+    /// they placed it (click-to-call, or from their extension), their leg
+    /// answered it, or it rings them now.
+    pub fn has_user(&self, user_pk: u64) -> bool {
+        self.from_user == Some(user_pk)
+            || self.answered_user == Some(user_pk)
+            || (self.rings_user == Some(user_pk) && self.answered_user.is_none())
     }
 
     /// A listing row: what `GET /v1/calls` shows of each call.
@@ -877,6 +909,8 @@ pub fn test_call(status: CallStatus) -> CallRecord {
         answered_by: None,
         amd_decision_ms: None,
         rings_user: None,
+        queue: None,
+        answered_user: None,
     }
 }
 

@@ -70,6 +70,21 @@ pub enum Change {
         method: String,
         at_offset_ms: u64,
     },
+    /// A person's leg of the call (issue 16): `call.leg`.
+    Leg {
+        step: voxline_shared::sidecar_link::LegStep,
+        user_pk: Option<u64>,
+        destination: Option<String>,
+        sip_code: Option<u16>,
+        talk_ms: u64,
+    },
+    /// The caller's wait in a queue (issue 16): `call.queue`.
+    Queue {
+        step: voxline_shared::sidecar_link::QueueStep,
+        queue_pk: u64,
+        position: Option<u32>,
+        wait_ms: u64,
+    },
 }
 
 /// An engine's analysis as the edge keeps it: marked `engine`, its summary

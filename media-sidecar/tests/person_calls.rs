@@ -676,9 +676,9 @@ async fn voicemail_answers_beeps_and_records_the_callers_message() {
 }
 
 /// Click-to-call: the person's phone rings first (auto-answers), then the
-/// destination is dialled through the trunk (sipp answers, talks 4 s and
-/// hangs up); the legs are bridged and recorded (destination right,
-/// person left).
+/// destination is dialled through the trunk (sipp rings 3 s, the person
+/// hearing ringback, answers, talks 4 s and hangs up); the legs are
+/// bridged and recorded (destination right, person left).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn click_to_call_rings_the_person_then_dials_and_bridges_the_destination() {
     let rig = Rig::start("person-click", (50_500, 50_599)).await;
@@ -690,8 +690,9 @@ async fn click_to_call_rings_the_person_then_dials_and_bridges_the_destination()
         "dest.csv",
         &[format!("{};0;PCMU;bye;", dest.local_addr().unwrap().port())],
     );
+    // The destination rings 3 s: the person hears ringback meanwhile.
     let uas = Sipp::start(
-        "uas_bridge",
+        "uas_bridge_ring3s",
         rig.out_port,
         &["-inf", uas_inf.to_str().unwrap(), "-trace_msg"],
     )
@@ -706,7 +707,7 @@ async fn click_to_call_rings_the_person_then_dials_and_bridges_the_destination()
         user: ring(10, None, false),
     });
     rig.edge.offer(offer);
-    let dest_heard = tone_leg(dest, CALLER_HZ, PERSON_HZ, Duration::from_secs(8)).await;
+    let dest_heard = tone_leg(dest, CALLER_HZ, PERSON_HZ, Duration::from_secs(12)).await;
     let uas_dir = uas.success().await;
     assert_eq!(
         rig.ended("c_click1").await,
@@ -749,6 +750,24 @@ async fn click_to_call_rings_the_person_then_dials_and_bridges_the_destination()
         sent.contains("INVITE sip:+15550003333@") && sent.contains("From: <sip:+15550004444@"),
         "the destination or caller ID is wrong:\n{sent}"
     );
+    // Ringback (440 + 480 Hz) reached the person's phone while it rang.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let phone = phone_heard(&rig.dir, "answers");
+    let ringback = phone
+        .chunks_exact(160)
+        .filter(|f| {
+            voxline_testkit::amp_at(f, 8_000, 440.0) > 1_000.0
+                && voxline_testkit::amp_at(f, 8_000, 480.0) > 1_000.0
+        })
+        .count();
+    assert!(
+        ringback >= 50,
+        "the person heard {ringback} frames of ringback"
+    );
+    assert!(
+        frames_with_tone(&phone, CALLER_HZ) >= 50,
+        "the person did not hear the destination"
+    );
     let (left, right) = recording_channels(&rig.recordings, "c_click1").await;
     assert!(
         frames_with_tone(&right, CALLER_HZ) >= 50,
@@ -779,5 +798,280 @@ async fn click_to_call_without_a_registered_phone_ends_no_answer_480() {
         (CallStatus::NoAnswer, EndedReason::NoAnswer, Some(480))
     );
     assert!(rig.legs("c_click2").is_empty());
+    rig.stop().await;
+}
+
+/// The person hangs up first (their phone's file ends after 4 s): the
+/// caller gets our BYE and the call ends `completed` / `agent_hangup`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_person_hanging_up_ends_the_call_agent_hangup() {
+    let rig = Rig::start("person-hangs-up", (50_700, 50_799)).await;
+    let _answers = rig.phone("answers", true, 4);
+    rig.bound(1).await;
+    rig.edge.decide_inbound(InboundDecision::RingUser {
+        offer: Box::new(inbound_offer("c_person5", false)),
+        ring: ring(10, None, false),
+    });
+    let caller = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let inf = inf(
+        &rig.dir,
+        "caller.csv",
+        &[format!("{};", caller.local_addr().unwrap().port())],
+    );
+    let target = format!("127.0.0.1:{}", rig.sip_port);
+    let sipp = Sipp::start(
+        "uac_person_call_bye",
+        rig.in_port,
+        &[target.as_str(), "-inf", inf.to_str().unwrap()],
+    )
+    .await;
+    let heard = tone_leg(caller, CALLER_HZ, PERSON_HZ, Duration::from_secs(6)).await;
+    sipp.success().await;
+    assert_eq!(
+        rig.ended("c_person5").await,
+        (CallStatus::Completed, EndedReason::AgentHangup, None)
+    );
+    assert!(heard >= 25, "the caller heard {heard} frames of the phone");
+    let legs = rig.legs("c_person5");
+    let last = steps(&legs, LegStep::Ended);
+    assert_eq!(last.len(), 1, "{legs:?}");
+    assert!(last[0].talk_ms >= 2_000, "{legs:?}");
+    rig.stop().await;
+}
+
+/// The caller hangs up (CANCEL) while the person's phone rings: the phone
+/// is cancelled, the caller gets 487 and the call ends `cancelled`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_caller_cancelling_while_phones_ring_cancels_them() {
+    let rig = Rig::start("person-cancel", (50_800, 50_899)).await;
+    let _rings = rig.phone("rings", false, 20);
+    rig.bound(1).await;
+    rig.edge.decide_inbound(InboundDecision::RingUser {
+        offer: Box::new(inbound_offer("c_person6", false)),
+        ring: ring(20, None, true),
+    });
+    let target = format!("127.0.0.1:{}", rig.sip_port);
+    let sipp = Sipp::start("uac_person_cancel", rig.in_port, &[target.as_str()]).await;
+    sipp.success().await;
+    assert_eq!(
+        rig.ended("c_person6").await,
+        (CallStatus::Cancelled, EndedReason::CalleeHangup, Some(487))
+    );
+    let legs = rig.legs("c_person6");
+    let got: Vec<LegStep> = legs.iter().map(|l| l.step).collect();
+    assert_eq!(
+        got,
+        [LegStep::Dialing, LegStep::Ringing, LegStep::Ended],
+        "{legs:?}"
+    );
+    assert!(!rig.edge.kinds_of("c_person6").contains(&"answered"));
+    rig.stop().await;
+}
+
+/// No phone here, the forward number is busy and there is no voicemail:
+/// the caller gets the forward's 486 and the call ends `busy`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_forward_without_voicemail_refuses_the_caller_486_busy() {
+    let rig = Rig::start("person-forward-busy", (50_900, 50_999)).await;
+    let uas = Sipp::start("uas_busy", rig.out_port, &[]).await;
+    rig.edge.decide_inbound(InboundDecision::RingUser {
+        offer: Box::new(inbound_offer("c_person7", false)),
+        ring: ring(10, Some("+15550002222"), false),
+    });
+    let target = format!("127.0.0.1:{}", rig.sip_port);
+    let sipp = Sipp::start("uac_person_busy", rig.in_port, &[target.as_str()]).await;
+    let end = rig.ended("c_person7").await;
+    sipp.success().await;
+    uas.success().await;
+    assert_eq!(end, (CallStatus::Busy, EndedReason::Busy, Some(486)));
+    let legs = rig.legs("c_person7");
+    let ended = steps(&legs, LegStep::Ended);
+    assert_eq!(ended.len(), 1, "{legs:?}");
+    assert_eq!(
+        (ended[0].destination.as_deref(), ended[0].sip_code),
+        (Some("+15550002222"), Some(486))
+    );
+    rig.stop().await;
+}
+
+/// The edge hangs up a bridged person's call (`POST /v1/calls/{id}/hangup`):
+/// both legs get our BYE and the call ends `completed` / `hangup_requested`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_edges_hangup_ends_both_legs_of_a_bridged_call() {
+    let rig = Rig::start("person-hangup-cmd", (51_000, 51_099)).await;
+    let forward = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let uas_inf = inf(
+        &rig.dir,
+        "forward.csv",
+        &[format!(
+            "{};0;PCMU;wait;",
+            forward.local_addr().unwrap().port()
+        )],
+    );
+    let uas = Sipp::start(
+        "uas_bridge",
+        rig.out_port,
+        &["-inf", uas_inf.to_str().unwrap()],
+    )
+    .await;
+    rig.edge.decide_inbound(InboundDecision::RingUser {
+        offer: Box::new(inbound_offer("c_person8", false)),
+        ring: ring(10, Some("+15550002222"), false),
+    });
+    let caller = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let inf = inf(
+        &rig.dir,
+        "caller.csv",
+        &[format!("{};", caller.local_addr().unwrap().port())],
+    );
+    let target = format!("127.0.0.1:{}", rig.sip_port);
+    let sipp = Sipp::start(
+        "uac_person_call_bye",
+        rig.in_port,
+        &[target.as_str(), "-inf", inf.to_str().unwrap()],
+    )
+    .await;
+    rig.edge
+        .wait_for("the answer", Duration::from_secs(15), |s| {
+            s.events
+                .iter()
+                .any(|e| e.call_id == "c_person8" && matches!(e.kind, EventKind::Answered))
+                .then_some(())
+        })
+        .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    rig.edge
+        .command(voxline_shared::sidecar_link::Command::Hangup {
+            call_id: "c_person8".into(),
+        });
+    sipp.success().await;
+    uas.success().await;
+    drop((forward, caller));
+    assert_eq!(
+        rig.ended("c_person8").await,
+        (CallStatus::Completed, EndedReason::HangupRequested, None)
+    );
+    rig.stop().await;
+}
+
+/// Click-to-call whose destination is busy: the person's answered phone is
+/// hung up and the call ends with the destination's outcome (`busy`, 486).
+/// The person's phone was shown the destination as the caller.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn click_to_call_to_a_busy_destination_hangs_up_the_person_and_ends_busy() {
+    let rig = Rig::start("person-click-busy", (51_100, 51_199)).await;
+    let _answers = rig.phone("answers", true, 20);
+    rig.bound(1).await;
+    let uas = Sipp::start("uas_busy", rig.out_port, &[]).await;
+    let mut offer = support::offer("c_click3", 60);
+    offer.tenant_id = TENANT.into();
+    offer.phone = "+15550003333".into();
+    offer.agent_id = String::new();
+    offer.connect = Some(Connect::ClickToCall {
+        user: ring(10, None, false),
+    });
+    rig.edge.offer(offer);
+    assert_eq!(
+        rig.ended("c_click3").await,
+        (CallStatus::Busy, EndedReason::Busy, Some(486))
+    );
+    uas.success().await;
+    let legs = rig.legs("c_click3");
+    let person: Vec<LegStep> = legs
+        .iter()
+        .filter(|l| l.user_pk == Some(USER_PK))
+        .map(|l| l.step)
+        .collect();
+    assert_eq!(
+        person,
+        [
+            LegStep::Dialing,
+            LegStep::Ringing,
+            LegStep::Answered,
+            LegStep::Ended
+        ],
+        "{legs:?}"
+    );
+    assert!(!rig.edge.kinds_of("c_click3").contains(&"answered"));
+    let log = std::fs::read_to_string(rig.dir.join("baresip-answers.log")).unwrap_or_default();
+    assert!(
+        log.contains("+15550003333"),
+        "the phone was not shown the destination:\n{log}"
+    );
+    rig.stop().await;
+}
+
+/// The person's phone rings unanswered, then the call is forwarded: the
+/// phone is cancelled, the forward (sipp) answers and, hanging up after
+/// 4 s, ends the call `completed` / `agent_hangup` (the person's side hung
+/// up); the caller gets our BYE.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unanswered_phone_is_cancelled_and_the_call_forwarded() {
+    let rig = Rig::start("person-ring-then-forward", (51_200, 51_299)).await;
+    let _rings = rig.phone("rings", false, 20);
+    rig.bound(1).await;
+    let forward = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let uas_inf = inf(
+        &rig.dir,
+        "forward.csv",
+        &[format!(
+            "{};0;PCMU;bye;",
+            forward.local_addr().unwrap().port()
+        )],
+    );
+    let uas = Sipp::start(
+        "uas_bridge",
+        rig.out_port,
+        &["-inf", uas_inf.to_str().unwrap()],
+    )
+    .await;
+    rig.edge.decide_inbound(InboundDecision::RingUser {
+        offer: Box::new(inbound_offer("c_person9", false)),
+        ring: ring(2, Some("+15550002222"), true),
+    });
+    let caller = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let inf = inf(
+        &rig.dir,
+        "caller.csv",
+        &[format!("{};", caller.local_addr().unwrap().port())],
+    );
+    let target = format!("127.0.0.1:{}", rig.sip_port);
+    let sipp = Sipp::start(
+        "uac_person_call_bye",
+        rig.in_port,
+        &[target.as_str(), "-inf", inf.to_str().unwrap()],
+    )
+    .await;
+    let run = Duration::from_secs(7);
+    let (caller_heard, _) = tokio::join!(
+        tone_leg(caller, CALLER_HZ, PERSON_HZ, run),
+        tone_leg(forward, PERSON_HZ, CALLER_HZ, run),
+    );
+    sipp.success().await;
+    uas.success().await;
+    assert_eq!(
+        rig.ended("c_person9").await,
+        (CallStatus::Completed, EndedReason::AgentHangup, None)
+    );
+    assert!(caller_heard >= 50, "the caller heard {caller_heard}");
+    let legs = rig.legs("c_person9");
+    let phone: Vec<LegStep> = legs
+        .iter()
+        .filter(|l| l.user_pk == Some(USER_PK))
+        .map(|l| l.step)
+        .collect();
+    assert_eq!(
+        phone,
+        [LegStep::Dialing, LegStep::Ringing, LegStep::Ended],
+        "{legs:?}"
+    );
+    let fwd: Vec<(LegStep, u64)> = legs
+        .iter()
+        .filter(|l| l.destination.is_some())
+        .map(|l| (l.step, l.talk_ms))
+        .collect();
+    assert_eq!(fwd.len(), 4, "{legs:?}");
+    assert_eq!(fwd[2].0, LegStep::Answered);
+    assert!(fwd[3].0 == LegStep::Ended && fwd[3].1 >= 3_000, "{legs:?}");
     rig.stop().await;
 }

@@ -17,6 +17,8 @@ SEMANTIC_CODES = {
     # The referenced agent does not exist / none is set up.
     "unknown_agent",
     "agent_required",
+    # A call's `from_extension` is no person of the tenant's directory.
+    "unknown_extension",
     # `schedule_at` is valid RFC 3339 but not in the future.
     "schedule_in_past",
     # The call would start outside the agent's calling window.
@@ -65,6 +67,9 @@ SEMANTIC_MESSAGES = {
         "only a person has SIP phones",
         "a developer key is the account's",
         "the CSV header row could not be read",
+        # A person's call (`from_extension`) has no agent: the agent's fields
+        # with it are a dependency between properties.
+        "is a person's call, with no agent",
         # A campaign setting may come in the query string or the body, once.
         "is given both in the query string and in the body",
     ),

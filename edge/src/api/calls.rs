@@ -7,6 +7,7 @@ use crate::api::list::{
 };
 use crate::api::validate;
 use crate::calls::store::{Created, ListFilter, NewCall};
+use crate::directory::{DirectoryUser, UserKind};
 use crate::dispatch::port::{self, DispatchQueues};
 use crate::error::{ApiError, ErrorCode};
 use crate::http::{ApiRequest, ApiResponse};
@@ -21,13 +22,58 @@ use voxline_shared::CallStatus;
 
 use crate::api::env::{Env, Result};
 
-/// Validates a new call and resolves its agent (no writes).
+/// Who a new call is from: an agent (its engine talks to the callee), or a
+/// person of the tenant's directory (`from_extension`, issue 16: their phones
+/// ring first, then the callee is dialled and the two are bridged).
+pub(crate) enum CallFrom {
+    Agent(Box<Agent>),
+    Person(Box<DirectoryUser>),
+}
+
+/// The person of the tenant's directory with extension `ext` (an AI agent's
+/// extension is no person's).
+pub(crate) async fn person_with_extension<K: Kv, D: DispatchQueues>(
+    env: &Env<'_, K, D>,
+    tenant_id: &str,
+    ext: &str,
+) -> Result<Option<DirectoryUser>> {
+    Ok(crate::directory::ops::users(env.directory, tenant_id)
+        .await?
+        .into_iter()
+        .find(|u| u.fields.extension == ext && u.fields.kind == UserKind::Person))
+}
+
+/// Validates a new call and resolves who it is from: its agent, or the
+/// person `from_extension` names (no writes).
 pub(crate) async fn prepare_call<K: Kv, D: DispatchQueues>(
     env: &Env<'_, K, D>,
     req: &ApiRequest,
     tenant: &Tenant,
-) -> Result<(validate::CreateCallInput, Agent)> {
+) -> Result<(validate::CreateCallInput, CallFrom)> {
     let input = validate::create_call(req.content_type.as_deref(), &req.body, env.now_ms)?;
+    if let Some(ext) = input.from_extension.clone() {
+        let user = person_with_extension(env, &tenant.id, &ext)
+            .await?
+            .ok_or_else(|| {
+                ApiError::field(
+                    ErrorCode::UnknownExtension,
+                    "from_extension",
+                    format!("no person of this tenant's directory has extension '{ext}'"),
+                )
+            })?;
+        return Ok((input, CallFrom::Person(Box::new(user))));
+    }
+    let (input, agent) = prepare_agent_call(env, input, tenant).await?;
+    Ok((input, CallFrom::Agent(Box::new(agent))))
+}
+
+/// Resolves a new agent's call's agent: the one named, else the tenant's
+/// default; enabled, with usable engine credentials.
+async fn prepare_agent_call<K: Kv, D: DispatchQueues>(
+    env: &Env<'_, K, D>,
+    input: validate::CreateCallInput,
+    tenant: &Tenant,
+) -> Result<(validate::CreateCallInput, Agent)> {
     let agent = match &input.agent_id {
         Some(aid) => get_json::<Agent>(env.kv, &keys::agent(&tenant.id, aid))
             .await?
@@ -89,6 +135,19 @@ pub(crate) fn new_call_checks(
         });
     }
     checks
+}
+
+/// The limit a person's new call counts against besides its credential's
+/// and address's: its number's (the tenant's `per_number`; no agent sets one).
+pub(crate) fn person_call_checks(
+    limits: &crate::traffic::RateLimits,
+    phone: &str,
+) -> Vec<crate::traffic::Check> {
+    vec![crate::traffic::Check {
+        scope: format!("number:{phone}"),
+        limit: limits.per_number,
+        new_work_only: true,
+    }]
 }
 
 /// A key needs the sealing secret; a base URL must pass the SSRF rules.
@@ -187,7 +246,7 @@ pub(crate) async fn create_call<K: Kv, D: DispatchQueues>(
     env: &Env<'_, K, D>,
     tenant: &Tenant,
     input: validate::CreateCallInput,
-    agent: Agent,
+    from: CallFrom,
     idempotency: Option<IdemRequest>,
 ) -> Result<ApiResponse> {
     if let Some(n) = &input.caller_number {
@@ -197,7 +256,13 @@ pub(crate) async fn create_call<K: Kv, D: DispatchQueues>(
         caller_number: input.caller_number.clone(),
         ..CallOrigin::default()
     };
-    match place_call(env, tenant, input, agent, idempotency, origin).await {
+    let placed = match from {
+        CallFrom::Agent(agent) => place_call(env, tenant, input, *agent, idempotency, origin).await,
+        CallFrom::Person(user) => {
+            place_person_call(env, tenant, input, &user, idempotency, origin).await
+        }
+    };
+    match placed {
         Ok(record) => Ok(ApiResponse::json_text(201, record.to_public_json())
             .with_header("Location", format!("/v1/calls/{}", record.id))),
         // A slot frees when a call ends, which no clock can tell: a polling hint.
@@ -384,6 +449,8 @@ pub(crate) async fn place_call<K: Kv, D: DispatchQueues>(
         answered_by: None,
         amd_decision_ms: None,
         rings_user: None,
+        queue: None,
+        answered_user: None,
     };
     let mut queued = port::queued_call(&tenant.id, &record, env.now_ms);
     queued.max_concurrent = tenant.max_concurrent_calls;
@@ -394,9 +461,23 @@ pub(crate) async fn place_call<K: Kv, D: DispatchQueues>(
         offer.engine_api_key_sealed = sealed_key;
         offer.tools = agent.tools.iter().map(model::AgentTool::offered).collect();
     }
-    // The tenant's call store writes the record, then queues it in its
-    // region; a call the queue refuses is deleted again (it never existed).
-    let (phone, agent_id) = (record.phone.clone(), record.agent_id.clone());
+    submit_call(env, tenant, record, queued, idempotency).await
+}
+
+/// Has the tenant's call store write the record, then queue it in its
+/// region; a call the queue refuses is deleted again (it never existed).
+async fn submit_call<K: Kv, D: DispatchQueues>(
+    env: &Env<'_, K, D>,
+    tenant: &Tenant,
+    record: CallRecord,
+    queued: crate::dispatch::queued_call::QueuedCall,
+    idempotency: Option<IdemRequest>,
+) -> Result<CallRecord> {
+    let phone = record.phone.clone();
+    let from = match record.from_user.filter(|_| record.agent_id.is_empty()) {
+        Some(pk) => format!("person {pk}"),
+        None => format!("agent {}", record.agent_id),
+    };
     let created = env
         .calls
         .create(
@@ -418,7 +499,7 @@ pub(crate) async fn place_call<K: Kv, D: DispatchQueues>(
         Created::Duplicate { call_id } => Err(ApiError::field(
             ErrorCode::CallInProgress,
             "phone",
-            format!("call {call_id} from agent {agent_id} to {phone} is already in progress"),
+            format!("call {call_id} from {from} to {phone} is already in progress"),
         )),
         Created::ConcurrencyLimit { limit, active } => Err(ApiError::field(
             ErrorCode::ConcurrencyLimitReached,
@@ -430,6 +511,177 @@ pub(crate) async fn place_call<K: Kv, D: DispatchQueues>(
             "the dispatch queue did not answer; the call was not placed",
         )),
     }
+}
+
+/// The caller ID of a person's call when none is given: the first of the
+/// tenant's active numbers routed to them (their direct line), else none
+/// (the trunk's).
+async fn persons_number<K: Kv, D: DispatchQueues>(
+    env: &Env<'_, K, D>,
+    tenant: &Tenant,
+    user_pk: u64,
+) -> Result<Option<String>> {
+    let numbers = crate::api::numbers::tenant_numbers(env, &tenant.id).await?;
+    Ok(numbers
+        .into_iter()
+        .filter(|n| n.status == NumberStatus::Active)
+        .find(|n| matches!(n.route, Some(numbers::NumberRoute::User { user_id }) if user_id == user_pk))
+        .map(|n| n.number))
+}
+
+/// Places a person's call (issue 16, click-to-call): no agent, no engine;
+/// the offer's `connect` has the sidecar ring `user`'s phones first, then
+/// dial `phone` with the call's caller ID (given, else the person's number)
+/// and bridge the two. `from_user` is the person (their availability, and
+/// Voice360's `USER_DIAL` / `USER_HANGUP`). One call at a time per person
+/// and number, as per agent and number.
+pub(crate) async fn place_person_call<K: Kv, D: DispatchQueues>(
+    env: &Env<'_, K, D>,
+    tenant: &Tenant,
+    input: validate::CreateCallInput,
+    user: &DirectoryUser,
+    idempotency: Option<IdemRequest>,
+    origin: CallOrigin,
+) -> Result<CallRecord> {
+    use voxline_shared::sidecar_link::Connect;
+    let caller_number = match origin.caller_number {
+        Some(n) => Some(n),
+        None => persons_number(env, tenant, user.pk).await?,
+    };
+    let now = rfc3339_ms(env.now_ms);
+    let record = CallRecord {
+        id: ids::call_id(env.now_ms),
+        status: if input.schedule_at.is_some() {
+            CallStatus::Scheduled
+        } else {
+            CallStatus::Queued
+        },
+        phone: input.phone,
+        name: input.name,
+        // The callee sees the person's name unless the call says otherwise.
+        caller_name: input
+            .caller_name
+            .or_else(|| Some(user.fields.caller_id.clone()).filter(|n| !n.is_empty())),
+        email: input.email,
+        transcript_email: input.transcript_email,
+        metadata: input.metadata,
+        agent_id: String::new(),
+        system_prompt: None,
+        voice: None,
+        language: "en-US".to_string(),
+        engine: model::Engine::Local,
+        model: None,
+        max_seconds: input.max_seconds,
+        retries: input.retries,
+        retry_delay_minutes: input.retry_delay_minutes,
+        schedule_at: input.schedule_at,
+        record: input.record,
+        region: env.default_region.to_string(),
+        attempts: 0,
+        dispatched_at: None,
+        ringing_at: None,
+        answered_at: None,
+        next_attempt_at: None,
+        sip_code: None,
+        created_at: now.clone(),
+        updated_at: now,
+        hangup_requested_at: None,
+        ended_at: None,
+        ended_reason: None,
+        scheduled_reason: None,
+        engine_base_url: None,
+        engine_api_key_set: false,
+        silence_timeout_seconds: model::DEFAULT_SILENCE_TIMEOUT_SECONDS,
+        placed_with: origin.placed_with,
+        caller_number,
+        from_user: Some(user.pk),
+        campaign_id: None,
+        campaign_row: None,
+        first_speaker: Default::default(),
+        direction: model::CallDirection::Outbound,
+        analysis_plan: None,
+        analysis: None,
+        amd: Default::default(),
+        amd_message: None,
+        answered_by: None,
+        amd_decision_ms: None,
+        rings_user: None,
+        queue: None,
+        answered_user: None,
+    };
+    let mut queued = port::queued_call(&tenant.id, &record, env.now_ms);
+    queued.max_concurrent = tenant.max_concurrent_calls;
+    queued.reject_over_cap = input.reject_over_cap;
+    // The same conversation: this person and this number (no agent).
+    queued.agent_id = person_conversation(user.pk);
+    // Their phones ring from the sidecars they registered with.
+    let mut sidecars: Vec<String> = crate::directory::ops::bindings(env.directory, &tenant.id)
+        .await?
+        .into_iter()
+        .filter(|b| b.user_pk == user.pk && b.expires_ms > env.now_ms)
+        .map(|b| b.sidecar_id)
+        .collect();
+    sidecars.sort_unstable();
+    sidecars.dedup();
+    queued.sidecars = sidecars;
+    if let Some(offer) = queued.offer.as_mut() {
+        offer.connect = Some(Connect::ClickToCall {
+            // Their own call: no forwarding, no voicemail.
+            user: user.ring_user(None, false),
+        });
+    }
+    submit_call(env, tenant, record, queued, idempotency).await
+}
+
+/// What stands for the agent in a person's calls' "one call at a time per
+/// agent and number" (the dispatch queue's conversation key).
+pub(crate) fn person_conversation(user_pk: u64) -> String {
+    format!("user:{user_pk}")
+}
+
+/// The tenant's calls on the line now (dialing, ringing, talking), at most
+/// the list limit.
+pub(crate) async fn live_calls<K: Kv, D: DispatchQueues>(
+    env: &Env<'_, K, D>,
+    tenant_id: &str,
+) -> Result<Vec<CallRecord>> {
+    calls_with(
+        env,
+        tenant_id,
+        vec![
+            CallStatus::Dialing,
+            CallStatus::Ringing,
+            CallStatus::InProgress,
+        ],
+    )
+    .await
+}
+
+/// The tenant's latest calls, newest first, at most the list limit.
+pub(crate) async fn recent_calls<K: Kv, D: DispatchQueues>(
+    env: &Env<'_, K, D>,
+    tenant_id: &str,
+) -> Result<Vec<CallRecord>> {
+    calls_with(env, tenant_id, Vec::new()).await
+}
+
+async fn calls_with<K: Kv, D: DispatchQueues>(
+    env: &Env<'_, K, D>,
+    tenant_id: &str,
+    statuses: Vec<CallStatus>,
+) -> Result<Vec<CallRecord>> {
+    let filter = ListFilter {
+        statuses,
+        after_id: None,
+        offset: 0,
+        limit: crate::limits::LIST_LIMIT_MAX,
+        records: true,
+    };
+    let rows = env.calls.list(tenant_id, &filter).await?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|row| serde_json::from_value(row).ok())
+        .collect())
 }
 
 pub(crate) fn call_not_found(cid: &str) -> ApiError {

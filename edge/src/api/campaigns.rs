@@ -760,6 +760,7 @@ async fn place_contact<K: Kv, D: DispatchQueues>(
         // The agent's answering-machine detection.
         amd: None,
         amd_message: None,
+        from_extension: None,
     };
     let origin = CallOrigin {
         campaign: Some((spec.id.clone(), row)),

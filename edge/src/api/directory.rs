@@ -9,8 +9,8 @@ use crate::api::fields::{parse_request, Fields};
 use crate::api::list::list_response;
 use crate::dialects::voice360;
 use crate::directory::{
-    claim_kinds, ops, DirectoryRefusal, DirectoryRequest, QueueFields, UserFields, UserKind,
-    V360Key, V360KeyKind, MAX_PK,
+    claim_kinds, ops, DirectoryRefusal, DirectoryRequest, QueueFields, QueueOverflowRule,
+    UserFields, UserKind, V360Key, V360KeyKind, DEFAULT_MAX_WAIT_SECONDS, MAX_PK,
 };
 use crate::dispatch::port::DispatchQueues;
 use crate::error::{ApiError, ErrorCode};
@@ -197,7 +197,7 @@ fn chrono_tz_ok(tz: &str) -> Option<()> {
         .map(|_| ())
 }
 
-const QUEUE_FIELDS: [&str; 12] = [
+const QUEUE_FIELDS: [&str; 15] = [
     "name",
     "extension",
     "strategy",
@@ -210,10 +210,26 @@ const QUEUE_FIELDS: [&str; 12] = [
     "leavewhenempty",
     "ringinuse",
     "members",
+    "max_wait_seconds",
+    "announce_every_seconds",
+    "overflow",
 ];
 
-fn queue_fields(req: &ApiRequest) -> Result<QueueFields> {
+/// A queue's `max_wait_seconds`: 10 s to an hour.
+pub const MAX_WAIT_SECONDS: (i64, i64) = (10, 3_600);
+/// A queue's `announce_every_seconds`: 0 (never) to 10 minutes.
+pub const ANNOUNCE_EVERY_SECONDS: (i64, i64) = (0, 600);
+
+async fn queue_fields<K: Kv, D: DispatchQueues>(
+    env: &Env<'_, K, D>,
+    req: &ApiRequest,
+    tenant: &Tenant,
+) -> Result<QueueFields> {
     let f = parse_request(req, &QUEUE_FIELDS)?;
+    let overflow = match f.object_opt("overflow")? {
+        None => QueueOverflowRule::Hangup,
+        Some(o) => overflow_rule(env, tenant, &o).await?,
+    };
     let strategy = f
         .str_opt("strategy", 16)?
         .unwrap_or_else(|| "ringall".to_string());
@@ -249,7 +265,83 @@ fn queue_fields(req: &ApiRequest) -> Result<QueueFields> {
         leavewhenempty: f.bool_opt("leavewhenempty")?.unwrap_or(false),
         ringinuse: f.bool_opt("ringinuse")?.unwrap_or(false),
         members,
+        max_wait_seconds: f
+            .int_opt("max_wait_seconds", MAX_WAIT_SECONDS.0, MAX_WAIT_SECONDS.1)?
+            .map_or(DEFAULT_MAX_WAIT_SECONDS, |n| n as u32),
+        announce_every_seconds: f
+            .int_opt(
+                "announce_every_seconds",
+                ANNOUNCE_EVERY_SECONDS.0,
+                ANNOUNCE_EVERY_SECONDS.1,
+            )?
+            .map_or(0, |n| n as u32),
+        overflow,
     })
+}
+
+/// A queue's `overflow`: `{"kind": "agent", "agent_id"}` (an agent of the
+/// tenant: 422 `unknown_agent` otherwise), `{"kind": "voicemail"}` or
+/// `{"kind": "hangup"}`; nothing else in it.
+async fn overflow_rule<K: Kv, D: DispatchQueues>(
+    env: &Env<'_, K, D>,
+    tenant: &Tenant,
+    o: &serde_json::Map<String, serde_json::Value>,
+) -> Result<QueueOverflowRule> {
+    let bad = |message: String| ApiError::field(ErrorCode::InvalidValue, "overflow", message);
+    let kind = match o.get("kind") {
+        Some(serde_json::Value::String(k)) => k.as_str(),
+        Some(_) => return Err(bad("'overflow.kind' must be a string".into())),
+        None => {
+            return Err(ApiError::field(
+                ErrorCode::MissingField,
+                "overflow",
+                "'overflow' names its 'kind'",
+            ))
+        }
+    };
+    let allowed: &[&str] = if kind == "agent" {
+        &["kind", "agent_id"]
+    } else {
+        &["kind"]
+    };
+    if let Some(extra) = o.keys().find(|k| !allowed.contains(&k.as_str())) {
+        return Err(ApiError::field(
+            ErrorCode::UnknownField,
+            "overflow",
+            format!("'overflow' of kind '{kind}' has no '{extra}'"),
+        ));
+    }
+    match kind {
+        "voicemail" => Ok(QueueOverflowRule::Voicemail),
+        "hangup" => Ok(QueueOverflowRule::Hangup),
+        "agent" => {
+            let aid = match o.get("agent_id") {
+                Some(serde_json::Value::String(a)) => a.clone(),
+                Some(_) => return Err(bad("'overflow.agent_id' must be a string".into())),
+                None => {
+                    return Err(ApiError::field(
+                        ErrorCode::MissingField,
+                        "overflow",
+                        "an agent overflow names its agent in 'overflow.agent_id'",
+                    ))
+                }
+            };
+            let exists = ids::is_id(&aid, "agt")
+                && env.kv.get(&keys::agent(&tenant.id, &aid)).await?.is_some();
+            if !exists {
+                return Err(ApiError::field(
+                    ErrorCode::UnknownAgent,
+                    "overflow",
+                    format!("no agent '{aid}'"),
+                ));
+            }
+            Ok(QueueOverflowRule::Agent { agent_id: aid })
+        }
+        other => Err(bad(format!(
+            "'overflow.kind' must be one of {}, not '{other}'",
+            QueueOverflowRule::KINDS.join(", ")
+        ))),
+    }
 }
 
 pub(crate) async fn route<K: Kv, D: DispatchQueues>(
@@ -308,7 +400,7 @@ pub(crate) async fn route<K: Kv, D: DispatchQueues>(
             ))
         }
         RouteId::CreateQueue => {
-            let fields = queue_fields(req)?;
+            let fields = queue_fields(env, req, tenant).await?;
             let queue = ops::save_queue(d, t, None, fields)
                 .await?
                 .map_err(refusal)?;
@@ -325,7 +417,7 @@ pub(crate) async fn route<K: Kv, D: DispatchQueues>(
             if !ops::queues(d, t).await?.iter().any(|q| q.pk == pk) {
                 return Err(queue_not_found(sub));
             }
-            let fields = queue_fields(req)?;
+            let fields = queue_fields(env, req, tenant).await?;
             let queue = ops::save_queue(d, t, Some(pk), fields)
                 .await?
                 .map_err(refusal)?;

@@ -7,10 +7,12 @@
 //! `ringing`), which the region's dispatch queue holds for that sidecar at
 //! once, within the tenant's concurrency cap (`QueuedCall::held_by`), so
 //! everything after (events, transcript, recording, webhooks, hangup, the
-//! call APIs) is an outbound call's path. People and queues as routes come
-//! with later slices: 480 until then.
+//! call APIs) is an outbound call's path. A route to a person rings their
+//! phones ([`InboundDecision::RingUser`]); to a queue, the caller waits
+//! while its members ring ([`InboundDecision::Queue`]).
 
 use crate::calls::store::{Created, NewCall};
+use crate::dialects::voice360::Strategy;
 use crate::dispatch::port::{self, DispatchQueues};
 use crate::dispatch::queue::{self, Lease};
 use crate::error::{ApiError, ErrorCode};
@@ -20,8 +22,8 @@ use crate::model::{self, keys, Agent, CallDirection, CallRecord, Tenant};
 use crate::numbers::{self, NumberRoute, NumberStatus, PhoneNumber};
 use crate::store::{get_json, Kv};
 use voxline_shared::sidecar_link::{
-    inbound_refusals, InboundCall, InboundCallAnswer, InboundDecision, Offer, RingUser,
-    DEFAULT_RING_TIMEOUT_SECONDS, PROTOCOL_VERSION,
+    inbound_refusals, InboundCall, InboundCallAnswer, InboundDecision, Offer, QueueOverflow,
+    QueuePlan, RingUser, MAX_QUEUE_MEMBERS, PROTOCOL_VERSION,
 };
 use voxline_shared::CallStatus;
 
@@ -108,11 +110,10 @@ pub async fn decide<K: Kv, D: DispatchQueues>(
         Some(NumberRoute::User { user_id }) => {
             return ring_user(env, call, &number, *user_id).await
         }
-        // A queue: not reached by inbound calls yet (issue 16's later
-        // slices); the request log says `no_route`.
-        Some(NumberRoute::Queue { .. }) | None => {
-            return Ok(refuse(480, inbound_refusals::NO_ROUTE))
+        Some(NumberRoute::Queue { queue_id }) => {
+            return queue_call(env, call, &number, *queue_id).await
         }
+        None => return Ok(refuse(480, inbound_refusals::NO_ROUTE)),
     };
     let tenant: Option<Tenant> = get_json(env.kv, &keys::tenant(&number.tenant_id)).await?;
     let Some(tenant) = tenant.filter(|t| !t.disabled) else {
@@ -172,18 +173,13 @@ async fn ring_user<K: Kv, D: DispatchQueues>(
         .forward_number
         .clone()
         .filter(|n| user.fields.forward_enabled && !n.is_empty());
-    if !here && forward_number.is_none() {
+    // Voicemail takes the call nobody answered, phones here or not.
+    let voicemail = user.fields.voicemail_enabled;
+    if !here && forward_number.is_none() && !voicemail {
         return unavailable();
     }
-    let ring = RingUser {
-        user_pk,
-        extension: user.fields.extension.clone(),
-        display_name: user.fields.caller_id.clone(),
-        ring_timeout_seconds: DEFAULT_RING_TIMEOUT_SECONDS,
-        forward_number,
-        voicemail: false,
-    };
-    let record = ring_user_record(env.now_ms, call, number, user_pk);
+    let ring = user.ring_user(forward_number, voicemail);
+    let record = person_record(env.now_ms, call, number, Some(user_pk));
     let held = create_held(env, call, &tenant, record, |_| {}).await?;
     Ok(match held {
         Ok(offer) => InboundDecision::RingUser {
@@ -192,6 +188,228 @@ async fn ring_user<K: Kv, D: DispatchQueues>(
         },
         Err(refusal) => refusal,
     })
+}
+
+/// A number routed to queue `queue_pk` (issue 16): the caller waits in the
+/// queue ([`QueuePlan`]) while its members ring. Members are the people of
+/// the queue with a phone registered with the asking sidecar, without
+/// those on a live call unless the queue rings members in use, nor those
+/// whose call ended less than the queue's `wrapuptime` ago, in the
+/// order of its strategy ([`ring_order`]). A full queue (`maxlen`) is
+/// `at_capacity`; no member to ring and `joinempty` off, `user_unavailable`;
+/// an unknown queue, `no_route`. With an agent overflow the offer is that
+/// agent's, as an answered call's would be (an agent gone or disabled
+/// overflows as `hangup`).
+async fn queue_call<K: Kv, D: DispatchQueues>(
+    env: &Env<'_, K, D>,
+    call: &InboundCall,
+    number: &PhoneNumber,
+    queue_pk: u64,
+) -> Result<InboundDecision> {
+    use crate::directory::{ops, QueueOverflowRule, UserKind};
+    let no_route = || Ok(refuse(480, inbound_refusals::NO_ROUTE));
+    let tenant: Option<Tenant> = get_json(env.kv, &keys::tenant(&number.tenant_id)).await?;
+    let Some(tenant) = tenant.filter(|t| !t.disabled) else {
+        return no_route();
+    };
+    let queues = ops::queues(env.directory, &tenant.id).await?;
+    let Some(q) = queues.into_iter().find(|q| q.pk == queue_pk) else {
+        return no_route();
+    };
+    let f = &q.fields;
+    let live = crate::api::calls::live_calls(env, &tenant.id).await?;
+    let waiting = live
+        .iter()
+        .filter(|c| c.queue.as_ref().is_some_and(|cq| cq.pk == q.pk && !cq.left))
+        .count();
+    if f.maxlen > 0 && waiting >= f.maxlen as usize {
+        return Ok(refuse(486, inbound_refusals::AT_CAPACITY));
+    }
+    let users = ops::users(env.directory, &tenant.id).await?;
+    let bindings = ops::bindings(env.directory, &tenant.id).await?;
+    let here = |pk: u64| {
+        bindings.iter().any(|b| {
+            b.user_pk == pk && b.sidecar_id == call.sidecar_id && b.expires_ms > env.now_ms
+        })
+    };
+    let strategy = crate::dialects::voice360::Strategy::parse(&f.strategy)
+        .unwrap_or(crate::dialects::voice360::Strategy::RingAll);
+    let history =
+        if f.wrapuptime > 0 || matches!(strategy, Strategy::LeastRecent | Strategy::FewestCalls) {
+            crate::api::calls::recent_calls(env, &tenant.id).await?
+        } else {
+            Vec::new()
+        };
+    // A member whose call ended less than `wrapuptime` ago is wrapping up.
+    let wrapping_up = |pk: u64| {
+        let since = env.now_ms.saturating_sub(u64::from(f.wrapuptime) * 1000);
+        f.wrapuptime > 0
+            && history.iter().any(|c| {
+                c.has_user(pk)
+                    && c.ended_at
+                        .as_deref()
+                        .and_then(crate::ids::parse_rfc3339_utc_ms)
+                        .is_some_and(|end| end > since)
+            })
+    };
+    let mut members: Vec<&crate::directory::DirectoryUser> = Vec::new();
+    for pk in &f.members {
+        let Some(u) = users
+            .iter()
+            .find(|u| u.pk == *pk && u.fields.kind == UserKind::Person)
+        else {
+            continue;
+        };
+        let busy = !f.ringinuse && live.iter().any(|c| c.has_user(u.pk));
+        if here(u.pk) && !busy && !wrapping_up(u.pk) && !members.iter().any(|m| m.pk == u.pk) {
+            members.push(u);
+        }
+    }
+    let turn = match strategy {
+        Strategy::RoundRobinMemory if !members.is_empty() => {
+            ops::queue_turn(env.directory, &tenant.id, q.pk).await?
+        }
+        _ => 0,
+    };
+    let mut pks: Vec<u64> = members.iter().map(|m| m.pk).collect();
+    ring_order(
+        strategy,
+        &mut pks,
+        &Ordering {
+            queue_pk: q.pk,
+            turn,
+            history: &history,
+            random: crate::ids::random_bytes::<32>(),
+            now_ms: env.now_ms,
+        },
+    );
+    pks.truncate(MAX_QUEUE_MEMBERS);
+    if pks.is_empty() && !f.joinempty {
+        return Ok(refuse(480, inbound_refusals::USER_UNAVAILABLE));
+    }
+    let ring: Vec<RingUser> = pks
+        .iter()
+        .filter_map(|pk| members.iter().find(|m| m.pk == *pk))
+        .map(|m| m.ring_user(None, false))
+        .collect();
+    let agent = match &f.overflow {
+        QueueOverflowRule::Agent { agent_id } => {
+            get_json::<Agent>(env.kv, &keys::agent(&tenant.id, agent_id))
+                .await?
+                .filter(|a| a.enabled)
+        }
+        QueueOverflowRule::Voicemail | QueueOverflowRule::Hangup => None,
+    };
+    let overflow = match (&f.overflow, &agent) {
+        (QueueOverflowRule::Agent { .. }, Some(_)) => QueueOverflow::Agent,
+        (QueueOverflowRule::Voicemail, _) => QueueOverflow::Voicemail,
+        _ => QueueOverflow::Hangup,
+    };
+    let mut record = match &agent {
+        Some(agent) => inbound_record(env.now_ms, call, number, agent),
+        None => person_record(env.now_ms, call, number, None),
+    };
+    record.queue = Some(crate::model::CallQueue {
+        pk: q.pk,
+        name: f.name.clone(),
+        left: false,
+    });
+    let held = create_held(env, call, &tenant, record, |offer| {
+        if let Some(agent) = &agent {
+            offer.engine_api_key_sealed = agent.engine_api_key_sealed.clone();
+            offer.tools = agent.tools.iter().map(model::AgentTool::offered).collect();
+        }
+    })
+    .await?;
+    let plan = QueuePlan {
+        queue_pk: q.pk,
+        name: f.name.clone(),
+        extension: f.extension.clone(),
+        ring_all: strategy == Strategy::RingAll,
+        members: ring,
+        member_timeout_seconds: f.timeout,
+        retry_seconds: f.retry,
+        max_wait_seconds: f.max_wait_seconds,
+        announce_every_seconds: f.announce_every_seconds,
+        position: u32::try_from(waiting).unwrap_or(u32::MAX).saturating_add(1),
+        overflow,
+    };
+    Ok(match held {
+        Ok(offer) => InboundDecision::Queue {
+            offer: Box::new(offer),
+            queue: plan,
+        },
+        Err(refusal) => refusal,
+    })
+}
+
+/// What a queue's ring order is decided from besides its members.
+pub struct Ordering<'a> {
+    pub queue_pk: u64,
+    /// This call's round-robin turn (1, 2, 3...; `rrmemory`).
+    pub turn: u64,
+    /// The tenant's latest calls, newest first (`leastrecent`, `fewestcalls`).
+    pub history: &'a [CallRecord],
+    /// Randomness for `random`.
+    pub random: [u8; 32],
+    pub now_ms: u64,
+}
+
+/// Puts a queue's members (`pks`, in the queue's order) in the order they
+/// ring by `strategy`: `ringall` and `linear` as listed; `rrmemory` the list
+/// rotated by the call's turn (turn 1 starts at the first member, turn 2 at
+/// the second...); `leastrecent` the longest idle first, by the end of their
+/// latest call in `history` (live: now; none there: idle longest);
+/// `fewestcalls` fewest calls of this queue answered (in `history`) first;
+/// `random` shuffled. Ties keep the listed order.
+pub fn ring_order(strategy: Strategy, pks: &mut [u64], o: &Ordering<'_>) {
+    match strategy {
+        Strategy::RingAll | Strategy::Linear => {}
+        Strategy::RoundRobinMemory => {
+            if !pks.is_empty() {
+                let start = (o.turn.max(1) - 1) % pks.len() as u64;
+                pks.rotate_left(start as usize);
+            }
+        }
+        Strategy::LeastRecent => {
+            let last_end = |pk: u64| {
+                o.history
+                    .iter()
+                    .find(|c| {
+                        c.answered_user == Some(pk)
+                            || c.from_user == Some(pk)
+                            || c.rings_user == Some(pk)
+                    })
+                    .map_or(0, |c| {
+                        c.ended_at
+                            .as_deref()
+                            .and_then(crate::ids::parse_rfc3339_utc_ms)
+                            .unwrap_or(o.now_ms)
+                    })
+            };
+            pks.sort_by_key(|pk| last_end(*pk));
+        }
+        Strategy::FewestCalls => {
+            let answered = |pk: u64| {
+                o.history
+                    .iter()
+                    .filter(|c| {
+                        c.answered_user == Some(pk)
+                            && c.queue.as_ref().is_some_and(|q| q.pk == o.queue_pk)
+                    })
+                    .count()
+            };
+            pks.sort_by_key(|pk| answered(*pk));
+        }
+        Strategy::Random => {
+            // Fisher-Yates over the random bytes (two per draw).
+            for i in (1..pks.len()).rev() {
+                let k = (i * 2) % o.random.len();
+                let r = u16::from_le_bytes([o.random[k], o.random[(k + 1) % o.random.len()]]);
+                pks.swap(i, usize::from(r) % (i + 1));
+            }
+        }
+    }
 }
 
 /// Creates `record` as a call held by the asking sidecar (within the
@@ -235,14 +453,15 @@ async fn create_held<K: Kv, D: DispatchQueues>(
     }
 }
 
-/// The call record of an inbound call that rings person `user_pk`: no
-/// agent (`agent_id` empty), no prompt, an engine that runs nothing;
-/// recorded (the bridge keeps both sides).
-fn ring_user_record(
+/// The call record of an inbound call that rings people: person
+/// `rings_user`, or a queue's members. No agent (`agent_id` empty), no
+/// prompt, an engine that runs nothing; recorded (the bridge keeps both
+/// sides).
+fn person_record(
     now_ms: u64,
     call: &InboundCall,
     number: &PhoneNumber,
-    user_pk: u64,
+    rings_user: Option<u64>,
 ) -> CallRecord {
     let now = rfc3339_ms(now_ms);
     CallRecord {
@@ -294,7 +513,9 @@ fn ring_user_record(
         amd_message: None,
         answered_by: None,
         amd_decision_ms: None,
-        rings_user: Some(user_pk),
+        rings_user,
+        queue: None,
+        answered_user: None,
     }
 }
 
@@ -373,5 +594,7 @@ fn inbound_record(
         answered_by: None,
         amd_decision_ms: None,
         rings_user: None,
+        queue: None,
+        answered_user: None,
     }
 }

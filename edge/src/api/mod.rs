@@ -298,13 +298,14 @@ async fn v1_route<K: Kv, D: DispatchQueues>(
     // so its number joins the same round trip; an invalid one still counts.
     let prepared = if id == RouteId::CreateCall {
         let prepared = prepare_call(env, req, &tenant).await;
-        if let Ok((input, agent)) = &prepared {
-            checks.extend(crate::api::calls::new_call_checks(
-                agent,
-                &limits,
-                &input.phone,
-                client_ip(req),
-            ));
+        match &prepared {
+            Ok((input, crate::api::calls::CallFrom::Agent(agent))) => checks.extend(
+                crate::api::calls::new_call_checks(agent, &limits, &input.phone, client_ip(req)),
+            ),
+            Ok((input, crate::api::calls::CallFrom::Person(_))) => {
+                checks.extend(crate::api::calls::person_call_checks(&limits, &input.phone))
+            }
+            Err(_) => {}
         }
         idempotency = idempotency_of(req)?;
         Some(prepared)
@@ -377,8 +378,8 @@ async fn v1_route<K: Kv, D: DispatchQueues>(
     }
     let result = match (id, prepared) {
         (RouteId::CreateCall, Some(prepared)) => match prepared {
-            Ok((input, agent)) => {
-                create_call(env, &tenant, input, agent, admission.idempotency.clone()).await
+            Ok((input, from)) => {
+                create_call(env, &tenant, input, from, admission.idempotency.clone()).await
             }
             Err(e) => Err(e),
         },

@@ -1529,7 +1529,12 @@ impl TestSidecar {
     }
 
     fn events(&self, w: &World, call_id: &str, kinds: &[Value]) {
-        let events: Vec<Value> = kinds.iter().enumerate().map(|(i, k)| json!({"call_id": call_id, "attempt": 1, "seq": i + 1, "at_ms": 0, "kind": k})).collect();
+        self.events_from(w, call_id, 1, kinds)
+    }
+
+    /// Events of attempt 1 numbered from `first_seq`.
+    fn events_from(&self, w: &World, call_id: &str, first_seq: usize, kinds: &[Value]) {
+        let events: Vec<Value> = kinds.iter().enumerate().map(|(i, k)| json!({"call_id": call_id, "attempt": 1, "seq": first_seq + i, "at_ms": 0, "kind": k})).collect();
         self.send(
             w,
             voxline_shared::sidecar_link::paths::EVENTS,
@@ -2527,6 +2532,7 @@ mod dialect_webhooks;
 mod dialects;
 mod inbound_calls;
 mod messages;
+mod people_calls;
 mod phone_registrations;
 mod sidecar_load;
 mod tool_calls;

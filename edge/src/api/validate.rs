@@ -41,6 +41,24 @@ pub const CREATE_CALL_FIELDS: &[&str] = &[
     "variables",
     "amd",
     "amd_message",
+    "from_extension",
+];
+/// The fields that set up a call's agent and engine: a person's call
+/// (`from_extension`, issue 16) has neither, and is refused them (422
+/// `invalid_value` naming the field) rather than have them ignored.
+pub const AGENT_CALL_FIELDS: &[&str] = &[
+    "agent_id",
+    "system_prompt",
+    "voice",
+    "language",
+    "model",
+    "outside_window",
+    "engine_api_key",
+    "engine_base_url",
+    "silence_timeout_seconds",
+    "variables",
+    "amd",
+    "amd_message",
 ];
 /// `on_concurrency_limit`: wait in the queue (default) or be refused with 429.
 pub const ON_CONCURRENCY_LIMIT: [&str; 2] = ["queue", "reject"];
@@ -89,6 +107,9 @@ pub struct CreateCallInput {
     pub amd: Option<AmdMode>,
     /// `leave_message`'s words (None: the agent's).
     pub amd_message: Option<String>,
+    /// A person's call (issue 16, click-to-call): the extension of the
+    /// directory person whose phones ring first; then no agent is involved.
+    pub from_extension: Option<String>,
 }
 
 /// An optional `RateLimit` field (`{limit, window_seconds}`); out of range: 422 naming the part.
@@ -234,7 +255,32 @@ pub fn create_call(
         variables: variables(&f)?,
         amd: amd(&f)?,
         amd_message: f.str_opt("amd_message", AMD_MESSAGE_MAX)?,
+        from_extension: from_extension(&f)?,
     })
+}
+
+/// `from_extension`: 2-16 digits; with it, none of [`AGENT_CALL_FIELDS`]
+/// (a null one is as absent).
+fn from_extension(f: &Fields) -> Result<Option<String>, ApiError> {
+    use crate::dialects::voice360::{extension_ok, MAX_EXTENSION_DIGITS};
+    let Some(ext) = f.str_opt("from_extension", MAX_EXTENSION_DIGITS)? else {
+        return Ok(None);
+    };
+    if !extension_ok(&ext) {
+        return Err(ApiError::field(
+            ErrorCode::InvalidValue,
+            "from_extension",
+            format!("'from_extension' must be 2 to {MAX_EXTENSION_DIGITS} digits"),
+        ));
+    }
+    if let Some(name) = AGENT_CALL_FIELDS.iter().find(|n| f.has(n)) {
+        return Err(ApiError::field(
+            ErrorCode::InvalidValue,
+            name,
+            format!("a call from_extension is a person's call, with no agent: '{name}' cannot be given with it"),
+        ));
+    }
+    Ok(Some(ext))
 }
 
 /// The optional `metadata` object, as the client wrote it and at most

@@ -11,7 +11,9 @@
 //! is in Voice360's envelope.
 
 use crate::api::auth::client_ip;
-use crate::api::calls::{new_call_checks, place_call, CallOrigin};
+use crate::api::calls::{
+    new_call_checks, person_call_checks, place_call, place_person_call, CallOrigin,
+};
 use crate::api::validate;
 use crate::dialects::voice360::{
     self as v360, Caller, Channel, Direction, KeyKind, Member, NumberView, Operation, QueueLoad,
@@ -26,7 +28,6 @@ use crate::model::{keys, Agent, CallRecord, Tenant};
 use crate::numbers::{NumberRoute, PhoneNumber};
 use crate::store::{get_json, Kv, StoreError};
 use crate::traffic::{Admission, Check, RateLimit};
-use voxline_shared::CallStatus;
 
 use crate::api::env::Env;
 
@@ -329,22 +330,9 @@ async fn live_calls<K: Kv, D: DispatchQueues>(
     env: &Env<'_, K, D>,
     tenant: &Tenant,
 ) -> Result<Vec<CallRecord>, V360Error> {
-    let filter = crate::calls::store::ListFilter {
-        statuses: vec![
-            CallStatus::Dialing,
-            CallStatus::Ringing,
-            CallStatus::InProgress,
-        ],
-        after_id: None,
-        offset: 0,
-        limit: crate::limits::LIST_LIMIT_MAX,
-        records: true,
-    };
-    let rows = env.calls.list(&tenant.id, &filter).await.map_err(storage)?;
-    Ok(rows
-        .into_iter()
-        .filter_map(|row| serde_json::from_value(row).ok())
-        .collect())
+    crate::api::calls::live_calls(env, &tenant.id)
+        .await
+        .map_err(api_storage)
 }
 
 /// The `pk`s of the users online now: AI-agent users whose agent can take
@@ -384,18 +372,35 @@ async fn online_users<K: Kv, D: DispatchQueues>(
     Ok(online)
 }
 
+/// The user's live calls: those they placed (outbound: to the callee), and
+/// the inbound ones their phones ring or took (from the caller, to them).
 fn channels<'a>(user: &'a DirectoryUser, live: &'a [CallRecord], now_ms: u64) -> Vec<Channel<'a>> {
     live.iter()
-        .filter(|c| c.from_user == Some(user.pk))
-        .map(|c| Channel {
-            to: &c.phone,
-            from: &user.fields.extension,
-            call_seconds: c
-                .answered_at
-                .as_deref()
-                .and_then(ids::parse_rfc3339_utc_ms)
-                .map_or(0, |t| now_ms.saturating_sub(t) / 1000),
-            direction: Direction::Outbound,
+        .filter(|c| c.has_user(user.pk))
+        .map(|c| {
+            let inbound = c.direction == crate::model::CallDirection::Inbound;
+            Channel {
+                to: if inbound {
+                    &user.fields.extension
+                } else {
+                    &c.phone
+                },
+                from: if inbound {
+                    &c.phone
+                } else {
+                    &user.fields.extension
+                },
+                call_seconds: c
+                    .answered_at
+                    .as_deref()
+                    .and_then(ids::parse_rfc3339_utc_ms)
+                    .map_or(0, |t| now_ms.saturating_sub(t) / 1000),
+                direction: if inbound {
+                    Direction::Inbound
+                } else {
+                    Direction::Outbound
+                },
+            }
         })
         .collect()
 }
@@ -458,16 +463,20 @@ fn queue_load(
     online: &[u64],
     live: &[CallRecord],
 ) -> QueueLoad {
-    let members = q
+    // Each member once (a queue may list one twice).
+    let mut members: Vec<&u64> = q
         .fields
         .members
         .iter()
-        .filter(|pk| users.iter().any(|u| u.pk == **pk));
+        .filter(|pk| users.iter().any(|u| u.pk == **pk))
+        .collect();
+    members.sort_unstable();
+    members.dedup();
     let (mut agents_online, mut agents_on_call) = (0u32, 0u32);
     for pk in members {
         if online.contains(pk) {
             agents_online += 1;
-            if live.iter().any(|c| c.from_user == Some(*pk)) {
+            if live.iter().any(|c| c.has_user(*pk)) {
                 agents_on_call += 1;
             }
         }
@@ -475,8 +484,11 @@ fn queue_load(
     QueueLoad {
         agents_online,
         agents_on_call,
-        // Calls routed to a queue come with inbound calls (issue 16): none yet.
-        active_calls: 0,
+        // The queue's callers on the line: waiting, or connected to a member.
+        active_calls: live
+            .iter()
+            .filter(|c| c.queue.as_ref().is_some_and(|cq| cq.pk == q.pk))
+            .count() as u32,
     }
 }
 
@@ -486,12 +498,17 @@ async fn tenant_numbers<K: Kv, D: DispatchQueues>(
 ) -> Result<Vec<PhoneNumber>, V360Error> {
     crate::api::numbers::tenant_numbers(env, &tenant.id)
         .await
-        .map_err(|e| match e.code {
-            crate::error::ErrorCode::StorageUnavailable => V360Error::ServiceUnavailable {
-                retry_after_seconds: Some(1),
-            },
-            _ => V360Error::Internal,
-        })
+        .map_err(api_storage)
+}
+
+/// A native read's failure, as Voice360 says it.
+fn api_storage(e: crate::error::ApiError) -> V360Error {
+    match e.code {
+        crate::error::ErrorCode::StorageUnavailable => V360Error::ServiceUnavailable {
+            retry_after_seconds: Some(1),
+        },
+        _ => V360Error::Internal,
+    }
 }
 
 /// The user a number belongs to (its inbound route's user).
@@ -536,8 +553,10 @@ async fn key_user<K: Kv, D: DispatchQueues>(
         .ok_or(V360Error::NotFound { what: "user" })
 }
 
-/// A call from an AI agent's extension: the native create-call with that
-/// agent, admitted per number like every call, placed on the native path.
+/// A call from an extension: an AI agent's is the native create-call with
+/// that agent; a person's is click-to-call (issue 16: their phones ring,
+/// then `to` is dialled and bridged). Admitted per number like every call,
+/// placed on the native path.
 async fn outbound_call<K: Kv, D: DispatchQueues>(
     env: &Env<'_, K, D>,
     req: &ApiRequest,
@@ -552,14 +571,10 @@ async fn outbound_call<K: Kv, D: DispatchQueues>(
         .find(|u| u.fields.extension == call.from)
         .ok_or(V360Error::NotFound { what: "extension" })?;
     let agent_id = match (user.fields.kind, user.fields.agent_id.as_deref()) {
-        (UserKind::AiAgent, Some(aid)) => aid,
-        _ => {
-            // Ringing a person's phone first and bridging is the inbound and
-            // extensions work (issue 16): refused, never faked.
-            return Err(V360Error::bad(
-                "from",
-                "This extension is a person's: calls from a person's extension need their registered phone, which this deployment does not serve yet; use an AI agent's extension",
-            ));
+        (UserKind::AiAgent, Some(aid)) => Some(aid),
+        (UserKind::Person, _) => None,
+        (UserKind::AiAgent, None) => {
+            return Err(V360Error::from(&Refusal::AgentNotConfigured));
         }
     };
     if let Some(cid) = &call.caller_id {
@@ -574,17 +589,42 @@ async fn outbound_call<K: Kv, D: DispatchQueues>(
             ));
         }
     }
-    let native = serde_json::json!({
-        "phone": call.to,
-        "agent_id": agent_id,
-        "record": call.recording,
-    });
+    let native = match agent_id {
+        Some(agent_id) => serde_json::json!({
+            "phone": call.to,
+            "agent_id": agent_id,
+            "record": call.recording,
+        }),
+        None => serde_json::json!({
+            "phone": call.to,
+            "from_extension": call.from,
+            "record": call.recording,
+        }),
+    };
     let input = validate::create_call(
         Some("application/json"),
         native.to_string().as_bytes(),
         env.now_ms,
     )
     .map_err(|e| V360Error::from(&Refusal::from_native(&e)))?;
+    let origin = CallOrigin {
+        placed_with: None,
+        caller_number: call.caller_id.clone(),
+        from_user: Some(user.pk),
+        campaign: None,
+    };
+    let Some(agent_id) = agent_id else {
+        admit_call(
+            env,
+            tenant,
+            person_call_checks(&tenant.rate_limits, &input.phone),
+        )
+        .await?;
+        let record = place_person_call(env, tenant, input, user, None, origin)
+            .await
+            .map_err(|e| V360Error::from(&Refusal::from_native(&e)))?;
+        return Ok(record.id);
+    };
     let agent: Agent = get_json(env.kv, &keys::agent(&tenant.id, agent_id))
         .await
         .map_err(storage)?
@@ -592,8 +632,26 @@ async fn outbound_call<K: Kv, D: DispatchQueues>(
     if !agent.enabled {
         return Err(V360Error::from(&Refusal::AgentDisabled));
     }
+    admit_call(
+        env,
+        tenant,
+        new_call_checks(&agent, &tenant.rate_limits, &input.phone, client_ip(req)),
+    )
+    .await?;
+    let record = place_call(env, tenant, input, agent, None, origin)
+        .await
+        .map_err(|e| V360Error::from(&Refusal::from_native(&e)))?;
+    Ok(record.id)
+}
+
+/// A new call's own limits (its number's, its agent's per address).
+async fn admit_call<K: Kv, D: DispatchQueues>(
+    env: &Env<'_, K, D>,
+    tenant: &Tenant,
+    checks: Vec<Check>,
+) -> Result<(), V360Error> {
     let admission = Admission {
-        checks: new_call_checks(&agent, &tenant.rate_limits, &input.phone, client_ip(req)),
+        checks,
         idempotency: None,
         signature: None,
     };
@@ -608,16 +666,7 @@ async fn outbound_call<K: Kv, D: DispatchQueues>(
             retry_after_seconds: admitted.rate.reset_seconds,
         });
     }
-    let origin = CallOrigin {
-        placed_with: None,
-        caller_number: call.caller_id.clone(),
-        from_user: Some(user.pk),
-        campaign: None,
-    };
-    let record = place_call(env, tenant, input, agent, None, origin)
-        .await
-        .map_err(|e| V360Error::from(&Refusal::from_native(&e)))?;
-    Ok(record.id)
+    Ok(())
 }
 
 /// `POST /sms/send`: a native text message (`api::messages::send_message`),

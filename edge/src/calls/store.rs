@@ -25,7 +25,7 @@ use crate::dispatch::queued_call::QueuedCall;
 use crate::ids::rfc3339_ms;
 use crate::messages::{reasons, MessageChange, MessageDirection, MessageEvent, MessageStatus};
 use crate::messages::{MessageRecord, MessageUpdate};
-use crate::model::CallRecord;
+use crate::model::{CallDirection, CallRecord};
 use crate::sql::{int_at, text_at, Sql, SqlValue};
 use crate::store::StoreError;
 use crate::traffic::{IdemRequest, LocalFuture};
@@ -37,6 +37,7 @@ use serde_json::{json, Value};
 use voxline_shared::analysis::{analyse_locally, CallAnalysis, Line};
 use voxline_shared::sidecar_link::InboundContent;
 use voxline_shared::sidecar_link::InboundMessage;
+use voxline_shared::sidecar_link::{LegStep, QueueStep};
 use voxline_shared::{CallStatus, EndedReason};
 
 /// An `Idempotency-Key` names the call it created for this long.
@@ -957,6 +958,67 @@ pub fn apply_reports(
                     }
                     None => log(format!("call {} not found for transferred", update.call_id)),
                 },
+                Change::Leg {
+                    step,
+                    user_pk,
+                    destination,
+                    sip_code,
+                    talk_ms,
+                } => match rows.call(&update.call_id)? {
+                    Some(mut record) => {
+                        // The person who took an inbound call: theirs from now.
+                        if let (LegStep::Answered, Some(pk), CallDirection::Inbound) =
+                            (step, user_pk, record.direction)
+                        {
+                            record.answered_user = Some(*pk);
+                            rows.put_call(&record)?;
+                        }
+                        let leg = crate::webhooks::events::leg_json(
+                            *step,
+                            *user_pk,
+                            destination.as_deref(),
+                            *sip_code,
+                            *talk_ms,
+                        );
+                        push_step_event(rows, WebhookEvent::CallLeg, &record, "leg", leg, now_ms)?;
+                    }
+                    None => log(format!("call {} not found for leg", update.call_id)),
+                },
+                Change::Queue {
+                    step,
+                    queue_pk,
+                    position,
+                    wait_ms,
+                } => match rows.call(&update.call_id)? {
+                    Some(mut record) => {
+                        // Leaving the queue: it no longer waits there.
+                        let leaves = matches!(
+                            step,
+                            QueueStep::Connected | QueueStep::TimedOut | QueueStep::Abandoned
+                        );
+                        if let Some(q) = record.queue.as_mut().filter(|q| leaves && !q.left) {
+                            q.left = true;
+                            rows.put_call(&record)?;
+                        }
+                        let name = record
+                            .queue
+                            .as_ref()
+                            .filter(|q| q.pk == *queue_pk)
+                            .map(|q| q.name.as_str());
+                        let queue = crate::webhooks::events::queue_json(
+                            *step, *queue_pk, name, *position, *wait_ms,
+                        );
+                        push_step_event(
+                            rows,
+                            WebhookEvent::CallQueue,
+                            &record,
+                            "queue",
+                            queue,
+                            now_ms,
+                        )?;
+                    }
+                    None => log(format!("call {} not found for queue", update.call_id)),
+                },
             },
             ReportItem::Message { update } => apply_message_update(rows, update, now_ms, log)?,
         }
@@ -964,6 +1026,28 @@ pub fn apply_reports(
     }
     rows.put_value(&key, &last.to_string())?;
     Ok(last)
+}
+
+/// Puts a step event of a call (`call.leg`, `call.queue`) in the outbox.
+fn push_step_event(
+    rows: &impl CallRows,
+    event_type: WebhookEvent,
+    record: &CallRecord,
+    key: &str,
+    step: Value,
+    now_ms: u64,
+) -> Result<(), StoreError> {
+    let event_id = crate::ids::random_id("evt");
+    let payload = crate::webhooks::events::call_step_payload(
+        event_type, &event_id, record, now_ms, key, step,
+    );
+    rows.push_event(&PendingEvent {
+        event_id,
+        event_type,
+        call_id: record.id.clone(),
+        payload,
+        created_ms: now_ms,
+    })
 }
 
 /// A new call as the API built it: the record, its queue entry, and the

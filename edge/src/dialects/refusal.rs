@@ -78,6 +78,7 @@ impl Refusal {
             | E::ScheduleInPast
             | E::MetadataTooLarge
             | E::InvalidUrl
+            | E::UnknownExtension
             | E::OutsideCallingWindow
             | E::IdempotencyKeyReused
             | E::IdempotencyKeyInFlight => Refusal::InvalidRequest(e.message.clone()),

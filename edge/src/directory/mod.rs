@@ -20,8 +20,8 @@ use crate::traffic::LocalFuture;
 use serde::{Deserialize, Serialize};
 
 pub use records::{
-    BindingRow, DirectoryQueue, DirectoryUser, QueueFields, SipCredentials, UserFields, UserKind,
-    V360Key, V360KeyKind,
+    BindingRow, DirectoryQueue, DirectoryUser, QueueFields, QueueOverflowRule, SipCredentials,
+    UserFields, UserKind, V360Key, V360KeyKind, DEFAULT_MAX_WAIT_SECONDS,
 };
 use voxline_shared::sidecar_link::{
     registration_refusals, PhoneBinding, PhoneRegistration, PhoneRegistrationDecision,
@@ -117,6 +117,12 @@ pub enum DirectoryRequest {
     },
     /// Every live binding of the tenant's phones (expired ones are dropped).
     ListBindings,
+    /// The next turn of queue `queue_pk`'s round robin (`rrmemory`, issue
+    /// 16): 1, 2, 3... one per call, kept in the queue's row of `counters`
+    /// (`rr:<pk>`), so concurrent calls never get the same turn.
+    QueueTurn {
+        queue_pk: u64,
+    },
 }
 
 /// Why a directory change was refused.
@@ -249,6 +255,11 @@ fn next_pk(sql: &impl Sql, counter: &str) -> Result<u64, StoreError> {
         .ok_or_else(|| corrupt("counter", "no row"))
         .and_then(|r| int_at(r, 0, "counter"))?;
     u64::try_from(n).map_err(|e| corrupt("counter", e))
+}
+
+/// The `counters` row of a queue's round robin.
+fn queue_turn_counter(queue_pk: u64) -> String {
+    format!("rr:{queue_pk}")
 }
 
 fn count(sql: &impl Sql, table: &str) -> Result<u64, StoreError> {
@@ -453,6 +464,11 @@ pub fn handle(
                 vec![pk.into()],
             )?;
             set_extension(sql, "queue", pk, None)?;
+            // Its round robin goes with it.
+            sql.exec(
+                "DELETE FROM counters WHERE name = ?",
+                vec![queue_turn_counter(pk).into()],
+            )?;
             Ok(DirectoryAnswer::Removed {
                 removed: !rows.is_empty(),
             })
@@ -500,6 +516,9 @@ pub fn handle(
             )?
             .into_iter()
             .next(),
+        }),
+        DirectoryRequest::QueueTurn { queue_pk } => Ok(DirectoryAnswer::Pk {
+            pk: next_pk(sql, &queue_turn_counter(queue_pk))?,
         }),
         DirectoryRequest::NextPk { counter } => Ok(DirectoryAnswer::Pk {
             pk: next_pk(sql, &format!("n:{counter}"))?,
@@ -836,6 +855,21 @@ pub mod ops {
     ) -> Result<bool, StoreError> {
         match d.send(object, request).await? {
             DirectoryAnswer::Removed { removed } => Ok(removed),
+            a => Err(unexpected(a)),
+        }
+    }
+
+    /// The next round-robin turn of queue `queue_pk` (1, 2, 3...).
+    pub async fn queue_turn(
+        d: &dyn Directory,
+        tenant: &str,
+        queue_pk: u64,
+    ) -> Result<u64, StoreError> {
+        match d
+            .send(tenant, DirectoryRequest::QueueTurn { queue_pk })
+            .await?
+        {
+            DirectoryAnswer::Pk { pk } => Ok(pk),
             a => Err(unexpected(a)),
         }
     }

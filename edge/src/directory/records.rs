@@ -124,6 +124,25 @@ impl DirectoryUser {
         v
     }
 
+    /// How a sidecar rings this person (issue 16): their extension, their
+    /// `callerID` as the display name, the default ring time; `forward_number`
+    /// when the call may forward, `voicemail` when a call nobody answered
+    /// goes to their voicemail.
+    pub fn ring_user(
+        &self,
+        forward_number: Option<String>,
+        voicemail: bool,
+    ) -> voxline_shared::sidecar_link::RingUser {
+        voxline_shared::sidecar_link::RingUser {
+            user_pk: self.pk,
+            extension: self.fields.extension.clone(),
+            display_name: self.fields.caller_id.clone(),
+            ring_timeout_seconds: voxline_shared::sidecar_link::DEFAULT_RING_TIMEOUT_SECONDS,
+            forward_number,
+            voicemail,
+        }
+    }
+
     /// [`DirectoryUser::to_public`] with the user's live `bindings`.
     pub fn to_public_with(&self, bindings: &[BindingRow]) -> Value {
         let mut v = self.to_public();
@@ -182,6 +201,40 @@ pub struct QueueFields {
     /// Users (`pk`) in the queue, in order.
     #[serde(default)]
     pub members: Vec<u64>,
+    /// The longest a caller waits before the overflow (issue 16).
+    #[serde(default = "default_max_wait_seconds")]
+    pub max_wait_seconds: u32,
+    /// Say a waiting caller's position every this many seconds (0: never).
+    #[serde(default)]
+    pub announce_every_seconds: u32,
+    /// What happens to a caller nobody answered in `max_wait_seconds`.
+    #[serde(default)]
+    pub overflow: QueueOverflowRule,
+}
+
+/// A queue's `max_wait_seconds` when not set (queues stored before it too).
+pub const DEFAULT_MAX_WAIT_SECONDS: u32 = 300;
+
+fn default_max_wait_seconds() -> u32 {
+    DEFAULT_MAX_WAIT_SECONDS
+}
+
+/// A queue's overflow (issue 16): JSON `{"kind": "agent", "agent_id"}`,
+/// `{"kind": "voicemail"}` or `{"kind": "hangup"}` (the default).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum QueueOverflowRule {
+    /// The tenant's AI agent answers the caller.
+    Agent { agent_id: String },
+    /// The caller leaves a message (the call's recording).
+    Voicemail,
+    /// The call ends (`no_answer`, reason `queue_timeout`).
+    #[default]
+    Hangup,
+}
+
+impl QueueOverflowRule {
+    pub const KINDS: [&'static str; 3] = ["agent", "voicemail", "hangup"];
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

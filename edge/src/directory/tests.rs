@@ -31,7 +31,65 @@ fn queue_fields(ext: &str, members: Vec<u64>) -> QueueFields {
         leavewhenempty: false,
         ringinuse: false,
         members,
+        max_wait_seconds: crate::directory::DEFAULT_MAX_WAIT_SECONDS,
+        announce_every_seconds: 0,
+        overflow: Default::default(),
     }
+}
+
+#[test]
+fn a_queues_round_robin_turns_are_kept_per_queue_and_go_with_it() {
+    let d = MemoryDirectory::default();
+    block(async {
+        let q = ops::save_queue(&d, "t1", None, queue_fields("8001", vec![]))
+            .await
+            .unwrap()
+            .unwrap();
+        let mut turns = Vec::new();
+        for pk in [q.pk, q.pk, q.pk + 1, q.pk] {
+            turns.push(ops::queue_turn(&d, "t1", pk).await.unwrap());
+        }
+        assert_eq!(turns, [1, 2, 1, 3], "one counter per queue");
+        assert_eq!(
+            ops::queue_turn(&d, "t2", q.pk).await.unwrap(),
+            1,
+            "per tenant"
+        );
+        assert!(
+            ops::remove(&d, "t1", DirectoryRequest::DeleteQueue { pk: q.pk })
+                .await
+                .unwrap()
+        );
+        assert_eq!(
+            ops::queue_turn(&d, "t1", q.pk).await.unwrap(),
+            1,
+            "gone with it"
+        );
+    });
+}
+
+#[test]
+fn queues_stored_before_their_wait_and_overflow_read_the_defaults() {
+    let stored = serde_json::json!({"pk": 3, "name": "Old", "extension": "8003", "strategy": "ringall",
+        "musiconhold": "default", "timeout": 20, "retry": 5, "wrapuptime": 0, "maxlen": 0,
+        "joinempty": true, "leavewhenempty": false, "ringinuse": false, "members": [1],
+        "created_at": "2026-01-01T00:00:00.000Z", "updated_at": "2026-01-01T00:00:00.000Z"});
+    let q: crate::directory::DirectoryQueue = serde_json::from_value(stored).unwrap();
+    assert_eq!(
+        (
+            q.fields.max_wait_seconds,
+            q.fields.announce_every_seconds,
+            q.fields.overflow
+        ),
+        (300, 0, crate::directory::QueueOverflowRule::Hangup)
+    );
+    let agent = crate::directory::QueueOverflowRule::Agent {
+        agent_id: "agt_0123456789".into(),
+    };
+    assert_eq!(
+        serde_json::to_value(&agent).unwrap(),
+        serde_json::json!({"kind": "agent", "agent_id": "agt_0123456789"})
+    );
 }
 
 fn block<T>(f: impl std::future::Future<Output = T>) -> T {

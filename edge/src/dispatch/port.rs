@@ -57,6 +57,8 @@ pub fn queued_call(tenant_id: &str, record: &CallRecord, now_ms: u64) -> QueuedC
         max_seconds: record.max_seconds,
         // Set by the caller for an inbound call.
         held_by: None,
+        // Set by the caller for a person's call.
+        sidecars: Vec::new(),
         offer: Some(OfferBody {
             phone: record.phone.clone(),
             caller_name: record.caller_name.clone(),
@@ -83,6 +85,8 @@ pub fn queued_call(tenant_id: &str, record: &CallRecord, now_ms: u64) -> QueuedC
             engine_api_key_sealed: None,
             // Set by the caller from the agent.
             tools: Vec::new(),
+            // Set by the caller for a person's call.
+            connect: None,
         }),
     }
 }

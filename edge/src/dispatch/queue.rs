@@ -181,7 +181,7 @@ pub fn offer(lease: &Lease, body: OfferBody, key: Option<&SealingKey>) -> Offer 
         amd: body.amd,
         amd_message: body.amd_message,
         tools: body.tools,
-        connect: None,
+        connect: body.connect,
     }
 }
 
@@ -553,15 +553,31 @@ impl Queue {
 
     /// The waiting call `lease` would hand out next: due, its tenant under
     /// its cap, oldest due first (ties: queue order).
-    fn next_offerable(&self, now: u64, in_flight: &BTreeMap<String, u32>) -> Option<String> {
+    fn next_offerable(
+        &self,
+        sidecar_id: &str,
+        now: u64,
+        in_flight: &BTreeMap<String, u32>,
+    ) -> Option<String> {
         let under_cap = |c: &QueuedCall| {
             c.max_concurrent
                 .is_none_or(|cap| in_flight.get(&c.tenant_id).copied().unwrap_or(0) < cap)
         };
         self.waiting
             .due(now)
-            .find(|c| under_cap(c))
+            .find(|c| under_cap(c) && self.may_lease(sidecar_id, c))
             .map(|c| c.call_id.clone())
+    }
+
+    /// Whether `sidecar_id` may take `call`: any may, unless the call names
+    /// its sidecars and one of them is registered (not departed).
+    fn may_lease(&self, sidecar_id: &str, call: &QueuedCall) -> bool {
+        call.sidecars.is_empty()
+            || call.sidecars.iter().any(|s| s == sidecar_id)
+            || !call
+                .sidecars
+                .iter()
+                .any(|s| self.sidecars.contains_key(s) && !self.departed.contains_key(s))
     }
 
     /// Every call this queue has not finished with counts as in progress:
@@ -687,7 +703,7 @@ impl Queue {
         let mut offers = Vec::new();
         let mut in_flight = self.in_flight_by_tenant();
         while (offers.len() as u32) < free_slots {
-            let Some(call_id) = self.next_offerable(now, &in_flight) else {
+            let Some(call_id) = self.next_offerable(sidecar_id, now, &in_flight) else {
                 break;
             };
             let Some(call) = self.waiting.remove(&call_id) else {
@@ -1142,7 +1158,7 @@ impl Queue {
             || self.commands.get(sidecar_id).is_some_and(|c| !c.is_empty())
             || self.messages.has_waiting()
             || self
-                .next_offerable(now, &self.in_flight_by_tenant())
+                .next_offerable(sidecar_id, now, &self.in_flight_by_tenant())
                 .is_some()
     }
 }
@@ -1186,6 +1202,35 @@ mod tests {
 
     fn ids(offers: &[Lease]) -> Vec<&str> {
         offers.iter().map(|l| l.call.call_id.as_str()).collect()
+    }
+
+    #[test]
+    fn a_call_naming_its_sidecars_goes_to_one_of_them_while_one_is_registered() {
+        let mut q = Queue::default();
+        q.register("s1", 2, 0);
+        q.register("s2", 2, 0);
+        q.enqueue(QueuedCall {
+            sidecars: vec!["s2".into()],
+            ..call("p1", 0, 0)
+        });
+        q.enqueue(call("a1", 0, 0));
+        // s1 skips the person's call (it holds no phone of theirs).
+        assert!(q.has_work_for("s1", 1));
+        let (offers, _) = q.lease("s1", 2, 1, &T);
+        assert_eq!(ids(&offers), ["a1"]);
+        assert!(!q.has_work_for("s1", 1), "nothing else for s1");
+        assert!(q.has_work_for("s2", 1));
+        let (offers, _) = q.lease("s2", 2, 1, &T);
+        assert_eq!(ids(&offers), ["p1"]);
+        // With its sidecar gone, any sidecar takes it.
+        let mut q = Queue::default();
+        q.register("s1", 2, 0);
+        q.enqueue(QueuedCall {
+            sidecars: vec!["s9".into()],
+            ..call("p2", 0, 0)
+        });
+        let (offers, _) = q.lease("s1", 2, 1, &T);
+        assert_eq!(ids(&offers), ["p2"]);
     }
 
     #[test]

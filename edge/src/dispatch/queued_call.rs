@@ -54,6 +54,11 @@ pub struct QueuedCall {
     /// cannot wait in the queue.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub held_by: Option<String>,
+    /// Only these sidecars may lease the call while one of them is
+    /// registered (empty: any). A click-to-call (issue 16) goes to a sidecar
+    /// that holds a phone of its person; with all of them gone, to any.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sidecars: Vec<String>,
 }
 
 /// For entries queued before `max_seconds` was carried: the API's maximum.
@@ -114,6 +119,10 @@ pub struct OfferBody {
     /// set by the caller from the agent).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tools: Vec<voxline_shared::sidecar_link::OfferedTool>,
+    /// A person's call without an engine (issue 16: click-to-call rings the
+    /// person first); bodies stored before it: none (an agent's call).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connect: Option<voxline_shared::sidecar_link::Connect>,
 }
 
 #[cfg(test)]
@@ -141,6 +150,7 @@ impl OfferBody {
             amd_message: None,
             engine_api_key_sealed: None,
             tools: Vec::new(),
+            connect: None,
         }
     }
 }

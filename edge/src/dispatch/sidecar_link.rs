@@ -639,6 +639,31 @@ fn handle_op(
                         method: method.chars().take(16).collect(),
                         at_offset_ms: *at_offset_ms,
                     },
+                    EventKind::Leg {
+                        step,
+                        user_pk,
+                        destination,
+                        sip_code,
+                        talk_ms,
+                    } => Change::Leg {
+                        step: *step,
+                        user_pk: *user_pk,
+                        // Bounded: a sidecar's text, kept in the outbox.
+                        destination: destination.as_ref().map(|d| d.chars().take(64).collect()),
+                        sip_code: *sip_code,
+                        talk_ms: *talk_ms,
+                    },
+                    EventKind::Queue {
+                        step,
+                        queue_pk,
+                        position,
+                        wait_ms,
+                    } => Change::Queue {
+                        step: *step,
+                        queue_pk: *queue_pk,
+                        position: *position,
+                        wait_ms: *wait_ms,
+                    },
                     EventKind::AnsweredBy {
                         answered_by,
                         decision_ms,

@@ -32,6 +32,12 @@ pub enum WebhookEvent {
     /// The agent transferred the callee (issue 16, the `transfer` tool).
     #[serde(rename = "call.transferred")]
     CallTransferred,
+    /// A person's leg of a call dialled, rang, answered or ended (issue 16).
+    #[serde(rename = "call.leg")]
+    CallLeg,
+    /// A step of the caller's wait in a queue (issue 16).
+    #[serde(rename = "call.queue")]
+    CallQueue,
     #[serde(rename = "transcript.saved")]
     TranscriptSaved,
     #[serde(rename = "recording.saved")]
@@ -58,7 +64,7 @@ pub enum WebhookEvent {
 
 impl WebhookEvent {
     /// Every event type, in the order of [`WEBHOOK_EVENTS`].
-    pub const ALL: [WebhookEvent; 17] = [
+    pub const ALL: [WebhookEvent; 19] = [
         WebhookEvent::CallQueued,
         WebhookEvent::CallRinging,
         WebhookEvent::CallAnswered,
@@ -76,6 +82,8 @@ impl WebhookEvent {
         WebhookEvent::ContactDeleted,
         WebhookEvent::CampaignCompleted,
         WebhookEvent::CallTransferred,
+        WebhookEvent::CallLeg,
+        WebhookEvent::CallQueue,
     ];
 
     /// The name on the wire, as serde writes it.
@@ -98,6 +106,8 @@ impl WebhookEvent {
             WebhookEvent::ContactDeleted => "contact.deleted",
             WebhookEvent::CampaignCompleted => "campaign.completed",
             WebhookEvent::CallTransferred => "call.transferred",
+            WebhookEvent::CallLeg => "call.leg",
+            WebhookEvent::CallQueue => "call.queue",
         }
     }
 
@@ -115,6 +125,8 @@ impl WebhookEvent {
             | WebhookEvent::CallCompleted
             | WebhookEvent::CallFailed
             | WebhookEvent::CallTransferred
+            | WebhookEvent::CallLeg
+            | WebhookEvent::CallQueue
             | WebhookEvent::TranscriptSaved
             | WebhookEvent::RecordingSaved
             | WebhookEvent::ContactCreated
@@ -309,14 +321,62 @@ pub fn call_transferred_payload(
     now_ms: u64,
     transfer: Value,
 ) -> String {
-    let body = call_event_payload(WebhookEvent::CallTransferred, event_id, record, now_ms);
+    call_step_payload(
+        WebhookEvent::CallTransferred,
+        event_id,
+        record,
+        now_ms,
+        "transfer",
+        transfer,
+    )
+}
+
+/// A call event about one step of the call rather than its status
+/// (`call.transferred`, `call.leg`, `call.queue`): the call, as
+/// [`call_event_payload`] gives it, with the step under `key` in `data`.
+pub fn call_step_payload(
+    event_type: WebhookEvent,
+    event_id: &str,
+    record: &CallRecord,
+    now_ms: u64,
+    key: &str,
+    step: Value,
+) -> String {
+    let body = call_event_payload(event_type, event_id, record, now_ms);
     match serde_json::from_str::<Value>(&body) {
         Ok(mut v) => {
-            v["data"]["transfer"] = transfer;
+            v["data"][key] = step;
             v.to_string()
         }
         Err(_) => body,
     }
+}
+
+/// `call.leg`'s step (`data.leg`): a person's leg (issue 16). `user_pk`: the
+/// person rung (null: a number dialled, `destination`); `sip_code` and
+/// `talk_ms` at `ended`.
+pub fn leg_json(
+    step: voxline_shared::sidecar_link::LegStep,
+    user_pk: Option<u64>,
+    destination: Option<&str>,
+    sip_code: Option<u16>,
+    talk_ms: u64,
+) -> Value {
+    json!({"step": step, "user_pk": user_pk, "destination": destination,
+           "sip_code": sip_code, "talk_ms": talk_ms})
+}
+
+/// `call.queue`'s step (`data.queue`): the caller's wait (issue 16), in the
+/// queue `queue_pk` (its `name` when the call knows it).
+pub fn queue_json(
+    step: voxline_shared::sidecar_link::QueueStep,
+    queue_pk: u64,
+    name: Option<&str>,
+    position: Option<u32>,
+    wait_ms: u64,
+) -> Value {
+    json!({"step": step, "queue_pk": queue_pk, "name": name,
+           "position": position, "wait_ms": wait_ms})
 }
 
 /// The native body of a text message event: the common envelope with the
@@ -504,6 +564,21 @@ fn wants(endpoint: &WebhookEndpoint, event: WebhookEvent) -> bool {
             endpoint.enabled
                 && match listens {
                     Some(T::UserDial) => event == WebhookEvent::CallQueued,
+                    // Rendered from the step in the native payload; a step
+                    // with no Voice360 event renders nothing.
+                    Some(
+                        T::UserAnswer
+                        | T::QueueMemberDial
+                        | T::QueueMemberAnswer
+                        | T::QueueMemberDialHangup,
+                    ) => event == WebhookEvent::CallLeg,
+                    Some(
+                        T::QueueEnter
+                        | T::QueueHangup
+                        | T::QueueNoAnswer
+                        | T::QueueHangupTimeout
+                        | T::QueueHangupAbandoned,
+                    ) => event == WebhookEvent::CallQueue,
                     Some(T::UserHangup | T::CallEnded) => is_post_call_event(event),
                     Some(T::TranscriptionFinished) => event == WebhookEvent::TranscriptSaved,
                     Some(T::SmsSent) => event == WebhookEvent::MessageSent,
@@ -604,6 +679,22 @@ pub async fn jobs_for_event(
                     .collect()
             }
             (_, None) => continue,
+            // A leg's or a queue's step: rendered from the step in the
+            // native payload (as it was when the sidecar reported it) and
+            // the call's fixed facts (caller, number, queue).
+            (WebhookFormat::Voice360, Some(record))
+                if matches!(
+                    event.event_type,
+                    WebhookEvent::CallLeg | WebhookEvent::CallQueue
+                ) =>
+            {
+                if account_id.is_none() {
+                    account_id = Some(voice360_account(kv, tenant_id).await?);
+                }
+                let event_type = endpoint.voice360_event.as_deref().unwrap_or("");
+                let account = account_id.as_deref().unwrap_or(tenant_id);
+                post_call::voice360_step_bodies(event_type, &event.payload, record, account, now_ms)
+            }
             (format, Some(record)) => {
                 if let (Some(found), false) = (
                     rendered.iter().find(|(f, _)| *f == format),

@@ -164,6 +164,22 @@ pub fn voice360_body(
     Some(match T::parse(event_type)? {
         T::UserDial => body(v360::user_dial(call, user.as_deref()?)),
         T::UserHangup => body(v360::user_hangup(call, user.as_deref()?)),
+        // An inbound call: the caller, our number, the person who took it
+        // (the one rung, or the queue member whose leg answered).
+        T::CallEnded if record.direction == crate::model::CallDirection::Inbound => {
+            let to_user = record
+                .answered_user
+                .or(record.rings_user)
+                .map(|pk| pk.to_string());
+            body(v360::Event::CallEnded(v360::CallEnded {
+                caller_id_number: Some(call.phone),
+                dnis: call.from_phone.unwrap_or(""),
+                uniqueid: call.call_id,
+                call_direction: v360::Direction::Inbound,
+                to_user_id: to_user.as_deref(),
+                duration: call.duration_seconds(),
+            }))
+        }
         T::CallEnded => match &user {
             Some(u) => body(v360::call_ended(call, u)),
             None => body(v360::Event::CallEnded(v360::CallEnded {
@@ -200,6 +216,142 @@ pub fn voice360_body(
         }
         _ => return None,
     })
+}
+
+/// The bodies (none or one) a `voice360` endpoint listening for
+/// `event_type` is sent about a step of a call (issue 16), rendered from the
+/// native `call.leg` / `call.queue` payload's step (`data.leg`,
+/// `data.queue`) and the call's record:
+///
+/// - a leg of a queue call (the record's `queue`) with a person:
+///   `QUEUE_MEMBER_DIAL` (dialing), `QUEUE_MEMBER_ANSWER` (answered),
+///   `QUEUE_MEMBER_DIAL_HANGUP` (ended; `duration` the leg's talk seconds);
+/// - a person's leg answering an inbound call (rung, or a queue member):
+///   `USER_ANSWER`;
+/// - the caller's wait: `QUEUE_ENTER` (entered), `QUEUE_NO_ANSWER` (a ring
+///   round nobody answered), `QUEUE_HANGUP` (the caller leaves the queue:
+///   connected, timed out or abandoned; `duration` the seconds waited, with
+///   hundredths), `QUEUE_HANGUP_TIMEOUT`, `QUEUE_HANGUP_ABANDONED`.
+///
+/// `uniqueid` and `queuecall_id` are the call id, `queue_id` and `queuename`
+/// the queue's `pk` as text (the API's queue `name`), `queue_name` its name,
+/// `dnis` the number called, `caller_id_number` the caller.
+pub fn voice360_step_bodies(
+    event_type: &str,
+    native_payload: &str,
+    record: &CallRecord,
+    account_id: &str,
+    now_ms: u64,
+) -> Vec<String> {
+    voice360_step_body(event_type, native_payload, record, account_id, now_ms)
+        .into_iter()
+        .collect()
+}
+
+fn voice360_step_body(
+    event_type: &str,
+    native_payload: &str,
+    record: &CallRecord,
+    account_id: &str,
+    now_ms: u64,
+) -> Option<String> {
+    use crate::dialects::js_json::JsNumber;
+    use crate::dialects::voice360::{self as v360, EventType as T, APP_QUEUE};
+    let payload: serde_json::Value = serde_json::from_str(native_payload).ok()?;
+    let data = &payload["data"];
+    let call_id = record.id.as_str();
+    let caller = record.phone.as_str();
+    let dnis = record.caller_number.as_deref().unwrap_or("");
+    let inbound = record.direction == crate::model::CallDirection::Inbound;
+    let event = T::parse(event_type)?;
+    let body = |event: v360::Event<'_>| Some(event.body(account_id, now_ms));
+    if let Some(leg) = data.get("leg").filter(|l| l.is_object()) {
+        let step = leg["step"].as_str()?;
+        let user = leg["user_pk"].as_u64()?.to_string();
+        let queued = record.queue.is_some();
+        return match (event, step) {
+            (T::UserAnswer, "answered") if inbound => {
+                body(v360::Event::UserAnswer(v360::UserAnswer {
+                    caller_id_number: caller,
+                    to_user_id: &user,
+                    uniqueid: call_id,
+                }))
+            }
+            (T::QueueMemberDial, "dialing") if queued => {
+                body(v360::Event::QueueMemberDial(v360::QueueMemberDial {
+                    app_name: APP_QUEUE,
+                    to_user_id: &user,
+                    from_user_id: None,
+                    uniqueid: call_id,
+                    caller_id_number: caller,
+                    dnis,
+                    queuecall_id: call_id,
+                }))
+            }
+            (T::QueueMemberAnswer, "answered") if queued => {
+                body(v360::Event::QueueMemberAnswer(v360::QueueMemberAnswer {
+                    app_name: APP_QUEUE,
+                    to_user_id: &user,
+                    caller_id_number: caller,
+                    uniqueid: call_id,
+                    dnis,
+                    queuecall_id: call_id,
+                }))
+            }
+            (T::QueueMemberDialHangup, "ended") if queued => body(
+                v360::Event::QueueMemberDialHangup(v360::QueueMemberDialHangup {
+                    app_name: APP_QUEUE,
+                    to_user_id: &user,
+                    from_user_id: None,
+                    uniqueid: call_id,
+                    caller_id_number: caller,
+                    dnis,
+                    queuecall_id: call_id,
+                    duration: leg["talk_ms"].as_u64().unwrap_or(0) / 1000,
+                }),
+            ),
+            _ => None,
+        };
+    }
+    let queue = data.get("queue").filter(|q| q.is_object())?;
+    let step = queue["step"].as_str()?;
+    let queue_id = queue["queue_pk"].as_u64()?.to_string();
+    let queue_name = queue["name"].as_str().unwrap_or("");
+    let wait_ms = queue["wait_ms"].as_u64().unwrap_or(0);
+    let wait = || v360::QueueWait {
+        caller_id_number: caller,
+        queue_name,
+        queue_id: &queue_id,
+        wait_time: wait_ms / 1000,
+    };
+    match (event, step) {
+        (T::QueueEnter, "entered") => body(v360::Event::QueueEnter(v360::QueueEnter {
+            queue_id: &queue_id,
+            queuecall_id: call_id,
+            uniqueid: call_id,
+            queuename: &queue_id,
+            callerid_number: caller,
+            callerid_name: record.name.as_deref(),
+        })),
+        (T::QueueHangup, "connected" | "timed_out" | "abandoned") => {
+            body(v360::Event::QueueHangup(v360::QueueHangup {
+                app_name: APP_QUEUE,
+                queue_id: &queue_id,
+                queuecall_id: call_id,
+                uniqueid: call_id,
+                queuename: &queue_id,
+                // Seconds with hundredths, as the document's 16.59.
+                duration: JsNumber((wait_ms as f64 / 10.0).round() / 100.0),
+                dnis,
+                dialed_number: dnis,
+                caller_id_number: caller,
+            }))
+        }
+        (T::QueueNoAnswer, "no_answer") => body(v360::Event::QueueNoAnswer(wait())),
+        (T::QueueHangupTimeout, "timed_out") => body(v360::Event::QueueHangupTimeout(wait())),
+        (T::QueueHangupAbandoned, "abandoned") => body(v360::Event::QueueHangupAbandoned(wait())),
+        _ => None,
+    }
 }
 
 /// The body a `voice360` endpoint listening for `event_type` is sent about a
@@ -515,6 +667,158 @@ mod tests {
                 "2881cd45a0be0dda4d532db65fa6bcd9c6fa442fb9f367c571c7298bb0876c2a".to_string()
             )]
         );
+    }
+
+    /// The document's USER_ANSWER and QUEUE_* examples, rendered from the
+    /// native `call.leg` / `call.queue` payloads of an inbound queue call
+    /// with the example's values, byte for byte once the examples are
+    /// compacted. Ours differ only where the document's are placeholders:
+    /// `uniqueid` and `queuecall_id` are both the call id, `queue_id` and
+    /// `queuename` the queue's `pk` as text; the example's 16.59 s wait.
+    #[test]
+    fn leg_and_queue_bodies_are_the_documents_examples() {
+        use crate::webhooks::events::{call_step_payload, leg_json, queue_json, WebhookEvent};
+        use voxline_shared::sidecar_link::{LegStep, QueueStep};
+        const NOW: u64 = 1_704_067_200_000;
+        let record = CallRecord {
+            id: "call_1".into(),
+            phone: "+15551234567".into(),
+            direction: crate::model::CallDirection::Inbound,
+            caller_number: Some("+15559876543".into()),
+            queue: Some(crate::model::CallQueue {
+                pk: 123,
+                name: "Sales Queue".into(),
+                left: false,
+            }),
+            ..crate::model::test_call(CallStatus::InProgress)
+        };
+        let leg = |step, talk_ms, event: &str| {
+            let payload = call_step_payload(
+                WebhookEvent::CallLeg,
+                "evt_1",
+                &record,
+                NOW,
+                "leg",
+                leg_json(step, Some(67890), None, None, talk_ms),
+            );
+            voice360_step_bodies(event, &payload, &record, "12345", NOW + 999)
+        };
+        let queue = |step, wait_ms, event: &str| {
+            let payload = call_step_payload(
+                WebhookEvent::CallQueue,
+                "evt_2",
+                &record,
+                NOW,
+                "queue",
+                queue_json(step, 123, Some("Sales Queue"), Some(1), wait_ms),
+            );
+            voice360_step_bodies(event, &payload, &record, "12345", NOW + 999)
+        };
+        let envelope = |name: &str, metadata: &str| {
+            vec![format!(
+                r#"{{"event_name":"{name}","account_id":"12345","timestamp":1704067200,"metadata":{metadata}}}"#
+            )]
+        };
+        assert_eq!(
+            leg(LegStep::Answered, 0, "USER_ANSWER"),
+            envelope(
+                "USER_ANSWER",
+                r#"{"caller_id_number":"+15551234567","to_user_id":"67890","uniqueid":"call_1"}"#
+            )
+        );
+        assert_eq!(
+            leg(LegStep::Dialing, 0, "QUEUE_MEMBER_DIAL"),
+            envelope(
+                "QUEUE_MEMBER_DIAL",
+                r#"{"App-Name":"Queue","to_user_id":"67890","from_user_id":null,"uniqueid":"call_1","caller_id_number":"+15551234567","dnis":"+15559876543","queuecall_id":"call_1"}"#
+            )
+        );
+        assert_eq!(
+            leg(LegStep::Answered, 0, "QUEUE_MEMBER_ANSWER"),
+            envelope(
+                "QUEUE_MEMBER_ANSWER",
+                r#"{"App-Name":"Queue","to_user_id":"67890","caller_id_number":"+15551234567","uniqueid":"call_1","dnis":"+15559876543","queuecall_id":"call_1"}"#
+            )
+        );
+        assert_eq!(
+            leg(LegStep::Ended, 120_400, "QUEUE_MEMBER_DIAL_HANGUP"),
+            envelope(
+                "QUEUE_MEMBER_DIAL_HANGUP",
+                r#"{"App-Name":"Queue","to_user_id":"67890","from_user_id":null,"uniqueid":"call_1","caller_id_number":"+15551234567","dnis":"+15559876543","queuecall_id":"call_1","duration":120}"#
+            )
+        );
+        assert_eq!(
+            queue(QueueStep::Entered, 0, "QUEUE_ENTER"),
+            envelope(
+                "QUEUE_ENTER",
+                r#"{"queue_id":"123","queuecall_id":"call_1","uniqueid":"call_1","queuename":"123","callerid_number":"+15551234567","callerid_name":null}"#
+            )
+        );
+        for step in [
+            QueueStep::Connected,
+            QueueStep::TimedOut,
+            QueueStep::Abandoned,
+        ] {
+            assert_eq!(
+                queue(step, 16_594, "QUEUE_HANGUP"),
+                envelope(
+                    "QUEUE_HANGUP",
+                    r#"{"App-Name":"Queue","queue_id":"123","queuecall_id":"call_1","uniqueid":"call_1","queuename":"123","duration":16.59,"dnis":"+15559876543","dialed_number":"+15559876543","caller_id_number":"+15551234567"}"#
+                ),
+                "{step:?}"
+            );
+        }
+        for (step, name, wait_ms, wait) in [
+            (QueueStep::NoAnswer, "QUEUE_NO_ANSWER", 60_000, 60),
+            (QueueStep::TimedOut, "QUEUE_HANGUP_TIMEOUT", 300_999, 300),
+            (QueueStep::Abandoned, "QUEUE_HANGUP_ABANDONED", 45_000, 45),
+        ] {
+            assert_eq!(
+                queue(step, wait_ms, name),
+                envelope(
+                    name,
+                    &format!(
+                        r#"{{"caller_id_number":"+15551234567","queue_name":"Sales Queue","queue_id":"123","wait_time":{wait}}}"#
+                    )
+                )
+            );
+        }
+        // Steps without the endpoint's event render nothing: a queue's
+        // announcement, a member's ringing, a leg to a number, a call not
+        // in a queue for the member events.
+        assert!(queue(QueueStep::Announced, 1, "QUEUE_ENTER").is_empty());
+        assert!(queue(QueueStep::Entered, 1, "QUEUE_HANGUP").is_empty());
+        assert!(leg(LegStep::Ringing, 0, "QUEUE_MEMBER_DIAL").is_empty());
+        assert!(leg(LegStep::Answered, 0, "QUEUE_ENTER").is_empty());
+        let not_queued = CallRecord {
+            queue: None,
+            ..record.clone()
+        };
+        let payload = call_step_payload(
+            WebhookEvent::CallLeg,
+            "evt_3",
+            &not_queued,
+            NOW,
+            "leg",
+            leg_json(LegStep::Answered, Some(67890), None, None, 0),
+        );
+        assert!(
+            voice360_step_bodies("QUEUE_MEMBER_ANSWER", &payload, &not_queued, "12345", NOW)
+                .is_empty()
+        );
+        assert_eq!(
+            voice360_step_bodies("USER_ANSWER", &payload, &not_queued, "12345", NOW).len(),
+            1
+        );
+        let to_number = call_step_payload(
+            WebhookEvent::CallLeg,
+            "evt_4",
+            &record,
+            NOW,
+            "leg",
+            leg_json(LegStep::Answered, None, Some("+15550001111"), None, 0),
+        );
+        assert!(voice360_step_bodies("USER_ANSWER", &to_number, &record, "12345", NOW).is_empty());
     }
 
     /// The document's CONTACT_* examples, rendered from the native payloads

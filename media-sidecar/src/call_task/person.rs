@@ -16,8 +16,9 @@
 //! - [`run_click_to_call`]: an outbound offer with
 //!   `connect: click_to_call`: the person's phones ring first (showing the
 //!   destination as the caller); once one answers, the destination is
-//!   dialled through the trunks with the offer's caller ID and bridged
-//!   (right: the destination, left: the person).
+//!   dialled through the trunks with the offer's caller ID (the person
+//!   hearing ringback meanwhile: [`super::ring_user::Ringback`]) and
+//!   bridged (right: the destination, left: the person).
 //!
 //! The building blocks ([`LegPlan`], [`ring_until_answered`],
 //! [`answer_caller`], [`relay_until_one_ends`], [`close_leg`]) are what a
@@ -1105,6 +1106,16 @@ async fn click_to_call(
     ctx.emitter.emit(EventKind::Dialing).await;
     let ring_for = Duration::from_secs(u64::from(dial_plan.cfg.ring_timeout_seconds));
     let mut person = person;
+    // The person hears ringback until the destination answers or fails.
+    let to_person = person.media.sender();
+    let ringback = tokio::spawn({
+        let to_person = to_person.clone();
+        async move {
+            let mut tone = super::ring_user::Ringback::default();
+            // `send` waits while a second is queued: paced by the media.
+            while to_person.send(tone.next_frame()).await.is_ok() {}
+        }
+    });
     let outcome = ring_until_answered(
         ctx,
         std::slice::from_ref(&plan),
@@ -1114,6 +1125,10 @@ async fn click_to_call(
         leg_or_command(&mut person.call, hangup),
     )
     .await;
+    ringback.abort();
+    let _ = ringback.await;
+    // What ringback is still queued never plays.
+    to_person.flush();
     match outcome {
         RingOutcome::Answered(mut callee) => {
             t.answered_ms = Some(ctx.emitter.emit(EventKind::Answered).await);

@@ -319,6 +319,38 @@ pub fn bridged_end(who: HungUp, end: Option<&crate::sip::DialogEnd>) -> (CallSta
     }
 }
 
+/// The ringback a person hears while the sidecar rings someone for them
+/// (click-to-call: their phone answered, the destination rings), sans-IO:
+/// 440 + 480 Hz, 2 s on, 4 s off (the North American cadence), in 20 ms
+/// frames of 8 kHz PCM.
+#[derive(Debug, Clone, Default)]
+pub struct Ringback {
+    /// Samples produced so far.
+    at: usize,
+}
+
+/// One ringback cycle, in samples (6 s).
+const RINGBACK_CYCLE: usize = 6 * 8_000;
+const RINGBACK_ON: usize = 2 * 8_000;
+
+impl Ringback {
+    /// The next 20 ms.
+    pub fn next_frame(&mut self) -> Vec<i16> {
+        let frame = (self.at..self.at + crate::media::codec::FRAME_8K)
+            .map(|i| {
+                if i % RINGBACK_CYCLE >= RINGBACK_ON {
+                    return 0;
+                }
+                let t = i as f64 / 8_000.0;
+                let tau = 2.0 * std::f64::consts::PI;
+                (3_000.0 * ((tau * 440.0 * t).sin() + (tau * 480.0 * t).sin())) as i16
+            })
+            .collect();
+        self.at += crate::media::codec::FRAME_8K;
+        frame
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -555,5 +587,36 @@ mod tests {
             bridged_end(HungUp::Callee, Some(&capped)),
             (CallStatus::Completed, EndedReason::MaxDurationReached)
         );
+    }
+
+    #[test]
+    fn ringback_is_two_seconds_of_440_and_480_hz_then_four_of_silence() {
+        let amp = |f: &[i16], hz: f64| {
+            let (mut s, mut c) = (0.0, 0.0);
+            for (i, &v) in f.iter().enumerate() {
+                let ph = 2.0 * std::f64::consts::PI * hz * i as f64 / 8_000.0;
+                s += f64::from(v) * ph.sin();
+                c += f64::from(v) * ph.cos();
+            }
+            2.0 * (s * s + c * c).sqrt() / f.len() as f64
+        };
+        let mut r = Ringback::default();
+        // 12 s: two cycles.
+        let frames: Vec<Vec<i16>> = (0..600).map(|_| r.next_frame()).collect();
+        let on: Vec<bool> = frames
+            .iter()
+            .map(|f| {
+                assert_eq!(f.len(), 160);
+                f.iter().any(|&v| v != 0)
+            })
+            .collect();
+        for (k, &sounding) in on.iter().enumerate() {
+            let t_ms = k * 20 % 6_000;
+            assert_eq!(sounding, t_ms < 2_000, "frame {k}");
+        }
+        // Both tones, clearly, over a second of the first burst.
+        let burst: Vec<i16> = frames[..50].concat();
+        assert!(amp(&burst, 440.0) > 2_000.0 && amp(&burst, 480.0) > 2_000.0);
+        assert!(amp(&burst, 1_000.0) < 100.0);
     }
 }

@@ -285,7 +285,6 @@ impl Uas {
         self.max_until = Some(now.saturating_add(ms));
     }
 
-    /// Refuses the call with a final `code` (4xx-6xx), before any answer.
     /// Keeps a ringing call ringing until at least `until` (ms) instead of
     /// refusing it at [`DECIDE_WITHIN_MS`]: the call task rings a person's
     /// phones for their ring timeout (issue 16). Bounded by
@@ -297,6 +296,7 @@ impl Uas {
         }
     }
 
+    /// Refuses the call with a final `code` (4xx-6xx), before any answer.
     pub fn refuse(&mut self, now: u64, code: u16) {
         if self.phase != UasPhase::Ringing {
             return;

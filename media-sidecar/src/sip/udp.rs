@@ -91,6 +91,9 @@ enum Cmd {
     RefuseInbound {
         id: InboundCallId,
         code: u16,
+        /// Answered once refused: the handle (whose drop hangs up with
+        /// 480) must outlive the refusal.
+        done: oneshot::Sender<()>,
     },
     KeepRinging {
         id: InboundCallId,
@@ -194,10 +197,20 @@ impl IncomingCall {
         self.handle.next_event().await
     }
 
-    /// Refuses the call with `code` (4xx-6xx).
+    /// Refuses the call with `code` (4xx-6xx). Returns once the driver
+    /// has refused it: dropping the handle sooner could let the driver
+    /// see it gone first and hang up with 480 instead.
     pub async fn refuse(self, code: u16) {
         if let CallKey::In(id) = self.handle.id {
-            let _ = self.handle.cmd.send(Cmd::RefuseInbound { id, code }).await;
+            let (done, refused) = oneshot::channel();
+            let sent = self
+                .handle
+                .cmd
+                .send(Cmd::RefuseInbound { id, code, done })
+                .await;
+            if sent.is_ok() {
+                let _ = refused.await;
+            }
         }
     }
 }
@@ -749,7 +762,10 @@ impl Driver {
                     .map_err(|e| e.to_string());
                 let _ = reply.send(r);
             }
-            Cmd::RefuseInbound { id, code } => self.endpoint.refuse_inbound_call(id, code, now()),
+            Cmd::RefuseInbound { id, code, done } => {
+                self.endpoint.refuse_inbound_call(id, code, now());
+                let _ = done.send(());
+            }
             Cmd::KeepRinging { id, for_ } => {
                 self.endpoint.keep_ringing_inbound_call(id, for_, now())
             }

@@ -48,7 +48,7 @@ pub(super) fn operation(id: RouteId) -> Option<Value> {
         RouteId::CreateDirectoryUser => admin(
             "createDirectoryUser",
             "Add a directory user",
-            "A person (their SIP phones ring) or one of the tenant's AI agents (`kind: ai_agent` with `agent_id`), with an extension unique among the tenant's users and queues (409 `extension_taken`). Voice360 clients see users in `/availability` and `/user/profile`; a call `from` an AI agent's extension is that agent's call.",
+            "A person (their SIP phones ring) or one of the tenant's AI agents (`kind: ai_agent` with `agent_id`), with an extension unique among the tenant's users and queues (409 `extension_taken`). Voice360 clients see users in `/availability` and `/user/profile`; a call `from` an AI agent's extension is that agent's call, from a person's their click-to-call (issue 16).",
         )
         .body("DirectoryUserRequest", true)
         .ok(201, "The user, with its allocated `pk`.", "DirectoryUser")
@@ -72,7 +72,7 @@ pub(super) fn operation(id: RouteId) -> Option<Value> {
         RouteId::CreateQueue => admin("createQueue", "Add a call queue", "A call queue with its members (directory users, in order) and Asterisk-style settings; its extension is unique among the tenant's users and queues.")
             .body("QueueRequest", true)
             .ok(201, "The queue, with its allocated `pk`.", "Queue")
-            .errors(&[E::TenantNotFound, E::ExtensionTaken, E::DirectoryFull])
+            .errors(&[E::TenantNotFound, E::ExtensionTaken, E::DirectoryFull, E::UnknownAgent])
             .errors(&body_errors)
             .build(),
         RouteId::ListQueues => admin("listQueues", "List call queues", "All call queues of the tenant, in `pk` order.")
@@ -82,7 +82,7 @@ pub(super) fn operation(id: RouteId) -> Option<Value> {
         RouteId::UpdateQueue => admin("updateQueue", "Replace a call queue", "Replaces every field of the queue (the same body as create).")
             .body("QueueRequest", true)
             .ok(200, "The queue.", "Queue")
-            .errors(&[E::TenantNotFound, E::QueueNotFound, E::ExtensionTaken])
+            .errors(&[E::TenantNotFound, E::QueueNotFound, E::ExtensionTaken, E::UnknownAgent])
             .errors(&body_errors)
             .build(),
         RouteId::DeleteQueue => admin("deleteQueue", "Delete a call queue", "The queue goes; numbers routed to it answer no more.")
@@ -250,9 +250,31 @@ fn queue_fields() -> Vec<(&'static str, Value)> {
         ("ringinuse", json!({"type": "boolean", "default": false})),
         (
             "members",
-            json!({"type": "array", "maxItems": 200, "items": pk("A directory user's pk."), "description": "Directory users, in order."}),
+            json!({"type": "array", "maxItems": 200, "items": pk("A directory user's pk."), "description": "Directory users, in order. A call to a number routed to the queue (issue 16) rings the people among them with a phone registered with the sidecar that has the call (at most 50), leaving out those on a live call unless `ringinuse` and those whose call ended less than `wrapuptime` seconds ago, ordered by `strategy`: `ringall` all at once; `linear` as listed; `rrmemory` round robin, one turn per call (kept by the directory, so concurrent calls take different turns); `leastrecent` the longest idle first (by the end of their latest call among the tenant's latest 100); `fewestcalls` fewest calls of this queue answered first (among the same); `random`. Each rings `timeout` seconds, `retry` seconds apart."}),
         ),
+        (
+            "max_wait_seconds",
+            json!({"type": "integer", "minimum": crate::api::directory::MAX_WAIT_SECONDS.0, "maximum": crate::api::directory::MAX_WAIT_SECONDS.1,
+                "default": crate::directory::DEFAULT_MAX_WAIT_SECONDS, "description": "The longest a caller waits before the `overflow`."}),
+        ),
+        (
+            "announce_every_seconds",
+            json!({"type": "integer", "minimum": crate::api::directory::ANNOUNCE_EVERY_SECONDS.0, "maximum": crate::api::directory::ANNOUNCE_EVERY_SECONDS.1,
+                "default": 0, "description": "Tell a waiting caller their position every this many seconds; 0: only when they enter."}),
+        ),
+        ("overflow", queue_overflow()),
     ]
+}
+
+/// A queue's `overflow`.
+fn queue_overflow() -> Value {
+    json!({"description": "What happens to a caller nobody answered within `max_wait_seconds`: `agent` (that AI agent of the tenant answers the caller; 422 `unknown_agent` if it is not one), `voicemail` (the caller leaves a message: the call's recording, `ended_reason` `voicemail`) or `hangup` (the call ends `no_answer`, `ended_reason` `queue_timeout`). Default: `{\"kind\": \"hangup\"}`.",
+        "default": {"kind": "hangup"}, "oneOf": [
+        {"type": "object", "additionalProperties": false, "required": ["kind", "agent_id"], "properties": {
+            "kind": {"const": "agent"}, "agent_id": id_schema("agt")}},
+        {"type": "object", "additionalProperties": false, "required": ["kind"], "properties": {"kind": {"const": "voicemail"}}},
+        {"type": "object", "additionalProperties": false, "required": ["kind"], "properties": {"kind": {"const": "hangup"}}}
+    ]})
 }
 
 pub(super) fn schemas(add: &mut Map<String, Value>) {

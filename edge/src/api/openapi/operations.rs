@@ -26,6 +26,8 @@ pub(super) fn webhook_operations() -> Value {
             | WebhookEvent::CallCompleted
             | WebhookEvent::CallFailed => ("WebhookCallEvent", "A change of the call's status."),
             WebhookEvent::CallTransferred => ("WebhookCallEvent", "The agent transferred the callee (its `transfer` tool, once the destination answered): the call, with `transfer` (`destination`, `method` `refer` (the trunk took the call over) or `bridge` (the sidecar relays the callee and the destination, recorded), `at_offset_ms` from the answer). The call ends later with `ended_reason` `transferred`."),
+            WebhookEvent::CallLeg => ("WebhookCallEvent", "A person's leg of the call (issue 16), as the sidecar reports it: the call, with `leg` (`step` `dialing`, `ringing`, `answered` or `ended`; `user_pk`, the directory person rung: the person a number routes to, a queue member, the click-to-call's person, or null for a number dialled (`destination`: a forward, the click-to-call's callee); `sip_code`, the leg's final SIP code at `ended` if it had one; `talk_ms`, how long the leg talked, 0 before `ended` or unanswered). A person who answers an inbound call is the call's from then on (their availability)."),
+            WebhookEvent::CallQueue => ("WebhookCallEvent", "A step of the caller's wait in a queue (issue 16; the number routes to a queue): the call, with `queue` (`step` `entered` (answered, waiting), `announced` (their position said again), `no_answer` (a ring round nobody answered), `connected` (a member answered: the caller leaves the queue), `timed_out` (the longest wait passed: the overflow follows) or `abandoned` (the caller hung up waiting); `queue_pk`; `name`, the queue's; `position`, the caller's (1: next) at `entered` and `announced`, else null; `wait_ms`, since the caller entered)."),
             WebhookEvent::MessageSent => ("WebhookMessageEvent", "The trunk accepted an outbound text message (SIP 2xx): `status` `sent`. Not yet delivered: `message.delivered` follows if the carrier reports delivery."),
             WebhookEvent::MessageFailed => ("WebhookMessageEvent", "An outbound text message could not be sent: `status` `failed`, with `failure_reason` and, when the trunk answered, `sip_code`."),
             WebhookEvent::MessageReceived => ("WebhookMessageEvent", "A text message to one of the tenant's numbers (`sms_enabled`) arrived: `direction` `inbound`, `status` `received`."),
@@ -165,7 +167,7 @@ and calls this API with them as `Authorization: Bearer`. Served with a strict `C
             "calls",
             Auth::ApiKey,
             "Place a call",
-            "Accepts a call and queues it for a media sidecar (status `queued`), or holds it until `schedule_at` (status `scheduled`). Settings not given are taken from the agent. One call at a time per agent and number: while another call of the same agent to the same number is queued, scheduled (including between retries) or live, the request is refused with 409 `call_in_progress` and nothing is created.",
+            "Accepts a call and queues it for a media sidecar (status `queued`), or holds it until `schedule_at` (status `scheduled`). Settings not given are taken from the agent. With `from_extension` instead of an agent, a person's click-to-call: their phones ring first, then `phone` is dialled and bridged. One call at a time per agent (or person) and number: while another call of the same agent to the same number is queued, scheduled (including between retries) or live, the request is refused with 409 `call_in_progress` and nothing is created.",
         )
         .body("CreateCallRequest", true)
         .query(json!([
@@ -195,6 +197,7 @@ and calls this API with them as `Authorization: Bearer`. Served with a strict `C
             E::ScheduleInPast,
             E::MetadataTooLarge,
             E::UnknownAgent,
+            E::UnknownExtension,
             E::AgentRequired,
             E::InvalidUrl,
             E::EngineKeysUnavailable,

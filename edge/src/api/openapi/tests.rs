@@ -1890,11 +1890,29 @@ fn every_route_answers_as_documented() {
         409,
         "extension_taken",
     );
-    let queue = json!({"name": "Sales Queue", "extension": "8001", "strategy": "rrmemory", "members": [1, second["pk"]]});
-    expect(
+    let queue = json!({"name": "Sales Queue", "extension": "8001", "strategy": "rrmemory", "members": [1, second["pk"]],
+        "max_wait_seconds": 90, "announce_every_seconds": 20, "overflow": {"kind": "voicemail"}});
+    let saved = expect(
         api.admin("PUT", &format!("{dp}/queues/1"), Some(queue)),
         200,
     );
+    assert_eq!(saved["overflow"], json!({"kind": "voicemail"}));
+    // An agent overflow names one of the tenant's agents (issue 16).
+    for (method, path) in [
+        ("POST", format!("{dp}/queues")),
+        ("PUT", format!("{dp}/queues/1")),
+    ] {
+        expect_error(
+            api.admin(
+                method,
+                &path,
+                Some(json!({"name": "Q", "extension": "8010",
+                    "overflow": {"kind": "agent", "agent_id": "agt_00000000000000000000"}})),
+            ),
+            422,
+            "unknown_agent",
+        );
+    }
     expect_error(
         api.admin(
             "PUT",
@@ -2438,6 +2456,35 @@ fn every_route_answers_as_documented() {
         422,
         "unknown_agent",
     );
+    // Click-to-call: a person's extension (issue 16), or none.
+    expect_error(
+        api.send(
+            "POST",
+            "/v1/calls",
+            key,
+            Some(&json!({"phone": "+14155550100", "from_extension": "7777"})),
+        ),
+        422,
+        "unknown_extension",
+    );
+    expect(
+        api.admin(
+            "POST",
+            &format!("{tp}/directory/users"),
+            Some(json!({"extension": "7777", "first_name": "Pat"})),
+        ),
+        201,
+    );
+    let c2c = expect(
+        api.send(
+            "POST",
+            "/v1/calls",
+            key,
+            Some(&json!({"phone": "+14155550177", "from_extension": "7777"})),
+        ),
+        201,
+    );
+    assert_eq!(c2c["agent_id"], "", "{c2c}");
     let bare = id_of(&expect(
         api.admin("POST", "/admin/tenants", Some(json!({"name": "bare"}))),
         201,

@@ -56,7 +56,7 @@ pub(super) fn template(op: Operation) -> (&'static str, &'static str) {
 }
 
 pub(super) fn tag() -> Value {
-    json!({"name": TAG, "description": "Dialect: the Voice360 API v3 (seed document `voice360-api-v3.txt`) at `/v3/voice/{account_id}/...`, where `account_id` is a tenant's `voice360_account` (admin API). Users, queues and keys are the tenant's directory (`/admin/tenants/{tenant_id}/directory/...`, `/voice360-keys`), numbers its phone numbers; `POST /call/outbound` from an AI agent's extension places that agent's call on the same pipeline as `POST /v1/calls`. Every answer is Voice360's envelope: `{result, error: false, message, timestamp}` or `{result: null, error: true, message, error_code, details?, timestamp}`."})
+    json!({"name": TAG, "description": "Dialect: the Voice360 API v3 (seed document `voice360-api-v3.txt`) at `/v3/voice/{account_id}/...`, where `account_id` is a tenant's `voice360_account` (admin API). Users, queues and keys are the tenant's directory (`/admin/tenants/{tenant_id}/directory/...`, `/voice360-keys`), numbers its phone numbers; `POST /call/outbound` from an AI agent's extension places that agent's call on the same pipeline as `POST /v1/calls`, from a person's extension their click-to-call. Every answer is Voice360's envelope: `{result, error: false, message, timestamp}` or `{result: null, error: true, message, error_code, details?, timestamp}`."})
 }
 
 pub(super) fn security_schemes() -> Map<String, Value> {
@@ -492,7 +492,7 @@ fn summary(op: Operation) -> (&'static str, &'static str, &'static str) {
             "Numbers routed to the user or whose texts go to them."),
         Operation::UserProfile => ("voice360UserProfile", "Voice360: the key's user's profile", "The directory user the key belongs to."),
         Operation::OutboundCall => ("voice360OutboundCall", "Voice360: place a call from an extension",
-            "A call from an AI agent's extension is that agent's call on the native pipeline (`POST /v1/calls`'s validation, limits and record); `caller_id` is the SIP From user. A native refusal keeps its meaning: a call to this number already live is 400 on `to` (the document has no 409)."),
+            "A call from an AI agent's extension is that agent's call on the native pipeline (`POST /v1/calls`'s validation, limits and record); from a person's extension it is their click-to-call (`POST /v1/calls` with `from_extension`: their phones ring first, then `to` is dialled and bridged; without `caller_id` their own number is shown). `caller_id` is the SIP From user. A native refusal keeps its meaning: a call to this number already live is 400 on `to` (the document has no 409)."),
         Operation::SendSms => ("voice360SendSms", "Voice360: send a text message",
             "A native text message (`POST /v1/messages`) sent through a sidecar's trunk."),
     }
@@ -575,10 +575,10 @@ pub(super) fn metadata_schema(event: EventType) -> Option<(Value, &'static str)>
         ),
         EventType::CallEnded => (
             closed(&["caller_id_number", "dnis", "uniqueid", "call_direction", "to_user_id", "duration"],
-                json!({"caller_id_number": {"type": ["string", "null"], "description": "Our caller ID; null when the trunk's is not known."},
-                    "dnis": {"type": "string", "description": "The number dialled."}, "uniqueid": call_id(),
+                json!({"caller_id_number": {"type": ["string", "null"], "description": "Outbound: our caller ID, null when the trunk's is not known; inbound: the caller."},
+                    "dnis": {"type": "string", "description": "The number dialled (inbound: ours)."}, "uniqueid": call_id(),
                     "call_direction": {"enum": [v360::Direction::Inbound.as_str(), v360::Direction::Outbound.as_str()]},
-                    "to_user_id": {"type": ["string", "null"], "pattern": "^[1-9][0-9]*$", "description": "Our side's user (who placed it), null for a call not placed from an extension."},
+                    "to_user_id": {"type": ["string", "null"], "pattern": "^[1-9][0-9]*$", "description": "Our side's user: who placed an outbound call (null for one not placed from an extension); who took an inbound one (the person rung, or the queue member who answered; null when none did)."},
                     "duration": count()})),
             "The end of every call of the tenant, answered or not.",
         ),
@@ -625,16 +625,56 @@ pub(super) fn metadata_schema(event: EventType) -> Option<(Value, &'static str)>
             closed(&["contact_id", "phone"], json!({"contact_id": contact_id(), "phone": string()})),
             "A contact was deleted.",
         ),
-        EventType::IncomingExternalCall
-        | EventType::UserAnswer
-        | EventType::QueueEnter
-        | EventType::QueueMemberDial
-        | EventType::QueueMemberAnswer
-        | EventType::QueueMemberDialHangup
-        | EventType::QueueHangup
-        | EventType::QueueNoAnswer
-        | EventType::QueueHangupTimeout
-        | EventType::QueueHangupAbandoned => return None,
+        EventType::UserAnswer => (
+            closed(&["caller_id_number", "to_user_id", "uniqueid"],
+                json!({"caller_id_number": {"type": "string", "description": "The caller."}, "to_user_id": user_id(), "uniqueid": call_id()})),
+            "A person's phone answered an inbound call (a number routed to them, or a queue's member), when the sidecar reports their leg `answered`.",
+        ),
+        EventType::QueueEnter => (
+            closed(&["queue_id", "queuecall_id", "uniqueid", "queuename", "callerid_number", "callerid_name"],
+                json!({"queue_id": queue_id(), "queuecall_id": call_id(), "uniqueid": call_id(), "queuename": queue_id(),
+                       "callerid_number": string(), "callerid_name": {"type": ["string", "null"], "description": "Null: the caller's name is not known."}})),
+            "A caller entered a queue (answered and waiting), when the sidecar reports it.",
+        ),
+        EventType::QueueMemberDial => (
+            closed(&["App-Name", "to_user_id", "from_user_id", "uniqueid", "caller_id_number", "dnis", "queuecall_id"],
+                json!({"App-Name": {"const": v360::APP_QUEUE}, "to_user_id": user_id(), "from_user_id": {"type": "null"},
+                       "uniqueid": call_id(), "caller_id_number": string(), "dnis": {"type": "string", "description": "The number called."}, "queuecall_id": call_id()})),
+            "A queue member's phone is being rung for a caller in the queue.",
+        ),
+        EventType::QueueMemberAnswer => (
+            closed(&["App-Name", "to_user_id", "caller_id_number", "uniqueid", "dnis", "queuecall_id"],
+                json!({"App-Name": {"const": v360::APP_QUEUE}, "to_user_id": user_id(), "caller_id_number": string(),
+                       "uniqueid": call_id(), "dnis": string(), "queuecall_id": call_id()})),
+            "A queue member answered a caller in the queue.",
+        ),
+        EventType::QueueMemberDialHangup => (
+            closed(&["App-Name", "to_user_id", "from_user_id", "uniqueid", "caller_id_number", "dnis", "queuecall_id", "duration"],
+                json!({"App-Name": {"const": v360::APP_QUEUE}, "to_user_id": user_id(), "from_user_id": {"type": "null"},
+                       "uniqueid": call_id(), "caller_id_number": string(), "dnis": string(), "queuecall_id": call_id(),
+                       "duration": {"type": "integer", "minimum": 0, "description": "Seconds the member's leg talked; 0 unanswered."}})),
+            "A queue member's leg ended (unanswered, or after talking).",
+        ),
+        EventType::QueueHangup => (
+            closed(&["App-Name", "queue_id", "queuecall_id", "uniqueid", "queuename", "duration", "dnis", "dialed_number", "caller_id_number"],
+                json!({"App-Name": {"const": v360::APP_QUEUE}, "queue_id": queue_id(), "queuecall_id": call_id(), "uniqueid": call_id(),
+                       "queuename": queue_id(), "duration": {"type": "number", "minimum": 0, "description": "Seconds the caller waited, with hundredths."},
+                       "dnis": string(), "dialed_number": string(), "caller_id_number": string()})),
+            "A caller left a queue: a member answered, the longest wait passed, or they hung up.",
+        ),
+        EventType::QueueNoAnswer => (
+            queue_wait(),
+            "A ring round of a queue ended with no member answering.",
+        ),
+        EventType::QueueHangupTimeout => (
+            queue_wait(),
+            "A caller waited a queue's longest wait (`max_wait_seconds`) with nobody answering; its overflow follows.",
+        ),
+        EventType::QueueHangupAbandoned => (
+            queue_wait(),
+            "A caller hung up while waiting in a queue.",
+        ),
+        EventType::IncomingExternalCall => return None,
     })
 }
 
@@ -648,6 +688,20 @@ pub(super) fn event_body_schema(event: EventType) -> Option<Value> {
                "timestamp": {"type": "integer", "minimum": 0, "description": "Unix seconds when rendered."},
                "metadata": metadata}),
     ))
+}
+
+/// A queue's `pk` as text (Voice360's `queue_id` and `queuename`).
+fn queue_id() -> Value {
+    json!({"type": "string", "pattern": "^[1-9][0-9]*$", "description": "The queue's `pk` as text (its `name` in `/queues`)."})
+}
+
+/// `QUEUE_NO_ANSWER`, `QUEUE_HANGUP_TIMEOUT`, `QUEUE_HANGUP_ABANDONED`.
+fn queue_wait() -> Value {
+    closed(
+        &["caller_id_number", "queue_name", "queue_id", "wait_time"],
+        json!({"caller_id_number": string(), "queue_name": {"type": "string", "description": "The queue's name."},
+               "queue_id": queue_id(), "wait_time": {"type": "integer", "minimum": 0, "description": "Whole seconds the caller has waited."}}),
+    )
 }
 
 /// `voice360.<EVENT>` for the document's `webhooks`.

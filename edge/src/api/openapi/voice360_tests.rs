@@ -684,6 +684,81 @@ fn voice360_webhook_bodies_match_their_schemas() {
     }
     push(finished(true));
     push(finished(false));
+    // An inbound call's end (`post_call::voice360_body`).
+    push(v360::Event::CallEnded(v360::CallEnded {
+        caller_id_number: Some("+15551234567"),
+        dnis: "+15559876543",
+        uniqueid: CALL_ID,
+        call_direction: Direction::Inbound,
+        to_user_id: Some("3"),
+        duration: 12,
+    }));
+    // A queue call's legs and steps, as the delivery renders them from the
+    // native `call.leg` / `call.queue` payloads (issue 16).
+    {
+        use crate::webhooks::events::{call_step_payload, leg_json, queue_json, WebhookEvent};
+        use voxline_shared::sidecar_link::{LegStep, QueueStep};
+        let record = crate::model::CallRecord {
+            id: CALL_ID.into(),
+            direction: crate::model::CallDirection::Inbound,
+            caller_number: Some("+15559876543".into()),
+            queue: Some(crate::model::CallQueue {
+                pk: 100134,
+                name: "Sales Queue".into(),
+                left: false,
+            }),
+            ..crate::model::test_call(voxline_shared::CallStatus::InProgress)
+        };
+        let render = |event: EventType, payload: &str| {
+            let bodies = crate::webhooks::post_call::voice360_step_bodies(
+                event.as_str(),
+                payload,
+                &record,
+                "61",
+                NOW,
+            );
+            assert_eq!(bodies.len(), 1, "{event:?} from {payload}");
+            (event, bodies[0].clone())
+        };
+        for (step, events) in [
+            (LegStep::Dialing, vec![EventType::QueueMemberDial]),
+            (
+                LegStep::Answered,
+                vec![EventType::QueueMemberAnswer, EventType::UserAnswer],
+            ),
+            (LegStep::Ended, vec![EventType::QueueMemberDialHangup]),
+        ] {
+            let leg = leg_json(step, Some(3), None, Some(200), 61_000);
+            let payload =
+                call_step_payload(WebhookEvent::CallLeg, "evt_1", &record, NOW, "leg", leg);
+            for event in events {
+                bodies.push(render(event, &payload));
+            }
+        }
+        for (step, events) in [
+            (QueueStep::Entered, vec![EventType::QueueEnter]),
+            (QueueStep::NoAnswer, vec![EventType::QueueNoAnswer]),
+            (QueueStep::Connected, vec![EventType::QueueHangup]),
+            (
+                QueueStep::TimedOut,
+                vec![EventType::QueueHangupTimeout, EventType::QueueHangup],
+            ),
+            (QueueStep::Abandoned, vec![EventType::QueueHangupAbandoned]),
+        ] {
+            let queue = queue_json(step, 100134, Some("Sales Queue"), Some(1), 16_594);
+            let payload = call_step_payload(
+                WebhookEvent::CallQueue,
+                "evt_2",
+                &record,
+                NOW,
+                "queue",
+                queue,
+            );
+            for event in events {
+                bodies.push(render(event, &payload));
+            }
+        }
+    }
     // The SMS events as the delivery renders them from the native payload.
     let payload = json!({"type": "message.sent", "data": {"id": MESSAGE_ID, "from": "+13239776447",
         "to": "+15551234567", "body": "Hi there"}})
@@ -763,6 +838,15 @@ fn voice360_webhook_bodies_match_their_schemas() {
         "CONTACT_CREATED",
         "CONTACT_UPDATED",
         "CONTACT_DELETED",
+        "USER_ANSWER",
+        "QUEUE_ENTER",
+        "QUEUE_MEMBER_DIAL",
+        "QUEUE_MEMBER_ANSWER",
+        "QUEUE_MEMBER_DIAL_HANGUP",
+        "QUEUE_HANGUP",
+        "QUEUE_NO_ANSWER",
+        "QUEUE_HANGUP_TIMEOUT",
+        "QUEUE_HANGUP_ABANDONED",
     ] {
         assert!(sent.contains(&format!("voice360.{name}")), "{name}");
     }

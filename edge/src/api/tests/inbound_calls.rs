@@ -7,8 +7,8 @@ use super::{TestSidecar, World};
 use serde_json::{json, Value};
 use voxline_shared::sidecar_link::{paths, InboundCallAnswer, InboundDecision};
 
-const NUMBER: &str = "+14155550100";
-const CALLER: &str = "+14155550177";
+pub(super) const NUMBER: &str = "+14155550100";
+pub(super) const CALLER: &str = "+14155550177";
 
 /// A tenant with its default agent, an API key, a webhook endpoint, `NUMBER`
 /// routed to the agent, and a registered sidecar `sc`.
@@ -43,7 +43,7 @@ fn answering_tenant(w: &World, sc: &str) -> (String, String, String, TestSidecar
     (tid, key, aid, sidecar)
 }
 
-fn ring(w: &World, sc: &TestSidecar, called: &str, caller: &str) -> InboundDecision {
+pub(super) fn ring(w: &World, sc: &TestSidecar, called: &str, caller: &str) -> InboundDecision {
     let answer = sc.send(
         w,
         paths::INBOUND_CALLS,
@@ -55,7 +55,7 @@ fn ring(w: &World, sc: &TestSidecar, called: &str, caller: &str) -> InboundDecis
         .decision
 }
 
-fn refusal(d: &InboundDecision) -> (u16, &str) {
+pub(super) fn refusal(d: &InboundDecision) -> (u16, &str) {
     match d {
         InboundDecision::Refuse { sip_code, reason } => (*sip_code, reason.as_str()),
         InboundDecision::Answer { offer }
@@ -273,7 +273,7 @@ fn a_sidecar_of_another_region_or_a_malformed_number_is_refused_by_the_link() {
 
 /// Person John (1002) of a tenant whose `NUMBER` routes to him, his SIP
 /// phone registered (one binding) with sidecar `sc`.
-fn tenant_ringing_john(w: &World, sc: &str) -> (String, String, u64, TestSidecar) {
+pub(super) fn tenant_ringing_john(w: &World, sc: &str) -> (String, String, u64, TestSidecar) {
     use super::phone_registrations::{decide, register_body, sip_password};
     let (tid, key) = w.tenant(false);
     let john = w.admin(
@@ -417,8 +417,36 @@ fn a_person_without_a_phone_on_the_asking_sidecar_is_unavailable_unless_they_for
         panic!("{d:?}")
     };
     assert_eq!(
-        (ann_ring.user_pk, ann_ring.forward_number.as_deref()),
-        (ann_pk, Some("+14155550123"))
+        (
+            ann_ring.user_pk,
+            ann_ring.forward_number.as_deref(),
+            ann_ring.voicemail
+        ),
+        (ann_pk, Some("+14155550123"), false)
+    );
+
+    // Dee has no phone and no forwarding, but her voicemail takes the call.
+    let dee = w.admin(
+        "POST",
+        &format!("/admin/tenants/{tid}/directory/users"),
+        Some(json!({"extension": "1006", "first_name": "Dee", "voicemail_enabled": true})),
+    );
+    w.admin(
+        "PUT",
+        &format!("/admin/tenants/{tid}/numbers/+14155550106"),
+        Some(json!({"route": {"kind": "user", "user_id": dee["pk"]}})),
+    );
+    let d = ring(&w, &other, "+14155550106", CALLER);
+    let InboundDecision::RingUser { ring: dee_ring, .. } = d else {
+        panic!("{d:?}")
+    };
+    assert_eq!(
+        (
+            dee_ring.user_pk,
+            dee_ring.forward_number.as_deref(),
+            dee_ring.voicemail
+        ),
+        (dee["pk"].as_u64().unwrap(), None, true)
     );
 
     // Bob has no phone and forwards nowhere (a number set but forwarding off).
@@ -460,7 +488,7 @@ fn a_person_without_a_phone_on_the_asking_sidecar_is_unavailable_unless_they_for
         (480, "user_unavailable")
     );
 
-    // Only the forwarding call was created.
+    // Only the forwarding and the voicemail calls were created.
     let calls = w.with_env(|env| {
         futures::executor::block_on(env.calls.list(
             &tid,
@@ -470,5 +498,5 @@ fn a_person_without_a_phone_on_the_asking_sidecar_is_unavailable_unless_they_for
             },
         ))
     });
-    assert_eq!(calls.unwrap().len(), 1);
+    assert_eq!(calls.unwrap().len(), 2);
 }

@@ -342,11 +342,30 @@ fn a_call_from_an_ai_agents_extension_is_the_agents_call() {
     assert!(record.record);
     assert_eq!(record.caller_number.as_deref(), Some("+15551112222"));
     assert_eq!(record.from_user, Some(1));
-    // A person's extension, an unknown one, a caller ID that is not ours.
-    let person = json!({"from": "1002", "to": "+15551234567"});
+    // A person's extension: click-to-call (issue 16), no agent; John's
+    // phone rings first (the offer's `connect`), his number is the caller ID.
+    let person = json!({"from": "1002", "to": "+15551230001", "recording": true});
+    let r = post(&w, "/call/outbound", &a.dev, &person);
+    assert_eq!(ok(&r)["result"]["from"], "1002");
+    let record: CallRecord = super::dialects::call_of(&w, &a.tid, &r, "/result/call_id");
+    assert_eq!(
+        (
+            record.agent_id.as_str(),
+            record.from_user,
+            record.caller_number.as_deref(),
+            record.record
+        ),
+        ("", Some(2), Some("+15551234567"), true)
+    );
+    // With a caller ID of the account's, that one.
+    let person = json!({"from": "1002", "to": "+15551230002", "caller_id": "+15551112222"});
+    let r = post(&w, "/call/outbound", &a.dev, &person);
+    let record: CallRecord = super::dialects::call_of(&w, &a.tid, &r, "/result/call_id");
+    assert_eq!(record.caller_number.as_deref(), Some("+15551112222"));
+    // The same person and number again while the first is queued: 400 on `to`.
+    let person = json!({"from": "1002", "to": "+15551230001"});
     let r = post(&w, "/call/outbound", &a.dev, &person);
     assert_eq!(error_code(&r), (400, "BAD_REQUEST".into()));
-    assert_eq!(r.body_json()["details"]["field"], "from");
     let unknown = json!({"from": "4444", "to": "+15551234567"});
     let r = post(&w, "/call/outbound", &a.dev, &unknown);
     assert_eq!(error_code(&r), (404, "NOT_FOUND".into()));
