@@ -113,6 +113,10 @@ async fn command(
     }
 }
 
+/// How far ahead of real time hold audio is queued to the media (which
+/// sends a frame every 20 ms): never an empty slot, little delay.
+const HOLD_LEAD_FRAMES: u64 = 3;
+
 async fn until(at: Option<std::time::Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await,
@@ -167,6 +171,7 @@ pub async fn run_queue_call(
         legs: BTreeMap::new(),
         bridged: None,
         player: HoldPlayer::new(),
+        hold_clock: None,
     };
     let q = QueueCall::enter(&plan, now());
     let outcome = io.run(q).await;
@@ -266,6 +271,8 @@ struct QueueIo<'a> {
     /// The member bridged to the caller, and who they are.
     bridged: Option<(LegId, AnsweredLeg, InUse)>,
     player: HoldPlayer,
+    /// Since when hold audio plays, and how many frames it queued.
+    hold_clock: Option<(tokio::time::Instant, u64)>,
 }
 
 impl QueueIo<'_> {
@@ -328,14 +335,30 @@ impl QueueIo<'_> {
                         return out;
                     }
                 }
-                _ = tick.tick() => {
-                    if let Some(f) = self.player.next_frame() {
-                        // Never waits: hold audio is paced here, 20 ms a frame.
-                        let _ = self.caller.media.sender().try_send(f);
-                    }
-                }
+                _ = tick.tick() => self.play_hold(),
                 _ = until(q.poll_timeout()) => q.handle_timeout(now()),
             }
+        }
+    }
+
+    /// Queues what is due of the hold audio: as many frames as real time
+    /// has passed since it started, [`HOLD_LEAD_FRAMES`] ahead (never
+    /// waits: a full media queue drops the frame).
+    fn play_hold(&mut self) {
+        let now = tokio::time::Instant::now();
+        loop {
+            let (since, sent) = *self.hold_clock.get_or_insert((now, 0));
+            let due = (now - since).as_millis() as u64 / 20 + HOLD_LEAD_FRAMES;
+            if sent >= due {
+                return;
+            }
+            let Some(f) = self.player.next_frame() else {
+                // Nothing plays: the clock starts again with the next sound.
+                self.hold_clock = None;
+                return;
+            };
+            let _ = self.caller.media.sender().try_send(f);
+            self.hold_clock = Some((since, sent + 1));
         }
     }
 
@@ -396,6 +419,7 @@ impl QueueIo<'_> {
                     self.player.set_hold(on);
                     if !on {
                         self.player.clear();
+                        self.hold_clock = None;
                         self.caller.media.flush();
                     }
                 }
