@@ -554,7 +554,9 @@ pub fn run_bench() -> Result<(), String> {
     let campaigns = crate::bench_campaign::measure()?;
     crate::bench_campaign::write_section(&campaigns)?;
     let (inbound, load) = crate::bench_inbound::measure()?;
-    crate::bench_inbound::write_section(&inbound, &load)
+    crate::bench_inbound::write_section(&inbound, &load)?;
+    let (bridged, load) = crate::bench_bridge::measure()?;
+    crate::bench_bridge::write_section(&bridged, &load)
 }
 
 /// Puts a generated `section` (from its `begin` marker to its `end` one)

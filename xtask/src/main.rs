@@ -26,11 +26,14 @@
 //!   dev and a simulating sidecar), into docs/bench.md
 //! - `bench-inbound` only inbound call setup (the trunk's INVITE -> our 200 OK, sipp calling
 //!   a tenant's number on a release sidecar with wrangler dev), into docs/bench.md
+//! - `bench-bridge` only CPU per bridged call (the sidecar's `bridge_bench` test in release:
+//!   N forwarded calls relayed and transcoded at once), into docs/bench.md
 //! - `fuzz`       coverage-guided fuzzing (libFuzzer, stable Rust), every target for a bounded
 //!   time (`--seconds-per-target N`, default 75; `--merge` minimises finds into fuzz/corpus)
 
 mod bench;
 mod bench_amd;
+mod bench_bridge;
 mod bench_calls;
 mod bench_campaign;
 mod bench_inbound;
@@ -159,7 +162,7 @@ fn test() -> Result<(), String> {
 }
 
 fn usage() -> Result<(), String> {
-    Err("usage: cargo xtask <bootstrap|build-edge|test|lint|demo [--once] [--inbound]|bench|bench-cpu|bench-edge|bench-media|bench-calls|bench-turn|bench-amd|bench-campaign|bench-inbound|fuzz [--seconds-per-target N] [--merge] [target...]>".into())
+    Err("usage: cargo xtask <bootstrap|build-edge|test|lint|demo [--once] [--inbound]|bench|bench-cpu|bench-edge|bench-media|bench-calls|bench-turn|bench-amd|bench-campaign|bench-inbound|bench-bridge|fuzz [--seconds-per-target N] [--merge] [target...]>".into())
 }
 
 fn main() -> ExitCode {
@@ -182,6 +185,7 @@ fn main() -> ExitCode {
         Some("bench-amd") => bench_amd::run_amd_only(),
         Some("bench-campaign") => bench_campaign::run_campaign_only(),
         Some("bench-inbound") => bench_inbound::run_inbound_only(),
+        Some("bench-bridge") => bench_bridge::run_bridge_only(),
         Some("demo") => demo::run_demo(
             args.iter().any(|a| a == "--once"),
             args.iter().any(|a| a == "--inbound"),
