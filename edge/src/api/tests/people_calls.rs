@@ -1108,3 +1108,100 @@ fn every_inbound_call_created_is_one_incoming_external_call_and_a_refused_one_no
     );
     assert!(bodies_to(&w.outbox.take(), &incoming).is_empty());
 }
+
+#[test]
+fn leavewhenempty_with_nobody_to_ring_refuses_or_goes_straight_to_the_agent_overflow() {
+    use voxline_shared::sidecar_link::InboundDecision;
+    let w = World::new();
+    let (tid, _key, john, sc) = tenant_ringing_john(&w, "sc-leave");
+    // Bob has no phone anywhere: never rung.
+    let bob = w.admin(
+        "POST",
+        &format!("/admin/tenants/{tid}/directory/users"),
+        Some(json!({"extension": "1004", "first_name": "Bob"})),
+    )["pk"]
+        .as_u64()
+        .unwrap();
+    let agent = w.admin(
+        "POST",
+        &format!("/admin/tenants/{tid}/agents"),
+        Some(json!({"name": "backup", "default_engine": "echo",
+                    "system_prompt": "Take a message from {{phone}}."})),
+    );
+    let aid = agent["id"].as_str().unwrap().to_string();
+    let q = queue_on_number(
+        &w,
+        &tid,
+        json!({"members": [john, bob], "leavewhenempty": true}),
+    );
+    let put = |extra: Value| {
+        let mut body = json!({"name": "Sales Queue", "extension": "8001", "members": [john, bob]});
+        for (k, v) in extra.as_object().unwrap() {
+            body[k] = v.clone();
+        }
+        w.admin(
+            "PUT",
+            &format!("/admin/tenants/{tid}/directory/queues/{q}"),
+            Some(body),
+        );
+    };
+    // John can be rung: the caller waits as in any queue.
+    let (_, plan) = queued(ring(&w, &sc, QUEUE_NUMBER, "+14155550201"));
+    assert_eq!(member_pks(&plan), [john]);
+    // John busy (a call to his own number rings him): nobody to ring.
+    let d = ring(&w, &sc, NUMBER, CALLER);
+    assert!(matches!(d, InboundDecision::RingUser { .. }), "{d:?}");
+    // Without leavewhenempty (joinempty on, the default) the caller joins
+    // the empty queue ...
+    put(json!({"leavewhenempty": false}));
+    let (_, plan) = queued(ring(&w, &sc, QUEUE_NUMBER, "+14155550202"));
+    assert!(plan.members.is_empty());
+    // ... with it, refused as joinempty off is: overflow hangup or voicemail.
+    for overflow in [json!({"kind": "hangup"}), json!({"kind": "voicemail"})] {
+        put(json!({"leavewhenempty": true, "overflow": overflow}));
+        assert_eq!(
+            super::inbound_calls::refusal(&ring(&w, &sc, QUEUE_NUMBER, "+14155550203")),
+            (480, "user_unavailable"),
+            "{overflow}"
+        );
+    }
+    // An agent overflow answers at once, as its own number would: not queued.
+    put(json!({"leavewhenempty": true, "overflow": {"kind": "agent", "agent_id": aid}}));
+    let d = ring(&w, &sc, QUEUE_NUMBER, "+14155550204");
+    let InboundDecision::Answer { offer } = d else {
+        panic!("not answered by the overflow: {d:?}")
+    };
+    assert_eq!(
+        (
+            offer.agent_id.as_str(),
+            offer.engine.as_str(),
+            offer.system_prompt.as_deref()
+        ),
+        (
+            aid.as_str(),
+            "echo",
+            Some("Take a message from +14155550204.")
+        )
+    );
+    let record = w
+        .calls
+        .rows(&tid)
+        .call(&offer.call_id)
+        .unwrap()
+        .expect("the stored call");
+    assert_eq!(
+        (record.direction, record.queue.is_none()),
+        (crate::model::CallDirection::Inbound, true),
+        "an inbound call, never in the queue"
+    );
+    // The overflow agent disabled: refused.
+    w.admin(
+        "PATCH",
+        &format!("/admin/tenants/{tid}/agents/{aid}"),
+        Some(json!({"enabled": false})),
+    );
+    assert_eq!(
+        super::inbound_calls::refusal(&ring(&w, &sc, QUEUE_NUMBER, "+14155550205")),
+        (480, "user_unavailable")
+    );
+}
