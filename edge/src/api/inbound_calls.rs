@@ -123,9 +123,22 @@ pub async fn decide<K: Kv, D: DispatchQueues>(
     let Some(agent) = agent.filter(|a| a.enabled) else {
         return Ok(refuse(480, inbound_refusals::AGENT_UNAVAILABLE));
     };
-    let record = inbound_record(env.now_ms, call, &number, &agent);
-    let transfer_people = crate::api::calls::transfer_people(env, &tenant.id, &agent).await?;
-    let held = create_held(env, call, &tenant, record, |offer| {
+    answer_with_agent(env, call, &tenant, &number, &agent).await
+}
+
+/// `agent` answers the call (its number's route, or a queue's agent
+/// overflow when the queue's `leavewhenempty` sends the caller straight
+/// there): the call created held by the asking sidecar, an `answer`.
+async fn answer_with_agent<K: Kv, D: DispatchQueues>(
+    env: &Env<'_, K, D>,
+    call: &InboundCall,
+    tenant: &Tenant,
+    number: &PhoneNumber,
+    agent: &Agent,
+) -> Result<InboundDecision> {
+    let record = inbound_record(env.now_ms, call, number, agent);
+    let transfer_people = crate::api::calls::transfer_people(env, &tenant.id, agent).await?;
+    let held = create_held(env, call, tenant, record, |offer| {
         offer.engine_api_key_sealed = agent.engine_api_key_sealed.clone();
         offer.tools = agent.tools.iter().map(model::AgentTool::offered).collect();
         offer.transfer_people = transfer_people;
@@ -198,8 +211,10 @@ async fn ring_user<K: Kv, D: DispatchQueues>(
 /// those on a live call unless the queue rings members in use, nor those
 /// whose call ended less than the queue's `wrapuptime` ago, in the
 /// order of its strategy ([`ring_order`]). A full queue (`maxlen`) is
-/// `at_capacity`; no member to ring and `joinempty` off, `user_unavailable`;
-/// an unknown queue, `no_route`. With an agent overflow the offer is that
+/// `at_capacity`; no member to ring and `leavewhenempty` on, the caller is
+/// not queued: answered by the agent overflow as that agent's own number
+/// would be (`answer`), else `user_unavailable`; no member to ring and
+/// `joinempty` off, `user_unavailable`; an unknown queue, `no_route`. With an agent overflow the offer is that
 /// agent's, as an answered call's would be (an agent gone or disabled
 /// overflows as `hangup`).
 async fn queue_call<K: Kv, D: DispatchQueues>(
@@ -286,14 +301,6 @@ async fn queue_call<K: Kv, D: DispatchQueues>(
         },
     );
     pks.truncate(MAX_QUEUE_MEMBERS);
-    if pks.is_empty() && !f.joinempty {
-        return Ok(refuse(480, inbound_refusals::USER_UNAVAILABLE));
-    }
-    let ring: Vec<RingUser> = pks
-        .iter()
-        .filter_map(|pk| members.iter().find(|m| m.pk == *pk))
-        .map(|m| m.ring_user(None, false))
-        .collect();
     let agent = match &f.overflow {
         QueueOverflowRule::Agent { agent_id } => {
             get_json::<Agent>(env.kv, &keys::agent(&tenant.id, agent_id))
@@ -302,6 +309,23 @@ async fn queue_call<K: Kv, D: DispatchQueues>(
         }
         QueueOverflowRule::Voicemail | QueueOverflowRule::Hangup => None,
     };
+    if pks.is_empty() && f.leavewhenempty {
+        // Nobody to ring and the queue says leave: not queued; straight to
+        // an agent overflow, else refused (a queue's voicemail needs the
+        // queue call the caller is not put in).
+        return match &agent {
+            Some(agent) => answer_with_agent(env, call, &tenant, number, agent).await,
+            None => Ok(refuse(480, inbound_refusals::USER_UNAVAILABLE)),
+        };
+    }
+    if pks.is_empty() && !f.joinempty {
+        return Ok(refuse(480, inbound_refusals::USER_UNAVAILABLE));
+    }
+    let ring: Vec<RingUser> = pks
+        .iter()
+        .filter_map(|pk| members.iter().find(|m| m.pk == *pk))
+        .map(|m| m.ring_user(None, false))
+        .collect();
     let overflow = match (&f.overflow, &agent) {
         (QueueOverflowRule::Agent { .. }, Some(_)) => QueueOverflow::Agent,
         (QueueOverflowRule::Voicemail, _) => QueueOverflow::Voicemail,

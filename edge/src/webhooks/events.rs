@@ -564,6 +564,8 @@ fn wants(endpoint: &WebhookEndpoint, event: WebhookEvent) -> bool {
             endpoint.enabled
                 && match listens {
                     Some(T::UserDial) => event == WebhookEvent::CallQueued,
+                    // An inbound call is created ringing: its one `call.ringing`.
+                    Some(T::IncomingExternalCall) => event == WebhookEvent::CallRinging,
                     // Rendered from the step in the native payload; a step
                     // with no Voice360 event renders nothing.
                     Some(
@@ -679,6 +681,20 @@ pub async fn jobs_for_event(
                     .collect()
             }
             (_, None) => continue,
+            // An inbound call created (its one `call.ringing`): rendered
+            // from the call's fixed facts (caller, number, id).
+            (WebhookFormat::Voice360, Some(record))
+                if event.event_type == WebhookEvent::CallRinging =>
+            {
+                if account_id.is_none() {
+                    account_id = Some(voice360_account(kv, tenant_id).await?);
+                }
+                let event_type = endpoint.voice360_event.as_deref().unwrap_or("");
+                let account = account_id.as_deref().unwrap_or(tenant_id);
+                post_call::voice360_incoming_body(event_type, record, account, now_ms)
+                    .into_iter()
+                    .collect()
+            }
             // A leg's or a queue's step: rendered from the step in the
             // native payload (as it was when the sidecar reported it) and
             // the call's fixed facts (caller, number, queue).

@@ -218,6 +218,33 @@ pub fn voice360_body(
     })
 }
 
+/// The `INCOMING_EXTERNAL_CALL` body of an inbound call, sent once when the
+/// edge creates it (its one `call.ringing`: an inbound call is created
+/// ringing and never reported ringing again), before anyone answers: the
+/// caller, their name (null: the sidecar's `InboundCall` carries none), our
+/// number called, our call id. None for another event type or an outbound
+/// call's ringing.
+pub fn voice360_incoming_body(
+    event_type: &str,
+    record: &CallRecord,
+    account_id: &str,
+    now_ms: u64,
+) -> Option<String> {
+    use crate::dialects::voice360::{self as v360, EventType as T};
+    if T::parse(event_type)? != T::IncomingExternalCall
+        || record.direction != crate::model::CallDirection::Inbound
+    {
+        return None;
+    }
+    let event = v360::Event::IncomingExternalCall(v360::IncomingExternalCall {
+        caller_id_number: &record.phone,
+        caller_id_name: record.name.as_deref(),
+        dnis: record.caller_number.as_deref().unwrap_or(""),
+        uniqueid: &record.id,
+    });
+    Some(event.body(account_id, now_ms))
+}
+
 /// The bodies (none or one) a `voice360` endpoint listening for
 /// `event_type` is sent about a step of a call (issue 16), rendered from the
 /// native `call.leg` / `call.queue` payload's step (`data.leg`,
@@ -819,6 +846,40 @@ mod tests {
             leg_json(LegStep::Answered, None, Some("+15550001111"), None, 0),
         );
         assert!(voice360_step_bodies("USER_ANSWER", &to_number, &record, "12345", NOW).is_empty());
+    }
+
+    /// The document's INCOMING_EXTERNAL_CALL example (its values, its field
+    /// order, compacted), rendered from an inbound call's record with the
+    /// example's caller name; nothing for an outbound call or another event.
+    #[test]
+    fn incoming_external_call_is_the_documents_example_for_inbound_calls_only() {
+        const NOW: u64 = 1_704_067_200_000;
+        let record = CallRecord {
+            id: "1704067200.12345".into(),
+            phone: "+15551234567".into(),
+            name: Some("John Doe".into()),
+            direction: crate::model::CallDirection::Inbound,
+            caller_number: Some("+15559876543".into()),
+            ..crate::model::test_call(CallStatus::Ringing)
+        };
+        assert_eq!(
+            voice360_incoming_body("INCOMING_EXTERNAL_CALL", &record, "12345", NOW).as_deref(),
+            Some(
+                r#"{"event_name":"INCOMING_EXTERNAL_CALL","account_id":"12345","timestamp":1704067200,"metadata":{"caller_id_number":"+15551234567","caller_id_name":"John Doe","dnis":"+15559876543","uniqueid":"1704067200.12345"}}"#
+            )
+        );
+        assert_eq!(
+            voice360_incoming_body("USER_ANSWER", &record, "12345", NOW),
+            None
+        );
+        let outbound = CallRecord {
+            direction: crate::model::CallDirection::Outbound,
+            ..record
+        };
+        assert_eq!(
+            voice360_incoming_body("INCOMING_EXTERNAL_CALL", &outbound, "12345", NOW),
+            None
+        );
     }
 
     /// The document's CONTACT_* examples, rendered from the native payloads

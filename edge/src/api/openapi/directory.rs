@@ -242,10 +242,13 @@ fn queue_fields() -> Vec<(&'static str, Value)> {
             "maxlen",
             json!({"type": "integer", "minimum": 0, "maximum": 10_000, "default": 0, "description": "0: unlimited."}),
         ),
-        ("joinempty", json!({"type": "boolean", "default": true})),
+        (
+            "joinempty",
+            json!({"type": "boolean", "default": true, "description": "false: a caller nobody can be rung for (no member with a phone registered with the sidecar asking, all on a call or wrapping up) is refused, 480 `user_unavailable`."}),
+        ),
         (
             "leavewhenempty",
-            json!({"type": "boolean", "default": false}),
+            json!({"type": "boolean", "default": false, "description": "true: a caller nobody can be rung for is not put in the queue: an `agent` overflow answers them at once (as that agent's own number would; not a queue call), any other overflow (or an agent gone or disabled) refuses them, 480 `user_unavailable`. Decided before `joinempty`. Callers already waiting stay until `max_wait_seconds`."}),
         ),
         ("ringinuse", json!({"type": "boolean", "default": false})),
         (

@@ -20,8 +20,8 @@ pub(super) fn webhook_operations() -> Value {
         let (schema, what) = match event {
             WebhookEvent::TranscriptSaved => ("WebhookTranscriptEvent", "Sent once when an answered call has ended, with the whole transcript."),
             WebhookEvent::RecordingSaved => ("WebhookRecordingEvent", "Sent when a call's recording (`record: true`) has been uploaded and can be downloaded."),
+            WebhookEvent::CallRinging => ("WebhookCallEvent", "A change of the call's status: ringing. An inbound call (`direction: inbound`) is created ringing, so its one `call.ringing` is sent when the edge creates it (a number routed to an AI agent, a person or a queue), before anyone answers: `phone` the caller, `caller_number` our number called (Voice360's `INCOMING_EXTERNAL_CALL`). A refused inbound call creates no call and sends nothing."),
             WebhookEvent::CallQueued
-            | WebhookEvent::CallRinging
             | WebhookEvent::CallAnswered
             | WebhookEvent::CallCompleted
             | WebhookEvent::CallFailed => ("WebhookCallEvent", "A change of the call's status."),

@@ -674,7 +674,13 @@ pub(super) fn metadata_schema(event: EventType) -> Option<(Value, &'static str)>
             queue_wait(),
             "A caller hung up while waiting in a queue.",
         ),
-        EventType::IncomingExternalCall => return None,
+        EventType::IncomingExternalCall => (
+            closed(&["caller_id_number", "caller_id_name", "dnis", "uniqueid"],
+                json!({"caller_id_number": {"type": "string", "description": "The caller."},
+                       "caller_id_name": {"type": ["string", "null"], "description": "Null: the caller's name is not known (the trunk's INVITE gives the edge none)."},
+                       "dnis": {"type": "string", "description": "Our number called."}, "uniqueid": call_id()})),
+            "An external call to one of the account's numbers came in and the edge created its call (routed to an AI agent, a person or a queue), before anyone answers; once per call. A call refused (unknown number, no route, nobody to ring, at capacity) sends nothing.",
+        ),
     })
 }
 

@@ -709,6 +709,17 @@ fn voice360_webhook_bodies_match_their_schemas() {
             }),
             ..crate::model::test_call(voxline_shared::CallStatus::InProgress)
         };
+        // Its creation (`post_call::voice360_incoming_body`).
+        let incoming = crate::webhooks::post_call::voice360_incoming_body(
+            EventType::IncomingExternalCall.as_str(),
+            &record,
+            "61",
+            NOW,
+        );
+        bodies.push((
+            EventType::IncomingExternalCall,
+            incoming.expect("an inbound call's INCOMING_EXTERNAL_CALL"),
+        ));
         let render = |event: EventType, payload: &str| {
             let bodies = crate::webhooks::post_call::voice360_step_bodies(
                 event.as_str(),

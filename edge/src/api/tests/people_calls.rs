@@ -995,3 +995,213 @@ fn a_voice360_click_to_call_is_user_dial_then_user_hangup_and_call_ended_with_it
         .iter()
         .all(|l| l["data"]["direction"] == "outbound"));
 }
+
+#[test]
+fn every_inbound_call_created_is_one_incoming_external_call_and_a_refused_one_none() {
+    let w = World::new();
+    let (tid, _key, john, sc) = tenant_ringing_john(&w, "sc-incoming");
+    w.admin(
+        "PATCH",
+        &format!("/admin/tenants/{tid}"),
+        Some(json!({"voice360_account": "64"})),
+    );
+    let incoming = v360_hook(&w, &tid, "INCOMING_EXTERNAL_CALL");
+    let dial = v360_hook(&w, &tid, "USER_DIAL");
+    // An agent's number and a queue's, besides John's.
+    let agent = w.admin(
+        "POST",
+        &format!("/admin/tenants/{tid}/agents"),
+        Some(json!({"name": "front desk", "default_engine": "echo"})),
+    );
+    const AGENT_NUMBER: &str = "+14155550161";
+    w.admin(
+        "PUT",
+        &format!("/admin/tenants/{tid}/numbers/{AGENT_NUMBER}"),
+        Some(json!({"route": {"kind": "agent", "agent_id": agent["id"]}})),
+    );
+    let q = queue_on_number(&w, &tid, json!({"members": [john]}));
+    w.outbox.take();
+
+    // A person's number: sent once at creation, byte for byte the example's shape.
+    let d = ring(&w, &sc, NUMBER, CALLER);
+    let id = match &d {
+        voxline_shared::sidecar_link::InboundDecision::RingUser { offer, .. } => {
+            offer.call_id.clone()
+        }
+        other => panic!("{other:?}"),
+    };
+    let jobs = w.outbox.take();
+    let sent = raw_bodies_to(&jobs, &incoming);
+    assert_eq!(sent.len(), 1, "{jobs:?}");
+    let at = sent[0]
+        .split(r#""timestamp":"#)
+        .nth(1)
+        .and_then(|t| t.split(',').next())
+        .unwrap();
+    assert_eq!(
+        sent[0],
+        format!(
+            r#"{{"event_name":"INCOMING_EXTERNAL_CALL","account_id":"64","timestamp":{at},"metadata":{{"caller_id_number":"{CALLER}","caller_id_name":null,"dnis":"{NUMBER}","uniqueid":"{id}"}}}}"#
+        )
+    );
+    assert!(bodies_to(&jobs, &dial).is_empty(), "not a user's dial");
+    // Native: the call's one `call.ringing`, inbound.
+    let ringing = of_type(&jobs, "call.ringing");
+    assert_eq!(ringing.len(), 1, "{ringing:?}");
+    assert_eq!(
+        (
+            ringing[0]["data"]["id"].as_str(),
+            ringing[0]["data"]["direction"].as_str()
+        ),
+        (Some(id.as_str()), Some("inbound"))
+    );
+    // Answered and ended later: not sent again.
+    sc.events(
+        &w,
+        &id,
+        &[
+            json!({"type": "leg", "step": "dialing", "user_pk": john}),
+            json!({"type": "answered"}),
+            json!({"type": "leg", "step": "answered", "user_pk": john}),
+            json!({"type": "ended", "status": "completed", "reason": "callee_hangup",
+                "timings": {"dispatched_ms": 0, "answered_ms": 1, "ended_ms": 2}}),
+        ],
+    );
+    assert!(bodies_to(&w.outbox.take(), &incoming).is_empty());
+
+    // An agent's number and a queue's: one each, their number as `dnis`.
+    for (number, caller) in [
+        (AGENT_NUMBER, "+14155550181"),
+        (QUEUE_NUMBER, "+14155550182"),
+    ] {
+        let d = ring(&w, &sc, number, caller);
+        let id = match &d {
+            voxline_shared::sidecar_link::InboundDecision::Answer { offer }
+            | voxline_shared::sidecar_link::InboundDecision::Queue { offer, .. } => {
+                offer.call_id.clone()
+            }
+            other => panic!("{number}: {other:?}"),
+        };
+        let sent = bodies_to(&w.outbox.take(), &incoming);
+        assert_eq!(sent.len(), 1, "{number}");
+        assert_eq!(
+            sent[0]["metadata"],
+            json!({"caller_id_number": caller, "caller_id_name": null, "dnis": number, "uniqueid": id})
+        );
+    }
+
+    // Refused calls create nothing and send nothing.
+    w.admin(
+        "PUT",
+        &format!("/admin/tenants/{tid}/directory/queues/{q}"),
+        Some(
+            json!({"name": "Sales Queue", "extension": "8001", "joinempty": false, "members": []}),
+        ),
+    );
+    assert_eq!(
+        super::inbound_calls::refusal(&ring(&w, &sc, QUEUE_NUMBER, "+14155550183")),
+        (480, "user_unavailable")
+    );
+    assert_eq!(
+        super::inbound_calls::refusal(&ring(&w, &sc, "+14155550999", "+14155550184")),
+        (404, "unknown_number")
+    );
+    assert!(bodies_to(&w.outbox.take(), &incoming).is_empty());
+}
+
+#[test]
+fn leavewhenempty_with_nobody_to_ring_refuses_or_goes_straight_to_the_agent_overflow() {
+    use voxline_shared::sidecar_link::InboundDecision;
+    let w = World::new();
+    let (tid, _key, john, sc) = tenant_ringing_john(&w, "sc-leave");
+    // Bob has no phone anywhere: never rung.
+    let bob = w.admin(
+        "POST",
+        &format!("/admin/tenants/{tid}/directory/users"),
+        Some(json!({"extension": "1004", "first_name": "Bob"})),
+    )["pk"]
+        .as_u64()
+        .unwrap();
+    let agent = w.admin(
+        "POST",
+        &format!("/admin/tenants/{tid}/agents"),
+        Some(json!({"name": "backup", "default_engine": "echo",
+                    "system_prompt": "Take a message from {{phone}}."})),
+    );
+    let aid = agent["id"].as_str().unwrap().to_string();
+    let q = queue_on_number(
+        &w,
+        &tid,
+        json!({"members": [john, bob], "leavewhenempty": true}),
+    );
+    let put = |extra: Value| {
+        let mut body = json!({"name": "Sales Queue", "extension": "8001", "members": [john, bob]});
+        for (k, v) in extra.as_object().unwrap() {
+            body[k] = v.clone();
+        }
+        w.admin(
+            "PUT",
+            &format!("/admin/tenants/{tid}/directory/queues/{q}"),
+            Some(body),
+        );
+    };
+    // John can be rung: the caller waits as in any queue.
+    let (_, plan) = queued(ring(&w, &sc, QUEUE_NUMBER, "+14155550201"));
+    assert_eq!(member_pks(&plan), [john]);
+    // John busy (a call to his own number rings him): nobody to ring.
+    let d = ring(&w, &sc, NUMBER, CALLER);
+    assert!(matches!(d, InboundDecision::RingUser { .. }), "{d:?}");
+    // Without leavewhenempty (joinempty on, the default) the caller joins
+    // the empty queue ...
+    put(json!({"leavewhenempty": false}));
+    let (_, plan) = queued(ring(&w, &sc, QUEUE_NUMBER, "+14155550202"));
+    assert!(plan.members.is_empty());
+    // ... with it, refused as joinempty off is: overflow hangup or voicemail.
+    for overflow in [json!({"kind": "hangup"}), json!({"kind": "voicemail"})] {
+        put(json!({"leavewhenempty": true, "overflow": overflow}));
+        assert_eq!(
+            super::inbound_calls::refusal(&ring(&w, &sc, QUEUE_NUMBER, "+14155550203")),
+            (480, "user_unavailable"),
+            "{overflow}"
+        );
+    }
+    // An agent overflow answers at once, as its own number would: not queued.
+    put(json!({"leavewhenempty": true, "overflow": {"kind": "agent", "agent_id": aid}}));
+    let d = ring(&w, &sc, QUEUE_NUMBER, "+14155550204");
+    let InboundDecision::Answer { offer } = d else {
+        panic!("not answered by the overflow: {d:?}")
+    };
+    assert_eq!(
+        (
+            offer.agent_id.as_str(),
+            offer.engine.as_str(),
+            offer.system_prompt.as_deref()
+        ),
+        (
+            aid.as_str(),
+            "echo",
+            Some("Take a message from +14155550204.")
+        )
+    );
+    let record = w
+        .calls
+        .rows(&tid)
+        .call(&offer.call_id)
+        .unwrap()
+        .expect("the stored call");
+    assert_eq!(
+        (record.direction, record.queue.is_none()),
+        (crate::model::CallDirection::Inbound, true),
+        "an inbound call, never in the queue"
+    );
+    // The overflow agent disabled: refused.
+    w.admin(
+        "PATCH",
+        &format!("/admin/tenants/{tid}/agents/{aid}"),
+        Some(json!({"enabled": false})),
+    );
+    assert_eq!(
+        super::inbound_calls::refusal(&ring(&w, &sc, QUEUE_NUMBER, "+14155550205")),
+        (480, "user_unavailable")
+    );
+}
