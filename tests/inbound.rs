@@ -409,6 +409,7 @@ fn has_tone(pcm: &[i16], hz: f64) -> bool {
 /// and the caller and the person hear each other through the sidecar,
 /// which records both (the caller right, the person left).
 fn a_call_to_a_persons_number_rings_their_phone_and_bridges(w: &World) {
+    let incoming_secret = v360_endpoint(w, "INCOMING_EXTERNAL_CALL");
     let grace = person(w, "1003", "Grace");
     w.edge
         .admin(
@@ -469,6 +470,26 @@ fn a_call_to_a_persons_number_rings_their_phone_and_bridges(w: &World) {
             grace.0
         );
     }
+    // Voice360's INCOMING_EXTERNAL_CALL, once, as the document shows it.
+    let (incoming, raw) = v360_sent(w, "INCOMING_EXTERNAL_CALL", &incoming_secret, |m| {
+        m["uniqueid"] == id.as_str()
+    });
+    let at = |k: &str| raw.find(&format!("\"{k}\":")).unwrap_or(usize::MAX);
+    assert!(
+        at("caller_id_number") < at("caller_id_name")
+            && at("caller_id_name") < at("dnis")
+            && at("dnis") < at("uniqueid")
+            && at("uniqueid") < usize::MAX,
+        "the document's field order: {raw}"
+    );
+    assert_eq!(
+        (
+            &incoming["metadata"]["caller_id_number"],
+            &incoming["metadata"]["dnis"]
+        ),
+        (&json!(CALLER), &json!(NUMBER_PERSON)),
+        "{incoming}"
+    );
     let (left, right) = recording_channels(w, &id);
     let (l, r) = (
         &left[8000..left.len().min(8000 * 4)],
@@ -728,8 +749,13 @@ fn v360_endpoint(w: &World, event: &str) -> String {
 }
 
 /// The first Voice360 `event` body whose metadata `pred` accepts, its
-/// `X-Voice360-Signature` checked against `secret`.
-fn v360_body(w: &World, event: &str, secret: &str, pred: impl Fn(&Value) -> bool) -> Value {
+/// `X-Voice360-Signature` checked against `secret`: parsed, and as sent.
+fn v360_sent(
+    w: &World,
+    event: &str,
+    secret: &str,
+    pred: impl Fn(&Value) -> bool,
+) -> (Value, String) {
     let name = format!("v360-{event}");
     let parse = |r: &Value| serde_json::from_str::<Value>(r["body"].as_str().unwrap_or("")).ok();
     let got = w
@@ -753,7 +779,12 @@ fn v360_body(w: &World, event: &str, secret: &str, pred: impl Fn(&Value) -> bool
     assert_eq!(r["voice360_signature"], want.as_str(), "{event}: {body}");
     let v: Value = serde_json::from_str(body).unwrap();
     assert_eq!(v["event_name"], event, "{v}");
-    v
+    (v, body.to_string())
+}
+
+/// [`v360_sent`], parsed.
+fn v360_body(w: &World, event: &str, secret: &str, pred: impl Fn(&Value) -> bool) -> Value {
+    v360_sent(w, event, secret, pred).0
 }
 
 /// Click-to-call (issue 16's done-when): Voice360's `POST /call/outbound`
