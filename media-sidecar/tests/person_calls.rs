@@ -225,6 +225,15 @@ impl Rig {
             .await
     }
 
+    /// The post-call transcript the sidecar sent for `call_id` (waits for it).
+    async fn transcript(&self, call_id: &str) -> voxline_shared::sidecar_link::CallTranscript {
+        self.edge
+            .wait_for("the post-call transcript", Duration::from_secs(60), |s| {
+                s.transcripts.iter().find(|t| t.call_id == call_id).cloned()
+            })
+            .await
+    }
+
     /// The call's `leg` events: (step, user_pk, destination, sip_code, talk_ms).
     fn legs(&self, call_id: &str) -> Vec<Leg> {
         self.edge
@@ -488,6 +497,23 @@ async fn two_phones_ring_the_first_to_answer_is_bridged_and_the_other_cancelled(
         0,
         "the caller leaked left"
     );
+    // No engine heard it: the recording is transcribed after the end and
+    // sent (issue 16); the two tones are no speech.
+    let t = rig.transcript("c_person1").await;
+    assert_eq!(
+        (
+            t.tenant_id.as_str(),
+            t.attempt,
+            t.source.as_str(),
+            t.sidecar_id.as_str()
+        ),
+        (TENANT, 1, "local", "sc-person")
+    );
+    assert!(
+        t.turns.is_empty(),
+        "tones transcribed as words: {:?}",
+        t.turns
+    );
     // The caller's audio reached the phone (baresip's dump of what it heard).
     tokio::time::sleep(Duration::from_millis(500)).await;
     let phone = phone_heard(&rig.dir, "answers");
@@ -666,6 +692,8 @@ async fn voicemail_answers_beeps_and_records_the_callers_message() {
         "the message is not recorded"
     );
     assert!(frames_with_tone(&left, 1_000.0) >= 10, "no beep recorded");
+    // A voicemail message is transcribed too.
+    assert_eq!(rig.transcript("c_person4").await.source, "local");
     let legs = rig.legs("c_person4");
     assert_eq!(steps(&legs, LegStep::Answered).len(), 0, "{legs:?}");
     rig.stop().await;
@@ -773,6 +801,8 @@ async fn click_to_call_rings_the_person_then_dials_and_bridges_the_destination()
         frames_with_tone(&left, PERSON_HZ) >= 50,
         "the person is not on the recording's left"
     );
+    let t = rig.transcript("c_click1").await;
+    assert_eq!((t.source.as_str(), t.attempt), ("local", 1));
     rig.stop().await;
 }
 
