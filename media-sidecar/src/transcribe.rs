@@ -285,9 +285,9 @@ mod tests {
         }
         let mut out = std::io::Cursor::new(Vec::new());
         let mut w = hound::WavWriter::new(&mut out, crate::media::record::spec()).unwrap();
-        for i in 0..n {
-            w.write_sample(ch[0][i]).unwrap();
-            w.write_sample(ch[1][i]).unwrap();
+        for (l, r) in ch[0].iter().zip(&ch[1]) {
+            w.write_sample(*l).unwrap();
+            w.write_sample(*r).unwrap();
         }
         w.finalize().unwrap();
         out.into_inner()
