@@ -62,7 +62,7 @@ error_codes! {
     LeaseNotHeld => ("lease_not_held", 409, "Sidecar link: the lease expired or was re-leased; do not dial that call."),
     SidecarNotRegistered => ("sidecar_not_registered", 410, "Sidecar link: register again (unknown, or presumed dead)."),
     AgentDisabled => ("agent_disabled", 409, "The agent exists but is disabled; enable it or pick another."),
-    CallNotHeld => ("call_not_held", 409, "Sidecar link: a tool call names a call (attempt) this sidecar does not hold."),
+    CallNotHeld => ("call_not_held", 409, "Sidecar link: a tool call or a post-call transcript names a call (attempt) this sidecar does not hold."),
     RecordingNotHeld => ("recording_not_held", 409, "Sidecar link: a recording was uploaded by a sidecar that did not hold that attempt of the call."),
     RecordingNotRequested => ("recording_not_requested", 409, "Sidecar link: a recording was uploaded for a call placed without `record: true`."),
     UserExists => ("user_exists", 409, "The tenant already has a CodeB user with this username."),

@@ -22,6 +22,8 @@ pub mod recordings;
 pub mod registrations;
 pub mod sip;
 pub mod telephony;
+#[cfg(feature = "local-engine")]
+pub mod transcribe;
 pub mod transport;
 
 use lease::LeaseSettings;

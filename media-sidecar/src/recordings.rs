@@ -9,11 +9,82 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
-use voxline_shared::sidecar_link::{RecordingManifest, PROTOCOL_VERSION};
+use voxline_shared::sidecar_link::{CallTranscript, RecordingManifest, PROTOCOL_VERSION};
 
-use crate::lease::Upload;
+use crate::lease::{TranscriptUpload, Upload};
 
 const MANIFEST_SUFFIX: &str = ".upload.json";
+/// A post-call transcript waiting for the edge, beside its call's WAV.
+const TRANSCRIPT_SUFFIX: &str = ".transcript.json";
+
+/// Where the post-call transcript of the recording `wav` is spooled.
+pub fn transcript_path(wav: &Path) -> PathBuf {
+    let mut name = wav.as_os_str().to_owned();
+    name.push(TRANSCRIPT_SUFFIX);
+    PathBuf::from(name)
+}
+
+/// Writes a post-call transcript to the spool (whole, then renamed; `0600`)
+/// so that a restart before the edge has it sends it then.
+pub fn spool_transcript(wav: &Path, t: &CallTranscript) -> std::io::Result<TranscriptUpload> {
+    let json = serde_json::to_vec(t).map_err(std::io::Error::other)?;
+    let target = transcript_path(wav);
+    let tmp = target.with_extension("tmp");
+    std::io::Write::write_all(&mut crate::event_spool::create_private_file(&tmp)?, &json)?;
+    std::fs::rename(&tmp, &target)?;
+    Ok(TranscriptUpload {
+        transcript: t.clone(),
+        spool: Some(target),
+    })
+}
+
+/// Post-call transcripts a previous run left behind, oldest first.
+pub fn transcript_leftovers(dir: &Path) -> Vec<TranscriptUpload> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut found: Vec<(std::time::SystemTime, TranscriptUpload)> = Vec::new();
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if !path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.ends_with(TRANSCRIPT_SUFFIX))
+        {
+            continue;
+        }
+        let parsed = std::fs::read(&path)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<CallTranscript>(&b).ok());
+        match parsed {
+            Some(transcript) => {
+                let at = entry
+                    .metadata()
+                    .and_then(|m| m.modified())
+                    .unwrap_or(std::time::UNIX_EPOCH);
+                found.push((
+                    at,
+                    TranscriptUpload {
+                        transcript,
+                        spool: Some(path),
+                    },
+                ));
+            }
+            None => {
+                tracing::warn!(path = %path.display(), "unreadable post-call transcript; left alone")
+            }
+        }
+    }
+    found.sort_by_key(|(at, _)| *at);
+    found.into_iter().map(|(_, t)| t).collect()
+}
+
+/// Deletes a sent transcript's spool file.
+pub fn remove_transcript(path: &Path) {
+    if let Err(e) = std::fs::remove_file(path) {
+        tracing::warn!(path = %path.display(), error = %e, "could not delete a sent transcript");
+    }
+}
 
 /// Where recordings are written: the configured directory, else one per
 /// sidecar under the system temp directory (a spool: files leave once uploaded).
@@ -170,6 +241,32 @@ mod tests {
             w.write_sample(-((i % 50) as i16)).unwrap();
         }
         w.finalize().unwrap();
+    }
+
+    #[test]
+    fn a_spooled_transcript_is_found_again_after_a_restart_and_removed_once_sent() {
+        let dir = temp_dir("transcripts");
+        let wav = wav_path(&dir, "call_0123456789abcdef", 1);
+        let t = CallTranscript {
+            protocol_version: PROTOCOL_VERSION,
+            sidecar_id: String::new(),
+            tenant_id: "ten_0123456789abcdef".into(),
+            call_id: "call_0123456789abcdef".into(),
+            attempt: 1,
+            source: "local".into(),
+            turns: vec![],
+        };
+        let up = spool_transcript(&wav, &t).unwrap();
+        let path = up.spool.clone().unwrap();
+        assert_eq!(path, transcript_path(&wav));
+        // Not a recording's manifest: the recording leftovers skip it.
+        assert!(leftovers(&dir).is_empty());
+        std::fs::write(dir.join("y.wav.transcript.json"), b"not json").unwrap();
+        let found = transcript_leftovers(&dir);
+        assert_eq!(found, vec![up]);
+        remove_transcript(&path);
+        assert!(!path.exists());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -19,7 +19,7 @@ use tokio::sync::watch;
 use voxline_media_sidecar::lease::driver::{RunOptions, RunSummary, Stop};
 use voxline_media_sidecar::lease::LeaseSettings;
 use voxline_shared::sidecar_link::{
-    Connect, EventKind, InboundDecision, LegStep, Offer, RegistrationAck, RingUser,
+    Connect, EventKind, InboundDecision, LegStep, Offer, RegistrationAck, RingUser, Role,
 };
 use voxline_shared::{CallStatus, EndedReason};
 use voxline_testkit::{
@@ -185,9 +185,14 @@ impl Rig {
     /// A phone of `USER` playing a `PERSON_HZ` tone for `play_s`, which
     /// answers at once (`auto_answer`) or lets calls ring.
     fn phone(&self, name: &str, auto_answer: bool, play_s: usize) -> ChildGuard {
-        let wav = self.dir.join(format!("{name}.wav"));
         let pcm = voxline_testkit::tone(8_000, &[(PERSON_HZ, 6_000.0)], 8_000 * play_s);
-        voxline_testkit::write_wav(&wav, 8_000, &pcm).unwrap();
+        self.phone_playing(name, auto_answer, &pcm)
+    }
+
+    /// A phone of `USER` playing `pcm` (8 kHz) once answered.
+    fn phone_playing(&self, name: &str, auto_answer: bool, pcm: &[i16]) -> ChildGuard {
+        let wav = self.dir.join(format!("{name}.wav"));
+        voxline_testkit::write_wav(&wav, 8_000, pcm).unwrap();
         let registrar = format!("127.0.0.1:{}", self.sip_port);
         let behaviour = if auto_answer {
             PhoneBehaviour::Answers(&wav)
@@ -221,6 +226,15 @@ impl Rig {
                     } if e.call_id == call_id => Some((*status, *reason, *sip_code)),
                     _ => None,
                 })
+            })
+            .await
+    }
+
+    /// The post-call transcript the sidecar sent for `call_id` (waits for it).
+    async fn transcript(&self, call_id: &str) -> voxline_shared::sidecar_link::CallTranscript {
+        self.edge
+            .wait_for("the post-call transcript", Duration::from_secs(60), |s| {
+                s.transcripts.iter().find(|t| t.call_id == call_id).cloned()
             })
             .await
     }
@@ -323,14 +337,26 @@ async fn tone_leg(
     expect_hz: f64,
     run_for: Duration,
 ) -> usize {
+    let signal = voxline_testkit::tone(8_000, &[(send_hz, 6_000.0)], 8_000 * 60);
+    leg_sending(sock, signal, Some(send_hz), expect_hz, run_for).await
+}
+
+/// As [`tone_leg`], sending `signal` (8 kHz, looped) instead of a tone
+/// (`own_hz`: the tone it is, if one, that a heard frame must not echo).
+async fn leg_sending(
+    sock: tokio::net::UdpSocket,
+    signal: Vec<i16>,
+    own_hz: Option<f64>,
+    expect_hz: f64,
+    run_for: Duration,
+) -> usize {
     use voxline_media_sidecar::media::rtp::{self, RtpHeader};
-    use voxline_testkit::{amp_at, mulaw_decode, mulaw_encode, tone};
+    use voxline_testkit::{amp_at, mulaw_decode, mulaw_encode};
     let mut buf = vec![0u8; 2048];
     let t0 = Instant::now();
     let mut sidecar: Option<SocketAddr> = None;
     let (mut heard, mut seq, mut ts) = (0, 1u16, 0u32);
     let mut next_send = Instant::now();
-    let signal = tone(8_000, &[(send_hz, 6_000.0)], 8_000 * 60);
     let mut at = 0usize;
     while t0.elapsed() < run_for {
         if let Some(to) = sidecar {
@@ -371,7 +397,10 @@ async fn tone_leg(
             continue;
         }
         let pcm: Vec<i16> = p.payload.iter().map(|&b| mulaw_decode(b)).collect();
-        let (want, own) = (amp_at(&pcm, 8_000, expect_hz), amp_at(&pcm, 8_000, send_hz));
+        let (want, own) = (
+            amp_at(&pcm, 8_000, expect_hz),
+            own_hz.map_or(0.0, |hz| amp_at(&pcm, 8_000, hz)),
+        );
         if want > 1_000.0 && want > 4.0 * own {
             heard += 1;
         }
@@ -488,6 +517,23 @@ async fn two_phones_ring_the_first_to_answer_is_bridged_and_the_other_cancelled(
         0,
         "the caller leaked left"
     );
+    // No engine heard it: the recording is transcribed after the end and
+    // sent (issue 16); the two tones are no speech.
+    let t = rig.transcript("c_person1").await;
+    assert_eq!(
+        (
+            t.tenant_id.as_str(),
+            t.attempt,
+            t.source.as_str(),
+            t.sidecar_id.as_str()
+        ),
+        (TENANT, 1, "local", "sc-person")
+    );
+    assert!(
+        t.turns.is_empty(),
+        "tones transcribed as words: {:?}",
+        t.turns
+    );
     // The caller's audio reached the phone (baresip's dump of what it heard).
     tokio::time::sleep(Duration::from_millis(500)).await;
     let phone = phone_heard(&rig.dir, "answers");
@@ -506,6 +552,82 @@ async fn two_phones_ring_the_first_to_answer_is_bridged_and_the_other_cancelled(
 
 /// Nobody answers within the ring timeout: every phone is cancelled and the
 /// caller gets 480; the call ends `no_answer`.
+/// A bridged call's words come back in its post-call transcript (issue 16):
+/// the caller (right) and the person's phone (left) speak flite sentences;
+/// after the end the sidecar transcribes the recording and sends the
+/// caller's words as `callee` turns and the person's as `agent` turns.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bridged_calls_words_come_back_in_its_post_call_transcript() {
+    let rig = Rig::start("person-words", (50_700, 50_799)).await;
+    let say = |voice: &str, text: &str, lead_ms: usize, tail_ms: usize| {
+        let mut pcm = vec![0i16; lead_ms * 8];
+        pcm.extend(voxline_testkit::flite_8k(&rig.dir, voice, text).expect("flite"));
+        pcm.extend(vec![0i16; tail_ms * 8]);
+        pcm
+    };
+    let person = say(
+        "slt",
+        "Certainly. What time would you like the table?",
+        3_000,
+        12_000,
+    );
+    let _answers = rig.phone_playing("answers", true, &person);
+    rig.bound(1).await;
+    rig.edge.decide_inbound(InboundDecision::RingUser {
+        offer: Box::new(inbound_offer("c_words", true)),
+        ring: ring(10, None, false),
+    });
+    let caller = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let inf = inf(
+        &rig.dir,
+        "caller.csv",
+        &[format!("{};", caller.local_addr().unwrap().port())],
+    );
+    let target = format!("127.0.0.1:{}", rig.sip_port);
+    let sipp = Sipp::start(
+        "uac_person_call",
+        rig.in_port,
+        &[target.as_str(), "-inf", inf.to_str().unwrap()],
+    )
+    .await;
+    // Said again and again (the leg loops it): once at least after the bridge.
+    let words = say(
+        "rms",
+        "Hello, I would like to book a table for tomorrow evening.",
+        1_000,
+        1_000,
+    );
+    let _ = leg_sending(caller, words, None, PERSON_HZ, Duration::from_secs(9)).await;
+    sipp.success().await;
+    rig.ended("c_words").await;
+    let t = rig.transcript("c_words").await;
+    let said = |role: Role| -> String {
+        t.turns
+            .iter()
+            .filter(|x| x.role == role)
+            .map(|x| x.text.as_str())
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let (callee, agent) = (said(Role::Callee), said(Role::Agent));
+    assert!(
+        ["table", "tomorrow", "evening"]
+            .iter()
+            .any(|w| callee.contains(w)),
+        "the caller's words: {callee:?} ({:?})",
+        t.turns
+    );
+    assert!(
+        ["certainly", "time", "table"]
+            .iter()
+            .any(|w| agent.contains(w)),
+        "the person's words: {agent:?} ({:?})",
+        t.turns
+    );
+    assert!(t.turns.windows(2).all(|w| w[0].start_ms <= w[1].start_ms));
+    rig.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nobody_answering_in_time_refuses_the_caller_480_and_ends_no_answer() {
     let rig = Rig::start("person-noanswer", (50_200, 50_299)).await;
@@ -666,6 +788,8 @@ async fn voicemail_answers_beeps_and_records_the_callers_message() {
         "the message is not recorded"
     );
     assert!(frames_with_tone(&left, 1_000.0) >= 10, "no beep recorded");
+    // A voicemail message is transcribed too.
+    assert_eq!(rig.transcript("c_person4").await.source, "local");
     let legs = rig.legs("c_person4");
     assert_eq!(steps(&legs, LegStep::Answered).len(), 0, "{legs:?}");
     rig.stop().await;
@@ -773,6 +897,8 @@ async fn click_to_call_rings_the_person_then_dials_and_bridges_the_destination()
         frames_with_tone(&left, PERSON_HZ) >= 50,
         "the person is not on the recording's left"
     );
+    let t = rig.transcript("c_click1").await;
+    assert_eq!((t.source.as_str(), t.attempt), ("local", 1));
     rig.stop().await;
 }
 

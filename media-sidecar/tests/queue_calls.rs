@@ -453,7 +453,13 @@ async fn a_busy_member_is_skipped_and_the_free_one_answers_and_is_bridged() {
     );
     rig.registered(1).await;
     rig.edge.decide_inbound(InboundDecision::Queue {
-        offer: queue_offer("q_bridged", true),
+        // A queue without an agent to overflow to: no agent on the call
+        // (as the edge offers it), so its talk is transcribed after the end.
+        offer: {
+            let mut o = queue_offer("q_bridged", true);
+            o.agent_id = String::new();
+            o
+        },
         queue: plan(vec![member(1), member(2)], 60, QueueOverflow::Hangup),
     });
     let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
@@ -558,6 +564,18 @@ async fn a_busy_member_is_skipped_and_the_free_one_answers_and_is_bridged() {
         0,
         "the caller leaked left"
     );
+    // No engine heard the bridged talk: its post-call transcript is sent
+    // (issue 16).
+    let t = rig
+        .edge
+        .wait_for("the post-call transcript", Duration::from_secs(60), |s| {
+            s.transcripts
+                .iter()
+                .find(|t| t.call_id == "q_bridged")
+                .cloned()
+        })
+        .await;
+    assert_eq!((t.source.as_str(), t.attempt), ("local", 1));
     rig.stop().await;
     drop(blackhole);
     let _ = std::fs::remove_dir_all(&dir);

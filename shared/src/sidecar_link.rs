@@ -17,6 +17,7 @@
 //! | `POST /v1/sidecar/inbound-messages` | [`InboundMessage`] | [`InboundMessageReceipt`] |
 //! | `POST /v1/sidecar/inbound-calls` | [`InboundCall`] | [`InboundCallAnswer`] |
 //! | `POST /v1/sidecar/registrations` | [`PhoneRegistration`] | [`PhoneRegistrationAnswer`] |
+//! | `POST /v1/sidecar/transcripts` | [`CallTranscript`] | [`CallTranscriptReceipt`] |
 //!
 //! Calls a trunk places to one of a tenant's numbers (issue 16): the sidecar
 //! rings the caller (180) and asks the edge with one [`InboundCall`]; the
@@ -95,6 +96,7 @@ pub mod paths {
     pub const INBOUND_CALLS: &str = "/v1/sidecar/inbound-calls";
     pub const TOOL_CALLS: &str = "/v1/sidecar/tool-calls";
     pub const REGISTRATIONS: &str = "/v1/sidecar/registrations";
+    pub const TRANSCRIPTS: &str = "/v1/sidecar/transcripts";
 }
 
 /// The header carrying a recording upload's [`RecordingManifest`].
@@ -132,6 +134,61 @@ pub struct RecordingReceipt {
     pub call_id: String,
     pub attempt: u32,
     pub bytes: u64,
+}
+
+/// Most turns in one [`CallTranscript`] (the edge answers 422 beyond).
+pub const MAX_TRANSCRIPT_TURNS: usize = 1000;
+/// Most characters of one turn's text in a [`CallTranscript`] (422 beyond).
+pub const MAX_TRANSCRIPT_TURN_CHARS: usize = 2000;
+/// Most characters of all turns' texts together (422 beyond): two hours of
+/// speech are about 100,000.
+pub const MAX_TRANSCRIPT_CHARS: usize = 200_000;
+/// Largest `POST /v1/sidecar/transcripts` body, in bytes (413 beyond; other
+/// link requests take 64 KiB): [`MAX_TRANSCRIPT_CHARS`] of text (up to 4
+/// bytes each as UTF-8) is under 800 KiB, each turn's JSON adds under 100.
+pub const MAX_TRANSCRIPT_BYTES: usize = 1024 * 1024;
+
+/// `POST /v1/sidecar/transcripts`: the transcript of a call that had no engine
+/// (a person's bridged call, a voicemail message), made after the call from
+/// its recording. Sent after `ended`, retried like a recording upload and
+/// spooled beside it. The edge keeps the turns only for a call with no
+/// transcript of its own, once per `(call_id, attempt)` (a repeat answers the
+/// same receipt), then sends `transcript.saved` (and Voice360's
+/// `TRANSCRIPTION_FINISHED`). More than [`MAX_TRANSCRIPT_TURNS`] turns or a
+/// turn longer than [`MAX_TRANSCRIPT_TURN_CHARS`] is refused (422).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CallTranscript {
+    #[serde(default = "default_version")]
+    pub protocol_version: u32,
+    pub sidecar_id: String,
+    pub tenant_id: String,
+    pub call_id: String,
+    pub attempt: u32,
+    /// Which recogniser made it: `local` (the sidecar's pocketsphinx).
+    pub source: String,
+    /// Sorted by `start_ms`. `agent`: the person (the recording's left
+    /// channel); `callee`: the other party (right).
+    pub turns: Vec<CallTranscriptTurn>,
+}
+
+/// One turn of a [`CallTranscript`]: offsets from the recording's start, in ms.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CallTranscriptTurn {
+    pub role: Role,
+    pub text: String,
+    pub start_ms: u64,
+    pub end_ms: u64,
+}
+
+/// The edge's 2xx answer to a [`CallTranscript`]: `stored` is false when the
+/// call already had a transcript (nothing changed; do not resend).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CallTranscriptReceipt {
+    #[serde(default = "default_version")]
+    pub protocol_version: u32,
+    pub call_id: String,
+    pub attempt: u32,
+    pub stored: bool,
 }
 
 /// Error code the edge uses (in its usual error body) for a version it does not speak.

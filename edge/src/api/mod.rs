@@ -29,6 +29,7 @@ pub mod messages;
 pub mod numbers;
 pub mod openapi;
 pub mod phone_registrations;
+pub mod post_call_transcripts;
 pub mod prompts;
 pub mod request_signing;
 pub mod router;
@@ -126,6 +127,10 @@ async fn route_request<K: Kv, D: DispatchQueues>(
         // A phone's REGISTER, admitted likewise: its user's directory decides.
         if op == SidecarOp::Registrations && resp.status == 200 {
             return crate::api::phone_registrations::register(env, req).await;
+        }
+        // A post-call transcript, admitted likewise: to the call's tenant.
+        if op == SidecarOp::Transcripts && resp.status == 200 {
+            return crate::api::post_call_transcripts::post_call_transcript(env, req).await;
         }
         // A tool call of a call this sidecar holds: the edge calls the tool.
         if op == SidecarOp::ToolCalls && resp.status == 200 {

@@ -2534,6 +2534,7 @@ mod inbound_calls;
 mod messages;
 mod people_calls;
 mod phone_registrations;
+mod post_call_transcripts;
 mod sidecar_load;
 mod tool_calls;
 mod transfers;

@@ -839,19 +839,100 @@ fn events_for_change(
                 &read
             }
         };
-        let mut data = crate::transcript::to_json(&record.id, t);
-        data["call_status"] = json!(record.status);
-        data["analysis"] = json!(record.analysis);
-        data["url"] = json!(format!("/v1/calls/{}/transcript", record.id));
-        push_event_with(
-            rows,
-            WebhookEvent::TranscriptSaved,
-            &record.id,
-            data,
-            now_ms,
-        )?;
+        // A person's call: its transcript comes from its recording after
+        // the end (`post_call_transcript` sends `transcript.saved` then).
+        if !awaits_post_call_transcript(rows, record, t)? {
+            push_transcript_saved(rows, record, t, now_ms)?;
+        }
     }
     Ok(())
+}
+
+/// Queues `transcript.saved` (and so Voice360's `TRANSCRIPTION_FINISHED`)
+/// with the whole transcript.
+fn push_transcript_saved(
+    rows: &impl CallRows,
+    record: &CallRecord,
+    t: &Transcript,
+    now_ms: u64,
+) -> Result<(), StoreError> {
+    let mut data = crate::transcript::to_json(&record.id, t);
+    data["call_status"] = json!(record.status);
+    data["analysis"] = json!(record.analysis);
+    data["url"] = json!(format!("/v1/calls/{}/transcript", record.id));
+    push_event_with(
+        rows,
+        WebhookEvent::TranscriptSaved,
+        &record.id,
+        data,
+        now_ms,
+    )
+}
+
+/// Marks a call whose post-call transcript arrived (the attempt's number):
+/// later ones change nothing.
+fn post_call_transcript_key(call_id: &str) -> String {
+    format!("posttx:{call_id}")
+}
+
+/// Whether a call's transcript is still to come from its sidecar, made from
+/// its recording after the end (issue 16): a recorded call that no agent
+/// answered (a person's, a queue's; `agent_id` empty), with no turns of its
+/// own, whose post-call transcript has not arrived yet.
+fn awaits_post_call_transcript(
+    rows: &impl CallRows,
+    record: &CallRecord,
+    t: &Transcript,
+) -> Result<bool, StoreError> {
+    Ok(record.agent_id.is_empty()
+        && record.record
+        && t.turns.is_empty()
+        && rows.value(&post_call_transcript_key(&record.id))?.is_none())
+}
+
+/// Stores the transcript a sidecar made from a call's recording after the
+/// call (`POST /v1/sidecar/transcripts`, issue 16): only for a call with no
+/// transcript of its own, and once per call (a repeat, or another attempt's,
+/// changes nothing: `Ok(false)`). When the call has ended answered, its
+/// analysis is made and `transcript.saved` sent now (its end sent none);
+/// when its end is still to be applied (the end comes through the region's
+/// queue, this straight here), the end sends it with these turns.
+pub fn post_call_transcript(
+    rows: &impl CallRows,
+    call_id: &str,
+    attempt: u32,
+    turns: &[Turn],
+    now_ms: u64,
+) -> Result<bool, StoreError> {
+    let Some(mut record) = rows.call(call_id)? else {
+        return Ok(false);
+    };
+    let key = post_call_transcript_key(call_id);
+    if rows.value(&key)?.is_some() {
+        return Ok(false);
+    }
+    let before = transcript(rows, call_id)?;
+    if !before.turns.is_empty() {
+        return Ok(false);
+    }
+    for turn in turns {
+        let turn = Turn {
+            text: crate::transcript::bound_turn_text(&turn.text),
+            ..turn.clone()
+        };
+        rows.push_turn(call_id, &turn)?;
+    }
+    rows.put_value(&key, &attempt.to_string())?;
+    if record.status.is_terminal() && record.answered_at.is_some() {
+        let t = transcript(rows, call_id)?;
+        let analysis = analyse(rows, &record, &t)?;
+        if analysis.is_some() {
+            record.analysis = analysis;
+            rows.put_call(&record)?;
+        }
+        push_transcript_saved(rows, &record, &t, now_ms)?;
+    }
+    Ok(true)
 }
 
 /// Applies one region's numbered reports for this tenant, skipping those at
@@ -1676,6 +1757,14 @@ pub trait Calls {
         call_id: &'a str,
         attempt: u32,
     ) -> LocalFuture<'a, Result<Option<CallAndHolder>, StoreError>>;
+    /// [`post_call_transcript`]: whether the turns were stored.
+    fn post_call_transcript<'a>(
+        &'a self,
+        tenant_id: &'a str,
+        call_id: &'a str,
+        attempt: u32,
+        turns: &'a [Turn],
+    ) -> LocalFuture<'a, Result<bool, StoreError>>;
     /// [`whitelist_add`]: whether `phone` was new to the tenant's whitelist.
     fn whitelist_add<'a>(
         &'a self,
@@ -1784,6 +1873,11 @@ pub enum CallStoreRequest {
     AttemptHolder {
         call_id: String,
         attempt: u32,
+    },
+    PostCallTranscript {
+        call_id: String,
+        attempt: u32,
+        turns: Vec<Turn>,
     },
     /// Adds a number to the tenant's whitelist (CodeB's "whitelists the
     /// target number"): `added` is false when it was there already.
@@ -2067,6 +2161,30 @@ impl<T: CallStoreTransport> Calls for T {
             }
         })
     }
+    fn post_call_transcript<'a>(
+        &'a self,
+        tenant_id: &'a str,
+        call_id: &'a str,
+        attempt: u32,
+        turns: &'a [Turn],
+    ) -> LocalFuture<'a, Result<bool, StoreError>> {
+        Box::pin(async move {
+            match self
+                .send(
+                    tenant_id,
+                    CallStoreRequest::PostCallTranscript {
+                        call_id: call_id.into(),
+                        attempt,
+                        turns: turns.to_vec(),
+                    },
+                )
+                .await?
+            {
+                CallStoreAnswer::Saved { changed } => Ok(changed),
+                a => Err(unexpected(a)),
+            }
+        })
+    }
     fn attempt_holder<'a>(
         &'a self,
         tenant_id: &'a str,
@@ -2317,6 +2435,13 @@ pub async fn handle(
         }
         CallStoreRequest::RecordingSaved { call_id, info } => CallStoreAnswer::Saved {
             changed: recording_saved(rows, &call_id, &info, now_ms)?,
+        },
+        CallStoreRequest::PostCallTranscript {
+            call_id,
+            attempt,
+            turns,
+        } => CallStoreAnswer::Saved {
+            changed: post_call_transcript(rows, &call_id, attempt, &turns, now_ms)?,
         },
         CallStoreRequest::AttemptHolder { call_id, attempt } => {
             let found = match rows.call(&call_id)? {

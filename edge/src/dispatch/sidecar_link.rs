@@ -15,11 +15,11 @@ use crate::messages::{MessageUpdate, MAX_MATCH_ID_CHARS};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use voxline_shared::sidecar_link::{
-    check_version, Ack, AckReceipt, Deregistration, EventBatch, EventKind, InboundCall,
-    InboundContent, InboundMessage, LeaseRequest, LeaseResponse, MessageOffer, MessageResult,
-    MessageResultAck, PhoneRegistration, Registration, RegistrationAck, ToolCall,
+    check_version, Ack, AckReceipt, CallTranscript, Deregistration, EventBatch, EventKind,
+    InboundCall, InboundContent, InboundMessage, LeaseRequest, LeaseResponse, MessageOffer,
+    MessageResult, MessageResultAck, PhoneRegistration, Registration, RegistrationAck, ToolCall,
     MAX_MESSAGES_PER_LEASE, MAX_MESSAGE_CHARS, MAX_PHONE_CONTACTS, MAX_TOOL_ARGUMENTS_BYTES,
-    PROTOCOL_VERSION,
+    MAX_TRANSCRIPT_CHARS, MAX_TRANSCRIPT_TURNS, MAX_TRANSCRIPT_TURN_CHARS, PROTOCOL_VERSION,
 };
 
 /// How long an accepted call may be missing from the sidecar's `held_calls`
@@ -72,6 +72,9 @@ pub enum SidecarOp {
     ToolCalls,
     /// A user's SIP phone REGISTERed with the sidecar (issue 16).
     Registrations,
+    /// The transcript of a call that had no engine, made from its recording
+    /// after the call (issue 16).
+    Transcripts,
 }
 
 impl SidecarOp {
@@ -88,6 +91,7 @@ impl SidecarOp {
             paths::INBOUND_CALLS => Some(SidecarOp::InboundCalls),
             paths::TOOL_CALLS => Some(SidecarOp::ToolCalls),
             paths::REGISTRATIONS => Some(SidecarOp::Registrations),
+            paths::TRANSCRIPTS => Some(SidecarOp::Transcripts),
             _ => None,
         }
     }
@@ -120,6 +124,9 @@ pub enum SidecarMessage {
     /// Only its nonce is spent here; the Worker then has the tenant's
     /// directory check the phone's answer and record its bindings.
     PhoneRegistration(Box<PhoneRegistration>),
+    /// Checked (bounds) and its nonce spent here; the Worker then has the
+    /// call's tenant's call store keep it (`api::post_call_transcripts`).
+    Transcript(Box<CallTranscript>),
 }
 
 impl SidecarMessage {
@@ -136,6 +143,7 @@ impl SidecarMessage {
             | SidecarMessage::Events(_)
             | SidecarMessage::Recording
             | SidecarMessage::ToolCall(_)
+            | SidecarMessage::Transcript(_)
             | SidecarMessage::MessageResult(_) => None,
         }
     }
@@ -284,6 +292,7 @@ pub fn parse_message(op: SidecarOp, raw: &[u8], signer: &str) -> Result<SidecarM
         SidecarOp::InboundCalls => SidecarMessage::InboundCall(parse(&value)?),
         SidecarOp::ToolCalls => SidecarMessage::ToolCall(parse(&value)?),
         SidecarOp::Registrations => SidecarMessage::PhoneRegistration(parse(&value)?),
+        SidecarOp::Transcripts => SidecarMessage::Transcript(parse(&value)?),
         SidecarOp::Recording => {
             return Err(ApiError::new(
                 ErrorCode::NotFound,
@@ -302,6 +311,7 @@ pub fn parse_message(op: SidecarOp, raw: &[u8], signer: &str) -> Result<SidecarM
         SidecarMessage::InboundCall(m) => (m.protocol_version, &m.sidecar_id),
         SidecarMessage::ToolCall(m) => (m.protocol_version, &m.sidecar_id),
         SidecarMessage::PhoneRegistration(m) => (m.protocol_version, &m.sidecar_id),
+        SidecarMessage::Transcript(m) => (m.protocol_version, &m.sidecar_id),
         SidecarMessage::Recording => (PROTOCOL_VERSION, &String::new()),
     };
     check_version(version)
@@ -439,9 +449,62 @@ fn check_message_fields(message: &SidecarMessage) -> Result<(), ApiError> {
                     })
                 })
         }
+        SidecarMessage::Transcript(t) => check_transcript(t),
         _ => None,
     };
     problem.map_or(Ok(()), Err)
+}
+
+/// A post-call transcript's bounds (422: never retried): its ids, at most
+/// [`MAX_TRANSCRIPT_TURNS`] turns of at most [`MAX_TRANSCRIPT_TURN_CHARS`]
+/// characters, [`MAX_TRANSCRIPT_CHARS`] in all, roles `agent` / `callee`.
+fn check_transcript(t: &CallTranscript) -> Option<ApiError> {
+    let too_long = |field: &str, max: usize, what: &str| {
+        Some(ApiError::field(
+            ErrorCode::ValueTooLong,
+            field,
+            format!("at most {max} {what}"),
+        ))
+    };
+    if t.attempt == 0
+        || !crate::ids::is_id(&t.call_id, "call")
+        || !crate::ids::is_id(&t.tenant_id, "ten")
+    {
+        return Some(ApiError::field(
+            ErrorCode::InvalidValue,
+            "call_id",
+            "tenant_id, call_id or attempt is malformed",
+        ));
+    }
+    if t.source.is_empty() || t.source.len() > 32 {
+        return Some(ApiError::field(
+            ErrorCode::InvalidValue,
+            "source",
+            "source is 1 to 32 characters",
+        ));
+    }
+    if t.turns.len() > MAX_TRANSCRIPT_TURNS {
+        return too_long("turns", MAX_TRANSCRIPT_TURNS, "turns");
+    }
+    let mut total = 0;
+    for turn in &t.turns {
+        let n = turn.text.chars().count();
+        if n > MAX_TRANSCRIPT_TURN_CHARS {
+            return too_long("turns.text", MAX_TRANSCRIPT_TURN_CHARS, "characters a turn");
+        }
+        if turn.role == voxline_shared::sidecar_link::Role::Tool || turn.end_ms < turn.start_ms {
+            return Some(ApiError::field(
+                ErrorCode::InvalidValue,
+                "turns",
+                "a turn is an agent's or the callee's, and ends after it starts",
+            ));
+        }
+        total += n;
+    }
+    if total > MAX_TRANSCRIPT_CHARS {
+        return too_long("turns.text", MAX_TRANSCRIPT_CHARS, "characters in all");
+    }
+    None
 }
 
 fn not_registered() -> ApiError {
@@ -475,7 +538,8 @@ fn handle_op(
         SidecarMessage::Recording
         | SidecarMessage::InboundMessage(_)
         | SidecarMessage::InboundCall(_)
-        | SidecarMessage::PhoneRegistration(_) => {
+        | SidecarMessage::PhoneRegistration(_)
+        | SidecarMessage::Transcript(_) => {
             Ok(Reply::ok(json!({"protocol_version": PROTOCOL_VERSION})))
         }
         SidecarMessage::ToolCall(t) => {

@@ -62,6 +62,16 @@ pub async fn authenticate_sidecar(
     Ok(sidecar)
 }
 
+/// The largest body a link request to `path` may have: a post-call
+/// transcript's is larger than the others'.
+pub fn max_body_bytes(path: &str) -> usize {
+    if path == voxline_shared::sidecar_link::paths::TRANSCRIPTS {
+        voxline_shared::sidecar_link::MAX_TRANSCRIPT_BYTES
+    } else {
+        MAX_BODY_BYTES
+    }
+}
+
 /// A media sidecar's request: authenticated by its HMAC signature (no bearer
 /// token), checked, and forwarded to its region's dispatch queue, which also
 /// refuses replayed nonces.
@@ -82,10 +92,11 @@ pub async fn sidecar_request<D: DispatchQueues>(
         .header("content-length")
         .and_then(|v| v.trim().parse().ok());
     let size = declared.unwrap_or(0).max(req.body.len());
-    if size > MAX_BODY_BYTES {
+    let limit = max_body_bytes(&req.path);
+    if size > limit {
         return Err(ApiError::new(
             ErrorCode::PayloadTooLarge,
-            format!("request body is {size} bytes; the limit is {MAX_BODY_BYTES}"),
+            format!("request body is {size} bytes; the limit is {limit}"),
         ));
     }
     let headers = SignedHeaders::from_lookup(|name| req.header(name));

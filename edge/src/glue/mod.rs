@@ -55,6 +55,8 @@ async fn fetch(mut req: Request, env: Env, _ctx: Context) -> Result<Response> {
     // contact list may be larger than any other body.
     let max_body = if method == "POST" && url.path() == "/v1/campaigns" {
         crate::limits::MAX_CAMPAIGN_BODY_BYTES
+    } else if url.path() == voxline_shared::sidecar_link::paths::TRANSCRIPTS {
+        crate::dispatch::sidecar_request::max_body_bytes(url.path())
     } else {
         MAX_BODY_BYTES
     };

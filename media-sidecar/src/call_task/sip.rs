@@ -266,7 +266,10 @@ async fn run_dialog(
 
 /// Reports a call's `ended` (`kind`, at `at_ms`), then hands its recording
 /// (if any) to the uploader and says the call is done: every call task's
-/// last steps.
+/// last steps. An answered call without an agent (a person's, a queue's, a
+/// voicemail message: no engine heard it) is transcribed from its recording
+/// first (issue 16), off the call's slot: the slot is freed at once, the
+/// transcript and then the recording go to the edge when it is done.
 pub(crate) async fn report_end(
     offer: &Offer,
     tel: &Telephony,
@@ -275,8 +278,15 @@ pub(crate) async fn report_end(
     kind: voxline_shared::sidecar_link::EventKind,
     at_ms: u64,
 ) {
+    let answered = matches!(
+        &kind,
+        voxline_shared::sidecar_link::EventKind::Ended { timings, .. } if timings.answered_ms.is_some()
+    );
+    let transcribe = answered && offer.agent_id.is_empty();
     e.emit_at(kind, at_ms).await;
-    if let Some(wav) = recording_path(offer, tel).filter(|p| p.is_file()) {
+    let wav = recording_path(offer, tel);
+    let mut upload = None;
+    if let Some(wav) = wav.clone().filter(|p| p.is_file()) {
         // After `ended`: the call's outcome never waits for the upload.
         let (tenant, call, attempt) = (
             offer.tenant_id.clone(),
@@ -288,9 +298,9 @@ pub(crate) async fn report_end(
         })
         .await;
         match prepared {
-            Ok(Ok(upload)) => {
-                tracing::info!(call_id = %offer.call_id, bytes = upload.manifest.bytes, duration_ms = upload.manifest.duration_ms, "recording ready for upload");
-                let _ = tx.send(Msg::Upload(upload)).await;
+            Ok(Ok(u)) => {
+                tracing::info!(call_id = %offer.call_id, bytes = u.manifest.bytes, duration_ms = u.manifest.duration_ms, "recording ready for upload");
+                upload = Some(u);
             }
             Ok(Err(err)) => {
                 tracing::warn!(call_id = %offer.call_id, error = %err, "recording not uploaded: cannot read it")
@@ -300,11 +310,91 @@ pub(crate) async fn report_end(
             }
         }
     }
+    if transcribe {
+        let (tx, offer) = (tx.clone(), offer.clone());
+        let recorded = upload.as_ref().map(|u| u.path.clone());
+        // Its own task: transcribing takes about the call's length of CPU.
+        tokio::spawn(async move {
+            let t = post_call_transcript(&offer, recorded).await;
+            let spooled = match &wav {
+                Some(wav) => {
+                    let (wav, t2) = (wav.clone(), t.clone());
+                    tokio::task::spawn_blocking(move || {
+                        crate::recordings::spool_transcript(&wav, &t2)
+                    })
+                    .await
+                    .ok()
+                    .and_then(|r| {
+                        r.map_err(|err| tracing::warn!(call_id = %offer.call_id, error = %err, "post-call transcript not spooled; sent from memory"))
+                            .ok()
+                    })
+                }
+                None => None,
+            };
+            let t = spooled.unwrap_or(crate::lease::TranscriptUpload {
+                transcript: t,
+                spool: None,
+            });
+            let _ = tx.send(Msg::Transcript(t)).await;
+            // The WAV is deleted once uploaded: only after it was read.
+            if let Some(u) = upload {
+                let _ = tx.send(Msg::Upload(u)).await;
+            }
+        });
+    } else if let Some(u) = upload {
+        let _ = tx.send(Msg::Upload(u)).await;
+    }
     let _ = tx
         .send(Msg::CallDone {
             call_id: offer.call_id.clone(),
         })
         .await;
+}
+
+/// The transcript of a call no engine heard, from its recording `wav`
+/// (issue 16). No recording, no local engine in this build, or a recording
+/// that cannot be read: no turns (the edge then sends its events empty).
+async fn post_call_transcript(
+    offer: &Offer,
+    wav: Option<std::path::PathBuf>,
+) -> voxline_shared::sidecar_link::CallTranscript {
+    #[cfg(feature = "local-engine")]
+    let (source, turns) = match wav {
+        Some(wav) => {
+            let started = std::time::Instant::now();
+            match tokio::task::spawn_blocking(move || crate::transcribe::transcribe_file(&wav))
+                .await
+            {
+                Ok(Ok(turns)) => {
+                    tracing::info!(call_id = %offer.call_id, turns = turns.len(), took_ms = started.elapsed().as_millis() as u64, "recording transcribed");
+                    ("local", turns)
+                }
+                Ok(Err(err)) => {
+                    tracing::warn!(call_id = %offer.call_id, code = err.code(), error = %err, "recording not transcribed");
+                    ("local", Vec::new())
+                }
+                Err(err) => {
+                    tracing::warn!(call_id = %offer.call_id, error = %err, "recording not transcribed");
+                    ("local", Vec::new())
+                }
+            }
+        }
+        None => ("none", Vec::new()),
+    };
+    #[cfg(not(feature = "local-engine"))]
+    let (source, turns) = {
+        let _ = wav;
+        ("none", Vec::new())
+    };
+    voxline_shared::sidecar_link::CallTranscript {
+        protocol_version: voxline_shared::sidecar_link::PROTOCOL_VERSION,
+        sidecar_id: String::new(),
+        tenant_id: offer.tenant_id.clone(),
+        call_id: offer.call_id.clone(),
+        attempt: offer.attempt,
+        source: source.into(),
+        turns,
+    }
 }
 
 /// One call's IO: what the bridge's actions act on.

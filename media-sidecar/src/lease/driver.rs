@@ -68,6 +68,8 @@ pub enum Msg {
     },
     /// A call's finished recording, to upload.
     Upload(crate::lease::Upload),
+    /// A call's transcript made from its recording (issue 16), to send.
+    Transcript(crate::lease::TranscriptUpload),
     /// How a text handed out by [`Action::SendMessage`] ended.
     MessageDone {
         message_id: String,
@@ -264,6 +266,21 @@ fn log_notice(n: Notice) {
         } => {
             error!(%call_id, ?status, %detail, path = %path.display(), "recording upload given up; the file stays on disk")
         }
+        Notice::TranscriptFailed {
+            call_id,
+            status,
+            detail,
+            retry_at_ms,
+        } => {
+            warn!(%call_id, ?status, %detail, retry_in_ms = retry_at_ms.saturating_sub(now_ms()), "post-call transcript not sent")
+        }
+        Notice::TranscriptRefused {
+            call_id,
+            status,
+            detail,
+        } => {
+            error!(%call_id, ?status, %detail, "post-call transcript given up; its spool file stays on disk")
+        }
         Notice::MessageDuplicate { message_id } => {
             info!(%message_id, "text offered again; it was sent once already")
         }
@@ -416,6 +433,7 @@ fn handle_msg<C: Transport>(core: &mut LeaseClient, d: &mut Driver<C>, msg: Msg)
             d.hangups_requested.remove(&call_id);
         }
         Msg::Upload(upload) => core.queue_upload(upload),
+        Msg::Transcript(t) => core.queue_transcript(t),
         Msg::MessageDone { message_id, report } => {
             tracing::info!(%message_id, outcome = ?report.outcome, sip_code = ?report.sip_code, reason = ?report.reason, "text ended");
             core.message_done(now_ms(), &message_id, report);
@@ -552,6 +570,12 @@ impl<C: Transport> Driver<C> {
                 }
                 None => tracing::debug!(%call_id, "transfer for a call that already finished"),
             },
+            Action::TranscriptDone(t) => {
+                tracing::info!(call_id = %t.transcript.call_id, turns = t.transcript.turns.len(), "post-call transcript sent");
+                if let Some(path) = &t.spool {
+                    crate::recordings::remove_transcript(path);
+                }
+            }
             Action::UploadDone(upload) => {
                 tracing::info!(call_id = %upload.manifest.call_id, attempt = upload.manifest.attempt, bytes = upload.manifest.bytes, "recording uploaded");
                 crate::recordings::remove(&upload);
@@ -947,6 +971,10 @@ pub async fn run<C: Transport>(
         for upload in crate::recordings::leftovers(dir) {
             tracing::info!(call_id = %upload.manifest.call_id, path = %upload.path.display(), "resuming a recording upload left by an earlier run");
             core.queue_upload(upload);
+        }
+        for t in crate::recordings::transcript_leftovers(dir) {
+            tracing::info!(call_id = %t.transcript.call_id, "resuming a post-call transcript left by an earlier run");
+            core.queue_transcript(t);
         }
     }
     // Before the first registration: the calls found there are in `held_calls`

@@ -79,11 +79,12 @@ use std::collections::{BTreeMap, VecDeque};
 use std::path::PathBuf;
 
 use voxline_shared::sidecar_link::{
-    check_version, paths, reject_reasons, Ack, CallEvent, Command, Deregistration, EventBatch,
-    EventKind, EventsAck, InboundCall, InboundCallAnswer, InboundDecision, InboundMessage,
-    LeaseRequest, LeaseResponse, MessageOffer, MessageOutcome, MessageResult, Offer,
-    PhoneRegistration, PhoneRegistrationAnswer, RecordingManifest, Registration, RegistrationAck,
-    Timings, ToolCall, ToolCallAnswer, MAX_LEASE_WAIT_MS, MAX_MESSAGE_CHARS, PROTOCOL_VERSION,
+    check_version, paths, reject_reasons, Ack, CallEvent, CallTranscript, Command, Deregistration,
+    EventBatch, EventKind, EventsAck, InboundCall, InboundCallAnswer, InboundDecision,
+    InboundMessage, LeaseRequest, LeaseResponse, MessageOffer, MessageOutcome, MessageResult,
+    Offer, PhoneRegistration, PhoneRegistrationAnswer, RecordingManifest, Registration,
+    RegistrationAck, Timings, ToolCall, ToolCallAnswer, MAX_LEASE_WAIT_MS, MAX_MESSAGE_CHARS,
+    PROTOCOL_VERSION,
 };
 use voxline_shared::{CallStatus, EndedReason};
 
@@ -252,6 +253,16 @@ pub enum Request {
     ToolCall(ToolCall),
     /// A user's phone REGISTERed with us (issue 16).
     PhoneRegistration(Box<PhoneRegistration>),
+    /// A call's transcript made from its recording after the call (issue 16).
+    Transcript(Box<CallTranscript>),
+}
+
+/// One post-call transcript to send, and where it is spooled (removed once
+/// the edge has it; none when the call had no recordings directory).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TranscriptUpload {
+    pub transcript: CallTranscript,
+    pub spool: Option<PathBuf>,
 }
 
 /// One recording to upload.
@@ -275,6 +286,7 @@ impl Request {
             Request::InboundCall(_) => paths::INBOUND_CALLS,
             Request::ToolCall(_) => paths::TOOL_CALLS,
             Request::PhoneRegistration(_) => paths::REGISTRATIONS,
+            Request::Transcript(_) => paths::TRANSCRIPTS,
         }
     }
 
@@ -293,6 +305,7 @@ impl Request {
             Request::InboundCall(m) => serde_json::to_vec(m),
             Request::ToolCall(m) => serde_json::to_vec(m),
             Request::PhoneRegistration(m) => serde_json::to_vec(m),
+            Request::Transcript(m) => serde_json::to_vec(m),
         };
         r.expect("protocol types always serialize")
     }
@@ -349,6 +362,8 @@ pub enum Action {
     },
     /// The edge stored this recording: its local files can go.
     UploadDone(Upload),
+    /// The edge has this post-call transcript: its spool file can go.
+    TranscriptDone(TranscriptUpload),
     /// Worth a log line; no action needed.
     Notice(Notice),
     /// The edge refused the link for good: stop once the calls being hung
@@ -554,6 +569,18 @@ pub enum Notice {
         detail: String,
         path: PathBuf,
     },
+    TranscriptFailed {
+        call_id: String,
+        status: Option<u16>,
+        detail: String,
+        retry_at_ms: u64,
+    },
+    /// Given up (the edge refused it for good). Its spool file stays.
+    TranscriptRefused {
+        call_id: String,
+        status: Option<u16>,
+        detail: String,
+    },
     /// A text already sent (or reported) here was offered again: ignored.
     MessageDuplicate {
         message_id: String,
@@ -718,6 +745,7 @@ enum InFlight {
     PhoneRegistration {
         token: u64,
     },
+    Transcript,
 }
 
 impl InFlight {
@@ -733,6 +761,7 @@ impl InFlight {
             InFlight::InboundCall { .. } => paths::INBOUND_CALLS,
             InFlight::ToolCall { .. } => paths::TOOL_CALLS,
             InFlight::PhoneRegistration { .. } => paths::REGISTRATIONS,
+            InFlight::Transcript => paths::TRANSCRIPTS,
         }
     }
 }
@@ -811,6 +840,11 @@ pub struct LeaseClient {
     upload_in_flight: bool,
     uploads_retry_at_ms: u64,
     uploads_backoff: Backoff,
+    /// Post-call transcripts to send, oldest first (the front may be in flight).
+    transcripts: VecDeque<TranscriptUpload>,
+    transcript_in_flight: bool,
+    transcripts_retry_at_ms: u64,
+    transcripts_backoff: Backoff,
     actions: VecDeque<Action>,
     draining: bool,
     store: Option<Box<dyn EventStore>>,
@@ -860,6 +894,10 @@ impl LeaseClient {
             upload_in_flight: false,
             uploads_retry_at_ms: 0,
             uploads_backoff: link_backoff,
+            transcripts: VecDeque::new(),
+            transcript_in_flight: false,
+            transcripts_retry_at_ms: 0,
+            transcripts_backoff: link_backoff,
             actions: VecDeque::new(),
             draining: false,
             store: None,
@@ -1087,12 +1125,24 @@ impl LeaseClient {
         self.uploads.push_back(upload);
     }
 
+    /// Queues a post-call transcript (after the events already queued:
+    /// the edge has the call's `ended` first).
+    pub fn queue_transcript(&mut self, t: TranscriptUpload) {
+        self.transcripts.push_back(t);
+    }
+
+    /// Transcripts waiting to be sent (including one in flight).
+    pub fn pending_transcripts(&self) -> usize {
+        self.transcripts.len()
+    }
+
     /// Nothing held, nothing left to tell the edge.
     pub fn is_idle(&self) -> bool {
         self.calls.is_empty()
             && self.events.is_empty()
             && self.acks.is_empty()
             && self.uploads.is_empty()
+            && self.transcripts.is_empty()
             && self.sending.is_empty()
             && self.results.is_empty()
     }
@@ -1584,6 +1634,23 @@ impl LeaseClient {
             }
         }
 
+        if !self.transcript_in_flight
+            && self.events.is_empty()
+            && now_ms >= self.transcripts_retry_at_ms
+        {
+            if let Some(front) = self.transcripts.front() {
+                let mut t = front.transcript.clone();
+                t.sidecar_id = self.s.sidecar_id.clone();
+                t.protocol_version = PROTOCOL_VERSION;
+                self.transcript_in_flight = true;
+                let id = self.new_id(InFlight::Transcript);
+                return Some(Transmit {
+                    id,
+                    request: Request::Transcript(Box::new(t)),
+                });
+            }
+        }
+
         if !self.lease_in_flight && now_ms >= self.next_lease_at_ms {
             self.lease_in_flight = true;
             let id = self.new_id(InFlight::Lease { sent_ms: now_ms });
@@ -1622,6 +1689,12 @@ impl LeaseClient {
                 }
                 if !self.upload_in_flight && self.events.is_empty() && !self.uploads.is_empty() {
                     at(self.uploads_retry_at_ms);
+                }
+                if !self.transcript_in_flight
+                    && self.events.is_empty()
+                    && !self.transcripts.is_empty()
+                {
+                    at(self.transcripts_retry_at_ms);
                 }
                 if !self.result_in_flight && !self.results.is_empty() {
                     at(self.results_retry_at_ms);
@@ -1706,6 +1779,7 @@ impl LeaseClient {
             InFlight::Ack => self.on_ack(now_ms, id, reply),
             InFlight::Events { count } => self.on_events(now_ms, count, reply),
             InFlight::Upload => self.on_upload(now_ms, reply),
+            InFlight::Transcript => self.on_transcript(now_ms, reply),
             InFlight::MessageResult => self.on_message_result(now_ms, reply),
             InFlight::Inbound { token } => self.on_inbound(now_ms, token, reply),
             InFlight::InboundCall { token } => self.on_inbound_call(now_ms, token, reply),
@@ -2203,6 +2277,54 @@ impl LeaseClient {
         // On disk before any batch can carry it.
         self.persist(call_id, attempt);
         Ok(seq)
+    }
+
+    fn on_transcript(&mut self, now_ms: u64, reply: Reply) {
+        self.transcript_in_flight = false;
+        let Some(front) = self.transcripts.front() else {
+            return;
+        };
+        let call_id = front.transcript.call_id.clone();
+        let (status, detail) = describe(&reply);
+        let class = match &reply {
+            Reply::Http { status: 404, .. } => Class::Invalid,
+            Reply::Http { status, .. } => classify(*status),
+            Reply::Failed(_) => Class::Retry,
+            Reply::Unsendable(_) => Class::Invalid,
+        };
+        match class {
+            Class::Ok => {
+                self.transcripts_backoff.reset();
+                if let Some(done) = self.transcripts.pop_front() {
+                    self.actions.push_back(Action::TranscriptDone(done));
+                }
+            }
+            Class::Invalid | Class::Conflict => {
+                self.transcripts_backoff.reset();
+                self.transcripts.pop_front();
+                self.notice(Notice::TranscriptRefused {
+                    call_id,
+                    status,
+                    detail,
+                });
+            }
+            Class::Reauth => {
+                if let Some(code) = status {
+                    self.reregister(now_ms, paths::TRANSCRIPTS, code);
+                }
+                self.transcripts_retry_at_ms = now_ms;
+            }
+            Class::Retry => {
+                let delay = self.transcripts_backoff.fail();
+                self.transcripts_retry_at_ms = now_ms + delay;
+                self.notice(Notice::TranscriptFailed {
+                    call_id,
+                    status,
+                    detail,
+                    retry_at_ms: now_ms + delay,
+                });
+            }
+        }
     }
 
     fn on_upload(&mut self, now_ms: u64, reply: Reply) {

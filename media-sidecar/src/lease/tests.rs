@@ -1265,6 +1265,7 @@ fn random_runs_keep_the_invariants() {
                     Action::Notice(_)
                     | Action::Transfer { .. }
                     | Action::UploadDone(_)
+                    | Action::TranscriptDone(_)
                     | Action::SendMessage(_)
                     | Action::InboundAnswered { .. }
                     | Action::InboundCallDecided { .. }
@@ -1335,6 +1336,7 @@ fn random_runs_keep_the_invariants() {
                             | Request::InboundMessage(_)
                             | Request::InboundCall(_)
                             | Request::ToolCall(_)
+                            | Request::Transcript(_)
                             | Request::PhoneRegistration(_) => status(200),
                         }
                     };
@@ -1395,6 +1397,7 @@ fn random_runs_keep_the_invariants() {
                 | Request::InboundMessage(_)
                 | Request::InboundCall(_)
                 | Request::ToolCall(_)
+                | Request::Transcript(_)
                 | Request::PhoneRegistration(_) => status(200),
             };
             h.reply(t.id, reply);
@@ -1540,6 +1543,105 @@ fn an_unreadable_recording_is_given_up_and_a_401_reregisters_first() {
         .iter()
         .any(|n| matches!(n, Notice::UploadRefused { status: None, .. })));
     assert!(h.c.is_idle());
+}
+
+fn transcript(call: &str) -> TranscriptUpload {
+    TranscriptUpload {
+        transcript: voxline_shared::sidecar_link::CallTranscript {
+            protocol_version: 1,
+            sidecar_id: String::new(),
+            tenant_id: "ten_1".into(),
+            call_id: call.into(),
+            attempt: 1,
+            source: "local".into(),
+            turns: vec![voxline_shared::sidecar_link::CallTranscriptTurn {
+                role: voxline_shared::sidecar_link::Role::Callee,
+                text: "hello".into(),
+                start_ms: 100,
+                end_ms: 600,
+            }],
+        },
+        spool: Some(std::path::PathBuf::from(format!(
+            "/spool/{call}-1.wav.transcript.json"
+        ))),
+    }
+}
+
+fn transcripts_in(
+    txs: &[Transmit],
+) -> Vec<(RequestId, voxline_shared::sidecar_link::CallTranscript)> {
+    txs.iter()
+        .filter_map(|t| match &t.request {
+            Request::Transcript(x) => Some((t.id, (**x).clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn post_call_transcripts_go_after_the_events_retry_until_kept_and_a_422_gives_up() {
+    let mut h = H::registered(2);
+    let o = h.start_call(1);
+    h.c.emit(h.now, &o.call_id, EventKind::Dialing).unwrap();
+    h.c.queue_transcript(transcript("c_1"));
+    assert!(!h.c.is_idle());
+    // The call's events (its `ended`) first.
+    let txs = h.all_tx();
+    assert!(transcripts_in(&txs).is_empty());
+    let batch = txs
+        .iter()
+        .find(|t| matches!(t.request, Request::Events(_)))
+        .expect("events")
+        .id;
+    h.reply(
+        batch,
+        ok(serde_json::json!({"protocol_version": 1, "accepted": 1})),
+    );
+    let sent = transcripts_in(&h.all_tx());
+    assert_eq!(sent.len(), 1);
+    let (id, t) = &sent[0];
+    assert_eq!(t.sidecar_id, "sc-1");
+    let req = Request::Transcript(Box::new(t.clone()));
+    assert_eq!(req.path(), paths::TRANSCRIPTS);
+    assert_eq!(
+        serde_json::from_slice::<voxline_shared::sidecar_link::CallTranscript>(&req.body())
+            .unwrap(),
+        *t
+    );
+    // One at a time.
+    h.c.queue_transcript(transcript("c_2"));
+    assert!(transcripts_in(&h.all_tx()).is_empty());
+    // Unreachable edge: retried after the backoff, not before.
+    h.reply(*id, Reply::Failed("connection refused".into()));
+    assert!(notices(&h.actions())
+        .iter()
+        .any(|n| matches!(n, Notice::TranscriptFailed { status: None, .. })));
+    assert!(transcripts_in(&h.all_tx()).is_empty());
+    h.now = h.c.next_wakeup_ms().expect("a retry is scheduled");
+    let sent = transcripts_in(&h.all_tx());
+    assert_eq!(sent[0].1.call_id, "c_1");
+    h.reply(
+        sent[0].0,
+        ok(serde_json::json!({"protocol_version": 1, "call_id": "c_1", "attempt": 1, "stored": true})),
+    );
+    assert!(h.actions().iter().any(|a| matches!(
+        a,
+        Action::TranscriptDone(t) if t.transcript.call_id == "c_1" && t.spool.is_some()
+    )));
+    // The next at once; a 422 (too large) gives it up, its spool kept.
+    let sent = transcripts_in(&h.all_tx());
+    assert_eq!(sent[0].1.call_id, "c_2");
+    h.reply(sent[0].0, status(422));
+    let acts = h.actions();
+    assert!(notices(&acts).iter().any(|n| matches!(
+        n,
+        Notice::TranscriptRefused {
+            status: Some(422),
+            ..
+        }
+    )));
+    assert!(!acts.iter().any(|a| matches!(a, Action::TranscriptDone(_))));
+    assert_eq!(h.c.pending_transcripts(), 0);
 }
 
 // ---------------------------------------------------------------- events across a restart

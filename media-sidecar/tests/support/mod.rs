@@ -166,6 +166,8 @@ pub struct EdgeState {
     pub phone_registrations: Vec<(PhoneRegistration, PhoneRegistrationDecision)>,
     /// Live bindings: (username, contact) -> expiry (unix ms).
     pub phone_bindings: std::collections::BTreeMap<(String, String), u64>,
+    /// `POST /transcripts` received, in order (post-call transcripts, issue 16).
+    pub transcripts: Vec<voxline_shared::sidecar_link::CallTranscript>,
 }
 
 impl EdgeState {
@@ -448,6 +450,21 @@ impl FakeEdge {
                     &PhoneRegistrationAnswer {
                         protocol_version: 1,
                         decision,
+                    },
+                )
+            }
+            paths::TRANSCRIPTS => {
+                let t: voxline_shared::sidecar_link::CallTranscript =
+                    serde_json::from_slice(&req.body).unwrap();
+                let (call_id, attempt) = (t.call_id.clone(), t.attempt);
+                st.lock().unwrap().transcripts.push(t);
+                json(
+                    200,
+                    &voxline_shared::sidecar_link::CallTranscriptReceipt {
+                        protocol_version: 1,
+                        call_id,
+                        attempt,
+                        stored: true,
                     },
                 )
             }

@@ -164,7 +164,7 @@ fn a_persons_call_is_refused_an_agent_and_an_unknown_extension() {
 }
 
 /// A `voice360` endpoint of `tid` listening for `event`.
-fn v360_hook(w: &World, tid: &str, event: &str) -> Value {
+pub(super) fn v360_hook(w: &World, tid: &str, event: &str) -> Value {
     super::dialect_webhooks::endpoint(
         w,
         tid,
@@ -174,7 +174,10 @@ fn v360_hook(w: &World, tid: &str, event: &str) -> Value {
 }
 
 /// The bodies delivered to `hook` among `jobs`.
-fn bodies_to(jobs: &[crate::webhooks::delivery::DeliveryJob], hook: &Value) -> Vec<Value> {
+pub(super) fn bodies_to(
+    jobs: &[crate::webhooks::delivery::DeliveryJob],
+    hook: &Value,
+) -> Vec<Value> {
     jobs.iter()
         .filter(|j| j.endpoint_id == hook["id"].as_str().unwrap_or_default())
         .map(|j| serde_json::from_str(&j.payload).unwrap())
@@ -189,7 +192,7 @@ fn raw_bodies_to(jobs: &[crate::webhooks::delivery::DeliveryJob], hook: &Value) 
         .collect()
 }
 
-fn of_type(jobs: &[crate::webhooks::delivery::DeliveryJob], t: &str) -> Vec<Value> {
+pub(super) fn of_type(jobs: &[crate::webhooks::delivery::DeliveryJob], t: &str) -> Vec<Value> {
     jobs.iter()
         .filter(|j| j.event_type == t && j.format == crate::model::WebhookFormat::Native)
         .map(|j| serde_json::from_str(&j.payload).unwrap())
