@@ -27,6 +27,8 @@ const CALLER: &str = "+14155550111";
 const NUMBER_PERSON: &str = "+14155550103";
 /// The tenant's number routed to a queue.
 const NUMBER_QUEUE: &str = "+14155550104";
+/// The tenant's number that rings Eve (the transcribed call).
+const NUMBER_EVE: &str = "+14155550108";
 /// Who a click-to-call calls (sipp on the trunk).
 const CALLEE: &str = "+14155550177";
 /// Terminal call statuses.
@@ -339,9 +341,22 @@ fn call_in_talking(w: &World, number: &str, talk_ms: u32) -> std::process::ExitS
     if !pcap.is_file() {
         write_pcap(&pcap, &tone(8000, &[(CALLER_HZ, 8000.0)], 8000 * 30)).unwrap();
     }
+    call_in_saying(w, number, &pcap, talk_ms)
+}
+
+/// sipp as the trunk calling `number`, playing `pcap` (the caller's RTP)
+/// once answered, hanging up after `talk_ms`; its exit status.
+fn call_in_saying(
+    w: &World,
+    number: &str,
+    pcap: &std::path::Path,
+    talk_ms: u32,
+) -> std::process::ExitStatus {
     let template =
         std::fs::read_to_string(repo_root().join("tests/sipp/uac_inbound_pcap.xml")).unwrap();
-    let sf = w.dir.join(format!("uac_inbound_pcap_{talk_ms}.xml"));
+    let sf = w
+        .dir
+        .join(format!("uac_inbound_pcap_{number}_{talk_ms}.xml"));
     std::fs::write(
         &sf,
         template
@@ -1058,6 +1073,115 @@ fn an_api_transfer_hands_the_callee_from_the_agent_to_a_persons_phone(w: &World)
     );
 }
 
+/// A person's bridged call is transcribed after it ends (issue 16): the
+/// caller (sipp) and Eve's phone (baresip) speak flite sentences; the call
+/// ends `completed` first, then the sidecar's transcript of its recording
+/// arrives: one `transcript.saved` (none empty at the end), the words in
+/// `GET /v1/calls/{id}/transcript` (the caller `callee`, Eve `agent`), and
+/// Voice360's `TRANSCRIPTION_FINISHED`.
+fn a_persons_bridged_call_is_transcribed_after_it_ends(w: &World) {
+    let finished_secret = v360_endpoint(w, "TRANSCRIPTION_FINISHED");
+    let eve = person(w, "1008", "Eve");
+    w.edge
+        .admin(
+            "PUT",
+            &format!("/admin/tenants/{}/numbers/{NUMBER_EVE}", w.tenant.id),
+            Some(&json!({"status": "active", "route": {"kind": "user", "user_id": eve.0}})),
+        )
+        .expect(201);
+    let say = |voice: &str, text: &str, lead_ms: usize, tail_ms: usize| {
+        let mut pcm = vec![0i16; lead_ms * 8];
+        pcm.extend(flite_8k(&w.dir, voice, text).expect("flite"));
+        pcm.extend(vec![0i16; tail_ms * 8]);
+        pcm
+    };
+    let wav = w.dir.join("eve.wav");
+    write_wav(
+        &wav,
+        8000,
+        &say(
+            "slt",
+            "Certainly. What time would you like the table?",
+            3_000,
+            12_000,
+        ),
+    )
+    .unwrap();
+    let _desk = phone(w, "eve-desk", &eve, PhoneBehaviour::Answers(&wav));
+    let pcap = w.dir.join("caller-words.pcap");
+    write_pcap(
+        &pcap,
+        &say(
+            "rms",
+            "Hello, I would like to book a table for tomorrow evening.",
+            500,
+            8_000,
+        ),
+    )
+    .unwrap();
+    let status = call_in_saying(w, NUMBER_EVE, &pcap, 9_000);
+    assert!(status.success(), "sipp: {status} {}", log_tails(&w.dir, 40));
+    let id = newest_call_to(w, NUMBER_EVE)["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    let call = w
+        .edge
+        .wait_call_status(&w.tenant.key, &id, TERMINAL, Duration::from_secs(30));
+    assert_eq!(call["status"], "completed", "{call}");
+    let saved = |got: &[Value]| {
+        got.iter()
+            .map(WebhookReceiver::event)
+            .filter(|e| e["type"] == "transcript.saved" && e["data"]["call_id"] == id.as_str())
+            .count()
+    };
+    let got = w
+        .hooks
+        .wait_for(
+            "inbound",
+            Duration::from_secs(60),
+            "transcript.saved",
+            |got| saved(got) >= 1,
+        )
+        .unwrap();
+    assert!(got.iter().all(|r| r["verified"] == true), "{got:?}");
+    let t = w.edge.transcript(&w.tenant.key, &id);
+    let turns = t["turns"].as_array().cloned().unwrap_or_default();
+    let said = |role: &str| -> String {
+        turns
+            .iter()
+            .filter(|x| x["role"] == role)
+            .filter_map(|x| x["text"].as_str())
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let (caller, eve_said) = (said("callee"), said("agent"));
+    assert!(
+        ["table", "tomorrow", "evening"]
+            .iter()
+            .any(|w| caller.contains(w)),
+        "the caller's words: {caller:?} ({t})"
+    );
+    assert!(
+        ["certainly", "time", "table"]
+            .iter()
+            .any(|w| eve_said.contains(w)),
+        "Eve's words: {eve_said:?} ({t})"
+    );
+    let finished = v360_body(w, "TRANSCRIPTION_FINISHED", &finished_secret, |m| {
+        m["uniqueid"] == id.as_str()
+    });
+    assert!(
+        finished["metadata"]["transcription"]
+            .as_str()
+            .is_some_and(|j| j.contains("table")),
+        "{finished}"
+    );
+    // Only that one: none was sent empty when the call ended.
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(saved(&w.hooks.received("inbound")), 1);
+}
+
 fn a_number_nobody_holds_is_refused_404(w: &World) {
     let before = inbound_calls(w).len();
     let status = call_in(w, "uac_inbound_call_404.xml");
@@ -1145,6 +1269,10 @@ fn main() -> std::process::ExitCode {
             (
                 "an_api_transfer_hands_the_callee_from_the_agent_to_a_persons_phone",
                 an_api_transfer_hands_the_callee_from_the_agent_to_a_persons_phone,
+            ),
+            (
+                "a_persons_bridged_call_is_transcribed_after_it_ends",
+                a_persons_bridged_call_is_transcribed_after_it_ends,
             ),
         ],
     )
