@@ -852,14 +852,18 @@ pub(crate) async fn transfer_call<K: Kv, D: DispatchQueues>(
 ) -> Result<ApiResponse> {
     use crate::calls::store::{TransferAsk, TransferRefusal};
     use voxline_shared::sidecar_link::{TransferMode, TransferTarget, MAX_TRANSFER_MESSAGE_CHARS};
-    let f = parse_request(req, &["destination", "extension", "mode", "message"])?;
+    let f = parse_request(
+        req,
+        &["destination", "extension", "queue", "mode", "message"],
+    )?;
     if !ids::is_id(cid, "call") {
         return Err(call_not_found(cid));
     }
     // A call that does not exist is that, whatever the body says.
-    load_call(env, &tenant.id, cid).await?;
+    let call = load_call(env, &tenant.id, cid).await?;
     let destination = f.str_opt("destination", 16)?;
     let extension = f.str_opt("extension", 16)?;
+    let queue = f.int_opt("queue", 1, crate::directory::MAX_PK as i64)?;
     let mode = match f.str_opt("mode", 8)?.as_deref() {
         None | Some("blind") => TransferMode::Blind,
         Some("warm") => TransferMode::Warm,
@@ -882,6 +886,24 @@ pub(crate) async fn transfer_call<K: Kv, D: DispatchQueues>(
         ));
     }
     let target = match (destination, extension) {
+        _ if queue.is_some() && (f.has("destination") || f.has("extension")) => {
+            return Err(ApiError::field(
+                ErrorCode::InvalidValue,
+                "queue",
+                "give one of destination, extension or queue",
+            ))
+        }
+        _ if queue.is_some() && mode == TransferMode::Warm => {
+            return Err(ApiError::field(
+                ErrorCode::InvalidValue,
+                "mode",
+                "a transfer to a queue is blind: nobody is there to brief",
+            ))
+        }
+        (None, None) if queue.is_some() => {
+            let pk = u64::try_from(queue.unwrap_or_default()).unwrap_or_default();
+            queue_target(env, tenant, &call, pk).await?
+        }
         (Some(_), Some(_)) => {
             return Err(ApiError::field(
                 ErrorCode::InvalidValue,
@@ -893,7 +915,7 @@ pub(crate) async fn transfer_call<K: Kv, D: DispatchQueues>(
             return Err(ApiError::field(
                 ErrorCode::MissingField,
                 "destination",
-                "destination (an E.164 number) or extension (a person's) is required",
+                "destination (an E.164 number), extension (a person's) or queue (a queue's pk) is required",
             ))
         }
         (Some(d), None) => {
@@ -960,6 +982,82 @@ pub(crate) async fn transfer_call<K: Kv, D: DispatchQueues>(
         }
     };
     Ok(ApiResponse::json_text(202, record.to_public_json()))
+}
+
+/// A transfer to queue `pk` of the tenant: its plan for the sidecar
+/// holding `call` (members with a phone registered there, the queue's
+/// order, the caller's position), as for an inbound call to the queue
+/// ([`crate::api::inbound_calls::plan_queue`]). The queue's overflow:
+/// `agent` (whichever agent the queue names) brings the caller back to
+/// this call's own agent, the one they were transferred from; `voicemail`
+/// and `hangup` as configured. 422 `unknown_queue`; a full queue, or one
+/// with no member to ring that takes no callers then, 409
+/// `call_not_transferable`.
+async fn queue_target<K: Kv, D: DispatchQueues>(
+    env: &Env<'_, K, D>,
+    tenant: &Tenant,
+    call: &CallRecord,
+    pk: u64,
+) -> Result<voxline_shared::sidecar_link::TransferTarget> {
+    use crate::api::inbound_calls::{plan_queue, QueueRefusal};
+    use crate::directory::QueueOverflowRule;
+    use voxline_shared::sidecar_link::{QueueOverflow, TransferTarget};
+    let unknown = || ApiError::field(ErrorCode::UnknownQueue, "queue", format!("no queue {pk}"));
+    let queues = crate::directory::ops::queues(env.directory, &tenant.id).await?;
+    let q = queues
+        .into_iter()
+        .find(|q| q.pk == pk)
+        .ok_or_else(unknown)?;
+    // A call that cannot be transferred says why before its sidecar is
+    // looked for (the same refusals as the call store's).
+    if call.status.is_terminal() || call.hangup_requested_at.is_some() {
+        return Err(ApiError::new(ErrorCode::CallEnded, "the call has ended"));
+    }
+    if call.rings_user.is_some() || call.agent_id.is_empty() {
+        return Err(ApiError::new(
+            ErrorCode::CallNotTransferable,
+            "the call rings a person, not an AI agent",
+        ));
+    }
+    if call.status != CallStatus::InProgress {
+        return Err(ApiError::new(
+            ErrorCode::CallNotAnswered,
+            "the call is not answered yet",
+        ));
+    }
+    // The sidecar holding the call's attempt: its members' phones ring.
+    let holder = env
+        .calls
+        .attempt_holder(&tenant.id, &call.id, call.attempts.max(1))
+        .await?
+        .and_then(|(_, holder)| holder);
+    let Some(sidecar_id) = holder else {
+        return Err(ApiError::new(
+            ErrorCode::CallNotTransferable,
+            "the sidecar holding the call cannot be reached now",
+        ));
+    };
+    let mut planned = match plan_queue(env, tenant, &q, &sidecar_id).await? {
+        Ok(p) => p,
+        Err(QueueRefusal::Full) => {
+            return Err(ApiError::new(
+                ErrorCode::CallNotTransferable,
+                "the queue is full",
+            ))
+        }
+        Err(QueueRefusal::NoMember) => {
+            return Err(ApiError::new(
+                ErrorCode::CallNotTransferable,
+                "no member of the queue can take calls on the sidecar holding the call",
+            ))
+        }
+    };
+    if matches!(q.fields.overflow, QueueOverflowRule::Agent { .. }) {
+        planned.plan.overflow = QueueOverflow::Agent;
+    }
+    Ok(TransferTarget::Queue {
+        plan: Box::new(planned.plan),
+    })
 }
 
 pub(crate) struct ListQuery {
