@@ -466,3 +466,121 @@ async fn a_transfer_to_a_queue_rings_its_member_and_bridges_the_callee() {
         .unwrap();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A transferred callee nobody in the queue answers goes back to the
+/// call's own agent at the overflow (`agent`): `transferred` (method
+/// `queue`), the queue's `entered` then `timed_out` (no member to ring:
+/// the queue takes callers when empty), no second `answered`, and the call
+/// goes on with the agent until the edge hangs it up (`hangup_requested`,
+/// our BYE, which sipp expects).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transferred_callee_nobody_answers_goes_back_to_the_agent() {
+    let call_id = "xfer_queue_overflow";
+    let dir = temp_dir("xfer-queue-overflow");
+    let edge = support::FakeEdge::start(
+        LINK_SECRET,
+        RegistrationAck {
+            protocol_version: 1,
+            lease_wait_ms: 500,
+            ack_deadline_ms: 5_000,
+            dead_after_ms: 30_000,
+        },
+    )
+    .await;
+    let callee_sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let trunk_port = free_udp_port();
+    let media_port = callee_sock.local_addr().unwrap().port();
+    let mut sipp = start_callee_trunk("uas_bridge", trunk_port, media_port, &dir).await;
+    let sip_port = free_sip_port();
+    let (stop, stop_rx) = watch::channel(Stop::Run);
+    let sidecar = spawn_sidecar(&edge, sip_port, trunk_port, (47_900, 47_999), stop_rx);
+    edge.wait_for(
+        "the sidecar's link registration",
+        Duration::from_secs(20),
+        |s| (!s.registrations.is_empty()).then_some(()),
+    )
+    .await;
+    let mut call = support::offer(call_id, 120);
+    call.tenant_id = TENANT.into();
+    call.engine = voxline_shared::EngineKind::Echo.into();
+    edge.offer(call);
+    let (media_stop, media_stop_rx) = watch::channel(false);
+    let (_talk, talk_rx) = watch::channel(true);
+    let callee = tokio::spawn(callee_media(callee_sock, talk_rx, media_stop_rx));
+    edge.wait_for("the callee's answer", Duration::from_secs(15), |s| {
+        s.events
+            .iter()
+            .any(|e| e.call_id == call_id && e.kind == EventKind::Answered)
+            .then_some(())
+    })
+    .await;
+    let mut p = plan(vec![]);
+    p.max_wait_seconds = 2;
+    p.overflow = QueueOverflow::Agent;
+    edge.command(EdgeCommand::Transfer {
+        call_id: call_id.into(),
+        transfer_id: "xfr_back".into(),
+        target: TransferTarget::Queue { plan: Box::new(p) },
+        mode: TransferMode::Blind,
+        message: None,
+    });
+    edge.wait_for("the overflow", Duration::from_secs(10), |s| {
+        s.events
+            .iter()
+            .any(|e| {
+                e.call_id == call_id
+                    && matches!(
+                        e.kind,
+                        EventKind::Queue {
+                            step: QueueStep::TimedOut,
+                            ..
+                        }
+                    )
+            })
+            .then_some(())
+    })
+    .await;
+    // Back with the agent: the call goes on.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        !edge.kinds_of(call_id).contains(&"ended"),
+        "{:?}",
+        edge.kinds_of(call_id)
+    );
+    edge.command(EdgeCommand::Hangup {
+        call_id: call_id.into(),
+    });
+    let reason = edge
+        .wait_for("the end", Duration::from_secs(10), |s| {
+            s.events.iter().find_map(|e| match &e.kind {
+                EventKind::Ended { reason, .. } if e.call_id == call_id => Some(*reason),
+                _ => None,
+            })
+        })
+        .await;
+    media_stop.send(true).unwrap();
+    let _ = callee.await.unwrap();
+    assert_eq!(reason, EndedReason::HangupRequested);
+    let kinds = edge.kinds_of(call_id);
+    assert_eq!(
+        kinds.iter().filter(|k| **k == "answered").count(),
+        1,
+        "{kinds:?}"
+    );
+    assert!(kinds.contains(&"transferred"), "{kinds:?}");
+    let status = tokio::time::timeout(Duration::from_secs(10), sipp.wait())
+        .await
+        .expect("sipp exits")
+        .unwrap();
+    assert!(
+        status.success(),
+        "sipp: {}",
+        std::fs::read_to_string(dir.join("sipp-errors.log")).unwrap_or_default()
+    );
+    stop.send(Stop::Drain).unwrap();
+    tokio::task::spawn_blocking(move || sidecar.join())
+        .await
+        .unwrap()
+        .unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}
