@@ -255,6 +255,7 @@ async fn run_dialog(
     };
     let end = io.run(bridge).await;
     // A blind transfer to a queue: the answered leg waits there now.
+    let mut lost = None;
     let to_queue = match (
         io.to_queue.take(),
         io.call.take(),
@@ -272,6 +273,18 @@ async fn run_dialog(
             io.hangup.take(),
             std::mem::replace(&mut io.transfers, mpsc::channel(1).1),
         )),
+        // Handed over without a dialog or media (gone meanwhile): the call
+        // is lost, not left unreported.
+        (Some((_, timings)), call, media, _) => {
+            if let Some(call) = call {
+                call.hangup(EndedReason::MediaLost).await;
+            }
+            if let Some(m) = media {
+                m.stop().await;
+            }
+            lost = Some(timings);
+            None
+        }
         _ => None,
     };
     // The IO (its engine connection under way, if any) borrows the offer.
@@ -283,6 +296,18 @@ async fn run_dialog(
             offer, plan, tel, tx, hangup, transfers, answered,
         ))
         .await;
+        return;
+    }
+    if let Some(mut timings) = lost {
+        timings.ended_ms = now_ms();
+        let kind = voxline_shared::sidecar_link::EventKind::Ended {
+            status: voxline_shared::CallStatus::Failed,
+            reason: EndedReason::MediaLost,
+            sip_code: None,
+            timings,
+            retry_after_s: None,
+        };
+        report_end(&offer, &tel, &tx, &e, kind, timings.ended_ms).await;
         return;
     }
     let Some(end) = end else {
