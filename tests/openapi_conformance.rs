@@ -1627,6 +1627,23 @@ fn calls_get_and_hangup(c: &Ctx) {
         422,
         "unknown_extension",
     );
+    // A queue (its pk): one the tenant has not is named as such (before
+    // the call's state); blind only.
+    code(
+        c.call("POST", &xp, &w.key, Some(&json!({"queue": 987_654}))),
+        422,
+        "unknown_queue",
+    );
+    code(
+        c.call(
+            "POST",
+            &xp,
+            &w.key,
+            Some(&json!({"queue": 987_654, "mode": "warm"})),
+        ),
+        422,
+        "invalid_value",
+    );
     let hp = format!("/v1/calls/{}/hangup", w.cid);
     let cancelled = c.call("POST", &hp, &w.key, Some(&json!({}))).expect(200);
     assert_eq!(cancelled.json["status"], "cancelled");

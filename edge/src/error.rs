@@ -92,6 +92,7 @@ error_codes! {
     InvalidContacts => ("invalid_contacts", 422, "Some contacts of a new campaign are invalid: `error.rows` lists them (at most 100), each with its `row` number, `code`, `field` and `message`; nothing was created."),
     UnknownAgent => ("unknown_agent", 422, "`agent_id` names no agent of this tenant."),
     UnknownExtension => ("unknown_extension", 422, "`from_extension` (a call) or `extension` (a transfer) names no person of this tenant's directory (an AI agent's extension is not one: give its `agent_id`)."),
+    UnknownQueue => ("unknown_queue", 422, "`queue` (a transfer) names no call queue of this tenant (its `pk`)."),
     UnknownVariable => ("unknown_variable", 422, "The call's prompt has a `{{placeholder}}` the call does not fill (not `name`, `phone`, a `metadata.KEY` with a string, number or boolean, or one of its `variables`); the message names it."),
     UnknownNumber => ("unknown_number", 422, "The number (`from` of a text, `caller_number` of a call) is not one of this tenant's active phone numbers."),
     NumberNotSmsCapable => ("number_not_sms_capable", 422, "`from` is this tenant's number but cannot send texts now (`sms_enabled` is off, or it is not `active`)."),

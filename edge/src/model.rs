@@ -718,11 +718,14 @@ pub struct CallTransfer {
     pub destination: Option<String>,
     /// The person's extension, or null for a number.
     pub extension: Option<String>,
+    /// The queue's `pk` (a transfer to a queue), else null.
+    #[serde(default)]
+    pub queue: Option<u64>,
     pub mode: voxline_shared::sidecar_link::TransferMode,
     pub requested_at: String,
     /// When it completed or failed.
     pub ended_at: Option<String>,
-    /// `refer`, `bridge` or `warm` (completed).
+    /// `refer`, `bridge`, `warm` or `queue` (completed).
     pub method: Option<String>,
     /// A `transfer_errors` code (failed).
     pub error: Option<String>,

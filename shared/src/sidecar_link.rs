@@ -1140,6 +1140,17 @@ pub enum TransferTarget {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         display_name: Option<String>,
     },
+    /// A queue of the tenant (blind only; the edge resolved it into a plan
+    /// as for an inbound call to the queue, its members those with a phone
+    /// registered with the sidecar holding the call): the engine is
+    /// detached, the `transferred` event sent (method `queue`), and the
+    /// callee's answered leg waits in the queue as an inbound queue caller
+    /// does (hold audio, rounds, `queue` and `leg` events, the member
+    /// bridged). The plan's [`QueueOverflow::Agent`] means back to the
+    /// call's own agent (the offer's, who transferred them). Sidecars
+    /// before it cannot read a lease answer carrying it: deploy sidecars
+    /// before the edge that sends it.
+    Queue { plan: Box<QueuePlan> },
 }
 
 impl TransferTarget {
@@ -1149,6 +1160,7 @@ impl TransferTarget {
         match self {
             TransferTarget::Number { destination } => destination,
             TransferTarget::User { extension, .. } => extension,
+            TransferTarget::Queue { plan } => &plan.extension,
         }
     }
 }
@@ -1809,6 +1821,41 @@ mod tests {
             .unwrap(),
             json!({"kind":"hangup","call_id":"c_1"})
         );
+    }
+
+    #[test]
+    fn transfer_to_a_queue_wire_form() {
+        let plan = QueuePlan {
+            queue_pk: 3,
+            name: "Sales".into(),
+            extension: "600".into(),
+            ring_all: true,
+            members: vec![],
+            member_timeout_seconds: 15,
+            retry_seconds: 5,
+            max_wait_seconds: 60,
+            announce_every_seconds: 0,
+            position: 1,
+            overflow: QueueOverflow::Agent,
+        };
+        let cmd = Command::Transfer {
+            call_id: "c_1".into(),
+            transfer_id: "xfr_3".into(),
+            target: TransferTarget::Queue {
+                plan: Box::new(plan.clone()),
+            },
+            mode: TransferMode::Blind,
+            message: None,
+        };
+        let v = serde_json::to_value(&cmd).unwrap();
+        assert_eq!(v["target"]["kind"], "queue");
+        assert_eq!(v["target"]["plan"]["queue_pk"], 3);
+        assert_eq!(v["target"]["plan"]["overflow"], "agent");
+        let back: Command = serde_json::from_value(v).unwrap();
+        assert_eq!(back, cmd);
+        if let Command::Transfer { target, .. } = back {
+            assert_eq!(target.label(), "600");
+        }
     }
 
     #[test]

@@ -35,6 +35,8 @@ SEMANTIC_CODES = {
     "unknown_variable",
     # A transfer's extension names no person of the tenant's directory.
     "unknown_extension",
+    # A transfer's queue names no queue of the tenant's directory.
+    "unknown_queue",
 }
 
 # Refusals that are semantic only with these message parts.
@@ -78,6 +80,9 @@ SEMANTIC_MESSAGES = {
         # a warm transfer's (dependencies between properties).
         "give destination or extension, not both",
         "a message is what the person hears in a warm transfer",
+        # A queue is one target among three, and blind only.
+        "give one of destination, extension or queue",
+        "a transfer to a queue is blind",
     ),
     # A campaign's `calling_window` in the query string is JSON text: the
     # document can only call it a string; the JSON inside is checked as the
@@ -90,8 +95,8 @@ SEMANTIC_MESSAGES = {
     # a JSON Schema of a string cannot state.
     "missing_field": (
         "the CSV header row must name a 'phone' column",
-        # A transfer needs one of two optional properties.
-        "destination (an E.164 number) or extension (a person's) is required",
+        # A transfer needs one of three optional properties.
+        "destination (an E.164 number), extension (a person's) or queue (a queue's pk) is required",
         "an ai_agent user names its agent",
         "a user key names its user",
     ),

@@ -223,7 +223,7 @@ async fn queue_call<K: Kv, D: DispatchQueues>(
     number: &PhoneNumber,
     queue_pk: u64,
 ) -> Result<InboundDecision> {
-    use crate::directory::{ops, QueueOverflowRule, UserKind};
+    use crate::directory::ops;
     let no_route = || Ok(refuse(480, inbound_refusals::NO_ROUTE));
     let tenant: Option<Tenant> = get_json(env.kv, &keys::tenant(&number.tenant_id)).await?;
     let Some(tenant) = tenant.filter(|t| !t.disabled) else {
@@ -233,6 +233,78 @@ async fn queue_call<K: Kv, D: DispatchQueues>(
     let Some(q) = queues.into_iter().find(|q| q.pk == queue_pk) else {
         return no_route();
     };
+    let planned = match plan_queue(env, &tenant, &q, &call.sidecar_id).await? {
+        Ok(p) => p,
+        Err(QueueRefusal::Full) => return Ok(refuse(486, inbound_refusals::AT_CAPACITY)),
+        Err(QueueRefusal::NoMember | QueueRefusal::LeaveWhenEmpty { agent: None }) => {
+            return Ok(refuse(480, inbound_refusals::USER_UNAVAILABLE))
+        }
+        // Straight to the overflow's agent, as that agent's own number.
+        Err(QueueRefusal::LeaveWhenEmpty { agent: Some(agent) }) => {
+            return answer_with_agent(env, call, &tenant, number, &agent).await
+        }
+    };
+    let PlannedQueue { plan, agent } = planned;
+    let mut record = match &agent {
+        Some(agent) => inbound_record(env.now_ms, call, number, agent),
+        None => person_record(env.now_ms, call, number, None),
+    };
+    record.queue = Some(crate::model::CallQueue {
+        pk: q.pk,
+        name: q.fields.name.clone(),
+        left: false,
+    });
+    let held = create_held(env, call, &tenant, record, |offer| {
+        if let Some(agent) = &agent {
+            offer.engine_api_key_sealed = agent.engine_api_key_sealed.clone();
+            offer.tools = agent.tools.iter().map(model::AgentTool::offered).collect();
+        }
+    })
+    .await?;
+    Ok(match held {
+        Ok(offer) => InboundDecision::Queue {
+            offer: Box::new(offer),
+            queue: plan,
+        },
+        Err(refusal) => refusal,
+    })
+}
+
+/// A queue's plan and its overflow agent ([`plan_queue`]).
+pub(crate) struct PlannedQueue {
+    pub plan: QueuePlan,
+    /// The queue's `agent` overflow's agent (enabled; `None`: none, and
+    /// the plan's overflow is `hangup`).
+    pub agent: Option<Agent>,
+}
+
+/// Why a caller cannot enter a queue now.
+#[derive(Debug, Clone)]
+pub(crate) enum QueueRefusal {
+    /// As many callers wait as `maxlen` allows.
+    Full,
+    /// No member can be rung and the queue does not take callers then
+    /// (`joinempty` off).
+    NoMember,
+    /// No member can be rung and the queue sends callers away then
+    /// (`leavewhenempty` on): to its `agent` overflow's agent (enabled)
+    /// when it has one, else nowhere (a queue's voicemail needs the queue
+    /// call the caller is not put in).
+    LeaveWhenEmpty { agent: Option<Box<Agent>> },
+}
+
+/// The plan for a caller entering queue `q` on the sidecar `sidecar_id`
+/// (an inbound call to the queue's number, or a call transferred to it):
+/// its members with a phone registered with that sidecar, not on a call
+/// (unless `ringinuse`) nor wrapping up, in the order of the queue's
+/// strategy ([`ring_order`]); the caller's position; the overflow.
+pub(crate) async fn plan_queue<K: Kv, D: DispatchQueues>(
+    env: &Env<'_, K, D>,
+    tenant: &Tenant,
+    q: &crate::directory::DirectoryQueue,
+    sidecar_id: &str,
+) -> Result<std::result::Result<PlannedQueue, QueueRefusal>> {
+    use crate::directory::{ops, QueueOverflowRule, UserKind};
     let f = &q.fields;
     let live = crate::api::calls::live_calls(env, &tenant.id).await?;
     let waiting = live
@@ -240,14 +312,14 @@ async fn queue_call<K: Kv, D: DispatchQueues>(
         .filter(|c| c.queue.as_ref().is_some_and(|cq| cq.pk == q.pk && !cq.left))
         .count();
     if f.maxlen > 0 && waiting >= f.maxlen as usize {
-        return Ok(refuse(486, inbound_refusals::AT_CAPACITY));
+        return Ok(Err(QueueRefusal::Full));
     }
     let users = ops::users(env.directory, &tenant.id).await?;
     let bindings = ops::bindings(env.directory, &tenant.id).await?;
     let here = |pk: u64| {
-        bindings.iter().any(|b| {
-            b.user_pk == pk && b.sidecar_id == call.sidecar_id && b.expires_ms > env.now_ms
-        })
+        bindings
+            .iter()
+            .any(|b| b.user_pk == pk && b.sidecar_id == sidecar_id && b.expires_ms > env.now_ms)
     };
     let strategy = crate::dialects::voice360::Strategy::parse(&f.strategy)
         .unwrap_or(crate::dialects::voice360::Strategy::RingAll);
@@ -310,16 +382,13 @@ async fn queue_call<K: Kv, D: DispatchQueues>(
         QueueOverflowRule::Voicemail | QueueOverflowRule::Hangup => None,
     };
     if pks.is_empty() && f.leavewhenempty {
-        // Nobody to ring and the queue says leave: not queued; straight to
-        // an agent overflow, else refused (a queue's voicemail needs the
-        // queue call the caller is not put in).
-        return match &agent {
-            Some(agent) => answer_with_agent(env, call, &tenant, number, agent).await,
-            None => Ok(refuse(480, inbound_refusals::USER_UNAVAILABLE)),
-        };
+        // Nobody to ring and the queue says leave: not queued.
+        return Ok(Err(QueueRefusal::LeaveWhenEmpty {
+            agent: agent.map(Box::new),
+        }));
     }
     if pks.is_empty() && !f.joinempty {
-        return Ok(refuse(480, inbound_refusals::USER_UNAVAILABLE));
+        return Ok(Err(QueueRefusal::NoMember));
     }
     let ring: Vec<RingUser> = pks
         .iter()
@@ -331,22 +400,6 @@ async fn queue_call<K: Kv, D: DispatchQueues>(
         (QueueOverflowRule::Voicemail, _) => QueueOverflow::Voicemail,
         _ => QueueOverflow::Hangup,
     };
-    let mut record = match &agent {
-        Some(agent) => inbound_record(env.now_ms, call, number, agent),
-        None => person_record(env.now_ms, call, number, None),
-    };
-    record.queue = Some(crate::model::CallQueue {
-        pk: q.pk,
-        name: f.name.clone(),
-        left: false,
-    });
-    let held = create_held(env, call, &tenant, record, |offer| {
-        if let Some(agent) = &agent {
-            offer.engine_api_key_sealed = agent.engine_api_key_sealed.clone();
-            offer.tools = agent.tools.iter().map(model::AgentTool::offered).collect();
-        }
-    })
-    .await?;
     let plan = QueuePlan {
         queue_pk: q.pk,
         name: f.name.clone(),
@@ -360,13 +413,7 @@ async fn queue_call<K: Kv, D: DispatchQueues>(
         position: u32::try_from(waiting).unwrap_or(u32::MAX).saturating_add(1),
         overflow,
     };
-    Ok(match held {
-        Ok(offer) => InboundDecision::Queue {
-            offer: Box::new(offer),
-            queue: plan,
-        },
-        Err(refusal) => refusal,
-    })
+    Ok(Ok(PlannedQueue { plan, agent }))
 }
 
 /// What a queue's ring order is decided from besides its members.

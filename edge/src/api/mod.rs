@@ -34,6 +34,7 @@ pub mod prompts;
 pub mod request_signing;
 pub mod router;
 pub mod tool_calls;
+pub mod transfers;
 pub mod validate;
 pub mod voice360;
 pub mod webhooks;
@@ -397,7 +398,7 @@ async fn v1_route<K: Kv, D: DispatchQueues>(
         (RouteId::GetRecording, _) => crate::api::calls::get_recording(env, &tenant.id, cid).await,
         (RouteId::HangupCall, _) => hangup_call(env, req, &tenant, cid).await,
         (RouteId::TransferCall, _) => {
-            crate::api::calls::transfer_call(env, req, &tenant, cid).await
+            crate::api::transfers::transfer_call(env, req, &tenant, cid).await
         }
         (RouteId::CreateMessage, _) => {
             let idem = admission.idempotency.clone();

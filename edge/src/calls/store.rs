@@ -1132,6 +1132,12 @@ pub fn apply_reports(
                             t.error = Some(error.clone());
                             t.sip_code = *sip_code;
                             t.ended_at = Some(rfc3339_ms(now_ms));
+                            // A queue never entered: the call waits in none.
+                            if let Some(pk) = t.queue {
+                                if record.queue.as_ref().is_some_and(|q| q.pk == pk) {
+                                    record.queue = None;
+                                }
+                            }
                             record.updated_at = rfc3339_ms(now_ms);
                             rows.put_call(&record)?;
                         }
@@ -1446,12 +1452,23 @@ pub async fn transfer(
         return Ok(Some(Err(TransferRefusal::NotHeld)));
     }
     let now = rfc3339_ms(now_ms);
-    let (destination, extension) = match ask.target {
+    let (destination, extension, queue) = match ask.target {
         voxline_shared::sidecar_link::TransferTarget::Number { destination } => {
-            (Some(destination), None)
+            (Some(destination), None, None)
         }
         voxline_shared::sidecar_link::TransferTarget::User { extension, .. } => {
-            (None, Some(extension))
+            (None, Some(extension), None)
+        }
+        voxline_shared::sidecar_link::TransferTarget::Queue { plan } => {
+            // The call waits in the queue from now (its availability, the
+            // Voice360 `QUEUE_*` events), as an inbound queue call does;
+            // a failed transfer takes it out again.
+            record.queue = Some(crate::model::CallQueue {
+                pk: plan.queue_pk,
+                name: plan.name.clone(),
+                left: false,
+            });
+            (None, None, Some(plan.queue_pk))
         }
     };
     record.transfer_request = Some(crate::model::CallTransfer {
@@ -1459,6 +1476,7 @@ pub async fn transfer(
         status: crate::model::TransferStatus::Requested,
         destination,
         extension,
+        queue,
         mode: ask.mode,
         requested_at: now.clone(),
         ended_at: None,

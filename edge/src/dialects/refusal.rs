@@ -79,6 +79,7 @@ impl Refusal {
             | E::MetadataTooLarge
             | E::InvalidUrl
             | E::UnknownExtension
+            | E::UnknownQueue
             | E::OutsideCallingWindow
             | E::IdempotencyKeyReused
             | E::IdempotencyKeyInFlight => Refusal::InvalidRequest(e.message.clone()),

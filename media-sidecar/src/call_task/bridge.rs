@@ -244,6 +244,15 @@ pub enum Action {
     PlayToTransferee(Vec<i16>),
     /// Close the engine: the callee has been handed over.
     DetachEngine,
+    /// Blind transfer to a queue (issue 16): hand the callee's answered
+    /// leg and its media, as they are, to a queue call running `plan`
+    /// (the engine is detached, `transferred` sent); the bridge is done,
+    /// its call not ended. Always the last action.
+    HandToQueue {
+        plan: Box<voxline_shared::sidecar_link::QueuePlan>,
+        /// The events reported so far (`answered` included).
+        timings: Timings,
+    },
     /// The call is over: close the engine and stop the media, then emit
     /// `end`'s `ended` event. `None`: the sidecar is stopping at once, no
     /// `ended` (the edge settles the call). Always the last action.
@@ -1029,6 +1038,24 @@ impl Bridge {
             return self.transfer_refused(now, t, code, None, why);
         }
         tracing::info!(call_id = %self.call_id, destination = t.target.label(), mode = mode.as_str(), "transfer asked");
+        if let TransferTarget::Queue { plan } = &t.target {
+            // Nobody to brief in a queue: blind only.
+            if mode == TransferMode::Warm {
+                return self.transfer_refused(
+                    now,
+                    t,
+                    transfer_errors::TRANSFER_FAILED,
+                    None,
+                    "a queue takes blind transfers only",
+                );
+            }
+            let plan = plan.clone();
+            self.transfer = Some(Transfer {
+                stage: TransferStage::Bridged,
+                ..t
+            });
+            return self.hand_to_queue(now, plan);
+        }
         if let Some(w) = self.silence.as_mut() {
             // Waiting for the destination is not silence on the line.
             w.activity(now + transfer::TRANSFER_RING_TIMEOUT);
@@ -1110,13 +1137,23 @@ impl Bridge {
         }
     }
 
+    /// The callee goes to a queue: `transferred` (method `queue`), the
+    /// engine detached, and the answered leg handed over
+    /// ([`Action::HandToQueue`]); nothing more from this bridge.
+    fn hand_to_queue(&mut self, now: Instant, plan: Box<voxline_shared::sidecar_link::QueuePlan>) {
+        self.transfer_succeeded(now, "queue");
+        self.finished = true;
+        self.flush_keypad(now);
+        self.actions.push_back(Action::HandToQueue {
+            plan,
+            timings: self.timings,
+        });
+    }
+
     fn dial_transferee(&mut self, _now: Instant) {
         let Some(t) = self.transfer.as_mut() else {
             return;
         };
-        t.stage = TransferStage::Dialing;
-        self.transferee_live = true;
-        self.transferee_hung_up = false;
         let target = match &t.target {
             TransferTarget::Number { destination } => {
                 transfer::LegTarget::Number(destination.clone())
@@ -1127,7 +1164,12 @@ impl Bridge {
                 user_pk: *user_pk,
                 extension: extension.clone(),
             },
+            // Handed over whole ([`Bridge::hand_to_queue`]), never dialled.
+            TransferTarget::Queue { .. } => return,
         };
+        t.stage = TransferStage::Dialing;
+        self.transferee_live = true;
+        self.transferee_hung_up = false;
         self.actions.push_back(Action::DialTransferee { target });
     }
 
@@ -1348,7 +1390,7 @@ impl Bridge {
         let (extension, transfer_id) = (
             match &t.target {
                 TransferTarget::User { extension, .. } => Some(extension.clone()),
-                TransferTarget::Number { .. } => None,
+                TransferTarget::Number { .. } | TransferTarget::Queue { .. } => None,
             },
             match t.origin {
                 TransferOrigin::Api { transfer_id } => Some(transfer_id),

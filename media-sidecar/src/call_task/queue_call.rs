@@ -162,12 +162,83 @@ pub async fn run_queue_call(
         }
     };
     timings.answered_ms = Some(e.emit(EventKind::Answered).await);
+    wait_in_queue(
+        offer,
+        plan,
+        tel,
+        tx,
+        Some(hangup),
+        transfers,
+        caller,
+        timings,
+    )
+    .await;
+}
+
+/// Runs a queue call for a callee an agent's call hands over answered
+/// (a blind transfer to a queue, issue 16; the reverse of
+/// [`super::sip::run_answered_call`]): no answer, no `dialing` or
+/// `answered` again; the wait, the members and the overflow as for an
+/// inbound queue call (an `agent` overflow hands them back to the offer's
+/// agent, the one that transferred them). A voicemail overflow needs the
+/// call's recording (the message is it): an unrecorded call hangs up
+/// instead.
+pub(crate) async fn run_transferred_queue_call(
+    offer: Offer,
+    mut plan: QueuePlan,
+    tel: Arc<Telephony>,
+    tx: mpsc::Sender<Msg>,
+    hangup: Option<oneshot::Receiver<HangupCause>>,
+    transfers: mpsc::Receiver<super::bridge::TransferOrder>,
+    answered: super::sip::AnsweredCall,
+) {
+    if plan.overflow == QueueOverflow::Voicemail && !offer.record {
+        plan.overflow = QueueOverflow::Hangup;
+    }
+    let caller = AnsweredLeg {
+        call: answered.call,
+        media: answered.media,
+        info: None,
+        answered_at: tokio::time::Instant::now(),
+        neg: Box::new(answered.neg),
+    };
+    wait_in_queue(
+        offer,
+        plan,
+        tel,
+        tx,
+        hangup,
+        transfers,
+        caller,
+        answered.timings,
+    )
+    .await;
+}
+
+/// An answered caller's wait in the queue, to its end (or the agent).
+#[allow(clippy::too_many_arguments)]
+async fn wait_in_queue(
+    offer: Offer,
+    plan: QueuePlan,
+    tel: Arc<Telephony>,
+    tx: mpsc::Sender<Msg>,
+    hangup: Option<oneshot::Receiver<HangupCause>>,
+    transfers: mpsc::Receiver<super::bridge::TransferOrder>,
+    caller: AnsweredLeg,
+    mut timings: Timings,
+) {
+    let e = Emitter::new(&offer.call_id, tx.clone());
+    let ctx = LegCtx {
+        offer: &offer,
+        tel: &tel,
+        emitter: &e,
+    };
     tracing::info!(call_id = %offer.call_id, queue_pk = plan.queue_pk, members = plan.members.len(), ring_all = plan.ring_all, "queue: caller answered, waiting");
     let mut io = QueueIo {
         ctx: &ctx,
         plan: &plan,
         caller,
-        hangup: Some(hangup),
+        hangup,
         legs: BTreeMap::new(),
         bridged: None,
         player: HoldPlayer::new(),

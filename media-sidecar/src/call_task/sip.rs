@@ -202,6 +202,7 @@ async fn run_dialog(
     // The dial plan in force (SIGHUP may change it).
     bridge_cfg.amd_detector.max_decision =
         Duration::from_millis(u64::from(tel.dial_plan().cfg.amd_decision_ms));
+    let mut answered_neg = None;
     let (incoming, call, media, bridge) = match start {
         Start::Place => (
             None,
@@ -216,6 +217,7 @@ async fn run_dialog(
             Bridge::new(&offer.call_id, bridge_cfg, now(), now_ms()),
         ),
         Start::Answered(a) => {
+            answered_neg = Some(a.neg.clone());
             let bridge = Bridge::taking_over(
                 &offer.call_id,
                 bridge_cfg,
@@ -248,10 +250,66 @@ async fn run_dialog(
         transferee: None,
         transferee_bound: None,
         transferee_media: None,
+        neg: answered_neg,
+        to_queue: None,
     };
     let end = io.run(bridge).await;
+    // A blind transfer to a queue: the answered leg waits there now.
+    let mut lost = None;
+    let to_queue = match (
+        io.to_queue.take(),
+        io.call.take(),
+        io.media.take(),
+        io.neg.take(),
+    ) {
+        (Some((plan, timings)), Some(call), Some(media), Some(neg)) => Some((
+            *plan,
+            super::sip::AnsweredCall {
+                call,
+                media,
+                neg,
+                timings,
+            },
+            io.hangup.take(),
+            std::mem::replace(&mut io.transfers, mpsc::channel(1).1),
+        )),
+        // Handed over without a dialog or media (gone meanwhile): the call
+        // is lost, not left unreported.
+        (Some((_, timings)), call, media, _) => {
+            if let Some(call) = call {
+                call.hangup(EndedReason::MediaLost).await;
+            }
+            if let Some(m) = media {
+                m.stop().await;
+            }
+            lost = Some(timings);
+            None
+        }
+        _ => None,
+    };
     // The IO (its engine connection under way, if any) borrows the offer.
     drop(io);
+    if let Some((plan, answered, hangup, transfers)) = to_queue {
+        tracing::info!(call_id = %offer.call_id, queue_pk = plan.queue_pk, "transferred to a queue");
+        // Boxed: the queue's agent overflow comes back here.
+        Box::pin(super::queue_call::run_transferred_queue_call(
+            offer, plan, tel, tx, hangup, transfers, answered,
+        ))
+        .await;
+        return;
+    }
+    if let Some(mut timings) = lost {
+        timings.ended_ms = now_ms();
+        let kind = voxline_shared::sidecar_link::EventKind::Ended {
+            status: voxline_shared::CallStatus::Failed,
+            reason: EndedReason::MediaLost,
+            sip_code: None,
+            timings,
+            retry_after_s: None,
+        };
+        report_end(&offer, &tel, &tx, &e, kind, timings.ended_ms).await;
+        return;
+    }
     let Some(end) = end else {
         // The sidecar is stopping: the call was hung up, the edge re-leases nothing.
         let _ = tx
@@ -427,6 +485,13 @@ struct CallIo<'a> {
     transferee: Option<CallHandle>,
     transferee_bound: Option<media::driver::BoundMedia>,
     transferee_media: Option<MediaHandle>,
+    /// What the call's answer settled (a callee handed to a queue needs it).
+    neg: Option<Negotiated>,
+    /// The bridge handed the callee to a queue ([`Action::HandToQueue`]).
+    to_queue: Option<(
+        Box<voxline_shared::sidecar_link::QueuePlan>,
+        voxline_shared::sidecar_link::Timings,
+    )>,
 }
 
 impl CallIo<'_> {
@@ -658,6 +723,7 @@ impl CallIo<'_> {
                     self.emitter.emit_at(kind, at_ms).await;
                 }
                 Action::StartMedia(neg) => {
+                    self.neg = Some(neg.clone());
                     match start_media(self.offer, self.tel, self.bound.take(), &neg) {
                         Ok(m) => {
                             self.media = Some(m);
@@ -830,6 +896,15 @@ impl CallIo<'_> {
                         tracing::info!(call_id = %self.offer.call_id, "transferred: engine detached");
                         en.close().await;
                     }
+                }
+                Action::HandToQueue { plan, timings } => {
+                    // The call and its media stay up: `run_dialog` hands
+                    // them to the queue call.
+                    self.engine_start = None;
+                    self.engine = None;
+                    self.drop_transferee().await;
+                    self.to_queue = Some((plan, timings));
+                    return Some(None);
                 }
                 Action::Finish(end) => {
                     // Never answered, or over before the engine was up: a

@@ -1214,7 +1214,7 @@ A call already queued inside the window is not stopped when the window closes.";
     add(
         "TransferCallRequest",
         input(
-            "Whom to hand the callee to: `destination` or `extension`, not both.",
+            "Whom to hand the callee to: one of `destination`, `extension` or `queue`.",
             vec![
                 (
                     "destination",
@@ -1223,6 +1223,10 @@ A call already queued inside the window is not stopped when the window closes.";
                 (
                     "extension",
                     json!({"type": "string", "pattern": "^[0-9]{2,16}$", "description": "The extension of a person (`kind` `person`) of the tenant's directory."}),
+                ),
+                (
+                    "queue",
+                    json!({"type": "integer", "minimum": 1, "maximum": crate::directory::MAX_PK, "description": "The `pk` of a call queue of the tenant's directory (blind only): the callee waits in it as an inbound caller to the queue does."}),
                 ),
                 (
                     "mode",
@@ -1251,6 +1255,12 @@ A call already queued inside the window is not stopped when the window closes.";
                 ),
                 ("destination", nullable(phone.clone())),
                 ("extension", nullable(json!({"type": "string"}))),
+                (
+                    "queue",
+                    nullable(
+                        json!({"type": "integer", "description": "The queue's `pk` (a transfer to a queue)."}),
+                    ),
+                ),
                 ("mode", json!({"type": "string", "enum": ["blind", "warm"]})),
                 ("requested_at", timestamp()),
                 (
@@ -1263,7 +1273,7 @@ A call already queued inside the window is not stopped when the window closes.";
                 (
                     "method",
                     nullable(
-                        json!({"type": "string", "enum": ["refer", "bridge", "warm"], "description": "How it completed."}),
+                        json!({"type": "string", "enum": ["refer", "bridge", "warm", "queue"], "description": "How it completed (`queue`: the callee entered the queue)."}),
                     ),
                 ),
                 (

@@ -491,3 +491,194 @@ fn an_agents_transfer_extensions_are_offered_as_the_people_it_may_reach() {
         lease["offers"][0]
     );
 }
+
+/// A person of `tid` at `ext` whose phone registered with `sc`: their pk.
+fn person_with_phone(w: &World, tid: &str, sc: &TestSidecar, ext: &str) -> u64 {
+    use super::phone_registrations::{decide, register_body, sip_password};
+    let u = w.admin(
+        "POST",
+        &format!("/admin/tenants/{tid}/directory/users"),
+        Some(json!({"extension": ext, "first_name": "Member"})),
+    );
+    let pk = u["pk"].as_u64().unwrap();
+    let phone = sip_password(w, tid, pk);
+    let contact = format!("sip:{ext}@127.0.0.1:5070");
+    let body = register_body(
+        &phone,
+        &phone.password,
+        voxline_shared::sip_digest::Algorithm::Md5,
+        &format!("reg-{ext}"),
+        1,
+        &[(contact.as_str(), 600)],
+    );
+    decide(w, sc, body);
+    pk
+}
+
+/// The queue plan a transfer command carries.
+fn queue_plan(cmds: &[Command]) -> voxline_shared::sidecar_link::QueuePlan {
+    match cmds {
+        [Command::Transfer {
+            target: TransferTarget::Queue { plan },
+            mode: TransferMode::Blind,
+            ..
+        }] => (**plan).clone(),
+        other => panic!("not one transfer to a queue: {other:?}"),
+    }
+}
+
+/// `{"queue": pk}`: the edge plans the queue for the sidecar holding the
+/// call (its members with a phone registered there, in the queue's
+/// order; the caller's position), its `agent` overflow back to the call's
+/// own agent; the checks (unknown queue, warm, with another target); the
+/// call waits in the queue (the `call.queue` webhook names it), and a
+/// failed transfer takes it out again (the next plan's position is 1).
+#[test]
+fn a_transfer_to_a_queue_plans_it_for_the_holding_sidecar() {
+    use voxline_shared::sidecar_link::QueueOverflow;
+    let w = World::new();
+    let (tid, key, sc, id) = held_call(&w);
+    let ann = person_with_phone(&w, &tid, &sc, "1003");
+    // Bob has no phone here.
+    let bob = w.admin(
+        "POST",
+        &format!("/admin/tenants/{tid}/directory/users"),
+        Some(json!({"extension": "1004", "first_name": "Bob"})),
+    )["pk"]
+        .as_u64()
+        .unwrap();
+    let other = w.admin(
+        "POST",
+        &format!("/admin/tenants/{tid}/agents"),
+        Some(
+            json!({"name": "backup", "voice": "alloy", "default_engine": "echo",
+                    "system_prompt": "Take a message."}),
+        ),
+    );
+    let q = w.admin(
+        "POST",
+        &format!("/admin/tenants/{tid}/directory/queues"),
+        Some(
+            json!({"name": "Sales Queue", "extension": "8001", "strategy": "linear",
+                    "timeout": 15, "retry": 4, "members": [bob, ann], "max_wait_seconds": 90,
+                    "overflow": {"kind": "agent", "agent_id": other["id"]}}),
+        ),
+    )["pk"]
+        .as_u64()
+        .expect("a queue");
+    // Not answered yet: as for any transfer.
+    let (s, v) = transfer(&w, &key, &id, json!({"queue": q}));
+    assert_eq!((s, code(&v)), (409, "call_not_answered"), "{v}");
+    events(&w, &sc, &id, 1, &[json!({"type": "answered"})]);
+    let (s, v) = transfer(&w, &key, &id, json!({"queue": q + 100}));
+    assert_eq!((s, code(&v)), (422, "unknown_queue"), "{v}");
+    assert_eq!(v["error"]["field"], "queue");
+    let (s, v) = transfer(&w, &key, &id, json!({"queue": q, "mode": "warm"}));
+    assert_eq!(
+        (s, code(&v), v["error"]["field"].as_str()),
+        (422, "invalid_value", Some("mode")),
+        "{v}"
+    );
+    let (s, v) = transfer(&w, &key, &id, json!({"queue": q, "extension": "1003"}));
+    assert_eq!(
+        (s, code(&v), v["error"]["field"].as_str()),
+        (422, "invalid_value", Some("queue")),
+        "{v}"
+    );
+    let (s, v) = transfer(&w, &key, &id, json!({"queue": "8001"}));
+    assert_eq!(s, 422, "{v}");
+
+    let (s, v) = transfer(&w, &key, &id, json!({"queue": q}));
+    assert_eq!(s, 202, "{v}");
+    let t = v["transfer_request"].clone();
+    assert_eq!(
+        (
+            t["queue"].as_u64(),
+            t["destination"].as_str(),
+            t["extension"].as_str()
+        ),
+        (Some(q), None, None),
+        "{t}"
+    );
+    let xfr = t["id"].as_str().unwrap().to_string();
+    let plan = queue_plan(&transfer_commands(&poll(&w, &sc, &[&id])));
+    assert_eq!(
+        (
+            plan.queue_pk,
+            plan.name.as_str(),
+            plan.extension.as_str(),
+            plan.ring_all,
+            plan.members.iter().map(|m| m.user_pk).collect::<Vec<_>>(),
+            plan.member_timeout_seconds,
+            plan.retry_seconds,
+            plan.max_wait_seconds,
+            plan.position,
+            plan.overflow,
+        ),
+        (
+            q,
+            "Sales Queue",
+            "8001",
+            false,
+            vec![ann],
+            15,
+            4,
+            90,
+            1,
+            QueueOverflow::Agent
+        ),
+    );
+    // The sidecar could not: the call waits in no queue.
+    events(
+        &w,
+        &sc,
+        &id,
+        2,
+        &[
+            json!({"type": "transfer_failed", "destination": "8001", "error": "transfer_failed", "transfer_id": xfr}),
+        ],
+    );
+    let (s, v) = transfer(&w, &key, &id, json!({"queue": q}));
+    assert_eq!(s, 202, "{v}");
+    let xfr = v["transfer_request"]["id"].as_str().unwrap().to_string();
+    let plan = queue_plan(&transfer_commands(&poll(&w, &sc, &[&id])));
+    assert_eq!(
+        plan.position, 1,
+        "the failed transfer left no caller waiting"
+    );
+    w.outbox.take();
+    events(
+        &w,
+        &sc,
+        &id,
+        3,
+        &[
+            json!({"type": "transferred", "destination": "8001", "method": "queue", "mode": "blind", "at_offset_ms": 5000, "transfer_id": xfr}),
+            json!({"type": "queue", "step": "entered", "queue_pk": q, "position": 1, "wait_ms": 0}),
+        ],
+    );
+    let call = w
+        .send("GET", &format!("/v1/calls/{id}"), Some(&key), None)
+        .body_json();
+    assert_eq!(
+        (
+            call["transfer_request"]["status"].as_str(),
+            call["transfer_request"]["method"].as_str()
+        ),
+        (Some("completed"), Some("queue")),
+        "{call}"
+    );
+    let hooks: Vec<Value> = w
+        .outbox
+        .take()
+        .iter()
+        .filter(|j| j.event_type == "call.queue")
+        .map(|j| serde_json::from_str(&j.payload).unwrap())
+        .collect();
+    assert_eq!(hooks.len(), 1, "{hooks:?}");
+    assert_eq!(
+        hooks[0]["data"]["queue"]["name"], "Sales Queue",
+        "{}",
+        hooks[0]
+    );
+}

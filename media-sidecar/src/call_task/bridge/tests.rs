@@ -2292,3 +2292,103 @@ fn a_handed_over_call_counts_silence_from_the_hand_over() {
     drain(&mut b);
     assert_eq!(b.poll_timeout(), Some(t0 + ms(5_000)));
 }
+
+fn queue(overflow: voxline_shared::sidecar_link::QueueOverflow) -> TransferTarget {
+    TransferTarget::Queue {
+        plan: Box::new(voxline_shared::sidecar_link::QueuePlan {
+            queue_pk: 3,
+            name: "Sales".into(),
+            extension: "600".into(),
+            ring_all: true,
+            members: vec![],
+            member_timeout_seconds: 15,
+            retry_seconds: 5,
+            max_wait_seconds: 60,
+            announce_every_seconds: 0,
+            position: 1,
+            overflow,
+        }),
+    }
+}
+
+/// A blind transfer to a queue hands the callee's answered leg over at
+/// once: `transferred` (method `queue`, the queue's extension), the engine
+/// detached, then the leg and the plan to the queue call, with the
+/// timings so far; nothing more from the bridge (no `ended`, no hangup, no
+/// silence timeout), whatever comes after.
+#[test]
+fn a_transfer_to_a_queue_hands_the_answered_leg_to_the_queue_call() {
+    use voxline_shared::sidecar_link::QueueOverflow;
+    let (mut b, t0) = answered(30);
+    b.transfer_command(
+        t0 + ms(5_000),
+        order("xfr_q", queue(QueueOverflow::Agent), TransferMode::Blind),
+    );
+    let TransferTarget::Queue { plan } = queue(QueueOverflow::Agent) else {
+        unreachable!()
+    };
+    assert_eq!(
+        drain(&mut b),
+        [
+            Action::DetachEngine,
+            Action::FlushMedia,
+            emit(
+                EventKind::Transferred {
+                    destination: "600".into(),
+                    method: "queue".into(),
+                    at_offset_ms: 3_000,
+                    extension: None,
+                    mode: Some(TransferMode::Blind),
+                    transfer_id: Some("xfr_q".into()),
+                },
+                D + 5_000
+            ),
+            Action::HandToQueue {
+                plan,
+                timings: Timings {
+                    dispatched_ms: D,
+                    ringing_ms: Some(D + 1_000),
+                    answered_ms: Some(D + 2_000),
+                    ended_ms: 0,
+                },
+            },
+        ]
+    );
+    assert_eq!(b.poll_timeout(), None, "no silence timeout any more");
+    b.heard(t0 + ms(5_020), speech());
+    b.handle_timeout(t0 + ms(60_000));
+    b.handle_dialog_event(
+        t0 + ms(61_000),
+        ended(CallStatus::Completed, EndedReason::CalleeHangup, None),
+    );
+    assert_eq!(drain(&mut b), [], "the queue call has the leg now");
+}
+
+/// A queue takes blind transfers only: a warm one is `transfer_failed`
+/// and the agent keeps the callee (nothing detached, nothing handed).
+#[test]
+fn a_warm_transfer_to_a_queue_is_refused_and_the_call_goes_on() {
+    use voxline_shared::sidecar_link::QueueOverflow;
+    let (mut b, t0) = answered(30);
+    b.transfer_command(
+        t0 + ms(5_000),
+        order("xfr_w", queue(QueueOverflow::Hangup), TransferMode::Warm),
+    );
+    assert_eq!(
+        drain(&mut b),
+        [emit(
+            EventKind::TransferFailed {
+                destination: "600".into(),
+                error: "transfer_failed".into(),
+                sip_code: None,
+                transfer_id: Some("xfr_w".into()),
+            },
+            D + 5_000
+        )]
+    );
+    // The conversation goes on: the callee's speech reaches the engine.
+    b.heard(t0 + ms(5_020), speech());
+    assert!(drain(&mut b)
+        .iter()
+        .any(|a| matches!(a, Action::SendToEngine(_))));
+}
