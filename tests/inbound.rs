@@ -1182,6 +1182,133 @@ fn a_persons_bridged_call_is_transcribed_after_it_ends(w: &World) {
     assert_eq!(saved(&w.hooks.received("inbound")), 1);
 }
 
+/// A transfer to a queue (issue 16): an agent's answered call to sipp;
+/// `POST /v1/calls/{id}/transfer` names a queue; the sidecar detaches the
+/// engine and puts the callee in the queue (hold audio, `call.queue`
+/// entered), Fay's registered baresip phone rings and answers and is
+/// bridged (`connected`); the call ends when Fay hangs up.
+fn an_api_transfer_puts_the_callee_in_a_queue_where_a_member_answers(w: &World) {
+    let tp = format!("/admin/tenants/{}", w.tenant.id);
+    let fay = person(w, "1009", "Fay");
+    let queue_pk = w
+        .edge
+        .admin(
+            "POST",
+            &format!("{tp}/directory/queues"),
+            Some(
+                &json!({"name": "Billing", "extension": "8002", "strategy": "ringall",
+                         "timeout": 10, "retry": 1, "members": [fay.0],
+                         "max_wait_seconds": 30}),
+            ),
+        )
+        .expect(201)
+        .json["pk"]
+        .as_u64()
+        .expect("queue pk");
+    let wav = tone_wav(w, "fay", BEA_HZ, 6);
+    let _desk = phone(w, "fay-desk", &fay, PhoneBehaviour::Answers(&wav));
+    let mut callee = callee_on_trunk(w, "queue-transfer-callee");
+    let id = w
+        .edge
+        .call(
+            "POST",
+            "/v1/calls",
+            &w.tenant.key,
+            Some(&json!({"phone": CALLEE, "agent_id": w.tenant.agent_id, "record": true})),
+        )
+        .expect(201)
+        .json["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    w.edge.wait_call_status(
+        &w.tenant.key,
+        &id,
+        &["in_progress"],
+        Duration::from_secs(20),
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    let path = format!("/v1/calls/{id}/transfer");
+    w.edge
+        .call(
+            "POST",
+            &path,
+            &w.tenant.key,
+            Some(&json!({"queue": queue_pk, "mode": "warm"})),
+        )
+        .expect_error(422, "invalid_value");
+    let asked = w
+        .edge
+        .call(
+            "POST",
+            &path,
+            &w.tenant.key,
+            Some(&json!({"queue": queue_pk})),
+        )
+        .expect(202)
+        .json;
+    assert_eq!(asked["transfer_request"]["queue"], queue_pk, "{asked}");
+    let call = w
+        .edge
+        .wait_call_status(&w.tenant.key, &id, TERMINAL, Duration::from_secs(40));
+    assert_eq!(
+        (
+            call["status"].as_str(),
+            call["ended_reason"].as_str(),
+            call["transfer_request"]["status"].as_str(),
+            call["transfer_request"]["method"].as_str()
+        ),
+        (
+            Some("completed"),
+            Some("agent_hangup"),
+            Some("completed"),
+            Some("queue")
+        ),
+        "Fay hung up: {call}"
+    );
+    let status = callee
+        .wait_exit(Duration::from_secs(20))
+        .expect("sipp ends");
+    assert!(
+        status.success(),
+        "sipp callee: {status} {}",
+        log_tails(&w.dir, 40)
+    );
+    let got = w
+        .hooks
+        .wait_for(
+            "inbound",
+            Duration::from_secs(30),
+            "call.queue connected",
+            |got| {
+                steps_of(got, "queue", &id)
+                    .iter()
+                    .any(|q| q["step"] == "connected")
+            },
+        )
+        .unwrap();
+    let queue_steps: Vec<Value> = steps_of(&got, "queue", &id)
+        .into_iter()
+        .map(|q| q["step"].clone())
+        .collect();
+    assert!(queue_steps.contains(&json!("entered")), "{queue_steps:?}");
+    assert!(
+        steps_of(&got, "leg", &id)
+            .iter()
+            .any(|l| l["user_pk"] == fay.0 && l["step"] == "answered"),
+        "Fay's phone answered"
+    );
+    let (left, right) = recording_channels(w, &id);
+    assert!(
+        tone_in_some_second(&right, CALLER_HZ),
+        "the callee is on the right"
+    );
+    assert!(
+        tone_in_some_second(&left, BEA_HZ),
+        "after the transfer the callee hears Fay"
+    );
+}
+
 fn a_number_nobody_holds_is_refused_404(w: &World) {
     let before = inbound_calls(w).len();
     let status = call_in(w, "uac_inbound_call_404.xml");
@@ -1273,6 +1400,10 @@ fn main() -> std::process::ExitCode {
             (
                 "a_persons_bridged_call_is_transcribed_after_it_ends",
                 a_persons_bridged_call_is_transcribed_after_it_ends,
+            ),
+            (
+                "an_api_transfer_puts_the_callee_in_a_queue_where_a_member_answers",
+                an_api_transfer_puts_the_callee_in_a_queue_where_a_member_answers,
             ),
         ],
     )
