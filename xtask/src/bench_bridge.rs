@@ -27,7 +27,11 @@ pub struct BridgeRun {
 /// The `bridge_bench {json}` lines of the test's output.
 fn parse(out: &str) -> Vec<BridgeRun> {
     out.lines()
-        .filter_map(|l| l.trim().strip_prefix("bridge_bench "))
+        // The first may share its line with the harness's `test ... `.
+        .filter_map(|l| {
+            l.find("bridge_bench {")
+                .map(|i| &l[i + "bridge_bench ".len()..])
+        })
         .filter_map(|j| serde_json::from_str::<Value>(j).ok())
         .map(|v| BridgeRun {
             calls: v["calls"].as_u64().unwrap_or(0),
@@ -124,7 +128,7 @@ mod tests {
 
     #[test]
     fn the_tests_lines_become_one_row_each() {
-        let out = "running 1 test\nbridge_bench {\"calls\":1,\"cpu_pct\":2.50,\"idle_cpu_pct\":0.10,\"cpu_pct_per_call\":2.400}\n\
+        let out = "running 1 test\ntest bridged_call_cpu_per_call ... bridge_bench {\"calls\":1,\"cpu_pct\":2.50,\"idle_cpu_pct\":0.10,\"cpu_pct_per_call\":2.400}\n\
                    noise\nbridge_bench {\"calls\":10,\"cpu_pct\":14.00,\"idle_cpu_pct\":0.10,\"cpu_pct_per_call\":1.390}\n";
         let runs = parse(out);
         assert_eq!(runs.len(), 2);
