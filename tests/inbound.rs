@@ -537,6 +537,46 @@ fn hex_lower(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// The call's recording holds a `right_hz` tone on the right (the caller
+/// or callee) and a `left_hz` tone on the left (who they talked to: `who`).
+fn recorded_both(w: &World, id: &str, right_hz: f64, left_hz: f64, who: &str) {
+    let (left, right) = recording_channels(w, id);
+    assert!(
+        tone_in_some_second(&right, right_hz),
+        "{id}: the caller or callee is on the right"
+    );
+    assert!(
+        tone_in_some_second(&left, left_hz),
+        "{id}: {who} is on the left"
+    );
+}
+
+/// An agent's call to [`CALLEE`] (sipp on the trunk, answering with a
+/// [`CALLER_HZ`] tone), recorded, once it is answered: its id and sipp.
+fn answered_agent_call(w: &World, name: &str) -> (String, ChildGuard) {
+    let callee = callee_on_trunk(w, name);
+    let id = w
+        .edge
+        .call(
+            "POST",
+            "/v1/calls",
+            &w.tenant.key,
+            Some(&json!({"phone": CALLEE, "agent_id": w.tenant.agent_id, "record": true})),
+        )
+        .expect(201)
+        .json["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    w.edge.wait_call_status(
+        &w.tenant.key,
+        &id,
+        &["in_progress"],
+        Duration::from_secs(20),
+    );
+    (id, callee)
+}
+
 /// Whether `pcm` (8 kHz) carries a `hz` tone somewhere in 1 s windows.
 fn tone_in_some_second(pcm: &[i16], hz: f64) -> bool {
     pcm.chunks(8000).any(|w| w.len() == 8000 && has_tone(w, hz))
@@ -659,12 +699,7 @@ fn a_queue_skips_the_busy_member_bridges_the_free_one_then_overflows_to_the_agen
     assert!(leg(alan.0, "answered").is_none(), "{legs:?}");
     assert!(leg(bea.0, "answered").is_some(), "{legs:?}");
     // The caller (right) and Bea (left) heard each other through the sidecar.
-    let (left, right) = recording_channels(w, &id);
-    assert!(
-        tone_in_some_second(&right, CALLER_HZ),
-        "the caller is on the right"
-    );
-    assert!(tone_in_some_second(&left, BEA_HZ), "Bea is on the left");
+    recorded_both(w, &id, CALLER_HZ, BEA_HZ, "Bea is on the left");
 
     // Bea's phone now only rings; Alan is still busy: nobody answers, and
     // after 10 s the agent (echo) takes the caller, who hears themselves.
@@ -885,15 +920,7 @@ fn a_click_to_call_from_an_extension_rings_the_phone_then_bridges_the_callee(w: 
         "sipp callee: {status} {}",
         log_tails(&w.dir, 40)
     );
-    let (left, right) = recording_channels(w, &id);
-    assert!(
-        tone_in_some_second(&right, CALLER_HZ),
-        "the callee is on the right"
-    );
-    assert!(
-        tone_in_some_second(&left, PHONE_HZ),
-        "the person is on the left"
-    );
+    recorded_both(w, &id, CALLER_HZ, PHONE_HZ, "the person is on the left");
 
     let dial = v360_body(w, "USER_DIAL", &dial_secret, |m| {
         m["uniqueid"] == id.as_str()
@@ -957,25 +984,8 @@ fn an_api_transfer_hands_the_callee_from_the_agent_to_a_persons_phone(w: &World)
     let dana = person(w, "1007", "Dana");
     let wav = tone_wav(w, "dana", PHONE_HZ, 6);
     let _desk = phone(w, "dana-desk", &dana, PhoneBehaviour::Answers(&wav));
-    let mut callee = callee_on_trunk(w, "transfer-callee");
-    let created = w
-        .edge
-        .call(
-            "POST",
-            "/v1/calls",
-            &w.tenant.key,
-            Some(&json!({"phone": CALLEE, "agent_id": w.tenant.agent_id, "record": true})),
-        )
-        .expect(201)
-        .json;
-    let id = created["id"].as_str().expect("id").to_string();
+    let (id, mut callee) = answered_agent_call(w, "transfer-callee");
     let path = format!("/v1/calls/{id}/transfer");
-    w.edge.wait_call_status(
-        &w.tenant.key,
-        &id,
-        &["in_progress"],
-        Duration::from_secs(20),
-    );
     std::thread::sleep(Duration::from_secs(2));
     let asked = w
         .edge
@@ -1062,14 +1072,12 @@ fn an_api_transfer_hands_the_callee_from_the_agent_to_a_persons_phone(w: &World)
         (Some("1007"), Some("bridge"), Some(xfr.as_str())),
         "{transferred}"
     );
-    let (left, right) = recording_channels(w, &id);
-    assert!(
-        tone_in_some_second(&right, CALLER_HZ),
-        "the callee is on the right"
-    );
-    assert!(
-        tone_in_some_second(&left, PHONE_HZ),
-        "after the transfer the callee hears Dana (left)"
+    recorded_both(
+        w,
+        &id,
+        CALLER_HZ,
+        PHONE_HZ,
+        "after the transfer the callee hears Dana (left)",
     );
 }
 
@@ -1207,26 +1215,7 @@ fn an_api_transfer_puts_the_callee_in_a_queue_where_a_member_answers(w: &World) 
         .expect("queue pk");
     let wav = tone_wav(w, "fay", BEA_HZ, 6);
     let _desk = phone(w, "fay-desk", &fay, PhoneBehaviour::Answers(&wav));
-    let mut callee = callee_on_trunk(w, "queue-transfer-callee");
-    let id = w
-        .edge
-        .call(
-            "POST",
-            "/v1/calls",
-            &w.tenant.key,
-            Some(&json!({"phone": CALLEE, "agent_id": w.tenant.agent_id, "record": true})),
-        )
-        .expect(201)
-        .json["id"]
-        .as_str()
-        .expect("id")
-        .to_string();
-    w.edge.wait_call_status(
-        &w.tenant.key,
-        &id,
-        &["in_progress"],
-        Duration::from_secs(20),
-    );
+    let (id, mut callee) = answered_agent_call(w, "queue-transfer-callee");
     std::thread::sleep(Duration::from_secs(1));
     let path = format!("/v1/calls/{id}/transfer");
     w.edge
@@ -1298,14 +1287,12 @@ fn an_api_transfer_puts_the_callee_in_a_queue_where_a_member_answers(w: &World) 
             .any(|l| l["user_pk"] == fay.0 && l["step"] == "answered"),
         "Fay's phone answered"
     );
-    let (left, right) = recording_channels(w, &id);
-    assert!(
-        tone_in_some_second(&right, CALLER_HZ),
-        "the callee is on the right"
-    );
-    assert!(
-        tone_in_some_second(&left, BEA_HZ),
-        "after the transfer the callee hears Fay"
+    recorded_both(
+        w,
+        &id,
+        CALLER_HZ,
+        BEA_HZ,
+        "after the transfer the callee hears Fay",
     );
 }
 

@@ -811,6 +811,18 @@ pub fn tool_failure(code: &str, message: &str) -> ToolCallAnswer {
     }
 }
 
+/// How an upload of something spooled (a recording, a post-call
+/// transcript) went: a 404 (the call is gone) is final like any refusal,
+/// a failed send is retried.
+fn spooled_class(reply: &Reply) -> Class {
+    match reply {
+        Reply::Http { status: 404, .. } => Class::Invalid,
+        Reply::Http { status, .. } => classify(*status),
+        Reply::Failed(_) => Class::Retry,
+        Reply::Unsendable(_) => Class::Invalid,
+    }
+}
+
 fn describe(reply: &Reply) -> (Option<u16>, String) {
     match reply {
         Reply::Http { status, body } => (Some(*status), snippet(body)),
@@ -2286,12 +2298,7 @@ impl LeaseClient {
         };
         let call_id = front.transcript.call_id.clone();
         let (status, detail) = describe(&reply);
-        let class = match &reply {
-            Reply::Http { status: 404, .. } => Class::Invalid,
-            Reply::Http { status, .. } => classify(*status),
-            Reply::Failed(_) => Class::Retry,
-            Reply::Unsendable(_) => Class::Invalid,
-        };
+        let class = spooled_class(&reply);
         match class {
             Class::Ok => {
                 self.transcripts_backoff.reset();
@@ -2334,12 +2341,7 @@ impl LeaseClient {
         };
         let call_id = front.manifest.call_id.clone();
         let (status, detail) = describe(&reply);
-        let class = match &reply {
-            Reply::Http { status: 404, .. } => Class::Invalid,
-            Reply::Http { status, .. } => classify(*status),
-            Reply::Failed(_) => Class::Retry,
-            Reply::Unsendable(_) => Class::Invalid,
-        };
+        let class = spooled_class(&reply);
         match class {
             Class::Ok => {
                 self.uploads_backoff.reset();
