@@ -1151,6 +1151,11 @@ pub enum TransferTarget {
     /// before it cannot read a lease answer carrying it: deploy sidecars
     /// before the edge that sends it.
     Queue { plan: Box<QueuePlan> },
+    /// A target kind added after this build: the command still parses (the
+    /// rest of the lease answer is kept) and the transfer fails
+    /// `transfer_failed`. Never sent.
+    #[serde(other)]
+    Unknown,
 }
 
 impl TransferTarget {
@@ -1161,6 +1166,7 @@ impl TransferTarget {
             TransferTarget::Number { destination } => destination,
             TransferTarget::User { extension, .. } => extension,
             TransferTarget::Queue { plan } => &plan.extension,
+            TransferTarget::Unknown => "",
         }
     }
 }
@@ -1856,6 +1862,25 @@ mod tests {
         if let Command::Transfer { target, .. } = back {
             assert_eq!(target.label(), "600");
         }
+    }
+
+    /// A target kind this build does not know still parses (the rest of
+    /// a lease answer is not lost with it): `unknown`.
+    #[test]
+    fn a_transfer_to_a_target_kind_added_later_parses_as_unknown() {
+        let cmd: Command = serde_json::from_value(json!({"kind":"transfer","call_id":"c_1",
+            "transfer_id":"xfr_1","target":{"kind":"conference","room":"7"}}))
+        .unwrap();
+        assert!(
+            matches!(
+                &cmd,
+                Command::Transfer {
+                    target: TransferTarget::Unknown,
+                    ..
+                }
+            ),
+            "{cmd:?}"
+        );
     }
 
     #[test]

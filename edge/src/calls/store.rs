@@ -1459,6 +1459,8 @@ pub async fn transfer(
         voxline_shared::sidecar_link::TransferTarget::User { extension, .. } => {
             (None, Some(extension), None)
         }
+        // The edge never asks for a kind it does not know.
+        voxline_shared::sidecar_link::TransferTarget::Unknown => (None, None, None),
         voxline_shared::sidecar_link::TransferTarget::Queue { plan } => {
             // The call waits in the queue from now (its availability, the
             // Voice360 `QUEUE_*` events), as an inbound queue call does;

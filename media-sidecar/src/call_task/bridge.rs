@@ -1038,6 +1038,15 @@ impl Bridge {
             return self.transfer_refused(now, t, code, None, why);
         }
         tracing::info!(call_id = %self.call_id, destination = t.target.label(), mode = mode.as_str(), "transfer asked");
+        if t.target == TransferTarget::Unknown {
+            return self.transfer_refused(
+                now,
+                t,
+                transfer_errors::TRANSFER_FAILED,
+                None,
+                "a transfer target this sidecar does not know (a newer edge)",
+            );
+        }
         if let TransferTarget::Queue { plan } = &t.target {
             // Nobody to brief in a queue: blind only.
             if mode == TransferMode::Warm {
@@ -1164,8 +1173,9 @@ impl Bridge {
                 user_pk: *user_pk,
                 extension: extension.clone(),
             },
-            // Handed over whole ([`Bridge::hand_to_queue`]), never dialled.
-            TransferTarget::Queue { .. } => return,
+            // Handed over whole ([`Bridge::hand_to_queue`]), never dialled;
+            // an unknown target is refused before.
+            TransferTarget::Queue { .. } | TransferTarget::Unknown => return,
         };
         t.stage = TransferStage::Dialing;
         self.transferee_live = true;
@@ -1390,7 +1400,9 @@ impl Bridge {
         let (extension, transfer_id) = (
             match &t.target {
                 TransferTarget::User { extension, .. } => Some(extension.clone()),
-                TransferTarget::Number { .. } | TransferTarget::Queue { .. } => None,
+                TransferTarget::Number { .. }
+                | TransferTarget::Queue { .. }
+                | TransferTarget::Unknown => None,
             },
             match t.origin {
                 TransferOrigin::Api { transfer_id } => Some(transfer_id),

@@ -1852,6 +1852,33 @@ fn the_edges_transfer_command_refers_as_the_tool_does() {
     );
 }
 
+/// A target kind a newer edge may send is refused with `transfer_failed`
+/// and the call goes on with the agent.
+#[test]
+fn a_transfer_to_an_unknown_target_kind_fails_and_the_call_goes_on() {
+    let (mut b, t0) = answered(30);
+    b.transfer_command(
+        t0 + ms(3_000),
+        order("xfr_1", TransferTarget::Unknown, TransferMode::Blind),
+    );
+    assert_eq!(
+        drain(&mut b),
+        [emit(
+            EventKind::TransferFailed {
+                destination: String::new(),
+                error: "transfer_failed".into(),
+                sip_code: None,
+                transfer_id: Some("xfr_1".into()),
+            },
+            D + 3_000
+        )]
+    );
+    b.heard(t0 + ms(3_100), speech());
+    assert!(drain(&mut b)
+        .iter()
+        .any(|a| matches!(a, Action::SendToEngine(_))));
+}
+
 /// A command for a call not up yet, or while another transfer runs, is a
 /// `transfer_failed` event with a stable code; the call goes on.
 #[test]
