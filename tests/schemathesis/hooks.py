@@ -100,6 +100,9 @@ SEMANTIC_MESSAGES = {
         "an ai_agent user names its agent",
         "a user key names its user",
     ),
+    # `schedule_at` at most 90 days from now: relative to the clock, which a
+    # JSON Schema date bound cannot follow.
+    "out_of_range": ("schedule_at may be at most 90 days ahead",),
 }
 
 
